@@ -1,0 +1,12 @@
+//! The iSCSI initiator data path.
+//!
+//! Layers, bottom up (see `ARCHITECTURE.md` at the repository root):
+//! - [`pdu`]: the RFC 7143 wire format (a checked view over the 48-byte header, typed PDUs,
+//!   AHS, padding, digests) and RFC 1982 serial arithmetic. No I/O.
+//! - [`text`]: key=value text and the RFC 7143 negotiation rules. No I/O.
+//! - [`scsi`]: CDB builders and decoders for the SCSI commands the tools use, sense data. No I/O.
+//! - [`session`]: the sans-IO initiator session (login, discovery, full-feature phase).
+//! - [`transport`]: TCP over io_uring.
+//! - [`client`]: a blocking convenience client that drives a session over the transport.
+
+pub mod pdu;
