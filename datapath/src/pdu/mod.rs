@@ -17,6 +17,7 @@ pub mod serial;
 pub mod types;
 pub mod view;
 
+#[allow(unused_imports)]
 pub use codec::*;
 pub use serial::SerialNumber;
 pub use types::*;
