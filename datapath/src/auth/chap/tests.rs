@@ -1,0 +1,2 @@
+//! Tests for CHAP.
+use super::*;

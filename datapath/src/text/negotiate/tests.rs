@@ -1,0 +1,2 @@
+//! Tests for negotiation.
+use super::*;
