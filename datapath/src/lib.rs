@@ -11,4 +11,5 @@
 
 pub mod auth;
 pub mod pdu;
+pub mod session;
 pub mod text;
