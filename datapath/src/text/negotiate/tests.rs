@@ -867,3 +867,68 @@ proptest! {
         prop_assert!(p.first_burst_length <= p.max_burst_length);
     }
 }
+
+#[test]
+fn target_originated_keys_are_answered_by_the_initiator() {
+    // A target that speaks first (for example in a later login PDU) with its own wishes.
+    let target_offer = OperationalOffer {
+        max_burst_length: 65_536,
+        default_time2wait: 10,
+        initial_r2t: false,
+        data_digests: vec![DigestChoice::Crc32c, DigestChoice::None],
+        ..OperationalOffer::default()
+    };
+    let initiator_offer = OperationalOffer {
+        data_digests: vec![DigestChoice::None, DigestChoice::Crc32c],
+        initial_r2t: false,
+        ..OperationalOffer::default()
+    };
+    let mut target = Negotiation::new(Role::Target, target_offer);
+    let mut initiator = Negotiation::new(Role::Initiator, initiator_offer);
+    let proposals = target.initial_proposals();
+    assert_eq!(
+        proposals,
+        pairs(&[
+            ("DataDigest", "CRC32C,None"),
+            ("InitialR2T", "No"),
+            ("MaxRecvDataSegmentLength", "8192"),
+            ("MaxBurstLength", "65536"),
+            ("DefaultTime2Wait", "10"),
+        ])
+    );
+    assert_eq!(target.pending_answers(), 4);
+    let replies = initiator.handle_peer_pairs(&proposals).unwrap();
+    assert_eq!(
+        replies,
+        pairs(&[
+            // The target's preference wins: it originated the list.
+            ("DataDigest", "CRC32C"),
+            ("InitialR2T", "No"),
+            ("MaxRecvDataSegmentLength", "8192"),
+            ("MaxBurstLength", "65536"),
+            ("DefaultTime2Wait", "10"),
+        ])
+    );
+    assert_eq!(target.handle_peer_pairs(&replies).unwrap(), vec![]);
+    assert!(target.is_complete());
+    // The initiator then proposes only what is left, and the target answers.
+    let rest = initiator.initial_proposals();
+    assert_eq!(rest.len(), 9);
+    assert!(rest
+        .iter()
+        .all(|(k, _)| !["DataDigest", "InitialR2T", "MaxBurstLength"].contains(&k.as_str())));
+    let answers = target.handle_peer_pairs(&rest).unwrap();
+    assert_eq!(initiator.handle_peer_pairs(&answers).unwrap(), vec![]);
+    assert!(initiator.is_complete());
+    let p = initiator.params();
+    assert_eq!(p, target.params());
+    assert!(p.data_digest && !p.initial_r2t);
+    assert_eq!(
+        (
+            p.max_burst_length,
+            p.first_burst_length,
+            p.default_time2wait
+        ),
+        (65_536, 65_536, 10)
+    );
+}
