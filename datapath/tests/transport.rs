@@ -355,3 +355,26 @@ fn send_to_a_peer_that_never_reads_times_out_and_breaks_the_stream() {
         Err(TransportError::StreamBroken { failed_op: "send" })
     ));
 }
+
+#[test]
+fn zero_timeout_takes_queued_bytes_and_never_waits() {
+    let _serial = serial();
+    let (listener, addr) = listener_v4();
+    let mut connection = TcpConnection::connect(addr, CONNECT_TIMEOUT).unwrap();
+    let (mut server_side, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 8];
+
+    let started = Instant::now();
+    assert!(matches!(
+        connection.recv(&mut buf, Duration::ZERO),
+        Err(TransportError::TimedOut { op: "recv", .. })
+    ));
+    assert!(started.elapsed() < SLACK);
+
+    server_side.write_all(&[1, 2, 3]).unwrap();
+    // Give loopback delivery a moment so the bytes are queued before the zero-time receive.
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(connection.recv(&mut buf, Duration::ZERO).unwrap(), 3);
+    assert_eq!(&buf[..3], &[1, 2, 3]);
+    connection.send_all(&[&[4]], Duration::ZERO).unwrap();
+}

@@ -64,7 +64,7 @@ impl Default for RingConfig {
 
 /// How an operation submitted with a linked timeout ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkedOutcome {
+pub(crate) enum LinkedOutcome {
     /// The operation completed with this result (bytes or a negative errno), even if the
     /// timer fired at the same moment: a result that carries data always wins.
     Completed(i32),
@@ -73,7 +73,7 @@ pub enum LinkedOutcome {
 }
 
 /// One io_uring instance and the flags it was created with.
-pub struct Ring {
+pub(crate) struct Ring {
     ring: IoUring,
     flags_description: String,
     next_token: u64,

@@ -31,6 +31,11 @@ pub const SEND_IOVECS_MAX: usize = 1024;
 ///
 /// Not `Send`: with `SINGLE_ISSUER | DEFER_TASKRUN` only the creating thread may enter the
 /// ring, so the connection must be created on the thread that drives it.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<datapath::transport::TcpConnection>();
+/// ```
 pub struct TcpConnection {
     ring: Ring,
     /// `None` once [`TcpConnection::shutdown`] has closed the socket.
@@ -241,13 +246,9 @@ impl TcpConnection {
         const OP: &str = "send";
         let mut first = 0;
         while first < self.iovecs.len() {
+            // Once the deadline has passed the kernel timer is zero: a send that can complete
+            // at once still does, anything that would wait is cancelled immediately.
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(TransportError::TimedOut {
-                    op: OP,
-                    after: timeout,
-                });
-            }
             let pending = &mut self.iovecs[first..];
             // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value
             // (null pointers, zero lengths); the fields we need are set below.
@@ -293,7 +294,8 @@ impl TcpConnection {
 
     /// Receives up to `buf.len()` bytes within `timeout`. `Ok(0)` means the peer closed its
     /// side (an empty `buf` also returns `Ok(0)`, without touching the socket). A timeout
-    /// moves no bytes: the connection stays usable.
+    /// moves no bytes: the connection stays usable. A zero timeout takes only bytes already
+    /// queued, like a non-blocking read.
     pub fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
         const OP: &str = "recv";
         let fd = self.stream_fd(OP)?;
@@ -322,26 +324,21 @@ impl TcpConnection {
         let mut filled = 0;
         // Each round either fills at least one byte or ends the call; the deadline bounds them.
         while filled < buf.len() {
+            // Past the deadline the kernel timer is zero: bytes already queued are still
+            // taken, a receive that would wait is cancelled immediately.
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let step = if remaining.is_zero() {
-                Err(TransportError::TimedOut {
+            let rest = &mut buf[filled..];
+            let step = match self.recv_once(fd, rest, libc::MSG_WAITALL, remaining) {
+                Ok(LinkedOutcome::TimedOut) => Err(TransportError::TimedOut {
                     op: OP,
                     after: timeout,
-                })
-            } else {
-                let rest = &mut buf[filled..];
-                match self.recv_once(fd, rest, libc::MSG_WAITALL, remaining) {
-                    Ok(LinkedOutcome::TimedOut) => Err(TransportError::TimedOut {
-                        op: OP,
-                        after: timeout,
-                    }),
-                    Ok(LinkedOutcome::Completed(0)) => Err(TransportError::Closed),
-                    Ok(LinkedOutcome::Completed(result)) if result < 0 => {
-                        Err(TransportError::from_errno(-result, OP, self.peer))
-                    }
-                    Ok(LinkedOutcome::Completed(received)) => Ok(received.unsigned_abs() as usize),
-                    Err(e) => Err(e),
+                }),
+                Ok(LinkedOutcome::Completed(0)) => Err(TransportError::Closed),
+                Ok(LinkedOutcome::Completed(result)) if result < 0 => {
+                    Err(TransportError::from_errno(-result, OP, self.peer))
                 }
+                Ok(LinkedOutcome::Completed(received)) => Ok(received.unsigned_abs() as usize),
+                Err(e) => Err(e),
             };
             match step {
                 Ok(received) => filled += received,
