@@ -8,8 +8,7 @@
 //! How a timeout works: each operation is submitted linked to an `IORING_OP_LINK_TIMEOUT`. If the
 //! timer fires first the kernel cancels the operation; either way the call waits for both
 //! completions before it returns, so the kernel never touches a caller's buffer after the call
-//! has returned. If the timer fires but the operation could not be cancelled at once, an
-//! explicit `IORING_OP_ASYNC_CANCEL` follows and its completion is reaped too.
+//! has returned.
 //!
 //! Layout:
 //! - [`ring`]: the ring itself ([`RingConfig`], flag negotiation with fallback, the

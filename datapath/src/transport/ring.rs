@@ -3,7 +3,7 @@
 //! Flags, in order of preference (facts measured on Linux 6.18, see `STYLE.md`):
 //! - default: `SINGLE_ISSUER | DEFER_TASKRUN`. Completion work runs only when this thread
 //!   enters the kernel asking for events, so the loop here always enters with
-//!   `submit_and_wait(1)` and never merely peeks at the completion queue.
+//!   `submit_and_wait` and never merely peeks at the completion queue.
 //! - with [`RingConfig::sqpoll`]: `SQPOLL` (which the kernel refuses together with
 //!   `DEFER_TASKRUN`).
 //! - if the kernel refuses either, a plain ring, with a `tracing::warn!` naming the refusal.
@@ -26,8 +26,8 @@ use super::TransportError;
 /// beyond any iSCSI timer and keeps the kernel timespec far from overflow.
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// The fewest submission entries a ring is created with: an operation, its linked timeout and
-/// a cancellation must fit at once.
+/// The fewest submission entries a ring is created with (an operation and its linked timeout
+/// must fit at once, with room to spare).
 const ENTRIES_MIN: u32 = 4;
 
 /// The most submission entries a ring is created with (the kernel's own limit is 32768).
@@ -141,7 +141,7 @@ impl Ring {
     }
 
     /// Submits `op` linked to a timeout of `timeout` and waits until the kernel is done with
-    /// it: both completions (and that of any extra cancellation) are reaped before returning.
+    /// it: both completions are reaped before returning.
     ///
     /// # Safety
     /// Every pointer in `op` (buffers, `msghdr`, iovecs, socket address) must stay valid, and
@@ -167,29 +167,14 @@ impl Ring {
         // this frame until we return, and we return only after both completions are reaped.
         unsafe { self.push_all(&entries)? };
 
+        // When the timer fires the kernel cancels the operation, which then completes with
+        // -ECANCELED; if it was already finishing, its own completion follows. Either way its
+        // completion always comes, and nothing here returns before it has.
         let mut results = [(op_token, None), (timeout_token, None)];
-        let mut cancel: Option<(u64, Option<i32>)> = None;
         let (op_result, timeout_result) = loop {
-            self.enter_and_reap(&mut results, cancel.as_mut())?;
-            let cancel_reaped = cancel.is_none_or(|(_, result)| result.is_some());
-            match results {
-                [(_, Some(op_result)), (_, Some(timeout_result))] if cancel_reaped => {
-                    break (op_result, timeout_result);
-                }
-                // The timer fired but the operation is still running (the kernel could not
-                // cancel it at once): ask again explicitly and keep waiting for it. If there
-                // is no room for the request, the operation still ends on its own.
-                [(_, None), (_, Some(_))] if cancel.is_none() => {
-                    let cancel_token = self.take_token();
-                    let cancel_entry = opcode::AsyncCancel::new(op_token)
-                        .build()
-                        .user_data(cancel_token);
-                    // SAFETY: a cancellation request carries no pointers.
-                    if unsafe { self.push_all(&[cancel_entry]) }.is_ok() {
-                        cancel = Some((cancel_token, None));
-                    }
-                }
-                _ => {}
+            self.enter_and_reap(&mut results)?;
+            if let [(_, Some(op_result)), (_, Some(timeout_result))] = results {
+                break (op_result, timeout_result);
             }
         };
 
@@ -223,7 +208,7 @@ impl Ring {
         // only after every completion is reaped.
         unsafe { self.push_all(&tagged)? };
         while results.iter().any(|(_, result)| result.is_none()) {
-            self.enter_and_reap(&mut results, None)?;
+            self.enter_and_reap(&mut results)?;
         }
         Ok(results.map(|(_, result)| result.unwrap_or(-libc::ECANCELED)))
     }
@@ -244,15 +229,14 @@ impl Ring {
             .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "submission queue full"))
     }
 
-    /// Submits what is queued, waits for at least one completion, and files every completion
+    /// Submits what is queued, waits until every outstanding completion has arrived (so an
+    /// operation and its linked timeout normally cost one kernel entry; a signal can end the
+    /// wait early, and the caller then enters again), and files every completion
     /// under its token. An error is returned only when nothing of ours is in flight.
-    fn enter_and_reap(
-        &mut self,
-        results: &mut [(u64, Option<i32>)],
-        mut cancel: Option<&mut (u64, Option<i32>)>,
-    ) -> io::Result<()> {
+    fn enter_and_reap(&mut self, results: &mut [(u64, Option<i32>)]) -> io::Result<()> {
         let queued_before = self.ring.submission().len();
-        match self.ring.submitter().submit_and_wait(1) {
+        let outstanding = results.iter().filter(|(_, r)| r.is_none()).count();
+        match self.ring.submitter().submit_and_wait(outstanding.max(1)) {
             Ok(_) => {}
             // Interrupted by a signal, or the kernel is short of memory or has completions
             // backed up: nothing is lost, enter again (after reaping below).
@@ -282,8 +266,6 @@ impl Ring {
         for cqe in self.ring.completion() {
             let token = cqe.user_data();
             if let Some(slot) = results.iter_mut().find(|(t, _)| *t == token) {
-                slot.1 = Some(cqe.result());
-            } else if let Some(slot) = cancel.as_deref_mut().filter(|(t, _)| *t == token) {
                 slot.1 = Some(cqe.result());
             } else {
                 // Cannot happen while one connection owns the ring and reaps everything it
