@@ -12,3 +12,4 @@
 pub mod auth;
 pub mod pdu;
 pub mod text;
+pub mod transport;
