@@ -10,3 +10,4 @@
 //! - [`client`]: a blocking convenience client that drives a session over the transport.
 
 pub mod pdu;
+pub mod scsi;
