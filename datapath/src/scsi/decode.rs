@@ -728,7 +728,7 @@ impl ReportLuns {
         Ok(ReportLuns {
             luns,
             full_length,
-            truncated: data.len() < full_length || list.len() % Self::ENTRY != 0,
+            truncated: data.len() < full_length || !list.len().is_multiple_of(Self::ENTRY),
         })
     }
 }

@@ -540,12 +540,13 @@ impl Sense {
             }
             0x04 if descriptor.len() >= 4 => {
                 let flags = byte(descriptor, 3);
-                self.filemark = flags & 0x80 != 0;
-                self.end_of_medium = flags & 0x40 != 0;
-                self.incorrect_length = flags & 0x20 != 0;
+                // OR-ed in: a stream and a block commands descriptor may both be sent.
+                self.filemark |= flags & 0x80 != 0;
+                self.end_of_medium |= flags & 0x40 != 0;
+                self.incorrect_length |= flags & 0x20 != 0;
             }
             0x05 if descriptor.len() >= 4 => {
-                self.incorrect_length = byte(descriptor, 3) & 0x20 != 0;
+                self.incorrect_length |= byte(descriptor, 3) & 0x20 != 0;
             }
             other => self.other_descriptors.push(other),
         }
