@@ -189,10 +189,15 @@ impl Cdb {
         cdb
     }
 
-    /// READ(10) (SBC-3) of `blocks` blocks of `block_length` bytes from `lba`.
-    /// Errors only when the byte count overflows 32 bits or `block_length` is 0.
-    pub fn read_10(lba: u32, blocks: u16, block_length: u32, fua: bool) -> Result<Cdb, ScsiError> {
-        let bytes = transfer_bytes(u64::from(blocks), block_length)?;
+    /// READ(10) (SBC-3) of `blocks` blocks of `block_length_bytes` bytes from `lba`.
+    /// Errors only when the byte count overflows 32 bits or `block_length_bytes` is 0.
+    pub fn read_10(
+        lba: u32,
+        blocks: u16,
+        block_length_bytes: u32,
+        fua: bool,
+    ) -> Result<Cdb, ScsiError> {
+        let bytes = transfer_bytes(u64::from(blocks), block_length_bytes)?;
         Ok(Cdb::rw_10(
             opcode::READ_10,
             lba,
@@ -203,8 +208,13 @@ impl Cdb {
     }
 
     /// WRITE(10) (SBC-3), as [`Cdb::read_10`].
-    pub fn write_10(lba: u32, blocks: u16, block_length: u32, fua: bool) -> Result<Cdb, ScsiError> {
-        let bytes = transfer_bytes(u64::from(blocks), block_length)?;
+    pub fn write_10(
+        lba: u32,
+        blocks: u16,
+        block_length_bytes: u32,
+        fua: bool,
+    ) -> Result<Cdb, ScsiError> {
+        let bytes = transfer_bytes(u64::from(blocks), block_length_bytes)?;
         Ok(Cdb::rw_10(
             opcode::WRITE_10,
             lba,
@@ -214,9 +224,14 @@ impl Cdb {
         ))
     }
 
-    /// READ(16) (SBC-3) of `blocks` blocks of `block_length` bytes from `lba`.
-    pub fn read_16(lba: u64, blocks: u32, block_length: u32, fua: bool) -> Result<Cdb, ScsiError> {
-        let bytes = transfer_bytes(u64::from(blocks), block_length)?;
+    /// READ(16) (SBC-3) of `blocks` blocks of `block_length_bytes` bytes from `lba`.
+    pub fn read_16(
+        lba: u64,
+        blocks: u32,
+        block_length_bytes: u32,
+        fua: bool,
+    ) -> Result<Cdb, ScsiError> {
+        let bytes = transfer_bytes(u64::from(blocks), block_length_bytes)?;
         Ok(Cdb::rw_16(
             opcode::READ_16,
             lba,
@@ -227,8 +242,13 @@ impl Cdb {
     }
 
     /// WRITE(16) (SBC-3), as [`Cdb::read_16`].
-    pub fn write_16(lba: u64, blocks: u32, block_length: u32, fua: bool) -> Result<Cdb, ScsiError> {
-        let bytes = transfer_bytes(u64::from(blocks), block_length)?;
+    pub fn write_16(
+        lba: u64,
+        blocks: u32,
+        block_length_bytes: u32,
+        fua: bool,
+    ) -> Result<Cdb, ScsiError> {
+        let bytes = transfer_bytes(u64::from(blocks), block_length_bytes)?;
         Ok(Cdb::rw_16(
             opcode::WRITE_16,
             lba,
@@ -240,18 +260,28 @@ impl Cdb {
 
     /// READ(10) when it can address the whole range, READ(16) otherwise: see
     /// [`fits_10_byte_cdb`].
-    pub fn read(lba: u64, blocks: u32, block_length: u32, fua: bool) -> Result<Cdb, ScsiError> {
+    pub fn read(
+        lba: u64,
+        blocks: u32,
+        block_length_bytes: u32,
+        fua: bool,
+    ) -> Result<Cdb, ScsiError> {
         match narrow_to_10(lba, blocks) {
-            Some((lba, blocks)) => Cdb::read_10(lba, blocks, block_length, fua),
-            None => Cdb::read_16(lba, blocks, block_length, fua),
+            Some((lba, blocks)) => Cdb::read_10(lba, blocks, block_length_bytes, fua),
+            None => Cdb::read_16(lba, blocks, block_length_bytes, fua),
         }
     }
 
     /// WRITE(10) when it can address the whole range, WRITE(16) otherwise.
-    pub fn write(lba: u64, blocks: u32, block_length: u32, fua: bool) -> Result<Cdb, ScsiError> {
+    pub fn write(
+        lba: u64,
+        blocks: u32,
+        block_length_bytes: u32,
+        fua: bool,
+    ) -> Result<Cdb, ScsiError> {
         match narrow_to_10(lba, blocks) {
-            Some((lba, blocks)) => Cdb::write_10(lba, blocks, block_length, fua),
-            None => Cdb::write_16(lba, blocks, block_length, fua),
+            Some((lba, blocks)) => Cdb::write_10(lba, blocks, block_length_bytes, fua),
+            None => Cdb::write_16(lba, blocks, block_length_bytes, fua),
         }
     }
 
@@ -319,16 +349,16 @@ fn narrow_to_10(lba: u64, blocks: u32) -> Option<(u32, u16)> {
     (end <= 1 << 32).then_some((lba_10, blocks_10))
 }
 
-fn transfer_bytes(blocks: u64, block_length: u32) -> Result<u32, ScsiError> {
-    if block_length == 0 {
+fn transfer_bytes(blocks: u64, block_length_bytes: u32) -> Result<u32, ScsiError> {
+    if block_length_bytes == 0 {
         return Err(ScsiError::ZeroBlockLength);
     }
     blocks
-        .checked_mul(u64::from(block_length))
+        .checked_mul(u64::from(block_length_bytes))
         .and_then(|bytes| u32::try_from(bytes).ok())
         .ok_or(ScsiError::TransferTooLong {
             blocks,
-            block_length,
+            block_length_bytes,
         })
 }
 
@@ -478,7 +508,7 @@ mod tests {
             Cdb::read_16(0, 0x0100_0000, 4096, false),
             Err(ScsiError::TransferTooLong {
                 blocks: 0x0100_0000,
-                block_length: 4096
+                block_length_bytes: 4096
             })
         );
         assert_eq!(

@@ -742,7 +742,7 @@ pub struct ReadCapacity10 {
     /// RETURNED LOGICAL BLOCK ADDRESS: the last LBA, or 0xFFFFFFFF when the capacity does
     /// not fit (then ask READ CAPACITY(16)).
     pub last_lba: u32,
-    pub block_length: u32,
+    pub block_length_bytes: u32,
 }
 
 impl ReadCapacity10 {
@@ -752,7 +752,7 @@ impl ReadCapacity10 {
         require("READ CAPACITY(10) parameter data", data, Self::LENGTH)?;
         Ok(ReadCapacity10 {
             last_lba: u32_at(data, 0),
-            block_length: u32_at(data, 4),
+            block_length_bytes: u32_at(data, 4),
         })
     }
 
@@ -766,7 +766,7 @@ impl ReadCapacity10 {
     }
 
     pub fn capacity_bytes(&self) -> u128 {
-        u128::from(self.block_count()) * u128::from(self.block_length)
+        u128::from(self.block_count()) * u128::from(self.block_length_bytes)
     }
 }
 
@@ -776,7 +776,7 @@ impl ReadCapacity10 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadCapacity16 {
     pub last_lba: u64,
-    pub block_length: u32,
+    pub block_length_bytes: u32,
     /// P_TYPE: with PROT_EN, protection type = P_TYPE + 1.
     pub p_type: u8,
     /// PROT_EN: protection information is enabled.
@@ -804,7 +804,7 @@ impl ReadCapacity16 {
         let b13 = u8_at(data, 13);
         Ok(ReadCapacity16 {
             last_lba: u64_at(data, 0),
-            block_length: u32_at(data, 8),
+            block_length_bytes: u32_at(data, 8),
             p_type: (b12 >> 1) & 0x07,
             prot_en: b12 & 0x01 != 0,
             p_i_exponent: b13 >> 4,
@@ -821,12 +821,12 @@ impl ReadCapacity16 {
     }
 
     pub fn capacity_bytes(&self) -> u128 {
-        self.block_count() * u128::from(self.block_length)
+        self.block_count() * u128::from(self.block_length_bytes)
     }
 
     /// Physical block length in bytes (logical block length times 2^exponent).
-    pub fn physical_block_length(&self) -> u64 {
-        u64::from(self.block_length) << self.logical_blocks_per_physical_block_exponent
+    pub fn physical_block_length_bytes(&self) -> u64 {
+        u64::from(self.block_length_bytes) << self.logical_blocks_per_physical_block_exponent
     }
 
     /// The protection type (1, 2 or 3) when protection is enabled.

@@ -32,13 +32,15 @@ pub mod decode;
 pub mod lun;
 pub mod sense;
 
-pub use cdb::{Cdb, DataDirection};
+pub use cdb::{fits_10_byte_cdb, Cdb, DataDirection};
 pub use decode::{
-    BlockLimits, DeviceIdentification, IdentificationDescriptor, ReadCapacity10, ReadCapacity16,
-    ReportLuns, StandardInquiry, SupportedVpdPages, UnitSerialNumber,
+    BlockLimits, DesignatorValue, DeviceIdentification, IdentificationDescriptor, ReadCapacity10,
+    ReadCapacity16, ReportLuns, StandardInquiry, SupportedVpdPages, UnitSerialNumber,
 };
 pub use lun::Lun;
-pub use sense::{asc_name, sense_key_name, status_name, Sense};
+pub use sense::{
+    asc_lookup, asc_name, sense_key_name, status_name, Sense, SenseFormat, SenseKeySpecific,
+};
 
 /// Errors of the SCSI layer: building a CDB the command cannot express, or decoding
 /// parameter data or sense data that cannot be decoded.
@@ -60,9 +62,12 @@ pub enum ScsiError {
     UnknownSenseFormat(u8),
     /// blocks times block length is more than the 32-bit iSCSI Expected Data Transfer Length.
     #[error(
-        "{blocks} blocks of {block_length} bytes exceed a 32-bit expected data transfer length"
+        "{blocks} blocks of {block_length_bytes} bytes exceed a 32-bit expected data transfer length"
     )]
-    TransferTooLong { blocks: u64, block_length: u32 },
+    TransferTooLong {
+        blocks: u64,
+        block_length_bytes: u32,
+    },
     /// Text that is neither a LUN number nor a raw 16-hex-digit LUN field.
     #[error("not a LUN: {text:?} (expected a number, or 0x and 16 hex digits)")]
     InvalidLun { text: String },

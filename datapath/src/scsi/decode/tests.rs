@@ -370,7 +370,7 @@ fn report_luns_bounds() {
 fn read_capacity_10_from_tgt() {
     let cap = ReadCapacity10::decode(&unhex("0001ffff00000200")).unwrap();
     assert_eq!(cap.last_lba, 131_071);
-    assert_eq!(cap.block_length, 512);
+    assert_eq!(cap.block_length_bytes, 512);
     assert_eq!(cap.block_count(), 131_072);
     assert_eq!(cap.capacity_bytes(), 64 << 20);
     assert!(!cap.needs_read_capacity_16());
@@ -394,9 +394,9 @@ fn read_capacity_16_from_tgt() {
     ))
     .unwrap();
     assert_eq!(cap.last_lba, 131_071);
-    assert_eq!(cap.block_length, 512);
+    assert_eq!(cap.block_length_bytes, 512);
     assert_eq!(cap.logical_blocks_per_physical_block_exponent, 3);
-    assert_eq!(cap.physical_block_length(), 4096);
+    assert_eq!(cap.physical_block_length_bytes(), 4096);
     assert_eq!(cap.capacity_bytes(), 64 << 20);
     assert!(!cap.prot_en && !cap.lbpme && !cap.lbprz);
     assert_eq!(cap.protection_type(), None);
@@ -410,7 +410,7 @@ fn read_capacity_16_every_field_by_hand() {
     let data = unhex("ffffffffffffffff 00001000 03 23 d2 34 0000000000000000 0000000000000000");
     let cap = ReadCapacity16::decode(&data).unwrap();
     assert_eq!(cap.last_lba, u64::MAX);
-    assert_eq!(cap.block_length, 4096);
+    assert_eq!(cap.block_length_bytes, 4096);
     assert_eq!(cap.p_type, 1);
     assert!(cap.prot_en);
     assert_eq!(cap.protection_type(), Some(2));
