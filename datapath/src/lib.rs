@@ -11,5 +11,6 @@
 
 pub mod auth;
 pub mod pdu;
+pub mod scsi;
 pub mod text;
 pub mod transport;
