@@ -1266,6 +1266,21 @@ mod tests {
             Err(PduError::Truncated { needed: 4, got: 2 })
         );
 
+        // The longest CDB an Extended CDB AHS may carry is 260 bytes in all.
+        for (tail, result_ok) in [(244usize, true), (245, false)] {
+            let mut wire = RFC3720_READ.to_vec();
+            let wire_len = 4 + tail.next_multiple_of(4);
+            wire[4] = (wire_len / 4) as u8;
+            wire.extend_from_slice(&((tail + 1) as u16).to_be_bytes());
+            wire.extend_from_slice(&[1, 0]);
+            wire.resize(48 + wire_len, 0x77);
+            match parse_one(&wire) {
+                Ok(Header::ScsiCommand(c)) if result_ok => assert_eq!(c.cdb.len(), 16 + tail),
+                Err(PduError::CdbTooLong(261)) if !result_ok => {}
+                other => panic!("tail {tail}: {other:?}"),
+            }
+        }
+
         let mut too_long = Header::parse(&RFC3720_READ, &[]).unwrap();
         if let Header::ScsiCommand(c) = &mut too_long {
             c.cdb = vec![0; MAX_CDB_LEN + 1];
