@@ -11,5 +11,7 @@
 
 pub mod auth;
 pub mod pdu;
+pub mod scsi;
 pub mod session;
 pub mod text;
+pub mod transport;

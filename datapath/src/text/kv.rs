@@ -97,8 +97,26 @@ fn is_key_byte(byte: u8) -> bool {
 /// Parses a whole text (already joined over continued PDUs) into its pairs, in order.
 ///
 /// NUL padding after the last pair is allowed; every pair must be NUL-terminated, have a
-/// non-empty valid key, and be UTF-8. Values may be empty. A key may appear only once.
+/// non-empty valid key, and be UTF-8. Values may be empty. A key may appear only once
+/// (negotiation text); see [`parse_repeated_pairs`] for SendTargets responses.
 pub fn parse_pairs(data: &[u8], limits: &TextLimits) -> Result<Vec<(String, String)>, TextError> {
+    parse_text(data, limits, true)
+}
+
+/// Like [`parse_pairs`], but a key may appear many times: a SendTargets response repeats
+/// `TargetName` and `TargetAddress` once per target and portal (RFC 7143 Appendix C).
+pub fn parse_repeated_pairs(
+    data: &[u8],
+    limits: &TextLimits,
+) -> Result<Vec<(String, String)>, TextError> {
+    parse_text(data, limits, false)
+}
+
+fn parse_text(
+    data: &[u8],
+    limits: &TextLimits,
+    unique_keys: bool,
+) -> Result<Vec<(String, String)>, TextError> {
     if data.len() > limits.max_text_len {
         return Err(TextError::TextTooLong {
             len: data.len(),
@@ -131,7 +149,7 @@ pub fn parse_pairs(data: &[u8], limits: &TextLimits) -> Result<Vec<(String, Stri
             });
         }
         let (key, value) = parse_one(raw, limits)?;
-        if !seen.insert(key.clone()) {
+        if unique_keys && !seen.insert(key.clone()) {
             return Err(TextError::DuplicateKey { key });
         }
         pairs.push((key, value));
@@ -343,6 +361,10 @@ mod tests {
         assert_eq!(
             parse(b"A=1\0A=2\0"),
             Err(TextError::DuplicateKey { key: "A".into() })
+        );
+        assert_eq!(
+            parse_repeated_pairs(b"A=1\0A=2\0", &TextLimits::default()).map(|p| p.len()),
+            Ok(2)
         );
     }
 
