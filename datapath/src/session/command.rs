@@ -193,7 +193,7 @@ impl Session {
     /// Sends waiting commands while the window and the in-flight bound allow.
     pub(super) fn issue_waiting(&mut self, _now: Instant) {
         while self.state == SessionState::FullFeature
-            && self.in_flight < self.config.max_outstanding_commands
+            && self.in_flight < self.config.max_outstanding_commands.max(1)
             && self.window.is_open()
         {
             let Some(tag) = self.waiting.pop_front() else {

@@ -54,7 +54,7 @@ pub enum SessionError {
         len: u32,
         expected: u32,
     },
-    /// Data-In not at the next offset while DataPDUInOrder=Yes (section 13.19).
+    /// Data-In not at the next offset while DataPDUInOrder=Yes (section 13.18).
     #[error("Data-In for task {tag:#010x} at offset {offset}, expected offset {expected_offset} (DataPDUInOrder=Yes)")]
     DataOutOfOrder {
         tag: Tag,

@@ -28,7 +28,8 @@
 //! - `nop`: NOP-Out/NOP-In, sections 11.18 and 11.19, keepalive pings.
 //! - Here: Reject (11.17), Async Message (11.9), Logout (11.14, 11.15), timeouts and the
 //!   failure path. At ERL 0 every protocol fault fails the connection and with it every
-//!   outstanding command (section 7.1.5 and 7.14).
+//!   outstanding command (section 7: at ERL 0 the
+//!   only recovery is a new session).
 #![forbid(unsafe_code)]
 
 mod command;

@@ -13,6 +13,9 @@ use std::time::Instant;
 use super::{Outgoing, Session, SessionError, Transmit, TransmitData};
 use crate::pdu::{self, Header, Opcode, Tag, RESERVED_TAG};
 
+/// Most answers to target pings waiting to be sent.
+const MAX_QUEUED_PING_REPLIES: usize = 16;
+
 #[derive(Debug, Clone, Copy)]
 struct Ping {
     tag: Tag,
@@ -59,7 +62,23 @@ impl Session {
             return Ok(());
         }
         if h.target_transfer_tag != RESERVED_TAG {
-            // The target's ping: echo its data, no longer than the target accepts.
+            // The target's ping. Replies wait in the transmit queue until polled; a target
+            // that pings faster than that would grow the queue without end.
+            let queued_replies = self
+                .outbox
+                .iter()
+                .filter(|o| {
+                    matches!(o, Outgoing::Pdu(Transmit { header: Header::NopOut(n), .. })
+                        if n.initiator_task_tag == RESERVED_TAG)
+                })
+                .count();
+            if queued_replies >= MAX_QUEUED_PING_REPLIES {
+                return Err(SessionError::InvalidPdu {
+                    opcode: Opcode::NopIn,
+                    reason: "target pings faster than its pings can be answered",
+                });
+            }
+            // Echo its data, no longer than the target accepts.
             let max = self
                 .params
                 .as_ref()

@@ -437,6 +437,26 @@ fn target_nop_in_ping_is_answered() {
 }
 
 #[test]
+fn target_ping_flood_is_bounded() {
+    let mut h = Harness::logged_in(config(), &TargetParams::default());
+    let mut result = Ok(());
+    for i in 0..20 {
+        result = h.deliver(h.nop_in(pdu::RESERVED_TAG, i + 1), b"x");
+        if result.is_err() {
+            assert_eq!(i, 16, "16 replies may wait");
+            break;
+        }
+    }
+    assert!(matches!(
+        result,
+        Err(SessionError::InvalidPdu {
+            opcode: pdu::Opcode::NopIn,
+            ..
+        })
+    ));
+}
+
+#[test]
 fn keepalive_ping_then_nop_timeout() {
     let mut cfg = config();
     cfg.nop_interval = Duration::from_secs(5);

@@ -136,10 +136,14 @@ impl Harness {
         self.now += by;
     }
 
+    /// The next PDU the session sends, after a trip through the codec (encode with the
+    /// session's digests, decode, compare), so every script also checks the wire form.
     pub fn sent(&mut self) -> Option<(Header, Vec<u8>)> {
         let t = self.s.poll_transmit()?;
         let data = self.s.transmit_data(&t).to_vec();
-        Some((t.header, data))
+        let header = codec_round_trip(&t.header, &data, self.s.digests());
+        assert_eq!(header, t.header, "header changed through the codec");
+        Some((header, data))
     }
 
     #[track_caller]
@@ -154,7 +158,9 @@ impl Harness {
         }
     }
 
+    /// Hands a target PDU to the session, after a trip through the codec.
     pub fn deliver(&mut self, header: Header, data: &[u8]) -> Result<(), SessionError> {
+        let header = codec_round_trip(&header, data, self.s.digests());
         self.s.handle_pdu(self.now, header, data)
     }
 
@@ -340,6 +346,23 @@ impl Harness {
             other => panic!("expected a completion, got {other:?}"),
         }
     }
+}
+
+/// Encodes and decodes one PDU with the project's codec.
+#[track_caller]
+pub(super) fn codec_round_trip(header: &Header, data: &[u8], digests: pdu::Digests) -> Header {
+    let mut wire = Vec::new();
+    pdu::encode_pdu(header, data, digests, &mut wire).expect("codec refused to encode");
+    let limits = pdu::Limits {
+        max_data_segment_length: 1 << 24,
+        ..pdu::Limits::default()
+    };
+    let decoded = pdu::decode_pdu(&wire, digests, &limits)
+        .expect("codec refused to decode")
+        .expect("whole PDU");
+    assert_eq!(decoded.consumed, wire.len());
+    assert_eq!(&wire[decoded.data], data);
+    decoded.header
 }
 
 pub(super) fn read_request(len: u32) -> ScsiCommandRequest {
