@@ -159,6 +159,16 @@ pub struct ChapConfig {
     pub mutual: Option<(String, Vec<u8>)>,
 }
 
+impl std::fmt::Debug for ChapConfig {
+    /// Secrets are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChapConfig")
+            .field("user", &self.user)
+            .field("mutual_user", &self.mutual.as_ref().map(|(user, _)| user))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where the session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
