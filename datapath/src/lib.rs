@@ -9,4 +9,8 @@
 //! - [`transport`]: TCP over io_uring.
 //! - [`client`]: a blocking convenience client that drives a session over the transport.
 
+pub mod auth;
 pub mod pdu;
+pub mod scsi;
+pub mod text;
+pub mod transport;

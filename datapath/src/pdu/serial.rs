@@ -8,6 +8,11 @@ pub struct SerialNumber(pub u32);
 
 impl SerialNumber {
     /// The number `n` steps ahead, wrapping at 2^32.
+<<<<<<< HEAD
+    #[allow(clippy::should_implement_trait)]
+=======
+    #[allow(clippy::should_implement_trait)] // RFC 1982 addition is not `Add`: n < 2^31
+>>>>>>> codec
     pub fn add(self, n: u32) -> SerialNumber {
         SerialNumber(self.0.wrapping_add(n))
     }
@@ -46,7 +51,10 @@ mod tests {
         assert!(SerialNumber(1) < SerialNumber(2));
         assert_eq!(SerialNumber(0).partial_cmp(&SerialNumber(1 << 31)), None);
         assert_eq!(SerialNumber(0xffff_ffff).add(2), SerialNumber(1));
-        assert_eq!(SerialNumber(0xffff_ffff).distance_to(SerialNumber(1)), Some(2));
+        assert_eq!(
+            SerialNumber(0xffff_ffff).distance_to(SerialNumber(1)),
+            Some(2)
+        );
         assert_eq!(SerialNumber(10).distance_to(SerialNumber(9)), None);
     }
 }

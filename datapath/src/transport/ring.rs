@@ -1,0 +1,282 @@
+//! The io_uring instance under the transport: flag negotiation and the submit-and-reap loop.
+//!
+//! Flags, in order of preference (facts measured on Linux 6.18, see `STYLE.md`):
+//! - default: `SINGLE_ISSUER | DEFER_TASKRUN`. Completion work runs only when this thread
+//!   enters the kernel asking for events, so the loop here always enters with
+//!   `submit_and_wait` and never merely peeks at the completion queue.
+//! - with [`RingConfig::sqpoll`]: `SQPOLL` (which the kernel refuses together with
+//!   `DEFER_TASKRUN`).
+//! - if the kernel refuses either, a plain ring, with a `tracing::warn!` naming the refusal.
+//!
+//! The completion queue is sized at four times the submission queue so that a burst of
+//! completions (later: multishot receives) cannot overflow it.
+//!
+//! Every operation carries a token (`user_data`) from a per-ring counter, and the reap loop
+//! matches completions by token. Today one ring serves one connection; the token scheme is
+//! what lets one shard's ring serve many connections later.
+
+use std::io;
+use std::time::Duration;
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use super::TransportError;
+
+/// The longest time bound the ring accepts; longer bounds are clamped to it. One day is far
+/// beyond any iSCSI timer and keeps the kernel timespec far from overflow.
+pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The fewest submission entries a ring is created with (an operation and its linked timeout
+/// must fit at once, with room to spare).
+const ENTRIES_MIN: u32 = 4;
+
+/// The most submission entries a ring is created with (the kernel's own limit is 32768).
+const ENTRIES_MAX: u32 = 4096;
+
+/// How many times as many completion entries as submission entries the ring gets.
+const CQ_PER_SQ: u32 = 4;
+
+/// How long the kernel's `SQPOLL` thread keeps polling after the last submission.
+const SQPOLL_IDLE_MS_DEFAULT: u32 = 10;
+
+/// Knobs for the io_uring instance a connection (later: a shard) drives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Submission queue entries; clamped to 4..=4096 (the kernel rounds up to a power of two).
+    /// The completion queue gets four times as many.
+    pub entries: u32,
+    /// Ask for a kernel submission-polling thread (`IORING_SETUP_SQPOLL`) instead of
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`. It costs a kernel thread spinning while busy.
+    pub sqpoll: bool,
+    /// Idle time in milliseconds before the `SQPOLL` thread sleeps; ignored without `sqpoll`.
+    pub sqpoll_idle_ms: u32,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            entries: 8,
+            sqpoll: false,
+            sqpoll_idle_ms: SQPOLL_IDLE_MS_DEFAULT,
+        }
+    }
+}
+
+/// How an operation submitted with a linked timeout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkedOutcome {
+    /// The operation completed with this result (bytes or a negative errno), even if the
+    /// timer fired at the same moment: a result that carries data always wins.
+    Completed(i32),
+    /// The timer fired and the operation was cancelled before it did anything it reports.
+    TimedOut,
+}
+
+/// One io_uring instance and the flags it was created with.
+pub(crate) struct Ring {
+    ring: IoUring,
+    flags_description: String,
+    next_token: u64,
+    /// Set when the ring failed in a way that leaves queued entries unsubmitted; the ring is
+    /// never entered again, so those entries can never reach the kernel.
+    poisoned: bool,
+}
+
+impl Ring {
+    /// Creates a ring with the preferred flags, falling back to a plain ring if refused.
+    pub fn new(config: &RingConfig) -> Result<Ring, TransportError> {
+        let entries = config.entries.clamp(ENTRIES_MIN, ENTRIES_MAX);
+        let cq_entries = entries * CQ_PER_SQ;
+
+        let (preferred, preferred_name) = if config.sqpoll {
+            let mut builder = IoUring::builder();
+            builder
+                .setup_sqpoll(config.sqpoll_idle_ms)
+                .setup_cqsize(cq_entries);
+            (builder.build(entries), "sqpoll")
+        } else {
+            let mut builder = IoUring::builder();
+            builder
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_cqsize(cq_entries);
+            (builder.build(entries), "single_issuer+defer_taskrun")
+        };
+
+        let (ring, flags_description) = match preferred {
+            Ok(ring) => (ring, preferred_name.to_string()),
+            Err(refusal) => {
+                tracing::warn!(
+                    flags = preferred_name,
+                    error = %refusal,
+                    "io_uring refused the preferred setup flags; falling back to a plain ring"
+                );
+                let ring = IoUring::builder()
+                    .setup_cqsize(cq_entries)
+                    .build(entries)
+                    .map_err(TransportError::RingSetup)?;
+                (ring, format!("plain (refused {preferred_name}: {refusal})"))
+            }
+        };
+
+        Ok(Ring {
+            ring,
+            flags_description,
+            next_token: 1,
+            poisoned: false,
+        })
+    }
+
+    /// The setup flags the kernel granted, for diagnostics: `single_issuer+defer_taskrun`,
+    /// `sqpoll`, or `plain (refused ...: reason)`.
+    pub fn flags_description(&self) -> &str {
+        &self.flags_description
+    }
+
+    fn take_token(&mut self) -> u64 {
+        let token = self.next_token;
+        // Zero is never used so that a zeroed completion can never match.
+        self.next_token = self.next_token.wrapping_add(1).max(1);
+        token
+    }
+
+    /// Submits `op` linked to a timeout of `timeout` and waits until the kernel is done with
+    /// it: both completions are reaped before returning.
+    ///
+    /// # Safety
+    /// Every pointer in `op` (buffers, `msghdr`, iovecs, socket address) must stay valid, and
+    /// memory the kernel may write must not be accessed otherwise, until this call returns.
+    /// This call returns only after the kernel has posted the operation's completion, with
+    /// one exception: it aborts the process if the ring fails unrecoverably while the
+    /// operation is in flight, because returning then could let the kernel write freed memory.
+    pub unsafe fn run_with_link_timeout(
+        &mut self,
+        op: squeue::Entry,
+        timeout: Duration,
+    ) -> io::Result<LinkedOutcome> {
+        let timespec = types::Timespec::from(timeout.min(TIMEOUT_MAX));
+        let op_token = self.take_token();
+        let timeout_token = self.take_token();
+        let entries = [
+            op.flags(squeue::Flags::IO_LINK).user_data(op_token),
+            opcode::LinkTimeout::new(&timespec)
+                .build()
+                .user_data(timeout_token),
+        ];
+        // SAFETY: the caller vouches for `op`'s pointers until we return; `timespec` lives on
+        // this frame until we return, and we return only after both completions are reaped.
+        unsafe { self.push_all(&entries)? };
+
+        // When the timer fires the kernel cancels the operation, which then completes with
+        // -ECANCELED; if it was already finishing, its own completion follows. Either way its
+        // completion always comes, and nothing here returns before it has.
+        let mut results = [(op_token, None), (timeout_token, None)];
+        let (op_result, timeout_result) = loop {
+            self.enter_and_reap(&mut results)?;
+            if let [(_, Some(op_result)), (_, Some(timeout_result))] = results {
+                break (op_result, timeout_result);
+            }
+        };
+
+        let cancelled = op_result == -libc::ECANCELED || op_result == -libc::EINTR;
+        // A linked timeout completes with -ECANCELED when the operation finished first.
+        let timer_fired = timeout_result != -libc::ECANCELED;
+        if cancelled && timer_fired {
+            Ok(LinkedOutcome::TimedOut)
+        } else {
+            Ok(LinkedOutcome::Completed(op_result))
+        }
+    }
+
+    /// Submits `entries` as one batch (the caller sets any link flags) and waits for all of
+    /// their completions; returns their results in order.
+    ///
+    /// # Safety
+    /// As for [`Ring::run_with_link_timeout`], for every entry.
+    pub unsafe fn run_batch<const N: usize>(
+        &mut self,
+        entries: [squeue::Entry; N],
+    ) -> io::Result<[i32; N]> {
+        let mut results = [(0u64, None); N];
+        let mut tagged = entries;
+        for (entry, slot) in tagged.iter_mut().zip(results.iter_mut()) {
+            let token = self.take_token();
+            entry.set_user_data(token);
+            slot.0 = token;
+        }
+        // SAFETY: the caller vouches for the entries' pointers until we return, and we return
+        // only after every completion is reaped.
+        unsafe { self.push_all(&tagged)? };
+        while results.iter().any(|(_, result)| result.is_none()) {
+            self.enter_and_reap(&mut results)?;
+        }
+        Ok(results.map(|(_, result)| result.unwrap_or(-libc::ECANCELED)))
+    }
+
+    /// Queues all of `entries` or none of them.
+    ///
+    /// # Safety
+    /// The entries' pointers must stay valid until their completions are reaped.
+    unsafe fn push_all(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
+        if self.poisoned {
+            return Err(io::Error::other(
+                "io_uring instance poisoned by an earlier failure",
+            ));
+        }
+        let mut sq = self.ring.submission();
+        // SAFETY: forwarded to the caller.
+        unsafe { sq.push_multiple(entries) }
+            .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "submission queue full"))
+    }
+
+    /// Submits what is queued, waits until every outstanding completion has arrived (so an
+    /// operation and its linked timeout normally cost one kernel entry; a signal can end the
+    /// wait early, and the caller then enters again), and files every completion
+    /// under its token. An error is returned only when nothing of ours is in flight.
+    fn enter_and_reap(&mut self, results: &mut [(u64, Option<i32>)]) -> io::Result<()> {
+        let queued_before = self.ring.submission().len();
+        let outstanding = results.iter().filter(|(_, r)| r.is_none()).count();
+        match self.ring.submitter().submit_and_wait(outstanding.max(1)) {
+            Ok(_) => {}
+            // Interrupted by a signal, or the kernel is short of memory or has completions
+            // backed up: nothing is lost, enter again (after reaping below).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                ) => {}
+            Err(e) => {
+                let nothing_in_flight = results.iter().all(|(_, r)| r.is_none())
+                    && queued_before == self.ring.submission().len()
+                    && queued_before == results.len();
+                if nothing_in_flight {
+                    // The entries are still queued and must never be submitted now that the
+                    // caller's buffers go out of scope: retire the ring.
+                    self.poisoned = true;
+                    return Err(e);
+                }
+                tracing::error!(
+                    error = %e,
+                    "io_uring_enter failed with operations in flight; aborting rather than \
+                     letting the kernel write into freed buffers"
+                );
+                std::process::abort();
+            }
+        }
+        for cqe in self.ring.completion() {
+            let token = cqe.user_data();
+            if let Some(slot) = results.iter_mut().find(|(t, _)| *t == token) {
+                slot.1 = Some(cqe.result());
+            } else {
+                // Cannot happen while one connection owns the ring and reaps everything it
+                // submits; log rather than lose track of it once rings are shared.
+                tracing::warn!(
+                    token,
+                    result = cqe.result(),
+                    "completion for an unknown token"
+                );
+            }
+        }
+        Ok(())
+    }
+}
