@@ -8,11 +8,7 @@ pub struct SerialNumber(pub u32);
 
 impl SerialNumber {
     /// The number `n` steps ahead, wrapping at 2^32.
-<<<<<<< HEAD
-    #[allow(clippy::should_implement_trait)]
-=======
     #[allow(clippy::should_implement_trait)] // RFC 1982 addition is not `Add`: n < 2^31
->>>>>>> codec
     pub fn add(self, n: u32) -> SerialNumber {
         SerialNumber(self.0.wrapping_add(n))
     }

@@ -1,0 +1,480 @@
+//! SCSI commands in full feature phase: SCSI Command (RFC 7143 section 11.3), SCSI
+//! Response (11.4), Data-In and Data-Out (11.7), R2T (11.8), with the data transfer rules
+//! of the operational keys InitialR2T (13.10), ImmediateData (13.11), MaxBurstLength
+//! (13.13), FirstBurstLength (13.14), MaxOutstandingR2T (13.17), DataPDUInOrder (13.18).
+//!
+//! Reads: Data-In is copied into the command's buffer at its Buffer Offset (the one copy on
+//! this path, counted in `SessionStats::bytes_copied`). DataSN must run 0, 1, 2, ...; data
+//! outside the expected length, out of order under DataPDUInOrder=Yes, or overlapping, is a
+//! fatal fault. GOOD status is only reported when every byte the target claims to have sent
+//! (expected length minus an underflow residual) has arrived.
+//!
+//! Writes: immediate data up to min(FirstBurstLength, the target's
+//! MaxRecvDataSegmentLength); with InitialR2T=No, unsolicited Data-Out up to
+//! FirstBurstLength; the rest as the target asks with R2Ts, each answered by a sequence of
+//! Data-Out PDUs no longer than the target's MaxRecvDataSegmentLength, DataSN from 0 per
+//! sequence and the F bit on the last.
+
+use std::time::Instant;
+
+use super::{
+    CommandError, CommandFailure, CommandOutcome, DataDirection, Event, Outgoing, Residual, ScsiCommandRequest,
+    Session, SessionError, SessionState, TaskId, Transmit, TransmitData,
+};
+use crate::pdu::{self, Header, LunField, Opcode, Tag, TaskAttribute, RESERVED_TAG};
+
+/// 16 bytes in the BHS plus up to 244 in an Extended CDB AHS (section 11.3.5).
+pub(crate) const MAX_CDB_LEN: usize = 16 + 244;
+
+/// SCSI status GOOD.
+const STATUS_GOOD: u8 = 0x00;
+
+/// Most separate received ranges tracked for one read under DataPDUInOrder=No; a target
+/// that leaves more holes than this is treated as sending out of order.
+const MAX_RECEIVED_RANGES: usize = 256;
+
+/// The smallest MaxRecvDataSegmentLength a peer may declare (section 13.12).
+const MIN_DATA_SEGMENT: u32 = 512;
+
+/// One command, from `submit` to completion.
+pub(crate) struct Task {
+    id: TaskId,
+    lun: LunField,
+    cdb: Vec<u8>,
+    attribute: TaskAttribute,
+    direction: DataDirection,
+    pub(crate) buffer: Vec<u8>,
+    submitted_at: Instant,
+    issued: bool,
+    /// Reads: the DataSN the next Data-In must carry.
+    next_data_sn: u32,
+    /// Reads: byte ranges received, `[start, end)`, sorted and merged.
+    received: Vec<(u32, u32)>,
+    /// Writes: the R2TSN the next R2T must carry.
+    next_r2t_sn: u32,
+    /// Writes: R2Ts whose Data-Out sequence is not yet fully handed to the transport.
+    outstanding_r2ts: u32,
+}
+
+impl Task {
+    pub(crate) fn new(id: TaskId, request: ScsiCommandRequest, now: Instant) -> Task {
+        let ScsiCommandRequest { lun, mut cdb, direction, buffer, attribute } = request;
+        // The BHS CDB field is 16 bytes; shorter CDBs travel zero-padded (section 11.3.5).
+        if cdb.len() < 16 {
+            cdb.resize(16, 0);
+        }
+        Task {
+            id,
+            lun,
+            cdb,
+            attribute,
+            direction,
+            buffer,
+            submitted_at: now,
+            issued: false,
+            next_data_sn: 0,
+            received: Vec::new(),
+            next_r2t_sn: 0,
+            outstanding_r2ts: 0,
+        }
+    }
+
+    pub(crate) fn is_issued(&self) -> bool {
+        self.issued
+    }
+
+    fn received_bytes(&self) -> u32 {
+        self.received.iter().map(|(s, e)| e - s).sum()
+    }
+
+    /// Records `[start, end)` as received; false if it overlaps what arrived before.
+    fn record_received(&mut self, start: u32, end: u32) -> bool {
+        if start == end {
+            return true;
+        }
+        let at = self.received.partition_point(|&(s, _)| s < start);
+        if at > 0 && self.received[at - 1].1 > start {
+            return false;
+        }
+        if at < self.received.len() && self.received[at].0 < end {
+            return false;
+        }
+        let joins_before = at > 0 && self.received[at - 1].1 == start;
+        let joins_after = at < self.received.len() && self.received[at].0 == end;
+        match (joins_before, joins_after) {
+            (true, true) => {
+                self.received[at - 1].1 = self.received[at].1;
+                self.received.remove(at);
+            }
+            (true, false) => self.received[at - 1].1 = end,
+            (false, true) => self.received[at].0 = start,
+            (false, false) => self.received.insert(at, (start, end)),
+        }
+        true
+    }
+
+    /// The end of the data received so far from offset 0 without a hole.
+    fn contiguous_end(&self) -> u32 {
+        match self.received.first() {
+            Some(&(0, end)) => end,
+            _ => 0,
+        }
+    }
+}
+
+/// The rest of one Data-Out sequence, cut into PDUs as the transmit queue is polled.
+#[derive(Debug)]
+pub(crate) struct DataOutBurst {
+    task: Tag,
+    /// The R2T's Target Transfer Tag, or the reserved tag for unsolicited data.
+    target_transfer_tag: Tag,
+    offset: u32,
+    remaining: u32,
+    data_sn: u32,
+    /// Answers an R2T (counts against MaxOutstandingR2T until fully sent).
+    solicited: bool,
+}
+
+/// Splits a SCSI Response or Async Message data segment into its sense data
+/// (section 11.4.7: a 2-byte SenseLength, then the sense bytes, then response data).
+/// `None` when SenseLength runs past the segment; `Some(None)` when there is no sense.
+pub(crate) fn parse_sense(data: &[u8]) -> Option<Option<&[u8]>> {
+    match data {
+        [] => Some(None),
+        [_] => None,
+        [hi, lo, rest @ ..] => {
+            let sense_len = u16::from_be_bytes([*hi, *lo]) as usize;
+            if sense_len == 0 {
+                Some(None)
+            } else {
+                rest.get(..sense_len).map(Some)
+            }
+        }
+    }
+}
+
+/// Section 11.4.5: reads the residual flags against the expected length.
+fn residual_of(
+    tag: Tag,
+    overflow: bool,
+    underflow: bool,
+    count: u32,
+    expected: u32,
+) -> Result<Residual, SessionError> {
+    match (overflow, underflow) {
+        (true, true) => Err(SessionError::BadResidual { tag, reason: "both overflow and underflow set" }),
+        (true, false) => Ok(Residual::Overflow(count)),
+        (false, true) if count > expected => {
+            Err(SessionError::BadResidual { tag, reason: "underflow residual larger than the expected length" })
+        }
+        (false, true) => Ok(Residual::Underflow(count)),
+        (false, false) => Ok(Residual::None),
+    }
+}
+
+fn transfer_len(direction: DataDirection) -> u32 {
+    match direction {
+        DataDirection::None => 0,
+        DataDirection::Read { len } | DataDirection::Write { len } => len,
+    }
+}
+
+impl Session {
+    /// Sends waiting commands while the window and the in-flight bound allow.
+    pub(super) fn issue_waiting(&mut self, _now: Instant) {
+        while self.state == SessionState::FullFeature
+            && self.in_flight < self.config.max_outstanding_commands
+            && self.window.is_open()
+        {
+            let Some(tag) = self.waiting.pop_front() else { break };
+            self.issue(tag);
+        }
+    }
+
+    fn issue(&mut self, tag: Tag) {
+        let Some(params) = self.params.as_ref() else { return };
+        let Some(task) = self.tasks.get_mut(&tag) else { return };
+        let cmd_sn = self.window.take();
+        task.issued = true;
+        self.in_flight += 1;
+        let expected = transfer_len(task.direction);
+        let (read, write) = match task.direction {
+            DataDirection::None => (false, false),
+            DataDirection::Read { .. } => (true, false),
+            DataDirection::Write { .. } => (false, true),
+        };
+        let mut immediate_len = 0;
+        let mut unsolicited_len = 0;
+        if write {
+            if params.immediate_data {
+                immediate_len = expected
+                    .min(params.first_burst_length)
+                    .min(params.target_max_recv_data_segment_length.max(MIN_DATA_SEGMENT));
+            }
+            unsolicited_len = if params.initial_r2t { immediate_len } else { expected.min(params.first_burst_length) };
+            unsolicited_len = unsolicited_len.max(immediate_len);
+        }
+        let data_out_len = unsolicited_len - immediate_len;
+        let header = Header::ScsiCommand(pdu::ScsiCommand {
+            immediate: false,
+            final_pdu: data_out_len == 0,
+            read,
+            write,
+            attribute: task.attribute,
+            lun: task.lun,
+            initiator_task_tag: tag,
+            expected_data_transfer_length: expected,
+            cmd_sn,
+            exp_stat_sn: 0,
+            cdb: task.cdb.clone(),
+            bidi_read_length: None,
+        });
+        let data = if immediate_len > 0 {
+            self.stats.bytes_written += u64::from(immediate_len);
+            TransmitData::CommandBuffer { task: task.id, offset: 0, len: immediate_len }
+        } else {
+            TransmitData::None
+        };
+        self.outbox.push_back(Outgoing::Pdu(Transmit { header, data }));
+        if data_out_len > 0 {
+            self.outbox.push_back(Outgoing::DataOut(DataOutBurst {
+                task: tag,
+                target_transfer_tag: RESERVED_TAG,
+                offset: immediate_len,
+                remaining: data_out_len,
+                data_sn: 0,
+                solicited: false,
+            }));
+        }
+    }
+
+    /// Cuts the next Data-Out PDU from a burst; `None` if its command is gone.
+    pub(super) fn next_data_out(&mut self, mut burst: DataOutBurst) -> Option<Transmit> {
+        let max_segment = self
+            .params
+            .as_ref()
+            .map_or(MIN_DATA_SEGMENT, |p| p.target_max_recv_data_segment_length)
+            .max(MIN_DATA_SEGMENT);
+        let task = self.tasks.get_mut(&burst.task)?;
+        let len = burst.remaining.min(max_segment);
+        let last = len == burst.remaining;
+        let header = Header::DataOut(pdu::DataOut {
+            final_pdu: last,
+            lun: task.lun,
+            initiator_task_tag: burst.task,
+            target_transfer_tag: burst.target_transfer_tag,
+            exp_stat_sn: 0,
+            data_sn: burst.data_sn,
+            buffer_offset: burst.offset,
+        });
+        let data = TransmitData::CommandBuffer { task: task.id, offset: burst.offset, len };
+        if last {
+            if burst.solicited {
+                task.outstanding_r2ts = task.outstanding_r2ts.saturating_sub(1);
+            }
+        } else {
+            burst.offset += len;
+            burst.remaining -= len;
+            burst.data_sn = burst.data_sn.wrapping_add(1);
+            self.outbox.push_front(Outgoing::DataOut(burst));
+        }
+        self.stats.bytes_written += u64::from(len);
+        self.stats.data_out_pdus += 1;
+        Some(Transmit { header, data })
+    }
+
+    fn issued_task(&mut self, opcode: Opcode, tag: Tag) -> Result<&mut Task, SessionError> {
+        match self.tasks.get_mut(&tag) {
+            Some(task) if task.issued => Ok(task),
+            _ => Err(SessionError::UnknownTaskTag { opcode, tag }),
+        }
+    }
+
+    /// Section 11.7: places read data; completes the command when the S bit is set.
+    pub(super) fn handle_data_in(&mut self, h: pdu::DataIn, data: &[u8]) -> Result<(), SessionError> {
+        self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
+        let tag = h.initiator_task_tag;
+        let in_order = self.params.as_ref().is_none_or(|p| p.data_pdu_in_order);
+        let task = self.issued_task(Opcode::DataIn, tag)?;
+        let DataDirection::Read { len: expected } = task.direction else {
+            return Err(SessionError::WrongDataDirection { opcode: Opcode::DataIn, tag });
+        };
+        if h.data_sn != task.next_data_sn {
+            return Err(SessionError::DataSnOutOfOrder { tag, expected: task.next_data_sn, got: h.data_sn });
+        }
+        task.next_data_sn = task.next_data_sn.wrapping_add(1);
+        // The data segment is bounded by MaxRecvDataSegmentLength, checked on entry.
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let offset = h.buffer_offset;
+        let end = match offset.checked_add(len) {
+            Some(end) if end <= expected => end,
+            _ => return Err(SessionError::DataOutOfRange { tag, offset, len, expected }),
+        };
+        if in_order && offset != task.contiguous_end() {
+            return Err(SessionError::DataOutOfOrder { tag, offset, expected_offset: task.contiguous_end() });
+        }
+        if !task.record_received(offset, end) {
+            return Err(SessionError::DataOverlap { tag, offset, len });
+        }
+        if task.received.len() > MAX_RECEIVED_RANGES {
+            return Err(SessionError::DataOutOfOrder { tag, offset, expected_offset: task.contiguous_end() });
+        }
+        let Some(target) = task.buffer.get_mut(offset as usize..end as usize) else {
+            // The buffer is at least `expected` long (checked in submit); kept as an error
+            // rather than a panic all the same.
+            return Err(SessionError::DataOutOfRange { tag, offset, len, expected });
+        };
+        target.copy_from_slice(data);
+        self.stats.bytes_read += u64::from(len);
+        self.stats.bytes_copied += u64::from(len);
+        self.stats.data_in_pdus += 1;
+        if let Some(status) = h.status {
+            if !h.final_pdu {
+                return Err(SessionError::InvalidPdu { opcode: Opcode::DataIn, reason: "S bit set without the F bit" });
+            }
+            self.stat.acknowledge(h.stat_sn);
+            let residual = residual_of(tag, h.overflow, h.underflow, h.residual_count, expected)?;
+            self.complete(tag, status, None, residual)?;
+        }
+        Ok(())
+    }
+
+    /// Section 11.8: queues the Data-Out sequence an R2T asks for.
+    pub(super) fn handle_r2t(&mut self, h: pdu::R2t) -> Result<(), SessionError> {
+        self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
+        self.stats.r2ts += 1;
+        let tag = h.initiator_task_tag;
+        let (max_burst, max_outstanding) = self
+            .params
+            .as_ref()
+            .map_or((0, 1), |p| (p.max_burst_length, u32::from(p.max_outstanding_r2t.max(1))));
+        let task = self.issued_task(Opcode::R2t, tag)?;
+        let DataDirection::Write { len: expected } = task.direction else {
+            return Err(SessionError::WrongDataDirection { opcode: Opcode::R2t, tag });
+        };
+        if h.target_transfer_tag == RESERVED_TAG {
+            return Err(SessionError::InvalidPdu { opcode: Opcode::R2t, reason: "reserved Target Transfer Tag" });
+        }
+        if h.r2t_sn != task.next_r2t_sn {
+            return Err(SessionError::R2tSnOutOfOrder { tag, expected: task.next_r2t_sn, got: h.r2t_sn });
+        }
+        let (offset, len) = (h.buffer_offset, h.desired_data_transfer_length);
+        if len == 0 || offset.checked_add(len).is_none_or(|end| end > expected) {
+            return Err(SessionError::R2tOutOfRange { tag, offset, len, expected });
+        }
+        if len > max_burst {
+            return Err(SessionError::R2tTooLong { tag, len, max_burst });
+        }
+        if task.outstanding_r2ts >= max_outstanding {
+            return Err(SessionError::TooManyR2ts { tag, max: max_outstanding });
+        }
+        task.next_r2t_sn = task.next_r2t_sn.wrapping_add(1);
+        task.outstanding_r2ts += 1;
+        self.outbox.push_back(Outgoing::DataOut(DataOutBurst {
+            task: tag,
+            target_transfer_tag: h.target_transfer_tag,
+            offset,
+            remaining: len,
+            data_sn: 0,
+            solicited: true,
+        }));
+        Ok(())
+    }
+
+    /// Section 11.4.
+    pub(super) fn handle_scsi_response(&mut self, h: pdu::ScsiResponse, data: &[u8]) -> Result<(), SessionError> {
+        self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
+        let tag = h.initiator_task_tag;
+        let task = self.issued_task(Opcode::ScsiResponse, tag)?;
+        let expected = transfer_len(task.direction);
+        self.stat.acknowledge(h.stat_sn);
+        if h.response != 0 {
+            self.complete_with_error(tag, CommandError::TargetFailure { response: h.response });
+            return Ok(());
+        }
+        let sense = match parse_sense(data) {
+            Some(sense) => sense.map(<[u8]>::to_vec),
+            None => {
+                let sense_len = data.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
+                return Err(SessionError::SenseTruncated { tag, sense_len, segment_len: data.len() });
+            }
+        };
+        let residual = residual_of(tag, h.overflow, h.underflow, h.residual_count, expected)?;
+        self.complete(tag, h.status, sense, residual)
+    }
+
+    /// Completes a command the target answered. A read with GOOD status must have
+    /// received exactly the bytes the target accounts for, from offset 0 without holes.
+    fn complete(&mut self, tag: Tag, status: u8, sense: Option<Vec<u8>>, residual: Residual) -> Result<(), SessionError> {
+        let Some(task) = self.tasks.get(&tag) else {
+            return Err(SessionError::UnknownTaskTag { opcode: Opcode::ScsiResponse, tag });
+        };
+        let expected = transfer_len(task.direction);
+        let accounted = match residual {
+            Residual::Underflow(n) => expected - n.min(expected),
+            Residual::None | Residual::Overflow(_) => expected,
+        };
+        let transferred = match task.direction {
+            DataDirection::Read { .. } => {
+                let received = task.received_bytes();
+                if status == STATUS_GOOD && (received != accounted || task.contiguous_end() != accounted) {
+                    return Err(SessionError::MissingData { tag, expected: accounted, received });
+                }
+                received
+            }
+            DataDirection::Write { .. } => accounted,
+            DataDirection::None => 0,
+        };
+        let Some(task) = self.tasks.remove(&tag) else { return Ok(()) };
+        if task.issued {
+            self.in_flight -= 1;
+        }
+        self.stats.commands_completed += 1;
+        let outcome = CommandOutcome { status, sense, residual, buffer: task.buffer, transferred };
+        self.events.push_back(Event::CommandComplete(task.id, Ok(outcome)));
+        Ok(())
+    }
+
+    /// Fails one command and hands its buffer back.
+    pub(super) fn complete_with_error(&mut self, tag: Tag, error: CommandError) {
+        let Some(task) = self.tasks.remove(&tag) else { return };
+        if task.issued {
+            self.in_flight -= 1;
+        } else {
+            self.waiting.retain(|&t| t != tag);
+        }
+        self.stats.commands_failed += 1;
+        let failure = CommandFailure { error, buffer: task.buffer };
+        self.events.push_back(Event::CommandComplete(task.id, Err(failure)));
+    }
+
+    /// A command in flight too long fails the connection (its state is unknown at ERL 0);
+    /// one still waiting for the window fails alone.
+    pub(super) fn check_command_timeouts(&mut self, now: Instant) -> Result<(), SessionError> {
+        let timeout = self.config.command_timeout;
+        if timeout.is_zero() {
+            return Ok(());
+        }
+        let mut expired_waiting = Vec::new();
+        for (&tag, task) in &self.tasks {
+            if now >= task.submitted_at + timeout {
+                if task.issued {
+                    return Err(SessionError::CommandTimeout { tag });
+                }
+                expired_waiting.push(tag);
+            }
+        }
+        for tag in expired_waiting {
+            self.complete_with_error(tag, CommandError::TimedOut);
+        }
+        Ok(())
+    }
+
+    pub(super) fn command_deadline(&self) -> Option<Instant> {
+        let timeout = self.config.command_timeout;
+        if timeout.is_zero() {
+            return None;
+        }
+        self.tasks.values().map(|t| t.submitted_at + timeout).min()
+    }
+}
