@@ -19,7 +19,8 @@ use crate::text::{OperationalOffer, OperationalParams};
 use crate::transport::{TcpConnection, TransportError};
 
 /// Everything needed to reach one target (or a portal, for discovery).
-#[derive(Debug, Clone)]
+/// (No `Debug`: it holds CHAP secrets.)
+#[derive(Clone)]
 pub struct ClientConfig {
     pub portal: SocketAddr,
     pub initiator_name: String,
@@ -143,6 +144,8 @@ impl Client {
             nop_timeout: config.nop_timeout,
             logout_timeout: config.login_timeout,
             max_queued_commands: config.queue_depth.max(1) * 2,
+            max_outstanding_commands: config.queue_depth.max(1),
+            initial_cmd_sn: 1,
             chap_challenge: random_bytes(16),
         };
         let mut client = Client {
@@ -222,7 +225,9 @@ impl Client {
         buffer: Vec<u8>,
     ) -> Result<CommandOutcome, ClientError> {
         let mut results = self.execute_batch(vec![(lun, cdb.to_vec(), direction, buffer)])?;
-        results.pop().ok_or(ClientError::Closed("the command completed"))?
+        results
+            .pop()
+            .ok_or(ClientError::Closed("the command completed"))?
     }
 
     /// Runs several commands with up to `queue_depth` in flight; results come back in order.
@@ -281,7 +286,8 @@ impl Client {
                     continue;
                 };
                 let (_, index) = task_index.swap_remove(slot);
-                results[index] = Some(result.map_err(ClientError::Command));
+                results[index] =
+                    Some(result.map_err(|failure| ClientError::Command(failure.error)));
                 in_flight -= 1;
                 done += 1;
             }
@@ -339,8 +345,9 @@ impl Client {
         while let Some(transmit) = self.session.poll_transmit() {
             let digests = self.session.digests();
             let data = self.session.transmit_data(&transmit);
-            let header_len = pdu::encode_header(&transmit.header, data.len() as u32, digests, &mut header)
-                .map_err(|source| ClientError::Pdu { portal, source })?;
+            let header_len =
+                pdu::encode_header(&transmit.header, data.len() as u32, digests, &mut header)
+                    .map_err(|source| ClientError::Pdu { portal, source })?;
             let (trailer, trailer_len) = pdu::data_trailer(data, digests);
             let result = self.conn.send_all(
                 &[&header[..header_len], data, &trailer[..trailer_len]],
@@ -411,7 +418,9 @@ impl Client {
             let data = &self.rx.filled_bytes()[decoded.data.clone()];
             // Digests switch on with the last login response: frame each PDU with the
             // flags in force when it arrives.
-            let result = self.session.handle_pdu(Instant::now(), decoded.header, data);
+            let result = self
+                .session
+                .handle_pdu(Instant::now(), decoded.header, data);
             self.rx.consume(decoded.consumed);
             if let Err(source) = result {
                 let _ = self.conn.shutdown();
@@ -451,7 +460,8 @@ impl RecvBuffer {
 
     /// Free space to read into, sized so a maximal PDU under `limits` fits.
     fn spare(&mut self, limits: &Limits) -> &mut [u8] {
-        let max_pdu = BHS_LEN + limits.max_ahs_length + 8 + limits.max_data_segment_length as usize + 4;
+        let max_pdu =
+            BHS_LEN + limits.max_ahs_length + 8 + limits.max_data_segment_length as usize + 4;
         let wanted = max_pdu.max(64 * 1024);
         if self.bytes.len() < wanted {
             self.bytes.resize(wanted, 0);

@@ -8,7 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig, ClientError};
-use datapath::pdu::{self, DataIn, Digests, Header, Limits, LoginResponse, LoginStage, ScsiResponse};
+use datapath::pdu::{
+    self, DataIn, Digests, Header, Limits, LoginResponse, LoginStage, ScsiResponse,
+};
 use datapath::session::DataDirection;
 use datapath::text::{self, Negotiation, OperationalOffer, Role, TextLimits};
 
@@ -45,7 +47,9 @@ impl FakeTarget {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let thread = std::thread::spawn(move || {
-            let Ok((mut stream, _)) = listener.accept() else { return };
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
             stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
             let _ = serve(&mut stream, misbehaviour, login_garbage);
             // Keep the socket open briefly so "silent" really is silent, not a close.
@@ -91,13 +95,19 @@ fn write_pdu(stream: &mut TcpStream, header: &Header, data: &[u8]) -> std::io::R
     stream.write_all(&out)
 }
 
-fn serve(stream: &mut TcpStream, misbehaviour: Misbehaviour, login_garbage: bool) -> std::io::Result<()> {
+fn serve(
+    stream: &mut TcpStream,
+    misbehaviour: Misbehaviour,
+    login_garbage: bool,
+) -> std::io::Result<()> {
     let mut negotiation = Negotiation::new(Role::Target, OperationalOffer::default());
     let mut stat_sn = 1u32;
     let mut exp_cmd_sn;
     loop {
         let (header, data) = read_pdu(stream, Digests::default())?;
-        let Header::LoginRequest(request) = header else { return Ok(()) };
+        let Header::LoginRequest(request) = header else {
+            return Ok(());
+        };
         exp_cmd_sn = request.cmd_sn;
         let pairs = text::parse_pairs(&data, &TextLimits::default()).unwrap_or_default();
         let mut replies = Vec::new();
@@ -111,7 +121,11 @@ fn serve(stream: &mut TcpStream, misbehaviour: Misbehaviour, login_garbage: bool
         {
             replies.push(("AuthMethod".to_string(), "None".to_string()));
         }
-        replies.extend(negotiation.handle_peer_pairs(&operational).unwrap_or_default());
+        replies.extend(
+            negotiation
+                .handle_peer_pairs(&operational)
+                .unwrap_or_default(),
+        );
         let mut body = Vec::new();
         if login_garbage {
             body.extend_from_slice(b"\xff\xfe=garbage-without-utf8\0=\0");
@@ -146,7 +160,9 @@ fn serve(stream: &mut TcpStream, misbehaviour: Misbehaviour, login_garbage: bool
         return Ok(());
     }
     let (header, _) = read_pdu(stream, Digests::default())?;
-    let Header::ScsiCommand(command) = header else { return Ok(()) };
+    let Header::ScsiCommand(command) = header else {
+        return Ok(());
+    };
     let itt = command.initiator_task_tag;
     let len = command.expected_data_transfer_length;
     let data_in = |tag: u32, offset: u32, status: Option<u8>| DataIn {
@@ -167,12 +183,16 @@ fn serve(stream: &mut TcpStream, misbehaviour: Misbehaviour, login_garbage: bool
     };
     match misbehaviour {
         Misbehaviour::Silent => {}
-        Misbehaviour::UnknownTaskTag => {
-            write_pdu(stream, &Header::DataIn(data_in(itt.wrapping_add(1000), 0, Some(0))), &vec![0xaa; len as usize])?
-        }
-        Misbehaviour::OffsetOutsideBuffer => {
-            write_pdu(stream, &Header::DataIn(data_in(itt, len, Some(0))), &[0xbb; 512])?
-        }
+        Misbehaviour::UnknownTaskTag => write_pdu(
+            stream,
+            &Header::DataIn(data_in(itt.wrapping_add(1000), 0, Some(0))),
+            &vec![0xaa; len as usize],
+        )?,
+        Misbehaviour::OffsetOutsideBuffer => write_pdu(
+            stream,
+            &Header::DataIn(data_in(itt, len, Some(0))),
+            &[0xbb; 512],
+        )?,
         Misbehaviour::OversizedSegment => {
             let mut bhs = [0u8; 48];
             bhs[0] = 0x25;
@@ -182,8 +202,13 @@ fn serve(stream: &mut TcpStream, misbehaviour: Misbehaviour, login_garbage: bool
         }
         Misbehaviour::Truncated => {
             let mut out = Vec::new();
-            pdu::encode_pdu(&Header::DataIn(data_in(itt, 0, Some(0))), &[], Digests::default(), &mut out)
-                .expect("encode");
+            pdu::encode_pdu(
+                &Header::DataIn(data_in(itt, 0, Some(0))),
+                &[],
+                Digests::default(),
+                &mut out,
+            )
+            .expect("encode");
             stream.write_all(&out[..20])?;
             stream.shutdown(std::net::Shutdown::Both)?;
         }
@@ -212,9 +237,11 @@ fn serve(stream: &mut TcpStream, misbehaviour: Misbehaviour, login_garbage: bool
             };
             write_pdu(stream, &Header::ScsiResponse(response), &[])?;
         }
-        Misbehaviour::Honest => {
-            write_pdu(stream, &Header::DataIn(data_in(itt, 0, Some(0))), &vec![0x5a; len as usize])?
-        }
+        Misbehaviour::Honest => write_pdu(
+            stream,
+            &Header::DataIn(data_in(itt, 0, Some(0))),
+            &vec![0x5a; len as usize],
+        )?,
     }
     // Hold the connection open until the client gives up on it.
     let mut sink = [0u8; 4096];
@@ -261,7 +288,10 @@ fn assert_fails_naming(misbehaviour: Misbehaviour, words: &[&str]) {
         words.iter().any(|w| message.contains(w)),
         "{misbehaviour:?}: error '{message}' names none of {words:?}"
     );
-    assert!(elapsed < Duration::from_secs(5), "{misbehaviour:?} took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "{misbehaviour:?} took {elapsed:?}"
+    );
 }
 
 #[test]
@@ -282,12 +312,18 @@ fn unknown_task_tag_is_refused() {
 
 #[test]
 fn data_offset_outside_the_buffer_is_refused() {
-    assert_fails_naming(Misbehaviour::OffsetOutsideBuffer, &["offset", "range", "outside"]);
+    assert_fails_naming(
+        Misbehaviour::OffsetOutsideBuffer,
+        &["offset", "range", "outside"],
+    );
 }
 
 #[test]
 fn oversized_data_segment_is_refused() {
-    assert_fails_naming(Misbehaviour::OversizedSegment, &["too long", "data segment", "limit"]);
+    assert_fails_naming(
+        Misbehaviour::OversizedSegment,
+        &["too long", "data segment", "limit"],
+    );
 }
 
 #[test]

@@ -140,7 +140,9 @@ pub fn discover(options: &ConnectOptions, portal: &str, out: &Output) -> Result<
 pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), CtlError> {
     let url = IscsiUrl::parse(url)?;
     if url.target.is_none() {
-        return Err(CtlError::Url(UrlError::NoTarget { url: url.to_string() }));
+        return Err(CtlError::Url(UrlError::NoTarget {
+            url: url.to_string(),
+        }));
     }
     let client = connect(options, &url)?;
     let p = client.params().cloned().unwrap_or_default();
@@ -154,8 +156,14 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
         ("DataDigest", digest(p.data_digest).into()),
         ("InitialR2T", yes_no(p.initial_r2t).into()),
         ("ImmediateData", yes_no(p.immediate_data).into()),
-        ("MaxRecvDataSegmentLength (ours)", p.initiator_max_recv_data_segment_length.to_string()),
-        ("MaxRecvDataSegmentLength (target)", p.target_max_recv_data_segment_length.to_string()),
+        (
+            "MaxRecvDataSegmentLength (ours)",
+            p.initiator_max_recv_data_segment_length.to_string(),
+        ),
+        (
+            "MaxRecvDataSegmentLength (target)",
+            p.target_max_recv_data_segment_length.to_string(),
+        ),
         ("MaxBurstLength", p.max_burst_length.to_string()),
         ("FirstBurstLength", p.first_burst_length.to_string()),
         ("MaxOutstandingR2T", p.max_outstanding_r2t.to_string()),
@@ -163,7 +171,10 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
         ("DefaultTime2Wait", p.default_time2wait.to_string()),
         ("DefaultTime2Retain", p.default_time2retain.to_string()),
         ("DataPDUInOrder", yes_no(p.data_pdu_in_order).into()),
-        ("DataSequenceInOrder", yes_no(p.data_sequence_in_order).into()),
+        (
+            "DataSequenceInOrder",
+            yes_no(p.data_sequence_in_order).into(),
+        ),
         ("ErrorRecoveryLevel", p.error_recovery_level.to_string()),
     ];
     let value = json!({
@@ -197,7 +208,13 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
 fn report_luns(client: &mut Client, lun: u64) -> Result<ReportLuns, CtlError> {
     let mut alloc = 4096u32;
     loop {
-        let data = run(client, "REPORT LUNS", lun, &Cdb::report_luns(0, alloc), None)?;
+        let data = run(
+            client,
+            "REPORT LUNS",
+            lun,
+            &Cdb::report_luns(0, alloc),
+            None,
+        )?;
         let luns = ReportLuns::decode(&data).map_err(decode_error("REPORT LUNS"))?;
         if luns.truncated && (luns.full_length as u32) > alloc && alloc < 1 << 20 {
             alloc = (luns.full_length as u32).min(1 << 20);
@@ -209,7 +226,13 @@ fn report_luns(client: &mut Client, lun: u64) -> Result<ReportLuns, CtlError> {
 
 /// Block length and count, from READ CAPACITY(16), or (10) where (16) is refused.
 fn capacity(client: &mut Client, lun: u64) -> Result<(u32, u64, Value), CtlError> {
-    match run(client, "READ CAPACITY(16)", lun, &Cdb::read_capacity_16(32), None) {
+    match run(
+        client,
+        "READ CAPACITY(16)",
+        lun,
+        &Cdb::read_capacity_16(32),
+        None,
+    ) {
         Ok(data) => {
             let rc = ReadCapacity16::decode(&data).map_err(decode_error("READ CAPACITY(16)"))?;
             let blocks = rc.block_count().min(u64::MAX as u128) as u64;
@@ -228,7 +251,13 @@ fn capacity(client: &mut Client, lun: u64) -> Result<(u32, u64, Value), CtlError
             Ok((rc.block_length_bytes, blocks, value))
         }
         Err(CtlError::Check { .. }) => {
-            let data = run(client, "READ CAPACITY(10)", lun, &Cdb::read_capacity_10(), None)?;
+            let data = run(
+                client,
+                "READ CAPACITY(10)",
+                lun,
+                &Cdb::read_capacity_10(),
+                None,
+            )?;
             let rc = ReadCapacity10::decode(&data).map_err(decode_error("READ CAPACITY(10)"))?;
             let value = json!({
                 "block_length": rc.block_length_bytes,
@@ -250,7 +279,9 @@ fn lun_of(url: &IscsiUrl) -> u64 {
 pub fn luns(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), CtlError> {
     let url = IscsiUrl::parse(url)?;
     if url.target.is_none() {
-        return Err(CtlError::Url(UrlError::NoTarget { url: url.to_string() }));
+        return Err(CtlError::Url(UrlError::NoTarget {
+            url: url.to_string(),
+        }));
     }
     let mut client = connect(options, &url)?;
     let report = report_luns(&mut client, lun_of(&url))?;
@@ -316,7 +347,13 @@ pub fn inquiry(
             standard_inquiry_view(&inq)
         }
         Some(page) => {
-            let data = run(&mut client, "INQUIRY", lun, &Cdb::inquiry_vpd(page, 4096), None)?;
+            let data = run(
+                &mut client,
+                "INQUIRY",
+                lun,
+                &Cdb::inquiry_vpd(page, 4096),
+                None,
+            )?;
             vpd_view(page, &data)?
         }
     };
@@ -345,10 +382,23 @@ fn standard_inquiry_view(inq: &StandardInquiry) -> (Value, String) {
         "revision": inq.revision,
     });
     let rows = vec![
-        ("Peripheral qualifier", format!("{} ({})", inq.peripheral_qualifier, inq.peripheral_qualifier_name())),
-        ("Device type", format!("0x{:02x} ({})", inq.device_type, inq.device_type_name())),
+        (
+            "Peripheral qualifier",
+            format!(
+                "{} ({})",
+                inq.peripheral_qualifier,
+                inq.peripheral_qualifier_name()
+            ),
+        ),
+        (
+            "Device type",
+            format!("0x{:02x} ({})", inq.device_type, inq.device_type_name()),
+        ),
         ("Removable", inq.removable.to_string()),
-        ("Version", format!("0x{:02x} ({})", inq.version, inq.version_name())),
+        (
+            "Version",
+            format!("0x{:02x} ({})", inq.version, inq.version_name()),
+        ),
         ("Response data format", inq.response_data_format.to_string()),
         ("HiSup", inq.hisup.to_string()),
         ("NormACA", inq.norm_aca.to_string()),
@@ -416,21 +466,51 @@ fn vpd_view(page: u8, data: &[u8]) -> Result<(Value, String), CtlError> {
                     )
                 })
                 .collect();
-            (json!({"page": page, "name": name, "descriptors": descriptors}), text)
+            (
+                json!({"page": page, "name": name, "descriptors": descriptors}),
+                text,
+            )
         }
         0xb0 => {
             let p = BlockLimits::decode(data).map_err(decode_error(CMD))?;
             let rows = vec![
-                ("Max compare and write length (blocks)", p.max_compare_and_write_length_blocks.to_string()),
-                ("Optimal transfer length granularity (blocks)", p.optimal_transfer_length_granularity_blocks.to_string()),
-                ("Max transfer length (blocks)", p.max_transfer_length_blocks.to_string()),
-                ("Optimal transfer length (blocks)", p.optimal_transfer_length_blocks.to_string()),
-                ("Max prefetch length (blocks)", p.max_prefetch_length_blocks.to_string()),
+                (
+                    "Max compare and write length (blocks)",
+                    p.max_compare_and_write_length_blocks.to_string(),
+                ),
+                (
+                    "Optimal transfer length granularity (blocks)",
+                    p.optimal_transfer_length_granularity_blocks.to_string(),
+                ),
+                (
+                    "Max transfer length (blocks)",
+                    p.max_transfer_length_blocks.to_string(),
+                ),
+                (
+                    "Optimal transfer length (blocks)",
+                    p.optimal_transfer_length_blocks.to_string(),
+                ),
+                (
+                    "Max prefetch length (blocks)",
+                    p.max_prefetch_length_blocks.to_string(),
+                ),
                 ("Max unmap LBA count", p.max_unmap_lba_count.to_string()),
-                ("Max unmap block descriptor count", p.max_unmap_block_descriptor_count.to_string()),
-                ("Optimal unmap granularity (blocks)", p.optimal_unmap_granularity_blocks.to_string()),
-                ("Unmap granularity alignment (blocks)", p.unmap_granularity_alignment_blocks.to_string()),
-                ("Max write same length (blocks)", p.max_write_same_length_blocks.to_string()),
+                (
+                    "Max unmap block descriptor count",
+                    p.max_unmap_block_descriptor_count.to_string(),
+                ),
+                (
+                    "Optimal unmap granularity (blocks)",
+                    p.optimal_unmap_granularity_blocks.to_string(),
+                ),
+                (
+                    "Unmap granularity alignment (blocks)",
+                    p.unmap_granularity_alignment_blocks.to_string(),
+                ),
+                (
+                    "Max write same length (blocks)",
+                    p.max_write_same_length_blocks.to_string(),
+                ),
             ];
             let value = json!({
                 "page": page, "name": name,
@@ -464,7 +544,10 @@ pub fn readcap(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), 
         table(&[
             ("Block length", format!("{block_length} bytes")),
             ("Blocks", blocks.to_string()),
-            ("Capacity", format!("{} ({bytes} bytes)", human_bytes(bytes))),
+            (
+                "Capacity",
+                format!("{} ({bytes} bytes)", human_bytes(bytes)),
+            ),
             ("Source", value["source"].as_str().unwrap_or("").to_string()),
         ])
     });
@@ -535,7 +618,7 @@ pub fn read(
     check_range(lba, blocks as u64, capacity_blocks)?;
     let mut commands = Vec::new();
     for (start, n) in chunks(lba, blocks as u64, block_length) {
-        let cdb = Cdb::read(start, n, block_length).map_err(decode_error("READ"))?;
+        let cdb = Cdb::read(start, n, block_length, false).map_err(decode_error("READ"))?;
         commands.push((cdb, vec![0u8; (n * block_length) as usize]));
     }
     let data: Vec<u8> = run_batch(&mut client, "READ", lun, commands)?.concat();
@@ -552,7 +635,11 @@ pub fn read(
         "out": out_path.map(|p| p.display().to_string()),
     });
     out.emit(&value, || match out_path {
-        Some(path) => format!("read {} bytes from LBA {lba} into {}\n", data.len(), path.display()),
+        Some(path) => format!(
+            "read {} bytes from LBA {lba} into {}\n",
+            data.len(),
+            path.display()
+        ),
         None => hex_dump(&data, lba * block_length as u64),
     });
     Ok(())
@@ -596,7 +683,9 @@ pub fn write(
         "lba": lba, "blocks": blocks, "block_length": block_length, "bytes": data.len(),
         "crc32c": format!("{:08x}", datapath::pdu::digest::crc32c(&data)),
     });
-    out.emit(&value, || format!("wrote {} bytes at LBA {lba}\n", data.len()));
+    out.emit(&value, || {
+        format!("wrote {} bytes at LBA {lba}\n", data.len())
+    });
     Ok(())
 }
 

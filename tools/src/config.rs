@@ -92,7 +92,9 @@ fn seconds(name: &str, value: f64) -> Result<Duration, CtlError> {
     if value.is_finite() && value > 0.0 && value < 1e6 {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(CtlError::Usage(format!("--{name} must be a positive number of seconds, not {value}")))
+        Err(CtlError::Usage(format!(
+            "--{name} must be a positive number of seconds, not {value}"
+        )))
     }
 }
 
@@ -116,7 +118,10 @@ impl ConnectOptions {
         let user = self.chap_user.clone().or_else(|| url.user.clone());
         let secret = self.chap_secret.clone().or_else(|| url.secret.clone());
         let target_user = self.target_user.clone().or_else(|| url.target_user.clone());
-        let target_secret = self.target_secret.clone().or_else(|| url.target_secret.clone());
+        let target_secret = self
+            .target_secret
+            .clone()
+            .or_else(|| url.target_secret.clone());
         config.chap = match (user, secret) {
             (Some(user), Some(secret)) => Some(ChapConfig {
                 user,
@@ -176,7 +181,9 @@ impl ConnectOptions {
         config.login_timeout = seconds("login-timeout", self.login_timeout)?;
         config.command_timeout = seconds("command-timeout", self.command_timeout)?;
         if self.queue_depth == 0 || self.queue_depth > 1024 {
-            return Err(CtlError::Usage("--queue-depth must be from 1 to 1024".into()));
+            return Err(CtlError::Usage(
+                "--queue-depth must be from 1 to 1024".into(),
+            ));
         }
         config.queue_depth = self.queue_depth;
         Ok(config)

@@ -9,7 +9,11 @@ mod url;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "iscsi-ctl", version, about = "iSCSI admin tool (io_uring initiator)")]
+#[command(
+    name = "iscsi-ctl",
+    version,
+    about = "iSCSI admin tool (io_uring initiator)"
+)]
 struct Cli {
     #[command(flatten)]
     options: config::ConnectOptions,
@@ -84,7 +88,7 @@ fn parse_number<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
 fn main() {
     let cli = Cli::parse();
     let level = match cli.verbose {
-        0 => "warn",
+        0 => "error",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -103,7 +107,14 @@ fn main() {
         Command::Luns { url } => commands::luns(&cli.options, url, &out),
         Command::Inquiry { url, vpd } => commands::inquiry(&cli.options, url, *vpd, &out),
         Command::Readcap { url } => commands::readcap(&cli.options, url, &out),
-        Command::Read(a) => commands::read(&cli.options, &a.url, a.lba, a.blocks, a.out.as_deref(), &out),
+        Command::Read(a) => commands::read(
+            &cli.options,
+            &a.url,
+            a.lba,
+            a.blocks,
+            a.out.as_deref(),
+            &out,
+        ),
         Command::Write(a) => commands::write(&cli.options, &a.url, a.lba, &a.input, &out),
     };
     if let Err(error) = result {

@@ -33,7 +33,9 @@ pub enum UrlError {
     Bracket { url: String },
     #[error("'{url}': LUN '{lun}' is not a number")]
     Lun { url: String, lun: String },
-    #[error("'{url}': unknown argument '{arg}' (known: target_user, target_password, header_digest)")]
+    #[error(
+        "'{url}': unknown argument '{arg}' (known: target_user, target_password, header_digest)"
+    )]
     Argument { url: String, arg: String },
     #[error("'{url}' names no target: expected iscsi://host[:port]/target-iqn/lun")]
     NoTarget { url: String },
@@ -88,7 +90,11 @@ impl IscsiUrl {
             target_secret: None,
             header_digest: None,
         };
-        for arg in query.into_iter().flat_map(|q| q.split('&')).filter(|a| !a.is_empty()) {
+        for arg in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|a| !a.is_empty())
+        {
             let (key, value) = arg.split_once('=').unwrap_or((arg, ""));
             let value = Some(value.to_string());
             match key {
@@ -189,8 +195,9 @@ mod tests {
 
     #[test]
     fn full_url_with_chap() {
-        let url = IscsiUrl::parse("iscsi://alice%s3cr@t@10.0.0.1:3261/iqn.2001-04.com.example:disk/2")
-            .unwrap();
+        let url =
+            IscsiUrl::parse("iscsi://alice%s3cr@t@10.0.0.1:3261/iqn.2001-04.com.example:disk/2")
+                .unwrap();
         assert_eq!(url.user.as_deref(), Some("alice"));
         assert_eq!(url.secret.as_deref(), Some("s3cr@t"));
         assert_eq!(url.host, "10.0.0.1");
@@ -201,8 +208,8 @@ mod tests {
 
     #[test]
     fn ipv6_default_port_and_query() {
-        let url = IscsiUrl::parse("iscsi://[::1]/iqn.x:y/0?target_user=t&target_password=p")
-            .unwrap();
+        let url =
+            IscsiUrl::parse("iscsi://[::1]/iqn.x:y/0?target_user=t&target_password=p").unwrap();
         assert_eq!(url.host, "::1");
         assert_eq!(url.port, 3260);
         assert_eq!(url.target_user.as_deref(), Some("t"));
@@ -212,13 +219,34 @@ mod tests {
 
     #[test]
     fn errors_name_the_fault() {
-        assert!(matches!(IscsiUrl::parse("http://x"), Err(UrlError::Scheme(_))));
-        assert!(matches!(IscsiUrl::parse("iscsi://h:99999/t/0"), Err(UrlError::Port { .. })));
-        assert!(matches!(IscsiUrl::parse("iscsi://h/t/x"), Err(UrlError::Lun { .. })));
-        assert!(matches!(IscsiUrl::parse("iscsi://[::1/t/0"), Err(UrlError::Bracket { .. })));
-        assert!(matches!(IscsiUrl::parse("iscsi:///t/0"), Err(UrlError::NoHost(_))));
-        assert!(matches!(IscsiUrl::parse_lun_url("iscsi://h/t"), Err(UrlError::NoLun { .. })));
-        assert!(matches!(IscsiUrl::parse_lun_url("iscsi://h"), Err(UrlError::NoTarget { .. })));
+        assert!(matches!(
+            IscsiUrl::parse("http://x"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            IscsiUrl::parse("iscsi://h:99999/t/0"),
+            Err(UrlError::Port { .. })
+        ));
+        assert!(matches!(
+            IscsiUrl::parse("iscsi://h/t/x"),
+            Err(UrlError::Lun { .. })
+        ));
+        assert!(matches!(
+            IscsiUrl::parse("iscsi://[::1/t/0"),
+            Err(UrlError::Bracket { .. })
+        ));
+        assert!(matches!(
+            IscsiUrl::parse("iscsi:///t/0"),
+            Err(UrlError::NoHost(_))
+        ));
+        assert!(matches!(
+            IscsiUrl::parse_lun_url("iscsi://h/t"),
+            Err(UrlError::NoLun { .. })
+        ));
+        assert!(matches!(
+            IscsiUrl::parse_lun_url("iscsi://h"),
+            Err(UrlError::NoTarget { .. })
+        ));
         assert!(matches!(
             IscsiUrl::parse("iscsi://h/t/0?bogus=1"),
             Err(UrlError::Argument { .. })

@@ -18,8 +18,8 @@
 use std::time::Instant;
 
 use super::{
-    CommandError, CommandFailure, CommandOutcome, DataDirection, Event, Outgoing, Residual, ScsiCommandRequest,
-    Session, SessionError, SessionState, TaskId, Transmit, TransmitData,
+    CommandError, CommandFailure, CommandOutcome, DataDirection, Event, Outgoing, Residual,
+    ScsiCommandRequest, Session, SessionError, SessionState, TaskId, Transmit, TransmitData,
 };
 use crate::pdu::{self, Header, LunField, Opcode, Tag, TaskAttribute, RESERVED_TAG};
 
@@ -58,7 +58,13 @@ pub(crate) struct Task {
 
 impl Task {
     pub(crate) fn new(id: TaskId, request: ScsiCommandRequest, now: Instant) -> Task {
-        let ScsiCommandRequest { lun, mut cdb, direction, buffer, attribute } = request;
+        let ScsiCommandRequest {
+            lun,
+            mut cdb,
+            direction,
+            buffer,
+            attribute,
+        } = request;
         // The BHS CDB field is 16 bytes; shorter CDBs travel zero-padded (section 11.3.5).
         if cdb.len() < 16 {
             cdb.resize(16, 0);
@@ -162,11 +168,15 @@ fn residual_of(
     expected: u32,
 ) -> Result<Residual, SessionError> {
     match (overflow, underflow) {
-        (true, true) => Err(SessionError::BadResidual { tag, reason: "both overflow and underflow set" }),
+        (true, true) => Err(SessionError::BadResidual {
+            tag,
+            reason: "both overflow and underflow set",
+        }),
         (true, false) => Ok(Residual::Overflow(count)),
-        (false, true) if count > expected => {
-            Err(SessionError::BadResidual { tag, reason: "underflow residual larger than the expected length" })
-        }
+        (false, true) if count > expected => Err(SessionError::BadResidual {
+            tag,
+            reason: "underflow residual larger than the expected length",
+        }),
         (false, true) => Ok(Residual::Underflow(count)),
         (false, false) => Ok(Residual::None),
     }
@@ -186,14 +196,20 @@ impl Session {
             && self.in_flight < self.config.max_outstanding_commands
             && self.window.is_open()
         {
-            let Some(tag) = self.waiting.pop_front() else { break };
+            let Some(tag) = self.waiting.pop_front() else {
+                break;
+            };
             self.issue(tag);
         }
     }
 
     fn issue(&mut self, tag: Tag) {
-        let Some(params) = self.params.as_ref() else { return };
-        let Some(task) = self.tasks.get_mut(&tag) else { return };
+        let Some(params) = self.params.as_ref() else {
+            return;
+        };
+        let Some(task) = self.tasks.get_mut(&tag) else {
+            return;
+        };
         let cmd_sn = self.window.take();
         task.issued = true;
         self.in_flight += 1;
@@ -207,11 +223,17 @@ impl Session {
         let mut unsolicited_len = 0;
         if write {
             if params.immediate_data {
-                immediate_len = expected
-                    .min(params.first_burst_length)
-                    .min(params.target_max_recv_data_segment_length.max(MIN_DATA_SEGMENT));
+                immediate_len = expected.min(params.first_burst_length).min(
+                    params
+                        .target_max_recv_data_segment_length
+                        .max(MIN_DATA_SEGMENT),
+                );
             }
-            unsolicited_len = if params.initial_r2t { immediate_len } else { expected.min(params.first_burst_length) };
+            unsolicited_len = if params.initial_r2t {
+                immediate_len
+            } else {
+                expected.min(params.first_burst_length)
+            };
             unsolicited_len = unsolicited_len.max(immediate_len);
         }
         let data_out_len = unsolicited_len - immediate_len;
@@ -231,11 +253,16 @@ impl Session {
         });
         let data = if immediate_len > 0 {
             self.stats.bytes_written += u64::from(immediate_len);
-            TransmitData::CommandBuffer { task: task.id, offset: 0, len: immediate_len }
+            TransmitData::CommandBuffer {
+                task: task.id,
+                offset: 0,
+                len: immediate_len,
+            }
         } else {
             TransmitData::None
         };
-        self.outbox.push_back(Outgoing::Pdu(Transmit { header, data }));
+        self.outbox
+            .push_back(Outgoing::Pdu(Transmit { header, data }));
         if data_out_len > 0 {
             self.outbox.push_back(Outgoing::DataOut(DataOutBurst {
                 task: tag,
@@ -267,7 +294,11 @@ impl Session {
             data_sn: burst.data_sn,
             buffer_offset: burst.offset,
         });
-        let data = TransmitData::CommandBuffer { task: task.id, offset: burst.offset, len };
+        let data = TransmitData::CommandBuffer {
+            task: task.id,
+            offset: burst.offset,
+            len,
+        };
         if last {
             if burst.solicited {
                 task.outstanding_r2ts = task.outstanding_r2ts.saturating_sub(1);
@@ -291,16 +322,27 @@ impl Session {
     }
 
     /// Section 11.7: places read data; completes the command when the S bit is set.
-    pub(super) fn handle_data_in(&mut self, h: pdu::DataIn, data: &[u8]) -> Result<(), SessionError> {
+    pub(super) fn handle_data_in(
+        &mut self,
+        h: pdu::DataIn,
+        data: &[u8],
+    ) -> Result<(), SessionError> {
         self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
         let tag = h.initiator_task_tag;
         let in_order = self.params.as_ref().is_none_or(|p| p.data_pdu_in_order);
         let task = self.issued_task(Opcode::DataIn, tag)?;
         let DataDirection::Read { len: expected } = task.direction else {
-            return Err(SessionError::WrongDataDirection { opcode: Opcode::DataIn, tag });
+            return Err(SessionError::WrongDataDirection {
+                opcode: Opcode::DataIn,
+                tag,
+            });
         };
         if h.data_sn != task.next_data_sn {
-            return Err(SessionError::DataSnOutOfOrder { tag, expected: task.next_data_sn, got: h.data_sn });
+            return Err(SessionError::DataSnOutOfOrder {
+                tag,
+                expected: task.next_data_sn,
+                got: h.data_sn,
+            });
         }
         task.next_data_sn = task.next_data_sn.wrapping_add(1);
         // The data segment is bounded by MaxRecvDataSegmentLength, checked on entry.
@@ -308,21 +350,41 @@ impl Session {
         let offset = h.buffer_offset;
         let end = match offset.checked_add(len) {
             Some(end) if end <= expected => end,
-            _ => return Err(SessionError::DataOutOfRange { tag, offset, len, expected }),
+            _ => {
+                return Err(SessionError::DataOutOfRange {
+                    tag,
+                    offset,
+                    len,
+                    expected,
+                })
+            }
         };
         if in_order && offset != task.contiguous_end() {
-            return Err(SessionError::DataOutOfOrder { tag, offset, expected_offset: task.contiguous_end() });
+            return Err(SessionError::DataOutOfOrder {
+                tag,
+                offset,
+                expected_offset: task.contiguous_end(),
+            });
         }
         if !task.record_received(offset, end) {
             return Err(SessionError::DataOverlap { tag, offset, len });
         }
         if task.received.len() > MAX_RECEIVED_RANGES {
-            return Err(SessionError::DataOutOfOrder { tag, offset, expected_offset: task.contiguous_end() });
+            return Err(SessionError::DataOutOfOrder {
+                tag,
+                offset,
+                expected_offset: task.contiguous_end(),
+            });
         }
         let Some(target) = task.buffer.get_mut(offset as usize..end as usize) else {
             // The buffer is at least `expected` long (checked in submit); kept as an error
             // rather than a panic all the same.
-            return Err(SessionError::DataOutOfRange { tag, offset, len, expected });
+            return Err(SessionError::DataOutOfRange {
+                tag,
+                offset,
+                len,
+                expected,
+            });
         };
         target.copy_from_slice(data);
         self.stats.bytes_read += u64::from(len);
@@ -330,7 +392,10 @@ impl Session {
         self.stats.data_in_pdus += 1;
         if let Some(status) = h.status {
             if !h.final_pdu {
-                return Err(SessionError::InvalidPdu { opcode: Opcode::DataIn, reason: "S bit set without the F bit" });
+                return Err(SessionError::InvalidPdu {
+                    opcode: Opcode::DataIn,
+                    reason: "S bit set without the F bit",
+                });
             }
             self.stat.acknowledge(h.stat_sn);
             let residual = residual_of(tag, h.overflow, h.underflow, h.residual_count, expected)?;
@@ -344,29 +409,50 @@ impl Session {
         self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
         self.stats.r2ts += 1;
         let tag = h.initiator_task_tag;
-        let (max_burst, max_outstanding) = self
-            .params
-            .as_ref()
-            .map_or((0, 1), |p| (p.max_burst_length, u32::from(p.max_outstanding_r2t.max(1))));
+        let (max_burst, max_outstanding) = self.params.as_ref().map_or((0, 1), |p| {
+            (p.max_burst_length, u32::from(p.max_outstanding_r2t.max(1)))
+        });
         let task = self.issued_task(Opcode::R2t, tag)?;
         let DataDirection::Write { len: expected } = task.direction else {
-            return Err(SessionError::WrongDataDirection { opcode: Opcode::R2t, tag });
+            return Err(SessionError::WrongDataDirection {
+                opcode: Opcode::R2t,
+                tag,
+            });
         };
         if h.target_transfer_tag == RESERVED_TAG {
-            return Err(SessionError::InvalidPdu { opcode: Opcode::R2t, reason: "reserved Target Transfer Tag" });
+            return Err(SessionError::InvalidPdu {
+                opcode: Opcode::R2t,
+                reason: "reserved Target Transfer Tag",
+            });
         }
         if h.r2t_sn != task.next_r2t_sn {
-            return Err(SessionError::R2tSnOutOfOrder { tag, expected: task.next_r2t_sn, got: h.r2t_sn });
+            return Err(SessionError::R2tSnOutOfOrder {
+                tag,
+                expected: task.next_r2t_sn,
+                got: h.r2t_sn,
+            });
         }
         let (offset, len) = (h.buffer_offset, h.desired_data_transfer_length);
         if len == 0 || offset.checked_add(len).is_none_or(|end| end > expected) {
-            return Err(SessionError::R2tOutOfRange { tag, offset, len, expected });
+            return Err(SessionError::R2tOutOfRange {
+                tag,
+                offset,
+                len,
+                expected,
+            });
         }
         if len > max_burst {
-            return Err(SessionError::R2tTooLong { tag, len, max_burst });
+            return Err(SessionError::R2tTooLong {
+                tag,
+                len,
+                max_burst,
+            });
         }
         if task.outstanding_r2ts >= max_outstanding {
-            return Err(SessionError::TooManyR2ts { tag, max: max_outstanding });
+            return Err(SessionError::TooManyR2ts {
+                tag,
+                max: max_outstanding,
+            });
         }
         task.next_r2t_sn = task.next_r2t_sn.wrapping_add(1);
         task.outstanding_r2ts += 1;
@@ -382,21 +468,36 @@ impl Session {
     }
 
     /// Section 11.4.
-    pub(super) fn handle_scsi_response(&mut self, h: pdu::ScsiResponse, data: &[u8]) -> Result<(), SessionError> {
+    pub(super) fn handle_scsi_response(
+        &mut self,
+        h: pdu::ScsiResponse,
+        data: &[u8],
+    ) -> Result<(), SessionError> {
         self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
         let tag = h.initiator_task_tag;
         let task = self.issued_task(Opcode::ScsiResponse, tag)?;
         let expected = transfer_len(task.direction);
         self.stat.acknowledge(h.stat_sn);
         if h.response != 0 {
-            self.complete_with_error(tag, CommandError::TargetFailure { response: h.response });
+            self.complete_with_error(
+                tag,
+                CommandError::TargetFailure {
+                    response: h.response,
+                },
+            );
             return Ok(());
         }
         let sense = match parse_sense(data) {
             Some(sense) => sense.map(<[u8]>::to_vec),
             None => {
-                let sense_len = data.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
-                return Err(SessionError::SenseTruncated { tag, sense_len, segment_len: data.len() });
+                let sense_len = data
+                    .get(..2)
+                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
+                return Err(SessionError::SenseTruncated {
+                    tag,
+                    sense_len,
+                    segment_len: data.len(),
+                });
             }
         };
         let residual = residual_of(tag, h.overflow, h.underflow, h.residual_count, expected)?;
@@ -405,9 +506,18 @@ impl Session {
 
     /// Completes a command the target answered. A read with GOOD status must have
     /// received exactly the bytes the target accounts for, from offset 0 without holes.
-    fn complete(&mut self, tag: Tag, status: u8, sense: Option<Vec<u8>>, residual: Residual) -> Result<(), SessionError> {
+    fn complete(
+        &mut self,
+        tag: Tag,
+        status: u8,
+        sense: Option<Vec<u8>>,
+        residual: Residual,
+    ) -> Result<(), SessionError> {
         let Some(task) = self.tasks.get(&tag) else {
-            return Err(SessionError::UnknownTaskTag { opcode: Opcode::ScsiResponse, tag });
+            return Err(SessionError::UnknownTaskTag {
+                opcode: Opcode::ScsiResponse,
+                tag,
+            });
         };
         let expected = transfer_len(task.direction);
         let accounted = match residual {
@@ -417,35 +527,56 @@ impl Session {
         let transferred = match task.direction {
             DataDirection::Read { .. } => {
                 let received = task.received_bytes();
-                if status == STATUS_GOOD && (received != accounted || task.contiguous_end() != accounted) {
-                    return Err(SessionError::MissingData { tag, expected: accounted, received });
+                if status == STATUS_GOOD
+                    && (received != accounted || task.contiguous_end() != accounted)
+                {
+                    return Err(SessionError::MissingData {
+                        tag,
+                        expected: accounted,
+                        received,
+                    });
                 }
                 received
             }
             DataDirection::Write { .. } => accounted,
             DataDirection::None => 0,
         };
-        let Some(task) = self.tasks.remove(&tag) else { return Ok(()) };
+        let Some(task) = self.tasks.remove(&tag) else {
+            return Ok(());
+        };
         if task.issued {
             self.in_flight -= 1;
         }
         self.stats.commands_completed += 1;
-        let outcome = CommandOutcome { status, sense, residual, buffer: task.buffer, transferred };
-        self.events.push_back(Event::CommandComplete(task.id, Ok(outcome)));
+        let outcome = CommandOutcome {
+            status,
+            sense,
+            residual,
+            buffer: task.buffer,
+            transferred,
+        };
+        self.events
+            .push_back(Event::CommandComplete(task.id, Ok(outcome)));
         Ok(())
     }
 
     /// Fails one command and hands its buffer back.
     pub(super) fn complete_with_error(&mut self, tag: Tag, error: CommandError) {
-        let Some(task) = self.tasks.remove(&tag) else { return };
+        let Some(task) = self.tasks.remove(&tag) else {
+            return;
+        };
         if task.issued {
             self.in_flight -= 1;
         } else {
             self.waiting.retain(|&t| t != tag);
         }
         self.stats.commands_failed += 1;
-        let failure = CommandFailure { error, buffer: task.buffer };
-        self.events.push_back(Event::CommandComplete(task.id, Err(failure)));
+        let failure = CommandFailure {
+            error,
+            buffer: task.buffer,
+        };
+        self.events
+            .push_back(Event::CommandComplete(task.id, Err(failure)));
     }
 
     /// A command in flight too long fails the connection (its state is unknown at ERL 0);

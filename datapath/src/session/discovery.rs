@@ -47,9 +47,19 @@ impl Discovery {
             cmd_sn,
             exp_stat_sn: 0,
         });
-        let discovery =
-            Discovery { itt, accumulator: TextAccumulator::new(MAX_RESPONSE_BYTES), pdus: 0, pairs: Vec::new() };
-        (discovery, Transmit { header, data: TransmitData::Owned(b"SendTargets=All\0".to_vec()) })
+        let discovery = Discovery {
+            itt,
+            accumulator: TextAccumulator::new(MAX_RESPONSE_BYTES),
+            pdus: 0,
+            pairs: Vec::new(),
+        };
+        (
+            discovery,
+            Transmit {
+                header,
+                data: TransmitData::Owned(b"SendTargets=All\0".to_vec()),
+            },
+        )
     }
 
     pub(crate) fn itt(&self) -> Tag {
@@ -64,9 +74,15 @@ pub(crate) fn split_repeated_pairs(
     out: &mut Vec<(String, String)>,
     max_pairs: usize,
 ) -> Result<(), SessionError> {
-    let Some(last) = text.iter().rposition(|&b| b != 0) else { return Ok(()) };
+    let Some(last) = text.iter().rposition(|&b| b != 0) else {
+        return Ok(());
+    };
     let content = &text[..=last];
-    let limits = TextLimits { max_text_len: TextLimits::default().max_value_len + 128, max_pairs: 1, ..TextLimits::default() };
+    let limits = TextLimits {
+        max_text_len: TextLimits::default().max_value_len + 128,
+        max_pairs: 1,
+        ..TextLimits::default()
+    };
     if last + 1 == text.len() {
         // The last pair has no NUL: let parse_pairs name the fault.
         parse_pairs(content, &limits)?;
@@ -74,7 +90,10 @@ pub(crate) fn split_repeated_pairs(
     let mut one = Vec::new();
     for raw in content.split(|&b| b == 0) {
         if raw.is_empty() {
-            return Err(TextError::EmptyPair { after: out.last().map(|(k, _)| k.clone()) }.into());
+            return Err(TextError::EmptyPair {
+                after: out.last().map(|(k, _)| k.clone()),
+            }
+            .into());
         }
         if out.len() >= max_pairs {
             return Err(TextError::TooManyPairs { max: max_pairs }.into());
@@ -89,11 +108,16 @@ pub(crate) fn split_repeated_pairs(
 
 /// Groups `TargetName` / `TargetAddress` pairs into targets; other keys (TargetAlias) are
 /// skipped.
-pub(crate) fn group_targets(pairs: Vec<(String, String)>) -> Result<Vec<DiscoveredTarget>, SessionError> {
+pub(crate) fn group_targets(
+    pairs: Vec<(String, String)>,
+) -> Result<Vec<DiscoveredTarget>, SessionError> {
     let mut targets: Vec<DiscoveredTarget> = Vec::new();
     for (key, value) in pairs {
         match key.as_str() {
-            "TargetName" => targets.push(DiscoveredTarget { name: value, addresses: Vec::new() }),
+            "TargetName" => targets.push(DiscoveredTarget {
+                name: value,
+                addresses: Vec::new(),
+            }),
             "TargetAddress" => {
                 let Some(target) = targets.last_mut() else {
                     return Err(SessionError::InvalidSendTargets(format!(
@@ -147,15 +171,28 @@ pub(crate) fn parse_target_address(value: &str) -> Result<(String, u16), Session
 
 impl Session {
     /// Section 11.11.
-    pub(super) fn handle_text_response(&mut self, h: pdu::TextResponse, data: &[u8]) -> Result<(), SessionError> {
+    pub(super) fn handle_text_response(
+        &mut self,
+        h: pdu::TextResponse,
+        data: &[u8],
+    ) -> Result<(), SessionError> {
         self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
-        let Some(discovery) = self.discovery.as_mut().filter(|d| d.itt == h.initiator_task_tag) else {
-            return Err(SessionError::UnknownTaskTag { opcode: Opcode::TextResponse, tag: h.initiator_task_tag });
+        let Some(discovery) = self
+            .discovery
+            .as_mut()
+            .filter(|d| d.itt == h.initiator_task_tag)
+        else {
+            return Err(SessionError::UnknownTaskTag {
+                opcode: Opcode::TextResponse,
+                tag: h.initiator_task_tag,
+            });
         };
         self.stat.acknowledge(h.stat_sn);
         discovery.pdus += 1;
         if discovery.pdus > MAX_RESPONSE_PDUS {
-            return Err(SessionError::TextResponseTooLong { max: MAX_RESPONSE_PDUS });
+            return Err(SessionError::TextResponseTooLong {
+                max: MAX_RESPONSE_PDUS,
+            });
         }
         if h.final_pdu && h.continue_ {
             return Err(SessionError::TextProtocol("F and C bits both set"));
@@ -171,7 +208,9 @@ impl Session {
             return Ok(());
         }
         if h.target_transfer_tag == RESERVED_TAG {
-            return Err(SessionError::TextProtocol("F=0 without a Target Transfer Tag to continue with"));
+            return Err(SessionError::TextProtocol(
+                "F=0 without a Target Transfer Tag to continue with",
+            ));
         }
         let itt = discovery.itt;
         let header = Header::TextRequest(pdu::TextRequest {
@@ -184,7 +223,10 @@ impl Session {
             cmd_sn: self.window.peek(),
             exp_stat_sn: 0,
         });
-        self.outbox.push_back(Outgoing::Pdu(Transmit { header, data: TransmitData::None }));
+        self.outbox.push_back(Outgoing::Pdu(Transmit {
+            header,
+            data: TransmitData::None,
+        }));
         Ok(())
     }
 }
@@ -202,7 +244,9 @@ mod tests {
         assert_eq!(ok("[fe80::1],3"), ("[fe80::1]:3260".into(), 3));
         assert_eq!(ok("fe80::1,3"), ("[fe80::1]:3260".into(), 3));
         assert_eq!(ok("host.example"), ("host.example:3260".into(), 1));
-        for bad in ["", ",1", "h:x,1", "h:1,x", "[::1", "[]:1,1", "[::1]x,1", ":3260,1"] {
+        for bad in [
+            "", ",1", "h:x,1", "h:1,x", "[::1", "[]:1,1", "[::1]x,1", ":3260,1",
+        ] {
             assert!(parse_target_address(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -215,8 +259,17 @@ TargetName=iqn.b\0TargetAlias=b\0TargetAddress=2.2.2.2:3260,2\0\0\0";
         split_repeated_pairs(text, &mut pairs, 100).unwrap();
         let targets = group_targets(pairs).unwrap();
         assert_eq!(targets.len(), 2);
-        assert_eq!(targets[0].addresses, vec![("1.1.1.1:3260".into(), 1), ("[::1]:3260".into(), 1)]);
-        assert_eq!(targets[1], DiscoveredTarget { name: "iqn.b".into(), addresses: vec![("2.2.2.2:3260".into(), 2)] });
+        assert_eq!(
+            targets[0].addresses,
+            vec![("1.1.1.1:3260".into(), 1), ("[::1]:3260".into(), 1)]
+        );
+        assert_eq!(
+            targets[1],
+            DiscoveredTarget {
+                name: "iqn.b".into(),
+                addresses: vec![("2.2.2.2:3260".into(), 2)]
+            }
+        );
     }
 
     #[test]

@@ -48,10 +48,19 @@ pub enum SessionError {
     WrongDataDirection { opcode: Opcode, tag: Tag },
     /// Data-In outside the command's expected data (section 11.7.5).
     #[error("Data-In for task {tag:#010x} at offset {offset} length {len} lies outside the expected {expected} bytes")]
-    DataOutOfRange { tag: Tag, offset: u32, len: u32, expected: u32 },
+    DataOutOfRange {
+        tag: Tag,
+        offset: u32,
+        len: u32,
+        expected: u32,
+    },
     /// Data-In not at the next offset while DataPDUInOrder=Yes (section 13.19).
     #[error("Data-In for task {tag:#010x} at offset {offset}, expected offset {expected_offset} (DataPDUInOrder=Yes)")]
-    DataOutOfOrder { tag: Tag, offset: u32, expected_offset: u32 },
+    DataOutOfOrder {
+        tag: Tag,
+        offset: u32,
+        expected_offset: u32,
+    },
     /// Data-In that covers bytes already received (DataPDUInOrder=No).
     #[error("Data-In for task {tag:#010x} at offset {offset} length {len} overlaps data already received")]
     DataOverlap { tag: Tag, offset: u32, len: u32 },
@@ -60,13 +69,22 @@ pub enum SessionError {
     DataSnOutOfOrder { tag: Tag, expected: u32, got: u32 },
     /// GOOD status while fewer bytes arrived than the target claims to have sent.
     #[error("task {tag:#010x} completed GOOD with {received} bytes received, {expected} expected")]
-    MissingData { tag: Tag, expected: u32, received: u32 },
+    MissingData {
+        tag: Tag,
+        expected: u32,
+        received: u32,
+    },
     /// Residual flags or counts that contradict the command (section 11.4.5).
     #[error("task {tag:#010x}: invalid residual: {reason}")]
     BadResidual { tag: Tag, reason: &'static str },
     /// An R2T outside the command's data (section 11.8).
     #[error("R2T for task {tag:#010x} at offset {offset} length {len} lies outside the expected {expected} bytes")]
-    R2tOutOfRange { tag: Tag, offset: u32, len: u32, expected: u32 },
+    R2tOutOfRange {
+        tag: Tag,
+        offset: u32,
+        len: u32,
+        expected: u32,
+    },
     /// An R2T asking for more than MaxBurstLength (section 13.13).
     #[error("R2T for task {tag:#010x} asks for {len} bytes, over MaxBurstLength {max_burst}")]
     R2tTooLong { tag: Tag, len: u32, max_burst: u32 },
@@ -77,14 +95,27 @@ pub enum SessionError {
     #[error("task {tag:#010x} has more than MaxOutstandingR2T={max} R2Ts outstanding")]
     TooManyR2ts { tag: Tag, max: u32 },
     /// SenseLength larger than the data segment that carries it (section 11.4.7).
-    #[error("task {tag:#010x}: SenseLength {sense_len} exceeds the {segment_len}-byte data segment")]
-    SenseTruncated { tag: Tag, sense_len: usize, segment_len: usize },
+    #[error(
+        "task {tag:#010x}: SenseLength {sense_len} exceeds the {segment_len}-byte data segment"
+    )]
+    SenseTruncated {
+        tag: Tag,
+        sense_len: usize,
+        segment_len: usize,
+    },
     /// A PDU whose fields contradict each other or the rules of its section.
     #[error("invalid {opcode:?} PDU: {reason}")]
-    InvalidPdu { opcode: Opcode, reason: &'static str },
+    InvalidPdu {
+        opcode: Opcode,
+        reason: &'static str,
+    },
     /// A data segment longer than we declared we can receive.
     #[error("{opcode:?} data segment of {len} bytes exceeds our MaxRecvDataSegmentLength {max}")]
-    PduTooLong { opcode: Opcode, len: usize, max: u32 },
+    PduTooLong {
+        opcode: Opcode,
+        len: usize,
+        max: u32,
+    },
     /// Malformed text from the target.
     #[error("text from target: {0}")]
     TextError(#[from] TextError),
@@ -122,7 +153,11 @@ pub enum SessionError {
     LogoutFailed { response: u8 },
     /// Async Message event 2 or 3: the target drops the connection or session (section 11.9.1).
     #[error("target announced it drops the connection (async event {event}, Time2Wait {time2wait}s, Time2Retain {time2retain}s)")]
-    TargetDroppedConnection { event: u8, time2wait: u16, time2retain: u16 },
+    TargetDroppedConnection {
+        event: u8,
+        time2wait: u16,
+        time2retain: u16,
+    },
     /// The transport reported the connection lost.
     #[error("connection lost: {0}")]
     ConnectionLost(String),

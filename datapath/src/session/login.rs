@@ -22,14 +22,14 @@ use std::time::Instant;
 
 use super::discovery::parse_target_address;
 use super::{
-    login_status_name, Event, Outgoing, Session, SessionError, SessionState, Transmit, TransmitData,
-    LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH,
+    login_status_name, Event, Outgoing, Session, SessionError, SessionState, Transmit,
+    TransmitData, LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH,
 };
 use crate::auth::chap::{ChapError, InitiatorChap};
 use crate::pdu::{self, Header, LoginStage, Opcode, Tag};
 use crate::text::{
-    encode_pairs, is_operational_key, parse_pairs, split_text, Negotiation, Role, SessionKind, TextAccumulator,
-    TextLimits,
+    encode_pairs, is_operational_key, parse_pairs, split_text, Negotiation, Role, SessionKind,
+    TextAccumulator, TextLimits,
 };
 
 /// Most Login Request/Response round trips in one login.
@@ -98,7 +98,11 @@ impl Session {
     /// Queues the first Login Request (security stage).
     pub(super) fn start_login(&mut self, now: Instant) {
         let itt = self.allocate_tag();
-        let kind = if self.config.is_discovery() { SessionKind::Discovery } else { SessionKind::Normal };
+        let kind = if self.config.is_discovery() {
+            SessionKind::Discovery
+        } else {
+            SessionKind::Normal
+        };
         let offer_chap = self.config.chap.is_some();
         let mut login = Login {
             itt,
@@ -108,7 +112,11 @@ impl Session {
             offer_chap,
             auth: AuthStep::AwaitMethod,
             chap: None,
-            negotiation: Negotiation::with_session_kind(Role::Initiator, self.config.offer.clone(), kind),
+            negotiation: Negotiation::with_session_kind(
+                Role::Initiator,
+                self.config.offer.clone(),
+                kind,
+            ),
             received: TextAccumulator::new(MAX_LOGIN_TEXT),
             unsent: VecDeque::new(),
             unsent_transit: false,
@@ -123,11 +131,18 @@ impl Session {
                 return;
             }
         }
-        let mut pairs = vec![("InitiatorName".to_owned(), self.config.initiator_name.clone())];
+        let mut pairs = vec![(
+            "InitiatorName".to_owned(),
+            self.config.initiator_name.clone(),
+        )];
         if let Some(alias) = &self.config.initiator_alias {
             pairs.push(("InitiatorAlias".to_owned(), alias.clone()));
         }
-        let session_type = if self.config.is_discovery() { "Discovery" } else { "Normal" };
+        let session_type = if self.config.is_discovery() {
+            "Discovery"
+        } else {
+            "Normal"
+        };
         pairs.push(("SessionType".to_owned(), session_type.to_owned()));
         if let Some(target) = &self.config.target_name {
             pairs.push(("TargetName".to_owned(), target.clone()));
@@ -139,7 +154,13 @@ impl Session {
         self.login = Some(login);
     }
 
-    fn login_request(&self, login: &Login, transit: bool, continue_: bool, data: Vec<u8>) -> Transmit {
+    fn login_request(
+        &self,
+        login: &Login,
+        transit: bool,
+        continue_: bool,
+        data: Vec<u8>,
+    ) -> Transmit {
         let header = Header::LoginRequest(pdu::LoginRequest {
             transit,
             continue_,
@@ -154,7 +175,11 @@ impl Session {
             cmd_sn: self.window.peek(),
             exp_stat_sn: 0,
         });
-        let data = if data.is_empty() { TransmitData::None } else { TransmitData::Owned(data) };
+        let data = if data.is_empty() {
+            TransmitData::None
+        } else {
+            TransmitData::Owned(data)
+        };
         Transmit { header, data }
     }
 
@@ -197,19 +222,31 @@ impl Session {
     }
 
     /// One Login Response. `Ok(true)` when the login goes on.
-    fn login_step(&mut self, login: &mut Login, resp: pdu::LoginResponse, data: &[u8]) -> Result<bool, SessionError> {
+    fn login_step(
+        &mut self,
+        login: &mut Login,
+        resp: pdu::LoginResponse,
+        data: &[u8],
+    ) -> Result<bool, SessionError> {
         login.round_trips += 1;
         if login.round_trips > MAX_LOGIN_ROUND_TRIPS {
-            return Err(SessionError::LoginRoundTrips { max: MAX_LOGIN_ROUND_TRIPS });
+            return Err(SessionError::LoginRoundTrips {
+                max: MAX_LOGIN_ROUND_TRIPS,
+            });
         }
         if resp.initiator_task_tag != login.itt {
-            return Err(SessionError::UnknownTaskTag { opcode: Opcode::LoginResponse, tag: resp.initiator_task_tag });
+            return Err(SessionError::UnknownTaskTag {
+                opcode: Opcode::LoginResponse,
+                tag: resp.initiator_task_tag,
+            });
         }
         if resp.status_class != 0 {
             return self.login_refused(&resp, data).map(|()| false);
         }
         if resp.version_active != 0 {
-            return Err(SessionError::UnsupportedVersion { active: resp.version_active });
+            return Err(SessionError::UnsupportedVersion {
+                active: resp.version_active,
+            });
         }
         // The first response gives the initial StatSN (section 11.13.3).
         if login.first_response_seen {
@@ -219,13 +256,17 @@ impl Session {
             login.first_response_seen = true;
         }
         if resp.current_stage != login.stage {
-            return Err(SessionError::LoginProtocol("response is for a different stage (CSG)"));
+            return Err(SessionError::LoginProtocol(
+                "response is for a different stage (CSG)",
+            ));
         }
         if resp.transit && resp.continue_ {
             return Err(SessionError::LoginProtocol("T and C bits both set"));
         }
         if resp.transit && !login.sent_transit {
-            return Err(SessionError::LoginProtocol("target set T=1 though we did not ask to move on"));
+            return Err(SessionError::LoginProtocol(
+                "target set T=1 though we did not ask to move on",
+            ));
         }
         let Some(text) = login.received.push(data, resp.continue_)? else {
             // More text follows: pull it with an empty request.
@@ -237,23 +278,34 @@ impl Session {
         if !login.unsent.is_empty() {
             // The target acknowledged a piece of our continued text; it must say nothing yet.
             if !parse_pairs(&text, &TextLimits::default())?.is_empty() || resp.transit {
-                return Err(SessionError::LoginProtocol("target answered before our continued text was complete"));
+                return Err(SessionError::LoginProtocol(
+                    "target answered before our continued text was complete",
+                ));
             }
             self.send_next_login_piece(login);
             return Ok(true);
         }
-        let limits = TextLimits { max_text_len: MAX_LOGIN_TEXT, ..TextLimits::default() };
+        let limits = TextLimits {
+            max_text_len: MAX_LOGIN_TEXT,
+            ..TextLimits::default()
+        };
         let mut pairs = parse_pairs(&text, &limits)?;
         self.take_target_declarations(&mut pairs)?;
 
         let (mut replies, transit) = match login.stage {
             LoginStage::SecurityNegotiation => self.security_step(login, &pairs)?,
             LoginStage::LoginOperationalNegotiation => {
-                let operational: Vec<(String, String)> =
-                    pairs.into_iter().filter(|(k, _)| is_operational_key(k)).collect();
+                let operational: Vec<(String, String)> = pairs
+                    .into_iter()
+                    .filter(|(k, _)| is_operational_key(k))
+                    .collect();
                 (login.negotiation.handle_peer_pairs(&operational)?, true)
             }
-            LoginStage::FullFeaturePhase => return Err(SessionError::LoginProtocol("login continued past full feature phase")),
+            LoginStage::FullFeaturePhase => {
+                return Err(SessionError::LoginProtocol(
+                    "login continued past full feature phase",
+                ))
+            }
         };
 
         if !resp.transit {
@@ -266,7 +318,9 @@ impl Session {
             return Err(SessionError::AuthenticationIncomplete);
         }
         if (next as u8) <= (login.stage as u8) || (next as u8) > (login.wanted_next_stage() as u8) {
-            return Err(SessionError::LoginProtocol("target chose a next stage (NSG) we did not ask for"));
+            return Err(SessionError::LoginProtocol(
+                "target chose a next stage (NSG) we did not ask for",
+            ));
         }
         match next {
             LoginStage::LoginOperationalNegotiation => {
@@ -290,7 +344,9 @@ impl Session {
                 self.finish_login(login, &resp)?;
                 Ok(false)
             }
-            LoginStage::SecurityNegotiation => Err(SessionError::LoginProtocol("target chose to go back to security")),
+            LoginStage::SecurityNegotiation => Err(SessionError::LoginProtocol(
+                "target chose to go back to security",
+            )),
         }
     }
 
@@ -301,7 +357,10 @@ impl Session {
         login: &mut Login,
         pairs: &[(String, String)],
     ) -> Result<(Vec<(String, String)>, bool), SessionError> {
-        let auth_method = pairs.iter().find(|(k, _)| k == "AuthMethod").map(|(_, v)| v.as_str());
+        let auth_method = pairs
+            .iter()
+            .find(|(k, _)| k == "AuthMethod")
+            .map(|(_, v)| v.as_str());
         match login.auth {
             AuthStep::AwaitMethod => match auth_method {
                 Some("CHAP") if login.offer_chap => {
@@ -326,12 +385,16 @@ impl Session {
                     login.auth = AuthStep::NoneAgreed;
                     Ok((Vec::new(), true))
                 }
-                Some(other) => Err(SessionError::UnexpectedAuthMethod(other.chars().take(64).collect())),
+                Some(other) => Err(SessionError::UnexpectedAuthMethod(
+                    other.chars().take(64).collect(),
+                )),
                 // Not answered yet: keep asking as before.
                 None => Ok((Vec::new(), !login.offer_chap)),
             },
             AuthStep::Chap => {
-                let Some(chap) = login.chap.as_mut() else { return Err(SessionError::AuthenticationIncomplete) };
+                let Some(chap) = login.chap.as_mut() else {
+                    return Err(SessionError::AuthenticationIncomplete);
+                };
                 let replies = chap.handle_target_pairs(pairs)?;
                 // Once our response is out, we are ready to move on; for mutual CHAP the
                 // target's response comes with its T=1 and is verified above.
@@ -342,7 +405,10 @@ impl Session {
     }
 
     /// Keys the target declares about itself; taken out of the list.
-    fn take_target_declarations(&mut self, pairs: &mut Vec<(String, String)>) -> Result<(), SessionError> {
+    fn take_target_declarations(
+        &mut self,
+        pairs: &mut Vec<(String, String)>,
+    ) -> Result<(), SessionError> {
         let mut bad_tag = false;
         pairs.retain(|(key, value)| match key.as_str() {
             "TargetAlias" => {
@@ -360,44 +426,72 @@ impl Session {
             _ => true,
         });
         if bad_tag {
-            return Err(SessionError::LoginProtocol("TargetPortalGroupTag is not a 16-bit number"));
+            return Err(SessionError::LoginProtocol(
+                "TargetPortalGroupTag is not a 16-bit number",
+            ));
         }
         Ok(())
     }
 
     /// A non-zero status class: a redirection closes the session, anything else fails it.
-    fn login_refused(&mut self, resp: &pdu::LoginResponse, data: &[u8]) -> Result<(), SessionError> {
+    fn login_refused(
+        &mut self,
+        resp: &pdu::LoginResponse,
+        data: &[u8],
+    ) -> Result<(), SessionError> {
         let (class, detail) = (resp.status_class, resp.status_detail);
         if class == 1 {
             let pairs = parse_pairs(data, &TextLimits::default())?;
             let Some((_, value)) = pairs.iter().find(|(k, _)| k == "TargetAddress") else {
-                return Err(SessionError::LoginProtocol("redirection without a TargetAddress"));
+                return Err(SessionError::LoginProtocol(
+                    "redirection without a TargetAddress",
+                ));
             };
-            let address = parse_target_address(value).map(|(a, _)| a).unwrap_or_else(|_| value.clone());
+            let address = parse_target_address(value)
+                .map(|(a, _)| a)
+                .unwrap_or_else(|_| value.clone());
             self.state = SessionState::Closed;
-            self.events.push_back(Event::Redirect { address, permanent: detail == 0x02 });
+            self.events.push_back(Event::Redirect {
+                address,
+                permanent: detail == 0x02,
+            });
             return Ok(());
         }
         self.events.push_back(Event::LoginFailed {
             status_class: class,
             status_detail: detail,
-            reason: format!("{} ({class:#04x}{detail:02x})", login_status_name(class, detail)),
+            reason: format!(
+                "{} ({class:#04x}{detail:02x})",
+                login_status_name(class, detail)
+            ),
         });
         Err(SessionError::LoginRejected { class, detail })
     }
 
     /// The response with T=1 and NSG=3: full feature phase begins.
-    fn finish_login(&mut self, login: &Login, resp: &pdu::LoginResponse) -> Result<(), SessionError> {
+    fn finish_login(
+        &mut self,
+        login: &Login,
+        resp: &pdu::LoginResponse,
+    ) -> Result<(), SessionError> {
         if resp.tsih == 0 {
-            return Err(SessionError::LoginProtocol("final Login Response has TSIH 0"));
+            return Err(SessionError::LoginProtocol(
+                "final Login Response has TSIH 0",
+            ));
         }
         if self.config.tsih != 0 && resp.tsih != self.config.tsih {
-            return Err(SessionError::LoginProtocol("final Login Response changed the TSIH"));
+            return Err(SessionError::LoginProtocol(
+                "final Login Response changed the TSIH",
+            ));
         }
         let params = login.negotiation.params();
         self.tsih = resp.tsih;
-        self.window.reset_from_login(resp.exp_cmd_sn, resp.max_cmd_sn);
-        self.digests = pdu::Digests { header: params.header_digest, data: params.data_digest };
+        self.window
+            .reset_from_login(resp.exp_cmd_sn, resp.max_cmd_sn);
+        self.digests = pdu::Digests {
+            header: params.header_digest,
+            data: params.data_digest,
+        };
         self.params = Some(params);
         self.state = SessionState::FullFeature;
         self.events.push_back(Event::LoginComplete);

@@ -44,9 +44,13 @@ mod tests;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-pub use error::{login_status_name, reject_reason_name, CommandError, CommandFailure, SessionError};
+pub use error::{
+    login_status_name, reject_reason_name, CommandError, CommandFailure, SessionError,
+};
 
-use crate::pdu::{self, Header, Isid, LoginStage, LunField, Opcode, Tag, TaskAttribute, RESERVED_TAG};
+use crate::pdu::{
+    self, Header, Isid, LoginStage, LunField, Opcode, Tag, TaskAttribute, RESERVED_TAG,
+};
 use crate::text::{OperationalOffer, OperationalParams};
 
 use command::{DataOutBurst, Task};
@@ -158,7 +162,9 @@ pub struct ChapConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
     /// Logging in; `stage` is the current login stage (CSG).
-    Login { stage: LoginStage },
+    Login {
+        stage: LoginStage,
+    },
     FullFeature,
     /// `logout` was called: new commands are refused; the Logout Request goes out once
     /// the commands in flight have completed.
@@ -207,7 +213,11 @@ pub enum TransmitData {
     Owned(Vec<u8>),
     /// A slice of a command's buffer (immediate data, Data-Out): borrow it through
     /// [`Session::transmit_data`], no copy.
-    CommandBuffer { task: TaskId, offset: u32, len: u32 },
+    CommandBuffer {
+        task: TaskId,
+        offset: u32,
+        len: u32,
+    },
 }
 
 /// Which way a command moves data, and how much.
@@ -216,9 +226,13 @@ pub enum TransmitData {
 pub enum DataDirection {
     None,
     /// Read up to `len` bytes into the buffer.
-    Read { len: u32 },
+    Read {
+        len: u32,
+    },
     /// Write the first `len` bytes of the buffer.
-    Write { len: u32 },
+    Write {
+        len: u32,
+    },
 }
 
 /// A SCSI command to run. The buffer is owned by the command while it is in flight and
@@ -332,9 +346,16 @@ pub enum AsyncEvent {
 pub enum Event {
     LoginComplete,
     /// The target refused the login (a `ConnectionFailed` follows).
-    LoginFailed { status_class: u8, status_detail: u8, reason: String },
+    LoginFailed {
+        status_class: u8,
+        status_detail: u8,
+        reason: String,
+    },
     /// The target sent us elsewhere; the session is `Closed`.
-    Redirect { address: String, permanent: bool },
+    Redirect {
+        address: String,
+        permanent: bool,
+    },
     TargetsDiscovered(Vec<DiscoveredTarget>),
     CommandComplete(TaskId, Result<CommandOutcome, CommandFailure>),
     AsyncMessage(AsyncEvent),
@@ -429,7 +450,9 @@ impl Session {
             window: CmdWindow::new(config.initial_cmd_sn),
             tsih: config.tsih,
             config,
-            state: SessionState::Login { stage: LoginStage::SecurityNegotiation },
+            state: SessionState::Login {
+                stage: LoginStage::SecurityNegotiation,
+            },
             login: None,
             params: None,
             digests: pdu::Digests::default(),
@@ -454,7 +477,12 @@ impl Session {
     /// Delivers one PDU from the target. `Err` is fatal: close the connection. By then the
     /// session has failed every outstanding command with an error naming the fault and
     /// queued `Event::ConnectionFailed`.
-    pub fn handle_pdu(&mut self, now: Instant, header: Header, data: &[u8]) -> Result<(), SessionError> {
+    pub fn handle_pdu(
+        &mut self,
+        now: Instant,
+        header: Header,
+        data: &[u8],
+    ) -> Result<(), SessionError> {
         if matches!(self.state, SessionState::Closed | SessionState::Failed) {
             return Ok(());
         }
@@ -474,7 +502,11 @@ impl Session {
         let opcode = header.opcode();
         let max = self.max_recv_data_segment_length();
         if data.len() > max as usize {
-            return Err(SessionError::PduTooLong { opcode, len: data.len(), max });
+            return Err(SessionError::PduTooLong {
+                opcode,
+                len: data.len(),
+                max,
+            });
         }
         if opcode.is_initiator() {
             return Err(self.unexpected(opcode));
@@ -482,7 +514,10 @@ impl Session {
         if let SessionState::Login { .. } = self.state {
             return match header {
                 Header::LoginResponse(resp) => self.handle_login_response(now, resp, data),
-                Header::Reject(reject) => Err(SessionError::Reject { reason: reject.reason, opcode: rejected_opcode(data) }),
+                Header::Reject(reject) => Err(SessionError::Reject {
+                    reason: reject.reason,
+                    opcode: rejected_opcode(data),
+                }),
                 _ => Err(self.unexpected(opcode)),
             };
         }
@@ -502,7 +537,10 @@ impl Session {
     }
 
     fn unexpected(&self, opcode: Opcode) -> SessionError {
-        SessionError::UnexpectedPdu { opcode, state: self.state.name() }
+        SessionError::UnexpectedPdu {
+            opcode,
+            state: self.state.name(),
+        }
     }
 
     /// Call when the instant from [`Session::poll_timeout`] has passed.
@@ -575,7 +613,10 @@ impl Session {
             TransmitData::CommandBuffer { task, offset, len } => {
                 let start = *offset as usize;
                 let end = start.saturating_add(*len as usize);
-                self.tasks.get(&task.0).and_then(|t| t.buffer.get(start..end)).unwrap_or(&[])
+                self.tasks
+                    .get(&task.0)
+                    .and_then(|t| t.buffer.get(start..end))
+                    .unwrap_or(&[])
             }
         }
     }
@@ -624,7 +665,13 @@ impl Session {
             DataDirection::Read { len } | DataDirection::Write { len } => len,
         };
         if cmd.buffer.len() < transfer as usize {
-            return reject(SubmitRejection::BufferTooShort { buffer: cmd.buffer.len(), transfer }, cmd);
+            return reject(
+                SubmitRejection::BufferTooShort {
+                    buffer: cmd.buffer.len(),
+                    transfer,
+                },
+                cmd,
+            );
         }
         let tag = self.allocate_tag();
         self.tasks.insert(tag, Task::new(TaskId(tag), cmd, now));
@@ -665,7 +712,10 @@ impl Session {
             }
             SessionState::FullFeature => {
                 self.state = SessionState::LoggingOut;
-                self.logout = Some(LogoutState { deadline: now + self.config.logout_timeout, itt: None });
+                self.logout = Some(LogoutState {
+                    deadline: now + self.config.logout_timeout,
+                    itt: None,
+                });
                 while let Some(tag) = self.waiting.pop_front() {
                     self.complete_with_error(tag, CommandError::LoggingOut);
                 }
@@ -676,7 +726,8 @@ impl Session {
     }
 
     fn maybe_send_logout(&mut self) {
-        if self.state != SessionState::LoggingOut || self.in_flight > 0 || self.discovery.is_some() {
+        if self.state != SessionState::LoggingOut || self.in_flight > 0 || self.discovery.is_some()
+        {
             return;
         }
         let Some(logout) = &self.logout else { return };
@@ -695,32 +746,48 @@ impl Session {
             cmd_sn: self.window.peek(),
             exp_stat_sn: 0,
         });
-        self.outbox.push_back(Outgoing::Pdu(Transmit { header, data: TransmitData::None }));
+        self.outbox.push_back(Outgoing::Pdu(Transmit {
+            header,
+            data: TransmitData::None,
+        }));
     }
 
     fn handle_logout_response(&mut self, resp: pdu::LogoutResponse) -> Result<(), SessionError> {
         let expected = self.logout.as_ref().and_then(|l| l.itt);
         if expected != Some(resp.initiator_task_tag) {
-            return Err(SessionError::UnknownTaskTag { opcode: Opcode::LogoutResponse, tag: resp.initiator_task_tag });
+            return Err(SessionError::UnknownTaskTag {
+                opcode: Opcode::LogoutResponse,
+                tag: resp.initiator_task_tag,
+            });
         }
         self.stat.acknowledge(resp.stat_sn);
         self.window.update(resp.exp_cmd_sn, resp.max_cmd_sn);
         if resp.response != 0 {
-            return Err(SessionError::LogoutFailed { response: resp.response });
+            return Err(SessionError::LogoutFailed {
+                response: resp.response,
+            });
         }
         self.state = SessionState::Closed;
         self.logout = None;
         self.outbox.clear();
         let tags: Vec<Tag> = self.tasks.keys().copied().collect();
         for tag in tags {
-            self.complete_with_error(tag, CommandError::ConnectionLost("session logged out".into()));
+            self.complete_with_error(
+                tag,
+                CommandError::ConnectionLost("session logged out".into()),
+            );
         }
         self.events.push_back(Event::LogoutComplete);
         Ok(())
     }
 
     /// Section 11.9.1.
-    fn handle_async_message(&mut self, now: Instant, msg: pdu::AsyncMessage, data: &[u8]) -> Result<(), SessionError> {
+    fn handle_async_message(
+        &mut self,
+        now: Instant,
+        msg: pdu::AsyncMessage,
+        data: &[u8],
+    ) -> Result<(), SessionError> {
         self.stat.acknowledge(msg.stat_sn);
         self.window.update(msg.exp_cmd_sn, msg.max_cmd_sn);
         match msg.async_event {
@@ -735,7 +802,10 @@ impl Session {
                 }));
             }
             1 => {
-                self.events.push_back(Event::AsyncMessage(AsyncEvent::LogoutRequested { within_secs: msg.parameter3 }));
+                self.events
+                    .push_back(Event::AsyncMessage(AsyncEvent::LogoutRequested {
+                        within_secs: msg.parameter3,
+                    }));
                 self.logout(now);
             }
             2 | 3 => {
@@ -745,8 +815,15 @@ impl Session {
                     time2retain: msg.parameter3,
                 });
             }
-            4 => self.events.push_back(Event::AsyncMessage(AsyncEvent::Renegotiate)),
-            event => self.events.push_back(Event::AsyncMessage(AsyncEvent::Other { event, vcode: msg.async_vcode })),
+            4 => self
+                .events
+                .push_back(Event::AsyncMessage(AsyncEvent::Renegotiate)),
+            event => self
+                .events
+                .push_back(Event::AsyncMessage(AsyncEvent::Other {
+                    event,
+                    vcode: msg.async_vcode,
+                })),
         }
         Ok(())
     }
@@ -760,14 +837,25 @@ impl Session {
         self.window.update(reject.exp_cmd_sn, reject.max_cmd_sn);
         let opcode = rejected_opcode(data);
         if opcode == Some(Opcode::ScsiCommand) {
-            if let Some(tag) = data.get(16..20).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) {
+            if let Some(tag) = data
+                .get(16..20)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            {
                 if self.tasks.get(&tag).is_some_and(|t| t.is_issued()) {
-                    self.complete_with_error(tag, CommandError::Rejected { reason: reject.reason });
+                    self.complete_with_error(
+                        tag,
+                        CommandError::Rejected {
+                            reason: reject.reason,
+                        },
+                    );
                     return Ok(());
                 }
             }
         }
-        Err(SessionError::Reject { reason: reject.reason, opcode })
+        Err(SessionError::Reject {
+            reason: reject.reason,
+            opcode,
+        })
     }
 
     pub fn state(&self) -> SessionState {

@@ -32,12 +32,20 @@ impl Keepalive {
 }
 
 impl Session {
-    pub(super) fn handle_nop_in(&mut self, _now: Instant, h: pdu::NopIn, data: &[u8]) -> Result<(), SessionError> {
+    pub(super) fn handle_nop_in(
+        &mut self,
+        _now: Instant,
+        h: pdu::NopIn,
+        data: &[u8],
+    ) -> Result<(), SessionError> {
         self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
         if h.initiator_task_tag != RESERVED_TAG {
             // The answer to our ping.
             if self.keepalive.ping_tag() != Some(h.initiator_task_tag) {
-                return Err(SessionError::UnknownTaskTag { opcode: Opcode::NopIn, tag: h.initiator_task_tag });
+                return Err(SessionError::UnknownTaskTag {
+                    opcode: Opcode::NopIn,
+                    tag: h.initiator_task_tag,
+                });
             }
             if h.target_transfer_tag != RESERVED_TAG {
                 return Err(SessionError::InvalidPdu {
@@ -52,9 +60,12 @@ impl Session {
         }
         if h.target_transfer_tag != RESERVED_TAG {
             // The target's ping: echo its data, no longer than the target accepts.
-            let max = self.params.as_ref().map_or(super::LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH, |p| {
-                p.target_max_recv_data_segment_length
-            }) as usize;
+            let max = self
+                .params
+                .as_ref()
+                .map_or(super::LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH, |p| {
+                    p.target_max_recv_data_segment_length
+                }) as usize;
             let echo = &data[..data.len().min(max)];
             let header = Header::NopOut(pdu::NopOut {
                 immediate: true,
@@ -64,8 +75,13 @@ impl Session {
                 cmd_sn: self.window.peek(),
                 exp_stat_sn: 0,
             });
-            let data = if echo.is_empty() { TransmitData::None } else { TransmitData::Owned(echo.to_vec()) };
-            self.outbox.push_back(Outgoing::Pdu(Transmit { header, data }));
+            let data = if echo.is_empty() {
+                TransmitData::None
+            } else {
+                TransmitData::Owned(echo.to_vec())
+            };
+            self.outbox
+                .push_back(Outgoing::Pdu(Transmit { header, data }));
             self.stats.nop_target_pings_answered += 1;
         }
         Ok(())
@@ -74,15 +90,21 @@ impl Session {
     pub(super) fn check_keepalive(&mut self, now: Instant) -> Result<(), SessionError> {
         if let Some(ping) = self.keepalive.ping {
             if now >= ping.deadline {
-                return Err(SessionError::NopTimeout { waited: self.config.nop_timeout });
+                return Err(SessionError::NopTimeout {
+                    waited: self.config.nop_timeout,
+                });
             }
             return Ok(());
         }
-        if self.config.nop_interval.is_zero() || now < self.last_received + self.config.nop_interval {
+        if self.config.nop_interval.is_zero() || now < self.last_received + self.config.nop_interval
+        {
             return Ok(());
         }
         let tag = self.allocate_tag();
-        self.keepalive.ping = Some(Ping { tag, deadline: now + self.config.nop_timeout });
+        self.keepalive.ping = Some(Ping {
+            tag,
+            deadline: now + self.config.nop_timeout,
+        });
         let header = Header::NopOut(pdu::NopOut {
             immediate: true,
             lun: [0; 8],
@@ -91,7 +113,10 @@ impl Session {
             cmd_sn: self.window.peek(),
             exp_stat_sn: 0,
         });
-        self.outbox.push_back(Outgoing::Pdu(Transmit { header, data: TransmitData::None }));
+        self.outbox.push_back(Outgoing::Pdu(Transmit {
+            header,
+            data: TransmitData::None,
+        }));
         self.stats.nop_pings_sent += 1;
         Ok(())
     }

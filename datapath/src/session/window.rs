@@ -19,7 +19,11 @@ pub(crate) struct CmdWindow {
 impl CmdWindow {
     /// Before the login completes the window is the one command the login numbers.
     pub(crate) fn new(initial_cmd_sn: u32) -> CmdWindow {
-        CmdWindow { next_cmd_sn: initial_cmd_sn, exp_cmd_sn: initial_cmd_sn, max_cmd_sn: initial_cmd_sn }
+        CmdWindow {
+            next_cmd_sn: initial_cmd_sn,
+            exp_cmd_sn: initial_cmd_sn,
+            max_cmd_sn: initial_cmd_sn,
+        }
     }
 
     /// Section 4.2.2.1: ignore both numbers when MaxCmdSN < ExpCmdSN - 1; otherwise take
