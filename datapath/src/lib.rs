@@ -10,6 +10,7 @@
 //! - [`client`]: a blocking convenience client that drives a session over the transport.
 
 pub mod auth;
+pub mod client;
 pub mod pdu;
 pub mod scsi;
 pub mod session;

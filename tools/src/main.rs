@@ -1,1 +1,127 @@
-fn main() {}
+//! `iscsi-ctl`: the admin tool. Discovery, login checks, LUN, INQUIRY and capacity
+//! inspection, and block reads and writes, against any iSCSI target.
+
+mod commands;
+mod config;
+mod render;
+mod url;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "iscsi-ctl",
+    version,
+    about = "iSCSI admin tool (io_uring initiator)"
+)]
+struct Cli {
+    #[command(flatten)]
+    options: config::ConnectOptions,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log protocol events to stderr (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the targets a portal offers (SendTargets discovery).
+    Discover {
+        /// HOST[:PORT] or iscsi://HOST[:PORT]
+        portal: String,
+    },
+    /// Log in to a target and print the negotiated parameters.
+    Login { url: String },
+    /// List the LUNs of a target (REPORT LUNS).
+    Luns { url: String },
+    /// Show standard INQUIRY data, or a VPD page.
+    Inquiry {
+        url: String,
+        /// VPD page code (0x00, 0x80, 0x83, 0xb0, or decimal).
+        #[arg(long, value_parser = parse_number::<u8>)]
+        vpd: Option<u8>,
+    },
+    /// Show the capacity (READ CAPACITY 16, falling back to 10).
+    Readcap { url: String },
+    /// Read blocks.
+    Read(ReadArgs),
+    /// Write blocks from a file.
+    Write(WriteArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReadArgs {
+    url: String,
+    #[arg(long, value_parser = parse_number::<u64>)]
+    lba: u64,
+    #[arg(long, value_parser = parse_number::<u32>)]
+    blocks: u32,
+    /// Write the data to this file (default: a hex dump on stdout).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct WriteArgs {
+    url: String,
+    #[arg(long, value_parser = parse_number::<u64>)]
+    lba: u64,
+    /// The data; its length must be a whole number of blocks.
+    #[arg(long = "in")]
+    input: std::path::PathBuf,
+}
+
+/// Accepts decimal or 0x-prefixed hex.
+fn parse_number<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    let value = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse::<u64>(),
+    }
+    .map_err(|_| format!("'{text}' is not a number"))?;
+    T::try_from(value).map_err(|_| format!("'{text}' is out of range"))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "error",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let out = render::Output { json: cli.json };
+    let result = match &cli.command {
+        Command::Discover { portal } => commands::discover(&cli.options, portal, &out),
+        Command::Login { url } => commands::login(&cli.options, url, &out),
+        Command::Luns { url } => commands::luns(&cli.options, url, &out),
+        Command::Inquiry { url, vpd } => commands::inquiry(&cli.options, url, *vpd, &out),
+        Command::Readcap { url } => commands::readcap(&cli.options, url, &out),
+        Command::Read(a) => commands::read(
+            &cli.options,
+            &a.url,
+            a.lba,
+            a.blocks,
+            a.out.as_deref(),
+            &out,
+        ),
+        Command::Write(a) => commands::write(&cli.options, &a.url, a.lba, &a.input, &out),
+    };
+    if let Err(error) = result {
+        if cli.json {
+            println!("{}", serde_json::json!({ "error": error.to_string() }));
+        }
+        eprintln!("iscsi-ctl: error: {error}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,509 @@
+//! A blocking client: one sans-IO [`Session`] driven over one io_uring [`TcpConnection`].
+//!
+//! This is the convenience layer for `iscsi-ctl` and tests: it turns the session's
+//! `poll_transmit` / `handle_pdu` / `poll_timeout` calls into a simple loop on the calling
+//! thread. Payload goes to the socket straight from the command's buffer (the session lends
+//! it through [`Session::transmit_data`]); received PDUs are framed with the limits the
+//! session negotiated, so a peer cannot make the receive buffer grow past one PDU.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::pdu::{self, Digests, Limits, BHS_LEN};
+use crate::session::{
+    ChapConfig, CommandError, CommandOutcome, DataDirection, DiscoveredTarget, Event,
+    ScsiCommandRequest, Session, SessionConfig, SessionError, SessionState, TaskId,
+};
+use crate::text::{OperationalOffer, OperationalParams};
+use crate::transport::{TcpConnection, TransportError};
+
+/// Everything needed to reach one target (or a portal, for discovery).
+/// (No `Debug`: it holds CHAP secrets.)
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub portal: SocketAddr,
+    pub initiator_name: String,
+    /// `None` opens a discovery session.
+    pub target_name: Option<String>,
+    pub chap: Option<ChapConfig>,
+    pub offer: OperationalOffer,
+    pub connect_timeout: Duration,
+    pub login_timeout: Duration,
+    pub command_timeout: Duration,
+    pub nop_interval: Duration,
+    pub nop_timeout: Duration,
+    /// Commands in flight at once for [`Client::execute_batch`].
+    pub queue_depth: usize,
+}
+
+impl ClientConfig {
+    pub fn new(portal: SocketAddr, target_name: Option<String>) -> ClientConfig {
+        ClientConfig {
+            portal,
+            initiator_name: default_initiator_name(),
+            target_name,
+            chap: None,
+            offer: OperationalOffer::default(),
+            connect_timeout: Duration::from_secs(5),
+            login_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(30),
+            nop_interval: Duration::from_secs(10),
+            nop_timeout: Duration::from_secs(10),
+            queue_depth: 16,
+        }
+    }
+}
+
+/// The initiator name used when none is configured: stable per host, like open-iscsi's.
+pub fn default_initiator_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .collect();
+    if host.is_empty() {
+        "iqn.2026-11.io.iscsi-uring:initiator".to_string()
+    } else {
+        format!("iqn.2026-11.io.iscsi-uring:{host}")
+    }
+}
+
+/// Why a client call failed. Each variant names the layer and the fact.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("connecting to {portal}: {source}")]
+    Connect {
+        portal: SocketAddr,
+        source: TransportError,
+    },
+    #[error("connection to {portal}: {source}")]
+    Transport {
+        portal: SocketAddr,
+        source: TransportError,
+    },
+    #[error("login to {portal} failed: {reason}")]
+    LoginFailed {
+        portal: SocketAddr,
+        status_class: u8,
+        status_detail: u8,
+        reason: String,
+    },
+    #[error("login to {portal} redirected to {address}")]
+    Redirected { portal: SocketAddr, address: String },
+    #[error("malformed PDU from {portal}: {source}")]
+    Pdu {
+        portal: SocketAddr,
+        source: pdu::PduError,
+    },
+    #[error("session with {portal}: {source}")]
+    Session {
+        portal: SocketAddr,
+        source: SessionError,
+    },
+    #[error("command failed: {0}")]
+    Command(CommandError),
+    #[error("the session could not accept the command: {0}")]
+    Submit(String),
+    #[error("the session closed before {0}")]
+    Closed(&'static str),
+}
+
+/// A logged-in session on one TCP connection, driven on the caller's thread.
+pub struct Client {
+    portal: SocketAddr,
+    conn: TcpConnection,
+    session: Session,
+    rx: RecvBuffer,
+    events: VecDeque<Event>,
+    queue_depth: usize,
+}
+
+impl Client {
+    /// Connects and logs in to `config.target_name` (or a discovery session when `None`).
+    pub fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
+        let portal = config.portal;
+        let conn = TcpConnection::connect(portal, config.connect_timeout)
+            .map_err(|source| ClientError::Connect { portal, source })?;
+        let now = Instant::now();
+        let session_config = SessionConfig {
+            initiator_name: config.initiator_name.clone(),
+            initiator_alias: None,
+            target_name: config.target_name.clone(),
+            isid: random_isid(),
+            tsih: 0,
+            cid: 0,
+            chap: config.chap.clone(),
+            offer: config.offer.clone(),
+            login_timeout: config.login_timeout,
+            command_timeout: config.command_timeout,
+            nop_interval: config.nop_interval,
+            nop_timeout: config.nop_timeout,
+            logout_timeout: config.login_timeout,
+            max_queued_commands: config.queue_depth.max(1) * 2,
+            max_outstanding_commands: config.queue_depth.max(1),
+            initial_cmd_sn: 1,
+            chap_challenge: random_bytes(16),
+        };
+        let mut client = Client {
+            portal,
+            conn,
+            session: Session::new(session_config, now),
+            rx: RecvBuffer::new(),
+            events: VecDeque::new(),
+            queue_depth: config.queue_depth.max(1),
+        };
+        client.pump_until("login", |event| {
+            matches!(
+                event,
+                Event::LoginComplete | Event::LoginFailed { .. } | Event::Redirect { .. }
+            )
+        })?;
+        match client.events.pop_back() {
+            Some(Event::LoginComplete) => Ok(client),
+            Some(Event::LoginFailed {
+                status_class,
+                status_detail,
+                reason,
+            }) => Err(ClientError::LoginFailed {
+                portal,
+                status_class,
+                status_detail,
+                reason,
+            }),
+            Some(Event::Redirect { address, .. }) => {
+                Err(ClientError::Redirected { portal, address })
+            }
+            _ => Err(ClientError::Closed("login completed")),
+        }
+    }
+
+    /// Opens a discovery session, asks for SendTargets=All, logs out.
+    pub fn discover(config: &ClientConfig) -> Result<Vec<DiscoveredTarget>, ClientError> {
+        let mut config = config.clone();
+        config.target_name = None;
+        let mut client = Client::connect(&config)?;
+        let portal = client.portal;
+        client
+            .session
+            .send_targets(Instant::now())
+            .map_err(|source| ClientError::Session { portal, source })?;
+        client.pump_until("the SendTargets response", |e| {
+            matches!(e, Event::TargetsDiscovered(_))
+        })?;
+        let targets = match client.events.pop_back() {
+            Some(Event::TargetsDiscovered(targets)) => targets,
+            _ => return Err(ClientError::Closed("the SendTargets response")),
+        };
+        client.logout()?;
+        Ok(targets)
+    }
+
+    pub fn portal(&self) -> SocketAddr {
+        self.portal
+    }
+
+    /// The operational parameters both sides agreed on at login.
+    pub fn params(&self) -> Option<&OperationalParams> {
+        self.session.params()
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Runs one SCSI command to completion. `buffer` is lent to the command: read data
+    /// lands in it, write data is sent from it, and it comes back in the outcome.
+    pub fn execute(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        direction: DataDirection,
+        buffer: Vec<u8>,
+    ) -> Result<CommandOutcome, ClientError> {
+        let mut results = self.execute_batch(vec![(lun, cdb.to_vec(), direction, buffer)])?;
+        results
+            .pop()
+            .ok_or(ClientError::Closed("the command completed"))?
+    }
+
+    /// Runs several commands with up to `queue_depth` in flight; results come back in order.
+    /// The outer `Err` means the connection failed; per-command failures are inner errors.
+    #[allow(clippy::type_complexity)]
+    pub fn execute_batch(
+        &mut self,
+        commands: Vec<(u64, Vec<u8>, DataDirection, Vec<u8>)>,
+    ) -> Result<Vec<Result<CommandOutcome, ClientError>>, ClientError> {
+        let total = commands.len();
+        let mut results: Vec<Option<Result<CommandOutcome, ClientError>>> =
+            (0..total).map(|_| None).collect();
+        let mut task_index: Vec<(TaskId, usize)> = Vec::with_capacity(self.queue_depth);
+        let mut pending = commands.into_iter().enumerate();
+        let mut done = 0;
+        let mut in_flight = 0;
+        while done < total {
+            while in_flight < self.queue_depth {
+                let Some((index, (lun, cdb, direction, buffer))) = pending.next() else {
+                    break;
+                };
+                let request = ScsiCommandRequest {
+                    lun: crate::scsi::Lun::from_u64(lun).to_field(),
+                    cdb,
+                    direction,
+                    buffer,
+                    attribute: pdu::TaskAttribute::Simple,
+                };
+                match self.session.submit(Instant::now(), request) {
+                    Ok(task) => {
+                        task_index.push((task, index));
+                        in_flight += 1;
+                    }
+                    Err(error) => {
+                        results[index] = Some(Err(ClientError::Submit(error.to_string())));
+                        done += 1;
+                    }
+                }
+            }
+            if done == total {
+                break;
+            }
+            self.pump_until("the command completed", |e| {
+                matches!(e, Event::CommandComplete(..))
+            })?;
+            while let Some(position) = self
+                .events
+                .iter()
+                .position(|e| matches!(e, Event::CommandComplete(..)))
+            {
+                let Some(Event::CommandComplete(task, result)) = self.events.remove(position)
+                else {
+                    continue;
+                };
+                let Some(slot) = task_index.iter().position(|(t, _)| *t == task) else {
+                    continue;
+                };
+                let (_, index) = task_index.swap_remove(slot);
+                results[index] =
+                    Some(result.map_err(|failure| ClientError::Command(failure.error)));
+                in_flight -= 1;
+                done += 1;
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ClientError::Closed("the command completed"))))
+            .collect())
+    }
+
+    /// Logs out (reason: close the session) and closes the connection.
+    pub fn logout(mut self) -> Result<(), ClientError> {
+        self.session.logout(Instant::now());
+        let result = self.pump_until("logout", |e| matches!(e, Event::LogoutComplete));
+        let _ = self.conn.shutdown();
+        result
+    }
+
+    /// Moves bytes between the session and the socket until an event matching `done` is
+    /// queued, or the session fails.
+    fn pump_until(
+        &mut self,
+        what: &'static str,
+        mut done: impl FnMut(&Event) -> bool,
+    ) -> Result<(), ClientError> {
+        let portal = self.portal;
+        loop {
+            self.flush()?;
+            let mut finished = false;
+            while let Some(event) = self.session.poll_event() {
+                if let Event::ConnectionFailed(source) = event {
+                    let _ = self.conn.shutdown();
+                    return Err(ClientError::Session { portal, source });
+                }
+                finished |= done(&event);
+                self.events.push_back(event);
+            }
+            if finished {
+                return Ok(());
+            }
+            if matches!(
+                self.session.state(),
+                SessionState::Closed | SessionState::Failed
+            ) {
+                return Err(ClientError::Closed(what));
+            }
+            self.receive_once()?;
+        }
+    }
+
+    /// Sends every PDU the session has queued, payload straight from the command buffers.
+    fn flush(&mut self) -> Result<(), ClientError> {
+        let portal = self.portal;
+        let mut header = [0u8; BHS_LEN + 1024 + 4];
+        while let Some(transmit) = self.session.poll_transmit() {
+            let digests = self.session.digests();
+            let data = self.session.transmit_data(&transmit);
+            let header_len =
+                pdu::encode_header(&transmit.header, data.len() as u32, digests, &mut header)
+                    .map_err(|source| ClientError::Pdu { portal, source })?;
+            let (trailer, trailer_len) = pdu::data_trailer(data, digests);
+            let result = self.conn.send_all(
+                &[&header[..header_len], data, &trailer[..trailer_len]],
+                SEND_TIMEOUT,
+            );
+            if let Err(source) = result {
+                self.session
+                    .handle_connection_lost(Instant::now(), source.to_string());
+                return Err(ClientError::Transport { portal, source });
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for bytes until the session's next deadline, then hands every whole PDU
+    /// received to the session (or tells it the deadline passed).
+    fn receive_once(&mut self) -> Result<(), ClientError> {
+        let portal = self.portal;
+        let now = Instant::now();
+        let wait = match self.session.poll_timeout() {
+            Some(deadline) if deadline <= now => {
+                self.session.handle_timeout(now);
+                return Ok(());
+            }
+            Some(deadline) => deadline - now,
+            None => IDLE_WAIT,
+        };
+        let limits = Limits {
+            max_data_segment_length: self.session.max_recv_data_segment_length(),
+            ..Limits::default()
+        };
+        let digests = self.session.digests();
+        let received = match self.conn.recv(self.rx.spare(&limits), wait) {
+            Ok(0) => {
+                let reason = "the target closed the connection".to_string();
+                self.session.handle_connection_lost(Instant::now(), reason);
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(TransportError::TimedOut { .. }) => {
+                self.session.handle_timeout(Instant::now());
+                return Ok(());
+            }
+            Err(source) => {
+                self.session
+                    .handle_connection_lost(Instant::now(), source.to_string());
+                return Err(ClientError::Transport { portal, source });
+            }
+        };
+        self.rx.filled += received;
+        self.deliver(digests, &limits)
+    }
+
+    /// Decodes every whole PDU in the receive buffer and hands it to the session.
+    fn deliver(&mut self, digests: Digests, limits: &Limits) -> Result<(), ClientError> {
+        let portal = self.portal;
+        loop {
+            let decoded = match pdu::decode_pdu(self.rx.filled_bytes(), digests, limits) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => return Ok(()),
+                Err(source) => {
+                    let reason = format!("malformed PDU: {source}");
+                    self.session.handle_connection_lost(Instant::now(), reason);
+                    let _ = self.conn.shutdown();
+                    return Err(ClientError::Pdu { portal, source });
+                }
+            };
+            let data = &self.rx.filled_bytes()[decoded.data.clone()];
+            // Digests switch on with the last login response: frame each PDU with the
+            // flags in force when it arrives.
+            let result = self
+                .session
+                .handle_pdu(Instant::now(), decoded.header, data);
+            self.rx.consume(decoded.consumed);
+            if let Err(source) = result {
+                let _ = self.conn.shutdown();
+                return Err(ClientError::Session { portal, source });
+            }
+            if self.session.digests() != digests {
+                // The remaining bytes (if any) were sent under the new digest settings.
+                let new_digests = self.session.digests();
+                let new_limits = Limits {
+                    max_data_segment_length: self.session.max_recv_data_segment_length(),
+                    ..Limits::default()
+                };
+                return self.deliver(new_digests, &new_limits);
+            }
+        }
+    }
+}
+
+/// How long one send may take before the connection counts as dead.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for bytes when the session has no deadline at all.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Bytes received but not yet handed to the session: at most one maximal PDU plus one read.
+struct RecvBuffer {
+    bytes: Vec<u8>,
+    filled: usize,
+}
+
+impl RecvBuffer {
+    fn new() -> RecvBuffer {
+        RecvBuffer {
+            bytes: Vec::new(),
+            filled: 0,
+        }
+    }
+
+    /// Free space to read into, sized so a maximal PDU under `limits` fits.
+    fn spare(&mut self, limits: &Limits) -> &mut [u8] {
+        let max_pdu =
+            BHS_LEN + limits.max_ahs_length + 8 + limits.max_data_segment_length as usize + 4;
+        let wanted = max_pdu.max(64 * 1024);
+        if self.bytes.len() < wanted {
+            self.bytes.resize(wanted, 0);
+        }
+        &mut self.bytes[self.filled..]
+    }
+
+    fn filled_bytes(&self) -> &[u8] {
+        &self.bytes[..self.filled]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.bytes.copy_within(n..self.filled, 0);
+        self.filled -= n;
+    }
+}
+
+/// A random ISID of the "random" type (RFC 7143 section 11.12.5: T = 0b11).
+fn random_isid() -> pdu::Isid {
+    let r = random_bytes(6);
+    [0xc0 | (r[0] & 0x3f), r[1], r[2], r[3], r[4], r[5]]
+}
+
+/// Random bytes from the kernel (CHAP challenges, ISIDs).
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n];
+    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if filled.is_err() {
+        // Fall back to time-derived bytes: still unique per call, never all zeros.
+        let seed = Instant::now().elapsed().as_nanos() as u64
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+        let mut x = seed | 1;
+        for b in bytes.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    }
+    bytes
+}

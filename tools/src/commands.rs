@@ -1,0 +1,710 @@
+//! One function per `iscsi-ctl` command: build the CDBs, run them through a logged-in
+//! [`Client`], decode the answers, render them.
+
+use std::path::Path;
+
+use datapath::client::{Client, ClientError};
+use datapath::scsi::{
+    self, BlockLimits, Cdb, DeviceIdentification, ReadCapacity10, ReadCapacity16, ReportLuns,
+    Sense, StandardInquiry, SupportedVpdPages, UnitSerialNumber,
+};
+use datapath::session::{CommandOutcome, DataDirection};
+use serde_json::{json, Value};
+
+use crate::config::ConnectOptions;
+use crate::render::{hex, hex_dump, human_bytes, table, Output};
+use crate::url::{IscsiUrl, UrlError};
+
+/// What can go wrong in a command, each naming its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{command}: {status}{}", sense.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+    Check {
+        command: &'static str,
+        status: String,
+        sense: Option<Sense>,
+    },
+    #[error("{command}: the target's answer cannot be decoded: {source}")]
+    Decode {
+        command: &'static str,
+        source: scsi::ScsiError,
+    },
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// SCSI commands that may move this many bytes at most go in one command.
+const MAX_TRANSFER_BYTES: u32 = 1 << 20;
+/// A UNIT ATTENTION (reset, parameters changed) is reported once; retry past it.
+const UNIT_ATTENTION_RETRIES: usize = 3;
+
+fn session_direction(direction: scsi::DataDirection) -> DataDirection {
+    match direction {
+        scsi::DataDirection::None => DataDirection::None,
+        scsi::DataDirection::Read(len) => DataDirection::Read { len },
+        scsi::DataDirection::Write(len) => DataDirection::Write { len },
+    }
+}
+
+/// Turns a completed command into its data, or a check-condition error with decoded sense.
+fn check(command: &'static str, outcome: CommandOutcome) -> Result<Vec<u8>, CtlError> {
+    if outcome.status == scsi::sense::status::GOOD {
+        let mut data = outcome.buffer;
+        data.truncate(outcome.transferred as usize);
+        return Ok(data);
+    }
+    let sense = outcome
+        .sense
+        .as_deref()
+        .and_then(|bytes| Sense::decode(bytes).ok());
+    Err(CtlError::Check {
+        command,
+        status: scsi::status_name(outcome.status).into_owned(),
+        sense,
+    })
+}
+
+fn is_unit_attention(error: &CtlError) -> bool {
+    matches!(error, CtlError::Check { sense: Some(s), .. } if s.key == 0x6)
+}
+
+/// Runs one CDB on `lun`, retrying past unit attentions, and returns the data read.
+fn run(
+    client: &mut Client,
+    command: &'static str,
+    lun: u64,
+    cdb: &Cdb,
+    write_data: Option<Vec<u8>>,
+) -> Result<Vec<u8>, CtlError> {
+    let mut attempt = 0;
+    loop {
+        let direction = cdb.direction();
+        let buffer = match (&write_data, direction) {
+            (Some(data), _) => data.clone(),
+            (None, scsi::DataDirection::Read(len)) => vec![0; len as usize],
+            (None, _) => Vec::new(),
+        };
+        let outcome = client.execute(lun, cdb.as_bytes(), session_direction(direction), buffer)?;
+        match check(command, outcome) {
+            Err(error) if is_unit_attention(&error) && attempt < UNIT_ATTENTION_RETRIES => {
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn connect(options: &ConnectOptions, url: &IscsiUrl) -> Result<Client, CtlError> {
+    Ok(Client::connect(&options.client_config(url)?)?)
+}
+
+fn decode_error(command: &'static str) -> impl FnOnce(scsi::ScsiError) -> CtlError {
+    move |source| CtlError::Decode { command, source }
+}
+
+pub fn discover(options: &ConnectOptions, portal: &str, out: &Output) -> Result<(), CtlError> {
+    let url = IscsiUrl::parse_portal(portal)?;
+    let targets = Client::discover(&options.client_config(&url)?)?;
+    let value = json!({
+        "portal": url.to_string(),
+        "targets": targets.iter().map(|t| json!({
+            "name": t.name,
+            "portals": t.addresses.iter().map(|(a, tpgt)| json!({"address": a, "tpgt": tpgt})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    out.emit(&value, || {
+        let mut text = String::new();
+        for target in &targets {
+            text.push_str(&format!("{}\n", target.name));
+            for (address, tpgt) in &target.addresses {
+                text.push_str(&format!("    portal {address}, portal group {tpgt}\n"));
+            }
+        }
+        if targets.is_empty() {
+            text.push_str("no targets\n");
+        }
+        text
+    });
+    Ok(())
+}
+
+pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), CtlError> {
+    let url = IscsiUrl::parse(url)?;
+    if url.target.is_none() {
+        return Err(CtlError::Url(UrlError::NoTarget {
+            url: url.to_string(),
+        }));
+    }
+    let client = connect(options, &url)?;
+    let p = client.params().cloned().unwrap_or_default();
+    let yes_no = |b: bool| if b { "Yes" } else { "No" };
+    let digest = |b: bool| if b { "CRC32C" } else { "None" };
+    let rows: Vec<(&str, String)> = vec![
+        ("Target", url.target.clone().unwrap_or_default()),
+        ("Portal", client.portal().to_string()),
+        ("TSIH", client.session().tsih().to_string()),
+        ("HeaderDigest", digest(p.header_digest).into()),
+        ("DataDigest", digest(p.data_digest).into()),
+        ("InitialR2T", yes_no(p.initial_r2t).into()),
+        ("ImmediateData", yes_no(p.immediate_data).into()),
+        (
+            "MaxRecvDataSegmentLength (ours)",
+            p.initiator_max_recv_data_segment_length.to_string(),
+        ),
+        (
+            "MaxRecvDataSegmentLength (target)",
+            p.target_max_recv_data_segment_length.to_string(),
+        ),
+        ("MaxBurstLength", p.max_burst_length.to_string()),
+        ("FirstBurstLength", p.first_burst_length.to_string()),
+        ("MaxOutstandingR2T", p.max_outstanding_r2t.to_string()),
+        ("MaxConnections", p.max_connections.to_string()),
+        ("DefaultTime2Wait", p.default_time2wait.to_string()),
+        ("DefaultTime2Retain", p.default_time2retain.to_string()),
+        ("DataPDUInOrder", yes_no(p.data_pdu_in_order).into()),
+        (
+            "DataSequenceInOrder",
+            yes_no(p.data_sequence_in_order).into(),
+        ),
+        ("ErrorRecoveryLevel", p.error_recovery_level.to_string()),
+    ];
+    let value = json!({
+        "target": url.target,
+        "portal": client.portal().to_string(),
+        "tsih": client.session().tsih(),
+        "HeaderDigest": digest(p.header_digest),
+        "DataDigest": digest(p.data_digest),
+        "InitialR2T": yes_no(p.initial_r2t),
+        "ImmediateData": yes_no(p.immediate_data),
+        "MaxRecvDataSegmentLength": {
+            "initiator": p.initiator_max_recv_data_segment_length,
+            "target": p.target_max_recv_data_segment_length,
+        },
+        "MaxBurstLength": p.max_burst_length,
+        "FirstBurstLength": p.first_burst_length,
+        "MaxOutstandingR2T": p.max_outstanding_r2t,
+        "MaxConnections": p.max_connections,
+        "DefaultTime2Wait": p.default_time2wait,
+        "DefaultTime2Retain": p.default_time2retain,
+        "DataPDUInOrder": yes_no(p.data_pdu_in_order),
+        "DataSequenceInOrder": yes_no(p.data_sequence_in_order),
+        "ErrorRecoveryLevel": p.error_recovery_level,
+    });
+    client.logout()?;
+    out.emit(&value, || format!("Login succeeded\n{}", table(&rows)));
+    Ok(())
+}
+
+/// REPORT LUNS with a buffer that grows once if the target has more to say.
+fn report_luns(client: &mut Client, lun: u64) -> Result<ReportLuns, CtlError> {
+    let mut alloc = 4096u32;
+    loop {
+        let data = run(
+            client,
+            "REPORT LUNS",
+            lun,
+            &Cdb::report_luns(0, alloc),
+            None,
+        )?;
+        let luns = ReportLuns::decode(&data).map_err(decode_error("REPORT LUNS"))?;
+        if luns.truncated && (luns.full_length as u32) > alloc && alloc < 1 << 20 {
+            alloc = (luns.full_length as u32).min(1 << 20);
+            continue;
+        }
+        return Ok(luns);
+    }
+}
+
+/// Block length and count, from READ CAPACITY(16), or (10) where (16) is refused.
+fn capacity(client: &mut Client, lun: u64) -> Result<(u32, u64, Value), CtlError> {
+    match run(
+        client,
+        "READ CAPACITY(16)",
+        lun,
+        &Cdb::read_capacity_16(32),
+        None,
+    ) {
+        Ok(data) => {
+            let rc = ReadCapacity16::decode(&data).map_err(decode_error("READ CAPACITY(16)"))?;
+            let blocks = rc.block_count().min(u64::MAX as u128) as u64;
+            let value = json!({
+                "block_length": rc.block_length_bytes,
+                "blocks": blocks,
+                "last_lba": rc.last_lba,
+                "bytes": rc.capacity_bytes().min(u64::MAX as u128) as u64,
+                "physical_block_length": rc.physical_block_length_bytes(),
+                "lowest_aligned_lba": rc.lowest_aligned_lba,
+                "protection_type": rc.protection_type(),
+                "lbpme": rc.lbpme,
+                "lbprz": rc.lbprz,
+                "source": "READ CAPACITY(16)",
+            });
+            Ok((rc.block_length_bytes, blocks, value))
+        }
+        Err(CtlError::Check { .. }) => {
+            let data = run(
+                client,
+                "READ CAPACITY(10)",
+                lun,
+                &Cdb::read_capacity_10(),
+                None,
+            )?;
+            let rc = ReadCapacity10::decode(&data).map_err(decode_error("READ CAPACITY(10)"))?;
+            let value = json!({
+                "block_length": rc.block_length_bytes,
+                "blocks": rc.block_count(),
+                "last_lba": rc.last_lba,
+                "bytes": rc.capacity_bytes().min(u64::MAX as u128) as u64,
+                "source": "READ CAPACITY(10)",
+            });
+            Ok((rc.block_length_bytes, rc.block_count(), value))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+fn lun_of(url: &IscsiUrl) -> u64 {
+    url.lun.unwrap_or(0)
+}
+
+pub fn luns(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), CtlError> {
+    let url = IscsiUrl::parse(url)?;
+    if url.target.is_none() {
+        return Err(CtlError::Url(UrlError::NoTarget {
+            url: url.to_string(),
+        }));
+    }
+    let mut client = connect(options, &url)?;
+    let report = report_luns(&mut client, lun_of(&url))?;
+    let mut rows = Vec::new();
+    for lun in &report.luns {
+        let Some(number) = lun.number() else {
+            rows.push(json!({"lun": lun.to_string()}));
+            continue;
+        };
+        let inquiry = run(&mut client, "INQUIRY", number, &Cdb::inquiry(255), None)
+            .and_then(|d| StandardInquiry::decode(&d).map_err(decode_error("INQUIRY")))?;
+        let mut row = json!({
+            "lun": number,
+            "device_type": inquiry.device_type,
+            "device_type_name": inquiry.device_type_name(),
+            "vendor": inquiry.vendor,
+            "product": inquiry.product,
+        });
+        if inquiry.device_type == 0 && inquiry.peripheral_qualifier == 0 {
+            if let Ok((block_length, blocks, _)) = capacity(&mut client, number) {
+                row["block_length"] = json!(block_length);
+                row["blocks"] = json!(blocks);
+                row["bytes"] = json!(blocks.saturating_mul(block_length as u64));
+            }
+        }
+        rows.push(row);
+    }
+    client.logout()?;
+    let value = json!({ "target": url.target, "luns": rows });
+    out.emit(&value, || {
+        let mut text = String::new();
+        for row in &rows {
+            let size = row["bytes"]
+                .as_u64()
+                .map(|b| format!("  {} ({b} bytes)", human_bytes(b)))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "LUN {:<4} {:<24} {} {}{size}\n",
+                row["lun"],
+                row["device_type_name"].as_str().unwrap_or("?"),
+                row["vendor"].as_str().unwrap_or(""),
+                row["product"].as_str().unwrap_or(""),
+            ));
+        }
+        text
+    });
+    Ok(())
+}
+
+pub fn inquiry(
+    options: &ConnectOptions,
+    url: &str,
+    vpd: Option<u8>,
+    out: &Output,
+) -> Result<(), CtlError> {
+    let url = IscsiUrl::parse_lun_url(url)?;
+    let mut client = connect(options, &url)?;
+    let lun = lun_of(&url);
+    let (value, human) = match vpd {
+        None => {
+            let data = run(&mut client, "INQUIRY", lun, &Cdb::inquiry(255), None)?;
+            let inq = StandardInquiry::decode(&data).map_err(decode_error("INQUIRY"))?;
+            standard_inquiry_view(&inq)
+        }
+        Some(page) => {
+            let data = run(
+                &mut client,
+                "INQUIRY",
+                lun,
+                &Cdb::inquiry_vpd(page, 4096),
+                None,
+            )?;
+            vpd_view(page, &data)?
+        }
+    };
+    client.logout()?;
+    out.emit(&value, || human);
+    Ok(())
+}
+
+fn standard_inquiry_view(inq: &StandardInquiry) -> (Value, String) {
+    let value = json!({
+        "peripheral_qualifier": inq.peripheral_qualifier,
+        "device_type": inq.device_type,
+        "device_type_name": inq.device_type_name(),
+        "removable": inq.removable,
+        "version": inq.version,
+        "version_name": inq.version_name(),
+        "response_data_format": inq.response_data_format,
+        "hisup": inq.hisup,
+        "normaca": inq.norm_aca,
+        "tpgs": inq.tpgs,
+        "3pc": inq.third_party_copy,
+        "protect": inq.protect,
+        "cmdque": inq.cmd_que,
+        "vendor": inq.vendor,
+        "product": inq.product,
+        "revision": inq.revision,
+    });
+    let rows = vec![
+        (
+            "Peripheral qualifier",
+            format!(
+                "{} ({})",
+                inq.peripheral_qualifier,
+                inq.peripheral_qualifier_name()
+            ),
+        ),
+        (
+            "Device type",
+            format!("0x{:02x} ({})", inq.device_type, inq.device_type_name()),
+        ),
+        ("Removable", inq.removable.to_string()),
+        (
+            "Version",
+            format!("0x{:02x} ({})", inq.version, inq.version_name()),
+        ),
+        ("Response data format", inq.response_data_format.to_string()),
+        ("HiSup", inq.hisup.to_string()),
+        ("NormACA", inq.norm_aca.to_string()),
+        ("TPGS", format!("{} ({})", inq.tpgs, inq.tpgs_name())),
+        ("3PC", inq.third_party_copy.to_string()),
+        ("Protect", inq.protect.to_string()),
+        ("CmdQue", inq.cmd_que.to_string()),
+        ("Vendor", inq.vendor.clone()),
+        ("Product", inq.product.clone()),
+        ("Revision", inq.revision.clone()),
+    ];
+    (value, table(&rows))
+}
+
+fn vpd_view(page: u8, data: &[u8]) -> Result<(Value, String), CtlError> {
+    const CMD: &str = "INQUIRY VPD";
+    let name = scsi::decode::vpd_page_name(page);
+    Ok(match page {
+        0x00 => {
+            let p = SupportedVpdPages::decode(data).map_err(decode_error(CMD))?;
+            let pages: Vec<Value> = p
+                .pages
+                .iter()
+                .map(|c| json!({"page": c, "name": scsi::decode::vpd_page_name(*c)}))
+                .collect();
+            let text = p
+                .pages
+                .iter()
+                .map(|c| format!("0x{c:02x}  {}\n", scsi::decode::vpd_page_name(*c)))
+                .collect();
+            (json!({"page": page, "name": name, "pages": pages}), text)
+        }
+        0x80 => {
+            let p = UnitSerialNumber::decode(data).map_err(decode_error(CMD))?;
+            (
+                json!({"page": page, "name": name, "serial": p.serial}),
+                table(&[("Unit serial number", p.serial.clone())]),
+            )
+        }
+        0x83 => {
+            let p = DeviceIdentification::decode(data).map_err(decode_error(CMD))?;
+            let descriptors: Vec<Value> = p
+                .descriptors
+                .iter()
+                .map(|d| {
+                    json!({
+                        "association": d.association_name(),
+                        "designator_type": d.designator_type_name(),
+                        "code_set": d.code_set_name(),
+                        "protocol": d.protocol(),
+                        "designator": hex(&d.designator),
+                        "value": d.value.to_string(),
+                    })
+                })
+                .collect();
+            let text = p
+                .descriptors
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{:<16} {:<28} {}\n",
+                        d.association_name(),
+                        d.designator_type_name(),
+                        d.value
+                    )
+                })
+                .collect();
+            (
+                json!({"page": page, "name": name, "descriptors": descriptors}),
+                text,
+            )
+        }
+        0xb0 => {
+            let p = BlockLimits::decode(data).map_err(decode_error(CMD))?;
+            let rows = vec![
+                (
+                    "Max compare and write length (blocks)",
+                    p.max_compare_and_write_length_blocks.to_string(),
+                ),
+                (
+                    "Optimal transfer length granularity (blocks)",
+                    p.optimal_transfer_length_granularity_blocks.to_string(),
+                ),
+                (
+                    "Max transfer length (blocks)",
+                    p.max_transfer_length_blocks.to_string(),
+                ),
+                (
+                    "Optimal transfer length (blocks)",
+                    p.optimal_transfer_length_blocks.to_string(),
+                ),
+                (
+                    "Max prefetch length (blocks)",
+                    p.max_prefetch_length_blocks.to_string(),
+                ),
+                ("Max unmap LBA count", p.max_unmap_lba_count.to_string()),
+                (
+                    "Max unmap block descriptor count",
+                    p.max_unmap_block_descriptor_count.to_string(),
+                ),
+                (
+                    "Optimal unmap granularity (blocks)",
+                    p.optimal_unmap_granularity_blocks.to_string(),
+                ),
+                (
+                    "Unmap granularity alignment (blocks)",
+                    p.unmap_granularity_alignment_blocks.to_string(),
+                ),
+                (
+                    "Max write same length (blocks)",
+                    p.max_write_same_length_blocks.to_string(),
+                ),
+            ];
+            let value = json!({
+                "page": page, "name": name,
+                "max_compare_and_write_length": p.max_compare_and_write_length_blocks,
+                "optimal_transfer_length_granularity": p.optimal_transfer_length_granularity_blocks,
+                "max_transfer_length": p.max_transfer_length_blocks,
+                "optimal_transfer_length": p.optimal_transfer_length_blocks,
+                "max_prefetch_length": p.max_prefetch_length_blocks,
+                "max_unmap_lba_count": p.max_unmap_lba_count,
+                "max_unmap_block_descriptor_count": p.max_unmap_block_descriptor_count,
+                "optimal_unmap_granularity": p.optimal_unmap_granularity_blocks,
+                "unmap_granularity_alignment": p.unmap_granularity_alignment_blocks,
+                "max_write_same_length": p.max_write_same_length_blocks,
+            });
+            (value, table(&rows))
+        }
+        _ => (
+            json!({"page": page, "name": name, "data": hex(data)}),
+            hex_dump(data, 0),
+        ),
+    })
+}
+
+pub fn readcap(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), CtlError> {
+    let url = IscsiUrl::parse_lun_url(url)?;
+    let mut client = connect(options, &url)?;
+    let (block_length, blocks, value) = capacity(&mut client, lun_of(&url))?;
+    client.logout()?;
+    out.emit(&value, || {
+        let bytes = blocks.saturating_mul(block_length as u64);
+        table(&[
+            ("Block length", format!("{block_length} bytes")),
+            ("Blocks", blocks.to_string()),
+            (
+                "Capacity",
+                format!("{} ({bytes} bytes)", human_bytes(bytes)),
+            ),
+            ("Source", value["source"].as_str().unwrap_or("").to_string()),
+        ])
+    });
+    Ok(())
+}
+
+/// Splits `blocks` starting at `lba` into commands of at most [`MAX_TRANSFER_BYTES`].
+fn chunks(lba: u64, blocks: u64, block_length: u32) -> Vec<(u64, u32)> {
+    let per_command = (MAX_TRANSFER_BYTES / block_length).max(1) as u64;
+    let mut out = Vec::new();
+    let mut next = lba;
+    let end = lba + blocks;
+    while next < end {
+        let n = per_command.min(end - next);
+        out.push((next, n as u32));
+        next += n;
+    }
+    out
+}
+
+/// Checks that `[lba, lba + blocks)` lies on the LUN before any I/O is issued.
+fn check_range(lba: u64, blocks: u64, capacity_blocks: u64) -> Result<(), CtlError> {
+    match lba.checked_add(blocks) {
+        Some(end) if end <= capacity_blocks => Ok(()),
+        _ => Err(CtlError::Usage(format!(
+            "blocks {lba}..{} lie past the end of the LUN ({capacity_blocks} blocks)",
+            lba.saturating_add(blocks)
+        ))),
+    }
+}
+
+/// Runs a batch of read or write CDBs pipelined, in order, failing on the first error.
+fn run_batch(
+    client: &mut Client,
+    command: &'static str,
+    lun: u64,
+    commands: Vec<(Cdb, Vec<u8>)>,
+) -> Result<Vec<Vec<u8>>, CtlError> {
+    let batch = commands
+        .into_iter()
+        .map(|(cdb, buffer)| {
+            let direction = session_direction(cdb.direction());
+            (lun, cdb.as_bytes().to_vec(), direction, buffer)
+        })
+        .collect();
+    client
+        .execute_batch(batch)?
+        .into_iter()
+        .map(|result| check(command, result?))
+        .collect()
+}
+
+pub fn read(
+    options: &ConnectOptions,
+    url: &str,
+    lba: u64,
+    blocks: u32,
+    out_path: Option<&Path>,
+    out: &Output,
+) -> Result<(), CtlError> {
+    let url = IscsiUrl::parse_lun_url(url)?;
+    if blocks == 0 {
+        return Err(CtlError::Usage("--blocks must be at least 1".into()));
+    }
+    let mut client = connect(options, &url)?;
+    let lun = lun_of(&url);
+    let (block_length, capacity_blocks, _) = capacity(&mut client, lun)?;
+    check_range(lba, blocks as u64, capacity_blocks)?;
+    let mut commands = Vec::new();
+    for (start, n) in chunks(lba, blocks as u64, block_length) {
+        let cdb = Cdb::read(start, n, block_length, false).map_err(decode_error("READ"))?;
+        commands.push((cdb, vec![0u8; (n * block_length) as usize]));
+    }
+    let data: Vec<u8> = run_batch(&mut client, "READ", lun, commands)?.concat();
+    client.logout()?;
+    if let Some(path) = out_path {
+        std::fs::write(path, &data).map_err(|source| CtlError::File {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    let value = json!({
+        "lba": lba, "blocks": blocks, "block_length": block_length, "bytes": data.len(),
+        "crc32c": format!("{:08x}", datapath::pdu::digest::crc32c(&data)),
+        "out": out_path.map(|p| p.display().to_string()),
+    });
+    out.emit(&value, || match out_path {
+        Some(path) => format!(
+            "read {} bytes from LBA {lba} into {}\n",
+            data.len(),
+            path.display()
+        ),
+        None => hex_dump(&data, lba * block_length as u64),
+    });
+    Ok(())
+}
+
+pub fn write(
+    options: &ConnectOptions,
+    url: &str,
+    lba: u64,
+    input: &Path,
+    out: &Output,
+) -> Result<(), CtlError> {
+    let url = IscsiUrl::parse_lun_url(url)?;
+    let data = std::fs::read(input).map_err(|source| CtlError::File {
+        path: input.display().to_string(),
+        source,
+    })?;
+    let mut client = connect(options, &url)?;
+    let lun = lun_of(&url);
+    let (block_length, capacity_blocks, _) = capacity(&mut client, lun)?;
+    if data.is_empty() || data.len() % block_length as usize != 0 {
+        return Err(CtlError::Usage(format!(
+            "{}: {} bytes is not a whole, non-zero number of {block_length}-byte blocks",
+            input.display(),
+            data.len()
+        )));
+    }
+    let blocks = (data.len() / block_length as usize) as u64;
+    check_range(lba, blocks, capacity_blocks)?;
+    let mut commands = Vec::new();
+    let mut offset = 0usize;
+    for (start, n) in chunks(lba, blocks, block_length) {
+        let len = (n * block_length) as usize;
+        let cdb = Cdb::write(start, n, block_length, false).map_err(decode_error("WRITE"))?;
+        commands.push((cdb, data[offset..offset + len].to_vec()));
+        offset += len;
+    }
+    run_batch(&mut client, "WRITE", lun, commands)?;
+    client.logout()?;
+    let value = json!({
+        "lba": lba, "blocks": blocks, "block_length": block_length, "bytes": data.len(),
+        "crc32c": format!("{:08x}", datapath::pdu::digest::crc32c(&data)),
+    });
+    out.emit(&value, || {
+        format!("wrote {} bytes at LBA {lba}\n", data.len())
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_range_exactly() {
+        let c = chunks(10, 5000, 512);
+        assert_eq!(c.first(), Some(&(10, 2048)));
+        assert_eq!(c.iter().map(|(_, n)| *n as u64).sum::<u64>(), 5000);
+        assert_eq!(c.last().map(|(l, n)| l + *n as u64), Some(5010));
+    }
+
+    #[test]
+    fn range_past_the_end_is_refused() {
+        assert!(check_range(0, 10, 10).is_ok());
+        assert!(check_range(1, 10, 10).is_err());
+        assert!(check_range(u64::MAX, 2, 10).is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! Connection options shared by every command, and their translation into a
+//! [`ClientConfig`] for one URL.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use datapath::client::ClientConfig;
+use datapath::session::ChapConfig;
+use datapath::text::DigestChoice;
+
+use crate::commands::CtlError;
+use crate::url::IscsiUrl;
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DigestOption {
+    /// No digest.
+    None,
+    /// CRC32C required.
+    Crc32c,
+    /// Offer CRC32C first, accept None.
+    Prefer,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum YesNo {
+    Yes,
+    No,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConnectOptions {
+    /// Our iSCSI name (default: derived from the host name).
+    #[arg(long, global = true)]
+    pub initiator_name: Option<String>,
+    /// HeaderDigest to offer.
+    #[arg(long, global = true, value_enum, default_value = "none")]
+    pub header_digest: DigestOption,
+    /// DataDigest to offer.
+    #[arg(long, global = true, value_enum, default_value = "none")]
+    pub data_digest: DigestOption,
+    /// CHAP user name (overrides the URL's).
+    #[arg(long, global = true)]
+    pub chap_user: Option<String>,
+    /// CHAP secret (overrides the URL's).
+    #[arg(long, global = true)]
+    pub chap_secret: Option<String>,
+    /// Mutual CHAP: the user name the target must answer with.
+    #[arg(long, global = true)]
+    pub target_user: Option<String>,
+    /// Mutual CHAP: the secret the target must prove it knows.
+    #[arg(long, global = true)]
+    pub target_secret: Option<String>,
+    /// ImmediateData to offer.
+    #[arg(long, global = true, value_enum)]
+    pub immediate_data: Option<YesNo>,
+    /// InitialR2T to offer.
+    #[arg(long, global = true, value_enum)]
+    pub initial_r2t: Option<YesNo>,
+    /// MaxBurstLength to offer, bytes.
+    #[arg(long, global = true)]
+    pub max_burst_length: Option<u32>,
+    /// FirstBurstLength to offer, bytes.
+    #[arg(long, global = true)]
+    pub first_burst_length: Option<u32>,
+    /// MaxRecvDataSegmentLength we declare, bytes.
+    #[arg(long, global = true)]
+    pub max_recv_data_segment_length: Option<u32>,
+    /// TCP connect timeout, seconds.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    pub connect_timeout: f64,
+    /// Login timeout, seconds.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub login_timeout: f64,
+    /// Per-command timeout, seconds.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    pub command_timeout: f64,
+    /// Commands in flight for multi-command transfers.
+    #[arg(long, global = true, default_value_t = 16)]
+    pub queue_depth: usize,
+}
+
+fn digest_choices(option: DigestOption) -> Vec<DigestChoice> {
+    match option {
+        DigestOption::None => vec![DigestChoice::None],
+        DigestOption::Crc32c => vec![DigestChoice::Crc32c],
+        DigestOption::Prefer => vec![DigestChoice::Crc32c, DigestChoice::None],
+    }
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, CtlError> {
+    if value.is_finite() && value > 0.0 && value < 1e6 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(CtlError::Usage(format!(
+            "--{name} must be a positive number of seconds, not {value}"
+        )))
+    }
+}
+
+/// Resolves the URL's host and port to one socket address.
+pub fn resolve(url: &IscsiUrl) -> Result<SocketAddr, CtlError> {
+    let host = url.host.as_str();
+    (host, url.port)
+        .to_socket_addrs()
+        .map_err(|e| CtlError::Usage(format!("cannot resolve host '{host}': {e}")))?
+        .next()
+        .ok_or_else(|| CtlError::Usage(format!("host '{host}' has no address")))
+}
+
+impl ConnectOptions {
+    /// The client configuration for `url` (the target comes from the URL, if any).
+    pub fn client_config(&self, url: &IscsiUrl) -> Result<ClientConfig, CtlError> {
+        let mut config = ClientConfig::new(resolve(url)?, url.target.clone());
+        if let Some(name) = &self.initiator_name {
+            config.initiator_name = name.clone();
+        }
+        let user = self.chap_user.clone().or_else(|| url.user.clone());
+        let secret = self.chap_secret.clone().or_else(|| url.secret.clone());
+        let target_user = self.target_user.clone().or_else(|| url.target_user.clone());
+        let target_secret = self
+            .target_secret
+            .clone()
+            .or_else(|| url.target_secret.clone());
+        config.chap = match (user, secret) {
+            (Some(user), Some(secret)) => Some(ChapConfig {
+                user,
+                secret: secret.into_bytes(),
+                mutual: match (target_user, target_secret) {
+                    (Some(u), Some(s)) => Some((u, s.into_bytes())),
+                    (None, None) => None,
+                    _ => {
+                        return Err(CtlError::Usage(
+                            "mutual CHAP needs both --target-user and --target-secret".into(),
+                        ))
+                    }
+                },
+            }),
+            (None, None) if target_user.is_none() && target_secret.is_none() => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(CtlError::Usage(
+                    "CHAP needs both a user and a secret (iscsi://user%secret@host/...)".into(),
+                ))
+            }
+            _ => {
+                return Err(CtlError::Usage(
+                    "mutual CHAP needs one-way CHAP too: give a user and a secret".into(),
+                ))
+            }
+        };
+        let header_digest = match url.header_digest.as_deref() {
+            None => self.header_digest,
+            Some("none" | "NONE") => DigestOption::None,
+            Some("crc32c" | "CRC32C") => DigestOption::Crc32c,
+            Some("crc32c-none" | "CRC32C_NONE") => DigestOption::Prefer,
+            Some("none-crc32c" | "NONE_CRC32C") => DigestOption::None,
+            Some(other) => {
+                return Err(CtlError::Usage(format!(
+                    "header_digest '{other}' is not none, crc32c or crc32c-none"
+                )))
+            }
+        };
+        config.offer.header_digests = digest_choices(header_digest);
+        config.offer.data_digests = digest_choices(self.data_digest);
+        if let Some(v) = self.immediate_data {
+            config.offer.immediate_data = v == YesNo::Yes;
+        }
+        if let Some(v) = self.initial_r2t {
+            config.offer.initial_r2t = v == YesNo::Yes;
+        }
+        if let Some(v) = self.max_burst_length {
+            config.offer.max_burst_length = v;
+        }
+        if let Some(v) = self.first_burst_length {
+            config.offer.first_burst_length = v;
+        }
+        if let Some(v) = self.max_recv_data_segment_length {
+            config.offer.max_recv_data_segment_length = v;
+        }
+        config.connect_timeout = seconds("connect-timeout", self.connect_timeout)?;
+        config.login_timeout = seconds("login-timeout", self.login_timeout)?;
+        config.command_timeout = seconds("command-timeout", self.command_timeout)?;
+        if self.queue_depth == 0 || self.queue_depth > 1024 {
+            return Err(CtlError::Usage(
+                "--queue-depth must be from 1 to 1024".into(),
+            ));
+        }
+        config.queue_depth = self.queue_depth;
+        Ok(config)
+    }
+}
