@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
-use system_tests::{run_tool, tshark_iscsi_problems, Capture, ChapSpec, Istgt, LunSpec, TargetSpec, Tgt};
+use system_tests::{
+    run_tool, tshark_iscsi_problems, Capture, ChapSpec, Istgt, LunSpec, TargetSpec, Tgt,
+};
 
 /// The `iscsi-ctl` binary of this workspace, built once per test run.
 fn iscsi_ctl() -> &'static PathBuf {
@@ -17,7 +19,9 @@ fn iscsi_ctl() -> &'static PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = !cfg!(debug_assertions);
         let mut build = Command::new(cargo);
-        build.current_dir(&workspace).args(["build", "-q", "-p", "tools"]);
+        build
+            .current_dir(&workspace)
+            .args(["build", "-q", "-p", "tools"]);
         if release {
             build.arg("--release");
         }
@@ -111,7 +115,11 @@ fn compare_luns_with_iscsi_ls(portal: std::net::SocketAddr, iqn: &str) {
             )
         })
         .collect();
-    let ls = run_tool("iscsi-ls", &["-s", &format!("iscsi://{portal}")], Duration::from_secs(20));
+    let ls = run_tool(
+        "iscsi-ls",
+        &["-s", &format!("iscsi://{portal}")],
+        Duration::from_secs(20),
+    );
     assert!(ls.status.success(), "iscsi-ls failed: {}", text(&ls));
     let ls_text = String::from_utf8_lossy(&ls.stdout).into_owned();
     // iscsi-ls prints every target; keep the block under ours.
@@ -123,8 +131,14 @@ fn compare_luns_with_iscsi_ls(portal: std::net::SocketAddr, iqn: &str) {
     let mut theirs = iscsi_ls_luns(&block);
     ours.sort();
     theirs.sort();
-    assert!(!theirs.is_empty(), "iscsi-ls listed no LUNs for {iqn}: {ls_text}");
-    assert_eq!(ours, theirs, "iscsi-ctl and iscsi-ls disagree on the LUNs of {iqn}");
+    assert!(
+        !theirs.is_empty(),
+        "iscsi-ls listed no LUNs for {iqn}: {ls_text}"
+    );
+    assert_eq!(
+        ours, theirs,
+        "iscsi-ctl and iscsi-ls disagree on the LUNs of {iqn}"
+    );
 }
 
 /// `Key:Value` lines of `iscsi-inq` (first occurrence of each key).
@@ -146,7 +160,12 @@ fn compare_inquiry_with_iscsi_inq(portal: std::net::SocketAddr, iqn: &str, lun: 
     let inq = run_tool("iscsi-inq", &[&url], Duration::from_secs(20));
     assert!(inq.status.success(), "iscsi-inq failed: {}", text(&inq));
     let theirs = iscsi_inq_fields(&String::from_utf8_lossy(&inq.stdout));
-    let field = |k: &str| theirs.get(k).cloned().unwrap_or_else(|| panic!("iscsi-inq printed no {k}"));
+    let field = |k: &str| {
+        theirs
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("iscsi-inq printed no {k}"))
+    };
     assert_eq!(ours["vendor"].as_str(), Some(field("Vendor").as_str()));
     assert_eq!(ours["product"].as_str(), Some(field("Product").as_str()));
     assert_eq!(ours["revision"].as_str(), Some(field("Revision").as_str()));
@@ -164,7 +183,10 @@ fn compare_inquiry_with_iscsi_inq(portal: std::net::SocketAddr, iqn: &str, lun: 
     assert_eq!(flag(&ours["hisup"]), field("HiSup"));
     assert_eq!(flag(&ours["cmdque"]), field("CmdQue"));
     assert_eq!(flag(&ours["protect"]), field("Protect"));
-    assert_eq!(ours["tpgs"].as_u64().map(|t| t.to_string()), Some(field("TPGS")));
+    assert_eq!(
+        ours["tpgs"].as_u64().map(|t| t.to_string()),
+        Some(field("TPGS"))
+    );
 }
 
 #[test]
@@ -175,7 +197,10 @@ fn iscsi_ctl_agrees_with_libiscsi_on_tgt() {
     let first = tgt.first_data_lun();
     compare_inquiry_with_iscsi_inq(tgt.portal(), iqn, first);
     compare_inquiry_with_iscsi_inq(tgt.portal(), iqn, first + 1);
-    let cap = ctl_json(&["readcap", &format!("iscsi://{}/{iqn}/{first}", tgt.portal())]);
+    let cap = ctl_json(&[
+        "readcap",
+        &format!("iscsi://{}/{iqn}/{first}", tgt.portal()),
+    ]);
     assert_eq!(cap["bytes"].as_u64(), Some(16 << 20));
 
     let discovered = ctl_json(&["discover", &tgt.portal().to_string()]);
@@ -205,14 +230,35 @@ fn iscsi_ctl_write_then_read_round_trips_through_files() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let input = dir.join("in.bin");
     let output = dir.join("out.bin");
-    let data: Vec<u8> = (0..(3 << 20) + 512).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..(3 << 20) + 512)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&input, &data).expect("write input");
-    let w = ctl(&["write", &url, "--lba", "7", "--in", &input.to_string_lossy()]);
+    let w = ctl(&[
+        "write",
+        &url,
+        "--lba",
+        "7",
+        "--in",
+        &input.to_string_lossy(),
+    ]);
     assert!(w.status.success(), "write: {}", text(&w));
     let blocks = (data.len() / 512).to_string();
-    let r = ctl(&["read", &url, "--lba", "7", "--blocks", &blocks, "--out", &output.to_string_lossy()]);
+    let r = ctl(&[
+        "read",
+        &url,
+        "--lba",
+        "7",
+        "--blocks",
+        &blocks,
+        "--out",
+        &output.to_string_lossy(),
+    ]);
     assert!(r.status.success(), "read: {}", text(&r));
-    assert!(std::fs::read(&output).expect("read output") == data, "read back differs");
+    assert!(
+        std::fs::read(&output).expect("read output") == data,
+        "read back differs"
+    );
     // A range past the end is refused before any I/O, naming the LUN's size.
     let past = ctl(&["read", &url, "--lba", "16383", "--blocks", "2"]);
     assert!(!past.status.success());
@@ -232,17 +278,42 @@ fn iscsi_ctl_failures_name_their_cause() {
     let tgt = Tgt::start(&[chap]).expect("tgtd starts");
     let portal = tgt.portal();
 
-    let unknown = ctl(&["login", &format!("iscsi://carol%carol-secret-123@{portal}/iqn.2026-11.test:nope/0")]);
+    let unknown = ctl(&[
+        "login",
+        &format!("iscsi://carol%carol-secret-123@{portal}/iqn.2026-11.test:nope/0"),
+    ]);
     assert!(!unknown.status.success());
-    assert!(text(&unknown).contains("0x0203"), "unknown target: {}", text(&unknown));
-    assert!(text(&unknown).contains("not found"), "unknown target: {}", text(&unknown));
+    assert!(
+        text(&unknown).contains("0x0203"),
+        "unknown target: {}",
+        text(&unknown)
+    );
+    assert!(
+        text(&unknown).contains("not found"),
+        "unknown target: {}",
+        text(&unknown)
+    );
 
-    let bad_secret = ctl(&["login", &format!("iscsi://carol%wrong-secret-000@{portal}/{iqn}/0")]);
+    let bad_secret = ctl(&[
+        "login",
+        &format!("iscsi://carol%wrong-secret-000@{portal}/{iqn}/0"),
+    ]);
     assert!(!bad_secret.status.success());
-    assert!(text(&bad_secret).contains("0x0201"), "bad secret: {}", text(&bad_secret));
-    assert!(text(&bad_secret).contains("authentication"), "bad secret: {}", text(&bad_secret));
+    assert!(
+        text(&bad_secret).contains("0x0201"),
+        "bad secret: {}",
+        text(&bad_secret)
+    );
+    assert!(
+        text(&bad_secret).contains("authentication"),
+        "bad secret: {}",
+        text(&bad_secret)
+    );
 
-    let good = ctl(&["login", &format!("iscsi://carol%carol-secret-123@{portal}/{iqn}/0")]);
+    let good = ctl(&[
+        "login",
+        &format!("iscsi://carol%carol-secret-123@{portal}/{iqn}/0"),
+    ]);
     assert!(good.status.success(), "good secret: {}", text(&good));
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -250,18 +321,27 @@ fn iscsi_ctl_failures_name_their_cause() {
     drop(closed);
     let refused = ctl(&["discover", &format!("127.0.0.1:{closed_port}")]);
     assert!(!refused.status.success());
-    assert!(text(&refused).to_lowercase().contains("refused"), "refused: {}", text(&refused));
+    assert!(
+        text(&refused).to_lowercase().contains("refused"),
+        "refused: {}",
+        text(&refused)
+    );
 
     let bad_url = ctl(&["inquiry", "iscsi://127.0.0.1/only-a-target"]);
     assert!(!bad_url.status.success());
-    assert!(text(&bad_url).contains("names no LUN"), "{}", text(&bad_url));
+    assert!(
+        text(&bad_url).contains("names no LUN"),
+        "{}",
+        text(&bad_url)
+    );
 }
 
 #[test]
 fn tshark_finds_no_malformed_pdu_in_our_session() {
     let iqn = "iqn.2026-11.test.tgt:wire";
     let tgt = Tgt::start(&[spec(iqn, &[8])]).expect("tgtd starts");
-    tgt.allow_digests_and_unsolicited_data(0).expect("tgt parameters");
+    tgt.allow_digests_and_unsolicited_data(0)
+        .expect("tgt parameters");
     let portal = tgt.portal();
     let url = format!("iscsi://{portal}/{iqn}/{}", tgt.first_data_lun());
     let dir = std::env::temp_dir().join(format!("iscsi-ctl-wire-{}", std::process::id()));
@@ -273,10 +353,28 @@ fn tshark_finds_no_malformed_pdu_in_our_session() {
     let runs: Vec<Vec<String>> = vec![
         vec!["discover".into(), portal.to_string()],
         vec!["luns".into(), url.clone()],
-        vec!["--initial-r2t".into(), "no".into(), "--max-burst-length".into(), "65536".into(),
-             "write".into(), url.clone(), "--lba".into(), "0".into(), "--in".into(), input.to_string_lossy().into()],
-        vec!["read".into(), url.clone(), "--lba".into(), "0".into(), "--blocks".into(), "600".into(),
-             "--out".into(), dir.join("out.bin").to_string_lossy().into()],
+        vec![
+            "--initial-r2t".into(),
+            "no".into(),
+            "--max-burst-length".into(),
+            "65536".into(),
+            "write".into(),
+            url.clone(),
+            "--lba".into(),
+            "0".into(),
+            "--in".into(),
+            input.to_string_lossy().into(),
+        ],
+        vec![
+            "read".into(),
+            url.clone(),
+            "--lba".into(),
+            "0".into(),
+            "--blocks".into(),
+            "600".into(),
+            "--out".into(),
+            dir.join("out.bin").to_string_lossy().into(),
+        ],
     ];
     for args in &runs {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -285,6 +383,9 @@ fn tshark_finds_no_malformed_pdu_in_our_session() {
     }
     let pcap = capture.stop();
     let problems = tshark_iscsi_problems(&pcap, portal.port());
-    assert!(problems.is_empty(), "tshark found problems in our session: {problems:#?}");
+    assert!(
+        problems.is_empty(),
+        "tshark found problems in our session: {problems:#?}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

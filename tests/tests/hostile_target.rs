@@ -338,7 +338,10 @@ fn unknown_opcode_is_refused() {
 
 #[test]
 fn good_status_without_data_is_not_good() {
-    assert_fails_naming(Misbehaviour::GoodWithoutData, &["missing", "data", "short"]);
+    assert_fails_naming(
+        Misbehaviour::GoodWithoutData,
+        &["missing", "bytes received", "short"],
+    );
 }
 
 #[test]

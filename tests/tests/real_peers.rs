@@ -82,7 +82,11 @@ fn execute_ok(client: &mut Client, lun: u64, cdb: &Cdb, buffer: Vec<u8>) -> Vec<
         // A fresh LUN reports a unit attention (power on / reset) once.
         let sense = outcome.sense.unwrap_or_default();
         assert_eq!(outcome.status, 2, "unexpected status {:#x}", outcome.status);
-        assert_eq!(sense.get(2).map(|k| k & 0xf), Some(6), "check condition: {sense:02x?}");
+        assert_eq!(
+            sense.get(2).map(|k| k & 0xf),
+            Some(6),
+            "check condition: {sense:02x?}"
+        );
     }
     panic!("unit attention repeated");
 }
@@ -100,8 +104,14 @@ fn whole_lun_round_trip(
     let mut client = Client::connect(&client_config(portal, iqn, v))
         .unwrap_or_else(|e| panic!("login with {v:?}: {e}"));
     let params = client.params().cloned().expect("negotiated");
-    assert_eq!(params.header_digest, v.digests, "{v:?}: header digest not as offered");
-    assert_eq!(params.data_digest, v.digests, "{v:?}: data digest not as offered");
+    assert_eq!(
+        params.header_digest, v.digests,
+        "{v:?}: header digest not as offered"
+    );
+    assert_eq!(
+        params.data_digest, v.digests,
+        "{v:?}: data digest not as offered"
+    );
     // Warm up past the unit attention a new LUN reports.
     execute_ok(&mut client, lun, &Cdb::test_unit_ready(), Vec::new());
 
@@ -111,7 +121,9 @@ fn whole_lun_round_trip(
     for (i, chunk) in data.chunks(v.io_bytes as usize).enumerate() {
         let lba = i as u64 * blocks_per_io as u64;
         let cdb = Cdb::write(lba, chunk.len() as u32 / BLOCK, BLOCK, false).expect("cdb");
-        let direction = DataDirection::Write { len: chunk.len() as u32 };
+        let direction = DataDirection::Write {
+            len: chunk.len() as u32,
+        };
         writes.push((lun, cdb.as_bytes().to_vec(), direction, chunk.to_vec()));
     }
     for result in client.execute_batch(writes).expect("write batch") {
@@ -123,7 +135,12 @@ fn whole_lun_round_trip(
         let lba = i * blocks_per_io as u64;
         let cdb = Cdb::read(lba, blocks_per_io, BLOCK, false).expect("cdb");
         let direction = DataDirection::Read { len: v.io_bytes };
-        reads.push((lun, cdb.as_bytes().to_vec(), direction, vec![0u8; v.io_bytes as usize]));
+        reads.push((
+            lun,
+            cdb.as_bytes().to_vec(),
+            direction,
+            vec![0u8; v.io_bytes as usize],
+        ));
     }
     let mut read_back = Vec::with_capacity(data.len());
     for result in client.execute_batch(reads).expect("read batch") {
@@ -135,7 +152,10 @@ fn whole_lun_round_trip(
     let sync = Cdb::synchronize_cache_10(0, 0, false);
     execute_ok(&mut client, lun, &sync, Vec::new());
     client.logout().expect("logout");
-    assert!(read_back == data, "{v:?}: data read back differs from data written");
+    assert!(
+        read_back == data,
+        "{v:?}: data read back differs from data written"
+    );
     let on_disk = std::fs::read(backing).expect("backing file");
     assert!(
         on_disk.len() >= data.len() && on_disk[..data.len()] == data[..],
@@ -173,7 +193,8 @@ fn variants() -> Vec<Variant> {
 fn tgt_whole_lun_round_trips_in_every_login_variant() {
     let iqn = "iqn.2026-11.test.tgt:roundtrip";
     let tgt = Tgt::start(&[target(iqn)]).expect("tgtd starts");
-    tgt.allow_digests_and_unsolicited_data(0).expect("tgt parameters");
+    tgt.allow_digests_and_unsolicited_data(0)
+        .expect("tgt parameters");
     let lun = tgt.first_data_lun();
     for (i, v) in variants().into_iter().enumerate() {
         whole_lun_round_trip(tgt.portal(), iqn, lun, &tgt.lun_path(0, 0), v, i as u64 + 1);
@@ -187,7 +208,14 @@ fn istgt_whole_lun_round_trips_in_every_login_variant() {
     let iqn = istgt.iqn(0);
     let lun = istgt.first_data_lun();
     for (i, v) in variants().into_iter().enumerate() {
-        whole_lun_round_trip(istgt.portal(), &iqn, lun, &istgt.lun_path(0, 0), v, 100 + i as u64);
+        whole_lun_round_trip(
+            istgt.portal(),
+            &iqn,
+            lun,
+            &istgt.lun_path(0, 0),
+            v,
+            100 + i as u64,
+        );
     }
 }
 
@@ -201,7 +229,9 @@ fn discovery_lists_exactly_the_configured_targets() {
     assert_eq!(found_names, names);
     for t in &found {
         assert!(
-            t.addresses.iter().any(|(a, _)| a.contains(&tgt.portal().port().to_string())),
+            t.addresses
+                .iter()
+                .any(|(a, _)| a.contains(&tgt.portal().port().to_string())),
             "{}: no portal on our port in {:?}",
             t.name,
             t.addresses
@@ -303,8 +333,8 @@ fn check_mutual_chap(portal: std::net::SocketAddr, iqn: &str, peer: &str) {
 fn tgt_chap_and_mutual_chap() {
     let one_way = "iqn.2026-11.test.tgt:chap";
     let mutual = "iqn.2026-11.test.tgt:mutual";
-    let tgt = Tgt::start(&[chap_target(one_way, false), chap_target(mutual, true)])
-        .expect("tgtd starts");
+    let tgt =
+        Tgt::start(&[chap_target(one_way, false), chap_target(mutual, true)]).expect("tgtd starts");
     check_chap(tgt.portal(), one_way, "tgt");
     check_mutual_chap(tgt.portal(), mutual, "tgt");
 }
