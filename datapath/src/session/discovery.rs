@@ -6,13 +6,11 @@
 //! split across PDUs. The whole response is bounded in bytes, pairs and PDUs.
 //!
 //! A SendTargets response repeats keys (`TargetAddress` once per portal, `TargetName`
-//! once per target), which `text::parse_pairs` refuses as duplicates (section 6.2 forbids
-//! them in negotiation). So the response is cut at its NUL separators here and each pair
-//! is checked by `parse_pairs` on its own.
+//! once per target), so it is parsed with `text::parse_repeated_pairs`.
 
 use super::{DiscoveredTarget, Event, Outgoing, Session, SessionError, Transmit, TransmitData};
 use crate::pdu::{self, Header, Opcode, Tag, RESERVED_TAG};
-use crate::text::{parse_pairs, TextAccumulator, TextError, TextLimits};
+use crate::text::{parse_repeated_pairs, TextAccumulator, TextLimits};
 
 /// Most bytes of one SendTargets response.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -67,42 +65,18 @@ impl Discovery {
     }
 }
 
-/// Cuts a whole text into pairs, allowing repeated keys; each pair is validated by
-/// `parse_pairs`. NUL padding at the end is allowed.
+/// Parses one whole SendTargets text (repeated keys allowed) and appends its pairs.
 pub(crate) fn split_repeated_pairs(
     text: &[u8],
     out: &mut Vec<(String, String)>,
     max_pairs: usize,
 ) -> Result<(), SessionError> {
-    let Some(last) = text.iter().rposition(|&b| b != 0) else {
-        return Ok(());
-    };
-    let content = &text[..=last];
     let limits = TextLimits {
-        max_text_len: TextLimits::default().max_value_len + 128,
-        max_pairs: 1,
+        max_text_len: MAX_RESPONSE_BYTES,
+        max_pairs: max_pairs.saturating_sub(out.len()),
         ..TextLimits::default()
     };
-    if last + 1 == text.len() {
-        // The last pair has no NUL: let parse_pairs name the fault.
-        parse_pairs(content, &limits)?;
-    }
-    let mut one = Vec::new();
-    for raw in content.split(|&b| b == 0) {
-        if raw.is_empty() {
-            return Err(TextError::EmptyPair {
-                after: out.last().map(|(k, _)| k.clone()),
-            }
-            .into());
-        }
-        if out.len() >= max_pairs {
-            return Err(TextError::TooManyPairs { max: max_pairs }.into());
-        }
-        one.clear();
-        one.extend_from_slice(raw);
-        one.push(0);
-        out.extend(parse_pairs(&one, &limits)?);
-    }
+    out.extend(parse_repeated_pairs(text, &limits)?);
     Ok(())
 }
 
