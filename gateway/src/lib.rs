@@ -1,0 +1,6 @@
+//! The iSCSI target side (work in progress; see ARCHITECTURE.md for what is built).
+//!
+//! - [`disk`]: SCSI block-device emulation (SPC/SBC) over a [`backend::Backend`]. No network.
+//! - [`backend`]: LUN storage: RAM, null, file.
+//! - [`session`]: the sans-IO target session (login responder, discovery, full-feature phase).
+//! - [`server`]: portals on io_uring TCP and the embeddable target.
