@@ -186,10 +186,14 @@ impl Pcap {
         &self.path
     }
 
-    /// Keeps the file on disk and returns its path.
+    /// Keeps the file on disk (in a `kept-system-tests-…` directory) and returns its path.
     pub fn keep(mut self) -> PathBuf {
-        if let Some(dir) = self.dir.take() {
-            dir.keep();
+        self.keep_in_place()
+    }
+
+    fn keep_in_place(&mut self) -> PathBuf {
+        if let (Some(dir), Some(file_name)) = (self.dir.take(), self.path.file_name()) {
+            self.path = dir.keep().join(file_name);
         }
         self.path.clone()
     }
@@ -210,11 +214,9 @@ impl AsRef<Path> for Pcap {
 
 impl Drop for Pcap {
     fn drop(&mut self) {
-        if std::env::var_os(KEEP_PCAP_ENV).is_some() {
-            if let Some(dir) = self.dir.take() {
-                dir.keep();
-                eprintln!("system-tests: kept capture {}", self.path.display());
-            }
+        if std::env::var_os(KEEP_PCAP_ENV).is_some() && self.dir.is_some() {
+            let kept = self.keep_in_place();
+            eprintln!("system-tests: kept capture {}", kept.display());
         }
     }
 }

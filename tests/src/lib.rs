@@ -13,6 +13,23 @@
 //! - [`run_tool`], [`free_port`], [`require_tools!`]: bounded subprocesses, ports, and the
 //!   skip-locally / fail-under-CI rule for missing peer binaries.
 //!
+//! ```no_run
+//! use system_tests::{require_tools, tshark_iscsi_opcodes, tshark_iscsi_problems};
+//! use system_tests::{Capture, Peer, TargetSpec, Tgt};
+//!
+//! fn reads_what_tgt_serves() {
+//!     require_tools!("tgtd", "tgtadm", "dumpcap", "tshark");
+//!     let tgt = Tgt::start(&[TargetSpec::new("iqn.2024-01.invalid.example:disk", &[8 << 20])])
+//!         .expect("tgt starts");
+//!     let port = tgt.portal().port();
+//!     let capture = Capture::start(port);
+//!     // ... log in to tgt.portal(), target tgt.iqn(0), LUN tgt.lun_number(0) ...
+//!     let pcap = capture.stop();
+//!     assert!(!tshark_iscsi_opcodes(&pcap, port).unwrap().is_empty());
+//!     assert_eq!(tshark_iscsi_problems(&pcap, port), Vec::<String>::new());
+//! }
+//! ```
+//!
 //! Peer quirks this harness absorbs (found by running them; see each type for details):
 //! tgt exposes a controller at LUN 0 and the backing stores from LUN 1, istgt from LUN 0
 //! ([`Peer::first_data_lun`]); tgtd ignores SIGTERM; istgt advances ExpCmdSN on immediate

@@ -12,6 +12,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -117,8 +118,7 @@ pub fn require_tools(names: &[&str]) -> bool {
 /// Skips the calling test (returns from it) when a tool is missing on a developer machine;
 /// fails it when `CI=true`.
 ///
-/// ```ignore
-/// #[test]
+/// ```no_run
 /// fn talks_to_tgt() {
 ///     system_tests::require_tools!("tgtd", "tgtadm", "iscsi-ls");
 ///     // ...
@@ -160,6 +160,7 @@ pub fn run_command(mut command: Command, timeout: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    die_with_parent(&mut command);
     let program = command.get_program().to_string_lossy().into_owned();
     let mut child = match command.spawn() {
         Ok(child) => child,
@@ -250,6 +251,17 @@ pub(crate) fn spawn_daemon(mut command: Command, log: &Path) -> Result<Child, St
         .stdout(log_file)
         .stderr(log_clone)
         .process_group(0);
+    die_with_parent(&mut command);
+    let program = command.get_program().to_string_lossy().into_owned();
+    command
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))
+}
+
+/// Has the kernel SIGKILL the child when the thread that spawned it exits, so a test process
+/// killed mid-run leaves no daemon or hung tool behind (`iscsi-ls` against istgt would loop
+/// forever).
+fn die_with_parent(command: &mut Command) {
     let parent_pid = std::process::id() as i32;
     // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
     // getppid(2) and _exit(2), which are async-signal-safe; it allocates nothing and touches no
@@ -270,10 +282,6 @@ pub(crate) fn spawn_daemon(mut command: Command, log: &Path) -> Result<Child, St
             Ok(())
         });
     }
-    let program = command.get_program().to_string_lossy().into_owned();
-    command
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))
 }
 
 /// Stops a child: SIGTERM, up to `grace` for it to exit, then SIGKILL; always reaps it.
@@ -369,6 +377,8 @@ impl TempDir {
     /// Creates a fresh directory; `tag` only makes it easier to recognise.
     pub fn new(tag: &str) -> Result<TempDir, String> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
+        static SWEEP: Once = Once::new();
+        SWEEP.call_once(remove_dirs_of_dead_runs);
         let serial = COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!(
             "system-tests-{}-{serial}-{tag}",
@@ -390,16 +400,51 @@ impl TempDir {
         self.path.join(name)
     }
 
-    /// Gives up ownership: the directory stays on disk and its path is returned.
+    /// Gives up ownership: the directory stays on disk, renamed to `kept-system-tests-…` so
+    /// later runs do not sweep it, and its new path is returned.
     pub fn keep(self) -> PathBuf {
         let mut this = std::mem::ManuallyDrop::new(self);
-        std::mem::take(&mut this.path)
+        let path = std::mem::take(&mut this.path);
+        let Some(name) = path.file_name() else {
+            return path;
+        };
+        let mut kept_name = std::ffi::OsString::from("kept-");
+        kept_name.push(name);
+        let kept = path.with_file_name(kept_name);
+        match fs::rename(&path, &kept) {
+            Ok(()) => kept,
+            Err(_) => path,
+        }
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Removes `system-tests-<pid>-…` directories whose process is gone: a test run killed
+/// with SIGKILL cannot clean up after itself (its daemons die with it, see
+/// [`spawn_daemon`], but their directories stay).
+fn remove_dirs_of_dead_runs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("system-tests-"))
+        else {
+            continue;
+        };
+        let Some(Ok(pid)) = rest.split('-').next().map(str::parse::<u32>) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 
