@@ -98,7 +98,7 @@ pub fn tool_verdict(missing: &[&str], in_ci: bool) -> ToolVerdict {
 }
 
 /// Returns `true` when every tool is installed. Otherwise prints a loud skip notice and
-/// returns `false`, or panics when running under CI. Use through [`require_tools!`](crate::require_tools).
+/// returns `false`, or panics when running under CI. Use through [`require_tools!`](crate::require_tools!).
 pub fn require_tools(names: &[&str]) -> bool {
     let missing: Vec<&str> = names
         .iter()
