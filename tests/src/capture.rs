@@ -4,6 +4,10 @@
 //! UDP marker port, below) into a pcap file in its own scratch directory. `tshark` then
 //! decodes that port as iSCSI (`-d tcp.port==N,iscsi`) and reports what it could not parse.
 //!
+//! Start the capture before the session logs in: the dissector learns from the Login exchange
+//! whether header and data digests follow each PDU, and mis-parses a session joined later.
+//! Captures are for judging protocol exchanges, not for bulk-throughput runs.
+//!
 //! Facts about dumpcap and tshark 4.0 (Debian 12), found by running them:
 //! - dumpcap's "Capturing on 'Loopback: lo'" line does not prove packets are being taken
 //!   yet, and on SIGTERM it drops packets still in the kernel ring (measured: a connection
@@ -17,6 +21,7 @@
 //!   `key=value` per text key.
 
 use std::fs;
+use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -33,6 +38,11 @@ use crate::process::{
 const MARKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a marker is re-sent while waiting for it (dumpcap writes about every 100 ms).
 const MARKER_RESEND: Duration = Duration::from_millis(50);
+/// How much of the end of the capture file is searched for a marker.
+const MARKER_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+/// Kernel capture buffer, in MiB (dumpcap's default of 2 drops packets when loopback
+/// carries bulk data at GB/s).
+const CAPTURE_BUFFER_MIB: &str = "32";
 /// Bound on one tshark run.
 const TSHARK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Separates multiple occurrences of a field in tshark's output (ASCII unit separator).
@@ -82,7 +92,17 @@ impl Capture {
             format!("tcp port {port} or (udp dst port {marker_port} and dst host 127.0.0.1)");
         let mut command = Command::new(dumpcap);
         command
-            .args(["-q", "-P", "-i", "lo", "-f", &filter, "-w"])
+            .args([
+                "-q",
+                "-P",
+                "-B",
+                CAPTURE_BUFFER_MIB,
+                "-i",
+                "lo",
+                "-f",
+                &filter,
+                "-w",
+            ])
             .arg(&pcap);
         let child = spawn_daemon(command, &log)?;
         let mut capture = Capture {
@@ -165,11 +185,24 @@ impl Drop for Capture {
     }
 }
 
+/// Whether the last [`MARKER_WINDOW_BYTES`] of the file contain `needle` (the marker is among
+/// the last packets written, and a long capture should not be re-read whole every round).
 fn file_contains(path: &Path, needle: &[u8]) -> bool {
-    match fs::read(path) {
-        Ok(bytes) => bytes.windows(needle.len()).any(|window| window == needle),
-        Err(_) => false,
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    if file
+        .seek(SeekFrom::Start(length.saturating_sub(MARKER_WINDOW_BYTES)))
+        .is_err()
+    {
+        return false;
     }
+    let mut tail = Vec::new();
+    if file.read_to_end(&mut tail).is_err() {
+        return false;
+    }
+    tail.windows(needle.len()).any(|window| window == needle)
 }
 
 /// A finished capture file; its scratch directory is removed on drop unless

@@ -138,48 +138,19 @@ impl Tgt {
         let mut accounts: HashMap<&str, &str> = HashMap::new();
         for (index, target) in targets.iter().enumerate() {
             let tid = (index + 1).to_string();
-            self.tgtadm(&[
-                "--lld",
-                "iscsi",
-                "--mode",
+            self.tgtadm_iscsi(
                 "target",
-                "--op",
                 "new",
-                "--tid",
-                &tid,
-                "--targetname",
-                &target.iqn,
-            ])?;
+                &["--tid", &tid, "--targetname", &target.iqn],
+            )?;
             for (lun_index, path) in self.lun_paths[index].iter().enumerate() {
                 let lun = (Tgt::FIRST_DATA_LUN + lun_index as u64).to_string();
                 let path = path.to_str().ok_or("LUN path is not UTF-8")?;
-                self.tgtadm(&[
-                    "--lld",
-                    "iscsi",
-                    "--mode",
-                    "logicalunit",
-                    "--op",
-                    "new",
-                    "--tid",
-                    &tid,
-                    "--lun",
-                    &lun,
-                    "--backing-store",
-                    path,
-                ])?;
+                let options = ["--tid", &tid, "--lun", &lun, "--backing-store", path];
+                self.tgtadm_iscsi("logicalunit", "new", &options)?;
             }
-            self.tgtadm(&[
-                "--lld",
-                "iscsi",
-                "--mode",
-                "target",
-                "--op",
-                "bind",
-                "--tid",
-                &tid,
-                "--initiator-address",
-                "ALL",
-            ])?;
+            let options = ["--tid", &tid, "--initiator-address", "ALL"];
+            self.tgtadm_iscsi("target", "bind", &options)?;
             let Some(chap) = &target.chap else { continue };
             let mut bindings = vec![(chap.user.as_str(), chap.secret.as_str(), false)];
             if let Some((user, secret)) = &chap.mutual {
@@ -189,29 +160,32 @@ impl Tgt {
                 match accounts.get(user) {
                     Some(&known) if known != secret => {
                         return Err(format!(
-                            "CHAP user {user} appears with two different secrets; tgt accounts are per daemon"
-                        ))
+                        "CHAP user {user} has two different secrets; tgt accounts are per daemon"
+                    ))
                     }
                     Some(_) => {}
                     None => {
-                        self.tgtadm(&[
-                            "--lld", "iscsi", "--mode", "account", "--op", "new", "--user", user,
-                            "--password", secret,
-                        ])?;
+                        let options = ["--user", user, "--password", secret];
+                        self.tgtadm_iscsi("account", "new", &options)?;
                         accounts.insert(user, secret);
                     }
                 }
-                let mut bind = vec![
-                    "--lld", "iscsi", "--mode", "account", "--op", "bind", "--tid", &tid, "--user",
-                    user,
-                ];
+                // A plain bind makes the IncomingUser; --outgoing the OutgoingUser (mutual).
+                let mut options = vec!["--tid", &tid, "--user", user];
                 if outgoing {
-                    bind.push("--outgoing");
+                    options.push("--outgoing");
                 }
-                self.tgtadm(&bind)?;
+                self.tgtadm_iscsi("account", "bind", &options)?;
             }
         }
         Ok(())
+    }
+
+    /// `tgtadm --lld iscsi --mode MODE --op OP OPTIONS…` against this daemon.
+    pub fn tgtadm_iscsi(&self, mode: &str, op: &str, options: &[&str]) -> Result<String, String> {
+        let mut args = vec!["--lld", "iscsi", "--mode", mode, "--op", op];
+        args.extend_from_slice(options);
+        self.tgtadm(&args)
     }
 
     /// Runs `tgtadm` against this daemon's own control socket.
@@ -298,10 +272,7 @@ impl Drop for Tgt {
             // tgtd ignores SIGTERM; the orderly way out is to delete the targets, then the system.
             for tid in 1..=self.iqns.len() {
                 let tid = tid.to_string();
-                let _ = self.tgtadm(&[
-                    "--lld", "iscsi", "--mode", "target", "--op", "delete", "--force", "--tid",
-                    &tid,
-                ]);
+                let _ = self.tgtadm_iscsi("target", "delete", &["--force", "--tid", &tid]);
             }
             let _ = self.tgtadm(&["--mode", "system", "--op", "delete"]);
         }
