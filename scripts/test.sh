@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command: installs the peers (scripts/install-deps.sh), then runs every
+# test of the workspace, the whole-system tests against tgt and istgt included.
+#
+# Debug profile by default: a clean build is much faster than release and the tests are not
+# throughput-bound. TEST_PROFILE=release switches. Extra arguments go to `cargo test`.
+# The system tests need root (tgtd, istgt and dumpcap); with CI=true a missing peer tool
+# fails the run instead of skipping.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/install-deps.sh
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+
+profile_args=()
+if [ "${TEST_PROFILE:-debug}" = release ]; then
+    profile_args=(--release)
+fi
+
+exec cargo test --workspace "${profile_args[@]}" "$@"
