@@ -188,6 +188,23 @@ impl Tgt {
         self.tgtadm(&args)
     }
 
+    /// Lets target `tid` negotiate CRC32C digests and InitialR2T=No: tgt offers neither
+    /// unless told, so an initiator's offer of them would otherwise be refused.
+    pub fn allow_digests_and_unsolicited_data(&self, tid: usize) -> Result<(), String> {
+        let tid = tid.to_string();
+        for (key, value) in [
+            ("HeaderDigest", "CRC32C,None"),
+            ("DataDigest", "CRC32C,None"),
+            ("InitialR2T", "No"),
+        ] {
+            self.tgtadm(&[
+                "--lld", "iscsi", "--op", "update", "--mode", "target", "--tid", &tid, "--name",
+                key, "--value", value,
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Runs `tgtadm` against this daemon's own control socket.
     pub fn tgtadm(&self, args: &[&str]) -> Result<String, String> {
         let tgtadm = tool_path("tgtadm").ok_or("tgtadm is not installed")?;

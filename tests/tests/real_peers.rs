@@ -100,6 +100,7 @@ fn whole_lun_round_trip(
     backing: &std::path::Path,
     v: Variant,
     seed: u64,
+    peer_requires_initial_r2t: bool,
 ) {
     let mut client = Client::connect(&client_config(portal, iqn, v))
         .unwrap_or_else(|e| panic!("login with {v:?}: {e}"));
@@ -112,6 +113,19 @@ fn whole_lun_round_trip(
         params.data_digest, v.digests,
         "{v:?}: data digest not as offered"
     );
+    // The peers are configured to accept what we offer, so each variant is real.
+    assert_eq!(
+        params.immediate_data, v.immediate_data,
+        "{v:?}: ImmediateData"
+    );
+    // InitialR2T is an OR: istgt 0.4 cannot be configured to No.
+    let initial_r2t = v.initial_r2t || peer_requires_initial_r2t;
+    assert_eq!(params.initial_r2t, initial_r2t, "{v:?}: InitialR2T");
+    assert_eq!(
+        params.max_burst_length, v.max_burst_length,
+        "{v:?}: MaxBurstLength"
+    );
+    let writes_before = client.session().stats();
     // Warm up past the unit attention a new LUN reports.
     execute_ok(&mut client, lun, &Cdb::test_unit_ready(), Vec::new());
 
@@ -149,6 +163,17 @@ fn whole_lun_round_trip(
         assert_eq!(outcome.transferred, v.io_bytes, "{v:?}: short read");
         read_back.extend_from_slice(&outcome.buffer);
     }
+    // The burst limit must really have split writes into several R2T-driven sequences.
+    let stats = client.session().stats();
+    let r2ts = stats.r2ts - writes_before.r2ts;
+    // At most FirstBurstLength goes unsolicited; the rest needs one R2T per burst.
+    let solicited = v.io_bytes.saturating_sub(v.max_burst_length.min(65536)) as u64;
+    let writes = LUN_BYTES / v.io_bytes as u64;
+    let min_r2ts = writes * solicited.div_ceil(v.max_burst_length as u64);
+    assert!(
+        r2ts >= min_r2ts,
+        "{v:?}: only {r2ts} R2Ts for the whole LUN"
+    );
     let sync = Cdb::synchronize_cache_10(0, 0, false);
     execute_ok(&mut client, lun, &sync, Vec::new());
     client.logout().expect("logout");
@@ -193,11 +218,19 @@ fn variants() -> Vec<Variant> {
 fn tgt_whole_lun_round_trips_in_every_login_variant() {
     let iqn = "iqn.2026-11.test.tgt:roundtrip";
     let tgt = Tgt::start(&[target(iqn)]).expect("tgtd starts");
-    tgt.allow_digests_and_unsolicited_data(0)
+    tgt.allow_digests_and_unsolicited_data(1)
         .expect("tgt parameters");
     let lun = tgt.first_data_lun();
     for (i, v) in variants().into_iter().enumerate() {
-        whole_lun_round_trip(tgt.portal(), iqn, lun, &tgt.lun_path(0, 0), v, i as u64 + 1);
+        whole_lun_round_trip(
+            tgt.portal(),
+            iqn,
+            lun,
+            &tgt.lun_path(0, 0),
+            v,
+            i as u64 + 1,
+            false,
+        );
     }
 }
 
@@ -205,7 +238,7 @@ fn tgt_whole_lun_round_trips_in_every_login_variant() {
 fn istgt_whole_lun_round_trips_in_every_login_variant() {
     let iqn_name = "roundtrip";
     let istgt = Istgt::start(&[target(iqn_name)]).expect("istgt starts");
-    let iqn = istgt.iqn(0);
+    let iqn = istgt.iqn(0).to_string();
     let lun = istgt.first_data_lun();
     for (i, v) in variants().into_iter().enumerate() {
         whole_lun_round_trip(
@@ -215,6 +248,7 @@ fn istgt_whole_lun_round_trips_in_every_login_variant() {
             &istgt.lun_path(0, 0),
             v,
             100 + i as u64,
+            true,
         );
     }
 }
@@ -242,7 +276,7 @@ fn discovery_lists_exactly_the_configured_targets() {
     let found = Client::discover(&ClientConfig::new(istgt.portal(), None)).expect("discovery");
     let mut found_names: Vec<_> = found.iter().map(|t| t.name.clone()).collect();
     found_names.sort();
-    let mut want = vec![istgt.iqn(0), istgt.iqn(1)];
+    let mut want = vec![istgt.iqn(0).to_string(), istgt.iqn(1).to_string()];
     want.sort();
     assert_eq!(found_names, want);
 }

@@ -585,6 +585,17 @@ impl Session {
 
     /// The transport died: every outstanding command fails with `ConnectionLost`.
     pub fn handle_connection_lost(&mut self, _now: Instant, reason: String) {
+        // Our Logout Request was sent and nothing else was in flight: a target that closes
+        // instead of answering (istgt 0.4 does, now and then) has ended the session as asked.
+        let logout_sent = self.logout.as_ref().is_some_and(|l| l.itt.is_some());
+        if self.state == SessionState::LoggingOut && logout_sent && self.tasks.is_empty() {
+            tracing::warn!(%reason, "target closed the connection instead of answering Logout");
+            self.state = SessionState::Closed;
+            self.logout = None;
+            self.outbox.clear();
+            self.events.push_back(Event::LogoutComplete);
+            return;
+        }
         self.fail(SessionError::ConnectionLost(reason));
     }
 

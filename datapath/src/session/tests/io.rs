@@ -592,6 +592,21 @@ fn logout_waits_for_commands_in_flight() {
 }
 
 #[test]
+fn target_closing_instead_of_answering_logout_ends_the_session() {
+    let mut h = Harness::logged_in(config(), &TargetParams::default());
+    // Before the Logout Request goes out, a close is a failure like any other.
+    let mut early = Harness::logged_in(config(), &TargetParams::default());
+    early.s.handle_connection_lost(early.now, "eof".into());
+    assert_eq!(early.s.state(), SessionState::Failed);
+
+    h.s.logout(h.now);
+    assert!(matches!(h.expect(), (Header::LogoutRequest(_), _)));
+    h.s.handle_connection_lost(h.now, "eof".into());
+    assert_eq!(h.s.state(), SessionState::Closed);
+    assert_eq!(h.events(), vec![Event::LogoutComplete]);
+}
+
+#[test]
 fn logout_times_out() {
     let mut h = Harness::logged_in(config(), &TargetParams::default());
     h.s.logout(h.now);
