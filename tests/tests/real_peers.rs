@@ -376,7 +376,7 @@ fn tgt_chap_and_mutual_chap() {
 #[test]
 fn istgt_chap_and_mutual_chap() {
     let istgt = Istgt::start(&[chap_target("chap", false)]).expect("istgt starts");
-    check_chap(istgt.portal(), &istgt.iqn(0), "istgt");
+    check_chap(istgt.portal(), istgt.iqn(0), "istgt");
     let istgt = Istgt::start(&[chap_target("mutual", true)]).expect("istgt starts");
-    check_mutual_chap(istgt.portal(), &istgt.iqn(0), "istgt");
+    check_mutual_chap(istgt.portal(), istgt.iqn(0), "istgt");
 }
