@@ -334,6 +334,25 @@ fn iscsi_ctl_failures_name_their_cause() {
     ]);
     assert!(good.status.success(), "good secret: {}", text(&good));
 
+    let lun_url = format!(
+        "iscsi://carol%carol-secret-123@{portal}/{iqn}/{}",
+        tgt.first_data_lun()
+    );
+    let bad_page = ctl(&["inquiry", &lun_url, "--vpd", "0x99"]);
+    assert!(!bad_page.status.success());
+    assert!(
+        text(&bad_page).contains("ILLEGAL REQUEST: INVALID FIELD IN CDB (0x24/0x00)"),
+        "check condition: {}",
+        text(&bad_page)
+    );
+    let missing_lun = format!("iscsi://carol%carol-secret-123@{portal}/{iqn}/9");
+    let no_lun = ctl(&["readcap", &missing_lun]);
+    assert!(
+        text(&no_lun).contains("READ CAPACITY(16)") && text(&no_lun).contains("(0x25/0x00)"),
+        "missing LUN: {}",
+        text(&no_lun)
+    );
+
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let closed_port = closed.local_addr().expect("addr").port();
     drop(closed);

@@ -44,6 +44,8 @@ pub enum CtlError {
 
 /// SCSI commands that may move this many bytes at most go in one command.
 const MAX_TRANSFER_BYTES: u32 = 1 << 20;
+/// Sense key of a command the target refuses as malformed or unknown.
+const ILLEGAL_REQUEST: u8 = 0x5;
 /// A UNIT ATTENTION (reset, parameters changed) is reported once; retry past it.
 const UNIT_ATTENTION_RETRIES: usize = 3;
 
@@ -250,7 +252,10 @@ fn capacity(client: &mut Client, lun: u64) -> Result<(u32, u64, Value), CtlError
             });
             Ok((rc.block_length_bytes, blocks, value))
         }
-        Err(CtlError::Check { .. }) => {
+        // Only a target that does not know READ CAPACITY(16) gets the (10) form.
+        Err(CtlError::Check {
+            sense: Some(sense), ..
+        }) if sense.key == ILLEGAL_REQUEST && matches!(sense.asc, 0x20 | 0x24) => {
             let data = run(
                 client,
                 "READ CAPACITY(10)",
