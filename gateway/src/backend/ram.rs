@@ -83,7 +83,8 @@ fn read_lock(lock: &RwLock<Chunk>) -> RwLockReadGuard<'_, Chunk> {
 }
 
 fn write_lock(lock: &RwLock<Chunk>) -> RwLockWriteGuard<'_, Chunk> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn missing_chunk() -> io::Error {

@@ -14,7 +14,15 @@ fn sizes_parse_with_binary_suffixes() {
     assert_eq!(parse_size("1G").unwrap(), 1 << 30);
     assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
     assert_eq!(parse_size("2T").unwrap(), 2 << 40);
-    for bad in ["", "G", "1X", "-1", "1.5G", "99999999999999999999", "16777216T"] {
+    for bad in [
+        "",
+        "G",
+        "1X",
+        "-1",
+        "1.5G",
+        "99999999999999999999",
+        "16777216T",
+    ] {
         assert!(parse_size(bad).is_err(), "{bad:?} parsed");
     }
 }
