@@ -374,7 +374,12 @@ impl LogicalUnit {
         let extent = extent(cdb);
         self.check_range(extent)?;
         if extent.blocks == 0 {
-            return Ok(Vec::new());
+            // Nothing to compare or write; Data-Out sent anyway means the initiator meant
+            // a count the one-byte field cannot hold (256 wraps to 0).
+            if data_out.is_empty() {
+                return Ok(Vec::new());
+            }
+            return Err(Check::invalid_cdb_field(13, None));
         }
         if extent.blocks > u64::from(MAX_COMPARE_AND_WRITE_BLOCKS) {
             return Err(Check::invalid_cdb_field(13, None));

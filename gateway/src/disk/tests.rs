@@ -689,6 +689,14 @@ fn compare_and_write_swaps_on_match_and_reports_miscompare_offset() {
 fn compare_and_write_checks_length_range_and_data_out_size() {
     let lu = ram_lu(BLOCKS);
     good(&lu, &compare_and_write(0, 0), &[]);
+    // 256 blocks wrap to 0 in the one-byte field: the Data-Out gives it away.
+    check(
+        &lu,
+        &compare_and_write(0, 0),
+        &vec![0u8; 2 * 256 * 512],
+        key::ILLEGAL_REQUEST,
+        asc::INVALID_FIELD_IN_CDB,
+    );
     check(
         &lu,
         &compare_and_write(BLOCKS, 1),
