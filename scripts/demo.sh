@@ -12,11 +12,15 @@ ctl=target/release/iscsi-ctl
 
 work=$(mktemp -d /tmp/iscsi-demo.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-control=$(( (port % 30000) + 20000 ))
+# tgtd and tgtadm meet on a Unix socket named $TGT_IPC_SOCKET.<control>: keep ours private
+# so a system tgtd (or a test's) is never touched.
+export TGT_IPC_SOCKET="$work/tgtd.socket"
+control=1
 iqn=iqn.2026-11.io.iscsi-uring:demo
 tgtd_pid=""
 cleanup() {
   if [ -n "$tgtd_pid" ]; then
+    tgtadm -C "$control" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
     tgtadm -C "$control" --op delete --mode system >/dev/null 2>&1 || true
     kill "$tgtd_pid" 2>/dev/null || true
     sleep 0.2
@@ -24,6 +28,7 @@ cleanup() {
   fi
   rm -rf "$work"
 }
+# tgtd ignores SIGTERM: it leaves when its targets and then the system are deleted.
 trap cleanup EXIT
 
 truncate -s 256M "$work/lun1.img"

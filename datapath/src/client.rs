@@ -39,12 +39,18 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn new(portal: SocketAddr, target_name: Option<String>) -> ClientConfig {
+        // Like open-iscsi, accept 256 KiB per Data-In PDU rather than the RFC's 8 KiB default:
+        // fewer PDUs per read, and the receive buffer is sized from it anyway.
+        let offer = OperationalOffer {
+            max_recv_data_segment_length: 262_144,
+            ..OperationalOffer::default()
+        };
         ClientConfig {
             portal,
             initiator_name: default_initiator_name(),
             target_name,
             chap: None,
-            offer: OperationalOffer::default(),
+            offer,
             connect_timeout: Duration::from_secs(5),
             login_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(30),
