@@ -4,3 +4,6 @@
 //! - [`backend`]: LUN storage: RAM, null, file.
 //! - [`session`]: the sans-IO target session (login responder, discovery, full-feature phase).
 //! - [`server`]: portals on io_uring TCP and the embeddable target.
+
+pub mod server;
+pub mod session;

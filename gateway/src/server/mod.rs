@@ -1,0 +1,1 @@
+//! Portals and connection driving (in progress).
