@@ -5,5 +5,7 @@
 //! - [`session`]: the sans-IO target session (login responder, discovery, full-feature phase).
 //! - [`server`]: portals on io_uring TCP and the embeddable target.
 
+pub mod backend;
+pub mod disk;
 pub mod server;
 pub mod session;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datapath::pdu::{self, Limits, PduError, BHS_LEN};
+use datapath::pdu::{self, Limits, BHS_LEN};
 
 use crate::session::{TargetError, TargetEvent, TargetSession, TargetState};
 
@@ -272,6 +272,3 @@ impl Connection {
         }
     }
 }
-
-/// Keeps `PduError` in the public signature set of this module's users.
-pub type FramingError = PduError;

@@ -140,8 +140,9 @@ pub enum ServerError {
 }
 
 /// Builds the logical units of a node. The default builder is [`build_luns`].
+/// Its arguments: the node and the portal group tag its ports report.
 pub type LunBuilder =
-    dyn Fn(&TargetNodeConfig, u32) -> Result<Arc<dyn LunExecutor>, ServerError> + Send + Sync;
+    dyn Fn(&TargetNodeConfig, u16) -> Result<Arc<dyn LunExecutor>, ServerError> + Send + Sync;
 
 /// Identity of a session for reinstatement: initiator name, ISID, target name.
 type SessionKey = (String, Isid, String);
@@ -288,7 +289,7 @@ pub fn start_with(config: TargetConfig, builder: &LunBuilder) -> Result<RunningT
     let mut luns = Vec::new();
     let mut nodes = Vec::new();
     for node in &config.targets {
-        luns.push((node.iqn.clone(), builder(node, config.max_transfer_bytes)?));
+        luns.push((node.iqn.clone(), builder(node, config.portal_group_tag)?));
         nodes.push(TargetNode {
             name: node.iqn.clone(),
             alias: node.alias.clone(),
@@ -365,9 +366,9 @@ pub fn start_with(config: TargetConfig, builder: &LunBuilder) -> Result<RunningT
 /// The default LUN builder: the SCSI disk emulation over the backend each spec names.
 pub fn build_luns(
     node: &TargetNodeConfig,
-    max_transfer_bytes: u32,
+    portal_group_tag: u16,
 ) -> Result<Arc<dyn LunExecutor>, ServerError> {
-    crate::server::luns::build(node, max_transfer_bytes)
+    luns::build(node, portal_group_tag)
 }
 
 mod luns;

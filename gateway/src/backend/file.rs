@@ -1,0 +1,172 @@
+//! The file backend: a regular file or a block device, through positional reads and
+//! writes (`pread`/`pwrite` via `std::os::unix::fs::FileExt`; io_uring comes later).
+//!
+//! Unmap punches a hole (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), so the range reads back as
+//! zeros and its blocks return to the file system; where the file system or device refuses,
+//! it writes zeros instead, which keeps the LBPRZ promise at the cost of the space.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{check_range, Backend, BackendError};
+
+/// Zero-fill fallback writes at most this much per write call.
+const ZERO_FILL_BYTES: usize = 1024 * 1024;
+
+/// A regular file or block device.
+#[derive(Debug)]
+pub struct FileBackend {
+    file: File,
+    path: String,
+    size_bytes: u64,
+    block_device: bool,
+    /// Cleared after the first refused hole punch, so later unmaps go straight to zeros.
+    punch_hole_works: AtomicBool,
+}
+
+impl FileBackend {
+    /// Opens `path` read-write. With `size`, a missing file is created at that size and a
+    /// shorter regular file is grown to it; the LUN exports `size` bytes. Without `size`
+    /// the file or device must exist and its current size is exported.
+    pub fn open(path: &str, size: Option<u64>) -> Result<FileBackend, BackendError> {
+        let io_error = |source| BackendError::Io {
+            path: path.to_string(),
+            source,
+        };
+        let exists = std::path::Path::new(path).exists();
+        if !exists && size.is_none() {
+            return Err(BackendError::MissingSize {
+                path: path.to_string(),
+            });
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(size.is_some())
+            .truncate(false)
+            .open(path)
+            .map_err(io_error)?;
+        let metadata = file.metadata().map_err(io_error)?;
+        let block_device = metadata.file_type().is_block_device();
+        // A block device reports length 0 in its metadata; its end is its size.
+        let current = file.seek(SeekFrom::End(0)).map_err(io_error)?;
+        let size_bytes = match size {
+            Some(wanted) if !block_device && current < wanted => {
+                file.set_len(wanted).map_err(io_error)?;
+                wanted
+            }
+            Some(wanted) if wanted <= current => wanted,
+            Some(wanted) => {
+                return Err(io_error(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("device has {current} bytes, {wanted} asked for"),
+                )))
+            }
+            None => current,
+        };
+        if size_bytes == 0 {
+            return Err(BackendError::ZeroSize);
+        }
+        Ok(FileBackend {
+            file,
+            path: path.to_string(),
+            size_bytes,
+            block_device,
+            punch_hole_works: AtomicBool::new(!block_device),
+        })
+    }
+
+    /// The path this backend was opened from.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        // SAFETY: fallocate takes a file descriptor that `self.file` keeps open for the
+        // duration of the call, plus plain integers; it touches no memory of ours.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()> {
+        let zeros = vec![0u8; ZERO_FILL_BYTES.min(len as usize)];
+        let mut done = 0u64;
+        while done < len {
+            let piece = (len - done).min(zeros.len() as u64) as usize;
+            self.file.write_all_at(&zeros[..piece], offset + done)?;
+            done += piece as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for FileBackend {
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(self.size_bytes, offset, buf.len() as u64)?;
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_range(self.size_bytes, offset, data.len() as u64)?;
+        self.file.write_all_at(data, offset)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range(self.size_bytes, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        if self.punch_hole_works.load(Ordering::Relaxed) {
+            match self.punch_hole(offset, len) {
+                Ok(()) => return Ok(()),
+                Err(error)
+                    if matches!(error.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) =>
+                {
+                    self.punch_hole_works.store(false, Ordering::Relaxed);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        self.write_zeros(offset, len)
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.block_device {
+            "block"
+        } else {
+            "file"
+        }
+    }
+
+    /// Regular files deallocate through hole punching; block devices are written with
+    /// zeros, which is not thin provisioning.
+    fn thin(&self) -> bool {
+        !self.block_device
+    }
+}

@@ -1,0 +1,151 @@
+//! LUN storage behind one trait: [`RamBackend`], [`NullBackend`], [`FileBackend`].
+//!
+//! A backend is a flat byte array of fixed size. The SCSI layer ([`crate::disk`]) checks
+//! every LBA range against [`Backend::size_bytes`] before it calls a backend, so a backend
+//! may treat an out-of-range request as a programming error and return an
+//! `io::ErrorKind::InvalidInput` error (never a panic).
+//!
+//! Thin provisioning (SBC-3 4.7): a backend whose [`Backend::thin`] is true supports
+//! [`Backend::unmap`], after which the unmapped bytes read back as zeros (the disk layer
+//! advertises LBPRZ from this), and may report which extents are deallocated through
+//! [`Backend::mapped_extent`] for GET LBA STATUS.
+
+mod file;
+mod null;
+mod ram;
+
+use std::io;
+
+pub use file::FileBackend;
+pub use null::NullBackend;
+pub use ram::RamBackend;
+
+/// Storage for one logical unit. Every method takes `&self`: the disk layer calls a backend
+/// from several connections at once, and each backend does its own locking.
+pub trait Backend: Send + Sync {
+    /// The usable size; the disk layer exports `size_bytes / block_size` blocks.
+    fn size_bytes(&self) -> u64;
+    /// Fills `buf` from `offset`. Bytes never written read as zeros.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes all of `data` at `offset`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes every completed write durable (SYNCHRONIZE CACHE, FUA).
+    fn flush(&self) -> io::Result<()>;
+    /// Deallocates `len` bytes at `offset`; afterwards they read as zeros.
+    fn unmap(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// A short name for logs and configuration listings: "ram", "null", "file".
+    fn kind(&self) -> &'static str;
+    /// Whether the backend deallocates on [`Backend::unmap`] (thin provisioning).
+    fn thin(&self) -> bool;
+    /// Whether the bytes at `offset` are mapped (backed by storage), and for how many
+    /// bytes from `offset` (at most `max_len`, at least 1 when `max_len > 0`) that answer
+    /// holds. Backends that do not track allocation report everything mapped, which SBC-3
+    /// permits (an unmap request may leave blocks mapped).
+    fn mapped_extent(&self, offset: u64, max_len: u64) -> io::Result<(bool, u64)> {
+        let _ = offset;
+        Ok((true, max_len))
+    }
+}
+
+/// Errors building a backend from its specification.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The text is not `ram:SIZE`, `null:SIZE`, `file:PATH` or `file:PATH:SIZE`.
+    #[error("backend spec {spec:?}: expected ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE")]
+    InvalidSpec { spec: String },
+    /// A size that is not a number with an optional K/M/G/T suffix, or that overflows.
+    #[error("size {text:?}: expected a byte count with an optional K, M, G or T suffix (binary)")]
+    InvalidSize { text: String },
+    /// A size of zero bytes, which would export a LUN without blocks.
+    #[error("size must be greater than zero")]
+    ZeroSize,
+    /// Opening, creating, sizing or measuring a file or device failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A file that does not exist and no size to create it with.
+    #[error("{path} does not exist; give a size (file:{path}:SIZE) to create it")]
+    MissingSize { path: String },
+}
+
+/// Parses a byte count with an optional binary suffix: `4096`, `64K`, `1G`, `2T`
+/// (case-insensitive, an optional trailing `B` or `iB` is accepted: `1GiB`, `512MB`).
+pub fn parse_size(text: &str) -> Result<u64, BackendError> {
+    let invalid = || BackendError::InvalidSize {
+        text: text.chars().take(40).collect(),
+    };
+    let trimmed = text.trim();
+    let upper = trimmed.to_ascii_uppercase();
+    let without_b = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (digits, shift) = match without_b.chars().last() {
+        Some('K') => (&without_b[..without_b.len() - 1], 10),
+        Some('M') => (&without_b[..without_b.len() - 1], 20),
+        Some('G') => (&without_b[..without_b.len() - 1], 30),
+        Some('T') => (&without_b[..without_b.len() - 1], 40),
+        _ => (without_b, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
+    number.checked_mul(1u64 << shift).ok_or_else(invalid)
+}
+
+/// Builds a backend from its text form: `ram:1G`, `null:100G`, `file:/path` (an existing
+/// file or block device, its size as found) or `file:/path:1G` (created with that size
+/// when missing; an existing file is used at that size, grown if shorter).
+pub fn backend_from_spec(spec: &str) -> Result<Box<dyn Backend>, BackendError> {
+    let invalid = || BackendError::InvalidSpec {
+        spec: spec.chars().take(200).collect(),
+    };
+    let (kind, rest) = spec.split_once(':').ok_or_else(invalid)?;
+    match kind {
+        "ram" => Ok(Box::new(RamBackend::new(nonzero(parse_size(rest)?)?))),
+        "null" => Ok(Box::new(NullBackend::new(nonzero(parse_size(rest)?)?))),
+        "file" => {
+            if rest.is_empty() {
+                return Err(invalid());
+            }
+            // A trailing ":SIZE" is a size only when it parses as one, so paths that
+            // contain a colon still work without a size.
+            let (path, size) = match rest.rsplit_once(':') {
+                Some((path, size_text)) if !path.is_empty() => match parse_size(size_text) {
+                    Ok(size) => (path, Some(nonzero(size)?)),
+                    Err(_) => (rest, None),
+                },
+                _ => (rest, None),
+            };
+            Ok(Box::new(FileBackend::open(path, size)?))
+        }
+        _ => Err(invalid()),
+    }
+}
+
+fn nonzero(size: u64) -> Result<u64, BackendError> {
+    if size == 0 {
+        Err(BackendError::ZeroSize)
+    } else {
+        Ok(size)
+    }
+}
+
+/// The range check every backend applies before touching storage.
+fn check_range(size_bytes: u64, offset: u64, len: u64) -> io::Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size_bytes => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("range {offset}+{len} is outside the backend's {size_bytes} bytes"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

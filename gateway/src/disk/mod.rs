@@ -1,0 +1,584 @@
+//! SCSI block-device emulation: the device server of a direct-access logical unit
+//! (SPC-4 clause 6, SBC-3 clause 5) over a [`Backend`]. No network, no iSCSI: the target
+//! session hands each command in as a [`ScsiTask`] and sends the [`ScsiResult`] back.
+//!
+//! What is implemented, by section:
+//! - SPC-4: INQUIRY (6.6) with the VPD pages (7.8) Supported VPD Pages 0x00, Unit Serial
+//!   Number 0x80, Device Identification 0x83 (NAA, T10 vendor ID, relative target port,
+//!   target port group and SCSI name string designators); MODE SENSE(6)/(10) (6.11, 6.12)
+//!   and MODE SELECT(6)/(10) (6.9, 6.10) for the Caching (SBC-3 6.4.5) and Control (SPC-4
+//!   7.5.8) mode pages; REPORT LUNS (6.27, in [`LunMap`]); REPORT SUPPORTED OPERATION
+//!   CODES (6.35); REQUEST SENSE (6.39); TEST UNIT READY (6.47); sense data (4.5).
+//! - SBC-3: READ(6/10/12/16), WRITE(6/10/12/16), WRITE AND VERIFY(10/12/16),
+//!   VERIFY(10/12/16), ORWRITE(16), COMPARE AND WRITE (5.2), WRITE SAME(10/16) with
+//!   UNMAP, UNMAP (5.28), GET LBA STATUS (5.7), READ CAPACITY(10)/(16) with LBPME/LBPRZ,
+//!   SYNCHRONIZE CACHE(10/16), PRE-FETCH(10/16), START STOP UNIT, PREVENT ALLOW MEDIUM
+//!   REMOVAL; the VPD pages Block Limits 0xB0, Block Device Characteristics 0xB1 and
+//!   Logical Block Provisioning 0xB2 (6.6).
+//!
+//! Every CDB field is validated before data is touched: opcode and service action, then
+//! reserved bits against the command's usage data ([`opcodes`]), then command fields, then
+//! the LBA range, then the transfer length against the limits in the Block Limits page,
+//! then the Data-Out length. Nothing is allocated from a length the initiator sent beyond
+//! those limits. No unit attention is ever reported: the logical unit has no power-on or
+//! reset events of its own to announce (the target session owns nexus-level events).
+//!
+//! Concurrency: [`LogicalUnit::execute`] takes `&self` and may run on several threads at
+//! once. Ordinary writes share a write gate; COMPARE AND WRITE and ORWRITE take it
+//! exclusively, so their read-compare-write is atomic against every other write.
+#![forbid(unsafe_code)]
+
+mod block;
+mod inquiry;
+mod mode;
+pub mod opcodes;
+pub mod sense;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::backend::Backend;
+use opcodes::{op, service_action, Command};
+use sense::{asc, key, status, Check};
+
+/// The largest transfer one command may move, advertised in the Block Limits VPD page.
+pub const MAX_TRANSFER_BYTES: u32 = 8 * 1024 * 1024;
+/// COMPARE AND WRITE moves twice this many blocks (Block Limits byte 5).
+pub const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 255;
+/// Largest UNMAP LBA count per command, and per WRITE SAME with UNMAP.
+pub const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
+/// Largest number of UNMAP block descriptors per parameter list.
+pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
+/// Largest WRITE SAME, with or without UNMAP, in blocks (Block Limits MAXIMUM WRITE SAME
+/// LENGTH).
+pub const MAX_WRITE_SAME_BLOCKS: u64 = MAX_UNMAP_BLOCKS as u64;
+
+/// How a logical unit describes itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LuConfig {
+    /// Logical block length in bytes: 512 or 4096.
+    pub block_size: u32,
+    /// T10 VENDOR IDENTIFICATION, at most 8 ASCII characters (padded with spaces).
+    pub vendor: String,
+    /// PRODUCT IDENTIFICATION, at most 16 ASCII characters.
+    pub product: String,
+    /// PRODUCT REVISION LEVEL, at most 4 ASCII characters.
+    pub revision: String,
+    /// Unit serial number (VPD 0x80), printable ASCII.
+    pub serial: String,
+    /// The NAA designator of the logical unit (VPD 0x83): NAA 3h, locally assigned,
+    /// 8 bytes. [`LuConfig::for_name`] derives it from a name, so it is stable across
+    /// restarts (multipath and clustered file systems key on it).
+    pub naa_id: [u8; 8],
+    /// WCE in the Caching mode page at start; MODE SELECT may change it.
+    pub write_cache: bool,
+}
+
+impl LuConfig {
+    /// A configuration whose serial number and NAA designator derive from `name` (for
+    /// example the target name and LUN), with 512-byte blocks and the write cache on.
+    pub fn for_name(name: &str) -> LuConfig {
+        let hash = fnv1a_64(name.as_bytes());
+        let mut naa_id = (hash & 0x0fff_ffff_ffff_ffff).to_be_bytes();
+        naa_id[0] |= 0x30;
+        LuConfig {
+            block_size: 512,
+            vendor: "IOURING ".to_string(),
+            product: "gateway disk".to_string(),
+            revision: "0001".to_string(),
+            serial: format!("{:016x}", fnv1a_64(&[name.as_bytes(), b"/serial"].concat())),
+            naa_id,
+            write_cache: true,
+        }
+    }
+}
+
+impl Default for LuConfig {
+    fn default() -> LuConfig {
+        LuConfig::for_name("lun")
+    }
+}
+
+/// FNV-1a, 64-bit: a small, stable hash for identifiers (not for security).
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The target port a command came through, for the Device Identification VPD page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetPortInfo<'a> {
+    /// RELATIVE TARGET PORT IDENTIFIER (1 for the first port; 0 is reserved).
+    pub relative_port_id: u16,
+    /// TARGET PORT GROUP.
+    pub target_port_group: u16,
+    /// The iSCSI target name (`iqn...`).
+    pub target_name: &'a str,
+    /// The target portal group tag. The SCSI name string designator of the target port
+    /// is the iSCSI target port name: `target_name`, `",t,0x"`, then the tag in hex
+    /// (SPC-4 7.8.6.11 and the iSCSI naming of ports, RFC 7143 section 4.2.7).
+    pub tpgt: u16,
+}
+
+impl Default for TargetPortInfo<'_> {
+    fn default() -> Self {
+        TargetPortInfo {
+            relative_port_id: 1,
+            target_port_group: 0,
+            target_name: "",
+            tpgt: 1,
+        }
+    }
+}
+
+/// One SCSI command as the target session received it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScsiTask<'a> {
+    /// The CDB (16 bytes from the iSCSI header, plus any additional header segment).
+    pub cdb: &'a [u8],
+    /// All Data-Out the initiator sent (immediate, unsolicited and solicited).
+    pub data_out: &'a [u8],
+    /// Expected Data Transfer Length from the iSCSI header for a read. The device server
+    /// produces what the command asks for (already cut to the CDB's allocation length);
+    /// the session sends at most this many bytes and reports the residual.
+    pub expected_data_in_len: u32,
+    pub target_port: TargetPortInfo<'a>,
+}
+
+/// The outcome of one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScsiResult {
+    /// SCSI status: GOOD (0x00) or CHECK CONDITION (0x02).
+    pub status: u8,
+    /// Fixed-format sense data (0x70, 18 bytes) with CHECK CONDITION; empty with GOOD.
+    pub sense: Vec<u8>,
+    /// Data-In, at most the CDB's allocation length. For reads it is the whole transfer;
+    /// the session cuts it to Expected Data Transfer Length and reports the residual.
+    pub data_in: Vec<u8>,
+}
+
+impl ScsiResult {
+    pub fn good(data_in: Vec<u8>) -> ScsiResult {
+        ScsiResult {
+            status: status::GOOD,
+            sense: Vec::new(),
+            data_in,
+        }
+    }
+
+    pub fn check_condition(check: &Check) -> ScsiResult {
+        ScsiResult {
+            status: status::CHECK_CONDITION,
+            sense: check.to_fixed_sense(),
+            data_in: Vec::new(),
+        }
+    }
+
+    fn from_outcome(outcome: Result<Vec<u8>, Check>) -> ScsiResult {
+        match outcome {
+            Ok(data) => ScsiResult::good(data),
+            Err(check) => ScsiResult::check_condition(&check),
+        }
+    }
+}
+
+/// A direct-access logical unit over a backend.
+pub struct LogicalUnit {
+    backend: Box<dyn Backend>,
+    config: LuConfig,
+    blocks: u64,
+    write_cache: AtomicBool,
+    /// SWP in the Control mode page: the medium is write protected.
+    software_write_protect: AtomicBool,
+    /// Shared by ordinary writes, exclusive for COMPARE AND WRITE and ORWRITE.
+    write_gate: RwLock<()>,
+}
+
+impl std::fmt::Debug for LogicalUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogicalUnit")
+            .field("backend", &self.backend.kind())
+            .field("blocks", &self.blocks)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl LogicalUnit {
+    /// A logical unit exporting `backend.size_bytes() / block_size` blocks. A block size
+    /// other than 512 or 4096 is taken as 512.
+    pub fn new(backend: Box<dyn Backend>, mut config: LuConfig) -> Self {
+        if config.block_size != 512 && config.block_size != 4096 {
+            config.block_size = 512;
+        }
+        let blocks = backend.size_bytes() / u64::from(config.block_size);
+        LogicalUnit {
+            backend,
+            write_cache: AtomicBool::new(config.write_cache),
+            software_write_protect: AtomicBool::new(false),
+            write_gate: RwLock::new(()),
+            config,
+            blocks,
+        }
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.config.block_size
+    }
+
+    /// Number of logical blocks (the last LBA is one less).
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+
+    pub fn config(&self) -> &LuConfig {
+        &self.config
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    fn thin(&self) -> bool {
+        self.backend.thin()
+    }
+
+    fn max_transfer_blocks(&self) -> u32 {
+        MAX_TRANSFER_BYTES / self.config.block_size
+    }
+
+    /// Runs one command. Never panics on any CDB or Data-Out.
+    pub fn execute(&self, task: &ScsiTask) -> ScsiResult {
+        ScsiResult::from_outcome(self.dispatch(task))
+    }
+
+    fn dispatch(&self, task: &ScsiTask) -> Result<Vec<u8>, Check> {
+        let cdb = task.cdb;
+        let command: &Command = opcodes::lookup(cdb, self.thin())?;
+        opcodes::check_reserved_bits(command, cdb)?;
+        match command.opcode {
+            op::TEST_UNIT_READY => Ok(Vec::new()),
+            op::REQUEST_SENSE => Ok(request_sense(cdb, None)),
+            op::INQUIRY => self.inquiry(task),
+            op::MODE_SELECT_6 | op::MODE_SELECT_10 => self.mode_select(task),
+            op::MODE_SENSE_6 | op::MODE_SENSE_10 => self.mode_sense(cdb),
+            op::START_STOP_UNIT | op::PREVENT_ALLOW_MEDIUM_REMOVAL => Ok(Vec::new()),
+            op::READ_CAPACITY_10 => self.read_capacity_10(cdb),
+            op::SERVICE_ACTION_IN_16 => match cdb[1] & 0x1f {
+                service_action::READ_CAPACITY_16 => self.read_capacity_16(cdb),
+                _ => self.get_lba_status(cdb),
+            },
+            op::MAINTENANCE_IN => report_supported_operation_codes(cdb, self.thin()),
+            op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16 => self.read(cdb),
+            op::WRITE_6 | op::WRITE_10 | op::WRITE_12 | op::WRITE_16 => {
+                self.write(cdb, task.data_out)
+            }
+            op::WRITE_AND_VERIFY_10 | op::WRITE_AND_VERIFY_12 | op::WRITE_AND_VERIFY_16 => {
+                self.write_and_verify(cdb, task.data_out)
+            }
+            op::VERIFY_10 | op::VERIFY_12 | op::VERIFY_16 => self.verify(cdb, task.data_out),
+            op::PRE_FETCH_10 | op::PRE_FETCH_16 => self.pre_fetch(cdb),
+            op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => self.synchronize_cache(cdb),
+            op::WRITE_SAME_10 | op::WRITE_SAME_16 => self.write_same(cdb, task.data_out),
+            op::UNMAP => self.unmap(cdb, task.data_out),
+            op::COMPARE_AND_WRITE => self.compare_and_write(cdb, task.data_out),
+            op::ORWRITE_16 => self.orwrite(cdb, task.data_out),
+            // REPORT LUNS is in the table so that REPORT SUPPORTED OPERATION CODES lists
+            // it; a logical unit on its own reports just LUN 0.
+            op::REPORT_LUNS => report_luns(cdb, [0u64].into_iter()),
+            _ => Err(Check::invalid_opcode()),
+        }
+    }
+}
+
+/// Cuts parameter data to the allocation length (SPC-4 4.2.5.6): never an error.
+fn truncate(mut data: Vec<u8>, allocation_length: usize) -> Vec<u8> {
+    data.truncate(allocation_length);
+    data
+}
+
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    match bytes.get(at..at + 2) {
+        Some(&[a, b]) => u16::from_be_bytes([a, b]),
+        _ => 0,
+    }
+}
+
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    match bytes.get(at..at + 4) {
+        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+        _ => 0,
+    }
+}
+
+fn be64(bytes: &[u8], at: usize) -> u64 {
+    match bytes.get(at..at + 8) {
+        Some(slice) => {
+            let mut array = [0u8; 8];
+            array.copy_from_slice(slice);
+            u64::from_be_bytes(array)
+        }
+        None => 0,
+    }
+}
+
+/// REQUEST SENSE (SPC-4 6.39). Sense is returned with each CHECK CONDITION (autosense),
+/// so no sense is ever pending: the answer is NO SENSE, or the given condition for a LUN
+/// that does not exist, in the format DESC asks for.
+fn request_sense(cdb: &[u8], condition: Option<Check>) -> Vec<u8> {
+    let descriptor_format = cdb.get(1).is_some_and(|b| b & 0x01 != 0);
+    let allocation_length = usize::from(cdb.get(4).copied().unwrap_or(0));
+    let check = condition.unwrap_or(Check::new(key::NO_SENSE, asc::NO_ADDITIONAL_SENSE));
+    let data = if descriptor_format {
+        vec![0x72, check.key, check.asc.0, check.asc.1, 0, 0, 0, 0]
+    } else {
+        check.to_fixed_sense()
+    };
+    truncate(data, allocation_length)
+}
+
+/// REPORT LUNS parameter data (SPC-4 6.27) for the given LUN numbers.
+fn report_luns(cdb: &[u8], luns: impl Iterator<Item = u64>) -> Result<Vec<u8>, Check> {
+    let select_report = cdb[2];
+    let allocation_length = be32(cdb, 6);
+    if allocation_length < 16 {
+        return Err(Check::invalid_cdb_field(6, None));
+    }
+    let mut entries = Vec::new();
+    match select_report {
+        // All logical units, or all of them in this "administrative" view: the same here.
+        0x00 | 0x02 => {
+            for lun in luns {
+                entries.extend_from_slice(&datapath::scsi::Lun::from_u64(lun).to_field());
+            }
+        }
+        // No well-known logical units.
+        0x01 => {}
+        _ => return Err(Check::invalid_cdb_field(2, None)),
+    }
+    let mut data = Vec::with_capacity(8 + entries.len());
+    data.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    data.extend_from_slice(&[0u8; 4]);
+    data.extend_from_slice(&entries);
+    Ok(truncate(data, allocation_length as usize))
+}
+
+/// REPORT SUPPORTED OPERATION CODES (SPC-4 6.35).
+fn report_supported_operation_codes(cdb: &[u8], thin: bool) -> Result<Vec<u8>, Check> {
+    let return_timeouts = cdb[2] & 0x80 != 0;
+    let reporting_options = cdb[2] & 0x07;
+    let requested_opcode = cdb[3];
+    let requested_action = be16(cdb, 4);
+    let allocation_length = be32(cdb, 6) as usize;
+    let offered = || {
+        opcodes::COMMANDS
+            .iter()
+            .filter(move |command| thin || !command.needs_thin)
+    };
+    // The command timeouts descriptor (SPC-4 6.35.4): no nominal or recommended timeout.
+    let timeouts = [0u8, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let data = match reporting_options {
+        0 => {
+            let mut descriptors = Vec::new();
+            for command in offered() {
+                descriptors.push(command.opcode);
+                descriptors.push(0);
+                let action = u16::from(command.service_action.unwrap_or(0));
+                descriptors.extend_from_slice(&action.to_be_bytes());
+                descriptors.push(0);
+                let mut flags = 0u8;
+                if return_timeouts {
+                    flags |= 0x02; // CTDP
+                }
+                if command.service_action.is_some() {
+                    flags |= 0x01; // SERVACTV
+                }
+                descriptors.push(flags);
+                descriptors.extend_from_slice(&(command.usage.len() as u16).to_be_bytes());
+                if return_timeouts {
+                    descriptors.extend_from_slice(&timeouts);
+                }
+            }
+            let mut data = Vec::with_capacity(4 + descriptors.len());
+            data.extend_from_slice(&(descriptors.len() as u32).to_be_bytes());
+            data.extend_from_slice(&descriptors);
+            data
+        }
+        1..=3 => {
+            let with_actions = opcodes::has_service_actions(requested_opcode);
+            // 001b: the opcode alone, an error for one with service actions. 010b: the
+            // opcode and service action, an error for one without. 011b: either.
+            let found = match (reporting_options, with_actions) {
+                (1, true) => return Err(Check::invalid_cdb_field(3, None)),
+                (2, false) => return Err(Check::invalid_cdb_field(3, None)),
+                (_, true) => offered().find(|c| {
+                    c.opcode == requested_opcode
+                        && c.service_action.map(u16::from) == Some(requested_action)
+                }),
+                (_, false) => offered().find(|c| c.opcode == requested_opcode),
+            };
+            let mut data = vec![0u8; 4];
+            if return_timeouts {
+                data[1] |= 0x80; // CTDP
+            }
+            match found {
+                Some(command) => {
+                    data[1] |= 0x03; // SUPPORT: supported, as the standard describes
+                    data[2..4].copy_from_slice(&(command.usage.len() as u16).to_be_bytes());
+                    data.extend_from_slice(command.usage);
+                }
+                None => data[1] |= 0x01, // SUPPORT: not supported
+            }
+            if return_timeouts {
+                data.extend_from_slice(&timeouts);
+            }
+            data
+        }
+        _ => return Err(Check::invalid_cdb_field(2, Some(2))),
+    };
+    Ok(truncate(data, allocation_length))
+}
+
+/// How many bytes of Data-Out a CDB asks the initiator for, so the session can solicit
+/// them (R2T) and check the Expected Data Transfer Length. `Some(0)` for commands without
+/// Data-Out; `None` for a CDB this device server does not recognise or one whose length
+/// does not fit in 32 bits (the command itself will fail with the proper sense).
+pub fn data_out_length(cdb: &[u8], block_size: u32) -> Option<u32> {
+    let opcode = *cdb.first()?;
+    let block_size = u64::from(block_size);
+    let blocks = |count: u64| u32::try_from(count.checked_mul(block_size)?).ok();
+    if cdb.len() < command_length(opcode)? {
+        return None;
+    }
+    match opcode {
+        op::WRITE_6 => blocks(match cdb[4] {
+            0 => 256,
+            n => u64::from(n),
+        }),
+        op::WRITE_10 | op::WRITE_AND_VERIFY_10 => blocks(u64::from(be16(cdb, 7))),
+        op::WRITE_12 | op::WRITE_AND_VERIFY_12 => blocks(u64::from(be32(cdb, 6))),
+        op::WRITE_16 | op::WRITE_AND_VERIFY_16 | op::ORWRITE_16 => blocks(u64::from(be32(cdb, 10))),
+        op::VERIFY_10 | op::VERIFY_12 | op::VERIFY_16 => {
+            let count = match opcode {
+                op::VERIFY_10 => u64::from(be16(cdb, 7)),
+                op::VERIFY_12 => u64::from(be32(cdb, 6)),
+                _ => u64::from(be32(cdb, 10)),
+            };
+            match (cdb[1] >> 1) & 0x03 {
+                0 => Some(0),
+                1 => blocks(count),
+                3 if count > 0 => blocks(1),
+                _ => Some(0),
+            }
+        }
+        op::COMPARE_AND_WRITE => blocks(2 * u64::from(cdb[13])),
+        op::WRITE_SAME_10 => blocks(1),
+        op::WRITE_SAME_16 if cdb[1] & 0x01 != 0 => Some(0), // NDOB
+        op::WRITE_SAME_16 => blocks(1),
+        op::UNMAP | op::MODE_SELECT_10 => Some(u32::from(be16(cdb, 7))),
+        op::MODE_SELECT_6 => Some(u32::from(cdb[4])),
+        _ => Some(0),
+    }
+}
+
+/// CDB length of a command in the table, `None` for an unknown opcode.
+fn command_length(opcode: u8) -> Option<usize> {
+    opcodes::COMMANDS
+        .iter()
+        .find(|command| command.opcode == opcode)
+        .map(|command| command.usage.len())
+}
+
+/// The logical units of one target, by LUN number.
+#[derive(Debug, Default, Clone)]
+pub struct LunMap {
+    units: BTreeMap<u64, Arc<LogicalUnit>>,
+}
+
+impl LunMap {
+    pub fn new() -> LunMap {
+        LunMap::default()
+    }
+
+    pub fn insert(&mut self, lun: u64, lu: Arc<LogicalUnit>) {
+        self.units.insert(lun, lu);
+    }
+
+    pub fn get(&self, lun: u64) -> Option<&Arc<LogicalUnit>> {
+        self.units.get(&lun)
+    }
+
+    pub fn luns(&self) -> impl Iterator<Item = u64> + '_ {
+        self.units.keys().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// Runs a command addressed to `lun`. REPORT LUNS is answered here for any LUN (SPC-4
+    /// 6.27: it is addressed to LUN 0 or the REPORT LUNS well-known LU, and it lists every
+    /// LUN of the target). For a LUN that does not exist (SPC-4 6.6.2, the peripheral
+    /// qualifier; SAM-5 incorrect logical unit selection): INQUIRY returns standard data with peripheral qualifier 011b and device
+    /// type 1Fh, REQUEST SENSE returns LOGICAL UNIT NOT SUPPORTED as its parameter data,
+    /// and every other command ends in CHECK CONDITION, ILLEGAL REQUEST, LOGICAL UNIT NOT
+    /// SUPPORTED.
+    pub fn execute(&self, lun: u64, task: &ScsiTask) -> ScsiResult {
+        let opcode = task.cdb.first().copied();
+        if opcode == Some(op::REPORT_LUNS) {
+            let command = opcodes::lookup(task.cdb, false)
+                .and_then(|command| opcodes::check_reserved_bits(command, task.cdb));
+            return ScsiResult::from_outcome(
+                command.and_then(|()| report_luns(task.cdb, self.luns())),
+            );
+        }
+        if let Some(lu) = self.get(lun) {
+            return lu.execute(task);
+        }
+        let not_supported = Check::new(key::ILLEGAL_REQUEST, asc::LOGICAL_UNIT_NOT_SUPPORTED);
+        let outcome = match opcode {
+            Some(op::INQUIRY) => inquiry::missing_lun_inquiry(task.cdb).map_err(|check| {
+                // Field errors in the CDB take precedence over the missing LUN.
+                if check.asc == asc::INVALID_FIELD_IN_CDB {
+                    check
+                } else {
+                    not_supported
+                }
+            }),
+            Some(op::REQUEST_SENSE) if task.cdb.len() >= 6 => {
+                Ok(request_sense(task.cdb, Some(not_supported)))
+            }
+            _ => Err(not_supported),
+        };
+        ScsiResult::from_outcome(outcome)
+    }
+}
+
+/// Maps a backend I/O failure to sense data: MEDIUM ERROR with the read or write
+/// condition. The cause is logged; the initiator learns the class of failure.
+fn medium_error(error: std::io::Error, writing: bool) -> Check {
+    tracing::warn!(%error, writing, "backend I/O failed");
+    if writing {
+        Check::new(key::MEDIUM_ERROR, asc::WRITE_ERROR)
+    } else {
+        Check::new(key::MEDIUM_ERROR, asc::UNRECOVERED_READ_ERROR)
+    }
+}
+
+impl LogicalUnit {
+    fn write_protected(&self) -> bool {
+        self.software_write_protect.load(Ordering::Relaxed)
+    }
+
+    fn write_cache_enabled(&self) -> bool {
+        self.write_cache.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests;
