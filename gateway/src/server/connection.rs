@@ -27,7 +27,9 @@ const TX_HIGH_WATER: usize = 1 << 20;
 pub enum CloseReason {
     #[error("{0}")]
     Session(#[from] TargetError),
-    #[error("initiator stalled mid-PDU: {have} of {need} bytes received, nothing for {idle_ms} ms")]
+    #[error(
+        "initiator stalled mid-PDU: {have} of {need} bytes received, nothing for {idle_ms} ms"
+    )]
     Stalled {
         have: usize,
         need: usize,
@@ -213,9 +215,12 @@ impl Connection {
             let Some(transmit) = self.session.poll_transmit() else {
                 break;
             };
-            if let Err(error) =
-                pdu::encode_pdu(&transmit.header, transmit.data(), transmit.digests, &mut self.tx)
-            {
+            if let Err(error) = pdu::encode_pdu(
+                &transmit.header,
+                transmit.data(),
+                transmit.digests,
+                &mut self.tx,
+            ) {
                 tracing::error!(peer = %self.peer, %error, "cannot encode a PDU of ours");
                 self.close(CloseReason::Session(TargetError::Malformed {
                     opcode: transmit.header.opcode() as u8,

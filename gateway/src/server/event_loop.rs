@@ -128,7 +128,9 @@ fn build_ring() -> io::Result<IoUring> {
         Ok(ring) => Ok(ring),
         Err(refusal) => {
             tracing::warn!(error = %refusal, "io_uring refused single_issuer+defer_taskrun; plain ring");
-            IoUring::builder().setup_cqsize(CQ_ENTRIES).build(SQ_ENTRIES)
+            IoUring::builder()
+                .setup_cqsize(CQ_ENTRIES)
+                .build(SQ_ENTRIES)
         }
     }
 }
@@ -386,7 +388,10 @@ impl EventLoop {
             session,
             peer,
             Arc::clone(&self.shared.luns),
-            self.shared.session_config.offer.max_recv_data_segment_length,
+            self.shared
+                .session_config
+                .offer
+                .max_recv_data_segment_length,
             self.shared.stall_timeout,
             now,
         );
@@ -477,7 +482,8 @@ impl EventLoop {
                     std::mem::swap(&mut slot.send_buf, &mut slot.conn.tx);
                     slot.conn.fill_output();
                 }
-                if let Some(pending) = slot.send_buf.get(slot.send_pos..).filter(|b| !b.is_empty()) {
+                if let Some(pending) = slot.send_buf.get(slot.send_pos..).filter(|b| !b.is_empty())
+                {
                     let len = u32::try_from(pending.len()).unwrap_or(u32::MAX);
                     let entry = opcode::Send::new(types::Fd(fd), pending.as_ptr(), len)
                         .flags(libc::MSG_NOSIGNAL)

@@ -23,9 +23,7 @@ use std::time::Duration;
 
 use datapath::pdu::Isid;
 
-use crate::session::{
-    ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig,
-};
+use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig};
 
 pub use connection::{CloseReason, Connection};
 
@@ -33,8 +31,13 @@ pub use connection::{CloseReason, Connection};
 pub trait LunExecutor: Send + Sync {
     /// Runs one command. `data_out` holds all write data; `expected_data_in_len` bounds
     /// what the initiator expects back.
-    fn execute(&self, lun: u64, cdb: &[u8], data_out: &[u8], expected_data_in_len: u32)
-        -> CommandResult;
+    fn execute(
+        &self,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        expected_data_in_len: u32,
+    ) -> CommandResult;
     /// Makes written data durable (called at shutdown).
     fn flush(&self) {}
 }
@@ -267,7 +270,10 @@ pub fn start(config: TargetConfig) -> Result<RunningTarget, ServerError> {
 }
 
 /// Starts a target whose logical units come from `builder`.
-pub fn start_with(config: TargetConfig, builder: &LunBuilder) -> Result<RunningTarget, ServerError> {
+pub fn start_with(
+    config: TargetConfig,
+    builder: &LunBuilder,
+) -> Result<RunningTarget, ServerError> {
     if config.portals.is_empty() {
         return Err(ServerError::Config("no portal".into()));
     }
@@ -277,11 +283,14 @@ pub fn start_with(config: TargetConfig, builder: &LunBuilder) -> Result<RunningT
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for addr in &config.portals {
-        let listener =
-            TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr: *addr, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr: *addr, source })?;
+        let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind {
+            addr: *addr,
+            source,
+        })?;
+        let bound = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: *addr,
+            source,
+        })?;
         tracing::info!(portal = %bound, "listening");
         addrs.push(bound);
         listeners.push(listener);
