@@ -203,6 +203,7 @@ impl Connection {
                     // ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED.
                     sense: vec![0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x25, 0, 0, 0, 0, 0],
                     data_in: Vec::new(),
+                    data_out_wanted: None,
                 },
             };
             self.session.complete_command(command.id, result);

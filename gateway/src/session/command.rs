@@ -52,6 +52,8 @@ pub(super) struct WriteState {
     /// Where unsolicited data (immediate and TTT=0xffffffff Data-Out) ends.
     unsolicited_end: u32,
     unsolicited_next: u32,
+    /// DataSN the next unsolicited Data-Out must carry (section 11.7.5).
+    unsolicited_data_sn: u32,
     /// The next offset to ask for with an R2T.
     next_r2t_offset: u32,
     r2ts: Vec<OpenR2t>,
@@ -63,6 +65,8 @@ struct OpenR2t {
     ttt: Tag,
     end: u32,
     next: u32,
+    /// DataSN the next Data-Out of this burst must carry (from 0 per R2T).
+    data_sn: u32,
 }
 
 /// Status to send with (or after) a read's data.
@@ -220,6 +224,7 @@ impl TargetSession {
             received: immediate_len,
             unsolicited_end,
             unsolicited_next: immediate_len,
+            unsolicited_data_sn: 0,
             next_r2t_offset: unsolicited_end,
             r2ts: Vec::new(),
             r2t_sn: 0,
@@ -264,6 +269,13 @@ impl TargetSession {
                     write.unsolicited_next, write.unsolicited_end
                 )));
             }
+            if h.data_sn != write.unsolicited_data_sn {
+                return Err(TargetError::Protocol(format!(
+                    "unsolicited Data-Out with DataSN {}, expected {}",
+                    h.data_sn, write.unsolicited_data_sn
+                )));
+            }
+            write.unsolicited_data_sn += 1;
             write.unsolicited_next = end;
             if h.final_pdu && end < write.unsolicited_end {
                 // The initiator ended its unsolicited burst early.
@@ -288,6 +300,13 @@ impl TargetSession {
                     r2t.next, r2t.end
                 )));
             }
+            if h.data_sn != r2t.data_sn {
+                return Err(TargetError::Protocol(format!(
+                    "Data-Out with DataSN {}, expected {} (R2T {:#x})",
+                    h.data_sn, r2t.data_sn, r2t.ttt
+                )));
+            }
+            r2t.data_sn += 1;
             r2t.next = end;
             if r2t.next == r2t.end {
                 write.r2ts.swap_remove(index);
@@ -346,6 +365,7 @@ impl TargetSession {
                 ttt: 0,
                 end: offset + len,
                 next: offset,
+                data_sn: 0,
             });
         }
         // Tags are allocated outside the borrow of the task.
@@ -402,11 +422,16 @@ impl TargetSession {
             status,
             sense,
             data_in,
+            data_out_wanted,
         } = result;
         let produced = u32::try_from(data_in.len()).unwrap_or(u32::MAX);
         let send_len = if read { produced.min(edtl) } else { 0 };
         let residual = if !read {
-            (false, false, 0)
+            match data_out_wanted {
+                Some(wanted) if wanted < edtl => (true, false, edtl - wanted),
+                Some(wanted) if wanted > edtl => (false, true, wanted - edtl),
+                _ => (false, false, 0),
+            }
         } else if produced < edtl {
             (true, false, edtl - produced)
         } else if produced > edtl {

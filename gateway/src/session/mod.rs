@@ -151,7 +151,7 @@ pub struct TargetSessionConfig {
 }
 
 impl TargetSessionConfig {
-    /// Our usual offer: 256 KiB PDUs and bursts, ImmediateData and unsolicited data allowed,
+    /// Our usual offer: 256 KiB PDUs, 1 MiB bursts, ImmediateData, InitialR2T=Yes,
     /// up to 4 R2Ts outstanding per command.
     pub fn default_offer() -> OperationalOffer {
         OperationalOffer {
@@ -163,7 +163,9 @@ impl TargetSessionConfig {
                 datapath::text::DigestChoice::None,
                 datapath::text::DigestChoice::Crc32c,
             ],
-            initial_r2t: false,
+            // InitialR2T=Yes (the RFC default): a write's data beyond its immediate data
+            // waits for our R2T, so an abort that follows the command can still stop it.
+            initial_r2t: true,
             immediate_data: true,
             max_recv_data_segment_length: 262_144,
             max_burst_length: 1_048_576,
@@ -331,6 +333,9 @@ pub struct CommandResult {
     pub sense: Vec<u8>,
     /// Read data; longer than the Expected Data Transfer Length is an overflow.
     pub data_in: Vec<u8>,
+    /// For a write: the Data-Out length the CDB asked for, when known. Differing from the
+    /// Expected Data Transfer Length gives a residual (section 11.4.5.1).
+    pub data_out_wanted: Option<u32>,
 }
 
 impl std::fmt::Debug for CommandResult {

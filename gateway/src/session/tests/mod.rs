@@ -43,6 +43,7 @@ impl RamLu {
                 status: 0,
                 sense: Vec::new(),
                 data_in: self.disk[range].to_vec(),
+                data_out_wanted: None,
             },
             0x2a if range.end <= self.disk.len() && req.data_out.len() == range.len() => {
                 self.disk[range].copy_from_slice(&req.data_out);
@@ -53,6 +54,7 @@ impl RamLu {
                 status: 2,
                 sense: vec![0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x21, 0, 0, 0, 0, 0],
                 data_in: Vec::new(),
+                data_out_wanted: None,
             },
         }
     }
@@ -465,6 +467,7 @@ fn write_with_immediate_unsolicited_and_solicited_data() {
     init.offer.max_recv_data_segment_length = 8192;
     let mut target = target_config(vec![node(TARGET)]);
     target.offer.max_recv_data_segment_length = 4096;
+    target.offer.initial_r2t = false;
     let mut pair = Pair::logged_in(target, init);
     let params = pair.init.params().unwrap().clone();
     assert!(!params.initial_r2t && params.immediate_data);

@@ -392,3 +392,35 @@ fn send_targets_in_a_normal_session_names_only_its_target() {
     );
     assert!(body.contains("TargetAddress=[::1]:3261,2\0"));
 }
+
+#[test]
+fn data_out_with_a_wrong_data_sn_closes() {
+    let mut s = Script::logged_in();
+    let sn = s.next_cmd_sn();
+    let Header::ScsiCommand(mut write) = s.command(8, sn, rw10(0x2a, 0, 2)) else {
+        unreachable!()
+    };
+    write.write = true;
+    write.expected_data_transfer_length = 1024;
+    s.send(Header::ScsiCommand(write), &[]).unwrap();
+    let sent = s.sent();
+    let Header::R2t(r2t) = &sent[0].0 else {
+        panic!("{sent:?}")
+    };
+    let data_out = |data_sn, buffer_offset| {
+        Header::DataOut(pdu::DataOut {
+            final_pdu: false,
+            lun: [0; 8],
+            initiator_task_tag: 8,
+            target_transfer_tag: r2t.target_transfer_tag,
+            exp_stat_sn: 0,
+            data_sn,
+            buffer_offset,
+        })
+    };
+    s.send(data_out(0, 0), &[0; 512]).unwrap();
+    assert!(matches!(
+        s.send(data_out(0, 512), &[0; 512]),
+        Err(TargetError::Protocol(_))
+    ));
+}
