@@ -105,7 +105,7 @@ impl TargetConfig {
             portal_group_tag: 1,
             targets: vec![target],
             max_cmd_window: 128,
-            max_transfer_bytes: 8 << 20,
+            max_transfer_bytes: crate::disk::MAX_TRANSFER_BYTES,
             threads: None,
             max_connections_per_thread: 1024,
             login_timeout: Duration::from_secs(30),
