@@ -7,3 +7,5 @@
 
 pub mod backend;
 pub mod disk;
+pub mod server;
+pub mod session;

@@ -1,0 +1,141 @@
+//! `iscsi-gateway`: run an iSCSI target from the command line.
+//!
+//! ```text
+//! iscsi-gateway --portal 127.0.0.1:3260 --iqn iqn.2026-11.io.iscsi-uring:target \
+//!     --lun ram:1G --lun null:100G --lun file:/path
+//! ```
+//! LUNs are numbered from 0 in the order given. SIGINT or SIGTERM shuts down cleanly.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use gateway::server::{self, TargetConfig, TargetNodeConfig};
+use gateway::session::ChapCredentials;
+
+#[derive(Debug, Parser)]
+#[command(name = "iscsi-gateway", about = "An iSCSI target on io_uring")]
+struct Args {
+    /// Address to listen on (repeatable).
+    #[arg(long = "portal", default_value = "127.0.0.1:3260")]
+    portals: Vec<SocketAddr>,
+    /// Target name.
+    #[arg(long, default_value = "iqn.2026-11.io.iscsi-uring:target")]
+    iqn: String,
+    /// LUN backend: ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE (repeatable; LUN
+    /// numbers from 0 in order).
+    #[arg(long = "lun", required = true)]
+    luns: Vec<String>,
+    /// CHAP user the initiator must log in as.
+    #[arg(long, requires = "chap_secret")]
+    chap_user: Option<String>,
+    /// CHAP secret of that user.
+    #[arg(long, requires = "chap_user")]
+    chap_secret: Option<String>,
+    /// Our user name for mutual CHAP.
+    #[arg(long, requires_all = ["mutual_secret", "chap_user"])]
+    mutual_user: Option<String>,
+    /// Our secret for mutual CHAP.
+    #[arg(long, requires = "mutual_user")]
+    mutual_secret: Option<String>,
+    /// Initiator allowed to log in (repeatable; all when not given).
+    #[arg(long = "allow-initiator")]
+    allowed_initiators: Vec<String>,
+    /// Commands in flight per session (MaxCmdSN window).
+    #[arg(long, default_value_t = 128)]
+    queue_depth: u32,
+    /// Event loop threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+
+    let mut node = TargetNodeConfig::new(
+        args.iqn.clone(),
+        args.luns
+            .iter()
+            .enumerate()
+            .map(|(n, spec)| (n as u64, spec.clone()))
+            .collect(),
+    );
+    node.chap = args
+        .chap_user
+        .zip(args.chap_secret)
+        .map(|(user, secret)| ChapCredentials {
+            user,
+            secret: secret.into_bytes(),
+        });
+    node.mutual_chap = args
+        .mutual_user
+        .zip(args.mutual_secret)
+        .map(|(user, secret)| ChapCredentials {
+            user,
+            secret: secret.into_bytes(),
+        });
+    if !args.allowed_initiators.is_empty() {
+        node.allowed_initiators = Some(args.allowed_initiators);
+    }
+    let mut config = TargetConfig::new(args.portals[0], node);
+    config.portals = args.portals;
+    config.max_cmd_window = args.queue_depth.max(1);
+    config.threads = args.threads;
+
+    // Block the stop signals before any thread starts, so every thread inherits the mask
+    // and only `sigwait` below sees them.
+    let signals = match block_stop_signals() {
+        Ok(set) => set,
+        Err(e) => {
+            eprintln!("iscsi-gateway: blocking signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = match server::start(config) {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("iscsi-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for addr in target.addrs() {
+        tracing::info!(portal = %addr, iqn = %args.iqn, "target ready");
+    }
+    let signal = wait_for_signal(&signals);
+    tracing::info!(signal, "stop signal received; shutting down");
+    target.shutdown();
+    ExitCode::SUCCESS
+}
+
+fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; the libc calls get valid pointers to it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        Ok(set)
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    loop {
+        let mut signal = 0;
+        // SAFETY: `set` and `signal` are valid for the call.
+        let rc = unsafe { libc::sigwait(set, &mut signal) };
+        if rc == 0 {
+            return signal;
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! One event loop thread: an io_uring instance that accepts on every portal and drives its
+//! connections with receive and send operations.
+//!
+//! Ring flags as in `datapath::transport::ring`: `SINGLE_ISSUER | DEFER_TASKRUN` when the
+//! kernel grants them (this thread is the only submitter), else a plain ring. The loop
+//! always enters the kernel asking for at least one completion, with a timeout that is the
+//! nearest session timer, so deferred completion work always runs.
+//!
+//! Buffer ownership: a connection's receive buffer is lent to the kernel while a receive is
+//! in flight and is not touched (beyond the bytes already received) until its completion;
+//! its send buffer likewise while a send is in flight, new output collecting in a second
+//! buffer meanwhile. A connection is freed only once neither operation is in flight: to
+//! close, the loop shuts the socket down, which ends both, then closes the descriptor.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession};
+
+use super::connection::{CloseReason, Connection};
+use super::{ConnControl, SessionKey, Shared};
+
+const SQ_ENTRIES: u32 = 256;
+const CQ_ENTRIES: u32 = 1024;
+/// The longest the loop sleeps without a timer due (it re-checks the shutdown flag).
+const MAX_WAIT: Duration = Duration::from_millis(500);
+/// How long a closing connection may take to send its last PDUs.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+const KIND_ACCEPT: u64 = 1;
+const KIND_RECV: u64 = 2;
+const KIND_SEND: u64 = 3;
+const KIND_WAKE: u64 = 4;
+
+fn token(kind: u64, slot: usize, generation: u32) -> u64 {
+    kind << 56 | ((slot as u64) & 0x00ff_ffff) << 32 | u64::from(generation)
+}
+
+fn untoken(user_data: u64) -> (u64, usize, u32) {
+    (
+        user_data >> 56,
+        ((user_data >> 32) & 0x00ff_ffff) as usize,
+        user_data as u32,
+    )
+}
+
+/// Wakes an event loop from another thread (an eventfd the loop keeps a read on).
+#[derive(Debug)]
+pub(crate) struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    pub(crate) fn new() -> io::Result<Waker> {
+        // SAFETY: eventfd takes no pointers; the returned descriptor is checked and owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(Waker {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local to an eventfd we own. A full counter
+        // (EAGAIN) already means "wake up".
+        unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+}
+
+struct Slot {
+    fd: RawFd,
+    generation: u32,
+    conn: Connection,
+    control: Arc<ConnControl>,
+    session_key: Option<SessionKey>,
+    recv_in_flight: bool,
+    send_in_flight: bool,
+    /// Bytes lent to the kernel by the send in flight (and not yet sent).
+    send_buf: Vec<u8>,
+    send_pos: usize,
+    /// When closing began, to bound the final flush.
+    closing_since: Option<Instant>,
+    shut_down: bool,
+}
+
+struct EventLoop {
+    ring: IoUring,
+    shared: Arc<Shared>,
+    listeners: Arc<Vec<TcpListener>>,
+    waker: Arc<super::event_loop::Waker>,
+    /// The eventfd read's buffer; leaked so it outlives the ring whatever the kernel does
+    /// with a read still armed when the ring is torn down.
+    wake_buf: &'static mut [u8; 8],
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    next_generation: u32,
+    connections: usize,
+    stopping: bool,
+    /// Entries that did not fit in the submission queue yet.
+    backlog: VecDeque<squeue::Entry>,
+}
+
+fn build_ring() -> io::Result<IoUring> {
+    let mut builder = IoUring::builder();
+    builder
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(CQ_ENTRIES);
+    match builder.build(SQ_ENTRIES) {
+        Ok(ring) => Ok(ring),
+        Err(refusal) => {
+            tracing::warn!(error = %refusal, "io_uring refused single_issuer+defer_taskrun; plain ring");
+            IoUring::builder()
+                .setup_cqsize(CQ_ENTRIES)
+                .build(SQ_ENTRIES)
+        }
+    }
+}
+
+/// The body of an event loop thread. Reports on `ready` whether the ring came up.
+pub(super) fn run(
+    shared: Arc<Shared>,
+    listeners: Arc<Vec<TcpListener>>,
+    waker: Arc<Waker>,
+    ready: Sender<io::Result<()>>,
+) {
+    let ring = match build_ring() {
+        Ok(ring) => ring,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut event_loop = EventLoop {
+        ring,
+        shared,
+        listeners,
+        waker,
+        wake_buf: Box::leak(Box::new([0u8; 8])),
+        slots: Vec::new(),
+        free: Vec::new(),
+        next_generation: 1,
+        connections: 0,
+        stopping: false,
+        backlog: VecDeque::new(),
+    };
+    event_loop.run();
+}
+
+impl EventLoop {
+    fn run(&mut self) {
+        for index in 0..self.listeners.len() {
+            self.arm_accept(index);
+        }
+        self.arm_wake();
+        loop {
+            if self.shared.shutdown.load(Ordering::Acquire) && !self.stopping {
+                self.stopping = true;
+                for slot in self.slots.iter_mut().flatten() {
+                    slot.conn.abort(TargetError::Shutdown);
+                }
+            }
+            if self.stopping && self.connections == 0 {
+                break;
+            }
+            let now = Instant::now();
+            let wait = self
+                .next_deadline()
+                .map_or(MAX_WAIT, |d| d.saturating_duration_since(now))
+                .min(MAX_WAIT);
+            if let Err(e) = self.enter(wait) {
+                tracing::error!(error = %e, "io_uring_enter failed; event loop stops");
+                std::process::abort();
+            }
+            let completions: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|cqe| (cqe.user_data(), cqe.result()))
+                .collect();
+            let now = Instant::now();
+            for (user_data, result) in completions {
+                self.handle_completion(now, user_data, result);
+            }
+            self.service(Instant::now());
+        }
+    }
+
+    fn enter(&mut self, wait: Duration) -> io::Result<()> {
+        self.flush_backlog();
+        let timespec = types::Timespec::from(wait.max(Duration::from_micros(100)));
+        let args = types::SubmitArgs::new().timespec(&timespec);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Queues an entry; when the submission queue is full it waits in the backlog.
+    ///
+    /// # Safety
+    /// The entry's buffers must stay valid and untouched until its completion.
+    unsafe fn push(&mut self, entry: squeue::Entry) {
+        // SAFETY: forwarded to the caller.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.backlog.push_back(entry);
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(entry) = self.backlog.pop_front() {
+            // SAFETY: entries in the backlog were pushed by `push`, whose callers vouched
+            // for their buffers.
+            if unsafe { self.ring.submission().push(&entry) }.is_err() {
+                self.backlog.push_front(entry);
+                let _ = self.ring.submit();
+                if self.ring.submission().is_full() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn arm_accept(&mut self, index: usize) {
+        let Some(listener) = self.listeners.get(index) else {
+            return;
+        };
+        let entry = opcode::Accept::new(
+            types::Fd(listener.as_raw_fd()),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(token(KIND_ACCEPT, index, 0));
+        // SAFETY: no buffers; the listener outlives every loop (the RunningTarget holds it
+        // until all loops are joined).
+        unsafe { self.push(entry) };
+    }
+
+    fn arm_wake(&mut self) {
+        let entry = opcode::Read::new(
+            types::Fd(self.waker.fd.as_raw_fd()),
+            self.wake_buf.as_mut_ptr(),
+            8,
+        )
+        .build()
+        .user_data(token(KIND_WAKE, 0, 0));
+        // SAFETY: `wake_buf` is leaked, so valid for the life of the process; it is only
+        // written by this read.
+        unsafe { self.push(entry) };
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|s| {
+                let flush_deadline = s.closing_since.map(|t| t + CLOSE_FLUSH);
+                match (s.conn.poll_timeout(), flush_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
+            .min()
+    }
+
+    fn handle_completion(&mut self, now: Instant, user_data: u64, result: i32) {
+        let (kind, index, generation) = untoken(user_data);
+        match kind {
+            KIND_ACCEPT => {
+                if result >= 0 {
+                    self.accepted(now, result);
+                } else if !matches!(-result, libc::EINTR | libc::ECONNABORTED | libc::EAGAIN) {
+                    tracing::warn!(error = %io::Error::from_raw_os_error(-result), "accept failed");
+                }
+                if !self.stopping {
+                    self.arm_accept(index);
+                }
+            }
+            KIND_WAKE => {
+                if !self.stopping {
+                    self.arm_wake();
+                }
+            }
+            KIND_RECV | KIND_SEND => {
+                let Some(slot) = self
+                    .slots
+                    .get_mut(index)
+                    .and_then(Option::as_mut)
+                    .filter(|s| s.generation == generation)
+                else {
+                    tracing::warn!(user_data, "completion for a connection no longer here");
+                    return;
+                };
+                if kind == KIND_RECV {
+                    slot.recv_in_flight = false;
+                    match result {
+                        n if n > 0 => slot.conn.handle_received(now, n as usize),
+                        0 => slot.conn.handle_eof(),
+                        e if matches!(-e, libc::EINTR | libc::EAGAIN) => {}
+                        e => {
+                            if slot.conn.close_reason().is_none() {
+                                tracing::info!(peer = %slot.conn.peer(), error = %io::Error::from_raw_os_error(-e), "receive failed");
+                            }
+                            slot.conn.handle_eof();
+                        }
+                    }
+                } else {
+                    slot.send_in_flight = false;
+                    match result {
+                        n if n >= 0 => slot.send_pos += n as usize,
+                        e if matches!(-e, libc::EINTR | libc::EAGAIN) => {}
+                        e => {
+                            tracing::info!(peer = %slot.conn.peer(), error = %io::Error::from_raw_os_error(-e), "send failed");
+                            slot.send_buf.clear();
+                            slot.send_pos = 0;
+                            slot.conn.tx.clear();
+                            slot.conn.handle_eof();
+                        }
+                    }
+                    slot.conn.fill_output();
+                }
+                let events = slot.conn.take_events();
+                self.handle_events(index, events);
+            }
+            _ => tracing::warn!(user_data, "completion of an unknown kind"),
+        }
+    }
+
+    fn accepted(&mut self, now: Instant, fd: RawFd) {
+        // SAFETY: the kernel just gave us this descriptor; we own it from here.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let peer = match stream.peer_addr() {
+            Ok(peer) => peer,
+            Err(error) => {
+                tracing::info!(%error, "accepted connection already gone");
+                return;
+            }
+        };
+        if self.stopping || self.connections >= self.shared.max_connections_per_thread {
+            tracing::warn!(%peer, "connection refused: at the connection limit");
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let fd = stream.into_raw_fd();
+        let challenge = datapath::client::random_bytes(16);
+        let stat_sn_seed = datapath::client::random_bytes(4);
+        let params = ConnectionParams {
+            tsih: self.shared.allocate_tsih(),
+            chap_challenge: challenge,
+            initial_stat_sn: u32::from_be_bytes([
+                stat_sn_seed[0],
+                stat_sn_seed[1],
+                stat_sn_seed[2],
+                stat_sn_seed[3],
+            ]),
+            portal_group_tag: self.shared.portal_group_tag,
+        };
+        let session = TargetSession::new(Arc::clone(&self.shared.session_config), params, now);
+        let conn = Connection::new(
+            session,
+            peer,
+            Arc::clone(&self.shared.luns),
+            self.shared
+                .session_config
+                .offer
+                .max_recv_data_segment_length,
+            self.shared.stall_timeout,
+            now,
+        );
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let slot = Slot {
+            fd,
+            generation,
+            conn,
+            control: Arc::new(ConnControl {
+                kill: std::sync::atomic::AtomicBool::new(false),
+                loop_waker: Arc::clone(&self.waker),
+            }),
+            session_key: None,
+            recv_in_flight: false,
+            send_in_flight: false,
+            send_buf: Vec::new(),
+            send_pos: 0,
+            closing_since: None,
+            shut_down: false,
+        };
+        match self.free.pop() {
+            Some(index) => self.slots[index] = Some(slot),
+            None => self.slots.push(Some(slot)),
+        }
+        self.connections += 1;
+        tracing::info!(%peer, "connection accepted");
+    }
+
+    fn handle_events(&mut self, index: usize, events: Vec<TargetEvent>) {
+        for event in events {
+            if let TargetEvent::LoggedIn {
+                initiator_name,
+                isid,
+                target_name: Some(target),
+                ..
+            } = event
+            {
+                let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+                    continue;
+                };
+                let key = (initiator_name, isid, target);
+                slot.session_key = Some(key.clone());
+                let control = Arc::clone(&slot.control);
+                self.shared.register_session(key, control);
+            }
+        }
+    }
+
+    /// Timers, kill requests, new receives and sends, and closing.
+    fn service(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            let Some(slot) = self.slots[index].as_mut() else {
+                continue;
+            };
+            if slot.control.kill.swap(false, Ordering::AcqRel) {
+                slot.conn.abort(TargetError::Reinstated);
+            }
+            if slot.conn.poll_timeout().is_some_and(|t| t <= now) {
+                slot.conn.handle_timeout(now);
+            }
+            if slot.conn.close_reason().is_some() {
+                if slot.closing_since.is_none() {
+                    slot.closing_since = Some(now);
+                }
+                let flushed = !slot.send_in_flight && slot.conn.tx.is_empty();
+                let peer_gone = matches!(slot.conn.close_reason(), Some(CloseReason::PeerClosed));
+                let overdue = slot.closing_since.is_some_and(|t| now >= t + CLOSE_FLUSH);
+                if (flushed || peer_gone || overdue) && !slot.shut_down {
+                    slot.shut_down = true;
+                    // SAFETY: a plain system call on a descriptor we own; it makes the
+                    // operations in flight on it complete.
+                    unsafe { libc::shutdown(slot.fd, libc::SHUT_RDWR) };
+                }
+                if slot.shut_down && !slot.recv_in_flight && !slot.send_in_flight {
+                    self.release(index);
+                    continue;
+                }
+            }
+            let Some(slot) = self.slots[index].as_mut() else {
+                continue;
+            };
+            let (fd, generation) = (slot.fd, slot.generation);
+            if !slot.shut_down && !slot.send_in_flight {
+                if slot.send_pos >= slot.send_buf.len() {
+                    slot.send_buf.clear();
+                    slot.send_pos = 0;
+                    std::mem::swap(&mut slot.send_buf, &mut slot.conn.tx);
+                    slot.conn.fill_output();
+                }
+                if let Some(pending) = slot.send_buf.get(slot.send_pos..).filter(|b| !b.is_empty())
+                {
+                    let len = u32::try_from(pending.len()).unwrap_or(u32::MAX);
+                    let entry = opcode::Send::new(types::Fd(fd), pending.as_ptr(), len)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(token(KIND_SEND, index, generation));
+                    slot.send_in_flight = true;
+                    // SAFETY: `send_buf` is neither written nor reallocated while the send
+                    // is in flight (new output goes to `conn.tx`), and the slot is not freed
+                    // before the completion arrives.
+                    unsafe { self.push(entry) };
+                }
+            }
+            let Some(slot) = self.slots[index].as_mut() else {
+                continue;
+            };
+            if !slot.shut_down && !slot.recv_in_flight && slot.conn.close_reason().is_none() {
+                let space = slot.conn.recv_space();
+                if !space.is_empty() {
+                    let len = u32::try_from(space.len()).unwrap_or(u32::MAX);
+                    let entry = opcode::Recv::new(types::Fd(fd), space.as_mut_ptr(), len)
+                        .build()
+                        .user_data(token(KIND_RECV, index, generation));
+                    slot.recv_in_flight = true;
+                    // SAFETY: the receive space is the unfilled tail of the connection's
+                    // receive buffer, which is not reallocated, moved or read while the
+                    // receive is in flight; the slot is not freed before the completion.
+                    unsafe { self.push(entry) };
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, index: usize) {
+        let Some(slot) = self.slots[index].take() else {
+            return;
+        };
+        self.free.push(index);
+        self.connections -= 1;
+        if let Some(key) = &slot.session_key {
+            self.shared.unregister_session(key, &slot.control);
+        }
+        // SAFETY: no operation is in flight on this descriptor, and we own it.
+        unsafe { libc::close(slot.fd) };
+        let peer = slot.conn.peer();
+        match slot.conn.close_reason() {
+            Some(reason @ (CloseReason::PeerClosed | CloseReason::LoggedOut)) => {
+                tracing::info!(%peer, %reason, "connection closed")
+            }
+            Some(CloseReason::Session(TargetError::Shutdown)) => {
+                tracing::info!(%peer, "connection closed for shutdown")
+            }
+            Some(reason) => tracing::warn!(%peer, %reason, "connection closed on a fault"),
+            None => tracing::info!(%peer, "connection closed"),
+        }
+    }
+}

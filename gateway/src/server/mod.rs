@@ -1,0 +1,383 @@
+//! The running target: portals on io_uring TCP, one event loop thread per core, and the
+//! embedding API ([`start`] and [`RunningTarget`]).
+//!
+//! Each event loop thread owns one io_uring instance, accepts on every portal (the kernel
+//! hands each connection to one waiting accept) and drives its connections through
+//! receive and send operations on its ring. Connections never move between threads.
+//! What threads share is off the data path: the session registry for reinstatement
+//! (RFC 7143 section 6.3.5: a new login with the same initiator name and ISID replaces the
+//! old session), the TSIH counter and the shutdown flag.
+//!
+//! - `connection`: framing, command execution and output of one connection (no I/O).
+//! - `event_loop`: the io_uring loop (the only `unsafe` here).
+
+mod connection;
+mod event_loop;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use datapath::pdu::Isid;
+
+use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig};
+
+pub use connection::{CloseReason, Connection};
+
+/// Runs SCSI commands for the LUNs of one target node.
+pub trait LunExecutor: Send + Sync {
+    /// Runs one command. `data_out` holds all write data; `expected_data_in_len` bounds
+    /// what the initiator expects back.
+    fn execute(
+        &self,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        expected_data_in_len: u32,
+    ) -> CommandResult;
+    /// Makes written data durable (called at shutdown).
+    fn flush(&self) {}
+}
+
+/// One target node to export.
+#[derive(Debug, Clone)]
+pub struct TargetNodeConfig {
+    pub iqn: String,
+    pub alias: Option<String>,
+    /// LUN number and backend spec (`ram:1G`, `null:100G`, `file:/path`).
+    pub luns: Vec<(u64, String)>,
+    /// CHAP the initiator must pass.
+    pub chap: Option<ChapCredentials>,
+    /// Our credentials for mutual CHAP.
+    pub mutual_chap: Option<ChapCredentials>,
+    /// InitiatorNames allowed to see and log in to this node; `None` allows all.
+    pub allowed_initiators: Option<Vec<String>>,
+}
+
+impl TargetNodeConfig {
+    pub fn new(iqn: impl Into<String>, luns: Vec<(u64, String)>) -> TargetNodeConfig {
+        TargetNodeConfig {
+            iqn: iqn.into(),
+            alias: None,
+            luns,
+            chap: None,
+            mutual_chap: None,
+            allowed_initiators: None,
+        }
+    }
+}
+
+/// Everything a target needs to start.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Addresses to listen on; port 0 picks a free port.
+    pub portals: Vec<SocketAddr>,
+    /// TargetPortalGroupTag of all portals (one portal group).
+    pub portal_group_tag: u16,
+    pub targets: Vec<TargetNodeConfig>,
+    /// Commands a session may have outstanding (sets MaxCmdSN).
+    pub max_cmd_window: u32,
+    /// Largest write a command may carry, in bytes.
+    pub max_transfer_bytes: u32,
+    /// Event loop threads; `None` uses one per core (at most 8).
+    pub threads: Option<usize>,
+    /// Connections per event loop; more are refused at accept.
+    pub max_connections_per_thread: usize,
+    pub login_timeout: Duration,
+    pub nop_interval: Duration,
+    pub nop_timeout: Duration,
+    /// An initiator that stops in the middle of a PDU this long is disconnected.
+    pub stall_timeout: Duration,
+    /// Our MaxRecvDataSegmentLength.
+    pub max_recv_data_segment_length: u32,
+    /// CHAP required on discovery sessions.
+    pub discovery_chap: Option<ChapCredentials>,
+}
+
+impl TargetConfig {
+    /// One portal, one node, usual limits.
+    pub fn new(portal: SocketAddr, target: TargetNodeConfig) -> TargetConfig {
+        TargetConfig {
+            portals: vec![portal],
+            portal_group_tag: 1,
+            targets: vec![target],
+            max_cmd_window: 128,
+            max_transfer_bytes: crate::disk::MAX_TRANSFER_BYTES,
+            threads: None,
+            max_connections_per_thread: 1024,
+            login_timeout: Duration::from_secs(30),
+            nop_interval: Duration::from_secs(30),
+            nop_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
+            max_recv_data_segment_length: 262_144,
+            discovery_chap: None,
+        }
+    }
+}
+
+/// Why the target could not start.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("binding portal {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("LUN {lun} of {target} ({spec}): {reason}")]
+    Lun {
+        target: String,
+        lun: u64,
+        spec: String,
+        reason: String,
+    },
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("io_uring setup: {0}")]
+    Ring(std::io::Error),
+    #[error("starting an event loop thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Builds the logical units of a node. The default builder is [`build_luns`].
+/// Its arguments: the node and the portal group tag its ports report.
+pub type LunBuilder =
+    dyn Fn(&TargetNodeConfig, u16) -> Result<Arc<dyn LunExecutor>, ServerError> + Send + Sync;
+
+/// Identity of a session for reinstatement: initiator name, ISID, target name.
+type SessionKey = (String, Isid, String);
+
+/// A connection another thread can ask to close.
+#[derive(Debug)]
+pub(crate) struct ConnControl {
+    pub(crate) kill: AtomicBool,
+    pub(crate) loop_waker: Arc<event_loop::Waker>,
+}
+
+/// State shared by the event loops (none of it on the data path).
+pub(crate) struct Shared {
+    pub(crate) session_config: Arc<TargetSessionConfig>,
+    pub(crate) luns: Arc<Vec<(String, Arc<dyn LunExecutor>)>>,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) next_tsih: AtomicU16,
+    pub(crate) registry: Mutex<HashMap<SessionKey, Arc<ConnControl>>>,
+    pub(crate) stall_timeout: std::time::Duration,
+    pub(crate) max_connections_per_thread: usize,
+    pub(crate) portal_group_tag: u16,
+}
+
+impl Shared {
+    /// A TSIH not 0 (section 11.12.6: 0 means "new session").
+    pub(crate) fn allocate_tsih(&self) -> u16 {
+        loop {
+            let tsih = self.next_tsih.fetch_add(1, Ordering::Relaxed);
+            if tsih != 0 {
+                return tsih;
+            }
+        }
+    }
+
+    /// Registers a new session; an old one with the same identity is told to close.
+    pub(crate) fn register_session(&self, key: SessionKey, control: Arc<ConnControl>) {
+        let old = match self.registry.lock() {
+            Ok(mut registry) => registry.insert(key.clone(), control),
+            Err(_) => None,
+        };
+        if let Some(old) = old {
+            tracing::info!(
+                initiator = %key.0,
+                target = %key.2,
+                "session reinstatement: closing the old session of this initiator and ISID"
+            );
+            old.kill.store(true, Ordering::Release);
+            old.loop_waker.wake();
+        }
+    }
+
+    pub(crate) fn unregister_session(&self, key: &SessionKey, control: &Arc<ConnControl>) {
+        if let Ok(mut registry) = self.registry.lock() {
+            if registry.get(key).is_some_and(|c| Arc::ptr_eq(c, control)) {
+                registry.remove(key);
+            }
+        }
+    }
+}
+
+/// A target running in this process. Dropping it shuts it down.
+pub struct RunningTarget {
+    addrs: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+    wakers: Vec<Arc<event_loop::Waker>>,
+    threads: Vec<JoinHandle<()>>,
+    _listeners: Arc<Vec<TcpListener>>,
+}
+
+impl std::fmt::Debug for RunningTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningTarget")
+            .field("addrs", &self.addrs)
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningTarget {
+    /// The portals' bound addresses (port 0 resolved).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops accepting, closes every connection (commands waiting for write data are
+    /// dropped; the initiator sees the connection close), flushes the logical units and
+    /// joins the event loop threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.shared.shutdown.store(true, Ordering::Release);
+        for waker in &self.wakers {
+            waker.wake();
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("an event loop thread panicked");
+            }
+        }
+        for (name, executor) in self.shared.luns.iter() {
+            tracing::debug!(target = %name, "flushing logical units");
+            executor.flush();
+        }
+        tracing::info!("target stopped");
+    }
+}
+
+impl Drop for RunningTarget {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts a target with the default LUN builder ([`build_luns`]).
+pub fn start(config: TargetConfig) -> Result<RunningTarget, ServerError> {
+    start_with(config, &build_luns)
+}
+
+/// Starts a target whose logical units come from `builder`.
+pub fn start_with(
+    config: TargetConfig,
+    builder: &LunBuilder,
+) -> Result<RunningTarget, ServerError> {
+    if config.portals.is_empty() {
+        return Err(ServerError::Config("no portal".into()));
+    }
+    if config.targets.is_empty() {
+        return Err(ServerError::Config("no target node".into()));
+    }
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for addr in &config.portals {
+        let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind {
+            addr: *addr,
+            source,
+        })?;
+        let bound = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: *addr,
+            source,
+        })?;
+        tracing::info!(portal = %bound, "listening");
+        addrs.push(bound);
+        listeners.push(listener);
+    }
+    let mut luns = Vec::new();
+    let mut nodes = Vec::new();
+    for node in &config.targets {
+        luns.push((node.iqn.clone(), builder(node, config.portal_group_tag)?));
+        nodes.push(TargetNode {
+            name: node.iqn.clone(),
+            alias: node.alias.clone(),
+            luns: node.luns.iter().map(|(n, _)| *n).collect(),
+            chap: node.chap.clone(),
+            mutual_chap: node.mutual_chap.clone(),
+            allowed_initiators: node.allowed_initiators.clone(),
+            max_transfer_bytes: config.max_transfer_bytes,
+        });
+    }
+    let portals = addrs
+        .iter()
+        .map(|addr| Portal {
+            addr: *addr,
+            group_tag: config.portal_group_tag,
+        })
+        .collect();
+    let mut session_config = TargetSessionConfig::new(nodes, portals);
+    session_config.cmd_window = config.max_cmd_window.max(1);
+    session_config.login_timeout = config.login_timeout;
+    session_config.nop_interval = config.nop_interval;
+    session_config.nop_timeout = config.nop_timeout;
+    session_config.discovery_chap = config.discovery_chap.clone();
+    session_config.offer.max_recv_data_segment_length = config.max_recv_data_segment_length;
+
+    let shared = Arc::new(Shared {
+        session_config: Arc::new(session_config),
+        luns: Arc::new(luns),
+        shutdown: AtomicBool::new(false),
+        next_tsih: AtomicU16::new(1),
+        registry: Mutex::new(HashMap::new()),
+        stall_timeout: config.stall_timeout,
+        max_connections_per_thread: config.max_connections_per_thread.max(1),
+        portal_group_tag: config.portal_group_tag,
+    });
+    let listeners = Arc::new(listeners);
+    let threads_wanted = config.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8)
+    });
+    let mut target = RunningTarget {
+        addrs,
+        shared: Arc::clone(&shared),
+        wakers: Vec::new(),
+        threads: Vec::new(),
+        _listeners: Arc::clone(&listeners),
+    };
+    for index in 0..threads_wanted.max(1) {
+        let waker = Arc::new(event_loop::Waker::new().map_err(ServerError::Ring)?);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = {
+            let shared = Arc::clone(&shared);
+            let listeners = Arc::clone(&listeners);
+            let waker = Arc::clone(&waker);
+            std::thread::Builder::new()
+                .name(format!("iscsi-target-{index}"))
+                .spawn(move || event_loop::run(shared, listeners, waker, ready_tx))
+                .map_err(ServerError::Thread)?
+        };
+        target.wakers.push(waker);
+        target.threads.push(thread);
+        // The loop reports whether its ring came up.
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServerError::Ring(e)),
+            Err(_) => return Err(ServerError::Config("event loop died at start".into())),
+        }
+    }
+    Ok(target)
+}
+
+/// The default LUN builder: the SCSI disk emulation over the backend each spec names.
+pub fn build_luns(
+    node: &TargetNodeConfig,
+    portal_group_tag: u16,
+) -> Result<Arc<dyn LunExecutor>, ServerError> {
+    luns::build(node, portal_group_tag)
+}
+
+mod luns;

@@ -1,0 +1,561 @@
+//! SCSI commands on the target side: RFC 7143 sections 11.3 (SCSI Command), 11.4 (SCSI
+//! Response), 11.7 (Data-Out and Data-In), 11.8 (R2T), with the data transfer keys of
+//! section 13 (ImmediateData, InitialR2T, FirstBurstLength, MaxBurstLength,
+//! MaxOutstandingR2T) and the flow of section 4.2 / 10.
+//!
+//! A write collects its data before the logical unit runs it: immediate data in the
+//! command PDU, then unsolicited Data-Out (TTT 0xffffffff) up to FirstBurstLength when
+//! InitialR2T=No, then R2Ts of at most MaxBurstLength, at most MaxOutstandingR2T at a time,
+//! until the Expected Data Transfer Length is in. The buffer is sized by that length, which
+//! is capped by the target's maximum transfer. A read's data goes out in Data-In PDUs of at
+//! most the initiator's MaxRecvDataSegmentLength, in sequences of at most MaxBurstLength;
+//! GOOD status without sense rides in the last Data-In (S bit).
+
+use std::sync::Arc;
+
+use datapath::pdu::{self, Header, LunField, Tag, RESERVED_TAG};
+use datapath::scsi::Lun;
+
+use super::{
+    reject_reason, CommandId, CommandRequest, CommandResult, Outgoing, TargetError, TargetSession,
+    Transmit, TransmitData,
+};
+
+/// SCSI status codes (SAM-5 section 5.3).
+const STATUS_GOOD: u8 = 0x00;
+const STATUS_CHECK_CONDITION: u8 = 0x02;
+const STATUS_TASK_SET_FULL: u8 = 0x28;
+
+#[derive(Debug)]
+pub(super) struct Task {
+    pub(super) lun_field: LunField,
+    pub(super) phase: Phase,
+}
+
+#[derive(Debug)]
+pub(super) enum Phase {
+    Collecting(WriteState),
+    /// Handed to the logical unit.
+    Running {
+        read: bool,
+        edtl: u32,
+        r2ts_sent: u32,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct WriteState {
+    lun: u64,
+    cdb: Vec<u8>,
+    buffer: Vec<u8>,
+    received: u32,
+    /// Where unsolicited data (immediate and TTT=0xffffffff Data-Out) ends.
+    unsolicited_end: u32,
+    unsolicited_next: u32,
+    /// DataSN the next unsolicited Data-Out must carry (section 11.7.5).
+    unsolicited_data_sn: u32,
+    /// The next offset to ask for with an R2T.
+    next_r2t_offset: u32,
+    r2ts: Vec<OpenR2t>,
+    r2t_sn: u32,
+}
+
+#[derive(Debug)]
+struct OpenR2t {
+    ttt: Tag,
+    end: u32,
+    next: u32,
+    /// DataSN the next Data-Out of this burst must carry (from 0 per R2T).
+    data_sn: u32,
+}
+
+/// Status to send with (or after) a read's data.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Status {
+    status: u8,
+    stat_sn: u32,
+    underflow: bool,
+    overflow: bool,
+    residual: u32,
+}
+
+/// A read's data being cut into Data-In PDUs as the transmit queue drains.
+#[derive(Debug)]
+pub(super) struct ReadReply {
+    pub(super) itt: Tag,
+    lun_field: LunField,
+    data: Arc<Vec<u8>>,
+    len: u32,
+    offset: u32,
+    data_sn: u32,
+    burst_left: u32,
+    /// `Some` when the last Data-In carries the status (S bit).
+    status: Option<Status>,
+}
+
+/// Fixed-format sense data (SPC-4 section 4.5.3) for faults found at the iSCSI layer.
+fn fixed_sense(key: u8, asc: u8, ascq: u8) -> Vec<u8> {
+    let mut sense = vec![0u8; 18];
+    sense[0] = 0x70;
+    sense[2] = key;
+    sense[7] = 10;
+    sense[12] = asc;
+    sense[13] = ascq;
+    sense
+}
+
+/// ILLEGAL REQUEST, INVALID FIELD IN CDB.
+fn invalid_field_in_cdb() -> Vec<u8> {
+    fixed_sense(0x05, 0x24, 0x00)
+}
+
+impl TargetSession {
+    pub(super) fn handle_scsi_command(
+        &mut self,
+        h: pdu::ScsiCommand,
+        data: &[u8],
+    ) -> Result<(), TargetError> {
+        if !self.accept_cmd_sn(h.cmd_sn, h.immediate, "SCSI Command")? {
+            return Ok(());
+        }
+        self.stats.commands += 1;
+        let itt = h.initiator_task_tag;
+        if self.tasks.contains_key(&itt) {
+            return Err(TargetError::Protocol(format!(
+                "SCSI Command reuses the task tag {itt:#x} of a task in progress"
+            )));
+        }
+        let outstanding = self.tasks.len() + self.ready.len();
+        if outstanding >= self.config.cmd_window.max(1) as usize {
+            // Only immediate commands can get here (the window bounds the rest).
+            tracing::warn!(itt, outstanding, "task set full");
+            self.send_scsi_response(&h.lun, itt, STATUS_TASK_SET_FULL, &[], 0, (false, false, 0));
+            return Ok(());
+        }
+        let lun = Lun::from_field(h.lun).number().unwrap_or(u64::MAX);
+        let edtl = h.expected_data_transfer_length;
+        let params = self.params.clone();
+        if !h.write && !data.is_empty() {
+            let bhs = self.reencode(&Header::ScsiCommand(h));
+            self.queue_reject(reject_reason::PROTOCOL_ERROR, &bhs);
+            return Err(TargetError::Protocol(
+                "data segment on a SCSI Command without the W bit".into(),
+            ));
+        }
+        if h.write && h.read {
+            // Bidirectional commands are not supported by the logical units here.
+            self.send_scsi_response(
+                &h.lun,
+                itt,
+                STATUS_CHECK_CONDITION,
+                &invalid_field_in_cdb(),
+                0,
+                (false, false, 0),
+            );
+            return Ok(());
+        }
+        if !h.write {
+            self.tasks.insert(
+                itt,
+                Task {
+                    lun_field: h.lun,
+                    phase: Phase::Running {
+                        read: h.read,
+                        edtl,
+                        r2ts_sent: 0,
+                    },
+                },
+            );
+            self.ready.push_back(CommandRequest {
+                id: CommandId(itt),
+                lun,
+                cdb: h.cdb,
+                data_out: Vec::new(),
+                expected_data_in_len: if h.read { edtl } else { 0 },
+            });
+            self.update_window();
+            return Ok(());
+        }
+        // A write.
+        let immediate_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        if immediate_len > 0 && !params.immediate_data {
+            return Err(TargetError::Protocol(
+                "immediate data with ImmediateData=No".into(),
+            ));
+        }
+        if immediate_len > params.first_burst_length || immediate_len > edtl {
+            return Err(TargetError::Protocol(format!(
+                "{immediate_len} bytes of immediate data exceed FirstBurstLength {} or the \
+                 Expected Data Transfer Length {edtl}",
+                params.first_burst_length
+            )));
+        }
+        let max_transfer = self.target().map_or(0, |t| t.max_transfer_bytes);
+        if edtl > max_transfer {
+            tracing::warn!(
+                itt,
+                edtl,
+                max_transfer,
+                "write longer than the target's maximum transfer"
+            );
+            self.send_scsi_response(
+                &h.lun,
+                itt,
+                STATUS_CHECK_CONDITION,
+                &invalid_field_in_cdb(),
+                0,
+                (false, false, 0),
+            );
+            return Ok(());
+        }
+        let unsolicited_end = if h.final_pdu || params.initial_r2t {
+            immediate_len
+        } else {
+            params.first_burst_length.min(edtl).max(immediate_len)
+        };
+        let mut buffer = vec![0u8; edtl as usize];
+        if let Some(dst) = buffer.get_mut(..data.len()) {
+            dst.copy_from_slice(data);
+        }
+        let state = WriteState {
+            lun,
+            cdb: h.cdb,
+            buffer,
+            received: immediate_len,
+            unsolicited_end,
+            unsolicited_next: immediate_len,
+            unsolicited_data_sn: 0,
+            next_r2t_offset: unsolicited_end,
+            r2ts: Vec::new(),
+            r2t_sn: 0,
+        };
+        self.tasks.insert(
+            itt,
+            Task {
+                lun_field: h.lun,
+                phase: Phase::Collecting(state),
+            },
+        );
+        self.progress_write(itt);
+        self.update_window();
+        Ok(())
+    }
+
+    pub(super) fn handle_data_out(
+        &mut self,
+        h: pdu::DataOut,
+        data: &[u8],
+    ) -> Result<(), TargetError> {
+        let itt = h.initiator_task_tag;
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            // A task already answered (refused, aborted): its data is dropped.
+            tracing::debug!(itt, "Data-Out for no task in progress; dropped");
+            return Ok(());
+        };
+        let Phase::Collecting(write) = &mut task.phase else {
+            return Err(TargetError::Protocol(format!(
+                "Data-Out for task {itt:#x}, which is not receiving data"
+            )));
+        };
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let offset = h.buffer_offset;
+        let end = offset.checked_add(len).ok_or_else(|| {
+            TargetError::Protocol(format!("Data-Out offset {offset} + {len} overflows"))
+        })?;
+        if h.target_transfer_tag == RESERVED_TAG {
+            if offset != write.unsolicited_next || end > write.unsolicited_end {
+                return Err(TargetError::Protocol(format!(
+                    "unsolicited Data-Out at {offset}+{len}; expected offset {} up to {}",
+                    write.unsolicited_next, write.unsolicited_end
+                )));
+            }
+            if h.data_sn != write.unsolicited_data_sn {
+                return Err(TargetError::Protocol(format!(
+                    "unsolicited Data-Out with DataSN {}, expected {}",
+                    h.data_sn, write.unsolicited_data_sn
+                )));
+            }
+            write.unsolicited_data_sn += 1;
+            write.unsolicited_next = end;
+            if h.final_pdu && end < write.unsolicited_end {
+                // The initiator ended its unsolicited burst early.
+                write.unsolicited_end = end;
+                write.next_r2t_offset = end;
+            }
+        } else {
+            let Some(index) = write
+                .r2ts
+                .iter()
+                .position(|r| r.ttt == h.target_transfer_tag)
+            else {
+                return Err(TargetError::Protocol(format!(
+                    "Data-Out with unknown Target Transfer Tag {:#x}",
+                    h.target_transfer_tag
+                )));
+            };
+            let r2t = &mut write.r2ts[index];
+            if offset != r2t.next || end > r2t.end {
+                return Err(TargetError::Protocol(format!(
+                    "solicited Data-Out at {offset}+{len}; expected offset {} up to {}",
+                    r2t.next, r2t.end
+                )));
+            }
+            if h.data_sn != r2t.data_sn {
+                return Err(TargetError::Protocol(format!(
+                    "Data-Out with DataSN {}, expected {} (R2T {:#x})",
+                    h.data_sn, r2t.data_sn, r2t.ttt
+                )));
+            }
+            r2t.data_sn += 1;
+            r2t.next = end;
+            if r2t.next == r2t.end {
+                write.r2ts.swap_remove(index);
+            }
+        }
+        let Some(dst) = write.buffer.get_mut(offset as usize..end as usize) else {
+            return Err(TargetError::Protocol(format!(
+                "Data-Out {offset}+{len} past the Expected Data Transfer Length"
+            )));
+        };
+        dst.copy_from_slice(data);
+        write.received += len;
+        self.stats.bytes_written += u64::from(len);
+        self.progress_write(itt);
+        Ok(())
+    }
+
+    /// Sends R2Ts while allowed, or hands the write to the logical unit once all is in.
+    fn progress_write(&mut self, itt: Tag) {
+        let max_r2t = usize::from(self.params.max_outstanding_r2t.max(1));
+        let max_burst = self.params.max_burst_length.max(512);
+        let mut r2ts = Vec::new();
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            return;
+        };
+        let lun_field = task.lun_field;
+        let Phase::Collecting(write) = &mut task.phase else {
+            return;
+        };
+        let edtl = u32::try_from(write.buffer.len()).unwrap_or(u32::MAX);
+        if write.received >= edtl {
+            let r2ts_sent = write.r2t_sn;
+            let request = CommandRequest {
+                id: CommandId(itt),
+                lun: write.lun,
+                cdb: std::mem::take(&mut write.cdb),
+                data_out: std::mem::take(&mut write.buffer),
+                expected_data_in_len: 0,
+            };
+            task.phase = Phase::Running {
+                read: false,
+                edtl,
+                r2ts_sent,
+            };
+            self.ready.push_back(request);
+            return;
+        }
+        let unsolicited_done = write.unsolicited_next >= write.unsolicited_end;
+        while unsolicited_done && write.r2ts.len() < max_r2t && write.next_r2t_offset < edtl {
+            let offset = write.next_r2t_offset;
+            let len = max_burst.min(edtl - offset);
+            write.next_r2t_offset += len;
+            r2ts.push((offset, len, write.r2t_sn));
+            write.r2t_sn += 1;
+            write.r2ts.push(OpenR2t {
+                ttt: 0,
+                end: offset + len,
+                next: offset,
+                data_sn: 0,
+            });
+        }
+        // Tags are allocated outside the borrow of the task.
+        let mut ttts = Vec::with_capacity(r2ts.len());
+        for _ in &r2ts {
+            ttts.push(self.allocate_ttt());
+        }
+        if let Some(Task {
+            phase: Phase::Collecting(write),
+            ..
+        }) = self.tasks.get_mut(&itt)
+        {
+            let first_new = write.r2ts.len() - r2ts.len();
+            for (r2t, ttt) in write.r2ts[first_new..].iter_mut().zip(&ttts) {
+                r2t.ttt = *ttt;
+            }
+        }
+        for ((offset, len, r2t_sn), ttt) in r2ts.into_iter().zip(ttts) {
+            self.stats.r2ts += 1;
+            let stat_sn = self.stat_sn;
+            self.push(
+                Header::R2t(pdu::R2t {
+                    lun: lun_field,
+                    initiator_task_tag: itt,
+                    target_transfer_tag: ttt,
+                    stat_sn,
+                    exp_cmd_sn: 0,
+                    max_cmd_sn: 0,
+                    r2t_sn,
+                    buffer_offset: offset,
+                    desired_data_transfer_length: len,
+                }),
+                Vec::new(),
+            );
+        }
+    }
+
+    /// Hands back what the logical unit made of a command from
+    /// [`TargetSession::poll_command`]. A command aborted meanwhile is dropped silently.
+    pub fn complete_command(&mut self, id: CommandId, result: CommandResult) {
+        let itt = id.0;
+        let Some(task) = self.tasks.remove(&itt) else {
+            return;
+        };
+        let Phase::Running {
+            read,
+            edtl,
+            r2ts_sent,
+        } = task.phase
+        else {
+            return;
+        };
+        let CommandResult {
+            status,
+            sense,
+            data_in,
+            data_out_wanted,
+        } = result;
+        let produced = u32::try_from(data_in.len()).unwrap_or(u32::MAX);
+        let send_len = if read { produced.min(edtl) } else { 0 };
+        let residual = if !read {
+            match data_out_wanted {
+                Some(wanted) if wanted < edtl => (true, false, edtl - wanted),
+                Some(wanted) if wanted > edtl => (false, true, wanted - edtl),
+                _ => (false, false, 0),
+            }
+        } else if produced < edtl {
+            (true, false, edtl - produced)
+        } else if produced > edtl {
+            (false, true, produced - edtl)
+        } else {
+            (false, false, 0)
+        };
+        if send_len == 0 {
+            self.send_scsi_response(&task.lun_field, itt, status, &sense, r2ts_sent, residual);
+            self.update_window();
+            return;
+        }
+        self.stats.bytes_read += u64::from(send_len);
+        let status_in_data = status == STATUS_GOOD && sense.is_empty();
+        let status_info = status_in_data.then(|| Status {
+            status,
+            stat_sn: self.take_stat_sn(),
+            underflow: residual.0,
+            overflow: residual.1,
+            residual: residual.2,
+        });
+        let pdus = self.data_in_pdu_count(send_len);
+        self.outbox.push_back(Outgoing::DataIn(ReadReply {
+            itt,
+            lun_field: task.lun_field,
+            data: Arc::new(data_in),
+            len: send_len,
+            offset: 0,
+            data_sn: 0,
+            burst_left: self.params.max_burst_length.max(512),
+            status: status_info,
+        }));
+        if !status_in_data {
+            self.send_scsi_response(&task.lun_field, itt, status, &sense, pdus, residual);
+        }
+        self.update_window();
+    }
+
+    /// How many Data-In PDUs `len` bytes take (for the SCSI Response's ExpDataSN).
+    fn data_in_pdu_count(&self, len: u32) -> u32 {
+        let segment = self.params.initiator_max_recv_data_segment_length.max(512);
+        let burst = self.params.max_burst_length.max(512);
+        let full_bursts = len / burst;
+        let last = len % burst;
+        full_bursts * burst.div_ceil(segment) + last.div_ceil(segment)
+    }
+
+    fn send_scsi_response(
+        &mut self,
+        lun: &LunField,
+        itt: Tag,
+        status: u8,
+        sense: &[u8],
+        exp_data_sn: u32,
+        (underflow, overflow, residual): (bool, bool, u32),
+    ) {
+        let _ = lun;
+        let mut data = Vec::new();
+        if !sense.is_empty() {
+            let sense = sense.get(..u16::MAX as usize).unwrap_or(sense);
+            // Cannot fail: the length fits in 16 bits.
+            let _ = pdu::encode_scsi_response_data(sense, &[], &mut data);
+        }
+        let stat_sn = self.take_stat_sn();
+        self.push(
+            Header::ScsiResponse(pdu::ScsiResponse {
+                bidi_read_overflow: false,
+                bidi_read_underflow: false,
+                overflow,
+                underflow,
+                response: 0,
+                status,
+                initiator_task_tag: itt,
+                snack_tag: 0,
+                stat_sn,
+                exp_cmd_sn: 0,
+                max_cmd_sn: 0,
+                exp_data_sn,
+                bidi_read_residual_count: 0,
+                residual_count: residual,
+            }),
+            data,
+        );
+    }
+
+    /// Cuts the next Data-In PDU of `reply`; `true` when it was the last.
+    pub(super) fn next_data_in(&mut self, reply: &mut ReadReply) -> (Transmit, bool) {
+        let segment = self.params.initiator_max_recv_data_segment_length.max(512);
+        let remaining = reply.len - reply.offset;
+        let len = segment.min(remaining).min(reply.burst_left);
+        let last = len == remaining;
+        let end_of_burst = last || len == reply.burst_left;
+        let status = if last { reply.status } else { None };
+        let header = Header::DataIn(pdu::DataIn {
+            final_pdu: end_of_burst,
+            acknowledge: false,
+            overflow: status.is_some_and(|s| s.overflow),
+            underflow: status.is_some_and(|s| s.underflow),
+            status: status.map(|s| s.status),
+            lun: reply.lun_field,
+            initiator_task_tag: reply.itt,
+            target_transfer_tag: RESERVED_TAG,
+            stat_sn: status.map_or(0, |s| s.stat_sn),
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            data_sn: reply.data_sn,
+            buffer_offset: reply.offset,
+            residual_count: status.map_or(0, |s| s.residual),
+        });
+        let transmit = Transmit {
+            header,
+            data: TransmitData::Shared {
+                buffer: Arc::clone(&reply.data),
+                offset: reply.offset as usize,
+                len: len as usize,
+            },
+            digests: self.digests,
+        };
+        reply.offset += len;
+        reply.data_sn += 1;
+        reply.burst_left -= len;
+        if reply.burst_left == 0 {
+            reply.burst_left = self.params.max_burst_length.max(512);
+        }
+        (transmit, last)
+    }
+}

@@ -1,0 +1,1163 @@
+//! The sans-IO iSCSI target session, RFC 7143, one connection per session
+//! (MaxConnections=1) at error recovery level 0.
+//!
+//! Like the initiator session in `datapath::session`: no sockets, no clock. Every call
+//! takes `now`; input goes in through `handle_*`, output comes out through `poll_*`.
+//!
+//! # Driving a session
+//! 1. [`TargetSession::new`] for each accepted connection.
+//! 2. Loop:
+//!    - frame received bytes with [`TargetSession::digests`] and
+//!      [`TargetSession::max_recv_data_segment_length`]; deliver each PDU with
+//!      [`TargetSession::handle_pdu`], or [`TargetSession::handle_malformed_pdu`] when the
+//!      codec refused it;
+//!    - run every [`CommandRequest`] from [`TargetSession::poll_command`] on the logical unit
+//!      and hand the result back with [`TargetSession::complete_command`];
+//!    - send every [`Transmit`] from [`TargetSession::poll_transmit`], framed with its own
+//!      `digests` (the last Login Response goes out without digests even when they were
+//!      negotiated);
+//!    - call [`TargetSession::handle_timeout`] when [`TargetSession::poll_timeout`] passes;
+//!    - drain [`TargetSession::poll_event`].
+//! 3. When a `handle_*` call returns `Err`, or [`TargetSession::state`] is `Closed`, send
+//!    what `poll_transmit` still gives and close the connection.
+//!
+//! # What is where
+//! - `login`: the login responder, sections 6, 11.12, 11.13, 12.1.3 (CHAP) and 13.
+//! - `command`: SCSI Command, Data-Out, R2T, Data-In, SCSI Response (sections 11.3, 11.4,
+//!   11.7, 11.8) with ImmediateData, InitialR2T, FirstBurstLength, MaxBurstLength and
+//!   MaxOutstandingR2T (section 13).
+//! - Here: the command window (section 4.2.2.1), NOP-Out/NOP-In (11.18, 11.19), Task
+//!   Management (11.5, 11.6), Text and SendTargets (11.10, 11.11, appendix C), Logout
+//!   (11.14, 11.15), Reject (11.17).
+#![forbid(unsafe_code)]
+
+mod command;
+mod error;
+mod login;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datapath::pdu::{
+    self, Digests, Header, Isid, LunField, Opcode, PduError, SerialNumber, Tag, BHS_LEN,
+    RESERVED_TAG,
+};
+use datapath::scsi::Lun;
+use datapath::text::{
+    encode_pairs, parse_pairs, split_text, OperationalOffer, OperationalParams, TextAccumulator,
+    TextLimits,
+};
+
+pub use error::TargetError;
+
+use command::Task;
+use login::LoginState;
+
+/// MaxRecvDataSegmentLength in force during login (section 13.12).
+pub const LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH: u32 = 8192;
+
+/// Longest text (login or Text Request) accepted after joining continued PDUs.
+const MAX_TEXT_LEN: usize = 65_536;
+
+/// Commands outside the window tolerated in a row before the connection is closed: RFC
+/// 7143 section 4.2.2.1 says to ignore them, but an initiator that sends nothing else is
+/// broken and only holds resources.
+const MAX_WINDOW_VIOLATIONS: u32 = 16;
+
+/// Login status classes and details, section 11.13.5.
+pub mod login_status {
+    pub const INITIATOR_ERROR: (u8, u8) = (0x02, 0x00);
+    pub const AUTHENTICATION_FAILURE: (u8, u8) = (0x02, 0x01);
+    pub const AUTHORIZATION_FAILURE: (u8, u8) = (0x02, 0x02);
+    pub const NOT_FOUND: (u8, u8) = (0x02, 0x03);
+    pub const UNSUPPORTED_VERSION: (u8, u8) = (0x02, 0x05);
+    pub const MISSING_PARAMETER: (u8, u8) = (0x02, 0x07);
+    pub const SESSION_DOES_NOT_EXIST: (u8, u8) = (0x02, 0x0a);
+    pub const INVALID_DURING_LOGIN: (u8, u8) = (0x02, 0x0b);
+}
+
+/// Reject reasons, section 11.17.1.
+pub mod reject_reason {
+    pub const DATA_DIGEST_ERROR: u8 = 0x02;
+    pub const PROTOCOL_ERROR: u8 = 0x04;
+    pub const COMMAND_NOT_SUPPORTED: u8 = 0x05;
+    pub const INVALID_PDU_FIELD: u8 = 0x09;
+    pub const OUT_OF_RESOURCES: u8 = 0x0a;
+}
+
+/// CHAP credentials of one side (RFC 7143 section 12.1.3). Never printed.
+#[derive(Clone)]
+pub struct ChapCredentials {
+    pub user: String,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for ChapCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChapCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One target node as a session sees it: its name, its LUN numbers, who may log in.
+#[derive(Debug, Clone)]
+pub struct TargetNode {
+    /// TargetName (iqn. or eui.).
+    pub name: String,
+    pub alias: Option<String>,
+    /// The LUN numbers that exist (for task management's "LUN does not exist").
+    pub luns: Vec<u64>,
+    /// When set, the initiator must authenticate with CHAP with these credentials.
+    pub chap: Option<ChapCredentials>,
+    /// When set (and `chap` is set), the target answers the initiator's challenge as this.
+    pub mutual_chap: Option<ChapCredentials>,
+    /// When set, only these InitiatorNames may log in (status 0x0202 otherwise).
+    pub allowed_initiators: Option<Vec<String>>,
+    /// The largest write (Expected Data Transfer Length) a command may carry: bounds the
+    /// buffer a write collects before the logical unit runs it.
+    pub max_transfer_bytes: u32,
+}
+
+/// A network portal and its portal group, for SendTargets (section 4.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Portal {
+    pub addr: SocketAddr,
+    pub group_tag: u16,
+}
+
+/// What every session of a target shares.
+#[derive(Debug, Clone)]
+pub struct TargetSessionConfig {
+    pub targets: Vec<TargetNode>,
+    pub portals: Vec<Portal>,
+    /// Our operational wishes (MaxRecvDataSegmentLength, burst lengths, ...).
+    pub offer: OperationalOffer,
+    /// Commands a session may have accepted and not completed: sets MaxCmdSN.
+    pub cmd_window: u32,
+    pub login_timeout: Duration,
+    /// Silence from the initiator this long makes us ping it with a NOP-In;
+    /// `Duration::ZERO` turns pings off.
+    pub nop_interval: Duration,
+    /// An unanswered ping fails the connection after this long.
+    pub nop_timeout: Duration,
+    /// CHAP credentials required on discovery sessions, if any.
+    pub discovery_chap: Option<ChapCredentials>,
+}
+
+impl TargetSessionConfig {
+    /// Our usual offer: 256 KiB PDUs, 1 MiB bursts, ImmediateData, InitialR2T=Yes,
+    /// up to 4 R2Ts outstanding per command.
+    pub fn default_offer() -> OperationalOffer {
+        OperationalOffer {
+            header_digests: vec![
+                datapath::text::DigestChoice::None,
+                datapath::text::DigestChoice::Crc32c,
+            ],
+            data_digests: vec![
+                datapath::text::DigestChoice::None,
+                datapath::text::DigestChoice::Crc32c,
+            ],
+            // InitialR2T=Yes (the RFC default): a write's data beyond its immediate data
+            // waits for our R2T, so an abort that follows the command can still stop it.
+            initial_r2t: true,
+            immediate_data: true,
+            max_recv_data_segment_length: 262_144,
+            max_burst_length: 1_048_576,
+            first_burst_length: 262_144,
+            max_outstanding_r2t: 4,
+            default_time2wait: 0,
+            default_time2retain: 0,
+            ..OperationalOffer::default()
+        }
+    }
+
+    pub fn new(targets: Vec<TargetNode>, portals: Vec<Portal>) -> TargetSessionConfig {
+        TargetSessionConfig {
+            targets,
+            portals,
+            offer: Self::default_offer(),
+            cmd_window: 64,
+            login_timeout: Duration::from_secs(30),
+            nop_interval: Duration::from_secs(30),
+            nop_timeout: Duration::from_secs(30),
+            discovery_chap: None,
+        }
+    }
+}
+
+/// What differs per connection.
+#[derive(Clone)]
+pub struct ConnectionParams {
+    /// The TSIH this session gets if its login succeeds (non-zero, unique in the target).
+    pub tsih: u16,
+    /// Random bytes for our CHAP challenge (at least 16, fresh per connection).
+    pub chap_challenge: Vec<u8>,
+    /// The first StatSN (any value, section 11.13.3).
+    pub initial_stat_sn: u32,
+    /// The portal group the connection came in on (TargetPortalGroupTag).
+    pub portal_group_tag: u16,
+}
+
+impl std::fmt::Debug for ConnectionParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionParams")
+            .field("tsih", &self.tsih)
+            .field("portal_group_tag", &self.portal_group_tag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    Login,
+    FullFeature,
+    /// Logged out, or failed: send what is left and close the connection.
+    Closed,
+}
+
+impl TargetState {
+    fn name(self) -> &'static str {
+        match self {
+            TargetState::Login => "login",
+            TargetState::FullFeature => "full feature phase",
+            TargetState::Closed => "closed",
+        }
+    }
+}
+
+/// The kind of session the initiator asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionType {
+    Normal,
+    Discovery,
+}
+
+/// What the session reports to its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetEvent {
+    /// The login is about to complete: a new normal session with this identity. A session
+    /// with the same initiator, ISID and target must be closed (reinstatement, section
+    /// 6.3.5) before the final Login Response goes out.
+    LoggedIn {
+        initiator_name: String,
+        isid: Isid,
+        /// `None` for a discovery session.
+        target_name: Option<String>,
+        tsih: u16,
+    },
+    /// The initiator logged out.
+    LoggedOut,
+}
+
+/// Data of a PDU to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransmitData {
+    None,
+    Owned(Vec<u8>),
+    /// A range of a command's read data, shared rather than copied.
+    Shared {
+        buffer: Arc<Vec<u8>>,
+        offset: usize,
+        len: usize,
+    },
+}
+
+/// One PDU to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub header: Header,
+    pub data: TransmitData,
+    /// The digests to frame this PDU with.
+    pub digests: Digests,
+}
+
+impl Transmit {
+    /// The data segment.
+    pub fn data(&self) -> &[u8] {
+        match &self.data {
+            TransmitData::None => &[],
+            TransmitData::Owned(bytes) => bytes,
+            TransmitData::Shared {
+                buffer,
+                offset,
+                len,
+            } => buffer
+                .get(*offset..offset.saturating_add(*len))
+                .unwrap_or(&[]),
+        }
+    }
+}
+
+/// Identifies a command handed out by [`TargetSession::poll_command`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommandId(Tag);
+
+/// A SCSI command ready for the logical unit: all its write data is in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CommandRequest {
+    pub id: CommandId,
+    /// The LUN number (SAM addressing decoded).
+    pub lun: u64,
+    pub cdb: Vec<u8>,
+    /// Write data: exactly the Expected Data Transfer Length for a write, else empty.
+    pub data_out: Vec<u8>,
+    /// Expected Data Transfer Length for a read (0 if the command does not read).
+    pub expected_data_in_len: u32,
+}
+
+impl std::fmt::Debug for CommandRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandRequest")
+            .field("id", &self.id)
+            .field("lun", &self.lun)
+            .field("cdb", &self.cdb)
+            .field("data_out_len", &self.data_out.len())
+            .field("expected_data_in_len", &self.expected_data_in_len)
+            .finish()
+    }
+}
+
+/// What the logical unit made of a command.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct CommandResult {
+    /// SCSI status (0x00 GOOD, 0x02 CHECK CONDITION, ...).
+    pub status: u8,
+    /// Sense data (fixed or descriptor format), empty if none.
+    pub sense: Vec<u8>,
+    /// Read data; longer than the Expected Data Transfer Length is an overflow.
+    pub data_in: Vec<u8>,
+    /// For a write: the Data-Out length the CDB asked for, when known. Differing from the
+    /// Expected Data Transfer Length gives a residual (section 11.4.5.1).
+    pub data_out_wanted: Option<u32>,
+}
+
+impl std::fmt::Debug for CommandResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandResult")
+            .field("status", &self.status)
+            .field("sense", &self.sense)
+            .field("data_in_len", &self.data_in.len())
+            .finish()
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetStats {
+    pub pdus_received: u64,
+    pub pdus_sent: u64,
+    pub commands: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub r2ts: u64,
+    pub rejects: u64,
+    pub dropped_out_of_window: u64,
+    pub pings_sent: u64,
+}
+
+/// Entries of the transmit queue. Read data is cut into Data-In PDUs only as it is polled.
+#[derive(Debug)]
+enum Outgoing {
+    Pdu(Transmit),
+    DataIn(command::ReadReply),
+}
+
+/// Our outstanding NOP-In ping.
+#[derive(Debug, Clone, Copy)]
+struct Ping {
+    ttt: Tag,
+    sent: Instant,
+}
+
+/// A text response too long for one PDU, sent piece by piece (section 11.11: C bit).
+#[derive(Debug)]
+struct PendingText {
+    ttt: Tag,
+    itt: Tag,
+    rest: Vec<u8>,
+}
+
+/// The target side of one iSCSI connection and its session.
+pub struct TargetSession {
+    config: Arc<TargetSessionConfig>,
+    conn: ConnectionParams,
+    state: TargetState,
+    login: Option<LoginState>,
+    session_type: SessionType,
+    /// Index into `config.targets` of the target logged in to.
+    target: Option<usize>,
+    initiator_name: String,
+    params: OperationalParams,
+    digests: Digests,
+    exp_cmd_sn: u32,
+    /// The MaxCmdSN last advertised; never lowered.
+    max_cmd_sn: u32,
+    stat_sn: u32,
+    tasks: BTreeMap<Tag, Task>,
+    ready: VecDeque<CommandRequest>,
+    outbox: VecDeque<Outgoing>,
+    events: VecDeque<TargetEvent>,
+    text_in: TextAccumulator,
+    pending_text: Option<PendingText>,
+    next_ttt: Tag,
+    last_received: Instant,
+    ping: Option<Ping>,
+    window_violations: u32,
+    stats: TargetStats,
+}
+
+impl std::fmt::Debug for TargetSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetSession")
+            .field("state", &self.state)
+            .field("initiator", &self.initiator_name)
+            .field("tasks", &self.tasks.len())
+            .field("outbox", &self.outbox.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TargetSession {
+    /// A session for a newly accepted connection, waiting for the first Login Request.
+    pub fn new(
+        config: Arc<TargetSessionConfig>,
+        conn: ConnectionParams,
+        now: Instant,
+    ) -> TargetSession {
+        TargetSession {
+            login: Some(LoginState::new(now + config.login_timeout)),
+            stat_sn: conn.initial_stat_sn,
+            config,
+            conn,
+            state: TargetState::Login,
+            session_type: SessionType::Normal,
+            target: None,
+            initiator_name: String::new(),
+            params: OperationalParams::default(),
+            digests: Digests::default(),
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            tasks: BTreeMap::new(),
+            ready: VecDeque::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            text_in: TextAccumulator::new(MAX_TEXT_LEN),
+            pending_text: None,
+            next_ttt: 1,
+            last_received: now,
+            ping: None,
+            window_violations: 0,
+            stats: TargetStats::default(),
+        }
+    }
+
+    pub fn state(&self) -> TargetState {
+        self.state
+    }
+
+    /// The digests in force for received PDUs.
+    pub fn digests(&self) -> Digests {
+        self.digests
+    }
+
+    /// Our MaxRecvDataSegmentLength: frame received PDUs against it.
+    pub fn max_recv_data_segment_length(&self) -> u32 {
+        match self.state {
+            TargetState::Login => LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH,
+            _ => self.params.target_max_recv_data_segment_length,
+        }
+    }
+
+    /// The negotiated parameters (defaults before the login completes).
+    pub fn params(&self) -> &OperationalParams {
+        &self.params
+    }
+
+    pub fn session_type(&self) -> SessionType {
+        self.session_type
+    }
+
+    /// The target logged in to, once the login names it.
+    pub fn target(&self) -> Option<&TargetNode> {
+        self.target.and_then(|i| self.config.targets.get(i))
+    }
+
+    pub fn initiator_name(&self) -> &str {
+        &self.initiator_name
+    }
+
+    pub fn tsih(&self) -> u16 {
+        self.conn.tsih
+    }
+
+    pub fn stats(&self) -> TargetStats {
+        self.stats
+    }
+
+    /// Commands accepted and not yet completed.
+    pub fn outstanding_commands(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Delivers one PDU from the initiator. `Err` is fatal: flush `poll_transmit`, close.
+    pub fn handle_pdu(
+        &mut self,
+        now: Instant,
+        header: Header,
+        data: &[u8],
+    ) -> Result<(), TargetError> {
+        if self.state == TargetState::Closed {
+            return Ok(());
+        }
+        self.last_received = now;
+        self.stats.pdus_received += 1;
+        let result = self.dispatch(now, header, data);
+        if result.is_err() {
+            self.state = TargetState::Closed;
+        }
+        result
+    }
+
+    /// A PDU the codec refused (`bhs` is its 48-byte header as received). A Reject goes out
+    /// when the header can name what was rejected; the connection then closes, since the
+    /// byte stream cannot be trusted past a malformed PDU.
+    pub fn handle_malformed_pdu(
+        &mut self,
+        _now: Instant,
+        bhs: &[u8],
+        error: PduError,
+    ) -> TargetError {
+        let opcode = bhs.first().map_or(0, |b| b & 0x3f);
+        if self.state == TargetState::FullFeature {
+            if let Some(header) = bhs.get(..BHS_LEN) {
+                let reason = match error {
+                    PduError::UnknownOpcode(_) => reject_reason::COMMAND_NOT_SUPPORTED,
+                    PduError::DataDigestMismatch { .. } => reject_reason::DATA_DIGEST_ERROR,
+                    _ => reject_reason::INVALID_PDU_FIELD,
+                };
+                self.queue_reject(reason, header);
+            }
+        }
+        self.state = TargetState::Closed;
+        TargetError::Malformed {
+            opcode,
+            source: error,
+        }
+    }
+
+    /// Ends the session from outside (reinstatement, shutdown). Outstanding commands are
+    /// dropped; the caller closes the connection.
+    pub fn close(&mut self) {
+        self.state = TargetState::Closed;
+        self.tasks.clear();
+        self.ready.clear();
+    }
+
+    fn dispatch(&mut self, now: Instant, header: Header, data: &[u8]) -> Result<(), TargetError> {
+        let opcode = header.opcode();
+        let max = self.max_recv_data_segment_length();
+        if data.len() > max as usize {
+            return Err(TargetError::DataSegmentTooLong {
+                opcode,
+                len: data.len(),
+                max,
+            });
+        }
+        if !opcode.is_initiator() {
+            return Err(self.unexpected(opcode));
+        }
+        if self.state == TargetState::Login {
+            return match header {
+                Header::LoginRequest(request) => self.handle_login_request(now, request, data),
+                _ => Err(self.unexpected(opcode)),
+            };
+        }
+        let discovery = self.session_type == SessionType::Discovery;
+        match header {
+            Header::NopOut(h) => self.handle_nop_out(now, h, data),
+            Header::ScsiCommand(h) if !discovery => self.handle_scsi_command(h, data),
+            Header::TaskMgmtRequest(h) if !discovery => self.handle_task_mgmt(h),
+            Header::TextRequest(h) => self.handle_text_request(h, data),
+            Header::DataOut(h) if !discovery => self.handle_data_out(h, data),
+            Header::LogoutRequest(h) => self.handle_logout(h),
+            Header::SnackRequest(h) => {
+                // SNACK needs ErrorRecoveryLevel > 0 (section 11.16); we run ERL 0.
+                tracing::warn!(
+                    itt = h.initiator_task_tag,
+                    "SNACK at ErrorRecoveryLevel 0 rejected"
+                );
+                let bhs = self.reencode(&Header::SnackRequest(h));
+                self.queue_reject(reject_reason::PROTOCOL_ERROR, &bhs);
+                Ok(())
+            }
+            Header::LoginRequest(_) => Err(self.unexpected(opcode)),
+            other => {
+                // SCSI, task management and Data-Out in a discovery session (section
+                // 4.4.1: discovery sessions carry only text, NOP and logout).
+                tracing::warn!(opcode = ?other.opcode(), "PDU not allowed in a discovery session; rejected");
+                let bhs = self.reencode(&other);
+                self.queue_reject(reject_reason::PROTOCOL_ERROR, &bhs);
+                Ok(())
+            }
+        }
+    }
+
+    fn unexpected(&self, opcode: Opcode) -> TargetError {
+        TargetError::UnexpectedPdu {
+            opcode,
+            state: self.state.name(),
+        }
+    }
+
+    /// The wire header of a parsed PDU, for the data segment of a Reject.
+    fn reencode(&self, header: &Header) -> Vec<u8> {
+        let mut out = vec![0u8; BHS_LEN + header.ahs_len()];
+        if header.emit(0, &mut out).is_err() {
+            out.clear();
+        }
+        out.truncate(BHS_LEN);
+        out
+    }
+
+    /// Call when the instant from [`TargetSession::poll_timeout`] has passed. `Err` is
+    /// fatal, as from `handle_pdu`.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TargetError> {
+        match self.state {
+            TargetState::Closed => Ok(()),
+            TargetState::Login => {
+                if self.login.as_ref().is_some_and(|l| now >= l.deadline) {
+                    self.state = TargetState::Closed;
+                    return Err(TargetError::LoginTimeout);
+                }
+                Ok(())
+            }
+            TargetState::FullFeature => {
+                if let Some(ping) = self.ping {
+                    if now.saturating_duration_since(ping.sent) >= self.config.nop_timeout {
+                        self.state = TargetState::Closed;
+                        return Err(TargetError::PingTimeout {
+                            after_ms: now.saturating_duration_since(ping.sent).as_millis(),
+                        });
+                    }
+                } else if let Some(at) = self.ping_due() {
+                    if now >= at {
+                        self.send_ping(now);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn ping_due(&self) -> Option<Instant> {
+        if self.config.nop_interval.is_zero() || self.state != TargetState::FullFeature {
+            return None;
+        }
+        Some(self.last_received + self.config.nop_interval)
+    }
+
+    /// When [`TargetSession::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            TargetState::Closed => None,
+            TargetState::Login => self.login.as_ref().map(|l| l.deadline),
+            TargetState::FullFeature => match self.ping {
+                Some(ping) => Some(ping.sent + self.config.nop_timeout),
+                None => self.ping_due(),
+            },
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<TargetEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next command ready for the logical unit.
+    pub fn poll_command(&mut self) -> Option<CommandRequest> {
+        self.ready.pop_front()
+    }
+
+    /// The next PDU to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        {
+            let mut transmit = match self.outbox.pop_front()? {
+                Outgoing::Pdu(t) => t,
+                Outgoing::DataIn(mut reply) => {
+                    let (t, done) = self.next_data_in(&mut reply);
+                    if !done {
+                        self.outbox.push_front(Outgoing::DataIn(reply));
+                    }
+                    t
+                }
+            };
+            // ExpCmdSN and MaxCmdSN are stamped as late as possible, so they are current.
+            let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn);
+            match &mut transmit.header {
+                Header::NopIn(h) => (h.exp_cmd_sn, h.max_cmd_sn) = (exp, max),
+                Header::ScsiResponse(h) => (h.exp_cmd_sn, h.max_cmd_sn) = (exp, max),
+                Header::TaskMgmtResponse(h) => (h.exp_cmd_sn, h.max_cmd_sn) = (exp, max),
+                Header::TextResponse(h) => (h.exp_cmd_sn, h.max_cmd_sn) = (exp, max),
+                Header::DataIn(h) => (h.exp_cmd_sn, h.max_cmd_sn) = (exp, max),
+                Header::LogoutResponse(h) => (h.exp_cmd_sn, h.max_cmd_sn) = (exp, max),
+                Header::R2t(h) => (h.exp_cmd_sn, h.max_cmd_sn) = (exp, max),
+                Header::Reject(h) => (h.exp_cmd_sn, h.max_cmd_sn) = (exp, max),
+                Header::AsyncMessage(h) => (h.exp_cmd_sn, h.max_cmd_sn) = (exp, max),
+                // Login responses carry the values of their moment (set when queued).
+                _ => {}
+            }
+            self.stats.pdus_sent += 1;
+            Some(transmit)
+        }
+    }
+
+    /// Queues a PDU with the current digests.
+    fn push(&mut self, header: Header, data: Vec<u8>) {
+        let data = if data.is_empty() {
+            TransmitData::None
+        } else {
+            TransmitData::Owned(data)
+        };
+        self.outbox.push_back(Outgoing::Pdu(Transmit {
+            header,
+            data,
+            digests: self.digests,
+        }));
+    }
+
+    /// Takes the next StatSN for a PDU that carries status.
+    fn take_stat_sn(&mut self) -> u32 {
+        let sn = self.stat_sn;
+        self.stat_sn = self.stat_sn.wrapping_add(1);
+        sn
+    }
+
+    fn allocate_ttt(&mut self) -> Tag {
+        let ttt = self.next_ttt;
+        self.next_ttt = self.next_ttt.wrapping_add(1);
+        if self.next_ttt == RESERVED_TAG {
+            self.next_ttt = 1;
+        }
+        ttt
+    }
+
+    /// Section 11.17: the Reject carries the rejected PDU's header as its data.
+    fn queue_reject(&mut self, reason: u8, rejected_bhs: &[u8]) {
+        self.stats.rejects += 1;
+        let stat_sn = self.take_stat_sn();
+        let data = rejected_bhs.get(..BHS_LEN).unwrap_or(rejected_bhs).to_vec();
+        self.push(
+            Header::Reject(pdu::Reject {
+                reason,
+                stat_sn,
+                exp_cmd_sn: 0,
+                max_cmd_sn: 0,
+                data_sn_or_r2t_sn: 0,
+            }),
+            data,
+        );
+    }
+
+    /// Recomputes MaxCmdSN from the free command slots, never lowering it (section 4.2.2.1).
+    fn update_window(&mut self) {
+        let outstanding = u32::try_from(self.tasks.len() + self.ready.len()).unwrap_or(u32::MAX);
+        let free = self.config.cmd_window.max(1).saturating_sub(outstanding);
+        let candidate = self.exp_cmd_sn.wrapping_add(free).wrapping_sub(1);
+        if SerialNumber(candidate) > SerialNumber(self.max_cmd_sn) {
+            self.max_cmd_sn = candidate;
+        }
+    }
+
+    /// Section 4.2.2.1: checks a PDU's CmdSN against the window. `Ok(true)` means take it
+    /// (and a non-immediate one advances ExpCmdSN), `Ok(false)` means ignore it.
+    fn accept_cmd_sn(
+        &mut self,
+        cmd_sn: u32,
+        immediate: bool,
+        what: &str,
+    ) -> Result<bool, TargetError> {
+        if immediate {
+            return Ok(true);
+        }
+        if cmd_sn == self.exp_cmd_sn && SerialNumber(cmd_sn) <= SerialNumber(self.max_cmd_sn) {
+            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+            self.window_violations = 0;
+            return Ok(true);
+        }
+        self.stats.dropped_out_of_window += 1;
+        self.window_violations += 1;
+        tracing::warn!(
+            cmd_sn,
+            exp_cmd_sn = self.exp_cmd_sn,
+            max_cmd_sn = self.max_cmd_sn,
+            pdu = what,
+            "CmdSN outside the command window: PDU ignored (RFC 7143 section 4.2.2.1)"
+        );
+        if self.window_violations >= MAX_WINDOW_VIOLATIONS {
+            return Err(TargetError::WindowViolations {
+                count: self.window_violations,
+            });
+        }
+        Ok(false)
+    }
+
+    // ---- NOP (sections 11.18, 11.19) ----
+
+    fn handle_nop_out(
+        &mut self,
+        _now: Instant,
+        h: pdu::NopOut,
+        data: &[u8],
+    ) -> Result<(), TargetError> {
+        if h.initiator_task_tag == RESERVED_TAG {
+            // An answer to our ping (section 11.18.3); it must be immediate and takes no
+            // CmdSN.
+            if let Some(ping) = self.ping {
+                if h.target_transfer_tag == ping.ttt {
+                    self.ping = None;
+                }
+            }
+            return Ok(());
+        }
+        if !self.accept_cmd_sn(h.cmd_sn, h.immediate, "NOP-Out")? {
+            return Ok(());
+        }
+        let stat_sn = self.take_stat_sn();
+        self.push(
+            Header::NopIn(pdu::NopIn {
+                lun: h.lun,
+                initiator_task_tag: h.initiator_task_tag,
+                target_transfer_tag: RESERVED_TAG,
+                stat_sn,
+                exp_cmd_sn: 0,
+                max_cmd_sn: 0,
+            }),
+            // Echo the ping data (section 11.19.7); bounded by our MaxRecvDataSegmentLength
+            // and to be sent within the initiator's.
+            data.get(..self.params.initiator_max_recv_data_segment_length as usize)
+                .unwrap_or(data)
+                .to_vec(),
+        );
+        self.update_window();
+        Ok(())
+    }
+
+    fn send_ping(&mut self, now: Instant) {
+        let ttt = self.allocate_ttt();
+        self.ping = Some(Ping { ttt, sent: now });
+        self.stats.pings_sent += 1;
+        // A ping carries the next StatSN without taking it (section 11.19.4).
+        let stat_sn = self.stat_sn;
+        self.push(
+            Header::NopIn(pdu::NopIn {
+                lun: [0; 8],
+                initiator_task_tag: RESERVED_TAG,
+                target_transfer_tag: ttt,
+                stat_sn,
+                exp_cmd_sn: 0,
+                max_cmd_sn: 0,
+            }),
+            Vec::new(),
+        );
+    }
+
+    // ---- Task management (sections 11.5, 11.6) ----
+
+    fn handle_task_mgmt(&mut self, h: pdu::TaskMgmtRequest) -> Result<(), TargetError> {
+        if !self.accept_cmd_sn(h.cmd_sn, h.immediate, "Task Management")? {
+            return Ok(());
+        }
+        const FUNCTION_COMPLETE: u8 = 0;
+        const TASK_DOES_NOT_EXIST: u8 = 1;
+        const LUN_DOES_NOT_EXIST: u8 = 2;
+        const REASSIGNMENT_NOT_SUPPORTED: u8 = 4;
+        const NOT_SUPPORTED: u8 = 5;
+        let lun = Lun::from_field(h.lun).number();
+        let lun_exists =
+            |s: &Self| lun.is_some_and(|n| s.target().is_some_and(|t| t.luns.contains(&n)));
+        let response = match h.function {
+            // ABORT TASK.
+            1 => {
+                if self.tasks.remove(&h.referenced_task_tag).is_some() {
+                    self.drop_queued_data_in(h.referenced_task_tag);
+                    FUNCTION_COMPLETE
+                } else if SerialNumber(h.ref_cmd_sn) < SerialNumber(self.exp_cmd_sn) {
+                    // Already received and answered: as good as aborted (11.5.1 b).
+                    FUNCTION_COMPLETE
+                } else {
+                    TASK_DOES_NOT_EXIST
+                }
+            }
+            // ABORT TASK SET, CLEAR TASK SET, LOGICAL UNIT RESET.
+            2 | 4 | 5 => {
+                if !lun_exists(self) {
+                    LUN_DOES_NOT_EXIST
+                } else {
+                    let aborted: Vec<Tag> = self
+                        .tasks
+                        .iter()
+                        .filter(|(_, t)| t.lun_field == h.lun)
+                        .map(|(itt, _)| *itt)
+                        .collect();
+                    for itt in aborted {
+                        self.tasks.remove(&itt);
+                        self.drop_queued_data_in(itt);
+                    }
+                    FUNCTION_COMPLETE
+                }
+            }
+            // TARGET WARM RESET.
+            6 => {
+                self.tasks.clear();
+                let itts: Vec<Tag> = self.outbox_data_in_tags();
+                for itt in itts {
+                    self.drop_queued_data_in(itt);
+                }
+                FUNCTION_COMPLETE
+            }
+            // TASK REASSIGN needs ERL 2 (section 11.5.1).
+            8 => REASSIGNMENT_NOT_SUPPORTED,
+            // CLEAR ACA, TARGET COLD RESET and anything else.
+            _ => NOT_SUPPORTED,
+        };
+        tracing::info!(
+            function = h.function,
+            referenced = h.referenced_task_tag,
+            response,
+            "task management"
+        );
+        let stat_sn = self.take_stat_sn();
+        self.push(
+            Header::TaskMgmtResponse(pdu::TaskMgmtResponse {
+                response,
+                initiator_task_tag: h.initiator_task_tag,
+                stat_sn,
+                exp_cmd_sn: 0,
+                max_cmd_sn: 0,
+            }),
+            Vec::new(),
+        );
+        self.update_window();
+        Ok(())
+    }
+
+    fn outbox_data_in_tags(&self) -> Vec<Tag> {
+        self.outbox
+            .iter()
+            .filter_map(|o| match o {
+                Outgoing::DataIn(r) => Some(r.itt),
+                Outgoing::Pdu(_) => None,
+            })
+            .collect()
+    }
+
+    /// An aborted read sends no more data (its status, already numbered, still goes out
+    /// only if the reply was complete; at ERL 0 the abort response covers it).
+    fn drop_queued_data_in(&mut self, itt: Tag) {
+        self.outbox.retain(|o| match o {
+            Outgoing::DataIn(r) => r.itt != itt,
+            Outgoing::Pdu(_) => true,
+        });
+        self.ready.retain(|r| r.id.0 != itt);
+    }
+
+    // ---- Text and SendTargets (sections 11.10, 11.11, appendix C) ----
+
+    fn handle_text_request(&mut self, h: pdu::TextRequest, data: &[u8]) -> Result<(), TargetError> {
+        if !self.accept_cmd_sn(h.cmd_sn, h.immediate, "Text Request")? {
+            return Ok(());
+        }
+        self.update_window();
+        // A request for the rest of a long response.
+        if h.target_transfer_tag != RESERVED_TAG {
+            match self.pending_text.take() {
+                Some(pending) if pending.ttt == h.target_transfer_tag && data.is_empty() => {
+                    self.send_text_piece(pending.itt, pending.rest);
+                    return Ok(());
+                }
+                _ => {
+                    return Err(TargetError::Protocol(format!(
+                        "Text Request with unknown Target Transfer Tag {:#x}",
+                        h.target_transfer_tag
+                    )))
+                }
+            }
+        }
+        // A new request abandons any unfinished response (section 11.10.4).
+        self.pending_text = None;
+        let Some(text) = self.text_in.push(data, h.continue_)? else {
+            // More request text follows: acknowledge with an empty response.
+            let stat_sn = self.take_stat_sn();
+            let ttt = self.allocate_ttt();
+            self.push(
+                Header::TextResponse(pdu::TextResponse {
+                    final_pdu: false,
+                    continue_: false,
+                    lun: [0; 8],
+                    initiator_task_tag: h.initiator_task_tag,
+                    target_transfer_tag: ttt,
+                    stat_sn,
+                    exp_cmd_sn: 0,
+                    max_cmd_sn: 0,
+                }),
+                Vec::new(),
+            );
+            return Ok(());
+        };
+        let limits = TextLimits {
+            max_text_len: MAX_TEXT_LEN,
+            ..TextLimits::default()
+        };
+        let pairs = datapath::text::parse_repeated_pairs(&text, &limits)?;
+        let mut replies = Vec::new();
+        for (key, value) in &pairs {
+            match key.as_str() {
+                "SendTargets" => replies.extend(self.send_targets(value)),
+                _ => replies.push((key.clone(), "NotUnderstood".to_owned())),
+            }
+        }
+        let mut out = Vec::new();
+        encode_pairs(&replies, &mut out);
+        self.send_text_piece(h.initiator_task_tag, out);
+        Ok(())
+    }
+
+    /// Sends as much of `text` as fits in one PDU; the rest waits for the initiator's
+    /// next empty Text Request (C=1 and a Target Transfer Tag, section 11.11.2).
+    fn send_text_piece(&mut self, itt: Tag, mut text: Vec<u8>) {
+        let max = self.params.initiator_max_recv_data_segment_length.max(512) as usize;
+        let stat_sn = self.take_stat_sn();
+        if text.len() <= max {
+            self.push(
+                Header::TextResponse(pdu::TextResponse {
+                    final_pdu: true,
+                    continue_: false,
+                    lun: [0; 8],
+                    initiator_task_tag: itt,
+                    target_transfer_tag: RESERVED_TAG,
+                    stat_sn,
+                    exp_cmd_sn: 0,
+                    max_cmd_sn: 0,
+                }),
+                text,
+            );
+            return;
+        }
+        let rest = text.split_off(max);
+        let ttt = self.allocate_ttt();
+        self.pending_text = Some(PendingText { ttt, itt, rest });
+        self.push(
+            Header::TextResponse(pdu::TextResponse {
+                final_pdu: false,
+                continue_: true,
+                lun: [0; 8],
+                initiator_task_tag: itt,
+                target_transfer_tag: ttt,
+                stat_sn,
+                exp_cmd_sn: 0,
+                max_cmd_sn: 0,
+            }),
+            text,
+        );
+    }
+
+    /// SendTargets (appendix C): `All` lists every target (in a discovery session);
+    /// a target name lists that one; empty lists the session's target.
+    fn send_targets(&self, value: &str) -> Vec<(String, String)> {
+        let config = &self.config;
+        let wanted: Vec<&TargetNode> = match value {
+            "All" if self.session_type == SessionType::Discovery => config.targets.iter().collect(),
+            "All" | "" => self.target().into_iter().collect(),
+            name => config.targets.iter().filter(|t| t.name == name).collect(),
+        };
+        let mut out = Vec::new();
+        for target in wanted {
+            if !initiator_allowed(target, &self.initiator_name) {
+                continue;
+            }
+            out.push(("TargetName".to_owned(), target.name.clone()));
+            for portal in &config.portals {
+                out.push(("TargetAddress".to_owned(), target_address(portal)));
+            }
+        }
+        out
+    }
+
+    // ---- Logout (sections 11.14, 11.15) ----
+
+    fn handle_logout(&mut self, h: pdu::LogoutRequest) -> Result<(), TargetError> {
+        if !self.accept_cmd_sn(h.cmd_sn, h.immediate, "Logout Request")? {
+            return Ok(());
+        }
+        // 0 = closed successfully, 2 = connection recovery not supported (ERL 0).
+        let response = match h.reason_code {
+            0 | 1 => 0,
+            _ => 2,
+        };
+        let stat_sn = self.take_stat_sn();
+        self.push(
+            Header::LogoutResponse(pdu::LogoutResponse {
+                response,
+                initiator_task_tag: h.initiator_task_tag,
+                stat_sn,
+                exp_cmd_sn: 0,
+                max_cmd_sn: 0,
+                time2wait: 0,
+                time2retain: 0,
+            }),
+            Vec::new(),
+        );
+        if response == 0 {
+            tracing::info!(initiator = %self.initiator_name, reason = h.reason_code, "logout");
+            self.tasks.clear();
+            self.ready.clear();
+            self.state = TargetState::Closed;
+            self.events.push_back(TargetEvent::LoggedOut);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `initiator` may see and log in to `target` (its ACL).
+fn initiator_allowed(target: &TargetNode, initiator: &str) -> bool {
+    match &target.allowed_initiators {
+        None => true,
+        Some(list) => list.iter().any(|i| i.eq_ignore_ascii_case(initiator)),
+    }
+}
+
+/// `host:port,tpgt` with IPv6 hosts in brackets (section 13.8 / appendix C).
+fn target_address(portal: &Portal) -> String {
+    match portal.addr {
+        SocketAddr::V4(a) => format!("{}:{},{}", a.ip(), a.port(), portal.group_tag),
+        SocketAddr::V6(a) => format!("[{}]:{},{}", a.ip(), a.port(), portal.group_tag),
+    }
+}
+
+/// Splits `text` into pieces for PDUs of at most `max` bytes.
+fn text_pieces(text: &[u8], max: u32) -> VecDeque<Vec<u8>> {
+    split_text(text, max as usize)
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Parses login text with login limits.
+fn parse_login_text(text: &[u8]) -> Result<Vec<(String, String)>, TargetError> {
+    let limits = TextLimits {
+        max_text_len: MAX_TEXT_LEN,
+        ..TextLimits::default()
+    };
+    Ok(parse_pairs(text, &limits)?)
+}
+
+/// The LUN field for a LUN number.
+pub fn lun_field(lun: u64) -> LunField {
+    Lun::from_u64(lun).to_field()
+}
