@@ -21,4 +21,13 @@ if [ "${TEST_PROFILE:-debug}" = release ]; then
     profile_args=(--release)
 fi
 
+# The fuzz targets must keep compiling, and each gets a short unguided smoke run (coverage
+# guidance needs nightly: see datapath/fuzz/README.md).
+if [ "${SKIP_FUZZ_SMOKE:-0}" != 1 ]; then
+    cargo build -q --release --manifest-path datapath/fuzz/Cargo.toml
+    for target in decode_pdu initiator_session parse_text scsi_decoders; do
+        datapath/fuzz/target/release/"$target" -runs=20000 -max_total_time=15 2>&1 | tail -n 1
+    done
+fi
+
 exec cargo test --workspace "${profile_args[@]}" "$@"
