@@ -68,25 +68,38 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-# Runs iscsi-perf for SECONDS_EACH seconds (it runs until interrupted) and prints the last
-# "iops average" it reported.
-perf() {
-  local url=$1 out
-  out=$(timeout -s INT "$SECONDS_EACH" iscsi-perf -r -m "$IN_FLIGHT" -b "$BLOCKS_PER_IO" "$url" 2>&1 || true)
-  echo "$out" >>"$work/perf.log"
-  echo "$out" | tr '\r' '\n' | grep -o 'iops average [0-9]*' | tail -1 | awk '{print $3}'
+# CPU seconds (user + system, all threads) a process has used so far.
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
-tgt_iops=$(perf "iscsi://127.0.0.1:$tgt_port/$tgt_iqn/1")
-our_iops=$(perf "iscsi://127.0.0.1:$our_port/$our_iqn/0")
+# Runs iscsi-perf for SECONDS_EACH seconds (it runs until interrupted) against the target
+# process $2 and prints the last "iops average" it reported and the CPU seconds the target
+# used meanwhile. iscsi-perf is one libiscsi thread: when it saturates its core, IOPS say
+# more about the client than the target, and the target's CPU per I/O is the fairer figure.
+perf() {
+  local url=$1 pid=$2 out before after iops
+  before=$(cpu_seconds "$pid")
+  out=$(timeout -s INT "$SECONDS_EACH" iscsi-perf -r -m "$IN_FLIGHT" -b "$BLOCKS_PER_IO" "$url" 2>&1 || true)
+  after=$(cpu_seconds "$pid")
+  echo "$out" >>"$work/perf.log"
+  iops=$(echo "$out" | tr '\r' '\n' | grep -o 'iops average [0-9]*' | tail -1 | awk '{print $3}')
+  echo "$iops $(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.3f", a - b }')"
+}
+
+read -r tgt_iops tgt_cpu < <(perf "iscsi://127.0.0.1:$tgt_port/$tgt_iqn/1" "$tgtd_pid")
+read -r our_iops our_cpu < <(perf "iscsi://127.0.0.1:$our_port/$our_iqn/0" "$gateway_pid")
 if [ -z "$tgt_iops" ] || [ -z "$our_iops" ]; then
   echo "iscsi-perf reported no IOPS; its output:" >&2
   cat "$work/perf.log" >&2
   exit 1
 fi
 
+per_io() { awk -v cpu="$1" -v iops="$2" -v s="$SECONDS_EACH" 'BEGIN { printf "%.1f", cpu * 1e6 / (iops * s) }'; }
 printf '\niscsi-perf: random reads, %d KiB, %d in flight, %ss each, null LUNs, loopback\n' \
   $((BLOCKS_PER_IO / 2)) "$IN_FLIGHT" "$SECONDS_EACH"
-printf '| target        | IOPS     |\n|---------------|----------|\n'
-printf '| tgt (tgtd)    | %8d |\n| iscsi-gateway | %8d |\n' "$tgt_iops" "$our_iops"
-awk -v ours="$our_iops" -v tgt="$tgt_iops" 'BEGIN { printf "ratio ours/tgt: %.2fx (goal >= 1.5x)\n", ours / tgt }'
+printf '| target        | IOPS     | target CPU s | target CPU us/IO |\n'
+printf '|---------------|----------|--------------|------------------|\n'
+printf '| tgt (tgtd)    | %8d | %12s | %16s |\n' "$tgt_iops" "$tgt_cpu" "$(per_io "$tgt_cpu" "$tgt_iops")"
+printf '| iscsi-gateway | %8d | %12s | %16s |\n' "$our_iops" "$our_cpu" "$(per_io "$our_cpu" "$our_iops")"
+awk -v ours="$our_iops" -v tgt="$tgt_iops" 'BEGIN { printf "IOPS ratio ours/tgt: %.2fx (goal >= 1.5x)\n", ours / tgt }'
