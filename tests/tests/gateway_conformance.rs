@@ -13,8 +13,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gateway::server::{self, RunningTarget, TargetConfig, TargetNodeConfig};
-use system_tests::libiscsi::{inquiry, iscsi_ls, iscsi_url, peripheral_device_type};
-use system_tests::{describe_output, require_tools, run_command, run_tool, TempDir};
+use system_tests::libiscsi::{
+    inquiry, iscsi_ls, iscsi_url, peripheral_device_type, readcapacity_bytes,
+};
+use system_tests::{describe_output, require_tools, run_command, run_tool, ChapSpec, TempDir};
 
 const IQN: &str = "iqn.2026-11.invalid.system-tests:gateway";
 /// iscsi-test-cu's largest transfers: WriteSame16.Unmap writes up to 65536 blocks when the
@@ -242,6 +244,49 @@ fn libiscsi_tools_work_against_our_target() {
         describe_output(&output)
     );
     eprintln!("iscsi-perf (debug build, random 4 KiB reads): {iops:?} IOPS");
+    target.shutdown();
+}
+
+#[test]
+fn config_file_targets_serve_luns_and_enforce_chap() {
+    require_tools!("iscsi-inq", "iscsi-readcapacity16");
+    let config = gateway::config::parse_config(
+        r#"portals = ["127.0.0.1:0"]
+           threads = 1
+           [[target]]
+           iqn = "iqn.2026-11.invalid.system-tests:open"
+           luns = [{ lun = 0, backend = "ram:8M" }, { lun = 5, backend = "null:1G" }]
+           [[target]]
+           iqn = "iqn.2026-11.invalid.system-tests:guarded"
+           luns = [{ lun = 0, backend = "ram:4M" }]
+           chap = { user = "host", secret = "host-secret-123" }
+           mutual_chap = { user = "guard", secret = "target-secret-456" }"#,
+    )
+    .expect("the configuration parses");
+    let target = server::start(config).expect("the configured target starts");
+    let portal = target.addrs()[0];
+    let open = "iqn.2026-11.invalid.system-tests:open";
+    let guarded = "iqn.2026-11.invalid.system-tests:guarded";
+
+    assert_eq!(
+        readcapacity_bytes(&iscsi_url(portal, None, Some((open, 0)))),
+        Ok(8 << 20)
+    );
+    assert_eq!(
+        readcapacity_bytes(&iscsi_url(portal, None, Some((open, 5)))),
+        Ok(1 << 30)
+    );
+    let chap = ChapSpec::new("host", "host-secret-123").with_mutual("guard", "target-secret-456");
+    let report = inquiry(&iscsi_url(portal, Some(&chap), Some((guarded, 0))))
+        .expect("mutual CHAP with the configured secrets logs in");
+    assert_eq!(peripheral_device_type(&report), Some("DIRECT_ACCESS"));
+    let wrong = ChapSpec::new("host", "wrong-secret-12");
+    let refused = inquiry(&iscsi_url(portal, Some(&wrong), Some((guarded, 0))))
+        .expect_err("a wrong CHAP secret is refused");
+    assert!(refused.contains("Authentication failure"), "{refused}");
+    let refused =
+        inquiry(&iscsi_url(portal, None, Some((guarded, 0)))).expect_err("no CHAP is refused");
+    assert!(refused.contains("Authentication failure"), "{refused}");
     target.shutdown();
 }
 
