@@ -4,8 +4,10 @@
 //! - [`backend`]: LUN storage: RAM, null, file.
 //! - [`session`]: the sans-IO target session (login responder, discovery, full-feature phase).
 //! - [`server`]: portals on io_uring TCP and the embeddable target.
+//! - [`config`]: the `iscsi-gateway --config` TOML file.
 
 pub mod backend;
+pub mod config;
 pub mod disk;
 pub mod server;
 pub mod session;

@@ -4,7 +4,9 @@
 //! iscsi-gateway --portal 127.0.0.1:3260 --iqn iqn.2026-11.io.iscsi-uring:target \
 //!     --lun ram:1G --lun null:100G --lun file:/path
 //! ```
-//! LUNs are numbered from 0 in the order given. SIGINT or SIGTERM shuts down cleanly.
+//! LUNs are numbered from 0 in the order given. Several targets, CHAP per target and the
+//! rest: `iscsi-gateway --config FILE` (TOML, see `gateway/iscsi-gateway.example.toml`).
+//! SIGINT or SIGTERM shuts down cleanly.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,6 +18,13 @@ use gateway::session::ChapCredentials;
 #[derive(Debug, Parser)]
 #[command(name = "iscsi-gateway", about = "An iSCSI target on io_uring")]
 struct Args {
+    /// TOML configuration file (portals, targets, LUNs, CHAP, ACLs); replaces every other
+    /// option except --threads.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "portals", "iqn", "luns", "chap_user", "chap_secret", "mutual_user", "mutual_secret",
+        "allowed_initiators", "queue_depth",
+    ])]
+    config: Option<std::path::PathBuf>,
     /// Address to listen on (repeatable).
     #[arg(long = "portal", default_value = "127.0.0.1:3260")]
     portals: Vec<SocketAddr>,
@@ -24,7 +33,7 @@ struct Args {
     iqn: String,
     /// LUN backend: ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE (repeatable; LUN
     /// numbers from 0 in order).
-    #[arg(long = "lun", required = true)]
+    #[arg(long = "lun", required_unless_present = "config")]
     luns: Vec<String>,
     /// CHAP user the initiator must log in as.
     #[arg(long, requires = "chap_secret")]
@@ -59,6 +68,54 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
 
+    let config = match &args.config {
+        Some(path) => match gateway::config::load_config(path) {
+            Ok(mut config) => {
+                if args.threads.is_some() {
+                    config.threads = args.threads;
+                }
+                config
+            }
+            Err(e) => {
+                eprintln!("iscsi-gateway: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => config_from_args(args),
+    };
+
+    // Block the stop signals before any thread starts, so every thread inherits the mask
+    // and only `sigwait` below sees them.
+    let signals = match block_stop_signals() {
+        Ok(set) => set,
+        Err(e) => {
+            eprintln!("iscsi-gateway: blocking signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let iqns = config
+        .targets
+        .iter()
+        .map(|t| t.iqn.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let target = match server::start(config) {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("iscsi-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for addr in target.addrs() {
+        tracing::info!(portal = %addr, targets = %iqns, "target ready");
+    }
+    let signal = wait_for_signal(&signals);
+    tracing::info!(signal, "stop signal received; shutting down");
+    target.shutdown();
+    ExitCode::SUCCESS
+}
+
+fn config_from_args(args: Args) -> TargetConfig {
     let mut node = TargetNodeConfig::new(
         args.iqn.clone(),
         args.luns
@@ -88,30 +145,7 @@ fn main() -> ExitCode {
     config.portals = args.portals;
     config.max_cmd_window = args.queue_depth.max(1);
     config.threads = args.threads;
-
-    // Block the stop signals before any thread starts, so every thread inherits the mask
-    // and only `sigwait` below sees them.
-    let signals = match block_stop_signals() {
-        Ok(set) => set,
-        Err(e) => {
-            eprintln!("iscsi-gateway: blocking signals: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let target = match server::start(config) {
-        Ok(target) => target,
-        Err(e) => {
-            eprintln!("iscsi-gateway: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for addr in target.addrs() {
-        tracing::info!(portal = %addr, iqn = %args.iqn, "target ready");
-    }
-    let signal = wait_for_signal(&signals);
-    tracing::info!(signal, "stop signal received; shutting down");
-    target.shutdown();
-    ExitCode::SUCCESS
+    config
 }
 
 fn block_stop_signals() -> std::io::Result<libc::sigset_t> {

@@ -10,7 +10,6 @@ use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 use super::opcodes::op;
 use super::sense::{asc, key, Check};
-use super::MAX_WRITE_SAME_BLOCKS;
 use super::{be16, be32, be64, medium_error, truncate, LogicalUnit};
 use super::{MAX_COMPARE_AND_WRITE_BLOCKS, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS};
 
@@ -279,7 +278,7 @@ impl LogicalUnit {
         let no_data_out = cdb[0] == op::WRITE_SAME_16 && cdb[1] & 0x01 != 0;
         let extent = extent(cdb);
         self.check_range(extent)?;
-        if extent.blocks == 0 || extent.blocks > MAX_WRITE_SAME_BLOCKS {
+        if extent.blocks == 0 || extent.blocks > self.max_write_same_blocks() {
             return Err(Check::invalid_cdb_field(extent.length_byte, None));
         }
         if unmap && !self.thin() {

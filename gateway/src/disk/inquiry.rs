@@ -1,7 +1,6 @@
 //! INQUIRY (SPC-4 6.6): standard data (6.6.2) and the VPD pages (SPC-4 7.8, SBC-3 6.6).
 
 use super::sense::Check;
-use super::MAX_WRITE_SAME_BLOCKS;
 use super::{be16, truncate, LogicalUnit, ScsiTask};
 use super::{MAX_COMPARE_AND_WRITE_BLOCKS, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS};
 
@@ -237,7 +236,7 @@ impl LogicalUnit {
             body[20..24].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
             body[24..28].copy_from_slice(&1u32.to_be_bytes()); // OPTIMAL UNMAP GRANULARITY
         }
-        body[32..40].copy_from_slice(&MAX_WRITE_SAME_BLOCKS.to_be_bytes());
+        body[32..40].copy_from_slice(&self.max_write_same_blocks().to_be_bytes());
         body
     }
 

@@ -50,9 +50,6 @@ pub const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 255;
 pub const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
 /// Largest number of UNMAP block descriptors per parameter list.
 pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
-/// Largest WRITE SAME, with or without UNMAP, in blocks (Block Limits MAXIMUM WRITE SAME
-/// LENGTH).
-pub const MAX_WRITE_SAME_BLOCKS: u64 = MAX_UNMAP_BLOCKS as u64;
 
 /// How a logical unit describes itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +247,15 @@ impl LogicalUnit {
 
     fn max_transfer_blocks(&self) -> u32 {
         MAX_TRANSFER_BYTES / self.config.block_size
+    }
+
+    /// Largest WRITE SAME, with or without UNMAP (Block Limits MAXIMUM WRITE SAME LENGTH):
+    /// the transfer limit. Initiators size WRITE SAME like the writes they could send
+    /// instead (libiscsi writes a range with WRITE(16) before it unmaps it with WRITE
+    /// SAME(16) and expects WRITE SAME beyond the advertised limit to fail), and a WRITE
+    /// SAME without UNMAP writes every block, so this also bounds one command's work.
+    fn max_write_same_blocks(&self) -> u64 {
+        u64::from(self.max_transfer_blocks())
     }
 
     /// Runs one command. Never panics on any CDB or Data-Out.

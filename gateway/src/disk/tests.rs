@@ -274,7 +274,10 @@ fn block_limits_advertise_the_enforced_limits() {
         limits.max_unmap_block_descriptor_count,
         MAX_UNMAP_DESCRIPTORS
     );
-    assert_eq!(limits.max_write_same_length_blocks, MAX_WRITE_SAME_BLOCKS);
+    assert_eq!(
+        limits.max_write_same_length_blocks,
+        u64::from(MAX_TRANSFER_BYTES / 512)
+    );
 }
 
 #[test]
@@ -773,6 +776,28 @@ fn orwrite_ors_into_the_medium() {
 }
 
 // --- WRITE SAME, UNMAP, GET LBA STATUS --------------------------------------------------
+
+#[test]
+fn write_same_beyond_the_transfer_limit_is_invalid_field() {
+    // MAXIMUM WRITE SAME LENGTH is the transfer limit, and it is enforced: libiscsi's
+    // WriteSame16.Unmap unmaps 65536 blocks only when the page allows it and otherwise
+    // expects INVALID FIELD IN CDB.
+    let max = u64::from(MAX_TRANSFER_BYTES / 512);
+    let lu = ram_lu(max + 16);
+    good(
+        &lu,
+        &cdb16(op::WRITE_SAME_16, 0x08, 0, max as u32),
+        &[0; 512],
+    );
+    let sense = check(
+        &lu,
+        &cdb16(op::WRITE_SAME_16, 0x08, 0, max as u32 + 1),
+        &[0; 512],
+        key::ILLEGAL_REQUEST,
+        asc::INVALID_FIELD_IN_CDB,
+    );
+    assert!(sense.sense_key_specific.is_some());
+}
 
 #[test]
 fn write_same_fills_and_unmaps() {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::backend::backend_from_spec;
+use crate::disk::opcodes::op;
 use crate::disk::{data_out_length, LogicalUnit, LuConfig, LunMap, ScsiTask, TargetPortInfo};
 use crate::session::CommandResult;
 
@@ -27,10 +28,16 @@ impl LunExecutor for DiskLuns {
         // Section 11.4.5.1 residuals for writes: the initiator may send more or less
         // Data-Out than the CDB asks for. Only the CDB's amount is written; with less,
         // a WRITE is cut to the whole blocks that came (the rest is an overflow).
+        // COMPARE AND WRITE is the exception: SBC-3 5.2 makes a Data-Out of any other
+        // length than twice NUMBER OF LOGICAL BLOCKS an error, and that count is one byte,
+        // so 256 blocks arrive as 0 with 512 blocks of Data-Out. Trimming would turn that
+        // into a successful no-op; the disk must see the whole Data-Out and refuse it.
         let block_size = self.map.get(lun).map(|lu| lu.block_size());
         let wanted = block_size.and_then(|b| data_out_length(cdb, b));
+        let trim = cdb.first() != Some(&op::COMPARE_AND_WRITE);
         let mut cdb_buf;
         let (cdb, data_out) = match (wanted, block_size) {
+            _ if !trim => (cdb, data_out),
             (Some(wanted), _) if (wanted as usize) < data_out.len() => {
                 (cdb, data_out.get(..wanted as usize).unwrap_or(data_out))
             }
@@ -116,5 +123,51 @@ fn set_write_blocks(cdb: &mut [u8], blocks: u64) -> bool {
             true
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHECK_CONDITION: u8 = 0x02;
+
+    fn luns() -> Arc<dyn LunExecutor> {
+        let node = TargetNodeConfig::new("iqn.2024-01.test:luns", vec![(0, "ram:1M".into())]);
+        build(&node, 1).unwrap()
+    }
+
+    fn compare_and_write(blocks_byte: u8) -> [u8; 16] {
+        let mut cdb = [0u8; 16];
+        cdb[0] = op::COMPARE_AND_WRITE;
+        cdb[13] = blocks_byte;
+        cdb
+    }
+
+    #[test]
+    fn compare_and_write_with_more_data_out_than_the_cdb_is_refused_not_trimmed() {
+        let luns = luns();
+        // 256 blocks do not fit the one-byte count (it wraps to 0); the Data-Out still
+        // carries 2 x 256 blocks. libiscsi's CompareAndWrite.Simple expects INVALID
+        // FIELD IN CDB here.
+        let result = luns.execute(0, &compare_and_write(0), &vec![0; 2 * 256 * 512], 0);
+        assert_eq!(result.status, CHECK_CONDITION);
+        // One block asked for, four sent.
+        let result = luns.execute(0, &compare_and_write(1), &[0; 4 * 512], 0);
+        assert_eq!(result.status, CHECK_CONDITION);
+        // The exact amount works (the medium is zeros, so the compare matches).
+        let result = luns.execute(0, &compare_and_write(1), &[0; 2 * 512], 0);
+        assert_eq!(result.status, 0);
+    }
+
+    #[test]
+    fn write_with_more_data_out_than_the_cdb_writes_what_the_cdb_asks() {
+        let luns = luns();
+        let mut write10 = [0u8; 10];
+        write10[0] = 0x2a;
+        write10[8] = 1;
+        let result = luns.execute(0, &write10, &[7; 2 * 512], 0);
+        assert_eq!(result.status, 0);
+        assert_eq!(result.data_out_wanted, Some(512));
     }
 }

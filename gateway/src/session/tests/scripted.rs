@@ -340,6 +340,48 @@ fn task_management_answers() {
 }
 
 #[test]
+fn abort_of_an_answered_command_is_task_does_not_exist() {
+    // RFC 7143 section 11.5.1 c): a command below ExpCmdSN already ran and was answered;
+    // "Function complete" would tell the initiator it was aborted although its response
+    // came (libiscsi's iSCSITMF.AbortTaskSimpleAsync checks exactly this).
+    let mut s = Script::logged_in();
+    let sn = s.next_cmd_sn();
+    let Header::ScsiCommand(mut read) = s.command(9, sn, rw10(0x28, 0, 1)) else {
+        unreachable!()
+    };
+    read.read = true;
+    read.expected_data_transfer_length = 512;
+    s.send(Header::ScsiCommand(read), &[]).unwrap();
+    let sent = s.sent();
+    assert!(sent.iter().any(
+        |(h, _)| matches!(h, Header::DataIn(d) if d.status.is_some())
+            || matches!(h, Header::ScsiResponse(_))
+    ));
+    assert_eq!(s.target.outstanding_commands(), 0);
+    let abort = Header::TaskMgmtRequest(pdu::TaskMgmtRequest {
+        immediate: true,
+        function: 1,
+        lun: lun_field(0),
+        initiator_task_tag: 60,
+        referenced_task_tag: 9,
+        cmd_sn: sn + 1,
+        exp_stat_sn: 0,
+        ref_cmd_sn: sn,
+        exp_data_sn: 0,
+    });
+    s.send(abort, &[]).unwrap();
+    let responses: Vec<u8> = s
+        .sent()
+        .into_iter()
+        .filter_map(|(h, _)| match h {
+            Header::TaskMgmtResponse(r) => Some(r.response),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(responses, [1], "TASK DOES NOT EXIST");
+}
+
+#[test]
 fn unanswered_ping_fails_the_connection() {
     let mut s = Script::logged_in();
     s.now += Duration::from_secs(6);
