@@ -28,6 +28,8 @@ if [ "${SKIP_FUZZ_SMOKE:-0}" != 1 ]; then
     for target in decode_pdu initiator_session parse_text scsi_decoders; do
         datapath/fuzz/target/release/"$target" -runs=20000 -max_total_time=15 2>&1 | tail -n 1
     done
+    cargo build -q --release --manifest-path gateway/fuzz/Cargo.toml
+    gateway/fuzz/target/release/target_session -runs=5000 -max_total_time=15 2>&1 | tail -n 1
 fi
 
 exec cargo test --workspace "${profile_args[@]}" "$@"
