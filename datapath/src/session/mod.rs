@@ -518,9 +518,12 @@ impl Session {
             return None;
         };
         let in_order = self.params.as_ref().is_none_or(|p| p.data_pdu_in_order);
-        self.tasks
-            .get_mut(&h.initiator_task_tag)?
-            .placement(h.data_sn, h.buffer_offset, data_len, in_order)
+        self.tasks.get_mut(&h.initiator_task_tag)?.placement(
+            h.data_sn,
+            h.buffer_offset,
+            data_len,
+            in_order,
+        )
     }
 
     /// Delivers a Data-In whose `data_len` payload bytes were already received into the

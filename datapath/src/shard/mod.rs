@@ -47,8 +47,9 @@ pub struct ShardConfig {
     /// The core the first shard pins to; shard `i` pins to `(core + i) % cores`. `None`
     /// leaves the threads unpinned.
     pub core: Option<usize>,
-    /// Most commands a shard holds at once: accepted from its queue and not yet taken back
-    /// by the caller from its completion queue. Also the bound of both queues.
+    /// Most commands a shard holds in its session at once; also the bound of its
+    /// submission queue. The completion queue holds twice as many, and a shard takes no
+    /// new command while that would overfill it.
     pub queue_depth: usize,
     /// Sessions per shard. Only 1 is supported today.
     pub sessions_per_shard: usize,
@@ -57,6 +58,9 @@ pub struct ShardConfig {
     /// Reads at least this long are received without a copy (header first, then the
     /// payload straight into the caller's buffer).
     pub zero_copy_min_bytes: u32,
+    /// How long an idle shard polls its queue before it sleeps on it (CPU traded for
+    /// latency at low queue depth). Zero sleeps at once.
+    pub idle_spin: Duration,
 }
 
 impl Default for ShardConfig {
@@ -67,6 +71,7 @@ impl Default for ShardConfig {
             sessions_per_shard: 1,
             ring_entries: 64,
             zero_copy_min_bytes: 16 * 1024,
+            idle_spin: Duration::from_micros(50),
         }
     }
 }
@@ -161,16 +166,17 @@ impl ShardStats {
 
     /// The sum of several shards' counters (depths: summed too).
     pub fn sum<'a>(all: impl IntoIterator<Item = &'a ShardStats>) -> ShardStats {
-        all.into_iter().fold(ShardStats::default(), |a, s| ShardStats {
-            ios: a.ios + s.ios,
-            ios_failed: a.ios_failed + s.ios_failed,
-            bytes: a.bytes + s.bytes,
-            kernel_entries: a.kernel_entries + s.kernel_entries,
-            bytes_copied: a.bytes_copied + s.bytes_copied,
-            window_closed_ns: a.window_closed_ns + s.window_closed_ns,
-            queue_depth: a.queue_depth + s.queue_depth,
-            peak_queue_depth: a.peak_queue_depth + s.peak_queue_depth,
-        })
+        all.into_iter()
+            .fold(ShardStats::default(), |a, s| ShardStats {
+                ios: a.ios + s.ios,
+                ios_failed: a.ios_failed + s.ios_failed,
+                bytes: a.bytes + s.bytes,
+                kernel_entries: a.kernel_entries + s.kernel_entries,
+                bytes_copied: a.bytes_copied + s.bytes_copied,
+                window_closed_ns: a.window_closed_ns + s.window_closed_ns,
+                queue_depth: a.queue_depth + s.queue_depth,
+                peak_queue_depth: a.peak_queue_depth + s.peak_queue_depth,
+            })
     }
 }
 
@@ -281,11 +287,13 @@ impl ShardPool {
         let mut ready = Vec::with_capacity(shards);
         for index in 0..shards {
             let core = match config.core {
-                Some(first) if !cores.is_empty() => cores.get((first + index) % cores.len()).copied(),
+                Some(first) if !cores.is_empty() => {
+                    cores.get((first + index) % cores.len()).copied()
+                }
                 _ => None,
             };
             let (submit_tx, submit_rx) = crossbeam_channel::bounded(config.queue_depth);
-            let (done_tx, done_rx) = crossbeam_channel::bounded(config.queue_depth);
+            let (done_tx, done_rx) = crossbeam_channel::bounded(2 * config.queue_depth);
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let stats = Arc::new(SharedStats::default());
             let worker = worker::Worker::new(

@@ -704,10 +704,9 @@ fn placed_data_in_lands_in_the_buffer_without_a_copy() {
         let status = (end == 3000).then_some(0);
         let header = Header::DataIn(h.data_in(id.itt(), sn, start as u32, status));
         let len = (end - start) as u32;
-        let slot = h
-            .s
-            .data_in_destination(&header, len)
-            .expect("the next Data-In has a place");
+        let slot =
+            h.s.data_in_destination(&header, len)
+                .expect("the next Data-In has a place");
         assert_eq!(slot.len(), end - start);
         slot.copy_from_slice(&payload[start..end]);
         h.s.handle_pdu_placed(h.now, header, len).unwrap();
@@ -744,7 +743,8 @@ fn placed_payload_on_a_pdu_other_than_data_in_is_a_fault() {
     let id = h.s.submit(h.now, read_request(16)).unwrap();
     h.expect_command();
     let response = h.scsi_response(id.itt(), 0);
-    let result = h.s.handle_pdu_placed(h.now, Header::ScsiResponse(response), 16);
+    let result =
+        h.s.handle_pdu_placed(h.now, Header::ScsiResponse(response), 16);
     assert!(result.is_err());
     assert_eq!(h.s.state(), SessionState::Failed);
 }
