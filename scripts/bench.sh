@@ -27,8 +27,14 @@ perfcmp="$root/target/release/iscsi-perfcmp"
 work=$(mktemp -d /tmp/iscsi-bench.XXXXXX)
 pids=()
 cleanup() {
+    # tgtd ignores SIGTERM: the orderly way out is deleting its targets, then the system.
+    if [ -n "${TGT_IPC_SOCKET:-}" ]; then
+        tgtadm -C 0 --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
+        tgtadm -C 0 --op delete --mode system >/dev/null 2>&1 || true
+    fi
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    sleep 0.5
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -104,7 +110,7 @@ run_libiscsi() { # portal iqn lun pattern bs qd -> "iops mbps cpu_per_mio"
     iops=${iops:-0}
     awk -v iops="$iops" -v bs="$bs" -v ticks="$ticks" -v hz="$clk_tck" -v secs="$SECONDS_PER_RUN" \
         'BEGIN { ios = iops * secs; cpu = ticks / hz;
-                 printf "%d %.1f %.2f\n", iops, iops * bs / 1e6, ios > 0 ? cpu * 1e6 / ios : 0 }'
+                 printf "%d %.1f %.2f\n", iops, iops * bs / 1e6, (ios > 0 ? cpu * 1e6 / ios : 0) }'
 }
 
 run_ours() { # portal iqn lun pattern bs qd -> key=value line
@@ -129,7 +135,7 @@ for t in "${targets[@]}"; do
         o_p50=$(field "$ours" p50_us); o_p99=$(field "$ours" p99_us)
         o_ent=$(field "$ours" kernel_entries_per_io); o_copied=$(field "$ours" bytes_copied)
         ratios=$(awk -v a="${o_iops:-0}" -v b="$lib_iops" -v c="${o_mbps:-0}" -v d="$lib_mbps" \
-            -v e="${o_cpu:-0}" -v f="$lib_cpu" 'function r(x, y) { return y > 0 ? sprintf("%.2f", x / y) : "n/a" }
+            -v e="${o_cpu:-0}" -v f="$lib_cpu" 'function r(x, y) { return (y > 0) ? sprintf("%.2f", x / y) : "n/a" }
             BEGIN { printf "%s %s %s", r(a, b), r(c, d), r(e, f) }')
         read -r r_iops r_mbps r_cpu <<<"$ratios"
         printf '%-13s %-9s %7s %3s | %9s %9s %8s %8s %8s | %9s %9s %8s | %6s %6s %6s | %6s %8s\n' \

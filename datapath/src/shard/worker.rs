@@ -109,6 +109,8 @@ struct Shard {
     /// Send side scratch, reused: the transmits of one batch and their encoded headers.
     transmits: Vec<Transmit>,
     headers: Vec<u8>,
+    /// Completions of one turn, posted together after the counters are published.
+    outgoing: Vec<ShardCompletion>,
     stats: ShardStats,
     kernel_entries_at_login: u64,
     staged_copy_bytes: u64,
@@ -174,6 +176,7 @@ impl Shard {
             staged: 0..0,
             transmits: Vec::with_capacity(PDUS_PER_SEND),
             headers: vec![0; HEADER_SLOT * PDUS_PER_SEND],
+            outgoing: Vec::with_capacity(config.queue_depth),
             stats: ShardStats::default(),
             kernel_entries_at_login: 0,
             staged_copy_bytes: 0,
@@ -359,11 +362,11 @@ impl Shard {
                 };
                 self.stats.ios += 1;
                 self.stats.ios_failed += 1;
-                let completion = ShardCompletion {
+                self.outgoing.push(ShardCompletion {
                     user_data,
                     result: Err(failure(error, refused.request.buffer)),
-                };
-                let _ = self.done_tx.send(completion);
+                });
+                self.drain_events();
             }
         }
     }
@@ -547,8 +550,20 @@ impl Shard {
         }
     }
 
-    /// Posts completions and notes the end of the session.
+    /// Posts completions and notes the end of the session. The counters are published
+    /// first, so a caller holding a completion sees counters that include it.
     fn drain_events(&mut self) {
+        self.collect_events();
+        if !self.outgoing.is_empty() {
+            self.publish();
+            for completion in self.outgoing.drain(..) {
+                // Never blocks: the shard holds no more than the queue's free room.
+                let _ = self.done_tx.send(completion);
+            }
+        }
+    }
+
+    fn collect_events(&mut self) {
         while let Some(event) = self.session.poll_event() {
             match event {
                 Event::CommandComplete(task, result) => {
@@ -563,12 +578,10 @@ impl Shard {
                         Ok(outcome) => self.stats.bytes += u64::from(outcome.transferred),
                         Err(_) => self.stats.ios_failed += 1,
                     }
-                    let completion = ShardCompletion {
+                    self.outgoing.push(ShardCompletion {
                         user_data: held.user_data,
                         result,
-                    };
-                    // Never blocks: the shard holds no more than the queue's free room.
-                    let _ = self.done_tx.send(completion);
+                    });
                 }
                 Event::ConnectionFailed(e) => {
                     tracing::warn!(shard = self.index, error = %e, "shard session failed");
