@@ -246,30 +246,83 @@ fn a_lost_connection_fails_that_shard_only() {
     let pool = ShardPool::start(&client_config(&tgt), 2, &config).expect("pool starts");
     clear_unit_attention(&pool, 0, lun);
     clear_unit_attention(&pool, 1, lun);
-
-    // Close shard 0's session from the target side.
     let victim = pool.info(0).unwrap().tsih;
-    tgtd_close_session(&tgt, victim);
 
+    // Shard 0 keeps reads in flight until they start failing; meanwhile its session is
+    // closed from the target side.
+    let (good, lost) = std::thread::scope(|scope| {
+        let driver = scope.spawn(|| keep_reading_until_failure(&pool, 0, lun));
+        std::thread::sleep(Duration::from_millis(200));
+        tgtd_close_session(&tgt, victim);
+        driver.join().expect("driver thread")
+    });
+    assert!(good > 0, "shard 0 completed reads before the loss");
+    assert!(lost > 0, "the loss failed shard 0's commands");
+
+    // Later requests to shard 0 fail at once, buffer handed back.
     let cdb = Cdb::read(0, 8, BLOCK, false).unwrap();
     let failed = pool
-        .execute(0, request(lun, &cdb, vec![0; 4096], 1), WAIT)
+        .execute(0, request(lun, &cdb, vec![0; 4096], u64::MAX), WAIT)
         .expect("shard 0 answers");
-    match failed.result {
-        Err(failure) => {
-            assert!(
-                matches!(failure.error, CommandError::ConnectionLost(_)),
-                "{:?}",
-                failure.error
-            );
-            assert_eq!(failure.buffer.len(), 4096, "the buffer comes back");
-        }
-        Ok(outcome) => panic!("shard 0 still works after its session was closed: {outcome:?}"),
-    }
+    let failure = failed.result.expect_err("shard 0's session is gone");
+    assert!(
+        matches!(failure.error, CommandError::ConnectionLost(_)),
+        "{:?}",
+        failure.error
+    );
+    assert_eq!(failure.buffer.len(), 4096, "the buffer comes back");
+
+    // Shard 1 goes on.
     let ok = pool
         .execute(1, request(lun, &cdb, vec![0; 4096], 2), WAIT)
         .expect("shard 1 answers");
     assert_eq!(ok.result.expect("shard 1 unaffected").status, 0);
+    assert!(pool.stats(0).unwrap().ios_failed >= lost);
+    assert_eq!(pool.stats(1).unwrap().ios_failed, 0);
+}
+
+/// Reads with the shard's queue full until completions fail with `ConnectionLost`;
+/// returns (reads that succeeded, reads failed by the loss).
+fn keep_reading_until_failure(pool: &ShardPool, shard: usize, lun: u64) -> (u64, u64) {
+    let completions = pool.completions(shard).expect("shard exists");
+    let deadline = Instant::now() + WAIT;
+    let (mut good, mut lost, mut in_flight, mut next) = (0u64, 0u64, 0u64, 0u64);
+    loop {
+        assert!(Instant::now() < deadline, "the loss was never reported");
+        if lost == 0 {
+            loop {
+                let cdb = Cdb::read(next % 1024 * 8, 8, BLOCK, false).unwrap();
+                if pool
+                    .submit(shard, request(lun, &cdb, vec![0; 4096], next))
+                    .is_err()
+                {
+                    break;
+                }
+                next += 1;
+                in_flight += 1;
+            }
+        } else if in_flight == 0 {
+            return (good, lost);
+        }
+        let Ok(c) = completions.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        in_flight -= 1;
+        match c.result {
+            Ok(outcome) => {
+                assert_eq!(outcome.status, 0);
+                good += 1;
+            }
+            Err(failure) => {
+                assert!(
+                    matches!(failure.error, CommandError::ConnectionLost(_)),
+                    "{:?}",
+                    failure.error
+                );
+                lost += 1;
+            }
+        }
+    }
 }
 
 /// Deletes the connection of the session tgt handed `tsih`.
