@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
 use crate::client::ClientConfig;
 use crate::session::{CommandError, CommandFailure, CommandOutcome, DataDirection};
@@ -128,6 +128,8 @@ pub enum ShardError {
     },
     #[error("shard {shard} stopped before it reported")]
     Vanished { shard: usize },
+    #[error("shard {shard}: no completion within {after:?}")]
+    TimedOut { shard: usize, after: Duration },
     #[error("invalid shard configuration: {0}")]
     InvalidConfig(&'static str),
     #[error("no shard {index} (the pool has {shards})")]
@@ -393,15 +395,24 @@ impl ShardPool {
             .as_ref()
             .ok_or(ShardError::Vanished { shard })?;
         let user_data = request.user_data;
-        tx.send_timeout(request, timeout)
-            .map_err(|_| ShardError::Vanished { shard })?;
+        let timed_out = ShardError::TimedOut {
+            shard,
+            after: timeout,
+        };
+        tx.send_timeout(request, timeout).map_err(|e| match e {
+            SendTimeoutError::Timeout(_) => timed_out,
+            SendTimeoutError::Disconnected(_) => ShardError::Vanished { shard },
+        })?;
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let completion = handle
-                .completions
-                .recv_timeout(left)
-                .map_err(|_| ShardError::Vanished { shard })?;
+            let completion = handle.completions.recv_timeout(left).map_err(|e| match e {
+                RecvTimeoutError::Timeout => ShardError::TimedOut {
+                    shard,
+                    after: timeout,
+                },
+                RecvTimeoutError::Disconnected => ShardError::Vanished { shard },
+            })?;
             if completion.user_data == user_data {
                 return Ok(completion);
             }
@@ -461,4 +472,84 @@ impl Drop for ShardPool {
 /// A failed command with its buffer handed back.
 fn failure(error: CommandError, buffer: Vec<u8>) -> CommandFailure {
     CommandFailure { error, buffer }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_config(portal: std::net::SocketAddr) -> ClientConfig {
+        let mut config = ClientConfig::new(portal, Some("iqn.2026-11.test:t".into()));
+        config.connect_timeout = Duration::from_secs(2);
+        config
+    }
+
+    fn closed_port() -> std::net::SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        addr
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused_before_any_thread_starts() {
+        let cc = client_config(closed_port());
+        let config = ShardConfig::default();
+        let invalid =
+            |r: Result<ShardPool, ShardError>| matches!(r, Err(ShardError::InvalidConfig(_)));
+        assert!(invalid(ShardPool::start(&cc, 0, &config)));
+        let two_sessions = ShardConfig {
+            sessions_per_shard: 2,
+            ..ShardConfig::default()
+        };
+        assert!(invalid(ShardPool::start(&cc, 1, &two_sessions)));
+        let no_depth = ShardConfig {
+            queue_depth: 0,
+            ..ShardConfig::default()
+        };
+        assert!(invalid(ShardPool::start(&cc, 1, &no_depth)));
+        let mut discovery = cc.clone();
+        discovery.target_name = None;
+        assert!(invalid(ShardPool::start(&discovery, 1, &config)));
+    }
+
+    #[test]
+    fn a_refused_connection_fails_start_naming_the_shard_and_portal() {
+        let portal = closed_port();
+        match ShardPool::start(&client_config(portal), 2, &ShardConfig::default()) {
+            Err(ShardError::Connect {
+                portal: p, source, ..
+            }) => {
+                assert_eq!(p, portal);
+                assert!(
+                    matches!(source, TransportError::ConnectionRefused(_)),
+                    "{source}"
+                );
+            }
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stats_sum_and_entries_per_io() {
+        let a = ShardStats {
+            ios: 10,
+            kernel_entries: 5,
+            bytes: 100,
+            ..ShardStats::default()
+        };
+        let b = ShardStats {
+            ios: 30,
+            kernel_entries: 15,
+            bytes_copied: 7,
+            ..ShardStats::default()
+        };
+        let sum = ShardStats::sum(&[a, b]);
+        assert_eq!(
+            (sum.ios, sum.kernel_entries, sum.bytes, sum.bytes_copied),
+            (40, 20, 100, 7)
+        );
+        assert_eq!(sum.kernel_entries_per_io(), 0.5);
+        assert_eq!(ShardStats::default().kernel_entries_per_io(), 0.0);
+    }
 }
