@@ -7,6 +7,8 @@
 //! - [`scsi`]: CDB builders and decoders for the SCSI commands the tools use, sense data. No I/O.
 //! - [`session`]: the sans-IO initiator session (login, discovery, full-feature phase).
 //! - [`transport`]: TCP over io_uring.
+//! - [`shard`]: per-core shards: one pinned thread, one ring and one session each, fed
+//!   through bounded queues (the fast data path).
 //! - [`client`]: a blocking convenience client that drives a session over the transport.
 
 pub mod auth;
@@ -14,5 +16,6 @@ pub mod client;
 pub mod pdu;
 pub mod scsi;
 pub mod session;
+pub mod shard;
 pub mod text;
 pub mod transport;

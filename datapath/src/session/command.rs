@@ -3,8 +3,10 @@
 //! of the operational keys InitialR2T (13.10), ImmediateData (13.11), MaxBurstLength
 //! (13.13), FirstBurstLength (13.14), MaxOutstandingR2T (13.17), DataPDUInOrder (13.18).
 //!
-//! Reads: Data-In is copied into the command's buffer at its Buffer Offset (the one copy on
-//! this path, counted in `SessionStats::bytes_copied`). DataSN must run 0, 1, 2, ...; data
+//! Reads: Data-In lands in the command's buffer at its Buffer Offset: either received
+//! there directly by the transport (`Session::data_in_destination`, then
+//! `handle_pdu_placed`: no copy), or copied from the transport's buffer by `handle_pdu`
+//! (the one copy on that path, counted in `SessionStats::bytes_copied`). DataSN must run 0, 1, 2, ...; data
 //! outside the expected length, out of order under DataPDUInOrder=Yes, or overlapping, is a
 //! fatal fault. GOOD status is only reported when every byte the target claims to have sent
 //! (expected length minus an underflow residual) has arrived.
@@ -125,6 +127,52 @@ impl Task {
             Some(&(0, end)) => end,
             _ => 0,
         }
+    }
+}
+
+/// The data segment of a received PDU: bytes to copy into place, or a count of bytes the
+/// transport already received into the slice [`Session::data_in_destination`] gave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    Bytes(&'a [u8]),
+    Placed(u32),
+}
+
+impl Payload<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payload::Bytes(data) => data.len(),
+            Payload::Placed(len) => *len as usize,
+        }
+    }
+}
+
+impl Task {
+    /// The slice of this read's buffer that a Data-In with these fields fills, if it is the
+    /// Data-In expected next (the same checks `handle_data_in` makes before it places
+    /// bytes, so a payload received here is never written where a fault would be found).
+    pub(crate) fn placement(
+        &mut self,
+        data_sn: u32,
+        offset: u32,
+        len: u32,
+        in_order: bool,
+    ) -> Option<&mut [u8]> {
+        let DataDirection::Read { len: expected } = self.direction else {
+            return None;
+        };
+        if !self.issued || data_sn != self.next_data_sn {
+            return None;
+        }
+        let end = offset.checked_add(len).filter(|&end| end <= expected)?;
+        if in_order && offset != self.contiguous_end() {
+            return None;
+        }
+        let overlaps = self.received.iter().any(|&(s, e)| s < end && offset < e);
+        if overlaps {
+            return None;
+        }
+        self.buffer.get_mut(offset as usize..end as usize)
     }
 }
 
@@ -325,7 +373,7 @@ impl Session {
     pub(super) fn handle_data_in(
         &mut self,
         h: pdu::DataIn,
-        data: &[u8],
+        payload: Payload<'_>,
     ) -> Result<(), SessionError> {
         self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
         let tag = h.initiator_task_tag;
@@ -346,7 +394,7 @@ impl Session {
         }
         task.next_data_sn = task.next_data_sn.wrapping_add(1);
         // The data segment is bounded by MaxRecvDataSegmentLength, checked on entry.
-        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let offset = h.buffer_offset;
         let end = match offset.checked_add(len) {
             Some(end) if end <= expected => end,
@@ -386,9 +434,11 @@ impl Session {
                 expected,
             });
         };
-        target.copy_from_slice(data);
+        if let Payload::Bytes(data) = payload {
+            target.copy_from_slice(data);
+            self.stats.bytes_copied += u64::from(len);
+        }
         self.stats.bytes_read += u64::from(len);
-        self.stats.bytes_copied += u64::from(len);
         self.stats.data_in_pdus += 1;
         if let Some(status) = h.status {
             if !h.final_pdu {

@@ -54,7 +54,7 @@ use crate::pdu::{
 };
 use crate::text::{OperationalOffer, OperationalParams};
 
-use command::{DataOutBurst, Task};
+use command::{DataOutBurst, Payload, Task};
 use discovery::Discovery;
 use login::Login;
 use nop::Keepalive;
@@ -389,7 +389,9 @@ pub struct SessionStats {
     pub commands_failed: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
-    /// Bytes copied in user space: Data-In payload copied into command buffers.
+    /// Bytes copied in user space: Data-In payload copied into command buffers by
+    /// [`Session::handle_pdu`] (payload placed through [`Session::data_in_destination`]
+    /// is not counted: it was never copied).
     pub bytes_copied: u64,
     pub pdus_sent: u64,
     pub pdus_received: u64,
@@ -494,12 +496,61 @@ impl Session {
         header: Header,
         data: &[u8],
     ) -> Result<(), SessionError> {
+        self.handle_pdu_payload(now, header, Payload::Bytes(data))
+    }
+
+    /// Where the data segment of a received Data-In belongs: the slice of the reading
+    /// command's buffer at its Buffer Offset, `data_len` bytes long. A transport that
+    /// receives the payload straight into this slice then calls
+    /// [`Session::handle_pdu_placed`], and the bytes are placed once, never copied
+    /// (DESIGN rule 3). `None` when the PDU is not a Data-In this session expects next
+    /// (unknown tag, not a read, DataSN or offset out of order, out of range): receive the
+    /// payload elsewhere and hand it to [`Session::handle_pdu`], which reports the fault.
+    pub fn data_in_destination(&mut self, header: &Header, data_len: u32) -> Option<&mut [u8]> {
+        if !matches!(
+            self.state,
+            SessionState::FullFeature | SessionState::LoggingOut
+        ) || data_len > self.max_recv_data_segment_length()
+        {
+            return None;
+        }
+        let Header::DataIn(h) = header else {
+            return None;
+        };
+        let in_order = self.params.as_ref().is_none_or(|p| p.data_pdu_in_order);
+        self.tasks.get_mut(&h.initiator_task_tag)?.placement(
+            h.data_sn,
+            h.buffer_offset,
+            data_len,
+            in_order,
+        )
+    }
+
+    /// Delivers a Data-In whose `data_len` payload bytes were already received into the
+    /// slice [`Session::data_in_destination`] gave for this same header (nothing is
+    /// copied, and `SessionStats::bytes_copied` does not grow). Any other PDU must go
+    /// through [`Session::handle_pdu`]; passing one here with a payload is a fault.
+    pub fn handle_pdu_placed(
+        &mut self,
+        now: Instant,
+        header: Header,
+        data_len: u32,
+    ) -> Result<(), SessionError> {
+        self.handle_pdu_payload(now, header, Payload::Placed(data_len))
+    }
+
+    fn handle_pdu_payload(
+        &mut self,
+        now: Instant,
+        header: Header,
+        payload: Payload<'_>,
+    ) -> Result<(), SessionError> {
         if matches!(self.state, SessionState::Closed | SessionState::Failed) {
             return Ok(());
         }
         self.last_received = now;
         self.stats.pdus_received += 1;
-        match self.dispatch(now, header, data) {
+        match self.dispatch(now, header, payload) {
             Ok(()) => {
                 self.issue_waiting(now);
                 self.maybe_send_logout();
@@ -509,16 +560,37 @@ impl Session {
         }
     }
 
-    fn dispatch(&mut self, now: Instant, header: Header, data: &[u8]) -> Result<(), SessionError> {
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        header: Header,
+        payload: Payload<'_>,
+    ) -> Result<(), SessionError> {
         let opcode = header.opcode();
         let max = self.max_recv_data_segment_length();
-        if data.len() > max as usize {
+        if payload.len() > max as usize {
             return Err(SessionError::PduTooLong {
                 opcode,
-                len: data.len(),
+                len: payload.len(),
                 max,
             });
         }
+        if let Header::DataIn(h) = header {
+            if matches!(self.state, SessionState::Login { .. }) {
+                return Err(self.unexpected(opcode));
+            }
+            return self.handle_data_in(h, payload);
+        }
+        let data = match payload {
+            Payload::Bytes(data) => data,
+            Payload::Placed(0) => &[],
+            Payload::Placed(_) => {
+                return Err(SessionError::InvalidPdu {
+                    opcode,
+                    reason: "payload placed for a PDU other than Data-In",
+                })
+            }
+        };
         if opcode.is_initiator() {
             return Err(self.unexpected(opcode));
         }
@@ -536,7 +608,6 @@ impl Session {
             Header::NopIn(h) => self.handle_nop_in(now, h, data),
             Header::ScsiResponse(h) => self.handle_scsi_response(h, data),
             Header::TextResponse(h) => self.handle_text_response(h, data),
-            Header::DataIn(h) => self.handle_data_in(h, data),
             Header::LogoutResponse(h) => self.handle_logout_response(h),
             Header::R2t(h) => self.handle_r2t(h),
             Header::AsyncMessage(h) => self.handle_async_message(now, h, data),
@@ -909,6 +980,12 @@ impl Session {
 
     pub fn target_info(&self) -> &TargetInfo {
         &self.target_info
+    }
+
+    /// Commands accepted but not yet sent: held back by the command window (MaxCmdSN) or
+    /// by `max_outstanding_commands`.
+    pub fn commands_waiting(&self) -> usize {
+        self.waiting.len()
     }
 
     pub fn stats(&self) -> SessionStats {

@@ -80,6 +80,8 @@ pub(crate) struct Ring {
     /// Set when the ring failed in a way that leaves queued entries unsubmitted; the ring is
     /// never entered again, so those entries can never reach the kernel.
     poisoned: bool,
+    /// Times this ring entered the kernel (`io_uring_enter`), for per-I/O cost accounting.
+    kernel_entries: u64,
 }
 
 impl Ring {
@@ -124,6 +126,7 @@ impl Ring {
             flags_description,
             next_token: 1,
             poisoned: false,
+            kernel_entries: 0,
         })
     }
 
@@ -131,6 +134,11 @@ impl Ring {
     /// `sqpoll`, or `plain (refused ...: reason)`.
     pub fn flags_description(&self) -> &str {
         &self.flags_description
+    }
+
+    /// How many times this ring has entered the kernel so far.
+    pub fn kernel_entries(&self) -> u64 {
+        self.kernel_entries
     }
 
     fn take_token(&mut self) -> u64 {
@@ -236,6 +244,7 @@ impl Ring {
     fn enter_and_reap(&mut self, results: &mut [(u64, Option<i32>)]) -> io::Result<()> {
         let queued_before = self.ring.submission().len();
         let outstanding = results.iter().filter(|(_, r)| r.is_none()).count();
+        self.kernel_entries += 1;
         match self.ring.submitter().submit_and_wait(outstanding.max(1)) {
             Ok(_) => {}
             // Interrupted by a signal, or the kernel is short of memory or has completions

@@ -138,6 +138,12 @@ impl TcpConnection {
         self.ring.flags_description()
     }
 
+    /// How many times this connection's ring has entered the kernel (`io_uring_enter`),
+    /// so a driver can report kernel entries per I/O.
+    pub fn kernel_entries(&self) -> u64 {
+        self.ring.kernel_entries()
+    }
+
     /// The address the target was reached at.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer

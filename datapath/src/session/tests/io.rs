@@ -693,3 +693,58 @@ fn connection_lost_fails_everything_outstanding() {
     h.expect_none();
     assert_eq!(h.s.poll_timeout(), None);
 }
+
+#[test]
+fn placed_data_in_lands_in_the_buffer_without_a_copy() {
+    let mut h = Harness::logged_in(config(), &TargetParams::default());
+    let id = h.s.submit(h.now, read_request(3000)).unwrap();
+    h.expect_command();
+    let payload = pattern(3000, 7);
+    for (sn, (start, end)) in [(0u32, (0usize, 1024usize)), (1, (1024, 3000))] {
+        let status = (end == 3000).then_some(0);
+        let header = Header::DataIn(h.data_in(id.itt(), sn, start as u32, status));
+        let len = (end - start) as u32;
+        let slot =
+            h.s.data_in_destination(&header, len)
+                .expect("the next Data-In has a place");
+        assert_eq!(slot.len(), end - start);
+        slot.copy_from_slice(&payload[start..end]);
+        h.s.handle_pdu_placed(h.now, header, len).unwrap();
+    }
+    let (done, result) = h.completion();
+    assert_eq!(done, id);
+    let outcome = result.unwrap();
+    assert_eq!(outcome.buffer, payload);
+    let stats = h.s.stats();
+    assert_eq!((stats.bytes_read, stats.bytes_copied), (3000, 0));
+}
+
+#[test]
+fn no_destination_for_a_data_in_that_is_not_expected_next() {
+    let mut h = Harness::logged_in(config(), &TargetParams::default());
+    let id = h.s.submit(h.now, read_request(3000)).unwrap();
+    h.expect_command();
+    // Wrong DataSN, offset past the expected length, an unknown tag, out-of-order offset.
+    let gap = Header::DataIn(h.data_in(id.itt(), 1, 0, None));
+    assert!(h.s.data_in_destination(&gap, 512).is_none());
+    let beyond = Header::DataIn(h.data_in(id.itt(), 0, 2900, None));
+    assert!(h.s.data_in_destination(&beyond, 512).is_none());
+    let unknown = Header::DataIn(h.data_in(id.itt() + 99, 0, 0, None));
+    assert!(h.s.data_in_destination(&unknown, 512).is_none());
+    let skipped = Header::DataIn(h.data_in(id.itt(), 0, 512, None));
+    assert!(h.s.data_in_destination(&skipped, 512).is_none());
+    // The copying path still reports the fault as before.
+    assert!(h.deliver(gap, &[0u8; 512]).is_err());
+}
+
+#[test]
+fn placed_payload_on_a_pdu_other_than_data_in_is_a_fault() {
+    let mut h = Harness::logged_in(config(), &TargetParams::default());
+    let id = h.s.submit(h.now, read_request(16)).unwrap();
+    h.expect_command();
+    let response = h.scsi_response(id.itt(), 0);
+    let result =
+        h.s.handle_pdu_placed(h.now, Header::ScsiResponse(response), 16);
+    assert!(result.is_err());
+    assert_eq!(h.s.state(), SessionState::Failed);
+}

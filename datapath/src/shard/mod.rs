@@ -1,0 +1,555 @@
+//! Per-core shards: the fast data path (DESIGN.md, "The path of one I/O").
+//!
+//! A [`ShardPool`] runs one shard per core. Each shard is a thread, pinned to its core when
+//! asked, that owns everything its I/O touches: one io_uring (through its
+//! [`TcpConnection`](crate::transport::TcpConnection), `SINGLE_ISSUER | DEFER_TASKRUN` with
+//! a logged fallback), one TCP connection and one iSCSI session (RFC 7143, its own ISID, so
+//! each shard is a separate I_T nexus, section 4.4.2 / 11.12.5). Shards share no lock on
+//! the I/O path: callers reach a shard through its bounded submission queue and hear back
+//! through its bounded completion queue.
+//!
+//! What each shard does per turn of its loop (`worker`):
+//! 1. takes every request waiting in its queue that fits under `queue_depth` and hands it
+//!    to the session (pipelining: as many commands in flight as the session window and the
+//!    queue depth allow);
+//! 2. sends every PDU the session has queued in one gather send, payload straight from the
+//!    callers' buffers (one kernel entry for many commands);
+//! 3. receives: the 48-byte BHS (plus AHS and header digest) first; for a Data-In the
+//!    session says where the payload belongs ([`Session::data_in_destination`]) and the
+//!    payload is received straight into that slice of the caller's buffer (no copy). When
+//!    no large read is in flight, it instead receives greedily into a staging buffer so
+//!    that several small PDUs cost one kernel entry (their payload is then copied, and
+//!    counted in [`ShardStats::bytes_copied`]);
+//! 4. posts completions in the order the target finished them.
+//!
+//! A lost connection fails that shard's commands in flight with
+//! [`CommandError::ConnectionLost`]; later requests to that shard fail at once with the same
+//! error, and the other shards go on.
+//!
+//! [`Session::data_in_destination`]: crate::session::Session::data_in_destination
+
+mod worker;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+
+use crate::client::ClientConfig;
+use crate::session::{CommandError, CommandFailure, CommandOutcome, DataDirection};
+use crate::transport::TransportError;
+
+/// How one shard is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// The core the first shard pins to; shard `i` pins to `(core + i) % cores`. `None`
+    /// leaves the threads unpinned.
+    pub core: Option<usize>,
+    /// Most commands a shard holds in its session at once; also the bound of its
+    /// submission queue. The completion queue holds twice as many, and a shard takes no
+    /// new command while that would overfill it.
+    pub queue_depth: usize,
+    /// Sessions per shard. Only 1 is supported today.
+    pub sessions_per_shard: usize,
+    /// Submission queue entries of each shard's ring.
+    pub ring_entries: u32,
+    /// Reads at least this long are received without a copy (header first, then the
+    /// payload straight into the caller's buffer).
+    pub zero_copy_min_bytes: u32,
+    /// How long an idle shard polls its queue before it sleeps on it (CPU traded for
+    /// latency at low queue depth). Zero sleeps at once.
+    pub idle_spin: Duration,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            core: None,
+            queue_depth: 32,
+            sessions_per_shard: 1,
+            ring_entries: 64,
+            zero_copy_min_bytes: 16 * 1024,
+            idle_spin: Duration::from_micros(50),
+        }
+    }
+}
+
+/// One SCSI command for a shard. The buffer travels with the command and comes back in
+/// the completion: read data lands in it, write data is sent from it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ShardRequest {
+    pub lun: u64,
+    /// 1 to 260 bytes.
+    pub cdb: Vec<u8>,
+    pub direction: DataDirection,
+    pub buffer: Vec<u8>,
+    /// The caller's tag for this request, returned in its completion.
+    pub user_data: u64,
+}
+
+impl std::fmt::Debug for ShardRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardRequest")
+            .field("lun", &self.lun)
+            .field("cdb", &self.cdb)
+            .field("direction", &self.direction)
+            .field("buffer_len", &self.buffer.len())
+            .field("user_data", &self.user_data)
+            .finish()
+    }
+}
+
+/// The end of one [`ShardRequest`]: the target's answer (any SCSI status), or why the
+/// command failed; either way the buffer comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardCompletion {
+    pub user_data: u64,
+    pub result: Result<CommandOutcome, CommandFailure>,
+}
+
+/// Why a pool could not start or a shard stopped.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("shard {shard}: connecting to {portal}: {source}")]
+    Connect {
+        shard: usize,
+        portal: std::net::SocketAddr,
+        source: TransportError,
+    },
+    #[error("shard {shard}: login failed: {reason}")]
+    Login { shard: usize, reason: String },
+    #[error("shard {shard}: thread could not start: {source}")]
+    Spawn {
+        shard: usize,
+        source: std::io::Error,
+    },
+    #[error("shard {shard} stopped before it reported")]
+    Vanished { shard: usize },
+    #[error("shard {shard}: no completion within {after:?}")]
+    TimedOut { shard: usize, after: Duration },
+    #[error("invalid shard configuration: {0}")]
+    InvalidConfig(&'static str),
+    #[error("no shard {index} (the pool has {shards})")]
+    NoSuchShard { index: usize, shards: usize },
+}
+
+/// Counters of one shard, updated by the shard after each turn of its loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Commands completed (any status) or failed.
+    pub ios: u64,
+    pub ios_failed: u64,
+    /// Payload bytes read and written.
+    pub bytes: u64,
+    /// Times the shard's ring entered the kernel.
+    pub kernel_entries: u64,
+    /// Payload bytes copied in user space (staged receives); 0 when every payload was
+    /// placed straight into its buffer.
+    pub bytes_copied: u64,
+    /// Time commands waited in the session for the command window (or the in-flight bound).
+    pub window_closed_ns: u64,
+    /// Commands the shard holds now, and the most it ever held.
+    pub queue_depth: u64,
+    pub peak_queue_depth: u64,
+}
+
+impl ShardStats {
+    /// Kernel entries per completed I/O (0 before the first I/O).
+    pub fn kernel_entries_per_io(&self) -> f64 {
+        if self.ios == 0 {
+            0.0
+        } else {
+            self.kernel_entries as f64 / self.ios as f64
+        }
+    }
+
+    /// The sum of several shards' counters (depths: summed too).
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a ShardStats>) -> ShardStats {
+        all.into_iter()
+            .fold(ShardStats::default(), |a, s| ShardStats {
+                ios: a.ios + s.ios,
+                ios_failed: a.ios_failed + s.ios_failed,
+                bytes: a.bytes + s.bytes,
+                kernel_entries: a.kernel_entries + s.kernel_entries,
+                bytes_copied: a.bytes_copied + s.bytes_copied,
+                window_closed_ns: a.window_closed_ns + s.window_closed_ns,
+                queue_depth: a.queue_depth + s.queue_depth,
+                peak_queue_depth: a.peak_queue_depth + s.peak_queue_depth,
+            })
+    }
+}
+
+/// The shard's counters as the caller reads them: written by the shard thread only, with
+/// relaxed stores (a snapshot may mix two turns; each counter is exact on its own).
+#[derive(Debug, Default)]
+struct SharedStats {
+    ios: AtomicU64,
+    ios_failed: AtomicU64,
+    bytes: AtomicU64,
+    kernel_entries: AtomicU64,
+    bytes_copied: AtomicU64,
+    window_closed_ns: AtomicU64,
+    queue_depth: AtomicU64,
+    peak_queue_depth: AtomicU64,
+}
+
+impl SharedStats {
+    fn store(&self, s: &ShardStats) {
+        let r = Ordering::Relaxed;
+        self.ios.store(s.ios, r);
+        self.ios_failed.store(s.ios_failed, r);
+        self.bytes.store(s.bytes, r);
+        self.kernel_entries.store(s.kernel_entries, r);
+        self.bytes_copied.store(s.bytes_copied, r);
+        self.window_closed_ns.store(s.window_closed_ns, r);
+        self.queue_depth.store(s.queue_depth, r);
+        self.peak_queue_depth.store(s.peak_queue_depth, r);
+    }
+
+    fn load(&self) -> ShardStats {
+        let r = Ordering::Relaxed;
+        ShardStats {
+            ios: self.ios.load(r),
+            ios_failed: self.ios_failed.load(r),
+            bytes: self.bytes.load(r),
+            kernel_entries: self.kernel_entries.load(r),
+            bytes_copied: self.bytes_copied.load(r),
+            window_closed_ns: self.window_closed_ns.load(r),
+            queue_depth: self.queue_depth.load(r),
+            peak_queue_depth: self.peak_queue_depth.load(r),
+        }
+    }
+}
+
+/// What the caller keeps of one running shard.
+struct ShardHandle {
+    submit: Option<Sender<ShardRequest>>,
+    completions: Receiver<ShardCompletion>,
+    stats: Arc<SharedStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Facts about a shard once its session is logged in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub core: Option<usize>,
+    pub isid: crate::pdu::Isid,
+    pub tsih: u16,
+    /// The io_uring setup flags the kernel granted.
+    pub ring_flags: String,
+}
+
+/// A set of running shards, each with its own session to the same target.
+pub struct ShardPool {
+    shards: Vec<ShardHandle>,
+    info: Vec<ShardInfo>,
+}
+
+impl std::fmt::Debug for ShardPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardPool")
+            .field("shards", &self.info)
+            .finish()
+    }
+}
+
+impl ShardPool {
+    /// Starts `shards` shards; each connects to `client_config.portal` and logs in to
+    /// `client_config.target_name` with its own ISID. Returns once every shard is logged
+    /// in, or with the first shard's error (the shards already started are stopped).
+    pub fn start(
+        client_config: &ClientConfig,
+        shards: usize,
+        config: &ShardConfig,
+    ) -> Result<ShardPool, ShardError> {
+        if shards == 0 {
+            return Err(ShardError::InvalidConfig("a pool needs at least one shard"));
+        }
+        if config.queue_depth == 0 {
+            return Err(ShardError::InvalidConfig("queue_depth must be at least 1"));
+        }
+        if config.sessions_per_shard != 1 {
+            return Err(ShardError::InvalidConfig(
+                "only one session per shard is supported",
+            ));
+        }
+        if client_config.target_name.is_none() {
+            return Err(ShardError::InvalidConfig(
+                "shards need a target name (not a discovery session)",
+            ));
+        }
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut pool = ShardPool {
+            shards: Vec::with_capacity(shards),
+            info: Vec::with_capacity(shards),
+        };
+        let mut ready = Vec::with_capacity(shards);
+        for index in 0..shards {
+            let core = match config.core {
+                Some(first) if !cores.is_empty() => {
+                    cores.get((first + index) % cores.len()).copied()
+                }
+                _ => None,
+            };
+            let (submit_tx, submit_rx) = crossbeam_channel::bounded(config.queue_depth);
+            let (done_tx, done_rx) = crossbeam_channel::bounded(2 * config.queue_depth);
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            let stats = Arc::new(SharedStats::default());
+            let worker = worker::Worker::new(
+                index,
+                client_config.clone(),
+                config.clone(),
+                core,
+                submit_rx,
+                done_tx,
+                Arc::clone(&stats),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("iscsi-shard-{index}"))
+                .spawn(move || worker.run(ready_tx))
+                .map_err(|source| ShardError::Spawn {
+                    shard: index,
+                    source,
+                });
+            let thread = match thread {
+                Ok(thread) => thread,
+                Err(e) => {
+                    pool.stop();
+                    return Err(e);
+                }
+            };
+            pool.shards.push(ShardHandle {
+                submit: Some(submit_tx),
+                completions: done_rx,
+                stats,
+                thread: Some(thread),
+            });
+            ready.push(ready_rx);
+        }
+        // Logins run in parallel; collect every answer before deciding.
+        let answers: Vec<Result<ShardInfo, ShardError>> = ready
+            .into_iter()
+            .enumerate()
+            .map(|(shard, rx)| rx.recv().unwrap_or(Err(ShardError::Vanished { shard })))
+            .collect();
+        for answer in answers {
+            match answer {
+                Ok(info) => pool.info.push(info),
+                Err(e) => {
+                    pool.stop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(pool)
+    }
+
+    /// How many shards run.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    pub fn info(&self, shard: usize) -> Option<&ShardInfo> {
+        self.info.get(shard)
+    }
+
+    /// Queues a request on shard `shard` without waiting. A full queue (or a stopped or
+    /// unknown shard) hands the request back.
+    pub fn submit(&self, shard: usize, request: ShardRequest) -> Result<(), ShardRequest> {
+        let Some(tx) = self.shards.get(shard).and_then(|s| s.submit.as_ref()) else {
+            return Err(request);
+        };
+        tx.try_send(request).map_err(|e| match e {
+            TrySendError::Full(r) | TrySendError::Disconnected(r) => r,
+        })
+    }
+
+    /// The completions of shard `shard`, in the order the target finished the commands.
+    pub fn completions(&self, shard: usize) -> Option<&Receiver<ShardCompletion>> {
+        self.shards.get(shard).map(|s| &s.completions)
+    }
+
+    /// Runs one command on shard `shard` and waits for it. Meant for a caller with nothing
+    /// else in flight on that shard: completions of other requests arriving meanwhile are
+    /// dropped (with a warning).
+    pub fn execute(
+        &self,
+        shard: usize,
+        request: ShardRequest,
+        timeout: Duration,
+    ) -> Result<ShardCompletion, ShardError> {
+        let shards = self.shards.len();
+        let handle = self.shards.get(shard).ok_or(ShardError::NoSuchShard {
+            index: shard,
+            shards,
+        })?;
+        let tx = handle
+            .submit
+            .as_ref()
+            .ok_or(ShardError::Vanished { shard })?;
+        let user_data = request.user_data;
+        let timed_out = ShardError::TimedOut {
+            shard,
+            after: timeout,
+        };
+        tx.send_timeout(request, timeout).map_err(|e| match e {
+            SendTimeoutError::Timeout(_) => timed_out,
+            SendTimeoutError::Disconnected(_) => ShardError::Vanished { shard },
+        })?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let completion = handle.completions.recv_timeout(left).map_err(|e| match e {
+                RecvTimeoutError::Timeout => ShardError::TimedOut {
+                    shard,
+                    after: timeout,
+                },
+                RecvTimeoutError::Disconnected => ShardError::Vanished { shard },
+            })?;
+            if completion.user_data == user_data {
+                return Ok(completion);
+            }
+            tracing::warn!(
+                shard,
+                user_data = completion.user_data,
+                "execute dropped the completion of another request"
+            );
+        }
+    }
+
+    /// The counters of shard `shard`.
+    pub fn stats(&self, shard: usize) -> Option<ShardStats> {
+        self.shards.get(shard).map(|s| s.stats.load())
+    }
+
+    /// Every shard's counters, in shard order.
+    pub fn all_stats(&self) -> Vec<ShardStats> {
+        self.shards.iter().map(|s| s.stats.load()).collect()
+    }
+
+    /// Stops every shard: each finishes the commands it holds, logs out and closes its
+    /// connection. Returns the final counters.
+    pub fn shutdown(mut self) -> Vec<ShardStats> {
+        self.stop();
+        self.shards.iter().map(|s| s.stats.load()).collect()
+    }
+
+    fn stop(&mut self) {
+        // Closing the submission queue is the stop signal.
+        for shard in &mut self.shards {
+            shard.submit = None;
+        }
+        for shard in &mut self.shards {
+            // Completions not taken by the caller must not block a stopping shard.
+            while shard.completions.try_recv().is_ok() {}
+            if let Some(thread) = shard.thread.take() {
+                // Drain while waiting, so a shard posting its last completions finishes.
+                while !thread.is_finished() {
+                    while shard.completions.try_recv().is_ok() {}
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if thread.join().is_err() {
+                    tracing::error!("a shard thread panicked");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ShardPool {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A failed command with its buffer handed back.
+fn failure(error: CommandError, buffer: Vec<u8>) -> CommandFailure {
+    CommandFailure { error, buffer }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_config(portal: std::net::SocketAddr) -> ClientConfig {
+        let mut config = ClientConfig::new(portal, Some("iqn.2026-11.test:t".into()));
+        config.connect_timeout = Duration::from_secs(2);
+        config
+    }
+
+    fn closed_port() -> std::net::SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        addr
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused_before_any_thread_starts() {
+        let cc = client_config(closed_port());
+        let config = ShardConfig::default();
+        let invalid =
+            |r: Result<ShardPool, ShardError>| matches!(r, Err(ShardError::InvalidConfig(_)));
+        assert!(invalid(ShardPool::start(&cc, 0, &config)));
+        let two_sessions = ShardConfig {
+            sessions_per_shard: 2,
+            ..ShardConfig::default()
+        };
+        assert!(invalid(ShardPool::start(&cc, 1, &two_sessions)));
+        let no_depth = ShardConfig {
+            queue_depth: 0,
+            ..ShardConfig::default()
+        };
+        assert!(invalid(ShardPool::start(&cc, 1, &no_depth)));
+        let mut discovery = cc.clone();
+        discovery.target_name = None;
+        assert!(invalid(ShardPool::start(&discovery, 1, &config)));
+    }
+
+    #[test]
+    fn a_refused_connection_fails_start_naming_the_shard_and_portal() {
+        let portal = closed_port();
+        match ShardPool::start(&client_config(portal), 2, &ShardConfig::default()) {
+            Err(ShardError::Connect {
+                portal: p, source, ..
+            }) => {
+                assert_eq!(p, portal);
+                assert!(
+                    matches!(source, TransportError::ConnectionRefused(_)),
+                    "{source}"
+                );
+            }
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stats_sum_and_entries_per_io() {
+        let a = ShardStats {
+            ios: 10,
+            kernel_entries: 5,
+            bytes: 100,
+            ..ShardStats::default()
+        };
+        let b = ShardStats {
+            ios: 30,
+            kernel_entries: 15,
+            bytes_copied: 7,
+            ..ShardStats::default()
+        };
+        let sum = ShardStats::sum(&[a, b]);
+        assert_eq!(
+            (sum.ios, sum.kernel_entries, sum.bytes, sum.bytes_copied),
+            (40, 20, 100, 7)
+        );
+        assert_eq!(sum.kernel_entries_per_io(), 0.5);
+        assert_eq!(ShardStats::default().kernel_entries_per_io(), 0.0);
+    }
+}

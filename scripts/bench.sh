@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The shard data path against libiscsi's iscsi-perf, same target, same workloads, same run.
+#
+# Starts a private tgtd on a free loopback port with a null LUN (reads cost the target
+# nothing, so the initiators are what is measured), then for each workload runs
+# iscsi-perf and our iscsi-perfcmp for SECONDS_PER_RUN seconds each and prints IOPS, MB/s,
+# initiator CPU seconds per million I/Os, p50/p99 latency, and our/libiscsi ratios.
+# If this tree has the embedded target (gateway/src/bin/iscsi-gateway.rs), the same
+# workloads run against its null LUN too.
+#
+# Not run in CI: it is a benchmark. Needs tgtd, tgtadm and iscsi-perf (libiscsi-bin).
+# Usage: scripts/bench.sh            (SECONDS_PER_RUN=5 by default)
+set -euo pipefail
+
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+for tool in tgtd tgtadm iscsi-perf; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is not installed" >&2; exit 1; }
+done
+
+echo "building iscsi-perfcmp (release)..." >&2
+cargo build --quiet --release -p tools --bin iscsi-perfcmp
+perfcmp="$root/target/release/iscsi-perfcmp"
+
+work=$(mktemp -d /tmp/iscsi-bench.XXXXXX)
+pids=()
+cleanup() {
+    # tgtd ignores SIGTERM: the orderly way out is deleting its targets, then the system.
+    if [ -n "${TGT_IPC_SOCKET:-}" ]; then
+        tgtadm -C 0 --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
+        tgtadm -C 0 --op delete --mode system >/dev/null 2>&1 || true
+    fi
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    sleep 0.5
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+clk_tck=$(getconf CLK_TCK)
+initiator="iqn.2026-11.io.iscsi-uring:bench"
+
+# --- tgtd with a null LUN -------------------------------------------------------------
+tgt_port=$(free_port)
+tgt_iqn="iqn.2026-11.io.iscsi-uring:bench-null"
+export TGT_IPC_SOCKET="$work/tgtd-ipc"
+tgtd -f -C 0 -t 2 --iscsi "portal=127.0.0.1:$tgt_port" >"$work/tgtd.log" 2>&1 &
+pids+=($!)
+tgtadm_() { tgtadm -C 0 --lld iscsi "$@"; }
+for _ in $(seq 50); do tgtadm_ --op show --mode target >/dev/null 2>&1 && break; sleep 0.1; done
+tgtadm_ --op new --mode target --tid 1 -T "$tgt_iqn"
+tgtadm_ --op new --mode logicalunit --tid 1 --lun 1 --bstype null --backing-store /dev/null
+tgtadm_ --op bind --mode target --tid 1 -I ALL
+
+# name portal iqn lun
+targets=("tgt-null 127.0.0.1:$tgt_port $tgt_iqn 1")
+
+# --- the embedded target, where this tree has one ---------------------------------------
+if [ -f gateway/src/bin/iscsi-gateway.rs ]; then
+    echo "building iscsi-gateway (release)..." >&2
+    if cargo build --quiet --release -p gateway --bin iscsi-gateway; then
+        gw_port=$(free_port)
+        gw_iqn="iqn.2026-11.io.iscsi-uring:bench-gateway"
+        "$root/target/release/iscsi-gateway" --portal "127.0.0.1:$gw_port" --iqn "$gw_iqn" \
+            --lun null:100G >"$work/gateway.log" 2>&1 &
+        pids+=($!)
+        for _ in $(seq 50); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && break
+            sleep 0.1
+        done
+        targets+=("gateway-null 127.0.0.1:$gw_port $gw_iqn 0")
+    else
+        echo "bench: iscsi-gateway did not build; skipping the embedded target" >&2
+    fi
+else
+    echo "bench: no embedded target in this tree; tgt only" >&2
+fi
+
+# pattern bs qd
+workloads=(
+    "randread 4096 1"
+    "randread 4096 32"
+    "seqread 65536 8"
+    "seqread 1048576 4"
+)
+
+# iscsi-perf runs until interrupted: bound it, read its CPU time from /proc just before
+# the interrupt, and take the average it prints on the way out.
+run_libiscsi() { # portal iqn lun pattern bs qd -> "iops mbps cpu_per_mio"
+    local portal=$1 iqn=$2 lun=$3 pattern=$4 bs=$5 qd=$6
+    local blocks=$((bs / 512)) random=()
+    [ "$pattern" = randread ] && random=(-r)
+    iscsi-perf -i "$initiator" -m "$qd" -b "$blocks" "${random[@]}" \
+        "iscsi://$portal/$iqn/$lun" >"$work/perf.out" 2>&1 &
+    local pid=$!
+    sleep "$SECONDS_PER_RUN"
+    local ticks
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    kill -INT "$pid" 2>/dev/null || true
+    timeout 10 tail --pid="$pid" -f /dev/null || kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local iops
+    iops=$(tr '\r' '\n' <"$work/perf.out" | sed -n 's/.*iops average \([0-9]*\).*/\1/p' | tail -1)
+    iops=${iops:-0}
+    awk -v iops="$iops" -v bs="$bs" -v ticks="$ticks" -v hz="$clk_tck" -v secs="$SECONDS_PER_RUN" \
+        'BEGIN { ios = iops * secs; cpu = ticks / hz;
+                 printf "%d %.1f %.2f\n", iops, iops * bs / 1e6, (ios > 0 ? cpu * 1e6 / ios : 0) }'
+}
+
+run_ours() { # portal iqn lun pattern bs qd -> key=value line
+    "$perfcmp" --portal "$1" --target "$2" --lun "$3" --pattern "$4" --bs "$5" --qd "$6" \
+        --seconds "$SECONDS_PER_RUN"
+}
+
+field() { # line key
+    tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"
+}
+
+printf '\n%-13s %-9s %7s %3s | %9s %9s %8s %8s %8s | %9s %9s %8s | %6s %6s %6s | %6s %8s\n' \
+    target workload bs qd "our IOPS" "our MB/s" "cpu/Mio" "p50 us" "p99 us" \
+    "lib IOPS" "lib MB/s" "cpu/Mio" "IOPS x" "MB/s x" "cpu x" "ent/io" "copied"
+for t in "${targets[@]}"; do
+    read -r name portal iqn lun <<<"$t"
+    for w in "${workloads[@]}"; do
+        read -r pattern bs qd <<<"$w"
+        read -r lib_iops lib_mbps lib_cpu <<<"$(run_libiscsi "$portal" "$iqn" "$lun" "$pattern" "$bs" "$qd")"
+        ours=$(run_ours "$portal" "$iqn" "$lun" "$pattern" "$bs" "$qd") || ours=""
+        o_iops=$(field "$ours" iops); o_mbps=$(field "$ours" mbps); o_cpu=$(field "$ours" cpu_s_per_mio)
+        o_p50=$(field "$ours" p50_us); o_p99=$(field "$ours" p99_us)
+        o_ent=$(field "$ours" kernel_entries_per_io); o_copied=$(field "$ours" bytes_copied)
+        ratios=$(awk -v a="${o_iops:-0}" -v b="$lib_iops" -v c="${o_mbps:-0}" -v d="$lib_mbps" \
+            -v e="${o_cpu:-0}" -v f="$lib_cpu" 'function r(x, y) { return (y > 0) ? sprintf("%.2f", x / y) : "n/a" }
+            BEGIN { printf "%s %s %s", r(a, b), r(c, d), r(e, f) }')
+        read -r r_iops r_mbps r_cpu <<<"$ratios"
+        printf '%-13s %-9s %7s %3s | %9s %9s %8s %8s %8s | %9s %9s %8s | %6s %6s %6s | %6s %8s\n' \
+            "$name" "$pattern" "$bs" "$qd" "${o_iops:-fail}" "${o_mbps:--}" "${o_cpu:--}" \
+            "${o_p50:--}" "${o_p99:--}" "$lib_iops" "$lib_mbps" "$lib_cpu" \
+            "$r_iops" "$r_mbps" "$r_cpu" "${o_ent:--}" "${o_copied:--}"
+    done
+done
+cat <<'EOF'
+
+cpu/Mio: initiator CPU seconds (user + system) per million I/Os; ours from getrusage of the
+whole iscsi-perfcmp process (caller thread + shard thread, both polling briefly before
+sleeping), libiscsi's from /proc/PID/stat. iscsi-perf prints no latency percentiles (n/a).
+"IOPS x", "MB/s x", "cpu x": ours / libiscsi (cpu x below 1 is better). ent/io: our kernel
+entries per I/O. copied: payload bytes ours copied in user space (4 KiB reads are staged on
+purpose: many small PDUs per receive; reads of 16 KiB and more are placed, 0 copies).
+EOF

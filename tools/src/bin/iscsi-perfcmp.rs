@@ -1,0 +1,380 @@
+//! `iscsi-perfcmp`: drives one workload through the shard path ([`datapath::shard`]) for a
+//! fixed time and prints one result line, in the same terms `scripts/bench.sh` uses for
+//! libiscsi's `iscsi-perf`: IOPS, MB/s, initiator CPU seconds per million I/Os (user +
+//! system of this whole process, from `getrusage`), p50/p99 latency (submit to completion,
+//! HdrHistogram), and the shard counters (kernel entries per I/O, user-space copies, time
+//! the command window was closed, peak queue depth).
+//!
+//! Reads only: the benchmark is meant for null LUNs.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use datapath::client::ClientConfig;
+use datapath::scsi::Cdb;
+use datapath::session::DataDirection;
+use datapath::shard::{ShardConfig, ShardPool, ShardRequest, ShardStats};
+use hdrhistogram::Histogram;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Pattern {
+    /// Uniformly random block-aligned offsets.
+    Randread,
+    /// Consecutive offsets, wrapping at the end of the LUN.
+    Seqread,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "iscsi-perfcmp",
+    about = "Read benchmark over the shard data path"
+)]
+struct Args {
+    /// Target portal, host:port.
+    #[arg(long)]
+    portal: SocketAddr,
+    /// Target IQN.
+    #[arg(long)]
+    target: String,
+    #[arg(long, default_value_t = 1)]
+    lun: u64,
+    #[arg(long, value_enum, default_value_t = Pattern::Randread)]
+    pattern: Pattern,
+    /// Bytes per I/O (a multiple of the LUN's block length).
+    #[arg(long, default_value_t = 4096)]
+    bs: u32,
+    /// I/Os in flight per shard.
+    #[arg(long, default_value_t = 1)]
+    qd: usize,
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Pin shard i to core (core + i).
+    #[arg(long)]
+    core: Option<usize>,
+    /// Measured run time.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// MaxRecvDataSegmentLength we declare.
+    #[arg(long, default_value_t = 262_144)]
+    max_recv_segment: u32,
+    /// Microseconds the shard and the caller poll their queues before sleeping.
+    #[arg(long, default_value_t = 50)]
+    spin_us: u64,
+    #[arg(skip)]
+    spin: Duration,
+    /// Print one JSON object instead of key=value pairs.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let mut args = Args::parse();
+    args.spin = Duration::from_micros(args.spin_us);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iscsi-perfcmp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we pass; all-zero is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer to a live rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// A small xorshift generator: random offsets without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// What one shard's driver thread measured.
+struct DriverResult {
+    ios: u64,
+    bytes: u64,
+    errors: u64,
+    latency: Histogram<u64>,
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if args.qd == 0 || args.shards == 0 || args.bs == 0 {
+        return Err("--qd, --shards and --bs must be positive".into());
+    }
+    let mut client = ClientConfig::new(args.portal, Some(args.target.clone()));
+    client.offer.max_recv_data_segment_length = args.max_recv_segment;
+    client.offer.max_burst_length = args.max_recv_segment.max(args.bs);
+    client.offer.immediate_data = true;
+    client.command_timeout = Duration::from_secs(30);
+    let config = ShardConfig {
+        core: args.core,
+        queue_depth: args.qd,
+        idle_spin: args.spin,
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&client, args.shards, &config).map_err(|e| e.to_string())?;
+    let (block_len, blocks) = prepare(&pool, args)?;
+    if !args.bs.is_multiple_of(block_len) {
+        return Err(format!(
+            "--bs {} is not a multiple of the block length {block_len}",
+            args.bs
+        ));
+    }
+    let io_blocks = args.bs / block_len;
+    let slots = blocks / u64::from(io_blocks);
+    if slots == 0 {
+        return Err("the LUN is smaller than one I/O".into());
+    }
+    let run_for = Duration::from_secs_f64(args.seconds);
+    // The counters of the measured phase only (not login, TEST UNIT READY, capacity).
+    let before = ShardStats::sum(&pool.all_stats());
+
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let results: Vec<Result<DriverResult, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..args.shards)
+            .map(|shard| {
+                let pool = &pool;
+                scope.spawn(move || drive(pool, shard, args, io_blocks, block_len, slots, run_for))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("driver panicked".into())))
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    let stats = ShardStats::sum(&pool.all_stats());
+    drop(pool);
+
+    let mut latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let (mut ios, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+    for r in results {
+        let r = r?;
+        ios += r.ios;
+        bytes += r.bytes;
+        errors += r.errors;
+        latency.add(&r.latency).map_err(|e| e.to_string())?;
+    }
+    let secs = elapsed.as_secs_f64();
+    let iops = ios as f64 / secs;
+    let mbps = bytes as f64 / secs / 1e6;
+    let cpu_per_million = if ios == 0 {
+        0.0
+    } else {
+        cpu.as_secs_f64() * 1e6 / ios as f64
+    };
+    let p50 = latency.value_at_quantile(0.50);
+    let p99 = latency.value_at_quantile(0.99);
+    let fields: Vec<(&str, String)> = vec![
+        ("ios", ios.to_string()),
+        ("errors", errors.to_string()),
+        ("seconds", format!("{secs:.3}")),
+        ("iops", format!("{iops:.0}")),
+        ("mbps", format!("{mbps:.1}")),
+        ("cpu_s", format!("{:.3}", cpu.as_secs_f64())),
+        ("cpu_s_per_mio", format!("{cpu_per_million:.2}")),
+        ("p50_us", p50.to_string()),
+        ("p99_us", p99.to_string()),
+        (
+            "kernel_entries_per_io",
+            format!(
+                "{:.2}",
+                (stats.kernel_entries - before.kernel_entries) as f64 / ios.max(1) as f64
+            ),
+        ),
+        (
+            "bytes_copied",
+            (stats.bytes_copied - before.bytes_copied).to_string(),
+        ),
+        (
+            "window_closed_ms",
+            format!("{:.1}", stats.window_closed_ns as f64 / 1e6),
+        ),
+        ("peak_queue_depth", stats.peak_queue_depth.to_string()),
+    ];
+    if args.json {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("\"{k}\": {v}"))
+            .collect();
+        println!("{{{}}}", body.join(", "));
+    } else {
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("{}", body.join(" "));
+    }
+    if errors > 0 {
+        return Err(format!("{errors} I/Os failed"));
+    }
+    Ok(())
+}
+
+/// Clears the unit attention of each fresh session and reads the capacity: (block length,
+/// blocks).
+fn prepare(pool: &ShardPool, args: &Args) -> Result<(u32, u64), String> {
+    let wait = Duration::from_secs(10);
+    for shard in 0..pool.len() {
+        let mut good = false;
+        for attempt in 0..3 {
+            let tur = ShardRequest {
+                lun: args.lun,
+                cdb: vec![0; 6],
+                direction: DataDirection::None,
+                buffer: Vec::new(),
+                user_data: attempt,
+            };
+            let done = pool.execute(shard, tur, wait).map_err(|e| e.to_string())?;
+            let outcome = done.result.map_err(|e| e.to_string())?;
+            if outcome.status == 0 {
+                good = true;
+                break;
+            }
+        }
+        if !good {
+            return Err(format!("shard {shard}: the LUN does not become ready"));
+        }
+    }
+    let cdb = Cdb::read_capacity_16(32);
+    let request = ShardRequest {
+        lun: args.lun,
+        cdb: cdb.as_bytes().to_vec(),
+        direction: DataDirection::Read { len: 32 },
+        buffer: vec![0; 32],
+        user_data: 0,
+    };
+    let done = pool.execute(0, request, wait).map_err(|e| e.to_string())?;
+    let outcome = done.result.map_err(|e| e.to_string())?;
+    if outcome.status != 0 {
+        return Err(format!("READ CAPACITY(16): status {:#x}", outcome.status));
+    }
+    let b = &outcome.buffer;
+    let last_lba = u64::from_be_bytes(b[0..8].try_into().map_err(|_| "short capacity data")?);
+    let block_len = u32::from_be_bytes(b[8..12].try_into().map_err(|_| "short capacity data")?);
+    if block_len == 0 {
+        return Err("the LUN reports a block length of 0".into());
+    }
+    Ok((block_len, last_lba.saturating_add(1)))
+}
+
+/// The next completion: polled for up to `spin` (a sleeping thread costs a wake-up per
+/// I/O), then waited for.
+fn next_completion(
+    completions: &crossbeam_channel::Receiver<datapath::shard::ShardCompletion>,
+    spin: Duration,
+) -> Option<datapath::shard::ShardCompletion> {
+    let until = Instant::now() + spin;
+    while Instant::now() < until {
+        if let Ok(done) = completions.try_recv() {
+            return Some(done);
+        }
+        std::thread::yield_now();
+    }
+    completions.recv_timeout(Duration::from_secs(30)).ok()
+}
+
+/// Keeps `args.qd` reads in flight on one shard until `run_for` has passed.
+fn drive(
+    pool: &ShardPool,
+    shard: usize,
+    args: &Args,
+    io_blocks: u32,
+    block_len: u32,
+    slots: u64,
+    run_for: Duration,
+) -> Result<DriverResult, String> {
+    let completions = pool.completions(shard).ok_or("no such shard")?;
+    let mut latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1));
+    let mut next_slot = (slots / args.shards as u64) * shard as u64;
+    let mut submitted_at = vec![Instant::now(); args.qd];
+    let mut free: Vec<(usize, Vec<u8>)> = (0..args.qd)
+        .map(|i| (i, vec![0u8; args.bs as usize]))
+        .collect();
+    let (mut ios, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+    let end = Instant::now() + run_for;
+    let mut in_flight = 0usize;
+    loop {
+        let now = Instant::now();
+        let stopping = now >= end;
+        if !stopping {
+            while let Some((slot, buffer)) = free.pop() {
+                let io_slot = match args.pattern {
+                    Pattern::Randread => rng.next() % slots,
+                    Pattern::Seqread => {
+                        let s = next_slot % slots;
+                        next_slot += 1;
+                        s
+                    }
+                };
+                let lba = io_slot * u64::from(io_blocks);
+                let cdb = Cdb::read(lba, io_blocks, block_len, false).map_err(|e| e.to_string())?;
+                let request = ShardRequest {
+                    lun: args.lun,
+                    cdb: cdb.as_bytes().to_vec(),
+                    direction: DataDirection::Read { len: args.bs },
+                    buffer,
+                    user_data: slot as u64,
+                };
+                submitted_at[slot] = Instant::now();
+                match pool.submit(shard, request) {
+                    Ok(()) => in_flight += 1,
+                    Err(back) => {
+                        free.push((slot, back.buffer));
+                        break;
+                    }
+                }
+            }
+        } else if in_flight == 0 {
+            break;
+        }
+        let Some(done) = next_completion(completions, args.spin) else {
+            return Err(format!("shard {shard}: no completion within 30 s"));
+        };
+        in_flight -= 1;
+        let slot = done.user_data as usize;
+        let took = submitted_at
+            .get(slot)
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let buffer = match done.result {
+            Ok(outcome) if outcome.status == 0 => {
+                ios += 1;
+                bytes += u64::from(outcome.transferred);
+                let _ = latency.record(took.as_micros().max(1) as u64);
+                outcome.buffer
+            }
+            Ok(outcome) => {
+                errors += 1;
+                outcome.buffer
+            }
+            Err(failure) => {
+                errors += 1;
+                if errors == 1 {
+                    eprintln!("shard {shard}: {}", failure.error);
+                }
+                failure.buffer
+            }
+        };
+        free.push((slot, buffer));
+    }
+    Ok(DriverResult {
+        ios,
+        bytes,
+        errors,
+        latency,
+    })
+}
