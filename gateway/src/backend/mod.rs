@@ -15,6 +15,7 @@ mod null;
 mod ram;
 
 use std::io;
+use std::os::fd::BorrowedFd;
 
 pub use file::FileBackend;
 pub use null::NullBackend;
@@ -45,7 +46,28 @@ pub trait Backend: Send + Sync {
         let _ = offset;
         Ok((true, max_len))
     }
+    /// A descriptor on which the server may issue reads, writes and fsyncs through its own
+    /// io_uring instead of calling [`Backend::read_at`] and [`Backend::write_at`]. `None`
+    /// (the default) for backends without one: they run synchronously.
+    fn ring_file(&self) -> Option<RingFile<'_>> {
+        None
+    }
 }
+
+/// A backend's descriptor for ring I/O ([`Backend::ring_file`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RingFile<'a> {
+    pub fd: BorrowedFd<'a>,
+    /// Opened with `O_DIRECT`: buffer addresses must be aligned to `memory_align_bytes`,
+    /// and offsets and lengths are multiples of the logical block size, which the backend
+    /// checked is a multiple of the file's direct I/O offset alignment.
+    pub direct: bool,
+    pub memory_align_bytes: usize,
+}
+
+/// Buffers for `O_DIRECT` I/O are aligned to this (a page: at least any direct I/O
+/// memory alignment a file system or device asks for).
+pub const DIRECT_IO_BUFFER_ALIGN: usize = 4096;
 
 /// Errors building a backend from its specification.
 #[non_exhaustive]
