@@ -181,7 +181,7 @@ fn open_direct(path: &str, file: &File, block_size: u32) -> Option<File> {
         );
         return None;
     };
-    if block_size % offset_align != 0 || memory_align as usize > DIRECT_IO_BUFFER_ALIGN {
+    if !block_size.is_multiple_of(offset_align) || memory_align as usize > DIRECT_IO_BUFFER_ALIGN {
         tracing::info!(
             path,
             block_size,

@@ -256,3 +256,144 @@ impl FileOp {
         self.io.complete(outcome.map(|()| data))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    use io_uring::IoUring;
+
+    use super::*;
+    use crate::backend::FileBackend;
+    use crate::disk::{LogicalUnit, LuConfig, LunMap};
+    use crate::server::{luns, Submission};
+
+    /// A buffered file LUN of 64 blocks (520-byte "blocks" for the direct I/O decision
+    /// keep it buffered, so a resumed transfer may start anywhere) and its file.
+    fn file_lun(name: &str) -> (Arc<dyn crate::server::LunExecutor>, String) {
+        let path =
+            std::env::temp_dir().join(format!("gateway-file-io-{name}-{}.img", std::process::id()));
+        let path = path.to_str().unwrap().to_string();
+        let _ = std::fs::remove_file(&path);
+        let backend = FileBackend::open_for_block_size(&path, Some(64 * 512), 520).unwrap();
+        assert!(!backend.direct_io());
+        let contents: Vec<u8> = (0..64 * 512u32).map(|i| (i % 253) as u8).collect();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(&contents, 0)
+            .unwrap();
+        let mut map = LunMap::new();
+        map.insert(
+            0,
+            Arc::new(LogicalUnit::new(Box::new(backend), LuConfig::default())),
+        );
+        (luns::from_map("iqn.2026-11.test:file-io", 1, map), path)
+    }
+
+    fn op_for(luns: &dyn crate::server::LunExecutor, cdb: &[u8], data_out: Vec<u8>) -> FileOp {
+        let Submission::Io(io) = luns.submit(0, cdb, data_out, 1 << 20) else {
+            panic!("a planned command");
+        };
+        let command = crate::session::CommandId::for_tests(1);
+        FileOp::new(0, 1, command, io).ok().unwrap()
+    }
+
+    /// Runs one request on a real ring and returns its result.
+    fn run_on_ring(entry: squeue::Entry) -> i32 {
+        let mut ring = IoUring::new(4).unwrap();
+        // SAFETY: the test keeps the operation (and its buffer) alive until the wait
+        // below returns the completion.
+        unsafe { ring.submission().push(&entry.user_data(7)).unwrap() };
+        ring.submit_and_wait(1).unwrap();
+        let result = ring.completion().next().unwrap().result();
+        result
+    }
+
+    fn submitted(progress: Progress) -> squeue::Entry {
+        match progress {
+            Progress::Submit(entry) => entry,
+            Progress::Finished(outcome) => panic!("finished early: {outcome:?}"),
+        }
+    }
+
+    #[test]
+    fn a_short_read_is_resumed_where_it_stopped() {
+        let (luns, path) = file_lun("short-read");
+        // READ(10) of 8 blocks at LBA 2.
+        let mut op = op_for(&*luns, &[0x28, 0, 0, 0, 0, 2, 0, 0, 8, 0], Vec::new());
+        let _first = submitted(op.start());
+        // The kernel moved only 1000 bytes (left as zeros here): the rest is asked for.
+        let resumed = submitted(op.handle_completion(1000));
+        assert_eq!(run_on_ring(resumed), 4096 - 1000);
+        let Progress::Finished(outcome) = op.handle_completion(4096 - 1000) else {
+            panic!("done after the whole transfer");
+        };
+        let result = op.finish(outcome);
+        assert_eq!(result.status, 0);
+        let mut expected = vec![0u8; 4096];
+        std::fs::File::open(&path)
+            .unwrap()
+            .read_exact_at(&mut expected[1000..], 1024 + 1000)
+            .unwrap();
+        assert!(result.data_in == expected);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn interrupted_requests_are_retried_and_errors_end_the_command_with_sense() {
+        let (luns, path) = file_lun("errors");
+        let mut op = op_for(&*luns, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], Vec::new());
+        let _ = submitted(op.start());
+        let _ = submitted(op.handle_completion(-libc::EINTR));
+        // End of file before the range ends: an unrecovered read error.
+        let Progress::Finished(outcome) = op.handle_completion(0) else {
+            panic!("EOF ends the read");
+        };
+        let result = op.finish(outcome);
+        assert_eq!(
+            (result.status, result.sense[2], result.sense[12]),
+            (2, 3, 0x11)
+        );
+        // EIO on a write: a write error.
+        let mut op = op_for(&*luns, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], vec![1; 512]);
+        let _ = submitted(op.start());
+        let Progress::Finished(outcome) = op.handle_completion(-libc::EIO) else {
+            panic!("EIO ends the write");
+        };
+        let result = op.finish(outcome);
+        assert_eq!(
+            (result.status, result.sense[2], result.sense[12]),
+            (2, 3, 0x0c)
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_fua_write_lands_then_syncs() {
+        let (luns, path) = file_lun("fua");
+        // WRITE(10), FUA, 2 blocks at LBA 5.
+        let mut op = op_for(
+            &*luns,
+            &[0x2a, 0x08, 0, 0, 0, 5, 0, 0, 2, 0],
+            vec![0xee; 1024],
+        );
+        let write = submitted(op.start());
+        assert_eq!(run_on_ring(write), 1024);
+        let sync = submitted(op.handle_completion(1024));
+        assert_eq!(run_on_ring(sync), 0);
+        let Progress::Finished(outcome) = op.handle_completion(0) else {
+            panic!("done after the sync");
+        };
+        assert_eq!(op.finish(outcome).status, 0);
+        let mut on_disk = vec![0u8; 1024];
+        std::fs::File::open(&path)
+            .unwrap()
+            .read_exact_at(&mut on_disk, 5 * 512)
+            .unwrap();
+        assert!(on_disk.iter().all(|&b| b == 0xee));
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -168,7 +168,7 @@ pub(super) fn build(
     Ok(from_map(&node.iqn, portal_group_tag, map))
 }
 
-pub(super) fn from_map(
+pub(crate) fn from_map(
     target_name: &str,
     portal_group_tag: u16,
     map: LunMap,
