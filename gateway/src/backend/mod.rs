@@ -9,6 +9,11 @@
 //! [`Backend::unmap`], after which the unmapped bytes read back as zeros (the disk layer
 //! advertises LBPRZ from this), and may report which extents are deallocated through
 //! [`Backend::mapped_extent`] for GET LBA STATUS.
+//!
+//! Asynchronous I/O: a backend with a [`Backend::ring_file`] (the file backend) has its
+//! READ, WRITE and SYNCHRONIZE CACHE issued by the server on the event loop's own io_uring
+//! (see `crate::server`), directly (`O_DIRECT`) when the file's alignment allows; RAM and
+//! null backends answer synchronously through `read_at`/`write_at`.
 
 mod file;
 mod null;
