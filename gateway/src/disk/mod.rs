@@ -606,6 +606,15 @@ impl LunMap {
     /// type 1Fh, REQUEST SENSE returns LOGICAL UNIT NOT SUPPORTED as its parameter data,
     /// and every other command ends in CHECK CONDITION, ILLEGAL REQUEST, LOGICAL UNIT NOT
     /// SUPPORTED.
+    /// [`LogicalUnit::plan`] for the unit `lun`, with [`LunMap::execute`]'s handling of
+    /// REPORT LUNS and of missing units (both answered at once).
+    pub fn plan(&self, lun: u64, task: &ScsiTask) -> Plan {
+        match self.get(lun) {
+            Some(lu) if task.cdb.first() != Some(&op::REPORT_LUNS) => lu.plan(task),
+            _ => Plan::Done(self.execute(lun, task)),
+        }
+    }
+
     pub fn execute(&self, lun: u64, task: &ScsiTask) -> ScsiResult {
         let opcode = task.cdb.first().copied();
         if opcode == Some(op::REPORT_LUNS) {

@@ -120,7 +120,10 @@ impl LunExecutor for DiskLuns {
         let mut cdb_buf = Vec::new();
         let (cdb, used, wanted) = self.trim(lun, cdb, data_out.len(), &mut cdb_buf);
         let data = data_out.get(..used).unwrap_or(&data_out);
-        match unit.plan(&self.task(cdb, data, expected_data_in_len)) {
+        match self
+            .map
+            .plan(lun, &self.task(cdb, data, expected_data_in_len))
+        {
             Plan::Done(result) => Submission::Done(command_result(result, wanted)),
             Plan::Io(plan) => {
                 // The plan's length is what the CDB writes, a prefix of the Data-Out.
@@ -232,6 +235,32 @@ mod tests {
         // The exact amount works (the medium is zeros, so the compare matches).
         let result = luns.execute(0, &compare_and_write(1), &[0; 2 * 512], 0);
         assert_eq!(result.status, 0);
+    }
+
+    #[test]
+    fn report_luns_through_submit_lists_every_lun_of_a_file_target() {
+        let dir = std::env::temp_dir().join(format!("gateway-luns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = |n: u64| format!("file:{}:1M", dir.join(format!("{n}.img")).display());
+        let node = TargetNodeConfig::new("iqn.2024-01.test:luns", vec![(0, spec(0)), (3, spec(3))]);
+        let luns = build(&node, 1).unwrap();
+        let report_luns = [op::REPORT_LUNS, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+        let Submission::Done(result) = luns.submit(0, &report_luns, Vec::new(), 256) else {
+            panic!("REPORT LUNS runs at once");
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(result.status, 0);
+        assert_eq!(
+            &result.data_in[..4],
+            &16u32.to_be_bytes(),
+            "two LUNs listed"
+        );
+        // A READ on a file LUN is left to the ring.
+        let read10 = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert!(matches!(
+            luns.submit(3, &read10, Vec::new(), 512),
+            Submission::Io(_)
+        ));
     }
 
     #[test]
