@@ -1,5 +1,14 @@
-//! The file backend: a regular file or a block device, through positional reads and
-//! writes (`pread`/`pwrite` via `std::os::unix::fs::FileExt`; io_uring comes later).
+//! The file backend: a regular file or a block device. The server reads, writes and
+//! flushes it through its own io_uring ([`Backend::ring_file`]); the synchronous methods
+//! (`pread`/`pwrite` via `std::os::unix::fs::FileExt`) serve the commands that stay
+//! synchronous (COMPARE AND WRITE, WRITE SAME, VERIFY...).
+//!
+//! Direct I/O: the ring descriptor is a second open of the same file with `O_DIRECT` when
+//! the file allows it and the logical block size is a multiple of its direct I/O offset
+//! alignment (`statx` `STATX_DIOALIGN`), so every LBA-derived offset and length is
+//! aligned; otherwise the ring uses the buffered descriptor. Linux keeps the two coherent
+//! (a direct write invalidates the cached pages of its range, a direct read first writes
+//! back dirty ones), and fsync on either descriptor syncs the file.
 //!
 //! Unmap punches a hole (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), so the range reads back as
 //! zeros and its blocks return to the file system; where the file system or device refuses,
@@ -7,11 +16,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{check_range, Backend, BackendError};
+use super::{check_range, Backend, BackendError, RingFile, DIRECT_IO_BUFFER_ALIGN};
 
 /// Zero-fill fallback writes at most this much per write call.
 const ZERO_FILL_BYTES: usize = 1024 * 1024;
@@ -25,6 +35,32 @@ pub struct FileBackend {
     block_device: bool,
     /// Cleared after the first refused hole punch, so later unmaps go straight to zeros.
     punch_hole_works: AtomicBool,
+    /// The same file opened `O_DIRECT`, when direct I/O fits (see the module docs).
+    direct: Option<File>,
+}
+
+/// Direct I/O alignment of an open file (`statx` with `STATX_DIOALIGN`, Linux 6.1):
+/// `(memory, offset)` in bytes, `None` when the file system does not say or does not
+/// support direct I/O on this file.
+fn direct_io_alignment(file: &File) -> Option<(u32, u32)> {
+    // SAFETY: statx is plain old data; all zeros is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty path with AT_EMPTY_PATH names the descriptor itself, which `file`
+    // keeps open; `stx` is a live, writable statx the kernel fills in.
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    if rc != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 {
+        return None;
+    }
+    let (memory, offset) = (stx.stx_dio_mem_align, stx.stx_dio_offset_align);
+    (memory != 0 && offset != 0).then_some((memory, offset))
 }
 
 impl FileBackend {
@@ -32,6 +68,17 @@ impl FileBackend {
     /// shorter regular file is grown to it; the LUN exports `size` bytes. Without `size`
     /// the file or device must exist and its current size is exported.
     pub fn open(path: &str, size: Option<u64>) -> Result<FileBackend, BackendError> {
+        FileBackend::open_for_block_size(path, size, 512)
+    }
+
+    /// [`FileBackend::open`] for a logical unit of `block_size` bytes per block, which
+    /// decides whether ring I/O can be direct: only when `block_size` is a multiple of the
+    /// file's direct I/O offset alignment.
+    pub fn open_for_block_size(
+        path: &str,
+        size: Option<u64>,
+        block_size: u32,
+    ) -> Result<FileBackend, BackendError> {
         let io_error = |source| BackendError::Io {
             path: path.to_string(),
             source,
@@ -70,13 +117,20 @@ impl FileBackend {
         if size_bytes == 0 {
             return Err(BackendError::ZeroSize);
         }
+        let direct = open_direct(path, &file, block_size);
         Ok(FileBackend {
             file,
             path: path.to_string(),
             size_bytes,
             block_device,
             punch_hole_works: AtomicBool::new(!block_device),
+            direct,
         })
+    }
+
+    /// Whether ring I/O on this file is direct (`O_DIRECT`), bypassing the page cache.
+    pub fn direct_io(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// The path this backend was opened from.
@@ -118,7 +172,58 @@ impl FileBackend {
     }
 }
 
+/// The `O_DIRECT` descriptor when direct I/O fits `block_size`, logging the choice.
+fn open_direct(path: &str, file: &File, block_size: u32) -> Option<File> {
+    let Some((memory_align, offset_align)) = direct_io_alignment(file) else {
+        tracing::info!(
+            path,
+            "buffered I/O: the file system reports no direct I/O alignment"
+        );
+        return None;
+    };
+    if !block_size.is_multiple_of(offset_align) || memory_align as usize > DIRECT_IO_BUFFER_ALIGN {
+        tracing::info!(
+            path,
+            block_size,
+            offset_align,
+            memory_align,
+            "buffered I/O: the block size or buffers cannot meet the direct I/O alignment"
+        );
+        return None;
+    }
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(direct) => {
+            tracing::info!(path, block_size, offset_align, "direct I/O (O_DIRECT)");
+            Some(direct)
+        }
+        Err(error) => {
+            tracing::info!(path, %error, "buffered I/O: opening with O_DIRECT failed");
+            None
+        }
+    }
+}
+
 impl Backend for FileBackend {
+    fn ring_file(&self) -> Option<RingFile<'_>> {
+        Some(match &self.direct {
+            Some(direct) => RingFile {
+                fd: direct.as_fd(),
+                direct: true,
+                memory_align_bytes: DIRECT_IO_BUFFER_ALIGN,
+            },
+            None => RingFile {
+                fd: self.file.as_fd(),
+                direct: false,
+                memory_align_bytes: 1,
+            },
+        })
+    }
+
     fn size_bytes(&self) -> u64 {
         self.size_bytes
     }

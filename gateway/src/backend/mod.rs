@@ -9,12 +9,18 @@
 //! [`Backend::unmap`], after which the unmapped bytes read back as zeros (the disk layer
 //! advertises LBPRZ from this), and may report which extents are deallocated through
 //! [`Backend::mapped_extent`] for GET LBA STATUS.
+//!
+//! Asynchronous I/O: a backend with a [`Backend::ring_file`] (the file backend) has its
+//! READ, WRITE and SYNCHRONIZE CACHE issued by the server on the event loop's own io_uring
+//! (see `crate::server`), directly (`O_DIRECT`) when the file's alignment allows; RAM and
+//! null backends answer synchronously through `read_at`/`write_at`.
 
 mod file;
 mod null;
 mod ram;
 
 use std::io;
+use std::os::fd::BorrowedFd;
 
 pub use file::FileBackend;
 pub use null::NullBackend;
@@ -45,7 +51,28 @@ pub trait Backend: Send + Sync {
         let _ = offset;
         Ok((true, max_len))
     }
+    /// A descriptor on which the server may issue reads, writes and fsyncs through its own
+    /// io_uring instead of calling [`Backend::read_at`] and [`Backend::write_at`]. `None`
+    /// (the default) for backends without one: they run synchronously.
+    fn ring_file(&self) -> Option<RingFile<'_>> {
+        None
+    }
 }
+
+/// A backend's descriptor for ring I/O ([`Backend::ring_file`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RingFile<'a> {
+    pub fd: BorrowedFd<'a>,
+    /// Opened with `O_DIRECT`: buffer addresses must be aligned to `memory_align_bytes`,
+    /// and offsets and lengths are multiples of the logical block size, which the backend
+    /// checked is a multiple of the file's direct I/O offset alignment.
+    pub direct: bool,
+    pub memory_align_bytes: usize,
+}
+
+/// Buffers for `O_DIRECT` I/O are aligned to this (a page: at least any direct I/O
+/// memory alignment a file system or device asks for).
+pub const DIRECT_IO_BUFFER_ALIGN: usize = 4096;
 
 /// Errors building a backend from its specification.
 #[non_exhaustive]

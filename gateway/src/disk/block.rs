@@ -10,7 +10,8 @@ use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 use super::opcodes::op;
 use super::sense::{asc, key, Check};
-use super::{be16, be32, be64, medium_error, truncate, LogicalUnit};
+use super::{be16, be32, be64, medium_error, truncate, IoKind, IoPlan, LogicalUnit, Plan};
+use super::{opcodes, RingWriteTicket, ScsiResult, ScsiTask};
 use super::{MAX_COMPARE_AND_WRITE_BLOCKS, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS};
 
 /// WRITE SAME writes its pattern in pieces of at most this size.
@@ -79,7 +80,7 @@ fn shared<'a>(gate: &'a std::sync::RwLock<()>) -> RwLockReadGuard<'a, ()> {
     gate.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn exclusive<'a>(gate: &'a std::sync::RwLock<()>) -> RwLockWriteGuard<'a, ()> {
+pub(super) fn exclusive<'a>(gate: &'a std::sync::RwLock<()>) -> RwLockWriteGuard<'a, ()> {
     gate.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -194,6 +195,103 @@ impl LogicalUnit {
         let _gate = shared(&self.write_gate);
         self.write_blocks(extent.lba, data, force_unit_access)?;
         Ok(Vec::new())
+    }
+
+    /// The first half of READ, WRITE and SYNCHRONIZE CACHE for a backend the server drives
+    /// through its own ring: every check [`LogicalUnit::execute`] makes, in the same order,
+    /// then the I/O to issue instead of doing it. Any other command runs here and now.
+    pub fn plan(&self, task: &ScsiTask) -> Plan {
+        let cdb = task.cdb;
+        let ring_capable = self.backend.ring_file().is_some();
+        let opcode = cdb.first().copied();
+        let plannable = matches!(
+            opcode,
+            Some(
+                op::READ_6
+                    | op::READ_10
+                    | op::READ_12
+                    | op::READ_16
+                    | op::WRITE_6
+                    | op::WRITE_10
+                    | op::WRITE_12
+                    | op::WRITE_16
+                    | op::SYNCHRONIZE_CACHE_10
+                    | op::SYNCHRONIZE_CACHE_16
+            )
+        );
+        if !ring_capable || !plannable {
+            return Plan::Done(self.execute(task));
+        }
+        match self.plan_io(task) {
+            Ok(plan) => Plan::Io(plan),
+            Err(check) => Plan::Done(ScsiResult::check_condition(&check)),
+        }
+    }
+
+    fn plan_io(&self, task: &ScsiTask) -> Result<IoPlan, Check> {
+        let cdb = task.cdb;
+        let command = opcodes::lookup(cdb, self.thin())?;
+        opcodes::check_reserved_bits(command, cdb)?;
+        match command.opcode {
+            op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16 => {
+                let extent = extent(cdb);
+                self.check_range(extent)?;
+                self.check_transfer(extent)?;
+                let (offset, len) = self.bytes_of(extent.lba, extent.blocks);
+                Ok(IoPlan {
+                    kind: IoKind::Read,
+                    offset,
+                    len,
+                    flush_after: false,
+                    _ticket: None,
+                })
+            }
+            op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => {
+                self.check_range(extent(cdb))?;
+                Ok(IoPlan {
+                    kind: IoKind::Flush,
+                    offset: 0,
+                    len: 0,
+                    flush_after: false,
+                    _ticket: None,
+                })
+            }
+            _ => {
+                self.check_writable()?;
+                let extent = extent(cdb);
+                self.check_range(extent)?;
+                self.check_transfer(extent)?;
+                let data = self.data_for(extent, task.data_out)?;
+                let force_unit_access = cdb[0] != op::WRITE_6 && cdb[1] & 0x08 != 0;
+                let (offset, _) = self.bytes_of(extent.lba, 0);
+                // Taken under the shared gate, so COMPARE AND WRITE (exclusive) either
+                // sees this write in flight or runs wholly before it starts.
+                let ticket = {
+                    let _gate = shared(&self.write_gate);
+                    RingWriteTicket::new(&self.ring_writes)
+                };
+                Ok(IoPlan {
+                    kind: IoKind::Write,
+                    offset,
+                    len: data.len() as u64,
+                    flush_after: force_unit_access || !self.write_cache_enabled(),
+                    _ticket: Some(ticket),
+                })
+            }
+        }
+    }
+
+    /// The second half: the outcome of a planned I/O as the command's result. `Ok` holds
+    /// the bytes read (empty for writes and flushes); an error is a MEDIUM ERROR, UNRECOVERED
+    /// READ ERROR for a read and WRITE ERROR otherwise.
+    pub fn finish(&self, plan: IoPlan, outcome: std::io::Result<Vec<u8>>) -> ScsiResult {
+        match outcome {
+            Ok(data) if plan.kind == IoKind::Read => ScsiResult::good(data),
+            Ok(_) => ScsiResult::good(Vec::new()),
+            Err(error) => {
+                ScsiResult::check_condition(&medium_error(error, plan.kind != IoKind::Read))
+            }
+        }
     }
 
     /// WRITE AND VERIFY (SBC-3 5.37): the medium holds exactly what was written, so the
@@ -389,7 +487,7 @@ impl LogicalUnit {
         }
         let (compare, write) = data_out.split_at(half as usize);
         let force_unit_access = cdb[1] & 0x08 != 0;
-        let _gate = exclusive(&self.write_gate);
+        // The caller ([`LogicalUnit::execute`]) holds the write gate exclusively.
         let medium = self.read_blocks(extent.lba, extent.blocks)?;
         if let Some(offset) = first_difference(compare, &medium) {
             return Err(Check::miscompare(offset as u32));
@@ -407,7 +505,7 @@ impl LogicalUnit {
         self.check_transfer(extent)?;
         let data = self.data_for(extent, data_out)?;
         let force_unit_access = cdb[1] & 0x08 != 0;
-        let _gate = exclusive(&self.write_gate);
+        // The caller ([`LogicalUnit::execute`]) holds the write gate exclusively.
         let mut medium = self.read_blocks(extent.lba, extent.blocks)?;
         for (byte, with) in medium.iter_mut().zip(data) {
             *byte |= with;

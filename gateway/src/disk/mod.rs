@@ -35,7 +35,7 @@ pub mod opcodes;
 pub mod sense;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::backend::Backend;
@@ -194,6 +194,61 @@ pub struct LogicalUnit {
     software_write_protect: AtomicBool,
     /// Shared by ordinary writes, exclusive for COMPARE AND WRITE and ORWRITE.
     write_gate: RwLock<()>,
+    /// Planned writes the server has not finished yet (see [`LogicalUnit::plan`]).
+    ring_writes: Arc<AtomicUsize>,
+}
+
+/// What [`LogicalUnit::plan`] decided.
+#[derive(Debug)]
+pub enum Plan {
+    /// The command ran (or failed its checks); this is its result.
+    Done(ScsiResult),
+    /// The command passed every check; the caller does this I/O on the backend's ring
+    /// file ([`Backend::ring_file`]) and hands the outcome to [`LogicalUnit::finish`].
+    Io(IoPlan),
+}
+
+/// The I/O a planned command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoKind {
+    /// Read `len` bytes at `offset`; they are the command's Data-In.
+    Read,
+    /// Write the first `len` bytes of the Data-Out at `offset`.
+    Write,
+    /// Make every completed write durable (fdatasync).
+    Flush,
+}
+
+/// One planned I/O: byte offset and length on the backend (checked against the medium and
+/// the transfer limit), and whether a write must be made durable before GOOD (FUA or the
+/// write cache off).
+#[derive(Debug)]
+pub struct IoPlan {
+    pub kind: IoKind,
+    pub offset: u64,
+    pub len: u64,
+    pub flush_after: bool,
+    /// Counts a write as in flight until the plan is dropped (finished or abandoned).
+    _ticket: Option<RingWriteTicket>,
+}
+
+/// One planned write in flight. COMPARE AND WRITE and ORWRITE refuse with BUSY while any is,
+/// because their read-compare-write must not interleave with another write and the thread
+/// running them may be the one that would complete that write.
+#[derive(Debug)]
+struct RingWriteTicket(Arc<AtomicUsize>);
+
+impl RingWriteTicket {
+    fn new(counter: &Arc<AtomicUsize>) -> RingWriteTicket {
+        counter.fetch_add(1, Ordering::AcqRel);
+        RingWriteTicket(Arc::clone(counter))
+    }
+}
+
+impl Drop for RingWriteTicket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for LogicalUnit {
@@ -219,6 +274,7 @@ impl LogicalUnit {
             write_cache: AtomicBool::new(config.write_cache),
             software_write_protect: AtomicBool::new(false),
             write_gate: RwLock::new(()),
+            ring_writes: Arc::new(AtomicUsize::new(0)),
             config,
             blocks,
         }
@@ -260,6 +316,22 @@ impl LogicalUnit {
 
     /// Runs one command. Never panics on any CDB or Data-Out.
     pub fn execute(&self, task: &ScsiTask) -> ScsiResult {
+        if matches!(
+            task.cdb.first().copied(),
+            Some(op::COMPARE_AND_WRITE | op::ORWRITE_16)
+        ) {
+            // Their read-compare-write is atomic against every other write: no ordinary
+            // write may start (the gate) and none planned on a ring may be in flight.
+            let _gate = block::exclusive(&self.write_gate);
+            if self.ring_writes.load(Ordering::Acquire) > 0 {
+                return ScsiResult {
+                    status: status::BUSY,
+                    sense: Vec::new(),
+                    data_in: Vec::new(),
+                };
+            }
+            return ScsiResult::from_outcome(self.dispatch(task));
+        }
         ScsiResult::from_outcome(self.dispatch(task))
     }
 
@@ -534,6 +606,15 @@ impl LunMap {
     /// type 1Fh, REQUEST SENSE returns LOGICAL UNIT NOT SUPPORTED as its parameter data,
     /// and every other command ends in CHECK CONDITION, ILLEGAL REQUEST, LOGICAL UNIT NOT
     /// SUPPORTED.
+    /// [`LogicalUnit::plan`] for the unit `lun`, with [`LunMap::execute`]'s handling of
+    /// REPORT LUNS and of missing units (both answered at once).
+    pub fn plan(&self, lun: u64, task: &ScsiTask) -> Plan {
+        match self.get(lun) {
+            Some(lu) if task.cdb.first() != Some(&op::REPORT_LUNS) => lu.plan(task),
+            _ => Plan::Done(self.execute(lun, task)),
+        }
+    }
+
     pub fn execute(&self, lun: u64, task: &ScsiTask) -> ScsiResult {
         let opcode = task.cdb.first().copied();
         if opcode == Some(op::REPORT_LUNS) {

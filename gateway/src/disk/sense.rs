@@ -32,6 +32,8 @@ pub mod asc {
 pub mod status {
     pub const GOOD: u8 = 0x00;
     pub const CHECK_CONDITION: u8 = 0x02;
+    /// The logical unit cannot take the command now; the initiator retries it.
+    pub const BUSY: u8 = 0x08;
 }
 
 /// Length of fixed-format sense data with no additional bytes beyond the standard ones.

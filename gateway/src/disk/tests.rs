@@ -1344,3 +1344,195 @@ proptest! {
         let _ = data_out_length(&cdb, 512);
     }
 }
+
+/// RAM storage that also offers a ring file (`/dev/null`), so [`LogicalUnit::plan`] plans
+/// I/O for it instead of running it.
+struct RingRam {
+    ram: RamBackend,
+    null: std::fs::File,
+}
+
+impl crate::backend::Backend for RingRam {
+    fn size_bytes(&self) -> u64 {
+        self.ram.size_bytes()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.ram.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.ram.write_at(offset, data)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn unmap(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.ram.unmap(offset, len)
+    }
+    fn kind(&self) -> &'static str {
+        "ring-ram"
+    }
+    fn thin(&self) -> bool {
+        self.ram.thin()
+    }
+    fn ring_file(&self) -> Option<crate::backend::RingFile<'_>> {
+        use std::os::fd::AsFd;
+        Some(crate::backend::RingFile {
+            fd: self.null.as_fd(),
+            direct: false,
+            memory_align_bytes: 1,
+        })
+    }
+}
+
+fn ring_lu(blocks: u64) -> LogicalUnit {
+    let backend = RingRam {
+        ram: RamBackend::new(blocks * 512),
+        null: std::fs::File::open("/dev/null").unwrap(),
+    };
+    LogicalUnit::new(Box::new(backend), LuConfig::for_name("test"))
+}
+
+fn plan(lu: &LogicalUnit, cdb: &[u8], data_out: &[u8]) -> Plan {
+    let mut padded = [0u8; 16];
+    padded[..cdb.len()].copy_from_slice(cdb);
+    lu.plan(&ScsiTask {
+        cdb: &padded,
+        data_out,
+        expected_data_in_len: 1 << 24,
+        target_port: port(),
+    })
+}
+
+#[test]
+fn plan_turns_read_write_and_synchronize_cache_into_io() {
+    let lu = ring_lu(BLOCKS);
+    let Plan::Io(read) = plan(&lu, &cdb10(op::READ_10, 0, 10, 4), &[]) else {
+        panic!("READ(10) is planned");
+    };
+    assert_eq!(
+        (read.kind, read.offset, read.len, read.flush_after),
+        (IoKind::Read, 5120, 2048, false)
+    );
+    let Plan::Io(write) = plan(&lu, &cdb16(op::WRITE_16, 0x08, 3, 2), &[0; 2048]) else {
+        panic!("WRITE(16) is planned");
+    };
+    // FUA: durable before GOOD. Only the CDB's two blocks are written.
+    assert_eq!(
+        (write.kind, write.offset, write.len, write.flush_after),
+        (IoKind::Write, 1536, 1024, true)
+    );
+    let Plan::Io(sync) = plan(&lu, &cdb10(op::SYNCHRONIZE_CACHE_10, 0, 0, 0), &[]) else {
+        panic!("SYNCHRONIZE CACHE is planned");
+    };
+    assert_eq!(sync.kind, IoKind::Flush);
+    // Other commands run at once; so does everything on a unit without a ring file.
+    assert!(matches!(
+        plan(&lu, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0], &[]),
+        Plan::Done(ScsiResult { status: 0, .. })
+    ));
+    assert!(matches!(
+        plan(&ram_lu(BLOCKS), &cdb10(op::READ_10, 0, 0, 1), &[]),
+        Plan::Done(ScsiResult { status: 0, .. })
+    ));
+}
+
+#[test]
+fn finish_maps_io_errors_to_medium_errors() {
+    let lu = ring_lu(BLOCKS);
+    let eio = || std::io::Error::from_raw_os_error(5);
+    let Plan::Io(read) = plan(&lu, &cdb10(op::READ_10, 0, 0, 1), &[]) else {
+        panic!("planned");
+    };
+    let result = lu.finish(read, Err(eio()));
+    assert_eq!(sense_of(&result).key, key::MEDIUM_ERROR);
+    assert_eq!(sense_of(&result).asc, asc::UNRECOVERED_READ_ERROR.0);
+    let Plan::Io(write) = plan(&lu, &cdb10(op::WRITE_10, 0, 0, 1), &[0; 512]) else {
+        panic!("planned");
+    };
+    let result = lu.finish(write, Err(eio()));
+    assert_eq!(sense_of(&result).asc, asc::WRITE_ERROR.0);
+    let Plan::Io(read) = plan(&lu, &cdb10(op::READ_10, 0, 0, 1), &[]) else {
+        panic!("planned");
+    };
+    assert_eq!(
+        lu.finish(read, Ok(vec![9; 512])),
+        ScsiResult::good(vec![9; 512])
+    );
+}
+
+#[test]
+fn compare_and_write_is_busy_while_a_planned_write_is_in_flight() {
+    let lu = ring_lu(BLOCKS);
+    let Plan::Io(write) = plan(&lu, &cdb10(op::WRITE_10, 0, 0, 1), &[0; 512]) else {
+        panic!("planned");
+    };
+    let caw = |lu: &LogicalUnit| run(lu, &compare_and_write(0, 1), &[0; 1024]).status;
+    assert_eq!(caw(&lu), status::BUSY);
+    // A read in flight does not hold COMPARE AND WRITE back.
+    drop(lu.finish(write, Ok(Vec::new())));
+    let _read = plan(&lu, &cdb10(op::READ_10, 0, 0, 1), &[]);
+    assert_eq!(caw(&lu), status::GOOD);
+}
+
+/// The CDB opcodes the plan step handles itself.
+const PLANNED_OPCODES: [u8; 10] = [
+    op::READ_6,
+    op::READ_10,
+    op::READ_12,
+    op::READ_16,
+    op::WRITE_6,
+    op::WRITE_10,
+    op::WRITE_12,
+    op::WRITE_16,
+    op::SYNCHRONIZE_CACHE_10,
+    op::SYNCHRONIZE_CACHE_16,
+];
+
+proptest! {
+    /// The plan step refuses exactly what execution refuses, with the same sense, and
+    /// plans exactly the bytes execution would move.
+    #[test]
+    fn plan_checks_every_cdb_as_execute_does(
+        opcode_index in 0usize..PLANNED_OPCODES.len(),
+        mut cdb in proptest::collection::vec(any::<u8>(), 16),
+        lba in prop_oneof![0u64..64, (BLOCKS - 48)..(BLOCKS + 4)],
+        blocks in 0u32..40,
+        data_blocks in 0usize..40,
+        flags_only in any::<bool>(),
+    ) {
+        let opcode = PLANNED_OPCODES[opcode_index];
+        cdb[0] = opcode;
+        if flags_only {
+            // Mostly well-formed CDBs: random flags, sane LBA and length fields.
+            let sane = match opcode {
+                op::READ_6 | op::WRITE_6 => {
+                    let mut c = vec![opcode, (lba >> 16) as u8 & 0x1f, (lba >> 8) as u8, lba as u8, blocks as u8, 0];
+                    c.resize(16, 0);
+                    c
+                }
+                op::READ_12 | op::WRITE_12 => cdb12(opcode, cdb[1] & 0x08, lba as u32, blocks),
+                op::READ_16 | op::WRITE_16 | op::SYNCHRONIZE_CACHE_16 => {
+                    cdb16(opcode, cdb[1] & 0x0a, lba, blocks)
+                }
+                _ => cdb10(opcode, cdb[1] & 0x0a, lba as u32, blocks as u16),
+            };
+            cdb = sane;
+            cdb.resize(16, 0);
+        }
+        let data_out = vec![0x5a; data_blocks * 512];
+        let ring = ring_lu(BLOCKS);
+        let ram = ram_lu(BLOCKS);
+        let executed = run(&ram, &cdb, &data_out);
+        match plan(&ring, &cdb, &data_out) {
+            Plan::Done(result) => prop_assert_eq!(result, executed),
+            Plan::Io(io) => {
+                prop_assert_eq!(executed.status, status::GOOD);
+                if io.kind == IoKind::Read {
+                    prop_assert_eq!(io.len, executed.data_in.len() as u64);
+                }
+                prop_assert!(io.offset + io.len <= BLOCKS * 512);
+                prop_assert!(io.len <= data_out.len() as u64 || io.kind != IoKind::Write);
+            }
+        }
+    }
+}

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use datapath::pdu::{self, Limits, BHS_LEN};
 
-use crate::session::{TargetError, TargetEvent, TargetSession, TargetState};
+use crate::session::{
+    CommandId, CommandResult, TargetError, TargetEvent, TargetSession, TargetState,
+};
 
-use super::LunExecutor;
+use super::{FileIo, LunExecutor, Submission};
 
 /// Largest AHS accepted (the field allows 1020 bytes).
 const MAX_AHS_LEN: usize = 1024;
@@ -56,6 +58,8 @@ pub struct Connection {
     executor: Option<Arc<dyn LunExecutor>>,
     events: Vec<TargetEvent>,
     closed: Option<CloseReason>,
+    /// Commands whose file I/O the event loop has still to issue.
+    file_ios: Vec<(CommandId, FileIo)>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -92,6 +96,7 @@ impl Connection {
             executor: None,
             events: Vec::new(),
             closed: None,
+            file_ios: Vec::new(),
         }
     }
 
@@ -178,8 +183,9 @@ impl Connection {
         }
     }
 
-    /// Runs every ready command on its logical unit (synchronously: RAM and null units
-    /// answer at once; file units block this loop for the length of the I/O).
+    /// Starts every ready command on its logical unit: most finish here and now; READ,
+    /// WRITE and SYNCHRONIZE CACHE on a file unit leave file I/O for the event loop
+    /// ([`Connection::take_file_ios`]), finished later by [`Connection::complete_file_io`].
     fn run_commands(&mut self) {
         if self.executor.is_none() {
             if let Some(target) = self.session.target() {
@@ -191,23 +197,38 @@ impl Connection {
             }
         }
         while let Some(command) = self.session.poll_command() {
-            let result = match &self.executor {
-                Some(executor) => executor.execute(
+            let submission = match &self.executor {
+                Some(executor) => executor.submit(
                     command.lun,
                     &command.cdb,
-                    &command.data_out,
+                    command.data_out,
                     command.expected_data_in_len,
                 ),
-                None => crate::session::CommandResult {
+                None => Submission::Done(CommandResult {
                     status: 0x02,
                     // ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED.
                     sense: vec![0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x25, 0, 0, 0, 0, 0],
                     data_in: Vec::new(),
                     data_out_wanted: None,
-                },
+                }),
             };
-            self.session.complete_command(command.id, result);
+            match submission {
+                Submission::Done(result) => self.session.complete_command(command.id, result),
+                Submission::Io(io) => self.file_ios.push((command.id, io)),
+            }
         }
+    }
+
+    /// The file I/O the commands started since the last call need.
+    pub(super) fn take_file_ios(&mut self) -> Vec<(CommandId, FileIo)> {
+        std::mem::take(&mut self.file_ios)
+    }
+
+    /// A command's file I/O finished: its result goes to the initiator.
+    pub(super) fn complete_file_io(&mut self, id: CommandId, result: CommandResult) {
+        self.session.complete_command(id, result);
+        self.collect_events();
+        self.fill_output();
     }
 
     /// Encodes what the session has to send, up to the high-water mark.

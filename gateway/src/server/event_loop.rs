@@ -11,6 +11,13 @@
 //! its send buffer likewise while a send is in flight, new output collecting in a second
 //! buffer meanwhile. A connection is freed only once neither operation is in flight: to
 //! close, the loop shuts the socket down, which ends both, then closes the descriptor.
+//!
+//! File I/O (READ, WRITE, SYNCHRONIZE CACHE on file units, see `file_io`) runs on the same
+//! ring. Each operation lives in the loop's own table, not in its connection, and owns its
+//! buffer until its last completion: a connection may close while its I/O is in flight,
+//! and the completion then finds the connection gone (slot empty or another generation)
+//! and drops the result. The loop ends only once no file I/O is in flight, and the units
+//! are flushed after every loop has ended.
 
 use std::collections::VecDeque;
 use std::io;
@@ -26,7 +33,8 @@ use io_uring::{opcode, squeue, types, IoUring};
 use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession};
 
 use super::connection::{CloseReason, Connection};
-use super::{ConnControl, SessionKey, Shared};
+use super::file_io::{FileOp, Progress};
+use super::{ConnControl, LoopStats, SessionKey, Shared};
 
 const SQ_ENTRIES: u32 = 256;
 const CQ_ENTRIES: u32 = 1024;
@@ -39,6 +47,7 @@ const KIND_ACCEPT: u64 = 1;
 const KIND_RECV: u64 = 2;
 const KIND_SEND: u64 = 3;
 const KIND_WAKE: u64 = 4;
+const KIND_FILE: u64 = 5;
 
 fn token(kind: u64, slot: usize, generation: u32) -> u64 {
     kind << 56 | ((slot as u64) & 0x00ff_ffff) << 32 | u64::from(generation)
@@ -116,6 +125,11 @@ struct EventLoop {
     stopping: bool,
     /// Entries that did not fit in the submission queue yet.
     backlog: VecDeque<squeue::Entry>,
+    /// File I/O in flight, by token slot, with the generation its token carries.
+    file_ops: Vec<Option<(u32, FileOp)>>,
+    free_file_ops: Vec<usize>,
+    file_ops_in_flight: usize,
+    stats: Arc<LoopStats>,
 }
 
 fn build_ring() -> io::Result<IoUring> {
@@ -140,6 +154,7 @@ pub(super) fn run(
     shared: Arc<Shared>,
     listeners: Arc<Vec<TcpListener>>,
     waker: Arc<Waker>,
+    stats: Arc<LoopStats>,
     ready: Sender<io::Result<()>>,
 ) {
     let ring = match build_ring() {
@@ -162,6 +177,10 @@ pub(super) fn run(
         connections: 0,
         stopping: false,
         backlog: VecDeque::new(),
+        file_ops: Vec::new(),
+        free_file_ops: Vec::new(),
+        file_ops_in_flight: 0,
+        stats,
     };
     event_loop.run();
 }
@@ -179,7 +198,9 @@ impl EventLoop {
                     slot.conn.abort(TargetError::Shutdown);
                 }
             }
-            if self.stopping && self.connections == 0 {
+            // File I/O in flight still writes into buffers this loop owns, and a write
+            // must land before the units are flushed: wait for all of it.
+            if self.stopping && self.connections == 0 && self.file_ops_in_flight == 0 {
                 break;
             }
             let now = Instant::now();
@@ -309,6 +330,7 @@ impl EventLoop {
                     self.arm_wake();
                 }
             }
+            KIND_FILE => self.file_completion(index, generation, result),
             KIND_RECV | KIND_SEND => {
                 let Some(slot) = self
                     .slots
@@ -441,9 +463,19 @@ impl EventLoop {
         }
     }
 
-    /// Timers, kill requests, new receives and sends, and closing.
+    /// Timers, kill requests, new file I/O, receives and sends, and closing.
     fn service(&mut self, now: Instant) {
         for index in 0..self.slots.len() {
+            let Some(slot) = self.slots[index].as_mut() else {
+                continue;
+            };
+            let file_ios = slot.conn.take_file_ios();
+            if !file_ios.is_empty() {
+                let generation = slot.generation;
+                for (command, io) in file_ios {
+                    self.start_file_op(index, generation, command, io);
+                }
+            }
             let Some(slot) = self.slots[index].as_mut() else {
                 continue;
             };
@@ -514,6 +546,103 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    fn start_file_op(
+        &mut self,
+        conn_index: usize,
+        conn_generation: u32,
+        command: crate::session::CommandId,
+        io: super::FileIo,
+    ) {
+        let mut op = match FileOp::new(conn_index, conn_generation, command, io) {
+            Ok(op) => op,
+            Err((command, result)) => {
+                self.deliver(conn_index, conn_generation, command, result);
+                return;
+            }
+        };
+        let progress = op.start();
+        let index = match self.free_file_ops.pop() {
+            Some(index) => index,
+            None => {
+                self.file_ops.push(None);
+                self.file_ops.len() - 1
+            }
+        };
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        self.file_ops[index] = Some((generation, op));
+        self.file_ops_in_flight += 1;
+        self.file_progress(index, generation, progress);
+    }
+
+    fn file_completion(&mut self, index: usize, generation: u32, result: i32) {
+        let Some((_, op)) = self
+            .file_ops
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .filter(|(g, _)| *g == generation)
+        else {
+            tracing::warn!(index, "completion for file I/O no longer here");
+            return;
+        };
+        let progress = op.handle_completion(result);
+        self.file_progress(index, generation, progress);
+    }
+
+    /// Submits an operation's next request, or delivers its result once it is over.
+    fn file_progress(&mut self, index: usize, generation: u32, progress: Progress) {
+        match progress {
+            Progress::Submit(entry) => {
+                let entry = entry.user_data(token(KIND_FILE, index, generation));
+                // SAFETY: the entry's buffer (if any) is owned by the operation in
+                // `file_ops[index]`, which stays there, unmoved in its heap allocation
+                // (a `Vec` or an `AlignedBuf` that is never resized), until this request
+                // completes: operations leave the table only here below, on the
+                // completion that finishes them. The descriptor belongs to the backend,
+                // which the operation keeps alive through its `Arc<LogicalUnit>`.
+                unsafe { self.push(entry) };
+            }
+            Progress::Finished(outcome) => {
+                let Some((_, op)) = self.file_ops.get_mut(index).and_then(Option::take) else {
+                    return;
+                };
+                self.free_file_ops.push(index);
+                self.file_ops_in_flight -= 1;
+                // Only this thread writes the counter; others only read it.
+                let completed = self.stats.file_ios_completed.load(Ordering::Relaxed);
+                self.stats
+                    .file_ios_completed
+                    .store(completed + 1, Ordering::Relaxed);
+                let (conn_index, conn_generation, command) =
+                    (op.conn_index, op.conn_generation, op.command);
+                let result = op.finish(outcome);
+                self.deliver(conn_index, conn_generation, command, result);
+            }
+        }
+    }
+
+    /// Hands a command's result to its connection, if that connection is still here.
+    fn deliver(
+        &mut self,
+        conn_index: usize,
+        conn_generation: u32,
+        command: crate::session::CommandId,
+        result: crate::session::CommandResult,
+    ) {
+        let Some(slot) = self
+            .slots
+            .get_mut(conn_index)
+            .and_then(Option::as_mut)
+            .filter(|s| s.generation == conn_generation)
+        else {
+            tracing::debug!("file I/O finished after its connection closed");
+            return;
+        };
+        slot.conn.complete_file_io(command, result);
+        let events = slot.conn.take_events();
+        self.handle_events(conn_index, events);
     }
 
     fn release(&mut self, index: usize) {

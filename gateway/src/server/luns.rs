@@ -5,16 +5,89 @@ use std::sync::Arc;
 
 use crate::backend::backend_from_spec;
 use crate::disk::opcodes::op;
-use crate::disk::{data_out_length, LogicalUnit, LuConfig, LunMap, ScsiTask, TargetPortInfo};
+use crate::disk::{
+    data_out_length, IoKind, LogicalUnit, LuConfig, LunMap, Plan, ScsiResult, ScsiTask,
+    TargetPortInfo,
+};
 use crate::session::CommandResult;
 
-use super::{LunExecutor, ServerError, TargetNodeConfig};
+use super::{FileIo, LunExecutor, ServerError, Submission, TargetNodeConfig};
 
 /// The LUNs of one target node and the port identity they report.
 struct DiskLuns {
     map: LunMap,
     target_name: String,
     tpgt: u16,
+}
+
+impl DiskLuns {
+    /// Section 11.4.5.1 residuals for writes: the initiator may send more or less
+    /// Data-Out than the CDB asks for. Only the CDB's amount is written; with less, a
+    /// WRITE is cut to the whole blocks that came (the rest is an overflow). COMPARE AND
+    /// WRITE is the exception: SBC-3 5.2 makes a Data-Out of any other length than twice
+    /// NUMBER OF LOGICAL BLOCKS an error, and that count is one byte, so 256 blocks arrive
+    /// as 0 with 512 blocks of Data-Out. Trimming would turn that into a successful no-op;
+    /// the disk must see the whole Data-Out and refuse it.
+    ///
+    /// Returns the CDB to run (rewritten into `cdb_buf` when cut), how many bytes of the
+    /// Data-Out it uses, and the Data-Out length the CDB asked for.
+    fn trim<'a>(
+        &self,
+        lun: u64,
+        cdb: &'a [u8],
+        data_out_len: usize,
+        cdb_buf: &'a mut Vec<u8>,
+    ) -> (&'a [u8], usize, Option<u32>) {
+        let block_size = self.map.get(lun).map(|lu| lu.block_size());
+        let wanted = block_size.and_then(|b| data_out_length(cdb, b));
+        if cdb.first() == Some(&op::COMPARE_AND_WRITE) {
+            return (cdb, data_out_len, wanted);
+        }
+        match (wanted, block_size) {
+            (Some(wanted), _) if (wanted as usize) < data_out_len => {
+                (cdb, wanted as usize, wanted.into())
+            }
+            (Some(wanted), Some(block_size)) if (wanted as usize) > data_out_len => {
+                let blocks = data_out_len as u64 / u64::from(block_size.max(1));
+                *cdb_buf = cdb.to_vec();
+                if set_write_blocks(cdb_buf, blocks) {
+                    let len = (blocks * u64::from(block_size)) as usize;
+                    (&cdb_buf[..], len, Some(wanted))
+                } else {
+                    (cdb, data_out_len, Some(wanted))
+                }
+            }
+            _ => (cdb, data_out_len, wanted),
+        }
+    }
+
+    fn task<'a>(
+        &'a self,
+        cdb: &'a [u8],
+        data_out: &'a [u8],
+        expected_data_in_len: u32,
+    ) -> ScsiTask<'a> {
+        ScsiTask {
+            cdb,
+            data_out,
+            expected_data_in_len,
+            target_port: TargetPortInfo {
+                relative_port_id: 1,
+                target_port_group: 0,
+                target_name: &self.target_name,
+                tpgt: self.tpgt,
+            },
+        }
+    }
+}
+
+fn command_result(result: ScsiResult, data_out_wanted: Option<u32>) -> CommandResult {
+    CommandResult {
+        status: result.status,
+        sense: result.sense,
+        data_in: result.data_in,
+        data_out_wanted,
+    }
 }
 
 impl LunExecutor for DiskLuns {
@@ -25,51 +98,47 @@ impl LunExecutor for DiskLuns {
         data_out: &[u8],
         expected_data_in_len: u32,
     ) -> CommandResult {
-        // Section 11.4.5.1 residuals for writes: the initiator may send more or less
-        // Data-Out than the CDB asks for. Only the CDB's amount is written; with less,
-        // a WRITE is cut to the whole blocks that came (the rest is an overflow).
-        // COMPARE AND WRITE is the exception: SBC-3 5.2 makes a Data-Out of any other
-        // length than twice NUMBER OF LOGICAL BLOCKS an error, and that count is one byte,
-        // so 256 blocks arrive as 0 with 512 blocks of Data-Out. Trimming would turn that
-        // into a successful no-op; the disk must see the whole Data-Out and refuse it.
-        let block_size = self.map.get(lun).map(|lu| lu.block_size());
-        let wanted = block_size.and_then(|b| data_out_length(cdb, b));
-        let trim = cdb.first() != Some(&op::COMPARE_AND_WRITE);
-        let mut cdb_buf;
-        let (cdb, data_out) = match (wanted, block_size) {
-            _ if !trim => (cdb, data_out),
-            (Some(wanted), _) if (wanted as usize) < data_out.len() => {
-                (cdb, data_out.get(..wanted as usize).unwrap_or(data_out))
-            }
-            (Some(wanted), Some(block_size)) if (wanted as usize) > data_out.len() => {
-                let blocks = data_out.len() as u64 / u64::from(block_size.max(1));
-                cdb_buf = cdb.to_vec();
-                if set_write_blocks(&mut cdb_buf, blocks) {
-                    let len = (blocks * u64::from(block_size)) as usize;
-                    (&cdb_buf[..], data_out.get(..len).unwrap_or(data_out))
+        let mut cdb_buf = Vec::new();
+        let (cdb, used, wanted) = self.trim(lun, cdb, data_out.len(), &mut cdb_buf);
+        let data_out = data_out.get(..used).unwrap_or(data_out);
+        let result = self
+            .map
+            .execute(lun, &self.task(cdb, data_out, expected_data_in_len));
+        command_result(result, wanted)
+    }
+
+    fn submit(
+        &self,
+        lun: u64,
+        cdb: &[u8],
+        mut data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> Submission {
+        let Some(unit) = self.map.get(lun) else {
+            return Submission::Done(self.execute(lun, cdb, &data_out, expected_data_in_len));
+        };
+        let mut cdb_buf = Vec::new();
+        let (cdb, used, wanted) = self.trim(lun, cdb, data_out.len(), &mut cdb_buf);
+        let data = data_out.get(..used).unwrap_or(&data_out);
+        match self
+            .map
+            .plan(lun, &self.task(cdb, data, expected_data_in_len))
+        {
+            Plan::Done(result) => Submission::Done(command_result(result, wanted)),
+            Plan::Io(plan) => {
+                // The plan's length is what the CDB writes, a prefix of the Data-Out.
+                if plan.kind == IoKind::Write {
+                    data_out.truncate(plan.len as usize);
                 } else {
-                    (cdb, data_out)
+                    data_out = Vec::new();
                 }
+                Submission::Io(FileIo {
+                    unit: Arc::clone(unit),
+                    plan,
+                    data_out,
+                    data_out_wanted: wanted,
+                })
             }
-            _ => (cdb, data_out),
-        };
-        let task = ScsiTask {
-            cdb,
-            data_out,
-            expected_data_in_len,
-            target_port: TargetPortInfo {
-                relative_port_id: 1,
-                target_port_group: 0,
-                target_name: &self.target_name,
-                tpgt: self.tpgt,
-            },
-        };
-        let result = self.map.execute(lun, &task);
-        CommandResult {
-            status: result.status,
-            sense: result.sense,
-            data_in: result.data_in,
-            data_out_wanted: wanted,
         }
     }
 
@@ -99,11 +168,19 @@ pub(super) fn build(
         let config = LuConfig::for_name(&format!("{}/{lun}", node.iqn));
         map.insert(*lun, Arc::new(LogicalUnit::new(backend, config)));
     }
-    Ok(Arc::new(DiskLuns {
+    Ok(from_map(&node.iqn, portal_group_tag, map))
+}
+
+pub(crate) fn from_map(
+    target_name: &str,
+    portal_group_tag: u16,
+    map: LunMap,
+) -> Arc<dyn LunExecutor> {
+    Arc::new(DiskLuns {
         map,
-        target_name: node.iqn.clone(),
+        target_name: target_name.to_string(),
         tpgt: portal_group_tag,
-    }))
+    })
 }
 
 /// Rewrites the transfer length of a WRITE or WRITE AND VERIFY (10, 12, 16) CDB; false
@@ -158,6 +235,32 @@ mod tests {
         // The exact amount works (the medium is zeros, so the compare matches).
         let result = luns.execute(0, &compare_and_write(1), &[0; 2 * 512], 0);
         assert_eq!(result.status, 0);
+    }
+
+    #[test]
+    fn report_luns_through_submit_lists_every_lun_of_a_file_target() {
+        let dir = std::env::temp_dir().join(format!("gateway-luns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = |n: u64| format!("file:{}:1M", dir.join(format!("{n}.img")).display());
+        let node = TargetNodeConfig::new("iqn.2024-01.test:luns", vec![(0, spec(0)), (3, spec(3))]);
+        let luns = build(&node, 1).unwrap();
+        let report_luns = [op::REPORT_LUNS, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+        let Submission::Done(result) = luns.submit(0, &report_luns, Vec::new(), 256) else {
+            panic!("REPORT LUNS runs at once");
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(result.status, 0);
+        assert_eq!(
+            &result.data_in[..4],
+            &16u32.to_be_bytes(),
+            "two LUNs listed"
+        );
+        // A READ on a file LUN is left to the ring.
+        let read10 = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert!(matches!(
+            luns.submit(3, &read10, Vec::new(), 512),
+            Submission::Io(_)
+        ));
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //! old session), the TSIH counter and the shutdown flag.
 //!
 //! - `connection`: framing, command execution and output of one connection (no I/O).
-//! - `event_loop`: the io_uring loop (the only `unsafe` here).
+//! - `event_loop`: the io_uring loop (with `file_io`, the only `unsafe` here).
+//! - `file_io`: one command's file I/O on the loop's ring (READ, WRITE, SYNCHRONIZE CACHE
+//!   on file units), resumed when short, with aligned buffers for `O_DIRECT`.
 
 mod connection;
 mod event_loop;
+mod file_io;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use datapath::pdu::Isid;
 
+use crate::disk::{IoPlan, LogicalUnit};
 use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig};
 
 pub use connection::{CloseReason, Connection};
@@ -38,8 +42,54 @@ pub trait LunExecutor: Send + Sync {
         data_out: &[u8],
         expected_data_in_len: u32,
     ) -> CommandResult;
+    /// Starts one command: either runs it at once, or checks it and hands back the file
+    /// I/O that finishes it, which the event loop issues on its own ring. The default
+    /// runs everything at once.
+    fn submit(
+        &self,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> Submission {
+        Submission::Done(self.execute(lun, cdb, &data_out, expected_data_in_len))
+    }
     /// Makes written data durable (called at shutdown).
     fn flush(&self) {}
+}
+
+/// What [`LunExecutor::submit`] decided.
+#[derive(Debug)]
+pub enum Submission {
+    /// The command's result.
+    Done(CommandResult),
+    /// The command passed its checks; this I/O finishes it.
+    Io(FileIo),
+}
+
+/// A checked READ, WRITE or SYNCHRONIZE CACHE waiting for its I/O on a logical unit whose
+/// backend has a ring file ([`crate::backend::Backend::ring_file`]). Holding the unit keeps
+/// the backend, and so the descriptor the I/O uses, open until the I/O is done.
+#[derive(Debug)]
+pub struct FileIo {
+    unit: Arc<LogicalUnit>,
+    plan: IoPlan,
+    /// For a write: exactly the bytes to write (`plan.len`). Empty otherwise.
+    data_out: Vec<u8>,
+    data_out_wanted: Option<u32>,
+}
+
+impl FileIo {
+    /// The command's result from the I/O's outcome (the bytes read, for a read).
+    fn complete(self, outcome: std::io::Result<Vec<u8>>) -> CommandResult {
+        let result = self.unit.finish(self.plan, outcome);
+        CommandResult {
+            status: result.status,
+            sense: result.sense,
+            data_in: result.data_in,
+            data_out_wanted: self.data_out_wanted,
+        }
+    }
 }
 
 /// One target node to export.
@@ -150,6 +200,12 @@ pub type LunBuilder =
 /// Identity of a session for reinstatement: initiator name, ISID, target name.
 type SessionKey = (String, Isid, String);
 
+/// Counters of one event loop.
+#[derive(Debug, Default)]
+pub(crate) struct LoopStats {
+    pub(crate) file_ios_completed: std::sync::atomic::AtomicU64,
+}
+
 /// A connection another thread can ask to close.
 #[derive(Debug)]
 pub(crate) struct ConnControl {
@@ -211,6 +267,8 @@ pub struct RunningTarget {
     addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     wakers: Vec<Arc<event_loop::Waker>>,
+    /// One per event loop, each written only by its loop.
+    loop_stats: Vec<Arc<LoopStats>>,
     threads: Vec<JoinHandle<()>>,
     _listeners: Arc<Vec<TcpListener>>,
 }
@@ -228,6 +286,15 @@ impl RunningTarget {
     /// The portals' bound addresses (port 0 resolved).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Commands whose file I/O ran on an event loop's ring and finished (READ, WRITE and
+    /// SYNCHRONIZE CACHE on file units), summed over the loops.
+    pub fn file_ios_completed(&self) -> u64 {
+        self.loop_stats
+            .iter()
+            .map(|stats| stats.file_ios_completed.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Stops accepting, closes every connection (commands waiting for write data are
@@ -345,6 +412,7 @@ pub fn start_with(
         addrs,
         shared: Arc::clone(&shared),
         wakers: Vec::new(),
+        loop_stats: Vec::new(),
         threads: Vec::new(),
         _listeners: Arc::clone(&listeners),
     };
@@ -355,9 +423,11 @@ pub fn start_with(
             let shared = Arc::clone(&shared);
             let listeners = Arc::clone(&listeners);
             let waker = Arc::clone(&waker);
+            let stats = Arc::new(LoopStats::default());
+            target.loop_stats.push(Arc::clone(&stats));
             std::thread::Builder::new()
                 .name(format!("iscsi-target-{index}"))
-                .spawn(move || event_loop::run(shared, listeners, waker, ready_tx))
+                .spawn(move || event_loop::run(shared, listeners, waker, stats, ready_tx))
                 .map_err(ServerError::Thread)?
         };
         target.wakers.push(waker);
@@ -378,6 +448,16 @@ pub fn build_luns(
     portal_group_tag: u16,
 ) -> Result<Arc<dyn LunExecutor>, ServerError> {
     luns::build(node, portal_group_tag)
+}
+
+/// The SCSI disk emulation over logical units built by the caller (for example over
+/// backends of its own), as [`build_luns`] builds it from specs.
+pub fn disk_luns(
+    target_name: &str,
+    portal_group_tag: u16,
+    map: crate::disk::LunMap,
+) -> Arc<dyn LunExecutor> {
+    luns::from_map(target_name, portal_group_tag, map)
 }
 
 mod luns;

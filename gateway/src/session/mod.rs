@@ -299,6 +299,14 @@ impl Transmit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CommandId(Tag);
 
+impl CommandId {
+    /// An identifier for tests of code that only carries it around.
+    #[cfg(test)]
+    pub(crate) fn for_tests(itt: Tag) -> CommandId {
+        CommandId(itt)
+    }
+}
+
 /// A SCSI command ready for the logical unit: all its write data is in.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CommandRequest {
