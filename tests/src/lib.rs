@@ -190,6 +190,20 @@ pub trait Peer {
     }
 }
 
+/// Deterministic pseudo-random bytes (xorshift64), different per seed: test data whose
+/// every block differs, so data written to the wrong place cannot pass a comparison.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,23 +10,10 @@ use datapath::client::{Client, ClientConfig, ClientError};
 use datapath::scsi::Cdb;
 use datapath::session::{ChapConfig, DataDirection};
 use datapath::text::DigestChoice;
-use system_tests::{ChapSpec, Istgt, LunSpec, TargetSpec, Tgt};
+use system_tests::{pattern, ChapSpec, Istgt, LunSpec, TargetSpec, Tgt};
 
 const BLOCK: u32 = 512;
 const LUN_BYTES: u64 = 8 << 20;
-
-/// A deterministic pseudo-random fill (xorshift), different per seed.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn target(iqn: &str) -> TargetSpec {
     TargetSpec {

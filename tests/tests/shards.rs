@@ -8,24 +8,12 @@ use datapath::client::ClientConfig;
 use datapath::scsi::Cdb;
 use datapath::session::{CommandError, DataDirection};
 use datapath::shard::{ShardCompletion, ShardConfig, ShardPool, ShardRequest};
-use system_tests::{LunSpec, TargetSpec, Tgt};
+use system_tests::{pattern, LunSpec, TargetSpec, Tgt};
 
 const BLOCK: u32 = 512;
 const LUN_BYTES: u64 = 8 << 20;
 const IO_BYTES: u32 = 64 * 1024;
 const WAIT: Duration = Duration::from_secs(20);
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn start_tgt(iqn: &str) -> Tgt {
     Tgt::start(&[TargetSpec {
