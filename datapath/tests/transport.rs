@@ -378,3 +378,50 @@ fn zero_timeout_takes_queued_bytes_and_never_waits() {
     assert_eq!(&buf[..3], &[1, 2, 3]);
     connection.send_all(&[&[4]], Duration::ZERO).unwrap();
 }
+
+#[test]
+fn send_all_and_recv_sends_a_request_and_takes_its_answer_in_one_entry() {
+    let _serial = serial();
+    let (listener, addr) = listener_v4();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let mut stream = accept_with_timeouts(&listener);
+        let mut request = [0u8; 5];
+        stream.read_exact(&mut request).unwrap();
+        // The answer: the request reversed, after a pause the receive has to wait out.
+        thread::sleep(Duration::from_millis(20));
+        request.reverse();
+        stream.write_all(&request).unwrap();
+        // A second request that gets no answer.
+        let mut second = [0u8; 3];
+        stream.read_exact(&mut second).unwrap();
+        // Keep the connection open until the client has seen its receive time out.
+        let _ = done_rx.recv_timeout(IO_TIMEOUT);
+        second
+    });
+    let mut connection = TcpConnection::connect(addr, CONNECT_TIMEOUT).unwrap();
+    let entries_before = connection.kernel_entries();
+    let mut answer = [0u8; 16];
+    let received = connection
+        .send_all_and_recv(
+            &[&[1, 2], &[], &[3, 4, 5]],
+            IO_TIMEOUT,
+            &mut answer,
+            IO_TIMEOUT,
+        )
+        .unwrap();
+    assert_eq!(received, Some(5));
+    assert_eq!(&answer[..5], &[5, 4, 3, 2, 1]);
+    assert_eq!(connection.kernel_entries() - entries_before, 1);
+
+    // Nothing comes back: the send still completes, the receive times out moving nothing.
+    let timeout = Duration::from_millis(100);
+    let received = connection
+        .send_all_and_recv(&[&[7, 8, 9]], IO_TIMEOUT, &mut answer, timeout)
+        .unwrap();
+    assert_eq!(received, None);
+    // The connection stays usable after a receive timeout.
+    assert!(connection.send_all(&[&[0]], IO_TIMEOUT).is_ok());
+    done_tx.send(()).unwrap();
+    assert_eq!(server.join().unwrap(), [7, 8, 9]);
+}

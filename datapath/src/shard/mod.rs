@@ -13,7 +13,9 @@
 //!    to the session (pipelining: as many commands in flight as the session window and the
 //!    queue depth allow);
 //! 2. sends every PDU the session has queued in one gather send, payload straight from the
-//!    callers' buffers (one kernel entry for many commands);
+//!    callers' buffers (one kernel entry for many commands); while commands are in flight
+//!    that send is submitted together with the receive of step 3, so a command and the
+//!    wait for its answer share one kernel entry;
 //! 3. receives: the 48-byte BHS (plus AHS and header digest) first; for a Data-In the
 //!    session says where the payload belongs ([`Session::data_in_destination`]) and the
 //!    payload is received straight into that slice of the caller's buffer (no copy). When

@@ -229,7 +229,10 @@ impl Shard {
                 self.logout_started = true;
                 self.session.logout(Instant::now());
             }
-            self.flush();
+            let receiving = !self.held.is_empty() || self.logout_started;
+            if !receiving {
+                self.flush();
+            }
             self.drain_events();
             self.track_window();
             self.publish();
@@ -238,10 +241,11 @@ impl Shard {
                 SessionState::Closed | SessionState::Failed
             ) || self.dead.is_some();
             if self.stopping && self.held.is_empty() && over {
+                self.flush();
                 break;
             }
-            if !self.held.is_empty() || self.logout_started {
-                self.receive(self.wait_for_timers(IDLE_WAIT));
+            if receiving {
+                self.flush_and_receive(self.wait_for_timers(IDLE_WAIT));
             } else if idle_timed_out && self.dead.is_none() {
                 // Idle: take NOP-Ins and Async Messages already queued, without waiting.
                 self.receive(Duration::ZERO);
@@ -397,6 +401,78 @@ impl Shard {
                 self.lose_connection(format!("send failed: {e}"));
                 return;
             }
+        }
+    }
+
+    /// Sends everything the session has queued and receives, like [`Shard::flush`] then
+    /// [`Shard::receive`], but the last send and the first receive go to the kernel in one
+    /// entry: at low queue depth a command and the wait for its answer cost one.
+    fn flush_and_receive(&mut self, wait: Duration) {
+        if self.dead.is_some() {
+            return;
+        }
+        if self.staged.len() >= BHS_LEN {
+            // A header is already here: no receive to combine with.
+            self.flush();
+            self.receive(wait);
+            return;
+        }
+        loop {
+            self.transmits.clear();
+            while self.transmits.len() < PDUS_PER_SEND {
+                match self.session.poll_transmit() {
+                    Some(t) => self.transmits.push(t),
+                    None => break,
+                }
+            }
+            if self.transmits.is_empty() {
+                self.receive(wait);
+                return;
+            }
+            if self.transmits.len() == PDUS_PER_SEND {
+                // Possibly more to come: send this batch alone.
+                let result = send_batch(
+                    &mut self.conn,
+                    &self.session,
+                    &self.transmits,
+                    &mut self.headers,
+                );
+                if let Err(e) = result {
+                    self.lose_connection(format!("send failed: {e}"));
+                    return;
+                }
+                continue;
+            }
+            break;
+        }
+        // The last batch, with the receive of the next header (and, when no large read
+        // is in flight, as many small PDUs as are queued).
+        self.compact();
+        let want = if self.large_reads > 0 {
+            BHS_LEN
+        } else {
+            self.staging.len()
+        };
+        let end = self.staged.end;
+        let staging = &mut self.staging[end..want];
+        let result = send_batch_with(
+            &mut self.conn,
+            &self.session,
+            &self.transmits,
+            &mut self.headers,
+            |conn, bufs| conn.send_all_and_recv(bufs, IO_TIMEOUT, staging, wait),
+        );
+        match result {
+            Ok(Some(0)) => self.lose_connection("the target closed the connection".into()),
+            Ok(Some(n)) => {
+                self.staged.end += n;
+                if self.staged.len() >= BHS_LEN {
+                    self.receive(IO_TIMEOUT);
+                }
+            }
+            // Nothing arrived within `wait`.
+            Ok(None) => {}
+            Err(e) => self.lose_connection(format!("send or receive failed: {e}")),
         }
     }
 
@@ -659,6 +735,20 @@ fn send_batch(
     transmits: &[Transmit],
     headers: &mut [u8],
 ) -> Result<(), String> {
+    send_batch_with(conn, session, transmits, headers, |conn, bufs| {
+        conn.send_all(bufs, IO_TIMEOUT)
+    })
+}
+
+/// Encodes the headers of `transmits` and hands the gather list of the whole batch to
+/// `send`, which sends it (and may start a receive in the same kernel entry).
+fn send_batch_with<R>(
+    conn: &mut TcpConnection,
+    session: &Session,
+    transmits: &[Transmit],
+    headers: &mut [u8],
+    send: impl FnOnce(&mut TcpConnection, &[&[u8]]) -> Result<R, TransportError>,
+) -> Result<R, String> {
     let digests = session.digests();
     let mut trailers = Vec::with_capacity(transmits.len());
     let mut header_lens = Vec::with_capacity(transmits.len());
@@ -680,7 +770,7 @@ fn send_batch(
         bufs.push(session.transmit_data(transmit));
         bufs.push(&trailer[..*trailer_len]);
     }
-    conn.send_all(&bufs, IO_TIMEOUT).map_err(|e| e.to_string())
+    send(conn, &bufs).map_err(|e| e.to_string())
 }
 
 /// Parses a header whose bytes (BHS, AHS, header digest) are all in `bytes`.

@@ -186,14 +186,45 @@ impl Ring {
             }
         };
 
-        let cancelled = op_result == -libc::ECANCELED || op_result == -libc::EINTR;
-        // A linked timeout completes with -ECANCELED when the operation finished first.
-        let timer_fired = timeout_result != -libc::ECANCELED;
-        if cancelled && timer_fired {
-            Ok(LinkedOutcome::TimedOut)
-        } else {
-            Ok(LinkedOutcome::Completed(op_result))
-        }
+        Ok(linked_outcome(op_result, timeout_result))
+    }
+
+    /// Submits two operations, each linked to its own timeout, in one kernel entry, and
+    /// waits until the kernel is done with both (all four completions reaped). The two are
+    /// independent: neither waits for the other (a send and a receive on one socket).
+    ///
+    /// # Safety
+    /// As for [`Ring::run_with_link_timeout`], for both operations.
+    pub unsafe fn run_pair_with_link_timeouts(
+        &mut self,
+        first: (squeue::Entry, Duration),
+        second: (squeue::Entry, Duration),
+    ) -> io::Result<(LinkedOutcome, LinkedOutcome)> {
+        let first_timespec = types::Timespec::from(first.1.min(TIMEOUT_MAX));
+        let second_timespec = types::Timespec::from(second.1.min(TIMEOUT_MAX));
+        let tokens = [(); 4].map(|()| self.take_token());
+        let entries = [
+            first.0.flags(squeue::Flags::IO_LINK).user_data(tokens[0]),
+            opcode::LinkTimeout::new(&first_timespec)
+                .build()
+                .user_data(tokens[1]),
+            second.0.flags(squeue::Flags::IO_LINK).user_data(tokens[2]),
+            opcode::LinkTimeout::new(&second_timespec)
+                .build()
+                .user_data(tokens[3]),
+        ];
+        // SAFETY: the caller vouches for both operations' pointers until we return; the
+        // timespecs live on this frame until we return, and we return only after all four
+        // completions are reaped.
+        unsafe { self.push_all(&entries)? };
+        let mut results = tokens.map(|token| (token, None));
+        let [a, at, b, bt] = loop {
+            self.enter_and_reap(&mut results)?;
+            if let [(_, Some(a)), (_, Some(at)), (_, Some(b)), (_, Some(bt))] = results {
+                break [a, at, b, bt];
+            }
+        };
+        Ok((linked_outcome(a, at), linked_outcome(b, bt)))
     }
 
     /// Submits `entries` as one batch (the caller sets any link flags) and waits for all of
@@ -287,5 +318,17 @@ impl Ring {
             }
         }
         Ok(())
+    }
+}
+
+/// How an operation linked to a timeout ended, from the two completions' results.
+fn linked_outcome(op_result: i32, timeout_result: i32) -> LinkedOutcome {
+    let cancelled = op_result == -libc::ECANCELED || op_result == -libc::EINTR;
+    // A linked timeout completes with -ECANCELED when the operation finished first.
+    let timer_fired = timeout_result != -libc::ECANCELED;
+    if cancelled && timer_fired {
+        LinkedOutcome::TimedOut
+    } else {
+        LinkedOutcome::Completed(op_result)
     }
 }

@@ -213,13 +213,122 @@ impl TcpConnection {
         const OP: &str = "send";
         let fd = self.stream_fd(OP)?;
         let deadline = deadline_after(timeout);
+        self.gather(bufs)?;
+        let result = self.send_iovecs(fd, deadline, timeout, 0);
+        self.iovecs.clear();
+        if result.is_err() {
+            self.broken_by = Some(OP);
+        }
+        result
+    }
 
+    /// [`TcpConnection::send_all`] of `bufs` and one [`TcpConnection::recv`] into
+    /// `recv_buf` submitted together, so a request and the wait for its answer cost one
+    /// kernel entry. The receive does not wait for the send: it takes what arrives within
+    /// `recv_timeout`, `Ok(None)` when nothing did (no bytes moved). Send failures are as
+    /// for `send_all` (the stream is lost); if the send completes short, the rest is sent
+    /// after the receive has completed.
+    pub fn send_all_and_recv(
+        &mut self,
+        bufs: &[&[u8]],
+        send_timeout: Duration,
+        recv_buf: &mut [u8],
+        recv_timeout: Duration,
+    ) -> Result<Option<usize>, TransportError> {
+        const OP: &str = "send";
+        let fd = self.stream_fd(OP)?;
+        if recv_buf.is_empty() {
+            self.send_all(bufs, send_timeout)?;
+            return Ok(Some(0));
+        }
+        let deadline = deadline_after(send_timeout);
+        self.gather(bufs)?;
+        if self.iovecs.is_empty() {
+            return self
+                .recv(recv_buf, recv_timeout)
+                .map(Some)
+                .or_else(|e| match e {
+                    TransportError::TimedOut { .. } => Ok(None),
+                    e => Err(e),
+                });
+        }
+        // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = self.iovecs.as_mut_ptr();
+        msg.msg_iovlen = self.iovecs.len() as _;
+        let send = opcode::SendMsg::new(types::Fd(fd), &msg)
+            .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
+            .build();
+        let recv_len = u32::try_from(recv_buf.len()).unwrap_or(u32::MAX);
+        let recv = opcode::Recv::new(types::Fd(fd), recv_buf.as_mut_ptr(), recv_len).build();
+        // SAFETY: the send points at `msg` (on this frame), at `self.iovecs` (not touched
+        // until the call returns) and through them at the caller's buffers (borrowed for
+        // longer than this call); the receive points at `recv_buf`, exclusively borrowed for
+        // this call. The call returns only after the kernel has completed or cancelled both.
+        let outcome = unsafe {
+            self.ring
+                .run_pair_with_link_timeouts((send, send_timeout), (recv, recv_timeout))
+        };
+        let (sent, received) = match outcome {
+            Ok(pair) => pair,
+            Err(source) => {
+                self.iovecs.clear();
+                self.broken_by = Some(OP);
+                return Err(TransportError::Io { op: OP, source });
+            }
+        };
+        let send_result = match sent {
+            LinkedOutcome::TimedOut => Err(TransportError::TimedOut {
+                op: OP,
+                after: send_timeout,
+            }),
+            LinkedOutcome::Completed(result) if result < 0 => {
+                Err(TransportError::from_errno(-result, OP, self.peer))
+            }
+            LinkedOutcome::Completed(0) => Err(TransportError::Io {
+                op: OP,
+                source: io::Error::from(io::ErrorKind::WriteZero),
+            }),
+            // A short send: finish it.
+            LinkedOutcome::Completed(sent) => {
+                match advance_iovecs(&mut self.iovecs, 0, sent.unsigned_abs() as usize) {
+                    Some(first) => self.send_iovecs(fd, deadline, send_timeout, first),
+                    None => Err(TransportError::Io {
+                        op: OP,
+                        source: io::Error::other("kernel reported more bytes sent than queued"),
+                    }),
+                }
+            }
+        };
+        self.iovecs.clear();
+        if let Err(e) = send_result {
+            self.broken_by = Some(OP);
+            return Err(e);
+        }
+        match received {
+            LinkedOutcome::TimedOut => Ok(None),
+            LinkedOutcome::Completed(result) if result < 0 => {
+                Err(TransportError::from_errno(-result, "recv", self.peer))
+            }
+            LinkedOutcome::Completed(received) if received.unsigned_abs() > recv_len => {
+                Err(TransportError::Io {
+                    op: "recv",
+                    source: io::Error::other("kernel reported more bytes than the buffer holds"),
+                })
+            }
+            LinkedOutcome::Completed(received) => Ok(Some(received.unsigned_abs() as usize)),
+        }
+    }
+
+    /// Fills `self.iovecs` with the non-empty buffers of `bufs` (at most
+    /// [`SEND_IOVECS_MAX`]).
+    fn gather(&mut self, bufs: &[&[u8]]) -> Result<(), TransportError> {
         self.iovecs.clear();
         for buf in bufs.iter().filter(|buf| !buf.is_empty()) {
             if self.iovecs.len() == SEND_IOVECS_MAX {
                 self.iovecs.clear();
                 return Err(TransportError::Io {
-                    op: OP,
+                    op: "send",
                     source: io::Error::new(
                         io::ErrorKind::InvalidInput,
                         format!("more than {SEND_IOVECS_MAX} buffers in one send"),
@@ -232,25 +341,19 @@ impl TcpConnection {
                 iov_len: buf.len(),
             });
         }
-
-        let result = self.send_iovecs(fd, deadline, timeout);
-        self.iovecs.clear();
-        if result.is_err() {
-            self.broken_by = Some(OP);
-        }
-        result
+        Ok(())
     }
 
-    /// The resubmission loop of [`TcpConnection::send_all`] over `self.iovecs`. Each round
+    /// The resubmission loop of [`TcpConnection::send_all`] over `self.iovecs[first..]`. Each round
     /// either moves at least one byte or ends the call, and the deadline bounds the rounds.
     fn send_iovecs(
         &mut self,
         fd: RawFd,
         deadline: Instant,
         timeout: Duration,
+        mut first: usize,
     ) -> Result<(), TransportError> {
         const OP: &str = "send";
-        let mut first = 0;
         while first < self.iovecs.len() {
             // Once the deadline has passed the kernel timer is zero: a send that can complete
             // at once still does, anything that would wait is cancelled immediately.
