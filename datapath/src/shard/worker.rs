@@ -375,19 +375,24 @@ impl Shard {
         }
     }
 
+    /// Moves up to one send's worth of queued PDUs from the session into `transmits`.
+    fn take_transmits(&mut self) {
+        self.transmits.clear();
+        while self.transmits.len() < PDUS_PER_SEND {
+            match self.session.poll_transmit() {
+                Some(t) => self.transmits.push(t),
+                None => break,
+            }
+        }
+    }
+
     /// Sends everything the session has queued, many PDUs per kernel entry.
     fn flush(&mut self) {
         if self.dead.is_some() {
             return;
         }
         loop {
-            self.transmits.clear();
-            while self.transmits.len() < PDUS_PER_SEND {
-                match self.session.poll_transmit() {
-                    Some(t) => self.transmits.push(t),
-                    None => break,
-                }
-            }
+            self.take_transmits();
             if self.transmits.is_empty() {
                 return;
             }
@@ -418,13 +423,7 @@ impl Shard {
             return;
         }
         loop {
-            self.transmits.clear();
-            while self.transmits.len() < PDUS_PER_SEND {
-                match self.session.poll_transmit() {
-                    Some(t) => self.transmits.push(t),
-                    None => break,
-                }
-            }
+            self.take_transmits();
             if self.transmits.is_empty() {
                 self.receive(wait);
                 return;
