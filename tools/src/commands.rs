@@ -478,58 +478,67 @@ fn vpd_view(page: u8, data: &[u8]) -> Result<(Value, String), CtlError> {
         }
         0xb0 => {
             let p = BlockLimits::decode(data).map_err(decode_error(CMD))?;
-            let rows = vec![
+            // (label for people, JSON key, value): one list serves both outputs.
+            let fields: [(&str, &str, u64); 10] = [
                 (
                     "Max compare and write length (blocks)",
-                    p.max_compare_and_write_length_blocks.to_string(),
+                    "max_compare_and_write_length",
+                    p.max_compare_and_write_length_blocks.into(),
                 ),
                 (
                     "Optimal transfer length granularity (blocks)",
-                    p.optimal_transfer_length_granularity_blocks.to_string(),
+                    "optimal_transfer_length_granularity",
+                    p.optimal_transfer_length_granularity_blocks.into(),
                 ),
                 (
                     "Max transfer length (blocks)",
-                    p.max_transfer_length_blocks.to_string(),
+                    "max_transfer_length",
+                    p.max_transfer_length_blocks.into(),
                 ),
                 (
                     "Optimal transfer length (blocks)",
-                    p.optimal_transfer_length_blocks.to_string(),
+                    "optimal_transfer_length",
+                    p.optimal_transfer_length_blocks.into(),
                 ),
                 (
                     "Max prefetch length (blocks)",
-                    p.max_prefetch_length_blocks.to_string(),
+                    "max_prefetch_length",
+                    p.max_prefetch_length_blocks.into(),
                 ),
-                ("Max unmap LBA count", p.max_unmap_lba_count.to_string()),
+                (
+                    "Max unmap LBA count",
+                    "max_unmap_lba_count",
+                    p.max_unmap_lba_count.into(),
+                ),
                 (
                     "Max unmap block descriptor count",
-                    p.max_unmap_block_descriptor_count.to_string(),
+                    "max_unmap_block_descriptor_count",
+                    p.max_unmap_block_descriptor_count.into(),
                 ),
                 (
                     "Optimal unmap granularity (blocks)",
-                    p.optimal_unmap_granularity_blocks.to_string(),
+                    "optimal_unmap_granularity",
+                    p.optimal_unmap_granularity_blocks.into(),
                 ),
                 (
                     "Unmap granularity alignment (blocks)",
-                    p.unmap_granularity_alignment_blocks.to_string(),
+                    "unmap_granularity_alignment",
+                    p.unmap_granularity_alignment_blocks.into(),
                 ),
                 (
                     "Max write same length (blocks)",
-                    p.max_write_same_length_blocks.to_string(),
+                    "max_write_same_length",
+                    p.max_write_same_length_blocks,
                 ),
             ];
-            let value = json!({
-                "page": page, "name": name,
-                "max_compare_and_write_length": p.max_compare_and_write_length_blocks,
-                "optimal_transfer_length_granularity": p.optimal_transfer_length_granularity_blocks,
-                "max_transfer_length": p.max_transfer_length_blocks,
-                "optimal_transfer_length": p.optimal_transfer_length_blocks,
-                "max_prefetch_length": p.max_prefetch_length_blocks,
-                "max_unmap_lba_count": p.max_unmap_lba_count,
-                "max_unmap_block_descriptor_count": p.max_unmap_block_descriptor_count,
-                "optimal_unmap_granularity": p.optimal_unmap_granularity_blocks,
-                "unmap_granularity_alignment": p.unmap_granularity_alignment_blocks,
-                "max_write_same_length": p.max_write_same_length_blocks,
-            });
+            let rows: Vec<(&str, String)> = fields
+                .iter()
+                .map(|(label, _, v)| (*label, v.to_string()))
+                .collect();
+            let mut value = json!({"page": page, "name": name});
+            for (_, key, v) in fields {
+                value[key] = json!(v);
+            }
             (value, table(&rows))
         }
         _ => (
