@@ -2,39 +2,18 @@
 //! same real targets, and against `tshark`'s dissector for what it puts on the wire.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
 use system_tests::{
-    run_tool, tshark_iscsi_opcodes, tshark_iscsi_problems, Capture, ChapSpec, Istgt, LunSpec,
-    TargetSpec, Tgt,
+    run_tool, tshark_iscsi_opcodes, tshark_iscsi_problems, workspace_binary, Capture, ChapSpec,
+    Istgt, LunSpec, TargetSpec, Tgt,
 };
 
 /// The `iscsi-ctl` binary of this workspace, built once per test run.
-fn iscsi_ctl() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = !cfg!(debug_assertions);
-        let mut build = Command::new(cargo);
-        build
-            .current_dir(&workspace)
-            .args(["build", "-q", "-p", "tools"]);
-        if release {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building iscsi-ctl failed");
-        let target_dir = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| workspace.join("target"));
-        target_dir
-            .join(if release { "release" } else { "debug" })
-            .join("iscsi-ctl")
-    })
+fn iscsi_ctl() -> PathBuf {
+    workspace_binary("tools", "iscsi-ctl")
 }
 
 fn ctl(args: &[&str]) -> Output {
