@@ -111,7 +111,11 @@ pub fn thin(run: Vec<(f64, f64)>, max_points: usize) -> Vec<(f64, f64)> {
                 high = i;
             }
         }
-        let (first, second) = if low <= high { (low, high) } else { (high, low) };
+        let (first, second) = if low <= high {
+            (low, high)
+        } else {
+            (high, low)
+        };
         out.push(bucket[first]);
         if second != first {
             out.push(bucket[second]);
@@ -140,7 +144,10 @@ pub const NO_SAMPLES: &str = "no samples";
 fn to_pixels(chart: &Chart<'_>, x: f64, y: f64) -> (f64, f64) {
     (
         chart.x_axis.scale.map(x, MARGIN_LEFT, WIDTH - MARGIN_RIGHT),
-        chart.y_axis.scale.map(y, HEIGHT - MARGIN_BOTTOM, MARGIN_TOP),
+        chart
+            .y_axis
+            .scale
+            .map(y, HEIGHT - MARGIN_BOTTOM, MARGIN_TOP),
     )
 }
 
@@ -289,7 +296,10 @@ mod tests {
             Some((4.0, 5.0)),
         ];
         let line = Line::new("a".into(), "#000", None, &samples, &tip);
-        assert_eq!(line.runs, vec![vec![(0.0, 1.0), (1.0, 2.0)], vec![(4.0, 5.0)]]);
+        assert_eq!(
+            line.runs,
+            vec![vec![(0.0, 1.0), (1.0, 2.0)], vec![(4.0, 5.0)]]
+        );
         assert_eq!(line.markers.len(), 3);
         assert_eq!(line.markers[2].2, "4/5");
     }

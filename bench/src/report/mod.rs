@@ -181,7 +181,10 @@ mod tests {
         let dir = base.join("report");
         let err = write_report(&dir, &ReportData::default()).expect_err("must fail");
         assert!(matches!(err, ReportError::CreateDir { .. }), "{err:?}");
-        assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
         std::fs::remove_file(&base).expect("clean up");
     }
 }

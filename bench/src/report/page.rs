@@ -251,15 +251,15 @@ fn summary_table(data: &ReportData) -> String {
         let finite = |v: f64| v.is_finite().then_some(v);
         let _ = writeln!(
             out,
-            r#"<tr><td><span class="dot" style="background:{colour}"></span>{name}</td><td>{direction}</td><td>{interval}</td><td class="num">{ios}</td><td class="num" title="{iops_exact}">{iops}</td><td class="num" title="{bw_exact} bytes/s">{bw}</td><td class="num">{mean}</td><td class="num">{p50}</td><td class="num">{p99}</td><td class="num">{p999}</td><td class="num">{max}</td><td class="num{error_class}">{errors}</td></tr>"#,
+            r#"<tr><td><span class="dot" style="background:{colour}"></span>{name}</td><td>{direction}</td><td>{interval}</td><td class="num">{ios}</td><td class="num" title="{iops_exact:.1}">{iops}</td><td class="num" title="{bw_exact:.0} bytes/s">{bw}</td><td class="num">{mean}</td><td class="num">{p50}</td><td class="num">{p99}</td><td class="num">{p999}</td><td class="num">{max}</td><td class="num{error_class}">{errors}</td></tr>"#,
             colour = colour(index),
             name = escape(&series.name),
             direction = series.direction.fio_name(),
             interval = escape(&format_value(Unit::Milliseconds, series.interval_ms as f64)),
             ios = summary.ios,
-            iops_exact = format!("{:.1}", non_negative(summary.iops)),
+            iops_exact = non_negative(summary.iops),
             iops = cell_or_dash(finite(summary.iops).map(|v| format_value(Unit::PerSecond, v))),
-            bw_exact = format!("{:.0}", non_negative(summary.bw_bytes_per_s)),
+            bw_exact = non_negative(summary.bw_bytes_per_s),
             bw = cell_or_dash(
                 finite(summary.bw_bytes_per_s).map(|v| format_value(Unit::BytesPerSecond, v))
             ),
@@ -500,7 +500,10 @@ mod tests {
         let without_namespace = html.replace(r#"xmlns="http://www.w3.org/2000/svg""#, "");
         assert!(!without_namespace.contains("http://"), "page has a URL");
         assert!(!without_namespace.contains("https://"), "page has a URL");
-        assert!(!without_namespace.contains("//"), "page has a protocol-relative URL");
+        assert!(
+            !without_namespace.contains("//"),
+            "page has a protocol-relative URL"
+        );
         assert!(!html.contains("<script"), "page has a script");
         assert!(!html.contains("<link"), "page links something");
         assert!(!html.contains("@import"), "page imports a style sheet");
@@ -621,8 +624,8 @@ mod tests {
     #[test]
     fn many_percentiles_are_narrowed_to_the_tail() {
         let fio_default = [
-            1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5,
-            99.9, 99.95, 99.99,
+            1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9,
+            99.95, 99.99,
         ];
         let pct: Vec<(f64, u64)> = fio_default
             .iter()
@@ -639,8 +642,16 @@ mod tests {
         };
         let html = render_html(&data);
         assert_eq!(series_paths(&html, CHART_PERCENTILES), 4);
-        for label in ["j (read) p50", "j (read) p99", "j (read) p99.9", "j (read) p99.99"] {
-            assert!(html.contains(&format!(r#"data-label="{label}""#)), "{label}");
+        for label in [
+            "j (read) p50",
+            "j (read) p99",
+            "j (read) p99.9",
+            "j (read) p99.99",
+        ] {
+            assert!(
+                html.contains(&format!(r#"data-label="{label}""#)),
+                "{label}"
+            );
         }
     }
 

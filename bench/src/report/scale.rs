@@ -46,12 +46,7 @@ fn unit_steps(unit: Unit) -> &'static [(f64, &'static str)] {
         (1_152_921_504_606_846_976.0, " EiB/s"),
     ];
     const NANOS: &[(f64, &str)] = &[(1.0, " ns"), (1e3, " µs"), (1e6, " ms"), (1e9, " s")];
-    const MILLIS: &[(f64, &str)] = &[
-        (1.0, " ms"),
-        (1e3, " s"),
-        (60e3, " min"),
-        (3_600e3, " h"),
-    ];
+    const MILLIS: &[(f64, &str)] = &[(1.0, " ms"), (1e3, " s"), (60e3, " min"), (3_600e3, " h")];
     const FRACTION: &[(f64, &str)] = &[(0.01, "%")];
     match unit {
         Unit::PerSecond => PER_SECOND,
@@ -156,13 +151,13 @@ impl Scale {
     pub fn fraction(&self, v: f64) -> f64 {
         let raw = match *self {
             Scale::Linear { min, max } => {
-                if !(max > min) {
+                if max.is_nan() || min.is_nan() || max <= min {
                     return 0.5;
                 }
                 (v - min) / (max - min)
             }
             Scale::Log { min, max } => {
-                if !(min > 0.0 && max > min) {
+                if min.is_nan() || max.is_nan() || min <= 0.0 || max <= min {
                     return 0.5;
                 }
                 let v = if v.is_finite() && v > min { v } else { min };
@@ -213,7 +208,7 @@ pub fn linear_axis(unit: Unit, max: f64) -> Axis {
     let scaled_max = max / size;
     let step = nice_step(scaled_max / LINEAR_TICKS_TARGET);
     let mut steps = (scaled_max / step - 1e-9).ceil();
-    if !(steps >= 1.0) {
+    if steps.is_nan() || steps < 1.0 {
         steps = 1.0;
     }
     let steps = (steps as usize).min(LINEAR_TICKS_MAX);
@@ -376,7 +371,14 @@ mod tests {
         let axis = linear_axis(Unit::BytesPerSecond, 2.2 * 1024.0 * mib);
         assert_eq!(
             labels(&axis),
-            ["0", "0.5 GiB/s", "1 GiB/s", "1.5 GiB/s", "2 GiB/s", "2.5 GiB/s"]
+            [
+                "0",
+                "0.5 GiB/s",
+                "1 GiB/s",
+                "1.5 GiB/s",
+                "2 GiB/s",
+                "2.5 GiB/s"
+            ]
         );
     }
 
@@ -402,7 +404,10 @@ mod tests {
             assert!(axis.ticks.len() >= 2, "{:?}", axis.ticks);
         }
         // Infinity itself is not a value: it reads as zero.
-        assert_eq!(labels(&linear_axis(Unit::PerSecond, f64::INFINITY)), ["0", "1"]);
+        assert_eq!(
+            labels(&linear_axis(Unit::PerSecond, f64::INFINITY)),
+            ["0", "1"]
+        );
     }
 
     #[test]
@@ -470,7 +475,10 @@ mod tests {
         assert_eq!(format_value(Unit::PerSecond, 2_500_000.0), "2.5M");
         assert_eq!(format_value(Unit::BytesPerSecond, 512.0), "512 B/s");
         assert_eq!(format_value(Unit::BytesPerSecond, 4096.0), "4 KiB/s");
-        assert_eq!(format_value(Unit::BytesPerSecond, 1.5 * 1_073_741_824.0), "1.5 GiB/s");
+        assert_eq!(
+            format_value(Unit::BytesPerSecond, 1.5 * 1_073_741_824.0),
+            "1.5 GiB/s"
+        );
         assert_eq!(format_value(Unit::Nanoseconds, 850.0), "850 ns");
         assert_eq!(format_value(Unit::Nanoseconds, 1_500.0), "1.5 µs");
         assert_eq!(format_value(Unit::Nanoseconds, 12_340_000.0), "12.3 ms");
