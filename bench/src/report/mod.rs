@@ -1,0 +1,190 @@
+//! `--report DIR`: one self-contained HTML page with the run's charts (issue 5, item 5).
+//!
+//! The page holds four inline SVG charts, drawn here by hand: IOPS over time and bandwidth
+//! over time (one line per job and direction), latency percentiles over time (one line per
+//! job, direction and percentile), and the latency CDF (one line per job and direction, on a
+//! logarithmic latency axis), with a legend under each and a summary table per job above.
+//!
+//! The page opens with no network: no script, no font, no style sheet and no image comes
+//! from anywhere, and a Content-Security-Policy forbids fetching any. The only URL in the file
+//! is the SVG namespace name, which is an identifier that browsers never fetch.
+//!
+//! The caller maps its statistics onto [`ReportData`]; this module does no measuring.
+//! Numbers that are not finite (NaN, infinity) are treated as missing, never written out.
+
+mod chart;
+mod page;
+pub mod scale;
+
+use std::path::{Path, PathBuf};
+
+use crate::io::Direction;
+
+pub use chart::NO_SAMPLES;
+pub use page::{render_html, CHART_BANDWIDTH, CHART_IOPS, CHART_LATENCY_CDF, CHART_PERCENTILES};
+
+/// Everything the report shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportData {
+    /// The page heading, e.g. the job file's name.
+    pub title: String,
+    /// When the run started, as the caller wants it shown (e.g. RFC 3339).
+    pub started: String,
+    /// The command line that ran, shown verbatim.
+    pub command_line: String,
+    /// Free lines shown under the heading, e.g. which latency is charted ("lat: from the
+    /// scheduled start of each I/O").
+    pub notes: Vec<String>,
+    /// One entry per job and direction, in the order they are listed and coloured.
+    pub series: Vec<JobSeries>,
+}
+
+/// One job's results in one direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSeries {
+    /// The job's name (group name under group_reporting).
+    pub name: String,
+    pub direction: Direction,
+    /// The length of one interval of `points` (fio's log_avg_msec), shown in the table.
+    pub interval_ms: u64,
+    /// One point per interval, in time order.
+    pub points: Vec<IntervalPoint>,
+    /// The latency distribution of the whole run: (latency in ns, fraction of I/Os at or
+    /// below it, 0..=1), in any order.
+    pub cdf: Vec<(u64, f64)>,
+    pub summary: JobSummary,
+}
+
+/// The results of one interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntervalPoint {
+    /// The end of the interval, from the start of the run (after ramp time), in ms.
+    pub t_ms: u64,
+    pub iops: f64,
+    pub bw_bytes_per_s: f64,
+    /// (percentile 0..=100, latency in ns) pairs, e.g. (99.9, 1_250_000). Empty if the
+    /// interval completed no I/O: the latency lines then have a gap there.
+    pub latency_percentiles_ns: Vec<(f64, u64)>,
+}
+
+/// The whole-run figures for the summary table; `None` shows as a dash.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobSummary {
+    /// I/Os completed.
+    pub ios: u64,
+    pub iops: f64,
+    pub bw_bytes_per_s: f64,
+    pub lat_mean_ns: Option<f64>,
+    pub lat_p50_ns: Option<u64>,
+    pub lat_p99_ns: Option<u64>,
+    pub lat_p99_9_ns: Option<u64>,
+    pub lat_max_ns: Option<u64>,
+    /// I/Os that failed.
+    pub errors: u64,
+}
+
+/// Why the report could not be written.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot create report directory {}: {source}", .path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write report file {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The name of the page in the report directory.
+pub const INDEX_FILE: &str = "index.html";
+
+/// Write the report page to `dir/index.html`, creating `dir` (and its parents) if needed;
+/// returns the page's path. The page is written to a temporary name and renamed, so a
+/// reader never sees half a page.
+pub fn write_report(dir: &Path, data: &ReportData) -> Result<PathBuf, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let html = render_html(data);
+    let path = dir.join(INDEX_FILE);
+    let partial = dir.join(format!(".{INDEX_FILE}.partial"));
+    std::fs::write(&partial, html.as_bytes()).map_err(|source| ReportError::Write {
+        path: partial.clone(),
+        source,
+    })?;
+    std::fs::rename(&partial, &path).map_err(|source| {
+        // Leave no stray partial file behind; the rename error is the one to report.
+        let _ = std::fs::remove_file(&partial);
+        ReportError::Write {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    Ok(path)
+}
+
+/// `text` made safe for HTML and SVG text and attribute values: the five markup characters
+/// become entities, and control characters (other than tab and newline), which HTML does not
+/// allow, become U+FFFD.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\t' | '\n' => out.push(c),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_controls() {
+        assert_eq!(
+            escape(r#"<job a="1">&'x'"#),
+            "&lt;job a=&quot;1&quot;&gt;&amp;&#39;x&#39;"
+        );
+        assert_eq!(escape("a\u{0}b\u{1b}c\td\ne"), "a\u{fffd}b\u{fffd}c\td\ne");
+        assert_eq!(escape("plain µs"), "plain µs");
+    }
+
+    #[test]
+    fn write_creates_the_directory_and_the_page() {
+        let base = std::env::temp_dir().join(format!("report-unit-{}", std::process::id()));
+        let dir = base.join("nested/deeper");
+        let path = write_report(&dir, &ReportData::default()).expect("write report");
+        assert_eq!(path, dir.join(INDEX_FILE));
+        let html = std::fs::read_to_string(&path).expect("read report");
+        assert!(html.contains(NO_SAMPLES));
+        assert!(!dir.join(".index.html.partial").exists());
+        std::fs::remove_dir_all(&base).expect("clean up");
+    }
+
+    #[test]
+    fn write_errors_name_the_path() {
+        let base = std::env::temp_dir().join(format!("report-unit-err-{}", std::process::id()));
+        std::fs::write(&base, b"a file, not a directory").expect("make file");
+        let dir = base.join("report");
+        let err = write_report(&dir, &ReportData::default()).expect_err("must fail");
+        assert!(matches!(err, ReportError::CreateDir { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
+        std::fs::remove_file(&base).expect("clean up");
+    }
+}
