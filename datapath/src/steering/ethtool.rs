@@ -138,13 +138,16 @@ pub fn rxfh_request(indirection_entries: u32, key_bytes: u32) -> Vec<u8> {
     buf
 }
 
+/// A parsed `ETHTOOL_GRSSH` reply: its header, the indirection table and the key.
+pub type RssHashReply = (RxfhHeader, Vec<u32>, Vec<u8>);
+
 /// Parses a filled `ETHTOOL_GRSSH` reply: the indirection table (`__u32` entries) then the key
 /// bytes follow the header. The sizes in the reply must be the ones asked for.
 pub fn parse_rxfh(
     reply: &[u8],
     indirection_entries: u32,
     key_bytes: u32,
-) -> Result<(RxfhHeader, Vec<u32>, Vec<u8>), &'static str> {
+) -> Result<RssHashReply, &'static str> {
     let header = parse_rxfh_header(reply).ok_or("reply shorter than its header")?;
     if header.indirection_entries != indirection_entries || header.key_bytes != key_bytes {
         return Err("sizes changed between the two GRSSH calls");
@@ -343,10 +346,7 @@ impl EthtoolSocket {
 
     /// `ETHTOOL_GRSSH` in its two steps: sizes, then key and table. `Ok(None)` when the
     /// driver does not support it (`EOPNOTSUPP`).
-    pub fn rss_hash(
-        &self,
-        interface: &str,
-    ) -> Result<Option<(RxfhHeader, Vec<u32>, Vec<u8>)>, SteeringError> {
+    pub fn rss_hash(&self, interface: &str) -> Result<Option<RssHashReply>, SteeringError> {
         const COMMAND: &str = "ETHTOOL_GRSSH";
         let mut sizes = rxfh_request(0, 0);
         match self.ethtool(interface, &mut sizes) {
