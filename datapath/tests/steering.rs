@@ -149,6 +149,58 @@ fn steered_connect_on_loopback_falls_back_to_the_kernel_port_and_says_why() {
     server.join().unwrap().expect("server saw the connection");
 }
 
+#[test]
+fn steered_connect_binds_a_candidate_port_and_skips_one_in_use() {
+    use datapath::steering::toeplitz::MICROSOFT_VERIFICATION_KEY;
+    use datapath::steering::{Route, RssConfig};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let server = echo_one(listener);
+    // Pretend lo had a 4-queue RSS NIC's configuration (a fixture), to drive the port choice
+    // and the bind-retry loop against the real kernel.
+    let rss = RssConfig::equal_spread(4, MICROSOFT_VERIFICATION_KEY.to_vec(), 128).unwrap();
+    let mut request = SteeringRequest::new(target, 3);
+    request.expected_cpu = Some(0);
+    let route = Route {
+        interface: "lo".into(),
+        local_ip: target.ip(),
+    };
+    let plan = steering::plan_with(route, RssStatus::Present(rss.clone()), &request);
+    assert!(
+        plan.candidate_ports.len() >= 2,
+        "{:?}",
+        plan.candidate_ports
+    );
+    // Take the first candidate, so the connect has to move on to the next one. (If another
+    // test holds a candidate too, a later one is used; any candidate lands on queue 3.)
+    let first = plan.candidate_ports[0];
+    let blocker = TcpListener::bind(SocketAddr::new(target.ip(), first));
+    let (mut connection, mut report) =
+        steering::connect_steered(&plan, TIMEOUT, &RingConfig::default()).unwrap();
+    let port = connection.local_addr().unwrap().port();
+    assert!(plan.candidate_ports.contains(&port), "{port}");
+    if blocker.is_ok() {
+        assert_ne!(port, first);
+    }
+    assert_eq!(
+        rss.receive_queue(target, SocketAddr::new(target.ip(), port)),
+        Some(3)
+    );
+    exchange_one_byte(&mut connection);
+    report.observe(&connection);
+    assert!(report.port_steered);
+    assert_eq!(report.local_port, Some(port));
+    assert_eq!(report.predicted_queue, Some(3));
+    let text = report.to_string();
+    eprintln!("{text}");
+    assert!(
+        text.contains(&format!("local port {port} chosen for rx queue 3")),
+        "{text}"
+    );
+    connection.shutdown().unwrap();
+    assert_eq!(server.join().unwrap().map(|peer| peer.port()), Some(port));
+}
+
 /// Two network namespaces joined by a veth pair, deleted (with the pair) on drop.
 struct VethPair {
     namespaces: [String; 2],
