@@ -9,6 +9,8 @@
 //! - [`transport`]: TCP over io_uring.
 //! - [`shard`]: per-core shards: one pinned thread, one ring and one session each, fed
 //!   through bounded queues (the fast data path).
+//! - [`steering`]: NIC queue steering for the software path (RSS port choice, XPS,
+//!   `SO_INCOMING_CPU`).
 //! - [`client`]: a blocking convenience client that drives a session over the transport.
 
 pub mod auth;
@@ -17,5 +19,6 @@ pub mod pdu;
 pub mod scsi;
 pub mod session;
 pub mod shard;
+pub mod steering;
 pub mod text;
 pub mod transport;

@@ -2,8 +2,9 @@
 //! connection is one TCP connection carrying a byte stream of PDUs; framing is the caller's job).
 //!
 //! Every operation on the data path goes through io_uring: connect, send, receive, the timeouts
-//! that bound them, shutdown and close. Only socket creation, `setsockopt` and `getsockname` use
-//! plain system calls; none of them can block.
+//! that bound them, shutdown and close. Only socket creation, `setsockopt`, `getsockopt`, `bind`
+//! (when a local address is asked for) and `getsockname` use plain system calls; none of them
+//! can block.
 //!
 //! How a timeout works: each operation is submitted linked to an `IORING_OP_LINK_TIMEOUT`. If the
 //! timer fires first the kernel cancels the operation; either way the call waits for both
@@ -61,6 +62,16 @@ pub enum TransportError {
     Io {
         /// The operation that failed.
         op: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The local address asked for could not be bound before connecting (`EADDRINUSE`: the
+    /// port is taken; `EADDRNOTAVAIL`: the address is not this host's).
+    #[error("binding local address {local} failed: {source}")]
+    Bind {
+        /// The local address asked for.
+        local: SocketAddr,
         /// The operating system's error.
         #[source]
         source: io::Error,

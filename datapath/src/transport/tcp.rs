@@ -80,6 +80,21 @@ impl TcpConnection {
         timeout: Duration,
         config: &RingConfig,
     ) -> Result<TcpConnection, TransportError> {
+        Self::connect_from(addr, None, timeout, config)
+    }
+
+    /// Connects to `addr` from the local address `local` (when given) within `timeout` on a
+    /// ring built from `config`. With `local`, the socket is bound to it before connecting,
+    /// with `SO_REUSEADDR` so that a port whose earlier connection lingers in `TIME_WAIT` can
+    /// be bound again (the kernel still refuses a 4-tuple that is in use). This is how RSS
+    /// steering puts a connection on a chosen receive queue (see [`crate::steering`]).
+    /// A port already in use gives [`TransportError::Bind`] (try another port).
+    pub fn connect_from(
+        addr: SocketAddr,
+        local: Option<SocketAddr>,
+        timeout: Duration,
+        config: &RingConfig,
+    ) -> Result<TcpConnection, TransportError> {
         let ring = Ring::new(config)?;
         let raw_addr = RawSockAddr::new(&addr);
         // SAFETY: socket(2) takes no pointers; the result is checked below.
@@ -106,6 +121,9 @@ impl TcpConnection {
             _single_issuer: PhantomData,
         };
         connection.set_int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1, "set TCP_NODELAY")?;
+        if let Some(local) = local {
+            connection.bind(local)?;
+        }
 
         let entry = opcode::Connect::new(types::Fd(fd), raw_addr.as_ptr(), raw_addr.len()).build();
         // SAFETY: the entry points at `raw_addr`, which lives on this frame until after the
@@ -532,6 +550,42 @@ impl TcpConnection {
                 })
             }
         }
+    }
+
+    /// The CPU on which the kernel last processed this socket's incoming packets
+    /// (`SO_INCOMING_CPU`), or `None` before any has arrived. Steering compares it with the
+    /// CPU the wanted receive queue interrupts on.
+    pub fn incoming_cpu(&self) -> Result<Option<u32>, TransportError> {
+        let fd = self.open_fd("get SO_INCOMING_CPU")?;
+        // SAFETY: `fd` is this connection's open socket, and the borrow ends with this call,
+        // before the connection could close it.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        crate::steering::incoming_cpu(borrowed).map_err(|error| TransportError::Io {
+            op: "get SO_INCOMING_CPU",
+            source: io::Error::other(error.to_string()),
+        })
+    }
+
+    /// Binds the socket to `local` (with `SO_REUSEADDR`) before it connects.
+    fn bind(&self, local: SocketAddr) -> Result<(), TransportError> {
+        let fd = self.open_fd("bind")?;
+        if local.is_ipv4() != self.peer.is_ipv4() {
+            return Err(TransportError::Bind {
+                local,
+                source: io::Error::from_raw_os_error(libc::EAFNOSUPPORT),
+            });
+        }
+        self.set_int_option(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "set SO_REUSEADDR")?;
+        let raw = RawSockAddr::new(&local);
+        // SAFETY: the address points at `raw`, a live local of the length passed.
+        let rc = unsafe { libc::bind(fd, raw.as_ptr(), raw.len()) };
+        if rc != 0 {
+            return Err(TransportError::Bind {
+                local,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 
     fn open_fd(&self, op: &'static str) -> Result<RawFd, TransportError> {
