@@ -10,6 +10,7 @@
 //! - [`shard`]: per-core shards: one pinned thread, one ring and one session each, fed
 //!   through bounded queues (the fast data path).
 //! - [`client`]: a blocking convenience client that drives a session over the transport.
+//! - [`url`]: libiscsi-style `iscsi://` target URLs (shared by `iscsi-ctl` and `iscsi-bench`).
 
 pub mod auth;
 pub mod client;
@@ -19,3 +20,4 @@ pub mod session;
 pub mod shard;
 pub mod text;
 pub mod transport;
+pub mod url;
