@@ -578,7 +578,13 @@ impl IscsiEngine {
     }
 
     fn shutdown(&mut self) -> EngineCounters {
+        if self.pool.is_none() {
+            return self.counters;
+        }
         let mut sink = Vec::new();
+        // Completions dropped here were never handed to the runner (late ones still count
+        // as late).
+        let completed = self.counters.ios_completed;
         let deadline = Instant::now() + SETUP_TIMEOUT;
         // Let what the shards hold finish, so their buffers come back before logout.
         while self.in_flight.len() > self.pending.len() && Instant::now() < deadline {
@@ -586,6 +592,7 @@ impl IscsiEngine {
             sink.clear();
             self.wait_any(Duration::from_millis(50));
         }
+        self.counters.ios_completed = completed;
         self.refresh_counters();
         if let Some(pool) = self.pool.take() {
             pool.shutdown();

@@ -505,6 +505,25 @@ fn iscsi_embedded_write_read_compare_size_and_trim() {
 }
 
 #[test]
+fn iscsi_with_digests_and_small_bursts_moves_data_intact() {
+    let mut options = IscsiOptions::new(IscsiTarget::Embedded(EmbeddedOptions::new(4 << 20)), 4);
+    options.login = LoginOptions {
+        header_digest: Some(DigestPreference::Crc32c),
+        data_digest: Some(DigestPreference::Crc32c),
+        immediate_data: Some(false),
+        initial_r2t: Some(true),
+        max_burst_length: Some(65536),
+        first_burst_length: Some(65536),
+        max_recv_data_segment_length: Some(32768),
+        initiator_name: Some("iqn.2026-11.test:bench-initiator".into()),
+        ..LoginOptions::default()
+    };
+    let mut engine = IscsiEngine::open(&options).expect("login with digests");
+    // 256 KiB units cross several bursts and Data-In PDUs under these limits.
+    write_read_compare(&mut engine, &[0, 1 << 20], 256 * 1024);
+}
+
+#[test]
 fn iscsi_io_timeout_fails_the_unit_and_drops_the_late_completion() {
     let mut options = IscsiOptions::new(IscsiTarget::Embedded(EmbeddedOptions::new(64 << 20)), 16);
     options.io_timeout = Some(Duration::from_micros(1));

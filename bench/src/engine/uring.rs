@@ -537,6 +537,8 @@ impl UringEngine {
 
     /// Waits for every unit in flight (their completions are dropped).
     fn drain(&mut self) {
+        // Completions dropped here were never handed to the runner.
+        let completed = self.counters.ios_completed;
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut sink = Vec::new();
         while self.slots_in_use() > 0 {
@@ -563,6 +565,7 @@ impl UringEngine {
             sink.clear();
         }
         self.ready.clear();
+        self.counters.ios_completed = completed;
     }
 }
 
@@ -631,7 +634,6 @@ impl Engine for UringEngine {
                 let mut buffer = self.pool.swap_remove(i);
                 // Within capacity: no reallocation, so a registered buffer stays registered.
                 buffer.resize(len, 0);
-                buffer.truncate(len);
                 buffer
             }
             None => vec![0; len],
