@@ -8,5 +8,6 @@
 //! - `stats` and `output`: latency histograms, counters, fio's text and JSON reports;
 //! - `run`: jobs, groups and their threads.
 
+pub mod engine;
 pub mod io;
 pub mod report;

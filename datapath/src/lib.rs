@@ -12,6 +12,7 @@
 //! - [`steering`]: NIC queue steering for the software path (RSS port choice, XPS,
 //!   `SO_INCOMING_CPU`).
 //! - [`client`]: a blocking convenience client that drives a session over the transport.
+//! - [`url`]: libiscsi-style `iscsi://` target URLs (shared by `iscsi-ctl` and `iscsi-bench`).
 
 pub mod auth;
 pub mod client;
@@ -22,3 +23,4 @@ pub mod shard;
 pub mod steering;
 pub mod text;
 pub mod transport;
+pub mod url;

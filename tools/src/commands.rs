@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::config::ConnectOptions;
 use crate::render::{hex, hex_dump, human_bytes, table, Output};
-use crate::url::{IscsiUrl, UrlError};
+use datapath::url::{IscsiUrl, UrlError};
 
 /// What can go wrong in a command, each naming its cause.
 #[derive(Debug, thiserror::Error)]

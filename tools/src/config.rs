@@ -10,7 +10,7 @@ use datapath::session::ChapConfig;
 use datapath::text::DigestChoice;
 
 use crate::commands::CtlError;
-use crate::url::IscsiUrl;
+use datapath::url::IscsiUrl;
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum DigestOption {

@@ -4,7 +4,6 @@
 mod commands;
 mod config;
 mod render;
-mod url;
 
 use clap::{Args, Parser, Subcommand};
 

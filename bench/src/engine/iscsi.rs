@@ -1,0 +1,1165 @@
+//! The `iscsi` engine: our data path. A [`ShardPool`] (one shard per job unless `shards=N`)
+//! logs in to the target an `iscsi://[user%secret@]host[:port]/iqn/lun` URL names
+//! ([`datapath::url`]), or to an [`EmbeddedTarget`] started in-process when the job names no
+//! file. Each shard holds up to `iodepth` commands; a unit goes to the shard with the fewest.
+//!
+//! At open, on every shard: TEST UNIT READY until GOOD (a new I_T nexus usually gets one
+//! UNIT ATTENTION, SAM-5 5.14; at most [`UNIT_ATTENTION_RETRIES`] are taken); then, on the
+//! first, READ CAPACITY(16) (SBC-3 5.16), or READ CAPACITY(10) when the device refuses it;
+//! and INQUIRY of the Block Limits VPD page (SBC-3 6.6.3) to learn whether UNMAP is
+//! supported ([`IscsiEngine::unmap_supported`]).
+//!
+//! Units become READ(10)/WRITE(10) when the range fits, READ(16)/WRITE(16) otherwise, and a
+//! trim becomes UNMAP (SBC-3 5.28) with one block descriptor: when the LUN does not support
+//! it, the target's CHECK CONDITION is what the unit reports. Completions map to
+//! [`IoError`]: CHECK CONDITION with its sense key/ASC/ASCQ, any other status not GOOD as
+//! `Status`, an underflow residual as `Short`, a lost connection or a protocol failure as
+//! `Transport`.
+//!
+//! `io_timeout`: a unit still in flight that long after its submission fails with
+//! [`IoError::Timeout`], found when the runner reaps (there is no timer thread). The shard
+//! still holds the command: its buffer is not handed back (the unit comes back with an
+//! empty buffer), and its slot stays taken until the late completion arrives, which is then
+//! dropped, counted in [`EngineCounters::late_completions`], and its buffer goes to the
+//! pool. If the target never answers, the session's own command timeout (at least 30 s)
+//! fails the connection (RFC 7143 ERL 0) and with it the command.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::ToSocketAddrs;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, TryRecvError};
+use datapath::client::ClientConfig;
+use datapath::scsi::{BlockLimits, Cdb, ReadCapacity10, ReadCapacity16, Sense};
+use datapath::session::{ChapConfig, CommandError, DataDirection, Residual};
+use datapath::shard::{ShardCompletion, ShardConfig, ShardPool, ShardRequest};
+use datapath::text::DigestChoice;
+use datapath::url::{IscsiUrl, UrlError};
+
+use super::embedded::{EmbeddedOptions, EmbeddedTarget};
+use super::{Engine, EngineCounters, EngineError};
+use crate::io::{Direction, IoDone, IoError, IoUnit};
+
+/// TEST UNIT READY attempts per shard at open.
+pub const UNIT_ATTENTION_RETRIES: usize = 5;
+/// Time allowed for each set-up command.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The shortest session command timeout (see the module docs on `io_timeout`).
+const COMMAND_TIMEOUT_MIN: Duration = Duration::from_secs(30);
+const STATUS_GOOD: u8 = 0x00;
+const STATUS_CHECK_CONDITION: u8 = 0x02;
+const SENSE_UNIT_ATTENTION: u8 = 0x06;
+const OPCODE_UNMAP: u8 = 0x42;
+/// UNMAP parameter list: 8-byte header and one 16-byte block descriptor.
+const UNMAP_PARAMETER_BYTES: u16 = 24;
+
+/// Where the engine connects.
+#[derive(Debug, Clone)]
+pub enum IscsiTarget {
+    /// A target named by URL (target and LUN required).
+    Url(IscsiUrl),
+    /// Our own target, started in-process for the job.
+    Embedded(EmbeddedOptions),
+}
+
+/// A digest offer, in libiscsi's words (`none`, `crc32c`, `crc32c-none`, `none-crc32c`):
+/// the first is preferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestPreference {
+    None,
+    Crc32c,
+    Crc32cOrNone,
+    NoneOrCrc32c,
+}
+
+impl DigestPreference {
+    /// Parses libiscsi's names (case-insensitive, `_` or `-`).
+    pub fn parse(text: &str) -> Option<DigestPreference> {
+        match text.to_ascii_lowercase().replace('_', "-").as_str() {
+            "none" => Some(DigestPreference::None),
+            "crc32c" => Some(DigestPreference::Crc32c),
+            "crc32c-none" => Some(DigestPreference::Crc32cOrNone),
+            "none-crc32c" => Some(DigestPreference::NoneOrCrc32c),
+            _ => None,
+        }
+    }
+
+    fn choices(self) -> Vec<DigestChoice> {
+        match self {
+            DigestPreference::None => vec![DigestChoice::None],
+            DigestPreference::Crc32c => vec![DigestChoice::Crc32c],
+            DigestPreference::Crc32cOrNone => vec![DigestChoice::Crc32c, DigestChoice::None],
+            DigestPreference::NoneOrCrc32c => vec![DigestChoice::None, DigestChoice::Crc32c],
+        }
+    }
+}
+
+/// Login keys (RFC 7143 section 13) and credentials. `None` keeps the data path's default
+/// offer ([`ClientConfig::new`]). CHAP given here wins over CHAP in the URL.
+/// (`Debug` leaves the secrets out.)
+#[derive(Clone, Default)]
+pub struct LoginOptions {
+    pub initiator_name: Option<String>,
+    pub header_digest: Option<DigestPreference>,
+    pub data_digest: Option<DigestPreference>,
+    pub immediate_data: Option<bool>,
+    pub initial_r2t: Option<bool>,
+    pub max_burst_length: Option<u32>,
+    pub first_burst_length: Option<u32>,
+    pub max_recv_data_segment_length: Option<u32>,
+    /// One-way CHAP: the name and secret we answer with.
+    pub chap: Option<(String, String)>,
+    /// Mutual CHAP: the name and secret the target must answer with.
+    pub mutual_chap: Option<(String, String)>,
+    /// `None`: the data path's default (5 s).
+    pub connect_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for LoginOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginOptions")
+            .field("initiator_name", &self.initiator_name)
+            .field("header_digest", &self.header_digest)
+            .field("data_digest", &self.data_digest)
+            .field("immediate_data", &self.immediate_data)
+            .field("initial_r2t", &self.initial_r2t)
+            .field("max_burst_length", &self.max_burst_length)
+            .field("first_burst_length", &self.first_burst_length)
+            .field(
+                "max_recv_data_segment_length",
+                &self.max_recv_data_segment_length,
+            )
+            .field("chap_user", &self.chap.as_ref().map(|(u, _)| u))
+            .field(
+                "mutual_chap_user",
+                &self.mutual_chap.as_ref().map(|(u, _)| u),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Set-up of an iSCSI engine.
+#[derive(Debug, Clone)]
+pub struct IscsiOptions {
+    pub target: IscsiTarget,
+    pub login: LoginOptions,
+    /// Shards (sessions, threads); 1 per job by default.
+    pub shards: usize,
+    /// Commands in flight per shard.
+    pub iodepth: usize,
+    /// Fail a unit not completed this long after submission (see the module docs).
+    pub io_timeout: Option<Duration>,
+    /// Pin shard `i` to core `first_core + i` (fio's `cpus_allowed` maps here).
+    pub first_core: Option<usize>,
+}
+
+impl IscsiOptions {
+    pub fn new(target: IscsiTarget, iodepth: usize) -> IscsiOptions {
+        IscsiOptions {
+            target,
+            login: LoginOptions::default(),
+            shards: 1,
+            iodepth,
+            io_timeout: None,
+            first_core: None,
+        }
+    }
+}
+
+/// One command the engine has handed (or will hand) to a shard.
+struct InFlight {
+    /// The unit; for reads and writes its buffer travels in the request meanwhile.
+    unit: IoUnit,
+    shard: usize,
+    /// When it counts as timed out (set at submission).
+    deadline: Option<Instant>,
+    /// Already reported as timed out; its completion is late.
+    timed_out: bool,
+}
+
+/// See the module docs.
+pub struct IscsiEngine {
+    /// Declared before the target: the sessions log out before the target stops.
+    pool: Option<ShardPool>,
+    embedded: Option<EmbeddedTarget>,
+    lun: u64,
+    block_size_bytes: u32,
+    size_bytes: u64,
+    unmap_supported: Option<bool>,
+    iodepth: usize,
+    io_timeout: Option<Duration>,
+    command_timeout: Duration,
+    next_tag: u64,
+    in_flight: HashMap<u64, InFlight>,
+    timed_out: usize,
+    /// Commands per shard, timed-out ones included (the shard still holds them).
+    per_shard: Vec<usize>,
+    /// Shards whose thread is gone (completion queue disconnected).
+    dead_shards: Vec<bool>,
+    /// Requests queued, not yet handed to their shard.
+    pending: VecDeque<(usize, ShardRequest)>,
+    ready: VecDeque<IoDone>,
+    buffers: Vec<Vec<u8>>,
+    counters: EngineCounters,
+}
+
+impl std::fmt::Debug for IscsiEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IscsiEngine")
+            .field("pool", &self.pool)
+            .field("embedded", &self.embedded)
+            .field("lun", &self.lun)
+            .field("block_size_bytes", &self.block_size_bytes)
+            .field("size_bytes", &self.size_bytes)
+            .field("unmap_supported", &self.unmap_supported)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IscsiEngine {
+    pub fn open(options: &IscsiOptions) -> Result<IscsiEngine, EngineError> {
+        if options.iodepth == 0 {
+            return Err(EngineError::InvalidOption(
+                "iodepth must be at least 1".into(),
+            ));
+        }
+        if options.shards == 0 {
+            return Err(EngineError::InvalidOption(
+                "shards must be at least 1".into(),
+            ));
+        }
+        if options.io_timeout == Some(Duration::ZERO) {
+            return Err(EngineError::InvalidOption(
+                "io_timeout must be greater than 0".into(),
+            ));
+        }
+        let (embedded, url) = match &options.target {
+            IscsiTarget::Url(url) => (None, url.clone()),
+            IscsiTarget::Embedded(embedded) => {
+                let target = EmbeddedTarget::start(embedded)?;
+                let url = target.url();
+                (Some(target), url)
+            }
+        };
+        let text = url.to_string();
+        let lun = url.lun.ok_or(UrlError::NoLun { url: text.clone() })?;
+        if url.target.is_none() {
+            return Err(UrlError::NoTarget { url: text }.into());
+        }
+        let command_timeout = options
+            .io_timeout
+            .map_or(COMMAND_TIMEOUT_MIN, |t| (t * 4).max(COMMAND_TIMEOUT_MIN));
+        let client = client_config(&url, &options.login, command_timeout, options.iodepth)?;
+        let shard_config = ShardConfig {
+            core: options.first_core,
+            queue_depth: options.iodepth,
+            ring_entries: (options.iodepth * 2).next_power_of_two().clamp(64, 4096) as u32,
+            ..ShardConfig::default()
+        };
+        let pool = ShardPool::start(&client, options.shards, &shard_config)?;
+        for shard in 0..pool.len() {
+            clear_unit_attention(&pool, shard, lun)?;
+        }
+        let (size_bytes, block_size_bytes) = read_capacity(&pool, lun)?;
+        let unmap_supported = block_limits(&pool, lun).map(|l| l.max_unmap_lba_count > 0);
+        tracing::info!(
+            url = %url,
+            shards = pool.len(),
+            size_bytes,
+            block_size_bytes,
+            ?unmap_supported,
+            "iSCSI engine open"
+        );
+        Ok(IscsiEngine {
+            per_shard: vec![0; pool.len()],
+            dead_shards: vec![false; pool.len()],
+            pool: Some(pool),
+            embedded,
+            lun,
+            block_size_bytes,
+            size_bytes,
+            unmap_supported,
+            iodepth: options.iodepth,
+            io_timeout: options.io_timeout,
+            command_timeout,
+            next_tag: 0,
+            in_flight: HashMap::new(),
+            timed_out: 0,
+            pending: VecDeque::new(),
+            ready: VecDeque::new(),
+            buffers: Vec::new(),
+            counters: EngineCounters::default(),
+        })
+    }
+
+    /// Whether the LUN supports UNMAP, from its Block Limits page (`None`: it has none).
+    pub fn unmap_supported(&self) -> Option<bool> {
+        self.unmap_supported
+    }
+
+    /// The LUN the engine addresses.
+    pub fn lun(&self) -> u64 {
+        self.lun
+    }
+
+    /// The shards' sessions (ISID, TSIH, ring flags), in shard order.
+    pub fn shard_info(&self) -> Vec<datapath::shard::ShardInfo> {
+        let Some(pool) = &self.pool else {
+            return Vec::new();
+        };
+        (0..pool.len())
+            .filter_map(|i| pool.info(i).cloned())
+            .collect()
+    }
+
+    /// The embedded target's portal, when the engine started one.
+    pub fn embedded_portal(&self) -> Option<std::net::SocketAddr> {
+        self.embedded.as_ref().map(EmbeddedTarget::portal)
+    }
+
+    fn refuse(&mut self, unit: IoUnit, error: IoError) {
+        self.ready.push_back(IoDone {
+            unit,
+            result: Err(error),
+        });
+    }
+
+    /// The CDB, data direction and buffer of `unit`'s command (the unit keeps a trim's
+    /// empty buffer; the UNMAP parameter list travels instead).
+    fn command(&self, unit: &mut IoUnit) -> Result<(Vec<u8>, DataDirection, Vec<u8>), IoError> {
+        let block = u64::from(self.block_size_bytes);
+        if !unit.offset.is_multiple_of(block)
+            || !u64::from(unit.len).is_multiple_of(block)
+            || unit.len == 0
+        {
+            return Err(IoError::Transport(format!(
+                "offset {} length {} is not a non-zero whole number of the LUN's \
+                 {block}-byte blocks",
+                unit.offset, unit.len
+            )));
+        }
+        let lba = unit.offset / block;
+        let blocks = (u64::from(unit.len) / block) as u32;
+        let len = unit.len;
+        let invalid = |e: datapath::scsi::ScsiError| IoError::Transport(e.to_string());
+        match unit.direction {
+            Direction::Read | Direction::Write if unit.buffer.len() < len as usize => {
+                Err(IoError::Transport(format!(
+                    "buffer of {} bytes is shorter than the {len}-byte I/O",
+                    unit.buffer.len()
+                )))
+            }
+            Direction::Read => {
+                let cdb = Cdb::read(lba, blocks, self.block_size_bytes, false).map_err(invalid)?;
+                let buffer = std::mem::take(&mut unit.buffer);
+                Ok((cdb.as_bytes().to_vec(), DataDirection::Read { len }, buffer))
+            }
+            Direction::Write => {
+                let cdb = Cdb::write(lba, blocks, self.block_size_bytes, false).map_err(invalid)?;
+                let buffer = std::mem::take(&mut unit.buffer);
+                Ok((
+                    cdb.as_bytes().to_vec(),
+                    DataDirection::Write { len },
+                    buffer,
+                ))
+            }
+            Direction::Trim => {
+                let (cdb, parameters) = unmap(lba, blocks);
+                let len = u32::from(UNMAP_PARAMETER_BYTES);
+                Ok((cdb, DataDirection::Write { len }, parameters))
+            }
+        }
+    }
+
+    /// The shard with the fewest commands, if one has room.
+    fn pick_shard(&self) -> Option<usize> {
+        self.per_shard
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| **n < self.iodepth && !self.dead_shards[*i])
+            .min_by_key(|(_, n)| **n)
+            .map(|(i, _)| i)
+    }
+
+    /// Hands queued requests to their shards; a full shard keeps the rest for later.
+    fn push_pending(&mut self) -> usize {
+        let Some(pool) = &self.pool else {
+            return 0;
+        };
+        let mut submitted = 0;
+        let now = Instant::now();
+        while let Some((shard, request)) = self.pending.pop_front() {
+            let tag = request.user_data;
+            match pool.submit(shard, request) {
+                Ok(()) => {
+                    submitted += 1;
+                    if let Some(entry) = self.in_flight.get_mut(&tag) {
+                        entry.deadline = self.io_timeout.map(|t| now + t);
+                    }
+                }
+                Err(request) => {
+                    self.pending.push_front((shard, request));
+                    break;
+                }
+            }
+        }
+        self.counters.ios_submitted += submitted as u64;
+        submitted
+    }
+
+    /// Turns a shard's completion into the unit's.
+    fn complete(&mut self, completion: ShardCompletion) -> Option<IoDone> {
+        let Some(entry) = self.in_flight.remove(&completion.user_data) else {
+            tracing::warn!(
+                tag = completion.user_data,
+                "completion of an unknown command"
+            );
+            return None;
+        };
+        if let Some(n) = self.per_shard.get_mut(entry.shard) {
+            *n = n.saturating_sub(1);
+        }
+        if entry.timed_out {
+            self.timed_out -= 1;
+            self.counters.late_completions += 1;
+            if entry.unit.direction != Direction::Trim {
+                let buffer = match completion.result {
+                    Ok(outcome) => outcome.buffer,
+                    Err(failure) => failure.buffer,
+                };
+                self.recycle(buffer);
+            }
+            return None;
+        }
+        let mut unit = entry.unit;
+        let result = match completion.result {
+            Ok(outcome) => {
+                let result = outcome_result(
+                    &unit,
+                    outcome.status,
+                    outcome.sense.as_deref(),
+                    outcome.residual,
+                    outcome.transferred,
+                );
+                if unit.direction != Direction::Trim {
+                    unit.buffer = outcome.buffer;
+                }
+                result
+            }
+            Err(failure) => {
+                if unit.direction != Direction::Trim {
+                    unit.buffer = failure.buffer;
+                }
+                Err(match failure.error {
+                    CommandError::TimedOut => IoError::Timeout(self.command_timeout),
+                    other => IoError::Transport(other.to_string()),
+                })
+            }
+        };
+        self.counters.ios_completed += 1;
+        Some(IoDone { unit, result })
+    }
+
+    /// Fails every unit past its deadline with [`IoError::Timeout`]; returns the earliest
+    /// deadline still ahead.
+    fn expire(&mut self, now: Instant, out: &mut Vec<IoDone>) -> Option<Instant> {
+        let timeout = self.io_timeout?;
+        let mut next: Option<Instant> = None;
+        for entry in self.in_flight.values_mut() {
+            let Some(deadline) = entry.deadline.filter(|_| !entry.timed_out) else {
+                continue;
+            };
+            if deadline <= now {
+                entry.timed_out = true;
+                self.timed_out += 1;
+                self.counters.ios_timed_out += 1;
+                self.counters.ios_completed += 1;
+                let mut unit = entry.unit.clone();
+                if unit.direction != Direction::Trim {
+                    unit.buffer = Vec::new();
+                }
+                out.push(IoDone {
+                    unit,
+                    result: Err(IoError::Timeout(timeout)),
+                });
+            } else {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+            }
+        }
+        next
+    }
+
+    /// Takes every completion waiting on any shard.
+    fn drain_completions(&mut self, out: &mut Vec<IoDone>) {
+        let Some(pool) = self.pool.take() else {
+            return;
+        };
+        for shard in 0..pool.len() {
+            let Some(rx) = pool.completions(shard) else {
+                continue;
+            };
+            // Bounded: a shard posts at most its queue depth between two drains, and
+            // this loop takes at most twice that before moving on.
+            for _ in 0..2 * self.iodepth + 1 {
+                match rx.try_recv() {
+                    Ok(completion) => {
+                        if let Some(done) = self.complete(completion) {
+                            out.push(done);
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.shard_vanished(shard, out);
+                        break;
+                    }
+                }
+            }
+        }
+        self.pool = Some(pool);
+    }
+
+    /// A shard's thread is gone: every command it held fails.
+    fn shard_vanished(&mut self, shard: usize, out: &mut Vec<IoDone>) {
+        if self.dead_shards.get(shard).copied().unwrap_or(true) {
+            return;
+        }
+        self.dead_shards[shard] = true;
+        tracing::error!(shard, "iSCSI shard stopped");
+        let tags: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, e)| e.shard == shard)
+            .map(|(t, _)| *t)
+            .collect();
+        let pending: Vec<(usize, ShardRequest)> = self.pending.drain(..).collect();
+        for (s, request) in pending {
+            if s != shard {
+                self.pending.push_back((s, request));
+            }
+        }
+        for tag in tags {
+            if let Some(entry) = self.in_flight.remove(&tag) {
+                self.per_shard[shard] = self.per_shard[shard].saturating_sub(1);
+                if entry.timed_out {
+                    self.timed_out -= 1;
+                    continue;
+                }
+                self.counters.ios_completed += 1;
+                out.push(IoDone {
+                    unit: entry.unit,
+                    result: Err(IoError::Transport(format!("iSCSI shard {shard} stopped"))),
+                });
+            }
+        }
+    }
+
+    /// Waits up to `wait` for a completion on any live shard (it is left in its queue).
+    fn wait_any(&self, wait: Duration) {
+        let Some(pool) = &self.pool else {
+            std::thread::sleep(wait);
+            return;
+        };
+        let receivers: Vec<&Receiver<ShardCompletion>> = (0..pool.len())
+            .filter(|i| !self.dead_shards[*i])
+            .filter_map(|i| pool.completions(i))
+            .collect();
+        if receivers.is_empty() {
+            std::thread::sleep(wait);
+            return;
+        }
+        // Wait for any queue to have a completion without taking it (it is taken by
+        // `drain_completions`, which handles every shard alike).
+        let mut select = Select::new();
+        for rx in &receivers {
+            select.recv(rx);
+        }
+        let _ = select.ready_timeout(wait);
+    }
+
+    fn shutdown(&mut self) -> EngineCounters {
+        if self.pool.is_none() {
+            return self.counters;
+        }
+        let mut sink = Vec::new();
+        // Completions dropped here were never handed to the runner (late ones still count
+        // as late).
+        let completed = self.counters.ios_completed;
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        // Let what the shards hold finish, so their buffers come back before logout.
+        while self.in_flight.len() > self.pending.len() && Instant::now() < deadline {
+            self.drain_completions(&mut sink);
+            sink.clear();
+            self.wait_any(Duration::from_millis(50));
+        }
+        self.counters.ios_completed = completed;
+        self.refresh_counters();
+        if let Some(pool) = self.pool.take() {
+            pool.shutdown();
+        }
+        if let Some(target) = self.embedded.take() {
+            target.stop();
+        }
+        self.counters
+    }
+
+    fn refresh_counters(&mut self) {
+        if let Some(pool) = &self.pool {
+            let sum = datapath::shard::ShardStats::sum(&pool.all_stats());
+            self.counters.kernel_entries = sum.kernel_entries;
+            self.counters.bytes_copied = sum.bytes_copied;
+        }
+    }
+}
+
+impl Engine for IscsiEngine {
+    fn name(&self) -> &'static str {
+        "iscsi"
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    fn block_size_bytes(&self) -> u32 {
+        self.block_size_bytes
+    }
+
+    fn queue_depth(&self) -> usize {
+        self.iodepth * self.per_shard.len()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.len() - self.timed_out + self.ready.len()
+    }
+
+    fn buffer(&mut self, len_bytes: u32) -> Vec<u8> {
+        let len = len_bytes as usize;
+        match self.buffers.iter().rposition(|b| b.capacity() >= len) {
+            Some(i) => {
+                let mut buffer = self.buffers.swap_remove(i);
+                buffer.resize(len, 0);
+                buffer
+            }
+            None => vec![0; len],
+        }
+    }
+
+    fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.buffers.len() < 2 * self.queue_depth() {
+            self.buffers.push(buffer);
+        }
+    }
+
+    fn queue(&mut self, mut unit: IoUnit) -> Result<(), IoUnit> {
+        if self.in_flight() >= self.queue_depth() {
+            return Err(unit);
+        }
+        let Some(shard) = self.pick_shard() else {
+            if self.dead_shards.iter().all(|d| *d) {
+                self.refuse(unit, IoError::Transport("every iSCSI shard stopped".into()));
+                return Ok(());
+            }
+            return Err(unit);
+        };
+        let (cdb, direction, buffer) = match self.command(&mut unit) {
+            Ok(command) => command,
+            Err(error) => {
+                self.refuse(unit, error);
+                return Ok(());
+            }
+        };
+        let tag = self.next_tag;
+        self.next_tag = self.next_tag.wrapping_add(1);
+        self.pending.push_back((
+            shard,
+            ShardRequest {
+                lun: self.lun,
+                cdb,
+                direction,
+                buffer,
+                user_data: tag,
+            },
+        ));
+        self.per_shard[shard] += 1;
+        self.in_flight.insert(
+            tag,
+            InFlight {
+                unit,
+                shard,
+                deadline: None,
+                timed_out: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn submit(&mut self) -> Result<usize, EngineError> {
+        Ok(self.push_pending())
+    }
+
+    fn reap(
+        &mut self,
+        min: usize,
+        timeout: Duration,
+        out: &mut Vec<IoDone>,
+    ) -> Result<usize, EngineError> {
+        let start = out.len();
+        let wanted = min.min(self.in_flight());
+        let deadline = Instant::now() + timeout;
+        out.extend(self.ready.drain(..));
+        loop {
+            if !self.pending.is_empty() {
+                self.push_pending();
+            }
+            self.drain_completions(out);
+            let now = Instant::now();
+            let next_expiry = self.expire(now, out);
+            if out.len() - start >= wanted || now >= deadline {
+                break;
+            }
+            let until = next_expiry.map_or(deadline, |e| e.min(deadline));
+            // Requests waiting for room in a shard's queue: look again soon.
+            let wait = if self.pending.is_empty() {
+                until.saturating_duration_since(now)
+            } else {
+                until
+                    .saturating_duration_since(now)
+                    .min(Duration::from_millis(1))
+            };
+            self.wait_any(wait);
+        }
+        self.refresh_counters();
+        Ok(out.len() - start)
+    }
+
+    fn counters(&self) -> EngineCounters {
+        let mut counters = self.counters;
+        if let Some(pool) = &self.pool {
+            let sum = datapath::shard::ShardStats::sum(&pool.all_stats());
+            counters.kernel_entries = sum.kernel_entries;
+            counters.bytes_copied = sum.bytes_copied;
+        }
+        counters
+    }
+
+    fn close(mut self: Box<Self>) -> Result<EngineCounters, EngineError> {
+        Ok(self.shutdown())
+    }
+}
+
+impl Drop for IscsiEngine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The unit's result from the target's answer.
+fn outcome_result(
+    unit: &IoUnit,
+    status: u8,
+    sense: Option<&[u8]>,
+    residual: Residual,
+    transferred: u32,
+) -> Result<(), IoError> {
+    match status {
+        STATUS_GOOD => {}
+        STATUS_CHECK_CONDITION => {
+            return Err(match sense.map(Sense::decode) {
+                Some(Ok(sense)) => IoError::CheckCondition {
+                    key: sense.key,
+                    asc: sense.asc,
+                    ascq: sense.ascq,
+                },
+                _ => IoError::Status(status),
+            })
+        }
+        other => return Err(IoError::Status(other)),
+    }
+    if unit.direction == Direction::Trim {
+        return Ok(());
+    }
+    let done = match residual {
+        Residual::Underflow(missing) => unit.len.saturating_sub(missing),
+        _ => unit.len,
+    }
+    .min(if unit.direction == Direction::Read {
+        transferred
+    } else {
+        unit.len
+    });
+    if done < unit.len {
+        Err(IoError::Short {
+            wanted: unit.len,
+            done,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// UNMAP (SBC-3 5.28) of `blocks` blocks from `lba`: the 10-byte CDB and its parameter
+/// list (a header and one block descriptor).
+fn unmap(lba: u64, blocks: u32) -> (Vec<u8>, Vec<u8>) {
+    let mut cdb = vec![0u8; 10];
+    cdb[0] = OPCODE_UNMAP;
+    cdb[7..9].copy_from_slice(&UNMAP_PARAMETER_BYTES.to_be_bytes());
+    let mut parameters = vec![0u8; usize::from(UNMAP_PARAMETER_BYTES)];
+    // UNMAP DATA LENGTH counts the bytes after itself; BLOCK DESCRIPTOR DATA LENGTH the
+    // descriptors.
+    parameters[0..2].copy_from_slice(&(UNMAP_PARAMETER_BYTES - 2).to_be_bytes());
+    parameters[2..4].copy_from_slice(&16u16.to_be_bytes());
+    parameters[8..16].copy_from_slice(&lba.to_be_bytes());
+    parameters[16..20].copy_from_slice(&blocks.to_be_bytes());
+    (cdb, parameters)
+}
+
+/// The data path's client configuration for `url` with `login` applied.
+fn client_config(
+    url: &IscsiUrl,
+    login: &LoginOptions,
+    command_timeout: Duration,
+    iodepth: usize,
+) -> Result<ClientConfig, EngineError> {
+    let portal = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| EngineError::Resolve {
+            host: url.host.clone(),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| EngineError::Resolve {
+            host: url.host.clone(),
+            reason: "no address".into(),
+        })?;
+    let mut config = ClientConfig::new(portal, url.target.clone());
+    config.command_timeout = command_timeout;
+    config.queue_depth = iodepth;
+    if let Some(name) = &login.initiator_name {
+        config.initiator_name = name.clone();
+    }
+    if let Some(t) = login.connect_timeout {
+        config.connect_timeout = t;
+    }
+    let chap = login
+        .chap
+        .clone()
+        .or_else(|| match (&url.user, &url.secret) {
+            (Some(u), Some(s)) => Some((u.clone(), s.clone())),
+            _ => None,
+        });
+    let mutual =
+        login
+            .mutual_chap
+            .clone()
+            .or_else(|| match (&url.target_user, &url.target_secret) {
+                (Some(u), Some(s)) => Some((u.clone(), s.clone())),
+                _ => None,
+            });
+    if url.user.is_some() && url.secret.is_none() && login.chap.is_none() {
+        return Err(EngineError::InvalidOption(format!(
+            "{url}: CHAP needs a secret too (iscsi://user%secret@host/...)"
+        )));
+    }
+    config.chap = match (chap, mutual) {
+        (Some((user, secret)), mutual) => Some(ChapConfig {
+            user,
+            secret: secret.into_bytes(),
+            mutual: mutual.map(|(u, s)| (u, s.into_bytes())),
+        }),
+        (None, Some(_)) => {
+            return Err(EngineError::InvalidOption(
+                "mutual CHAP needs one-way CHAP too: give a user and a secret".into(),
+            ))
+        }
+        (None, None) => None,
+    };
+    let url_digest = match url.header_digest.as_deref() {
+        Some(text) => Some(DigestPreference::parse(text).ok_or_else(|| {
+            EngineError::InvalidOption(format!(
+                "header_digest '{text}' is not none, crc32c, crc32c-none or none-crc32c"
+            ))
+        })?),
+        None => None,
+    };
+    if let Some(d) = login.header_digest.or(url_digest) {
+        config.offer.header_digests = d.choices();
+    }
+    if let Some(d) = login.data_digest {
+        config.offer.data_digests = d.choices();
+    }
+    let offer = &mut config.offer;
+    if let Some(v) = login.immediate_data {
+        offer.immediate_data = v;
+    }
+    if let Some(v) = login.initial_r2t {
+        offer.initial_r2t = v;
+    }
+    if let Some(v) = login.max_burst_length {
+        offer.max_burst_length = v;
+    }
+    if let Some(v) = login.first_burst_length {
+        offer.first_burst_length = v;
+    }
+    if let Some(v) = login.max_recv_data_segment_length {
+        offer.max_recv_data_segment_length = v;
+    }
+    Ok(config)
+}
+
+fn setup_request(cdb: Vec<u8>, direction: DataDirection, lun: u64, tag: u64) -> ShardRequest {
+    let buffer = match direction {
+        DataDirection::Read { len } => vec![0; len as usize],
+        _ => Vec::new(),
+    };
+    ShardRequest {
+        lun,
+        cdb,
+        direction,
+        buffer,
+        user_data: u64::MAX - tag,
+    }
+}
+
+/// Runs one set-up command on `shard`: (status, sense, data).
+fn setup_command(
+    pool: &ShardPool,
+    shard: usize,
+    lun: u64,
+    cdb: &Cdb,
+    command: &'static str,
+) -> Result<(u8, Option<Sense>, Vec<u8>), EngineError> {
+    let direction = match cdb.direction() {
+        datapath::scsi::DataDirection::Read(len) => DataDirection::Read { len },
+        datapath::scsi::DataDirection::Write(len) => DataDirection::Write { len },
+        datapath::scsi::DataDirection::None => DataDirection::None,
+    };
+    let request = setup_request(cdb.as_bytes().to_vec(), direction, lun, cdb.opcode().into());
+    let done = pool.execute(shard, request, SETUP_TIMEOUT)?;
+    match done.result {
+        Ok(outcome) => {
+            let sense = outcome.sense.as_deref().and_then(|s| Sense::decode(s).ok());
+            let mut data = outcome.buffer;
+            data.truncate(outcome.transferred as usize);
+            Ok((outcome.status, sense, data))
+        }
+        Err(failure) => Err(EngineError::Scsi {
+            command,
+            reason: failure.error.to_string(),
+        }),
+    }
+}
+
+fn describe(status: u8, sense: &Option<Sense>) -> String {
+    match sense {
+        Some(s) => format!(
+            "status {status:#04x}, sense key {:#x} ({}), ASC/ASCQ {:#04x}/{:#04x} ({})",
+            s.key,
+            s.key_name(),
+            s.asc,
+            s.ascq,
+            s.asc_name()
+        ),
+        None => format!(
+            "status {status:#04x} ({})",
+            datapath::scsi::status_name(status)
+        ),
+    }
+}
+
+/// TEST UNIT READY until GOOD, taking unit attentions (at most [`UNIT_ATTENTION_RETRIES`]).
+fn clear_unit_attention(pool: &ShardPool, shard: usize, lun: u64) -> Result<(), EngineError> {
+    let mut last = String::new();
+    for _ in 0..UNIT_ATTENTION_RETRIES {
+        let (status, sense, _) =
+            setup_command(pool, shard, lun, &Cdb::test_unit_ready(), "TEST UNIT READY")?;
+        if status == STATUS_GOOD {
+            return Ok(());
+        }
+        last = describe(status, &sense);
+        let unit_attention = status == STATUS_CHECK_CONDITION
+            && sense
+                .as_ref()
+                .is_some_and(|s| s.key == SENSE_UNIT_ATTENTION);
+        if !unit_attention {
+            break;
+        }
+    }
+    Err(EngineError::Scsi {
+        command: "TEST UNIT READY",
+        reason: format!("LUN {lun} is not ready: {last}"),
+    })
+}
+
+/// (size in bytes, logical block size) from READ CAPACITY(16), or (10) when refused.
+fn read_capacity(pool: &ShardPool, lun: u64) -> Result<(u64, u32), EngineError> {
+    let rc16 = Cdb::read_capacity_16(datapath::scsi::cdb::READ_CAPACITY_16_LENGTH);
+    let (status, sense, data) = setup_command(pool, 0, lun, &rc16, "READ CAPACITY(16)")?;
+    let decoded = if status == STATUS_GOOD {
+        let c = ReadCapacity16::decode(&data).map_err(|e| EngineError::Scsi {
+            command: "READ CAPACITY(16)",
+            reason: e.to_string(),
+        })?;
+        (c.capacity_bytes(), c.block_length_bytes)
+    } else {
+        tracing::debug!(reason = %describe(status, &sense), "READ CAPACITY(16) refused; trying (10)");
+        let rc10 = Cdb::read_capacity_10();
+        let (status, sense, data) = setup_command(pool, 0, lun, &rc10, "READ CAPACITY(10)")?;
+        if status != STATUS_GOOD {
+            return Err(EngineError::Scsi {
+                command: "READ CAPACITY(10)",
+                reason: describe(status, &sense),
+            });
+        }
+        let c = ReadCapacity10::decode(&data).map_err(|e| EngineError::Scsi {
+            command: "READ CAPACITY(10)",
+            reason: e.to_string(),
+        })?;
+        (c.capacity_bytes(), c.block_length_bytes)
+    };
+    let (bytes, block) = decoded;
+    let size = u64::try_from(bytes).map_err(|_| EngineError::Scsi {
+        command: "READ CAPACITY",
+        reason: format!("capacity {bytes} bytes does not fit 64 bits"),
+    })?;
+    if block == 0 || size == 0 {
+        return Err(EngineError::Scsi {
+            command: "READ CAPACITY",
+            reason: format!("LUN {lun} reports {size} bytes in blocks of {block} bytes"),
+        });
+    }
+    Ok((size, block))
+}
+
+/// The Block Limits VPD page, if the LUN has one.
+fn block_limits(pool: &ShardPool, lun: u64) -> Option<BlockLimits> {
+    let cdb = Cdb::inquiry_vpd(BlockLimits::PAGE_CODE, 64);
+    match setup_command(pool, 0, lun, &cdb, "INQUIRY (Block Limits)") {
+        Ok((STATUS_GOOD, _, data)) => BlockLimits::decode(&data).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(direction: Direction, len: u32) -> IoUnit {
+        IoUnit {
+            id: 1,
+            direction,
+            offset: 0,
+            len,
+            buffer: vec![0; len as usize],
+        }
+    }
+
+    #[test]
+    fn unmap_parameter_list_has_one_descriptor() {
+        let (cdb, p) = unmap(0x0102_0304_0506_0708, 0x1122_3344);
+        assert_eq!(cdb.len(), 10);
+        assert_eq!((cdb[0], cdb[7], cdb[8]), (0x42, 0, 24));
+        assert_eq!(&p[0..4], &[0, 22, 0, 16]);
+        assert_eq!(&p[8..16], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&p[16..20], &[0x11, 0x22, 0x33, 0x44]);
+        assert_eq!(&p[20..24], &[0; 4]);
+    }
+
+    #[test]
+    fn statuses_sense_and_residuals_map_to_io_errors() {
+        let read = unit(Direction::Read, 4096);
+        assert_eq!(outcome_result(&read, 0, None, Residual::None, 4096), Ok(()));
+        let fixed_sense = [
+            0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x21, 0x00, 0, 0, 0, 0,
+        ];
+        assert_eq!(
+            outcome_result(&read, 2, Some(&fixed_sense), Residual::None, 0),
+            Err(IoError::CheckCondition {
+                key: 5,
+                asc: 0x21,
+                ascq: 0
+            })
+        );
+        assert_eq!(
+            outcome_result(&read, 2, None, Residual::None, 0),
+            Err(IoError::Status(2))
+        );
+        assert_eq!(
+            outcome_result(&read, 0x18, None, Residual::None, 0),
+            Err(IoError::Status(0x18))
+        );
+        assert_eq!(
+            outcome_result(&read, 0, None, Residual::Underflow(512), 3584),
+            Err(IoError::Short {
+                wanted: 4096,
+                done: 3584
+            })
+        );
+        let write = unit(Direction::Write, 4096);
+        assert_eq!(
+            outcome_result(&write, 0, None, Residual::Underflow(4096), 0),
+            Err(IoError::Short {
+                wanted: 4096,
+                done: 0
+            })
+        );
+        let trim = unit(Direction::Trim, 4096);
+        assert_eq!(outcome_result(&trim, 0, None, Residual::None, 0), Ok(()));
+    }
+
+    #[test]
+    fn digest_preferences_use_libiscsi_names() {
+        assert_eq!(
+            DigestPreference::parse("CRC32C_NONE"),
+            Some(DigestPreference::Crc32cOrNone)
+        );
+        assert_eq!(
+            DigestPreference::parse("none-crc32c").map(DigestPreference::choices),
+            Some(vec![DigestChoice::None, DigestChoice::Crc32c])
+        );
+        assert_eq!(DigestPreference::parse("md5"), None);
+    }
+
+    #[test]
+    fn login_options_override_the_url_and_debug_hides_secrets() {
+        let url = IscsiUrl::parse("iscsi://u%urlsecret12@127.0.0.1:3260/iqn.x:y/1").unwrap();
+        let login = LoginOptions {
+            chap: Some(("other".into(), "optionsecret".into())),
+            mutual_chap: Some(("tgt".into(), "mutualsecret".into())),
+            header_digest: Some(DigestPreference::Crc32c),
+            immediate_data: Some(false),
+            max_burst_length: Some(65536),
+            ..LoginOptions::default()
+        };
+        let config = client_config(&url, &login, COMMAND_TIMEOUT_MIN, 8).unwrap();
+        let chap = config.chap.as_ref().unwrap();
+        assert_eq!(chap.user, "other");
+        assert_eq!(chap.secret, b"optionsecret");
+        assert_eq!(chap.mutual.as_ref().unwrap().0, "tgt");
+        assert_eq!(config.offer.header_digests, vec![DigestChoice::Crc32c]);
+        assert!(!config.offer.immediate_data);
+        assert_eq!(config.offer.max_burst_length, 65536);
+        assert_eq!(config.target_name.as_deref(), Some("iqn.x:y"));
+        let printed = format!("{login:?}");
+        assert!(!printed.contains("optionsecret") && !printed.contains("mutualsecret"));
+
+        let url_chap = client_config(&url, &LoginOptions::default(), COMMAND_TIMEOUT_MIN, 8)
+            .unwrap()
+            .chap
+            .unwrap();
+        assert_eq!(
+            (url_chap.user.as_str(), url_chap.secret.as_slice()),
+            ("u", &b"urlsecret12"[..])
+        );
+
+        let mutual_only = LoginOptions {
+            mutual_chap: Some(("t".into(), "s".into())),
+            ..LoginOptions::default()
+        };
+        let bare = IscsiUrl::parse("iscsi://127.0.0.1/iqn.x:y/1").unwrap();
+        assert!(matches!(
+            client_config(&bare, &mutual_only, COMMAND_TIMEOUT_MIN, 8),
+            Err(EngineError::InvalidOption(_))
+        ));
+    }
+}

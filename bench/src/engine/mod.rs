@@ -1,0 +1,190 @@
+//! Engines: where a job's I/O goes (fio's `ioengine=`).
+//!
+//! - [`NullEngine`] (`null`): completes every I/O at once and moves no data, like fio's
+//!   `null` engine: it measures the tool itself.
+//! - [`UringEngine`] (`io_uring`): local files and block devices through io_uring
+//!   (`O_DIRECT`, registered buffers and files, `SQPOLL`), like fio's `io_uring` engine.
+//! - [`IscsiEngine`] (`iscsi`): our data path, a [`datapath::shard::ShardPool`] logged in to
+//!   an `iscsi://` URL, or to a target started in-process ([`embedded`]) when the job names
+//!   no file.
+//!
+//! # How the runner drives an engine
+//! One thread per job owns its engine and calls, in a loop:
+//! 1. [`Engine::queue`] for each new I/O. A full engine (queued plus in flight reached
+//!    [`Engine::queue_depth`]) hands the unit back, as a full bounded queue does (STYLE.md).
+//! 2. [`Engine::submit`] once `iodepth_batch_submit` units are queued: every queued unit goes
+//!    to the kernel (or the shard) before it returns. The runner stamps the submission time
+//!    after it returns: that is fio's *slat* end for every unit of the batch. For io_uring
+//!    that is the `io_uring_enter` that carried them; for iSCSI it is the hand-over to the
+//!    shard's queue (the PDU goes out on the shard thread a little later, which the shard API
+//!    does not report), and for null there is no submission at all.
+//! 3. [`Engine::reap`] with a minimum count and a timeout; each [`IoDone`] carries the unit
+//!    back, with its buffer, and a `Result` with the [`IoError`] kind.
+//! 4. [`Engine::close`] at the end: it waits for I/O still in flight and returns the final
+//!    [`EngineCounters`]. Dropping an engine does the same, without the counters.
+//!
+//! # Buffers
+//! I/O buffers are `Vec<u8>` carried by value in [`IoUnit`]. The runner should take them
+//! from [`Engine::buffer`] and give spare ones back with [`Engine::recycle`] (a unit's buffer
+//! comes back in its completion and may simply be queued again): that way an engine whose
+//! memory must be prepared gets its own memory back. The io_uring engine with `fixedbufs`
+//! hands out `iodepth` buffers that it registered with the ring at open, and recognises them
+//! by address when they are queued, so `READ_FIXED`/`WRITE_FIXED` run on the runner's own
+//! buffer without a copy (see [`uring`] for the rules that keeps safe). A buffer from
+//! elsewhere still works, through the plain opcodes.
+//!
+//! The one copy left: `O_DIRECT` wants memory aligned to the file's direct-I/O memory
+//! alignment (`statx` `STATX_DIOALIGN`), and a `Vec<u8>` is only as aligned as `malloc`
+//! makes it (16 bytes). A misaligned buffer goes through an aligned bounce buffer of the
+//! engine, and the bytes copied are counted in [`EngineCounters::bytes_copied`] (fio's
+//! `iomem_align` has no equivalent until `IoUnit` carries an aligned buffer type).
+
+pub mod embedded;
+pub mod iscsi;
+pub mod null;
+pub mod uring;
+
+use std::time::Duration;
+
+use crate::io::{IoDone, IoUnit};
+
+pub use embedded::{EmbeddedLun, EmbeddedOptions};
+pub use iscsi::{DigestPreference, IscsiEngine, IscsiOptions, IscsiTarget, LoginOptions};
+pub use null::{NullEngine, NullOptions};
+pub use uring::{LayoutPolicy, UringEngine, UringOptions};
+
+/// One engine as the job runner drives it (see the module docs for the call order).
+pub trait Engine: Send {
+    /// fio's name of the engine (`null`, `io_uring`, `iscsi`).
+    fn name(&self) -> &'static str;
+
+    /// The target's size in bytes (file, device or LUN), as found at open.
+    fn size_bytes(&self) -> u64;
+
+    /// The unit offsets and lengths must be multiples of: the LUN's logical block, the
+    /// device's logical block or the file's direct-I/O alignment with `O_DIRECT`, 1 for a
+    /// buffered file. An I/O that breaks it fails with a message that says so.
+    fn block_size_bytes(&self) -> u32;
+
+    /// Most units the engine holds at once, queued and in flight together.
+    fn queue_depth(&self) -> usize;
+
+    /// Units queued or in flight now (timed-out units whose late completion has not come
+    /// yet are not counted: they are the engine's business).
+    fn in_flight(&self) -> usize;
+
+    /// A buffer of `len_bytes` bytes for an I/O, from the engine's pool when it has one.
+    /// Its contents are unspecified (zeros or an earlier I/O's data).
+    fn buffer(&mut self, len_bytes: u32) -> Vec<u8> {
+        vec![0; len_bytes as usize]
+    }
+
+    /// Gives a buffer back to the engine's pool (one from [`Engine::buffer`] or from a
+    /// completion). The default drops it.
+    fn recycle(&mut self, buffer: Vec<u8>) {
+        drop(buffer);
+    }
+
+    /// Queues one I/O. A full engine hands the unit back untouched. An I/O the engine
+    /// cannot carry out (misaligned, past the end) is accepted and completes with an error.
+    fn queue(&mut self, unit: IoUnit) -> Result<(), IoUnit>;
+
+    /// Submits every queued unit; returns how many went out.
+    fn submit(&mut self) -> Result<usize, EngineError>;
+
+    /// Appends completions to `out`: waits until at least `min` are there (at most the
+    /// units in flight), or until `timeout` passes, whichever is first; then takes every
+    /// completion already available. `min = 0` does not wait. Returns how many it appended.
+    fn reap(
+        &mut self,
+        min: usize,
+        timeout: Duration,
+        out: &mut Vec<IoDone>,
+    ) -> Result<usize, EngineError>;
+
+    /// The engine's counters so far.
+    fn counters(&self) -> EngineCounters;
+
+    /// Waits for the I/O still in flight (dropping its completions), releases everything
+    /// (the iSCSI engine logs out and stops its embedded target) and returns the final
+    /// counters.
+    fn close(self: Box<Self>) -> Result<EngineCounters, EngineError>;
+}
+
+/// What an engine counts about itself, beside what the runner measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    /// Units handed to the kernel or a shard.
+    pub ios_submitted: u64,
+    /// Completions handed to the runner (including failures and timeouts).
+    pub ios_completed: u64,
+    /// Calls that entered the kernel to submit or wait (io_uring: `io_uring_enter`,
+    /// counted per call; with `SQPOLL` some calls return without entering. iSCSI: the
+    /// shards' own count).
+    pub kernel_entries: u64,
+    /// Payload bytes copied in user space (bounce buffers for `O_DIRECT`, staged iSCSI
+    /// receives). 0 means every byte went straight between the buffer and the kernel.
+    pub bytes_copied: u64,
+    /// Units that went through registered buffers (`READ_FIXED`/`WRITE_FIXED`).
+    pub ios_fixed_buffers: u64,
+    /// Units failed with [`crate::io::IoError::Timeout`].
+    pub ios_timed_out: u64,
+    /// Completions that came after their unit had timed out, and were dropped.
+    pub late_completions: u64,
+}
+
+/// How to set up one job's engine: the lead maps the parsed job onto one of these.
+#[derive(Debug, Clone)]
+pub enum EngineConfig {
+    Null(NullOptions),
+    Uring(UringOptions),
+    Iscsi(Box<IscsiOptions>),
+}
+
+/// Opens the engine `config` describes.
+pub fn open(config: &EngineConfig) -> Result<Box<dyn Engine>, EngineError> {
+    Ok(match config {
+        EngineConfig::Null(options) => Box::new(NullEngine::open(options)?),
+        EngineConfig::Uring(options) => Box::new(UringEngine::open(options)?),
+        EngineConfig::Iscsi(options) => Box::new(IscsiEngine::open(options)?),
+    })
+}
+
+/// Why an engine could not open, or failed as a whole (one I/O failing is an
+/// [`crate::io::IoError`] in its completion instead).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid engine option: {0}")]
+    InvalidOption(String),
+    #[error("{path}: {what}: {source}")]
+    File {
+        path: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Target { path: String, reason: String },
+    #[error("io_uring: {what}: {source}")]
+    Ring {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Url(#[from] datapath::url::UrlError),
+    #[error("cannot resolve iSCSI host '{host}': {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("iSCSI: {0}")]
+    Shards(#[from] datapath::shard::ShardError),
+    #[error("embedded target: {0}")]
+    EmbeddedTarget(#[from] gateway::server::ServerError),
+    /// A set-up command (TEST UNIT READY, READ CAPACITY) ended badly.
+    #[error("{command}: {reason}")]
+    Scsi {
+        command: &'static str,
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,934 @@
+//! The `io_uring` engine: one local file or block device through one io_uring (the kernel's
+//! `io_uring_setup(2)`/`io_uring_enter(2)`), with fio's `io_uring` engine options:
+//!
+//! - `direct=1`: the file is opened with `O_DIRECT`. Offsets and lengths must be multiples
+//!   of the file's direct-I/O offset alignment (`statx` `STATX_DIOALIGN`, Linux 6.1; the
+//!   device's logical block size, or 512, when the file system does not say); an I/O that is
+//!   not fails with a message naming the alignment. Memory must be aligned to the direct-I/O
+//!   memory alignment: a buffer that is not goes through an aligned bounce buffer, and the
+//!   copy is counted ([`EngineCounters::bytes_copied`]).
+//! - `fixedbufs`: `iodepth` buffers of `max_block_bytes` are allocated at open and
+//!   registered with the ring (`IORING_REGISTER_BUFFERS`); [`Engine::buffer`] hands them out
+//!   and a unit that carries one back is issued as `READ_FIXED`/`WRITE_FIXED` on that very
+//!   memory: no copy. The buffer is recognised by its address and capacity, so the runner
+//!   must not grow it (a `Vec` that reallocates is simply no longer registered and goes
+//!   through the plain opcodes) and should give spare ones back with [`Engine::recycle`]
+//!   rather than drop them while the engine is open: a registered buffer dropped and then
+//!   reallocated at the same address by `mmap` would be read through the pages the ring
+//!   pinned at registration, not the new ones.
+//! - `registerfiles`: the descriptor is registered (`IORING_REGISTER_FILES`) and named by
+//!   index, sparing the kernel a file-table lookup per I/O.
+//! - `sqthread_poll`: a kernel thread polls the submission queue (`IORING_SETUP_SQPOLL`);
+//!   if the kernel refuses (old kernel, no privilege), the engine logs a warning and runs
+//!   without it.
+//!
+//! Trim punches a hole in a regular file (`IORING_OP_FALLOCATE` with
+//! `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`) and discards on a block device with the
+//! `BLKDISCARD` ioctl, which is synchronous: that trim completes before `queue` returns.
+//!
+//! Sizes: a block device's from `BLKGETSIZE64`; a regular file's from its metadata. A
+//! regular file shorter than the job's size is laid out first as [`LayoutPolicy`] says
+//! (fio writes the file out before jobs that read, and only extends it for pure writes).
+//!
+//! The ring has no `SINGLE_ISSUER`: the engine may be opened on one thread and driven on
+//! another (the runner's job thread).
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use super::{Engine, EngineCounters, EngineError};
+use crate::io::{Direction, IoDone, IoError, IoUnit};
+
+/// What to do with a regular file shorter than the job's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutPolicy {
+    /// Write the missing part out (with zeros, then `fsync`), so reads hit allocated blocks:
+    /// what fio does before a job that reads (or verifies).
+    WriteOut,
+    /// Extend it with `ftruncate` (sparse): enough for a job that only writes.
+    Extend,
+    /// Leave the file alone; a file shorter than the size is an error.
+    Refuse,
+}
+
+/// Set-up of an io_uring engine (fio's names in the field docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UringOptions {
+    /// `filename`: a regular file (created when missing and a size is given) or a block
+    /// device.
+    pub path: PathBuf,
+    /// `size`: bytes the job uses. `None` takes the file's or device's size as it is.
+    pub size_bytes: Option<u64>,
+    pub layout: LayoutPolicy,
+    /// `direct`.
+    pub direct: bool,
+    /// `fixedbufs`.
+    pub fixedbufs: bool,
+    /// `registerfiles`.
+    pub registerfiles: bool,
+    /// `sqthread_poll`.
+    pub sqthread_poll: bool,
+    /// `sqthread_poll_cpu`.
+    pub sqthread_poll_cpu: Option<u32>,
+    /// `iodepth`: units held at once; also the ring's size.
+    pub iodepth: usize,
+    /// The largest block size of the job: the size of each registered buffer.
+    pub max_block_bytes: u32,
+}
+
+impl UringOptions {
+    /// Buffered I/O, no registration, no polling, file laid out when short.
+    pub fn new(path: impl Into<PathBuf>, iodepth: usize, max_block_bytes: u32) -> UringOptions {
+        UringOptions {
+            path: path.into(),
+            size_bytes: None,
+            layout: LayoutPolicy::WriteOut,
+            direct: false,
+            fixedbufs: false,
+            registerfiles: false,
+            sqthread_poll: false,
+            sqthread_poll_cpu: None,
+            iodepth,
+            max_block_bytes,
+        }
+    }
+}
+
+/// `_IOR(0x12, 114, u64)`: the size of a block device in bytes (linux/fs.h).
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+/// `_IO(0x12, 119)`: discard a byte range `[start, length]` of a block device.
+const BLKDISCARD: libc::c_ulong = 0x1277;
+/// Bytes written per step when a file is laid out.
+const LAYOUT_CHUNK_BYTES: usize = 1 << 20;
+/// The largest ring (the kernel's own limit is 32768 entries).
+const RING_ENTRIES_MAX: usize = 4096;
+/// How long `SQPOLL`'s kernel thread keeps polling after the last submission.
+const SQPOLL_IDLE_MS: u32 = 10;
+
+/// Direct-I/O alignment in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirectAlignment {
+    memory: u32,
+    offset: u32,
+}
+
+/// One unit the kernel holds, with the memory it reads into or writes from.
+struct InFlight {
+    unit: IoUnit,
+    /// The aligned copy the kernel uses instead of `unit.buffer` (O_DIRECT, misaligned).
+    bounce: Option<AlignedBuf>,
+}
+
+/// See the module docs.
+pub struct UringEngine {
+    /// Declared first: dropped (and so unregistered) before the file it names.
+    ring: IoUring,
+    file: File,
+    path: String,
+    is_block_device: bool,
+    size_bytes: u64,
+    block_size_bytes: u32,
+    direct: Option<DirectAlignment>,
+    fixed_file: bool,
+    sqpoll: bool,
+    iodepth: usize,
+    max_block_bytes: u32,
+    /// Indexed by the operation's `user_data`.
+    slots: Vec<Option<InFlight>>,
+    free_slots: Vec<usize>,
+    /// Entries pushed to the submission queue and not yet submitted.
+    unsubmitted: usize,
+    /// Completions known without the ring (refused units, synchronous discards).
+    ready: VecDeque<IoDone>,
+    /// Spare buffers for [`Engine::buffer`].
+    pool: Vec<Vec<u8>>,
+    /// Registered buffers: address to (index, capacity).
+    registered: HashMap<usize, (u16, usize)>,
+    bounce_pool: Vec<AlignedBuf>,
+    counters: EngineCounters,
+}
+
+impl std::fmt::Debug for UringEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringEngine")
+            .field("path", &self.path)
+            .field("size_bytes", &self.size_bytes)
+            .field("block_size_bytes", &self.block_size_bytes)
+            .field("direct", &self.direct)
+            .field("fixed_file", &self.fixed_file)
+            .field("registered_buffers", &self.registered.len())
+            .field("sqpoll", &self.sqpoll)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UringEngine {
+    pub fn open(options: &UringOptions) -> Result<UringEngine, EngineError> {
+        if options.iodepth == 0 || options.iodepth > RING_ENTRIES_MAX {
+            return Err(EngineError::InvalidOption(format!(
+                "iodepth {} is outside 1..={RING_ENTRIES_MAX}",
+                options.iodepth
+            )));
+        }
+        if options.max_block_bytes == 0 {
+            return Err(EngineError::InvalidOption(
+                "the largest block size must be at least 1 byte".into(),
+            ));
+        }
+        let path = options.path.display().to_string();
+        let file_error = |what: &'static str| {
+            let path = path.clone();
+            move |source: io::Error| EngineError::File { path, what, source }
+        };
+        let existing = std::fs::metadata(&options.path).ok();
+        let is_block_device = existing
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_block_device());
+        if let Some(m) = &existing {
+            if !m.is_file() && !is_block_device {
+                return Err(EngineError::Target {
+                    path,
+                    reason: "not a regular file or a block device".into(),
+                });
+            }
+        }
+        if !is_block_device {
+            lay_out(options, &path)?;
+        }
+        let mut open = OpenOptions::new();
+        open.read(true).write(true);
+        if options.direct {
+            open.custom_flags(libc::O_DIRECT);
+        }
+        let file = open.open(&options.path).map_err(|source| {
+            if options.direct && source.raw_os_error() == Some(libc::EINVAL) {
+                EngineError::Target {
+                    path: path.clone(),
+                    reason: "the file system does not support O_DIRECT (direct=1)".into(),
+                }
+            } else {
+                file_error("opening")(source)
+            }
+        })?;
+        let size_bytes = if is_block_device {
+            block_device_size(&file).map_err(file_error("BLKGETSIZE64"))?
+        } else {
+            file.metadata()
+                .map_err(file_error("reading metadata"))?
+                .len()
+        };
+        if let Some(wanted) = options.size_bytes {
+            if wanted > size_bytes {
+                return Err(EngineError::Target {
+                    path,
+                    reason: format!(
+                        "the job's size {wanted} is larger than its {size_bytes} bytes"
+                    ),
+                });
+            }
+        }
+        let logical_block = if is_block_device {
+            logical_block_size(&file).map_err(file_error("BLKSSZGET"))?
+        } else {
+            512
+        };
+        let direct = options.direct.then(|| {
+            direct_io_alignment(&file).unwrap_or(DirectAlignment {
+                memory: logical_block,
+                offset: logical_block,
+            })
+        });
+        let block_size_bytes = match direct {
+            Some(alignment) => alignment.offset,
+            None if is_block_device => logical_block,
+            None => 1,
+        };
+
+        let (ring, sqpoll) = build_ring(options)?;
+        let mut engine = UringEngine {
+            ring,
+            file,
+            path,
+            is_block_device,
+            size_bytes,
+            block_size_bytes,
+            direct,
+            fixed_file: false,
+            sqpoll,
+            iodepth: options.iodepth,
+            max_block_bytes: options.max_block_bytes,
+            slots: (0..options.iodepth).map(|_| None).collect(),
+            free_slots: (0..options.iodepth).rev().collect(),
+            unsubmitted: 0,
+            ready: VecDeque::new(),
+            pool: Vec::new(),
+            registered: HashMap::new(),
+            bounce_pool: Vec::new(),
+            counters: EngineCounters::default(),
+        };
+        if options.registerfiles {
+            engine
+                .ring
+                .submitter()
+                .register_files(&[engine.file.as_raw_fd()])
+                .map_err(|source| EngineError::Ring {
+                    what: "registering the file",
+                    source,
+                })?;
+            engine.fixed_file = true;
+        }
+        if options.fixedbufs {
+            engine.register_buffers()?;
+        }
+        tracing::debug!(engine = ?engine, "io_uring engine open");
+        Ok(engine)
+    }
+
+    /// Allocates `iodepth` buffers of `max_block_bytes` and registers them with the ring.
+    fn register_buffers(&mut self) -> Result<(), EngineError> {
+        let len = self.max_block_bytes as usize;
+        let buffers: Vec<Vec<u8>> = (0..self.iodepth).map(|_| vec![0u8; len]).collect();
+        let iovecs: Vec<libc::iovec> = buffers
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.capacity(),
+            })
+            .collect();
+        // SAFETY: every iovec describes the whole allocation of a live `Vec` that this
+        // engine keeps in its pool; the ring pins those pages. Operations name a registered
+        // buffer only for a unit whose buffer is that same allocation (same address and
+        // capacity, checked in `queue`), which the unit owns while the kernel uses it.
+        unsafe { self.ring.submitter().register_buffers(&iovecs) }.map_err(|source| {
+            EngineError::Ring {
+                what: "registering buffers (fixedbufs; RLIMIT_MEMLOCK may be too low)",
+                source,
+            }
+        })?;
+        for (index, buffer) in buffers.iter().enumerate() {
+            let index = u16::try_from(index).map_err(|_| {
+                EngineError::InvalidOption("more than 65536 registered buffers".into())
+            })?;
+            self.registered
+                .insert(buffer.as_ptr() as usize, (index, buffer.capacity()));
+        }
+        self.pool = buffers;
+        Ok(())
+    }
+
+    /// True when the kernel polls the submission queue (`sqthread_poll` was granted).
+    pub fn sqpoll(&self) -> bool {
+        self.sqpoll
+    }
+
+    /// The direct-I/O alignment `(memory, offset)` in bytes, with `direct=1`.
+    pub fn direct_alignment(&self) -> Option<(u32, u32)> {
+        self.direct.map(|a| (a.memory, a.offset))
+    }
+
+    /// Buffers registered with the ring (0 without `fixedbufs`).
+    pub fn registered_buffers(&self) -> usize {
+        self.registered.len()
+    }
+
+    fn slots_in_use(&self) -> usize {
+        self.iodepth - self.free_slots.len()
+    }
+
+    /// Completes `unit` at once with `error`.
+    fn refuse(&mut self, unit: IoUnit, error: IoError) {
+        self.ready.push_back(IoDone {
+            unit,
+            result: Err(error),
+        });
+    }
+
+    fn alignment_error(&self, unit: &IoUnit) -> Option<IoError> {
+        let alignment = self.direct?;
+        let align = u64::from(alignment.offset);
+        (!unit.offset.is_multiple_of(align) || !u64::from(unit.len).is_multiple_of(align)).then(
+            || {
+                IoError::Transport(format!(
+                    "O_DIRECT (direct=1) needs offsets and lengths in multiples of {align} bytes \
+                 (the direct-I/O alignment of {}); got offset {} length {}",
+                    self.path, unit.offset, unit.len
+                ))
+            },
+        )
+    }
+
+    /// The submission entry for `unit`, whose slot is `slot`; records the unit there.
+    fn prepare(&mut self, mut unit: IoUnit, slot: usize) -> squeue::Entry {
+        let len = unit.len;
+        let fd = self.fd_target();
+        let mut bounce = None;
+        let entry = match unit.direction {
+            Direction::Trim => {
+                let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+                match fd {
+                    Target::Fixed(f) => opcode::Fallocate::new(f, u64::from(len)),
+                    Target::Fd(f) => opcode::Fallocate::new(f, u64::from(len)),
+                }
+                .offset(unit.offset)
+                .mode(mode)
+                .build()
+            }
+            direction => {
+                let misaligned = self.direct.is_some_and(|a| {
+                    !(unit.buffer.as_ptr() as usize).is_multiple_of(a.memory as usize)
+                });
+                let fixed = self
+                    .registered
+                    .get(&(unit.buffer.as_ptr() as usize))
+                    .filter(|(_, capacity)| *capacity == unit.buffer.capacity())
+                    .map(|(index, _)| *index);
+                let ptr = if misaligned {
+                    let mut aligned = self.bounce_buffer(len as usize);
+                    if direction == Direction::Write {
+                        aligned.as_mut_slice()[..len as usize]
+                            .copy_from_slice(&unit.buffer[..len as usize]);
+                        self.counters.bytes_copied += u64::from(len);
+                    }
+                    let ptr = aligned.as_mut_ptr();
+                    bounce = Some(aligned);
+                    ptr
+                } else {
+                    unit.buffer.as_mut_ptr()
+                };
+                let fixed = if misaligned { None } else { fixed };
+                if fixed.is_some() {
+                    self.counters.ios_fixed_buffers += 1;
+                }
+                build_rw(direction, fd, ptr, len, unit.offset, fixed)
+            }
+        };
+        self.slots[slot] = Some(InFlight { unit, bounce });
+        entry.user_data(slot as u64)
+    }
+
+    fn fd_target(&self) -> Target {
+        if self.fixed_file {
+            Target::Fixed(types::Fixed(0))
+        } else {
+            Target::Fd(types::Fd(self.file.as_raw_fd()))
+        }
+    }
+
+    fn bounce_buffer(&mut self, len: usize) -> AlignedBuf {
+        let memory = self.direct.map_or(4096, |a| a.memory as usize).max(4096);
+        let size = len.max(self.max_block_bytes as usize);
+        match self.bounce_pool.iter().position(|b| b.len() >= len) {
+            Some(i) => self.bounce_pool.swap_remove(i),
+            None => AlignedBuf::zeroed(size, memory),
+        }
+    }
+
+    /// Discards a range of a block device now (the ioctl is synchronous).
+    fn discard(&mut self, unit: IoUnit) {
+        let range: [u64; 2] = [unit.offset, u64::from(unit.len)];
+        // SAFETY: BLKDISCARD reads two u64 (start, length) from the pointer, which points
+        // to `range`, alive for the call; the descriptor is open.
+        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), BLKDISCARD, range.as_ptr()) };
+        self.counters.kernel_entries += 1;
+        self.counters.ios_submitted += 1;
+        let result = if rc == 0 {
+            Ok(())
+        } else {
+            Err(IoError::Transport(format!(
+                "BLKDISCARD of {} bytes at offset {} on {}: {}",
+                unit.len,
+                unit.offset,
+                self.path,
+                io::Error::last_os_error()
+            )))
+        };
+        self.ready.push_back(IoDone { unit, result });
+    }
+
+    /// Moves every completion the ring holds into `out`.
+    fn harvest(&mut self, out: &mut Vec<IoDone>) -> usize {
+        let mut finished = Vec::new();
+        for cqe in self.ring.completion() {
+            finished.push((cqe.user_data() as usize, cqe.result()));
+        }
+        let count = finished.len();
+        for (slot, result) in finished {
+            let Some(in_flight) = self.slots.get_mut(slot).and_then(Option::take) else {
+                tracing::error!(slot, "io_uring completion for an empty slot");
+                continue;
+            };
+            self.free_slots.push(slot);
+            out.push(self.finish(in_flight, result));
+        }
+        count
+    }
+
+    fn finish(&mut self, in_flight: InFlight, result: i32) -> IoDone {
+        let InFlight { mut unit, bounce } = in_flight;
+        let what = match unit.direction {
+            Direction::Read => "read",
+            Direction::Write => "write",
+            Direction::Trim => "trim (punch hole)",
+        };
+        let result = if result < 0 {
+            Err(IoError::Transport(format!(
+                "{what} of {} bytes at offset {} in {}: {}",
+                unit.len,
+                unit.offset,
+                self.path,
+                io::Error::from_raw_os_error(-result)
+            )))
+        } else if unit.direction != Direction::Trim && (result as u32) < unit.len {
+            Err(IoError::Short {
+                wanted: unit.len,
+                done: result as u32,
+            })
+        } else {
+            Ok(())
+        };
+        if let Some(bounce) = bounce {
+            if unit.direction == Direction::Read && result.is_ok() {
+                let len = unit.len as usize;
+                unit.buffer[..len].copy_from_slice(&bounce.as_slice()[..len]);
+                self.counters.bytes_copied += u64::from(unit.len);
+            }
+            self.bounce_pool.push(bounce);
+        }
+        self.counters.ios_completed += 1;
+        IoDone { unit, result }
+    }
+
+    /// Submits what is queued and waits for at least `want` completions, or `timeout`.
+    /// Returns false when the time ran out.
+    fn enter_and_wait(&mut self, want: usize, timeout: Duration) -> Result<bool, EngineError> {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        self.counters.kernel_entries += 1;
+        let submitted = self.unsubmitted;
+        match self.ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => {
+                self.note_submitted(submitted);
+                Ok(true)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {
+                self.note_submitted(submitted);
+                Ok(false)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(true),
+            Err(source) => Err(EngineError::Ring {
+                what: "waiting for completions",
+                source,
+            }),
+        }
+    }
+
+    fn note_submitted(&mut self, count: usize) {
+        self.counters.ios_submitted += count as u64;
+        self.unsubmitted -= count;
+    }
+
+    /// Waits for every unit in flight (their completions are dropped).
+    fn drain(&mut self) {
+        // Completions dropped here were never handed to the runner.
+        let completed = self.counters.ios_completed;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut sink = Vec::new();
+        while self.slots_in_use() > 0 {
+            if Instant::now() >= deadline {
+                // The kernel still owns memory of these units: leak them rather than free
+                // memory it may write to.
+                tracing::error!(
+                    in_flight = self.slots_in_use(),
+                    path = %self.path,
+                    "io_uring I/O did not complete within 60 s at close; leaking its buffers"
+                );
+                for slot in self.slots.iter_mut() {
+                    if let Some(in_flight) = slot.take() {
+                        std::mem::forget(in_flight);
+                    }
+                }
+                self.free_slots = (0..self.iodepth).collect();
+                break;
+            }
+            if let Err(e) = self.enter_and_wait(1, Duration::from_millis(100)) {
+                tracing::warn!(error = %e, "draining the io_uring engine");
+            }
+            self.harvest(&mut sink);
+            sink.clear();
+        }
+        self.ready.clear();
+        self.counters.ios_completed = completed;
+    }
+}
+
+/// The file as an operation names it.
+#[derive(Clone, Copy)]
+enum Target {
+    Fd(types::Fd),
+    Fixed(types::Fixed),
+}
+
+fn build_rw(
+    direction: Direction,
+    fd: Target,
+    ptr: *mut u8,
+    len: u32,
+    offset: u64,
+    fixed: Option<u16>,
+) -> squeue::Entry {
+    macro_rules! op {
+        ($fd:expr) => {
+            match (direction, fixed) {
+                (Direction::Write, Some(index)) => opcode::WriteFixed::new($fd, ptr, len, index)
+                    .offset(offset)
+                    .build(),
+                (Direction::Write, None) => {
+                    opcode::Write::new($fd, ptr, len).offset(offset).build()
+                }
+                (_, Some(index)) => opcode::ReadFixed::new($fd, ptr, len, index)
+                    .offset(offset)
+                    .build(),
+                (_, None) => opcode::Read::new($fd, ptr, len).offset(offset).build(),
+            }
+        };
+    }
+    match fd {
+        Target::Fd(f) => op!(f),
+        Target::Fixed(f) => op!(f),
+    }
+}
+
+impl Engine for UringEngine {
+    fn name(&self) -> &'static str {
+        "io_uring"
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    fn block_size_bytes(&self) -> u32 {
+        self.block_size_bytes
+    }
+
+    fn queue_depth(&self) -> usize {
+        self.iodepth
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots_in_use() + self.ready.len()
+    }
+
+    fn buffer(&mut self, len_bytes: u32) -> Vec<u8> {
+        let len = len_bytes as usize;
+        match self.pool.iter().rposition(|b| b.capacity() >= len) {
+            Some(i) => {
+                let mut buffer = self.pool.swap_remove(i);
+                // Within capacity: no reallocation, so a registered buffer stays registered.
+                buffer.resize(len, 0);
+                buffer
+            }
+            None => vec![0; len],
+        }
+    }
+
+    fn recycle(&mut self, buffer: Vec<u8>) {
+        // Keep registered buffers always, and a bounded number of others.
+        let registered = self.registered.contains_key(&(buffer.as_ptr() as usize));
+        if registered || self.pool.len() < 2 * self.iodepth {
+            self.pool.push(buffer);
+        }
+    }
+
+    fn queue(&mut self, unit: IoUnit) -> Result<(), IoUnit> {
+        if self.in_flight() >= self.iodepth {
+            return Err(unit);
+        }
+        if unit.direction != Direction::Trim && unit.buffer.len() < unit.len as usize {
+            let error = IoError::Transport(format!(
+                "buffer of {} bytes is shorter than the {}-byte I/O",
+                unit.buffer.len(),
+                unit.len
+            ));
+            self.refuse(unit, error);
+            return Ok(());
+        }
+        if let Some(error) = self.alignment_error(&unit) {
+            self.refuse(unit, error);
+            return Ok(());
+        }
+        if unit.direction == Direction::Trim && self.is_block_device {
+            self.discard(unit);
+            return Ok(());
+        }
+        let Some(slot) = self.free_slots.pop() else {
+            return Err(unit);
+        };
+        let entry = self.prepare(unit, slot);
+        // SAFETY: the entry points into memory owned by the unit (or its bounce buffer)
+        // now held in `self.slots[slot]`, which is not touched, moved out or freed until
+        // its completion is harvested (`drain` waits for every slot before the engine is
+        // dropped). The file (or registered index 0) stays open as long as the ring.
+        let pushed = unsafe { self.ring.submission().push(&entry) };
+        if pushed.is_err() {
+            // The ring has at least `iodepth` entries and holds at most `iodepth` units, so
+            // it is never full; should it be, fail the unit rather than lose it.
+            if let Some(in_flight) = self.slots[slot].take() {
+                self.free_slots.push(slot);
+                let done = self.finish(in_flight, -libc::EBUSY);
+                self.ready.push_back(done);
+            }
+            return Ok(());
+        }
+        self.unsubmitted += 1;
+        Ok(())
+    }
+
+    fn submit(&mut self) -> Result<usize, EngineError> {
+        let count = self.unsubmitted;
+        if count == 0 {
+            return Ok(0);
+        }
+        self.counters.kernel_entries += 1;
+        loop {
+            match self.ring.submitter().submit() {
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(source) => {
+                    return Err(EngineError::Ring {
+                        what: "submitting",
+                        source,
+                    })
+                }
+            }
+        }
+        self.note_submitted(count);
+        Ok(count)
+    }
+
+    fn reap(
+        &mut self,
+        min: usize,
+        timeout: Duration,
+        out: &mut Vec<IoDone>,
+    ) -> Result<usize, EngineError> {
+        let start = out.len();
+        let wanted = min.min(self.in_flight());
+        out.extend(self.ready.drain(..));
+        self.harvest(out);
+        let deadline = Instant::now() + timeout;
+        while out.len() - start < wanted {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let want = wanted - (out.len() - start);
+            let in_time = self.enter_and_wait(want, deadline - now)?;
+            self.harvest(out);
+            if !in_time {
+                break;
+            }
+        }
+        Ok(out.len() - start)
+    }
+
+    fn counters(&self) -> EngineCounters {
+        self.counters
+    }
+
+    fn close(mut self: Box<Self>) -> Result<EngineCounters, EngineError> {
+        self.drain();
+        Ok(self.counters)
+    }
+}
+
+impl Drop for UringEngine {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+/// Creates the ring: `SQPOLL` when asked and granted, a plain ring otherwise.
+fn build_ring(options: &UringOptions) -> Result<(IoUring, bool), EngineError> {
+    let entries = options.iodepth.next_power_of_two().max(4) as u32;
+    if options.sqthread_poll {
+        let mut builder = IoUring::builder();
+        builder.setup_sqpoll(SQPOLL_IDLE_MS);
+        if let Some(cpu) = options.sqthread_poll_cpu {
+            builder.setup_sqpoll_cpu(cpu);
+        }
+        builder.setup_cqsize(entries * 2);
+        match builder.build(entries) {
+            Ok(ring) => return Ok((ring, true)),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "sqthread_poll: the kernel refused IORING_SETUP_SQPOLL; running without it"
+            ),
+        }
+    }
+    let ring = IoUring::builder()
+        .setup_cqsize(entries * 2)
+        .build(entries)
+        .map_err(|source| EngineError::Ring {
+            what: "creating the ring",
+            source,
+        })?;
+    Ok((ring, false))
+}
+
+/// Creates or grows a regular file to the job's size, as `options.layout` says.
+fn lay_out(options: &UringOptions, path: &str) -> Result<(), EngineError> {
+    let Some(wanted) = options.size_bytes else {
+        return Ok(());
+    };
+    if wanted == 0 {
+        return Err(EngineError::InvalidOption(
+            "size must be greater than 0".into(),
+        ));
+    }
+    let current = std::fs::metadata(&options.path).map(|m| m.len()).ok();
+    if current.is_some_and(|len| len >= wanted) {
+        return Ok(());
+    }
+    let file_error = |what: &'static str| {
+        let path = path.to_string();
+        move |source: io::Error| EngineError::File { path, what, source }
+    };
+    if options.layout == LayoutPolicy::Refuse {
+        return Err(EngineError::Target {
+            path: path.to_string(),
+            reason: format!(
+                "the file has {} bytes, fewer than the job's size {wanted}",
+                current.unwrap_or(0)
+            ),
+        });
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&options.path)
+        .map_err(file_error("creating"))?;
+    let from = current.unwrap_or(0);
+    match options.layout {
+        LayoutPolicy::Extend | LayoutPolicy::Refuse => {
+            file.set_len(wanted).map_err(file_error("extending"))?;
+        }
+        LayoutPolicy::WriteOut => {
+            tracing::info!(path, from, to = wanted, "laying out the file");
+            use std::io::{Seek, SeekFrom};
+            file.seek(SeekFrom::Start(from))
+                .map_err(file_error("laying out"))?;
+            let zeros = vec![0u8; LAYOUT_CHUNK_BYTES];
+            let mut left = wanted - from;
+            while left > 0 {
+                let step = left.min(LAYOUT_CHUNK_BYTES as u64) as usize;
+                file.write_all(&zeros[..step])
+                    .map_err(file_error("laying out"))?;
+                left -= step as u64;
+            }
+            file.sync_all().map_err(file_error("syncing the layout"))?;
+        }
+    }
+    Ok(())
+}
+
+fn block_device_size(file: &File) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points to `size`.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+fn logical_block_size(file: &File) -> io::Result<u32> {
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the pointer, which points to `size`.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::BLKSSZGET, &mut size as *mut _) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(size)
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| io::Error::other(format!("logical block size {size}")))
+}
+
+/// `statx` with `STATX_DIOALIGN` (Linux 6.1); `None` when the file system does not say.
+fn direct_io_alignment(file: &File) -> Option<DirectAlignment> {
+    // SAFETY: statx is plain old data; all zeros is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty path with AT_EMPTY_PATH names the open descriptor itself; `stx` is
+    // a live, writable statx the kernel fills in.
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    if rc != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 {
+        return None;
+    }
+    let (memory, offset) = (stx.stx_dio_mem_align, stx.stx_dio_offset_align);
+    (memory != 0 && offset != 0).then_some(DirectAlignment { memory, offset })
+}
+
+/// A zeroed heap buffer with a chosen alignment, for `O_DIRECT` bounces.
+struct AlignedBuf {
+    ptr: NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: the buffer is plain owned memory, like a `Vec<u8>`.
+unsafe impl Send for AlignedBuf {}
+
+impl AlignedBuf {
+    fn zeroed(len: usize, align: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), align.next_power_of_two())
+            .unwrap_or_else(|_| std::alloc::Layout::new::<[u8; 4096]>());
+        // SAFETY: the layout's size is at least 1.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout);
+        };
+        AlignedBuf { ptr, layout }
+    }
+
+    fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` points to `layout.size()` initialised bytes owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with exactly this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}

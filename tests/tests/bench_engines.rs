@@ -1,0 +1,178 @@
+//! `iscsi-bench`'s iSCSI engine against tgt (DESIGN.md rule 6: a target this project did
+//! not write): write, read back and compare through two shards; a read past the end counted
+//! as the CHECK CONDITION it is; a connection closed by the target reported as a transport
+//! error.
+
+use std::time::{Duration, Instant};
+
+use bench::engine::{Engine, IscsiEngine, IscsiOptions, IscsiTarget};
+use bench::io::{Direction, IoDone, IoError, IoUnit};
+use datapath::url::IscsiUrl;
+use system_tests::{pattern, require_tools, LunSpec, TargetSpec, Tgt};
+
+const LUN_BYTES: u64 = 8 << 20;
+const WAIT: Duration = Duration::from_secs(20);
+
+fn start_tgt(iqn: &str) -> Tgt {
+    Tgt::start(&[TargetSpec {
+        iqn: iqn.to_string(),
+        luns: vec![LunSpec {
+            size_bytes: LUN_BYTES,
+        }],
+        chap: None,
+    }])
+    .expect("tgtd starts")
+}
+
+fn open(tgt: &Tgt, shards: usize) -> IscsiEngine {
+    let url = IscsiUrl::parse(&format!(
+        "iscsi://{}/{}/{}",
+        tgt.portal(),
+        tgt.iqn(0),
+        tgt.first_data_lun()
+    ))
+    .expect("URL");
+    let mut options = IscsiOptions::new(IscsiTarget::Url(url), 8);
+    options.shards = shards;
+    IscsiEngine::open(&options).unwrap_or_else(|e| panic!("engine opens: {e}\n{}", tgt.log()))
+}
+
+fn unit(id: u64, direction: Direction, offset: u64, buffer: Vec<u8>, len: u32) -> IoUnit {
+    IoUnit {
+        id,
+        direction,
+        offset,
+        len,
+        buffer,
+    }
+}
+
+/// Queues, submits and reaps every unit; completions sorted by id.
+fn run(engine: &mut IscsiEngine, units: Vec<IoUnit>) -> Vec<IoDone> {
+    let total = units.len();
+    let mut waiting = units.into_iter();
+    let mut next = waiting.next();
+    let mut done = Vec::with_capacity(total);
+    let deadline = Instant::now() + WAIT;
+    while done.len() < total {
+        assert!(Instant::now() < deadline, "I/O did not complete");
+        while let Some(u) = next.take() {
+            match engine.queue(u) {
+                Ok(()) => next = waiting.next(),
+                Err(back) => {
+                    next = Some(back);
+                    break;
+                }
+            }
+        }
+        engine.submit().expect("submit");
+        engine.reap(1, WAIT, &mut done).expect("reap");
+    }
+    done.sort_by_key(|d| d.unit.id);
+    done
+}
+
+#[test]
+fn writes_read_back_and_a_read_past_the_end_is_a_check_condition() {
+    require_tools!("tgtd", "tgtadm");
+    let tgt = start_tgt("iqn.2026-11.test:bench-engine");
+    let mut engine = open(&tgt, 2);
+    assert_eq!(engine.size_bytes(), LUN_BYTES, "READ CAPACITY");
+    assert_eq!(engine.block_size_bytes(), 512);
+
+    let len = 32 * 1024u32;
+    let offsets: Vec<u64> = (0..32).map(|i| i * 200 * 1024 + 512 * (i % 7)).collect();
+    let writes = offsets
+        .iter()
+        .enumerate()
+        .map(|(i, &o)| unit(i as u64, Direction::Write, o, pattern(len as usize, o), len))
+        .collect();
+    for done in run(&mut engine, writes) {
+        assert_eq!(done.result, Ok(()), "write at {}", done.unit.offset);
+    }
+    let reads = offsets
+        .iter()
+        .enumerate()
+        .map(|(i, &o)| {
+            let buffer = engine.buffer(len);
+            unit(i as u64, Direction::Read, o, buffer, len)
+        })
+        .collect();
+    for done in run(&mut engine, reads) {
+        assert_eq!(done.result, Ok(()), "read at {}", done.unit.offset);
+        assert!(
+            done.unit.buffer == pattern(len as usize, done.unit.offset),
+            "data at {} differs",
+            done.unit.offset
+        );
+    }
+    // The bytes really are in tgt's backing file.
+    let file = std::fs::read(tgt.lun_path(0, 0)).expect("LUN file");
+    let o = offsets[5] as usize;
+    assert!(file[o..o + len as usize] == pattern(len as usize, offsets[5])[..]);
+
+    let done = run(
+        &mut engine,
+        vec![unit(0, Direction::Read, LUN_BYTES, vec![0; 4096], 4096)],
+    );
+    match &done[0].result {
+        // ILLEGAL REQUEST, LOGICAL BLOCK ADDRESS OUT OF RANGE.
+        Err(IoError::CheckCondition { key: 0x5, asc, .. }) => assert_eq!(*asc, 0x21),
+        other => panic!("expected CHECK CONDITION, got {other:?}"),
+    }
+    let counters = Box::new(engine).close().expect("close");
+    assert_eq!(counters.ios_completed, 65);
+    assert!(counters.kernel_entries > 0);
+}
+
+#[test]
+fn a_connection_closed_by_the_target_is_a_transport_error() {
+    require_tools!("tgtd", "tgtadm");
+    let tgt = start_tgt("iqn.2026-11.test:bench-engine-loss");
+    let mut engine = open(&tgt, 1);
+    let done = run(
+        &mut engine,
+        vec![unit(0, Direction::Write, 0, vec![1; 4096], 4096)],
+    );
+    assert_eq!(done[0].result, Ok(()));
+
+    let tsih = engine.shard_info()[0].tsih;
+    tgtd_close_session(&tgt, tsih);
+
+    // Every unit from now on fails as a transport error, buffer handed back.
+    let reads = (0..8)
+        .map(|i| unit(i, Direction::Read, i * 4096, vec![0; 4096], 4096))
+        .collect();
+    for done in run(&mut engine, reads) {
+        match &done.result {
+            Err(IoError::Transport(message)) => {
+                assert!(message.contains("connection"), "{message}")
+            }
+            other => panic!("expected a transport error, got {other:?}"),
+        }
+        assert_eq!(done.unit.buffer.len(), 4096);
+    }
+    Box::new(engine).close().expect("close after a loss");
+}
+
+/// Deletes the connection of the session tgt handed `tsih` (see tests/tests/shards.rs: tgt
+/// writes its session id into the TSIH in host byte order).
+fn tgtd_close_session(tgt: &Tgt, tsih: u16) {
+    let sid = u16::from_le_bytes(tsih.to_be_bytes()).to_string();
+    tgt.tgtadm(&[
+        "--lld",
+        "iscsi",
+        "--op",
+        "delete",
+        "--mode",
+        "connection",
+        "--tid",
+        "1",
+        "--sid",
+        &sid,
+        "--cid",
+        "0",
+    ])
+    .unwrap_or_else(|e| panic!("closing session {sid}: {e}\n{}", tgt.log()));
+    std::thread::sleep(Duration::from_millis(300));
+}
