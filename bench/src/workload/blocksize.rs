@@ -20,7 +20,10 @@ pub const BSSPLIT_ENTRIES_MAX: usize = 64;
 pub(crate) enum BlockSizePicker {
     Fixed(u32),
     /// Multiples of `min_bytes` from 1 to `multiples`.
-    Range { min_bytes: u32, multiples: u32 },
+    Range {
+        min_bytes: u32,
+        multiples: u32,
+    },
     /// `(len_bytes, cumulative percent)`, the last at 100.
     Split(Vec<(u32, u32)>),
 }
@@ -30,7 +33,10 @@ impl BlockSizePicker {
         match spec {
             BlockSizeSpec::Fixed(0) => Err(WorkloadError::ZeroBlockSize { direction }),
             BlockSizeSpec::Fixed(len) => Ok(BlockSizePicker::Fixed(*len)),
-            BlockSizeSpec::Range { min_bytes, max_bytes } => {
+            BlockSizeSpec::Range {
+                min_bytes,
+                max_bytes,
+            } => {
                 if *min_bytes == 0 {
                     return Err(WorkloadError::ZeroBlockSize { direction });
                 }
@@ -63,7 +69,11 @@ impl BlockSizePicker {
         if entries.iter().any(|entry| entry.len_bytes == 0) {
             return Err(WorkloadError::ZeroBlockSize { direction });
         }
-        let given: u64 = entries.iter().filter_map(|e| e.percent).map(u64::from).sum();
+        let given: u64 = entries
+            .iter()
+            .filter_map(|e| e.percent)
+            .map(u64::from)
+            .sum();
         let missing = entries.iter().filter(|e| e.percent.is_none()).count() as u64;
         if given > 100 {
             return Err(WorkloadError::BsSplitOver100 {
@@ -71,7 +81,7 @@ impl BlockSizePicker {
                 total_percent: given,
             });
         }
-        let share_of_missing = if missing == 0 { 0 } else { (100 - given) / missing };
+        let share_of_missing = (100 - given).checked_div(missing).unwrap_or(0);
         let mut cumulative = 0u32;
         let mut table = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -88,7 +98,10 @@ impl BlockSizePicker {
     pub(crate) fn pick(&self, rng: &mut SplitMix64) -> u32 {
         match self {
             BlockSizePicker::Fixed(len) => *len,
-            BlockSizePicker::Range { min_bytes, multiples } => {
+            BlockSizePicker::Range {
+                min_bytes,
+                multiples,
+            } => {
                 let multiple = 1 + rng.below(u64::from(*multiples)) as u32;
                 min_bytes.saturating_mul(multiple)
             }
@@ -114,7 +127,10 @@ impl BlockSizePicker {
     pub(crate) fn max_bytes(&self) -> u32 {
         match self {
             BlockSizePicker::Fixed(len) => *len,
-            BlockSizePicker::Range { min_bytes, multiples } => min_bytes.saturating_mul(*multiples),
+            BlockSizePicker::Range {
+                min_bytes,
+                multiples,
+            } => min_bytes.saturating_mul(*multiples),
             BlockSizePicker::Split(table) => table.iter().map(|(len, _)| *len).max().unwrap_or(0),
         }
     }
@@ -173,7 +189,11 @@ mod tests {
     #[test]
     fn bssplit_blank_weights_share_the_rest() {
         // fio(1): "bssplit=4k/50:1k/:32k/ would have 50% 4k ios, and 25% 1k and 32k ios".
-        let spec = BlockSizeSpec::Split(vec![entry(4096, Some(50)), entry(1024, None), entry(32768, None)]);
+        let spec = BlockSizeSpec::Split(vec![
+            entry(4096, Some(50)),
+            entry(1024, None),
+            entry(32768, None),
+        ]);
         let picker = BlockSizePicker::new(Direction::Write, &spec).expect("valid");
         let counts = counts(&picker, 100_000);
         let share = |len: u32| f64::from(counts.get(&len).copied().unwrap_or(0)) / 100_000.0;
@@ -187,7 +207,10 @@ mod tests {
         let over = BlockSizeSpec::Split(vec![entry(4096, Some(60)), entry(8192, Some(50))]);
         assert!(matches!(
             BlockSizePicker::new(Direction::Read, &over),
-            Err(WorkloadError::BsSplitOver100 { total_percent: 110, .. })
+            Err(WorkloadError::BsSplitOver100 {
+                total_percent: 110,
+                ..
+            })
         ));
         assert!(matches!(
             BlockSizePicker::new(Direction::Read, &BlockSizeSpec::Split(vec![])),
@@ -201,7 +224,9 @@ mod tests {
         let zero = BlockSizeSpec::Split(vec![entry(0, None)]);
         assert!(matches!(
             BlockSizePicker::new(Direction::Trim, &zero),
-            Err(WorkloadError::ZeroBlockSize { direction: Direction::Trim })
+            Err(WorkloadError::ZeroBlockSize {
+                direction: Direction::Trim
+            })
         ));
     }
 
@@ -222,7 +247,10 @@ mod tests {
         };
         let picker = BlockSizePicker::new(Direction::Read, &spec).expect("valid");
         let counts = counts(&picker, 40_000);
-        assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec![1024, 2048, 3072, 4096]);
+        assert_eq!(
+            counts.keys().copied().collect::<Vec<_>>(),
+            vec![1024, 2048, 3072, 4096]
+        );
         for count in counts.values() {
             assert!((9_000..11_000).contains(count), "{counts:?}");
         }

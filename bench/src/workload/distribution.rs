@@ -9,6 +9,7 @@
 //!   permutation never sends two ranks to one block, so the skew is exactly the model's;
 //! - with a centre `c` in `[0, 1]` the ranks are laid out in order from block `c * n`,
 //!   wrapping at the end, so the hot spot is where the user put it.
+//!
 //! `normal` without a centre is centred at 0.5 and scattered, as fio does by default.
 //!
 //! Zipf uses the method of Gray et al., "Quickly generating billion-record synthetic
@@ -90,12 +91,20 @@ impl SkewedSampler {
         }
     }
 
-    pub(crate) fn normal(units: u64, stddev_percent: f64, centre: Option<f64>, scatter_key: u64) -> Self {
+    pub(crate) fn normal(
+        units: u64,
+        stddev_percent: f64,
+        centre: Option<f64>,
+        scatter_key: u64,
+    ) -> Self {
         let units = units.max(1);
         let n = units as f64;
         let (centre_fraction, placement) = match centre {
             Some(c) => (c, Placement::From(0)),
-            None => (0.5, Placement::Scatter(Permutation::new(units, scatter_key))),
+            None => (
+                0.5,
+                Placement::Scatter(Permutation::new(units, scatter_key)),
+            ),
         };
         SkewedSampler {
             units,
@@ -208,7 +217,10 @@ mod tests {
     fn zeta_tail_matches_exact_sum() {
         let exact: f64 = (1..=300_000u64).map(|i| (i as f64).powf(-1.2)).sum();
         let approximated = zeta(300_000, 1.2);
-        assert!((exact - approximated).abs() / exact < 1e-9, "{exact} {approximated}");
+        assert!(
+            (exact - approximated).abs() / exact < 1e-9,
+            "{exact} {approximated}"
+        );
         let exact: f64 = (1..=250_000u64).map(|i| (i as f64).powf(-0.8)).sum();
         assert!((exact - zeta(250_000, 0.8)).abs() / exact < 1e-9);
     }
@@ -235,7 +247,12 @@ mod tests {
     #[test]
     fn zipf_theta_below_one_still_skews() {
         let units = 10_000;
-        let share = top_share(&SkewedSampler::zipf(units, 0.8, None, 5), units, 200_000, 0.10);
+        let share = top_share(
+            &SkewedSampler::zipf(units, 0.8, None, 5),
+            units,
+            200_000,
+            0.10,
+        );
         assert!(share > 0.4 && share < 0.9, "zipf 0.8: top 10% got {share}");
     }
 
@@ -254,17 +271,30 @@ mod tests {
         assert!((ratio - 2.30).abs() < 0.15, "{ratio}");
         let expected_first = 1.0 / zeta(units, 1.2);
         let first = f64::from(hits[0]) / 400_000.0;
-        assert!((first - expected_first).abs() < 0.01, "{first} vs {expected_first}");
+        assert!(
+            (first - expected_first).abs() < 0.01,
+            "{first} vs {expected_first}"
+        );
     }
 
     #[test]
     fn pareto_top_tenth_gets_most_hits() {
         let units = 10_000;
-        let share = top_share(&SkewedSampler::pareto(units, 0.3, None, 9), units, 200_000, 0.10);
+        let share = top_share(
+            &SkewedSampler::pareto(units, 0.3, None, 9),
+            units,
+            200_000,
+            0.10,
+        );
         // fio's pareto:0.3: rank = n * u^3.37, so the first tenth of ranks holds
         // P(u^3.37 < 0.1) = 0.1^(1/3.37) = 50% of the hits.
         assert!(share > 0.45, "pareto 0.3: top 10% got {share}");
-        let share_sharp = top_share(&SkewedSampler::pareto(units, 0.1, None, 9), units, 200_000, 0.10);
+        let share_sharp = top_share(
+            &SkewedSampler::pareto(units, 0.1, None, 9),
+            units,
+            200_000,
+            0.10,
+        );
         assert!(share_sharp > share, "{share_sharp} <= {share}");
     }
 

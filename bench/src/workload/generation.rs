@@ -84,7 +84,9 @@ impl GenerationTracker {
                 WriteOrder::Sequential => generator.write_cursor().pass,
                 WriteOrder::RandomMap => generator.random_map().map_or(0, |map| map.pass),
             },
-            GenerationTracker::Table(table) => table.on_write(offset - generator.region_offset(), len),
+            GenerationTracker::Table(table) => {
+                table.on_write(offset - generator.region_offset(), len)
+            }
         }
     }
 
@@ -97,7 +99,12 @@ impl GenerationTracker {
                 let (current_pass, loop_first_pass, written_in_pass, permutation) = match order {
                     WriteOrder::Sequential => {
                         let cursor = generator.write_cursor();
-                        (cursor.pass, cursor.loop_first_pass, cursor.position / block, None)
+                        (
+                            cursor.pass,
+                            cursor.loop_first_pass,
+                            cursor.position / block,
+                            None,
+                        )
                     }
                     WriteOrder::RandomMap => match generator.random_map() {
                         Some(map) => (
@@ -119,9 +126,15 @@ impl GenerationTracker {
                     permutation,
                 }
             }
-            GenerationTracker::Table(table) => PlanInner::Table { table, next_entry: 0 },
+            GenerationTracker::Table(table) => PlanInner::Table {
+                table,
+                next_entry: 0,
+            },
         };
-        ReadBackPlan { region_offset, inner }
+        ReadBackPlan {
+            region_offset,
+            inner,
+        }
     }
 }
 
@@ -130,7 +143,9 @@ impl GenerationTable {
         let interval = u64::from(self.interval_bytes);
         let first = region_relative_offset / interval;
         let count = u64::from(len).div_ceil(interval);
-        let start = usize::try_from(first).unwrap_or(usize::MAX).min(self.entries.len());
+        let start = usize::try_from(first)
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
         let end = usize::try_from(first + count)
             .unwrap_or(usize::MAX)
             .min(self.entries.len());
@@ -236,7 +251,8 @@ impl Iterator for ReadBackPlan<'_> {
                 }
                 let entry = *entries.get(start)?;
                 let mut end = start + 1;
-                while entries.get(end) == Some(&entry) && (end - start + 1) as u64 * interval <= table.merge_limit_bytes
+                while entries.get(end) == Some(&entry)
+                    && (end - start + 1) as u64 * interval <= table.merge_limit_bytes
                 {
                     end += 1;
                 }

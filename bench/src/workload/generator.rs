@@ -27,7 +27,11 @@ use super::{PerDirection, RandomDistribution, RwMode, WorkloadConfig, WorkloadEr
 use crate::io::Direction;
 
 pub(crate) enum GenStep {
-    Io { direction: Direction, offset: u64, len: u32 },
+    Io {
+        direction: Direction,
+        offset: u64,
+        len: u32,
+    },
     /// One loop is over; the next call starts the next loop.
     LoopEnd,
     Done,
@@ -334,7 +338,8 @@ impl Generator {
             RwMode::Write | RwMode::ReadWrite => Some((WriteOrder::Sequential, block)),
             RwMode::RandWrite => match &self.random {
                 Some(RandomSource::Map(_))
-                    if self.map_unit == u64::from(block) && self.align.write == u64::from(block) =>
+                    if self.map_unit == u64::from(block)
+                        && self.align.write == u64::from(block) =>
                 {
                     Some((WriteOrder::RandomMap, block))
                 }
@@ -374,7 +379,10 @@ impl Generator {
     }
 
     pub(crate) fn max_write_len(&self) -> u32 {
-        self.pickers.write.as_ref().map_or(0, BlockSizePicker::max_bytes)
+        self.pickers
+            .write
+            .as_ref()
+            .map_or(0, BlockSizePicker::max_bytes)
     }
 }
 
@@ -422,7 +430,10 @@ fn random_source(config: &WorkloadConfig, units: u64) -> Result<RandomSource, Wo
             check_centre("pareto", center)?;
             RandomSource::Skewed(SkewedSampler::pareto(units, h, center, scatter_key))
         }
-        RandomDistribution::Normal { stddev_percent, center } => {
+        RandomDistribution::Normal {
+            stddev_percent,
+            center,
+        } => {
             if !(0.0..=100.0).contains(&stddev_percent) {
                 return Err(WorkloadError::DistributionParameter {
                     name: "normal",
@@ -431,7 +442,12 @@ fn random_source(config: &WorkloadConfig, units: u64) -> Result<RandomSource, Wo
                 });
             }
             check_centre("normal", center)?;
-            RandomSource::Skewed(SkewedSampler::normal(units, stddev_percent, center, scatter_key))
+            RandomSource::Skewed(SkewedSampler::normal(
+                units,
+                stddev_percent,
+                center,
+                scatter_key,
+            ))
         }
     })
 }

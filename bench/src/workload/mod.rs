@@ -50,7 +50,9 @@ use crate::io::Direction;
 pub use blocksize::BSSPLIT_ENTRIES_MAX;
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
 pub use pacer::{Pacer, PacingConfig, RateProcess, ThinkTime, ThinkTimeTrigger};
-pub use verify::{BlockImage, ByteWindow, Mismatch, VerifyConfig, VerifyError, VerifyHeader, VerifyKind, Verifier};
+pub use verify::{
+    BlockImage, ByteWindow, Mismatch, Verifier, VerifyConfig, VerifyError, VerifyHeader, VerifyKind,
+};
 
 use generation::GenerationTracker;
 use generator::{GenStep, Generator};
@@ -143,7 +145,10 @@ impl RwMode {
     }
 
     pub fn is_random(self) -> bool {
-        matches!(self, RwMode::RandRead | RwMode::RandWrite | RwMode::RandTrim | RwMode::RandRw)
+        matches!(
+            self,
+            RwMode::RandRead | RwMode::RandWrite | RwMode::RandTrim | RwMode::RandRw
+        )
     }
 
     pub fn is_mixed(self) -> bool {
@@ -170,7 +175,10 @@ impl RwMode {
 pub enum BlockSizeSpec {
     Fixed(u32),
     /// Multiples of `min_bytes` up to `max_bytes`.
-    Range { min_bytes: u32, max_bytes: u32 },
+    Range {
+        min_bytes: u32,
+        max_bytes: u32,
+    },
     /// At most [`BSSPLIT_ENTRIES_MAX`] entries.
     Split(Vec<BsSplitEntry>),
 }
@@ -200,7 +208,10 @@ pub enum RandomDistribution {
     /// `pareto:h`; 0 < h < 1.
     Pareto { h: f64, center: Option<f64> },
     /// `normal:stddev` with stddev a percentage of the region, in `[0, 100]`.
-    Normal { stddev_percent: f64, center: Option<f64> },
+    Normal {
+        stddev_percent: f64,
+        center: Option<f64>,
+    },
 }
 
 /// Everything the workload needs, typed; the job parser fills it. [`Default`] gives fio's
@@ -267,25 +278,46 @@ pub enum WorkloadError {
     #[error("{} block size is 0", direction.fio_name())]
     ZeroBlockSize { direction: Direction },
     #[error("{} bsrange {min_bytes}-{max_bytes}: the minimum is above the maximum", direction.fio_name())]
-    BlockSizeRangeInverted { direction: Direction, min_bytes: u32, max_bytes: u32 },
+    BlockSizeRangeInverted {
+        direction: Direction,
+        min_bytes: u32,
+        max_bytes: u32,
+    },
     #[error("{} bssplit has no entries", direction.fio_name())]
     BsSplitEmpty { direction: Direction },
     #[error("{} bssplit has {entries} entries; at most 64", direction.fio_name())]
-    BsSplitTooManyEntries { direction: Direction, entries: usize },
+    BsSplitTooManyEntries {
+        direction: Direction,
+        entries: usize,
+    },
     #[error("{} bssplit percentages add to {total_percent}, more than 100", direction.fio_name())]
-    BsSplitOver100 { direction: Direction, total_percent: u64 },
+    BsSplitOver100 {
+        direction: Direction,
+        total_percent: u64,
+    },
     #[error("{} block size {len_bytes} is larger than size {size_bytes}", direction.fio_name())]
-    BlockLargerThanRegion { direction: Direction, len_bytes: u32, size_bytes: u64 },
+    BlockLargerThanRegion {
+        direction: Direction,
+        len_bytes: u32,
+        size_bytes: u64,
+    },
     #[error("{} blockalign is 0", direction.fio_name())]
     ZeroBlockAlign { direction: Direction },
     #[error("rwmixread={0}: must be 0 to 100")]
     RwMixOutOfRange(u32),
     #[error("io_size={io_size_bytes} is smaller than the smallest block size {block_bytes}")]
-    IoSizeBelowBlockSize { io_size_bytes: u64, block_bytes: u32 },
+    IoSizeBelowBlockSize {
+        io_size_bytes: u64,
+        block_bytes: u32,
+    },
     #[error("loops=0: must be at least 1")]
     ZeroLoops,
     #[error("random_distribution {name}:{value}: {why}")]
-    DistributionParameter { name: &'static str, value: f64, why: &'static str },
+    DistributionParameter {
+        name: &'static str,
+        value: f64,
+        why: &'static str,
+    },
     #[error("{} rate of 0", direction.fio_name())]
     ZeroRate { direction: Direction },
     #[error("thinktime_blocks=0: must be at least 1")]
@@ -294,10 +326,19 @@ pub enum WorkloadError {
     VerifyWithTrim(RwMode),
     #[error("verify=pattern needs a non-empty verify_pattern")]
     VerifyPatternEmpty,
-    #[error("verify_interval={interval_bytes} is shorter than the {header_len} byte verify header")]
-    VerifyIntervalTooShort { interval_bytes: u32, header_len: u32 },
+    #[error(
+        "verify_interval={interval_bytes} is shorter than the {header_len} byte verify header"
+    )]
+    VerifyIntervalTooShort {
+        interval_bytes: u32,
+        header_len: u32,
+    },
     #[error("{} size {len_bytes} (block size or alignment) is not a multiple of verify_interval={interval_bytes}", direction.fio_name())]
-    VerifyIntervalMismatch { direction: Direction, len_bytes: u32, interval_bytes: u32 },
+    VerifyIntervalMismatch {
+        direction: Direction,
+        len_bytes: u32,
+        interval_bytes: u32,
+    },
     #[error("verify on this workload needs a generation table of {blocks} blocks; the limit is {limit_blocks} (use fixed bs with a sequential or random-map workload, or a smaller size)")]
     VerifyTooManyBlocks { blocks: u64, limit_blocks: u64 },
     #[error("verify with lba_size 0")]
@@ -365,24 +406,36 @@ pub struct Workload {
 impl Workload {
     pub fn new(config: WorkloadConfig) -> Result<Self, WorkloadError> {
         let generator = Generator::new(&config)?;
-        let pacer = Pacer::new(&config.pacing, rng::stream_seed(config.seed, rng::streams::PACING, 0))?;
+        let pacer = Pacer::new(
+            &config.pacing,
+            rng::stream_seed(config.seed, rng::streams::PACING, 0),
+        )?;
         let (verifier, tracker) = match &config.verify {
             None => (None, None),
             Some(verify_config) => {
                 if config.rw.issues(Direction::Trim) {
                     return Err(WorkloadError::VerifyWithTrim(config.rw));
                 }
-                let verifier = Verifier::new(verify_config, config.seed, generator.default_verify_interval())?;
+                let verifier = Verifier::new(
+                    verify_config,
+                    config.seed,
+                    generator.default_verify_interval(),
+                )?;
                 generator.check_verify_grid(verifier.interval_bytes())?;
                 let tracker = if config.rw.issues(Direction::Write) {
-                    Some(GenerationTracker::new(&generator, verify_config, verifier.interval_bytes())?)
+                    Some(GenerationTracker::new(
+                        &generator,
+                        verify_config,
+                        verifier.interval_bytes(),
+                    )?)
                 } else {
                     None
                 };
                 (Some(verifier), tracker)
             }
         };
-        let read_back_due = tracker.is_some() && config.verify.as_ref().is_some_and(|v| v.do_verify);
+        let read_back_due =
+            tracker.is_some() && config.verify.as_ref().is_some_and(|v| v.do_verify);
         Ok(Workload {
             rw: config.rw,
             generator,
@@ -407,7 +460,11 @@ impl Workload {
         // generator refuses an io_size below the block size), so two rounds are enough.
         for _ in 0..2 {
             match self.generator.next_io() {
-                GenStep::Io { direction, offset, len } => {
+                GenStep::Io {
+                    direction,
+                    offset,
+                    len,
+                } => {
                     let scheduled_at = self.pacer.schedule(now, direction, len);
                     let verify = self.verify_action(direction, offset, len);
                     *self.progress.ios.get_mut(direction) += 1;
@@ -468,7 +525,9 @@ impl Workload {
     /// generation it must hold. `None` unless the job writes with verify on. May be called at
     /// any point, for example when `runtime` ends a time-based job.
     pub fn read_back_plan(&self) -> Option<ReadBackPlan<'_>> {
-        self.tracker.as_ref().map(|tracker| tracker.plan(&self.generator))
+        self.tracker
+            .as_ref()
+            .map(|tracker| tracker.plan(&self.generator))
     }
 
     pub fn verifier(&self) -> Option<&Verifier> {
@@ -489,3 +548,6 @@ impl Workload {
         self.pacer.think_spin()
     }
 }
+
+#[cfg(test)]
+mod tests;

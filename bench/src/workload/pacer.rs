@@ -8,6 +8,7 @@
 //! - `poisson`: the previous one's due time plus an exponential gap with the same mean
 //!   (`len / rate`, or `1 / rate_iops`, whichever is longer), so arrivals form a Poisson
 //!   process of the target rate.
+//!
 //! The origin is the time of the first I/O asked for. The schedule never looks at when I/Os
 //! actually went out: if the runner stalls, the I/Os due during the stall are handed out at
 //! once with their original due times, the rate catches up, and a runner that measures
@@ -87,10 +88,12 @@ impl Lane {
     fn take(&mut self, len: u32, process: RateProcess, rng: &mut SplitMix64) -> u128 {
         let due_ns = match process {
             RateProcess::Linear => {
-                let by_bytes = self
-                    .bytes_per_s
-                    .map_or(0, |rate| self.bytes_before * NANOS_PER_SECOND / u128::from(rate));
-                let by_ios = self.iops.map_or(0, |iops| self.ios_before * NANOS_PER_SECOND / u128::from(iops));
+                let by_bytes = self.bytes_per_s.map_or(0, |rate| {
+                    self.bytes_before * NANOS_PER_SECOND / u128::from(rate)
+                });
+                let by_ios = self.iops.map_or(0, |iops| {
+                    self.ios_before * NANOS_PER_SECOND / u128::from(iops)
+                });
                 by_bytes.max(by_ios)
             }
             RateProcess::Poisson => {
@@ -174,7 +177,9 @@ impl Pacer {
 
     /// True while a think-time cycle waits for the I/Os in flight to complete.
     pub fn must_wait_for_completions(&self) -> bool {
-        self.think.as_ref().is_some_and(|think| think.waiting_for_drain)
+        self.think
+            .as_ref()
+            .is_some_and(|think| think.waiting_for_drain)
     }
 
     /// Commits the next I/O (`direction`, `len`) asked for at `now` and returns when it is
@@ -219,7 +224,9 @@ impl Pacer {
 
     /// `thinktime_spin`, for the runner.
     pub fn think_spin(&self) -> Duration {
-        self.think.as_ref().map_or(Duration::ZERO, |think| think.config.spin)
+        self.think
+            .as_ref()
+            .map_or(Duration::ZERO, |think| think.config.spin)
     }
 }
 
@@ -311,7 +318,10 @@ mod tests {
         }
         // The last I/O is due when the bytes before it have had their time.
         let rate = (bytes as f64) / last_due.as_secs_f64();
-        assert!((rate / (10.0 * 1024.0 * 1024.0) - 1.0).abs() < 0.01, "{rate}");
+        assert!(
+            (rate / (10.0 * 1024.0 * 1024.0) - 1.0).abs() < 0.01,
+            "{rate}"
+        );
     }
 
     #[test]
@@ -335,7 +345,11 @@ mod tests {
         // Exponential gaps: the standard deviation equals the mean (0.2 ms).
         let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
         let variance = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
-        assert!((variance.sqrt() / mean - 1.0).abs() < 0.03, "mean {mean} sd {}", variance.sqrt());
+        assert!(
+            (variance.sqrt() / mean - 1.0).abs() < 0.03,
+            "mean {mean} sd {}",
+            variance.sqrt()
+        );
     }
 
     #[test]
@@ -352,8 +366,14 @@ mod tests {
         let now = Duration::ZERO;
         assert_eq!(pacer.schedule(now, Direction::Read, 512), Duration::ZERO);
         assert_eq!(pacer.schedule(now, Direction::Write, 512), Duration::ZERO);
-        assert_eq!(pacer.schedule(now, Direction::Read, 512), Duration::from_millis(10));
-        assert_eq!(pacer.schedule(now, Direction::Write, 512), Duration::from_millis(100));
+        assert_eq!(
+            pacer.schedule(now, Direction::Read, 512),
+            Duration::from_millis(10)
+        );
+        assert_eq!(
+            pacer.schedule(now, Direction::Write, 512),
+            Duration::from_millis(100)
+        );
         // Unlimited trims are due when asked for.
         let later = Duration::from_secs(3);
         assert_eq!(pacer.schedule(later, Direction::Trim, 512), later);
@@ -396,7 +416,10 @@ mod tests {
             dues.push(due);
         }
         assert_eq!(dues[3], Duration::from_micros(3));
-        assert_eq!(dues[4], Duration::from_micros(3) + Duration::from_millis(10));
+        assert_eq!(
+            dues[4],
+            Duration::from_micros(3) + Duration::from_millis(10)
+        );
         assert_eq!(dues[8], dues[7] + Duration::from_millis(10));
     }
 

@@ -78,7 +78,10 @@ impl Permutation {
     }
 
     fn split(&self, value: u64) -> (u64, u64) {
-        ((value >> self.low_bits) & self.high_mask, value & self.low_mask)
+        (
+            (value >> self.low_bits) & self.high_mask,
+            value & self.low_mask,
+        )
     }
 
     fn join(&self, high: u64, low: u64) -> u64 {

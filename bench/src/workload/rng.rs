@@ -83,8 +83,14 @@ mod tests {
         let a_values: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
         let b_values: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
         assert_eq!(a_values, b_values);
-        assert_ne!(stream_seed(7, streams::OFFSET, 0), stream_seed(7, streams::DIRECTION, 0));
-        assert_ne!(stream_seed(7, streams::OFFSET, 0), stream_seed(7, streams::OFFSET, 1));
+        assert_ne!(
+            stream_seed(7, streams::OFFSET, 0),
+            stream_seed(7, streams::DIRECTION, 0)
+        );
+        assert_ne!(
+            stream_seed(7, streams::OFFSET, 0),
+            stream_seed(7, streams::OFFSET, 1)
+        );
     }
 
     #[test]

@@ -80,9 +80,14 @@ impl VerifyKind {
     }
 
     fn from_code(code: u8) -> Option<Self> {
-        [VerifyKind::Crc32c, VerifyKind::Md5, VerifyKind::Sha256, VerifyKind::Pattern]
-            .into_iter()
-            .find(|kind| kind.code() == code)
+        [
+            VerifyKind::Crc32c,
+            VerifyKind::Md5,
+            VerifyKind::Sha256,
+            VerifyKind::Pattern,
+        ]
+        .into_iter()
+        .find(|kind| kind.code() == code)
     }
 
     fn digest_len(self) -> usize {
@@ -185,7 +190,10 @@ impl VerifyHeader {
             generation: u64_at(16),
             seed: u64_at(24),
             block_len: u32::from_le_bytes([fixed[32], fixed[33], fixed[34], fixed[35]]),
-            digest: bytes.get(HEADER_FIXED_LEN..digest_end).unwrap_or_default().to_vec(),
+            digest: bytes
+                .get(HEADER_FIXED_LEN..digest_end)
+                .unwrap_or_default()
+                .to_vec(),
         })
     }
 }
@@ -254,7 +262,10 @@ pub enum Mismatch {
     /// Another job's (or run's) block.
     Seed,
     /// An older (or newer) copy of the block: `found < expected` is a lost write.
-    Generation { expected: u64, found: u64 },
+    Generation {
+        expected: u64,
+        found: u64,
+    },
     /// The header is right but the bytes are not.
     Checksum,
     /// `verify=pattern`: a byte is not the pattern's.
@@ -274,7 +285,10 @@ impl fmt::Display for Mismatch {
                 write!(f, "stale block: generation {found}, expected {expected}")
             }
             Mismatch::Generation { expected, found } => {
-                write!(f, "block from the future: generation {found}, expected {expected}")
+                write!(
+                    f,
+                    "block from the future: generation {found}, expected {expected}"
+                )
             }
             Mismatch::Checksum => f.write_str("checksum mismatch"),
             Mismatch::Pattern => f.write_str("pattern mismatch"),
@@ -295,8 +309,9 @@ pub struct VerifyError {
     pub bad_byte_offset: u64,
     /// The logical block holding that byte (`bad_byte_offset / lba_size`).
     pub lba: u64,
-    pub expected: BlockImage,
-    pub found: BlockImage,
+    /// Boxed to keep the `Result` of a good check small.
+    pub expected: Box<BlockImage>,
+    pub found: Box<BlockImage>,
 }
 
 /// Fills write buffers and checks read buffers for one job.
@@ -311,7 +326,11 @@ pub struct Verifier {
 
 impl Verifier {
     /// `default_interval_bytes` is used when the config leaves `verify_interval` unset.
-    pub fn new(config: &VerifyConfig, seed: u64, default_interval_bytes: u32) -> Result<Self, WorkloadError> {
+    pub fn new(
+        config: &VerifyConfig,
+        seed: u64,
+        default_interval_bytes: u32,
+    ) -> Result<Self, WorkloadError> {
         if config.kind == VerifyKind::Pattern && config.pattern.is_empty() {
             return Err(WorkloadError::VerifyPatternEmpty);
         }
@@ -351,16 +370,30 @@ impl Verifier {
     pub fn fill(&self, buffer: &mut [u8], offset: u64, generation: u64) {
         let interval = self.interval_bytes as usize;
         for (index, chunk) in buffer.chunks_mut(interval).enumerate() {
-            self.fill_chunk(chunk, offset + (index * interval) as u64, self.seed, generation);
+            self.fill_chunk(
+                chunk,
+                offset + (index * interval) as u64,
+                self.seed,
+                generation,
+            );
         }
     }
 
     /// Checks a read buffer from `offset`, block by block; the first bad block is the error.
     /// `expected_generation` `None` accepts any generation and seed (data an earlier run wrote).
-    pub fn check(&self, buffer: &[u8], offset: u64, expected_generation: Option<u64>) -> Result<(), VerifyError> {
+    pub fn check(
+        &self,
+        buffer: &[u8],
+        offset: u64,
+        expected_generation: Option<u64>,
+    ) -> Result<(), VerifyError> {
         let interval = self.interval_bytes as usize;
         for (index, chunk) in buffer.chunks(interval).enumerate() {
-            self.check_chunk(chunk, offset + (index * interval) as u64, expected_generation)?;
+            self.check_chunk(
+                chunk,
+                offset + (index * interval) as u64,
+                expected_generation,
+            )?;
         }
         Ok(())
     }
@@ -403,7 +436,9 @@ impl Verifier {
             }
             return;
         }
-        let mut rng = SplitMix64::new(mix64(seed ^ mix64(chunk_offset ^ mix64(generation ^ 0x5eed_da7a))));
+        let mut rng = SplitMix64::new(mix64(
+            seed ^ mix64(chunk_offset ^ mix64(generation ^ 0x5eed_da7a)),
+        ));
         for word in data.chunks_mut(8) {
             let bytes = rng.next_u64().to_le_bytes();
             word.copy_from_slice(&bytes[..word.len()]);
@@ -412,7 +447,9 @@ impl Verifier {
 
     fn digest(&self, fixed: &[u8], data: &[u8]) -> Vec<u8> {
         match self.kind {
-            VerifyKind::Crc32c => crc32c::crc32c_append(crc32c::crc32c(fixed), data).to_le_bytes().to_vec(),
+            VerifyKind::Crc32c => crc32c::crc32c_append(crc32c::crc32c(fixed), data)
+                .to_le_bytes()
+                .to_vec(),
             VerifyKind::Md5 => {
                 let mut hasher = Md5::new();
                 hasher.update(fixed);
@@ -429,7 +466,12 @@ impl Verifier {
         }
     }
 
-    fn check_chunk(&self, chunk: &[u8], chunk_offset: u64, expected_generation: Option<u64>) -> Result<(), VerifyError> {
+    fn check_chunk(
+        &self,
+        chunk: &[u8],
+        chunk_offset: u64,
+        expected_generation: Option<u64>,
+    ) -> Result<(), VerifyError> {
         let header_len = self.kind.header_len();
         if self.kind == VerifyKind::Pattern || chunk.len() < header_len {
             // No header: only the bytes can be compared, and seeded data only when the
@@ -438,7 +480,13 @@ impl Verifier {
                 let Some(generation) = expected_generation else {
                     return Ok(());
                 };
-                return self.compare_whole(chunk, chunk_offset, self.seed, generation, Mismatch::Checksum);
+                return self.compare_whole(
+                    chunk,
+                    chunk_offset,
+                    self.seed,
+                    generation,
+                    Mismatch::Checksum,
+                );
             }
             return self.compare_whole(chunk, chunk_offset, self.seed, 0, Mismatch::Pattern);
         }
@@ -490,11 +538,11 @@ impl Verifier {
             block_len,
             bad_byte_offset,
             lba: bad_byte_offset / u64::from(self.lba_size_bytes),
-            expected: expected_header.map_or_else(
+            expected: Box::new(expected_header.map_or_else(
                 || BlockImage::Bytes(window(&expected_block, chunk_offset, bad_index)),
                 BlockImage::Header,
-            ),
-            found: BlockImage::Header(found),
+            )),
+            found: Box::new(BlockImage::Header(found)),
         })
     }
 
@@ -519,8 +567,12 @@ impl Verifier {
             block_len: u32::try_from(chunk.len()).unwrap_or(u32::MAX),
             bad_byte_offset,
             lba: bad_byte_offset / u64::from(self.lba_size_bytes),
-            expected: BlockImage::Bytes(window(&expected_block, chunk_offset, bad_index)),
-            found: BlockImage::Bytes(window(chunk, chunk_offset, bad_index)),
+            expected: Box::new(BlockImage::Bytes(window(
+                &expected_block,
+                chunk_offset,
+                bad_index,
+            ))),
+            found: Box::new(BlockImage::Bytes(window(chunk, chunk_offset, bad_index))),
         })
     }
 }
@@ -543,4 +595,271 @@ fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
         write!(f, "{byte:02x}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn verifier(kind: VerifyKind, interval_bytes: u32, seed: u64) -> Verifier {
+        let config = VerifyConfig {
+            kind,
+            interval_bytes: Some(interval_bytes),
+            pattern: if kind == VerifyKind::Pattern {
+                vec![0xa5, 0x5a, 0x0f]
+            } else {
+                Vec::new()
+            },
+            ..VerifyConfig::default()
+        };
+        Verifier::new(&config, seed, 4096).expect("valid config")
+    }
+
+    const KINDS: [VerifyKind; 4] = [
+        VerifyKind::Crc32c,
+        VerifyKind::Md5,
+        VerifyKind::Sha256,
+        VerifyKind::Pattern,
+    ];
+
+    #[test]
+    fn fill_then_check_round_trips() {
+        for kind in KINDS {
+            let verifier = verifier(kind, 512, 77);
+            for (offset, generation, len) in [
+                (0u64, 0u64, 512usize),
+                (1 << 20, 5, 4096),
+                ((u64::MAX / 2) & !511, 99, 1536),
+            ] {
+                let mut buffer = vec![0u8; len];
+                verifier.fill(&mut buffer, offset, generation);
+                assert_eq!(
+                    verifier.check(&buffer, offset, Some(generation)),
+                    Ok(()),
+                    "{kind:?}"
+                );
+                assert_eq!(verifier.check(&buffer, offset, None), Ok(()), "{kind:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn headers_are_where_the_layout_says() {
+        let verifier = verifier(VerifyKind::Sha256, 4096, 0x1234);
+        let mut buffer = vec![0u8; 8192];
+        verifier.fill(&mut buffer, 0x10_0000, 7);
+        for (index, chunk) in buffer.chunks(4096).enumerate() {
+            assert_eq!(&chunk[0..4], b"iSBv");
+            assert_eq!(u16::from_le_bytes([chunk[4], chunk[5]]), 72);
+            assert_eq!(chunk[6], 3);
+            let offset = u64::from_le_bytes(chunk[8..16].try_into().expect("8 bytes"));
+            assert_eq!(offset, 0x10_0000 + 4096 * index as u64);
+            assert_eq!(
+                u64::from_le_bytes(chunk[16..24].try_into().expect("8 bytes")),
+                7
+            );
+            assert_eq!(
+                u64::from_le_bytes(chunk[24..32].try_into().expect("8 bytes")),
+                0x1234
+            );
+            assert_eq!(
+                u32::from_le_bytes(chunk[32..36].try_into().expect("4 bytes")),
+                4096
+            );
+        }
+        // Different blocks carry different data.
+        assert_ne!(buffer[100..200], buffer[4196..4296]);
+    }
+
+    #[test]
+    fn block_from_another_offset_is_caught() {
+        let verifier = verifier(VerifyKind::Crc32c, 4096, 1);
+        let mut buffer = vec![0u8; 4096];
+        verifier.fill(&mut buffer, 8192, 3);
+        let error = verifier
+            .check(&buffer, 16384, Some(3))
+            .expect_err("misplaced block");
+        assert_eq!(error.mismatch, Mismatch::Offset);
+        assert_eq!(error.block_offset, 16384);
+        // The first differing byte is in the header's offset field (bytes 8 to 15).
+        assert!(
+            (16384 + 8..16384 + 16).contains(&error.bad_byte_offset),
+            "{error}"
+        );
+        assert_eq!(error.lba, 32);
+        let BlockImage::Header(found) = &*error.found else {
+            panic!("header expected: {error}");
+        };
+        assert_eq!(found.offset, 8192);
+        let BlockImage::Header(expected) = &*error.expected else {
+            panic!("header expected: {error}");
+        };
+        assert_eq!(expected.offset, 16384);
+        let text = error.to_string();
+        assert!(
+            text.contains("another offset") && text.contains("LBA 32"),
+            "{text}"
+        );
+        assert!(
+            text.contains("offset 0x2000") && text.contains("offset 0x4000"),
+            "{text}"
+        );
+        // Even accepting any generation, the offset must match.
+        assert_eq!(
+            verifier.check(&buffer, 16384, None).map_err(|e| e.mismatch),
+            Err(Mismatch::Offset)
+        );
+    }
+
+    #[test]
+    fn older_generation_is_caught_as_stale() {
+        let verifier = verifier(VerifyKind::Md5, 4096, 1);
+        let mut buffer = vec![0u8; 4096];
+        verifier.fill(&mut buffer, 0, 3);
+        let error = verifier
+            .check(&buffer, 0, Some(4))
+            .expect_err("stale block");
+        assert_eq!(
+            error.mismatch,
+            Mismatch::Generation {
+                expected: 4,
+                found: 3
+            }
+        );
+        assert_eq!(error.bad_byte_offset, 16);
+        assert!(
+            error
+                .to_string()
+                .contains("stale block: generation 3, expected 4"),
+            "{error}"
+        );
+        let newer = verifier
+            .check(&buffer, 0, Some(2))
+            .expect_err("newer block");
+        assert!(newer.to_string().contains("future"), "{newer}");
+        // Accepting any generation, the old block is a good block.
+        assert_eq!(verifier.check(&buffer, 0, None), Ok(()));
+    }
+
+    #[test]
+    fn another_jobs_block_is_caught() {
+        let mut buffer = vec![0u8; 4096];
+        verifier(VerifyKind::Crc32c, 4096, 1).fill(&mut buffer, 0, 0);
+        let other = verifier(VerifyKind::Crc32c, 4096, 2);
+        assert_eq!(
+            other.check(&buffer, 0, Some(0)).map_err(|e| e.mismatch),
+            Err(Mismatch::Seed)
+        );
+        assert_eq!(other.check(&buffer, 0, None), Ok(()));
+        let md5 = verifier(VerifyKind::Md5, 4096, 1);
+        assert_eq!(
+            md5.check(&buffer, 0, Some(0)).map_err(|e| e.mismatch),
+            Err(Mismatch::HeaderLength)
+        );
+    }
+
+    #[test]
+    fn unwritten_block_has_no_magic() {
+        let verifier = verifier(VerifyKind::Crc32c, 512, 1);
+        let buffer = vec![0u8; 2048];
+        let error = verifier.check(&buffer, 4096, Some(0)).expect_err("zeros");
+        assert_eq!(error.mismatch, Mismatch::Magic);
+        assert_eq!(
+            (error.block_offset, error.bad_byte_offset, error.lba),
+            (4096, 4096, 8)
+        );
+    }
+
+    #[test]
+    fn pattern_fills_the_data_of_header_kinds() {
+        let config = VerifyConfig {
+            kind: VerifyKind::Crc32c,
+            pattern: vec![0xde, 0xad],
+            ..VerifyConfig::default()
+        };
+        let verifier = Verifier::new(&config, 1, 512).expect("valid");
+        let mut buffer = vec![0u8; 512];
+        verifier.fill(&mut buffer, 0, 0);
+        assert!(buffer[44..].chunks(2).all(|pair| pair == [0xde, 0xad]));
+        buffer[300] ^= 1;
+        let error = verifier.check(&buffer, 0, Some(0)).expect_err("changed");
+        assert_eq!(
+            (error.mismatch, error.bad_byte_offset),
+            (Mismatch::Checksum, 300)
+        );
+    }
+
+    #[test]
+    fn strict_pattern_has_no_header_and_names_the_byte() {
+        let verifier = verifier(VerifyKind::Pattern, 512, 1);
+        let mut buffer = vec![0u8; 1024];
+        verifier.fill(&mut buffer, 3, 0);
+        // Phase from the target offset: byte at offset 3 is pattern[0].
+        assert_eq!(&buffer[..3], &[0xa5, 0x5a, 0x0f]);
+        buffer[700] = 0;
+        let error = verifier.check(&buffer, 3, Some(0)).expect_err("changed");
+        assert_eq!(error.mismatch, Mismatch::Pattern);
+        assert_eq!(error.bad_byte_offset, 703);
+        assert_eq!(error.block_offset, 515);
+        let BlockImage::Bytes(found) = &*error.found else {
+            panic!("bytes expected");
+        };
+        assert_eq!(found.offset, 703);
+        assert_eq!(found.bytes[0], 0);
+    }
+
+    #[test]
+    fn config_errors() {
+        let short = VerifyConfig {
+            interval_bytes: Some(64),
+            kind: VerifyKind::Sha256,
+            ..VerifyConfig::default()
+        };
+        assert!(matches!(
+            Verifier::new(&short, 0, 4096),
+            Err(WorkloadError::VerifyIntervalTooShort {
+                interval_bytes: 64,
+                header_len: 72
+            })
+        ));
+        let no_pattern = VerifyConfig {
+            kind: VerifyKind::Pattern,
+            ..VerifyConfig::default()
+        };
+        assert_eq!(
+            Verifier::new(&no_pattern, 0, 4096).err(),
+            Some(WorkloadError::VerifyPatternEmpty)
+        );
+        assert_eq!(
+            VerifyKind::from_fio("crc32c-intel"),
+            Some(VerifyKind::Crc32c)
+        );
+        assert_eq!(VerifyKind::from_fio("crc64"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_single_byte_change_is_caught_with_its_offset(
+            kind_index in 0usize..4,
+            position in 0usize..8192,
+            flip in 1u8..=255,
+            block in 0u64..1_000_000,
+            generation in 0u64..1000,
+        ) {
+            let kind = KINDS[kind_index];
+            let verifier = verifier(kind, 2048, 0xfeed);
+            let offset = block * 512;
+            let mut buffer = vec![0u8; 8192];
+            verifier.fill(&mut buffer, offset, generation);
+            buffer[position] ^= flip;
+            let result = verifier.check(&buffer, offset, Some(generation));
+            prop_assert!(result.is_err(), "{:?} byte {} not caught", kind, position);
+            let error = result.expect_err("checked");
+            prop_assert_eq!(error.bad_byte_offset, offset + position as u64);
+            prop_assert_eq!(error.lba, (offset + position as u64) / 512);
+            prop_assert_eq!(error.block_offset, offset + (position / 2048 * 2048) as u64);
+            prop_assert_eq!(error.block_len, 2048);
+        }
+    }
 }
