@@ -762,6 +762,28 @@ fn table_mode_catches_a_stale_overwritten_block() {
 }
 
 #[test]
+fn mixed_verify_jobs_may_read_in_smaller_units() {
+    let mut job = verify_job(RwMode::RandRw, 64 * 4096, 4096);
+    job.block_sizes.read = BlockSizeSpec::Fixed(512);
+    let mut disk = vec![0u8; 64 * 4096];
+    let run = run_on_disk(job, &mut disk, 100_000, |_, _| {});
+    assert!(run.errors.is_empty(), "{}", run.errors[0]);
+    // A read-only job must read whole verify intervals.
+    let mut read_job = verify_job(RwMode::RandRead, 64 * 4096, 512);
+    read_job.verify = Some(VerifyConfig {
+        interval_bytes: Some(4096),
+        ..VerifyConfig::default()
+    });
+    assert!(matches!(
+        Workload::new(read_job).err(),
+        Some(WorkloadError::VerifyIntervalMismatch {
+            direction: Direction::Read,
+            ..
+        })
+    ));
+}
+
+#[test]
 fn read_only_verify_checks_every_read_with_any_generation() {
     let mut workload = Workload::new(verify_job(RwMode::RandRead, 1 << 20, 4096)).expect("valid");
     let Next::Io(io) = workload.next(Duration::ZERO) else {
