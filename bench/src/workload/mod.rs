@@ -543,6 +543,12 @@ impl Workload {
         self.generator.total_bytes()
     }
 
+    /// Whether any direction has a `rate` or `rate_iops` limit (the runner then waits for
+    /// each I/O's `scheduled_at`).
+    pub fn is_rate_limited(&self) -> bool {
+        self.pacer.is_limited()
+    }
+
     /// `thinktime_spin`: how much of each think pause to spend busy rather than asleep.
     pub fn think_spin(&self) -> Duration {
         self.pacer.think_spin()
