@@ -1,0 +1,460 @@
+//! Directions, offsets and sizes (fio(1): `rw`, `rwmixread`, `size`, `offset`, `io_size`,
+//! `loops`, `number_ios`, `time_based`, `blockalign`, `norandommap`, `random_distribution`).
+//!
+//! - Mixed jobs pick each I/O's direction by `rwmixread` percent.
+//! - Sequential I/O keeps one position per direction, as fio does (`rw=rw` reads and writes
+//!   each walk the region), starting at the region's start; an I/O that would cross the end
+//!   wraps to the start, which begins a new *pass* of that direction.
+//! - Random I/O draws a map unit (the smallest `blockalign` of the job's directions, by
+//!   default its smallest block size). With the random map (fio's default) the units of one
+//!   pass come from a keyed permutation, so each is visited once per pass in a seeded order;
+//!   the next pass gets a new key. `norandommap` draws units uniformly with repeats. A skewed
+//!   `random_distribution` draws from its model and, as in fio, does without the map. fio
+//!   turns the random map off when `blockalign` is set; the permutation has no such limit,
+//!   so here the map stays on. The offset is the unit's, aligned down to the direction's
+//!   `blockalign`; an I/O that would cross the region's end is moved back to fit.
+//! - A loop moves `io_size` bytes (default `size`); the last I/O of a loop is shortened to a
+//!   multiple of the minimum block size that fits, and a loop ends when not even the minimum
+//!   fits. `loops` loops make the job, unless `time_based`, which never ends by bytes and has
+//!   no loop boundaries. Each new loop starts over at the region's start, as fio's does, and
+//!   begins a new pass. `number_ios` ends the job after that many I/Os in any case.
+
+use super::blocksize::BlockSizePicker;
+use super::distribution::SkewedSampler;
+use super::permutation::Permutation;
+use super::rng::{stream_seed, streams, SplitMix64};
+use super::{PerDirection, RandomDistribution, RwMode, WorkloadConfig, WorkloadError};
+use crate::io::Direction;
+
+pub(crate) enum GenStep {
+    Io {
+        direction: Direction,
+        offset: u64,
+        len: u32,
+    },
+    /// One loop is over; the next call starts the next loop.
+    LoopEnd,
+    Done,
+}
+
+/// A sequential stream of one direction.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SeqCursor {
+    /// Bytes from the region's start.
+    pub(crate) position: u64,
+    pub(crate) pass: u64,
+    /// The first pass of the current loop.
+    pub(crate) loop_first_pass: u64,
+}
+
+/// The random map: a permutation per pass.
+#[derive(Debug, Clone)]
+pub(crate) struct RandomMap {
+    pub(crate) permutation: Permutation,
+    pub(crate) pass: u64,
+    /// Units handed out in this pass.
+    pub(crate) visited: u64,
+    pub(crate) loop_first_pass: u64,
+}
+
+#[derive(Debug, Clone)]
+enum RandomSource {
+    Map(RandomMap),
+    Uniform,
+    Skewed(SkewedSampler),
+}
+
+/// How the blocks a write stream visits can be told from its state alone, with no table: the
+/// stream writes one fixed size and visits each block at most once per pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WriteOrder {
+    Sequential,
+    RandomMap,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Generator {
+    seed: u64,
+    region_offset: u64,
+    size: u64,
+    rw: RwMode,
+    rwmixread_percent: u32,
+    pickers: PerDirection<Option<BlockSizePicker>>,
+    align: PerDirection<u64>,
+    map_unit: u64,
+    units: u64,
+    random: Option<RandomSource>,
+    sequential: PerDirection<SeqCursor>,
+    direction_rng: SplitMix64,
+    size_rng: SplitMix64,
+    offset_rng: SplitMix64,
+    loop_bytes: u64,
+    loops: u32,
+    loops_done: u32,
+    bytes_in_loop: u64,
+    ios_total: u64,
+    number_ios: Option<u64>,
+    time_based: bool,
+    loop_reset_pending: bool,
+    done: bool,
+}
+
+impl Generator {
+    pub(crate) fn new(config: &WorkloadConfig) -> Result<Self, WorkloadError> {
+        if config.size_bytes == 0 {
+            return Err(WorkloadError::ZeroSize);
+        }
+        if config.offset_bytes.checked_add(config.size_bytes).is_none() {
+            return Err(WorkloadError::RegionOverflow {
+                offset_bytes: config.offset_bytes,
+                size_bytes: config.size_bytes,
+            });
+        }
+        if config.loops == 0 {
+            return Err(WorkloadError::ZeroLoops);
+        }
+        if config.rwmixread_percent > 100 {
+            return Err(WorkloadError::RwMixOutOfRange(config.rwmixread_percent));
+        }
+        let mut pickers = PerDirection::all(None);
+        let mut align = PerDirection::all(0u64);
+        let mut min_len = u32::MAX;
+        let mut map_unit = u64::MAX;
+        for &direction in config.rw.directions() {
+            let picker = BlockSizePicker::new(direction, config.block_sizes.get(direction))?;
+            if u64::from(picker.max_bytes()) > config.size_bytes {
+                return Err(WorkloadError::BlockLargerThanRegion {
+                    direction,
+                    len_bytes: picker.max_bytes(),
+                    size_bytes: config.size_bytes,
+                });
+            }
+            let direction_align = match config.block_align_bytes.get(direction) {
+                Some(0) => return Err(WorkloadError::ZeroBlockAlign { direction }),
+                Some(bytes) => u64::from(*bytes),
+                None => u64::from(picker.min_bytes()),
+            };
+            min_len = min_len.min(picker.min_bytes());
+            map_unit = map_unit.min(direction_align);
+            *align.get_mut(direction) = direction_align;
+            *pickers.get_mut(direction) = Some(picker);
+        }
+        let loop_bytes = config.io_size_bytes.unwrap_or(config.size_bytes);
+        if loop_bytes < u64::from(min_len) {
+            return Err(WorkloadError::IoSizeBelowBlockSize {
+                io_size_bytes: loop_bytes,
+                block_bytes: min_len,
+            });
+        }
+        // Units whose start leaves room for the shortest I/O.
+        let units = (config.size_bytes - u64::from(min_len)) / map_unit + 1;
+        let random = if config.rw.is_random() {
+            Some(random_source(config, units)?)
+        } else {
+            None
+        };
+        Ok(Generator {
+            seed: config.seed,
+            region_offset: config.offset_bytes,
+            size: config.size_bytes,
+            rw: config.rw,
+            rwmixread_percent: config.rwmixread_percent,
+            pickers,
+            align,
+            map_unit,
+            units,
+            random,
+            sequential: PerDirection::default(),
+            direction_rng: SplitMix64::new(stream_seed(config.seed, streams::DIRECTION, 0)),
+            size_rng: SplitMix64::new(stream_seed(config.seed, streams::BLOCK_SIZE, 0)),
+            offset_rng: SplitMix64::new(stream_seed(config.seed, streams::OFFSET, 0)),
+            loop_bytes,
+            loops: config.loops,
+            loops_done: 0,
+            bytes_in_loop: 0,
+            ios_total: 0,
+            number_ios: config.number_ios,
+            time_based: config.time_based,
+            loop_reset_pending: false,
+            done: false,
+        })
+    }
+
+    pub(crate) fn next_io(&mut self) -> GenStep {
+        if self.done {
+            return GenStep::Done;
+        }
+        if self.number_ios.is_some_and(|limit| self.ios_total >= limit) {
+            self.done = true;
+            return GenStep::Done;
+        }
+        if self.loop_reset_pending {
+            self.start_next_loop();
+        }
+        let direction = self.pick_direction();
+        let Some(picker) = self.pickers.get(direction) else {
+            // Unreachable: pick_direction only returns the mode's directions, which all have
+            // pickers. Ending the job is the safe answer.
+            self.done = true;
+            return GenStep::Done;
+        };
+        let min_len = picker.min_bytes();
+        let mut len = picker.pick(&mut self.size_rng);
+        if !self.time_based {
+            let remaining = self.loop_bytes - self.bytes_in_loop;
+            if remaining < u64::from(min_len) {
+                self.loops_done += 1;
+                if self.loops_done >= self.loops {
+                    self.done = true;
+                    return GenStep::Done;
+                }
+                self.loop_reset_pending = true;
+                return GenStep::LoopEnd;
+            }
+            if u64::from(len) > remaining {
+                // remaining < len <= u32::MAX here.
+                len = (remaining - remaining % u64::from(min_len)) as u32;
+            }
+        }
+        let offset = if self.rw.is_random() {
+            self.random_offset(direction, len)
+        } else {
+            self.sequential_offset(direction, len)
+        };
+        self.bytes_in_loop += u64::from(len);
+        self.ios_total += 1;
+        GenStep::Io {
+            direction,
+            offset: self.region_offset + offset,
+            len,
+        }
+    }
+
+    fn pick_direction(&mut self) -> Direction {
+        match self.rw.directions() {
+            [only] => *only,
+            _ => {
+                if self.direction_rng.below(100) < u64::from(self.rwmixread_percent) {
+                    Direction::Read
+                } else {
+                    Direction::Write
+                }
+            }
+        }
+    }
+
+    fn sequential_offset(&mut self, direction: Direction, len: u32) -> u64 {
+        let size = self.size;
+        let cursor = self.sequential.get_mut(direction);
+        if cursor.position + u64::from(len) > size {
+            cursor.position = 0;
+            cursor.pass += 1;
+        }
+        let offset = cursor.position;
+        cursor.position += u64::from(len);
+        offset
+    }
+
+    fn random_offset(&mut self, direction: Direction, len: u32) -> u64 {
+        let unit = match &mut self.random {
+            Some(RandomSource::Map(map)) => {
+                if map.visited >= map.permutation.len() {
+                    map.pass += 1;
+                    map.permutation = pass_permutation(self.seed, self.units, map.pass);
+                    map.visited = 0;
+                }
+                let unit = map.permutation.apply(map.visited);
+                map.visited += 1;
+                unit
+            }
+            Some(RandomSource::Uniform) | None => self.offset_rng.below(self.units),
+            Some(RandomSource::Skewed(sampler)) => sampler.sample(&mut self.offset_rng),
+        };
+        let align = (*self.align.get(direction)).max(1);
+        let mut offset = unit * self.map_unit;
+        offset -= offset % align;
+        let len = u64::from(len);
+        if offset + len > self.size {
+            let last_start = self.size - len;
+            offset = last_start - last_start % align;
+        }
+        offset
+    }
+
+    fn start_next_loop(&mut self) {
+        self.loop_reset_pending = false;
+        self.bytes_in_loop = 0;
+        for direction in [Direction::Read, Direction::Write, Direction::Trim] {
+            let cursor = self.sequential.get_mut(direction);
+            cursor.position = 0;
+            cursor.pass += 1;
+            cursor.loop_first_pass = cursor.pass;
+        }
+        if let Some(RandomSource::Map(map)) = &mut self.random {
+            map.pass += 1;
+            map.permutation = pass_permutation(self.seed, self.units, map.pass);
+            map.visited = 0;
+            map.loop_first_pass = map.pass;
+        }
+    }
+
+    /// Bytes in the whole job; `None` when time-based.
+    pub(crate) fn total_bytes(&self) -> Option<u64> {
+        if self.time_based {
+            None
+        } else {
+            Some(self.loop_bytes.saturating_mul(u64::from(self.loops)))
+        }
+    }
+
+    /// Every size and alignment of the job must be whole verify intervals, so that each
+    /// header sits at the same place whichever I/O wrote or reads it.
+    pub(crate) fn check_verify_grid(&self, interval_bytes: u32) -> Result<(), WorkloadError> {
+        let interval = u64::from(interval_bytes);
+        // Reads are checked one by one only in a job that does not write; in a job that
+        // writes, the read-back phase reads whole written blocks whatever the read size.
+        let checked: &[Direction] = if self.rw.issues(Direction::Write) {
+            &[Direction::Write]
+        } else {
+            &[Direction::Read]
+        };
+        for &direction in checked {
+            let Some(picker) = self.pickers.get(direction) else {
+                continue;
+            };
+            let mut lens: Vec<u64> = picker.each_len().into_iter().map(u64::from).collect();
+            if self.rw.is_random() {
+                // Offsets are aligned down to the direction's own alignment.
+                lens.push(*self.align.get(direction));
+            }
+            if let Some(&bad) = lens.iter().find(|&&len| len % interval != 0) {
+                return Err(WorkloadError::VerifyIntervalMismatch {
+                    direction,
+                    len_bytes: u32::try_from(bad).unwrap_or(u32::MAX),
+                    interval_bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The write stream's order when its blocks can be told from its state alone.
+    pub(crate) fn write_order(&self) -> Option<(WriteOrder, u32)> {
+        let block = self.pickers.write.as_ref()?.fixed()?;
+        match self.rw {
+            RwMode::Write | RwMode::ReadWrite => Some((WriteOrder::Sequential, block)),
+            RwMode::RandWrite => match &self.random {
+                Some(RandomSource::Map(_))
+                    if self.map_unit == u64::from(block)
+                        && self.align.write == u64::from(block) =>
+                {
+                    Some((WriteOrder::RandomMap, block))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    pub(crate) fn write_cursor(&self) -> &SeqCursor {
+        &self.sequential.write
+    }
+
+    pub(crate) fn random_map(&self) -> Option<&RandomMap> {
+        match &self.random {
+            Some(RandomSource::Map(map)) => Some(map),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn region_offset(&self) -> u64 {
+        self.region_offset
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// fio's default `verify_interval`: the block size; the smallest write size, or read
+    /// size for a job that does not write.
+    pub(crate) fn default_verify_interval(&self) -> u32 {
+        self.pickers
+            .write
+            .as_ref()
+            .or(self.pickers.read.as_ref())
+            .map_or(0, BlockSizePicker::min_bytes)
+    }
+
+    pub(crate) fn max_write_len(&self) -> u32 {
+        self.pickers
+            .write
+            .as_ref()
+            .map_or(0, BlockSizePicker::max_bytes)
+    }
+}
+
+pub(crate) fn pass_permutation(seed: u64, units: u64, pass: u64) -> Permutation {
+    Permutation::new(units, stream_seed(seed, streams::PASS_KEY, pass))
+}
+
+fn random_source(config: &WorkloadConfig, units: u64) -> Result<RandomSource, WorkloadError> {
+    let scatter_key = stream_seed(config.seed, streams::SCATTER_KEY, 0);
+    let check_centre = |name: &'static str, centre: Option<f64>| match centre {
+        Some(c) if !(0.0..=1.0).contains(&c) => Err(WorkloadError::DistributionParameter {
+            name,
+            value: c,
+            why: "the centre must be in [0, 1]",
+        }),
+        _ => Ok(()),
+    };
+    Ok(match config.random_distribution {
+        RandomDistribution::Uniform if config.norandommap => RandomSource::Uniform,
+        RandomDistribution::Uniform => RandomSource::Map(RandomMap {
+            permutation: pass_permutation(config.seed, units, 0),
+            pass: 0,
+            visited: 0,
+            loop_first_pass: 0,
+        }),
+        RandomDistribution::Zipf { theta, center } => {
+            if !(theta.is_finite() && theta > 0.0 && theta != 1.0) {
+                return Err(WorkloadError::DistributionParameter {
+                    name: "zipf",
+                    value: theta,
+                    why: "theta must be above 0 and not 1",
+                });
+            }
+            check_centre("zipf", center)?;
+            RandomSource::Skewed(SkewedSampler::zipf(units, theta, center, scatter_key))
+        }
+        RandomDistribution::Pareto { h, center } => {
+            if !(h > 0.0 && h < 1.0) {
+                return Err(WorkloadError::DistributionParameter {
+                    name: "pareto",
+                    value: h,
+                    why: "h must be between 0 and 1, exclusive",
+                });
+            }
+            check_centre("pareto", center)?;
+            RandomSource::Skewed(SkewedSampler::pareto(units, h, center, scatter_key))
+        }
+        RandomDistribution::Normal {
+            stddev_percent,
+            center,
+        } => {
+            if !(0.0..=100.0).contains(&stddev_percent) {
+                return Err(WorkloadError::DistributionParameter {
+                    name: "normal",
+                    value: stddev_percent,
+                    why: "the deviation is a percentage, 0 to 100",
+                });
+            }
+            check_centre("normal", center)?;
+            RandomSource::Skewed(SkewedSampler::normal(
+                units,
+                stddev_percent,
+                center,
+                scatter_key,
+            ))
+        }
+    })
+}

@@ -1,0 +1,559 @@
+//! What a job does, I/O by I/O: which direction, where, how much, when, and the bytes that let
+//! a read prove what was written. Pure logic: no I/O, no clock (time comes in as a
+//! [`Duration`] since the job started), and every choice comes from the job's seed, so the
+//! same seed gives the same I/Os.
+//!
+//! The options follow fio's documented meanings (fio(1), fio 3.33): `offset`, `size`, `rw`,
+//! `rwmixread`, `bs`/`bsrange`/`bssplit`, `blockalign`, `norandommap`, `random_distribution`,
+//! `loops`, `number_ios`, `io_size`, `time_based`, `randrepeat`/`randseed`, `rate`,
+//! `rate_iops`, `rate_process`, `thinktime*`, `verify*`, `do_verify`, `verify_fatal`.
+//!
+//! The parts:
+//! - [`Workload`] is what the runner drives: [`Workload::next`] hands out one [`PlannedIo`]
+//!   at a time with its *scheduled* start, or says to wait, to verify, or that the job is done;
+//! - `generator` picks directions, offsets and sizes (sequential with wrap-around, random over
+//!   a keyed permutation so a pass touches every block once, uniform, or skewed);
+//! - [`pacer`] turns rate limits and think time into a schedule that a stall cannot erase;
+//! - [`verify`] writes and checks the per-block headers, and `generation` knows which
+//!   generation each block should hold, for the read-back plan.
+//!
+//! How the runner uses it:
+//! ```text
+//! let mut workload = Workload::new(config)?;
+//! loop {
+//!     match workload.next(now) {
+//!         Next::Io(io) => {
+//!             // wait until io.scheduled_at if it is in the future; fill the buffer for
+//!             // VerifyAction::Fill; issue; measure latency from io.scheduled_at (not from the
+//!             // moment it went out: a stall then shows in the latency instead of vanishing).
+//!         }
+//!         Next::WaitForCompletions => { /* reap, calling workload.on_complete(now) for each */ }
+//!         Next::VerifyPhase => { /* drain, then read and check workload.read_back_plan() */ }
+//!         Next::Done => break,
+//!     }
+//! }
+//! ```
+
+mod blocksize;
+mod distribution;
+mod generation;
+mod generator;
+pub mod pacer;
+mod permutation;
+mod rng;
+pub mod verify;
+
+use std::time::Duration;
+
+use crate::io::Direction;
+
+pub use blocksize::BSSPLIT_ENTRIES_MAX;
+pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
+pub use pacer::{Pacer, PacingConfig, RateProcess, ThinkTime, ThinkTimeTrigger};
+pub use verify::{
+    BlockImage, ByteWindow, Mismatch, Verifier, VerifyConfig, VerifyError, VerifyHeader, VerifyKind,
+};
+
+use generation::GenerationTracker;
+use generator::{GenStep, Generator};
+
+/// fio's default random seed when `randrepeat` is on and `randseed` is not set
+/// (`FIO_RANDSEED` in fio's source).
+pub const FIO_DEFAULT_RANDSEED: u64 = 0xb189_9bed;
+
+/// The seed of one job: `randseed` if given; otherwise fio's fixed default when `randrepeat`
+/// is on (fio's default), or `entropy` (the caller's random number) when it is off. Jobs
+/// differ by `job_number` (fio numbers them from 1 across `numjobs` clones), so clones do not
+/// all hit the same blocks, but each one repeats itself from run to run.
+pub fn job_seed(randseed: Option<u64>, randrepeat: bool, job_number: u32, entropy: u64) -> u64 {
+    let base = match randseed {
+        Some(seed) => seed,
+        None if randrepeat => FIO_DEFAULT_RANDSEED,
+        None => entropy,
+    };
+    rng::mix64(base ^ rng::mix64(u64::from(job_number)))
+}
+
+/// A value per direction, as fio's `bs=8k,32k,16k` gives one for reads, writes and trims.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PerDirection<T> {
+    pub read: T,
+    pub write: T,
+    pub trim: T,
+}
+
+impl<T: Clone> PerDirection<T> {
+    /// The same value for all three directions.
+    pub fn all(value: T) -> Self {
+        PerDirection {
+            read: value.clone(),
+            write: value.clone(),
+            trim: value,
+        }
+    }
+}
+
+impl<T> PerDirection<T> {
+    pub fn get(&self, direction: Direction) -> &T {
+        match direction {
+            Direction::Read => &self.read,
+            Direction::Write => &self.write,
+            Direction::Trim => &self.trim,
+        }
+    }
+
+    pub fn get_mut(&mut self, direction: Direction) -> &mut T {
+        match direction {
+            Direction::Read => &mut self.read,
+            Direction::Write => &mut self.write,
+            Direction::Trim => &mut self.trim,
+        }
+    }
+}
+
+/// fio's `rw` (alias `readwrite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RwMode {
+    #[default]
+    Read,
+    Write,
+    Trim,
+    RandRead,
+    RandWrite,
+    RandTrim,
+    /// `rw=rw` or `rw=readwrite`: sequential mixed reads and writes.
+    ReadWrite,
+    /// `rw=randrw`.
+    RandRw,
+}
+
+impl RwMode {
+    /// From fio's spelling: read, write, trim, randread, randwrite, randtrim, rw, readwrite,
+    /// randrw.
+    pub fn from_fio(name: &str) -> Option<Self> {
+        Some(match name {
+            "read" => RwMode::Read,
+            "write" => RwMode::Write,
+            "trim" => RwMode::Trim,
+            "randread" => RwMode::RandRead,
+            "randwrite" => RwMode::RandWrite,
+            "randtrim" => RwMode::RandTrim,
+            "rw" | "readwrite" => RwMode::ReadWrite,
+            "randrw" => RwMode::RandRw,
+            _ => return None,
+        })
+    }
+
+    pub fn is_random(self) -> bool {
+        matches!(
+            self,
+            RwMode::RandRead | RwMode::RandWrite | RwMode::RandTrim | RwMode::RandRw
+        )
+    }
+
+    pub fn is_mixed(self) -> bool {
+        matches!(self, RwMode::ReadWrite | RwMode::RandRw)
+    }
+
+    /// The directions this mode issues.
+    pub fn directions(self) -> &'static [Direction] {
+        match self {
+            RwMode::Read | RwMode::RandRead => &[Direction::Read],
+            RwMode::Write | RwMode::RandWrite => &[Direction::Write],
+            RwMode::Trim | RwMode::RandTrim => &[Direction::Trim],
+            RwMode::ReadWrite | RwMode::RandRw => &[Direction::Read, Direction::Write],
+        }
+    }
+
+    pub fn issues(self, direction: Direction) -> bool {
+        self.directions().contains(&direction)
+    }
+}
+
+/// fio's `bs`, `bsrange` or `bssplit` for one direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockSizeSpec {
+    Fixed(u32),
+    /// Multiples of `min_bytes` up to `max_bytes`.
+    Range {
+        min_bytes: u32,
+        max_bytes: u32,
+    },
+    /// At most [`BSSPLIT_ENTRIES_MAX`] entries.
+    Split(Vec<BsSplitEntry>),
+}
+
+impl Default for BlockSizeSpec {
+    /// fio's default block size: 4096 bytes.
+    fn default() -> Self {
+        BlockSizeSpec::Fixed(4096)
+    }
+}
+
+/// One `size/percent` of a bssplit; `percent` `None` for a blank weight (`4k/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BsSplitEntry {
+    pub len_bytes: u32,
+    pub percent: Option<u32>,
+}
+
+/// fio's `random_distribution`. `center` is fio's optional second value, in `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum RandomDistribution {
+    /// `random`: uniform; with the random map unless `norandommap`.
+    #[default]
+    Uniform,
+    /// `zipf:theta`; theta > 0 and not 1.
+    Zipf { theta: f64, center: Option<f64> },
+    /// `pareto:h`; 0 < h < 1.
+    Pareto { h: f64, center: Option<f64> },
+    /// `normal:stddev` with stddev a percentage of the region, in `[0, 100]`.
+    Normal {
+        stddev_percent: f64,
+        center: Option<f64>,
+    },
+}
+
+/// Everything the workload needs, typed; the job parser fills it. [`Default`] gives fio's
+/// defaults except `size_bytes`, which must be set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadConfig {
+    /// `offset`: where the region starts in the target.
+    pub offset_bytes: u64,
+    /// `size`: the region's length; I/O stays within `[offset, offset + size)`.
+    pub size_bytes: u64,
+    pub rw: RwMode,
+    /// `rwmixread` (0..=100; fio's default 50). The parser folds `rwmixwrite` into it.
+    pub rwmixread_percent: u32,
+    pub block_sizes: PerDirection<BlockSizeSpec>,
+    /// `blockalign`; `None` aligns random offsets to the direction's minimum block size.
+    pub block_align_bytes: PerDirection<Option<u32>>,
+    pub norandommap: bool,
+    pub random_distribution: RandomDistribution,
+    /// `loops` (at least 1).
+    pub loops: u32,
+    /// `number_ios`: stop after this many I/Os (all directions), whatever else is left.
+    pub number_ios: Option<u64>,
+    /// `io_size`: bytes per loop (default `size`); may exceed `size`, and I/O then wraps.
+    pub io_size_bytes: Option<u64>,
+    /// `time_based`: never done by bytes; the runner stops the job at `runtime`.
+    pub time_based: bool,
+    /// From [`job_seed`].
+    pub seed: u64,
+    pub pacing: PacingConfig,
+    /// `verify=` and its companions; `None` for `verify=0`.
+    pub verify: Option<VerifyConfig>,
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        WorkloadConfig {
+            offset_bytes: 0,
+            size_bytes: 0,
+            rw: RwMode::Read,
+            rwmixread_percent: 50,
+            block_sizes: PerDirection::all(BlockSizeSpec::default()),
+            block_align_bytes: PerDirection::all(None),
+            norandommap: false,
+            random_distribution: RandomDistribution::Uniform,
+            loops: 1,
+            number_ios: None,
+            io_size_bytes: None,
+            time_based: false,
+            seed: job_seed(None, true, 1, 0),
+            pacing: PacingConfig::default(),
+            verify: None,
+        }
+    }
+}
+
+/// A configuration the workload cannot run, naming the option and the value.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("size is 0: the job has no region to work on")]
+    ZeroSize,
+    #[error("offset {offset_bytes} + size {size_bytes} is past the end of a 64-bit target")]
+    RegionOverflow { offset_bytes: u64, size_bytes: u64 },
+    #[error("{} block size is 0", direction.fio_name())]
+    ZeroBlockSize { direction: Direction },
+    #[error("{} bsrange {min_bytes}-{max_bytes}: the minimum is above the maximum", direction.fio_name())]
+    BlockSizeRangeInverted {
+        direction: Direction,
+        min_bytes: u32,
+        max_bytes: u32,
+    },
+    #[error("{} bssplit has no entries", direction.fio_name())]
+    BsSplitEmpty { direction: Direction },
+    #[error("{} bssplit has {entries} entries; at most 64", direction.fio_name())]
+    BsSplitTooManyEntries {
+        direction: Direction,
+        entries: usize,
+    },
+    #[error("{} bssplit percentages add to {total_percent}, more than 100", direction.fio_name())]
+    BsSplitOver100 {
+        direction: Direction,
+        total_percent: u64,
+    },
+    #[error("{} block size {len_bytes} is larger than size {size_bytes}", direction.fio_name())]
+    BlockLargerThanRegion {
+        direction: Direction,
+        len_bytes: u32,
+        size_bytes: u64,
+    },
+    #[error("{} blockalign is 0", direction.fio_name())]
+    ZeroBlockAlign { direction: Direction },
+    #[error("rwmixread={0}: must be 0 to 100")]
+    RwMixOutOfRange(u32),
+    #[error("io_size={io_size_bytes} is smaller than the smallest block size {block_bytes}")]
+    IoSizeBelowBlockSize {
+        io_size_bytes: u64,
+        block_bytes: u32,
+    },
+    #[error("loops=0: must be at least 1")]
+    ZeroLoops,
+    #[error("random_distribution {name}:{value}: {why}")]
+    DistributionParameter {
+        name: &'static str,
+        value: f64,
+        why: &'static str,
+    },
+    #[error("{} rate of 0", direction.fio_name())]
+    ZeroRate { direction: Direction },
+    #[error("thinktime_blocks=0: must be at least 1")]
+    ZeroThinkTimeBlocks,
+    #[error("verify with rw={0:?}: trims destroy the data a verify would check")]
+    VerifyWithTrim(RwMode),
+    #[error("verify=pattern needs a non-empty verify_pattern")]
+    VerifyPatternEmpty,
+    #[error(
+        "verify_interval={interval_bytes} is shorter than the {header_len} byte verify header"
+    )]
+    VerifyIntervalTooShort {
+        interval_bytes: u32,
+        header_len: u32,
+    },
+    #[error("{} size {len_bytes} (block size or alignment) is not a multiple of verify_interval={interval_bytes}", direction.fio_name())]
+    VerifyIntervalMismatch {
+        direction: Direction,
+        len_bytes: u32,
+        interval_bytes: u32,
+    },
+    #[error("verify on this workload needs a generation table of {blocks} blocks; the limit is {limit_blocks} (use fixed bs with a sequential or random-map workload, or a smaller size)")]
+    VerifyTooManyBlocks { blocks: u64, limit_blocks: u64 },
+    #[error("verify with lba_size 0")]
+    ZeroLbaSize,
+}
+
+/// What the runner does with one I/O's buffer for verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyAction {
+    /// Plain data (no verify, trims, reads in a mixed write job).
+    None,
+    /// A write: [`Verifier::fill`] the buffer with this generation before sending it.
+    Fill { generation: u64 },
+    /// A read: [`Verifier::check`] the buffer on completion. `None` when checking data an
+    /// earlier run wrote (`rw=read` with `verify`): any generation is accepted.
+    Check { expected_generation: Option<u64> },
+}
+
+/// One I/O to issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedIo {
+    pub direction: Direction,
+    /// Byte offset in the target (the region's offset included).
+    pub offset: u64,
+    pub len: u32,
+    /// When the I/O is due, as time since the job started. Wait until then if it is ahead;
+    /// if it is behind (a stall), issue at once and still measure latency from here.
+    pub scheduled_at: Duration,
+    pub verify: VerifyAction,
+}
+
+/// What the runner does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Io(PlannedIo),
+    /// Think time after `thinktime_blocks` (trigger `complete`): reap every I/O in flight,
+    /// calling [`Workload::on_complete`] for each, then ask again.
+    WaitForCompletions,
+    /// A loop of a write job with verify is over: drain, read and check
+    /// [`Workload::read_back_plan`], then ask again. Comes once after each loop, the last too.
+    VerifyPhase,
+    Done,
+}
+
+/// Counts of what was handed out so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub ios: PerDirection<u64>,
+    pub bytes: PerDirection<u64>,
+}
+
+/// The workload of one job; see the module docs for the calling pattern.
+#[derive(Debug)]
+pub struct Workload {
+    rw: RwMode,
+    generator: Generator,
+    pacer: Pacer,
+    verifier: Option<Verifier>,
+    tracker: Option<GenerationTracker>,
+    read_back_due: bool,
+    finished: bool,
+    progress: Progress,
+}
+
+impl Workload {
+    pub fn new(config: WorkloadConfig) -> Result<Self, WorkloadError> {
+        let generator = Generator::new(&config)?;
+        let pacer = Pacer::new(
+            &config.pacing,
+            rng::stream_seed(config.seed, rng::streams::PACING, 0),
+        )?;
+        let (verifier, tracker) = match &config.verify {
+            None => (None, None),
+            Some(verify_config) => {
+                if config.rw.issues(Direction::Trim) {
+                    return Err(WorkloadError::VerifyWithTrim(config.rw));
+                }
+                let verifier = Verifier::new(
+                    verify_config,
+                    config.seed,
+                    generator.default_verify_interval(),
+                )?;
+                generator.check_verify_grid(verifier.interval_bytes())?;
+                let tracker = if config.rw.issues(Direction::Write) {
+                    Some(GenerationTracker::new(
+                        &generator,
+                        verify_config,
+                        verifier.interval_bytes(),
+                    )?)
+                } else {
+                    None
+                };
+                (Some(verifier), tracker)
+            }
+        };
+        let read_back_due =
+            tracker.is_some() && config.verify.as_ref().is_some_and(|v| v.do_verify);
+        Ok(Workload {
+            rw: config.rw,
+            generator,
+            pacer,
+            verifier,
+            tracker,
+            read_back_due,
+            finished: false,
+            progress: Progress::default(),
+        })
+    }
+
+    /// The next thing to do at job time `now`.
+    pub fn next(&mut self, now: Duration) -> Next {
+        if self.finished {
+            return Next::Done;
+        }
+        if self.pacer.must_wait_for_completions() {
+            return Next::WaitForCompletions;
+        }
+        // A loop end without read-back is skipped; every loop holds at least one I/O (the
+        // generator refuses an io_size below the block size), so two rounds are enough.
+        for _ in 0..2 {
+            match self.generator.next_io() {
+                GenStep::Io {
+                    direction,
+                    offset,
+                    len,
+                } => {
+                    let scheduled_at = self.pacer.schedule(now, direction, len);
+                    let verify = self.verify_action(direction, offset, len);
+                    *self.progress.ios.get_mut(direction) += 1;
+                    *self.progress.bytes.get_mut(direction) += u64::from(len);
+                    return Next::Io(PlannedIo {
+                        direction,
+                        offset,
+                        len,
+                        scheduled_at,
+                        verify,
+                    });
+                }
+                GenStep::LoopEnd if self.read_back_due => return Next::VerifyPhase,
+                GenStep::LoopEnd => continue,
+                GenStep::Done => {
+                    self.finished = true;
+                    return if self.read_back_due {
+                        Next::VerifyPhase
+                    } else {
+                        Next::Done
+                    };
+                }
+            }
+        }
+        self.finished = true;
+        Next::Done
+    }
+
+    fn verify_action(&mut self, direction: Direction, offset: u64, len: u32) -> VerifyAction {
+        if self.verifier.is_none() {
+            return VerifyAction::None;
+        }
+        match direction {
+            Direction::Write => match &mut self.tracker {
+                Some(tracker) => VerifyAction::Fill {
+                    generation: tracker.on_write(&self.generator, offset, len),
+                },
+                None => VerifyAction::None,
+            },
+            // A read-only job with verify checks what an earlier run wrote (fio(1), verify:
+            // "If the data direction given is a read or random read, fio will assume that it
+            // should verify a previously written file"). In a mixed job the reads may hit
+            // blocks not written yet; those are checked in the read-back phase instead.
+            Direction::Read if !self.rw.is_mixed() => VerifyAction::Check {
+                expected_generation: None,
+            },
+            _ => VerifyAction::None,
+        }
+    }
+
+    /// Report one completion (needed for `thinktime` with the `complete` trigger; harmless
+    /// otherwise).
+    pub fn on_complete(&mut self, now: Duration) {
+        self.pacer.on_complete(now);
+    }
+
+    /// The blocks written since the last verify phase, in offset order, each with the
+    /// generation it must hold. `None` unless the job writes with verify on. May be called at
+    /// any point, for example when `runtime` ends a time-based job.
+    pub fn read_back_plan(&self) -> Option<ReadBackPlan<'_>> {
+        self.tracker
+            .as_ref()
+            .map(|tracker| tracker.plan(&self.generator))
+    }
+
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.verifier.as_ref()
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Bytes the job will move in all, for "percent done" and ETA; `None` when time-based.
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.generator.total_bytes()
+    }
+
+    /// Whether any direction has a `rate` or `rate_iops` limit (the runner then waits for
+    /// each I/O's `scheduled_at`).
+    pub fn is_rate_limited(&self) -> bool {
+        self.pacer.is_limited()
+    }
+
+    /// `thinktime_spin`: how much of each think pause to spend busy rather than asleep.
+    pub fn think_spin(&self) -> Duration {
+        self.pacer.think_spin()
+    }
+}
+
+#[cfg(test)]
+mod tests;

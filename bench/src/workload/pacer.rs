@@ -1,0 +1,493 @@
+//! When each I/O is due: fio's `rate`, `rate_iops`, `rate_process` and `thinktime` options
+//! (fio(1), "I/O rate"), as a schedule computed ahead of the clock.
+//!
+//! Each direction with a limit has its own lane, as fio limits reads and writes separately
+//! (`rate=1m,500k`). In a lane, I/O number `k` is due at
+//! - `linear`: `max(bytes before it / rate, k / rate_iops)` after the lane's origin, in exact
+//!   integer nanoseconds, so rounding never accumulates;
+//! - `poisson`: the previous one's due time plus an exponential gap with the same mean
+//!   (`len / rate`, or `1 / rate_iops`, whichever is longer), so arrivals form a Poisson
+//!   process of the target rate.
+//!
+//! The origin is the time of the first I/O asked for. The schedule never looks at when I/Os
+//! actually went out: if the runner stalls, the I/Os due during the stall are handed out at
+//! once with their original due times, the rate catches up, and a runner that measures
+//! latency from the due time shows the stall in its latencies instead of hiding it (the
+//! "coordinated omission" problem; fio(1) mentions it under `io_submit_mode`). An I/O of a
+//! direction without a limit is due when it is asked for.
+//!
+//! `thinktime` pauses after every `thinktime_blocks` I/Os: with the `issue` trigger the pause
+//! runs from when the last of them was due (or asked for, if later); with the `complete`
+//! trigger (fio's default) the runner first reaps every I/O in flight, as fio(1) describes
+//! ("no more than 1 I/O will be queued before we have to complete it and do our thinktime"),
+//! and the pause runs from the last completion. An I/O after a pause is due at the later of
+//! its rate slot and the pause's end: the pause is intended, so it is not counted as latency,
+//! and the rate then catches up (fio's default, `rate_ignore_thinktime=0`).
+//! `thinktime_spin` is carried for the runner, which spins for that part of the pause.
+
+use std::time::Duration;
+
+use super::rng::SplitMix64;
+use super::{PerDirection, WorkloadError};
+use crate::io::Direction;
+
+/// fio's `rate_process`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateProcess {
+    #[default]
+    Linear,
+    Poisson,
+}
+
+/// fio's `thinktime_blocks_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThinkTimeTrigger {
+    #[default]
+    Complete,
+    Issue,
+}
+
+/// fio's `thinktime`, `thinktime_spin`, `thinktime_blocks`, `thinktime_blocks_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThinkTime {
+    pub pause: Duration,
+    pub spin: Duration,
+    /// At least 1 (fio's default 1).
+    pub blocks: u32,
+    pub trigger: ThinkTimeTrigger,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PacingConfig {
+    /// `rate`, bytes per second per direction; `None` for no limit.
+    pub rate_bytes_per_s: PerDirection<Option<u64>>,
+    /// `rate_iops` per direction.
+    pub rate_iops: PerDirection<Option<u64>>,
+    pub process: RateProcess,
+    pub thinktime: Option<ThinkTime>,
+}
+
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
+#[derive(Debug, Clone, Default)]
+struct Lane {
+    bytes_per_s: Option<u64>,
+    iops: Option<u64>,
+    bytes_before: u128,
+    ios_before: u128,
+    /// Poisson: when the next I/O is due, in nanoseconds after the origin.
+    next_due_ns: f64,
+}
+
+impl Lane {
+    fn is_limited(&self) -> bool {
+        self.bytes_per_s.is_some() || self.iops.is_some()
+    }
+
+    /// Nanoseconds after the origin at which the next I/O of `len` bytes is due; advances.
+    fn take(&mut self, len: u32, process: RateProcess, rng: &mut SplitMix64) -> u128 {
+        let due_ns = match process {
+            RateProcess::Linear => {
+                let by_bytes = self.bytes_per_s.map_or(0, |rate| {
+                    self.bytes_before * NANOS_PER_SECOND / u128::from(rate)
+                });
+                let by_ios = self.iops.map_or(0, |iops| {
+                    self.ios_before * NANOS_PER_SECOND / u128::from(iops)
+                });
+                by_bytes.max(by_ios)
+            }
+            RateProcess::Poisson => {
+                let due = self.next_due_ns;
+                let mean_by_bytes = self
+                    .bytes_per_s
+                    .map_or(0.0, |rate| f64::from(len) * 1e9 / rate as f64);
+                let mean_by_ios = self.iops.map_or(0.0, |iops| 1e9 / iops as f64);
+                let mean_ns = mean_by_bytes.max(mean_by_ios);
+                // Inverse transform: -mean * ln(U) with U in (0, 1] is exponential.
+                self.next_due_ns += -mean_ns * rng.next_f64_open_zero().ln();
+                due as u128
+            }
+        };
+        self.bytes_before += u128::from(len);
+        self.ios_before += 1;
+        due_ns
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ThinkState {
+    config: ThinkTime,
+    issued_in_cycle: u32,
+    waiting_for_drain: bool,
+    not_before: Duration,
+}
+
+/// The schedule of one job; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    lanes: PerDirection<Lane>,
+    process: RateProcess,
+    rng: SplitMix64,
+    origin: Option<Duration>,
+    in_flight: u64,
+    think: Option<ThinkState>,
+}
+
+impl Pacer {
+    pub fn new(config: &PacingConfig, seed: u64) -> Result<Self, WorkloadError> {
+        let mut lanes = PerDirection::<Lane>::default();
+        for direction in [Direction::Read, Direction::Write, Direction::Trim] {
+            let bytes_per_s = *config.rate_bytes_per_s.get(direction);
+            let iops = *config.rate_iops.get(direction);
+            if bytes_per_s == Some(0) || iops == Some(0) {
+                return Err(WorkloadError::ZeroRate { direction });
+            }
+            *lanes.get_mut(direction) = Lane {
+                bytes_per_s,
+                iops,
+                ..Lane::default()
+            };
+        }
+        let think = match config.thinktime {
+            Some(think) if think.blocks == 0 => return Err(WorkloadError::ZeroThinkTimeBlocks),
+            Some(think) => Some(ThinkState {
+                config: think,
+                issued_in_cycle: 0,
+                waiting_for_drain: false,
+                not_before: Duration::ZERO,
+            }),
+            None => None,
+        };
+        Ok(Pacer {
+            lanes,
+            process: config.process,
+            rng: SplitMix64::new(seed),
+            origin: None,
+            in_flight: 0,
+            think,
+        })
+    }
+
+    /// Whether any direction has a rate limit.
+    pub fn is_limited(&self) -> bool {
+        [Direction::Read, Direction::Write, Direction::Trim]
+            .iter()
+            .any(|&direction| self.lanes.get(direction).is_limited())
+    }
+
+    /// True while a think-time cycle waits for the I/Os in flight to complete.
+    pub fn must_wait_for_completions(&self) -> bool {
+        self.think
+            .as_ref()
+            .is_some_and(|think| think.waiting_for_drain)
+    }
+
+    /// Commits the next I/O (`direction`, `len`) asked for at `now` and returns when it is
+    /// due. Callers check [`Pacer::must_wait_for_completions`] first.
+    pub fn schedule(&mut self, now: Duration, direction: Direction, len: u32) -> Duration {
+        let origin = *self.origin.get_or_insert(now);
+        let process = self.process;
+        let lane = self.lanes.get_mut(direction);
+        let mut due = if lane.is_limited() {
+            let due_ns = lane.take(len, process, &mut self.rng);
+            origin.saturating_add(nanos(due_ns))
+        } else {
+            now
+        };
+        if let Some(think) = &mut self.think {
+            due = due.max(think.not_before);
+            think.issued_in_cycle += 1;
+            if think.issued_in_cycle >= think.config.blocks {
+                think.issued_in_cycle = 0;
+                match think.config.trigger {
+                    ThinkTimeTrigger::Issue => {
+                        think.not_before = due.max(now).saturating_add(think.config.pause);
+                    }
+                    ThinkTimeTrigger::Complete => think.waiting_for_drain = true,
+                }
+            }
+        }
+        self.in_flight += 1;
+        due
+    }
+
+    /// One I/O completed at `now`.
+    pub fn on_complete(&mut self, now: Duration) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(think) = &mut self.think {
+            if think.waiting_for_drain && self.in_flight == 0 {
+                think.waiting_for_drain = false;
+                think.not_before = now.saturating_add(think.config.pause);
+            }
+        }
+    }
+
+    /// `thinktime_spin`, for the runner.
+    pub fn think_spin(&self) -> Duration {
+        self.think
+            .as_ref()
+            .map_or(Duration::ZERO, |think| think.config.spin)
+    }
+}
+
+fn nanos(ns: u128) -> Duration {
+    let secs = u64::try_from(ns / NANOS_PER_SECOND).unwrap_or(u64::MAX);
+    // The remainder is below 10^9 and fits.
+    Duration::new(secs, (ns % NANOS_PER_SECOND) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iops_config(read_iops: u64) -> PacingConfig {
+        PacingConfig {
+            rate_iops: PerDirection {
+                read: Some(read_iops),
+                write: None,
+                trim: None,
+            },
+            ..PacingConfig::default()
+        }
+    }
+
+    #[test]
+    fn linear_iops_schedule_is_exact() {
+        let mut pacer = Pacer::new(&iops_config(1000), 1).expect("valid");
+        let start = Duration::from_secs(5);
+        for k in 0..10_000u64 {
+            // The runner asks as soon as it can; the due times are what matter.
+            let due = pacer.schedule(start, Direction::Read, 4096);
+            assert_eq!(due, start + Duration::from_micros(1000 * k));
+        }
+    }
+
+    #[test]
+    fn a_stall_keeps_the_schedule() {
+        // 1000 IOPS. The runner keeps up for 100 ms, stalls for 1 s, then goes on.
+        let mut pacer = Pacer::new(&iops_config(1000), 1).expect("valid");
+        let mut now = Duration::ZERO;
+        let mut dues = Vec::new();
+        for _ in 0..100 {
+            let due = pacer.schedule(now, Direction::Read, 4096);
+            now = now.max(due);
+            dues.push(due);
+        }
+        now += Duration::from_secs(1);
+        let stall_ended = now;
+        // After the stall: every I/O due during it comes out at once, each with its own due
+        // time, none skipped or moved.
+        let mut overdue = 0;
+        for _ in 0..2000 {
+            let due = pacer.schedule(now, Direction::Read, 4096);
+            if due < stall_ended {
+                overdue += 1;
+                // Latency measured from `due` includes the stall it waited through.
+                assert!(stall_ended - due > Duration::ZERO);
+            }
+            now = now.max(due);
+            dues.push(due);
+        }
+        for (k, due) in dues.iter().enumerate() {
+            assert_eq!(*due, Duration::from_millis(k as u64), "I/O {k}");
+        }
+        // Due during the stall (it ended at 1099 ms): I/Os 100 to 1098.
+        assert_eq!(overdue, 999);
+        // By the end, the count of I/Os matches the rate exactly: 2100 I/Os in 2.1 s.
+        assert_eq!(dues.len(), 2100);
+    }
+
+    #[test]
+    fn linear_bandwidth_converges_with_mixed_sizes() {
+        let config = PacingConfig {
+            rate_bytes_per_s: PerDirection {
+                read: None,
+                write: Some(10 * 1024 * 1024),
+                trim: None,
+            },
+            ..PacingConfig::default()
+        };
+        let mut pacer = Pacer::new(&config, 1).expect("valid");
+        let mut rng = SplitMix64::new(3);
+        let mut bytes = 0u64;
+        let mut last_due = Duration::ZERO;
+        for _ in 0..20_000 {
+            let len = 4096 * (1 + rng.below(16) as u32);
+            last_due = pacer.schedule(Duration::ZERO, Direction::Write, len);
+            bytes += u64::from(len);
+        }
+        // The last I/O is due when the bytes before it have had their time.
+        let rate = (bytes as f64) / last_due.as_secs_f64();
+        assert!(
+            (rate / (10.0 * 1024.0 * 1024.0) - 1.0).abs() < 0.01,
+            "{rate}"
+        );
+    }
+
+    #[test]
+    fn poisson_rate_converges_and_gaps_vary() {
+        let config = PacingConfig {
+            process: RateProcess::Poisson,
+            ..iops_config(5000)
+        };
+        let mut pacer = Pacer::new(&config, 9).expect("valid");
+        let count = 200_000u32;
+        let mut previous = Duration::ZERO;
+        let mut gaps = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let due = pacer.schedule(Duration::ZERO, Direction::Read, 4096);
+            assert!(due >= previous);
+            gaps.push((due - previous).as_secs_f64());
+            previous = due;
+        }
+        let rate = f64::from(count) / previous.as_secs_f64();
+        assert!((rate / 5000.0 - 1.0).abs() < 0.01, "{rate}");
+        // Exponential gaps: the standard deviation equals the mean (0.2 ms).
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let variance = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+        assert!(
+            (variance.sqrt() / mean - 1.0).abs() < 0.03,
+            "mean {mean} sd {}",
+            variance.sqrt()
+        );
+    }
+
+    #[test]
+    fn directions_have_their_own_lanes() {
+        let config = PacingConfig {
+            rate_iops: PerDirection {
+                read: Some(100),
+                write: Some(10),
+                trim: None,
+            },
+            ..PacingConfig::default()
+        };
+        let mut pacer = Pacer::new(&config, 1).expect("valid");
+        let now = Duration::ZERO;
+        assert_eq!(pacer.schedule(now, Direction::Read, 512), Duration::ZERO);
+        assert_eq!(pacer.schedule(now, Direction::Write, 512), Duration::ZERO);
+        assert_eq!(
+            pacer.schedule(now, Direction::Read, 512),
+            Duration::from_millis(10)
+        );
+        assert_eq!(
+            pacer.schedule(now, Direction::Write, 512),
+            Duration::from_millis(100)
+        );
+        // Unlimited trims are due when asked for.
+        let later = Duration::from_secs(3);
+        assert_eq!(pacer.schedule(later, Direction::Trim, 512), later);
+    }
+
+    #[test]
+    fn bytes_and_iops_limits_take_the_stricter() {
+        let config = PacingConfig {
+            rate_bytes_per_s: PerDirection::all(Some(1024 * 1024)),
+            rate_iops: PerDirection::all(Some(1000)),
+            ..PacingConfig::default()
+        };
+        let mut pacer = Pacer::new(&config, 1).expect("valid");
+        // 64 KiB I/Os: the bandwidth limit (16 per second) is the stricter one.
+        pacer.schedule(Duration::ZERO, Direction::Read, 65536);
+        assert_eq!(
+            pacer.schedule(Duration::ZERO, Direction::Read, 65536),
+            Duration::from_micros(62_500)
+        );
+    }
+
+    #[test]
+    fn think_time_issue_trigger_pauses_every_n_blocks() {
+        let config = PacingConfig {
+            thinktime: Some(ThinkTime {
+                pause: Duration::from_millis(10),
+                spin: Duration::ZERO,
+                blocks: 4,
+                trigger: ThinkTimeTrigger::Issue,
+            }),
+            ..PacingConfig::default()
+        };
+        let mut pacer = Pacer::new(&config, 1).expect("valid");
+        let mut now = Duration::ZERO;
+        let mut dues = Vec::new();
+        for _ in 0..12 {
+            assert!(!pacer.must_wait_for_completions());
+            let due = pacer.schedule(now, Direction::Read, 4096);
+            now = now.max(due) + Duration::from_micros(1);
+            dues.push(due);
+        }
+        assert_eq!(dues[3], Duration::from_micros(3));
+        assert_eq!(
+            dues[4],
+            Duration::from_micros(3) + Duration::from_millis(10)
+        );
+        assert_eq!(dues[8], dues[7] + Duration::from_millis(10));
+    }
+
+    #[test]
+    fn think_time_complete_trigger_waits_for_the_drain() {
+        let config = PacingConfig {
+            thinktime: Some(ThinkTime {
+                pause: Duration::from_millis(5),
+                spin: Duration::from_millis(1),
+                blocks: 2,
+                trigger: ThinkTimeTrigger::Complete,
+            }),
+            ..PacingConfig::default()
+        };
+        let mut pacer = Pacer::new(&config, 1).expect("valid");
+        assert_eq!(pacer.think_spin(), Duration::from_millis(1));
+        pacer.schedule(Duration::ZERO, Direction::Read, 4096);
+        assert!(!pacer.must_wait_for_completions());
+        pacer.schedule(Duration::ZERO, Direction::Read, 4096);
+        assert!(pacer.must_wait_for_completions());
+        pacer.on_complete(Duration::from_millis(1));
+        assert!(pacer.must_wait_for_completions());
+        pacer.on_complete(Duration::from_millis(2));
+        assert!(!pacer.must_wait_for_completions());
+        let due = pacer.schedule(Duration::from_millis(2), Direction::Read, 4096);
+        assert_eq!(due, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn rate_catches_up_after_think_time() {
+        let config = PacingConfig {
+            thinktime: Some(ThinkTime {
+                pause: Duration::from_millis(50),
+                spin: Duration::ZERO,
+                blocks: 10,
+                trigger: ThinkTimeTrigger::Issue,
+            }),
+            ..iops_config(1000)
+        };
+        let mut pacer = Pacer::new(&config, 1).expect("valid");
+        let mut now = Duration::ZERO;
+        let mut dues = Vec::new();
+        for _ in 0..20 {
+            let due = pacer.schedule(now, Direction::Read, 4096);
+            now = now.max(due);
+            dues.push(due);
+        }
+        // I/O 10 waits out the pause (9 ms + 50 ms), then 11..19 are overdue and go at once.
+        assert_eq!(dues[10], Duration::from_millis(59));
+        assert_eq!(dues[11], Duration::from_millis(59));
+        assert_eq!(dues[19], Duration::from_millis(59));
+    }
+
+    #[test]
+    fn zero_rates_are_refused() {
+        let config = PacingConfig {
+            rate_bytes_per_s: PerDirection {
+                read: None,
+                write: Some(0),
+                trim: None,
+            },
+            ..PacingConfig::default()
+        };
+        assert_eq!(
+            Pacer::new(&config, 1).err(),
+            Some(WorkloadError::ZeroRate {
+                direction: Direction::Write
+            })
+        );
+    }
+}

@@ -1,0 +1,799 @@
+//! The workload as the runner sees it: whole jobs driven through [`Workload::next`], with an
+//! in-memory disk where verification is on.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const KIB: u64 = 1024;
+
+fn config(rw: RwMode, size_bytes: u64, bs: u32) -> WorkloadConfig {
+    WorkloadConfig {
+        size_bytes,
+        rw,
+        block_sizes: PerDirection::all(BlockSizeSpec::Fixed(bs)),
+        ..WorkloadConfig::default()
+    }
+}
+
+/// Every I/O of a job that needs no completions, up to `limit`.
+fn all_ios(config: WorkloadConfig, limit: usize) -> Vec<PlannedIo> {
+    let mut workload = Workload::new(config).expect("valid config");
+    let mut ios = Vec::new();
+    while ios.len() < limit {
+        match workload.next(Duration::ZERO) {
+            Next::Io(io) => ios.push(io),
+            Next::Done => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ios
+}
+
+#[test]
+fn sequential_read_walks_the_region_once() {
+    let mut job = config(RwMode::Read, 64 * KIB, 4096);
+    job.offset_bytes = 1 << 20;
+    let ios = all_ios(job, 1000);
+    assert_eq!(ios.len(), 16);
+    for (index, io) in ios.iter().enumerate() {
+        assert_eq!(io.direction, Direction::Read);
+        assert_eq!(io.offset, (1 << 20) + 4096 * index as u64);
+        assert_eq!(io.len, 4096);
+        assert_eq!(io.verify, VerifyAction::None);
+    }
+}
+
+#[test]
+fn io_size_beyond_size_wraps() {
+    let mut job = config(RwMode::Write, 40 * KIB, 8192);
+    job.io_size_bytes = Some(100 * KIB);
+    let ios = all_ios(job.clone(), 1000);
+    let offsets: Vec<u64> = ios.iter().map(|io| io.offset / 1024).collect();
+    // 5 blocks per pass; 100 KiB is 12 blocks and 4 KiB, too little for one more.
+    assert_eq!(offsets, vec![0, 8, 16, 24, 32, 0, 8, 16, 24, 32, 0, 8]);
+    // With a 4 KiB size in the mix, the last I/O is cut to what is left.
+    job.block_sizes.write = BlockSizeSpec::Split(vec![
+        BsSplitEntry {
+            len_bytes: 8192,
+            percent: Some(100),
+        },
+        BsSplitEntry {
+            len_bytes: 4096,
+            percent: Some(0),
+        },
+    ]);
+    let ios = all_ios(job, 1000);
+    assert_eq!(ios.len(), 13);
+    assert_eq!(
+        ios.last().map(|io| (io.offset, io.len)),
+        Some((16 * KIB, 4096))
+    );
+    let total: u64 = ios.iter().map(|io| u64::from(io.len)).sum();
+    assert_eq!(total, 100 * KIB);
+}
+
+#[test]
+fn sequential_wrap_skips_a_tail_too_short_for_the_block() {
+    let mut job = config(RwMode::Read, 10 * KIB, 4096);
+    job.io_size_bytes = Some(16 * KIB);
+    let offsets: Vec<u64> = all_ios(job, 100)
+        .iter()
+        .map(|io| io.offset / 1024)
+        .collect();
+    assert_eq!(offsets, vec![0, 4, 0, 4]);
+}
+
+#[test]
+fn loops_repeat_the_job_from_the_start() {
+    let mut job = config(RwMode::Read, 64 * KIB, 4096);
+    job.loops = 3;
+    job.io_size_bytes = Some(8 * KIB);
+    let offsets: Vec<u64> = all_ios(job, 100)
+        .iter()
+        .map(|io| io.offset / 1024)
+        .collect();
+    assert_eq!(offsets, vec![0, 4, 0, 4, 0, 4]);
+}
+
+#[test]
+fn number_ios_ends_the_job_early_even_time_based() {
+    let mut job = config(RwMode::RandRead, 1 << 30, 4096);
+    job.number_ios = Some(37);
+    assert_eq!(all_ios(job.clone(), 1000).len(), 37);
+    job.time_based = true;
+    assert_eq!(all_ios(job, 1000).len(), 37);
+}
+
+#[test]
+fn time_based_never_ends_by_itself() {
+    let mut job = config(RwMode::Read, 16 * KIB, 4096);
+    job.time_based = true;
+    let ios = all_ios(job.clone(), 10_000);
+    assert_eq!(ios.len(), 10_000);
+    assert_eq!(Workload::new(job).expect("valid").total_bytes(), None);
+}
+
+#[test]
+fn random_map_touches_every_block_once_per_pass() {
+    let mut job = config(RwMode::RandRead, 1000 * 4096 + 100, 4096);
+    job.offset_bytes = 4096 * 7;
+    job.io_size_bytes = Some(3 * 1000 * 4096);
+    let ios = all_ios(job, 10_000);
+    assert_eq!(ios.len(), 3000);
+    let mut orders = Vec::new();
+    for pass in ios.chunks(1000) {
+        let blocks: Vec<u64> = pass
+            .iter()
+            .map(|io| (io.offset - 4096 * 7) / 4096)
+            .collect();
+        let distinct: HashSet<u64> = blocks.iter().copied().collect();
+        assert_eq!(distinct.len(), 1000);
+        assert!(blocks.iter().all(|&b| b < 1000));
+        assert!(pass.iter().all(|io| io.offset % 4096 == 0));
+        orders.push(blocks);
+    }
+    assert_ne!(orders[0], orders[1]);
+    assert_ne!(orders[1], orders[2]);
+}
+
+#[test]
+fn norandommap_repeats_blocks() {
+    let mut job = config(RwMode::RandRead, 1000 * 4096, 4096);
+    job.norandommap = true;
+    let ios = all_ios(job, 10_000);
+    let distinct: HashSet<u64> = ios.iter().map(|io| io.offset).collect();
+    // 1000 draws from 1000 blocks: about 1 - 1/e = 63% distinct.
+    assert!((550..720).contains(&distinct.len()), "{}", distinct.len());
+    assert!(ios
+        .iter()
+        .all(|io| io.offset % 4096 == 0 && io.offset < 1000 * 4096));
+}
+
+#[test]
+fn same_seed_same_ios_other_seed_other_ios() {
+    let mut job = config(RwMode::RandRw, 1 << 24, 4096);
+    job.block_sizes.write = BlockSizeSpec::Range {
+        min_bytes: 4096,
+        max_bytes: 65536,
+    };
+    let first = all_ios(job.clone(), 500);
+    assert_eq!(first, all_ios(job.clone(), 500));
+    job.seed = job_seed(Some(42), true, 1, 0);
+    assert_ne!(first, all_ios(job, 500));
+    assert_eq!(job_seed(None, true, 3, 1), job_seed(None, true, 3, 2));
+    assert_ne!(job_seed(None, false, 3, 1), job_seed(None, false, 3, 2));
+    assert_ne!(job_seed(None, true, 1, 0), job_seed(None, true, 2, 0));
+}
+
+#[test]
+fn sizes_and_alignment_per_direction() {
+    let mut job = config(RwMode::RandRw, 1 << 24, 4096);
+    job.block_sizes.write = BlockSizeSpec::Range {
+        min_bytes: 8192,
+        max_bytes: 32768,
+    };
+    job.block_align_bytes.read = Some(16384);
+    for io in all_ios(job, 5000) {
+        match io.direction {
+            Direction::Read => {
+                assert_eq!(io.len, 4096);
+                assert_eq!(io.offset % 16384, 0);
+            }
+            Direction::Write => {
+                assert!(
+                    io.len % 8192 == 0 && (8192..=32768).contains(&io.len),
+                    "{io:?}"
+                );
+                assert_eq!(io.offset % 8192, 0);
+            }
+            Direction::Trim => panic!("no trims in randrw"),
+        }
+        assert!(io.offset + u64::from(io.len) <= 1 << 24);
+    }
+}
+
+#[test]
+fn trims_use_the_trim_block_size() {
+    let mut job = config(RwMode::RandTrim, 1 << 20, 4096);
+    job.block_sizes.trim = BlockSizeSpec::Fixed(65536);
+    let ios = all_ios(job, 100);
+    assert_eq!(ios.len(), 16);
+    assert!(ios
+        .iter()
+        .all(|io| io.direction == Direction::Trim && io.len == 65536));
+}
+
+#[test]
+fn random_ios_never_cross_the_region_end() {
+    let mut job = config(RwMode::RandRead, 100 * KIB, 4096);
+    job.block_sizes.read = BlockSizeSpec::Split(vec![
+        BsSplitEntry {
+            len_bytes: 4096,
+            percent: Some(50),
+        },
+        BsSplitEntry {
+            len_bytes: 65536,
+            percent: None,
+        },
+    ]);
+    job.time_based = true;
+    for io in all_ios(job, 5000) {
+        assert!(io.offset + u64::from(io.len) <= 100 * KIB, "{io:?}");
+        assert_eq!(io.offset % 4096, 0);
+    }
+}
+
+#[test]
+fn zipf_jobs_concentrate_on_few_blocks() {
+    let mut job = config(RwMode::RandRead, 10_000 * 4096, 4096);
+    job.random_distribution = RandomDistribution::Zipf {
+        theta: 1.2,
+        center: None,
+    };
+    job.io_size_bytes = Some(100_000 * 4096);
+    let mut hits: HashMap<u64, u32> = HashMap::new();
+    for io in all_ios(job, 200_000) {
+        *hits.entry(io.offset / 4096).or_insert(0) += 1;
+    }
+    let mut counts: Vec<u32> = hits.into_values().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let top: u32 = counts.iter().take(1000).sum();
+    assert!(f64::from(top) / 100_000.0 > 0.75, "top 10% got {top}");
+}
+
+#[test]
+fn pareto_and_normal_through_the_job() {
+    for distribution in [
+        RandomDistribution::Pareto {
+            h: 0.2,
+            center: None,
+        },
+        RandomDistribution::Normal {
+            stddev_percent: 2.0,
+            center: None,
+        },
+    ] {
+        let mut job = config(RwMode::RandRead, 10_000 * 4096, 4096);
+        job.random_distribution = distribution;
+        job.io_size_bytes = Some(50_000 * 4096);
+        let mut hits: HashMap<u64, u32> = HashMap::new();
+        for io in all_ios(job, 100_000) {
+            *hits.entry(io.offset / 4096).or_insert(0) += 1;
+        }
+        let mut counts: Vec<u32> = hits.into_values().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        let top: u32 = counts.iter().take(1000).sum();
+        assert!(
+            f64::from(top) / 50_000.0 > 0.5,
+            "{distribution:?}: top 10% got {top}"
+        );
+    }
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    let base = config(RwMode::RandRead, 1 << 20, 4096);
+    let refused = |change: &dyn Fn(&mut WorkloadConfig)| {
+        let mut job = base.clone();
+        change(&mut job);
+        Workload::new(job).err()
+    };
+    assert_eq!(
+        refused(&|j| j.size_bytes = 0),
+        Some(WorkloadError::ZeroSize)
+    );
+    assert!(matches!(
+        refused(&|j| j.offset_bytes = u64::MAX),
+        Some(WorkloadError::RegionOverflow { .. })
+    ));
+    assert!(matches!(
+        refused(&|j| j.block_sizes.read = BlockSizeSpec::Fixed(2 << 20)),
+        Some(WorkloadError::BlockLargerThanRegion { .. })
+    ));
+    assert_eq!(refused(&|j| j.loops = 0), Some(WorkloadError::ZeroLoops));
+    assert_eq!(
+        refused(&|j| j.rwmixread_percent = 101),
+        Some(WorkloadError::RwMixOutOfRange(101))
+    );
+    assert!(matches!(
+        refused(&|j| j.io_size_bytes = Some(100)),
+        Some(WorkloadError::IoSizeBelowBlockSize { .. })
+    ));
+    assert!(matches!(
+        refused(&|j| j.random_distribution = RandomDistribution::Zipf {
+            theta: 1.0,
+            center: None
+        }),
+        Some(WorkloadError::DistributionParameter { name: "zipf", .. })
+    ));
+    assert!(matches!(
+        refused(&|j| j.random_distribution = RandomDistribution::Pareto {
+            h: 1.5,
+            center: None
+        }),
+        Some(WorkloadError::DistributionParameter { name: "pareto", .. })
+    ));
+    assert!(matches!(
+        refused(&|j| j.random_distribution = RandomDistribution::Normal {
+            stddev_percent: 5.0,
+            center: Some(2.0)
+        }),
+        Some(WorkloadError::DistributionParameter { name: "normal", .. })
+    ));
+    assert!(matches!(
+        refused(&|j| j.block_align_bytes.read = Some(0)),
+        Some(WorkloadError::ZeroBlockAlign { .. })
+    ));
+    // A trim job with verify, a verify interval that does not divide the block size.
+    assert!(matches!(
+        refused(&|j| {
+            j.rw = RwMode::Trim;
+            j.verify = Some(VerifyConfig::default());
+        }),
+        Some(WorkloadError::VerifyWithTrim(RwMode::Trim))
+    ));
+    assert!(matches!(
+        refused(&|j| {
+            j.rw = RwMode::Write;
+            j.verify = Some(VerifyConfig {
+                interval_bytes: Some(3000),
+                ..VerifyConfig::default()
+            });
+        }),
+        Some(WorkloadError::VerifyIntervalMismatch { .. })
+    ));
+    // A workload that needs a generation table larger than allowed.
+    assert!(matches!(
+        refused(&|j| {
+            j.rw = RwMode::RandWrite;
+            j.norandommap = true;
+            j.verify = Some(VerifyConfig {
+                max_tracked_blocks: 100,
+                ..VerifyConfig::default()
+            });
+        }),
+        Some(WorkloadError::VerifyTooManyBlocks {
+            blocks: 256,
+            limit_blocks: 100
+        })
+    ));
+    // Error texts name the option and value.
+    let text = refused(&|j| j.block_sizes.read = BlockSizeSpec::Fixed(2 << 20))
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        text.contains("read block size 2097152") && text.contains("1048576"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rate_limited_jobs_carry_their_schedule() {
+    let mut job = config(RwMode::RandRead, 1 << 20, 4096);
+    job.pacing.rate_iops.read = Some(2000);
+    job.time_based = true;
+    let mut workload = Workload::new(job).expect("valid");
+    let start = Duration::from_secs(1);
+    for k in 0..100u64 {
+        // A runner that asks late still gets the original due times.
+        let now = start + Duration::from_millis(3 * k);
+        let Next::Io(io) = workload.next(now) else {
+            panic!("I/O expected");
+        };
+        assert_eq!(io.scheduled_at, start + Duration::from_micros(500 * k));
+    }
+}
+
+#[test]
+fn unpaced_ios_are_due_when_asked() {
+    let mut workload = Workload::new(config(RwMode::Read, 1 << 20, 4096)).expect("valid");
+    let now = Duration::from_millis(1234);
+    let Next::Io(io) = workload.next(now) else {
+        panic!("I/O expected");
+    };
+    assert_eq!(io.scheduled_at, now);
+}
+
+#[test]
+fn think_time_makes_the_runner_drain() {
+    let mut job = config(RwMode::Read, 1 << 20, 4096);
+    job.pacing.thinktime = Some(ThinkTime {
+        pause: Duration::from_millis(1),
+        spin: Duration::ZERO,
+        blocks: 3,
+        trigger: ThinkTimeTrigger::Complete,
+    });
+    let mut workload = Workload::new(job).expect("valid");
+    let now = Duration::ZERO;
+    for _ in 0..3 {
+        assert!(matches!(workload.next(now), Next::Io(_)));
+    }
+    assert_eq!(workload.next(now), Next::WaitForCompletions);
+    for _ in 0..3 {
+        workload.on_complete(Duration::from_millis(2));
+    }
+    let Next::Io(io) = workload.next(Duration::from_millis(2)) else {
+        panic!("I/O expected");
+    };
+    assert_eq!(io.scheduled_at, Duration::from_millis(3));
+}
+
+proptest! {
+    #[test]
+    fn rwmix_ratio_converges(read_percent in 0u32..=100, seed in any::<u64>()) {
+        let mut job = config(RwMode::RandRw, 1 << 30, 4096);
+        job.rwmixread_percent = read_percent;
+        job.seed = seed;
+        job.number_ios = Some(20_000);
+        let ios = all_ios(job, 20_000);
+        let reads = ios.iter().filter(|io| io.direction == Direction::Read).count();
+        let share = reads as f64 / ios.len() as f64;
+        prop_assert!((share - f64::from(read_percent) / 100.0).abs() < 0.02, "{} vs {}", share, read_percent);
+    }
+
+    #[test]
+    fn random_map_covers_any_region(blocks in 1u64..3000, seed in any::<u64>()) {
+        let mut job = config(RwMode::RandWrite, blocks * 512, 512);
+        job.seed = seed;
+        let ios = all_ios(job, 10_000);
+        prop_assert_eq!(ios.len() as u64, blocks);
+        let distinct: HashSet<u64> = ios.iter().map(|io| io.offset).collect();
+        prop_assert_eq!(distinct.len() as u64, blocks);
+    }
+}
+
+// ---- verification, end to end, on an in-memory disk ----
+
+/// A job run on a RAM disk: writes are filled and stored, reads checked, verify phases read
+/// the plan back. Returns the verify errors and how many blocks each phase read back.
+struct Run {
+    errors: Vec<VerifyError>,
+    read_back_per_phase: Vec<u64>,
+    ios: u64,
+}
+
+fn run_on_disk(
+    job: WorkloadConfig,
+    disk: &mut [u8],
+    max_ios: u64,
+    mut tamper: impl FnMut(u64, &mut [u8]),
+) -> Run {
+    let mut workload = Workload::new(job).expect("valid config");
+    let verifier = workload.verifier().cloned();
+    let mut run = Run {
+        errors: Vec::new(),
+        read_back_per_phase: Vec::new(),
+        ios: 0,
+    };
+    let now = Duration::ZERO;
+    let check = |verifier: &Verifier,
+                 disk: &[u8],
+                 offset: u64,
+                 len: u32,
+                 generation,
+                 errors: &mut Vec<_>| {
+        let range = offset as usize..(offset + u64::from(len)) as usize;
+        if let Err(error) = verifier.check(&disk[range], offset, generation) {
+            errors.push(error);
+        }
+    };
+    // Bounded: each round hands out an I/O, a phase or the end.
+    for _ in 0..max_ios * 2 + 10 {
+        match workload.next(now) {
+            Next::Io(io) => {
+                run.ios += 1;
+                let range = io.offset as usize..(io.offset + u64::from(io.len)) as usize;
+                match io.verify {
+                    VerifyAction::Fill { generation } => {
+                        let verifier = verifier.as_ref().expect("verify on");
+                        verifier.fill(&mut disk[range], io.offset, generation);
+                    }
+                    VerifyAction::Check {
+                        expected_generation,
+                    } => {
+                        let verifier = verifier.as_ref().expect("verify on");
+                        check(
+                            verifier,
+                            disk,
+                            io.offset,
+                            io.len,
+                            expected_generation,
+                            &mut run.errors,
+                        );
+                    }
+                    VerifyAction::None => {}
+                }
+                tamper(run.ios, disk);
+                workload.on_complete(now);
+                if run.ios >= max_ios {
+                    break;
+                }
+            }
+            Next::VerifyPhase => {
+                let verifier = verifier.as_ref().expect("verify on");
+                let mut blocks = 0;
+                for read in workload.read_back_plan().expect("a write job") {
+                    let io = read.planned(now);
+                    blocks += u64::from(read.len) / u64::from(verifier.interval_bytes());
+                    check(
+                        verifier,
+                        disk,
+                        io.offset,
+                        io.len,
+                        Some(read.generation),
+                        &mut run.errors,
+                    );
+                }
+                run.read_back_per_phase.push(blocks);
+            }
+            Next::WaitForCompletions => {}
+            Next::Done => break,
+        }
+    }
+    run
+}
+
+fn verify_job(rw: RwMode, size_bytes: u64, bs: u32) -> WorkloadConfig {
+    WorkloadConfig {
+        verify: Some(VerifyConfig::default()),
+        ..config(rw, size_bytes, bs)
+    }
+}
+
+#[test]
+fn sequential_write_verifies_everything_it_wrote() {
+    let mut job = verify_job(RwMode::Write, 256 * KIB, 4096);
+    job.offset_bytes = 64 * KIB;
+    let mut disk = vec![0u8; 320 * KIB as usize];
+    let run = run_on_disk(job, &mut disk, 10_000, |_, _| {});
+    assert!(run.errors.is_empty(), "{:?}", run.errors.first());
+    assert_eq!(run.read_back_per_phase, vec![64]);
+    // Nothing before the region was touched.
+    assert!(disk[..64 * KIB as usize].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn random_write_with_partial_passes_verifies_each_block_at_its_generation() {
+    for io_size_blocks in [40u64, 100, 250, 301] {
+        let mut job = verify_job(RwMode::RandWrite, 100 * 4096, 4096);
+        job.io_size_bytes = Some(io_size_blocks * 4096);
+        let mut disk = vec![0u8; 100 * 4096];
+        let run = run_on_disk(job, &mut disk, 10_000, |_, _| {});
+        assert!(run.errors.is_empty(), "{io_size_blocks}: {}", run.errors[0]);
+        assert_eq!(run.read_back_per_phase, vec![io_size_blocks.min(100)]);
+    }
+}
+
+#[test]
+fn a_block_changed_behind_the_targets_back_is_reported_with_its_lba() {
+    let job = verify_job(RwMode::RandWrite, 100 * 4096, 4096);
+    let mut disk = vec![0u8; 100 * 4096];
+    let run = run_on_disk(job, &mut disk, 10_000, |ios, disk| {
+        if ios == 100 {
+            // After the last write: flip one byte in the 37th block's data.
+            disk[37 * 4096 + 1000] ^= 0x10;
+        }
+    });
+    assert_eq!(run.errors.len(), 1);
+    let error = &run.errors[0];
+    assert_eq!(error.mismatch, Mismatch::Checksum);
+    assert_eq!(error.block_offset, 37 * 4096);
+    assert_eq!(error.bad_byte_offset, 37 * 4096 + 1000);
+    assert_eq!(error.lba, (37 * 4096 + 1000) / 512);
+}
+
+#[test]
+fn a_lost_write_shows_as_a_stale_generation() {
+    let mut job = verify_job(RwMode::Write, 16 * 4096, 4096);
+    job.io_size_bytes = Some(32 * 4096);
+    let mut disk = vec![0u8; 16 * 4096];
+    let mut saved = Vec::new();
+    let run = run_on_disk(job, &mut disk, 10_000, |ios, disk| {
+        if ios == 16 {
+            // First pass done: keep block 5 as it is now.
+            saved = disk[5 * 4096..6 * 4096].to_vec();
+        }
+        if ios == 32 {
+            // The second pass's write of block 5 "got lost".
+            disk[5 * 4096..6 * 4096].copy_from_slice(&saved);
+        }
+    });
+    assert_eq!(run.errors.len(), 1);
+    assert_eq!(
+        run.errors[0].mismatch,
+        Mismatch::Generation {
+            expected: 1,
+            found: 0
+        }
+    );
+    assert_eq!(run.errors[0].block_offset, 5 * 4096);
+}
+
+#[test]
+fn a_misdirected_write_shows_as_another_offset() {
+    let job = verify_job(RwMode::Write, 16 * 4096, 4096);
+    let mut disk = vec![0u8; 16 * 4096];
+    let run = run_on_disk(job, &mut disk, 10_000, |ios, disk| {
+        if ios == 16 {
+            disk.copy_within(2 * 4096..3 * 4096, 9 * 4096);
+        }
+    });
+    assert_eq!(run.errors.len(), 1);
+    assert_eq!(run.errors[0].mismatch, Mismatch::Offset);
+    assert_eq!(run.errors[0].block_offset, 9 * 4096);
+    assert_eq!(run.errors[0].lba, 9 * 8);
+}
+
+#[test]
+fn each_loop_has_its_verify_phase() {
+    let mut job = verify_job(RwMode::RandWrite, 64 * 4096, 4096);
+    job.loops = 3;
+    job.io_size_bytes = Some(20 * 4096);
+    let mut disk = vec![0u8; 64 * 4096];
+    let run = run_on_disk(job, &mut disk, 10_000, |_, _| {});
+    assert!(run.errors.is_empty(), "{}", run.errors[0]);
+    assert_eq!(run.read_back_per_phase, vec![20, 20, 20]);
+    assert_eq!(run.ios, 60);
+}
+
+#[test]
+fn no_read_back_without_do_verify() {
+    let mut job = verify_job(RwMode::Write, 64 * 4096, 4096);
+    if let Some(verify) = &mut job.verify {
+        verify.do_verify = false;
+    }
+    let mut disk = vec![0u8; 64 * 4096];
+    let run = run_on_disk(job, &mut disk, 10_000, |_, _| {});
+    assert!(run.read_back_per_phase.is_empty());
+    // The headers are written all the same, for a later read job to check.
+    let read_job = verify_job(RwMode::RandRead, 64 * 4096, 4096);
+    let run = run_on_disk(read_job, &mut disk, 10_000, |ios, disk| {
+        if ios == 1 {
+            disk[63 * 4096 + 5] ^= 1;
+        }
+    });
+    assert_eq!(run.ios, 64);
+    assert_eq!(run.errors.len(), 1);
+    assert_eq!(run.errors[0].bad_byte_offset, 63 * 4096 + 5);
+}
+
+#[test]
+fn time_based_write_stopped_by_the_runner_verifies_what_it_wrote() {
+    let mut job = verify_job(RwMode::RandWrite, 50 * 4096, 4096);
+    job.time_based = true;
+    let mut disk = vec![0u8; 50 * 4096];
+    let mut workload_run = run_on_disk(job.clone(), &mut disk, 173, |_, _| {});
+    assert!(workload_run.errors.is_empty());
+    // The runner stops at "runtime" and reads back by itself.
+    let mut workload = Workload::new(job).expect("valid");
+    for _ in 0..173 {
+        assert!(matches!(workload.next(Duration::ZERO), Next::Io(_)));
+    }
+    let verifier = workload.verifier().cloned().expect("verify on");
+    let plan: Vec<ReadBackIo> = workload.read_back_plan().expect("write job").collect();
+    assert_eq!(plan.len(), 50);
+    let generations: BTreeMap<u64, usize> =
+        plan.iter().fold(BTreeMap::new(), |mut counts, read| {
+            *counts.entry(read.generation).or_insert(0) += 1;
+            counts
+        });
+    // 173 = 3 passes of 50 and 23 into the fourth.
+    assert_eq!(generations, BTreeMap::from([(2, 27), (3, 23)]));
+    for read in plan {
+        let range = read.offset as usize..(read.offset + u64::from(read.len)) as usize;
+        if let Err(error) = verifier.check(&disk[range], read.offset, Some(read.generation)) {
+            workload_run.errors.push(error);
+        }
+    }
+    assert!(workload_run.errors.is_empty(), "{}", workload_run.errors[0]);
+}
+
+#[test]
+fn table_mode_handles_overwrites_and_mixed_sizes() {
+    let jobs = {
+        let mut norandommap = verify_job(RwMode::RandWrite, 200 * 4096, 4096);
+        norandommap.norandommap = true;
+        norandommap.io_size_bytes = Some(600 * 4096);
+        let mut zipf = verify_job(RwMode::RandWrite, 200 * 4096, 4096);
+        zipf.random_distribution = RandomDistribution::Zipf {
+            theta: 1.1,
+            center: None,
+        };
+        let mut split = verify_job(RwMode::RandWrite, 200 * 4096, 4096);
+        split.block_sizes.write = BlockSizeSpec::Split(vec![
+            BsSplitEntry {
+                len_bytes: 4096,
+                percent: Some(50),
+            },
+            BsSplitEntry {
+                len_bytes: 16384,
+                percent: Some(50),
+            },
+        ]);
+        split.io_size_bytes = Some(2000 * 4096);
+        let mut mixed = verify_job(RwMode::RandRw, 200 * 4096, 4096);
+        mixed.io_size_bytes = Some(1000 * 4096);
+        let mut sequential_mixed = verify_job(RwMode::ReadWrite, 200 * 4096, 4096);
+        sequential_mixed.io_size_bytes = Some(500 * 4096);
+        [norandommap, zipf, split, mixed, sequential_mixed]
+    };
+    for job in jobs {
+        let mut disk = vec![0u8; 200 * 4096];
+        let description = format!("{:?} {:?}", job.rw, job.random_distribution);
+        let run = run_on_disk(job, &mut disk, 100_000, |_, _| {});
+        assert!(run.errors.is_empty(), "{description}: {}", run.errors[0]);
+        assert_eq!(run.read_back_per_phase.len(), 1, "{description}");
+        assert!(run.read_back_per_phase[0] > 0, "{description}");
+    }
+}
+
+#[test]
+fn table_mode_catches_a_stale_overwritten_block() {
+    let mut job = verify_job(RwMode::RandWrite, 8 * 4096, 4096);
+    job.norandommap = true;
+    job.io_size_bytes = Some(64 * 4096);
+    let mut disk = vec![0u8; 8 * 4096];
+    let mut first_copy: Option<Vec<u8>> = None;
+    let run = run_on_disk(job, &mut disk, 100_000, |ios, disk| {
+        if ios == 8 {
+            first_copy = Some(disk[..4096].to_vec());
+        }
+        if ios == 64 {
+            if let Some(copy) = &first_copy {
+                disk[..4096].copy_from_slice(copy);
+            }
+        }
+    });
+    // Block 0 was written again after I/O 8 (64 writes over 8 blocks), unless it was not
+    // written at all by then, in which case the copy is zeros: both are caught.
+    assert_eq!(run.errors.len(), 1, "{:?}", run.errors);
+    assert!(
+        matches!(
+            run.errors[0].mismatch,
+            Mismatch::Generation { .. } | Mismatch::Magic
+        ),
+        "{}",
+        run.errors[0]
+    );
+}
+
+#[test]
+fn mixed_verify_jobs_may_read_in_smaller_units() {
+    let mut job = verify_job(RwMode::RandRw, 64 * 4096, 4096);
+    job.block_sizes.read = BlockSizeSpec::Fixed(512);
+    let mut disk = vec![0u8; 64 * 4096];
+    let run = run_on_disk(job, &mut disk, 100_000, |_, _| {});
+    assert!(run.errors.is_empty(), "{}", run.errors[0]);
+    // A read-only job must read whole verify intervals.
+    let mut read_job = verify_job(RwMode::RandRead, 64 * 4096, 512);
+    read_job.verify = Some(VerifyConfig {
+        interval_bytes: Some(4096),
+        ..VerifyConfig::default()
+    });
+    assert!(matches!(
+        Workload::new(read_job).err(),
+        Some(WorkloadError::VerifyIntervalMismatch {
+            direction: Direction::Read,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn read_only_verify_checks_every_read_with_any_generation() {
+    let mut workload = Workload::new(verify_job(RwMode::RandRead, 1 << 20, 4096)).expect("valid");
+    let Next::Io(io) = workload.next(Duration::ZERO) else {
+        panic!("I/O expected");
+    };
+    assert_eq!(
+        io.verify,
+        VerifyAction::Check {
+            expected_generation: None
+        }
+    );
+    assert!(workload.read_back_plan().is_none());
+}
