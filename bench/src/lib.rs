@@ -9,3 +9,4 @@
 //! - `run`: jobs, groups and their threads.
 
 pub mod io;
+pub mod job;
