@@ -10,5 +10,6 @@
 
 pub mod engine;
 pub mod io;
+pub mod job;
 pub mod report;
 pub mod workload;
