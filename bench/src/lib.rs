@@ -9,3 +9,5 @@
 //! - `run`: jobs, groups and their threads.
 
 pub mod io;
+pub mod output;
+pub mod stats;
