@@ -11,8 +11,9 @@
 
 /// Labels of the nanosecond and microsecond buckets: each holds values from the previous
 /// label up to (not including) its own, the first from 0.
-pub const LATENCY_LABELS_NS_US: [&str; 10] =
-    ["2", "4", "10", "20", "50", "100", "250", "500", "750", "1000"];
+pub const LATENCY_LABELS_NS_US: [&str; 10] = [
+    "2", "4", "10", "20", "50", "100", "250", "500", "750", "1000",
+];
 /// Labels of the millisecond buckets; the last holds 2000 ms and up.
 pub const LATENCY_LABELS_MS: [&str; 12] = [
     "2", "4", "10", "20", "50", "100", "250", "500", "750", "1000", "2000", ">=2000",

@@ -236,12 +236,12 @@ impl JobStats {
             };
             let bytes = dir.bytes - self.sampled_bytes[index];
             let ios = dir.ios - self.sampled_ios[index];
+            // fio reports 0 for a zero-length period.
             let rate = |delta: u64| {
-                if spent_ms == 0 {
-                    0
-                } else {
-                    delta.saturating_mul(1000) / spent_ms
-                }
+                delta
+                    .saturating_mul(1000)
+                    .checked_div(spent_ms)
+                    .unwrap_or(0)
             };
             if bytes > 0 {
                 let bw = rate(bytes) / 1024;

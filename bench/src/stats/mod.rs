@@ -31,16 +31,14 @@ mod rusage;
 mod tests;
 
 pub use dist::{
-    DepthDistribution, LatencyBuckets, DEPTH_BATCH_LABELS, DEPTH_LEVEL_LABELS,
-    LATENCY_LABELS_MS, LATENCY_LABELS_NS_US,
+    DepthDistribution, LatencyBuckets, DEPTH_BATCH_LABELS, DEPTH_LEVEL_LABELS, LATENCY_LABELS_MS,
+    LATENCY_LABELS_NS_US,
 };
 pub use errors::{ErrorCounts, SenseCode};
 pub use interval::{
     IntervalDir, IntervalDirRecord, IntervalRecord, IntervalSnapshot, LatencySummary,
 };
-pub use job::{
-    DirStats, IoTimes, JobStats, RateSample, StatsConfig, DEFAULT_SAMPLE_INTERVAL_MS,
-};
+pub use job::{DirStats, IoTimes, JobStats, RateSample, StatsConfig, DEFAULT_SAMPLE_INTERVAL_MS};
 pub use latency::{LatencyStat, Moments, LATENCY_HIGHEST_NS, LATENCY_SIGNIFICANT_DIGITS};
 pub use live::{LiveCounters, LiveTotals};
 pub use rusage::ResourceUsage;
@@ -61,6 +59,6 @@ pub fn dir_index(direction: Direction) -> usize {
 
 /// fio's default `percentile_list`.
 pub const FIO_DEFAULT_PERCENTILES: [f64; 17] = [
-    1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9,
-    99.95, 99.99,
+    1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95,
+    99.99,
 ];

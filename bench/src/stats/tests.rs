@@ -15,8 +15,8 @@ fn exact_percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 const LIST: [f64; 20] = [
-    0.5, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5,
-    99.9, 99.95, 99.99, 99.999, 100.0,
+    0.5, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9,
+    99.95, 99.99, 99.999, 100.0,
 ];
 
 proptest! {
@@ -201,7 +201,9 @@ fn tick_samples_bandwidth_and_iops_like_fio() {
         stats.record(Direction::Read, 4096, 10, 100, 110);
     }
     assert_eq!(stats.tick(250 * MS), None, "half a period is too early");
-    let sample = stats.tick(499 * MS).expect("1 ms early is within fio's slack");
+    let sample = stats
+        .tick(499 * MS)
+        .expect("1 ms early is within fio's slack");
     // 409600 bytes in 499 ms: 409600 * 1000 / 499 / 1024 KiB/s.
     assert_eq!(sample.bw_kib[0], Some(409_600 * 1000 / 499 / 1024));
     assert_eq!(sample.iops[0], Some(100 * 1000 / 499));
@@ -242,7 +244,9 @@ fn errors_are_counted_by_kind() {
     assert_eq!(errors.first, Some(ua));
     let lines = errors.describe();
     assert_eq!(lines[0].1, 2);
-    assert!(lines[0].0.starts_with("CHECK CONDITION UNIT ATTENTION 0x29/0x00"));
+    assert!(lines[0]
+        .0
+        .starts_with("CHECK CONDITION UNIT ATTENTION 0x29/0x00"));
     assert_eq!(lines[1], ("BUSY".to_string(), 1));
     assert_eq!(stats.dir(Direction::Read).unwrap().short_ios, 1);
     assert_eq!(stats.total_ios(), 0, "failures are not I/Os done");
@@ -263,7 +267,11 @@ fn job_merge_adds_counts_and_keeps_longest_runtime() {
     assert_eq!((read.ios, read.bytes, read.runtime_ms), (2, 12_288, 2_000));
     assert_eq!(read.clat.moments().mean(), 2_000.0);
     assert_eq!(a.dir(Direction::Write).unwrap().ios, 1);
-    assert_eq!(a.job_runtime_ms(), 3_000, "fio sums job runtimes in a group");
+    assert_eq!(
+        a.job_runtime_ms(),
+        3_000,
+        "fio sums job runtimes in a group"
+    );
     assert_eq!(a.depth().total_submit, 1);
     assert_eq!(a.latency_buckets().us[1], 2);
 }
@@ -281,7 +289,11 @@ fn intervals_hold_only_their_own_io_and_merge() {
     second.merge(&b.take_interval(2_000 * MS));
     assert_eq!(first.dir(Direction::Read).unwrap().ios, 1);
     let record = second.summarize(0, &[50.0, 100.0]);
-    assert_eq!((record.start_ms, record.end_ms), (0, 2_000), "merge widens the bounds");
+    assert_eq!(
+        (record.start_ms, record.end_ms),
+        (0, 2_000),
+        "merge widens the bounds"
+    );
     let read = record.dirs[0].as_ref().unwrap();
     assert_eq!(read.ios, 3);
     assert_eq!(read.lat.max_ns, 1_000);
