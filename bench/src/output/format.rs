@@ -164,10 +164,7 @@ mod tests {
             num2str(82_124, 4, 1024, true, Unit::BytePerSec),
             "80.2MiB/s"
         );
-        assert_eq!(
-            num2str(u64::MAX, 4, 1, false, Unit::None),
-            "18.4E"
-        );
+        assert_eq!(num2str(u64::MAX, 4, 1, false, Unit::None), "18.4E");
     }
 
     #[test]

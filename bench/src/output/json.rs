@@ -95,7 +95,7 @@ impl<'de> Deserialize<'de> for Json {
             type Value = Json;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON value without nulls or booleans")
+                f.write_str("a JSON value (booleans read as 0/1, null as \"\")")
             }
             fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
                 Ok(Json::UInt(v))

@@ -299,3 +299,125 @@ impl JobLogs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_prefix(name: &str) -> (PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("bench-logs-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = dir.join("job").to_string_lossy().into_owned();
+        (dir, prefix)
+    }
+
+    fn read(prefix: &str, kind: LogKind) -> Vec<String> {
+        std::fs::read_to_string(log_file_name(prefix, kind, 3))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn names_follow_fio() {
+        assert_eq!(
+            log_file_name("logs/lat", LogKind::Clat, 1),
+            "logs/lat_clat.1.log"
+        );
+        assert_eq!(log_file_name("foo", LogKind::Bw, 12), "foo_bw.12.log");
+    }
+
+    #[test]
+    fn per_io_lines_and_offsets() {
+        let (dir, prefix) = temp_prefix("per-io");
+        let mut logs = JobLogs::create(LogOptions {
+            lat_prefix: Some(prefix.clone()),
+            job_number: 3,
+            ..LogOptions::default()
+        })
+        .unwrap();
+        assert!(logs.wants_io());
+        logs.record_io(0, Direction::Write, 4096, 8192, 10, 200, 230)
+            .unwrap();
+        logs.record_io(2, Direction::Read, 512, 0, 11, 300, 330)
+            .unwrap();
+        logs.finish(3).unwrap();
+        assert_eq!(
+            read(&prefix, LogKind::Lat),
+            ["0, 230, 1, 4096, 0", "2, 330, 0, 512, 0"]
+        );
+        assert_eq!(read(&prefix, LogKind::Clat)[0], "0, 200, 1, 4096, 0");
+        assert_eq!(read(&prefix, LogKind::Slat)[1], "2, 11, 0, 512, 0");
+
+        let mut with_offset = JobLogs::create(LogOptions {
+            lat_prefix: Some(prefix.clone()),
+            job_number: 3,
+            log_offset: true,
+            ..LogOptions::default()
+        })
+        .unwrap();
+        with_offset
+            .record_io(5, Direction::Trim, 4096, 8192, 1, 2, 3)
+            .unwrap();
+        with_offset.finish(6).unwrap();
+        assert_eq!(read(&prefix, LogKind::Lat), ["5, 3, 2, 4096, 8192, 0"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn windows_average_per_direction() {
+        let (dir, prefix) = temp_prefix("avg");
+        let mut logs = JobLogs::create(LogOptions {
+            lat_prefix: Some(prefix.clone()),
+            bw_prefix: Some(prefix.clone()),
+            iops_prefix: Some(prefix.clone()),
+            avg_msec: 500,
+            job_number: 3,
+            ..LogOptions::default()
+        })
+        .unwrap();
+        logs.record_io(100, Direction::Read, 4096, 0, 1, 100, 100)
+            .unwrap();
+        logs.record_io(200, Direction::Write, 4096, 0, 1, 900, 900)
+            .unwrap();
+        logs.record_io(300, Direction::Read, 4096, 0, 1, 201, 201)
+            .unwrap();
+        // Crosses the window: this value joins the read window, which closes.
+        logs.record_io(510, Direction::Read, 4096, 0, 1, 300, 300)
+            .unwrap();
+        logs.record_rates(
+            &RateSample {
+                time_ms: 499,
+                bw_kib: [Some(1000), None, None],
+                iops: [Some(250), None, None],
+            },
+            [4096; 3],
+        )
+        .unwrap();
+        logs.finish(700).unwrap();
+        // Mean of 100, 201, 300 rounded; the write window closes at the end.
+        assert_eq!(
+            read(&prefix, LogKind::Lat),
+            ["510, 200, 0, 0, 0", "700, 900, 1, 0, 0"]
+        );
+        assert_eq!(read(&prefix, LogKind::Bw), ["499, 1000, 0, 0, 0"]);
+        assert_eq!(read(&prefix, LogKind::Iops), ["499, 250, 0, 0, 0"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unwritable_path_names_the_file() {
+        let err = JobLogs::create(LogOptions {
+            bw_prefix: Some("/nonexistent-dir-for-bench/x".into()),
+            job_number: 1,
+            ..LogOptions::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/nonexistent-dir-for-bench/x_bw.1.log"),
+            "{err}"
+        );
+    }
+}
