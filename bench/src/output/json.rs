@@ -625,3 +625,64 @@ pub fn to_string(report: &RunReport, flavor: Flavor) -> String {
     let _ = write(report, flavor, &mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{Direction, IoError};
+    use crate::stats::{JobStats, StatsConfig};
+
+    #[test]
+    fn extension_carries_intervals_errors_and_cpu() {
+        let mut stats = JobStats::new(0, StatsConfig::default());
+        stats.record(Direction::Read, 4096, 10, 1_000, 5_000);
+        let interval = stats.take_interval(1_000_000_000);
+        stats.record_error(
+            Direction::Read,
+            &IoError::CheckCondition {
+                key: 2,
+                asc: 4,
+                ascq: 1,
+            },
+        );
+        stats.finish(1_000_000_000);
+        let mut job = JobReport::new("j", 0, stats);
+        job.intervals.push(interval.summarize(0, &[50.0]));
+        let report = RunReport::new(0, vec![job]);
+        let text = to_string(&report, Flavor::Json);
+        let doc: Json = serde_json::from_str(&text).unwrap();
+        let Some(Json::Array(jobs)) = doc.get("jobs") else {
+            panic!("no jobs")
+        };
+        let ext = jobs[0].get(EXTENSION_KEY).expect("job extension");
+        let Some(Json::Array(intervals)) = ext.get("intervals") else {
+            panic!("no intervals")
+        };
+        let lat = intervals[0]
+            .get("read")
+            .and_then(|r| r.get("lat_ns"))
+            .unwrap();
+        let percentile = lat.get("percentile").and_then(|p| p.get("50.000000"));
+        assert_eq!(percentile, Some(&Json::UInt(5_000)));
+        assert_eq!(intervals[0].get("end_ms"), Some(&Json::UInt(1_000)));
+        let errors = ext.get("errors").unwrap();
+        assert_eq!(errors.get("total"), Some(&Json::UInt(1)));
+        let Some(Json::Array(cc)) = errors.get("check_condition") else {
+            panic!("no check conditions")
+        };
+        assert_eq!(
+            cc[0].get("sense_key_name"),
+            Some(&Json::Str("NOT READY".into()))
+        );
+        // Total latency percentiles, beside fio's clat ones.
+        let lat_pct = ext
+            .get("lat_ns_percentile")
+            .and_then(|l| l.get("read"))
+            .unwrap();
+        assert_eq!(lat_pct.get("50.000000"), Some(&Json::UInt(5_000)));
+        assert!(doc
+            .get(EXTENSION_KEY)
+            .and_then(|e| e.get("cpu_ns_per_io"))
+            .is_some());
+    }
+}
