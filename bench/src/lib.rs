@@ -10,5 +10,7 @@
 
 pub mod engine;
 pub mod io;
+pub mod output;
 pub mod report;
+pub mod stats;
 pub mod workload;

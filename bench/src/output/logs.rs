@@ -1,0 +1,423 @@
+//! Log files as fio writes them (fio HOWTO "Log File Formats"; `write_lat_log`,
+//! `write_bw_log`, `write_iops_log`, `log_avg_msec`, `log_offset`).
+//!
+//! Names: `<prefix>_<type>.<N>.log` with type `lat`, `clat`, `slat` (from
+//! `write_lat_log`), `bw`, `iops`, and N the job's number counted from 1 over all jobs
+//! (fio's `thread_number`). The prefix may hold a directory, as in fio.
+//!
+//! Lines: `time (ms), value, direction (0 read, 1 write, 2 trim), block size, [offset,]
+//! priority` -- the offset column only with `log_offset`; priority is always 0 here.
+//! Latencies are in ns, bandwidth in KiB/s, IOPS in I/Os per second.
+//!
+//! Without `log_avg_msec`, latency logs have one line per I/O. With it, each direction's
+//! values are averaged over windows of that length (rounded to nearest), one line per
+//! window with I/O, block size and offset 0 -- fio's windowed logging. Bandwidth and IOPS
+//! lines always come from the recorder's samples (every `log_avg_msec`, else every
+//! 500 ms): fio's per-I/O bandwidth lines without `log_avg_msec` measure single
+//! transfers and are not reproduced.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use crate::io::Direction;
+use crate::stats::{dir_index, Moments, RateSample};
+
+/// Why a log file could not be written.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot create log file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write log file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The five log types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    Lat,
+    Clat,
+    Slat,
+    Bw,
+    Iops,
+}
+
+impl LogKind {
+    /// The type part of the file name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogKind::Lat => "lat",
+            LogKind::Clat => "clat",
+            LogKind::Slat => "slat",
+            LogKind::Bw => "bw",
+            LogKind::Iops => "iops",
+        }
+    }
+}
+
+/// `<prefix>_<type>.<job_number>.log`.
+pub fn log_file_name(prefix: &str, kind: LogKind, job_number: u32) -> String {
+    format!("{prefix}_{}.{job_number}.log", kind.name())
+}
+
+/// Which logs one job writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// `write_lat_log`: lat, clat and slat logs.
+    pub lat_prefix: Option<String>,
+    /// `write_bw_log`.
+    pub bw_prefix: Option<String>,
+    /// `write_iops_log`.
+    pub iops_prefix: Option<String>,
+    /// `log_avg_msec` (0: no averaging).
+    pub avg_msec: u64,
+    /// `log_offset`: add the offset column.
+    pub log_offset: bool,
+    /// The job's number, from 1.
+    pub job_number: u32,
+}
+
+/// One direction's averaging window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    values: Moments,
+    start_ms: u64,
+}
+
+struct LogFile {
+    kind: LogKind,
+    path: PathBuf,
+    writer: BufWriter<File>,
+    windows: [Window; 3],
+    /// How early a window may close (fio allows 1 ms for sampled logs, none per I/O).
+    slack_ms: u64,
+}
+
+impl LogFile {
+    fn create(
+        prefix: &str,
+        kind: LogKind,
+        job_number: u32,
+        slack_ms: u64,
+    ) -> Result<LogFile, LogError> {
+        let path = PathBuf::from(log_file_name(prefix, kind, job_number));
+        let file = File::create(&path).map_err(|source| LogError::Create {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(LogFile {
+            kind,
+            path,
+            writer: BufWriter::new(file),
+            windows: [Window::default(); 3],
+            slack_ms,
+        })
+    }
+
+    fn line(
+        &mut self,
+        time_ms: u64,
+        value: u64,
+        index: usize,
+        bs: u64,
+        offset: Option<u64>,
+    ) -> Result<(), LogError> {
+        let result = match offset {
+            Some(offset) => writeln!(
+                self.writer,
+                "{time_ms}, {value}, {index}, {bs}, {offset}, 0"
+            ),
+            None => writeln!(self.writer, "{time_ms}, {value}, {index}, {bs}, 0"),
+        };
+        result.map_err(|source| LogError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Adds a value to a window and writes the window's mean when it is over.
+    fn averaged(
+        &mut self,
+        time_ms: u64,
+        value: u64,
+        index: usize,
+        avg_msec: u64,
+        log_offset: bool,
+    ) -> Result<(), LogError> {
+        let window = &mut self.windows[index];
+        window.values.add(value);
+        let spent = time_ms.saturating_sub(window.start_ms);
+        if spent + self.slack_ms < avg_msec {
+            return Ok(());
+        }
+        let mean = (window.values.mean() + 0.5) as u64;
+        window.values = Moments::default();
+        window.start_ms = time_ms - time_ms % avg_msec.max(1);
+        self.line(time_ms, mean, index, 0, log_offset.then_some(0))
+    }
+
+    fn flush_windows(&mut self, time_ms: u64, log_offset: bool) -> Result<(), LogError> {
+        for index in 0..3 {
+            if self.windows[index].values.count() > 0 {
+                let mean = (self.windows[index].values.mean() + 0.5) as u64;
+                self.windows[index].values = Moments::default();
+                self.line(time_ms, mean, index, 0, log_offset.then_some(0))?;
+            }
+        }
+        self.writer.flush().map_err(|source| LogError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// The open logs of one job.
+pub struct JobLogs {
+    options: LogOptions,
+    files: Vec<LogFile>,
+}
+
+impl std::fmt::Debug for JobLogs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobLogs")
+            .field("options", &self.options)
+            .field(
+                "files",
+                &self.files.iter().map(|l| &l.path).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl JobLogs {
+    /// Creates (truncates) the files `options` asks for.
+    pub fn create(options: LogOptions) -> Result<JobLogs, LogError> {
+        let mut files = Vec::new();
+        let n = options.job_number;
+        if let Some(prefix) = &options.lat_prefix {
+            for kind in [LogKind::Lat, LogKind::Clat, LogKind::Slat] {
+                files.push(LogFile::create(prefix, kind, n, 0)?);
+            }
+        }
+        if let Some(prefix) = &options.bw_prefix {
+            files.push(LogFile::create(prefix, LogKind::Bw, n, 1)?);
+        }
+        if let Some(prefix) = &options.iops_prefix {
+            files.push(LogFile::create(prefix, LogKind::Iops, n, 1)?);
+        }
+        Ok(JobLogs { options, files })
+    }
+
+    /// The paths of the open files.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|f| f.path.clone()).collect()
+    }
+
+    /// Whether any latency log is open (callers can skip `record_io` otherwise).
+    pub fn wants_io(&self) -> bool {
+        self.options.lat_prefix.is_some()
+    }
+
+    /// One completed I/O, `time_ms` after the job's start.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_io(
+        &mut self,
+        time_ms: u64,
+        direction: Direction,
+        block_size: u64,
+        offset: u64,
+        slat_ns: u64,
+        clat_ns: u64,
+        lat_ns: u64,
+    ) -> Result<(), LogError> {
+        let index = dir_index(direction);
+        let avg = self.options.avg_msec;
+        let log_offset = self.options.log_offset;
+        for file in &mut self.files {
+            let value = match file.kind {
+                LogKind::Lat => lat_ns,
+                LogKind::Clat => clat_ns,
+                LogKind::Slat => slat_ns,
+                LogKind::Bw | LogKind::Iops => continue,
+            };
+            if avg == 0 {
+                file.line(
+                    time_ms,
+                    value,
+                    index,
+                    block_size,
+                    log_offset.then_some(offset),
+                )?;
+            } else {
+                file.averaged(time_ms, value, index, avg, log_offset)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One bandwidth/IOPS sample from [`JobStats::tick`](crate::stats::JobStats::tick);
+    /// `block_sizes` per direction is shown when not averaging (0 for mixed sizes).
+    pub fn record_rates(
+        &mut self,
+        sample: &RateSample,
+        block_sizes: [u64; 3],
+    ) -> Result<(), LogError> {
+        let avg = self.options.avg_msec;
+        let log_offset = self.options.log_offset;
+        for file in &mut self.files {
+            let values = match file.kind {
+                LogKind::Bw => sample.bw_kib,
+                LogKind::Iops => sample.iops,
+                _ => continue,
+            };
+            for (index, value) in values.iter().enumerate() {
+                let Some(value) = *value else { continue };
+                if avg == 0 {
+                    let bs = block_sizes.get(index).copied().unwrap_or(0);
+                    file.line(sample.time_ms, value, index, bs, log_offset.then_some(0))?;
+                } else {
+                    file.averaged(sample.time_ms, value, index, avg, log_offset)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the open windows (fio's `finalize_logs`) and flushes the files.
+    pub fn finish(&mut self, time_ms: u64) -> Result<(), LogError> {
+        let log_offset = self.options.log_offset;
+        for file in &mut self.files {
+            file.flush_windows(time_ms, log_offset)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_prefix(name: &str) -> (PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("bench-logs-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = dir.join("job").to_string_lossy().into_owned();
+        (dir, prefix)
+    }
+
+    fn read(prefix: &str, kind: LogKind) -> Vec<String> {
+        std::fs::read_to_string(log_file_name(prefix, kind, 3))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn names_follow_fio() {
+        assert_eq!(
+            log_file_name("logs/lat", LogKind::Clat, 1),
+            "logs/lat_clat.1.log"
+        );
+        assert_eq!(log_file_name("foo", LogKind::Bw, 12), "foo_bw.12.log");
+    }
+
+    #[test]
+    fn per_io_lines_and_offsets() {
+        let (dir, prefix) = temp_prefix("per-io");
+        let mut logs = JobLogs::create(LogOptions {
+            lat_prefix: Some(prefix.clone()),
+            job_number: 3,
+            ..LogOptions::default()
+        })
+        .unwrap();
+        assert!(logs.wants_io());
+        logs.record_io(0, Direction::Write, 4096, 8192, 10, 200, 230)
+            .unwrap();
+        logs.record_io(2, Direction::Read, 512, 0, 11, 300, 330)
+            .unwrap();
+        logs.finish(3).unwrap();
+        assert_eq!(
+            read(&prefix, LogKind::Lat),
+            ["0, 230, 1, 4096, 0", "2, 330, 0, 512, 0"]
+        );
+        assert_eq!(read(&prefix, LogKind::Clat)[0], "0, 200, 1, 4096, 0");
+        assert_eq!(read(&prefix, LogKind::Slat)[1], "2, 11, 0, 512, 0");
+
+        let mut with_offset = JobLogs::create(LogOptions {
+            lat_prefix: Some(prefix.clone()),
+            job_number: 3,
+            log_offset: true,
+            ..LogOptions::default()
+        })
+        .unwrap();
+        with_offset
+            .record_io(5, Direction::Trim, 4096, 8192, 1, 2, 3)
+            .unwrap();
+        with_offset.finish(6).unwrap();
+        assert_eq!(read(&prefix, LogKind::Lat), ["5, 3, 2, 4096, 8192, 0"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn windows_average_per_direction() {
+        let (dir, prefix) = temp_prefix("avg");
+        let mut logs = JobLogs::create(LogOptions {
+            lat_prefix: Some(prefix.clone()),
+            bw_prefix: Some(prefix.clone()),
+            iops_prefix: Some(prefix.clone()),
+            avg_msec: 500,
+            job_number: 3,
+            ..LogOptions::default()
+        })
+        .unwrap();
+        logs.record_io(100, Direction::Read, 4096, 0, 1, 100, 100)
+            .unwrap();
+        logs.record_io(200, Direction::Write, 4096, 0, 1, 900, 900)
+            .unwrap();
+        logs.record_io(300, Direction::Read, 4096, 0, 1, 201, 201)
+            .unwrap();
+        // Crosses the window: this value joins the read window, which closes.
+        logs.record_io(510, Direction::Read, 4096, 0, 1, 300, 300)
+            .unwrap();
+        logs.record_rates(
+            &RateSample {
+                time_ms: 499,
+                bw_kib: [Some(1000), None, None],
+                iops: [Some(250), None, None],
+            },
+            [4096; 3],
+        )
+        .unwrap();
+        logs.finish(700).unwrap();
+        // Mean of 100, 201, 300 rounded; the write window closes at the end.
+        assert_eq!(
+            read(&prefix, LogKind::Lat),
+            ["510, 200, 0, 0, 0", "700, 900, 1, 0, 0"]
+        );
+        assert_eq!(read(&prefix, LogKind::Bw), ["499, 1000, 0, 0, 0"]);
+        assert_eq!(read(&prefix, LogKind::Iops), ["499, 250, 0, 0, 0"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unwritable_path_names_the_file() {
+        let err = JobLogs::create(LogOptions {
+            bw_prefix: Some("/nonexistent-dir-for-bench/x".into()),
+            job_number: 1,
+            ..LogOptions::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/nonexistent-dir-for-bench/x_bw.1.log"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! Output in fio's formats, so fio's users and tools read ours unchanged.
+//!
+//! - [`json`]: `--output-format=json` and `json+`, fio 3.33's keys and nesting, plus our
+//!   additions under `"iscsi_bench"` keys (ignored by fio parsers);
+//! - [`human`]: fio's normal text summary per job and per group, plus our extra lines;
+//! - [`live`]: the once-a-second status line and when to print it;
+//! - [`logs`]: `write_lat_log`/`write_bw_log`/`write_iops_log` files, fio's names and
+//!   line format;
+//! - [`format`]: fio's `num2str` and time formatting.
+//!
+//! All of them render a [`RunReport`]: the finished jobs (merged per group when
+//! `group_reporting` is on) with what the report needs to know about each.
+
+pub mod format;
+pub mod human;
+pub mod json;
+pub mod live;
+pub mod logs;
+
+use crate::stats::{
+    dir_index, IntervalRecord, JobStats, ResourceUsage, DIRECTIONS, FIO_DEFAULT_PERCENTILES,
+};
+
+/// The fio release whose output we speak; "fio version" carries it first so that version
+/// checks of fio tools pass, then our own name and version.
+pub const FIO_COMPAT_VERSION: &str = "fio-3.33";
+
+/// "fio-3.33 (iscsi-bench 0.1.0)".
+pub fn version_string() -> String {
+    format!(
+        "{FIO_COMPAT_VERSION} (iscsi-bench {})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Which latency series get percentiles, and which percentiles (fio's `percentile_list`,
+/// `slat_percentiles`, `clat_percentiles`, `lat_percentiles`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PercentileOptions {
+    pub list: Vec<f64>,
+    pub slat: bool,
+    pub clat: bool,
+    pub lat: bool,
+}
+
+impl Default for PercentileOptions {
+    /// fio's defaults: completion latency, the 17 default percentiles.
+    fn default() -> Self {
+        PercentileOptions {
+            list: FIO_DEFAULT_PERCENTILES.to_vec(),
+            slat: false,
+            clat: true,
+            lat: false,
+        }
+    }
+}
+
+impl PercentileOptions {
+    /// Decimals fio shows for the list in the text report: the most any entry has
+    /// (the default list has 2).
+    pub fn precision(&self) -> usize {
+        self.list
+            .iter()
+            .map(|p| {
+                let text = format!("{p}");
+                text.split_once('.')
+                    .map_or(0, |(_, decimals)| decimals.len())
+            })
+            .max()
+            .unwrap_or(0)
+            .min(6)
+    }
+}
+
+/// One entry of the report: a job, or a group merged under `group_reporting`.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub name: String,
+    pub groupid: u32,
+    /// How many jobs were merged into this entry (fio's "jobs=").
+    pub members: u32,
+    /// fio's `error`: 0, or the errno-like code of the first error that ended the job.
+    pub error: i32,
+    /// Text for a non-zero `error`.
+    pub error_text: String,
+    pub pid: u32,
+    /// The job's options as written (fio's "job options"), in order.
+    pub options: Vec<(String, String)>,
+    pub percentiles: PercentileOptions,
+    /// The job's iodepth (fio's `latency_depth`).
+    pub iodepth: u32,
+    pub stats: JobStats,
+    /// Per-interval results, oldest first (JSON only).
+    pub intervals: Vec<IntervalRecord>,
+}
+
+impl JobReport {
+    /// A report entry with fio's defaults for everything but name, group and stats.
+    pub fn new(name: &str, groupid: u32, stats: JobStats) -> JobReport {
+        JobReport {
+            name: name.to_string(),
+            groupid,
+            members: 1,
+            error: 0,
+            error_text: String::new(),
+            pid: std::process::id(),
+            options: Vec::new(),
+            percentiles: PercentileOptions::default(),
+            iodepth: 1,
+            stats,
+            intervals: Vec::new(),
+        }
+    }
+}
+
+/// A whole run, ready to render.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The "fio version" value; [`version_string`] by default.
+    pub version: String,
+    /// Wall-clock time of the report, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Seconds since the run started (fio's per-job "elapsed").
+    pub elapsed_s: u64,
+    /// fio's "global options", in order.
+    pub global_options: Vec<(String, String)>,
+    pub jobs: Vec<JobReport>,
+    /// The whole process's CPU use over the run, for CPU per I/O.
+    pub process_usage: Option<ResourceUsage>,
+}
+
+impl RunReport {
+    pub fn new(timestamp_ms: u64, jobs: Vec<JobReport>) -> RunReport {
+        RunReport {
+            version: version_string(),
+            timestamp_ms,
+            elapsed_s: 0,
+            global_options: Vec::new(),
+            jobs,
+            process_usage: None,
+        }
+    }
+
+    /// The run-status groups, by group id (fio's `group_run_stats`).
+    pub fn groups(&self) -> Vec<GroupStats> {
+        let mut ids: Vec<u32> = self.jobs.iter().map(|job| job.groupid).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| {
+                GroupStats::of(
+                    id,
+                    self.jobs
+                        .iter()
+                        .filter(|job| job.groupid == id)
+                        .map(|job| &job.stats),
+                )
+            })
+            .collect()
+    }
+
+    /// Successful I/Os of all jobs.
+    pub fn total_ios(&self) -> u64 {
+        self.jobs.iter().map(|job| job.stats.total_ios()).sum()
+    }
+
+    /// The tool's own CPU time per I/O, ns: process user+system time over all I/Os.
+    pub fn cpu_ns_per_io(&self) -> Option<f64> {
+        let usage = self.process_usage?;
+        let ios = self.total_ios();
+        (ios > 0).then(|| usage.cpu_ns() as f64 / ios as f64)
+    }
+}
+
+/// Totals of one group for the "Run status group" lines, per direction (fio's
+/// `group_run_stats`): bytes, aggregate bandwidth over the longest runtime, the slowest
+/// and fastest job's bandwidth, the shortest and longest runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    pub groupid: u32,
+    pub io_bytes: [u64; 3],
+    pub agg_bytes_per_s: [u64; 3],
+    pub min_bw_bytes_per_s: [u64; 3],
+    pub max_bw_bytes_per_s: [u64; 3],
+    pub min_run_ms: [u64; 3],
+    pub max_run_ms: [u64; 3],
+}
+
+impl GroupStats {
+    pub fn of<'a>(groupid: u32, members: impl IntoIterator<Item = &'a JobStats>) -> GroupStats {
+        let mut group = GroupStats {
+            groupid,
+            min_bw_bytes_per_s: [u64::MAX; 3],
+            ..GroupStats::default()
+        };
+        for stats in members {
+            for direction in DIRECTIONS {
+                let index = dir_index(direction);
+                let Some(dir) = stats.dir(direction) else {
+                    continue;
+                };
+                if dir.runtime_ms == 0 {
+                    continue;
+                }
+                if group.min_run_ms[index] == 0 || dir.runtime_ms < group.min_run_ms[index] {
+                    group.min_run_ms[index] = dir.runtime_ms;
+                }
+                group.max_run_ms[index] = group.max_run_ms[index].max(dir.runtime_ms);
+                let bw = dir.bytes.saturating_mul(1000) / dir.runtime_ms;
+                group.min_bw_bytes_per_s[index] = group.min_bw_bytes_per_s[index].min(bw);
+                group.max_bw_bytes_per_s[index] = group.max_bw_bytes_per_s[index].max(bw);
+                group.io_bytes[index] += dir.bytes;
+            }
+        }
+        for index in 0..3 {
+            match group.io_bytes[index]
+                .saturating_mul(1000)
+                .checked_div(group.max_run_ms[index])
+            {
+                Some(agg) => group.agg_bytes_per_s[index] = agg,
+                None => group.min_bw_bytes_per_s[index] = 0,
+            }
+        }
+        group
+    }
+
+    /// A job's mean sampled bandwidth as a percent of the group's aggregate, capped at 100
+    /// (fio's "per=" and `bw_agg`).
+    pub fn percent_of_aggregate(&self, index: usize, mean_kib: f64) -> f64 {
+        let agg = self.agg_bytes_per_s.get(index).copied().unwrap_or(0);
+        if agg <= 1024 {
+            return 100.0;
+        }
+        // fio passes the mean through an int.
+        (mean_kib.trunc() * 100.0 / (agg as f64 / 1024.0)).min(100.0)
+    }
+}

@@ -1,0 +1,362 @@
+//! The recorder of one job (or one shard of a job): everything fio reports per job, kept
+//! so that recorders merge exactly.
+
+use std::sync::Arc;
+
+use crate::io::{Direction, IoError};
+
+use super::dist::{DepthDistribution, LatencyBuckets};
+use super::errors::ErrorCounts;
+use super::interval::{IntervalDir, IntervalSnapshot};
+use super::latency::{LatencyStat, Moments};
+use super::live::LiveCounters;
+use super::rusage::ResourceUsage;
+use super::{dir_index, DIRECTIONS};
+
+/// fio's default bandwidth/IOPS sampling period (`bwavgtime`/`iopsavgtime`), used when
+/// `log_avg_msec` is not set.
+pub const DEFAULT_SAMPLE_INTERVAL_MS: u64 = 500;
+
+/// fio lets a sample come up to 1 ms early (`LOG_MSEC_SLACK`) rather than wait a tick.
+const SAMPLE_SLACK_MS: u64 = 1;
+
+/// How a recorder samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsConfig {
+    /// Period of the bandwidth and IOPS samples (`log_avg_msec`, else 500 ms).
+    pub sample_interval_ms: u64,
+    /// Keep per-interval histograms for [`JobStats::take_interval`]. Off saves two
+    /// histograms per direction and two records per I/O.
+    pub track_intervals: bool,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            sample_interval_ms: DEFAULT_SAMPLE_INTERVAL_MS,
+            track_intervals: true,
+        }
+    }
+}
+
+/// One direction of a job.
+#[derive(Debug, Clone, Default)]
+pub struct DirStats {
+    pub ios: u64,
+    pub bytes: u64,
+    /// I/Os that moved fewer bytes than asked (`IoError::Short`).
+    pub short_ios: u64,
+    /// Submission latency: from the I/O's start to its hand-off to the engine.
+    pub slat: LatencyStat,
+    /// Completion latency: from hand-off to completion.
+    pub clat: LatencyStat,
+    /// Total latency: from the I/O's start -- its scheduled start when paced -- to completion.
+    pub lat: LatencyStat,
+    /// Bandwidth samples in KiB/s, one per sample period with I/O in this direction.
+    pub bw_kib: Moments,
+    /// IOPS samples, one per sample period with I/O in this direction.
+    pub iops: Moments,
+    /// How long the job ran with this direction in use, ms (0 until `finish`).
+    pub runtime_ms: u64,
+}
+
+/// The moments of one I/O, on the runner's monotonic clock (ns).
+///
+/// `scheduled_ns` is when a paced job (rate, rate_iops, thinktime) meant the I/O to start;
+/// the I/O may start later because the queue was full or the target stalled. Measuring
+/// total latency from the schedule rather than from the late start is what keeps a stall
+/// from being hidden (coordinated omission). Unpaced jobs leave it `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoTimes {
+    pub scheduled_ns: Option<u64>,
+    /// The workload produced the I/O (fio's `start_time`).
+    pub start_ns: u64,
+    /// The engine accepted it (fio's `issue_time`).
+    pub issue_ns: u64,
+    pub complete_ns: u64,
+}
+
+impl IoTimes {
+    /// (slat, clat, lat) in ns: `issue - start`, `complete - issue`, and
+    /// `complete - min(scheduled, start)`.
+    pub fn latencies(&self) -> (u64, u64, u64) {
+        let origin = self
+            .scheduled_ns
+            .map_or(self.start_ns, |scheduled| scheduled.min(self.start_ns));
+        (
+            self.issue_ns.saturating_sub(self.start_ns),
+            self.complete_ns.saturating_sub(self.issue_ns),
+            self.complete_ns.saturating_sub(origin),
+        )
+    }
+}
+
+/// Bandwidth and IOPS sampled over one period, per direction (read, write, trim);
+/// `None` where the direction had no I/O in the period (fio logs no entry then).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateSample {
+    /// End of the period, ms since the recorder's start.
+    pub time_ms: u64,
+    pub bw_kib: [Option<u64>; 3],
+    pub iops: [Option<u64>; 3],
+}
+
+/// Everything fio reports for one job. Time is passed in (ns on the runner's monotonic
+/// clock); the recorder does no I/O and takes no lock.
+#[derive(Debug, Clone)]
+pub struct JobStats {
+    config: StatsConfig,
+    start_ns: u64,
+    dirs: [Option<Box<DirStats>>; 3],
+    latency_buckets: LatencyBuckets,
+    depth: DepthDistribution,
+    errors: ErrorCounts,
+    usage: ResourceUsage,
+    job_runtime_ms: u64,
+    last_sample_ns: u64,
+    sampled_bytes: [u64; 3],
+    sampled_ios: [u64; 3],
+    interval_start_ns: u64,
+    interval: [Option<Box<IntervalDir>>; 3],
+    live: Option<Arc<LiveCounters>>,
+}
+
+impl JobStats {
+    /// A recorder whose run starts at `start_ns`.
+    pub fn new(start_ns: u64, config: StatsConfig) -> JobStats {
+        JobStats {
+            config,
+            start_ns,
+            dirs: Default::default(),
+            latency_buckets: LatencyBuckets::default(),
+            depth: DepthDistribution::default(),
+            errors: ErrorCounts::default(),
+            usage: ResourceUsage::default(),
+            job_runtime_ms: 0,
+            last_sample_ns: start_ns,
+            sampled_bytes: [0; 3],
+            sampled_ios: [0; 3],
+            interval_start_ns: start_ns,
+            interval: Default::default(),
+            live: None,
+        }
+    }
+
+    /// Also count every I/O into `counters` for the live status line.
+    pub fn attach_live(&mut self, counters: Arc<LiveCounters>) {
+        self.live = Some(counters);
+    }
+
+    /// Starts over at `now_ns` (after `ramp_time`, as fio's `reset_io_stats`); the
+    /// configuration and live counters stay.
+    pub fn reset(&mut self, now_ns: u64) {
+        let live = self.live.take();
+        *self = JobStats::new(now_ns, self.config.clone());
+        self.live = live;
+    }
+
+    /// Counts one successful I/O of `bytes` bytes.
+    ///
+    /// `slat_ns` is submission latency (start to hand-off to the engine), `clat_ns`
+    /// completion latency (hand-off to completion), and `lat_ns` total latency measured
+    /// from the I/O's *scheduled* start when the job is paced, else from its start: it
+    /// already includes any delay between schedule and start, so `lat_ns` may exceed
+    /// `slat_ns + clat_ns`. [`IoTimes::latencies`] computes the three from timestamps.
+    /// The latency distribution (`lat (usec)` lines) counts `clat_ns`, as fio does.
+    pub fn record(
+        &mut self,
+        direction: Direction,
+        bytes: u64,
+        slat_ns: u64,
+        clat_ns: u64,
+        lat_ns: u64,
+    ) {
+        let index = dir_index(direction);
+        let dir = self.dirs[index].get_or_insert_with(Box::default);
+        dir.ios += 1;
+        dir.bytes += bytes;
+        dir.slat.record(slat_ns);
+        dir.clat.record(clat_ns);
+        dir.lat.record(lat_ns);
+        self.latency_buckets.record(clat_ns);
+        if self.config.track_intervals {
+            let interval = self.interval[index].get_or_insert_with(Box::default);
+            interval.ios += 1;
+            interval.bytes += bytes;
+            interval.clat.record(clat_ns);
+            interval.lat.record(lat_ns);
+        }
+        if let Some(live) = &self.live {
+            live.add(direction, bytes);
+        }
+    }
+
+    /// [`record`](Self::record) from the I/O's timestamps.
+    pub fn record_times(&mut self, direction: Direction, bytes: u64, times: &IoTimes) {
+        let (slat_ns, clat_ns, lat_ns) = times.latencies();
+        self.record(direction, bytes, slat_ns, clat_ns, lat_ns);
+    }
+
+    /// Counts one failed I/O by kind. Its latency and bytes are not counted; a short
+    /// transfer also counts in the direction's `short_ios`.
+    pub fn record_error(&mut self, direction: Direction, error: &IoError) {
+        self.errors.record(error);
+        if let IoError::Short { .. } = error {
+            self.dirs[dir_index(direction)]
+                .get_or_insert_with(Box::default)
+                .short_ios += 1;
+        }
+    }
+
+    /// One submit call of `ios` I/Os that left `depth_in_flight` I/Os in flight.
+    pub fn record_submit(&mut self, ios: u32, depth_in_flight: u32) {
+        self.depth.record_submit(ios, depth_in_flight);
+    }
+
+    /// One reap that returned `ios` completions.
+    pub fn record_complete(&mut self, ios: u32) {
+        self.depth.record_complete(ios);
+    }
+
+    /// Takes the bandwidth and IOPS samples when a sample period has passed since the
+    /// last (call it often: after each reap). fio's rule: rate = delta * 1000 / ms spent,
+    /// bandwidth in KiB/s; a direction without I/O in the period gets no sample.
+    pub fn tick(&mut self, now_ns: u64) -> Option<RateSample> {
+        let spent_ms = now_ns.saturating_sub(self.last_sample_ns) / 1_000_000;
+        if spent_ms + SAMPLE_SLACK_MS < self.config.sample_interval_ms {
+            return None;
+        }
+        let mut sample = RateSample {
+            time_ms: now_ns.saturating_sub(self.start_ns) / 1_000_000,
+            ..RateSample::default()
+        };
+        for (index, slot) in self.dirs.iter_mut().enumerate() {
+            let Some(dir) = slot.as_deref_mut() else {
+                continue;
+            };
+            let bytes = dir.bytes - self.sampled_bytes[index];
+            let ios = dir.ios - self.sampled_ios[index];
+            // fio reports 0 for a zero-length period.
+            let rate = |delta: u64| {
+                delta
+                    .saturating_mul(1000)
+                    .checked_div(spent_ms)
+                    .unwrap_or(0)
+            };
+            if bytes > 0 {
+                let bw = rate(bytes) / 1024;
+                dir.bw_kib.add(bw);
+                sample.bw_kib[index] = Some(bw);
+            }
+            if ios > 0 {
+                let iops = rate(ios);
+                dir.iops.add(iops);
+                sample.iops[index] = Some(iops);
+            }
+            self.sampled_bytes[index] = dir.bytes;
+            self.sampled_ios[index] = dir.ios;
+        }
+        self.last_sample_ns = now_ns;
+        Some(sample)
+    }
+
+    /// Ends the current interval at `now_ns` and hands it over; the next one starts now.
+    /// Empty when `track_intervals` is off.
+    pub fn take_interval(&mut self, now_ns: u64) -> IntervalSnapshot {
+        let mut snapshot = IntervalSnapshot::new(self.interval_start_ns, now_ns);
+        snapshot.dirs = std::mem::take(&mut self.interval);
+        self.interval_start_ns = now_ns;
+        snapshot
+    }
+
+    /// Ends the run at `now_ns`: sets the job's runtime and that of each direction that
+    /// moved data (fio's `runtime` per direction and `job_runtime`).
+    pub fn finish(&mut self, now_ns: u64) {
+        let runtime_ms = now_ns.saturating_sub(self.start_ns) / 1_000_000;
+        self.job_runtime_ms = runtime_ms;
+        for dir in self.dirs.iter_mut().flatten() {
+            if dir.ios > 0 {
+                dir.runtime_ms = runtime_ms;
+            }
+        }
+    }
+
+    /// The CPU time, context switches and faults of the thread(s) that ran the job.
+    pub fn set_usage(&mut self, usage: ResourceUsage) {
+        self.usage = usage;
+    }
+
+    /// Adds another job's or shard's results, as fio's group reporting does
+    /// (`sum_thread_stats`): counters, histograms and distributions add; latency moments
+    /// merge exactly; bandwidth and IOPS samples add as concurrent rates; each direction's
+    /// runtime is the longest; job runtime and CPU usage add up.
+    pub fn merge(&mut self, other: &JobStats) {
+        for (mine, theirs) in self.dirs.iter_mut().zip(other.dirs.iter()) {
+            let Some(theirs) = theirs else { continue };
+            let mine = mine.get_or_insert_with(Box::default);
+            mine.ios += theirs.ios;
+            mine.bytes += theirs.bytes;
+            mine.short_ios += theirs.short_ios;
+            mine.slat.merge(&theirs.slat);
+            mine.clat.merge(&theirs.clat);
+            mine.lat.merge(&theirs.lat);
+            mine.bw_kib.merge_summed(&theirs.bw_kib);
+            mine.iops.merge_summed(&theirs.iops);
+            mine.runtime_ms = mine.runtime_ms.max(theirs.runtime_ms);
+        }
+        self.latency_buckets.merge(&other.latency_buckets);
+        self.depth.merge(&other.depth);
+        self.errors.merge(&other.errors);
+        self.usage.add(&other.usage);
+        self.job_runtime_ms += other.job_runtime_ms;
+    }
+
+    pub fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+
+    pub fn config(&self) -> &StatsConfig {
+        &self.config
+    }
+
+    /// A direction's results; `None` if it never saw an I/O or error.
+    pub fn dir(&self, direction: Direction) -> Option<&DirStats> {
+        self.dirs[dir_index(direction)].as_deref()
+    }
+
+    pub fn latency_buckets(&self) -> &LatencyBuckets {
+        &self.latency_buckets
+    }
+
+    pub fn depth(&self) -> &DepthDistribution {
+        &self.depth
+    }
+
+    pub fn errors(&self) -> &ErrorCounts {
+        &self.errors
+    }
+
+    pub fn usage(&self) -> &ResourceUsage {
+        &self.usage
+    }
+
+    /// Runtime of the job in ms (summed over jobs after a group merge, as fio does).
+    pub fn job_runtime_ms(&self) -> u64 {
+        self.job_runtime_ms
+    }
+
+    /// Successful I/Os over all directions.
+    pub fn total_ios(&self) -> u64 {
+        DIRECTIONS
+            .iter()
+            .filter_map(|&direction| self.dir(direction))
+            .map(|dir| dir.ios)
+            .sum()
+    }
+
+    /// CPU time of the job's threads per successful I/O, ns (`None` without I/O).
+    pub fn cpu_ns_per_io(&self) -> Option<f64> {
+        let ios = self.total_ios();
+        (ios > 0).then(|| self.usage.cpu_ns() as f64 / ios as f64)
+    }
+}
