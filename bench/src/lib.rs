@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod io;
+pub mod job;
 pub mod output;
 pub mod report;
 pub mod stats;

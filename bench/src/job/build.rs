@@ -1,0 +1,443 @@
+//! From sections and options to job specs: fio's scoping of `[global]`, job order,
+//! reporting groups, and the checks of a whole job.
+//!
+//! Scoping, as fio 3.33 does it (checked by running it):
+//! - command-line options before the first `--name` are defaults for every job, from the
+//!   command line and from job files; a job file's own options override them;
+//! - a `[global]` section sets defaults for the jobs below it in the same file; a later
+//!   `[global]` adds to them; the next job file starts again from the command-line
+//!   defaults;
+//! - command-line jobs come first, then the jobs of each file in order;
+//! - a job starts a new reporting group when it has `stonewall` or `new_group` and the
+//!   current group has jobs; the first job of every job file after the first does too.
+
+use std::collections::BTreeSet;
+
+use super::error::{JobError, Origin};
+use super::options::Scope;
+use super::spec::{Engine, JobSpec, RateProcess, SizeSpec, Target, VerifyKind};
+use crate::io::Direction;
+
+/// The name of the job made from command-line options when no `--name` and no job file is
+/// given (fio needs `--name`; `iscsi-bench --rw=randread` works without).
+pub const IMPLICIT_JOB_NAME: &str = "iscsi-bench";
+
+/// Collects sections and options from the command line and job files, in order.
+pub struct Collector {
+    /// Defaults from the command line.
+    base: Scope,
+    /// Defaults of the file being read.
+    global: Scope,
+    /// The job being read, if any (None: reading the global scope, or nothing yet).
+    current: Option<Scope>,
+    /// Whether an option before any section is allowed (on the command line it is).
+    in_section: bool,
+    section_counter: u32,
+    jobs: Vec<JobSpec>,
+    group_id: u32,
+    group_has_jobs: bool,
+    files_done: usize,
+    first_job_of_file: bool,
+    /// `--section` names: only these job sections run (empty: all). fio matches the
+    /// section's name, not a `name=` given inside it.
+    sections: BTreeSet<String>,
+    section_name: String,
+    readonly: bool,
+}
+
+impl Collector {
+    pub fn new(sections: BTreeSet<String>, readonly: bool) -> Collector {
+        Collector {
+            base: Scope::new(JobSpec::new(IMPLICIT_JOB_NAME)),
+            global: Scope::new(JobSpec::new(IMPLICIT_JOB_NAME)),
+            current: None,
+            in_section: true,
+            section_counter: 0,
+            jobs: Vec::new(),
+            group_id: 0,
+            group_has_jobs: false,
+            files_done: 0,
+            first_job_of_file: true,
+            sections,
+            section_name: String::new(),
+            readonly,
+        }
+    }
+
+    fn next_section(&mut self) -> u32 {
+        self.section_counter += 1;
+        self.section_counter
+    }
+
+    /// Start a section (`[name]` or `--name=name`). `skip` is set for sections that
+    /// `--section` leaves out; their options are then not applied.
+    pub fn begin_section(&mut self, name: &str, at: &Origin) -> Result<(), JobError> {
+        self.finish_job()?;
+        self.in_section = true;
+        let section = self.next_section();
+        self.section_name = name.to_string();
+        if name == "global" {
+            self.global.section = section;
+            return Ok(());
+        }
+        let mut scope = self.global.clone();
+        scope.section = section;
+        scope.spec.name = name.to_string();
+        scope.spec.origin = at.clone();
+        self.current = Some(scope);
+        Ok(())
+    }
+
+    fn skipping(&self) -> bool {
+        match &self.current {
+            Some(_) => !self.sections.is_empty() && !self.sections.contains(&self.section_name),
+            None => false,
+        }
+    }
+
+    /// Apply one option to the current job, or to the defaults.
+    pub fn option(&mut self, key: &str, value: Option<&str>, at: &Origin) -> Result<(), JobError> {
+        if !self.in_section {
+            return Err(JobError::OutsideSection {
+                at: at.clone(),
+                option: key.to_string(),
+            });
+        }
+        if self.skipping() {
+            return Ok(());
+        }
+        match &mut self.current {
+            Some(scope) => scope.apply(key, value, at),
+            None => self.global.apply(key, value, at),
+        }
+    }
+
+    /// End the command line: its defaults become the base of every job file.
+    pub fn end_command_line(&mut self) -> Result<(), JobError> {
+        self.finish_job()?;
+        self.base = self.global.clone();
+        Ok(())
+    }
+
+    /// Start a job file: defaults from the command line, and no section yet.
+    pub fn begin_file(&mut self) {
+        self.global = self.base.clone();
+        self.in_section = false;
+        self.first_job_of_file = true;
+    }
+
+    /// End a job file.
+    pub fn end_file(&mut self) -> Result<(), JobError> {
+        self.finish_job()?;
+        self.files_done += 1;
+        Ok(())
+    }
+
+    /// All jobs, in order. With no job at all but command-line defaults given, one job
+    /// named [`IMPLICIT_JOB_NAME`] runs with them.
+    pub fn finish(mut self, any_files: bool) -> Result<Vec<JobSpec>, JobError> {
+        self.finish_job()?;
+        if self.jobs.is_empty() && !any_files && !self.base.set_at.is_empty() {
+            let mut scope = self.base.clone();
+            scope.spec.name = IMPLICIT_JOB_NAME.to_string();
+            scope.spec.origin = Origin::CommandLine { arg_index: 0 };
+            self.current = Some(scope);
+            self.first_job_of_file = false;
+            self.finish_job()?;
+        }
+        if self.jobs.is_empty() {
+            return Err(JobError::NoJobs);
+        }
+        Ok(self.jobs)
+    }
+
+    fn finish_job(&mut self) -> Result<(), JobError> {
+        let skipping = self.skipping();
+        let Some(scope) = self.current.take() else {
+            return Ok(());
+        };
+        if skipping {
+            return Ok(());
+        }
+        validate(&scope, self.readonly)?;
+        let mut spec = scope.spec;
+        let file_boundary = self.first_job_of_file && self.files_done > 0;
+        if (spec.stonewall || spec.new_group || file_boundary) && self.group_has_jobs {
+            self.group_id += 1;
+        }
+        spec.group_id = self.group_id;
+        self.group_has_jobs = true;
+        self.first_job_of_file = false;
+        self.jobs.push(spec);
+        Ok(())
+    }
+}
+
+/// The checks of a whole job (`man fio` where fio checks the same; iscsi-bench is stricter
+/// where fio warns and carries on).
+pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
+    let spec = &scope.spec;
+    let at = spec.origin.clone();
+    let job = spec.name.clone();
+    let conflict = |first: &str, second: &str, reason: &str| JobError::Conflict {
+        at: at.clone(),
+        job: job.clone(),
+        first: scope.where_set(first),
+        second: scope.where_set(second),
+        reason: reason.to_string(),
+    };
+    let invalid = |reason: String| JobError::InvalidJob {
+        at: at.clone(),
+        job: job.clone(),
+        reason,
+    };
+    let set = |name: &str| scope.set_at.contains_key(name);
+
+    // fio warns "time_based requires a runtime/timeout setting" and runs until the region
+    // is done; here that is an error.
+    if spec.time_based && spec.runtime.is_none() {
+        return Err(conflict(
+            "time_based",
+            "runtime",
+            "time_based needs a runtime",
+        ));
+    }
+    // fio: "rate and rate_iops are mutually exclusive".
+    for direction in [Direction::Read, Direction::Write, Direction::Trim] {
+        if spec.rate.get(direction).is_some() && spec.rate_iops.get(direction).is_some() {
+            return Err(conflict(
+                "rate",
+                "rate_iops",
+                &format!("both cap the {} direction; give one", direction.fio_name()),
+            ));
+        }
+    }
+    if set("rate_process")
+        && spec.rate_process == RateProcess::Poisson
+        && spec.rate.each().iter().all(|(_, r)| r.is_none())
+        && spec.rate_iops.each().iter().all(|(_, r)| r.is_none())
+    {
+        return Err(conflict(
+            "rate_process",
+            "rate",
+            "rate_process=poisson needs rate or rate_iops",
+        ));
+    }
+    if set("thinktime_blocks") && spec.thinktime.is_zero() {
+        return Err(conflict(
+            "thinktime_blocks",
+            "thinktime",
+            "thinktime_blocks does nothing without thinktime",
+        ));
+    }
+    if spec.iodepth_batch_submit > spec.iodepth {
+        return Err(conflict(
+            "iodepth_batch_submit",
+            "iodepth",
+            "cannot submit more at once than the iodepth",
+        ));
+    }
+    if spec.iodepth_batch_complete_min > spec.iodepth {
+        return Err(conflict(
+            "iodepth_batch_complete_min",
+            "iodepth",
+            "cannot wait for more completions than the iodepth",
+        ));
+    }
+    if let Some(max) = spec.iodepth_batch_complete_max {
+        if max < spec.iodepth_batch_complete_min {
+            return Err(conflict(
+                "iodepth_batch_complete_max",
+                "iodepth_batch_complete_min",
+                "the maximum is below the minimum",
+            ));
+        }
+    }
+
+    // Verification.
+    if spec.verify != VerifyKind::None {
+        if !spec.does(Direction::Read) && !spec.does(Direction::Write) {
+            return Err(conflict(
+                "verify",
+                "rw",
+                "a trim-only job has no data to verify",
+            ));
+        }
+        if spec.verify == VerifyKind::Pattern && spec.verify_pattern.is_empty() {
+            return Err(conflict(
+                "verify",
+                "verify_pattern",
+                "verify=pattern needs verify_pattern",
+            ));
+        }
+        // A read-only job with verify checks what an earlier run (or an earlier job) wrote,
+        // as fio does; nothing to refuse here.
+    }
+    if set("verify_backlog") && spec.verify == VerifyKind::None {
+        return Err(conflict(
+            "verify_backlog",
+            "verify",
+            "verify_backlog needs verify",
+        ));
+    }
+    for (option, value) in [
+        ("verify_fatal", spec.verify_fatal),
+        ("do_verify", !spec.do_verify),
+    ] {
+        if set(option) && value && spec.verify == VerifyKind::None {
+            return Err(conflict(
+                option,
+                "verify",
+                &format!("{option} needs verify"),
+            ));
+        }
+    }
+
+    // Engine and target.
+    let engine = spec.engine();
+    for option in ["fixedbufs", "registerfiles", "sqthread_poll"] {
+        let on = match option {
+            "fixedbufs" => spec.fixedbufs,
+            "registerfiles" => spec.registerfiles,
+            _ => spec.sqthread_poll,
+        };
+        if on && engine != Engine::IoUring {
+            return Err(conflict(
+                option,
+                "ioengine",
+                &format!(
+                    "{option} is an io_uring option; the job uses ioengine={}",
+                    engine.name()
+                ),
+            ));
+        }
+    }
+    const ISCSI_OPTIONS: [&str; 13] = [
+        "header_digest",
+        "data_digest",
+        "immediate_data",
+        "initial_r2t",
+        "max_burst_length",
+        "first_burst_length",
+        "max_recv_data_segment_length",
+        "chap_username",
+        "chap_secret",
+        "mutual_chap_username",
+        "mutual_chap_secret",
+        "initiator_name",
+        "shards",
+    ];
+    if engine != Engine::Iscsi {
+        if let Some(option) = ISCSI_OPTIONS
+            .iter()
+            .chain(["transport"].iter())
+            .find(|name| set(name))
+        {
+            return Err(conflict(
+                option,
+                "ioengine",
+                &format!(
+                    "{option} is an iSCSI option; the job uses ioengine={}",
+                    engine.name()
+                ),
+            ));
+        }
+    }
+    match (engine, &spec.filename) {
+        (Engine::Iscsi, Some(Target::Path(_) | Target::Null)) => {
+            return Err(conflict(
+                "ioengine",
+                "filename",
+                "the iscsi engine needs an iscsi:// filename, or none for the embedded target",
+            ))
+        }
+        (Engine::IoUring, None | Some(Target::Iscsi(_) | Target::Null)) => {
+            return Err(conflict(
+                "ioengine",
+                "filename",
+                "the io_uring engine needs the path of a local file or block device",
+            ))
+        }
+        _ => {}
+    }
+    if let (Some(Target::Iscsi(url)), Some(_)) = (&spec.filename, &spec.iscsi.chap) {
+        if url.user.is_some() {
+            return Err(conflict(
+                "filename",
+                "chap_username",
+                "CHAP credentials are given both in the URL and as options",
+            ));
+        }
+    }
+    for (label, chap) in [
+        ("chap", &spec.iscsi.chap),
+        ("mutual_chap", &spec.iscsi.mutual_chap),
+    ] {
+        if let Some(credentials) = chap {
+            if credentials.username.is_empty() || credentials.secret.is_empty() {
+                return Err(invalid(format!(
+                    "{label}_username and {label}_secret go together"
+                )));
+            }
+        }
+    }
+    if spec.iscsi.mutual_chap.is_some() && spec.iscsi.chap.is_none() {
+        let url_chap = matches!(&spec.filename, Some(Target::Iscsi(url)) if url.user.is_some());
+        if !url_chap {
+            return Err(invalid(
+                "mutual CHAP needs one-way CHAP too (chap_username, chap_secret)".into(),
+            ));
+        }
+    }
+    if let (Some(first), Some(max)) = (
+        spec.iscsi.first_burst_length_bytes,
+        spec.iscsi.max_burst_length_bytes,
+    ) {
+        if first > max {
+            return Err(conflict(
+                "first_burst_length",
+                "max_burst_length",
+                "FirstBurstLength may not exceed MaxBurstLength (RFC 7143 13.14)",
+            ));
+        }
+    }
+
+    // Block sizes.
+    for (direction, block_size) in spec.block_size.each() {
+        if !spec.does(direction) {
+            continue;
+        }
+        if let Some(align) = spec.block_align.get(direction) {
+            if block_size.min_bytes() % align != 0 && align % block_size.min_bytes() != 0 {
+                return Err(conflict(
+                    "blockalign",
+                    "bs",
+                    &format!(
+                        "{} blocks of {} bytes and an alignment of {align} do not fit",
+                        direction.fio_name(),
+                        block_size.min_bytes()
+                    ),
+                ));
+            }
+        }
+    }
+    if readonly && (spec.does(Direction::Write) || spec.does(Direction::Trim)) {
+        return Err(invalid(format!(
+            "rw={} writes or trims, and --readonly is given",
+            spec.rw.kind.fio_name()
+        )));
+    }
+    if let Some(SizeSpec::Bytes(size)) = spec.size {
+        if size < spec.min_block_size_bytes() {
+            return Err(JobError::ZeroSize {
+                at,
+                job,
+                reason: format!(
+                    "size={size} is smaller than one block of {} bytes",
+                    spec.min_block_size_bytes()
+                ),
+            });
+        }
+    }
+    Ok(())
+}

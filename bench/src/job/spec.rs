@@ -1,0 +1,657 @@
+//! The typed result of parsing: one [`JobSpec`] per job section (or `--name`), with fio's
+//! defaults where the job says nothing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::{JobError, Origin};
+use crate::io::Direction;
+
+/// One value per data direction, in fio's order: read, write, trim. fio's comma lists
+/// (`bs=4k,64k`) fill these (see `value::parse_per_dir`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PerDir<T> {
+    pub read: T,
+    pub write: T,
+    pub trim: T,
+}
+
+impl<T> PerDir<T> {
+    /// The value for one direction.
+    pub fn get(&self, direction: Direction) -> &T {
+        match direction {
+            Direction::Read => &self.read,
+            Direction::Write => &self.write,
+            Direction::Trim => &self.trim,
+        }
+    }
+
+    /// The three values, read first.
+    pub fn each(&self) -> [(Direction, &T); 3] {
+        [
+            (Direction::Read, &self.read),
+            (Direction::Write, &self.write),
+            (Direction::Trim, &self.trim),
+        ]
+    }
+
+    pub(crate) fn get_mut(&mut self, direction: Direction) -> &mut T {
+        match direction {
+            Direction::Read => &mut self.read,
+            Direction::Write => &mut self.write,
+            Direction::Trim => &mut self.trim,
+        }
+    }
+}
+
+impl<T: Clone> PerDir<T> {
+    /// The same value for all three directions.
+    pub fn splat(value: T) -> PerDir<T> {
+        PerDir {
+            read: value.clone(),
+            write: value.clone(),
+            trim: value,
+        }
+    }
+}
+
+/// The I/O pattern (`rw=`/`readwrite=`), fio's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RwKind {
+    Read,
+    Write,
+    Trim,
+    RandRead,
+    RandWrite,
+    RandTrim,
+    /// `rw` or `readwrite`: sequential mixed reads and writes.
+    ReadWrite,
+    RandRw,
+}
+
+impl RwKind {
+    /// fio's spelling, as `rw=` takes it and as fio's reports print it.
+    pub fn fio_name(self) -> &'static str {
+        match self {
+            RwKind::Read => "read",
+            RwKind::Write => "write",
+            RwKind::Trim => "trim",
+            RwKind::RandRead => "randread",
+            RwKind::RandWrite => "randwrite",
+            RwKind::RandTrim => "randtrim",
+            RwKind::ReadWrite => "rw",
+            RwKind::RandRw => "randrw",
+        }
+    }
+
+    pub fn is_random(self) -> bool {
+        matches!(
+            self,
+            RwKind::RandRead | RwKind::RandWrite | RwKind::RandTrim | RwKind::RandRw
+        )
+    }
+
+    /// Whether the pattern issues I/O in this direction.
+    pub fn does(self, direction: Direction) -> bool {
+        match direction {
+            Direction::Read => matches!(
+                self,
+                RwKind::Read | RwKind::RandRead | RwKind::ReadWrite | RwKind::RandRw
+            ),
+            Direction::Write => matches!(
+                self,
+                RwKind::Write | RwKind::RandWrite | RwKind::ReadWrite | RwKind::RandRw
+            ),
+            Direction::Trim => matches!(self, RwKind::Trim | RwKind::RandTrim),
+        }
+    }
+
+    /// Reads and writes mixed by `rwmixread`.
+    pub fn is_mixed(self) -> bool {
+        matches!(self, RwKind::ReadWrite | RwKind::RandRw)
+    }
+}
+
+/// `rw=` with fio's optional `:<nr>` suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RwMode {
+    pub kind: RwKind,
+    /// fio's offset modifier: for a random pattern, the number of I/Os issued before a new
+    /// random offset is drawn; for a sequential one, the bytes skipped after each I/O
+    /// (`rw=write:4k` leaves 4 KiB holes). `None` when no suffix was given.
+    pub offset_modifier: Option<u64>,
+}
+
+/// An inclusive range `min-max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueRange<T> {
+    pub min: T,
+    pub max: T,
+}
+
+/// One weighted block size of `bssplit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BsSplitEntry {
+    pub len_bytes: u64,
+    /// Share of the I/Os of this direction, in percent. The entries of one direction add
+    /// up to exactly 100 (blank percentages were filled in evenly, as fio does).
+    pub percent: u32,
+}
+
+/// How big the I/Os of one direction are: `bs`, `bsrange` or `bssplit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockSize {
+    Fixed(u64),
+    /// Sizes drawn between min and max, multiples of min (fio without `bs_unaligned`).
+    Range(ValueRange<u64>),
+    Split(Vec<BsSplitEntry>),
+}
+
+impl BlockSize {
+    /// The smallest I/O this setting issues.
+    pub fn min_bytes(&self) -> u64 {
+        match self {
+            BlockSize::Fixed(len) => *len,
+            BlockSize::Range(range) => range.min,
+            BlockSize::Split(entries) => entries
+                .iter()
+                .filter(|entry| entry.percent > 0)
+                .map(|entry| entry.len_bytes)
+                .min()
+                .unwrap_or(0),
+        }
+    }
+
+    /// The largest I/O this setting issues.
+    pub fn max_bytes(&self) -> u64 {
+        match self {
+            BlockSize::Fixed(len) => *len,
+            BlockSize::Range(range) => range.max,
+            BlockSize::Split(entries) => entries
+                .iter()
+                .filter(|entry| entry.percent > 0)
+                .map(|entry| entry.len_bytes)
+                .max()
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// A size given in bytes or as a percentage of something (the target for `size`/`offset`,
+/// `size` for `io_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeSpec {
+    Bytes(u64),
+    /// 1 to 100.
+    Percent(u8),
+}
+
+/// `random_distribution=`. The optional second float of fio (`zipf:1.2:0.25`) is `center`,
+/// in 0..=1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Distribution {
+    Random,
+    Zipf {
+        theta: f64,
+        center: Option<f64>,
+    },
+    Pareto {
+        power: f64,
+        center: Option<f64>,
+    },
+    /// Gaussian; `deviation_percent` of the region, 0 <= d < 100.
+    Normal {
+        deviation_percent: f64,
+        center: Option<f64>,
+    },
+}
+
+/// `verify=`: the check a written block carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyKind {
+    None,
+    Crc32c,
+    Md5,
+    Sha256,
+    /// Only `verify_pattern` is checked.
+    Pattern,
+}
+
+/// `rate_process=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateProcess {
+    /// Fixed gaps between I/Os.
+    Linear,
+    /// Exponential gaps (a Poisson arrival process), mean 1/IOPS.
+    Poisson,
+}
+
+/// `ioengine=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Our iSCSI data path (`iscsi`, or fio's `libiscsi` so fio job files work unchanged).
+    Iscsi,
+    /// io_uring on a local file or block device.
+    IoUring,
+    /// No I/O at all: completes every request at once.
+    Null,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Iscsi => "iscsi",
+            Engine::IoUring => "io_uring",
+            Engine::Null => "null",
+        }
+    }
+}
+
+/// An `iscsi://` URL as libiscsi (and therefore fio's libiscsi engine) spells it:
+/// `iscsi://[user[%password]@]host[:port]/target-iqn/lun`. IPv6 hosts go in brackets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IscsiUrl {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Without brackets for IPv6.
+    pub host: String,
+    pub port: u16,
+    pub target_iqn: String,
+    pub lun: u64,
+}
+
+/// What a job's `filename` points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Iscsi(IscsiUrl),
+    /// A local file or block device.
+    Path(PathBuf),
+    /// `filename=null`: nothing (for `ioengine=null`).
+    Null,
+}
+
+/// `header_digest=` / `data_digest=` (RFC 7143 13.1): what the initiator offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestChoice {
+    None,
+    Crc32c,
+}
+
+/// `transport=`: how the iSCSI engine reaches the target (DESIGN.md, "The path of one I/O").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Our session over kernel TCP through io_uring.
+    Software,
+    /// A dependent HNIC: our session, the adapter frames and places data.
+    Dependent,
+    /// An independent HNIC: the adapter owns the session.
+    Independent,
+}
+
+/// CHAP credentials (RFC 7143 12.1.3, RFC 1994).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChapCredentials {
+    pub username: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ChapCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets stay out of logs.
+        f.debug_struct("ChapCredentials")
+            .field("username", &self.username)
+            .field("secret", &"<hidden>")
+            .finish()
+    }
+}
+
+/// The iSCSI login keys and engine settings a job may set (iscsi-bench's own options; fio
+/// has none of these). `None` means "what the engine proposes by default".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IscsiOptions {
+    pub header_digest: DigestChoice,
+    pub data_digest: DigestChoice,
+    pub immediate_data: Option<bool>,
+    pub initial_r2t: Option<bool>,
+    pub max_burst_length_bytes: Option<u32>,
+    pub first_burst_length_bytes: Option<u32>,
+    pub max_recv_data_segment_length_bytes: Option<u32>,
+    /// One-way CHAP: the target checks us.
+    pub chap: Option<ChapCredentials>,
+    /// Mutual CHAP: we check the target too (needs `chap`).
+    pub mutual_chap: Option<ChapCredentials>,
+    /// `initiator_name` (fio's libiscsi engine calls it `initiator`).
+    pub initiator_name: Option<String>,
+    pub transport: TransportKind,
+    /// Shards (one per core) the job's I/O is spread over.
+    pub shards: Option<u32>,
+}
+
+impl Default for IscsiOptions {
+    fn default() -> Self {
+        IscsiOptions {
+            header_digest: DigestChoice::None,
+            data_digest: DigestChoice::None,
+            immediate_data: None,
+            initial_r2t: None,
+            max_burst_length_bytes: None,
+            first_burst_length_bytes: None,
+            max_recv_data_segment_length_bytes: None,
+            chap: None,
+            mutual_chap: None,
+            initiator_name: None,
+            transport: TransportKind::Software,
+            shards: None,
+        }
+    }
+}
+
+/// Name of a log file (`write_lat_log` and friends): fio appends `_lat.N.log` etc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogName {
+    /// Option given without a value: the job's name is the prefix.
+    JobName,
+    Prefix(String),
+}
+
+/// fio's default `percentile_list`.
+pub const DEFAULT_PERCENTILES: [f64; 17] = [
+    1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95,
+    99.99,
+];
+
+/// fio's default block size.
+pub const DEFAULT_BLOCK_SIZE_BYTES: u64 = 4096;
+
+/// One job, as parsed. `numjobs` is kept, not expanded: the runner starts `numjobs` clones
+/// of this spec, which share its name and group (as fio's clones do); clone `i` starts
+/// at `offset + i * offset_increment`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub name: String,
+    pub description: Option<String>,
+    /// Where the job's section (or `--name`) is.
+    pub origin: Origin,
+    /// Reporting group: jobs with the same id are reported together under
+    /// `group_reporting`, and a new id starts after `stonewall`/`new_group` or with each
+    /// job file after the first (as fio numbers `groupid`).
+    pub group_id: u32,
+
+    // Target and engine.
+    pub filename: Option<Target>,
+    /// `None`: chosen from the target (see [`JobSpec::engine`]).
+    pub ioengine: Option<Engine>,
+    pub direct: bool,
+    pub fixedbufs: bool,
+    pub registerfiles: bool,
+    pub sqthread_poll: bool,
+    pub iscsi: IscsiOptions,
+    /// Give up on an I/O after this long (iscsi-bench's own option).
+    pub io_timeout: Option<Duration>,
+
+    // Region and amount.
+    /// `None`: the whole target from `offset` on.
+    pub size: Option<SizeSpec>,
+    pub offset: SizeSpec,
+    pub offset_increment: Option<SizeSpec>,
+    pub io_size: Option<SizeSpec>,
+    pub number_ios: Option<u64>,
+    pub loops: u32,
+    /// fio's `kb_base` (1024 or 1000): how `k`/`KiB` were read, and how reports print.
+    pub kb_base: u32,
+
+    // Pattern.
+    pub rw: RwMode,
+    /// Share of reads in a mixed pattern, 0..=100 (`rwmixwrite=N` sets it to 100-N).
+    pub rwmixread: u32,
+    pub block_size: PerDir<BlockSize>,
+    /// `blockalign`/`ba`: `None` aligns to the block size.
+    pub block_align: PerDir<Option<u64>>,
+    pub random_distribution: Distribution,
+    pub randrepeat: bool,
+    pub randseed: Option<u64>,
+    pub norandommap: bool,
+
+    // Depth and batching.
+    pub iodepth: u32,
+    /// `iodepth_batch_submit`/`iodepth_batch`: I/Os submitted at once (default 1); fio
+    /// reads 0 as "the iodepth". Kept as given.
+    pub iodepth_batch_submit: u32,
+    pub iodepth_batch_complete_min: u32,
+    pub iodepth_batch_complete_max: Option<u32>,
+    pub numjobs: u32,
+
+    // Time.
+    pub runtime: Option<Duration>,
+    pub time_based: bool,
+    pub ramp_time: Duration,
+    /// A single value is a range with min == max; each clone draws from the range.
+    pub startdelay: ValueRange<Duration>,
+
+    // Pacing.
+    /// Bytes per second per direction.
+    pub rate: PerDir<Option<u64>>,
+    pub rate_iops: PerDir<Option<u64>>,
+    pub rate_process: RateProcess,
+    pub thinktime: Duration,
+    pub thinktime_blocks: u32,
+
+    // Verification.
+    pub verify: VerifyKind,
+    /// The fill pattern; empty when not given.
+    pub verify_pattern: Vec<u8>,
+    pub verify_fatal: bool,
+    pub do_verify: bool,
+    pub verify_backlog: Option<u64>,
+
+    // Reporting and logs.
+    pub group_reporting: bool,
+    pub stonewall: bool,
+    pub new_group: bool,
+    pub percentile_list: Vec<f64>,
+    pub clat_percentiles: bool,
+    pub lat_percentiles: bool,
+    pub slat_percentiles: bool,
+    pub write_lat_log: Option<LogName>,
+    pub write_bw_log: Option<LogName>,
+    pub write_iops_log: Option<LogName>,
+    pub log_avg_msec: u64,
+    pub cpus_allowed: Option<Vec<u32>>,
+}
+
+impl JobSpec {
+    /// A job with fio's defaults.
+    pub fn new(name: impl Into<String>) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            description: None,
+            origin: Origin::Builtin,
+            group_id: 0,
+            filename: None,
+            ioengine: None,
+            direct: false,
+            fixedbufs: false,
+            registerfiles: false,
+            sqthread_poll: false,
+            iscsi: IscsiOptions::default(),
+            io_timeout: None,
+            size: None,
+            offset: SizeSpec::Bytes(0),
+            offset_increment: None,
+            io_size: None,
+            number_ios: None,
+            loops: 1,
+            kb_base: 1024,
+            rw: RwMode {
+                kind: RwKind::Read,
+                offset_modifier: None,
+            },
+            rwmixread: 50,
+            block_size: PerDir::splat(BlockSize::Fixed(DEFAULT_BLOCK_SIZE_BYTES)),
+            block_align: PerDir::splat(None),
+            random_distribution: Distribution::Random,
+            randrepeat: true,
+            randseed: None,
+            norandommap: false,
+            iodepth: 1,
+            iodepth_batch_submit: 1,
+            iodepth_batch_complete_min: 1,
+            iodepth_batch_complete_max: None,
+            numjobs: 1,
+            runtime: None,
+            time_based: false,
+            ramp_time: Duration::ZERO,
+            startdelay: ValueRange {
+                min: Duration::ZERO,
+                max: Duration::ZERO,
+            },
+            rate: PerDir::splat(None),
+            rate_iops: PerDir::splat(None),
+            rate_process: RateProcess::Linear,
+            thinktime: Duration::ZERO,
+            thinktime_blocks: 1,
+            verify: VerifyKind::None,
+            verify_pattern: Vec::new(),
+            verify_fatal: false,
+            do_verify: true,
+            verify_backlog: None,
+            group_reporting: false,
+            stonewall: false,
+            new_group: false,
+            percentile_list: DEFAULT_PERCENTILES.to_vec(),
+            clat_percentiles: true,
+            lat_percentiles: false,
+            slat_percentiles: false,
+            write_lat_log: None,
+            write_bw_log: None,
+            write_iops_log: None,
+            log_avg_msec: 0,
+            cpus_allowed: None,
+        }
+    }
+
+    /// The engine the job runs on: the one it names, else `iscsi` for an `iscsi://` target
+    /// or no target (the embedded target), `io_uring` for a path, `null` for `null`.
+    pub fn engine(&self) -> Engine {
+        if let Some(engine) = self.ioengine {
+            return engine;
+        }
+        match self.filename {
+            None | Some(Target::Iscsi(_)) => Engine::Iscsi,
+            Some(Target::Path(_)) => Engine::IoUring,
+            Some(Target::Null) => Engine::Null,
+        }
+    }
+
+    /// Whether the job issues I/O in this direction.
+    pub fn does(&self, direction: Direction) -> bool {
+        self.rw.kind.does(direction)
+    }
+
+    /// The smallest block size over the directions the job uses.
+    pub fn min_block_size_bytes(&self) -> u64 {
+        self.block_size
+            .each()
+            .into_iter()
+            .filter(|(direction, _)| self.does(*direction))
+            .map(|(_, block_size)| block_size.min_bytes())
+            .min()
+            .unwrap_or(DEFAULT_BLOCK_SIZE_BYTES)
+    }
+
+    /// Check the job against the size of its target (known once the LUN, file or device is
+    /// open) and resolve its region for the first clone. Refuses a zero-sized target or
+    /// region, an offset at or past the end, and a region that runs past the end; call it
+    /// before any I/O starts.
+    pub fn check_target_size(&self, target_bytes: u64) -> Result<Region, JobError> {
+        self.region_for_clone(target_bytes, 0)
+    }
+
+    /// As [`JobSpec::check_target_size`], for clone `clone_index` of `numjobs` (its region
+    /// starts `clone_index * offset_increment` further).
+    pub fn region_for_clone(
+        &self,
+        target_bytes: u64,
+        clone_index: u32,
+    ) -> Result<Region, JobError> {
+        let zero = |reason: String| JobError::ZeroSize {
+            at: self.origin.clone(),
+            job: self.name.clone(),
+            reason,
+        };
+        if target_bytes == 0 {
+            return Err(zero("the target is 0 bytes long".into()));
+        }
+        let align = self.min_block_size_bytes().max(1);
+        // fio aligns offsets given as a percentage to the minimum block size.
+        let resolve = |spec: SizeSpec, of: u64| -> u64 {
+            match spec {
+                SizeSpec::Bytes(bytes) => bytes,
+                SizeSpec::Percent(pct) => {
+                    let raw = (u128::from(of) * u128::from(pct) / 100) as u64;
+                    raw / align * align
+                }
+            }
+        };
+        let increment = self
+            .offset_increment
+            .map(|spec| resolve(spec, target_bytes))
+            .unwrap_or(0);
+        let offset_bytes = resolve(self.offset, target_bytes)
+            .checked_add(increment.saturating_mul(u64::from(clone_index)))
+            .ok_or_else(|| JobError::PastEnd {
+                at: self.origin.clone(),
+                job: self.name.clone(),
+                offset_bytes: u64::MAX,
+                len_bytes: 0,
+                target_bytes,
+            })?;
+        if offset_bytes >= target_bytes {
+            return Err(JobError::PastEnd {
+                at: self.origin.clone(),
+                job: self.name.clone(),
+                offset_bytes,
+                len_bytes: 0,
+                target_bytes,
+            });
+        }
+        let len_bytes = match self.size {
+            None => target_bytes - offset_bytes,
+            Some(spec) => resolve(spec, target_bytes),
+        };
+        if len_bytes == 0 {
+            return Err(zero(format!(
+                "size resolves to 0 bytes of a {target_bytes}-byte target"
+            )));
+        }
+        if offset_bytes
+            .checked_add(len_bytes)
+            .is_none_or(|end| end > target_bytes)
+        {
+            return Err(JobError::PastEnd {
+                at: self.origin.clone(),
+                job: self.name.clone(),
+                offset_bytes,
+                len_bytes,
+                target_bytes,
+            });
+        }
+        if len_bytes < self.min_block_size_bytes() {
+            return Err(zero(format!(
+                "the region of {len_bytes} bytes holds no block of {} bytes",
+                self.min_block_size_bytes()
+            )));
+        }
+        Ok(Region {
+            offset_bytes,
+            len_bytes,
+        })
+    }
+}
+
+/// The part of the target one job clone works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub offset_bytes: u64,
+    pub len_bytes: u64,
+}
