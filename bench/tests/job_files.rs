@@ -2,6 +2,8 @@
 //! fio's scoping and grouping rules, the errors of bad input, and (where fio is installed)
 //! fio's own verdict on the same files.
 
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -14,7 +16,9 @@ use bench::job::{
 };
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jobs").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/jobs")
+        .join(name)
 }
 
 fn test_env(name: &str) -> Option<String> {
@@ -111,8 +115,7 @@ fn libiscsi_fixture_runs_on_the_iscsi_engine() {
     assert_eq!(job.block_size.write, BlockSize::Fixed(1 << 20));
 
     // The unescaped form of the brief's example works too.
-    let jobs =
-        parse_text("[j]\nioengine=libiscsi\nfilename=iscsi://127.0.0.1/iqn.x/0\n").unwrap();
+    let jobs = parse_text("[j]\nioengine=libiscsi\nfilename=iscsi://127.0.0.1/iqn.x/0\n").unwrap();
     assert!(matches!(&jobs[0].filename, Some(Target::Iscsi(url)) if url.target_iqn == "iqn.x"));
 }
 
@@ -123,25 +126,48 @@ fn groups_follow_stonewall_and_new_group() {
     // fio 3.33 numbers these 0, 1, 2, 2.
     assert_eq!(
         summary,
-        vec![("prep-write", 0), ("verify-read", 1), ("seq-mix", 2), ("split", 2)]
+        vec![
+            ("prep-write", 0),
+            ("verify-read", 1),
+            ("seq-mix", 2),
+            ("split", 2)
+        ]
     );
     let seq_mix = &jobs[2];
     assert_eq!(seq_mix.rwmixread, 70);
     assert_eq!(
         seq_mix.block_size,
         PerDir {
-            read: BlockSize::Range(ValueRange { min: 4096, max: 65536 }),
-            write: BlockSize::Range(ValueRange { min: 8192, max: 16384 }),
-            trim: BlockSize::Range(ValueRange { min: 8192, max: 16384 }),
+            read: BlockSize::Range(ValueRange {
+                min: 4096,
+                max: 65536
+            }),
+            write: BlockSize::Range(ValueRange {
+                min: 8192,
+                max: 16384
+            }),
+            trim: BlockSize::Range(ValueRange {
+                min: 8192,
+                max: 16384
+            }),
         }
     );
     let split = &jobs[3];
     assert_eq!(
         split.block_size.write,
         BlockSize::Split(vec![
-            BsSplitEntry { len_bytes: 4096, percent: 50 },
-            BsSplitEntry { len_bytes: 1024, percent: 25 },
-            BsSplitEntry { len_bytes: 32768, percent: 25 },
+            BsSplitEntry {
+                len_bytes: 4096,
+                percent: 50
+            },
+            BsSplitEntry {
+                len_bytes: 1024,
+                percent: 25
+            },
+            BsSplitEntry {
+                len_bytes: 32768,
+                percent: 25
+            },
         ])
     );
     assert_eq!(split.write_lat_log, Some(LogName::JobName));
@@ -182,41 +208,67 @@ fn iscsi_options_fixture() {
     assert_eq!(iscsi.max_burst_length_bytes, Some(256 << 10));
     assert_eq!(iscsi.first_burst_length_bytes, Some(64 << 10));
     assert_eq!(iscsi.max_recv_data_segment_length_bytes, Some(64 << 10));
-    assert_eq!(iscsi.chap.as_ref().map(|c| c.username.as_str()), Some("alice"));
-    assert_eq!(iscsi.chap.as_ref().map(|c| c.secret.as_str()), Some("supersecret12"));
-    assert_eq!(iscsi.mutual_chap.as_ref().map(|c| c.username.as_str()), Some("target"));
-    assert_eq!(iscsi.initiator_name.as_deref(), Some("iqn.2024-01.test:initiator"));
+    assert_eq!(
+        iscsi.chap.as_ref().map(|c| c.username.as_str()),
+        Some("alice")
+    );
+    assert_eq!(
+        iscsi.chap.as_ref().map(|c| c.secret.as_str()),
+        Some("supersecret12")
+    );
+    assert_eq!(
+        iscsi.mutual_chap.as_ref().map(|c| c.username.as_str()),
+        Some("target")
+    );
+    assert_eq!(
+        iscsi.initiator_name.as_deref(),
+        Some("iqn.2024-01.test:initiator")
+    );
     assert_eq!(iscsi.transport, TransportKind::Software);
     assert_eq!(iscsi.shards, Some(2));
     assert_eq!(job.io_timeout, Some(Duration::from_secs(5)));
     assert_eq!(job.verify, VerifyKind::Sha256);
-    assert!(!format!("{:?}", iscsi.chap).contains("supersecret"), "secret in Debug output");
+    assert!(
+        !format!("{:?}", iscsi.chap).contains("supersecret"),
+        "secret in Debug output"
+    );
 }
 
 /// Each bad fixture: the error kind and the `file:line` it must name.
 #[test]
 fn bad_fixtures_name_file_and_line() {
-    let cases: [(&str, &str, fn(&JobError) -> bool); 8] = [
+    type ErrorCheck = fn(&JobError) -> bool;
+    let cases: [(&str, &str, ErrorCheck); 8] = [
         ("unknown-option.fio", ":3", |e| {
             matches!(e, JobError::UnknownOption { .. }) && e.to_string().contains("\"iodepth\"")
         }),
-        ("unsupported-option.fio", ":3", |e| {
-            matches!(e, JobError::Unsupported { option, .. } if option == "fsync")
+        (
+            "unsupported-option.fio",
+            ":3",
+            |e| matches!(e, JobError::Unsupported { option, .. } if option == "fsync"),
+        ),
+        ("bad-section.fio", ":3", |e| {
+            matches!(e, JobError::Syntax { .. })
         }),
-        ("bad-section.fio", ":3", |e| matches!(e, JobError::Syntax { .. })),
         ("rate-conflict.fio", ":1", |e| {
             matches!(e, JobError::Conflict { .. })
                 && e.to_string().contains("rate (")
                 && e.to_string().contains("rate_iops (")
         }),
-        ("zero-size.fio", ":2", |e| matches!(e, JobError::ZeroSize { .. })),
+        ("zero-size.fio", ":2", |e| {
+            matches!(e, JobError::ZeroSize { .. })
+        }),
         ("time-based-no-runtime.fio", ":1", |e| {
             matches!(e, JobError::Conflict { .. }) && e.to_string().contains("runtime")
         }),
-        ("bad-unit.fio", ":2:4", |e| {
-            matches!(e, JobError::BadValue { option, .. } if option == "bs")
+        (
+            "bad-unit.fio",
+            ":2:4",
+            |e| matches!(e, JobError::BadValue { option, .. } if option == "bs"),
+        ),
+        ("outside-section.fio", ":1", |e| {
+            matches!(e, JobError::OutsideSection { .. })
         }),
-        ("outside-section.fio", ":1", |e| matches!(e, JobError::OutsideSection { .. })),
     ];
     for (name, place, check) in cases {
         let path = fixture(&format!("bad/{name}"));
@@ -252,10 +304,19 @@ fn conflicts_and_checks() {
     conflict("[j]\nioengine=null\nfixedbufs\n", "io_uring option");
     conflict("[j]\nioengine=null\nheader_digest=crc32c\n", "iSCSI option");
     conflict("[j]\nioengine=io_uring\n", "io_uring engine needs");
-    conflict("[j]\nfilename=/tmp/x\nioengine=iscsi\n", "iscsi engine needs");
-    conflict("[j]\nfirst_burst_length=1m\nmax_burst_length=64k\n", "FirstBurstLength");
+    conflict(
+        "[j]\nfilename=/tmp/x\nioengine=iscsi\n",
+        "iscsi engine needs",
+    );
+    conflict(
+        "[j]\nfirst_burst_length=1m\nmax_burst_length=64k\n",
+        "FirstBurstLength",
+    );
     conflict("[j]\nchap_username=a\n", "go together");
-    conflict("[j]\nmutual_chap_username=a\nmutual_chap_secret=b\n", "one-way CHAP");
+    conflict(
+        "[j]\nmutual_chap_username=a\nmutual_chap_secret=b\n",
+        "one-way CHAP",
+    );
     conflict("[j]\nbs=8k\nsize=4k\n", "smaller than one block");
     conflict("[j]\nbs=4k\nblockalign=3k\n", "blockalign");
     conflict("[j]\nioengine=io_uring\nfilename=a:b\n", "several files");
@@ -267,7 +328,13 @@ fn conflicts_and_checks() {
     )
     .unwrap();
     assert_eq!(jobs[0].rwmixread, 50);
-    assert_eq!(jobs[0].block_size.read, BlockSize::Split(vec![BsSplitEntry { len_bytes: 4096, percent: 100 }]));
+    assert_eq!(
+        jobs[0].block_size.read,
+        BlockSize::Split(vec![BsSplitEntry {
+            len_bytes: 4096,
+            percent: 100
+        }])
+    );
     // A read-only verify job is fine: it checks what an earlier run wrote (as in fio).
     assert!(parse_text("[j]\nrw=read\nverify=crc32c\n").is_ok());
     // A job can rename itself; the section name is only the default.
@@ -280,7 +347,10 @@ fn target_size_checks() {
     let whole = job("[j]\n");
     let region = whole.check_target_size(1 << 20).unwrap();
     assert_eq!((region.offset_bytes, region.len_bytes), (0, 1 << 20));
-    assert!(matches!(whole.check_target_size(0), Err(JobError::ZeroSize { .. })));
+    assert!(matches!(
+        whole.check_target_size(0),
+        Err(JobError::ZeroSize { .. })
+    ));
 
     let past = job("[j]\noffset=2m\n");
     let error = past.check_target_size(1 << 20).unwrap_err();
@@ -288,7 +358,10 @@ fn target_size_checks() {
     assert!(error.to_string().starts_with("t.fio:1"), "{error}");
 
     let too_big = job("[j]\noffset=512k\nsize=1m\n");
-    assert!(matches!(too_big.check_target_size(1 << 20), Err(JobError::PastEnd { .. })));
+    assert!(matches!(
+        too_big.check_target_size(1 << 20),
+        Err(JobError::PastEnd { .. })
+    ));
     assert!(too_big.check_target_size(2 << 20).is_ok());
 
     // Percentages of the target; offsets aligned down to the block size.
@@ -298,11 +371,17 @@ fn target_size_checks() {
     assert_eq!(region.len_bytes, 1 << 19);
 
     let clones = job("[j]\nsize=1m\noffset_increment=1m\nnumjobs=4\n");
-    assert_eq!(clones.region_for_clone(4 << 20, 3).unwrap().offset_bytes, 3 << 20);
+    assert_eq!(
+        clones.region_for_clone(4 << 20, 3).unwrap().offset_bytes,
+        3 << 20
+    );
     assert!(clones.region_for_clone(4 << 20, 4).is_err());
 
     let tiny = job("[j]\nbs=64k\n");
-    assert!(matches!(tiny.check_target_size(4096), Err(JobError::ZeroSize { .. })));
+    assert!(matches!(
+        tiny.check_target_size(4096),
+        Err(JobError::ZeroSize { .. })
+    ));
 }
 
 #[test]
@@ -311,14 +390,29 @@ fn command_line_scoping_like_fio() {
     let files = files.to_str().unwrap();
     // Before --name: defaults for every job; after: the job's own. CLI jobs come first.
     let invocation = cli(&[
-        "--iodepth=7", "--bs", "16k", files, "--name=first", "--rw=write", "-name=second",
-        "--bs=8k", "--ioengine=null", "--output-format=normal,json+", "--eta=never",
-        "--status-interval=2", "--interval-results", "--report=out", "--output=res.json",
+        "--iodepth=7",
+        "--bs",
+        "16k",
+        files,
+        "--name=first",
+        "--rw=write",
+        "-name=second",
+        "--bs=8k",
+        "--ioengine=null",
+        "--output-format=normal,json+",
+        "--eta=never",
+        "--status-interval=2",
+        "--interval-results",
+        "--report=out",
+        "--output=res.json",
     ])
     .unwrap();
     assert_eq!(invocation.action, Action::Run);
-    let names: Vec<(&str, u32)> =
-        invocation.jobs.iter().map(|j| (j.name.as_str(), j.group_id)).collect();
+    let names: Vec<(&str, u32)> = invocation
+        .jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.group_id))
+        .collect();
     assert_eq!(names, vec![("first", 0), ("second", 0), ("mixed", 0)]);
     let [first, second, mixed] = &invocation.jobs[..] else {
         panic!("three jobs expected");
@@ -343,7 +437,10 @@ fn command_line_scoping_like_fio() {
     let invocation = cli(&[fixture("groups.fio").to_str().unwrap(), files]).unwrap();
     let groups: Vec<u32> = invocation.jobs.iter().map(|j| j.group_id).collect();
     assert_eq!(groups, vec![0, 1, 2, 2, 3]);
-    assert_eq!(invocation.jobs[4].block_size.read, BlockSize::Fixed(8 << 10));
+    assert_eq!(
+        invocation.jobs[4].block_size.read,
+        BlockSize::Fixed(8 << 10)
+    );
 }
 
 #[test]
@@ -356,7 +453,10 @@ fn command_line_without_name_runs_one_job() {
     assert_eq!(job.filename, None);
     assert_eq!(job.iodepth, 32);
     assert!(matches!(cli(&[]), Err(JobError::NoJobs)));
-    assert!(matches!(cli(&["--output-format=json"]), Err(JobError::NoJobs)));
+    assert!(matches!(
+        cli(&["--output-format=json"]),
+        Err(JobError::NoJobs)
+    ));
 }
 
 #[test]
@@ -369,27 +469,65 @@ fn command_line_tool_actions_and_errors() {
         Action::CmdHelp(text) => assert!(text.contains("blocksize"), "{text}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(cli(&["--parse-only", "--name=a"]).unwrap().action, Action::ParseOnly);
-    assert_eq!(cli(&["--showcmd", "--name=a"]).unwrap().action, Action::ShowCmd);
+    assert_eq!(
+        cli(&["--parse-only", "--name=a"]).unwrap().action,
+        Action::ParseOnly
+    );
+    assert_eq!(
+        cli(&["--showcmd", "--name=a"]).unwrap().action,
+        Action::ShowCmd
+    );
 
     let error = cli(&["--name=a", "--iodpth=4"]).unwrap_err();
     assert!(error.to_string().contains("--iodepth"), "{error}");
-    assert!(error.to_string().contains("command line argument 2"), "{error}");
+    assert!(
+        error.to_string().contains("command line argument 2"),
+        "{error}"
+    );
     let error = cli(&["--outptu=x"]).unwrap_err();
     assert!(error.to_string().contains("--output"), "{error}");
-    assert!(matches!(cli(&["--debug=io"]), Err(JobError::Unsupported { .. })));
-    assert!(matches!(cli(&["--name=a", "--fsync=1"]), Err(JobError::Unsupported { .. })));
-    assert!(matches!(cli(&["--output-format=terse"]), Err(JobError::BadValue { .. })));
-    assert!(matches!(cli(&["--eta=sometimes"]), Err(JobError::BadValue { .. })));
-    assert!(matches!(cli(&["--name=a", "--bs"]), Err(JobError::MissingValue { .. })));
-    assert!(matches!(cli(&["--name="]), Err(JobError::MissingValue { .. })));
-    assert!(matches!(cli(&["--readonly", "--name=a", "--rw=write"]), Err(JobError::InvalidJob { .. })));
-    assert!(matches!(cli(&["/nonexistent/job.fio"]), Err(JobError::Read { .. })));
+    assert!(matches!(
+        cli(&["--debug=io"]),
+        Err(JobError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        cli(&["--name=a", "--fsync=1"]),
+        Err(JobError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        cli(&["--output-format=terse"]),
+        Err(JobError::BadValue { .. })
+    ));
+    assert!(matches!(
+        cli(&["--eta=sometimes"]),
+        Err(JobError::BadValue { .. })
+    ));
+    assert!(matches!(
+        cli(&["--name=a", "--bs"]),
+        Err(JobError::MissingValue { .. })
+    ));
+    assert!(matches!(
+        cli(&["--name="]),
+        Err(JobError::MissingValue { .. })
+    ));
+    assert!(matches!(
+        cli(&["--readonly", "--name=a", "--rw=write"]),
+        Err(JobError::InvalidJob { .. })
+    ));
+    assert!(matches!(
+        cli(&["/nonexistent/job.fio"]),
+        Err(JobError::Read { .. })
+    ));
     let only = cli(&["--section=split", fixture("groups.fio").to_str().unwrap()]).unwrap();
     assert_eq!(only.jobs.len(), 1);
     assert_eq!(only.jobs[0].name, "split");
-    assert_eq!(cli(&["--name=a", "--interval-results=500ms"]).unwrap().tool.interval_results,
-        Some(Duration::from_millis(500)));
+    assert_eq!(
+        cli(&["--name=a", "--interval-results=500ms"])
+            .unwrap()
+            .tool
+            .interval_results,
+        Some(Duration::from_millis(500))
+    );
 }
 
 #[test]
@@ -398,7 +536,10 @@ fn showcmd_output_parses_back() {
     let line = render_command_line(&jobs);
     assert!(line.starts_with("iscsi-bench --name=prep-write"), "{line}");
     let args: Vec<&str> = line.split(' ').skip(1).collect();
-    assert!(args.iter().all(|a| !a.starts_with('\'')), "needs a shell to split: {line}");
+    assert!(
+        args.iter().all(|a| !a.starts_with('\'')),
+        "needs a shell to split: {line}"
+    );
     let mut again = cli(&args).unwrap().jobs;
     let mut expected = jobs.clone();
     for job in again.iter_mut().chain(expected.iter_mut()) {

@@ -1,14 +1,16 @@
 //! Property: any valid set of job settings, rendered as a fio job file (and as a command
 //! line), parses back to the same job specs.
 
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bench::job::{
-    parse_command_line_with_env, parse_job_str, render_command_line, render_job_file,
-    BlockSize, BsSplitEntry, ChapCredentials, DigestChoice, Distribution, Engine, IscsiUrl,
-    JobSpec, LogName, Origin, PerDir, RateProcess, RwKind, RwMode, SizeSpec, Target,
-    TransportKind, ValueRange, VerifyKind,
+    parse_command_line_with_env, parse_job_str, render_command_line, render_job_file, BlockSize,
+    BsSplitEntry, ChapCredentials, DigestChoice, Distribution, Engine, IscsiUrl, JobSpec, LogName,
+    Origin, PerDir, RateProcess, RwKind, RwMode, SizeSpec, Target, TransportKind, ValueRange,
+    VerifyKind,
 };
 use proptest::collection::{btree_set, vec};
 use proptest::option;
@@ -29,7 +31,10 @@ fn block_size() -> impl Strategy<Value = BlockSize> {
             let total: u32 = weights.iter().map(|(_, w)| w).sum();
             let mut entries: Vec<BsSplitEntry> = weights
                 .iter()
-                .map(|(len, w)| BsSplitEntry { len_bytes: *len, percent: w * 100 / total })
+                .map(|(len, w)| BsSplitEntry {
+                    len_bytes: *len,
+                    percent: w * 100 / total,
+                })
                 .collect();
             let given: u32 = entries.iter().map(|e| e.percent).sum();
             if let Some(first) = entries.first_mut() {
@@ -60,7 +65,11 @@ fn target() -> impl Strategy<Value = Target> {
         Just(Target::Null),
         "/tmp/[a-z0-9_]{1,8}(:[a-z]{1,3})?".prop_map(|p| Target::Path(PathBuf::from(p))),
         (
-            prop_oneof![Just("127.0.0.1".to_string()), Just("::1".to_string()), "h[a-z]{0,5}"],
+            prop_oneof![
+                Just("127.0.0.1".to_string()),
+                Just("::1".to_string()),
+                "h[a-z]{0,5}"
+            ],
             1u16..=65535,
             "iqn\\.2024-01\\.[a-z]{1,5}:[a-z0-9]{1,5}",
             0u64..1000,
@@ -71,7 +80,14 @@ fn target() -> impl Strategy<Value = Target> {
                     Some((user, password)) => (Some(user), password),
                     None => (None, None),
                 };
-                Target::Iscsi(IscsiUrl { user, password, host, port, target_iqn, lun })
+                Target::Iscsi(IscsiUrl {
+                    user,
+                    password,
+                    host,
+                    port,
+                    target_iqn,
+                    lun,
+                })
             }),
     ]
 }
@@ -85,8 +101,10 @@ fn distribution() -> impl Strategy<Value = Distribution> {
             .prop_map(|(theta, center)| Distribution::Zipf { theta, center }),
         (0.01f64..0.99, center.clone())
             .prop_map(|(power, center)| Distribution::Pareto { power, center }),
-        (0.0f64..99.9, center)
-            .prop_map(|(deviation_percent, center)| Distribution::Normal { deviation_percent, center }),
+        (0.0f64..99.9, center).prop_map(|(deviation_percent, center)| Distribution::Normal {
+            deviation_percent,
+            center
+        }),
     ]
 }
 
@@ -104,7 +122,10 @@ fn rw_kind() -> impl Strategy<Value = RwKind> {
 }
 
 fn log_name() -> impl Strategy<Value = Option<LogName>> {
-    option::of(prop_oneof![Just(LogName::JobName), word().prop_map(LogName::Prefix)])
+    option::of(prop_oneof![
+        Just(LogName::JobName),
+        word().prop_map(LogName::Prefix)
+    ])
 }
 
 fn per_dir<S: Strategy>(make: impl Fn() -> S) -> impl Strategy<Value = PerDir<S::Value>>
@@ -119,7 +140,11 @@ where
 fn job_spec() -> impl Strategy<Value = JobSpec> {
     let target_and_engine = (
         option::of(target()),
-        option::of(prop_oneof![Just(Engine::Iscsi), Just(Engine::IoUring), Just(Engine::Null)]),
+        option::of(prop_oneof![
+            Just(Engine::Iscsi),
+            Just(Engine::IoUring),
+            Just(Engine::Null)
+        ]),
         any::<[bool; 4]>(),
     );
     let region = (
@@ -142,7 +167,13 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
         option::of(any::<u64>()),
         any::<bool>(),
     );
-    let depth = (1u32..512, 0u32..512, 0u32..512, option::of(1u32..512), 1u32..64);
+    let depth = (
+        1u32..512,
+        0u32..512,
+        0u32..512,
+        option::of(1u32..512),
+        1u32..64,
+    );
     let time = (
         option::of(1u64..1 << 40).prop_map(|t| t.map(Duration::from_micros)),
         any::<bool>(),
@@ -178,15 +209,43 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
     let iscsi = (
         any::<[bool; 2]>(),
         (option::of(any::<bool>()), option::of(any::<bool>())),
-        (option::of(512u32..=0xFF_FFFF), option::of(512u32..=0xFF_FFFF), option::of(512u32..=0xFF_FFFF)),
+        (
+            option::of(512u32..=0xFF_FFFF),
+            option::of(512u32..=0xFF_FFFF),
+            option::of(512u32..=0xFF_FFFF),
+        ),
         option::of(((word(), word()), option::of((word(), word())))),
         option::of("iqn\\.2024-01\\.[a-z]{1,6}:[a-z0-9]{1,6}"),
         0u8..3,
         option::of(1u32..64),
     );
-    (word(), option::of(word()), target_and_engine, region, pattern, depth, time, pacing, verify, reporting, iscsi)
+    (
+        word(),
+        option::of(word()),
+        target_and_engine,
+        region,
+        pattern,
+        depth,
+        time,
+        pacing,
+        verify,
+        reporting,
+        iscsi,
+    )
         .prop_map(
-            |(name, description, target_and_engine, region, pattern, depth, time, pacing, verify, reporting, iscsi)| {
+            |(
+                name,
+                description,
+                target_and_engine,
+                region,
+                pattern,
+                depth,
+                time,
+                pacing,
+                verify,
+                reporting,
+                iscsi,
+            )| {
                 let mut spec = JobSpec::new(if name == "global" { "g".into() } else { name });
                 spec.description = description;
                 let (filename, ioengine, [direct, fixedbufs, registerfiles, sqthread_poll]) =
@@ -194,9 +253,30 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
                 spec.filename = filename;
                 spec.ioengine = ioengine;
                 spec.direct = direct;
-                (spec.size, spec.offset, spec.offset_increment, spec.io_size, spec.number_ios, spec.loops, spec.kb_base) = region;
-                let (kind, modifier, rwmixread, block_size, block_align, distribution, randrepeat, randseed, norandommap) = pattern;
-                spec.rw = RwMode { kind, offset_modifier: modifier };
+                (
+                    spec.size,
+                    spec.offset,
+                    spec.offset_increment,
+                    spec.io_size,
+                    spec.number_ios,
+                    spec.loops,
+                    spec.kb_base,
+                ) = region;
+                let (
+                    kind,
+                    modifier,
+                    rwmixread,
+                    block_size,
+                    block_align,
+                    distribution,
+                    randrepeat,
+                    randseed,
+                    norandommap,
+                ) = pattern;
+                spec.rw = RwMode {
+                    kind,
+                    offset_modifier: modifier,
+                };
                 spec.rwmixread = rwmixread;
                 spec.block_size = block_size;
                 spec.block_align = block_align;
@@ -208,15 +288,23 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
                 spec.iodepth = iodepth;
                 spec.iodepth_batch_submit = batch.min(iodepth);
                 spec.iodepth_batch_complete_min = complete_min.min(iodepth);
-                spec.iodepth_batch_complete_max = complete_max.map(|max| max.max(spec.iodepth_batch_complete_min).max(1));
+                spec.iodepth_batch_complete_max =
+                    complete_max.map(|max| max.max(spec.iodepth_batch_complete_min).max(1));
                 spec.numjobs = numjobs;
                 let (runtime, time_based, ramp_time, (delay_a, delay_b)) = time;
                 spec.runtime = runtime;
                 spec.time_based = time_based && runtime.is_some();
                 spec.ramp_time = ramp_time;
-                spec.startdelay = ValueRange { min: delay_a.min(delay_b), max: delay_a.max(delay_b) };
+                spec.startdelay = ValueRange {
+                    min: delay_a.min(delay_b),
+                    max: delay_a.max(delay_b),
+                };
                 let (rates, poisson, thinktime, thinktime_blocks) = pacing;
-                for direction in [bench::io::Direction::Read, bench::io::Direction::Write, bench::io::Direction::Trim] {
+                for direction in [
+                    bench::io::Direction::Read,
+                    bench::io::Direction::Write,
+                    bench::io::Direction::Trim,
+                ] {
                     let (choice, value) = *rates.get(direction);
                     let (rate, iops) = match choice {
                         0 => (None, None),
@@ -224,17 +312,37 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
                         _ => (None, Some(value)),
                     };
                     match direction {
-                        bench::io::Direction::Read => (spec.rate.read, spec.rate_iops.read) = (rate, iops),
-                        bench::io::Direction::Write => (spec.rate.write, spec.rate_iops.write) = (rate, iops),
-                        bench::io::Direction::Trim => (spec.rate.trim, spec.rate_iops.trim) = (rate, iops),
+                        bench::io::Direction::Read => {
+                            (spec.rate.read, spec.rate_iops.read) = (rate, iops)
+                        }
+                        bench::io::Direction::Write => {
+                            (spec.rate.write, spec.rate_iops.write) = (rate, iops)
+                        }
+                        bench::io::Direction::Trim => {
+                            (spec.rate.trim, spec.rate_iops.trim) = (rate, iops)
+                        }
                     }
                 }
-                let any_rate = spec.rate.each().iter().chain(spec.rate_iops.each().iter()).any(|(_, r)| r.is_some());
-                spec.rate_process = if poisson && any_rate { RateProcess::Poisson } else { RateProcess::Linear };
+                let any_rate = spec
+                    .rate
+                    .each()
+                    .iter()
+                    .chain(spec.rate_iops.each().iter())
+                    .any(|(_, r)| r.is_some());
+                spec.rate_process = if poisson && any_rate {
+                    RateProcess::Poisson
+                } else {
+                    RateProcess::Linear
+                };
                 spec.thinktime = thinktime;
-                spec.thinktime_blocks = if thinktime.is_zero() { 1 } else { thinktime_blocks };
+                spec.thinktime_blocks = if thinktime.is_zero() {
+                    1
+                } else {
+                    thinktime_blocks
+                };
                 let (verify_kind, pattern_bytes, [fatal, no_do_verify], backlog) = verify;
-                let readable = kind.does(bench::io::Direction::Read) || kind.does(bench::io::Direction::Write);
+                let readable =
+                    kind.does(bench::io::Direction::Read) || kind.does(bench::io::Direction::Write);
                 spec.verify_pattern = pattern_bytes;
                 spec.verify = match verify_kind {
                     _ if !readable => VerifyKind::None,
@@ -249,7 +357,14 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
                     spec.do_verify = !no_do_verify;
                     spec.verify_backlog = backlog;
                 }
-                let ([group_reporting, stonewall, new_group, clat, lat, slat], percentiles, logs, log_avg_msec, cpus, io_timeout) = reporting;
+                let (
+                    [group_reporting, stonewall, new_group, clat, lat, slat],
+                    percentiles,
+                    logs,
+                    log_avg_msec,
+                    cpus,
+                    io_timeout,
+                ) = reporting;
                 spec.group_reporting = group_reporting;
                 spec.stonewall = stonewall;
                 spec.new_group = new_group;
@@ -266,8 +381,12 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
 
                 // Engine and target must fit each other.
                 match (spec.engine(), &spec.filename) {
-                    (Engine::Iscsi, Some(Target::Path(_) | Target::Null)) => spec.ioengine = Some(Engine::Null),
-                    (Engine::IoUring, None | Some(Target::Iscsi(_) | Target::Null)) => spec.ioengine = Some(Engine::Null),
+                    (Engine::Iscsi, Some(Target::Path(_) | Target::Null)) => {
+                        spec.ioengine = Some(Engine::Null)
+                    }
+                    (Engine::IoUring, None | Some(Target::Iscsi(_) | Target::Null)) => {
+                        spec.ioengine = Some(Engine::Null)
+                    }
                     _ => {}
                 }
                 if spec.engine() == Engine::IoUring {
@@ -276,10 +395,26 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
                     spec.sqthread_poll = sqthread_poll;
                 }
                 if spec.engine() == Engine::Iscsi {
-                    let ([header, data], (immediate, r2t), (max_burst, first_burst, mrdsl), chap, initiator, transport, shards) = iscsi;
+                    let (
+                        [header, data],
+                        (immediate, r2t),
+                        (max_burst, first_burst, mrdsl),
+                        chap,
+                        initiator,
+                        transport,
+                        shards,
+                    ) = iscsi;
                     let options = &mut spec.iscsi;
-                    options.header_digest = if header { DigestChoice::Crc32c } else { DigestChoice::None };
-                    options.data_digest = if data { DigestChoice::Crc32c } else { DigestChoice::None };
+                    options.header_digest = if header {
+                        DigestChoice::Crc32c
+                    } else {
+                        DigestChoice::None
+                    };
+                    options.data_digest = if data {
+                        DigestChoice::Crc32c
+                    } else {
+                        DigestChoice::None
+                    };
                     options.immediate_data = immediate;
                     options.initial_r2t = r2t;
                     options.max_burst_length_bytes = max_burst;
@@ -288,10 +423,15 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
                         (first, _) => first,
                     };
                     options.max_recv_data_segment_length_bytes = mrdsl;
-                    let url_has_user = matches!(&spec.filename, Some(Target::Iscsi(url)) if url.user.is_some());
+                    let url_has_user =
+                        matches!(&spec.filename, Some(Target::Iscsi(url)) if url.user.is_some());
                     if let Some(((user, secret), mutual)) = chap.filter(|_| !url_has_user) {
-                        options.chap = Some(ChapCredentials { username: user, secret });
-                        options.mutual_chap = mutual.map(|(username, secret)| ChapCredentials { username, secret });
+                        options.chap = Some(ChapCredentials {
+                            username: user,
+                            secret,
+                        });
+                        options.mutual_chap =
+                            mutual.map(|(username, secret)| ChapCredentials { username, secret });
                     }
                     options.initiator_name = initiator;
                     options.transport = match transport {

@@ -196,7 +196,11 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
     // fio warns "time_based requires a runtime/timeout setting" and runs until the region
     // is done; here that is an error.
     if spec.time_based && spec.runtime.is_none() {
-        return Err(conflict("time_based", "runtime", "time_based needs a runtime"));
+        return Err(conflict(
+            "time_based",
+            "runtime",
+            "time_based needs a runtime",
+        ));
     }
     // fio: "rate and rate_iops are mutually exclusive".
     for direction in [Direction::Read, Direction::Write, Direction::Trim] {
@@ -253,20 +257,39 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
     // Verification.
     if spec.verify != VerifyKind::None {
         if !spec.does(Direction::Read) && !spec.does(Direction::Write) {
-            return Err(conflict("verify", "rw", "a trim-only job has no data to verify"));
+            return Err(conflict(
+                "verify",
+                "rw",
+                "a trim-only job has no data to verify",
+            ));
         }
         if spec.verify == VerifyKind::Pattern && spec.verify_pattern.is_empty() {
-            return Err(conflict("verify", "verify_pattern", "verify=pattern needs verify_pattern"));
+            return Err(conflict(
+                "verify",
+                "verify_pattern",
+                "verify=pattern needs verify_pattern",
+            ));
         }
         // A read-only job with verify checks what an earlier run (or an earlier job) wrote,
         // as fio does; nothing to refuse here.
     }
     if set("verify_backlog") && spec.verify == VerifyKind::None {
-        return Err(conflict("verify_backlog", "verify", "verify_backlog needs verify"));
+        return Err(conflict(
+            "verify_backlog",
+            "verify",
+            "verify_backlog needs verify",
+        ));
     }
-    for (option, value) in [("verify_fatal", spec.verify_fatal), ("do_verify", !spec.do_verify)] {
+    for (option, value) in [
+        ("verify_fatal", spec.verify_fatal),
+        ("do_verify", !spec.do_verify),
+    ] {
         if set(option) && value && spec.verify == VerifyKind::None {
-            return Err(conflict(option, "verify", &format!("{option} needs verify")));
+            return Err(conflict(
+                option,
+                "verify",
+                &format!("{option} needs verify"),
+            ));
         }
     }
 
@@ -282,7 +305,10 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
             return Err(conflict(
                 option,
                 "ioengine",
-                &format!("{option} is an io_uring option; the job uses ioengine={}", engine.name()),
+                &format!(
+                    "{option} is an io_uring option; the job uses ioengine={}",
+                    engine.name()
+                ),
             ));
         }
     }
@@ -302,11 +328,18 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
         "shards",
     ];
     if engine != Engine::Iscsi {
-        if let Some(option) = ISCSI_OPTIONS.iter().chain(["transport"].iter()).find(|name| set(name)) {
+        if let Some(option) = ISCSI_OPTIONS
+            .iter()
+            .chain(["transport"].iter())
+            .find(|name| set(name))
+        {
             return Err(conflict(
                 option,
                 "ioengine",
-                &format!("{option} is an iSCSI option; the job uses ioengine={}", engine.name()),
+                &format!(
+                    "{option} is an iSCSI option; the job uses ioengine={}",
+                    engine.name()
+                ),
             ));
         }
     }
@@ -336,7 +369,10 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
             ));
         }
     }
-    for (label, chap) in [("chap", &spec.iscsi.chap), ("mutual_chap", &spec.iscsi.mutual_chap)] {
+    for (label, chap) in [
+        ("chap", &spec.iscsi.chap),
+        ("mutual_chap", &spec.iscsi.mutual_chap),
+    ] {
         if let Some(credentials) = chap {
             if credentials.username.is_empty() || credentials.secret.is_empty() {
                 return Err(invalid(format!(

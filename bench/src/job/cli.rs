@@ -132,10 +132,30 @@ pub fn help_text() -> String {
 
 /// fio tool options iscsi-bench does not have.
 const UNSUPPORTED_TOOL_OPTIONS: &[&str] = &[
-    "debug", "merge-blktrace-only", "bandwidth-log", "minimal", "terse-version",
-    "cpuclock-test", "crctest", "enghelp", "eta-newline", "eta-interval", "warnings-fatal",
-    "max-jobs", "server", "daemonize", "client", "remote-config", "idle-prof", "inflate-log",
-    "trigger-file", "trigger-timeout", "trigger", "trigger-remote", "aux-path", "alloc-size",
+    "debug",
+    "merge-blktrace-only",
+    "bandwidth-log",
+    "minimal",
+    "terse-version",
+    "cpuclock-test",
+    "crctest",
+    "enghelp",
+    "eta-newline",
+    "eta-interval",
+    "warnings-fatal",
+    "max-jobs",
+    "server",
+    "daemonize",
+    "client",
+    "remote-config",
+    "idle-prof",
+    "inflate-log",
+    "trigger-file",
+    "trigger-timeout",
+    "trigger",
+    "trigger-remote",
+    "aux-path",
+    "alloc-size",
 ];
 
 /// Tool options (name, needs a value).
@@ -180,10 +200,16 @@ where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
-    let args: Vec<OsString> = args.into_iter().take(MAX_ARGS + 1).map(Into::into).collect();
+    let args: Vec<OsString> = args
+        .into_iter()
+        .take(MAX_ARGS + 1)
+        .map(Into::into)
+        .collect();
     if args.len() > MAX_ARGS {
         return Err(JobError::TooLarge {
-            at: Origin::CommandLine { arg_index: MAX_ARGS },
+            at: Origin::CommandLine {
+                arg_index: MAX_ARGS,
+            },
             what: "the number of arguments",
             limit: MAX_ARGS as u64,
         });
@@ -232,7 +258,10 @@ where
             (None, Some(def)) => def.kind,
             (None, None) => {
                 if UNSUPPORTED_TOOL_OPTIONS.contains(&name) {
-                    return Err(JobError::Unsupported { at, option: format!("--{name}") });
+                    return Err(JobError::Unsupported {
+                        at,
+                        option: format!("--{name}"),
+                    });
                 }
                 let job_error = super::options::unknown_option(name, &at);
                 if let JobError::Unsupported { .. } = job_error {
@@ -253,14 +282,20 @@ where
         let value = match (inline_value, kind) {
             (Some(value), _) => Some(value),
             (None, ValueKind::Required) => {
-                let next = args.get(index).and_then(|next| next.to_str()).map(str::to_string);
+                let next = args
+                    .get(index)
+                    .and_then(|next| next.to_str())
+                    .map(str::to_string);
                 match next {
                     Some(next) => {
                         index += 1;
                         Some(next)
                     }
                     None => {
-                        return Err(JobError::MissingValue { at, option: format!("--{name}") })
+                        return Err(JobError::MissingValue {
+                            at,
+                            option: format!("--{name}"),
+                        })
                     }
                 }
             }
@@ -305,7 +340,11 @@ where
                 });
             }
             "version" => {
-                return Ok(Invocation { action: Action::Version, tool, jobs: Vec::new() })
+                return Ok(Invocation {
+                    action: Action::Version,
+                    tool,
+                    jobs: Vec::new(),
+                })
             }
             "help" => action = Action::Help,
             "report" => tool.report_dir = Some(PathBuf::from(&text)),
@@ -323,7 +362,11 @@ where
         }
     }
     if action == Action::Help {
-        return Ok(Invocation { action, tool, jobs: Vec::new() });
+        return Ok(Invocation {
+            action,
+            tool,
+            jobs: Vec::new(),
+        });
     }
     if interval_results_default && tool.interval_results.is_none() {
         tool.interval_results = Some(tool.status_interval.unwrap_or(Duration::from_secs(1)));
@@ -335,7 +378,10 @@ where
         match event {
             Event::Section(name, at) => {
                 if name.is_empty() {
-                    return Err(JobError::MissingValue { at, option: "--name".into() });
+                    return Err(JobError::MissingValue {
+                        at,
+                        option: "--name".into(),
+                    });
                 }
                 collector.begin_section(&name, &at)?
             }
@@ -379,7 +425,11 @@ fn parse_output_formats(text: &str) -> Result<OutputFormats, ValueError> {
                     "fio's terse format is not supported (normal, json, json+)",
                 ))
             }
-            _ => return Err(ValueError::new("expected normal, json or json+ (comma-separated)")),
+            _ => {
+                return Err(ValueError::new(
+                    "expected normal, json or json+ (comma-separated)",
+                ))
+            }
         }
     }
     Ok(formats)

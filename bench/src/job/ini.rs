@@ -362,10 +362,16 @@ mod tests {
         assert_eq!(
             items,
             vec![
-                Item::Section { name: "global".into(), at: Origin::file(Path::new("t.fio"), 3) },
+                Item::Section {
+                    name: "global".into(),
+                    at: Origin::file(Path::new("t.fio"), 3)
+                },
                 option("bs", Some("4k"), 4, Some(8)),
                 option("time_based", None, 5, None),
-                Item::Section { name: "job1".into(), at: Origin::file(Path::new("t.fio"), 7) },
+                Item::Section {
+                    name: "job1".into(),
+                    at: Origin::file(Path::new("t.fio"), 7)
+                },
                 option("description", Some("a"), 8, Some(13)),
                 option("filename", Some("/tmp/x"), 9, Some(10)),
             ]
@@ -375,10 +381,19 @@ mod tests {
     #[test]
     fn bad_lines_name_file_and_line() {
         let error = read("[j]\nbs=4k\n[oops\n").unwrap_err();
-        assert!(matches!(&error, JobError::Syntax { at: Origin::File { line: 3, .. }, .. }));
+        assert!(matches!(
+            &error,
+            JobError::Syntax {
+                at: Origin::File { line: 3, .. },
+                ..
+            }
+        ));
         assert!(error.to_string().starts_with("t.fio:3"), "{error}");
         assert!(read("[]\n").is_err());
-        assert!(matches!(read("[j]\nbad key=1\n"), Err(JobError::Syntax { .. })));
+        assert!(matches!(
+            read("[j]\nbad key=1\n"),
+            Err(JobError::Syntax { .. })
+        ));
         assert!(matches!(read("[j]\n=1\n"), Err(JobError::Syntax { .. })));
         let long = format!("[j]\ndescription={}\n", "x".repeat(MAX_LINE_BYTES));
         assert!(matches!(read(&long), Err(JobError::TooLarge { .. })));
@@ -402,10 +417,19 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(read("[j]\nsize=${X\n"), Err(JobError::Syntax { .. })));
-        assert!(matches!(read("[j]\nsize=${}\n"), Err(JobError::Syntax { .. })));
+        assert!(matches!(
+            read("[j]\nsize=${X\n"),
+            Err(JobError::Syntax { .. })
+        ));
+        assert!(matches!(
+            read("[j]\nsize=${}\n"),
+            Err(JobError::Syntax { .. })
+        ));
         // A lone `$` stays (fio's $ncpus keywords are not expanded here either).
-        assert_eq!(read("[j]\nx=$a\n").unwrap()[1], option("x", Some("$a"), 2, Some(3)));
+        assert_eq!(
+            read("[j]\nx=$a\n").unwrap()[1],
+            option("x", Some("$a"), 2, Some(3))
+        );
     }
 
     #[test]
@@ -414,7 +438,11 @@ mod tests {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("sub/opts.inc"), "bs=16k\ninclude more.inc\n").unwrap();
         std::fs::write(dir.join("sub/more.inc"), "iodepth=8\n").unwrap();
-        std::fs::write(dir.join("sub/main.fio"), "[global]\ninclude opts.inc\n[a]\n").unwrap();
+        std::fs::write(
+            dir.join("sub/main.fio"),
+            "[global]\ninclude opts.inc\n[a]\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("sub/section.inc"), "[x]\n").unwrap();
         std::fs::write(dir.join("sub/bad.fio"), "[a]\ninclude section.inc\n").unwrap();
         std::fs::write(dir.join("sub/self.fio"), "[a]\ninclude self.fio\n").unwrap();
@@ -423,7 +451,9 @@ mod tests {
         std::fs::write(dir.join("sub/top.fio"), "include opts.inc\n[a]\n").unwrap();
         std::fs::write(dir.join("sub/missing.fio"), "[a]\ninclude nope.inc\n").unwrap();
 
-        let items = IniReader::new(&no_env).read_file(&dir.join("sub/main.fio")).unwrap();
+        let items = IniReader::new(&no_env)
+            .read_file(&dir.join("sub/main.fio"))
+            .unwrap();
         let keys: Vec<_> = items
             .iter()
             .map(|item| match item {
@@ -434,8 +464,14 @@ mod tests {
             })
             .collect();
         assert_eq!(keys[0], "[global]");
-        assert!(keys[1].starts_with("bs=16k @") && keys[1].contains("opts.inc:1"), "{keys:?}");
-        assert!(keys[2].starts_with("iodepth=8 @") && keys[2].contains("more.inc:1"), "{keys:?}");
+        assert!(
+            keys[1].starts_with("bs=16k @") && keys[1].contains("opts.inc:1"),
+            "{keys:?}"
+        );
+        assert!(
+            keys[2].starts_with("iodepth=8 @") && keys[2].contains("more.inc:1"),
+            "{keys:?}"
+        );
         assert_eq!(keys[3], "[a]");
 
         let reader = || IniReader::new(&no_env);
@@ -455,7 +491,9 @@ mod tests {
             reader().read_file(&dir.join("sub/top.fio")),
             Err(JobError::OutsideSection { .. })
         ));
-        let missing = reader().read_file(&dir.join("sub/missing.fio")).unwrap_err();
+        let missing = reader()
+            .read_file(&dir.join("sub/missing.fio"))
+            .unwrap_err();
         assert!(matches!(missing, JobError::Read { .. }));
         assert!(missing.to_string().contains("missing.fio:2"), "{missing}");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -466,12 +504,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("iscsi-bench-deep-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for level in 0..=MAX_INCLUDE_DEPTH + 1 {
-            std::fs::write(dir.join(format!("{level}.inc")), format!("include {}.inc\n", level + 1))
-                .unwrap();
+            std::fs::write(
+                dir.join(format!("{level}.inc")),
+                format!("include {}.inc\n", level + 1),
+            )
+            .unwrap();
         }
         std::fs::write(dir.join("top.fio"), "[a]\ninclude 0.inc\n").unwrap();
         let result = IniReader::new(&no_env).read_file(&dir.join("top.fio"));
-        assert!(matches!(result, Err(JobError::IncludeDepth { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(JobError::IncludeDepth { .. })),
+            "{result:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

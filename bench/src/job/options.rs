@@ -50,65 +50,457 @@ macro_rules! opt {
 
 /// Every job option iscsi-bench accepts.
 pub static OPTIONS: &[OptionDef] = &[
-    opt!("name", [], Required, "str", "section name", "Name of this job (on the command line, starts a new job)"),
-    opt!("description", [], Required, "str", "none", "Text description of the job"),
-    opt!("filename", [], Required, "iscsi://[user[%pass]@]host[:port]/iqn/lun | path | null", "embedded target", "What the job does I/O to"),
-    opt!("ioengine", [], Required, "iscsi|libiscsi|io_uring|null", "from filename", "I/O engine"),
-    opt!("direct", [], Flag, "bool", "0", "Use O_DIRECT on local files and devices"),
-    opt!("buffered", [], Flag, "bool", "1", "Use buffered I/O (the opposite of direct)"),
-    opt!("thread", [], Flag, "bool", "1", "Run jobs as threads (iscsi-bench always does)"),
-    opt!("fixedbufs", [], Flag, "bool", "0", "io_uring: register the I/O buffers"),
-    opt!("registerfiles", [], Flag, "bool", "0", "io_uring: register the file"),
-    opt!("sqthread_poll", [], Flag, "bool", "0", "io_uring: a kernel thread polls the submission queue"),
-    opt!("size", [], Required, "int[%]", "whole target", "Size of the region of the target the job works on"),
+    opt!(
+        "name",
+        [],
+        Required,
+        "str",
+        "section name",
+        "Name of this job (on the command line, starts a new job)"
+    ),
+    opt!(
+        "description",
+        [],
+        Required,
+        "str",
+        "none",
+        "Text description of the job"
+    ),
+    opt!(
+        "filename",
+        [],
+        Required,
+        "iscsi://[user[%pass]@]host[:port]/iqn/lun | path | null",
+        "embedded target",
+        "What the job does I/O to"
+    ),
+    opt!(
+        "ioengine",
+        [],
+        Required,
+        "iscsi|libiscsi|io_uring|null",
+        "from filename",
+        "I/O engine"
+    ),
+    opt!(
+        "direct",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Use O_DIRECT on local files and devices"
+    ),
+    opt!(
+        "buffered",
+        [],
+        Flag,
+        "bool",
+        "1",
+        "Use buffered I/O (the opposite of direct)"
+    ),
+    opt!(
+        "thread",
+        [],
+        Flag,
+        "bool",
+        "1",
+        "Run jobs as threads (iscsi-bench always does)"
+    ),
+    opt!(
+        "fixedbufs",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "io_uring: register the I/O buffers"
+    ),
+    opt!(
+        "registerfiles",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "io_uring: register the file"
+    ),
+    opt!(
+        "sqthread_poll",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "io_uring: a kernel thread polls the submission queue"
+    ),
+    opt!(
+        "size",
+        [],
+        Required,
+        "int[%]",
+        "whole target",
+        "Size of the region of the target the job works on"
+    ),
     opt!("offset", [], Required, "int[%]", "0", "Start of the region"),
-    opt!("offset_increment", [], Required, "int[%]", "0", "Extra offset per numjobs clone"),
-    opt!("io_size", ["io_limit"], Required, "int[%]", "size", "Bytes of I/O to do (% of size)"),
-    opt!("number_ios", [], Required, "int", "0 (no limit)", "Stop after this many I/Os"),
-    opt!("loops", [], Required, "int", "1", "Repeat the workload this many times"),
-    opt!("kb_base", [], Required, "1024|1000", "1024", "How k/KiB in values are read"),
-    opt!("rw", ["readwrite"], Required, "read|write|trim|randread|randwrite|randtrim|rw|readwrite|randrw[:nr]", "read", "I/O pattern"),
-    opt!("rwmixread", [], Required, "int", "50", "Percentage of reads in a mixed pattern"),
-    opt!("rwmixwrite", [], Required, "int", "50", "Percentage of writes in a mixed pattern"),
-    opt!("bs", ["blocksize"], Required, "int[,int][,int]", "4096", "Block size (read,write,trim)"),
-    opt!("bsrange", ["blocksize_range"], Required, "irange[,irange][,irange]", "none", "Block size range (read,write,trim)"),
-    opt!("bssplit", [], Required, "size/pct:size/pct...[,...][,...]", "none", "Weighted block sizes (read,write,trim)"),
-    opt!("blockalign", ["ba"], Required, "int[,int][,int]", "block size", "Alignment of random offsets"),
-    opt!("random_distribution", [], Required, "random|zipf[:t[:c]]|pareto[:p[:c]]|normal[:d[:c]]", "random", "Distribution of random offsets"),
-    opt!("randrepeat", [], Flag, "bool", "1", "Same random sequence on every run"),
-    opt!("randseed", [], Required, "int", "none", "Seed of the random generators"),
-    opt!("norandommap", [], Flag, "bool", "0", "Random offsets may repeat before all blocks are touched"),
+    opt!(
+        "offset_increment",
+        [],
+        Required,
+        "int[%]",
+        "0",
+        "Extra offset per numjobs clone"
+    ),
+    opt!(
+        "io_size",
+        ["io_limit"],
+        Required,
+        "int[%]",
+        "size",
+        "Bytes of I/O to do (% of size)"
+    ),
+    opt!(
+        "number_ios",
+        [],
+        Required,
+        "int",
+        "0 (no limit)",
+        "Stop after this many I/Os"
+    ),
+    opt!(
+        "loops",
+        [],
+        Required,
+        "int",
+        "1",
+        "Repeat the workload this many times"
+    ),
+    opt!(
+        "kb_base",
+        [],
+        Required,
+        "1024|1000",
+        "1024",
+        "How k/KiB in values are read"
+    ),
+    opt!(
+        "rw",
+        ["readwrite"],
+        Required,
+        "read|write|trim|randread|randwrite|randtrim|rw|readwrite|randrw[:nr]",
+        "read",
+        "I/O pattern"
+    ),
+    opt!(
+        "rwmixread",
+        [],
+        Required,
+        "int",
+        "50",
+        "Percentage of reads in a mixed pattern"
+    ),
+    opt!(
+        "rwmixwrite",
+        [],
+        Required,
+        "int",
+        "50",
+        "Percentage of writes in a mixed pattern"
+    ),
+    opt!(
+        "bs",
+        ["blocksize"],
+        Required,
+        "int[,int][,int]",
+        "4096",
+        "Block size (read,write,trim)"
+    ),
+    opt!(
+        "bsrange",
+        ["blocksize_range"],
+        Required,
+        "irange[,irange][,irange]",
+        "none",
+        "Block size range (read,write,trim)"
+    ),
+    opt!(
+        "bssplit",
+        [],
+        Required,
+        "size/pct:size/pct...[,...][,...]",
+        "none",
+        "Weighted block sizes (read,write,trim)"
+    ),
+    opt!(
+        "blockalign",
+        ["ba"],
+        Required,
+        "int[,int][,int]",
+        "block size",
+        "Alignment of random offsets"
+    ),
+    opt!(
+        "random_distribution",
+        [],
+        Required,
+        "random|zipf[:t[:c]]|pareto[:p[:c]]|normal[:d[:c]]",
+        "random",
+        "Distribution of random offsets"
+    ),
+    opt!(
+        "randrepeat",
+        [],
+        Flag,
+        "bool",
+        "1",
+        "Same random sequence on every run"
+    ),
+    opt!(
+        "randseed",
+        [],
+        Required,
+        "int",
+        "none",
+        "Seed of the random generators"
+    ),
+    opt!(
+        "norandommap",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Random offsets may repeat before all blocks are touched"
+    ),
     opt!("iodepth", [], Required, "int", "1", "I/Os in flight"),
-    opt!("iodepth_batch_submit", ["iodepth_batch"], Required, "int", "1", "I/Os submitted at once"),
-    opt!("iodepth_batch_complete_min", ["iodepth_batch_complete"], Required, "int", "1", "Fewest completions reaped at once"),
-    opt!("iodepth_batch_complete_max", [], Required, "int", "iodepth", "Most completions reaped at once"),
+    opt!(
+        "iodepth_batch_submit",
+        ["iodepth_batch"],
+        Required,
+        "int",
+        "1",
+        "I/Os submitted at once"
+    ),
+    opt!(
+        "iodepth_batch_complete_min",
+        ["iodepth_batch_complete"],
+        Required,
+        "int",
+        "1",
+        "Fewest completions reaped at once"
+    ),
+    opt!(
+        "iodepth_batch_complete_max",
+        [],
+        Required,
+        "int",
+        "iodepth",
+        "Most completions reaped at once"
+    ),
     opt!("numjobs", [], Required, "int", "1", "Clones of this job"),
-    opt!("runtime", ["timeout"], Required, "time (s)", "none", "Stop after this long"),
-    opt!("time_based", [], Flag, "bool", "0", "Run for runtime even when the region is done"),
-    opt!("ramp_time", [], Required, "time (s)", "0", "Run this long before measuring"),
-    opt!("startdelay", [], Required, "time (s) or range", "0", "Wait this long before starting"),
-    opt!("rate", [], Required, "int[,int][,int] (bytes/s)", "none", "Bandwidth cap (read,write,trim)"),
-    opt!("rate_iops", [], Required, "int[,int][,int]", "none", "IOPS cap (read,write,trim)"),
-    opt!("rate_process", [], Required, "linear|poisson", "linear", "How rated I/Os are spaced"),
-    opt!("thinktime", [], Required, "time (us)", "0", "Pause after I/Os"),
-    opt!("thinktime_blocks", [], Required, "int", "1", "I/Os between pauses"),
-    opt!("verify", [], Required, "crc32c|md5|sha256|pattern|0", "0", "Check written data"),
-    opt!("verify_pattern", [], Required, "0xhex | decimal | \"string\"", "none", "Fill pattern (sets verify=pattern if verify is off)"),
-    opt!("verify_fatal", [], Flag, "bool", "0", "Stop at the first verify failure"),
-    opt!("do_verify", [], Flag, "bool", "1", "Run the verify phase after writing"),
-    opt!("verify_backlog", [], Required, "int", "none", "Verify after this many blocks are written"),
-    opt!("group_reporting", [], Flag, "bool", "0", "Report per group instead of per job"),
-    opt!("stonewall", ["wait_for_previous"], Flag, "bool", "0", "Wait for the jobs before; start a new group"),
-    opt!("new_group", [], Flag, "bool", "0", "Start a new reporting group"),
-    opt!("percentile_list", [], Required, "float:float...", "1:5:10:20:30:40:50:60:70:80:90:95:99:99.5:99.9:99.95:99.99", "Latency percentiles to report"),
-    opt!("clat_percentiles", [], Flag, "bool", "1", "Report completion latency percentiles"),
-    opt!("lat_percentiles", [], Flag, "bool", "0", "Report total latency percentiles"),
-    opt!("slat_percentiles", [], Flag, "bool", "0", "Report submission latency percentiles"),
-    opt!("write_lat_log", [], Optional, "[prefix]", "none", "Write latency logs"),
-    opt!("write_bw_log", [], Optional, "[prefix]", "none", "Write bandwidth logs"),
-    opt!("write_iops_log", [], Optional, "[prefix]", "none", "Write IOPS logs"),
-    opt!("log_avg_msec", [], Required, "int (ms)", "0", "Average log entries over this period"),
-    opt!("cpus_allowed", [], Required, "cpu[-cpu][,...]", "all", "CPUs the job may run on"),
+    opt!(
+        "runtime",
+        ["timeout"],
+        Required,
+        "time (s)",
+        "none",
+        "Stop after this long"
+    ),
+    opt!(
+        "time_based",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Run for runtime even when the region is done"
+    ),
+    opt!(
+        "ramp_time",
+        [],
+        Required,
+        "time (s)",
+        "0",
+        "Run this long before measuring"
+    ),
+    opt!(
+        "startdelay",
+        [],
+        Required,
+        "time (s) or range",
+        "0",
+        "Wait this long before starting"
+    ),
+    opt!(
+        "rate",
+        [],
+        Required,
+        "int[,int][,int] (bytes/s)",
+        "none",
+        "Bandwidth cap (read,write,trim)"
+    ),
+    opt!(
+        "rate_iops",
+        [],
+        Required,
+        "int[,int][,int]",
+        "none",
+        "IOPS cap (read,write,trim)"
+    ),
+    opt!(
+        "rate_process",
+        [],
+        Required,
+        "linear|poisson",
+        "linear",
+        "How rated I/Os are spaced"
+    ),
+    opt!(
+        "thinktime",
+        [],
+        Required,
+        "time (us)",
+        "0",
+        "Pause after I/Os"
+    ),
+    opt!(
+        "thinktime_blocks",
+        [],
+        Required,
+        "int",
+        "1",
+        "I/Os between pauses"
+    ),
+    opt!(
+        "verify",
+        [],
+        Required,
+        "crc32c|md5|sha256|pattern|0",
+        "0",
+        "Check written data"
+    ),
+    opt!(
+        "verify_pattern",
+        [],
+        Required,
+        "0xhex | decimal | \"string\"",
+        "none",
+        "Fill pattern (sets verify=pattern if verify is off)"
+    ),
+    opt!(
+        "verify_fatal",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Stop at the first verify failure"
+    ),
+    opt!(
+        "do_verify",
+        [],
+        Flag,
+        "bool",
+        "1",
+        "Run the verify phase after writing"
+    ),
+    opt!(
+        "verify_backlog",
+        [],
+        Required,
+        "int",
+        "none",
+        "Verify after this many blocks are written"
+    ),
+    opt!(
+        "group_reporting",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Report per group instead of per job"
+    ),
+    opt!(
+        "stonewall",
+        ["wait_for_previous"],
+        Flag,
+        "bool",
+        "0",
+        "Wait for the jobs before; start a new group"
+    ),
+    opt!(
+        "new_group",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Start a new reporting group"
+    ),
+    opt!(
+        "percentile_list",
+        [],
+        Required,
+        "float:float...",
+        "1:5:10:20:30:40:50:60:70:80:90:95:99:99.5:99.9:99.95:99.99",
+        "Latency percentiles to report"
+    ),
+    opt!(
+        "clat_percentiles",
+        [],
+        Flag,
+        "bool",
+        "1",
+        "Report completion latency percentiles"
+    ),
+    opt!(
+        "lat_percentiles",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Report total latency percentiles"
+    ),
+    opt!(
+        "slat_percentiles",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Report submission latency percentiles"
+    ),
+    opt!(
+        "write_lat_log",
+        [],
+        Optional,
+        "[prefix]",
+        "none",
+        "Write latency logs"
+    ),
+    opt!(
+        "write_bw_log",
+        [],
+        Optional,
+        "[prefix]",
+        "none",
+        "Write bandwidth logs"
+    ),
+    opt!(
+        "write_iops_log",
+        [],
+        Optional,
+        "[prefix]",
+        "none",
+        "Write IOPS logs"
+    ),
+    opt!(
+        "log_avg_msec",
+        [],
+        Required,
+        "int (ms)",
+        "0",
+        "Average log entries over this period"
+    ),
+    opt!(
+        "cpus_allowed",
+        [],
+        Required,
+        "cpu[-cpu][,...]",
+        "all",
+        "CPUs the job may run on"
+    ),
     opt!(ours "header_digest", [], Required, "none|crc32c", "none", "iSCSI HeaderDigest to offer"),
     opt!(ours "data_digest", [], Required, "none|crc32c", "none", "iSCSI DataDigest to offer"),
     opt!(ours "immediate_data", [], Flag, "bool", "target's", "iSCSI ImmediateData to offer"),
@@ -129,41 +521,185 @@ pub static OPTIONS: &[OptionDef] = &[
 /// fio options iscsi-bench refuses as "not supported" (fio 3.33 `--cmdhelp=all` and the
 /// common engine options, minus what iscsi-bench implements).
 pub static UNSUPPORTED: &[&str] = &[
-    "wait_for", "lockfile", "directory", "filename_format", "unique_filename", "opendir",
-    "bs_unaligned", "blocksize_unaligned", "bs_is_seq_rand", "ignore_error", "rw_sequencer",
-    "iodepth_low", "serialize_overlap", "io_submit_mode", "fill_device", "filesize",
-    "file_append", "offset_align", "random_generator", "percentage_random", "allrandrepeat",
-    "nrfiles", "file_service_type", "openfiles", "fallocate", "fadvise_hint", "fsync",
-    "fdatasync", "write_barrier", "sync_file_range", "atomic", "overwrite", "verify_only",
-    "clocksource", "mem", "iomem", "verify_interval", "verify_offset", "verify_dump",
-    "verify_async", "verify_backlog_batch", "experimental_verify", "verify_state_load",
-    "verify_state_save", "trim_percentage", "trim_verify_zero", "trim_backlog",
-    "trim_backlog_batch", "write_iolog", "read_iolog", "read_iolog_chunked", "replay_no_stall",
-    "replay_redirect", "replay_scale", "replay_align", "replay_time_scale", "replay_skip",
-    "merge_blktrace_file", "merge_blktrace_scalars", "merge_blktrace_iters", "exec_prerun",
-    "exec_postrun", "ioscheduler", "zonemode", "zonesize", "zonecapacity", "zonerange",
-    "zoneskip", "read_beyond_wp", "max_open_zones", "job_max_open_zones", "ignore_zone_limits",
-    "zone_reset_threshold", "zone_reset_frequency", "lockmem", "nice", "prio", "prioclass",
-    "thinktime_spin", "thinktime_blocks_type", "thinktime_iotime", "rate_min", "rate_cycle",
-    "rate_ignore_thinktime", "rate_iops_min", "max_latency", "latency_target",
-    "latency_window", "latency_percentile", "latency_run", "invalidate", "sync", "write_hint",
-    "create_serialize", "create_fsync", "create_on_open", "create_only", "allow_file_create",
-    "allow_mounted_write", "pre_read", "cpumask", "cpus_allowed_policy", "numa_cpu_nodes",
-    "numa_mem_policy", "end_fsync", "fsync_on_close", "unlink", "unlink_each_loop", "exitall",
-    "exit_what", "exitall_on_error", "per_job_logs", "bwavgtime", "iopsavgtime", "log_entries",
-    "log_hist_msec", "log_hist_coarseness", "write_hist_log", "log_max_value", "log_offset",
-    "log_prio", "log_compression", "log_compression_cpus", "log_store_compressed",
-    "log_unix_epoch", "log_alternate_epoch", "log_alternate_epoch_clock_id",
-    "block_error_percentiles", "stats", "zero_buffers", "refill_buffers", "scramble_buffers",
-    "buffer_pattern", "buffer_compress_percentage", "buffer_compress_chunk",
-    "dedupe_percentage", "dedupe_mode", "dedupe_working_set_percentage", "dedupe_global",
-    "significant_figures", "disk_util", "gtod_reduce", "disable_lat", "disable_clat",
-    "disable_slat", "disable_bw_measurement", "gtod_cpu", "unified_rw_reporting",
-    "continue_on_error", "error_dump", "profile", "cgroup", "cgroup_nodelete", "cgroup_weight",
-    "uid", "gid", "unit_base", "hugepage-size", "flow_id", "flow", "flow_sleep", "steadystate",
-    "ss", "steadystate_duration", "ss_dur", "steadystate_ramp_time", "ss_ramp", "hipri",
-    "cmdprio_percentage", "cmdprio_class", "cmdprio", "cmdprio_bssplit", "nonvectored",
-    "uncached", "nowait", "force_async", "userspace_reap", "sg_write_mode", "readfua",
+    "wait_for",
+    "lockfile",
+    "directory",
+    "filename_format",
+    "unique_filename",
+    "opendir",
+    "bs_unaligned",
+    "blocksize_unaligned",
+    "bs_is_seq_rand",
+    "ignore_error",
+    "rw_sequencer",
+    "iodepth_low",
+    "serialize_overlap",
+    "io_submit_mode",
+    "fill_device",
+    "filesize",
+    "file_append",
+    "offset_align",
+    "random_generator",
+    "percentage_random",
+    "allrandrepeat",
+    "nrfiles",
+    "file_service_type",
+    "openfiles",
+    "fallocate",
+    "fadvise_hint",
+    "fsync",
+    "fdatasync",
+    "write_barrier",
+    "sync_file_range",
+    "atomic",
+    "overwrite",
+    "verify_only",
+    "clocksource",
+    "mem",
+    "iomem",
+    "verify_interval",
+    "verify_offset",
+    "verify_dump",
+    "verify_async",
+    "verify_backlog_batch",
+    "experimental_verify",
+    "verify_state_load",
+    "verify_state_save",
+    "trim_percentage",
+    "trim_verify_zero",
+    "trim_backlog",
+    "trim_backlog_batch",
+    "write_iolog",
+    "read_iolog",
+    "read_iolog_chunked",
+    "replay_no_stall",
+    "replay_redirect",
+    "replay_scale",
+    "replay_align",
+    "replay_time_scale",
+    "replay_skip",
+    "merge_blktrace_file",
+    "merge_blktrace_scalars",
+    "merge_blktrace_iters",
+    "exec_prerun",
+    "exec_postrun",
+    "ioscheduler",
+    "zonemode",
+    "zonesize",
+    "zonecapacity",
+    "zonerange",
+    "zoneskip",
+    "read_beyond_wp",
+    "max_open_zones",
+    "job_max_open_zones",
+    "ignore_zone_limits",
+    "zone_reset_threshold",
+    "zone_reset_frequency",
+    "lockmem",
+    "nice",
+    "prio",
+    "prioclass",
+    "thinktime_spin",
+    "thinktime_blocks_type",
+    "thinktime_iotime",
+    "rate_min",
+    "rate_cycle",
+    "rate_ignore_thinktime",
+    "rate_iops_min",
+    "max_latency",
+    "latency_target",
+    "latency_window",
+    "latency_percentile",
+    "latency_run",
+    "invalidate",
+    "sync",
+    "write_hint",
+    "create_serialize",
+    "create_fsync",
+    "create_on_open",
+    "create_only",
+    "allow_file_create",
+    "allow_mounted_write",
+    "pre_read",
+    "cpumask",
+    "cpus_allowed_policy",
+    "numa_cpu_nodes",
+    "numa_mem_policy",
+    "end_fsync",
+    "fsync_on_close",
+    "unlink",
+    "unlink_each_loop",
+    "exitall",
+    "exit_what",
+    "exitall_on_error",
+    "per_job_logs",
+    "bwavgtime",
+    "iopsavgtime",
+    "log_entries",
+    "log_hist_msec",
+    "log_hist_coarseness",
+    "write_hist_log",
+    "log_max_value",
+    "log_offset",
+    "log_prio",
+    "log_compression",
+    "log_compression_cpus",
+    "log_store_compressed",
+    "log_unix_epoch",
+    "log_alternate_epoch",
+    "log_alternate_epoch_clock_id",
+    "block_error_percentiles",
+    "stats",
+    "zero_buffers",
+    "refill_buffers",
+    "scramble_buffers",
+    "buffer_pattern",
+    "buffer_compress_percentage",
+    "buffer_compress_chunk",
+    "dedupe_percentage",
+    "dedupe_mode",
+    "dedupe_working_set_percentage",
+    "dedupe_global",
+    "significant_figures",
+    "disk_util",
+    "gtod_reduce",
+    "disable_lat",
+    "disable_clat",
+    "disable_slat",
+    "disable_bw_measurement",
+    "gtod_cpu",
+    "unified_rw_reporting",
+    "continue_on_error",
+    "error_dump",
+    "profile",
+    "cgroup",
+    "cgroup_nodelete",
+    "cgroup_weight",
+    "uid",
+    "gid",
+    "unit_base",
+    "hugepage-size",
+    "flow_id",
+    "flow",
+    "flow_sleep",
+    "steadystate",
+    "ss",
+    "steadystate_duration",
+    "ss_dur",
+    "steadystate_ramp_time",
+    "ss_ramp",
+    "hipri",
+    "cmdprio_percentage",
+    "cmdprio_class",
+    "cmdprio",
+    "cmdprio_bssplit",
+    "nonvectored",
+    "uncached",
+    "nowait",
+    "force_async",
+    "userspace_reap",
+    "sg_write_mode",
+    "readfua",
     "writefua",
 ];
 
@@ -288,7 +824,10 @@ impl Scope {
         };
         let bad = |error: ValueError| error.into_job_error(at, key, text.unwrap_or(""));
         let flag = || -> Result<bool, JobError> {
-            text.map(value::parse_bool).transpose().map_err(bad).map(|v| v.unwrap_or(true))
+            text.map(value::parse_bool)
+                .transpose()
+                .map_err(bad)
+                .map(|v| v.unwrap_or(true))
         };
         let required = || text.unwrap_or("");
         let kb_base = self.spec.kb_base;
@@ -320,13 +859,16 @@ impl Scope {
                     return Err(JobError::ZeroSize {
                         at: at.clone(),
                         job: spec.name.clone(),
-                        reason: "size=0 leaves nothing to do (leave size out to use the whole target)"
-                            .into(),
+                        reason:
+                            "size=0 leaves nothing to do (leave size out to use the whole target)"
+                                .into(),
                     });
                 }
                 spec.size = Some(size);
             }
-            "offset" => spec.offset = value::parse_size_or_percent(required(), kb_base).map_err(bad)?,
+            "offset" => {
+                spec.offset = value::parse_size_or_percent(required(), kb_base).map_err(bad)?
+            }
             "offset_increment" => {
                 spec.offset_increment =
                     Some(value::parse_size_or_percent(required(), kb_base).map_err(bad)?)
@@ -346,7 +888,10 @@ impl Scope {
                 let count = value::parse_u64(required()).map_err(bad)?;
                 spec.number_ios = (count > 0).then_some(count);
             }
-            "loops" => spec.loops = value::parse_u64_in(required(), 1, u64::from(u32::MAX)).map_err(bad)? as u32,
+            "loops" => {
+                spec.loops =
+                    value::parse_u64_in(required(), 1, u64::from(u32::MAX)).map_err(bad)? as u32
+            }
             "kb_base" => {
                 spec.kb_base = match required() {
                     "1024" => 1024,
@@ -357,7 +902,11 @@ impl Scope {
             "rw" => spec.rw = value::parse_rw(required(), kb_base).map_err(bad)?,
             "rwmixread" | "rwmixwrite" => {
                 let percent = value::parse_u64_in(required(), 0, 100).map_err(bad)? as u32;
-                let read_percent = if def.name == "rwmixread" { percent } else { 100 - percent };
+                let read_percent = if def.name == "rwmixread" {
+                    percent
+                } else {
+                    100 - percent
+                };
                 // fio lets the later of the two win; given in one section and not adding up
                 // to 100, one of them would be ignored, so that is refused.
                 if let Some((other, other_at)) = &self.rwmix_by {
@@ -435,7 +984,9 @@ impl Scope {
             "randseed" => spec.randseed = Some(value::parse_u64(required()).map_err(bad)?),
             "norandommap" => spec.norandommap = flag()?,
             "iodepth" => spec.iodepth = parse_count(required(), 1).map_err(bad)?,
-            "iodepth_batch_submit" => spec.iodepth_batch_submit = parse_count(required(), 0).map_err(bad)?,
+            "iodepth_batch_submit" => {
+                spec.iodepth_batch_submit = parse_count(required(), 0).map_err(bad)?
+            }
             "iodepth_batch_complete_min" => {
                 spec.iodepth_batch_complete_min = parse_count(required(), 0).map_err(bad)?
             }
@@ -449,10 +1000,13 @@ impl Scope {
                 spec.runtime = (!runtime.is_zero()).then_some(runtime);
             }
             "time_based" => spec.time_based = flag()?,
-            "ramp_time" => spec.ramp_time = value::parse_time(required(), TimeUnit::Seconds).map_err(bad)?,
+            "ramp_time" => {
+                spec.ramp_time = value::parse_time(required(), TimeUnit::Seconds).map_err(bad)?
+            }
             "startdelay" => {
-                spec.startdelay = value::parse_range(required(), |p| value::parse_time(p, TimeUnit::Seconds))
-                    .map_err(bad)?
+                spec.startdelay =
+                    value::parse_range(required(), |p| value::parse_time(p, TimeUnit::Seconds))
+                        .map_err(bad)?
             }
             "rate" | "rate_iops" => {
                 let parse_rate = |part: &str| -> Result<Option<u64>, ValueError> {
@@ -464,7 +1018,11 @@ impl Scope {
                     // fio: 0 means no cap.
                     Ok((rate > 0).then_some(rate))
                 };
-                let current = if def.name == "rate" { &spec.rate } else { &spec.rate_iops };
+                let current = if def.name == "rate" {
+                    &spec.rate
+                } else {
+                    &spec.rate_iops
+                };
                 let parsed = value::parse_per_dir(required(), current, parse_rate).map_err(bad)?;
                 if def.name == "rate" {
                     spec.rate = parsed;
@@ -479,8 +1037,13 @@ impl Scope {
                     _ => return Err(bad(ValueError::new("expected linear or poisson"))),
                 }
             }
-            "thinktime" => spec.thinktime = value::parse_time(required(), TimeUnit::Microseconds).map_err(bad)?,
-            "thinktime_blocks" => spec.thinktime_blocks = parse_count(required(), 1).map_err(bad)?,
+            "thinktime" => {
+                spec.thinktime =
+                    value::parse_time(required(), TimeUnit::Microseconds).map_err(bad)?
+            }
+            "thinktime_blocks" => {
+                spec.thinktime_blocks = parse_count(required(), 1).map_err(bad)?
+            }
             "verify" => spec.verify = value::parse_verify_kind(required()).map_err(bad)?,
             "verify_pattern" => {
                 spec.verify_pattern = value::parse_verify_pattern(required()).map_err(bad)?;
@@ -498,7 +1061,9 @@ impl Scope {
             "group_reporting" => spec.group_reporting = flag()?,
             "stonewall" => spec.stonewall = flag()?,
             "new_group" => spec.new_group = flag()?,
-            "percentile_list" => spec.percentile_list = value::parse_percentile_list(required()).map_err(bad)?,
+            "percentile_list" => {
+                spec.percentile_list = value::parse_percentile_list(required()).map_err(bad)?
+            }
             "clat_percentiles" => spec.clat_percentiles = flag()?,
             "lat_percentiles" => spec.lat_percentiles = flag()?,
             "slat_percentiles" => spec.slat_percentiles = flag()?,
@@ -514,20 +1079,32 @@ impl Scope {
                 }
             }
             "log_avg_msec" => spec.log_avg_msec = value::parse_u64(required()).map_err(bad)?,
-            "cpus_allowed" => spec.cpus_allowed = Some(value::parse_cpu_list(required()).map_err(bad)?),
+            "cpus_allowed" => {
+                spec.cpus_allowed = Some(value::parse_cpu_list(required()).map_err(bad)?)
+            }
             "header_digest" => spec.iscsi.header_digest = parse_digest(required()).map_err(bad)?,
             "data_digest" => spec.iscsi.data_digest = parse_digest(required()).map_err(bad)?,
             "immediate_data" => spec.iscsi.immediate_data = Some(flag()?),
             "initial_r2t" => spec.iscsi.initial_r2t = Some(flag()?),
-            "max_burst_length" => spec.iscsi.max_burst_length_bytes = Some(parse_iscsi_length(required(), kb_base).map_err(bad)?),
-            "first_burst_length" => spec.iscsi.first_burst_length_bytes = Some(parse_iscsi_length(required(), kb_base).map_err(bad)?),
+            "max_burst_length" => {
+                spec.iscsi.max_burst_length_bytes =
+                    Some(parse_iscsi_length(required(), kb_base).map_err(bad)?)
+            }
+            "first_burst_length" => {
+                spec.iscsi.first_burst_length_bytes =
+                    Some(parse_iscsi_length(required(), kb_base).map_err(bad)?)
+            }
             "max_recv_data_segment_length" => {
                 spec.iscsi.max_recv_data_segment_length_bytes =
                     Some(parse_iscsi_length(required(), kb_base).map_err(bad)?)
             }
             "chap_username" | "chap_secret" | "mutual_chap_username" | "mutual_chap_secret" => {
                 let mutual = def.name.starts_with("mutual");
-                let slot = if mutual { &mut spec.iscsi.mutual_chap } else { &mut spec.iscsi.chap };
+                let slot = if mutual {
+                    &mut spec.iscsi.mutual_chap
+                } else {
+                    &mut spec.iscsi.chap
+                };
                 let credentials = slot.get_or_insert_with(|| ChapCredentials {
                     username: String::new(),
                     secret: String::new(),
@@ -544,7 +1121,11 @@ impl Scope {
                     "software" => TransportKind::Software,
                     "dependent" => TransportKind::Dependent,
                     "independent" => TransportKind::Independent,
-                    _ => return Err(bad(ValueError::new("expected software, dependent or independent"))),
+                    _ => {
+                        return Err(bad(ValueError::new(
+                            "expected software, dependent or independent",
+                        )))
+                    }
                 }
             }
             "shards" => spec.iscsi.shards = Some(parse_count(required(), 1).map_err(bad)?),
@@ -598,7 +1179,9 @@ fn parse_engine(text: &str) -> Result<Engine, ValueError> {
                  (iscsi, libiscsi, io_uring, null; io_uring replaces the local-file engines)"
             )))
         }
-        _ => Err(ValueError::new("unknown engine (iscsi, libiscsi, io_uring, null)")),
+        _ => Err(ValueError::new(
+            "unknown engine (iscsi, libiscsi, io_uring, null)",
+        )),
     }
 }
 
@@ -614,7 +1197,9 @@ fn parse_digest(text: &str) -> Result<DigestChoice, ValueError> {
 fn parse_iscsi_length(text: &str, kb_base: u32) -> Result<u32, ValueError> {
     let len = value::parse_size(text, kb_base)?;
     if !(512..=0xFF_FFFF).contains(&len) {
-        return Err(ValueError::new("must be between 512 and 16777215 bytes (RFC 7143)"));
+        return Err(ValueError::new(
+            "must be between 512 and 16777215 bytes (RFC 7143)",
+        ));
     }
     Ok(len as u32)
 }
@@ -643,7 +1228,10 @@ pub fn cmdhelp(name: &str) -> Result<String, JobError> {
     out.push_str(&format!("{:>20}: {} ({kind})\n", "type", def.syntax));
     out.push_str(&format!("{:>20}: {}\n", "default", def.default));
     if def.ours {
-        out.push_str(&format!("{:>20}: iscsi-bench's own option (not in fio)\n", "note"));
+        out.push_str(&format!(
+            "{:>20}: iscsi-bench's own option (not in fio)\n",
+            "note"
+        ));
     }
     Ok(out)
 }
@@ -706,9 +1294,18 @@ mod tests {
             matches!(&error, JobError::UnknownOption { suggestion: Suggestion(Some(s)), .. } if s == "iodepth"),
             "{error:?}"
         );
-        assert!(error.to_string().contains("did you mean \"iodepth\""), "{error}");
+        assert!(
+            error.to_string().contains("did you mean \"iodepth\""),
+            "{error}"
+        );
         let far = unknown_option("completely_unrelated", &Origin::Builtin);
-        assert!(matches!(far, JobError::UnknownOption { suggestion: Suggestion(None), .. }));
+        assert!(matches!(
+            far,
+            JobError::UnknownOption {
+                suggestion: Suggestion(None),
+                ..
+            }
+        ));
         let fsync = unknown_option("fsync", &Origin::Builtin);
         assert!(matches!(fsync, JobError::Unsupported { .. }));
         assert!(fsync.to_string().contains("does not support"), "{fsync}");
@@ -739,14 +1336,38 @@ mod tests {
     #[test]
     fn values_and_flags() {
         let mut scope = Scope::new(JobSpec::new("t"));
-        assert!(matches!(apply(&mut scope, "bs", None), Err(JobError::MissingValue { .. })));
-        assert!(matches!(apply(&mut scope, "bs", Some(" ")), Err(JobError::MissingValue { .. })));
-        assert!(matches!(apply(&mut scope, "bs", Some("0")), Err(JobError::BadValue { .. })));
-        assert!(matches!(apply(&mut scope, "size", Some("0")), Err(JobError::ZeroSize { .. })));
-        assert!(matches!(apply(&mut scope, "iodepth", Some("0")), Err(JobError::BadValue { .. })));
-        assert!(matches!(apply(&mut scope, "time_based", Some("maybe")), Err(JobError::BadValue { .. })));
-        assert!(matches!(apply(&mut scope, "ioengine", Some("libaio")), Err(JobError::BadValue { .. })));
-        assert!(matches!(apply(&mut scope, "thread", Some("0")), Err(JobError::BadValue { .. })));
+        assert!(matches!(
+            apply(&mut scope, "bs", None),
+            Err(JobError::MissingValue { .. })
+        ));
+        assert!(matches!(
+            apply(&mut scope, "bs", Some(" ")),
+            Err(JobError::MissingValue { .. })
+        ));
+        assert!(matches!(
+            apply(&mut scope, "bs", Some("0")),
+            Err(JobError::BadValue { .. })
+        ));
+        assert!(matches!(
+            apply(&mut scope, "size", Some("0")),
+            Err(JobError::ZeroSize { .. })
+        ));
+        assert!(matches!(
+            apply(&mut scope, "iodepth", Some("0")),
+            Err(JobError::BadValue { .. })
+        ));
+        assert!(matches!(
+            apply(&mut scope, "time_based", Some("maybe")),
+            Err(JobError::BadValue { .. })
+        ));
+        assert!(matches!(
+            apply(&mut scope, "ioengine", Some("libaio")),
+            Err(JobError::BadValue { .. })
+        ));
+        assert!(matches!(
+            apply(&mut scope, "thread", Some("0")),
+            Err(JobError::BadValue { .. })
+        ));
         apply(&mut scope, "time_based", None).unwrap();
         assert!(scope.spec.time_based);
         apply(&mut scope, "time_based", Some("0")).unwrap();
@@ -756,19 +1377,32 @@ mod tests {
         apply(&mut scope, "rwmixwrite", Some("30")).unwrap();
         assert_eq!(scope.spec.rwmixread, 70);
         apply(&mut scope, "rate", Some("10m,5m")).unwrap();
-        assert_eq!(scope.spec.rate, PerDir { read: Some(10 << 20), write: Some(5 << 20), trim: Some(5 << 20) });
+        assert_eq!(
+            scope.spec.rate,
+            PerDir {
+                read: Some(10 << 20),
+                write: Some(5 << 20),
+                trim: Some(5 << 20)
+            }
+        );
         apply(&mut scope, "rate", Some("0,,")).unwrap();
         assert_eq!(scope.spec.rate.read, None);
         apply(&mut scope, "write_lat_log", None).unwrap();
         assert_eq!(scope.spec.write_lat_log, Some(LogName::JobName));
         apply(&mut scope, "write_bw_log", Some("run1")).unwrap();
-        assert_eq!(scope.spec.write_bw_log, Some(LogName::Prefix("run1".into())));
+        assert_eq!(
+            scope.spec.write_bw_log,
+            Some(LogName::Prefix("run1".into()))
+        );
         apply(&mut scope, "verify_pattern", Some("0xab")).unwrap();
         assert_eq!(scope.spec.verify, VerifyKind::Pattern);
         apply(&mut scope, "kb_base", Some("1000")).unwrap();
         apply(&mut scope, "bs", Some("4k")).unwrap();
         assert_eq!(scope.spec.block_size.read, BlockSize::Fixed(4000));
-        assert!(matches!(apply(&mut scope, "max_burst_length", Some("100")), Err(JobError::BadValue { .. })));
+        assert!(matches!(
+            apply(&mut scope, "max_burst_length", Some("100")),
+            Err(JobError::BadValue { .. })
+        ));
     }
 
     #[test]
@@ -784,7 +1418,10 @@ mod tests {
         let mut scope = Scope::new(JobSpec::new("t"));
         apply(&mut scope, "bsrange", Some("4k-8k")).unwrap();
         let error = apply(&mut scope, "bssplit", Some("4k/50:8k/50")).unwrap_err();
-        assert!(error.to_string().contains("bsrange") && error.to_string().contains("bssplit"), "{error}");
+        assert!(
+            error.to_string().contains("bsrange") && error.to_string().contains("bssplit"),
+            "{error}"
+        );
 
         // Different directions do not conflict; a later section overrides an earlier one.
         let mut scope = Scope::new(JobSpec::new("t"));
@@ -792,15 +1429,27 @@ mod tests {
         apply(&mut scope, "bssplit", Some(",4k/50:8k/50,")).unwrap();
         scope.section += 1;
         apply(&mut scope, "bs", Some("16k")).unwrap();
-        assert_eq!(scope.spec.block_size, PerDir::splat(BlockSize::Fixed(16384)));
+        assert_eq!(
+            scope.spec.block_size,
+            PerDir::splat(BlockSize::Fixed(16384))
+        );
     }
 
     #[test]
     fn cmdhelp_text() {
         let text = cmdhelp("rw").unwrap();
-        assert!(text.contains("readwrite") && text.contains("read"), "{text}");
+        assert!(
+            text.contains("readwrite") && text.contains("read"),
+            "{text}"
+        );
         assert!(cmdhelp("all").unwrap().contains("header_digest"));
-        assert!(matches!(cmdhelp("fsync"), Err(JobError::Unsupported { .. })));
-        assert!(matches!(cmdhelp("bsx"), Err(JobError::UnknownOption { .. })));
+        assert!(matches!(
+            cmdhelp("fsync"),
+            Err(JobError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            cmdhelp("bsx"),
+            Err(JobError::UnknownOption { .. })
+        ));
     }
 }

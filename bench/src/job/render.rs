@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::spec::{
-    BlockSize, DigestChoice, Distribution, JobSpec, LogName, PerDir, RateProcess,
-    SizeSpec, Target, TransportKind, VerifyKind,
+    BlockSize, DigestChoice, Distribution, JobSpec, LogName, PerDir, RateProcess, SizeSpec, Target,
+    TransportKind, VerifyKind,
 };
 use super::value::render_iscsi_url;
 
@@ -85,12 +85,28 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
         ("time_based", spec.time_based, default.time_based),
         ("verify_fatal", spec.verify_fatal, default.verify_fatal),
         ("do_verify", spec.do_verify, default.do_verify),
-        ("group_reporting", spec.group_reporting, default.group_reporting),
+        (
+            "group_reporting",
+            spec.group_reporting,
+            default.group_reporting,
+        ),
         ("stonewall", spec.stonewall, default.stonewall),
         ("new_group", spec.new_group, default.new_group),
-        ("clat_percentiles", spec.clat_percentiles, default.clat_percentiles),
-        ("lat_percentiles", spec.lat_percentiles, default.lat_percentiles),
-        ("slat_percentiles", spec.slat_percentiles, default.slat_percentiles),
+        (
+            "clat_percentiles",
+            spec.clat_percentiles,
+            default.clat_percentiles,
+        ),
+        (
+            "lat_percentiles",
+            spec.lat_percentiles,
+            default.lat_percentiles,
+        ),
+        (
+            "slat_percentiles",
+            spec.slat_percentiles,
+            default.slat_percentiles,
+        ),
     ] {
         if value != default_value {
             push(name, flag(value));
@@ -154,7 +170,9 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
     if spec.block_align != default.block_align {
         push(
             "blockalign",
-            per_dir(&spec.block_align, |align| Some(align.unwrap_or(0).to_string())),
+            per_dir(&spec.block_align, |align| {
+                Some(align.unwrap_or(0).to_string())
+            }),
         );
     }
     if spec.random_distribution != default.random_distribution {
@@ -176,14 +194,22 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
     }
     for (name, value, default_value) in [
         ("iodepth", spec.iodepth, default.iodepth),
-        ("iodepth_batch_submit", spec.iodepth_batch_submit, default.iodepth_batch_submit),
+        (
+            "iodepth_batch_submit",
+            spec.iodepth_batch_submit,
+            default.iodepth_batch_submit,
+        ),
         (
             "iodepth_batch_complete_min",
             spec.iodepth_batch_complete_min,
             default.iodepth_batch_complete_min,
         ),
         ("numjobs", spec.numjobs, default.numjobs),
-        ("thinktime_blocks", spec.thinktime_blocks, default.thinktime_blocks),
+        (
+            "thinktime_blocks",
+            spec.thinktime_blocks,
+            default.thinktime_blocks,
+        ),
     ] {
         if value != default_value {
             push(name, value.to_string());
@@ -201,11 +227,18 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
     if spec.startdelay != default.startdelay {
         push(
             "startdelay",
-            format!("{}-{}", time(spec.startdelay.min), time(spec.startdelay.max)),
+            format!(
+                "{}-{}",
+                time(spec.startdelay.min),
+                time(spec.startdelay.max)
+            ),
         );
     }
     if spec.rate != default.rate {
-        push("rate", per_dir(&spec.rate, |r| Some(r.unwrap_or(0).to_string())));
+        push(
+            "rate",
+            per_dir(&spec.rate, |r| Some(r.unwrap_or(0).to_string())),
+        );
     }
     if spec.rate_iops != default.rate_iops {
         push(
@@ -228,7 +261,11 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
     }
     // verify_pattern before verify: a pattern alone turns on verify=pattern.
     if !spec.verify_pattern.is_empty() {
-        let hex: String = spec.verify_pattern.iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = spec
+            .verify_pattern
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         push("verify_pattern", format!("0x{hex}"));
     }
     let implied_verify = if spec.verify_pattern.is_empty() {
@@ -277,7 +314,10 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
     if let Some(cpus) = &spec.cpus_allowed {
         push(
             "cpus_allowed",
-            cpus.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+            cpus.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
         );
     }
     if let Some(timeout) = spec.io_timeout {

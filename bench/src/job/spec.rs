@@ -191,8 +191,14 @@ pub enum SizeSpec {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Distribution {
     Random,
-    Zipf { theta: f64, center: Option<f64> },
-    Pareto { power: f64, center: Option<f64> },
+    Zipf {
+        theta: f64,
+        center: Option<f64>,
+    },
+    Pareto {
+        power: f64,
+        center: Option<f64>,
+    },
     /// Gaussian; `deviation_percent` of the region, 0 <= d < 100.
     Normal {
         deviation_percent: f64,
@@ -563,7 +569,11 @@ impl JobSpec {
 
     /// As [`JobSpec::check_target_size`], for clone `clone_index` of `numjobs` (its region
     /// starts `clone_index * offset_increment` further).
-    pub fn region_for_clone(&self, target_bytes: u64, clone_index: u32) -> Result<Region, JobError> {
+    pub fn region_for_clone(
+        &self,
+        target_bytes: u64,
+        clone_index: u32,
+    ) -> Result<Region, JobError> {
         let zero = |reason: String| JobError::ZeroSize {
             at: self.origin.clone(),
             job: self.name.clone(),
@@ -614,7 +624,10 @@ impl JobSpec {
                 "size resolves to 0 bytes of a {target_bytes}-byte target"
             )));
         }
-        if offset_bytes.checked_add(len_bytes).is_none_or(|end| end > target_bytes) {
+        if offset_bytes
+            .checked_add(len_bytes)
+            .is_none_or(|end| end > target_bytes)
+        {
             return Err(JobError::PastEnd {
                 at: self.origin.clone(),
                 job: self.name.clone(),

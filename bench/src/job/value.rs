@@ -36,9 +36,7 @@ type Result<T> = std::result::Result<T, ValueError>;
 
 /// Split `text` into the leading number and the suffix after it.
 fn split_number(text: &str) -> (&str, &str) {
-    let digits_end = if let Some(hex) = text
-        .strip_prefix("0x")
-        .or_else(|| text.strip_prefix("0X"))
+    let digits_end = if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X"))
     {
         2 + hex
             .find(|c: char| !c.is_ascii_hexdigit())
@@ -66,7 +64,9 @@ pub fn parse_u64(text: &str) -> Result<u64> {
     }
     let (number, rest) = split_number(text);
     if !rest.is_empty() {
-        return Err(ValueError::new(format!("unexpected {rest:?} after the number")));
+        return Err(ValueError::new(format!(
+            "unexpected {rest:?} after the number"
+        )));
     }
     parse_number_part(number)
 }
@@ -248,7 +248,9 @@ pub fn parse_bool(text: &str) -> Result<bool> {
     match text.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(ValueError::new("expected 1/0, true/false, yes/no or on/off")),
+        _ => Err(ValueError::new(
+            "expected 1/0, true/false, yes/no or on/off",
+        )),
     }
 }
 
@@ -448,12 +450,13 @@ pub fn parse_verify_kind(text: &str) -> Result<VerifyKind> {
         "md5" => Ok(VerifyKind::Md5),
         "sha256" => Ok(VerifyKind::Sha256),
         "pattern" => Ok(VerifyKind::Pattern),
-        other @ ("crc64" | "crc32" | "crc16" | "crc7" | "sha1" | "sha224" | "sha384"
-        | "sha512" | "sha3-224" | "sha3-256" | "sha3-384" | "sha3-512" | "xxhash"
-        | "meta") => Err(ValueError::new(format!(
-            "verify={other} is a fio method iscsi-bench does not support \
+        other @ ("crc64" | "crc32" | "crc16" | "crc7" | "sha1" | "sha224" | "sha384" | "sha512"
+        | "sha3-224" | "sha3-256" | "sha3-384" | "sha3-512" | "xxhash" | "meta") => {
+            Err(ValueError::new(format!(
+                "verify={other} is a fio method iscsi-bench does not support \
              (crc32c, md5, sha256, pattern)"
-        ))),
+            )))
+        }
         _ => Err(ValueError::new(
             "unknown verify method (crc32c, md5, sha256, pattern)",
         )),
@@ -594,11 +597,9 @@ pub fn parse_rw(text: &str, kb_base: u32) -> Result<RwMode> {
                 "rw={kind_text} is a fio pattern iscsi-bench does not support"
             )))
         }
-        _ => {
-            return Err(ValueError::new(
-                "expected read, write, trim, randread, randwrite, randtrim, rw, readwrite or randrw",
-            ))
-        }
+        _ => return Err(ValueError::new(
+            "expected read, write, trim, randread, randwrite, randtrim, rw, readwrite or randrw",
+        )),
     };
     let offset_modifier = modifier.map(|text| parse_size(text, kb_base)).transpose()?;
     Ok(RwMode {
@@ -769,7 +770,17 @@ mod tests {
 
     #[test]
     fn sizes_refuse_what_fio_would_misread() {
-        for bad in ["1.5g", "4q", "-1", "", "k", "(1+2)", "4kk", "0x10k", "99999999999999999999"] {
+        for bad in [
+            "1.5g",
+            "4q",
+            "-1",
+            "",
+            "k",
+            "(1+2)",
+            "4kk",
+            "0x10k",
+            "99999999999999999999",
+        ] {
             assert!(parse_size(bad, 1024).is_err(), "{bad:?} accepted");
         }
         assert!(parse_size("16384p", 1024).is_err(), "overflow accepted");
@@ -777,9 +788,18 @@ mod tests {
 
     #[test]
     fn percentages() {
-        assert_eq!(parse_size_or_percent("50%", 1024), Ok(SizeSpec::Percent(50)));
-        assert_eq!(parse_size_or_percent("100%", 1024), Ok(SizeSpec::Percent(100)));
-        assert_eq!(parse_size_or_percent("1m", 1024), Ok(SizeSpec::Bytes(1 << 20)));
+        assert_eq!(
+            parse_size_or_percent("50%", 1024),
+            Ok(SizeSpec::Percent(50))
+        );
+        assert_eq!(
+            parse_size_or_percent("100%", 1024),
+            Ok(SizeSpec::Percent(100))
+        );
+        assert_eq!(
+            parse_size_or_percent("1m", 1024),
+            Ok(SizeSpec::Bytes(1 << 20))
+        );
         assert!(parse_size_or_percent("0%", 1024).is_err());
         assert!(parse_size_or_percent("101%", 1024).is_err());
     }
@@ -808,7 +828,15 @@ mod tests {
             parse_time("7", TimeUnit::Milliseconds),
             Ok(Duration::from_millis(7))
         );
-        for bad in ["10min", "1.5s", "x", "", "-3", "5ns", "18446744073709551615d"] {
+        for bad in [
+            "10min",
+            "1.5s",
+            "x",
+            "",
+            "-3",
+            "5ns",
+            "18446744073709551615d",
+        ] {
             assert!(parse_time(bad, s).is_err(), "{bad:?} accepted");
         }
     }
@@ -848,13 +876,25 @@ mod tests {
         let size = |p: &str| parse_size(p, 1024);
         assert_eq!(
             parse_range("4k-64k", size),
-            Ok(ValueRange { min: 4096, max: 65536 })
+            Ok(ValueRange {
+                min: 4096,
+                max: 65536
+            })
         );
         assert_eq!(
             parse_range("1k:4k", size),
-            Ok(ValueRange { min: 1024, max: 4096 })
+            Ok(ValueRange {
+                min: 1024,
+                max: 4096
+            })
         );
-        assert_eq!(parse_range("8k", size), Ok(ValueRange { min: 8192, max: 8192 }));
+        assert_eq!(
+            parse_range("8k", size),
+            Ok(ValueRange {
+                min: 8192,
+                max: 8192
+            })
+        );
         assert!(parse_range("64k-4k", size).is_err());
         assert!(parse_range("-4k", size).is_err());
     }
@@ -880,7 +920,10 @@ mod tests {
         assert!(parse_bssplit("4k/x", 1024).is_err());
         let many = vec!["4k/"; 65].join(":");
         assert!(parse_bssplit(&many, 1024).is_err());
-        assert_eq!(BlockSize::Split(vec![entry(4096, 50), entry(65536, 50)]).max_bytes(), 65536);
+        assert_eq!(
+            BlockSize::Split(vec![entry(4096, 50), entry(65536, 50)]).max_bytes(),
+            65536
+        );
     }
 
     #[test]
@@ -888,26 +931,52 @@ mod tests {
         assert_eq!(parse_distribution("random"), Ok(Distribution::Random));
         assert_eq!(
             parse_distribution("zipf:1.2"),
-            Ok(Distribution::Zipf { theta: 1.2, center: None })
+            Ok(Distribution::Zipf {
+                theta: 1.2,
+                center: None
+            })
         );
         assert_eq!(
             parse_distribution("zipf"),
-            Ok(Distribution::Zipf { theta: 1.1, center: None })
+            Ok(Distribution::Zipf {
+                theta: 1.1,
+                center: None
+            })
         );
         assert_eq!(
             parse_distribution("zipf:1.2:0.25"),
-            Ok(Distribution::Zipf { theta: 1.2, center: Some(0.25) })
+            Ok(Distribution::Zipf {
+                theta: 1.2,
+                center: Some(0.25)
+            })
         );
         assert_eq!(
             parse_distribution("pareto:0.9"),
-            Ok(Distribution::Pareto { power: 0.9, center: None })
+            Ok(Distribution::Pareto {
+                power: 0.9,
+                center: None
+            })
         );
         assert_eq!(
             parse_distribution("normal:10"),
-            Ok(Distribution::Normal { deviation_percent: 10.0, center: None })
+            Ok(Distribution::Normal {
+                deviation_percent: 10.0,
+                center: None
+            })
         );
-        for bad in ["zipf:1", "zipf:1.0", "pareto:1.5", "normal:100", "zipf:x", "gamma",
-            "zoned:60/10:40/90", "zipf:1.2:2", "random:3", "zipf:1.2:0.5:1", "zipf:inf"] {
+        for bad in [
+            "zipf:1",
+            "zipf:1.0",
+            "pareto:1.5",
+            "normal:100",
+            "zipf:x",
+            "gamma",
+            "zoned:60/10:40/90",
+            "zipf:1.2:2",
+            "random:3",
+            "zipf:1.2:0.5:1",
+            "zipf:inf",
+        ] {
             assert!(parse_distribution(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -921,19 +990,28 @@ mod tests {
         assert_eq!(parse_verify_kind("pattern"), Ok(VerifyKind::Pattern));
         assert_eq!(parse_verify_kind("0"), Ok(VerifyKind::None));
         let unsupported = parse_verify_kind("crc64").unwrap_err();
-        assert!(unsupported.0.contains("does not support"), "{unsupported:?}");
+        assert!(
+            unsupported.0.contains("does not support"),
+            "{unsupported:?}"
+        );
         assert!(parse_verify_kind("sha9").is_err());
     }
 
     #[test]
     fn verify_patterns() {
-        assert_eq!(parse_verify_pattern("0xdeadbeef"), Ok(vec![0xde, 0xad, 0xbe, 0xef]));
+        assert_eq!(
+            parse_verify_pattern("0xdeadbeef"),
+            Ok(vec![0xde, 0xad, 0xbe, 0xef])
+        );
         assert_eq!(parse_verify_pattern("0xabc"), Ok(vec![0x0a, 0xbc]));
         assert_eq!(parse_verify_pattern("255"), Ok(vec![0xff]));
         assert_eq!(parse_verify_pattern("258"), Ok(vec![0x02, 0x01]));
         assert_eq!(parse_verify_pattern("0"), Ok(vec![0]));
         assert_eq!(parse_verify_pattern("\"ab\""), Ok(b"ab".to_vec()));
-        assert_eq!(parse_verify_pattern("0xff\"ab\""), Ok(vec![0xff, b'a', b'b']));
+        assert_eq!(
+            parse_verify_pattern("0xff\"ab\""),
+            Ok(vec![0xff, b'a', b'b'])
+        );
         for bad in ["%o", "0x", "\"open", "zz", "", "99999999999"] {
             assert!(parse_verify_pattern(bad).is_err(), "{bad:?} accepted");
         }
@@ -964,19 +1042,34 @@ mod tests {
     fn rw_modes() {
         assert_eq!(
             parse_rw("randread", 1024),
-            Ok(RwMode { kind: RwKind::RandRead, offset_modifier: None })
+            Ok(RwMode {
+                kind: RwKind::RandRead,
+                offset_modifier: None
+            })
         );
-        assert_eq!(parse_rw("readwrite", 1024).map(|m| m.kind), Ok(RwKind::ReadWrite));
+        assert_eq!(
+            parse_rw("readwrite", 1024).map(|m| m.kind),
+            Ok(RwKind::ReadWrite)
+        );
         assert_eq!(parse_rw("rw", 1024).map(|m| m.kind), Ok(RwKind::ReadWrite));
         assert_eq!(
             parse_rw("randread:8", 1024),
-            Ok(RwMode { kind: RwKind::RandRead, offset_modifier: Some(8) })
+            Ok(RwMode {
+                kind: RwKind::RandRead,
+                offset_modifier: Some(8)
+            })
         );
         assert_eq!(
             parse_rw("write:4k", 1024),
-            Ok(RwMode { kind: RwKind::Write, offset_modifier: Some(4096) })
+            Ok(RwMode {
+                kind: RwKind::Write,
+                offset_modifier: Some(4096)
+            })
         );
-        assert!(parse_rw("trimwrite", 1024).unwrap_err().0.contains("not support"));
+        assert!(parse_rw("trimwrite", 1024)
+            .unwrap_err()
+            .0
+            .contains("not support"));
         assert!(parse_rw("randwrites", 1024).is_err());
         assert!(parse_rw("read:x", 1024).is_err());
     }
@@ -993,11 +1086,19 @@ mod tests {
                 lun,
             })
         };
-        assert_eq!(parse_target("iscsi://127.0.0.1/iqn.x/0"), Ok(url("127.0.0.1", 3260, "iqn.x", 0)));
+        assert_eq!(
+            parse_target("iscsi://127.0.0.1/iqn.x/0"),
+            Ok(url("127.0.0.1", 3260, "iqn.x", 0))
+        );
         // fio's libiscsi example escapes every colon.
         assert_eq!(
             parse_target("iscsi\\://192.168.1.220\\:3261/iqn.2003-01.org.linux-iscsi\\:sn.2a/7"),
-            Ok(url("192.168.1.220", 3261, "iqn.2003-01.org.linux-iscsi:sn.2a", 7))
+            Ok(url(
+                "192.168.1.220",
+                3261,
+                "iqn.2003-01.org.linux-iscsi:sn.2a",
+                7
+            ))
         );
         assert_eq!(
             parse_target("iscsi://[::1]:3262/iqn.a:b/1"),
@@ -1014,22 +1115,39 @@ mod tests {
                 lun: 2,
             }))
         );
-        assert_eq!(parse_target("/dev/sdb"), Ok(Target::Path("/dev/sdb".into())));
+        assert_eq!(
+            parse_target("/dev/sdb"),
+            Ok(Target::Path("/dev/sdb".into()))
+        );
         assert_eq!(parse_target("a\\:b"), Ok(Target::Path("a:b".into())));
         assert_eq!(parse_target("null"), Ok(Target::Null));
-        for bad in ["a:b", "iscsi://h/iqn", "iscsi:///iqn/0", "iscsi://h:0/iqn/0", "iscsi://h//0",
-            "iscsi://h/iqn/x", "iscsi://[::1/iqn/0", ""] {
+        for bad in [
+            "a:b",
+            "iscsi://h/iqn",
+            "iscsi:///iqn/0",
+            "iscsi://h:0/iqn/0",
+            "iscsi://h//0",
+            "iscsi://h/iqn/x",
+            "iscsi://[::1/iqn/0",
+            "",
+        ] {
             assert!(parse_target(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn rendered_urls_parse_back() {
-        for text in ["iscsi://127.0.0.1/iqn.x/0", "iscsi://u%p@[::1]:9/iqn.a:b:c/3"] {
+        for text in [
+            "iscsi://127.0.0.1/iqn.x/0",
+            "iscsi://u%p@[::1]:9/iqn.a:b:c/3",
+        ] {
             let Ok(Target::Iscsi(url)) = parse_target(text) else {
                 panic!("{text} did not parse");
             };
-            assert_eq!(parse_target(&render_iscsi_url(&url)), Ok(Target::Iscsi(url)));
+            assert_eq!(
+                parse_target(&render_iscsi_url(&url)),
+                Ok(Target::Iscsi(url))
+            );
         }
     }
 
