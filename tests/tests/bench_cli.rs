@@ -309,3 +309,72 @@ fn an_offset_past_the_end_of_the_lun_is_refused_before_any_io() {
     let data = std::fs::read(tgt.lun_path(0, 0)).unwrap();
     assert!(data.iter().all(|&b| b == 0), "the LUN was written");
 }
+
+/// Items 3 to 5 together: a paced job with per-interval results in one JSON document,
+/// fio-named log files, the HTML report, and the status line when asked for.
+#[test]
+fn paced_run_with_intervals_logs_report_and_status_line() {
+    let dir = TempDir::new("bench-paced").unwrap();
+    let report = dir.join("report");
+    let results = dir.join("results.json");
+    let report_arg = format!("--report={}", report.display());
+    let output_arg = format!("--output={}", results.display());
+    let out = bench_in(
+        dir.path(),
+        &[
+            "--name=paced",
+            "--ioengine=null",
+            "--rw=randread",
+            "--bs=4k",
+            "--size=16m",
+            "--rate_iops=2000",
+            "--runtime=3",
+            "--time_based",
+            "--write_bw_log=paced",
+            "--write_lat_log=paced",
+            "--interval-results=1s",
+            "--eta=always",
+            "--output-format=json",
+            output_arg.as_str(),
+            report_arg.as_str(),
+        ],
+    );
+    assert!(out.status.success(), "{}", describe_output(&out));
+    // The status line went to stdout (asked for with --eta=always), the results to the file.
+    let status = stdout(&out);
+    assert!(status.contains("Jobs: 1"), "no status line in: {status:?}");
+    let text = std::fs::read_to_string(&results).unwrap();
+    let doc: Value = serde_json::from_str(&text).expect("one JSON document");
+    let read = &job(&doc, 0)["read"];
+    let iops = as_f64(&read["iops"], "read.iops");
+    assert!(
+        (1800.0..=2200.0).contains(&iops),
+        "rate_iops=2000 gave {iops} IOPS"
+    );
+    let intervals = job(&doc, 0)["iscsi_bench"]["intervals"]
+        .as_array()
+        .expect("intervals in the job's extension");
+    assert!(
+        (2..=4).contains(&intervals.len()),
+        "{} intervals in 3 s at 1 s",
+        intervals.len()
+    );
+    for name in ["paced_bw.1.log", "paced_lat.1.log", "paced_clat.1.log"] {
+        let log = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let first = log.lines().next().unwrap_or_default();
+        assert_eq!(first.split(',').count(), 5, "{name}: {first:?}");
+    }
+    let page = std::fs::read_to_string(report.join("index.html")).unwrap();
+    for chart in [
+        "chart-iops",
+        "chart-bandwidth",
+        "chart-latency-percentiles",
+        "chart-latency-cdf",
+    ] {
+        assert!(page.contains(chart), "no {chart} chart in the report");
+    }
+    assert!(
+        page.contains("class=\"series\""),
+        "the charts have no lines"
+    );
+}
