@@ -9,8 +9,11 @@
 //! - [`transport`]: TCP over io_uring.
 //! - [`shard`]: per-core shards: one pinned thread, one ring and one session each, fed
 //!   through bounded queues (the fast data path).
+//! - [`adapter`]: the interface to iSCSI offload adapters (dependent and independent HNICs),
+//!   their queue rings, and the host paths a shard drives them with.
 //! - [`client`]: a blocking convenience client that drives a session over the transport.
 
+pub mod adapter;
 pub mod auth;
 pub mod client;
 pub mod pdu;
