@@ -273,6 +273,69 @@ pub struct PathSubmitError {
     pub request: PathRequest,
 }
 
+/// What a shard worker drives, whichever kind of adapter is behind it: both
+/// [`DependentPath`] and [`IndependentPath`] implement it.
+///
+/// Per turn: `submit` new requests (a refused one comes back in the error), `poll` once,
+/// take every `poll_completion`; when idle, `wait` (or sleep on `notifier`'s eventfd in the
+/// shard's own io_uring until `next_deadline`).
+pub trait AdapterPath {
+    /// Accepts a request or hands it back.
+    fn submit(&mut self, now: std::time::Instant, request: PathRequest) -> Result<(), PathSubmitError>;
+    /// One turn of the path; returns the completions ready to take.
+    fn poll(&mut self, now: std::time::Instant) -> usize;
+    /// The next finished request.
+    fn poll_completion(&mut self) -> Option<PathCompletion>;
+    /// Sleeps until there is something to poll or `timeout` passes.
+    fn wait(&mut self, timeout: Duration) -> bool;
+    /// When the path needs a poll even without completions.
+    fn next_deadline(&self) -> Option<std::time::Instant>;
+    /// The eventfd the adapter writes when it announces completions to a sleeping host.
+    fn notifier(&self) -> &std::sync::Arc<Notifier>;
+    /// Requests accepted and not yet handed back.
+    fn in_flight(&self) -> usize;
+    /// The adapter's kind and what it offloads.
+    fn capabilities(&self) -> Capabilities;
+}
+
+macro_rules! impl_adapter_path {
+    ($path:ty) => {
+        impl AdapterPath for $path {
+            fn submit(
+                &mut self,
+                now: std::time::Instant,
+                request: PathRequest,
+            ) -> Result<(), PathSubmitError> {
+                <$path>::submit(self, now, request)
+            }
+            fn poll(&mut self, now: std::time::Instant) -> usize {
+                <$path>::poll(self, now)
+            }
+            fn poll_completion(&mut self) -> Option<PathCompletion> {
+                <$path>::poll_completion(self)
+            }
+            fn wait(&mut self, timeout: Duration) -> bool {
+                <$path>::wait(self, timeout)
+            }
+            fn next_deadline(&self) -> Option<std::time::Instant> {
+                <$path>::next_deadline(self)
+            }
+            fn notifier(&self) -> &std::sync::Arc<Notifier> {
+                <$path>::notifier(self)
+            }
+            fn in_flight(&self) -> usize {
+                <$path>::in_flight(self)
+            }
+            fn capabilities(&self) -> Capabilities {
+                <$path>::capabilities(self)
+            }
+        }
+    };
+}
+
+impl_adapter_path!(DependentPath);
+impl_adapter_path!(IndependentPath);
+
 /// A window of host memory an adapter reads (write payload) or writes (Data-In placement)
 /// in place, as a DMA engine would. Made only by this module's host paths, from buffers
 /// they keep alive until the adapter is done (see the module docs).
