@@ -28,17 +28,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use datapath::adapter::{
-    queue_pair, AdapterError, AdapterFault, AdapterInfo, AdapterKind, Capabilities,
-    ConnectionInfo, ConnectionParams, Consumer, DependentAdapter, DependentAdapterQueue,
-    DependentCompletion, DependentHostQueue, DependentSubmission, DigestKind, HostRegion,
-    NetworkConfig, Notifier, PduData, PduSubmission, Producer, ReceivedData, ReceivedPdu,
+    queue_pair, AdapterError, AdapterFault, AdapterInfo, AdapterKind, Capabilities, ConnectionInfo,
+    ConnectionParams, Consumer, DependentAdapter, DependentAdapterQueue, DependentCompletion,
+    DependentHostQueue, DependentSubmission, DigestKind, HostRegion, NetworkConfig, Notifier,
+    PduData, PduSubmission, Producer, ReceivedData, ReceivedPdu,
 };
 use datapath::pdu::{self, digest, Digests, Header, Limits, LoginStage, Tag, BHS_LEN};
 
 use crate::cpu::CpuMeter;
 use crate::faults::Faults;
 use crate::net;
-use crate::wire::{post_waiting, write_all_vectored};
+use crate::wire::{after, post_waiting, write_all_vectored, FAULT_POST_WAIT};
 
 /// Largest AHS the models accept or emit, in bytes.
 const MAX_AHS_BYTES: usize = 1024;
@@ -216,7 +216,11 @@ impl DependentAdapter for DependentModel {
             .ok_or(AdapterError::QueuePairTaken(index))
     }
 
-    fn connect(&self, index: usize, network: &NetworkConfig) -> Result<ConnectionInfo, AdapterError> {
+    fn connect(
+        &self,
+        index: usize,
+        network: &NetworkConfig,
+    ) -> Result<ConnectionInfo, AdapterError> {
         let mut slot = self.slot(index)?;
         self.stop_engines(&mut slot);
         let portal = network.portal;
@@ -348,12 +352,11 @@ impl TxEngine {
                     // Stop the receive engine too: the host resets the queue pair next.
                     self.stop.store(true, Ordering::SeqCst);
                     let _ = self.stream.shutdown(Shutdown::Both);
-                    let stop = AtomicBool::new(false);
                     let faults = self.faults.clone();
                     post_waiting(
                         &self.completions,
                         DependentCompletion::Fault(fault),
-                        &stop,
+                        after(FAULT_POST_WAIT),
                         || !faults.doorbell_stalled(),
                     );
                     announce(&self.completions, &self.faults);
@@ -436,7 +439,9 @@ impl TxEngine {
                 digest::header_digest(&head[..header_end])
             } else {
                 header_digest.ok_or_else(|| {
-                    AdapterFault::Framing("host gave no header digest and the adapter does not compute it".into())
+                    AdapterFault::Framing(
+                        "host gave no header digest and the adapter does not compute it".into(),
+                    )
                 })?
             };
             head[header_end..header_end + digest::DIGEST_LEN]
@@ -451,7 +456,9 @@ impl TxEngine {
                 digest::data_digest(bytes)
             } else {
                 data_digest.ok_or_else(|| {
-                    AdapterFault::Framing("host gave no data digest and the adapter does not compute it".into())
+                    AdapterFault::Framing(
+                        "host gave no data digest and the adapter does not compute it".into(),
+                    )
                 })?
             };
             trailer[pad..pad + digest::DIGEST_LEN].copy_from_slice(&digest::digest_to_wire(value));
@@ -487,17 +494,29 @@ impl RxEngine {
         loop {
             match self.receive_one() {
                 Ok(received) => {
+                    let final_login = matches!(&received.header, Header::LoginResponse(r)
+                        if r.transit
+                            && r.next_stage == LoginStage::FullFeaturePhase
+                            && r.status_class == 0);
                     let faults = self.faults.clone();
                     let posted = post_waiting(
                         &self.completions,
                         DependentCompletion::Pdu(received),
-                        &self.stop,
+                        || self.stop.load(Ordering::SeqCst),
                         || !faults.doorbell_stalled(),
                     );
                     clock.charge();
                     announce(&self.completions, &self.faults);
                     if !posted {
                         return;
+                    }
+                    // Digests and the receive limit change right after this PDU: wait for
+                    // the host's parameters before reading the next one.
+                    if final_login {
+                        if let Err(fault) = self.await_params() {
+                            self.stop_with(fault);
+                            return;
+                        }
                     }
                 }
                 Err(fault) => {
@@ -506,22 +525,26 @@ impl RxEngine {
                         // A reset or the transmit engine's fault closed the socket.
                         return;
                     }
-                    tracing::warn!(queue_pair = self.index, %fault, "dependent model: receive engine stops");
-                    self.stop.store(true, Ordering::SeqCst);
-                    let _ = self.stream.shutdown(Shutdown::Both);
-                    let stop = AtomicBool::new(false);
-                    let faults = self.faults.clone();
-                    post_waiting(
-                        &self.completions,
-                        DependentCompletion::Fault(fault),
-                        &stop,
-                        || !faults.doorbell_stalled(),
-                    );
-                    announce(&self.completions, &self.faults);
+                    self.stop_with(fault);
                     return;
                 }
             }
         }
+    }
+
+    /// Stops both engines and posts the fault that stopped them.
+    fn stop_with(&mut self, fault: AdapterFault) {
+        tracing::warn!(queue_pair = self.index, %fault, "dependent model: receive engine stops");
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.stream.shutdown(Shutdown::Both);
+        let faults = self.faults.clone();
+        post_waiting(
+            &self.completions,
+            DependentCompletion::Fault(fault),
+            after(FAULT_POST_WAIT),
+            || !faults.doorbell_stalled(),
+        );
+        announce(&self.completions, &self.faults);
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), AdapterFault> {
@@ -598,14 +621,6 @@ impl RxEngine {
         }
         let (data, unchecked_data_digest) = self.receive_data(&header, &frame, bhs_tag)?;
         let placement_released = self.released_placement(&header, &data);
-        if let Header::LoginResponse(response) = &header {
-            if response.transit
-                && response.next_stage == LoginStage::FullFeaturePhase
-                && response.status_class == 0
-            {
-                self.await_params()?;
-            }
-        }
         Ok(ReceivedPdu {
             header,
             data,

@@ -31,7 +31,9 @@ impl Faults {
     /// The adapter stops ringing its completion doorbells (it still writes the entries)
     /// until its queue pair is reset.
     pub fn stall_completion_doorbell(&self) {
-        self.0.stall_completion_doorbell.store(true, Ordering::SeqCst);
+        self.0
+            .stall_completion_doorbell
+            .store(true, Ordering::SeqCst);
     }
 
     /// The next received digest the adapter checks (the data digest of the next PDU with
@@ -42,7 +44,9 @@ impl Faults {
 
     /// The adapter resets itself when it takes its next submission entry.
     pub fn reset_on_next_submission(&self) {
-        self.0.reset_on_next_submission.store(true, Ordering::SeqCst);
+        self.0
+            .reset_on_next_submission
+            .store(true, Ordering::SeqCst);
     }
 
     /// Faults fired so far.

@@ -196,7 +196,10 @@ impl IndependentModel {
         index: usize,
         slot: &mut QueuePairSlot,
     ) -> Result<LoginReport, AdapterError> {
-        let config = slot.config.clone().ok_or(AdapterError::NotConfigured(index))?;
+        let config = slot
+            .config
+            .clone()
+            .ok_or(AdapterError::NotConfigured(index))?;
         let queue = slot.idle.take().ok_or(AdapterError::EngineStopped {
             index,
             reason: "the queue pair was lost when an engine panicked".into(),
@@ -228,14 +231,12 @@ impl IndependentModel {
             })?;
         slot.engine = Some(Engine { stop, handle });
         let wait = config.connect_timeout + config.login_timeout + Duration::from_secs(2);
-        let result = login_rx
-            .recv_timeout(wait)
-            .unwrap_or_else(|_| {
-                Err(AdapterError::Login {
-                    portal: config.portal,
-                    reason: "no login result from the engine in time".into(),
-                })
-            });
+        let result = login_rx.recv_timeout(wait).unwrap_or_else(|_| {
+            Err(AdapterError::Login {
+                portal: config.portal,
+                reason: "no login result from the engine in time".into(),
+            })
+        });
         if result.is_err() {
             self.stop_engine(slot);
         }
@@ -296,7 +297,14 @@ impl Drop for IndependentModel {
 fn random_isid() -> pdu::Isid {
     let r = random_bytes(6);
     let byte = |i: usize| r.get(i).copied().unwrap_or(0);
-    [0xc0 | (byte(0) & 0x3f), byte(1), byte(2), byte(3), byte(4), byte(5)]
+    [
+        0xc0 | (byte(0) & 0x3f),
+        byte(1),
+        byte(2),
+        byte(3),
+        byte(4),
+        byte(5),
+    ]
 }
 
 /// What the receive thread hands the processor.
@@ -404,9 +412,13 @@ impl Processor {
         if self.session.is_none() {
             if self.relogin_at.is_some_and(|at| now >= at) {
                 self.relogin_at = None;
-                if let Err(error) = self.login() {
-                    tracing::warn!(queue_pair = self.index, %error, "independent model: login again failed");
-                    self.relogin_at = Some(now + RELOGIN_BACKOFF);
+                match self.login() {
+                    // Submissions wait in the ring for the next turn.
+                    Ok(_) => return 0,
+                    Err(error) => {
+                        tracing::warn!(queue_pair = self.index, %error, "independent model: login again failed");
+                        self.relogin_at = Some(now + RELOGIN_BACKOFF);
+                    }
                 }
             }
             return self.fail_submissions_while_down();
@@ -414,7 +426,10 @@ impl Processor {
         let mut posted = self.take_submissions(now);
         self.take_received(now);
         if let Some(session) = &mut self.session {
-            if session.poll_timeout().is_some_and(|deadline| now >= deadline) {
+            if session
+                .poll_timeout()
+                .is_some_and(|deadline| now >= deadline)
+            {
                 session.handle_timeout(now);
             }
         }
@@ -453,12 +468,16 @@ impl Processor {
         posted
     }
 
-    fn post(&mut self, tag: u64, result: Result<datapath::session::CommandOutcome, PathFailure>) -> bool {
+    fn post(
+        &mut self,
+        tag: u64,
+        result: Result<datapath::session::CommandOutcome, PathFailure>,
+    ) -> bool {
         let faults = self.faults.clone();
         post_waiting(
             &self.queue.completions,
             ScsiCompletion { tag, result },
-            &self.stop,
+            || self.stop.load(Ordering::SeqCst),
             || !faults.doorbell_stalled(),
         )
     }
@@ -592,7 +611,11 @@ impl Processor {
                     tracing::warn!(queue_pair = self.index, %error, "independent model: session failed");
                 }
                 Event::AsyncMessage(message) => {
-                    tracing::info!(queue_pair = self.index, ?message, "independent model: async message");
+                    tracing::info!(
+                        queue_pair = self.index,
+                        ?message,
+                        "independent model: async message"
+                    );
                 }
                 _ => {}
             }
@@ -604,7 +627,9 @@ impl Processor {
         match (&self.fault, error) {
             (
                 Some(fault),
-                CommandError::ConnectionLost(_) | CommandError::Protocol(_) | CommandError::TimedOut,
+                CommandError::ConnectionLost(_)
+                | CommandError::Protocol(_)
+                | CommandError::TimedOut,
             ) => PathError::Adapter(fault.clone()),
             (_, error) => PathError::Command(error),
         }
@@ -620,13 +645,14 @@ impl Processor {
         while let Some(transmit) = session.poll_transmit() {
             let digests = session.digests();
             let data = session.transmit_data(&transmit);
-            let head_len = match pdu::encode_header(&transmit.header, data.len() as u32, digests, &mut head) {
-                Ok(n) => n,
-                Err(e) => {
-                    failed = Some(AdapterFault::Framing(e.to_string()));
-                    break;
-                }
-            };
+            let head_len =
+                match pdu::encode_header(&transmit.header, data.len() as u32, digests, &mut head) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        failed = Some(AdapterFault::Framing(e.to_string()));
+                        break;
+                    }
+                };
             let (trailer, trailer_len) = pdu::data_trailer(data, digests);
             let result = write_all_vectored(
                 &mut connection.stream,
@@ -708,12 +734,17 @@ impl Processor {
                     }
                     Event::LoginFailed { reason, .. } => reason,
                     Event::ConnectionFailed(error) => error.to_string(),
-                    Event::Redirect { address, .. } => format!("redirected to {address} (not followed)"),
+                    Event::Redirect { address, .. } => {
+                        format!("redirected to {address} (not followed)")
+                    }
                     _ => continue,
                 };
                 self.connection = None;
                 self.session = None;
-                return Err(AdapterError::Login { portal, reason: failure });
+                return Err(AdapterError::Login {
+                    portal,
+                    reason: failure,
+                });
             }
             if now >= deadline || self.stop.load(Ordering::SeqCst) {
                 self.connection = None;
@@ -830,9 +861,8 @@ impl RxThread {
                                 return;
                             };
                             digests = params.digests;
-                            limits.max_data_segment_length = params
-                                .max_recv_data_segment_length
-                                .min(self.max_pdu_bytes);
+                            limits.max_data_segment_length =
+                                params.max_recv_data_segment_length.min(self.max_pdu_bytes);
                         }
                     }
                     Ok(None) => break,
@@ -874,7 +904,9 @@ impl RxThread {
         if !self.faults.armed() || !(digests.data || digests.header) {
             return false;
         }
-        let Some(frame) = bytes.get(..BHS_LEN).and_then(|b| pdu::frame(b, digests, limits).ok())
+        let Some(frame) = bytes
+            .get(..BHS_LEN)
+            .and_then(|b| pdu::frame(b, digests, limits).ok())
         else {
             return false;
         };
@@ -913,7 +945,12 @@ impl RxThread {
 
     /// Posts to the processor and rings its doorbell; false when stopping.
     fn hand_over(&self, item: RxItem) -> bool {
-        let posted = post_waiting(&self.posted, item, &self.stop, || true);
+        let posted = post_waiting(
+            &self.posted,
+            item,
+            || self.stop.load(Ordering::SeqCst),
+            || true,
+        );
         self.posted.ring_doorbell();
         posted && !self.stop.load(Ordering::SeqCst)
     }

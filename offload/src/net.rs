@@ -27,7 +27,11 @@ pub fn connect(
     Ok(stream)
 }
 
-fn connect_bound(portal: SocketAddr, local: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+fn connect_bound(
+    portal: SocketAddr,
+    local: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let peer = RawSockAddr::new(&portal);
     let local = RawSockAddr::new(&local);
     // SAFETY: socket takes no pointers; the result is checked.

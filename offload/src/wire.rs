@@ -1,8 +1,7 @@
 //! Byte-stream helpers the models share.
 
 use std::io::{self, IoSlice, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datapath::adapter::{Producer, RingFull};
 
@@ -26,19 +25,19 @@ pub fn write_all_vectored(stream: &mut impl Write, bufs: &[&[u8]]) -> io::Result
 }
 
 /// Posts a completion, waiting for a free slot while the host drains the ring; gives up
-/// (false) once `stop` is set. While it waits it announces what it posted before, unless
-/// `announce` says the doorbell is stalled.
+/// (false) once `give_up()` says so. While it waits it announces what it posted before,
+/// unless `announce` says the doorbell is stalled.
 pub fn post_waiting<T>(
     ring: &Producer<T>,
     mut entry: T,
-    stop: &AtomicBool,
+    give_up: impl Fn() -> bool,
     announce: impl Fn() -> bool,
 ) -> bool {
     loop {
         match ring.post(entry) {
             Ok(_) => return true,
             Err(RingFull(back)) => {
-                if stop.load(Ordering::SeqCst) {
+                if give_up() {
                     return false;
                 }
                 if announce() {
@@ -49,4 +48,14 @@ pub fn post_waiting<T>(
             }
         }
     }
+}
+
+/// How long an engine that stops on a fault waits to post it: a host that drains
+/// nothing for this long is resetting the queue pair or sees a stalled doorbell anyway.
+pub const FAULT_POST_WAIT: Duration = Duration::from_secs(1);
+
+/// A `give_up` for [`post_waiting`]: true once `wait` has passed.
+pub fn after(wait: Duration) -> impl Fn() -> bool {
+    let deadline = Instant::now() + wait;
+    move || Instant::now() >= deadline
 }

@@ -42,14 +42,14 @@ use std::time::{Duration, Instant};
 use super::{
     AdapterError, AdapterFault, AdapterKind, Capabilities, ConnectionParams, DependentAdapter,
     DependentCompletion, DependentHostQueue, DependentSubmission, HostRegion, NetworkConfig,
-    Notifier, PathCompletion, PathError, PathFailure, PathRejection, PathRequest,
-    PathSubmitError, PduData, PduSubmission, ReceivedData, ReceivedPdu,
+    Notifier, PathCompletion, PathError, PathFailure, PathRejection, PathRequest, PathSubmitError,
+    PduData, PduSubmission, ReceivedData, ReceivedPdu,
 };
 use crate::pdu::{self, Header, Tag, TaskAttribute, BHS_LEN};
 use crate::scsi::Lun;
 use crate::session::{
-    CommandError, DataDirection, Event, ScsiCommandRequest, Session, SessionConfig,
-    SessionState, SubmitRejection, TaskId, TransmitData,
+    CommandError, DataDirection, Event, ScsiCommandRequest, Session, SessionConfig, SessionState,
+    SubmitRejection, TaskId, TransmitData,
 };
 
 /// How a [`DependentPath`] runs.
@@ -172,7 +172,9 @@ impl DependentPath {
     ) -> Result<DependentPath, AdapterError> {
         let info = adapter.info();
         if info.kind != AdapterKind::Dependent {
-            return Err(AdapterError::Unsupported("PDU queues on an independent adapter"));
+            return Err(AdapterError::Unsupported(
+                "PDU queues on an independent adapter",
+            ));
         }
         let queue = adapter.take_queue_pair(index)?;
         let now = Instant::now();
@@ -478,14 +480,20 @@ impl DependentPath {
             while let Some(event) = self.session.poll_event() {
                 done |= matches!(event, Event::LogoutComplete | Event::ConnectionFailed(_));
             }
-            if done || matches!(self.session.state(), SessionState::Closed | SessionState::Failed)
+            if done
+                || matches!(
+                    self.session.state(),
+                    SessionState::Closed | SessionState::Failed
+                )
             {
                 break;
             }
             if now >= deadline {
                 break;
             }
-            self.queue.completions.wait((deadline - now).min(Duration::from_millis(100)));
+            self.queue
+                .completions
+                .wait((deadline - now).min(Duration::from_millis(100)));
         }
         self.state = PathState::Closed;
         self.adapter.reset_queue_pair(self.index)
@@ -719,10 +727,8 @@ impl DependentPath {
         }
         self.fault = None;
         if self.failed_logins >= self.config.max_reconnects.max(1) {
-            self.state = PathState::Failed(format!(
-                "{} logins in a row failed",
-                self.failed_logins
-            ));
+            self.state =
+                PathState::Failed(format!("{} logins in a row failed", self.failed_logins));
             return;
         }
         if self.failed_logins == 0 {

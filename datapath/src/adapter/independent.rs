@@ -105,7 +105,9 @@ impl IndependentPath {
     ) -> Result<IndependentPath, AdapterError> {
         let info = adapter.info();
         if info.kind != AdapterKind::Independent {
-            return Err(AdapterError::Unsupported("SCSI queues on a dependent adapter"));
+            return Err(AdapterError::Unsupported(
+                "SCSI queues on a dependent adapter",
+            ));
         }
         let queue = adapter.take_queue_pair(index)?;
         let login = adapter.configure(index, &config.adapter)?;
@@ -202,7 +204,11 @@ impl IndependentPath {
     fn complete(&mut self, completion: ScsiCompletion) {
         let ScsiCompletion { tag, result } = completion;
         let Some(user_data) = self.in_flight.remove(&tag) else {
-            tracing::warn!(queue_pair = self.index, tag, "completion for an unknown tag");
+            tracing::warn!(
+                queue_pair = self.index,
+                tag,
+                "completion for an unknown tag"
+            );
             return;
         };
         match &result {

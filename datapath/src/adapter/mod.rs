@@ -110,7 +110,7 @@ pub enum AdapterFault {
     },
     /// A received digest did not match the one computed (RFC 7143 section 13.1; at ERL 0
     /// the connection must be dropped).
-    #[error("{kind} digest mismatch on {opcode:?} for task {}: computed {expected:#010x}, received {found:#010x}{}", tag_text(*tag), injected_text(*injected))]
+    #[error("{kind} digest mismatch on {} for task {}: computed {expected:#010x}, received {found:#010x}{}", opcode_text(*opcode), tag_text(*tag), injected_text(*injected))]
     DigestMismatch {
         kind: DigestKind,
         opcode: Option<Opcode>,
@@ -139,6 +139,10 @@ pub enum AdapterFault {
 
 fn tag_text(tag: Option<u64>) -> String {
     tag.map_or_else(|| "(none)".to_string(), |t| format!("{t:#x}"))
+}
+
+fn opcode_text(opcode: Option<Opcode>) -> String {
+    opcode.map_or_else(|| "an unknown opcode".to_string(), |o| format!("{o:?}"))
 }
 
 fn injected_text(injected: bool) -> &'static str {
@@ -281,7 +285,11 @@ pub struct PathSubmitError {
 /// shard's own io_uring until `next_deadline`).
 pub trait AdapterPath {
     /// Accepts a request or hands it back.
-    fn submit(&mut self, now: std::time::Instant, request: PathRequest) -> Result<(), PathSubmitError>;
+    fn submit(
+        &mut self,
+        now: std::time::Instant,
+        request: PathRequest,
+    ) -> Result<(), PathSubmitError>;
     /// One turn of the path; returns the completions ready to take.
     fn poll(&mut self, now: std::time::Instant) -> usize;
     /// The next finished request.
@@ -474,7 +482,10 @@ pub enum ReceivedData {
     /// Copied out of the adapter (PDUs other than placed Data-In).
     Owned(Vec<u8>),
     /// Placed into the host buffer registered for the task: `len` bytes at `offset`.
-    Placed { offset: u32, len: u32 },
+    Placed {
+        offset: u32,
+        len: u32,
+    },
 }
 
 /// A PDU a dependent adapter received and hands up.
@@ -527,7 +538,11 @@ pub trait DependentAdapter: Send + Sync {
     fn take_queue_pair(&self, index: usize) -> Result<DependentHostQueue, AdapterError>;
     /// Opens queue pair `index`'s TCP connection with the host's network configuration
     /// and starts its engines.
-    fn connect(&self, index: usize, network: &NetworkConfig) -> Result<ConnectionInfo, AdapterError>;
+    fn connect(
+        &self,
+        index: usize,
+        network: &NetworkConfig,
+    ) -> Result<ConnectionInfo, AdapterError>;
     /// Stops queue pair `index`: closes its connection, joins its engines (from then on it
     /// touches no host memory), discards its submission ring. The host then discards the
     /// completion ring and may connect again.
@@ -604,7 +619,11 @@ pub trait IndependentAdapter: Send + Sync {
     fn take_queue_pair(&self, index: usize) -> Result<IndependentHostQueue, AdapterError>;
     /// Stores queue pair `index`'s configuration, starts its engine and logs in; returns
     /// once logged in (or the login failed).
-    fn configure(&self, index: usize, config: &IndependentConfig) -> Result<LoginReport, AdapterError>;
+    fn configure(
+        &self,
+        index: usize,
+        config: &IndependentConfig,
+    ) -> Result<LoginReport, AdapterError>;
     /// Stops queue pair `index`'s engine (joined), takes what its submission ring held,
     /// hands back the buffers of every command it held (tag, buffer), then starts the
     /// engine again and logs in with the stored configuration. The restarted engine posts

@@ -50,11 +50,7 @@ impl Notifier {
     pub fn new() -> Arc<Notifier> {
         // SAFETY: eventfd takes no pointers; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        assert!(
-            fd >= 0,
-            "eventfd: {}",
-            std::io::Error::last_os_error()
-        );
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
         Arc::new(Notifier {
             // SAFETY: `fd` is a fresh descriptor this process owns and nothing else holds.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
@@ -495,7 +491,11 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![any::<u32>().prop_map(Op::Post), Just(Op::Ring), Just(Op::Poll)]
+        prop_oneof![
+            any::<u32>().prop_map(Op::Post),
+            Just(Op::Ring),
+            Just(Op::Poll)
+        ]
     }
 
     proptest! {
