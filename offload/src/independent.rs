@@ -434,6 +434,11 @@ impl Processor {
             }
         }
         posted += self.handle_events();
+        // Announce before a send that may block, so the host never sees completions
+        // written and unannounced for long (that is what a stalled doorbell looks like).
+        if posted > 0 {
+            self.announce();
+        }
         self.flush(now);
         posted += self.handle_events();
         if self

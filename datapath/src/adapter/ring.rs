@@ -483,6 +483,52 @@ mod tests {
         assert_eq!(tx.retired(), 2);
     }
 
+    /// A producer and a sleeping consumer on two threads: every entry arrives, in order,
+    /// and no doorbell is missed (each wait is bounded, so a missed wake-up would show as
+    /// a stall far longer than the test allows).
+    #[test]
+    fn entries_cross_threads_in_order_without_lost_wakeups() {
+        const COUNT: u32 = 20_000;
+        let (tx, mut rx) = ring::<u32>(8, Notifier::new());
+        let producer = std::thread::spawn(move || {
+            let mut next = 0;
+            while next < COUNT {
+                match tx.post(next) {
+                    Ok(_) => {
+                        // Ring every few entries, as a batching producer does.
+                        if next % 3 == 0 || next == COUNT - 1 {
+                            tx.ring_doorbell();
+                        }
+                        next += 1;
+                    }
+                    Err(RingFull(_)) => {
+                        tx.ring_doorbell();
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut expected = 0;
+        while expected < COUNT {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "stalled at {expected}"
+            );
+            match rx.poll() {
+                Some(value) => {
+                    assert_eq!(value, expected);
+                    expected += 1;
+                }
+                None => {
+                    rx.wait(Duration::from_secs(5));
+                }
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(rx.poll(), None);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Post(u32),
