@@ -394,9 +394,10 @@ impl HostRegion {
     /// The bytes of the region.
     ///
     /// # Safety
-    /// Only between taking the submission entry that carried the region and advancing
-    /// past it (readable regions), or until the placement is released (writable ones), and
-    /// never after the adapter's queue pair was reset: the host frees the memory then.
+    /// Only between taking the submission entry that carried the region and retiring it
+    /// ([`Consumer::retire_through`]) for readable regions, or until the placement is
+    /// released ([`ReceivedPdu::placement_released`]) for writable ones; never after the
+    /// adapter's queue pair was reset: the host hands the memory back to its owner then.
     pub unsafe fn slice(&self) -> &[u8] {
         // SAFETY: the caller keeps to the contract above, under which the host keeps
         // `len` bytes at `ptr` alive and does not write them.
