@@ -114,12 +114,24 @@ fn run_all(
 
 #[test]
 fn every_shard_writes_and_verifies_its_own_region_without_copies() {
-    let tgt = start_tgt("iqn.2026-11.test:shards-region");
+    region_round_trip("iqn.2026-11.test:shards-region", None);
+}
+
+/// The same with zero-copy sends for the 64 KiB writes: the data must still land intact
+/// (the buffers stay with the shard until the kernel's notification).
+#[test]
+fn zero_copy_sends_write_the_same_data() {
+    region_round_trip("iqn.2026-11.test:shards-region-zc", Some(32 * 1024));
+}
+
+fn region_round_trip(iqn: &str, send_zc_min_bytes: Option<u32>) {
+    let tgt = start_tgt(iqn);
     let lun = tgt.first_data_lun();
     let shards = 2;
     let config = ShardConfig {
         core: Some(0),
         queue_depth: 8,
+        send_zc_min_bytes,
         ..ShardConfig::default()
     };
     let pool = ShardPool::start(&client_config(&tgt), shards, &config).expect("pool starts");

@@ -8,21 +8,29 @@
 //! the I/O path: callers reach a shard through its bounded submission queue and hear back
 //! through its bounded completion queue.
 //!
-//! What each shard does per turn of its loop (`worker`):
-//! 1. takes every request waiting in its queue that fits under `queue_depth` and hands it
-//!    to the session (pipelining: as many commands in flight as the session window and the
-//!    queue depth allow);
-//! 2. sends every PDU the session has queued in one gather send, payload straight from the
-//!    callers' buffers (one kernel entry for many commands); while commands are in flight
-//!    that send is submitted together with the receive of step 3, so a command and the
-//!    wait for its answer share one kernel entry;
-//! 3. receives: the 48-byte BHS (plus AHS and header digest) first; for a Data-In the
-//!    session says where the payload belongs ([`Session::data_in_destination`]) and the
-//!    payload is received straight into that slice of the caller's buffer (no copy). When
-//!    no large read is in flight, it instead receives greedily into a staging buffer so
-//!    that several small PDUs cost one kernel entry (their payload is then copied, and
-//!    counted in [`ShardStats::bytes_copied`]);
-//! 4. posts completions in the order the target finished them.
+//! Each shard runs an event loop (`worker`) with at most one receive, one send and one
+//! doorbell read on its ring; one turn:
+//! 1. reaps every completion the kernel has posted and feeds the session: received bytes
+//!    are parsed into PDUs; a Data-In whose payload has not arrived yet is received
+//!    straight into its slice of the caller's buffer ([`Session::data_in_destination`], no
+//!    copy). While no large read is in flight the shard receives greedily (many small
+//!    PDUs per receive, their payload copied and counted in [`ShardStats::bytes_copied`]);
+//!    otherwise it takes headers alone so that every large payload can be placed;
+//! 2. takes every request waiting in its queue that fits under `queue_depth` and hands it
+//!    to the session (as many commands in flight as the session window and the depth
+//!    allow);
+//! 3. posts the completions of the turn together (never while a receive into or a send
+//!    from a caller's buffer is in flight);
+//! 4. queues one gather send of every PDU the session has waiting (payload straight from
+//!    the callers' buffers; zero-copy above [`ShardConfig::send_zc_min_bytes`]) and the
+//!    next receive, and enters the kernel once: without waiting if requests are queued,
+//!    else asleep until a completion, the doorbell or the session's next timer (the
+//!    wait's own timeout: no timeout entries on the ring). An idle shard first polls its
+//!    queue for [`ShardConfig::idle_spin`].
+//!
+//! Callers wake a sleeping shard by writing its doorbell (an eventfd the shard keeps a read
+//! on), and only while the shard has announced that it sleeps: a busy shard costs its
+//! callers no system call. The socket and the doorbell are registered files of the ring.
 //!
 //! A lost connection fails that shard's commands in flight with
 //! [`CommandError::ConnectionLost`]; later requests to that shard fail at once with the same
@@ -71,6 +79,12 @@ pub struct ShardConfig {
     /// and io_uring's NAPI busy polling, where the kernel allows; never on loopback). 0 is
     /// off.
     pub busy_poll_us: u32,
+    /// Send with `IORING_OP_SENDMSG_ZC` when a PDU's payload is at least this long; `None`
+    /// never does. Zero-copy sends pin the pages and post a second completion when the NIC
+    /// is done with them: that pays only on real NICs and large payloads. On loopback the
+    /// kernel copies anyway, so there the threshold is "never" (measured with
+    /// `iscsi-perfcmp --pattern seqwrite --send-zc-min-bytes`, see its docs).
+    pub send_zc_min_bytes: Option<u32>,
 }
 
 impl Default for ShardConfig {
@@ -84,6 +98,7 @@ impl Default for ShardConfig {
             idle_spin: Duration::from_micros(50),
             sqpoll: false,
             busy_poll_us: 0,
+            send_zc_min_bytes: None,
         }
     }
 }

@@ -220,6 +220,11 @@ struct Shard {
     msg: Box<libc::msghdr>,
     send_next: usize,
     send_in_flight: bool,
+    /// Zero-copy send notifications still to come: until then the kernel may read the
+    /// sent buffers.
+    send_notifs: usize,
+    /// Whether the send in flight is a zero-copy one.
+    send_zc: bool,
 
     doorbell_buf: Box<u64>,
     doorbell_armed: bool,
@@ -343,6 +348,8 @@ impl Shard {
             msg: Box::new(msg),
             send_next: 0,
             send_in_flight: false,
+            send_notifs: 0,
+            send_zc: false,
             doorbell_buf: Box::new(0),
             doorbell_armed: false,
             cancels_in_flight: 0,
@@ -491,7 +498,7 @@ impl Shard {
             && !self.stopping
             && self.held.is_empty()
             && self.outgoing.is_empty()
-            && !self.send_in_flight
+            && !self.send_busy()
             && self.room() > 0
     }
 
@@ -519,7 +526,7 @@ impl Shard {
             return;
         }
         if let Err(e) = ring.enter(want, timeout) {
-            if self.recv != RecvOp::Idle || self.send_in_flight {
+            if self.recv != RecvOp::Idle || self.send_busy() {
                 tracing::error!(
                     shard = self.index,
                     error = %e,
@@ -539,7 +546,7 @@ impl Shard {
         for cqe in cqes.drain(..) {
             match cqe.token {
                 TOKEN_RECV => self.on_recv(cqe.result, now),
-                TOKEN_SEND => self.on_send(cqe.result),
+                TOKEN_SEND => self.on_send(cqe.result, cqe.flags),
                 TOKEN_DOORBELL => self.doorbell_armed = false,
                 TOKEN_CANCEL => self.cancels_in_flight = self.cancels_in_flight.saturating_sub(1),
                 other => tracing::warn!(shard = self.index, token = other, "unknown completion"),
@@ -614,10 +621,17 @@ impl Shard {
         });
     }
 
-    fn on_send(&mut self, result: i32) {
+    fn on_send(&mut self, result: i32, flags: u32) {
+        if io_uring::cqueue::notif(flags) {
+            // The kernel is done with a zero-copy send's buffers.
+            self.send_notifs = self.send_notifs.saturating_sub(1);
+            return;
+        }
         self.send_in_flight = false;
+        if io_uring::cqueue::more(flags) {
+            self.send_notifs += 1;
+        }
         if self.dead.is_some() {
-            self.end_send();
             return;
         }
         if result <= 0 {
@@ -630,7 +644,6 @@ impl Shard {
                 )
             };
             self.conn.mark_broken("send");
-            self.end_send();
             self.lose_connection(reason);
             return;
         }
@@ -639,18 +652,23 @@ impl Shard {
             self.send_next,
             result.unsigned_abs() as usize,
         ) {
-            Some(next) if next == self.iovecs.len() => self.end_send(),
+            // All sent; the next send clears the scratch, once no notification is due.
+            Some(next) if next == self.iovecs.len() => self.send_next = next,
             Some(next) => {
-                // A short send (signal, memory pressure): the rest goes next turn.
+                // A short send (signal, memory pressure): send the rest.
                 self.send_next = next;
                 self.push_send();
             }
             None => {
                 self.conn.mark_broken("send");
-                self.end_send();
                 self.lose_connection("the kernel reported more bytes sent than queued".into());
             }
         }
+    }
+
+    /// Whether the kernel may still read the buffers of the last send.
+    fn send_busy(&self) -> bool {
+        self.send_in_flight || self.send_notifs > 0
     }
 
     fn end_send(&mut self) {
@@ -821,7 +839,7 @@ impl Shard {
     /// Queues one send of every PDU the session has waiting (up to `PDUS_PER_SEND`), payload
     /// straight from the callers' buffers, when no send is in flight.
     fn start_send(&mut self) {
-        if self.send_in_flight || self.dead.is_some() {
+        if self.send_busy() || self.dead.is_some() {
             return;
         }
         self.end_send();
@@ -835,6 +853,13 @@ impl Shard {
             return;
         }
         let digests = self.session.digests();
+        // Zero-copy only pays when the NIC sends from our pages; below the threshold (and
+        // on loopback, which copies anyway) a plain send is cheaper (`ShardConfig`).
+        self.send_zc = self.config.send_zc_min_bytes.is_some_and(|min| {
+            self.transmits
+                .iter()
+                .any(|t| self.session.transmit_data(t).len() >= min as usize)
+        });
         for (transmit, slot) in self
             .transmits
             .iter()
@@ -872,12 +897,20 @@ impl Shard {
         self.msg.msg_iovlen = pending.len() as _;
         let msg: *const libc::msghdr = &*self.msg;
         let files = self.files;
-        let entry = on_socket!(files, |fd| opcode::SendMsg::new(fd, msg)
-            .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
-            .build()
-            .user_data(TOKEN_SEND));
+        let flags = (libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32;
+        let entry = if self.send_zc {
+            on_socket!(files, |fd| opcode::SendMsgZc::new(fd, msg)
+                .flags(flags)
+                .build()
+                .user_data(TOKEN_SEND))
+        } else {
+            on_socket!(files, |fd| opcode::SendMsg::new(fd, msg)
+                .flags(flags)
+                .build()
+                .user_data(TOKEN_SEND))
+        };
         // SAFETY: `msg` is boxed and the iovecs, headers and trailers are only touched
-        // again after the send completes; the payload slices are command buffers held by
+        // again after the send completes (and, zero-copy, after its notification); the payload slices are command buffers held by
         // the session, which stay there or in unposted events until then (module docs).
         if self.push(entry) {
             self.send_in_flight = true;
@@ -964,7 +997,7 @@ impl Shard {
         }
         for _ in 0..QUIESCE_ROUNDS {
             let busy = self.recv != RecvOp::Idle
-                || self.send_in_flight
+                || self.send_busy()
                 || self.doorbell_armed
                 || self.cancels_in_flight > 0;
             if !busy {
@@ -976,7 +1009,7 @@ impl Shard {
                 .enter(1, Some(Duration::from_millis(10)));
             self.reap(Instant::now());
         }
-        if self.recv != RecvOp::Idle || self.send_in_flight || self.doorbell_armed {
+        if self.recv != RecvOp::Idle || self.send_busy() || self.doorbell_armed {
             tracing::error!(
                 shard = self.index,
                 "the kernel did not finish this shard's operations; aborting rather than \
@@ -1060,7 +1093,7 @@ impl Shard {
     /// published first, so a caller holding a completion sees counters that include it.
     fn post(&mut self) {
         if self.outgoing.is_empty()
-            || self.send_in_flight
+            || self.send_busy()
             || matches!(self.recv, RecvOp::Placed { .. })
         {
             return;
