@@ -69,8 +69,10 @@ struct Args {
     /// Measured run time.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// MaxRecvDataSegmentLength we declare.
-    #[arg(long, default_value_t = 262_144)]
+    /// MaxRecvDataSegmentLength we declare. 1 MiB: payloads are placed straight into the
+    /// caller's buffer, so a larger Data-In costs nothing extra and saves headers and
+    /// kernel entries (1 MiB reads: about 2.7 entries per I/O instead of 8.7 at 256 KiB).
+    #[arg(long, default_value_t = 1_048_576)]
     max_recv_segment: u32,
     /// Microseconds this program (the caller) polls for a completion before it sleeps.
     /// Default: 50 at --qd 1 and 2 (latency-bound: a sleeping caller costs a wake-up per
