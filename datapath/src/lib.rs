@@ -9,11 +9,14 @@
 //! - [`transport`]: TCP over io_uring.
 //! - [`shard`]: per-core shards: one pinned thread, one ring and one session each, fed
 //!   through bounded queues (the fast data path).
-//! - [`steering`]: NIC queue steering for the software path (RSS port choice, XPS,
 //!   `SO_INCOMING_CPU`).
+//!   their queue rings, and the host paths a shard drives them with.
+//! - [`adapter`]: the interface to iSCSI offload adapters (dependent and independent HNICs),
+//! - [`steering`]: NIC queue steering for the software path (RSS port choice, XPS,
 //! - [`client`]: a blocking convenience client that drives a session over the transport.
 //! - [`url`]: libiscsi-style `iscsi://` target URLs (shared by `iscsi-ctl` and `iscsi-bench`).
 
+pub mod adapter;
 pub mod auth;
 pub mod client;
 pub mod pdu;

@@ -1,0 +1,989 @@
+//! A software model of an independent iSCSI adapter (the kind qla4xxx drives in Linux):
+//! the host hands it SCSI commands; it runs the whole initiator itself (TCP, login with
+//! CHAP, the session of RFC 7143 at ERL 0), configured through its own interface
+//! ([`IndependentConfig`]: portal, names, CHAP, login keys).
+//!
+//! The initiator is `datapath`'s sans-IO [`Session`], not a copy: a processor thread owns
+//! it, takes SCSI commands from the submission ring, writes the PDUs it makes (framed and
+//! digested with `datapath::pdu`), feeds it the PDUs the receive thread decodes
+//! (`datapath::pdu::decode_pdu`, which checks the digests), and posts each finished command
+//! to the completion ring with its status, sense, residual and buffer. The receive thread
+//! hands PDUs over through an internal ring whose doorbell wakes the processor like the
+//! host's does, so the processor sleeps on one eventfd for both.
+//!
+//! Payload is copied inside the adapter (socket to receive buffer to command buffer): a
+//! model's copies are adapter CPU, counted by its [`CpuMeter`], never host CPU.
+//!
+//! Faults ([`Faults`]): a dropped entry fails that command alone; an injected reset, a
+//! digest mismatch or a lost connection fail every command in flight, each naming the
+//! fault, after which the adapter logs in again with its stored configuration.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use datapath::adapter::{
+    queue_pair, AdapterError, AdapterFault, AdapterInfo, AdapterKind, Capabilities,
+    ConnectionParams, Consumer, DigestKind, IndependentAdapter, IndependentAdapterQueue,
+    IndependentConfig, IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure,
+    Producer, ResetReport, ScsiCompletion,
+};
+use datapath::client::random_bytes;
+use datapath::pdu::{self, Digests, Header, Limits, LoginStage, PduError, BHS_LEN};
+use datapath::scsi::Lun;
+use datapath::session::{
+    CommandError, Event, ScsiCommandRequest, Session, SessionConfig, SessionState, TaskId,
+};
+
+use crate::cpu::CpuMeter;
+use crate::faults::Faults;
+use crate::net;
+use crate::wire::{post_waiting, write_all_vectored};
+
+/// How long an idle processor sleeps before it looks at its stop flag again.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// PDUs the receive thread may have decoded ahead of the processor.
+const RX_RING_ENTRIES: usize = 256;
+/// Entries handled per processor turn from each ring.
+const MAX_PER_TURN: usize = 256;
+/// Pause between logins after the connection failed.
+const RELOGIN_BACKOFF: Duration = Duration::from_millis(200);
+/// Largest AHS accepted.
+const MAX_AHS_BYTES: usize = 1024;
+
+/// How an [`IndependentModel`] is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndependentModelConfig {
+    pub name: String,
+    pub queue_pairs: usize,
+    pub submission_entries: usize,
+    pub completion_entries: usize,
+    pub max_pdu_bytes: u32,
+    pub max_io_bytes: u32,
+}
+
+impl Default for IndependentModelConfig {
+    fn default() -> Self {
+        IndependentModelConfig {
+            name: "model-independent0".into(),
+            queue_pairs: 1,
+            submission_entries: 256,
+            completion_entries: 256,
+            max_pdu_bytes: 256 * 1024,
+            max_io_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// An independent adapter model. See the module docs.
+pub struct IndependentModel {
+    config: IndependentModelConfig,
+    caps: Capabilities,
+    faults: Faults,
+    cpu: CpuMeter,
+    queue_pairs: Vec<Mutex<QueuePairSlot>>,
+}
+
+impl std::fmt::Debug for IndependentModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndependentModel")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The control-plane state of one queue pair (never touched by the engine).
+struct QueuePairSlot {
+    host: Option<IndependentHostQueue>,
+    idle: Option<IndependentAdapterQueue>,
+    engine: Option<Engine>,
+    /// What the configuration interface stored (kept across resets, as in NVRAM).
+    config: Option<IndependentConfig>,
+    wake: Arc<Notifier>,
+}
+
+struct Engine {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<EngineExit>,
+}
+
+/// What a stopped engine hands back.
+struct EngineExit {
+    queue: IndependentAdapterQueue,
+    buffers: Vec<(u64, Vec<u8>)>,
+}
+
+impl IndependentModel {
+    pub fn new(config: IndependentModelConfig) -> Arc<IndependentModel> {
+        let caps = Capabilities {
+            header_digest: true,
+            data_digest: true,
+            direct_data_placement: true,
+            tcp_offload: true,
+            max_pdu_bytes: config.max_pdu_bytes,
+            max_io_bytes: config.max_io_bytes,
+            queue_pairs: config.queue_pairs.min(u16::MAX as usize) as u16,
+        };
+        let queue_pairs = (0..config.queue_pairs)
+            .map(|_| {
+                let wake = Notifier::new();
+                let (host, adapter) = queue_pair(
+                    config.submission_entries,
+                    config.completion_entries,
+                    Notifier::new(),
+                    wake.clone(),
+                );
+                Mutex::new(QueuePairSlot {
+                    host: Some(host),
+                    idle: Some(adapter),
+                    engine: None,
+                    config: None,
+                    wake,
+                })
+            })
+            .collect();
+        Arc::new(IndependentModel {
+            config,
+            caps,
+            faults: Faults::new(),
+            cpu: CpuMeter::new(),
+            queue_pairs,
+        })
+    }
+
+    /// The fault hooks.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    fn slot(&self, index: usize) -> Result<MutexGuard<'_, QueuePairSlot>, AdapterError> {
+        let slot = self
+            .queue_pairs
+            .get(index)
+            .ok_or(AdapterError::NoSuchQueuePair {
+                index,
+                count: self.queue_pairs.len(),
+            })?;
+        Ok(slot.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Stops the engine (joined) and takes back the queue and the buffers it held.
+    fn stop_engine(&self, slot: &mut QueuePairSlot) -> Vec<(u64, Vec<u8>)> {
+        let Some(engine) = slot.engine.take() else {
+            return Vec::new();
+        };
+        engine.stop.store(true, Ordering::SeqCst);
+        slot.wake.wake();
+        let buffers = match engine.handle.join() {
+            Ok(exit) => {
+                slot.idle = Some(exit.queue);
+                exit.buffers
+            }
+            Err(_) => Vec::new(),
+        };
+        self.faults.clear_stall();
+        buffers
+    }
+
+    /// Starts the engine with the stored configuration and waits for its first login.
+    fn start_engine(
+        &self,
+        index: usize,
+        slot: &mut QueuePairSlot,
+    ) -> Result<LoginReport, AdapterError> {
+        let config = slot
+            .config
+            .clone()
+            .ok_or(AdapterError::NotConfigured(index))?;
+        let queue = slot.idle.take().ok_or(AdapterError::EngineStopped {
+            index,
+            reason: "the queue pair was lost when an engine panicked".into(),
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (login_tx, login_rx) = crossbeam_channel::bounded(1);
+        let processor = Processor {
+            index,
+            max_pdu_bytes: self.caps.max_pdu_bytes,
+            isid: random_isid(),
+            config: config.clone(),
+            queue,
+            faults: self.faults.clone(),
+            cpu: self.cpu.clone(),
+            stop: stop.clone(),
+            wake: slot.wake.clone(),
+            connection: None,
+            session: None,
+            tasks: HashMap::new(),
+            fault: None,
+            relogin_at: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("indep{index}"))
+            .spawn(move || processor.run(login_tx))
+            .map_err(|e| AdapterError::EngineStopped {
+                index,
+                reason: format!("spawning the engine: {e}"),
+            })?;
+        slot.engine = Some(Engine { stop, handle });
+        let wait = config.connect_timeout + config.login_timeout + Duration::from_secs(2);
+        let result = login_rx.recv_timeout(wait).unwrap_or_else(|_| {
+            Err(AdapterError::Login {
+                portal: config.portal,
+                reason: "no login result from the engine in time".into(),
+            })
+        });
+        if result.is_err() {
+            self.stop_engine(slot);
+        }
+        result
+    }
+}
+
+impl IndependentAdapter for IndependentModel {
+    fn info(&self) -> AdapterInfo {
+        AdapterInfo {
+            name: self.config.name.clone(),
+            kind: AdapterKind::Independent,
+            capabilities: self.caps,
+        }
+    }
+
+    fn cpu_time(&self) -> Duration {
+        self.cpu.total()
+    }
+
+    fn take_queue_pair(&self, index: usize) -> Result<IndependentHostQueue, AdapterError> {
+        self.slot(index)?
+            .host
+            .take()
+            .ok_or(AdapterError::QueuePairTaken(index))
+    }
+
+    fn configure(
+        &self,
+        index: usize,
+        config: &IndependentConfig,
+    ) -> Result<LoginReport, AdapterError> {
+        let mut slot = self.slot(index)?;
+        self.stop_engine(&mut slot);
+        slot.config = Some(config.clone());
+        self.start_engine(index, &mut slot)
+    }
+
+    fn reset_queue_pair(&self, index: usize) -> Result<ResetReport, AdapterError> {
+        let mut slot = self.slot(index)?;
+        let buffers = self.stop_engine(&mut slot);
+        let relogin = self.start_engine(index, &mut slot);
+        Ok(ResetReport { buffers, relogin })
+    }
+}
+
+impl Drop for IndependentModel {
+    fn drop(&mut self) {
+        for index in 0..self.queue_pairs.len() {
+            if let Ok(mut slot) = self.slot(index) {
+                self.stop_engine(&mut slot);
+            }
+        }
+    }
+}
+
+/// A random ISID of the "random" type (RFC 7143 section 11.12.5: T = 0b11).
+fn random_isid() -> pdu::Isid {
+    let r = random_bytes(6);
+    let byte = |i: usize| r.get(i).copied().unwrap_or(0);
+    [
+        0xc0 | (byte(0) & 0x3f),
+        byte(1),
+        byte(2),
+        byte(3),
+        byte(4),
+        byte(5),
+    ]
+}
+
+/// What the receive thread hands the processor.
+enum RxItem {
+    Pdu(Header, Vec<u8>),
+    Fault(AdapterFault),
+}
+
+/// One TCP connection and its receive thread.
+struct Connection {
+    stream: TcpStream,
+    received: Consumer<RxItem>,
+    params: Sender<ConnectionParams>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The processor of one queue pair: owns the session.
+struct Processor {
+    index: usize,
+    max_pdu_bytes: u32,
+    isid: pdu::Isid,
+    config: IndependentConfig,
+    queue: IndependentAdapterQueue,
+    faults: Faults,
+    cpu: CpuMeter,
+    stop: Arc<AtomicBool>,
+    wake: Arc<Notifier>,
+    connection: Option<Connection>,
+    session: Option<Session>,
+    /// The host's tag of each command in the session.
+    tasks: HashMap<TaskId, u64>,
+    /// The fault that failed the current session, if one did.
+    fault: Option<AdapterFault>,
+    /// When to log in again after a failed connection.
+    relogin_at: Option<Instant>,
+}
+
+impl Processor {
+    fn run(mut self, login_result: Sender<Result<LoginReport, AdapterError>>) -> EngineExit {
+        let mut clock = self.cpu.thread_clock();
+        let first = self.login();
+        let logged_in = first.is_ok();
+        let _ = login_result.send(first);
+        if logged_in {
+            while !self.stop.load(Ordering::SeqCst) {
+                let now = Instant::now();
+                let posted = self.turn(now);
+                if posted > 0 {
+                    clock.charge();
+                    self.announce();
+                }
+                self.sleep(now);
+            }
+        }
+        clock.charge();
+        self.shut_down()
+    }
+
+    /// Rings the completion doorbell unless the stall fault holds it.
+    fn announce(&self) {
+        if !self.faults.doorbell_stalled() {
+            self.queue.completions.ring_doorbell();
+        }
+    }
+
+    fn logged_in(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.state() == SessionState::FullFeature)
+    }
+
+    /// Sleeps until a ring has work for this thread, a timer is due or a stop comes.
+    fn sleep(&self, now: Instant) {
+        let mut timeout = IDLE_WAIT;
+        if let Some(deadline) = self.session.as_ref().and_then(Session::poll_timeout) {
+            timeout = timeout.min(deadline.saturating_duration_since(now));
+        }
+        if let Some(at) = self.relogin_at {
+            timeout = timeout.min(at.saturating_duration_since(now));
+        }
+        let room = self.tasks.len() < self.config.queue_depth.max(1);
+        let logged_in = self.logged_in();
+        let submissions = &self.queue.submissions;
+        let received = self.connection.as_ref().map(|c| &c.received);
+        self.wake.wait_until(timeout, || {
+            (room && logged_in && submissions.announced() > 0)
+                || received.is_some_and(|r| r.announced() > 0)
+        });
+    }
+
+    /// One turn: submissions, received PDUs, timers, events, transmits. Returns the
+    /// completions posted.
+    fn turn(&mut self, now: Instant) -> usize {
+        if self.session.is_none() {
+            if self.relogin_at.is_some_and(|at| now >= at) {
+                self.relogin_at = None;
+                match self.login() {
+                    // Submissions wait in the ring for the next turn.
+                    Ok(_) => return 0,
+                    Err(error) => {
+                        tracing::warn!(queue_pair = self.index, %error, "independent model: login again failed");
+                        self.relogin_at = Some(now + RELOGIN_BACKOFF);
+                    }
+                }
+            }
+            return self.fail_submissions_while_down();
+        }
+        let mut posted = self.take_submissions(now);
+        self.take_received(now);
+        if let Some(session) = &mut self.session {
+            if session
+                .poll_timeout()
+                .is_some_and(|deadline| now >= deadline)
+            {
+                session.handle_timeout(now);
+            }
+        }
+        posted += self.handle_events();
+        // Announce before a send that may block, so the host never sees completions
+        // written and unannounced for long (that is what a stalled doorbell looks like).
+        if posted > 0 {
+            self.announce();
+        }
+        self.flush(now);
+        posted += self.handle_events();
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| matches!(s.state(), SessionState::Failed | SessionState::Closed))
+        {
+            // Everything in flight has failed (and been posted); start over.
+            self.connection = None;
+            self.session = None;
+            self.fault = None;
+            self.relogin_at = Some(now);
+        }
+        posted
+    }
+
+    /// While the adapter is not logged in, commands fail at once with the reason.
+    fn fail_submissions_while_down(&mut self) -> usize {
+        let mut posted = 0;
+        for _ in 0..MAX_PER_TURN {
+            let Some(entry) = self.queue.submissions.poll() else {
+                break;
+            };
+            let index = self.queue.submissions.consumed().saturating_sub(1);
+            self.queue.submissions.retire_through(index);
+            let failure = PathFailure {
+                error: PathError::Unavailable("adapter not logged in to its target".into()),
+                buffer: entry.buffer,
+            };
+            posted += usize::from(self.post(entry.tag, Err(failure)));
+        }
+        posted
+    }
+
+    fn post(
+        &mut self,
+        tag: u64,
+        result: Result<datapath::session::CommandOutcome, PathFailure>,
+    ) -> bool {
+        let faults = self.faults.clone();
+        post_waiting(
+            &self.queue.completions,
+            ScsiCompletion { tag, result },
+            || self.stop.load(Ordering::SeqCst),
+            || !faults.doorbell_stalled(),
+        )
+    }
+
+    /// Takes SCSI commands from the host while the session has room.
+    fn take_submissions(&mut self, now: Instant) -> usize {
+        let mut posted = 0;
+        for _ in 0..MAX_PER_TURN {
+            if self.tasks.len() >= self.config.queue_depth.max(1) || !self.logged_in() {
+                break;
+            }
+            let Some(entry) = self.queue.submissions.poll() else {
+                break;
+            };
+            let index = self.queue.submissions.consumed().saturating_sub(1);
+            // Entries own their buffers: nothing of the host's is lent past this point.
+            self.queue.submissions.retire_through(index);
+            if self.faults.take_reset() {
+                let fault = AdapterFault::Reset { injected: true };
+                let failure = PathFailure {
+                    error: PathError::Adapter(fault.clone()),
+                    buffer: entry.buffer,
+                };
+                posted += usize::from(self.post(entry.tag, Err(failure)));
+                self.fail_connection(now, fault);
+                break;
+            }
+            if self.faults.take_drop() {
+                let fault = AdapterFault::DroppedSubmission {
+                    index,
+                    tag: Some(entry.tag),
+                    injected: true,
+                };
+                let failure = PathFailure {
+                    error: PathError::Adapter(fault),
+                    buffer: entry.buffer,
+                };
+                posted += usize::from(self.post(entry.tag, Err(failure)));
+                continue;
+            }
+            let request = ScsiCommandRequest {
+                lun: Lun::from_u64(entry.lun).to_field(),
+                cdb: entry.cdb,
+                direction: entry.direction,
+                buffer: entry.buffer,
+                attribute: entry.attribute,
+            };
+            let Some(session) = &mut self.session else {
+                break;
+            };
+            match session.submit(now, request) {
+                Ok(task) => {
+                    self.tasks.insert(task, entry.tag);
+                }
+                Err(refused) => {
+                    let failure = PathFailure {
+                        error: PathError::Unavailable(refused.reason.to_string()),
+                        buffer: refused.request.buffer,
+                    };
+                    posted += usize::from(self.post(entry.tag, Err(failure)));
+                }
+            }
+        }
+        posted
+    }
+
+    /// Feeds the session what the receive thread decoded.
+    fn take_received(&mut self, now: Instant) {
+        for _ in 0..MAX_PER_TURN {
+            let Some(connection) = &mut self.connection else {
+                return;
+            };
+            let Some(item) = connection.received.poll() else {
+                return;
+            };
+            match item {
+                RxItem::Pdu(header, data) => {
+                    let Some(session) = &mut self.session else {
+                        return;
+                    };
+                    let final_login = is_final_login_response(&header);
+                    if session.handle_pdu(now, header, &data).is_err() {
+                        return;
+                    }
+                    if final_login && session.state() == SessionState::FullFeature {
+                        let params = ConnectionParams {
+                            digests: session.digests(),
+                            max_recv_data_segment_length: session.max_recv_data_segment_length(),
+                        };
+                        let _ = connection.params.send_timeout(params, IDLE_WAIT);
+                    }
+                }
+                RxItem::Fault(fault) => {
+                    self.fail_connection(now, fault);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// An adapter fault: the session fails every command with it.
+    fn fail_connection(&mut self, now: Instant, fault: AdapterFault) {
+        tracing::warn!(queue_pair = self.index, %fault, "independent model: connection fails");
+        if self.fault.is_none() {
+            self.fault = Some(fault.clone());
+        }
+        if let Some(session) = &mut self.session {
+            session.handle_connection_lost(now, fault.to_string());
+        }
+    }
+
+    /// Posts finished commands. Returns how many.
+    fn handle_events(&mut self) -> usize {
+        let mut posted = 0;
+        loop {
+            let Some(event) = self.session.as_mut().and_then(Session::poll_event) else {
+                return posted;
+            };
+            match event {
+                Event::CommandComplete(task, result) => {
+                    let Some(tag) = self.tasks.remove(&task) else {
+                        continue;
+                    };
+                    let result = result.map_err(|failure| PathFailure {
+                        error: self.failure_cause(failure.error),
+                        buffer: failure.buffer,
+                    });
+                    posted += usize::from(self.post(tag, result));
+                }
+                Event::ConnectionFailed(error) => {
+                    tracing::warn!(queue_pair = self.index, %error, "independent model: session failed");
+                }
+                Event::AsyncMessage(message) => {
+                    tracing::info!(
+                        queue_pair = self.index,
+                        ?message,
+                        "independent model: async message"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Names the adapter fault behind a command's failure when there is one.
+    fn failure_cause(&self, error: CommandError) -> PathError {
+        match (&self.fault, error) {
+            (
+                Some(fault),
+                CommandError::ConnectionLost(_)
+                | CommandError::Protocol(_)
+                | CommandError::TimedOut,
+            ) => PathError::Adapter(fault.clone()),
+            (_, error) => PathError::Command(error),
+        }
+    }
+
+    /// Writes every PDU the session has queued, framed and digested here.
+    fn flush(&mut self, now: Instant) {
+        let (Some(session), Some(connection)) = (&mut self.session, &mut self.connection) else {
+            return;
+        };
+        let mut head = [0u8; BHS_LEN + MAX_AHS_BYTES + 4];
+        let mut failed = None;
+        while let Some(transmit) = session.poll_transmit() {
+            let digests = session.digests();
+            let data = session.transmit_data(&transmit);
+            let head_len =
+                match pdu::encode_header(&transmit.header, data.len() as u32, digests, &mut head) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        failed = Some(AdapterFault::Framing(e.to_string()));
+                        break;
+                    }
+                };
+            let (trailer, trailer_len) = pdu::data_trailer(data, digests);
+            let result = write_all_vectored(
+                &mut connection.stream,
+                &[&head[..head_len], data, &trailer[..trailer_len]],
+            );
+            if let Err(e) = result {
+                failed = Some(AdapterFault::ConnectionLost(format!("send: {e}")));
+                break;
+            }
+        }
+        if let Some(fault) = failed {
+            self.fail_connection(now, fault);
+        }
+    }
+
+    /// Connects and logs in with the stored configuration (bounded by its timeouts).
+    fn login(&mut self) -> Result<LoginReport, AdapterError> {
+        let portal = self.config.portal;
+        self.connection = None;
+        self.session = None;
+        self.fault = None;
+        let stream = net::connect(portal, None, self.config.connect_timeout).map_err(|e| {
+            AdapterError::Connect {
+                portal,
+                reason: e.to_string(),
+            }
+        })?;
+        let local_addr = stream.local_addr().map_err(|e| AdapterError::Connect {
+            portal,
+            reason: e.to_string(),
+        })?;
+        self.connection = Some(self.spawn_receiver(stream)?);
+        let now = Instant::now();
+        let session_config = SessionConfig {
+            initiator_name: self.config.initiator_name.clone(),
+            initiator_alias: None,
+            target_name: Some(self.config.target_name.clone()),
+            // The same ISID each time: a new login reinstates the old session (6.3.5).
+            isid: self.isid,
+            tsih: 0,
+            cid: 0,
+            chap: self.config.chap.clone(),
+            offer: {
+                let mut offer = self.config.offer.clone();
+                offer.max_recv_data_segment_length =
+                    offer.max_recv_data_segment_length.min(self.max_pdu_bytes);
+                offer
+            },
+            login_timeout: self.config.login_timeout,
+            command_timeout: self.config.command_timeout,
+            nop_interval: Duration::from_secs(10),
+            nop_timeout: Duration::from_secs(10),
+            logout_timeout: self.config.login_timeout,
+            max_queued_commands: self.config.queue_depth.max(1),
+            max_outstanding_commands: self.config.queue_depth.max(1),
+            chap_challenge: random_bytes(16),
+            initial_cmd_sn: 1,
+        };
+        self.session = Some(Session::new(session_config, now));
+        let deadline = now + self.config.login_timeout;
+        loop {
+            let now = Instant::now();
+            self.flush(now);
+            self.take_received(now);
+            if let Some(session) = &mut self.session {
+                if session.poll_timeout().is_some_and(|d| now >= d) {
+                    session.handle_timeout(now);
+                }
+            }
+            while let Some(event) = self.session.as_mut().and_then(Session::poll_event) {
+                let failure = match event {
+                    Event::LoginComplete => {
+                        let session = self.session.as_ref();
+                        return Ok(LoginReport {
+                            local_addr,
+                            tsih: session.map_or(0, Session::tsih),
+                            digests: session.map_or(Digests::default(), Session::digests),
+                        });
+                    }
+                    Event::LoginFailed { reason, .. } => reason,
+                    Event::ConnectionFailed(error) => error.to_string(),
+                    Event::Redirect { address, .. } => {
+                        format!("redirected to {address} (not followed)")
+                    }
+                    _ => continue,
+                };
+                self.connection = None;
+                self.session = None;
+                return Err(AdapterError::Login {
+                    portal,
+                    reason: failure,
+                });
+            }
+            if now >= deadline || self.stop.load(Ordering::SeqCst) {
+                self.connection = None;
+                self.session = None;
+                return Err(AdapterError::Login {
+                    portal,
+                    reason: "login did not finish in time".into(),
+                });
+            }
+            self.sleep(now);
+        }
+    }
+
+    fn spawn_receiver(&self, stream: TcpStream) -> Result<Connection, AdapterError> {
+        let portal = self.config.portal;
+        let io_error = |e: std::io::Error| AdapterError::Connect {
+            portal,
+            reason: e.to_string(),
+        };
+        let reader = stream.try_clone().map_err(io_error)?;
+        let (posted, received) = datapath::adapter::ring::ring(RX_RING_ENTRIES, self.wake.clone());
+        let (params_tx, params_rx) = crossbeam_channel::bounded(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let receiver = RxThread {
+            stream: reader,
+            posted,
+            params: params_rx,
+            faults: self.faults.clone(),
+            stop: stop.clone(),
+            cpu: self.cpu.clone(),
+            max_pdu_bytes: self.max_pdu_bytes,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("indep{}-rx", self.index))
+            .spawn(move || receiver.run())
+            .map_err(io_error)?;
+        Ok(Connection {
+            stream,
+            received,
+            params: params_tx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The engine stops: every command it holds fails, and its buffer goes back.
+    fn shut_down(mut self) -> EngineExit {
+        let now = Instant::now();
+        if let Some(session) = &mut self.session {
+            session.handle_connection_lost(now, "adapter queue pair reset by the host".into());
+        }
+        let mut buffers = Vec::new();
+        while let Some(event) = self.session.as_mut().and_then(Session::poll_event) {
+            if let Event::CommandComplete(task, result) = event {
+                if let Some(tag) = self.tasks.remove(&task) {
+                    let buffer = match result {
+                        Ok(outcome) => outcome.buffer,
+                        Err(failure) => failure.buffer,
+                    };
+                    buffers.push((tag, buffer));
+                }
+            }
+        }
+        for entry in self.queue.submissions.discard_all() {
+            buffers.push((entry.tag, entry.buffer));
+        }
+        self.connection = None;
+        EngineExit {
+            queue: self.queue,
+            buffers,
+        }
+    }
+}
+
+fn is_final_login_response(header: &Header) -> bool {
+    matches!(header, Header::LoginResponse(r)
+        if r.transit && r.next_stage == LoginStage::FullFeaturePhase && r.status_class == 0)
+}
+
+/// The receive thread: reads bytes, decodes PDUs (digests checked), hands them over.
+struct RxThread {
+    stream: TcpStream,
+    posted: Producer<RxItem>,
+    params: Receiver<ConnectionParams>,
+    faults: Faults,
+    stop: Arc<AtomicBool>,
+    cpu: CpuMeter,
+    max_pdu_bytes: u32,
+}
+
+impl RxThread {
+    fn run(mut self) {
+        let mut clock = self.cpu.thread_clock();
+        let mut digests = Digests::default();
+        let mut limits = Limits::login();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut filled = 0usize;
+        loop {
+            // Every whole PDU in the buffer (each consumes at least a BHS, so this ends).
+            loop {
+                let injected = self.inject_corruption(&mut buf[..filled], digests, &limits);
+                match pdu::decode_pdu(&buf[..filled], digests, &limits) {
+                    Ok(Some(decoded)) => {
+                        let data = buf.get(decoded.data.clone()).unwrap_or_default().to_vec();
+                        let final_login = is_final_login_response(&decoded.header);
+                        buf.copy_within(decoded.consumed..filled, 0);
+                        filled -= decoded.consumed;
+                        if !self.hand_over(RxItem::Pdu(decoded.header, data)) {
+                            return;
+                        }
+                        if final_login {
+                            // Digests and limits change right here in the stream.
+                            let Some(params) = self.await_params() else {
+                                return;
+                            };
+                            digests = params.digests;
+                            limits.max_data_segment_length =
+                                params.max_recv_data_segment_length.min(self.max_pdu_bytes);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        let fault = decode_fault(&buf[..filled], error, injected);
+                        self.hand_over(RxItem::Fault(fault));
+                        return;
+                    }
+                }
+            }
+            clock.charge();
+            let max_pdu = BHS_LEN + MAX_AHS_BYTES + 8 + limits.max_data_segment_length as usize + 4;
+            let wanted = max_pdu.max(64 * 1024);
+            if buf.len() < wanted {
+                buf.resize(wanted, 0);
+            }
+            match self.stream.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    self.hand_over(RxItem::Fault(AdapterFault::ConnectionLost(
+                        "the target closed the connection".into(),
+                    )));
+                    return;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.hand_over(RxItem::Fault(AdapterFault::ConnectionLost(format!(
+                        "receive: {e}"
+                    ))));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The corrupt-digest fault: flips a digest byte of the next whole PDU that carries
+    /// a data digest (or a header digest, when data digests are off). True if it did.
+    fn inject_corruption(&self, bytes: &mut [u8], digests: Digests, limits: &Limits) -> bool {
+        if !self.faults.armed() || !(digests.data || digests.header) {
+            return false;
+        }
+        let Some(frame) = bytes
+            .get(..BHS_LEN)
+            .and_then(|b| pdu::frame(b, digests, limits).ok())
+        else {
+            return false;
+        };
+        if bytes.len() < frame.total_len() {
+            return false;
+        }
+        let at = if frame.data_digest_len > 0 {
+            frame.total_len() - 1
+        } else if !digests.data && frame.header_digest_len > 0 {
+            frame.header_len() - 1
+        } else {
+            return false;
+        };
+        if !self.faults.take_corrupt_digest() {
+            return false;
+        }
+        if let Some(byte) = bytes.get_mut(at) {
+            *byte ^= 0xff;
+        }
+        true
+    }
+
+    /// The processor's connection parameters after the final Login Response; `None` when
+    /// stopping or after 30 s.
+    fn await_params(&self) -> Option<ConnectionParams> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && !self.stop.load(Ordering::SeqCst) {
+            match self.params.recv_timeout(IDLE_WAIT) {
+                Ok(params) => return Some(params),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        None
+    }
+
+    /// Posts to the processor and rings its doorbell; false when stopping.
+    fn hand_over(&self, item: RxItem) -> bool {
+        let posted = post_waiting(
+            &self.posted,
+            item,
+            || self.stop.load(Ordering::SeqCst),
+            || true,
+        );
+        self.posted.ring_doorbell();
+        posted && !self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Names a decoding failure.
+fn decode_fault(bytes: &[u8], error: PduError, injected: bool) -> AdapterFault {
+    let opcode = bytes.first().and_then(|b| pdu::Opcode::from_u8(b & 0x3f));
+    let tag = bytes
+        .get(16..20)
+        .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])));
+    match error {
+        PduError::DataDigestMismatch { expected, found } => AdapterFault::DigestMismatch {
+            kind: DigestKind::Data,
+            opcode,
+            tag,
+            expected,
+            found,
+            injected,
+        },
+        PduError::HeaderDigestMismatch { expected, found } => AdapterFault::DigestMismatch {
+            kind: DigestKind::Header,
+            opcode,
+            tag,
+            expected,
+            found,
+            injected,
+        },
+        other => AdapterFault::Framing(other.to_string()),
+    }
+}
