@@ -651,63 +651,20 @@ pub fn parse_target(text: &str) -> Result<Target> {
     Ok(Target::Path(PathBuf::from(unescaped)))
 }
 
-/// Split `user[%password]@` off the front of a URL authority.
-fn split_credentials(authority: &str) -> (Option<String>, Option<String>, &str) {
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => match credentials.split_once('%') {
-            Some((user, password)) => (Some(user.to_string()), Some(password.to_string()), host),
-            None => (Some(credentials.to_string()), None, host),
-        },
-        None => (None, None, authority),
-    }
-}
-
-/// `iscsi://[user[%password]@]host[:port]/target-iqn/lun` (libiscsi's URL form).
+/// `iscsi://[user[%password]@]host[:port]/target-iqn/lun` (libiscsi's URL form), parsed by
+/// the data path's parser (the one `iscsi-ctl` uses); a job needs the target and the LUN.
 pub fn parse_iscsi_url(text: &str) -> Result<IscsiUrl> {
-    let rest = text
-        .strip_prefix("iscsi://")
-        .ok_or_else(|| ValueError::new("an iSCSI URL starts with iscsi://"))?;
-    let (authority, path) = rest
-        .split_once('/')
-        .ok_or_else(|| ValueError::new("expected iscsi://host[:port]/target-iqn/lun"))?;
-    let (user, password, host_port) = split_credentials(authority);
-    let (host, port_text) = if let Some(bracketed) = host_port.strip_prefix('[') {
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| ValueError::new("unclosed '[' in the IPv6 host"))?;
-        let port = match after.strip_prefix(':') {
-            Some(port) => Some(port),
-            None if after.is_empty() => None,
-            None => return Err(ValueError::new("unexpected text after ']'")),
-        };
-        (host, port)
-    } else {
-        match host_port.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (host_port, None),
-        }
+    let url = datapath::url::IscsiUrl::parse_lun_url(text)
+        .map_err(|error| ValueError::new(error.to_string()))?;
+    let (Some(target_iqn), Some(lun)) = (url.target, url.lun) else {
+        return Err(ValueError::new("expected iscsi://host[:port]/target-iqn/lun"));
     };
-    if host.is_empty() {
-        return Err(ValueError::new("no host in the iSCSI URL"));
-    }
-    let port = match port_text {
-        Some(port) => parse_u64_in(port, 1, 65535)? as u16,
-        None => 3260,
-    };
-    let (target_iqn, lun_text) = path
-        .rsplit_once('/')
-        .ok_or_else(|| ValueError::new("expected iscsi://host[:port]/target-iqn/lun"))?;
-    if target_iqn.is_empty() {
-        return Err(ValueError::new("no target name in the iSCSI URL"));
-    }
-    let lun = parse_u64_in(lun_text, 0, 0xFFFF_FFFF_FFFF)
-        .map_err(|error| ValueError::new(format!("LUN: {}", error.0)))?;
     Ok(IscsiUrl {
-        user,
-        password,
-        host: host.to_string(),
-        port,
-        target_iqn: target_iqn.to_string(),
+        user: url.user,
+        password: url.secret,
+        host: url.host,
+        port: url.port,
+        target_iqn,
         lun,
     })
 }
