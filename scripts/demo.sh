@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The main job: our own target (iscsi-gateway, a 256 MiB RAM LUN) on a free loopback port,
+# The main job: first iscsi-bench, the fio-style load tool, with no target named (so it
+# starts our target in-process: a 1 GiB RAM LUN on a free loopback port) running fio's
+# classic 4 KiB random read at 32 in flight for 10 s, in fio's output format; then our own
+# target (iscsi-gateway, a 256 MiB RAM LUN) on a free loopback port,
 # driven with iscsi-ctl as an operator would (discover, login, luns, inquiry, readcap, a 64 MiB
 # write and read-back with CRC32C digests, compared byte for byte); then the target benchmark
 # (libiscsi's iscsi-perf against tgt's null LUN and ours, side by side). Cleans up after
@@ -8,8 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-cargo build --release -q -p tools -p gateway
+cargo build --release -q -p tools -p gateway -p bench
 ctl=target/release/iscsi-ctl
+
+echo '$ iscsi-bench --name=randread --rw=randread --bs=4k --iodepth=32 --runtime=10'
+target/release/iscsi-bench --name=randread --rw=randread --bs=4k --iodepth=32 --runtime=10
 
 work=$(mktemp -d /tmp/iscsi-demo.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
