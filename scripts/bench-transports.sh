@@ -12,7 +12,8 @@
 # The models run on the same cores as everything else: on a shared machine IOPS and totals
 # are noisy and adapter CPU competes with host CPU. Compare within one table (ratios).
 # Not run in CI: it is a benchmark. Needs tgtd and tgtadm.
-# Usage: scripts/bench-transports.sh   (SECONDS_PER_RUN=3 by default; DIGESTS=1 offers CRC32C)
+# Usage: scripts/bench-transports.sh   (SECONDS_PER_RUN=3 by default; DIGESTS=1 offers CRC32C;
+#        SPIN_US=0 makes the caller and the shards sleep at once instead of polling 50 us)
 set -euo pipefail
 
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
@@ -76,16 +77,18 @@ for w in "${workloads[@]}"; do
     echo
     echo "== $pattern bs=$bs qd=$qd, ${SECONDS_PER_RUN}s per transport, tgt null LUN${digests:+, CRC32C digests} =="
     "$transports" --portal "127.0.0.1:$tgt_port" --target "$tgt_iqn" --lun 1 \
-        --pattern "$pattern" --bs "$bs" --qd "$qd" --seconds "$SECONDS_PER_RUN" "${digests[@]}" \
+        --pattern "$pattern" --bs "$bs" --qd "$qd" --seconds "$SECONDS_PER_RUN" \
+        --spin-us "${SPIN_US:-50}" "${digests[@]}" \
         || echo "bench-transports: $pattern $bs $qd failed" >&2
 done
 cat <<'EOF2'
 
 host us/IO: CPU microseconds per I/O of this process (user + system, getrusage) minus the
-adapter model's threads (offload::cpu::CpuMeter): the caller's driver thread and the shard
-thread, what a host with a real adapter would still spend. shard us: the shard threads
-alone (/proc/self/task/*/schedstat). adapter us: the model's threads (what the adapter's
-processors would spend). host x: host us/IO relative to software (below 1: less host CPU).
+adapter model's threads (offload::cpu::CpuMeter): what a host with a real adapter would
+still spend. caller us: the driver threads that submit and reap (the application's side);
+shard us: the shard threads (/proc/self/task/*/schedstat); the rest is other threads of the
+process. host x: host us/IO relative to software (below 1: less host CPU). adapter us: the
+model's threads by its CpuMeter; (threads): the same threads as the kernel counts them.
 ent/IO: the shards' kernel entries per I/O (software: io_uring enters; adapters: sleeps on
 the completion eventfd). copied B: payload bytes copied on the host.
 EOF2

@@ -102,6 +102,11 @@ struct Args {
     json: bool,
 }
 
+/// Thread name prefixes: the caller's driver threads, the shards, the models' engines.
+const DRIVER_THREAD: &str = "driver-";
+const SHARD_THREAD: &str = "iscsi-shard-";
+const ADAPTER_THREADS: [&str; 2] = ["dep", "indep"];
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.qd == 0
@@ -139,7 +144,10 @@ struct Row {
     bytes: u64,
     process_cpu: Duration,
     adapter_cpu: Duration,
+    /// The adapter's threads as the kernel counts them (a check on the meter).
+    adapter_threads_cpu: Duration,
     shard_cpu: Duration,
+    caller_cpu: Duration,
     p50_us: u64,
     p99_us: u64,
     stats: ShardStats,
@@ -225,7 +233,8 @@ fn measure(args: &Args, transport: Transport) -> Result<Row, String> {
     let stats_before = ShardStats::sum(&pool.all_stats());
     let process_before = process_cpu();
     let adapter_before = path.adapter_cpu_time().unwrap_or_default();
-    let shard_before = threads_cpu("iscsi-shard-");
+    let shard_before = threads_cpu(&[SHARD_THREAD]);
+    let adapter_threads_before = threads_cpu(&ADAPTER_THREADS);
     let started = Instant::now();
     let results = run_drivers(&pool, &job, Duration::from_secs_f64(args.seconds))?;
     let seconds = started.elapsed().as_secs_f64();
@@ -234,12 +243,14 @@ fn measure(args: &Args, transport: Transport) -> Result<Row, String> {
         .adapter_cpu_time()
         .unwrap_or_default()
         .saturating_sub(adapter_before);
-    let shard_cpu = threads_cpu("iscsi-shard-").saturating_sub(shard_before);
+    let shard_cpu = threads_cpu(&[SHARD_THREAD]).saturating_sub(shard_before);
+    let adapter_threads_cpu = threads_cpu(&ADAPTER_THREADS).saturating_sub(adapter_threads_before);
     let stats_after = ShardStats::sum(&pool.all_stats());
     drop(pool);
 
     let mut latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
     let (mut ios, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+    let caller_cpu = results.iter().map(|r| r.cpu).sum();
     for r in results {
         ios += r.ios;
         bytes += r.bytes;
@@ -263,7 +274,9 @@ fn measure(args: &Args, transport: Transport) -> Result<Row, String> {
         bytes,
         process_cpu,
         adapter_cpu,
+        adapter_threads_cpu,
         shard_cpu,
+        caller_cpu,
         p50_us: latency.value_at_quantile(0.50),
         p99_us: latency.value_at_quantile(0.99),
         stats,
@@ -278,7 +291,7 @@ fn print_rows(args: &Args, rows: &[Row]) {
     if args.json {
         for r in rows {
             println!(
-                "{{\"transport\": \"{}\", \"pattern\": \"{:?}\", \"bs\": {}, \"qd\": {}, \"ios\": {}, \"errors\": {}, \"iops\": {:.0}, \"mbps\": {:.1}, \"host_cpu_us_per_io\": {:.2}, \"shard_cpu_us_per_io\": {:.2}, \"adapter_cpu_us_per_io\": {:.2}, \"p50_us\": {}, \"p99_us\": {}, \"kernel_entries_per_io\": {:.3}, \"bytes_copied\": {}}}",
+                "{{\"transport\": \"{}\", \"pattern\": \"{:?}\", \"bs\": {}, \"qd\": {}, \"ios\": {}, \"errors\": {}, \"iops\": {:.0}, \"mbps\": {:.1}, \"host_cpu_us_per_io\": {:.2}, \"caller_cpu_us_per_io\": {:.2}, \"shard_cpu_us_per_io\": {:.2}, \"adapter_cpu_us_per_io\": {:.2}, \"adapter_threads_cpu_us_per_io\": {:.2}, \"p50_us\": {}, \"p99_us\": {}, \"kernel_entries_per_io\": {:.3}, \"bytes_copied\": {}}}",
                 r.transport,
                 args.pattern,
                 args.bs,
@@ -288,8 +301,10 @@ fn print_rows(args: &Args, rows: &[Row]) {
                 r.ios as f64 / r.seconds,
                 r.bytes as f64 / r.seconds / 1e6,
                 r.per_io_us(r.host_cpu()),
+                r.per_io_us(r.caller_cpu),
                 r.per_io_us(r.shard_cpu),
                 r.per_io_us(r.adapter_cpu),
+                r.per_io_us(r.adapter_threads_cpu),
                 r.p50_us,
                 r.p99_us,
                 r.stats.kernel_entries as f64 / r.ios.max(1) as f64,
@@ -299,14 +314,16 @@ fn print_rows(args: &Args, rows: &[Row]) {
         return;
     }
     println!(
-        "{:<12} {:>9} {:>8} | {:>9} {:>9} {:>10} {:>9} | {:>7} {:>7} | {:>7} {:>10}",
+        "{:<12} {:>8} {:>7} | {:>10} {:>9} {:>8} {:>6} | {:>10} {:>8} | {:>6} {:>6} | {:>6} {:>9}",
         "transport",
         "IOPS",
         "MB/s",
         "host us/IO",
+        "caller us",
         "shard us",
-        "adapter us",
         "host x",
+        "adapter us",
+        "(threads)",
         "p50 us",
         "p99 us",
         "ent/IO",
@@ -319,14 +336,16 @@ fn print_rows(args: &Args, rows: &[Row]) {
             _ => "n/a".into(),
         };
         println!(
-            "{:<12} {:>9.0} {:>8.1} | {:>9.2} {:>9.2} {:>10.2} {:>9} | {:>7} {:>7} | {:>7.3} {:>10}",
+            "{:<12} {:>8.0} {:>7.1} | {:>10.2} {:>9.2} {:>8.2} {:>6} | {:>10.2} {:>8.2} | {:>6} {:>6} | {:>6.3} {:>9}",
             r.transport,
             r.ios as f64 / r.seconds,
             r.bytes as f64 / r.seconds / 1e6,
             host,
+            r.per_io_us(r.caller_cpu),
             r.per_io_us(r.shard_cpu),
-            r.per_io_us(r.adapter_cpu),
             ratio,
+            r.per_io_us(r.adapter_cpu),
+            r.per_io_us(r.adapter_threads_cpu),
             r.p50_us,
             r.p99_us,
             r.stats.kernel_entries as f64 / r.ios.max(1) as f64,
@@ -346,10 +365,15 @@ fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// CPU time of this process's live threads whose name starts with `prefix`, from
+/// The calling thread's CPU time.
+fn thread_cpu() -> Duration {
+    Duration::from_nanos(offload::cpu::thread_cpu_ns())
+}
+
+/// CPU time of this process's live threads whose name starts with one of `prefixes`, from
 /// `/proc/self/task/<tid>/schedstat` (first field: nanoseconds on a CPU). Bounded by the
 /// thread count the kernel lists.
-fn threads_cpu(prefix: &str) -> Duration {
+fn threads_cpu(prefixes: &[&str]) -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };
@@ -357,7 +381,7 @@ fn threads_cpu(prefix: &str) -> Duration {
     for task in tasks.flatten().take(4096) {
         let dir = task.path();
         let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !name.trim_end().starts_with(prefix) {
+        if !prefixes.iter().any(|p| name.trim_end().starts_with(p)) {
             continue;
         }
         let schedstat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
@@ -436,6 +460,8 @@ struct Job<'a> {
 
 /// What one shard's driver thread measured.
 struct DriverResult {
+    /// The driver thread's own CPU time over the run.
+    cpu: Duration,
     ios: u64,
     bytes: u64,
     errors: u64,
@@ -450,11 +476,16 @@ fn run_drivers(
 ) -> Result<Vec<DriverResult>, String> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..pool.len())
-            .map(|shard| scope.spawn(move || drive(pool, shard, job, run_for)))
+            .map(|shard| {
+                std::thread::Builder::new()
+                    .name(format!("{DRIVER_THREAD}{shard}"))
+                    .spawn_scoped(scope, move || drive(pool, shard, job, run_for))
+                    .map_err(|e| format!("driver thread: {e}"))
+            })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("driver panicked".into())))
+            .map(|h| h?.join().unwrap_or_else(|_| Err("driver panicked".into())))
             .collect()
     })
 }
@@ -494,6 +525,7 @@ fn drive(
     run_for: Duration,
 ) -> Result<DriverResult, String> {
     let args = job.args;
+    let cpu_started = thread_cpu();
     let completions = pool.completions(shard).ok_or("no such shard")?;
     let mut latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1));
@@ -574,6 +606,7 @@ fn drive(
         free.push((slot, buffer));
     }
     Ok(DriverResult {
+        cpu: thread_cpu().saturating_sub(cpu_started),
         ios,
         bytes,
         errors,
