@@ -16,10 +16,10 @@
 //! and meets the host only through its queue pairs (`datapath::adapter::ring`); control
 //! (connect, configure, reset) goes through the `datapath::adapter` traits.
 
-mod wire;
 pub mod cpu;
 pub mod dependent;
 pub mod discovery;
 pub mod faults;
 pub mod independent;
 pub mod net;
+mod wire;
