@@ -13,5 +13,6 @@ pub mod io;
 pub mod job;
 pub mod output;
 pub mod report;
+pub mod run;
 pub mod stats;
 pub mod workload;

@@ -1,6 +1,114 @@
-//! `iscsi-bench`: see the crate docs of `bench`.
+//! `iscsi-bench`: a fio-style load tool for iSCSI arrays. fio's options, job files and
+//! output; with no target named it runs against a target it starts itself.
+//!
+//! Exit status: 0 when every job ran clean, 1 when a job failed (I/O errors or
+//! verification), 2 when nothing ran (bad options or job files, a target that could not
+//! be opened).
 
-fn main() {
-    eprintln!("iscsi-bench: not wired yet");
-    std::process::exit(2);
+use std::io::Write;
+use std::process::ExitCode;
+
+use bench::job::{self, Action, Invocation};
+use bench::output::{human, json};
+use bench::run::{self, RunOutcome};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ISCSI_BENCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let invocation = match job::parse_command_line(&args) {
+        Ok(invocation) => invocation,
+        Err(e) => {
+            eprintln!("iscsi-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match invocation.action {
+        Action::Help => print_and_exit(&job::help_text()),
+        Action::Version => print_and_exit(&job::version_text()),
+        Action::CmdHelp(text) => print_and_exit(&text),
+        Action::ShowCmd => print_and_exit(&job::render_command_line(&invocation.jobs)),
+        Action::ParseOnly => ExitCode::SUCCESS,
+        Action::Run => run_and_report(&invocation, &args),
+    }
+}
+
+fn print_and_exit(text: &str) -> ExitCode {
+    println!("{}", text.trim_end());
+    ExitCode::SUCCESS
+}
+
+fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
+    let tool = &invocation.tool;
+    let outcome = match run::run(tool, &invocation.jobs) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("iscsi-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = write_results(invocation, &outcome, args) {
+        eprintln!("iscsi-bench: {e}");
+        return ExitCode::from(2);
+    }
+    for job in outcome.report.jobs.iter().filter(|j| j.error != 0) {
+        eprintln!(
+            "iscsi-bench: job {} failed (error {}): {}",
+            job.name, job.error, job.error_text
+        );
+    }
+    if outcome.failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn write_results(
+    invocation: &Invocation,
+    outcome: &RunOutcome,
+    args: &[String],
+) -> Result<(), String> {
+    let tool = &invocation.tool;
+    let formats = tool.output_formats;
+    let mut text = String::new();
+    if formats.normal {
+        text.push_str(&human::render(&outcome.report));
+    }
+    if formats.json_plus {
+        text.push_str(&json::to_string(&outcome.report, json::Flavor::JsonPlus));
+        text.push('\n');
+    } else if formats.json {
+        text.push_str(&json::to_string(&outcome.report, json::Flavor::Json));
+        text.push('\n');
+    }
+    match &tool.output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| format!("writing the results to {}: {e}", path.display()))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("writing the results: {e}"))?;
+        }
+    }
+    if let Some(dir) = &tool.report_dir {
+        let interval_ms = tool
+            .interval_results
+            .or(tool.status_interval)
+            .map_or(1000, |i| i.as_millis() as u64);
+        let command_line = std::iter::once("iscsi-bench".to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let data = run::report::report_data(&outcome.report, &command_line, interval_ms);
+        let page = bench::report::write_report(dir, &data).map_err(|e| e.to_string())?;
+        eprintln!("iscsi-bench: report written to {}", page.display());
+    }
+    Ok(())
 }

@@ -50,7 +50,8 @@ pub use capture::{
 pub use istgt::Istgt;
 pub use process::{
     describe_output, free_port, require_tools, run_command, run_tool, running_in_ci,
-    tool_available, tool_path, tool_verdict, workspace_binary, TempDir, ToolVerdict,
+    tool_available, tool_path, tool_verdict, workspace_binary, workspace_binary_release, TempDir,
+    ToolVerdict,
 };
 pub use tgt::Tgt;
 

@@ -466,6 +466,16 @@ pub(crate) fn is_plain_token(value: &str) -> bool {
 /// The binary `bin` of workspace package `package`, built once per test process (release
 /// when the tests themselves are a release build).
 pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    build_workspace_binary(package, bin, !cfg!(debug_assertions))
+}
+
+/// [`workspace_binary`] built with optimisations whatever the tests' profile: for tests that
+/// compare the speed of our tool with another.
+pub fn workspace_binary_release(package: &str, bin: &str) -> PathBuf {
+    build_workspace_binary(package, bin, true)
+}
+
+fn build_workspace_binary(package: &str, bin: &str, release: bool) -> PathBuf {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
@@ -473,12 +483,12 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = built.get(bin) {
+    let key = format!("{bin}:{release}");
+    if let Some(path) = built.get(&key) {
         return path.clone();
     }
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let release = !cfg!(debug_assertions);
     let mut build = Command::new(cargo);
     build
         .current_dir(&workspace)
@@ -494,6 +504,6 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let path = target_dir
         .join(if release { "release" } else { "debug" })
         .join(bin);
-    built.insert(bin.to_string(), path.clone());
+    built.insert(key, path.clone());
     path
 }

@@ -1,5 +1,8 @@
 //! Per-core shards against tgt: each shard logs in its own session (its own ISID), writes
-//! and verifies its own region of one LUN, and receives 64 KiB reads without a copy.
+//! and verifies its own region of one LUN, and receives 64 KiB reads without a copy; a
+//! lost connection fails only its own shard's commands. Against a scripted fake target
+//! (tgt cannot be told to hold MaxCmdSN back): the command window is obeyed when the target
+//! keeps MaxCmdSN low (issue 4 item 6).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -111,12 +114,24 @@ fn run_all(
 
 #[test]
 fn every_shard_writes_and_verifies_its_own_region_without_copies() {
-    let tgt = start_tgt("iqn.2026-11.test:shards-region");
+    region_round_trip("iqn.2026-11.test:shards-region", None);
+}
+
+/// The same with zero-copy sends for the 64 KiB writes: the data must still land intact
+/// (the buffers stay with the shard until the kernel's notification).
+#[test]
+fn zero_copy_sends_write_the_same_data() {
+    region_round_trip("iqn.2026-11.test:shards-region-zc", Some(32 * 1024));
+}
+
+fn region_round_trip(iqn: &str, send_zc_min_bytes: Option<u32>) {
+    let tgt = start_tgt(iqn);
     let lun = tgt.first_data_lun();
     let shards = 2;
     let config = ShardConfig {
         core: Some(0),
         queue_depth: 8,
+        send_zc_min_bytes,
         ..ShardConfig::default()
     };
     let pool = ShardPool::start(&client_config(&tgt), shards, &config).expect("pool starts");
@@ -337,4 +352,262 @@ fn tgtd_close_session(tgt: &Tgt, tsih: u16) {
     .unwrap_or_else(|e| panic!("closing session {sid}: {e}\n{}", tgt.log()));
     // Give tgtd a moment to tear the connection down.
     std::thread::sleep(Duration::from_millis(300));
+}
+
+/// What the windowed fake target saw.
+#[derive(Debug, Default)]
+struct WindowReport {
+    commands: u32,
+    /// Commands whose CmdSN lay beyond the highest MaxCmdSN granted so far (RFC 7143
+    /// section 4.2.2.1: the initiator may only use a larger MaxCmdSN than it has seen).
+    violations: u32,
+    /// Times the target held the window shut and checked that nothing arrived.
+    closed_checks: u32,
+    /// Commands that arrived while the window was shut.
+    sent_while_closed: u32,
+}
+
+/// Reads PDUs from a stream, keeping what arrives beyond one PDU for the next call (the
+/// shard sends many PDUs per write).
+struct PduReader {
+    buf: Vec<u8>,
+}
+
+impl PduReader {
+    fn next(
+        &mut self,
+        stream: &mut std::net::TcpStream,
+    ) -> std::io::Result<(datapath::pdu::Header, Vec<u8>)> {
+        use std::io::Read;
+        let limits = datapath::pdu::Limits::default();
+        let digests = datapath::pdu::Digests::default();
+        // Bounded by the stream's read timeout and end of stream.
+        loop {
+            if let Ok(Some(pdu)) = datapath::pdu::decode_pdu(&self.buf, digests, &limits) {
+                let data = self.buf[pdu.data.clone()].to_vec();
+                self.buf.drain(..pdu.consumed);
+                return Ok((pdu.header, data));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn send_pdu(
+    stream: &mut std::net::TcpStream,
+    header: datapath::pdu::Header,
+    data: &[u8],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    datapath::pdu::encode_pdu(&header, data, datapath::pdu::Digests::default(), &mut out)
+        .expect("encode");
+    stream.write_all(&out)
+}
+
+/// A target that answers reads with a fill byte and keeps the command window narrow: it
+/// grants `first_window` commands at login, answers only once the initiator has used the
+/// whole window, keeps MaxCmdSN where it is while answering (so the window shuts), checks
+/// that nothing arrives while it is shut, then reopens it by a different width each round
+/// with an unsolicited NOP-In.
+fn windowed_target(
+    listener: std::net::TcpListener,
+    total_commands: u32,
+    first_window: u32,
+) -> std::io::Result<WindowReport> {
+    use datapath::pdu::{DataIn, Header, LoginResponse, LoginStage, LogoutResponse, NopIn};
+    use datapath::text::{self, Negotiation, OperationalOffer, Role, TextLimits};
+
+    let (mut stream, _) = listener.accept()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = PduReader { buf: Vec::new() };
+    let mut report = WindowReport::default();
+    let mut negotiation = Negotiation::new(Role::Target, OperationalOffer::default());
+    let mut stat_sn = 1u32;
+    let mut exp_cmd_sn;
+    // Login: accept whatever the initiator offers within our defaults.
+    loop {
+        let (Header::LoginRequest(request), data) = reader.next(&mut stream)? else {
+            return Ok(report);
+        };
+        exp_cmd_sn = request.cmd_sn;
+        let pairs = text::parse_pairs(&data, &TextLimits::default()).unwrap_or_default();
+        let last = request.transit && request.next_stage == LoginStage::FullFeaturePhase;
+        let response = LoginResponse {
+            transit: request.transit,
+            continue_: false,
+            current_stage: request.current_stage,
+            next_stage: request.next_stage,
+            version_max: 0,
+            version_active: 0,
+            isid: request.isid,
+            tsih: if last { 9 } else { 0 },
+            initiator_task_tag: request.initiator_task_tag,
+            stat_sn,
+            exp_cmd_sn,
+            max_cmd_sn: exp_cmd_sn.wrapping_add(first_window - 1),
+            status_class: 0,
+            status_detail: 0,
+        };
+        let mut body = Vec::new();
+        let mut replies = Vec::new();
+        if pairs.iter().any(|(k, _)| k == "AuthMethod") {
+            replies.push(("AuthMethod".to_string(), "None".to_string()));
+        }
+        let operational: Vec<_> = pairs
+            .into_iter()
+            .filter(|(k, _)| text::is_operational_key(k))
+            .collect();
+        replies.extend(
+            negotiation
+                .handle_peer_pairs(&operational)
+                .unwrap_or_default(),
+        );
+        text::encode_pairs(&replies, &mut body);
+        stat_sn += 1;
+        send_pdu(&mut stream, Header::LoginResponse(response), &body)?;
+        if last {
+            break;
+        }
+    }
+    let mut max_granted = exp_cmd_sn.wrapping_add(first_window - 1);
+    let mut held = Vec::new();
+    let mut widths = [3u32, 1, 5, 2].into_iter().cycle();
+    while report.commands < total_commands {
+        let (header, _) = reader.next(&mut stream)?;
+        let Header::ScsiCommand(command) = header else {
+            continue;
+        };
+        report.commands += 1;
+        if command.cmd_sn.wrapping_sub(max_granted) as i32 > 0 {
+            report.violations += 1;
+        }
+        exp_cmd_sn = command.cmd_sn.wrapping_add(1);
+        held.push(command);
+        let window_used = exp_cmd_sn.wrapping_sub(max_granted) == 1;
+        if !window_used && report.commands < total_commands {
+            continue;
+        }
+        // The window is shut from the initiator's side: nothing may arrive now.
+        report.closed_checks += 1;
+        stream.set_read_timeout(Some(Duration::from_millis(150)))?;
+        let mut probe = [0u8; 1];
+        if let Ok(n) = std::io::Read::read(&mut stream, &mut probe) {
+            if n > 0 {
+                report.sent_while_closed += 1;
+                reader.buf.push(probe[0]);
+            }
+        }
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // Answer with MaxCmdSN unchanged: the window stays shut as ExpCmdSN passes it.
+        for command in held.drain(..) {
+            let len = command.expected_data_transfer_length;
+            let data_in = DataIn {
+                final_pdu: true,
+                acknowledge: false,
+                overflow: false,
+                underflow: false,
+                status: Some(0),
+                lun: [0; 8],
+                initiator_task_tag: command.initiator_task_tag,
+                target_transfer_tag: datapath::pdu::RESERVED_TAG,
+                stat_sn,
+                exp_cmd_sn,
+                max_cmd_sn: max_granted,
+                data_sn: 0,
+                buffer_offset: 0,
+                residual_count: 0,
+            };
+            stat_sn += 1;
+            send_pdu(
+                &mut stream,
+                Header::DataIn(data_in),
+                &vec![0x6b; len as usize],
+            )?;
+        }
+        // Reopen by a different width each round.
+        max_granted = max_granted.wrapping_add(widths.next().unwrap_or(1));
+        let nop = NopIn {
+            lun: [0; 8],
+            initiator_task_tag: datapath::pdu::RESERVED_TAG,
+            target_transfer_tag: datapath::pdu::RESERVED_TAG,
+            stat_sn,
+            exp_cmd_sn,
+            max_cmd_sn: max_granted,
+        };
+        send_pdu(&mut stream, Header::NopIn(nop), &[])?;
+    }
+    // The pool logs out when it shuts down.
+    if let Ok((Header::LogoutRequest(request), _)) = reader.next(&mut stream) {
+        let response = LogoutResponse {
+            response: 0,
+            initiator_task_tag: request.initiator_task_tag,
+            stat_sn,
+            exp_cmd_sn,
+            max_cmd_sn: max_granted,
+            time2wait: 0,
+            time2retain: 0,
+        };
+        send_pdu(&mut stream, Header::LogoutResponse(response), &[])?;
+    }
+    Ok(report)
+}
+
+#[test]
+fn the_window_is_obeyed_when_the_target_keeps_max_cmd_sn_low() {
+    const TOTAL: u32 = 60;
+    const FIRST_WINDOW: u32 = 4;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let portal = listener.local_addr().expect("local addr");
+    let target = std::thread::spawn(move || windowed_target(listener, TOTAL, FIRST_WINDOW));
+
+    let mut cc = ClientConfig::new(portal, Some("iqn.2026-11.test:window".into()));
+    cc.command_timeout = Duration::from_secs(20);
+    cc.nop_interval = Duration::from_secs(60);
+    // Deeper than any window the target grants: the session window is what limits.
+    let config = ShardConfig {
+        queue_depth: 16,
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("pool starts");
+    let reads = (0..TOTAL)
+        .map(|i| {
+            let cdb = Cdb::read(u64::from(i) * 8, 8, BLOCK, false).unwrap();
+            request(0, &cdb, vec![0; 4096], u64::from(i))
+        })
+        .collect();
+    let done = run_all(&pool, 0, reads);
+    assert_eq!(done.len(), TOTAL as usize);
+    for (i, c) in done {
+        let outcome = c.result.unwrap_or_else(|e| panic!("read {i}: {e}"));
+        assert_eq!(outcome.status, 0, "read {i}");
+        assert!(outcome.buffer.iter().all(|&b| b == 0x6b), "read {i} data");
+    }
+    let stats = pool.stats(0).expect("shard 0");
+    assert!(
+        stats.window_closed_ns > 0,
+        "commands never waited for the window: {stats:?}"
+    );
+    assert!(
+        stats.peak_queue_depth > u64::from(FIRST_WINDOW),
+        "{stats:?}"
+    );
+    pool.shutdown();
+
+    let report = target
+        .join()
+        .expect("target thread")
+        .expect("target served");
+    assert_eq!(report.commands, TOTAL, "{report:?}");
+    assert_eq!(report.violations, 0, "CmdSN beyond MaxCmdSN: {report:?}");
+    assert_eq!(
+        report.sent_while_closed, 0,
+        "sent into a shut window: {report:?}"
+    );
+    assert!(report.closed_checks >= 10, "{report:?}");
 }

@@ -774,8 +774,12 @@ fn build_ring(options: &UringOptions) -> Result<(IoUring, bool), EngineError> {
             ),
         }
     }
+    // COOP_TASKRUN: completions wait for the job's next kernel entry instead of
+    // interrupting it (fio's io_uring engine asks for the same). Not SINGLE_ISSUER: the
+    // ring is opened on the main thread and used on the job's.
     let ring = IoUring::builder()
         .setup_cqsize(entries * 2)
+        .setup_coop_taskrun()
         .build(entries)
         .map_err(|source| EngineError::Ring {
             what: "creating the ring",

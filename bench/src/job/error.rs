@@ -164,8 +164,8 @@ pub enum JobError {
     },
     /// A job whose region starts at or ends beyond the end of its target.
     #[error(
-        "{at}: job {job:?}: region {offset_bytes}+{len_bytes} bytes is past the end of the \
-         target ({target_bytes} bytes)"
+        "{at}: job {job:?}: offset={offset_bytes} with size={len_bytes} runs past the end \
+         of the target ({target_bytes} bytes)"
     )]
     PastEnd {
         at: Origin,

@@ -611,7 +611,7 @@ impl JobSpec {
                 at: self.origin.clone(),
                 job: self.name.clone(),
                 offset_bytes,
-                len_bytes: 0,
+                len_bytes: self.size.map_or(0, |spec| resolve(spec, target_bytes)),
                 target_bytes,
             });
         }

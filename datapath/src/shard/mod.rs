@@ -8,21 +8,29 @@
 //! the I/O path: callers reach a shard through its bounded submission queue and hear back
 //! through its bounded completion queue.
 //!
-//! What each shard does per turn of its loop (`worker`):
-//! 1. takes every request waiting in its queue that fits under `queue_depth` and hands it
-//!    to the session (pipelining: as many commands in flight as the session window and the
-//!    queue depth allow);
-//! 2. sends every PDU the session has queued in one gather send, payload straight from the
-//!    callers' buffers (one kernel entry for many commands); while commands are in flight
-//!    that send is submitted together with the receive of step 3, so a command and the
-//!    wait for its answer share one kernel entry;
-//! 3. receives: the 48-byte BHS (plus AHS and header digest) first; for a Data-In the
-//!    session says where the payload belongs ([`Session::data_in_destination`]) and the
-//!    payload is received straight into that slice of the caller's buffer (no copy). When
-//!    no large read is in flight, it instead receives greedily into a staging buffer so
-//!    that several small PDUs cost one kernel entry (their payload is then copied, and
-//!    counted in [`ShardStats::bytes_copied`]);
-//! 4. posts completions in the order the target finished them.
+//! Each shard runs an event loop (`worker`) with at most one receive, one send and one
+//! doorbell read on its ring; one turn:
+//! 1. reaps every completion the kernel has posted and feeds the session: received bytes
+//!    are parsed into PDUs; a Data-In whose payload has not arrived yet is received
+//!    straight into its slice of the caller's buffer ([`Session::data_in_destination`], no
+//!    copy). While no large read is in flight the shard receives greedily (many small
+//!    PDUs per receive, their payload copied and counted in [`ShardStats::bytes_copied`]);
+//!    otherwise it takes headers alone so that every large payload can be placed;
+//! 2. takes every request waiting in its queue that fits under `queue_depth` and hands it
+//!    to the session (as many commands in flight as the session window and the depth
+//!    allow);
+//! 3. posts the completions of the turn together (never while a receive into or a send
+//!    from a caller's buffer is in flight);
+//! 4. queues one gather send of every PDU the session has waiting (payload straight from
+//!    the callers' buffers; zero-copy above [`ShardConfig::send_zc_min_bytes`]) and the
+//!    next receive, and enters the kernel once: without waiting if requests are queued,
+//!    else asleep until a completion, the doorbell or the session's next timer (the
+//!    wait's own timeout: no timeout entries on the ring). An idle shard first polls its
+//!    queue for [`ShardConfig::idle_spin`].
+//!
+//! Callers wake a sleeping shard by writing its doorbell (an eventfd the shard keeps a read
+//! on), and only while the shard has announced that it sleeps: a busy shard costs its
+//! callers no system call. The socket and the doorbell are registered files of the ring.
 //!
 //! A lost connection fails that shard's commands in flight with
 //! [`CommandError::ConnectionLost`]; later requests to that shard fail at once with the same
@@ -74,6 +82,20 @@ pub struct ShardConfig {
     /// What carries the commands: software TCP (the default) or queue pair `i` of an
     /// offload adapter for shard `i`.
     pub path: ShardPath,
+    /// Ask for a kernel submission-polling thread per shard (`IORING_SETUP_SQPOLL`, which
+    /// the kernel does not combine with `DEFER_TASKRUN`). Off by default: the polling
+    /// thread costs a core while busy.
+    pub sqpoll: bool,
+    /// Busy-poll the NIC queue for up to this many microseconds on receive (`SO_BUSY_POLL`
+    /// and io_uring's NAPI busy polling, where the kernel allows; never on loopback). 0 is
+    /// off.
+    pub busy_poll_us: u32,
+    /// Send with `IORING_OP_SENDMSG_ZC` when a PDU's payload is at least this long; `None`
+    /// never does. Zero-copy sends pin the pages and post a second completion when the NIC
+    /// is done with them: that pays only on real NICs and large payloads. On loopback the
+    /// kernel copies anyway, so there the threshold is "never" (measured with
+    /// `iscsi-perfcmp --pattern seqwrite --send-zc-min-bytes`, see its docs).
+    pub send_zc_min_bytes: Option<u32>,
 }
 
 impl Default for ShardConfig {
@@ -86,6 +108,9 @@ impl Default for ShardConfig {
             zero_copy_min_bytes: 16 * 1024,
             idle_spin: Duration::from_micros(50),
             path: ShardPath::Software,
+            sqpoll: false,
+            busy_poll_us: 0,
+            send_zc_min_bytes: None,
         }
     }
 }
@@ -240,9 +265,64 @@ impl SharedStats {
     }
 }
 
+/// How a caller wakes a shard that sleeps in the kernel: an eventfd the shard keeps a read
+/// on (in its ring), written only while the shard has said it sleeps, so a busy shard costs
+/// its callers no system call.
+#[derive(Debug)]
+pub(crate) struct Doorbell {
+    fd: std::os::fd::OwnedFd,
+    /// Set by the shard just before it sleeps with room for requests.
+    sleeping: std::sync::atomic::AtomicBool,
+}
+
+impl Doorbell {
+    fn new() -> std::io::Result<Doorbell> {
+        // SAFETY: eventfd(2) takes no pointers; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(Doorbell {
+            fd,
+            sleeping: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+
+    /// Called after queueing a request: wakes the shard if it sleeps.
+    fn ring(&self) {
+        // Pairs with the shard's store-then-look (see `worker::Shard::wait`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+            self.write();
+        }
+    }
+
+    /// Wakes the shard whatever it is doing (the stop signal).
+    fn ring_always(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+        self.write();
+    }
+
+    fn write(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local; an eventfd takes exactly that. A full
+        // counter (EAGAIN) means a wake-up is already pending, which is all we want.
+        unsafe {
+            libc::write(self.fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+}
+
 /// What the caller keeps of one running shard.
 struct ShardHandle {
     submit: Option<Sender<ShardRequest>>,
+    doorbell: Arc<Doorbell>,
     completions: Receiver<ShardCompletion>,
     stats: Arc<SharedStats>,
     thread: Option<JoinHandle<()>>,
@@ -325,6 +405,16 @@ impl ShardPool {
             let (done_tx, done_rx) = crossbeam_channel::bounded(2 * config.queue_depth);
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let stats = Arc::new(SharedStats::default());
+            let doorbell = match Doorbell::new() {
+                Ok(d) => Arc::new(d),
+                Err(source) => {
+                    pool.stop();
+                    return Err(ShardError::Spawn {
+                        shard: index,
+                        source,
+                    });
+                }
+            };
             let wake = Arc::new(OnceLock::new());
             let builder = std::thread::Builder::new().name(format!("iscsi-shard-{index}"));
             let adapter = config.path.adapter_info();
@@ -344,6 +434,7 @@ impl ShardPool {
                     submit_rx,
                     done_tx,
                     Arc::clone(&stats),
+                    Arc::clone(&doorbell),
                 );
                 builder.spawn(move || worker.run(ready_tx))
             } else {
@@ -372,6 +463,7 @@ impl ShardPool {
             };
             pool.shards.push(ShardHandle {
                 submit: Some(submit_tx),
+                doorbell,
                 completions: done_rx,
                 stats,
                 thread: Some(thread),
@@ -427,6 +519,7 @@ impl ShardPool {
         tx.try_send(request).map_err(|e| match e {
             TrySendError::Full(r) | TrySendError::Disconnected(r) => r,
         })?;
+        handle.doorbell.ring();
         if let Some(wake) = handle.wake.get() {
             // Costs a system call only when the adapter shard sleeps.
             wake.notify();
@@ -466,6 +559,7 @@ impl ShardPool {
             SendTimeoutError::Timeout(_) => timed_out,
             SendTimeoutError::Disconnected(_) => ShardError::Vanished { shard },
         })?;
+        handle.doorbell.ring();
         if let Some(wake) = handle.wake.get() {
             wake.notify();
         }
@@ -511,6 +605,8 @@ impl ShardPool {
         // Closing the submission queue is the stop signal.
         for shard in &mut self.shards {
             shard.submit = None;
+            shard.doorbell.ring_always();
+            // An adapter shard sleeps on its adapter's eventfd instead.
             if let Some(wake) = shard.wake.get() {
                 wake.wake();
             }

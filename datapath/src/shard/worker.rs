@@ -1,14 +1,29 @@
-//! One shard's thread: its connection, its session and its loop (see the module docs of
-//! [`crate::shard`] for the order of work in one turn).
+//! One shard's thread: its connection, its session and its event loop (see the module docs
+//! of [`crate::shard`] for what one turn of the loop does).
+//!
+//! The loop is event-driven: it keeps at most one receive, one send and one doorbell read
+//! on its ring, submits whatever it queued in a turn with a single `io_uring_enter`, and
+//! waits in that same call (bounded by the session's next timer, passed to the kernel as
+//! the wait's own timeout, so no timeout entries ride on the ring).
+//!
+//! Memory the kernel touches: the staging buffer and the send scratch are the shard's own
+//! and are never moved or resized while an operation uses them; a placed receive writes
+//! into, and a send reads from, a command's buffer held by the session. The session hands
+//! such a buffer back only inside an event (never drops it), and the shard posts those
+//! events to the caller only while no receive into, or send from, a caller's buffer is in
+//! flight (`Shard::post`). So no buffer the kernel may still use ever leaves the shard.
 
 use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use io_uring::{opcode, types};
 
-use super::{failure, ShardCompletion, ShardConfig, ShardError, ShardInfo, ShardRequest};
-use super::{ShardStats, SharedStats};
+use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
+use super::{ShardRequest, ShardStats, SharedStats};
 use crate::client::{random_bytes, ClientConfig};
 use crate::pdu::{self, digest, Header, Limits, BHS_LEN};
 use crate::scsi::Lun;
@@ -16,19 +31,30 @@ use crate::session::{
     CommandError, DataDirection, Event, ScsiCommandRequest, Session, SessionConfig, SessionState,
     SubmitRejection, TaskId, Transmit,
 };
-use crate::transport::{RingConfig, TcpConnection, TransportError};
+use crate::transport::ring::{Completion, EVENT_TOKEN_BASE};
+use crate::transport::{RingConfig, TcpConnection};
 
-/// How long one send, or the rest of a PDU whose header has arrived, may take.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an idle shard waits on its queue before it looks at the socket and the timers.
-const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// The longest an idle shard sleeps before it looks at its timers again.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How long a shard whose completion queue is full waits before it looks again (the caller
+/// takes completions without ringing the doorbell).
+const FULL_WAIT: Duration = Duration::from_millis(1);
 /// Room for one encoded header: BHS, the largest AHS we accept, header digest.
 const HEADER_SLOT: usize = BHS_LEN + 1024 + 4;
 /// PDUs sent in one gather send: each takes up to three buffers (header, data, trailer),
-/// under the transport's limit of 1024.
+/// under Linux's limit of 1024 per `sendmsg`.
 const PDUS_PER_SEND: usize = 256;
-/// The staging buffer for greedy receives of small PDUs.
+/// The smallest staging buffer (greedy receives of many small PDUs).
 const STAGING_MIN: usize = 64 * 1024;
+/// Rounds of waiting for the kernel to finish this shard's operations when it stops.
+const QUIESCE_ROUNDS: usize = 500;
+
+/// Tokens of the shard's ring operations: at most one of each kind is in flight.
+const TOKEN_RECV: u64 = EVENT_TOKEN_BASE + 1;
+const TOKEN_SEND: u64 = EVENT_TOKEN_BASE + 2;
+const TOKEN_DOORBELL: u64 = EVENT_TOKEN_BASE + 3;
+/// Cancellations and the socket shutdown that ends a lost connection (results unused).
+const TOKEN_CANCEL: u64 = EVENT_TOKEN_BASE + 4;
 
 /// What the shard thread owns before it has connected.
 pub(super) struct Worker {
@@ -39,9 +65,11 @@ pub(super) struct Worker {
     submit_rx: Receiver<ShardRequest>,
     done_tx: Sender<ShardCompletion>,
     shared: Arc<SharedStats>,
+    doorbell: Arc<Doorbell>,
 }
 
 impl Worker {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         index: usize,
         client_config: ClientConfig,
@@ -50,6 +78,7 @@ impl Worker {
         submit_rx: Receiver<ShardRequest>,
         done_tx: Sender<ShardCompletion>,
         shared: Arc<SharedStats>,
+        doorbell: Arc<Doorbell>,
     ) -> Worker {
         Worker {
             index,
@@ -59,6 +88,7 @@ impl Worker {
             submit_rx,
             done_tx,
             shared,
+            doorbell,
         }
     }
 
@@ -78,7 +108,10 @@ impl Worker {
                 let _ = ready.send(Ok(info));
                 shard.serve();
             }
-            Err(e) => {
+            Err((shard, e)) => {
+                if let Some(mut shard) = shard {
+                    shard.finish();
+                }
                 let _ = ready.send(Err(e));
             }
         }
@@ -91,38 +124,133 @@ struct Held {
     large_read: bool,
 }
 
+/// The socket (and the doorbell) as the ring names them: fixed files when the kernel took
+/// the registration, plain descriptors otherwise.
+#[derive(Clone, Copy)]
+enum Files {
+    Fixed,
+    Plain { socket: RawFd, doorbell: RawFd },
+}
+
+/// Builds an entry on the socket, named as `$files` says.
+macro_rules! on_socket {
+    ($files:expr, |$fd:ident| $build:expr) => {
+        match $files {
+            Files::Fixed => {
+                let $fd = types::Fixed(0);
+                $build
+            }
+            Files::Plain { socket, .. } => {
+                let $fd = types::Fd(socket);
+                $build
+            }
+        }
+    };
+}
+
+/// The receive in flight, if any.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RecvOp {
+    Idle,
+    /// Into the free end of the staging buffer.
+    Staging {
+        len: usize,
+    },
+    /// The payload of a Data-In, straight into its command's buffer.
+    Placed {
+        len: usize,
+    },
+}
+
+/// A Data-In payload being received into its command's buffer.
+struct Placing {
+    header: Header,
+    data_len: u32,
+    /// The slice `Session::data_in_destination` gave; the command's buffer stays in the
+    /// session (or in an unposted event) for as long as this receive is in flight.
+    dest: *mut u8,
+    len: usize,
+    done: usize,
+    pad_len: usize,
+    digest_len: usize,
+}
+
+/// A placed Data-In whose payload is in, waiting for its pad and data digest (which
+/// arrive through the staging buffer) before the session hears of it.
+struct PlacedTrailer {
+    header: Header,
+    data_len: u32,
+    pad_len: usize,
+    digest_len: usize,
+    expected_digest: u32,
+}
+
 /// A running shard.
 struct Shard {
     index: usize,
     config: ShardConfig,
     conn: TcpConnection,
+    files: Files,
     session: Session,
     submit_rx: Receiver<ShardRequest>,
     done_tx: Sender<ShardCompletion>,
     shared: Arc<SharedStats>,
+    doorbell: Arc<Doorbell>,
     held: HashMap<TaskId, Held>,
     /// Reads in flight at least `zero_copy_min_bytes` long: while any is, headers are
-    /// received alone so their payload can be placed.
+    /// received alone so that their payload can be placed.
     large_reads: usize,
+
+    // Receive side.
     staging: Vec<u8>,
     staged: std::ops::Range<usize>,
-    /// Send side scratch, reused: the transmits of one batch and their encoded headers.
+    /// Bytes the parser needs before it can make progress (header-only receives ask for
+    /// exactly this many).
+    need: usize,
+    recv: RecvOp,
+    placing: Option<Placing>,
+    trailer: Option<PlacedTrailer>,
+
+    // Send side: the PDUs of the send in flight, their encoded headers and trailers, and
+    // the gather list over them (all untouched until the send completes).
     transmits: Vec<Transmit>,
     headers: Vec<u8>,
-    /// Completions of one turn, posted together after the counters are published.
+    trailers: Vec<[u8; 8]>,
+    iovecs: Vec<libc::iovec>,
+    msg: Box<libc::msghdr>,
+    send_next: usize,
+    send_in_flight: bool,
+    /// Zero-copy send notifications still to come: until then the kernel may read the
+    /// sent buffers.
+    send_notifs: usize,
+    /// Whether the send in flight is a zero-copy one.
+    send_zc: bool,
+
+    doorbell_buf: Box<u64>,
+    doorbell_armed: bool,
+    cancels_in_flight: usize,
+    socket_shut: bool,
+
+    cqes: Vec<Completion>,
+    /// Completions waiting to be posted (see `Shard::post`).
     outgoing: Vec<ShardCompletion>,
     stats: ShardStats,
     kernel_entries_at_login: u64,
     staged_copy_bytes: u64,
     window_closed_since: Option<Instant>,
+    login: Option<Result<(), String>>,
+    /// Logged in once: requests are taken (and failed at once if the session has ended).
+    serving: bool,
     /// Set when the connection is gone: the reason later requests fail with.
     dead: Option<String>,
     stopping: bool,
     logout_started: bool,
 }
 
+type ConnectError = (Option<Box<Shard>>, ShardError);
+
 impl Shard {
-    fn connect(worker: Worker) -> Result<(Shard, ShardInfo), ShardError> {
+    fn connect(worker: Worker) -> Result<(Box<Shard>, ShardInfo), ConnectError> {
         let Worker {
             index,
             client_config: cc,
@@ -131,17 +259,43 @@ impl Shard {
             submit_rx,
             done_tx,
             shared,
+            doorbell,
         } = worker;
         let ring = RingConfig {
             entries: config.ring_entries,
+            sqpoll: config.sqpoll,
             ..RingConfig::default()
         };
-        let conn = TcpConnection::connect_with_config(cc.portal, cc.connect_timeout, &ring)
-            .map_err(|source| ShardError::Connect {
-                shard: index,
-                portal: cc.portal,
-                source,
+        let mut conn = TcpConnection::connect_with_config(cc.portal, cc.connect_timeout, &ring)
+            .map_err(|source| {
+                (
+                    None,
+                    ShardError::Connect {
+                        shard: index,
+                        portal: cc.portal,
+                        source,
+                    },
+                )
             })?;
+        if config.busy_poll_us > 0 {
+            if let Err(e) = conn.set_busy_poll(config.busy_poll_us) {
+                tracing::warn!(shard = index, error = %e, "SO_BUSY_POLL refused");
+            }
+            if let Err(e) = conn.ring_mut().register_napi_busy_poll(config.busy_poll_us) {
+                tracing::warn!(shard = index, error = %e, "io_uring NAPI busy poll refused");
+            }
+        }
+        let socket = conn.raw_fd().unwrap_or(-1);
+        let files = match conn.ring_mut().register_files(&[socket, doorbell.fd()]) {
+            Ok(()) => Files::Fixed,
+            Err(e) => {
+                tracing::warn!(shard = index, error = %e, "io_uring refused registered files");
+                Files::Plain {
+                    socket,
+                    doorbell: doorbell.fd(),
+                }
+            }
+        };
         let isid = shard_isid(index);
         let session_config = SessionConfig {
             initiator_name: cc.initiator_name.clone(),
@@ -162,170 +316,730 @@ impl Shard {
             initial_cmd_sn: 1,
             chap_challenge: random_bytes(16),
         };
+        // Sized once from the largest data segment we declare we accept (the negotiated
+        // MaxRecvDataSegmentLength never exceeds our own offer), so a whole PDU always
+        // fits and the buffer never moves while a receive uses it.
+        let max_segment = (cc.offer.max_recv_data_segment_length as usize).max(8192);
+        let staging_len = (HEADER_SLOT + max_segment + 8).max(STAGING_MIN);
         let ring_flags = conn.ring_flags_description().to_string();
-        let mut shard = Shard {
+        // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value.
+        let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        let mut shard = Box::new(Shard {
             index,
             conn,
+            files,
             session: Session::new(session_config, Instant::now()),
             submit_rx,
             done_tx,
             shared,
+            doorbell,
             held: HashMap::with_capacity(config.queue_depth),
             large_reads: 0,
-            staging: vec![0; STAGING_MIN],
+            staging: vec![0; staging_len],
             staged: 0..0,
+            need: BHS_LEN,
+            recv: RecvOp::Idle,
+            placing: None,
+            trailer: None,
             transmits: Vec::with_capacity(PDUS_PER_SEND),
             headers: vec![0; HEADER_SLOT * PDUS_PER_SEND],
+            trailers: Vec::with_capacity(PDUS_PER_SEND),
+            iovecs: Vec::with_capacity(3 * PDUS_PER_SEND),
+            msg: Box::new(msg),
+            send_next: 0,
+            send_in_flight: false,
+            send_notifs: 0,
+            send_zc: false,
+            doorbell_buf: Box::new(0),
+            doorbell_armed: false,
+            cancels_in_flight: 0,
+            socket_shut: false,
+            cqes: Vec::with_capacity(16),
             outgoing: Vec::with_capacity(config.queue_depth),
             stats: ShardStats::default(),
             kernel_entries_at_login: 0,
             staged_copy_bytes: 0,
             window_closed_since: None,
+            login: None,
+            serving: false,
             dead: None,
             stopping: false,
             logout_started: false,
             config,
-        };
+        });
         let login_failed = |reason: String| ShardError::Login {
             shard: index,
             reason,
         };
+        // Bounded by the session's login timer, which fails the login.
         loop {
-            shard.flush();
-            while let Some(event) = shard.session.poll_event() {
-                match event {
-                    Event::LoginComplete => {
-                        shard.kernel_entries_at_login = shard.conn.kernel_entries();
-                        let info = ShardInfo {
-                            core: core.map(|c| c.id),
-                            isid,
-                            tsih: shard.session.tsih(),
-                            ring_flags,
-                        };
-                        return Ok((shard, info));
-                    }
-                    Event::LoginFailed { reason, .. } => return Err(login_failed(reason)),
-                    Event::Redirect { address, .. } => {
-                        return Err(login_failed(format!("redirected to {address}")))
-                    }
-                    Event::ConnectionFailed(e) => return Err(login_failed(e.to_string())),
-                    _ => {}
+            shard.turn();
+            match shard.login.take() {
+                Some(Ok(())) => {
+                    shard.serving = true;
+                    shard.kernel_entries_at_login = shard.conn.kernel_entries();
+                    let info = ShardInfo {
+                        core: core.map(|c| c.id),
+                        isid,
+                        tsih: shard.session.tsih(),
+                        ring_flags,
+                    };
+                    return Ok((shard, info));
                 }
+                Some(Err(reason)) => return Err((Some(shard), login_failed(reason))),
+                None => {}
             }
-            if let Some(reason) = &shard.dead {
-                return Err(login_failed(reason.clone()));
+            if let Some(reason) = shard.dead.clone() {
+                return Err((Some(shard), login_failed(reason)));
             }
-            shard.receive(shard.wait_for_timers(IDLE_WAIT));
-            shard.fire_timers();
         }
     }
 
     /// The loop of a logged-in shard; returns when the queue is closed and the session is
     /// over.
-    fn serve(mut self) {
+    fn serve(mut self: Box<Self>) {
         loop {
-            let idle_timed_out = self.accept();
-            if self.stopping && self.held.is_empty() && !self.logout_started {
-                self.logout_started = true;
-                self.session.logout(Instant::now());
-            }
-            let receiving = !self.held.is_empty() || self.logout_started;
-            if !receiving {
-                self.flush();
-            }
-            self.drain_events();
-            self.track_window();
-            self.publish();
+            self.turn();
             let over = matches!(
                 self.session.state(),
                 SessionState::Closed | SessionState::Failed
             ) || self.dead.is_some();
-            if self.stopping && self.held.is_empty() && over {
-                self.flush();
+            if self.stopping && self.held.is_empty() && self.outgoing.is_empty() && over {
                 break;
             }
-            if receiving {
-                self.flush_and_receive(self.wait_for_timers(IDLE_WAIT));
-            } else if idle_timed_out && self.dead.is_none() {
-                // Idle: take NOP-Ins and Async Messages already queued, without waiting.
-                self.receive(Duration::ZERO);
-            }
-            self.fire_timers();
-            self.drain_events();
         }
+        self.finish();
+    }
+
+    /// One turn: take what the kernel finished, feed the session, take new requests, post
+    /// completions, queue the next operations and enter the kernel once (waiting there
+    /// when there is nothing else to do).
+    fn turn(&mut self) {
+        let now = Instant::now();
+        self.reap(now);
+        if self.dead.is_some() {
+            self.shut_socket();
+        }
+        let logged_in = self.serving;
+        if logged_in {
+            self.accept(now);
+            if self.stopping && self.held.is_empty() && !self.logout_started {
+                self.logout_started = true;
+                self.session.logout(now);
+            }
+        }
+        if self.session.poll_timeout().is_some_and(|d| d <= now) {
+            self.session.handle_timeout(now);
+        }
+        self.collect_events();
+        self.track_window(now);
+        self.post();
+        if logged_in && self.idle_spin_pays() && self.spin_for_request(now) {
+            // Before anything is armed: the request and the receive for its answer then
+            // share this turn's kernel entry.
+            self.accept(now);
+            self.collect_events();
+            self.post();
+        }
+        self.start_send();
+        self.arm_recv();
+        self.arm_doorbell();
+        self.publish();
+        self.wait(now, logged_in);
+    }
+
+    /// Room for more commands: under `queue_depth`, and never more than fit in the
+    /// completion queue (twice that) beside the completions not yet taken, so posting a
+    /// completion never blocks.
+    fn room(&self) -> usize {
+        let depth = self.config.queue_depth;
+        let pending = self.held.len() + self.done_tx.len() + self.outgoing.len();
+        depth
+            .saturating_sub(self.held.len())
+            .min((2 * depth).saturating_sub(pending))
+    }
+
+    /// Enters the kernel: without waiting when requests are queued and there is room for
+    /// them; after a short poll of the queue when idle (`idle_spin`); otherwise asleep
+    /// until a completion, the doorbell or the session's next timer.
+    fn wait(&mut self, now: Instant, logged_in: bool) {
+        let can_take = logged_in && !self.stopping && self.room() > 0;
+        if can_take && !self.submit_rx.is_empty() {
+            self.enter(0, None);
+            return;
+        }
+        let mut timeout = match self.session.poll_timeout() {
+            Some(deadline) => deadline.saturating_duration_since(now).min(IDLE_WAIT),
+            None => IDLE_WAIT,
+        };
+        if logged_in && !self.stopping && self.room() == 0 && self.held.is_empty() {
+            // The caller has not taken its completions yet; it does not ring for that.
+            timeout = timeout.min(FULL_WAIT);
+        }
+        if can_take {
+            // Dekker-style hand-off with `Doorbell::ring`: announce the sleep, then look
+            // at the queue once more; a caller queues, then looks at the flag.
+            self.doorbell.sleeping.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if !self.submit_rx.is_empty() {
+                self.doorbell.sleeping.store(false, Ordering::Relaxed);
+                self.enter(0, None);
+                return;
+            }
+        }
+        self.enter(1, Some(timeout));
+        self.doorbell.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether to poll the queue before arming the receive and sleeping: idle (nothing
+    /// held, nothing to send or post), room for requests, and a spin configured.
+    fn idle_spin_pays(&self) -> bool {
+        !self.config.idle_spin.is_zero()
+            && !self.stopping
+            && self.held.is_empty()
+            && self.outgoing.is_empty()
+            && !self.send_busy()
+            && self.room() > 0
+    }
+
+    /// Polls the queue for up to `idle_spin`: a sleeping shard costs the caller a doorbell
+    /// write and the shard a wake-up per request at queue depth 1. True when a request came.
+    fn spin_for_request(&self, now: Instant) -> bool {
+        let until = now + self.config.idle_spin;
+        // Bounded by the clock: each round either finds a request or reads the clock.
+        loop {
+            if !self.submit_rx.is_empty() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// One `io_uring_enter`. A failure with operations in flight aborts the process:
+    /// returning would let the kernel write into buffers that are given back.
+    fn enter(&mut self, want: usize, timeout: Option<Duration>) {
+        let ring = self.conn.ring_mut();
+        if want == 0 && !ring.has_work_for_kernel() {
+            return;
+        }
+        if let Err(e) = ring.enter(want, timeout) {
+            if self.recv != RecvOp::Idle || self.send_busy() {
+                tracing::error!(
+                    shard = self.index,
+                    error = %e,
+                    "io_uring_enter failed with operations in flight; aborting rather than \
+                     letting the kernel write into buffers given back"
+                );
+                std::process::abort();
+            }
+            self.lose_connection(format!("io_uring_enter failed: {e}"));
+        }
+    }
+
+    /// Takes every completion the kernel has posted and feeds the session.
+    fn reap(&mut self, now: Instant) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        self.conn.ring_mut().reap(&mut cqes);
+        for cqe in cqes.drain(..) {
+            match cqe.token {
+                TOKEN_RECV => self.on_recv(cqe.result, now),
+                TOKEN_SEND => self.on_send(cqe.result, cqe.flags),
+                TOKEN_DOORBELL => self.doorbell_armed = false,
+                TOKEN_CANCEL => self.cancels_in_flight = self.cancels_in_flight.saturating_sub(1),
+                other => tracing::warn!(shard = self.index, token = other, "unknown completion"),
+            }
+        }
+        self.cqes = cqes;
+        if self.dead.is_none() && self.placing.is_none() {
+            if let Err(reason) = self.process_staged(now) {
+                self.lose_connection(reason);
+            }
+        }
+    }
+
+    fn on_recv(&mut self, result: i32, now: Instant) {
+        let op = std::mem::replace(&mut self.recv, RecvOp::Idle);
+        if self.dead.is_some() {
+            return;
+        }
+        if result < 0 {
+            let e = std::io::Error::from_raw_os_error(-result);
+            self.conn.mark_broken("recv");
+            self.lose_connection(format!("receive failed: {e}"));
+            return;
+        }
+        if result == 0 {
+            self.lose_connection("the target closed the connection".into());
+            return;
+        }
+        let n = result.unsigned_abs() as usize;
+        match op {
+            RecvOp::Staging { len } if n <= len => self.staged.end += n,
+            RecvOp::Placed { len } if n <= len => {
+                let Some(placing) = self.placing.as_mut() else {
+                    return;
+                };
+                placing.done += n;
+                if placing.done == placing.len {
+                    self.finish_placed(now);
+                }
+            }
+            _ => {
+                self.conn.mark_broken("recv");
+                self.lose_connection("the kernel reported more bytes than asked for".into());
+            }
+        }
+    }
+
+    /// A placed payload is complete: deliver it, or wait for its trailer first.
+    fn finish_placed(&mut self, now: Instant) {
+        let Some(p) = self.placing.take() else {
+            return;
+        };
+        if p.pad_len + p.digest_len == 0 {
+            // A fault here has already failed the session and queued its events.
+            let _ = self.session.handle_pdu_placed(now, p.header, p.data_len);
+            return;
+        }
+        let expected_digest = if p.digest_len > 0 {
+            // SAFETY: the slice the session gave for this Data-In; the receive into it
+            // has completed and nothing else writes it while we read.
+            let dest = unsafe { std::slice::from_raw_parts(p.dest, p.len) };
+            digest::data_digest_append(digest::crc32c(dest), p.len)
+        } else {
+            0
+        };
+        self.trailer = Some(PlacedTrailer {
+            header: p.header,
+            data_len: p.data_len,
+            pad_len: p.pad_len,
+            digest_len: p.digest_len,
+            expected_digest,
+        });
+    }
+
+    fn on_send(&mut self, result: i32, flags: u32) {
+        if io_uring::cqueue::notif(flags) {
+            // The kernel is done with a zero-copy send's buffers.
+            self.send_notifs = self.send_notifs.saturating_sub(1);
+            return;
+        }
+        self.send_in_flight = false;
+        if io_uring::cqueue::more(flags) {
+            self.send_notifs += 1;
+        }
+        if self.dead.is_some() {
+            return;
+        }
+        if result <= 0 {
+            let reason = if result == 0 {
+                "send made no progress".to_string()
+            } else {
+                format!(
+                    "send failed: {}",
+                    std::io::Error::from_raw_os_error(-result)
+                )
+            };
+            self.conn.mark_broken("send");
+            self.lose_connection(reason);
+            return;
+        }
+        match advance_iovecs(
+            &mut self.iovecs,
+            self.send_next,
+            result.unsigned_abs() as usize,
+        ) {
+            // All sent; the next send clears the scratch, once no notification is due.
+            Some(next) if next == self.iovecs.len() => self.send_next = next,
+            Some(next) => {
+                // A short send (signal, memory pressure): send the rest.
+                self.send_next = next;
+                self.push_send();
+            }
+            None => {
+                self.conn.mark_broken("send");
+                self.lose_connection("the kernel reported more bytes sent than queued".into());
+            }
+        }
+    }
+
+    /// Whether the kernel may still read the buffers of the last send.
+    fn send_busy(&self) -> bool {
+        self.send_in_flight || self.send_notifs > 0
+    }
+
+    fn end_send(&mut self) {
+        self.iovecs.clear();
+        self.trailers.clear();
+        self.transmits.clear();
+        self.send_next = 0;
+    }
+
+    /// Delivers every whole PDU in the staging buffer; stops at a Data-In whose payload can
+    /// be placed (and sets up that receive) or when more bytes are needed (`self.need`).
+    fn process_staged(&mut self, now: Instant) -> Result<(), String> {
+        let digests = self.session.digests();
+        let limits = Limits {
+            max_data_segment_length: self.session.max_recv_data_segment_length(),
+            ..Limits::default()
+        };
+        // Bounded: each round consumes at least a BHS of staged bytes or returns.
+        for _ in 0..self.staging.len() / BHS_LEN + 2 {
+            if self.dead.is_some() {
+                return Ok(());
+            }
+            let start = self.staged.start;
+            if let Some(t) = &self.trailer {
+                let trailer_len = t.pad_len + t.digest_len;
+                if self.staged.len() < trailer_len {
+                    self.need = trailer_len - self.staged.len();
+                    return Ok(());
+                }
+                if t.digest_len > 0 {
+                    let at = start + t.pad_len;
+                    let mut wire = [0u8; 4];
+                    wire.copy_from_slice(&self.staging[at..at + 4]);
+                    if digest::digest_from_wire(wire) != t.expected_digest {
+                        return Err("data digest mismatch on Data-In".into());
+                    }
+                }
+                self.consume(trailer_len);
+                if let Some(t) = self.trailer.take() {
+                    let _ = self.session.handle_pdu_placed(now, t.header, t.data_len);
+                }
+                continue;
+            }
+            if self.staged.len() < BHS_LEN {
+                self.need = BHS_LEN - self.staged.len();
+                return Ok(());
+            }
+            let frame = pdu::frame(&self.staging[start..start + BHS_LEN], digests, &limits)
+                .map_err(|e| format!("malformed PDU: {e}"))?;
+            let header_len = frame.header_len();
+            let total = frame.total_len();
+            if total > self.staging.len() {
+                return Err(format!(
+                    "a PDU of {total} bytes does not fit the receive buffer of {}",
+                    self.staging.len()
+                ));
+            }
+            if self.staged.len() < header_len {
+                self.need = header_len - self.staged.len();
+                return Ok(());
+            }
+            let header = parse_header(&self.staging[start..start + header_len], &frame)?;
+            let payload_staged = (self.staged.len() - header_len).min(frame.data_len);
+            if payload_staged < frame.data_len && matches!(header, Header::DataIn(_)) {
+                let data_len = frame.data_len as u32;
+                if let Some(dest) = self.session.data_in_destination(&header, data_len) {
+                    // The payload goes straight into the command's buffer; what a greedy
+                    // receive already took is copied (and counted).
+                    let from = start + header_len;
+                    dest[..payload_staged]
+                        .copy_from_slice(&self.staging[from..from + payload_staged]);
+                    self.staged_copy_bytes += payload_staged as u64;
+                    let placing = Placing {
+                        header,
+                        data_len,
+                        dest: dest.as_mut_ptr(),
+                        len: dest.len(),
+                        done: payload_staged,
+                        pad_len: frame.pad_len,
+                        digest_len: frame.data_digest_len,
+                    };
+                    self.placing = Some(placing);
+                    self.consume(header_len + payload_staged);
+                    return Ok(());
+                }
+            }
+            if self.staged.len() < total {
+                self.need = total - self.staged.len();
+                return Ok(());
+            }
+            let decoded = pdu::decode_pdu(&self.staging[start..start + total], digests, &limits)
+                .map_err(|e| format!("malformed PDU: {e}"))?
+                .ok_or("a whole PDU did not decode")?;
+            let data = start + decoded.data.start..start + decoded.data.end;
+            // A fault here has already failed the session and queued its events.
+            let _ = self
+                .session
+                .handle_pdu(now, decoded.header, &self.staging[data]);
+            self.consume(total);
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, len: usize) {
+        self.staged.start += len;
+        if self.staged.is_empty() {
+            self.staged = 0..0;
+        }
+    }
+
+    /// Queues the next receive when none is in flight: the rest of a placed payload, or
+    /// into the staging buffer (greedy when no large read is in flight, else exactly the
+    /// bytes the parser needs, so that a payload can still be placed).
+    fn arm_recv(&mut self) {
+        if self.recv != RecvOp::Idle || self.dead.is_some() {
+            return;
+        }
+        let files = self.files;
+        if let Some(p) = &self.placing {
+            let len = p.len - p.done;
+            let want = u32::try_from(len).unwrap_or(u32::MAX);
+            // Pointer arithmetic within the destination slice (`done < len`).
+            let at = p.dest.wrapping_add(p.done);
+            let entry = on_socket!(files, |fd| opcode::Recv::new(fd, at, want)
+                .flags(libc::MSG_WAITALL)
+                .build()
+                .user_data(TOKEN_RECV));
+            // SAFETY: `at..at + want` lies in the command's buffer, which stays in the
+            // session or in an unposted event until this receive completes (module docs).
+            if self.push(entry) {
+                self.recv = RecvOp::Placed { len: want as usize };
+            }
+            return;
+        }
+        if self.staged.start > 0 {
+            let len = self.staged.len();
+            self.staging.copy_within(self.staged.clone(), 0);
+            self.staged = 0..len;
+        }
+        let free = self.staging.len() - self.staged.end;
+        // Greedy (many PDUs per receive, small payloads copied) only while commands are in
+        // flight and none of them is a large read. With nothing in flight the next PDU
+        // may well answer a large read not yet submitted, so only its header is taken.
+        let header_only = self.large_reads > 0 || self.held.is_empty() || self.trailer.is_some();
+        let len = if header_only {
+            self.need.clamp(1, free.max(1))
+        } else {
+            free
+        };
+        if len == 0 || len > free {
+            self.lose_connection("the receive buffer is full".into());
+            return;
+        }
+        let want = u32::try_from(len).unwrap_or(u32::MAX);
+        let flags = if header_only { libc::MSG_WAITALL } else { 0 };
+        let at = self.staging[self.staged.end..].as_mut_ptr();
+        let entry = on_socket!(files, |fd| opcode::Recv::new(fd, at, want)
+            .flags(flags)
+            .build()
+            .user_data(TOKEN_RECV));
+        // SAFETY: the free end of the staging buffer, which is neither read nor moved (it
+        // is never resized) until this receive completes.
+        if self.push(entry) {
+            self.recv = RecvOp::Staging { len: want as usize };
+        }
+    }
+
+    /// Queues one send of every PDU the session has waiting (up to `PDUS_PER_SEND`), payload
+    /// straight from the callers' buffers, when no send is in flight.
+    fn start_send(&mut self) {
+        if self.send_busy() || self.dead.is_some() {
+            return;
+        }
+        self.end_send();
+        while self.transmits.len() < PDUS_PER_SEND {
+            match self.session.poll_transmit() {
+                Some(t) => self.transmits.push(t),
+                None => break,
+            }
+        }
+        if self.transmits.is_empty() {
+            return;
+        }
+        let digests = self.session.digests();
+        // Zero-copy only pays when the NIC sends from our pages; below the threshold (and
+        // on loopback, which copies anyway) a plain send is cheaper (`ShardConfig`).
+        self.send_zc = self.config.send_zc_min_bytes.is_some_and(|min| {
+            self.transmits
+                .iter()
+                .any(|t| self.session.transmit_data(t).len() >= min as usize)
+        });
+        for (transmit, slot) in self
+            .transmits
+            .iter()
+            .zip(self.headers.chunks_mut(HEADER_SLOT))
+        {
+            let data = self.session.transmit_data(transmit);
+            let len = match pdu::encode_header(&transmit.header, data.len() as u32, digests, slot) {
+                Ok(len) => len,
+                Err(e) => {
+                    self.end_send();
+                    self.lose_connection(format!("encoding a PDU: {e}"));
+                    return;
+                }
+            };
+            let (trailer, trailer_len) = pdu::data_trailer(data, digests);
+            self.trailers.push(trailer);
+            let trailer = self.trailers.last().map_or(&[][..], |t| &t[..trailer_len]);
+            for buf in [&slot[..len], data, trailer] {
+                if !buf.is_empty() {
+                    self.iovecs.push(libc::iovec {
+                        // The kernel only reads through this pointer (a send).
+                        iov_base: buf.as_ptr().cast_mut().cast(),
+                        iov_len: buf.len(),
+                    });
+                }
+            }
+        }
+        self.push_send();
+    }
+
+    /// Queues a `sendmsg` of `iovecs[send_next..]`.
+    fn push_send(&mut self) {
+        let pending = &mut self.iovecs[self.send_next..];
+        self.msg.msg_iov = pending.as_mut_ptr();
+        self.msg.msg_iovlen = pending.len() as _;
+        let msg: *const libc::msghdr = &*self.msg;
+        let files = self.files;
+        let flags = (libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32;
+        let entry = if self.send_zc {
+            on_socket!(files, |fd| opcode::SendMsgZc::new(fd, msg)
+                .flags(flags)
+                .build()
+                .user_data(TOKEN_SEND))
+        } else {
+            on_socket!(files, |fd| opcode::SendMsg::new(fd, msg)
+                .flags(flags)
+                .build()
+                .user_data(TOKEN_SEND))
+        };
+        // SAFETY: `msg` is boxed and the iovecs, headers and trailers are only touched
+        // again after the send completes (and, zero-copy, after its notification); the payload slices are command buffers held by
+        // the session, which stay there or in unposted events until then (module docs).
+        if self.push(entry) {
+            self.send_in_flight = true;
+        }
+    }
+
+    /// Keeps a read of the doorbell's eventfd on the ring, so a caller can wake a shard
+    /// that sleeps in the kernel.
+    fn arm_doorbell(&mut self) {
+        if self.doorbell_armed {
+            return;
+        }
+        let buf: *mut u8 = (&mut *self.doorbell_buf as *mut u64).cast();
+        let entry = match self.files {
+            Files::Fixed => opcode::Read::new(types::Fixed(1), buf, 8).build(),
+            Files::Plain { doorbell, .. } => opcode::Read::new(types::Fd(doorbell), buf, 8).build(),
+        }
+        .user_data(TOKEN_DOORBELL);
+        // SAFETY: the boxed counter lives as long as the shard, which reaps this read
+        // (cancelling it when it stops) before it is dropped.
+        if self.push(entry) {
+            self.doorbell_armed = true;
+        }
+    }
+
+    /// Queues one entry (the caller vouches for its pointers, see each call). False when
+    /// the submission queue is full, which cannot happen with at most five entries a turn.
+    fn push(&mut self, entry: io_uring::squeue::Entry) -> bool {
+        let ring = self.conn.ring_mut();
+        // SAFETY: forwarded from the call sites, each of which states why the memory the
+        // entry names outlives its completion.
+        let pushed = unsafe { ring.push(entry.clone()) };
+        let pushed = match pushed {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                // Full: submit what is queued (without waiting) and try once more.
+                let _ = ring.enter(0, None);
+                // SAFETY: as above.
+                unsafe { ring.push(entry) }
+            }
+        };
+        match pushed {
+            Ok(()) => true,
+            Err(e) => {
+                self.lose_connection(format!("io_uring submission queue: {e}"));
+                false
+            }
+        }
+    }
+
+    /// After the connection is lost: shuts the socket down so that a receive or send still
+    /// in flight completes at once.
+    fn shut_socket(&mut self) {
+        if self.socket_shut || (self.recv == RecvOp::Idle && !self.send_in_flight) {
+            return;
+        }
+        self.socket_shut = true;
+        let files = self.files;
+        let entry = on_socket!(files, |fd| opcode::Shutdown::new(fd, libc::SHUT_RDWR)
+            .build()
+            .user_data(TOKEN_CANCEL));
+        // SAFETY: a shutdown names no memory.
+        let ring = self.conn.ring_mut();
+        if unsafe { ring.push(entry) }.is_ok() {
+            self.cancels_in_flight += 1;
+        }
+    }
+
+    /// Ends the shard: lets the kernel finish (or cancels) every operation, posts what is
+    /// left, closes the connection.
+    fn finish(&mut self) {
+        if self.dead.is_none() {
+            self.dead = Some("the shard stopped".into());
+        }
+        self.shut_socket();
+        if self.doorbell_armed {
+            let entry = opcode::AsyncCancel::new(TOKEN_DOORBELL)
+                .build()
+                .user_data(TOKEN_CANCEL);
+            // SAFETY: a cancellation names no memory.
+            if unsafe { self.conn.ring_mut().push(entry) }.is_ok() {
+                self.cancels_in_flight += 1;
+            }
+        }
+        for _ in 0..QUIESCE_ROUNDS {
+            let busy = self.recv != RecvOp::Idle
+                || self.send_busy()
+                || self.doorbell_armed
+                || self.cancels_in_flight > 0;
+            if !busy {
+                break;
+            }
+            let _ = self
+                .conn
+                .ring_mut()
+                .enter(1, Some(Duration::from_millis(10)));
+            self.reap(Instant::now());
+        }
+        if self.recv != RecvOp::Idle || self.send_busy() || self.doorbell_armed {
+            tracing::error!(
+                shard = self.index,
+                "the kernel did not finish this shard's operations; aborting rather than \
+                 freeing memory it may still use"
+            );
+            std::process::abort();
+        }
+        self.collect_events();
+        self.post();
         let _ = self.conn.shutdown();
         self.publish();
     }
 
-    /// Takes requests from the queue while the shard has room. Waits (bounded) only when
-    /// the shard holds nothing. Returns true when an idle wait ran out.
-    fn accept(&mut self) -> bool {
-        let mut idle_timed_out = false;
-        loop {
-            // The shard holds at most `queue_depth` commands, and never more than fit in
-            // the completion queue (twice that) beside the completions not yet taken, so
-            // posting a completion never blocks.
-            let depth = self.config.queue_depth;
-            let room = depth
-                .saturating_sub(self.held.len())
-                .min((2 * depth).saturating_sub(self.held.len() + self.done_tx.len()));
-            if room == 0 || self.stopping {
-                if room == 0 && self.held.is_empty() {
-                    // The caller has not taken its completions yet.
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                return idle_timed_out;
-            }
-            let request = if self.held.is_empty() && !idle_timed_out {
-                if let Some(r) = self.spin_for_request() {
-                    self.start(r);
-                    continue;
-                }
-                match self.submit_rx.recv_timeout(self.wait_for_timers(IDLE_WAIT)) {
-                    Ok(r) => r,
-                    Err(RecvTimeoutError::Timeout) => {
-                        idle_timed_out = true;
-                        return idle_timed_out;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        self.stopping = true;
-                        return idle_timed_out;
-                    }
-                }
-            } else {
-                match self.submit_rx.try_recv() {
-                    Ok(r) => r,
-                    Err(TryRecvError::Empty) => return idle_timed_out,
-                    Err(TryRecvError::Disconnected) => {
-                        self.stopping = true;
-                        return idle_timed_out;
-                    }
-                }
-            };
-            self.start(request);
-        }
-    }
-
-    /// Polls the queue for up to `idle_spin` before the shard sleeps on it: a sleeping
-    /// thread costs a wake-up (tens to hundreds of microseconds on a busy machine) per
-    /// request at queue depth 1.
-    fn spin_for_request(&mut self) -> Option<ShardRequest> {
-        if self.config.idle_spin.is_zero() {
-            return None;
-        }
-        let until = Instant::now() + self.config.idle_spin;
-        loop {
+    /// Takes requests from the queue while the shard has room.
+    fn accept(&mut self, now: Instant) {
+        // Bounded by the room, which each request taken shrinks.
+        while self.room() > 0 {
             match self.submit_rx.try_recv() {
-                Ok(r) => return Some(r),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) if Instant::now() >= until => return None,
-                Err(TryRecvError::Empty) => std::thread::yield_now(),
+                Ok(request) => self.start(request, now),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.stopping = true;
+                    return;
+                }
             }
         }
     }
 
     /// Hands one request to the session, or fails it at once.
-    fn start(&mut self, request: ShardRequest) {
+    fn start(&mut self, request: ShardRequest, now: Instant) {
         let ShardRequest {
             lun,
             cdb,
@@ -341,7 +1055,7 @@ impl Shard {
             buffer,
             attribute: pdu::TaskAttribute::Simple,
         };
-        match self.session.submit(Instant::now(), command) {
+        match self.session.submit(now, command) {
             Ok(task) => {
                 self.held.insert(
                     task,
@@ -370,271 +1084,24 @@ impl Shard {
                     user_data,
                     result: Err(failure(error, refused.request.buffer)),
                 });
-                self.drain_events();
             }
         }
     }
 
-    /// Moves up to one send's worth of queued PDUs from the session into `transmits`.
-    fn take_transmits(&mut self) {
-        self.transmits.clear();
-        while self.transmits.len() < PDUS_PER_SEND {
-            match self.session.poll_transmit() {
-                Some(t) => self.transmits.push(t),
-                None => break,
-            }
-        }
-    }
-
-    /// Sends everything the session has queued, many PDUs per kernel entry.
-    fn flush(&mut self) {
-        if self.dead.is_some() {
+    /// Posts the completions collected so far, unless a receive into or a send from a
+    /// caller's buffer is in flight (then they wait for it: module docs). The counters are
+    /// published first, so a caller holding a completion sees counters that include it.
+    fn post(&mut self) {
+        if self.outgoing.is_empty()
+            || self.send_busy()
+            || matches!(self.recv, RecvOp::Placed { .. })
+        {
             return;
         }
-        loop {
-            self.take_transmits();
-            if self.transmits.is_empty() {
-                return;
-            }
-            let result = send_batch(
-                &mut self.conn,
-                &self.session,
-                &self.transmits,
-                &mut self.headers,
-            );
-            if let Err(e) = result {
-                self.lose_connection(format!("send failed: {e}"));
-                return;
-            }
-        }
-    }
-
-    /// Sends everything the session has queued and receives, like [`Shard::flush`] then
-    /// [`Shard::receive`], but the last send and the first receive go to the kernel in one
-    /// entry: at low queue depth a command and the wait for its answer cost one.
-    fn flush_and_receive(&mut self, wait: Duration) {
-        if self.dead.is_some() {
-            return;
-        }
-        if self.staged.len() >= BHS_LEN {
-            // A header is already here: no receive to combine with.
-            self.flush();
-            self.receive(wait);
-            return;
-        }
-        loop {
-            self.take_transmits();
-            if self.transmits.is_empty() {
-                self.receive(wait);
-                return;
-            }
-            if self.transmits.len() == PDUS_PER_SEND {
-                // Possibly more to come: send this batch alone.
-                let result = send_batch(
-                    &mut self.conn,
-                    &self.session,
-                    &self.transmits,
-                    &mut self.headers,
-                );
-                if let Err(e) = result {
-                    self.lose_connection(format!("send failed: {e}"));
-                    return;
-                }
-                continue;
-            }
-            break;
-        }
-        // The last batch, with the receive of the next header (and, when no large read
-        // is in flight, as many small PDUs as are queued).
-        self.compact();
-        let want = if self.large_reads > 0 {
-            BHS_LEN
-        } else {
-            self.staging.len()
-        };
-        let end = self.staged.end;
-        let staging = &mut self.staging[end..want];
-        let result = send_batch_with(
-            &mut self.conn,
-            &self.session,
-            &self.transmits,
-            &mut self.headers,
-            |conn, bufs| conn.send_all_and_recv(bufs, IO_TIMEOUT, staging, wait),
-        );
-        match result {
-            Ok(Some(0)) => self.lose_connection("the target closed the connection".into()),
-            Ok(Some(n)) => {
-                self.staged.end += n;
-                if self.staged.len() >= BHS_LEN {
-                    self.receive(IO_TIMEOUT);
-                }
-            }
-            // Nothing arrived within `wait`.
-            Ok(None) => {}
-            Err(e) => self.lose_connection(format!("send or receive failed: {e}")),
-        }
-    }
-
-    /// Receives and delivers PDUs: waits up to `wait` for the first bytes, then delivers
-    /// every PDU that is whole or whose rest is already on its way.
-    fn receive(&mut self, wait: Duration) {
-        if self.dead.is_some() {
-            return;
-        }
-        let mut wait = wait;
-        // Bounded: each round delivers one PDU or returns; the staging buffer holds at
-        // most its own length of PDUs.
-        for _ in 0..self.staging.len() / BHS_LEN + 1 {
-            match self.receive_one(wait) {
-                Ok(true) if !self.staged.is_empty() => wait = IO_TIMEOUT,
-                Ok(_) => return,
-                Err(reason) => {
-                    self.lose_connection(reason);
-                    return;
-                }
-            }
-            if self.session.state() == SessionState::Failed {
-                // A fault in a PDU failed the session: post its failures, close.
-                self.drain_events();
-            }
-            if self.dead.is_some() {
-                return;
-            }
-        }
-    }
-
-    /// One PDU. `Ok(false)` when no header arrived within `wait`.
-    fn receive_one(&mut self, wait: Duration) -> Result<bool, String> {
-        let digests = self.session.digests();
-        let limits = Limits {
-            max_data_segment_length: self.session.max_recv_data_segment_length(),
-            ..Limits::default()
-        };
-        // 1. The BHS. While a large read is in flight, read no further than the BHS, so
-        //    its payload can go straight to the caller's buffer.
-        if self.staged.len() < BHS_LEN {
-            self.compact();
-            let want = if self.large_reads > 0 {
-                BHS_LEN
-            } else {
-                self.staging.len()
-            };
-            let end = self.staged.end;
-            match self.conn.recv(&mut self.staging[end..want], wait) {
-                Ok(0) => return Err("the target closed the connection".into()),
-                Ok(n) => self.staged.end += n,
-                Err(TransportError::TimedOut { .. }) => return Ok(false),
-                Err(e) => return Err(format!("receive failed: {e}")),
-            }
-            if self.staged.len() < BHS_LEN {
-                return Ok(false);
-            }
-        }
-        let start = self.staged.start;
-        let frame = pdu::frame(&self.staging[start..start + BHS_LEN], digests, &limits)
-            .map_err(|e| format!("malformed PDU: {e}"))?;
-        let header_len = frame.header_len();
-        let total = frame.total_len();
-        if self.staging.len() - start < total {
-            // Bounded by the limits `frame` checked.
-            self.compact();
-            if self.staging.len() < total {
-                self.staging.resize(total, 0);
-            }
-        }
-        let start = self.staged.start;
-        if self.staged.len() < header_len {
-            let (from, to) = (self.staged.end, start + header_len);
-            self.recv_exact_staged(from, to)?;
-        }
-        let header = parse_header(&self.staging[start..start + header_len], &frame)?;
-
-        // 2. A Data-In whose payload is not yet here: receive it in place.
-        let payload_staged = self.staged.len() - header_len;
-        if frame.data_len > 0 && payload_staged < frame.data_len {
-            if let Header::DataIn(_) = header {
-                let data_len = frame.data_len as u32;
-                if let Some(dest) = self.session.data_in_destination(&header, data_len) {
-                    let from = start + header_len;
-                    dest[..payload_staged]
-                        .copy_from_slice(&self.staging[from..from + payload_staged]);
-                    self.staged_copy_bytes += payload_staged as u64;
-                    self.staged = 0..0;
-                    self.conn
-                        .recv_exact(&mut dest[payload_staged..], IO_TIMEOUT)
-                        .map_err(|e| format!("receive failed: {e}"))?;
-                    let mut trailer = [0u8; 8];
-                    let trailer = &mut trailer[..frame.pad_len + frame.data_digest_len];
-                    if !trailer.is_empty() {
-                        self.conn
-                            .recv_exact(trailer, IO_TIMEOUT)
-                            .map_err(|e| format!("receive failed: {e}"))?;
-                    }
-                    if frame.data_digest_len > 0 {
-                        let expected =
-                            digest::data_digest_append(digest::crc32c(dest), frame.data_len);
-                        let mut wire = [0u8; 4];
-                        wire.copy_from_slice(&trailer[frame.pad_len..]);
-                        if digest::digest_from_wire(wire) != expected {
-                            return Err("data digest mismatch on Data-In".into());
-                        }
-                    }
-                    // A fault here has already failed the session and queued its events.
-                    let _ = self
-                        .session
-                        .handle_pdu_placed(Instant::now(), header, data_len);
-                    return Ok(true);
-                }
-            }
-        }
-
-        // 3. Everything else: the whole PDU through the staging buffer.
-        if self.staged.len() < total {
-            let (from, to) = (self.staged.end, start + total);
-            self.recv_exact_staged(from, to)?;
-        }
-        let decoded = pdu::decode_pdu(&self.staging[start..start + total], digests, &limits)
-            .map_err(|e| format!("malformed PDU: {e}"))?
-            .ok_or("a whole PDU did not decode")?;
-        let data = start + decoded.data.start..start + decoded.data.end;
-        let _ = self
-            .session
-            .handle_pdu(Instant::now(), decoded.header, &self.staging[data]);
-        self.staged.start += total;
-        if self.staged.is_empty() {
-            self.staged = 0..0;
-        }
-        Ok(true)
-    }
-
-    /// Receives exactly `staging[from..to]` (the rest of a PDU already begun).
-    fn recv_exact_staged(&mut self, from: usize, to: usize) -> Result<(), String> {
-        self.conn
-            .recv_exact(&mut self.staging[from..to], IO_TIMEOUT)
-            .map_err(|e| format!("receive failed: {e}"))?;
-        self.staged.end = to;
-        Ok(())
-    }
-
-    /// Moves staged bytes to the front of the staging buffer.
-    fn compact(&mut self) {
-        if self.staged.start > 0 {
-            let len = self.staged.len();
-            self.staging.copy_within(self.staged.clone(), 0);
-            self.staged = 0..len;
-        }
-    }
-
-    /// Posts completions and notes the end of the session. The counters are published
-    /// first, so a caller holding a completion sees counters that include it.
-    fn drain_events(&mut self) {
-        self.collect_events();
-        if !self.outgoing.is_empty() {
-            self.publish();
-            for completion in self.outgoing.drain(..) {
-                // Never blocks: the shard holds no more than the queue's free room.
-                let _ = self.done_tx.send(completion);
-            }
+        self.publish();
+        for completion in self.outgoing.drain(..) {
+            // Never blocks: the shard holds no more than the queue's free room.
+            let _ = self.done_tx.send(completion);
         }
     }
 
@@ -658,12 +1125,16 @@ impl Shard {
                         result,
                     });
                 }
+                Event::LoginComplete => self.login = Some(Ok(())),
+                Event::LoginFailed { reason, .. } => self.login = Some(Err(reason)),
+                Event::Redirect { address, .. } => {
+                    self.login = Some(Err(format!("redirected to {address}")))
+                }
                 Event::ConnectionFailed(e) => {
                     tracing::warn!(shard = self.index, error = %e, "shard session failed");
                     if self.dead.is_none() {
                         self.dead = Some(e.to_string());
                     }
-                    let _ = self.conn.shutdown();
                 }
                 Event::AsyncMessage(m) => {
                     tracing::info!(shard = self.index, event = ?m, "async message")
@@ -674,36 +1145,19 @@ impl Shard {
     }
 
     fn lose_connection(&mut self, reason: String) {
+        if self.dead.is_some() {
+            return;
+        }
         tracing::warn!(shard = self.index, %reason, "shard connection lost");
         self.session
             .handle_connection_lost(Instant::now(), reason.clone());
-        if self.dead.is_none() && self.session.state() == SessionState::Failed {
-            self.dead = Some(reason);
-        }
-        let _ = self.conn.shutdown();
-        if self.dead.is_none() {
-            self.dead = Some("connection closed".into());
-        }
-        self.drain_events();
+        self.dead = Some(reason);
+        self.placing = None;
+        self.trailer = None;
+        self.collect_events();
     }
 
-    /// `max`, shortened so the session's next timer is not missed.
-    fn wait_for_timers(&self, max: Duration) -> Duration {
-        match self.session.poll_timeout() {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()).min(max),
-            None => max,
-        }
-    }
-
-    fn fire_timers(&mut self) {
-        let now = Instant::now();
-        if self.session.poll_timeout().is_some_and(|d| d <= now) {
-            self.session.handle_timeout(now);
-        }
-    }
-
-    fn track_window(&mut self) {
-        let now = Instant::now();
+    fn track_window(&mut self, now: Instant) {
         let closed = self.session.commands_waiting() > 0;
         match (self.window_closed_since, closed) {
             (None, true) => self.window_closed_since = Some(now),
@@ -726,50 +1180,25 @@ impl Shard {
     }
 }
 
-/// Encodes the headers of `transmits` and sends them with their payload (borrowed from
-/// the command buffers) and trailers in one gather send.
-fn send_batch(
-    conn: &mut TcpConnection,
-    session: &Session,
-    transmits: &[Transmit],
-    headers: &mut [u8],
-) -> Result<(), String> {
-    send_batch_with(conn, session, transmits, headers, |conn, bufs| {
-        conn.send_all(bufs, IO_TIMEOUT)
-    })
-}
-
-/// Encodes the headers of `transmits` and hands the gather list of the whole batch to
-/// `send`, which sends it (and may start a receive in the same kernel entry).
-fn send_batch_with<R>(
-    conn: &mut TcpConnection,
-    session: &Session,
-    transmits: &[Transmit],
-    headers: &mut [u8],
-    send: impl FnOnce(&mut TcpConnection, &[&[u8]]) -> Result<R, TransportError>,
-) -> Result<R, String> {
-    let digests = session.digests();
-    let mut trailers = Vec::with_capacity(transmits.len());
-    let mut header_lens = Vec::with_capacity(transmits.len());
-    for (transmit, slot) in transmits.iter().zip(headers.chunks_mut(HEADER_SLOT)) {
-        let data = session.transmit_data(transmit);
-        let len = pdu::encode_header(&transmit.header, data.len() as u32, digests, slot)
-            .map_err(|e| format!("encoding a PDU: {e}"))?;
-        header_lens.push(len);
-        trailers.push(pdu::data_trailer(data, digests));
+/// Consumes `sent` bytes from the gather list starting at index `first`: whole entries are
+/// skipped and a partly sent entry is trimmed from the front. Returns the index of the first
+/// entry with bytes left (`iovecs.len()` when all are sent), or `None` if `sent` exceeds what
+/// the list holds.
+fn advance_iovecs(iovecs: &mut [libc::iovec], mut first: usize, mut sent: usize) -> Option<usize> {
+    while sent > 0 {
+        let entry = iovecs.get_mut(first)?;
+        if sent >= entry.iov_len {
+            sent -= entry.iov_len;
+            first += 1;
+        } else {
+            // Pointer arithmetic only (no dereference): stays inside the buffer because
+            // `sent < iov_len`.
+            entry.iov_base = entry.iov_base.cast::<u8>().wrapping_add(sent).cast();
+            entry.iov_len -= sent;
+            sent = 0;
+        }
     }
-    let mut bufs: Vec<&[u8]> = Vec::with_capacity(transmits.len() * 3);
-    for (((transmit, slot), len), (trailer, trailer_len)) in transmits
-        .iter()
-        .zip(headers.chunks(HEADER_SLOT))
-        .zip(&header_lens)
-        .zip(&trailers)
-    {
-        bufs.push(&slot[..*len]);
-        bufs.push(session.transmit_data(transmit));
-        bufs.push(&trailer[..*trailer_len]);
-    }
-    send(conn, &bufs).map_err(|e| e.to_string())
+    Some(first)
 }
 
 /// Parses a header whose bytes (BHS, AHS, header digest) are all in `bytes`.
@@ -792,4 +1221,26 @@ fn parse_header(bytes: &[u8], frame: &pdu::Frame) -> Result<Header, String> {
 fn shard_isid(index: usize) -> pdu::Isid {
     let r = random_bytes(5);
     [0xc0 | (r[0] & 0x3f), r[1], r[2], r[3], r[4], index as u8]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_skips_whole_entries_and_trims_a_partial_one() {
+        let a = [1u8; 3];
+        let b = [2u8; 5];
+        let mut iovecs: Vec<libc::iovec> = [&a[..], &b[..]]
+            .iter()
+            .map(|buf| libc::iovec {
+                iov_base: buf.as_ptr().cast_mut().cast(),
+                iov_len: buf.len(),
+            })
+            .collect();
+        assert_eq!(advance_iovecs(&mut iovecs, 0, 4), Some(1));
+        assert_eq!(iovecs[1].iov_len, 4);
+        assert_eq!(advance_iovecs(&mut iovecs, 1, 4), Some(2));
+        assert_eq!(advance_iovecs(&mut iovecs, 2, 1), None);
+    }
 }

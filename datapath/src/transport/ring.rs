@@ -22,6 +22,10 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 use super::TransportError;
 
+/// Tokens from here up belong to an event loop driving the ring with [`Ring::push`]; the
+/// synchronous calls count up from 1 and never reach them.
+pub(crate) const EVENT_TOKEN_BASE: u64 = 1 << 63;
+
 /// The longest time bound the ring accepts; longer bounds are clamped to it. One day is far
 /// beyond any iSCSI timer and keeps the kernel timespec far from overflow.
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 60 * 60);
@@ -72,6 +76,15 @@ pub(crate) enum LinkedOutcome {
     TimedOut,
 }
 
+/// One completion as an event loop sees it: the operation's token, its result (bytes or
+/// a negative errno) and the completion flags (`IORING_CQE_F_MORE`, `..._F_NOTIF`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Completion {
+    pub token: u64,
+    pub result: i32,
+    pub flags: u32,
+}
+
 /// One io_uring instance and the flags it was created with.
 pub(crate) struct Ring {
     ring: IoUring,
@@ -98,9 +111,12 @@ impl Ring {
             (builder.build(entries), "sqpoll")
         } else {
             let mut builder = IoUring::builder();
+            // The task-run flag lets an event loop see, without entering the kernel, that
+            // deferred completion work is waiting (`Ring::enter` then enters for it).
             builder
                 .setup_single_issuer()
                 .setup_defer_taskrun()
+                .setup_taskrun_flag()
                 .setup_cqsize(cq_entries);
             (builder.build(entries), "single_issuer+defer_taskrun")
         };
@@ -250,6 +266,84 @@ impl Ring {
             self.enter_and_reap(&mut results)?;
         }
         Ok(results.map(|(_, result)| result.unwrap_or(-libc::ECANCELED)))
+    }
+
+    /// Event-loop use (the shard): queues one entry, tagged by the caller, without
+    /// submitting it. Tokens at or above [`EVENT_TOKEN_BASE`] are the caller's; the
+    /// synchronous calls above never use them.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid, and memory the kernel may write must not
+    /// be accessed otherwise, until the entry's completion has been reaped.
+    pub unsafe fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.push_all(std::slice::from_ref(&entry)) }
+    }
+
+    /// Event-loop use: whether entering the kernel now would do anything without waiting
+    /// (entries queued, deferred completion work pending, completions backed up).
+    pub fn has_work_for_kernel(&mut self) -> bool {
+        let sq = self.ring.submission();
+        !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
+    }
+
+    /// Event-loop use: submits what is queued and waits until at least `want` completions
+    /// are ready or `timeout` has passed (the kernel's own timer on the wait, no timeout
+    /// entry on the ring). Running out of time, a signal or a busy kernel are not errors:
+    /// the caller reaps what there is and decides.
+    pub fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+        if self.poisoned {
+            return Err(io::Error::other(
+                "io_uring instance poisoned by an earlier failure",
+            ));
+        }
+        self.kernel_entries += 1;
+        let submitter = self.ring.submitter();
+        let result = match timeout {
+            Some(timeout) if want > 0 => {
+                let timespec = types::Timespec::from(timeout.min(TIMEOUT_MAX));
+                let args = types::SubmitArgs::new().timespec(&timespec);
+                submitter.submit_with_args(want, &args)
+            }
+            _ => submitter.submit_and_wait(want),
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Event-loop use: moves every ready completion into `out` (appended).
+    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+        for cqe in self.ring.completion() {
+            out.push(Completion {
+                token: cqe.user_data(),
+                result: cqe.result(),
+                flags: cqe.flags(),
+            });
+        }
+    }
+
+    /// Registers `fds` as the fixed files `0..` of this ring (operations then name them by
+    /// index and the kernel skips the file lookup on each one).
+    pub fn register_files(&mut self, fds: &[std::os::fd::RawFd]) -> io::Result<()> {
+        self.ring.submitter().register_files(fds)
+    }
+
+    /// Turns on the ring's NAPI busy polling for `busy_poll_us` (Linux 6.9 and later).
+    pub fn register_napi_busy_poll(&mut self, busy_poll_us: u32) -> io::Result<()> {
+        let mut napi = types::Napi::new()
+            .set_busy_poll_timeout(busy_poll_us)
+            .set_prefer_busy_poll(true);
+        self.ring.submitter().register_napi(&mut napi)
     }
 
     /// Queues all of `entries` or none of them.

@@ -162,6 +162,36 @@ impl TcpConnection {
         self.ring.kernel_entries()
     }
 
+    /// The ring, for an event loop (the shard) that drives it itself with
+    /// [`Ring::push`] / [`Ring::enter`] / [`Ring::reap`]. The loop must have reaped every
+    /// completion of its own before it calls any other method of this connection again.
+    pub(crate) fn ring_mut(&mut self) -> &mut Ring {
+        &mut self.ring
+    }
+
+    /// The socket's descriptor while it is open.
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        self.fd
+    }
+
+    /// Marks the stream position as lost (an event loop's receive or send failed part-way).
+    pub(crate) fn mark_broken(&mut self, failed_op: &'static str) {
+        self.broken_by.get_or_insert(failed_op);
+    }
+
+    /// Asks the kernel to busy-poll the device queue for up to `busy_poll_us` on a
+    /// blocking receive (`SO_BUSY_POLL`). Raising it above `net.core.busy_read` needs
+    /// `CAP_NET_ADMIN`; it only acts on NICs with NAPI (never on loopback).
+    pub fn set_busy_poll(&self, busy_poll_us: u32) -> Result<(), TransportError> {
+        let value = libc::c_int::try_from(busy_poll_us).unwrap_or(libc::c_int::MAX);
+        self.set_int_option(
+            libc::SOL_SOCKET,
+            libc::SO_BUSY_POLL,
+            value,
+            "set SO_BUSY_POLL",
+        )
+    }
+
     /// The address the target was reached at.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer

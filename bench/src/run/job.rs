@@ -1,0 +1,645 @@
+//! One job's thread: it owns the job's engine and workload and drives them until the
+//! workload is done or the runtime is over (fio's `thread_main`/`do_io`).
+//!
+//! Per turn: take planned I/Os from the workload while the engine has room and the next
+//! one is due (a paced job waits for its schedule), submit them as a batch, reap
+//! completions, record each (latency measured from the I/O's scheduled start, so a stall
+//! is not hidden), check read data when verifying, and take rate samples and interval
+//! snapshots on time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{Engine, EngineCounters};
+use crate::io::{Direction, IoDone, IoError, IoUnit};
+use crate::output::logs::{JobLogs, LogOptions};
+use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
+use crate::workload::{Next, PlannedIo, Verifier, VerifyAction, Workload};
+
+/// The longest a job sleeps or waits for completions before it looks at the clock again.
+const TURN_MAX: Duration = Duration::from_millis(50);
+/// Verification failures printed in full per job; later ones are only counted.
+const VERIFY_REPORTS_MAX: u64 = 10;
+/// fio's errno for a verification failure (EILSEQ) and for a failed I/O (EIO).
+const EILSEQ: i32 = 84;
+const EIO: i32 = 5;
+
+/// The job's state as the status line shows it (see [`crate::output::live::JobState`]).
+pub mod state {
+    pub const NOT_STARTED: u8 = 0;
+    pub const RAMP: u8 = 1;
+    pub const RUNNING: u8 = 2;
+    pub const VERIFYING: u8 = 3;
+    pub const DONE: u8 = 4;
+    pub const FAILED: u8 = 5;
+}
+
+/// What the status line reads of a running job.
+#[derive(Debug, Default)]
+pub struct JobProgress {
+    pub state: AtomicU8,
+    /// Bytes moved so far (all directions, ramp included).
+    pub bytes_done: AtomicU64,
+}
+
+/// Everything a job thread needs, prepared (and checked) before any job starts.
+pub struct JobSetup {
+    pub name: String,
+    /// 1-based over the run, as fio numbers its threads (log file names use it).
+    pub job_number: u32,
+    pub engine: Box<dyn Engine>,
+    pub workload: Workload,
+    pub iodepth: usize,
+    pub batch_submit: usize,
+    pub batch_complete_min: usize,
+    pub runtime: Option<Duration>,
+    pub ramp: Duration,
+    pub startdelay: Duration,
+    pub verify_fatal: bool,
+    pub stats_config: StatsConfig,
+    /// Take an interval record this often (status interval or report), or never.
+    pub interval: Option<Duration>,
+    pub percentiles: Vec<f64>,
+    pub logs: Option<LogOptions>,
+    pub cpus: Option<Vec<u32>>,
+    pub live: Arc<LiveCounters>,
+    pub progress: Arc<JobProgress>,
+}
+
+/// What a job thread hands back.
+pub struct JobOutcome {
+    pub stats: JobStats,
+    pub intervals: Vec<IntervalRecord>,
+    /// fio's per-job `error` (errno) and its text; 0 and empty when all went well.
+    pub error: i32,
+    pub error_text: String,
+    pub verify_failures: u64,
+    pub engine: EngineCounters,
+}
+
+/// Per I/O in flight: what the completion needs.
+struct Meta {
+    planned: PlannedIo,
+    start_ns: u64,
+    issue_ns: u64,
+}
+
+/// The engine, the clock, the counters: what every phase of the job shares.
+struct Driver {
+    engine: Box<dyn Engine>,
+    clock: Instant,
+    next_id: u64,
+    in_flight: HashMap<u64, Meta>,
+    queued: Vec<u64>,
+    stats: JobStats,
+    logs: Option<JobLogs>,
+    done: Vec<IoDone>,
+    iodepth: usize,
+    batch_submit: usize,
+    batch_complete_min: usize,
+    progress: Arc<JobProgress>,
+    intervals: Vec<IntervalRecord>,
+    interval: Option<Duration>,
+    next_interval_ns: u64,
+    percentiles: Vec<f64>,
+    /// The I/Os of the run so far carried this scheduled start (paced jobs).
+    paced: bool,
+    verify_fatal: bool,
+    verify_failures: u64,
+    io_failures: u64,
+    first_error: Option<String>,
+    stop: bool,
+}
+
+impl Driver {
+    fn now_ns(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
+    }
+
+    fn now(&self) -> Duration {
+        self.clock.elapsed()
+    }
+
+    fn has_room(&self) -> bool {
+        self.engine.in_flight() < self.iodepth
+    }
+
+    /// Prepares the buffer of `planned` and queues it. Returns false (and nothing is
+    /// queued) when the engine is full.
+    fn queue(&mut self, planned: PlannedIo, verifier: Option<&Verifier>) -> bool {
+        let len = match planned.direction {
+            Direction::Trim => 0,
+            _ => planned.len,
+        };
+        let mut buffer = self.engine.buffer(len);
+        buffer.resize(len as usize, 0);
+        if let (VerifyAction::Fill { generation }, Some(verifier)) = (planned.verify, verifier) {
+            verifier.fill(&mut buffer, planned.offset, generation);
+        }
+        let id = self.next_id;
+        let unit = IoUnit {
+            id,
+            direction: planned.direction,
+            offset: planned.offset,
+            len: planned.len,
+            buffer,
+        };
+        let start_ns = self.now_ns();
+        match self.engine.queue(unit) {
+            Ok(()) => {
+                self.next_id += 1;
+                self.in_flight.insert(
+                    id,
+                    Meta {
+                        planned,
+                        start_ns,
+                        issue_ns: start_ns,
+                    },
+                );
+                self.queued.push(id);
+                true
+            }
+            Err(unit) => {
+                self.engine.recycle(unit.buffer);
+                false
+            }
+        }
+    }
+
+    fn submit(&mut self) -> Result<(), String> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        self.engine
+            .submit()
+            .map_err(|e| format!("submitting I/O: {e}"))?;
+        let issue_ns = self.now_ns();
+        let submitted = self.queued.len().min(u32::MAX as usize) as u32;
+        for id in self.queued.drain(..) {
+            if let Some(meta) = self.in_flight.get_mut(&id) {
+                meta.issue_ns = issue_ns;
+            }
+        }
+        let depth = self.engine.in_flight().min(u32::MAX as usize) as u32;
+        self.stats.record_submit(submitted, depth);
+        Ok(())
+    }
+
+    /// Reaps what has completed, waiting up to `wait` for at least `min`. Each completion
+    /// is recorded and checked; `on_complete` is told of each.
+    fn reap(
+        &mut self,
+        min: usize,
+        wait: Duration,
+        verifier: Option<&Verifier>,
+        mut on_complete: impl FnMut(Duration),
+    ) -> Result<(), String> {
+        let min = min.min(self.engine.in_flight());
+        self.done.clear();
+        let mut done = std::mem::take(&mut self.done);
+        let reaped = self.engine.reap(min, wait, &mut done);
+        let result = match reaped {
+            Ok(n) => {
+                if n > 0 {
+                    self.stats.record_complete(n.min(u32::MAX as usize) as u32);
+                }
+                let complete_ns = self.now_ns();
+                for io in done.drain(..) {
+                    self.complete(io, complete_ns, verifier);
+                    on_complete(self.now());
+                }
+                Ok(())
+            }
+            Err(e) => Err(format!("reaping I/O: {e}")),
+        };
+        self.done = done;
+        self.tick();
+        result
+    }
+
+    fn complete(&mut self, io: IoDone, complete_ns: u64, verifier: Option<&Verifier>) {
+        let IoDone { unit, result } = io;
+        let Some(meta) = self.in_flight.remove(&unit.id) else {
+            self.engine.recycle(unit.buffer);
+            return;
+        };
+        let direction = meta.planned.direction;
+        match result {
+            Ok(()) => {
+                let scheduled_ns = self
+                    .paced
+                    .then_some(meta.planned.scheduled_at.as_nanos() as u64);
+                let times = IoTimes {
+                    scheduled_ns,
+                    start_ns: meta.start_ns,
+                    issue_ns: meta.issue_ns,
+                    complete_ns,
+                };
+                self.stats
+                    .record_times(direction, u64::from(unit.len), &times);
+                self.progress
+                    .bytes_done
+                    .fetch_add(u64::from(unit.len), Ordering::Relaxed);
+                if let Some(logs) = self.logs.as_mut().filter(|l| l.wants_io()) {
+                    let (slat, clat, lat) = times.latencies();
+                    let time_ms = complete_ns.saturating_sub(self.stats.start_ns()) / 1_000_000;
+                    if let Err(e) = logs.record_io(
+                        time_ms,
+                        direction,
+                        u64::from(unit.len),
+                        unit.offset,
+                        slat,
+                        clat,
+                        lat,
+                    ) {
+                        self.fail(format!("writing the latency log: {e}"));
+                    }
+                }
+                if let (
+                    VerifyAction::Check {
+                        expected_generation,
+                    },
+                    Some(verifier),
+                ) = (meta.planned.verify, verifier)
+                {
+                    if let Err(e) = verifier.check(&unit.buffer, unit.offset, expected_generation) {
+                        self.verify_failures += 1;
+                        if self.verify_failures <= VERIFY_REPORTS_MAX {
+                            eprintln!("iscsi-bench: {e}");
+                        }
+                        if self.first_error.is_none() {
+                            self.first_error = Some(e.to_string());
+                        }
+                        if self.verify_fatal {
+                            self.stop = true;
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                self.stats.record_error(direction, &error);
+                self.io_failures += 1;
+                if self.first_error.is_none() {
+                    self.first_error = Some(format!(
+                        "{} of {} bytes at offset {}: {error}",
+                        direction.fio_name(),
+                        unit.len,
+                        unit.offset
+                    ));
+                }
+                // A lost connection fails everything after it: stop instead of counting
+                // a flood of identical failures.
+                if matches!(error, IoError::Transport(_)) {
+                    self.stop = true;
+                }
+            }
+        }
+        self.engine.recycle(unit.buffer);
+    }
+
+    fn fail(&mut self, message: String) {
+        if self.first_error.is_none() {
+            self.first_error = Some(message);
+        }
+        self.stop = true;
+    }
+
+    /// Rate samples for the logs and the report, and interval records, when due.
+    fn tick(&mut self) {
+        let now_ns = self.now_ns();
+        if let Some(sample) = self.stats.tick(now_ns) {
+            if let Some(logs) = self.logs.as_mut() {
+                if let Err(e) = logs.record_rates(&sample, [0; 3]) {
+                    self.fail(format!("writing the bandwidth/IOPS log: {e}"));
+                }
+            }
+        }
+        if let Some(interval) = self.interval {
+            if now_ns >= self.next_interval_ns {
+                let snapshot = self.stats.take_interval(now_ns);
+                self.intervals
+                    .push(snapshot.summarize(self.stats.start_ns(), &self.percentiles));
+                self.next_interval_ns = now_ns + interval.as_nanos() as u64;
+            }
+        }
+    }
+
+    /// Waits for every I/O in flight.
+    fn drain(
+        &mut self,
+        verifier: Option<&Verifier>,
+        mut on_complete: impl FnMut(Duration),
+    ) -> Result<(), String> {
+        // Bounded: each turn waits at most TURN_MAX, and the engine fails an I/O after its
+        // own timeout; a job that cannot drain in a minute is failed.
+        let limit = Instant::now() + Duration::from_secs(60);
+        while self.engine.in_flight() > 0 {
+            if Instant::now() > limit {
+                return Err(format!(
+                    "{} I/Os still in flight a minute after the job ended",
+                    self.engine.in_flight()
+                ));
+            }
+            self.submit()?;
+            self.reap(1, TURN_MAX, verifier, &mut on_complete)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one job to its end. Never panics on I/O results; errors end up in the outcome.
+pub fn run_job(setup: JobSetup) -> JobOutcome {
+    let JobSetup {
+        name,
+        job_number,
+        engine,
+        mut workload,
+        iodepth,
+        batch_submit,
+        batch_complete_min,
+        runtime,
+        ramp,
+        startdelay,
+        verify_fatal,
+        stats_config,
+        interval,
+        percentiles,
+        logs,
+        cpus,
+        live,
+        progress,
+    } = setup;
+    if let Some(cpus) = cpus.as_ref().and_then(|c| c.first()) {
+        let core = core_affinity_id(*cpus as usize);
+        if !core.is_some_and(core_affinity::set_for_current) {
+            tracing::warn!(job = %name, cpu = cpus, "could not pin the job to cpus_allowed");
+        }
+    }
+    if !startdelay.is_zero() {
+        std::thread::sleep(startdelay);
+    }
+    let usage_start = ResourceUsage::thread().ok();
+    let clock = Instant::now();
+    let mut stats = JobStats::new(0, stats_config);
+    stats.attach_live(live);
+    let (logs, log_error) = match logs.map(JobLogs::create).transpose() {
+        Ok(logs) => (logs, None),
+        Err(e) => (None, Some(format!("opening the log files: {e}"))),
+    };
+    let paced = workload.is_rate_limited();
+    let mut driver = Driver {
+        engine,
+        clock,
+        next_id: 0,
+        in_flight: HashMap::with_capacity(iodepth),
+        queued: Vec::with_capacity(iodepth),
+        stats,
+        logs,
+        done: Vec::with_capacity(iodepth),
+        iodepth: iodepth.max(1),
+        batch_submit: batch_submit.clamp(1, iodepth.max(1)),
+        batch_complete_min: batch_complete_min.clamp(1, iodepth.max(1)),
+        progress,
+        intervals: Vec::new(),
+        interval,
+        next_interval_ns: interval.map_or(u64::MAX, |i| i.as_nanos() as u64),
+        percentiles,
+        paced,
+        verify_fatal,
+        verify_failures: 0,
+        io_failures: 0,
+        first_error: log_error,
+        stop: false,
+    };
+    let _ = job_number;
+    let ramp_end = (!ramp.is_zero()).then_some(ramp);
+    let deadline = runtime.map(|r| ramp + r);
+    driver.progress.state.store(
+        if ramp_end.is_some() {
+            state::RAMP
+        } else {
+            state::RUNNING
+        },
+        Ordering::Relaxed,
+    );
+    let result = main_phase(&mut driver, &mut workload, ramp_end, deadline);
+    if let Err(e) = result {
+        driver.fail(e);
+    }
+    // A job stopped by its runtime still checks what it wrote (fio verifies after a
+    // time-based write job too).
+    if !driver.stop && deadline.is_some_and(|d| driver.now() >= d) {
+        if let Err(e) = read_back(&mut driver, &workload) {
+            driver.fail(e);
+        }
+    }
+    let _ = driver.drain(workload.verifier(), |_| {});
+    let end_ns = driver.now_ns();
+    driver.stats.finish(end_ns);
+    if let Some(start) = usage_start {
+        if let Ok(end) = ResourceUsage::thread() {
+            driver.stats.set_usage(end.since(&start));
+        }
+    }
+    if let Some(logs) = driver.logs.as_mut() {
+        if let Err(e) = logs.finish(end_ns / 1_000_000) {
+            driver
+                .first_error
+                .get_or_insert(format!("writing logs: {e}"));
+        }
+    }
+    let (error, error_text) = match (
+        &driver.first_error,
+        driver.verify_failures,
+        driver.io_failures,
+    ) {
+        (None, _, _) => (0, String::new()),
+        (Some(text), v, _) if v > 0 => (
+            EILSEQ,
+            format!("{v} block(s) failed verification; first: {text}"),
+        ),
+        (Some(text), _, n) if n > 0 => (EIO, format!("{n} I/O(s) failed; first: {text}")),
+        (Some(text), _, _) => (EIO, text.clone()),
+    };
+    driver.progress.state.store(
+        if error == 0 {
+            state::DONE
+        } else {
+            state::FAILED
+        },
+        Ordering::Relaxed,
+    );
+    let Driver {
+        engine,
+        stats,
+        intervals,
+        verify_failures,
+        ..
+    } = driver;
+    let engine = match engine.close() {
+        Ok(counters) => counters,
+        Err(e) => {
+            tracing::warn!(job = %name, error = %e, "closing the engine");
+            EngineCounters::default()
+        }
+    };
+    JobOutcome {
+        stats,
+        intervals,
+        error,
+        error_text,
+        verify_failures,
+        engine,
+    }
+}
+
+fn core_affinity_id(cpu: usize) -> Option<core_affinity::CoreId> {
+    core_affinity::get_core_ids()?
+        .into_iter()
+        .find(|core| core.id == cpu)
+}
+
+/// The workload proper, with its verify phases, until done, stopped or out of time.
+fn main_phase(
+    driver: &mut Driver,
+    workload: &mut Workload,
+    mut ramp_end: Option<Duration>,
+    deadline: Option<Duration>,
+) -> Result<(), String> {
+    // The verifier never changes; a copy leaves the workload free to borrow mutably.
+    let verifier = workload.verifier().cloned();
+    let verifier = verifier.as_ref();
+    let mut pending: Option<PlannedIo> = None;
+    loop {
+        let now = driver.now();
+        if let Some(end) = ramp_end.filter(|end| now >= *end) {
+            // The ramp is over: what was measured so far does not count.
+            let _ = end;
+            driver.stats.reset(driver.now_ns());
+            driver.intervals.clear();
+            driver
+                .progress
+                .state
+                .store(state::RUNNING, Ordering::Relaxed);
+            ramp_end = None;
+        }
+        if driver.stop || deadline.is_some_and(|d| now >= d) {
+            return Ok(());
+        }
+        // Issue what is due, while there is room.
+        let mut wait_until: Option<Duration> = None;
+        let mut finished = false;
+        let mut queued = 0;
+        while driver.has_room() {
+            if queued == driver.batch_submit {
+                // fio's iodepth_batch_submit: this many per submission, then more.
+                driver.submit()?;
+                queued = 0;
+            }
+            let planned = match pending.take() {
+                Some(planned) => planned,
+                None => match workload.next(driver.now()) {
+                    Next::Io(planned) => planned,
+                    Next::WaitForCompletions => {
+                        driver.submit()?;
+                        driver.drain(verifier, |t| workload.on_complete(t))?;
+                        continue;
+                    }
+                    Next::VerifyPhase => {
+                        driver.submit()?;
+                        driver.drain(verifier, |t| workload.on_complete(t))?;
+                        read_back(driver, workload)?;
+                        continue;
+                    }
+                    Next::Done => {
+                        finished = true;
+                        break;
+                    }
+                },
+            };
+            if planned.scheduled_at > driver.now() {
+                wait_until = Some(planned.scheduled_at);
+                pending = Some(planned);
+                break;
+            }
+            if !driver.queue(planned, verifier) {
+                pending = Some(planned);
+                break;
+            }
+            queued += 1;
+        }
+        driver.submit()?;
+        if finished && pending.is_none() {
+            return driver.drain(verifier, |t| workload.on_complete(t));
+        }
+        // Wait: for completions when I/O is in flight, else for the next due time.
+        let until_due = wait_until
+            .map(|due| due.saturating_sub(driver.now()))
+            .unwrap_or(TURN_MAX)
+            .min(TURN_MAX);
+        let until_deadline = deadline
+            .map(|d| d.saturating_sub(driver.now()))
+            .unwrap_or(TURN_MAX);
+        let wait = until_due.min(until_deadline);
+        if driver.engine.in_flight() > 0 {
+            // A full queue waits for fio's iodepth_batch_complete_min; a job waiting for
+            // its schedule takes one completion or the due time, whichever comes first.
+            let min = if driver.has_room() {
+                1
+            } else {
+                driver.batch_complete_min
+            };
+            driver.reap(min, wait, verifier, |t| workload.on_complete(t))?;
+        } else if wait_until.is_some() {
+            std::thread::sleep(wait);
+            driver.tick();
+        }
+    }
+}
+
+/// Reads back and checks every block the job wrote since the last verify phase.
+fn read_back(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
+    let Some(plan) = workload.read_back_plan() else {
+        return Ok(());
+    };
+    let Some(verifier) = workload.verifier() else {
+        return Ok(());
+    };
+    driver
+        .progress
+        .state
+        .store(state::VERIFYING, Ordering::Relaxed);
+    let mut plan = plan.peekable();
+    loop {
+        if driver.stop {
+            break;
+        }
+        let mut queued = 0;
+        while driver.has_room() {
+            if queued == driver.batch_submit {
+                driver.submit()?;
+                queued = 0;
+            }
+            let Some(io) = plan.peek() else { break };
+            let planned = io.planned(driver.now());
+            if !driver.queue(planned, Some(verifier)) {
+                break;
+            }
+            plan.next();
+            queued += 1;
+        }
+        driver.submit()?;
+        if plan.peek().is_none() {
+            break;
+        }
+        driver.reap(1, TURN_MAX, Some(verifier), |_| {})?;
+    }
+    driver.drain(Some(verifier), |_| {})?;
+    driver
+        .progress
+        .state
+        .store(state::RUNNING, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! Running a set of parsed jobs (fio's `run_threads`): targets opened and every job
+//! checked before any I/O starts, then the jobs run as threads, phase by phase
+//! (`stonewall` starts a new phase), with the live status line on the main thread, and
+//! the results gathered into one [`RunReport`].
+
+pub mod job;
+pub mod report;
+pub mod setup;
+mod status;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::engine::embedded::EmbeddedTarget;
+use crate::engine::{self, EmbeddedOptions, EngineCounters};
+use crate::job::spec::{Engine as EngineKind, JobSpec};
+use crate::job::ToolOptions;
+use crate::output::logs::LogOptions;
+use crate::output::{JobReport, PercentileOptions, RunReport};
+use crate::stats::{IntervalRecord, JobStats, LiveCounters, ResourceUsage, StatsConfig};
+use crate::workload::Workload;
+
+use job::{JobOutcome, JobProgress, JobSetup};
+
+/// Why a run could not start (nothing was done) or had to stop.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no jobs to run")]
+    NoJobs,
+    #[error("starting the embedded target: {0}")]
+    EmbeddedTarget(Box<engine::EngineError>),
+    #[error("job {job}: opening {engine}: {source}")]
+    Engine {
+        job: String,
+        engine: &'static str,
+        source: Box<engine::EngineError>,
+    },
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
+    #[error(transparent)]
+    Job(#[from] Box<crate::job::JobError>),
+    #[error("job {job}: {source}")]
+    Workload {
+        job: String,
+        source: crate::workload::WorkloadError,
+    },
+    #[error("job {job}: --readonly refuses a job that writes or trims")]
+    ReadOnly { job: String },
+    #[error("job {job}: its thread could not start: {source}")]
+    Spawn { job: String, source: std::io::Error },
+}
+
+/// One finished job (or, with `group_reporting`, one group of jobs merged).
+pub struct FinishedJob {
+    pub report: JobReport,
+    pub engine: EngineCounters,
+    pub verify_failures: u64,
+}
+
+/// The results of a run.
+pub struct RunOutcome {
+    pub report: RunReport,
+    pub engines: Vec<EngineCounters>,
+    /// Any job failed (I/O errors, verification, setup of logs).
+    pub failed: bool,
+}
+
+/// A job ready to start, with what the report needs of its spec.
+struct Prepared {
+    spec_index: usize,
+    setup: JobSetup,
+    live: Arc<LiveCounters>,
+    bytes_total: Option<u64>,
+}
+
+/// Opens every target, checks every job and starts nothing until all are good; then runs
+/// the jobs phase by phase.
+pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError> {
+    if specs.is_empty() {
+        return Err(RunError::NoJobs);
+    }
+    let process_start = ResourceUsage::process().ok();
+    let wall_start = Instant::now();
+    let timestamp_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let embedded = start_embedded_target(specs)?;
+    let embedded_url = embedded.as_ref().map(EmbeddedTarget::url);
+    let interval = tool
+        .interval_results
+        .or(tool.status_interval)
+        .or(tool.report_dir.as_ref().map(|_| Duration::from_secs(1)));
+
+    let mut prepared: Vec<Prepared> = Vec::new();
+    let mut job_number = 0u32;
+    let entropy = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x5eed);
+    for (spec_index, spec) in specs.iter().enumerate() {
+        if tool.readonly
+            && (spec.does(crate::io::Direction::Write) || spec.does(crate::io::Direction::Trim))
+        {
+            return Err(RunError::ReadOnly {
+                job: spec.name.clone(),
+            });
+        }
+        for clone in 0..spec.numjobs.max(1) {
+            job_number += 1;
+            let config = setup::engine_config(spec, embedded_url.as_ref())?;
+            let engine = engine::open(&config).map_err(|source| RunError::Engine {
+                job: spec.name.clone(),
+                engine: spec.engine().name(),
+                source: Box::new(source),
+            })?;
+            let region = spec
+                .region_for_clone(engine.size_bytes(), clone)
+                .map_err(Box::new)?;
+            let workload_config = setup::workload_config(
+                spec,
+                region,
+                job_number,
+                engine.block_size_bytes(),
+                entropy.wrapping_add(u64::from(job_number)),
+            )?;
+            let workload = Workload::new(workload_config).map_err(|source| RunError::Workload {
+                job: spec.name.clone(),
+                source,
+            })?;
+            let live = Arc::new(LiveCounters::new());
+            let bytes_total = workload.total_bytes();
+            let setup = JobSetup {
+                name: spec.name.clone(),
+                job_number,
+                engine,
+                workload,
+                iodepth: spec.iodepth.max(1) as usize,
+                batch_submit: match spec.iodepth_batch_submit {
+                    0 => spec.iodepth.max(1) as usize,
+                    n => n as usize,
+                },
+                batch_complete_min: spec.iodepth_batch_complete_min.max(1) as usize,
+                runtime: spec.runtime.filter(|r| !r.is_zero()),
+                ramp: spec.ramp_time,
+                startdelay: spec.startdelay.min,
+                verify_fatal: spec.verify_fatal,
+                stats_config: StatsConfig {
+                    sample_interval_ms: if spec.log_avg_msec > 0 {
+                        spec.log_avg_msec
+                    } else {
+                        crate::stats::DEFAULT_SAMPLE_INTERVAL_MS
+                    },
+                    track_intervals: interval.is_some(),
+                },
+                interval,
+                percentiles: spec.percentile_list.clone(),
+                logs: log_options(spec, job_number),
+                cpus: spec.cpus_allowed.clone(),
+                live: Arc::clone(&live),
+                progress: Arc::new(JobProgress::default()),
+            };
+            prepared.push(Prepared {
+                spec_index,
+                setup,
+                live,
+                bytes_total,
+            });
+        }
+    }
+
+    // Phases: a job with `stonewall` waits for every job before it.
+    let mut phases: Vec<Vec<Prepared>> = Vec::new();
+    for job in prepared {
+        let new_phase = specs[job.spec_index].stonewall || phases.is_empty();
+        if new_phase {
+            phases.push(Vec::new());
+        }
+        if let Some(phase) = phases.last_mut() {
+            phase.push(job);
+        }
+    }
+    let mut finished: Vec<(usize, JobOutcome)> = Vec::new();
+    let mut status = status::StatusPrinter::new(tool);
+    for phase in phases {
+        let mut threads = Vec::with_capacity(phase.len());
+        let mut watched = Vec::with_capacity(phase.len());
+        for job in phase {
+            let name = job.setup.name.clone();
+            watched.push(status::Watched {
+                spec: &specs[job.spec_index],
+                live: Arc::clone(&job.live),
+                progress: Arc::clone(&job.setup.progress),
+                bytes_total: job.bytes_total,
+            });
+            let spec_index = job.spec_index;
+            let thread = std::thread::Builder::new()
+                .name(format!("job-{name}"))
+                .spawn(move || job::run_job(job.setup))
+                .map_err(|source| RunError::Spawn { job: name, source })?;
+            threads.push((spec_index, thread));
+        }
+        // The main thread watches; every job ends by itself (runtime, size or failure).
+        while threads.iter().any(|(_, t)| !t.is_finished()) {
+            status.maybe_print(&watched);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (spec_index, thread) in threads {
+            match thread.join() {
+                Ok(outcome) => finished.push((spec_index, outcome)),
+                Err(_) => tracing::error!("a job thread panicked"),
+            }
+        }
+        status.finish_phase(&watched);
+    }
+    status.clear();
+    // The embedded target runs in this process: its threads' CPU is the target's, not
+    // the tool's, and is left out of the tool's CPU per I/O.
+    let target_cpu = embedded.as_ref().map(|_| threads_cpu("iscsi-target-"));
+    drop(embedded);
+
+    let failed = finished.iter().any(|(_, o)| o.error != 0);
+    let engines = finished.iter().map(|(_, o)| o.engine).collect();
+    let mut report = RunReport::new(timestamp_ms, job_reports(specs, finished));
+    report.elapsed_s = wall_start.elapsed().as_secs();
+    if let (Some(start), Ok(end)) = (process_start, ResourceUsage::process()) {
+        let mut usage = end.since(&start);
+        if let Some(target) = target_cpu {
+            usage.user_ns = usage.user_ns.saturating_sub(target.user_ns);
+            usage.system_ns = usage.system_ns.saturating_sub(target.system_ns);
+        }
+        report.process_usage = Some(usage);
+    }
+    Ok(RunOutcome {
+        report,
+        engines,
+        failed,
+    })
+}
+
+/// One embedded target for every iSCSI job that names no target, big enough for all.
+fn start_embedded_target(specs: &[JobSpec]) -> Result<Option<EmbeddedTarget>, RunError> {
+    let users: Vec<&JobSpec> = specs
+        .iter()
+        .filter(|s| s.engine() == EngineKind::Iscsi && s.filename.is_none())
+        .collect();
+    if users.is_empty() {
+        return Ok(None);
+    }
+    let size = users
+        .iter()
+        .map(|s| setup::embedded_bytes_needed(s).unwrap_or(setup::EMBEDDED_DEFAULT_BYTES))
+        .max()
+        .unwrap_or(setup::EMBEDDED_DEFAULT_BYTES);
+    EmbeddedTarget::start(&EmbeddedOptions::new(size))
+        .map(Some)
+        .map_err(|e| RunError::EmbeddedTarget(Box::new(e)))
+}
+
+fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
+    use crate::job::spec::LogName;
+    let prefix = |name: &Option<LogName>| {
+        name.as_ref().map(|n| match n {
+            LogName::JobName => spec.name.clone(),
+            LogName::Prefix(p) => p.clone(),
+        })
+    };
+    let options = LogOptions {
+        lat_prefix: prefix(&spec.write_lat_log),
+        bw_prefix: prefix(&spec.write_bw_log),
+        iops_prefix: prefix(&spec.write_iops_log),
+        avg_msec: spec.log_avg_msec,
+        log_offset: false,
+        job_number,
+    };
+    (options.lat_prefix.is_some() || options.bw_prefix.is_some() || options.iops_prefix.is_some())
+        .then_some(options)
+}
+
+/// The per-job entries of the report: one per job, or one per group where the jobs ask
+/// for `group_reporting` (fio merges the whole group then).
+fn job_reports(specs: &[JobSpec], finished: Vec<(usize, JobOutcome)>) -> Vec<JobReport> {
+    let mut reports: Vec<JobReport> = Vec::new();
+    let mut merged_groups: Vec<(u32, usize)> = Vec::new();
+    for (spec_index, outcome) in finished {
+        let spec = &specs[spec_index];
+        if spec.group_reporting {
+            if let Some(&(_, at)) = merged_groups.iter().find(|(g, _)| *g == spec.group_id) {
+                let report = &mut reports[at];
+                report.stats.merge(&outcome.stats);
+                report.members += 1;
+                if report.error == 0 && outcome.error != 0 {
+                    report.error = outcome.error;
+                    report.error_text = outcome.error_text;
+                }
+                continue;
+            }
+            merged_groups.push((spec.group_id, reports.len()));
+        }
+        reports.push(job_report(
+            spec,
+            outcome.stats,
+            outcome.intervals,
+            outcome.error,
+            outcome.error_text,
+        ));
+    }
+    reports
+}
+
+fn job_report(
+    spec: &JobSpec,
+    stats: JobStats,
+    intervals: Vec<IntervalRecord>,
+    error: i32,
+    error_text: String,
+) -> JobReport {
+    let mut report = JobReport::new(&spec.name, spec.group_id, stats);
+    report.error = error;
+    report.error_text = error_text;
+    report.iodepth = spec.iodepth;
+    report.intervals = intervals;
+    report.percentiles = PercentileOptions {
+        list: spec.percentile_list.clone(),
+        slat: spec.slat_percentiles,
+        clat: spec.clat_percentiles,
+        lat: spec.lat_percentiles,
+    };
+    report.options = job_options(spec);
+    report
+}
+
+/// fio's "job options": the options the job set, as strings.
+fn job_options(spec: &JobSpec) -> Vec<(String, String)> {
+    let rendered = crate::job::render_job_file(std::slice::from_ref(spec));
+    rendered
+        .lines()
+        .filter(|line| !line.starts_with('[') && !line.starts_with(';') && !line.is_empty())
+        .filter_map(|line| {
+            let (key, value) = line.split_once('=').unwrap_or((line, ""));
+            (key != "name").then(|| (key.trim().to_string(), value.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Used by `status` to know a job is over.
+fn is_over(progress: &JobProgress) -> bool {
+    matches!(
+        progress.state.load(Ordering::Relaxed),
+        job::state::DONE | job::state::FAILED
+    )
+}
+
+/// The CPU time of this process's threads whose name starts with `prefix`, from
+/// `/proc/self/task/*/stat` (utime and stime, fields 14 and 15, in clock ticks).
+fn threads_cpu(prefix: &str) -> ResourceUsage {
+    let mut usage = ResourceUsage::default();
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as u64,
+        _ => 100,
+    };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return usage;
+    };
+    for task in tasks.flatten().take(4096) {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // The command name may hold spaces; the fields after it are plain.
+        let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // After ')' the state is field 3, so utime (14) and stime (15) are at 11 and 12.
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        usage.user_ns += tick(11) * 1_000_000_000 / ticks_per_s;
+        usage.system_ns += tick(12) * 1_000_000_000 / ticks_per_s;
+    }
+    usage
+}

@@ -1,0 +1,362 @@
+//! From a parsed [`JobSpec`] to what the other parts take: the engine's configuration and
+//! the workload's. Pure mapping, no I/O; every choice fio makes implicitly is written here.
+
+use std::time::Duration;
+
+use datapath::url::IscsiUrl;
+
+use crate::engine::{
+    DigestPreference, EngineConfig, IscsiOptions, IscsiTarget, LayoutPolicy, LoginOptions,
+    NullOptions, UringOptions,
+};
+use crate::io::Direction;
+use crate::job::spec::{
+    BlockSize, DigestChoice, Distribution, Engine as EngineKind, IscsiUrl as JobUrl, JobSpec,
+    RateProcess as JobRateProcess, Region, RwKind, SizeSpec, Target, VerifyKind as JobVerify,
+};
+use crate::workload::{
+    job_seed, BlockSizeSpec, BsSplitEntry, PacingConfig, PerDirection, RandomDistribution,
+    RateProcess, RwMode, ThinkTime, ThinkTimeTrigger, VerifyConfig, VerifyKind, WorkloadConfig,
+};
+
+/// The size of the embedded target's LUN when no job says how much it uses.
+pub const EMBEDDED_DEFAULT_BYTES: u64 = 1 << 30;
+
+/// Why a job cannot be set up, naming the job and the option.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("job {job}: {option}={value}: {why}")]
+    Option {
+        job: String,
+        option: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+/// The size the embedded target needs for this job: the end of its region (all clones),
+/// or `None` when the job takes the whole LUN whatever its size.
+pub fn embedded_bytes_needed(spec: &JobSpec) -> Option<u64> {
+    let offset = match spec.offset {
+        SizeSpec::Bytes(bytes) => bytes,
+        SizeSpec::Percent(_) => return None,
+    };
+    let size = match spec.size? {
+        SizeSpec::Bytes(bytes) => bytes,
+        SizeSpec::Percent(_) => return None,
+    };
+    let increment = match spec.offset_increment {
+        Some(SizeSpec::Bytes(bytes)) => bytes,
+        Some(SizeSpec::Percent(_)) => return None,
+        None => 0,
+    };
+    let clones = u64::from(spec.numjobs.saturating_sub(1));
+    Some(
+        offset
+            .saturating_add(size)
+            .saturating_add(increment.saturating_mul(clones)),
+    )
+}
+
+/// The engine configuration of one clone. `embedded` is the URL of the run's embedded
+/// target, for iSCSI jobs that name no target.
+pub fn engine_config(
+    spec: &JobSpec,
+    embedded: Option<&IscsiUrl>,
+) -> Result<EngineConfig, SetupError> {
+    let iodepth = spec.iodepth.max(1) as usize;
+    let max_block = max_block_bytes(spec);
+    match spec.engine() {
+        EngineKind::Null => {
+            let size = match spec.size {
+                Some(SizeSpec::Bytes(bytes)) => {
+                    let offset = match spec.offset {
+                        SizeSpec::Bytes(offset) => offset,
+                        SizeSpec::Percent(_) => 0,
+                    };
+                    offset.saturating_add(bytes)
+                }
+                _ => EMBEDDED_DEFAULT_BYTES,
+            };
+            Ok(EngineConfig::Null(NullOptions::new(size, iodepth)))
+        }
+        EngineKind::IoUring => {
+            let Some(Target::Path(path)) = &spec.filename else {
+                return Err(SetupError::Option {
+                    job: spec.name.clone(),
+                    option: "filename",
+                    value: describe_target(spec.filename.as_ref()),
+                    why: "ioengine=io_uring needs a local file or block device",
+                });
+            };
+            let mut options = UringOptions::new(path.clone(), iodepth, max_block);
+            options.size_bytes = match (spec.offset, spec.size) {
+                (SizeSpec::Bytes(offset), Some(SizeSpec::Bytes(size))) => {
+                    Some(offset.saturating_add(size))
+                }
+                _ => None,
+            };
+            // fio lays a file out before it reads from it; a write-only job only extends it.
+            options.layout = if spec.does(Direction::Read) || spec.verify != JobVerify::None {
+                LayoutPolicy::WriteOut
+            } else {
+                LayoutPolicy::Extend
+            };
+            options.direct = spec.direct;
+            options.fixedbufs = spec.fixedbufs;
+            options.registerfiles = spec.registerfiles;
+            options.sqthread_poll = spec.sqthread_poll;
+            Ok(EngineConfig::Uring(options))
+        }
+        EngineKind::Iscsi => {
+            let url = match &spec.filename {
+                Some(Target::Iscsi(url)) => datapath_url(url),
+                None => embedded.cloned().ok_or(SetupError::Option {
+                    job: spec.name.clone(),
+                    option: "filename",
+                    value: String::new(),
+                    why: "no target given and no embedded target running",
+                })?,
+                Some(other) => {
+                    return Err(SetupError::Option {
+                        job: spec.name.clone(),
+                        option: "filename",
+                        value: describe_target(Some(other)),
+                        why: "ioengine=iscsi needs an iscsi:// URL (or no filename for the embedded target)",
+                    })
+                }
+            };
+            let mut options = IscsiOptions::new(IscsiTarget::Url(url), iodepth);
+            options.login = login_options(spec);
+            options.shards = spec.iscsi.shards.unwrap_or(1).max(1) as usize;
+            options.io_timeout = spec.io_timeout;
+            options.first_core = spec
+                .cpus_allowed
+                .as_ref()
+                .and_then(|cpus| cpus.first())
+                .map(|&cpu| cpu as usize);
+            Ok(EngineConfig::Iscsi(Box::new(options)))
+        }
+    }
+}
+
+fn describe_target(target: Option<&Target>) -> String {
+    match target {
+        None => "(none)".into(),
+        Some(Target::Null) => "null".into(),
+        Some(Target::Path(path)) => path.display().to_string(),
+        Some(Target::Iscsi(url)) => format!(
+            "iscsi://{}:{}/{}/{}",
+            url.host, url.port, url.target_iqn, url.lun
+        ),
+    }
+}
+
+/// The job parser's URL as the data path's URL type.
+pub fn datapath_url(url: &JobUrl) -> IscsiUrl {
+    IscsiUrl {
+        user: url.user.clone(),
+        secret: url.password.clone(),
+        host: url.host.clone(),
+        port: url.port,
+        target: Some(url.target_iqn.clone()),
+        lun: Some(url.lun),
+        target_user: None,
+        target_secret: None,
+        header_digest: None,
+    }
+}
+
+fn digest(choice: DigestChoice) -> DigestPreference {
+    match choice {
+        DigestChoice::None => DigestPreference::None,
+        DigestChoice::Crc32c => DigestPreference::Crc32c,
+    }
+}
+
+fn login_options(spec: &JobSpec) -> LoginOptions {
+    let iscsi = &spec.iscsi;
+    let chap = iscsi
+        .chap
+        .as_ref()
+        .map(|c| (c.username.clone(), c.secret.clone()));
+    LoginOptions {
+        initiator_name: iscsi.initiator_name.clone(),
+        header_digest: Some(digest(iscsi.header_digest)),
+        data_digest: Some(digest(iscsi.data_digest)),
+        immediate_data: iscsi.immediate_data,
+        initial_r2t: iscsi.initial_r2t,
+        max_burst_length: iscsi.max_burst_length_bytes,
+        first_burst_length: iscsi.first_burst_length_bytes,
+        max_recv_data_segment_length: iscsi.max_recv_data_segment_length_bytes,
+        // CHAP in the URL (user%secret@) counts when the job sets none.
+        chap: chap.or_else(|| match &spec.filename {
+            Some(Target::Iscsi(url)) => url.user.clone().zip(url.password.clone()),
+            _ => None,
+        }),
+        mutual_chap: iscsi
+            .mutual_chap
+            .as_ref()
+            .map(|c| (c.username.clone(), c.secret.clone())),
+        connect_timeout: None,
+    }
+}
+
+/// The largest I/O of the job in any direction it uses.
+pub fn max_block_bytes(spec: &JobSpec) -> u32 {
+    [Direction::Read, Direction::Write, Direction::Trim]
+        .into_iter()
+        .filter(|d| spec.does(*d))
+        .map(|d| spec.block_size.get(d).max_bytes())
+        .max()
+        .unwrap_or(4096)
+        .min(u64::from(u32::MAX)) as u32
+}
+
+fn rw_mode(kind: RwKind) -> RwMode {
+    match kind {
+        RwKind::Read => RwMode::Read,
+        RwKind::Write => RwMode::Write,
+        RwKind::Trim => RwMode::Trim,
+        RwKind::RandRead => RwMode::RandRead,
+        RwKind::RandWrite => RwMode::RandWrite,
+        RwKind::RandTrim => RwMode::RandTrim,
+        RwKind::ReadWrite => RwMode::ReadWrite,
+        RwKind::RandRw => RwMode::RandRw,
+    }
+}
+
+fn to_u32(spec: &JobSpec, option: &'static str, value: u64) -> Result<u32, SetupError> {
+    u32::try_from(value).map_err(|_| SetupError::Option {
+        job: spec.name.clone(),
+        option,
+        value: value.to_string(),
+        why: "larger than 4 GiB",
+    })
+}
+
+fn block_size_spec(spec: &JobSpec, bs: &BlockSize) -> Result<BlockSizeSpec, SetupError> {
+    Ok(match bs {
+        BlockSize::Fixed(len) => BlockSizeSpec::Fixed(to_u32(spec, "bs", *len)?),
+        BlockSize::Range(range) => BlockSizeSpec::Range {
+            min_bytes: to_u32(spec, "bsrange", range.min)?,
+            max_bytes: to_u32(spec, "bsrange", range.max)?,
+        },
+        BlockSize::Split(entries) => BlockSizeSpec::Split(
+            entries
+                .iter()
+                .map(|e| {
+                    Ok(BsSplitEntry {
+                        len_bytes: to_u32(spec, "bssplit", e.len_bytes)?,
+                        percent: Some(e.percent),
+                    })
+                })
+                .collect::<Result<_, SetupError>>()?,
+        ),
+    })
+}
+
+fn per_direction<T, U>(
+    read: T,
+    write: T,
+    trim: T,
+    map: impl Fn(T) -> Result<U, SetupError>,
+) -> Result<PerDirection<U>, SetupError> {
+    Ok(PerDirection {
+        read: map(read)?,
+        write: map(write)?,
+        trim: map(trim)?,
+    })
+}
+
+/// The workload of job number `job_number` (1-based over the run, as fio numbers its
+/// threads) over `region`, on a target whose logical block is `lba_bytes`. `entropy` seeds
+/// jobs with `randrepeat=0`.
+pub fn workload_config(
+    spec: &JobSpec,
+    region: Region,
+    job_number: u32,
+    lba_bytes: u32,
+    entropy: u64,
+) -> Result<WorkloadConfig, SetupError> {
+    let bs = &spec.block_size;
+    let block_sizes = per_direction(&bs.read, &bs.write, &bs.trim, |b| block_size_spec(spec, b))?;
+    let ba = &spec.block_align;
+    let block_align_bytes = per_direction(ba.read, ba.write, ba.trim, |a| {
+        a.map(|v| to_u32(spec, "blockalign", v)).transpose()
+    })?;
+    let random_distribution = match spec.random_distribution {
+        Distribution::Random => RandomDistribution::Uniform,
+        Distribution::Zipf { theta, center } => RandomDistribution::Zipf { theta, center },
+        Distribution::Pareto { power, center } => RandomDistribution::Pareto { h: power, center },
+        Distribution::Normal {
+            deviation_percent,
+            center,
+        } => RandomDistribution::Normal {
+            stddev_percent: deviation_percent,
+            center,
+        },
+    };
+    let io_size_bytes = match spec.io_size {
+        None => None,
+        Some(SizeSpec::Bytes(bytes)) => Some(bytes),
+        Some(SizeSpec::Percent(pct)) => Some(region.len_bytes / 100 * u64::from(pct)),
+    };
+    let thinktime = (!spec.thinktime.is_zero()).then(|| ThinkTime {
+        pause: spec.thinktime,
+        spin: Duration::ZERO,
+        blocks: spec.thinktime_blocks.max(1),
+        trigger: ThinkTimeTrigger::Complete,
+    });
+    let pacing = PacingConfig {
+        rate_bytes_per_s: PerDirection {
+            read: spec.rate.read,
+            write: spec.rate.write,
+            trim: spec.rate.trim,
+        },
+        rate_iops: PerDirection {
+            read: spec.rate_iops.read,
+            write: spec.rate_iops.write,
+            trim: spec.rate_iops.trim,
+        },
+        process: match spec.rate_process {
+            JobRateProcess::Linear => RateProcess::Linear,
+            JobRateProcess::Poisson => RateProcess::Poisson,
+        },
+        thinktime,
+    };
+    let verify = match spec.verify {
+        JobVerify::None => None,
+        kind => Some(VerifyConfig {
+            kind: match kind {
+                JobVerify::Md5 => VerifyKind::Md5,
+                JobVerify::Sha256 => VerifyKind::Sha256,
+                JobVerify::Pattern => VerifyKind::Pattern,
+                _ => VerifyKind::Crc32c,
+            },
+            pattern: spec.verify_pattern.clone(),
+            fatal: spec.verify_fatal,
+            do_verify: spec.do_verify,
+            lba_size_bytes: lba_bytes.max(1),
+            ..VerifyConfig::default()
+        }),
+    };
+    Ok(WorkloadConfig {
+        offset_bytes: region.offset_bytes,
+        size_bytes: region.len_bytes,
+        rw: rw_mode(spec.rw.kind),
+        rwmixread_percent: spec.rwmixread,
+        block_sizes,
+        block_align_bytes,
+        norandommap: spec.norandommap,
+        random_distribution,
+        loops: spec.loops.max(1),
+        number_ios: spec.number_ios,
+        io_size_bytes,
+        time_based: spec.time_based,
+        seed: job_seed(spec.randseed, spec.randrepeat, job_number, entropy),
+        pacing,
+        verify,
+    })
+}
