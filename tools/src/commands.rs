@@ -1,17 +1,26 @@
 //! One function per `iscsi-ctl` command: build the CDBs, run them through a logged-in
-//! [`Client`], decode the answers, render them.
+//! [`Link`] (the blocking [`Client`] on the software path, or a one-shard [`ShardPool`]
+//! over an offload adapter model when `--transport` says so), decode the answers, render
+//! them.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
+use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::{Client, ClientError};
 use datapath::scsi::{
     self, BlockLimits, Cdb, DeviceIdentification, ReadCapacity10, ReadCapacity16, ReportLuns,
     Sense, StandardInquiry, SupportedVpdPages, UnitSerialNumber,
 };
+use datapath::session::CommandError;
 use datapath::session::{CommandOutcome, DataDirection};
+use datapath::shard::{ShardConfig, ShardError, ShardPath, ShardPool, ShardRequest};
+use offload::dependent::{DependentModel, DependentModelConfig};
+use offload::independent::{IndependentModel, IndependentModelConfig};
 use serde_json::{json, Value};
 
-use crate::config::ConnectOptions;
+use crate::config::{ConnectOptions, Transport};
 use crate::render::{hex, hex_dump, human_bytes, table, Output};
 use datapath::url::{IscsiUrl, UrlError};
 
@@ -40,6 +49,137 @@ pub enum CtlError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error("command failed on the {transport} path: {error}")]
+    Command {
+        transport: &'static str,
+        error: CommandError,
+    },
+}
+
+/// A logged-in connection to one target, over the transport `--transport` chose.
+pub enum Link {
+    /// Our session over kernel TCP (the blocking client).
+    Software(Box<Client>),
+    /// One shard driving queue pair 0 of a software model of an offload adapter.
+    Adapter {
+        pool: ShardPool,
+        transport: &'static str,
+        command_timeout: Duration,
+    },
+}
+
+impl Link {
+    fn execute(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        direction: DataDirection,
+        buffer: Vec<u8>,
+    ) -> Result<CommandOutcome, CtlError> {
+        match self {
+            Link::Software(client) => Ok(client.execute(lun, cdb, direction, buffer)?),
+            Link::Adapter {
+                pool,
+                transport,
+                command_timeout,
+            } => {
+                let request = ShardRequest {
+                    lun,
+                    cdb: cdb.to_vec(),
+                    direction,
+                    buffer,
+                    user_data: 0,
+                };
+                let done = pool.execute(0, request, *command_timeout)?;
+                done.result.map_err(|failure| CtlError::Command {
+                    transport,
+                    error: failure.error,
+                })
+            }
+        }
+    }
+
+    /// Runs the commands pipelined (as many in flight as the link takes); results in order.
+    fn execute_batch(
+        &mut self,
+        commands: Vec<(u64, Vec<u8>, DataDirection, Vec<u8>)>,
+    ) -> Result<Vec<Result<CommandOutcome, CtlError>>, CtlError> {
+        match self {
+            Link::Software(client) => Ok(client
+                .execute_batch(commands)?
+                .into_iter()
+                .map(|r| r.map_err(CtlError::from))
+                .collect()),
+            Link::Adapter {
+                pool,
+                transport,
+                command_timeout,
+            } => {
+                let total = commands.len();
+                let mut results: Vec<Option<Result<CommandOutcome, CtlError>>> =
+                    (0..total).map(|_| None).collect();
+                let completions = pool.completions(0).ok_or(ShardError::NoSuchShard {
+                    index: 0,
+                    shards: pool.len(),
+                })?;
+                let mut pending =
+                    commands
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (lun, cdb, direction, buffer))| ShardRequest {
+                            lun,
+                            cdb,
+                            direction,
+                            buffer,
+                            user_data: i as u64,
+                        });
+                let mut next = pending.next();
+                let mut done = 0;
+                // Bounded: every turn submits or waits at most the command timeout.
+                while done < total {
+                    while let Some(request) = next.take() {
+                        match pool.submit(0, request) {
+                            Ok(()) => next = pending.next(),
+                            Err(back) => {
+                                next = Some(back);
+                                break;
+                            }
+                        }
+                    }
+                    let completion = completions.recv_timeout(*command_timeout).map_err(|_| {
+                        ShardError::TimedOut {
+                            shard: 0,
+                            after: *command_timeout,
+                        }
+                    })?;
+                    let Some(slot) = results.get_mut(completion.user_data as usize) else {
+                        continue;
+                    };
+                    if slot.is_none() {
+                        done += 1;
+                    }
+                    *slot = Some(completion.result.map_err(|failure| CtlError::Command {
+                        transport,
+                        error: failure.error,
+                    }));
+                }
+                Ok(results.into_iter().flatten().collect())
+            }
+        }
+    }
+
+    /// Logs out (the software session) or stops the shard (adapter paths).
+    fn logout(self) -> Result<(), CtlError> {
+        match self {
+            Link::Software(client) => Ok((*client).logout()?),
+            Link::Adapter { pool, .. } => {
+                pool.shutdown();
+                Ok(())
+            }
+        }
+    }
 }
 
 /// SCSI commands that may move this many bytes at most go in one command.
@@ -81,7 +221,7 @@ fn is_unit_attention(error: &CtlError) -> bool {
 
 /// Runs one CDB on `lun`, retrying past unit attentions, and returns the data read.
 fn run(
-    client: &mut Client,
+    client: &mut Link,
     command: &'static str,
     lun: u64,
     cdb: &Cdb,
@@ -107,6 +247,43 @@ fn run(
 
 fn connect(options: &ConnectOptions, url: &IscsiUrl) -> Result<Client, CtlError> {
     Ok(Client::connect(&options.client_config(url)?)?)
+}
+
+/// Logs in to `url` over the transport `--transport` names. An adapter transport builds a
+/// fresh software model of that adapter kind with one queue pair and drives it from one
+/// shard.
+fn open_link(options: &ConnectOptions, url: &IscsiUrl) -> Result<Link, CtlError> {
+    let config = options.client_config(url)?;
+    let path = match options.transport {
+        Transport::Software => return Ok(Link::Software(Box::new(Client::connect(&config)?))),
+        Transport::Dependent => {
+            let model: Arc<dyn DependentAdapter> = DependentModel::new(DependentModelConfig {
+                queue_pairs: 1,
+                ..DependentModelConfig::default()
+            });
+            ShardPath::Dependent(model)
+        }
+        Transport::Independent => {
+            let model: Arc<dyn IndependentAdapter> =
+                IndependentModel::new(IndependentModelConfig {
+                    queue_pairs: 1,
+                    ..IndependentModelConfig::default()
+                });
+            ShardPath::Independent(model)
+        }
+    };
+    let transport = path.name();
+    let shard_config = ShardConfig {
+        queue_depth: config.queue_depth,
+        path,
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&config, 1, &shard_config)?;
+    Ok(Link::Adapter {
+        pool,
+        transport,
+        command_timeout: config.command_timeout,
+    })
 }
 
 fn decode_error(command: &'static str) -> impl FnOnce(scsi::ScsiError) -> CtlError {
@@ -145,6 +322,13 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
         return Err(CtlError::Url(UrlError::NoTarget {
             url: url.to_string(),
         }));
+    }
+    if options.transport != Transport::Software {
+        return Err(CtlError::Usage(
+            "login shows the software session's negotiation; --transport applies to the \
+             data commands (luns, inquiry, readcap, read, write)"
+                .into(),
+        ));
     }
     let client = connect(options, &url)?;
     let p = client.params().cloned().unwrap_or_default();
@@ -207,7 +391,7 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
 }
 
 /// REPORT LUNS with a buffer that grows once if the target has more to say.
-fn report_luns(client: &mut Client, lun: u64) -> Result<ReportLuns, CtlError> {
+fn report_luns(client: &mut Link, lun: u64) -> Result<ReportLuns, CtlError> {
     let mut alloc = 4096u32;
     loop {
         let data = run(
@@ -227,7 +411,7 @@ fn report_luns(client: &mut Client, lun: u64) -> Result<ReportLuns, CtlError> {
 }
 
 /// Block length and count, from READ CAPACITY(16), or (10) where (16) is refused.
-fn capacity(client: &mut Client, lun: u64) -> Result<(u32, u64, Value), CtlError> {
+fn capacity(client: &mut Link, lun: u64) -> Result<(u32, u64, Value), CtlError> {
     match run(
         client,
         "READ CAPACITY(16)",
@@ -288,7 +472,7 @@ pub fn luns(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ctl
             url: url.to_string(),
         }));
     }
-    let mut client = connect(options, &url)?;
+    let mut client = open_link(options, &url)?;
     let report = report_luns(&mut client, lun_of(&url))?;
     let mut rows = Vec::new();
     for lun in &report.luns {
@@ -343,7 +527,7 @@ pub fn inquiry(
     out: &Output,
 ) -> Result<(), CtlError> {
     let url = IscsiUrl::parse_lun_url(url)?;
-    let mut client = connect(options, &url)?;
+    let mut client = open_link(options, &url)?;
     let lun = lun_of(&url);
     let (value, human) = match vpd {
         None => {
@@ -550,7 +734,7 @@ fn vpd_view(page: u8, data: &[u8]) -> Result<(Value, String), CtlError> {
 
 pub fn readcap(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), CtlError> {
     let url = IscsiUrl::parse_lun_url(url)?;
-    let mut client = connect(options, &url)?;
+    let mut client = open_link(options, &url)?;
     let (block_length, blocks, value) = capacity(&mut client, lun_of(&url))?;
     client.logout()?;
     out.emit(&value, || {
@@ -595,7 +779,7 @@ fn check_range(lba: u64, blocks: u64, capacity_blocks: u64) -> Result<(), CtlErr
 
 /// Runs a batch of read or write CDBs pipelined, in order, failing on the first error.
 fn run_batch(
-    client: &mut Client,
+    client: &mut Link,
     command: &'static str,
     lun: u64,
     commands: Vec<(Cdb, Vec<u8>)>,
@@ -626,7 +810,7 @@ pub fn read(
     if blocks == 0 {
         return Err(CtlError::Usage("--blocks must be at least 1".into()));
     }
-    let mut client = connect(options, &url)?;
+    let mut client = open_link(options, &url)?;
     let lun = lun_of(&url);
     let (block_length, capacity_blocks, _) = capacity(&mut client, lun)?;
     check_range(lba, blocks as u64, capacity_blocks)?;
@@ -671,7 +855,7 @@ pub fn write(
         path: input.display().to_string(),
         source,
     })?;
-    let mut client = connect(options, &url)?;
+    let mut client = open_link(options, &url)?;
     let lun = lun_of(&url);
     let (block_length, capacity_blocks, _) = capacity(&mut client, lun)?;
     if data.is_empty() || data.len() % block_length as usize != 0 {

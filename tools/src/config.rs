@@ -22,6 +22,20 @@ pub enum DigestOption {
     Prefer,
 }
 
+/// What carries the data commands (DESIGN.md, "The path of one I/O").
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Our session over kernel TCP through io_uring.
+    #[default]
+    Software,
+    /// A software model of a dependent offload adapter: our session, the adapter frames,
+    /// digests, places Data-In and carries TCP.
+    Dependent,
+    /// A software model of an independent offload adapter: it logs in and runs the
+    /// session itself; we hand it SCSI commands.
+    Independent,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum YesNo {
     Yes,
@@ -78,6 +92,9 @@ pub struct ConnectOptions {
     /// Commands in flight for multi-command transfers.
     #[arg(long, global = true, default_value_t = 16)]
     pub queue_depth: usize,
+    /// What carries the data commands (luns, inquiry, readcap, read, write).
+    #[arg(long, global = true, value_enum, default_value = "software")]
+    pub transport: Transport,
 }
 
 fn digest_choices(option: DigestOption) -> Vec<DigestChoice> {

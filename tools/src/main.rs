@@ -1,6 +1,8 @@
 //! `iscsi-ctl`: the admin tool. Discovery, login checks, LUN, INQUIRY and capacity
-//! inspection, and block reads and writes, against any iSCSI target.
+//! inspection, and block reads and writes, against any iSCSI target, over software TCP or
+//! an offload adapter model (`--transport`); and the offload adapters it can drive.
 
+mod adapters;
 mod commands;
 mod config;
 mod render;
@@ -50,6 +52,22 @@ enum Command {
     Read(ReadArgs),
     /// Write blocks from a file.
     Write(WriteArgs),
+    /// List offload adapters: the software models (kind, queue pairs, capabilities, the
+    /// shard and core each queue pair is pinned to) and the real ones in sysfs.
+    Adapters(AdaptersArgs),
+}
+
+#[derive(Args, Debug)]
+struct AdaptersArgs {
+    /// Shards (one queue pair each) to plan for; default: the cores this process may use.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// The core shard 0 pins to; shard i pins to the (core + i)-th usable core.
+    #[arg(long, default_value_t = 0)]
+    core: usize,
+    /// Read real adapters from this sysfs tree instead of /sys.
+    #[arg(long, default_value = offload::discovery::SYSFS_ROOT)]
+    sysfs_root: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +133,7 @@ fn main() {
             &out,
         ),
         Command::Write(a) => commands::write(&cli.options, &a.url, a.lba, &a.input, &out),
+        Command::Adapters(a) => adapters::adapters(a.shards, a.core, &a.sysfs_root, &out),
     };
     if let Err(error) = result {
         if cli.json {

@@ -16,6 +16,12 @@
 //! `Status`, an underflow residual as `Short`, a lost connection or a protocol failure as
 //! `Transport`.
 //!
+//! `transport=` ([`IscsiOptions::transport`]): `software` runs each shard's own session
+//! over kernel TCP; `dependent` and `independent` build a software model of that kind of
+//! offload adapter (`offload::dependent`, `offload::independent`) with one queue pair per
+//! shard, and shard `i` drives queue pair `i` ([`ShardPath`]). The adapter's threads'
+//! CPU time is [`IscsiEngine::adapter_cpu_time`], so a report can tell host from adapter CPU.
+//!
 //! `io_timeout`: a unit still in flight that long after its submission fails with
 //! [`IoError::Timeout`], found when the runner reaps (there is no timer thread). The shard
 //! still holds the command: its buffer is not handed back (the unit comes back with an
@@ -26,19 +32,22 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, TryRecvError};
+use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::ClientConfig;
 use datapath::scsi::{BlockLimits, Cdb, ReadCapacity10, ReadCapacity16, Sense};
 use datapath::session::{ChapConfig, CommandError, DataDirection, Residual};
-use datapath::shard::{ShardCompletion, ShardConfig, ShardPool, ShardRequest};
+use datapath::shard::{ShardCompletion, ShardConfig, ShardPath, ShardPool, ShardRequest};
 use datapath::text::DigestChoice;
 use datapath::url::{IscsiUrl, UrlError};
 
 use super::embedded::{EmbeddedOptions, EmbeddedTarget};
 use super::{Engine, EngineCounters, EngineError};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
+pub use crate::job::spec::TransportKind;
 
 /// TEST UNIT READY attempts per shard at open.
 pub const UNIT_ATTENTION_RETRIES: usize = 5;
@@ -152,6 +161,10 @@ pub struct IscsiOptions {
     pub io_timeout: Option<Duration>,
     /// Pin shard `i` to core `first_core + i` (fio's `cpus_allowed` maps here).
     pub first_core: Option<usize>,
+    /// What carries the commands (the job's `transport=`, `spec.iscsi.transport`):
+    /// software TCP, or a model of a dependent or independent offload adapter with one
+    /// queue pair per shard.
+    pub transport: TransportKind,
 }
 
 impl IscsiOptions {
@@ -163,6 +176,7 @@ impl IscsiOptions {
             iodepth,
             io_timeout: None,
             first_core: None,
+            transport: TransportKind::Software,
         }
     }
 }
@@ -182,6 +196,8 @@ struct InFlight {
 pub struct IscsiEngine {
     /// Declared before the target: the sessions log out before the target stops.
     pool: Option<ShardPool>,
+    /// The adapter model the shards drive (software: none).
+    path: ShardPath,
     embedded: Option<EmbeddedTarget>,
     lun: u64,
     block_size_bytes: u32,
@@ -251,10 +267,12 @@ impl IscsiEngine {
             .io_timeout
             .map_or(COMMAND_TIMEOUT_MIN, |t| (t * 4).max(COMMAND_TIMEOUT_MIN));
         let client = client_config(&url, &options.login, command_timeout, options.iodepth)?;
+        let path = adapter_path(options.transport, options.shards);
         let shard_config = ShardConfig {
             core: options.first_core,
             queue_depth: options.iodepth,
             ring_entries: (options.iodepth * 2).next_power_of_two().clamp(64, 4096) as u32,
+            path: path.clone(),
             ..ShardConfig::default()
         };
         let pool = ShardPool::start(&client, options.shards, &shard_config)?;
@@ -266,6 +284,7 @@ impl IscsiEngine {
         tracing::info!(
             url = %url,
             shards = pool.len(),
+            transport = path.name(),
             size_bytes,
             block_size_bytes,
             ?unmap_supported,
@@ -275,6 +294,7 @@ impl IscsiEngine {
             per_shard: vec![0; pool.len()],
             dead_shards: vec![false; pool.len()],
             pool: Some(pool),
+            path,
             embedded,
             lun,
             block_size_bytes,
@@ -291,6 +311,16 @@ impl IscsiEngine {
             buffers: Vec::new(),
             counters: EngineCounters::default(),
         })
+    }
+
+    /// `software`, `dependent` or `independent`.
+    pub fn transport(&self) -> &'static str {
+        self.path.name()
+    }
+
+    /// CPU time the adapter model's own threads used so far (`None` on the software path).
+    pub fn adapter_cpu_time(&self) -> Option<Duration> {
+        self.path.adapter_cpu_time()
     }
 
     /// Whether the LUN supports UNMAP, from its Block Limits page (`None`: it has none).
@@ -964,6 +994,31 @@ fn describe(status: u8, sense: &Option<Sense>) -> String {
             "status {status:#04x} ({})",
             datapath::scsi::status_name(status)
         ),
+    }
+}
+
+/// The path `transport` names: for an adapter, a fresh software model of that kind with
+/// one queue pair per shard.
+pub fn adapter_path(transport: TransportKind, shards: usize) -> ShardPath {
+    match transport {
+        TransportKind::Software => ShardPath::Software,
+        TransportKind::Dependent => {
+            let model: Arc<dyn DependentAdapter> =
+                offload::dependent::DependentModel::new(offload::dependent::DependentModelConfig {
+                    queue_pairs: shards,
+                    ..Default::default()
+                });
+            ShardPath::Dependent(model)
+        }
+        TransportKind::Independent => {
+            let model: Arc<dyn IndependentAdapter> = offload::independent::IndependentModel::new(
+                offload::independent::IndependentModelConfig {
+                    queue_pairs: shards,
+                    ..Default::default()
+                },
+            );
+            ShardPath::Independent(model)
+        }
     }
 }
 

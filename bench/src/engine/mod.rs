@@ -49,7 +49,9 @@ use std::time::Duration;
 use crate::io::{IoDone, IoUnit};
 
 pub use embedded::{EmbeddedLun, EmbeddedOptions};
-pub use iscsi::{DigestPreference, IscsiEngine, IscsiOptions, IscsiTarget, LoginOptions};
+pub use iscsi::{
+    DigestPreference, IscsiEngine, IscsiOptions, IscsiTarget, LoginOptions, TransportKind,
+};
 pub use null::{NullEngine, NullOptions};
 pub use uring::{LayoutPolicy, UringEngine, UringOptions};
 

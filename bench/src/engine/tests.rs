@@ -505,6 +505,32 @@ fn iscsi_embedded_write_read_compare_size_and_trim() {
 }
 
 #[test]
+fn iscsi_over_both_adapter_models_moves_data_intact() {
+    for transport in [TransportKind::Dependent, TransportKind::Independent] {
+        let mut options =
+            IscsiOptions::new(IscsiTarget::Embedded(EmbeddedOptions::new(8 << 20)), 4);
+        options.shards = 2;
+        options.transport = transport;
+        let mut engine = IscsiEngine::open(&options).expect("engine over an adapter model");
+        assert_eq!(engine.shard_info().len(), 2);
+        let offsets: Vec<u64> = (0..12).map(|i| i * 262144 + 4096 * (i % 2)).collect();
+        write_read_compare(&mut engine, &offsets, 65536);
+        let name = engine.transport();
+        assert_eq!(name, format!("{transport:?}").to_lowercase());
+        let cpu = engine.adapter_cpu_time().expect("an adapter path");
+        assert!(
+            cpu > Duration::ZERO,
+            "{name}: the adapter's threads are metered"
+        );
+        let counters = Box::new(engine).close().unwrap();
+        assert_eq!(counters.ios_timed_out, 0, "{name}");
+    }
+    let engine = embedded(1 << 20, 1);
+    assert_eq!(engine.transport(), "software");
+    assert_eq!(engine.adapter_cpu_time(), None);
+}
+
+#[test]
 fn iscsi_with_digests_and_small_bursts_moves_data_intact() {
     let mut options = IscsiOptions::new(IscsiTarget::Embedded(EmbeddedOptions::new(4 << 20)), 4);
     options.login = LoginOptions {

@@ -400,10 +400,15 @@ impl DependentPath {
         self.ready.pop_front()
     }
 
+    /// True when completions are ready to take or announced by the adapter.
+    pub fn ready_to_poll(&self) -> bool {
+        !self.ready.is_empty() || self.queue.completions.announced() > 0
+    }
+
     /// Sleeps until the adapter announces completions, a timer of the path is due, or
     /// `timeout` passes. True when there is something for [`DependentPath::poll`].
     pub fn wait(&mut self, timeout: Duration) -> bool {
-        if !self.ready.is_empty() || self.queue.completions.announced() > 0 {
+        if self.ready_to_poll() {
             return true;
         }
         let now = Instant::now();

@@ -282,10 +282,15 @@ impl IndependentPath {
         self.ready.pop_front()
     }
 
+    /// True when completions are ready to take or announced by the adapter.
+    pub fn ready_to_poll(&self) -> bool {
+        !self.ready.is_empty() || self.queue.completions.announced() > 0
+    }
+
     /// Sleeps until completions are announced, a doorbell check is due, or `timeout`
     /// passes. True when there is something for [`IndependentPath::poll`].
     pub fn wait(&mut self, timeout: Duration) -> bool {
-        if !self.ready.is_empty() || self.queue.completions.announced() > 0 {
+        if self.ready_to_poll() {
             return true;
         }
         let limit = match self.next_deadline() {

@@ -296,6 +296,10 @@ pub trait AdapterPath {
     fn poll_completion(&mut self) -> Option<PathCompletion>;
     /// Sleeps until there is something to poll or `timeout` passes.
     fn wait(&mut self, timeout: Duration) -> bool;
+    /// True when a [`AdapterPath::poll`] would find completions (announced or ready). A
+    /// shard that sleeps on [`AdapterPath::notifier`] itself checks this after it said it
+    /// sleeps, so no completion doorbell is missed.
+    fn ready_to_poll(&self) -> bool;
     /// When the path needs a poll even without completions.
     fn next_deadline(&self) -> Option<std::time::Instant>;
     /// The eventfd the adapter writes when it announces completions to a sleeping host.
@@ -324,6 +328,9 @@ macro_rules! impl_adapter_path {
             }
             fn wait(&mut self, timeout: Duration) -> bool {
                 <$path>::wait(self, timeout)
+            }
+            fn ready_to_poll(&self) -> bool {
+                <$path>::ready_to_poll(self)
             }
             fn next_deadline(&self) -> Option<std::time::Instant> {
                 <$path>::next_deadline(self)

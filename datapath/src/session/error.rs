@@ -219,6 +219,10 @@ pub enum CommandError {
     /// The session started logging out before the command was sent.
     #[error("session logging out; command not sent")]
     LoggingOut,
+    /// An offload adapter carrying the command failed it (a shard driving an adapter
+    /// path: [`crate::shard`] with [`crate::adapter`]); the fault names itself.
+    #[error("{0}")]
+    Adapter(crate::adapter::AdapterFault),
 }
 
 /// A failed command: the cause and the command's buffer, handed back.

@@ -36,17 +36,25 @@
 //! [`CommandError::ConnectionLost`]; later requests to that shard fail at once with the same
 //! error, and the other shards go on.
 //!
+//! A shard can drive an offload adapter's queue pair instead of its own TCP connection
+//! ([`ShardConfig::path`], [`ShardPath`]): see `adapter_worker` for that loop, its error
+//! policy and its counters.
+//!
 //! [`Session::data_in_destination`]: crate::session::Session::data_in_destination
 
+mod adapter_worker;
 mod worker;
 
+pub use adapter_worker::{planned_cores, ShardPath, ShardPathInfo};
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
+use crate::adapter::{AdapterError, Notifier};
 use crate::client::ClientConfig;
 use crate::session::{CommandError, CommandFailure, CommandOutcome, DataDirection};
 use crate::transport::TransportError;
@@ -71,6 +79,9 @@ pub struct ShardConfig {
     /// How long an idle shard polls its queue before it sleeps on it (CPU traded for
     /// latency at low queue depth). Zero sleeps at once.
     pub idle_spin: Duration,
+    /// What carries the commands: software TCP (the default) or queue pair `i` of an
+    /// offload adapter for shard `i`.
+    pub path: ShardPath,
     /// Ask for a kernel submission-polling thread per shard (`IORING_SETUP_SQPOLL`, which
     /// the kernel does not combine with `DEFER_TASKRUN`). Off by default: the polling
     /// thread costs a core while busy.
@@ -96,6 +107,7 @@ impl Default for ShardConfig {
             ring_entries: 64,
             zero_copy_min_bytes: 16 * 1024,
             idle_spin: Duration::from_micros(50),
+            path: ShardPath::Software,
             sqpoll: false,
             busy_poll_us: 0,
             send_zc_min_bytes: None,
@@ -161,6 +173,8 @@ pub enum ShardError {
     InvalidConfig(&'static str),
     #[error("no shard {index} (the pool has {shards})")]
     NoSuchShard { index: usize, shards: usize },
+    #[error("shard {shard}: offload adapter: {source}")]
+    Adapter { shard: usize, source: AdapterError },
 }
 
 /// Counters of one shard, updated by the shard after each turn of its loop.
@@ -312,6 +326,8 @@ struct ShardHandle {
     completions: Receiver<ShardCompletion>,
     stats: Arc<SharedStats>,
     thread: Option<JoinHandle<()>>,
+    /// An adapter shard's eventfd, set once its path is up: a submit wakes it.
+    wake: Arc<OnceLock<Arc<Notifier>>>,
 }
 
 /// Facts about a shard once its session is logged in.
@@ -328,6 +344,7 @@ pub struct ShardInfo {
 pub struct ShardPool {
     shards: Vec<ShardHandle>,
     info: Vec<ShardInfo>,
+    paths: Vec<ShardPathInfo>,
 }
 
 impl std::fmt::Debug for ShardPool {
@@ -364,9 +381,17 @@ impl ShardPool {
             ));
         }
         let cores = core_affinity::get_core_ids().unwrap_or_default();
+        if let Some(adapter) = config.path.adapter_info() {
+            if usize::from(adapter.capabilities.queue_pairs) < shards {
+                return Err(ShardError::InvalidConfig(
+                    "the adapter has fewer queue pairs than the pool has shards",
+                ));
+            }
+        }
         let mut pool = ShardPool {
             shards: Vec::with_capacity(shards),
             info: Vec::with_capacity(shards),
+            paths: Vec::with_capacity(shards),
         };
         let mut ready = Vec::with_capacity(shards);
         for index in 0..shards {
@@ -390,23 +415,45 @@ impl ShardPool {
                     });
                 }
             };
-            let worker = worker::Worker::new(
-                index,
-                client_config.clone(),
-                config.clone(),
-                core,
-                submit_rx,
-                done_tx,
-                Arc::clone(&stats),
-                Arc::clone(&doorbell),
-            );
-            let thread = std::thread::Builder::new()
-                .name(format!("iscsi-shard-{index}"))
-                .spawn(move || worker.run(ready_tx))
-                .map_err(|source| ShardError::Spawn {
-                    shard: index,
-                    source,
-                });
+            let wake = Arc::new(OnceLock::new());
+            let builder = std::thread::Builder::new().name(format!("iscsi-shard-{index}"));
+            let adapter = config.path.adapter_info();
+            pool.paths.push(ShardPathInfo {
+                transport: config.path.name(),
+                queue_pair: adapter.as_ref().map(|_| index),
+                core: core.map(|c| c.id),
+                capabilities: adapter.as_ref().map(|a| a.capabilities),
+                adapter: adapter.map(|a| a.name),
+            });
+            let thread = if config.path == ShardPath::Software {
+                let worker = worker::Worker::new(
+                    index,
+                    client_config.clone(),
+                    config.clone(),
+                    core,
+                    submit_rx,
+                    done_tx,
+                    Arc::clone(&stats),
+                    Arc::clone(&doorbell),
+                );
+                builder.spawn(move || worker.run(ready_tx))
+            } else {
+                let worker = adapter_worker::AdapterWorker {
+                    index,
+                    client_config: client_config.clone(),
+                    config: config.clone(),
+                    core,
+                    submit_rx,
+                    done_tx,
+                    shared: Arc::clone(&stats),
+                    wake: Arc::clone(&wake),
+                };
+                builder.spawn(move || worker.run(ready_tx))
+            };
+            let thread = thread.map_err(|source| ShardError::Spawn {
+                shard: index,
+                source,
+            });
             let thread = match thread {
                 Ok(thread) => thread,
                 Err(e) => {
@@ -420,6 +467,7 @@ impl ShardPool {
                 completions: done_rx,
                 stats,
                 thread: Some(thread),
+                wake,
             });
             ready.push(ready_rx);
         }
@@ -454,6 +502,11 @@ impl ShardPool {
         self.info.get(shard)
     }
 
+    /// Which path shard `shard` drives, and its adapter queue pair and core.
+    pub fn path_info(&self, shard: usize) -> Option<&ShardPathInfo> {
+        self.paths.get(shard)
+    }
+
     /// Queues a request on shard `shard` without waiting. A full queue (or a stopped or
     /// unknown shard) hands the request back.
     pub fn submit(&self, shard: usize, request: ShardRequest) -> Result<(), ShardRequest> {
@@ -467,6 +520,10 @@ impl ShardPool {
             TrySendError::Full(r) | TrySendError::Disconnected(r) => r,
         })?;
         handle.doorbell.ring();
+        if let Some(wake) = handle.wake.get() {
+            // Costs a system call only when the adapter shard sleeps.
+            wake.notify();
+        }
         Ok(())
     }
 
@@ -503,6 +560,9 @@ impl ShardPool {
             SendTimeoutError::Disconnected(_) => ShardError::Vanished { shard },
         })?;
         handle.doorbell.ring();
+        if let Some(wake) = handle.wake.get() {
+            wake.notify();
+        }
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -546,6 +606,10 @@ impl ShardPool {
         for shard in &mut self.shards {
             shard.submit = None;
             shard.doorbell.ring_always();
+            // An adapter shard sleeps on its adapter's eventfd instead.
+            if let Some(wake) = shard.wake.get() {
+                wake.wake();
+            }
         }
         for shard in &mut self.shards {
             // Completions not taken by the caller must not block a stopping shard.
