@@ -41,7 +41,7 @@ fn json(out: &Output) -> Value {
         .unwrap_or_else(|e| panic!("output is not one JSON document ({e}): {}", stdout(out)))
 }
 
-fn job<'a>(doc: &'a Value, index: usize) -> &'a Value {
+fn job(doc: &Value, index: usize) -> &Value {
     &doc["jobs"][index]
 }
 

@@ -699,7 +699,9 @@ impl Engine for UringEngine {
         }
         self.counters.kernel_entries += 1;
         loop {
-            match self.ring.submitter().submit() {
+            // GETEVENTS with no minimum: the kernel posts the completions that are ready
+            // (task work) while it is here, so the next reap finds them without a wait.
+            match self.ring.submitter().submit_and_wait(0) {
                 Ok(_) => break,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(source) => {

@@ -657,7 +657,9 @@ pub fn parse_iscsi_url(text: &str) -> Result<IscsiUrl> {
     let url = datapath::url::IscsiUrl::parse_lun_url(text)
         .map_err(|error| ValueError::new(error.to_string()))?;
     let (Some(target_iqn), Some(lun)) = (url.target, url.lun) else {
-        return Err(ValueError::new("expected iscsi://host[:port]/target-iqn/lun"));
+        return Err(ValueError::new(
+            "expected iscsi://host[:port]/target-iqn/lun",
+        ));
     };
     Ok(IscsiUrl {
         user: url.user,

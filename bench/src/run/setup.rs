@@ -136,6 +136,7 @@ pub fn engine_config(
                 .as_ref()
                 .and_then(|cpus| cpus.first())
                 .map(|&cpu| cpu as usize);
+            options.transport = spec.iscsi.transport;
             Ok(EngineConfig::Iscsi(Box::new(options)))
         }
     }
