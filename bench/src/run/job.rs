@@ -54,6 +54,9 @@ pub struct JobSetup {
     pub iodepth: usize,
     pub batch_submit: usize,
     pub batch_complete_min: usize,
+    /// fio's `iodepth_batch_complete_max`: completions handled per turn before the job
+    /// queues again (fio's default: the minimum, so one at a time).
+    pub batch_complete_max: usize,
     pub runtime: Option<Duration>,
     pub ramp: Duration,
     pub startdelay: Duration,
@@ -99,6 +102,9 @@ struct Driver {
     iodepth: usize,
     batch_submit: usize,
     batch_complete_min: usize,
+    batch_complete_max: usize,
+    /// Completions reaped but not yet handled (over `batch_complete_max`).
+    backlog: std::collections::VecDeque<IoDone>,
     progress: Arc<JobProgress>,
     intervals: Vec<IntervalRecord>,
     interval: Option<Duration>,
@@ -123,7 +129,7 @@ impl Driver {
     }
 
     fn has_room(&self) -> bool {
-        self.engine.in_flight() < self.iodepth
+        self.outstanding() < self.iodepth
     }
 
     /// Prepares the buffer of `planned` and queues it. Returns false (and nothing is
@@ -182,7 +188,7 @@ impl Driver {
                 meta.issue_ns = issue_ns;
             }
         }
-        let depth = self.engine.in_flight().min(u32::MAX as usize) as u32;
+        let depth = self.outstanding().min(u32::MAX as usize) as u32;
         self.stats.record_submit(submitted, depth);
         Ok(())
     }
@@ -196,27 +202,39 @@ impl Driver {
         verifier: Option<&Verifier>,
         mut on_complete: impl FnMut(Duration),
     ) -> Result<(), String> {
-        let min = min.min(self.engine.in_flight());
-        self.done.clear();
-        let mut done = std::mem::take(&mut self.done);
-        let reaped = self.engine.reap(min, wait, &mut done);
-        let result = match reaped {
-            Ok(n) => {
-                if n > 0 {
-                    self.stats.record_complete(n.min(u32::MAX as usize) as u32);
+        let mut result = Ok(());
+        if self.backlog.is_empty() {
+            let min = min.min(self.engine.in_flight());
+            let mut done = std::mem::take(&mut self.done);
+            done.clear();
+            match self.engine.reap(min, wait, &mut done) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.stats.record_complete(n.min(u32::MAX as usize) as u32);
+                    }
+                    self.backlog.extend(done.drain(..));
                 }
-                let complete_ns = self.now_ns();
-                for io in done.drain(..) {
-                    self.complete(io, complete_ns, verifier);
-                    on_complete(self.now());
-                }
-                Ok(())
+                Err(e) => result = Err(format!("reaping I/O: {e}")),
             }
-            Err(e) => Err(format!("reaping I/O: {e}")),
-        };
-        self.done = done;
+            self.done = done;
+        }
+        // Handle at most batch_complete_max, so the job queues new I/O as soon as fio
+        // would: completions that arrive together then do not go back out together.
+        let complete_ns = self.now_ns();
+        for _ in 0..self.batch_complete_max {
+            let Some(io) = self.backlog.pop_front() else {
+                break;
+            };
+            self.complete(io, complete_ns, verifier);
+            on_complete(self.now());
+        }
         self.tick();
         result
+    }
+
+    /// I/Os in flight or reaped and not yet handled.
+    fn outstanding(&self) -> usize {
+        self.engine.in_flight() + self.backlog.len()
     }
 
     fn complete(&mut self, io: IoDone, complete_ns: u64, verifier: Option<&Verifier>) {
@@ -335,7 +353,7 @@ impl Driver {
         // Bounded: each turn waits at most TURN_MAX, and the engine fails an I/O after its
         // own timeout; a job that cannot drain in a minute is failed.
         let limit = Instant::now() + Duration::from_secs(60);
-        while self.engine.in_flight() > 0 {
+        while self.outstanding() > 0 {
             if Instant::now() > limit {
                 return Err(format!(
                     "{} I/Os still in flight a minute after the job ended",
@@ -359,6 +377,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         iodepth,
         batch_submit,
         batch_complete_min,
+        batch_complete_max,
         runtime,
         ramp,
         startdelay,
@@ -401,6 +420,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         iodepth: iodepth.max(1),
         batch_submit: batch_submit.clamp(1, iodepth.max(1)),
         batch_complete_min: batch_complete_min.clamp(1, iodepth.max(1)),
+        batch_complete_max: batch_complete_max.max(batch_complete_min).max(1),
+        backlog: std::collections::VecDeque::with_capacity(iodepth),
         progress,
         intervals: Vec::new(),
         interval,
@@ -583,7 +604,7 @@ fn main_phase(
             .map(|d| d.saturating_sub(driver.now()))
             .unwrap_or(TURN_MAX);
         let wait = until_due.min(until_deadline);
-        if driver.engine.in_flight() > 0 {
+        if driver.outstanding() > 0 {
             // A full queue waits for fio's iodepth_batch_complete_min; a job waiting for
             // its schedule takes one completion or the due time, whichever comes first.
             let min = if driver.has_room() {

@@ -143,6 +143,10 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
                     n => n as usize,
                 },
                 batch_complete_min: spec.iodepth_batch_complete_min.max(1) as usize,
+                batch_complete_max: spec
+                    .iodepth_batch_complete_max
+                    .unwrap_or(spec.iodepth_batch_complete_min)
+                    .max(1) as usize,
                 runtime: spec.runtime.filter(|r| !r.is_zero()),
                 ramp: spec.ramp_time,
                 startdelay: spec.startdelay.min,
