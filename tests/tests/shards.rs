@@ -138,6 +138,19 @@ fn region_round_trip(iqn: &str, send_zc_min_bytes: Option<u32>) {
     assert_eq!(pool.len(), shards);
     let isids: Vec<_> = (0..shards).map(|s| pool.info(s).unwrap().isid).collect();
     assert_ne!(isids[0], isids[1], "each shard has its own ISID");
+    // Steering is asked for by default; loopback has no RSS, and the report says so.
+    for shard in 0..shards {
+        let report = pool
+            .info(shard)
+            .unwrap()
+            .steering
+            .as_ref()
+            .expect("a path report");
+        assert_eq!(report.interface, "lo");
+        assert!(!report.port_steered, "a port steered on loopback");
+        assert!(report.to_string().contains("no RSS on lo"), "{report}");
+        assert_eq!(report.steering_held(), None);
+    }
     let region_bytes = LUN_BYTES / shards as u64;
     let ios_per_region = (region_bytes / u64::from(IO_BYTES)) as u32;
     let blocks = IO_BYTES / BLOCK;

@@ -294,6 +294,7 @@ impl AdapterWorker {
                         "none (dependent adapter {}, queue pair {index})",
                         adapter.info().name
                     ),
+                    steering: None,
                 };
                 Ok((Driven::Dependent(Box::new(path)), info))
             }
@@ -327,6 +328,7 @@ impl AdapterWorker {
                         "none (independent adapter {}, queue pair {index})",
                         adapter.info().name
                     ),
+                    steering: None,
                 };
                 Ok((Driven::Independent(Box::new(path)), info))
             }

@@ -43,6 +43,7 @@
 //! [`Session::data_in_destination`]: crate::session::Session::data_in_destination
 
 mod adapter_worker;
+mod steer;
 mod worker;
 
 pub use adapter_worker::{planned_cores, ShardPath, ShardPathInfo};
@@ -96,6 +97,10 @@ pub struct ShardConfig {
     /// kernel copies anyway, so there the threshold is "never" (measured with
     /// `iscsi-perfcmp --pattern seqwrite --send-zc-min-bytes`, see its docs).
     pub send_zc_min_bytes: Option<u32>,
+    /// Software path: choose each connection's local port so that its receive hash lands on
+    /// the shard's NIC queue (shard `i`, queue `i`), and report in [`ShardInfo::steering`]
+    /// whether it held. Interfaces without RSS (loopback, veth) are reported as such.
+    pub steer: bool,
 }
 
 impl Default for ShardConfig {
@@ -111,6 +116,7 @@ impl Default for ShardConfig {
             sqpoll: false,
             busy_poll_us: 0,
             send_zc_min_bytes: None,
+            steer: true,
         }
     }
 }
@@ -338,6 +344,9 @@ pub struct ShardInfo {
     pub tsih: u16,
     /// The io_uring setup flags the kernel granted.
     pub ring_flags: String,
+    /// How the connection was steered to a NIC receive queue (software path with
+    /// `ShardConfig::steer`; `None` otherwise).
+    pub steering: Option<crate::steering::PathReport>,
 }
 
 /// A set of running shards, each with its own session to the same target.

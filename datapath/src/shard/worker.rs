@@ -266,17 +266,19 @@ impl Shard {
             sqpoll: config.sqpoll,
             ..RingConfig::default()
         };
-        let mut conn = TcpConnection::connect_with_config(cc.portal, cc.connect_timeout, &ring)
-            .map_err(|source| {
-                (
-                    None,
-                    ShardError::Connect {
-                        shard: index,
-                        portal: cc.portal,
-                        source,
-                    },
-                )
-            })?;
+        let (mut conn, mut path_report) =
+            super::steer::connect(index, core.map(|c| c.id), &cc, &ring, config.steer).map_err(
+                |source| {
+                    (
+                        None,
+                        ShardError::Connect {
+                            shard: index,
+                            portal: cc.portal,
+                            source,
+                        },
+                    )
+                },
+            )?;
         if config.busy_poll_us > 0 {
             if let Err(e) = conn.set_busy_poll(config.busy_poll_us) {
                 tracing::warn!(shard = index, error = %e, "SO_BUSY_POLL refused");
@@ -378,11 +380,13 @@ impl Shard {
                 Some(Ok(())) => {
                     shard.serving = true;
                     shard.kernel_entries_at_login = shard.conn.kernel_entries();
+                    super::steer::observe(&mut path_report, &shard.conn);
                     let info = ShardInfo {
                         core: core.map(|c| c.id),
                         isid,
                         tsih: shard.session.tsih(),
                         ring_flags,
+                        steering: path_report,
                     };
                     return Ok((shard, info));
                 }
