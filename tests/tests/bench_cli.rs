@@ -13,6 +13,13 @@ use system_tests::{
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The tests of this file run one at a time: one of them compares speeds, and the others
+/// would share the two cores with it.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn bench_path() -> PathBuf {
     workspace_binary("bench", "iscsi-bench")
 }
@@ -57,6 +64,7 @@ fn as_f64(v: &Value, what: &str) -> f64 {
 
 #[test]
 fn runs_against_the_embedded_target_with_no_setup() {
+    let _serial = serial();
     let dir = TempDir::new("bench-default").unwrap();
     let out = bench_in(
         dir.path(),
@@ -90,6 +98,7 @@ fn runs_against_the_embedded_target_with_no_setup() {
 
 #[test]
 fn human_output_reads_like_fio() {
+    let _serial = serial();
     let dir = TempDir::new("bench-human").unwrap();
     let out = bench_in(
         dir.path(),
@@ -121,6 +130,7 @@ fn human_output_reads_like_fio() {
 /// Item 6: a block changed behind the target's back is caught, named and fails the run.
 #[test]
 fn verify_catches_a_block_changed_behind_the_targets_back() {
+    let _serial = serial();
     system_tests::require_tools!("tgtd", "tgtadm");
     let tgt = Tgt::start(&[TargetSpec::new("iqn.2026-11.test:bench-verify", &[8 << 20])]).unwrap();
     let dir = TempDir::new("bench-verify").unwrap();
@@ -201,6 +211,7 @@ fn key_paths(v: &Value, prefix: &str, out: &mut std::collections::BTreeSet<Strin
 /// so a burst of load from elsewhere on the machine does not decide the comparison.
 #[test]
 fn one_job_file_through_fio_and_through_ours() {
+    let _serial = serial();
     system_tests::require_tools!("fio");
     let dir = TempDir::new("bench-fio").unwrap();
     let data = dir.join("data.bin");
@@ -267,6 +278,7 @@ fn one_job_file_through_fio_and_through_ours() {
 
 #[test]
 fn bad_input_is_named_before_any_io() {
+    let _serial = serial();
     let dir = TempDir::new("bench-bad").unwrap();
     let bad = dir.join("bad.fio");
     write_file(&bad, "[global]\nbs=4k\n\n[job]\nrw=randread\niodepht=8\n");
@@ -283,6 +295,7 @@ fn bad_input_is_named_before_any_io() {
 
 #[test]
 fn an_offset_past_the_end_of_the_lun_is_refused_before_any_io() {
+    let _serial = serial();
     system_tests::require_tools!("tgtd", "tgtadm");
     let iqn = "iqn.2026-11.test:bench-past";
     let tgt = Tgt::start(&[TargetSpec::new(iqn, &[4 << 20])]).unwrap();
@@ -314,6 +327,7 @@ fn an_offset_past_the_end_of_the_lun_is_refused_before_any_io() {
 /// fio-named log files, the HTML report, and the status line when asked for.
 #[test]
 fn paced_run_with_intervals_logs_report_and_status_line() {
+    let _serial = serial();
     let dir = TempDir::new("bench-paced").unwrap();
     let report = dir.join("report");
     let results = dir.join("results.json");

@@ -106,10 +106,18 @@ impl Collector {
         if self.skipping() {
             return Ok(());
         }
+        let written = (key.to_string(), value.unwrap_or_default().to_string());
         match &mut self.current {
-            Some(scope) => scope.apply(key, value, at),
-            None => self.global.apply(key, value, at),
+            Some(scope) => {
+                scope.apply(key, value, at)?;
+                scope.spec.given.own.push(written);
+            }
+            None => {
+                self.global.apply(key, value, at)?;
+                self.global.spec.given.global.push(written);
+            }
         }
+        Ok(())
     }
 
     /// End the command line: its defaults become the base of every job file.

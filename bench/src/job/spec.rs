@@ -457,6 +457,24 @@ pub struct JobSpec {
     pub write_iops_log: Option<LogName>,
     pub log_avg_msec: u64,
     pub cpus_allowed: Option<Vec<u32>>,
+    /// The options as the user wrote them, for fio's "global options" and "job options"
+    /// in the JSON report. Where an option was written does not change the job, so this
+    /// never makes two specs unequal.
+    pub given: GivenOptions,
+}
+
+/// Options as written: those of the `[global]` scope (and the command line before the first
+/// `--name`) the job inherited, and those of its own section, in order.
+#[derive(Debug, Clone, Default)]
+pub struct GivenOptions {
+    pub global: Vec<(String, String)>,
+    pub own: Vec<(String, String)>,
+}
+
+impl PartialEq for GivenOptions {
+    fn eq(&self, _other: &GivenOptions) -> bool {
+        true
+    }
 }
 
 impl JobSpec {
@@ -527,6 +545,7 @@ impl JobSpec {
             write_iops_log: None,
             log_avg_msec: 0,
             cpus_allowed: None,
+            given: GivenOptions::default(),
         }
     }
 

@@ -228,6 +228,7 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
     let failed = finished.iter().any(|(_, o)| o.error != 0);
     let engines = finished.iter().map(|(_, o)| o.engine).collect();
     let mut report = RunReport::new(timestamp_ms, job_reports(specs, finished));
+    report.global_options = specs[0].given.global.clone();
     report.elapsed_s = wall_start.elapsed().as_secs();
     if let (Some(start), Ok(end)) = (process_start, ResourceUsage::process()) {
         let mut usage = end.since(&start);
@@ -336,16 +337,14 @@ fn job_report(
     report
 }
 
-/// fio's "job options": the options the job set, as strings.
+/// fio's "job options": the options of the job's own section, as written (`name` is
+/// shown as the job's name already).
 fn job_options(spec: &JobSpec) -> Vec<(String, String)> {
-    let rendered = crate::job::render_job_file(std::slice::from_ref(spec));
-    rendered
-        .lines()
-        .filter(|line| !line.starts_with('[') && !line.starts_with(';') && !line.is_empty())
-        .filter_map(|line| {
-            let (key, value) = line.split_once('=').unwrap_or((line, ""));
-            (key != "name").then(|| (key.trim().to_string(), value.trim().to_string()))
-        })
+    spec.given
+        .own
+        .iter()
+        .filter(|(key, _)| key != "name")
+        .cloned()
         .collect()
 }
 
