@@ -344,7 +344,11 @@ fn a_new_login_with_the_same_isid_reinstates_the_session() {
 
 #[test]
 fn shutdown_closes_connections_and_returns() {
-    let target = start_target(|_| {});
+    // An address of its own in 127/8: the other tests listen on 127.0.0.1, and one of them
+    // could be given this port the moment the target frees it.
+    let target = start_target(|config| {
+        config.portals = vec!["127.0.0.117:0".parse().unwrap()];
+    });
     let addr = target.addrs()[0];
     let mut raw = Raw::login(addr, [0x80, 0, 0, 0, 0, 7]);
     let started = Instant::now();
