@@ -45,6 +45,9 @@ fn print_and_exit(text: &str) -> ExitCode {
 
 fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
     let tool = &invocation.tool;
+    if tool.output_formats.normal && tool.output.is_none() {
+        print_banners(&invocation.jobs);
+    }
     let outcome = match run::run(tool, &invocation.jobs) {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -111,4 +114,29 @@ fn write_results(
         eprintln!("iscsi-bench: report written to {}", page.display());
     }
     Ok(())
+}
+
+/// What fio prints before a run: one line per job, its version, how many jobs start.
+fn print_banners(jobs: &[bench::job::JobSpec]) {
+    use bench::io::Direction;
+    let mut text = String::new();
+    for spec in jobs {
+        let sizes = [Direction::Read, Direction::Write, Direction::Trim].map(|d| {
+            let bs = spec.block_size.get(d);
+            (bs.min_bytes(), bs.max_bytes())
+        });
+        text.push_str(&human::job_banner(
+            &spec.name,
+            spec.group_id,
+            spec.rw.kind.fio_name(),
+            sizes,
+            spec.engine().name(),
+            spec.iodepth,
+        ));
+    }
+    text.push_str(&format!("{}\n", job::version_text()));
+    let threads: u32 = jobs.iter().map(|s| s.numjobs.max(1)).sum();
+    text.push_str(&human::starting_line(threads as usize));
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
