@@ -14,8 +14,8 @@ scripts/install-deps.sh
 cargo build --release -q -p tools -p gateway -p bench
 ctl=target/release/iscsi-ctl
 
-echo '$ iscsi-bench --name=randread --rw=randread --bs=4k --iodepth=32 --runtime=10'
-target/release/iscsi-bench --name=randread --rw=randread --bs=4k --iodepth=32 --runtime=10
+echo '$ iscsi-bench --name=randread --rw=randread --bs=4k --iodepth=32 --runtime=10 --time_based'
+target/release/iscsi-bench --name=randread --rw=randread --bs=4k --iodepth=32 --runtime=10 --time_based
 
 work=$(mktemp -d /tmp/iscsi-demo.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
