@@ -390,10 +390,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         live,
         progress,
     } = setup;
-    if let Some(cpus) = cpus.as_ref().and_then(|c| c.first()) {
-        let core = core_affinity_id(*cpus as usize);
-        if !core.is_some_and(core_affinity::set_for_current) {
-            tracing::warn!(job = %name, cpu = cpus, "could not pin the job to cpus_allowed");
+    if let Some(cpus) = cpus.as_ref().filter(|c| !c.is_empty()) {
+        if let Err(e) = allow_cpus(cpus) {
+            tracing::warn!(job = %name, ?cpus, error = %e, "cpus_allowed could not be applied");
         }
     }
     if !startdelay.is_zero() {
@@ -516,10 +515,31 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     }
 }
 
-fn core_affinity_id(cpu: usize) -> Option<core_affinity::CoreId> {
-    core_affinity::get_core_ids()?
-        .into_iter()
-        .find(|core| core.id == cpu)
+/// fio's `cpus_allowed`: the job thread may run on these CPUs (all of them, not just the
+/// first), through `sched_setaffinity`.
+fn allow_cpus(cpus: &[u32]) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it for indices
+    // below CPU_SETSIZE, which the filter guarantees.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let mut any = false;
+    for &cpu in cpus
+        .iter()
+        .filter(|&&c| (c as usize) < libc::CPU_SETSIZE as usize)
+    {
+        // SAFETY: see above.
+        unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+        any = true;
+    }
+    if !any {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: pid 0 is the calling thread; the set lives for the call.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The workload proper, with its verify phases, until done, stopped or out of time.
@@ -663,4 +683,33 @@ fn read_back(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
         .state
         .store(state::RUNNING, Ordering::Relaxed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allow_cpus;
+
+    fn allowed_now() -> Vec<usize> {
+        // SAFETY: zeroed is the empty set; the kernel fills it for the calling thread.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let rc =
+            unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+        assert_eq!(rc, 0);
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+            .collect()
+    }
+
+    #[test]
+    fn cpus_allowed_sets_the_whole_mask_of_the_thread() {
+        std::thread::spawn(|| {
+            allow_cpus(&[0]).unwrap();
+            assert_eq!(allowed_now(), vec![0]);
+            // A CPU this machine does not have is refused by the kernel or left out.
+            assert!(allow_cpus(&[100_000]).is_err());
+            assert_eq!(allowed_now(), vec![0], "a refused mask changes nothing");
+        })
+        .join()
+        .unwrap();
+    }
 }
