@@ -38,6 +38,7 @@
 //!
 //! [`Session::data_in_destination`]: crate::session::Session::data_in_destination
 
+mod waiter;
 mod worker;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -259,6 +260,9 @@ pub(crate) struct Doorbell {
     fd: std::os::fd::OwnedFd,
     /// Set by the shard just before it sleeps with room for requests.
     sleeping: std::sync::atomic::AtomicBool,
+    /// The other direction: where the caller sleeps until the shard posts completions
+    /// ([`ShardPool::wait_completion`]); the shard wakes it after each batch it posts.
+    pub(crate) caller: waiter::CallerWaiter,
 }
 
 impl Doorbell {
@@ -273,6 +277,7 @@ impl Doorbell {
         Ok(Doorbell {
             fd,
             sleeping: std::sync::atomic::AtomicBool::new(false),
+            caller: waiter::CallerWaiter::default(),
         })
     }
 
@@ -473,6 +478,62 @@ impl ShardPool {
     /// The completions of shard `shard`, in the order the target finished the commands.
     pub fn completions(&self, shard: usize) -> Option<&Receiver<ShardCompletion>> {
         self.shards.get(shard).map(|s| &s.completions)
+    }
+
+    /// The next completion of shard `shard`: taken at once if one is waiting, else polled
+    /// for up to `spin` (a sleeping caller costs a wake-up per completion, which matters
+    /// with one command in flight), else waited for, asleep, up to `timeout`. Cheaper than
+    /// a blocking receive on [`ShardPool::completions`], which spins and yields the core
+    /// before it sleeps (see `waiter`).
+    pub fn wait_completion(
+        &self,
+        shard: usize,
+        spin: Duration,
+        timeout: Duration,
+    ) -> Result<ShardCompletion, ShardError> {
+        let shards = self.shards.len();
+        let handle = self.shards.get(shard).ok_or(ShardError::NoSuchShard {
+            index: shard,
+            shards,
+        })?;
+        let take = || match handle.completions.try_recv() {
+            Ok(done) => Some(Ok(done)),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                Some(Err(ShardError::Vanished { shard }))
+            }
+        };
+        if let Some(answer) = take() {
+            return answer;
+        }
+        let started = std::time::Instant::now();
+        if !spin.is_zero() {
+            // Bounded by the clock.
+            while started.elapsed() < spin {
+                if let Some(answer) = take() {
+                    return answer;
+                }
+                std::thread::yield_now();
+            }
+        }
+        let waiter = &handle.doorbell.caller;
+        // Bounded by the clock: each round sleeps until woken or the time left.
+        loop {
+            waiter.announce();
+            if let Some(answer) = take() {
+                waiter.withdraw();
+                return answer;
+            }
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                waiter.withdraw();
+                return Err(ShardError::TimedOut {
+                    shard,
+                    after: timeout,
+                });
+            }
+            waiter.sleep(left);
+        }
     }
 
     /// Runs one command on shard `shard` and waits for it. Meant for a caller with nothing

@@ -103,6 +103,7 @@ impl Worker {
                 );
             }
         }
+        let doorbell = Arc::clone(&self.doorbell);
         match Shard::connect(self) {
             Ok((shard, info)) => {
                 let _ = ready.send(Ok(info));
@@ -115,6 +116,9 @@ impl Worker {
                 let _ = ready.send(Err(e));
             }
         }
+        // The completion queue is closed now (the shard is dropped): a caller asleep in
+        // `ShardPool::wait_completion` wakes to find that out.
+        doorbell.caller.wake();
     }
 }
 
@@ -1103,6 +1107,7 @@ impl Shard {
             // Never blocks: the shard holds no more than the queue's free room.
             let _ = self.done_tx.send(completion);
         }
+        self.doorbell.caller.wake();
     }
 
     fn collect_events(&mut self) {
