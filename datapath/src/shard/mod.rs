@@ -86,6 +86,20 @@ pub struct ShardConfig {
     /// kernel copies anyway, so there the threshold is "never" (measured with
     /// `iscsi-perfcmp --pattern seqwrite --send-zc-min-bytes`, see its docs).
     pub send_zc_min_bytes: Option<u32>,
+    /// How a shard wakes a caller asleep in [`ShardPool::wait_completion`] (completion
+    /// moderation, like a NIC's interrupt coalescing): at once when none of its commands
+    /// is left in flight; otherwise once this many completions are posted (`None`: the
+    /// queue depth) or the oldest of them has waited `caller_wake_delay_max`. Every wake-up
+    /// costs the shard a futex wake and the caller a context switch, and a caller woken
+    /// per completion refills one slot at a time (one doorbell, one command send each).
+    /// Measured (`iscsi-perfcmp`, embedded null target, 64 KiB reads, 8 in flight, eight
+    /// alternating rounds): waking at the queue depth instead of at 2 took 0.71x the CPU
+    /// per I/O and gave 1.2x the IOPS; 4 KiB reads with 32 in flight gained a little.
+    /// `Some(1)` wakes the caller for every batch posted. A caller that polls (or uses
+    /// [`ShardPool::completions`] directly) sees each completion as soon as it is posted.
+    pub caller_wake_batch: Option<usize>,
+    /// The longest a posted completion waits for that wake-up (see `caller_wake_batch`).
+    pub caller_wake_delay_max: Duration,
 }
 
 impl Default for ShardConfig {
@@ -100,6 +114,8 @@ impl Default for ShardConfig {
             sqpoll: false,
             busy_poll_us: 0,
             send_zc_min_bytes: None,
+            caller_wake_batch: None,
+            caller_wake_delay_max: Duration::from_micros(100),
         }
     }
 }

@@ -91,6 +91,13 @@ struct Args {
     /// Zero-copy sends for payloads at least this long (default: never).
     #[arg(long)]
     send_zc_min_bytes: Option<u32>,
+    /// Completions the shard posts before it wakes this program when it sleeps, while
+    /// more are in flight (ShardConfig::caller_wake_batch). Default: --qd.
+    #[arg(long)]
+    wake_batch: Option<usize>,
+    /// Longest a posted completion waits for that wake-up, microseconds.
+    #[arg(long, default_value_t = 100)]
+    wake_delay_us: u64,
     #[arg(skip)]
     spin: Duration,
     /// Print one JSON object instead of key=value pairs.
@@ -157,6 +164,8 @@ fn run(args: &Args) -> Result<(), String> {
         sqpoll: args.sqpoll,
         busy_poll_us: args.busy_poll_us,
         send_zc_min_bytes: args.send_zc_min_bytes,
+        caller_wake_batch: args.wake_batch,
+        caller_wake_delay_max: Duration::from_micros(args.wake_delay_us),
         ..ShardConfig::default()
     };
     let pool = ShardPool::start(&client, args.shards, &config).map_err(|e| e.to_string())?;
