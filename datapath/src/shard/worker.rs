@@ -1,10 +1,11 @@
 //! One shard's thread: its connection, its session and its event loop (see the module docs
 //! of [`crate::shard`] for what one turn of the loop does).
 //!
-//! The loop is event-driven: it keeps at most one receive, one send and one doorbell read
-//! on its ring, submits whatever it queued in a turn with a single `io_uring_enter`, and
-//! waits in that same call (bounded by the session's next timer, passed to the kernel as
-//! the wait's own timeout, so no timeout entries ride on the ring).
+//! The loop is event-driven: it keeps at most one receive (and one receive linked behind a
+//! placed payload), one send and one doorbell read on its ring, submits whatever it queued
+//! in a turn with a single `io_uring_enter`, and waits in that same call (bounded by the
+//! session's next timer or a due caller wake-up, passed to the kernel as the wait's own
+//! timeout, so no timeout entries ride on the ring).
 //!
 //! Memory the kernel touches: the staging buffer and the send scratch are the shard's own
 //! and are never moved or resized while an operation uses them; a placed receive writes
