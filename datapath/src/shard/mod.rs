@@ -28,10 +28,12 @@
 //!    ([`ShardConfig::caller_wake_batch`]);
 //! 4. queues one gather send of every PDU the session has waiting (payload straight from
 //!    the callers' buffers; zero-copy above [`ShardConfig::send_zc_min_bytes`]) and the
-//!    next receive, and enters the kernel once: without waiting if requests are queued,
-//!    else asleep until a completion, the doorbell or the session's next timer (the
-//!    wait's own timeout: no timeout entries on the ring). An idle shard first polls its
-//!    queue for [`ShardConfig::idle_spin`].
+//!    next receive (held back [`ShardConfig::recv_coalesce`] while answers to small reads
+//!    trickle in one by one, so that one wake-up takes several), and enters the kernel
+//!    once: without waiting if requests are queued, else asleep until a completion, the
+//!    doorbell, the session's next timer or a due wake-up of the caller (the wait's own
+//!    timeout: no timeout entries on the ring). An idle shard first polls its queue for
+//!    [`ShardConfig::idle_spin`].
 //!
 //! Callers wake a sleeping shard by writing its doorbell (an eventfd the shard keeps a read
 //! on), and only while the shard has announced that it sleeps: a busy shard costs its
@@ -110,6 +112,15 @@ pub struct ShardConfig {
     pub caller_wake_batch: Option<usize>,
     /// The longest a posted completion waits for that wake-up (see `caller_wake_batch`).
     pub caller_wake_delay_max: Duration,
+    /// Receive coalescing: when answers to small reads trickle in (two greedy receives in
+    /// a row brought under 16 KiB each) while at least half the queue depth is in flight,
+    /// the shard lets them gather in the socket this long before its next receive, so one
+    /// wake-up takes several. Zero turns it off. Measured (`iscsi-perfcmp`, 4 KiB reads,
+    /// 32 in flight, six alternating rounds): against tgt's null LUN, whose answers come
+    /// one by one, 40 us took 0.49x the CPU per I/O and gave 1.49x the IOPS (5/6 rounds);
+    /// against the embedded target, whose answers come in bursts, no difference (ten
+    /// rounds, x1.01 CPU, x1.03 IOPS). Large reads (headers taken alone) never wait.
+    pub recv_coalesce: Duration,
 }
 
 impl Default for ShardConfig {
@@ -126,6 +137,7 @@ impl Default for ShardConfig {
             send_zc_min_bytes: None,
             caller_wake_batch: None,
             caller_wake_delay_max: Duration::from_micros(100),
+            recv_coalesce: Duration::from_micros(40),
         }
     }
 }

@@ -47,6 +47,11 @@ const HEADER_SLOT: usize = BHS_LEN + 1024 + 4;
 const PDUS_PER_SEND: usize = 256;
 /// The smallest staging buffer (greedy receives of many small PDUs).
 const STAGING_MIN: usize = 64 * 1024;
+/// Receive coalescing (`ShardConfig::recv_coalesce`): a greedy receive that brings less
+/// than this is "small"; after this many small ones in a row, with at least half the
+/// queue depth in flight, the next receive waits.
+const COALESCE_BELOW_BYTES: usize = 16 * 1024;
+const COALESCE_AFTER_SMALL_RECEIVES: u32 = 2;
 /// Rounds of waiting for the kernel to finish this shard's operations when it stops.
 const QUIESCE_ROUNDS: usize = 500;
 
@@ -219,6 +224,10 @@ struct Shard {
     /// the payload's trailer or the next PDU's header, so that a placed Data-In and what
     /// follows it cost one kernel entry. Its length while in flight.
     linked_recv: Option<usize>,
+    /// Bytes the last staging receive brought, and until when the next greedy receive
+    /// waits (receive coalescing).
+    small_receives: u32,
+    recv_delay_until: Option<Instant>,
     placing: Option<Placing>,
     trailer: Option<PlacedTrailer>,
 
@@ -355,6 +364,8 @@ impl Shard {
             need: BHS_LEN,
             recv: RecvOp::Idle,
             linked_recv: None,
+            small_receives: 0,
+            recv_delay_until: None,
             placing: None,
             trailer: None,
             transmits: Vec::with_capacity(PDUS_PER_SEND),
@@ -461,7 +472,7 @@ impl Shard {
             self.post();
         }
         self.start_send();
-        self.arm_recv();
+        self.arm_recv(now);
         self.arm_doorbell();
         self.publish();
         self.wait(now, logged_in);
@@ -491,6 +502,13 @@ impl Shard {
             Some(deadline) => deadline.saturating_duration_since(now).min(IDLE_WAIT),
             None => IDLE_WAIT,
         };
+        if let Some(until) = self.recv_delay_until {
+            timeout = timeout.min(
+                until
+                    .saturating_duration_since(now)
+                    .max(Duration::from_micros(1)),
+            );
+        }
         if let Some(since) = self.unwoken_since {
             // Back in time to wake the caller for completions posted but not announced.
             let due = (since + self.config.caller_wake_delay_max).saturating_duration_since(now);
@@ -602,7 +620,14 @@ impl Shard {
         }
         let n = result.unsigned_abs() as usize;
         match op {
-            RecvOp::Staging { len } if n <= len => self.staged.end += n,
+            RecvOp::Staging { len } if n <= len => {
+                self.staged.end += n;
+                self.small_receives = if n < COALESCE_BELOW_BYTES {
+                    self.small_receives.saturating_add(1)
+                } else {
+                    0
+                };
+            }
             RecvOp::Placed { len } if n <= len => {
                 let Some(placing) = self.placing.as_mut() else {
                     return;
@@ -835,9 +860,15 @@ impl Shard {
     /// Queues the next receive when none is in flight: the rest of a placed payload, or
     /// into the staging buffer (greedy when no large read is in flight, else exactly the
     /// bytes the parser needs, so that a payload can still be placed).
-    fn arm_recv(&mut self) {
+    fn arm_recv(&mut self, now: Instant) {
         if self.recv != RecvOp::Idle || self.linked_recv.is_some() || self.dead.is_some() {
             return;
+        }
+        if let Some(until) = self.recv_delay_until {
+            if now < until && !self.stopping {
+                return;
+            }
+            self.recv_delay_until = None;
         }
         let files = self.files;
         if let Some(p) = &self.placing {
@@ -904,6 +935,19 @@ impl Shard {
         } else {
             free
         };
+        if !header_only
+            && !self.config.recv_coalesce.is_zero()
+            && self.recv_delay_until.is_none()
+            && self.small_receives >= COALESCE_AFTER_SMALL_RECEIVES
+            && self.held.len() >= (self.config.queue_depth / 2).max(2)
+            && !self.stopping
+        {
+            // Answers trickle in while many commands are out: let a few gather in the
+            // socket, then take them with one receive (one wake-up for several).
+            self.small_receives = 0;
+            self.recv_delay_until = Some(now + self.config.recv_coalesce);
+            return;
+        }
         if len == 0 || len > free {
             self.lose_connection("the receive buffer is full".into());
             return;

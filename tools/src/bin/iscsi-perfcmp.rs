@@ -98,6 +98,9 @@ struct Args {
     /// Longest a posted completion waits for that wake-up, microseconds.
     #[arg(long, default_value_t = 100)]
     wake_delay_us: u64,
+    /// Receive coalescing, microseconds (ShardConfig::recv_coalesce; 0: off).
+    #[arg(long, default_value_t = 40)]
+    recv_coalesce_us: u64,
     #[arg(skip)]
     spin: Duration,
     /// Print one JSON object instead of key=value pairs.
@@ -165,6 +168,7 @@ fn run(args: &Args) -> Result<(), String> {
         busy_poll_us: args.busy_poll_us,
         send_zc_min_bytes: args.send_zc_min_bytes,
         caller_wake_batch: args.wake_batch,
+        recv_coalesce: Duration::from_micros(args.recv_coalesce_us),
         caller_wake_delay_max: Duration::from_micros(args.wake_delay_us),
         ..ShardConfig::default()
     };
