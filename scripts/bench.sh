@@ -157,5 +157,8 @@ sleeping), libiscsi's from /proc/PID/stat. iscsi-perf prints no latency percenti
 entries per I/O. copied: payload bytes ours copied in user space (4 KiB reads are staged on
 purpose: many small PDUs per receive; reads of 16 KiB and more are placed, 0 copies).
 Ours declares MaxRecvDataSegmentLength 1 MiB (iscsi-perfcmp --max-recv-segment) and polls
-for completions only at qd <= 2 (--spin-us); the shard polls its queue 50 us when idle.
+for completions only at qd <= 2 (--spin-us), else sleeps on a futex the shard wakes when
+nothing is left in flight or 100 us after a completion (--wake-batch, --wake-delay-us);
+the shard polls its queue 50 us when idle. SQPOLL (--sqpoll) measured slower and costlier
+on every row here (see ShardConfig::sqpoll).
 EOF

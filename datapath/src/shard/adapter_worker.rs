@@ -175,6 +175,8 @@ pub(super) struct AdapterWorker {
     pub(super) shared: Arc<SharedStats>,
     /// Set once the path is up: the eventfd the pool writes when a caller submits.
     pub(super) wake: Arc<OnceLock<Arc<Notifier>>>,
+    /// Its `caller` half wakes a caller asleep in `ShardPool::wait_completion`.
+    pub(super) doorbell: Arc<super::Doorbell>,
 }
 
 /// The path a running shard drives.
@@ -225,6 +227,7 @@ impl AdapterWorker {
             Ok(up) => up,
             Err(e) => {
                 let _ = ready.send(Err(e));
+                self.doorbell.caller.wake();
                 return;
             }
         };
@@ -242,8 +245,11 @@ impl AdapterWorker {
             stats: ShardStats::default(),
             sleeps: 0,
             stopping: false,
+            doorbell: Arc::clone(&self.doorbell),
         };
         shard.serve();
+        // The completion queue is closed now: a caller asleep in wait_completion finds out.
+        self.doorbell.caller.wake();
     }
 
     fn connect(&self) -> Result<(Driven, ShardInfo), ShardError> {
@@ -350,6 +356,7 @@ struct AdapterShard {
     stats: ShardStats,
     sleeps: u64,
     stopping: bool,
+    doorbell: Arc<super::Doorbell>,
 }
 
 impl AdapterShard {
@@ -512,6 +519,7 @@ impl AdapterShard {
             // Never blocks: the shard takes no more than the completion queue's free room.
             let _ = self.done_tx.send(completion);
         }
+        self.doorbell.caller.wake();
     }
 
     /// Nothing moved this turn: poll the queue a little when nothing is in flight, then

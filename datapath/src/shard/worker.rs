@@ -1,10 +1,11 @@
 //! One shard's thread: its connection, its session and its event loop (see the module docs
 //! of [`crate::shard`] for what one turn of the loop does).
 //!
-//! The loop is event-driven: it keeps at most one receive, one send and one doorbell read
-//! on its ring, submits whatever it queued in a turn with a single `io_uring_enter`, and
-//! waits in that same call (bounded by the session's next timer, passed to the kernel as
-//! the wait's own timeout, so no timeout entries ride on the ring).
+//! The loop is event-driven: it keeps at most one receive (and one receive linked behind a
+//! placed payload), one send and one doorbell read on its ring, submits whatever it queued
+//! in a turn with a single `io_uring_enter`, and waits in that same call (bounded by the
+//! session's next timer or a due caller wake-up, passed to the kernel as the wait's own
+//! timeout, so no timeout entries ride on the ring).
 //!
 //! Memory the kernel touches: the staging buffer and the send scratch are the shard's own
 //! and are never moved or resized while an operation uses them; a placed receive writes
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use io_uring::{opcode, types};
+use io_uring::{opcode, squeue, types};
 
 use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
 use super::{ShardRequest, ShardStats, SharedStats};
@@ -46,6 +47,11 @@ const HEADER_SLOT: usize = BHS_LEN + 1024 + 4;
 const PDUS_PER_SEND: usize = 256;
 /// The smallest staging buffer (greedy receives of many small PDUs).
 const STAGING_MIN: usize = 64 * 1024;
+/// Receive coalescing (`ShardConfig::recv_coalesce`): a greedy receive that brings less
+/// than this is "small"; after this many small ones in a row, with at least half the
+/// queue depth in flight, the next receive waits.
+const COALESCE_BELOW_BYTES: usize = 16 * 1024;
+const COALESCE_AFTER_SMALL_RECEIVES: u32 = 2;
 /// Rounds of waiting for the kernel to finish this shard's operations when it stops.
 const QUIESCE_ROUNDS: usize = 500;
 
@@ -55,6 +61,8 @@ const TOKEN_SEND: u64 = EVENT_TOKEN_BASE + 2;
 const TOKEN_DOORBELL: u64 = EVENT_TOKEN_BASE + 3;
 /// Cancellations and the socket shutdown that ends a lost connection (results unused).
 const TOKEN_CANCEL: u64 = EVENT_TOKEN_BASE + 4;
+/// A staging receive linked behind a placed one (`Shard::linked_recv`).
+const TOKEN_RECV_LINKED: u64 = EVENT_TOKEN_BASE + 5;
 
 /// What the shard thread owns before it has connected.
 pub(super) struct Worker {
@@ -103,6 +111,7 @@ impl Worker {
                 );
             }
         }
+        let doorbell = Arc::clone(&self.doorbell);
         match Shard::connect(self) {
             Ok((shard, info)) => {
                 let _ = ready.send(Ok(info));
@@ -115,6 +124,9 @@ impl Worker {
                 let _ = ready.send(Err(e));
             }
         }
+        // The completion queue is closed now (the shard is dropped): a caller asleep in
+        // `ShardPool::wait_completion` wakes to find that out.
+        doorbell.caller.wake();
     }
 }
 
@@ -208,6 +220,14 @@ struct Shard {
     /// exactly this many).
     need: usize,
     recv: RecvOp,
+    /// A receive into the staging buffer linked behind the placed one (`IOSQE_IO_LINK`):
+    /// the payload's trailer or the next PDU's header, so that a placed Data-In and what
+    /// follows it cost one kernel entry. Its length while in flight.
+    linked_recv: Option<usize>,
+    /// Bytes the last staging receive brought, and until when the next greedy receive
+    /// waits (receive coalescing).
+    small_receives: u32,
+    recv_delay_until: Option<Instant>,
     placing: Option<Placing>,
     trailer: Option<PlacedTrailer>,
 
@@ -234,6 +254,10 @@ struct Shard {
     cqes: Vec<Completion>,
     /// Completions waiting to be posted (see `Shard::post`).
     outgoing: Vec<ShardCompletion>,
+    /// Completions posted since the caller was last woken, and when the first of them was
+    /// (`ShardConfig::caller_wake_batch`).
+    unwoken: usize,
+    unwoken_since: Option<Instant>,
     stats: ShardStats,
     kernel_entries_at_login: u64,
     staged_copy_bytes: u64,
@@ -341,6 +365,9 @@ impl Shard {
             staged: 0..0,
             need: BHS_LEN,
             recv: RecvOp::Idle,
+            linked_recv: None,
+            small_receives: 0,
+            recv_delay_until: None,
             placing: None,
             trailer: None,
             transmits: Vec::with_capacity(PDUS_PER_SEND),
@@ -358,6 +385,8 @@ impl Shard {
             socket_shut: false,
             cqes: Vec::with_capacity(16),
             outgoing: Vec::with_capacity(config.queue_depth),
+            unwoken: 0,
+            unwoken_since: None,
             stats: ShardStats::default(),
             kernel_entries_at_login: 0,
             staged_copy_bytes: 0,
@@ -438,6 +467,7 @@ impl Shard {
         self.collect_events();
         self.track_window(now);
         self.post();
+        self.wake_caller_if_due(now);
         if logged_in && self.idle_spin_pays() && self.spin_for_request(now) {
             // Before anything is armed: the request and the receive for its answer then
             // share this turn's kernel entry.
@@ -446,7 +476,7 @@ impl Shard {
             self.post();
         }
         self.start_send();
-        self.arm_recv();
+        self.arm_recv(now);
         self.arm_doorbell();
         self.publish();
         self.wait(now, logged_in);
@@ -476,6 +506,18 @@ impl Shard {
             Some(deadline) => deadline.saturating_duration_since(now).min(IDLE_WAIT),
             None => IDLE_WAIT,
         };
+        if let Some(until) = self.recv_delay_until {
+            timeout = timeout.min(
+                until
+                    .saturating_duration_since(now)
+                    .max(Duration::from_micros(1)),
+            );
+        }
+        if let Some(since) = self.unwoken_since {
+            // Back in time to wake the caller for completions posted but not announced.
+            let due = (since + self.config.caller_wake_delay_max).saturating_duration_since(now);
+            timeout = timeout.min(due.max(Duration::from_micros(1)));
+        }
         if logged_in && !self.stopping && self.room() == 0 && self.held.is_empty() {
             // The caller has not taken its completions yet; it does not ring for that.
             timeout = timeout.min(FULL_WAIT);
@@ -530,7 +572,7 @@ impl Shard {
             return;
         }
         if let Err(e) = ring.enter(want, timeout) {
-            if self.recv != RecvOp::Idle || self.send_busy() {
+            if self.recv != RecvOp::Idle || self.linked_recv.is_some() || self.send_busy() {
                 tracing::error!(
                     shard = self.index,
                     error = %e,
@@ -550,6 +592,7 @@ impl Shard {
         for cqe in cqes.drain(..) {
             match cqe.token {
                 TOKEN_RECV => self.on_recv(cqe.result, now),
+                TOKEN_RECV_LINKED => self.on_linked_recv(cqe.result),
                 TOKEN_SEND => self.on_send(cqe.result, cqe.flags),
                 TOKEN_DOORBELL => self.doorbell_armed = false,
                 TOKEN_CANCEL => self.cancels_in_flight = self.cancels_in_flight.saturating_sub(1),
@@ -581,7 +624,14 @@ impl Shard {
         }
         let n = result.unsigned_abs() as usize;
         match op {
-            RecvOp::Staging { len } if n <= len => self.staged.end += n,
+            RecvOp::Staging { len } if n <= len => {
+                self.staged.end += n;
+                self.small_receives = if n < COALESCE_BELOW_BYTES {
+                    self.small_receives.saturating_add(1)
+                } else {
+                    0
+                };
+            }
             RecvOp::Placed { len } if n <= len => {
                 let Some(placing) = self.placing.as_mut() else {
                     return;
@@ -596,6 +646,34 @@ impl Shard {
                 self.lose_connection("the kernel reported more bytes than asked for".into());
             }
         }
+    }
+
+    /// The staging receive linked behind a placed one. Cancelled (`ECANCELED`) when the
+    /// placed receive came back short: `arm_recv` then asks for the rest of the payload.
+    fn on_linked_recv(&mut self, result: i32) {
+        let Some(len) = self.linked_recv.take() else {
+            return;
+        };
+        if self.dead.is_some() || result == -libc::ECANCELED {
+            return;
+        }
+        if result < 0 {
+            let e = std::io::Error::from_raw_os_error(-result);
+            self.conn.mark_broken("recv");
+            self.lose_connection(format!("receive failed: {e}"));
+            return;
+        }
+        if result == 0 {
+            self.lose_connection("the target closed the connection".into());
+            return;
+        }
+        let n = result.unsigned_abs() as usize;
+        if n > len || self.staged.end + n > self.staging.len() {
+            self.conn.mark_broken("recv");
+            self.lose_connection("the kernel reported more bytes than asked for".into());
+            return;
+        }
+        self.staged.end += n;
     }
 
     /// A placed payload is complete: deliver it, or wait for its trailer first.
@@ -786,9 +864,15 @@ impl Shard {
     /// Queues the next receive when none is in flight: the rest of a placed payload, or
     /// into the staging buffer (greedy when no large read is in flight, else exactly the
     /// bytes the parser needs, so that a payload can still be placed).
-    fn arm_recv(&mut self) {
-        if self.recv != RecvOp::Idle || self.dead.is_some() {
+    fn arm_recv(&mut self, now: Instant) {
+        if self.recv != RecvOp::Idle || self.linked_recv.is_some() || self.dead.is_some() {
             return;
+        }
+        if let Some(until) = self.recv_delay_until {
+            if now < until && !self.stopping {
+                return;
+            }
+            self.recv_delay_until = None;
         }
         let files = self.files;
         if let Some(p) = &self.placing {
@@ -796,14 +880,47 @@ impl Shard {
             let want = u32::try_from(len).unwrap_or(u32::MAX);
             // Pointer arithmetic within the destination slice (`done < len`).
             let at = p.dest.wrapping_add(p.done);
-            let entry = on_socket!(files, |fd| opcode::Recv::new(fd, at, want)
+            // Behind it, linked: the trailer if there is one (alone: nothing may wait for
+            // the next PDU before this one is delivered), else the next PDU's header.
+            // The staging buffer is empty here (a placement starts only once every staged
+            // byte is consumed), so the linked receive writes at its start.
+            // Only while large reads are in flight (headers are taken alone anyway then);
+            // otherwise the next receive is a greedy one.
+            let link_len = if self.staged.is_empty() && self.large_reads > 0 {
+                match p.pad_len + p.digest_len {
+                    0 => BHS_LEN,
+                    trailer => trailer,
+                }
+            } else {
+                0
+            };
+            let placed = on_socket!(files, |fd| opcode::Recv::new(fd, at, want)
                 .flags(libc::MSG_WAITALL)
                 .build()
                 .user_data(TOKEN_RECV));
-            // SAFETY: `at..at + want` lies in the command's buffer, which stays in the
-            // session or in an unposted event until this receive completes (module docs).
-            if self.push(entry) {
+            if link_len == 0 {
+                // SAFETY: `at..at + want` lies in the command's buffer, which stays in
+                // the session or in an unposted event until this receive completes
+                // (module docs).
+                if self.push(placed) {
+                    self.recv = RecvOp::Placed { len: want as usize };
+                }
+                return;
+            }
+            self.staged = 0..0;
+            let head = self.staging.as_mut_ptr();
+            let linked = on_socket!(files, |fd| opcode::Recv::new(fd, head, link_len as u32)
+                .flags(libc::MSG_WAITALL)
+                .build()
+                .user_data(TOKEN_RECV_LINKED));
+            let entries = [placed.flags(squeue::Flags::IO_LINK), linked];
+            // SAFETY: the placed receive as above; the linked one writes the first
+            // `link_len` bytes of the staging buffer, which is neither read nor moved
+            // until its completion is reaped (`linked_recv` is set until then, and no
+            // other receive is armed meanwhile).
+            if self.push_linked(entries) {
                 self.recv = RecvOp::Placed { len: want as usize };
+                self.linked_recv = Some(link_len);
             }
             return;
         }
@@ -822,6 +939,19 @@ impl Shard {
         } else {
             free
         };
+        if !header_only
+            && !self.config.recv_coalesce.is_zero()
+            && self.recv_delay_until.is_none()
+            && self.small_receives >= COALESCE_AFTER_SMALL_RECEIVES
+            && self.held.len() >= (self.config.queue_depth / 2).max(2)
+            && !self.stopping
+        {
+            // Answers trickle in while many commands are out: let a few gather in the
+            // socket, then take them with one receive (one wake-up for several).
+            self.small_receives = 0;
+            self.recv_delay_until = Some(now + self.config.recv_coalesce);
+            return;
+        }
         if len == 0 || len > free {
             self.lose_connection("the receive buffer is full".into());
             return;
@@ -940,6 +1070,28 @@ impl Shard {
         }
     }
 
+    /// Queues two linked entries together, so the link cannot be split between two
+    /// submissions. False (and the connection lost) when the queue has no room for both
+    /// even after a submission.
+    fn push_linked(&mut self, entries: [io_uring::squeue::Entry; 2]) -> bool {
+        let ring = self.conn.ring_mut();
+        // SAFETY: forwarded from the call site, which states why the memory the entries
+        // name outlives their completions.
+        let mut pushed = unsafe { ring.push_all(&entries) };
+        if pushed.is_err() {
+            let _ = ring.enter(0, None);
+            // SAFETY: as above.
+            pushed = unsafe { ring.push_all(&entries) };
+        }
+        match pushed {
+            Ok(()) => true,
+            Err(e) => {
+                self.lose_connection(format!("io_uring submission queue: {e}"));
+                false
+            }
+        }
+    }
+
     /// Queues one entry (the caller vouches for its pointers, see each call). False when
     /// the submission queue is full, which cannot happen with at most five entries a turn.
     fn push(&mut self, entry: io_uring::squeue::Entry) -> bool {
@@ -968,7 +1120,9 @@ impl Shard {
     /// After the connection is lost: shuts the socket down so that a receive or send still
     /// in flight completes at once.
     fn shut_socket(&mut self) {
-        if self.socket_shut || (self.recv == RecvOp::Idle && !self.send_in_flight) {
+        if self.socket_shut
+            || (self.recv == RecvOp::Idle && self.linked_recv.is_none() && !self.send_in_flight)
+        {
             return;
         }
         self.socket_shut = true;
@@ -1001,6 +1155,7 @@ impl Shard {
         }
         for _ in 0..QUIESCE_ROUNDS {
             let busy = self.recv != RecvOp::Idle
+                || self.linked_recv.is_some()
                 || self.send_busy()
                 || self.doorbell_armed
                 || self.cancels_in_flight > 0;
@@ -1013,7 +1168,11 @@ impl Shard {
                 .enter(1, Some(Duration::from_millis(10)));
             self.reap(Instant::now());
         }
-        if self.recv != RecvOp::Idle || self.send_busy() || self.doorbell_armed {
+        if self.recv != RecvOp::Idle
+            || self.linked_recv.is_some()
+            || self.send_busy()
+            || self.doorbell_armed
+        {
             tracing::error!(
                 shard = self.index,
                 "the kernel did not finish this shard's operations; aborting rather than \
@@ -1103,9 +1262,36 @@ impl Shard {
             return;
         }
         self.publish();
+        self.unwoken += self.outgoing.len();
         for completion in self.outgoing.drain(..) {
             // Never blocks: the shard holds no more than the queue's free room.
             let _ = self.done_tx.send(completion);
+        }
+        let now = Instant::now();
+        self.unwoken_since.get_or_insert(now);
+        self.wake_caller_if_due(now);
+    }
+
+    /// Wakes a sleeping caller once enough completions are posted, none of its commands is
+    /// left in flight, the oldest posted completion has waited long enough, or the shard
+    /// stops (`ShardConfig::caller_wake_batch`).
+    fn wake_caller_if_due(&mut self, now: Instant) {
+        let Some(since) = self.unwoken_since else {
+            return;
+        };
+        let batch = self
+            .config
+            .caller_wake_batch
+            .unwrap_or(self.config.queue_depth);
+        let due = self.unwoken >= batch
+            || self.held.is_empty()
+            || self.stopping
+            || self.dead.is_some()
+            || now.saturating_duration_since(since) >= self.config.caller_wake_delay_max;
+        if due {
+            self.doorbell.caller.wake();
+            self.unwoken = 0;
+            self.unwoken_since = None;
         }
     }
 

@@ -346,11 +346,12 @@ impl Ring {
         self.ring.submitter().register_napi(&mut napi)
     }
 
-    /// Queues all of `entries` or none of them.
+    /// Queues all of `entries` or none of them (event-loop use too: linked entries that
+    /// must reach the kernel in one submission).
     ///
     /// # Safety
     /// The entries' pointers must stay valid until their completions are reaped.
-    unsafe fn push_all(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
+    pub(crate) unsafe fn push_all(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
         if self.poisoned {
             return Err(io::Error::other(
                 "io_uring instance poisoned by an earlier failure",

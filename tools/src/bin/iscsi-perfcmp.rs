@@ -91,6 +91,16 @@ struct Args {
     /// Zero-copy sends for payloads at least this long (default: never).
     #[arg(long)]
     send_zc_min_bytes: Option<u32>,
+    /// Completions the shard posts before it wakes this program when it sleeps, while
+    /// more are in flight (ShardConfig::caller_wake_batch). Default: --qd.
+    #[arg(long)]
+    wake_batch: Option<usize>,
+    /// Longest a posted completion waits for that wake-up, microseconds.
+    #[arg(long, default_value_t = 100)]
+    wake_delay_us: u64,
+    /// Receive coalescing, microseconds (ShardConfig::recv_coalesce; 0: off).
+    #[arg(long, default_value_t = 40)]
+    recv_coalesce_us: u64,
     #[arg(skip)]
     spin: Duration,
     /// Print one JSON object instead of key=value pairs.
@@ -157,6 +167,9 @@ fn run(args: &Args) -> Result<(), String> {
         sqpoll: args.sqpoll,
         busy_poll_us: args.busy_poll_us,
         send_zc_min_bytes: args.send_zc_min_bytes,
+        caller_wake_batch: args.wake_batch,
+        recv_coalesce: Duration::from_micros(args.recv_coalesce_us),
+        caller_wake_delay_max: Duration::from_micros(args.wake_delay_us),
         ..ShardConfig::default()
     };
     let pool = ShardPool::start(&client, args.shards, &config).map_err(|e| e.to_string())?;
@@ -304,27 +317,6 @@ fn prepare(pool: &ShardPool, args: &Args) -> Result<(u32, u64), String> {
     Ok((block_len, last_lba.saturating_add(1)))
 }
 
-/// The next completion: polled for up to `spin` (a sleeping thread costs a wake-up per
-/// I/O), then waited for.
-fn next_completion(
-    completions: &crossbeam_channel::Receiver<datapath::shard::ShardCompletion>,
-    spin: Duration,
-) -> Option<datapath::shard::ShardCompletion> {
-    if let Ok(done) = completions.try_recv() {
-        return Some(done);
-    }
-    if !spin.is_zero() {
-        let until = Instant::now() + spin;
-        while Instant::now() < until {
-            if let Ok(done) = completions.try_recv() {
-                return Some(done);
-            }
-            std::thread::yield_now();
-        }
-    }
-    completions.recv_timeout(Duration::from_secs(30)).ok()
-}
-
 /// Keeps `args.qd` reads in flight on one shard until `run_for` has passed.
 fn drive(
     pool: &ShardPool,
@@ -335,7 +327,6 @@ fn drive(
     slots: u64,
     run_for: Duration,
 ) -> Result<DriverResult, String> {
-    let completions = pool.completions(shard).ok_or("no such shard")?;
     let mut latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1));
     let mut next_slot = (slots / args.shards as u64) * shard as u64;
@@ -373,14 +364,19 @@ fn drive(
                     )
                 };
                 let cdb = cdb.map_err(|e| e.to_string())?;
+                // Padded to the 16 bytes of the BHS field here, in a buffer that fits, so
+                // the session does not grow (reallocate) it.
+                let mut cdb_bytes = Vec::with_capacity(16);
+                cdb_bytes.extend_from_slice(cdb.as_bytes());
+                cdb_bytes.resize(cdb_bytes.len().max(16), 0);
                 let request = ShardRequest {
                     lun: args.lun,
-                    cdb: cdb.as_bytes().to_vec(),
+                    cdb: cdb_bytes,
                     direction,
                     buffer,
                     user_data: slot as u64,
                 };
-                submitted_at[slot] = Instant::now();
+                submitted_at[slot] = now;
                 match pool.submit(shard, request) {
                     Ok(()) => in_flight += 1,
                     Err(back) => {
@@ -392,18 +388,23 @@ fn drive(
         } else if in_flight == 0 {
             break;
         }
-        let Some(first) = next_completion(completions, args.spin) else {
-            return Err(format!("shard {shard}: no completion within 30 s"));
-        };
+        let first = pool
+            .wait_completion(shard, args.spin, Duration::from_secs(30))
+            .map_err(|e| e.to_string())?;
         // Take every completion that is ready before submitting again, so the shard gets
-        // its new requests in one burst (one doorbell at most).
+        // its new requests in one burst (one doorbell at most). One clock reading serves
+        // the burst: each of its completions was posted before it.
+        let completed_at = Instant::now();
         let mut next = Some(first);
-        while let Some(done) = next.take().or_else(|| completions.try_recv().ok()) {
+        while let Some(done) = next
+            .take()
+            .or_else(|| pool.completions(shard).and_then(|c| c.try_recv().ok()))
+        {
             in_flight -= 1;
             let slot = done.user_data as usize;
-            let took = submitted_at
-                .get(slot)
-                .map_or(Duration::ZERO, |t| t.elapsed());
+            let took = submitted_at.get(slot).map_or(Duration::ZERO, |t| {
+                completed_at.saturating_duration_since(*t)
+            });
             let buffer = match done.result {
                 Ok(outcome) if outcome.status == 0 => {
                     ios += 1;
