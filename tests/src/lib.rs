@@ -10,6 +10,8 @@
 //!   dissector ([`tshark_iscsi_problems`], [`tshark_iscsi_opcodes`]).
 //! - [`libiscsi`]: URLs for and parsers of libiscsi's command-line tools (`iscsi-ls`,
 //!   `iscsi-inq`, `iscsi-readcapacity16`), the reference initiator.
+//! - [`scsi_io`]: SCSI I/O through an adapter path or a shard, write-then-verify, the
+//!   offload models' faults.
 //! - [`run_tool`], [`free_port`], [`require_tools!`]: bounded subprocesses, ports, and the
 //!   skip-locally / fail-under-CI rule for missing peer binaries.
 //!
@@ -39,6 +41,7 @@ pub mod capture;
 pub mod istgt;
 pub mod libiscsi;
 pub mod process;
+pub mod scsi_io;
 pub mod tgt;
 
 use std::net::SocketAddr;

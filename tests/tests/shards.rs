@@ -4,14 +4,14 @@
 //! (tgt cannot be told to hold MaxCmdSN back): the command window is obeyed when the target
 //! keeps MaxCmdSN low (issue 4 item 6).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use datapath::client::ClientConfig;
 use datapath::scsi::Cdb;
 use datapath::session::{CommandError, DataDirection};
-use datapath::shard::{ShardCompletion, ShardConfig, ShardPool, ShardRequest};
-use system_tests::{pattern, LunSpec, TargetSpec, Tgt};
+use datapath::shard::{ShardConfig, ShardPool, ShardRequest};
+use system_tests::scsi_io::{Command, CommandPath, OnShard};
+use system_tests::{pattern, TargetSpec, Tgt};
 
 const BLOCK: u32 = 512;
 const LUN_BYTES: u64 = 8 << 20;
@@ -19,14 +19,7 @@ const IO_BYTES: u32 = 64 * 1024;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn start_tgt(iqn: &str) -> Tgt {
-    Tgt::start(&[TargetSpec {
-        iqn: iqn.to_string(),
-        luns: vec![LunSpec {
-            size_bytes: LUN_BYTES,
-        }],
-        chap: None,
-    }])
-    .expect("tgtd starts")
+    Tgt::start(&[TargetSpec::new(iqn, &[LUN_BYTES])]).expect("tgtd starts")
 }
 
 fn client_config(tgt: &Tgt) -> ClientConfig {
@@ -37,18 +30,7 @@ fn client_config(tgt: &Tgt) -> ClientConfig {
 }
 
 fn request(lun: u64, cdb: &Cdb, buffer: Vec<u8>, user_data: u64) -> ShardRequest {
-    let direction = match cdb.direction() {
-        datapath::scsi::DataDirection::Read(len) => DataDirection::Read { len },
-        datapath::scsi::DataDirection::Write(len) => DataDirection::Write { len },
-        datapath::scsi::DataDirection::None => DataDirection::None,
-    };
-    ShardRequest {
-        lun,
-        cdb: cdb.as_bytes().to_vec(),
-        direction,
-        buffer,
-        user_data,
-    }
+    Command::new(lun, cdb, buffer, user_data).into()
 }
 
 /// A fresh session sees a unit attention (power on / reset) once: take it with TEST UNIT
@@ -76,40 +58,6 @@ fn clear_unit_attention(pool: &ShardPool, shard: usize, lun: u64) {
         assert_eq!(outcome.status, 2, "unexpected status {:#x}", outcome.status);
     }
     panic!("shard {shard}: unit attention repeated");
-}
-
-/// Runs `requests` on `shard` keeping as many in flight as the queue takes; returns the
-/// completions by user_data.
-fn run_all(
-    pool: &ShardPool,
-    shard: usize,
-    requests: Vec<ShardRequest>,
-) -> HashMap<u64, ShardCompletion> {
-    let total = requests.len();
-    let mut pending = requests.into_iter();
-    let mut next = pending.next();
-    let mut done = HashMap::with_capacity(total);
-    let deadline = Instant::now() + WAIT;
-    let completions = pool.completions(shard).expect("shard exists");
-    while done.len() < total {
-        assert!(
-            Instant::now() < deadline,
-            "shard {shard}: I/O did not finish"
-        );
-        while let Some(r) = next.take() {
-            match pool.submit(shard, r) {
-                Ok(()) => next = pending.next(),
-                Err(back) => {
-                    next = Some(back);
-                    break;
-                }
-            }
-        }
-        if let Ok(c) = completions.recv_timeout(Duration::from_millis(100)) {
-            done.insert(c.user_data, c);
-        }
-    }
-    done
 }
 
 #[test]
@@ -167,23 +115,23 @@ fn region_round_trip(iqn: &str, send_zc_min_bytes: Option<u32>) {
                 let writes = (0..ios_per_region)
                     .map(|i| {
                         let cdb = Cdb::write(lba(i), blocks, BLOCK, false).unwrap();
-                        request(lun, &cdb, data(i), u64::from(i))
+                        Command::new(lun, &cdb, data(i), u64::from(i))
                     })
                     .collect();
-                for (i, c) in run_all(pool, shard, writes) {
-                    let outcome = c.result.unwrap_or_else(|e| panic!("write {i}: {e}"));
+                for (i, result) in OnShard::new(pool, shard).run_all(writes) {
+                    let outcome = result.unwrap_or_else(|e| panic!("write {i}: {e}"));
                     assert_eq!(outcome.status, 0, "write {i}");
                 }
                 let reads = (0..ios_per_region)
                     .map(|i| {
                         let cdb = Cdb::read(lba(i), blocks, BLOCK, false).unwrap();
-                        request(lun, &cdb, vec![0; IO_BYTES as usize], u64::from(i))
+                        Command::new(lun, &cdb, vec![0; IO_BYTES as usize], u64::from(i))
                     })
                     .collect();
-                let done = run_all(pool, shard, reads);
+                let done = OnShard::new(pool, shard).run_all(reads);
                 assert_eq!(done.len(), ios_per_region as usize);
-                for (i, c) in done {
-                    let outcome = c.result.unwrap_or_else(|e| panic!("read {i}: {e}"));
+                for (i, result) in done {
+                    let outcome = result.unwrap_or_else(|e| panic!("read {i}: {e}"));
                     assert_eq!(outcome.status, 0, "read {i}");
                     assert_eq!(outcome.transferred, IO_BYTES);
                     assert!(
@@ -269,7 +217,8 @@ fn a_lost_connection_fails_that_shard_only() {
     let (good, lost) = std::thread::scope(|scope| {
         let driver = scope.spawn(|| keep_reading_until_failure(&pool, 0, lun));
         std::thread::sleep(Duration::from_millis(200));
-        tgtd_close_session(&tgt, victim);
+        tgt.close_session(victim)
+            .unwrap_or_else(|e| panic!("{e}\n{}", tgt.log()));
         driver.join().expect("driver thread")
     });
     assert!(good > 0, "shard 0 completed reads before the loss");
@@ -339,32 +288,6 @@ fn keep_reading_until_failure(pool: &ShardPool, shard: usize, lun: u64) -> (u64,
             }
         }
     }
-}
-
-/// Deletes the connection of the session tgt handed `tsih`.
-fn tgtd_close_session(tgt: &Tgt, tsih: u16) {
-    // tgt copies its session id into the TSIH field in host byte order (iscsid.c,
-    // `rsp->tsih = conn->tsih`, no cpu_to_be16): on a little-endian host the TSIH we
-    // decode is the id with its bytes swapped. The TSIH is opaque to an initiator, so this
-    // is harmless on the wire; only this mapping has to know.
-    let sid = u16::from_le_bytes(tsih.to_be_bytes()).to_string();
-    tgt.tgtadm(&[
-        "--lld",
-        "iscsi",
-        "--op",
-        "delete",
-        "--mode",
-        "connection",
-        "--tid",
-        "1",
-        "--sid",
-        &sid,
-        "--cid",
-        "0",
-    ])
-    .unwrap_or_else(|e| panic!("closing session {sid}: {e}\n{}", tgt.log()));
-    // Give tgtd a moment to tear the connection down.
-    std::thread::sleep(Duration::from_millis(300));
 }
 
 /// What the windowed fake target saw.
@@ -591,13 +514,13 @@ fn the_window_is_obeyed_when_the_target_keeps_max_cmd_sn_low() {
     let reads = (0..TOTAL)
         .map(|i| {
             let cdb = Cdb::read(u64::from(i) * 8, 8, BLOCK, false).unwrap();
-            request(0, &cdb, vec![0; 4096], u64::from(i))
+            Command::new(0, &cdb, vec![0; 4096], u64::from(i))
         })
         .collect();
-    let done = run_all(&pool, 0, reads);
+    let done = OnShard::new(&pool, 0).run_all(reads);
     assert_eq!(done.len(), TOTAL as usize);
-    for (i, c) in done {
-        let outcome = c.result.unwrap_or_else(|e| panic!("read {i}: {e}"));
+    for (i, result) in done {
+        let outcome = result.unwrap_or_else(|e| panic!("read {i}: {e}"));
         assert_eq!(outcome.status, 0, "read {i}");
         assert!(outcome.buffer.iter().all(|&b| b == 0x6b), "read {i} data");
     }

@@ -959,12 +959,12 @@ fn setup_command(
     cdb: &Cdb,
     command: &'static str,
 ) -> Result<(u8, Option<Sense>, Vec<u8>), EngineError> {
-    let direction = match cdb.direction() {
-        datapath::scsi::DataDirection::Read(len) => DataDirection::Read { len },
-        datapath::scsi::DataDirection::Write(len) => DataDirection::Write { len },
-        datapath::scsi::DataDirection::None => DataDirection::None,
-    };
-    let request = setup_request(cdb.as_bytes().to_vec(), direction, lun, cdb.opcode().into());
+    let request = setup_request(
+        cdb.as_bytes().to_vec(),
+        cdb.direction().into(),
+        lun,
+        cdb.opcode().into(),
+    );
     let done = pool.execute(shard, request, SETUP_TIMEOUT)?;
     match done.result {
         Ok(outcome) => {

@@ -246,6 +246,17 @@ pub enum DataDirection {
     },
 }
 
+/// The session's view of the data phase a CDB declares ([`crate::scsi::Cdb::direction`]).
+impl From<crate::scsi::DataDirection> for DataDirection {
+    fn from(direction: crate::scsi::DataDirection) -> Self {
+        match direction {
+            crate::scsi::DataDirection::None => DataDirection::None,
+            crate::scsi::DataDirection::Read(len) => DataDirection::Read { len },
+            crate::scsi::DataDirection::Write(len) => DataDirection::Write { len },
+        }
+    }
+}
+
 /// A SCSI command to run. The buffer is owned by the command while it is in flight and
 /// handed back on completion: read data lands in it, write data comes from it.
 #[derive(Clone, PartialEq, Eq)]
