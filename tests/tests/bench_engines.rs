@@ -3,8 +3,9 @@
 //! as the CHECK CONDITION it is; a connection closed by the target reported as a transport
 //! error.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bench::engine::testing::{run_units, unit};
 use bench::engine::{Engine, IscsiEngine, IscsiOptions, IscsiTarget};
 use bench::io::{Direction, IoDone, IoError, IoUnit};
 use datapath::url::IscsiUrl;
@@ -30,39 +31,8 @@ fn open(tgt: &Tgt, shards: usize) -> IscsiEngine {
     IscsiEngine::open(&options).unwrap_or_else(|e| panic!("engine opens: {e}\n{}", tgt.log()))
 }
 
-fn unit(id: u64, direction: Direction, offset: u64, buffer: Vec<u8>, len: u32) -> IoUnit {
-    IoUnit {
-        id,
-        direction,
-        offset,
-        len,
-        buffer,
-    }
-}
-
-/// Queues, submits and reaps every unit; completions sorted by id.
 fn run(engine: &mut IscsiEngine, units: Vec<IoUnit>) -> Vec<IoDone> {
-    let total = units.len();
-    let mut waiting = units.into_iter();
-    let mut next = waiting.next();
-    let mut done = Vec::with_capacity(total);
-    let deadline = Instant::now() + WAIT;
-    while done.len() < total {
-        assert!(Instant::now() < deadline, "I/O did not complete");
-        while let Some(u) = next.take() {
-            match engine.queue(u) {
-                Ok(()) => next = waiting.next(),
-                Err(back) => {
-                    next = Some(back);
-                    break;
-                }
-            }
-        }
-        engine.submit().expect("submit");
-        engine.reap(1, WAIT, &mut done).expect("reap");
-    }
-    done.sort_by_key(|d| d.unit.id);
-    done
+    run_units(engine, units, WAIT)
 }
 
 #[test]

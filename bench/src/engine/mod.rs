@@ -42,6 +42,8 @@
 pub mod embedded;
 pub mod iscsi;
 pub mod null;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 pub mod uring;
 
 use std::time::Duration;
