@@ -10,6 +10,7 @@
 //!   dissector ([`tshark_iscsi_problems`], [`tshark_iscsi_opcodes`]).
 //! - [`libiscsi`]: URLs for and parsers of libiscsi's command-line tools (`iscsi-ls`,
 //!   `iscsi-inq`, `iscsi-readcapacity16`), the reference initiator.
+//! - [`fake_target`]: pieces of scripted fake targets.
 //! - [`scsi_io`]: SCSI I/O through an adapter path or a shard, write-then-verify, the
 //!   offload models' faults.
 //! - [`run_tool`], [`free_port`], [`require_tools!`]: bounded subprocesses, ports, and the
@@ -38,6 +39,7 @@
 //! Text requests, which makes `iscsi-ls` hang against it.
 
 pub mod capture;
+pub mod fake_target;
 pub mod istgt;
 pub mod libiscsi;
 pub mod process;

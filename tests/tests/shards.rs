@@ -10,6 +10,7 @@ use datapath::client::ClientConfig;
 use datapath::scsi::Cdb;
 use datapath::session::{CommandError, DataDirection};
 use datapath::shard::{ShardConfig, ShardPool, ShardRequest};
+use system_tests::fake_target::accept_login;
 use system_tests::scsi_io::{Command, CommandPath, OnShard};
 use system_tests::{pattern, TargetSpec, Tgt};
 
@@ -356,7 +357,7 @@ fn windowed_target(
     total_commands: u32,
     first_window: u32,
 ) -> std::io::Result<WindowReport> {
-    use datapath::pdu::{DataIn, Header, LoginResponse, LoginStage, LogoutResponse, NopIn};
+    use datapath::pdu::{DataIn, Header, LoginStage, LogoutResponse, NopIn};
     use datapath::text::{self, Negotiation, OperationalOffer, Role, TextLimits};
 
     let (mut stream, _) = listener.accept()?;
@@ -374,22 +375,8 @@ fn windowed_target(
         exp_cmd_sn = request.cmd_sn;
         let pairs = text::parse_pairs(&data, &TextLimits::default()).unwrap_or_default();
         let last = request.transit && request.next_stage == LoginStage::FullFeaturePhase;
-        let response = LoginResponse {
-            transit: request.transit,
-            continue_: false,
-            current_stage: request.current_stage,
-            next_stage: request.next_stage,
-            version_max: 0,
-            version_active: 0,
-            isid: request.isid,
-            tsih: if last { 9 } else { 0 },
-            initiator_task_tag: request.initiator_task_tag,
-            stat_sn,
-            exp_cmd_sn,
-            max_cmd_sn: exp_cmd_sn.wrapping_add(first_window - 1),
-            status_class: 0,
-            status_detail: 0,
-        };
+        let max_cmd_sn = exp_cmd_sn.wrapping_add(first_window - 1);
+        let response = accept_login(&request, 9, stat_sn, max_cmd_sn);
         let mut body = Vec::new();
         let mut replies = Vec::new();
         if pairs.iter().any(|(k, _)| k == "AuthMethod") {
