@@ -1,5 +1,9 @@
 //! One I/O as every part of the tool sees it: the workload makes an [`IoUnit`], an engine
 //! carries it out and hands it back in an [`IoDone`], the statistics count it.
+//!
+//! Also the vocabulary of fio's options that the job parser fills and the workload follows
+//! as they are ([`PerDir`], [`RwKind`], [`Distribution`], [`RateProcess`]): one type each,
+//! so nothing maps one onto a copy of itself.
 
 /// Which way the data goes. Trim carries no data (UNMAP on iSCSI, discard on a device).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,4 +77,139 @@ pub enum IoError {
 pub struct IoDone {
     pub unit: IoUnit,
     pub result: Result<(), IoError>,
+}
+
+/// One value per data direction, in fio's order: read, write, trim (fio's comma lists,
+/// `bs=4k,64k`, fill these).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PerDir<T> {
+    pub read: T,
+    pub write: T,
+    pub trim: T,
+}
+
+impl<T> PerDir<T> {
+    /// The value for one direction.
+    pub fn get(&self, direction: Direction) -> &T {
+        match direction {
+            Direction::Read => &self.read,
+            Direction::Write => &self.write,
+            Direction::Trim => &self.trim,
+        }
+    }
+
+    /// The three values, read first.
+    pub fn each(&self) -> [(Direction, &T); 3] {
+        [
+            (Direction::Read, &self.read),
+            (Direction::Write, &self.write),
+            (Direction::Trim, &self.trim),
+        ]
+    }
+
+    pub fn get_mut(&mut self, direction: Direction) -> &mut T {
+        match direction {
+            Direction::Read => &mut self.read,
+            Direction::Write => &mut self.write,
+            Direction::Trim => &mut self.trim,
+        }
+    }
+}
+
+impl<T: Clone> PerDir<T> {
+    /// The same value for all three directions.
+    pub fn splat(value: T) -> PerDir<T> {
+        PerDir {
+            read: value.clone(),
+            write: value.clone(),
+            trim: value,
+        }
+    }
+}
+
+/// The I/O pattern (fio's `rw=`/`readwrite=`), fio's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RwKind {
+    #[default]
+    Read,
+    Write,
+    Trim,
+    RandRead,
+    RandWrite,
+    RandTrim,
+    /// `rw` or `readwrite`: sequential mixed reads and writes.
+    ReadWrite,
+    RandRw,
+}
+
+impl RwKind {
+    /// fio's spelling, as `rw=` takes it and as fio's reports print it.
+    pub fn fio_name(self) -> &'static str {
+        match self {
+            RwKind::Read => "read",
+            RwKind::Write => "write",
+            RwKind::Trim => "trim",
+            RwKind::RandRead => "randread",
+            RwKind::RandWrite => "randwrite",
+            RwKind::RandTrim => "randtrim",
+            RwKind::ReadWrite => "rw",
+            RwKind::RandRw => "randrw",
+        }
+    }
+
+    pub fn is_random(self) -> bool {
+        matches!(
+            self,
+            RwKind::RandRead | RwKind::RandWrite | RwKind::RandTrim | RwKind::RandRw
+        )
+    }
+
+    /// The directions the pattern issues I/O in.
+    pub fn directions(self) -> &'static [Direction] {
+        match self {
+            RwKind::Read | RwKind::RandRead => &[Direction::Read],
+            RwKind::Write | RwKind::RandWrite => &[Direction::Write],
+            RwKind::Trim | RwKind::RandTrim => &[Direction::Trim],
+            RwKind::ReadWrite | RwKind::RandRw => &[Direction::Read, Direction::Write],
+        }
+    }
+
+    /// Whether the pattern issues I/O in this direction.
+    pub fn does(self, direction: Direction) -> bool {
+        self.directions().contains(&direction)
+    }
+
+    /// Reads and writes mixed by `rwmixread`.
+    pub fn is_mixed(self) -> bool {
+        matches!(self, RwKind::ReadWrite | RwKind::RandRw)
+    }
+}
+
+/// fio's `random_distribution=`. `center` is fio's optional second value
+/// (`zipf:1.2:0.25`), in `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Distribution {
+    /// `random`: uniform; with the random map unless `norandommap`.
+    #[default]
+    Random,
+    /// `zipf:theta`; theta > 0 and not 1.
+    Zipf { theta: f64, center: Option<f64> },
+    /// `pareto:h`; 0 < h < 1.
+    Pareto { power: f64, center: Option<f64> },
+    /// `normal:deviation`, Gaussian with the deviation a percentage of the region, in
+    /// `[0, 100]`.
+    Normal {
+        deviation_percent: f64,
+        center: Option<f64>,
+    },
+}
+
+/// fio's `rate_process=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateProcess {
+    /// Fixed gaps between I/Os.
+    #[default]
+    Linear,
+    /// Exponential gaps (a Poisson arrival process), mean 1/IOPS.
+    Poisson,
 }

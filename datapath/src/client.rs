@@ -486,7 +486,7 @@ impl RecvBuffer {
 }
 
 /// A random ISID of the "random" type (RFC 7143 section 11.12.5: T = 0b11).
-fn random_isid() -> pdu::Isid {
+pub fn random_isid() -> pdu::Isid {
     let r = random_bytes(6);
     [0xc0 | (r[0] & 0x3f), r[1], r[2], r[3], r[4], r[5]]
 }

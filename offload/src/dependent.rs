@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use datapath::pdu::{self, digest, Digests, Header, Limits, LoginStage, Tag, BHS_
 use crate::cpu::CpuMeter;
 use crate::faults::Faults;
 use crate::net;
+use crate::slots;
 use crate::wire::{after, post_waiting, write_all_vectored, FAULT_POST_WAIT};
 
 /// Largest AHS the models accept or emit, in bytes.
@@ -163,14 +164,7 @@ impl DependentModel {
     }
 
     fn slot(&self, index: usize) -> Result<std::sync::MutexGuard<'_, QueuePairSlot>, AdapterError> {
-        let slot = self
-            .queue_pairs
-            .get(index)
-            .ok_or(AdapterError::NoSuchQueuePair {
-                index,
-                count: self.queue_pairs.len(),
-            })?;
-        Ok(slot.lock().unwrap_or_else(PoisonError::into_inner))
+        slots::lock(&self.queue_pairs, index)
     }
 
     /// Stops a queue pair's engines and takes its adapter end back, its submission ring
@@ -322,6 +316,26 @@ fn announce(completions: &Producer<DependentCompletion>, faults: &Faults) {
     }
 }
 
+/// Stops both engines of a queue pair (the flag, and the socket either may be blocked on)
+/// and posts the fault that stopped them; the host resets the queue pair next.
+fn stop_engines_with(
+    fault: AdapterFault,
+    stop: &AtomicBool,
+    stream: &TcpStream,
+    completions: &Producer<DependentCompletion>,
+    faults: &Faults,
+) {
+    stop.store(true, Ordering::SeqCst);
+    let _ = stream.shutdown(Shutdown::Both);
+    post_waiting(
+        completions,
+        DependentCompletion::Fault(fault),
+        after(FAULT_POST_WAIT),
+        || !faults.doorbell_stalled(),
+    );
+    announce(completions, faults);
+}
+
 /// The transmit engine of one queue pair.
 struct TxEngine {
     index: usize,
@@ -350,16 +364,13 @@ impl TxEngine {
                     tracing::warn!(queue_pair = self.index, %fault, "dependent model: transmit engine stops");
                     clock.charge();
                     // Stop the receive engine too: the host resets the queue pair next.
-                    self.stop.store(true, Ordering::SeqCst);
-                    let _ = self.stream.shutdown(Shutdown::Both);
-                    let faults = self.faults.clone();
-                    post_waiting(
+                    stop_engines_with(
+                        fault,
+                        &self.stop,
+                        &self.stream,
                         &self.completions,
-                        DependentCompletion::Fault(fault),
-                        after(FAULT_POST_WAIT),
-                        || !faults.doorbell_stalled(),
+                        &self.faults,
                     );
-                    announce(&self.completions, &self.faults);
                     break 'engine;
                 }
             }
@@ -535,16 +546,13 @@ impl RxEngine {
     /// Stops both engines and posts the fault that stopped them.
     fn stop_with(&mut self, fault: AdapterFault) {
         tracing::warn!(queue_pair = self.index, %fault, "dependent model: receive engine stops");
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.stream.shutdown(Shutdown::Both);
-        let faults = self.faults.clone();
-        post_waiting(
+        stop_engines_with(
+            fault,
+            &self.stop,
+            &self.stream,
             &self.completions,
-            DependentCompletion::Fault(fault),
-            after(FAULT_POST_WAIT),
-            || !faults.doorbell_stalled(),
+            &self.faults,
         );
-        announce(&self.completions, &self.faults);
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), AdapterFault> {

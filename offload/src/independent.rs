@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,16 +33,15 @@ use datapath::adapter::{
     IndependentConfig, IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure,
     Producer, ResetReport, ScsiCompletion,
 };
-use datapath::client::random_bytes;
+use datapath::client::{random_bytes, random_isid};
 use datapath::pdu::{self, Digests, Header, Limits, LoginStage, PduError, BHS_LEN};
 use datapath::scsi::Lun;
-use datapath::session::{
-    CommandError, Event, ScsiCommandRequest, Session, SessionConfig, SessionState, TaskId,
-};
+use datapath::session::{Event, ScsiCommandRequest, Session, SessionConfig, SessionState, TaskId};
 
 use crate::cpu::CpuMeter;
 use crate::faults::Faults;
 use crate::net;
+use crate::slots;
 use crate::wire::{post_waiting, write_all_vectored};
 
 /// How long an idle processor sleeps before it looks at its stop flag again.
@@ -162,14 +161,7 @@ impl IndependentModel {
     }
 
     fn slot(&self, index: usize) -> Result<MutexGuard<'_, QueuePairSlot>, AdapterError> {
-        let slot = self
-            .queue_pairs
-            .get(index)
-            .ok_or(AdapterError::NoSuchQueuePair {
-                index,
-                count: self.queue_pairs.len(),
-            })?;
-        Ok(slot.lock().unwrap_or_else(PoisonError::into_inner))
+        slots::lock(&self.queue_pairs, index)
     }
 
     /// Stops the engine (joined) and takes back the queue and the buffers it held.
@@ -291,20 +283,6 @@ impl Drop for IndependentModel {
             }
         }
     }
-}
-
-/// A random ISID of the "random" type (RFC 7143 section 11.12.5: T = 0b11).
-fn random_isid() -> pdu::Isid {
-    let r = random_bytes(6);
-    let byte = |i: usize| r.get(i).copied().unwrap_or(0);
-    [
-        0xc0 | (byte(0) & 0x3f),
-        byte(1),
-        byte(2),
-        byte(3),
-        byte(4),
-        byte(5),
-    ]
 }
 
 /// What the receive thread hands the processor.
@@ -607,7 +585,7 @@ impl Processor {
                         continue;
                     };
                     let result = result.map_err(|failure| PathFailure {
-                        error: self.failure_cause(failure.error),
+                        error: PathError::from_command(failure.error, self.fault.as_ref()),
                         buffer: failure.buffer,
                     });
                     posted += usize::from(self.post(tag, result));
@@ -624,19 +602,6 @@ impl Processor {
                 }
                 _ => {}
             }
-        }
-    }
-
-    /// Names the adapter fault behind a command's failure when there is one.
-    fn failure_cause(&self, error: CommandError) -> PathError {
-        match (&self.fault, error) {
-            (
-                Some(fault),
-                CommandError::ConnectionLost(_)
-                | CommandError::Protocol(_)
-                | CommandError::TimedOut,
-            ) => PathError::Adapter(fault.clone()),
-            (_, error) => PathError::Command(error),
         }
     }
 

@@ -22,4 +22,5 @@ pub mod discovery;
 pub mod faults;
 pub mod independent;
 pub mod net;
+mod slots;
 mod wire;

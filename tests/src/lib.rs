@@ -10,6 +10,9 @@
 //!   dissector ([`tshark_iscsi_problems`], [`tshark_iscsi_opcodes`]).
 //! - [`libiscsi`]: URLs for and parsers of libiscsi's command-line tools (`iscsi-ls`,
 //!   `iscsi-inq`, `iscsi-readcapacity16`), the reference initiator.
+//! - [`fake_target`]: pieces of scripted fake targets.
+//! - [`scsi_io`]: SCSI I/O through an adapter path or a shard, write-then-verify, the
+//!   offload models' faults.
 //! - [`run_tool`], [`free_port`], [`require_tools!`]: bounded subprocesses, ports, and the
 //!   skip-locally / fail-under-CI rule for missing peer binaries.
 //!
@@ -36,9 +39,11 @@
 //! Text requests, which makes `iscsi-ls` hang against it.
 
 pub mod capture;
+pub mod fake_target;
 pub mod istgt;
 pub mod libiscsi;
 pub mod process;
+pub mod scsi_io;
 pub mod tgt;
 
 use std::net::SocketAddr;

@@ -205,6 +205,24 @@ impl Tgt {
         Ok(())
     }
 
+    /// Closes, from the target side, the connection of the session of target 1 that tgt
+    /// handed `tsih`, and gives tgtd a moment to tear it down.
+    pub fn close_session(&self, tsih: u16) -> Result<(), String> {
+        // tgt copies its session id into the TSIH field in host byte order (iscsid.c,
+        // `rsp->tsih = conn->tsih`, no cpu_to_be16): on a little-endian host the TSIH we
+        // decode is the id with its bytes swapped. The TSIH is opaque to an initiator, so
+        // this is harmless on the wire; only this mapping has to know.
+        let sid = u16::from_le_bytes(tsih.to_be_bytes()).to_string();
+        self.tgtadm_iscsi(
+            "connection",
+            "delete",
+            &["--tid", "1", "--sid", &sid, "--cid", "0"],
+        )
+        .map_err(|e| format!("closing session {sid}: {e}"))?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
     /// Runs `tgtadm` against this daemon's own control socket.
     pub fn tgtadm(&self, args: &[&str]) -> Result<String, String> {
         let tgtadm = tool_path("tgtadm").ok_or("tgtadm is not installed")?;

@@ -3,25 +3,19 @@
 //! as the CHECK CONDITION it is; a connection closed by the target reported as a transport
 //! error.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bench::engine::testing::{run_units, unit};
 use bench::engine::{Engine, IscsiEngine, IscsiOptions, IscsiTarget};
 use bench::io::{Direction, IoDone, IoError, IoUnit};
 use datapath::url::IscsiUrl;
-use system_tests::{pattern, require_tools, LunSpec, TargetSpec, Tgt};
+use system_tests::{pattern, require_tools, TargetSpec, Tgt};
 
 const LUN_BYTES: u64 = 8 << 20;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn start_tgt(iqn: &str) -> Tgt {
-    Tgt::start(&[TargetSpec {
-        iqn: iqn.to_string(),
-        luns: vec![LunSpec {
-            size_bytes: LUN_BYTES,
-        }],
-        chap: None,
-    }])
-    .expect("tgtd starts")
+    Tgt::start(&[TargetSpec::new(iqn, &[LUN_BYTES])]).expect("tgtd starts")
 }
 
 fn open(tgt: &Tgt, shards: usize) -> IscsiEngine {
@@ -37,39 +31,8 @@ fn open(tgt: &Tgt, shards: usize) -> IscsiEngine {
     IscsiEngine::open(&options).unwrap_or_else(|e| panic!("engine opens: {e}\n{}", tgt.log()))
 }
 
-fn unit(id: u64, direction: Direction, offset: u64, buffer: Vec<u8>, len: u32) -> IoUnit {
-    IoUnit {
-        id,
-        direction,
-        offset,
-        len,
-        buffer,
-    }
-}
-
-/// Queues, submits and reaps every unit; completions sorted by id.
 fn run(engine: &mut IscsiEngine, units: Vec<IoUnit>) -> Vec<IoDone> {
-    let total = units.len();
-    let mut waiting = units.into_iter();
-    let mut next = waiting.next();
-    let mut done = Vec::with_capacity(total);
-    let deadline = Instant::now() + WAIT;
-    while done.len() < total {
-        assert!(Instant::now() < deadline, "I/O did not complete");
-        while let Some(u) = next.take() {
-            match engine.queue(u) {
-                Ok(()) => next = waiting.next(),
-                Err(back) => {
-                    next = Some(back);
-                    break;
-                }
-            }
-        }
-        engine.submit().expect("submit");
-        engine.reap(1, WAIT, &mut done).expect("reap");
-    }
-    done.sort_by_key(|d| d.unit.id);
-    done
+    run_units(engine, units, WAIT)
 }
 
 #[test]
@@ -137,7 +100,8 @@ fn a_connection_closed_by_the_target_is_a_transport_error() {
     assert_eq!(done[0].result, Ok(()));
 
     let tsih = engine.shard_info()[0].tsih;
-    tgtd_close_session(&tgt, tsih);
+    tgt.close_session(tsih)
+        .unwrap_or_else(|e| panic!("{e}\n{}", tgt.log()));
 
     // Every unit from now on fails as a transport error, buffer handed back.
     let reads = (0..8)
@@ -153,26 +117,4 @@ fn a_connection_closed_by_the_target_is_a_transport_error() {
         assert_eq!(done.unit.buffer.len(), 4096);
     }
     Box::new(engine).close().expect("close after a loss");
-}
-
-/// Deletes the connection of the session tgt handed `tsih` (see tests/tests/shards.rs: tgt
-/// writes its session id into the TSIH in host byte order).
-fn tgtd_close_session(tgt: &Tgt, tsih: u16) {
-    let sid = u16::from_le_bytes(tsih.to_be_bytes()).to_string();
-    tgt.tgtadm(&[
-        "--lld",
-        "iscsi",
-        "--op",
-        "delete",
-        "--mode",
-        "connection",
-        "--tid",
-        "1",
-        "--sid",
-        &sid,
-        "--cid",
-        "0",
-    ])
-    .unwrap_or_else(|e| panic!("closing session {sid}: {e}\n{}", tgt.log()));
-    std::thread::sleep(Duration::from_millis(300));
 }

@@ -8,11 +8,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig, ClientError};
-use datapath::pdu::{
-    self, DataIn, Digests, Header, Limits, LoginResponse, LoginStage, ScsiResponse,
-};
+use datapath::pdu::{self, DataIn, Digests, Header, Limits, LoginStage, ScsiResponse};
 use datapath::session::DataDirection;
 use datapath::text::{self, Negotiation, OperationalOffer, Role, TextLimits};
+use system_tests::fake_target::accept_login;
 
 const IQN: &str = "iqn.2026-11.test:hostile";
 
@@ -102,13 +101,11 @@ fn serve(
 ) -> std::io::Result<()> {
     let mut negotiation = Negotiation::new(Role::Target, OperationalOffer::default());
     let mut stat_sn = 1u32;
-    let mut exp_cmd_sn;
     loop {
         let (header, data) = read_pdu(stream, Digests::default())?;
         let Header::LoginRequest(request) = header else {
             return Ok(());
         };
-        exp_cmd_sn = request.cmd_sn;
         let pairs = text::parse_pairs(&data, &TextLimits::default()).unwrap_or_default();
         let mut replies = Vec::new();
         let operational: Vec<_> = pairs
@@ -133,22 +130,7 @@ fn serve(
             text::encode_pairs(&replies, &mut body);
         }
         let last = request.transit && request.next_stage == LoginStage::FullFeaturePhase;
-        let response = LoginResponse {
-            transit: request.transit,
-            continue_: false,
-            current_stage: request.current_stage,
-            next_stage: request.next_stage,
-            version_max: 0,
-            version_active: 0,
-            isid: request.isid,
-            tsih: if last { 7 } else { 0 },
-            initiator_task_tag: request.initiator_task_tag,
-            stat_sn,
-            exp_cmd_sn,
-            max_cmd_sn: exp_cmd_sn.wrapping_add(31),
-            status_class: 0,
-            status_detail: 0,
-        };
+        let response = accept_login(&request, 7, stat_sn, request.cmd_sn.wrapping_add(31));
         stat_sn += 1;
         write_pdu(stream, &Header::LoginResponse(response), &body)?;
         if last || login_garbage {

@@ -54,11 +54,7 @@ fn client_config(portal: std::net::SocketAddr, iqn: &str, v: Variant) -> ClientC
 }
 
 fn execute_ok(client: &mut Client, lun: u64, cdb: &Cdb, buffer: Vec<u8>) -> Vec<u8> {
-    let direction = match cdb.direction() {
-        datapath::scsi::DataDirection::Read(len) => DataDirection::Read { len },
-        datapath::scsi::DataDirection::Write(len) => DataDirection::Write { len },
-        datapath::scsi::DataDirection::None => DataDirection::None,
-    };
+    let direction: DataDirection = cdb.direction().into();
     for _ in 0..3 {
         let outcome = client
             .execute(lun, cdb.as_bytes(), direction, buffer.clone())

@@ -4,14 +4,15 @@
 //! (tgt cannot be told to hold MaxCmdSN back): the command window is obeyed when the target
 //! keeps MaxCmdSN low (issue 4 item 6).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use datapath::client::ClientConfig;
 use datapath::scsi::Cdb;
 use datapath::session::{CommandError, DataDirection};
-use datapath::shard::{ShardCompletion, ShardConfig, ShardPool, ShardRequest};
-use system_tests::{pattern, LunSpec, TargetSpec, Tgt};
+use datapath::shard::{ShardConfig, ShardPool, ShardRequest};
+use system_tests::fake_target::accept_login;
+use system_tests::scsi_io::{Command, CommandPath, OnShard};
+use system_tests::{pattern, TargetSpec, Tgt};
 
 const BLOCK: u32 = 512;
 const LUN_BYTES: u64 = 8 << 20;
@@ -19,14 +20,7 @@ const IO_BYTES: u32 = 64 * 1024;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn start_tgt(iqn: &str) -> Tgt {
-    Tgt::start(&[TargetSpec {
-        iqn: iqn.to_string(),
-        luns: vec![LunSpec {
-            size_bytes: LUN_BYTES,
-        }],
-        chap: None,
-    }])
-    .expect("tgtd starts")
+    Tgt::start(&[TargetSpec::new(iqn, &[LUN_BYTES])]).expect("tgtd starts")
 }
 
 fn client_config(tgt: &Tgt) -> ClientConfig {
@@ -37,18 +31,7 @@ fn client_config(tgt: &Tgt) -> ClientConfig {
 }
 
 fn request(lun: u64, cdb: &Cdb, buffer: Vec<u8>, user_data: u64) -> ShardRequest {
-    let direction = match cdb.direction() {
-        datapath::scsi::DataDirection::Read(len) => DataDirection::Read { len },
-        datapath::scsi::DataDirection::Write(len) => DataDirection::Write { len },
-        datapath::scsi::DataDirection::None => DataDirection::None,
-    };
-    ShardRequest {
-        lun,
-        cdb: cdb.as_bytes().to_vec(),
-        direction,
-        buffer,
-        user_data,
-    }
+    Command::new(lun, cdb, buffer, user_data).into()
 }
 
 /// A fresh session sees a unit attention (power on / reset) once: take it with TEST UNIT
@@ -76,40 +59,6 @@ fn clear_unit_attention(pool: &ShardPool, shard: usize, lun: u64) {
         assert_eq!(outcome.status, 2, "unexpected status {:#x}", outcome.status);
     }
     panic!("shard {shard}: unit attention repeated");
-}
-
-/// Runs `requests` on `shard` keeping as many in flight as the queue takes; returns the
-/// completions by user_data.
-fn run_all(
-    pool: &ShardPool,
-    shard: usize,
-    requests: Vec<ShardRequest>,
-) -> HashMap<u64, ShardCompletion> {
-    let total = requests.len();
-    let mut pending = requests.into_iter();
-    let mut next = pending.next();
-    let mut done = HashMap::with_capacity(total);
-    let deadline = Instant::now() + WAIT;
-    while done.len() < total {
-        assert!(
-            Instant::now() < deadline,
-            "shard {shard}: I/O did not finish"
-        );
-        while let Some(r) = next.take() {
-            match pool.submit(shard, r) {
-                Ok(()) => next = pending.next(),
-                Err(back) => {
-                    next = Some(back);
-                    break;
-                }
-            }
-        }
-        // The futex wait the benchmark uses (the shard wakes it, moderated).
-        if let Ok(c) = pool.wait_completion(shard, Duration::ZERO, Duration::from_millis(100)) {
-            done.insert(c.user_data, c);
-        }
-    }
-    done
 }
 
 #[test]
@@ -148,22 +97,22 @@ fn placed_reads_with_digests_check_each_trailer() {
     let writes = (0..ios)
         .map(|i| {
             let cdb = Cdb::write(u64::from(i * blocks), blocks, BLOCK, false).unwrap();
-            request(0, &cdb, data(i), u64::from(i))
+            Command::new(0, &cdb, data(i), u64::from(i))
         })
         .collect();
-    for (i, c) in run_all(&pool, 0, writes) {
-        let outcome = c.result.unwrap_or_else(|e| panic!("write {i}: {e}"));
+    for (i, c) in OnShard::new(&pool, 0).run_all(writes) {
+        let outcome = c.unwrap_or_else(|e| panic!("write {i}: {e}"));
         assert_eq!(outcome.status, 0, "write {i}");
     }
     let reads = (0..ios)
         .map(|i| {
             let cdb = Cdb::read(u64::from(i * blocks), blocks, BLOCK, false).unwrap();
-            request(0, &cdb, vec![0; IO_BYTES as usize], u64::from(i))
+            Command::new(0, &cdb, vec![0; IO_BYTES as usize], u64::from(i))
         })
         .collect();
     let before = pool.stats(0).unwrap();
-    for (i, c) in run_all(&pool, 0, reads) {
-        let outcome = c.result.unwrap_or_else(|e| panic!("read {i}: {e}"));
+    for (i, c) in OnShard::new(&pool, 0).run_all(reads) {
+        let outcome = c.unwrap_or_else(|e| panic!("read {i}: {e}"));
         assert_eq!(outcome.status, 0, "read {i}");
         assert!(outcome.buffer == data(i as u32), "read {i} differs");
     }
@@ -225,23 +174,23 @@ fn region_round_trip(iqn: &str, send_zc_min_bytes: Option<u32>) {
                 let writes = (0..ios_per_region)
                     .map(|i| {
                         let cdb = Cdb::write(lba(i), blocks, BLOCK, false).unwrap();
-                        request(lun, &cdb, data(i), u64::from(i))
+                        Command::new(lun, &cdb, data(i), u64::from(i))
                     })
                     .collect();
-                for (i, c) in run_all(pool, shard, writes) {
-                    let outcome = c.result.unwrap_or_else(|e| panic!("write {i}: {e}"));
+                for (i, result) in OnShard::new(pool, shard).run_all(writes) {
+                    let outcome = result.unwrap_or_else(|e| panic!("write {i}: {e}"));
                     assert_eq!(outcome.status, 0, "write {i}");
                 }
                 let reads = (0..ios_per_region)
                     .map(|i| {
                         let cdb = Cdb::read(lba(i), blocks, BLOCK, false).unwrap();
-                        request(lun, &cdb, vec![0; IO_BYTES as usize], u64::from(i))
+                        Command::new(lun, &cdb, vec![0; IO_BYTES as usize], u64::from(i))
                     })
                     .collect();
-                let done = run_all(pool, shard, reads);
+                let done = OnShard::new(pool, shard).run_all(reads);
                 assert_eq!(done.len(), ios_per_region as usize);
-                for (i, c) in done {
-                    let outcome = c.result.unwrap_or_else(|e| panic!("read {i}: {e}"));
+                for (i, result) in done {
+                    let outcome = result.unwrap_or_else(|e| panic!("read {i}: {e}"));
                     assert_eq!(outcome.status, 0, "read {i}");
                     assert_eq!(outcome.transferred, IO_BYTES);
                     assert!(
@@ -309,27 +258,24 @@ fn small_reads_staged_and_coalesced_come_back_intact() {
             );
             let at = (i * IO_BYTES) as usize;
             let data = pattern(region_bytes as usize, 0x5a11)[at..at + IO_BYTES as usize].to_vec();
-            request(lun, &cdb.unwrap(), data, u64::from(i))
+            Command::new(lun, &cdb.unwrap(), data, u64::from(i))
         })
         .collect();
-    for (i, c) in run_all(&pool, 0, writes) {
-        assert_eq!(
-            c.result.unwrap_or_else(|e| panic!("write {i}: {e}")).status,
-            0
-        );
+    for (i, c) in OnShard::new(&pool, 0).run_all(writes) {
+        assert_eq!(c.unwrap_or_else(|e| panic!("write {i}: {e}")).status, 0);
     }
     let small = 4096u32;
     let expected = pattern(region_bytes as usize, 0x5a11);
     let reads = (0..region_bytes / small)
         .map(|i| {
             let cdb = Cdb::read(u64::from(i * small / BLOCK), small / BLOCK, BLOCK, false);
-            request(lun, &cdb.unwrap(), vec![0; small as usize], u64::from(i))
+            Command::new(lun, &cdb.unwrap(), vec![0; small as usize], u64::from(i))
         })
         .collect();
-    let done = run_all(&pool, 0, reads);
+    let done = OnShard::new(&pool, 0).run_all(reads);
     assert_eq!(done.len(), (region_bytes / small) as usize);
     for (i, c) in done {
-        let outcome = c.result.unwrap_or_else(|e| panic!("read {i}: {e}"));
+        let outcome = c.unwrap_or_else(|e| panic!("read {i}: {e}"));
         assert_eq!(outcome.status, 0, "read {i}");
         let at = i as usize * small as usize;
         assert!(
@@ -386,7 +332,8 @@ fn a_lost_connection_fails_that_shard_only() {
     let (good, lost) = std::thread::scope(|scope| {
         let driver = scope.spawn(|| keep_reading_until_failure(&pool, 0, lun));
         std::thread::sleep(Duration::from_millis(200));
-        tgtd_close_session(&tgt, victim);
+        tgt.close_session(victim)
+            .unwrap_or_else(|e| panic!("{e}\n{}", tgt.log()));
         driver.join().expect("driver thread")
     });
     assert!(good > 0, "shard 0 completed reads before the loss");
@@ -458,32 +405,6 @@ fn keep_reading_until_failure(pool: &ShardPool, shard: usize, lun: u64) -> (u64,
     }
 }
 
-/// Deletes the connection of the session tgt handed `tsih`.
-fn tgtd_close_session(tgt: &Tgt, tsih: u16) {
-    // tgt copies its session id into the TSIH field in host byte order (iscsid.c,
-    // `rsp->tsih = conn->tsih`, no cpu_to_be16): on a little-endian host the TSIH we
-    // decode is the id with its bytes swapped. The TSIH is opaque to an initiator, so this
-    // is harmless on the wire; only this mapping has to know.
-    let sid = u16::from_le_bytes(tsih.to_be_bytes()).to_string();
-    tgt.tgtadm(&[
-        "--lld",
-        "iscsi",
-        "--op",
-        "delete",
-        "--mode",
-        "connection",
-        "--tid",
-        "1",
-        "--sid",
-        &sid,
-        "--cid",
-        "0",
-    ])
-    .unwrap_or_else(|e| panic!("closing session {sid}: {e}\n{}", tgt.log()));
-    // Give tgtd a moment to tear the connection down.
-    std::thread::sleep(Duration::from_millis(300));
-}
-
 /// What the windowed fake target saw.
 #[derive(Debug, Default)]
 struct WindowReport {
@@ -550,7 +471,7 @@ fn windowed_target(
     total_commands: u32,
     first_window: u32,
 ) -> std::io::Result<WindowReport> {
-    use datapath::pdu::{DataIn, Header, LoginResponse, LoginStage, LogoutResponse, NopIn};
+    use datapath::pdu::{DataIn, Header, LoginStage, LogoutResponse, NopIn};
     use datapath::text::{self, Negotiation, OperationalOffer, Role, TextLimits};
 
     let (mut stream, _) = listener.accept()?;
@@ -568,22 +489,8 @@ fn windowed_target(
         exp_cmd_sn = request.cmd_sn;
         let pairs = text::parse_pairs(&data, &TextLimits::default()).unwrap_or_default();
         let last = request.transit && request.next_stage == LoginStage::FullFeaturePhase;
-        let response = LoginResponse {
-            transit: request.transit,
-            continue_: false,
-            current_stage: request.current_stage,
-            next_stage: request.next_stage,
-            version_max: 0,
-            version_active: 0,
-            isid: request.isid,
-            tsih: if last { 9 } else { 0 },
-            initiator_task_tag: request.initiator_task_tag,
-            stat_sn,
-            exp_cmd_sn,
-            max_cmd_sn: exp_cmd_sn.wrapping_add(first_window - 1),
-            status_class: 0,
-            status_detail: 0,
-        };
+        let max_cmd_sn = exp_cmd_sn.wrapping_add(first_window - 1);
+        let response = accept_login(&request, 9, stat_sn, max_cmd_sn);
         let mut body = Vec::new();
         let mut replies = Vec::new();
         if pairs.iter().any(|(k, _)| k == "AuthMethod") {
@@ -708,13 +615,13 @@ fn the_window_is_obeyed_when_the_target_keeps_max_cmd_sn_low() {
     let reads = (0..TOTAL)
         .map(|i| {
             let cdb = Cdb::read(u64::from(i) * 8, 8, BLOCK, false).unwrap();
-            request(0, &cdb, vec![0; 4096], u64::from(i))
+            Command::new(0, &cdb, vec![0; 4096], u64::from(i))
         })
         .collect();
-    let done = run_all(&pool, 0, reads);
+    let done = OnShard::new(&pool, 0).run_all(reads);
     assert_eq!(done.len(), TOTAL as usize);
-    for (i, c) in done {
-        let outcome = c.result.unwrap_or_else(|e| panic!("read {i}: {e}"));
+    for (i, result) in done {
+        let outcome = result.unwrap_or_else(|e| panic!("read {i}: {e}"));
         assert_eq!(outcome.status, 0, "read {i}");
         assert!(outcome.buffer.iter().all(|&b| b == 0x6b), "read {i} data");
     }

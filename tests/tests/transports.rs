@@ -5,27 +5,27 @@
 //! it hits with an error naming the fault, and the pool recovers with no acknowledged data
 //! lost; and `iscsi-ctl` chooses a transport with `--transport` and lists adapters.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::ClientConfig;
-use datapath::scsi::Cdb;
-use datapath::session::{CommandError, CommandOutcome, DataDirection};
-use datapath::shard::{ShardCompletion, ShardConfig, ShardPath, ShardPool, ShardRequest};
+use datapath::shard::{ShardConfig, ShardPath, ShardPool};
 use datapath::text::DigestChoice;
 use offload::dependent::{DependentModel, DependentModelConfig};
 use offload::faults::Faults;
 use offload::independent::{IndependentModel, IndependentModelConfig};
 use serde_json::Value;
+use system_tests::scsi_io::{
+    self, assert_backing_file_holds, fault_round, read_all, until_ready, write_then_verify,
+    OnShard, FAULTS,
+};
 use system_tests::{pattern, require_tools, run_tool, workspace_binary, TargetSpec, Tgt};
 
 const BLOCK: u32 = 512;
 const LUN_BYTES: u64 = 16 << 20;
-const WAIT: Duration = Duration::from_secs(30);
 const SHARDS: usize = 2;
 
 fn start_tgt(iqn: &str) -> Tgt {
@@ -107,182 +107,15 @@ fn start_pool(tgt: &Tgt, transport: &Transport) -> ShardPool {
     let pool = ShardPool::start(&client_config(tgt), SHARDS, &config)
         .unwrap_or_else(|e| panic!("{} pool starts: {e}", transport.name()));
     for shard in 0..SHARDS {
-        until_ready(&pool, shard, tgt.first_data_lun());
+        until_ready(&mut OnShard::new(&pool, shard), tgt.first_data_lun());
     }
     pool
 }
 
-fn request(lun: u64, cdb: &Cdb, buffer: Vec<u8>, user_data: u64) -> ShardRequest {
-    let direction = match cdb.direction() {
-        datapath::scsi::DataDirection::Read(len) => DataDirection::Read { len },
-        datapath::scsi::DataDirection::Write(len) => DataDirection::Write { len },
-        datapath::scsi::DataDirection::None => DataDirection::None,
-    };
-    ShardRequest {
-        lun,
-        cdb: cdb.as_bytes().to_vec(),
-        direction,
-        buffer,
-        user_data,
-    }
-}
-
-/// Runs `requests` on `shard`, as many in flight as the shard takes; completions by tag.
-fn run_all(
-    pool: &ShardPool,
-    shard: usize,
-    requests: Vec<ShardRequest>,
-) -> HashMap<u64, ShardCompletion> {
-    let total = requests.len();
-    let mut pending = requests.into_iter();
-    let mut next = pending.next();
-    let mut done = HashMap::with_capacity(total);
-    let deadline = Instant::now() + WAIT;
-    let completions = pool.completions(shard).expect("shard exists");
-    while done.len() < total {
-        assert!(
-            Instant::now() < deadline,
-            "shard {shard}: I/O did not finish"
-        );
-        while let Some(r) = next.take() {
-            match pool.submit(shard, r) {
-                Ok(()) => next = pending.next(),
-                Err(back) => {
-                    next = Some(back);
-                    break;
-                }
-            }
-        }
-        if let Ok(c) = completions.recv_timeout(Duration::from_millis(100)) {
-            done.insert(c.user_data, c);
-        }
-    }
-    done
-}
-
-fn run_one(pool: &ShardPool, shard: usize, request: ShardRequest) -> ShardCompletion {
-    let tag = request.user_data;
-    run_all(pool, shard, vec![request])
-        .remove(&tag)
-        .expect("the completion of the request")
-}
-
-fn is_unit_attention(outcome: &CommandOutcome) -> bool {
-    outcome.status == 2
-        && outcome
-            .sense
-            .as_ref()
-            .and_then(|s| s.get(2))
-            .is_some_and(|k| k & 0xf == 6)
-}
-
-/// TEST UNIT READY until GOOD: takes a new session's unit attention and waits out a path
-/// that is logging in again.
-fn until_ready(pool: &ShardPool, shard: usize, lun: u64) {
-    for attempt in 0..30 {
-        let tur = request(lun, &Cdb::test_unit_ready(), Vec::new(), 1000 + attempt);
-        match run_one(pool, shard, tur).result {
-            Ok(outcome) if outcome.status == 0 => return,
-            Ok(outcome) => assert!(is_unit_attention(&outcome), "TUR: {outcome:?}"),
-            Err(failure) => {
-                assert!(
-                    matches!(failure.error, CommandError::ConnectionLost(_)),
-                    "TUR failed: {failure}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-    panic!("shard {shard} did not become ready");
-}
-
-/// (first block within the region, blocks): one block to 512 (256 KiB: several Data-In
-/// PDUs and R2Ts), no two overlapping.
+/// The I/Os of one workload: sizes from one block to 512 (256 KiB: several Data-In PDUs
+/// and R2Ts).
 fn layout() -> Vec<(u64, u32)> {
-    let sizes = [8u32, 1, 128, 512, 33, 64, 7, 256];
-    let mut at = 0u64;
-    sizes
-        .iter()
-        .map(|&blocks| {
-            let io = (at, blocks);
-            at += u64::from(blocks) + 3;
-            io
-        })
-        .collect()
-}
-
-/// Writes random data over the region at `region_lba` through `shard`, reads it back
-/// and compares; returns what each I/O wrote.
-fn write_then_verify(
-    pool: &ShardPool,
-    shard: usize,
-    lun: u64,
-    region_lba: u64,
-    seed: u64,
-) -> Vec<(u64, Vec<u8>)> {
-    let data: Vec<(u64, Vec<u8>)> = layout()
-        .iter()
-        .enumerate()
-        .map(|(i, &(offset, blocks))| {
-            let bytes = (blocks * BLOCK) as usize;
-            (region_lba + offset, pattern(bytes, seed << 16 | i as u64))
-        })
-        .collect();
-    let writes = data
-        .iter()
-        .enumerate()
-        .map(|(i, (lba, bytes))| {
-            let cdb = Cdb::write(*lba, bytes.len() as u32 / BLOCK, BLOCK, false).unwrap();
-            request(lun, &cdb, bytes.clone(), i as u64)
-        })
-        .collect();
-    for (i, c) in run_all(pool, shard, writes) {
-        let outcome = c.result.unwrap_or_else(|e| panic!("write {i}: {e}"));
-        assert_eq!(outcome.status, 0, "write {i}: {outcome:?}");
-    }
-    for (i, ((lba, expected), got)) in data
-        .iter()
-        .zip(read_all(pool, shard, lun, &data))
-        .enumerate()
-    {
-        assert!(
-            got == *expected,
-            "read {i} at LBA {lba} differs from what was written"
-        );
-    }
-    data
-}
-
-fn read_all(pool: &ShardPool, shard: usize, lun: u64, data: &[(u64, Vec<u8>)]) -> Vec<Vec<u8>> {
-    let reads = data
-        .iter()
-        .enumerate()
-        .map(|(i, (lba, bytes))| {
-            let cdb = Cdb::read(*lba, bytes.len() as u32 / BLOCK, BLOCK, false).unwrap();
-            request(lun, &cdb, vec![0; bytes.len()], i as u64)
-        })
-        .collect();
-    let mut done = run_all(pool, shard, reads);
-    (0..data.len() as u64)
-        .map(|i| {
-            let c = done.remove(&i).expect("every read completes");
-            let outcome = c.result.unwrap_or_else(|e| panic!("read {i}: {e}"));
-            assert_eq!(outcome.status, 0, "read {i}: {outcome:?}");
-            assert_eq!(outcome.transferred as usize, outcome.buffer.len());
-            outcome.buffer
-        })
-        .collect()
-}
-
-fn assert_backing_file_holds(tgt: &Tgt, data: &[(u64, Vec<u8>)]) {
-    let backing = std::fs::read(tgt.lun_path(0, 0)).expect("backing file");
-    for (lba, bytes) in data {
-        let at = (*lba * u64::from(BLOCK)) as usize;
-        assert!(
-            backing.get(at..at + bytes.len()) == Some(&bytes[..]),
-            "backing file differs at LBA {lba}"
-        );
-    }
+    scsi_io::layout(&[8, 1, 128, 512, 33, 64, 7, 256], 3)
 }
 
 #[test]
@@ -301,14 +134,15 @@ fn the_same_workload_through_all_three_transports_gives_identical_data() {
         for shard in 0..SHARDS {
             let region = (t * SHARDS + shard) as u64 * region_blocks;
             let seed = (t * SHARDS + shard) as u64 + 1;
-            by_transport.extend(write_then_verify(pool, shard, lun, region, seed));
+            let on_shard = &mut OnShard::new(pool, shard);
+            by_transport.extend(write_then_verify(on_shard, lun, &layout(), region, seed));
         }
         written.push(by_transport);
     }
     // ...and every transport reads what every other wrote: identical data.
     for (reader, pool) in pools.iter().enumerate() {
         for (writer, data) in written.iter().enumerate() {
-            let seen = read_all(pool, reader % SHARDS, lun, data);
+            let seen = read_all(&mut OnShard::new(pool, reader % SHARDS), lun, data);
             for ((lba, expected), got) in data.iter().zip(seen) {
                 assert!(
                     got == *expected,
@@ -354,104 +188,6 @@ fn the_same_workload_through_all_three_transports_gives_identical_data() {
     }
 }
 
-/// Which I/O a fault is armed for.
-#[derive(Debug, Clone, Copy)]
-enum Victim {
-    Write,
-    Read,
-}
-
-/// A fault hook, the I/O it hits, and the words its error must contain.
-type FaultCase = (fn(&Faults), Victim, &'static [&'static str]);
-
-const FAULTS: [FaultCase; 4] = [
-    (
-        Faults::drop_next_submission,
-        Victim::Write,
-        &[
-            "adapter dropped submission entry",
-            "injected by adapter fault hook",
-        ],
-    ),
-    (
-        Faults::corrupt_next_digest,
-        Victim::Read,
-        &["data digest mismatch", "injected by adapter fault hook"],
-    ),
-    (
-        Faults::reset_on_next_submission,
-        Victim::Write,
-        &["adapter reset", "injected by adapter fault hook"],
-    ),
-    (
-        Faults::stall_completion_doorbell,
-        Victim::Write,
-        &["completion doorbell stalled"],
-    ),
-];
-
-/// One fault on shard 0 of a running pool: acknowledged data A is on the LUN; the fault
-/// fails the next I/O with [`CommandError::Adapter`] naming it; the pool recovers; A is
-/// intact and a new write B lands.
-fn fault_round(pool: &ShardPool, tgt: &Tgt, faults: &Faults, lba: u64, case: FaultCase) {
-    let (arm, victim, expected) = case;
-    let lun = tgt.first_data_lun();
-    let blocks = 64;
-    let bytes = (blocks * BLOCK) as usize;
-    let write = |lba: u64, data: Vec<u8>, tag| {
-        request(
-            lun,
-            &Cdb::write(lba, blocks, BLOCK, false).unwrap(),
-            data,
-            tag,
-        )
-    };
-    let data_a = pattern(bytes, lba);
-    let done = run_one(pool, 0, write(lba, data_a.clone(), 1));
-    assert_eq!(done.result.expect("write A").status, 0);
-    let lba_b = lba + u64::from(blocks);
-
-    let fired_before = faults.fired();
-    arm(faults);
-    let victim_request = match victim {
-        Victim::Write => write(lba_b, pattern(bytes, lba_b ^ 0xdead), 2),
-        Victim::Read => request(
-            lun,
-            &Cdb::read(lba, blocks, BLOCK, false).unwrap(),
-            vec![0; bytes],
-            2,
-        ),
-    };
-    let failure = match run_one(pool, 0, victim_request).result {
-        Ok(outcome) => panic!("{victim:?} under fault {expected:?} reported good: {outcome:?}"),
-        Err(failure) => failure,
-    };
-    let text = failure.to_string();
-    for needle in expected {
-        assert!(
-            text.contains(needle),
-            "error {text:?} does not name {needle:?}"
-        );
-    }
-    assert!(
-        matches!(failure.error, CommandError::Adapter(_)),
-        "{failure:?}"
-    );
-    assert!(faults.fired() > fired_before, "the fault hook did not fire");
-
-    until_ready(pool, 0, lun);
-    let read_a = read_all(pool, 0, lun, &[(lba, data_a.clone())]);
-    assert!(
-        read_a[0] == data_a,
-        "acknowledged data lost after {expected:?}"
-    );
-    let data_b = pattern(bytes, lba_b);
-    let done = run_one(pool, 0, write(lba_b, data_b.clone(), 3));
-    assert_eq!(done.result.expect("write B after recovery").status, 0);
-    assert!(read_all(pool, 0, lun, &[(lba_b, data_b.clone())])[0] == data_b);
-    assert_backing_file_holds(tgt, &[(lba, data_a), (lba_b, data_b)]);
-}
-
 #[test]
 fn faults_injected_while_a_pool_runs_fail_the_io_by_name_and_the_pool_recovers() {
     require_tools!("tgtd", "tgtadm");
@@ -463,11 +199,19 @@ fn faults_injected_while_a_pool_runs_fail_the_io_by_name_and_the_pool_recovers()
         let faults = transport.faults().expect("a model");
         // Shard 1 holds acknowledged data that no fault may touch.
         let region = t as u64 * half;
-        let bystander = write_then_verify(&pool, 1, lun, region + half / 2, 40 + t as u64);
+        let bystander_shard = &mut OnShard::new(&pool, 1);
+        let bystander = write_then_verify(
+            bystander_shard,
+            lun,
+            &layout(),
+            region + half / 2,
+            40 + t as u64,
+        );
         for (round, case) in FAULTS.into_iter().enumerate() {
-            fault_round(&pool, &tgt, faults, region + 1024 * round as u64, case);
+            let lba = region + 1024 * round as u64;
+            fault_round(&mut OnShard::new(&pool, 0), &tgt, faults, lba, case);
         }
-        let seen = read_all(&pool, 1, lun, &bystander);
+        let seen = read_all(bystander_shard, lun, &bystander);
         for ((lba, expected), got) in bystander.iter().zip(seen) {
             assert!(
                 got == *expected,

@@ -189,14 +189,6 @@ const ILLEGAL_REQUEST: u8 = 0x5;
 /// A UNIT ATTENTION (reset, parameters changed) is reported once; retry past it.
 const UNIT_ATTENTION_RETRIES: usize = 3;
 
-fn session_direction(direction: scsi::DataDirection) -> DataDirection {
-    match direction {
-        scsi::DataDirection::None => DataDirection::None,
-        scsi::DataDirection::Read(len) => DataDirection::Read { len },
-        scsi::DataDirection::Write(len) => DataDirection::Write { len },
-    }
-}
-
 /// Turns a completed command into its data, or a check-condition error with decoded sense.
 fn check(command: &'static str, outcome: CommandOutcome) -> Result<Vec<u8>, CtlError> {
     if outcome.status == scsi::sense::status::GOOD {
@@ -235,7 +227,7 @@ fn run(
             (None, scsi::DataDirection::Read(len)) => vec![0; len as usize],
             (None, _) => Vec::new(),
         };
-        let outcome = client.execute(lun, cdb.as_bytes(), session_direction(direction), buffer)?;
+        let outcome = client.execute(lun, cdb.as_bytes(), direction.into(), buffer)?;
         match check(command, outcome) {
             Err(error) if is_unit_attention(&error) && attempt < UNIT_ATTENTION_RETRIES => {
                 attempt += 1;
@@ -787,7 +779,7 @@ fn run_batch(
     let batch = commands
         .into_iter()
         .map(|(cdb, buffer)| {
-            let direction = session_direction(cdb.direction());
+            let direction: DataDirection = cdb.direction().into();
             (lun, cdb.as_bytes().to_vec(), direction, buffer)
         })
         .collect();

@@ -45,7 +45,7 @@ use datapath::text::DigestChoice;
 use datapath::url::{IscsiUrl, UrlError};
 
 use super::embedded::{EmbeddedOptions, EmbeddedTarget};
-use super::{Engine, EngineCounters, EngineError};
+use super::{take_buffer, Engine, EngineCounters, EngineError};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 pub use crate::job::spec::TransportKind;
 
@@ -634,11 +634,7 @@ impl IscsiEngine {
     }
 
     fn refresh_counters(&mut self) {
-        if let Some(pool) = &self.pool {
-            let sum = datapath::shard::ShardStats::sum(&pool.all_stats());
-            self.counters.kernel_entries = sum.kernel_entries;
-            self.counters.bytes_copied = sum.bytes_copied;
-        }
+        self.counters = Engine::counters(self);
     }
 }
 
@@ -664,15 +660,7 @@ impl Engine for IscsiEngine {
     }
 
     fn buffer(&mut self, len_bytes: u32) -> Vec<u8> {
-        let len = len_bytes as usize;
-        match self.buffers.iter().rposition(|b| b.capacity() >= len) {
-            Some(i) => {
-                let mut buffer = self.buffers.swap_remove(i);
-                buffer.resize(len, 0);
-                buffer
-            }
-            None => vec![0; len],
-        }
+        take_buffer(&mut self.buffers, len_bytes)
     }
 
     fn recycle(&mut self, buffer: Vec<u8>) {
@@ -959,12 +947,12 @@ fn setup_command(
     cdb: &Cdb,
     command: &'static str,
 ) -> Result<(u8, Option<Sense>, Vec<u8>), EngineError> {
-    let direction = match cdb.direction() {
-        datapath::scsi::DataDirection::Read(len) => DataDirection::Read { len },
-        datapath::scsi::DataDirection::Write(len) => DataDirection::Write { len },
-        datapath::scsi::DataDirection::None => DataDirection::None,
-    };
-    let request = setup_request(cdb.as_bytes().to_vec(), direction, lun, cdb.opcode().into());
+    let request = setup_request(
+        cdb.as_bytes().to_vec(),
+        cdb.direction().into(),
+        lun,
+        cdb.opcode().into(),
+    );
     let done = pool.execute(shard, request, SETUP_TIMEOUT)?;
     match done.result {
         Ok(outcome) => {

@@ -42,6 +42,8 @@
 pub mod embedded;
 pub mod iscsi;
 pub mod null;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 pub mod uring;
 
 use std::time::Duration;
@@ -111,6 +113,21 @@ pub trait Engine: Send {
     /// (the iSCSI engine logs out and stops its embedded target) and returns the final
     /// counters.
     fn close(self: Box<Self>) -> Result<EngineCounters, EngineError>;
+}
+
+/// An engine's [`Engine::buffer`] from its pool of recycled buffers: the most recently
+/// recycled one large enough, resized to `len_bytes` (within its capacity, so it is not
+/// reallocated and a registered buffer stays registered), or a new one.
+pub(crate) fn take_buffer(pool: &mut Vec<Vec<u8>>, len_bytes: u32) -> Vec<u8> {
+    let len = len_bytes as usize;
+    match pool.iter().rposition(|b| b.capacity() >= len) {
+        Some(i) => {
+            let mut buffer = pool.swap_remove(i);
+            buffer.resize(len, 0);
+            buffer
+        }
+        None => vec![0; len],
+    }
 }
 
 /// What an engine counts about itself, beside what the runner measures.

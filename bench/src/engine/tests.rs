@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::testing::{run_units, unit};
 use super::*;
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 
@@ -52,40 +53,8 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn unit(id: u64, direction: Direction, offset: u64, buffer: Vec<u8>, len: u32) -> IoUnit {
-    IoUnit {
-        id,
-        direction,
-        offset,
-        len,
-        buffer,
-    }
-}
-
-/// Queues, submits and reaps `units` (at most the engine's depth at once); returns the
-/// completions sorted by id.
 fn run(engine: &mut dyn Engine, units: Vec<IoUnit>) -> Vec<IoDone> {
-    let total = units.len();
-    let mut waiting = units.into_iter();
-    let mut next = waiting.next();
-    let mut done = Vec::with_capacity(total);
-    let deadline = std::time::Instant::now() + WAIT;
-    while done.len() < total {
-        assert!(std::time::Instant::now() < deadline, "I/O did not complete");
-        while let Some(u) = next.take() {
-            match engine.queue(u) {
-                Ok(()) => next = waiting.next(),
-                Err(back) => {
-                    next = Some(back);
-                    break;
-                }
-            }
-        }
-        engine.submit().expect("submit");
-        engine.reap(1, WAIT, &mut done).expect("reap");
-    }
-    done.sort_by_key(|d| d.unit.id);
-    done
+    run_units(engine, units, WAIT)
 }
 
 /// Writes a different pattern at each offset, reads them back and compares.

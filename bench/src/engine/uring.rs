@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::{Engine, EngineCounters, EngineError};
+use super::{take_buffer, Engine, EngineCounters, EngineError};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 
 /// What to do with a regular file shorter than the job's size.
@@ -628,16 +628,7 @@ impl Engine for UringEngine {
     }
 
     fn buffer(&mut self, len_bytes: u32) -> Vec<u8> {
-        let len = len_bytes as usize;
-        match self.pool.iter().rposition(|b| b.capacity() >= len) {
-            Some(i) => {
-                let mut buffer = self.pool.swap_remove(i);
-                // Within capacity: no reallocation, so a registered buffer stays registered.
-                buffer.resize(len, 0);
-                buffer
-            }
-            None => vec![0; len],
-        }
+        take_buffer(&mut self.pool, len_bytes)
     }
 
     fn recycle(&mut self, buffer: Vec<u8>) {

@@ -474,26 +474,20 @@ mod tests {
         );
         assert_eq!(keys[3], "[a]");
 
-        let reader = || IniReader::new(&no_env);
-        assert!(matches!(
-            reader().read_file(&dir.join("sub/bad.fio")),
-            Err(JobError::SectionInInclude { .. })
-        ));
-        assert!(matches!(
-            reader().read_file(&dir.join("sub/self.fio")),
-            Err(JobError::IncludeCycle { .. })
-        ));
-        assert!(matches!(
-            reader().read_file(&dir.join("sub/loop.fio")),
-            Err(JobError::IncludeCycle { .. })
-        ));
-        assert!(matches!(
-            reader().read_file(&dir.join("sub/top.fio")),
-            Err(JobError::OutsideSection { .. })
-        ));
-        let missing = reader()
-            .read_file(&dir.join("sub/missing.fio"))
-            .unwrap_err();
+        let error = |name: &str| {
+            IniReader::new(&no_env)
+                .read_file(&dir.join(name))
+                .unwrap_err()
+        };
+        let bad = error("sub/bad.fio");
+        assert!(matches!(bad, JobError::SectionInInclude { .. }), "{bad}");
+        let own = error("sub/self.fio");
+        assert!(matches!(own, JobError::IncludeCycle { .. }), "{own}");
+        let cycle = error("sub/loop.fio");
+        assert!(matches!(cycle, JobError::IncludeCycle { .. }), "{cycle}");
+        let top = error("sub/top.fio");
+        assert!(matches!(top, JobError::OutsideSection { .. }), "{top}");
+        let missing = error("sub/missing.fio");
         assert!(matches!(missing, JobError::Read { .. }));
         assert!(missing.to_string().contains("missing.fio:2"), "{missing}");
         std::fs::remove_dir_all(&dir).unwrap();

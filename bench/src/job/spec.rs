@@ -6,111 +6,7 @@ use std::time::Duration;
 
 use super::error::{JobError, Origin};
 use crate::io::Direction;
-
-/// One value per data direction, in fio's order: read, write, trim. fio's comma lists
-/// (`bs=4k,64k`) fill these (see `value::parse_per_dir`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PerDir<T> {
-    pub read: T,
-    pub write: T,
-    pub trim: T,
-}
-
-impl<T> PerDir<T> {
-    /// The value for one direction.
-    pub fn get(&self, direction: Direction) -> &T {
-        match direction {
-            Direction::Read => &self.read,
-            Direction::Write => &self.write,
-            Direction::Trim => &self.trim,
-        }
-    }
-
-    /// The three values, read first.
-    pub fn each(&self) -> [(Direction, &T); 3] {
-        [
-            (Direction::Read, &self.read),
-            (Direction::Write, &self.write),
-            (Direction::Trim, &self.trim),
-        ]
-    }
-
-    pub(crate) fn get_mut(&mut self, direction: Direction) -> &mut T {
-        match direction {
-            Direction::Read => &mut self.read,
-            Direction::Write => &mut self.write,
-            Direction::Trim => &mut self.trim,
-        }
-    }
-}
-
-impl<T: Clone> PerDir<T> {
-    /// The same value for all three directions.
-    pub fn splat(value: T) -> PerDir<T> {
-        PerDir {
-            read: value.clone(),
-            write: value.clone(),
-            trim: value,
-        }
-    }
-}
-
-/// The I/O pattern (`rw=`/`readwrite=`), fio's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RwKind {
-    Read,
-    Write,
-    Trim,
-    RandRead,
-    RandWrite,
-    RandTrim,
-    /// `rw` or `readwrite`: sequential mixed reads and writes.
-    ReadWrite,
-    RandRw,
-}
-
-impl RwKind {
-    /// fio's spelling, as `rw=` takes it and as fio's reports print it.
-    pub fn fio_name(self) -> &'static str {
-        match self {
-            RwKind::Read => "read",
-            RwKind::Write => "write",
-            RwKind::Trim => "trim",
-            RwKind::RandRead => "randread",
-            RwKind::RandWrite => "randwrite",
-            RwKind::RandTrim => "randtrim",
-            RwKind::ReadWrite => "rw",
-            RwKind::RandRw => "randrw",
-        }
-    }
-
-    pub fn is_random(self) -> bool {
-        matches!(
-            self,
-            RwKind::RandRead | RwKind::RandWrite | RwKind::RandTrim | RwKind::RandRw
-        )
-    }
-
-    /// Whether the pattern issues I/O in this direction.
-    pub fn does(self, direction: Direction) -> bool {
-        match direction {
-            Direction::Read => matches!(
-                self,
-                RwKind::Read | RwKind::RandRead | RwKind::ReadWrite | RwKind::RandRw
-            ),
-            Direction::Write => matches!(
-                self,
-                RwKind::Write | RwKind::RandWrite | RwKind::ReadWrite | RwKind::RandRw
-            ),
-            Direction::Trim => matches!(self, RwKind::Trim | RwKind::RandTrim),
-        }
-    }
-
-    /// Reads and writes mixed by `rwmixread`.
-    pub fn is_mixed(self) -> bool {
-        matches!(self, RwKind::ReadWrite | RwKind::RandRw)
-    }
-}
+pub use crate::io::{Distribution, PerDir, RateProcess, RwKind};
 
 /// `rw=` with fio's optional `:<nr>` suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,26 +82,6 @@ pub enum SizeSpec {
     Percent(u8),
 }
 
-/// `random_distribution=`. The optional second float of fio (`zipf:1.2:0.25`) is `center`,
-/// in 0..=1.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Distribution {
-    Random,
-    Zipf {
-        theta: f64,
-        center: Option<f64>,
-    },
-    Pareto {
-        power: f64,
-        center: Option<f64>,
-    },
-    /// Gaussian; `deviation_percent` of the region, 0 <= d < 100.
-    Normal {
-        deviation_percent: f64,
-        center: Option<f64>,
-    },
-}
-
 /// `verify=`: the check a written block carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyKind {
@@ -215,15 +91,6 @@ pub enum VerifyKind {
     Sha256,
     /// Only `verify_pattern` is checked.
     Pattern,
-}
-
-/// `rate_process=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateProcess {
-    /// Fixed gaps between I/Os.
-    Linear,
-    /// Exponential gaps (a Poisson arrival process), mean 1/IOPS.
-    Poisson,
 }
 
 /// `ioengine=`.

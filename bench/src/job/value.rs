@@ -48,8 +48,9 @@ fn split_number(text: &str) -> (&str, &str) {
     text.split_at(digits_end)
 }
 
-/// A non-negative integer, decimal or `0x` hex.
-pub fn parse_u64(text: &str) -> Result<u64> {
+/// `text` trimmed, refused when empty, negative (`what` names the values in the message)
+/// or one of fio's arithmetic expressions, which this parser does not evaluate.
+fn plain_magnitude<'a>(text: &'a str, what: &str) -> Result<&'a str> {
     let text = text.trim();
     if text.is_empty() {
         return Err(ValueError::new("empty value"));
@@ -60,8 +61,14 @@ pub fn parse_u64(text: &str) -> Result<u64> {
         ));
     }
     if text.starts_with('-') {
-        return Err(ValueError::new("negative values are not allowed"));
+        return Err(ValueError::new(format!("negative {what} are not allowed")));
     }
+    Ok(text)
+}
+
+/// A non-negative integer, decimal or `0x` hex.
+pub fn parse_u64(text: &str) -> Result<u64> {
+    let text = plain_magnitude(text, "values")?;
     let (number, rest) = split_number(text);
     if !rest.is_empty() {
         return Err(ValueError::new(format!(
@@ -97,6 +104,11 @@ pub fn parse_u64_in(text: &str, min: u64, max: u64) -> Result<u64> {
 
 /// The multiplier of a size suffix under `kb_base` (1024 or 1000).
 fn size_multiplier(suffix: &str, kb_base: u32) -> Result<u64> {
+    let unknown_unit = || {
+        ValueError::new(format!(
+            "unknown size unit {suffix:?} (use k, m, g, t, p, optionally with b or ib)"
+        ))
+    };
     let lower = suffix.to_ascii_lowercase();
     if lower.is_empty() || lower == "b" {
         return Ok(1);
@@ -108,22 +120,14 @@ fn size_multiplier(suffix: &str, kb_base: u32) -> Result<u64> {
         "g" => 3,
         "t" => 4,
         "p" => 5,
-        _ => {
-            return Err(ValueError::new(format!(
-                "unknown size unit {suffix:?} (use k, m, g, t, p, optionally with b or ib)"
-            )))
-        }
+        _ => return Err(unknown_unit()),
     };
     // The "opposite" convention of kb_base=1024: plain prefixes are powers of 2, the
     // IEC-looking ones powers of 10.
     let iec_spelling = match tail {
         "" | "b" => false,
         "i" | "ib" => true,
-        _ => {
-            return Err(ValueError::new(format!(
-                "unknown size unit {suffix:?} (use k, m, g, t, p, optionally with b or ib)"
-            )))
-        }
+        _ => return Err(unknown_unit()),
     };
     let base: u64 = match (kb_base, iec_spelling) {
         (1000, false) | (1024, true) => 1000,
@@ -134,18 +138,7 @@ fn size_multiplier(suffix: &str, kb_base: u32) -> Result<u64> {
 
 /// A size in bytes with an optional unit suffix (see the module docs).
 pub fn parse_size(text: &str, kb_base: u32) -> Result<u64> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(ValueError::new("empty value"));
-    }
-    if text.starts_with('(') {
-        return Err(ValueError::new(
-            "arithmetic expressions in parentheses are not supported",
-        ));
-    }
-    if text.starts_with('-') {
-        return Err(ValueError::new("negative sizes are not allowed"));
-    }
+    let text = plain_magnitude(text, "sizes")?;
     let (number, suffix) = split_number(text);
     if number.is_empty() {
         return Err(ValueError::new("not a number"));
@@ -191,18 +184,7 @@ pub enum TimeUnit {
 
 /// A time: integer and optional suffix (see the module docs).
 pub fn parse_time(text: &str, default_unit: TimeUnit) -> Result<Duration> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(ValueError::new("empty value"));
-    }
-    if text.starts_with('(') {
-        return Err(ValueError::new(
-            "arithmetic expressions in parentheses are not supported",
-        ));
-    }
-    if text.starts_with('-') {
-        return Err(ValueError::new("negative times are not allowed"));
-    }
+    let text = plain_magnitude(text, "times")?;
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

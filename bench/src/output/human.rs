@@ -125,19 +125,11 @@ pub fn render_job(job: &JobReport, group: &GroupStats, now: &str) -> String {
     latency_lines(&mut out, "msec", &LATENCY_LABELS_MS, &lat_ms);
 
     let usage = stats.usage();
-    let runtime_ms = stats.job_runtime_ms();
-    let cpu_percent = |ns: u64| {
-        if runtime_ms == 0 {
-            0.0
-        } else {
-            ns as f64 / 1e6 * 100.0 / runtime_ms as f64
-        }
-    };
     let _ = writeln!(
         out,
         "  cpu          : usr={:3.2}%, sys={:3.2}%, ctx={}, majf={}, minf={}",
-        cpu_percent(usage.user_ns),
-        cpu_percent(usage.system_ns),
+        stats.cpu_percent(usage.user_ns),
+        stats.cpu_percent(usage.system_ns),
         usage.context_switches,
         usage.major_faults,
         usage.minor_faults

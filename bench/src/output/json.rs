@@ -444,21 +444,14 @@ fn job_object(report: &RunReport, job: &JobReport, group: &GroupStats, flavor: F
     );
     let runtime_ms = stats.job_runtime_ms();
     let usage = stats.usage();
-    let cpu_percent = |ns: u64| {
-        if runtime_ms == 0 {
-            0.0
-        } else {
-            ns as f64 / 1e6 * 100.0 / runtime_ms as f64
-        }
-    };
     let total_ios = stats.total_ios();
     let (level, submit, complete) = stats.depth().percentages(total_ios);
     let (lat_ns, lat_us, lat_ms) = stats.latency_buckets().percentages(total_ios);
     obj.0.extend(
         Obj::new()
             .u("job_runtime", runtime_ms)
-            .f("usr_cpu", cpu_percent(usage.user_ns))
-            .f("sys_cpu", cpu_percent(usage.system_ns))
+            .f("usr_cpu", stats.cpu_percent(usage.user_ns))
+            .f("sys_cpu", stats.cpu_percent(usage.system_ns))
             .u("ctx", usage.context_switches)
             .u("majf", usage.major_faults)
             .u("minf", usage.minor_faults)

@@ -326,19 +326,24 @@ mod tests {
         assert_eq!(thin(short.clone(), 100), short);
     }
 
+    /// Chart "c" of IOPS over time with `lines`, rendered.
+    fn iops_over_time(x: &Axis, y: &Axis, lines: &[Line]) -> String {
+        render_svg(&Chart {
+            id: "c",
+            title: "t",
+            x_axis: x,
+            x_title: "time",
+            y_axis: y,
+            y_title: "IOPS",
+            lines,
+        })
+    }
+
     #[test]
     fn empty_chart_says_no_samples() {
         let x = linear_axis(Unit::Milliseconds, 0.0);
         let y = linear_axis(Unit::PerSecond, 0.0);
-        let svg = render_svg(&Chart {
-            id: "c",
-            title: "t",
-            x_axis: &x,
-            x_title: "time",
-            y_axis: &y,
-            y_title: "IOPS",
-            lines: &[],
-        });
+        let svg = iops_over_time(&x, &y, &[]);
         assert!(svg.contains(NO_SAMPLES));
         assert!(!svg.contains(r#"class="series""#));
         assert!(svg.starts_with(r#"<svg class="chart" id="c""#));
@@ -356,15 +361,7 @@ mod tests {
             &[Some((0.0, 0.0)), Some((2000.0, 100.0))],
             &tip,
         );
-        let svg = render_svg(&Chart {
-            id: "c",
-            title: "t",
-            x_axis: &x,
-            x_title: "time",
-            y_axis: &y,
-            y_title: "IOPS",
-            lines: &[line],
-        });
+        let svg = iops_over_time(&x, &y, &[line]);
         // Bottom-left corner of the plot, then the top-right.
         let d = format!(
             "M{:.1},{:.1}L{:.1},{:.1}",

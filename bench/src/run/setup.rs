@@ -10,13 +10,14 @@ use crate::engine::{
     NullOptions, UringOptions,
 };
 use crate::io::Direction;
+use crate::io::PerDir;
 use crate::job::spec::{
-    BlockSize, DigestChoice, Distribution, Engine as EngineKind, IscsiUrl as JobUrl, JobSpec,
-    RateProcess as JobRateProcess, Region, RwKind, SizeSpec, Target, VerifyKind as JobVerify,
+    BlockSize, DigestChoice, Engine as EngineKind, IscsiUrl as JobUrl, JobSpec, Region, SizeSpec,
+    Target, VerifyKind as JobVerify,
 };
 use crate::workload::{
-    job_seed, BlockSizeSpec, BsSplitEntry, PacingConfig, PerDirection, RandomDistribution,
-    RateProcess, RwMode, ThinkTime, ThinkTimeTrigger, VerifyConfig, VerifyKind, WorkloadConfig,
+    job_seed, BlockSizeSpec, BsSplitEntry, PacingConfig, ThinkTime, ThinkTimeTrigger, VerifyConfig,
+    VerifyKind, WorkloadConfig,
 };
 
 /// The size of the embedded target's LUN when no job says how much it uses.
@@ -215,19 +216,6 @@ pub fn max_block_bytes(spec: &JobSpec) -> u32 {
         .min(u64::from(u32::MAX)) as u32
 }
 
-fn rw_mode(kind: RwKind) -> RwMode {
-    match kind {
-        RwKind::Read => RwMode::Read,
-        RwKind::Write => RwMode::Write,
-        RwKind::Trim => RwMode::Trim,
-        RwKind::RandRead => RwMode::RandRead,
-        RwKind::RandWrite => RwMode::RandWrite,
-        RwKind::RandTrim => RwMode::RandTrim,
-        RwKind::ReadWrite => RwMode::ReadWrite,
-        RwKind::RandRw => RwMode::RandRw,
-    }
-}
-
 fn to_u32(spec: &JobSpec, option: &'static str, value: u64) -> Result<u32, SetupError> {
     u32::try_from(value).map_err(|_| SetupError::Option {
         job: spec.name.clone(),
@@ -263,8 +251,8 @@ fn per_direction<T, U>(
     write: T,
     trim: T,
     map: impl Fn(T) -> Result<U, SetupError>,
-) -> Result<PerDirection<U>, SetupError> {
-    Ok(PerDirection {
+) -> Result<PerDir<U>, SetupError> {
+    Ok(PerDir {
         read: map(read)?,
         write: map(write)?,
         trim: map(trim)?,
@@ -287,18 +275,6 @@ pub fn workload_config(
     let block_align_bytes = per_direction(ba.read, ba.write, ba.trim, |a| {
         a.map(|v| to_u32(spec, "blockalign", v)).transpose()
     })?;
-    let random_distribution = match spec.random_distribution {
-        Distribution::Random => RandomDistribution::Uniform,
-        Distribution::Zipf { theta, center } => RandomDistribution::Zipf { theta, center },
-        Distribution::Pareto { power, center } => RandomDistribution::Pareto { h: power, center },
-        Distribution::Normal {
-            deviation_percent,
-            center,
-        } => RandomDistribution::Normal {
-            stddev_percent: deviation_percent,
-            center,
-        },
-    };
     let io_size_bytes = match spec.io_size {
         None => None,
         Some(SizeSpec::Bytes(bytes)) => Some(bytes),
@@ -311,20 +287,9 @@ pub fn workload_config(
         trigger: ThinkTimeTrigger::Complete,
     });
     let pacing = PacingConfig {
-        rate_bytes_per_s: PerDirection {
-            read: spec.rate.read,
-            write: spec.rate.write,
-            trim: spec.rate.trim,
-        },
-        rate_iops: PerDirection {
-            read: spec.rate_iops.read,
-            write: spec.rate_iops.write,
-            trim: spec.rate_iops.trim,
-        },
-        process: match spec.rate_process {
-            JobRateProcess::Linear => RateProcess::Linear,
-            JobRateProcess::Poisson => RateProcess::Poisson,
-        },
+        rate_bytes_per_s: spec.rate.clone(),
+        rate_iops: spec.rate_iops.clone(),
+        process: spec.rate_process,
         thinktime,
     };
     let verify = match spec.verify {
@@ -346,12 +311,12 @@ pub fn workload_config(
     Ok(WorkloadConfig {
         offset_bytes: region.offset_bytes,
         size_bytes: region.len_bytes,
-        rw: rw_mode(spec.rw.kind),
+        rw: spec.rw.kind,
         rwmixread_percent: spec.rwmixread,
         block_sizes,
         block_align_bytes,
         norandommap: spec.norandommap,
-        random_distribution,
+        random_distribution: spec.random_distribution,
         loops: spec.loops.max(1),
         number_ios: spec.number_ios,
         io_size_bytes,

@@ -345,6 +345,16 @@ impl JobStats {
         self.job_runtime_ms
     }
 
+    /// `cpu_ns` of CPU time as a percentage of the job's runtime (fio's `usr_cpu` and
+    /// `sys_cpu`; 0 for a job that did not run).
+    pub fn cpu_percent(&self, cpu_ns: u64) -> f64 {
+        if self.job_runtime_ms == 0 {
+            0.0
+        } else {
+            cpu_ns as f64 / 1e6 * 100.0 / self.job_runtime_ms as f64
+        }
+    }
+
     /// Successful I/Os over all directions.
     pub fn total_ios(&self) -> u64 {
         DIRECTIONS

@@ -23,8 +23,9 @@ use super::blocksize::BlockSizePicker;
 use super::distribution::SkewedSampler;
 use super::permutation::Permutation;
 use super::rng::{stream_seed, streams, SplitMix64};
-use super::{PerDirection, RandomDistribution, RwMode, WorkloadConfig, WorkloadError};
+use super::{WorkloadConfig, WorkloadError};
 use crate::io::Direction;
+use crate::io::{Distribution, PerDir, RwKind};
 
 pub(crate) enum GenStep {
     Io {
@@ -77,14 +78,14 @@ pub(crate) struct Generator {
     seed: u64,
     region_offset: u64,
     size: u64,
-    rw: RwMode,
+    rw: RwKind,
     rwmixread_percent: u32,
-    pickers: PerDirection<Option<BlockSizePicker>>,
-    align: PerDirection<u64>,
+    pickers: PerDir<Option<BlockSizePicker>>,
+    align: PerDir<u64>,
     map_unit: u64,
     units: u64,
     random: Option<RandomSource>,
-    sequential: PerDirection<SeqCursor>,
+    sequential: PerDir<SeqCursor>,
     direction_rng: SplitMix64,
     size_rng: SplitMix64,
     offset_rng: SplitMix64,
@@ -116,8 +117,8 @@ impl Generator {
         if config.rwmixread_percent > 100 {
             return Err(WorkloadError::RwMixOutOfRange(config.rwmixread_percent));
         }
-        let mut pickers = PerDirection::all(None);
-        let mut align = PerDirection::all(0u64);
+        let mut pickers = PerDir::splat(None);
+        let mut align = PerDir::splat(0u64);
         let mut min_len = u32::MAX;
         let mut map_unit = u64::MAX;
         for &direction in config.rw.directions() {
@@ -164,7 +165,7 @@ impl Generator {
             map_unit,
             units,
             random,
-            sequential: PerDirection::default(),
+            sequential: PerDir::default(),
             direction_rng: SplitMix64::new(stream_seed(config.seed, streams::DIRECTION, 0)),
             size_rng: SplitMix64::new(stream_seed(config.seed, streams::BLOCK_SIZE, 0)),
             offset_rng: SplitMix64::new(stream_seed(config.seed, streams::OFFSET, 0)),
@@ -313,7 +314,7 @@ impl Generator {
         let interval = u64::from(interval_bytes);
         // Reads are checked one by one only in a job that does not write; in a job that
         // writes, the read-back phase reads whole written blocks whatever the read size.
-        let checked: &[Direction] = if self.rw.issues(Direction::Write) {
+        let checked: &[Direction] = if self.rw.does(Direction::Write) {
             &[Direction::Write]
         } else {
             &[Direction::Read]
@@ -342,8 +343,8 @@ impl Generator {
     pub(crate) fn write_order(&self) -> Option<(WriteOrder, u32)> {
         let block = self.pickers.write.as_ref()?.fixed()?;
         match self.rw {
-            RwMode::Write | RwMode::ReadWrite => Some((WriteOrder::Sequential, block)),
-            RwMode::RandWrite => match &self.random {
+            RwKind::Write | RwKind::ReadWrite => Some((WriteOrder::Sequential, block)),
+            RwKind::RandWrite => match &self.random {
                 Some(RandomSource::Map(_))
                     if self.map_unit == u64::from(block)
                         && self.align.write == u64::from(block) =>
@@ -408,14 +409,14 @@ fn random_source(config: &WorkloadConfig, units: u64) -> Result<RandomSource, Wo
         _ => Ok(()),
     };
     Ok(match config.random_distribution {
-        RandomDistribution::Uniform if config.norandommap => RandomSource::Uniform,
-        RandomDistribution::Uniform => RandomSource::Map(RandomMap {
+        Distribution::Random if config.norandommap => RandomSource::Uniform,
+        Distribution::Random => RandomSource::Map(RandomMap {
             permutation: pass_permutation(config.seed, units, 0),
             pass: 0,
             visited: 0,
             loop_first_pass: 0,
         }),
-        RandomDistribution::Zipf { theta, center } => {
+        Distribution::Zipf { theta, center } => {
             if !(theta.is_finite() && theta > 0.0 && theta != 1.0) {
                 return Err(WorkloadError::DistributionParameter {
                     name: "zipf",
@@ -426,7 +427,7 @@ fn random_source(config: &WorkloadConfig, units: u64) -> Result<RandomSource, Wo
             check_centre("zipf", center)?;
             RandomSource::Skewed(SkewedSampler::zipf(units, theta, center, scatter_key))
         }
-        RandomDistribution::Pareto { h, center } => {
+        Distribution::Pareto { power: h, center } => {
             if !(h > 0.0 && h < 1.0) {
                 return Err(WorkloadError::DistributionParameter {
                     name: "pareto",
@@ -437,8 +438,8 @@ fn random_source(config: &WorkloadConfig, units: u64) -> Result<RandomSource, Wo
             check_centre("pareto", center)?;
             RandomSource::Skewed(SkewedSampler::pareto(units, h, center, scatter_key))
         }
-        RandomDistribution::Normal {
-            stddev_percent,
+        Distribution::Normal {
+            deviation_percent: stddev_percent,
             center,
         } => {
             if !(0.0..=100.0).contains(&stddev_percent) {

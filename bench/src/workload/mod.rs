@@ -45,11 +45,11 @@ pub mod verify;
 
 use std::time::Duration;
 
-use crate::io::Direction;
+use crate::io::{Direction, Distribution, PerDir, RwKind};
 
 pub use blocksize::BSSPLIT_ENTRIES_MAX;
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
-pub use pacer::{Pacer, PacingConfig, RateProcess, ThinkTime, ThinkTimeTrigger};
+pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};
 pub use verify::{
     BlockImage, ByteWindow, Mismatch, Verifier, VerifyConfig, VerifyError, VerifyHeader, VerifyKind,
 };
@@ -72,102 +72,6 @@ pub fn job_seed(randseed: Option<u64>, randrepeat: bool, job_number: u32, entrop
         None => entropy,
     };
     rng::mix64(base ^ rng::mix64(u64::from(job_number)))
-}
-
-/// A value per direction, as fio's `bs=8k,32k,16k` gives one for reads, writes and trims.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PerDirection<T> {
-    pub read: T,
-    pub write: T,
-    pub trim: T,
-}
-
-impl<T: Clone> PerDirection<T> {
-    /// The same value for all three directions.
-    pub fn all(value: T) -> Self {
-        PerDirection {
-            read: value.clone(),
-            write: value.clone(),
-            trim: value,
-        }
-    }
-}
-
-impl<T> PerDirection<T> {
-    pub fn get(&self, direction: Direction) -> &T {
-        match direction {
-            Direction::Read => &self.read,
-            Direction::Write => &self.write,
-            Direction::Trim => &self.trim,
-        }
-    }
-
-    pub fn get_mut(&mut self, direction: Direction) -> &mut T {
-        match direction {
-            Direction::Read => &mut self.read,
-            Direction::Write => &mut self.write,
-            Direction::Trim => &mut self.trim,
-        }
-    }
-}
-
-/// fio's `rw` (alias `readwrite`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RwMode {
-    #[default]
-    Read,
-    Write,
-    Trim,
-    RandRead,
-    RandWrite,
-    RandTrim,
-    /// `rw=rw` or `rw=readwrite`: sequential mixed reads and writes.
-    ReadWrite,
-    /// `rw=randrw`.
-    RandRw,
-}
-
-impl RwMode {
-    /// From fio's spelling: read, write, trim, randread, randwrite, randtrim, rw, readwrite,
-    /// randrw.
-    pub fn from_fio(name: &str) -> Option<Self> {
-        Some(match name {
-            "read" => RwMode::Read,
-            "write" => RwMode::Write,
-            "trim" => RwMode::Trim,
-            "randread" => RwMode::RandRead,
-            "randwrite" => RwMode::RandWrite,
-            "randtrim" => RwMode::RandTrim,
-            "rw" | "readwrite" => RwMode::ReadWrite,
-            "randrw" => RwMode::RandRw,
-            _ => return None,
-        })
-    }
-
-    pub fn is_random(self) -> bool {
-        matches!(
-            self,
-            RwMode::RandRead | RwMode::RandWrite | RwMode::RandTrim | RwMode::RandRw
-        )
-    }
-
-    pub fn is_mixed(self) -> bool {
-        matches!(self, RwMode::ReadWrite | RwMode::RandRw)
-    }
-
-    /// The directions this mode issues.
-    pub fn directions(self) -> &'static [Direction] {
-        match self {
-            RwMode::Read | RwMode::RandRead => &[Direction::Read],
-            RwMode::Write | RwMode::RandWrite => &[Direction::Write],
-            RwMode::Trim | RwMode::RandTrim => &[Direction::Trim],
-            RwMode::ReadWrite | RwMode::RandRw => &[Direction::Read, Direction::Write],
-        }
-    }
-
-    pub fn issues(self, direction: Direction) -> bool {
-        self.directions().contains(&direction)
-    }
 }
 
 /// fio's `bs`, `bsrange` or `bssplit` for one direction.
@@ -197,23 +101,6 @@ pub struct BsSplitEntry {
     pub percent: Option<u32>,
 }
 
-/// fio's `random_distribution`. `center` is fio's optional second value, in `[0, 1]`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum RandomDistribution {
-    /// `random`: uniform; with the random map unless `norandommap`.
-    #[default]
-    Uniform,
-    /// `zipf:theta`; theta > 0 and not 1.
-    Zipf { theta: f64, center: Option<f64> },
-    /// `pareto:h`; 0 < h < 1.
-    Pareto { h: f64, center: Option<f64> },
-    /// `normal:stddev` with stddev a percentage of the region, in `[0, 100]`.
-    Normal {
-        stddev_percent: f64,
-        center: Option<f64>,
-    },
-}
-
 /// Everything the workload needs, typed; the job parser fills it. [`Default`] gives fio's
 /// defaults except `size_bytes`, which must be set.
 #[derive(Debug, Clone, PartialEq)]
@@ -222,14 +109,14 @@ pub struct WorkloadConfig {
     pub offset_bytes: u64,
     /// `size`: the region's length; I/O stays within `[offset, offset + size)`.
     pub size_bytes: u64,
-    pub rw: RwMode,
+    pub rw: RwKind,
     /// `rwmixread` (0..=100; fio's default 50). The parser folds `rwmixwrite` into it.
     pub rwmixread_percent: u32,
-    pub block_sizes: PerDirection<BlockSizeSpec>,
+    pub block_sizes: PerDir<BlockSizeSpec>,
     /// `blockalign`; `None` aligns random offsets to the direction's minimum block size.
-    pub block_align_bytes: PerDirection<Option<u32>>,
+    pub block_align_bytes: PerDir<Option<u32>>,
     pub norandommap: bool,
-    pub random_distribution: RandomDistribution,
+    pub random_distribution: Distribution,
     /// `loops` (at least 1).
     pub loops: u32,
     /// `number_ios`: stop after this many I/Os (all directions), whatever else is left.
@@ -250,12 +137,12 @@ impl Default for WorkloadConfig {
         WorkloadConfig {
             offset_bytes: 0,
             size_bytes: 0,
-            rw: RwMode::Read,
+            rw: RwKind::Read,
             rwmixread_percent: 50,
-            block_sizes: PerDirection::all(BlockSizeSpec::default()),
-            block_align_bytes: PerDirection::all(None),
+            block_sizes: PerDir::splat(BlockSizeSpec::default()),
+            block_align_bytes: PerDir::splat(None),
             norandommap: false,
-            random_distribution: RandomDistribution::Uniform,
+            random_distribution: Distribution::Random,
             loops: 1,
             number_ios: None,
             io_size_bytes: None,
@@ -323,7 +210,7 @@ pub enum WorkloadError {
     #[error("thinktime_blocks=0: must be at least 1")]
     ZeroThinkTimeBlocks,
     #[error("verify with rw={0:?}: trims destroy the data a verify would check")]
-    VerifyWithTrim(RwMode),
+    VerifyWithTrim(RwKind),
     #[error("verify=pattern needs a non-empty verify_pattern")]
     VerifyPatternEmpty,
     #[error(
@@ -386,14 +273,14 @@ pub enum Next {
 /// Counts of what was handed out so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
-    pub ios: PerDirection<u64>,
-    pub bytes: PerDirection<u64>,
+    pub ios: PerDir<u64>,
+    pub bytes: PerDir<u64>,
 }
 
 /// The workload of one job; see the module docs for the calling pattern.
 #[derive(Debug)]
 pub struct Workload {
-    rw: RwMode,
+    rw: RwKind,
     generator: Generator,
     pacer: Pacer,
     verifier: Option<Verifier>,
@@ -413,7 +300,7 @@ impl Workload {
         let (verifier, tracker) = match &config.verify {
             None => (None, None),
             Some(verify_config) => {
-                if config.rw.issues(Direction::Trim) {
+                if config.rw.does(Direction::Trim) {
                     return Err(WorkloadError::VerifyWithTrim(config.rw));
                 }
                 let verifier = Verifier::new(
@@ -422,7 +309,7 @@ impl Workload {
                     generator.default_verify_interval(),
                 )?;
                 generator.check_verify_grid(verifier.interval_bytes())?;
-                let tracker = if config.rw.issues(Direction::Write) {
+                let tracker = if config.rw.does(Direction::Write) {
                     Some(GenerationTracker::new(
                         &generator,
                         verify_config,

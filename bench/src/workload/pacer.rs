@@ -28,16 +28,9 @@
 use std::time::Duration;
 
 use super::rng::SplitMix64;
-use super::{PerDirection, WorkloadError};
+use super::WorkloadError;
 use crate::io::Direction;
-
-/// fio's `rate_process`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RateProcess {
-    #[default]
-    Linear,
-    Poisson,
-}
+use crate::io::{PerDir, RateProcess};
 
 /// fio's `thinktime_blocks_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,9 +53,9 @@ pub struct ThinkTime {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PacingConfig {
     /// `rate`, bytes per second per direction; `None` for no limit.
-    pub rate_bytes_per_s: PerDirection<Option<u64>>,
+    pub rate_bytes_per_s: PerDir<Option<u64>>,
     /// `rate_iops` per direction.
-    pub rate_iops: PerDirection<Option<u64>>,
+    pub rate_iops: PerDir<Option<u64>>,
     pub process: RateProcess,
     pub thinktime: Option<ThinkTime>,
 }
@@ -125,7 +118,7 @@ struct ThinkState {
 /// The schedule of one job; see the module docs.
 #[derive(Debug, Clone)]
 pub struct Pacer {
-    lanes: PerDirection<Lane>,
+    lanes: PerDir<Lane>,
     process: RateProcess,
     rng: SplitMix64,
     origin: Option<Duration>,
@@ -135,7 +128,7 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(config: &PacingConfig, seed: u64) -> Result<Self, WorkloadError> {
-        let mut lanes = PerDirection::<Lane>::default();
+        let mut lanes = PerDir::<Lane>::default();
         for direction in [Direction::Read, Direction::Write, Direction::Trim] {
             let bytes_per_s = *config.rate_bytes_per_s.get(direction);
             let iops = *config.rate_iops.get(direction);
@@ -242,7 +235,7 @@ mod tests {
 
     fn iops_config(read_iops: u64) -> PacingConfig {
         PacingConfig {
-            rate_iops: PerDirection {
+            rate_iops: PerDir {
                 read: Some(read_iops),
                 write: None,
                 trim: None,
@@ -300,7 +293,7 @@ mod tests {
     #[test]
     fn linear_bandwidth_converges_with_mixed_sizes() {
         let config = PacingConfig {
-            rate_bytes_per_s: PerDirection {
+            rate_bytes_per_s: PerDir {
                 read: None,
                 write: Some(10 * 1024 * 1024),
                 trim: None,
@@ -355,7 +348,7 @@ mod tests {
     #[test]
     fn directions_have_their_own_lanes() {
         let config = PacingConfig {
-            rate_iops: PerDirection {
+            rate_iops: PerDir {
                 read: Some(100),
                 write: Some(10),
                 trim: None,
@@ -382,8 +375,8 @@ mod tests {
     #[test]
     fn bytes_and_iops_limits_take_the_stricter() {
         let config = PacingConfig {
-            rate_bytes_per_s: PerDirection::all(Some(1024 * 1024)),
-            rate_iops: PerDirection::all(Some(1000)),
+            rate_bytes_per_s: PerDir::splat(Some(1024 * 1024)),
+            rate_iops: PerDir::splat(Some(1000)),
             ..PacingConfig::default()
         };
         let mut pacer = Pacer::new(&config, 1).expect("valid");
@@ -476,7 +469,7 @@ mod tests {
     #[test]
     fn zero_rates_are_refused() {
         let config = PacingConfig {
-            rate_bytes_per_s: PerDirection {
+            rate_bytes_per_s: PerDir {
                 read: None,
                 write: Some(0),
                 trim: None,

@@ -10,11 +10,11 @@ use super::*;
 
 const KIB: u64 = 1024;
 
-fn config(rw: RwMode, size_bytes: u64, bs: u32) -> WorkloadConfig {
+fn config(rw: RwKind, size_bytes: u64, bs: u32) -> WorkloadConfig {
     WorkloadConfig {
         size_bytes,
         rw,
-        block_sizes: PerDirection::all(BlockSizeSpec::Fixed(bs)),
+        block_sizes: PerDir::splat(BlockSizeSpec::Fixed(bs)),
         ..WorkloadConfig::default()
     }
 }
@@ -35,7 +35,7 @@ fn all_ios(config: WorkloadConfig, limit: usize) -> Vec<PlannedIo> {
 
 #[test]
 fn sequential_read_walks_the_region_once() {
-    let mut job = config(RwMode::Read, 64 * KIB, 4096);
+    let mut job = config(RwKind::Read, 64 * KIB, 4096);
     job.offset_bytes = 1 << 20;
     let ios = all_ios(job, 1000);
     assert_eq!(ios.len(), 16);
@@ -49,7 +49,7 @@ fn sequential_read_walks_the_region_once() {
 
 #[test]
 fn io_size_beyond_size_wraps() {
-    let mut job = config(RwMode::Write, 40 * KIB, 8192);
+    let mut job = config(RwKind::Write, 40 * KIB, 8192);
     job.io_size_bytes = Some(100 * KIB);
     let ios = all_ios(job.clone(), 1000);
     let offsets: Vec<u64> = ios.iter().map(|io| io.offset / 1024).collect();
@@ -78,7 +78,7 @@ fn io_size_beyond_size_wraps() {
 
 #[test]
 fn sequential_wrap_skips_a_tail_too_short_for_the_block() {
-    let mut job = config(RwMode::Read, 10 * KIB, 4096);
+    let mut job = config(RwKind::Read, 10 * KIB, 4096);
     job.io_size_bytes = Some(16 * KIB);
     let offsets: Vec<u64> = all_ios(job, 100)
         .iter()
@@ -89,7 +89,7 @@ fn sequential_wrap_skips_a_tail_too_short_for_the_block() {
 
 #[test]
 fn loops_repeat_the_job_from_the_start() {
-    let mut job = config(RwMode::Read, 64 * KIB, 4096);
+    let mut job = config(RwKind::Read, 64 * KIB, 4096);
     job.loops = 3;
     job.io_size_bytes = Some(8 * KIB);
     let offsets: Vec<u64> = all_ios(job, 100)
@@ -101,7 +101,7 @@ fn loops_repeat_the_job_from_the_start() {
 
 #[test]
 fn number_ios_ends_the_job_early_even_time_based() {
-    let mut job = config(RwMode::RandRead, 1 << 30, 4096);
+    let mut job = config(RwKind::RandRead, 1 << 30, 4096);
     job.number_ios = Some(37);
     assert_eq!(all_ios(job.clone(), 1000).len(), 37);
     job.time_based = true;
@@ -110,7 +110,7 @@ fn number_ios_ends_the_job_early_even_time_based() {
 
 #[test]
 fn time_based_never_ends_by_itself() {
-    let mut job = config(RwMode::Read, 16 * KIB, 4096);
+    let mut job = config(RwKind::Read, 16 * KIB, 4096);
     job.time_based = true;
     let ios = all_ios(job.clone(), 10_000);
     assert_eq!(ios.len(), 10_000);
@@ -119,7 +119,7 @@ fn time_based_never_ends_by_itself() {
 
 #[test]
 fn random_map_touches_every_block_once_per_pass() {
-    let mut job = config(RwMode::RandRead, 1000 * 4096 + 100, 4096);
+    let mut job = config(RwKind::RandRead, 1000 * 4096 + 100, 4096);
     job.offset_bytes = 4096 * 7;
     job.io_size_bytes = Some(3 * 1000 * 4096);
     let ios = all_ios(job, 10_000);
@@ -142,7 +142,7 @@ fn random_map_touches_every_block_once_per_pass() {
 
 #[test]
 fn norandommap_repeats_blocks() {
-    let mut job = config(RwMode::RandRead, 1000 * 4096, 4096);
+    let mut job = config(RwKind::RandRead, 1000 * 4096, 4096);
     job.norandommap = true;
     let ios = all_ios(job, 10_000);
     let distinct: HashSet<u64> = ios.iter().map(|io| io.offset).collect();
@@ -155,7 +155,7 @@ fn norandommap_repeats_blocks() {
 
 #[test]
 fn same_seed_same_ios_other_seed_other_ios() {
-    let mut job = config(RwMode::RandRw, 1 << 24, 4096);
+    let mut job = config(RwKind::RandRw, 1 << 24, 4096);
     job.block_sizes.write = BlockSizeSpec::Range {
         min_bytes: 4096,
         max_bytes: 65536,
@@ -171,7 +171,7 @@ fn same_seed_same_ios_other_seed_other_ios() {
 
 #[test]
 fn sizes_and_alignment_per_direction() {
-    let mut job = config(RwMode::RandRw, 1 << 24, 4096);
+    let mut job = config(RwKind::RandRw, 1 << 24, 4096);
     job.block_sizes.write = BlockSizeSpec::Range {
         min_bytes: 8192,
         max_bytes: 32768,
@@ -198,7 +198,7 @@ fn sizes_and_alignment_per_direction() {
 
 #[test]
 fn trims_use_the_trim_block_size() {
-    let mut job = config(RwMode::RandTrim, 1 << 20, 4096);
+    let mut job = config(RwKind::RandTrim, 1 << 20, 4096);
     job.block_sizes.trim = BlockSizeSpec::Fixed(65536);
     let ios = all_ios(job, 100);
     assert_eq!(ios.len(), 16);
@@ -209,7 +209,7 @@ fn trims_use_the_trim_block_size() {
 
 #[test]
 fn random_ios_never_cross_the_region_end() {
-    let mut job = config(RwMode::RandRead, 100 * KIB, 4096);
+    let mut job = config(RwKind::RandRead, 100 * KIB, 4096);
     job.block_sizes.read = BlockSizeSpec::Split(vec![
         BsSplitEntry {
             len_bytes: 4096,
@@ -229,8 +229,8 @@ fn random_ios_never_cross_the_region_end() {
 
 #[test]
 fn zipf_jobs_concentrate_on_few_blocks() {
-    let mut job = config(RwMode::RandRead, 10_000 * 4096, 4096);
-    job.random_distribution = RandomDistribution::Zipf {
+    let mut job = config(RwKind::RandRead, 10_000 * 4096, 4096);
+    job.random_distribution = Distribution::Zipf {
         theta: 1.2,
         center: None,
     };
@@ -248,16 +248,16 @@ fn zipf_jobs_concentrate_on_few_blocks() {
 #[test]
 fn pareto_and_normal_through_the_job() {
     for distribution in [
-        RandomDistribution::Pareto {
-            h: 0.2,
+        Distribution::Pareto {
+            power: 0.2,
             center: None,
         },
-        RandomDistribution::Normal {
-            stddev_percent: 2.0,
+        Distribution::Normal {
+            deviation_percent: 2.0,
             center: None,
         },
     ] {
-        let mut job = config(RwMode::RandRead, 10_000 * 4096, 4096);
+        let mut job = config(RwKind::RandRead, 10_000 * 4096, 4096);
         job.random_distribution = distribution;
         job.io_size_bytes = Some(50_000 * 4096);
         let mut hits: HashMap<u64, u32> = HashMap::new();
@@ -276,7 +276,7 @@ fn pareto_and_normal_through_the_job() {
 
 #[test]
 fn bad_configurations_are_refused() {
-    let base = config(RwMode::RandRead, 1 << 20, 4096);
+    let base = config(RwKind::RandRead, 1 << 20, 4096);
     let refused = |change: &dyn Fn(&mut WorkloadConfig)| {
         let mut job = base.clone();
         change(&mut job);
@@ -304,22 +304,22 @@ fn bad_configurations_are_refused() {
         Some(WorkloadError::IoSizeBelowBlockSize { .. })
     ));
     assert!(matches!(
-        refused(&|j| j.random_distribution = RandomDistribution::Zipf {
+        refused(&|j| j.random_distribution = Distribution::Zipf {
             theta: 1.0,
             center: None
         }),
         Some(WorkloadError::DistributionParameter { name: "zipf", .. })
     ));
     assert!(matches!(
-        refused(&|j| j.random_distribution = RandomDistribution::Pareto {
-            h: 1.5,
+        refused(&|j| j.random_distribution = Distribution::Pareto {
+            power: 1.5,
             center: None
         }),
         Some(WorkloadError::DistributionParameter { name: "pareto", .. })
     ));
     assert!(matches!(
-        refused(&|j| j.random_distribution = RandomDistribution::Normal {
-            stddev_percent: 5.0,
+        refused(&|j| j.random_distribution = Distribution::Normal {
+            deviation_percent: 5.0,
             center: Some(2.0)
         }),
         Some(WorkloadError::DistributionParameter { name: "normal", .. })
@@ -331,14 +331,14 @@ fn bad_configurations_are_refused() {
     // A trim job with verify, a verify interval that does not divide the block size.
     assert!(matches!(
         refused(&|j| {
-            j.rw = RwMode::Trim;
+            j.rw = RwKind::Trim;
             j.verify = Some(VerifyConfig::default());
         }),
-        Some(WorkloadError::VerifyWithTrim(RwMode::Trim))
+        Some(WorkloadError::VerifyWithTrim(RwKind::Trim))
     ));
     assert!(matches!(
         refused(&|j| {
-            j.rw = RwMode::Write;
+            j.rw = RwKind::Write;
             j.verify = Some(VerifyConfig {
                 interval_bytes: Some(3000),
                 ..VerifyConfig::default()
@@ -349,7 +349,7 @@ fn bad_configurations_are_refused() {
     // A workload that needs a generation table larger than allowed.
     assert!(matches!(
         refused(&|j| {
-            j.rw = RwMode::RandWrite;
+            j.rw = RwKind::RandWrite;
             j.norandommap = true;
             j.verify = Some(VerifyConfig {
                 max_tracked_blocks: 100,
@@ -373,7 +373,7 @@ fn bad_configurations_are_refused() {
 
 #[test]
 fn rate_limited_jobs_carry_their_schedule() {
-    let mut job = config(RwMode::RandRead, 1 << 20, 4096);
+    let mut job = config(RwKind::RandRead, 1 << 20, 4096);
     job.pacing.rate_iops.read = Some(2000);
     job.time_based = true;
     let mut workload = Workload::new(job).expect("valid");
@@ -390,7 +390,7 @@ fn rate_limited_jobs_carry_their_schedule() {
 
 #[test]
 fn unpaced_ios_are_due_when_asked() {
-    let mut workload = Workload::new(config(RwMode::Read, 1 << 20, 4096)).expect("valid");
+    let mut workload = Workload::new(config(RwKind::Read, 1 << 20, 4096)).expect("valid");
     let now = Duration::from_millis(1234);
     let Next::Io(io) = workload.next(now) else {
         panic!("I/O expected");
@@ -400,7 +400,7 @@ fn unpaced_ios_are_due_when_asked() {
 
 #[test]
 fn think_time_makes_the_runner_drain() {
-    let mut job = config(RwMode::Read, 1 << 20, 4096);
+    let mut job = config(RwKind::Read, 1 << 20, 4096);
     job.pacing.thinktime = Some(ThinkTime {
         pause: Duration::from_millis(1),
         spin: Duration::ZERO,
@@ -425,7 +425,7 @@ fn think_time_makes_the_runner_drain() {
 proptest! {
     #[test]
     fn rwmix_ratio_converges(read_percent in 0u32..=100, seed in any::<u64>()) {
-        let mut job = config(RwMode::RandRw, 1 << 30, 4096);
+        let mut job = config(RwKind::RandRw, 1 << 30, 4096);
         job.rwmixread_percent = read_percent;
         job.seed = seed;
         job.number_ios = Some(20_000);
@@ -437,7 +437,7 @@ proptest! {
 
     #[test]
     fn random_map_covers_any_region(blocks in 1u64..3000, seed in any::<u64>()) {
-        let mut job = config(RwMode::RandWrite, blocks * 512, 512);
+        let mut job = config(RwKind::RandWrite, blocks * 512, 512);
         job.seed = seed;
         let ios = all_ios(job, 10_000);
         prop_assert_eq!(ios.len() as u64, blocks);
@@ -537,7 +537,7 @@ fn run_on_disk(
     run
 }
 
-fn verify_job(rw: RwMode, size_bytes: u64, bs: u32) -> WorkloadConfig {
+fn verify_job(rw: RwKind, size_bytes: u64, bs: u32) -> WorkloadConfig {
     WorkloadConfig {
         verify: Some(VerifyConfig::default()),
         ..config(rw, size_bytes, bs)
@@ -546,7 +546,7 @@ fn verify_job(rw: RwMode, size_bytes: u64, bs: u32) -> WorkloadConfig {
 
 #[test]
 fn sequential_write_verifies_everything_it_wrote() {
-    let mut job = verify_job(RwMode::Write, 256 * KIB, 4096);
+    let mut job = verify_job(RwKind::Write, 256 * KIB, 4096);
     job.offset_bytes = 64 * KIB;
     let mut disk = vec![0u8; 320 * KIB as usize];
     let run = run_on_disk(job, &mut disk, 10_000, |_, _| {});
@@ -559,7 +559,7 @@ fn sequential_write_verifies_everything_it_wrote() {
 #[test]
 fn random_write_with_partial_passes_verifies_each_block_at_its_generation() {
     for io_size_blocks in [40u64, 100, 250, 301] {
-        let mut job = verify_job(RwMode::RandWrite, 100 * 4096, 4096);
+        let mut job = verify_job(RwKind::RandWrite, 100 * 4096, 4096);
         job.io_size_bytes = Some(io_size_blocks * 4096);
         let mut disk = vec![0u8; 100 * 4096];
         let run = run_on_disk(job, &mut disk, 10_000, |_, _| {});
@@ -570,7 +570,7 @@ fn random_write_with_partial_passes_verifies_each_block_at_its_generation() {
 
 #[test]
 fn a_block_changed_behind_the_targets_back_is_reported_with_its_lba() {
-    let job = verify_job(RwMode::RandWrite, 100 * 4096, 4096);
+    let job = verify_job(RwKind::RandWrite, 100 * 4096, 4096);
     let mut disk = vec![0u8; 100 * 4096];
     let run = run_on_disk(job, &mut disk, 10_000, |ios, disk| {
         if ios == 100 {
@@ -588,7 +588,7 @@ fn a_block_changed_behind_the_targets_back_is_reported_with_its_lba() {
 
 #[test]
 fn a_lost_write_shows_as_a_stale_generation() {
-    let mut job = verify_job(RwMode::Write, 16 * 4096, 4096);
+    let mut job = verify_job(RwKind::Write, 16 * 4096, 4096);
     job.io_size_bytes = Some(32 * 4096);
     let mut disk = vec![0u8; 16 * 4096];
     let mut saved = Vec::new();
@@ -615,7 +615,7 @@ fn a_lost_write_shows_as_a_stale_generation() {
 
 #[test]
 fn a_misdirected_write_shows_as_another_offset() {
-    let job = verify_job(RwMode::Write, 16 * 4096, 4096);
+    let job = verify_job(RwKind::Write, 16 * 4096, 4096);
     let mut disk = vec![0u8; 16 * 4096];
     let run = run_on_disk(job, &mut disk, 10_000, |ios, disk| {
         if ios == 16 {
@@ -630,7 +630,7 @@ fn a_misdirected_write_shows_as_another_offset() {
 
 #[test]
 fn each_loop_has_its_verify_phase() {
-    let mut job = verify_job(RwMode::RandWrite, 64 * 4096, 4096);
+    let mut job = verify_job(RwKind::RandWrite, 64 * 4096, 4096);
     job.loops = 3;
     job.io_size_bytes = Some(20 * 4096);
     let mut disk = vec![0u8; 64 * 4096];
@@ -642,7 +642,7 @@ fn each_loop_has_its_verify_phase() {
 
 #[test]
 fn no_read_back_without_do_verify() {
-    let mut job = verify_job(RwMode::Write, 64 * 4096, 4096);
+    let mut job = verify_job(RwKind::Write, 64 * 4096, 4096);
     if let Some(verify) = &mut job.verify {
         verify.do_verify = false;
     }
@@ -650,7 +650,7 @@ fn no_read_back_without_do_verify() {
     let run = run_on_disk(job, &mut disk, 10_000, |_, _| {});
     assert!(run.read_back_per_phase.is_empty());
     // The headers are written all the same, for a later read job to check.
-    let read_job = verify_job(RwMode::RandRead, 64 * 4096, 4096);
+    let read_job = verify_job(RwKind::RandRead, 64 * 4096, 4096);
     let run = run_on_disk(read_job, &mut disk, 10_000, |ios, disk| {
         if ios == 1 {
             disk[63 * 4096 + 5] ^= 1;
@@ -663,7 +663,7 @@ fn no_read_back_without_do_verify() {
 
 #[test]
 fn time_based_write_stopped_by_the_runner_verifies_what_it_wrote() {
-    let mut job = verify_job(RwMode::RandWrite, 50 * 4096, 4096);
+    let mut job = verify_job(RwKind::RandWrite, 50 * 4096, 4096);
     job.time_based = true;
     let mut disk = vec![0u8; 50 * 4096];
     let mut workload_run = run_on_disk(job.clone(), &mut disk, 173, |_, _| {});
@@ -695,15 +695,15 @@ fn time_based_write_stopped_by_the_runner_verifies_what_it_wrote() {
 #[test]
 fn table_mode_handles_overwrites_and_mixed_sizes() {
     let jobs = {
-        let mut norandommap = verify_job(RwMode::RandWrite, 200 * 4096, 4096);
+        let mut norandommap = verify_job(RwKind::RandWrite, 200 * 4096, 4096);
         norandommap.norandommap = true;
         norandommap.io_size_bytes = Some(600 * 4096);
-        let mut zipf = verify_job(RwMode::RandWrite, 200 * 4096, 4096);
-        zipf.random_distribution = RandomDistribution::Zipf {
+        let mut zipf = verify_job(RwKind::RandWrite, 200 * 4096, 4096);
+        zipf.random_distribution = Distribution::Zipf {
             theta: 1.1,
             center: None,
         };
-        let mut split = verify_job(RwMode::RandWrite, 200 * 4096, 4096);
+        let mut split = verify_job(RwKind::RandWrite, 200 * 4096, 4096);
         split.block_sizes.write = BlockSizeSpec::Split(vec![
             BsSplitEntry {
                 len_bytes: 4096,
@@ -715,9 +715,9 @@ fn table_mode_handles_overwrites_and_mixed_sizes() {
             },
         ]);
         split.io_size_bytes = Some(2000 * 4096);
-        let mut mixed = verify_job(RwMode::RandRw, 200 * 4096, 4096);
+        let mut mixed = verify_job(RwKind::RandRw, 200 * 4096, 4096);
         mixed.io_size_bytes = Some(1000 * 4096);
-        let mut sequential_mixed = verify_job(RwMode::ReadWrite, 200 * 4096, 4096);
+        let mut sequential_mixed = verify_job(RwKind::ReadWrite, 200 * 4096, 4096);
         sequential_mixed.io_size_bytes = Some(500 * 4096);
         [norandommap, zipf, split, mixed, sequential_mixed]
     };
@@ -733,7 +733,7 @@ fn table_mode_handles_overwrites_and_mixed_sizes() {
 
 #[test]
 fn table_mode_catches_a_stale_overwritten_block() {
-    let mut job = verify_job(RwMode::RandWrite, 8 * 4096, 4096);
+    let mut job = verify_job(RwKind::RandWrite, 8 * 4096, 4096);
     job.norandommap = true;
     job.io_size_bytes = Some(64 * 4096);
     let mut disk = vec![0u8; 8 * 4096];
@@ -763,13 +763,13 @@ fn table_mode_catches_a_stale_overwritten_block() {
 
 #[test]
 fn mixed_verify_jobs_may_read_in_smaller_units() {
-    let mut job = verify_job(RwMode::RandRw, 64 * 4096, 4096);
+    let mut job = verify_job(RwKind::RandRw, 64 * 4096, 4096);
     job.block_sizes.read = BlockSizeSpec::Fixed(512);
     let mut disk = vec![0u8; 64 * 4096];
     let run = run_on_disk(job, &mut disk, 100_000, |_, _| {});
     assert!(run.errors.is_empty(), "{}", run.errors[0]);
     // A read-only job must read whole verify intervals.
-    let mut read_job = verify_job(RwMode::RandRead, 64 * 4096, 512);
+    let mut read_job = verify_job(RwKind::RandRead, 64 * 4096, 512);
     read_job.verify = Some(VerifyConfig {
         interval_bytes: Some(4096),
         ..VerifyConfig::default()
@@ -785,7 +785,7 @@ fn mixed_verify_jobs_may_read_in_smaller_units() {
 
 #[test]
 fn read_only_verify_checks_every_read_with_any_generation() {
-    let mut workload = Workload::new(verify_job(RwMode::RandRead, 1 << 20, 4096)).expect("valid");
+    let mut workload = Workload::new(verify_job(RwKind::RandRead, 1 << 20, 4096)).expect("valid");
     let Next::Io(io) = workload.next(Duration::ZERO) else {
         panic!("I/O expected");
     };

@@ -50,17 +50,6 @@ pub enum VerifyKind {
 }
 
 impl VerifyKind {
-    /// fio's names: crc32c (and its synonym crc32c-intel), md5, sha256, pattern.
-    pub fn from_fio(name: &str) -> Option<Self> {
-        Some(match name {
-            "crc32c" | "crc32c-intel" => VerifyKind::Crc32c,
-            "md5" => VerifyKind::Md5,
-            "sha256" => VerifyKind::Sha256,
-            "pattern" => VerifyKind::Pattern,
-            _ => return None,
-        })
-    }
-
     pub fn fio_name(self) -> &'static str {
         match self {
             VerifyKind::Crc32c => "crc32c",
@@ -831,11 +820,6 @@ mod tests {
             Verifier::new(&no_pattern, 0, 4096).err(),
             Some(WorkloadError::VerifyPatternEmpty)
         );
-        assert_eq!(
-            VerifyKind::from_fio("crc32c-intel"),
-            Some(VerifyKind::Crc32c)
-        );
-        assert_eq!(VerifyKind::from_fio("crc64"), None);
     }
 
     proptest! {

@@ -48,7 +48,7 @@ use super::{
 use crate::pdu::{self, Header, Tag, TaskAttribute, BHS_LEN};
 use crate::scsi::Lun;
 use crate::session::{
-    CommandError, DataDirection, Event, ScsiCommandRequest, Session, SessionConfig, SessionState,
+    DataDirection, Event, ScsiCommandRequest, Session, SessionConfig, SessionState,
     SubmitRejection, TaskId, TransmitData,
 };
 
@@ -254,10 +254,7 @@ impl DependentPath {
     /// Accepts a request: into the session when logged in, held while the path logs in
     /// again, refused (handed back) when full, too large, or the path has given up.
     pub fn submit(&mut self, now: Instant, request: PathRequest) -> Result<(), PathSubmitError> {
-        let transfer = match request.direction {
-            DataDirection::Read { len } | DataDirection::Write { len } => len,
-            _ => 0,
-        };
+        let transfer = request.direction.transfer_len();
         let reject = |reason, request| Err(PathSubmitError { reason, request });
         if transfer > self.caps.max_io_bytes {
             let max = self.caps.max_io_bytes;
@@ -653,20 +650,9 @@ impl DependentPath {
                     let Some(user_data) = self.tasks.remove(&task) else {
                         continue;
                     };
-                    let result = result.map_err(|failure| {
-                        let error = match (&self.fault, failure.error) {
-                            (
-                                Some(fault),
-                                CommandError::ConnectionLost(_)
-                                | CommandError::Protocol(_)
-                                | CommandError::TimedOut,
-                            ) => PathError::Adapter(fault.clone()),
-                            (_, error) => PathError::Command(error),
-                        };
-                        PathFailure {
-                            error,
-                            buffer: failure.buffer,
-                        }
+                    let result = result.map_err(|failure| PathFailure {
+                        error: PathError::from_command(failure.error, self.fault.as_ref()),
+                        buffer: failure.buffer,
                     });
                     match &result {
                         Ok(_) => self.stats.ios_completed += 1,

@@ -33,7 +33,6 @@ use super::{
     PathRejection, PathRequest, PathSubmitError, RingFull, ScsiCompletion, ScsiSubmission,
 };
 use crate::pdu::TaskAttribute;
-use crate::session::DataDirection;
 
 /// How an [`IndependentPath`] runs.
 #[derive(Clone)]
@@ -130,10 +129,7 @@ impl IndependentPath {
     /// Posts a request to the adapter and rings its doorbell; a full ring, a too large
     /// transfer or a failed path hands it back.
     pub fn submit(&mut self, _now: Instant, request: PathRequest) -> Result<(), PathSubmitError> {
-        let transfer = match request.direction {
-            DataDirection::Read { len } | DataDirection::Write { len } => len,
-            _ => 0,
-        };
+        let transfer = request.direction.transfer_len();
         if transfer > self.caps.max_io_bytes {
             let max = self.caps.max_io_bytes;
             return Err(PathSubmitError {

@@ -206,6 +206,23 @@ pub enum PathError {
     Unavailable(String),
 }
 
+impl PathError {
+    /// The cause of a command the session failed: a lost connection, a protocol error or
+    /// a timeout while the adapter has reported `fault` is that fault's doing, and named
+    /// as it; any other failure is the session's own.
+    pub fn from_command(error: CommandError, fault: Option<&AdapterFault>) -> PathError {
+        match (fault, error) {
+            (
+                Some(fault),
+                CommandError::ConnectionLost(_)
+                | CommandError::Protocol(_)
+                | CommandError::TimedOut,
+            ) => PathError::Adapter(fault.clone()),
+            (_, error) => PathError::Command(error),
+        }
+    }
+}
+
 /// A failed I/O: the cause and the caller's buffer (empty when an adapter reset lost it).
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{error}")]

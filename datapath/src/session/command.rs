@@ -230,13 +230,6 @@ fn residual_of(
     }
 }
 
-fn transfer_len(direction: DataDirection) -> u32 {
-    match direction {
-        DataDirection::None => 0,
-        DataDirection::Read { len } | DataDirection::Write { len } => len,
-    }
-}
-
 impl Session {
     /// Sends waiting commands while the window and the in-flight bound allow.
     pub(super) fn issue_waiting(&mut self, _now: Instant) {
@@ -261,7 +254,7 @@ impl Session {
         let cmd_sn = self.window.take();
         task.issued = true;
         self.in_flight += 1;
-        let expected = transfer_len(task.direction);
+        let expected = task.direction.transfer_len();
         let (read, write) = match task.direction {
             DataDirection::None => (false, false),
             DataDirection::Read { .. } => (true, false),
@@ -526,7 +519,7 @@ impl Session {
         self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
         let tag = h.initiator_task_tag;
         let task = self.issued_task(Opcode::ScsiResponse, tag)?;
-        let expected = transfer_len(task.direction);
+        let expected = task.direction.transfer_len();
         self.stat.acknowledge(h.stat_sn);
         if h.response != 0 {
             self.complete_with_error(
@@ -569,7 +562,7 @@ impl Session {
                 tag,
             });
         };
-        let expected = transfer_len(task.direction);
+        let expected = task.direction.transfer_len();
         let accounted = match residual {
             Residual::Underflow(n) => expected - n.min(expected),
             Residual::None | Residual::Overflow(_) => expected,

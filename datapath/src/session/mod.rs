@@ -246,6 +246,27 @@ pub enum DataDirection {
     },
 }
 
+impl DataDirection {
+    /// The bytes the command moves (the iSCSI Expected Data Transfer Length).
+    pub fn transfer_len(self) -> u32 {
+        match self {
+            DataDirection::None => 0,
+            DataDirection::Read { len } | DataDirection::Write { len } => len,
+        }
+    }
+}
+
+/// The session's view of the data phase a CDB declares ([`crate::scsi::Cdb::direction`]).
+impl From<crate::scsi::DataDirection> for DataDirection {
+    fn from(direction: crate::scsi::DataDirection) -> Self {
+        match direction {
+            crate::scsi::DataDirection::None => DataDirection::None,
+            crate::scsi::DataDirection::Read(len) => DataDirection::Read { len },
+            crate::scsi::DataDirection::Write(len) => DataDirection::Write { len },
+        }
+    }
+}
+
 /// A SCSI command to run. The buffer is owned by the command while it is in flight and
 /// handed back on completion: read data lands in it, write data comes from it.
 #[derive(Clone, PartialEq, Eq)]
@@ -753,10 +774,7 @@ impl Session {
         if cmd.cdb.is_empty() || cmd.cdb.len() > command::MAX_CDB_LEN {
             return reject(SubmitRejection::InvalidCdb(cmd.cdb.len()), cmd);
         }
-        let transfer = match cmd.direction {
-            DataDirection::None => 0,
-            DataDirection::Read { len } | DataDirection::Write { len } => len,
-        };
+        let transfer = cmd.direction.transfer_len();
         if cmd.buffer.len() < transfer as usize {
             return reject(
                 SubmitRejection::BufferTooShort {

@@ -53,7 +53,7 @@ use crate::adapter::{
     DependentPath, IndependentAdapter, IndependentConfig, IndependentPath, IndependentPathConfig,
     NetworkConfig, Notifier, PathCompletion, PathError, PathRejection, PathRequest,
 };
-use crate::client::{random_bytes, ClientConfig};
+use crate::client::{random_bytes, random_isid, ClientConfig};
 use crate::pdu;
 use crate::session::{CommandError, SessionConfig};
 
@@ -567,14 +567,7 @@ impl AdapterShard {
 /// A random-type ISID (RFC 7143 section 11.12.5, T = 0b11) whose last byte is the shard
 /// index, so the shards of one pool never share an I_T nexus (the software shards' rule).
 fn shard_isid(index: usize) -> pdu::Isid {
-    let r = random_bytes(5);
-    let byte = |i: usize| r.get(i).copied().unwrap_or(0);
-    [
-        0xc0 | (byte(0) & 0x3f),
-        byte(1),
-        byte(2),
-        byte(3),
-        byte(4),
-        index as u8,
-    ]
+    let mut isid = random_isid();
+    isid[5] = index as u8;
+    isid
 }
