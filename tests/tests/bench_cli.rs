@@ -215,28 +215,29 @@ fn one_job_file_through_fio_and_through_ours() {
     system_tests::require_tools!("fio");
     let dir = TempDir::new("bench-fio").unwrap();
     let data = dir.join("data.bin");
-    let jobfile = dir.join("randread.fio");
+    let jobfile = dir.join("randrw.fio");
     write_file(
         &jobfile,
         &format!(
-            "; the same file for both tools\n\
+            "; the same file for both tools: a 70/30 random mix\n\
              [global]\n\
              ioengine=io_uring\n\
              filename={}\n\
-             size=64m\n\
+             size=256m\n\
              bs=4k\n\
              direct=1\n\
-             iodepth=4\n\
+             iodepth=8\n\
              runtime=3\n\
              time_based\n\
              \n\
-             [randread]\n\
-             rw=randread\n",
+             [mixed]\n\
+             rw=randrw\n\
+             rwmixread=70\n",
             data.display()
         ),
     );
     // Lay the file out once so neither tool pays for it inside the run.
-    std::fs::write(&data, vec![0x5a; 64 << 20]).unwrap();
+    std::fs::write(&data, vec![0x5a; 256 << 20]).unwrap();
     let job_arg = jobfile.to_string_lossy().into_owned();
     let ours_path = workspace_binary_release("bench", "iscsi-bench");
     let run = |program: &Path| {
@@ -252,9 +253,12 @@ fn one_job_file_through_fio_and_through_ours() {
     for _ in 0..2 {
         let fio_doc = run(&fio_path);
         let ours_doc = run(&ours_path);
-        let fio_iops = as_f64(&job(&fio_doc, 0)["read"]["iops"], "fio read.iops");
-        let our_iops = as_f64(&job(&ours_doc, 0)["read"]["iops"], "our read.iops");
-        eprintln!("randread 4k qd4 direct: fio {fio_iops:.0} IOPS, ours {our_iops:.0} IOPS");
+        let iops = |doc: &Value, who: &str| {
+            as_f64(&job(doc, 0)["read"]["iops"], who) + as_f64(&job(doc, 0)["write"]["iops"], who)
+        };
+        let fio_iops = iops(&fio_doc, "fio read/write iops");
+        let our_iops = iops(&ours_doc, "our read/write iops");
+        eprintln!("randrw 70/30 4k qd8 direct: fio {fio_iops:.0} IOPS, ours {our_iops:.0} IOPS");
         best = (best.0.max(fio_iops), best.1.max(our_iops));
         docs = Some((fio_doc, ours_doc));
     }
