@@ -54,9 +54,11 @@
 mod adapter_worker;
 mod steer;
 mod waiter;
+mod work;
 mod worker;
 
 pub use adapter_worker::{planned_cores, ShardPath, ShardPathInfo};
+pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -155,7 +157,7 @@ impl Default for ShardConfig {
             steer: true,
             caller_wake_batch: None,
             caller_wake_delay_max: Duration::from_micros(100),
-            recv_coalesce: Duration::from_micros(40),
+            recv_coalesce: Duration::from_micros(150),
         }
     }
 }
@@ -310,6 +312,9 @@ impl SharedStats {
     }
 }
 
+/// Works that may wait for a shard busy with another (`ShardPool::run_on_shard`).
+const WORKS_WAITING: usize = 4;
+
 /// How a caller wakes a shard that sleeps in the kernel: an eventfd the shard keeps a read
 /// on (in its ring), written only while the shard has said it sleeps, so a busy shard costs
 /// its callers no system call.
@@ -371,6 +376,8 @@ impl Doorbell {
 /// What the caller keeps of one running shard.
 struct ShardHandle {
     submit: Option<Sender<ShardRequest>>,
+    /// Works for the shard's own thread (software shards only).
+    work: Option<Sender<Box<dyn ShardWork>>>,
     doorbell: Arc<Doorbell>,
     completions: Receiver<ShardCompletion>,
     stats: Arc<SharedStats>,
@@ -454,6 +461,7 @@ impl ShardPool {
                 _ => None,
             };
             let (submit_tx, submit_rx) = crossbeam_channel::bounded(config.queue_depth);
+            let (work_tx, work_rx) = crossbeam_channel::bounded(WORKS_WAITING);
             let (done_tx, done_rx) = crossbeam_channel::bounded(2 * config.queue_depth);
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let stats = Arc::new(SharedStats::default());
@@ -484,6 +492,7 @@ impl ShardPool {
                     config.clone(),
                     core,
                     submit_rx,
+                    work_rx,
                     done_tx,
                     Arc::clone(&stats),
                     Arc::clone(&doorbell),
@@ -514,8 +523,10 @@ impl ShardPool {
                     return Err(e);
                 }
             };
+            let software = config.path == ShardPath::Software;
             pool.shards.push(ShardHandle {
                 submit: Some(submit_tx),
+                work: software.then_some(work_tx),
                 doorbell,
                 completions: done_rx,
                 stats,
@@ -577,6 +588,30 @@ impl ShardPool {
             // Costs a system call only when the adapter shard sleeps.
             wake.notify();
         }
+        Ok(())
+    }
+
+    /// Runs `work` on shard `shard`'s own thread, inside its loop (see [`ShardWork`]): its
+    /// requests go straight into the shard's session and their completions straight back
+    /// to it, with no queue, doorbell or wake-up between. A shard runs one work at a time
+    /// (a few more wait their turn); queue callers share the shard's depth with it.
+    /// Software shards only.
+    pub fn run_on_shard(&self, shard: usize, work: Box<dyn ShardWork>) -> Result<(), ShardError> {
+        let shards = self.shards.len();
+        let handle = self.shards.get(shard).ok_or(ShardError::NoSuchShard {
+            index: shard,
+            shards,
+        })?;
+        let tx = handle.work.as_ref().ok_or(ShardError::InvalidConfig(
+            "work runs on software shards only (an adapter shard has no loop of its own)",
+        ))?;
+        tx.try_send(work).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                ShardError::InvalidConfig("too many works already wait for this shard")
+            }
+            TrySendError::Disconnected(_) => ShardError::Vanished { shard },
+        })?;
+        handle.doorbell.ring_always();
         Ok(())
     }
 
@@ -714,6 +749,7 @@ impl ShardPool {
         // Closing the submission queue is the stop signal.
         for shard in &mut self.shards {
             shard.submit = None;
+            shard.work = None;
             shard.doorbell.ring_always();
             // An adapter shard sleeps on its adapter's eventfd instead.
             if let Some(wake) = shard.wake.get() {

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use io_uring::{opcode, squeue, types};
 
+use super::work::{RunningWork, ShardWork, WorkStatus, WorkSubmitter};
 use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
 use super::{ShardRequest, ShardStats, SharedStats};
 use crate::client::{random_bytes, ClientConfig};
@@ -71,6 +72,7 @@ pub(super) struct Worker {
     config: ShardConfig,
     core: Option<core_affinity::CoreId>,
     submit_rx: Receiver<ShardRequest>,
+    work_rx: Receiver<Box<dyn ShardWork>>,
     done_tx: Sender<ShardCompletion>,
     shared: Arc<SharedStats>,
     doorbell: Arc<Doorbell>,
@@ -84,6 +86,7 @@ impl Worker {
         config: ShardConfig,
         core: Option<core_affinity::CoreId>,
         submit_rx: Receiver<ShardRequest>,
+        work_rx: Receiver<Box<dyn ShardWork>>,
         done_tx: Sender<ShardCompletion>,
         shared: Arc<SharedStats>,
         doorbell: Arc<Doorbell>,
@@ -94,6 +97,7 @@ impl Worker {
             config,
             core,
             submit_rx,
+            work_rx,
             done_tx,
             shared,
             doorbell,
@@ -134,6 +138,10 @@ impl Worker {
 struct Held {
     user_data: u64,
     large_read: bool,
+    /// Made by the work running on the shard (its completion goes to the work).
+    from_work: bool,
+    /// The least its answer brings (see `Shard::answer_bytes`).
+    answer_bytes: u32,
 }
 
 /// The socket (and the doorbell) as the ring names them: fixed files when the kernel took
@@ -205,6 +213,11 @@ struct Shard {
     files: Files,
     session: Session,
     submit_rx: Receiver<ShardRequest>,
+    work_rx: Receiver<Box<dyn ShardWork>>,
+    /// The work running on this shard, if any (one at a time; others wait in `work_rx`).
+    work: Option<RunningWork>,
+    /// The requests the work made in this turn (kept to reuse the allocation).
+    work_requests: Vec<ShardRequest>,
     done_tx: Sender<ShardCompletion>,
     shared: Arc<SharedStats>,
     doorbell: Arc<Doorbell>,
@@ -227,7 +240,13 @@ struct Shard {
     /// Bytes the last staging receive brought, and until when the next greedy receive
     /// waits (receive coalescing).
     small_receives: u32,
-    recv_delay_until: Option<Instant>,
+    /// The socket's receive low-water mark (`SO_RCVLOWAT`, receive coalescing) and until
+    /// when a receive may wait for it.
+    low_water: usize,
+    low_water_until: Option<Instant>,
+    /// Bytes the answers to the commands held are expected to bring at least (a header
+    /// each, plus the payload of small reads).
+    answer_bytes: u64,
     placing: Option<Placing>,
     trailer: Option<PlacedTrailer>,
 
@@ -281,6 +300,7 @@ impl Shard {
             config,
             core,
             submit_rx,
+            work_rx,
             done_tx,
             shared,
             doorbell,
@@ -356,6 +376,9 @@ impl Shard {
             files,
             session: Session::new(session_config, Instant::now()),
             submit_rx,
+            work_rx,
+            work: None,
+            work_requests: Vec::with_capacity(config.queue_depth),
             done_tx,
             shared,
             doorbell,
@@ -367,7 +390,9 @@ impl Shard {
             recv: RecvOp::Idle,
             linked_recv: None,
             small_receives: 0,
-            recv_delay_until: None,
+            low_water: 1,
+            low_water_until: None,
+            answer_bytes: 0,
             placing: None,
             trailer: None,
             transmits: Vec::with_capacity(PDUS_PER_SEND),
@@ -453,6 +478,10 @@ impl Shard {
         if self.dead.is_some() {
             self.shut_socket();
         }
+        if self.low_water_until.is_some_and(|until| now >= until) {
+            // Waited long enough for answers to gather: take what is there.
+            self.set_low_water(1, now);
+        }
         let logged_in = self.serving;
         if logged_in {
             self.accept(now);
@@ -465,6 +494,9 @@ impl Shard {
             self.session.handle_timeout(now);
         }
         self.collect_events();
+        if logged_in {
+            self.run_work(now);
+        }
         self.track_window(now);
         self.post();
         self.wake_caller_if_due(now);
@@ -506,7 +538,13 @@ impl Shard {
             Some(deadline) => deadline.saturating_duration_since(now).min(IDLE_WAIT),
             None => IDLE_WAIT,
         };
-        if let Some(until) = self.recv_delay_until {
+        if let Some(at) = self.work.as_ref().and_then(RunningWork::next_poll) {
+            timeout = timeout.min(
+                at.saturating_duration_since(now)
+                    .max(Duration::from_micros(1)),
+            );
+        }
+        if let Some(until) = self.low_water_until {
             timeout = timeout.min(
                 until
                     .saturating_duration_since(now)
@@ -868,12 +906,6 @@ impl Shard {
         if self.recv != RecvOp::Idle || self.linked_recv.is_some() || self.dead.is_some() {
             return;
         }
-        if let Some(until) = self.recv_delay_until {
-            if now < until && !self.stopping {
-                return;
-            }
-            self.recv_delay_until = None;
-        }
         let files = self.files;
         if let Some(p) = &self.placing {
             let len = p.len - p.done;
@@ -939,19 +971,21 @@ impl Shard {
         } else {
             free
         };
-        if !header_only
+        let coalesce = !header_only
             && !self.config.recv_coalesce.is_zero()
-            && self.recv_delay_until.is_none()
-            && self.small_receives >= COALESCE_AFTER_SMALL_RECEIVES
-            && self.held.len() >= (self.config.queue_depth / 2).max(2)
             && !self.stopping
-        {
-            // Answers trickle in while many commands are out: let a few gather in the
-            // socket, then take them with one receive (one wake-up for several).
-            self.small_receives = 0;
-            self.recv_delay_until = Some(now + self.config.recv_coalesce);
-            return;
-        }
+            && self.held.len() >= (self.config.queue_depth / 2).max(2)
+            && (self.small_receives >= COALESCE_AFTER_SMALL_RECEIVES || self.low_water > 1);
+        let low_water = if coalesce {
+            // Half the bytes the answers in flight bring (the target keeps the other half
+            // of the commands to work on), rounded down to a power of two so that it
+            // changes (a system call) seldom.
+            let half = (self.answer_bytes / 2).min(free as u64).max(1);
+            1usize << half.ilog2()
+        } else {
+            1
+        };
+        self.set_low_water(low_water, now);
         if len == 0 || len > free {
             self.lose_connection("the receive buffer is full".into());
             return;
@@ -967,6 +1001,40 @@ impl Shard {
         // is never resized) until this receive completes.
         if self.push(entry) {
             self.recv = RecvOp::Staging { len: want as usize };
+        }
+    }
+
+    /// Sets the socket's receive low-water mark: a receive armed while fewer bytes wait
+    /// in the socket completes only once this many have come (Linux wakes the reader only
+    /// then), so answers that trickle in one by one are taken several per wake-up. The
+    /// wait is bounded by `recv_coalesce`: lowering the mark wakes the receive at once
+    /// (Linux checks readiness when it is set). A refusal turns coalescing off.
+    fn set_low_water(&mut self, bytes: usize, now: Instant) {
+        self.low_water_until = (bytes > 1).then(|| now + self.config.recv_coalesce);
+        if bytes == self.low_water {
+            return;
+        }
+        let Some(fd) = self.conn.raw_fd() else {
+            return;
+        };
+        let value = i32::try_from(bytes).unwrap_or(i32::MAX);
+        // SAFETY: passes a live i32 and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&value as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            self.low_water = bytes;
+        } else {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(shard = self.index, error = %e, "SO_RCVLOWAT refused; receive coalescing off");
+            self.config.recv_coalesce = Duration::ZERO;
+            self.low_water_until = None;
         }
     }
 
@@ -1188,10 +1256,15 @@ impl Shard {
 
     /// Takes requests from the queue while the shard has room.
     fn accept(&mut self, now: Instant) {
+        if self.work.is_none() && !self.stopping {
+            if let Ok(work) = self.work_rx.try_recv() {
+                self.work = Some(RunningWork::new(work));
+            }
+        }
         // Bounded by the room, which each request taken shrinks.
         while self.room() > 0 {
             match self.submit_rx.try_recv() {
-                Ok(request) => self.start(request, now),
+                Ok(request) => self.start(request, now, false),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     self.stopping = true;
@@ -1202,7 +1275,7 @@ impl Shard {
     }
 
     /// Hands one request to the session, or fails it at once.
-    fn start(&mut self, request: ShardRequest, now: Instant) {
+    fn start(&mut self, request: ShardRequest, now: Instant, from_work: bool) {
         let ShardRequest {
             lun,
             cdb,
@@ -1211,6 +1284,11 @@ impl Shard {
             user_data,
         } = request;
         let large_read = matches!(direction, DataDirection::Read { len } if len >= self.config.zero_copy_min_bytes);
+        let answer_bytes = BHS_LEN as u32
+            + match direction {
+                DataDirection::Read { len } => len,
+                _ => 0,
+            };
         let command = ScsiCommandRequest {
             lun: Lun::from_u64(lun).to_field(),
             cdb,
@@ -1225,8 +1303,16 @@ impl Shard {
                     Held {
                         user_data,
                         large_read,
+                        from_work,
+                        answer_bytes,
                     },
                 );
+                self.answer_bytes += u64::from(answer_bytes);
+                if from_work {
+                    if let Some(work) = self.work.as_mut() {
+                        work.in_flight += 1;
+                    }
+                }
                 if large_read {
                     self.large_reads += 1;
                 }
@@ -1243,10 +1329,14 @@ impl Shard {
                 };
                 self.stats.ios += 1;
                 self.stats.ios_failed += 1;
-                self.outgoing.push(ShardCompletion {
+                let completion = ShardCompletion {
                     user_data,
                     result: Err(failure(error, refused.request.buffer)),
-                });
+                };
+                match self.work.as_mut() {
+                    Some(work) if from_work => work.done.push(completion),
+                    _ => self.outgoing.push(completion),
+                }
             }
         }
     }
@@ -1270,6 +1360,45 @@ impl Shard {
         let now = Instant::now();
         self.unwoken_since.get_or_insert(now);
         self.wake_caller_if_due(now);
+    }
+
+    /// Calls the work running on the shard when it is due: hands it its completions (under
+    /// the rule `post` keeps: never while a receive into or a send from a caller's buffer
+    /// is in flight) and starts the requests it makes. Drops it once it is over, or at once
+    /// (with whatever it still holds) when the pool stops.
+    fn run_work(&mut self, now: Instant) {
+        let blocked = self.send_busy() || matches!(self.recv, RecvOp::Placed { .. });
+        let room = self.room();
+        let stopping = self.stopping;
+        let Some(work) = self.work.as_mut() else {
+            return;
+        };
+        if stopping {
+            work.done.clear();
+            if work.in_flight == 0 {
+                self.work = None;
+            }
+            return;
+        }
+        if blocked || !work.due(now) {
+            return;
+        }
+        let mut requests = std::mem::take(&mut self.work_requests);
+        let mut submit = WorkSubmitter::new(room, &mut requests);
+        let status = work.work.poll(now, &mut work.done, &mut submit);
+        // A finished work stays finished.
+        if work.status == WorkStatus::Running {
+            work.status = status;
+        }
+        work.done.clear();
+        work.polled_at = Some(now);
+        for request in requests.drain(..) {
+            self.start(request, now, true);
+        }
+        self.work_requests = requests;
+        if self.work.as_ref().is_some_and(RunningWork::over) {
+            self.work = None;
+        }
     }
 
     /// Wakes a sleeping caller once enough completions are posted, none of its commands is
@@ -1305,15 +1434,27 @@ impl Shard {
                     if held.large_read {
                         self.large_reads = self.large_reads.saturating_sub(1);
                     }
+                    self.answer_bytes = self
+                        .answer_bytes
+                        .saturating_sub(u64::from(held.answer_bytes));
                     self.stats.ios += 1;
                     match &result {
                         Ok(outcome) => self.stats.bytes += u64::from(outcome.transferred),
                         Err(_) => self.stats.ios_failed += 1,
                     }
-                    self.outgoing.push(ShardCompletion {
+                    let completion = ShardCompletion {
                         user_data: held.user_data,
                         result,
-                    });
+                    };
+                    if held.from_work {
+                        // Dropped if the work is gone (the pool is stopping).
+                        if let Some(work) = self.work.as_mut() {
+                            work.in_flight = work.in_flight.saturating_sub(1);
+                            work.done.push(completion);
+                        }
+                    } else {
+                        self.outgoing.push(completion);
+                    }
                 }
                 Event::LoginComplete => self.login = Some(Ok(())),
                 Event::LoginFailed { reason, .. } => self.login = Some(Err(reason)),

@@ -24,7 +24,10 @@ use clap::{Parser, ValueEnum};
 use datapath::client::ClientConfig;
 use datapath::scsi::Cdb;
 use datapath::session::DataDirection;
-use datapath::shard::{ShardConfig, ShardPool, ShardRequest, ShardStats};
+use datapath::shard::{
+    ShardCompletion, ShardConfig, ShardPool, ShardRequest, ShardStats, ShardWork, WorkStatus,
+    WorkSubmitter,
+};
 use hdrhistogram::Histogram;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,6 +40,14 @@ enum Pattern {
     Randwrite,
     /// Consecutive offsets, writes (zeroes): for null LUNs only.
     Seqwrite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// On the shard's own thread (`ShardPool::run_on_shard`).
+    OnShard,
+    /// From a caller thread per shard, through the shard's queue.
+    Queue,
 }
 
 #[derive(Debug, Parser)]
@@ -99,8 +110,13 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     wake_delay_us: u64,
     /// Receive coalescing, microseconds (ShardConfig::recv_coalesce; 0: off).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 150)]
     recv_coalesce_us: u64,
+    /// Where the workload runs: on each shard's own thread (`on-shard`, run to
+    /// completion: no queue, doorbell or wake-up between the workload and its I/O) or on
+    /// a thread of its own per shard that submits through the shard's queue (`queue`).
+    #[arg(long, value_enum, default_value_t = Mode::OnShard)]
+    mode: Mode,
     #[arg(skip)]
     spin: Duration,
     /// Print one JSON object instead of key=value pairs.
@@ -143,12 +159,25 @@ impl Rng {
     }
 }
 
-/// What one shard's driver thread measured.
+/// What one shard's workload measured.
 struct DriverResult {
     ios: u64,
     bytes: u64,
     errors: u64,
+    first_error: Option<String>,
     latency: Histogram<u64>,
+}
+
+impl DriverResult {
+    fn empty() -> DriverResult {
+        DriverResult {
+            ios: 0,
+            bytes: 0,
+            errors: 0,
+            first_error: None,
+            latency: Histogram::<u64>::new(3).expect("3 significant digits is valid"),
+        }
+    }
 }
 
 fn run(args: &Args) -> Result<(), String> {
@@ -191,18 +220,26 @@ fn run(args: &Args) -> Result<(), String> {
 
     let cpu_before = cpu_time();
     let started = Instant::now();
-    let results: Vec<Result<DriverResult, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..args.shards)
-            .map(|shard| {
-                let pool = &pool;
-                scope.spawn(move || drive(pool, shard, args, io_blocks, block_len, slots, run_for))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("driver panicked".into())))
-            .collect()
-    });
+    let workloads = (0..args.shards)
+        .map(|shard| Workload::new(shard, args, io_blocks, block_len, slots, run_for))
+        .collect::<Result<Vec<_>, _>>()?;
+    let results: Vec<Result<DriverResult, String>> = match args.mode {
+        Mode::OnShard => drive_on_shards(&pool, workloads),
+        Mode::Queue => std::thread::scope(|scope| {
+            let handles: Vec<_> = workloads
+                .into_iter()
+                .enumerate()
+                .map(|(shard, w)| {
+                    let pool = &pool;
+                    scope.spawn(move || drive_through_queue(pool, shard, w, args.spin))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("driver panicked".into())))
+                .collect()
+        }),
+    };
     let elapsed = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu_before);
     let stats = ShardStats::sum(&pool.all_stats());
@@ -210,11 +247,13 @@ fn run(args: &Args) -> Result<(), String> {
 
     let mut latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
     let (mut ios, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+    let mut first_error = None;
     for r in results {
         let r = r?;
         ios += r.ios;
         bytes += r.bytes;
         errors += r.errors;
+        first_error = first_error.or(r.first_error);
         latency.add(&r.latency).map_err(|e| e.to_string())?;
     }
     let secs = elapsed.as_secs_f64();
@@ -265,7 +304,10 @@ fn run(args: &Args) -> Result<(), String> {
         println!("{}", body.join(" "));
     }
     if errors > 0 {
-        return Err(format!("{errors} I/Os failed"));
+        return Err(format!(
+            "{errors} I/Os failed, the first with: {}",
+            first_error.unwrap_or_default()
+        ));
     }
     Ok(())
 }
@@ -317,79 +359,170 @@ fn prepare(pool: &ShardPool, args: &Args) -> Result<(u32, u64), String> {
     Ok((block_len, last_lba.saturating_add(1)))
 }
 
-/// Keeps `args.qd` reads in flight on one shard until `run_for` has passed.
-fn drive(
-    pool: &ShardPool,
-    shard: usize,
-    args: &Args,
+/// The I/O one shard is given: offsets, CDBs and buffers out, latencies and counts back.
+/// Shared by both ways of driving a shard (`drive_through_queue`, `OnShard`).
+struct Workload {
+    pattern: Pattern,
+    lun: u64,
+    bs: u32,
     io_blocks: u32,
     block_len: u32,
     slots: u64,
-    run_for: Duration,
+    rng: Rng,
+    next_slot: u64,
+    submitted_at: Vec<Instant>,
+    free: Vec<(usize, Vec<u8>)>,
+    in_flight: usize,
+    end: Instant,
+    /// A command failed outright (not with a SCSI status): submit no more.
+    failed: bool,
+    result: DriverResult,
+}
+
+impl Workload {
+    fn new(
+        shard: usize,
+        args: &Args,
+        io_blocks: u32,
+        block_len: u32,
+        slots: u64,
+        run_for: Duration,
+    ) -> Result<Workload, String> {
+        Ok(Workload {
+            pattern: args.pattern,
+            lun: args.lun,
+            bs: args.bs,
+            io_blocks,
+            block_len,
+            slots,
+            rng: Rng(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1)),
+            next_slot: (slots / args.shards as u64) * shard as u64,
+            submitted_at: vec![Instant::now(); args.qd],
+            free: (0..args.qd)
+                .map(|i| (i, vec![0u8; args.bs as usize]))
+                .collect(),
+            in_flight: 0,
+            end: Instant::now() + run_for,
+            failed: false,
+            result: DriverResult {
+                ios: 0,
+                bytes: 0,
+                errors: 0,
+                first_error: None,
+                latency: Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
+            },
+        })
+    }
+
+    /// Whether more I/O should be issued at `now`.
+    fn issuing(&self, now: Instant) -> bool {
+        now < self.end && !self.failed
+    }
+
+    /// The next request, if a slot is free.
+    fn next_request(&mut self, now: Instant) -> Result<Option<ShardRequest>, String> {
+        let Some((slot, buffer)) = self.free.pop() else {
+            return Ok(None);
+        };
+        let io_slot = match self.pattern {
+            Pattern::Randread | Pattern::Randwrite => self.rng.next() % self.slots,
+            Pattern::Seqread | Pattern::Seqwrite => {
+                let s = self.next_slot % self.slots;
+                self.next_slot += 1;
+                s
+            }
+        };
+        let lba = io_slot * u64::from(self.io_blocks);
+        let write = matches!(self.pattern, Pattern::Randwrite | Pattern::Seqwrite);
+        let (cdb, direction) = if write {
+            (
+                Cdb::write(lba, self.io_blocks, self.block_len, false),
+                DataDirection::Write { len: self.bs },
+            )
+        } else {
+            (
+                Cdb::read(lba, self.io_blocks, self.block_len, false),
+                DataDirection::Read { len: self.bs },
+            )
+        };
+        let cdb = cdb.map_err(|e| e.to_string())?;
+        // Padded to the 16 bytes of the BHS field here, in a buffer that fits, so the
+        // session does not grow (reallocate) it.
+        let mut cdb_bytes = Vec::with_capacity(16);
+        cdb_bytes.extend_from_slice(cdb.as_bytes());
+        cdb_bytes.resize(cdb_bytes.len().max(16), 0);
+        self.submitted_at[slot] = now;
+        self.in_flight += 1;
+        Ok(Some(ShardRequest {
+            lun: self.lun,
+            cdb: cdb_bytes,
+            direction,
+            buffer,
+            user_data: slot as u64,
+        }))
+    }
+
+    /// A request the shard did not take.
+    fn give_back(&mut self, request: ShardRequest) {
+        self.in_flight -= 1;
+        self.free.push((request.user_data as usize, request.buffer));
+    }
+
+    /// Records one completion, seen at `completed_at`.
+    fn complete(&mut self, done: ShardCompletion, completed_at: Instant) {
+        self.in_flight -= 1;
+        let slot = done.user_data as usize;
+        let took = self.submitted_at.get(slot).map_or(Duration::ZERO, |t| {
+            completed_at.saturating_duration_since(*t)
+        });
+        let r = &mut self.result;
+        let buffer = match done.result {
+            Ok(outcome) if outcome.status == 0 => {
+                r.ios += 1;
+                r.bytes += u64::from(outcome.transferred);
+                let _ = r.latency.record(took.as_micros().max(1) as u64);
+                outcome.buffer
+            }
+            Ok(outcome) => {
+                r.errors += 1;
+                r.first_error
+                    .get_or_insert_with(|| format!("SCSI status {:#x}", outcome.status));
+                outcome.buffer
+            }
+            Err(failure) => {
+                r.errors += 1;
+                r.first_error
+                    .get_or_insert_with(|| failure.error.to_string());
+                self.failed = true;
+                failure.buffer
+            }
+        };
+        self.free.push((slot, buffer));
+    }
+}
+
+/// Keeps `args.qd` reads in flight on one shard until `run_for` has passed, from this
+/// thread, through the shard's queue.
+fn drive_through_queue(
+    pool: &ShardPool,
+    shard: usize,
+    mut w: Workload,
+    spin: Duration,
 ) -> Result<DriverResult, String> {
-    let mut latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1));
-    let mut next_slot = (slots / args.shards as u64) * shard as u64;
-    let mut submitted_at = vec![Instant::now(); args.qd];
-    let mut free: Vec<(usize, Vec<u8>)> = (0..args.qd)
-        .map(|i| (i, vec![0u8; args.bs as usize]))
-        .collect();
-    let (mut ios, mut bytes, mut errors) = (0u64, 0u64, 0u64);
-    let end = Instant::now() + run_for;
-    let mut in_flight = 0usize;
     loop {
         let now = Instant::now();
-        let stopping = now >= end;
-        if !stopping {
-            while let Some((slot, buffer)) = free.pop() {
-                let io_slot = match args.pattern {
-                    Pattern::Randread | Pattern::Randwrite => rng.next() % slots,
-                    Pattern::Seqread | Pattern::Seqwrite => {
-                        let s = next_slot % slots;
-                        next_slot += 1;
-                        s
-                    }
-                };
-                let lba = io_slot * u64::from(io_blocks);
-                let write = matches!(args.pattern, Pattern::Randwrite | Pattern::Seqwrite);
-                let (cdb, direction) = if write {
-                    (
-                        Cdb::write(lba, io_blocks, block_len, false),
-                        DataDirection::Write { len: args.bs },
-                    )
-                } else {
-                    (
-                        Cdb::read(lba, io_blocks, block_len, false),
-                        DataDirection::Read { len: args.bs },
-                    )
-                };
-                let cdb = cdb.map_err(|e| e.to_string())?;
-                // Padded to the 16 bytes of the BHS field here, in a buffer that fits, so
-                // the session does not grow (reallocate) it.
-                let mut cdb_bytes = Vec::with_capacity(16);
-                cdb_bytes.extend_from_slice(cdb.as_bytes());
-                cdb_bytes.resize(cdb_bytes.len().max(16), 0);
-                let request = ShardRequest {
-                    lun: args.lun,
-                    cdb: cdb_bytes,
-                    direction,
-                    buffer,
-                    user_data: slot as u64,
-                };
-                submitted_at[slot] = now;
-                match pool.submit(shard, request) {
-                    Ok(()) => in_flight += 1,
-                    Err(back) => {
-                        free.push((slot, back.buffer));
-                        break;
-                    }
+        if w.issuing(now) {
+            while let Some(request) = w.next_request(now)? {
+                if let Err(back) = pool.submit(shard, request) {
+                    w.give_back(back);
+                    break;
                 }
             }
-        } else if in_flight == 0 {
+        } else if w.in_flight == 0 {
             break;
         }
         let first = pool
-            .wait_completion(shard, args.spin, Duration::from_secs(30))
+            .wait_completion(shard, spin, Duration::from_secs(30))
             .map_err(|e| e.to_string())?;
         // Take every completion that is ready before submitting again, so the shard gets
         // its new requests in one burst (one doorbell at most). One clock reading serves
@@ -400,40 +533,102 @@ fn drive(
             .take()
             .or_else(|| pool.completions(shard).and_then(|c| c.try_recv().ok()))
         {
-            in_flight -= 1;
-            let slot = done.user_data as usize;
-            let took = submitted_at.get(slot).map_or(Duration::ZERO, |t| {
-                completed_at.saturating_duration_since(*t)
-            });
-            let buffer = match done.result {
-                Ok(outcome) if outcome.status == 0 => {
-                    ios += 1;
-                    bytes += u64::from(outcome.transferred);
-                    let _ = latency.record(took.as_micros().max(1) as u64);
-                    outcome.buffer
-                }
-                Ok(outcome) => {
-                    errors += 1;
-                    outcome.buffer
-                }
-                Err(failure) => {
-                    errors += 1;
-                    if errors == 1 {
-                        eprintln!("shard {shard}: {}", failure.error);
-                    }
-                    failure.buffer
-                }
-            };
-            free.push((slot, buffer));
-            if in_flight == 0 {
+            w.complete(done, completed_at);
+            if w.in_flight == 0 {
                 break;
             }
         }
     }
-    Ok(DriverResult {
-        ios,
-        bytes,
-        errors,
-        latency,
-    })
+    Ok(w.result)
+}
+
+/// The same workload run on the shard's own thread ([`ShardWork`]): the shard hands it
+/// completions inside its loop and takes its requests straight into the session.
+struct OnShard {
+    workload: Workload,
+    results: Option<crossbeam_channel::Sender<Result<DriverResult, String>>>,
+}
+
+impl ShardWork for OnShard {
+    fn poll(
+        &mut self,
+        now: Instant,
+        done: &mut Vec<ShardCompletion>,
+        submit: &mut WorkSubmitter<'_>,
+    ) -> WorkStatus {
+        let w = &mut self.workload;
+        for completion in done.drain(..) {
+            w.complete(completion, now);
+        }
+        let mut error = None;
+        if w.issuing(now) {
+            // Bounded by the free slots and the shard's room.
+            while submit.room() > 0 {
+                match w.next_request(now) {
+                    Ok(Some(request)) => {
+                        if let Err(back) = submit.submit(request) {
+                            w.give_back(back);
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        error = Some(e);
+                        w.failed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if w.in_flight > 0 {
+            return WorkStatus::Running;
+        }
+        if let Some(results) = self.results.take() {
+            let result = match error {
+                Some(e) => Err(e),
+                None => Ok(std::mem::replace(
+                    &mut self.workload.result,
+                    DriverResult::empty(),
+                )),
+            };
+            let _ = results.send(result);
+        }
+        WorkStatus::Finished
+    }
+}
+
+/// Runs one workload per shard on the shards' own threads and waits for their results.
+fn drive_on_shards(
+    pool: &ShardPool,
+    workloads: Vec<Workload>,
+) -> Vec<Result<DriverResult, String>> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut started = 0;
+    let mut results = Vec::new();
+    let mut longest = Duration::ZERO;
+    for (shard, workload) in workloads.into_iter().enumerate() {
+        longest = longest.max(workload.end.saturating_duration_since(Instant::now()));
+        let work = OnShard {
+            workload,
+            results: Some(tx.clone()),
+        };
+        match pool.run_on_shard(shard, Box::new(work)) {
+            Ok(()) => started += 1,
+            Err(e) => results.push(Err(e.to_string())),
+        }
+    }
+    drop(tx);
+    // Bounded: each shard answers once, or drops its work (and its sender) when it stops.
+    let deadline = Instant::now() + longest + Duration::from_secs(30);
+    for _ in 0..started {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(result) => results.push(result),
+            Err(_) => {
+                results.push(Err("a shard stopped before its workload finished".into()));
+                break;
+            }
+        }
+    }
+    results
 }
