@@ -234,8 +234,8 @@ fn region_round_trip(iqn: &str, send_zc_min_bytes: Option<u32>) {
 }
 
 /// 4 KiB reads, 16 in flight: tgt answers them one by one, so the shard receives
-/// greedily (payloads staged and copied) and holds its receive back while answers trickle
-/// in (`ShardConfig::recv_coalesce`); every read comes back intact.
+/// greedily (payloads staged and copied) and raises the socket's low-water mark while
+/// answers trickle in (`ShardConfig::recv_coalesce`); every read comes back intact.
 #[test]
 fn small_reads_staged_and_coalesced_come_back_intact() {
     let tgt = start_tgt("iqn.2026-11.test:shards-small");

@@ -50,9 +50,11 @@ const PDUS_PER_SEND: usize = 256;
 const STAGING_MIN: usize = 64 * 1024;
 /// Receive coalescing (`ShardConfig::recv_coalesce`): a greedy receive that brings less
 /// than this is "small"; after this many small ones in a row, with at least half the
-/// queue depth in flight, the next receive waits.
+/// queue depth in flight, the next receive waits for a raised low-water mark.
 const COALESCE_BELOW_BYTES: usize = 16 * 1024;
 const COALESCE_AFTER_SMALL_RECEIVES: u32 = 2;
+/// Most commands in flight for which a shard polls for answers (`completion_spin`).
+const COMPLETION_SPIN_MAX_HELD: usize = 2;
 /// Rounds of waiting for the kernel to finish this shard's operations when it stops.
 const QUIESCE_ROUNDS: usize = 500;
 
@@ -571,8 +573,45 @@ impl Shard {
                 return;
             }
         }
+        if self.completion_spin_pays(logged_in) {
+            // Submit first: the answers being polled for need the send and the receive.
+            self.enter(0, None);
+            if self.spin_for_completion() {
+                self.doorbell.sleeping.store(false, Ordering::Relaxed);
+                self.enter(0, None);
+                return;
+            }
+        }
         self.enter(1, Some(timeout));
         self.doorbell.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether to poll for answers before sleeping: one or two commands in flight (at
+    /// higher depth answers come in groups and a sleep costs less per I/O), none of the
+    /// receive coalescing's waiting, and a spin configured.
+    fn completion_spin_pays(&self, logged_in: bool) -> bool {
+        logged_in
+            && !self.config.completion_spin.is_zero()
+            && !self.held.is_empty()
+            && self.held.len() <= COMPLETION_SPIN_MAX_HELD
+            && self.low_water <= 1
+    }
+
+    /// Polls the ring for up to `completion_spin`; true when a completion (or deferred
+    /// work that makes one) is there.
+    fn spin_for_completion(&mut self) -> bool {
+        let until = Instant::now() + self.config.completion_spin;
+        // Bounded by the clock: each round either finds work or reads the clock.
+        loop {
+            if self.conn.ring_mut().completion_pending() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            // The target may share this core (loopback): let it run.
+            std::thread::yield_now();
+        }
     }
 
     /// Whether to poll the queue before arming the receive and sleeping: idle (nothing

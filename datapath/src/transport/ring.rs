@@ -287,6 +287,16 @@ impl Ring {
         !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
     }
 
+    /// Event-loop use: whether a completion is ready to reap, or deferred completion work
+    /// waits for an entry to run it. Reads shared memory only (no system call), so a loop
+    /// may poll it.
+    pub fn completion_pending(&mut self) -> bool {
+        if self.ring.submission().taskrun() {
+            return true;
+        }
+        !self.ring.completion().is_empty()
+    }
+
     /// Event-loop use: submits what is queued and waits until at least `want` completions
     /// are ready or `timeout` has passed (the kernel's own timer on the wait, no timeout
     /// entry on the ring). Running out of time, a signal or a busy kernel are not errors:

@@ -93,6 +93,10 @@ struct Args {
     /// Microseconds an idle shard polls its queue before it sleeps.
     #[arg(long, default_value_t = 50)]
     shard_spin_us: u64,
+    /// Microseconds a shard with one or two commands in flight polls for their answers
+    /// before it sleeps (ShardConfig::completion_spin).
+    #[arg(long, default_value_t = 20)]
+    completion_spin_us: u64,
     /// Ask for an SQPOLL kernel thread per shard.
     #[arg(long)]
     sqpoll: bool,
@@ -193,6 +197,7 @@ fn run(args: &Args) -> Result<(), String> {
         core: args.core,
         queue_depth: args.qd,
         idle_spin: Duration::from_micros(args.shard_spin_us),
+        completion_spin: Duration::from_micros(args.completion_spin_us),
         sqpoll: args.sqpoll,
         busy_poll_us: args.busy_poll_us,
         send_zc_min_bytes: args.send_zc_min_bytes,
