@@ -115,17 +115,17 @@ run_libiscsi() { # portal iqn lun pattern bs qd -> "iops mbps cpu_per_mio"
                  printf "%d %.1f %.2f\n", iops, iops * bs / 1e6, (ios > 0 ? cpu * 1e6 / ios : 0) }'
 }
 
-run_ours() { # portal iqn lun pattern bs qd -> key=value line
+run_ours() { # portal iqn lun pattern bs qd mode -> key=value line
     "$perfcmp" --portal "$1" --target "$2" --lun "$3" --pattern "$4" --bs "$5" --qd "$6" \
-        --seconds "$SECONDS_PER_RUN" ${PERFCMP_ARGS:-}
+        --mode "$7" --seconds "$SECONDS_PER_RUN" ${PERFCMP_ARGS:-}
 }
 
 field() { # line key
     tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"
 }
 
-printf '\n%-13s %-9s %7s %3s | %9s %9s %8s %8s %8s | %9s %9s %8s | %6s %6s %6s | %6s %8s\n' \
-    target workload bs qd "our IOPS" "our MB/s" "cpu/Mio" "p50 us" "p99 us" \
+printf '\n%-13s %-9s %7s %3s %-8s | %9s %9s %8s %8s %8s | %9s %9s %8s | %6s %6s %6s | %6s %8s\n' \
+    target workload bs qd ours "our IOPS" "our MB/s" "cpu/Mio" "p50 us" "p99 us" \
     "lib IOPS" "lib MB/s" "cpu/Mio" "IOPS x" "MB/s x" "cpu x" "ent/io" "copied"
 for t in "${targets[@]}"; do
     read -r name portal iqn lun <<<"$t"
@@ -134,31 +134,37 @@ for t in "${targets[@]}"; do
         [ -n "${ONLY_WORKLOAD:-}" ] && [ "$w" != "$ONLY_WORKLOAD" ] && continue
         read -r pattern bs qd <<<"$w"
         read -r lib_iops lib_mbps lib_cpu <<<"$(run_libiscsi "$portal" "$iqn" "$lun" "$pattern" "$bs" "$qd")"
-        ours=$(run_ours "$portal" "$iqn" "$lun" "$pattern" "$bs" "$qd") || ours=""
-        o_iops=$(field "$ours" iops); o_mbps=$(field "$ours" mbps); o_cpu=$(field "$ours" cpu_s_per_mio)
-        o_p50=$(field "$ours" p50_us); o_p99=$(field "$ours" p99_us)
-        o_ent=$(field "$ours" kernel_entries_per_io); o_copied=$(field "$ours" bytes_copied)
-        ratios=$(awk -v a="${o_iops:-0}" -v b="$lib_iops" -v c="${o_mbps:-0}" -v d="$lib_mbps" \
-            -v e="${o_cpu:-0}" -v f="$lib_cpu" 'function r(x, y) { return (y > 0) ? sprintf("%.2f", x / y) : "n/a" }
-            BEGIN { printf "%s %s %s", r(a, b), r(c, d), r(e, f) }')
-        read -r r_iops r_mbps r_cpu <<<"$ratios"
-        printf '%-13s %-9s %7s %3s | %9s %9s %8s %8s %8s | %9s %9s %8s | %6s %6s %6s | %6s %8s\n' \
-            "$name" "$pattern" "$bs" "$qd" "${o_iops:-fail}" "${o_mbps:--}" "${o_cpu:--}" \
-            "${o_p50:--}" "${o_p99:--}" "$lib_iops" "$lib_mbps" "$lib_cpu" \
-            "$r_iops" "$r_mbps" "$r_cpu" "${o_ent:--}" "${o_copied:--}"
+        for mode in ${MODES:-on-shard queue}; do
+            ours=$(run_ours "$portal" "$iqn" "$lun" "$pattern" "$bs" "$qd" "$mode") || ours=""
+            o_iops=$(field "$ours" iops); o_mbps=$(field "$ours" mbps); o_cpu=$(field "$ours" cpu_s_per_mio)
+            o_p50=$(field "$ours" p50_us); o_p99=$(field "$ours" p99_us)
+            o_ent=$(field "$ours" kernel_entries_per_io); o_copied=$(field "$ours" bytes_copied)
+            ratios=$(awk -v a="${o_iops:-0}" -v b="$lib_iops" -v c="${o_mbps:-0}" -v d="$lib_mbps" \
+                -v e="${o_cpu:-0}" -v f="$lib_cpu" 'function r(x, y) { return (y > 0) ? sprintf("%.2f", x / y) : "n/a" }
+                BEGIN { printf "%s %s %s", r(a, b), r(c, d), r(e, f) }')
+            read -r r_iops r_mbps r_cpu <<<"$ratios"
+            printf '%-13s %-9s %7s %3s %-8s | %9s %9s %8s %8s %8s | %9s %9s %8s | %6s %6s %6s | %6s %8s\n' \
+                "$name" "$pattern" "$bs" "$qd" "$mode" "${o_iops:-fail}" "${o_mbps:--}" "${o_cpu:--}" \
+                "${o_p50:--}" "${o_p99:--}" "$lib_iops" "$lib_mbps" "$lib_cpu" \
+                "$r_iops" "$r_mbps" "$r_cpu" "${o_ent:--}" "${o_copied:--}"
+        done
     done
 done
 cat <<'EOF'
 
+ours: where our workload runs. on-shard: on the shard's own thread (ShardPool::run_on_shard;
+one thread, like iscsi-perf); queue: a caller thread submits through the shard's queue and
+sleeps on a futex the shard wakes (two threads; the shard wakes the caller when nothing is
+left in flight or 100 us after a completion, --wake-batch, --wake-delay-us; the caller polls
+for completions only at qd <= 2, --spin-us). Both rows use the same libiscsi run.
 cpu/Mio: initiator CPU seconds (user + system) per million I/Os; ours from getrusage of the
-whole iscsi-perfcmp process (caller thread + shard thread, both polling briefly before
-sleeping), libiscsi's from /proc/PID/stat. iscsi-perf prints no latency percentiles (n/a).
-"IOPS x", "MB/s x", "cpu x": ours / libiscsi (cpu x below 1 is better). ent/io: our kernel
-entries per I/O. copied: payload bytes ours copied in user space (4 KiB reads are staged on
-purpose: many small PDUs per receive; reads of 16 KiB and more are placed, 0 copies).
-Ours declares MaxRecvDataSegmentLength 1 MiB (iscsi-perfcmp --max-recv-segment) and polls
-for completions only at qd <= 2 (--spin-us), else sleeps on a futex the shard wakes when
-nothing is left in flight or 100 us after a completion (--wake-batch, --wake-delay-us);
-the shard polls its queue 50 us when idle. SQPOLL (--sqpoll) measured slower and costlier
-on every row here (see ShardConfig::sqpoll).
+whole iscsi-perfcmp process, libiscsi's from /proc/PID/stat. iscsi-perf prints no latency
+percentiles. "IOPS x", "MB/s x", "cpu x": ours / libiscsi (cpu x below 1 is better).
+ent/io: our kernel entries per I/O. copied: payload bytes ours copied in user space (4 KiB
+reads are staged on purpose: many small PDUs per receive; reads of 16 KiB and more are
+placed, 0 copies). Ours declares MaxRecvDataSegmentLength 1 MiB (--max-recv-segment); the
+shard polls the ring for answers 20 us at qd <= 2 (--completion-spin-us), raises the
+socket's low-water mark while small answers trickle in (--recv-coalesce-us), and polls its
+queue 50 us when idle. SQPOLL (--sqpoll) measured slower and costlier on every row here
+(see ShardConfig::sqpoll). Set MODES="on-shard" to skip the queue rows.
 EOF
