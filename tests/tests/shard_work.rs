@@ -131,13 +131,19 @@ fn clear_unit_attention(pool: &ShardPool, shard: usize, lun: u64) {
     panic!("shard {shard}: unit attention repeated");
 }
 
-/// The extents shard `shard` writes: alternately 64 KiB (placed) and 4 KiB (staged) I/Os.
+/// The extents shard `shard` writes: alternately 64 KiB (placed) and 4 KiB (staged) I/Os,
+/// and every eighth 1 MiB (placed in 256 KiB Data-In PDUs, each received with the socket's
+/// low-water mark at what is left of it).
 fn extents(shard: usize, lun_blocks: u64) -> Vec<(u64, Vec<u8>)> {
     let region = lun_blocks / 2 * shard as u64;
     let mut lba = region;
-    (0..48u64)
+    (0..24u64)
         .map(|i| {
-            let len = if i % 2 == 0 { 64 * 1024 } else { 4096 };
+            let len = match i % 8 {
+                7 => 1 << 20,
+                n if n % 2 == 0 => 64 * 1024,
+                _ => 4096,
+            };
             let extent = (lba, pattern(len, 0x5a4d_0000 + shard as u64 * 1000 + i));
             lba += len as u64 / u64::from(BLOCK);
             extent

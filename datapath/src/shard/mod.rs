@@ -63,6 +63,7 @@
 
 mod adapter_worker;
 mod steer;
+mod tag_map;
 mod waiter;
 mod work;
 mod worker;

@@ -14,7 +14,6 @@
 //! events to the caller only while no receive into, or send from, a caller's buffer is in
 //! flight (`Shard::post`). So no buffer the kernel may still use ever leaves the shard.
 
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use io_uring::{opcode, squeue, types};
 
+use super::tag_map::TagMap;
 use super::work::{RunningWork, ShardWork, WorkStatus, WorkSubmitter};
 use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
 use super::{ShardRequest, ShardStats, SharedStats};
@@ -53,6 +53,9 @@ const STAGING_MIN: usize = 64 * 1024;
 /// queue depth in flight, the next receive waits for a raised low-water mark.
 const COALESCE_BELOW_BYTES: usize = 16 * 1024;
 const COALESCE_AFTER_SMALL_RECEIVES: u32 = 2;
+/// Placed payloads at least this long are received with the socket's low-water mark at
+/// their length (one wake-up for the whole payload).
+const PLACED_LOW_WATER_MIN: usize = 256 * 1024;
 /// Most commands in flight for which a shard polls for answers (`completion_spin`).
 const COMPLETION_SPIN_MAX_HELD: usize = 2;
 /// Rounds of waiting for the kernel to finish this shard's operations when it stops.
@@ -223,7 +226,7 @@ struct Shard {
     done_tx: Sender<ShardCompletion>,
     shared: Arc<SharedStats>,
     doorbell: Arc<Doorbell>,
-    held: HashMap<TaskId, Held>,
+    held: TagMap<TaskId, Held>,
     /// Reads in flight at least `zero_copy_min_bytes` long: while any is, headers are
     /// received alone so that their payload can be placed.
     large_reads: usize,
@@ -384,7 +387,7 @@ impl Shard {
             done_tx,
             shared,
             doorbell,
-            held: HashMap::with_capacity(config.queue_depth),
+            held: TagMap::with_capacity_and_hasher(config.queue_depth, Default::default()),
             large_reads: 0,
             staging: vec![0; staging_len],
             staged: 0..0,
@@ -482,7 +485,7 @@ impl Shard {
         }
         if self.low_water_until.is_some_and(|until| now >= until) {
             // Waited long enough for answers to gather: take what is there.
-            self.set_low_water(1, now);
+            self.set_low_water(1, None);
         }
         let logged_in = self.serving;
         if logged_in {
@@ -946,7 +949,17 @@ impl Shard {
             return;
         }
         let files = self.files;
-        if let Some(p) = &self.placing {
+        if let Some(left) = self.placing.as_ref().map(|p| p.len - p.done) {
+            // A large payload wakes the shard once, when all of it is in the socket, not
+            // at every segment: the mark is the bytes still to come. Such a receive takes
+            // what is there at once without MSG_WAITALL (so a part taken never leaves the
+            // mark above what can still arrive) and the shard asks again for the rest.
+            // Nothing is linked behind it: a header receive would wait for the mark too.
+            let wake_once = left >= PLACED_LOW_WATER_MIN;
+            self.set_low_water(if wake_once { left } else { 1 }, None);
+            let Some(p) = &self.placing else {
+                return;
+            };
             let len = p.len - p.done;
             let want = u32::try_from(len).unwrap_or(u32::MAX);
             // Pointer arithmetic within the destination slice (`done < len`).
@@ -957,7 +970,7 @@ impl Shard {
             // byte is consumed), so the linked receive writes at its start.
             // Only while large reads are in flight (headers are taken alone anyway then);
             // otherwise the next receive is a greedy one.
-            let link_len = if self.staged.is_empty() && self.large_reads > 0 {
+            let link_len = if !wake_once && self.staged.is_empty() && self.large_reads > 0 {
                 match p.pad_len + p.digest_len {
                     0 => BHS_LEN,
                     trailer => trailer,
@@ -965,8 +978,9 @@ impl Shard {
             } else {
                 0
             };
+            let flags = if wake_once { 0 } else { libc::MSG_WAITALL };
             let placed = on_socket!(files, |fd| opcode::Recv::new(fd, at, want)
-                .flags(libc::MSG_WAITALL)
+                .flags(flags)
                 .build()
                 .user_data(TOKEN_RECV));
             if link_len == 0 {
@@ -1024,7 +1038,7 @@ impl Shard {
         } else {
             1
         };
-        self.set_low_water(low_water, now);
+        self.set_low_water(low_water, Some(now + self.config.recv_coalesce));
         if len == 0 || len > free {
             self.lose_connection("the receive buffer is full".into());
             return;
@@ -1048,8 +1062,8 @@ impl Shard {
     /// then), so answers that trickle in one by one are taken several per wake-up. The
     /// wait is bounded by `recv_coalesce`: lowering the mark wakes the receive at once
     /// (Linux checks readiness when it is set). A refusal turns coalescing off.
-    fn set_low_water(&mut self, bytes: usize, now: Instant) {
-        self.low_water_until = (bytes > 1).then(|| now + self.config.recv_coalesce);
+    fn set_low_water(&mut self, bytes: usize, until: Option<Instant>) {
+        self.low_water_until = until.filter(|_| bytes > 1);
         if bytes == self.low_water {
             return;
         }
