@@ -708,3 +708,69 @@ impl Session {
         self.tasks.oldest()?.submitted_at.checked_add(timeout)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const LEN: usize = 80;
+
+    fn read_task() -> Task {
+        let request = ScsiCommandRequest {
+            lun: [0; 8],
+            cdb: vec![0x28; 10],
+            direction: DataDirection::Read { len: LEN as u32 },
+            buffer: vec![0; LEN],
+            attribute: TaskAttribute::Simple,
+        };
+        Task::new(TaskId(0), request, Instant::now())
+    }
+
+    proptest! {
+        /// The prefix counter and the range list together behave as a byte map would:
+        /// overlaps refused, holes kept, counts and the contiguous prefix exact.
+        #[test]
+        fn received_tracking_matches_a_byte_map(
+            segments in prop::collection::vec((0u32..72, 0u32..9), 0..40),
+        ) {
+            let mut task = read_task();
+            let mut model = [false; LEN];
+            for (start, len) in segments {
+                let end = start + len;
+                let overlap = (start..end).any(|i| model[i as usize]);
+                if len > 0 {
+                    prop_assert_eq!(task.overlaps_received(start, end), overlap);
+                }
+                let accepted = len == 0 || !overlap;
+                prop_assert_eq!(task.record_received(start, end), accepted);
+                if accepted {
+                    (start..end).for_each(|i| model[i as usize] = true);
+                }
+                let bytes = model.iter().filter(|&&b| b).count() as u32;
+                let prefix = model.iter().take_while(|&&b| b).count() as u32;
+                let runs = (0..LEN).filter(|&i| model[i] && (i == 0 || !model[i - 1])).count();
+                prop_assert_eq!(task.received_bytes(), bytes);
+                prop_assert_eq!(task.contiguous_end(), prefix);
+                prop_assert_eq!(task.received_ranges(), runs);
+                // Ranges beyond the prefix: sorted, apart, after a hole.
+                let mut last_end = task.prefix_end;
+                for &(s, e) in &task.received_beyond {
+                    prop_assert!(s > last_end && e > s);
+                    last_end = e;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn in_order_reads_allocate_no_range_list() {
+        let mut task = read_task();
+        for start in (0..LEN as u32).step_by(16) {
+            assert!(task.record_received(start, (start + 16).min(LEN as u32)));
+        }
+        assert_eq!(task.received_beyond.capacity(), 0);
+        assert_eq!(task.contiguous_end(), LEN as u32);
+    }
+}

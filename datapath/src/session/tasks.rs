@@ -226,8 +226,180 @@ impl TaskTable {
     }
 }
 
+#[cfg(test)]
+impl TaskTable {
+    /// Slots created so far (live or free).
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Entries in the submission queue, dead ones included.
+    pub(crate) fn order_len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The slot a tag names.
+    pub(crate) fn slot_of(&self, tag: Tag) -> u32 {
+        tag & self.control_index()
+    }
+
+    pub(crate) fn index_bits(&self) -> u32 {
+        self.index_bits
+    }
+}
+
 fn is_live(slots: &[Slot], entry: OrderEntry) -> bool {
     slots
         .get(entry.index as usize)
         .is_some_and(|s| s.seq == entry.seq && s.task.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdu::TaskAttribute;
+    use crate::session::DataDirection;
+
+    fn request() -> ScsiCommandRequest {
+        ScsiCommandRequest {
+            lun: [0; 8],
+            cdb: vec![0x00],
+            direction: DataDirection::None,
+            buffer: Vec::new(),
+            attribute: TaskAttribute::Simple,
+        }
+    }
+
+    #[test]
+    fn index_bits_cover_the_bounds_and_the_control_index() {
+        for (max_tasks, bits) in [
+            (0, 1),
+            (1, 1),
+            (2, 2),
+            (3, 2),
+            (4, 3),
+            (1152, 11),
+            (2047, 11),
+        ] {
+            assert_eq!(TaskTable::new(max_tasks).index_bits(), bits, "{max_tasks}");
+        }
+        assert_eq!(TaskTable::new(2048).index_bits(), 12);
+        assert_eq!(TaskTable::new(usize::MAX).index_bits(), MAX_INDEX_BITS);
+    }
+
+    #[test]
+    fn a_full_table_hands_the_request_back() {
+        // Two index bits: three command slots and the control index.
+        let mut table = TaskTable::new(3);
+        let now = Instant::now();
+        let ids: Vec<TaskId> = (0..3)
+            .map(|_| table.insert(now, request()).unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| table.slot_of(id.itt()) != 3));
+        let back = table.insert(now, request()).unwrap_err();
+        assert_eq!(back, request());
+        assert_eq!(table.len(), 3);
+        // A freed slot is taken again, under a new tag.
+        assert!(table.remove(ids[1].itt()).is_some());
+        let again = table.insert(now, request()).unwrap();
+        assert_eq!(table.slot_of(again.itt()), table.slot_of(ids[1].itt()));
+        assert_ne!(again, ids[1]);
+        assert!(table.get(ids[1].itt()).is_none());
+        assert!(table.remove(ids[1].itt()).is_none());
+        assert_eq!(table.slot_count(), 3);
+    }
+
+    #[test]
+    fn a_tag_names_only_the_command_it_was_issued_for() {
+        let mut table = TaskTable::new(16);
+        let now = Instant::now();
+        let a = table.insert(now, request()).unwrap();
+        assert!(table.remove(a.itt()).is_some());
+        let b = table.insert(now, request()).unwrap();
+        assert_eq!(table.slot_of(a.itt()), table.slot_of(b.itt()));
+        assert!(table.get(a.itt()).is_none());
+        assert!(table.get(b.itt()).is_some());
+        // Tags of slots never created, and of the control index, name nothing.
+        assert!(table.get(b.itt() + 5).is_none());
+        assert!(table.get(RESERVED_TAG).is_none());
+        let control = table.control_tag(|_| false);
+        assert!(table.get(control).is_none());
+    }
+
+    #[test]
+    fn command_tags_wrap_per_slot_and_never_take_the_reserved_tag() {
+        // 20 index bits leave 12 for the generation: a slot's tag comes round after 4096.
+        let mut table = TaskTable::new(usize::MAX);
+        let now = Instant::now();
+        let period = 1usize << (32 - MAX_INDEX_BITS);
+        let mut tags = Vec::new();
+        for _ in 0..2 * period + 3 {
+            let id = table.insert(now, request()).unwrap();
+            assert_ne!(id.itt(), RESERVED_TAG);
+            assert!(table.remove(id.itt()).is_some());
+            tags.push(id.itt());
+        }
+        assert!(tags.iter().all(|&t| table.slot_of(t) == 0));
+        let first: std::collections::HashSet<Tag> = tags[..period].iter().copied().collect();
+        assert_eq!(first.len(), period, "distinct within one cycle");
+        assert_eq!(tags[period], tags[0]);
+        assert_eq!(tags[2 * period + 2], tags[2]);
+    }
+
+    #[test]
+    fn control_tags_skip_the_reserved_tag_and_busy_ones() {
+        let mut table = TaskTable::new(usize::MAX);
+        let period = 1usize << (32 - MAX_INDEX_BITS);
+        let control = (1u32 << MAX_INDEX_BITS) - 1;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 * period {
+            let tag = table.control_tag(|_| false);
+            assert_ne!(tag, RESERVED_TAG);
+            assert_eq!(tag & control, control);
+            seen.insert(tag);
+        }
+        // Every generation but the one that would make the reserved tag.
+        assert_eq!(seen.len(), period - 1);
+        let next = table.control_tag(|_| false);
+        let busy = [next + (1 << MAX_INDEX_BITS), next + (2 << MAX_INDEX_BITS)];
+        let after = table.control_tag(|t| busy.contains(&t));
+        assert_eq!(after, next + (3 << MAX_INDEX_BITS));
+    }
+
+    #[test]
+    fn submission_order_survives_slot_reuse_and_stays_bounded() {
+        let mut table = TaskTable::new(64);
+        let now = Instant::now();
+        let oldest = table.insert(now, request()).unwrap();
+        let mut live = std::collections::VecDeque::new();
+        for i in 0..1000 {
+            live.push_back(table.insert(now, request()).unwrap());
+            // Compacted on insert: dead entries never outnumber the live ones by more
+            // than the slack.
+            assert!(table.order_len() <= 2 * table.len() + ORDER_SLACK);
+            if i % 3 != 0 {
+                // Complete out of order: the newest but one.
+                let at = live.len().saturating_sub(2);
+                let id = live.remove(at).unwrap();
+                assert!(table.remove(id.itt()).is_some());
+            }
+            if live.len() > 20 {
+                let id = live.pop_front().unwrap();
+                assert!(table.remove(id.itt()).is_some());
+            }
+            // At most 22 live at once.
+            assert!(table.order_len() <= 2 * 22 + ORDER_SLACK);
+        }
+        let order = table.tags_in_submission_order();
+        let expected: Vec<Tag> = std::iter::once(oldest)
+            .chain(live.iter().copied())
+            .map(TaskId::itt)
+            .collect();
+        assert_eq!(order, expected);
+        assert!(table.slot_count() <= 23);
+        assert_eq!(
+            table.in_submission_order().next().map(|(tag, _)| tag),
+            Some(oldest.itt())
+        );
+    }
 }

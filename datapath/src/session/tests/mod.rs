@@ -6,6 +6,7 @@ mod failures;
 mod io;
 mod login;
 mod ramdisk;
+mod tags;
 
 use std::time::{Duration, Instant};
 
