@@ -1,8 +1,9 @@
 //! The sans-IO iSCSI initiator session, RFC 7143, one connection (MaxConnections=1) at
 //! error recovery level 0.
 //!
-//! In the manner of quinn-proto: no sockets, no clock. Every call takes `now`; input goes
-//! in through `handle_*`, output comes out through `poll_*`. The same session runs over
+//! In the manner of quinn-proto: no sockets, no clock. Every call takes `now`, which must
+//! never go back (command deadlines are kept in submission order); input goes in through
+//! `handle_*`, output comes out through `poll_*`. The same session runs over
 //! io_uring TCP, an offload adapter model, test harnesses and fuzzers.
 //!
 //! # Driving a session
@@ -24,6 +25,9 @@
 //! - `command`: SCSI Command, Data-In, R2T, Data-Out and SCSI Response, sections 11.3,
 //!   11.4, 11.7, 11.8, with the data transfer keys of section 13 (ImmediateData,
 //!   InitialR2T, FirstBurstLength, MaxBurstLength, MaxOutstandingR2T, DataPDUInOrder).
+//! - `tasks`: the commands in progress, a slab indexed by the Initiator Task Tag
+//!   (section 11.2.1.8) with a generation in the tag's upper bits, and their submission
+//!   order for the command timeout.
 //! - `window`: CmdSN/ExpCmdSN/MaxCmdSN and StatSN, section 4.2.2.
 //! - `nop`: NOP-Out/NOP-In, sections 11.18 and 11.19, keepalive pings.
 //! - Here: Reject (11.17), Async Message (11.9), Logout (11.14, 11.15), timeouts and the
@@ -93,7 +97,9 @@ pub struct SessionConfig {
     pub nop_timeout: Duration,
     /// The Logout Response must come within this after `logout` is called.
     pub logout_timeout: Duration,
-    /// Bound on commands waiting for the command window.
+    /// Bound on commands waiting for the command window. Together with
+    /// `max_outstanding_commands` it sizes the task table; past 2^20 - 1 commands in all,
+    /// `submit` answers `QueueFull`.
     pub max_queued_commands: usize,
     /// Bound on commands sent and not yet answered (on top of the target's window).
     pub max_outstanding_commands: usize,
