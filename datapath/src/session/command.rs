@@ -42,16 +42,23 @@ const MIN_DATA_SEGMENT: u32 = 512;
 pub(crate) struct Task {
     id: TaskId,
     lun: LunField,
+    /// Zero-padded to at least 16 bytes; moved into the SCSI Command PDU when it is issued
+    /// (at ERL 0 a command is never sent twice).
     cdb: Vec<u8>,
     attribute: TaskAttribute,
     direction: DataDirection,
     pub(crate) buffer: Vec<u8>,
-    submitted_at: Instant,
+    pub(crate) submitted_at: Instant,
     issued: bool,
     /// Reads: the DataSN the next Data-In must carry.
     next_data_sn: u32,
-    /// Reads: byte ranges received, `[start, end)`, sorted and merged.
-    received: Vec<(u32, u32)>,
+    /// Reads: the data received so far from offset 0 without a hole, `[0, prefix_end)`.
+    /// In-order data (the usual case, and the only one under DataPDUInOrder=Yes) only
+    /// moves this on, so such a read allocates nothing.
+    prefix_end: u32,
+    /// Reads under DataPDUInOrder=No: byte ranges received beyond a hole, `[start, end)`,
+    /// sorted, merged, each starting after `prefix_end`.
+    received_beyond: Vec<(u32, u32)>,
     /// Writes: the R2TSN the next R2T must carry.
     next_r2t_sn: u32,
     /// Writes: R2Ts whose Data-Out sequence is not yet fully handed to the transport.
@@ -81,7 +88,8 @@ impl Task {
             submitted_at: now,
             issued: false,
             next_data_sn: 0,
-            received: Vec::new(),
+            prefix_end: 0,
+            received_beyond: Vec::new(),
             next_r2t_sn: 0,
             outstanding_r2ts: 0,
         }
@@ -92,7 +100,25 @@ impl Task {
     }
 
     fn received_bytes(&self) -> u32 {
-        self.received.iter().map(|(s, e)| e - s).sum()
+        let beyond: u32 = self.received_beyond.iter().map(|(s, e)| e - s).sum();
+        self.prefix_end + beyond
+    }
+
+    /// How many separate ranges have been received (the prefix counts as one once it
+    /// holds data).
+    fn received_ranges(&self) -> usize {
+        usize::from(self.prefix_end > 0) + self.received_beyond.len()
+    }
+
+    /// True if `[start, end)` shares a byte with, or (empty) lies strictly inside, data
+    /// received before.
+    fn overlaps_received(&self, start: u32, end: u32) -> bool {
+        let in_prefix = self.prefix_end > 0 && 0 < end && start < self.prefix_end;
+        in_prefix
+            || self
+                .received_beyond
+                .iter()
+                .any(|&(s, e)| s < end && start < e)
     }
 
     /// Records `[start, end)` as received; false if it overlaps what arrived before.
@@ -100,33 +126,57 @@ impl Task {
         if start == end {
             return true;
         }
-        let at = self.received.partition_point(|&(s, _)| s < start);
-        if at > 0 && self.received[at - 1].1 > start {
+        if start < self.prefix_end {
             return false;
         }
-        if at < self.received.len() && self.received[at].0 < end {
+        if start == self.prefix_end {
+            // Extends the prefix: the fast path of in-order data.
+            match self.received_beyond.first() {
+                None => self.prefix_end = end,
+                Some(&(next, _)) if end > next => return false,
+                Some(&(next, next_end)) if end == next => {
+                    self.prefix_end = next_end;
+                    self.received_beyond.remove(0);
+                }
+                Some(_) => self.prefix_end = end,
+            }
+            return true;
+        }
+        // Beyond a hole (DataPDUInOrder=No only).
+        let ranges = &mut self.received_beyond;
+        let at = ranges.partition_point(|&(s, _)| s < start);
+        let before = at.checked_sub(1).and_then(|i| ranges.get(i).copied());
+        let after = ranges.get(at).copied();
+        if before.is_some_and(|(_, e)| e > start) || after.is_some_and(|(s, _)| s < end) {
             return false;
         }
-        let joins_before = at > 0 && self.received[at - 1].1 == start;
-        let joins_after = at < self.received.len() && self.received[at].0 == end;
+        let joins_before = before.is_some_and(|(_, e)| e == start);
+        let joins_after = after.is_some_and(|(s, _)| s == end);
         match (joins_before, joins_after) {
             (true, true) => {
-                self.received[at - 1].1 = self.received[at].1;
-                self.received.remove(at);
+                let merged_end = ranges.remove(at).1;
+                if let Some(r) = ranges.get_mut(at - 1) {
+                    r.1 = merged_end;
+                }
             }
-            (true, false) => self.received[at - 1].1 = end,
-            (false, true) => self.received[at].0 = start,
-            (false, false) => self.received.insert(at, (start, end)),
+            (true, false) => {
+                if let Some(r) = ranges.get_mut(at - 1) {
+                    r.1 = end;
+                }
+            }
+            (false, true) => {
+                if let Some(r) = ranges.get_mut(at) {
+                    r.0 = start;
+                }
+            }
+            (false, false) => ranges.insert(at, (start, end)),
         }
         true
     }
 
     /// The end of the data received so far from offset 0 without a hole.
     fn contiguous_end(&self) -> u32 {
-        match self.received.first() {
-            Some(&(0, end)) => end,
-            _ => 0,
-        }
+        self.prefix_end
     }
 }
 
@@ -168,8 +218,7 @@ impl Task {
         if in_order && offset != self.contiguous_end() {
             return None;
         }
-        let overlaps = self.received.iter().any(|&(s, e)| s < end && offset < e);
-        if overlaps {
+        if self.overlaps_received(offset, end) {
             return None;
         }
         self.buffer.get_mut(offset as usize..end as usize)
@@ -248,7 +297,7 @@ impl Session {
         let Some(params) = self.params.as_ref() else {
             return;
         };
-        let Some(task) = self.tasks.get_mut(&tag) else {
+        let Some(task) = self.tasks.get_mut(tag) else {
             return;
         };
         let cmd_sn = self.window.take();
@@ -289,7 +338,7 @@ impl Session {
             expected_data_transfer_length: expected,
             cmd_sn,
             exp_stat_sn: 0,
-            cdb: task.cdb.clone(),
+            cdb: std::mem::take(&mut task.cdb),
             bidi_read_length: None,
         });
         let data = if immediate_len > 0 {
@@ -323,7 +372,7 @@ impl Session {
             .as_ref()
             .map_or(MIN_DATA_SEGMENT, |p| p.target_max_recv_data_segment_length)
             .max(MIN_DATA_SEGMENT);
-        let task = self.tasks.get_mut(&burst.task)?;
+        let task = self.tasks.get_mut(burst.task)?;
         let len = burst.remaining.min(max_segment);
         let last = len == burst.remaining;
         let header = Header::DataOut(pdu::DataOut {
@@ -356,7 +405,7 @@ impl Session {
     }
 
     fn issued_task(&mut self, opcode: Opcode, tag: Tag) -> Result<&mut Task, SessionError> {
-        match self.tasks.get_mut(&tag) {
+        match self.tasks.get_mut(tag) {
             Some(task) if task.issued => Ok(task),
             _ => Err(SessionError::UnknownTaskTag { opcode, tag }),
         }
@@ -410,7 +459,7 @@ impl Session {
         if !task.record_received(offset, end) {
             return Err(SessionError::DataOverlap { tag, offset, len });
         }
-        if task.received.len() > MAX_RECEIVED_RANGES {
+        if task.received_ranges() > MAX_RECEIVED_RANGES {
             return Err(SessionError::DataOutOfOrder {
                 tag,
                 offset,
@@ -556,7 +605,7 @@ impl Session {
         sense: Option<Vec<u8>>,
         residual: Residual,
     ) -> Result<(), SessionError> {
-        let Some(task) = self.tasks.get(&tag) else {
+        let Some(task) = self.tasks.get(tag) else {
             return Err(SessionError::UnknownTaskTag {
                 opcode: Opcode::ScsiResponse,
                 tag,
@@ -584,7 +633,7 @@ impl Session {
             DataDirection::Write { .. } => accounted,
             DataDirection::None => 0,
         };
-        let Some(task) = self.tasks.remove(&tag) else {
+        let Some(task) = self.tasks.remove(tag) else {
             return Ok(());
         };
         if task.issued {
@@ -605,7 +654,7 @@ impl Session {
 
     /// Fails one command and hands its buffer back.
     pub(super) fn complete_with_error(&mut self, tag: Tag, error: CommandError) {
-        let Some(task) = self.tasks.remove(&tag) else {
+        let Some(task) = self.tasks.remove(tag) else {
             return;
         };
         if task.issued {
@@ -624,19 +673,25 @@ impl Session {
 
     /// A command in flight too long fails the connection (its state is unknown at ERL 0);
     /// one still waiting for the window fails alone.
+    ///
+    /// Deadlines are the submission instant plus one timeout, so they run in submission
+    /// order (`now` never goes back): only the expired commands at the front of that order
+    /// are looked at.
     pub(super) fn check_command_timeouts(&mut self, now: Instant) -> Result<(), SessionError> {
         let timeout = self.config.command_timeout;
         if timeout.is_zero() {
             return Ok(());
         }
         let mut expired_waiting = Vec::new();
-        for (&tag, task) in &self.tasks {
-            if now >= task.submitted_at + timeout {
-                if task.issued {
-                    return Err(SessionError::CommandTimeout { tag });
-                }
-                expired_waiting.push(tag);
+        for (tag, task) in self.tasks.in_submission_order() {
+            match task.submitted_at.checked_add(timeout) {
+                Some(deadline) if now >= deadline => {}
+                _ => break,
             }
+            if task.issued {
+                return Err(SessionError::CommandTimeout { tag });
+            }
+            expired_waiting.push(tag);
         }
         for tag in expired_waiting {
             self.complete_with_error(tag, CommandError::TimedOut);
@@ -644,11 +699,78 @@ impl Session {
         Ok(())
     }
 
+    /// The earliest command deadline: the oldest command's.
     pub(super) fn command_deadline(&self) -> Option<Instant> {
         let timeout = self.config.command_timeout;
         if timeout.is_zero() {
             return None;
         }
-        self.tasks.values().map(|t| t.submitted_at + timeout).min()
+        self.tasks.oldest()?.submitted_at.checked_add(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const LEN: usize = 80;
+
+    fn read_task() -> Task {
+        let request = ScsiCommandRequest {
+            lun: [0; 8],
+            cdb: vec![0x28; 10],
+            direction: DataDirection::Read { len: LEN as u32 },
+            buffer: vec![0; LEN],
+            attribute: TaskAttribute::Simple,
+        };
+        Task::new(TaskId(0), request, Instant::now())
+    }
+
+    proptest! {
+        /// The prefix counter and the range list together behave as a byte map would:
+        /// overlaps refused, holes kept, counts and the contiguous prefix exact.
+        #[test]
+        fn received_tracking_matches_a_byte_map(
+            segments in prop::collection::vec((0u32..72, 0u32..9), 0..40),
+        ) {
+            let mut task = read_task();
+            let mut model = [false; LEN];
+            for (start, len) in segments {
+                let end = start + len;
+                let overlap = (start..end).any(|i| model[i as usize]);
+                if len > 0 {
+                    prop_assert_eq!(task.overlaps_received(start, end), overlap);
+                }
+                let accepted = len == 0 || !overlap;
+                prop_assert_eq!(task.record_received(start, end), accepted);
+                if accepted {
+                    (start..end).for_each(|i| model[i as usize] = true);
+                }
+                let bytes = model.iter().filter(|&&b| b).count() as u32;
+                let prefix = model.iter().take_while(|&&b| b).count() as u32;
+                let runs = (0..LEN).filter(|&i| model[i] && (i == 0 || !model[i - 1])).count();
+                prop_assert_eq!(task.received_bytes(), bytes);
+                prop_assert_eq!(task.contiguous_end(), prefix);
+                prop_assert_eq!(task.received_ranges(), runs);
+                // Ranges beyond the prefix: sorted, apart, after a hole.
+                let mut last_end = task.prefix_end;
+                for &(s, e) in &task.received_beyond {
+                    prop_assert!(s > last_end && e > s);
+                    last_end = e;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn in_order_reads_allocate_no_range_list() {
+        let mut task = read_task();
+        for start in (0..LEN as u32).step_by(16) {
+            assert!(task.record_received(start, (start + 16).min(LEN as u32)));
+        }
+        assert_eq!(task.received_beyond.capacity(), 0);
+        assert_eq!(task.contiguous_end(), LEN as u32);
     }
 }

@@ -1,8 +1,9 @@
 //! The sans-IO iSCSI initiator session, RFC 7143, one connection (MaxConnections=1) at
 //! error recovery level 0.
 //!
-//! In the manner of quinn-proto: no sockets, no clock. Every call takes `now`; input goes
-//! in through `handle_*`, output comes out through `poll_*`. The same session runs over
+//! In the manner of quinn-proto: no sockets, no clock. Every call takes `now`, which must
+//! never go back (command deadlines are kept in submission order); input goes in through
+//! `handle_*`, output comes out through `poll_*`. The same session runs over
 //! io_uring TCP, an offload adapter model, test harnesses and fuzzers.
 //!
 //! # Driving a session
@@ -24,6 +25,9 @@
 //! - `command`: SCSI Command, Data-In, R2T, Data-Out and SCSI Response, sections 11.3,
 //!   11.4, 11.7, 11.8, with the data transfer keys of section 13 (ImmediateData,
 //!   InitialR2T, FirstBurstLength, MaxBurstLength, MaxOutstandingR2T, DataPDUInOrder).
+//! - `tasks`: the commands in progress, a slab indexed by the Initiator Task Tag
+//!   (section 11.2.1.8) with a generation in the tag's upper bits, and their submission
+//!   order for the command timeout.
 //! - `window`: CmdSN/ExpCmdSN/MaxCmdSN and StatSN, section 4.2.2.
 //! - `nop`: NOP-Out/NOP-In, sections 11.18 and 11.19, keepalive pings.
 //! - Here: Reject (11.17), Async Message (11.9), Logout (11.14, 11.15), timeouts and the
@@ -37,27 +41,27 @@ mod discovery;
 mod error;
 mod login;
 mod nop;
+mod tasks;
 mod window;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 pub use error::{
     login_status_name, reject_reason_name, CommandError, CommandFailure, SessionError,
 };
 
-use crate::pdu::{
-    self, Header, Isid, LoginStage, LunField, Opcode, Tag, TaskAttribute, RESERVED_TAG,
-};
+use crate::pdu::{self, Header, Isid, LoginStage, LunField, Opcode, Tag, TaskAttribute};
 use crate::text::{OperationalOffer, OperationalParams};
 
-use command::{DataOutBurst, Payload, Task};
+use command::{DataOutBurst, Payload};
 use discovery::Discovery;
 use login::Login;
 use nop::Keepalive;
+use tasks::TaskTable;
 use window::{CmdWindow, StatWindow};
 
 /// MaxRecvDataSegmentLength in force during login (section 13.12: the default, 8192).
@@ -93,7 +97,9 @@ pub struct SessionConfig {
     pub nop_timeout: Duration,
     /// The Logout Response must come within this after `logout` is called.
     pub logout_timeout: Duration,
-    /// Bound on commands waiting for the command window.
+    /// Bound on commands waiting for the command window. Together with
+    /// `max_outstanding_commands` it sizes the task table; past 2^20 - 1 commands in all,
+    /// `submit` answers `QueueFull`.
     pub max_queued_commands: usize,
     /// Bound on commands sent and not yet answered (on top of the target's window).
     pub max_outstanding_commands: usize,
@@ -451,9 +457,8 @@ pub struct Session {
     tsih: u16,
     window: CmdWindow,
     stat: StatWindow,
-    next_tag: Tag,
-    /// Every command accepted and not yet completed, queued or in flight.
-    tasks: BTreeMap<Tag, Task>,
+    /// Every command accepted and not yet completed, queued or in flight, by tag.
+    tasks: TaskTable,
     /// Commands accepted but not yet sent (window shut or too many in flight).
     waiting: VecDeque<Tag>,
     in_flight: usize,
@@ -480,6 +485,11 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Starts a session and queues its first Login Request.
     pub fn new(config: SessionConfig, now: Instant) -> Session {
+        // At most `max_queued_commands` wait and `max_outstanding_commands` (at least 1)
+        // are in flight.
+        let max_tasks = config
+            .max_queued_commands
+            .saturating_add(config.max_outstanding_commands.max(1));
         let mut session = Session {
             window: CmdWindow::new(config.initial_cmd_sn),
             tsih: config.tsih,
@@ -492,8 +502,7 @@ impl Session {
             digests: pdu::Digests::default(),
             target_info: TargetInfo::default(),
             stat: StatWindow::default(),
-            next_tag: 1,
-            tasks: BTreeMap::new(),
+            tasks: TaskTable::new(max_tasks),
             waiting: VecDeque::new(),
             in_flight: 0,
             outbox: VecDeque::new(),
@@ -539,7 +548,7 @@ impl Session {
             return None;
         };
         let in_order = self.params.as_ref().is_none_or(|p| p.data_pdu_in_order);
-        self.tasks.get_mut(&h.initiator_task_tag)?.placement(
+        self.tasks.get_mut(h.initiator_task_tag)?.placement(
             h.data_sn,
             h.buffer_offset,
             data_len,
@@ -728,7 +737,7 @@ impl Session {
                 let start = *offset as usize;
                 let end = start.saturating_add(*len as usize);
                 self.tasks
-                    .get(&task.0)
+                    .get(task.0)
                     .and_then(|t| t.buffer.get(start..end))
                     .unwrap_or(&[])
             }
@@ -784,12 +793,15 @@ impl Session {
                 cmd,
             );
         }
-        let tag = self.allocate_tag();
-        self.tasks.insert(tag, Task::new(TaskId(tag), cmd, now));
-        self.waiting.push_back(tag);
+        let id = match self.tasks.insert(now, cmd) {
+            Ok(id) => id,
+            // Only when the configured bounds exceed what the tag can index.
+            Err(cmd) => return reject(SubmitRejection::QueueFull, cmd),
+        };
+        self.waiting.push_back(id.0);
         self.stats.commands_submitted += 1;
         self.issue_waiting(now);
-        Ok(TaskId(tag))
+        Ok(id)
     }
 
     /// Discovery sessions: asks for SendTargets=All. Errors here are not fatal.
@@ -881,8 +893,7 @@ impl Session {
         self.state = SessionState::Closed;
         self.logout = None;
         self.outbox.clear();
-        let tags: Vec<Tag> = self.tasks.keys().copied().collect();
-        for tag in tags {
+        for tag in self.tasks.tags_in_submission_order() {
             self.complete_with_error(
                 tag,
                 CommandError::ConnectionLost("session logged out".into()),
@@ -952,7 +963,7 @@ impl Session {
                 .get(16..20)
                 .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
             {
-                if self.tasks.get(&tag).is_some_and(|t| t.is_issued()) {
+                if self.tasks.get(tag).is_some_and(|t| t.is_issued()) {
                     self.complete_with_error(
                         tag,
                         CommandError::Rejected {
@@ -1010,25 +1021,16 @@ impl Session {
         self.stats
     }
 
-    /// A fresh Initiator Task Tag: never the reserved value, never one in use. Tags are
-    /// reused only after 2^32 allocations, so a late PDU for an old task is not mistaken
-    /// for a new one.
+    /// A fresh Initiator Task Tag for a login, text, ping or logout exchange: never the
+    /// reserved value, never a command's (commands take theirs from the task table), never
+    /// one of these exchanges in progress.
     fn allocate_tag(&mut self) -> Tag {
-        loop {
-            let tag = self.next_tag;
-            self.next_tag = self.next_tag.wrapping_add(1);
-            // In use: at most the bounded task table plus the login, text, ping and logout
-            // tags, so this loop ends within that many steps.
-            let busy = tag == RESERVED_TAG
-                || self.tasks.contains_key(&tag)
-                || self.keepalive.ping_tag() == Some(tag)
-                || self.discovery.as_ref().map(Discovery::itt) == Some(tag)
-                || self.logout.as_ref().and_then(|l| l.itt) == Some(tag)
-                || self.login.as_ref().map(Login::itt) == Some(tag);
-            if !busy {
-                return tag;
-            }
-        }
+        let ping = self.keepalive.ping_tag();
+        let discovery = self.discovery.as_ref().map(Discovery::itt);
+        let logout = self.logout.as_ref().and_then(|l| l.itt);
+        let login = self.login.as_ref().map(Login::itt);
+        self.tasks
+            .control_tag(|tag| [ping, discovery, logout, login].contains(&Some(tag)))
     }
 
     /// The fatal path: fail every command, drop queued output, report the fault once.
@@ -1045,8 +1047,7 @@ impl Session {
         self.logout = None;
         let culprit = err.task_tag();
         let text = err.to_string();
-        let tags: Vec<Tag> = self.tasks.keys().copied().collect();
-        for tag in tags {
+        for tag in self.tasks.tags_in_submission_order() {
             let error = if Some(tag) == culprit {
                 match err {
                     SessionError::CommandTimeout { .. } => CommandError::TimedOut,

@@ -1,10 +1,12 @@
 //! Scripted PDU exchanges: the test plays the target, expecting the session's PDUs and
 //! answering with typed headers, on a simulated clock.
 
+mod bench;
 mod failures;
 mod io;
 mod login;
 mod ramdisk;
+mod tags;
 
 use std::time::{Duration, Instant};
 
