@@ -1,6 +1,7 @@
 //! Work on the shard's own thread (`ShardPool::run_on_shard`) against tgt: each shard's
-//! work writes and then verifies its own region while a queue caller shares shard 0; the
-//! data is checked in tgt's backing file; a lost connection fails the work's commands
+//! work writes and then verifies its own region while a queue caller shares shard 0 (small
+//! PDUs received into the shard's registered buffer, large payloads placed); the data is
+//! checked in tgt's backing file; a lost connection fails the work's commands
 //! (and only that shard's); a pool stopped under a running work drops it and returns.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -192,6 +193,14 @@ fn works_on_each_shard_write_and_verify_their_regions_beside_a_queue_caller() {
     let pool = ShardPool::start(&client_config(&tgt), 2, &config).expect("pool starts");
     for shard in 0..2 {
         clear_unit_attention(&pool, shard, lun);
+        // Each shard's receive buffer is registered with its ring, sized to hold a whole
+        // PDU of the 256 KiB data segment the shard declared (and its header).
+        let info = pool.info(shard).unwrap();
+        assert!(info.registered_files, "{info:?}");
+        assert!(
+            (256 * 1024 + 48..=512 * 1024).contains(&info.registered_buffer_bytes),
+            "{info:?}"
+        );
     }
     let lun_blocks = LUN_BYTES / u64::from(BLOCK);
     let data: Vec<_> = (0..2).map(|s| extents(s, lun_blocks)).collect();

@@ -301,6 +301,8 @@ impl AdapterWorker {
                         adapter.info().name
                     ),
                     steering: None,
+                    registered_buffer_bytes: 0,
+                    registered_files: false,
                 };
                 Ok((Driven::Dependent(Box::new(path)), info))
             }
@@ -335,6 +337,8 @@ impl AdapterWorker {
                         adapter.info().name
                     ),
                     steering: None,
+                    registered_buffer_bytes: 0,
+                    registered_files: false,
                 };
                 Ok((Driven::Independent(Box::new(path)), info))
             }

@@ -3,7 +3,9 @@
 //! A [`ShardPool`] runs one shard per core. Each shard is a thread, pinned to its core when
 //! asked, that owns everything its I/O touches: one io_uring (through its
 //! [`TcpConnection`](crate::transport::TcpConnection), `SINGLE_ISSUER | DEFER_TASKRUN` with
-//! a logged fallback), one TCP connection and one iSCSI session (RFC 7143, its own ISID, so
+//! a logged fallback, its socket and doorbell as registered files, its receive buffer as a
+//! registered buffer sized from the MaxRecvDataSegmentLength it declares: see
+//! [`ShardInfo`]), one TCP connection and one iSCSI session (RFC 7143, its own ISID, so
 //! each shard is a separate I_T nexus, section 4.4.2 / 11.12.5). Shards share no lock on
 //! the I/O path: callers reach a shard through its bounded submission queue and hear back
 //! through its bounded completion queue.
@@ -417,6 +419,12 @@ pub struct ShardInfo {
     /// How the connection was steered to a NIC receive queue (software path with
     /// `ShardConfig::steer`; `None` otherwise).
     pub steering: Option<crate::steering::PathReport>,
+    /// Bytes of the shard's receive buffer registered with its ring (sized from the
+    /// MaxRecvDataSegmentLength it declares); 0 when the kernel refused, or on an adapter
+    /// path (no ring).
+    pub registered_buffer_bytes: usize,
+    /// Whether the socket and doorbell are registered files of the ring.
+    pub registered_files: bool,
 }
 
 /// A set of running shards, each with its own session to the same target.

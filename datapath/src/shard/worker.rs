@@ -7,8 +7,9 @@
 //! session's next timer or a due caller wake-up, passed to the kernel as the wait's own
 //! timeout, so no timeout entries ride on the ring).
 //!
-//! Memory the kernel touches: the staging buffer and the send scratch are the shard's own
-//! and are never moved or resized while an operation uses them; a placed receive writes
+//! Memory the kernel touches: the staging buffer (registered with the ring as its fixed
+//! buffer, sized from the data segment length the shard declares) and the send scratch are
+//! the shard's own and are never moved or resized while the ring lives; a placed receive writes
 //! into, and a send reads from, a command's buffer held by the session. The session hands
 //! such a buffer back only inside an event (never drops it), and the shard posts those
 //! events to the caller only while no receive into, or send from, a caller's buffer is in
@@ -232,7 +233,13 @@ struct Shard {
     large_reads: usize,
 
     // Receive side.
+    /// The shard's receive buffer: headers and small PDUs land here. Sized once from the
+    /// largest data segment we declare (MaxRecvDataSegmentLength is declarative: our offer
+    /// is the negotiated limit), never resized or moved, and registered with the ring as
+    /// its fixed buffer 0 when the kernel takes it (`staging_fixed`).
     staging: Vec<u8>,
+    /// Receives into the staging buffer are `READ_FIXED` on its registration.
+    staging_fixed: bool,
     staged: std::ops::Range<usize>,
     /// Bytes the parser needs before it can make progress (header-only receives ask for
     /// exactly this many).
@@ -390,6 +397,7 @@ impl Shard {
             held: TagMap::with_capacity_and_hasher(config.queue_depth, Default::default()),
             large_reads: 0,
             staging: vec![0; staging_len],
+            staging_fixed: false,
             staged: 0..0,
             need: BHS_LEN,
             recv: RecvOp::Idle,
@@ -428,6 +436,7 @@ impl Shard {
             logout_started: false,
             config,
         });
+        shard.register_staging();
         let login_failed = |reason: String| ShardError::Login {
             shard: index,
             reason,
@@ -446,6 +455,12 @@ impl Shard {
                         tsih: shard.session.tsih(),
                         ring_flags,
                         steering: path_report,
+                        registered_buffer_bytes: if shard.staging_fixed {
+                            shard.staging.len()
+                        } else {
+                            0
+                        },
+                        registered_files: matches!(shard.files, Files::Fixed),
                     };
                     return Ok((shard, info));
                 }
@@ -993,11 +1008,7 @@ impl Shard {
                 return;
             }
             self.staged = 0..0;
-            let head = self.staging.as_mut_ptr();
-            let linked = on_socket!(files, |fd| opcode::Recv::new(fd, head, link_len as u32)
-                .flags(libc::MSG_WAITALL)
-                .build()
-                .user_data(TOKEN_RECV_LINKED));
+            let linked = self.staging_recv(0, link_len, libc::MSG_WAITALL, TOKEN_RECV_LINKED);
             let entries = [placed.flags(squeue::Flags::IO_LINK), linked];
             // SAFETY: the placed receive as above; the linked one writes the first
             // `link_len` bytes of the staging buffer, which is neither read nor moved
@@ -1045,16 +1056,53 @@ impl Shard {
         }
         let want = u32::try_from(len).unwrap_or(u32::MAX);
         let flags = if header_only { libc::MSG_WAITALL } else { 0 };
-        let at = self.staging[self.staged.end..].as_mut_ptr();
-        let entry = on_socket!(files, |fd| opcode::Recv::new(fd, at, want)
-            .flags(flags)
-            .build()
-            .user_data(TOKEN_RECV));
+        let entry = self.staging_recv(self.staged.end, want as usize, flags, TOKEN_RECV);
         // SAFETY: the free end of the staging buffer, which is neither read nor moved (it
         // is never resized) until this receive completes.
         if self.push(entry) {
             self.recv = RecvOp::Staging { len: want as usize };
         }
+    }
+
+    /// Registers the staging buffer with the ring (its one fixed buffer), so receives into
+    /// it skip mapping the user pages at every operation; a refusal (an old kernel, a
+    /// locked-memory limit) is logged and receives stay plain.
+    fn register_staging(&mut self) {
+        let region = libc::iovec {
+            iov_base: self.staging.as_mut_ptr().cast(),
+            iov_len: self.staging.len(),
+        };
+        // SAFETY: the staging buffer is never resized or moved, and it is dropped after the
+        // ring (`conn` is declared, so dropped, before `staging`).
+        match unsafe { self.conn.ring_mut().register_buffers(&[region]) } {
+            Ok(()) => self.staging_fixed = true,
+            Err(e) => tracing::warn!(
+                shard = self.index,
+                error = %e,
+                "io_uring refused the registered receive buffer; receiving into plain memory"
+            ),
+        }
+    }
+
+    /// A receive of `len` bytes into the staging buffer at `at`: `READ_FIXED` on the
+    /// registered buffer (a read on a socket is a receive without flags: a short read
+    /// leaves the parser needing more, and the next receive asks for it), else a plain
+    /// receive with `flags`.
+    fn staging_recv(&mut self, at: usize, len: usize, flags: i32, token: u64) -> squeue::Entry {
+        let len = len.min(self.staging.len().saturating_sub(at));
+        let want = u32::try_from(len).unwrap_or(u32::MAX);
+        // In bounds: `at + len <= staging.len()`.
+        let ptr = self.staging[at..].as_mut_ptr();
+        let entry = if self.staging_fixed {
+            on_socket!(self.files, |fd| opcode::ReadFixed::new(fd, ptr, want, 0)
+                .offset(u64::MAX)
+                .build())
+        } else {
+            on_socket!(self.files, |fd| opcode::Recv::new(fd, ptr, want)
+                .flags(flags)
+                .build())
+        };
+        entry.user_data(token)
     }
 
     /// Sets the socket's receive low-water mark: a receive armed while fewer bytes wait

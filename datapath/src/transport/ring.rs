@@ -342,6 +342,17 @@ impl Ring {
         }
     }
 
+    /// Registers memory as the fixed buffers `0..` of this ring: operations then name a
+    /// buffer by index and the kernel maps its pages once instead of at every operation.
+    ///
+    /// # Safety
+    /// Every region must stay allocated, and must not move, for as long as this ring lives
+    /// (the kernel holds the pages until the ring is dropped).
+    pub unsafe fn register_buffers(&mut self, regions: &[libc::iovec]) -> io::Result<()> {
+        // SAFETY: the caller keeps the regions alive and in place for the ring's lifetime.
+        unsafe { self.ring.submitter().register_buffers(regions) }
+    }
+
     /// Registers `fds` as the fixed files `0..` of this ring (operations then name them by
     /// index and the kernel skips the file lookup on each one).
     pub fn register_files(&mut self, fds: &[std::os::fd::RawFd]) -> io::Result<()> {
