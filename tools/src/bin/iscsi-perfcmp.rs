@@ -22,25 +22,13 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use datapath::client::ClientConfig;
-use datapath::scsi::Cdb;
-use datapath::session::DataDirection;
 use datapath::shard::{
-    ShardCompletion, ShardConfig, ShardPool, ShardRequest, ShardStats, ShardWork, WorkStatus,
-    WorkSubmitter,
+    ShardCompletion, ShardConfig, ShardPool, ShardStats, ShardWork, WorkStatus, WorkSubmitter,
 };
 use hdrhistogram::Histogram;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Pattern {
-    /// Uniformly random block-aligned offsets.
-    Randread,
-    /// Consecutive offsets, wrapping at the end of the LUN.
-    Seqread,
-    /// Random offsets, writes (zeroes): for null LUNs only.
-    Randwrite,
-    /// Consecutive offsets, writes (zeroes): for null LUNs only.
-    Seqwrite,
-}
+use tools::perf::{
+    drive_through_queue, prepare, process_cpu, DriverResult, Pattern, Workload, WorkloadSpec,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -141,49 +129,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// User + system CPU time of this process so far.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct we pass; all-zero is a valid rusage.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer to a live rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// A small xorshift generator: random offsets without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// What one shard's workload measured.
-struct DriverResult {
-    ios: u64,
-    bytes: u64,
-    errors: u64,
-    first_error: Option<String>,
-    latency: Histogram<u64>,
-}
-
-impl DriverResult {
-    fn empty() -> DriverResult {
-        DriverResult {
-            ios: 0,
-            bytes: 0,
-            errors: 0,
-            first_error: None,
-            latency: Histogram::<u64>::new(3).expect("3 significant digits is valid"),
-        }
-    }
-}
-
 fn run(args: &Args) -> Result<(), String> {
     if args.qd == 0 || args.shards == 0 || args.bs == 0 {
         return Err("--qd, --shards and --bs must be positive".into());
@@ -207,36 +152,40 @@ fn run(args: &Args) -> Result<(), String> {
         ..ShardConfig::default()
     };
     let pool = ShardPool::start(&client, args.shards, &config).map_err(|e| e.to_string())?;
-    let (block_len, blocks) = prepare(&pool, args)?;
-    if !args.bs.is_multiple_of(block_len) {
-        return Err(format!(
-            "--bs {} is not a multiple of the block length {block_len}",
-            args.bs
-        ));
-    }
-    let io_blocks = args.bs / block_len;
-    let slots = blocks / u64::from(io_blocks);
-    if slots == 0 {
-        return Err("the LUN is smaller than one I/O".into());
-    }
+    let (block_len, blocks) = prepare(&pool, args.lun)?;
+    let spec = WorkloadSpec {
+        pattern: args.pattern,
+        lun: args.lun,
+        bs: args.bs,
+        qd: args.qd,
+        shards: args.shards,
+        block_len,
+        blocks,
+    };
+    spec.check()?;
     let run_for = Duration::from_secs_f64(args.seconds);
     // The counters of the measured phase only (not login, TEST UNIT READY, capacity).
     let before = ShardStats::sum(&pool.all_stats());
 
-    let cpu_before = cpu_time();
+    let cpu_before = process_cpu();
     let started = Instant::now();
-    let workloads = (0..args.shards)
-        .map(|shard| Workload::new(shard, args, io_blocks, block_len, slots, run_for))
-        .collect::<Result<Vec<_>, _>>()?;
+    let workloads: Vec<Workload> = (0..args.shards)
+        .map(|shard| Workload::new(spec, shard, run_for))
+        .collect();
     let results: Vec<Result<DriverResult, String>> = match args.mode {
         Mode::OnShard => drive_on_shards(&pool, workloads),
         Mode::Queue => std::thread::scope(|scope| {
             let handles: Vec<_> = workloads
                 .into_iter()
                 .enumerate()
-                .map(|(shard, w)| {
+                .map(|(shard, mut w)| {
                     let pool = &pool;
-                    scope.spawn(move || drive_through_queue(pool, shard, w, args.spin))
+                    scope.spawn(move || {
+                        drive_through_queue(pool, shard, &mut w, || {
+                            pool.wait_completion(shard, args.spin, Duration::from_secs(30))
+                                .map_err(|e| e.to_string())
+                        })
+                    })
                 })
                 .collect();
             handles
@@ -246,7 +195,7 @@ fn run(args: &Args) -> Result<(), String> {
         }),
     };
     let elapsed = started.elapsed();
-    let cpu = cpu_time().saturating_sub(cpu_before);
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let stats = ShardStats::sum(&pool.all_stats());
     drop(pool);
 
@@ -317,240 +266,12 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Clears the unit attention of each fresh session and reads the capacity: (block length,
-/// blocks).
-fn prepare(pool: &ShardPool, args: &Args) -> Result<(u32, u64), String> {
-    let wait = Duration::from_secs(10);
-    for shard in 0..pool.len() {
-        let mut good = false;
-        for attempt in 0..3 {
-            let tur = ShardRequest {
-                lun: args.lun,
-                cdb: vec![0; 6],
-                direction: DataDirection::None,
-                buffer: Vec::new(),
-                user_data: attempt,
-            };
-            let done = pool.execute(shard, tur, wait).map_err(|e| e.to_string())?;
-            let outcome = done.result.map_err(|e| e.to_string())?;
-            if outcome.status == 0 {
-                good = true;
-                break;
-            }
-        }
-        if !good {
-            return Err(format!("shard {shard}: the LUN does not become ready"));
-        }
-    }
-    let cdb = Cdb::read_capacity_16(32);
-    let request = ShardRequest {
-        lun: args.lun,
-        cdb: cdb.as_bytes().to_vec(),
-        direction: DataDirection::Read { len: 32 },
-        buffer: vec![0; 32],
-        user_data: 0,
-    };
-    let done = pool.execute(0, request, wait).map_err(|e| e.to_string())?;
-    let outcome = done.result.map_err(|e| e.to_string())?;
-    if outcome.status != 0 {
-        return Err(format!("READ CAPACITY(16): status {:#x}", outcome.status));
-    }
-    let b = &outcome.buffer;
-    let last_lba = u64::from_be_bytes(b[0..8].try_into().map_err(|_| "short capacity data")?);
-    let block_len = u32::from_be_bytes(b[8..12].try_into().map_err(|_| "short capacity data")?);
-    if block_len == 0 {
-        return Err("the LUN reports a block length of 0".into());
-    }
-    Ok((block_len, last_lba.saturating_add(1)))
-}
-
-/// The I/O one shard is given: offsets, CDBs and buffers out, latencies and counts back.
-/// Shared by both ways of driving a shard (`drive_through_queue`, `OnShard`).
-struct Workload {
-    pattern: Pattern,
-    lun: u64,
-    bs: u32,
-    io_blocks: u32,
-    block_len: u32,
-    slots: u64,
-    rng: Rng,
-    next_slot: u64,
-    submitted_at: Vec<Instant>,
-    free: Vec<(usize, Vec<u8>)>,
-    in_flight: usize,
-    end: Instant,
-    /// A command failed outright (not with a SCSI status): submit no more.
-    failed: bool,
-    result: DriverResult,
-}
-
-impl Workload {
-    fn new(
-        shard: usize,
-        args: &Args,
-        io_blocks: u32,
-        block_len: u32,
-        slots: u64,
-        run_for: Duration,
-    ) -> Result<Workload, String> {
-        Ok(Workload {
-            pattern: args.pattern,
-            lun: args.lun,
-            bs: args.bs,
-            io_blocks,
-            block_len,
-            slots,
-            rng: Rng(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1)),
-            next_slot: (slots / args.shards as u64) * shard as u64,
-            submitted_at: vec![Instant::now(); args.qd],
-            free: (0..args.qd)
-                .map(|i| (i, vec![0u8; args.bs as usize]))
-                .collect(),
-            in_flight: 0,
-            end: Instant::now() + run_for,
-            failed: false,
-            result: DriverResult {
-                ios: 0,
-                bytes: 0,
-                errors: 0,
-                first_error: None,
-                latency: Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
-            },
-        })
-    }
-
-    /// Whether more I/O should be issued at `now`.
-    fn issuing(&self, now: Instant) -> bool {
-        now < self.end && !self.failed
-    }
-
-    /// The next request, if a slot is free.
-    fn next_request(&mut self, now: Instant) -> Result<Option<ShardRequest>, String> {
-        let Some((slot, buffer)) = self.free.pop() else {
-            return Ok(None);
-        };
-        let io_slot = match self.pattern {
-            Pattern::Randread | Pattern::Randwrite => self.rng.next() % self.slots,
-            Pattern::Seqread | Pattern::Seqwrite => {
-                let s = self.next_slot % self.slots;
-                self.next_slot += 1;
-                s
-            }
-        };
-        let lba = io_slot * u64::from(self.io_blocks);
-        let write = matches!(self.pattern, Pattern::Randwrite | Pattern::Seqwrite);
-        let (cdb, direction) = if write {
-            (
-                Cdb::write(lba, self.io_blocks, self.block_len, false),
-                DataDirection::Write { len: self.bs },
-            )
-        } else {
-            (
-                Cdb::read(lba, self.io_blocks, self.block_len, false),
-                DataDirection::Read { len: self.bs },
-            )
-        };
-        let cdb = cdb.map_err(|e| e.to_string())?;
-        // Padded to the 16 bytes of the BHS field here, in a buffer that fits, so the
-        // session does not grow (reallocate) it.
-        let mut cdb_bytes = Vec::with_capacity(16);
-        cdb_bytes.extend_from_slice(cdb.as_bytes());
-        cdb_bytes.resize(cdb_bytes.len().max(16), 0);
-        self.submitted_at[slot] = now;
-        self.in_flight += 1;
-        Ok(Some(ShardRequest {
-            lun: self.lun,
-            cdb: cdb_bytes,
-            direction,
-            buffer,
-            user_data: slot as u64,
-        }))
-    }
-
-    /// A request the shard did not take.
-    fn give_back(&mut self, request: ShardRequest) {
-        self.in_flight -= 1;
-        self.free.push((request.user_data as usize, request.buffer));
-    }
-
-    /// Records one completion, seen at `completed_at`.
-    fn complete(&mut self, done: ShardCompletion, completed_at: Instant) {
-        self.in_flight -= 1;
-        let slot = done.user_data as usize;
-        let took = self.submitted_at.get(slot).map_or(Duration::ZERO, |t| {
-            completed_at.saturating_duration_since(*t)
-        });
-        let r = &mut self.result;
-        let buffer = match done.result {
-            Ok(outcome) if outcome.status == 0 => {
-                r.ios += 1;
-                r.bytes += u64::from(outcome.transferred);
-                let _ = r.latency.record(took.as_micros().max(1) as u64);
-                outcome.buffer
-            }
-            Ok(outcome) => {
-                r.errors += 1;
-                r.first_error
-                    .get_or_insert_with(|| format!("SCSI status {:#x}", outcome.status));
-                outcome.buffer
-            }
-            Err(failure) => {
-                r.errors += 1;
-                r.first_error
-                    .get_or_insert_with(|| failure.error.to_string());
-                self.failed = true;
-                failure.buffer
-            }
-        };
-        self.free.push((slot, buffer));
-    }
-}
-
-/// Keeps `args.qd` reads in flight on one shard until `run_for` has passed, from this
-/// thread, through the shard's queue.
-fn drive_through_queue(
-    pool: &ShardPool,
-    shard: usize,
-    mut w: Workload,
-    spin: Duration,
-) -> Result<DriverResult, String> {
-    loop {
-        let now = Instant::now();
-        if w.issuing(now) {
-            while let Some(request) = w.next_request(now)? {
-                if let Err(back) = pool.submit(shard, request) {
-                    w.give_back(back);
-                    break;
-                }
-            }
-        } else if w.in_flight == 0 {
-            break;
-        }
-        let first = pool
-            .wait_completion(shard, spin, Duration::from_secs(30))
-            .map_err(|e| e.to_string())?;
-        // Take every completion that is ready before submitting again, so the shard gets
-        // its new requests in one burst (one doorbell at most). One clock reading serves
-        // the burst: each of its completions was posted before it.
-        let completed_at = Instant::now();
-        let mut next = Some(first);
-        while let Some(done) = next
-            .take()
-            .or_else(|| pool.completions(shard).and_then(|c| c.try_recv().ok()))
-        {
-            w.complete(done, completed_at);
-            if w.in_flight == 0 {
-                break;
-            }
-        }
-    }
-    Ok(w.result)
-}
-
 /// The same workload run on the shard's own thread ([`ShardWork`]): the shard hands it
 /// completions inside its loop and takes its requests straight into the session.
 struct OnShard {
     workload: Workload,
+    /// Why it stopped issuing, if it could not build a request.
+    error: Option<String>,
     results: Option<crossbeam_channel::Sender<Result<DriverResult, String>>>,
 }
 
@@ -565,7 +286,6 @@ impl ShardWork for OnShard {
         for completion in done.drain(..) {
             w.complete(completion, now);
         }
-        let mut error = None;
         if w.issuing(now) {
             // Bounded by the free slots and the shard's room.
             while submit.room() > 0 {
@@ -578,23 +298,19 @@ impl ShardWork for OnShard {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        error = Some(e);
-                        w.failed = true;
+                        self.error.get_or_insert(e);
                         break;
                     }
                 }
             }
         }
-        if w.in_flight > 0 {
+        if w.in_flight() > 0 {
             return WorkStatus::Running;
         }
         if let Some(results) = self.results.take() {
-            let result = match error {
+            let result = match self.error.take() {
                 Some(e) => Err(e),
-                None => Ok(std::mem::replace(
-                    &mut self.workload.result,
-                    DriverResult::empty(),
-                )),
+                None => Ok(self.workload.take_result()),
             };
             let _ = results.send(result);
         }
@@ -612,9 +328,10 @@ fn drive_on_shards(
     let mut results = Vec::new();
     let mut longest = Duration::ZERO;
     for (shard, workload) in workloads.into_iter().enumerate() {
-        longest = longest.max(workload.end.saturating_duration_since(Instant::now()));
+        longest = longest.max(workload.end().saturating_duration_since(Instant::now()));
         let work = OnShard {
             workload,
+            error: None,
             results: Some(tx.clone()),
         };
         match pool.run_on_shard(shard, Box::new(work)) {

@@ -16,7 +16,7 @@
 //!
 //! The models run on the same cores as the host here, so adapter CPU competes with host CPU:
 //! totals and IOPS are not what hardware would give; the host/adapter split is the point.
-//! Reads only: meant for null LUNs.
+//! Meant for null LUNs (the write patterns write zeroes).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -26,22 +26,13 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::ClientConfig;
-use datapath::scsi::Cdb;
-use datapath::session::DataDirection;
-use datapath::shard::{
-    ShardCompletion, ShardConfig, ShardPath, ShardPool, ShardRequest, ShardStats,
-};
+use datapath::shard::{ShardCompletion, ShardConfig, ShardPath, ShardPool, ShardStats};
 use hdrhistogram::Histogram;
 use offload::dependent::{DependentModel, DependentModelConfig};
 use offload::independent::{IndependentModel, IndependentModelConfig};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Pattern {
-    /// Uniformly random block-aligned offsets.
-    Randread,
-    /// Consecutive offsets, wrapping at the end of the LUN.
-    Seqread,
-}
+use tools::perf::{
+    drive_through_queue, prepare, process_cpu, DriverResult, Pattern, Workload, WorkloadSpec,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Transport {
@@ -209,24 +200,17 @@ fn measure(args: &Args, transport: Transport) -> Result<Row, String> {
     };
     let pool = ShardPool::start(&client, args.shards, &config).map_err(|e| e.to_string())?;
     let (block_len, blocks) = prepare(&pool, args.lun)?;
-    if !args.bs.is_multiple_of(block_len) {
-        return Err(format!(
-            "--bs {} is not a multiple of the block length {block_len}",
-            args.bs
-        ));
-    }
-    let io_blocks = args.bs / block_len;
-    let slots = blocks / u64::from(io_blocks);
-    if slots == 0 {
-        return Err("the LUN is smaller than one I/O".into());
-    }
-    let job = Job {
-        args,
-        io_blocks,
+    let spec = WorkloadSpec {
+        pattern: args.pattern,
+        lun: args.lun,
+        bs: args.bs,
+        qd: args.qd,
+        shards: args.shards,
         block_len,
-        slots,
-        spin,
+        blocks,
     };
+    spec.check()?;
+    let job = Job { spec, spin };
     if args.warmup_seconds > 0.0 {
         run_drivers(&pool, &job, Duration::from_secs_f64(args.warmup_seconds))?;
     }
@@ -251,7 +235,7 @@ fn measure(args: &Args, transport: Transport) -> Result<Row, String> {
     let mut latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
     let (mut ios, mut bytes, mut errors) = (0u64, 0u64, 0u64);
     let caller_cpu = results.iter().map(|r| r.cpu).sum();
-    for r in results {
+    for Driven { result: r, .. } in results {
         ios += r.ios;
         bytes += r.bytes;
         errors += r.errors;
@@ -354,17 +338,6 @@ fn print_rows(args: &Args, rows: &[Row]) {
     }
 }
 
-/// User + system CPU time of this whole process so far (every thread, adapter models
-/// included).
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct we pass; all-zero is a valid rusage.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer to a live rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// The calling thread's CPU time.
 fn thread_cpu() -> Duration {
     Duration::from_nanos(offload::cpu::thread_cpu_ns())
@@ -394,86 +367,20 @@ fn threads_cpu(prefixes: &[&str]) -> Duration {
     Duration::from_nanos(total_ns)
 }
 
-/// Clears the unit attention of each fresh session and reads the capacity: (block length,
-/// blocks).
-fn prepare(pool: &ShardPool, lun: u64) -> Result<(u32, u64), String> {
-    let wait = Duration::from_secs(10);
-    for shard in 0..pool.len() {
-        let mut good = false;
-        for attempt in 0..5 {
-            let tur = ShardRequest {
-                lun,
-                cdb: vec![0; 6],
-                direction: DataDirection::None,
-                buffer: Vec::new(),
-                user_data: attempt,
-            };
-            let done = pool.execute(shard, tur, wait).map_err(|e| e.to_string())?;
-            let outcome = done.result.map_err(|e| e.to_string())?;
-            if outcome.status == 0 {
-                good = true;
-                break;
-            }
-        }
-        if !good {
-            return Err(format!("shard {shard}: the LUN does not become ready"));
-        }
-    }
-    let cdb = Cdb::read_capacity_16(32);
-    let request = ShardRequest {
-        lun,
-        cdb: cdb.as_bytes().to_vec(),
-        direction: DataDirection::Read { len: 32 },
-        buffer: vec![0; 32],
-        user_data: 0,
-    };
-    let done = pool.execute(0, request, wait).map_err(|e| e.to_string())?;
-    let outcome = done.result.map_err(|e| e.to_string())?;
-    if outcome.status != 0 {
-        return Err(format!("READ CAPACITY(16): status {:#x}", outcome.status));
-    }
-    let b = &outcome.buffer;
-    let last_lba = b
-        .get(0..8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or("short capacity data")?;
-    let block_len = b
-        .get(8..12)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_be_bytes)
-        .ok_or("short capacity data")?;
-    if block_len == 0 {
-        return Err("the LUN reports a block length of 0".into());
-    }
-    Ok((block_len, last_lba.saturating_add(1)))
-}
-
 /// The fixed facts of one workload.
-struct Job<'a> {
-    args: &'a Args,
-    io_blocks: u32,
-    block_len: u32,
-    slots: u64,
+struct Job {
+    spec: WorkloadSpec,
     spin: Duration,
 }
 
-/// What one shard's driver thread measured.
-struct DriverResult {
-    /// The driver thread's own CPU time over the run.
+/// What one shard's driver thread measured, and its own CPU time over the run.
+struct Driven {
     cpu: Duration,
-    ios: u64,
-    bytes: u64,
-    errors: u64,
-    latency: Histogram<u64>,
+    result: DriverResult,
 }
 
 /// One driver thread per shard for `run_for`.
-fn run_drivers(
-    pool: &ShardPool,
-    job: &Job,
-    run_for: Duration,
-) -> Result<Vec<DriverResult>, String> {
+fn run_drivers(pool: &ShardPool, job: &Job, run_for: Duration) -> Result<Vec<Driven>, String> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..pool.len())
             .map(|shard| {
@@ -505,111 +412,20 @@ fn next_completion(
     completions.recv_timeout(Duration::from_secs(30)).ok()
 }
 
-/// A small xorshift generator: random offsets without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// Keeps `qd` reads in flight on one shard until `run_for` has passed, then drains.
-fn drive(
-    pool: &ShardPool,
-    shard: usize,
-    job: &Job,
-    run_for: Duration,
-) -> Result<DriverResult, String> {
-    let args = job.args;
+/// Keeps the job's reads in flight on one shard until `run_for` has passed, then drains.
+fn drive(pool: &ShardPool, shard: usize, job: &Job, run_for: Duration) -> Result<Driven, String> {
     let cpu_started = thread_cpu();
     let completions = pool.completions(shard).ok_or("no such shard")?;
-    let mut latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1));
-    let mut next_slot = (job.slots / pool.len() as u64) * shard as u64;
-    let mut submitted_at = vec![Instant::now(); args.qd];
-    let mut free: Vec<(usize, Vec<u8>)> = (0..args.qd)
-        .map(|i| (i, vec![0u8; args.bs as usize]))
-        .collect();
-    let (mut ios, mut bytes, mut errors) = (0u64, 0u64, 0u64);
-    let end = Instant::now() + run_for;
-    let mut in_flight = 0usize;
-    loop {
-        if Instant::now() < end {
-            while let Some((slot, buffer)) = free.pop() {
-                let io_slot = match args.pattern {
-                    Pattern::Randread => rng.next() % job.slots,
-                    Pattern::Seqread => {
-                        let s = next_slot % job.slots;
-                        next_slot += 1;
-                        s
-                    }
-                };
-                let lba = io_slot * u64::from(job.io_blocks);
-                let cdb = Cdb::read(lba, job.io_blocks, job.block_len, false)
-                    .map_err(|e| e.to_string())?;
-                let request = ShardRequest {
-                    lun: args.lun,
-                    cdb: cdb.as_bytes().to_vec(),
-                    direction: DataDirection::Read { len: args.bs },
-                    buffer,
-                    user_data: slot as u64,
-                };
-                submitted_at[slot] = Instant::now();
-                match pool.submit(shard, request) {
-                    Ok(()) => in_flight += 1,
-                    Err(back) => {
-                        free.push((slot, back.buffer));
-                        break;
-                    }
-                }
-            }
-        } else if in_flight == 0 {
-            break;
-        }
-        let Some(done) = next_completion(completions, job.spin) else {
-            return Err(format!("shard {shard}: no completion within 30 s"));
-        };
-        in_flight = in_flight.saturating_sub(1);
-        let slot = done.user_data as usize;
-        let took = submitted_at
-            .get(slot)
-            .map_or(Duration::ZERO, |t| t.elapsed());
-        let buffer = match done.result {
-            Ok(outcome) if outcome.status == 0 => {
-                ios += 1;
-                bytes += u64::from(outcome.transferred);
-                let _ = latency.record(took.as_micros().max(1) as u64);
-                outcome.buffer
-            }
-            Ok(outcome) => {
-                errors += 1;
-                outcome.buffer
-            }
-            Err(failure) => {
-                errors += 1;
-                if errors == 1 {
-                    eprintln!("shard {shard}: {}", failure.error);
-                }
-                failure.buffer
-            }
-        };
-        // A reset adapter may hand a buffer back empty.
-        let buffer = if buffer.len() < args.bs as usize {
-            vec![0u8; args.bs as usize]
-        } else {
-            buffer
-        };
-        free.push((slot, buffer));
+    let mut workload = Workload::new(job.spec, shard, run_for);
+    let result = drive_through_queue(pool, shard, &mut workload, || {
+        next_completion(completions, job.spin)
+            .ok_or_else(|| format!("shard {shard}: no completion within 30 s"))
+    })?;
+    if let Some(e) = &result.first_error {
+        eprintln!("shard {shard}: {e}");
     }
-    Ok(DriverResult {
+    Ok(Driven {
         cpu: thread_cpu().saturating_sub(cpu_started),
-        ios,
-        bytes,
-        errors,
-        latency,
+        result,
     })
 }

@@ -1,0 +1,3 @@
+//! The parts of the `tools` binaries that more than one of them uses.
+
+pub mod perf;
