@@ -27,7 +27,8 @@ pub enum WorkStatus {
 /// A piece of work on a shard's thread. It must not block: it runs inside the shard's loop.
 pub trait ShardWork: Send + 'static {
     /// Called once when the shard takes the work, then in every turn that brings
-    /// completions of its requests (`done`, which it drains), and about every
+    /// completions of its requests (`done`, which it drains: what it leaves there is
+    /// dropped, buffers and all), and about every
     /// [`IDLE_POLL`](super::work::IDLE_POLL) while it has none in flight. `now` is the
     /// time the turn began (after the kernel's wait returned): the completions arrived
     /// before it. New requests go through `submit`, up to its room.
