@@ -352,3 +352,56 @@ fn a_pool_stopped_under_a_running_work_drops_it_and_returns() {
         Err(crossbeam_channel::RecvTimeoutError::Disconnected)
     ));
 }
+
+/// A work that panics when its first completion comes back.
+struct Panicking {
+    lun: u64,
+    sent: bool,
+}
+
+impl ShardWork for Panicking {
+    fn poll(
+        &mut self,
+        _now: Instant,
+        done: &mut Vec<ShardCompletion>,
+        submit: &mut WorkSubmitter<'_>,
+    ) -> WorkStatus {
+        if !done.is_empty() {
+            panic!("a buggy work (this panic is part of the test)");
+        }
+        if !self.sent {
+            let cdb = Cdb::read(0, 8, BLOCK, false).unwrap();
+            let read = Command::new(self.lun, &cdb, vec![0; 4096], 1);
+            self.sent = submit.submit(read.into()).is_ok();
+        }
+        WorkStatus::Running
+    }
+}
+
+#[test]
+fn a_work_that_panics_is_dropped_and_the_shard_goes_on() {
+    let tgt = Tgt::start(&[TargetSpec::new(
+        "iqn.2026-11.test:shard-work-panic",
+        &[LUN_BYTES],
+    )])
+    .expect("tgtd starts");
+    let lun = tgt.first_data_lun();
+    let pool =
+        ShardPool::start(&client_config(&tgt), 1, &ShardConfig::default()).expect("pool starts");
+    clear_unit_attention(&pool, 0, lun);
+    pool.run_on_shard(0, Box::new(Panicking { lun, sent: false }))
+        .expect("the shard takes the work");
+    // The next work runs once the panicked one is gone; so does the queue.
+    let cdb = Cdb::read(0, 8, BLOCK, false).unwrap();
+    let results = run_work(&pool, 0, vec![Command::new(lun, &cdb, vec![0; 4096], 5)], 1);
+    assert_eq!(
+        results[&5].as_ref().expect("read after the panic").status,
+        0
+    );
+    let queued = pool
+        .execute(0, Command::new(lun, &cdb, vec![0; 4096], 6).into(), WAIT)
+        .expect("the shard still answers its queue");
+    assert_eq!(queued.result.expect("queue read").status, 0);
+    let stats = pool.shutdown();
+    assert_eq!(stats[0].ios_failed, 0, "{stats:?}");
+}

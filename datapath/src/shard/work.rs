@@ -6,8 +6,9 @@
 //!
 //! A work runs on a software shard ([`ShardPool::run_on_shard`]), next to callers that use
 //! the queue. It sends its results out itself (a channel it owns, or its `Drop`): the shard
-//! drops it once it has said it is finished and none of its requests is left in flight,
-//! when the pool stops, or when the shard's connection is lost and its requests have failed.
+//! drops it once it has said it is finished and none of its requests is left in flight, or
+//! when the pool stops. A work that panics is never called again and is dropped once its
+//! commands are back; the shard goes on.
 //!
 //! [`ShardPool::run_on_shard`]: super::ShardPool::run_on_shard
 
@@ -81,6 +82,8 @@ pub(super) struct RunningWork {
     pub(super) done: Vec<ShardCompletion>,
     /// When it was last called: a work with nothing in flight is called every `IDLE_POLL`.
     pub(super) polled_at: Option<Instant>,
+    /// It panicked: never called again, dropped once its commands are back.
+    pub(super) panicked: bool,
 }
 
 impl RunningWork {
@@ -91,6 +94,7 @@ impl RunningWork {
             in_flight: 0,
             done: Vec::new(),
             polled_at: None,
+            panicked: false,
         }
     }
 

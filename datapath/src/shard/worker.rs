@@ -1474,7 +1474,7 @@ impl Shard {
         let Some(work) = self.work.as_mut() else {
             return;
         };
-        if stopping {
+        if stopping || work.panicked {
             work.done.clear();
             if work.in_flight == 0 {
                 self.work = None;
@@ -1486,7 +1486,19 @@ impl Shard {
         }
         let mut requests = std::mem::take(&mut self.work_requests);
         let mut submit = WorkSubmitter::new(room, &mut requests);
-        let status = work.work.poll(now, &mut work.done, &mut submit);
+        // A work that panics must not take the shard (and the kernel I/O it holds) down.
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            work.work.poll(now, &mut work.done, &mut submit)
+        }));
+        let status = polled.unwrap_or_else(|_| {
+            tracing::error!(
+                shard = self.index,
+                "the work on this shard panicked: it is dropped once its commands are back"
+            );
+            work.panicked = true;
+            requests.clear();
+            WorkStatus::Finished
+        });
         // A finished work stays finished.
         if work.status == WorkStatus::Running {
             work.status = status;
