@@ -405,3 +405,51 @@ fn a_work_that_panics_is_dropped_and_the_shard_goes_on() {
     let stats = pool.shutdown();
     assert_eq!(stats[0].ios_failed, 0, "{stats:?}");
 }
+
+/// Reads past the end of the LUN at depth 16: every answer is a short CHECK CONDITION, far
+/// fewer bytes than the 4 KiB reads announced. Receive coalescing waits for the bytes the
+/// answers should bring; its bound must lower the mark and its backoff must stop trying, so
+/// the answers still come back promptly and each names the fault.
+#[test]
+fn short_error_answers_at_depth_come_back_despite_receive_coalescing() {
+    let tgt = Tgt::start(&[TargetSpec::new(
+        "iqn.2026-11.test:shard-work-short",
+        &[LUN_BYTES],
+    )])
+    .expect("tgtd starts");
+    let lun = tgt.first_data_lun();
+    let config = ShardConfig {
+        queue_depth: 16,
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&client_config(&tgt), 1, &config).expect("pool starts");
+    clear_unit_attention(&pool, 0, lun);
+    let past_end = LUN_BYTES / u64::from(BLOCK) + 64;
+    let reads: Vec<Command> = (0..2000u64)
+        .map(|i| {
+            let cdb = Cdb::read(past_end + i * 8, 8, BLOCK, false).unwrap();
+            Command::new(lun, &cdb, vec![0; 4096], i)
+        })
+        .collect();
+    let started = Instant::now();
+    let results = run_work(&pool, 0, reads, 16);
+    let took = started.elapsed();
+    assert_eq!(results.len(), 2000);
+    for (i, r) in &results {
+        let outcome = r.as_ref().unwrap_or_else(|e| panic!("read {i}: {e}"));
+        assert_eq!(outcome.status, 2, "read {i}: CHECK CONDITION");
+        let sense = outcome.sense.as_deref().expect("sense data");
+        // Fixed format: sense key ILLEGAL REQUEST, ASC 0x21 (LBA out of range).
+        assert_eq!(
+            (sense[2] & 0x0f, sense[12]),
+            (5, 0x21),
+            "read {i}: {sense:02x?}"
+        );
+    }
+    // 125 rounds of 16: even a coalescing wait that always ran out (150 us each) would take
+    // under 20 ms; a mark never lowered would wait for the 10 s NOP ping instead.
+    assert!(
+        took < Duration::from_secs(3),
+        "2000 error answers took {took:?}"
+    );
+}

@@ -54,6 +54,9 @@ const STAGING_MIN: usize = 64 * 1024;
 /// queue depth in flight, the next receive waits for a raised low-water mark.
 const COALESCE_BELOW_BYTES: usize = 16 * 1024;
 const COALESCE_AFTER_SMALL_RECEIVES: u32 = 2;
+/// Backoff bound: after this many missed waits, 2 << 6 = 128 small receives come between
+/// two tries.
+const COALESCE_MAX_MISSES: u32 = 6;
 /// Placed payloads at least this long are received with the socket's low-water mark at
 /// their length (one wake-up for the whole payload).
 const PLACED_LOW_WATER_MIN: usize = 256 * 1024;
@@ -252,6 +255,12 @@ struct Shard {
     /// Bytes the last staging receive brought, and until when the next greedy receive
     /// waits (receive coalescing).
     small_receives: u32,
+    /// Coalescing waits in a row that brought less than half their mark (the answers bring
+    /// fewer bytes than expected: errors, short reads): each doubles the small receives
+    /// needed before the next wait.
+    coalesce_misses: u32,
+    /// The low-water mark the staging receive in flight was armed with.
+    recv_low_water: usize,
     /// The socket's receive low-water mark (`SO_RCVLOWAT`, receive coalescing) and until
     /// when a receive may wait for it.
     low_water: usize,
@@ -403,6 +412,8 @@ impl Shard {
             recv: RecvOp::Idle,
             linked_recv: None,
             small_receives: 0,
+            coalesce_misses: 0,
+            recv_low_water: 1,
             low_water: 1,
             low_water_until: None,
             answer_bytes: 0,
@@ -721,6 +732,15 @@ impl Shard {
         match op {
             RecvOp::Staging { len } if n <= len => {
                 self.staged.end += n;
+                if self.recv_low_water > 1 {
+                    // Less than half the mark came in the time allowed: the answers bring
+                    // fewer bytes than expected (errors, short reads), so back off.
+                    self.coalesce_misses = if n.saturating_mul(2) >= self.recv_low_water {
+                        0
+                    } else {
+                        (self.coalesce_misses + 1).min(COALESCE_MAX_MISSES)
+                    };
+                }
                 self.small_receives = if n < COALESCE_BELOW_BYTES {
                     self.small_receives.saturating_add(1)
                 } else {
@@ -1039,7 +1059,8 @@ impl Shard {
             && !self.config.recv_coalesce.is_zero()
             && !self.stopping
             && self.held.len() >= (self.config.queue_depth / 2).max(2)
-            && (self.small_receives >= COALESCE_AFTER_SMALL_RECEIVES || self.low_water > 1);
+            && (self.small_receives >= COALESCE_AFTER_SMALL_RECEIVES << self.coalesce_misses
+                || self.low_water > 1);
         let low_water = if coalesce {
             // Half the bytes the answers in flight bring (the target keeps the other half
             // of the commands to work on), rounded down to a power of two so that it
@@ -1050,6 +1071,7 @@ impl Shard {
             1
         };
         self.set_low_water(low_water, Some(now + self.config.recv_coalesce));
+        self.recv_low_water = self.low_water;
         if len == 0 || len > free {
             self.lose_connection("the receive buffer is full".into());
             return;
