@@ -58,7 +58,11 @@ const COALESCE_AFTER_SMALL_RECEIVES: u32 = 2;
 /// two tries.
 const COALESCE_MAX_MISSES: u32 = 6;
 /// Placed payloads at least this long are received with the socket's low-water mark at
-/// their length (one wake-up for the whole payload).
+/// their length (one wake-up for the whole payload). Measured (`iscsi-perfcmp`, 1 MiB reads
+/// at 4, tgt's null LUN, three alternating rounds): 153-172 us of CPU per I/O against
+/// 177-198 without. At 32 KiB it cost 64 KiB reads more than it saved (2.1-2.9 kernel
+/// entries per I/O against 1.4-2.5, 3-20% more CPU): the mark's system calls outweigh the
+/// wake-ups of a payload that short.
 const PLACED_LOW_WATER_MIN: usize = 256 * 1024;
 /// Most commands in flight for which a shard polls for answers (`completion_spin`).
 const COMPLETION_SPIN_MAX_HELD: usize = 2;
