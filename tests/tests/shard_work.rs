@@ -118,6 +118,22 @@ fn client_config(tgt: &Tgt) -> ClientConfig {
     config
 }
 
+/// A tgt with one 8 MiB LUN named `iqn`, and a pool of `shards` logged in to it at
+/// `queue_depth`, each session's unit attention taken: (tgt, pool, the LUN).
+fn start(iqn: &str, shards: usize, queue_depth: usize) -> (Tgt, ShardPool, u64) {
+    let tgt = Tgt::start(&[TargetSpec::new(iqn, &[LUN_BYTES])]).expect("tgtd starts");
+    let lun = tgt.first_data_lun();
+    let config = ShardConfig {
+        queue_depth,
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&client_config(&tgt), shards, &config).expect("pool starts");
+    for shard in 0..shards {
+        clear_unit_attention(&pool, shard, lun);
+    }
+    (tgt, pool, lun)
+}
+
 /// Takes each fresh session's unit attention with TEST UNIT READY.
 fn clear_unit_attention(pool: &ShardPool, shard: usize, lun: u64) {
     for attempt in 0..3 {
@@ -183,16 +199,8 @@ fn run_work(pool: &ShardPool, shard: usize, commands: Vec<Command>, depth: usize
 
 #[test]
 fn works_on_each_shard_write_and_verify_their_regions_beside_a_queue_caller() {
-    let tgt = Tgt::start(&[TargetSpec::new("iqn.2026-11.test:shard-work", &[LUN_BYTES])])
-        .expect("tgtd starts");
-    let lun = tgt.first_data_lun();
-    let config = ShardConfig {
-        queue_depth: 8,
-        ..ShardConfig::default()
-    };
-    let pool = ShardPool::start(&client_config(&tgt), 2, &config).expect("pool starts");
+    let (tgt, pool, lun) = start("iqn.2026-11.test:shard-work", 2, 8);
     for shard in 0..2 {
-        clear_unit_attention(&pool, shard, lun);
         // Each shard's receive buffer is registered with its ring, sized to hold a whole
         // PDU of the 256 KiB data segment the shard declared (and its header).
         let info = pool.info(shard).unwrap();
@@ -266,20 +274,7 @@ fn works_on_each_shard_write_and_verify_their_regions_beside_a_queue_caller() {
 
 #[test]
 fn a_lost_connection_fails_the_works_commands_and_leaves_the_other_shard_running() {
-    let tgt = Tgt::start(&[TargetSpec::new(
-        "iqn.2026-11.test:shard-work-loss",
-        &[LUN_BYTES],
-    )])
-    .expect("tgtd starts");
-    let lun = tgt.first_data_lun();
-    let config = ShardConfig {
-        queue_depth: 8,
-        ..ShardConfig::default()
-    };
-    let pool = ShardPool::start(&client_config(&tgt), 2, &config).expect("pool starts");
-    for shard in 0..2 {
-        clear_unit_attention(&pool, shard, lun);
-    }
+    let (tgt, pool, lun) = start("iqn.2026-11.test:shard-work-loss", 2, 8);
     // Reads until the loss: the work stops submitting at its first failure and reports.
     let (work, report) = Script::endless_reads(lun, 8);
     pool.run_on_shard(0, work)
@@ -317,15 +312,11 @@ fn a_lost_connection_fails_the_works_commands_and_leaves_the_other_shard_running
 
 #[test]
 fn a_pool_stopped_under_a_running_work_drops_it_and_returns() {
-    let tgt = Tgt::start(&[TargetSpec::new(
+    let (_tgt, pool, lun) = start(
         "iqn.2026-11.test:shard-work-stop",
-        &[LUN_BYTES],
-    )])
-    .expect("tgtd starts");
-    let lun = tgt.first_data_lun();
-    let pool =
-        ShardPool::start(&client_config(&tgt), 1, &ShardConfig::default()).expect("pool starts");
-    clear_unit_attention(&pool, 0, lun);
+        1,
+        ShardConfig::default().queue_depth,
+    );
     assert!(matches!(
         pool.run_on_shard(3, Script::start(Vec::new(), 1).0),
         Err(ShardError::NoSuchShard {
@@ -380,15 +371,11 @@ impl ShardWork for Panicking {
 
 #[test]
 fn a_work_that_panics_is_dropped_and_the_shard_goes_on() {
-    let tgt = Tgt::start(&[TargetSpec::new(
+    let (_tgt, pool, lun) = start(
         "iqn.2026-11.test:shard-work-panic",
-        &[LUN_BYTES],
-    )])
-    .expect("tgtd starts");
-    let lun = tgt.first_data_lun();
-    let pool =
-        ShardPool::start(&client_config(&tgt), 1, &ShardConfig::default()).expect("pool starts");
-    clear_unit_attention(&pool, 0, lun);
+        1,
+        ShardConfig::default().queue_depth,
+    );
     pool.run_on_shard(0, Box::new(Panicking { lun, sent: false }))
         .expect("the shard takes the work");
     // The next work runs once the panicked one is gone; so does the queue.
@@ -412,18 +399,7 @@ fn a_work_that_panics_is_dropped_and_the_shard_goes_on() {
 /// the answers still come back promptly and each names the fault.
 #[test]
 fn short_error_answers_at_depth_come_back_despite_receive_coalescing() {
-    let tgt = Tgt::start(&[TargetSpec::new(
-        "iqn.2026-11.test:shard-work-short",
-        &[LUN_BYTES],
-    )])
-    .expect("tgtd starts");
-    let lun = tgt.first_data_lun();
-    let config = ShardConfig {
-        queue_depth: 16,
-        ..ShardConfig::default()
-    };
-    let pool = ShardPool::start(&client_config(&tgt), 1, &config).expect("pool starts");
-    clear_unit_attention(&pool, 0, lun);
+    let (_tgt, pool, lun) = start("iqn.2026-11.test:shard-work-short", 1, 16);
     let past_end = LUN_BYTES / u64::from(BLOCK) + 64;
     let reads: Vec<Command> = (0..2000u64)
         .map(|i| {
