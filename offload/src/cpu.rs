@@ -85,17 +85,24 @@ mod tests {
         let busy = meter.clone();
         std::thread::spawn(move || {
             let _clock = busy.thread_clock();
+            // Spin until this thread has used 20 ms of CPU (not of wall time: on a loaded
+            // machine 30 ms of wall time gave it as little as 6 ms), bounded at 10 s.
+            let cpu_started = thread_cpu_ns();
             let started = std::time::Instant::now();
             let mut x = 1u64;
-            while started.elapsed() < Duration::from_millis(30) {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            while thread_cpu_ns().saturating_sub(cpu_started) < 20_000_000
+                && started.elapsed() < Duration::from_secs(10)
+            {
+                for _ in 0..1000 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
             }
             std::hint::black_box(x);
         })
         .join()
         .unwrap();
         let after_busy = meter.total();
-        assert!(after_busy >= Duration::from_millis(10), "{after_busy:?}");
+        assert!(after_busy >= Duration::from_millis(20), "{after_busy:?}");
         let idle = meter.clone();
         std::thread::spawn(move || {
             let _clock = idle.thread_clock();
