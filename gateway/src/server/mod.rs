@@ -317,6 +317,15 @@ impl RunningTarget {
                 tracing::error!("an event loop thread panicked");
             }
         }
+        // The rings' pending accepts hold the listening sockets until the kernel finishes
+        // tearing the rings down, after the threads are gone: stop listening now, so a
+        // connection attempt after `shutdown` returns is refused, not queued.
+        for listener in self._listeners.iter() {
+            // SAFETY: shutdown(2) on a descriptor this struct owns; no memory is passed.
+            unsafe {
+                libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(listener), libc::SHUT_RDWR);
+            }
+        }
         for (name, executor) in self.shared.luns.iter() {
             tracing::debug!(target = %name, "flushing logical units");
             executor.flush();
