@@ -98,6 +98,28 @@ pub fn prepare(pool: &ShardPool, lun: u64) -> Result<(u32, u64), String> {
     Ok((block_len, last_lba.saturating_add(1)))
 }
 
+/// Prepares a fresh pool (`prepare`) and the run's spec from what it found, checked.
+pub fn prepare_workload(
+    pool: &ShardPool,
+    pattern: Pattern,
+    lun: u64,
+    bs: u32,
+    qd: usize,
+) -> Result<WorkloadSpec, String> {
+    let (block_len, blocks) = prepare(pool, lun)?;
+    let spec = WorkloadSpec {
+        pattern,
+        lun,
+        bs,
+        qd,
+        shards: pool.len(),
+        block_len,
+        blocks,
+    };
+    spec.check()?;
+    Ok(spec)
+}
+
 /// The fixed facts of one run: what to issue, on which LUN, how much at once.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkloadSpec {

@@ -35,6 +35,7 @@ use crate::session::{
     SubmitRejection, TaskId, Transmit,
 };
 use crate::transport::ring::{Completion, EVENT_TOKEN_BASE};
+use crate::transport::tcp::advance_iovecs;
 use crate::transport::{RingConfig, TcpConnection};
 
 /// The longest an idle shard sleeps before it looks at its timers again.
@@ -1650,27 +1651,6 @@ impl Shard {
     }
 }
 
-/// Consumes `sent` bytes from the gather list starting at index `first`: whole entries are
-/// skipped and a partly sent entry is trimmed from the front. Returns the index of the first
-/// entry with bytes left (`iovecs.len()` when all are sent), or `None` if `sent` exceeds what
-/// the list holds.
-fn advance_iovecs(iovecs: &mut [libc::iovec], mut first: usize, mut sent: usize) -> Option<usize> {
-    while sent > 0 {
-        let entry = iovecs.get_mut(first)?;
-        if sent >= entry.iov_len {
-            sent -= entry.iov_len;
-            first += 1;
-        } else {
-            // Pointer arithmetic only (no dereference): stays inside the buffer because
-            // `sent < iov_len`.
-            entry.iov_base = entry.iov_base.cast::<u8>().wrapping_add(sent).cast();
-            entry.iov_len -= sent;
-            sent = 0;
-        }
-    }
-    Some(first)
-}
-
 /// Parses a header whose bytes (BHS, AHS, header digest) are all in `bytes`.
 fn parse_header(bytes: &[u8], frame: &pdu::Frame) -> Result<Header, String> {
     let covered = BHS_LEN + frame.ahs_len;
@@ -1691,26 +1671,4 @@ fn parse_header(bytes: &[u8], frame: &pdu::Frame) -> Result<Header, String> {
 fn shard_isid(index: usize) -> pdu::Isid {
     let r = random_bytes(5);
     [0xc0 | (r[0] & 0x3f), r[1], r[2], r[3], r[4], index as u8]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn advance_skips_whole_entries_and_trims_a_partial_one() {
-        let a = [1u8; 3];
-        let b = [2u8; 5];
-        let mut iovecs: Vec<libc::iovec> = [&a[..], &b[..]]
-            .iter()
-            .map(|buf| libc::iovec {
-                iov_base: buf.as_ptr().cast_mut().cast(),
-                iov_len: buf.len(),
-            })
-            .collect();
-        assert_eq!(advance_iovecs(&mut iovecs, 0, 4), Some(1));
-        assert_eq!(iovecs[1].iov_len, 4);
-        assert_eq!(advance_iovecs(&mut iovecs, 1, 4), Some(2));
-        assert_eq!(advance_iovecs(&mut iovecs, 2, 1), None);
-    }
 }

@@ -698,15 +698,19 @@ fn close_without_ring(fd: RawFd) {
 /// skipped and a partly sent entry is trimmed from the front. Returns the index of the first
 /// entry with bytes left (`iovecs.len()` when all are sent), or `None` if `sent` exceeds what
 /// the list holds.
-fn advance_iovecs(iovecs: &mut [libc::iovec], mut first: usize, mut sent: usize) -> Option<usize> {
+pub(crate) fn advance_iovecs(
+    iovecs: &mut [libc::iovec],
+    mut first: usize,
+    mut sent: usize,
+) -> Option<usize> {
     while sent > 0 {
         let entry = iovecs.get_mut(first)?;
         if sent >= entry.iov_len {
             sent -= entry.iov_len;
             first += 1;
         } else {
-            // Pointer arithmetic only (no dereference): stays inside the caller's buffer
-            // because `sent < iov_len`.
+            // Pointer arithmetic only (no dereference): stays inside the buffer because
+            // `sent < iov_len`.
             entry.iov_base = entry.iov_base.cast::<u8>().wrapping_add(sent).cast();
             entry.iov_len -= sent;
             sent = 0;

@@ -27,7 +27,7 @@ use datapath::shard::{
 };
 use hdrhistogram::Histogram;
 use tools::perf::{
-    drive_through_queue, prepare, process_cpu, DriverResult, Pattern, Workload, WorkloadSpec,
+    drive_through_queue, prepare_workload, process_cpu, DriverResult, Pattern, Workload,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -152,17 +152,7 @@ fn run(args: &Args) -> Result<(), String> {
         ..ShardConfig::default()
     };
     let pool = ShardPool::start(&client, args.shards, &config).map_err(|e| e.to_string())?;
-    let (block_len, blocks) = prepare(&pool, args.lun)?;
-    let spec = WorkloadSpec {
-        pattern: args.pattern,
-        lun: args.lun,
-        bs: args.bs,
-        qd: args.qd,
-        shards: args.shards,
-        block_len,
-        blocks,
-    };
-    spec.check()?;
+    let spec = prepare_workload(&pool, args.pattern, args.lun, args.bs, args.qd)?;
     let run_for = Duration::from_secs_f64(args.seconds);
     // The counters of the measured phase only (not login, TEST UNIT READY, capacity).
     let before = ShardStats::sum(&pool.all_stats());

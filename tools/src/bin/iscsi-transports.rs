@@ -31,7 +31,8 @@ use hdrhistogram::Histogram;
 use offload::dependent::{DependentModel, DependentModelConfig};
 use offload::independent::{IndependentModel, IndependentModelConfig};
 use tools::perf::{
-    drive_through_queue, prepare, process_cpu, DriverResult, Pattern, Workload, WorkloadSpec,
+    drive_through_queue, prepare_workload, process_cpu, DriverResult, Pattern, Workload,
+    WorkloadSpec,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -199,17 +200,7 @@ fn measure(args: &Args, transport: Transport) -> Result<Row, String> {
         ..ShardConfig::default()
     };
     let pool = ShardPool::start(&client, args.shards, &config).map_err(|e| e.to_string())?;
-    let (block_len, blocks) = prepare(&pool, args.lun)?;
-    let spec = WorkloadSpec {
-        pattern: args.pattern,
-        lun: args.lun,
-        bs: args.bs,
-        qd: args.qd,
-        shards: args.shards,
-        block_len,
-        blocks,
-    };
-    spec.check()?;
+    let spec = prepare_workload(&pool, args.pattern, args.lun, args.bs, args.qd)?;
     let job = Job { spec, spin };
     if args.warmup_seconds > 0.0 {
         run_drivers(&pool, &job, Duration::from_secs_f64(args.warmup_seconds))?;
