@@ -93,6 +93,20 @@ pub(super) struct ReadReply {
     status: Option<Status>,
 }
 
+impl ReadReply {
+    /// Data bytes still to be cut into Data-In, with a header per segment left to send
+    /// counted roughly (one per 8 KiB) so that tiny segments are not free.
+    pub(super) fn remaining_bytes(&self) -> usize {
+        let left = (self.len - self.offset) as usize;
+        left + left.div_ceil(8192) * pdu::BHS_LEN
+    }
+
+    /// Whether the last Data-In carries the command's status (S bit).
+    pub(super) fn carries_status(&self) -> bool {
+        self.status.is_some()
+    }
+}
+
 /// Fixed-format sense data (SPC-4 section 4.5.3) for faults found at the iSCSI layer.
 fn fixed_sense(key: u8, asc: u8, ascq: u8) -> Vec<u8> {
     let mut sense = vec![0u8; 18];
@@ -125,7 +139,7 @@ impl TargetSession {
                 "SCSI Command reuses the task tag {itt:#x} of a task in progress"
             )));
         }
-        let outstanding = self.tasks.len() + self.ready.len();
+        let outstanding = self.commands_held();
         if outstanding >= self.config.cmd_window.max(1) as usize {
             // Only immediate commands can get here (the window bounds the rest).
             tracing::warn!(itt, outstanding, "task set full");
@@ -440,7 +454,7 @@ impl TargetSession {
             (false, false, 0)
         };
         if send_len == 0 {
-            self.send_scsi_response(&task.lun_field, itt, status, &sense, r2ts_sent, residual);
+            self.send_command_status(&task.lun_field, itt, status, &sense, r2ts_sent, residual);
             self.update_window();
             return;
         }
@@ -454,7 +468,7 @@ impl TargetSession {
             residual: residual.2,
         });
         let pdus = self.data_in_pdu_count(send_len);
-        self.outbox.push_back(Outgoing::DataIn(ReadReply {
+        self.enqueue(Outgoing::DataIn(ReadReply {
             itt,
             lun_field: task.lun_field,
             data: Arc::new(data_in),
@@ -465,7 +479,7 @@ impl TargetSession {
             status: status_info,
         }));
         if !status_in_data {
-            self.send_scsi_response(&task.lun_field, itt, status, &sense, pdus, residual);
+            self.send_command_status(&task.lun_field, itt, status, &sense, pdus, residual);
         }
         self.update_window();
     }
@@ -479,6 +493,7 @@ impl TargetSession {
         full_bursts * burst.div_ceil(segment) + last.div_ceil(segment)
     }
 
+    /// The SCSI Response of a command refused before the window counted it.
     fn send_scsi_response(
         &mut self,
         lun: &LunField,
@@ -486,8 +501,36 @@ impl TargetSession {
         status: u8,
         sense: &[u8],
         exp_data_sn: u32,
-        (underflow, overflow, residual): (bool, bool, u32),
+        residual: (bool, bool, u32),
     ) {
+        let transmit = self.scsi_response(lun, itt, status, sense, exp_data_sn, residual);
+        self.enqueue(Outgoing::Pdu(transmit));
+    }
+
+    /// The SCSI Response that ends an accepted command (it holds its window slot until
+    /// sent).
+    fn send_command_status(
+        &mut self,
+        lun: &LunField,
+        itt: Tag,
+        status: u8,
+        sense: &[u8],
+        exp_data_sn: u32,
+        residual: (bool, bool, u32),
+    ) {
+        let transmit = self.scsi_response(lun, itt, status, sense, exp_data_sn, residual);
+        self.enqueue(Outgoing::CommandStatus(transmit));
+    }
+
+    fn scsi_response(
+        &mut self,
+        lun: &LunField,
+        itt: Tag,
+        status: u8,
+        sense: &[u8],
+        exp_data_sn: u32,
+        (underflow, overflow, residual): (bool, bool, u32),
+    ) -> Transmit {
         let _ = lun;
         let mut data = Vec::new();
         if !sense.is_empty() {
@@ -496,7 +539,7 @@ impl TargetSession {
             let _ = pdu::encode_scsi_response_data(sense, &[], &mut data);
         }
         let stat_sn = self.take_stat_sn();
-        self.push(
+        self.transmit(
             Header::ScsiResponse(pdu::ScsiResponse {
                 bidi_read_overflow: false,
                 bidi_read_underflow: false,
@@ -514,7 +557,7 @@ impl TargetSession {
                 residual_count: residual,
             }),
             data,
-        );
+        )
     }
 
     /// Cuts the next Data-In PDU of `reply`; `true` when it was the last.

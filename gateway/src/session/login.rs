@@ -604,7 +604,7 @@ impl TargetSession {
             TransmitData::Owned(data)
         };
         // Login PDUs never carry digests (section 13.1: digests start after login).
-        self.outbox.push_back(super::Outgoing::Pdu(Transmit {
+        self.enqueue(super::Outgoing::Pdu(Transmit {
             header,
             data,
             digests: Digests::default(),

@@ -374,7 +374,29 @@ pub struct TargetStats {
 #[derive(Debug)]
 enum Outgoing {
     Pdu(Transmit),
+    /// The SCSI Response that ends a command the window counted: until it leaves, the
+    /// command still holds its slot of the window.
+    CommandStatus(Transmit),
     DataIn(command::ReadReply),
+}
+
+impl Outgoing {
+    /// Bytes this entry still puts on the wire (header and data; digests left out).
+    fn wire_bytes(&self) -> usize {
+        match self {
+            Outgoing::Pdu(t) | Outgoing::CommandStatus(t) => BHS_LEN + t.data().len(),
+            Outgoing::DataIn(reply) => reply.remaining_bytes(),
+        }
+    }
+
+    /// Whether sending this entry completes a command the window counts.
+    fn ends_command(&self) -> bool {
+        match self {
+            Outgoing::Pdu(_) => false,
+            Outgoing::CommandStatus(_) => true,
+            Outgoing::DataIn(reply) => reply.carries_status(),
+        }
+    }
 }
 
 /// Our outstanding NOP-In ping.
@@ -411,6 +433,10 @@ pub struct TargetSession {
     tasks: BTreeMap<Tag, Task>,
     ready: VecDeque<CommandRequest>,
     outbox: VecDeque<Outgoing>,
+    /// Bytes the outbox still holds for the wire ([`Outgoing::wire_bytes`] summed).
+    outbox_bytes: usize,
+    /// Commands whose status waits in the outbox ([`Outgoing::ends_command`] counted).
+    statuses_owed: usize,
     events: VecDeque<TargetEvent>,
     text_in: TextAccumulator,
     pending_text: Option<PendingText>,
@@ -455,6 +481,8 @@ impl TargetSession {
             tasks: BTreeMap::new(),
             ready: VecDeque::new(),
             outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            statuses_owed: 0,
             events: VecDeque::new(),
             text_in: TextAccumulator::new(MAX_TEXT_LEN),
             pending_text: None,
@@ -512,6 +540,19 @@ impl TargetSession {
     /// Commands accepted and not yet completed.
     pub fn outstanding_commands(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// Bytes queued for the wire and not yet handed out by
+    /// [`TargetSession::poll_transmit`]: responses, NOP-In echoes and read data still to
+    /// be cut into Data-In. The driver stops taking input while this is high, so a
+    /// client that does not read cannot make the target queue without bound.
+    pub fn queued_output_bytes(&self) -> usize {
+        self.outbox_bytes
+    }
+
+    /// Commands waiting for the logical unit ([`TargetSession::poll_command`]).
+    pub fn has_ready_commands(&self) -> bool {
+        !self.ready.is_empty()
     }
 
     /// Delivers one PDU from the initiator. `Err` is fatal: flush `poll_transmit`, close.
@@ -695,16 +736,30 @@ impl TargetSession {
     /// The next PDU to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         {
-            let mut transmit = match self.outbox.pop_front()? {
-                Outgoing::Pdu(t) => t,
+            let entry = self.outbox.pop_front()?;
+            let (ends_command, before) = (entry.ends_command(), entry.wire_bytes());
+            let (mut transmit, rest) = match entry {
+                Outgoing::Pdu(t) | Outgoing::CommandStatus(t) => (t, None),
                 Outgoing::DataIn(mut reply) => {
                     let (t, done) = self.next_data_in(&mut reply);
-                    if !done {
-                        self.outbox.push_front(Outgoing::DataIn(reply));
-                    }
-                    t
+                    (t, (!done).then_some(reply))
                 }
             };
+            match rest {
+                Some(reply) => {
+                    self.outbox_bytes -= before - reply.remaining_bytes();
+                    self.outbox.push_front(Outgoing::DataIn(reply));
+                }
+                None => {
+                    self.outbox_bytes -= before;
+                    if ends_command {
+                        // The command's slot of the window frees as its status leaves,
+                        // and this PDU already carries the wider window.
+                        self.statuses_owed -= 1;
+                        self.update_window();
+                    }
+                }
+            }
             // ExpCmdSN and MaxCmdSN are stamped as late as possible, so they are current.
             let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn);
             match &mut transmit.header {
@@ -727,16 +782,35 @@ impl TargetSession {
 
     /// Queues a PDU with the current digests.
     fn push(&mut self, header: Header, data: Vec<u8>) {
+        let transmit = self.transmit(header, data);
+        self.enqueue(Outgoing::Pdu(transmit));
+    }
+
+    /// A PDU with the current digests.
+    fn transmit(&self, header: Header, data: Vec<u8>) -> Transmit {
         let data = if data.is_empty() {
             TransmitData::None
         } else {
             TransmitData::Owned(data)
         };
-        self.outbox.push_back(Outgoing::Pdu(Transmit {
+        Transmit {
             header,
             data,
             digests: self.digests,
-        }));
+        }
+    }
+
+    /// The one way into the outbox, which keeps its byte and status counts.
+    fn enqueue(&mut self, entry: Outgoing) {
+        self.outbox_bytes += entry.wire_bytes();
+        self.statuses_owed += usize::from(entry.ends_command());
+        self.outbox.push_back(entry);
+    }
+
+    /// Counts the outbox again after entries were removed from its middle (aborts).
+    fn recount_outbox(&mut self) {
+        self.outbox_bytes = self.outbox.iter().map(Outgoing::wire_bytes).sum();
+        self.statuses_owed = self.outbox.iter().filter(|o| o.ends_command()).count();
     }
 
     /// Takes the next StatSN for a PDU that carries status.
@@ -773,13 +847,22 @@ impl TargetSession {
     }
 
     /// Recomputes MaxCmdSN from the free command slots, never lowering it (section 4.2.2.1).
+    /// A command holds its slot until its status has left, not only until the logical
+    /// unit is done with it: an initiator that does not read its answers cannot make the
+    /// target run (and buffer the data of) more than a window of commands.
     fn update_window(&mut self) {
-        let outstanding = u32::try_from(self.tasks.len() + self.ready.len()).unwrap_or(u32::MAX);
+        let outstanding = u32::try_from(self.commands_held()).unwrap_or(u32::MAX);
         let free = self.config.cmd_window.max(1).saturating_sub(outstanding);
         let candidate = self.exp_cmd_sn.wrapping_add(free).wrapping_sub(1);
         if SerialNumber(candidate) > SerialNumber(self.max_cmd_sn) {
             self.max_cmd_sn = candidate;
         }
+    }
+
+    /// Commands that hold a slot of the window: accepted and not finished (those waiting
+    /// for the logical unit are among them), or finished with their status still queued.
+    fn commands_held(&self) -> usize {
+        self.tasks.len() + self.statuses_owed
     }
 
     /// Section 4.2.2.1: checks a PDU's CmdSN against the window. `Ok(true)` means take it
@@ -969,7 +1052,7 @@ impl TargetSession {
             .iter()
             .filter_map(|o| match o {
                 Outgoing::DataIn(r) => Some(r.itt),
-                Outgoing::Pdu(_) => None,
+                Outgoing::Pdu(_) | Outgoing::CommandStatus(_) => None,
             })
             .collect()
     }
@@ -979,8 +1062,9 @@ impl TargetSession {
     fn drop_queued_data_in(&mut self, itt: Tag) {
         self.outbox.retain(|o| match o {
             Outgoing::DataIn(r) => r.itt != itt,
-            Outgoing::Pdu(_) => true,
+            Outgoing::Pdu(_) | Outgoing::CommandStatus(_) => true,
         });
+        self.recount_outbox();
         self.ready.retain(|r| r.id.0 != itt);
     }
 

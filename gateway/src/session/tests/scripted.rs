@@ -466,3 +466,75 @@ fn data_out_with_a_wrong_data_sn_closes() {
         Err(TargetError::Protocol(_))
     ));
 }
+
+/// READ(10) of `blocks` blocks at LBA 0 that reads (the scripted `command` reads nothing).
+fn read10(s: &mut Script, itt: u32, blocks: u16) -> Header {
+    let cmd_sn = s.next_cmd_sn();
+    let mut cdb = vec![0x28, 0, 0, 0, 0, 0, 0];
+    cdb.extend_from_slice(&blocks.to_be_bytes());
+    let Header::ScsiCommand(mut h) = s.command(itt, cmd_sn, cdb) else {
+        unreachable!()
+    };
+    h.read = true;
+    h.expected_data_transfer_length = u32::from(blocks) * BLOCK as u32;
+    Header::ScsiCommand(h)
+}
+
+#[test]
+fn answers_not_yet_sent_hold_the_command_window_shut() {
+    // A client that sends reads and never reads the answers: once the window's eight
+    // commands have run, MaxCmdSN stays put until their answers leave.
+    let mut s = Script::logged_in();
+    for itt in 0..8 {
+        let read = read10(&mut s, itt, 64);
+        s.send(read, &[]).unwrap();
+    }
+    let mut lu = RamLu::new();
+    while let Some(cmd) = s.target.poll_command() {
+        let result = lu.execute(&cmd);
+        s.target.complete_command(cmd.id, result);
+    }
+    assert_eq!(s.target.outstanding_commands(), 0, "all eight ran");
+    assert!(s.target.queued_output_bytes() >= 8 * 64 * BLOCK);
+    // A ninth command is past MaxCmdSN (17): ignored, not run.
+    let ninth = read10(&mut s, 8, 64);
+    s.send(ninth, &[]).unwrap();
+    assert!(!s.target.has_ready_commands());
+    assert_eq!(s.target.stats().dropped_out_of_window, 1);
+    // Sending the answers opens the window again, and the last status says so.
+    let mut last_max_cmd_sn = 0;
+    while let Some(t) = s.target.poll_transmit() {
+        if let Header::DataIn(h) = &t.header {
+            last_max_cmd_sn = h.max_cmd_sn;
+        }
+    }
+    assert_eq!(s.target.queued_output_bytes(), 0);
+    assert_eq!(
+        last_max_cmd_sn,
+        10 + 8 + 7,
+        "eight freed slots past ExpCmdSN 18"
+    );
+}
+
+#[test]
+fn queued_output_counts_nop_echoes_until_they_are_sent() {
+    let mut s = Script::logged_in();
+    let ping = vec![0x5a; 4096];
+    for itt in 0..4 {
+        let nop = Header::NopOut(pdu::NopOut {
+            immediate: true,
+            lun: [0; 8],
+            initiator_task_tag: itt,
+            target_transfer_tag: RESERVED_TAG,
+            cmd_sn: s.cmd_sn,
+            exp_stat_sn: 0,
+        });
+        s.send(nop, &ping).unwrap();
+    }
+    assert_eq!(s.target.queued_output_bytes(), 4 * (pdu::BHS_LEN + 4096));
+    let first = s.target.poll_transmit().unwrap();
+    assert_eq!(first.data(), &ping[..]);
+    assert_eq!(s.target.queued_output_bytes(), 3 * (pdu::BHS_LEN + 4096));
+    while s.target.poll_transmit().is_some() {}
+    assert_eq!(s.target.queued_output_bytes(), 0);
+}
