@@ -20,8 +20,15 @@ use super::{FileIo, LunExecutor, Submission};
 const MAX_AHS_LEN: usize = 1024;
 
 /// Encoded output held before the session is asked for more: bounds a connection's send
-/// buffer while a large read drains.
-const TX_HIGH_WATER: usize = 1 << 20;
+/// buffer while a large read drains. The event loop holds at most two such buffers per
+/// connection (one lent to the kernel, one filling).
+const TX_HIGH_WATER: usize = 256 << 10;
+
+/// The receive buffer of a connection still logging in: one login PDU at the login's
+/// MaxRecvDataSegmentLength. It grows to the negotiated size once the login is over, so
+/// a connection that never logs in costs a few KiB, not a full-size buffer.
+const LOGIN_RX_CAPACITY: usize =
+    BHS_LEN + MAX_AHS_LEN + 4 + crate::session::LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH as usize + 8;
 
 /// Why a connection closed.
 #[non_exhaustive]
@@ -37,10 +44,27 @@ pub enum CloseReason {
         need: usize,
         idle_ms: u128,
     },
+    #[error("initiator sent nothing for {after_ms} ms after connecting")]
+    Silent { after_ms: u128 },
     #[error("initiator closed the connection")]
     PeerClosed,
     #[error("logged out")]
     LoggedOut,
+}
+
+/// The limits one connection runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Our MaxRecvDataSegmentLength: the receive buffer holds one whole PDU of it.
+    pub max_recv_data_segment_length: u32,
+    /// An initiator that stops in the middle of a PDU this long is disconnected.
+    pub stall_timeout: Duration,
+    /// Output owed before the connection stops taking input
+    /// ([`Connection::output_backlog`]).
+    pub max_output_bytes: usize,
+    /// A new connection that sends no byte this long is closed: a slot is worth more
+    /// than the patience owed to a client that has not said anything.
+    pub first_pdu_timeout: Duration,
 }
 
 /// A connection: its session, receive buffer and pending output.
@@ -60,6 +84,20 @@ pub struct Connection {
     closed: Option<CloseReason>,
     /// Commands whose file I/O the event loop has still to issue.
     file_ios: Vec<(CommandId, FileIo)>,
+    /// Data-In bytes that commands running asynchronously (file I/O) will bring, by
+    /// command: reserved against the output limit when the command starts.
+    reads_in_flight: Vec<(CommandId, usize)>,
+    reads_in_flight_bytes: usize,
+    /// Output this connection may owe before it stops taking input
+    /// ([`Connection::output_backlog`]).
+    output_limit: usize,
+    /// The receive buffer's size once logged in.
+    full_rx_capacity: usize,
+    /// Received bytes wait, unread, for output to drain.
+    input_held: bool,
+    /// Until the first byte arrives: when the connection is closed for silence.
+    first_byte_deadline: Option<Instant>,
+    accepted_at: Instant,
 }
 
 impl std::fmt::Debug for Connection {
@@ -78,25 +116,72 @@ impl Connection {
         session: TargetSession,
         peer: SocketAddr,
         luns: Arc<Vec<(String, Arc<dyn LunExecutor>)>>,
-        max_recv_data_segment_length: u32,
-        stall_timeout: Duration,
+        limits: ConnectionLimits,
         now: Instant,
     ) -> Connection {
         // One whole PDU at our limit, with AHS, digests and padding.
-        let capacity = BHS_LEN + MAX_AHS_LEN + 4 + max_recv_data_segment_length as usize + 8;
+        let full_rx_capacity =
+            BHS_LEN + MAX_AHS_LEN + 4 + limits.max_recv_data_segment_length as usize + 8;
         Connection {
             session,
             peer,
-            rx: vec![0; capacity],
+            rx: vec![0; LOGIN_RX_CAPACITY.min(full_rx_capacity)],
             filled: 0,
             tx: Vec::new(),
             last_rx_progress: now,
-            stall_timeout,
+            stall_timeout: limits.stall_timeout,
             luns,
             executor: None,
             events: Vec::new(),
             closed: None,
             file_ios: Vec::new(),
+            reads_in_flight: Vec::new(),
+            reads_in_flight_bytes: 0,
+            output_limit: limits.max_output_bytes.max(1),
+            full_rx_capacity,
+            input_held: false,
+            first_byte_deadline: Some(now + limits.first_pdu_timeout),
+            accepted_at: now,
+        }
+    }
+
+    /// Output this connection owes its initiator: encoded bytes not yet handed to the
+    /// event loop, what the session still has queued, and the read data of commands
+    /// still running. While it is at [`ConnectionLimits::max_output_bytes`] the
+    /// connection takes no input and starts no command, so an initiator that does not
+    /// read makes its own TCP window close instead of the target's memory grow.
+    pub fn output_backlog(&self) -> usize {
+        self.tx.len() + self.session.queued_output_bytes() + self.reads_in_flight_bytes
+    }
+
+    fn output_full(&self) -> bool {
+        self.output_backlog() >= self.output_limit
+    }
+
+    /// Whether the event loop should keep a receive armed: not while received PDUs wait
+    /// for output to drain (they are handled first, by [`Connection::resume`], which must
+    /// not run under a receive in flight).
+    pub fn wants_input(&self) -> bool {
+        self.closed.is_none()
+            && !self.input_held
+            && !self.output_full()
+            && self.filled < self.rx.len()
+    }
+
+    /// Goes on with what output held back (buffered PDUs, commands not started), once
+    /// output has drained. Call only while no receive is in flight: it moves the
+    /// receive buffer's contents.
+    pub fn resume(&mut self, now: Instant) {
+        if self.closed.is_some() || self.output_full() {
+            return;
+        }
+        if self.session.has_ready_commands() {
+            self.run_commands();
+        }
+        if self.input_held {
+            // The bytes waited on us, not on the initiator: the stall clock restarts.
+            self.last_rx_progress = now;
+            self.handle_received(now, 0);
         }
     }
 
@@ -141,9 +226,10 @@ impl Connection {
         self.filled = (self.filled + n).min(self.rx.len());
         if n > 0 {
             self.last_rx_progress = now;
+            self.first_byte_deadline = None;
         }
         let mut start = 0;
-        while self.closed.is_none() {
+        while self.closed.is_none() && !self.output_full() {
             let digests = self.session.digests();
             let limits = Limits {
                 max_data_segment_length: self.session.max_recv_data_segment_length(),
@@ -168,9 +254,14 @@ impl Connection {
             }
             self.collect_events();
         }
-        // Keep the unread tail (a partial PDU) at the front.
+        // Keep the unread tail (a partial PDU, or whole PDUs held back while output is
+        // full) at the front.
+        self.input_held = self.closed.is_none() && self.output_full() && self.filled > start;
         self.rx.copy_within(start..self.filled, 0);
         self.filled -= start;
+        if self.rx.len() < self.full_rx_capacity && self.session.state() != TargetState::Login {
+            self.rx.resize(self.full_rx_capacity, 0);
+        }
         self.fill_output();
         if self.closed.is_none() && self.session.state() == TargetState::Closed {
             self.close(CloseReason::LoggedOut);
@@ -196,7 +287,11 @@ impl Connection {
                     .map(|(_, e)| Arc::clone(e));
             }
         }
-        while let Some(command) = self.session.poll_command() {
+        while !self.output_full() {
+            let Some(command) = self.session.poll_command() else {
+                break;
+            };
+            let data_in_len = command.expected_data_in_len as usize;
             let submission = match &self.executor {
                 Some(executor) => executor.submit(
                     command.lun,
@@ -214,7 +309,11 @@ impl Connection {
             };
             match submission {
                 Submission::Done(result) => self.session.complete_command(command.id, result),
-                Submission::Io(io) => self.file_ios.push((command.id, io)),
+                Submission::Io(io) => {
+                    self.reads_in_flight.push((command.id, data_in_len));
+                    self.reads_in_flight_bytes += data_in_len;
+                    self.file_ios.push((command.id, io));
+                }
             }
         }
     }
@@ -226,6 +325,10 @@ impl Connection {
 
     /// A command's file I/O finished: its result goes to the initiator.
     pub(super) fn complete_file_io(&mut self, id: CommandId, result: CommandResult) {
+        if let Some(at) = self.reads_in_flight.iter().position(|(c, _)| *c == id) {
+            let (_, reserved) = self.reads_in_flight.swap_remove(at);
+            self.reads_in_flight_bytes -= reserved;
+        }
         self.session.complete_command(id, result);
         self.collect_events();
         self.fill_output();
@@ -258,10 +361,17 @@ impl Connection {
         if self.closed.is_some() {
             return;
         }
+        if self.first_byte_deadline.is_some_and(|at| now >= at) {
+            let after_ms = now.saturating_duration_since(self.accepted_at).as_millis();
+            self.session.close();
+            self.close(CloseReason::Silent { after_ms });
+            return;
+        }
         if let Err(e) = self.session.handle_timeout(now) {
             self.close(CloseReason::Session(e));
         }
-        if self.filled > 0 {
+        // Bytes held back while output is full wait on us, not on the initiator.
+        if self.filled > 0 && !self.input_held {
             let idle = now.saturating_duration_since(self.last_rx_progress);
             if idle >= self.stall_timeout {
                 let need = self.pending_pdu_len();
@@ -292,10 +402,17 @@ impl Connection {
             return None;
         }
         let session = self.session.poll_timeout();
-        let stall = (self.filled > 0).then(|| self.last_rx_progress + self.stall_timeout);
-        match (session, stall) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let stall = (self.filled > 0 && !self.input_held)
+            .then(|| self.last_rx_progress + self.stall_timeout);
+        [session, stall, self.first_byte_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the initiator never got past the login (for quieter logs of floods).
+    pub fn never_logged_in(&self) -> bool {
+        self.session.state() == TargetState::Login
+            || matches!(self.closed, Some(CloseReason::Silent { .. }))
     }
 }

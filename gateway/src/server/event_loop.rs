@@ -19,9 +19,10 @@
 //! and drops the result. The loop ends only once no file I/O is in flight, and the units
 //! are flushed after every loop has ended.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -30,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession};
+use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession, TargetState};
 
-use super::connection::{CloseReason, Connection};
+use super::connection::{CloseReason, Connection, ConnectionLimits};
 use super::file_io::{FileOp, Progress};
 use super::{ConnControl, LoopStats, SessionKey, Shared};
 
@@ -42,6 +43,8 @@ const CQ_ENTRIES: u32 = 1024;
 const MAX_WAIT: Duration = Duration::from_millis(500);
 /// How long a closing connection may take to send its last PDUs.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// How long accepting pauses when the process is out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 const KIND_ACCEPT: u64 = 1;
 const KIND_RECV: u64 = 2;
@@ -108,6 +111,12 @@ struct Slot {
     /// When closing began, to bound the final flush.
     closing_since: Option<Instant>,
     shut_down: bool,
+    /// Still logging in: counted against the login-phase limits.
+    logging_in: bool,
+    /// Whether the slot waits in the loop's list of slots to service this turn.
+    queued: bool,
+    /// The deadline this slot has in the loop's timer heap, if any.
+    timer: Option<Instant>,
 }
 
 struct EventLoop {
@@ -130,6 +139,22 @@ struct EventLoop {
     free_file_ops: Vec<usize>,
     file_ops_in_flight: usize,
     stats: Arc<LoopStats>,
+    /// Slots with something to do this turn (a completion, a due timer, new work): only
+    /// these are serviced, so an idle connection costs nothing per turn.
+    to_service: Vec<usize>,
+    /// Connection deadlines, earliest first: (deadline, slot, generation). Entries go
+    /// stale when a slot's deadline moves; a stale entry only causes one early look.
+    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Connections still logging in, by source address, and all of them in accept
+    /// order (slot, generation; entries of connections that moved on are skipped).
+    logins_by_source: HashMap<IpAddr, usize>,
+    logins: VecDeque<(usize, u32)>,
+    logins_count: usize,
+    /// Connections refused or accepts paused, for logging one in a thousand.
+    refused: u64,
+    /// Listeners whose accept waits for descriptors, and until when.
+    paused_accepts: Vec<usize>,
+    accepts_resume_at: Option<Instant>,
 }
 
 fn build_ring() -> io::Result<IoUring> {
@@ -181,6 +206,14 @@ pub(super) fn run(
         free_file_ops: Vec::new(),
         file_ops_in_flight: 0,
         stats,
+        to_service: Vec::new(),
+        timers: BinaryHeap::new(),
+        logins_by_source: HashMap::new(),
+        logins: VecDeque::new(),
+        logins_count: 0,
+        refused: 0,
+        paused_accepts: Vec::new(),
+        accepts_resume_at: None,
     };
     event_loop.run();
 }
@@ -194,8 +227,11 @@ impl EventLoop {
         loop {
             if self.shared.shutdown.load(Ordering::Acquire) && !self.stopping {
                 self.stopping = true;
-                for slot in self.slots.iter_mut().flatten() {
-                    slot.conn.abort(TargetError::Shutdown);
+                for index in 0..self.slots.len() {
+                    if let Some(slot) = self.slots[index].as_mut() {
+                        slot.conn.abort(TargetError::Shutdown);
+                        self.mark(index);
+                    }
                 }
             }
             // File I/O in flight still writes into buffers this loop owns, and a write
@@ -299,17 +335,56 @@ impl EventLoop {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.slots
-            .iter()
-            .flatten()
-            .filter_map(|s| {
-                let flush_deadline = s.closing_since.map(|t| t + CLOSE_FLUSH);
-                match (s.conn.poll_timeout(), flush_deadline) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
-            })
-            .min()
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        [timer, self.accepts_resume_at].into_iter().flatten().min()
+    }
+
+    /// Puts a slot on this turn's service list (once).
+    fn mark(&mut self, index: usize) {
+        if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
+            if !slot.queued {
+                slot.queued = true;
+                self.to_service.push(index);
+            }
+        }
+    }
+
+    /// Marks the slots whose deadline has come.
+    fn expire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, index, generation))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let current = self
+                .slots
+                .get_mut(index)
+                .and_then(Option::as_mut)
+                .filter(|s| s.generation == generation && s.timer == Some(at));
+            if let Some(slot) = current {
+                slot.timer = None;
+                self.mark(index);
+            }
+        }
+    }
+
+    /// Files the slot's next deadline (its connection's timers, or the end of its final
+    /// flush) unless an earlier one is already filed.
+    fn schedule(&mut self, index: usize) {
+        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let flush_deadline = slot.closing_since.map(|t| t + CLOSE_FLUSH);
+        let deadline = match (slot.conn.poll_timeout(), flush_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = deadline {
+            if slot.timer.is_none_or(|filed| at < filed) {
+                slot.timer = Some(at);
+                self.timers.push(Reverse((at, index, slot.generation)));
+            }
+        }
     }
 
     fn handle_completion(&mut self, now: Instant, user_data: u64, result: i32) {
@@ -318,6 +393,17 @@ impl EventLoop {
             KIND_ACCEPT => {
                 if result >= 0 {
                     self.accepted(now, result);
+                } else if matches!(-result, libc::EMFILE | libc::ENFILE | libc::ENOMEM) {
+                    // Out of descriptors: accepting again at once would spin. Pause this
+                    // listener a moment; connections closing meanwhile make room.
+                    self.refuse_log(&format!(
+                        "accept paused for {} ms: {}",
+                        ACCEPT_BACKOFF.as_millis(),
+                        io::Error::from_raw_os_error(-result)
+                    ));
+                    self.paused_accepts.push(index);
+                    self.accepts_resume_at = Some(now + ACCEPT_BACKOFF);
+                    return;
                 } else if !matches!(-result, libc::EINTR | libc::ECONNABORTED | libc::EAGAIN) {
                     tracing::warn!(error = %io::Error::from_raw_os_error(-result), "accept failed");
                 }
@@ -326,6 +412,16 @@ impl EventLoop {
                 }
             }
             KIND_WAKE => {
+                // Another thread asked a connection to close (reinstatement): rare, so
+                // a look at every slot is fine here.
+                for index in 0..self.slots.len() {
+                    if self.slots[index]
+                        .as_ref()
+                        .is_some_and(|s| s.control.kill.load(Ordering::Acquire))
+                    {
+                        self.mark(index);
+                    }
+                }
                 if !self.stopping {
                     self.arm_wake();
                 }
@@ -369,8 +465,7 @@ impl EventLoop {
                     }
                     slot.conn.fill_output();
                 }
-                let events = slot.conn.take_events();
-                self.handle_events(index, events);
+                self.mark(index);
             }
             _ => tracing::warn!(user_data, "completion of an unknown kind"),
         }
@@ -387,8 +482,19 @@ impl EventLoop {
             }
         };
         if self.stopping || self.connections >= self.shared.max_connections_per_thread {
-            tracing::warn!(%peer, "connection refused: at the connection limit");
+            self.refuse(peer, "at the connection limit");
             return;
+        }
+        let source = peer.ip();
+        let from_source = self.logins_by_source.get(&source).copied().unwrap_or(0);
+        if from_source >= self.shared.limits.max_logins_per_source {
+            self.refuse(peer, "too many connections logging in from this address");
+            return;
+        }
+        if self.logins_count >= self.shared.limits.max_logins {
+            // Make room by closing the connection that has been logging in longest: a
+            // flood of silent connections cannot keep a real initiator out.
+            self.evict_oldest_login();
         }
         let _ = stream.set_nodelay(true);
         let fd = stream.into_raw_fd();
@@ -406,17 +512,17 @@ impl EventLoop {
             portal_group_tag: self.shared.portal_group_tag,
         };
         let session = TargetSession::new(Arc::clone(&self.shared.session_config), params, now);
-        let conn = Connection::new(
-            session,
-            peer,
-            Arc::clone(&self.shared.luns),
-            self.shared
+        let limits = ConnectionLimits {
+            max_recv_data_segment_length: self
+                .shared
                 .session_config
                 .offer
                 .max_recv_data_segment_length,
-            self.shared.stall_timeout,
-            now,
-        );
+            stall_timeout: self.shared.stall_timeout,
+            max_output_bytes: self.shared.limits.max_output_bytes_per_connection,
+            first_pdu_timeout: self.shared.limits.first_pdu_timeout,
+        };
+        let conn = Connection::new(session, peer, Arc::clone(&self.shared.luns), limits, now);
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let slot = Slot {
@@ -434,13 +540,103 @@ impl EventLoop {
             send_pos: 0,
             closing_since: None,
             shut_down: false,
+            logging_in: true,
+            queued: false,
+            timer: None,
         };
-        match self.free.pop() {
-            Some(index) => self.slots[index] = Some(slot),
-            None => self.slots.push(Some(slot)),
-        }
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.slots[index] = Some(slot);
+                index
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
         self.connections += 1;
-        tracing::info!(%peer, "connection accepted");
+        *self.logins_by_source.entry(source).or_insert(0) += 1;
+        self.logins.push_back((index, generation));
+        self.logins_count += 1;
+        self.mark(index);
+        tracing::debug!(%peer, "connection accepted");
+    }
+
+    /// Closes a new connection at once (dropping the stream closes it). Logged for the
+    /// first refusal and every thousandth after, so a flood cannot flood the log too.
+    fn refuse(&mut self, peer: std::net::SocketAddr, why: &str) {
+        self.refuse_log(&format!("connection from {peer} refused: {why}"));
+    }
+
+    fn refuse_log(&mut self, what: &str) {
+        self.refused += 1;
+        if self.refused % 1000 == 1 {
+            tracing::warn!(refused = self.refused, "{what}");
+        }
+    }
+
+    /// Re-arms the accepts paused for want of descriptors, once their pause is over.
+    fn resume_accepts(&mut self, now: Instant) {
+        if self.accepts_resume_at.is_some_and(|at| now >= at) {
+            self.accepts_resume_at = None;
+            for index in std::mem::take(&mut self.paused_accepts) {
+                if !self.stopping {
+                    self.arm_accept(index);
+                }
+            }
+        }
+    }
+
+    fn evict_oldest_login(&mut self) {
+        while let Some((index, generation)) = self.logins.pop_front() {
+            let Some(slot) = self
+                .slots
+                .get_mut(index)
+                .and_then(Option::as_mut)
+                .filter(|s| s.generation == generation && s.logging_in)
+            else {
+                continue;
+            };
+            if slot.conn.close_reason().is_some() {
+                continue;
+            }
+            tracing::info!(peer = %slot.conn.peer(), "login-phase connections at their limit: closing the oldest");
+            slot.conn.abort(TargetError::LoginTimeout);
+            self.left_login(index);
+            self.mark(index);
+            return;
+        }
+    }
+
+    /// A connection stopped counting against the login-phase limits (logged in, or
+    /// closing).
+    fn left_login(&mut self, index: usize) {
+        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if !slot.logging_in {
+            return;
+        }
+        slot.logging_in = false;
+        self.logins_count -= 1;
+        let source = slot.conn.peer().ip();
+        if let Some(count) = self.logins_by_source.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                self.logins_by_source.remove(&source);
+            }
+        }
+        // Entries of connections that moved on are skipped when met; drop them once they
+        // outnumber the live ones, so the queue stays bounded by the login limit.
+        if self.logins.len() > 2 * self.logins_count + 64 {
+            let slots = &self.slots;
+            self.logins.retain(|(i, g)| {
+                slots
+                    .get(*i)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.generation == *g && s.logging_in)
+            });
+        }
     }
 
     fn handle_events(&mut self, index: usize, events: Vec<TargetEvent>) {
@@ -463,89 +659,135 @@ impl EventLoop {
         }
     }
 
-    /// Timers, kill requests, new file I/O, receives and sends, and closing.
+    /// Timers that came due, then every slot with something to do.
     fn service(&mut self, now: Instant) {
-        for index in 0..self.slots.len() {
-            let Some(slot) = self.slots[index].as_mut() else {
-                continue;
-            };
-            let file_ios = slot.conn.take_file_ios();
-            if !file_ios.is_empty() {
-                let generation = slot.generation;
-                for (command, io) in file_ios {
-                    self.start_file_op(index, generation, command, io);
-                }
-            }
-            let Some(slot) = self.slots[index].as_mut() else {
-                continue;
-            };
-            if slot.control.kill.swap(false, Ordering::AcqRel) {
-                slot.conn.abort(TargetError::Reinstated);
-            }
-            if slot.conn.poll_timeout().is_some_and(|t| t <= now) {
-                slot.conn.handle_timeout(now);
-            }
-            if slot.conn.close_reason().is_some() {
-                if slot.closing_since.is_none() {
-                    slot.closing_since = Some(now);
-                }
-                let flushed = !slot.send_in_flight && slot.conn.tx.is_empty();
-                let peer_gone = matches!(slot.conn.close_reason(), Some(CloseReason::PeerClosed));
-                let overdue = slot.closing_since.is_some_and(|t| now >= t + CLOSE_FLUSH);
-                if (flushed || peer_gone || overdue) && !slot.shut_down {
-                    slot.shut_down = true;
-                    // SAFETY: a plain system call on a descriptor we own; it makes the
-                    // operations in flight on it complete.
-                    unsafe { libc::shutdown(slot.fd, libc::SHUT_RDWR) };
-                }
-                if slot.shut_down && !slot.recv_in_flight && !slot.send_in_flight {
-                    self.release(index);
-                    continue;
-                }
-            }
-            let Some(slot) = self.slots[index].as_mut() else {
-                continue;
-            };
-            let (fd, generation) = (slot.fd, slot.generation);
-            if !slot.shut_down && !slot.send_in_flight {
-                if slot.send_pos >= slot.send_buf.len() {
-                    slot.send_buf.clear();
-                    slot.send_pos = 0;
-                    std::mem::swap(&mut slot.send_buf, &mut slot.conn.tx);
-                    slot.conn.fill_output();
-                }
-                if let Some(pending) = slot.send_buf.get(slot.send_pos..).filter(|b| !b.is_empty())
-                {
-                    let len = u32::try_from(pending.len()).unwrap_or(u32::MAX);
-                    let entry = opcode::Send::new(types::Fd(fd), pending.as_ptr(), len)
-                        .flags(libc::MSG_NOSIGNAL)
-                        .build()
-                        .user_data(token(KIND_SEND, index, generation));
-                    slot.send_in_flight = true;
-                    // SAFETY: `send_buf` is neither written nor reallocated while the send
-                    // is in flight (new output goes to `conn.tx`), and the slot is not freed
-                    // before the completion arrives.
-                    unsafe { self.push(entry) };
-                }
-            }
-            let Some(slot) = self.slots[index].as_mut() else {
-                continue;
-            };
-            if !slot.shut_down && !slot.recv_in_flight && slot.conn.close_reason().is_none() {
-                let space = slot.conn.recv_space();
-                if !space.is_empty() {
-                    let len = u32::try_from(space.len()).unwrap_or(u32::MAX);
-                    let entry = opcode::Recv::new(types::Fd(fd), space.as_mut_ptr(), len)
-                        .build()
-                        .user_data(token(KIND_RECV, index, generation));
-                    slot.recv_in_flight = true;
-                    // SAFETY: the receive space is the unfilled tail of the connection's
-                    // receive buffer, which is not reallocated, moved or read while the
-                    // receive is in flight; the slot is not freed before the completion.
-                    unsafe { self.push(entry) };
-                }
+        self.resume_accepts(now);
+        self.expire_timers(now);
+        let mut work = std::mem::take(&mut self.to_service);
+        for &index in &work {
+            if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
+                slot.queued = false;
             }
         }
+        for &index in &work {
+            self.service_slot(index, now);
+        }
+        // Keep the list's allocation (a slot marked again meanwhile is in the new list).
+        work.clear();
+        if self.to_service.is_empty() {
+            self.to_service = work;
+        }
+    }
+
+    /// Held-back input, new file I/O, kill requests, timers, closing, then the receive
+    /// and the send to arm.
+    fn service_slot(&mut self, index: usize, now: Instant) {
+        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if !slot.recv_in_flight {
+            slot.conn.resume(now);
+        }
+        let file_ios = slot.conn.take_file_ios();
+        if !file_ios.is_empty() {
+            let generation = slot.generation;
+            for (command, io) in file_ios {
+                self.start_file_op(index, generation, command, io);
+            }
+        }
+        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if slot.control.kill.swap(false, Ordering::AcqRel) {
+            slot.conn.abort(TargetError::Reinstated);
+        }
+        if slot.conn.poll_timeout().is_some_and(|t| t <= now) {
+            slot.conn.handle_timeout(now);
+        }
+        let events = slot.conn.take_events();
+        let login_over = slot.logging_in
+            && (slot.conn.session.state() != TargetState::Login
+                || slot.conn.close_reason().is_some());
+        self.handle_events(index, events);
+        if login_over {
+            self.left_login(index);
+        }
+        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if slot.conn.close_reason().is_some() {
+            if slot.closing_since.is_none() {
+                slot.closing_since = Some(now);
+            }
+            let flushed = !slot.send_in_flight && slot.conn.tx.is_empty();
+            let peer_gone = matches!(slot.conn.close_reason(), Some(CloseReason::PeerClosed));
+            let overdue = slot.closing_since.is_some_and(|t| now >= t + CLOSE_FLUSH);
+            if (flushed || peer_gone || overdue) && !slot.shut_down {
+                slot.shut_down = true;
+                // SAFETY: a plain system call on a descriptor we own; it makes the
+                // operations in flight on it complete.
+                unsafe { libc::shutdown(slot.fd, libc::SHUT_RDWR) };
+            }
+            if slot.shut_down && !slot.recv_in_flight && !slot.send_in_flight {
+                self.release(index);
+                return;
+            }
+        }
+        self.arm_send(index);
+        self.arm_recv(index);
+        self.schedule(index);
+    }
+
+    fn arm_send(&mut self, index: usize) {
+        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if slot.shut_down || slot.send_in_flight {
+            return;
+        }
+        if slot.send_pos >= slot.send_buf.len() {
+            slot.send_buf.clear();
+            slot.send_pos = 0;
+            std::mem::swap(&mut slot.send_buf, &mut slot.conn.tx);
+            slot.conn.fill_output();
+        }
+        let Some(pending) = slot.send_buf.get(slot.send_pos..).filter(|b| !b.is_empty()) else {
+            return;
+        };
+        let len = u32::try_from(pending.len()).unwrap_or(u32::MAX);
+        let entry = opcode::Send::new(types::Fd(slot.fd), pending.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(token(KIND_SEND, index, slot.generation));
+        slot.send_in_flight = true;
+        // SAFETY: `send_buf` is neither written nor reallocated while the send is in
+        // flight (new output goes to `conn.tx`), and the slot is not freed before the
+        // completion arrives.
+        unsafe { self.push(entry) };
+    }
+
+    /// Arms a receive unless one is in flight or the connection wants no input (closing,
+    /// or its output is backed up: the initiator's own TCP window then pushes back).
+    fn arm_recv(&mut self, index: usize) {
+        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if slot.shut_down || slot.recv_in_flight || !slot.conn.wants_input() {
+            return;
+        }
+        let generation = slot.generation;
+        let fd = slot.fd;
+        let space = slot.conn.recv_space();
+        let len = u32::try_from(space.len()).unwrap_or(u32::MAX);
+        let entry = opcode::Recv::new(types::Fd(fd), space.as_mut_ptr(), len)
+            .build()
+            .user_data(token(KIND_RECV, index, generation));
+        slot.recv_in_flight = true;
+        // SAFETY: the receive space is the unfilled tail of the connection's receive
+        // buffer, which is not reallocated, moved or read while the receive is in flight
+        // (the connection resumes held-back input and grows the buffer only with no
+        // receive in flight); the slot is not freed before the completion.
+        unsafe { self.push(entry) };
     }
 
     fn start_file_op(
@@ -641,11 +883,11 @@ impl EventLoop {
             return;
         };
         slot.conn.complete_file_io(command, result);
-        let events = slot.conn.take_events();
-        self.handle_events(conn_index, events);
+        self.mark(conn_index);
     }
 
     fn release(&mut self, index: usize) {
+        self.left_login(index);
         let Some(slot) = self.slots[index].take() else {
             return;
         };
@@ -657,6 +899,13 @@ impl EventLoop {
         // SAFETY: no operation is in flight on this descriptor, and we own it.
         unsafe { libc::close(slot.fd) };
         let peer = slot.conn.peer();
+        if slot.session_key.is_none() && slot.conn.never_logged_in() {
+            // A connection that never logged in: at debug level, so that a flood of
+            // them does not flood the log (the refusals and evictions are counted).
+            let reason = slot.conn.close_reason().map(ToString::to_string);
+            tracing::debug!(%peer, ?reason, "connection closed before login");
+            return;
+        }
         match slot.conn.close_reason() {
             Some(reason @ (CloseReason::PeerClosed | CloseReason::LoggedOut)) => {
                 tracing::info!(%peer, %reason, "connection closed")

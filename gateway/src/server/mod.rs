@@ -29,7 +29,7 @@ use datapath::pdu::Isid;
 use crate::disk::{IoPlan, LogicalUnit};
 use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig};
 
-pub use connection::{CloseReason, Connection};
+pub use connection::{CloseReason, Connection, ConnectionLimits};
 
 /// Runs SCSI commands for the LUNs of one target node.
 pub trait LunExecutor: Send + Sync {
@@ -145,6 +145,41 @@ pub struct TargetConfig {
     pub max_recv_data_segment_length: u32,
     /// CHAP required on discovery sessions.
     pub discovery_chap: Option<ChapCredentials>,
+    /// What one client may hold of the target (see [`ClientLimits`]).
+    pub client_limits: ClientLimits,
+}
+
+/// Limits that keep one client from taking the target down. Memory per connection, as a
+/// sum: a receive buffer of one PDU (8 KiB while logging in, then our
+/// MaxRecvDataSegmentLength, 256 KiB by default), up to two send buffers of 256 KiB, and
+/// `max_output_bytes_per_connection` of output owed (responses, NOP-In echoes, read data
+/// queued or being read from a file), which one command may overshoot by its own read
+/// data (at most the maximum transfer). Past that limit a connection takes no input and
+/// starts no command until its initiator reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Output a connection may owe before it stops taking input.
+    pub max_output_bytes_per_connection: usize,
+    /// A new connection that sends no byte this long is closed.
+    pub first_pdu_timeout: Duration,
+    /// Connections logging in at once from one address, per event loop; more are
+    /// refused at accept.
+    pub max_logins_per_source: usize,
+    /// Connections logging in at once, per event loop; past it the one logging in
+    /// longest is closed. The rest of `max_connections_per_thread` is kept for logged-in
+    /// sessions.
+    pub max_logins: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> ClientLimits {
+        ClientLimits {
+            max_output_bytes_per_connection: 512 << 10,
+            first_pdu_timeout: Duration::from_secs(5),
+            max_logins_per_source: 64,
+            max_logins: 512,
+        }
+    }
 }
 
 impl TargetConfig {
@@ -157,13 +192,14 @@ impl TargetConfig {
             max_cmd_window: 128,
             max_transfer_bytes: crate::disk::MAX_TRANSFER_BYTES,
             threads: None,
-            max_connections_per_thread: 1024,
+            max_connections_per_thread: 16_384,
             login_timeout: Duration::from_secs(30),
             nop_interval: Duration::from_secs(30),
             nop_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
             max_recv_data_segment_length: 262_144,
             discovery_chap: None,
+            client_limits: ClientLimits::default(),
         }
     }
 }
@@ -223,6 +259,7 @@ pub(crate) struct Shared {
     pub(crate) stall_timeout: std::time::Duration,
     pub(crate) max_connections_per_thread: usize,
     pub(crate) portal_group_tag: u16,
+    pub(crate) limits: ClientLimits,
 }
 
 impl Shared {
@@ -356,6 +393,7 @@ pub fn start_with(
     if config.targets.is_empty() {
         return Err(ServerError::Config("no target node".into()));
     }
+    raise_descriptor_limit();
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for addr in &config.portals {
@@ -409,6 +447,7 @@ pub fn start_with(
         stall_timeout: config.stall_timeout,
         max_connections_per_thread: config.max_connections_per_thread.max(1),
         portal_group_tag: config.portal_group_tag,
+        limits: config.client_limits,
     });
     let listeners = Arc::new(listeners);
     let threads_wanted = config.threads.unwrap_or_else(|| {
@@ -449,6 +488,32 @@ pub fn start_with(
         }
     }
     Ok(target)
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit: a target
+/// holds one per connection, and the usual soft limit (1024) is far below the
+/// connections it is built to serve.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we pass, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let wanted = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::warn!(
+                    soft = limit.rlim_cur,
+                    "could not raise the open-descriptor limit; connections past it are refused"
+                );
+            }
+        }
+    }
 }
 
 /// The default LUN builder: the SCSI disk emulation over the backend each spec names.
