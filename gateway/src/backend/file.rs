@@ -37,6 +37,42 @@ pub struct FileBackend {
     punch_hole_works: AtomicBool,
     /// The same file opened `O_DIRECT`, when direct I/O fits (see the module docs).
     direct: Option<File>,
+    /// See [`RingFile::submit_may_block`].
+    submit_may_block: bool,
+}
+
+/// Whether issuing I/O on this file may block the thread that submits it: io_uring
+/// first tries an operation without blocking, and on FUSE and network file systems that
+/// attempt itself can wait on the daemon or server (seen with a stopped FUSE daemon:
+/// the submitting thread hung in `fuse_file_poll`). Local file systems and block devices
+/// answer "would block" instead, and io_uring hands the operation to a worker.
+fn submission_may_block(file: &File) -> bool {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    const NFS_SUPER_MAGIC: i64 = 0x6969;
+    const SMB2_SUPER_MAGIC: i64 = 0xfe53_4d42;
+    const CIFS_SUPER_MAGIC: i64 = 0xff53_4d42;
+    const V9FS_MAGIC: i64 = 0x0102_1997;
+    const CEPH_SUPER_MAGIC: i64 = 0x00c3_6400;
+    // SAFETY: statfs is plain old data; all zeros is a valid value.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs fills the live struct we pass for a descriptor `file` keeps open.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } != 0 {
+        // Unknown: the safe side.
+        return true;
+    }
+    let block_device = file
+        .metadata()
+        .is_ok_and(|m| m.file_type().is_block_device());
+    !block_device
+        && matches!(
+            fs.f_type as i64,
+            FUSE_SUPER_MAGIC
+                | NFS_SUPER_MAGIC
+                | SMB2_SUPER_MAGIC
+                | CIFS_SUPER_MAGIC
+                | V9FS_MAGIC
+                | CEPH_SUPER_MAGIC
+        )
 }
 
 /// Direct I/O alignment of an open file (`statx` with `STATX_DIOALIGN`, Linux 6.1):
@@ -118,6 +154,14 @@ impl FileBackend {
             return Err(BackendError::ZeroSize);
         }
         let direct = open_direct(path, &file, block_size);
+        let submit_may_block = submission_may_block(&file);
+        if submit_may_block {
+            tracing::info!(
+                path,
+                "file system may block io_uring submissions (FUSE or network): its I/O goes \
+                 straight to io_uring's worker threads"
+            );
+        }
         Ok(FileBackend {
             file,
             path: path.to_string(),
@@ -125,6 +169,7 @@ impl FileBackend {
             block_device,
             punch_hole_works: AtomicBool::new(!block_device),
             direct,
+            submit_may_block,
         })
     }
 
@@ -215,11 +260,13 @@ impl Backend for FileBackend {
                 fd: direct.as_fd(),
                 direct: true,
                 memory_align_bytes: DIRECT_IO_BUFFER_ALIGN,
+                submit_may_block: self.submit_may_block,
             },
             None => RingFile {
                 fd: self.file.as_fd(),
                 direct: false,
                 memory_align_bytes: 1,
+                submit_may_block: self.submit_may_block,
             },
         })
     }

@@ -68,6 +68,10 @@ pub struct RingFile<'a> {
     /// checked is a multiple of the file's direct I/O offset alignment.
     pub direct: bool,
     pub memory_align_bytes: usize,
+    /// Submitting I/O on this descriptor may block the submitting thread (FUSE, network
+    /// file systems): the server then submits with `IOSQE_ASYNC`, straight to io_uring's
+    /// workers, so its event loop never waits on the file system.
+    pub submit_may_block: bool,
 }
 
 /// Buffers for `O_DIRECT` I/O are aligned to this (a page: at least any direct I/O

@@ -219,8 +219,18 @@ impl LogicalUnit {
                     | op::SYNCHRONIZE_CACHE_16
             )
         );
-        if !ring_capable || !plannable {
+        if !ring_capable {
             return Plan::Done(self.execute(task));
+        }
+        if !plannable {
+            // A ring-capable backend is a file, whose synchronous calls can block for as
+            // long as its file system or device likes (a hung FUSE daemon, a suspended
+            // device): only commands that never touch it run here.
+            return if answers_without_the_medium(cdb) {
+                Plan::Done(self.execute(task))
+            } else {
+                Plan::Blocking
+            };
         }
         match self.plan_io(task) {
             Ok(plan) => Plan::Io(plan),
@@ -546,5 +556,31 @@ impl LogicalUnit {
         data.extend_from_slice(&[0u8; 4]);
         data.extend_from_slice(&descriptors);
         Ok(truncate(data, allocation_length))
+    }
+}
+
+/// Commands answered from the logical unit's own state (identity, capacity, mode pages,
+/// sense), never from its backend's medium.
+fn answers_without_the_medium(cdb: &[u8]) -> bool {
+    use super::opcodes::service_action::READ_CAPACITY_16;
+    match cdb.first().copied() {
+        Some(
+            op::TEST_UNIT_READY
+            | op::REQUEST_SENSE
+            | op::INQUIRY
+            | op::MODE_SELECT_6
+            | op::MODE_SENSE_6
+            | op::MODE_SELECT_10
+            | op::MODE_SENSE_10
+            | op::START_STOP_UNIT
+            | op::PREVENT_ALLOW_MEDIUM_REMOVAL
+            | op::READ_CAPACITY_10
+            | op::REPORT_LUNS
+            | op::MAINTENANCE_IN,
+        ) => true,
+        Some(op::SERVICE_ACTION_IN_16) => {
+            cdb.get(1).is_some_and(|sa| sa & 0x1f == READ_CAPACITY_16)
+        }
+        _ => false,
     }
 }

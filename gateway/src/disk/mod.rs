@@ -206,6 +206,10 @@ pub enum Plan {
     /// The command passed every check; the caller does this I/O on the backend's ring
     /// file ([`Backend::ring_file`]) and hands the outcome to [`LogicalUnit::finish`].
     Io(IoPlan),
+    /// Nothing ran: the command needs synchronous calls on a backend whose calls may
+    /// block (a file), so the caller runs [`LogicalUnit::execute`] on a thread that may
+    /// wait, not on an event loop.
+    Blocking,
 }
 
 /// The I/O a planned command needs.

@@ -9,6 +9,7 @@ pub mod key {
     pub const MEDIUM_ERROR: u8 = 0x3;
     pub const ILLEGAL_REQUEST: u8 = 0x5;
     pub const DATA_PROTECT: u8 = 0x7;
+    pub const ABORTED_COMMAND: u8 = 0xb;
     pub const MISCOMPARE: u8 = 0xe;
 }
 
@@ -23,6 +24,8 @@ pub mod asc {
     pub const LBA_OUT_OF_RANGE: (u8, u8) = (0x21, 0x00);
     pub const INVALID_FIELD_IN_CDB: (u8, u8) = (0x24, 0x00);
     pub const LOGICAL_UNIT_NOT_SUPPORTED: (u8, u8) = (0x25, 0x00);
+    /// SBC-4's answer to a command that outran its time (with ABORTED COMMAND).
+    pub const COMMAND_TIMEOUT_DURING_PROCESSING: (u8, u8) = (0x2e, 0x02);
     pub const INVALID_FIELD_IN_PARAMETER_LIST: (u8, u8) = (0x26, 0x00);
     pub const WRITE_PROTECTED: (u8, u8) = (0x27, 0x00);
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: (u8, u8) = (0x39, 0x00);

@@ -1533,6 +1533,38 @@ proptest! {
                 prop_assert!(io.offset + io.len <= BLOCKS * 512);
                 prop_assert!(io.len <= data_out.len() as u64 || io.kind != IoKind::Write);
             }
+            Plan::Blocking => prop_assert!(false, "a planned opcode left to the blocking pool"),
         }
     }
+}
+
+#[test]
+fn on_a_ring_unit_commands_that_touch_the_medium_are_left_to_a_thread_that_may_block() {
+    let ring = ring_lu(BLOCKS);
+    let write_same = cdb10(op::WRITE_SAME_10, 0, 0, 1);
+    assert!(matches!(
+        plan(&ring, &write_same, &[0; 512]),
+        Plan::Blocking
+    ));
+    let verify = cdb10(op::VERIFY_10, 0, 0, 1);
+    assert!(matches!(plan(&ring, &verify, &[]), Plan::Blocking));
+    let mut compare_and_write = vec![0u8; 16];
+    compare_and_write[0] = op::COMPARE_AND_WRITE;
+    compare_and_write[13] = 1;
+    assert!(matches!(
+        plan(&ring, &compare_and_write, &[0; 1024]),
+        Plan::Blocking
+    ));
+    // Identity, capacity and sense come from the unit itself: answered at once.
+    let mut inquiry = vec![op::INQUIRY, 0, 0, 0, 96, 0];
+    inquiry.resize(16, 0);
+    assert!(matches!(plan(&ring, &inquiry, &[]), Plan::Done(_)));
+    let mut read_capacity_16 = vec![0u8; 16];
+    read_capacity_16[0] = op::SERVICE_ACTION_IN_16;
+    read_capacity_16[1] = 0x10;
+    read_capacity_16[13] = 32;
+    assert!(matches!(plan(&ring, &read_capacity_16, &[]), Plan::Done(_)));
+    // A RAM unit never blocks: everything runs at once.
+    let ram = ram_lu(BLOCKS);
+    assert!(matches!(plan(&ram, &write_same, &[0; 512]), Plan::Done(_)));
 }

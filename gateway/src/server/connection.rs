@@ -14,7 +14,7 @@ use crate::session::{
     CommandId, CommandResult, TargetError, TargetEvent, TargetSession, TargetState,
 };
 
-use super::{FileIo, LunExecutor, Submission};
+use super::{Deferred, LunExecutor, Submission};
 
 /// Largest AHS accepted (the field allows 1020 bytes).
 const MAX_AHS_LEN: usize = 1024;
@@ -82,10 +82,10 @@ pub struct Connection {
     executor: Option<Arc<dyn LunExecutor>>,
     events: Vec<TargetEvent>,
     closed: Option<CloseReason>,
-    /// Commands whose file I/O the event loop has still to issue.
-    file_ios: Vec<(CommandId, FileIo)>,
-    /// Data-In bytes that commands running asynchronously (file I/O) will bring, by
-    /// command: reserved against the output limit when the command starts.
+    /// Commands the event loop has still to start off this connection's turn.
+    deferred: Vec<(CommandId, Deferred)>,
+    /// Data-In bytes that deferred commands will bring, by command: reserved against
+    /// the output limit when the command starts.
     reads_in_flight: Vec<(CommandId, usize)>,
     reads_in_flight_bytes: usize,
     /// Output this connection may owe before it stops taking input
@@ -134,7 +134,7 @@ impl Connection {
             executor: None,
             events: Vec::new(),
             closed: None,
-            file_ios: Vec::new(),
+            deferred: Vec::new(),
             reads_in_flight: Vec::new(),
             reads_in_flight_bytes: 0,
             output_limit: limits.max_output_bytes.max(1),
@@ -275,8 +275,10 @@ impl Connection {
     }
 
     /// Starts every ready command on its logical unit: most finish here and now; READ,
-    /// WRITE and SYNCHRONIZE CACHE on a file unit leave file I/O for the event loop
-    /// ([`Connection::take_file_ios`]), finished later by [`Connection::complete_file_io`].
+    /// WRITE and SYNCHRONIZE CACHE on a file unit leave file I/O for the event loop, and
+    /// other commands that touch a file leave a job for the blocking pool
+    /// ([`Connection::take_deferred`]), finished later by
+    /// [`Connection::complete_deferred`].
     fn run_commands(&mut self) {
         if self.executor.is_none() {
             if let Some(target) = self.session.target() {
@@ -309,22 +311,27 @@ impl Connection {
             };
             match submission {
                 Submission::Done(result) => self.session.complete_command(command.id, result),
-                Submission::Io(io) => {
-                    self.reads_in_flight.push((command.id, data_in_len));
-                    self.reads_in_flight_bytes += data_in_len;
-                    self.file_ios.push((command.id, io));
+                Submission::Io(io) => self.defer(command.id, data_in_len, Deferred::Io(io)),
+                Submission::Blocking(job) => {
+                    self.defer(command.id, data_in_len, Deferred::Blocking(job))
                 }
             }
         }
     }
 
-    /// The file I/O the commands started since the last call need.
-    pub(super) fn take_file_ios(&mut self) -> Vec<(CommandId, FileIo)> {
-        std::mem::take(&mut self.file_ios)
+    fn defer(&mut self, id: CommandId, data_in_len: usize, work: Deferred) {
+        self.reads_in_flight.push((id, data_in_len));
+        self.reads_in_flight_bytes += data_in_len;
+        self.deferred.push((id, work));
     }
 
-    /// A command's file I/O finished: its result goes to the initiator.
-    pub(super) fn complete_file_io(&mut self, id: CommandId, result: CommandResult) {
+    /// The deferred work the commands started since the last call need.
+    pub(super) fn take_deferred(&mut self) -> Vec<(CommandId, Deferred)> {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// A deferred command finished (or timed out): its result goes to the initiator.
+    pub(super) fn complete_deferred(&mut self, id: CommandId, result: CommandResult) {
         if let Some(at) = self.reads_in_flight.iter().position(|(c, _)| *c == id) {
             let (_, reserved) = self.reads_in_flight.swap_remove(at);
             self.reads_in_flight_bytes -= reserved;

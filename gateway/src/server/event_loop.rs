@@ -33,9 +33,10 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession, TargetState};
 
+use super::blocking::{Cancelled, Inbox, Reply};
 use super::connection::{CloseReason, Connection, ConnectionLimits};
 use super::file_io::{FileOp, Progress};
-use super::{ConnControl, LoopStats, SessionKey, Shared};
+use super::{ConnControl, Deferred, LoopStats, SessionKey, Shared};
 
 const SQ_ENTRIES: u32 = 256;
 const CQ_ENTRIES: u32 = 1024;
@@ -43,6 +44,8 @@ const CQ_ENTRIES: u32 = 1024;
 const MAX_WAIT: Duration = Duration::from_millis(500);
 /// How long a closing connection may take to send its last PDUs.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// How long shutdown waits for file I/O a hung backend holds.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long accepting pauses when the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -51,6 +54,8 @@ const KIND_RECV: u64 = 2;
 const KIND_SEND: u64 = 3;
 const KIND_WAKE: u64 = 4;
 const KIND_FILE: u64 = 5;
+/// Not a ring operation: a job on the blocking pool (for deadlines).
+const KIND_BLOCKING: u64 = 6;
 
 fn token(kind: u64, slot: usize, generation: u32) -> u64 {
     kind << 56 | ((slot as u64) & 0x00ff_ffff) << 32 | u64::from(generation)
@@ -68,6 +73,8 @@ fn untoken(user_data: u64) -> (u64, usize, u32) {
 #[derive(Debug)]
 pub(crate) struct Waker {
     fd: OwnedFd,
+    /// Set with a wake-up that asks the loop to look for connections told to close.
+    pub(crate) kills_requested: std::sync::atomic::AtomicBool,
 }
 
 impl Waker {
@@ -80,6 +87,7 @@ impl Waker {
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
         Ok(Waker {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            kills_requested: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -119,6 +127,17 @@ struct Slot {
     timer: Option<Instant>,
 }
 
+/// A command on the blocking pool.
+struct BlockingEntry {
+    generation: u32,
+    conn_index: usize,
+    conn_generation: u32,
+    command: crate::session::CommandId,
+    cancelled: Cancelled,
+    /// Answered by its deadline already; the late result is dropped.
+    answered: bool,
+}
+
 struct EventLoop {
     ring: IoUring,
     shared: Arc<Shared>,
@@ -138,6 +157,15 @@ struct EventLoop {
     file_ops: Vec<Option<(u32, FileOp)>>,
     free_file_ops: Vec<usize>,
     file_ops_in_flight: usize,
+    /// Commands on the blocking pool, by token slot, and their results' way back.
+    blocking_jobs: Vec<Option<BlockingEntry>>,
+    free_blocking_jobs: Vec<usize>,
+    inbox: Arc<Inbox>,
+    /// When each deferred command must be answered, backend or not: (deadline, kind
+    /// (`KIND_FILE` or `KIND_BLOCKING`), slot, generation). Stale entries are skipped.
+    command_deadlines: BinaryHeap<Reverse<(Instant, u64, usize, u32)>>,
+    /// When shutdown began: deferred work still in flight is waited for only so long.
+    stopping_since: Option<Instant>,
     stats: Arc<LoopStats>,
     /// Slots with something to do this turn (a completion, a due timer, new work): only
     /// these are serviced, so an idle connection costs nothing per turn.
@@ -190,6 +218,7 @@ pub(super) fn run(
         }
     };
     let _ = ready.send(Ok(()));
+    let inbox = Arc::new(Inbox::new(Arc::clone(&waker)));
     let mut event_loop = EventLoop {
         ring,
         shared,
@@ -205,6 +234,11 @@ pub(super) fn run(
         file_ops: Vec::new(),
         free_file_ops: Vec::new(),
         file_ops_in_flight: 0,
+        blocking_jobs: Vec::new(),
+        free_blocking_jobs: Vec::new(),
+        inbox,
+        command_deadlines: BinaryHeap::new(),
+        stopping_since: None,
         stats,
         to_service: Vec::new(),
         timers: BinaryHeap::new(),
@@ -227,6 +261,7 @@ impl EventLoop {
         loop {
             if self.shared.shutdown.load(Ordering::Acquire) && !self.stopping {
                 self.stopping = true;
+                self.stopping_since = Some(Instant::now());
                 for index in 0..self.slots.len() {
                     if let Some(slot) = self.slots[index].as_mut() {
                         slot.conn.abort(TargetError::Shutdown);
@@ -235,9 +270,19 @@ impl EventLoop {
                 }
             }
             // File I/O in flight still writes into buffers this loop owns, and a write
-            // must land before the units are flushed: wait for all of it.
-            if self.stopping && self.connections == 0 && self.file_ops_in_flight == 0 {
-                break;
+            // must land before the units are flushed: wait for it, but not forever for
+            // a backend that hangs.
+            if self.stopping && self.connections == 0 {
+                if self.file_ops_in_flight == 0 {
+                    break;
+                }
+                if self
+                    .stopping_since
+                    .is_some_and(|t| t.elapsed() >= SHUTDOWN_GRACE)
+                {
+                    self.abandon_file_ops();
+                    break;
+                }
             }
             let now = Instant::now();
             let wait = self
@@ -336,7 +381,11 @@ impl EventLoop {
 
     fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        [timer, self.accepts_resume_at].into_iter().flatten().min()
+        let command = self.command_deadlines.peek().map(|Reverse((at, ..))| *at);
+        [timer, command, self.accepts_resume_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Puts a slot on this turn's service list (once).
@@ -412,14 +461,19 @@ impl EventLoop {
                 }
             }
             KIND_WAKE => {
-                // Another thread asked a connection to close (reinstatement): rare, so
-                // a look at every slot is fine here.
-                for index in 0..self.slots.len() {
-                    if self.slots[index]
-                        .as_ref()
-                        .is_some_and(|s| s.control.kill.load(Ordering::Acquire))
-                    {
-                        self.mark(index);
+                for (token, command, result) in self.inbox.take() {
+                    self.blocking_done(token, command, result);
+                }
+                if self.waker.kills_requested.swap(false, Ordering::AcqRel) {
+                    // Another thread asked a connection to close (reinstatement): rare,
+                    // so a look at every slot is fine here.
+                    for index in 0..self.slots.len() {
+                        if self.slots[index]
+                            .as_ref()
+                            .is_some_and(|s| s.control.kill.load(Ordering::Acquire))
+                        {
+                            self.mark(index);
+                        }
                     }
                 }
                 if !self.stopping {
@@ -662,6 +716,7 @@ impl EventLoop {
     /// Timers that came due, then every slot with something to do.
     fn service(&mut self, now: Instant) {
         self.resume_accepts(now);
+        self.expire_commands(now);
         self.expire_timers(now);
         let mut work = std::mem::take(&mut self.to_service);
         for &index in &work {
@@ -688,11 +743,19 @@ impl EventLoop {
         if !slot.recv_in_flight {
             slot.conn.resume(now);
         }
-        let file_ios = slot.conn.take_file_ios();
-        if !file_ios.is_empty() {
+        let deferred = slot.conn.take_deferred();
+        if !deferred.is_empty() {
             let generation = slot.generation;
-            for (command, io) in file_ios {
-                self.start_file_op(index, generation, command, io);
+            let deadline = now + self.shared.limits.backend_timeout;
+            for (command, work) in deferred {
+                match work {
+                    Deferred::Io(io) => {
+                        self.start_file_op(index, generation, command, io, deadline)
+                    }
+                    Deferred::Blocking(job) => {
+                        self.start_blocking(index, generation, command, job, deadline)
+                    }
+                }
             }
         }
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
@@ -790,12 +853,127 @@ impl EventLoop {
         unsafe { self.push(entry) };
     }
 
+    fn start_blocking(
+        &mut self,
+        conn_index: usize,
+        conn_generation: u32,
+        command: crate::session::CommandId,
+        job: super::BlockingJob,
+        deadline: Instant,
+    ) {
+        let index = match self.free_blocking_jobs.pop() {
+            Some(index) => index,
+            None => {
+                self.blocking_jobs.push(None);
+                self.blocking_jobs.len() - 1
+            }
+        };
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let cancelled = Cancelled::default();
+        self.blocking_jobs[index] = Some(BlockingEntry {
+            generation,
+            conn_index,
+            conn_generation,
+            command,
+            cancelled: Arc::clone(&cancelled),
+            answered: false,
+        });
+        self.command_deadlines
+            .push(Reverse((deadline, KIND_BLOCKING, index, generation)));
+        let reply = Reply {
+            inbox: Arc::clone(&self.inbox),
+            token: (index, generation),
+            command,
+            cancelled,
+        };
+        if let Ok(pool) = self.shared.blocking.lock() {
+            pool.submit(job, reply);
+        }
+    }
+
+    /// A job of the blocking pool finished.
+    fn blocking_done(
+        &mut self,
+        (index, generation): (usize, u32),
+        command: crate::session::CommandId,
+        result: crate::session::CommandResult,
+    ) {
+        let Some(entry) = self
+            .blocking_jobs
+            .get_mut(index)
+            .filter(|e| e.as_ref().is_some_and(|e| e.generation == generation))
+            .and_then(Option::take)
+        else {
+            return;
+        };
+        self.free_blocking_jobs.push(index);
+        if !entry.answered {
+            self.deliver(entry.conn_index, entry.conn_generation, command, result);
+        }
+    }
+
+    /// Answers the deferred commands whose deadline has passed, as the backend did not.
+    fn expire_commands(&mut self, now: Instant) {
+        while let Some(Reverse((at, kind, index, generation))) =
+            self.command_deadlines.peek().copied()
+        {
+            if at > now {
+                break;
+            }
+            self.command_deadlines.pop();
+            let target = match kind {
+                KIND_FILE => self
+                    .file_ops
+                    .get_mut(index)
+                    .and_then(Option::as_mut)
+                    .filter(|(g, op)| *g == generation && !op.answered)
+                    .map(|(_, op)| {
+                        op.answered = true;
+                        (op.conn_index, op.conn_generation, op.command)
+                    }),
+                _ => self
+                    .blocking_jobs
+                    .get_mut(index)
+                    .and_then(Option::as_mut)
+                    .filter(|e| e.generation == generation && !e.answered)
+                    .map(|e| {
+                        e.answered = true;
+                        e.cancelled.store(true, Ordering::Release);
+                        (e.conn_index, e.conn_generation, e.command)
+                    }),
+            };
+            if let Some((conn_index, conn_generation, command)) = target {
+                tracing::warn!(
+                    timeout_ms = self.shared.limits.backend_timeout.as_millis(),
+                    "backend did not answer a command in time: answered ABORTED COMMAND, \
+                     COMMAND TIMEOUT DURING PROCESSING"
+                );
+                self.deliver(conn_index, conn_generation, command, timed_out_result());
+            }
+        }
+    }
+
+    /// Shutdown with file I/O still in the kernel (a hung backend): its buffers are
+    /// leaked, never freed, since the kernel may still write into them.
+    fn abandon_file_ops(&mut self) {
+        tracing::warn!(
+            in_flight = self.file_ops_in_flight,
+            "stopping with file I/O a backend never finished; its buffers are left allocated"
+        );
+        for entry in self.file_ops.drain(..).flatten() {
+            std::mem::forget(entry);
+        }
+        self.file_ops_in_flight = 0;
+    }
+
     fn start_file_op(
         &mut self,
         conn_index: usize,
         conn_generation: u32,
         command: crate::session::CommandId,
         io: super::FileIo,
+        deadline: Instant,
     ) {
         let mut op = match FileOp::new(conn_index, conn_generation, command, io) {
             Ok(op) => op,
@@ -816,6 +994,8 @@ impl EventLoop {
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         self.file_ops[index] = Some((generation, op));
         self.file_ops_in_flight += 1;
+        self.command_deadlines
+            .push(Reverse((deadline, KIND_FILE, index, generation)));
         self.file_progress(index, generation, progress);
     }
 
@@ -859,6 +1039,10 @@ impl EventLoop {
                     .store(completed + 1, Ordering::Relaxed);
                 let (conn_index, conn_generation, command) =
                     (op.conn_index, op.conn_generation, op.command);
+                if op.answered {
+                    tracing::info!("file I/O finished after its command was answered");
+                    return;
+                }
                 let result = op.finish(outcome);
                 self.deliver(conn_index, conn_generation, command, result);
             }
@@ -879,10 +1063,10 @@ impl EventLoop {
             .and_then(Option::as_mut)
             .filter(|s| s.generation == conn_generation)
         else {
-            tracing::debug!("file I/O finished after its connection closed");
+            tracing::debug!("deferred command finished after its connection closed");
             return;
         };
-        slot.conn.complete_file_io(command, result);
+        slot.conn.complete_deferred(command, result);
         self.mark(conn_index);
     }
 
@@ -916,5 +1100,21 @@ impl EventLoop {
             Some(reason) => tracing::warn!(%peer, %reason, "connection closed on a fault"),
             None => tracing::info!(%peer, "connection closed"),
         }
+    }
+}
+
+/// The answer to a command whose backend did not answer within
+/// [`super::ClientLimits::backend_timeout`].
+fn timed_out_result() -> crate::session::CommandResult {
+    use crate::disk::sense::{asc, key, Check};
+    let result = crate::disk::ScsiResult::check_condition(&Check::new(
+        key::ABORTED_COMMAND,
+        asc::COMMAND_TIMEOUT_DURING_PROCESSING,
+    ));
+    crate::session::CommandResult {
+        status: result.status,
+        sense: result.sense,
+        data_in: Vec::new(),
+        data_out_wanted: None,
     }
 }

@@ -112,6 +112,10 @@ pub(super) struct FileOp {
     pub(super) conn_index: usize,
     pub(super) conn_generation: u32,
     pub(super) command: CommandId,
+    /// The command was answered already (its deadline passed); the outcome is dropped.
+    pub(super) answered: bool,
+    /// Submit with `IOSQE_ASYNC` ([`crate::backend::RingFile::submit_may_block`]).
+    force_async: bool,
     io: FileIo,
     fd: RawFd,
     buf: IoBuffer,
@@ -134,6 +138,7 @@ impl FileOp {
             return Err((command, io.complete(Err(error))));
         };
         let (fd, direct) = (ring_file.fd.as_raw_fd(), ring_file.direct);
+        let force_async = ring_file.submit_may_block;
         let len = usize::try_from(io.plan.len).unwrap_or(usize::MAX);
         let buf = match (io.plan.kind, direct) {
             (IoKind::Flush, _) => IoBuffer::Plain(Vec::new()),
@@ -166,6 +171,8 @@ impl FileOp {
             conn_index,
             conn_generation,
             command,
+            answered: false,
+            force_async,
             io,
             fd,
             buf,
@@ -210,6 +217,15 @@ impl FileOp {
 
     /// What follows from the current state: resume a short transfer, sync, or finish.
     fn next(&mut self) -> Progress {
+        match self.next_request() {
+            Progress::Submit(entry) if self.force_async => {
+                Progress::Submit(entry.flags(squeue::Flags::ASYNC))
+            }
+            progress => progress,
+        }
+    }
+
+    fn next_request(&mut self) -> Progress {
         if self.stage == Stage::Transfer && self.done >= self.len {
             if self.io.plan.kind == IoKind::Write && self.io.plan.flush_after {
                 self.stage = Stage::Sync;

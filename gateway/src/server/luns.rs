@@ -11,7 +11,7 @@ use crate::disk::{
 };
 use crate::session::CommandResult;
 
-use super::{FileIo, LunExecutor, ServerError, Submission, TargetNodeConfig};
+use super::{BlockingJob, FileIo, LunExecutor, ServerError, Submission, TargetNodeConfig};
 
 /// The LUNs of one target node and the port identity they report.
 struct DiskLuns {
@@ -71,13 +71,17 @@ impl DiskLuns {
             cdb,
             data_out,
             expected_data_in_len,
-            target_port: TargetPortInfo {
-                relative_port_id: 1,
-                target_port_group: 0,
-                target_name: &self.target_name,
-                tpgt: self.tpgt,
-            },
+            target_port: port_info(&self.target_name, self.tpgt),
         }
+    }
+}
+
+fn port_info(target_name: &str, tpgt: u16) -> TargetPortInfo<'_> {
+    TargetPortInfo {
+        relative_port_id: 1,
+        target_port_group: 0,
+        target_name,
+        tpgt,
     }
 }
 
@@ -125,6 +129,24 @@ impl LunExecutor for DiskLuns {
             .plan(lun, &self.task(cdb, data, expected_data_in_len))
         {
             Plan::Done(result) => Submission::Done(command_result(result, wanted)),
+            Plan::Blocking => {
+                data_out.truncate(used);
+                let unit = Arc::clone(unit);
+                let cdb = cdb.to_vec();
+                let (target_name, tpgt) = (self.target_name.clone(), self.tpgt);
+                Submission::Blocking(BlockingJob {
+                    unit: Arc::as_ptr(&unit) as usize,
+                    run: Box::new(move || {
+                        let task = ScsiTask {
+                            cdb: &cdb,
+                            data_out: &data_out,
+                            expected_data_in_len,
+                            target_port: port_info(&target_name, tpgt),
+                        };
+                        command_result(unit.execute(&task), wanted)
+                    }),
+                })
+            }
             Plan::Io(plan) => {
                 // The plan's length is what the CDB writes, a prefix of the Data-Out.
                 if plan.kind == IoKind::Write {

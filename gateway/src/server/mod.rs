@@ -13,6 +13,7 @@
 //! - `file_io`: one command's file I/O on the loop's ring (READ, WRITE, SYNCHRONIZE CACHE
 //!   on file units), resumed when short, with aligned buffers for `O_DIRECT`.
 
+mod blocking;
 mod connection;
 mod event_loop;
 mod file_io;
@@ -29,6 +30,7 @@ use datapath::pdu::Isid;
 use crate::disk::{IoPlan, LogicalUnit};
 use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig};
 
+pub use blocking::BlockingJob;
 pub use connection::{CloseReason, Connection, ConnectionLimits};
 
 /// Runs SCSI commands for the LUNs of one target node.
@@ -65,6 +67,17 @@ pub enum Submission {
     Done(CommandResult),
     /// The command passed its checks; this I/O finishes it.
     Io(FileIo),
+    /// The command makes calls that may block: it runs on the blocking pool.
+    Blocking(BlockingJob),
+}
+
+/// A command that finishes off the connection's own turn: file I/O on the loop's ring,
+/// or a job on the blocking pool. Either way the loop answers it by its deadline
+/// ([`ClientLimits::backend_timeout`]) if the backend has not.
+#[derive(Debug)]
+pub(crate) enum Deferred {
+    Io(FileIo),
+    Blocking(BlockingJob),
 }
 
 /// A checked READ, WRITE or SYNCHRONIZE CACHE waiting for its I/O on a logical unit whose
@@ -169,6 +182,13 @@ pub struct ClientLimits {
     /// longest is closed. The rest of `max_connections_per_thread` is kept for logged-in
     /// sessions.
     pub max_logins: usize,
+    /// A command whose backend has not answered this long is answered for it: CHECK
+    /// CONDITION, ABORTED COMMAND, COMMAND TIMEOUT DURING PROCESSING. A hung backend
+    /// then stalls only its own commands, and the initiator learns of it before its own
+    /// timeout (30 s for Linux's SCSI layer) starts resets.
+    pub backend_timeout: Duration,
+    /// Threads that run commands whose backend calls may block (see `blocking`).
+    pub blocking_threads: usize,
 }
 
 impl Default for ClientLimits {
@@ -178,6 +198,8 @@ impl Default for ClientLimits {
             first_pdu_timeout: Duration::from_secs(5),
             max_logins_per_source: 64,
             max_logins: 512,
+            backend_timeout: Duration::from_secs(15),
+            blocking_threads: 4,
         }
     }
 }
@@ -260,6 +282,7 @@ pub(crate) struct Shared {
     pub(crate) max_connections_per_thread: usize,
     pub(crate) portal_group_tag: u16,
     pub(crate) limits: ClientLimits,
+    pub(crate) blocking: Mutex<blocking::BlockingPool>,
 }
 
 impl Shared {
@@ -286,6 +309,9 @@ impl Shared {
                 "session reinstatement: closing the old session of this initiator and ISID"
             );
             old.kill.store(true, Ordering::Release);
+            old.loop_waker
+                .kills_requested
+                .store(true, Ordering::Release);
             old.loop_waker.wake();
         }
     }
@@ -362,6 +388,9 @@ impl RunningTarget {
             unsafe {
                 libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(listener), libc::SHUT_RDWR);
             }
+        }
+        if let Ok(mut pool) = self.shared.blocking.lock() {
+            pool.stop();
         }
         for (name, executor) in self.shared.luns.iter() {
             tracing::debug!(target = %name, "flushing logical units");
@@ -448,6 +477,10 @@ pub fn start_with(
         max_connections_per_thread: config.max_connections_per_thread.max(1),
         portal_group_tag: config.portal_group_tag,
         limits: config.client_limits,
+        blocking: Mutex::new(
+            blocking::BlockingPool::start(config.client_limits.blocking_threads)
+                .map_err(ServerError::Thread)?,
+        ),
     });
     let listeners = Arc::new(listeners);
     let threads_wanted = config.threads.unwrap_or_else(|| {
