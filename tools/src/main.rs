@@ -50,7 +50,7 @@ enum Command {
     Readcap { url: String },
     /// Read blocks.
     Read(ReadArgs),
-    /// Write blocks from a file.
+    /// Write blocks from a file, then make them durable (SYNCHRONIZE CACHE by default).
     Write(WriteArgs),
     /// List offload adapters: the software models (kind, queue pairs, capabilities, the
     /// shard and core each queue pair is pinned to) and the real ones in sysfs.
@@ -90,6 +90,25 @@ struct WriteArgs {
     /// The data; its length must be a whole number of blocks.
     #[arg(long = "in")]
     input: std::path::PathBuf,
+    /// Set FUA on every WRITE (each is on the medium before it completes) instead of one
+    /// SYNCHRONIZE CACHE after the last write.
+    #[arg(long, conflicts_with = "no_sync")]
+    fua: bool,
+    /// Send neither FUA nor SYNCHRONIZE CACHE: the data may sit in the target's volatile
+    /// write cache when the command returns, and a power cut loses it. Default: one
+    /// SYNCHRONIZE CACHE of the range written after the last WRITE.
+    #[arg(long)]
+    no_sync: bool,
+}
+
+impl WriteArgs {
+    fn durability(&self) -> commands::Durability {
+        match (self.fua, self.no_sync) {
+            (true, _) => commands::Durability::ForceUnitAccess,
+            (false, true) => commands::Durability::None,
+            (false, false) => commands::Durability::SynchronizeCache,
+        }
+    }
 }
 
 /// Accepts decimal or 0x-prefixed hex.
@@ -132,7 +151,9 @@ fn main() {
             a.out.as_deref(),
             &out,
         ),
-        Command::Write(a) => commands::write(&cli.options, &a.url, a.lba, &a.input, &out),
+        Command::Write(a) => {
+            commands::write(&cli.options, &a.url, a.lba, &a.input, a.durability(), &out)
+        }
         Command::Adapters(a) => adapters::adapters(a.shards, a.core, &a.sysfs_root, &out),
     };
     if let Err(error) = result {
