@@ -4,8 +4,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::process::{Command, Output};
+
 use datapath::client::{Client, ClientConfig};
-use system_tests::{free_port, GatewayProcess, TempDir};
+use serde_json::Value;
+use system_tests::{
+    free_port, gateway_binary, run_command, run_tool, workspace_binary, GatewayProcess, TempDir,
+};
 
 /// The target name `iscsi-gateway` uses without `--iqn`.
 const DEFAULT_IQN: &str = "iqn.2026-11.io.iscsi-uring:target";
@@ -36,4 +41,124 @@ fn restart_right_after_kill_9_binds_the_same_port() {
     eprintln!(
         "restarts that waited for the killed gateway's listener: {waited_for_old_listener} of 10"
     );
+}
+
+/// `iscsi-gateway ARGS...` run to its end (for refusals), with a timeout.
+fn gateway_run(args: &[&str]) -> Output {
+    let mut command = Command::new(gateway_binary());
+    command.args(args);
+    run_command(command, Duration::from_secs(20))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The NAA designator of LUN 0, as `iscsi-ctl inquiry --vpd 0x83` decodes it.
+fn naa_of(portal: SocketAddr) -> String {
+    let ctl = workspace_binary("tools", "iscsi-ctl");
+    let url = format!("iscsi://{portal}/{DEFAULT_IQN}/0");
+    let out = run_tool(
+        &ctl.to_string_lossy(),
+        &["--json", "inquiry", "--vpd", "0x83", &url],
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "iscsi-ctl: {}", stderr(&out));
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    page["descriptors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["designator_type"] == "NAA")
+        .map(|d| d["value"].as_str().unwrap().to_string())
+        .expect("an NAA designator")
+}
+
+/// The unit serial number of LUN 0, as libiscsi's `iscsi-inq -e 1 -c 0x80` reports it.
+fn serial_by_libiscsi(portal: SocketAddr) -> Option<String> {
+    let url = format!("iscsi://{portal}/{DEFAULT_IQN}/0");
+    let out = run_tool(
+        "iscsi-inq",
+        &["-e", "1", "-c", "128", &url],
+        Duration::from_secs(20),
+    );
+    if out.status.code() == Some(127) {
+        eprintln!("SKIPPED: iscsi-inq not installed; the serial number is not cross-checked");
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let serial = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Unit Serial Number:["))
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("no serial number in iscsi-inq's report: {text}"));
+    Some(serial.to_string())
+}
+
+#[test]
+fn two_gateways_with_default_names_report_different_disks() {
+    let dir = TempDir::new("gateway-identity").unwrap();
+    let args = ["--lun", "ram:16M", "--threads", "1"];
+    let a = GatewayProcess::start(loopback(free_port()), &args, &dir.join("a")).unwrap();
+    let b = GatewayProcess::start(loopback(free_port()), &args, &dir.join("b")).unwrap();
+    let (naa_a, naa_b) = (naa_of(a.portal()), naa_of(b.portal()));
+    assert!(naa_a.starts_with("naa.3"), "{naa_a}");
+    assert_ne!(naa_a, naa_b, "dm-multipath would merge two different disks");
+    if let (Some(serial_a), Some(serial_b)) = (
+        serial_by_libiscsi(a.portal()),
+        serial_by_libiscsi(b.portal()),
+    ) {
+        assert_ne!(serial_a, serial_b);
+    }
+}
+
+#[test]
+fn a_file_lun_keeps_its_identity_and_is_exported_by_one_gateway_at_a_time() {
+    let dir = TempDir::new("gateway-file-identity").unwrap();
+    let image = dir.join("disk.img").display().to_string();
+    let lun = format!("file:{image}:16M");
+    let args = ["--lun", lun.as_str(), "--threads", "1"];
+    let portal = loopback(free_port());
+    let first = GatewayProcess::start(portal, &args, &dir.join("first")).unwrap();
+    let naa = naa_of(portal);
+
+    // A second gateway on the same file is refused, naming the file and why.
+    let other_portal = loopback(free_port()).to_string();
+    let out = gateway_run(&["--portal", &other_portal, "--lun", &lun]);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(message.contains(&image), "{message}");
+    assert!(
+        message.contains("in use by another LUN or gateway"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("listening"),
+        "validated before binding: {message}"
+    );
+    first.kill_hard();
+
+    // Restarted (and this time with the file's size found), the same disk.
+    let image_spec = format!("file:{image}");
+    let again = GatewayProcess::start(
+        portal,
+        &["--lun", &image_spec, "--threads", "1"],
+        &dir.join("again"),
+    )
+    .unwrap();
+    assert_eq!(naa_of(again.portal()), naa);
+    drop(again);
+
+    // Set by the user, it is what hosts see.
+    let given = format!("{lun},naa=3000000000c0ffee,serial=DISK-0");
+    let set = GatewayProcess::start(
+        portal,
+        &["--lun", &given, "--threads", "1"],
+        &dir.join("given"),
+    )
+    .unwrap();
+    assert_eq!(naa_of(set.portal()), "naa.3000000000c0ffee");
+    if let Some(serial) = serial_by_libiscsi(set.portal()) {
+        assert_eq!(serial, "DISK-0");
+    }
 }

@@ -31,8 +31,11 @@ struct Args {
     /// Target name.
     #[arg(long, default_value = "iqn.2026-11.io.iscsi-uring:target")]
     iqn: String,
-    /// LUN backend: ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE (repeatable; LUN
-    /// numbers from 0 in order).
+    /// LUN backend: ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE, then options:
+    /// ,serial=TEXT ,naa=HEX16 (the identity hosts see; file LUNs keep a generated one in
+    /// PATH.identity, RAM and null LUNs get a new one per start), ,grow (grow a shorter
+    /// existing file to SIZE), ,shared (export a file another gateway exports too).
+    /// Repeatable; LUN numbers from 0 in order.
     #[arg(long = "lun", required_unless_present = "config")]
     luns: Vec<String>,
     /// CHAP user the initiator must log in as.
