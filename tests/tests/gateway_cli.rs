@@ -162,3 +162,28 @@ fn a_file_lun_keeps_its_identity_and_is_exported_by_one_gateway_at_a_time() {
         assert_eq!(serial, "DISK-0");
     }
 }
+
+#[test]
+fn sighup_is_logged_and_ignored_and_sigterm_stops_cleanly() {
+    let dir = TempDir::new("gateway-signals").unwrap();
+    let mut gateway = GatewayProcess::start(
+        loopback(free_port()),
+        &["--lun", "ram:16M", "--threads", "1"],
+        &dir.join("log"),
+    )
+    .unwrap();
+    gateway.signal(libc::SIGHUP);
+    assert_eq!(
+        gateway.wait_exit(Duration::from_millis(500)),
+        None,
+        "SIGHUP killed it"
+    );
+    naa_of(gateway.portal()); // Still serving.
+    assert!(gateway.log().contains("SIGHUP"), "{}", gateway.log());
+    gateway.signal(libc::SIGTERM);
+    let status = gateway
+        .wait_exit(Duration::from_secs(10))
+        .expect("stops on SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(gateway.log().contains("SIGTERM"), "{}", gateway.log());
+}

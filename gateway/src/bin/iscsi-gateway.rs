@@ -6,7 +6,8 @@
 //! ```
 //! LUNs are numbered from 0 in the order given. Several targets, CHAP per target and the
 //! rest: `iscsi-gateway --config FILE` (TOML, see `gateway/iscsi-gateway.example.toml`).
-//! SIGINT or SIGTERM shuts down cleanly.
+//! SIGINT or SIGTERM shuts down cleanly; SIGHUP (a closed terminal, a log rotation) is
+//! logged and ignored: there is nothing to reload, and dying of it lost every session.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -112,8 +113,21 @@ fn main() -> ExitCode {
     for addr in target.addrs() {
         tracing::info!(portal = %addr, targets = %iqns, "target ready");
     }
-    let signal = wait_for_signal(&signals);
-    tracing::info!(signal, "stop signal received; shutting down");
+    loop {
+        let signal = wait_for_signal(&signals);
+        if signal == libc::SIGHUP {
+            tracing::info!(
+                signal = "SIGHUP",
+                "signal received; ignored (nothing to reload: restart to apply a new configuration)"
+            );
+            continue;
+        }
+        tracing::info!(
+            signal = signal_name(signal),
+            "signal received; shutting down"
+        );
+        break;
+    }
     target.shutdown();
     ExitCode::SUCCESS
 }
@@ -151,6 +165,16 @@ fn config_from_args(args: Args) -> TargetConfig {
     config
 }
 
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "another signal",
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread it starts).
 fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; the libc calls get valid pointers to it.
     unsafe {
@@ -158,6 +182,7 @@ fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));
