@@ -187,3 +187,39 @@ fn sighup_is_logged_and_ignored_and_sigterm_stops_cleanly() {
     assert!(status.success(), "{status}");
     assert!(gateway.log().contains("SIGTERM"), "{}", gateway.log());
 }
+
+#[test]
+fn every_binary_says_its_version() {
+    for (package, bin) in [
+        ("gateway", "iscsi-gateway"),
+        ("tools", "iscsi-ctl"),
+        ("bench", "iscsi-bench"),
+    ] {
+        let path = workspace_binary(package, bin);
+        let out = run_tool(
+            &path.to_string_lossy(),
+            &["--version"],
+            Duration::from_secs(10),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{bin} --version: {}", stderr(&out));
+        assert!(text.contains(env!("CARGO_PKG_VERSION")), "{bin}: {text}");
+    }
+}
+
+#[test]
+fn a_log_that_is_not_a_terminal_has_no_colour_codes() {
+    let dir = TempDir::new("gateway-ansi").unwrap();
+    let gateway = GatewayProcess::start(
+        loopback(free_port()),
+        &["--lun", "ram:16M", "--threads", "1"],
+        &dir.join("log"),
+    )
+    .unwrap();
+    let log = gateway.log();
+    assert!(log.contains("target ready"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log file: {log:?}"
+    );
+}

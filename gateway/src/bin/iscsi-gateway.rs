@@ -17,7 +17,7 @@ use gateway::server::{self, TargetConfig, TargetNodeConfig};
 use gateway::session::ChapCredentials;
 
 #[derive(Debug, Parser)]
-#[command(name = "iscsi-gateway", about = "An iSCSI target on io_uring")]
+#[command(name = "iscsi-gateway", version, about = "An iSCSI target on io_uring")]
 struct Args {
     /// TOML configuration file (portals, targets, LUNs, CHAP, ACLs); replaces every other
     /// option except --threads.
@@ -69,6 +69,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in a log file or a journal they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
 
