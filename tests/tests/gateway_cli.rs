@@ -223,3 +223,86 @@ fn a_log_that_is_not_a_terminal_has_no_colour_codes() {
         "escape codes in a log file: {log:?}"
     );
 }
+
+#[test]
+fn invalid_input_is_refused_before_listening_with_what_was_wrong() {
+    let dir = TempDir::new("gateway-refusals").unwrap();
+    let portal = loopback(free_port()).to_string();
+    let existing = dir.join("existing.img");
+    std::fs::write(&existing, vec![0u8; 1 << 20]).unwrap();
+    let existing_2m = format!("file:{}:2M", existing.display());
+    let config = dir.join("big-lun.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "portals = [\"{portal}\"]\n[[target]]\niqn = \"iqn.2026-11.test:big\"\n\
+             luns = [{{ lun = 99999, backend = \"ram:1M\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["--iqn", "notaniqn", "--lun", "ram:1M"],
+            "\"notaniqn\" is not an iSCSI name",
+        ),
+        (
+            &["--iqn", "iqn.2026-11.test:My Disk", "--lun", "ram:1M"],
+            "upper case",
+        ),
+        (
+            &["--lun", "ram:1000"],
+            "not a multiple of the 512-byte block",
+        ),
+        (&["--lun", "ram:1024T"], "larger than this machine's"),
+        (
+            &["--lun", &existing_2m],
+            "has 1048576 bytes, the spec asks for 2097152",
+        ),
+        (
+            &["--config", &config],
+            "LUN 99999 of iqn.2026-11.test:big: LUN numbers go up to 16383",
+        ),
+        (
+            &[
+                "--lun",
+                "ram:1M",
+                "--chap-user",
+                "u",
+                "--chap-secret",
+                "short",
+            ],
+            "secret of 5 bytes, at least 12",
+        ),
+        (
+            &[
+                "--lun",
+                "ram:1M",
+                "--allow-initiator",
+                "iqn.2026-11.test:Host",
+            ],
+            "allowed initiator",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["--portal", portal.as_str()];
+        all.extend_from_slice(args);
+        if args.first() == Some(&"--config") {
+            all = args.to_vec();
+        }
+        let out = gateway_run(&all);
+        let message = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?} accepted: {message}");
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert!(
+            !message.contains("listening"),
+            "{args:?} listened first: {message}"
+        );
+        assert!(!message.contains("panicked"), "{args:?}: {message}");
+    }
+    assert_eq!(
+        std::fs::metadata(&existing).unwrap().len(),
+        1 << 20,
+        "file untouched"
+    );
+}

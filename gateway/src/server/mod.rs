@@ -13,6 +13,7 @@
 //! - `file_io`: one command's file I/O on the loop's ring (READ, WRITE, SYNCHRONIZE CACHE
 //!   on file units), resumed when short, with aligned buffers for `O_DIRECT`.
 
+mod checks;
 mod connection;
 mod event_loop;
 mod file_io;
@@ -187,6 +188,21 @@ pub enum ServerError {
     },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("{what}: {source}")]
+    Name {
+        what: String,
+        source: datapath::names::NameError,
+    },
+    #[error(
+        "LUN {lun} of {target}: LUN numbers go up to {} (what REPORT LUNS can encode)",
+        checks::LUN_NUMBER_LIMIT - 1
+    )]
+    LunNumber { target: String, lun: u64 },
+    #[error(
+        "{what}: secret of {len} bytes, at least {} required (RFC 7143 section 12.1.3)",
+        crate::config::MIN_CHAP_SECRET_BYTES
+    )]
+    ShortSecret { what: String, len: usize },
     #[error("io_uring setup: {0}")]
     Ring(std::io::Error),
     #[error("starting an event loop thread: {0}")]
@@ -357,6 +373,7 @@ pub fn start_with(
     if config.targets.is_empty() {
         return Err(ServerError::Config("no target node".into()));
     }
+    checks::check_config(&config)?;
     // Every LUN is opened and checked before any portal listens: a gateway that cannot
     // serve its LUNs never says "listening".
     let mut luns = Vec::new();
