@@ -790,6 +790,29 @@ fn run_batch(
         .collect()
 }
 
+/// `-` names standard input or output, as for most Unix tools.
+fn is_standard_stream(path: &Path) -> bool {
+    path == Path::new("-")
+}
+
+/// The bytes of `path`, or of standard input for `-`.
+fn read_input(path: &Path) -> Result<Vec<u8>, CtlError> {
+    if is_standard_stream(path) {
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut data).map_err(|source| {
+            CtlError::File {
+                path: "standard input".into(),
+                source,
+            }
+        })?;
+        return Ok(data);
+    }
+    std::fs::read(path).map_err(|source| CtlError::File {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 pub fn read(
     options: &ConnectOptions,
     url: &str,
@@ -801,6 +824,11 @@ pub fn read(
     let url = IscsiUrl::parse_lun_url(url)?;
     if blocks == 0 {
         return Err(CtlError::Usage("--blocks must be at least 1".into()));
+    }
+    if out.json && out_path.is_some_and(is_standard_stream) {
+        return Err(CtlError::Usage(
+            "--out - writes the data to stdout, where --json goes too: choose one".into(),
+        ));
     }
     let mut client = open_link(options, &url)?;
     let lun = lun_of(&url);
@@ -814,6 +842,18 @@ pub fn read(
     let data: Vec<u8> = run_batch(&mut client, "READ", lun, commands)?.concat();
     client.logout()?;
     if let Some(path) = out_path {
+        if is_standard_stream(path) {
+            // The raw bytes are the output: nothing else goes to stdout.
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            return stdout
+                .write_all(&data)
+                .and_then(|()| stdout.flush())
+                .map_err(|source| CtlError::File {
+                    path: "standard output".into(),
+                    source,
+                });
+        }
         std::fs::write(path, &data).map_err(|source| CtlError::File {
             path: path.display().to_string(),
             source,
@@ -892,10 +932,7 @@ pub fn write(
     out: &Output,
 ) -> Result<(), CtlError> {
     let url = IscsiUrl::parse_lun_url(url)?;
-    let data = std::fs::read(input).map_err(|source| CtlError::File {
-        path: input.display().to_string(),
-        source,
-    })?;
+    let data = read_input(input)?;
     let mut client = open_link(options, &url)?;
     let lun = lun_of(&url);
     let (block_length, capacity_blocks, _) = capacity(&mut client, lun)?;

@@ -21,7 +21,8 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Log protocol events to stderr (repeat for more detail).
+    /// Log to stderr: -v the login outcome and negotiated parameters, -vv every login
+    /// request and response with its keys, -vvv everything. RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
@@ -77,7 +78,7 @@ struct ReadArgs {
     lba: u64,
     #[arg(long, value_parser = parse_number::<u32>)]
     blocks: u32,
-    /// Write the data to this file (default: a hex dump on stdout).
+    /// Write the data to this file, or raw to stdout with `-` (default: a hex dump).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
 }
@@ -87,7 +88,7 @@ struct WriteArgs {
     url: String,
     #[arg(long, value_parser = parse_number::<u64>)]
     lba: u64,
-    /// The data; its length must be a whole number of blocks.
+    /// The data (`-` for stdin); its length must be a whole number of blocks.
     #[arg(long = "in")]
     input: std::path::PathBuf,
     /// Set FUA on every WRITE (each is on the medium before it completes) instead of one
@@ -124,7 +125,7 @@ fn parse_number<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
 fn main() {
     let cli = Cli::parse();
     let level = match cli.verbose {
-        0 => "error",
+        0 => "warn",
         1 => "info",
         2 => "debug",
         _ => "trace",

@@ -22,8 +22,8 @@ struct Args {
     /// TOML configuration file (portals, targets, LUNs, CHAP, ACLs); replaces every other
     /// option except --threads.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
-        "portals", "iqn", "luns", "chap_user", "chap_secret", "mutual_user", "mutual_secret",
-        "allowed_initiators", "queue_depth",
+        "portals", "iqn", "luns", "chap_user", "chap_secret", "chap_secret_file", "mutual_user",
+        "mutual_secret", "mutual_secret_file", "allowed_initiators", "queue_depth",
     ])]
     config: Option<std::path::PathBuf>,
     /// Address to listen on (repeatable).
@@ -39,18 +39,27 @@ struct Args {
     /// Repeatable; LUN numbers from 0 in order.
     #[arg(long = "lun", required_unless_present = "config")]
     luns: Vec<String>,
-    /// CHAP user the initiator must log in as.
-    #[arg(long, requires = "chap_secret")]
+    /// CHAP user the initiator must log in as; its secret comes from --chap-secret-file,
+    /// $ISCSI_GATEWAY_CHAP_SECRET or --chap-secret.
+    #[arg(long)]
     chap_user: Option<String>,
-    /// CHAP secret of that user.
-    #[arg(long, requires = "chap_user")]
+    /// CHAP secret of that user, at least 12 bytes. `ps` shows it to every user: prefer
+    /// --chap-secret-file or $ISCSI_GATEWAY_CHAP_SECRET.
+    #[arg(long, requires = "chap_user", conflicts_with = "chap_secret_file")]
     chap_secret: Option<String>,
-    /// Our user name for mutual CHAP.
-    #[arg(long, requires_all = ["mutual_secret", "chap_user"])]
+    /// Read the CHAP secret from this file (one line).
+    #[arg(long, value_name = "FILE", requires = "chap_user")]
+    chap_secret_file: Option<std::path::PathBuf>,
+    /// Our user name for mutual CHAP; its secret comes from --mutual-secret-file,
+    /// $ISCSI_GATEWAY_MUTUAL_SECRET or --mutual-secret.
+    #[arg(long, requires = "chap_user")]
     mutual_user: Option<String>,
-    /// Our secret for mutual CHAP.
-    #[arg(long, requires = "mutual_user")]
+    /// Our secret for mutual CHAP (prefer --mutual-secret-file or the environment).
+    #[arg(long, requires = "mutual_user", conflicts_with = "mutual_secret_file")]
     mutual_secret: Option<String>,
+    /// Read our mutual CHAP secret from this file (one line).
+    #[arg(long, value_name = "FILE", requires = "mutual_user")]
+    mutual_secret_file: Option<std::path::PathBuf>,
     /// Initiator allowed to log in (repeatable; all when not given).
     #[arg(long = "allow-initiator")]
     allowed_initiators: Vec<String>,
@@ -87,7 +96,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => config_from_args(args),
+        None => match config_from_args(args) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("iscsi-gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
 
     // Block the stop signals before any thread starts, so every thread inherits the mask
@@ -134,7 +149,36 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn config_from_args(args: Args) -> TargetConfig {
+/// Environment variables that hold the gateway's CHAP secrets (not shown by `ps`).
+const CHAP_SECRET_ENV: &str = "ISCSI_GATEWAY_CHAP_SECRET";
+const MUTUAL_SECRET_ENV: &str = "ISCSI_GATEWAY_MUTUAL_SECRET";
+
+/// The credentials of `user` with the secret from the first of: the option, the file, the
+/// environment variable.
+fn credentials(
+    what: &str,
+    user: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<&std::path::Path>,
+    secret_env: &str,
+) -> Result<Option<ChapCredentials>, String> {
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let secret = match (secret, secret_file) {
+        (Some(secret), _) => secret,
+        (None, Some(path)) => datapath::credentials::read_secret_file(path)?,
+        (None, None) => std::env::var(secret_env).map_err(|_| {
+            format!("{what} user {user} has no secret: give --{what}-secret-file FILE or set ${secret_env}")
+        })?,
+    };
+    Ok(Some(ChapCredentials {
+        user,
+        secret: secret.into_bytes(),
+    }))
+}
+
+fn config_from_args(args: Args) -> Result<TargetConfig, String> {
     let mut node = TargetNodeConfig::new(
         args.iqn.clone(),
         args.luns
@@ -143,20 +187,20 @@ fn config_from_args(args: Args) -> TargetConfig {
             .map(|(n, spec)| (n as u64, spec.clone()))
             .collect(),
     );
-    node.chap = args
-        .chap_user
-        .zip(args.chap_secret)
-        .map(|(user, secret)| ChapCredentials {
-            user,
-            secret: secret.into_bytes(),
-        });
-    node.mutual_chap = args
-        .mutual_user
-        .zip(args.mutual_secret)
-        .map(|(user, secret)| ChapCredentials {
-            user,
-            secret: secret.into_bytes(),
-        });
+    node.chap = credentials(
+        "chap",
+        args.chap_user,
+        args.chap_secret,
+        args.chap_secret_file.as_deref(),
+        CHAP_SECRET_ENV,
+    )?;
+    node.mutual_chap = credentials(
+        "mutual",
+        args.mutual_user,
+        args.mutual_secret,
+        args.mutual_secret_file.as_deref(),
+        MUTUAL_SECRET_ENV,
+    )?;
     if !args.allowed_initiators.is_empty() {
         node.allowed_initiators = Some(args.allowed_initiators);
     }
@@ -164,7 +208,7 @@ fn config_from_args(args: Args) -> TargetConfig {
     config.portals = args.portals;
     config.max_cmd_window = args.queue_depth.max(1);
     config.threads = args.threads;
-    config
+    Ok(config)
 }
 
 fn signal_name(signal: i32) -> &'static str {
