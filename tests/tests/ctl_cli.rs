@@ -200,3 +200,33 @@ fn the_gateway_takes_its_chap_secret_from_a_file() {
     logs_in(env).expect("login with the secret the gateway read from its file");
     assert!(!gateway.log().contains(SECRET), "the secret in the log");
 }
+
+#[test]
+fn iscsi_bench_takes_the_chap_secret_from_libiscsis_environment() {
+    let target = target(true);
+    let job = |secret: Option<&str>| {
+        let mut command = Command::new(workspace_binary("bench", "iscsi-bench"));
+        command.args([
+            "--name=r",
+            &format!("--filename={}", url(&target)),
+            "--rw=read",
+            "--bs=4k",
+            "--size=64k",
+        ]);
+        command.env("LIBISCSI_CHAP_USERNAME", "alice");
+        match secret {
+            Some(secret) => command.env("LIBISCSI_CHAP_PASSWORD", secret),
+            None => command.env_remove("LIBISCSI_CHAP_PASSWORD"),
+        };
+        run(command)
+    };
+    let out = job(Some(SECRET));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = job(None);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("LIBISCSI_CHAP_PASSWORD"),
+        "{}",
+        stderr(&out)
+    );
+}
