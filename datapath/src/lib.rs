@@ -19,6 +19,8 @@
 pub mod adapter;
 pub mod auth;
 pub mod client;
+pub mod credentials;
+pub mod names;
 pub mod pdu;
 pub mod scsi;
 pub mod session;

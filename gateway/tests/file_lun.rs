@@ -188,7 +188,8 @@ fn direct_io_when_aligned_through_the_server() {
     let direct = Arc::new(AtomicBool::new(false));
     let target = start_with_file_lun(&path, 4096, Arc::clone(&direct));
     // A file system without O_DIRECT (tmpfs on old kernels) cannot prove the direct path.
-    let supported = FileBackend::open_for_block_size(&path, None, 4096)
+    // (Asked of another file in the same directory: the target holds this one's lock.)
+    let supported = FileBackend::open_for_block_size(&dir.file("probe.img"), Some(1 << 20), 4096)
         .unwrap()
         .direct_io();
     assert_eq!(direct.load(Ordering::Relaxed), supported);
@@ -208,7 +209,8 @@ fn buffered_io_when_the_block_size_is_not_aligned() {
     let path = dir.file("buffered.img");
     // 520-byte blocks (as with protection information) are no multiple of any direct
     // I/O alignment, so the ring uses the buffered descriptor.
-    let unaligned = FileBackend::open_for_block_size(&path, Some(1 << 20), 520).unwrap();
+    let probe = dir.file("probe.img");
+    let unaligned = FileBackend::open_for_block_size(&probe, Some(1 << 20), 520).unwrap();
     assert!(!unaligned.direct_io());
     assert!(!unaligned.ring_file().unwrap().direct);
     drop(unaligned);
@@ -313,6 +315,7 @@ impl Backend for FullDevice {
             fd: self.full.as_fd(),
             direct: false,
             memory_align_bytes: 1,
+            submit_may_block: false,
         })
     }
 }

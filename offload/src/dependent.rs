@@ -545,7 +545,13 @@ impl RxEngine {
 
     /// Stops both engines and posts the fault that stopped them.
     fn stop_with(&mut self, fault: AdapterFault) {
-        tracing::warn!(queue_pair = self.index, %fault, "dependent model: receive engine stops");
+        // The target closing the connection is how every logout ends: the host path, which
+        // knows whether the session was still in use, decides whether it is a fault.
+        if matches!(fault, AdapterFault::ConnectionLost(_)) {
+            tracing::debug!(queue_pair = self.index, %fault, "dependent model: receive engine stops");
+        } else {
+            tracing::warn!(queue_pair = self.index, %fault, "dependent model: receive engine stops");
+        }
         stop_engines_with(
             fault,
             &self.stop,

@@ -11,6 +11,7 @@
 //! - [`libiscsi`]: URLs for and parsers of libiscsi's command-line tools (`iscsi-ls`,
 //!   `iscsi-inq`, `iscsi-readcapacity16`), the reference initiator.
 //! - [`fake_target`]: pieces of scripted fake targets.
+//! - [`GatewayProcess`]: our own `iscsi-gateway` binary as a process (signals, restarts).
 //! - [`scsi_io`]: SCSI I/O through an adapter path or a shard, write-then-verify, the
 //!   offload models' faults.
 //! - [`run_tool`], [`free_port`], [`require_tools!`]: bounded subprocesses, ports, and the
@@ -40,6 +41,7 @@
 
 pub mod capture;
 pub mod fake_target;
+pub mod gateway_process;
 pub mod istgt;
 pub mod libiscsi;
 pub mod process;
@@ -52,6 +54,7 @@ use std::path::PathBuf;
 pub use capture::{
     tshark_iscsi_key_values, tshark_iscsi_opcodes, tshark_iscsi_problems, Capture, Pcap,
 };
+pub use gateway_process::{gateway_binary, GatewayProcess};
 pub use istgt::Istgt;
 pub use process::{
     describe_output, free_port, require_tools, run_command, run_tool, running_in_ci,

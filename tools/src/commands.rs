@@ -790,6 +790,29 @@ fn run_batch(
         .collect()
 }
 
+/// `-` names standard input or output, as for most Unix tools.
+fn is_standard_stream(path: &Path) -> bool {
+    path == Path::new("-")
+}
+
+/// The bytes of `path`, or of standard input for `-`.
+fn read_input(path: &Path) -> Result<Vec<u8>, CtlError> {
+    if is_standard_stream(path) {
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut data).map_err(|source| {
+            CtlError::File {
+                path: "standard input".into(),
+                source,
+            }
+        })?;
+        return Ok(data);
+    }
+    std::fs::read(path).map_err(|source| CtlError::File {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 pub fn read(
     options: &ConnectOptions,
     url: &str,
@@ -801,6 +824,11 @@ pub fn read(
     let url = IscsiUrl::parse_lun_url(url)?;
     if blocks == 0 {
         return Err(CtlError::Usage("--blocks must be at least 1".into()));
+    }
+    if out.json && out_path.is_some_and(is_standard_stream) {
+        return Err(CtlError::Usage(
+            "--out - writes the data to stdout, where --json goes too: choose one".into(),
+        ));
     }
     let mut client = open_link(options, &url)?;
     let lun = lun_of(&url);
@@ -814,6 +842,18 @@ pub fn read(
     let data: Vec<u8> = run_batch(&mut client, "READ", lun, commands)?.concat();
     client.logout()?;
     if let Some(path) = out_path {
+        if is_standard_stream(path) {
+            // The raw bytes are the output: nothing else goes to stdout.
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            return stdout
+                .write_all(&data)
+                .and_then(|()| stdout.flush())
+                .map_err(|source| CtlError::File {
+                    path: "standard output".into(),
+                    source,
+                });
+        }
         std::fs::write(path, &data).map_err(|source| CtlError::File {
             path: path.display().to_string(),
             source,
@@ -835,18 +875,64 @@ pub fn read(
     Ok(())
 }
 
+/// How `write` makes its data durable before it reports success (SBC-3 5.x: GOOD for a
+/// WRITE without FUA may mean "in the volatile cache" when WCE is set, which file LUNs of
+/// most targets, ours included, start with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// One SYNCHRONIZE CACHE of the range written, after the last WRITE (the default).
+    SynchronizeCache,
+    /// FUA on every WRITE.
+    ForceUnitAccess,
+    /// Neither: fast, and lost on a power cut of the target.
+    None,
+}
+
+impl Durability {
+    fn name(self) -> &'static str {
+        match self {
+            Durability::SynchronizeCache => "synchronize-cache",
+            Durability::ForceUnitAccess => "fua",
+            Durability::None => "none",
+        }
+    }
+}
+
+/// The CDBs that write `blocks` blocks from `lba` with the durability asked for: the
+/// WRITEs in order (FUA set on each for [`Durability::ForceUnitAccess`]), then for
+/// [`Durability::SynchronizeCache`] one SYNCHRONIZE CACHE of exactly that range.
+fn write_commands(
+    lba: u64,
+    blocks: u64,
+    block_length: u32,
+    durability: Durability,
+) -> Result<(Vec<Cdb>, Option<Cdb>), CtlError> {
+    let fua = durability == Durability::ForceUnitAccess;
+    let writes = chunks(lba, blocks, block_length)
+        .into_iter()
+        .map(|(start, n)| Cdb::write(start, n, block_length, fua))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(decode_error("WRITE"))?;
+    let sync = (durability == Durability::SynchronizeCache).then(|| {
+        match (u32::try_from(lba), u16::try_from(blocks)) {
+            (Ok(lba), Ok(blocks)) => Cdb::synchronize_cache_10(lba, blocks, false),
+            // A range past SYNCHRONIZE CACHE(16)'s 32-bit count syncs to the end (0).
+            _ => Cdb::synchronize_cache_16(lba, u32::try_from(blocks).unwrap_or(0), false),
+        }
+    });
+    Ok((writes, sync))
+}
+
 pub fn write(
     options: &ConnectOptions,
     url: &str,
     lba: u64,
     input: &Path,
+    durability: Durability,
     out: &Output,
 ) -> Result<(), CtlError> {
     let url = IscsiUrl::parse_lun_url(url)?;
-    let data = std::fs::read(input).map_err(|source| CtlError::File {
-        path: input.display().to_string(),
-        source,
-    })?;
+    let data = read_input(input)?;
     let mut client = open_link(options, &url)?;
     let lun = lun_of(&url);
     let (block_length, capacity_blocks, _) = capacity(&mut client, lun)?;
@@ -859,22 +945,31 @@ pub fn write(
     }
     let blocks = (data.len() / block_length as usize) as u64;
     check_range(lba, blocks, capacity_blocks)?;
+    let (writes, sync) = write_commands(lba, blocks, block_length, durability)?;
     let mut commands = Vec::new();
     let mut offset = 0usize;
-    for (start, n) in chunks(lba, blocks, block_length) {
-        let len = (n * block_length) as usize;
-        let cdb = Cdb::write(start, n, block_length, false).map_err(decode_error("WRITE"))?;
+    for cdb in writes {
+        let len = cdb.direction().transfer_length() as usize;
         commands.push((cdb, data[offset..offset + len].to_vec()));
         offset += len;
     }
     run_batch(&mut client, "WRITE", lun, commands)?;
+    if let Some(sync) = sync {
+        run(&mut client, "SYNCHRONIZE CACHE", lun, &sync, None)?;
+    }
     client.logout()?;
     let value = json!({
         "lba": lba, "blocks": blocks, "block_length": block_length, "bytes": data.len(),
         "crc32c": format!("{:08x}", datapath::pdu::digest::crc32c(&data)),
+        "durability": durability.name(),
     });
     out.emit(&value, || {
-        format!("wrote {} bytes at LBA {lba}\n", data.len())
+        let how = match durability {
+            Durability::SynchronizeCache => "synchronized",
+            Durability::ForceUnitAccess => "with FUA",
+            Durability::None => "not synchronized: --no-sync",
+        };
+        format!("wrote {} bytes at LBA {lba} ({how})\n", data.len())
     });
     Ok(())
 }
@@ -889,6 +984,27 @@ mod tests {
         assert_eq!(c.first(), Some(&(10, 2048)));
         assert_eq!(c.iter().map(|(_, n)| *n as u64).sum::<u64>(), 5000);
         assert_eq!(c.last().map(|(l, n)| l + *n as u64), Some(5010));
+    }
+
+    #[test]
+    fn write_is_made_durable_by_synchronize_cache_unless_told_otherwise() {
+        let (writes, sync) = write_commands(8, 5000, 512, Durability::SynchronizeCache).unwrap();
+        assert_eq!(writes.len(), 3);
+        assert!(writes.iter().all(|w| w.as_bytes()[1] & 0x08 == 0));
+        let sync = sync.expect("SYNCHRONIZE CACHE after the last write");
+        assert_eq!(sync.opcode(), 0x35);
+        assert_eq!(&sync.as_bytes()[2..6], &8u32.to_be_bytes());
+        assert_eq!(&sync.as_bytes()[7..9], &5000u16.to_be_bytes());
+
+        let (writes, sync) = write_commands(8, 5000, 512, Durability::ForceUnitAccess).unwrap();
+        assert!(writes.iter().all(|w| w.as_bytes()[1] & 0x08 != 0), "FUA");
+        assert!(sync.is_none());
+
+        let (_, sync) = write_commands(8, 1, 512, Durability::None).unwrap();
+        assert!(sync.is_none());
+        // Past 32-bit LBAs: SYNCHRONIZE CACHE(16).
+        let (_, sync) = write_commands(1 << 33, 1, 512, Durability::SynchronizeCache).unwrap();
+        assert_eq!(sync.unwrap().opcode(), 0x91);
     }
 
     #[test]

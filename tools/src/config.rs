@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use datapath::client::ClientConfig;
+use datapath::credentials::{read_secret_file, short_secret_warning, EnvChap};
 use datapath::session::ChapConfig;
 use datapath::text::DigestChoice;
 
@@ -53,18 +54,26 @@ pub struct ConnectOptions {
     /// DataDigest to offer.
     #[arg(long, global = true, value_enum, default_value = "none")]
     pub data_digest: DigestOption,
-    /// CHAP user name (overrides the URL's).
+    /// CHAP user name (overrides the URL's, which overrides $LIBISCSI_CHAP_USERNAME).
     #[arg(long, global = true)]
     pub chap_user: Option<String>,
-    /// CHAP secret (overrides the URL's).
-    #[arg(long, global = true)]
+    /// CHAP secret (overrides the URL's, which overrides $LIBISCSI_CHAP_PASSWORD). Visible
+    /// to every user in `ps`: prefer --chap-secret-file or the environment.
+    #[arg(long, global = true, conflicts_with = "chap_secret_file")]
     pub chap_secret: Option<String>,
-    /// Mutual CHAP: the user name the target must answer with.
+    /// Read the CHAP secret from this file (one line).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub chap_secret_file: Option<std::path::PathBuf>,
+    /// Mutual CHAP: the user name the target must answer with ($LIBISCSI_CHAP_TARGET_USERNAME).
     #[arg(long, global = true)]
     pub target_user: Option<String>,
-    /// Mutual CHAP: the secret the target must prove it knows.
-    #[arg(long, global = true)]
+    /// Mutual CHAP: the secret the target must prove it knows ($LIBISCSI_CHAP_TARGET_PASSWORD;
+    /// prefer --target-secret-file to this option, which `ps` shows).
+    #[arg(long, global = true, conflicts_with = "target_secret_file")]
     pub target_secret: Option<String>,
+    /// Read the mutual CHAP secret from this file (one line).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub target_secret_file: Option<std::path::PathBuf>,
     /// ImmediateData to offer.
     #[arg(long, global = true, value_enum)]
     pub immediate_data: Option<YesNo>,
@@ -132,13 +141,39 @@ impl ConnectOptions {
         if let Some(name) = &self.initiator_name {
             config.initiator_name = name.clone();
         }
-        let user = self.chap_user.clone().or_else(|| url.user.clone());
-        let secret = self.chap_secret.clone().or_else(|| url.secret.clone());
-        let target_user = self.target_user.clone().or_else(|| url.target_user.clone());
-        let target_secret = self
-            .target_secret
-            .clone()
-            .or_else(|| url.target_secret.clone());
+        // Options first, then the URL, then libiscsi's environment variables.
+        let env = EnvChap::from_env();
+        let from_file = |path: &Option<std::path::PathBuf>| {
+            path.as_deref()
+                .map(read_secret_file)
+                .transpose()
+                .map_err(CtlError::Usage)
+        };
+        let user = (self.chap_user.clone())
+            .or_else(|| url.user.clone())
+            .or(env.user);
+        let secret = (self.chap_secret.clone())
+            .or(from_file(&self.chap_secret_file)?)
+            .or_else(|| url.secret.clone())
+            .or(env.secret);
+        let target_user = (self.target_user.clone())
+            .or_else(|| url.target_user.clone())
+            .or(env.target_user);
+        let target_secret = (self.target_secret.clone())
+            .or(from_file(&self.target_secret_file)?)
+            .or_else(|| url.target_secret.clone())
+            .or(env.target_secret);
+        for (what, secret) in [
+            ("CHAP secret", &secret),
+            ("mutual CHAP secret", &target_secret),
+        ] {
+            if let Some(warning) = secret
+                .as_deref()
+                .and_then(|s| short_secret_warning(what, s.as_bytes()))
+            {
+                tracing::warn!("{warning}");
+            }
+        }
         config.chap = match (user, secret) {
             (Some(user), Some(secret)) => Some(ChapConfig {
                 user,

@@ -21,7 +21,8 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Log protocol events to stderr (repeat for more detail).
+    /// Log to stderr: -v the login outcome and negotiated parameters, -vv every login
+    /// request and response with its keys, -vvv everything. RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
@@ -50,7 +51,7 @@ enum Command {
     Readcap { url: String },
     /// Read blocks.
     Read(ReadArgs),
-    /// Write blocks from a file.
+    /// Write blocks from a file, then make them durable (SYNCHRONIZE CACHE by default).
     Write(WriteArgs),
     /// List offload adapters: the software models (kind, queue pairs, capabilities, the
     /// shard and core each queue pair is pinned to) and the real ones in sysfs.
@@ -77,7 +78,7 @@ struct ReadArgs {
     lba: u64,
     #[arg(long, value_parser = parse_number::<u32>)]
     blocks: u32,
-    /// Write the data to this file (default: a hex dump on stdout).
+    /// Write the data to this file, or raw to stdout with `-` (default: a hex dump).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
 }
@@ -87,9 +88,28 @@ struct WriteArgs {
     url: String,
     #[arg(long, value_parser = parse_number::<u64>)]
     lba: u64,
-    /// The data; its length must be a whole number of blocks.
+    /// The data (`-` for stdin); its length must be a whole number of blocks.
     #[arg(long = "in")]
     input: std::path::PathBuf,
+    /// Set FUA on every WRITE (each is on the medium before it completes) instead of one
+    /// SYNCHRONIZE CACHE after the last write.
+    #[arg(long, conflicts_with = "no_sync")]
+    fua: bool,
+    /// Send neither FUA nor SYNCHRONIZE CACHE: the data may sit in the target's volatile
+    /// write cache when the command returns, and a power cut loses it. Default: one
+    /// SYNCHRONIZE CACHE of the range written after the last WRITE.
+    #[arg(long)]
+    no_sync: bool,
+}
+
+impl WriteArgs {
+    fn durability(&self) -> commands::Durability {
+        match (self.fua, self.no_sync) {
+            (true, _) => commands::Durability::ForceUnitAccess,
+            (false, true) => commands::Durability::None,
+            (false, false) => commands::Durability::SynchronizeCache,
+        }
+    }
 }
 
 /// Accepts decimal or 0x-prefixed hex.
@@ -105,7 +125,7 @@ fn parse_number<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
 fn main() {
     let cli = Cli::parse();
     let level = match cli.verbose {
-        0 => "error",
+        0 => "warn",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -116,6 +136,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in a log file or a journal they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let out = render::Output { json: cli.json };
     let result = match &cli.command {
@@ -132,7 +154,9 @@ fn main() {
             a.out.as_deref(),
             &out,
         ),
-        Command::Write(a) => commands::write(&cli.options, &a.url, a.lba, &a.input, &out),
+        Command::Write(a) => {
+            commands::write(&cli.options, &a.url, a.lba, &a.input, a.durability(), &out)
+        }
         Command::Adapters(a) => adapters::adapters(a.shards, a.core, &a.sysfs_root, &out),
     };
     if let Err(error) = result {

@@ -30,6 +30,7 @@
 //! pool. If the target never answers, the session's own command timeout (at least 30 s)
 //! fails the connection (RFC 7143 ERL 0) and with it the command.
 
+use datapath::credentials::{short_secret_warning, EnvChap};
 use std::collections::{HashMap, VecDeque};
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
@@ -859,25 +860,32 @@ fn client_config(
     if let Some(t) = login.connect_timeout {
         config.connect_timeout = t;
     }
+    // Job options first, then the URL, then libiscsi's environment variables (so secrets
+    // need not be in argv or a job file: `ps` shows argv to every user).
+    let env = EnvChap::from_env();
+    let user = url.user.clone().or(env.user);
+    let secret = url.secret.clone().or(env.secret);
     let chap = login
         .chap
         .clone()
-        .or_else(|| match (&url.user, &url.secret) {
-            (Some(u), Some(s)) => Some((u.clone(), s.clone())),
-            _ => None,
-        });
-    let mutual =
-        login
-            .mutual_chap
-            .clone()
-            .or_else(|| match (&url.target_user, &url.target_secret) {
-                (Some(u), Some(s)) => Some((u.clone(), s.clone())),
-                _ => None,
-            });
-    if url.user.is_some() && url.secret.is_none() && login.chap.is_none() {
+        .or_else(|| user.clone().zip(secret.clone()));
+    let mutual = login.mutual_chap.clone().or_else(|| {
+        (url.target_user.clone().or(env.target_user))
+            .zip(url.target_secret.clone().or(env.target_secret))
+    });
+    if user.is_some() && secret.is_none() && login.chap.is_none() {
         return Err(EngineError::InvalidOption(format!(
-            "{url}: CHAP needs a secret too (iscsi://user%secret@host/...)"
+            "{url}: CHAP needs a secret too (iscsi://user%secret@host/..., or ${})",
+            datapath::credentials::CHAP_PASSWORD_ENV
         )));
+    }
+    for (what, credentials) in [("CHAP secret", &chap), ("mutual CHAP secret", &mutual)] {
+        if let Some(warning) = credentials
+            .as_ref()
+            .and_then(|(_, secret)| short_secret_warning(what, secret.as_bytes()))
+        {
+            tracing::warn!("{warning}");
+        }
     }
     config.chap = match (chap, mutual) {
         (Some((user, secret)), mutual) => Some(ChapConfig {

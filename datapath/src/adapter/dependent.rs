@@ -633,7 +633,12 @@ impl DependentPath {
 
     /// An adapter fault: the session fails, every command with it; reset follows.
     fn fail_connection(&mut self, now: Instant, fault: AdapterFault) {
-        tracing::warn!(queue_pair = self.index, %fault, "dependent adapter fault");
+        if self.session.state() == SessionState::Closed {
+            // Logged out: the target closes the connection, as RFC 7143 section 11.14 says.
+            tracing::debug!(queue_pair = self.index, %fault, "connection closed after logout");
+        } else {
+            tracing::warn!(queue_pair = self.index, %fault, "dependent adapter fault");
+        }
         self.stats.faults += 1;
         if self.fault.is_none() {
             self.fault = Some(fault.clone());

@@ -186,6 +186,12 @@ impl Session {
     /// Sends `pairs`, cut into pieces of at most 8192 bytes (the target's
     /// MaxRecvDataSegmentLength during login) sent with C=1 but the last.
     fn send_login_text(&mut self, login: &mut Login, pairs: &[(String, String)], transit: bool) {
+        tracing::debug!(
+            stage = ?login.stage,
+            transit,
+            keys = %keys_for_log(pairs),
+            "login request"
+        );
         let mut text = Vec::new();
         encode_pairs(pairs, &mut text);
         login.unsent = split_text(&text, LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH as usize)
@@ -290,6 +296,13 @@ impl Session {
             ..TextLimits::default()
         };
         let mut pairs = parse_pairs(&text, &limits)?;
+        tracing::debug!(
+            stage = ?resp.current_stage,
+            transit = resp.transit,
+            next_stage = ?resp.next_stage,
+            keys = %keys_for_log(&pairs),
+            "login response"
+        );
         self.take_target_declarations(&mut pairs)?;
 
         let (mut replies, transit) = match login.stage {
@@ -440,6 +453,11 @@ impl Session {
         data: &[u8],
     ) -> Result<(), SessionError> {
         let (class, detail) = (resp.status_class, resp.status_detail);
+        tracing::info!(
+            status = format_args!("{class:#04x}{detail:02x}"),
+            meaning = login_status_name(class, detail),
+            "login response: not accepted"
+        );
         if class == 1 {
             let pairs = parse_pairs(data, &TextLimits::default())?;
             let Some((_, value)) = pairs.iter().find(|(k, _)| k == "TargetAddress") else {
@@ -492,9 +510,23 @@ impl Session {
             header: params.header_digest,
             data: params.data_digest,
         };
+        tracing::info!(tsih = resp.tsih, negotiated = ?params, "login complete");
         self.params = Some(params);
         self.state = SessionState::FullFeature;
         self.events.push_back(Event::LoginComplete);
         Ok(())
     }
+}
+
+/// Login keys as `Key=value` for a log line; CHAP challenges and responses are shown by
+/// length only (not secret, but long and of no use to a reader).
+fn keys_for_log(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(key, value)| match key.as_str() {
+            "CHAP_C" | "CHAP_R" => format!("{key}=<{} chars>", value.len()),
+            _ => format!("{key}={value}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

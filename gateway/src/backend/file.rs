@@ -10,6 +10,15 @@
 //! (a direct write invalidates the cached pages of its range, a direct read first writes
 //! back dirty ones), and fsync on either descriptor syncs the file.
 //!
+//! Exclusive use: the backend holds `flock(LOCK_EX)` on the file (or device node) while it
+//! is open, so a second LUN or a second gateway on this machine cannot export the same
+//! blocks behind its back (two caches, torn writes, reservations that do not see each
+//! other); `shared` takes `LOCK_SH` instead, for deliberate sharing by every party.
+//!
+//! Sizes: an existing file is exported at its size. A spec size that differs is refused,
+//! unless it is larger and `grow` says to grow the file: growing silently, or exporting
+//! a prefix, turned a typo into a different disk.
+//!
 //! Unmap punches a hole (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), so the range reads back as
 //! zeros and its blocks return to the file system; where the file system or device refuses,
 //! it writes zeros instead, which keeps the LBPRZ promise at the cost of the space.
@@ -99,21 +108,41 @@ fn direct_io_alignment(file: &File) -> Option<(u32, u32)> {
     (memory != 0 && offset != 0).then_some((memory, offset))
 }
 
+/// How [`FileBackend::open_with`] may treat an existing file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileOptions {
+    /// Grow a regular file shorter than the size asked for (never shrink).
+    pub grow: bool,
+    /// Share the file with other LUNs or gateways that say `shared` too.
+    pub shared: bool,
+}
+
 impl FileBackend {
-    /// Opens `path` read-write. With `size`, a missing file is created at that size and a
-    /// shorter regular file is grown to it; the LUN exports `size` bytes. Without `size`
-    /// the file or device must exist and its current size is exported.
+    /// Opens `path` read-write for 512-byte blocks: [`FileBackend::open_with`] without
+    /// options.
     pub fn open(path: &str, size: Option<u64>) -> Result<FileBackend, BackendError> {
-        FileBackend::open_for_block_size(path, size, 512)
+        FileBackend::open_with(path, size, 512, FileOptions::default())
     }
 
-    /// [`FileBackend::open`] for a logical unit of `block_size` bytes per block, which
-    /// decides whether ring I/O can be direct: only when `block_size` is a multiple of the
-    /// file's direct I/O offset alignment.
+    /// [`FileBackend::open_with`] without options.
     pub fn open_for_block_size(
         path: &str,
         size: Option<u64>,
         block_size: u32,
+    ) -> Result<FileBackend, BackendError> {
+        FileBackend::open_with(path, size, block_size, FileOptions::default())
+    }
+
+    /// Opens `path` read-write and locks it (see the module docs). With `size`, a missing
+    /// file is created at that size; an existing one must have it (or be shorter, with
+    /// `grow`). Without `size` the file or device must exist and its size is exported.
+    /// `block_size` decides whether ring I/O can be direct: only when it is a multiple of
+    /// the file's direct I/O offset alignment.
+    pub fn open_with(
+        path: &str,
+        size: Option<u64>,
+        block_size: u32,
+        options: FileOptions,
     ) -> Result<FileBackend, BackendError> {
         let io_error = |source| BackendError::Io {
             path: path.to_string(),
@@ -132,23 +161,38 @@ impl FileBackend {
             .truncate(false)
             .open(path)
             .map_err(io_error)?;
+        lock(&file, options.shared).map_err(|error| {
+            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                BackendError::InUse {
+                    path: path.to_string(),
+                }
+            } else {
+                io_error(error)
+            }
+        })?;
         let metadata = file.metadata().map_err(io_error)?;
         let block_device = metadata.file_type().is_block_device();
         // A block device reports length 0 in its metadata; its end is its size.
         let current = file.seek(SeekFrom::End(0)).map_err(io_error)?;
+        let mismatch = |wanted| BackendError::SizeMismatch {
+            path: path.to_string(),
+            found_bytes: current,
+            wanted_bytes: wanted,
+        };
         let size_bytes = match size {
-            Some(wanted) if !block_device && current < wanted => {
+            None => current,
+            Some(wanted) if wanted == current => wanted,
+            // Made just now by `create`.
+            Some(wanted) if !exists => {
                 file.set_len(wanted).map_err(io_error)?;
                 wanted
             }
-            Some(wanted) if wanted <= current => wanted,
-            Some(wanted) => {
-                return Err(io_error(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("device has {current} bytes, {wanted} asked for"),
-                )))
+            Some(wanted) if wanted > current && options.grow && !block_device => {
+                tracing::info!(path, from = current, to = wanted, "growing the file (grow)");
+                file.set_len(wanted).map_err(io_error)?;
+                wanted
             }
-            None => current,
+            Some(wanted) => return Err(mismatch(wanted)),
         };
         if size_bytes == 0 {
             return Err(BackendError::ZeroSize);
@@ -214,6 +258,18 @@ impl FileBackend {
             done += piece as u64;
         }
         Ok(())
+    }
+}
+
+/// `flock(2)`, without waiting: `EWOULDBLOCK` when another open file holds a conflicting
+/// lock. The lock goes with the descriptor (closed with the backend).
+fn lock(file: &File, shared: bool) -> io::Result<()> {
+    let operation = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
+    // SAFETY: flock takes a descriptor `file` keeps open and plain integers.
+    if unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -16,15 +16,19 @@
 //! null backends answer synchronously through `read_at`/`write_at`.
 
 mod file;
+mod identity;
 mod null;
 mod ram;
+mod spec;
 
 use std::io;
 use std::os::fd::BorrowedFd;
 
-pub use file::FileBackend;
+pub use file::{FileBackend, FileOptions};
+pub use identity::LuIdentity;
 pub use null::NullBackend;
 pub use ram::RamBackend;
+pub use spec::{LunOptions, LunSpec, Storage, LOGICAL_BLOCK_BYTES};
 
 /// Storage for one logical unit. Every method takes `&self`: the disk layer calls a backend
 /// from several connections at once, and each backend does its own locking.
@@ -83,14 +87,53 @@ pub const DIRECT_IO_BUFFER_ALIGN: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The text is not `ram:SIZE`, `null:SIZE`, `file:PATH` or `file:PATH:SIZE`.
-    #[error("backend spec {spec:?}: expected ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE")]
+    #[error(
+        "backend spec {spec:?}: expected ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE, \
+         then options (,serial=S ,naa=HEX16 ,grow ,shared)"
+    )]
     InvalidSpec { spec: String },
+    /// An option after the spec that is not one of the known ones, or a bad value.
+    #[error("backend option {option:?}: {reason}")]
+    InvalidOption { option: String, reason: String },
     /// A size that is not a number with an optional K/M/G/T suffix, or that overflows.
     #[error("size {text:?}: expected a byte count with an optional K, M, G or T suffix (binary)")]
     InvalidSize { text: String },
     /// A size of zero bytes, which would export a LUN without blocks.
     #[error("size must be greater than zero")]
     ZeroSize,
+    /// A size that is not a whole number of logical blocks (it would be cut silently).
+    #[error(
+        "size of {size_bytes} bytes is not a multiple of the {block_bytes}-byte block: \
+         give {} or {}",
+        size_bytes / block_bytes * block_bytes,
+        size_bytes.div_ceil(*block_bytes) * block_bytes
+    )]
+    NotWholeBlocks { size_bytes: u64, block_bytes: u64 },
+    /// A RAM LUN larger than this machine's memory: written in full, it would take the
+    /// gateway down.
+    #[error(
+        "ram LUN of {size_bytes} bytes is larger than this machine's {memory_bytes} bytes of \
+         memory; use a file LUN for that size"
+    )]
+    LargerThanMemory { size_bytes: u64, memory_bytes: u64 },
+    /// An existing file whose size differs from the size the spec names.
+    #[error(
+        "{path} has {found_bytes} bytes, the spec asks for {wanted_bytes}: give file:{path} \
+         to export it at its size{}",
+        if wanted_bytes > found_bytes { ", or add ,grow to grow it to the size asked for" }
+        else { " (a LUN never exports part of a file)" }
+    )]
+    SizeMismatch {
+        path: String,
+        found_bytes: u64,
+        wanted_bytes: u64,
+    },
+    /// Another LUN or gateway has the file open.
+    #[error(
+        "{path} is in use by another LUN or gateway (it holds the file's lock); export a \
+         file once, or add ,shared to every LUN that exports it (all of them must agree)"
+    )]
+    InUse { path: String },
     /// Opening, creating, sizing or measuring a file or device failed.
     #[error("{path}: {source}")]
     Io {
@@ -129,42 +172,9 @@ pub fn parse_size(text: &str) -> Result<u64, BackendError> {
     number.checked_mul(1u64 << shift).ok_or_else(invalid)
 }
 
-/// Builds a backend from its text form: `ram:1G`, `null:100G`, `file:/path` (an existing
-/// file or block device, its size as found) or `file:/path:1G` (created with that size
-/// when missing; an existing file is used at that size, grown if shorter).
+/// Builds a backend from its text form ([`LunSpec`]); its identity is left out.
 pub fn backend_from_spec(spec: &str) -> Result<Box<dyn Backend>, BackendError> {
-    let invalid = || BackendError::InvalidSpec {
-        spec: spec.chars().take(200).collect(),
-    };
-    let (kind, rest) = spec.split_once(':').ok_or_else(invalid)?;
-    match kind {
-        "ram" => Ok(Box::new(RamBackend::new(nonzero(parse_size(rest)?)?))),
-        "null" => Ok(Box::new(NullBackend::new(nonzero(parse_size(rest)?)?))),
-        "file" => {
-            if rest.is_empty() {
-                return Err(invalid());
-            }
-            // A trailing ":SIZE" is a size only when it parses as one, so paths that
-            // contain a colon still work without a size.
-            let (path, size) = match rest.rsplit_once(':') {
-                Some((path, size_text)) if !path.is_empty() => match parse_size(size_text) {
-                    Ok(size) => (path, Some(nonzero(size)?)),
-                    Err(_) => (rest, None),
-                },
-                _ => (rest, None),
-            };
-            Ok(Box::new(FileBackend::open(path, size)?))
-        }
-        _ => Err(invalid()),
-    }
-}
-
-fn nonzero(size: u64) -> Result<u64, BackendError> {
-    if size == 0 {
-        Err(BackendError::ZeroSize)
-    } else {
-        Ok(size)
-    }
+    Ok(LunSpec::parse(spec)?.open()?.0)
 }
 
 /// The range check every backend applies before touching storage.

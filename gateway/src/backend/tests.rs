@@ -138,3 +138,55 @@ fn file_backend_needs_a_size_to_create() {
         .unwrap();
     assert!(matches!(error, BackendError::MissingSize { .. }), "{error}");
 }
+
+#[test]
+fn an_existing_file_of_another_size_is_refused_unless_grow_says_so() {
+    let path = temp_path("sized.img");
+    let spec = |size: &str| format!("file:{}:{size}", path.display());
+    drop(backend_from_spec(&spec("1M")).unwrap());
+    let error = backend_from_spec(&spec("2M")).err().unwrap().to_string();
+    assert!(
+        error.contains("has 1048576 bytes, the spec asks for 2097152"),
+        "{error}"
+    );
+    assert!(error.contains("add ,grow"), "{error}");
+    let error = backend_from_spec(&spec("512K")).err().unwrap().to_string();
+    assert!(error.contains("never exports part of a file"), "{error}");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        1 << 20,
+        "untouched"
+    );
+    let grown = backend_from_spec(&format!("{},grow", spec("2M"))).unwrap();
+    assert_eq!(grown.size_bytes(), 2 << 20);
+    drop(grown);
+    assert_eq!(
+        backend_from_spec(&spec("2M")).unwrap().size_bytes(),
+        2 << 20
+    );
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(format!("{}.identity", path.display()));
+}
+
+#[test]
+fn a_file_is_exported_once_unless_every_lun_says_shared() {
+    let path = temp_path("locked.img");
+    let spec = format!("file:{}:1M", path.display());
+    let first = backend_from_spec(&spec).unwrap();
+    let error = backend_from_spec(&spec).err().unwrap();
+    assert!(matches!(error, BackendError::InUse { .. }), "{error}");
+    assert!(error
+        .to_string()
+        .contains("in use by another LUN or gateway"));
+    assert!(
+        backend_from_spec(&format!("{spec},shared")).is_err(),
+        "exclusive holder"
+    );
+    drop(first);
+    let a = backend_from_spec(&format!("{spec},shared")).unwrap();
+    let b = backend_from_spec(&format!("{spec},shared")).unwrap();
+    assert!(backend_from_spec(&spec).is_err(), "shared holders");
+    drop((a, b));
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(format!("{}.identity", path.display()));
+}

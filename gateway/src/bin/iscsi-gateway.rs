@@ -6,7 +6,8 @@
 //! ```
 //! LUNs are numbered from 0 in the order given. Several targets, CHAP per target and the
 //! rest: `iscsi-gateway --config FILE` (TOML, see `gateway/iscsi-gateway.example.toml`).
-//! SIGINT or SIGTERM shuts down cleanly.
+//! SIGINT or SIGTERM shuts down cleanly; SIGHUP (a closed terminal, a log rotation) is
+//! logged and ignored: there is nothing to reload, and dying of it lost every session.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,13 +17,13 @@ use gateway::server::{self, TargetConfig, TargetNodeConfig};
 use gateway::session::ChapCredentials;
 
 #[derive(Debug, Parser)]
-#[command(name = "iscsi-gateway", about = "An iSCSI target on io_uring")]
+#[command(name = "iscsi-gateway", version, about = "An iSCSI target on io_uring")]
 struct Args {
     /// TOML configuration file (portals, targets, LUNs, CHAP, ACLs); replaces every other
     /// option except --threads.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
-        "portals", "iqn", "luns", "chap_user", "chap_secret", "mutual_user", "mutual_secret",
-        "allowed_initiators", "queue_depth",
+        "portals", "iqn", "luns", "chap_user", "chap_secret", "chap_secret_file", "mutual_user",
+        "mutual_secret", "mutual_secret_file", "allowed_initiators", "queue_depth",
     ])]
     config: Option<std::path::PathBuf>,
     /// Address to listen on (repeatable).
@@ -31,22 +32,34 @@ struct Args {
     /// Target name.
     #[arg(long, default_value = "iqn.2026-11.io.iscsi-uring:target")]
     iqn: String,
-    /// LUN backend: ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE (repeatable; LUN
-    /// numbers from 0 in order).
+    /// LUN backend: ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE, then options:
+    /// ,serial=TEXT ,naa=HEX16 (the identity hosts see; file LUNs keep a generated one in
+    /// PATH.identity, RAM and null LUNs get a new one per start), ,grow (grow a shorter
+    /// existing file to SIZE), ,shared (export a file another gateway exports too).
+    /// Repeatable; LUN numbers from 0 in order.
     #[arg(long = "lun", required_unless_present = "config")]
     luns: Vec<String>,
-    /// CHAP user the initiator must log in as.
-    #[arg(long, requires = "chap_secret")]
+    /// CHAP user the initiator must log in as; its secret comes from --chap-secret-file,
+    /// $ISCSI_GATEWAY_CHAP_SECRET or --chap-secret.
+    #[arg(long)]
     chap_user: Option<String>,
-    /// CHAP secret of that user.
-    #[arg(long, requires = "chap_user")]
+    /// CHAP secret of that user, at least 12 bytes. `ps` shows it to every user: prefer
+    /// --chap-secret-file or $ISCSI_GATEWAY_CHAP_SECRET.
+    #[arg(long, requires = "chap_user", conflicts_with = "chap_secret_file")]
     chap_secret: Option<String>,
-    /// Our user name for mutual CHAP.
-    #[arg(long, requires_all = ["mutual_secret", "chap_user"])]
+    /// Read the CHAP secret from this file (one line).
+    #[arg(long, value_name = "FILE", requires = "chap_user")]
+    chap_secret_file: Option<std::path::PathBuf>,
+    /// Our user name for mutual CHAP; its secret comes from --mutual-secret-file,
+    /// $ISCSI_GATEWAY_MUTUAL_SECRET or --mutual-secret.
+    #[arg(long, requires = "chap_user")]
     mutual_user: Option<String>,
-    /// Our secret for mutual CHAP.
-    #[arg(long, requires = "mutual_user")]
+    /// Our secret for mutual CHAP (prefer --mutual-secret-file or the environment).
+    #[arg(long, requires = "mutual_user", conflicts_with = "mutual_secret_file")]
     mutual_secret: Option<String>,
+    /// Read our mutual CHAP secret from this file (one line).
+    #[arg(long, value_name = "FILE", requires = "mutual_user")]
+    mutual_secret_file: Option<std::path::PathBuf>,
     /// Initiator allowed to log in (repeatable; all when not given).
     #[arg(long = "allow-initiator")]
     allowed_initiators: Vec<String>,
@@ -65,6 +78,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in a log file or a journal they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
 
@@ -81,7 +96,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => config_from_args(args),
+        None => match config_from_args(args) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("iscsi-gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
 
     // Block the stop signals before any thread starts, so every thread inherits the mask
@@ -109,13 +130,55 @@ fn main() -> ExitCode {
     for addr in target.addrs() {
         tracing::info!(portal = %addr, targets = %iqns, "target ready");
     }
-    let signal = wait_for_signal(&signals);
-    tracing::info!(signal, "stop signal received; shutting down");
+    loop {
+        let signal = wait_for_signal(&signals);
+        if signal == libc::SIGHUP {
+            tracing::info!(
+                signal = "SIGHUP",
+                "signal received; ignored (nothing to reload: restart to apply a new configuration)"
+            );
+            continue;
+        }
+        tracing::info!(
+            signal = signal_name(signal),
+            "signal received; shutting down"
+        );
+        break;
+    }
     target.shutdown();
     ExitCode::SUCCESS
 }
 
-fn config_from_args(args: Args) -> TargetConfig {
+/// Environment variables that hold the gateway's CHAP secrets (not shown by `ps`).
+const CHAP_SECRET_ENV: &str = "ISCSI_GATEWAY_CHAP_SECRET";
+const MUTUAL_SECRET_ENV: &str = "ISCSI_GATEWAY_MUTUAL_SECRET";
+
+/// The credentials of `user` with the secret from the first of: the option, the file, the
+/// environment variable.
+fn credentials(
+    what: &str,
+    user: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<&std::path::Path>,
+    secret_env: &str,
+) -> Result<Option<ChapCredentials>, String> {
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let secret = match (secret, secret_file) {
+        (Some(secret), _) => secret,
+        (None, Some(path)) => datapath::credentials::read_secret_file(path)?,
+        (None, None) => std::env::var(secret_env).map_err(|_| {
+            format!("{what} user {user} has no secret: give --{what}-secret-file FILE or set ${secret_env}")
+        })?,
+    };
+    Ok(Some(ChapCredentials {
+        user,
+        secret: secret.into_bytes(),
+    }))
+}
+
+fn config_from_args(args: Args) -> Result<TargetConfig, String> {
     let mut node = TargetNodeConfig::new(
         args.iqn.clone(),
         args.luns
@@ -124,20 +187,20 @@ fn config_from_args(args: Args) -> TargetConfig {
             .map(|(n, spec)| (n as u64, spec.clone()))
             .collect(),
     );
-    node.chap = args
-        .chap_user
-        .zip(args.chap_secret)
-        .map(|(user, secret)| ChapCredentials {
-            user,
-            secret: secret.into_bytes(),
-        });
-    node.mutual_chap = args
-        .mutual_user
-        .zip(args.mutual_secret)
-        .map(|(user, secret)| ChapCredentials {
-            user,
-            secret: secret.into_bytes(),
-        });
+    node.chap = credentials(
+        "chap",
+        args.chap_user,
+        args.chap_secret,
+        args.chap_secret_file.as_deref(),
+        CHAP_SECRET_ENV,
+    )?;
+    node.mutual_chap = credentials(
+        "mutual",
+        args.mutual_user,
+        args.mutual_secret,
+        args.mutual_secret_file.as_deref(),
+        MUTUAL_SECRET_ENV,
+    )?;
     if !args.allowed_initiators.is_empty() {
         node.allowed_initiators = Some(args.allowed_initiators);
     }
@@ -145,9 +208,19 @@ fn config_from_args(args: Args) -> TargetConfig {
     config.portals = args.portals;
     config.max_cmd_window = args.queue_depth.max(1);
     config.threads = args.threads;
-    config
+    Ok(config)
 }
 
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "another signal",
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread it starts).
 fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; the libc calls get valid pointers to it.
     unsafe {
@@ -155,6 +228,7 @@ fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));

@@ -65,8 +65,9 @@ pub struct LuConfig {
     /// Unit serial number (VPD 0x80), printable ASCII.
     pub serial: String,
     /// The NAA designator of the logical unit (VPD 0x83): NAA 3h, locally assigned,
-    /// 8 bytes. [`LuConfig::for_name`] derives it from a name, so it is stable across
-    /// restarts (multipath and clustered file systems key on it).
+    /// 8 bytes. Multipath and clustered file systems key on it, so it must be unique and
+    /// stable: the server takes it from the LU's storage (`crate::backend::LuIdentity`);
+    /// [`LuConfig::for_name`] derives one from a name, for tests and embedders.
     pub naa_id: [u8; 8],
     /// WCE in the Caching mode page at start; MODE SELECT may change it.
     pub write_cache: bool,

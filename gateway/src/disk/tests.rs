@@ -1380,6 +1380,7 @@ impl crate::backend::Backend for RingRam {
             fd: self.null.as_fd(),
             direct: false,
             memory_align_bytes: 1,
+            submit_may_block: false,
         })
     }
 }

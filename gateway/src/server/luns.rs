@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::backend_from_spec;
+use crate::backend::LunSpec;
 use crate::disk::opcodes::op;
 use crate::disk::{
     data_out_length, IoKind, LogicalUnit, LuConfig, LunMap, Plan, ScsiResult, ScsiTask,
@@ -181,13 +181,22 @@ pub(super) fn build(
 ) -> Result<Arc<dyn LunExecutor>, ServerError> {
     let mut map = LunMap::new();
     for (lun, spec) in &node.luns {
-        let backend = backend_from_spec(spec).map_err(|e| ServerError::Lun {
-            target: node.iqn.clone(),
-            lun: *lun,
-            spec: spec.clone(),
-            reason: e.to_string(),
-        })?;
-        let config = LuConfig::for_name(&format!("{}/{lun}", node.iqn));
+        let (backend, identity) =
+            LunSpec::parse(spec)
+                .and_then(|spec| spec.open())
+                .map_err(|e| ServerError::Lun {
+                    target: node.iqn.clone(),
+                    lun: *lun,
+                    spec: spec.clone(),
+                    reason: e.to_string(),
+                })?;
+        // The identity belongs to the storage (see `backend::identity`), not to the target
+        // name and LUN number, which are the same on every gateway started with defaults.
+        let config = LuConfig {
+            serial: identity.serial,
+            naa_id: identity.naa_id,
+            ..LuConfig::for_name(&format!("{}/{lun}", node.iqn))
+        };
         map.insert(*lun, Arc::new(LogicalUnit::new(backend, config)));
     }
     Ok(from_map(&node.iqn, portal_group_tag, map))

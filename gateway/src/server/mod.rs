@@ -14,9 +14,11 @@
 //!   on file units), resumed when short, with aligned buffers for `O_DIRECT`.
 
 mod blocking;
+mod checks;
 mod connection;
 mod event_loop;
 mod file_io;
+mod listener;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -230,7 +232,7 @@ impl TargetConfig {
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("binding portal {addr}: {source}")]
+    #[error("binding portal {addr}: {source}{hint}", hint = listener::bind_hint(source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -244,6 +246,21 @@ pub enum ServerError {
     },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("{what}: {source}")]
+    Name {
+        what: String,
+        source: datapath::names::NameError,
+    },
+    #[error(
+        "LUN {lun} of {target}: LUN numbers go up to {} (what REPORT LUNS can encode)",
+        checks::LUN_NUMBER_LIMIT - 1
+    )]
+    LunNumber { target: String, lun: u64 },
+    #[error(
+        "{what}: secret of {len} bytes, at least {} required (RFC 7143 section 12.1.3)",
+        crate::config::MIN_CHAP_SECRET_BYTES
+    )]
+    ShortSecret { what: String, len: usize },
     #[error("io_uring setup: {0}")]
     Ring(std::io::Error),
     #[error("starting an event loop thread: {0}")]
@@ -422,26 +439,33 @@ pub fn start_with(
     if config.targets.is_empty() {
         return Err(ServerError::Config("no target node".into()));
     }
+    checks::check_config(&config)?;
     raise_descriptor_limit();
+    // Every LUN is opened and checked before any portal listens: a gateway that cannot
+    // serve its LUNs never says "listening".
+    let mut luns = Vec::new();
+    for node in &config.targets {
+        luns.push((node.iqn.clone(), builder(node, config.portal_group_tag)?));
+    }
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for addr in &config.portals {
-        let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind {
-            addr: *addr,
-            source,
-        })?;
-        let bound = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: *addr,
-            source,
-        })?;
+        let bind_error = |source| {
+            let error = ServerError::Bind {
+                addr: *addr,
+                source,
+            };
+            tracing::error!(portal = %addr, %error, "cannot listen");
+            error
+        };
+        let listener = listener::bind_portal(*addr).map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
         tracing::info!(portal = %bound, "listening");
         addrs.push(bound);
         listeners.push(listener);
     }
-    let mut luns = Vec::new();
     let mut nodes = Vec::new();
     for node in &config.targets {
-        luns.push((node.iqn.clone(), builder(node, config.portal_group_tag)?));
         nodes.push(TargetNode {
             name: node.iqn.clone(),
             alias: node.alias.clone(),

@@ -9,6 +9,13 @@
 //! `CHAP_N`/`CHAP_R`. Operational stage: the initiator's keys are answered by the rules;
 //! ours are proposed in our first operational response. The final response (T=1, NSG=3)
 //! carries the TSIH; the first response of a normal session carries TargetPortalGroupTag.
+//!
+//! Authenticate, then authorise: the ACL (`allowed_initiators`) is checked only once CHAP
+//! has passed (or when the target needs none), so without the secret nobody learns which
+//! initiator names are allowed. An initiator outside the ACL is answered "not found"
+//! (0x0203), as for a target that does not exist: SendTargets hides the target from it,
+//! and a distinct 0x0202 would show it exists. Its TargetAlias, too, is sent only after
+//! the ACL passed.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -70,6 +77,8 @@ pub(super) struct LoginState {
     unsent: VecDeque<Vec<u8>>,
     unsent_transit: Option<LoginStage>,
     portal_group_sent: bool,
+    /// Authenticated and found in the target's ACL (always true for discovery).
+    authorised: bool,
     round_trips: u32,
 }
 
@@ -89,6 +98,7 @@ impl LoginState {
             unsent: VecDeque::new(),
             unsent_transit: None,
             portal_group_sent: false,
+            authorised: false,
             round_trips: 0,
         }
     }
@@ -249,9 +259,6 @@ impl TargetSession {
                 "TargetPortalGroupTag".to_owned(),
                 self.conn.portal_group_tag.to_string(),
             ));
-            if let Some(alias) = self.target().and_then(|t| t.alias.clone()) {
-                replies.push(("TargetAlias".to_owned(), alias));
-            }
             login.portal_group_sent = true;
         }
         let operational: Vec<(String, String)> = pairs
@@ -274,6 +281,13 @@ impl TargetSession {
                     }
                     login.auth = Auth::Done;
                 }
+            }
+        }
+        if login.auth == Auth::Done && !login.authorised {
+            self.authorise()?;
+            login.authorised = true;
+            if let Some(alias) = self.target().and_then(|t| t.alias.clone()) {
+                replies.push(("TargetAlias".to_owned(), alias));
             }
         }
         // Operational keys are answered in either stage (common initiators send some with
@@ -365,19 +379,24 @@ impl TargetSession {
                     ),
                 ));
             };
-            let target = &self.config.targets[index];
-            if !initiator_allowed(target, &self.initiator_name) {
-                return Err(refuse(
-                    login_status::AUTHORIZATION_FAILURE,
-                    format!(
-                        "initiator {} not in the ACL of {}",
-                        self.initiator_name, target.name
-                    ),
-                ));
-            }
             self.target = Some(index);
         }
         Ok(())
+    }
+
+    /// The ACL check, after authentication (see the module docs): an initiator the
+    /// target is hidden from is told the target does not exist.
+    fn authorise(&self) -> Result<(), Refusal> {
+        match self.target() {
+            Some(target) if !initiator_allowed(target, &self.initiator_name) => Err(refuse(
+                login_status::NOT_FOUND,
+                format!(
+                    "initiator {} not in the ACL of {} (answered as not found)",
+                    self.initiator_name, target.name
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The credentials the initiator must prove, and ours for mutual CHAP.

@@ -117,7 +117,7 @@ pub struct TargetNode {
     pub chap: Option<ChapCredentials>,
     /// When set (and `chap` is set), the target answers the initiator's challenge as this.
     pub mutual_chap: Option<ChapCredentials>,
-    /// When set, only these InitiatorNames may log in (status 0x0202 otherwise).
+    /// When set, only these InitiatorNames may log in (others are told the target does not exist, 0x0203, as SendTargets hides it from them).
     pub allowed_initiators: Option<Vec<String>>,
     /// The largest write (Expected Data Transfer Length) a command may carry: bounds the
     /// buffer a write collects before the logical unit runs it.

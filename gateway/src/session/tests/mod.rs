@@ -357,16 +357,48 @@ fn unknown_target_is_not_found() {
 }
 
 #[test]
-fn initiator_outside_the_acl_is_authorization_failure() {
+fn initiator_outside_the_acl_is_told_the_target_does_not_exist() {
+    // Hidden from it in SendTargets, and answered as a missing target: 0x0203, not 0x0202.
     let mut restricted = node(TARGET);
     restricted.allowed_initiators = Some(vec!["iqn.2026-11.test:someone-else".into()]);
+    restricted.alias = Some("secret alias".into());
     let mut pair = Pair::new(target_config(vec![restricted]), initiator(Some(TARGET)));
     pair.pump();
-    assert_eq!(pair.login_failure(), Some((0x02, 0x02)));
+    assert_eq!(pair.login_failure(), Some((0x02, 0x03)));
 
     let mut allowed = node(TARGET);
     allowed.allowed_initiators = Some(vec![INITIATOR.to_uppercase()]);
     Pair::logged_in(target_config(vec![allowed]), initiator(Some(TARGET)));
+}
+
+#[test]
+fn the_acl_is_checked_only_after_chap_so_it_cannot_be_probed_without_the_secret() {
+    let restricted = |allowed: &str| {
+        let mut node = chap_node(false);
+        node.allowed_initiators = Some(vec![allowed.to_owned()]);
+        node
+    };
+    // Without the secret, an allowed and a refused initiator name get the same answer.
+    for allowed in [INITIATOR, "iqn.2026-11.test:someone-else"] {
+        let mut pair = Pair::new(
+            target_config(vec![restricted(allowed)]),
+            chap_initiator(b"not-the-secret!", None),
+        );
+        pair.pump();
+        assert_eq!(pair.login_failure(), Some((0x02, 0x01)), "ACL {allowed}");
+    }
+    // With the secret, outside the ACL: not found.
+    let mut pair = Pair::new(
+        target_config(vec![restricted("iqn.2026-11.test:someone-else")]),
+        chap_initiator(b"secret-of-alice", None),
+    );
+    pair.pump();
+    assert_eq!(pair.login_failure(), Some((0x02, 0x03)));
+    // With the secret, inside the ACL: logged in.
+    Pair::logged_in(
+        target_config(vec![restricted(INITIATOR)]),
+        chap_initiator(b"secret-of-alice", None),
+    );
 }
 
 #[test]

@@ -1,0 +1,276 @@
+//! The text form of a LUN: `ram:SIZE`, `null:SIZE`, `file:PATH` or `file:PATH:SIZE`, then
+//! options separated by commas:
+//!
+//! - `serial=TEXT`: the unit serial number (VPD 0x80), printable ASCII without spaces.
+//! - `naa=HEX`: the NAA designator (VPD 0x83), 16 hex digits of NAA type 2, 3 or 5.
+//! - `grow` (file): grow an existing file that is shorter than SIZE.
+//! - `shared` (file): export a file another LUN or gateway exports too (both must say so).
+//!
+//! `file:/srv/disk0.img:10G,serial=DISK0,grow`. The same text goes on the command line
+//! (`--lun`) and in the configuration file (`backend = "..."`), so there is one syntax.
+//! Parsing checks what needs no machine (syntax, whole blocks); [`LunSpec::open`] checks
+//! the rest (memory, the file's size, its lock) and finds the LU's identity.
+
+use super::identity::{parse_naa, validate_serial, ExplicitIdentity};
+use super::{
+    parse_size, Backend, BackendError, FileBackend, FileOptions, LuIdentity, NullBackend,
+    RamBackend,
+};
+
+/// Every LUN the gateway builds from a spec has this logical block size.
+pub const LOGICAL_BLOCK_BYTES: u64 = 512;
+
+/// Where a LUN's blocks live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    Ram {
+        size_bytes: u64,
+    },
+    Null {
+        size_bytes: u64,
+    },
+    /// `size_bytes` is `None` for "the file's size as found".
+    File {
+        path: String,
+        size_bytes: Option<u64>,
+    },
+}
+
+/// The options after the storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LunOptions {
+    pub serial: Option<String>,
+    pub naa_id: Option<[u8; 8]>,
+    pub grow: bool,
+    pub shared: bool,
+}
+
+/// A parsed LUN spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunSpec {
+    pub storage: Storage,
+    pub options: LunOptions,
+}
+
+impl LunSpec {
+    pub fn parse(spec: &str) -> Result<LunSpec, BackendError> {
+        let invalid = || BackendError::InvalidSpec {
+            spec: spec.chars().take(200).collect(),
+        };
+        let (base, options) = split_options(spec)?;
+        let (kind, rest) = base.split_once(':').ok_or_else(invalid)?;
+        let storage = match kind {
+            "ram" => Storage::Ram {
+                size_bytes: block_size_multiple(parse_size(rest)?)?,
+            },
+            "null" => Storage::Null {
+                size_bytes: block_size_multiple(parse_size(rest)?)?,
+            },
+            "file" => {
+                if rest.is_empty() {
+                    return Err(invalid());
+                }
+                // A trailing ":SIZE" is a size only when it parses as one, so paths that
+                // contain a colon still work without a size.
+                let (path, size_bytes) = match rest.rsplit_once(':') {
+                    Some((path, size_text)) if !path.is_empty() => match parse_size(size_text) {
+                        Ok(size) => (path, Some(block_size_multiple(size)?)),
+                        Err(_) => (rest, None),
+                    },
+                    _ => (rest, None),
+                };
+                Storage::File {
+                    path: path.to_string(),
+                    size_bytes,
+                }
+            }
+            _ => return Err(invalid()),
+        };
+        if !matches!(storage, Storage::File { .. }) && (options.grow || options.shared) {
+            return Err(BackendError::InvalidOption {
+                option: if options.grow { "grow" } else { "shared" }.into(),
+                reason: "only file LUNs have it".into(),
+            });
+        }
+        Ok(LunSpec { storage, options })
+    }
+
+    /// Opens (or creates) the storage and finds the LU's identity: the one given in the
+    /// options, else for a regular file the one stored beside it (made and stored on first
+    /// use), else a random one for this run.
+    pub fn open(&self) -> Result<(Box<dyn Backend>, LuIdentity), BackendError> {
+        let explicit = ExplicitIdentity {
+            serial: self.options.serial.clone(),
+            naa_id: self.options.naa_id,
+        };
+        match &self.storage {
+            Storage::Ram { size_bytes } => {
+                check_memory(*size_bytes)?;
+                Ok((Box::new(RamBackend::new(*size_bytes)), explicit.or_random()))
+            }
+            Storage::Null { size_bytes } => Ok((
+                Box::new(NullBackend::new(*size_bytes)),
+                explicit.or_random(),
+            )),
+            Storage::File { path, size_bytes } => {
+                let options = FileOptions {
+                    grow: self.options.grow,
+                    shared: self.options.shared,
+                };
+                let file =
+                    FileBackend::open_with(path, *size_bytes, LOGICAL_BLOCK_BYTES as u32, options)?;
+                block_size_multiple(file.size_bytes())?;
+                let identity = if file.kind() == "file" {
+                    explicit.or_stored_beside(path)?
+                } else {
+                    if explicit.is_partial() {
+                        tracing::warn!(
+                            path,
+                            "block device without serial= and naa=: its identity is random \
+                             for this run; set both so initiators see the same disk after a \
+                             restart"
+                        );
+                    }
+                    explicit.or_random()
+                };
+                Ok((Box::new(file), identity))
+            }
+        }
+    }
+}
+
+/// Splits `base,opt,opt` into the base and its options. Options are peeled from the end
+/// while they are known ones, so a path with a comma still works.
+fn split_options(spec: &str) -> Result<(&str, LunOptions), BackendError> {
+    let mut options = LunOptions::default();
+    let mut base = spec;
+    while let Some((head, tail)) = base.rsplit_once(',') {
+        let (key, value) = match tail.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (tail, None),
+        };
+        let bad = |reason: String| BackendError::InvalidOption {
+            option: tail.chars().take(80).collect(),
+            reason,
+        };
+        match (key, value) {
+            ("serial", Some(value)) => {
+                validate_serial(value).map_err(bad)?;
+                options.serial = Some(value.to_string());
+            }
+            ("naa", Some(value)) => options.naa_id = Some(parse_naa(value).map_err(bad)?),
+            ("grow", None) => options.grow = true,
+            ("shared", None) => options.shared = true,
+            _ if head.starts_with("file:") => break, // a comma in a path
+            _ => return Err(bad("expected serial=, naa=, grow or shared".into())),
+        }
+        base = head;
+    }
+    Ok((base, options))
+}
+
+fn block_size_multiple(size_bytes: u64) -> Result<u64, BackendError> {
+    if size_bytes == 0 {
+        return Err(BackendError::ZeroSize);
+    }
+    if !size_bytes.is_multiple_of(LOGICAL_BLOCK_BYTES) {
+        return Err(BackendError::NotWholeBlocks {
+            size_bytes,
+            block_bytes: LOGICAL_BLOCK_BYTES,
+        });
+    }
+    Ok(size_bytes)
+}
+
+/// Refuses a RAM LUN larger than physical memory: allocated as it is written, it would
+/// let one initiator exhaust the machine.
+fn check_memory(size_bytes: u64) -> Result<(), BackendError> {
+    // SAFETY: sysconf takes a constant and touches no memory of ours.
+    let (pages, page_bytes) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || page_bytes <= 0 {
+        return Ok(()); // Unknown: nothing to compare with.
+    }
+    let memory_bytes = (pages as u64).saturating_mul(page_bytes as u64);
+    if size_bytes > memory_bytes {
+        return Err(BackendError::LargerThanMemory {
+            size_bytes,
+            memory_bytes,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_follow_the_storage_and_paths_may_hold_commas() {
+        let spec = LunSpec::parse("file:/a,b/disk.img:1M,serial=DISK-0,naa=3123456789abcdef,grow")
+            .unwrap();
+        assert_eq!(
+            spec.storage,
+            Storage::File {
+                path: "/a,b/disk.img".into(),
+                size_bytes: Some(1 << 20)
+            }
+        );
+        assert_eq!(spec.options.serial.as_deref(), Some("DISK-0"));
+        assert_eq!(
+            spec.options.naa_id,
+            Some([0x31, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef])
+        );
+        assert!(spec.options.grow && !spec.options.shared);
+        assert_eq!(
+            LunSpec::parse("file:/x,y").unwrap().storage,
+            Storage::File {
+                path: "/x,y".into(),
+                size_bytes: None
+            }
+        );
+    }
+
+    #[test]
+    fn bad_sizes_and_options_are_refused_with_the_reason() {
+        let error = |spec: &str| LunSpec::parse(spec).unwrap_err().to_string();
+        assert!(
+            error("ram:1000").contains("not a multiple of the 512-byte block: give 512 or 1024")
+        );
+        assert!(error("null:0").contains("greater than zero"));
+        assert!(error("ram:1M,grow").contains("only file LUNs"));
+        assert!(error("ram:1M,color=red").contains("expected serial=, naa=, grow or shared"));
+        assert!(error("ram:1M,naa=12").contains("16 hex digits"));
+        assert!(error("ram:1M,serial=has space").contains("printable ASCII"));
+        assert!(error("file:/x:1000").contains("not a multiple"));
+    }
+
+    #[test]
+    fn a_ram_lun_larger_than_memory_is_refused() {
+        let error = LunSpec::parse("ram:1024T").unwrap().open().err().unwrap();
+        assert!(
+            matches!(error, BackendError::LargerThanMemory { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("use a file LUN"));
+    }
+
+    #[test]
+    fn ram_and_null_luns_get_a_fresh_identity_unless_one_is_given() {
+        let (_, a) = LunSpec::parse("ram:1M").unwrap().open().unwrap();
+        let (_, b) = LunSpec::parse("ram:1M").unwrap().open().unwrap();
+        assert_ne!(a.naa_id, b.naa_id);
+        assert_ne!(a.serial, b.serial);
+        assert_eq!(a.naa_id[0] >> 4, 3, "NAA 3h, locally assigned");
+        let (_, given) = LunSpec::parse("null:1M,serial=S1,naa=3000000000000001")
+            .unwrap()
+            .open()
+            .unwrap();
+        assert_eq!(given.serial, "S1");
+        assert_eq!(given.naa_id, [0x30, 0, 0, 0, 0, 0, 0, 1]);
+    }
+}
