@@ -40,6 +40,8 @@ pub enum ConfigError {
     NoLuns { iqn: String },
     #[error("target {iqn} defines LUN {lun} twice")]
     DuplicateLun { iqn: String, lun: u64 },
+    #[error("{0}")]
+    Limit(String),
     #[error("target {iqn}: mutual_chap needs chap (the initiator authenticates first)")]
     MutualWithoutChap { iqn: String },
     #[error("{what}: CHAP secret of {len} bytes, at least {MIN_CHAP_SECRET_BYTES} required")]
@@ -55,6 +57,10 @@ struct FileConfig {
     portal_group_tag: Option<u16>,
     queue_depth: Option<u32>,
     threads: Option<usize>,
+    /// Seconds a backend may take on a command ([`crate::server::ClientLimits`]).
+    backend_timeout: Option<f64>,
+    /// KiB of output a connection may owe before it stops reading.
+    max_output_kib: Option<usize>,
     discovery_chap: Option<FileChap>,
     #[serde(default, rename = "target")]
     targets: Vec<FileTarget>,
@@ -132,6 +138,22 @@ pub fn parse_config(text: &str) -> Result<TargetConfig, ConfigError> {
         config.max_cmd_window = depth;
     }
     config.threads = file.threads;
+    if let Some(seconds) = file.backend_timeout {
+        if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+            return Err(ConfigError::Limit(format!(
+                "backend_timeout = {seconds}: give seconds, more than 0 and at most 86400"
+            )));
+        }
+        config.client_limits.backend_timeout = std::time::Duration::from_secs_f64(seconds);
+    }
+    if let Some(kib) = file.max_output_kib {
+        if kib == 0 {
+            return Err(ConfigError::Limit(
+                "max_output_kib = 0: give at least 1".into(),
+            ));
+        }
+        config.client_limits.max_output_bytes_per_connection = kib << 10;
+    }
     config.discovery_chap = file
         .discovery_chap
         .map(|chap| chap.credentials(|| "discovery_chap".into()))

@@ -69,6 +69,15 @@ struct Args {
     /// Event loop threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Seconds a backend may take on a command before the gateway answers it with
+    /// ABORTED COMMAND (COMMAND TIMEOUT DURING PROCESSING), so a hung file system stalls
+    /// only its own LUN.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
+    backend_timeout: f64,
+    /// KiB of output a connection may owe (responses, read data) before it stops reading
+    /// from its initiator.
+    #[arg(long, value_name = "KIB", default_value_t = 512)]
+    max_output_kib: usize,
 }
 
 fn main() -> ExitCode {
@@ -208,7 +217,22 @@ fn config_from_args(args: Args) -> Result<TargetConfig, String> {
     config.portals = args.portals;
     config.max_cmd_window = args.queue_depth.max(1);
     config.threads = args.threads;
+    config.client_limits.backend_timeout = seconds("--backend-timeout", args.backend_timeout)?;
+    if args.max_output_kib == 0 {
+        return Err("--max-output-kib must be at least 1".into());
+    }
+    config.client_limits.max_output_bytes_per_connection = args.max_output_kib << 10;
     Ok(config)
+}
+
+/// A positive duration in seconds from an option.
+fn seconds(option: &str, value: f64) -> Result<std::time::Duration, String> {
+    if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+        return Err(format!(
+            "{option} {value}: give seconds, more than 0 and at most 86400"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
 }
 
 fn signal_name(signal: i32) -> &'static str {
