@@ -3,7 +3,8 @@
 //!
 //! Exit status: 0 when every job ran clean, 1 when a job failed (I/O errors or
 //! verification), 2 when nothing ran (bad options or job files, a target that could not
-//! be opened).
+//! be opened), 128 when SIGINT or SIGTERM ended the run early (as fio; the results of the
+//! time run are still written).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,6 +12,9 @@ use std::process::ExitCode;
 use bench::job::{self, Action, Invocation};
 use bench::output::{human, json};
 use bench::run::{self, RunOutcome};
+
+/// fio's exit value after a signal ended the run.
+const EXIT_INTERRUPTED: u8 = 128;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -48,6 +52,10 @@ fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
     if tool.output_formats.normal && tool.output.is_none() {
         print_banners(&invocation.jobs);
     }
+    if let Err(e) = run::interrupt::install() {
+        eprintln!("iscsi-bench: installing the SIGINT/SIGTERM handler: {e}");
+        return ExitCode::from(2);
+    }
     let outcome = match run::run(tool, &invocation.jobs) {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -55,6 +63,10 @@ fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(signal) = outcome.interrupted_by {
+        // fio prints this on stdout; stderr keeps a JSON document on stdout whole.
+        eprintln!("iscsi-bench: terminating on signal {signal}");
+    }
     if let Err(e) = write_results(invocation, &outcome, args) {
         eprintln!("iscsi-bench: {e}");
         return ExitCode::from(2);
@@ -65,7 +77,9 @@ fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
             job.name, job.error, job.error_text
         );
     }
-    if outcome.failed {
+    if outcome.interrupted_by.is_some() {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if outcome.failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -8,7 +8,7 @@
 //! snapshots on time.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,18 @@ pub struct JobProgress {
     pub state: AtomicU8,
     /// Bytes moved so far (all directions, ramp included).
     pub bytes_done: AtomicU64,
+    /// Set by the run (a signal arrived): the job stops at its next turn and reports.
+    pub stop_requested: AtomicBool,
+}
+
+impl JobProgress {
+    pub fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::Relaxed);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Relaxed)
+    }
 }
 
 /// Everything a job thread needs, prepared (and checked) before any job starts.
@@ -566,6 +578,10 @@ fn main_phase(
                 .store(state::RUNNING, Ordering::Relaxed);
             ramp_end = None;
         }
+        if driver.progress.stop_requested() {
+            // Interrupted: what ran is reported, nothing more is checked.
+            driver.stop = true;
+        }
         if driver.stop || deadline.is_some_and(|d| now >= d) {
             return Ok(());
         }
@@ -654,7 +670,7 @@ fn read_back(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
         .store(state::VERIFYING, Ordering::Relaxed);
     let mut plan = plan.peekable();
     loop {
-        if driver.stop {
+        if driver.stop || driver.progress.stop_requested() {
             break;
         }
         let mut queued = 0;

@@ -3,6 +3,7 @@
 //! (`stonewall` starts a new phase), with the live status line on the main thread, and
 //! the results gathered into one [`RunReport`].
 
+pub mod interrupt;
 pub mod job;
 pub mod report;
 pub mod setup;
@@ -65,6 +66,8 @@ pub struct RunOutcome {
     pub engines: Vec<EngineCounters>,
     /// Any job failed (I/O errors, verification, setup of logs).
     pub failed: bool,
+    /// The signal that ended the run early (see [`interrupt`]).
+    pub interrupted_by: Option<i32>,
 }
 
 /// A job ready to start, with what the report needs of its spec.
@@ -188,7 +191,11 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
     }
     let mut finished: Vec<(usize, JobOutcome)> = Vec::new();
     let mut status = status::StatusPrinter::new(tool);
+    let mut interrupted_by = None;
     for phase in phases {
+        if interrupted_by.is_some() {
+            break;
+        }
         let mut threads = Vec::with_capacity(phase.len());
         let mut watched = Vec::with_capacity(phase.len());
         for job in phase {
@@ -206,8 +213,15 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
                 .map_err(|source| RunError::Spawn { job: name, source })?;
             threads.push((spec_index, thread));
         }
-        // The main thread watches; every job ends by itself (runtime, size or failure).
+        // The main thread watches; every job ends by itself (runtime, size or failure),
+        // or at its next turn once a signal asked the run to end.
         while threads.iter().any(|(_, t)| !t.is_finished()) {
+            if interrupted_by.is_none() {
+                interrupted_by = interrupt::caught();
+                if interrupted_by.is_some() {
+                    watched.iter().for_each(|job| job.progress.request_stop());
+                }
+            }
             status.maybe_print(&watched);
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -242,6 +256,7 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
         report,
         engines,
         failed,
+        interrupted_by,
     })
 }
 

@@ -1,0 +1,155 @@
+//! `iscsi-bench` run as a user runs it, on the null engine or the embedded target, for a
+//! second or two: what it prints, writes and exits with (issue 21's first-day defects).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every run here ends well before this; a run still going is killed and the test fails.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_iscsi-bench"))
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("bench-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Scratch(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn spawn_in(dir: &Path, args: &[&str]) -> Child {
+    bench()
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iscsi-bench starts")
+}
+
+/// Waits for the child, killing it after [`RUN_TIMEOUT`].
+fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("iscsi-bench ran past {RUN_TIMEOUT:?}: {}", describe(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    finish(spawn_in(dir, args))
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json_file(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A long paced run on the null engine, told to stop by `signal` after a second.
+fn interrupted_run(dir: &Scratch, signal: i32, extra: &[&str]) -> (Output, Duration) {
+    let mut args = vec![
+        "--name=long",
+        "--ioengine=null",
+        "--rw=read",
+        "--bs=4k",
+        "--size=16m",
+        "--rate_iops=1000",
+        "--runtime=30",
+        "--time_based",
+    ];
+    args.extend_from_slice(extra);
+    let child = spawn_in(dir.path(), &args);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(1_200));
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as i32, signal) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    let out = finish(child);
+    (out, started.elapsed())
+}
+
+#[test]
+fn ctrl_c_ends_the_run_with_its_report_and_output_file() {
+    let dir = Scratch::new("sigint");
+    let results = dir.join("results.json");
+    let output_arg = format!("--output={}", results.display());
+    let (out, took) = interrupted_run(
+        &dir,
+        libc::SIGINT,
+        &["--output-format=json", output_arg.as_str()],
+    );
+    assert_eq!(out.status.code(), Some(128), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("terminating on signal 2"),
+        "{}",
+        describe(&out)
+    );
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    let doc = json_file(&results);
+    let read = &doc["jobs"][0]["read"];
+    let runtime_ms = read["runtime"].as_u64().expect("read.runtime");
+    let ios = read["total_ios"].as_u64().expect("read.total_ios");
+    assert!(
+        (900..5_000).contains(&runtime_ms),
+        "the report covers {runtime_ms} ms, not the time run"
+    );
+    assert!(ios > 500, "{ios} I/Os in about a second at 1000 IOPS");
+}
+
+#[test]
+fn sigterm_ends_the_run_with_the_text_report() {
+    let dir = Scratch::new("sigterm");
+    let (out, _) = interrupted_run(&dir, libc::SIGTERM, &[]);
+    assert_eq!(out.status.code(), Some(128), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("terminating on signal 15"),
+        "{}",
+        describe(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("Run status group 0"), "{}", describe(&out));
+    assert!(text.contains("READ: bw="), "{}", describe(&out));
+}
