@@ -52,6 +52,27 @@ fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
     if tool.output_formats.normal && tool.output.is_none() {
         print_banners(&invocation.jobs);
     }
+    // Every place results go is checked before the first I/O (fio opens its output first
+    // too): a bad path must not cost the run.
+    let output_file = match &tool.output {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!(
+                    "iscsi-bench: cannot open the output file {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    if let Some(dir) = &tool.report_dir {
+        if let Err(e) = bench::report::check_report_dir(dir) {
+            eprintln!("iscsi-bench: --report: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Err(e) = run::interrupt::install() {
         eprintln!("iscsi-bench: installing the SIGINT/SIGTERM handler: {e}");
         return ExitCode::from(2);
@@ -67,7 +88,7 @@ fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
         // fio prints this on stdout; stderr keeps a JSON document on stdout whole.
         eprintln!("iscsi-bench: terminating on signal {signal}");
     }
-    if let Err(e) = write_results(invocation, &outcome, args) {
+    if let Err(e) = write_results(invocation, output_file, &outcome, args) {
         eprintln!("iscsi-bench: {e}");
         return ExitCode::from(2);
     }
@@ -86,8 +107,11 @@ fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
     }
 }
 
+/// Writes the results to `output_file` (opened from `--output` before the run) or stdout,
+/// and the HTML report.
 fn write_results(
     invocation: &Invocation,
+    output_file: Option<std::fs::File>,
     outcome: &RunOutcome,
     args: &[String],
 ) -> Result<(), String> {
@@ -104,10 +128,11 @@ fn write_results(
         text.push_str(&json::to_string(&outcome.report, json::Flavor::Json));
         text.push('\n');
     }
-    match &tool.output {
-        Some(path) => std::fs::write(path, text)
+    match (output_file, &tool.output) {
+        (Some(mut file), Some(path)) => file
+            .write_all(text.as_bytes())
             .map_err(|e| format!("writing the results to {}: {e}", path.display()))?,
-        None => {
+        _ => {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())
                 .and_then(|()| out.flush())

@@ -153,3 +153,45 @@ fn sigterm_ends_the_run_with_the_text_report() {
     assert!(text.contains("Run status group 0"), "{}", describe(&out));
     assert!(text.contains("READ: bw="), "{}", describe(&out));
 }
+
+#[test]
+fn bad_result_paths_are_refused_before_any_io() {
+    let dir = Scratch::new("bad-paths");
+    std::fs::write(dir.join("a-file"), b"not a directory").unwrap();
+    let cases = [
+        ("--output=no/such/dir/out.json", "no/such/dir/out.json"),
+        ("--report=a-file/report", "a-file/report"),
+        ("--write_bw_log=no/such/dir/bw", "no/such/dir/bw_bw.1.log"),
+        ("--write_lat_log=a-file/lat", "a-file/lat_lat.1.log"),
+        ("--write_iops_log=no/such/iops", "no/such/iops_iops.1.log"),
+    ];
+    for (option, named) in cases {
+        let started = Instant::now();
+        // A 30 s run: refusing it after the run would show in the time taken.
+        let out = run_in(
+            dir.path(),
+            &[
+                "--name=j",
+                "--ioengine=null",
+                "--rw=read",
+                "--bs=4k",
+                "--size=1m",
+                "--runtime=30",
+                "--time_based",
+                option,
+            ],
+        );
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(2), "{option}: {}", describe(&out));
+        assert!(
+            stderr(&out).contains(named),
+            "{option}: the error does not name {named}: {}",
+            describe(&out)
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{option}: refused after {took:?}"
+        );
+        assert!(!stdout(&out).contains("Run status"), "{option}: it ran");
+    }
+}

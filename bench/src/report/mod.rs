@@ -128,6 +128,23 @@ pub fn write_report(dir: &Path, data: &ReportData) -> Result<PathBuf, ReportErro
     Ok(path)
 }
 
+/// Checks, before a run, that [`write_report`] will be able to write into `dir`: creates
+/// it (and its parents) and creates and removes the temporary page, so a bad path is
+/// refused before any I/O instead of losing the results after the run.
+pub fn check_report_dir(dir: &Path) -> Result<(), ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let partial = dir.join(format!(".{INDEX_FILE}.partial"));
+    std::fs::write(&partial, b"").map_err(|source| ReportError::Write {
+        path: partial.clone(),
+        source,
+    })?;
+    let _ = std::fs::remove_file(&partial);
+    Ok(())
+}
+
 /// `text` made safe for HTML and SVG text and attribute values: the five markup characters
 /// become entities, and control characters (other than tab and newline), which HTML does not
 /// allow, become U+FFFD.
@@ -172,6 +189,23 @@ mod tests {
         assert!(html.contains(NO_SAMPLES));
         assert!(!dir.join(".index.html.partial").exists());
         std::fs::remove_dir_all(&base).expect("clean up");
+    }
+
+    #[test]
+    fn check_refuses_a_directory_it_cannot_write() {
+        let base = std::env::temp_dir().join(format!("report-unit-check-{}", std::process::id()));
+        std::fs::write(&base, b"a file, not a directory").expect("make file");
+        let err = check_report_dir(&base.join("report")).expect_err("must fail");
+        assert!(matches!(err, ReportError::CreateDir { .. }), "{err:?}");
+        std::fs::remove_file(&base).expect("clean up");
+        let fine = std::env::temp_dir().join(format!("report-unit-ok-{}", std::process::id()));
+        check_report_dir(&fine).expect("a new directory is fine");
+        assert_eq!(
+            std::fs::read_dir(&fine).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+        std::fs::remove_dir_all(&fine).expect("clean up");
     }
 
     #[test]

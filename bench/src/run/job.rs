@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
-use crate::output::logs::{JobLogs, LogOptions};
+use crate::output::logs::JobLogs;
 use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
 use crate::workload::{Next, PlannedIo, Verifier, VerifyAction, Workload};
 
@@ -77,7 +77,8 @@ pub struct JobSetup {
     /// Take an interval record this often (status interval or report), or never.
     pub interval: Option<Duration>,
     pub percentiles: Vec<f64>,
-    pub logs: Option<LogOptions>,
+    /// The job's log files, opened (and so checked) before any job starts.
+    pub logs: Option<JobLogs>,
     pub cpus: Option<Vec<u32>>,
     pub live: Arc<LiveCounters>,
     pub progress: Arc<JobProgress>,
@@ -414,10 +415,6 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     let clock = Instant::now();
     let mut stats = JobStats::new(0, stats_config);
     stats.attach_live(live);
-    let (logs, log_error) = match logs.map(JobLogs::create).transpose() {
-        Ok(logs) => (logs, None),
-        Err(e) => (None, Some(format!("opening the log files: {e}"))),
-    };
     let paced = workload.is_rate_limited();
     let mut driver = Driver {
         engine,
@@ -442,7 +439,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_fatal,
         verify_failures: 0,
         io_failures: 0,
-        first_error: log_error,
+        first_error: None,
         stop: false,
     };
     let _ = job_number;

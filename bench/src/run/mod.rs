@@ -17,7 +17,7 @@ use crate::engine::embedded::EmbeddedTarget;
 use crate::engine::{self, EmbeddedOptions, EngineCounters};
 use crate::job::spec::{Engine as EngineKind, JobSpec};
 use crate::job::ToolOptions;
-use crate::output::logs::LogOptions;
+use crate::output::logs::{JobLogs, LogError, LogOptions};
 use crate::output::{JobReport, PercentileOptions, RunReport};
 use crate::stats::{IntervalRecord, JobStats, LiveCounters, ResourceUsage, StatsConfig};
 use crate::workload::Workload;
@@ -49,6 +49,8 @@ pub enum RunError {
     },
     #[error("job {job}: --readonly refuses a job that writes or trims")]
     ReadOnly { job: String },
+    #[error("job {job}: {source}")]
+    Logs { job: String, source: LogError },
     #[error("job {job}: its thread could not start: {source}")]
     Spawn { job: String, source: std::io::Error },
 }
@@ -164,7 +166,13 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
                 },
                 interval,
                 percentiles: spec.percentile_list.clone(),
-                logs: log_options(spec, job_number),
+                logs: log_options(spec, job_number)
+                    .map(JobLogs::create)
+                    .transpose()
+                    .map_err(|source| RunError::Logs {
+                        job: spec.name.clone(),
+                        source,
+                    })?,
                 cpus: spec.cpus_allowed.clone(),
                 live: Arc::clone(&live),
                 progress: Arc::new(JobProgress::default()),
