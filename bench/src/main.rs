@@ -77,7 +77,22 @@ fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
         eprintln!("iscsi-bench: installing the SIGINT/SIGTERM handler: {e}");
         return ExitCode::from(2);
     }
-    let outcome = match run::run(tool, &invocation.jobs) {
+    let mut output_file = output_file;
+    let mut print_status = |report: &bench::output::RunReport| {
+        // A report every --status-interval, where the final one goes (fio does the same).
+        let text = results_text(tool.output_formats, report);
+        let written = match output_file.as_mut() {
+            Some(file) => file.write_all(text.as_bytes()),
+            None => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes()).and_then(|()| out.flush())
+            }
+        };
+        if let Err(e) = written {
+            eprintln!("iscsi-bench: writing a status report: {e}");
+        }
+    };
+    let outcome = match run::run(tool, &invocation.jobs, &mut print_status) {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("iscsi-bench: {e}");
@@ -116,18 +131,7 @@ fn write_results(
     args: &[String],
 ) -> Result<(), String> {
     let tool = &invocation.tool;
-    let formats = tool.output_formats;
-    let mut text = String::new();
-    if formats.normal {
-        text.push_str(&human::render(&outcome.report));
-    }
-    if formats.json_plus {
-        text.push_str(&json::to_string(&outcome.report, json::Flavor::JsonPlus));
-        text.push('\n');
-    } else if formats.json {
-        text.push_str(&json::to_string(&outcome.report, json::Flavor::Json));
-        text.push('\n');
-    }
+    let text = results_text(tool.output_formats, &outcome.report);
     match (output_file, &tool.output) {
         (Some(mut file), Some(path)) => file
             .write_all(text.as_bytes())
@@ -140,10 +144,7 @@ fn write_results(
         }
     }
     if let Some(dir) = &tool.report_dir {
-        let interval_ms = tool
-            .interval_results
-            .or(tool.status_interval)
-            .map_or(1000, |i| i.as_millis() as u64);
+        let interval_ms = tool.interval_results.map_or(1000, |i| i.as_millis() as u64);
         let command_line = std::iter::once("iscsi-bench".to_string())
             .chain(args.iter().cloned())
             .collect::<Vec<_>>()
@@ -153,6 +154,22 @@ fn write_results(
         eprintln!("iscsi-bench: report written to {}", page.display());
     }
     Ok(())
+}
+
+/// The report in every format asked for, in fio's order.
+fn results_text(formats: bench::job::OutputFormats, report: &bench::output::RunReport) -> String {
+    let mut text = String::new();
+    if formats.normal {
+        text.push_str(&human::render(report));
+    }
+    if formats.json_plus {
+        text.push_str(&json::to_string(report, json::Flavor::JsonPlus));
+        text.push('\n');
+    } else if formats.json {
+        text.push_str(&json::to_string(report, json::Flavor::Json));
+        text.push('\n');
+    }
+    text
 }
 
 /// What fio prints before a run: one line per job, its version, how many jobs start.

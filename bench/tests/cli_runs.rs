@@ -195,3 +195,74 @@ fn bad_result_paths_are_refused_before_any_io() {
         assert!(!stdout(&out).contains("Run status"), "{option}: it ran");
     }
 }
+
+#[test]
+fn status_interval_prints_the_full_report_every_interval() {
+    let dir = Scratch::new("status-interval");
+    let results = dir.join("results.json");
+    let output_arg = format!("--output={}", results.display());
+    let out = run_in(
+        dir.path(),
+        &[
+            "--name=paced",
+            "--ioengine=null",
+            "--rw=read",
+            "--bs=4k",
+            "--size=16m",
+            "--rate_iops=1000",
+            "--runtime=3",
+            "--time_based",
+            "--status-interval=1",
+            "--output-format=json",
+            output_arg.as_str(),
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    // Reports at 1 s and 2 s (3 s races the end), then the final one: whole JSON documents
+    // one after another, as fio writes them.
+    let text = std::fs::read_to_string(&results).unwrap();
+    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("not a stream of JSON documents ({e}): {text}"));
+    assert!((3..=4).contains(&docs.len()), "{} reports", docs.len());
+    let ios: Vec<u64> = docs
+        .iter()
+        .map(|d| {
+            d["jobs"][0]["read"]["total_ios"]
+                .as_u64()
+                .expect("total_ios")
+        })
+        .collect();
+    assert!(
+        ios.windows(2).all(|w| w[0] < w[1]),
+        "the reports are cumulative: {ios:?}"
+    );
+    assert!(
+        (700..=1_300).contains(&ios[0]),
+        "the first report covers about one second: {ios:?}"
+    );
+
+    // The text format: the whole summary each time.
+    let out = run_in(
+        dir.path(),
+        &[
+            "--name=paced",
+            "--ioengine=null",
+            "--rw=read",
+            "--bs=4k",
+            "--size=16m",
+            "--rate_iops=1000",
+            "--runtime=2",
+            "--time_based",
+            "--status-interval=1",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let reports = stdout(&out).matches("Run status group 0").count();
+    assert!(
+        (2..=3).contains(&reports),
+        "{reports} reports: {}",
+        describe(&out)
+    );
+}

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineCounters};
@@ -44,6 +44,10 @@ pub struct JobProgress {
     pub bytes_done: AtomicU64,
     /// Set by the run (a signal arrived): the job stops at its next turn and reports.
     pub stop_requested: AtomicBool,
+    /// Set by the run when it wants the job's results so far (`--status-interval`); the
+    /// job puts a copy in `snapshot` at its next turn. Once per interval, off the I/O path.
+    pub snapshot_wanted: AtomicBool,
+    pub snapshot: Mutex<Option<JobStats>>,
 }
 
 impl JobProgress {
@@ -85,6 +89,7 @@ pub struct JobSetup {
 }
 
 /// What a job thread hands back.
+#[derive(Clone)]
 pub struct JobOutcome {
     pub stats: JobStats,
     pub intervals: Vec<IntervalRecord>,
@@ -93,6 +98,20 @@ pub struct JobOutcome {
     pub error_text: String,
     pub verify_failures: u64,
     pub engine: EngineCounters,
+}
+
+impl JobOutcome {
+    /// The outcome of a job still running, for a report of the results so far.
+    pub fn so_far(stats: JobStats) -> JobOutcome {
+        JobOutcome {
+            stats,
+            intervals: Vec::new(),
+            error: 0,
+            error_text: String::new(),
+            verify_failures: 0,
+            engine: EngineCounters::default(),
+        }
+    }
 }
 
 /// Per I/O in flight: what the completion needs.
@@ -130,6 +149,8 @@ struct Driver {
     io_failures: u64,
     first_error: Option<String>,
     stop: bool,
+    /// The thread's CPU use when the job started, for the results so far.
+    usage_start: Option<ResourceUsage>,
 }
 
 impl Driver {
@@ -337,9 +358,23 @@ impl Driver {
         self.stop = true;
     }
 
-    /// Rate samples for the logs and the report, and interval records, when due.
+    /// Rate samples for the logs and the report, interval records, and the results so far
+    /// when the run asks for them.
     fn tick(&mut self) {
         let now_ns = self.now_ns();
+        if self.progress.snapshot_wanted.load(Ordering::Relaxed) {
+            self.progress
+                .snapshot_wanted
+                .store(false, Ordering::Relaxed);
+            let mut so_far = self.stats.clone();
+            so_far.finish(now_ns);
+            if let (Some(start), Ok(end)) = (&self.usage_start, ResourceUsage::thread()) {
+                so_far.set_usage(end.since(start));
+            }
+            if let Ok(mut slot) = self.progress.snapshot.lock() {
+                *slot = Some(so_far);
+            }
+        }
         if let Some(sample) = self.stats.tick(now_ns) {
             if let Some(logs) = self.logs.as_mut() {
                 if let Err(e) = logs.record_rates(&sample, [0; 3]) {
@@ -441,6 +476,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         io_failures: 0,
         first_error: None,
         stop: false,
+        usage_start,
     };
     let _ = job_number;
     let ramp_end = (!ramp.is_zero()).then_some(ramp);

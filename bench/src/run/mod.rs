@@ -3,6 +3,7 @@
 //! (`stonewall` starts a new phase), with the live status line on the main thread, and
 //! the results gathered into one [`RunReport`].
 
+mod dump;
 pub mod interrupt;
 pub mod job;
 pub mod report;
@@ -82,7 +83,14 @@ struct Prepared {
 
 /// Opens every target, checks every job and starts nothing until all are good; then runs
 /// the jobs phase by phase.
-pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError> {
+///
+/// With `--status-interval`, `on_status` is handed the report of the results so far every
+/// interval (the caller prints it as it prints the final one).
+pub fn run(
+    tool: &ToolOptions,
+    specs: &[JobSpec],
+    on_status: &mut dyn FnMut(&RunReport),
+) -> Result<RunOutcome, RunError> {
     if specs.is_empty() {
         return Err(RunError::NoJobs);
     }
@@ -96,7 +104,6 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
     let embedded_url = embedded.as_ref().map(EmbeddedTarget::url);
     let interval = tool
         .interval_results
-        .or(tool.status_interval)
         .or(tool.report_dir.as_ref().map(|_| Duration::from_secs(1)));
 
     let mut prepared: Vec<Prepared> = Vec::new();
@@ -199,6 +206,7 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
     }
     let mut finished: Vec<(usize, JobOutcome)> = Vec::new();
     let mut status = status::StatusPrinter::new(tool);
+    let mut dumps = dump::DumpClock::new(tool.status_interval, wall_start);
     let mut interrupted_by = None;
     for phase in phases {
         if interrupted_by.is_some() {
@@ -209,6 +217,7 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
         for job in phase {
             let name = job.setup.name.clone();
             watched.push(status::Watched {
+                spec_index: job.spec_index,
                 spec: &specs[job.spec_index],
                 live: Arc::clone(&job.live),
                 progress: Arc::clone(&job.setup.progress),
@@ -222,21 +231,39 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
             threads.push((spec_index, thread));
         }
         // The main thread watches; every job ends by itself (runtime, size or failure),
-        // or at its next turn once a signal asked the run to end.
-        while threads.iter().any(|(_, t)| !t.is_finished()) {
+        // or at its next turn once a signal asked the run to end. Jobs are joined as they
+        // end, so a status report has their final results.
+        let mut outcomes: Vec<Option<JobOutcome>> = threads.iter().map(|_| None).collect();
+        let mut handles: Vec<_> = threads.into_iter().map(Some).collect();
+        loop {
+            for (outcome, handle) in outcomes.iter_mut().zip(handles.iter_mut()) {
+                if let Some((_, thread)) = handle.take_if(|(_, t)| t.is_finished()) {
+                    match thread.join() {
+                        Ok(done) => *outcome = Some(done),
+                        Err(_) => tracing::error!("a job thread panicked"),
+                    }
+                }
+            }
+            if handles.iter().all(Option::is_none) {
+                break;
+            }
             if interrupted_by.is_none() {
                 interrupted_by = interrupt::caught();
                 if interrupted_by.is_some() {
                     watched.iter().for_each(|job| job.progress.request_stop());
                 }
             }
+            if dumps.due(Instant::now()) {
+                status.clear();
+                let so_far = results_so_far(&finished, &watched, &outcomes);
+                on_status(&run_report(specs, so_far, wall_start));
+            }
             status.maybe_print(&watched);
             std::thread::sleep(Duration::from_millis(50));
         }
-        for (spec_index, thread) in threads {
-            match thread.join() {
-                Ok(outcome) => finished.push((spec_index, outcome)),
-                Err(_) => tracing::error!("a job thread panicked"),
+        for (watch, outcome) in watched.iter().zip(outcomes) {
+            if let Some(outcome) = outcome {
+                finished.push((watch.spec_index, outcome));
             }
         }
         status.finish_phase(&watched);
@@ -249,9 +276,8 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
 
     let failed = finished.iter().any(|(_, o)| o.error != 0);
     let engines = finished.iter().map(|(_, o)| o.engine).collect();
-    let mut report = RunReport::new(timestamp_ms, job_reports(specs, finished));
-    report.global_options = specs[0].given.global.clone();
-    report.elapsed_s = wall_start.elapsed().as_secs();
+    let mut report = run_report(specs, finished, wall_start);
+    report.timestamp_ms = timestamp_ms;
     if let (Some(start), Ok(end)) = (process_start, ResourceUsage::process()) {
         let mut usage = end.since(&start);
         if let Some(target) = target_cpu {
@@ -266,6 +292,45 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
         failed,
         interrupted_by,
     })
+}
+
+/// The report of `jobs` (final or so far), `wall_start` being the run's start.
+fn run_report(specs: &[JobSpec], jobs: Vec<(usize, JobOutcome)>, wall_start: Instant) -> RunReport {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut report = RunReport::new(now_ms, job_reports(specs, jobs));
+    report.global_options = specs[0].given.global.clone();
+    report.elapsed_s = wall_start.elapsed().as_secs();
+    report
+}
+
+/// Every job's results so far, in run order: final ones for the jobs that ended, a copy
+/// taken now for the ones still running (see [`dump`]).
+fn results_so_far(
+    finished: &[(usize, JobOutcome)],
+    watched: &[status::Watched<'_>],
+    outcomes: &[Option<JobOutcome>],
+) -> Vec<(usize, JobOutcome)> {
+    let running: Vec<&job::JobProgress> = watched
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, outcome)| outcome.is_none())
+        .map(|(watch, _)| watch.progress.as_ref())
+        .collect();
+    let mut copies = dump::collect(&running).into_iter();
+    let mut jobs = finished.to_vec();
+    for (watch, outcome) in watched.iter().zip(outcomes) {
+        let outcome = match outcome {
+            Some(outcome) => Some(outcome.clone()),
+            None => copies.next().flatten().map(JobOutcome::so_far),
+        };
+        if let Some(outcome) = outcome {
+            jobs.push((watch.spec_index, outcome));
+        }
+    }
+    jobs
 }
 
 /// One embedded target for every iSCSI job that names no target, big enough for all.

@@ -18,6 +18,7 @@ use super::job::{state, JobProgress};
 
 /// One running job as the status line sees it.
 pub struct Watched<'a> {
+    pub spec_index: usize,
     pub spec: &'a JobSpec,
     pub live: Arc<LiveCounters>,
     pub progress: Arc<JobProgress>,
