@@ -266,3 +266,79 @@ fn status_interval_prints_the_full_report_every_interval() {
         describe(&out)
     );
 }
+
+/// Every entry of a log as (time ms, value, direction).
+fn log_lines(path: &Path) -> Vec<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            let fields: Vec<u64> = line
+                .split(',')
+                .map(|f| f.trim().parse().unwrap_or_else(|_| panic!("{line:?}")))
+                .collect();
+            (fields[0], fields[1], fields[2])
+        })
+        .collect()
+}
+
+#[test]
+fn interval_data_has_one_entry_per_interval_through_a_stall() {
+    let dir = Scratch::new("intervals");
+    let results = dir.join("results.json");
+    let output_arg = format!("--output={}", results.display());
+    // 1000 IOPS for about a second, a 2 s pause, then I/O again until 4 s.
+    let out = run_in(
+        dir.path(),
+        &[
+            "--name=stall",
+            "--ioengine=null",
+            "--rw=read",
+            "--bs=4k",
+            "--size=16m",
+            "--rate_iops=1000",
+            "--thinktime=2s",
+            "--thinktime_blocks=1000",
+            "--runtime=4",
+            "--time_based",
+            "--log_avg_msec=1000",
+            "--write_iops_log=stall",
+            "--write_bw_log=stall",
+            "--write_lat_log=stall",
+            "--interval-results=1s",
+            "--output-format=json",
+            output_arg.as_str(),
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let doc = json_file(&results);
+    let intervals = doc["jobs"][0]["iscsi_bench"]["intervals"]
+        .as_array()
+        .expect("intervals");
+    let ios: Vec<u64> = intervals
+        .iter()
+        .map(|i| i["read"]["total_ios"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    assert_eq!(ios.len(), 4, "4 s at 1 s: {ios:?}");
+    assert!(ios.contains(&0), "the stall is an entry of zeros: {ios:?}");
+    for name in ["stall_iops.1.log", "stall_bw.1.log"] {
+        let lines = log_lines(&dir.join(name));
+        let times: Vec<u64> = lines.iter().map(|l| l.0).collect();
+        assert!(
+            (4..=5).contains(&lines.len()),
+            "{name}: one line a second: {lines:?}"
+        );
+        assert!(
+            times.windows(2).all(|w| w[1] - w[0] <= 1_100),
+            "{name}: a second skipped: {times:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.1 == 0),
+            "{name}: the stall is a 0: {lines:?}"
+        );
+    }
+    let clat = log_lines(&dir.join("stall_clat.1.log"));
+    let times: Vec<u64> = clat.iter().map(|l| l.0).collect();
+    let mut distinct = times.clone();
+    distinct.dedup();
+    assert_eq!(distinct, times, "a time written twice: {clat:?}");
+}

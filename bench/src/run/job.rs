@@ -392,6 +392,28 @@ impl Driver {
         }
     }
 
+    /// The interval (and rate-log period) the end of the job cut short is an entry too (a
+    /// 5 s run at 1 s has 5), unless the last one ended with the job (under a millisecond
+    /// left, no I/O in it).
+    fn close_last_interval(&mut self, end_ns: u64) {
+        if let (Some(sample), Some(logs)) = (self.stats.final_sample(end_ns), self.logs.as_mut()) {
+            if let Err(e) = logs.record_rates(&sample, [0; 3]) {
+                self.fail(format!("writing the bandwidth/IOPS log: {e}"));
+            }
+        }
+        if self.interval.is_none() {
+            return;
+        }
+        let record = self
+            .stats
+            .take_interval(end_ns)
+            .summarize(self.stats.start_ns(), &self.percentiles);
+        let moved = record.dirs.iter().flatten().any(|d| d.ios > 0);
+        if moved || record.end_ms > record.start_ms {
+            self.intervals.push(record);
+        }
+    }
+
     /// Waits for every I/O in flight.
     fn drain(
         &mut self,
@@ -502,6 +524,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     }
     let _ = driver.drain(workload.verifier(), |_| {});
     let end_ns = driver.now_ns();
+    driver.close_last_interval(end_ns);
     driver.stats.finish(end_ns);
     if let Some(start) = usage_start {
         if let Ok(end) = ResourceUsage::thread() {

@@ -27,12 +27,13 @@ pub fn report_data(run: &RunReport, command_line: &str, interval_ms: u64) -> Rep
                         t_ms: interval.end_ms,
                         iops: d.iops,
                         bw_bytes_per_s: d.bw_bytes_per_s as f64,
+                        // An interval without I/O has no latency: a gap, not a 0.
                         latency_percentiles_ns: d
                             .clat
                             .percentiles
                             .iter()
                             .copied()
-                            .filter(|(p, _)| CHARTED_PERCENTILES.contains(p))
+                            .filter(|(p, _)| d.ios > 0 && CHARTED_PERCENTILES.contains(p))
                             .collect(),
                     },
                     None => IntervalPoint {
