@@ -107,7 +107,15 @@ fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
         eprintln!("iscsi-bench: {e}");
         return ExitCode::from(2);
     }
-    for job in outcome.report.jobs.iter().filter(|j| j.error != 0) {
+    // The text report on stdout names each failed job in its header ("err=84 (...)"):
+    // say it here only when that report is not in front of the user.
+    let report_shown = tool.output_formats.normal && tool.output.is_none();
+    for job in outcome
+        .report
+        .jobs
+        .iter()
+        .filter(|j| j.error != 0 && !report_shown)
+    {
         eprintln!(
             "iscsi-bench: job {} failed (error {}): {}",
             job.name, job.error, job.error_text

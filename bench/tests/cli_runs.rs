@@ -342,3 +342,50 @@ fn interval_data_has_one_entry_per_interval_through_a_stall() {
     distinct.dedup();
     assert_eq!(distinct, times, "a time written twice: {clat:?}");
 }
+
+#[test]
+fn a_bad_block_is_described_once() {
+    let dir = Scratch::new("verify-once");
+    // The null engine reads zeros: no verify header anywhere.
+    let args = [
+        "--name=v",
+        "--ioengine=null",
+        "--rw=read",
+        "--bs=4k",
+        "--size=4k",
+        "--verify=crc32c",
+    ];
+    let out = run_in(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let everything = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        everything.matches("expected [").count(),
+        1,
+        "the bytes are shown once: {}",
+        describe(&out)
+    );
+    assert_eq!(
+        everything.matches("bad magic").count(),
+        2,
+        "once in full, once as the report's err= summary: {}",
+        describe(&out)
+    );
+    assert!(
+        stdout(&out).contains("err=84 (1 block(s) failed verification; first: bad magic"),
+        "{}",
+        describe(&out)
+    );
+
+    // With the text report elsewhere, stderr names the failed job instead.
+    let mut json_args = args.to_vec();
+    json_args.push("--output-format=json");
+    let out = run_in(dir.path(), &json_args);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(
+        stderr(&out).matches("bad magic").count(),
+        2,
+        "{}",
+        describe(&out)
+    );
+    assert!(stderr(&out).contains("job v failed"), "{}", describe(&out));
+}

@@ -318,11 +318,18 @@ impl Driver {
                 {
                     if let Err(e) = verifier.check(&unit.buffer, unit.offset, expected_generation) {
                         self.verify_failures += 1;
+                        // The bytes and digests once, here; the job's error (and so the
+                        // report) carries the one-line summary.
                         if self.verify_failures <= VERIFY_REPORTS_MAX {
                             eprintln!("iscsi-bench: {e}");
                         }
+                        if self.verify_failures == VERIFY_REPORTS_MAX {
+                            eprintln!(
+                                "iscsi-bench: later verification failures are counted, not shown"
+                            );
+                        }
                         if self.first_error.is_none() {
-                            self.first_error = Some(e.to_string());
+                            self.first_error = Some(e.summary());
                         }
                         if self.verify_fatal {
                             self.stop = true;
