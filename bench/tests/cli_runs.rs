@@ -389,3 +389,51 @@ fn a_bad_block_is_described_once() {
     );
     assert!(stderr(&out).contains("job v failed"), "{}", describe(&out));
 }
+
+#[test]
+fn the_report_states_each_job_and_when_it_ran() {
+    let dir = Scratch::new("report");
+    let report_arg = format!("--report={}", dir.join("report").display());
+    let out = run_in(
+        dir.path(),
+        &[
+            "--ioengine=null",
+            "--rw=read",
+            "--bs=4k",
+            "--size=1m",
+            "--runtime=1",
+            "--time_based",
+            "--name=first",
+            "--name=second",
+            "--stonewall",
+            "--iodepth=4",
+            report_arg.as_str(),
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let page = std::fs::read_to_string(dir.join("report").join("index.html")).unwrap();
+    let jobs = &page[page.find(r#"id="jobs""#).expect("a jobs table")..];
+    let jobs = &jobs[..jobs.find("</table>").expect("the table closes")];
+    assert!(
+        jobs.contains("<td>first</td><td class=\"num\">0 ms</td>"),
+        "{jobs}"
+    );
+    let second = &jobs[jobs.find("<td>second</td>").expect("second job")..];
+    let starts: String = second
+        .trim_start_matches("<td>second</td><td class=\"num\">")
+        .chars()
+        .take_while(|c| *c != '<')
+        .collect();
+    let starts_ms = match starts.split_once(' ') {
+        Some((value, "ms")) => value.parse::<f64>().unwrap_or(0.0),
+        Some((value, "s")) => value.parse::<f64>().unwrap_or(0.0) * 1000.0,
+        _ => 0.0,
+    };
+    assert!(
+        starts_ms >= 1_000.0,
+        "the second job starts after the first: {starts:?}"
+    );
+    assert!(jobs.contains("null engine (no target)"), "{jobs}");
+    assert!(jobs.contains("stonewall"), "{jobs}");
+    assert!(jobs.contains("iodepth=4"), "{jobs}");
+}

@@ -37,6 +37,21 @@ pub struct ReportData {
     pub notes: Vec<String>,
     /// One entry per job and direction, in the order they are listed and coloured.
     pub series: Vec<JobSeries>,
+    /// What each job was: when it started, its target and its options.
+    pub jobs: Vec<JobDescription>,
+}
+
+/// One job (or group under group_reporting) as the page states it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobDescription {
+    pub name: String,
+    /// When its measurements start, in ms after the run's start (its points are drawn
+    /// from there: a job after a `stonewall` starts where the one before it ended).
+    pub start_ms: u64,
+    /// What it ran against (a URL, a path, the embedded target).
+    pub target: String,
+    /// Its options, global ones first, as written (secrets already masked by the caller).
+    pub options: Vec<(String, String)>,
 }
 
 /// One job's results in one direction.
@@ -45,7 +60,8 @@ pub struct JobSeries {
     /// The job's name (group name under group_reporting).
     pub name: String,
     pub direction: Direction,
-    /// The length of one interval of `points` (fio's log_avg_msec), shown in the table.
+    /// The length of one interval of `points` (`--interval-results`), named in the charts'
+    /// captions.
     pub interval_ms: u64,
     /// One point per interval, in time order.
     pub points: Vec<IntervalPoint>,
@@ -58,7 +74,7 @@ pub struct JobSeries {
 /// The results of one interval.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IntervalPoint {
-    /// The end of the interval, from the start of the run (after ramp time), in ms.
+    /// The end of the interval, from the start of the run, in ms.
     pub t_ms: u64,
     pub iops: f64,
     pub bw_bytes_per_s: f64,

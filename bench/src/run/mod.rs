@@ -205,6 +205,8 @@ pub fn run(
         }
     }
     let mut finished: Vec<(usize, JobOutcome)> = Vec::new();
+    // When each job's phase started, ms after the run's start (the report's time axis).
+    let mut phase_start_ms = vec![0u64; specs.len()];
     let mut status = status::StatusPrinter::new(tool);
     let mut dumps = dump::DumpClock::new(tool.status_interval, wall_start);
     let mut interrupted_by = None;
@@ -224,6 +226,7 @@ pub fn run(
                 bytes_total: job.bytes_total,
             });
             let spec_index = job.spec_index;
+            phase_start_ms[spec_index] = wall_start.elapsed().as_millis() as u64;
             let thread = std::thread::Builder::new()
                 .name(format!("job-{name}"))
                 .spawn(move || job::run_job(job.setup))
@@ -256,7 +259,7 @@ pub fn run(
             if dumps.due(Instant::now()) {
                 status.clear();
                 let so_far = results_so_far(&finished, &watched, &outcomes);
-                on_status(&run_report(specs, so_far, wall_start));
+                on_status(&run_report(specs, so_far, &phase_start_ms, wall_start));
             }
             status.maybe_print(&watched);
             std::thread::sleep(Duration::from_millis(50));
@@ -276,7 +279,7 @@ pub fn run(
 
     let failed = finished.iter().any(|(_, o)| o.error != 0);
     let engines = finished.iter().map(|(_, o)| o.engine).collect();
-    let mut report = run_report(specs, finished, wall_start);
+    let mut report = run_report(specs, finished, &phase_start_ms, wall_start);
     report.timestamp_ms = timestamp_ms;
     if let (Some(start), Ok(end)) = (process_start, ResourceUsage::process()) {
         let mut usage = end.since(&start);
@@ -295,12 +298,17 @@ pub fn run(
 }
 
 /// The report of `jobs` (final or so far), `wall_start` being the run's start.
-fn run_report(specs: &[JobSpec], jobs: Vec<(usize, JobOutcome)>, wall_start: Instant) -> RunReport {
+fn run_report(
+    specs: &[JobSpec],
+    jobs: Vec<(usize, JobOutcome)>,
+    phase_start_ms: &[u64],
+    wall_start: Instant,
+) -> RunReport {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let mut report = RunReport::new(now_ms, job_reports(specs, jobs));
+    let mut report = RunReport::new(now_ms, job_reports(specs, jobs, phase_start_ms));
     report.global_options = specs[0].given.global.clone();
     report.elapsed_s = wall_start.elapsed().as_secs();
     report
@@ -374,7 +382,11 @@ fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
 
 /// The per-job entries of the report: one per job, or one per group where the jobs ask
 /// for `group_reporting` (fio merges the whole group then).
-fn job_reports(specs: &[JobSpec], finished: Vec<(usize, JobOutcome)>) -> Vec<JobReport> {
+fn job_reports(
+    specs: &[JobSpec],
+    finished: Vec<(usize, JobOutcome)>,
+    phase_start_ms: &[u64],
+) -> Vec<JobReport> {
     let mut reports: Vec<JobReport> = Vec::new();
     let mut merged_groups: Vec<(u32, usize)> = Vec::new();
     for (spec_index, outcome) in finished {
@@ -392,13 +404,17 @@ fn job_reports(specs: &[JobSpec], finished: Vec<(usize, JobOutcome)>) -> Vec<Job
             }
             merged_groups.push((spec.group_id, reports.len()));
         }
-        reports.push(job_report(
+        let mut report = job_report(
             spec,
             outcome.stats,
             outcome.intervals,
             outcome.error,
             outcome.error_text,
-        ));
+        );
+        // Its measurements start after its phase, its start delay and its ramp.
+        report.start_ms = phase_start_ms.get(spec_index).copied().unwrap_or(0)
+            + (spec.startdelay.min + spec.ramp_time).as_millis() as u64;
+        reports.push(report);
     }
     reports
 }
@@ -422,7 +438,34 @@ fn job_report(
         lat: spec.lat_percentiles,
     };
     report.options = job_options(spec);
+    report.target = target_description(spec);
     report
+}
+
+/// What the job ran against, for the report (the URL without its password).
+fn target_description(spec: &JobSpec) -> String {
+    use crate::job::spec::Target;
+    match (&spec.filename, spec.engine()) {
+        (_, EngineKind::Null) | (Some(Target::Null), _) => "null engine (no target)".to_string(),
+        (Some(Target::Iscsi(url)), _) => {
+            let user = url
+                .user
+                .as_ref()
+                .map(|u| format!("{u}@"))
+                .unwrap_or_default();
+            let host = if url.host.contains(':') {
+                format!("[{}]", url.host)
+            } else {
+                url.host.clone()
+            };
+            format!(
+                "iscsi://{user}{host}:{}/{}/{}",
+                url.port, url.target_iqn, url.lun
+            )
+        }
+        (Some(Target::Path(path)), engine) => format!("{} ({})", path.display(), engine.name()),
+        (None, _) => "embedded target (an in-process RAM LUN)".to_string(),
+    }
 }
 
 /// fio's "job options": the options of the job's own section, as written (`name` is
