@@ -241,7 +241,7 @@ fn cell_or_dash(value: Option<String>) -> String {
 /// One row per job: when it started, what it ran against, with which options.
 fn jobs_table(data: &ReportData) -> String {
     let mut out = String::from(
-        "<table class=\"summary\" id=\"jobs\">\n<thead><tr><th>job</th><th>starts at</th><th>target</th><th>options</th></tr></thead>\n<tbody>\n",
+        "<table class=\"summary jobs\" id=\"jobs\">\n<thead><tr><th>job</th><th>starts at</th><th>target</th><th>options</th></tr></thead>\n<tbody>\n",
     );
     for job in &data.jobs {
         let options = job
