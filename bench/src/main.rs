@@ -3,7 +3,8 @@
 //!
 //! Exit status: 0 when every job ran clean, 1 when a job failed (I/O errors or
 //! verification), 2 when nothing ran (bad options or job files, a target that could not
-//! be opened).
+//! be opened), 128 when SIGINT or SIGTERM ended the run early (as fio; the results of the
+//! time run are still written).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,6 +12,9 @@ use std::process::ExitCode;
 use bench::job::{self, Action, Invocation};
 use bench::output::{human, json};
 use bench::run::{self, RunOutcome};
+
+/// fio's exit value after a signal ended the run.
+const EXIT_INTERRUPTED: u8 = 128;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -50,52 +54,99 @@ fn run_and_report(invocation: &Invocation, args: &[String]) -> ExitCode {
     if tool.output_formats.normal && tool.output.is_none() {
         print_banners(&invocation.jobs);
     }
-    let outcome = match run::run(tool, &invocation.jobs) {
+    // Every place results go is checked before the first I/O (fio opens its output first
+    // too): a bad path must not cost the run.
+    let output_file = match &tool.output {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!(
+                    "iscsi-bench: cannot open the output file {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    if let Some(dir) = &tool.report_dir {
+        if let Err(e) = bench::report::check_report_dir(dir) {
+            eprintln!("iscsi-bench: --report: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(e) = run::interrupt::install() {
+        eprintln!("iscsi-bench: installing the SIGINT/SIGTERM handler: {e}");
+        return ExitCode::from(2);
+    }
+    let mut output_file = output_file;
+    let mut print_status = |report: &bench::output::RunReport| {
+        // A report every --status-interval, where the final one goes (fio does the same).
+        let text = results_text(tool.output_formats, report);
+        let written = match output_file.as_mut() {
+            Some(file) => file.write_all(text.as_bytes()),
+            None => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes()).and_then(|()| out.flush())
+            }
+        };
+        if let Err(e) = written {
+            eprintln!("iscsi-bench: writing a status report: {e}");
+        }
+    };
+    let outcome = match run::run(tool, &invocation.jobs, &mut print_status) {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("iscsi-bench: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = write_results(invocation, &outcome, args) {
+    if let Some(signal) = outcome.interrupted_by {
+        // fio prints this on stdout; stderr keeps a JSON document on stdout whole.
+        eprintln!("iscsi-bench: terminating on signal {signal}");
+    }
+    if let Err(e) = write_results(invocation, output_file, &outcome, args) {
         eprintln!("iscsi-bench: {e}");
         return ExitCode::from(2);
     }
-    for job in outcome.report.jobs.iter().filter(|j| j.error != 0) {
+    // The text report on stdout names each failed job in its header ("err=84 (...)"):
+    // say it here only when that report is not in front of the user.
+    let report_shown = tool.output_formats.normal && tool.output.is_none();
+    for job in outcome
+        .report
+        .jobs
+        .iter()
+        .filter(|j| j.error != 0 && !report_shown)
+    {
         eprintln!(
             "iscsi-bench: job {} failed (error {}): {}",
             job.name, job.error, job.error_text
         );
     }
-    if outcome.failed {
+    if outcome.interrupted_by.is_some() {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if outcome.failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
 }
 
+/// Writes the results to `output_file` (opened from `--output` before the run) or stdout,
+/// and the HTML report.
 fn write_results(
     invocation: &Invocation,
+    output_file: Option<std::fs::File>,
     outcome: &RunOutcome,
     args: &[String],
 ) -> Result<(), String> {
     let tool = &invocation.tool;
-    let formats = tool.output_formats;
-    let mut text = String::new();
-    if formats.normal {
-        text.push_str(&human::render(&outcome.report));
-    }
-    if formats.json_plus {
-        text.push_str(&json::to_string(&outcome.report, json::Flavor::JsonPlus));
-        text.push('\n');
-    } else if formats.json {
-        text.push_str(&json::to_string(&outcome.report, json::Flavor::Json));
-        text.push('\n');
-    }
-    match &tool.output {
-        Some(path) => std::fs::write(path, text)
+    let text = results_text(tool.output_formats, &outcome.report);
+    match (output_file, &tool.output) {
+        (Some(mut file), Some(path)) => file
+            .write_all(text.as_bytes())
             .map_err(|e| format!("writing the results to {}: {e}", path.display()))?,
-        None => {
+        _ => {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())
                 .and_then(|()| out.flush())
@@ -103,10 +154,7 @@ fn write_results(
         }
     }
     if let Some(dir) = &tool.report_dir {
-        let interval_ms = tool
-            .interval_results
-            .or(tool.status_interval)
-            .map_or(1000, |i| i.as_millis() as u64);
+        let interval_ms = tool.interval_results.map_or(1000, |i| i.as_millis() as u64);
         let command_line = std::iter::once("iscsi-bench".to_string())
             .chain(args.iter().cloned())
             .collect::<Vec<_>>()
@@ -116,6 +164,22 @@ fn write_results(
         eprintln!("iscsi-bench: report written to {}", page.display());
     }
     Ok(())
+}
+
+/// The report in every format asked for, in fio's order.
+fn results_text(formats: bench::job::OutputFormats, report: &bench::output::RunReport) -> String {
+    let mut text = String::new();
+    if formats.normal {
+        text.push_str(&human::render(report));
+    }
+    if formats.json_plus {
+        text.push_str(&json::to_string(report, json::Flavor::JsonPlus));
+        text.push('\n');
+    } else if formats.json {
+        text.push_str(&json::to_string(report, json::Flavor::Json));
+        text.push('\n');
+    }
+    text
 }
 
 /// What fio prints before a run: one line per job, its version, how many jobs start.

@@ -521,6 +521,24 @@ fn command_line_tool_actions_and_errors() {
     let only = cli(&["--section=split", fixture("groups.fio").to_str().unwrap()]).unwrap();
     assert_eq!(only.jobs.len(), 1);
     assert_eq!(only.jobs[0].name, "split");
+    // A section that is not there is named, with the ones that are.
+    let groups = fixture("groups.fio");
+    let groups = groups.to_str().unwrap();
+    for args in [
+        vec!["--section=nosuch", groups],
+        vec!["--section=split", "--section=nosuch", groups],
+    ] {
+        let error = cli(&args).expect_err("no section [nosuch]");
+        assert!(
+            matches!(&error, JobError::NoSuchSection { section, .. } if section == "nosuch"),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "--section=nosuch: no job section [nosuch] (the job sections are: [prep-write], \
+             [verify-read], [seq-mix], [split])"
+        );
+    }
     assert_eq!(
         cli(&["--name=a", "--interval-results=500ms"])
             .unwrap()

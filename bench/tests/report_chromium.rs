@@ -229,6 +229,7 @@ fn chromium_renders_the_four_charts() {
             // A job that finished after one interval: drawn as a point.
             job("short", Direction::Read, 900.0, 1),
         ],
+        ..ReportData::default()
     };
     let page = write_report(&work.0.join("report"), &data).expect("write report");
 

@@ -42,6 +42,8 @@ pub struct Collector {
     /// section's name, not a `name=` given inside it.
     sections: BTreeSet<String>,
     section_name: String,
+    /// Every job section met, in order, to name the choices when `--section` matches none.
+    job_sections: Vec<String>,
     readonly: bool,
 }
 
@@ -60,6 +62,7 @@ impl Collector {
             first_job_of_file: true,
             sections,
             section_name: String::new(),
+            job_sections: Vec::new(),
             readonly,
         }
     }
@@ -79,6 +82,9 @@ impl Collector {
         if name == "global" {
             self.global.section = section;
             return Ok(());
+        }
+        if !self.job_sections.iter().any(|known| known == name) {
+            self.job_sections.push(name.to_string());
         }
         let mut scope = self.global.clone();
         scope.section = section;
@@ -145,6 +151,17 @@ impl Collector {
     /// named [`IMPLICIT_JOB_NAME`] runs with them.
     pub fn finish(mut self, any_files: bool) -> Result<Vec<JobSpec>, JobError> {
         self.finish_job()?;
+        // A --section that matches nothing is a typo, not a wish to run less.
+        if let Some(missing) = self
+            .sections
+            .iter()
+            .find(|s| !self.job_sections.contains(s))
+        {
+            return Err(JobError::NoSuchSection {
+                section: missing.clone(),
+                known: self.job_sections.clone(),
+            });
+        }
         if self.jobs.is_empty() && !any_files && !self.base.set_at.is_empty() {
             let mut scope = self.base.clone();
             scope.spec.name = IMPLICIT_JOB_NAME.to_string();

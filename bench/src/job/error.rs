@@ -184,6 +184,9 @@ pub enum JobError {
     /// Neither job files nor job options were given.
     #[error("no jobs defined: give a job file or job options (see --help)")]
     NoJobs,
+    /// `--section=NAME` names no job section of the job files.
+    #[error("--section={section}: no job section [{section}] (the job sections are: {})", if known.is_empty() { "none".to_string() } else { known.iter().map(|k| format!("[{k}]")).collect::<Vec<_>>().join(", ") })]
+    NoSuchSection { section: String, known: Vec<String> },
 }
 
 impl JobError {
@@ -207,7 +210,7 @@ impl JobError {
             | JobError::ZeroSize { at, .. }
             | JobError::PastEnd { at, .. }
             | JobError::UnknownToolOption { at, .. } => Some(at),
-            JobError::NoJobs => None,
+            JobError::NoJobs | JobError::NoSuchSection { .. } => None,
         }
     }
 }

@@ -35,8 +35,11 @@ fn digit_count(value: u64) -> usize {
 
 /// fio's `num2str`: `num` (in units of `base`, e.g. 1024 for KiB) shown with at most
 /// `max_digits` digits (the decimal point counts), scaled by 1000 (SI) or 1024 (IEC when
-/// `pow2`), with a unit prefix and `unit`. Kept faithful to fio, rounding quirks included:
-/// the dropped remainder rounds the last digit only when no decimals are shown.
+/// `pow2`), with a unit prefix and `unit`. Kept faithful to fio (lib/num2str.c), rounding
+/// quirks included: when no decimals are shown, only the last remainder dropped rounds the
+/// last digit; when decimals are shown, they are that remainder rounded to nearest, and a
+/// fraction that rounds to 1 carries (9.996k is "10.00k", one character over `max_digits`,
+/// as in fio).
 pub fn num2str(num: u64, max_digits: usize, base: u64, pow2: bool, unit: Unit) -> String {
     let thousand: u64 = if pow2 { 1024 } else { 1000 };
     let prefixes = if pow2 { &IEC_PREFIXES } else { &SI_PREFIXES };
@@ -74,8 +77,14 @@ pub fn num2str(num: u64, max_digits: usize, base: u64, pow2: bool, unit: Unit) -
         return format!("{num}{prefix}{}", unit.suffix());
     }
     let decimals = (room - 1) as usize;
+    // printf's rounding (to nearest, ties to even on the exact binary value), as fio's
+    // `%.*f`; Rust's formatting rounds the same way.
     let fraction = format!("{:.*}", decimals, modulo as f64 / thousand as f64);
-    // "0.xyz" -> "xyz" (fio drops the carry when the fraction rounds up to "1.000").
+    // A fraction that rounds up to "1.0…" carries into the integer part: 10.98k is "11.0k",
+    // never "10.0k". The digits after the point are then all zeros.
+    if fraction.starts_with('1') {
+        num += 1;
+    }
     let digits = fraction.get(2..).unwrap_or("0");
     format!("{num}.{digits}{prefix}{}", unit.suffix())
 }
@@ -165,6 +174,71 @@ mod tests {
             "80.2MiB/s"
         );
         assert_eq!(num2str(u64::MAX, 4, 1, false, Unit::None), "18.4E");
+    }
+
+    #[test]
+    fn num2str_carries_a_fraction_that_rounds_to_one() {
+        // fio 3.42, `--ioengine=null --rate_iops=10980`: "IOPS=11.0k, BW=42.9MiB/s (45.0MB/s)".
+        assert_eq!(num2str(10_980, 4, 1, false, Unit::None), "11.0k");
+        assert_eq!(
+            num2str(44_970_000, 4, 1, false, Unit::BytePerSec),
+            "45.0MB/s"
+        );
+        let mib_80_97 = 80 * 1_048_576 + 97 * 1_048_576 / 100;
+        assert_eq!(
+            num2str(mib_80_97, 4, 1, true, Unit::BytePerSec),
+            "81.0MiB/s"
+        );
+        assert_eq!(num2str(9_996, 5, 1, false, Unit::None), "9996");
+        assert_eq!(num2str(9_996, 3, 1, false, Unit::None), "10.0k");
+        assert_eq!(num2str(1_999_600, 4, 1, false, Unit::None), "2000k");
+    }
+
+    /// The number `num2str` shows, its prefix applied, and the size of its last digit's unit.
+    fn shown_value(text: &str, pow2: bool) -> (f64, f64) {
+        let end = text
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.len());
+        let (number, rest) = text.split_at(end);
+        let thousand: f64 = if pow2 { 1024.0 } else { 1000.0 };
+        let prefixes = if pow2 { &IEC_PREFIXES } else { &SI_PREFIXES };
+        let power = prefixes
+            .iter()
+            .rposition(|p| !p.is_empty() && rest.starts_with(p))
+            .unwrap_or(0);
+        let scale = thousand.powi(power as i32);
+        let decimals = number.split_once('.').map_or(0, |(_, d)| d.len());
+        let value: f64 = number.parse().expect("a number");
+        (value * scale, scale / 10f64.powi(decimals as i32))
+    }
+
+    proptest::proptest! {
+        /// fio's rules as properties: at most `max_digits` characters of number (one more only
+        /// when a carry turns 9.99 into 10.00), and the shown value within 1.5 units of its
+        /// last digit of the true one (half a unit from rounding, under one from the
+        /// remainders dropped before it; 1024's fractions add a little). Truncating the
+        /// fraction, as before the carry was kept, is off by up to 9.8 units.
+        #[test]
+        fn num2str_follows_fios_rounding(
+            num in 0u64..(1 << 53),
+            max_digits in 3usize..=6,
+            pow2 in proptest::bool::ANY,
+        ) {
+            let text = num2str(num, max_digits, 1, pow2, Unit::None);
+            let (shown, unit) = shown_value(&text, pow2);
+            let number_len = text
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(text.len());
+            proptest::prop_assert!(number_len <= max_digits + 1, "{text}");
+            if number_len > max_digits {
+                proptest::prop_assert!(text.starts_with("10"), "{text}");
+            }
+            let error = (shown - num as f64).abs();
+            proptest::prop_assert!(
+                error <= 1.5 * unit,
+                "{num} shown as {text}: off by {error}, unit {unit}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! When (fio's `--eta`): `auto` prints when stdout is a terminal, `always` prints anyway,
 //! `never` never; at most once per status period (1 s), with fio's 5% slack.
 
+use std::time::Duration;
+
 use super::format::{eta_string, num2str, Unit};
 
 /// fio's `--eta` setting.
@@ -269,42 +271,54 @@ impl StatusLine {
     }
 }
 
-/// fio's estimate of a running job's seconds left (`thread_eta`): from the share of
-/// bytes done, or of time done for a time-based job (whichever is less), bounded by the
-/// runtime limit.
-pub fn job_eta_s(
-    elapsed_s: u64,
+/// fio's estimate of a running job's time left (`thread_eta`): from the share of bytes
+/// done, or of time done for a time-based job (whichever is less), bounded by the runtime
+/// limit. Worked in milliseconds, not whole seconds: with whole seconds a size-based
+/// run's estimate stalls and jumps (0.99 s in counts as 0 s, so the first estimate is 0).
+pub fn job_eta(
+    elapsed: Duration,
     bytes_done: u64,
     bytes_total: u64,
-    runtime_limit_s: Option<u64>,
+    runtime_limit: Option<Duration>,
     time_based: bool,
-) -> u64 {
+) -> Duration {
+    let elapsed_s = elapsed.as_secs_f64();
+    let runtime_limit = runtime_limit.filter(|limit| !limit.is_zero());
     let mut done = if bytes_total > 0 {
         (bytes_done as f64 / bytes_total as f64).min(1.0)
     } else {
         0.0
     };
     if time_based {
-        done = match runtime_limit_s {
-            Some(limit) if limit > 0 => done.min(elapsed_s as f64 / limit as f64),
-            _ => 0.0,
+        done = match runtime_limit {
+            Some(limit) => done.min(elapsed_s / limit.as_secs_f64()),
+            None => 0.0,
         };
     }
-    let mut eta = if done == 0.0 {
-        runtime_limit_s.unwrap_or(0)
+    let mut eta = if done <= 0.0 {
+        runtime_limit.unwrap_or_default()
     } else {
-        (elapsed_s as f64 / done) as u64 - elapsed_s
+        Duration::from_secs_f64((elapsed_s / done - elapsed_s).clamp(0.0, ETA_MAX_S))
     };
-    if let Some(limit) = runtime_limit_s.filter(|&l| l > 0) {
-        eta = eta.min(limit.saturating_sub(elapsed_s));
+    if let Some(limit) = runtime_limit {
+        eta = eta.min(limit.saturating_sub(elapsed));
     }
     eta
 }
 
-/// Percent done for the line from elapsed and remaining seconds.
-pub fn percent_done(elapsed_s: u64, eta_s: u64) -> Option<f64> {
-    let total = elapsed_s + eta_s;
-    (elapsed_s > 0 && total > 0).then(|| elapsed_s as f64 * 100.0 / total as f64)
+/// An estimate this long is "forever" (a job that has hardly moved).
+const ETA_MAX_S: f64 = 100.0 * 86_400.0;
+
+/// Whole seconds of an ETA as the line shows them: rounded up, so "00m:00s" means done.
+pub fn eta_seconds(eta: Duration) -> u64 {
+    eta.as_secs() + u64::from(eta.subsec_nanos() > 0)
+}
+
+/// Percent done for the line from the time elapsed and the time left (for one size-based
+/// job this is its share of bytes done).
+pub fn percent_done(elapsed: Duration, eta: Duration) -> Option<f64> {
+    let total = (elapsed + eta).as_secs_f64();
+    (!elapsed.is_zero() && total > 0.0).then(|| elapsed.as_secs_f64() * 100.0 / total)
 }
 
 #[cfg(test)]
@@ -400,13 +414,40 @@ mod tests {
     #[test]
     fn eta_estimates() {
         // Half the bytes in 10 s: 10 s to go.
-        assert_eq!(job_eta_s(10, 50, 100, None, false), 10);
+        let s = Duration::from_secs;
+        assert_eq!(job_eta(s(10), 50, 100, None, false), s(10));
         // Time-based 60 s run, 15 s in, bytes long done: time decides.
-        assert_eq!(job_eta_s(15, 100, 100, Some(60), true), 45);
+        assert_eq!(job_eta(s(15), 100, 100, Some(s(60)), true), s(45));
         // A runtime limit caps a slow size-based job.
-        assert_eq!(job_eta_s(10, 1, 100, Some(30), false), 20);
-        assert_eq!(percent_done(15, 45), Some(25.0));
-        assert_eq!(percent_done(0, 45), None);
+        assert_eq!(job_eta(s(10), 1, 100, Some(s(30)), false), s(20));
+        assert_eq!(percent_done(s(15), s(45)), Some(25.0));
+        assert_eq!(percent_done(s(0), s(45)), None);
+        assert_eq!(eta_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(eta_seconds(Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn a_size_based_eta_follows_the_bytes_done() {
+        // 48 MiB at a steady 16 MiB/s, looked at just before each second (as the status
+        // line does): the estimate counts down and the percentage is the share of bytes.
+        let total = 48u64 << 20;
+        let mut last_eta = u64::MAX;
+        let mut last_percent = 0.0;
+        for looked_at_ms in [990u64, 1_990, 2_700] {
+            let elapsed = Duration::from_millis(looked_at_ms);
+            let done = (16u64 << 20) * looked_at_ms / 1000;
+            let eta = job_eta(elapsed, done, total, None, false);
+            let percent = percent_done(elapsed, eta).expect("a percentage");
+            let by_bytes = done as f64 * 100.0 / total as f64;
+            assert!((percent - by_bytes).abs() < 0.1, "{percent} vs {by_bytes}");
+            let shown = eta_seconds(eta);
+            assert!(shown < last_eta, "the ETA stalled at {shown} s");
+            assert!(percent > last_percent);
+            let left_s = (total - done) as f64 / (16u64 << 20) as f64;
+            assert_eq!(shown, left_s.ceil() as u64, "at {looked_at_ms} ms");
+            last_eta = shown;
+            last_percent = percent;
+        }
         assert_eq!(running_char("randread", 100), 'r');
         assert_eq!(running_char("rw", 100), 'R');
         assert_eq!(running_char("randtrim", 100), 'd');

@@ -91,6 +91,15 @@ struct Window {
     start_ms: u64,
 }
 
+/// An averaged line not yet written: the last one is held back so that a window the end
+/// of the job closes in the same millisecond joins it instead of repeating its time.
+#[derive(Debug, Clone, Copy)]
+struct HeldLine {
+    time_ms: u64,
+    index: usize,
+    values: Moments,
+}
+
 struct LogFile {
     kind: LogKind,
     path: PathBuf,
@@ -98,6 +107,7 @@ struct LogFile {
     windows: [Window; 3],
     /// How early a window may close (fio allows 1 ms for sampled logs, none per I/O).
     slack_ms: u64,
+    held: Option<HeldLine>,
 }
 
 impl LogFile {
@@ -118,6 +128,7 @@ impl LogFile {
             writer: BufWriter::new(file),
             windows: [Window::default(); 3],
             slack_ms,
+            held: None,
         })
     }
 
@@ -157,20 +168,59 @@ impl LogFile {
         if spent + self.slack_ms < avg_msec {
             return Ok(());
         }
-        let mean = (window.values.mean() + 0.5) as u64;
-        window.values = Moments::default();
+        let values = std::mem::take(&mut window.values);
         window.start_ms = time_ms - time_ms % avg_msec.max(1);
-        self.line(time_ms, mean, index, 0, log_offset.then_some(0))
+        self.hold(
+            HeldLine {
+                time_ms,
+                index,
+                values,
+            },
+            log_offset,
+        )
     }
 
+    /// Writes the line held so far and holds `line` instead.
+    fn hold(&mut self, line: HeldLine, log_offset: bool) -> Result<(), LogError> {
+        self.write_held(log_offset)?;
+        self.held = Some(line);
+        Ok(())
+    }
+
+    fn write_held(&mut self, log_offset: bool) -> Result<(), LogError> {
+        let Some(line) = self.held.take() else {
+            return Ok(());
+        };
+        // fio rounds the window's mean to nearest.
+        let mean = (line.values.mean() + 0.5) as u64;
+        self.line(line.time_ms, mean, line.index, 0, log_offset.then_some(0))
+    }
+
+    /// The end of the job: the open windows become lines (fio's `finalize_logs`). A window
+    /// that closes in the millisecond of the line before it for the same direction (I/Os
+    /// completed together with the one that closed that window) joins that line: one line
+    /// per window, no time written twice.
     fn flush_windows(&mut self, time_ms: u64, log_offset: bool) -> Result<(), LogError> {
         for index in 0..3 {
-            if self.windows[index].values.count() > 0 {
-                let mean = (self.windows[index].values.mean() + 0.5) as u64;
-                self.windows[index].values = Moments::default();
-                self.line(time_ms, mean, index, 0, log_offset.then_some(0))?;
+            let values = std::mem::take(&mut self.windows[index].values);
+            if values.count() == 0 {
+                continue;
+            }
+            match self.held.as_mut() {
+                Some(held) if held.index == index && held.time_ms >= time_ms => {
+                    held.values.merge(&values);
+                }
+                _ => self.hold(
+                    HeldLine {
+                        time_ms,
+                        index,
+                        values,
+                    },
+                    log_offset,
+                )?,
             }
         }
+        self.write_held(log_offset)?;
         self.writer.flush().map_err(|source| LogError::Write {
             path: self.path.clone(),
             source,
@@ -403,6 +453,49 @@ mod tests {
         );
         assert_eq!(read(&prefix, LogKind::Bw), ["499, 1000, 0, 0, 0"]);
         assert_eq!(read(&prefix, LogKind::Iops), ["499, 250, 0, 0, 0"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_end_of_the_job_writes_no_time_twice() {
+        let (dir, prefix) = temp_prefix("end");
+        let mut logs = JobLogs::create(LogOptions {
+            lat_prefix: Some(prefix.clone()),
+            avg_msec: 1000,
+            job_number: 3,
+            ..LogOptions::default()
+        })
+        .unwrap();
+        logs.record_io(400, Direction::Read, 4096, 0, 1, 100, 100)
+            .unwrap();
+        // This completion closes the first window; the two reaped with it, at the same
+        // millisecond, open the next, and the job ends then too.
+        logs.record_io(1000, Direction::Read, 4096, 0, 1, 200, 200)
+            .unwrap();
+        logs.record_io(1000, Direction::Read, 4096, 0, 1, 300, 300)
+            .unwrap();
+        logs.record_io(1000, Direction::Read, 4096, 0, 1, 400, 400)
+            .unwrap();
+        logs.finish(1000).unwrap();
+        assert_eq!(read(&prefix, LogKind::Clat), ["1000, 250, 0, 0, 0"]);
+
+        // A window the end closes later is a line of its own.
+        let mut logs = JobLogs::create(LogOptions {
+            lat_prefix: Some(prefix.clone()),
+            avg_msec: 1000,
+            job_number: 3,
+            ..LogOptions::default()
+        })
+        .unwrap();
+        logs.record_io(1000, Direction::Read, 4096, 0, 1, 200, 200)
+            .unwrap();
+        logs.record_io(1500, Direction::Read, 4096, 0, 1, 400, 400)
+            .unwrap();
+        logs.finish(1600).unwrap();
+        assert_eq!(
+            read(&prefix, LogKind::Clat),
+            ["1000, 200, 0, 0, 0", "1600, 400, 0, 0, 0"]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -92,6 +92,11 @@ pub struct JobReport {
     pub stats: JobStats,
     /// Per-interval results, oldest first (JSON only).
     pub intervals: Vec<IntervalRecord>,
+    /// When the job's measurements (and its interval times) start, in ms after the run's
+    /// start: after the phases before it (`stonewall`), its start delay and its ramp.
+    pub start_ms: u64,
+    /// What the job ran against, for the HTML report (no secrets).
+    pub target: String,
 }
 
 impl JobReport {
@@ -109,6 +114,8 @@ impl JobReport {
             iodepth: 1,
             stats,
             intervals: Vec::new(),
+            start_ms: 0,
+            target: String::new(),
         }
     }
 }

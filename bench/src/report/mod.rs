@@ -37,6 +37,21 @@ pub struct ReportData {
     pub notes: Vec<String>,
     /// One entry per job and direction, in the order they are listed and coloured.
     pub series: Vec<JobSeries>,
+    /// What each job was: when it started, its target and its options.
+    pub jobs: Vec<JobDescription>,
+}
+
+/// One job (or group under group_reporting) as the page states it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobDescription {
+    pub name: String,
+    /// When its measurements start, in ms after the run's start (its points are drawn
+    /// from there: a job after a `stonewall` starts where the one before it ended).
+    pub start_ms: u64,
+    /// What it ran against (a URL, a path, the embedded target).
+    pub target: String,
+    /// Its options, global ones first, as written (secrets already masked by the caller).
+    pub options: Vec<(String, String)>,
 }
 
 /// One job's results in one direction.
@@ -45,7 +60,8 @@ pub struct JobSeries {
     /// The job's name (group name under group_reporting).
     pub name: String,
     pub direction: Direction,
-    /// The length of one interval of `points` (fio's log_avg_msec), shown in the table.
+    /// The length of one interval of `points` (`--interval-results`), named in the charts'
+    /// captions.
     pub interval_ms: u64,
     /// One point per interval, in time order.
     pub points: Vec<IntervalPoint>,
@@ -58,7 +74,7 @@ pub struct JobSeries {
 /// The results of one interval.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IntervalPoint {
-    /// The end of the interval, from the start of the run (after ramp time), in ms.
+    /// The end of the interval, from the start of the run, in ms.
     pub t_ms: u64,
     pub iops: f64,
     pub bw_bytes_per_s: f64,
@@ -128,6 +144,23 @@ pub fn write_report(dir: &Path, data: &ReportData) -> Result<PathBuf, ReportErro
     Ok(path)
 }
 
+/// Checks, before a run, that [`write_report`] will be able to write into `dir`: creates
+/// it (and its parents) and creates and removes the temporary page, so a bad path is
+/// refused before any I/O instead of losing the results after the run.
+pub fn check_report_dir(dir: &Path) -> Result<(), ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let partial = dir.join(format!(".{INDEX_FILE}.partial"));
+    std::fs::write(&partial, b"").map_err(|source| ReportError::Write {
+        path: partial.clone(),
+        source,
+    })?;
+    let _ = std::fs::remove_file(&partial);
+    Ok(())
+}
+
 /// `text` made safe for HTML and SVG text and attribute values: the five markup characters
 /// become entities, and control characters (other than tab and newline), which HTML does not
 /// allow, become U+FFFD.
@@ -172,6 +205,23 @@ mod tests {
         assert!(html.contains(NO_SAMPLES));
         assert!(!dir.join(".index.html.partial").exists());
         std::fs::remove_dir_all(&base).expect("clean up");
+    }
+
+    #[test]
+    fn check_refuses_a_directory_it_cannot_write() {
+        let base = std::env::temp_dir().join(format!("report-unit-check-{}", std::process::id()));
+        std::fs::write(&base, b"a file, not a directory").expect("make file");
+        let err = check_report_dir(&base.join("report")).expect_err("must fail");
+        assert!(matches!(err, ReportError::CreateDir { .. }), "{err:?}");
+        std::fs::remove_file(&base).expect("clean up");
+        let fine = std::env::temp_dir().join(format!("report-unit-ok-{}", std::process::id()));
+        check_report_dir(&fine).expect("a new directory is fine");
+        assert_eq!(
+            std::fs::read_dir(&fine).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+        std::fs::remove_dir_all(&fine).expect("clean up");
     }
 
     #[test]

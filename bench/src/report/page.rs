@@ -238,12 +238,54 @@ fn cell_or_dash(value: Option<String>) -> String {
     value.map_or_else(|| "&#8211;".to_string(), |text| escape(&text))
 }
 
+/// One row per job: when it started, what it ran against, with which options.
+fn jobs_table(data: &ReportData) -> String {
+    let mut out = String::from(
+        "<table class=\"summary jobs\" id=\"jobs\">\n<thead><tr><th>job</th><th>starts at</th><th>target</th><th>options</th></tr></thead>\n<tbody>\n",
+    );
+    for job in &data.jobs {
+        let options = job
+            .options
+            .iter()
+            .map(|(key, value)| {
+                if value.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{key}={value}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            out,
+            r#"<tr><td>{name}</td><td class="num">{start}</td><td><code>{target}</code></td><td><code>{options}</code></td></tr>"#,
+            name = escape(&job.name),
+            start = escape(&format_value(Unit::Milliseconds, job.start_ms as f64)),
+            target = escape(&job.target),
+            options = escape(&options),
+        );
+    }
+    out.push_str("</tbody>\n</table>\n");
+    out
+}
+
+/// "each point is one interval of 1 s", from the series' interval length.
+fn interval_note(data: &ReportData) -> String {
+    match data.series.first() {
+        Some(series) => format!(
+            " Each point is one interval of {}, drawn at its end; a job after a stonewall starts where the jobs before it ended.",
+            format_value(Unit::Milliseconds, series.interval_ms as f64)
+        ),
+        None => String::new(),
+    }
+}
+
 fn summary_table(data: &ReportData) -> String {
     let mut out = String::from(
-        "<table class=\"summary\">\n<thead><tr><th>job</th><th>direction</th><th>interval</th><th>I/Os</th><th>IOPS</th><th>bandwidth</th><th>lat mean</th><th>p50</th><th>p99</th><th>p99.9</th><th>lat max</th><th>errors</th></tr></thead>\n<tbody>\n",
+        "<table class=\"summary\">\n<thead><tr><th>job</th><th>direction</th><th>I/Os</th><th>IOPS</th><th>bandwidth</th><th>lat mean</th><th>p50</th><th>p99</th><th>p99.9</th><th>lat max</th><th>errors</th></tr></thead>\n<tbody>\n",
     );
     if data.series.is_empty() {
-        out.push_str("<tr><td colspan=\"12\">no jobs: no samples</td></tr>\n");
+        out.push_str("<tr><td colspan=\"11\">no jobs: no samples</td></tr>\n");
     }
     let ns = |v: Option<u64>| v.map(|ns| format_value(Unit::Nanoseconds, ns as f64));
     for (index, series) in data.series.iter().enumerate() {
@@ -251,11 +293,10 @@ fn summary_table(data: &ReportData) -> String {
         let finite = |v: f64| v.is_finite().then_some(v);
         let _ = writeln!(
             out,
-            r#"<tr><td><span class="dot" style="background:{colour}"></span>{name}</td><td>{direction}</td><td>{interval}</td><td class="num">{ios}</td><td class="num" title="{iops_exact:.1}">{iops}</td><td class="num" title="{bw_exact:.0} bytes/s">{bw}</td><td class="num">{mean}</td><td class="num">{p50}</td><td class="num">{p99}</td><td class="num">{p999}</td><td class="num">{max}</td><td class="num{error_class}">{errors}</td></tr>"#,
+            r#"<tr><td><span class="dot" style="background:{colour}"></span>{name}</td><td>{direction}</td><td class="num">{ios}</td><td class="num" title="{iops_exact:.1}">{iops}</td><td class="num" title="{bw_exact:.0} bytes/s">{bw}</td><td class="num">{mean}</td><td class="num">{p50}</td><td class="num">{p99}</td><td class="num">{p999}</td><td class="num">{max}</td><td class="num{error_class}">{errors}</td></tr>"#,
             colour = colour(index),
             name = escape(&series.name),
             direction = series.direction.fio_name(),
-            interval = escape(&format_value(Unit::Milliseconds, series.interval_ms as f64)),
             ios = summary.ios,
             iops_exact = non_negative(summary.iops),
             iops = cell_or_dash(finite(summary.iops).map(|v| format_value(Unit::PerSecond, v))),
@@ -393,26 +434,31 @@ pub fn render_html(data: &ReportData) -> String {
     for note in &data.notes {
         let _ = writeln!(out, r#"<p class="note">{}</p>"#, escape(note));
     }
-    out.push_str("</header>\n<main>\n<section id=\"summary\">\n<h2>Summary</h2>\n");
+    out.push_str("</header>\n<main>\n<section id=\"summary\">\n<h2>Jobs</h2>\n");
+    out.push_str(&jobs_table(data));
+    out.push_str("<h2>Summary</h2>\n");
     out.push_str(&summary_table(data));
     out.push_str("</section>\n");
+    let interval = interval_note(data);
     out.push_str(&section(
         "IOPS over time",
         &iops_svg,
         &iops,
-        "I/Os completed per second in each interval. Hover a point for its value.",
+        &format!(
+            "I/Os completed per second in each interval.{interval} Hover a point for its value."
+        ),
     ));
     out.push_str(&section(
         "Bandwidth over time",
         &bandwidth_svg,
         &bandwidth,
-        "Bytes moved per second in each interval (binary units: 1 MiB/s = 1048576 bytes/s).",
+        &format!("Bytes moved per second in each interval (binary units: 1 MiB/s = 1048576 bytes/s).{interval}"),
     ));
     out.push_str(&section(
         "Latency percentiles over time",
         &percentile_svg,
         &percentiles,
-        "Per interval; colour is the job, the dash pattern the percentile. A gap is an interval with no completed I/O.",
+        &format!("Per interval; colour is the job, the dash pattern the percentile. A gap is an interval with no completed I/O.{interval}"),
     ));
     out.push_str(&section(
         "Latency CDF",
@@ -426,7 +472,7 @@ pub fn render_html(data: &ReportData) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{IntervalPoint, JobSummary, NO_SAMPLES};
+    use super::super::{IntervalPoint, JobDescription, JobSummary, NO_SAMPLES};
     use super::*;
     use crate::io::Direction;
 
@@ -479,7 +525,41 @@ mod tests {
                     (1..=5).map(|s| point(s * 1000, 5_000.0, &pct)).collect(),
                 ),
             ],
+            jobs: vec![JobDescription {
+                name: "a".into(),
+                start_ms: 0,
+                target: "embedded target".into(),
+                options: vec![("rw".into(), "randrw".into()), ("bs".into(), "4k".into())],
+            }],
         }
+    }
+
+    #[test]
+    fn each_job_is_stated_and_the_interval_explained() {
+        let mut data = sample_data();
+        data.jobs.push(JobDescription {
+            name: "after-stonewall".into(),
+            start_ms: 5_000,
+            target: "null engine (no target)".into(),
+            options: vec![("stonewall".into(), String::new())],
+        });
+        let html = render_html(&data);
+        let jobs = &html[html.find(r#"id="jobs""#).expect("a jobs table")..];
+        let jobs = &jobs[..jobs.find("</table>").expect("the table closes")];
+        assert!(jobs.contains("<td>a</td>"), "{jobs}");
+        assert!(jobs.contains("<code>embedded target</code>"), "{jobs}");
+        assert!(jobs.contains("<code>rw=randrw bs=4k</code>"), "{jobs}");
+        assert!(
+            jobs.contains("<td>after-stonewall</td><td class=\"num\">5 s</td>"),
+            "{jobs}"
+        );
+        assert!(jobs.contains("<code>stonewall</code>"), "{jobs}");
+        // No unexplained interval column; the captions say what a point is.
+        assert!(!html.contains("<th>interval</th>"));
+        assert!(
+            html.contains("Each point is one interval of 1000 ms"),
+            "no interval note"
+        );
     }
 
     /// The text of the `<svg>` element with this id.

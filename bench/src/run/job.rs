@@ -8,13 +8,13 @@
 //! snapshots on time.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
-use crate::output::logs::{JobLogs, LogOptions};
+use crate::output::logs::JobLogs;
 use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
 use crate::workload::{Next, PlannedIo, Verifier, VerifyAction, Workload};
 
@@ -42,6 +42,22 @@ pub struct JobProgress {
     pub state: AtomicU8,
     /// Bytes moved so far (all directions, ramp included).
     pub bytes_done: AtomicU64,
+    /// Set by the run (a signal arrived): the job stops at its next turn and reports.
+    pub stop_requested: AtomicBool,
+    /// Set by the run when it wants the job's results so far (`--status-interval`); the
+    /// job puts a copy in `snapshot` at its next turn. Once per interval, off the I/O path.
+    pub snapshot_wanted: AtomicBool,
+    pub snapshot: Mutex<Option<JobStats>>,
+}
+
+impl JobProgress {
+    pub fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::Relaxed);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Relaxed)
+    }
 }
 
 /// Everything a job thread needs, prepared (and checked) before any job starts.
@@ -65,13 +81,15 @@ pub struct JobSetup {
     /// Take an interval record this often (status interval or report), or never.
     pub interval: Option<Duration>,
     pub percentiles: Vec<f64>,
-    pub logs: Option<LogOptions>,
+    /// The job's log files, opened (and so checked) before any job starts.
+    pub logs: Option<JobLogs>,
     pub cpus: Option<Vec<u32>>,
     pub live: Arc<LiveCounters>,
     pub progress: Arc<JobProgress>,
 }
 
 /// What a job thread hands back.
+#[derive(Clone)]
 pub struct JobOutcome {
     pub stats: JobStats,
     pub intervals: Vec<IntervalRecord>,
@@ -80,6 +98,20 @@ pub struct JobOutcome {
     pub error_text: String,
     pub verify_failures: u64,
     pub engine: EngineCounters,
+}
+
+impl JobOutcome {
+    /// The outcome of a job still running, for a report of the results so far.
+    pub fn so_far(stats: JobStats) -> JobOutcome {
+        JobOutcome {
+            stats,
+            intervals: Vec::new(),
+            error: 0,
+            error_text: String::new(),
+            verify_failures: 0,
+            engine: EngineCounters::default(),
+        }
+    }
 }
 
 /// Per I/O in flight: what the completion needs.
@@ -117,6 +149,8 @@ struct Driver {
     io_failures: u64,
     first_error: Option<String>,
     stop: bool,
+    /// The thread's CPU use when the job started, for the results so far.
+    usage_start: Option<ResourceUsage>,
 }
 
 impl Driver {
@@ -284,11 +318,18 @@ impl Driver {
                 {
                     if let Err(e) = verifier.check(&unit.buffer, unit.offset, expected_generation) {
                         self.verify_failures += 1;
+                        // The bytes and digests once, here; the job's error (and so the
+                        // report) carries the one-line summary.
                         if self.verify_failures <= VERIFY_REPORTS_MAX {
                             eprintln!("iscsi-bench: {e}");
                         }
+                        if self.verify_failures == VERIFY_REPORTS_MAX {
+                            eprintln!(
+                                "iscsi-bench: later verification failures are counted, not shown"
+                            );
+                        }
                         if self.first_error.is_none() {
-                            self.first_error = Some(e.to_string());
+                            self.first_error = Some(e.summary());
                         }
                         if self.verify_fatal {
                             self.stop = true;
@@ -324,9 +365,23 @@ impl Driver {
         self.stop = true;
     }
 
-    /// Rate samples for the logs and the report, and interval records, when due.
+    /// Rate samples for the logs and the report, interval records, and the results so far
+    /// when the run asks for them.
     fn tick(&mut self) {
         let now_ns = self.now_ns();
+        if self.progress.snapshot_wanted.load(Ordering::Relaxed) {
+            self.progress
+                .snapshot_wanted
+                .store(false, Ordering::Relaxed);
+            let mut so_far = self.stats.clone();
+            so_far.finish(now_ns);
+            if let (Some(start), Ok(end)) = (&self.usage_start, ResourceUsage::thread()) {
+                so_far.set_usage(end.since(start));
+            }
+            if let Ok(mut slot) = self.progress.snapshot.lock() {
+                *slot = Some(so_far);
+            }
+        }
         if let Some(sample) = self.stats.tick(now_ns) {
             if let Some(logs) = self.logs.as_mut() {
                 if let Err(e) = logs.record_rates(&sample, [0; 3]) {
@@ -341,6 +396,28 @@ impl Driver {
                     .push(snapshot.summarize(self.stats.start_ns(), &self.percentiles));
                 self.next_interval_ns = now_ns + interval.as_nanos() as u64;
             }
+        }
+    }
+
+    /// The interval (and rate-log period) the end of the job cut short is an entry too (a
+    /// 5 s run at 1 s has 5), unless the last one ended with the job (under a millisecond
+    /// left, no I/O in it).
+    fn close_last_interval(&mut self, end_ns: u64) {
+        if let (Some(sample), Some(logs)) = (self.stats.final_sample(end_ns), self.logs.as_mut()) {
+            if let Err(e) = logs.record_rates(&sample, [0; 3]) {
+                self.fail(format!("writing the bandwidth/IOPS log: {e}"));
+            }
+        }
+        if self.interval.is_none() {
+            return;
+        }
+        let record = self
+            .stats
+            .take_interval(end_ns)
+            .summarize(self.stats.start_ns(), &self.percentiles);
+        let moved = record.dirs.iter().flatten().any(|d| d.ios > 0);
+        if moved || record.end_ms > record.start_ms {
+            self.intervals.push(record);
         }
     }
 
@@ -402,10 +479,6 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     let clock = Instant::now();
     let mut stats = JobStats::new(0, stats_config);
     stats.attach_live(live);
-    let (logs, log_error) = match logs.map(JobLogs::create).transpose() {
-        Ok(logs) => (logs, None),
-        Err(e) => (None, Some(format!("opening the log files: {e}"))),
-    };
     let paced = workload.is_rate_limited();
     let mut driver = Driver {
         engine,
@@ -430,8 +503,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_fatal,
         verify_failures: 0,
         io_failures: 0,
-        first_error: log_error,
+        first_error: None,
         stop: false,
+        usage_start,
     };
     let _ = job_number;
     let ramp_end = (!ramp.is_zero()).then_some(ramp);
@@ -457,6 +531,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     }
     let _ = driver.drain(workload.verifier(), |_| {});
     let end_ns = driver.now_ns();
+    driver.close_last_interval(end_ns);
     driver.stats.finish(end_ns);
     if let Some(start) = usage_start {
         if let Ok(end) = ResourceUsage::thread() {
@@ -566,6 +641,10 @@ fn main_phase(
                 .store(state::RUNNING, Ordering::Relaxed);
             ramp_end = None;
         }
+        if driver.progress.stop_requested() {
+            // Interrupted: what ran is reported, nothing more is checked.
+            driver.stop = true;
+        }
         if driver.stop || deadline.is_some_and(|d| now >= d) {
             return Ok(());
         }
@@ -654,7 +733,7 @@ fn read_back(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
         .store(state::VERIFYING, Ordering::Relaxed);
     let mut plan = plan.peekable();
     loop {
-        if driver.stop {
+        if driver.stop || driver.progress.stop_requested() {
             break;
         }
         let mut queued = 0;

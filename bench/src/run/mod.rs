@@ -3,6 +3,8 @@
 //! (`stonewall` starts a new phase), with the live status line on the main thread, and
 //! the results gathered into one [`RunReport`].
 
+mod dump;
+pub mod interrupt;
 pub mod job;
 pub mod report;
 pub mod setup;
@@ -16,7 +18,7 @@ use crate::engine::embedded::EmbeddedTarget;
 use crate::engine::{self, EmbeddedOptions, EngineCounters};
 use crate::job::spec::{Engine as EngineKind, JobSpec};
 use crate::job::ToolOptions;
-use crate::output::logs::LogOptions;
+use crate::output::logs::{JobLogs, LogError, LogOptions};
 use crate::output::{JobReport, PercentileOptions, RunReport};
 use crate::stats::{IntervalRecord, JobStats, LiveCounters, ResourceUsage, StatsConfig};
 use crate::workload::Workload;
@@ -48,6 +50,8 @@ pub enum RunError {
     },
     #[error("job {job}: --readonly refuses a job that writes or trims")]
     ReadOnly { job: String },
+    #[error("job {job}: {source}")]
+    Logs { job: String, source: LogError },
     #[error("job {job}: its thread could not start: {source}")]
     Spawn { job: String, source: std::io::Error },
 }
@@ -65,6 +69,8 @@ pub struct RunOutcome {
     pub engines: Vec<EngineCounters>,
     /// Any job failed (I/O errors, verification, setup of logs).
     pub failed: bool,
+    /// The signal that ended the run early (see [`interrupt`]).
+    pub interrupted_by: Option<i32>,
 }
 
 /// A job ready to start, with what the report needs of its spec.
@@ -77,7 +83,14 @@ struct Prepared {
 
 /// Opens every target, checks every job and starts nothing until all are good; then runs
 /// the jobs phase by phase.
-pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError> {
+///
+/// With `--status-interval`, `on_status` is handed the report of the results so far every
+/// interval (the caller prints it as it prints the final one).
+pub fn run(
+    tool: &ToolOptions,
+    specs: &[JobSpec],
+    on_status: &mut dyn FnMut(&RunReport),
+) -> Result<RunOutcome, RunError> {
     if specs.is_empty() {
         return Err(RunError::NoJobs);
     }
@@ -91,7 +104,6 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
     let embedded_url = embedded.as_ref().map(EmbeddedTarget::url);
     let interval = tool
         .interval_results
-        .or(tool.status_interval)
         .or(tool.report_dir.as_ref().map(|_| Duration::from_secs(1)));
 
     let mut prepared: Vec<Prepared> = Vec::new();
@@ -161,7 +173,13 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
                 },
                 interval,
                 percentiles: spec.percentile_list.clone(),
-                logs: log_options(spec, job_number),
+                logs: log_options(spec, job_number)
+                    .map(JobLogs::create)
+                    .transpose()
+                    .map_err(|source| RunError::Logs {
+                        job: spec.name.clone(),
+                        source,
+                    })?,
                 cpus: spec.cpus_allowed.clone(),
                 live: Arc::clone(&live),
                 progress: Arc::new(JobProgress::default()),
@@ -187,34 +205,68 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
         }
     }
     let mut finished: Vec<(usize, JobOutcome)> = Vec::new();
+    // When each job's phase started, ms after the run's start (the report's time axis).
+    let mut phase_start_ms = vec![0u64; specs.len()];
     let mut status = status::StatusPrinter::new(tool);
+    let mut dumps = dump::DumpClock::new(tool.status_interval, wall_start);
+    let mut interrupted_by = None;
     for phase in phases {
+        if interrupted_by.is_some() {
+            break;
+        }
         let mut threads = Vec::with_capacity(phase.len());
         let mut watched = Vec::with_capacity(phase.len());
         for job in phase {
             let name = job.setup.name.clone();
             watched.push(status::Watched {
+                spec_index: job.spec_index,
                 spec: &specs[job.spec_index],
                 live: Arc::clone(&job.live),
                 progress: Arc::clone(&job.setup.progress),
                 bytes_total: job.bytes_total,
             });
             let spec_index = job.spec_index;
+            phase_start_ms[spec_index] = wall_start.elapsed().as_millis() as u64;
             let thread = std::thread::Builder::new()
                 .name(format!("job-{name}"))
                 .spawn(move || job::run_job(job.setup))
                 .map_err(|source| RunError::Spawn { job: name, source })?;
             threads.push((spec_index, thread));
         }
-        // The main thread watches; every job ends by itself (runtime, size or failure).
-        while threads.iter().any(|(_, t)| !t.is_finished()) {
+        // The main thread watches; every job ends by itself (runtime, size or failure),
+        // or at its next turn once a signal asked the run to end. Jobs are joined as they
+        // end, so a status report has their final results.
+        let mut outcomes: Vec<Option<JobOutcome>> = threads.iter().map(|_| None).collect();
+        let mut handles: Vec<_> = threads.into_iter().map(Some).collect();
+        loop {
+            for (outcome, handle) in outcomes.iter_mut().zip(handles.iter_mut()) {
+                if let Some((_, thread)) = handle.take_if(|(_, t)| t.is_finished()) {
+                    match thread.join() {
+                        Ok(done) => *outcome = Some(done),
+                        Err(_) => tracing::error!("a job thread panicked"),
+                    }
+                }
+            }
+            if handles.iter().all(Option::is_none) {
+                break;
+            }
+            if interrupted_by.is_none() {
+                interrupted_by = interrupt::caught();
+                if interrupted_by.is_some() {
+                    watched.iter().for_each(|job| job.progress.request_stop());
+                }
+            }
+            if dumps.due(Instant::now()) {
+                status.clear();
+                let so_far = results_so_far(&finished, &watched, &outcomes);
+                on_status(&run_report(specs, so_far, &phase_start_ms, wall_start));
+            }
             status.maybe_print(&watched);
             std::thread::sleep(Duration::from_millis(50));
         }
-        for (spec_index, thread) in threads {
-            match thread.join() {
-                Ok(outcome) => finished.push((spec_index, outcome)),
-                Err(_) => tracing::error!("a job thread panicked"),
+        for (watch, outcome) in watched.iter().zip(outcomes) {
+            if let Some(outcome) = outcome {
+                finished.push((watch.spec_index, outcome));
             }
         }
         status.finish_phase(&watched);
@@ -227,9 +279,8 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
 
     let failed = finished.iter().any(|(_, o)| o.error != 0);
     let engines = finished.iter().map(|(_, o)| o.engine).collect();
-    let mut report = RunReport::new(timestamp_ms, job_reports(specs, finished));
-    report.global_options = specs[0].given.global.clone();
-    report.elapsed_s = wall_start.elapsed().as_secs();
+    let mut report = run_report(specs, finished, &phase_start_ms, wall_start);
+    report.timestamp_ms = timestamp_ms;
     if let (Some(start), Ok(end)) = (process_start, ResourceUsage::process()) {
         let mut usage = end.since(&start);
         if let Some(target) = target_cpu {
@@ -242,7 +293,52 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
         report,
         engines,
         failed,
+        interrupted_by,
     })
+}
+
+/// The report of `jobs` (final or so far), `wall_start` being the run's start.
+fn run_report(
+    specs: &[JobSpec],
+    jobs: Vec<(usize, JobOutcome)>,
+    phase_start_ms: &[u64],
+    wall_start: Instant,
+) -> RunReport {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut report = RunReport::new(now_ms, job_reports(specs, jobs, phase_start_ms));
+    report.global_options = specs[0].given.global.clone();
+    report.elapsed_s = wall_start.elapsed().as_secs();
+    report
+}
+
+/// Every job's results so far, in run order: final ones for the jobs that ended, a copy
+/// taken now for the ones still running (see [`dump`]).
+fn results_so_far(
+    finished: &[(usize, JobOutcome)],
+    watched: &[status::Watched<'_>],
+    outcomes: &[Option<JobOutcome>],
+) -> Vec<(usize, JobOutcome)> {
+    let running: Vec<&job::JobProgress> = watched
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, outcome)| outcome.is_none())
+        .map(|(watch, _)| watch.progress.as_ref())
+        .collect();
+    let mut copies = dump::collect(&running).into_iter();
+    let mut jobs = finished.to_vec();
+    for (watch, outcome) in watched.iter().zip(outcomes) {
+        let outcome = match outcome {
+            Some(outcome) => Some(outcome.clone()),
+            None => copies.next().flatten().map(JobOutcome::so_far),
+        };
+        if let Some(outcome) = outcome {
+            jobs.push((watch.spec_index, outcome));
+        }
+    }
+    jobs
 }
 
 /// One embedded target for every iSCSI job that names no target, big enough for all.
@@ -286,7 +382,11 @@ fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
 
 /// The per-job entries of the report: one per job, or one per group where the jobs ask
 /// for `group_reporting` (fio merges the whole group then).
-fn job_reports(specs: &[JobSpec], finished: Vec<(usize, JobOutcome)>) -> Vec<JobReport> {
+fn job_reports(
+    specs: &[JobSpec],
+    finished: Vec<(usize, JobOutcome)>,
+    phase_start_ms: &[u64],
+) -> Vec<JobReport> {
     let mut reports: Vec<JobReport> = Vec::new();
     let mut merged_groups: Vec<(u32, usize)> = Vec::new();
     for (spec_index, outcome) in finished {
@@ -304,13 +404,17 @@ fn job_reports(specs: &[JobSpec], finished: Vec<(usize, JobOutcome)>) -> Vec<Job
             }
             merged_groups.push((spec.group_id, reports.len()));
         }
-        reports.push(job_report(
+        let mut report = job_report(
             spec,
             outcome.stats,
             outcome.intervals,
             outcome.error,
             outcome.error_text,
-        ));
+        );
+        // Its measurements start after its phase, its start delay and its ramp.
+        report.start_ms = phase_start_ms.get(spec_index).copied().unwrap_or(0)
+            + (spec.startdelay.min + spec.ramp_time).as_millis() as u64;
+        reports.push(report);
     }
     reports
 }
@@ -334,7 +438,34 @@ fn job_report(
         lat: spec.lat_percentiles,
     };
     report.options = job_options(spec);
+    report.target = target_description(spec);
     report
+}
+
+/// What the job ran against, for the report (the URL without its password).
+fn target_description(spec: &JobSpec) -> String {
+    use crate::job::spec::Target;
+    match (&spec.filename, spec.engine()) {
+        (_, EngineKind::Null) | (Some(Target::Null), _) => "null engine (no target)".to_string(),
+        (Some(Target::Iscsi(url)), _) => {
+            let user = url
+                .user
+                .as_ref()
+                .map(|u| format!("{u}@"))
+                .unwrap_or_default();
+            let host = if url.host.contains(':') {
+                format!("[{}]", url.host)
+            } else {
+                url.host.clone()
+            };
+            format!(
+                "iscsi://{user}{host}:{}/{}/{}",
+                url.port, url.target_iqn, url.lun
+            )
+        }
+        (Some(Target::Path(path)), engine) => format!("{} ({})", path.display(), engine.name()),
+        (None, _) => "embedded target (an in-process RAM LUN)".to_string(),
+    }
 }
 
 /// fio's "job options": the options of the job's own section, as written (`name` is

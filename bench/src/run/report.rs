@@ -2,7 +2,7 @@
 //! and direction, from the interval records and the completion-latency histogram.
 
 use crate::output::RunReport;
-use crate::report::{IntervalPoint, JobSeries, JobSummary, ReportData};
+use crate::report::{IntervalPoint, JobDescription, JobSeries, JobSummary, ReportData};
 use crate::stats::{dir_index, DIRECTIONS};
 
 /// The percentiles charted over time.
@@ -24,19 +24,20 @@ pub fn report_data(run: &RunReport, command_line: &str, interval_ms: u64) -> Rep
                 .iter()
                 .map(|interval| match &interval.dirs[index] {
                     Some(d) => IntervalPoint {
-                        t_ms: interval.end_ms,
+                        t_ms: job.start_ms + interval.end_ms,
                         iops: d.iops,
                         bw_bytes_per_s: d.bw_bytes_per_s as f64,
+                        // An interval without I/O has no latency: a gap, not a 0.
                         latency_percentiles_ns: d
                             .clat
                             .percentiles
                             .iter()
                             .copied()
-                            .filter(|(p, _)| CHARTED_PERCENTILES.contains(p))
+                            .filter(|(p, _)| d.ios > 0 && CHARTED_PERCENTILES.contains(p))
                             .collect(),
                     },
                     None => IntervalPoint {
-                        t_ms: interval.end_ms,
+                        t_ms: job.start_ms + interval.end_ms,
                         ..IntervalPoint::default()
                     },
                 })
@@ -92,5 +93,90 @@ pub fn report_data(run: &RunReport, command_line: &str, interval_ms: u64) -> Rep
                 .into(),
         ],
         series,
+        jobs: run
+            .jobs
+            .iter()
+            .map(|job| JobDescription {
+                name: job.name.clone(),
+                start_ms: job.start_ms,
+                target: job.target.clone(),
+                options: shown_options(&run.global_options, &job.options),
+            })
+            .collect(),
+    }
+}
+
+/// Options whose values the page must not show.
+const SECRET_OPTIONS: [&str; 2] = ["chap_secret", "mutual_chap_secret"];
+
+/// A job's options as the page lists them: global ones first, then its own; the name and
+/// the target have their own columns, and secrets are masked.
+fn shown_options(global: &[(String, String)], own: &[(String, String)]) -> Vec<(String, String)> {
+    global
+        .iter()
+        .chain(own)
+        .filter(|(key, _)| key != "name" && key != "filename")
+        .map(|(key, value)| {
+            let value = if SECRET_OPTIONS.contains(&key.as_str()) {
+                "(hidden)".to_string()
+            } else {
+                value.clone()
+            };
+            (key.clone(), value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::Direction;
+    use crate::output::JobReport;
+    use crate::stats::{IntervalRecord, JobStats, StatsConfig};
+
+    fn job(name: &str, start_ms: u64) -> JobReport {
+        let mut stats = JobStats::new(0, StatsConfig::default());
+        stats.record(Direction::Read, 4096, 10, 100, 110);
+        stats.finish(2_000_000_000);
+        let mut job = JobReport::new(name, 0, stats);
+        job.start_ms = start_ms;
+        job.target = "embedded target".into();
+        job.options = vec![
+            ("name".into(), name.into()),
+            ("rw".into(), "read".into()),
+            ("chap_secret".into(), "hunter2".into()),
+        ];
+        job.intervals = (1..=2)
+            .map(|s| IntervalRecord {
+                start_ms: (s - 1) * 1000,
+                end_ms: s * 1000,
+                dirs: Default::default(),
+            })
+            .collect();
+        job
+    }
+
+    #[test]
+    fn a_job_after_a_stonewall_is_drawn_from_its_start() {
+        let mut run = RunReport::new(0, vec![job("first", 0), job("second", 2_100)]);
+        run.global_options = vec![("bs".into(), "4k".into())];
+        let data = report_data(&run, "iscsi-bench jobs.fio", 1000);
+        let times: Vec<Vec<u64>> = data
+            .series
+            .iter()
+            .map(|s| s.points.iter().map(|p| p.t_ms).collect())
+            .collect();
+        assert_eq!(times, vec![vec![1_000, 2_000], vec![3_100, 4_100]]);
+        assert_eq!(data.jobs.len(), 2);
+        assert_eq!(data.jobs[1].start_ms, 2_100);
+        assert_eq!(data.jobs[1].target, "embedded target");
+        assert_eq!(
+            data.jobs[1].options,
+            vec![
+                ("bs".to_string(), "4k".to_string()),
+                ("rw".to_string(), "read".to_string()),
+                ("chap_secret".to_string(), "(hidden)".to_string()),
+            ]
+        );
     }
 }

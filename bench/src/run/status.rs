@@ -4,13 +4,13 @@
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::job::spec::JobSpec;
 use crate::job::{Eta, ToolOptions};
 use crate::output::live::{
-    job_eta_s, percent_done, running_char, stdout_is_terminal, EtaMode, JobState, LiveStatus,
-    StatusLine, StatusPacer,
+    eta_seconds, job_eta, percent_done, running_char, stdout_is_terminal, EtaMode, JobState,
+    LiveStatus, StatusLine, StatusPacer,
 };
 use crate::stats::{LiveCounters, LiveTotals};
 
@@ -18,6 +18,7 @@ use super::job::{state, JobProgress};
 
 /// One running job as the status line sees it.
 pub struct Watched<'a> {
+    pub spec_index: usize,
     pub spec: &'a JobSpec,
     pub live: Arc<LiveCounters>,
     pub progress: Arc<JobProgress>,
@@ -90,8 +91,8 @@ impl StatusPrinter {
             None => ([0; 3], [0; 3]),
         };
         self.last = Some((now, totals));
-        let elapsed_s = self.started.elapsed().as_secs();
-        let mut eta_s: Option<u64> = None;
+        let elapsed = self.started.elapsed();
+        let mut eta: Option<Duration> = None;
         let states = jobs
             .iter()
             .map(|job| {
@@ -105,14 +106,14 @@ impl StatusPrinter {
                     _ => JobState::Failed,
                 };
                 if !super::is_over(&job.progress) {
-                    let eta = job_eta_s(
-                        elapsed_s,
+                    let job_left = job_eta(
+                        elapsed,
                         job.progress.bytes_done.load(Ordering::Relaxed),
                         job.bytes_total.unwrap_or(0),
-                        job.spec.runtime.map(|r| (r + job.spec.ramp_time).as_secs()),
+                        job.spec.runtime.map(|r| r + job.spec.ramp_time),
                         job.spec.time_based || job.bytes_total.is_none(),
                     );
-                    eta_s = Some(eta_s.map_or(eta, |e: u64| e.max(eta)));
+                    eta = Some(eta.map_or(job_left, |e| e.max(job_left)));
                 }
                 job_state
             })
@@ -122,10 +123,10 @@ impl StatusPrinter {
             files_open: jobs.len() as u32,
             iops_limit: None,
             rate_limit_bytes: None,
-            percent_done: eta_s.and_then(|eta| percent_done(elapsed_s, eta)),
+            percent_done: eta.and_then(|eta| percent_done(elapsed, eta)),
             bytes_per_s,
             iops,
-            eta_s,
+            eta_s: eta.map(eta_seconds),
         }
     }
 }

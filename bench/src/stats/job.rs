@@ -220,12 +220,28 @@ impl JobStats {
 
     /// Takes the bandwidth and IOPS samples when a sample period has passed since the
     /// last (call it often: after each reap). fio's rule: rate = delta * 1000 / ms spent,
-    /// bandwidth in KiB/s; a direction without I/O in the period gets no sample.
+    /// bandwidth in KiB/s. A direction that has moved data before but none in the period
+    /// (a stall) gets a sample of 0 for the logs, so they have one line per period; like
+    /// fio, the bandwidth and IOPS statistics of the report count only periods with I/O.
     pub fn tick(&mut self, now_ns: u64) -> Option<RateSample> {
         let spent_ms = now_ns.saturating_sub(self.last_sample_ns) / 1_000_000;
         if spent_ms + SAMPLE_SLACK_MS < self.config.sample_interval_ms {
             return None;
         }
+        Some(self.sample(now_ns, true))
+    }
+
+    /// The sample of the period the end of the job cut short, for the logs (so the last
+    /// period has its line, as the last interval has its entry); `None` when the last
+    /// sample was taken this millisecond. Not counted in the report's rate statistics,
+    /// which, like fio's, hold whole periods.
+    pub fn final_sample(&mut self, now_ns: u64) -> Option<RateSample> {
+        let spent_ms = now_ns.saturating_sub(self.last_sample_ns) / 1_000_000;
+        (spent_ms > 0).then(|| self.sample(now_ns, false))
+    }
+
+    fn sample(&mut self, now_ns: u64, whole_period: bool) -> RateSample {
+        let spent_ms = now_ns.saturating_sub(self.last_sample_ns) / 1_000_000;
         let mut sample = RateSample {
             time_ms: now_ns.saturating_sub(self.start_ns) / 1_000_000,
             ..RateSample::default()
@@ -243,28 +259,36 @@ impl JobStats {
                     .checked_div(spent_ms)
                     .unwrap_or(0)
             };
-            if bytes > 0 {
-                let bw = rate(bytes) / 1024;
+            let bw = rate(bytes) / 1024;
+            let iops = rate(ios);
+            if bytes > 0 && whole_period {
                 dir.bw_kib.add(bw);
-                sample.bw_kib[index] = Some(bw);
             }
-            if ios > 0 {
-                let iops = rate(ios);
+            if ios > 0 && whole_period {
                 dir.iops.add(iops);
-                sample.iops[index] = Some(iops);
             }
+            sample.bw_kib[index] = Some(bw);
+            sample.iops[index] = Some(iops);
             self.sampled_bytes[index] = dir.bytes;
             self.sampled_ios[index] = dir.ios;
         }
         self.last_sample_ns = now_ns;
-        Some(sample)
+        sample
     }
 
     /// Ends the current interval at `now_ns` and hands it over; the next one starts now.
-    /// Empty when `track_intervals` is off.
+    /// Empty when `track_intervals` is off. A direction that has moved data before but
+    /// none in the interval (a stall) is there with zeros, not left out.
     pub fn take_interval(&mut self, now_ns: u64) -> IntervalSnapshot {
         let mut snapshot = IntervalSnapshot::new(self.interval_start_ns, now_ns);
         snapshot.dirs = std::mem::take(&mut self.interval);
+        if self.config.track_intervals {
+            for (taken, seen) in snapshot.dirs.iter_mut().zip(&self.dirs) {
+                if taken.is_none() && seen.is_some() {
+                    *taken = Some(Box::default());
+                }
+            }
+        }
         self.interval_start_ns = now_ns;
         snapshot
     }

@@ -209,9 +209,13 @@ fn tick_samples_bandwidth_and_iops_like_fio() {
     assert_eq!(sample.iops[0], Some(100 * 1000 / 499));
     assert_eq!(sample.bw_kib[1], None);
     assert_eq!(sample.time_ms, 499);
-    // A period without I/O gives no sample for the direction.
+    // A period without I/O (a stall) samples 0 for a direction that moved data before, so
+    // the logs have one line per period; one never used stays out. The report's
+    // statistics count only periods with I/O, as fio's.
     let quiet = stats.tick(1_000 * MS).unwrap();
-    assert_eq!(quiet.bw_kib[0], None);
+    assert_eq!(quiet.bw_kib[0], Some(0));
+    assert_eq!(quiet.iops[0], Some(0));
+    assert_eq!(quiet.bw_kib[1], None);
     let read = stats.dir(Direction::Read).unwrap();
     assert_eq!(read.bw_kib.count(), 1);
     assert_eq!(read.iops.count(), 1);
@@ -301,8 +305,10 @@ fn intervals_hold_only_their_own_io_and_merge() {
     assert!(record.dirs[1].is_none());
     // Totals still hold everything.
     assert_eq!(a.dir(Direction::Read).unwrap().ios, 3);
+    // A quiet interval: zeros for the direction that moved data before, nothing else.
     let empty = a.take_interval(3_000 * MS).summarize(0, &[50.0]);
-    assert!(empty.dirs.iter().all(Option::is_none));
+    assert_eq!(empty.dirs[0].as_ref().map(|d| d.ios), Some(0));
+    assert!(empty.dirs[1..].iter().all(Option::is_none));
 }
 
 #[test]
@@ -332,4 +338,24 @@ fn thread_and_process_usage_read() {
     let used = ResourceUsage::thread().unwrap().since(&before);
     let process = ResourceUsage::process().unwrap();
     assert!(process.cpu_ns() >= used.cpu_ns());
+}
+
+#[test]
+fn an_interval_without_io_is_there_with_zeros() {
+    let config = StatsConfig {
+        track_intervals: true,
+        ..StatsConfig::default()
+    };
+    let mut stats = JobStats::new(0, config);
+    let before_any_io = stats.take_interval(500 * MS);
+    assert!(before_any_io.dir(Direction::Read).is_none());
+    stats.record(Direction::Read, 4096, 10, 100, 110);
+    let busy = stats.take_interval(1_000 * MS);
+    assert_eq!(busy.dir(Direction::Read).map(|d| d.ios), Some(1));
+    let stalled = stats.take_interval(2_000 * MS);
+    assert_eq!(stalled.dir(Direction::Read).map(|d| d.ios), Some(0));
+    assert!(stalled.dir(Direction::Write).is_none(), "never written");
+    let record = stalled.summarize(0, &[50.0]);
+    let read = record.dirs[0].as_ref().expect("a read entry");
+    assert_eq!((read.ios, read.bw_bytes_per_s, read.iops), (0, 0, 0.0));
 }

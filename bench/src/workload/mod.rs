@@ -51,7 +51,8 @@ pub use blocksize::BSSPLIT_ENTRIES_MAX;
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
 pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};
 pub use verify::{
-    BlockImage, ByteWindow, Mismatch, Verifier, VerifyConfig, VerifyError, VerifyHeader, VerifyKind,
+    BlockImage, ByteWindow, DigestMismatch, Mismatch, Verifier, VerifyConfig, VerifyError,
+    VerifyHeader, VerifyKind,
 };
 
 use generation::GenerationTracker;

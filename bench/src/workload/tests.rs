@@ -584,6 +584,36 @@ fn a_block_changed_behind_the_targets_back_is_reported_with_its_lba() {
     assert_eq!(error.block_offset, 37 * 4096);
     assert_eq!(error.bad_byte_offset, 37 * 4096 + 1000);
     assert_eq!(error.lba, (37 * 4096 + 1000) / 512);
+    // The digest of the data read is shown beside the one in the header, and the bytes
+    // that differ beside what they should be: never two equal "expected" and "found".
+    let digests = error
+        .digests
+        .as_ref()
+        .expect("a checksum mismatch has its digests");
+    assert_ne!(digests.in_header, digests.of_data_read);
+    assert_ne!(error.expected, error.found);
+    let text = error.to_string();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert!(
+        text.contains(&format!(
+            "crc32c in the header {}, computed over the data read {}",
+            hex(&digests.in_header),
+            hex(&digests.of_data_read)
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("bytes at {:#x}", 37 * 4096 + 1000)),
+        "{text}"
+    );
+    assert_eq!(
+        error.summary(),
+        format!(
+            "checksum mismatch in the block at offset {:#x}, LBA {}",
+            37 * 4096,
+            (37 * 4096 + 1000) / 512
+        )
+    );
 }
 
 #[test]

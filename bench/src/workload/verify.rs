@@ -285,10 +285,29 @@ impl fmt::Display for Mismatch {
     }
 }
 
+/// A checksum mismatch's two digests: the one the header carries (computed when the block
+/// was written) and the one computed over the data read (fio's "Expected CRC" and
+/// "Received CRC").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestMismatch {
+    pub kind: VerifyKind,
+    pub in_header: Vec<u8>,
+    pub of_data_read: Vec<u8>,
+}
+
+impl fmt::Display for DigestMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in the header ", self.kind.fio_name())?;
+        write_hex(f, &self.in_header)?;
+        f.write_str(", computed over the data read ")?;
+        write_hex(f, &self.of_data_read)
+    }
+}
+
 /// One block that failed verification.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("verify: {mismatch} in the block at offset {block_offset:#x} ({block_len} bytes); first bad byte at {bad_byte_offset:#x}, LBA {lba}; expected [{expected}]; found [{found}]")]
+#[error("verify: {mismatch} in the block at offset {block_offset:#x} ({block_len} bytes); first bad byte at {bad_byte_offset:#x}, LBA {lba}; expected [{expected}]; found [{found}]{}", .digests.as_ref().map(|d| format!("; {d}")).unwrap_or_default())]
 pub struct VerifyError {
     pub mismatch: Mismatch,
     /// Where the verify block (one interval) starts in the target.
@@ -301,6 +320,19 @@ pub struct VerifyError {
     /// Boxed to keep the `Result` of a good check small.
     pub expected: Box<BlockImage>,
     pub found: Box<BlockImage>,
+    /// For a checksum mismatch, the digest stored and the one of the data read.
+    pub digests: Option<Box<DigestMismatch>>,
+}
+
+impl VerifyError {
+    /// One line for the job's error and the report: what and where, without the bytes
+    /// (printed once, in full, when the block is found bad).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} in the block at offset {:#x}, LBA {}",
+            self.mismatch, self.block_offset, self.lba
+        )
+    }
 }
 
 /// Fills write buffers and checks read buffers for one job.
@@ -484,6 +516,7 @@ impl Verifier {
         };
         let block_len = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
         let any_generation = expected_generation.is_none();
+        let mut digests = None;
         let mismatch = if found.magic != HEADER_MAGIC || found.version != HEADER_VERSION {
             Some(Mismatch::Magic)
         } else if usize::from(found.header_len) != header_len {
@@ -504,7 +537,14 @@ impl Verifier {
         } else {
             let (head, data) = chunk.split_at(header_len);
             let computed = self.digest(&head[..HEADER_FIXED_LEN], data);
-            (computed != found.digest).then_some(Mismatch::Checksum)
+            (computed != found.digest).then(|| {
+                digests = Some(Box::new(DigestMismatch {
+                    kind: self.kind,
+                    in_header: found.digest.clone(),
+                    of_data_read: computed,
+                }));
+                Mismatch::Checksum
+            })
         };
         let Some(mismatch) = mismatch else {
             return Ok(());
@@ -521,17 +561,27 @@ impl Verifier {
         let bad_index = first_difference(&expected_block, chunk).unwrap_or(0);
         let expected_header = VerifyHeader::decode(&expected_block, self.kind.digest_len());
         let bad_byte_offset = chunk_offset + bad_index as u64;
+        // A checksum mismatch has the header it should have: the bytes around the first bad
+        // one say more than two equal headers.
+        let (expected, found) = match (mismatch, expected_header) {
+            (Mismatch::Checksum, _) | (_, None) => (
+                BlockImage::Bytes(window(&expected_block, chunk_offset, bad_index)),
+                BlockImage::Bytes(window(chunk, chunk_offset, bad_index)),
+            ),
+            (_, Some(expected_header)) => (
+                BlockImage::Header(expected_header),
+                BlockImage::Header(found),
+            ),
+        };
         Err(VerifyError {
             mismatch,
             block_offset: chunk_offset,
             block_len,
             bad_byte_offset,
             lba: bad_byte_offset / u64::from(self.lba_size_bytes),
-            expected: Box::new(expected_header.map_or_else(
-                || BlockImage::Bytes(window(&expected_block, chunk_offset, bad_index)),
-                BlockImage::Header,
-            )),
-            found: Box::new(BlockImage::Header(found)),
+            expected: Box::new(expected),
+            found: Box::new(found),
+            digests,
         })
     }
 
@@ -562,6 +612,7 @@ impl Verifier {
                 bad_index,
             ))),
             found: Box::new(BlockImage::Bytes(window(chunk, chunk_offset, bad_index))),
+            digests: None,
         })
     }
 }
