@@ -213,3 +213,41 @@ pub enum RateProcess {
     /// Exponential gaps (a Poisson arrival process), mean 1/IOPS.
     Poisson,
 }
+
+/// What write buffers hold (fio(1), "Buffers and memory": `zero_buffers`, `refill_buffers`,
+/// `scramble_buffers`, `buffer_pattern`, `buffer_compress_percentage`,
+/// `buffer_compress_chunk`, `dedupe_percentage`). [`Default`] is fio's: random data, filled
+/// once per buffer and scrambled on each write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferOptions {
+    /// Buffers start as zeros instead of random data.
+    pub zero_buffers: bool,
+    /// Fill the buffer again before every write (fio turns this on itself for
+    /// `buffer_compress_percentage` and `dedupe_percentage`).
+    pub refill_buffers: bool,
+    /// Stamp the offset and the time into every 512 bytes of a reused buffer, so no two
+    /// writes are identical blocks (fio's default).
+    pub scramble_buffers: bool,
+    /// Bytes repeated through the buffer instead of random data; empty when not given.
+    pub pattern: Vec<u8>,
+    /// Share of each chunk (0..=100) that is compressible (zeros, or the pattern).
+    pub compress_percentage: u32,
+    /// The chunk `compress_percentage` applies to; 0 is the whole buffer.
+    pub compress_chunk_bytes: u32,
+    /// Share of write buffers (0..=100) that repeat an earlier buffer exactly.
+    pub dedupe_percentage: u32,
+}
+
+impl Default for BufferOptions {
+    fn default() -> Self {
+        BufferOptions {
+            zero_buffers: false,
+            refill_buffers: false,
+            scramble_buffers: true,
+            pattern: Vec::new(),
+            compress_percentage: 0,
+            compress_chunk_bytes: 512,
+            dedupe_percentage: 0,
+        }
+    }
+}

@@ -406,6 +406,62 @@ pub static OPTIONS: &[OptionDef] = &[
         "Verify after this many blocks are written"
     ),
     opt!(
+        "zero_buffers",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Write buffers start as zeros instead of random data"
+    ),
+    opt!(
+        "refill_buffers",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Fill write buffers again before every write"
+    ),
+    opt!(
+        "scramble_buffers",
+        [],
+        Flag,
+        "bool",
+        "1",
+        "Stamp offset and time into reused write buffers (defeats naive dedupe)"
+    ),
+    opt!(
+        "buffer_pattern",
+        [],
+        Required,
+        "0xhex | decimal | \"string\"",
+        "none",
+        "Fill write buffers with this pattern"
+    ),
+    opt!(
+        "buffer_compress_percentage",
+        [],
+        Required,
+        "int (0..100)",
+        "0",
+        "Make write data compressible to this percentage"
+    ),
+    opt!(
+        "buffer_compress_chunk",
+        [],
+        Required,
+        "int (bytes)",
+        "512",
+        "Size of the random/compressible regions (0: the whole buffer)"
+    ),
+    opt!(
+        "dedupe_percentage",
+        [],
+        Required,
+        "int (0..100)",
+        "0",
+        "Share of write buffers that repeat an earlier one"
+    ),
+    opt!(
         "group_reporting",
         [],
         Flag,
@@ -650,13 +706,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "log_alternate_epoch_clock_id",
     "block_error_percentiles",
     "stats",
-    "zero_buffers",
-    "refill_buffers",
-    "scramble_buffers",
-    "buffer_pattern",
-    "buffer_compress_percentage",
-    "buffer_compress_chunk",
-    "dedupe_percentage",
     "dedupe_mode",
     "dedupe_working_set_percentage",
     "dedupe_global",
@@ -1057,6 +1106,27 @@ impl Scope {
             "verify_backlog" => {
                 let backlog = value::parse_u64(required()).map_err(bad)?;
                 spec.verify_backlog = (backlog > 0).then_some(backlog);
+            }
+            "zero_buffers" => spec.buffers.zero_buffers = flag()?,
+            "refill_buffers" => spec.buffers.refill_buffers = flag()?,
+            "scramble_buffers" => spec.buffers.scramble_buffers = flag()?,
+            "buffer_pattern" => {
+                spec.buffers.pattern = value::parse_verify_pattern(required()).map_err(bad)?
+            }
+            "buffer_compress_percentage" => {
+                spec.buffers.compress_percentage =
+                    value::parse_u64_in(required(), 0, 100).map_err(bad)? as u32
+            }
+            "buffer_compress_chunk" => {
+                spec.buffers.compress_chunk_bytes = value::parse_size(required(), kb_base)
+                    .map_err(bad)
+                    .and_then(|bytes| {
+                        u32::try_from(bytes).map_err(|_| bad(ValueError::new("larger than 4 GiB")))
+                    })?
+            }
+            "dedupe_percentage" => {
+                spec.buffers.dedupe_percentage =
+                    value::parse_u64_in(required(), 0, 100).map_err(bad)? as u32
             }
             "group_reporting" => spec.group_reporting = flag()?,
             "stonewall" => spec.stonewall = flag()?,

@@ -289,6 +289,54 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
     if let Some(backlog) = spec.verify_backlog {
         push("verify_backlog", backlog.to_string());
     }
+    let buffers = &spec.buffers;
+    let default_buffers = &default.buffers;
+    for (name, value, default_value) in [
+        (
+            "zero_buffers",
+            buffers.zero_buffers,
+            default_buffers.zero_buffers,
+        ),
+        (
+            "refill_buffers",
+            buffers.refill_buffers,
+            default_buffers.refill_buffers,
+        ),
+        (
+            "scramble_buffers",
+            buffers.scramble_buffers,
+            default_buffers.scramble_buffers,
+        ),
+    ] {
+        if value != default_value {
+            push(name, u8::from(value).to_string());
+        }
+    }
+    if !buffers.pattern.is_empty() {
+        let hex: String = buffers.pattern.iter().map(|b| format!("{b:02x}")).collect();
+        push("buffer_pattern", format!("0x{hex}"));
+    }
+    for (name, value, default_value) in [
+        (
+            "buffer_compress_percentage",
+            buffers.compress_percentage,
+            default_buffers.compress_percentage,
+        ),
+        (
+            "buffer_compress_chunk",
+            buffers.compress_chunk_bytes,
+            default_buffers.compress_chunk_bytes,
+        ),
+        (
+            "dedupe_percentage",
+            buffers.dedupe_percentage,
+            default_buffers.dedupe_percentage,
+        ),
+    ] {
+        if value != default_value {
+            push(name, value.to_string());
+        }
+    }
     if spec.percentile_list != default.percentile_list {
         push(
             "percentile_list",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::error::{JobError, Origin};
 use crate::io::Direction;
-pub use crate::io::{Distribution, PerDir, RateProcess, RwKind};
+pub use crate::io::{BufferOptions, Distribution, PerDir, RateProcess, RwKind};
 
 /// `rw=` with fio's optional `:<nr>` suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,6 +311,11 @@ pub struct JobSpec {
     pub do_verify: bool,
     pub verify_backlog: Option<u64>,
 
+    // Buffer contents.
+    /// What writes carry when they do not verify (`zero_buffers`, `refill_buffers`,
+    /// `scramble_buffers`, `buffer_pattern`, `buffer_compress_*`, `dedupe_percentage`).
+    pub buffers: BufferOptions,
+
     // Reporting and logs.
     pub group_reporting: bool,
     pub stonewall: bool,
@@ -400,6 +405,7 @@ impl JobSpec {
             verify_fatal: false,
             do_verify: true,
             verify_backlog: None,
+            buffers: BufferOptions::default(),
             group_reporting: false,
             stonewall: false,
             new_group: false,

@@ -16,7 +16,9 @@ use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 use crate::output::logs::{JobLogs, LogOptions};
 use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
-use crate::workload::{Next, PlannedIo, Verifier, VerifyAction, Workload};
+use crate::workload::{ContentGenerator, Next, PlannedIo, Verifier, VerifyAction, Workload};
+
+use super::buffers::WriteBuffers;
 
 /// The longest a job sleeps or waits for completions before it looks at the clock again.
 const TURN_MAX: Duration = Duration::from_millis(50);
@@ -51,6 +53,8 @@ pub struct JobSetup {
     pub job_number: u32,
     pub engine: Box<dyn Engine>,
     pub workload: Workload,
+    /// What writes carry when they do not verify.
+    pub content: ContentGenerator,
     pub iodepth: usize,
     pub batch_submit: usize,
     pub batch_complete_min: usize,
@@ -98,6 +102,7 @@ struct Driver {
     queued: Vec<u64>,
     stats: JobStats,
     logs: Option<JobLogs>,
+    write_buffers: WriteBuffers,
     done: Vec<IoDone>,
     iodepth: usize,
     batch_submit: usize,
@@ -139,11 +144,20 @@ impl Driver {
             Direction::Trim => 0,
             _ => planned.len,
         };
-        let mut buffer = self.engine.buffer(len);
-        buffer.resize(len as usize, 0);
-        if let (VerifyAction::Fill { generation }, Some(verifier)) = (planned.verify, verifier) {
-            verifier.fill(&mut buffer, planned.offset, generation);
-        }
+        let plain_write = Self::is_plain_write(&planned);
+        let buffer = if plain_write {
+            let stamp = self.now_ns();
+            self.write_buffers
+                .take(&mut *self.engine, len, planned.offset, stamp)
+        } else {
+            let mut buffer = self.engine.buffer(len);
+            buffer.resize(len as usize, 0);
+            if let (VerifyAction::Fill { generation }, Some(verifier)) = (planned.verify, verifier)
+            {
+                verifier.fill(&mut buffer, planned.offset, generation);
+            }
+            buffer
+        };
         let id = self.next_id;
         let unit = IoUnit {
             id,
@@ -168,9 +182,24 @@ impl Driver {
                 true
             }
             Err(unit) => {
-                self.engine.recycle(unit.buffer);
+                self.recycle(&planned, unit.buffer);
                 false
             }
+        }
+    }
+
+    /// A write whose content comes from the job's buffer options (not from verify).
+    fn is_plain_write(planned: &PlannedIo) -> bool {
+        planned.direction == Direction::Write && planned.verify == VerifyAction::None
+    }
+
+    /// Gives a unit's buffer back: a plain write's to the job's filled write buffers,
+    /// others to the engine.
+    fn recycle(&mut self, planned: &PlannedIo, buffer: Vec<u8>) {
+        if Self::is_plain_write(planned) {
+            self.write_buffers.give_back(&mut *self.engine, buffer);
+        } else {
+            self.engine.recycle(buffer);
         }
     }
 
@@ -314,7 +343,7 @@ impl Driver {
                 }
             }
         }
-        self.engine.recycle(unit.buffer);
+        self.recycle(&meta.planned, unit.buffer);
     }
 
     fn fail(&mut self, message: String) {
@@ -374,6 +403,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         job_number,
         engine,
         mut workload,
+        content,
         iodepth,
         batch_submit,
         batch_complete_min,
@@ -415,6 +445,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         queued: Vec::with_capacity(iodepth),
         stats,
         logs,
+        write_buffers: WriteBuffers::new(content, iodepth),
         done: Vec::with_capacity(iodepth),
         iodepth: iodepth.max(1),
         batch_submit: batch_submit.clamp(1, iodepth.max(1)),
@@ -491,6 +522,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         },
         Ordering::Relaxed,
     );
+    driver.write_buffers.release(&mut *driver.engine);
     let Driver {
         engine,
         stats,

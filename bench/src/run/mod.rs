@@ -3,6 +3,7 @@
 //! (`stonewall` starts a new phase), with the live status line on the main thread, and
 //! the results gathered into one [`RunReport`].
 
+mod buffers;
 pub mod job;
 pub mod report;
 pub mod setup;
@@ -19,7 +20,7 @@ use crate::job::ToolOptions;
 use crate::output::logs::LogOptions;
 use crate::output::{JobReport, PercentileOptions, RunReport};
 use crate::stats::{IntervalRecord, JobStats, LiveCounters, ResourceUsage, StatsConfig};
-use crate::workload::Workload;
+use crate::workload::{ContentGenerator, Workload};
 
 use job::{JobOutcome, JobProgress, JobSetup};
 
@@ -45,6 +46,11 @@ pub enum RunError {
     Workload {
         job: String,
         source: crate::workload::WorkloadError,
+    },
+    #[error("job {job}: {source}")]
+    Content {
+        job: String,
+        source: crate::workload::ContentError,
     },
     #[error("job {job}: --readonly refuses a job that writes or trims")]
     ReadOnly { job: String },
@@ -126,6 +132,13 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
                 engine.block_size_bytes(),
                 entropy.wrapping_add(u64::from(job_number)),
             )?;
+            let content =
+                ContentGenerator::new(&spec.buffers, workload_config.seed).map_err(|source| {
+                    RunError::Content {
+                        job: spec.name.clone(),
+                        source,
+                    }
+                })?;
             let workload = Workload::new(workload_config).map_err(|source| RunError::Workload {
                 job: spec.name.clone(),
                 source,
@@ -137,6 +150,7 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
                 job_number,
                 engine,
                 workload,
+                content,
                 iodepth: spec.iodepth.max(1) as usize,
                 batch_submit: match spec.iodepth_batch_submit {
                     0 => spec.iodepth.max(1) as usize,

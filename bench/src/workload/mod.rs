@@ -14,6 +14,8 @@
 //! - `generator` picks directions, offsets and sizes (sequential with wrap-around, random over
 //!   a keyed permutation so a pass touches every block once, uniform, or skewed);
 //! - [`pacer`] turns rate limits and think time into a schedule that a stall cannot erase;
+//! - [`content`] fills write buffers that do not verify (random by default, fio's
+//!   compress, dedupe, pattern and zero options);
 //! - [`verify`] writes and checks the per-block headers, and `generation` knows which
 //!   generation each block should hold, for the read-back plan.
 //!
@@ -35,6 +37,7 @@
 //! ```
 
 mod blocksize;
+pub mod content;
 mod distribution;
 mod generation;
 mod generator;
@@ -48,6 +51,7 @@ use std::time::Duration;
 use crate::io::{Direction, Distribution, PerDir, RwKind};
 
 pub use blocksize::BSSPLIT_ENTRIES_MAX;
+pub use content::{ContentError, ContentGenerator};
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
 pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};
 pub use verify::{

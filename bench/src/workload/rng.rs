@@ -27,6 +27,7 @@ pub(crate) mod streams {
     pub const PASS_KEY: u64 = 4;
     pub const SCATTER_KEY: u64 = 5;
     pub const PACING: u64 = 6;
+    pub const BUFFER_CONTENT: u64 = 7;
 }
 
 #[derive(Debug, Clone)]

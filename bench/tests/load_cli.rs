@@ -1,0 +1,182 @@
+//! `iscsi-bench` run as a user runs it, for what the load looks like to the target: the
+//! bytes written (fio's buffer options), per-direction pacing, block sizes against the LUN,
+//! and jobs over several LUNs. Runs are short (1 to 3 s) and go to the embedded target or a
+//! temporary file.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iscsi-bench"))
+        .args(args)
+        .output()
+        .expect("iscsi-bench runs")
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "iscsi-bench failed: {}",
+        describe(out)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(out)))
+}
+
+/// A file in a fresh directory under the system's temporary directory, removed on drop.
+struct TempFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(tag: &str) -> TempFile {
+        let dir = std::env::temp_dir().join(format!("iscsi-bench-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let path = dir.join("data");
+        let _ = std::fs::remove_file(&path);
+        TempFile { dir, path }
+    }
+
+    fn arg(&self) -> String {
+        format!("--filename={}", self.path.display())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes 2 MiB sequentially to a file with `extra` options and returns what landed there.
+fn written_bytes(tag: &str, extra: &[&str]) -> Vec<u8> {
+    let file = TempFile::new(tag);
+    let filename = file.arg();
+    let mut args = vec![
+        "--name=content",
+        filename.as_str(),
+        "--ioengine=io_uring",
+        "--rw=write",
+        "--bs=4k",
+        "--size=2m",
+        "--iodepth=4",
+        "--output-format=json",
+    ];
+    args.extend_from_slice(extra);
+    let out = bench(&args);
+    json(&out);
+    let data = std::fs::read(&file.path).expect("the written file");
+    assert_eq!(data.len(), 2 << 20, "{tag}: file size");
+    data
+}
+
+/// Bytes inside runs of 32 or more equal bytes: what any compressor removes first, and
+/// what random data almost never has. A simple stand-in for a compression ratio.
+fn compressible_share(data: &[u8]) -> f64 {
+    let mut compressible = 0usize;
+    let mut run = 1usize;
+    for i in 1..=data.len() {
+        if i < data.len() && data[i] == data[i - 1] {
+            run += 1;
+            continue;
+        }
+        if run >= 32 {
+            compressible += run;
+        }
+        run = 1;
+    }
+    compressible as f64 / data.len() as f64
+}
+
+/// The share of 4 KiB blocks that repeat an earlier block exactly.
+fn duplicate_share(data: &[u8]) -> f64 {
+    let blocks: Vec<&[u8]> = data.chunks(4096).collect();
+    let unique: HashSet<&[u8]> = blocks.iter().copied().collect();
+    1.0 - unique.len() as f64 / blocks.len() as f64
+}
+
+#[test]
+fn writes_carry_random_unique_data_by_default() {
+    let data = written_bytes("default", &[]);
+    assert!(
+        compressible_share(&data) < 0.01,
+        "compressible share {}",
+        compressible_share(&data)
+    );
+    assert_eq!(duplicate_share(&data), 0.0, "repeated blocks");
+    let zero_blocks = data
+        .chunks(512)
+        .filter(|b| b.iter().all(|&x| x == 0))
+        .count();
+    assert_eq!(zero_blocks, 0);
+}
+
+#[test]
+fn buffer_compress_percentage_sets_how_much_compresses() {
+    let data = written_bytes("compress", &["--buffer_compress_percentage=50"]);
+    let share = compressible_share(&data);
+    assert!((share - 0.5).abs() < 0.03, "compressible share {share}");
+    assert_eq!(duplicate_share(&data), 0.0);
+    // One region per block with buffer_compress_chunk=0: still half.
+    let data = written_bytes(
+        "compress-chunk",
+        &[
+            "--buffer_compress_percentage=25",
+            "--buffer_compress_chunk=0",
+        ],
+    );
+    let share = compressible_share(&data);
+    assert!((share - 0.25).abs() < 0.03, "compressible share {share}");
+}
+
+#[test]
+fn dedupe_percentage_sets_how_many_blocks_repeat() {
+    let data = written_bytes("dedupe", &["--dedupe_percentage=50"]);
+    let share = duplicate_share(&data);
+    // 512 blocks, each a repeat with probability 1/2: the share is 0.5 +- 0.022 (1 sd).
+    assert!((share - 0.5).abs() < 0.1, "duplicate share {share}");
+    assert!(compressible_share(&data) < 0.01);
+}
+
+#[test]
+fn zero_buffers_and_buffer_pattern() {
+    let data = written_bytes("zero", &["--zero_buffers"]);
+    assert!(data.iter().all(|&b| b == 0));
+    let data = written_bytes(
+        "pattern",
+        &["--buffer_pattern=0xdeadbeef", "--scramble_buffers=0"],
+    );
+    assert!(data.chunks(4).all(|word| word == [0xde, 0xad, 0xbe, 0xef]));
+}
+
+#[test]
+fn verify_still_writes_its_own_blocks() {
+    let file = TempFile::new("verify");
+    let filename = file.arg();
+    let out = bench(&[
+        "--name=verify",
+        filename.as_str(),
+        "--ioengine=io_uring",
+        "--rw=randwrite",
+        "--bs=4k",
+        "--size=1m",
+        "--verify=crc32c",
+        "--buffer_compress_percentage=50",
+        "--output-format=json",
+    ]);
+    let doc = json(&out);
+    assert_eq!(doc["jobs"][0]["error"], 0, "{}", describe(&out));
+}
