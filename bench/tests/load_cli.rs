@@ -180,3 +180,71 @@ fn verify_still_writes_its_own_blocks() {
     let doc = json(&out);
     assert_eq!(doc["jobs"][0]["error"], 0, "{}", describe(&out));
 }
+
+fn direction_iops(doc: &Value, direction: &str) -> f64 {
+    doc["jobs"][0][direction]["iops"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{direction}.iops missing: {doc}"))
+}
+
+#[test]
+fn per_direction_rates_pace_each_direction_on_its_own() {
+    for rate in ["--rate_iops=2000,500", "--rate=8m,2m"] {
+        let out = bench(&[
+            "--name=paced",
+            "--rw=randrw",
+            "--bs=4k",
+            "--size=16m",
+            "--iodepth=8",
+            "--runtime=2",
+            "--time_based",
+            rate,
+            "--output-format=json",
+        ]);
+        let doc = json(&out);
+        let (read, write) = (direction_iops(&doc, "read"), direction_iops(&doc, "write"));
+        let (want_read, want_write) = if rate.contains("iops") {
+            (2000.0, 500.0)
+        } else {
+            (2048.0, 512.0)
+        };
+        assert!(
+            (read / want_read - 1.0).abs() < 0.04,
+            "{rate}: read {read} IOPS, want {want_read}"
+        );
+        assert!(
+            (write / want_write - 1.0).abs() < 0.04,
+            "{rate}: write {write} IOPS, want {want_write}"
+        );
+    }
+}
+
+#[test]
+fn a_job_below_its_rate_floor_fails_with_fio_words() {
+    let out = bench(&[
+        "--name=slow",
+        "--rw=randread",
+        "--bs=4k",
+        "--size=16m",
+        "--rate_iops=200",
+        "--rate_iops_min=500",
+        "--runtime=5",
+        "--time_based",
+        "--output-format=json",
+    ]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON even on failure");
+    let text = doc["jobs"][0]["error_text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let all = format!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        all.contains("read rate_iops_min=500 not met, got 20"),
+        "{}",
+        describe(&out)
+    );
+    // It stopped after the settle period and one cycle, not at the runtime.
+    let runtime_ms = doc["jobs"][0]["job_runtime"].as_u64().unwrap_or(u64::MAX);
+    assert!(runtime_ms < 4000, "ran {runtime_ms} ms");
+}

@@ -350,6 +350,30 @@ pub static OPTIONS: &[OptionDef] = &[
         "How rated I/Os are spaced"
     ),
     opt!(
+        "rate_min",
+        ["ratemin"],
+        Required,
+        "int[,int][,int] (bytes/s)",
+        "none",
+        "Fail the job below this bandwidth (read,write,trim)"
+    ),
+    opt!(
+        "rate_iops_min",
+        [],
+        Required,
+        "int[,int][,int]",
+        "none",
+        "Fail the job below this IOPS (read,write,trim)"
+    ),
+    opt!(
+        "rate_cycle",
+        ["ratecycle"],
+        Required,
+        "time (ms)",
+        "1000",
+        "Window rate_min and rate_iops_min are averaged over"
+    ),
+    opt!(
         "thinktime",
         [],
         Required,
@@ -658,10 +682,7 @@ pub static UNSUPPORTED: &[&str] = &[
     "thinktime_spin",
     "thinktime_blocks_type",
     "thinktime_iotime",
-    "rate_min",
-    "rate_cycle",
     "rate_ignore_thinktime",
-    "rate_iops_min",
     "max_latency",
     "latency_target",
     "latency_window",
@@ -1057,27 +1078,28 @@ impl Scope {
                     value::parse_range(required(), |p| value::parse_time(p, TimeUnit::Seconds))
                         .map_err(bad)?
             }
-            "rate" | "rate_iops" => {
+            "rate" | "rate_iops" | "rate_min" | "rate_iops_min" => {
+                let in_bytes = matches!(def.name, "rate" | "rate_min");
                 let parse_rate = |part: &str| -> Result<Option<u64>, ValueError> {
-                    let rate = if def.name == "rate" {
+                    let rate = if in_bytes {
                         value::parse_size(part, kb_base)?
                     } else {
                         value::parse_u64(part)?
                     };
-                    // fio: 0 means no cap.
+                    // fio: 0 means no cap (or no floor).
                     Ok((rate > 0).then_some(rate))
                 };
-                let current = if def.name == "rate" {
-                    &spec.rate
-                } else {
-                    &spec.rate_iops
+                let target = match def.name {
+                    "rate" => &mut spec.rate,
+                    "rate_iops" => &mut spec.rate_iops,
+                    "rate_min" => &mut spec.rate_min,
+                    _ => &mut spec.rate_iops_min,
                 };
-                let parsed = value::parse_per_dir(required(), current, parse_rate).map_err(bad)?;
-                if def.name == "rate" {
-                    spec.rate = parsed;
-                } else {
-                    spec.rate_iops = parsed;
-                }
+                *target = value::parse_per_dir(required(), target, parse_rate).map_err(bad)?;
+            }
+            "rate_cycle" => {
+                spec.rate_cycle =
+                    value::parse_time(required(), TimeUnit::Milliseconds).map_err(bad)?
             }
             "rate_process" => {
                 spec.rate_process = match required() {

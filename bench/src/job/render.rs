@@ -246,6 +246,21 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
             per_dir(&spec.rate_iops, |r| Some(r.unwrap_or(0).to_string())),
         );
     }
+    if spec.rate_min != default.rate_min {
+        push(
+            "rate_min",
+            per_dir(&spec.rate_min, |r| Some(r.unwrap_or(0).to_string())),
+        );
+    }
+    if spec.rate_iops_min != default.rate_iops_min {
+        push(
+            "rate_iops_min",
+            per_dir(&spec.rate_iops_min, |r| Some(r.unwrap_or(0).to_string())),
+        );
+    }
+    if spec.rate_cycle != default.rate_cycle {
+        push("rate_cycle", format!("{}ms", spec.rate_cycle.as_millis()));
+    }
     if spec.rate_process != default.rate_process {
         push(
             "rate_process",

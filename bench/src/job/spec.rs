@@ -300,6 +300,12 @@ pub struct JobSpec {
     pub rate: PerDir<Option<u64>>,
     pub rate_iops: PerDir<Option<u64>>,
     pub rate_process: RateProcess,
+    /// `rate_min`: bytes per second per direction below which the job fails.
+    pub rate_min: PerDir<Option<u64>>,
+    /// `rate_iops_min` per direction.
+    pub rate_iops_min: PerDir<Option<u64>>,
+    /// `rate_cycle`: the window `rate_min`/`rate_iops_min` are averaged over.
+    pub rate_cycle: Duration,
     pub thinktime: Duration,
     pub thinktime_blocks: u32,
 
@@ -398,6 +404,9 @@ impl JobSpec {
             rate: PerDir::splat(None),
             rate_iops: PerDir::splat(None),
             rate_process: RateProcess::Linear,
+            rate_min: PerDir::splat(None),
+            rate_iops_min: PerDir::splat(None),
+            rate_cycle: Duration::from_millis(1000),
             thinktime: Duration::ZERO,
             thinktime_blocks: 1,
             verify: VerifyKind::None,

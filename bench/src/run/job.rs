@@ -16,7 +16,9 @@ use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 use crate::output::logs::{JobLogs, LogOptions};
 use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
-use crate::workload::{ContentGenerator, Next, PlannedIo, Verifier, VerifyAction, Workload};
+use crate::workload::{
+    ContentGenerator, Next, PlannedIo, RateFloor, Verifier, VerifyAction, Workload,
+};
 
 use super::buffers::WriteBuffers;
 
@@ -55,6 +57,8 @@ pub struct JobSetup {
     pub workload: Workload,
     /// What writes carry when they do not verify.
     pub content: ContentGenerator,
+    /// `rate_min`/`rate_iops_min`: the job fails below them.
+    pub rate_floor: Option<RateFloor>,
     pub iodepth: usize,
     pub batch_submit: usize,
     pub batch_complete_min: usize,
@@ -103,6 +107,7 @@ struct Driver {
     stats: JobStats,
     logs: Option<JobLogs>,
     write_buffers: WriteBuffers,
+    rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
     iodepth: usize,
     batch_submit: usize,
@@ -353,9 +358,23 @@ impl Driver {
         self.stop = true;
     }
 
-    /// Rate samples for the logs and the report, and interval records, when due.
+    /// Rate samples for the logs and the report, interval records and the rate floor, when
+    /// due.
     fn tick(&mut self) {
         let now_ns = self.now_ns();
+        if let Some(floor) = self.rate_floor.as_mut() {
+            for direction in [Direction::Read, Direction::Write, Direction::Trim] {
+                let Some(done) = self.stats.dir(direction) else {
+                    continue;
+                };
+                if let Err(miss) =
+                    floor.check(self.clock.elapsed(), direction, done.bytes, done.ios)
+                {
+                    self.fail(miss.to_string());
+                    break;
+                }
+            }
+        }
         if let Some(sample) = self.stats.tick(now_ns) {
             if let Some(logs) = self.logs.as_mut() {
                 if let Err(e) = logs.record_rates(&sample, [0; 3]) {
@@ -404,6 +423,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         engine,
         mut workload,
         content,
+        rate_floor,
         iodepth,
         batch_submit,
         batch_complete_min,
@@ -446,6 +466,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         stats,
         logs,
         write_buffers: WriteBuffers::new(content, iodepth),
+        rate_floor,
         done: Vec::with_capacity(iodepth),
         iodepth: iodepth.max(1),
         batch_submit: batch_submit.clamp(1, iodepth.max(1)),

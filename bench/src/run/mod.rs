@@ -151,6 +151,7 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
                 engine,
                 workload,
                 content,
+                rate_floor: setup::rate_floor(spec),
                 iodepth: spec.iodepth.max(1) as usize,
                 batch_submit: match spec.iodepth_batch_submit {
                     0 => spec.iodepth.max(1) as usize,

@@ -16,8 +16,8 @@ use crate::job::spec::{
     Target, VerifyKind as JobVerify,
 };
 use crate::workload::{
-    job_seed, BlockSizeSpec, BsSplitEntry, PacingConfig, ThinkTime, ThinkTimeTrigger, VerifyConfig,
-    VerifyKind, WorkloadConfig,
+    job_seed, BlockSizeSpec, BsSplitEntry, PacingConfig, RateFloor, RateFloorConfig, ThinkTime,
+    ThinkTimeTrigger, VerifyConfig, VerifyKind, WorkloadConfig,
 };
 
 /// The size of the embedded target's LUN when no job says how much it uses.
@@ -203,6 +203,16 @@ fn login_options(spec: &JobSpec) -> LoginOptions {
             .map(|c| (c.username.clone(), c.secret.clone())),
         connect_timeout: None,
     }
+}
+
+/// `rate_min`, `rate_iops_min` and `rate_cycle`, when the job sets a floor.
+pub fn rate_floor(spec: &JobSpec) -> Option<RateFloor> {
+    let config = RateFloorConfig {
+        bytes_per_s: spec.rate_min.clone(),
+        iops: spec.rate_iops_min.clone(),
+        cycle: spec.rate_cycle,
+    };
+    config.is_set().then(|| RateFloor::new(config))
 }
 
 /// The largest I/O of the job in any direction it uses.

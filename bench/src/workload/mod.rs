@@ -43,6 +43,7 @@ mod generation;
 mod generator;
 pub mod pacer;
 mod permutation;
+pub mod rate_floor;
 mod rng;
 pub mod verify;
 
@@ -54,6 +55,7 @@ pub use blocksize::BSSPLIT_ENTRIES_MAX;
 pub use content::{ContentError, ContentGenerator};
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
 pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};
+pub use rate_floor::{RateFloor, RateFloorConfig, RateFloorMiss};
 pub use verify::{
     BlockImage, ByteWindow, Mismatch, Verifier, VerifyConfig, VerifyError, VerifyHeader, VerifyKind,
 };
@@ -285,6 +287,7 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct Workload {
     rw: RwKind,
+    rwmixread_percent: u32,
     generator: Generator,
     pacer: Pacer,
     verifier: Option<Verifier>,
@@ -329,6 +332,7 @@ impl Workload {
             tracker.is_some() && config.verify.as_ref().is_some_and(|v| v.do_verify);
         Ok(Workload {
             rw: config.rw,
+            rwmixread_percent: config.rwmixread_percent,
             generator,
             pacer,
             verifier,
@@ -349,8 +353,27 @@ impl Workload {
         }
         // A loop end without read-back is skipped; every loop holds at least one I/O (the
         // generator refuses an io_size below the block size), so two rounds are enough.
+        let pacer = &self.pacer;
+        let steer = |drawn: Direction| {
+            // fio's rate_ddir: with a rate on a mixed job, serve the direction that is due,
+            // so each direction keeps its own rate instead of waiting behind the other's.
+            if self.rw.is_mixed() && pacer.is_limited() {
+                let other = match drawn {
+                    Direction::Read => Direction::Write,
+                    _ => Direction::Read,
+                };
+                let other_used = match other {
+                    Direction::Read => self.rwmixread_percent > 0,
+                    _ => self.rwmixread_percent < 100,
+                };
+                if other_used {
+                    return pacer.steer(now, drawn, other);
+                }
+            }
+            drawn
+        };
         for _ in 0..2 {
-            match self.generator.next_io() {
+            match self.generator.next_io(steer) {
                 GenStep::Io {
                     direction,
                     offset,

@@ -797,3 +797,87 @@ fn read_only_verify_checks_every_read_with_any_generation() {
     );
     assert!(workload.read_back_plan().is_none());
 }
+
+/// A runner that keeps up: it asks at `now`, waits for each I/O's due time, and counts what
+/// it issued per direction in `seconds` of simulated time.
+fn paced_counts(mut job: WorkloadConfig, seconds: u64) -> (u64, u64) {
+    job.time_based = true;
+    let mut workload = Workload::new(job).expect("valid config");
+    let end = Duration::from_secs(seconds);
+    let mut now = Duration::ZERO;
+    let (mut reads, mut writes) = (0, 0);
+    while now < end {
+        let Next::Io(io) = workload.next(now) else {
+            panic!("a time-based job ended");
+        };
+        now = now.max(io.scheduled_at);
+        if now >= end {
+            break;
+        }
+        match io.direction {
+            Direction::Read => reads += 1,
+            _ => writes += 1,
+        }
+    }
+    (reads, writes)
+}
+
+#[test]
+fn mixed_rate_limits_pace_each_direction_on_its_own() {
+    // fio --rw=randrw --rate_iops=2000,500 gives 1999 / 499 IOPS: the lower limit does not
+    // hold back the other direction.
+    let mut job = config(RwKind::RandRw, 64 << 20, 4096);
+    job.pacing.rate_iops = PerDir {
+        read: Some(2000),
+        write: Some(500),
+        trim: None,
+    };
+    let (reads, writes) = paced_counts(job.clone(), 4);
+    assert!(reads.abs_diff(8000) <= 2, "{reads} reads in 4 s");
+    assert!(writes.abs_diff(2000) <= 2, "{writes} writes in 4 s");
+    // The same by bandwidth: --rate=8m,2m with 4 KiB blocks.
+    job.pacing.rate_iops = PerDir::splat(None);
+    job.pacing.rate_bytes_per_s = PerDir {
+        read: Some(8 << 20),
+        write: Some(2 << 20),
+        trim: None,
+    };
+    let (reads, writes) = paced_counts(job.clone(), 4);
+    assert!(reads.abs_diff(8192) <= 2, "{reads} reads in 4 s");
+    assert!(writes.abs_diff(2048) <= 2, "{writes} writes in 4 s");
+    // Only one direction limited: the other goes as fast as it is asked for, and the
+    // limited one still keeps its rate.
+    job.pacing.rate_bytes_per_s = PerDir {
+        read: None,
+        write: Some(2 << 20),
+        trim: None,
+    };
+    let mut workload = Workload::new(job).expect("valid config");
+    let mut writes = 0u64;
+    for now in [Duration::ZERO, Duration::from_secs(1)] {
+        for _ in 0..10_000 {
+            if let Next::Io(io) = workload.next(now) {
+                assert!(io.scheduled_at <= now, "{io:?} at {now:?}");
+                if io.direction == Direction::Write {
+                    writes += 1;
+                }
+            }
+        }
+    }
+    // 512 writes per second, the first at 0.
+    assert_eq!(writes, 513, "writes due by 1 s");
+}
+
+#[test]
+fn mixed_rate_with_rwmixread_100_never_writes() {
+    let mut job = config(RwKind::RandRw, 64 << 20, 4096);
+    job.rwmixread_percent = 100;
+    job.pacing.rate_iops = PerDir {
+        read: Some(100),
+        write: Some(1000),
+        trim: None,
+    };
+    let (reads, writes) = paced_counts(job, 2);
+    assert_eq!(writes, 0);
+    assert!(reads.abs_diff(200) <= 1, "{reads}");
+}
