@@ -248,3 +248,93 @@ fn a_job_below_its_rate_floor_fails_with_fio_words() {
     let runtime_ms = doc["jobs"][0]["job_runtime"].as_u64().unwrap_or(u64::MAX);
     assert!(runtime_ms < 4000, "ran {runtime_ms} ms");
 }
+
+#[test]
+fn a_block_size_the_target_cannot_take_is_refused_before_any_io() {
+    // The file's direct-I/O alignment plays the LUN's logical block here (the embedded
+    // target's LUN has 512-byte blocks, which every size below divides); the check is the
+    // same one, after READ CAPACITY for a LUN.
+    let file = TempFile::new("misaligned");
+    let filename = file.arg();
+    for (option, named) in [
+        ("--bs=256", "bs=256"),
+        ("--bsrange=512-1792", "bsrange=1792"),
+        ("--bssplit=4k/50:256/50", "bssplit=256"),
+        ("--offset=100", "offset=100"),
+        ("--size=65636", "size=65636"),
+    ] {
+        let out = bench(&[
+            "--name=tiny",
+            filename.as_str(),
+            "--ioengine=io_uring",
+            "--direct=1",
+            "--rw=write",
+            "--size=64k",
+            option,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{option}: {}", describe(&out));
+        assert!(
+            stderr.contains("job \"tiny\"")
+                && stderr.contains(named)
+                && stderr.contains("-byte logical block of")
+                && stderr.contains("direct-I/O alignment"),
+            "{option}: {}",
+            describe(&out)
+        );
+        // Refused at open: nothing was written.
+        let written = std::fs::read(&file.path).unwrap_or_default();
+        assert!(
+            written.iter().all(|&b| b == 0),
+            "{option}: data was written"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("Run status"), "{option}: the job ran");
+    }
+}
+
+#[test]
+fn block_sizes_are_checked_against_a_4k_lun() {
+    use bench::job::spec::Region;
+    let job = |args: &[&str]| {
+        let mut all = vec!["--name=lun4k"];
+        all.extend_from_slice(args);
+        bench::job::parse_command_line_with_env(all, &|_| None)
+            .expect("parses")
+            .jobs
+            .remove(0)
+    };
+    let region = Region {
+        offset_bytes: 0,
+        len_bytes: 1 << 20,
+    };
+    let lun = "LUN iscsi://127.0.0.1:3260/iqn.2026-11.test:disk/1";
+    let error = job(&["--bs=512"])
+        .check_block_alignment(&region, 4096, lun)
+        .expect_err("bs=512 on a 4 KiB LUN");
+    assert_eq!(
+        error.to_string(),
+        "command line argument 1: job \"lun4k\": bs=512 is not a multiple of the 4096-byte \
+         logical block of LUN iscsi://127.0.0.1:3260/iqn.2026-11.test:disk/1"
+    );
+    // Reads and writes are checked each: bs=4k,2k fails on the write size.
+    let error = job(&["--rw=randrw", "--bs=4k,2k"])
+        .check_block_alignment(&region, 4096, lun)
+        .expect_err("2 KiB writes");
+    assert!(error.to_string().contains("bs=2048"), "{error}");
+    // A blockalign below the LUN's block, and a region off the grid.
+    assert!(job(&["--bs=8k", "--blockalign=1k", "--rw=randread"])
+        .check_block_alignment(&region, 4096, lun)
+        .is_err());
+    let shifted = Region {
+        offset_bytes: 512,
+        ..region
+    };
+    assert!(job(&["--bs=4k"])
+        .check_block_alignment(&shifted, 4096, lun)
+        .is_err());
+    // What fits is accepted.
+    assert!(job(&["--bsrange=4k-64k", "--rw=randwrite"])
+        .check_block_alignment(&region, 4096, lun)
+        .is_ok());
+}

@@ -550,6 +550,53 @@ impl JobSpec {
     }
 }
 
+impl JobSpec {
+    /// Checks the job's block sizes (`bs`, `bsrange`, `bssplit`), `blockalign` and its
+    /// clone's region (`offset`, `size`) against the target's logical block of
+    /// `block_bytes` (described by `target` in the error), so that a job whose every I/O
+    /// would fail is refused before any I/O starts.
+    pub fn check_block_alignment(
+        &self,
+        region: &Region,
+        block_bytes: u32,
+        target: &str,
+    ) -> Result<(), JobError> {
+        let block = u64::from(block_bytes.max(1));
+        let misaligned = |option: &'static str, value: u64| JobError::Misaligned {
+            at: self.origin.clone(),
+            job: self.name.clone(),
+            option,
+            value,
+            block_bytes,
+            target: target.to_string(),
+        };
+        for direction in self.rw.kind.directions() {
+            let sizes: Vec<(&'static str, u64)> = match self.block_size.get(*direction) {
+                BlockSize::Fixed(len) => vec![("bs", *len)],
+                BlockSize::Range(range) => vec![("bsrange", range.min), ("bsrange", range.max)],
+                BlockSize::Split(entries) => entries
+                    .iter()
+                    .filter(|entry| entry.percent > 0)
+                    .map(|entry| ("bssplit", entry.len_bytes))
+                    .collect(),
+            };
+            let align = self.block_align.get(*direction).map(|a| ("blockalign", a));
+            for (option, value) in sizes.into_iter().chain(align) {
+                if value % block != 0 {
+                    return Err(misaligned(option, value));
+                }
+            }
+        }
+        if region.offset_bytes % block != 0 {
+            return Err(misaligned("offset", region.offset_bytes));
+        }
+        if region.len_bytes % block != 0 {
+            return Err(misaligned("size", region.len_bytes));
+        }
+        Ok(())
+    }
+}
+
 /// The part of the target one job clone works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {

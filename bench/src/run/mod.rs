@@ -125,6 +125,11 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
             let region = spec
                 .region_for_clone(engine.size_bytes(), clone)
                 .map_err(Box::new)?;
+            // The null engine moves no data, so any size goes, as in fio.
+            if spec.engine() != EngineKind::Null {
+                spec.check_block_alignment(&region, engine.block_size_bytes(), &target_name(spec))
+                    .map_err(Box::new)?;
+            }
             let workload_config = setup::workload_config(
                 spec,
                 region,
@@ -258,6 +263,19 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
         engines,
         failed,
     })
+}
+
+/// How an alignment error names the job's target.
+fn target_name(spec: &JobSpec) -> String {
+    match (spec.engine(), &spec.filename) {
+        (EngineKind::Iscsi, None) => "the embedded target's LUN".into(),
+        (EngineKind::Iscsi, target) => format!("LUN {}", setup::describe_target(target.as_ref())),
+        (EngineKind::IoUring, target) if spec.direct => format!(
+            "{} (its direct-I/O alignment)",
+            setup::describe_target(target.as_ref())
+        ),
+        (_, target) => setup::describe_target(target.as_ref()),
+    }
 }
 
 /// One embedded target for every iSCSI job that names no target, big enough for all.

@@ -143,7 +143,7 @@ pub fn engine_config(
     }
 }
 
-fn describe_target(target: Option<&Target>) -> String {
+pub(crate) fn describe_target(target: Option<&Target>) -> String {
     match target {
         None => "(none)".into(),
         Some(Target::Null) => "null".into(),
