@@ -582,15 +582,15 @@ impl JobSpec {
             };
             let align = self.block_align.get(*direction).map(|a| ("blockalign", a));
             for (option, value) in sizes.into_iter().chain(align) {
-                if value % block != 0 {
+                if !value.is_multiple_of(block) {
                     return Err(misaligned(option, value));
                 }
             }
         }
-        if region.offset_bytes % block != 0 {
+        if !region.offset_bytes.is_multiple_of(block) {
             return Err(misaligned("offset", region.offset_bytes));
         }
-        if region.len_bytes % block != 0 {
+        if !region.len_bytes.is_multiple_of(block) {
             return Err(misaligned("size", region.len_bytes));
         }
         Ok(())
