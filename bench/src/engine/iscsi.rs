@@ -712,6 +712,12 @@ impl Engine for IscsiEngine {
         Ok(())
     }
 
+    /// The shards run on their own threads: a unit may be sent and answered before the
+    /// hand-over returns.
+    fn issues_when_submit_starts(&self) -> bool {
+        true
+    }
+
     fn submit(&mut self) -> Result<usize, EngineError> {
         Ok(self.push_pending())
     }

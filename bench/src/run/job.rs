@@ -212,10 +212,15 @@ impl Driver {
         if self.queued.is_empty() {
             return Ok(());
         }
+        let handed_over_ns = self.now_ns();
         self.engine
             .submit()
             .map_err(|e| format!("submitting I/O: {e}"))?;
-        let issue_ns = self.now_ns();
+        let issue_ns = if self.engine.issues_when_submit_starts() {
+            handed_over_ns
+        } else {
+            self.now_ns()
+        };
         let submitted = self.queued.len().min(u32::MAX as usize) as u32;
         for id in self.queued.drain(..) {
             if let Some(meta) = self.in_flight.get_mut(&id) {

@@ -4,6 +4,8 @@
 //! the results gathered into one [`RunReport`].
 
 mod buffers;
+#[cfg(test)]
+mod issue_time_tests;
 pub mod job;
 pub mod report;
 pub mod setup;
