@@ -372,3 +372,39 @@ fn clat_covers_the_round_trip_with_four_jobs_and_says_what_it_measures() {
         .unwrap_or_default()
         .contains("hand-over to the shard"));
 }
+
+#[test]
+fn verify_jobs_sharing_blocks_are_refused_before_any_io() {
+    let out = bench(&[
+        "--name=shared",
+        "--rw=randwrite",
+        "--bs=4k",
+        "--size=4m",
+        "--numjobs=4",
+        "--verify=crc32c",
+    ]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("job \"shared\" (clone 1 of 4) and job \"shared\" (clone 2 of 4)")
+            && stderr.contains("offset_increment=4194304"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Run status"));
+    // With their own regions the clones verify cleanly.
+    let out = bench(&[
+        "--name=own",
+        "--rw=randwrite",
+        "--bs=4k",
+        "--size=4m",
+        "--numjobs=4",
+        "--offset_increment=4m",
+        "--verify=crc32c",
+        "--output-format=json",
+    ]);
+    let doc = json(&out);
+    for job in doc["jobs"].as_array().expect("jobs") {
+        assert_eq!(job["error"], 0, "{}", describe(&out));
+    }
+}

@@ -7,6 +7,7 @@ mod buffers;
 #[cfg(test)]
 mod issue_time_tests;
 pub mod job;
+mod overlap;
 pub mod report;
 pub mod setup;
 mod status;
@@ -54,6 +55,8 @@ pub enum RunError {
         job: String,
         source: crate::workload::ContentError,
     },
+    #[error("{0}")]
+    VerifyOverlap(#[from] overlap::VerifyOverlap),
     #[error("job {job}: --readonly refuses a job that writes or trims")]
     ReadOnly { job: String },
     #[error("job {job}: its thread could not start: {source}")]
@@ -103,6 +106,7 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
         .or(tool.report_dir.as_ref().map(|_| Duration::from_secs(1)));
 
     let mut prepared: Vec<Prepared> = Vec::new();
+    let mut footprints: Vec<overlap::Footprint> = Vec::new();
     let mut job_number = 0u32;
     let entropy = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -150,6 +154,20 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
                 job: spec.name.clone(),
                 source,
             })?;
+            footprints.push(overlap::Footprint {
+                job: spec.name.clone(),
+                clone: clone + 1,
+                clones: spec.numjobs.max(1),
+                // As the phases are cut below: each job (clone) with stonewall starts one.
+                phase: footprints
+                    .last()
+                    .map_or(0, |last| last.phase + usize::from(spec.stonewall)),
+                targets: vec![target_name(spec)],
+                region,
+                writes: spec.does(crate::io::Direction::Write)
+                    || spec.does(crate::io::Direction::Trim),
+                verifies: spec.verify != crate::job::spec::VerifyKind::None,
+            });
             let live = Arc::new(LiveCounters::new());
             let bytes_total = workload.total_bytes();
             let setup = JobSetup {
@@ -195,6 +213,10 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
                 bytes_total,
             });
         }
+    }
+
+    if let Some(overlap) = overlap::find_verify_overlap(&footprints) {
+        return Err(overlap.into());
     }
 
     // Phases: a job with `stonewall` waits for every job before it.
