@@ -43,7 +43,7 @@ impl Footprint {
      Give the clones their own regions (offset_increment={hint_bytes}, the size), run the \
      jobs one after the other (stonewall), or verify in one job"
 )]
-pub(crate) struct VerifyOverlap {
+pub struct VerifyOverlap {
     pub first: String,
     pub second: String,
     pub verifier: String,
