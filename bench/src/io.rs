@@ -32,6 +32,9 @@ pub struct IoUnit {
     /// The caller's tag, unique among the I/Os in flight of one job.
     pub id: u64,
     pub direction: Direction,
+    /// Which of the job's files (LUNs) it goes to: an index into its `filename` list, 0
+    /// for a job with one.
+    pub file: u32,
     /// Byte offset in the target (file, device or LUN).
     pub offset: u64,
     /// Bytes moved.
@@ -44,6 +47,7 @@ impl std::fmt::Debug for IoUnit {
         f.debug_struct("IoUnit")
             .field("id", &self.id)
             .field("direction", &self.direction)
+            .field("file", &self.file)
             .field("offset", &self.offset)
             .field("len", &self.len)
             .field("buffer_len", &self.buffer.len())
@@ -248,6 +252,34 @@ impl Default for BufferOptions {
             compress_percentage: 0,
             compress_chunk_bytes: 512,
             dedupe_percentage: 0,
+        }
+    }
+}
+
+/// fio's `file_service_type`: which of a job's files the next I/O goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileServiceKind {
+    /// Each file in turn (fio's default).
+    #[default]
+    RoundRobin,
+    /// Finish one file before moving on to the next.
+    Sequential,
+    /// A file drawn at random.
+    Random,
+}
+
+/// `file_service_type=kind[:N]`: N I/Os go to a file before the next choice (default 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileService {
+    pub kind: FileServiceKind,
+    pub switch_after_ios: u32,
+}
+
+impl Default for FileService {
+    fn default() -> Self {
+        FileService {
+            kind: FileServiceKind::RoundRobin,
+            switch_after_ios: 1,
         }
     }
 }

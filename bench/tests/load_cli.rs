@@ -408,3 +408,90 @@ fn verify_jobs_sharing_blocks_are_refused_before_any_io() {
         assert_eq!(job["error"], 0, "{}", describe(&out));
     }
 }
+
+/// A target of our own with two 4 MiB RAM LUNs (0 and 1), for filename lists.
+fn two_lun_target() -> (gateway::server::RunningTarget, [String; 2]) {
+    use gateway::server::{TargetConfig, TargetNodeConfig};
+    let iqn = "iqn.2026-11.test:two-luns";
+    let node = TargetNodeConfig::new(
+        iqn,
+        vec![(0, "ram:4M".to_string()), (1, "ram:4M".to_string())],
+    );
+    let mut config = TargetConfig::new(
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        node,
+    );
+    config.threads = Some(1);
+    let target = gateway::server::start(config).expect("target starts");
+    let portal = target.addrs()[0];
+    // fio's libiscsi spelling: every colon of a URL escaped, URLs separated by a bare one.
+    let url = |lun: u32| {
+        format!(
+            "iscsi\\://127.0.0.1\\:{}/{}/{lun}",
+            portal.port(),
+            iqn.replace(':', "\\:")
+        )
+    };
+    (target, [url(0), url(1)])
+}
+
+#[test]
+fn a_filename_list_spreads_a_job_over_several_luns() {
+    let (_target, urls) = two_lun_target();
+    let filename = format!("--filename={}", urls.join(":"));
+    for service in ["roundrobin", "sequential", "random"] {
+        let service_option = format!("--file_service_type={service}");
+        let out = bench(&[
+            "--name=luns",
+            filename.as_str(),
+            service_option.as_str(),
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=8m",
+            "--verify=crc32c",
+            "--iodepth=4",
+            "--output-format=json",
+        ]);
+        let doc = json(&out);
+        let job = &doc["jobs"][0];
+        assert_eq!(job["error"], 0, "{service}: {}", describe(&out));
+        // size is divided between the LUNs, as fio divides it between files: 4 MiB each.
+        assert_eq!(job["write"]["io_bytes"], 8 << 20, "{service}");
+    }
+    // What the list wrote to LUN 1 is there: a read of LUN 1 alone checks the headers.
+    let lun1 = format!("--filename={}", urls[1]);
+    let out = bench(&[
+        "--name=lun1",
+        lun1.as_str(),
+        "--rw=read",
+        "--bs=4k",
+        "--size=4m",
+        "--verify=crc32c",
+        "--output-format=json",
+    ]);
+    let doc = json(&out);
+    assert_eq!(doc["jobs"][0]["error"], 0, "{}", describe(&out));
+    assert_eq!(doc["jobs"][0]["read"]["io_bytes"], 4 << 20);
+}
+
+#[test]
+fn filename_lists_the_engine_cannot_serve_are_refused_with_a_reason() {
+    let out = bench(&[
+        "--name=mixed",
+        "--filename=iscsi://127.0.0.1/iqn.2026-11.test:a/0:iscsi://127.0.0.1/iqn.2026-11.test:b/1",
+        "--rw=read",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must be on one target"),
+        "{}",
+        describe(&out)
+    );
+    let out = bench(&["--name=files", "--filename=/tmp/a:/tmp/b", "--rw=read"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("give each local file its own job"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -74,6 +74,17 @@ pub trait Engine: Send {
     /// buffered file. An I/O that breaks it fails with a message that says so.
     fn block_size_bytes(&self) -> u32;
 
+    /// Files (LUNs) the engine addresses: units name one by index ([`IoUnit::file`]).
+    fn file_count(&self) -> usize {
+        1
+    }
+
+    /// Size and logical block of file `file` (file 0 is the one [`Engine::size_bytes`] and
+    /// [`Engine::block_size_bytes`] describe); `None` past the last.
+    fn file_geometry(&self, file: usize) -> Option<(u64, u32)> {
+        (file == 0).then(|| (self.size_bytes(), self.block_size_bytes()))
+    }
+
     /// Most units the engine holds at once, queued and in flight together.
     fn queue_depth(&self) -> usize;
 

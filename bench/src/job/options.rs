@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::error::{JobError, Origin, Suggestion, ValueError};
 use super::spec::{
-    BlockSize, ChapCredentials, DigestChoice, Engine, JobSpec, LogName, PerDir, RateProcess,
-    SizeSpec, TransportKind, VerifyKind,
+    BlockSize, ChapCredentials, DigestChoice, Engine, FileService, FileServiceKind, JobSpec,
+    LogName, PerDir, RateProcess, SizeSpec, TransportKind, VerifyKind,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -73,6 +73,14 @@ pub static OPTIONS: &[OptionDef] = &[
         "iscsi://[user[%pass]@]host[:port]/iqn/lun | path | null",
         "embedded target",
         "What the job does I/O to"
+    ),
+    opt!(
+        "file_service_type",
+        [],
+        Required,
+        "roundrobin|sequential|random[:N]",
+        "roundrobin",
+        "Which file of a filename list the next I/O goes to (N I/Os per choice)"
     ),
     opt!(
         "ioengine",
@@ -623,7 +631,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "percentage_random",
     "allrandrepeat",
     "nrfiles",
-    "file_service_type",
     "openfiles",
     "fallocate",
     "fadvise_hint",
@@ -909,7 +916,14 @@ impl Scope {
         match def.name {
             "name" => spec.name = required().to_string(),
             "description" => spec.description = Some(required().to_string()),
-            "filename" => spec.filename = Some(value::parse_target(required()).map_err(bad)?),
+            "filename" => {
+                let mut targets = value::parse_targets(required()).map_err(bad)?.into_iter();
+                spec.filename = targets.next();
+                spec.more_filenames = targets.collect();
+            }
+            "file_service_type" => {
+                spec.file_service = parse_file_service(required()).map_err(bad)?
+            }
             "ioengine" => spec.ioengine = Some(parse_engine(required()).map_err(bad)?),
             "direct" => spec.direct = flag()?,
             "buffered" => spec.direct = !flag()?,
@@ -1255,6 +1269,32 @@ fn text_sets_direction(text: &str, direction: Direction) -> bool {
 
 fn parse_count(text: &str, min: u64) -> Result<u32, ValueError> {
     value::parse_u64_in(text, min, u64::from(u32::MAX)).map(|count| count as u32)
+}
+
+fn parse_file_service(text: &str) -> Result<FileService, ValueError> {
+    let (kind, count) = match text.split_once(':') {
+        Some((kind, count)) => (kind, Some(count)),
+        None => (text, None),
+    };
+    let kind = match kind {
+        "roundrobin" => FileServiceKind::RoundRobin,
+        "sequential" => FileServiceKind::Sequential,
+        "random" => FileServiceKind::Random,
+        "zipf" | "pareto" | "normal" | "gauss" => {
+            return Err(ValueError::new(format!(
+                "file_service_type={kind} is not supported (roundrobin, sequential, random)"
+            )))
+        }
+        _ => return Err(ValueError::new("expected roundrobin, sequential or random")),
+    };
+    let switch_after_ios = match count {
+        None => 1,
+        Some(count) => parse_count(count, 1)?,
+    };
+    Ok(FileService {
+        kind,
+        switch_after_ios,
+    })
 }
 
 fn parse_engine(text: &str) -> Result<Engine, ValueError> {

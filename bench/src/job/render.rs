@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::spec::{
-    BlockSize, DigestChoice, Distribution, JobSpec, LogName, PerDir, RateProcess, SizeSpec, Target,
-    TransportKind, VerifyKind,
+    BlockSize, DigestChoice, Distribution, FileServiceKind, JobSpec, LogName, PerDir, RateProcess,
+    SizeSpec, Target, TransportKind, VerifyKind,
 };
 use super::value::render_iscsi_url;
 
@@ -68,12 +68,26 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
         push("ioengine", engine.name().to_string());
     }
     if let Some(target) = &spec.filename {
-        let text = match target {
-            Target::Iscsi(url) => render_iscsi_url(url),
-            Target::Path(path) => escape_colons(&path.to_string_lossy()),
-            Target::Null => "null".to_string(),
+        let text: Vec<String> = std::iter::once(target)
+            .chain(&spec.more_filenames)
+            .map(|target| match target {
+                Target::Iscsi(url) => render_iscsi_url(url),
+                Target::Path(path) => escape_colons(&path.to_string_lossy()),
+                Target::Null => "null".to_string(),
+            })
+            .collect();
+        push("filename", text.join(":"));
+    }
+    if spec.file_service != default.file_service {
+        let kind = match spec.file_service.kind {
+            FileServiceKind::RoundRobin => "roundrobin",
+            FileServiceKind::Sequential => "sequential",
+            FileServiceKind::Random => "random",
         };
-        push("filename", text);
+        push(
+            "file_service_type",
+            format!("{kind}:{}", spec.file_service.switch_after_ios),
+        );
     }
     for (name, value, default_value) in [
         ("direct", spec.direct, default.direct),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::error::{JobError, Origin};
 use crate::io::Direction;
-pub use crate::io::{BufferOptions, Distribution, PerDir, RateProcess, RwKind};
+pub use crate::io::{
+    BufferOptions, Distribution, FileService, FileServiceKind, PerDir, RateProcess, RwKind,
+};
 
 /// `rw=` with fio's optional `:<nr>` suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +248,11 @@ pub struct JobSpec {
 
     // Target and engine.
     pub filename: Option<Target>,
+    /// The second and later entries of fio's `:`-separated `filename` list (LUNs of the
+    /// first one's target).
+    pub more_filenames: Vec<Target>,
+    /// `file_service_type`: which file of the list the next I/O goes to.
+    pub file_service: FileService,
     /// `None`: chosen from the target (see [`JobSpec::engine`]).
     pub ioengine: Option<Engine>,
     pub direct: bool,
@@ -364,6 +371,8 @@ impl JobSpec {
             origin: Origin::Builtin,
             group_id: 0,
             filename: None,
+            more_filenames: Vec::new(),
+            file_service: FileService::default(),
             ioengine: None,
             direct: false,
             fixedbufs: false,

@@ -167,6 +167,7 @@ impl Driver {
         let unit = IoUnit {
             id,
             direction: planned.direction,
+            file: planned.file,
             offset: planned.offset,
             len: planned.len,
             buffer,

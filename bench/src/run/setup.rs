@@ -138,6 +138,15 @@ pub fn engine_config(
                 .and_then(|cpus| cpus.first())
                 .map(|&cpu| cpu as usize);
             options.transport = spec.iscsi.transport;
+            // The job checked that the list names LUNs of this one target.
+            options.more_luns = spec
+                .more_filenames
+                .iter()
+                .filter_map(|target| match target {
+                    Target::Iscsi(url) => Some(url.lun),
+                    _ => None,
+                })
+                .collect();
             Ok(EngineConfig::Iscsi(Box::new(options)))
         }
     }
@@ -334,5 +343,8 @@ pub fn workload_config(
         seed: job_seed(spec.randseed, spec.randrepeat, job_number, entropy),
         pacing,
         verify,
+        // The runner adds the other files' regions once their LUNs are open.
+        more_files: Vec::new(),
+        file_service: spec.file_service,
     })
 }

@@ -302,6 +302,11 @@ impl Generator {
         }
     }
 
+    /// Bytes per loop (`io_size`, else `size`).
+    pub(crate) fn loop_bytes(&self) -> u64 {
+        self.loop_bytes
+    }
+
     /// Bytes in the whole job; `None` when time-based.
     pub(crate) fn total_bytes(&self) -> Option<u64> {
         if self.time_based {
