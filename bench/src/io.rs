@@ -32,6 +32,9 @@ pub struct IoUnit {
     /// The caller's tag, unique among the I/Os in flight of one job.
     pub id: u64,
     pub direction: Direction,
+    /// Which of the job's files (LUNs) it goes to: an index into its `filename` list, 0
+    /// for a job with one.
+    pub file: u32,
     /// Byte offset in the target (file, device or LUN).
     pub offset: u64,
     /// Bytes moved.
@@ -44,6 +47,7 @@ impl std::fmt::Debug for IoUnit {
         f.debug_struct("IoUnit")
             .field("id", &self.id)
             .field("direction", &self.direction)
+            .field("file", &self.file)
             .field("offset", &self.offset)
             .field("len", &self.len)
             .field("buffer_len", &self.buffer.len())
@@ -212,4 +216,70 @@ pub enum RateProcess {
     Linear,
     /// Exponential gaps (a Poisson arrival process), mean 1/IOPS.
     Poisson,
+}
+
+/// What write buffers hold (fio(1), "Buffers and memory": `zero_buffers`, `refill_buffers`,
+/// `scramble_buffers`, `buffer_pattern`, `buffer_compress_percentage`,
+/// `buffer_compress_chunk`, `dedupe_percentage`). [`Default`] is fio's: random data, filled
+/// once per buffer and scrambled on each write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferOptions {
+    /// Buffers start as zeros instead of random data.
+    pub zero_buffers: bool,
+    /// Fill the buffer again before every write (fio turns this on itself for
+    /// `buffer_compress_percentage` and `dedupe_percentage`).
+    pub refill_buffers: bool,
+    /// Stamp the offset and the time into every 512 bytes of a reused buffer, so no two
+    /// writes are identical blocks (fio's default).
+    pub scramble_buffers: bool,
+    /// Bytes repeated through the buffer instead of random data; empty when not given.
+    pub pattern: Vec<u8>,
+    /// Share of each chunk (0..=100) that is compressible (zeros, or the pattern).
+    pub compress_percentage: u32,
+    /// The chunk `compress_percentage` applies to; 0 is the whole buffer.
+    pub compress_chunk_bytes: u32,
+    /// Share of write buffers (0..=100) that repeat an earlier buffer exactly.
+    pub dedupe_percentage: u32,
+}
+
+impl Default for BufferOptions {
+    fn default() -> Self {
+        BufferOptions {
+            zero_buffers: false,
+            refill_buffers: false,
+            scramble_buffers: true,
+            pattern: Vec::new(),
+            compress_percentage: 0,
+            compress_chunk_bytes: 512,
+            dedupe_percentage: 0,
+        }
+    }
+}
+
+/// fio's `file_service_type`: which of a job's files the next I/O goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileServiceKind {
+    /// Each file in turn (fio's default).
+    #[default]
+    RoundRobin,
+    /// Finish one file before moving on to the next.
+    Sequential,
+    /// A file drawn at random.
+    Random,
+}
+
+/// `file_service_type=kind[:N]`: N I/Os go to a file before the next choice (default 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileService {
+    pub kind: FileServiceKind,
+    pub switch_after_ios: u32,
+}
+
+impl Default for FileService {
+    fn default() -> Self {
+        FileService {
+            kind: FileServiceKind::RoundRobin,
+            switch_after_ios: 1,
+        }
+    }
 }

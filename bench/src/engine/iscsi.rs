@@ -166,6 +166,8 @@ pub struct IscsiOptions {
     /// software TCP, or a model of a dependent or independent offload adapter with one
     /// queue pair per shard.
     pub transport: TransportKind,
+    /// More LUNs of the same target, addressed as files 1, 2, ... (fio's `filename` list).
+    pub more_luns: Vec<u64>,
 }
 
 impl IscsiOptions {
@@ -178,8 +180,17 @@ impl IscsiOptions {
             io_timeout: None,
             first_core: None,
             transport: TransportKind::Software,
+            more_luns: Vec::new(),
         }
     }
+}
+
+/// One LUN beyond the first, as READ CAPACITY found it.
+#[derive(Debug, Clone, Copy)]
+struct MoreLun {
+    lun: u64,
+    size_bytes: u64,
+    block_size_bytes: u32,
 }
 
 /// One command the engine has handed (or will hand) to a shard.
@@ -203,6 +214,8 @@ pub struct IscsiEngine {
     lun: u64,
     block_size_bytes: u32,
     size_bytes: u64,
+    /// Files 1, 2, ...: more LUNs of the target.
+    more_luns: Vec<MoreLun>,
     unmap_supported: Option<bool>,
     iodepth: usize,
     io_timeout: Option<Duration>,
@@ -281,6 +294,18 @@ impl IscsiEngine {
             clear_unit_attention(&pool, shard, lun)?;
         }
         let (size_bytes, block_size_bytes) = read_capacity(&pool, lun)?;
+        let mut more_luns = Vec::with_capacity(options.more_luns.len());
+        for &lun in &options.more_luns {
+            for shard in 0..pool.len() {
+                clear_unit_attention(&pool, shard, lun)?;
+            }
+            let (size_bytes, block_size_bytes) = read_capacity(&pool, lun)?;
+            more_luns.push(MoreLun {
+                lun,
+                size_bytes,
+                block_size_bytes,
+            });
+        }
         let unmap_supported = block_limits(&pool, lun).map(|l| l.max_unmap_lba_count > 0);
         tracing::info!(
             url = %url,
@@ -300,6 +325,7 @@ impl IscsiEngine {
             lun,
             block_size_bytes,
             size_bytes,
+            more_luns,
             unmap_supported,
             iodepth: options.iodepth,
             io_timeout: options.io_timeout,
@@ -358,8 +384,26 @@ impl IscsiEngine {
 
     /// The CDB, data direction and buffer of `unit`'s command (the unit keeps a trim's
     /// empty buffer; the UNMAP parameter list travels instead).
+    /// The LUN and logical block of file `file` (0: the URL's LUN).
+    fn lun_of(&self, file: u32) -> Option<(u64, u32)> {
+        match file {
+            0 => Some((self.lun, self.block_size_bytes)),
+            n => self
+                .more_luns
+                .get(n as usize - 1)
+                .map(|more| (more.lun, more.block_size_bytes)),
+        }
+    }
+
     fn command(&self, unit: &mut IoUnit) -> Result<(Vec<u8>, DataDirection, Vec<u8>), IoError> {
-        let block = u64::from(self.block_size_bytes);
+        let Some((_, block_size_bytes)) = self.lun_of(unit.file) else {
+            return Err(IoError::Transport(format!(
+                "file {} of a job with {} LUN(s)",
+                unit.file,
+                self.more_luns.len() + 1
+            )));
+        };
+        let block = u64::from(block_size_bytes);
         if !unit.offset.is_multiple_of(block)
             || !u64::from(unit.len).is_multiple_of(block)
             || unit.len == 0
@@ -382,12 +426,12 @@ impl IscsiEngine {
                 )))
             }
             Direction::Read => {
-                let cdb = Cdb::read(lba, blocks, self.block_size_bytes, false).map_err(invalid)?;
+                let cdb = Cdb::read(lba, blocks, block_size_bytes, false).map_err(invalid)?;
                 let buffer = std::mem::take(&mut unit.buffer);
                 Ok((cdb.as_bytes().to_vec(), DataDirection::Read { len }, buffer))
             }
             Direction::Write => {
-                let cdb = Cdb::write(lba, blocks, self.block_size_bytes, false).map_err(invalid)?;
+                let cdb = Cdb::write(lba, blocks, block_size_bytes, false).map_err(invalid)?;
                 let buffer = std::mem::take(&mut unit.buffer);
                 Ok((
                     cdb.as_bytes().to_vec(),
@@ -688,12 +732,13 @@ impl Engine for IscsiEngine {
                 return Ok(());
             }
         };
+        let lun = self.lun_of(unit.file).map_or(self.lun, |(lun, _)| lun);
         let tag = self.next_tag;
         self.next_tag = self.next_tag.wrapping_add(1);
         self.pending.push_back((
             shard,
             ShardRequest {
-                lun: self.lun,
+                lun,
                 cdb,
                 direction,
                 buffer,
@@ -711,6 +756,26 @@ impl Engine for IscsiEngine {
             },
         );
         Ok(())
+    }
+
+    fn file_count(&self) -> usize {
+        1 + self.more_luns.len()
+    }
+
+    fn file_geometry(&self, file: usize) -> Option<(u64, u32)> {
+        match file {
+            0 => Some((self.size_bytes, self.block_size_bytes)),
+            n => self
+                .more_luns
+                .get(n - 1)
+                .map(|more| (more.size_bytes, more.block_size_bytes)),
+        }
+    }
+
+    /// The shards run on their own threads: a unit may be sent and answered before the
+    /// hand-over returns.
+    fn issues_when_submit_starts(&self) -> bool {
+        true
     }
 
     fn submit(&mut self) -> Result<usize, EngineError> {
@@ -1098,6 +1163,7 @@ mod tests {
     fn unit(direction: Direction, len: u32) -> IoUnit {
         IoUnit {
             id: 1,
+            file: 0,
             direction,
             offset: 0,
             len,

@@ -13,11 +13,15 @@
 //! 1. [`Engine::queue`] for each new I/O. A full engine (queued plus in flight reached
 //!    [`Engine::queue_depth`]) hands the unit back, as a full bounded queue does (STYLE.md).
 //! 2. [`Engine::submit`] once `iodepth_batch_submit` units are queued: every queued unit goes
-//!    to the kernel (or the shard) before it returns. The runner stamps the submission time
-//!    after it returns: that is fio's *slat* end for every unit of the batch. For io_uring
-//!    that is the `io_uring_enter` that carried them; for iSCSI it is the hand-over to the
-//!    shard's queue (the PDU goes out on the shard thread a little later, which the shard API
-//!    does not report), and for null there is no submission at all.
+//!    to the kernel (or the shard) before it returns. The runner stamps the issue time of
+//!    every unit of the batch, fio's *slat* end and *clat* start: after `submit` returns for
+//!    io_uring (the `io_uring_enter` that carried them, as fio's io_uring engine does), and
+//!    when `submit` starts for iSCSI ([`Engine::issues_when_submit_starts`]). The iSCSI hand-over
+//!    puts the units on the shards' queues, and a shard on another core may send, and even
+//!    complete, a unit before `submit` returns to a job thread that was preempted meanwhile;
+//!    stamped after, such a unit showed a clat of 3 µs. The shard API does not report when a
+//!    PDU goes out, so clat covers the hand-over too (the README and the JSON's
+//!    `"iscsi_bench"."latency"` say so). For null there is no submission at all.
 //! 3. [`Engine::reap`] with a minimum count and a timeout; each [`IoDone`] carries the unit
 //!    back, with its buffer, and a `Result` with the [`IoError`] kind.
 //! 4. [`Engine::close`] at the end: it waits for I/O still in flight and returns the final
@@ -70,6 +74,17 @@ pub trait Engine: Send {
     /// buffered file. An I/O that breaks it fails with a message that says so.
     fn block_size_bytes(&self) -> u32;
 
+    /// Files (LUNs) the engine addresses: units name one by index ([`IoUnit::file`]).
+    fn file_count(&self) -> usize {
+        1
+    }
+
+    /// Size and logical block of file `file` (file 0 is the one [`Engine::size_bytes`] and
+    /// [`Engine::block_size_bytes`] describe); `None` past the last.
+    fn file_geometry(&self, file: usize) -> Option<(u64, u32)> {
+        (file == 0).then(|| (self.size_bytes(), self.block_size_bytes()))
+    }
+
     /// Most units the engine holds at once, queued and in flight together.
     fn queue_depth(&self) -> usize;
 
@@ -92,6 +107,13 @@ pub trait Engine: Send {
     /// Queues one I/O. A full engine hands the unit back untouched. An I/O the engine
     /// cannot carry out (misaligned, past the end) is accepted and completes with an error.
     fn queue(&mut self, unit: IoUnit) -> Result<(), IoUnit>;
+
+    /// Whether a unit counts as issued when [`Engine::submit`] starts rather than when it
+    /// returns: true for engines whose `submit` hands units to another thread that may
+    /// complete them before `submit` returns (see the module docs).
+    fn issues_when_submit_starts(&self) -> bool {
+        false
+    }
 
     /// Submits every queued unit; returns how many went out.
     fn submit(&mut self) -> Result<usize, EngineError>;

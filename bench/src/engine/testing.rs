@@ -11,6 +11,7 @@ pub fn unit(id: u64, direction: Direction, offset: u64, buffer: Vec<u8>, len: u3
     IoUnit {
         id,
         direction,
+        file: 0,
         offset,
         len,
         buffer,

@@ -385,6 +385,57 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
         }
         _ => {}
     }
+    // A filename list: LUNs of one target, reached through one session (fio's libiscsi
+    // engine opens one per file; several targets in one job are not supported yet).
+    if let (Some(first), false) = (&spec.filename, spec.more_filenames.is_empty()) {
+        let Target::Iscsi(first) = first else {
+            return Err(invalid(
+                "several files in one job (a ':'-separated filename list) are supported for \
+                 iSCSI LUNs of one target; give each local file its own job"
+                    .into(),
+            ));
+        };
+        let mut luns = vec![first.lun];
+        for other in &spec.more_filenames {
+            let Target::Iscsi(other) = other else {
+                return Err(invalid(
+                    "a filename list mixes iscsi:// URLs with other targets".into(),
+                ));
+            };
+            let same_target = (
+                &other.host,
+                other.port,
+                &other.target_iqn,
+                &other.user,
+                &other.password,
+            ) == (
+                &first.host,
+                first.port,
+                &first.target_iqn,
+                &first.user,
+                &first.password,
+            );
+            if !same_target {
+                return Err(invalid(format!(
+                    "the LUNs of a filename list must be on one target (one login): \
+                     iscsi://{}:{}/{} and iscsi://{}:{}/{} differ",
+                    first.host,
+                    first.port,
+                    first.target_iqn,
+                    other.host,
+                    other.port,
+                    other.target_iqn
+                )));
+            }
+            if luns.contains(&other.lun) {
+                return Err(invalid(format!(
+                    "LUN {} appears twice in the filename list",
+                    other.lun
+                )));
+            }
+            luns.push(other.lun);
+        }
+    }
     if let (Some(Target::Iscsi(url)), Some(_)) = (&spec.filename, &spec.iscsi.chap) {
         if url.user.is_some() {
             return Err(conflict(

@@ -174,6 +174,21 @@ pub enum JobError {
         len_bytes: u64,
         target_bytes: u64,
     },
+    /// A size or offset of the job that the target's logical block does not divide: every
+    /// I/O would fail, so the job is refused once the block size is known (READ CAPACITY
+    /// for a LUN, the direct-I/O alignment for a file or device).
+    #[error(
+        "{at}: job {job:?}: {option}={value} is not a multiple of the {block_bytes}-byte \
+         logical block of {target}"
+    )]
+    Misaligned {
+        at: Origin,
+        job: String,
+        option: &'static str,
+        value: u64,
+        block_bytes: u32,
+        target: String,
+    },
     /// A command-line argument that is not an option iscsi-bench knows.
     #[error("{at}: unknown command-line option {option:?}{suggestion}")]
     UnknownToolOption {
@@ -209,6 +224,7 @@ impl JobError {
             | JobError::InvalidJob { at, .. }
             | JobError::ZeroSize { at, .. }
             | JobError::PastEnd { at, .. }
+            | JobError::Misaligned { at, .. }
             | JobError::UnknownToolOption { at, .. } => Some(at),
             JobError::NoJobs | JobError::NoSuchSection { .. } => None,
         }

@@ -28,7 +28,9 @@
 //! - booleans also take true/false, yes/no, on/off, and a bare name (fio: 1/0 only);
 //! - blanks around `=` are ignored (fio keeps them in the value);
 //! - `percentile_list` takes up to 256 entries (fio: 20);
-//! - one file per job: fio's `filename=a:b` lists are refused (escape `\:` as fio does);
+//! - fio's `filename=a:b` lists are taken for iSCSI LUNs of one target (one login), with
+//!   `file_service_type` roundrobin, sequential or random (`:N` I/Os per choice); lists of
+//!   local files, or of LUNs on several targets, are refused (escape `\:` as fio does);
 //! - a job with verify and a read-only pattern is accepted, as in fio: it checks what an
 //!   earlier write run left.
 //!

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::error::{JobError, Origin, Suggestion, ValueError};
 use super::spec::{
-    BlockSize, ChapCredentials, DigestChoice, Engine, JobSpec, LogName, PerDir, RateProcess,
-    SizeSpec, TransportKind, VerifyKind,
+    BlockSize, ChapCredentials, DigestChoice, Engine, FileService, FileServiceKind, JobSpec,
+    LogName, PerDir, RateProcess, SizeSpec, TransportKind, VerifyKind,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -73,6 +73,14 @@ pub static OPTIONS: &[OptionDef] = &[
         "iscsi://[user[%pass]@]host[:port]/iqn/lun | path | null",
         "embedded target",
         "What the job does I/O to"
+    ),
+    opt!(
+        "file_service_type",
+        [],
+        Required,
+        "roundrobin|sequential|random[:N]",
+        "roundrobin",
+        "Which file of a filename list the next I/O goes to (N I/Os per choice)"
     ),
     opt!(
         "ioengine",
@@ -350,6 +358,30 @@ pub static OPTIONS: &[OptionDef] = &[
         "How rated I/Os are spaced"
     ),
     opt!(
+        "rate_min",
+        ["ratemin"],
+        Required,
+        "int[,int][,int] (bytes/s)",
+        "none",
+        "Fail the job below this bandwidth (read,write,trim)"
+    ),
+    opt!(
+        "rate_iops_min",
+        [],
+        Required,
+        "int[,int][,int]",
+        "none",
+        "Fail the job below this IOPS (read,write,trim)"
+    ),
+    opt!(
+        "rate_cycle",
+        ["ratecycle"],
+        Required,
+        "time (ms)",
+        "1000",
+        "Window rate_min and rate_iops_min are averaged over"
+    ),
+    opt!(
         "thinktime",
         [],
         Required,
@@ -404,6 +436,62 @@ pub static OPTIONS: &[OptionDef] = &[
         "int",
         "none",
         "Verify after this many blocks are written"
+    ),
+    opt!(
+        "zero_buffers",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Write buffers start as zeros instead of random data"
+    ),
+    opt!(
+        "refill_buffers",
+        [],
+        Flag,
+        "bool",
+        "0",
+        "Fill write buffers again before every write"
+    ),
+    opt!(
+        "scramble_buffers",
+        [],
+        Flag,
+        "bool",
+        "1",
+        "Stamp offset and time into reused write buffers (defeats naive dedupe)"
+    ),
+    opt!(
+        "buffer_pattern",
+        [],
+        Required,
+        "0xhex | decimal | \"string\"",
+        "none",
+        "Fill write buffers with this pattern"
+    ),
+    opt!(
+        "buffer_compress_percentage",
+        [],
+        Required,
+        "int (0..100)",
+        "0",
+        "Make write data compressible to this percentage"
+    ),
+    opt!(
+        "buffer_compress_chunk",
+        [],
+        Required,
+        "int (bytes)",
+        "512",
+        "Size of the random/compressible regions (0: the whole buffer)"
+    ),
+    opt!(
+        "dedupe_percentage",
+        [],
+        Required,
+        "int (0..100)",
+        "0",
+        "Share of write buffers that repeat an earlier one"
     ),
     opt!(
         "group_reporting",
@@ -543,7 +631,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "percentage_random",
     "allrandrepeat",
     "nrfiles",
-    "file_service_type",
     "openfiles",
     "fallocate",
     "fadvise_hint",
@@ -602,10 +689,7 @@ pub static UNSUPPORTED: &[&str] = &[
     "thinktime_spin",
     "thinktime_blocks_type",
     "thinktime_iotime",
-    "rate_min",
-    "rate_cycle",
     "rate_ignore_thinktime",
-    "rate_iops_min",
     "max_latency",
     "latency_target",
     "latency_window",
@@ -650,13 +734,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "log_alternate_epoch_clock_id",
     "block_error_percentiles",
     "stats",
-    "zero_buffers",
-    "refill_buffers",
-    "scramble_buffers",
-    "buffer_pattern",
-    "buffer_compress_percentage",
-    "buffer_compress_chunk",
-    "dedupe_percentage",
     "dedupe_mode",
     "dedupe_working_set_percentage",
     "dedupe_global",
@@ -839,7 +916,14 @@ impl Scope {
         match def.name {
             "name" => spec.name = required().to_string(),
             "description" => spec.description = Some(required().to_string()),
-            "filename" => spec.filename = Some(value::parse_target(required()).map_err(bad)?),
+            "filename" => {
+                let mut targets = value::parse_targets(required()).map_err(bad)?.into_iter();
+                spec.filename = targets.next();
+                spec.more_filenames = targets.collect();
+            }
+            "file_service_type" => {
+                spec.file_service = parse_file_service(required()).map_err(bad)?
+            }
             "ioengine" => spec.ioengine = Some(parse_engine(required()).map_err(bad)?),
             "direct" => spec.direct = flag()?,
             "buffered" => spec.direct = !flag()?,
@@ -1008,27 +1092,28 @@ impl Scope {
                     value::parse_range(required(), |p| value::parse_time(p, TimeUnit::Seconds))
                         .map_err(bad)?
             }
-            "rate" | "rate_iops" => {
+            "rate" | "rate_iops" | "rate_min" | "rate_iops_min" => {
+                let in_bytes = matches!(def.name, "rate" | "rate_min");
                 let parse_rate = |part: &str| -> Result<Option<u64>, ValueError> {
-                    let rate = if def.name == "rate" {
+                    let rate = if in_bytes {
                         value::parse_size(part, kb_base)?
                     } else {
                         value::parse_u64(part)?
                     };
-                    // fio: 0 means no cap.
+                    // fio: 0 means no cap (or no floor).
                     Ok((rate > 0).then_some(rate))
                 };
-                let current = if def.name == "rate" {
-                    &spec.rate
-                } else {
-                    &spec.rate_iops
+                let target = match def.name {
+                    "rate" => &mut spec.rate,
+                    "rate_iops" => &mut spec.rate_iops,
+                    "rate_min" => &mut spec.rate_min,
+                    _ => &mut spec.rate_iops_min,
                 };
-                let parsed = value::parse_per_dir(required(), current, parse_rate).map_err(bad)?;
-                if def.name == "rate" {
-                    spec.rate = parsed;
-                } else {
-                    spec.rate_iops = parsed;
-                }
+                *target = value::parse_per_dir(required(), target, parse_rate).map_err(bad)?;
+            }
+            "rate_cycle" => {
+                spec.rate_cycle =
+                    value::parse_time(required(), TimeUnit::Milliseconds).map_err(bad)?
             }
             "rate_process" => {
                 spec.rate_process = match required() {
@@ -1057,6 +1142,27 @@ impl Scope {
             "verify_backlog" => {
                 let backlog = value::parse_u64(required()).map_err(bad)?;
                 spec.verify_backlog = (backlog > 0).then_some(backlog);
+            }
+            "zero_buffers" => spec.buffers.zero_buffers = flag()?,
+            "refill_buffers" => spec.buffers.refill_buffers = flag()?,
+            "scramble_buffers" => spec.buffers.scramble_buffers = flag()?,
+            "buffer_pattern" => {
+                spec.buffers.pattern = value::parse_verify_pattern(required()).map_err(bad)?
+            }
+            "buffer_compress_percentage" => {
+                spec.buffers.compress_percentage =
+                    value::parse_u64_in(required(), 0, 100).map_err(bad)? as u32
+            }
+            "buffer_compress_chunk" => {
+                spec.buffers.compress_chunk_bytes = value::parse_size(required(), kb_base)
+                    .map_err(bad)
+                    .and_then(|bytes| {
+                        u32::try_from(bytes).map_err(|_| bad(ValueError::new("larger than 4 GiB")))
+                    })?
+            }
+            "dedupe_percentage" => {
+                spec.buffers.dedupe_percentage =
+                    value::parse_u64_in(required(), 0, 100).map_err(bad)? as u32
             }
             "group_reporting" => spec.group_reporting = flag()?,
             "stonewall" => spec.stonewall = flag()?,
@@ -1163,6 +1269,32 @@ fn text_sets_direction(text: &str, direction: Direction) -> bool {
 
 fn parse_count(text: &str, min: u64) -> Result<u32, ValueError> {
     value::parse_u64_in(text, min, u64::from(u32::MAX)).map(|count| count as u32)
+}
+
+fn parse_file_service(text: &str) -> Result<FileService, ValueError> {
+    let (kind, count) = match text.split_once(':') {
+        Some((kind, count)) => (kind, Some(count)),
+        None => (text, None),
+    };
+    let kind = match kind {
+        "roundrobin" => FileServiceKind::RoundRobin,
+        "sequential" => FileServiceKind::Sequential,
+        "random" => FileServiceKind::Random,
+        "zipf" | "pareto" | "normal" | "gauss" => {
+            return Err(ValueError::new(format!(
+                "file_service_type={kind} is not supported (roundrobin, sequential, random)"
+            )))
+        }
+        _ => return Err(ValueError::new("expected roundrobin, sequential or random")),
+    };
+    let switch_after_ios = match count {
+        None => 1,
+        Some(count) => parse_count(count, 1)?,
+    };
+    Ok(FileService {
+        kind,
+        switch_after_ios,
+    })
 }
 
 fn parse_engine(text: &str) -> Result<Engine, ValueError> {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::spec::{
-    BlockSize, DigestChoice, Distribution, JobSpec, LogName, PerDir, RateProcess, SizeSpec, Target,
-    TransportKind, VerifyKind,
+    BlockSize, DigestChoice, Distribution, FileServiceKind, JobSpec, LogName, PerDir, RateProcess,
+    SizeSpec, Target, TransportKind, VerifyKind,
 };
 use super::value::render_iscsi_url;
 
@@ -68,12 +68,26 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
         push("ioengine", engine.name().to_string());
     }
     if let Some(target) = &spec.filename {
-        let text = match target {
-            Target::Iscsi(url) => render_iscsi_url(url),
-            Target::Path(path) => escape_colons(&path.to_string_lossy()),
-            Target::Null => "null".to_string(),
+        let text: Vec<String> = std::iter::once(target)
+            .chain(&spec.more_filenames)
+            .map(|target| match target {
+                Target::Iscsi(url) => render_iscsi_url(url),
+                Target::Path(path) => escape_colons(&path.to_string_lossy()),
+                Target::Null => "null".to_string(),
+            })
+            .collect();
+        push("filename", text.join(":"));
+    }
+    if spec.file_service != default.file_service {
+        let kind = match spec.file_service.kind {
+            FileServiceKind::RoundRobin => "roundrobin",
+            FileServiceKind::Sequential => "sequential",
+            FileServiceKind::Random => "random",
         };
-        push("filename", text);
+        push(
+            "file_service_type",
+            format!("{kind}:{}", spec.file_service.switch_after_ios),
+        );
     }
     for (name, value, default_value) in [
         ("direct", spec.direct, default.direct),
@@ -246,6 +260,21 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
             per_dir(&spec.rate_iops, |r| Some(r.unwrap_or(0).to_string())),
         );
     }
+    if spec.rate_min != default.rate_min {
+        push(
+            "rate_min",
+            per_dir(&spec.rate_min, |r| Some(r.unwrap_or(0).to_string())),
+        );
+    }
+    if spec.rate_iops_min != default.rate_iops_min {
+        push(
+            "rate_iops_min",
+            per_dir(&spec.rate_iops_min, |r| Some(r.unwrap_or(0).to_string())),
+        );
+    }
+    if spec.rate_cycle != default.rate_cycle {
+        push("rate_cycle", format!("{}ms", spec.rate_cycle.as_millis()));
+    }
     if spec.rate_process != default.rate_process {
         push(
             "rate_process",
@@ -288,6 +317,54 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
     }
     if let Some(backlog) = spec.verify_backlog {
         push("verify_backlog", backlog.to_string());
+    }
+    let buffers = &spec.buffers;
+    let default_buffers = &default.buffers;
+    for (name, value, default_value) in [
+        (
+            "zero_buffers",
+            buffers.zero_buffers,
+            default_buffers.zero_buffers,
+        ),
+        (
+            "refill_buffers",
+            buffers.refill_buffers,
+            default_buffers.refill_buffers,
+        ),
+        (
+            "scramble_buffers",
+            buffers.scramble_buffers,
+            default_buffers.scramble_buffers,
+        ),
+    ] {
+        if value != default_value {
+            push(name, u8::from(value).to_string());
+        }
+    }
+    if !buffers.pattern.is_empty() {
+        let hex: String = buffers.pattern.iter().map(|b| format!("{b:02x}")).collect();
+        push("buffer_pattern", format!("0x{hex}"));
+    }
+    for (name, value, default_value) in [
+        (
+            "buffer_compress_percentage",
+            buffers.compress_percentage,
+            default_buffers.compress_percentage,
+        ),
+        (
+            "buffer_compress_chunk",
+            buffers.compress_chunk_bytes,
+            default_buffers.compress_chunk_bytes,
+        ),
+        (
+            "dedupe_percentage",
+            buffers.dedupe_percentage,
+            default_buffers.dedupe_percentage,
+        ),
+    ] {
+        if value != default_value {
+            push(name, value.to_string());
+        }
     }
     if spec.percentile_list != default.percentile_list {
         push(

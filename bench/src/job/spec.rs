@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::error::{JobError, Origin};
 use crate::io::Direction;
-pub use crate::io::{Distribution, PerDir, RateProcess, RwKind};
+pub use crate::io::{
+    BufferOptions, Distribution, FileService, FileServiceKind, PerDir, RateProcess, RwKind,
+};
 
 /// `rw=` with fio's optional `:<nr>` suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +248,11 @@ pub struct JobSpec {
 
     // Target and engine.
     pub filename: Option<Target>,
+    /// The second and later entries of fio's `:`-separated `filename` list (LUNs of the
+    /// first one's target).
+    pub more_filenames: Vec<Target>,
+    /// `file_service_type`: which file of the list the next I/O goes to.
+    pub file_service: FileService,
     /// `None`: chosen from the target (see [`JobSpec::engine`]).
     pub ioengine: Option<Engine>,
     pub direct: bool,
@@ -300,6 +307,12 @@ pub struct JobSpec {
     pub rate: PerDir<Option<u64>>,
     pub rate_iops: PerDir<Option<u64>>,
     pub rate_process: RateProcess,
+    /// `rate_min`: bytes per second per direction below which the job fails.
+    pub rate_min: PerDir<Option<u64>>,
+    /// `rate_iops_min` per direction.
+    pub rate_iops_min: PerDir<Option<u64>>,
+    /// `rate_cycle`: the window `rate_min`/`rate_iops_min` are averaged over.
+    pub rate_cycle: Duration,
     pub thinktime: Duration,
     pub thinktime_blocks: u32,
 
@@ -310,6 +323,11 @@ pub struct JobSpec {
     pub verify_fatal: bool,
     pub do_verify: bool,
     pub verify_backlog: Option<u64>,
+
+    // Buffer contents.
+    /// What writes carry when they do not verify (`zero_buffers`, `refill_buffers`,
+    /// `scramble_buffers`, `buffer_pattern`, `buffer_compress_*`, `dedupe_percentage`).
+    pub buffers: BufferOptions,
 
     // Reporting and logs.
     pub group_reporting: bool,
@@ -353,6 +371,8 @@ impl JobSpec {
             origin: Origin::Builtin,
             group_id: 0,
             filename: None,
+            more_filenames: Vec::new(),
+            file_service: FileService::default(),
             ioengine: None,
             direct: false,
             fixedbufs: false,
@@ -393,6 +413,9 @@ impl JobSpec {
             rate: PerDir::splat(None),
             rate_iops: PerDir::splat(None),
             rate_process: RateProcess::Linear,
+            rate_min: PerDir::splat(None),
+            rate_iops_min: PerDir::splat(None),
+            rate_cycle: Duration::from_millis(1000),
             thinktime: Duration::ZERO,
             thinktime_blocks: 1,
             verify: VerifyKind::None,
@@ -400,6 +423,7 @@ impl JobSpec {
             verify_fatal: false,
             do_verify: true,
             verify_backlog: None,
+            buffers: BufferOptions::default(),
             group_reporting: false,
             stonewall: false,
             new_group: false,
@@ -532,6 +556,53 @@ impl JobSpec {
             offset_bytes,
             len_bytes,
         })
+    }
+}
+
+impl JobSpec {
+    /// Checks the job's block sizes (`bs`, `bsrange`, `bssplit`), `blockalign` and its
+    /// clone's region (`offset`, `size`) against the target's logical block of
+    /// `block_bytes` (described by `target` in the error), so that a job whose every I/O
+    /// would fail is refused before any I/O starts.
+    pub fn check_block_alignment(
+        &self,
+        region: &Region,
+        block_bytes: u32,
+        target: &str,
+    ) -> Result<(), JobError> {
+        let block = u64::from(block_bytes.max(1));
+        let misaligned = |option: &'static str, value: u64| JobError::Misaligned {
+            at: self.origin.clone(),
+            job: self.name.clone(),
+            option,
+            value,
+            block_bytes,
+            target: target.to_string(),
+        };
+        for direction in self.rw.kind.directions() {
+            let sizes: Vec<(&'static str, u64)> = match self.block_size.get(*direction) {
+                BlockSize::Fixed(len) => vec![("bs", *len)],
+                BlockSize::Range(range) => vec![("bsrange", range.min), ("bsrange", range.max)],
+                BlockSize::Split(entries) => entries
+                    .iter()
+                    .filter(|entry| entry.percent > 0)
+                    .map(|entry| ("bssplit", entry.len_bytes))
+                    .collect(),
+            };
+            let align = self.block_align.get(*direction).map(|a| ("blockalign", a));
+            for (option, value) in sizes.into_iter().chain(align) {
+                if !value.is_multiple_of(block) {
+                    return Err(misaligned(option, value));
+                }
+            }
+        }
+        if !region.offset_bytes.is_multiple_of(block) {
+            return Err(misaligned("offset", region.offset_bytes));
+        }
+        if !region.len_bytes.is_multiple_of(block) {
+            return Err(misaligned("size", region.len_bytes));
+        }
+        Ok(())
     }
 }
 

@@ -610,8 +610,47 @@ fn unescape_colons(text: &str) -> (String, bool) {
     (out, bare_colon)
 }
 
+/// Most files in one job's `filename` list.
+pub const FILENAMES_MAX: usize = 256;
+
+/// `filename=`: one target, or fio's `:`-separated list of them (a `:` inside a name escaped
+/// as `\:`). In a list of `iscsi://` URLs, whose colons may also be left bare
+/// (`iscsi://host:3260/iqn.2001-04.com.example:disk/1`), a bare `:` separates two targets
+/// only where the next one starts (`:iscsi:` or `:iscsi\:`).
+pub fn parse_targets(text: &str) -> Result<Vec<Target>> {
+    let text = text.trim();
+    let urls = text.starts_with("iscsi:") || text.starts_with("iscsi\\:");
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escaped = index > 0 && bytes[index - 1] == b'\\';
+        if byte != b':' || escaped {
+            continue;
+        }
+        let rest = &text[index + 1..];
+        let separates = if urls {
+            rest.starts_with("iscsi:") || rest.starts_with("iscsi\\:")
+        } else {
+            true
+        };
+        if separates {
+            pieces.push(&text[start..index]);
+            start = index + 1;
+        }
+    }
+    pieces.push(&text[start..]);
+    if pieces.len() > FILENAMES_MAX {
+        return Err(ValueError::new(format!(
+            "{} files in one job; at most {FILENAMES_MAX}",
+            pieces.len()
+        )));
+    }
+    pieces.into_iter().map(parse_target).collect()
+}
+
 /// `filename=`: an `iscsi://` URL (colons escaped as in fio's libiscsi examples, or not),
-/// `null`, or a path. One file per job: fio's `a:b` lists are refused.
+/// `null`, or a path. A bare `:` in a path is refused here ([`parse_targets`] splits lists).
 pub fn parse_target(text: &str) -> Result<Target> {
     let text = text.trim();
     if text.is_empty() {
@@ -626,8 +665,7 @@ pub fn parse_target(text: &str) -> Result<Target> {
     }
     if bare_colon {
         return Err(ValueError::new(
-            "several files in one job (fio's ':'-separated list) are not supported; \
-             write a ':' inside a name as '\\:'",
+            "a bare ':' separates file names; write a ':' inside a name as '\\:'",
         ));
     }
     Ok(Target::Path(PathBuf::from(unescaped)))
@@ -681,6 +719,51 @@ pub fn render_iscsi_url(url: &IscsiUrl) -> String {
 mod tests {
     use super::*;
     use crate::job::spec::BlockSize;
+
+    #[test]
+    fn filename_lists_split_where_fio_splits_them() {
+        let lun = |target: &Target| match target {
+            Target::Iscsi(url) => (url.host.clone(), url.port, url.target_iqn.clone(), url.lun),
+            other => panic!("not a URL: {other:?}"),
+        };
+        // fio's escaped form (the one that failed with "LUN '1:iscsi:' is not a number").
+        let targets = parse_targets(
+            "iscsi\\://127.0.0.1\\:3260/iqn.2016-02.com.fio\\:system\\:fio/0:\
+             iscsi\\://127.0.0.1\\:3260/iqn.2016-02.com.fio\\:system\\:fio/1",
+        )
+        .expect("two LUNs");
+        assert_eq!(targets.len(), 2);
+        assert_eq!(
+            lun(&targets[1]),
+            (
+                "127.0.0.1".into(),
+                3260,
+                "iqn.2016-02.com.fio:system:fio".into(),
+                1
+            )
+        );
+        // Bare colons inside URLs stay; a new URL starts a new entry.
+        let targets = parse_targets(
+            "iscsi://h:3261/iqn.2001-04.com.example:disk/1:iscsi://h:3261/iqn.2001-04.com.example:disk/2",
+        )
+        .expect("two LUNs");
+        assert_eq!(lun(&targets[0]).3, 1);
+        assert_eq!(
+            lun(&targets[1]),
+            ("h".into(), 3261, "iqn.2001-04.com.example:disk".into(), 2)
+        );
+        // One URL is one target.
+        assert_eq!(parse_targets("iscsi://h/iqn.x:y/3").map(|t| t.len()), Ok(1));
+        // Paths split at every bare colon; an escaped one is part of the name.
+        assert_eq!(
+            parse_targets("/dev/sdb:/dev/sdc\\:x"),
+            Ok(vec![
+                Target::Path("/dev/sdb".into()),
+                Target::Path("/dev/sdc:x".into())
+            ])
+        );
+        assert!(parse_targets("/a::/b").is_err(), "an empty name");
+    }
 
     #[test]
     fn sizes_follow_fio_default_kb_base() {

@@ -517,12 +517,22 @@ pub fn document(report: &RunReport, flavor: Flavor) -> Json {
                         )
                         .done(),
                 )
+                .v("latency", latency_definitions())
                 .u("total_ios", report.total_ios())
                 .u("process_cpu_ns", process_cpu_ns)
                 .f("cpu_ns_per_io", report.cpu_ns_per_io().unwrap_or(0.0))
                 .done(),
         )
         .done()
+}
+
+/// What slat, clat and lat measure here ([`crate::stats::LATENCY_DEFINITIONS`]).
+fn latency_definitions() -> Json {
+    let mut obj = Obj::new();
+    for (name, meaning) in crate::stats::LATENCY_DEFINITIONS {
+        obj = obj.s(name, meaning);
+    }
+    obj.done()
 }
 
 /// serde_json formatting in fio's layout: two-space indent, `"key" : value`, floats as

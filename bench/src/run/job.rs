@@ -16,7 +16,11 @@ use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 use crate::output::logs::JobLogs;
 use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
-use crate::workload::{Next, PlannedIo, Verifier, VerifyAction, Workload};
+use crate::workload::{
+    ContentGenerator, Next, PlannedIo, RateFloor, Verifier, VerifyAction, Workload,
+};
+
+use super::buffers::WriteBuffers;
 
 /// The longest a job sleeps or waits for completions before it looks at the clock again.
 const TURN_MAX: Duration = Duration::from_millis(50);
@@ -67,6 +71,10 @@ pub struct JobSetup {
     pub job_number: u32,
     pub engine: Box<dyn Engine>,
     pub workload: Workload,
+    /// What writes carry when they do not verify.
+    pub content: ContentGenerator,
+    /// `rate_min`/`rate_iops_min`: the job fails below them.
+    pub rate_floor: Option<RateFloor>,
     pub iodepth: usize,
     pub batch_submit: usize,
     pub batch_complete_min: usize,
@@ -130,6 +138,8 @@ struct Driver {
     queued: Vec<u64>,
     stats: JobStats,
     logs: Option<JobLogs>,
+    write_buffers: WriteBuffers,
+    rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
     iodepth: usize,
     batch_submit: usize,
@@ -173,15 +183,25 @@ impl Driver {
             Direction::Trim => 0,
             _ => planned.len,
         };
-        let mut buffer = self.engine.buffer(len);
-        buffer.resize(len as usize, 0);
-        if let (VerifyAction::Fill { generation }, Some(verifier)) = (planned.verify, verifier) {
-            verifier.fill(&mut buffer, planned.offset, generation);
-        }
+        let plain_write = Self::is_plain_write(&planned);
+        let buffer = if plain_write {
+            let stamp = self.now_ns();
+            self.write_buffers
+                .take(&mut *self.engine, len, planned.offset, stamp)
+        } else {
+            let mut buffer = self.engine.buffer(len);
+            buffer.resize(len as usize, 0);
+            if let (VerifyAction::Fill { generation }, Some(verifier)) = (planned.verify, verifier)
+            {
+                verifier.fill(&mut buffer, planned.offset, generation);
+            }
+            buffer
+        };
         let id = self.next_id;
         let unit = IoUnit {
             id,
             direction: planned.direction,
+            file: planned.file,
             offset: planned.offset,
             len: planned.len,
             buffer,
@@ -202,9 +222,24 @@ impl Driver {
                 true
             }
             Err(unit) => {
-                self.engine.recycle(unit.buffer);
+                self.recycle(&planned, unit.buffer);
                 false
             }
+        }
+    }
+
+    /// A write whose content comes from the job's buffer options (not from verify).
+    fn is_plain_write(planned: &PlannedIo) -> bool {
+        planned.direction == Direction::Write && planned.verify == VerifyAction::None
+    }
+
+    /// Gives a unit's buffer back: a plain write's to the job's filled write buffers,
+    /// others to the engine.
+    fn recycle(&mut self, planned: &PlannedIo, buffer: Vec<u8>) {
+        if Self::is_plain_write(planned) {
+            self.write_buffers.give_back(&mut *self.engine, buffer);
+        } else {
+            self.engine.recycle(buffer);
         }
     }
 
@@ -212,10 +247,15 @@ impl Driver {
         if self.queued.is_empty() {
             return Ok(());
         }
+        let handed_over_ns = self.now_ns();
         self.engine
             .submit()
             .map_err(|e| format!("submitting I/O: {e}"))?;
-        let issue_ns = self.now_ns();
+        let issue_ns = if self.engine.issues_when_submit_starts() {
+            handed_over_ns
+        } else {
+            self.now_ns()
+        };
         let submitted = self.queued.len().min(u32::MAX as usize) as u32;
         for id in self.queued.drain(..) {
             if let Some(meta) = self.in_flight.get_mut(&id) {
@@ -355,7 +395,7 @@ impl Driver {
                 }
             }
         }
-        self.engine.recycle(unit.buffer);
+        self.recycle(&meta.planned, unit.buffer);
     }
 
     fn fail(&mut self, message: String) {
@@ -365,8 +405,8 @@ impl Driver {
         self.stop = true;
     }
 
-    /// Rate samples for the logs and the report, interval records, and the results so far
-    /// when the run asks for them.
+    /// Rate samples for the logs and the report, interval records, the rate floor, and the
+    /// results so far when the run asks for them.
     fn tick(&mut self) {
         let now_ns = self.now_ns();
         if self.progress.snapshot_wanted.load(Ordering::Relaxed) {
@@ -380,6 +420,19 @@ impl Driver {
             }
             if let Ok(mut slot) = self.progress.snapshot.lock() {
                 *slot = Some(so_far);
+            }
+        }
+        if let Some(floor) = self.rate_floor.as_mut() {
+            for direction in [Direction::Read, Direction::Write, Direction::Trim] {
+                let Some(done) = self.stats.dir(direction) else {
+                    continue;
+                };
+                if let Err(miss) =
+                    floor.check(self.clock.elapsed(), direction, done.bytes, done.ios)
+                {
+                    self.fail(miss.to_string());
+                    break;
+                }
             }
         }
         if let Some(sample) = self.stats.tick(now_ns) {
@@ -451,6 +504,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         job_number,
         engine,
         mut workload,
+        content,
+        rate_floor,
         iodepth,
         batch_submit,
         batch_complete_min,
@@ -488,6 +543,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         queued: Vec::with_capacity(iodepth),
         stats,
         logs,
+        write_buffers: WriteBuffers::new(content, iodepth),
+        rate_floor,
         done: Vec::with_capacity(iodepth),
         iodepth: iodepth.max(1),
         batch_submit: batch_submit.clamp(1, iodepth.max(1)),
@@ -566,6 +623,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         },
         Ordering::Relaxed,
     );
+    driver.write_buffers.release(&mut *driver.engine);
     let Driver {
         engine,
         stats,

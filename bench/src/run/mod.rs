@@ -3,9 +3,13 @@
 //! (`stonewall` starts a new phase), with the live status line on the main thread, and
 //! the results gathered into one [`RunReport`].
 
+mod buffers;
 mod dump;
 pub mod interrupt;
+#[cfg(test)]
+mod issue_time_tests;
 pub mod job;
+mod overlap;
 pub mod report;
 pub mod setup;
 mod status;
@@ -16,12 +20,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::engine::embedded::EmbeddedTarget;
 use crate::engine::{self, EmbeddedOptions, EngineCounters};
-use crate::job::spec::{Engine as EngineKind, JobSpec};
+use crate::job::spec::{Engine as EngineKind, JobSpec, Region, SizeSpec};
 use crate::job::ToolOptions;
 use crate::output::logs::{JobLogs, LogError, LogOptions};
 use crate::output::{JobReport, PercentileOptions, RunReport};
 use crate::stats::{IntervalRecord, JobStats, LiveCounters, ResourceUsage, StatsConfig};
-use crate::workload::Workload;
+use crate::workload::{ContentGenerator, FileRegion, Workload};
 
 use job::{JobOutcome, JobProgress, JobSetup};
 
@@ -48,6 +52,13 @@ pub enum RunError {
         job: String,
         source: crate::workload::WorkloadError,
     },
+    #[error("job {job}: {source}")]
+    Content {
+        job: String,
+        source: crate::workload::ContentError,
+    },
+    #[error("{0}")]
+    VerifyOverlap(#[from] overlap::VerifyOverlap),
     #[error("job {job}: --readonly refuses a job that writes or trims")]
     ReadOnly { job: String },
     #[error("job {job}: {source}")]
@@ -107,6 +118,7 @@ pub fn run(
         .or(tool.report_dir.as_ref().map(|_| Duration::from_secs(1)));
 
     let mut prepared: Vec<Prepared> = Vec::new();
+    let mut footprints: Vec<overlap::Footprint> = Vec::new();
     let mut job_number = 0u32;
     let entropy = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -128,20 +140,50 @@ pub fn run(
                 engine: spec.engine().name(),
                 source: Box::new(source),
             })?;
-            let region = spec
-                .region_for_clone(engine.size_bytes(), clone)
-                .map_err(Box::new)?;
-            let workload_config = setup::workload_config(
+            let files = file_regions(spec, engine.as_ref(), clone)?;
+            let region = files[0].region;
+            let mut workload_config = setup::workload_config(
                 spec,
                 region,
                 job_number,
                 engine.block_size_bytes(),
                 entropy.wrapping_add(u64::from(job_number)),
             )?;
+            workload_config.more_files = files[1..]
+                .iter()
+                .map(|file| FileRegion {
+                    offset_bytes: file.region.offset_bytes,
+                    size_bytes: file.region.len_bytes,
+                })
+                .collect();
+            let content =
+                ContentGenerator::new(&spec.buffers, workload_config.seed).map_err(|source| {
+                    RunError::Content {
+                        job: spec.name.clone(),
+                        source,
+                    }
+                })?;
             let workload = Workload::new(workload_config).map_err(|source| RunError::Workload {
                 job: spec.name.clone(),
                 source,
             })?;
+            // As the phases are cut below: each job (clone) with stonewall starts one.
+            let phase = footprints
+                .last()
+                .map_or(0, |last| last.phase + usize::from(spec.stonewall));
+            for file in files {
+                footprints.push(overlap::Footprint {
+                    job: spec.name.clone(),
+                    clone: clone + 1,
+                    clones: spec.numjobs.max(1),
+                    phase,
+                    targets: vec![file.name],
+                    region: file.region,
+                    writes: spec.does(crate::io::Direction::Write)
+                        || spec.does(crate::io::Direction::Trim),
+                    verifies: spec.verify != crate::job::spec::VerifyKind::None,
+                });
+            }
             let live = Arc::new(LiveCounters::new());
             let bytes_total = workload.total_bytes();
             let setup = JobSetup {
@@ -149,6 +191,8 @@ pub fn run(
                 job_number,
                 engine,
                 workload,
+                content,
+                rate_floor: setup::rate_floor(spec),
                 iodepth: spec.iodepth.max(1) as usize,
                 batch_submit: match spec.iodepth_batch_submit {
                     0 => spec.iodepth.max(1) as usize,
@@ -191,6 +235,10 @@ pub fn run(
                 bytes_total,
             });
         }
+    }
+
+    if let Some(overlap) = overlap::find_verify_overlap(&footprints) {
+        return Err(overlap.into());
     }
 
     // Phases: a job with `stonewall` waits for every job before it.
@@ -339,6 +387,68 @@ fn results_so_far(
         }
     }
     jobs
+}
+
+/// How errors name file `file` of the job (0: `filename`, then the rest of its list).
+fn target_name(spec: &JobSpec, file: usize) -> String {
+    let target = match file {
+        0 => spec.filename.as_ref(),
+        n => spec.more_filenames.get(n - 1),
+    };
+    match (spec.engine(), target) {
+        (EngineKind::Iscsi, None) => "the embedded target's LUN".into(),
+        (EngineKind::Iscsi, target) => format!("LUN {}", setup::describe_target(target)),
+        (EngineKind::IoUring, target) if spec.direct => format!(
+            "{} (its direct-I/O alignment)",
+            setup::describe_target(target)
+        ),
+        (_, target) => setup::describe_target(target),
+    }
+}
+
+/// One file (LUN) of a job clone: its region and how errors name it.
+struct JobFile {
+    region: Region,
+    name: String,
+}
+
+/// The region of clone `clone` in each file the engine opened, checked against that file's
+/// size and logical block. As in fio, a `size` in bytes is divided between the files.
+fn file_regions(
+    spec: &JobSpec,
+    engine: &dyn engine::Engine,
+    clone: u32,
+) -> Result<Vec<JobFile>, RunError> {
+    let count = engine.file_count().max(1);
+    let divided;
+    let per_file = match spec.size {
+        Some(SizeSpec::Bytes(bytes)) if count > 1 => {
+            let block = spec.min_block_size_bytes().max(1);
+            let mut each = spec.clone();
+            each.size = Some(SizeSpec::Bytes(bytes / count as u64 / block * block));
+            divided = each;
+            &divided
+        }
+        _ => spec,
+    };
+    let mut files = Vec::with_capacity(count);
+    for file in 0..count {
+        let (size_bytes, block_bytes) = engine
+            .file_geometry(file)
+            .unwrap_or((engine.size_bytes(), engine.block_size_bytes()));
+        let region = per_file
+            .region_for_clone(size_bytes, clone)
+            .map_err(Box::new)?;
+        let name = target_name(spec, file);
+        // The null engine moves no data, so any size goes, as in fio.
+        if spec.engine() != EngineKind::Null {
+            per_file
+                .check_block_alignment(&region, block_bytes, &name)
+                .map_err(Box::new)?;
+        }
+        files.push(JobFile { region, name });
+    }
+    Ok(files)
 }
 
 /// One embedded target for every iSCSI job that names no target, big enough for all.

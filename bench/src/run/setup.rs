@@ -16,8 +16,8 @@ use crate::job::spec::{
     Target, VerifyKind as JobVerify,
 };
 use crate::workload::{
-    job_seed, BlockSizeSpec, BsSplitEntry, PacingConfig, ThinkTime, ThinkTimeTrigger, VerifyConfig,
-    VerifyKind, WorkloadConfig,
+    job_seed, BlockSizeSpec, BsSplitEntry, PacingConfig, RateFloor, RateFloorConfig, ThinkTime,
+    ThinkTimeTrigger, VerifyConfig, VerifyKind, WorkloadConfig,
 };
 
 /// The size of the embedded target's LUN when no job says how much it uses.
@@ -138,12 +138,21 @@ pub fn engine_config(
                 .and_then(|cpus| cpus.first())
                 .map(|&cpu| cpu as usize);
             options.transport = spec.iscsi.transport;
+            // The job checked that the list names LUNs of this one target.
+            options.more_luns = spec
+                .more_filenames
+                .iter()
+                .filter_map(|target| match target {
+                    Target::Iscsi(url) => Some(url.lun),
+                    _ => None,
+                })
+                .collect();
             Ok(EngineConfig::Iscsi(Box::new(options)))
         }
     }
 }
 
-fn describe_target(target: Option<&Target>) -> String {
+pub(crate) fn describe_target(target: Option<&Target>) -> String {
     match target {
         None => "(none)".into(),
         Some(Target::Null) => "null".into(),
@@ -203,6 +212,16 @@ fn login_options(spec: &JobSpec) -> LoginOptions {
             .map(|c| (c.username.clone(), c.secret.clone())),
         connect_timeout: None,
     }
+}
+
+/// `rate_min`, `rate_iops_min` and `rate_cycle`, when the job sets a floor.
+pub fn rate_floor(spec: &JobSpec) -> Option<RateFloor> {
+    let config = RateFloorConfig {
+        bytes_per_s: spec.rate_min.clone(),
+        iops: spec.rate_iops_min.clone(),
+        cycle: spec.rate_cycle,
+    };
+    config.is_set().then(|| RateFloor::new(config))
 }
 
 /// The largest I/O of the job in any direction it uses.
@@ -324,5 +343,8 @@ pub fn workload_config(
         seed: job_seed(spec.randseed, spec.randrepeat, job_number, entropy),
         pacing,
         verify,
+        // The runner adds the other files' regions once their LUNs are open.
+        more_files: Vec::new(),
+        file_service: spec.file_service,
     })
 }

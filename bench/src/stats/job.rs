@@ -60,6 +60,31 @@ pub struct DirStats {
     pub runtime_ms: u64,
 }
 
+/// What slat, clat and lat measure, in the words the JSON report carries under
+/// `"iscsi_bench"."latency"` (and the README): fio's names, our engines' moments.
+pub const LATENCY_DEFINITIONS: [(&str, &str); 3] = [
+    (
+        "slat",
+        "from when the job takes the I/O from its workload (its buffer then filled) to its \
+         issue: for iscsi, when the job starts handing its batch to the shard's queue (the \
+         shard thread sends the PDU after that, within clat); for io_uring, when the \
+         io_uring_enter that carried it returns; for null, 0",
+    ),
+    (
+        "clat",
+        "from the issue to when the job reaps the completion: for iscsi, the hand-over to \
+         the shard, the wait in its queue, the PDU on the wire, the target, the response \
+         and the shard's wake-up of the job (at once when nothing else is in flight, else \
+         per queue depth or after 100 us); for io_uring, the kernel and the device",
+    ),
+    (
+        "lat",
+        "from the I/O's start, or its scheduled start when rate, rate_iops or thinktime \
+         pace the job, to when the job reaps the completion: slat + clat, plus any time \
+         the I/O waited behind its schedule",
+    ),
+];
+
 /// The moments of one I/O, on the runner's monotonic clock (ns).
 ///
 /// `scheduled_ns` is when a paced job (rate, rate_iops, thinktime) meant the I/O to start;

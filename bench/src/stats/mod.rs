@@ -38,7 +38,10 @@ pub use errors::{ErrorCounts, SenseCode};
 pub use interval::{
     IntervalDir, IntervalDirRecord, IntervalRecord, IntervalSnapshot, LatencySummary,
 };
-pub use job::{DirStats, IoTimes, JobStats, RateSample, StatsConfig, DEFAULT_SAMPLE_INTERVAL_MS};
+pub use job::{
+    DirStats, IoTimes, JobStats, RateSample, StatsConfig, DEFAULT_SAMPLE_INTERVAL_MS,
+    LATENCY_DEFINITIONS,
+};
 pub use latency::{LatencyStat, Moments, LATENCY_HIGHEST_NS, LATENCY_SIGNIFICANT_DIGITS};
 pub use live::{LiveCounters, LiveTotals};
 pub use rusage::ResourceUsage;

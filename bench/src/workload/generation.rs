@@ -162,6 +162,8 @@ impl GenerationTable {
 /// `generation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadBackIo {
+    /// The job's file (LUN) it reads, as in [`PlannedIo::file`].
+    pub file: u32,
     pub offset: u64,
     pub len: u32,
     pub generation: u64,
@@ -172,6 +174,7 @@ impl ReadBackIo {
     pub fn planned(&self, now: Duration) -> PlannedIo {
         PlannedIo {
             direction: Direction::Read,
+            file: self.file,
             offset: self.offset,
             len: self.len,
             scheduled_at: now,
@@ -234,6 +237,7 @@ impl Iterator for ReadBackPlan<'_> {
                         continue;
                     };
                     return Some(ReadBackIo {
+                        file: 0,
                         offset: self.region_offset + block * u64::from(*block_bytes),
                         len: *block_bytes,
                         generation,
@@ -258,6 +262,7 @@ impl Iterator for ReadBackPlan<'_> {
                 }
                 *next_entry = end;
                 Some(ReadBackIo {
+                    file: 0,
                     offset: self.region_offset + start as u64 * interval,
                     len: ((end - start) as u64 * interval) as u32,
                     generation: u64::from(entry - 1),

@@ -181,7 +181,10 @@ impl Generator {
         })
     }
 
-    pub(crate) fn next_io(&mut self) -> GenStep {
+    /// The next I/O. The direction drawn by `rwmixread` goes through `steer`, which may swap
+    /// it for the mode's other direction (the pacer does, to serve whichever direction is
+    /// due); `steer` must return one of the mode's directions.
+    pub(crate) fn next_io(&mut self, steer: impl FnOnce(Direction) -> Direction) -> GenStep {
         if self.done {
             return GenStep::Done;
         }
@@ -192,7 +195,7 @@ impl Generator {
         if self.loop_reset_pending {
             self.start_next_loop();
         }
-        let direction = self.pick_direction();
+        let direction = steer(self.pick_direction());
         let Some(picker) = self.pickers.get(direction) else {
             // Unreachable: pick_direction only returns the mode's directions, which all have
             // pickers. Ending the job is the safe answer.
@@ -297,6 +300,11 @@ impl Generator {
             map.visited = 0;
             map.loop_first_pass = map.pass;
         }
+    }
+
+    /// Bytes per loop (`io_size`, else `size`).
+    pub(crate) fn loop_bytes(&self) -> u64 {
+        self.loop_bytes
     }
 
     /// Bytes in the whole job; `None` when time-based.

@@ -14,6 +14,8 @@
 //! - `generator` picks directions, offsets and sizes (sequential with wrap-around, random over
 //!   a keyed permutation so a pass touches every block once, uniform, or skewed);
 //! - [`pacer`] turns rate limits and think time into a schedule that a stall cannot erase;
+//! - [`content`] fills write buffers that do not verify (random by default, fio's
+//!   compress, dedupe, pattern and zero options);
 //! - [`verify`] writes and checks the per-block headers, and `generation` knows which
 //!   generation each block should hold, for the read-back plan.
 //!
@@ -35,21 +37,25 @@
 //! ```
 
 mod blocksize;
+pub mod content;
 mod distribution;
 mod generation;
 mod generator;
 pub mod pacer;
 mod permutation;
+pub mod rate_floor;
 mod rng;
 pub mod verify;
 
 use std::time::Duration;
 
-use crate::io::{Direction, Distribution, PerDir, RwKind};
+use crate::io::{Direction, Distribution, FileService, FileServiceKind, PerDir, RwKind};
 
 pub use blocksize::BSSPLIT_ENTRIES_MAX;
+pub use content::{ContentError, ContentGenerator};
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
 pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};
+pub use rate_floor::{RateFloor, RateFloorConfig, RateFloorMiss};
 pub use verify::{
     BlockImage, ByteWindow, DigestMismatch, Mismatch, Verifier, VerifyConfig, VerifyError,
     VerifyHeader, VerifyKind,
@@ -131,6 +137,18 @@ pub struct WorkloadConfig {
     pub pacing: PacingConfig,
     /// `verify=` and its companions; `None` for `verify=0`.
     pub verify: Option<VerifyConfig>,
+    /// Files 1, 2, ... of the job (fio's `filename` list), each with its own region; file
+    /// 0 is `offset_bytes`/`size_bytes`.
+    pub more_files: Vec<FileRegion>,
+    /// `file_service_type`.
+    pub file_service: FileService,
+}
+
+/// The region of one more file of the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileRegion {
+    pub offset_bytes: u64,
+    pub size_bytes: u64,
 }
 
 impl Default for WorkloadConfig {
@@ -151,6 +169,8 @@ impl Default for WorkloadConfig {
             seed: job_seed(None, true, 1, 0),
             pacing: PacingConfig::default(),
             verify: None,
+            more_files: Vec::new(),
+            file_service: FileService::default(),
         }
     }
 }
@@ -249,6 +269,8 @@ pub enum VerifyAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlannedIo {
     pub direction: Direction,
+    /// Which of the job's files (LUNs) it goes to; 0 for a job with one.
+    pub file: u32,
     /// Byte offset in the target (the region's offset included).
     pub offset: u64,
     pub len: u32,
@@ -282,55 +304,102 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct Workload {
     rw: RwKind,
-    generator: Generator,
+    rwmixread_percent: u32,
+    /// One stream per file of the job (at least one).
+    files: Vec<FileStream>,
+    selector: FileSelector,
     pacer: Pacer,
     verifier: Option<Verifier>,
-    tracker: Option<GenerationTracker>,
     read_back_due: bool,
+    /// `number_ios`, over all files.
+    number_ios: Option<u64>,
     finished: bool,
     progress: Progress,
 }
 
+/// The offsets, sizes and verify generations of one file of the job.
+#[derive(Debug)]
+struct FileStream {
+    generator: Generator,
+    tracker: Option<GenerationTracker>,
+    done: bool,
+}
+
 impl Workload {
     pub fn new(config: WorkloadConfig) -> Result<Self, WorkloadError> {
-        let generator = Generator::new(&config)?;
         let pacer = Pacer::new(
             &config.pacing,
             rng::stream_seed(config.seed, rng::streams::PACING, 0),
         )?;
-        let (verifier, tracker) = match &config.verify {
-            None => (None, None),
-            Some(verify_config) => {
-                if config.rw.does(Direction::Trim) {
-                    return Err(WorkloadError::VerifyWithTrim(config.rw));
-                }
-                let verifier = Verifier::new(
-                    verify_config,
-                    config.seed,
-                    generator.default_verify_interval(),
-                )?;
-                generator.check_verify_grid(verifier.interval_bytes())?;
-                let tracker = if config.rw.does(Direction::Write) {
-                    Some(GenerationTracker::new(
-                        &generator,
-                        verify_config,
-                        verifier.interval_bytes(),
-                    )?)
-                } else {
-                    None
-                };
-                (Some(verifier), tracker)
-            }
+        if config.verify.is_some() && config.rw.does(Direction::Trim) {
+            return Err(WorkloadError::VerifyWithTrim(config.rw));
+        }
+        // File 0 is the job's own region and seed, so a one-file job is what it always was;
+        // the others draw their own offsets.
+        let mut file_configs = vec![WorkloadConfig {
+            number_ios: None,
+            ..config.clone()
+        }];
+        for (index, region) in config.more_files.iter().enumerate() {
+            file_configs.push(WorkloadConfig {
+                offset_bytes: region.offset_bytes,
+                size_bytes: region.size_bytes,
+                number_ios: None,
+                seed: rng::stream_seed(config.seed, rng::streams::FILE, index as u64 + 1),
+                ..config.clone()
+            });
+        }
+        let generators = file_configs
+            .iter()
+            .map(Generator::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let verifier = match &config.verify {
+            None => None,
+            Some(verify_config) => Some(Verifier::new(
+                verify_config,
+                config.seed,
+                generators[0].default_verify_interval(),
+            )?),
         };
+        let mut files = Vec::with_capacity(generators.len());
+        for generator in generators {
+            let tracker = match (&verifier, &config.verify) {
+                (Some(verifier), Some(verify_config)) => {
+                    generator.check_verify_grid(verifier.interval_bytes())?;
+                    if config.rw.does(Direction::Write) {
+                        Some(GenerationTracker::new(
+                            &generator,
+                            verify_config,
+                            verifier.interval_bytes(),
+                        )?)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            files.push(FileStream {
+                generator,
+                tracker,
+                done: false,
+            });
+        }
         let read_back_due =
-            tracker.is_some() && config.verify.as_ref().is_some_and(|v| v.do_verify);
+            config.rw.does(Direction::Write) && config.verify.as_ref().is_some_and(|v| v.do_verify);
+        let selector = FileSelector::new(
+            config.file_service,
+            files.len(),
+            rng::stream_seed(config.seed, rng::streams::FILE, 0),
+        );
         Ok(Workload {
             rw: config.rw,
-            generator,
+            rwmixread_percent: config.rwmixread_percent,
+            files,
+            selector,
             pacer,
             verifier,
-            tracker,
             read_back_due,
+            number_ios: config.number_ios,
             finished: false,
             progress: Progress::default(),
         })
@@ -344,53 +413,88 @@ impl Workload {
         if self.pacer.must_wait_for_completions() {
             return Next::WaitForCompletions;
         }
-        // A loop end without read-back is skipped; every loop holds at least one I/O (the
-        // generator refuses an io_size below the block size), so two rounds are enough.
-        for _ in 0..2 {
-            match self.generator.next_io() {
+        let issued: u64 = self.progress.ios.each().iter().map(|(_, n)| **n).sum();
+        if self.number_ios.is_some_and(|limit| issued >= limit) {
+            return self.finish();
+        }
+        // Each round hands out an I/O, ends the job, or marks a file's loop end or end (a
+        // loop holds at least one I/O: the generator refuses an io_size below the block
+        // size), so two rounds per file and one more are enough.
+        for _ in 0..2 * self.files.len() + 1 {
+            let Some(index) = self.selector.current(&self.files) else {
+                return self.finish();
+            };
+            let pacer = &self.pacer;
+            let (rw, rwmixread_percent) = (self.rw, self.rwmixread_percent);
+            let steer =
+                |drawn: Direction| steer_direction(pacer, rw, rwmixread_percent, now, drawn);
+            let file = &mut self.files[index];
+            match file.generator.next_io(steer) {
                 GenStep::Io {
                     direction,
                     offset,
                     len,
                 } => {
                     let scheduled_at = self.pacer.schedule(now, direction, len);
-                    let verify = self.verify_action(direction, offset, len);
+                    let verify = self.verify_action(index, direction, offset, len);
+                    self.selector.on_io(index, len, &self.files);
                     *self.progress.ios.get_mut(direction) += 1;
                     *self.progress.bytes.get_mut(direction) += u64::from(len);
                     return Next::Io(PlannedIo {
                         direction,
+                        file: index as u32,
                         offset,
                         len,
                         scheduled_at,
                         verify,
                     });
                 }
-                GenStep::LoopEnd if self.read_back_due => return Next::VerifyPhase,
-                GenStep::LoopEnd => continue,
+                GenStep::LoopEnd => {
+                    self.selector.on_loop_end(index);
+                    if self.read_back_due {
+                        return Next::VerifyPhase;
+                    }
+                }
                 GenStep::Done => {
-                    self.finished = true;
-                    return if self.read_back_due {
-                        Next::VerifyPhase
-                    } else {
-                        Next::Done
-                    };
+                    file.done = true;
+                    self.selector.on_loop_end(index);
                 }
             }
         }
-        self.finished = true;
-        Next::Done
+        // Not reached: see the bound above. Asking again is safe.
+        Next::WaitForCompletions
     }
 
-    fn verify_action(&mut self, direction: Direction, offset: u64, len: u32) -> VerifyAction {
+    /// Every file is done (or `number_ios` reached): a last read-back when verifying.
+    fn finish(&mut self) -> Next {
+        self.finished = true;
+        if self.read_back_due {
+            Next::VerifyPhase
+        } else {
+            Next::Done
+        }
+    }
+
+    fn verify_action(
+        &mut self,
+        file: usize,
+        direction: Direction,
+        offset: u64,
+        len: u32,
+    ) -> VerifyAction {
         if self.verifier.is_none() {
             return VerifyAction::None;
         }
         match direction {
-            Direction::Write => match &mut self.tracker {
-                Some(tracker) => VerifyAction::Fill {
-                    generation: tracker.on_write(&self.generator, offset, len),
+            Direction::Write => match self.files.get_mut(file) {
+                Some(FileStream {
+                    generator,
+                    tracker: Some(tracker),
+                    ..
+                }) => VerifyAction::Fill {
+                    generation: tracker.on_write(generator, offset, len),
                 },
-                None => VerifyAction::None,
+                _ => VerifyAction::None,
             },
             // A read-only job with verify checks what an earlier run wrote (fio(1), verify:
             // "If the data direction given is a read or random read, fio will assume that it
@@ -409,13 +513,22 @@ impl Workload {
         self.pacer.on_complete(now);
     }
 
-    /// The blocks written since the last verify phase, in offset order, each with the
-    /// generation it must hold. `None` unless the job writes with verify on. May be called at
-    /// any point, for example when `runtime` ends a time-based job.
-    pub fn read_back_plan(&self) -> Option<ReadBackPlan<'_>> {
-        self.tracker
-            .as_ref()
-            .map(|tracker| tracker.plan(&self.generator))
+    /// The blocks written since the last verify phase, file by file and in offset order in
+    /// each, with the generation each must hold. `None` unless the job writes with verify
+    /// on. May be called at any point, for example when `runtime` ends a time-based job.
+    pub fn read_back_plan(&self) -> Option<impl Iterator<Item = ReadBackIo> + '_> {
+        self.files.first()?.tracker.as_ref()?;
+        Some(self.files.iter().enumerate().flat_map(|(index, file)| {
+            file.tracker
+                .as_ref()
+                .map(|tracker| tracker.plan(&file.generator))
+                .into_iter()
+                .flatten()
+                .map(move |io| ReadBackIo {
+                    file: index as u32,
+                    ..io
+                })
+        }))
     }
 
     pub fn verifier(&self) -> Option<&Verifier> {
@@ -428,7 +541,10 @@ impl Workload {
 
     /// Bytes the job will move in all, for "percent done" and ETA; `None` when time-based.
     pub fn total_bytes(&self) -> Option<u64> {
-        self.generator.total_bytes()
+        self.files
+            .iter()
+            .map(|file| file.generator.total_bytes())
+            .sum()
     }
 
     /// Whether any direction has a `rate` or `rate_iops` limit (the runner then waits for
@@ -440,6 +556,113 @@ impl Workload {
     /// `thinktime_spin`: how much of each think pause to spend busy rather than asleep.
     pub fn think_spin(&self) -> Duration {
         self.pacer.think_spin()
+    }
+}
+
+/// fio's `rate_ddir`: with a rate on a mixed job, serve the direction that is due, so each
+/// direction keeps its own rate instead of waiting behind the other's.
+fn steer_direction(
+    pacer: &Pacer,
+    rw: RwKind,
+    rwmixread_percent: u32,
+    now: Duration,
+    drawn: Direction,
+) -> Direction {
+    if !(rw.is_mixed() && pacer.is_limited()) {
+        return drawn;
+    }
+    let other = match drawn {
+        Direction::Read => Direction::Write,
+        _ => Direction::Read,
+    };
+    let other_used = match other {
+        Direction::Read => rwmixread_percent > 0,
+        _ => rwmixread_percent < 100,
+    };
+    if other_used {
+        pacer.steer(now, drawn, other)
+    } else {
+        drawn
+    }
+}
+
+/// fio's `file_service_type`: which file the next I/O goes to.
+#[derive(Debug)]
+struct FileSelector {
+    service: FileService,
+    files: usize,
+    current: usize,
+    /// I/Os and bytes issued to `current` since it was chosen.
+    ios_here: u32,
+    bytes_here: u64,
+    rng: rng::SplitMix64,
+}
+
+impl FileSelector {
+    fn new(service: FileService, files: usize, seed: u64) -> Self {
+        let mut rng = rng::SplitMix64::new(seed);
+        let current = match service.kind {
+            FileServiceKind::Random => rng.below(files as u64) as usize,
+            _ => 0,
+        };
+        FileSelector {
+            service,
+            files,
+            current,
+            ios_here: 0,
+            bytes_here: 0,
+            rng,
+        }
+    }
+
+    /// The file to ask next: the current one, or the next one not done; `None` when all are.
+    fn current(&mut self, files: &[FileStream]) -> Option<usize> {
+        let index = (0..self.files)
+            .map(|step| (self.current + step) % self.files)
+            .find(|&index| !files[index].done)?;
+        if index != self.current {
+            self.choose(index);
+        }
+        Some(index)
+    }
+
+    fn choose(&mut self, index: usize) {
+        self.current = index;
+        self.ios_here = 0;
+        self.bytes_here = 0;
+    }
+
+    /// One I/O went to `index`; moves on when the service says so.
+    fn on_io(&mut self, index: usize, len: u32, files: &[FileStream]) {
+        self.ios_here = self.ios_here.saturating_add(1);
+        self.bytes_here += u64::from(len);
+        let switch = match self.service.kind {
+            FileServiceKind::RoundRobin | FileServiceKind::Random => {
+                self.ios_here >= self.service.switch_after_ios
+            }
+            // A file is finished when a loop's bytes went to it (the loops of a time-based
+            // job never end on their own).
+            FileServiceKind::Sequential => files[index].generator.loop_bytes() <= self.bytes_here,
+        };
+        if switch {
+            self.advance(index);
+        }
+    }
+
+    /// A file's loop ended, or the file is done: go on to another.
+    fn on_loop_end(&mut self, index: usize) {
+        self.advance(index);
+    }
+
+    fn advance(&mut self, index: usize) {
+        if self.files < 2 {
+            return;
+        }
+        let next = match self.service.kind {
+            FileServiceKind::Random => self.rng.below(self.files as u64) as usize,
+            _ => (index + 1) % self.files,
+        };
+        self.choose(next);
     }
 }
 

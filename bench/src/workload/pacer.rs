@@ -77,9 +77,10 @@ impl Lane {
         self.bytes_per_s.is_some() || self.iops.is_some()
     }
 
-    /// Nanoseconds after the origin at which the next I/O of `len` bytes is due; advances.
-    fn take(&mut self, len: u32, process: RateProcess, rng: &mut SplitMix64) -> u128 {
-        let due_ns = match process {
+    /// Nanoseconds after the origin at which the next I/O is due, without taking it (for a
+    /// linear lane the due time does not depend on the next I/O's length).
+    fn peek(&self, process: RateProcess) -> u128 {
+        match process {
             RateProcess::Linear => {
                 let by_bytes = self.bytes_per_s.map_or(0, |rate| {
                     self.bytes_before * NANOS_PER_SECOND / u128::from(rate)
@@ -89,6 +90,14 @@ impl Lane {
                 });
                 by_bytes.max(by_ios)
             }
+            RateProcess::Poisson => self.next_due_ns as u128,
+        }
+    }
+
+    /// Nanoseconds after the origin at which the next I/O of `len` bytes is due; advances.
+    fn take(&mut self, len: u32, process: RateProcess, rng: &mut SplitMix64) -> u128 {
+        let due_ns = match process {
+            RateProcess::Linear => self.peek(process),
             RateProcess::Poisson => {
                 let due = self.next_due_ns;
                 let mean_by_bytes = self
@@ -166,6 +175,29 @@ impl Pacer {
         [Direction::Read, Direction::Write, Direction::Trim]
             .iter()
             .any(|&direction| self.lanes.get(direction).is_limited())
+    }
+
+    /// Which of a mixed job's two directions to issue next at `now` (fio's `rate_ddir`):
+    /// `drawn` (chosen by `rwmixread`) if it is due, else `other` if that one is due, else
+    /// whichever is due first. A direction without a limit is always due.
+    pub fn steer(&self, now: Duration, drawn: Direction, other: Direction) -> Direction {
+        let Some(origin) = self.origin else {
+            return drawn;
+        };
+        let due = |direction: Direction| {
+            let lane = self.lanes.get(direction);
+            if lane.is_limited() {
+                origin.saturating_add(nanos(lane.peek(self.process)))
+            } else {
+                now
+            }
+        };
+        let (drawn_due, other_due) = (due(drawn), due(other));
+        if drawn_due <= now || (other_due > now && drawn_due <= other_due) {
+            drawn
+        } else {
+            other
+        }
     }
 
     /// True while a think-time cycle waits for the I/Os in flight to complete.

@@ -27,6 +27,8 @@ pub(crate) mod streams {
     pub const PASS_KEY: u64 = 4;
     pub const SCATTER_KEY: u64 = 5;
     pub const PACING: u64 = 6;
+    pub const BUFFER_CONTENT: u64 = 7;
+    pub const FILE: u64 = 8;
 }
 
 #[derive(Debug, Clone)]

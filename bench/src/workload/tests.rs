@@ -827,3 +827,179 @@ fn read_only_verify_checks_every_read_with_any_generation() {
     );
     assert!(workload.read_back_plan().is_none());
 }
+
+/// A runner that keeps up: it asks at `now`, waits for each I/O's due time, and counts what
+/// it issued per direction in `seconds` of simulated time.
+fn paced_counts(mut job: WorkloadConfig, seconds: u64) -> (u64, u64) {
+    job.time_based = true;
+    let mut workload = Workload::new(job).expect("valid config");
+    let end = Duration::from_secs(seconds);
+    let mut now = Duration::ZERO;
+    let (mut reads, mut writes) = (0, 0);
+    while now < end {
+        let Next::Io(io) = workload.next(now) else {
+            panic!("a time-based job ended");
+        };
+        now = now.max(io.scheduled_at);
+        if now >= end {
+            break;
+        }
+        match io.direction {
+            Direction::Read => reads += 1,
+            _ => writes += 1,
+        }
+    }
+    (reads, writes)
+}
+
+#[test]
+fn mixed_rate_limits_pace_each_direction_on_its_own() {
+    // fio --rw=randrw --rate_iops=2000,500 gives 1999 / 499 IOPS: the lower limit does not
+    // hold back the other direction.
+    let mut job = config(RwKind::RandRw, 64 << 20, 4096);
+    job.pacing.rate_iops = PerDir {
+        read: Some(2000),
+        write: Some(500),
+        trim: None,
+    };
+    let (reads, writes) = paced_counts(job.clone(), 4);
+    assert!(reads.abs_diff(8000) <= 2, "{reads} reads in 4 s");
+    assert!(writes.abs_diff(2000) <= 2, "{writes} writes in 4 s");
+    // The same by bandwidth: --rate=8m,2m with 4 KiB blocks.
+    job.pacing.rate_iops = PerDir::splat(None);
+    job.pacing.rate_bytes_per_s = PerDir {
+        read: Some(8 << 20),
+        write: Some(2 << 20),
+        trim: None,
+    };
+    let (reads, writes) = paced_counts(job.clone(), 4);
+    assert!(reads.abs_diff(8192) <= 2, "{reads} reads in 4 s");
+    assert!(writes.abs_diff(2048) <= 2, "{writes} writes in 4 s");
+    // Only one direction limited: the other goes as fast as it is asked for, and the
+    // limited one still keeps its rate.
+    job.pacing.rate_bytes_per_s = PerDir {
+        read: None,
+        write: Some(2 << 20),
+        trim: None,
+    };
+    let mut workload = Workload::new(job).expect("valid config");
+    let mut writes = 0u64;
+    for now in [Duration::ZERO, Duration::from_secs(1)] {
+        for _ in 0..10_000 {
+            if let Next::Io(io) = workload.next(now) {
+                assert!(io.scheduled_at <= now, "{io:?} at {now:?}");
+                if io.direction == Direction::Write {
+                    writes += 1;
+                }
+            }
+        }
+    }
+    // 512 writes per second, the first at 0.
+    assert_eq!(writes, 513, "writes due by 1 s");
+}
+
+#[test]
+fn mixed_rate_with_rwmixread_100_never_writes() {
+    let mut job = config(RwKind::RandRw, 64 << 20, 4096);
+    job.rwmixread_percent = 100;
+    job.pacing.rate_iops = PerDir {
+        read: Some(100),
+        write: Some(1000),
+        trim: None,
+    };
+    let (reads, writes) = paced_counts(job, 2);
+    assert_eq!(writes, 0);
+    assert!(reads.abs_diff(200) <= 1, "{reads}");
+}
+
+fn two_files(service: FileServiceKind, switch_after_ios: u32) -> WorkloadConfig {
+    let mut job = config(RwKind::Write, 16 * KIB, 4096);
+    job.more_files = vec![FileRegion {
+        offset_bytes: 8 * KIB,
+        size_bytes: 16 * KIB,
+    }];
+    job.file_service = FileService {
+        kind: service,
+        switch_after_ios,
+    };
+    job
+}
+
+#[test]
+fn roundrobin_alternates_files_each_with_its_own_position() {
+    let ios = all_ios(two_files(FileServiceKind::RoundRobin, 1), 100);
+    let seen: Vec<(u32, u64)> = ios.iter().map(|io| (io.file, io.offset / KIB)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (0, 0),
+            (1, 8),
+            (0, 4),
+            (1, 12),
+            (0, 8),
+            (1, 16),
+            (0, 12),
+            (1, 20)
+        ]
+    );
+    // roundrobin:2 takes two I/Os per file.
+    let files: Vec<u32> = all_ios(two_files(FileServiceKind::RoundRobin, 2), 100)
+        .iter()
+        .map(|io| io.file)
+        .collect();
+    assert_eq!(files, vec![0, 0, 1, 1, 0, 0, 1, 1]);
+}
+
+#[test]
+fn sequential_service_finishes_a_file_first() {
+    let files: Vec<u32> = all_ios(two_files(FileServiceKind::Sequential, 1), 100)
+        .iter()
+        .map(|io| io.file)
+        .collect();
+    assert_eq!(files, vec![0, 0, 0, 0, 1, 1, 1, 1]);
+    // Time-based too: a file's loop of bytes, then the next.
+    let mut job = two_files(FileServiceKind::Sequential, 1);
+    job.time_based = true;
+    let files: Vec<u32> = all_ios(job, 12).iter().map(|io| io.file).collect();
+    assert_eq!(files, vec![0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0]);
+}
+
+#[test]
+fn random_service_uses_every_file_and_the_job_ends_when_all_are_done() {
+    let mut job = two_files(FileServiceKind::Random, 1);
+    job.size_bytes = 1 << 20;
+    job.more_files[0].size_bytes = 1 << 20;
+    let ios = all_ios(job, 10_000);
+    // Each file is written once over: 256 blocks each, then the job is done.
+    assert_eq!(ios.len(), 512);
+    let first: usize = ios.iter().filter(|io| io.file == 0).count();
+    assert_eq!(first, 256);
+    // Files are interleaved at random, not one after the other.
+    let switches = ios.windows(2).filter(|w| w[0].file != w[1].file).count();
+    assert!(switches > 100, "{switches} switches");
+}
+
+#[test]
+fn verify_reads_back_every_file() {
+    let mut job = two_files(FileServiceKind::RoundRobin, 1);
+    job.verify = Some(VerifyConfig::default());
+    let mut workload = Workload::new(job).expect("valid");
+    let mut written = HashSet::new();
+    loop {
+        match workload.next(Duration::ZERO) {
+            Next::Io(io) => {
+                assert!(matches!(io.verify, VerifyAction::Fill { .. }));
+                written.insert((io.file, io.offset));
+            }
+            Next::VerifyPhase => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let read: HashSet<(u32, u64)> = workload
+        .read_back_plan()
+        .expect("a write job")
+        .flat_map(|io| (0..u64::from(io.len) / 4096).map(move |b| (io.file, io.offset + b * 4096)))
+        .collect();
+    assert_eq!(read, written);
+    assert_eq!(read.iter().filter(|(file, _)| *file == 1).count(), 4);
+}
