@@ -52,6 +52,7 @@ pub fn idle_flood(
         &mut report,
         &mut |_| {},
     );
+    report.elapsed = started.elapsed();
     on_open(&report);
     while !until.reached() {
         held.sweep_closed(&mut report, started);
@@ -102,6 +103,7 @@ pub fn login_slowloris(
         },
     );
     report.bytes_sent = held.open_count() as u64;
+    report.elapsed = started.elapsed();
     on_open(&report);
     let mut position = 1;
     while !until.reached() && position < login.len() {
