@@ -12,6 +12,8 @@
 //!   `iscsi-inq`, `iscsi-readcapacity16`), the reference initiator.
 //! - [`fake_target`]: pieces of scripted fake targets.
 //! - [`gateway_process`]: our `iscsi-gateway` as a child process, its memory and CPU.
+//! - [`paused_fuse`]: a file on a FUSE mount whose daemon can be stopped (a hung backing
+//!   store).
 //! - [`hostile`]: hostile clients (floods, slow readers, idle and slowloris connections)
 //!   and the judges beside them (a healthy session's latency, the gateway's memory).
 //! - [`scsi_io`]: SCSI I/O through an adapter path or a shard, write-then-verify, the
@@ -47,6 +49,7 @@ pub mod gateway_process;
 pub mod hostile;
 pub mod istgt;
 pub mod libiscsi;
+pub mod paused_fuse;
 pub mod process;
 pub mod scsi_io;
 pub mod tgt;
