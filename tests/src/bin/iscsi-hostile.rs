@@ -21,7 +21,10 @@ use clap::{Args, Parser, Subcommand};
 use system_tests::hostile::{self, wire::ipv4_portal, AttackReport, MemoryWatch, Until};
 
 #[derive(Debug, Parser)]
-#[command(name = "iscsi-hostile", about = "Hostile iSCSI clients (bounded, for tests and benchmarks)")]
+#[command(
+    name = "iscsi-hostile",
+    about = "Hostile iSCSI clients (bounded, for tests and benchmarks)"
+)]
 struct Cli {
     #[command(subcommand)]
     attack: Attack,

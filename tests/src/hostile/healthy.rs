@@ -30,7 +30,11 @@ pub struct LatencyFigures {
 }
 
 impl LatencyFigures {
-    fn from_samples(mut samples: Vec<Duration>, errors: usize, first_error: Option<String>) -> Self {
+    fn from_samples(
+        mut samples: Vec<Duration>,
+        errors: usize,
+        first_error: Option<String>,
+    ) -> Self {
         samples.sort_unstable();
         let at = |fraction: f64| {
             if samples.is_empty() {
@@ -60,46 +64,65 @@ fn client_config(portal: SocketAddr, target: &str) -> ClientConfig {
     config
 }
 
-/// Logs in and reads 4 KiB at a time, one in flight, until `until`. A failed read ends
-/// the run (the connection is gone); a failed login is the `Err`.
-pub fn measure_reads(
-    portal: SocketAddr,
-    target: &str,
+/// A fair session on one LUN, logged in before the attack starts (an attack on
+/// connection slots must not decide whether it gets in).
+pub struct HealthySession {
+    client: Client,
     lun: u64,
-    until: &Until,
-) -> Result<LatencyFigures, String> {
-    let mut client =
-        Client::connect(&client_config(portal, target)).map_err(|e| format!("login: {e}"))?;
-    let blocks = READ_BYTES / BLOCK_BYTES;
-    let mut samples = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
-    let mut lba = 0u64;
-    while !until.reached() {
-        let cdb = Cdb::read(lba, blocks, BLOCK_BYTES, false).map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        let answer = client.execute(
+    next_lba: u64,
+}
+
+impl HealthySession {
+    /// Logs in to `target` for reads of `lun`.
+    pub fn connect(portal: SocketAddr, target: &str, lun: u64) -> Result<HealthySession, String> {
+        let client =
+            Client::connect(&client_config(portal, target)).map_err(|e| format!("login: {e}"))?;
+        Ok(HealthySession {
+            client,
             lun,
-            cdb.as_bytes(),
-            cdb.direction().into(),
-            vec![0; READ_BYTES as usize],
-        );
-        match answer {
-            Ok(outcome) if outcome.status == 0 => samples.push(started.elapsed()),
-            Ok(outcome) => {
-                errors += 1;
-                first_error.get_or_insert(format!("status {:#04x}", outcome.status));
-            }
-            Err(e) => {
-                errors += 1;
-                first_error.get_or_insert(e.to_string());
-                break;
-            }
-        }
-        lba = (lba + u64::from(blocks)) % SPAN_BLOCKS;
+            next_lba: 0,
+        })
     }
-    let _ = client.logout();
-    Ok(LatencyFigures::from_samples(samples, errors, first_error))
+
+    /// Reads 4 KiB at a time, one in flight, until `until`. A read that fails for the
+    /// connection (not for its SCSI status) ends the run.
+    pub fn measure(&mut self, until: &Until) -> LatencyFigures {
+        let blocks = READ_BYTES / BLOCK_BYTES;
+        let mut samples = Vec::new();
+        let mut errors = 0;
+        let mut first_error = None;
+        while !until.reached() {
+            let cdb = match Cdb::read(self.next_lba, blocks, BLOCK_BYTES, false) {
+                Ok(cdb) => cdb,
+                Err(e) => {
+                    errors += 1;
+                    first_error.get_or_insert(e.to_string());
+                    break;
+                }
+            };
+            let started = Instant::now();
+            let answer = self.client.execute(
+                self.lun,
+                cdb.as_bytes(),
+                cdb.direction().into(),
+                vec![0; READ_BYTES as usize],
+            );
+            match answer {
+                Ok(outcome) if outcome.status == 0 => samples.push(started.elapsed()),
+                Ok(outcome) => {
+                    errors += 1;
+                    first_error.get_or_insert(format!("status {:#04x}", outcome.status));
+                }
+                Err(e) => {
+                    errors += 1;
+                    first_error.get_or_insert(e.to_string());
+                    break;
+                }
+            }
+            self.next_lba = (self.next_lba + u64::from(blocks)) % SPAN_BLOCKS;
+        }
+        LatencyFigures::from_samples(samples, errors, first_error)
+    }
 }
 
 /// How long a fair login (and nothing else) takes; the session is logged out after.
@@ -122,6 +145,9 @@ mod tests {
         assert_eq!(figures.p50, Duration::from_millis(50));
         assert_eq!(figures.p99, Duration::from_millis(99));
         assert_eq!(figures.max, Duration::from_millis(100));
-        assert_eq!(LatencyFigures::from_samples(vec![], 1, None).p99, Duration::ZERO);
+        assert_eq!(
+            LatencyFigures::from_samples(vec![], 1, None).p99,
+            Duration::ZERO
+        );
     }
 }

@@ -270,7 +270,7 @@ impl HeldConnections {
             let gone = poll_fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
                 || self.streams[index]
                     .as_mut()
-                    .is_some_and(|stream| drain_reports_closed(stream));
+                    .is_some_and(drain_reports_closed);
             if gone {
                 report.closed_by_target(started);
                 self.streams[index] = None;

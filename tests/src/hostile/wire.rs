@@ -270,7 +270,9 @@ pub(crate) fn is_timeout(error: &io::Error) -> bool {
 pub enum Sent {
     All,
     /// The caller gave up first (the peer stopped reading); `sent` bytes went out.
-    Partly { sent: usize },
+    Partly {
+        sent: usize,
+    },
 }
 
 /// Writes `bytes` on a socket with a write timeout, giving up once `give_up` says so: a
