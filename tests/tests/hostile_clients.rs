@@ -181,10 +181,7 @@ fn judge_attack(
         seen.max_rss_kib,
         budget,
         unloaded.p99,
-        format!(
-            "p99 {:?} max {:?} reads {} errors {}",
-            loaded.p99, loaded.max, loaded.reads, loaded.errors
-        ),
+        loaded,
         match &login {
             None => "not tried".to_owned(),
             Some(Ok(took)) => format!("{took:?}"),
@@ -383,10 +380,7 @@ fn a_stuck_backing_store_does_not_stall_other_luns_on_its_event_loop() {
         figures: format!(
             "LUN 0 unloaded p99 {:?}; while LUN 1 hung: {}; login {:?}; the stuck WRITE: {}",
             unloaded.p99,
-            format!(
-                "p99 {:?} max {:?} reads {} errors {}",
-                loaded.p99, loaded.max, loaded.reads, loaded.errors
-            ),
+            loaded,
             login,
             stuck_report.to_json()
         ),

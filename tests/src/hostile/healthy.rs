@@ -54,6 +54,16 @@ impl LatencyFigures {
     }
 }
 
+impl std::fmt::Display for LatencyFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:?} p99 {:?} max {:?} reads {} errors {}",
+            self.p50, self.p99, self.max, self.reads, self.errors
+        )
+    }
+}
+
 fn client_config(portal: SocketAddr, target: &str) -> ClientConfig {
     let mut config = ClientConfig::new(portal, Some(target.to_owned()));
     config.initiator_name = "iqn.2026-11.invalid.system-tests:healthy".to_owned();
