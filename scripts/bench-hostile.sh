@@ -208,7 +208,8 @@ attack_row() {
   if [ "$kind" = slots ]; then
     other="opened $(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "\"open\"" in l][-1]["connections_opened"])' "$work/$name.out" 2>/dev/null || echo "?")"
   else
-    other="sent $(attack_field "$name" pdus_sent) PDUs; closed $(attack_field "$name" connections_closed_by_target)"
+    # An attack stopped at the memory ceiling left the healthy run's end unloaded: say when.
+    other="sent $(attack_field "$name" pdus_sent) PDUs in $(attack_field "$name" elapsed_s | cut -c1-4) s; closed $(attack_field "$name" connections_closed_by_target)"
   fi
   row "$name" "$(alive)" "$(peak_rss_mib)" "$sampled" "$budget" "$p99_unloaded" "$p99_attack" "$other" ok
   stop_gateway
