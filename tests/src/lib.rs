@@ -11,7 +11,12 @@
 //! - [`libiscsi`]: URLs for and parsers of libiscsi's command-line tools (`iscsi-ls`,
 //!   `iscsi-inq`, `iscsi-readcapacity16`), the reference initiator.
 //! - [`fake_target`]: pieces of scripted fake targets.
-//! - [`GatewayProcess`]: our own `iscsi-gateway` binary as a process (signals, restarts).
+//! - [`gateway_process`]: our `iscsi-gateway` as a child process (signals, restarts, log
+//!   lines), its memory and CPU.
+//! - [`paused_fuse`]: a file on a FUSE mount whose daemon can be stopped (a hung backing
+//!   store).
+//! - [`hostile`]: hostile clients (floods, slow readers, idle and slowloris connections)
+//!   and the judges beside them (a healthy session's latency, the gateway's memory).
 //! - [`scsi_io`]: SCSI I/O through an adapter path or a shard, write-then-verify, the
 //!   offload models' faults.
 //! - [`run_tool`], [`free_port`], [`require_tools!`]: bounded subprocesses, ports, and the
@@ -42,8 +47,10 @@
 pub mod capture;
 pub mod fake_target;
 pub mod gateway_process;
+pub mod hostile;
 pub mod istgt;
 pub mod libiscsi;
+pub mod paused_fuse;
 pub mod process;
 pub mod scsi_io;
 pub mod tgt;

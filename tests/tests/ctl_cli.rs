@@ -192,13 +192,16 @@ fn the_gateway_takes_its_chap_secret_from_a_file() {
         "--chap-secret-file",
         &file,
     ];
-    let gateway = GatewayProcess::start(portal, &args, &dir.join("log")).unwrap();
+    let gateway = GatewayProcess::start_with_args(portal, &args, &dir.join("log")).unwrap();
     let url = format!("iscsi://{}/{IQN}/0", gateway.portal());
     let mut env = ctl_command(&["login", &url]);
     env.env("LIBISCSI_CHAP_USERNAME", "alice")
         .env("LIBISCSI_CHAP_PASSWORD", SECRET);
     logs_in(env).expect("login with the secret the gateway read from its file");
-    assert!(!gateway.log().contains(SECRET), "the secret in the log");
+    assert!(
+        !gateway.full_log().contains(SECRET),
+        "the secret in the log"
+    );
 }
 
 #[test]

@@ -24,19 +24,19 @@ fn restart_right_after_kill_9_binds_the_same_port() {
     let dir = TempDir::new("gateway-restart").unwrap();
     let portal = loopback(free_port());
     let args = ["--lun", "ram:16M", "--threads", "1"];
-    let mut gateway = GatewayProcess::start(portal, &args, &dir.join("log-0")).unwrap();
+    let mut gateway = GatewayProcess::start_with_args(portal, &args, &dir.join("log-0")).unwrap();
     let mut waited_for_old_listener = Vec::new();
     for round in 1..=10 {
         // A logged-in session: killed, the gateway's end of it lingers in FIN_WAIT.
         let mut config = ClientConfig::new(portal, Some(DEFAULT_IQN.into()));
         config.login_timeout = Duration::from_secs(10);
         let client = Client::connect(&config)
-            .unwrap_or_else(|e| panic!("login in round {round}: {e}\n{}", gateway.log()));
+            .unwrap_or_else(|e| panic!("login in round {round}: {e}\n{}", gateway.full_log()));
         gateway.kill_hard();
-        gateway = GatewayProcess::start(portal, &args, &dir.join(format!("log-{round}")))
+        gateway = GatewayProcess::start_with_args(portal, &args, &dir.join(format!("log-{round}")))
             .unwrap_or_else(|e| panic!("restart {round} of 10 after kill -9: {e}"));
         drop(client);
-        let log = gateway.log();
+        let log = gateway.full_log();
         if let Some(at) = log.find("waited_ms=") {
             let digits: String = log[at + 10..]
                 .chars()
@@ -108,8 +108,8 @@ fn serial_by_libiscsi(portal: SocketAddr) -> Option<String> {
 fn two_gateways_with_default_names_report_different_disks() {
     let dir = TempDir::new("gateway-identity").unwrap();
     let args = ["--lun", "ram:16M", "--threads", "1"];
-    let a = GatewayProcess::start(loopback(free_port()), &args, &dir.join("a")).unwrap();
-    let b = GatewayProcess::start(loopback(free_port()), &args, &dir.join("b")).unwrap();
+    let a = GatewayProcess::start_with_args(loopback(free_port()), &args, &dir.join("a")).unwrap();
+    let b = GatewayProcess::start_with_args(loopback(free_port()), &args, &dir.join("b")).unwrap();
     let (naa_a, naa_b) = (naa_of(a.portal()), naa_of(b.portal()));
     assert!(naa_a.starts_with("naa.3"), "{naa_a}");
     assert_ne!(naa_a, naa_b, "dm-multipath would merge two different disks");
@@ -128,7 +128,7 @@ fn a_file_lun_keeps_its_identity_and_is_exported_by_one_gateway_at_a_time() {
     let lun = format!("file:{image}:16M");
     let args = ["--lun", lun.as_str(), "--threads", "1"];
     let portal = loopback(free_port());
-    let first = GatewayProcess::start(portal, &args, &dir.join("first")).unwrap();
+    let first = GatewayProcess::start_with_args(portal, &args, &dir.join("first")).unwrap();
     let naa = naa_of(portal);
 
     // A second gateway on the same file is refused, naming the file and why.
@@ -149,7 +149,7 @@ fn a_file_lun_keeps_its_identity_and_is_exported_by_one_gateway_at_a_time() {
 
     // Restarted (and this time with the file's size found), the same disk.
     let image_spec = format!("file:{image}");
-    let again = GatewayProcess::start(
+    let again = GatewayProcess::start_with_args(
         portal,
         &["--lun", &image_spec, "--threads", "1"],
         &dir.join("again"),
@@ -160,7 +160,7 @@ fn a_file_lun_keeps_its_identity_and_is_exported_by_one_gateway_at_a_time() {
 
     // Set by the user, it is what hosts see.
     let given = format!("{lun},naa=3000000000c0ffee,serial=DISK-0");
-    let set = GatewayProcess::start(
+    let set = GatewayProcess::start_with_args(
         portal,
         &["--lun", &given, "--threads", "1"],
         &dir.join("given"),
@@ -175,7 +175,7 @@ fn a_file_lun_keeps_its_identity_and_is_exported_by_one_gateway_at_a_time() {
 #[test]
 fn sighup_is_logged_and_ignored_and_sigterm_stops_cleanly() {
     let dir = TempDir::new("gateway-signals").unwrap();
-    let mut gateway = GatewayProcess::start(
+    let mut gateway = GatewayProcess::start_with_args(
         loopback(free_port()),
         &["--lun", "ram:16M", "--threads", "1"],
         &dir.join("log"),
@@ -188,13 +188,21 @@ fn sighup_is_logged_and_ignored_and_sigterm_stops_cleanly() {
         "SIGHUP killed it"
     );
     naa_of(gateway.portal()); // Still serving.
-    assert!(gateway.log().contains("SIGHUP"), "{}", gateway.log());
+    assert!(
+        gateway.full_log().contains("SIGHUP"),
+        "{}",
+        gateway.full_log()
+    );
     gateway.signal(libc::SIGTERM);
     let status = gateway
         .wait_exit(Duration::from_secs(10))
         .expect("stops on SIGTERM");
     assert!(status.success(), "{status}");
-    assert!(gateway.log().contains("SIGTERM"), "{}", gateway.log());
+    assert!(
+        gateway.full_log().contains("SIGTERM"),
+        "{}",
+        gateway.full_log()
+    );
 }
 
 #[test]
@@ -219,13 +227,13 @@ fn every_binary_says_its_version() {
 #[test]
 fn a_log_that_is_not_a_terminal_has_no_colour_codes() {
     let dir = TempDir::new("gateway-ansi").unwrap();
-    let gateway = GatewayProcess::start(
+    let gateway = GatewayProcess::start_with_args(
         loopback(free_port()),
         &["--lun", "ram:16M", "--threads", "1"],
         &dir.join("log"),
     )
     .unwrap();
-    let log = gateway.log();
+    let log = gateway.full_log();
     assert!(log.contains("target ready"), "{log}");
     assert!(
         !log.contains('\u{1b}'),
