@@ -91,6 +91,8 @@ pub struct GatewaySpec {
     pub luns: Vec<String>,
     /// `--threads`; `Some(1)` puts every connection on one event loop.
     pub threads: Option<usize>,
+    /// More options, after the others.
+    pub args: Vec<String>,
 }
 
 impl GatewaySpec {
@@ -100,7 +102,14 @@ impl GatewaySpec {
             binary: gateway_binary(),
             luns: luns.iter().map(|lun| lun.to_string()).collect(),
             threads: None,
+            args: Vec::new(),
         }
+    }
+
+    /// The same with one more option (`--backend-timeout`, `2`...).
+    pub fn arg(mut self, arg: &str) -> GatewaySpec {
+        self.args.push(arg.to_owned());
+        self
     }
 
     /// The same with `threads` event loops.
@@ -129,6 +138,7 @@ impl GatewayProcess {
             if let Some(threads) = spec.threads {
                 command.args(["--threads", &threads.to_string()]);
             }
+            command.args(&spec.args);
             match launch(command, portal, &log) {
                 Ok(child) => {
                     return Ok(GatewayProcess {

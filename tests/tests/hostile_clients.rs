@@ -316,7 +316,13 @@ fn a_stuck_backing_store_does_not_stall_other_luns_on_its_event_loop() {
     // then the daemon continued and the mount removed.
     let mut fuse = PausedFuse::mount(64 << 20).expect("bindfs mounts a scratch directory");
     let stuck_lun = format!("file:{}", fuse.file().display());
-    let mut gateway = start_gateway(&["ram:64M", &stuck_lun]);
+    // Commands the hung store holds are answered by the gateway after this long.
+    let backend_timeout = Duration::from_secs(2);
+    let spec = GatewaySpec::new(&["ram:64M", &stuck_lun])
+        .threads(1)
+        .arg("--backend-timeout")
+        .arg(&backend_timeout.as_secs().to_string());
+    let mut gateway = GatewayProcess::start(&spec).expect("iscsi-gateway starts");
     let portal = gateway.portal();
     let mut healthy = healthy_session(portal);
     let unloaded = healthy.measure(&Until::after(UNLOADED_TIME));
@@ -367,6 +373,19 @@ fn a_stuck_backing_store_does_not_stall_other_luns_on_its_event_loop() {
         broken_goals.push(format!(
             "LUN 0 read p99 {:?} over {p99_bound:?} while LUN 1 hung",
             loaded.p99
+        ));
+    }
+    // The stuck WRITE itself is answered by the gateway's deadline, not left hanging.
+    let write_answer = stuck_report.first_error.as_deref().unwrap_or("none");
+    if !write_answer.contains("ABORTED COMMAND: COMMAND TIMEOUT DURING PROCESSING") {
+        broken_goals.push(format!(
+            "the WRITE to the hung LUN was answered \"{write_answer}\", not ABORTED COMMAND, \
+             COMMAND TIMEOUT DURING PROCESSING"
+        ));
+    } else if stuck_report.elapsed > backend_timeout + Duration::from_secs(3) {
+        broken_goals.push(format!(
+            "the WRITE to the hung LUN took {:?} to be answered (deadline {backend_timeout:?})",
+            stuck_report.elapsed
         ));
     }
     match &login {
