@@ -357,3 +357,119 @@ fn shutdown_closes_connections_and_returns() {
     assert!(raw.closed_by_target());
     assert!(TcpStream::connect(addr).is_err());
 }
+
+/// Sends immediate NOP-Outs with `ping` bytes each, never reading the echoes, for at most
+/// `count` PDUs or until the socket has been full for `stuck` (the target stopped reading).
+fn nop_flood_without_reading(raw: &mut Raw, count: u32, ping: usize, stuck: Duration) -> u32 {
+    raw.stream
+        .set_write_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let data = vec![0x5a; ping];
+    let mut sent = 0;
+    let mut blocked_since: Option<Instant> = None;
+    while sent < count {
+        let mut bytes = Vec::new();
+        let nop = Header::NopOut(pdu::NopOut {
+            immediate: true,
+            lun: [0; 8],
+            initiator_task_tag: sent + 10,
+            target_transfer_tag: RESERVED_TAG,
+            cmd_sn: 2,
+            exp_stat_sn: 0,
+        });
+        pdu::encode_pdu(&nop, &data, Digests::default(), &mut bytes).unwrap();
+        match raw.stream.write_all(&bytes) {
+            Ok(()) => {
+                sent += 1;
+                blocked_since = None;
+            }
+            Err(_) => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= stuck {
+                    break;
+                }
+            }
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_client_that_never_reads_is_held_at_its_output_limit() {
+    const LIMIT: usize = 64 << 10;
+    let target = start_target(|config| {
+        config.client_limits.max_output_bytes_per_connection = LIMIT;
+    });
+    let addr = target.addrs()[0];
+    let mut good = client(addr);
+    let mut raw = Raw::login(addr, [0x80, 0, 0, 0, 0, 0x41]);
+    // 8 KiB pings (the login's MaxRecvDataSegmentLength) up to 16 MiB of echoes owed.
+    let sent = nop_flood_without_reading(&mut raw, 2048, 8192, Duration::from_millis(500));
+    let owed = target.stats().output_owed_bytes as usize;
+    // The limit, the PDU that crossed it, and one send buffer lent to the kernel.
+    assert!(
+        owed <= LIMIT + 8192 + 48 + (256 << 10),
+        "{owed} bytes owed after {sent} pings"
+    );
+    assert!(
+        sent < 2048,
+        "the target stopped reading: all {sent} pings went out"
+    );
+    // Its neighbour is untouched, and the flooder is answered once it reads.
+    write_read_back(&mut good, 0, 3);
+    assert!(raw
+        .recv()
+        .is_some_and(|(h, _)| matches!(h, Header::NopIn(_))));
+}
+
+#[test]
+fn silent_connections_are_limited_per_address_and_closed_after_the_first_byte_deadline() {
+    let target = start_target(|config| {
+        config.threads = Some(1);
+        config.client_limits.max_logins_per_source = 4;
+        config.client_limits.first_pdu_timeout = Duration::from_millis(300);
+    });
+    let addr = target.addrs()[0];
+    let silent: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while target.stats().refused < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = target.stats();
+    assert_eq!((stats.logging_in, stats.refused), (4, 6), "{stats:?}");
+    // The four held are closed once their first byte is overdue, and nothing is left.
+    while target.stats().connections > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(target.stats().connections, 0, "{:?}", target.stats());
+    drop(silent);
+    // A real initiator from the same address logs in and works.
+    let mut good = client(addr);
+    write_read_back(&mut good, 0, 4);
+}
+
+#[test]
+fn past_the_login_limit_the_connection_logging_in_longest_makes_room() {
+    let target = start_target(|config| {
+        config.threads = Some(1);
+        config.client_limits.max_logins = 3;
+    });
+    let addr = target.addrs()[0];
+    let mut oldest = TcpStream::connect(addr).unwrap();
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _others: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while target.stats().logging_in < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A fourth (a real login) evicts the oldest silent one and logs in.
+    let mut good = client(addr);
+    write_read_back(&mut good, 0, 5);
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(oldest.read(&mut byte), Ok(0) | Err(_)),
+        "the oldest login-phase connection was closed"
+    );
+}

@@ -141,6 +141,10 @@ fn main() -> ExitCode {
     }
     loop {
         let signal = wait_for_signal(&signals);
+        if signal == libc::SIGUSR1 {
+            log_stats(&target, "SIGUSR1");
+            continue;
+        }
         if signal == libc::SIGHUP {
             tracing::info!(
                 signal = "SIGHUP",
@@ -154,8 +158,24 @@ fn main() -> ExitCode {
         );
         break;
     }
+    log_stats(&target, "shutdown");
     target.shutdown();
     ExitCode::SUCCESS
+}
+
+/// The figures of the gateway's memory budget and what its limits turned away.
+fn log_stats(target: &server::RunningTarget, why: &str) {
+    let stats = target.stats();
+    tracing::info!(
+        why,
+        connections = stats.connections,
+        logging_in = stats.logging_in,
+        refused = stats.refused,
+        output_owed_bytes = stats.output_owed_bytes,
+        receive_buffer_bytes = stats.receive_buffer_bytes,
+        commands_timed_out = stats.commands_timed_out,
+        "stats"
+    );
 }
 
 /// Environment variables that hold the gateway's CHAP secrets (not shown by `ps`).
@@ -240,11 +260,12 @@ fn signal_name(signal: i32) -> &'static str {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",
         libc::SIGHUP => "SIGHUP",
+        libc::SIGUSR1 => "SIGUSR1",
         _ => "another signal",
     }
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread it starts).
+/// Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR1 (stats to the log) in this thread (and so in every thread it starts).
 fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; the libc calls get valid pointers to it.
     unsafe {
@@ -253,6 +274,7 @@ fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));

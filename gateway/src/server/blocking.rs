@@ -52,9 +52,12 @@ pub(crate) struct Reply {
     pub(crate) cancelled: Cancelled,
 }
 
+/// A finished job: the loop's token, the command, its result.
+pub(crate) type Finished = ((usize, u32), CommandId, CommandResult);
+
 /// Results for one event loop, and its waker.
 pub(crate) struct Inbox {
-    results: Mutex<Vec<((usize, u32), CommandId, CommandResult)>>,
+    results: Mutex<Vec<Finished>>,
     waker: Arc<Waker>,
 }
 
@@ -74,7 +77,7 @@ impl Inbox {
     }
 
     /// The results posted since the last call.
-    pub(crate) fn take(&self) -> Vec<((usize, u32), CommandId, CommandResult)> {
+    pub(crate) fn take(&self) -> Vec<Finished> {
         self.results
             .lock()
             .map(|mut results| std::mem::take(&mut *results))

@@ -154,6 +154,11 @@ impl Connection {
         self.tx.len() + self.session.queued_output_bytes() + self.reads_in_flight_bytes
     }
 
+    /// The receive buffer's size.
+    pub fn receive_buffer_bytes(&self) -> usize {
+        self.rx.len()
+    }
+
     fn output_full(&self) -> bool {
         self.output_backlog() >= self.output_limit
     }

@@ -125,6 +125,9 @@ struct Slot {
     queued: bool,
     /// The deadline this slot has in the loop's timer heap, if any.
     timer: Option<Instant>,
+    /// What this slot last added to the loop's memory figures ([`LoopStats`]).
+    counted_output: u64,
+    counted_receive_buffer: u64,
 }
 
 /// A command on the blocking pool.
@@ -157,6 +160,9 @@ struct EventLoop {
     file_ops: Vec<Option<(u32, FileOp)>>,
     free_file_ops: Vec<usize>,
     file_ops_in_flight: usize,
+    /// File I/O issued per logical unit (by the address of its shared state), and the
+    /// operations waiting for room under [`FILE_OPS_PER_UNIT`] (slot, generation).
+    unit_file_ops: HashMap<usize, (usize, VecDeque<(usize, u32)>)>,
     /// Commands on the blocking pool, by token slot, and their results' way back.
     blocking_jobs: Vec<Option<BlockingEntry>>,
     free_blocking_jobs: Vec<usize>,
@@ -202,6 +208,14 @@ fn build_ring() -> io::Result<IoUring> {
     }
 }
 
+/// io_uring's worker threads for file I/O that cannot be issued without blocking, per
+/// ring (the kernel's default is 4 per CPU): with [`FILE_OPS_PER_UNIT`] at most, a few
+/// hung units still leave workers to the others.
+const IO_WORKERS: u32 = 64;
+/// File I/O of one logical unit in flight at once on a ring; more waits in the loop. A
+/// unit whose backend hangs holds this many of io_uring's workers and no more.
+const FILE_OPS_PER_UNIT: usize = 16;
+
 /// The body of an event loop thread. Reports on `ready` whether the ring came up.
 pub(super) fn run(
     shared: Arc<Shared>,
@@ -217,6 +231,10 @@ pub(super) fn run(
             return;
         }
     };
+    let mut workers = [IO_WORKERS, 0];
+    if let Err(error) = ring.submitter().register_iowq_max_workers(&mut workers) {
+        tracing::debug!(%error, "io_uring worker limit left as the kernel set it");
+    }
     let _ = ready.send(Ok(()));
     let inbox = Arc::new(Inbox::new(Arc::clone(&waker)));
     let mut event_loop = EventLoop {
@@ -234,6 +252,7 @@ pub(super) fn run(
         file_ops: Vec::new(),
         free_file_ops: Vec::new(),
         file_ops_in_flight: 0,
+        unit_file_ops: HashMap::new(),
         blocking_jobs: Vec::new(),
         free_blocking_jobs: Vec::new(),
         inbox,
@@ -597,6 +616,8 @@ impl EventLoop {
             logging_in: true,
             queued: false,
             timer: None,
+            counted_output: 0,
+            counted_receive_buffer: 0,
         };
         let index = match self.free.pop() {
             Some(index) => {
@@ -715,6 +736,7 @@ impl EventLoop {
 
     /// Timers that came due, then every slot with something to do.
     fn service(&mut self, now: Instant) {
+        self.count_connections();
         self.resume_accepts(now);
         self.expire_commands(now);
         self.expire_timers(now);
@@ -799,6 +821,37 @@ impl EventLoop {
         self.arm_send(index);
         self.arm_recv(index);
         self.schedule(index);
+        self.count_memory(index);
+    }
+
+    /// Brings the loop's memory figures up to date with one slot (`None`: it is gone).
+    fn count_memory(&mut self, index: usize) {
+        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let output = (slot.conn.output_backlog() + slot.send_buf.len()) as u64;
+        let receive_buffer = slot.conn.receive_buffer_bytes() as u64;
+        let stats = &self.stats;
+        adjust(&stats.output_owed_bytes, slot.counted_output, output);
+        adjust(
+            &stats.receive_buffer_bytes,
+            slot.counted_receive_buffer,
+            receive_buffer,
+        );
+        slot.counted_output = output;
+        slot.counted_receive_buffer = receive_buffer;
+    }
+
+    /// Copies the loop's counts of connections into its stats.
+    fn count_connections(&self) {
+        let stats = &self.stats;
+        stats
+            .connections
+            .store(self.connections as u64, Ordering::Relaxed);
+        stats
+            .logging_in
+            .store(self.logins_count as u64, Ordering::Relaxed);
+        stats.refused.store(self.refused, Ordering::Relaxed);
     }
 
     fn arm_send(&mut self, index: usize) {
@@ -944,6 +997,10 @@ impl EventLoop {
                     }),
             };
             if let Some((conn_index, conn_generation, command)) = target {
+                let timed_out = self.stats.commands_timed_out.load(Ordering::Relaxed);
+                self.stats
+                    .commands_timed_out
+                    .store(timed_out + 1, Ordering::Relaxed);
                 tracing::warn!(
                     timeout_ms = self.shared.limits.backend_timeout.as_millis(),
                     "backend did not answer a command in time: answered ABORTED COMMAND, \
@@ -975,14 +1032,14 @@ impl EventLoop {
         io: super::FileIo,
         deadline: Instant,
     ) {
-        let mut op = match FileOp::new(conn_index, conn_generation, command, io) {
+        let op = match FileOp::new(conn_index, conn_generation, command, io) {
             Ok(op) => op,
             Err((command, result)) => {
                 self.deliver(conn_index, conn_generation, command, result);
                 return;
             }
         };
-        let progress = op.start();
+        let unit = op.unit_key();
         let index = match self.free_file_ops.pop() {
             Some(index) => index,
             None => {
@@ -996,7 +1053,60 @@ impl EventLoop {
         self.file_ops_in_flight += 1;
         self.command_deadlines
             .push(Reverse((deadline, KIND_FILE, index, generation)));
+        let (issued, waiting) = self.unit_file_ops.entry(unit).or_default();
+        if *issued < FILE_OPS_PER_UNIT {
+            *issued += 1;
+            self.issue_file_op(index, generation);
+        } else {
+            waiting.push_back((index, generation));
+        }
+    }
+
+    /// Sends an operation's first request to the ring.
+    fn issue_file_op(&mut self, index: usize, generation: u32) {
+        let Some((_, op)) = self
+            .file_ops
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .filter(|(g, _)| *g == generation)
+        else {
+            return;
+        };
+        let progress = op.start();
         self.file_progress(index, generation, progress);
+    }
+
+    /// An operation of `unit` left the ring: the next one waiting for that unit goes, and
+    /// waiting ones answered by their deadline meanwhile are dropped unissued (their
+    /// initiator was told they failed).
+    fn unit_file_op_done(&mut self, unit: usize) {
+        loop {
+            let Some((issued, waiting)) = self.unit_file_ops.get_mut(&unit) else {
+                return;
+            };
+            let Some((index, generation)) = waiting.pop_front() else {
+                *issued -= 1;
+                if *issued == 0 {
+                    self.unit_file_ops.remove(&unit);
+                }
+                return;
+            };
+            let answered = self
+                .file_ops
+                .get(index)
+                .and_then(Option::as_ref)
+                .is_some_and(|(g, op)| *g == generation && op.answered);
+            if answered {
+                if let Some(entry) = self.file_ops.get_mut(index).and_then(Option::take) {
+                    drop(entry);
+                    self.free_file_ops.push(index);
+                    self.file_ops_in_flight -= 1;
+                }
+                continue;
+            }
+            self.issue_file_op(index, generation);
+            return;
+        }
     }
 
     fn file_completion(&mut self, index: usize, generation: u32, result: i32) {
@@ -1039,6 +1149,7 @@ impl EventLoop {
                     .store(completed + 1, Ordering::Relaxed);
                 let (conn_index, conn_generation, command) =
                     (op.conn_index, op.conn_generation, op.command);
+                self.unit_file_op_done(op.unit_key());
                 if op.answered {
                     tracing::info!("file I/O finished after its command was answered");
                     return;
@@ -1077,6 +1188,12 @@ impl EventLoop {
         };
         self.free.push(index);
         self.connections -= 1;
+        adjust(&self.stats.output_owed_bytes, slot.counted_output, 0);
+        adjust(
+            &self.stats.receive_buffer_bytes,
+            slot.counted_receive_buffer,
+            0,
+        );
         if let Some(key) = &slot.session_key {
             self.shared.unregister_session(key, &slot.control);
         }
@@ -1117,4 +1234,10 @@ fn timed_out_result() -> crate::session::CommandResult {
         data_in: Vec::new(),
         data_out_wanted: None,
     }
+}
+
+/// Moves a loop figure from `before` to `after` (only the loop's thread writes it).
+fn adjust(figure: &std::sync::atomic::AtomicU64, before: u64, after: u64) {
+    let now = figure.load(Ordering::Relaxed);
+    figure.store(now.saturating_sub(before) + after, Ordering::Relaxed);
 }

@@ -182,6 +182,11 @@ impl FileOp {
         })
     }
 
+    /// Identifies the operation's logical unit (the address of its shared state).
+    pub(super) fn unit_key(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.io.unit) as usize
+    }
+
     /// The first request.
     pub(super) fn start(&mut self) -> Progress {
         self.next()

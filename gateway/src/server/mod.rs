@@ -279,6 +279,31 @@ type SessionKey = (String, Isid, String);
 #[derive(Debug, Default)]
 pub(crate) struct LoopStats {
     pub(crate) file_ios_completed: std::sync::atomic::AtomicU64,
+    pub(crate) connections: std::sync::atomic::AtomicU64,
+    pub(crate) logging_in: std::sync::atomic::AtomicU64,
+    pub(crate) refused: std::sync::atomic::AtomicU64,
+    pub(crate) output_owed_bytes: std::sync::atomic::AtomicU64,
+    pub(crate) receive_buffer_bytes: std::sync::atomic::AtomicU64,
+    pub(crate) commands_timed_out: std::sync::atomic::AtomicU64,
+}
+
+/// What the target holds now, summed over its event loops: the figures its memory budget
+/// ([`ClientLimits`]) is made of, and what the limits turned away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections open, and those among them still logging in.
+    pub connections: u64,
+    pub logging_in: u64,
+    /// Connections refused at accept by the login-phase limits or the connection limit
+    /// since the start (and accepts paused for want of descriptors).
+    pub refused: u64,
+    /// Output the connections owe their initiators (each bounded by
+    /// `max_output_bytes_per_connection`, plus one command's read data).
+    pub output_owed_bytes: u64,
+    /// The connections' receive buffers (8 KiB while logging in, one PDU after).
+    pub receive_buffer_bytes: u64,
+    /// Commands answered by their deadline because their backend did not answer.
+    pub commands_timed_out: u64,
 }
 
 /// A connection another thread can ask to close.
@@ -375,6 +400,24 @@ impl RunningTarget {
             .iter()
             .map(|stats| stats.file_ios_completed.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// What the target holds now (see [`ServerStats`]).
+    pub fn stats(&self) -> ServerStats {
+        let sum = |field: fn(&LoopStats) -> &std::sync::atomic::AtomicU64| {
+            self.loop_stats
+                .iter()
+                .map(|stats| field(stats).load(Ordering::Relaxed))
+                .sum()
+        };
+        ServerStats {
+            connections: sum(|s| &s.connections),
+            logging_in: sum(|s| &s.logging_in),
+            refused: sum(|s| &s.refused),
+            output_owed_bytes: sum(|s| &s.output_owed_bytes),
+            receive_buffer_bytes: sum(|s| &s.receive_buffer_bytes),
+            commands_timed_out: sum(|s| &s.commands_timed_out),
+        }
     }
 
     /// Stops accepting, closes every connection (commands waiting for write data are
