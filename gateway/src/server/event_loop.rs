@@ -304,10 +304,14 @@ impl EventLoop {
                 }
             }
             let now = Instant::now();
-            let wait = self
-                .next_deadline()
-                .map_or(MAX_WAIT, |d| d.saturating_duration_since(now))
-                .min(MAX_WAIT);
+            let wait = if self.to_service.is_empty() {
+                self.next_deadline()
+                    .map_or(MAX_WAIT, |d| d.saturating_duration_since(now))
+                    .min(MAX_WAIT)
+            } else {
+                // Slots marked while others were serviced: only a look at the ring.
+                Duration::ZERO
+            };
             if let Err(e) = self.enter(wait) {
                 tracing::error!(error = %e, "io_uring_enter failed; event loop stops");
                 std::process::abort();
