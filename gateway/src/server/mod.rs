@@ -484,6 +484,7 @@ pub fn start_with(
     }
     checks::check_config(&config)?;
     raise_descriptor_limit();
+    keep_freed_memory();
     // Every LUN is opened and checked before any portal listens: a gateway that cannot
     // serve its LUNs never says "listening".
     let mut luns = Vec::new();
@@ -612,6 +613,25 @@ fn raise_descriptor_limit() {
                     "could not raise the open-descriptor limit; connections past it are refused"
                 );
             }
+        }
+    }
+}
+
+/// Keeps memory the allocator got back for reuse instead of returning it to the kernel:
+/// every command allocates its read data (64 KiB to 8 MiB) and frees it a moment later,
+/// and with glibc's defaults that memory went back to the kernel (trimmed, or unmapped
+/// above the mmap threshold) and was faulted in again by the next command, a fifth of an
+/// event loop's time at 64 KiB reads (measured with perf). The resident size stays bounded
+/// by the client limits either way.
+fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    {
+        const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+        const TRIM_THRESHOLD: libc::c_int = 64 << 20;
+        // SAFETY: mallopt only changes the allocator's thresholds; no memory is passed.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
         }
     }
 }
