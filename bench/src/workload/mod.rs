@@ -41,6 +41,7 @@ mod generator;
 pub mod pacer;
 mod permutation;
 mod rng;
+mod unknown;
 pub mod verify;
 
 use std::time::Duration;
@@ -49,12 +50,14 @@ use crate::io::{Direction, Distribution, PerDir, RwKind};
 
 pub use blocksize::BSSPLIT_ENTRIES_MAX;
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
+pub use unknown::{SkippedBlocks, UnknownCause};
 pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};
 pub use verify::{
     BlockImage, ByteWindow, Mismatch, Verifier, VerifyConfig, VerifyError, VerifyHeader, VerifyKind,
 };
 
 use generation::GenerationTracker;
+use unknown::UnknownBlocks;
 use generator::{GenStep, Generator};
 
 /// fio's default random seed when `randrepeat` is on and `randseed` is not set
@@ -285,6 +288,8 @@ pub struct Workload {
     pacer: Pacer,
     verifier: Option<Verifier>,
     tracker: Option<GenerationTracker>,
+    /// Blocks a failed or timed-out write left unknown (with a tracker only).
+    unknown: Option<UnknownBlocks>,
     read_back_due: bool,
     finished: bool,
     progress: Progress,
@@ -323,12 +328,20 @@ impl Workload {
         };
         let read_back_due =
             tracker.is_some() && config.verify.as_ref().is_some_and(|v| v.do_verify);
+        let unknown = match (&tracker, &verifier, &config.verify) {
+            (Some(_), Some(verifier), Some(verify_config)) => Some(UnknownBlocks::new(
+                verifier.interval_bytes(),
+                verify_config.max_tracked_blocks,
+            )),
+            _ => None,
+        };
         Ok(Workload {
             rw: config.rw,
             generator,
             pacer,
             verifier,
             tracker,
+            unknown,
             read_back_due,
             finished: false,
             progress: Progress::default(),
@@ -406,6 +419,44 @@ impl Workload {
     /// otherwise).
     pub fn on_complete(&mut self, now: Duration) {
         self.pacer.on_complete(now);
+    }
+
+    /// A write the workload planned ended: `Ok` makes its blocks known (see `unknown`), a
+    /// failure makes them unknown, so the read-back skips them instead of reporting a
+    /// loss it cannot prove. Only writes with [`VerifyAction::Fill`] matter; others are
+    /// ignored.
+    pub fn on_write_result(&mut self, io: &PlannedIo, failure: Option<UnknownCause>) {
+        let VerifyAction::Fill { generation } = io.verify else {
+            return;
+        };
+        let (Some(unknown), Some(tracker)) = (self.unknown.as_mut(), self.tracker.as_ref())
+        else {
+            return;
+        };
+        match failure {
+            None => unknown.on_write_done(io.offset, io.len, generation),
+            Some(cause) => {
+                let fence = tracker
+                    .fence(&self.generator, io.offset, io.len)
+                    .max(generation);
+                unknown.mark(io.offset, io.len, cause, fence);
+            }
+        }
+    }
+
+    /// Splits one read of [`Workload::read_back_plan`] into the runs that can be checked
+    /// (appended to `runs`); the verify intervals left unknown by failed or timed-out
+    /// writes are counted in `skipped` instead.
+    pub fn checkable_runs(
+        &self,
+        io: ReadBackIo,
+        runs: &mut Vec<ReadBackIo>,
+        skipped: &mut SkippedBlocks,
+    ) {
+        match &self.unknown {
+            Some(unknown) => unknown.split(io, runs, skipped),
+            None => runs.push(io),
+        }
     }
 
     /// The blocks written since the last verify phase, in offset order, each with the
