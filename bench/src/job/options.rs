@@ -9,6 +9,7 @@ use super::spec::{
     BlockSize, ChapCredentials, DigestChoice, Engine, JobSpec, LogName, PerDir, RateProcess,
     SizeSpec, TransportKind, VerifyKind,
 };
+use super::error_policy::ErrorPolicy;
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
 
@@ -516,6 +517,24 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!(ours "transport", [], Required, "software|dependent|independent", "software", "How the iSCSI engine reaches the target"),
     opt!(ours "shards", [], Required, "int", "1 per core", "Shards (cores) the iSCSI engine uses"),
     opt!(ours "io_timeout", [], Required, "time (s)", "none", "Fail an I/O that takes longer than this"),
+    opt!(ours "reconnect_max", [], Required, "int", "5", "iSCSI: log in again after a lost connection at most this many times in a row (0: never)"),
+    opt!(ours "replacement_timeout", [], Required, "time (s)", "30", "iSCSI: the longest one reconnect may take before its I/O fails"),
+    opt!(
+        "continue_on_error",
+        [],
+        Required,
+        "none|read|write|io|verify|all",
+        "none",
+        "Continue after non-fatal errors of these types"
+    ),
+    opt!(
+        "ignore_error",
+        [],
+        Required,
+        "READ_ERRS,WRITE_ERRS,VERIFY_ERRS",
+        "EIO:EILSEQ",
+        "Errors (':'-separated names or numbers) continue_on_error treats as non-fatal, per type"
+    ),
 ];
 
 /// fio options iscsi-bench refuses as "not supported" (fio 3.33 `--cmdhelp=all` and the
@@ -530,7 +549,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "bs_unaligned",
     "blocksize_unaligned",
     "bs_is_seq_rand",
-    "ignore_error",
     "rw_sequencer",
     "iodepth_low",
     "serialize_overlap",
@@ -669,7 +687,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "disable_bw_measurement",
     "gtod_cpu",
     "unified_rw_reporting",
-    "continue_on_error",
     "error_dump",
     "profile",
     "cgroup",
@@ -1132,6 +1149,25 @@ impl Scope {
             "io_timeout" => {
                 let timeout = value::parse_time(required(), TimeUnit::Seconds).map_err(bad)?;
                 spec.io_timeout = (timeout > Duration::ZERO).then_some(timeout);
+            }
+            "reconnect_max" => {
+                spec.iscsi.reconnect_max = Some(parse_count(required(), 0).map_err(bad)?)
+            }
+            "replacement_timeout" => {
+                let timeout = value::parse_time(required(), TimeUnit::Seconds).map_err(bad)?;
+                if timeout.is_zero() {
+                    return Err(bad(ValueError::new("must be greater than 0")));
+                }
+                spec.iscsi.replacement_timeout = Some(timeout);
+            }
+            "continue_on_error" => {
+                spec.error_policy.continue_on =
+                    ErrorPolicy::parse_continue_on_error(required())
+                        .map_err(|e| bad(ValueError::new(e)))?
+            }
+            "ignore_error" => {
+                spec.error_policy.ignore = ErrorPolicy::parse_ignore_error(required())
+                    .map_err(|e| bad(ValueError::new(e)))?
             }
             other => {
                 // The table and this match are kept in step by a test; reaching here is a

@@ -14,17 +14,18 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
+use crate::job::error_policy::{ErrorPolicy, ErrorType};
 use crate::output::logs::{JobLogs, LogOptions};
 use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
-use crate::workload::{Next, PlannedIo, Verifier, VerifyAction, Workload};
+use crate::workload::{
+    Next, PlannedIo, ReadBackIo, SkippedBlocks, UnknownCause, Verifier, VerifyAction, Workload,
+};
 
 /// The longest a job sleeps or waits for completions before it looks at the clock again.
 const TURN_MAX: Duration = Duration::from_millis(50);
 /// Verification failures printed in full per job; later ones are only counted.
 const VERIFY_REPORTS_MAX: u64 = 10;
-/// fio's errno for a verification failure (EILSEQ) and for a failed I/O (EIO).
-const EILSEQ: i32 = 84;
-const EIO: i32 = 5;
+use crate::job::error_policy::{EILSEQ, EIO};
 
 /// The job's state as the status line shows it (see [`crate::output::live::JobState`]).
 pub mod state {
@@ -61,6 +62,8 @@ pub struct JobSetup {
     pub ramp: Duration,
     pub startdelay: Duration,
     pub verify_fatal: bool,
+    /// fio's `continue_on_error` and `ignore_error`: which failed I/Os end the job.
+    pub error_policy: ErrorPolicy,
     pub stats_config: StatsConfig,
     /// Take an interval record this often (status interval or report), or never.
     pub interval: Option<Duration>,
@@ -79,6 +82,9 @@ pub struct JobOutcome {
     pub error: i32,
     pub error_text: String,
     pub verify_failures: u64,
+    /// Verify intervals the read-back left unchecked because a write to them failed or
+    /// timed out (see `workload::unknown`).
+    pub verify_skipped: SkippedBlocks,
     pub engine: EngineCounters,
 }
 
@@ -113,7 +119,16 @@ struct Driver {
     /// The I/Os of the run so far carried this scheduled start (paced jobs).
     paced: bool,
     verify_fatal: bool,
+    error_policy: ErrorPolicy,
     verify_failures: u64,
+    verify_skipped: SkippedBlocks,
+    /// Writes with verify data that ended since the workload last heard of them, and how
+    /// (`None`: done; see [`Workload::on_write_result`]). At most the completions of one
+    /// drain, which the queue depth bounds.
+    write_results: Vec<(PlannedIo, Option<UnknownCause>)>,
+    /// The engine refused a unit while nothing the runner counts was in flight: it holds
+    /// timed-out commands, and the next reap waits for room rather than returning at once.
+    engine_full: bool,
     io_failures: u64,
     first_error: Option<String>,
     stop: bool,
@@ -169,6 +184,7 @@ impl Driver {
             }
             Err(unit) => {
                 self.engine.recycle(unit.buffer);
+                self.engine_full = self.engine.in_flight() == 0;
                 false
             }
         }
@@ -204,7 +220,14 @@ impl Driver {
     ) -> Result<(), String> {
         let mut result = Ok(());
         if self.backlog.is_empty() {
-            let min = min.min(self.engine.in_flight());
+            // An engine full of units it timed out (and the runner no longer counts) is
+            // asked for `min` anyway: it then waits for room instead of returning at once,
+            // which would spin this thread (issue 11).
+            let min = if std::mem::take(&mut self.engine_full) {
+                min
+            } else {
+                min.min(self.engine.in_flight())
+            };
             let mut done = std::mem::take(&mut self.done);
             done.clear();
             match self.engine.reap(min, wait, &mut done) {
@@ -244,6 +267,14 @@ impl Driver {
             return;
         };
         let direction = meta.planned.direction;
+        if let VerifyAction::Fill { .. } = meta.planned.verify {
+            let failure = match &result {
+                Ok(()) => None,
+                Err(IoError::Timeout(_)) => Some(UnknownCause::WriteTimedOut),
+                Err(_) => Some(UnknownCause::WriteFailed),
+            };
+            self.write_results.push((meta.planned, failure));
+        }
         match result {
             Ok(()) => {
                 let scheduled_ns = self
@@ -307,14 +338,26 @@ impl Driver {
                         unit.offset
                     ));
                 }
-                // A lost connection fails everything after it: stop instead of counting
-                // a flood of identical failures.
-                if matches!(error, IoError::Transport(_)) {
+                // fio's continue_on_error/ignore_error decide; an engine that can no
+                // longer reach its target (reconnects exhausted) ends the job whatever
+                // they say, instead of failing every later I/O at once.
+                let non_fatal = self
+                    .error_policy
+                    .is_non_fatal(ErrorType::of_io(direction), error.errno());
+                if !non_fatal || matches!(error, IoError::Disconnected(_)) {
                     self.stop = true;
                 }
             }
         }
         self.engine.recycle(unit.buffer);
+    }
+
+    /// Tells the workload how its verify writes ended (their blocks become known or
+    /// unknown for the read-back).
+    fn settle_writes(&mut self, workload: &mut Workload) {
+        for (planned, failure) in self.write_results.drain(..) {
+            workload.on_write_result(&planned, failure);
+        }
     }
 
     fn fail(&mut self, message: String) {
@@ -382,6 +425,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         ramp,
         startdelay,
         verify_fatal,
+        error_policy,
         stats_config,
         interval,
         percentiles,
@@ -428,7 +472,11 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         percentiles,
         paced,
         verify_fatal,
+        error_policy,
         verify_failures: 0,
+        verify_skipped: SkippedBlocks::default(),
+        write_results: Vec::with_capacity(iodepth),
+        engine_full: false,
         io_failures: 0,
         first_error: log_error,
         stop: false,
@@ -449,9 +497,12 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         driver.fail(e);
     }
     // A job stopped by its runtime still checks what it wrote (fio verifies after a
-    // time-based write job too).
+    // time-based write job too), once its writes are in: a read racing a write to its
+    // block would see either copy.
     if !driver.stop && deadline.is_some_and(|d| driver.now() >= d) {
-        if let Err(e) = read_back(&mut driver, &workload) {
+        let drained = driver.drain(workload.verifier().cloned().as_ref(), |_| {});
+        driver.settle_writes(&mut workload);
+        if let Err(e) = drained.and_then(|()| read_back(&mut driver, &workload)) {
             driver.fail(e);
         }
     }
@@ -491,11 +542,21 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         },
         Ordering::Relaxed,
     );
+    if driver.verify_skipped.total() > 0 {
+        eprintln!(
+            "iscsi-bench: {name}: verify skipped {} block(s) whose last write failed \
+             ({}) or timed out ({}): their contents are unknown",
+            driver.verify_skipped.total(),
+            driver.verify_skipped.write_failed,
+            driver.verify_skipped.write_timed_out
+        );
+    }
     let Driver {
         engine,
         stats,
         intervals,
         verify_failures,
+        verify_skipped,
         ..
     } = driver;
     let engine = match engine.close() {
@@ -511,6 +572,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         error,
         error_text,
         verify_failures,
+        verify_skipped,
         engine,
     }
 }
@@ -566,6 +628,7 @@ fn main_phase(
                 .store(state::RUNNING, Ordering::Relaxed);
             ramp_end = None;
         }
+        driver.settle_writes(workload);
         if driver.stop || deadline.is_some_and(|d| now >= d) {
             return Ok(());
         }
@@ -591,6 +654,7 @@ fn main_phase(
                     Next::VerifyPhase => {
                         driver.submit()?;
                         driver.drain(verifier, |t| workload.on_complete(t))?;
+                        driver.settle_writes(workload);
                         read_back(driver, workload)?;
                         continue;
                     }
@@ -613,7 +677,9 @@ fn main_phase(
         }
         driver.submit()?;
         if finished && pending.is_none() {
-            return driver.drain(verifier, |t| workload.on_complete(t));
+            driver.drain(verifier, |t| workload.on_complete(t))?;
+            driver.settle_writes(workload);
+            return Ok(());
         }
         // Wait: for completions when I/O is in flight, else for the next due time.
         let until_due = wait_until
@@ -624,7 +690,7 @@ fn main_phase(
             .map(|d| d.saturating_sub(driver.now()))
             .unwrap_or(TURN_MAX);
         let wait = until_due.min(until_deadline);
-        if driver.outstanding() > 0 {
+        if driver.outstanding() > 0 || driver.engine_full {
             // A full queue waits for fio's iodepth_batch_complete_min; a job waiting for
             // its schedule takes one completion or the due time, whichever comes first.
             let min = if driver.has_room() {
@@ -652,7 +718,10 @@ fn read_back(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
         .progress
         .state
         .store(state::VERIFYING, Ordering::Relaxed);
+    // The plan's reads, each split around the blocks a failed write left unknown.
     let mut plan = plan.peekable();
+    let mut runs: Vec<ReadBackIo> = Vec::new();
+    let mut skipped = SkippedBlocks::default();
     loop {
         if driver.stop {
             break;
@@ -663,20 +732,29 @@ fn read_back(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
                 driver.submit()?;
                 queued = 0;
             }
-            let Some(io) = plan.peek() else { break };
+            if runs.is_empty() {
+                // Bounded: each plan entry is taken once; one that is all unknown adds
+                // no run and the loop takes the next.
+                let Some(io) = plan.next() else { break };
+                workload.checkable_runs(io, &mut runs, &mut skipped);
+                runs.reverse();
+                continue;
+            }
+            let Some(io) = runs.last() else { break };
             let planned = io.planned(driver.now());
             if !driver.queue(planned, Some(verifier)) {
                 break;
             }
-            plan.next();
+            runs.pop();
             queued += 1;
         }
         driver.submit()?;
-        if plan.peek().is_none() {
+        if runs.is_empty() && plan.peek().is_none() {
             break;
         }
         driver.reap(1, TURN_MAX, Some(verifier), |_| {})?;
     }
+    driver.verify_skipped.add(&skipped);
     driver.drain(Some(verifier), |_| {})?;
     driver
         .progress

@@ -151,6 +151,7 @@ pub fn run(tool: &ToolOptions, specs: &[JobSpec]) -> Result<RunOutcome, RunError
                 ramp: spec.ramp_time,
                 startdelay: spec.startdelay.min,
                 verify_fatal: spec.verify_fatal,
+                error_policy: spec.error_policy.clone(),
                 stats_config: StatsConfig {
                     sample_interval_ms: if spec.log_avg_msec > 0 {
                         spec.log_avg_msec
@@ -295,6 +296,7 @@ fn job_reports(specs: &[JobSpec], finished: Vec<(usize, JobOutcome)>) -> Vec<Job
             if let Some(&(_, at)) = merged_groups.iter().find(|(g, _)| *g == spec.group_id) {
                 let report = &mut reports[at];
                 report.stats.merge(&outcome.stats);
+                report.recovery.merge(&recovery_report(&outcome));
                 report.members += 1;
                 if report.error == 0 && outcome.error != 0 {
                     report.error = outcome.error;
@@ -304,15 +306,29 @@ fn job_reports(specs: &[JobSpec], finished: Vec<(usize, JobOutcome)>) -> Vec<Job
             }
             merged_groups.push((spec.group_id, reports.len()));
         }
-        reports.push(job_report(
+        let recovery = recovery_report(&outcome);
+        let mut report = job_report(
             spec,
             outcome.stats,
             outcome.intervals,
             outcome.error,
             outcome.error_text,
-        ));
+        );
+        report.recovery = recovery;
+        reports.push(report);
     }
     reports
+}
+
+fn recovery_report(outcome: &JobOutcome) -> crate::output::RecoveryReport {
+    crate::output::RecoveryReport {
+        ios_timed_out: outcome.engine.ios_timed_out,
+        late_completions: outcome.engine.late_completions,
+        reconnects: outcome.engine.reconnects,
+        reconnect_gap_ns_max: outcome.engine.reconnect_gap_ns_max,
+        commands_resent: outcome.engine.commands_resent,
+        verify_skipped: outcome.verify_skipped,
+    }
 }
 
 fn job_report(

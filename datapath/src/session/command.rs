@@ -672,7 +672,10 @@ impl Session {
     }
 
     /// A command in flight too long fails the connection (its state is unknown at ERL 0);
-    /// one still waiting for the window fails alone.
+    /// one still waiting for the window fails alone. Every command past its deadline fails
+    /// with [`CommandError::TimedOut`], the others of the failed connection with
+    /// `ConnectionLost` (a driver that logs in again may send those once more; a timed-out
+    /// one it must not, as the caller has been told it failed).
     ///
     /// Deadlines are the submission instant plus one timeout, so they run in submission
     /// order (`now` never goes back): only the expired commands at the front of that order
@@ -682,21 +685,25 @@ impl Session {
         if timeout.is_zero() {
             return Ok(());
         }
-        let mut expired_waiting = Vec::new();
+        let mut expired = Vec::new();
+        let mut first_issued = None;
         for (tag, task) in self.tasks.in_submission_order() {
             match task.submitted_at.checked_add(timeout) {
                 Some(deadline) if now >= deadline => {}
                 _ => break,
             }
-            if task.issued {
-                return Err(SessionError::CommandTimeout { tag });
+            if task.issued && first_issued.is_none() {
+                first_issued = Some(tag);
             }
-            expired_waiting.push(tag);
+            expired.push(tag);
         }
-        for tag in expired_waiting {
+        for tag in expired {
             self.complete_with_error(tag, CommandError::TimedOut);
         }
-        Ok(())
+        match first_issued {
+            Some(tag) => Err(SessionError::CommandTimeout { tag }),
+            None => Ok(()),
+        }
     }
 
     /// The earliest command deadline: the oldest command's.
