@@ -328,23 +328,26 @@ impl Driver {
                 }
             }
             Err(error) => {
+                // Counted whatever happens next (the report's errors and first error).
                 self.stats.record_error(direction, &error);
-                self.io_failures += 1;
-                if self.first_error.is_none() {
-                    self.first_error = Some(format!(
-                        "{} of {} bytes at offset {}: {error}",
-                        direction.fio_name(),
-                        unit.len,
-                        unit.offset
-                    ));
-                }
-                // fio's continue_on_error/ignore_error decide; an engine that can no
-                // longer reach its target (reconnects exhausted) ends the job whatever
+                // fio's continue_on_error/ignore_error decide whether the job goes on; a
+                // non-fatal error leaves the job's `error` at 0, as in fio. An engine that
+                // can no longer reach its target (recovery gave up) ends the job whatever
                 // they say, instead of failing every later I/O at once.
                 let non_fatal = self
                     .error_policy
-                    .is_non_fatal(ErrorType::of_io(direction), error.errno());
-                if !non_fatal || matches!(error, IoError::Disconnected(_)) {
+                    .is_non_fatal(ErrorType::of_io(direction), error.errno())
+                    && !matches!(error, IoError::Disconnected(_));
+                if !non_fatal {
+                    self.io_failures += 1;
+                    if self.first_error.is_none() {
+                        self.first_error = Some(format!(
+                            "{} of {} bytes at offset {}: {error}",
+                            direction.fio_name(),
+                            unit.len,
+                            unit.offset
+                        ));
+                    }
                     self.stop = true;
                 }
             }

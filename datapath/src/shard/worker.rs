@@ -444,6 +444,10 @@ struct Shard {
     resend: Vec<ShardRequest>,
     /// A command succeeded on this connection.
     progressed: bool,
+    /// After a recovery: answers still to be taken for the UNIT ATTENTION the reset of
+    /// the I_T nexus raises, and sent again (one per LUN is what targets report; the queue
+    /// depth bounds how many commands can meet it).
+    unit_attentions_left: usize,
     /// Counters of earlier connections (`publish` adds this connection's to them).
     kernel_entries_base: u64,
     bytes_copied_base: u64,
@@ -592,6 +596,7 @@ impl Shard {
             logout_started: false,
             resend: Vec::new(),
             progressed: false,
+            unit_attentions_left: 0,
             kernel_entries_base: 0,
             bytes_copied_base: 0,
             config,
@@ -684,6 +689,7 @@ impl Shard {
         self.kernel_entries_base = carried.stats.kernel_entries;
         self.bytes_copied_base = carried.stats.bytes_copied;
         self.stats.reconnects += 1;
+        self.unit_attentions_left = 2 * self.config.queue_depth;
         self.stats.reconnect_gap_ns_max = self.stats.reconnect_gap_ns_max.max(gap_ns);
         self.stats.reconnect_gap_ns_total += gap_ns;
         let now = Instant::now();
@@ -1799,6 +1805,24 @@ impl Shard {
                             });
                             continue;
                         }
+                        // The reinstated session's first answers report the reset our own
+                        // recovery caused, instead of carrying out the command (SAM-5
+                        // 5.14): sent again, as the SCSI midlayer does (bounded by
+                        // `unit_attentions_left`).
+                        (Ok(outcome), Some((lun, cdb, direction)))
+                            if self.unit_attentions_left > 0
+                                && is_reset_unit_attention(&outcome) =>
+                        {
+                            self.unit_attentions_left -= 1;
+                            self.resend.push(ShardRequest {
+                                lun,
+                                cdb,
+                                direction,
+                                buffer: outcome.buffer,
+                                user_data: held.user_data,
+                            });
+                            continue;
+                        }
                         (result, _) => result,
                     };
                     self.stats.ios += 1;
@@ -1878,6 +1902,21 @@ impl Shard {
         self.stats.queue_depth = self.held.len() as u64;
         self.shared.store(&self.stats);
     }
+}
+
+/// CHECK CONDITION with UNIT ATTENTION, ASC 0x29 (POWER ON, RESET, OR BUS DEVICE RESET
+/// OCCURRED and its qualifiers, I_T NEXUS LOSS among them: SPC-4 annex D): the command was
+/// not carried out.
+fn is_reset_unit_attention(outcome: &crate::session::CommandOutcome) -> bool {
+    const STATUS_CHECK_CONDITION: u8 = 0x02;
+    const SENSE_KEY_UNIT_ATTENTION: u8 = 0x06;
+    const ASC_POWER_ON_OR_RESET: u8 = 0x29;
+    outcome.status == STATUS_CHECK_CONDITION
+        && outcome
+            .sense
+            .as_deref()
+            .and_then(|s| crate::scsi::Sense::decode(s).ok())
+            .is_some_and(|s| s.key == SENSE_KEY_UNIT_ATTENTION && s.asc == ASC_POWER_ON_OR_RESET)
 }
 
 /// Parses a header whose bytes (BHS, AHS, header digest) are all in `bytes`.
