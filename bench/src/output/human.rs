@@ -186,7 +186,8 @@ pub fn render_job(job: &JobReport, group: &GroupStats, now: &str) -> String {
         let _ = writeln!(
             out,
             "  recovery     : timed out={} (late answers={}), reconnects={} (longest gap={:.3}s, \
-             resent={}), verify skipped={} blocks (write timed out={}, write failed={})",
+             resent={}), verify skipped={} blocks (write timed out={}, write failed={}, \
+             not sent={})",
             recovery.ios_timed_out,
             recovery.late_completions,
             recovery.reconnects,
@@ -194,7 +195,8 @@ pub fn render_job(job: &JobReport, group: &GroupStats, now: &str) -> String {
             recovery.commands_resent,
             skipped.total(),
             skipped.write_timed_out,
-            skipped.write_failed
+            skipped.write_failed,
+            skipped.write_not_sent
         );
     }
     if let Some(per_io) = stats.cpu_ns_per_io() {

@@ -415,6 +415,10 @@ fn job_extension(job: &JobReport) -> Json {
             "verify_skipped_write_failed",
             recovery.verify_skipped.write_failed,
         )
+        .u(
+            "verify_skipped_write_not_sent",
+            recovery.verify_skipped.write_not_sent,
+        )
         .done();
     Obj::new()
         .v("errors", errors_json)

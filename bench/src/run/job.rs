@@ -548,10 +548,11 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     if driver.verify_skipped.total() > 0 {
         eprintln!(
             "iscsi-bench: {name}: verify skipped {} block(s) whose last write failed \
-             ({}) or timed out ({}): their contents are unknown",
+             ({}), timed out ({}) or was never sent ({}): their contents are unknown",
             driver.verify_skipped.total(),
             driver.verify_skipped.write_failed,
-            driver.verify_skipped.write_timed_out
+            driver.verify_skipped.write_timed_out,
+            driver.verify_skipped.write_not_sent
         );
     }
     let Driver {
@@ -611,13 +612,30 @@ fn allow_cpus(cpus: &[u32]) -> std::io::Result<()> {
 fn main_phase(
     driver: &mut Driver,
     workload: &mut Workload,
+    ramp_end: Option<Duration>,
+    deadline: Option<Duration>,
+) -> Result<(), String> {
+    let mut pending: Option<PlannedIo> = None;
+    let result = main_loop(driver, workload, ramp_end, deadline, &mut pending);
+    // A write the workload planned but the job never sent (its runtime ended while it
+    // waited for its schedule or for room): the tracker counts it, the medium never saw
+    // it, so its blocks are unknown (issue 11: "a write that never went on the wire").
+    if let Some(planned) = pending {
+        workload.on_write_result(&planned, Some(UnknownCause::WriteNotSent));
+    }
+    result
+}
+
+fn main_loop(
+    driver: &mut Driver,
+    workload: &mut Workload,
     mut ramp_end: Option<Duration>,
     deadline: Option<Duration>,
+    pending: &mut Option<PlannedIo>,
 ) -> Result<(), String> {
     // The verifier never changes; a copy leaves the workload free to borrow mutably.
     let verifier = workload.verifier().cloned();
     let verifier = verifier.as_ref();
-    let mut pending: Option<PlannedIo> = None;
     loop {
         let now = driver.now();
         if let Some(end) = ramp_end.filter(|end| now >= *end) {
@@ -669,11 +687,11 @@ fn main_phase(
             };
             if planned.scheduled_at > driver.now() {
                 wait_until = Some(planned.scheduled_at);
-                pending = Some(planned);
+                *pending = Some(planned);
                 break;
             }
             if !driver.queue(planned, verifier) {
-                pending = Some(planned);
+                *pending = Some(planned);
                 break;
             }
             queued += 1;

@@ -27,6 +27,9 @@ pub enum UnknownCause {
     WriteFailed,
     /// The write did not complete within `io_timeout`.
     WriteTimedOut,
+    /// The workload planned the write but the job ended (runtime, a fatal error) before
+    /// it was sent: the generation tracker counts it, the medium never saw it.
+    WriteNotSent,
 }
 
 /// Verify intervals the read-back skipped, by the cause that made them unknown.
@@ -34,22 +37,25 @@ pub enum UnknownCause {
 pub struct SkippedBlocks {
     pub write_failed: u64,
     pub write_timed_out: u64,
+    pub write_not_sent: u64,
 }
 
 impl SkippedBlocks {
     pub fn total(&self) -> u64 {
-        self.write_failed + self.write_timed_out
+        self.write_failed + self.write_timed_out + self.write_not_sent
     }
 
     pub fn add(&mut self, other: &SkippedBlocks) {
         self.write_failed += other.write_failed;
         self.write_timed_out += other.write_timed_out;
+        self.write_not_sent += other.write_not_sent;
     }
 
     fn count(&mut self, cause: UnknownCause, intervals: u64) {
         match cause {
             UnknownCause::WriteFailed => self.write_failed += intervals,
             UnknownCause::WriteTimedOut => self.write_timed_out += intervals,
+            UnknownCause::WriteNotSent => self.write_not_sent += intervals,
         }
     }
 }
@@ -203,8 +209,8 @@ mod tests {
         assert_eq!(
             skipped,
             SkippedBlocks {
-                write_failed: 0,
-                write_timed_out: 2
+                write_timed_out: 2,
+                ..SkippedBlocks::default()
             }
         );
         // A read that misses them is left whole.
