@@ -116,7 +116,10 @@ fn a_connection_closed_by_the_target_is_recovered_and_the_units_go_on() {
     for done in run(&mut engine, reads) {
         assert_eq!(done.result, Ok(()), "read at {}", done.unit.offset);
         if done.unit.offset == 0 {
-            assert!(done.unit.buffer == pattern(4096, 0), "data written before the loss");
+            assert!(
+                done.unit.buffer == pattern(4096, 0),
+                "data written before the loss"
+            );
         }
     }
     let counters = Box::new(engine).close().expect("close after a recovery");

@@ -141,7 +141,8 @@ fn report(output: &std::process::Output) -> Report {
         intervals,
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         timeouts: ext["errors"]["timeout"].as_u64().unwrap_or(0),
-        cpu_percent: job["usr_cpu"].as_f64().unwrap_or(0.0) + job["sys_cpu"].as_f64().unwrap_or(0.0),
+        cpu_percent: job["usr_cpu"].as_f64().unwrap_or(0.0)
+            + job["sys_cpu"].as_f64().unwrap_or(0.0),
     }
 }
 
@@ -206,8 +207,16 @@ fn assert_went_on_and_cried_no_wolf(report: &Report, back_ms: u64) {
         "only {after} writes completed more than 1 s after the target came back: {:?}",
         report.intervals
     );
-    assert!(report.timeouts >= 1, "no timeout reported: {}", report.recovery);
-    assert!(n(&report.recovery, "ios_timed_out") >= 1, "{}", report.recovery);
+    assert!(
+        report.timeouts >= 1,
+        "no timeout reported: {}",
+        report.recovery
+    );
+    assert!(
+        n(&report.recovery, "ios_timed_out") >= 1,
+        "{}",
+        report.recovery
+    );
     assert!(
         !report.stderr.contains("verify:"),
         "a verify failure was reported:\n{}",

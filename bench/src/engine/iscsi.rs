@@ -285,11 +285,9 @@ impl IscsiEngine {
         }
         // Twice io_timeout: a unit reported timed out keeps its slot that long more for a
         // late answer (a target back from a stall) before the session is recovered.
-        let command_timeout = options
-            .io_timeout
-            .map_or(COMMAND_TIMEOUT_DEFAULT, |t| {
-                t.saturating_mul(2).max(COMMAND_TIMEOUT_MIN)
-            });
+        let command_timeout = options.io_timeout.map_or(COMMAND_TIMEOUT_DEFAULT, |t| {
+            t.saturating_mul(2).max(COMMAND_TIMEOUT_MIN)
+        });
         let client = client_config(&url, &options.login, command_timeout, options.iodepth)?;
         let path = adapter_path(options.transport, options.shards);
         let shard_config = ShardConfig {
@@ -605,7 +603,9 @@ impl IscsiEngine {
                 self.counters.ios_completed += 1;
                 out.push(IoDone {
                     unit: entry.unit,
-                    result: Err(IoError::Disconnected(format!("iSCSI shard {shard} stopped"))),
+                    result: Err(IoError::Disconnected(format!(
+                        "iSCSI shard {shard} stopped"
+                    ))),
                 });
             }
         }
@@ -768,8 +768,8 @@ impl Engine for IscsiEngine {
             self.drain_completions(out);
             let now = Instant::now();
             let next_expiry = self.expire(now, out);
-            let room_freed = self.counters.late_completions > late_before
-                || self.dead_shards.iter().any(|d| *d);
+            let room_freed =
+                self.counters.late_completions > late_before || self.dead_shards.iter().any(|d| *d);
             let done = if wait_for_room {
                 room_freed || out.len() > start
             } else {

@@ -210,7 +210,10 @@ mod tests {
         };
         assert!(policy.is_non_fatal(ErrorType::Read, libc::ETIMEDOUT));
         assert!(!policy.is_non_fatal(ErrorType::Write, EIO), "replaced");
-        assert!(policy.is_non_fatal(ErrorType::Verify, EILSEQ), "default kept");
+        assert!(
+            policy.is_non_fatal(ErrorType::Verify, EILSEQ),
+            "default kept"
+        );
         assert!(ErrorPolicy::parse_ignore_error("EIO,EIO,EIO,EIO").is_err());
         let error = ErrorPolicy::parse_ignore_error("EWHAT").unwrap_err();
         assert!(error.contains("EWHAT"), "{error}");

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::error::{JobError, Origin, Suggestion, ValueError};
+use super::error_policy::ErrorPolicy;
 use super::spec::{
     BlockSize, ChapCredentials, DigestChoice, Engine, JobSpec, LogName, PerDir, RateProcess,
     SizeSpec, TransportKind, VerifyKind,
 };
-use super::error_policy::ErrorPolicy;
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
 
@@ -1161,9 +1161,8 @@ impl Scope {
                 spec.iscsi.replacement_timeout = Some(timeout);
             }
             "continue_on_error" => {
-                spec.error_policy.continue_on =
-                    ErrorPolicy::parse_continue_on_error(required())
-                        .map_err(|e| bad(ValueError::new(e)))?
+                spec.error_policy.continue_on = ErrorPolicy::parse_continue_on_error(required())
+                    .map_err(|e| bad(ValueError::new(e)))?
             }
             "ignore_error" => {
                 spec.error_policy.ignore = ErrorPolicy::parse_ignore_error(required())

@@ -50,15 +50,15 @@ use crate::io::{Direction, Distribution, PerDir, RwKind};
 
 pub use blocksize::BSSPLIT_ENTRIES_MAX;
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
-pub use unknown::{SkippedBlocks, UnknownCause};
 pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};
+pub use unknown::{SkippedBlocks, UnknownCause};
 pub use verify::{
     BlockImage, ByteWindow, Mismatch, Verifier, VerifyConfig, VerifyError, VerifyHeader, VerifyKind,
 };
 
 use generation::GenerationTracker;
-use unknown::UnknownBlocks;
 use generator::{GenStep, Generator};
+use unknown::UnknownBlocks;
 
 /// fio's default random seed when `randrepeat` is on and `randseed` is not set
 /// (`FIO_RANDSEED` in fio's source).
@@ -429,8 +429,7 @@ impl Workload {
         let VerifyAction::Fill { generation } = io.verify else {
             return;
         };
-        let (Some(unknown), Some(tracker)) = (self.unknown.as_mut(), self.tracker.as_ref())
-        else {
+        let (Some(unknown), Some(tracker)) = (self.unknown.as_mut(), self.tracker.as_ref()) else {
             return;
         };
         match failure {

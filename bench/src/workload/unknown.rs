@@ -98,7 +98,10 @@ impl UnknownBlocks {
             return;
         }
         for interval in self.intervals(offset, len) {
-            let entry = self.entries.entry(interval).or_insert(Unknown { fence, cause });
+            let entry = self
+                .entries
+                .entry(interval)
+                .or_insert(Unknown { fence, cause });
             entry.fence = entry.fence.max(fence);
             entry.cause = cause;
         }
@@ -214,7 +217,10 @@ mod tests {
             }
         );
         // A read that misses them is left whole.
-        assert_eq!(split(&unknown, read(8 * 4096, 4, 1)).0, vec![read(8 * 4096, 4, 1)]);
+        assert_eq!(
+            split(&unknown, read(8 * 4096, 4, 1)).0,
+            vec![read(8 * 4096, 4, 1)]
+        );
     }
 
     #[test]

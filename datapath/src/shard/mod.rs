@@ -341,7 +341,8 @@ impl SharedStats {
         self.peak_queue_depth.store(s.peak_queue_depth, r);
         self.reconnects.store(s.reconnects, r);
         self.reconnect_gap_ns_max.store(s.reconnect_gap_ns_max, r);
-        self.reconnect_gap_ns_total.store(s.reconnect_gap_ns_total, r);
+        self.reconnect_gap_ns_total
+            .store(s.reconnect_gap_ns_total, r);
         self.commands_resent.store(s.commands_resent, r);
     }
 

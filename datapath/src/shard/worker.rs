@@ -1626,8 +1626,8 @@ impl Shard {
                 DataDirection::Read { len } => len,
                 _ => 0,
             };
-        let resend = (self.config.reconnect.enabled() && !from_work)
-            .then(|| (lun, cdb.clone(), direction));
+        let resend =
+            (self.config.reconnect.enabled() && !from_work).then(|| (lun, cdb.clone(), direction));
         let command = ScsiCommandRequest {
             lun: Lun::from_u64(lun).to_field(),
             cdb,
