@@ -797,3 +797,60 @@ fn read_only_verify_checks_every_read_with_any_generation() {
     );
     assert!(workload.read_back_plan().is_none());
 }
+
+/// Issue 11 item 5: the verify bookkeeping of a write that failed, timed out or was never
+/// sent. Its blocks leave the read-back plan (counted by cause) until a write planned
+/// after the failure succeeds; the table (norandommap) and pass-based trackers alike.
+#[test]
+fn a_failed_write_leaves_its_blocks_unknown_until_a_later_write_succeeds() {
+    let mut table_job = verify_job(RwKind::RandWrite, 16 * 4096, 4096);
+    table_job.norandommap = true;
+    table_job.io_size_bytes = Some(64 * 4096);
+    let mut sequential_job = verify_job(RwKind::Write, 16 * 4096, 4096);
+    // Time-based: the runner's clock ends it, so the writes wrap round to the block.
+    sequential_job.time_based = true;
+    table_job.time_based = true;
+    for job in [table_job, sequential_job] {
+        let mut workload = Workload::new(job).expect("valid");
+        let Next::Io(failed) = workload.next(Duration::ZERO) else {
+            panic!("an I/O first");
+        };
+        workload.on_write_result(&failed, Some(UnknownCause::WriteTimedOut));
+        // The read-back leaves the timed-out write's block out and counts it.
+        let checkable = |workload: &Workload| {
+            let mut runs = Vec::new();
+            let mut skipped = SkippedBlocks::default();
+            for read in workload.read_back_plan().expect("write job") {
+                workload.checkable_runs(read, &mut runs, &mut skipped);
+            }
+            (runs, skipped)
+        };
+        let (runs, skipped) = checkable(&workload);
+        assert_eq!(skipped.write_timed_out, 1, "{runs:?}");
+        assert!(runs
+            .iter()
+            .all(|r| r.offset + u64::from(r.len) <= failed.offset
+                || r.offset >= failed.offset + u64::from(failed.len)));
+        // Rewrite until the failed block is written again with a newer generation.
+        let mut rewritten = false;
+        for _ in 0..200 {
+            match workload.next(Duration::ZERO) {
+                Next::Io(io) => {
+                    workload.on_write_result(&io, None);
+                    if io.offset == failed.offset {
+                        rewritten = true;
+                        break;
+                    }
+                }
+                Next::VerifyPhase | Next::WaitForCompletions => {}
+                Next::Done => break,
+            }
+        }
+        assert!(rewritten, "the block came round again");
+        let (runs, skipped) = checkable(&workload);
+        assert_eq!(skipped.total(), 0);
+        assert!(runs
+            .iter()
+            .any(|r| r.offset <= failed.offset && failed.offset < r.offset + u64::from(r.len)));
+    }
+}
