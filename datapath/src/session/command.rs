@@ -50,6 +50,8 @@ pub(crate) struct Task {
     pub(crate) buffer: Vec<u8>,
     pub(crate) submitted_at: Instant,
     issued: bool,
+    /// The CmdSN it was issued with (an abort's RefCmdSN).
+    cmd_sn: u32,
     /// Reads: the DataSN the next Data-In must carry.
     next_data_sn: u32,
     /// Reads: the data received so far from offset 0 without a hole, `[0, prefix_end)`.
@@ -66,6 +68,15 @@ pub(crate) struct Task {
 }
 
 impl Task {
+    pub(crate) fn lun(&self) -> LunField {
+        self.lun
+    }
+
+    /// Meaningful once issued.
+    pub(crate) fn cmd_sn(&self) -> u32 {
+        self.cmd_sn
+    }
+
     pub(crate) fn new(id: TaskId, request: ScsiCommandRequest, now: Instant) -> Task {
         let ScsiCommandRequest {
             lun,
@@ -87,6 +98,7 @@ impl Task {
             buffer,
             submitted_at: now,
             issued: false,
+            cmd_sn: 0,
             next_data_sn: 0,
             prefix_end: 0,
             received_beyond: Vec::new(),
@@ -302,6 +314,7 @@ impl Session {
         };
         let cmd_sn = self.window.take();
         task.issued = true;
+        task.cmd_sn = cmd_sn;
         self.in_flight += 1;
         let expected = task.direction.transfer_len();
         let (read, write) = match task.direction {
