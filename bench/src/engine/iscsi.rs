@@ -27,8 +27,11 @@
 //! still holds the command: its buffer is not handed back (the unit comes back with an
 //! empty buffer), and its slot stays taken until the late completion arrives, which is then
 //! dropped, counted in [`EngineCounters::late_completions`], and its buffer goes to the
-//! pool. A runner whose units all timed out waits in [`Engine::reap`] for a slot to free
-//! (issue 11: it spun). If the target does not answer within twice `io_timeout` (30 s
+//! pool. The engine also asks the shard to abort the command (ABORT TASK, RFC 7143
+//! 11.5.1): a target that answers "function complete" frees the slot at once, the
+//! connection untouched. A runner whose units all timed out waits in [`Engine::reap`] for
+//! a slot to free (issue 11: it spun). If the target does not answer within twice
+//! `io_timeout` (30 s
 //! without one), the session's command timeout fails the connection (RFC 7143 ERL 0), and
 //! the shard recovers the session ([`IscsiOptions::reconnect`], `datapath::shard`'s
 //! `reconnect`: log in again, bounded, commands not timed out sent again), so I/O goes on
@@ -516,18 +519,26 @@ impl IscsiEngine {
         Some(IoDone { unit, result })
     }
 
-    /// Fails every unit past its deadline with [`IoError::Timeout`]; returns the earliest
-    /// deadline still ahead.
+    /// Fails every unit past its deadline with [`IoError::Timeout`] and asks its shard to
+    /// abort the command (ABORT TASK); returns the earliest deadline still ahead.
     fn expire(&mut self, now: Instant, out: &mut Vec<IoDone>) -> Option<Instant> {
         let timeout = self.io_timeout?;
         let mut next: Option<Instant> = None;
-        for entry in self.in_flight.values_mut() {
+        for (tag, entry) in self.in_flight.iter_mut() {
             let Some(deadline) = entry.deadline.filter(|_| !entry.timed_out) else {
                 continue;
             };
             if deadline <= now {
                 entry.timed_out = true;
                 self.timed_out += 1;
+                // The target's "function complete" frees the slot at once, without
+                // ending the connection; a target that does not answer leaves it to the
+                // session's command timeout (module docs).
+                if let Some(pool) = &self.pool {
+                    if let Err(e) = pool.abort(entry.shard, *tag) {
+                        tracing::debug!(tag, error = %e, "ABORT TASK not sent");
+                    }
+                }
                 self.counters.ios_timed_out += 1;
                 self.counters.ios_completed += 1;
                 let mut unit = entry.unit.clone();

@@ -435,6 +435,8 @@ struct ShardHandle {
     submit: Option<Sender<ShardRequest>>,
     /// Works for the shard's own thread (software shards only).
     work: Option<Sender<Box<dyn ShardWork>>>,
+    /// ABORT TASK requests by `user_data` (software shards only).
+    abort: Option<Sender<u64>>,
     doorbell: Arc<Doorbell>,
     completions: Receiver<ShardCompletion>,
     stats: Arc<SharedStats>,
@@ -525,6 +527,7 @@ impl ShardPool {
             };
             let (submit_tx, submit_rx) = crossbeam_channel::bounded(config.queue_depth);
             let (work_tx, work_rx) = crossbeam_channel::bounded(WORKS_WAITING);
+            let (abort_tx, abort_rx) = crossbeam_channel::bounded(config.queue_depth);
             let (done_tx, done_rx) = crossbeam_channel::bounded(2 * config.queue_depth);
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let stats = Arc::new(SharedStats::default());
@@ -554,9 +557,12 @@ impl ShardPool {
                     client_config.clone(),
                     config.clone(),
                     core,
-                    submit_rx,
-                    work_rx,
-                    done_tx,
+                    worker::Channels {
+                        submit_rx,
+                        work_rx,
+                        abort_rx,
+                        done_tx,
+                    },
                     Arc::clone(&stats),
                     Arc::clone(&doorbell),
                 );
@@ -590,6 +596,7 @@ impl ShardPool {
             pool.shards.push(ShardHandle {
                 submit: Some(submit_tx),
                 work: software.then_some(work_tx),
+                abort: software.then_some(abort_tx),
                 doorbell,
                 completions: done_rx,
                 stats,
@@ -651,6 +658,28 @@ impl ShardPool {
             // Costs a system call only when the adapter shard sleeps.
             wake.notify();
         }
+        Ok(())
+    }
+
+    /// Asks shard `shard` to abort the command submitted with `user_data` (ABORT TASK,
+    /// [`crate::session::Session::abort_task`]); its completion then fails with
+    /// [`CommandError::Aborted`] once the target confirms, or comes as usual if the answer
+    /// won the race. A command the shard no longer holds is ignored. Software shards only;
+    /// a full abort queue (more aborts than the queue depth pending) is refused.
+    pub fn abort(&self, shard: usize, user_data: u64) -> Result<(), ShardError> {
+        let shards = self.shards.len();
+        let handle = self.shards.get(shard).ok_or(ShardError::NoSuchShard {
+            index: shard,
+            shards,
+        })?;
+        let tx = handle.abort.as_ref().ok_or(ShardError::InvalidConfig(
+            "aborts run on software shards only",
+        ))?;
+        tx.try_send(user_data).map_err(|e| match e {
+            TrySendError::Full(_) => ShardError::InvalidConfig("too many aborts pending"),
+            TrySendError::Disconnected(_) => ShardError::Vanished { shard },
+        })?;
+        handle.doorbell.ring();
         Ok(())
     }
 
@@ -813,6 +842,7 @@ impl ShardPool {
         for shard in &mut self.shards {
             shard.submit = None;
             shard.work = None;
+            shard.abort = None;
             shard.doorbell.stopping.store(true, Ordering::SeqCst);
             shard.doorbell.ring_always();
             // An adapter shard sleeps on its adapter's eventfd instead.

@@ -80,6 +80,15 @@ const TOKEN_CANCEL: u64 = EVENT_TOKEN_BASE + 4;
 /// A staging receive linked behind a placed one (`Shard::linked_recv`).
 const TOKEN_RECV_LINKED: u64 = EVENT_TOKEN_BASE + 5;
 
+/// The queues between a shard and its callers.
+pub(super) struct Channels {
+    pub(super) submit_rx: Receiver<ShardRequest>,
+    pub(super) work_rx: Receiver<Box<dyn ShardWork>>,
+    /// ABORT TASK requests, by the command's `user_data`.
+    pub(super) abort_rx: Receiver<u64>,
+    pub(super) done_tx: Sender<ShardCompletion>,
+}
+
 /// What the shard thread owns before it has connected.
 pub(super) struct Worker {
     index: usize,
@@ -88,24 +97,28 @@ pub(super) struct Worker {
     core: Option<core_affinity::CoreId>,
     submit_rx: Receiver<ShardRequest>,
     work_rx: Receiver<Box<dyn ShardWork>>,
+    abort_rx: Receiver<u64>,
     done_tx: Sender<ShardCompletion>,
     shared: Arc<SharedStats>,
     doorbell: Arc<Doorbell>,
 }
 
 impl Worker {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         index: usize,
         client_config: ClientConfig,
         config: ShardConfig,
         core: Option<core_affinity::CoreId>,
-        submit_rx: Receiver<ShardRequest>,
-        work_rx: Receiver<Box<dyn ShardWork>>,
-        done_tx: Sender<ShardCompletion>,
+        channels: Channels,
         shared: Arc<SharedStats>,
         doorbell: Arc<Doorbell>,
     ) -> Worker {
+        let Channels {
+            submit_rx,
+            work_rx,
+            abort_rx,
+            done_tx,
+        } = channels;
         Worker {
             index,
             client_config,
@@ -113,6 +126,7 @@ impl Worker {
             core,
             submit_rx,
             work_rx,
+            abort_rx,
             done_tx,
             shared,
             doorbell,
@@ -225,6 +239,7 @@ impl Worker {
             if self.doorbell.stopping.load(Ordering::SeqCst) {
                 return false;
             }
+            self.abort_parked(carried);
             while carried.resend.len() < 2 * self.config.queue_depth {
                 match self.submit_rx.try_recv() {
                     Ok(request) => carried.resend.push(request),
@@ -237,6 +252,26 @@ impl Worker {
                 return true;
             }
             std::thread::sleep(STEP.min(until - now));
+        }
+    }
+
+    /// Aborts asked for while no connection is up: a command waiting to be sent again is
+    /// not sent and fails as aborted.
+    fn abort_parked(&self, carried: &mut Carried) {
+        while let Ok(user_data) = self.abort_rx.try_recv() {
+            let Some(at) = carried.resend.iter().position(|r| r.user_data == user_data) else {
+                continue;
+            };
+            let request = carried.resend.remove(at);
+            let completion = ShardCompletion {
+                user_data,
+                result: Err(failure(CommandError::Aborted, request.buffer)),
+            };
+            // The queue holds twice the depth; a caller not taking completions loses this
+            // one's buffer, not the shard's progress.
+            if self.done_tx.try_send(completion).is_ok() {
+                self.doorbell.caller.wake();
+            }
         }
     }
 
@@ -354,6 +389,7 @@ struct Shard {
     session: Session,
     submit_rx: Receiver<ShardRequest>,
     work_rx: Receiver<Box<dyn ShardWork>>,
+    abort_rx: Receiver<u64>,
     /// The work running on this shard, if any (one at a time; others wait in `work_rx`).
     work: Option<RunningWork>,
     /// The requests the work made in this turn (kept to reuse the allocation).
@@ -472,6 +508,7 @@ impl Shard {
         let core = worker.core;
         let submit_rx = worker.submit_rx.clone();
         let work_rx = worker.work_rx.clone();
+        let abort_rx = worker.abort_rx.clone();
         let done_tx = worker.done_tx.clone();
         let shared = Arc::clone(&worker.shared);
         let doorbell = Arc::clone(&worker.doorbell);
@@ -547,6 +584,7 @@ impl Shard {
             session: Session::new(session_config, Instant::now()),
             submit_rx,
             work_rx,
+            abort_rx,
             work: None,
             work_requests: Vec::with_capacity(config.queue_depth),
             done_tx,
@@ -1593,6 +1631,7 @@ impl Shard {
                 self.work = Some(RunningWork::new(work));
             }
         }
+        self.take_aborts(now);
         // Left over from a recovery: they go first (bounded by the list).
         while self.room() > 0 && !self.resend.is_empty() && self.dead.is_none() {
             let request = self.resend.remove(0);
@@ -1606,6 +1645,24 @@ impl Shard {
                 Err(TryRecvError::Disconnected) => {
                     self.stopping = true;
                     return;
+                }
+            }
+        }
+    }
+
+    /// Starts the aborts callers asked for (bounded by the abort queue's capacity). A
+    /// command the shard no longer holds has completed: nothing to do.
+    fn take_aborts(&mut self, now: Instant) {
+        while let Ok(user_data) = self.abort_rx.try_recv() {
+            // Bounded by the commands held (the queue depth).
+            let task = self
+                .held
+                .iter()
+                .find(|(_, held)| held.user_data == user_data && !held.from_work)
+                .map(|(task, _)| *task);
+            if let Some(task) = task {
+                if let Err(refused) = self.session.abort_task(now, task) {
+                    tracing::debug!(shard = self.index, %refused, "abort not started");
                 }
             }
         }
