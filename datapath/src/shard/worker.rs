@@ -1632,6 +1632,10 @@ impl Shard {
             }
         }
         self.take_aborts(now);
+        if self.dead.is_some() && self.recovers() {
+            // Requests wait in the queue for the next connection (`Worker::recover`).
+            return;
+        }
         // Left over from a recovery: they go first (bounded by the list).
         while self.room() > 0 && !self.resend.is_empty() && self.dead.is_none() {
             let request = self.resend.remove(0);
@@ -1717,6 +1721,19 @@ impl Shard {
                 self.stats.peak_queue_depth = self.stats.peak_queue_depth.max(depth);
             }
             Err(refused) => {
+                let ended =
+                    self.dead.is_some() || matches!(refused.reason, SubmitRejection::NotLoggedIn);
+                if let Some((lun, cdb, direction)) = resend.filter(|_| ended && self.recovers()) {
+                    // The connection is being lost: this one waits for the next.
+                    self.resend.push(ShardRequest {
+                        lun,
+                        cdb,
+                        direction,
+                        buffer: refused.request.buffer,
+                        user_data,
+                    });
+                    return;
+                }
                 let error = match (&self.dead, refused.reason) {
                     (Some(reason), _) => CommandError::ConnectionLost(reason.clone()),
                     (None, SubmitRejection::NotLoggedIn) => {
