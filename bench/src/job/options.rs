@@ -1487,4 +1487,29 @@ mod tests {
             Err(JobError::UnknownOption { .. })
         ));
     }
+
+    #[test]
+    fn error_handling_and_recovery_options() {
+        let mut scope = Scope::new(JobSpec::new("t"));
+        apply(&mut scope, "continue_on_error", Some("io")).unwrap();
+        apply(&mut scope, "ignore_error", Some("EIO:ETIMEDOUT,110")).unwrap();
+        apply(&mut scope, "reconnect_max", Some("3")).unwrap();
+        apply(&mut scope, "replacement_timeout", Some("5")).unwrap();
+        let spec = &scope.spec;
+        assert_eq!(spec.error_policy.continue_on, [true, true, false]);
+        assert_eq!(spec.error_policy.ignore[1], Some(vec![110]));
+        assert_eq!(spec.iscsi.reconnect_max, Some(3));
+        assert_eq!(spec.iscsi.replacement_timeout, Some(Duration::from_secs(5)));
+        for (option, bad) in [
+            ("continue_on_error", "sometimes"),
+            ("ignore_error", "ENOPE"),
+            ("reconnect_max", "-1"),
+            ("replacement_timeout", "0"),
+        ] {
+            let error = apply(&mut scope, option, Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(option), "{option}={bad}: {error}");
+        }
+    }
 }
