@@ -3,7 +3,8 @@
 //! shard connects and logs in again with the same ISID and TSIH 0, which makes the target
 //! reinstate the session and end the old one's tasks (RFC 7143 section 6.3.5,
 //! "session reinstatement"). The commands the lost connection held are sent again on the
-//! new one, except those that timed out (they fail with `CommandError::TimedOut`); requests
+//! new one, except those that timed out (they fail with `CommandError::TimedOut`) and those
+//! the caller asked to abort (it gave up on them: they fail with the connection); requests
 //! that arrive meanwhile wait (up to twice the queue depth; then the queue is full).
 //!
 //! Bounded like libiscsi's reconnect (`iscsi_set_reconnect_max_retries`) and open-iscsi's

@@ -317,6 +317,9 @@ struct Held {
     /// LUN, CDB and direction, kept to send the command again on a new connection
     /// (`ShardConfig::reconnect` on; commands of a work are not sent again).
     resend: Option<(u64, Vec<u8>, DataDirection)>,
+    /// The caller asked to abort it: it has given up on the command, which is therefore
+    /// never sent again on a new connection.
+    abort_requested: bool,
 }
 
 /// The socket (and the doorbell) as the ring names them: fixed files when the kernel took
@@ -1661,9 +1664,12 @@ impl Shard {
             // Bounded by the commands held (the queue depth).
             let task = self
                 .held
-                .iter()
+                .iter_mut()
                 .find(|(_, held)| held.user_data == user_data && !held.from_work)
-                .map(|(task, _)| *task);
+                .map(|(task, held)| {
+                    held.abort_requested = true;
+                    *task
+                });
             if let Some(task) = task {
                 if let Err(refused) = self.session.abort_task(now, task) {
                     tracing::debug!(shard = self.index, %refused, "abort not started");
@@ -1706,6 +1712,7 @@ impl Shard {
                         from_work,
                         answer_bytes,
                         resend,
+                        abort_requested: false,
                     },
                 );
                 self.answer_bytes += u64::from(answer_bytes);
@@ -1863,7 +1870,8 @@ impl Shard {
                     self.answer_bytes = self
                         .answer_bytes
                         .saturating_sub(u64::from(held.answer_bytes));
-                    let result = match (result, held.resend) {
+                    let resend = held.resend.filter(|_| !held.abort_requested);
+                    let result = match (result, resend) {
                         // The connection went down under it: sent again after a new login
                         // (a timed-out command is not: it fails as such).
                         (Err(failure), Some((lun, cdb, direction)))
