@@ -1,5 +1,6 @@
-//! `iscsi-bench` through target faults, as a user runs it against tgt (issue 21 item 4,
-//! issue 11 item 5): tgtd frozen with SIGSTOP for longer than `io_timeout` and then
+//! `iscsi-bench` through target faults, as a user runs it against tgt and against
+//! `iscsi-gateway` in its own process (issue 21 item 4, issue 11 item 5): the target frozen
+//! with SIGSTOP for longer than `io_timeout` and then
 //! resumed, or frozen past the session's command timeout (the shard recovers the session),
 //! or its connection closed mid-run. The job must go on issuing I/O once the target is
 //! back, report what timed out and what it recovered, and never report a verify failure
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use system_tests::{describe_output, workspace_binary, TargetSpec, TempDir, Tgt};
+use system_tests::{describe_output, free_port, workspace_binary, TargetSpec, TempDir, Tgt};
 
 /// The longest a job of these tests may take, verification included.
 const RUN_LIMIT: Duration = Duration::from_secs(90);
@@ -29,17 +30,94 @@ fn bench_path() -> PathBuf {
     workspace_binary("bench", "iscsi-bench")
 }
 
-/// tgtd stopped with SIGSTOP until dropped (then SIGCONT), so a failing test never leaves
-/// a frozen daemon behind.
+/// The target a job runs against: tgt, or `iscsi-gateway` (a RAM LUN) in a child process.
+enum Peer {
+    Tgt(Tgt, String),
+    Gateway(GatewayProcess),
+}
+
+/// `iscsi-gateway` in a child process, killed when dropped.
+struct GatewayProcess {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const GATEWAY_IQN: &str = "iqn.2026-12.test:gateway-faults";
+
+impl Peer {
+    fn tgt(iqn: &str) -> Peer {
+        let tgt = Tgt::start(&[TargetSpec::new(iqn, &[LUN_BYTES])]).expect("tgtd starts");
+        Peer::Tgt(tgt, iqn.to_string())
+    }
+
+    fn gateway() -> Peer {
+        let port = free_port();
+        let child = Command::new(workspace_binary("gateway", "iscsi-gateway"))
+            .args(["--portal", &format!("127.0.0.1:{port}")])
+            .args(["--iqn", GATEWAY_IQN])
+            .args(["--lun", &format!("ram:{LUN_BYTES}")])
+            .args(["--threads", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iscsi-gateway starts");
+        let gateway = GatewayProcess { child, port };
+        // Bounded: 100 tries, 50 ms apart.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Peer::Gateway(gateway);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("iscsi-gateway does not listen on {port}");
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Peer::Tgt(tgt, iqn) => {
+                format!("iscsi://{}/{iqn}/{}", tgt.portal(), Tgt::FIRST_DATA_LUN)
+            }
+            Peer::Gateway(g) => format!("iscsi://127.0.0.1:{}/{GATEWAY_IQN}/0", g.port),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Peer::Tgt(tgt, _) => tgt.pid(),
+            Peer::Gateway(g) => g.child.id(),
+        }
+    }
+
+    fn log(&self) -> String {
+        match self {
+            Peer::Tgt(tgt, _) => tgt.log(),
+            Peer::Gateway(_) => String::new(),
+        }
+    }
+}
+
+/// The target stopped with SIGSTOP until dropped (then SIGCONT), so a failing test never
+/// leaves a frozen daemon behind.
 struct Frozen {
     pid: libc::pid_t,
 }
 
 impl Frozen {
-    fn new(tgt: &Tgt) -> Frozen {
-        let pid = tgt.pid() as libc::pid_t;
+    fn new(peer: &Peer) -> Frozen {
+        let pid = peer.pid() as libc::pid_t;
         // SAFETY: kill(2) takes no pointers; the pid is our own child's.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP tgtd");
+        assert_eq!(
+            unsafe { libc::kill(pid, libc::SIGSTOP) },
+            0,
+            "SIGSTOP the target"
+        );
         Frozen { pid }
     }
 }
@@ -79,8 +157,8 @@ fn finish(child: Child) -> std::process::Output {
     }
 }
 
-/// A time-based random-write job with verification against tgt's LUN 1.
-fn job_args(tgt: &Tgt, iqn: &str, runtime_s: u32, extra: &[&str]) -> Vec<String> {
+/// A time-based random-write job with verification against `url`.
+fn job_args(url: &str, runtime_s: u32, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--name=fault",
         "--rw=randwrite",
@@ -95,11 +173,7 @@ fn job_args(tgt: &Tgt, iqn: &str, runtime_s: u32, extra: &[&str]) -> Vec<String>
     .iter()
     .map(|s| s.to_string())
     .collect();
-    args.push(format!(
-        "--filename=iscsi://{}/{iqn}/{}",
-        tgt.portal(),
-        Tgt::FIRST_DATA_LUN
-    ));
+    args.push(format!("--filename={url}"));
     args.push(format!("--size={}", LUN_BYTES));
     args.push(format!("--runtime={runtime_s}"));
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -162,24 +236,24 @@ fn writes_after(report: &Report, after_ms: u64) -> u64 {
         .sum()
 }
 
-/// Runs the job, freezing tgtd from `freeze_at` to `freeze_at + freeze_for` (wall time
-/// after the start of the run). Returns the report and when, in the job's time, the
-/// target came back (approximately: the job's clock starts after its login).
+/// Runs the job, freezing the target from `freeze_at` to `freeze_at + freeze_for` (wall
+/// time after the start of the run). Returns the report and when the target came back, in
+/// wall time since the start (the job's clock starts later, after its login, so "after"
+/// comparisons against the job's intervals err on the late side).
 fn run_with_freeze(
-    iqn: &str,
+    peer: &Peer,
     runtime_s: u32,
     freeze_at: Duration,
     freeze_for: Duration,
     extra: &[&str],
 ) -> (Report, u64) {
-    let tgt = Tgt::start(&[TargetSpec::new(iqn, &[LUN_BYTES])]).expect("tgtd starts");
     let dir = TempDir::new("bench-faults").unwrap();
     let _ = bench_path(); // built before the clock starts
     let started = Instant::now();
-    let child = spawn_bench(dir.path(), &job_args(&tgt, iqn, runtime_s, extra));
+    let child = spawn_bench(dir.path(), &job_args(&peer.url(), runtime_s, extra));
     std::thread::sleep(freeze_at);
     {
-        let _frozen = Frozen::new(&tgt);
+        let _frozen = Frozen::new(peer);
         std::thread::sleep(freeze_for);
     }
     let back_ms = started.elapsed().as_millis() as u64;
@@ -191,9 +265,9 @@ fn run_with_freeze(
     );
     assert!(
         output.status.success() && report.error == 0,
-        "the job failed: {}\ntgt log: {}",
+        "the job failed: {}\ntarget log: {}",
         describe_output(&output),
-        tgt.log()
+        peer.log()
     );
     (report, back_ms)
 }
@@ -249,7 +323,7 @@ fn io_goes_on_after_a_target_frozen_past_io_timeout_comes_back() {
     let _serial = serial();
     system_tests::require_tools!("tgtd", "tgtadm");
     let (report, back_ms) = run_with_freeze(
-        "iqn.2026-12.test:bench-freeze",
+        &Peer::tgt("iqn.2026-12.test:bench-freeze"),
         10,
         Duration::from_millis(1500),
         Duration::from_secs(3),
@@ -270,7 +344,25 @@ fn a_write_that_timed_out_is_never_reported_as_lost_data() {
     let _serial = serial();
     system_tests::require_tools!("tgtd", "tgtadm");
     let (report, back_ms) = run_with_freeze(
-        "iqn.2026-12.test:bench-no-wolf",
+        &Peer::tgt("iqn.2026-12.test:bench-no-wolf"),
+        12,
+        Duration::from_millis(1500),
+        Duration::from_secs(5),
+        &[
+            "--io_timeout=3",
+            "--continue_on_error=write",
+            "--ignore_error=,ETIMEDOUT",
+        ],
+    );
+    assert_went_on_and_cried_no_wolf(&report, back_ms);
+}
+
+/// Issue 11 item 5 against our own target in its own process (2 of 4 runs cried wolf).
+#[test]
+fn a_write_that_timed_out_on_the_gateway_is_never_reported_as_lost_data() {
+    let _serial = serial();
+    let (report, back_ms) = run_with_freeze(
+        &Peer::gateway(),
         12,
         Duration::from_millis(1500),
         Duration::from_secs(5),
@@ -290,7 +382,7 @@ fn a_target_frozen_past_the_session_timeout_is_recovered() {
     let _serial = serial();
     system_tests::require_tools!("tgtd", "tgtadm");
     let (report, back_ms) = run_with_freeze(
-        "iqn.2026-12.test:bench-recover",
+        &Peer::tgt("iqn.2026-12.test:bench-recover"),
         12,
         Duration::from_millis(1500),
         Duration::from_secs(4),
@@ -321,7 +413,8 @@ fn a_connection_the_target_closes_mid_run_is_recovered_and_the_job_goes_on() {
     let dir = TempDir::new("bench-faults").unwrap();
     let _ = bench_path(); // built before the clock starts
     let started = Instant::now();
-    let child = spawn_bench(dir.path(), &job_args(&tgt, iqn, 6, &[]));
+    let url = format!("iscsi://{}/{iqn}/{}", tgt.portal(), Tgt::FIRST_DATA_LUN);
+    let child = spawn_bench(dir.path(), &job_args(&url, 6, &[]));
     std::thread::sleep(Duration::from_secs(2));
     let shown = tgt
         .tgtadm_iscsi("target", "show", &[])
