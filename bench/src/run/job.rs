@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
-use crate::job::error_policy::{ErrorPolicy, ErrorType};
+use crate::job::error_policy::{ErrorPolicy, ErrorType, EILSEQ, EIO};
 use crate::output::logs::{JobLogs, LogOptions};
 use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
 use crate::workload::{
@@ -25,7 +25,6 @@ use crate::workload::{
 const TURN_MAX: Duration = Duration::from_millis(50);
 /// Verification failures printed in full per job; later ones are only counted.
 const VERIFY_REPORTS_MAX: u64 = 10;
-use crate::job::error_policy::{EILSEQ, EIO};
 
 /// The job's state as the status line shows it (see [`crate::output::live::JobState`]).
 pub mod state {
