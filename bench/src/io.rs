@@ -71,9 +71,29 @@ pub enum IoError {
     /// The per-I/O timeout ran out.
     #[error("no completion within {0:?}")]
     Timeout(std::time::Duration),
-    /// The transport or session failed (connection lost, protocol error, local errno).
+    /// The transport or session failed (protocol error, local errno).
     #[error("{0}")]
     Transport(String),
+    /// The engine can no longer reach its target: the connection was lost and could not be
+    /// re-established (reconnects exhausted or off). Later I/Os would fail the same way.
+    #[error("target unreachable: {0}")]
+    Disconnected(String),
+}
+
+impl IoError {
+    /// The errno fio would report for this failure (what `ignore_error` lists name): a
+    /// timeout is ETIMEDOUT, an unreachable target ENOTCONN, every SCSI or transport
+    /// failure EIO (as fio's libiscsi engine reports a failed command).
+    pub fn errno(&self) -> i32 {
+        match self {
+            IoError::Timeout(_) => libc::ETIMEDOUT,
+            IoError::Disconnected(_) => libc::ENOTCONN,
+            IoError::CheckCondition { .. }
+            | IoError::Status(_)
+            | IoError::Short { .. }
+            | IoError::Transport(_) => libc::EIO,
+        }
+    }
 }
 
 /// A finished I/O: the unit (buffer handed back) and how it ended.

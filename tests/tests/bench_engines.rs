@@ -1,7 +1,8 @@
 //! `iscsi-bench`'s iSCSI engine against tgt (DESIGN.md rule 6: a target this project did
 //! not write): write, read back and compare through two shards; a read past the end counted
-//! as the CHECK CONDITION it is; a connection closed by the target reported as a transport
-//! error.
+//! as the CHECK CONDITION it is; a connection closed by the target recovered (session
+//! reinstatement) and the units go on, or, with recovery off, reported as an unreachable
+//! target.
 
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ fn start_tgt(iqn: &str) -> Tgt {
 }
 
 fn open(tgt: &Tgt, shards: usize) -> IscsiEngine {
+    open_with(tgt, shards, |_| {})
+}
+
+fn open_with(tgt: &Tgt, shards: usize, adjust: impl FnOnce(&mut IscsiOptions)) -> IscsiEngine {
     let url = IscsiUrl::parse(&format!(
         "iscsi://{}/{}/{}",
         tgt.portal(),
@@ -28,6 +33,7 @@ fn open(tgt: &Tgt, shards: usize) -> IscsiEngine {
     .expect("URL");
     let mut options = IscsiOptions::new(IscsiTarget::Url(url), 8);
     options.shards = shards;
+    adjust(&mut options);
     IscsiEngine::open(&options).unwrap_or_else(|e| panic!("engine opens: {e}\n{}", tgt.log()))
 }
 
@@ -89,10 +95,47 @@ fn writes_read_back_and_a_read_past_the_end_is_a_check_condition() {
 }
 
 #[test]
-fn a_connection_closed_by_the_target_is_a_transport_error() {
+fn a_connection_closed_by_the_target_is_recovered_and_the_units_go_on() {
+    require_tools!("tgtd", "tgtadm");
+    let tgt = start_tgt("iqn.2026-11.test:bench-engine-recover");
+    let mut engine = open(&tgt, 1);
+    let done = run(
+        &mut engine,
+        vec![unit(0, Direction::Write, 0, pattern(4096, 0), 4096)],
+    );
+    assert_eq!(done[0].result, Ok(()));
+    let tsih = engine.shard_info()[0].tsih;
+    tgt.close_session(tsih)
+        .unwrap_or_else(|e| panic!("{e}\n{}", tgt.log()));
+
+    // The shard logs in again (same ISID: session reinstatement) and the units complete,
+    // the one written before the loss reading back intact.
+    let reads = (0..8)
+        .map(|i| unit(i, Direction::Read, i * 4096, vec![0; 4096], 4096))
+        .collect();
+    for done in run(&mut engine, reads) {
+        assert_eq!(done.result, Ok(()), "read at {}", done.unit.offset);
+        if done.unit.offset == 0 {
+            assert!(
+                done.unit.buffer == pattern(4096, 0),
+                "data written before the loss"
+            );
+        }
+    }
+    let counters = Box::new(engine).close().expect("close after a recovery");
+    assert_eq!(counters.reconnects, 1, "{counters:?}\n{}", tgt.log());
+    let gap = Duration::from_nanos(counters.reconnect_gap_ns_max);
+    eprintln!("reconnect gap after a target-closed connection: {gap:?}");
+    assert!(gap < Duration::from_secs(5), "gap {gap:?}");
+}
+
+#[test]
+fn a_connection_closed_by_the_target_without_recovery_is_an_unreachable_target() {
     require_tools!("tgtd", "tgtadm");
     let tgt = start_tgt("iqn.2026-11.test:bench-engine-loss");
-    let mut engine = open(&tgt, 1);
+    let mut engine = open_with(&tgt, 1, |o| {
+        o.reconnect = datapath::shard::ReconnectPolicy::OFF;
+    });
     let done = run(
         &mut engine,
         vec![unit(0, Direction::Write, 0, vec![1; 4096], 4096)],
@@ -103,16 +146,16 @@ fn a_connection_closed_by_the_target_is_a_transport_error() {
     tgt.close_session(tsih)
         .unwrap_or_else(|e| panic!("{e}\n{}", tgt.log()));
 
-    // Every unit from now on fails as a transport error, buffer handed back.
+    // Every unit from now on fails: the target cannot be reached, buffer handed back.
     let reads = (0..8)
         .map(|i| unit(i, Direction::Read, i * 4096, vec![0; 4096], 4096))
         .collect();
     for done in run(&mut engine, reads) {
         match &done.result {
-            Err(IoError::Transport(message)) => {
+            Err(IoError::Disconnected(message)) => {
                 assert!(message.contains("connection"), "{message}")
             }
-            other => panic!("expected a transport error, got {other:?}"),
+            other => panic!("expected an unreachable target, got {other:?}"),
         }
         assert_eq!(done.unit.buffer.len(), 4096);
     }

@@ -34,6 +34,9 @@ enum Misbehaviour {
     GoodWithoutData,
     /// Plays fair: one Data-In with the status, so the harness itself is checked.
     Honest,
+    /// Never answers the first command, but answers ABORT TASK with "function complete"
+    /// and later commands fairly (a target that lost one command, not the connection).
+    SilentUntilAborted,
 }
 
 struct FakeTarget {
@@ -224,12 +227,65 @@ fn serve(
             &Header::DataIn(data_in(itt, 0, Some(0))),
             &vec![0x5a; len as usize],
         )?,
+        Misbehaviour::SilentUntilAborted => {
+            return answer_all_but_the_first(stream, stat_sn, command.cmd_sn);
+        }
     }
     // Hold the connection open until the client gives up on it.
     let mut sink = [0u8; 4096];
     while let Ok(n) = stream.read(&mut sink) {
         if n == 0 {
             break;
+        }
+    }
+    Ok(())
+}
+
+/// After a first command left unanswered: answers ABORT TASK with "function complete" and
+/// every later read fairly, until the initiator leaves (bounded by the read timeout).
+fn answer_all_but_the_first(
+    stream: &mut TcpStream,
+    mut stat_sn: u32,
+    mut exp_cmd_sn: u32,
+) -> std::io::Result<()> {
+    exp_cmd_sn = exp_cmd_sn.wrapping_add(1);
+    for _ in 0..64 {
+        let (header, _) = read_pdu(stream, Digests::default())?;
+        match header {
+            Header::TaskMgmtRequest(request) => {
+                let response = pdu::TaskMgmtResponse {
+                    response: 0,
+                    initiator_task_tag: request.initiator_task_tag,
+                    stat_sn,
+                    exp_cmd_sn,
+                    max_cmd_sn: exp_cmd_sn.wrapping_add(31),
+                };
+                stat_sn = stat_sn.wrapping_add(1);
+                write_pdu(stream, &Header::TaskMgmtResponse(response), &[])?;
+            }
+            Header::ScsiCommand(command) => {
+                exp_cmd_sn = command.cmd_sn.wrapping_add(1);
+                let data_in = DataIn {
+                    final_pdu: true,
+                    acknowledge: false,
+                    overflow: false,
+                    underflow: false,
+                    status: Some(0),
+                    lun: [0; 8],
+                    initiator_task_tag: command.initiator_task_tag,
+                    target_transfer_tag: pdu::RESERVED_TAG,
+                    stat_sn,
+                    exp_cmd_sn,
+                    max_cmd_sn: exp_cmd_sn.wrapping_add(31),
+                    data_sn: 0,
+                    buffer_offset: 0,
+                    residual_count: 0,
+                };
+                stat_sn = stat_sn.wrapping_add(1);
+                let len = command.expected_data_transfer_length as usize;
+                write_pdu(stream, &Header::DataIn(data_in), &vec![0x5a; len])?;
+            }
+            _ => return Ok(()),
         }
     }
     Ok(())
@@ -341,4 +397,52 @@ fn garbage_login_text_fails_the_login() {
         "garbage login text error does not name it: {message}"
     );
     assert!(!matches!(error, ClientError::Connect { .. }));
+}
+
+/// ABORT TASK through a shard: a command the target never answers is aborted on request,
+/// its slot is free again, and the same connection carries the next command (no
+/// reconnect, no connection failure).
+#[test]
+fn a_command_the_target_lost_is_aborted_and_the_connection_goes_on() {
+    use datapath::session::CommandError;
+    use datapath::shard::{ShardConfig, ShardPool, ShardRequest};
+
+    let target = FakeTarget::start(Misbehaviour::SilentUntilAborted, false);
+    let mut client = config(target.addr);
+    client.command_timeout = Duration::from_secs(30);
+    let shard_config = ShardConfig {
+        queue_depth: 4,
+        steer: false,
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&client, 1, &shard_config).expect("the fake target logs in");
+    let read = |user_data: u64| ShardRequest {
+        lun: 0,
+        cdb: vec![0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0],
+        direction: DataDirection::Read { len: 4096 },
+        buffer: vec![0; 4096],
+        user_data,
+    };
+    pool.submit(0, read(1)).expect("queued");
+    let nothing = pool.wait_completion(0, Duration::ZERO, Duration::from_millis(300));
+    assert!(nothing.is_err(), "the target answered: {nothing:?}");
+    let started = Instant::now();
+    pool.abort(0, 1).expect("abort queued");
+    let aborted = pool
+        .wait_completion(0, Duration::ZERO, Duration::from_secs(5))
+        .expect("a completion within 5 s");
+    assert_eq!(aborted.user_data, 1);
+    let failure = aborted.result.expect_err("aborted, not answered");
+    assert_eq!(failure.error, CommandError::Aborted);
+    assert_eq!(failure.buffer.len(), 4096, "the buffer comes back");
+    eprintln!("ABORT TASK answered in {:?}", started.elapsed());
+    pool.submit(0, read(2)).expect("queued");
+    let done = pool
+        .wait_completion(0, Duration::ZERO, Duration::from_secs(5))
+        .expect("a completion within 5 s");
+    assert_eq!(done.user_data, 2);
+    let outcome = done.result.expect("the connection still works");
+    assert_eq!(outcome.buffer, vec![0x5a; 4096]);
+    let stats = pool.shutdown();
+    assert_eq!(stats[0].reconnects, 0);
 }

@@ -27,8 +27,16 @@
 //! still holds the command: its buffer is not handed back (the unit comes back with an
 //! empty buffer), and its slot stays taken until the late completion arrives, which is then
 //! dropped, counted in [`EngineCounters::late_completions`], and its buffer goes to the
-//! pool. If the target never answers, the session's own command timeout (at least 30 s)
-//! fails the connection (RFC 7143 ERL 0) and with it the command.
+//! pool. The engine also asks the shard to abort the command (ABORT TASK, RFC 7143
+//! 11.5.1): a target that answers "function complete" frees the slot at once, the
+//! connection untouched. A runner whose units all timed out waits in [`Engine::reap`] for
+//! a slot to free (issue 11: it spun). If the target does not answer within twice
+//! `io_timeout` (30 s
+//! without one), the session's command timeout fails the connection (RFC 7143 ERL 0), and
+//! the shard recovers the session ([`IscsiOptions::reconnect`], `datapath::shard`'s
+//! `reconnect`: log in again, bounded, commands not timed out sent again), so I/O goes on
+//! once the target is back. A target that closes the connection is recovered the same way.
+//! Only when recovery gives up do units fail with [`IoError::Disconnected`].
 
 use datapath::credentials::{short_secret_warning, EnvChap};
 use std::collections::{HashMap, VecDeque};
@@ -41,7 +49,9 @@ use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::ClientConfig;
 use datapath::scsi::{BlockLimits, Cdb, ReadCapacity10, ReadCapacity16, Sense};
 use datapath::session::{ChapConfig, CommandError, DataDirection, Residual};
-use datapath::shard::{ShardCompletion, ShardConfig, ShardPath, ShardPool, ShardRequest};
+use datapath::shard::{
+    ReconnectPolicy, ShardCompletion, ShardConfig, ShardPath, ShardPool, ShardRequest,
+};
 use datapath::text::DigestChoice;
 use datapath::url::{IscsiUrl, UrlError};
 
@@ -54,8 +64,14 @@ pub use crate::job::spec::TransportKind;
 pub const UNIT_ATTENTION_RETRIES: usize = 5;
 /// Time allowed for each set-up command.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
-/// The shortest session command timeout (see the module docs on `io_timeout`).
-const COMMAND_TIMEOUT_MIN: Duration = Duration::from_secs(30);
+/// The session command timeout without `io_timeout` (see the module docs on `io_timeout`).
+const COMMAND_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// The shortest session command timeout with `io_timeout`.
+const COMMAND_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+/// Session recovery by default: as many attempts as libiscsi's tools are usually given,
+/// within open-iscsi's order of replacement timeout.
+pub const RECONNECT_ATTEMPTS_DEFAULT: u32 = 5;
+pub const REPLACEMENT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 const STATUS_GOOD: u8 = 0x00;
 const STATUS_CHECK_CONDITION: u8 = 0x02;
 const SENSE_UNIT_ATTENTION: u8 = 0x06;
@@ -160,6 +176,9 @@ pub struct IscsiOptions {
     pub iodepth: usize,
     /// Fail a unit not completed this long after submission (see the module docs).
     pub io_timeout: Option<Duration>,
+    /// What a shard does when its connection is lost (the job's `reconnect_max` and
+    /// `replacement_timeout`); software transport only.
+    pub reconnect: ReconnectPolicy,
     /// Pin shard `i` to core `first_core + i` (fio's `cpus_allowed` maps here).
     pub first_core: Option<usize>,
     /// What carries the commands (the job's `transport=`, `spec.iscsi.transport`):
@@ -178,6 +197,10 @@ impl IscsiOptions {
             shards: 1,
             iodepth,
             io_timeout: None,
+            reconnect: ReconnectPolicy::new(
+                RECONNECT_ATTEMPTS_DEFAULT,
+                REPLACEMENT_TIMEOUT_DEFAULT,
+            ),
             first_core: None,
             transport: TransportKind::Software,
             more_luns: Vec::new(),
@@ -277,9 +300,11 @@ impl IscsiEngine {
         if url.target.is_none() {
             return Err(UrlError::NoTarget { url: text }.into());
         }
-        let command_timeout = options
-            .io_timeout
-            .map_or(COMMAND_TIMEOUT_MIN, |t| (t * 4).max(COMMAND_TIMEOUT_MIN));
+        // Twice io_timeout: a unit reported timed out keeps its slot that long more for a
+        // late answer (a target back from a stall) before the session is recovered.
+        let command_timeout = options.io_timeout.map_or(COMMAND_TIMEOUT_DEFAULT, |t| {
+            t.saturating_mul(2).max(COMMAND_TIMEOUT_MIN)
+        });
         let client = client_config(&url, &options.login, command_timeout, options.iodepth)?;
         let path = adapter_path(options.transport, options.shards);
         let shard_config = ShardConfig {
@@ -287,6 +312,7 @@ impl IscsiEngine {
             queue_depth: options.iodepth,
             ring_entries: (options.iodepth * 2).next_power_of_two().clamp(64, 4096) as u32,
             path: path.clone(),
+            reconnect: options.reconnect,
             ..ShardConfig::default()
         };
         let pool = ShardPool::start(&client, options.shards, &shard_config)?;
@@ -528,6 +554,8 @@ impl IscsiEngine {
                 }
                 Err(match failure.error {
                     CommandError::TimedOut => IoError::Timeout(self.command_timeout),
+                    // Recovery is off or gave up: the shard cannot reach the target.
+                    CommandError::ConnectionLost(reason) => IoError::Disconnected(reason),
                     other => IoError::Transport(other.to_string()),
                 })
             }
@@ -536,18 +564,26 @@ impl IscsiEngine {
         Some(IoDone { unit, result })
     }
 
-    /// Fails every unit past its deadline with [`IoError::Timeout`]; returns the earliest
-    /// deadline still ahead.
+    /// Fails every unit past its deadline with [`IoError::Timeout`] and asks its shard to
+    /// abort the command (ABORT TASK); returns the earliest deadline still ahead.
     fn expire(&mut self, now: Instant, out: &mut Vec<IoDone>) -> Option<Instant> {
         let timeout = self.io_timeout?;
         let mut next: Option<Instant> = None;
-        for entry in self.in_flight.values_mut() {
+        for (tag, entry) in self.in_flight.iter_mut() {
             let Some(deadline) = entry.deadline.filter(|_| !entry.timed_out) else {
                 continue;
             };
             if deadline <= now {
                 entry.timed_out = true;
                 self.timed_out += 1;
+                // The target's "function complete" frees the slot at once, without
+                // ending the connection; a target that does not answer leaves it to the
+                // session's command timeout (module docs).
+                if let Some(pool) = &self.pool {
+                    if let Err(e) = pool.abort(entry.shard, *tag) {
+                        tracing::debug!(tag, error = %e, "ABORT TASK not sent");
+                    }
+                }
                 self.counters.ios_timed_out += 1;
                 self.counters.ios_completed += 1;
                 let mut unit = entry.unit.clone();
@@ -623,7 +659,9 @@ impl IscsiEngine {
                 self.counters.ios_completed += 1;
                 out.push(IoDone {
                     unit: entry.unit,
-                    result: Err(IoError::Transport(format!("iSCSI shard {shard} stopped"))),
+                    result: Err(IoError::Disconnected(format!(
+                        "iSCSI shard {shard} stopped"
+                    ))),
                 });
             }
         }
@@ -720,7 +758,10 @@ impl Engine for IscsiEngine {
         }
         let Some(shard) = self.pick_shard() else {
             if self.dead_shards.iter().all(|d| *d) {
-                self.refuse(unit, IoError::Transport("every iSCSI shard stopped".into()));
+                self.refuse(
+                    unit,
+                    IoError::Disconnected("every iSCSI shard stopped".into()),
+                );
                 return Ok(());
             }
             return Err(unit);
@@ -790,8 +831,13 @@ impl Engine for IscsiEngine {
     ) -> Result<usize, EngineError> {
         let start = out.len();
         let wanted = min.min(self.in_flight());
+        // Full of timed-out units, nothing the runner counts in flight: wait for a late
+        // completion to free a slot (see `Engine::reap`).
+        let wait_for_room = min > wanted && self.timed_out > 0 && self.pick_shard().is_none();
+        let late_before = self.counters.late_completions;
         let deadline = Instant::now() + timeout;
         out.extend(self.ready.drain(..));
+        // Bounded by the deadline: each round waits for a completion or the clock.
         loop {
             if !self.pending.is_empty() {
                 self.push_pending();
@@ -799,7 +845,14 @@ impl Engine for IscsiEngine {
             self.drain_completions(out);
             let now = Instant::now();
             let next_expiry = self.expire(now, out);
-            if out.len() - start >= wanted || now >= deadline {
+            let room_freed =
+                self.counters.late_completions > late_before || self.dead_shards.iter().any(|d| *d);
+            let done = if wait_for_room {
+                room_freed || out.len() > start
+            } else {
+                out.len() - start >= wanted
+            };
+            if done || now >= deadline {
                 break;
             }
             let until = next_expiry.map_or(deadline, |e| e.min(deadline));
@@ -823,6 +876,9 @@ impl Engine for IscsiEngine {
             let sum = datapath::shard::ShardStats::sum(&pool.all_stats());
             counters.kernel_entries = sum.kernel_entries;
             counters.bytes_copied = sum.bytes_copied;
+            counters.reconnects = sum.reconnects;
+            counters.reconnect_gap_ns_max = sum.reconnect_gap_ns_max;
+            counters.commands_resent = sum.commands_resent;
         }
         counters
     }

@@ -121,6 +121,9 @@ pub trait Engine: Send {
     /// Appends completions to `out`: waits until at least `min` are there (at most the
     /// units in flight), or until `timeout` passes, whichever is first; then takes every
     /// completion already available. `min = 0` does not wait. Returns how many it appended.
+    /// An engine that still holds units it failed (timed out) and is full of them waits,
+    /// when `min` exceeds the units in flight, until one of them frees its slot or
+    /// `timeout` passes, so a runner with nothing in flight does not spin.
     fn reap(
         &mut self,
         min: usize,
@@ -172,6 +175,11 @@ pub struct EngineCounters {
     pub ios_timed_out: u64,
     /// Completions that came after their unit had timed out, and were dropped.
     pub late_completions: u64,
+    /// iSCSI: connections re-established after a loss, the longest gap from a loss to the
+    /// new login (ns), and commands sent again on a new connection.
+    pub reconnects: u64,
+    pub reconnect_gap_ns_max: u64,
+    pub commands_resent: u64,
 }
 
 /// How to set up one job's engine: the lead maps the parsed job onto one of these.

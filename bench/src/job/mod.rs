@@ -44,6 +44,7 @@
 pub mod build;
 pub mod cli;
 pub mod error;
+pub mod error_policy;
 pub mod ini;
 pub mod options;
 pub mod render;

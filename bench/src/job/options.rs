@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::error::{JobError, Origin, Suggestion, ValueError};
+use super::error_policy::ErrorPolicy;
 use super::spec::{
     BlockSize, ChapCredentials, DigestChoice, Engine, FileService, FileServiceKind, JobSpec,
     LogName, PerDir, RateProcess, SizeSpec, TransportKind, VerifyKind,
@@ -604,6 +605,24 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!(ours "transport", [], Required, "software|dependent|independent", "software", "How the iSCSI engine reaches the target"),
     opt!(ours "shards", [], Required, "int", "1 per core", "Shards (cores) the iSCSI engine uses"),
     opt!(ours "io_timeout", [], Required, "time (s)", "none", "Fail an I/O that takes longer than this"),
+    opt!(ours "reconnect_max", [], Required, "int", "5", "iSCSI: log in again after a lost connection at most this many times in a row (0: never)"),
+    opt!(ours "replacement_timeout", [], Required, "time (s)", "30", "iSCSI: the longest one reconnect may take before its I/O fails"),
+    opt!(
+        "continue_on_error",
+        [],
+        Required,
+        "none|read|write|io|verify|all",
+        "none",
+        "Continue after non-fatal errors of these types"
+    ),
+    opt!(
+        "ignore_error",
+        [],
+        Required,
+        "READ_ERRS,WRITE_ERRS,VERIFY_ERRS",
+        "EIO:EILSEQ",
+        "Errors (':'-separated names or numbers) continue_on_error treats as non-fatal, per type"
+    ),
 ];
 
 /// fio options iscsi-bench refuses as "not supported" (fio 3.33 `--cmdhelp=all` and the
@@ -618,7 +637,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "bs_unaligned",
     "blocksize_unaligned",
     "bs_is_seq_rand",
-    "ignore_error",
     "rw_sequencer",
     "iodepth_low",
     "serialize_overlap",
@@ -746,7 +764,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "disable_bw_measurement",
     "gtod_cpu",
     "unified_rw_reporting",
-    "continue_on_error",
     "error_dump",
     "profile",
     "cgroup",
@@ -1239,6 +1256,24 @@ impl Scope {
                 let timeout = value::parse_time(required(), TimeUnit::Seconds).map_err(bad)?;
                 spec.io_timeout = (timeout > Duration::ZERO).then_some(timeout);
             }
+            "reconnect_max" => {
+                spec.iscsi.reconnect_max = Some(parse_count(required(), 0).map_err(bad)?)
+            }
+            "replacement_timeout" => {
+                let timeout = value::parse_time(required(), TimeUnit::Seconds).map_err(bad)?;
+                if timeout.is_zero() {
+                    return Err(bad(ValueError::new("must be greater than 0")));
+                }
+                spec.iscsi.replacement_timeout = Some(timeout);
+            }
+            "continue_on_error" => {
+                spec.error_policy.continue_on = ErrorPolicy::parse_continue_on_error(required())
+                    .map_err(|e| bad(ValueError::new(e)))?
+            }
+            "ignore_error" => {
+                spec.error_policy.ignore = ErrorPolicy::parse_ignore_error(required())
+                    .map_err(|e| bad(ValueError::new(e)))?
+            }
             other => {
                 // The table and this match are kept in step by a test; reaching here is a
                 // programmer error, reported rather than ignored.
@@ -1583,5 +1618,30 @@ mod tests {
             cmdhelp("bsx"),
             Err(JobError::UnknownOption { .. })
         ));
+    }
+
+    #[test]
+    fn error_handling_and_recovery_options() {
+        let mut scope = Scope::new(JobSpec::new("t"));
+        apply(&mut scope, "continue_on_error", Some("io")).unwrap();
+        apply(&mut scope, "ignore_error", Some("EIO:ETIMEDOUT,110")).unwrap();
+        apply(&mut scope, "reconnect_max", Some("3")).unwrap();
+        apply(&mut scope, "replacement_timeout", Some("5")).unwrap();
+        let spec = &scope.spec;
+        assert_eq!(spec.error_policy.continue_on, [true, true, false]);
+        assert_eq!(spec.error_policy.ignore[1], Some(vec![110]));
+        assert_eq!(spec.iscsi.reconnect_max, Some(3));
+        assert_eq!(spec.iscsi.replacement_timeout, Some(Duration::from_secs(5)));
+        for (option, bad) in [
+            ("continue_on_error", "sometimes"),
+            ("ignore_error", "ENOPE"),
+            ("reconnect_max", "-1"),
+            ("replacement_timeout", "0"),
+        ] {
+            let error = apply(&mut scope, option, Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(option), "{option}={bad}: {error}");
+        }
     }
 }

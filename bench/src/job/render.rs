@@ -400,6 +400,33 @@ pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
     if let Some(timeout) = spec.io_timeout {
         push("io_timeout", time(timeout));
     }
+    if spec.error_policy.continue_on != default.error_policy.continue_on {
+        push(
+            "continue_on_error",
+            spec.error_policy.continue_on_error_name().to_string(),
+        );
+    }
+    if spec.error_policy.ignore != default.error_policy.ignore {
+        let lists: Vec<String> = spec
+            .error_policy
+            .ignore
+            .iter()
+            .map(|list| {
+                list.iter()
+                    .flatten()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(":")
+            })
+            .collect();
+        push("ignore_error", lists.join(","));
+    }
+    if let Some(max) = spec.iscsi.reconnect_max {
+        push("reconnect_max", max.to_string());
+    }
+    if let Some(timeout) = spec.iscsi.replacement_timeout {
+        push("replacement_timeout", time(timeout));
+    }
     let iscsi = &spec.iscsi;
     let digest = |d: DigestChoice| match d {
         DigestChoice::None => "none".to_string(),

@@ -194,6 +194,12 @@ pub struct IscsiOptions {
     pub transport: TransportKind,
     /// Shards (one per core) the job's I/O is spread over.
     pub shards: Option<u32>,
+    /// `reconnect_max`: log in again after a lost connection at most this many times in a
+    /// row (0: never; `None`: the engine's default).
+    pub reconnect_max: Option<u32>,
+    /// `replacement_timeout`: the longest one recovery (reconnect and login) may take
+    /// (open-iscsi's name; `None`: the engine's default).
+    pub replacement_timeout: Option<Duration>,
 }
 
 impl Default for IscsiOptions {
@@ -211,6 +217,8 @@ impl Default for IscsiOptions {
             initiator_name: None,
             transport: TransportKind::Software,
             shards: None,
+            reconnect_max: None,
+            replacement_timeout: None,
         }
     }
 }
@@ -262,6 +270,8 @@ pub struct JobSpec {
     pub iscsi: IscsiOptions,
     /// Give up on an I/O after this long (iscsi-bench's own option).
     pub io_timeout: Option<Duration>,
+    /// fio's `continue_on_error` and `ignore_error`.
+    pub error_policy: crate::job::error_policy::ErrorPolicy,
 
     // Region and amount.
     /// `None`: the whole target from `offset` on.
@@ -380,6 +390,7 @@ impl JobSpec {
             sqthread_poll: false,
             iscsi: IscsiOptions::default(),
             io_timeout: None,
+            error_policy: Default::default(),
             size: None,
             offset: SizeSpec::Bytes(0),
             offset_increment: None,

@@ -180,6 +180,25 @@ pub fn render_job(job: &JobReport, group: &GroupStats, now: &str) -> String {
             kinds.join(", ")
         );
     }
+    let recovery = &job.recovery;
+    if !recovery.is_empty() {
+        let skipped = &recovery.verify_skipped;
+        let _ = writeln!(
+            out,
+            "  recovery     : timed out={} (late answers={}), reconnects={} (longest gap={:.3}s, \
+             resent={}), verify skipped={} blocks (write timed out={}, write failed={}, \
+             not sent={})",
+            recovery.ios_timed_out,
+            recovery.late_completions,
+            recovery.reconnects,
+            recovery.reconnect_gap_ns_max as f64 / 1e9,
+            recovery.commands_resent,
+            skipped.total(),
+            skipped.write_timed_out,
+            skipped.write_failed,
+            skipped.write_not_sent
+        );
+    }
     if let Some(per_io) = stats.cpu_ns_per_io() {
         if usage.cpu_ns() > 0 {
             let _ = writeln!(

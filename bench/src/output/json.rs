@@ -399,8 +399,30 @@ fn job_extension(job: &JobReport) -> Json {
             }
         }
     }
+    let recovery = &job.recovery;
+    let recovery_json = Obj::new()
+        .u("ios_timed_out", recovery.ios_timed_out)
+        .u("late_completions", recovery.late_completions)
+        .u("reconnects", recovery.reconnects)
+        .u("reconnect_gap_ns_max", recovery.reconnect_gap_ns_max)
+        .u("commands_resent", recovery.commands_resent)
+        .u("verify_skipped_blocks", recovery.verify_skipped.total())
+        .u(
+            "verify_skipped_write_timed_out",
+            recovery.verify_skipped.write_timed_out,
+        )
+        .u(
+            "verify_skipped_write_failed",
+            recovery.verify_skipped.write_failed,
+        )
+        .u(
+            "verify_skipped_write_not_sent",
+            recovery.verify_skipped.write_not_sent,
+        )
+        .done();
     Obj::new()
         .v("errors", errors_json)
+        .v("recovery", recovery_json)
         .u("cpu_ns", job.stats.usage().cpu_ns())
         .f("cpu_ns_per_io", job.stats.cpu_ns_per_io().unwrap_or(0.0))
         .v("lat_ns_percentile", lat_percentiles.done())

@@ -97,6 +97,40 @@ pub struct JobReport {
     pub start_ms: u64,
     /// What the job ran against, for the HTML report (no secrets).
     pub target: String,
+    /// How the job rode out faults: timeouts, session recoveries, unchecked blocks.
+    pub recovery: RecoveryReport,
+}
+
+/// What a job did about faults (iscsi-bench's own; in the JSON job extension and one line
+/// of the human report when not all zero).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Units failed by `io_timeout`, and their answers that came later (dropped).
+    pub ios_timed_out: u64,
+    pub late_completions: u64,
+    /// Sessions recovered after a lost connection, the longest gap from the loss to the
+    /// new login (ns), and commands sent again.
+    pub reconnects: u64,
+    pub reconnect_gap_ns_max: u64,
+    pub commands_resent: u64,
+    /// Verify intervals the read-back left unchecked: their last write failed or timed
+    /// out, so their contents are unknown (never reported as a verify failure).
+    pub verify_skipped: crate::workload::SkippedBlocks,
+}
+
+impl RecoveryReport {
+    pub fn is_empty(&self) -> bool {
+        *self == RecoveryReport::default()
+    }
+
+    pub fn merge(&mut self, other: &RecoveryReport) {
+        self.ios_timed_out += other.ios_timed_out;
+        self.late_completions += other.late_completions;
+        self.reconnects += other.reconnects;
+        self.reconnect_gap_ns_max = self.reconnect_gap_ns_max.max(other.reconnect_gap_ns_max);
+        self.commands_resent += other.commands_resent;
+        self.verify_skipped.add(&other.verify_skipped);
+    }
 }
 
 impl JobReport {
@@ -116,6 +150,7 @@ impl JobReport {
             intervals: Vec::new(),
             start_ms: 0,
             target: String::new(),
+            recovery: RecoveryReport::default(),
         }
     }
 }

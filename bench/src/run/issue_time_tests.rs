@@ -91,6 +91,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         ramp: Duration::ZERO,
         startdelay: Duration::ZERO,
         verify_fatal: false,
+        error_policy: Default::default(),
         stats_config: StatsConfig::default(),
         interval: None,
         percentiles: Vec::new(),

@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
+use crate::job::error_policy::{ErrorPolicy, ErrorType, EILSEQ, EIO};
 use crate::output::logs::JobLogs;
 use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
 use crate::workload::{
-    ContentGenerator, Next, PlannedIo, RateFloor, Verifier, VerifyAction, Workload,
+    ContentGenerator, Next, PlannedIo, RateFloor, ReadBackIo, SkippedBlocks, UnknownCause,
+    Verifier, VerifyAction, Workload,
 };
 
 use super::buffers::WriteBuffers;
@@ -26,9 +28,6 @@ use super::buffers::WriteBuffers;
 const TURN_MAX: Duration = Duration::from_millis(50);
 /// Verification failures printed in full per job; later ones are only counted.
 const VERIFY_REPORTS_MAX: u64 = 10;
-/// fio's errno for a verification failure (EILSEQ) and for a failed I/O (EIO).
-const EILSEQ: i32 = 84;
-const EIO: i32 = 5;
 
 /// The job's state as the status line shows it (see [`crate::output::live::JobState`]).
 pub mod state {
@@ -85,6 +84,8 @@ pub struct JobSetup {
     pub ramp: Duration,
     pub startdelay: Duration,
     pub verify_fatal: bool,
+    /// fio's `continue_on_error` and `ignore_error`: which failed I/Os end the job.
+    pub error_policy: ErrorPolicy,
     pub stats_config: StatsConfig,
     /// Take an interval record this often (status interval or report), or never.
     pub interval: Option<Duration>,
@@ -105,6 +106,9 @@ pub struct JobOutcome {
     pub error: i32,
     pub error_text: String,
     pub verify_failures: u64,
+    /// Verify intervals the read-back left unchecked because a write to them failed or
+    /// timed out (see `workload::unknown`).
+    pub verify_skipped: SkippedBlocks,
     pub engine: EngineCounters,
 }
 
@@ -117,6 +121,7 @@ impl JobOutcome {
             error: 0,
             error_text: String::new(),
             verify_failures: 0,
+            verify_skipped: SkippedBlocks::default(),
             engine: EngineCounters::default(),
         }
     }
@@ -155,7 +160,16 @@ struct Driver {
     /// The I/Os of the run so far carried this scheduled start (paced jobs).
     paced: bool,
     verify_fatal: bool,
+    error_policy: ErrorPolicy,
     verify_failures: u64,
+    verify_skipped: SkippedBlocks,
+    /// Writes with verify data that ended since the workload last heard of them, and how
+    /// (`None`: done; see [`Workload::on_write_result`]). At most the completions of one
+    /// drain, which the queue depth bounds.
+    write_results: Vec<(PlannedIo, Option<UnknownCause>)>,
+    /// The engine refused a unit while nothing the runner counts was in flight: it holds
+    /// timed-out commands, and the next reap waits for room rather than returning at once.
+    engine_full: bool,
     io_failures: u64,
     first_error: Option<String>,
     stop: bool,
@@ -223,6 +237,7 @@ impl Driver {
             }
             Err(unit) => {
                 self.recycle(&planned, unit.buffer);
+                self.engine_full = self.engine.in_flight() == 0;
                 false
             }
         }
@@ -278,7 +293,14 @@ impl Driver {
     ) -> Result<(), String> {
         let mut result = Ok(());
         if self.backlog.is_empty() {
-            let min = min.min(self.engine.in_flight());
+            // An engine full of units it timed out (and the runner no longer counts) is
+            // asked for `min` anyway: it then waits for room instead of returning at once,
+            // which would spin this thread (issue 11).
+            let min = if std::mem::take(&mut self.engine_full) {
+                min
+            } else {
+                min.min(self.engine.in_flight())
+            };
             let mut done = std::mem::take(&mut self.done);
             done.clear();
             match self.engine.reap(min, wait, &mut done) {
@@ -318,6 +340,14 @@ impl Driver {
             return;
         };
         let direction = meta.planned.direction;
+        if let VerifyAction::Fill { .. } = meta.planned.verify {
+            let failure = match &result {
+                Ok(()) => None,
+                Err(IoError::Timeout(_)) => Some(UnknownCause::WriteTimedOut),
+                Err(_) => Some(UnknownCause::WriteFailed),
+            };
+            self.write_results.push((meta.planned, failure));
+        }
         match result {
             Ok(()) => {
                 let scheduled_ns = self
@@ -378,24 +408,39 @@ impl Driver {
                 }
             }
             Err(error) => {
+                // Counted whatever happens next (the report's errors and first error).
                 self.stats.record_error(direction, &error);
-                self.io_failures += 1;
-                if self.first_error.is_none() {
-                    self.first_error = Some(format!(
-                        "{} of {} bytes at offset {}: {error}",
-                        direction.fio_name(),
-                        unit.len,
-                        unit.offset
-                    ));
-                }
-                // A lost connection fails everything after it: stop instead of counting
-                // a flood of identical failures.
-                if matches!(error, IoError::Transport(_)) {
+                // fio's continue_on_error/ignore_error decide whether the job goes on; a
+                // non-fatal error leaves the job's `error` at 0, as in fio. An engine that
+                // can no longer reach its target (recovery gave up) ends the job whatever
+                // they say, instead of failing every later I/O at once.
+                let non_fatal = self
+                    .error_policy
+                    .is_non_fatal(ErrorType::of_io(direction), error.errno())
+                    && !matches!(error, IoError::Disconnected(_));
+                if !non_fatal {
+                    self.io_failures += 1;
+                    if self.first_error.is_none() {
+                        self.first_error = Some(format!(
+                            "{} of {} bytes at offset {}: {error}",
+                            direction.fio_name(),
+                            unit.len,
+                            unit.offset
+                        ));
+                    }
                     self.stop = true;
                 }
             }
         }
         self.recycle(&meta.planned, unit.buffer);
+    }
+
+    /// Tells the workload how its verify writes ended (their blocks become known or
+    /// unknown for the read-back).
+    fn settle_writes(&mut self, workload: &mut Workload) {
+        for (planned, failure) in self.write_results.drain(..) {
+            workload.on_write_result(&planned, failure);
+        }
     }
 
     fn fail(&mut self, message: String) {
@@ -514,6 +559,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         ramp,
         startdelay,
         verify_fatal,
+        error_policy,
         stats_config,
         interval,
         percentiles,
@@ -558,7 +604,11 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         percentiles,
         paced,
         verify_fatal,
+        error_policy,
         verify_failures: 0,
+        verify_skipped: SkippedBlocks::default(),
+        write_results: Vec::with_capacity(iodepth),
+        engine_full: false,
         io_failures: 0,
         first_error: None,
         stop: false,
@@ -580,9 +630,12 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         driver.fail(e);
     }
     // A job stopped by its runtime still checks what it wrote (fio verifies after a
-    // time-based write job too).
+    // time-based write job too), once its writes are in: a read racing a write to its
+    // block would see either copy.
     if !driver.stop && deadline.is_some_and(|d| driver.now() >= d) {
-        if let Err(e) = read_back(&mut driver, &workload) {
+        let drained = driver.drain(workload.verifier().cloned().as_ref(), |_| {});
+        driver.settle_writes(&mut workload);
+        if let Err(e) = drained.and_then(|()| read_back(&mut driver, &workload)) {
             driver.fail(e);
         }
     }
@@ -623,12 +676,23 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         },
         Ordering::Relaxed,
     );
+    if driver.verify_skipped.total() > 0 {
+        eprintln!(
+            "iscsi-bench: {name}: verify skipped {} block(s) whose last write failed \
+             ({}), timed out ({}) or was never sent ({}): their contents are unknown",
+            driver.verify_skipped.total(),
+            driver.verify_skipped.write_failed,
+            driver.verify_skipped.write_timed_out,
+            driver.verify_skipped.write_not_sent
+        );
+    }
     driver.write_buffers.release(&mut *driver.engine);
     let Driver {
         engine,
         stats,
         intervals,
         verify_failures,
+        verify_skipped,
         ..
     } = driver;
     let engine = match engine.close() {
@@ -644,6 +708,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         error,
         error_text,
         verify_failures,
+        verify_skipped,
         engine,
     }
 }
@@ -679,13 +744,30 @@ fn allow_cpus(cpus: &[u32]) -> std::io::Result<()> {
 fn main_phase(
     driver: &mut Driver,
     workload: &mut Workload,
+    ramp_end: Option<Duration>,
+    deadline: Option<Duration>,
+) -> Result<(), String> {
+    let mut pending: Option<PlannedIo> = None;
+    let result = main_loop(driver, workload, ramp_end, deadline, &mut pending);
+    // A write the workload planned but the job never sent (its runtime ended while it
+    // waited for its schedule or for room): the tracker counts it, the medium never saw
+    // it, so its blocks are unknown (issue 11: "a write that never went on the wire").
+    if let Some(planned) = pending {
+        workload.on_write_result(&planned, Some(UnknownCause::WriteNotSent));
+    }
+    result
+}
+
+fn main_loop(
+    driver: &mut Driver,
+    workload: &mut Workload,
     mut ramp_end: Option<Duration>,
     deadline: Option<Duration>,
+    pending: &mut Option<PlannedIo>,
 ) -> Result<(), String> {
     // The verifier never changes; a copy leaves the workload free to borrow mutably.
     let verifier = workload.verifier().cloned();
     let verifier = verifier.as_ref();
-    let mut pending: Option<PlannedIo> = None;
     loop {
         let now = driver.now();
         if let Some(end) = ramp_end.filter(|end| now >= *end) {
@@ -703,6 +785,7 @@ fn main_phase(
             // Interrupted: what ran is reported, nothing more is checked.
             driver.stop = true;
         }
+        driver.settle_writes(workload);
         if driver.stop || deadline.is_some_and(|d| now >= d) {
             return Ok(());
         }
@@ -728,6 +811,7 @@ fn main_phase(
                     Next::VerifyPhase => {
                         driver.submit()?;
                         driver.drain(verifier, |t| workload.on_complete(t))?;
+                        driver.settle_writes(workload);
                         read_back(driver, workload)?;
                         continue;
                     }
@@ -739,18 +823,20 @@ fn main_phase(
             };
             if planned.scheduled_at > driver.now() {
                 wait_until = Some(planned.scheduled_at);
-                pending = Some(planned);
+                *pending = Some(planned);
                 break;
             }
             if !driver.queue(planned, verifier) {
-                pending = Some(planned);
+                *pending = Some(planned);
                 break;
             }
             queued += 1;
         }
         driver.submit()?;
         if finished && pending.is_none() {
-            return driver.drain(verifier, |t| workload.on_complete(t));
+            driver.drain(verifier, |t| workload.on_complete(t))?;
+            driver.settle_writes(workload);
+            return Ok(());
         }
         // Wait: for completions when I/O is in flight, else for the next due time.
         let until_due = wait_until
@@ -761,7 +847,7 @@ fn main_phase(
             .map(|d| d.saturating_sub(driver.now()))
             .unwrap_or(TURN_MAX);
         let wait = until_due.min(until_deadline);
-        if driver.outstanding() > 0 {
+        if driver.outstanding() > 0 || driver.engine_full {
             // A full queue waits for fio's iodepth_batch_complete_min; a job waiting for
             // its schedule takes one completion or the due time, whichever comes first.
             let min = if driver.has_room() {
@@ -789,7 +875,10 @@ fn read_back(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
         .progress
         .state
         .store(state::VERIFYING, Ordering::Relaxed);
+    // The plan's reads, each split around the blocks a failed write left unknown.
     let mut plan = plan.peekable();
+    let mut runs: Vec<ReadBackIo> = Vec::new();
+    let mut skipped = SkippedBlocks::default();
     loop {
         if driver.stop || driver.progress.stop_requested() {
             break;
@@ -800,20 +889,29 @@ fn read_back(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
                 driver.submit()?;
                 queued = 0;
             }
-            let Some(io) = plan.peek() else { break };
+            if runs.is_empty() {
+                // Bounded: each plan entry is taken once; one that is all unknown adds
+                // no run and the loop takes the next.
+                let Some(io) = plan.next() else { break };
+                workload.checkable_runs(io, &mut runs, &mut skipped);
+                runs.reverse();
+                continue;
+            }
+            let Some(io) = runs.last() else { break };
             let planned = io.planned(driver.now());
             if !driver.queue(planned, Some(verifier)) {
                 break;
             }
-            plan.next();
+            runs.pop();
             queued += 1;
         }
         driver.submit()?;
-        if plan.peek().is_none() {
+        if runs.is_empty() && plan.peek().is_none() {
             break;
         }
         driver.reap(1, TURN_MAX, Some(verifier), |_| {})?;
     }
+    driver.verify_skipped.add(&skipped);
     driver.drain(Some(verifier), |_| {})?;
     driver
         .progress

@@ -207,6 +207,7 @@ pub fn run(
                 ramp: spec.ramp_time,
                 startdelay: spec.startdelay.min,
                 verify_fatal: spec.verify_fatal,
+                error_policy: spec.error_policy.clone(),
                 stats_config: StatsConfig {
                     sample_interval_ms: if spec.log_avg_msec > 0 {
                         spec.log_avg_msec
@@ -505,6 +506,7 @@ fn job_reports(
             if let Some(&(_, at)) = merged_groups.iter().find(|(g, _)| *g == spec.group_id) {
                 let report = &mut reports[at];
                 report.stats.merge(&outcome.stats);
+                report.recovery.merge(&recovery_report(&outcome));
                 report.members += 1;
                 if report.error == 0 && outcome.error != 0 {
                     report.error = outcome.error;
@@ -514,6 +516,7 @@ fn job_reports(
             }
             merged_groups.push((spec.group_id, reports.len()));
         }
+        let recovery = recovery_report(&outcome);
         let mut report = job_report(
             spec,
             outcome.stats,
@@ -524,9 +527,21 @@ fn job_reports(
         // Its measurements start after its phase, its start delay and its ramp.
         report.start_ms = phase_start_ms.get(spec_index).copied().unwrap_or(0)
             + (spec.startdelay.min + spec.ramp_time).as_millis() as u64;
+        report.recovery = recovery;
         reports.push(report);
     }
     reports
+}
+
+fn recovery_report(outcome: &JobOutcome) -> crate::output::RecoveryReport {
+    crate::output::RecoveryReport {
+        ios_timed_out: outcome.engine.ios_timed_out,
+        late_completions: outcome.engine.late_completions,
+        reconnects: outcome.engine.reconnects,
+        reconnect_gap_ns_max: outcome.engine.reconnect_gap_ns_max,
+        commands_resent: outcome.engine.commands_resent,
+        verify_skipped: outcome.verify_skipped,
+    }
 }
 
 fn job_report(

@@ -132,6 +132,14 @@ pub fn engine_config(
             options.login = login_options(spec);
             options.shards = spec.iscsi.shards.unwrap_or(1).max(1) as usize;
             options.io_timeout = spec.io_timeout;
+            options.reconnect = datapath::shard::ReconnectPolicy::new(
+                spec.iscsi
+                    .reconnect_max
+                    .unwrap_or(crate::engine::iscsi::RECONNECT_ATTEMPTS_DEFAULT),
+                spec.iscsi
+                    .replacement_timeout
+                    .unwrap_or(crate::engine::iscsi::REPLACEMENT_TIMEOUT_DEFAULT),
+            );
             options.first_core = spec
                 .cpus_allowed
                 .as_ref()

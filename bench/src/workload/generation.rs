@@ -90,6 +90,20 @@ impl GenerationTracker {
         }
     }
 
+    /// The newest generation handed out so far for `[offset, offset + len)`: a write planned
+    /// from now on gets a higher one (pass-based: a later pass; see `unknown`).
+    pub(crate) fn fence(&self, generator: &Generator, offset: u64, len: u32) -> u64 {
+        match self {
+            GenerationTracker::FromPass { order, .. } => match order {
+                WriteOrder::Sequential => generator.write_cursor().pass,
+                WriteOrder::RandomMap => generator.random_map().map_or(0, |map| map.pass),
+            },
+            GenerationTracker::Table(table) => {
+                table.newest(offset.saturating_sub(generator.region_offset()), len)
+            }
+        }
+    }
+
     pub(crate) fn plan<'a>(&'a self, generator: &Generator) -> ReadBackPlan<'a> {
         let region_offset = generator.region_offset();
         let inner = match self {
@@ -139,6 +153,22 @@ impl GenerationTracker {
 }
 
 impl GenerationTable {
+    /// The newest generation among the intervals of `[offset, offset + len)` (0 if none
+    /// was written).
+    fn newest(&self, region_relative_offset: u64, len: u32) -> u64 {
+        let interval = u64::from(self.interval_bytes);
+        let first = region_relative_offset / interval;
+        let count = u64::from(len).div_ceil(interval);
+        let start = usize::try_from(first)
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
+        let end = usize::try_from(first + count)
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
+        let newest = self.entries[start..end].iter().copied().max().unwrap_or(0);
+        u64::from(newest.saturating_sub(1))
+    }
+
     fn on_write(&mut self, region_relative_offset: u64, len: u32) -> u64 {
         let interval = u64::from(self.interval_bytes);
         let first = region_relative_offset / interval;

@@ -45,6 +45,7 @@ pub mod pacer;
 mod permutation;
 pub mod rate_floor;
 mod rng;
+mod unknown;
 pub mod verify;
 
 use std::time::Duration;
@@ -56,6 +57,7 @@ pub use content::{ContentError, ContentGenerator};
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
 pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};
 pub use rate_floor::{RateFloor, RateFloorConfig, RateFloorMiss};
+pub use unknown::{SkippedBlocks, UnknownCause};
 pub use verify::{
     BlockImage, ByteWindow, DigestMismatch, Mismatch, Verifier, VerifyConfig, VerifyError,
     VerifyHeader, VerifyKind,
@@ -63,6 +65,7 @@ pub use verify::{
 
 use generation::GenerationTracker;
 use generator::{GenStep, Generator};
+use unknown::UnknownBlocks;
 
 /// fio's default random seed when `randrepeat` is on and `randseed` is not set
 /// (`FIO_RANDSEED` in fio's source).
@@ -322,6 +325,9 @@ pub struct Workload {
 struct FileStream {
     generator: Generator,
     tracker: Option<GenerationTracker>,
+    /// This file's blocks a failed, timed-out or unsent write left unknown (with a tracker
+    /// only).
+    unknown: Option<UnknownBlocks>,
     done: bool,
 }
 
@@ -378,9 +384,17 @@ impl Workload {
                 }
                 _ => None,
             };
+            let unknown = match (&tracker, &verifier, &config.verify) {
+                (Some(_), Some(verifier), Some(verify_config)) => Some(UnknownBlocks::new(
+                    verifier.interval_bytes(),
+                    verify_config.max_tracked_blocks,
+                )),
+                _ => None,
+            };
             files.push(FileStream {
                 generator,
                 tracker,
+                unknown,
                 done: false,
             });
         }
@@ -511,6 +525,51 @@ impl Workload {
     /// otherwise).
     pub fn on_complete(&mut self, now: Duration) {
         self.pacer.on_complete(now);
+    }
+
+    /// A write the workload planned ended: `Ok` makes its blocks known (see `unknown`), a
+    /// failure makes them unknown, so the read-back skips them instead of reporting a
+    /// loss it cannot prove. Only writes with [`VerifyAction::Fill`] matter; others are
+    /// ignored.
+    pub fn on_write_result(&mut self, io: &PlannedIo, failure: Option<UnknownCause>) {
+        let VerifyAction::Fill { generation } = io.verify else {
+            return;
+        };
+        let Some(FileStream {
+            generator,
+            tracker: Some(tracker),
+            unknown: Some(unknown),
+            ..
+        }) = self.files.get_mut(io.file as usize)
+        else {
+            return;
+        };
+        match failure {
+            None => unknown.on_write_done(io.offset, io.len, generation),
+            Some(cause) => {
+                let fence = tracker.fence(generator, io.offset, io.len).max(generation);
+                unknown.mark(io.offset, io.len, cause, fence);
+            }
+        }
+    }
+
+    /// Splits one read of [`Workload::read_back_plan`] into the runs that can be checked
+    /// (appended to `runs`); the verify intervals of its file (`io.file`) left unknown by
+    /// failed, timed-out or unsent writes are counted in `skipped` instead.
+    pub fn checkable_runs(
+        &self,
+        io: ReadBackIo,
+        runs: &mut Vec<ReadBackIo>,
+        skipped: &mut SkippedBlocks,
+    ) {
+        match self
+            .files
+            .get(io.file as usize)
+            .and_then(|file| file.unknown.as_ref())
+        {
+            Some(unknown) => unknown.split(io, runs, skipped),
+            None => runs.push(io),
+        }
     }
 
     /// The blocks written since the last verify phase, file by file and in offset order in

@@ -1003,3 +1003,115 @@ fn verify_reads_back_every_file() {
     assert_eq!(read, written);
     assert_eq!(read.iter().filter(|(file, _)| *file == 1).count(), 4);
 }
+
+/// Issue 11 item 5: the verify bookkeeping of a write that failed, timed out or was never
+/// sent. Its blocks leave the read-back plan (counted by cause) until a write planned
+/// after the failure succeeds; the table (norandommap) and pass-based trackers alike.
+#[test]
+fn a_failed_write_leaves_its_blocks_unknown_until_a_later_write_succeeds() {
+    let mut table_job = verify_job(RwKind::RandWrite, 16 * 4096, 4096);
+    table_job.norandommap = true;
+    table_job.io_size_bytes = Some(64 * 4096);
+    let mut sequential_job = verify_job(RwKind::Write, 16 * 4096, 4096);
+    // Time-based: the runner's clock ends it, so the writes wrap round to the block.
+    sequential_job.time_based = true;
+    table_job.time_based = true;
+    for job in [table_job, sequential_job] {
+        let mut workload = Workload::new(job).expect("valid");
+        let Next::Io(failed) = workload.next(Duration::ZERO) else {
+            panic!("an I/O first");
+        };
+        workload.on_write_result(&failed, Some(UnknownCause::WriteTimedOut));
+        // The read-back leaves the timed-out write's block out and counts it.
+        let checkable = |workload: &Workload| {
+            let mut runs = Vec::new();
+            let mut skipped = SkippedBlocks::default();
+            for read in workload.read_back_plan().expect("write job") {
+                workload.checkable_runs(read, &mut runs, &mut skipped);
+            }
+            (runs, skipped)
+        };
+        let (runs, skipped) = checkable(&workload);
+        assert_eq!(skipped.write_timed_out, 1, "{runs:?}");
+        assert!(runs
+            .iter()
+            .all(|r| r.offset + u64::from(r.len) <= failed.offset
+                || r.offset >= failed.offset + u64::from(failed.len)));
+        // Rewrite until the failed block is written again with a newer generation.
+        let mut rewritten = false;
+        for _ in 0..200 {
+            match workload.next(Duration::ZERO) {
+                Next::Io(io) => {
+                    workload.on_write_result(&io, None);
+                    if io.offset == failed.offset {
+                        rewritten = true;
+                        break;
+                    }
+                }
+                Next::VerifyPhase | Next::WaitForCompletions => {}
+                Next::Done => break,
+            }
+        }
+        assert!(rewritten, "the block came round again");
+        let (runs, skipped) = checkable(&workload);
+        assert_eq!(skipped.total(), 0);
+        assert!(runs
+            .iter()
+            .any(|r| r.offset <= failed.offset && failed.offset < r.offset + u64::from(r.len)));
+    }
+}
+
+/// Unknown blocks are per file: a failed write on file 1 of a two-file job leaves only file
+/// 1's blocks unknown, though file 0 has a block at the same offset (the regions overlap).
+#[test]
+fn a_failed_write_on_one_file_leaves_only_that_files_blocks_unknown() {
+    let mut job = two_files(FileServiceKind::RoundRobin, 1);
+    job.verify = Some(VerifyConfig::default());
+    let mut workload = Workload::new(job).expect("valid");
+    let mut written = HashSet::new();
+    let mut failed = None;
+    loop {
+        match workload.next(Duration::ZERO) {
+            Next::Io(io) => {
+                written.insert((io.file, io.offset));
+                if io.file == 1 && failed.is_none() {
+                    workload.on_write_result(&io, Some(UnknownCause::WriteFailed));
+                    failed = Some(io);
+                } else {
+                    workload.on_write_result(&io, None);
+                }
+            }
+            Next::VerifyPhase => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let failed = failed.expect("file 1 was written");
+    assert_eq!((failed.file, failed.offset), (1, 8 * KIB));
+    assert!(
+        written.contains(&(0, failed.offset)),
+        "file 0 writes the same offset"
+    );
+    let mut runs = Vec::new();
+    let mut skipped = SkippedBlocks::default();
+    for read in workload.read_back_plan().expect("a write job") {
+        workload.checkable_runs(read, &mut runs, &mut skipped);
+    }
+    assert_eq!(
+        skipped,
+        SkippedBlocks {
+            write_failed: 1,
+            ..SkippedBlocks::default()
+        }
+    );
+    let read: HashSet<(u32, u64)> = runs
+        .iter()
+        .flat_map(|io| (0..u64::from(io.len) / 4096).map(move |b| (io.file, io.offset + b * 4096)))
+        .collect();
+    let mut expected = written.clone();
+    expected.remove(&(1, failed.offset));
+    assert_eq!(read, expected);
+    assert!(
+        read.contains(&(0, failed.offset)),
+        "file 0's block is checked"
+    );
+}

@@ -50,6 +50,8 @@ pub(crate) struct Task {
     pub(crate) buffer: Vec<u8>,
     pub(crate) submitted_at: Instant,
     issued: bool,
+    /// The CmdSN it was issued with (an abort's RefCmdSN).
+    cmd_sn: u32,
     /// Reads: the DataSN the next Data-In must carry.
     next_data_sn: u32,
     /// Reads: the data received so far from offset 0 without a hole, `[0, prefix_end)`.
@@ -66,6 +68,15 @@ pub(crate) struct Task {
 }
 
 impl Task {
+    pub(crate) fn lun(&self) -> LunField {
+        self.lun
+    }
+
+    /// Meaningful once issued.
+    pub(crate) fn cmd_sn(&self) -> u32 {
+        self.cmd_sn
+    }
+
     pub(crate) fn new(id: TaskId, request: ScsiCommandRequest, now: Instant) -> Task {
         let ScsiCommandRequest {
             lun,
@@ -87,6 +98,7 @@ impl Task {
             buffer,
             submitted_at: now,
             issued: false,
+            cmd_sn: 0,
             next_data_sn: 0,
             prefix_end: 0,
             received_beyond: Vec::new(),
@@ -302,6 +314,7 @@ impl Session {
         };
         let cmd_sn = self.window.take();
         task.issued = true;
+        task.cmd_sn = cmd_sn;
         self.in_flight += 1;
         let expected = task.direction.transfer_len();
         let (read, write) = match task.direction {
@@ -672,7 +685,10 @@ impl Session {
     }
 
     /// A command in flight too long fails the connection (its state is unknown at ERL 0);
-    /// one still waiting for the window fails alone.
+    /// one still waiting for the window fails alone. Every command past its deadline fails
+    /// with [`CommandError::TimedOut`], the others of the failed connection with
+    /// `ConnectionLost` (a driver that logs in again may send those once more; a timed-out
+    /// one it must not, as the caller has been told it failed).
     ///
     /// Deadlines are the submission instant plus one timeout, so they run in submission
     /// order (`now` never goes back): only the expired commands at the front of that order
@@ -682,21 +698,25 @@ impl Session {
         if timeout.is_zero() {
             return Ok(());
         }
-        let mut expired_waiting = Vec::new();
+        let mut expired = Vec::new();
+        let mut first_issued = None;
         for (tag, task) in self.tasks.in_submission_order() {
             match task.submitted_at.checked_add(timeout) {
                 Some(deadline) if now >= deadline => {}
                 _ => break,
             }
-            if task.issued {
-                return Err(SessionError::CommandTimeout { tag });
+            if task.issued && first_issued.is_none() {
+                first_issued = Some(tag);
             }
-            expired_waiting.push(tag);
+            expired.push(tag);
         }
-        for tag in expired_waiting {
+        for tag in expired {
             self.complete_with_error(tag, CommandError::TimedOut);
         }
-        Ok(())
+        match first_issued {
+            Some(tag) => Err(SessionError::CommandTimeout { tag }),
+            None => Ok(()),
+        }
     }
 
     /// The earliest command deadline: the oldest command's.

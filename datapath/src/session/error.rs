@@ -219,6 +219,10 @@ pub enum CommandError {
     /// The session started logging out before the command was sent.
     #[error("session logging out; command not sent")]
     LoggingOut,
+    /// Ended by an ABORT TASK the caller asked for ([`crate::session::Session::abort_task`]):
+    /// the target holds no such task any more (or it was never sent).
+    #[error("command aborted (ABORT TASK)")]
+    Aborted,
     /// An offload adapter carrying the command failed it (a shard driving an adapter
     /// path: [`crate::shard`] with [`crate::adapter`]); the fault names itself.
     #[error("{0}")]

@@ -36,6 +36,7 @@
 //!   only recovery is a new session).
 #![forbid(unsafe_code)]
 
+mod abort;
 mod command;
 mod discovery;
 mod error;
@@ -50,6 +51,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+pub use abort::AbortRejection;
 pub use error::{
     login_status_name, reject_reason_name, CommandError, CommandFailure, SessionError,
 };
@@ -429,6 +431,10 @@ pub struct SessionStats {
     pub nop_pings_answered: u64,
     pub nop_target_pings_answered: u64,
     pub rejects: u64,
+    /// ABORT TASK requests sent, and commands that ended aborted (by the target's answer,
+    /// or locally before they were sent).
+    pub aborts_sent: u64,
+    pub tasks_aborted: u64,
 }
 
 /// An entry of the transmit queue. Data-Out bursts are cut into PDUs only as they are
@@ -467,6 +473,8 @@ pub struct Session {
     discovery: Option<Discovery>,
     keepalive: Keepalive,
     logout: Option<LogoutState>,
+    /// ABORT TASK requests awaiting their response (`abort`).
+    aborts: Vec<abort::PendingAbort>,
     last_received: Instant,
     stats: SessionStats,
 }
@@ -510,6 +518,7 @@ impl Session {
             discovery: None,
             keepalive: Keepalive::default(),
             logout: None,
+            aborts: Vec::new(),
             last_received: now,
             stats: SessionStats::default(),
         };
@@ -642,8 +651,8 @@ impl Session {
             Header::R2t(h) => self.handle_r2t(h),
             Header::AsyncMessage(h) => self.handle_async_message(now, h, data),
             Header::Reject(h) => self.handle_reject(h, data),
-            // Task management is not issued by this session, so a response is unexpected;
-            // login responses after login are too.
+            Header::TaskMgmtResponse(h) => self.handle_task_mgmt_response(h),
+            // Login responses after login are unexpected.
             _ => Err(self.unexpected(opcode)),
         }
     }
@@ -720,6 +729,7 @@ impl Session {
                 Header::TextRequest(h) => h.exp_stat_sn = exp_stat_sn,
                 Header::DataOut(h) => h.exp_stat_sn = exp_stat_sn,
                 Header::LogoutRequest(h) => h.exp_stat_sn = exp_stat_sn,
+                Header::TaskMgmtRequest(h) => h.exp_stat_sn = exp_stat_sn,
                 _ => {}
             }
             self.stats.pdus_sent += 1;
@@ -1029,8 +1039,11 @@ impl Session {
         let discovery = self.discovery.as_ref().map(Discovery::itt);
         let logout = self.logout.as_ref().and_then(|l| l.itt);
         let login = self.login.as_ref().map(Login::itt);
-        self.tasks
-            .control_tag(|tag| [ping, discovery, logout, login].contains(&Some(tag)))
+        // Bounded by the commands held (one abort each).
+        let aborts: Vec<Tag> = self.abort_tags().collect();
+        self.tasks.control_tag(|tag| {
+            [ping, discovery, logout, login].contains(&Some(tag)) || aborts.contains(&tag)
+        })
     }
 
     /// The fatal path: fail every command, drop queued output, report the fault once.
@@ -1045,6 +1058,7 @@ impl Session {
         self.login = None;
         self.discovery = None;
         self.logout = None;
+        self.aborts.clear();
         let culprit = err.task_tag();
         let text = err.to_string();
         for tag in self.tasks.tags_in_submission_order() {

@@ -55,7 +55,9 @@
 //!
 //! A lost connection fails that shard's commands in flight with
 //! [`CommandError::ConnectionLost`]; later requests to that shard fail at once with the same
-//! error, and the other shards go on.
+//! error, and the other shards go on. With [`ShardConfig::reconnect`] on, the shard logs in
+//! again instead (session reinstatement, bounded: `reconnect`), sends the commands it held
+//! once more and goes on; [`ShardStats::reconnects`] and the gap are counted.
 //!
 //! A shard can drive an offload adapter's queue pair instead of its own TCP connection
 //! ([`ShardConfig::path`], [`ShardPath`]): see `adapter_worker` for that loop, its error
@@ -64,6 +66,7 @@
 //! [`Session::data_in_destination`]: crate::session::Session::data_in_destination
 
 mod adapter_worker;
+mod reconnect;
 mod steer;
 mod tag_map;
 mod waiter;
@@ -71,6 +74,7 @@ mod work;
 mod worker;
 
 pub use adapter_worker::{planned_cores, ShardPath, ShardPathInfo};
+pub use reconnect::ReconnectPolicy;
 pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,6 +164,9 @@ pub struct ShardConfig {
     /// design) cost IOPS at 8 and 16 in flight: the target answers at the pace commands
     /// come, so a timer only slowed both. Large reads (headers taken alone) never wait.
     pub recv_coalesce: Duration,
+    /// What a software shard does when its connection is lost: log in again (bounded, see
+    /// `reconnect`) or, by default, fail its commands for good.
+    pub reconnect: ReconnectPolicy,
 }
 
 impl Default for ShardConfig {
@@ -180,6 +187,7 @@ impl Default for ShardConfig {
             caller_wake_batch: None,
             caller_wake_delay_max: Duration::from_micros(100),
             recv_coalesce: Duration::from_micros(150),
+            reconnect: ReconnectPolicy::OFF,
         }
     }
 }
@@ -264,6 +272,12 @@ pub struct ShardStats {
     /// Commands the shard holds now, and the most it ever held.
     pub queue_depth: u64,
     pub peak_queue_depth: u64,
+    /// Connections re-established after a loss, the longest and the total time from a
+    /// loss to the new login, and the commands sent again on a new connection.
+    pub reconnects: u64,
+    pub reconnect_gap_ns_max: u64,
+    pub reconnect_gap_ns_total: u64,
+    pub commands_resent: u64,
 }
 
 impl ShardStats {
@@ -288,6 +302,10 @@ impl ShardStats {
                 window_closed_ns: a.window_closed_ns + s.window_closed_ns,
                 queue_depth: a.queue_depth + s.queue_depth,
                 peak_queue_depth: a.peak_queue_depth + s.peak_queue_depth,
+                reconnects: a.reconnects + s.reconnects,
+                reconnect_gap_ns_max: a.reconnect_gap_ns_max.max(s.reconnect_gap_ns_max),
+                reconnect_gap_ns_total: a.reconnect_gap_ns_total + s.reconnect_gap_ns_total,
+                commands_resent: a.commands_resent + s.commands_resent,
             })
     }
 }
@@ -304,6 +322,10 @@ struct SharedStats {
     window_closed_ns: AtomicU64,
     queue_depth: AtomicU64,
     peak_queue_depth: AtomicU64,
+    reconnects: AtomicU64,
+    reconnect_gap_ns_max: AtomicU64,
+    reconnect_gap_ns_total: AtomicU64,
+    commands_resent: AtomicU64,
 }
 
 impl SharedStats {
@@ -317,6 +339,11 @@ impl SharedStats {
         self.window_closed_ns.store(s.window_closed_ns, r);
         self.queue_depth.store(s.queue_depth, r);
         self.peak_queue_depth.store(s.peak_queue_depth, r);
+        self.reconnects.store(s.reconnects, r);
+        self.reconnect_gap_ns_max.store(s.reconnect_gap_ns_max, r);
+        self.reconnect_gap_ns_total
+            .store(s.reconnect_gap_ns_total, r);
+        self.commands_resent.store(s.commands_resent, r);
     }
 
     fn load(&self) -> ShardStats {
@@ -330,6 +357,10 @@ impl SharedStats {
             window_closed_ns: self.window_closed_ns.load(r),
             queue_depth: self.queue_depth.load(r),
             peak_queue_depth: self.peak_queue_depth.load(r),
+            reconnects: self.reconnects.load(r),
+            reconnect_gap_ns_max: self.reconnect_gap_ns_max.load(r),
+            reconnect_gap_ns_total: self.reconnect_gap_ns_total.load(r),
+            commands_resent: self.commands_resent.load(r),
         }
     }
 }
@@ -345,6 +376,9 @@ pub(crate) struct Doorbell {
     fd: std::os::fd::OwnedFd,
     /// Set by the shard just before it sleeps with room for requests.
     sleeping: std::sync::atomic::AtomicBool,
+    /// Set by the pool when it stops: a shard recovering its connection (which reads no
+    /// doorbell) gives up at once.
+    stopping: std::sync::atomic::AtomicBool,
     /// The other direction: where the caller sleeps until the shard posts completions
     /// ([`ShardPool::wait_completion`]); the shard wakes it after each batch it posts.
     pub(crate) caller: waiter::CallerWaiter,
@@ -362,6 +396,7 @@ impl Doorbell {
         Ok(Doorbell {
             fd,
             sleeping: std::sync::atomic::AtomicBool::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             caller: waiter::CallerWaiter::default(),
         })
     }
@@ -400,6 +435,8 @@ struct ShardHandle {
     submit: Option<Sender<ShardRequest>>,
     /// Works for the shard's own thread (software shards only).
     work: Option<Sender<Box<dyn ShardWork>>>,
+    /// ABORT TASK requests by `user_data` (software shards only).
+    abort: Option<Sender<u64>>,
     doorbell: Arc<Doorbell>,
     completions: Receiver<ShardCompletion>,
     stats: Arc<SharedStats>,
@@ -490,6 +527,7 @@ impl ShardPool {
             };
             let (submit_tx, submit_rx) = crossbeam_channel::bounded(config.queue_depth);
             let (work_tx, work_rx) = crossbeam_channel::bounded(WORKS_WAITING);
+            let (abort_tx, abort_rx) = crossbeam_channel::bounded(config.queue_depth);
             let (done_tx, done_rx) = crossbeam_channel::bounded(2 * config.queue_depth);
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let stats = Arc::new(SharedStats::default());
@@ -519,9 +557,12 @@ impl ShardPool {
                     client_config.clone(),
                     config.clone(),
                     core,
-                    submit_rx,
-                    work_rx,
-                    done_tx,
+                    worker::Channels {
+                        submit_rx,
+                        work_rx,
+                        abort_rx,
+                        done_tx,
+                    },
                     Arc::clone(&stats),
                     Arc::clone(&doorbell),
                 );
@@ -555,6 +596,7 @@ impl ShardPool {
             pool.shards.push(ShardHandle {
                 submit: Some(submit_tx),
                 work: software.then_some(work_tx),
+                abort: software.then_some(abort_tx),
                 doorbell,
                 completions: done_rx,
                 stats,
@@ -616,6 +658,28 @@ impl ShardPool {
             // Costs a system call only when the adapter shard sleeps.
             wake.notify();
         }
+        Ok(())
+    }
+
+    /// Asks shard `shard` to abort the command submitted with `user_data` (ABORT TASK,
+    /// [`crate::session::Session::abort_task`]); its completion then fails with
+    /// [`CommandError::Aborted`] once the target confirms, or comes as usual if the answer
+    /// won the race. A command the shard no longer holds is ignored. Software shards only;
+    /// a full abort queue (more aborts than the queue depth pending) is refused.
+    pub fn abort(&self, shard: usize, user_data: u64) -> Result<(), ShardError> {
+        let shards = self.shards.len();
+        let handle = self.shards.get(shard).ok_or(ShardError::NoSuchShard {
+            index: shard,
+            shards,
+        })?;
+        let tx = handle.abort.as_ref().ok_or(ShardError::InvalidConfig(
+            "aborts run on software shards only",
+        ))?;
+        tx.try_send(user_data).map_err(|e| match e {
+            TrySendError::Full(_) => ShardError::InvalidConfig("too many aborts pending"),
+            TrySendError::Disconnected(_) => ShardError::Vanished { shard },
+        })?;
+        handle.doorbell.ring();
         Ok(())
     }
 
@@ -778,6 +842,8 @@ impl ShardPool {
         for shard in &mut self.shards {
             shard.submit = None;
             shard.work = None;
+            shard.abort = None;
+            shard.doorbell.stopping.store(true, Ordering::SeqCst);
             shard.doorbell.ring_always();
             // An adapter shard sleeps on its adapter's eventfd instead.
             if let Some(wake) = shard.wake.get() {

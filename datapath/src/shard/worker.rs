@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use io_uring::{opcode, squeue, types};
 
+use super::reconnect::{Recovery, Step};
 use super::tag_map::TagMap;
 use super::work::{RunningWork, ShardWork, WorkStatus, WorkSubmitter};
 use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
@@ -79,6 +80,15 @@ const TOKEN_CANCEL: u64 = EVENT_TOKEN_BASE + 4;
 /// A staging receive linked behind a placed one (`Shard::linked_recv`).
 const TOKEN_RECV_LINKED: u64 = EVENT_TOKEN_BASE + 5;
 
+/// The queues between a shard and its callers.
+pub(super) struct Channels {
+    pub(super) submit_rx: Receiver<ShardRequest>,
+    pub(super) work_rx: Receiver<Box<dyn ShardWork>>,
+    /// ABORT TASK requests, by the command's `user_data`.
+    pub(super) abort_rx: Receiver<u64>,
+    pub(super) done_tx: Sender<ShardCompletion>,
+}
+
 /// What the shard thread owns before it has connected.
 pub(super) struct Worker {
     index: usize,
@@ -87,24 +97,28 @@ pub(super) struct Worker {
     core: Option<core_affinity::CoreId>,
     submit_rx: Receiver<ShardRequest>,
     work_rx: Receiver<Box<dyn ShardWork>>,
+    abort_rx: Receiver<u64>,
     done_tx: Sender<ShardCompletion>,
     shared: Arc<SharedStats>,
     doorbell: Arc<Doorbell>,
 }
 
 impl Worker {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         index: usize,
         client_config: ClientConfig,
         config: ShardConfig,
         core: Option<core_affinity::CoreId>,
-        submit_rx: Receiver<ShardRequest>,
-        work_rx: Receiver<Box<dyn ShardWork>>,
-        done_tx: Sender<ShardCompletion>,
+        channels: Channels,
         shared: Arc<SharedStats>,
         doorbell: Arc<Doorbell>,
     ) -> Worker {
+        let Channels {
+            submit_rx,
+            work_rx,
+            abort_rx,
+            done_tx,
+        } = channels;
         Worker {
             index,
             client_config,
@@ -112,6 +126,7 @@ impl Worker {
             core,
             submit_rx,
             work_rx,
+            abort_rx,
             done_tx,
             shared,
             doorbell,
@@ -130,10 +145,16 @@ impl Worker {
             }
         }
         let doorbell = Arc::clone(&self.doorbell);
-        match Shard::connect(self) {
+        match Shard::connect(&self, None) {
             Ok((shard, info)) => {
                 let _ = ready.send(Ok(info));
-                shard.serve();
+                let mut carried = Carried::default();
+                let mut lost = shard.serve(&mut carried);
+                // Bounded: each recovery either gives up (None) or logs in again, and
+                // recoveries without progress count against the policy's attempts.
+                while let Some(reason) = lost {
+                    lost = self.recover(reason, &mut carried);
+                }
             }
             Err((shard, e)) => {
                 if let Some(mut shard) = shard {
@@ -148,6 +169,143 @@ impl Worker {
     }
 }
 
+/// What a shard hands from a lost connection to the next (see `reconnect`).
+#[derive(Default)]
+struct Carried {
+    /// The counters so far (they go on across connections).
+    stats: ShardStats,
+    /// Commands to send again, and requests taken while no connection was up, in order.
+    resend: Vec<ShardRequest>,
+    /// Recoveries in a row after which no command succeeded.
+    recoveries_without_progress: u32,
+}
+
+impl Worker {
+    /// Recovers a lost connection (module docs of `reconnect`): waits, connects and logs in
+    /// again until the policy's bound; then serves the new connection. Returns the reason
+    /// when that one is lost too, `None` when the shard is done (stopped or given up).
+    fn recover(&self, reason: String, carried: &mut Carried) -> Option<String> {
+        let lost_at = Instant::now();
+        let mut recovery = Recovery::new(
+            self.config.reconnect,
+            lost_at,
+            carried.recoveries_without_progress,
+        );
+        tracing::warn!(shard = self.index, %reason, "connection lost; recovering the session");
+        // Bounded by the policy: every step counts an attempt.
+        loop {
+            let (wait, budget) = match recovery.next(Instant::now()) {
+                Step::Attempt { wait, budget } => (wait, budget),
+                Step::GiveUp => {
+                    self.give_up(&reason, carried);
+                    return None;
+                }
+            };
+            if !self.park_requests(wait, carried) {
+                self.give_up("the shard stopped", carried);
+                return None;
+            }
+            match Shard::connect(self, Some(budget.max(Duration::from_millis(100)))) {
+                Ok((mut shard, info)) => {
+                    let gap = recovery.lost_at().elapsed();
+                    tracing::info!(
+                        shard = self.index,
+                        tsih = info.tsih,
+                        gap_ms = gap.as_millis() as u64,
+                        resent = carried.resend.len(),
+                        "session recovered"
+                    );
+                    carried.recoveries_without_progress += 1;
+                    shard.resume(carried, gap);
+                    return shard.serve(carried);
+                }
+                Err((shard, e)) => {
+                    if let Some(mut shard) = shard {
+                        shard.finish();
+                    }
+                    tracing::warn!(shard = self.index, error = %e, "reconnect attempt failed");
+                }
+            }
+        }
+    }
+
+    /// Waits `wait`, taking requests from the queue meanwhile (up to twice the queue
+    /// depth; beyond that callers find the queue full). False when the pool stops.
+    fn park_requests(&self, wait: Duration, carried: &mut Carried) -> bool {
+        const STEP: Duration = Duration::from_millis(5);
+        let until = Instant::now() + wait;
+        // Bounded by the clock: each round sleeps a step.
+        loop {
+            if self.doorbell.stopping.load(Ordering::SeqCst) {
+                return false;
+            }
+            self.abort_parked(carried);
+            while carried.resend.len() < 2 * self.config.queue_depth {
+                match self.submit_rx.try_recv() {
+                    Ok(request) => carried.resend.push(request),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return false,
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            std::thread::sleep(STEP.min(until - now));
+        }
+    }
+
+    /// Aborts asked for while no connection is up: a command waiting to be sent again is
+    /// not sent and fails as aborted.
+    fn abort_parked(&self, carried: &mut Carried) {
+        while let Ok(user_data) = self.abort_rx.try_recv() {
+            let Some(at) = carried.resend.iter().position(|r| r.user_data == user_data) else {
+                continue;
+            };
+            let request = carried.resend.remove(at);
+            let completion = ShardCompletion {
+                user_data,
+                result: Err(failure(CommandError::Aborted, request.buffer)),
+            };
+            // The queue holds twice the depth; a caller not taking completions loses this
+            // one's buffer, not the shard's progress.
+            if self.done_tx.try_send(completion).is_ok() {
+                self.doorbell.caller.wake();
+            }
+        }
+    }
+
+    /// The recovery is over without a connection: every command held or waiting fails.
+    fn give_up(&self, reason: &str, carried: &mut Carried) {
+        tracing::error!(shard = self.index, %reason, "giving up on the session");
+        let reason = format!("{reason} (reconnect gave up)");
+        let mut pending: Vec<ShardRequest> = carried.resend.drain(..).collect();
+        // What waits in the queue fails too (bounded by the queue's capacity).
+        while let Ok(request) = self.submit_rx.try_recv() {
+            pending.push(request);
+        }
+        for request in pending {
+            let completion = ShardCompletion {
+                user_data: request.user_data,
+                result: Err(failure(
+                    CommandError::ConnectionLost(reason.clone()),
+                    request.buffer,
+                )),
+            };
+            // The caller may not be taking completions (it is stopping): wait a little
+            // for room, then drop the rest with the thread.
+            if self
+                .done_tx
+                .send_timeout(completion, Duration::from_secs(1))
+                .is_err()
+            {
+                break;
+            }
+            self.doorbell.caller.wake();
+        }
+    }
+}
+
 /// What a request became inside the session.
 struct Held {
     user_data: u64,
@@ -156,6 +314,12 @@ struct Held {
     from_work: bool,
     /// The least its answer brings (see `Shard::answer_bytes`).
     answer_bytes: u32,
+    /// LUN, CDB and direction, kept to send the command again on a new connection
+    /// (`ShardConfig::reconnect` on; commands of a work are not sent again).
+    resend: Option<(u64, Vec<u8>, DataDirection)>,
+    /// The caller asked to abort it: it has given up on the command, which is therefore
+    /// never sent again on a new connection.
+    abort_requested: bool,
 }
 
 /// The socket (and the doorbell) as the ring names them: fixed files when the kernel took
@@ -228,6 +392,7 @@ struct Shard {
     session: Session,
     submit_rx: Receiver<ShardRequest>,
     work_rx: Receiver<Box<dyn ShardWork>>,
+    abort_rx: Receiver<u64>,
     /// The work running on this shard, if any (one at a time; others wait in `work_rx`).
     work: Option<RunningWork>,
     /// The requests the work made in this turn (kept to reuse the allocation).
@@ -314,23 +479,42 @@ struct Shard {
     dead: Option<String>,
     stopping: bool,
     logout_started: bool,
+    /// Commands the lost connection held, to send again on the next (see `reconnect`).
+    resend: Vec<ShardRequest>,
+    /// A command succeeded on this connection.
+    progressed: bool,
+    /// After a recovery: answers still to be taken for the UNIT ATTENTION the reset of
+    /// the I_T nexus raises, and sent again (one per LUN is what targets report; the queue
+    /// depth bounds how many commands can meet it).
+    unit_attentions_left: usize,
+    /// Counters of earlier connections (`publish` adds this connection's to them).
+    kernel_entries_base: u64,
+    bytes_copied_base: u64,
 }
 
 type ConnectError = (Option<Box<Shard>>, ShardError);
 
 impl Shard {
-    fn connect(worker: Worker) -> Result<(Box<Shard>, ShardInfo), ConnectError> {
-        let Worker {
-            index,
-            client_config: cc,
-            config,
-            core,
-            submit_rx,
-            work_rx,
-            done_tx,
-            shared,
-            doorbell,
-        } = worker;
+    /// Connects and logs in. `budget` bounds connect and login together when the shard
+    /// recovers a lost connection (the policy's replacement timeout).
+    fn connect(
+        worker: &Worker,
+        budget: Option<Duration>,
+    ) -> Result<(Box<Shard>, ShardInfo), ConnectError> {
+        let index = worker.index;
+        let mut cc = worker.client_config.clone();
+        if let Some(budget) = budget {
+            cc.connect_timeout = cc.connect_timeout.min(budget);
+            cc.login_timeout = cc.login_timeout.min(budget);
+        }
+        let config = worker.config.clone();
+        let core = worker.core;
+        let submit_rx = worker.submit_rx.clone();
+        let work_rx = worker.work_rx.clone();
+        let abort_rx = worker.abort_rx.clone();
+        let done_tx = worker.done_tx.clone();
+        let shared = Arc::clone(&worker.shared);
+        let doorbell = Arc::clone(&worker.doorbell);
         let ring = RingConfig {
             entries: config.ring_entries,
             sqpoll: config.sqpoll,
@@ -403,6 +587,7 @@ impl Shard {
             session: Session::new(session_config, Instant::now()),
             submit_rx,
             work_rx,
+            abort_rx,
             work: None,
             work_requests: Vec::with_capacity(config.queue_depth),
             done_tx,
@@ -450,6 +635,11 @@ impl Shard {
             dead: None,
             stopping: false,
             logout_started: false,
+            resend: Vec::new(),
+            progressed: false,
+            unit_attentions_left: 0,
+            kernel_entries_base: 0,
+            bytes_copied_base: 0,
             config,
         });
         shard.register_staging();
@@ -489,9 +679,10 @@ impl Shard {
         }
     }
 
-    /// The loop of a logged-in shard; returns when the queue is closed and the session is
-    /// over.
-    fn serve(mut self: Box<Self>) {
+    /// The loop of a logged-in shard; returns `None` when the queue is closed and the
+    /// session is over, or the reason the connection was lost when it is to be recovered
+    /// (`ShardConfig::reconnect`), after handing what goes on to `carried`.
+    fn serve(mut self: Box<Self>, carried: &mut Carried) -> Option<String> {
         loop {
             self.turn();
             let over = matches!(
@@ -501,8 +692,62 @@ impl Shard {
             if self.stopping && self.held.is_empty() && self.outgoing.is_empty() && over {
                 break;
             }
+            if let Some(reason) = self.dead.clone().filter(|_| self.recovers()) {
+                self.finish();
+                self.hand_over(carried);
+                return Some(reason);
+            }
         }
         self.finish();
+        None
+    }
+
+    /// Whether a lost connection is recovered rather than final.
+    fn recovers(&self) -> bool {
+        self.config.reconnect.enabled() && !self.stopping && self.serving
+    }
+
+    /// Hands the counters and the commands to send again to the next connection (after
+    /// `finish`: the kernel no longer touches any of their buffers).
+    fn hand_over(&mut self, carried: &mut Carried) {
+        self.publish();
+        carried.stats = self.stats;
+        if self.progressed {
+            carried.recoveries_without_progress = 0;
+        }
+        // The commands of the lost connection go before the requests taken meanwhile.
+        let taken_meanwhile = std::mem::take(&mut carried.resend);
+        carried.resend = std::mem::take(&mut self.resend);
+        carried.resend.extend(taken_meanwhile);
+    }
+
+    /// Takes over from a lost connection: its counters, then the commands to send again
+    /// (first, in their order: the queue depth bounds them, as they were held or parked
+    /// within it).
+    fn resume(&mut self, carried: &mut Carried, gap: Duration) {
+        let gap_ns = gap.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.stats = carried.stats;
+        self.kernel_entries_base = carried.stats.kernel_entries;
+        self.bytes_copied_base = carried.stats.bytes_copied;
+        self.stats.reconnects += 1;
+        self.unit_attentions_left = 2 * self.config.queue_depth;
+        self.stats.reconnect_gap_ns_max = self.stats.reconnect_gap_ns_max.max(gap_ns);
+        self.stats.reconnect_gap_ns_total += gap_ns;
+        let now = Instant::now();
+        let resend: Vec<ShardRequest> = carried.resend.drain(..).collect();
+        self.stats.commands_resent += resend.len() as u64;
+        let mut resend = resend.into_iter();
+        // Bounded by the list; what does not fit under the depth now waits its turn in
+        // `self.resend` for the next turns (see `accept`).
+        for request in resend.by_ref() {
+            if self.room() == 0 {
+                self.resend.push(request);
+                break;
+            }
+            self.start(request, now, false);
+        }
+        self.resend.extend(resend);
+        self.publish();
     }
 
     /// One turn: take what the kernel finished, feed the session, take new requests, post
@@ -1389,6 +1634,16 @@ impl Shard {
                 self.work = Some(RunningWork::new(work));
             }
         }
+        self.take_aborts(now);
+        if self.dead.is_some() && self.recovers() {
+            // Requests wait in the queue for the next connection (`Worker::recover`).
+            return;
+        }
+        // Left over from a recovery: they go first (bounded by the list).
+        while self.room() > 0 && !self.resend.is_empty() && self.dead.is_none() {
+            let request = self.resend.remove(0);
+            self.start(request, now, false);
+        }
         // Bounded by the room, which each request taken shrinks.
         while self.room() > 0 {
             match self.submit_rx.try_recv() {
@@ -1397,6 +1652,27 @@ impl Shard {
                 Err(TryRecvError::Disconnected) => {
                     self.stopping = true;
                     return;
+                }
+            }
+        }
+    }
+
+    /// Starts the aborts callers asked for (bounded by the abort queue's capacity). A
+    /// command the shard no longer holds has completed: nothing to do.
+    fn take_aborts(&mut self, now: Instant) {
+        while let Ok(user_data) = self.abort_rx.try_recv() {
+            // Bounded by the commands held (the queue depth).
+            let task = self
+                .held
+                .iter_mut()
+                .find(|(_, held)| held.user_data == user_data && !held.from_work)
+                .map(|(task, held)| {
+                    held.abort_requested = true;
+                    *task
+                });
+            if let Some(task) = task {
+                if let Err(refused) = self.session.abort_task(now, task) {
+                    tracing::debug!(shard = self.index, %refused, "abort not started");
                 }
             }
         }
@@ -1417,6 +1693,8 @@ impl Shard {
                 DataDirection::Read { len } => len,
                 _ => 0,
             };
+        let resend =
+            (self.config.reconnect.enabled() && !from_work).then(|| (lun, cdb.clone(), direction));
         let command = ScsiCommandRequest {
             lun: Lun::from_u64(lun).to_field(),
             cdb,
@@ -1433,6 +1711,8 @@ impl Shard {
                         large_read,
                         from_work,
                         answer_bytes,
+                        resend,
+                        abort_requested: false,
                     },
                 );
                 self.answer_bytes += u64::from(answer_bytes);
@@ -1448,6 +1728,19 @@ impl Shard {
                 self.stats.peak_queue_depth = self.stats.peak_queue_depth.max(depth);
             }
             Err(refused) => {
+                let ended =
+                    self.dead.is_some() || matches!(refused.reason, SubmitRejection::NotLoggedIn);
+                if let Some((lun, cdb, direction)) = resend.filter(|_| ended && self.recovers()) {
+                    // The connection is being lost: this one waits for the next.
+                    self.resend.push(ShardRequest {
+                        lun,
+                        cdb,
+                        direction,
+                        buffer: refused.request.buffer,
+                        user_data,
+                    });
+                    return;
+                }
                 let error = match (&self.dead, refused.reason) {
                     (Some(reason), _) => CommandError::ConnectionLost(reason.clone()),
                     (None, SubmitRejection::NotLoggedIn) => {
@@ -1577,9 +1870,49 @@ impl Shard {
                     self.answer_bytes = self
                         .answer_bytes
                         .saturating_sub(u64::from(held.answer_bytes));
+                    let resend = held.resend.filter(|_| !held.abort_requested);
+                    let result = match (result, resend) {
+                        // The connection went down under it: sent again after a new login
+                        // (a timed-out command is not: it fails as such).
+                        (Err(failure), Some((lun, cdb, direction)))
+                            if matches!(failure.error, CommandError::ConnectionLost(_))
+                                && self.recovers() =>
+                        {
+                            self.resend.push(ShardRequest {
+                                lun,
+                                cdb,
+                                direction,
+                                buffer: failure.buffer,
+                                user_data: held.user_data,
+                            });
+                            continue;
+                        }
+                        // The reinstated session's first answers report the reset our own
+                        // recovery caused, instead of carrying out the command (SAM-5
+                        // 5.14): sent again, as the SCSI midlayer does (bounded by
+                        // `unit_attentions_left`).
+                        (Ok(outcome), Some((lun, cdb, direction)))
+                            if self.unit_attentions_left > 0
+                                && is_reset_unit_attention(&outcome) =>
+                        {
+                            self.unit_attentions_left -= 1;
+                            self.resend.push(ShardRequest {
+                                lun,
+                                cdb,
+                                direction,
+                                buffer: outcome.buffer,
+                                user_data: held.user_data,
+                            });
+                            continue;
+                        }
+                        (result, _) => result,
+                    };
                     self.stats.ios += 1;
                     match &result {
-                        Ok(outcome) => self.stats.bytes += u64::from(outcome.transferred),
+                        Ok(outcome) => {
+                            self.progressed = true;
+                            self.stats.bytes += u64::from(outcome.transferred);
+                        }
                         Err(_) => self.stats.ios_failed += 1,
                     }
                     let completion = ShardCompletion {
@@ -1641,14 +1974,31 @@ impl Shard {
     }
 
     fn publish(&mut self) {
-        self.stats.kernel_entries = self
-            .conn
-            .kernel_entries()
-            .saturating_sub(self.kernel_entries_at_login);
-        self.stats.bytes_copied = self.session.stats().bytes_copied + self.staged_copy_bytes;
+        self.stats.kernel_entries = self.kernel_entries_base
+            + self
+                .conn
+                .kernel_entries()
+                .saturating_sub(self.kernel_entries_at_login);
+        self.stats.bytes_copied =
+            self.bytes_copied_base + self.session.stats().bytes_copied + self.staged_copy_bytes;
         self.stats.queue_depth = self.held.len() as u64;
         self.shared.store(&self.stats);
     }
+}
+
+/// CHECK CONDITION with UNIT ATTENTION, ASC 0x29 (POWER ON, RESET, OR BUS DEVICE RESET
+/// OCCURRED and its qualifiers, I_T NEXUS LOSS among them: SPC-4 annex D): the command was
+/// not carried out.
+fn is_reset_unit_attention(outcome: &crate::session::CommandOutcome) -> bool {
+    const STATUS_CHECK_CONDITION: u8 = 0x02;
+    const SENSE_KEY_UNIT_ATTENTION: u8 = 0x06;
+    const ASC_POWER_ON_OR_RESET: u8 = 0x29;
+    outcome.status == STATUS_CHECK_CONDITION
+        && outcome
+            .sense
+            .as_deref()
+            .and_then(|s| crate::scsi::Sense::decode(s).ok())
+            .is_some_and(|s| s.key == SENSE_KEY_UNIT_ATTENTION && s.asc == ASC_POWER_ON_OR_RESET)
 }
 
 /// Parses a header whose bytes (BHS, AHS, header digest) are all in `bytes`.

@@ -529,6 +529,38 @@ fn command_timeout_fails_the_connection() {
 }
 
 #[test]
+fn every_expired_command_times_out_and_only_the_younger_are_lost_with_the_connection() {
+    // Commands past their deadline fail as timed out (the caller was told, so a driver
+    // that logs in again must not send them again); only the younger ones are
+    // ConnectionLost, which a recovering driver may send again.
+    let mut cfg = config();
+    cfg.command_timeout = Duration::from_secs(10);
+    let mut h = Harness::logged_in(cfg, &TargetParams::default());
+    let a = h.s.submit(h.now, read_request(8)).unwrap();
+    let b = h.s.submit(h.now, read_request(8)).unwrap();
+    h.advance(Duration::from_secs(4));
+    let c = h.s.submit(h.now, read_request(8)).unwrap();
+    for _ in 0..3 {
+        h.expect_command();
+    }
+    h.advance(Duration::from_secs(6));
+    h.timeout();
+    assert_eq!(h.s.state(), SessionState::Failed);
+    let events = h.events();
+    let err = SessionError::CommandTimeout { tag: a.itt() };
+    assert_eq!(events.len(), 4);
+    for (event, id) in events[..2].iter().zip([a, b]) {
+        assert!(
+            matches!(event, Event::CommandComplete(i, Err(f)) if *i == id && f.error == CommandError::TimedOut),
+            "{event:?}"
+        );
+    }
+    assert!(matches!(&events[2], Event::CommandComplete(i, Err(f))
+        if *i == c && f.error == CommandError::ConnectionLost(err.to_string())));
+    assert_eq!(events[3], Event::ConnectionFailed(err));
+}
+
+#[test]
 fn a_command_stuck_behind_a_shut_window_times_out_alone() {
     let mut cfg = config();
     cfg.command_timeout = Duration::from_secs(10);

@@ -1,6 +1,7 @@
 //! Scripted PDU exchanges: the test plays the target, expecting the session's PDUs and
 //! answering with typed headers, on a simulated clock.
 
+mod abort;
 mod bench;
 mod failures;
 mod io;

@@ -1,0 +1,222 @@
+//! fio's `continue_on_error` and `ignore_error` (fio(1), "Error handling"; fio's
+//! `td_error.c`): which failed I/Os end a job and which are only counted.
+//!
+//! An error has a type (read, write, or verify for EILSEQ; a trim counts as a write, as in
+//! fio) and an errno. It is *non-fatal* when `continue_on_error` names its type **and** its
+//! errno is in that type's ignore list: `ignore_error`'s list when one is given for the
+//! type, else fio's default, EIO and EILSEQ. Every other error ends the job (fio's default,
+//! `continue_on_error=none`). So `continue_on_error=all` goes on after a SCSI error (EIO)
+//! but stops at a timeout (ETIMEDOUT) unless `ignore_error` names ETIMEDOUT too.
+//!
+//! `ignore_error` is three lists, read, write and verify, separated by `,`; the errors of one
+//! list are separated by `:` and are errno names (`EIO`, `ETIMEDOUT`) or numbers.
+
+use crate::io::Direction;
+
+/// fio's errno for a verification failure and for a failed I/O.
+pub const EIO: i32 = libc::EIO;
+pub const EILSEQ: i32 = libc::EILSEQ;
+/// Errnos fio treats as non-fatal under `continue_on_error` when `ignore_error` is unset.
+const DEFAULT_NON_FATAL: [i32; 2] = [EIO, EILSEQ];
+/// Most errnos one list may hold (fio has no limit; a job file's line has).
+const IGNORE_LIST_MAX: usize = 64;
+
+/// The error types fio tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    Read,
+    Write,
+    Verify,
+}
+
+impl ErrorType {
+    /// The type of an I/O error in `direction` (verification failures are
+    /// [`ErrorType::Verify`] whatever their direction).
+    pub fn of_io(direction: Direction) -> ErrorType {
+        match direction {
+            Direction::Read => ErrorType::Read,
+            Direction::Write | Direction::Trim => ErrorType::Write,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            ErrorType::Read => 0,
+            ErrorType::Write => 1,
+            ErrorType::Verify => 2,
+        }
+    }
+}
+
+/// A job's `continue_on_error` and `ignore_error`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorPolicy {
+    /// `continue_on_error`, per type (read, write, verify).
+    pub continue_on: [bool; 3],
+    /// `ignore_error`, per type; `None` keeps fio's default list.
+    pub ignore: [Option<Vec<i32>>; 3],
+}
+
+impl ErrorPolicy {
+    /// Whether an error of `kind` with `errno` lets the job go on.
+    pub fn is_non_fatal(&self, kind: ErrorType, errno: i32) -> bool {
+        let i = kind.index();
+        if !self.continue_on[i] {
+            return false;
+        }
+        match &self.ignore[i] {
+            Some(list) => list.contains(&errno),
+            None => DEFAULT_NON_FATAL.contains(&errno),
+        }
+    }
+
+    /// fio's `continue_on_error` values: `none`/`0`, `read`, `write`, `io` (read and write),
+    /// `verify`, `all`/`1`.
+    pub fn parse_continue_on_error(text: &str) -> Result<[bool; 3], String> {
+        Ok(match text.trim().to_ascii_lowercase().as_str() {
+            "none" | "0" => [false, false, false],
+            "read" => [true, false, false],
+            "write" => [false, true, false],
+            "io" => [true, true, false],
+            "verify" => [false, false, true],
+            "all" | "1" => [true, true, true],
+            other => {
+                return Err(format!(
+                    "'{other}' is not none, read, write, io, verify or all"
+                ))
+            }
+        })
+    }
+
+    /// fio's `ignore_error`: up to three `:`-separated lists, separated by `,`.
+    pub fn parse_ignore_error(text: &str) -> Result<[Option<Vec<i32>>; 3], String> {
+        let mut lists: [Option<Vec<i32>>; 3] = [None, None, None];
+        let parts: Vec<&str> = text.split(',').collect();
+        if parts.len() > 3 {
+            return Err(format!(
+                "{} lists given; at most three (read, write, verify) separated by ','",
+                parts.len()
+            ));
+        }
+        for (slot, part) in lists.iter_mut().zip(parts) {
+            if part.trim().is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = part.split(':').collect();
+            if names.len() > IGNORE_LIST_MAX {
+                return Err(format!(
+                    "{} errors in one list; at most {IGNORE_LIST_MAX}",
+                    names.len()
+                ));
+            }
+            let errnos = names
+                .into_iter()
+                .map(parse_errno)
+                .collect::<Result<Vec<i32>, String>>()?;
+            *slot = Some(errnos);
+        }
+        Ok(lists)
+    }
+
+    /// `continue_on_error` back in fio's words, for the job's options in the report.
+    pub fn continue_on_error_name(&self) -> &'static str {
+        match self.continue_on {
+            [false, false, false] => "none",
+            [true, false, false] => "read",
+            [false, true, false] => "write",
+            [true, true, false] => "io",
+            [false, false, true] => "verify",
+            _ => "all",
+        }
+    }
+}
+
+/// The errno of an I/O error (see [`crate::io::IoError::errno`]).
+fn parse_errno(text: &str) -> Result<i32, String> {
+    let text = text.trim();
+    if let Ok(number) = text.parse::<i32>() {
+        if number > 0 {
+            return Ok(number);
+        }
+    }
+    ERRNO_NAMES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|(_, errno)| *errno)
+        .ok_or_else(|| {
+            format!("'{text}' is not an errno (a positive number or a name such as EIO, ETIMEDOUT)")
+        })
+}
+
+/// The errno names a storage job meets (fio takes any `E...` name its libc knows).
+const ERRNO_NAMES: &[(&str, i32)] = &[
+    ("EPERM", libc::EPERM),
+    ("EIO", libc::EIO),
+    ("ENXIO", libc::ENXIO),
+    ("EAGAIN", libc::EAGAIN),
+    ("ENOMEM", libc::ENOMEM),
+    ("EACCES", libc::EACCES),
+    ("EBUSY", libc::EBUSY),
+    ("EINVAL", libc::EINVAL),
+    ("ENOSPC", libc::ENOSPC),
+    ("EPIPE", libc::EPIPE),
+    ("ENODATA", libc::ENODATA),
+    ("EILSEQ", libc::EILSEQ),
+    ("ECONNRESET", libc::ECONNRESET),
+    ("ENOTCONN", libc::ENOTCONN),
+    ("ETIMEDOUT", libc::ETIMEDOUT),
+    ("EREMOTEIO", libc::EREMOTEIO),
+    ("EDQUOT", libc::EDQUOT),
+    ("ECANCELED", libc::ECANCELED),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_stops_at_every_error() {
+        let policy = ErrorPolicy::default();
+        assert!(!policy.is_non_fatal(ErrorType::Write, EIO));
+        assert!(!policy.is_non_fatal(ErrorType::Verify, EILSEQ));
+    }
+
+    #[test]
+    fn continue_on_error_takes_fios_defaults_per_type() {
+        let policy = ErrorPolicy {
+            continue_on: ErrorPolicy::parse_continue_on_error("io").unwrap(),
+            ..ErrorPolicy::default()
+        };
+        assert!(policy.is_non_fatal(ErrorType::Read, EIO));
+        assert!(policy.is_non_fatal(ErrorType::Write, EIO));
+        assert!(!policy.is_non_fatal(ErrorType::Verify, EILSEQ));
+        assert!(
+            !policy.is_non_fatal(ErrorType::Write, libc::ETIMEDOUT),
+            "a timeout is not in fio's default list"
+        );
+        assert_eq!(policy.continue_on_error_name(), "io");
+        assert!(ErrorPolicy::parse_continue_on_error("sometimes").is_err());
+    }
+
+    #[test]
+    fn ignore_error_replaces_the_list_of_each_type_given() {
+        let ignore = ErrorPolicy::parse_ignore_error("EIO:ETIMEDOUT,110").unwrap();
+        assert_eq!(ignore[0], Some(vec![libc::EIO, libc::ETIMEDOUT]));
+        assert_eq!(ignore[1], Some(vec![110]));
+        assert_eq!(ignore[2], None);
+        let policy = ErrorPolicy {
+            continue_on: [true, true, true],
+            ignore,
+        };
+        assert!(policy.is_non_fatal(ErrorType::Read, libc::ETIMEDOUT));
+        assert!(!policy.is_non_fatal(ErrorType::Write, EIO), "replaced");
+        assert!(
+            policy.is_non_fatal(ErrorType::Verify, EILSEQ),
+            "default kept"
+        );
+        assert!(ErrorPolicy::parse_ignore_error("EIO,EIO,EIO,EIO").is_err());
+        let error = ErrorPolicy::parse_ignore_error("EWHAT").unwrap_err();
+        assert!(error.contains("EWHAT"), "{error}");
+        assert!(ErrorPolicy::parse_ignore_error("-5").is_err());
+    }
+}
