@@ -402,6 +402,14 @@ impl EventLoop {
         unsafe { self.push(entry) };
     }
 
+    /// A generation for a new slot or operation (never 0), so a completion or deadline
+    /// of an earlier occupant is told apart.
+    fn take_generation(&mut self) -> u32 {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        generation
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
         let command = self.command_deadlines.peek().map(|Reverse((at, ..))| *at);
@@ -600,8 +608,7 @@ impl EventLoop {
             first_pdu_timeout: self.shared.limits.first_pdu_timeout,
         };
         let conn = Connection::new(session, peer, Arc::clone(&self.shared.luns), limits, now);
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let generation = self.take_generation();
         let slot = Slot {
             fd,
             generation,
@@ -918,15 +925,8 @@ impl EventLoop {
         job: super::BlockingJob,
         deadline: Instant,
     ) {
-        let index = match self.free_blocking_jobs.pop() {
-            Some(index) => index,
-            None => {
-                self.blocking_jobs.push(None);
-                self.blocking_jobs.len() - 1
-            }
-        };
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let index = vacant_slot(&mut self.blocking_jobs, &mut self.free_blocking_jobs);
+        let generation = self.take_generation();
         let cancelled = Cancelled::default();
         self.blocking_jobs[index] = Some(BlockingEntry {
             generation,
@@ -1044,15 +1044,8 @@ impl EventLoop {
             }
         };
         let unit = op.unit_key();
-        let index = match self.free_file_ops.pop() {
-            Some(index) => index,
-            None => {
-                self.file_ops.push(None);
-                self.file_ops.len() - 1
-            }
-        };
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let index = vacant_slot(&mut self.file_ops, &mut self.free_file_ops);
+        let generation = self.take_generation();
         self.file_ops[index] = Some((generation, op));
         self.file_ops_in_flight += 1;
         self.command_deadlines
@@ -1244,4 +1237,12 @@ fn timed_out_result() -> crate::session::CommandResult {
 fn adjust(figure: &std::sync::atomic::AtomicU64, before: u64, after: u64) {
     let now = figure.load(Ordering::Relaxed);
     figure.store(now.saturating_sub(before) + after, Ordering::Relaxed);
+}
+
+/// A free index of `table` (from `free`, or a new entry at its end), left `None`.
+fn vacant_slot<T>(table: &mut Vec<Option<T>>, free: &mut Vec<usize>) -> usize {
+    free.pop().unwrap_or_else(|| {
+        table.push(None);
+        table.len() - 1
+    })
 }

@@ -143,7 +143,14 @@ impl TargetSession {
         if outstanding >= self.config.cmd_window.max(1) as usize {
             // Only immediate commands can get here (the window bounds the rest).
             tracing::warn!(itt, outstanding, "task set full");
-            self.send_scsi_response(&h.lun, itt, STATUS_TASK_SET_FULL, &[], 0, (false, false, 0));
+            self.send_scsi_response(
+                Outgoing::Pdu,
+                itt,
+                STATUS_TASK_SET_FULL,
+                &[],
+                0,
+                (false, false, 0),
+            );
             return Ok(());
         }
         let lun = Lun::from_field(h.lun).number().unwrap_or(u64::MAX);
@@ -159,7 +166,7 @@ impl TargetSession {
         if h.write && h.read {
             // Bidirectional commands are not supported by the logical units here.
             self.send_scsi_response(
-                &h.lun,
+                Outgoing::Pdu,
                 itt,
                 STATUS_CHECK_CONDITION,
                 &invalid_field_in_cdb(),
@@ -213,7 +220,7 @@ impl TargetSession {
                 "write longer than the target's maximum transfer"
             );
             self.send_scsi_response(
-                &h.lun,
+                Outgoing::Pdu,
                 itt,
                 STATUS_CHECK_CONDITION,
                 &invalid_field_in_cdb(),
@@ -454,7 +461,14 @@ impl TargetSession {
             (false, false, 0)
         };
         if send_len == 0 {
-            self.send_command_status(&task.lun_field, itt, status, &sense, r2ts_sent, residual);
+            self.send_scsi_response(
+                Outgoing::CommandStatus,
+                itt,
+                status,
+                &sense,
+                r2ts_sent,
+                residual,
+            );
             self.update_window();
             return;
         }
@@ -479,7 +493,7 @@ impl TargetSession {
             status: status_info,
         }));
         if !status_in_data {
-            self.send_command_status(&task.lun_field, itt, status, &sense, pdus, residual);
+            self.send_scsi_response(Outgoing::CommandStatus, itt, status, &sense, pdus, residual);
         }
         self.update_window();
     }
@@ -493,45 +507,30 @@ impl TargetSession {
         full_bursts * burst.div_ceil(segment) + last.div_ceil(segment)
     }
 
-    /// The SCSI Response of a command refused before the window counted it.
+    /// Queues a SCSI Response as `entry` ([`Outgoing::Pdu`] for a command refused before
+    /// the window counted it, [`Outgoing::CommandStatus`] for one that ends an accepted
+    /// command, which holds its window slot until sent).
     fn send_scsi_response(
         &mut self,
-        lun: &LunField,
+        entry: fn(Transmit) -> Outgoing,
         itt: Tag,
         status: u8,
         sense: &[u8],
         exp_data_sn: u32,
         residual: (bool, bool, u32),
     ) {
-        let transmit = self.scsi_response(lun, itt, status, sense, exp_data_sn, residual);
-        self.enqueue(Outgoing::Pdu(transmit));
-    }
-
-    /// The SCSI Response that ends an accepted command (it holds its window slot until
-    /// sent).
-    fn send_command_status(
-        &mut self,
-        lun: &LunField,
-        itt: Tag,
-        status: u8,
-        sense: &[u8],
-        exp_data_sn: u32,
-        residual: (bool, bool, u32),
-    ) {
-        let transmit = self.scsi_response(lun, itt, status, sense, exp_data_sn, residual);
-        self.enqueue(Outgoing::CommandStatus(transmit));
+        let transmit = self.scsi_response(itt, status, sense, exp_data_sn, residual);
+        self.enqueue(entry(transmit));
     }
 
     fn scsi_response(
         &mut self,
-        lun: &LunField,
         itt: Tag,
         status: u8,
         sense: &[u8],
         exp_data_sn: u32,
         (underflow, overflow, residual): (bool, bool, u32),
     ) -> Transmit {
-        let _ = lun;
         let mut data = Vec::new();
         if !sense.is_empty() {
             let sense = sense.get(..u16::MAX as usize).unwrap_or(sense);
