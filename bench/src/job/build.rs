@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 
 use super::error::{JobError, Origin};
-use super::options::Scope;
+use super::options::{Category, Scope, OPTIONS};
 use super::spec::{Engine, JobSpec, RateProcess, SizeSpec, Target, VerifyKind};
 use crate::io::Direction;
 
@@ -320,53 +320,28 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
 
     // Engine and target.
     let engine = spec.engine();
-    for option in ["fixedbufs", "registerfiles", "sqthread_poll"] {
-        let on = match option {
-            "fixedbufs" => spec.fixedbufs,
-            "registerfiles" => spec.registerfiles,
-            _ => spec.sqthread_poll,
+    // The engine's own options (the table's io_uring and iSCSI categories): an io_uring
+    // option turned on, or an iSCSI option given, on another engine.
+    let base = JobSpec::new(spec.name.clone());
+    let foreign = OPTIONS.iter().find(|def| match def.category {
+        Category::IoUring => engine != Engine::IoUring && (def.render)(spec, &base).is_some(),
+        Category::Iscsi => engine != Engine::Iscsi && set(def.name),
+        _ => false,
+    });
+    if let Some(def) = foreign {
+        let kind = match def.category {
+            Category::IoUring => "an io_uring",
+            _ => "an iSCSI",
         };
-        if on && engine != Engine::IoUring {
-            return Err(conflict(
-                option,
-                "ioengine",
-                &format!(
-                    "{option} is an io_uring option; the job uses ioengine={}",
-                    engine.name()
-                ),
-            ));
-        }
-    }
-    const ISCSI_OPTIONS: [&str; 13] = [
-        "header_digest",
-        "data_digest",
-        "immediate_data",
-        "initial_r2t",
-        "max_burst_length",
-        "first_burst_length",
-        "max_recv_data_segment_length",
-        "chap_username",
-        "chap_secret",
-        "mutual_chap_username",
-        "mutual_chap_secret",
-        "initiator_name",
-        "shards",
-    ];
-    if engine != Engine::Iscsi {
-        if let Some(option) = ISCSI_OPTIONS
-            .iter()
-            .chain(["transport"].iter())
-            .find(|name| set(name))
-        {
-            return Err(conflict(
-                option,
-                "ioengine",
-                &format!(
-                    "{option} is an iSCSI option; the job uses ioengine={}",
-                    engine.name()
-                ),
-            ));
-        }
+        return Err(conflict(
+            def.name,
+            "ioengine",
+            &format!(
+                "{} is {kind} option; the job uses ioengine={}",
+                def.name,
+                engine.name()
+            ),
+        ));
     }
     match (engine, &spec.filename) {
         (Engine::Iscsi, Some(Target::Path(_) | Target::Null)) => {

@@ -4,29 +4,60 @@
 
 use std::time::Duration;
 
+use super::error_policy::ErrorPolicy;
+use super::options::OPTIONS;
 use super::spec::{
-    BlockSize, DigestChoice, Distribution, FileServiceKind, JobSpec, LogName, PerDir, RateProcess,
-    SizeSpec, Target, TransportKind, VerifyKind,
+    BlockSize, BsSplitEntry, DigestChoice, Distribution, FileService, FileServiceKind, JobSpec,
+    LogName, PerDir, RwMode, SizeSpec, Target, VerifyKind,
 };
 use super::value::render_iscsi_url;
 
-fn size(spec: SizeSpec) -> String {
+// Value forms the option table's rows render with.
+
+pub(super) fn size(spec: SizeSpec) -> String {
     match spec {
         SizeSpec::Bytes(bytes) => bytes.to_string(),
         SizeSpec::Percent(pct) => format!("{pct}%"),
     }
 }
 
-fn time(duration: Duration) -> String {
+pub(super) fn time(duration: Duration) -> String {
     format!("{}us", duration.as_micros())
 }
 
-fn flag(on: bool) -> String {
+pub(super) fn flag(on: bool) -> String {
     if on { "1" } else { "0" }.to_string()
 }
 
+/// `value` where it differs from the default `base`.
+pub(super) fn changed<T: PartialEq + ToString>(value: T, base: T) -> Option<String> {
+    (value != base).then(|| value.to_string())
+}
+
+/// A boolean where it differs from the default `base`.
+pub(super) fn changed_flag(value: bool, base: bool) -> Option<String> {
+    (value != base).then(|| flag(value))
+}
+
+pub(super) fn joined<T: ToString>(values: &[T], separator: &str) -> String {
+    values
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+/// A byte pattern as `0x` and hex digits.
+pub(super) fn hex(bytes: &[u8]) -> String {
+    let digits: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("0x{digits}")
+}
+
 /// `a,b,c` with an empty slot where `render` gives None (keeps that direction).
-fn per_dir<T>(values: &PerDir<T>, mut render: impl FnMut(&T) -> Option<String>) -> String {
+pub(super) fn per_dir<T>(
+    values: &PerDir<T>,
+    mut render: impl FnMut(&T) -> Option<String>,
+) -> String {
     let parts: Vec<String> = values
         .each()
         .iter()
@@ -35,459 +66,136 @@ fn per_dir<T>(values: &PerDir<T>, mut render: impl FnMut(&T) -> Option<String>) 
     parts.join(",")
 }
 
-fn center(center: Option<f64>) -> String {
-    center.map(|c| format!(":{c}")).unwrap_or_default()
+/// A per-direction rate (0: no cap) where it differs from the default.
+pub(super) fn rates(rates: &PerDir<Option<u64>>, base: &PerDir<Option<u64>>) -> Option<String> {
+    (rates != base).then(|| per_dir(rates, |rate| Some(rate.unwrap_or(0).to_string())))
 }
 
-fn log_name(log: &LogName) -> Option<String> {
+/// Block sizes: one option per kind (`bs`, `bsrange`, `bssplit`), each setting only its own
+/// directions (`render` gives None for the others).
+pub(super) fn block_sizes(
+    spec: &JobSpec,
+    base: &JobSpec,
+    render: impl FnMut(&BlockSize) -> Option<String>,
+) -> Option<String> {
+    if spec.block_size == base.block_size {
+        return None;
+    }
+    let text = per_dir(&spec.block_size, render);
+    (text != ",,").then_some(text)
+}
+
+pub(super) fn bssplit(entries: &[BsSplitEntry]) -> String {
+    entries
+        .iter()
+        .map(|entry| format!("{}/{}", entry.len_bytes, entry.percent))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+pub(super) fn distribution(distribution: &Distribution) -> String {
+    let center = |center: Option<f64>| center.map(|c| format!(":{c}")).unwrap_or_default();
+    match *distribution {
+        Distribution::Random => "random".to_string(),
+        Distribution::Zipf { theta, center: c } => format!("zipf:{theta}{}", center(c)),
+        Distribution::Pareto { power, center: c } => format!("pareto:{power}{}", center(c)),
+        Distribution::Normal {
+            deviation_percent,
+            center: c,
+        } => format!("normal:{deviation_percent}{}", center(c)),
+    }
+}
+
+/// A log option's value: empty (bare, "named after the job") or the prefix.
+pub(super) fn log_name(log: &LogName) -> String {
     match log {
-        LogName::JobName => None,
-        LogName::Prefix(prefix) => Some(prefix.clone()),
+        LogName::JobName => String::new(),
+        LogName::Prefix(prefix) => prefix.clone(),
     }
 }
 
-fn escape_colons(text: &str) -> String {
-    text.replace(':', "\\:")
+/// The job's `filename` list, `:`-separated (colons in paths escaped as fio does).
+pub(super) fn filenames(spec: &JobSpec) -> Option<String> {
+    let first = spec.filename.as_ref()?;
+    let text: Vec<String> = std::iter::once(first)
+        .chain(&spec.more_filenames)
+        .map(|target| match target {
+            Target::Iscsi(url) => render_iscsi_url(url),
+            Target::Path(path) => path.to_string_lossy().replace(':', "\\:"),
+            Target::Null => "null".to_string(),
+        })
+        .collect();
+    Some(text.join(":"))
 }
 
-/// The options that make `spec` from the defaults, in a stable order. `None` values are
-/// bare options.
-pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
-    let default = JobSpec::new(spec.name.clone());
-    let mut out: Vec<(&'static str, Option<String>)> = Vec::new();
-    let mut push = |name: &'static str, value: String| out.push((name, Some(value)));
+pub(super) fn file_service(service: &FileService) -> String {
+    let kind = match service.kind {
+        FileServiceKind::RoundRobin => "roundrobin",
+        FileServiceKind::Sequential => "sequential",
+        FileServiceKind::Random => "random",
+    };
+    format!("{kind}:{}", service.switch_after_ios)
+}
 
-    // kb_base first: it changes how later sizes read (they are written in bytes anyway).
-    if spec.kb_base != default.kb_base {
-        push("kb_base", spec.kb_base.to_string());
-    }
-    if let Some(description) = &spec.description {
-        push("description", description.clone());
-    }
-    if let Some(engine) = spec.ioengine {
-        push("ioengine", engine.name().to_string());
-    }
-    if let Some(target) = &spec.filename {
-        let text: Vec<String> = std::iter::once(target)
-            .chain(&spec.more_filenames)
-            .map(|target| match target {
-                Target::Iscsi(url) => render_iscsi_url(url),
-                Target::Path(path) => escape_colons(&path.to_string_lossy()),
-                Target::Null => "null".to_string(),
-            })
-            .collect();
-        push("filename", text.join(":"));
-    }
-    if spec.file_service != default.file_service {
-        let kind = match spec.file_service.kind {
-            FileServiceKind::RoundRobin => "roundrobin",
-            FileServiceKind::Sequential => "sequential",
-            FileServiceKind::Random => "random",
-        };
-        push(
-            "file_service_type",
-            format!("{kind}:{}", spec.file_service.switch_after_ios),
-        );
-    }
-    for (name, value, default_value) in [
-        ("direct", spec.direct, default.direct),
-        ("fixedbufs", spec.fixedbufs, default.fixedbufs),
-        ("registerfiles", spec.registerfiles, default.registerfiles),
-        ("sqthread_poll", spec.sqthread_poll, default.sqthread_poll),
-        ("randrepeat", spec.randrepeat, default.randrepeat),
-        ("norandommap", spec.norandommap, default.norandommap),
-        ("time_based", spec.time_based, default.time_based),
-        ("verify_fatal", spec.verify_fatal, default.verify_fatal),
-        ("do_verify", spec.do_verify, default.do_verify),
-        (
-            "group_reporting",
-            spec.group_reporting,
-            default.group_reporting,
-        ),
-        ("stonewall", spec.stonewall, default.stonewall),
-        ("new_group", spec.new_group, default.new_group),
-        (
-            "clat_percentiles",
-            spec.clat_percentiles,
-            default.clat_percentiles,
-        ),
-        (
-            "lat_percentiles",
-            spec.lat_percentiles,
-            default.lat_percentiles,
-        ),
-        (
-            "slat_percentiles",
-            spec.slat_percentiles,
-            default.slat_percentiles,
-        ),
-    ] {
-        if value != default_value {
-            push(name, flag(value));
-        }
-    }
-    if let Some(size_spec) = spec.size {
-        push("size", size(size_spec));
-    }
-    if spec.offset != default.offset {
-        push("offset", size(spec.offset));
-    }
-    if let Some(increment) = spec.offset_increment {
-        push("offset_increment", size(increment));
-    }
-    if let Some(io_size) = spec.io_size {
-        push("io_size", size(io_size));
-    }
-    if let Some(count) = spec.number_ios {
-        push("number_ios", count.to_string());
-    }
-    if spec.loops != default.loops {
-        push("loops", spec.loops.to_string());
-    }
-    if spec.rw != default.rw {
-        let modifier = spec
-            .rw
-            .offset_modifier
-            .map(|nr| format!(":{nr}"))
-            .unwrap_or_default();
-        push("rw", format!("{}{modifier}", spec.rw.kind.fio_name()));
-    }
-    if spec.rwmixread != default.rwmixread {
-        push("rwmixread", spec.rwmixread.to_string());
-    }
-    // Block sizes: one option per kind, each setting only its own directions.
-    let fixed = per_dir(&spec.block_size, |bs| match bs {
-        BlockSize::Fixed(len) => Some(len.to_string()),
-        _ => None,
-    });
-    let range = per_dir(&spec.block_size, |bs| match bs {
-        BlockSize::Range(range) => Some(format!("{}-{}", range.min, range.max)),
-        _ => None,
-    });
-    let split = per_dir(&spec.block_size, |bs| match bs {
-        BlockSize::Split(entries) => Some(
-            entries
-                .iter()
-                .map(|entry| format!("{}/{}", entry.len_bytes, entry.percent))
-                .collect::<Vec<_>>()
-                .join(":"),
-        ),
-        _ => None,
-    });
-    if spec.block_size != default.block_size {
-        for (name, text) in [("bs", fixed), ("bsrange", range), ("bssplit", split)] {
-            if text != ",," {
-                push(name, text);
-            }
-        }
-    }
-    if spec.block_align != default.block_align {
-        push(
-            "blockalign",
-            per_dir(&spec.block_align, |align| {
-                Some(align.unwrap_or(0).to_string())
-            }),
-        );
-    }
-    if spec.random_distribution != default.random_distribution {
-        push(
-            "random_distribution",
-            match spec.random_distribution {
-                Distribution::Random => "random".to_string(),
-                Distribution::Zipf { theta, center: c } => format!("zipf:{theta}{}", center(c)),
-                Distribution::Pareto { power, center: c } => format!("pareto:{power}{}", center(c)),
-                Distribution::Normal {
-                    deviation_percent,
-                    center: c,
-                } => format!("normal:{deviation_percent}{}", center(c)),
-            },
-        );
-    }
-    if let Some(seed) = spec.randseed {
-        push("randseed", seed.to_string());
-    }
-    for (name, value, default_value) in [
-        ("iodepth", spec.iodepth, default.iodepth),
-        (
-            "iodepth_batch_submit",
-            spec.iodepth_batch_submit,
-            default.iodepth_batch_submit,
-        ),
-        (
-            "iodepth_batch_complete_min",
-            spec.iodepth_batch_complete_min,
-            default.iodepth_batch_complete_min,
-        ),
-        ("numjobs", spec.numjobs, default.numjobs),
-        (
-            "thinktime_blocks",
-            spec.thinktime_blocks,
-            default.thinktime_blocks,
-        ),
-    ] {
-        if value != default_value {
-            push(name, value.to_string());
-        }
-    }
-    if let Some(max) = spec.iodepth_batch_complete_max {
-        push("iodepth_batch_complete_max", max.to_string());
-    }
-    if let Some(runtime) = spec.runtime {
-        push("runtime", time(runtime));
-    }
-    if spec.ramp_time != default.ramp_time {
-        push("ramp_time", time(spec.ramp_time));
-    }
-    if spec.startdelay != default.startdelay {
-        push(
-            "startdelay",
-            format!(
-                "{}-{}",
-                time(spec.startdelay.min),
-                time(spec.startdelay.max)
-            ),
-        );
-    }
-    if spec.rate != default.rate {
-        push(
-            "rate",
-            per_dir(&spec.rate, |r| Some(r.unwrap_or(0).to_string())),
-        );
-    }
-    if spec.rate_iops != default.rate_iops {
-        push(
-            "rate_iops",
-            per_dir(&spec.rate_iops, |r| Some(r.unwrap_or(0).to_string())),
-        );
-    }
-    if spec.rate_min != default.rate_min {
-        push(
-            "rate_min",
-            per_dir(&spec.rate_min, |r| Some(r.unwrap_or(0).to_string())),
-        );
-    }
-    if spec.rate_iops_min != default.rate_iops_min {
-        push(
-            "rate_iops_min",
-            per_dir(&spec.rate_iops_min, |r| Some(r.unwrap_or(0).to_string())),
-        );
-    }
-    if spec.rate_cycle != default.rate_cycle {
-        push("rate_cycle", format!("{}ms", spec.rate_cycle.as_millis()));
-    }
-    if spec.rate_process != default.rate_process {
-        push(
-            "rate_process",
-            match spec.rate_process {
-                RateProcess::Linear => "linear",
-                RateProcess::Poisson => "poisson",
-            }
-            .to_string(),
-        );
-    }
-    if spec.thinktime != default.thinktime {
-        push("thinktime", time(spec.thinktime));
-    }
-    // verify_pattern before verify: a pattern alone turns on verify=pattern.
-    if !spec.verify_pattern.is_empty() {
-        let hex: String = spec
-            .verify_pattern
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        push("verify_pattern", format!("0x{hex}"));
-    }
-    let implied_verify = if spec.verify_pattern.is_empty() {
+pub(super) fn rw(rw: &RwMode) -> String {
+    let modifier = rw
+        .offset_modifier
+        .map(|nr| format!(":{nr}"))
+        .unwrap_or_default();
+    format!("{}{modifier}", rw.kind.fio_name())
+}
+
+/// `verify`, unless it is what `verify_pattern` (rendered before it) implies.
+pub(super) fn verify(spec: &JobSpec) -> Option<String> {
+    let implied = if spec.verify_pattern.is_empty() {
         VerifyKind::None
     } else {
         VerifyKind::Pattern
     };
-    if spec.verify != implied_verify {
-        push(
-            "verify",
-            match spec.verify {
-                VerifyKind::None => "0",
-                VerifyKind::Crc32c => "crc32c",
-                VerifyKind::Md5 => "md5",
-                VerifyKind::Sha256 => "sha256",
-                VerifyKind::Pattern => "pattern",
-            }
-            .to_string(),
-        );
-    }
-    if let Some(backlog) = spec.verify_backlog {
-        push("verify_backlog", backlog.to_string());
-    }
-    let buffers = &spec.buffers;
-    let default_buffers = &default.buffers;
-    for (name, value, default_value) in [
-        (
-            "zero_buffers",
-            buffers.zero_buffers,
-            default_buffers.zero_buffers,
-        ),
-        (
-            "refill_buffers",
-            buffers.refill_buffers,
-            default_buffers.refill_buffers,
-        ),
-        (
-            "scramble_buffers",
-            buffers.scramble_buffers,
-            default_buffers.scramble_buffers,
-        ),
-    ] {
-        if value != default_value {
-            push(name, u8::from(value).to_string());
+    (spec.verify != implied).then(|| {
+        match spec.verify {
+            VerifyKind::None => "0",
+            VerifyKind::Crc32c => "crc32c",
+            VerifyKind::Md5 => "md5",
+            VerifyKind::Sha256 => "sha256",
+            VerifyKind::Pattern => "pattern",
         }
-    }
-    if !buffers.pattern.is_empty() {
-        let hex: String = buffers.pattern.iter().map(|b| format!("{b:02x}")).collect();
-        push("buffer_pattern", format!("0x{hex}"));
-    }
-    for (name, value, default_value) in [
-        (
-            "buffer_compress_percentage",
-            buffers.compress_percentage,
-            default_buffers.compress_percentage,
-        ),
-        (
-            "buffer_compress_chunk",
-            buffers.compress_chunk_bytes,
-            default_buffers.compress_chunk_bytes,
-        ),
-        (
-            "dedupe_percentage",
-            buffers.dedupe_percentage,
-            default_buffers.dedupe_percentage,
-        ),
-    ] {
-        if value != default_value {
-            push(name, value.to_string());
-        }
-    }
-    if spec.percentile_list != default.percentile_list {
-        push(
-            "percentile_list",
-            spec.percentile_list
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(":"),
-        );
-    }
-    for (name, log) in [
-        ("write_lat_log", &spec.write_lat_log),
-        ("write_bw_log", &spec.write_bw_log),
-        ("write_iops_log", &spec.write_iops_log),
-    ] {
-        if let Some(log) = log {
-            out_push_optional(&mut push, name, log_name(log));
-        }
-    }
-    if spec.log_avg_msec != default.log_avg_msec {
-        push("log_avg_msec", spec.log_avg_msec.to_string());
-    }
-    if let Some(cpus) = &spec.cpus_allowed {
-        push(
-            "cpus_allowed",
-            cpus.iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-    }
-    if let Some(timeout) = spec.io_timeout {
-        push("io_timeout", time(timeout));
-    }
-    if spec.error_policy.continue_on != default.error_policy.continue_on {
-        push(
-            "continue_on_error",
-            spec.error_policy.continue_on_error_name().to_string(),
-        );
-    }
-    if spec.error_policy.ignore != default.error_policy.ignore {
-        let lists: Vec<String> = spec
-            .error_policy
-            .ignore
-            .iter()
-            .map(|list| {
-                list.iter()
-                    .flatten()
-                    .map(i32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(":")
-            })
-            .collect();
-        push("ignore_error", lists.join(","));
-    }
-    if let Some(max) = spec.iscsi.reconnect_max {
-        push("reconnect_max", max.to_string());
-    }
-    if let Some(timeout) = spec.iscsi.replacement_timeout {
-        push("replacement_timeout", time(timeout));
-    }
-    let iscsi = &spec.iscsi;
-    let digest = |d: DigestChoice| match d {
-        DigestChoice::None => "none".to_string(),
-        DigestChoice::Crc32c => "crc32c".to_string(),
-    };
-    if iscsi.header_digest != DigestChoice::None {
-        push("header_digest", digest(iscsi.header_digest));
-    }
-    if iscsi.data_digest != DigestChoice::None {
-        push("data_digest", digest(iscsi.data_digest));
-    }
-    if let Some(on) = iscsi.immediate_data {
-        push("immediate_data", flag(on));
-    }
-    if let Some(on) = iscsi.initial_r2t {
-        push("initial_r2t", flag(on));
-    }
-    if let Some(len) = iscsi.max_burst_length_bytes {
-        push("max_burst_length", len.to_string());
-    }
-    if let Some(len) = iscsi.first_burst_length_bytes {
-        push("first_burst_length", len.to_string());
-    }
-    if let Some(len) = iscsi.max_recv_data_segment_length_bytes {
-        push("max_recv_data_segment_length", len.to_string());
-    }
-    if let Some(chap) = &iscsi.chap {
-        push("chap_username", chap.username.clone());
-        push("chap_secret", chap.secret.clone());
-    }
-    if let Some(chap) = &iscsi.mutual_chap {
-        push("mutual_chap_username", chap.username.clone());
-        push("mutual_chap_secret", chap.secret.clone());
-    }
-    if let Some(name) = &iscsi.initiator_name {
-        push("initiator_name", name.clone());
-    }
-    if iscsi.transport != TransportKind::Software {
-        push(
-            "transport",
-            match iscsi.transport {
-                TransportKind::Software => "software",
-                TransportKind::Dependent => "dependent",
-                TransportKind::Independent => "independent",
-            }
-            .to_string(),
-        );
-    }
-    if let Some(shards) = iscsi.shards {
-        push("shards", shards.to_string());
-    }
-    out
+        .to_string()
+    })
 }
 
-fn out_push_optional(
-    push: &mut impl FnMut(&'static str, String),
-    name: &'static str,
-    value: Option<String>,
-) {
-    // A bare log option means "named after the job"; an empty value reads the same.
-    push(name, value.unwrap_or_default());
+pub(super) fn digest(digest: DigestChoice) -> String {
+    match digest {
+        DigestChoice::None => "none",
+        DigestChoice::Crc32c => "crc32c",
+    }
+    .to_string()
+}
+
+/// `ignore_error`: per direction, the `:`-separated error numbers.
+pub(super) fn ignore_error(policy: &ErrorPolicy) -> String {
+    let lists: Vec<String> = policy
+        .ignore
+        .iter()
+        .map(|list| {
+            list.iter()
+                .flatten()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .collect();
+    lists.join(",")
+}
+
+/// The options that make `spec` from the defaults, in the table's order. `None` values are
+/// bare options.
+pub fn spec_options(spec: &JobSpec) -> Vec<(&'static str, Option<String>)> {
+    let base = JobSpec::new(spec.name.clone());
+    OPTIONS
+        .iter()
+        .filter_map(|def| (def.render)(spec, &base).map(|value| (def.name, Some(value))))
+        .collect()
 }
 
 /// A job file with one section per job. Jobs that start a new reporting group without
