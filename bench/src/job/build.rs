@@ -322,9 +322,8 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
     let engine = spec.engine();
     // The engine's own options (the table's io_uring and iSCSI categories): an io_uring
     // option turned on, or an iSCSI option given, on another engine.
-    let base = JobSpec::new(spec.name.clone());
     let foreign = OPTIONS.iter().find(|def| match def.category {
-        Category::IoUring => engine != Engine::IoUring && (def.render)(spec, &base).is_some(),
+        Category::IoUring => engine != Engine::IoUring && def.rendered(spec).is_some(),
         Category::Iscsi => engine != Engine::Iscsi && set(def.name),
         _ => false,
     });

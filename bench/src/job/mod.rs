@@ -6,11 +6,13 @@
 //! `fio --debug=parse --parse-only` and short `ioengine=null` runs. The parts:
 //! - [`ini`]: the job-file syntax (sections, comments, `include`, `${ENV}`);
 //! - [`value`]: value syntax (units, per-direction lists, ranges, bssplit, ...);
-//! - [`options`]: the option table with fio's names and aliases, iscsi-bench's own iSCSI
-//!   options, and the fio options that are refused as unsupported;
+//! - [`options`]: the option table, one row per option (fio's names and aliases,
+//!   iscsi-bench's own iSCSI options) with its help and the functions that read and write
+//!   its value, and the fio options that are refused as unsupported;
 //! - [`build`]: `[global]` scoping, job order, reporting groups, whole-job checks;
 //! - [`cli`]: fio's command line and the tool options;
-//! - [`render`]: specs back to a job file or a command line (`--showcmd`).
+//! - [`render`]: specs back to a job file or a command line (`--showcmd`) through the
+//!   table's rows;
 //!
 //! Where iscsi-bench differs from fio on purpose (all of them refusals of input fio
 //! accepts with a surprising meaning or a warning):

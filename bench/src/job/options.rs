@@ -1191,6 +1191,7 @@ pub fn cmdhelp(name: &str) -> Result<String, JobError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cli::{parse_command_line_with_env, Action};
     use super::*;
 
     fn apply(scope: &mut Scope, key: &str, value: Option<&str>) -> Result<(), JobError> {
@@ -1450,6 +1451,45 @@ mod tests {
             cmdhelp("bsx"),
             Err(JobError::UnknownOption { .. })
         ));
+    }
+
+    #[test]
+    fn cmdhelp_lists_every_row_and_shows_each() {
+        let cmdhelp = |arg: &str| -> Result<String, JobError> {
+            let invocation = parse_command_line_with_env([arg], &|_| None)?;
+            match invocation.action {
+                Action::CmdHelp(text) => Ok(text),
+                other => panic!("{arg}: {other:?}"),
+            }
+        };
+        // Bare, as in fio, it lists all: one line per row, in the table's order.
+        let all = cmdhelp("--cmdhelp").unwrap();
+        assert_eq!(all, cmdhelp("--cmdhelp=all").unwrap());
+        assert_eq!(all.lines().count(), OPTIONS.len());
+        for (line, def) in all.lines().zip(OPTIONS) {
+            let (name, help) = line.split_once(':').unwrap();
+            assert_eq!(name.trim(), def.name);
+            assert!(help.contains(def.help), "{line}");
+            assert_eq!(help.contains("[iscsi-bench]"), def.ours, "{line}");
+        }
+        // One option, by its name or an alias: the row's name, help, syntax and default.
+        for def in OPTIONS {
+            for name in std::iter::once(&def.name).chain(def.aliases) {
+                let text = cmdhelp(&format!("--cmdhelp={name}")).unwrap();
+                let first = text.lines().next().unwrap();
+                assert_eq!(first.split_once(':').unwrap().0.trim(), def.name, "{text}");
+                for part in [def.help, def.syntax, def.default] {
+                    assert!(text.contains(part), "{name}: {part:?} missing from\n{text}");
+                }
+            }
+        }
+        let typo = cmdhelp("--cmdhelp=iodpeth").unwrap_err();
+        assert!(
+            typo.to_string().contains("did you mean \"iodepth\""),
+            "{typo}"
+        );
+        let unsupported = cmdhelp("--cmdhelp=fsync").unwrap_err();
+        assert!(matches!(unsupported, JobError::Unsupported { .. }));
     }
 
     #[test]
