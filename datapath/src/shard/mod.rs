@@ -66,6 +66,7 @@
 //! [`Session::data_in_destination`]: crate::session::Session::data_in_destination
 
 mod adapter_worker;
+mod probe;
 mod reconnect;
 mod steer;
 mod tag_map;
@@ -74,6 +75,7 @@ mod work;
 mod worker;
 
 pub use adapter_worker::{planned_cores, ShardPath, ShardPathInfo};
+pub use probe::{ShardCommandError, ShardExecutor};
 pub use reconnect::ReconnectPolicy;
 pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
 
