@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use datapath::client::ClientConfig;
 use datapath::scsi::Cdb;
-use datapath::session::{CommandError, DataDirection};
+use datapath::session::CommandError;
 use datapath::shard::{ShardConfig, ShardPool, ShardRequest};
 use system_tests::fake_target::accept_login;
-use system_tests::scsi_io::{Command, CommandPath, OnShard};
+use system_tests::scsi_io::{until_ready, Command, CommandPath, OnShard};
 use system_tests::{pattern, TargetSpec, Tgt};
 
 const BLOCK: u32 = 512;
@@ -34,31 +34,9 @@ fn request(lun: u64, cdb: &Cdb, buffer: Vec<u8>, user_data: u64) -> ShardRequest
     Command::new(lun, cdb, buffer, user_data).into()
 }
 
-/// A fresh session sees a unit attention (power on / reset) once: take it with TEST UNIT
-/// READY until GOOD.
+/// A fresh session sees a unit attention (power on / reset) once: the LUN probe takes it.
 fn clear_unit_attention(pool: &ShardPool, shard: usize, lun: u64) {
-    let tur = [0u8; 6];
-    for attempt in 0..3 {
-        let done = pool
-            .execute(
-                shard,
-                ShardRequest {
-                    lun,
-                    cdb: tur.to_vec(),
-                    direction: DataDirection::None,
-                    buffer: Vec::new(),
-                    user_data: attempt,
-                },
-                WAIT,
-            )
-            .expect("TEST UNIT READY completes");
-        let outcome = done.result.expect("TEST UNIT READY answered");
-        if outcome.status == 0 {
-            return;
-        }
-        assert_eq!(outcome.status, 2, "unexpected status {:#x}", outcome.status);
-    }
-    panic!("shard {shard}: unit attention repeated");
+    until_ready(&mut OnShard::new(pool, shard), lun);
 }
 
 #[test]

@@ -51,7 +51,8 @@ impl ScsiExecute for ShardExecutor<'_> {
             cdb: cdb.as_bytes().to_vec(),
             direction: direction.into(),
             buffer,
-            user_data: u64::from(cdb.opcode()),
+            // Far from the small numbers callers give their own commands.
+            user_data: u64::MAX - u64::from(cdb.opcode()),
         };
         let done = self.pool.execute(self.shard, request, self.timeout)?;
         let outcome = done.result.map_err(ShardCommandError::Command)?;
