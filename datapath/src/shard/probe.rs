@@ -1,9 +1,10 @@
-//! One shard of a pool as a [`ScsiExecute`], so the LUN probe
-//! ([`crate::scsi::probe`]) runs on a shard as it runs on the blocking client.
+//! The LUN probe's I/O glue ([`crate::scsi::probe`]): one shard of a pool, and the blocking
+//! [`Client`], as [`ScsiExecute`]. (Here, not in `scsi`, which depends on neither.)
 
 use std::time::Duration;
 
 use super::{ShardError, ShardPool, ShardRequest};
+use crate::client::{Client, ClientError};
 use crate::scsi::probe::{ScsiAnswer, ScsiExecute};
 use crate::scsi::{Cdb, DataDirection as CdbDirection};
 use crate::session::CommandFailure;
@@ -37,20 +38,41 @@ pub enum ShardCommandError {
     Command(CommandFailure),
 }
 
+fn read_buffer(cdb: &Cdb) -> Vec<u8> {
+    match cdb.direction() {
+        CdbDirection::Read(len) => vec![0; len as usize],
+        _ => Vec::new(),
+    }
+}
+
+impl ScsiExecute for Client {
+    type Error = ClientError;
+
+    fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ClientError> {
+        let outcome = self.execute(
+            lun,
+            cdb.as_bytes(),
+            cdb.direction().into(),
+            read_buffer(cdb),
+        )?;
+        Ok(ScsiAnswer::new(
+            outcome.status,
+            outcome.sense,
+            outcome.buffer,
+            outcome.transferred,
+        ))
+    }
+}
+
 impl ScsiExecute for ShardExecutor<'_> {
     type Error = ShardCommandError;
 
     fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ShardCommandError> {
-        let direction = cdb.direction();
-        let buffer = match direction {
-            CdbDirection::Read(len) => vec![0; len as usize],
-            _ => Vec::new(),
-        };
         let request = ShardRequest {
             lun,
             cdb: cdb.as_bytes().to_vec(),
-            direction: direction.into(),
-            buffer,
+            direction: cdb.direction().into(),
+            buffer: read_buffer(cdb),
             // Far from the small numbers callers give their own commands.
             user_data: u64::MAX - u64::from(cdb.opcode()),
         };
