@@ -4,6 +4,8 @@
 
 #![allow(clippy::result_large_err)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -570,8 +572,8 @@ fn showcmd_output_parses_back() {
 /// fio-compatible file must pass `fio --parse-only`, and so must our rendering of it.
 #[test]
 fn fio_accepts_the_fio_fixtures_and_our_rendering() {
-    if Command::new("fio").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: fio is not installed; cannot cross-check job files with fio");
+    let fio = Command::new("fio").arg("--version").output();
+    if !common::require_tool("fio", fio.is_ok_and(|o| o.status.success())) {
         return;
     }
     let fio_parse = |path: &Path| {

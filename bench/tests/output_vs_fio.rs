@@ -2,6 +2,8 @@
 //! the same lines in the same order, the same log file names and columns. Runs fio on a
 //! small temporary file for one second; skipped (with a message) where fio is missing.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -129,8 +131,7 @@ fn randrw_job() -> JobStats {
 
 #[test]
 fn text_report_has_fios_lines_in_fios_order() {
-    if !fio_available() {
-        eprintln!("skipping: fio is not installed");
+    if !common::require_tool("fio", fio_available()) {
         return;
     }
     let tmp = TempDir::new("text");
@@ -173,8 +174,7 @@ fn text_report_has_fios_lines_in_fios_order() {
 
 #[test]
 fn log_files_have_fios_names_and_columns() {
-    if !fio_available() {
-        eprintln!("skipping: fio is not installed");
+    if !common::require_tool("fio", fio_available()) {
         return;
     }
     for (avg_msec, log_offset) in [(0u64, false), (200, false), (200, true)] {

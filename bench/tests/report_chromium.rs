@@ -7,6 +7,8 @@
 //! a timeout after which its whole process group is killed, and uses its own profile
 //! directory, removed afterwards.
 
+mod common;
+
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -62,7 +64,7 @@ macro_rules! require_chromium {
         match find_chromium() {
             Some(path) => path,
             None => {
-                eprintln!("SKIP: chromium is not installed (looked for chromium, chromium-browser in PATH)");
+                common::require_tool("chromium (or chromium-browser, in PATH)", false);
                 return;
             }
         }

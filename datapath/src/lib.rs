@@ -14,6 +14,7 @@
 //! - [`adapter`]: the interface to iSCSI offload adapters (dependent and independent HNICs),
 //! - [`steering`]: NIC queue steering for the software path (RSS port choice, XPS,
 //! - [`client`]: a blocking convenience client that drives a session over the transport.
+//! - [`sys`]: the one eventfd and the one aligned buffer (for `O_DIRECT`) of the workspace.
 //! - [`url`]: libiscsi-style `iscsi://` target URLs (shared by `iscsi-ctl` and `iscsi-bench`).
 
 pub mod adapter;
@@ -26,6 +27,7 @@ pub mod scsi;
 pub mod session;
 pub mod shard;
 pub mod steering;
+pub mod sys;
 pub mod text;
 pub mod transport;
 pub mod url;

@@ -115,6 +115,21 @@ pub fn require_tools(names: &[&str]) -> bool {
     }
 }
 
+/// The same rule for a facility that is not a tool (a device node, a privilege, a kernel
+/// feature): `true` when `present`; otherwise a loud skip notice and `false`, or a panic
+/// under CI. `what` names the facility and how to get it.
+pub fn require_facility(what: &str, present: bool) -> bool {
+    let missing: &[&str] = if present { &[] } else { &[what] };
+    match tool_verdict(missing, running_in_ci()) {
+        ToolVerdict::Run => true,
+        ToolVerdict::Skip(notice) => {
+            eprintln!("\n!!!!!!!! {notice} !!!!!!!!\n");
+            false
+        }
+        ToolVerdict::Fail(reason) => panic!("{reason}"),
+    }
+}
+
 /// Skips the calling test (returns from it) when a tool is missing on a developer machine;
 /// fails it when `CI=true`.
 ///

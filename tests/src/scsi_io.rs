@@ -4,8 +4,9 @@
 //!
 //! - [`CommandPath::run_all`]: as many commands in flight as the carrier takes, answers by
 //!   tag, bounded by [`IO_WAIT`].
-//! - [`until_ready`]: TEST UNIT READY until GOOD (a new session's unit attention, a path
-//!   logging in again).
+//! - [`probe`], [`until_ready`]: the LUN probe of `datapath::scsi::probe` on any of them
+//!   (TEST UNIT READY past a new session's unit attention, the capacity, Block Limits),
+//!   waiting out a path logging in again.
 //! - [`write_then_verify`], [`read_all`], [`assert_backing_file_holds`]: write
 //!   [`pattern`] data, read it back, and find it in the LUN's backing file.
 //! - [`fault_round`] with [`FAULTS`]: an offload model's fault hook fails the I/O it hits
@@ -16,7 +17,10 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use datapath::adapter::{AdapterPath, PathError, PathFailure, PathRequest};
-use datapath::scsi::Cdb;
+use datapath::scsi::probe::{
+    probe_lun, LunFacts, ProbeConfig, ProbeFailure, ScsiAnswer, ScsiExecute,
+};
+use datapath::scsi::{Cdb, DataDirection as CdbDirection};
 use datapath::session::{CommandError, CommandFailure, CommandOutcome, DataDirection};
 use datapath::shard::{ShardPool, ShardRequest};
 use offload::faults::Faults;
@@ -218,21 +222,50 @@ pub fn is_unit_attention(outcome: &CommandOutcome) -> bool {
             .is_some_and(|k| k & 0xf == 6)
 }
 
-/// TEST UNIT READY until GOOD: takes the unit attention a new session sees, and waits
-/// out a path that is logging in again.
-pub fn until_ready<P: CommandPath + ?Sized>(path: &mut P, lun: u64) {
-    for attempt in 0..30 {
-        let tur = Command::new(lun, &Cdb::test_unit_ready(), Vec::new(), 1000 + attempt);
-        match run_one(path, tur) {
-            Ok(outcome) if outcome.status == 0 => return,
-            Ok(outcome) => assert!(is_unit_attention(&outcome), "TUR: {outcome:?}"),
-            Err(failure) => {
-                assert!(P::is_reconnecting(&failure), "TUR failed: {failure}");
+/// The LUN probe's commands ([`datapath::scsi::probe`]) on a [`CommandPath`], one at a time.
+pub struct Probing<'a, P: ?Sized>(pub &'a mut P);
+
+impl<P: CommandPath + ?Sized> ScsiExecute for Probing<'_, P> {
+    type Error = P::Failure;
+
+    fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, P::Failure> {
+        let buffer = match cdb.direction() {
+            CdbDirection::Read(len) => vec![0; len as usize],
+            _ => Vec::new(),
+        };
+        let outcome = run_one(self.0, Command::new(lun, cdb, buffer, PROBE_TAG))?;
+        Ok(ScsiAnswer::new(
+            outcome.status,
+            outcome.sense,
+            outcome.buffer,
+            outcome.transferred,
+        ))
+    }
+}
+
+/// The tag of the probe's commands.
+const PROBE_TAG: u64 = 1000;
+
+/// The LUN probe on `path` ([`probe_lun`]), started again while the path is logging in
+/// again (at most 30 times, 100 ms apart); panics on any other failure.
+pub fn probe<P: CommandPath + ?Sized>(path: &mut P, lun: u64, config: ProbeConfig) -> LunFacts {
+    for _ in 0..30 {
+        match probe_lun(&mut Probing(&mut *path), lun, config) {
+            Ok(facts) => return facts,
+            Err(ProbeFailure::Execute { command, error }) => {
+                assert!(P::is_reconnecting(&error), "{command} failed: {error}");
                 std::thread::sleep(Duration::from_millis(100));
             }
+            Err(ProbeFailure::Scsi(e)) => panic!("LUN {lun}: {e}"),
         }
     }
     panic!("the path did not become ready");
+}
+
+/// TEST UNIT READY until GOOD ([`probe`] with [`ProbeConfig::READY`]): takes the unit
+/// attention a new session sees, and waits out a path that is logging in again.
+pub fn until_ready<P: CommandPath + ?Sized>(path: &mut P, lun: u64) {
+    probe(path, lun, ProbeConfig::READY);
 }
 
 /// The I/Os of one workload: (first block within a region, blocks), one I/O of each of

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use datapath::client::{Client, ClientConfig, ClientError};
+use datapath::scsi::probe::{probe_lun, ProbeConfig};
 use datapath::scsi::Cdb;
 use datapath::session::{ChapConfig, DataDirection};
 use datapath::text::DigestChoice;
@@ -109,8 +110,10 @@ fn whole_lun_round_trip(
         "{v:?}: MaxBurstLength"
     );
     let writes_before = client.session().stats();
-    // Warm up past the unit attention a new LUN reports.
-    execute_ok(&mut client, lun, &Cdb::test_unit_ready(), Vec::new());
+    // The LUN probe, past the unit attention a new LUN reports: the capacity is the LUN's.
+    let facts = probe_lun(&mut client, lun, ProbeConfig::FULL)
+        .unwrap_or_else(|e| panic!("{v:?}: probe: {e}"));
+    assert_eq!(facts.size().expect("capacity"), (LUN_BYTES, BLOCK), "{v:?}");
 
     let data = pattern(LUN_BYTES as usize, seed);
     let blocks_per_io = v.io_bytes / BLOCK;

@@ -15,7 +15,9 @@ use datapath::shard::{
     ShardCompletion, ShardConfig, ShardError, ShardPool, ShardRequest, ShardWork, WorkStatus,
     WorkSubmitter,
 };
-use system_tests::scsi_io::{assert_backing_file_holds, Command, CommandPath, OnShard};
+use system_tests::scsi_io::{
+    assert_backing_file_holds, until_ready, Command, CommandPath, OnShard,
+};
 use system_tests::{pattern, TargetSpec, Tgt};
 
 const BLOCK: u32 = 512;
@@ -134,18 +136,9 @@ fn start(iqn: &str, shards: usize, queue_depth: usize) -> (Tgt, ShardPool, u64) 
     (tgt, pool, lun)
 }
 
-/// Takes each fresh session's unit attention with TEST UNIT READY.
+/// Takes each fresh session's unit attention (the LUN probe's TEST UNIT READY).
 fn clear_unit_attention(pool: &ShardPool, shard: usize, lun: u64) {
-    for attempt in 0..3 {
-        let tur = Command::new(lun, &Cdb::test_unit_ready(), Vec::new(), attempt);
-        let done = pool
-            .execute(shard, tur.into(), WAIT)
-            .expect("TUR completes");
-        if done.result.expect("TUR answered").status == 0 {
-            return;
-        }
-    }
-    panic!("shard {shard}: unit attention repeated");
+    until_ready(&mut OnShard::new(pool, shard), lun);
 }
 
 /// The extents shard `shard` writes: alternately 64 KiB (placed) and 4 KiB (staged) I/Os,

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use datapath::client::ClientConfig;
 use datapath::scsi::Cdb;
-use datapath::session::{CommandError, DataDirection};
+use datapath::session::CommandError;
 use datapath::shard::{ShardConfig, ShardPool, ShardRequest};
 use system_tests::fake_target::accept_login;
-use system_tests::scsi_io::{Command, CommandPath, OnShard};
+use system_tests::scsi_io::{until_ready, Command, CommandPath, OnShard};
 use system_tests::{pattern, TargetSpec, Tgt};
 
 const BLOCK: u32 = 512;
@@ -34,31 +34,9 @@ fn request(lun: u64, cdb: &Cdb, buffer: Vec<u8>, user_data: u64) -> ShardRequest
     Command::new(lun, cdb, buffer, user_data).into()
 }
 
-/// A fresh session sees a unit attention (power on / reset) once: take it with TEST UNIT
-/// READY until GOOD.
+/// A fresh session sees a unit attention (power on / reset) once: the LUN probe takes it.
 fn clear_unit_attention(pool: &ShardPool, shard: usize, lun: u64) {
-    let tur = [0u8; 6];
-    for attempt in 0..3 {
-        let done = pool
-            .execute(
-                shard,
-                ShardRequest {
-                    lun,
-                    cdb: tur.to_vec(),
-                    direction: DataDirection::None,
-                    buffer: Vec::new(),
-                    user_data: attempt,
-                },
-                WAIT,
-            )
-            .expect("TEST UNIT READY completes");
-        let outcome = done.result.expect("TEST UNIT READY answered");
-        if outcome.status == 0 {
-            return;
-        }
-        assert_eq!(outcome.status, 2, "unexpected status {:#x}", outcome.status);
-    }
-    panic!("shard {shard}: unit attention repeated");
+    until_ready(&mut OnShard::new(pool, shard), lun);
 }
 
 #[test]
@@ -233,9 +211,10 @@ fn region_round_trip(iqn: &str, send_zc_min_bytes: Option<u32>) {
     }
 }
 
-/// 4 KiB reads, 16 in flight: tgt answers them one by one, so the shard receives
-/// greedily (payloads staged and copied) and raises the socket's low-water mark while
-/// answers trickle in (`ShardConfig::recv_coalesce`); every read comes back intact.
+/// 4 KiB reads, 16 in flight: from tgt, the shard receives greedily (payloads staged and
+/// copied) and every read comes back intact; from a target whose answers trickle in, it
+/// raises the socket's low-water mark (`ShardConfig::recv_coalesce`) to take several per
+/// wake-up, and the data is intact too.
 #[test]
 fn small_reads_staged_and_coalesced_come_back_intact() {
     let tgt = start_tgt("iqn.2026-11.test:shards-small");
@@ -287,6 +266,145 @@ fn small_reads_staged_and_coalesced_come_back_intact() {
     assert_eq!(stats.ios_failed, 0, "{stats:?}");
     assert!(stats.bytes_copied > 0, "4 KiB reads are staged: {stats:?}");
     assert!(stats.peak_queue_depth > 1, "never pipelined: {stats:?}");
+    drop(pool);
+
+    // Coalesced: whether tgt's answers trickle depends on how loaded this machine is, so
+    // the coalescing is checked against a target whose answers always trickle in, 100 us
+    // apart. With 16 in flight the shard must raise the socket's receive low-water mark
+    // (seen by a thread sampling SO_RCVLOWAT: `ShardStats` counts no coalesced receives)
+    // and take several answers per wake-up; the data still comes back intact.
+    let (highest_mark, stats) = reads_from_a_trickling_target(Duration::from_millis(2));
+    assert!(
+        highest_mark > 1,
+        "receives never coalesced: SO_RCVLOWAT stayed at {highest_mark} ({stats:?})"
+    );
+}
+
+/// 4 KiB reads, 16 in flight, from [`trickling_target`] with `recv_coalesce`; checks every
+/// read's data; (the highest receive low-water mark seen, the shard's counters).
+fn reads_from_a_trickling_target(recv_coalesce: Duration) -> (i32, datapath::shard::ShardStats) {
+    const READS: u32 = 256;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let portal = listener.local_addr().expect("local addr");
+    let target = std::thread::spawn(move || trickling_target(listener, Duration::from_micros(100)));
+    let mut cc = ClientConfig::new(portal, Some("iqn.2026-11.test:trickle".into()));
+    cc.command_timeout = Duration::from_secs(20);
+    cc.nop_interval = Duration::from_secs(60);
+    let config = ShardConfig {
+        queue_depth: 16,
+        recv_coalesce,
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("pool starts");
+    let reads = (0..READS)
+        .map(|i| {
+            let cdb = Cdb::read(u64::from(i) * 8, 8, BLOCK, false).unwrap();
+            Command::new(0, &cdb, vec![0; 4096], u64::from(i))
+        })
+        .collect();
+    let sampler = LowWaterSampler::start(portal.port());
+    let done = OnShard::new(&pool, 0).run_all(reads);
+    let highest_mark = sampler.stop();
+    assert_eq!(done.len(), READS as usize);
+    for (i, result) in done {
+        let outcome = result.unwrap_or_else(|e| panic!("read {i}: {e}"));
+        assert_eq!(outcome.status, 0, "read {i}");
+        assert!(
+            outcome.buffer == trickled_block_data(i as u32 * 8, 4096),
+            "read {i} data"
+        );
+    }
+    let stats = pool.stats(0).expect("shard 0");
+    pool.shutdown();
+    let answered = target
+        .join()
+        .expect("target thread")
+        .expect("target served");
+    assert_eq!(answered, READS);
+    (highest_mark, stats)
+}
+
+/// What [`trickling_target`] answers for `len` bytes from `lba`: each 512-byte block filled
+/// with its LBA's low byte.
+fn trickled_block_data(lba: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (lba + (j / 512) as u32) as u8).collect()
+}
+
+/// A target whose answers to READ(10) always trickle in: one Data-In (with status) per
+/// write, `pause` apart, the oldest command first, whatever arrives meanwhile read without
+/// waiting. Grants a wide command window. Returns the reads it answered when the
+/// initiator logs out.
+fn trickling_target(listener: std::net::TcpListener, pause: Duration) -> std::io::Result<u32> {
+    use datapath::pdu::{DataIn, Header, LogoutResponse};
+    const WINDOW: u32 = 64;
+    let (mut stream, _) = listener.accept()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_nodelay(true)?;
+    let mut reader = PduReader { buf: Vec::new() };
+    let (mut stat_sn, mut exp_cmd_sn) = fake_login(&mut stream, &mut reader, WINDOW)?;
+    stream.set_nonblocking(true)?;
+    let mut held = std::collections::VecDeque::new();
+    let mut answered = 0;
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        match reader.next(&mut stream) {
+            Ok((Header::ScsiCommand(command), _)) => {
+                exp_cmd_sn = command.cmd_sn.wrapping_add(1);
+                held.push_back(command);
+                continue;
+            }
+            Ok((Header::LogoutRequest(request), _)) => {
+                let response = LogoutResponse {
+                    response: 0,
+                    initiator_task_tag: request.initiator_task_tag,
+                    stat_sn,
+                    exp_cmd_sn,
+                    max_cmd_sn: exp_cmd_sn.wrapping_add(WINDOW - 1),
+                    time2wait: 0,
+                    time2retain: 0,
+                };
+                stream.set_nonblocking(false)?;
+                send_pdu(&mut stream, Header::LogoutResponse(response), &[])?;
+                return Ok(answered);
+            }
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let Some(command) = held.pop_front() else {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        };
+        let lba = u32::from_be_bytes(command.cdb[2..6].try_into().expect("READ(10)"));
+        let len = command.expected_data_transfer_length as usize;
+        let data_in = DataIn {
+            final_pdu: true,
+            acknowledge: false,
+            overflow: false,
+            underflow: false,
+            status: Some(0),
+            lun: [0; 8],
+            initiator_task_tag: command.initiator_task_tag,
+            target_transfer_tag: datapath::pdu::RESERVED_TAG,
+            stat_sn,
+            exp_cmd_sn,
+            max_cmd_sn: exp_cmd_sn.wrapping_add(WINDOW - 1),
+            data_sn: 0,
+            buffer_offset: 0,
+            residual_count: 0,
+        };
+        stat_sn += 1;
+        stream.set_nonblocking(false)?;
+        send_pdu(
+            &mut stream,
+            Header::DataIn(data_in),
+            &trickled_block_data(lba, len),
+        )?;
+        stream.set_nonblocking(true)?;
+        answered += 1;
+        std::thread::sleep(pause);
+    }
+    Err(std::io::ErrorKind::TimedOut.into())
 }
 
 #[test]
@@ -461,30 +579,22 @@ fn send_pdu(
     stream.write_all(&out)
 }
 
-/// A target that answers reads with a fill byte and keeps the command window narrow: it
-/// grants `first_window` commands at login, answers only once the initiator has used the
-/// whole window, keeps MaxCmdSN where it is while answering (so the window shuts), checks
-/// that nothing arrives while it is shut, then reopens it by a different width each round
-/// with an unsolicited NOP-In.
-fn windowed_target(
-    listener: std::net::TcpListener,
-    total_commands: u32,
+/// Accepts the initiator's login (whatever it offers within our defaults), granting
+/// `window` commands: (the next StatSN, the next ExpCmdSN).
+fn fake_login(
+    stream: &mut std::net::TcpStream,
+    reader: &mut PduReader,
     first_window: u32,
-) -> std::io::Result<WindowReport> {
-    use datapath::pdu::{DataIn, Header, LoginStage, LogoutResponse, NopIn};
+) -> std::io::Result<(u32, u32)> {
+    use datapath::pdu::{Header, LoginStage};
     use datapath::text::{self, Negotiation, OperationalOffer, Role, TextLimits};
-
-    let (mut stream, _) = listener.accept()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = PduReader { buf: Vec::new() };
-    let mut report = WindowReport::default();
     let mut negotiation = Negotiation::new(Role::Target, OperationalOffer::default());
     let mut stat_sn = 1u32;
     let mut exp_cmd_sn;
     // Login: accept whatever the initiator offers within our defaults.
     loop {
-        let (Header::LoginRequest(request), data) = reader.next(&mut stream)? else {
-            return Ok(report);
+        let (Header::LoginRequest(request), data) = reader.next(stream)? else {
+            return Err(std::io::ErrorKind::InvalidData.into());
         };
         exp_cmd_sn = request.cmd_sn;
         let pairs = text::parse_pairs(&data, &TextLimits::default()).unwrap_or_default();
@@ -507,11 +617,31 @@ fn windowed_target(
         );
         text::encode_pairs(&replies, &mut body);
         stat_sn += 1;
-        send_pdu(&mut stream, Header::LoginResponse(response), &body)?;
+        send_pdu(stream, Header::LoginResponse(response), &body)?;
         if last {
             break;
         }
     }
+    Ok((stat_sn, exp_cmd_sn))
+}
+
+/// A target that answers reads with a fill byte and keeps the command window narrow: it
+/// grants `first_window` commands at login, answers only once the initiator has used the
+/// whole window, keeps MaxCmdSN where it is while answering (so the window shuts), checks
+/// that nothing arrives while it is shut, then reopens it by a different width each round
+/// with an unsolicited NOP-In.
+fn windowed_target(
+    listener: std::net::TcpListener,
+    total_commands: u32,
+    first_window: u32,
+) -> std::io::Result<WindowReport> {
+    use datapath::pdu::{DataIn, Header, LogoutResponse, NopIn};
+
+    let (mut stream, _) = listener.accept()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = PduReader { buf: Vec::new() };
+    let mut report = WindowReport::default();
+    let (mut stat_sn, mut exp_cmd_sn) = fake_login(&mut stream, &mut reader, first_window)?;
     let mut max_granted = exp_cmd_sn.wrapping_add(first_window - 1);
     let mut held = Vec::new();
     let mut widths = [3u32, 1, 5, 2].into_iter().cycle();
@@ -647,4 +777,75 @@ fn the_window_is_obeyed_when_the_target_keeps_max_cmd_sn_low() {
         "sent into a shut window: {report:?}"
     );
     assert!(report.closed_checks >= 10, "{report:?}");
+}
+
+/// Watches, from another thread, the receive low-water mark (`SO_RCVLOWAT`) of this
+/// process's sockets connected to `port`, and keeps the highest seen: receive coalescing is
+/// the shard raising that mark above 1 so the kernel wakes it once for several answers.
+struct LowWaterSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<i32>,
+}
+
+impl LowWaterSampler {
+    fn start(port: u16) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let sockets = sockets_connected_to(port);
+        assert!(!sockets.is_empty(), "no socket connected to port {port}");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut highest = 0;
+            while !flag.load(Ordering::Relaxed) {
+                for &fd in &sockets {
+                    highest = highest.max(receive_low_water(fd).unwrap_or(0));
+                }
+            }
+            highest
+        });
+        LowWaterSampler { stop, thread }
+    }
+
+    /// The highest mark seen.
+    fn stop(self) -> i32 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("sampler runs")
+    }
+}
+
+/// This process's open TCP sockets whose peer is 127.0.0.1:`port`.
+fn sockets_connected_to(port: u16) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&fd| {
+            // SAFETY: a zeroed sockaddr_in and its length, filled by the kernel; an fd that
+            // is not a socket (or closed meanwhile) fails the call.
+            let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = unsafe {
+                libc::getpeername(fd, (&mut addr as *mut libc::sockaddr_in).cast(), &mut len)
+            };
+            rc == 0
+                && i32::from(addr.sin_family) == libc::AF_INET
+                && u16::from_be(addr.sin_port) == port
+        })
+        .collect()
+}
+
+fn receive_low_water(fd: i32) -> Option<i32> {
+    let mut value: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: a live i32 and its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(value)
 }

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::{Client, ClientError};
+use datapath::scsi::probe::{
+    probe_lun, Capacity, ProbeConfig, ProbeError, ProbeFailure, ScsiAnswer, ScsiExecute,
+};
 use datapath::scsi::{
-    self, BlockLimits, Cdb, DeviceIdentification, ReadCapacity10, ReadCapacity16, ReportLuns,
-    Sense, StandardInquiry, SupportedVpdPages, UnitSerialNumber,
+    self, BlockLimits, Cdb, DeviceIdentification, ReportLuns, Sense, StandardInquiry,
+    SupportedVpdPages, UnitSerialNumber,
 };
 use datapath::session::CommandError;
 use datapath::session::{CommandOutcome, DataDirection};
@@ -56,6 +59,30 @@ pub enum CtlError {
         transport: &'static str,
         error: CommandError,
     },
+    /// The LUN probe found a capacity it cannot use.
+    #[error(transparent)]
+    Probe(ProbeError),
+}
+
+impl From<ProbeFailure<CtlError>> for CtlError {
+    fn from(failure: ProbeFailure<CtlError>) -> Self {
+        match failure {
+            ProbeFailure::Execute { error, .. } => error,
+            ProbeFailure::Scsi(ProbeError::Refused {
+                command,
+                status,
+                sense,
+            }) => CtlError::Check {
+                command,
+                status: scsi::status_name(status).into_owned(),
+                sense,
+            },
+            ProbeFailure::Scsi(ProbeError::Decode { command, source }) => {
+                CtlError::Decode { command, source }
+            }
+            ProbeFailure::Scsi(other) => CtlError::Probe(other),
+        }
+    }
 }
 
 /// A logged-in connection to one target, over the transport `--transport` chose.
@@ -184,8 +211,6 @@ impl Link {
 
 /// SCSI commands that may move this many bytes at most go in one command.
 const MAX_TRANSFER_BYTES: u32 = 1 << 20;
-/// Sense key of a command the target refuses as malformed or unknown.
-const ILLEGAL_REQUEST: u8 = 0x5;
 /// A UNIT ATTENTION (reset, parameters changed) is reported once; retry past it.
 const UNIT_ATTENTION_RETRIES: usize = 3;
 
@@ -402,17 +427,39 @@ fn report_luns(client: &mut Link, lun: u64) -> Result<ReportLuns, CtlError> {
     }
 }
 
-/// Block length and count, from READ CAPACITY(16), or (10) where (16) is refused.
+/// The LUN probe's commands run on the link ([`Link::execute`]).
+impl ScsiExecute for Link {
+    type Error = CtlError;
+
+    fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, CtlError> {
+        let direction = cdb.direction();
+        let buffer = match direction {
+            scsi::DataDirection::Read(len) => vec![0; len as usize],
+            _ => Vec::new(),
+        };
+        let outcome = self.execute(lun, cdb.as_bytes(), direction.into(), buffer)?;
+        Ok(ScsiAnswer::new(
+            outcome.status,
+            outcome.sense,
+            outcome.buffer,
+            outcome.transferred,
+        ))
+    }
+}
+
+/// Block length and count, from READ CAPACITY(16), or (10) where the target does not know
+/// (16): the LUN probe without its TEST UNIT READY (a missing LUN is the capacity command's
+/// refusal), unit attentions taken.
 fn capacity(client: &mut Link, lun: u64) -> Result<(u32, u64, Value), CtlError> {
-    match run(
-        client,
-        "READ CAPACITY(16)",
-        lun,
-        &Cdb::read_capacity_16(32),
-        None,
-    ) {
-        Ok(data) => {
-            let rc = ReadCapacity16::decode(&data).map_err(decode_error("READ CAPACITY(16)"))?;
+    let config = ProbeConfig {
+        ready: false,
+        unit_attention_retries: UNIT_ATTENTION_RETRIES as u32,
+        capacity: true,
+        block_limits: false,
+    };
+    let facts = probe_lun(client, lun, config)?;
+    match facts.capacity {
+        Some(Capacity::Long(rc)) => {
             let blocks = rc.block_count().min(u64::MAX as u128) as u64;
             let value = json!({
                 "block_length": rc.block_length_bytes,
@@ -428,18 +475,7 @@ fn capacity(client: &mut Link, lun: u64) -> Result<(u32, u64, Value), CtlError> 
             });
             Ok((rc.block_length_bytes, blocks, value))
         }
-        // Only a target that does not know READ CAPACITY(16) gets the (10) form.
-        Err(CtlError::Check {
-            sense: Some(sense), ..
-        }) if sense.key == ILLEGAL_REQUEST && matches!(sense.asc, 0x20 | 0x24) => {
-            let data = run(
-                client,
-                "READ CAPACITY(10)",
-                lun,
-                &Cdb::read_capacity_10(),
-                None,
-            )?;
-            let rc = ReadCapacity10::decode(&data).map_err(decode_error("READ CAPACITY(10)"))?;
+        Some(Capacity::Short(rc)) => {
             let value = json!({
                 "block_length": rc.block_length_bytes,
                 "blocks": rc.block_count(),
@@ -449,7 +485,7 @@ fn capacity(client: &mut Link, lun: u64) -> Result<(u32, u64, Value), CtlError> 
             });
             Ok((rc.block_length_bytes, rc.block_count(), value))
         }
-        Err(other) => Err(other),
+        None => Err(CtlError::Probe(ProbeError::NoCapacity)),
     }
 }
 

@@ -6,9 +6,10 @@
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
+use datapath::scsi::probe::{probe_lun, ProbeConfig};
 use datapath::scsi::Cdb;
 use datapath::session::DataDirection;
-use datapath::shard::{ShardCompletion, ShardPool, ShardRequest};
+use datapath::shard::{ShardCompletion, ShardExecutor, ShardPool, ShardRequest};
 use hdrhistogram::Histogram;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,59 +44,27 @@ pub fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Clears the unit attention of each fresh session (TEST UNIT READY until GOOD) and reads
-/// the capacity: (block length, blocks).
+/// The LUN probe ([`datapath::scsi::probe`]) on a fresh pool: TEST UNIT READY past the unit
+/// attention of each shard's new session, then the capacity on shard 0: (block length,
+/// blocks).
 pub fn prepare(pool: &ShardPool, lun: u64) -> Result<(u32, u64), String> {
     let wait = Duration::from_secs(10);
-    for shard in 0..pool.len() {
-        let mut good = false;
-        for attempt in 0..5 {
-            let tur = ShardRequest {
-                lun,
-                cdb: Cdb::test_unit_ready().as_bytes().to_vec(),
-                direction: DataDirection::None,
-                buffer: Vec::new(),
-                user_data: attempt,
-            };
-            let done = pool.execute(shard, tur, wait).map_err(|e| e.to_string())?;
-            let outcome = done.result.map_err(|e| e.to_string())?;
-            if outcome.status == 0 {
-                good = true;
-                break;
-            }
-        }
-        if !good {
-            return Err(format!("shard {shard}: the LUN does not become ready"));
-        }
-    }
-    let cdb = Cdb::read_capacity_16(32);
-    let request = ShardRequest {
-        lun,
-        cdb: cdb.as_bytes().to_vec(),
-        direction: DataDirection::Read { len: 32 },
-        buffer: vec![0; 32],
-        user_data: 0,
+    let config = ProbeConfig {
+        unit_attention_retries: 4,
+        ..ProbeConfig::READY
     };
-    let done = pool.execute(0, request, wait).map_err(|e| e.to_string())?;
-    let outcome = done.result.map_err(|e| e.to_string())?;
-    if outcome.status != 0 {
-        return Err(format!("READ CAPACITY(16): status {:#x}", outcome.status));
+    for shard in 1..pool.len() {
+        probe_lun(&mut ShardExecutor::new(pool, shard, wait), lun, config)
+            .map_err(|e| format!("shard {shard}: {e}"))?;
     }
-    let b = &outcome.buffer;
-    let last_lba = b
-        .get(0..8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or("short capacity data")?;
-    let block_len = b
-        .get(8..12)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_be_bytes)
-        .ok_or("short capacity data")?;
-    if block_len == 0 {
-        return Err("the LUN reports a block length of 0".into());
-    }
-    Ok((block_len, last_lba.saturating_add(1)))
+    let config = ProbeConfig {
+        capacity: true,
+        ..config
+    };
+    let facts = probe_lun(&mut ShardExecutor::new(pool, 0, wait), lun, config)
+        .map_err(|e| format!("shard 0: {e}"))?;
+    let (bytes, block_len) = facts.size().map_err(|e| e.to_string())?;
+    Ok((block_len, bytes / u64::from(block_len)))
 }
 
 /// Prepares a fresh pool (`prepare`) and the run's spec from what it found, checked.

@@ -3,11 +3,12 @@
 //! ([`datapath::url`]), or to an [`EmbeddedTarget`] started in-process when the job names no
 //! file. Each shard holds up to `iodepth` commands; a unit goes to the shard with the fewest.
 //!
-//! At open, on every shard: TEST UNIT READY until GOOD (a new I_T nexus usually gets one
-//! UNIT ATTENTION, SAM-5 5.14; at most [`UNIT_ATTENTION_RETRIES`] are taken); then, on the
-//! first, READ CAPACITY(16) (SBC-3 5.16), or READ CAPACITY(10) when the device refuses it;
-//! and INQUIRY of the Block Limits VPD page (SBC-3 6.6.3) to learn whether UNMAP is
-//! supported ([`IscsiEngine::unmap_supported`]).
+//! At open, the LUN probe ([`datapath::scsi::probe`]) on every shard: TEST UNIT READY until
+//! GOOD (a new I_T nexus usually gets one UNIT ATTENTION, SAM-5 5.14; at most
+//! [`UNIT_ATTENTION_RETRIES`] are taken); then, on the first, READ CAPACITY(16) (SBC-3 5.16),
+//! or READ CAPACITY(10) when the device does not know it; and INQUIRY of the Block Limits
+//! VPD page (SBC-3 6.6.3) to learn whether UNMAP is supported
+//! ([`IscsiEngine::unmap_supported`]).
 //!
 //! Units become READ(10)/WRITE(10) when the range fits, READ(16)/WRITE(16) otherwise, and a
 //! trim becomes UNMAP (SBC-3 5.28) with one block descriptor: when the LUN does not support
@@ -47,10 +48,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::ClientConfig;
-use datapath::scsi::{BlockLimits, Cdb, ReadCapacity10, ReadCapacity16, Sense};
+use datapath::scsi::probe::{probe_lun, LunFacts, ProbeConfig, ProbeError, ProbeFailure};
+use datapath::scsi::{Cdb, Sense};
 use datapath::session::{ChapConfig, CommandError, DataDirection, Residual};
 use datapath::shard::{
-    ReconnectPolicy, ShardCompletion, ShardConfig, ShardPath, ShardPool, ShardRequest,
+    ReconnectPolicy, ShardCommandError, ShardCompletion, ShardConfig, ShardExecutor, ShardPath,
+    ShardPool, ShardRequest,
 };
 use datapath::text::DigestChoice;
 use datapath::url::{IscsiUrl, UrlError};
@@ -60,7 +63,7 @@ use super::{take_buffer, Engine, EngineCounters, EngineError};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 pub use crate::job::spec::TransportKind;
 
-/// TEST UNIT READY attempts per shard at open.
+/// Unit attentions taken per shard at open (TEST UNIT READY sent again after each).
 pub const UNIT_ATTENTION_RETRIES: usize = 5;
 /// Time allowed for each set-up command.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -74,7 +77,6 @@ pub const RECONNECT_ATTEMPTS_DEFAULT: u32 = 5;
 pub const REPLACEMENT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 const STATUS_GOOD: u8 = 0x00;
 const STATUS_CHECK_CONDITION: u8 = 0x02;
-const SENSE_UNIT_ATTENTION: u8 = 0x06;
 const OPCODE_UNMAP: u8 = 0x42;
 /// UNMAP parameter list: 8-byte header and one 16-byte block descriptor.
 const UNMAP_PARAMETER_BYTES: u16 = 24;
@@ -316,23 +318,19 @@ impl IscsiEngine {
             ..ShardConfig::default()
         };
         let pool = ShardPool::start(&client, options.shards, &shard_config)?;
-        for shard in 0..pool.len() {
-            clear_unit_attention(&pool, shard, lun)?;
-        }
-        let (size_bytes, block_size_bytes) = read_capacity(&pool, lun)?;
+        let facts = probe(&pool, lun, true)?;
+        let (size_bytes, block_size_bytes) = facts.size().map_err(probe_error)?;
         let mut more_luns = Vec::with_capacity(options.more_luns.len());
         for &lun in &options.more_luns {
-            for shard in 0..pool.len() {
-                clear_unit_attention(&pool, shard, lun)?;
-            }
-            let (size_bytes, block_size_bytes) = read_capacity(&pool, lun)?;
+            let (size_bytes, block_size_bytes) =
+                probe(&pool, lun, false)?.size().map_err(probe_error)?;
             more_luns.push(MoreLun {
                 lun,
                 size_bytes,
                 block_size_bytes,
             });
         }
-        let unmap_supported = block_limits(&pool, lun).map(|l| l.max_unmap_lba_count > 0);
+        let unmap_supported = facts.unmap_supported();
         tracing::info!(
             url = %url,
             shards = pool.len(),
@@ -1054,66 +1052,6 @@ fn client_config(
     Ok(config)
 }
 
-fn setup_request(cdb: Vec<u8>, direction: DataDirection, lun: u64, tag: u64) -> ShardRequest {
-    let buffer = match direction {
-        DataDirection::Read { len } => vec![0; len as usize],
-        _ => Vec::new(),
-    };
-    ShardRequest {
-        lun,
-        cdb,
-        direction,
-        buffer,
-        user_data: u64::MAX - tag,
-    }
-}
-
-/// Runs one set-up command on `shard`: (status, sense, data).
-fn setup_command(
-    pool: &ShardPool,
-    shard: usize,
-    lun: u64,
-    cdb: &Cdb,
-    command: &'static str,
-) -> Result<(u8, Option<Sense>, Vec<u8>), EngineError> {
-    let request = setup_request(
-        cdb.as_bytes().to_vec(),
-        cdb.direction().into(),
-        lun,
-        cdb.opcode().into(),
-    );
-    let done = pool.execute(shard, request, SETUP_TIMEOUT)?;
-    match done.result {
-        Ok(outcome) => {
-            let sense = outcome.sense.as_deref().and_then(|s| Sense::decode(s).ok());
-            let mut data = outcome.buffer;
-            data.truncate(outcome.transferred as usize);
-            Ok((outcome.status, sense, data))
-        }
-        Err(failure) => Err(EngineError::Scsi {
-            command,
-            reason: failure.error.to_string(),
-        }),
-    }
-}
-
-fn describe(status: u8, sense: &Option<Sense>) -> String {
-    match sense {
-        Some(s) => format!(
-            "status {status:#04x}, sense key {:#x} ({}), ASC/ASCQ {:#04x}/{:#04x} ({})",
-            s.key,
-            s.key_name(),
-            s.asc,
-            s.ascq,
-            s.asc_name()
-        ),
-        None => format!(
-            "status {status:#04x} ({})",
-            datapath::scsi::status_name(status)
-        ),
-    }
-}
-
 /// The path `transport` names: for an adapter, a fresh software model of that kind with
 /// one queue pair per shard.
 pub fn adapter_path(transport: TransportKind, shards: usize) -> ShardPath {
@@ -1139,76 +1077,51 @@ pub fn adapter_path(transport: TransportKind, shards: usize) -> ShardPath {
     }
 }
 
-/// TEST UNIT READY until GOOD, taking unit attentions (at most [`UNIT_ATTENTION_RETRIES`]).
-fn clear_unit_attention(pool: &ShardPool, shard: usize, lun: u64) -> Result<(), EngineError> {
-    let mut last = String::new();
-    for _ in 0..UNIT_ATTENTION_RETRIES {
-        let (status, sense, _) =
-            setup_command(pool, shard, lun, &Cdb::test_unit_ready(), "TEST UNIT READY")?;
-        if status == STATUS_GOOD {
-            return Ok(());
-        }
-        last = describe(status, &sense);
-        let unit_attention = status == STATUS_CHECK_CONDITION
-            && sense
-                .as_ref()
-                .is_some_and(|s| s.key == SENSE_UNIT_ATTENTION);
-        if !unit_attention {
-            break;
-        }
-    }
-    Err(EngineError::Scsi {
-        command: "TEST UNIT READY",
-        reason: format!("LUN {lun} is not ready: {last}"),
-    })
-}
-
-/// (size in bytes, logical block size) from READ CAPACITY(16), or (10) when refused.
-fn read_capacity(pool: &ShardPool, lun: u64) -> Result<(u64, u32), EngineError> {
-    let rc16 = Cdb::read_capacity_16(datapath::scsi::cdb::READ_CAPACITY_16_LENGTH);
-    let (status, sense, data) = setup_command(pool, 0, lun, &rc16, "READ CAPACITY(16)")?;
-    let decoded = if status == STATUS_GOOD {
-        let c = ReadCapacity16::decode(&data).map_err(|e| EngineError::Scsi {
-            command: "READ CAPACITY(16)",
-            reason: e.to_string(),
-        })?;
-        (c.capacity_bytes(), c.block_length_bytes)
-    } else {
-        tracing::debug!(reason = %describe(status, &sense), "READ CAPACITY(16) refused; trying (10)");
-        let rc10 = Cdb::read_capacity_10();
-        let (status, sense, data) = setup_command(pool, 0, lun, &rc10, "READ CAPACITY(10)")?;
-        if status != STATUS_GOOD {
-            return Err(EngineError::Scsi {
-                command: "READ CAPACITY(10)",
-                reason: describe(status, &sense),
-            });
-        }
-        let c = ReadCapacity10::decode(&data).map_err(|e| EngineError::Scsi {
-            command: "READ CAPACITY(10)",
-            reason: e.to_string(),
-        })?;
-        (c.capacity_bytes(), c.block_length_bytes)
+/// The LUN probe ([`datapath::scsi::probe`]): TEST UNIT READY past unit attentions (at
+/// most [`UNIT_ATTENTION_RETRIES`] per shard) on every shard, its own I_T nexus; the capacity
+/// (and the Block Limits page, with `limits`) on shard 0.
+fn probe(pool: &ShardPool, lun: u64, limits: bool) -> Result<LunFacts, EngineError> {
+    let ready = ProbeConfig {
+        unit_attention_retries: UNIT_ATTENTION_RETRIES as u32,
+        ..ProbeConfig::READY
     };
-    let (bytes, block) = decoded;
-    let size = u64::try_from(bytes).map_err(|_| EngineError::Scsi {
-        command: "READ CAPACITY",
-        reason: format!("capacity {bytes} bytes does not fit 64 bits"),
-    })?;
-    if block == 0 || size == 0 {
-        return Err(EngineError::Scsi {
-            command: "READ CAPACITY",
-            reason: format!("LUN {lun} reports {size} bytes in blocks of {block} bytes"),
-        });
+    for shard in 1..pool.len() {
+        probe_lun(
+            &mut ShardExecutor::new(pool, shard, SETUP_TIMEOUT),
+            lun,
+            ready,
+        )
+        .map_err(probe_failure)?;
     }
-    Ok((size, block))
+    let config = ProbeConfig {
+        capacity: true,
+        block_limits: limits,
+        ..ready
+    };
+    probe_lun(&mut ShardExecutor::new(pool, 0, SETUP_TIMEOUT), lun, config).map_err(probe_failure)
 }
 
-/// The Block Limits VPD page, if the LUN has one.
-fn block_limits(pool: &ShardPool, lun: u64) -> Option<BlockLimits> {
-    let cdb = Cdb::inquiry_vpd(BlockLimits::PAGE_CODE, 64);
-    match setup_command(pool, 0, lun, &cdb, "INQUIRY (Block Limits)") {
-        Ok((STATUS_GOOD, _, data)) => BlockLimits::decode(&data).ok(),
-        _ => None,
+fn probe_error(e: ProbeError) -> EngineError {
+    EngineError::Scsi {
+        command: e.command(),
+        reason: e.to_string(),
+    }
+}
+
+fn probe_failure(failure: ProbeFailure<ShardCommandError>) -> EngineError {
+    match failure {
+        ProbeFailure::Execute {
+            error: ShardCommandError::Shard(e),
+            ..
+        } => e.into(),
+        ProbeFailure::Execute {
+            command,
+            error: ShardCommandError::Command(f),
+        } => EngineError::Scsi {
+            command,
+            reason: f.error.to_string(),
+        },
+        ProbeFailure::Scsi(e) => probe_error(e),
     }
 }
 

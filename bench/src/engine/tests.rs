@@ -1,6 +1,7 @@
-//! Engine tests: the null engine's semantics, the io_uring engine on temporary files (and
-//! a loop device when the machine allows one), the iSCSI engine against the embedded target.
-//! The iSCSI engine against tgt is tested in `tests/tests/bench_engines.rs`.
+//! Engine tests: the null engine's semantics, the io_uring engine on temporary files, the
+//! iSCSI engine against the embedded target. The iSCSI engine against tgt and the io_uring
+//! engine on a loop device (skipped locally, failed under CI when none can be attached) are
+//! tested in `tests/tests/bench_engines.rs`.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -364,46 +365,6 @@ fn uring_sqpoll_runs_or_falls_back_and_errors_are_reported() {
     // Nothing in flight: reap returns at once.
     let mut out = Vec::new();
     assert_eq!(engine.reap(1, Duration::from_secs(5), &mut out).unwrap(), 0);
-}
-
-#[test]
-fn uring_on_a_block_device_when_a_loop_device_can_be_attached() {
-    let file = TempPath::new("loopdev");
-    std::fs::File::create(file.path())
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let attach = std::process::Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(file.path())
-        .output();
-    let device = match attach {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        _ => {
-            eprintln!("skipped: no loop device here (needs losetup and privileges)");
-            return;
-        }
-    };
-    struct Detach(String);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("losetup")
-                .args(["--detach", &self.0])
-                .status();
-        }
-    }
-    let _detach = Detach(device.clone());
-    let mut options = UringOptions::new(&device, 4, 65536);
-    options.direct = true;
-    let mut engine = UringEngine::open(&options).unwrap();
-    assert_eq!(engine.size_bytes(), 16 << 20, "BLKGETSIZE64");
-    assert_eq!(engine.block_size_bytes() % 512, 0);
-    write_read_compare(&mut engine, &[0, 1 << 20], 65536);
-    let done = run(
-        &mut engine,
-        vec![unit(0, Direction::Trim, 1 << 20, Vec::new(), 65536)],
-    );
-    assert_eq!(done[0].result, Ok(()), "BLKDISCARD");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -39,9 +39,9 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
+use datapath::sys::AlignedBuf;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::{take_buffer, Engine, EngineCounters, EngineError};
@@ -427,7 +427,9 @@ impl UringEngine {
         let size = len.max(self.max_block_bytes as usize);
         match self.bounce_pool.iter().position(|b| b.len() >= len) {
             Some(i) => self.bounce_pool.swap_remove(i),
-            None => AlignedBuf::zeroed(size, memory),
+            // One I/O's size (at least 1 byte) at a power-of-two alignment: always a layout.
+            None => AlignedBuf::zeroed(size.max(1), memory)
+                .expect("a bounce buffer the size of one I/O"),
         }
     }
 
@@ -881,51 +883,4 @@ fn direct_io_alignment(file: &File) -> Option<DirectAlignment> {
     }
     let (memory, offset) = (stx.stx_dio_mem_align, stx.stx_dio_offset_align);
     (memory != 0 && offset != 0).then_some(DirectAlignment { memory, offset })
-}
-
-/// A zeroed heap buffer with a chosen alignment, for `O_DIRECT` bounces.
-struct AlignedBuf {
-    ptr: NonNull<u8>,
-    layout: std::alloc::Layout,
-}
-
-// SAFETY: the buffer is plain owned memory, like a `Vec<u8>`.
-unsafe impl Send for AlignedBuf {}
-
-impl AlignedBuf {
-    fn zeroed(len: usize, align: usize) -> AlignedBuf {
-        let layout = std::alloc::Layout::from_size_align(len.max(1), align.next_power_of_two())
-            .unwrap_or_else(|_| std::alloc::Layout::new::<[u8; 4096]>());
-        // SAFETY: the layout's size is at least 1.
-        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(layout);
-        };
-        AlignedBuf { ptr, layout }
-    }
-
-    fn len(&self) -> usize {
-        self.layout.size()
-    }
-
-    fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `layout.size()` initialised bytes owned by `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`; `&mut self` makes this the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with exactly this layout, freed once.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
-    }
 }

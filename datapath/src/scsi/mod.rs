@@ -13,6 +13,9 @@
 //!   Number (0x80), Device Identification (0x83, SPC-4 7.8.6) and the SBC-3/SBC-4 Block
 //!   Limits page (0xB0, SBC-3 6.6); REPORT LUNS parameter data; READ CAPACITY(10) and
 //!   READ CAPACITY(16) parameter data.
+//! - [`probe`]: the LUN probe before I/O (TEST UNIT READY past unit attentions, READ
+//!   CAPACITY(16) then (10), Block Limits), a sans-IO sequence of CDBs and answers: the one
+//!   stateful part, still without I/O.
 //! - [`sense`]: sense data in fixed and descriptor format (SPC-4 4.5), the sense key and
 //!   ASC/ASCQ names (SPC-4 4.5.6 and Annex D), and SCSI status codes (SAM-5 5.3).
 //!
@@ -30,6 +33,7 @@ mod bytes;
 pub mod cdb;
 pub mod decode;
 pub mod lun;
+pub mod probe;
 pub mod sense;
 
 pub use cdb::{fits_10_byte_cdb, Cdb, DataDirection};

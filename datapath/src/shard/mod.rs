@@ -66,6 +66,7 @@
 //! [`Session::data_in_destination`]: crate::session::Session::data_in_destination
 
 mod adapter_worker;
+mod probe;
 mod reconnect;
 mod steer;
 mod tag_map;
@@ -74,6 +75,7 @@ mod work;
 mod worker;
 
 pub use adapter_worker::{planned_cores, ShardPath, ShardPathInfo};
+pub use probe::{ShardCommandError, ShardExecutor};
 pub use reconnect::ReconnectPolicy;
 pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
 
@@ -373,7 +375,7 @@ const WORKS_WAITING: usize = 4;
 /// its callers no system call.
 #[derive(Debug)]
 pub(crate) struct Doorbell {
-    fd: std::os::fd::OwnedFd,
+    fd: crate::sys::EventFd,
     /// Set by the shard just before it sleeps with room for requests.
     sleeping: std::sync::atomic::AtomicBool,
     /// Set by the pool when it stops: a shard recovering its connection (which reads no
@@ -386,15 +388,8 @@ pub(crate) struct Doorbell {
 
 impl Doorbell {
     fn new() -> std::io::Result<Doorbell> {
-        // SAFETY: eventfd(2) takes no pointers; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         Ok(Doorbell {
-            fd,
+            fd: crate::sys::EventFd::new()?,
             sleeping: std::sync::atomic::AtomicBool::new(false),
             stopping: std::sync::atomic::AtomicBool::new(false),
             caller: waiter::CallerWaiter::default(),
@@ -421,12 +416,7 @@ impl Doorbell {
     }
 
     fn write(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live local; an eventfd takes exactly that. A full
-        // counter (EAGAIN) means a wake-up is already pending, which is all we want.
-        unsafe {
-            libc::write(self.fd(), (&one as *const u64).cast(), 8);
-        }
+        self.fd.signal();
     }
 }
 

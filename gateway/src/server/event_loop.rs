@@ -23,12 +23,13 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datapath::sys::EventFd;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession, TargetState};
@@ -72,36 +73,21 @@ fn untoken(user_data: u64) -> (u64, usize, u32) {
 /// Wakes an event loop from another thread (an eventfd the loop keeps a read on).
 #[derive(Debug)]
 pub(crate) struct Waker {
-    fd: OwnedFd,
+    fd: EventFd,
     /// Set with a wake-up that asks the loop to look for connections told to close.
     pub(crate) kills_requested: std::sync::atomic::AtomicBool,
 }
 
 impl Waker {
     pub(crate) fn new() -> io::Result<Waker> {
-        // SAFETY: eventfd takes no pointers; the returned descriptor is checked and owned.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
         Ok(Waker {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: EventFd::new()?,
             kills_requested: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     pub(crate) fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live local to an eventfd we own. A full counter
-        // (EAGAIN) already means "wake up".
-        unsafe {
-            libc::write(
-                self.fd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        self.fd.signal();
     }
 }
 

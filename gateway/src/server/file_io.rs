@@ -8,15 +8,14 @@
 //! reports the last request done. A short read or write is resumed from where it stopped;
 //! end of file on a read (a file truncated underneath) is an error, like `EIO`.
 //!
-//! For `O_DIRECT` the buffer is a page-aligned allocation ([`AlignedBuf`]): the write data
+//! For `O_DIRECT` the buffer is a page-aligned allocation (`datapath::sys::AlignedBuf`): the write data
 //! is copied into it, and the data read is copied out into the Data-In vector (one copy
 //! each way, the price of bypassing the page cache with the session's plain vectors).
 
-use std::alloc::Layout;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::ptr::NonNull;
 
+use datapath::sys::AlignedBuf;
 use io_uring::{opcode, squeue, types};
 
 use crate::backend::DIRECT_IO_BUFFER_ALIGN;
@@ -24,46 +23,6 @@ use crate::disk::IoKind;
 use crate::session::{CommandId, CommandResult};
 
 use super::FileIo;
-
-/// A zeroed heap buffer aligned to [`DIRECT_IO_BUFFER_ALIGN`], for `O_DIRECT`.
-pub(super) struct AlignedBuf {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-impl AlignedBuf {
-    /// `len` zero bytes; `None` for 0 bytes or a size the allocator cannot describe.
-    fn zeroed(len: usize) -> Option<AlignedBuf> {
-        if len == 0 {
-            return None;
-        }
-        let layout = Layout::from_size_align(len, DIRECT_IO_BUFFER_ALIGN).ok()?;
-        // SAFETY: the layout has a non-zero size (checked above).
-        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(layout);
-        };
-        Some(AlignedBuf { ptr, layout })
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `layout.size()` initialised (zeroed, then written) bytes
-        // we own for as long as `self` lives.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes this the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with exactly this layout, freed once.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
-    }
-}
 
 /// The memory an operation reads into or writes from.
 enum IoBuffer {
@@ -144,7 +103,7 @@ impl FileOp {
             (IoKind::Flush, _) => IoBuffer::Plain(Vec::new()),
             (IoKind::Write, false) => IoBuffer::Plain(std::mem::take(&mut io.data_out)),
             (IoKind::Read, false) => IoBuffer::Plain(vec![0; len]),
-            (kind, true) => match AlignedBuf::zeroed(len) {
+            (kind, true) => match AlignedBuf::zeroed(len, DIRECT_IO_BUFFER_ALIGN) {
                 Some(mut aligned) => {
                     if kind == IoKind::Write {
                         let data = std::mem::take(&mut io.data_out);

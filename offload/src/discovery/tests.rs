@@ -42,11 +42,156 @@ fn a_missing_class_directory_is_an_empty_list() {
         .is_empty());
 }
 
+/// `discover_system` lists exactly the hosts the kernel shows under
+/// `/sys/class/iscsi_host` (none on a machine without an iSCSI transport), each with the
+/// number of its name and the driver its `scsi_host` names, read here without the module.
 #[test]
-fn this_machine_has_no_offload_adapters_or_lists_them_without_error() {
-    // The normal case here: no iSCSI transport loaded, no class directory.
+fn the_system_list_is_the_kernels_iscsi_hosts() {
+    let class = Path::new(SYSFS_ROOT).join("class/iscsi_host");
+    let mut hosts: Vec<String> = match fs::read_dir(&class) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", class.display()),
+    };
+    hosts.sort_by_key(|h| (host_number(h).unwrap_or(u32::MAX), h.clone()));
     let adapters = discover_system().unwrap();
-    assert!(adapters.iter().all(|a| !a.host.is_empty()));
+    let found: Vec<&str> = adapters.iter().map(|a| a.host.as_str()).collect();
+    assert_eq!(found, hosts);
+    for a in &adapters {
+        assert_eq!(
+            a.host_number,
+            a.host.strip_prefix("host").and_then(|n| n.parse().ok())
+        );
+        let proc_name = fs::read_to_string(
+            Path::new(SYSFS_ROOT).join(format!("class/scsi_host/{}/proc_name", a.host)),
+        )
+        .ok()
+        .and_then(|name| normalize(&name));
+        if proc_name.is_some() {
+            assert_eq!(a.driver, proc_name, "{a:#?}");
+            assert_eq!(a.driver_source, Some(DriverSource::ProcName));
+        }
+    }
+}
+
+/// Attribute files of one sysfs directory: name and value.
+type Attributes<'a> = &'a [(&'a str, &'a str)];
+
+/// A tree laid out as the kernel lays it out (class entries are symlinks into `devices/`):
+/// a qla4xxx host (independent) with two firmware ifaces, beside a software `iscsi_tcp` host
+/// and an iface of that other host; the offload adapter is found with its kind, its
+/// attributes and only its own ifaces. With the class directories present but empty, the
+/// list is empty.
+#[test]
+fn an_offload_adapter_in_a_kernel_layout_tree_is_found_with_its_kind_and_ifaces() {
+    use std::os::unix::fs::symlink;
+    let scratch = Scratch::new("kernel-layout");
+    let root = &scratch.0;
+    for class in ["iscsi_host", "iscsi_iface", "scsi_host"] {
+        fs::create_dir_all(root.join("class").join(class)).unwrap();
+    }
+    assert!(
+        discover(root).unwrap().is_empty(),
+        "empty class directories"
+    );
+
+    let write = |dir: &Path, attributes: &[(&str, &str)]| {
+        fs::create_dir_all(dir).unwrap();
+        for (name, value) in attributes {
+            fs::write(dir.join(name), format!("{value}\n")).unwrap();
+        }
+    };
+    // host5: qla4xxx on a PCI function; host9: the software transport on a virtual device.
+    let host5 = root.join("devices/pci0000:00/0000:00:02.0/0000:04:00.1/host5");
+    let host9 = root.join("devices/platform/host9");
+    let hosts: [(&Path, &str, &str, Attributes); 2] = [
+        (
+            &host5,
+            "host5",
+            "qla4xxx",
+            &[
+                ("hwaddress", "00:0e:1e:04:93:92"),
+                (
+                    "initiatorname",
+                    "iqn.2000-04.com.qlogic:isp8214.000e1e049392.5",
+                ),
+                ("port_state", "LINK_UP"),
+                ("port_speed", "10 Gbps"),
+                ("ipaddress", "(null)"),
+            ],
+        ),
+        (&host9, "host9", "iscsi_tcp", &[("netdev", "(null)")]),
+    ];
+    for (dev, name, driver, attributes) in hosts {
+        let dev_rel = dev.strip_prefix(root).unwrap().display().to_string();
+        write(&dev.join("iscsi_host").join(name), attributes);
+        write(&dev.join("scsi_host").join(name), &[("proc_name", driver)]);
+        symlink(
+            format!("../../{dev_rel}/iscsi_host/{name}"),
+            root.join("class/iscsi_host").join(name),
+        )
+        .unwrap();
+        symlink(
+            format!("../../{dev_rel}/scsi_host/{name}"),
+            root.join("class/scsi_host").join(name),
+        )
+        .unwrap();
+    }
+    let ifaces: [(&Path, &str, Attributes); 3] = [
+        (
+            &host5,
+            "ipv4-iface-5-0",
+            &[
+                ("enabled", "enabled"),
+                ("ipaddress", "10.1.2.3"),
+                ("port", "3260"),
+            ],
+        ),
+        (&host5, "ipv6-iface-5-1", &[("enabled", "disabled")]),
+        (&host9, "ipv4-iface-9-0", &[("enabled", "enabled")]),
+    ];
+    for (dev, name, attributes) in ifaces {
+        let dev_rel = dev.strip_prefix(root).unwrap().display().to_string();
+        write(&dev.join("iscsi_iface").join(name), attributes);
+        symlink(
+            format!("../../{dev_rel}/iscsi_iface/{name}"),
+            root.join("class/iscsi_iface").join(name),
+        )
+        .unwrap();
+    }
+
+    let adapters = discover(root).unwrap();
+    assert_eq!(adapters.len(), 2, "{adapters:#?}");
+    let qla = &adapters[0];
+    assert_eq!(qla.host, "host5");
+    assert_eq!(qla.host_number, Some(5));
+    assert_eq!(qla.driver.as_deref(), Some("qla4xxx"));
+    assert_eq!(qla.driver_source, Some(DriverSource::ProcName));
+    assert_eq!(qla.kind, OffloadKind::Independent);
+    assert!(qla.is_offload());
+    assert_eq!(qla.hwaddress.as_deref(), Some("00:0e:1e:04:93:92"));
+    assert_eq!(qla.ipaddress, None, "(null) is unset");
+    assert_eq!(qla.port_state.as_deref(), Some("LINK_UP"));
+    let names: Vec<&str> = qla.ifaces.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ipv4-iface-5-0", "ipv6-iface-5-1"],
+        "only host 5's ifaces"
+    );
+    assert_eq!(qla.ifaces[0].enabled, Some(true));
+    assert_eq!(qla.ifaces[0].ipaddress.as_deref(), Some("10.1.2.3"));
+    assert_eq!(qla.ifaces[0].port, Some(3260));
+    assert_eq!(qla.ifaces[1].ip_version, Some(6));
+    assert_eq!(qla.ifaces[1].iface_number, Some(1));
+    assert_eq!(qla.ifaces[1].enabled, Some(false));
+    assert!(qla.unreadable.is_empty(), "{:?}", qla.unreadable);
+    let tcp = &adapters[1];
+    assert_eq!(tcp.host, "host9");
+    assert_eq!(tcp.driver.as_deref(), Some("iscsi_tcp"));
+    assert!(!tcp.is_offload(), "{:?}", tcp.kind);
+    assert_eq!(tcp.ifaces.len(), 1);
 }
 
 #[test]

@@ -1,0 +1,88 @@
+//! The LUN probe's I/O glue ([`crate::scsi::probe`]): one shard of a pool, and the blocking
+//! [`Client`], as [`ScsiExecute`]. (Here, not in `scsi`, which depends on neither.)
+
+use std::time::Duration;
+
+use super::{ShardError, ShardPool, ShardRequest};
+use crate::client::{Client, ClientError};
+use crate::scsi::probe::{ScsiAnswer, ScsiExecute};
+use crate::scsi::{Cdb, DataDirection as CdbDirection};
+use crate::session::CommandFailure;
+
+/// Commands on shard `shard` of `pool`, each waited for at most `timeout`
+/// ([`ShardPool::execute`]).
+#[derive(Clone, Copy)]
+pub struct ShardExecutor<'a> {
+    pub pool: &'a ShardPool,
+    pub shard: usize,
+    pub timeout: Duration,
+}
+
+impl<'a> ShardExecutor<'a> {
+    pub fn new(pool: &'a ShardPool, shard: usize, timeout: Duration) -> Self {
+        ShardExecutor {
+            pool,
+            shard,
+            timeout,
+        }
+    }
+}
+
+/// A command a shard could not run: the shard failed it, or the command itself failed
+/// (connection lost, timed out, refused by the session).
+#[derive(Debug, thiserror::Error)]
+pub enum ShardCommandError {
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error("{}", .0.error)]
+    Command(CommandFailure),
+}
+
+fn read_buffer(cdb: &Cdb) -> Vec<u8> {
+    match cdb.direction() {
+        CdbDirection::Read(len) => vec![0; len as usize],
+        _ => Vec::new(),
+    }
+}
+
+impl ScsiExecute for Client {
+    type Error = ClientError;
+
+    fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ClientError> {
+        let outcome = self.execute(
+            lun,
+            cdb.as_bytes(),
+            cdb.direction().into(),
+            read_buffer(cdb),
+        )?;
+        Ok(ScsiAnswer::new(
+            outcome.status,
+            outcome.sense,
+            outcome.buffer,
+            outcome.transferred,
+        ))
+    }
+}
+
+impl ScsiExecute for ShardExecutor<'_> {
+    type Error = ShardCommandError;
+
+    fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ShardCommandError> {
+        let request = ShardRequest {
+            lun,
+            cdb: cdb.as_bytes().to_vec(),
+            direction: cdb.direction().into(),
+            buffer: read_buffer(cdb),
+            // Far from the small numbers callers give their own commands.
+            user_data: u64::MAX - u64::from(cdb.opcode()),
+        };
+        let done = self.pool.execute(self.shard, request, self.timeout)?;
+        let outcome = done.result.map_err(ShardCommandError::Command)?;
+        Ok(ScsiAnswer::new(
+            outcome.status,
+            outcome.sense,
+            outcome.buffer,
+            outcome.transferred,
+        ))
+    }
+}
