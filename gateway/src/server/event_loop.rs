@@ -911,9 +911,12 @@ impl EventLoop {
             .user_data(token(KIND_RECV, index, generation));
         slot.recv_in_flight = true;
         // SAFETY: the receive space is the unfilled tail of the connection's receive
-        // buffer, which is not reallocated, moved or read while the receive is in flight
-        // (the connection resumes held-back input and grows the buffer only with no
-        // receive in flight); the slot is not freed before the completion.
+        // buffer, or the rest of a data segment in a command's write buffer that the
+        // connection holds (lent by the session until the PDU is in); neither is
+        // reallocated, moved, dropped or read while the receive is in flight (the
+        // connection resumes held-back input, grows the buffer and hands placed data to
+        // the session only with no receive in flight); the slot is not freed before the
+        // completion.
         unsafe { self.push(entry) };
     }
 
