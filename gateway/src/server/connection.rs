@@ -821,7 +821,18 @@ mod tests {
         let data_out = BHS_LEN + 65536;
         wire[data_out + 40..data_out + 44].copy_from_slice(&0u32.to_be_bytes());
         feed(&mut conn, &wire, 4096);
-        assert!(matches!(conn.close_reason(), Some(CloseReason::Session(_))));
+        assert!(
+            matches!(
+                conn.close_reason(),
+                Some(CloseReason::Session(TargetError::DataOutOutOfPlace {
+                    offset: 0,
+                    expected: 65536,
+                    ..
+                }))
+            ),
+            "{:?}",
+            conn.close_reason()
+        );
         assert_eq!(
             conn.session.stats().data_out_bytes_placed,
             65536 - 4096 + BHS_LEN as u64

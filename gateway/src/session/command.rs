@@ -17,8 +17,8 @@ use datapath::pdu::{self, Header, LunField, Tag, RESERVED_TAG};
 use datapath::scsi::Lun;
 
 use super::{
-    reject_reason, CommandId, CommandRequest, CommandResult, Outgoing, SessionType, TargetError,
-    TargetSession, TargetState, Transmit, TransmitData,
+    reject_reason, Burst, CommandId, CommandRequest, CommandResult, Outgoing, SessionType,
+    TargetError, TargetSession, TargetState, Transmit, TransmitData,
 };
 
 /// SCSI status codes (SAM-5 section 5.3).
@@ -275,9 +275,7 @@ impl TargetSession {
         self.stats.commands += 1;
         let itt = h.initiator_task_tag;
         if self.tasks.contains_key(&itt) {
-            return Err(TargetError::Protocol(format!(
-                "SCSI Command reuses the task tag {itt:#x} of a task in progress"
-            )));
+            return Err(TargetError::TaskTagInUse { itt });
         }
         let outstanding = self.commands_held();
         if outstanding >= self.config.cmd_window.max(1) as usize {
@@ -299,9 +297,10 @@ impl TargetSession {
         if !h.write && data.len() > 0 {
             let bhs = self.reencode(&Header::ScsiCommand(h));
             self.queue_reject(reject_reason::PROTOCOL_ERROR, &bhs);
-            return Err(TargetError::Protocol(
-                "data segment on a SCSI Command without the W bit".into(),
-            ));
+            return Err(TargetError::DataWithoutWrite {
+                itt,
+                len: data.len(),
+            });
         }
         if h.write && h.read {
             // Bidirectional commands are not supported by the logical units here.
@@ -340,16 +339,18 @@ impl TargetSession {
         // A write.
         let immediate_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         if immediate_len > 0 && !params.immediate_data {
-            return Err(TargetError::Protocol(
-                "immediate data with ImmediateData=No".into(),
-            ));
+            return Err(TargetError::ImmediateDataRefused {
+                itt,
+                len: immediate_len,
+            });
         }
         if immediate_len > params.first_burst_length || immediate_len > edtl {
-            return Err(TargetError::Protocol(format!(
-                "{immediate_len} bytes of immediate data exceed FirstBurstLength {} or the \
-                 Expected Data Transfer Length {edtl}",
-                params.first_burst_length
-            )));
+            return Err(TargetError::ImmediateDataTooLong {
+                itt,
+                len: immediate_len,
+                first_burst_length: params.first_burst_length,
+                edtl,
+            });
         }
         let max_transfer = self.target().map_or(0, |t| t.max_transfer_bytes);
         if edtl > max_transfer {
@@ -428,9 +429,7 @@ impl TargetSession {
             return Ok(());
         };
         let Phase::Collecting(write) = &mut task.phase else {
-            return Err(TargetError::Protocol(format!(
-                "Data-Out for task {itt:#x}, which is not receiving data"
-            )));
+            return Err(TargetError::DataOutNotExpected { itt });
         };
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         // Data placed by the receiver comes back with the buffer it was lent.
@@ -438,9 +437,8 @@ impl TargetSession {
             Payload::Bytes(bytes) => (Some(bytes), bytes.len()),
             Payload::Placed(placement) => {
                 if placement.new_command || placement.itt != itt || !write.buffer.is_empty() {
-                    return Err(TargetError::Protocol(format!(
-                        "Data-Out for task {itt:#x} placed in another buffer"
-                    )));
+                    // Cannot happen: the placement was made for this task's header.
+                    return Err(TargetError::DataOutNotExpected { itt });
                 }
                 write.buffer = placement.buffer;
                 (None, placement.copied)
@@ -743,47 +741,52 @@ impl WriteState {
     /// the buffer. Changes nothing, so the receiver can ask before the data is in.
     fn check_data_out(&self, itt: Tag, h: &pdu::DataOut, len: u32) -> Result<(), TargetError> {
         let offset = h.buffer_offset;
-        let end = offset.checked_add(len).ok_or_else(|| {
-            TargetError::Protocol(format!("Data-Out offset {offset} + {len} overflows"))
-        })?;
-        if h.target_transfer_tag == RESERVED_TAG {
-            if offset != self.unsolicited_next || end > self.unsolicited_end {
-                return Err(TargetError::Protocol(format!(
-                    "unsolicited Data-Out at {offset}+{len}; expected offset {} up to {}",
-                    self.unsolicited_next, self.unsolicited_end
-                )));
-            }
-            if h.data_sn != self.unsolicited_data_sn {
-                return Err(TargetError::Protocol(format!(
-                    "unsolicited Data-Out with DataSN {}, expected {}",
-                    h.data_sn, self.unsolicited_data_sn
-                )));
-            }
+        let end = offset
+            .checked_add(len)
+            .ok_or(TargetError::DataOutOverflow { itt, offset, len })?;
+        let (burst, expected, limit, data_sn) = if h.target_transfer_tag == RESERVED_TAG {
+            (
+                Burst::Unsolicited,
+                self.unsolicited_next,
+                self.unsolicited_end,
+                self.unsolicited_data_sn,
+            )
         } else {
-            let Some(r2t) = self.r2ts.iter().find(|r| r.ttt == h.target_transfer_tag) else {
-                return Err(TargetError::Protocol(format!(
-                    "Data-Out with unknown Target Transfer Tag {:#x}",
-                    h.target_transfer_tag
-                )));
+            let ttt = h.target_transfer_tag;
+            let Some(r2t) = self.r2ts.iter().find(|r| r.ttt == ttt) else {
+                return Err(TargetError::UnknownTargetTransferTag {
+                    opcode: pdu::Opcode::DataOut,
+                    itt,
+                    ttt,
+                });
             };
-            if offset != r2t.next || end > r2t.end {
-                return Err(TargetError::Protocol(format!(
-                    "solicited Data-Out at {offset}+{len}; expected offset {} up to {}",
-                    r2t.next, r2t.end
-                )));
-            }
-            if h.data_sn != r2t.data_sn {
-                return Err(TargetError::Protocol(format!(
-                    "Data-Out with DataSN {}, expected {} (R2T {:#x})",
-                    h.data_sn, r2t.data_sn, r2t.ttt
-                )));
-            }
+            (Burst::Solicited { ttt }, r2t.next, r2t.end, r2t.data_sn)
+        };
+        if offset != expected || end > limit {
+            return Err(TargetError::DataOutOutOfPlace {
+                itt,
+                burst,
+                offset,
+                len,
+                expected,
+                end: limit,
+            });
+        }
+        if h.data_sn != data_sn {
+            return Err(TargetError::DataSnMismatch {
+                itt,
+                burst,
+                expected: data_sn,
+                got: h.data_sn,
+            });
         }
         if end > self.edtl || self.buffer.len() != self.edtl as usize {
-            let _ = itt;
-            return Err(TargetError::Protocol(format!(
-                "Data-Out {offset}+{len} past the Expected Data Transfer Length"
-            )));
+            return Err(TargetError::DataOutPastEnd {
+                itt,
+                offset,
+                len,
+                edtl: self.edtl,
+            });
         }
         Ok(())
     }

@@ -54,7 +54,7 @@ use datapath::text::{
 };
 
 pub use command::Placement;
-pub use error::TargetError;
+pub use error::{Burst, TargetError};
 
 use command::{Payload, Task};
 use login::LoginState;
@@ -1122,10 +1122,11 @@ impl TargetSession {
                     return Ok(());
                 }
                 _ => {
-                    return Err(TargetError::Protocol(format!(
-                        "Text Request with unknown Target Transfer Tag {:#x}",
-                        h.target_transfer_tag
-                    )))
+                    return Err(TargetError::UnknownTargetTransferTag {
+                        opcode: Opcode::TextRequest,
+                        itt: h.initiator_task_tag,
+                        ttt: h.target_transfer_tag,
+                    })
                 }
             }
         }
