@@ -34,8 +34,9 @@ const LOGIN_RX_CAPACITY: usize =
 
 /// Write data at least this long still to come after its header is received in place;
 /// shorter segments are received with their header and copied once (counted in the
-/// session's stats).
-const PLACE_MIN_BYTES: usize = 4096;
+/// session's stats). Placing costs a receive per PDU, so below this a copy is cheaper
+/// (4 KiB random writes at 32 in flight ran at half the IOPS with every segment placed).
+const PLACE_MIN_BYTES: usize = 32 << 10;
 
 /// A PDU whose data segment is being received into its command's buffer.
 #[derive(Debug)]
@@ -96,6 +97,11 @@ pub struct Connection {
     filled: usize,
     /// The data segment being received in place, if any: receives go there first.
     placing: Option<Placing>,
+    /// The last PDU carried write data worth placing: the next receive takes only up to
+    /// the end of the next header (SPDK reads every header alone), so that its data can
+    /// be placed rather than land in the receive buffer. Small PDUs turn it off, and
+    /// receives take as much as fits again.
+    header_first: bool,
     /// Encoded PDUs waiting to be sent.
     pub(super) tx: Vec<u8>,
     last_rx_progress: Instant,
@@ -151,6 +157,7 @@ impl Connection {
             rx: vec![0; LOGIN_RX_CAPACITY.min(full_rx_capacity)],
             filled: 0,
             placing: None,
+            header_first: false,
             tx: Vec::new(),
             last_rx_progress: now,
             stall_timeout: limits.stall_timeout,
@@ -233,16 +240,52 @@ impl Connection {
     /// Where the next received bytes go: the rest of a data segment being received in
     /// place, else the receive buffer's free tail.
     pub fn recv_space(&mut self) -> &mut [u8] {
-        if let Some(placing) = self.placing.as_mut().filter(|p| p.have < p.placement.len()) {
-            let have = placing.have;
-            return placing
-                .placement
-                .target()
-                .get_mut(have..)
-                .unwrap_or_default();
-        }
         let filled = self.filled;
-        self.rx.get_mut(filled..).unwrap_or_default()
+        let end = match self.header_first_end() {
+            Some(end) => end.max(filled + 1).min(self.rx.len()),
+            None => self.rx.len(),
+        };
+        match self.placing.as_mut().filter(|p| p.have < p.placement.len()) {
+            Some(placing) => {
+                let have = placing.have;
+                placing
+                    .placement
+                    .target()
+                    .get_mut(have..)
+                    .unwrap_or_default()
+            }
+            None => self.rx.get_mut(filled..end).unwrap_or_default(),
+        }
+    }
+
+    /// Where the next header ends in the receive buffer, while receiving header first and
+    /// that header is not in yet (after the trailer of a PDU placed, if one waits).
+    fn header_first_end(&self) -> Option<usize> {
+        if !self.header_first || self.session.state() != TargetState::FullFeature {
+            return None;
+        }
+        let at = self.placing.as_ref().map_or(0, |p| p.trailer_len);
+        let digests = self.session.digests();
+        let digest_len = if digests.header {
+            digest::DIGEST_LEN
+        } else {
+            0
+        };
+        let header_end = match self
+            .rx
+            .get(at..at + BHS_LEN)
+            .filter(|_| self.filled >= at + BHS_LEN)
+        {
+            None => at + BHS_LEN + digest_len,
+            Some(bhs) => {
+                let limits = Limits {
+                    max_data_segment_length: pdu::MAX_DATA_SEGMENT_LENGTH,
+                    max_ahs_length: MAX_AHS_LEN,
+                };
+                at + pdu::frame(bhs, digests, &limits).ok()?.header_len()
+            }
+        };
+        (self.filled < header_end).then_some(header_end)
     }
 
     /// Why the connection must close, once it must. Pending output is still sent first.
@@ -307,6 +350,8 @@ impl Connection {
                 }
                 Ok(Some(decoded)) => {
                     let data = buf.get(decoded.data.clone()).unwrap_or_default();
+                    self.header_first = data.len() >= PLACE_MIN_BYTES
+                        && matches!(decoded.header, Header::ScsiCommand(_) | Header::DataOut(_));
                     let result = self.session.handle_pdu(now, decoded.header, data);
                     start += decoded.consumed;
                     if let Err(e) = result {
@@ -377,6 +422,7 @@ impl Connection {
             dst.copy_from_slice(early);
         }
         placement.note_copied(in_buffer);
+        self.header_first = true;
         self.placing = Some(Placing {
             header,
             bhs: bhs_copy,
@@ -783,6 +829,15 @@ mod tests {
                     stats.data_out_bytes_placed + stats.data_out_bytes_copied,
                     1 << 20
                 );
+                if chunk == 1 << 20 {
+                    // Receives take what is there: the first fills the receive buffer
+                    // and is copied, then headers come first and data is placed.
+                    assert!(
+                        stats.data_out_bytes_copied <= conn.receive_buffer_bytes() as u64
+                            && stats.data_out_bytes_placed >= 3 << 18,
+                        "{stats:?}"
+                    );
+                }
                 if chunk <= 65536 + 13 {
                     assert!(
                         stats.data_out_bytes_copied <= 8 * (chunk as u64),
