@@ -263,6 +263,39 @@ fn survives(attack: impl FnOnce(SocketAddr)) {
     good.logout().unwrap();
 }
 
+/// A ring of one submission entry: every turn's receives and sends overflow it, and each
+/// is submitted or put off to the next turn, never queued; sixteen sessions still write and
+/// read back, and nothing but required entries ever waited (none here, without file LUNs).
+#[test]
+fn a_one_entry_ring_serves_sixteen_sessions_without_a_backlog_of_arms() {
+    let target = start_target(|config| {
+        config.threads = Some(1);
+        config.client_limits.ring_entries = 1;
+    });
+    let addr = target.addrs()[0];
+    let workers: Vec<_> = (0..16u32)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut client = client(addr);
+                for round in 0..4 {
+                    write_read_back(
+                        &mut client,
+                        (c * 4 + round) * 128,
+                        (c * 4 + round) as u8 | 1,
+                    );
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("session ran");
+    }
+    let stats = target.stats();
+    assert!(stats.ring_backlog_high_water <= 1, "{stats:?}");
+    eprintln!("arms put off to a later turn: {}", stats.arms_deferred);
+    target.shutdown();
+}
+
 #[test]
 fn garbage_bytes_close_only_that_connection() {
     survives(|addr| {

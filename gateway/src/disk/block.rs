@@ -6,12 +6,10 @@
 //! fields, LBA range (LOGICAL BLOCK ADDRESS OUT OF RANGE), transfer length against the
 //! Block Limits page, then the Data-Out length. Only then is the backend touched.
 
-use std::sync::{RwLockReadGuard, RwLockWriteGuard};
-
 use super::opcodes::op;
 use super::sense::{asc, key, Check};
 use super::{be16, be32, be64, medium_error, truncate, IoKind, IoPlan, LogicalUnit, Plan};
-use super::{opcodes, RingWriteTicket, ScsiResult, ScsiTask};
+use super::{gate, opcodes, ScsiResult, ScsiTask};
 use super::{MAX_COMPARE_AND_WRITE_BLOCKS, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS};
 
 /// WRITE SAME writes its pattern in pieces of at most this size.
@@ -73,16 +71,6 @@ fn extent(cdb: &[u8]) -> Extent {
             length_byte: 7,
         },
     }
-}
-
-fn shared<'a>(gate: &'a std::sync::RwLock<()>) -> RwLockReadGuard<'a, ()> {
-    // The gate guards no data, so a poisoned gate is still a working gate.
-    gate.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub(super) fn exclusive<'a>(gate: &'a std::sync::RwLock<()>) -> RwLockWriteGuard<'a, ()> {
-    gate.write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
@@ -192,7 +180,7 @@ impl LogicalUnit {
         self.check_transfer(extent)?;
         let data = self.data_for(extent, data_out)?;
         let force_unit_access = cdb[0] != op::WRITE_6 && cdb[1] & 0x08 != 0;
-        let _gate = shared(&self.write_gate);
+        let _gate = self.write_gate.shared();
         self.write_blocks(extent.lba, data, force_unit_access)?;
         Ok(Vec::new())
     }
@@ -277,8 +265,8 @@ impl LogicalUnit {
                 // Taken under the shared gate, so COMPARE AND WRITE (exclusive) either
                 // sees this write in flight or runs wholly before it starts.
                 let ticket = {
-                    let _gate = shared(&self.write_gate);
-                    RingWriteTicket::new(&self.ring_writes)
+                    let entered = self.write_gate.shared();
+                    gate::RingTicket::new(&self.write_gate, &entered)
                 };
                 Ok(IoPlan {
                     kind: IoKind::Write,
@@ -315,7 +303,7 @@ impl LogicalUnit {
         self.check_range(extent)?;
         self.check_transfer(extent)?;
         let data = self.data_for(extent, data_out)?;
-        let _gate = shared(&self.write_gate);
+        let _gate = self.write_gate.shared();
         self.write_blocks(extent.lba, data, true)?;
         Ok(Vec::new())
     }
@@ -401,7 +389,7 @@ impl LogicalUnit {
             // Exactly one block must come: more or less is a malformed command.
             return Err(Check::invalid_cdb_field(extent.length_byte, None));
         };
-        let _gate = shared(&self.write_gate);
+        let _gate = self.write_gate.shared();
         if unmap {
             let (offset, len) = self.bytes_of(extent.lba, extent.blocks);
             self.backend
@@ -462,7 +450,7 @@ impl LogicalUnit {
                 return Err(Check::invalid_parameter((8 + index * 16 + 8) as u16));
             }
         }
-        let _gate = shared(&self.write_gate);
+        let _gate = self.write_gate.shared();
         for (lba, blocks) in descriptors() {
             let (offset, len) = self.bytes_of(lba, blocks);
             self.backend

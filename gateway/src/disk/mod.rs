@@ -29,14 +29,15 @@
 #![forbid(unsafe_code)]
 
 mod block;
+mod gate;
 mod inquiry;
 mod mode;
 pub mod opcodes;
 pub mod sense;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::backend::Backend;
 use opcodes::{op, service_action, Command};
@@ -193,10 +194,10 @@ pub struct LogicalUnit {
     write_cache: AtomicBool,
     /// SWP in the Control mode page: the medium is write protected.
     software_write_protect: AtomicBool,
-    /// Shared by ordinary writes, exclusive for COMPARE AND WRITE and ORWRITE.
-    write_gate: RwLock<()>,
-    /// Planned writes the server has not finished yet (see [`LogicalUnit::plan`]).
-    ring_writes: Arc<AtomicUsize>,
+    /// Shared by ordinary writes (no lock or counter shared by all cores), exclusive for
+    /// COMPARE AND WRITE and ORWRITE; also counts the planned writes the server has not
+    /// finished yet (see [`LogicalUnit::plan`]).
+    write_gate: Arc<gate::WriteGate>,
 }
 
 /// What [`LogicalUnit::plan`] decided.
@@ -234,26 +235,7 @@ pub struct IoPlan {
     pub len: u64,
     pub flush_after: bool,
     /// Counts a write as in flight until the plan is dropped (finished or abandoned).
-    _ticket: Option<RingWriteTicket>,
-}
-
-/// One planned write in flight. COMPARE AND WRITE and ORWRITE refuse with BUSY while any is,
-/// because their read-compare-write must not interleave with another write and the thread
-/// running them may be the one that would complete that write.
-#[derive(Debug)]
-struct RingWriteTicket(Arc<AtomicUsize>);
-
-impl RingWriteTicket {
-    fn new(counter: &Arc<AtomicUsize>) -> RingWriteTicket {
-        counter.fetch_add(1, Ordering::AcqRel);
-        RingWriteTicket(Arc::clone(counter))
-    }
-}
-
-impl Drop for RingWriteTicket {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    _ticket: Option<gate::RingTicket>,
 }
 
 impl std::fmt::Debug for LogicalUnit {
@@ -278,8 +260,7 @@ impl LogicalUnit {
             backend,
             write_cache: AtomicBool::new(config.write_cache),
             software_write_protect: AtomicBool::new(false),
-            write_gate: RwLock::new(()),
-            ring_writes: Arc::new(AtomicUsize::new(0)),
+            write_gate: Arc::new(gate::WriteGate::new()),
             config,
             blocks,
         }
@@ -327,8 +308,11 @@ impl LogicalUnit {
         ) {
             // Their read-compare-write is atomic against every other write: no ordinary
             // write may start (the gate) and none planned on a ring may be in flight.
-            let _gate = block::exclusive(&self.write_gate);
-            if self.ring_writes.load(Ordering::Acquire) > 0 {
+            // A planned write in flight holds a ticket: COMPARE AND WRITE and ORWRITE refuse
+            // with BUSY while any does, because the thread running them may be the one
+            // that would complete that write.
+            let _gate = self.write_gate.exclusive();
+            if self.write_gate.ring_writes_in_flight() {
                 return ScsiResult {
                     status: status::BUSY,
                     sense: Vec::new(),

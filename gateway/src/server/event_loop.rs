@@ -39,8 +39,8 @@ use super::connection::{CloseReason, Connection, ConnectionLimits};
 use super::file_io::{FileOp, Progress};
 use super::{ConnControl, Deferred, LoopStats, SessionKey, Shared};
 
-const SQ_ENTRIES: u32 = 256;
-const CQ_ENTRIES: u32 = 1024;
+/// io_uring's largest completion queue.
+const MAX_CQ_ENTRIES: u32 = 1 << 16;
 /// The longest the loop sleeps without a timer due (it re-checks the shutdown flag).
 const MAX_WAIT: Duration = Duration::from_millis(500);
 /// How long a closing connection may take to send its last PDUs.
@@ -140,7 +140,10 @@ struct EventLoop {
     next_generation: u32,
     connections: usize,
     stopping: bool,
-    /// Entries that did not fit in the submission queue yet.
+    /// Required entries (file I/O, the eventfd read) that did not fit in the submission
+    /// queue yet, even after a submit. Receives, sends and accepts never wait here: they
+    /// are armed on a later turn instead. So the backlog holds at most one entry per file
+    /// operation issued (at most [`FILE_OPS_PER_UNIT`] per logical unit) plus one.
     backlog: VecDeque<squeue::Entry>,
     /// File I/O in flight, by token slot, with the generation its token carries.
     file_ops: Vec<Option<(u32, FileOp)>>,
@@ -177,19 +180,38 @@ struct EventLoop {
     accepts_resume_at: Option<Instant>,
 }
 
-fn build_ring() -> io::Result<IoUring> {
+/// The completion queue for `sq_entries` of submission queue and the limits: room for a
+/// completion of every operation that can be in flight at once (a receive and a send per
+/// connection, an accept per listener, the eventfd read, file I/O), so the kernel never has
+/// to hold completions back, and at least 4x the submission queue (multishot receives
+/// end on a full one); io_uring allows 65,536 at most.
+fn cq_entries(sq_entries: u32, max_connections: usize, listeners: usize) -> u32 {
+    let in_flight = 2 * max_connections + listeners + 1 + FILE_OPS_IN_FLIGHT_ROOM;
+    let in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX);
+    in_flight
+        .max(sq_entries.saturating_mul(4))
+        .checked_next_power_of_two()
+        .unwrap_or(MAX_CQ_ENTRIES)
+        .min(MAX_CQ_ENTRIES)
+}
+
+/// Completion queue room kept for file I/O (16 units at [`FILE_OPS_PER_UNIT`] each; more
+/// only makes the kernel hold completions until there is room).
+const FILE_OPS_IN_FLIGHT_ROOM: usize = 16 * FILE_OPS_PER_UNIT;
+
+fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
     let mut builder = IoUring::builder();
     builder
         .setup_single_issuer()
         .setup_defer_taskrun()
-        .setup_cqsize(CQ_ENTRIES);
-    match builder.build(SQ_ENTRIES) {
+        .setup_cqsize(cq_entries);
+    match builder.build(sq_entries) {
         Ok(ring) => Ok(ring),
         Err(refusal) => {
             tracing::warn!(error = %refusal, "io_uring refused single_issuer+defer_taskrun; plain ring");
             IoUring::builder()
-                .setup_cqsize(CQ_ENTRIES)
-                .build(SQ_ENTRIES)
+                .setup_cqsize(cq_entries)
+                .build(sq_entries)
         }
     }
 }
@@ -210,7 +232,13 @@ pub(super) fn run(
     stats: Arc<LoopStats>,
     ready: Sender<io::Result<()>>,
 ) {
-    let ring = match build_ring() {
+    let sq_entries = shared.limits.ring_entries.clamp(1, 1 << 15);
+    let cq_entries = cq_entries(
+        sq_entries,
+        shared.max_connections_per_thread,
+        listeners.len(),
+    );
+    let ring = match build_ring(sq_entries, cq_entries) {
         Ok(ring) => ring,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -333,15 +361,33 @@ impl EventLoop {
         }
     }
 
-    /// Queues an entry; when the submission queue is full it waits in the backlog.
+    /// Queues an entry. When the submission queue is full, what it holds goes to the
+    /// kernel and the entry tries again; still full (the kernel took nothing), a
+    /// `required` entry waits in the bounded backlog and any other is handed back, for its
+    /// caller to arm on a later turn.
     ///
     /// # Safety
     /// The entry's buffers must stay valid and untouched until its completion.
-    unsafe fn push(&mut self, entry: squeue::Entry) {
+    unsafe fn push(&mut self, entry: squeue::Entry, required: bool) -> Result<(), squeue::Entry> {
         // SAFETY: forwarded to the caller.
-        if unsafe { self.ring.submission().push(&entry) }.is_err() {
-            self.backlog.push_back(entry);
+        if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+            return Ok(());
         }
+        let _ = self.ring.submit();
+        // SAFETY: forwarded to the caller.
+        if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+            return Ok(());
+        }
+        if !required {
+            self.stats.arms_deferred.fetch_add(1, Ordering::Relaxed);
+            return Err(entry);
+        }
+        self.backlog.push_back(entry);
+        let depth = self.backlog.len() as u64;
+        self.stats
+            .ring_backlog_high_water
+            .fetch_max(depth, Ordering::Relaxed);
+        Ok(())
     }
 
     fn flush_backlog(&mut self) {
@@ -372,7 +418,11 @@ impl EventLoop {
         .user_data(token(KIND_ACCEPT, index, 0));
         // SAFETY: no buffers; the listener outlives every loop (the RunningTarget holds it
         // until all loops are joined).
-        unsafe { self.push(entry) };
+        if unsafe { self.push(entry, false) }.is_err() {
+            // Accepted on a later turn: new connections wait in the listen queue.
+            self.paused_accepts.push(index);
+            self.accepts_resume_at = Some(Instant::now());
+        }
     }
 
     fn arm_wake(&mut self) {
@@ -385,7 +435,7 @@ impl EventLoop {
         .user_data(token(KIND_WAKE, 0, 0));
         // SAFETY: `wake_buf` is leaked, so valid for the life of the process; it is only
         // written by this read.
-        unsafe { self.push(entry) };
+        let _ = unsafe { self.push(entry, true) };
     }
 
     /// A generation for a new slot or operation (never 0), so a completion or deadline
@@ -876,7 +926,9 @@ impl EventLoop {
         // SAFETY: `send_buf` is neither written nor reallocated while the send is in
         // flight (new output goes to `conn.tx`), and the slot is not freed before the
         // completion arrives.
-        unsafe { self.push(entry) };
+        if unsafe { self.push(entry, false) }.is_err() {
+            self.not_armed(index, KIND_SEND);
+        }
     }
 
     /// Arms a receive unless one is in flight or the connection wants no input (closing,
@@ -897,10 +949,28 @@ impl EventLoop {
             .user_data(token(KIND_RECV, index, generation));
         slot.recv_in_flight = true;
         // SAFETY: the receive space is the unfilled tail of the connection's receive
-        // buffer, which is not reallocated, moved or read while the receive is in flight
-        // (the connection resumes held-back input and grows the buffer only with no
-        // receive in flight); the slot is not freed before the completion.
-        unsafe { self.push(entry) };
+        // buffer, or the rest of a data segment in a command's write buffer that the
+        // connection holds (lent by the session until the PDU is in); neither is
+        // reallocated, moved, dropped or read while the receive is in flight (the
+        // connection resumes held-back input, grows the buffer and hands placed data to
+        // the session only with no receive in flight); the slot is not freed before the
+        // completion.
+        if unsafe { self.push(entry, false) }.is_err() {
+            self.not_armed(index, KIND_RECV);
+        }
+    }
+
+    /// A receive or send found no room in the submission queue: the slot tries again on
+    /// the next turn (after the ring has been entered).
+    fn not_armed(&mut self, index: usize, kind: u64) {
+        if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
+            if kind == KIND_RECV {
+                slot.recv_in_flight = false;
+            } else {
+                slot.send_in_flight = false;
+            }
+        }
+        self.mark(index);
     }
 
     fn start_blocking(
@@ -1117,7 +1187,7 @@ impl EventLoop {
                 // completes: operations leave the table only here below, on the
                 // completion that finishes them. The descriptor belongs to the backend,
                 // which the operation keeps alive through its `Arc<LogicalUnit>`.
-                unsafe { self.push(entry) };
+                let _ = unsafe { self.push(entry, true) };
             }
             Progress::Finished(outcome) => {
                 let Some((_, op)) = self.file_ops.get_mut(index).and_then(Option::take) else {

@@ -191,6 +191,11 @@ pub struct ClientLimits {
     pub backend_timeout: Duration,
     /// Threads that run commands whose backend calls may block (see `blocking`).
     pub blocking_threads: usize,
+    /// Submission queue entries of each event loop's ring. When it is full (and a submit
+    /// made no room) receives, sends and accepts are armed on a later turn rather than
+    /// queued; only file I/O waits, at most one entry per operation issued. The
+    /// completion queue is sized from the connection limit.
+    pub ring_entries: u32,
 }
 
 impl Default for ClientLimits {
@@ -202,6 +207,7 @@ impl Default for ClientLimits {
             max_logins: 512,
             backend_timeout: Duration::from_secs(15),
             blocking_threads: 4,
+            ring_entries: 256,
         }
     }
 }
@@ -285,6 +291,8 @@ pub(crate) struct LoopStats {
     pub(crate) output_owed_bytes: std::sync::atomic::AtomicU64,
     pub(crate) receive_buffer_bytes: std::sync::atomic::AtomicU64,
     pub(crate) commands_timed_out: std::sync::atomic::AtomicU64,
+    pub(crate) ring_backlog_high_water: std::sync::atomic::AtomicU64,
+    pub(crate) arms_deferred: std::sync::atomic::AtomicU64,
 }
 
 /// What the target holds now, summed over its event loops: the figures its memory budget
@@ -304,6 +312,11 @@ pub struct ServerStats {
     pub receive_buffer_bytes: u64,
     /// Commands answered by their deadline because their backend did not answer.
     pub commands_timed_out: u64,
+    /// The most entries that waited for room in a ring's submission queue at once (the
+    /// largest over the event loops; only file I/O and the eventfd read wait).
+    pub ring_backlog_high_water: u64,
+    /// Receives, sends and accepts put off to a later turn for a full submission queue.
+    pub arms_deferred: u64,
 }
 
 /// A connection another thread can ask to close.
@@ -417,6 +430,13 @@ impl RunningTarget {
             output_owed_bytes: sum(|s| &s.output_owed_bytes),
             receive_buffer_bytes: sum(|s| &s.receive_buffer_bytes),
             commands_timed_out: sum(|s| &s.commands_timed_out),
+            ring_backlog_high_water: self
+                .loop_stats
+                .iter()
+                .map(|s| s.ring_backlog_high_water.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0),
+            arms_deferred: sum(|s| &s.arms_deferred),
         }
     }
 

@@ -17,8 +17,8 @@ use datapath::pdu::{self, Header, LunField, Tag, RESERVED_TAG};
 use datapath::scsi::Lun;
 
 use super::{
-    reject_reason, CommandId, CommandRequest, CommandResult, Outgoing, TargetError, TargetSession,
-    Transmit, TransmitData,
+    reject_reason, Burst, CommandId, CommandRequest, CommandResult, Outgoing, SessionType,
+    TargetError, TargetSession, TargetState, Transmit, TransmitData,
 };
 
 /// SCSI status codes (SAM-5 section 5.3).
@@ -47,7 +47,9 @@ pub(super) enum Phase {
 pub(super) struct WriteState {
     lun: u64,
     cdb: Vec<u8>,
+    /// The write data, `edtl` bytes; empty while lent to the receiver ([`Placement`]).
     buffer: Vec<u8>,
+    edtl: u32,
     received: u32,
     /// Where unsolicited data (immediate and TTT=0xffffffff Data-Out) ends.
     unsolicited_end: u32,
@@ -67,6 +69,80 @@ struct OpenR2t {
     next: u32,
     /// DataSN the next Data-Out of this burst must carry (from 0 per R2T).
     data_sn: u32,
+}
+
+/// Where the data segment of a SCSI Command (immediate data) or a Data-Out goes, found from
+/// its header before the data is received (the header phase of SPDK's `iscsi_read_pdu`):
+/// the command's write buffer at the PDU's buffer offset, lent to the receiver until
+/// [`TargetSession::handle_placed_pdu`] hands it back. Only the slice the header names
+/// can be written, after the same checks the session makes of the whole PDU, so a bad
+/// digest or offset cannot touch another command's data (nor data already accepted).
+#[derive(Debug)]
+pub struct Placement {
+    itt: Tag,
+    buffer: Vec<u8>,
+    offset: usize,
+    len: usize,
+    /// A buffer made for a new SCSI Command's immediate data (no task has it yet).
+    new_command: bool,
+    /// Bytes the receiver copied in (they arrived with the header) rather than received
+    /// in place.
+    copied: usize,
+}
+
+impl Placement {
+    /// The data segment's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the data segment is empty (never, for a placement the session made).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Where the data segment goes.
+    pub fn target(&mut self) -> &mut [u8] {
+        let range = self.offset..self.offset + self.len;
+        self.buffer.get_mut(range).unwrap_or_default()
+    }
+
+    /// The data segment as placed.
+    pub fn placed(&self) -> &[u8] {
+        let range = self.offset..self.offset + self.len;
+        self.buffer.get(range).unwrap_or_default()
+    }
+
+    /// Counts `len` bytes the receiver copied into [`Placement::target`] from its own
+    /// buffer (the session's stats count them as copied).
+    pub fn note_copied(&mut self, len: usize) {
+        self.copied = (self.copied + len).min(self.len);
+    }
+}
+
+/// A PDU's data segment as the session gets it.
+#[derive(Debug)]
+pub(super) enum Payload<'a> {
+    /// In the receiver's buffer: write data is copied into its command's buffer.
+    Bytes(&'a [u8]),
+    /// Already in its command's buffer.
+    Placed(Placement),
+}
+
+impl Payload<'_> {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Payload::Bytes(bytes) => bytes.len(),
+            Payload::Placed(placement) => placement.len,
+        }
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Bytes(bytes) => bytes,
+            Payload::Placed(placement) => placement.placed(),
+        }
+    }
 }
 
 /// Status to send with (or after) a read's data.
@@ -124,10 +200,74 @@ fn invalid_field_in_cdb() -> Vec<u8> {
 }
 
 impl TargetSession {
+    /// The header phase of a receive (SPDK's `iscsi_read_pdu`): where the `data_len`
+    /// bytes of data after this header go, when they are write data the session would
+    /// take: the slice of the command's write buffer at the PDU's buffer offset (for a
+    /// Data-Out, after the checks [`TargetSession::handle_pdu`] makes of it; for a SCSI
+    /// Command's immediate data, a new buffer of its Expected Data Transfer Length).
+    /// `None`: receive the PDU whole and deliver it with `handle_pdu`, which checks it
+    /// all again. Nothing changes in the session but the lending of the buffer; deliver
+    /// the PDU with [`TargetSession::handle_placed_pdu`] next (a connection that closes
+    /// instead just drops the placement).
+    pub fn place_data(&mut self, header: &Header, data_len: usize) -> Option<Placement> {
+        if self.state != TargetState::FullFeature
+            || self.session_type == SessionType::Discovery
+            || data_len == 0
+            || data_len > self.max_recv_data_segment_length() as usize
+        {
+            return None;
+        }
+        let len = u32::try_from(data_len).ok()?;
+        match header {
+            Header::DataOut(h) => {
+                let itt = h.initiator_task_tag;
+                let Phase::Collecting(write) = &mut self.tasks.get_mut(&itt)?.phase else {
+                    return None;
+                };
+                if write.buffer.is_empty() || write.check_data_out(itt, h, len).is_err() {
+                    return None;
+                }
+                Some(Placement {
+                    itt,
+                    buffer: std::mem::take(&mut write.buffer),
+                    offset: h.buffer_offset as usize,
+                    len: data_len,
+                    new_command: false,
+                    copied: 0,
+                })
+            }
+            Header::ScsiCommand(h) if h.write && !h.read => {
+                let edtl = h.expected_data_transfer_length;
+                let max_transfer = self.target().map_or(0, |t| t.max_transfer_bytes);
+                let fits = self.params.immediate_data
+                    && len <= self.params.first_burst_length
+                    && len <= edtl
+                    && edtl <= max_transfer
+                    && !self.tasks.contains_key(&h.initiator_task_tag);
+                fits.then(|| Placement {
+                    itt: h.initiator_task_tag,
+                    buffer: vec![0; edtl as usize],
+                    offset: 0,
+                    len: data_len,
+                    new_command: true,
+                    copied: 0,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Counts write data taken in: placed, or copied once from the receiver's buffer.
+    fn count_write_data(&mut self, len: usize, copied: usize) {
+        self.stats.bytes_written += len as u64;
+        self.stats.data_out_bytes_copied += copied as u64;
+        self.stats.data_out_bytes_placed += (len - copied.min(len)) as u64;
+    }
+
     pub(super) fn handle_scsi_command(
         &mut self,
         h: pdu::ScsiCommand,
-        data: &[u8],
+        data: Payload<'_>,
     ) -> Result<(), TargetError> {
         if !self.accept_cmd_sn(h.cmd_sn, h.immediate, "SCSI Command")? {
             return Ok(());
@@ -135,9 +275,7 @@ impl TargetSession {
         self.stats.commands += 1;
         let itt = h.initiator_task_tag;
         if self.tasks.contains_key(&itt) {
-            return Err(TargetError::Protocol(format!(
-                "SCSI Command reuses the task tag {itt:#x} of a task in progress"
-            )));
+            return Err(TargetError::TaskTagInUse { itt });
         }
         let outstanding = self.commands_held();
         if outstanding >= self.config.cmd_window.max(1) as usize {
@@ -156,12 +294,13 @@ impl TargetSession {
         let lun = Lun::from_field(h.lun).number().unwrap_or(u64::MAX);
         let edtl = h.expected_data_transfer_length;
         let params = self.params.clone();
-        if !h.write && !data.is_empty() {
+        if !h.write && data.len() > 0 {
             let bhs = self.reencode(&Header::ScsiCommand(h));
             self.queue_reject(reject_reason::PROTOCOL_ERROR, &bhs);
-            return Err(TargetError::Protocol(
-                "data segment on a SCSI Command without the W bit".into(),
-            ));
+            return Err(TargetError::DataWithoutWrite {
+                itt,
+                len: data.len(),
+            });
         }
         if h.write && h.read {
             // Bidirectional commands are not supported by the logical units here.
@@ -200,16 +339,18 @@ impl TargetSession {
         // A write.
         let immediate_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         if immediate_len > 0 && !params.immediate_data {
-            return Err(TargetError::Protocol(
-                "immediate data with ImmediateData=No".into(),
-            ));
+            return Err(TargetError::ImmediateDataRefused {
+                itt,
+                len: immediate_len,
+            });
         }
         if immediate_len > params.first_burst_length || immediate_len > edtl {
-            return Err(TargetError::Protocol(format!(
-                "{immediate_len} bytes of immediate data exceed FirstBurstLength {} or the \
-                 Expected Data Transfer Length {edtl}",
-                params.first_burst_length
-            )));
+            return Err(TargetError::ImmediateDataTooLong {
+                itt,
+                len: immediate_len,
+                first_burst_length: params.first_burst_length,
+                edtl,
+            });
         }
         let max_transfer = self.target().map_or(0, |t| t.max_transfer_bytes);
         if edtl > max_transfer {
@@ -234,14 +375,28 @@ impl TargetSession {
         } else {
             params.first_burst_length.min(edtl).max(immediate_len)
         };
-        let mut buffer = vec![0u8; edtl as usize];
-        if let Some(dst) = buffer.get_mut(..data.len()) {
-            dst.copy_from_slice(data);
-        }
+        let buffer = match data {
+            Payload::Placed(placement)
+                if placement.new_command && placement.buffer.len() == edtl as usize =>
+            {
+                self.count_write_data(placement.len, placement.copied);
+                placement.buffer
+            }
+            data => {
+                let mut buffer = vec![0u8; edtl as usize];
+                let bytes = data.bytes();
+                if let Some(dst) = buffer.get_mut(..bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                }
+                self.count_write_data(bytes.len(), bytes.len());
+                buffer
+            }
+        };
         let state = WriteState {
             lun,
             cdb: h.cdb,
             buffer,
+            edtl,
             received: immediate_len,
             unsolicited_end,
             unsolicited_next: immediate_len,
@@ -265,7 +420,7 @@ impl TargetSession {
     pub(super) fn handle_data_out(
         &mut self,
         h: pdu::DataOut,
-        data: &[u8],
+        data: Payload<'_>,
     ) -> Result<(), TargetError> {
         let itt = h.initiator_task_tag;
         let Some(task) = self.tasks.get_mut(&itt) else {
@@ -274,28 +429,25 @@ impl TargetSession {
             return Ok(());
         };
         let Phase::Collecting(write) = &mut task.phase else {
-            return Err(TargetError::Protocol(format!(
-                "Data-Out for task {itt:#x}, which is not receiving data"
-            )));
+            return Err(TargetError::DataOutNotExpected { itt });
         };
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        // Data placed by the receiver comes back with the buffer it was lent.
+        let (staged, copied) = match data {
+            Payload::Bytes(bytes) => (Some(bytes), bytes.len()),
+            Payload::Placed(placement) => {
+                if placement.new_command || placement.itt != itt || !write.buffer.is_empty() {
+                    // Cannot happen: the placement was made for this task's header.
+                    return Err(TargetError::DataOutNotExpected { itt });
+                }
+                write.buffer = placement.buffer;
+                (None, placement.copied)
+            }
+        };
+        write.check_data_out(itt, &h, len)?;
         let offset = h.buffer_offset;
-        let end = offset.checked_add(len).ok_or_else(|| {
-            TargetError::Protocol(format!("Data-Out offset {offset} + {len} overflows"))
-        })?;
+        let end = offset + len;
         if h.target_transfer_tag == RESERVED_TAG {
-            if offset != write.unsolicited_next || end > write.unsolicited_end {
-                return Err(TargetError::Protocol(format!(
-                    "unsolicited Data-Out at {offset}+{len}; expected offset {} up to {}",
-                    write.unsolicited_next, write.unsolicited_end
-                )));
-            }
-            if h.data_sn != write.unsolicited_data_sn {
-                return Err(TargetError::Protocol(format!(
-                    "unsolicited Data-Out with DataSN {}, expected {}",
-                    h.data_sn, write.unsolicited_data_sn
-                )));
-            }
             write.unsolicited_data_sn += 1;
             write.unsolicited_next = end;
             if h.final_pdu && end < write.unsolicited_end {
@@ -303,44 +455,25 @@ impl TargetSession {
                 write.unsolicited_end = end;
                 write.next_r2t_offset = end;
             }
-        } else {
-            let Some(index) = write
-                .r2ts
-                .iter()
-                .position(|r| r.ttt == h.target_transfer_tag)
-            else {
-                return Err(TargetError::Protocol(format!(
-                    "Data-Out with unknown Target Transfer Tag {:#x}",
-                    h.target_transfer_tag
-                )));
-            };
+        } else if let Some(index) = write
+            .r2ts
+            .iter()
+            .position(|r| r.ttt == h.target_transfer_tag)
+        {
             let r2t = &mut write.r2ts[index];
-            if offset != r2t.next || end > r2t.end {
-                return Err(TargetError::Protocol(format!(
-                    "solicited Data-Out at {offset}+{len}; expected offset {} up to {}",
-                    r2t.next, r2t.end
-                )));
-            }
-            if h.data_sn != r2t.data_sn {
-                return Err(TargetError::Protocol(format!(
-                    "Data-Out with DataSN {}, expected {} (R2T {:#x})",
-                    h.data_sn, r2t.data_sn, r2t.ttt
-                )));
-            }
             r2t.data_sn += 1;
             r2t.next = end;
             if r2t.next == r2t.end {
                 write.r2ts.swap_remove(index);
             }
         }
-        let Some(dst) = write.buffer.get_mut(offset as usize..end as usize) else {
-            return Err(TargetError::Protocol(format!(
-                "Data-Out {offset}+{len} past the Expected Data Transfer Length"
-            )));
-        };
-        dst.copy_from_slice(data);
+        if let (Some(bytes), Some(dst)) =
+            (staged, write.buffer.get_mut(offset as usize..end as usize))
+        {
+            dst.copy_from_slice(bytes);
+        }
         write.received += len;
-        self.stats.bytes_written += u64::from(len);
+        self.count_write_data(len as usize, copied);
         self.progress_write(itt);
         Ok(())
     }
@@ -357,7 +490,7 @@ impl TargetSession {
         let Phase::Collecting(write) = &mut task.phase else {
             return;
         };
-        let edtl = u32::try_from(write.buffer.len()).unwrap_or(u32::MAX);
+        let edtl = write.edtl;
         if write.received >= edtl {
             let r2ts_sent = write.r2t_sn;
             let request = CommandRequest {
@@ -599,5 +732,62 @@ impl TargetSession {
             reply.burst_left = self.params.max_burst_length.max(512);
         }
         (transmit, last)
+    }
+}
+
+impl WriteState {
+    /// Whether a Data-Out of `len` bytes for task `itt` fits this write now: at the offset
+    /// and DataSN its burst expects (unsolicited, or of the R2T its TTT names) and within
+    /// the buffer. Changes nothing, so the receiver can ask before the data is in.
+    fn check_data_out(&self, itt: Tag, h: &pdu::DataOut, len: u32) -> Result<(), TargetError> {
+        let offset = h.buffer_offset;
+        let end = offset
+            .checked_add(len)
+            .ok_or(TargetError::DataOutOverflow { itt, offset, len })?;
+        let (burst, expected, limit, data_sn) = if h.target_transfer_tag == RESERVED_TAG {
+            (
+                Burst::Unsolicited,
+                self.unsolicited_next,
+                self.unsolicited_end,
+                self.unsolicited_data_sn,
+            )
+        } else {
+            let ttt = h.target_transfer_tag;
+            let Some(r2t) = self.r2ts.iter().find(|r| r.ttt == ttt) else {
+                return Err(TargetError::UnknownTargetTransferTag {
+                    opcode: pdu::Opcode::DataOut,
+                    itt,
+                    ttt,
+                });
+            };
+            (Burst::Solicited { ttt }, r2t.next, r2t.end, r2t.data_sn)
+        };
+        if offset != expected || end > limit {
+            return Err(TargetError::DataOutOutOfPlace {
+                itt,
+                burst,
+                offset,
+                len,
+                expected,
+                end: limit,
+            });
+        }
+        if h.data_sn != data_sn {
+            return Err(TargetError::DataSnMismatch {
+                itt,
+                burst,
+                expected: data_sn,
+                got: h.data_sn,
+            });
+        }
+        if end > self.edtl || self.buffer.len() != self.edtl as usize {
+            return Err(TargetError::DataOutPastEnd {
+                itt,
+                offset,
+                len,
+                edtl: self.edtl,
+            });
+        }
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! connection and session).
 
 use datapath::auth::chap::ChapError;
-use datapath::pdu::{Opcode, PduError};
+use datapath::pdu::{Opcode, PduError, Tag};
 use datapath::text::{NegotiationError, TextError};
 
 /// A fatal fault on one connection. After `handle_*` returns one, send what
@@ -41,9 +41,65 @@ pub enum TargetError {
     /// A malformed CHAP value.
     #[error("CHAP: {0}")]
     Chap(#[from] ChapError),
-    /// A protocol rule broken in the full feature phase (Data-Out out of place, ...).
-    #[error("protocol error: {0}")]
-    Protocol(String),
+    /// A SCSI Command with the task tag of a task still in progress (section 11.3.4).
+    #[error("SCSI Command reuses the task tag {itt:#x} of a task in progress")]
+    TaskTagInUse { itt: Tag },
+    /// A data segment on a SCSI Command that writes nothing (section 11.3.1: W bit clear).
+    #[error("data segment of {len} bytes on SCSI Command {itt:#x} without the W bit")]
+    DataWithoutWrite { itt: Tag, len: usize },
+    /// Immediate data though ImmediateData=No was negotiated (section 13.11).
+    #[error("{len} bytes of immediate data on SCSI Command {itt:#x} with ImmediateData=No")]
+    ImmediateDataRefused { itt: Tag, len: u32 },
+    /// More immediate data than FirstBurstLength or the Expected Data Transfer Length.
+    #[error(
+        "{len} bytes of immediate data on SCSI Command {itt:#x} exceed FirstBurstLength \
+         {first_burst_length} or the Expected Data Transfer Length {edtl}"
+    )]
+    ImmediateDataTooLong {
+        itt: Tag,
+        len: u32,
+        first_burst_length: u32,
+        edtl: u32,
+    },
+    /// A Data-Out for a task that is not collecting write data.
+    #[error("Data-Out for task {itt:#x}, which is not receiving data")]
+    DataOutNotExpected { itt: Tag },
+    /// A Data-Out whose offset and length overflow 32 bits.
+    #[error("Data-Out for task {itt:#x} at {offset} + {len} overflows")]
+    DataOutOverflow { itt: Tag, offset: u32, len: u32 },
+    /// A Data-Out not where its burst stands (section 11.7.6: in order at ERL 0).
+    #[error(
+        "{burst} Data-Out for task {itt:#x} at {offset}+{len}; expected offset {expected} up to {end}"
+    )]
+    DataOutOutOfPlace {
+        itt: Tag,
+        burst: Burst,
+        offset: u32,
+        len: u32,
+        expected: u32,
+        end: u32,
+    },
+    /// A Data-Out with the wrong DataSN for its burst (section 11.7.5).
+    #[error("{burst} Data-Out for task {itt:#x} with DataSN {got}, expected {expected}")]
+    DataSnMismatch {
+        itt: Tag,
+        burst: Burst,
+        expected: u32,
+        got: u32,
+    },
+    /// A Data-Out past the command's Expected Data Transfer Length.
+    #[error(
+        "Data-Out for task {itt:#x} at {offset}+{len} past the Expected Data Transfer Length {edtl}"
+    )]
+    DataOutPastEnd {
+        itt: Tag,
+        offset: u32,
+        len: u32,
+        edtl: u32,
+    },
+    /// A Target Transfer Tag we did not give out (or no longer hold).
+    #[error("{opcode:?} for task {itt:#x} with unknown Target Transfer Tag {ttt:#x}")]
+    UnknownTargetTransferTag { opcode: Opcode, itt: Tag, ttt: Tag },
     /// The login did not finish in time.
     #[error("login timed out")]
     LoginTimeout,
@@ -60,4 +116,21 @@ pub enum TargetError {
     /// The server is shutting down.
     #[error("target shutting down")]
     Shutdown,
+}
+
+/// Which burst of a write a Data-Out belongs to (section 11.7: unsolicited data carries the
+/// reserved Target Transfer Tag, solicited data that of its R2T).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Burst {
+    Unsolicited,
+    Solicited { ttt: Tag },
+}
+
+impl std::fmt::Display for Burst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Burst::Unsolicited => f.write_str("unsolicited"),
+            Burst::Solicited { ttt } => write!(f, "solicited (R2T {ttt:#x})"),
+        }
+    }
 }

@@ -26,17 +26,28 @@
 //! - `command`: SCSI Command, Data-Out, R2T, Data-In, SCSI Response (sections 11.3, 11.4,
 //!   11.7, 11.8) with ImmediateData, InitialR2T, FirstBurstLength, MaxBurstLength and
 //!   MaxOutstandingR2T (section 13).
-//! - Here: the command window (section 4.2.2.1), NOP-Out/NOP-In (11.18, 11.19), Task
-//!   Management (11.5, 11.6), Text and SendTargets (11.10, 11.11, appendix C), Logout
-//!   (11.14, 11.15), Reject (11.17).
+//!   Write data can be placed in its buffer before it is received
+//!   ([`TargetSession::place_data`]).
+//! - `window`: the command window (section 4.2.2.1).
+//! - `nop`: NOP-Out and NOP-In (sections 11.18, 11.19).
+//! - `task_mgmt`: Task Management (sections 11.5, 11.6).
+//! - `text`: Text and SendTargets (sections 11.10, 11.11, appendix C).
+//! - `logout`: Logout (sections 11.14, 11.15).
+//! - Here: the dispatch of PDUs by opcode and state, the transmit queue and its limits,
+//!   timers, and Reject (section 11.17).
 #![forbid(unsafe_code)]
 
 mod command;
 mod error;
 mod login;
+mod logout;
+mod nop;
+mod task_mgmt;
+mod text;
+mod window;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -53,9 +64,10 @@ use datapath::text::{
     TextLimits,
 };
 
-pub use error::TargetError;
+pub use command::Placement;
+pub use error::{Burst, TargetError};
 
-use command::Task;
+use command::{Payload, Task};
 use login::LoginState;
 
 /// MaxRecvDataSegmentLength in force during login (section 13.12).
@@ -368,6 +380,12 @@ pub struct TargetStats {
     pub rejects: u64,
     pub dropped_out_of_window: u64,
     pub pings_sent: u64,
+    /// Write data received straight into its command's buffer ([`Placement`]).
+    pub data_out_bytes_placed: u64,
+    /// Write data copied once into its command's buffer from the receive buffer: small
+    /// segments staged whole, and the head of a placed one that came in with its header
+    /// (design rule 3: a copy on the data path is counted).
+    pub data_out_bytes_copied: u64,
 }
 
 /// Entries of the transmit queue. Read data is cut into Data-In PDUs only as it is polled.
@@ -565,6 +583,30 @@ impl TargetSession {
         if self.state == TargetState::Closed {
             return Ok(());
         }
+        self.receive(now, header, Payload::Bytes(data))
+    }
+
+    /// Delivers a PDU whose data segment was received into the buffer that
+    /// [`TargetSession::place_data`] lent for it (the data digest, if any, already checked
+    /// over the placed bytes). Otherwise like [`TargetSession::handle_pdu`].
+    pub fn handle_placed_pdu(
+        &mut self,
+        now: Instant,
+        header: Header,
+        placement: Placement,
+    ) -> Result<(), TargetError> {
+        self.receive(now, header, Payload::Placed(placement))
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        header: Header,
+        data: Payload<'_>,
+    ) -> Result<(), TargetError> {
+        if self.state == TargetState::Closed {
+            return Ok(());
+        }
         self.last_received = now;
         self.stats.pdus_received += 1;
         let result = self.dispatch(now, header, data);
@@ -609,13 +651,21 @@ impl TargetSession {
         self.ready.clear();
     }
 
-    fn dispatch(&mut self, now: Instant, header: Header, data: &[u8]) -> Result<(), TargetError> {
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        header: Header,
+        payload: Payload<'_>,
+    ) -> Result<(), TargetError> {
         let opcode = header.opcode();
         let max = self.max_recv_data_segment_length();
-        if data.len() > max as usize {
+        let data_len = payload.len();
+        // Only SCSI Command and Data-Out data is placed; any other handler reads it here.
+        let data = payload.bytes();
+        if data_len > max as usize {
             return Err(TargetError::DataSegmentTooLong {
                 opcode,
-                len: data.len(),
+                len: data_len,
                 max,
             });
         }
@@ -631,10 +681,10 @@ impl TargetSession {
         let discovery = self.session_type == SessionType::Discovery;
         match header {
             Header::NopOut(h) => self.handle_nop_out(now, h, data),
-            Header::ScsiCommand(h) if !discovery => self.handle_scsi_command(h, data),
+            Header::ScsiCommand(h) if !discovery => self.handle_scsi_command(h, payload),
             Header::TaskMgmtRequest(h) if !discovery => self.handle_task_mgmt(h),
             Header::TextRequest(h) => self.handle_text_request(h, data),
-            Header::DataOut(h) if !discovery => self.handle_data_out(h, data),
+            Header::DataOut(h) if !discovery => self.handle_data_out(h, payload),
             Header::LogoutRequest(h) => self.handle_logout(h),
             Header::SnackRequest(h) => {
                 // SNACK needs ErrorRecoveryLevel > 0 (section 11.16); we run ERL 0.
@@ -845,384 +895,6 @@ impl TargetSession {
             data,
         );
     }
-
-    /// Recomputes MaxCmdSN from the free command slots, never lowering it (section 4.2.2.1).
-    /// A command holds its slot until its status has left, not only until the logical
-    /// unit is done with it: an initiator that does not read its answers cannot make the
-    /// target run (and buffer the data of) more than a window of commands.
-    fn update_window(&mut self) {
-        let outstanding = u32::try_from(self.commands_held()).unwrap_or(u32::MAX);
-        let free = self.config.cmd_window.max(1).saturating_sub(outstanding);
-        let candidate = self.exp_cmd_sn.wrapping_add(free).wrapping_sub(1);
-        if SerialNumber(candidate) > SerialNumber(self.max_cmd_sn) {
-            self.max_cmd_sn = candidate;
-        }
-    }
-
-    /// Commands that hold a slot of the window: accepted and not finished (those waiting
-    /// for the logical unit are among them), or finished with their status still queued.
-    fn commands_held(&self) -> usize {
-        self.tasks.len() + self.statuses_owed
-    }
-
-    /// Section 4.2.2.1: checks a PDU's CmdSN against the window. `Ok(true)` means take it
-    /// (and a non-immediate one advances ExpCmdSN), `Ok(false)` means ignore it.
-    fn accept_cmd_sn(
-        &mut self,
-        cmd_sn: u32,
-        immediate: bool,
-        what: &str,
-    ) -> Result<bool, TargetError> {
-        if immediate {
-            return Ok(true);
-        }
-        if cmd_sn == self.exp_cmd_sn && SerialNumber(cmd_sn) <= SerialNumber(self.max_cmd_sn) {
-            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
-            self.window_violations = 0;
-            return Ok(true);
-        }
-        self.stats.dropped_out_of_window += 1;
-        self.window_violations += 1;
-        tracing::warn!(
-            cmd_sn,
-            exp_cmd_sn = self.exp_cmd_sn,
-            max_cmd_sn = self.max_cmd_sn,
-            pdu = what,
-            "CmdSN outside the command window: PDU ignored (RFC 7143 section 4.2.2.1)"
-        );
-        if self.window_violations >= MAX_WINDOW_VIOLATIONS {
-            return Err(TargetError::WindowViolations {
-                count: self.window_violations,
-            });
-        }
-        Ok(false)
-    }
-
-    // ---- NOP (sections 11.18, 11.19) ----
-
-    fn handle_nop_out(
-        &mut self,
-        _now: Instant,
-        h: pdu::NopOut,
-        data: &[u8],
-    ) -> Result<(), TargetError> {
-        if h.initiator_task_tag == RESERVED_TAG {
-            // An answer to our ping (section 11.18.3); it must be immediate and takes no
-            // CmdSN.
-            if let Some(ping) = self.ping {
-                if h.target_transfer_tag == ping.ttt {
-                    self.ping = None;
-                }
-            }
-            return Ok(());
-        }
-        if !self.accept_cmd_sn(h.cmd_sn, h.immediate, "NOP-Out")? {
-            return Ok(());
-        }
-        let stat_sn = self.take_stat_sn();
-        self.push(
-            Header::NopIn(pdu::NopIn {
-                lun: h.lun,
-                initiator_task_tag: h.initiator_task_tag,
-                target_transfer_tag: RESERVED_TAG,
-                stat_sn,
-                exp_cmd_sn: 0,
-                max_cmd_sn: 0,
-            }),
-            // Echo the ping data (section 11.19.7); bounded by our MaxRecvDataSegmentLength
-            // and to be sent within the initiator's.
-            data.get(..self.params.initiator_max_recv_data_segment_length as usize)
-                .unwrap_or(data)
-                .to_vec(),
-        );
-        self.update_window();
-        Ok(())
-    }
-
-    fn send_ping(&mut self, now: Instant) {
-        let ttt = self.allocate_ttt();
-        self.ping = Some(Ping { ttt, sent: now });
-        self.stats.pings_sent += 1;
-        // A ping carries the next StatSN without taking it (section 11.19.4).
-        let stat_sn = self.stat_sn;
-        self.push(
-            Header::NopIn(pdu::NopIn {
-                lun: [0; 8],
-                initiator_task_tag: RESERVED_TAG,
-                target_transfer_tag: ttt,
-                stat_sn,
-                exp_cmd_sn: 0,
-                max_cmd_sn: 0,
-            }),
-            Vec::new(),
-        );
-    }
-
-    // ---- Task management (sections 11.5, 11.6) ----
-
-    fn handle_task_mgmt(&mut self, h: pdu::TaskMgmtRequest) -> Result<(), TargetError> {
-        if !self.accept_cmd_sn(h.cmd_sn, h.immediate, "Task Management")? {
-            return Ok(());
-        }
-        const FUNCTION_COMPLETE: u8 = 0;
-        const TASK_DOES_NOT_EXIST: u8 = 1;
-        const LUN_DOES_NOT_EXIST: u8 = 2;
-        const REASSIGNMENT_NOT_SUPPORTED: u8 = 4;
-        const NOT_SUPPORTED: u8 = 5;
-        let lun = Lun::from_field(h.lun).number();
-        let lun_exists =
-            |s: &Self| lun.is_some_and(|n| s.target().is_some_and(|t| t.luns.contains(&n)));
-        let response = match h.function {
-            // ABORT TASK.
-            1 => {
-                if self.tasks.remove(&h.referenced_task_tag).is_some() {
-                    self.drop_queued_data_in(h.referenced_task_tag);
-                    FUNCTION_COMPLETE
-                } else if SerialNumber(h.ref_cmd_sn) >= SerialNumber(self.exp_cmd_sn)
-                    && SerialNumber(h.ref_cmd_sn) <= SerialNumber(self.max_cmd_sn)
-                    && SerialNumber(h.ref_cmd_sn) < SerialNumber(h.cmd_sn)
-                {
-                    // Section 11.5.1 b): a command inside the window that has not
-                    // arrived counts as received and aborted. On one in-order TCP
-                    // connection this only happens for a CmdSN the initiator skipped.
-                    FUNCTION_COMPLETE
-                } else {
-                    // Section 11.5.1 c): outside the window, in particular below
-                    // ExpCmdSN: the command already ran and was answered, so there is
-                    // nothing left to abort. Initiators (libiscsi's async abort test)
-                    // rely on this to tell "completed first" from "aborted".
-                    TASK_DOES_NOT_EXIST
-                }
-            }
-            // ABORT TASK SET, CLEAR TASK SET, LOGICAL UNIT RESET.
-            2 | 4 | 5 => {
-                if !lun_exists(self) {
-                    LUN_DOES_NOT_EXIST
-                } else {
-                    let aborted: Vec<Tag> = self
-                        .tasks
-                        .iter()
-                        .filter(|(_, t)| t.lun_field == h.lun)
-                        .map(|(itt, _)| *itt)
-                        .collect();
-                    for itt in aborted {
-                        self.tasks.remove(&itt);
-                        self.drop_queued_data_in(itt);
-                    }
-                    FUNCTION_COMPLETE
-                }
-            }
-            // TARGET WARM RESET.
-            6 => {
-                self.tasks.clear();
-                let itts: Vec<Tag> = self.outbox_data_in_tags();
-                for itt in itts {
-                    self.drop_queued_data_in(itt);
-                }
-                FUNCTION_COMPLETE
-            }
-            // TASK REASSIGN needs ERL 2 (section 11.5.1).
-            8 => REASSIGNMENT_NOT_SUPPORTED,
-            // CLEAR ACA, TARGET COLD RESET and anything else.
-            _ => NOT_SUPPORTED,
-        };
-        tracing::info!(
-            function = h.function,
-            referenced = h.referenced_task_tag,
-            response,
-            "task management"
-        );
-        let stat_sn = self.take_stat_sn();
-        self.push(
-            Header::TaskMgmtResponse(pdu::TaskMgmtResponse {
-                response,
-                initiator_task_tag: h.initiator_task_tag,
-                stat_sn,
-                exp_cmd_sn: 0,
-                max_cmd_sn: 0,
-            }),
-            Vec::new(),
-        );
-        self.update_window();
-        Ok(())
-    }
-
-    fn outbox_data_in_tags(&self) -> Vec<Tag> {
-        self.outbox
-            .iter()
-            .filter_map(|o| match o {
-                Outgoing::DataIn(r) => Some(r.itt),
-                Outgoing::Pdu(_) | Outgoing::CommandStatus(_) => None,
-            })
-            .collect()
-    }
-
-    /// An aborted read sends no more data (its status, already numbered, still goes out
-    /// only if the reply was complete; at ERL 0 the abort response covers it).
-    fn drop_queued_data_in(&mut self, itt: Tag) {
-        self.outbox.retain(|o| match o {
-            Outgoing::DataIn(r) => r.itt != itt,
-            Outgoing::Pdu(_) | Outgoing::CommandStatus(_) => true,
-        });
-        self.recount_outbox();
-        self.ready.retain(|r| r.id.0 != itt);
-    }
-
-    // ---- Text and SendTargets (sections 11.10, 11.11, appendix C) ----
-
-    fn handle_text_request(&mut self, h: pdu::TextRequest, data: &[u8]) -> Result<(), TargetError> {
-        if !self.accept_cmd_sn(h.cmd_sn, h.immediate, "Text Request")? {
-            return Ok(());
-        }
-        self.update_window();
-        // A request for the rest of a long response.
-        if h.target_transfer_tag != RESERVED_TAG {
-            match self.pending_text.take() {
-                Some(pending) if pending.ttt == h.target_transfer_tag && data.is_empty() => {
-                    self.send_text_piece(pending.itt, pending.rest);
-                    return Ok(());
-                }
-                _ => {
-                    return Err(TargetError::Protocol(format!(
-                        "Text Request with unknown Target Transfer Tag {:#x}",
-                        h.target_transfer_tag
-                    )))
-                }
-            }
-        }
-        // A new request abandons any unfinished response (section 11.10.4).
-        self.pending_text = None;
-        let Some(text) = self.text_in.push(data, h.continue_)? else {
-            // More request text follows: acknowledge with an empty response.
-            let stat_sn = self.take_stat_sn();
-            let ttt = self.allocate_ttt();
-            self.push(
-                Header::TextResponse(pdu::TextResponse {
-                    final_pdu: false,
-                    continue_: false,
-                    lun: [0; 8],
-                    initiator_task_tag: h.initiator_task_tag,
-                    target_transfer_tag: ttt,
-                    stat_sn,
-                    exp_cmd_sn: 0,
-                    max_cmd_sn: 0,
-                }),
-                Vec::new(),
-            );
-            return Ok(());
-        };
-        let limits = TextLimits {
-            max_text_len: MAX_TEXT_LEN,
-            ..TextLimits::default()
-        };
-        let pairs = datapath::text::parse_repeated_pairs(&text, &limits)?;
-        let mut replies = Vec::new();
-        for (key, value) in &pairs {
-            match key.as_str() {
-                "SendTargets" => replies.extend(self.send_targets(value)),
-                _ => replies.push((key.clone(), "NotUnderstood".to_owned())),
-            }
-        }
-        let mut out = Vec::new();
-        encode_pairs(&replies, &mut out);
-        self.send_text_piece(h.initiator_task_tag, out);
-        Ok(())
-    }
-
-    /// Sends as much of `text` as fits in one PDU; the rest waits for the initiator's
-    /// next empty Text Request (C=1 and a Target Transfer Tag, section 11.11.2).
-    fn send_text_piece(&mut self, itt: Tag, mut text: Vec<u8>) {
-        let max = self.params.initiator_max_recv_data_segment_length.max(512) as usize;
-        let stat_sn = self.take_stat_sn();
-        if text.len() <= max {
-            self.push(
-                Header::TextResponse(pdu::TextResponse {
-                    final_pdu: true,
-                    continue_: false,
-                    lun: [0; 8],
-                    initiator_task_tag: itt,
-                    target_transfer_tag: RESERVED_TAG,
-                    stat_sn,
-                    exp_cmd_sn: 0,
-                    max_cmd_sn: 0,
-                }),
-                text,
-            );
-            return;
-        }
-        let rest = text.split_off(max);
-        let ttt = self.allocate_ttt();
-        self.pending_text = Some(PendingText { ttt, itt, rest });
-        self.push(
-            Header::TextResponse(pdu::TextResponse {
-                final_pdu: false,
-                continue_: true,
-                lun: [0; 8],
-                initiator_task_tag: itt,
-                target_transfer_tag: ttt,
-                stat_sn,
-                exp_cmd_sn: 0,
-                max_cmd_sn: 0,
-            }),
-            text,
-        );
-    }
-
-    /// SendTargets (appendix C): `All` lists every target (in a discovery session);
-    /// a target name lists that one; empty lists the session's target.
-    fn send_targets(&self, value: &str) -> Vec<(String, String)> {
-        let config = &self.config;
-        let wanted: Vec<&TargetNode> = match value {
-            "All" if self.session_type == SessionType::Discovery => config.targets.iter().collect(),
-            "All" | "" => self.target().into_iter().collect(),
-            name => config.targets.iter().filter(|t| t.name == name).collect(),
-        };
-        let mut out = Vec::new();
-        for target in wanted {
-            if !initiator_allowed(target, &self.initiator_name) {
-                continue;
-            }
-            out.push(("TargetName".to_owned(), target.name.clone()));
-            for portal in &config.portals {
-                out.push(("TargetAddress".to_owned(), target_address(portal)));
-            }
-        }
-        out
-    }
-
-    // ---- Logout (sections 11.14, 11.15) ----
-
-    fn handle_logout(&mut self, h: pdu::LogoutRequest) -> Result<(), TargetError> {
-        if !self.accept_cmd_sn(h.cmd_sn, h.immediate, "Logout Request")? {
-            return Ok(());
-        }
-        // 0 = closed successfully, 2 = connection recovery not supported (ERL 0).
-        let response = match h.reason_code {
-            0 | 1 => 0,
-            _ => 2,
-        };
-        let stat_sn = self.take_stat_sn();
-        self.push(
-            Header::LogoutResponse(pdu::LogoutResponse {
-                response,
-                initiator_task_tag: h.initiator_task_tag,
-                stat_sn,
-                exp_cmd_sn: 0,
-                max_cmd_sn: 0,
-                time2wait: 0,
-                time2retain: 0,
-            }),
-            Vec::new(),
-        );
-        if response == 0 {
-            tracing::info!(initiator = %self.initiator_name, reason = h.reason_code, "logout");
-            self.tasks.clear();
-            self.ready.clear();
-            self.state = TargetState::Closed;
-            self.events.push_back(TargetEvent::LoggedOut);
-        }
-        Ok(())
-    }
 }
 
 /// Whether `initiator` may see and log in to `target` (its ACL).
@@ -1230,14 +902,6 @@ fn initiator_allowed(target: &TargetNode, initiator: &str) -> bool {
     match &target.allowed_initiators {
         None => true,
         Some(list) => list.iter().any(|i| i.eq_ignore_ascii_case(initiator)),
-    }
-}
-
-/// `host:port,tpgt` with IPv6 hosts in brackets (section 13.8 / appendix C).
-fn target_address(portal: &Portal) -> String {
-    match portal.addr {
-        SocketAddr::V4(a) => format!("{}:{},{}", a.ip(), a.port(), portal.group_tag),
-        SocketAddr::V6(a) => format!("[{}]:{},{}", a.ip(), a.port(), portal.group_tag),
     }
 }
 

@@ -15,7 +15,7 @@ use datapath::session::{
 
 use super::*;
 
-pub(super) const TARGET: &str = "iqn.2026-11.test:disk";
+pub(crate) const TARGET: &str = "iqn.2026-11.test:disk";
 pub(super) const OTHER_TARGET: &str = "iqn.2026-11.test:other";
 pub(super) const INITIATOR: &str = "iqn.2026-11.test:host";
 pub(super) const BLOCK: usize = 512;
@@ -105,6 +105,85 @@ pub(super) fn initiator(target: Option<&str>) -> SessionConfig {
     let mut config = SessionConfig::new(INITIATOR, target.map(str::to_owned));
     config.chap_challenge = vec![0x42; 16];
     config
+}
+
+/// A session logged in to [`TARGET`] through the security and operational stages, with
+/// `keys` offered in the latter (for the layers that drive a session).
+pub(crate) fn logged_in_session(keys: &[(&str, &str)]) -> TargetSession {
+    let now = Instant::now();
+    let mut config = target_config(vec![node(TARGET)]);
+    // InitialR2T is Yes if either side says so.
+    config.offer.initial_r2t = false;
+    let mut target = TargetSession::new(Arc::new(config), conn_params(), now);
+    let login = |csg, nsg, cmd_sn| {
+        Header::LoginRequest(pdu::LoginRequest {
+            transit: true,
+            continue_: false,
+            current_stage: csg,
+            next_stage: nsg,
+            version_max: 0,
+            version_min: 0,
+            isid: [0x80, 0, 0, 0, 0, 9],
+            tsih: 0,
+            initiator_task_tag: 1,
+            cid: 0,
+            cmd_sn,
+            exp_stat_sn: 0,
+        })
+    };
+    let pairs = |list: &[(&str, &str)]| {
+        let pairs: Vec<(String, String)> = list
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut out = Vec::new();
+        datapath::text::encode_pairs(&pairs, &mut out);
+        out
+    };
+    let security = pairs(&[
+        ("InitiatorName", INITIATOR),
+        ("SessionType", "Normal"),
+        ("TargetName", TARGET),
+        ("AuthMethod", "None"),
+    ]);
+    use pdu::LoginStage::{FullFeaturePhase, LoginOperationalNegotiation, SecurityNegotiation};
+    target
+        .handle_pdu(
+            now,
+            login(SecurityNegotiation, LoginOperationalNegotiation, 10),
+            &security,
+        )
+        .expect("security stage");
+    target
+        .handle_pdu(
+            now,
+            login(LoginOperationalNegotiation, FullFeaturePhase, 10),
+            &pairs(keys),
+        )
+        .expect("operational stage");
+    // The target proposes keys of its own; the initiator's answers take their values.
+    let mut proposals = Vec::new();
+    while let Some(t) = target.poll_transmit() {
+        proposals = t.data().to_vec();
+    }
+    let answers: Vec<(String, String)> =
+        datapath::text::parse_pairs(&proposals, &TextLimits::default())
+            .expect("login text")
+            .into_iter()
+            .filter(|(k, _)| k != "MaxRecvDataSegmentLength" && !keys.iter().any(|(o, _)| o == k))
+            .collect();
+    let mut answer_text = Vec::new();
+    datapath::text::encode_pairs(&answers, &mut answer_text);
+    target
+        .handle_pdu(
+            now,
+            login(LoginOperationalNegotiation, FullFeaturePhase, 10),
+            &answer_text,
+        )
+        .expect("operational answers");
+    while target.poll_transmit().is_some() {}
+    assert_eq!(target.state(), TargetState::FullFeature);
+    target
 }
 
 /// Moves one PDU through the codec, as the wire would.
@@ -525,7 +604,11 @@ fn write_with_immediate_unsolicited_and_solicited_data() {
     assert_eq!(r2ts.len(), 3);
     assert_eq!(r2ts[0].buffer_offset, 16384);
     assert!(r2ts.iter().all(|r| r.desired_data_transfer_length == 16384));
-    assert_eq!(pair.target.stats().bytes_written, 65536 - 4096);
+    assert_eq!(
+        pair.target.stats().bytes_written,
+        65536,
+        "immediate data counts too"
+    );
     // Read it back through the target.
     let back = pair.run(
         rw10(0x28, 100, 128),

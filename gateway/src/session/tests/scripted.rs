@@ -284,7 +284,13 @@ fn data_out_out_of_place_closes_and_stray_data_out_is_dropped() {
     });
     assert!(matches!(
         s.send(wrong_offset, &[0; 512]),
-        Err(TargetError::Protocol(_))
+        Err(TargetError::DataOutOutOfPlace {
+            burst: Burst::Solicited { .. },
+            offset: 512,
+            len: 512,
+            expected: 0,
+            ..
+        })
     ));
 }
 
@@ -463,7 +469,12 @@ fn data_out_with_a_wrong_data_sn_closes() {
     s.send(data_out(0, 0), &[0; 512]).unwrap();
     assert!(matches!(
         s.send(data_out(0, 512), &[0; 512]),
-        Err(TargetError::Protocol(_))
+        Err(TargetError::DataSnMismatch {
+            itt: 8,
+            expected: 1,
+            got: 0,
+            ..
+        })
     ));
 }
 
