@@ -86,7 +86,7 @@ impl Client {
             portal,
             socket,
             driver: Conn::new(Session::new(session_config, now)),
-            rx: vec![0; RECV_CHUNK],
+            rx: vec![0; RECV_BUFFER_BYTES],
             events: VecDeque::new(),
             queue_depth: config.queue_depth.max(1),
         };
@@ -365,4 +365,4 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Bytes one receive takes when no payload is being placed.
-const RECV_CHUNK: usize = 64 * 1024;
+const RECV_BUFFER_BYTES: usize = 64 * 1024;

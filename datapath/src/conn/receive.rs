@@ -30,6 +30,7 @@ pub trait PduSink {
 
 /// Why receiving stopped. After either, the byte stream is not to be trusted: close it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReceiveError<E> {
     #[error("malformed PDU: {0}")]
     Pdu(#[from] PduError),
