@@ -1,81 +1,25 @@
 //! A blocking client: one sans-IO [`Session`] driven over one io_uring [`TcpConnection`].
 //!
-//! This is the convenience layer for `iscsi-ctl` and tests: it turns the session's
-//! `poll_transmit` / `handle_pdu` / `poll_timeout` calls into a simple loop on the calling
-//! thread. Payload goes to the socket straight from the command's buffer (the session lends
-//! it through [`Session::transmit_data`]); received PDUs are framed with the limits the
-//! session negotiated, so a peer cannot make the receive buffer grow past one PDU.
+//! This is the convenience layer for `iscsi-ctl` and tests: the I/O glue around one
+//! [`Conn`] (framing, placement and digests live there) in a simple loop on the calling
+//! thread. Payload goes to the socket straight from the command's buffer, and the payload
+//! of a Data-In the session can place is received straight into the command's buffer.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::pdu::{self, Digests, Limits, BHS_LEN};
-use crate::session::{
-    ChapConfig, CommandError, CommandOutcome, DataDirection, DiscoveredTarget, Event,
-    ScsiCommandRequest, Session, SessionConfig, SessionError, SessionState, TaskId,
+use crate::conn::{Conn, ConnError};
+use crate::pdu;
+pub use crate::session::connect::{
+    default_initiator_name, random_bytes, random_isid, ClientConfig,
 };
-use crate::text::{OperationalOffer, OperationalParams};
+use crate::session::{
+    CommandError, CommandOutcome, DataDirection, DiscoveredTarget, Event, ScsiCommandRequest,
+    Session, SessionError, SessionState, TaskId,
+};
+use crate::text::OperationalParams;
 use crate::transport::{TcpConnection, TransportError};
-
-/// Everything needed to reach one target (or a portal, for discovery).
-/// (No `Debug`: it holds CHAP secrets.)
-#[derive(Clone)]
-pub struct ClientConfig {
-    pub portal: SocketAddr,
-    pub initiator_name: String,
-    /// `None` opens a discovery session.
-    pub target_name: Option<String>,
-    pub chap: Option<ChapConfig>,
-    pub offer: OperationalOffer,
-    pub connect_timeout: Duration,
-    pub login_timeout: Duration,
-    pub command_timeout: Duration,
-    pub nop_interval: Duration,
-    pub nop_timeout: Duration,
-    /// Commands in flight at once for [`Client::execute_batch`].
-    pub queue_depth: usize,
-}
-
-impl ClientConfig {
-    pub fn new(portal: SocketAddr, target_name: Option<String>) -> ClientConfig {
-        // Like open-iscsi, accept 256 KiB per Data-In PDU rather than the RFC's 8 KiB default:
-        // fewer PDUs per read, and the receive buffer is sized from it anyway.
-        let offer = OperationalOffer {
-            max_recv_data_segment_length: 262_144,
-            ..OperationalOffer::default()
-        };
-        ClientConfig {
-            portal,
-            initiator_name: default_initiator_name(),
-            target_name,
-            chap: None,
-            offer,
-            connect_timeout: Duration::from_secs(5),
-            login_timeout: Duration::from_secs(10),
-            command_timeout: Duration::from_secs(30),
-            nop_interval: Duration::from_secs(10),
-            nop_timeout: Duration::from_secs(10),
-            queue_depth: 16,
-        }
-    }
-}
-
-/// The initiator name used when none is configured: stable per host, like open-iscsi's.
-pub fn default_initiator_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    let host: String = host
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
-        .collect();
-    if host.is_empty() {
-        "iqn.2026-11.io.iscsi-uring:initiator".to_string()
-    } else {
-        format!("iqn.2026-11.io.iscsi-uring:{host}")
-    }
-}
 
 /// Why a client call failed. Each variant names the layer and the fact.
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +65,10 @@ pub enum ClientError {
 /// A logged-in session on one TCP connection, driven on the caller's thread.
 pub struct Client {
     portal: SocketAddr,
-    conn: TcpConnection,
-    session: Session,
-    rx: RecvBuffer,
+    socket: TcpConnection,
+    driver: Conn,
+    /// Bytes received before the receiver said where they go.
+    rx: Vec<u8>,
     events: VecDeque<Event>,
     queue_depth: usize,
 }
@@ -132,33 +77,16 @@ impl Client {
     /// Connects and logs in to `config.target_name` (or a discovery session when `None`).
     pub fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
         let portal = config.portal;
-        let conn = TcpConnection::connect(portal, config.connect_timeout)
+        let socket = TcpConnection::connect(portal, config.connect_timeout)
             .map_err(|source| ClientError::Connect { portal, source })?;
         let now = Instant::now();
-        let session_config = SessionConfig {
-            initiator_name: config.initiator_name.clone(),
-            initiator_alias: None,
-            target_name: config.target_name.clone(),
-            isid: random_isid(),
-            tsih: 0,
-            cid: 0,
-            chap: config.chap.clone(),
-            offer: config.offer.clone(),
-            login_timeout: config.login_timeout,
-            command_timeout: config.command_timeout,
-            nop_interval: config.nop_interval,
-            nop_timeout: config.nop_timeout,
-            logout_timeout: config.login_timeout,
-            max_queued_commands: config.queue_depth.max(1) * 2,
-            max_outstanding_commands: config.queue_depth.max(1),
-            initial_cmd_sn: 1,
-            chap_challenge: random_bytes(16),
-        };
+        let depth = config.queue_depth.max(1);
+        let session_config = config.session_config(random_isid(), depth * 2, depth);
         let mut client = Client {
             portal,
-            conn,
-            session: Session::new(session_config, now),
-            rx: RecvBuffer::new(),
+            socket,
+            driver: Conn::new(Session::new(session_config, now)),
+            rx: vec![0; RECV_BUFFER_BYTES],
             events: VecDeque::new(),
             queue_depth: config.queue_depth.max(1),
         };
@@ -194,7 +122,8 @@ impl Client {
         let mut client = Client::connect(&config)?;
         let portal = client.portal;
         client
-            .session
+            .driver
+            .session_mut()
             .send_targets(Instant::now())
             .map_err(|source| ClientError::Session { portal, source })?;
         client.pump_until("the SendTargets response", |e| {
@@ -214,11 +143,17 @@ impl Client {
 
     /// The operational parameters both sides agreed on at login.
     pub fn params(&self) -> Option<&OperationalParams> {
-        self.session.params()
+        self.driver.session().params()
     }
 
     pub fn session(&self) -> &Session {
-        &self.session
+        self.driver.session()
+    }
+
+    /// The receiver's counters: payload placed straight from the socket, payload copied
+    /// into its placement from the client's own buffer, payload staged.
+    pub fn receive_stats(&self) -> crate::conn::ReceiveStats {
+        self.driver.receive_stats()
     }
 
     /// Runs one SCSI command to completion. `buffer` is lent to the command: read data
@@ -262,7 +197,7 @@ impl Client {
                     buffer,
                     attribute: pdu::TaskAttribute::Simple,
                 };
-                match self.session.submit(Instant::now(), request) {
+                match self.driver.session_mut().submit(Instant::now(), request) {
                     Ok(task) => {
                         task_index.push((task, index));
                         in_flight += 1;
@@ -306,9 +241,9 @@ impl Client {
 
     /// Logs out (reason: close the session) and closes the connection.
     pub fn logout(mut self) -> Result<(), ClientError> {
-        self.session.logout(Instant::now());
+        self.driver.session_mut().logout(Instant::now());
         let result = self.pump_until("logout", |e| matches!(e, Event::LogoutComplete));
-        let _ = self.conn.shutdown();
+        let _ = self.socket.shutdown();
         result
     }
 
@@ -323,9 +258,9 @@ impl Client {
         loop {
             self.flush()?;
             let mut finished = false;
-            while let Some(event) = self.session.poll_event() {
+            while let Some(event) = self.driver.session_mut().poll_event() {
                 if let Event::ConnectionFailed(source) = event {
-                    let _ = self.conn.shutdown();
+                    let _ = self.socket.shutdown();
                     return Err(ClientError::Session { portal, source });
                 }
                 finished |= done(&event);
@@ -335,7 +270,7 @@ impl Client {
                 return Ok(());
             }
             if matches!(
-                self.session.state(),
+                self.driver.session().state(),
                 SessionState::Closed | SessionState::Failed
             ) {
                 return Err(ClientError::Closed(what));
@@ -347,101 +282,80 @@ impl Client {
     /// Sends every PDU the session has queued, payload straight from the command buffers.
     fn flush(&mut self) -> Result<(), ClientError> {
         let portal = self.portal;
-        let mut header = [0u8; BHS_LEN + 1024 + 4];
-        while let Some(transmit) = self.session.poll_transmit() {
-            let digests = self.session.digests();
-            let data = self.session.transmit_data(&transmit);
-            let header_len =
-                pdu::encode_header(&transmit.header, data.len() as u32, digests, &mut header)
-                    .map_err(|source| ClientError::Pdu { portal, source })?;
-            let (trailer, trailer_len) = pdu::data_trailer(data, digests);
-            let result = self.conn.send_all(
-                &[&header[..header_len], data, &trailer[..trailer_len]],
-                SEND_TIMEOUT,
-            );
+        loop {
+            let queued = self
+                .driver
+                .fill_send()
+                .map_err(|source| ClientError::Pdu { portal, source })?;
+            if queued == 0 {
+                return Ok(());
+            }
+            let mut slices = Vec::with_capacity(queued * 3);
+            self.driver.send_slices(&mut slices);
+            let result = self.socket.send_all(&slices, SEND_TIMEOUT);
+            drop(slices);
+            self.driver.handle_sent();
             if let Err(source) = result {
-                self.session
+                self.driver
+                    .session_mut()
                     .handle_connection_lost(Instant::now(), source.to_string());
                 return Err(ClientError::Transport { portal, source });
             }
         }
-        Ok(())
     }
 
-    /// Waits for bytes until the session's next deadline, then hands every whole PDU
-    /// received to the session (or tells it the deadline passed).
+    /// Waits for bytes until the session's next deadline and hands them to the driver:
+    /// straight into a command's buffer while a Data-In payload is being placed, else
+    /// through the client's own buffer (or tells the session the deadline passed).
     fn receive_once(&mut self) -> Result<(), ClientError> {
         let portal = self.portal;
         let now = Instant::now();
-        let wait = match self.session.poll_timeout() {
+        let session = self.driver.session_mut();
+        let wait = match session.poll_timeout() {
             Some(deadline) if deadline <= now => {
-                self.session.handle_timeout(now);
+                session.handle_timeout(now);
                 return Ok(());
             }
             Some(deadline) => deadline - now,
             None => IDLE_WAIT,
         };
-        let limits = Limits {
-            max_data_segment_length: self.session.max_recv_data_segment_length(),
-            ..Limits::default()
+        let (received, placed) = match self.driver.placement_spare() {
+            Some(spare) => (self.socket.recv(spare, wait), true),
+            None => (self.socket.recv(&mut self.rx, wait), false),
         };
-        let digests = self.session.digests();
-        let received = match self.conn.recv(self.rx.spare(&limits), wait) {
+        let now = Instant::now();
+        let received = match received {
             Ok(0) => {
                 let reason = "the target closed the connection".to_string();
-                self.session.handle_connection_lost(Instant::now(), reason);
+                self.driver
+                    .session_mut()
+                    .handle_connection_lost(now, reason);
                 return Ok(());
             }
             Ok(n) => n,
             Err(TransportError::TimedOut { .. }) => {
-                self.session.handle_timeout(Instant::now());
+                self.driver.session_mut().handle_timeout(now);
                 return Ok(());
             }
             Err(source) => {
-                self.session
-                    .handle_connection_lost(Instant::now(), source.to_string());
+                self.driver
+                    .session_mut()
+                    .handle_connection_lost(now, source.to_string());
                 return Err(ClientError::Transport { portal, source });
             }
         };
-        self.rx.filled += received;
-        self.deliver(digests, &limits)
-    }
-
-    /// Decodes every whole PDU in the receive buffer and hands it to the session.
-    fn deliver(&mut self, digests: Digests, limits: &Limits) -> Result<(), ClientError> {
-        let portal = self.portal;
-        loop {
-            let decoded = match pdu::decode_pdu(self.rx.filled_bytes(), digests, limits) {
-                Ok(Some(decoded)) => decoded,
-                Ok(None) => return Ok(()),
-                Err(source) => {
-                    let reason = format!("malformed PDU: {source}");
-                    self.session.handle_connection_lost(Instant::now(), reason);
-                    let _ = self.conn.shutdown();
-                    return Err(ClientError::Pdu { portal, source });
-                }
-            };
-            let data = &self.rx.filled_bytes()[decoded.data.clone()];
-            // Digests switch on with the last login response: frame each PDU with the
-            // flags in force when it arrives.
-            let result = self
-                .session
-                .handle_pdu(Instant::now(), decoded.header, data);
-            self.rx.consume(decoded.consumed);
-            if let Err(source) = result {
-                let _ = self.conn.shutdown();
-                return Err(ClientError::Session { portal, source });
+        let result = if placed {
+            self.driver.handle_placed_received(now, received)
+        } else {
+            self.driver.handle_received(now, &self.rx[..received])
+        };
+        result.map_err(|error| {
+            let _ = self.socket.shutdown();
+            match error {
+                ConnError::Pdu(source) => ClientError::Pdu { portal, source },
+                ConnError::Session(source) => ClientError::Session { portal, source },
             }
-            if self.session.digests() != digests {
-                // The remaining bytes (if any) were sent under the new digest settings.
-                let new_digests = self.session.digests();
-                let new_limits = Limits {
-                    max_data_segment_length: self.session.max_recv_data_segment_length(),
-                    ..Limits::default()
-                };
-                return self.deliver(new_digests, &new_limits);
-            }
-        }
+        })
     }
 }
 
@@ -450,66 +364,5 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for bytes when the session has no deadline at all.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
-/// Bytes received but not yet handed to the session: at most one maximal PDU plus one read.
-struct RecvBuffer {
-    bytes: Vec<u8>,
-    filled: usize,
-}
-
-impl RecvBuffer {
-    fn new() -> RecvBuffer {
-        RecvBuffer {
-            bytes: Vec::new(),
-            filled: 0,
-        }
-    }
-
-    /// Free space to read into, sized so a maximal PDU under `limits` fits.
-    fn spare(&mut self, limits: &Limits) -> &mut [u8] {
-        let max_pdu =
-            BHS_LEN + limits.max_ahs_length + 8 + limits.max_data_segment_length as usize + 4;
-        let wanted = max_pdu.max(64 * 1024);
-        if self.bytes.len() < wanted {
-            self.bytes.resize(wanted, 0);
-        }
-        &mut self.bytes[self.filled..]
-    }
-
-    fn filled_bytes(&self) -> &[u8] {
-        &self.bytes[..self.filled]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.bytes.copy_within(n..self.filled, 0);
-        self.filled -= n;
-    }
-}
-
-/// A random ISID of the "random" type (RFC 7143 section 11.12.5: T = 0b11).
-pub fn random_isid() -> pdu::Isid {
-    let r = random_bytes(6);
-    [0xc0 | (r[0] & 0x3f), r[1], r[2], r[3], r[4], r[5]]
-}
-
-/// Random bytes from the kernel (CHAP challenges, ISIDs).
-pub fn random_bytes(n: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; n];
-    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if filled.is_err() {
-        // Fall back to time-derived bytes: still unique per call, never all zeros.
-        let seed = Instant::now().elapsed().as_nanos() as u64
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1);
-        let mut x = seed | 1;
-        for b in bytes.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-    }
-    bytes
-}
+/// Bytes one receive takes when no payload is being placed.
+const RECV_BUFFER_BYTES: usize = 64 * 1024;

@@ -20,6 +20,7 @@
 pub mod adapter;
 pub mod auth;
 pub mod client;
+pub mod conn;
 pub mod credentials;
 pub mod names;
 pub mod pdu;

@@ -33,9 +33,9 @@ use datapath::adapter::{
     IndependentConfig, IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure,
     Producer, ResetReport, ScsiCompletion,
 };
-use datapath::client::{random_bytes, random_isid};
 use datapath::pdu::{self, Digests, Header, Limits, LoginStage, PduError, BHS_LEN};
 use datapath::scsi::Lun;
+use datapath::session::connect::{random_bytes, random_isid};
 use datapath::session::{Event, ScsiCommandRequest, Session, SessionConfig, SessionState, TaskId};
 
 use crate::cpu::CpuMeter;

@@ -208,26 +208,14 @@ pub fn decode_pdu(
         return Ok(None);
     };
     let layout = frame(bhs, digests, limits)?;
-    let header_end = BHS_LEN + layout.ahs_len;
-    let Some(header_bytes) = buf.get(..header_end) else {
+    let Some(header_bytes) = buf.get(..layout.header_len()) else {
         return Ok(None);
     };
-    if digests.header {
-        let Some(received) = buf.get(header_end..header_end + DIGEST_LEN) else {
-            return Ok(None);
-        };
-        let expected = digest::header_digest(header_bytes);
-        let found = digest::digest_from_wire(wire_digest(received));
-        if expected != found {
-            return Err(PduError::HeaderDigestMismatch { expected, found });
-        }
-    }
+    let header = decode_header(header_bytes, &layout)?;
     let total = layout.total_len();
     if buf.len() < total {
         return Ok(None);
     }
-    let (bhs, ahs) = header_bytes.split_at(BHS_LEN);
-    let header = Header::parse(bhs, ahs)?;
     let data = layout.data_range();
     if layout.data_digest_len > 0 {
         let padded_end = data.end + layout.pad_len;
@@ -246,6 +234,29 @@ pub fn decode_pdu(
         data,
         consumed: total,
     }))
+}
+
+/// Parses a received header whose bytes (BHS, AHS, and the header digest when `layout`
+/// has one) are all in `bytes`, checking the digest before the fields (section 13.1).
+pub fn decode_header(bytes: &[u8], layout: &Frame) -> Result<Header, PduError> {
+    let covered = BHS_LEN + layout.ahs_len;
+    let needed = layout.header_len();
+    if bytes.len() < needed {
+        return Err(PduError::Truncated {
+            needed,
+            got: bytes.len(),
+        });
+    }
+    let (head, rest) = bytes.split_at(covered);
+    if layout.header_digest_len > 0 {
+        let expected = digest::header_digest(head);
+        let found = digest::digest_from_wire(wire_digest(rest));
+        if expected != found {
+            return Err(PduError::HeaderDigestMismatch { expected, found });
+        }
+    }
+    let (bhs, ahs) = head.split_at(BHS_LEN);
+    Header::parse(bhs, ahs)
 }
 
 /// Four digest bytes from a slice already checked to hold them.

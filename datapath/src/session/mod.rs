@@ -38,6 +38,7 @@
 
 mod abort;
 mod command;
+pub mod connect;
 mod discovery;
 mod error;
 mod login;

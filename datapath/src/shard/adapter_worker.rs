@@ -53,9 +53,8 @@ use crate::adapter::{
     DependentPath, IndependentAdapter, IndependentConfig, IndependentPath, IndependentPathConfig,
     NetworkConfig, Notifier, PathCompletion, PathError, PathRejection, PathRequest,
 };
-use crate::client::{random_bytes, random_isid, ClientConfig};
-use crate::pdu;
-use crate::session::{CommandError, SessionConfig};
+use crate::session::connect::{shard_isid, ClientConfig};
+use crate::session::CommandError;
 
 /// How long an idle shard sleeps before it looks at its queue and the path's timers.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
@@ -272,17 +271,8 @@ impl AdapterWorker {
             )),
             ShardPath::Dependent(adapter) => {
                 let isid = shard_isid(index);
-                let mut session =
-                    SessionConfig::new(cc.initiator_name.clone(), cc.target_name.clone());
-                session.isid = isid;
-                session.chap = cc.chap.clone();
-                session.offer = cc.offer.clone();
-                session.login_timeout = cc.login_timeout;
-                session.command_timeout = cc.command_timeout;
-                session.nop_interval = cc.nop_interval;
-                session.nop_timeout = cc.nop_timeout;
-                session.logout_timeout = cc.login_timeout;
-                session.chap_challenge = random_bytes(16);
+                // The bounds of `SessionConfig::new`: the path holds requests itself.
+                let session = cc.session_config(isid, 1024, 128);
                 let network = NetworkConfig {
                     portal: cc.portal,
                     local_addr: None,
@@ -566,12 +556,4 @@ impl AdapterShard {
         self.stats.queue_depth = self.held() as u64;
         self.shared.store(&self.stats);
     }
-}
-
-/// A random-type ISID (RFC 7143 section 11.12.5, T = 0b11) whose last byte is the shard
-/// index, so the shards of one pool never share an I_T nexus (the software shards' rule).
-fn shard_isid(index: usize) -> pdu::Isid {
-    let mut isid = random_isid();
-    isid[5] = index as u8;
-    isid
 }

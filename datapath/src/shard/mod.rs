@@ -87,7 +87,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
 use crate::adapter::{AdapterError, Notifier};
-use crate::client::ClientConfig;
+use crate::session::connect::ClientConfig;
 use crate::session::{CommandError, CommandFailure, CommandOutcome, DataDirection};
 use crate::transport::TransportError;
 

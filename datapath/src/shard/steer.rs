@@ -3,7 +3,7 @@
 //! receive queue `i` and expects its packets on its own core; the [`PathReport`] says what
 //! was found (loopback and veth have no RSS: the report says so and the shard carries on).
 
-use crate::client::ClientConfig;
+use crate::session::connect::ClientConfig;
 use crate::steering::{self, PathReport, SteeringRequest};
 use crate::transport::{RingConfig, TcpConnection, TransportError};
 

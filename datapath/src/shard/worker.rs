@@ -28,12 +28,12 @@ use super::tag_map::TagMap;
 use super::work::{RunningWork, ShardWork, WorkStatus, WorkSubmitter};
 use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
 use super::{ShardRequest, ShardStats, SharedStats};
-use crate::client::{random_bytes, ClientConfig};
 use crate::pdu::{self, digest, Header, Limits, BHS_LEN};
 use crate::scsi::Lun;
+use crate::session::connect::{shard_isid, ClientConfig};
 use crate::session::{
-    CommandError, DataDirection, Event, ScsiCommandRequest, Session, SessionConfig, SessionState,
-    SubmitRejection, TaskId, Transmit,
+    CommandError, DataDirection, Event, ScsiCommandRequest, Session, SessionState, SubmitRejection,
+    TaskId, Transmit,
 };
 use crate::transport::ring::{Completion, EVENT_TOKEN_BASE};
 use crate::transport::tcp::advance_iovecs;
@@ -553,25 +553,7 @@ impl Shard {
             }
         };
         let isid = shard_isid(index);
-        let session_config = SessionConfig {
-            initiator_name: cc.initiator_name.clone(),
-            initiator_alias: None,
-            target_name: cc.target_name.clone(),
-            isid,
-            tsih: 0,
-            cid: 0,
-            chap: cc.chap.clone(),
-            offer: cc.offer.clone(),
-            login_timeout: cc.login_timeout,
-            command_timeout: cc.command_timeout,
-            nop_interval: cc.nop_interval,
-            nop_timeout: cc.nop_timeout,
-            logout_timeout: cc.login_timeout,
-            max_queued_commands: config.queue_depth,
-            max_outstanding_commands: config.queue_depth,
-            initial_cmd_sn: 1,
-            chap_challenge: random_bytes(16),
-        };
+        let session_config = cc.session_config(isid, config.queue_depth, config.queue_depth);
         // Sized once from the largest data segment we declare we accept (the negotiated
         // MaxRecvDataSegmentLength never exceeds our own offer), so a whole PDU always
         // fits and the buffer never moves while a receive uses it.
@@ -2003,22 +1985,5 @@ fn is_reset_unit_attention(outcome: &crate::session::CommandOutcome) -> bool {
 
 /// Parses a header whose bytes (BHS, AHS, header digest) are all in `bytes`.
 fn parse_header(bytes: &[u8], frame: &pdu::Frame) -> Result<Header, String> {
-    let covered = BHS_LEN + frame.ahs_len;
-    let (head, digest_bytes) = bytes.split_at(covered);
-    if frame.header_digest_len > 0 {
-        let mut wire = [0u8; 4];
-        wire.copy_from_slice(&digest_bytes[..4]);
-        if digest::digest_from_wire(wire) != digest::header_digest(head) {
-            return Err("header digest mismatch".into());
-        }
-    }
-    let (bhs, ahs) = head.split_at(BHS_LEN);
-    Header::parse(bhs, ahs).map_err(|e| format!("malformed PDU: {e}"))
-}
-
-/// A random-type ISID (RFC 7143 section 11.12.5, T = 0b11) whose last byte is the shard
-/// index, so the shards of one pool never share an I_T nexus.
-fn shard_isid(index: usize) -> pdu::Isid {
-    let r = random_bytes(5);
-    [0xc0 | (r[0] & 0x3f), r[1], r[2], r[3], r[4], index as u8]
+    pdu::decode_header(bytes, frame).map_err(|e| format!("malformed PDU: {e}"))
 }

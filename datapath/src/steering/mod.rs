@@ -32,7 +32,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -150,35 +150,13 @@ impl SteeringError {
     }
 }
 
-/// `SO_INCOMING_CPU` (`include/uapi/asm-generic/socket.h`; sparc numbers it differently).
-#[cfg(not(target_arch = "sparc64"))]
-const SO_INCOMING_CPU: libc::c_int = 49;
-#[cfg(target_arch = "sparc64")]
-const SO_INCOMING_CPU: libc::c_int = 0x0033;
-
 /// The CPU on which the kernel last processed packets received on `socket`
 /// (`SO_INCOMING_CPU`), or `None` if none has arrived yet (the kernel answers -1).
 pub fn incoming_cpu(socket: BorrowedFd<'_>) -> Result<Option<u32>, SteeringError> {
-    let mut value: libc::c_int = -1;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: both pointers refer to live locals sized as `len` says; the descriptor is
-    // borrowed, so open for the call.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_INCOMING_CPU,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(SteeringError::Socket {
-            op: "getsockopt(SO_INCOMING_CPU)",
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(u32::try_from(value).ok())
+    crate::transport::incoming_cpu(socket).map_err(|source| SteeringError::Socket {
+        op: "getsockopt(SO_INCOMING_CPU)",
+        source,
+    })
 }
 
 /// Linux's default ephemeral port range (`net.ipv4.ip_local_port_range`), searched for a

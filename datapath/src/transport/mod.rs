@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use ring::RingConfig;
-pub use tcp::TcpConnection;
+pub use tcp::{incoming_cpu, TcpConnection};
 
 /// An error of the TCP transport, carrying the operation and the peer fact where one is known.
 #[derive(Debug, thiserror::Error)]

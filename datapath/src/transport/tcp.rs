@@ -590,9 +590,9 @@ impl TcpConnection {
         // SAFETY: `fd` is this connection's open socket, and the borrow ends with this call,
         // before the connection could close it.
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        crate::steering::incoming_cpu(borrowed).map_err(|error| TransportError::Io {
+        incoming_cpu(borrowed).map_err(|source| TransportError::Io {
             op: "get SO_INCOMING_CPU",
-            source: io::Error::other(error.to_string()),
+            source,
         })
     }
 
@@ -717,6 +717,34 @@ pub(crate) fn advance_iovecs(
         }
     }
     Some(first)
+}
+
+/// `SO_INCOMING_CPU` (`include/uapi/asm-generic/socket.h`; sparc numbers it differently).
+#[cfg(not(target_arch = "sparc64"))]
+const SO_INCOMING_CPU: libc::c_int = 49;
+#[cfg(target_arch = "sparc64")]
+const SO_INCOMING_CPU: libc::c_int = 0x0033;
+
+/// The CPU on which the kernel last processed packets received on `socket`
+/// (`SO_INCOMING_CPU`), or `None` if none has arrived yet (the kernel answers -1).
+pub fn incoming_cpu(socket: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<u32>> {
+    let mut value: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: both pointers refer to live locals sized as `len` says; the descriptor is
+    // borrowed, so open for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            SO_INCOMING_CPU,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::try_from(value).ok())
 }
 
 #[cfg(test)]

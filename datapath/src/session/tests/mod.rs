@@ -3,6 +3,7 @@
 
 mod abort;
 mod bench;
+mod conn;
 mod failures;
 mod io;
 mod login;
