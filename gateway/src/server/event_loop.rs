@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datapath::sys::EventFd;
+use datapath::transport::{RingFlags, RingSetup};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession, TargetState};
@@ -178,20 +179,15 @@ struct EventLoop {
 }
 
 fn build_ring() -> io::Result<IoUring> {
-    let mut builder = IoUring::builder();
-    builder
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_cqsize(CQ_ENTRIES);
-    match builder.build(SQ_ENTRIES) {
-        Ok(ring) => Ok(ring),
-        Err(refusal) => {
-            tracing::warn!(error = %refusal, "io_uring refused single_issuer+defer_taskrun; plain ring");
-            IoUring::builder()
-                .setup_cqsize(CQ_ENTRIES)
-                .build(SQ_ENTRIES)
-        }
-    }
+    let setup = RingSetup {
+        entries: SQ_ENTRIES,
+        cq_entries: CQ_ENTRIES,
+        preferred: RingFlags::SingleIssuer {
+            taskrun_flag: false,
+        },
+        coop_taskrun: false,
+    };
+    Ok(datapath::transport::build_ring(&setup)?.ring)
 }
 
 /// io_uring's worker threads for file I/O that cannot be issued without blocking, per
