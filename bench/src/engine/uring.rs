@@ -42,6 +42,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use datapath::sys::AlignedBuf;
+use datapath::transport::{RingFlags, RingSetup};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::{take_buffer, Engine, EngineCounters, EngineError};
@@ -751,36 +752,33 @@ impl Drop for UringEngine {
     }
 }
 
-/// Creates the ring: `SQPOLL` when asked and granted, a plain ring otherwise.
+/// Creates the ring (`datapath::transport::build_ring`): `SQPOLL` when asked and granted, a
+/// plain ring otherwise; whether `SQPOLL` runs.
 fn build_ring(options: &UringOptions) -> Result<(IoUring, bool), EngineError> {
     let entries = options.iodepth.next_power_of_two().max(4) as u32;
-    if options.sqthread_poll {
-        let mut builder = IoUring::builder();
-        builder.setup_sqpoll(SQPOLL_IDLE_MS);
-        if let Some(cpu) = options.sqthread_poll_cpu {
-            builder.setup_sqpoll_cpu(cpu);
+    let preferred = if options.sqthread_poll {
+        RingFlags::Sqpoll {
+            idle_ms: SQPOLL_IDLE_MS,
+            cpu: options.sqthread_poll_cpu,
         }
-        builder.setup_cqsize(entries * 2);
-        match builder.build(entries) {
-            Ok(ring) => return Ok((ring, true)),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "sqthread_poll: the kernel refused IORING_SETUP_SQPOLL; running without it"
-            ),
-        }
-    }
+    } else {
+        RingFlags::Plain
+    };
     // COOP_TASKRUN: completions wait for the job's next kernel entry instead of
     // interrupting it (fio's io_uring engine asks for the same). Not SINGLE_ISSUER: the
     // ring is opened on the main thread and used on the job's.
-    let ring = IoUring::builder()
-        .setup_cqsize(entries * 2)
-        .setup_coop_taskrun()
-        .build(entries)
-        .map_err(|source| EngineError::Ring {
-            what: "creating the ring",
-            source,
-        })?;
-    Ok((ring, false))
+    let built = datapath::transport::build_ring(&RingSetup {
+        entries,
+        cq_entries: entries * 2,
+        preferred,
+        coop_taskrun: true,
+    })
+    .map_err(|source| EngineError::Ring {
+        what: "creating the ring",
+        source,
+    })?;
+    let sqpoll = options.sqthread_poll && built.preferred_granted;
+    Ok((built.ring, sqpoll))
 }
 
 /// Creates or grows a regular file to the job's size, as `options.layout` says.

@@ -30,7 +30,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use ring::RingConfig;
+pub use ring::{build_ring, BuiltRing, RingConfig, RingFlags, RingSetup};
 pub use tcp::{incoming_cpu, TcpConnection};
 
 /// An error of the TCP transport, carrying the operation and the peer fact where one is known.

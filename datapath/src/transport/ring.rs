@@ -85,6 +85,114 @@ pub(crate) struct Completion {
     pub flags: u32,
 }
 
+/// The setup flags an io_uring is asked for first ([`build_ring`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingFlags {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`, with `TASKRUN_FLAG` when `taskrun_flag`: one thread
+    /// submits and reaps, and completion work runs only when it enters the kernel.
+    SingleIssuer { taskrun_flag: bool },
+    /// `SQPOLL`: a kernel thread polls the submission queue, sleeping after `idle_ms`
+    /// without work, pinned to `cpu` when given.
+    Sqpoll { idle_ms: u32, cpu: Option<u32> },
+    /// Nothing more than the plain ring.
+    Plain,
+}
+
+impl RingFlags {
+    fn name(self) -> &'static str {
+        match self {
+            RingFlags::SingleIssuer { .. } => "single_issuer+defer_taskrun",
+            RingFlags::Sqpoll { .. } => "sqpoll",
+            RingFlags::Plain => "plain",
+        }
+    }
+}
+
+/// What [`build_ring`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingSetup {
+    /// Submission queue entries (the kernel rounds up to a power of two).
+    pub entries: u32,
+    /// Completion queue entries.
+    pub cq_entries: u32,
+    /// The flags asked for first.
+    pub preferred: RingFlags,
+    /// `COOP_TASKRUN` on the plain ring: completions wait for the next kernel entry
+    /// instead of interrupting the thread.
+    pub coop_taskrun: bool,
+}
+
+/// A ring [`build_ring`] made, and what the kernel granted.
+pub struct BuiltRing {
+    pub ring: IoUring,
+    /// Whether the preferred flags were granted (always, for [`RingFlags::Plain`]).
+    pub preferred_granted: bool,
+    /// `single_issuer+defer_taskrun`, `sqpoll`, `plain`, or `plain (refused ...: reason)`.
+    pub description: String,
+}
+
+/// The one ring builder of the workspace: a ring with `setup.preferred`, or, when the kernel
+/// refuses those flags, a plain ring (with a `tracing::warn!` naming the refusal). An error
+/// only when the plain ring is refused too.
+pub fn build_ring(setup: &RingSetup) -> io::Result<BuiltRing> {
+    let name = setup.preferred.name();
+    let plain = || {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(setup.cq_entries);
+        if setup.coop_taskrun {
+            builder.setup_coop_taskrun();
+        }
+        builder.build(setup.entries)
+    };
+    let preferred = match setup.preferred {
+        RingFlags::Plain => {
+            return Ok(BuiltRing {
+                ring: plain()?,
+                preferred_granted: true,
+                description: name.to_string(),
+            })
+        }
+        RingFlags::SingleIssuer { taskrun_flag } => {
+            let mut builder = IoUring::builder();
+            builder
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_cqsize(setup.cq_entries);
+            if taskrun_flag {
+                builder.setup_taskrun_flag();
+            }
+            builder.build(setup.entries)
+        }
+        RingFlags::Sqpoll { idle_ms, cpu } => {
+            let mut builder = IoUring::builder();
+            builder.setup_sqpoll(idle_ms).setup_cqsize(setup.cq_entries);
+            if let Some(cpu) = cpu {
+                builder.setup_sqpoll_cpu(cpu);
+            }
+            builder.build(setup.entries)
+        }
+    };
+    match preferred {
+        Ok(ring) => Ok(BuiltRing {
+            ring,
+            preferred_granted: true,
+            description: name.to_string(),
+        }),
+        Err(refusal) => {
+            tracing::warn!(
+                flags = name,
+                error = %refusal,
+                "io_uring refused the preferred setup flags; falling back to a plain ring"
+            );
+            Ok(BuiltRing {
+                ring: plain()?,
+                preferred_granted: false,
+                description: format!("plain (refused {name}: {refusal})"),
+            })
+        }
+    }
+}
+
 /// One io_uring instance and the flags it was created with.
 pub(crate) struct Ring {
     ring: IoUring,
@@ -101,41 +209,24 @@ impl Ring {
     /// Creates a ring with the preferred flags, falling back to a plain ring if refused.
     pub fn new(config: &RingConfig) -> Result<Ring, TransportError> {
         let entries = config.entries.clamp(ENTRIES_MIN, ENTRIES_MAX);
-        let cq_entries = entries * CQ_PER_SQ;
-
-        let (preferred, preferred_name) = if config.sqpoll {
-            let mut builder = IoUring::builder();
-            builder
-                .setup_sqpoll(config.sqpoll_idle_ms)
-                .setup_cqsize(cq_entries);
-            (builder.build(entries), "sqpoll")
+        let preferred = if config.sqpoll {
+            RingFlags::Sqpoll {
+                idle_ms: config.sqpoll_idle_ms,
+                cpu: None,
+            }
         } else {
-            let mut builder = IoUring::builder();
             // The task-run flag lets an event loop see, without entering the kernel, that
             // deferred completion work is waiting (`Ring::enter` then enters for it).
-            builder
-                .setup_single_issuer()
-                .setup_defer_taskrun()
-                .setup_taskrun_flag()
-                .setup_cqsize(cq_entries);
-            (builder.build(entries), "single_issuer+defer_taskrun")
+            RingFlags::SingleIssuer { taskrun_flag: true }
         };
-
-        let (ring, flags_description) = match preferred {
-            Ok(ring) => (ring, preferred_name.to_string()),
-            Err(refusal) => {
-                tracing::warn!(
-                    flags = preferred_name,
-                    error = %refusal,
-                    "io_uring refused the preferred setup flags; falling back to a plain ring"
-                );
-                let ring = IoUring::builder()
-                    .setup_cqsize(cq_entries)
-                    .build(entries)
-                    .map_err(TransportError::RingSetup)?;
-                (ring, format!("plain (refused {preferred_name}: {refusal})"))
-            }
-        };
+        let built = build_ring(&RingSetup {
+            entries,
+            cq_entries: entries * CQ_PER_SQ,
+            preferred,
+            coop_taskrun: false,
+        })
+        .map_err(TransportError::RingSetup)?;
+        let (ring, flags_description) = (built.ring, built.description);
 
         Ok(Ring {
             ring,
@@ -446,5 +537,48 @@ fn linked_outcome(op_result: i32, timeout_result: i32) -> LinkedOutcome {
         LinkedOutcome::TimedOut
     } else {
         LinkedOutcome::Completed(op_result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(preferred: RingFlags) -> RingSetup {
+        RingSetup {
+            entries: 8,
+            cq_entries: 32,
+            preferred,
+            coop_taskrun: true,
+        }
+    }
+
+    #[test]
+    fn the_ring_builder_grants_or_falls_back_to_a_plain_ring() {
+        let plain = build_ring(&setup(RingFlags::Plain)).unwrap();
+        assert!(plain.preferred_granted);
+        assert_eq!(plain.description, "plain");
+        assert_eq!(plain.ring.params().cq_entries(), 32);
+        // SQPOLL pinned to a CPU that does not exist: refused, so a plain ring instead.
+        let refused = build_ring(&setup(RingFlags::Sqpoll {
+            idle_ms: 10,
+            cpu: Some(65_000),
+        }))
+        .unwrap();
+        assert!(!refused.preferred_granted);
+        assert!(
+            refused.description.starts_with("plain (refused sqpoll: "),
+            "{}",
+            refused.description
+        );
+        assert!(!refused.ring.params().is_setup_sqpoll());
+        // The flags this project's loops ask for: granted on the kernels it runs on, or
+        // (an older kernel) a plain ring that says why.
+        let single = build_ring(&setup(RingFlags::SingleIssuer { taskrun_flag: true })).unwrap();
+        assert!(
+            single.preferred_granted == (single.description == "single_issuer+defer_taskrun"),
+            "{}",
+            single.description
+        );
     }
 }

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datapath::sys::EventFd;
+use datapath::transport::{RingFlags, RingSetup};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession, TargetState};
@@ -200,20 +201,15 @@ fn cq_entries(sq_entries: u32, max_connections: usize, listeners: usize) -> u32 
 const FILE_OPS_IN_FLIGHT_ROOM: usize = 16 * FILE_OPS_PER_UNIT;
 
 fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
-    let mut builder = IoUring::builder();
-    builder
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_cqsize(cq_entries);
-    match builder.build(sq_entries) {
-        Ok(ring) => Ok(ring),
-        Err(refusal) => {
-            tracing::warn!(error = %refusal, "io_uring refused single_issuer+defer_taskrun; plain ring");
-            IoUring::builder()
-                .setup_cqsize(cq_entries)
-                .build(sq_entries)
-        }
-    }
+    let setup = RingSetup {
+        entries: sq_entries,
+        cq_entries,
+        preferred: RingFlags::SingleIssuer {
+            taskrun_flag: false,
+        },
+        coop_taskrun: false,
+    };
+    Ok(datapath::transport::build_ring(&setup)?.ring)
 }
 
 /// io_uring's worker threads for file I/O that cannot be issued without blocking, per
