@@ -5,7 +5,7 @@
 //!
 //! The initiator is `datapath`'s sans-IO [`Session`], not a copy: a processor thread owns
 //! it, takes SCSI commands from the submission ring, writes the PDUs it makes (framed and
-//! digested with `datapath::pdu`), feeds it the PDUs the receive thread decodes
+//! digested by `datapath::conn`'s send batch), feeds it the PDUs the receive thread decodes
 //! (`datapath::pdu::decode_pdu`, which checks the digests), and posts each finished command
 //! to the completion ring with its status, sense, residual and buffer. The receive thread
 //! hands PDUs over through an internal ring whose doorbell wakes the processor like the
@@ -33,6 +33,7 @@ use datapath::adapter::{
     IndependentConfig, IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure,
     Producer, ResetReport, ScsiCompletion,
 };
+use datapath::conn::SendBatch;
 use datapath::pdu::{self, Digests, Header, Limits, LoginStage, PduError, BHS_LEN};
 use datapath::scsi::Lun;
 use datapath::session::connect::{random_bytes, random_isid};
@@ -210,6 +211,7 @@ impl IndependentModel {
             wake: slot.wake.clone(),
             connection: None,
             session: None,
+            batch: SendBatch::default(),
             tasks: HashMap::new(),
             fault: None,
             relogin_at: None,
@@ -323,6 +325,8 @@ struct Processor {
     wake: Arc<Notifier>,
     connection: Option<Connection>,
     session: Option<Session>,
+    /// The session's PDUs framed for one gathered write (`datapath::conn`).
+    batch: SendBatch,
     /// The host's tag of each command in the session.
     tasks: HashMap<TaskId, u64>,
     /// The fault that failed the current session, if one did.
@@ -605,34 +609,33 @@ impl Processor {
         }
     }
 
-    /// Writes every PDU the session has queued, framed and digested here.
+    /// Writes every PDU the session has queued, framed and digested by `datapath::conn`'s
+    /// send batch, a batch per gathered write.
     fn flush(&mut self, now: Instant) {
         let (Some(session), Some(connection)) = (&mut self.session, &mut self.connection) else {
             return;
         };
-        let mut head = [0u8; BHS_LEN + MAX_AHS_BYTES + 4];
         let mut failed = None;
-        while let Some(transmit) = session.poll_transmit() {
-            let digests = session.digests();
-            let data = session.transmit_data(&transmit);
-            let head_len =
-                match pdu::encode_header(&transmit.header, data.len() as u32, digests, &mut head) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        failed = Some(AdapterFault::Framing(e.to_string()));
-                        break;
-                    }
-                };
-            let (trailer, trailer_len) = pdu::data_trailer(data, digests);
-            let result = write_all_vectored(
-                &mut connection.stream,
-                &[&head[..head_len], data, &trailer[..trailer_len]],
-            );
+        loop {
+            match self.batch.fill(session) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(AdapterFault::Framing(e.to_string()));
+                    break;
+                }
+            }
+            let mut slices = Vec::with_capacity(self.batch.len() * 3);
+            self.batch.slices(session, &mut slices);
+            let result = write_all_vectored(&mut connection.stream, &slices);
+            drop(slices);
+            self.batch.clear();
             if let Err(e) = result {
                 failed = Some(AdapterFault::ConnectionLost(format!("send: {e}")));
                 break;
             }
         }
+        self.batch.clear();
         if let Some(fault) = failed {
             self.fail_connection(now, fault);
         }

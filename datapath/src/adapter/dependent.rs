@@ -45,7 +45,7 @@ use super::{
     Notifier, PathCompletion, PathError, PathFailure, PathRejection, PathRequest, PathSubmitError,
     PduData, PduSubmission, ReceivedData, ReceivedPdu,
 };
-use crate::pdu::{self, Header, Tag, TaskAttribute, BHS_LEN};
+use crate::pdu::{self, Header, Tag, TaskAttribute};
 use crate::scsi::Lun;
 use crate::session::{
     DataDirection, Event, ScsiCommandRequest, Session, SessionConfig, SessionState,
@@ -586,9 +586,7 @@ impl DependentPath {
                 ReceivedData::Owned(bytes) => bytes.len() as u32,
                 ReceivedData::Placed { len, .. } => *len,
             };
-            let mut raw = [0u8; BHS_LEN + 1024];
-            if let Ok(n) = header.emit(data_len, &mut raw) {
-                let expected = pdu::digest::header_digest(&raw[..n]);
+            if let Ok(expected) = pdu::header_digest_of(header, data_len) {
                 if expected != found {
                     return Some(AdapterFault::DigestMismatch {
                         kind: super::DigestKind::Header,
@@ -815,14 +813,9 @@ impl DependentPath {
             None
         };
         let header_digest = if digests.header && !self.caps.header_digest {
-            let mut raw = [0u8; BHS_LEN + 1024];
-            match transmit.header.emit(data_len as u32, &mut raw) {
-                Ok(n) => {
-                    self.stats.host_header_digests += 1;
-                    Some(pdu::digest::header_digest(&raw[..n]))
-                }
-                Err(_) => None,
-            }
+            let value = pdu::header_digest_of(&transmit.header, data_len as u32).ok();
+            self.stats.host_header_digests += u64::from(value.is_some());
+            value
         } else {
             None
         };

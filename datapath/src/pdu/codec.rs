@@ -293,6 +293,14 @@ pub fn encode_header(
     Ok(needed)
 }
 
+/// The header digest of a PDU with this header and a `data_len`-byte data segment
+/// (section 13.1: CRC32C over the BHS and every AHS), for a path that frames elsewhere.
+pub fn header_digest_of(header: &Header, data_len: u32) -> Result<u32, PduError> {
+    let mut raw = [0u8; BHS_LEN + 1024];
+    let n = header.emit(data_len, &mut raw)?;
+    Ok(digest::header_digest(&raw[..n]))
+}
+
 /// What follows a data segment on the wire: zero padding to a 4-byte boundary, then the
 /// data digest over data and padding when digests are on and the segment is not empty.
 /// Returns the bytes and how many of them to send.
@@ -1116,6 +1124,19 @@ mod tests {
         let n = header.emit(data_len, &mut out).unwrap();
         assert_eq!(n, out.len());
         out
+    }
+
+    #[test]
+    fn header_digest_of_is_the_digest_encode_header_writes() {
+        let header = parse_one(&bhs(&[(0, &[0x20, 0x80]), (16, &[0, 0, 0, 9])])).unwrap();
+        let digests = Digests {
+            header: true,
+            data: false,
+        };
+        let mut out = [0u8; BHS_LEN + DIGEST_LEN];
+        assert_eq!(encode_header(&header, 12, digests, &mut out), Ok(out.len()));
+        let wire = digest::digest_from_wire(wire_digest(&out[BHS_LEN..]));
+        assert_eq!(header_digest_of(&header, 12), Ok(wire));
     }
 
     fn parse_one(bytes: &[u8]) -> Result<Header, PduError> {

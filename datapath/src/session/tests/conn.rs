@@ -5,6 +5,16 @@
 use super::*;
 use crate::conn::Conn;
 
+/// One send batch of `conn`, as the bytes a gather send puts on the wire.
+fn send_batch(conn: &mut Conn) -> (usize, Vec<u8>) {
+    let queued = conn.fill_send().unwrap();
+    let mut slices = Vec::new();
+    conn.send_slices(&mut slices);
+    let wire = slices.concat();
+    conn.handle_sent();
+    (queued, wire)
+}
+
 #[test]
 fn a_read_split_across_receives_is_placed_without_a_session_copy() {
     let mut h = Harness::logged_in(config(), &TargetParams::default());
@@ -14,12 +24,8 @@ fn a_read_split_across_receives_is_placed_without_a_session_copy() {
         .session_mut()
         .submit(h.now, read_request(12_000))
         .unwrap();
-    assert_eq!(conn.fill_send().unwrap(), 1);
-    let mut slices = Vec::new();
-    conn.send_slices(&mut slices);
-    let wire: Vec<u8> = slices.concat();
-    drop(slices);
-    conn.handle_sent();
+    let (queued, wire) = send_batch(&mut conn);
+    assert_eq!(queued, 1);
     let limits = pdu::Limits::default();
     let sent = pdu::decode_pdu(&wire, pdu::Digests::default(), &limits)
         .unwrap()
@@ -80,12 +86,7 @@ fn a_write_goes_out_as_one_gather_list_from_the_command_buffer() {
     conn.session_mut()
         .submit(h.now, write_request(data.clone()))
         .unwrap();
-    let queued = conn.fill_send().unwrap();
-    let mut slices = Vec::new();
-    conn.send_slices(&mut slices);
-    let wire: Vec<u8> = slices.concat();
-    drop(slices);
-    conn.handle_sent();
+    let (queued, wire) = send_batch(&mut conn);
     // Decode what went out and gather its payload back.
     let limits = pdu::Limits::default();
     let mut at = 0;
