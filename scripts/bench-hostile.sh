@@ -228,25 +228,36 @@ attack_row "login slowloris, $SLOWLORIS_CONNECTIONS conns" slots slowloris --sou
   --target "$IQN" --connections "$SLOWLORIS_CONNECTIONS" --interval-ms 2000
 
 # 10,000 idle connections: login time and CPU per I/O, without and with. The goal of the
-# issue is about CPU and logins; the memory column still shows the peak.
+# issue is about CPU and logins; the memory column still shows the peak. CPU per I/O at one
+# in flight swings by more than the goal's 10% from one 5 s run to the next on a shared
+# machine, so each side is the best of two runs (without: one before the flood, one after
+# it; with: two during it), as scripts/bench.sh takes each tool's best of its rounds.
+measure_cpu() {
+  local before p99 ios
+  before=$(cpu_seconds "$gateway_pid")
+  read -r p99 _ ios < <(healthy 0)
+  awk -v a="$(cpu_seconds "$gateway_pid")" -v b="$before" -v n="$ios" -v p="$p99" \
+    'BEGIN { if (n > 0) printf "%s %.2f\n", p, (a - b) * 1e6 / n; else print p, "-" }'
+}
+best_of() {
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-") print b; else if (b == "-") print a; else print (a + 0 < b + 0 ? a : b) }'
+}
 start_gateway ram:64M
 login_none=$(login_ms)
-cpu_before=$(cpu_seconds "$gateway_pid")
-read -r p99_unloaded _ ios_none < <(healthy 0)
-cpu_none=$(awk -v a="$(cpu_seconds "$gateway_pid")" -v b="$cpu_before" -v n="$ios_none" \
-  'BEGIN { if (n > 0) printf "%.2f", (a - b) * 1e6 / n; else print "-" }')
+read -r p99_unloaded cpu_none_1 < <(measure_cpu)
 attack idle idle-flood --source 127.0.0.2 --connections "$IDLE_CONNECTIONS" --seconds $((SECONDS_EACH + 60))
 wait_open idle
 opened=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "\"open\"" in l][-1]["connections_opened"])' "$work/idle.out" 2>/dev/null || echo "?")
 login_idle=$(login_ms)
-cpu_before=$(cpu_seconds "$gateway_pid")
-read -r p99_idle _ ios_idle < <(healthy 0)
-cpu_idle=$(awk -v a="$(cpu_seconds "$gateway_pid")" -v b="$cpu_before" -v n="$ios_idle" \
-  'BEGIN { if (n > 0) printf "%.2f", (a - b) * 1e6 / n; else print "-" }')
+read -r p99_idle cpu_idle_1 < <(measure_cpu)
+read -r _ cpu_idle_2 < <(measure_cpu)
 peak=$(peak_rss_mib)
 idle_alive=$(alive)
 kill "$attack_pid" 2>/dev/null || true
 finish_attack
+read -r _ cpu_none_2 < <(measure_cpu)
+cpu_none=$(best_of "$cpu_none_1" "$cpu_none_2")
+cpu_idle=$(best_of "$cpu_idle_1" "$cpu_idle_2")
 cpu_ratio=$(awk -v i="$cpu_idle" -v n="$cpu_none" 'BEGIN { if (i == "-" || n == "-" || n == 0) print "-"; else printf "%.2f", i / n }')
 idle_ok=$(awk -v l="$login_idle" -v r="$cpu_ratio" 'BEGIN { print (l != "fail" && l + 0 < 100 && r != "-" && r + 0 <= 1.10) ? "ok" : "no" }')
 row "idle flood, $opened/$IDLE_CONNECTIONS conns" "$idle_alive" "$peak" "-" "$budget" "$p99_unloaded" "$p99_idle" \
