@@ -58,12 +58,15 @@ pub fn nop_flood(spec: &NopFlood, until: &Until) -> AttackReport {
             cmd_sn: session.cmd_sn,
             exp_stat_sn: session.exp_stat_sn,
         });
-        out.clear();
-        if let Err(e) = pdu::encode_pdu(&header, &ping, Digests::default(), &mut out) {
-            report.note_error(format!("encode NOP-Out: {e}"));
-            break;
-        }
-        if !send_pdu(&mut session, &out, until, started, &mut report) {
+        if !encode_and_send(
+            &mut session,
+            &mut out,
+            &header,
+            &ping,
+            until,
+            started,
+            &mut report,
+        ) {
             break;
         }
     }
@@ -120,12 +123,15 @@ pub fn slow_reader(spec: &SlowReader, until: &Until) -> AttackReport {
             bidi_read_length: None,
         });
         session.cmd_sn = session.cmd_sn.wrapping_add(1);
-        out.clear();
-        if let Err(e) = pdu::encode_pdu(&header, &[], Digests::default(), &mut out) {
-            report.note_error(format!("encode SCSI Command: {e}"));
-            break;
-        }
-        if !send_pdu(&mut session, &out, until, started, &mut report) {
+        if !encode_and_send(
+            &mut session,
+            &mut out,
+            &header,
+            &[],
+            until,
+            started,
+            &mut report,
+        ) {
             break;
         }
     }
@@ -233,6 +239,25 @@ fn login_or_report(
 }
 
 /// Sends one encoded PDU; `false` when the attack is over (time, a close, an error).
+/// Encodes `header` and `data` into `out` (reused between PDUs) and sends it; `false` when
+/// the attack must stop (an encoding error, the deadline, the target gone).
+fn encode_and_send(
+    session: &mut RawSession,
+    out: &mut Vec<u8>,
+    header: &pdu::Header,
+    data: &[u8],
+    until: &Until,
+    started: Instant,
+    report: &mut AttackReport,
+) -> bool {
+    out.clear();
+    if let Err(e) = pdu::encode_pdu(header, data, Digests::default(), out) {
+        report.note_error(format!("encode {:?}: {e}", header.opcode()));
+        return false;
+    }
+    send_pdu(session, out, until, started, report)
+}
+
 fn send_pdu(
     session: &mut RawSession,
     bytes: &[u8],
