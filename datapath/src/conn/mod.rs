@@ -82,6 +82,26 @@ impl Conn {
         self.receiver.stats()
     }
 
+    /// Bytes the receiver needs before its next decision ([`PduReceiver::bytes_wanted`]).
+    pub fn receive_wanted(&self) -> usize {
+        self.receiver.bytes_wanted()
+    }
+
+    /// While a payload is being received: the padding and data digest that follow it.
+    pub fn receive_trailer_after_payload(&self) -> usize {
+        self.receiver.trailer_after_payload()
+    }
+
+    /// Whether the receiver waits for a payload's padding or data digest.
+    pub fn receive_in_trailer(&self) -> bool {
+        self.receiver.in_trailer()
+    }
+
+    /// Whether the send batch holds PDUs not yet reported sent.
+    pub fn send_pending(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
     /// Takes the session's queued PDUs into the send batch; returns the PDUs it holds
     /// (0: nothing to send).
     pub fn fill_send(&mut self) -> Result<usize, PduError> {

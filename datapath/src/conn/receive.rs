@@ -127,6 +127,32 @@ impl PduReceiver {
         matches!(self.phase, Phase::Header { have: 0, .. })
     }
 
+    /// Bytes the receiver needs before it can make its next decision: the rest of the BHS
+    /// (then of the AHS and header digest), of a payload, or of its trailer. A caller that
+    /// must not read past a header (so that the payload after it can be placed) receives
+    /// exactly this many.
+    pub fn bytes_wanted(&self) -> usize {
+        match &self.phase {
+            Phase::Header { have, frame } => frame.map_or(BHS_LEN, |f| f.header_len()) - have,
+            Phase::Payload { frame, done, .. } => frame.data_len - done,
+            Phase::Trailer { frame, have, .. } => frame.pad_len + frame.data_digest_len - have,
+            Phase::Failed(_) => 0,
+        }
+    }
+
+    /// While a payload is being received: the padding and data digest that follow it.
+    pub fn trailer_after_payload(&self) -> usize {
+        match &self.phase {
+            Phase::Payload { frame, .. } => frame.pad_len + frame.data_digest_len,
+            _ => 0,
+        }
+    }
+
+    /// Whether the receiver waits for a payload's padding or data digest.
+    pub fn in_trailer(&self) -> bool {
+        matches!(self.phase, Phase::Trailer { .. })
+    }
+
     /// Takes in `bytes` received from the peer (any piece of the stream), delivering each
     /// PDU to `sink` as it completes. All of `bytes` is consumed unless an error is returned.
     pub fn handle_bytes<S: PduSink>(

@@ -7,8 +7,9 @@ use std::ops::Range;
 use crate::pdu::{self, PduError, BHS_LEN};
 use crate::session::{Session, Transmit};
 
-/// PDUs one batch holds at most (three slices each, well under the kernel's IOV_MAX).
-pub const SEND_BATCH_MAX_PDUS: usize = 64;
+/// PDUs one batch holds at most (three slices each: 768, under the kernel's IOV_MAX of
+/// 1024 buffers per `sendmsg`).
+pub const SEND_BATCH_MAX_PDUS: usize = 256;
 
 struct Entry {
     transmit: Transmit,

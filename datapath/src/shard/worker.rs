@@ -7,9 +7,15 @@
 //! session's next timer or a due caller wake-up, passed to the kernel as the wait's own
 //! timeout, so no timeout entries ride on the ring).
 //!
+//! The PDUs themselves are the connection driver's ([`crate::conn::Conn`]): every byte
+//! received goes to its resumable receiver (which says when a Data-In's payload can be
+//! received straight into the command's buffer, and checks trailers and digests), and
+//! every send is its send batch. This file is the io_uring glue around it.
+//!
 //! Memory the kernel touches: the staging buffer (registered with the ring as its fixed
-//! buffer, sized from the data segment length the shard declares) and the send scratch are
-//! the shard's own and are never moved or resized while the ring lives; a placed receive writes
+//! buffer, sized from the data segment length the shard declares), the gather list and the
+//! driver's send batch are the shard's own and are not moved or changed while an operation
+//! on them is in flight; a placed receive writes
 //! into, and a send reads from, a command's buffer held by the session. The session hands
 //! such a buffer back only inside an event (never drops it), and the shard posts those
 //! events to the caller only while no receive into, or send from, a caller's buffer is in
@@ -28,12 +34,13 @@ use super::tag_map::TagMap;
 use super::work::{RunningWork, ShardWork, WorkStatus, WorkSubmitter};
 use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
 use super::{ShardRequest, ShardStats, SharedStats};
-use crate::pdu::{self, digest, Header, Limits, BHS_LEN};
+use crate::conn::{Conn, SEND_BATCH_MAX_PDUS};
+use crate::pdu::{self, BHS_LEN};
 use crate::scsi::Lun;
 use crate::session::connect::{shard_isid, ClientConfig};
 use crate::session::{
     CommandError, DataDirection, Event, ScsiCommandRequest, Session, SessionState, SubmitRejection,
-    TaskId, Transmit,
+    TaskId,
 };
 use crate::transport::ring::{Completion, EVENT_TOKEN_BASE};
 use crate::transport::tcp::advance_iovecs;
@@ -44,11 +51,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// How long a shard whose completion queue is full waits before it looks again (the caller
 /// takes completions without ringing the doorbell).
 const FULL_WAIT: Duration = Duration::from_millis(1);
-/// Room for one encoded header: BHS, the largest AHS we accept, header digest.
+/// Room for one header: BHS, the largest AHS we accept, header digest.
 const HEADER_SLOT: usize = BHS_LEN + 1024 + 4;
-/// PDUs sent in one gather send: each takes up to three buffers (header, data, trailer),
-/// under Linux's limit of 1024 per `sendmsg`.
-const PDUS_PER_SEND: usize = 256;
 /// The smallest staging buffer (greedy receives of many small PDUs).
 const STAGING_MIN: usize = 64 * 1024;
 /// Receive coalescing (`ShardConfig::recv_coalesce`): a greedy receive that brings less
@@ -360,36 +364,15 @@ enum RecvOp {
     },
 }
 
-/// A Data-In payload being received into its command's buffer.
-struct Placing {
-    header: Header,
-    data_len: u32,
-    /// The slice `Session::data_in_destination` gave; the command's buffer stays in the
-    /// session (or in an unposted event) for as long as this receive is in flight.
-    dest: *mut u8,
-    len: usize,
-    done: usize,
-    pad_len: usize,
-    digest_len: usize,
-}
-
-/// A placed Data-In whose payload is in, waiting for its pad and data digest (which
-/// arrive through the staging buffer) before the session hears of it.
-struct PlacedTrailer {
-    header: Header,
-    data_len: u32,
-    pad_len: usize,
-    digest_len: usize,
-    expected_digest: u32,
-}
-
 /// A running shard.
 struct Shard {
     index: usize,
     config: ShardConfig,
     conn: TcpConnection,
     files: Files,
-    session: Session,
+    /// The session and its framing (`conn`): every received byte goes to its receiver,
+    /// every send is its send batch.
+    driver: Conn,
     submit_rx: Receiver<ShardRequest>,
     work_rx: Receiver<Box<dyn ShardWork>>,
     abort_rx: Receiver<u64>,
@@ -406,22 +389,22 @@ struct Shard {
     large_reads: usize,
 
     // Receive side.
-    /// The shard's receive buffer: headers and small PDUs land here. Sized once from the
+    /// The shard's receive buffer: headers and small PDUs land here, and every receive into
+    /// it is handed to the driver's receiver whole, so it starts empty. Sized once from the
     /// largest data segment we declare (MaxRecvDataSegmentLength is declarative: our offer
     /// is the negotiated limit), never resized or moved, and registered with the ring as
     /// its fixed buffer 0 when the kernel takes it (`staging_fixed`).
     staging: Vec<u8>,
     /// Receives into the staging buffer are `READ_FIXED` on its registration.
     staging_fixed: bool,
-    staged: std::ops::Range<usize>,
-    /// Bytes the parser needs before it can make progress (header-only receives ask for
-    /// exactly this many).
-    need: usize,
     recv: RecvOp,
     /// A receive into the staging buffer linked behind the placed one (`IOSQE_IO_LINK`):
     /// the payload's trailer or the next PDU's header, so that a placed Data-In and what
     /// follows it cost one kernel entry. Its length while in flight.
     linked_recv: Option<usize>,
+    /// Bytes the linked receive brought, fed to the receiver once the placed payload
+    /// ahead of them is (completions are reaped as a batch).
+    linked_received: Option<usize>,
     /// Bytes the last staging receive brought, and until when the next greedy receive
     /// waits (receive coalescing).
     small_receives: u32,
@@ -438,14 +421,9 @@ struct Shard {
     /// Bytes the answers to the commands held are expected to bring at least (a header
     /// each, plus the payload of small reads).
     answer_bytes: u64,
-    placing: Option<Placing>,
-    trailer: Option<PlacedTrailer>,
 
-    // Send side: the PDUs of the send in flight, their encoded headers and trailers, and
-    // the gather list over them (all untouched until the send completes).
-    transmits: Vec<Transmit>,
-    headers: Vec<u8>,
-    trailers: Vec<[u8; 8]>,
+    // Send side: the gather list over the driver's send batch (headers and trailers it
+    // encoded, payload lent by the session), untouched until the send completes.
     iovecs: Vec<libc::iovec>,
     msg: Box<libc::msghdr>,
     send_next: usize,
@@ -470,7 +448,6 @@ struct Shard {
     unwoken_since: Option<Instant>,
     stats: ShardStats,
     kernel_entries_at_login: u64,
-    staged_copy_bytes: u64,
     window_closed_since: Option<Instant>,
     login: Option<Result<(), String>>,
     /// Logged in once: requests are taken (and failed at once if the session has ended).
@@ -555,8 +532,9 @@ impl Shard {
         let isid = shard_isid(index);
         let session_config = cc.session_config(isid, config.queue_depth, config.queue_depth);
         // Sized once from the largest data segment we declare we accept (the negotiated
-        // MaxRecvDataSegmentLength never exceeds our own offer), so a whole PDU always
-        // fits and the buffer never moves while a receive uses it.
+        // MaxRecvDataSegmentLength never exceeds our own offer), so one greedy receive can
+        // take a whole PDU; it never moves while a receive uses it. Every receive into it
+        // goes to the driver's receiver whole (which stages what it cannot place).
         let max_segment = (cc.offer.max_recv_data_segment_length as usize).max(8192);
         let staging_len = (HEADER_SLOT + max_segment + 8).max(STAGING_MIN);
         let ring_flags = conn.ring_flags_description().to_string();
@@ -566,7 +544,7 @@ impl Shard {
             index,
             conn,
             files,
-            session: Session::new(session_config, Instant::now()),
+            driver: Conn::new(Session::new(session_config, Instant::now())),
             submit_rx,
             work_rx,
             abort_rx,
@@ -579,22 +557,16 @@ impl Shard {
             large_reads: 0,
             staging: vec![0; staging_len],
             staging_fixed: false,
-            staged: 0..0,
-            need: BHS_LEN,
             recv: RecvOp::Idle,
             linked_recv: None,
+            linked_received: None,
             small_receives: 0,
             coalesce_misses: 0,
             recv_low_water: 1,
             low_water: 1,
             low_water_until: None,
             answer_bytes: 0,
-            placing: None,
-            trailer: None,
-            transmits: Vec::with_capacity(PDUS_PER_SEND),
-            headers: vec![0; HEADER_SLOT * PDUS_PER_SEND],
-            trailers: Vec::with_capacity(PDUS_PER_SEND),
-            iovecs: Vec::with_capacity(3 * PDUS_PER_SEND),
+            iovecs: Vec::with_capacity(3 * SEND_BATCH_MAX_PDUS),
             msg: Box::new(msg),
             send_next: 0,
             send_in_flight: false,
@@ -610,7 +582,6 @@ impl Shard {
             unwoken_since: None,
             stats: ShardStats::default(),
             kernel_entries_at_login: 0,
-            staged_copy_bytes: 0,
             window_closed_since: None,
             login: None,
             serving: false,
@@ -640,7 +611,7 @@ impl Shard {
                     let info = ShardInfo {
                         core: core.map(|c| c.id),
                         isid,
-                        tsih: shard.session.tsih(),
+                        tsih: shard.driver.session().tsih(),
                         ring_flags,
                         steering: path_report,
                         registered_buffer_bytes: if shard.staging_fixed {
@@ -668,7 +639,7 @@ impl Shard {
         loop {
             self.turn();
             let over = matches!(
-                self.session.state(),
+                self.driver.session().state(),
                 SessionState::Closed | SessionState::Failed
             ) || self.dead.is_some();
             if self.stopping && self.held.is_empty() && self.outgoing.is_empty() && over {
@@ -750,11 +721,16 @@ impl Shard {
             self.accept(now);
             if self.stopping && self.held.is_empty() && !self.logout_started {
                 self.logout_started = true;
-                self.session.logout(now);
+                self.driver.session_mut().logout(now);
             }
         }
-        if self.session.poll_timeout().is_some_and(|d| d <= now) {
-            self.session.handle_timeout(now);
+        if self
+            .driver
+            .session()
+            .poll_timeout()
+            .is_some_and(|d| d <= now)
+        {
+            self.driver.session_mut().handle_timeout(now);
         }
         self.collect_events();
         if logged_in {
@@ -797,7 +773,7 @@ impl Shard {
             self.enter(0, None);
             return;
         }
-        let mut timeout = match self.session.poll_timeout() {
+        let mut timeout = match self.driver.session().poll_timeout() {
             Some(deadline) => deadline.saturating_duration_since(now).min(IDLE_WAIT),
             None => IDLE_WAIT,
         };
@@ -923,7 +899,7 @@ impl Shard {
         }
     }
 
-    /// Takes every completion the kernel has posted and feeds the session.
+    /// Takes every completion the kernel has posted and feeds the driver's receiver.
     fn reap(&mut self, now: Instant) {
         let mut cqes = std::mem::take(&mut self.cqes);
         self.conn.ring_mut().reap(&mut cqes);
@@ -938,9 +914,10 @@ impl Shard {
             }
         }
         self.cqes = cqes;
-        if self.dead.is_none() && self.placing.is_none() {
-            if let Err(reason) = self.process_staged(now) {
-                self.lose_connection(reason);
+        // What the linked receive brought follows the placed payload on the wire.
+        if let Some(n) = self.linked_received.take() {
+            if self.dead.is_none() && self.recv == RecvOp::Idle {
+                self.receive_staged(now, n);
             }
         }
     }
@@ -950,20 +927,12 @@ impl Shard {
         if self.dead.is_some() {
             return;
         }
-        if result < 0 {
-            let e = std::io::Error::from_raw_os_error(-result);
-            self.conn.mark_broken("recv");
-            self.lose_connection(format!("receive failed: {e}"));
-            return;
-        }
-        if result == 0 {
-            self.lose_connection("the target closed the connection".into());
-            return;
-        }
-        let n = result.unsigned_abs() as usize;
+        let n = match self.received_bytes(result) {
+            Some(n) => n,
+            None => return,
+        };
         match op {
             RecvOp::Staging { len } if n <= len => {
-                self.staged.end += n;
                 if self.recv_low_water > 1 {
                     // Less than half the mark came in the time allowed: the answers bring
                     // fewer bytes than expected (errors, short reads), so back off.
@@ -978,14 +947,11 @@ impl Shard {
                 } else {
                     0
                 };
+                self.receive_staged(now, n);
             }
             RecvOp::Placed { len } if n <= len => {
-                let Some(placing) = self.placing.as_mut() else {
-                    return;
-                };
-                placing.done += n;
-                if placing.done == placing.len {
-                    self.finish_placed(now);
+                if let Err(e) = self.driver.handle_placed_received(now, n) {
+                    self.lose_connection(e.to_string());
                 }
             }
             _ => {
@@ -993,6 +959,22 @@ impl Shard {
                 self.lose_connection("the kernel reported more bytes than asked for".into());
             }
         }
+    }
+
+    /// The byte count of a receive's result; `None` (the connection lost) for an error or
+    /// the end of the stream.
+    fn received_bytes(&mut self, result: i32) -> Option<usize> {
+        if result < 0 {
+            let e = std::io::Error::from_raw_os_error(-result);
+            self.conn.mark_broken("recv");
+            self.lose_connection(format!("receive failed: {e}"));
+            return None;
+        }
+        if result == 0 {
+            self.lose_connection("the target closed the connection".into());
+            return None;
+        }
+        Some(result.unsigned_abs() as usize)
     }
 
     /// The staging receive linked behind a placed one. Cancelled (`ECANCELED`) when the
@@ -1004,50 +986,118 @@ impl Shard {
         if self.dead.is_some() || result == -libc::ECANCELED {
             return;
         }
-        if result < 0 {
-            let e = std::io::Error::from_raw_os_error(-result);
-            self.conn.mark_broken("recv");
-            self.lose_connection(format!("receive failed: {e}"));
+        let Some(n) = self.received_bytes(result) else {
             return;
-        }
-        if result == 0 {
-            self.lose_connection("the target closed the connection".into());
-            return;
-        }
-        let n = result.unsigned_abs() as usize;
-        if n > len || self.staged.end + n > self.staging.len() {
+        };
+        if n > len {
             self.conn.mark_broken("recv");
             self.lose_connection("the kernel reported more bytes than asked for".into());
             return;
         }
-        self.staged.end += n;
+        self.linked_received = Some(n);
     }
 
-    /// A placed payload is complete: deliver it, or wait for its trailer first.
-    fn finish_placed(&mut self, now: Instant) {
-        let Some(p) = self.placing.take() else {
-            return;
-        };
-        if p.pad_len + p.digest_len == 0 {
-            // A fault here has already failed the session and queued its events.
-            let _ = self.session.handle_pdu_placed(now, p.header, p.data_len);
+    /// Hands the first `n` bytes of the staging buffer to the receiver, which delivers
+    /// every PDU they complete (and copies a Data-In's payload into its placement).
+    fn receive_staged(&mut self, now: Instant, n: usize) {
+        if let Err(e) = self.driver.handle_received(now, &self.staging[..n]) {
+            self.lose_connection(e.to_string());
+        }
+    }
+
+    /// Queues the next receive when none is in flight: the rest of a placed payload, or
+    /// into the staging buffer (greedy when no large read is in flight, else exactly the
+    /// bytes the receiver needs, so that a payload can still be placed).
+    fn arm_recv(&mut self, now: Instant) {
+        if self.recv != RecvOp::Idle || self.linked_recv.is_some() || self.dead.is_some() {
             return;
         }
-        let expected_digest = if p.digest_len > 0 {
-            // SAFETY: the slice the session gave for this Data-In; the receive into it
-            // has completed and nothing else writes it while we read.
-            let dest = unsafe { std::slice::from_raw_parts(p.dest, p.len) };
-            digest::data_digest_append(digest::crc32c(dest), p.len)
+        let files = self.files;
+        let large_reads = self.large_reads;
+        if let Some(spare) = self.driver.placement_spare() {
+            let (at, left) = (spare.as_mut_ptr(), spare.len());
+            // A large payload wakes the shard once, when all of it is in the socket, not
+            // at every segment: the mark is the bytes still to come. Such a receive takes
+            // what is there at once without MSG_WAITALL (so a part taken never leaves the
+            // mark above what can still arrive) and the shard asks again for the rest.
+            // Nothing is linked behind it: a header receive would wait for the mark too.
+            let wake_once = left >= PLACED_LOW_WATER_MIN;
+            self.set_low_water(if wake_once { left } else { 1 }, None);
+            let want = u32::try_from(left).unwrap_or(u32::MAX);
+            // Behind it, linked: the trailer if there is one (alone: nothing may wait for
+            // the next PDU before this one is delivered), else the next PDU's header.
+            // Only while large reads are in flight (headers are taken alone anyway then);
+            // otherwise the next receive is a greedy one.
+            let link_len = if !wake_once && large_reads > 0 {
+                match self.driver.receive_trailer_after_payload() {
+                    0 => BHS_LEN,
+                    trailer => trailer,
+                }
+            } else {
+                0
+            };
+            let flags = if wake_once { 0 } else { libc::MSG_WAITALL };
+            let placed = on_socket!(files, |fd| opcode::Recv::new(fd, at, want)
+                .flags(flags)
+                .build()
+                .user_data(TOKEN_RECV));
+            if link_len == 0 {
+                // SAFETY: `at..at + want` lies in the command's buffer, which stays in
+                // the session or in an unposted event until this receive completes
+                // (module docs).
+                if self.push(placed) {
+                    self.recv = RecvOp::Placed { len: want as usize };
+                }
+                return;
+            }
+            let linked = self.staging_recv(0, link_len, libc::MSG_WAITALL, TOKEN_RECV_LINKED);
+            let entries = [placed.flags(squeue::Flags::IO_LINK), linked];
+            // SAFETY: the placed receive as above; the linked one writes the first
+            // `link_len` bytes of the staging buffer, which is neither read nor moved
+            // until its completion is reaped (`linked_recv` is set until then, and no
+            // other receive is armed meanwhile).
+            if self.push_linked(entries) {
+                self.recv = RecvOp::Placed { len: want as usize };
+                self.linked_recv = Some(link_len);
+            }
+            return;
+        }
+        let free = self.staging.len();
+        // Greedy (many PDUs per receive, small payloads copied) only while commands are in
+        // flight and none of them is a large read. With nothing in flight the next PDU
+        // may well answer a large read not yet submitted, so only its header is taken.
+        let header_only =
+            self.large_reads > 0 || self.held.is_empty() || self.driver.receive_in_trailer();
+        let len = if header_only {
+            self.driver.receive_wanted().clamp(1, free)
         } else {
-            0
+            free
         };
-        self.trailer = Some(PlacedTrailer {
-            header: p.header,
-            data_len: p.data_len,
-            pad_len: p.pad_len,
-            digest_len: p.digest_len,
-            expected_digest,
-        });
+        let coalesce = !header_only
+            && !self.config.recv_coalesce.is_zero()
+            && !self.stopping
+            && self.held.len() >= (self.config.queue_depth / 2).max(2)
+            && (self.small_receives >= COALESCE_AFTER_SMALL_RECEIVES << self.coalesce_misses
+                || self.low_water > 1);
+        let low_water = if coalesce {
+            // Half the bytes the answers in flight bring (the target keeps the other half
+            // of the commands to work on), rounded down to a power of two so that it
+            // changes (a system call) seldom.
+            let half = (self.answer_bytes / 2).min(free as u64).max(1);
+            1usize << half.ilog2()
+        } else {
+            1
+        };
+        self.set_low_water(low_water, Some(now + self.config.recv_coalesce));
+        self.recv_low_water = self.low_water;
+        let want = u32::try_from(len).unwrap_or(u32::MAX);
+        let flags = if header_only { libc::MSG_WAITALL } else { 0 };
+        let entry = self.staging_recv(0, want as usize, flags, TOKEN_RECV);
+        // SAFETY: the staging buffer, which is neither read nor moved (it is never
+        // resized) until this receive completes.
+        if self.push(entry) {
+            self.recv = RecvOp::Staging { len: want as usize };
+        }
     }
 
     fn on_send(&mut self, result: i32, flags: u32) {
@@ -1100,222 +1150,11 @@ impl Shard {
         self.send_in_flight || self.send_notifs > 0
     }
 
+    /// The send is over (or never started): the batch and its gather list are emptied.
     fn end_send(&mut self) {
         self.iovecs.clear();
-        self.trailers.clear();
-        self.transmits.clear();
+        self.driver.handle_sent();
         self.send_next = 0;
-    }
-
-    /// Delivers every whole PDU in the staging buffer; stops at a Data-In whose payload can
-    /// be placed (and sets up that receive) or when more bytes are needed (`self.need`).
-    fn process_staged(&mut self, now: Instant) -> Result<(), String> {
-        let digests = self.session.digests();
-        let limits = Limits {
-            max_data_segment_length: self.session.max_recv_data_segment_length(),
-            ..Limits::default()
-        };
-        // Bounded: each round consumes at least a BHS of staged bytes or returns.
-        for _ in 0..self.staging.len() / BHS_LEN + 2 {
-            if self.dead.is_some() {
-                return Ok(());
-            }
-            let start = self.staged.start;
-            if let Some(t) = &self.trailer {
-                let trailer_len = t.pad_len + t.digest_len;
-                if self.staged.len() < trailer_len {
-                    self.need = trailer_len - self.staged.len();
-                    return Ok(());
-                }
-                if t.digest_len > 0 {
-                    let at = start + t.pad_len;
-                    let mut wire = [0u8; 4];
-                    wire.copy_from_slice(&self.staging[at..at + 4]);
-                    if digest::digest_from_wire(wire) != t.expected_digest {
-                        return Err("data digest mismatch on Data-In".into());
-                    }
-                }
-                self.consume(trailer_len);
-                if let Some(t) = self.trailer.take() {
-                    let _ = self.session.handle_pdu_placed(now, t.header, t.data_len);
-                }
-                continue;
-            }
-            if self.staged.len() < BHS_LEN {
-                self.need = BHS_LEN - self.staged.len();
-                return Ok(());
-            }
-            let frame = pdu::frame(&self.staging[start..start + BHS_LEN], digests, &limits)
-                .map_err(|e| format!("malformed PDU: {e}"))?;
-            let header_len = frame.header_len();
-            let total = frame.total_len();
-            if total > self.staging.len() {
-                return Err(format!(
-                    "a PDU of {total} bytes does not fit the receive buffer of {}",
-                    self.staging.len()
-                ));
-            }
-            if self.staged.len() < header_len {
-                self.need = header_len - self.staged.len();
-                return Ok(());
-            }
-            let header = parse_header(&self.staging[start..start + header_len], &frame)?;
-            let payload_staged = (self.staged.len() - header_len).min(frame.data_len);
-            if payload_staged < frame.data_len && matches!(header, Header::DataIn(_)) {
-                let data_len = frame.data_len as u32;
-                if let Some(dest) = self.session.data_in_destination(&header, data_len) {
-                    // The payload goes straight into the command's buffer; what a greedy
-                    // receive already took is copied (and counted).
-                    let from = start + header_len;
-                    dest[..payload_staged]
-                        .copy_from_slice(&self.staging[from..from + payload_staged]);
-                    self.staged_copy_bytes += payload_staged as u64;
-                    let placing = Placing {
-                        header,
-                        data_len,
-                        dest: dest.as_mut_ptr(),
-                        len: dest.len(),
-                        done: payload_staged,
-                        pad_len: frame.pad_len,
-                        digest_len: frame.data_digest_len,
-                    };
-                    self.placing = Some(placing);
-                    self.consume(header_len + payload_staged);
-                    return Ok(());
-                }
-            }
-            if self.staged.len() < total {
-                self.need = total - self.staged.len();
-                return Ok(());
-            }
-            let decoded = pdu::decode_pdu(&self.staging[start..start + total], digests, &limits)
-                .map_err(|e| format!("malformed PDU: {e}"))?
-                .ok_or("a whole PDU did not decode")?;
-            let data = start + decoded.data.start..start + decoded.data.end;
-            // A fault here has already failed the session and queued its events.
-            let _ = self
-                .session
-                .handle_pdu(now, decoded.header, &self.staging[data]);
-            self.consume(total);
-        }
-        Ok(())
-    }
-
-    fn consume(&mut self, len: usize) {
-        self.staged.start += len;
-        if self.staged.is_empty() {
-            self.staged = 0..0;
-        }
-    }
-
-    /// Queues the next receive when none is in flight: the rest of a placed payload, or
-    /// into the staging buffer (greedy when no large read is in flight, else exactly the
-    /// bytes the parser needs, so that a payload can still be placed).
-    fn arm_recv(&mut self, now: Instant) {
-        if self.recv != RecvOp::Idle || self.linked_recv.is_some() || self.dead.is_some() {
-            return;
-        }
-        let files = self.files;
-        if let Some(left) = self.placing.as_ref().map(|p| p.len - p.done) {
-            // A large payload wakes the shard once, when all of it is in the socket, not
-            // at every segment: the mark is the bytes still to come. Such a receive takes
-            // what is there at once without MSG_WAITALL (so a part taken never leaves the
-            // mark above what can still arrive) and the shard asks again for the rest.
-            // Nothing is linked behind it: a header receive would wait for the mark too.
-            let wake_once = left >= PLACED_LOW_WATER_MIN;
-            self.set_low_water(if wake_once { left } else { 1 }, None);
-            let Some(p) = &self.placing else {
-                return;
-            };
-            let len = p.len - p.done;
-            let want = u32::try_from(len).unwrap_or(u32::MAX);
-            // Pointer arithmetic within the destination slice (`done < len`).
-            let at = p.dest.wrapping_add(p.done);
-            // Behind it, linked: the trailer if there is one (alone: nothing may wait for
-            // the next PDU before this one is delivered), else the next PDU's header.
-            // The staging buffer is empty here (a placement starts only once every staged
-            // byte is consumed), so the linked receive writes at its start.
-            // Only while large reads are in flight (headers are taken alone anyway then);
-            // otherwise the next receive is a greedy one.
-            let link_len = if !wake_once && self.staged.is_empty() && self.large_reads > 0 {
-                match p.pad_len + p.digest_len {
-                    0 => BHS_LEN,
-                    trailer => trailer,
-                }
-            } else {
-                0
-            };
-            let flags = if wake_once { 0 } else { libc::MSG_WAITALL };
-            let placed = on_socket!(files, |fd| opcode::Recv::new(fd, at, want)
-                .flags(flags)
-                .build()
-                .user_data(TOKEN_RECV));
-            if link_len == 0 {
-                // SAFETY: `at..at + want` lies in the command's buffer, which stays in
-                // the session or in an unposted event until this receive completes
-                // (module docs).
-                if self.push(placed) {
-                    self.recv = RecvOp::Placed { len: want as usize };
-                }
-                return;
-            }
-            self.staged = 0..0;
-            let linked = self.staging_recv(0, link_len, libc::MSG_WAITALL, TOKEN_RECV_LINKED);
-            let entries = [placed.flags(squeue::Flags::IO_LINK), linked];
-            // SAFETY: the placed receive as above; the linked one writes the first
-            // `link_len` bytes of the staging buffer, which is neither read nor moved
-            // until its completion is reaped (`linked_recv` is set until then, and no
-            // other receive is armed meanwhile).
-            if self.push_linked(entries) {
-                self.recv = RecvOp::Placed { len: want as usize };
-                self.linked_recv = Some(link_len);
-            }
-            return;
-        }
-        if self.staged.start > 0 {
-            let len = self.staged.len();
-            self.staging.copy_within(self.staged.clone(), 0);
-            self.staged = 0..len;
-        }
-        let free = self.staging.len() - self.staged.end;
-        // Greedy (many PDUs per receive, small payloads copied) only while commands are in
-        // flight and none of them is a large read. With nothing in flight the next PDU
-        // may well answer a large read not yet submitted, so only its header is taken.
-        let header_only = self.large_reads > 0 || self.held.is_empty() || self.trailer.is_some();
-        let len = if header_only {
-            self.need.clamp(1, free.max(1))
-        } else {
-            free
-        };
-        let coalesce = !header_only
-            && !self.config.recv_coalesce.is_zero()
-            && !self.stopping
-            && self.held.len() >= (self.config.queue_depth / 2).max(2)
-            && (self.small_receives >= COALESCE_AFTER_SMALL_RECEIVES << self.coalesce_misses
-                || self.low_water > 1);
-        let low_water = if coalesce {
-            // Half the bytes the answers in flight bring (the target keeps the other half
-            // of the commands to work on), rounded down to a power of two so that it
-            // changes (a system call) seldom.
-            let half = (self.answer_bytes / 2).min(free as u64).max(1);
-            1usize << half.ilog2()
-        } else {
-            1
-        };
-        self.set_low_water(low_water, Some(now + self.config.recv_coalesce));
-        self.recv_low_water = self.low_water;
-        if len == 0 || len > free {
-            self.lose_connection("the receive buffer is full".into());
-            return;
-        }
-        let want = u32::try_from(len).unwrap_or(u32::MAX);
-        let flags = if header_only { libc::MSG_WAITALL } else { 0 };
-        let entry = self.staging_recv(self.staged.end, want as usize, flags, TOKEN_RECV);
-        // SAFETY: the free end of the staging buffer, which is neither read nor moved (it
-        // is never resized) until this receive completes.
-        if self.push(entry) {
-            self.recv = RecvOp::Staging { len: want as usize };
-        }
     }
 
     /// Registers the staging buffer with the ring (its one fixed buffer), so receives into
@@ -1393,57 +1232,37 @@ impl Shard {
         }
     }
 
-    /// Queues one send of every PDU the session has waiting (up to `PDUS_PER_SEND`), payload
-    /// straight from the callers' buffers, when no send is in flight.
+    /// Queues one send of every PDU the session has waiting (the driver's send batch, up
+    /// to `SEND_BATCH_MAX_PDUS`), payload straight from the callers' buffers, when no send
+    /// is in flight.
     fn start_send(&mut self) {
         if self.send_busy() || self.dead.is_some() {
             return;
         }
         self.end_send();
-        while self.transmits.len() < PDUS_PER_SEND {
-            match self.session.poll_transmit() {
-                Some(t) => self.transmits.push(t),
-                None => break,
+        match self.driver.fill_send() {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                self.end_send();
+                self.lose_connection(format!("encoding a PDU: {e}"));
+                return;
             }
         }
-        if self.transmits.is_empty() {
-            return;
-        }
-        let digests = self.session.digests();
+        let mut slices = Vec::with_capacity(3 * SEND_BATCH_MAX_PDUS);
+        self.driver.send_slices(&mut slices);
         // Zero-copy only pays when the NIC sends from our pages; below the threshold (and
         // on loopback, which copies anyway) a plain send is cheaper (`ShardConfig`).
-        self.send_zc = self.config.send_zc_min_bytes.is_some_and(|min| {
-            self.transmits
-                .iter()
-                .any(|t| self.session.transmit_data(t).len() >= min as usize)
-        });
-        for (transmit, slot) in self
-            .transmits
-            .iter()
-            .zip(self.headers.chunks_mut(HEADER_SLOT))
-        {
-            let data = self.session.transmit_data(transmit);
-            let len = match pdu::encode_header(&transmit.header, data.len() as u32, digests, slot) {
-                Ok(len) => len,
-                Err(e) => {
-                    self.end_send();
-                    self.lose_connection(format!("encoding a PDU: {e}"));
-                    return;
-                }
-            };
-            let (trailer, trailer_len) = pdu::data_trailer(data, digests);
-            self.trailers.push(trailer);
-            let trailer = self.trailers.last().map_or(&[][..], |t| &t[..trailer_len]);
-            for buf in [&slot[..len], data, trailer] {
-                if !buf.is_empty() {
-                    self.iovecs.push(libc::iovec {
-                        // The kernel only reads through this pointer (a send).
-                        iov_base: buf.as_ptr().cast_mut().cast(),
-                        iov_len: buf.len(),
-                    });
-                }
-            }
-        }
+        self.send_zc = self
+            .config
+            .send_zc_min_bytes
+            .is_some_and(|min| slices.iter().any(|s| s.len() >= min as usize));
+        self.iovecs.extend(slices.iter().map(|buf| libc::iovec {
+            // The kernel only reads through this pointer (a send). The batch's headers
+            // and trailers and the lent payload stay put until `end_send`.
+            iov_base: buf.as_ptr().cast_mut().cast(),
+            iov_len: buf.len(),
+        }));
         self.push_send();
     }
 
@@ -1653,7 +1472,7 @@ impl Shard {
                     *task
                 });
             if let Some(task) = task {
-                if let Err(refused) = self.session.abort_task(now, task) {
+                if let Err(refused) = self.driver.session_mut().abort_task(now, task) {
                     tracing::debug!(shard = self.index, %refused, "abort not started");
                 }
             }
@@ -1684,7 +1503,7 @@ impl Shard {
             buffer,
             attribute: pdu::TaskAttribute::Simple,
         };
-        match self.session.submit(now, command) {
+        match self.driver.session_mut().submit(now, command) {
             Ok(task) => {
                 self.held.insert(
                     task,
@@ -1840,7 +1659,7 @@ impl Shard {
     }
 
     fn collect_events(&mut self) {
-        while let Some(event) = self.session.poll_event() {
+        while let Some(event) = self.driver.session_mut().poll_event() {
             match event {
                 Event::CommandComplete(task, result) => {
                     let Some(held) = self.held.remove(&task) else {
@@ -1935,16 +1754,15 @@ impl Shard {
             return;
         }
         tracing::warn!(shard = self.index, %reason, "shard connection lost");
-        self.session
+        self.driver
+            .session_mut()
             .handle_connection_lost(Instant::now(), reason.clone());
         self.dead = Some(reason);
-        self.placing = None;
-        self.trailer = None;
         self.collect_events();
     }
 
     fn track_window(&mut self, now: Instant) {
-        let closed = self.session.commands_waiting() > 0;
+        let closed = self.driver.session().commands_waiting() > 0;
         match (self.window_closed_since, closed) {
             (None, true) => self.window_closed_since = Some(now),
             (Some(since), false) => {
@@ -1961,8 +1779,9 @@ impl Shard {
                 .conn
                 .kernel_entries()
                 .saturating_sub(self.kernel_entries_at_login);
-        self.stats.bytes_copied =
-            self.bytes_copied_base + self.session.stats().bytes_copied + self.staged_copy_bytes;
+        self.stats.bytes_copied = self.bytes_copied_base
+            + self.driver.session().stats().bytes_copied
+            + self.driver.receive_stats().bytes_copied_to_placement;
         self.stats.queue_depth = self.held.len() as u64;
         self.shared.store(&self.stats);
     }
@@ -1981,9 +1800,4 @@ fn is_reset_unit_attention(outcome: &crate::session::CommandOutcome) -> bool {
             .as_deref()
             .and_then(|s| crate::scsi::Sense::decode(s).ok())
             .is_some_and(|s| s.key == SENSE_KEY_UNIT_ATTENTION && s.asc == ASC_POWER_ON_OR_RESET)
-}
-
-/// Parses a header whose bytes (BHS, AHS, header digest) are all in `bytes`.
-fn parse_header(bytes: &[u8], frame: &pdu::Frame) -> Result<Header, String> {
-    pdu::decode_header(bytes, frame).map_err(|e| format!("malformed PDU: {e}"))
 }
