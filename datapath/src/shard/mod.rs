@@ -65,16 +65,17 @@
 //!
 //! [`Session::data_in_destination`]: crate::session::Session::data_in_destination
 
-mod adapter_worker;
+mod adapters;
 mod probe;
 mod reconnect;
+mod run;
 mod steer;
 mod tag_map;
+mod tcp;
 mod waiter;
 mod work;
-mod worker;
 
-pub use adapter_worker::{planned_cores, ShardPath, ShardPathInfo};
+pub use adapters::{planned_cores, ShardPath, ShardPathInfo};
 pub use probe::{ShardCommandError, ShardExecutor};
 pub use reconnect::ReconnectPolicy;
 pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
@@ -420,10 +421,66 @@ impl Doorbell {
     }
 }
 
+/// What a shard's thread starts with: pins itself, brings its path up (a software
+/// connection or an adapter queue pair), says so, then runs the one loop (`run`).
+struct ShardThread {
+    setup: tcp::Setup,
+    channels: run::Channels,
+    shared: Arc<SharedStats>,
+    /// Set once an adapter path is up: the eventfd the pool writes when a caller submits.
+    wake: Arc<OnceLock<Arc<Notifier>>>,
+}
+
+impl ShardThread {
+    fn run(self, ready: Sender<Result<ShardInfo, ShardError>>) {
+        let ShardThread {
+            setup,
+            channels,
+            shared,
+            wake,
+        } = self;
+        let index = setup.index;
+        if let Some(core) = setup.core {
+            if !core_affinity::set_for_current(core) {
+                tracing::warn!(shard = index, core = core.id, "could not pin the shard");
+            }
+        }
+        let doorbell = Arc::clone(&setup.doorbell);
+        let config = setup.config.clone();
+        let up: Result<(Box<dyn run::Path>, ShardInfo), ShardError> = match config.path {
+            ShardPath::Software => tcp::TcpPath::connect(setup)
+                .map(|(path, info)| (Box::new(path) as Box<dyn run::Path>, info)),
+            _ => adapters::AdapterShardPath::connect(
+                index,
+                &setup.client_config,
+                &config,
+                setup.core.map(|c| c.id),
+            )
+            .map(|(path, info)| {
+                let _ = wake.set(Arc::clone(path.notifier()));
+                (Box::new(path) as Box<dyn run::Path>, info)
+            }),
+        };
+        match up {
+            Ok((path, info)) => {
+                let _ = ready.send(Ok(info));
+                run::ShardLoop::new(index, config, path, channels, shared, Arc::clone(&doorbell))
+                    .serve();
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+            }
+        }
+        // The completion queue is closed now: a caller asleep in
+        // `ShardPool::wait_completion` wakes to find that out.
+        doorbell.caller.wake();
+    }
+}
+
 /// What the caller keeps of one running shard.
 struct ShardHandle {
     submit: Option<Sender<ShardRequest>>,
-    /// Works for the shard's own thread (software shards only).
+    /// Works for the shard's own thread.
     work: Option<Sender<Box<dyn ShardWork>>>,
     /// ABORT TASK requests by `user_data` (software shards only).
     abort: Option<Sender<u64>>,
@@ -541,36 +598,24 @@ impl ShardPool {
                 capabilities: adapter.as_ref().map(|a| a.capabilities),
                 adapter: adapter.map(|a| a.name),
             });
-            let thread = if config.path == ShardPath::Software {
-                let worker = worker::Worker::new(
-                    index,
-                    client_config.clone(),
-                    config.clone(),
-                    core,
-                    worker::Channels {
-                        submit_rx,
-                        work_rx,
-                        abort_rx,
-                        done_tx,
-                    },
-                    Arc::clone(&stats),
-                    Arc::clone(&doorbell),
-                );
-                builder.spawn(move || worker.run(ready_tx))
-            } else {
-                let worker = adapter_worker::AdapterWorker {
+            let thread = ShardThread {
+                setup: tcp::Setup {
                     index,
                     client_config: client_config.clone(),
                     config: config.clone(),
                     core,
-                    submit_rx,
-                    done_tx,
-                    shared: Arc::clone(&stats),
-                    wake: Arc::clone(&wake),
                     doorbell: Arc::clone(&doorbell),
-                };
-                builder.spawn(move || worker.run(ready_tx))
+                },
+                channels: run::Channels {
+                    submit_rx,
+                    work_rx,
+                    abort_rx,
+                    done_tx,
+                },
+                shared: Arc::clone(&stats),
+                wake: Arc::clone(&wake),
             };
+            let thread = builder.spawn(move || thread.run(ready_tx));
             let thread = thread.map_err(|source| ShardError::Spawn {
                 shard: index,
                 source,
@@ -585,7 +630,7 @@ impl ShardPool {
             let software = config.path == ShardPath::Software;
             pool.shards.push(ShardHandle {
                 submit: Some(submit_tx),
-                work: software.then_some(work_tx),
+                work: Some(work_tx),
                 abort: software.then_some(abort_tx),
                 doorbell,
                 completions: done_rx,
@@ -677,16 +722,14 @@ impl ShardPool {
     /// requests go straight into the shard's session and their completions straight back
     /// to it, with no queue, doorbell or wake-up between. A shard runs one work at a time
     /// (a few more wait their turn); queue callers share the shard's depth with it.
-    /// Software shards only.
+    /// Every path runs it: the loop is the same.
     pub fn run_on_shard(&self, shard: usize, work: Box<dyn ShardWork>) -> Result<(), ShardError> {
         let shards = self.shards.len();
         let handle = self.shards.get(shard).ok_or(ShardError::NoSuchShard {
             index: shard,
             shards,
         })?;
-        let tx = handle.work.as_ref().ok_or(ShardError::InvalidConfig(
-            "work runs on software shards only (an adapter shard has no loop of its own)",
-        ))?;
+        let tx = handle.work.as_ref().ok_or(ShardError::Vanished { shard })?;
         tx.try_send(work).map_err(|e| match e {
             TrySendError::Full(_) => {
                 ShardError::InvalidConfig("too many works already wait for this shard")
@@ -694,6 +737,9 @@ impl ShardPool {
             TrySendError::Disconnected(_) => ShardError::Vanished { shard },
         })?;
         handle.doorbell.ring_always();
+        if let Some(wake) = handle.wake.get() {
+            wake.wake();
+        }
         Ok(())
     }
 

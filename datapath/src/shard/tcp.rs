@@ -1,11 +1,12 @@
-//! One shard's thread: its connection, its session and its event loop (see the module docs
-//! of [`crate::shard`] for what one turn of the loop does).
+//! The software path of a shard: kernel TCP through the shard's own io_uring (see the
+//! module docs of [`crate::shard`]; the loop around it is `run`).
 //!
-//! The loop is event-driven: it keeps at most one receive (and one receive linked behind a
-//! placed payload), one send and one doorbell read on its ring, submits whatever it queued
-//! in a turn with a single `io_uring_enter`, and waits in that same call (bounded by the
-//! session's next timer or a due caller wake-up, passed to the kernel as the wait's own
-//! timeout, so no timeout entries ride on the ring).
+//! A [`Connection`] is event-driven: it keeps at most one receive (and one receive linked
+//! behind a placed payload), one send and one doorbell read on its ring, submits whatever
+//! a turn queued with a single `io_uring_enter`, and waits in that same call (bounded by
+//! the loop's deadline and the session's next timer, passed to the kernel as the wait's
+//! own timeout, so no timeout entries ride on the ring). [`TcpPath`] holds one at a time
+//! and replaces a lost one by a new login when `ShardConfig::reconnect` says so.
 //!
 //! The PDUs themselves are the connection driver's ([`crate::conn::Conn`]): every byte
 //! received goes to its resumable receiver (which says when a Data-In's payload can be
@@ -15,25 +16,24 @@
 //! Memory the kernel touches: the staging buffer (registered with the ring as its fixed
 //! buffer, sized from the data segment length the shard declares), the gather list and the
 //! driver's send batch are the shard's own and are not moved or changed while an operation
-//! on them is in flight; a placed receive writes
-//! into, and a send reads from, a command's buffer held by the session. The session hands
-//! such a buffer back only inside an event (never drops it), and the shard posts those
-//! events to the caller only while no receive into, or send from, a caller's buffer is in
-//! flight (`Shard::post`). So no buffer the kernel may still use ever leaves the shard.
+//! on them is in flight; a placed receive writes into, and a send reads from, a command's
+//! buffer held by the session. The session hands such a buffer back only inside an event
+//! (never drops it), and the connection hands those to the loop only while no receive
+//! into, or send from, a caller's buffer is in flight (`Connection::take_finished`); a
+//! connection is dropped only after `finish` has let the kernel end every operation. So no
+//! buffer the kernel may still use ever leaves the shard.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use io_uring::{opcode, squeue, types};
 
 use super::reconnect::{Recovery, Step};
+use super::run::{Finished, Path, PathState, Refusal};
 use super::tag_map::TagMap;
-use super::work::{RunningWork, ShardWork, WorkStatus, WorkSubmitter};
-use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
-use super::{ShardRequest, ShardStats, SharedStats};
+use super::{failure, Doorbell, ShardConfig, ShardError, ShardInfo, ShardRequest, ShardStats};
 use crate::conn::{Conn, SEND_BATCH_MAX_PDUS};
 use crate::pdu::{self, BHS_LEN};
 use crate::scsi::Lun;
@@ -48,9 +48,6 @@ use crate::transport::{RingConfig, TcpConnection};
 
 /// The longest an idle shard sleeps before it looks at its timers again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
-/// How long a shard whose completion queue is full waits before it looks again (the caller
-/// takes completions without ringing the doorbell).
-const FULL_WAIT: Duration = Duration::from_millis(1);
 /// Room for one header: BHS, the largest AHS we accept, header digest.
 const HEADER_SLOT: usize = BHS_LEN + 1024 + 4;
 /// The smallest staging buffer (greedy receives of many small PDUs).
@@ -84,239 +81,12 @@ const TOKEN_CANCEL: u64 = EVENT_TOKEN_BASE + 4;
 /// A staging receive linked behind a placed one (`Shard::linked_recv`).
 const TOKEN_RECV_LINKED: u64 = EVENT_TOKEN_BASE + 5;
 
-/// The queues between a shard and its callers.
-pub(super) struct Channels {
-    pub(super) submit_rx: Receiver<ShardRequest>,
-    pub(super) work_rx: Receiver<Box<dyn ShardWork>>,
-    /// ABORT TASK requests, by the command's `user_data`.
-    pub(super) abort_rx: Receiver<u64>,
-    pub(super) done_tx: Sender<ShardCompletion>,
-}
-
-/// What the shard thread owns before it has connected.
-pub(super) struct Worker {
-    index: usize,
-    client_config: ClientConfig,
-    config: ShardConfig,
-    core: Option<core_affinity::CoreId>,
-    submit_rx: Receiver<ShardRequest>,
-    work_rx: Receiver<Box<dyn ShardWork>>,
-    abort_rx: Receiver<u64>,
-    done_tx: Sender<ShardCompletion>,
-    shared: Arc<SharedStats>,
-    doorbell: Arc<Doorbell>,
-}
-
-impl Worker {
-    pub(super) fn new(
-        index: usize,
-        client_config: ClientConfig,
-        config: ShardConfig,
-        core: Option<core_affinity::CoreId>,
-        channels: Channels,
-        shared: Arc<SharedStats>,
-        doorbell: Arc<Doorbell>,
-    ) -> Worker {
-        let Channels {
-            submit_rx,
-            work_rx,
-            abort_rx,
-            done_tx,
-        } = channels;
-        Worker {
-            index,
-            client_config,
-            config,
-            core,
-            submit_rx,
-            work_rx,
-            abort_rx,
-            done_tx,
-            shared,
-            doorbell,
-        }
-    }
-
-    /// The thread body: pin, connect, log in, report, then serve until the queue closes.
-    pub(super) fn run(self, ready: Sender<Result<ShardInfo, ShardError>>) {
-        if let Some(core) = self.core {
-            if !core_affinity::set_for_current(core) {
-                tracing::warn!(
-                    shard = self.index,
-                    core = core.id,
-                    "could not pin the shard"
-                );
-            }
-        }
-        let doorbell = Arc::clone(&self.doorbell);
-        match Shard::connect(&self, None) {
-            Ok((shard, info)) => {
-                let _ = ready.send(Ok(info));
-                let mut carried = Carried::default();
-                let mut lost = shard.serve(&mut carried);
-                // Bounded: each recovery either gives up (None) or logs in again, and
-                // recoveries without progress count against the policy's attempts.
-                while let Some(reason) = lost {
-                    lost = self.recover(reason, &mut carried);
-                }
-            }
-            Err((shard, e)) => {
-                if let Some(mut shard) = shard {
-                    shard.finish();
-                }
-                let _ = ready.send(Err(e));
-            }
-        }
-        // The completion queue is closed now (the shard is dropped): a caller asleep in
-        // `ShardPool::wait_completion` wakes to find that out.
-        doorbell.caller.wake();
-    }
-}
-
-/// What a shard hands from a lost connection to the next (see `reconnect`).
-#[derive(Default)]
-struct Carried {
-    /// The counters so far (they go on across connections).
-    stats: ShardStats,
-    /// Commands to send again, and requests taken while no connection was up, in order.
-    resend: Vec<ShardRequest>,
-    /// Recoveries in a row after which no command succeeded.
-    recoveries_without_progress: u32,
-}
-
-impl Worker {
-    /// Recovers a lost connection (module docs of `reconnect`): waits, connects and logs in
-    /// again until the policy's bound; then serves the new connection. Returns the reason
-    /// when that one is lost too, `None` when the shard is done (stopped or given up).
-    fn recover(&self, reason: String, carried: &mut Carried) -> Option<String> {
-        let lost_at = Instant::now();
-        let mut recovery = Recovery::new(
-            self.config.reconnect,
-            lost_at,
-            carried.recoveries_without_progress,
-        );
-        tracing::warn!(shard = self.index, %reason, "connection lost; recovering the session");
-        // Bounded by the policy: every step counts an attempt.
-        loop {
-            let (wait, budget) = match recovery.next(Instant::now()) {
-                Step::Attempt { wait, budget } => (wait, budget),
-                Step::GiveUp => {
-                    self.give_up(&reason, carried);
-                    return None;
-                }
-            };
-            if !self.park_requests(wait, carried) {
-                self.give_up("the shard stopped", carried);
-                return None;
-            }
-            match Shard::connect(self, Some(budget.max(Duration::from_millis(100)))) {
-                Ok((mut shard, info)) => {
-                    let gap = recovery.lost_at().elapsed();
-                    tracing::info!(
-                        shard = self.index,
-                        tsih = info.tsih,
-                        gap_ms = gap.as_millis() as u64,
-                        resent = carried.resend.len(),
-                        "session recovered"
-                    );
-                    carried.recoveries_without_progress += 1;
-                    shard.resume(carried, gap);
-                    return shard.serve(carried);
-                }
-                Err((shard, e)) => {
-                    if let Some(mut shard) = shard {
-                        shard.finish();
-                    }
-                    tracing::warn!(shard = self.index, error = %e, "reconnect attempt failed");
-                }
-            }
-        }
-    }
-
-    /// Waits `wait`, taking requests from the queue meanwhile (up to twice the queue
-    /// depth; beyond that callers find the queue full). False when the pool stops.
-    fn park_requests(&self, wait: Duration, carried: &mut Carried) -> bool {
-        const STEP: Duration = Duration::from_millis(5);
-        let until = Instant::now() + wait;
-        // Bounded by the clock: each round sleeps a step.
-        loop {
-            if self.doorbell.stopping.load(Ordering::SeqCst) {
-                return false;
-            }
-            self.abort_parked(carried);
-            while carried.resend.len() < 2 * self.config.queue_depth {
-                match self.submit_rx.try_recv() {
-                    Ok(request) => carried.resend.push(request),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return false,
-                }
-            }
-            let now = Instant::now();
-            if now >= until {
-                return true;
-            }
-            std::thread::sleep(STEP.min(until - now));
-        }
-    }
-
-    /// Aborts asked for while no connection is up: a command waiting to be sent again is
-    /// not sent and fails as aborted.
-    fn abort_parked(&self, carried: &mut Carried) {
-        while let Ok(user_data) = self.abort_rx.try_recv() {
-            let Some(at) = carried.resend.iter().position(|r| r.user_data == user_data) else {
-                continue;
-            };
-            let request = carried.resend.remove(at);
-            let completion = ShardCompletion {
-                user_data,
-                result: Err(failure(CommandError::Aborted, request.buffer)),
-            };
-            // The queue holds twice the depth; a caller not taking completions loses this
-            // one's buffer, not the shard's progress.
-            if self.done_tx.try_send(completion).is_ok() {
-                self.doorbell.caller.wake();
-            }
-        }
-    }
-
-    /// The recovery is over without a connection: every command held or waiting fails.
-    fn give_up(&self, reason: &str, carried: &mut Carried) {
-        tracing::error!(shard = self.index, %reason, "giving up on the session");
-        let reason = format!("{reason} (reconnect gave up)");
-        let mut pending: Vec<ShardRequest> = carried.resend.drain(..).collect();
-        // What waits in the queue fails too (bounded by the queue's capacity).
-        while let Ok(request) = self.submit_rx.try_recv() {
-            pending.push(request);
-        }
-        for request in pending {
-            let completion = ShardCompletion {
-                user_data: request.user_data,
-                result: Err(failure(
-                    CommandError::ConnectionLost(reason.clone()),
-                    request.buffer,
-                )),
-            };
-            // The caller may not be taking completions (it is stopping): wait a little
-            // for room, then drop the rest with the thread.
-            if self
-                .done_tx
-                .send_timeout(completion, Duration::from_secs(1))
-                .is_err()
-            {
-                break;
-            }
-            self.doorbell.caller.wake();
-        }
-    }
-}
-
 /// What a request became inside the session.
 struct Held {
-    user_data: u64,
+    /// The shard loop's tag.
+    tag: u64,
     large_read: bool,
-    /// Made by the work running on the shard (its completion goes to the work).
-    from_work: bool,
-    /// The least its answer brings (see `Shard::answer_bytes`).
+    /// The least its answer brings (see `Connection::answer_bytes`).
     answer_bytes: u32,
     /// LUN, CDB and direction, kept to send the command again on a new connection
     /// (`ShardConfig::reconnect` on; commands of a work are not sent again).
@@ -365,7 +135,7 @@ enum RecvOp {
 }
 
 /// A running shard.
-struct Shard {
+struct Connection {
     index: usize,
     config: ShardConfig,
     conn: TcpConnection,
@@ -373,15 +143,6 @@ struct Shard {
     /// The session and its framing (`conn`): every received byte goes to its receiver,
     /// every send is its send batch.
     driver: Conn,
-    submit_rx: Receiver<ShardRequest>,
-    work_rx: Receiver<Box<dyn ShardWork>>,
-    abort_rx: Receiver<u64>,
-    /// The work running on this shard, if any (one at a time; others wait in `work_rx`).
-    work: Option<RunningWork>,
-    /// The requests the work made in this turn (kept to reuse the allocation).
-    work_requests: Vec<ShardRequest>,
-    done_tx: Sender<ShardCompletion>,
-    shared: Arc<SharedStats>,
     doorbell: Arc<Doorbell>,
     held: TagMap<TaskId, Held>,
     /// Reads in flight at least `zero_copy_min_bytes` long: while any is, headers are
@@ -440,58 +201,48 @@ struct Shard {
     socket_shut: bool,
 
     cqes: Vec<Completion>,
-    /// Completions waiting to be posted (see `Shard::post`).
-    outgoing: Vec<ShardCompletion>,
-    /// Completions posted since the caller was last woken, and when the first of them was
-    /// (`ShardConfig::caller_wake_batch`).
-    unwoken: usize,
-    unwoken_since: Option<Instant>,
-    stats: ShardStats,
+    /// Commands that ended, held back while the kernel may still use a caller's buffer
+    /// (`Connection::take_finished`).
+    finished: Vec<Finished>,
     kernel_entries_at_login: u64,
     window_closed_since: Option<Instant>,
+    window_closed_ns: u64,
     login: Option<Result<(), String>>,
     /// Logged in once: requests are taken (and failed at once if the session has ended).
     serving: bool,
     /// Set when the connection is gone: the reason later requests fail with.
     dead: Option<String>,
-    stopping: bool,
     logout_started: bool,
+    /// Whether `finish` ran: the kernel touches none of this connection's memory.
+    finished_io: bool,
     /// Commands the lost connection held, to send again on the next (see `reconnect`).
-    resend: Vec<ShardRequest>,
+    resend: Vec<(u64, ShardRequest)>,
     /// A command succeeded on this connection.
     progressed: bool,
     /// After a recovery: answers still to be taken for the UNIT ATTENTION the reset of
     /// the I_T nexus raises, and sent again (one per LUN is what targets report; the queue
     /// depth bounds how many commands can meet it).
     unit_attentions_left: usize,
-    /// Counters of earlier connections (`publish` adds this connection's to them).
-    kernel_entries_base: u64,
-    bytes_copied_base: u64,
 }
 
-type ConnectError = (Option<Box<Shard>>, ShardError);
+type ConnectError = (Option<Box<Connection>>, ShardError);
 
-impl Shard {
+impl Connection {
     /// Connects and logs in. `budget` bounds connect and login together when the shard
     /// recovers a lost connection (the policy's replacement timeout).
     fn connect(
-        worker: &Worker,
+        setup: &Setup,
         budget: Option<Duration>,
-    ) -> Result<(Box<Shard>, ShardInfo), ConnectError> {
-        let index = worker.index;
-        let mut cc = worker.client_config.clone();
+    ) -> Result<(Box<Connection>, ShardInfo), ConnectError> {
+        let index = setup.index;
+        let mut cc = setup.client_config.clone();
         if let Some(budget) = budget {
             cc.connect_timeout = cc.connect_timeout.min(budget);
             cc.login_timeout = cc.login_timeout.min(budget);
         }
-        let config = worker.config.clone();
-        let core = worker.core;
-        let submit_rx = worker.submit_rx.clone();
-        let work_rx = worker.work_rx.clone();
-        let abort_rx = worker.abort_rx.clone();
-        let done_tx = worker.done_tx.clone();
-        let shared = Arc::clone(&worker.shared);
-        let doorbell = Arc::clone(&worker.doorbell);
+        let config = setup.config.clone();
+        let core = setup.core;
+        let doorbell = Arc::clone(&setup.doorbell);
         let ring = RingConfig {
             entries: config.ring_entries,
             sqpoll: config.sqpoll,
@@ -540,18 +291,11 @@ impl Shard {
         let ring_flags = conn.ring_flags_description().to_string();
         // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value.
         let msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        let mut shard = Box::new(Shard {
+        let mut shard = Box::new(Connection {
             index,
             conn,
             files,
             driver: Conn::new(Session::new(session_config, Instant::now())),
-            submit_rx,
-            work_rx,
-            abort_rx,
-            work: None,
-            work_requests: Vec::with_capacity(config.queue_depth),
-            done_tx,
-            shared,
             doorbell,
             held: TagMap::with_capacity_and_hasher(config.queue_depth, Default::default()),
             large_reads: 0,
@@ -577,22 +321,18 @@ impl Shard {
             cancels_in_flight: 0,
             socket_shut: false,
             cqes: Vec::with_capacity(16),
-            outgoing: Vec::with_capacity(config.queue_depth),
-            unwoken: 0,
-            unwoken_since: None,
-            stats: ShardStats::default(),
+            finished: Vec::with_capacity(config.queue_depth),
             kernel_entries_at_login: 0,
             window_closed_since: None,
+            window_closed_ns: 0,
             login: None,
             serving: false,
             dead: None,
-            stopping: false,
             logout_started: false,
+            finished_io: false,
             resend: Vec::new(),
             progressed: false,
             unit_attentions_left: 0,
-            kernel_entries_base: 0,
-            bytes_copied_base: 0,
             config,
         });
         shard.register_staging();
@@ -602,7 +342,9 @@ impl Shard {
         };
         // Bounded by the session's login timer, which fails the login.
         loop {
-            shard.turn();
+            let now = Instant::now();
+            shard.poll(now);
+            shard.wait(shard.timeout(now));
             match shard.login.take() {
                 Some(Ok(())) => {
                     shard.serving = true;
@@ -632,82 +374,9 @@ impl Shard {
         }
     }
 
-    /// The loop of a logged-in shard; returns `None` when the queue is closed and the
-    /// session is over, or the reason the connection was lost when it is to be recovered
-    /// (`ShardConfig::reconnect`), after handing what goes on to `carried`.
-    fn serve(mut self: Box<Self>, carried: &mut Carried) -> Option<String> {
-        loop {
-            self.turn();
-            let over = matches!(
-                self.driver.session().state(),
-                SessionState::Closed | SessionState::Failed
-            ) || self.dead.is_some();
-            if self.stopping && self.held.is_empty() && self.outgoing.is_empty() && over {
-                break;
-            }
-            if let Some(reason) = self.dead.clone().filter(|_| self.recovers()) {
-                self.finish();
-                self.hand_over(carried);
-                return Some(reason);
-            }
-        }
-        self.finish();
-        None
-    }
-
-    /// Whether a lost connection is recovered rather than final.
-    fn recovers(&self) -> bool {
-        self.config.reconnect.enabled() && !self.stopping && self.serving
-    }
-
-    /// Hands the counters and the commands to send again to the next connection (after
-    /// `finish`: the kernel no longer touches any of their buffers).
-    fn hand_over(&mut self, carried: &mut Carried) {
-        self.publish();
-        carried.stats = self.stats;
-        if self.progressed {
-            carried.recoveries_without_progress = 0;
-        }
-        // The commands of the lost connection go before the requests taken meanwhile.
-        let taken_meanwhile = std::mem::take(&mut carried.resend);
-        carried.resend = std::mem::take(&mut self.resend);
-        carried.resend.extend(taken_meanwhile);
-    }
-
-    /// Takes over from a lost connection: its counters, then the commands to send again
-    /// (first, in their order: the queue depth bounds them, as they were held or parked
-    /// within it).
-    fn resume(&mut self, carried: &mut Carried, gap: Duration) {
-        let gap_ns = gap.as_nanos().min(u128::from(u64::MAX)) as u64;
-        self.stats = carried.stats;
-        self.kernel_entries_base = carried.stats.kernel_entries;
-        self.bytes_copied_base = carried.stats.bytes_copied;
-        self.stats.reconnects += 1;
-        self.unit_attentions_left = 2 * self.config.queue_depth;
-        self.stats.reconnect_gap_ns_max = self.stats.reconnect_gap_ns_max.max(gap_ns);
-        self.stats.reconnect_gap_ns_total += gap_ns;
-        let now = Instant::now();
-        let resend: Vec<ShardRequest> = carried.resend.drain(..).collect();
-        self.stats.commands_resent += resend.len() as u64;
-        let mut resend = resend.into_iter();
-        // Bounded by the list; what does not fit under the depth now waits its turn in
-        // `self.resend` for the next turns (see `accept`).
-        for request in resend.by_ref() {
-            if self.room() == 0 {
-                self.resend.push(request);
-                break;
-            }
-            self.start(request, now, false);
-        }
-        self.resend.extend(resend);
-        self.publish();
-    }
-
-    /// One turn: take what the kernel finished, feed the session, take new requests, post
-    /// completions, queue the next operations and enter the kernel once (waiting there
-    /// when there is nothing else to do).
-    fn turn(&mut self) {
-        let now = Instant::now();
+    /// Moves the connection on without blocking: takes what the kernel finished, feeds the
+    /// session, runs its timers and collects its events.
+    fn poll(&mut self, now: Instant) {
         self.reap(now);
         if self.dead.is_some() {
             self.shut_socket();
@@ -715,14 +384,6 @@ impl Shard {
         if self.low_water_until.is_some_and(|until| now >= until) {
             // Waited long enough for answers to gather: take what is there.
             self.set_low_water(1, None);
-        }
-        let logged_in = self.serving;
-        if logged_in {
-            self.accept(now);
-            if self.stopping && self.held.is_empty() && !self.logout_started {
-                self.logout_started = true;
-                self.driver.session_mut().logout(now);
-            }
         }
         if self
             .driver
@@ -733,101 +394,63 @@ impl Shard {
             self.driver.session_mut().handle_timeout(now);
         }
         self.collect_events();
-        if logged_in {
-            self.run_work(now);
-        }
         self.track_window(now);
-        self.post();
-        self.wake_caller_if_due(now);
-        if logged_in && self.idle_spin_pays() && self.spin_for_request(now) {
-            // Before anything is armed: the request and the receive for its answer then
-            // share this turn's kernel entry.
-            self.accept(now);
-            self.collect_events();
-            self.post();
-        }
-        self.start_send();
-        self.arm_recv(now);
-        self.arm_doorbell();
-        self.publish();
-        self.wait(now, logged_in);
     }
 
-    /// Room for more commands: under `queue_depth`, and never more than fit in the
-    /// completion queue (twice that) beside the completions not yet taken, so posting a
-    /// completion never blocks.
-    fn room(&self) -> usize {
-        let depth = self.config.queue_depth;
-        let pending = self.held.len() + self.done_tx.len() + self.outgoing.len();
-        depth
-            .saturating_sub(self.held.len())
-            .min((2 * depth).saturating_sub(pending))
-    }
-
-    /// Enters the kernel: without waiting when requests are queued and there is room for
-    /// them; after a short poll of the queue when idle (`idle_spin`); otherwise asleep
-    /// until a completion, the doorbell or the session's next timer.
-    fn wait(&mut self, now: Instant, logged_in: bool) {
-        let can_take = logged_in && !self.stopping && self.room() > 0;
-        if can_take && !self.submit_rx.is_empty() {
-            self.enter(0, None);
+    /// The commands that ended, unless a receive into or a send from a caller's buffer is
+    /// in flight (then they wait for it: module docs).
+    fn take_finished(&mut self, done: &mut Vec<Finished>) {
+        if self.send_busy() || matches!(self.recv, RecvOp::Placed { .. }) {
             return;
         }
-        let mut timeout = match self.driver.session().poll_timeout() {
-            Some(deadline) => deadline.saturating_duration_since(now).min(IDLE_WAIT),
-            None => IDLE_WAIT,
-        };
-        if let Some(at) = self.work.as_ref().and_then(RunningWork::next_poll) {
+        done.append(&mut self.finished);
+    }
+
+    /// How long the connection may sleep: until the session's next timer or the end of a
+    /// receive coalescing wait.
+    fn timeout(&self, now: Instant) -> Duration {
+        let mut timeout = IDLE_WAIT;
+        for at in [self.driver.session().poll_timeout(), self.low_water_until]
+            .into_iter()
+            .flatten()
+        {
             timeout = timeout.min(
                 at.saturating_duration_since(now)
                     .max(Duration::from_micros(1)),
             );
         }
-        if let Some(until) = self.low_water_until {
-            timeout = timeout.min(
-                until
-                    .saturating_duration_since(now)
-                    .max(Duration::from_micros(1)),
-            );
+        timeout
+    }
+
+    /// Queues the send, the receive and the doorbell read, and enters the kernel once:
+    /// without waiting when `timeout` is zero, else asleep until a completion, the
+    /// doorbell or the timeout (after polling for answers when one or two commands are in
+    /// flight: `completion_spin`).
+    fn wait(&mut self, timeout: Duration) {
+        let now = Instant::now();
+        self.start_send();
+        self.arm_recv(now);
+        self.arm_doorbell();
+        if timeout.is_zero() {
+            self.enter(0, None);
+            return;
         }
-        if let Some(since) = self.unwoken_since {
-            // Back in time to wake the caller for completions posted but not announced.
-            let due = (since + self.config.caller_wake_delay_max).saturating_duration_since(now);
-            timeout = timeout.min(due.max(Duration::from_micros(1)));
-        }
-        if logged_in && !self.stopping && self.room() == 0 && self.held.is_empty() {
-            // The caller has not taken its completions yet; it does not ring for that.
-            timeout = timeout.min(FULL_WAIT);
-        }
-        if can_take {
-            // Dekker-style hand-off with `Doorbell::ring`: announce the sleep, then look
-            // at the queue once more; a caller queues, then looks at the flag.
-            self.doorbell.sleeping.store(true, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if !self.submit_rx.is_empty() {
-                self.doorbell.sleeping.store(false, Ordering::Relaxed);
-                self.enter(0, None);
-                return;
-            }
-        }
-        if self.completion_spin_pays(logged_in) {
+        if self.completion_spin_pays() {
             // Submit first: the answers being polled for need the send and the receive.
             self.enter(0, None);
             if self.spin_for_completion() {
-                self.doorbell.sleeping.store(false, Ordering::Relaxed);
                 self.enter(0, None);
                 return;
             }
         }
         self.enter(1, Some(timeout));
-        self.doorbell.sleeping.store(false, Ordering::Relaxed);
     }
 
     /// Whether to poll for answers before sleeping: one or two commands in flight (at
     /// higher depth answers come in groups and a sleep costs less per I/O), none of the
     /// receive coalescing's waiting, and a spin configured.
-    fn completion_spin_pays(&self, logged_in: bool) -> bool {
-        logged_in
+    fn completion_spin_pays(&self) -> bool {
+        self.serving
             && !self.config.completion_spin.is_zero()
             && !self.held.is_empty()
             && self.held.len() <= COMPLETION_SPIN_MAX_HELD
@@ -847,33 +470,6 @@ impl Shard {
                 return false;
             }
             // The target may share this core (loopback): let it run.
-            std::thread::yield_now();
-        }
-    }
-
-    /// Whether to poll the queue before arming the receive and sleeping: idle (nothing
-    /// held, nothing to send or post), room for requests, and a spin configured.
-    fn idle_spin_pays(&self) -> bool {
-        !self.config.idle_spin.is_zero()
-            && !self.stopping
-            && self.held.is_empty()
-            && self.outgoing.is_empty()
-            && !self.send_busy()
-            && self.room() > 0
-    }
-
-    /// Polls the queue for up to `idle_spin`: a sleeping shard costs the caller a doorbell
-    /// write and the shard a wake-up per request at queue depth 1. True when a request came.
-    fn spin_for_request(&self, now: Instant) -> bool {
-        let until = now + self.config.idle_spin;
-        // Bounded by the clock: each round either finds a request or reads the clock.
-        loop {
-            if !self.submit_rx.is_empty() {
-                return true;
-            }
-            if Instant::now() >= until {
-                return false;
-            }
             std::thread::yield_now();
         }
     }
@@ -1075,7 +671,7 @@ impl Shard {
         };
         let coalesce = !header_only
             && !self.config.recv_coalesce.is_zero()
-            && !self.stopping
+            && !self.doorbell.stopping.load(Ordering::Relaxed)
             && self.held.len() >= (self.config.queue_depth / 2).max(2)
             && (self.small_receives >= COALESCE_AFTER_SMALL_RECEIVES << self.coalesce_misses
                 || self.low_water > 1);
@@ -1382,6 +978,9 @@ impl Shard {
     /// Ends the shard: lets the kernel finish (or cancels) every operation, posts what is
     /// left, closes the connection.
     fn finish(&mut self) {
+        if self.finished_io {
+            return;
+        }
         if self.dead.is_none() {
             self.dead = Some("the shard stopped".into());
         }
@@ -1423,64 +1022,20 @@ impl Shard {
             std::process::abort();
         }
         self.collect_events();
-        self.post();
         let _ = self.conn.shutdown();
-        self.publish();
+        self.finished_io = true;
     }
 
-    /// Takes requests from the queue while the shard has room.
-    fn accept(&mut self, now: Instant) {
-        if self.work.is_none() && !self.stopping {
-            if let Ok(work) = self.work_rx.try_recv() {
-                self.work = Some(RunningWork::new(work));
-            }
-        }
-        self.take_aborts(now);
-        if self.dead.is_some() && self.recovers() {
-            // Requests wait in the queue for the next connection (`Worker::recover`).
-            return;
-        }
-        // Left over from a recovery: they go first (bounded by the list).
-        while self.room() > 0 && !self.resend.is_empty() && self.dead.is_none() {
-            let request = self.resend.remove(0);
-            self.start(request, now, false);
-        }
-        // Bounded by the room, which each request taken shrinks.
-        while self.room() > 0 {
-            match self.submit_rx.try_recv() {
-                Ok(request) => self.start(request, now, false),
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => {
-                    self.stopping = true;
-                    return;
-                }
-            }
-        }
+    /// Whether a lost connection is recovered rather than final: the policy is on, this
+    /// connection had logged in, and the pool is not stopping.
+    fn recovers(&self) -> bool {
+        self.config.reconnect.enabled()
+            && self.serving
+            && !self.doorbell.stopping.load(Ordering::SeqCst)
     }
 
-    /// Starts the aborts callers asked for (bounded by the abort queue's capacity). A
-    /// command the shard no longer holds has completed: nothing to do.
-    fn take_aborts(&mut self, now: Instant) {
-        while let Ok(user_data) = self.abort_rx.try_recv() {
-            // Bounded by the commands held (the queue depth).
-            let task = self
-                .held
-                .iter_mut()
-                .find(|(_, held)| held.user_data == user_data && !held.from_work)
-                .map(|(task, held)| {
-                    held.abort_requested = true;
-                    *task
-                });
-            if let Some(task) = task {
-                if let Err(refused) = self.driver.session_mut().abort_task(now, task) {
-                    tracing::debug!(shard = self.index, %refused, "abort not started");
-                }
-            }
-        }
-    }
-
-    /// Hands one request to the session, or fails it at once.
-    fn start(&mut self, request: ShardRequest, now: Instant, from_work: bool) {
+    /// Hands one command to the session, or fails it at once.
+    fn start(&mut self, now: Instant, tag: u64, request: ShardRequest, resend: bool) {
         let ShardRequest {
             lun,
             cdb,
@@ -1495,7 +1050,7 @@ impl Shard {
                 _ => 0,
             };
         let resend =
-            (self.config.reconnect.enabled() && !from_work).then(|| (lun, cdb.clone(), direction));
+            (self.config.reconnect.enabled() && resend).then(|| (lun, cdb.clone(), direction));
         let command = ScsiCommandRequest {
             lun: Lun::from_u64(lun).to_field(),
             cdb,
@@ -1508,38 +1063,31 @@ impl Shard {
                 self.held.insert(
                     task,
                     Held {
-                        user_data,
+                        tag,
                         large_read,
-                        from_work,
                         answer_bytes,
                         resend,
                         abort_requested: false,
                     },
                 );
                 self.answer_bytes += u64::from(answer_bytes);
-                if from_work {
-                    if let Some(work) = self.work.as_mut() {
-                        work.in_flight += 1;
-                    }
-                }
                 if large_read {
                     self.large_reads += 1;
                 }
-                let depth = self.held.len() as u64;
-                self.stats.peak_queue_depth = self.stats.peak_queue_depth.max(depth);
             }
             Err(refused) => {
                 let ended =
                     self.dead.is_some() || matches!(refused.reason, SubmitRejection::NotLoggedIn);
                 if let Some((lun, cdb, direction)) = resend.filter(|_| ended && self.recovers()) {
                     // The connection is being lost: this one waits for the next.
-                    self.resend.push(ShardRequest {
+                    let request = ShardRequest {
                         lun,
                         cdb,
                         direction,
                         buffer: refused.request.buffer,
                         user_data,
-                    });
+                    };
+                    self.resend.push((tag, request));
                     return;
                 }
                 let error = match (&self.dead, refused.reason) {
@@ -1549,112 +1097,28 @@ impl Shard {
                     }
                     (None, reason) => CommandError::Protocol(format!("not submitted: {reason}")),
                 };
-                self.stats.ios += 1;
-                self.stats.ios_failed += 1;
-                let completion = ShardCompletion {
-                    user_data,
-                    result: Err(failure(error, refused.request.buffer)),
-                };
-                match self.work.as_mut() {
-                    Some(work) if from_work => work.done.push(completion),
-                    _ => self.outgoing.push(completion),
-                }
+                self.finished
+                    .push((tag, Err(failure(error, refused.request.buffer))));
             }
         }
     }
 
-    /// Posts the completions collected so far, unless a receive into or a send from a
-    /// caller's buffer is in flight (then they wait for it: module docs). The counters are
-    /// published first, so a caller holding a completion sees counters that include it.
-    fn post(&mut self) {
-        if self.outgoing.is_empty()
-            || self.send_busy()
-            || matches!(self.recv, RecvOp::Placed { .. })
-        {
-            return;
-        }
-        self.publish();
-        self.unwoken += self.outgoing.len();
-        for completion in self.outgoing.drain(..) {
-            // Never blocks: the shard holds no more than the queue's free room.
-            let _ = self.done_tx.send(completion);
-        }
-        let now = Instant::now();
-        self.unwoken_since.get_or_insert(now);
-        self.wake_caller_if_due(now);
-    }
-
-    /// Calls the work running on the shard when it is due: hands it its completions (under
-    /// the rule `post` keeps: never while a receive into or a send from a caller's buffer
-    /// is in flight) and starts the requests it makes. Drops it once it is over, or at once
-    /// (with whatever it still holds) when the pool stops.
-    fn run_work(&mut self, now: Instant) {
-        let blocked = self.send_busy() || matches!(self.recv, RecvOp::Placed { .. });
-        let room = self.room();
-        let stopping = self.stopping;
-        let Some(work) = self.work.as_mut() else {
-            return;
-        };
-        if stopping || work.panicked {
-            work.done.clear();
-            if work.in_flight == 0 {
-                self.work = None;
+    /// Sends ABORT TASK for command `tag` if this connection holds it; it is then never
+    /// sent again on a new connection.
+    fn abort(&mut self, now: Instant, tag: u64) {
+        // Bounded by the commands held (the queue depth).
+        let task = self
+            .held
+            .iter_mut()
+            .find(|(_, held)| held.tag == tag)
+            .map(|(task, held)| {
+                held.abort_requested = true;
+                *task
+            });
+        if let Some(task) = task {
+            if let Err(refused) = self.driver.session_mut().abort_task(now, task) {
+                tracing::debug!(shard = self.index, %refused, "abort not started");
             }
-            return;
-        }
-        if blocked || !work.due(now) {
-            return;
-        }
-        let mut requests = std::mem::take(&mut self.work_requests);
-        let mut submit = WorkSubmitter::new(room, &mut requests);
-        // A work that panics must not take the shard (and the kernel I/O it holds) down.
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            work.work.poll(now, &mut work.done, &mut submit)
-        }));
-        let status = polled.unwrap_or_else(|_| {
-            tracing::error!(
-                shard = self.index,
-                "the work on this shard panicked: it is dropped once its commands are back"
-            );
-            work.panicked = true;
-            requests.clear();
-            WorkStatus::Finished
-        });
-        // A finished work stays finished.
-        if work.status == WorkStatus::Running {
-            work.status = status;
-        }
-        work.done.clear();
-        work.polled_at = Some(now);
-        for request in requests.drain(..) {
-            self.start(request, now, true);
-        }
-        self.work_requests = requests;
-        if self.work.as_ref().is_some_and(RunningWork::over) {
-            self.work = None;
-        }
-    }
-
-    /// Wakes a sleeping caller once enough completions are posted, none of its commands is
-    /// left in flight, the oldest posted completion has waited long enough, or the shard
-    /// stops (`ShardConfig::caller_wake_batch`).
-    fn wake_caller_if_due(&mut self, now: Instant) {
-        let Some(since) = self.unwoken_since else {
-            return;
-        };
-        let batch = self
-            .config
-            .caller_wake_batch
-            .unwrap_or(self.config.queue_depth);
-        let due = self.unwoken >= batch
-            || self.held.is_empty()
-            || self.stopping
-            || self.dead.is_some()
-            || now.saturating_duration_since(since) >= self.config.caller_wake_delay_max;
-        if due {
-            self.doorbell.caller.wake();
-            self.unwoken = 0;
-            self.unwoken_since = None;
         }
     }
 
@@ -1679,13 +1143,14 @@ impl Shard {
                             if matches!(failure.error, CommandError::ConnectionLost(_))
                                 && self.recovers() =>
                         {
-                            self.resend.push(ShardRequest {
+                            let request = ShardRequest {
                                 lun,
                                 cdb,
                                 direction,
                                 buffer: failure.buffer,
-                                user_data: held.user_data,
-                            });
+                                user_data: 0,
+                            };
+                            self.resend.push((held.tag, request));
                             continue;
                         }
                         // The reinstated session's first answers report the reset our own
@@ -1697,38 +1162,22 @@ impl Shard {
                                 && is_reset_unit_attention(&outcome) =>
                         {
                             self.unit_attentions_left -= 1;
-                            self.resend.push(ShardRequest {
+                            let request = ShardRequest {
                                 lun,
                                 cdb,
                                 direction,
                                 buffer: outcome.buffer,
-                                user_data: held.user_data,
-                            });
+                                user_data: 0,
+                            };
+                            self.resend.push((held.tag, request));
                             continue;
                         }
                         (result, _) => result,
                     };
-                    self.stats.ios += 1;
-                    match &result {
-                        Ok(outcome) => {
-                            self.progressed = true;
-                            self.stats.bytes += u64::from(outcome.transferred);
-                        }
-                        Err(_) => self.stats.ios_failed += 1,
+                    if result.is_ok() {
+                        self.progressed = true;
                     }
-                    let completion = ShardCompletion {
-                        user_data: held.user_data,
-                        result,
-                    };
-                    if held.from_work {
-                        // Dropped if the work is gone (the pool is stopping).
-                        if let Some(work) = self.work.as_mut() {
-                            work.in_flight = work.in_flight.saturating_sub(1);
-                            work.done.push(completion);
-                        }
-                    } else {
-                        self.outgoing.push(completion);
-                    }
+                    self.finished.push((held.tag, result));
                 }
                 Event::LoginComplete => self.login = Some(Ok(())),
                 Event::LoginFailed { reason, .. } => self.login = Some(Err(reason)),
@@ -1766,24 +1215,32 @@ impl Shard {
         match (self.window_closed_since, closed) {
             (None, true) => self.window_closed_since = Some(now),
             (Some(since), false) => {
-                self.stats.window_closed_ns += (now - since).as_nanos() as u64;
+                self.window_closed_ns += (now - since).as_nanos() as u64;
                 self.window_closed_since = None;
             }
             _ => {}
         }
     }
 
-    fn publish(&mut self) {
-        self.stats.kernel_entries = self.kernel_entries_base
-            + self
-                .conn
-                .kernel_entries()
-                .saturating_sub(self.kernel_entries_at_login);
-        self.stats.bytes_copied = self.bytes_copied_base
-            + self.driver.session().stats().bytes_copied
-            + self.driver.receive_stats().bytes_copied_to_placement;
-        self.stats.queue_depth = self.held.len() as u64;
-        self.shared.store(&self.stats);
+    /// Kernel entries since login.
+    fn kernel_entries(&self) -> u64 {
+        self.conn
+            .kernel_entries()
+            .saturating_sub(self.kernel_entries_at_login)
+    }
+
+    /// Payload bytes copied in user space (placed payload that a greedy receive took into
+    /// the staging buffer, and payload the session could not place).
+    fn bytes_copied(&self) -> u64 {
+        self.driver.session().stats().bytes_copied
+            + self.driver.receive_stats().bytes_copied_to_placement
+    }
+}
+
+impl Drop for Connection {
+    /// The kernel must be done with every buffer before any is freed.
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -1800,4 +1257,354 @@ fn is_reset_unit_attention(outcome: &crate::session::CommandOutcome) -> bool {
             .as_deref()
             .and_then(|s| crate::scsi::Sense::decode(s).ok())
             .is_some_and(|s| s.key == SENSE_KEY_UNIT_ATTENTION && s.asc == ASC_POWER_ON_OR_RESET)
+}
+
+/// What a software path needs to connect (again).
+pub(super) struct Setup {
+    pub(super) index: usize,
+    pub(super) client_config: ClientConfig,
+    pub(super) config: ShardConfig,
+    pub(super) core: Option<core_affinity::CoreId>,
+    pub(super) doorbell: Arc<Doorbell>,
+}
+
+/// Where a software path stands.
+enum State {
+    /// A connection (logged in, or lost and not recovered: requests then fail at once).
+    Up(Box<Connection>),
+    /// Lost and being recovered: the next attempt is due at `at`, with `budget` for
+    /// connect and login.
+    Recovering {
+        recovery: Recovery,
+        at: Instant,
+        budget: Duration,
+        reason: String,
+    },
+}
+
+/// Software TCP through the shard's own io_uring: one [`Connection`] at a time, replaced
+/// by a new login when it is lost and `ShardConfig::reconnect` says so (`reconnect`).
+pub(super) struct TcpPath {
+    setup: Setup,
+    state: State,
+    /// Commands to send again on the next connection and requests taken while none was
+    /// up, in order, with the loop's tags.
+    resend: Vec<(u64, ShardRequest)>,
+    /// Commands that ended without a connection (aborted while waiting, or given up).
+    finished: Vec<Finished>,
+    /// Recoveries in a row after which no command succeeded.
+    recoveries_without_progress: u32,
+    /// Counters of the connections before this one, and the recoveries.
+    counted: ShardStats,
+}
+
+impl TcpPath {
+    /// Connects and logs in the first time.
+    pub(super) fn connect(setup: Setup) -> Result<(TcpPath, ShardInfo), ShardError> {
+        let (connection, info) = Connection::connect(&setup, None).map_err(|(_, e)| e)?;
+        let path = TcpPath {
+            setup,
+            state: State::Up(connection),
+            resend: Vec::new(),
+            finished: Vec::new(),
+            recoveries_without_progress: 0,
+            counted: ShardStats::default(),
+        };
+        Ok((path, info))
+    }
+
+    /// The connection is lost and is to be recovered: take its counters and the commands
+    /// to send again, and schedule the first attempt.
+    fn start_recovery(&mut self, mut lost: Box<Connection>, now: Instant) -> bool {
+        lost.finish();
+        let reason = lost.dead.clone().unwrap_or_default();
+        tracing::warn!(shard = self.setup.index, %reason, "connection lost; recovering the session");
+        self.counted.kernel_entries += lost.kernel_entries();
+        self.counted.bytes_copied += lost.bytes_copied();
+        self.counted.window_closed_ns += lost.window_closed_ns;
+        if lost.progressed {
+            self.recoveries_without_progress = 0;
+        }
+        // The commands of the lost connection go before the requests taken meanwhile.
+        let mut resend = std::mem::take(&mut lost.resend);
+        resend.append(&mut self.resend);
+        self.resend = resend;
+        lost.take_finished(&mut self.finished);
+        let recovery = Recovery::new(
+            self.setup.config.reconnect,
+            now,
+            self.recoveries_without_progress,
+        );
+        self.state = State::Recovering {
+            recovery,
+            at: now,
+            budget: Duration::ZERO,
+            reason,
+        };
+        self.next_attempt(now)
+    }
+
+    /// Why the connection was lost, while recovering.
+    fn reason(&self) -> String {
+        match &self.state {
+            State::Recovering { reason, .. } => reason.clone(),
+            State::Up(c) => c.dead.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Schedules the next attempt of the recovery in progress; false when the policy gives
+    /// up (every command kept fails).
+    fn next_attempt(&mut self, now: Instant) -> bool {
+        let State::Recovering {
+            recovery,
+            at,
+            budget,
+            reason,
+        } = &mut self.state
+        else {
+            return true;
+        };
+        match recovery.next(now) {
+            Step::Attempt { wait, budget: b } => {
+                *at = now + wait;
+                *budget = b.max(Duration::from_millis(100));
+                true
+            }
+            Step::GiveUp => {
+                let error = format!("{reason} (reconnect gave up)");
+                for (tag, request) in self.resend.drain(..) {
+                    let failed =
+                        failure(CommandError::ConnectionLost(error.clone()), request.buffer);
+                    self.finished.push((tag, Err(failed)));
+                }
+                false
+            }
+        }
+    }
+
+    /// One attempt of the recovery: connect and log in again (blocking, within the
+    /// attempt's budget), then send the commands kept, first and in order.
+    fn attempt(&mut self, now: Instant) -> bool {
+        let State::Recovering {
+            recovery, budget, ..
+        } = &self.state
+        else {
+            return true;
+        };
+        let (lost_at, budget) = (recovery.lost_at(), *budget);
+        match Connection::connect(&self.setup, Some(budget)) {
+            Ok((connection, info)) => {
+                let gap = lost_at.elapsed();
+                tracing::info!(
+                    shard = self.setup.index,
+                    tsih = info.tsih,
+                    gap_ms = gap.as_millis() as u64,
+                    resent = self.resend.len(),
+                    "session recovered"
+                );
+                let gap_ns = gap.as_nanos().min(u128::from(u64::MAX)) as u64;
+                self.recoveries_without_progress += 1;
+                self.counted.reconnects += 1;
+                self.counted.reconnect_gap_ns_max = self.counted.reconnect_gap_ns_max.max(gap_ns);
+                self.counted.reconnect_gap_ns_total += gap_ns;
+                self.counted.commands_resent += self.resend.len() as u64;
+                let mut connection = connection;
+                connection.unit_attentions_left = 2 * self.setup.config.queue_depth;
+                self.state = State::Up(connection);
+                self.send_kept(now);
+                true
+            }
+            Err((failed, e)) => {
+                drop(failed);
+                tracing::warn!(shard = self.setup.index, error = %e, "reconnect attempt failed");
+                self.next_attempt(Instant::now())
+            }
+        }
+    }
+
+    /// Sends the commands kept for a new connection while it has room (the queue depth
+    /// bounds them, as they were held or parked within it).
+    fn send_kept(&mut self, now: Instant) {
+        let State::Up(connection) = &mut self.state else {
+            return;
+        };
+        let depth = self.setup.config.queue_depth;
+        let mut kept = self.resend.drain(..);
+        for (tag, request) in kept.by_ref() {
+            if connection.held.len() >= depth || connection.dead.is_some() {
+                connection.resend.push((tag, request));
+                break;
+            }
+            connection.start(now, tag, request, true);
+        }
+        connection.resend.extend(kept);
+        // What did not fit waits in the path, ahead of new requests.
+        self.resend = std::mem::take(&mut connection.resend);
+    }
+}
+
+impl Path for TcpPath {
+    fn held(&self) -> usize {
+        let connection = match &self.state {
+            State::Up(c) => c.held.len() + c.resend.len(),
+            State::Recovering { .. } => 0,
+        };
+        connection + self.resend.len()
+    }
+
+    fn submit(
+        &mut self,
+        now: Instant,
+        tag: u64,
+        request: ShardRequest,
+        resend: bool,
+    ) -> Result<(), Refusal> {
+        let recovers = self.setup.config.reconnect.enabled();
+        match &mut self.state {
+            State::Up(connection) if self.resend.is_empty() || connection.dead.is_some() => {
+                connection.start(now, tag, request, resend);
+                Ok(())
+            }
+            // Kept ones go first: this one waits behind them.
+            State::Up(_) => {
+                self.resend.push((tag, request));
+                Ok(())
+            }
+            State::Recovering { .. } if !resend || !recovers => {
+                let error =
+                    CommandError::ConnectionLost("the connection is being recovered".into());
+                Err(Refusal::Failed(request, error))
+            }
+            State::Recovering { .. } => {
+                self.resend.push((tag, request));
+                Ok(())
+            }
+        }
+    }
+
+    fn abort(&mut self, now: Instant, tag: u64) {
+        // Not sent yet: it never goes.
+        if let Some(at) = self.resend.iter().position(|(t, _)| *t == tag) {
+            let (tag, request) = self.resend.remove(at);
+            self.finished
+                .push((tag, Err(failure(CommandError::Aborted, request.buffer))));
+            return;
+        }
+        if let State::Up(connection) = &mut self.state {
+            connection.abort(now, tag);
+        }
+    }
+
+    fn poll(&mut self, now: Instant, done: &mut Vec<Finished>) -> PathState {
+        done.append(&mut self.finished);
+        if let State::Recovering { at, reason, .. } = &self.state {
+            if self.setup.doorbell.stopping.load(Ordering::SeqCst) {
+                let reason = format!("{reason}; the shard stopped");
+                self.state_gone(&reason, done);
+                return PathState::Gone(reason);
+            }
+            if now < *at {
+                return PathState::Serving;
+            }
+            if !self.attempt(now) {
+                done.append(&mut self.finished);
+                return PathState::Gone(self.reason());
+            }
+        }
+        let State::Up(connection) = &mut self.state else {
+            return PathState::Serving;
+        };
+        connection.poll(now);
+        connection.take_finished(done);
+        if connection.dead.is_some() && connection.recovers() {
+            let placeholder = State::Recovering {
+                recovery: Recovery::new(self.setup.config.reconnect, now, 0),
+                at: now,
+                budget: Duration::ZERO,
+                reason: String::new(),
+            };
+            if let State::Up(lost) = std::mem::replace(&mut self.state, placeholder) {
+                let recovering = self.start_recovery(lost, now);
+                done.append(&mut self.finished);
+                if !recovering {
+                    return PathState::Gone(self.reason());
+                }
+            }
+        } else if connection.dead.is_none() {
+            // Commands to send again on this connection (a reset UNIT ATTENTION), behind
+            // any still kept from the recovery.
+            self.resend.append(&mut connection.resend);
+            if !self.resend.is_empty() {
+                self.send_kept(now);
+            }
+        }
+        PathState::Serving
+    }
+
+    fn wait(&mut self, timeout: Duration, _callers_ready: &dyn Fn() -> bool) {
+        match &mut self.state {
+            State::Up(connection) => {
+                let timeout = timeout.min(connection.timeout(Instant::now()));
+                connection.wait(timeout);
+            }
+            // No ring while recovering: sleep in short steps, so requests and the stop
+            // are seen soon.
+            State::Recovering { at, .. } => {
+                const STEP: Duration = Duration::from_millis(5);
+                let until = at.saturating_duration_since(Instant::now());
+                std::thread::sleep(timeout.min(until).min(STEP));
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        match &self.state {
+            State::Up(_) => None,
+            State::Recovering { at, .. } => Some(*at),
+        }
+    }
+
+    fn close(&mut self, now: Instant) -> bool {
+        let State::Up(connection) = &mut self.state else {
+            return true;
+        };
+        if !connection.logout_started && connection.dead.is_none() {
+            connection.logout_started = true;
+            connection.driver.session_mut().logout(now);
+        }
+        let over = matches!(
+            connection.driver.session().state(),
+            SessionState::Closed | SessionState::Failed
+        ) || connection.dead.is_some();
+        if over {
+            connection.finish();
+        }
+        over
+    }
+
+    fn count(&self, stats: &mut ShardStats) {
+        let c = &self.counted;
+        stats.kernel_entries = c.kernel_entries;
+        stats.bytes_copied = c.bytes_copied;
+        stats.window_closed_ns = c.window_closed_ns;
+        stats.reconnects = c.reconnects;
+        stats.reconnect_gap_ns_max = c.reconnect_gap_ns_max;
+        stats.reconnect_gap_ns_total = c.reconnect_gap_ns_total;
+        stats.commands_resent = c.commands_resent;
+        if let State::Up(connection) = &self.state {
+            stats.kernel_entries += connection.kernel_entries();
+            stats.bytes_copied += connection.bytes_copied();
+            stats.window_closed_ns += connection.window_closed_ns;
+        }
+    }
+}
+
+impl TcpPath {
+    /// The path ends while recovering (the pool stops): what it kept fails.
+    fn state_gone(&mut self, reason: &str, done: &mut Vec<Finished>) {
+        for (tag, request) in self.resend.drain(..) {
+            let error = CommandError::ConnectionLost(reason.to_string());
+            done.push((tag, Err(failure(error, request.buffer))));
+        }
+    }
 }
