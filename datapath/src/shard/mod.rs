@@ -10,11 +10,15 @@
 //! the I/O path: callers reach a shard through its bounded submission queue and hear back
 //! through its bounded completion queue.
 //!
-//! Each shard runs an event loop (`worker`) with at most one receive (plus, behind a placed
+//! Each shard runs one loop (`run`) over one path interface, whatever carries its commands:
+//! software TCP (`tcp`) or an adapter's queue pair (`adapters`). The loop owns the callers'
+//! side once (queues, room, works, aborts, posting, wake moderation, idle poll); the path
+//! owns its I/O. The software path keeps at most one receive (plus, behind a placed
 //! payload, one linked receive of what follows it), one send and one doorbell read on its
 //! ring; one turn:
-//! 1. reaps every completion the kernel has posted and feeds the session: received bytes
-//!    are parsed into PDUs; a Data-In whose payload has not arrived yet is received
+//! 1. reaps every completion the kernel has posted and feeds the connection driver
+//!    ([`crate::conn::Conn`]): received bytes go to its resumable receiver, which frames
+//!    PDUs and checks digests; a Data-In whose payload has not arrived yet is received
 //!    straight into its slice of the caller's buffer ([`Session::data_in_destination`], no
 //!    copy), with a receive into the staging buffer linked behind it (its trailer, or the
 //!    next PDU's header: one kernel entry per placed Data-In). While no large read is in
@@ -60,8 +64,8 @@
 //! once more and goes on; [`ShardStats::reconnects`] and the gap are counted.
 //!
 //! A shard can drive an offload adapter's queue pair instead of its own TCP connection
-//! ([`ShardConfig::path`], [`ShardPath`]): see `adapter_worker` for that loop, its error
-//! policy and its counters.
+//! ([`ShardConfig::path`], [`ShardPath`]): the same loop, with `adapters` as its path (its
+//! error policy and counters are documented there).
 //!
 //! [`Session::data_in_destination`]: crate::session::Session::data_in_destination
 
@@ -403,7 +407,7 @@ impl Doorbell {
 
     /// Called after queueing a request: wakes the shard if it sleeps.
     fn ring(&self) {
-        // Pairs with the shard's store-then-look (see `worker::Shard::wait`).
+        // Pairs with the shard's store-then-look (see `run::ShardLoop::wait`).
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
             self.write();

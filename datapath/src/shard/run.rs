@@ -570,3 +570,358 @@ impl ShardLoop {
         self.shared.store(&stats);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop against a scripted path: no socket, no ring, no adapter.
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::session::{DataDirection, Residual};
+
+    /// What the scripted path saw and does.
+    #[derive(Default)]
+    struct Script {
+        /// Requests taken, by the loop's tag, in order.
+        taken: Vec<(u64, ShardRequest)>,
+        /// Commands in flight (finished when `finish` says).
+        in_flight: VecDeque<(u64, ShardRequest)>,
+        /// The path takes at most this many at once (`Refusal::Full` beyond).
+        capacity: usize,
+        /// Finish every command in flight at each poll.
+        finish: bool,
+        aborted: Vec<u64>,
+        gone: Option<String>,
+    }
+
+    struct ScriptedPath(Arc<Mutex<Script>>);
+
+    fn good(request: ShardRequest) -> Result<CommandOutcome, CommandFailure> {
+        Ok(CommandOutcome {
+            status: 0,
+            sense: None,
+            residual: Residual::None,
+            transferred: request.buffer.len() as u32,
+            buffer: request.buffer,
+        })
+    }
+
+    impl Path for ScriptedPath {
+        fn held(&self) -> usize {
+            self.0.lock().unwrap().in_flight.len()
+        }
+
+        fn submit(
+            &mut self,
+            _: Instant,
+            tag: u64,
+            r: ShardRequest,
+            _: bool,
+        ) -> Result<(), Refusal> {
+            let mut s = self.0.lock().unwrap();
+            if s.in_flight.len() >= s.capacity {
+                return Err(Refusal::Full(r));
+            }
+            s.taken.push((tag, r.clone()));
+            s.in_flight.push_back((tag, r));
+            Ok(())
+        }
+
+        fn abort(&mut self, _: Instant, tag: u64) {
+            let mut s = self.0.lock().unwrap();
+            s.aborted.push(tag);
+        }
+
+        fn poll(&mut self, _: Instant, done: &mut Vec<Finished>) -> PathState {
+            let mut s = self.0.lock().unwrap();
+            if let Some(reason) = s.gone.clone() {
+                return PathState::Gone(reason);
+            }
+            if s.finish {
+                done.extend(s.in_flight.drain(..).map(|(tag, r)| (tag, good(r))));
+            }
+            PathState::Serving
+        }
+
+        fn wait(&mut self, timeout: Duration, ready: &dyn Fn() -> bool) {
+            let until = Instant::now() + timeout.min(Duration::from_millis(2));
+            while Instant::now() < until && !ready() {
+                std::thread::yield_now();
+            }
+        }
+
+        fn next_deadline(&self) -> Option<Instant> {
+            None
+        }
+
+        fn close(&mut self, _: Instant) -> bool {
+            true
+        }
+
+        fn count(&self, _: &mut ShardStats) {}
+    }
+
+    struct Running {
+        script: Arc<Mutex<Script>>,
+        submit: Option<Sender<ShardRequest>>,
+        works: Sender<Box<dyn ShardWork>>,
+        aborts: Sender<u64>,
+        done: Receiver<ShardCompletion>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    fn start(depth: usize, script: Script) -> Running {
+        let script = Arc::new(Mutex::new(script));
+        let (submit, submit_rx) = crossbeam_channel::bounded(depth);
+        let (works, work_rx) = crossbeam_channel::bounded(4);
+        let (aborts, abort_rx) = crossbeam_channel::bounded(depth);
+        let (done_tx, done) = crossbeam_channel::bounded(2 * depth);
+        let config = ShardConfig {
+            queue_depth: depth,
+            ..ShardConfig::default()
+        };
+        let path = ScriptedPath(Arc::clone(&script));
+        let channels = Channels {
+            submit_rx,
+            work_rx,
+            abort_rx,
+            done_tx,
+        };
+        let doorbell = Arc::new(Doorbell::new().expect("eventfd"));
+        let thread = std::thread::spawn(move || {
+            let shared = Arc::new(SharedStats::default());
+            ShardLoop::new(0, config, Box::new(path), channels, shared, doorbell).serve()
+        });
+        Running {
+            script,
+            submit: Some(submit),
+            works,
+            aborts,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    impl Running {
+        fn submit(&self, user_data: u64) {
+            let request = ShardRequest {
+                lun: 0,
+                cdb: vec![0x28; 10],
+                direction: DataDirection::Read { len: 8 },
+                buffer: vec![0; 8],
+                user_data,
+            };
+            self.submit.as_ref().unwrap().send(request).unwrap();
+        }
+
+        fn next(&self) -> ShardCompletion {
+            self.done
+                .recv_timeout(Duration::from_secs(5))
+                .expect("a completion within 5 s")
+        }
+
+        fn script(&self) -> std::sync::MutexGuard<'_, Script> {
+            self.script.lock().unwrap()
+        }
+
+        fn wait_until(&self, what: &str, cond: impl Fn(&Script) -> bool) {
+            let until = Instant::now() + Duration::from_secs(5);
+            while !cond(&self.script()) {
+                assert!(Instant::now() < until, "timed out waiting for {what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        fn stop(mut self) {
+            self.submit = None;
+            self.thread
+                .take()
+                .unwrap()
+                .join()
+                .expect("the loop ends cleanly");
+        }
+    }
+
+    #[test]
+    fn completions_carry_the_callers_user_data_whatever_tag_the_path_saw() {
+        let shard = start(
+            4,
+            Script {
+                capacity: 4,
+                finish: true,
+                ..Script::default()
+            },
+        );
+        for user_data in [u64::MAX, 7, 7, 0] {
+            shard.submit(user_data);
+        }
+        let mut seen: Vec<u64> = (0..4).map(|_| shard.next().user_data).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 7, 7, u64::MAX]);
+        // The path never saw the caller's values as tags: they are the loop's own.
+        assert!(shard.script().taken.iter().all(|(tag, _)| *tag < 4));
+        shard.stop();
+    }
+
+    #[test]
+    fn a_request_the_path_has_no_room_for_waits_and_goes_first_in_order() {
+        let shard = start(
+            8,
+            Script {
+                capacity: 2,
+                ..Script::default()
+            },
+        );
+        for user_data in 1..=5 {
+            shard.submit(user_data);
+        }
+        shard.wait_until("two requests in the path", |s| s.taken.len() == 2);
+        std::thread::sleep(Duration::from_millis(20));
+        // Full: no more went in, none was failed or lost.
+        assert_eq!(shard.script().taken.len(), 2);
+        assert!(shard.done.is_empty());
+        shard.script().finish = true;
+        let mut seen: Vec<u64> = (0..5).map(|_| shard.next().user_data).collect();
+        let order: Vec<u64> = shard
+            .script()
+            .taken
+            .iter()
+            .map(|(_, r)| r.user_data)
+            .collect();
+        assert_eq!(order, [1, 2, 3, 4, 5], "taken in submission order");
+        seen.sort_unstable();
+        assert_eq!(seen, [1, 2, 3, 4, 5]);
+        shard.stop();
+    }
+
+    #[test]
+    fn an_abort_reaches_the_path_by_tag_or_fails_a_request_it_never_took() {
+        let shard = start(
+            4,
+            Script {
+                capacity: 1,
+                ..Script::default()
+            },
+        );
+        shard.submit(10);
+        shard.submit(20);
+        shard.wait_until("the first request in the path", |s| s.taken.len() == 1);
+        let tag_of_10 = shard.script().taken[0].0;
+        // 20 waits in the loop (the path is full): aborting it fails it at once.
+        shard.aborts.send(20).unwrap();
+        let aborted = shard.next();
+        assert_eq!(aborted.user_data, 20);
+        assert!(matches!(
+            aborted.result,
+            Err(CommandFailure {
+                error: CommandError::Aborted,
+                ..
+            })
+        ));
+        // 10 is in the path: the path is asked, with its own tag.
+        shard.aborts.send(10).unwrap();
+        shard.wait_until("the abort in the path", |s| s.aborted == [tag_of_10]);
+        // An abort of something unknown does nothing.
+        shard.aborts.send(99).unwrap();
+        shard.script().finish = true;
+        assert_eq!(shard.next().user_data, 10);
+        assert_eq!(shard.script().aborted, [tag_of_10]);
+        shard.stop();
+    }
+
+    /// A work that reads `count` times with the same `user_data` callers use.
+    struct Reads {
+        left: usize,
+        back: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl ShardWork for Reads {
+        fn poll(
+            &mut self,
+            _: Instant,
+            done: &mut Vec<ShardCompletion>,
+            submit: &mut WorkSubmitter<'_>,
+        ) -> WorkStatus {
+            self.back
+                .lock()
+                .unwrap()
+                .extend(done.iter().map(|c| c.user_data));
+            while self.left > 0 && submit.room() > 0 {
+                let request = ShardRequest {
+                    lun: 0,
+                    cdb: vec![0x28; 10],
+                    direction: DataDirection::Read { len: 8 },
+                    buffer: vec![0; 8],
+                    user_data: 7,
+                };
+                if submit.submit(request).is_err() {
+                    break;
+                }
+                self.left -= 1;
+            }
+            match self.left {
+                0 => WorkStatus::Finished,
+                _ => WorkStatus::Running,
+            }
+        }
+    }
+
+    #[test]
+    fn a_works_completions_go_to_the_work_and_the_callers_to_the_queue() {
+        let shard = start(
+            4,
+            Script {
+                capacity: 4,
+                finish: true,
+                ..Script::default()
+            },
+        );
+        let back = Arc::new(Mutex::new(Vec::new()));
+        let work = Reads {
+            left: 6,
+            back: Arc::clone(&back),
+        };
+        shard.works.send(Box::new(work)).unwrap();
+        shard.submit(7);
+        assert_eq!(shard.next().user_data, 7);
+        let until = Instant::now() + Duration::from_secs(5);
+        while back.lock().unwrap().len() < 6 {
+            assert!(Instant::now() < until, "the work's completions came back");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The caller got exactly its one completion; the work its six.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(shard.done.is_empty());
+        assert_eq!(back.lock().unwrap().len(), 6);
+        shard.stop();
+    }
+
+    #[test]
+    fn a_path_that_is_gone_fails_what_waits_and_ends_the_shard() {
+        let shard = start(
+            4,
+            Script {
+                capacity: 0,
+                ..Script::default()
+            },
+        );
+        shard.submit(1);
+        shard.submit(2);
+        std::thread::sleep(Duration::from_millis(20));
+        shard.script().gone = Some("the target went away".into());
+        for _ in 0..2 {
+            let c = shard.next();
+            match c.result {
+                Err(CommandFailure {
+                    error: CommandError::ConnectionLost(reason),
+                    ..
+                }) => assert!(reason.contains("the target went away"), "{reason}"),
+                other => panic!("expected a lost connection, got {other:?}"),
+            }
+        }
+        // The thread ended by itself: the completion queue is closed.
+        assert!(shard.done.recv_timeout(Duration::from_secs(5)).is_err());
+        shard.stop();
+    }
+}
