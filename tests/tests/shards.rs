@@ -271,12 +271,18 @@ fn small_reads_staged_and_coalesced_come_back_intact() {
     // Coalesced: whether tgt's answers trickle depends on how loaded this machine is, so
     // the coalescing is checked against a target whose answers always trickle in, 100 us
     // apart. With 16 in flight the shard must raise the socket's receive low-water mark
-    // (seen by a thread sampling SO_RCVLOWAT: `ShardStats` counts no coalesced receives)
-    // and take several answers per wake-up; the data still comes back intact.
+    // (counted in `ShardStats::coalesced_receives`, and seen by a thread sampling
+    // SO_RCVLOWAT) and take several answers per wake-up; the data still comes back intact.
     let (highest_mark, stats) = reads_from_a_trickling_target(Duration::from_millis(2));
     assert!(
-        highest_mark > 1,
+        highest_mark > 1 && stats.coalesced_receives > 0,
         "receives never coalesced: SO_RCVLOWAT stayed at {highest_mark} ({stats:?})"
+    );
+    // And with coalescing off, the same trickle is taken as it comes.
+    let (highest_mark, stats) = reads_from_a_trickling_target(Duration::ZERO);
+    assert!(
+        highest_mark <= 1 && stats.coalesced_receives == 0,
+        "coalescing is off yet the mark rose to {highest_mark} ({stats:?})"
     );
 }
 

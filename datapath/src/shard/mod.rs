@@ -274,6 +274,9 @@ pub struct ShardStats {
     /// Payload bytes copied in user space (staged receives); 0 when every payload was
     /// placed straight into its buffer.
     pub bytes_copied: u64,
+    /// Receives armed with a raised socket low-water mark (`ShardConfig::recv_coalesce`):
+    /// each waits for several small answers instead of waking for the first.
+    pub coalesced_receives: u64,
     /// Time commands waited in the session for the command window (or the in-flight bound).
     pub window_closed_ns: u64,
     /// Commands the shard holds now, and the most it ever held.
@@ -306,6 +309,7 @@ impl ShardStats {
                 bytes: a.bytes + s.bytes,
                 kernel_entries: a.kernel_entries + s.kernel_entries,
                 bytes_copied: a.bytes_copied + s.bytes_copied,
+                coalesced_receives: a.coalesced_receives + s.coalesced_receives,
                 window_closed_ns: a.window_closed_ns + s.window_closed_ns,
                 queue_depth: a.queue_depth + s.queue_depth,
                 peak_queue_depth: a.peak_queue_depth + s.peak_queue_depth,
@@ -326,6 +330,7 @@ struct SharedStats {
     bytes: AtomicU64,
     kernel_entries: AtomicU64,
     bytes_copied: AtomicU64,
+    coalesced_receives: AtomicU64,
     window_closed_ns: AtomicU64,
     queue_depth: AtomicU64,
     peak_queue_depth: AtomicU64,
@@ -343,6 +348,7 @@ impl SharedStats {
         self.bytes.store(s.bytes, r);
         self.kernel_entries.store(s.kernel_entries, r);
         self.bytes_copied.store(s.bytes_copied, r);
+        self.coalesced_receives.store(s.coalesced_receives, r);
         self.window_closed_ns.store(s.window_closed_ns, r);
         self.queue_depth.store(s.queue_depth, r);
         self.peak_queue_depth.store(s.peak_queue_depth, r);
@@ -361,6 +367,7 @@ impl SharedStats {
             bytes: self.bytes.load(r),
             kernel_entries: self.kernel_entries.load(r),
             bytes_copied: self.bytes_copied.load(r),
+            coalesced_receives: self.coalesced_receives.load(r),
             window_closed_ns: self.window_closed_ns.load(r),
             queue_depth: self.queue_depth.load(r),
             peak_queue_depth: self.peak_queue_depth.load(r),

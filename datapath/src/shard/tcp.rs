@@ -175,6 +175,8 @@ struct Connection {
     coalesce_misses: u32,
     /// The low-water mark the staging receive in flight was armed with.
     recv_low_water: usize,
+    /// Receives armed with a raised low-water mark (`ShardStats::coalesced_receives`).
+    coalesced_receives: u64,
     /// The socket's receive low-water mark (`SO_RCVLOWAT`, receive coalescing) and until
     /// when a receive may wait for it.
     low_water: usize,
@@ -307,6 +309,7 @@ impl Connection {
             small_receives: 0,
             coalesce_misses: 0,
             recv_low_water: 1,
+            coalesced_receives: 0,
             low_water: 1,
             low_water_until: None,
             answer_bytes: 0,
@@ -686,6 +689,9 @@ impl Connection {
         };
         self.set_low_water(low_water, Some(now + self.config.recv_coalesce));
         self.recv_low_water = self.low_water;
+        if self.recv_low_water > 1 {
+            self.coalesced_receives += 1;
+        }
         let want = u32::try_from(len).unwrap_or(u32::MAX);
         let flags = if header_only { libc::MSG_WAITALL } else { 0 };
         let entry = self.staging_recv(0, want as usize, flags, TOKEN_RECV);
@@ -1322,6 +1328,7 @@ impl TcpPath {
         self.counted.kernel_entries += lost.kernel_entries();
         self.counted.bytes_copied += lost.bytes_copied();
         self.counted.window_closed_ns += lost.window_closed_ns;
+        self.counted.coalesced_receives += lost.coalesced_receives;
         if lost.progressed {
             self.recoveries_without_progress = 0;
         }
@@ -1587,6 +1594,7 @@ impl Path for TcpPath {
         stats.kernel_entries = c.kernel_entries;
         stats.bytes_copied = c.bytes_copied;
         stats.window_closed_ns = c.window_closed_ns;
+        stats.coalesced_receives = c.coalesced_receives;
         stats.reconnects = c.reconnects;
         stats.reconnect_gap_ns_max = c.reconnect_gap_ns_max;
         stats.reconnect_gap_ns_total = c.reconnect_gap_ns_total;
@@ -1595,6 +1603,7 @@ impl Path for TcpPath {
             stats.kernel_entries += connection.kernel_entries();
             stats.bytes_copied += connection.bytes_copied();
             stats.window_closed_ns += connection.window_closed_ns;
+            stats.coalesced_receives += connection.coalesced_receives;
         }
     }
 }
