@@ -6,7 +6,8 @@
 //! The initiator is `datapath`'s sans-IO [`Session`], not a copy: a processor thread owns
 //! it, takes SCSI commands from the submission ring, writes the PDUs it makes (framed and
 //! digested by `datapath::conn`'s send batch), feeds it the PDUs the receive thread decodes
-//! (`datapath::pdu::decode_pdu`, which checks the digests), and posts each finished command
+//! (`datapath::conn::PduReceiver`, the same resumable receiver the host paths use, which
+//! frames them and checks the digests), and posts each finished command
 //! to the completion ring with its status, sense, residual and buffer. The receive thread
 //! hands PDUs over through an internal ring whose doorbell wakes the processor like the
 //! host's does, so the processor sleeps on one eventfd for both.
@@ -33,8 +34,8 @@ use datapath::adapter::{
     IndependentConfig, IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure,
     Producer, ResetReport, ScsiCompletion,
 };
-use datapath::conn::SendBatch;
-use datapath::pdu::{self, Digests, Header, Limits, LoginStage, PduError, BHS_LEN};
+use datapath::conn::{PduReceiver, PduSink, ReceiveError, SendBatch};
+use datapath::pdu::{self, digest, Digests, Header, Limits, LoginStage, PduError};
 use datapath::scsi::Lun;
 use datapath::session::connect::{random_bytes, random_isid};
 use datapath::session::{Event, ScsiCommandRequest, Session, SessionConfig, SessionState, TaskId};
@@ -53,8 +54,6 @@ const RX_RING_ENTRIES: usize = 256;
 const MAX_PER_TURN: usize = 256;
 /// Pause between logins after the connection failed.
 const RELOGIN_BACKOFF: Duration = Duration::from_millis(200);
-/// Largest AHS accepted.
-const MAX_AHS_BYTES: usize = 1024;
 
 /// How an [`IndependentModel`] is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -797,7 +796,8 @@ fn is_final_login_response(header: &Header) -> bool {
         if r.transit && r.next_stage == LoginStage::FullFeaturePhase && r.status_class == 0)
 }
 
-/// The receive thread: reads bytes, decodes PDUs (digests checked), hands them over.
+/// The receive thread: reads bytes into a [`PduReceiver`] (framing, limits and digests
+/// checked), hands each PDU over.
 struct RxThread {
     stream: TcpStream,
     posted: Producer<RxItem>,
@@ -808,98 +808,136 @@ struct RxThread {
     max_pdu_bytes: u32,
 }
 
+/// Why the receive thread stops between PDUs.
+#[derive(Debug)]
+enum RxStop {
+    /// The model is stopping (or the processor is gone).
+    Stopped,
+    /// A fault to report (an injected digest corruption).
+    Fault(AdapterFault),
+}
+
+/// The receiver's sink: the digests and limits in force, and the hand-over.
+struct RxSink<'t> {
+    thread: &'t RxThread,
+    digests: Digests,
+    limits: Limits,
+}
+
+impl PduSink for RxSink<'_> {
+    type Error = RxStop;
+
+    fn digests(&self) -> Digests {
+        self.digests
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The model stages every payload: its processor copies into the host's buffer.
+    fn destination(&mut self, _: &Header, _: u32) -> Option<&mut [u8]> {
+        None
+    }
+
+    fn handle_placed(&mut self, _: Header, _: u32) -> Result<(), RxStop> {
+        Ok(())
+    }
+
+    fn handle_pdu(&mut self, header: Header, data: &[u8]) -> Result<(), RxStop> {
+        if let Some(fault) = self.injected_corruption(&header, data) {
+            return Err(RxStop::Fault(fault));
+        }
+        let final_login = is_final_login_response(&header);
+        if !self.thread.hand_over(RxItem::Pdu(header, data.to_vec())) {
+            return Err(RxStop::Stopped);
+        }
+        if final_login {
+            // Digests and limits change right here in the stream: the receiver asks for
+            // them again at the next PDU.
+            let params = self.thread.await_params().ok_or(RxStop::Stopped)?;
+            self.digests = params.digests;
+            self.limits.max_data_segment_length = params
+                .max_recv_data_segment_length
+                .min(self.thread.max_pdu_bytes);
+        }
+        Ok(())
+    }
+}
+
+impl RxSink<'_> {
+    /// The corrupt-digest fault: the data digest of the next PDU that carries one (or its
+    /// header digest, when data digests are off) arrives with every bit flipped.
+    fn injected_corruption(&self, header: &Header, data: &[u8]) -> Option<AdapterFault> {
+        let data_digest = self.digests.data && !data.is_empty();
+        let header_digest = !self.digests.data && self.digests.header;
+        if !(data_digest || header_digest) || !self.thread.faults.take_corrupt_digest() {
+            return None;
+        }
+        let (kind, expected) = if data_digest {
+            (DigestKind::Data, digest::data_digest(data))
+        } else {
+            let expected = pdu::header_digest_of(header, data.len() as u32).ok()?;
+            (DigestKind::Header, expected)
+        };
+        Some(AdapterFault::DigestMismatch {
+            kind,
+            opcode: Some(header.opcode()),
+            tag: header.initiator_task_tag().map(u64::from),
+            expected,
+            found: !expected,
+            injected: true,
+        })
+    }
+}
+
 impl RxThread {
-    fn run(mut self) {
+    fn run(self) {
         let mut clock = self.cpu.thread_clock();
-        let mut digests = Digests::default();
-        let mut limits = Limits::login();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut filled = 0usize;
+        let mut receiver = PduReceiver::new();
+        let mut sink = RxSink {
+            thread: &self,
+            digests: Digests::default(),
+            limits: Limits::login(),
+        };
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            // Every whole PDU in the buffer (each consumes at least a BHS, so this ends).
-            loop {
-                let injected = self.inject_corruption(&mut buf[..filled], digests, &limits);
-                match pdu::decode_pdu(&buf[..filled], digests, &limits) {
-                    Ok(Some(decoded)) => {
-                        let data = buf.get(decoded.data.clone()).unwrap_or_default().to_vec();
-                        let final_login = is_final_login_response(&decoded.header);
-                        buf.copy_within(decoded.consumed..filled, 0);
-                        filled -= decoded.consumed;
-                        if !self.hand_over(RxItem::Pdu(decoded.header, data)) {
-                            return;
-                        }
-                        if final_login {
-                            // Digests and limits change right here in the stream.
-                            let Some(params) = self.await_params() else {
-                                return;
-                            };
-                            digests = params.digests;
-                            limits.max_data_segment_length =
-                                params.max_recv_data_segment_length.min(self.max_pdu_bytes);
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(error) => {
-                        let fault = decode_fault(&buf[..filled], error, injected);
-                        self.hand_over(RxItem::Fault(fault));
-                        return;
-                    }
-                }
-            }
-            clock.charge();
-            let max_pdu = BHS_LEN + MAX_AHS_BYTES + 8 + limits.max_data_segment_length as usize + 4;
-            let wanted = max_pdu.max(64 * 1024);
-            if buf.len() < wanted {
-                buf.resize(wanted, 0);
-            }
-            match self.stream.read(&mut buf[filled..]) {
+            let n = match (&self.stream).read(&mut buf) {
                 Ok(0) => {
                     self.hand_over(RxItem::Fault(AdapterFault::ConnectionLost(
                         "the target closed the connection".into(),
                     )));
                     return;
                 }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.hand_over(RxItem::Fault(AdapterFault::ConnectionLost(format!(
                         "receive: {e}"
                     ))));
                     return;
                 }
+            };
+            let received = receiver.handle_bytes(&mut sink, &buf[..n]);
+            clock.charge();
+            match received {
+                Ok(()) => {}
+                Err(ReceiveError::Sink(RxStop::Stopped)) => return,
+                Err(ReceiveError::Sink(RxStop::Fault(fault))) => {
+                    self.hand_over(RxItem::Fault(fault));
+                    return;
+                }
+                Err(ReceiveError::Pdu(error)) => {
+                    self.hand_over(RxItem::Fault(decode_fault(error)));
+                    return;
+                }
+                Err(other) => {
+                    let fault = AdapterFault::Framing(format!("receive: {other:?}"));
+                    self.hand_over(RxItem::Fault(fault));
+                    return;
+                }
             }
         }
-    }
-
-    /// The corrupt-digest fault: flips a digest byte of the next whole PDU that carries
-    /// a data digest (or a header digest, when data digests are off). True if it did.
-    fn inject_corruption(&self, bytes: &mut [u8], digests: Digests, limits: &Limits) -> bool {
-        if !self.faults.armed() || !(digests.data || digests.header) {
-            return false;
-        }
-        let Some(frame) = bytes
-            .get(..BHS_LEN)
-            .and_then(|b| pdu::frame(b, digests, limits).ok())
-        else {
-            return false;
-        };
-        if bytes.len() < frame.total_len() {
-            return false;
-        }
-        let at = if frame.data_digest_len > 0 {
-            frame.total_len() - 1
-        } else if !digests.data && frame.header_digest_len > 0 {
-            frame.header_len() - 1
-        } else {
-            return false;
-        };
-        if !self.faults.take_corrupt_digest() {
-            return false;
-        }
-        if let Some(byte) = bytes.get_mut(at) {
-            *byte ^= 0xff;
-        }
-        true
     }
 
     /// The processor's connection parameters after the final Login Response; `None` when
@@ -930,27 +968,23 @@ impl RxThread {
 }
 
 /// Names a decoding failure.
-fn decode_fault(bytes: &[u8], error: PduError, injected: bool) -> AdapterFault {
-    let opcode = bytes.first().and_then(|b| pdu::Opcode::from_u8(b & 0x3f));
-    let tag = bytes
-        .get(16..20)
-        .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])));
+fn decode_fault(error: PduError) -> AdapterFault {
     match error {
         PduError::DataDigestMismatch { expected, found } => AdapterFault::DigestMismatch {
             kind: DigestKind::Data,
-            opcode,
-            tag,
+            opcode: None,
+            tag: None,
             expected,
             found,
-            injected,
+            injected: false,
         },
         PduError::HeaderDigestMismatch { expected, found } => AdapterFault::DigestMismatch {
             kind: DigestKind::Header,
-            opcode,
-            tag,
+            opcode: None,
+            tag: None,
             expected,
             found,
-            injected,
+            injected: false,
         },
         other => AdapterFault::Framing(other.to_string()),
     }
