@@ -1,7 +1,11 @@
-//! The `iscsi` engine: our data path. A [`ShardPool`] (one shard per job unless `shards=N`)
-//! logs in to the target an `iscsi://[user%secret@]host[:port]/iqn/lun` URL names
-//! ([`datapath::url`]), or to an [`EmbeddedTarget`] started in-process when the job names no
-//! file. Each shard holds up to `iodepth` commands; a unit goes to the shard with the fewest.
+//! The `iscsi` engine: our data path. It logs in to the target an
+//! `iscsi://[user%secret@]host[:port]/iqn/lun` URL names ([`datapath::url`]), or to an
+//! [`EmbeddedTarget`] started in-process when the job names no file. By default the job
+//! runs on its shard: one [`InlineShard`] on the job's own thread (the job generates,
+//! submits, reaps, records and verifies in the shard's loop: one thread on one core, no
+//! queue, doorbell or futex between them; see `shards`). With `shards=N` above 1 a
+//! [`ShardPool`] of N shard threads carries the job through their queues. Each shard holds
+//! up to `iodepth` commands; a unit goes to the shard with the fewest.
 //!
 //! At open, the LUN probe ([`datapath::scsi::probe`]) on every shard: TEST UNIT READY until
 //! GOOD (a new I_T nexus usually gets one UNIT ATTENTION, SAM-5 5.14; at most
@@ -45,20 +49,20 @@ use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Select, TryRecvError};
 use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::ClientConfig;
 use datapath::scsi::probe::{probe_lun, LunFacts, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::{Cdb, Sense};
 use datapath::session::{ChapConfig, CommandError, DataDirection, Residual};
 use datapath::shard::{
-    ReconnectPolicy, ShardCommandError, ShardCompletion, ShardConfig, ShardExecutor, ShardPath,
-    ShardPool, ShardRequest,
+    InlineExecutor, InlineShard, ReconnectPolicy, ShardCommandError, ShardCompletion, ShardConfig,
+    ShardExecutor, ShardPath, ShardPool, ShardRequest,
 };
 use datapath::text::DigestChoice;
 use datapath::url::{IscsiUrl, UrlError};
 
 use super::embedded::{EmbeddedOptions, EmbeddedTarget};
+use super::shards::Shards;
 use super::{take_buffer, Engine, EngineCounters, EngineError};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 pub use crate::job::spec::TransportKind;
@@ -232,7 +236,7 @@ struct InFlight {
 /// See the module docs.
 pub struct IscsiEngine {
     /// Declared before the target: the sessions log out before the target stops.
-    pool: Option<ShardPool>,
+    shards: Option<Shards>,
     /// The adapter model the shards drive (software: none).
     path: ShardPath,
     embedded: Option<EmbeddedTarget>,
@@ -247,6 +251,8 @@ pub struct IscsiEngine {
     command_timeout: Duration,
     next_tag: u64,
     in_flight: HashMap<u64, InFlight>,
+    /// Completions taken from the shards, being turned into units (kept to reuse).
+    arrived: Vec<ShardCompletion>,
     timed_out: usize,
     /// Commands per shard, timed-out ones included (the shard still holds them).
     per_shard: Vec<usize>,
@@ -262,7 +268,7 @@ pub struct IscsiEngine {
 impl std::fmt::Debug for IscsiEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IscsiEngine")
-            .field("pool", &self.pool)
+            .field("shards", &self.shards)
             .field("embedded", &self.embedded)
             .field("lun", &self.lun)
             .field("block_size_bytes", &self.block_size_bytes)
@@ -317,23 +323,38 @@ impl IscsiEngine {
             reconnect: options.reconnect,
             ..ShardConfig::default()
         };
-        let pool = ShardPool::start(&client, options.shards, &shard_config)?;
-        let facts = probe(&pool, lun, true)?;
+        let (shards, facts, more) = if options.shards == 1 {
+            // Probed through a session of its own here; the job's thread logs in again.
+            let mut shard = InlineShard::connect(&client, &shard_config, 0)?;
+            let info = shard.info().clone();
+            let mut executor = InlineExecutor {
+                shard: &mut shard,
+                timeout: SETUP_TIMEOUT,
+            };
+            let facts = probe_on(&mut executor, &[], lun, true)?;
+            let more = probe_more(&options.more_luns, |lun| {
+                probe_on(&mut executor, &[], lun, false)
+            })?;
+            shard.close();
+            let shards = Shards::Inline {
+                shard: None,
+                client: Box::new(client),
+                config: Box::new(shard_config),
+                info: Box::new(info),
+            };
+            (shards, facts, more)
+        } else {
+            let pool = ShardPool::start(&client, options.shards, &shard_config)?;
+            let facts = probe(&pool, lun, true)?;
+            let more = probe_more(&options.more_luns, |lun| probe(&pool, lun, false))?;
+            (Shards::Pool(pool), facts, more)
+        };
         let (size_bytes, block_size_bytes) = facts.size().map_err(probe_error)?;
-        let mut more_luns = Vec::with_capacity(options.more_luns.len());
-        for &lun in &options.more_luns {
-            let (size_bytes, block_size_bytes) =
-                probe(&pool, lun, false)?.size().map_err(probe_error)?;
-            more_luns.push(MoreLun {
-                lun,
-                size_bytes,
-                block_size_bytes,
-            });
-        }
+        let more_luns = more;
         let unmap_supported = facts.unmap_supported();
         tracing::info!(
             url = %url,
-            shards = pool.len(),
+            shards = shards.len(),
             transport = path.name(),
             size_bytes,
             block_size_bytes,
@@ -341,9 +362,9 @@ impl IscsiEngine {
             "iSCSI engine open"
         );
         Ok(IscsiEngine {
-            per_shard: vec![0; pool.len()],
-            dead_shards: vec![false; pool.len()],
-            pool: Some(pool),
+            per_shard: vec![0; shards.len()],
+            dead_shards: vec![false; shards.len()],
+            shards: Some(shards),
             path,
             embedded,
             lun,
@@ -356,6 +377,7 @@ impl IscsiEngine {
             command_timeout,
             next_tag: 0,
             in_flight: HashMap::new(),
+            arrived: Vec::new(),
             timed_out: 0,
             pending: VecDeque::new(),
             ready: VecDeque::new(),
@@ -386,12 +408,7 @@ impl IscsiEngine {
 
     /// The shards' sessions (ISID, TSIH, ring flags), in shard order.
     pub fn shard_info(&self) -> Vec<datapath::shard::ShardInfo> {
-        let Some(pool) = &self.pool else {
-            return Vec::new();
-        };
-        (0..pool.len())
-            .filter_map(|i| pool.info(i).cloned())
-            .collect()
+        self.shards.as_ref().map_or_else(Vec::new, Shards::info)
     }
 
     /// The embedded target's portal, when the engine started one.
@@ -483,14 +500,14 @@ impl IscsiEngine {
 
     /// Hands queued requests to their shards; a full shard keeps the rest for later.
     fn push_pending(&mut self) -> usize {
-        let Some(pool) = &self.pool else {
+        let Some(shards) = self.shards.as_mut() else {
             return 0;
         };
         let mut submitted = 0;
         let now = Instant::now();
         while let Some((shard, request)) = self.pending.pop_front() {
             let tag = request.user_data;
-            match pool.submit(shard, request) {
+            match shards.submit(shard, request) {
                 Ok(()) => {
                     submitted += 1;
                     if let Some(entry) = self.in_flight.get_mut(&tag) {
@@ -503,6 +520,7 @@ impl IscsiEngine {
                 }
             }
         }
+        shards.flush();
         self.counters.ios_submitted += submitted as u64;
         submitted
     }
@@ -577,8 +595,8 @@ impl IscsiEngine {
                 // The target's "function complete" frees the slot at once, without
                 // ending the connection; a target that does not answer leaves it to the
                 // session's command timeout (module docs).
-                if let Some(pool) = &self.pool {
-                    if let Err(e) = pool.abort(entry.shard, *tag) {
+                if let Some(shards) = self.shards.as_mut() {
+                    if let Err(e) = shards.abort(entry.shard, *tag) {
                         tracing::debug!(tag, error = %e, "ABORT TASK not sent");
                     }
                 }
@@ -601,31 +619,23 @@ impl IscsiEngine {
 
     /// Takes every completion waiting on any shard.
     fn drain_completions(&mut self, out: &mut Vec<IoDone>) {
-        let Some(pool) = self.pool.take() else {
+        let Some(shards) = self.shards.as_mut() else {
             return;
         };
-        for shard in 0..pool.len() {
-            let Some(rx) = pool.completions(shard) else {
-                continue;
-            };
-            // Bounded: a shard posts at most its queue depth between two drains, and
-            // this loop takes at most twice that before moving on.
-            for _ in 0..2 * self.iodepth + 1 {
-                match rx.try_recv() {
-                    Ok(completion) => {
-                        if let Some(done) = self.complete(completion) {
-                            out.push(done);
-                        }
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        self.shard_vanished(shard, out);
-                        break;
-                    }
-                }
+        let mut completions = std::mem::take(&mut self.arrived);
+        let mut gone = Vec::new();
+        // Bounded: a shard posts at most its queue depth between two drains, and this
+        // takes at most twice that from each before moving on.
+        shards.drain(2 * self.iodepth + 1, &mut completions, &mut gone);
+        for completion in completions.drain(..) {
+            if let Some(done) = self.complete(completion) {
+                out.push(done);
             }
         }
-        self.pool = Some(pool);
+        self.arrived = completions;
+        for shard in gone {
+            self.shard_vanished(shard, out);
+        }
     }
 
     /// A shard's thread is gone: every command it held fails.
@@ -665,31 +675,17 @@ impl IscsiEngine {
         }
     }
 
-    /// Waits up to `wait` for a completion on any live shard (it is left in its queue).
-    fn wait_any(&self, wait: Duration) {
-        let Some(pool) = &self.pool else {
-            std::thread::sleep(wait);
-            return;
-        };
-        let receivers: Vec<&Receiver<ShardCompletion>> = (0..pool.len())
-            .filter(|i| !self.dead_shards[*i])
-            .filter_map(|i| pool.completions(i))
-            .collect();
-        if receivers.is_empty() {
-            std::thread::sleep(wait);
-            return;
+    /// Waits up to `wait` for a completion on any live shard (it is left for
+    /// `drain_completions`).
+    fn wait_any(&mut self, wait: Duration) {
+        match self.shards.as_mut() {
+            Some(shards) => shards.wait_any(wait, &self.dead_shards),
+            None => std::thread::sleep(wait),
         }
-        // Wait for any queue to have a completion without taking it (it is taken by
-        // `drain_completions`, which handles every shard alike).
-        let mut select = Select::new();
-        for rx in &receivers {
-            select.recv(rx);
-        }
-        let _ = select.ready_timeout(wait);
     }
 
     fn shutdown(&mut self) -> EngineCounters {
-        if self.pool.is_none() {
+        if self.shards.is_none() {
             return self.counters;
         }
         let mut sink = Vec::new();
@@ -705,8 +701,8 @@ impl IscsiEngine {
         }
         self.counters.ios_completed = completed;
         self.refresh_counters();
-        if let Some(pool) = self.pool.take() {
-            pool.shutdown();
+        if let Some(shards) = self.shards.take() {
+            shards.shutdown();
         }
         if let Some(target) = self.embedded.take() {
             target.stop();
@@ -811,13 +807,38 @@ impl Engine for IscsiEngine {
         }
     }
 
-    /// The shards run on their own threads: a unit may be sent and answered before the
-    /// hand-over returns.
+    /// Shards of a pool run on their own threads: a unit may be sent and answered before
+    /// the hand-over returns. An inline shard sends during the submission itself.
     fn issues_when_submit_starts(&self) -> bool {
-        true
+        self.shards.as_ref().is_some_and(Shards::threaded)
+    }
+
+    /// The inline shard logs in on the job's thread (its ring is that thread's), and the
+    /// LUN is made ready on its new I_T nexus (its UNIT ATTENTION taken), before the
+    /// job's clock starts.
+    fn on_job_thread(&mut self) -> Result<(), EngineError> {
+        let lun = self.lun;
+        let more: Vec<u64> = self.more_luns.iter().map(|m| m.lun).collect();
+        let Some(shards) = self.shards.as_mut() else {
+            return Ok(());
+        };
+        if shards.threaded() {
+            return Ok(());
+        }
+        let shard = shards.on_job_thread()?;
+        let mut executor = InlineExecutor {
+            shard,
+            timeout: SETUP_TIMEOUT,
+        };
+        probe_on(&mut executor, &more, lun, false)?;
+        Ok(())
     }
 
     fn submit(&mut self) -> Result<usize, EngineError> {
+        if self.shards.as_ref().is_some_and(Shards::needs_connect) {
+            // Driven without `on_job_thread` (a caller of its own): log in on this thread.
+            self.on_job_thread()?;
+        }
         Ok(self.push_pending())
     }
 
@@ -870,8 +891,8 @@ impl Engine for IscsiEngine {
 
     fn counters(&self) -> EngineCounters {
         let mut counters = self.counters;
-        if let Some(pool) = &self.pool {
-            let sum = datapath::shard::ShardStats::sum(&pool.all_stats());
+        if let Some(shards) = &self.shards {
+            let sum = shards.stats();
             counters.kernel_entries = sum.kernel_entries;
             counters.bytes_copied = sum.bytes_copied;
             counters.reconnects = sum.reconnects;
@@ -1080,11 +1101,10 @@ pub fn adapter_path(transport: TransportKind, shards: usize) -> ShardPath {
 /// The LUN probe ([`datapath::scsi::probe`]): TEST UNIT READY past unit attentions (at
 /// most [`UNIT_ATTENTION_RETRIES`] per shard) on every shard, its own I_T nexus; the capacity
 /// (and the Block Limits page, with `limits`) on shard 0.
+/// The LUN probe on every shard of `pool`: each made ready, the first also asked for
+/// capacity (and Block Limits with `limits`).
 fn probe(pool: &ShardPool, lun: u64, limits: bool) -> Result<LunFacts, EngineError> {
-    let ready = ProbeConfig {
-        unit_attention_retries: UNIT_ATTENTION_RETRIES as u32,
-        ..ProbeConfig::READY
-    };
+    let ready = ready_config();
     for shard in 1..pool.len() {
         probe_lun(
             &mut ShardExecutor::new(pool, shard, SETUP_TIMEOUT),
@@ -1099,6 +1119,51 @@ fn probe(pool: &ShardPool, lun: u64, limits: bool) -> Result<LunFacts, EngineErr
         ..ready
     };
     probe_lun(&mut ShardExecutor::new(pool, 0, SETUP_TIMEOUT), lun, config).map_err(probe_failure)
+}
+
+/// The LUN probe through one executor: `lun` with capacity (and Block Limits with
+/// `limits`), after the LUNs of `ready_first` are only made ready (TEST UNIT READY past
+/// their UNIT ATTENTION).
+fn probe_on(
+    executor: &mut InlineExecutor<'_>,
+    ready_first: &[u64],
+    lun: u64,
+    limits: bool,
+) -> Result<LunFacts, EngineError> {
+    let ready = ready_config();
+    for &other in ready_first {
+        probe_lun(executor, other, ready).map_err(probe_failure)?;
+    }
+    let config = ProbeConfig {
+        capacity: true,
+        block_limits: limits,
+        ..ready
+    };
+    probe_lun(executor, lun, config).map_err(probe_failure)
+}
+
+fn ready_config() -> ProbeConfig {
+    ProbeConfig {
+        unit_attention_retries: UNIT_ATTENTION_RETRIES as u32,
+        ..ProbeConfig::READY
+    }
+}
+
+/// Size and block of each of `luns`, by `probe`.
+fn probe_more(
+    luns: &[u64],
+    mut probe: impl FnMut(u64) -> Result<LunFacts, EngineError>,
+) -> Result<Vec<MoreLun>, EngineError> {
+    luns.iter()
+        .map(|&lun| {
+            let (size_bytes, block_size_bytes) = probe(lun)?.size().map_err(probe_error)?;
+            Ok(MoreLun {
+                lun,
+                size_bytes,
+                block_size_bytes,
+            })
+        })
+        .collect()
 }
 
 fn probe_error(e: ProbeError) -> EngineError {

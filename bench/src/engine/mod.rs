@@ -46,6 +46,7 @@
 pub mod embedded;
 pub mod iscsi;
 pub mod null;
+mod shards;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 pub mod uring;
@@ -115,6 +116,12 @@ pub trait Engine: Send {
         false
     }
 
+    /// Called once on the job's thread before its clock starts: an engine whose I/O must
+    /// live on the thread that drives it (the `iscsi` engine's inline shard) sets it up
+    /// here. The default does nothing.
+    fn on_job_thread(&mut self) -> Result<(), EngineError> {
+        Ok(())
+    }
     /// Submits every queued unit; returns how many went out.
     fn submit(&mut self) -> Result<usize, EngineError>;
 

@@ -547,7 +547,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     let JobSetup {
         name,
         job_number,
-        engine,
+        mut engine,
         mut workload,
         content,
         rate_floor,
@@ -576,6 +576,10 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     if !startdelay.is_zero() {
         std::thread::sleep(startdelay);
     }
+    // Before the clock: an engine whose I/O lives on this thread sets it up here.
+    let engine_ready = engine
+        .on_job_thread()
+        .map_err(|e| format!("setting up the {} engine: {e}", engine.name()));
     let usage_start = ResourceUsage::thread().ok();
     let clock = Instant::now();
     let mut stats = JobStats::new(0, stats_config);
@@ -625,7 +629,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         },
         Ordering::Relaxed,
     );
-    let result = main_phase(&mut driver, &mut workload, ramp_end, deadline);
+    let result =
+        engine_ready.and_then(|()| main_phase(&mut driver, &mut workload, ramp_end, deadline));
     if let Err(e) = result {
         driver.fail(e);
     }

@@ -70,6 +70,7 @@
 //! [`Session::data_in_destination`]: crate::session::Session::data_in_destination
 
 mod adapters;
+mod inline;
 mod probe;
 mod reconnect;
 mod run;
@@ -80,7 +81,8 @@ mod waiter;
 mod work;
 
 pub use adapters::{planned_cores, ShardPath, ShardPathInfo};
-pub use probe::{ShardCommandError, ShardExecutor};
+pub use inline::InlineShard;
+pub use probe::{InlineExecutor, ShardCommandError, ShardExecutor};
 pub use reconnect::ReconnectPolicy;
 pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
 
@@ -259,6 +261,13 @@ pub enum ShardError {
     NoSuchShard { index: usize, shards: usize },
     #[error("shard {shard}: offload adapter: {source}")]
     Adapter { shard: usize, source: AdapterError },
+    /// The connection was lost and recovery gave up (or was off): the shard carries no
+    /// command any more.
+    #[error("shard {shard}: session lost: {reason}")]
+    Lost { shard: usize, reason: String },
+    /// An inline shard was driven from a thread other than the one that connected it.
+    #[error("shard {shard}: an inline shard is driven from the thread that connected it")]
+    WrongThread { shard: usize },
 }
 
 /// Counters of one shard, updated by the shard after each turn of its loop.

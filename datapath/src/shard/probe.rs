@@ -1,9 +1,12 @@
-//! The LUN probe's I/O glue ([`crate::scsi::probe`]): one shard of a pool, and the blocking
-//! [`Client`], as [`ScsiExecute`]. (Here, not in `scsi`, which depends on neither.)
+//! The LUN probe's I/O glue ([`crate::scsi::probe`]): one shard of a pool, an inline
+//! shard, and the blocking [`Client`], as [`ScsiExecute`]. (Here, not in `scsi`, which
+//! depends on none of them.)
 
 use std::time::Duration;
 
-use super::{ShardError, ShardPool, ShardRequest};
+use std::time::Instant;
+
+use super::{InlineShard, ShardError, ShardPool, ShardRequest};
 use crate::client::{Client, ClientError};
 use crate::scsi::probe::{ScsiAnswer, ScsiExecute};
 use crate::scsi::{Cdb, DataDirection as CdbDirection};
@@ -84,5 +87,62 @@ impl ScsiExecute for ShardExecutor<'_> {
             outcome.buffer,
             outcome.transferred,
         ))
+    }
+}
+
+/// Commands on an inline shard, each waited for at most `timeout` (on the caller's
+/// thread). For set-up, before the caller's own I/O: completions of other commands that
+/// finish meanwhile are dropped.
+pub struct InlineExecutor<'a> {
+    pub shard: &'a mut InlineShard,
+    pub timeout: Duration,
+}
+
+impl ScsiExecute for InlineExecutor<'_> {
+    type Error = ShardCommandError;
+
+    fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ShardCommandError> {
+        // Far from the small numbers callers give their own commands.
+        let user_data = u64::MAX - u64::from(cdb.opcode());
+        let request = ShardRequest {
+            lun,
+            cdb: cdb.as_bytes().to_vec(),
+            direction: cdb.direction().into(),
+            buffer: read_buffer(cdb),
+            user_data,
+        };
+        let index = self.shard.index();
+        if self.shard.submit(request).is_err() {
+            return Err(ShardCommandError::Shard(ShardError::InvalidConfig(
+                "the inline shard has no room for a set-up command",
+            )));
+        }
+        let until = Instant::now() + self.timeout;
+        let mut done = Vec::new();
+        // Bounded by the clock.
+        loop {
+            self.shard.poll(&mut done)?;
+            if let Some(at) = done.iter().position(|c| c.user_data == user_data) {
+                let outcome = done
+                    .swap_remove(at)
+                    .result
+                    .map_err(ShardCommandError::Command)?;
+                return Ok(ScsiAnswer::new(
+                    outcome.status,
+                    outcome.sense,
+                    outcome.buffer,
+                    outcome.transferred,
+                ));
+            }
+            let now = Instant::now();
+            if now >= until {
+                self.shard.abort(user_data);
+                return Err(ShardCommandError::Shard(ShardError::TimedOut {
+                    shard: index,
+                    after: self.timeout,
+                }));
+            }
+            self.shard.wait(until - now);
+        }
     }
 }

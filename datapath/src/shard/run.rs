@@ -57,8 +57,10 @@ pub(super) enum PathState {
     Gone(String),
 }
 
-/// What carries a shard's commands (see the module docs).
-pub(super) trait Path {
+/// What carries a shard's commands (see the module docs). `Send` so that an inline shard
+/// can be made on one thread and handed, before its first command, to the one that
+/// drives it.
+pub(super) trait Path: Send {
     /// Commands the path holds: in flight, waiting inside it, or kept for a new connection.
     fn held(&self) -> usize;
     /// Takes one command. `resend` allows sending it again on a new connection after a
@@ -83,6 +85,38 @@ pub(super) trait Path {
     fn close(&mut self, now: Instant) -> bool;
     /// Adds the path's counters (kernel entries, bytes copied, reconnects) to `stats`.
     fn count(&self, stats: &mut ShardStats);
+}
+
+/// A path that carries nothing (what is left of a path handed away).
+pub(super) struct Closed;
+
+impl Path for Closed {
+    fn held(&self) -> usize {
+        0
+    }
+
+    fn submit(&mut self, _: Instant, _: u64, r: ShardRequest, _: bool) -> Result<(), Refusal> {
+        let error = CommandError::ConnectionLost("the shard is closed".into());
+        Err(Refusal::Failed(r, error))
+    }
+
+    fn abort(&mut self, _: Instant, _: u64) {}
+
+    fn poll(&mut self, _: Instant, _: &mut Vec<Finished>) -> PathState {
+        PathState::Gone("the shard is closed".into())
+    }
+
+    fn wait(&mut self, _: Duration, _: &dyn Fn() -> bool) {}
+
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    fn close(&mut self, _: Instant) -> bool {
+        true
+    }
+
+    fn count(&self, _: &mut ShardStats) {}
 }
 
 /// The queues between a shard and its callers.
@@ -137,29 +171,158 @@ impl Tags {
     }
 }
 
-/// A running shard: its path and its callers.
+/// What every way of running a shard shares: its path, the tags that map the path's
+/// commands back to their callers, the one request waiting for room, and the counters.
+/// The threaded loop ([`ShardLoop`]) and the inline shard (`inline`) drive it.
+pub(super) struct Core {
+    pub(super) index: usize,
+    pub(super) path: Box<dyn Path>,
+    tags: Tags,
+    /// A request the path had no room for; first in line next turn.
+    pub(super) backlog: Option<ShardRequest>,
+    finished: Vec<Finished>,
+    stats: ShardStats,
+}
+
+/// What became of a request handed to [`Core::start`].
+pub(super) enum Started {
+    Taken,
+    /// The path had no room: the request comes back.
+    Full(ShardRequest),
+    /// It can never go: its completion, failed.
+    Failed(ShardCompletion),
+}
+
+impl Core {
+    pub(super) fn new(index: usize, path: Box<dyn Path>, depth: usize) -> Core {
+        Core {
+            index,
+            path,
+            tags: Tags::default(),
+            backlog: None,
+            finished: Vec::with_capacity(depth),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// Commands held: in the path, and the one waiting for room in it.
+    pub(super) fn held(&self) -> usize {
+        self.path.held() + usize::from(self.backlog.is_some())
+    }
+
+    /// Hands one request to the path.
+    pub(super) fn start(
+        &mut self,
+        now: Instant,
+        request: ShardRequest,
+        from_work: bool,
+    ) -> Started {
+        let user_data = request.user_data;
+        let tag = self.tags.insert(Owner {
+            user_data,
+            from_work,
+        });
+        match self.path.submit(now, tag, request, !from_work) {
+            Ok(()) => {
+                let depth = self.held() as u64;
+                self.stats.peak_queue_depth = self.stats.peak_queue_depth.max(depth);
+                Started::Taken
+            }
+            Err(Refusal::Full(request)) => {
+                self.tags.remove(tag);
+                Started::Full(request)
+            }
+            Err(Refusal::Failed(request, error)) => {
+                self.tags.remove(tag);
+                Started::Failed(self.failed(request, error))
+            }
+        }
+    }
+
+    /// The completion of a request the path never took.
+    pub(super) fn failed(&mut self, request: ShardRequest, error: CommandError) -> ShardCompletion {
+        self.stats.ios += 1;
+        self.stats.ios_failed += 1;
+        ShardCompletion {
+            user_data: request.user_data,
+            result: Err(failure(error, request.buffer)),
+        }
+    }
+
+    /// The caller gave up on the command it submitted with `user_data`: the path is asked
+    /// to abort it, or, still waiting for room, it never goes (its failed completion).
+    pub(super) fn abort(&mut self, now: Instant, user_data: u64) -> Option<ShardCompletion> {
+        if let Some(tag) = self.tags.find_caller(user_data) {
+            self.path.abort(now, tag);
+            return None;
+        }
+        if self
+            .backlog
+            .as_ref()
+            .is_some_and(|r| r.user_data == user_data)
+        {
+            let request = self.backlog.take()?;
+            return Some(self.failed(request, CommandError::Aborted));
+        }
+        // Already finished: nothing to do.
+        None
+    }
+
+    /// One turn of the path; finished commands wait for [`Core::take_finished`].
+    pub(super) fn poll(&mut self, now: Instant) -> PathState {
+        self.path.poll(now, &mut self.finished)
+    }
+
+    /// Hands each finished command to `to`, with whether a work made it.
+    pub(super) fn take_finished(&mut self, mut to: impl FnMut(bool, ShardCompletion)) {
+        for (tag, result) in self.finished.drain(..) {
+            let Some(owner) = self.tags.remove(tag) else {
+                tracing::warn!(
+                    shard = self.index,
+                    tag,
+                    "a path finished an unknown command"
+                );
+                continue;
+            };
+            self.stats.ios += 1;
+            match &result {
+                Ok(outcome) => self.stats.bytes += u64::from(outcome.transferred),
+                Err(_) => self.stats.ios_failed += 1,
+            }
+            let completion = ShardCompletion {
+                user_data: owner.user_data,
+                result,
+            };
+            to(owner.from_work, completion);
+        }
+    }
+
+    /// The counters, the path's included.
+    pub(super) fn stats(&self) -> ShardStats {
+        let mut stats = self.stats;
+        self.path.count(&mut stats);
+        stats.queue_depth = self.held() as u64;
+        stats
+    }
+}
+
+/// A running shard on its own thread: its path and its callers.
 pub(super) struct ShardLoop {
-    index: usize,
     config: ShardConfig,
-    path: Box<dyn Path>,
+    core: Core,
     channels: Channels,
     shared: Arc<SharedStats>,
     doorbell: Arc<Doorbell>,
-    tags: Tags,
-    /// A request the path had no room for; first in line next turn.
-    backlog: Option<ShardRequest>,
     /// The work running on this shard, if any (one at a time; others wait in `work_rx`).
     work: Option<RunningWork>,
     /// The requests the work made in this turn (kept to reuse the allocation).
     work_requests: Vec<ShardRequest>,
-    finished: Vec<Finished>,
     /// Completions waiting to be posted.
     outgoing: Vec<ShardCompletion>,
     /// Completions posted since the caller was last woken, and when the first of them was
     /// (`ShardConfig::caller_wake_batch`).
     unwoken: usize,
     unwoken_since: Option<Instant>,
-    stats: ShardStats,
     stopping: bool,
 }
 
@@ -174,20 +337,15 @@ impl ShardLoop {
     ) -> ShardLoop {
         let depth = config.queue_depth;
         ShardLoop {
-            index,
-            path,
+            core: Core::new(index, path, depth),
             channels,
             shared,
             doorbell,
-            tags: Tags::default(),
-            backlog: None,
             work: None,
             work_requests: Vec::with_capacity(depth),
-            finished: Vec::with_capacity(depth),
             outgoing: Vec::with_capacity(depth),
             unwoken: 0,
             unwoken_since: None,
-            stats: ShardStats::default(),
             stopping: false,
             config,
         }
@@ -198,7 +356,7 @@ impl ShardLoop {
         // Bounded by the pool: it stops the shard, or the path gives up.
         loop {
             let now = Instant::now();
-            if let PathState::Gone(reason) = self.path.poll(now, &mut self.finished) {
+            if let PathState::Gone(reason) = self.core.poll(now) {
                 self.route_finished();
                 self.give_up(&reason);
                 break;
@@ -210,7 +368,7 @@ impl ShardLoop {
             self.post();
             self.wake_caller_if_due(now);
             if self.stopping && self.held() == 0 && self.outgoing.is_empty() {
-                if self.path.close(now) {
+                if self.core.path.close(now) {
                     break;
                 }
             } else if self.idle_spin_pays() && self.spin_for_request(now) {
@@ -225,9 +383,8 @@ impl ShardLoop {
         self.publish();
     }
 
-    /// Commands held: in the path, and the one waiting for room in it.
     fn held(&self) -> usize {
-        self.path.held() + usize::from(self.backlog.is_some())
+        self.core.held()
     }
 
     /// Room for more commands: under `queue_depth`, and never more than fit in the
@@ -251,23 +408,11 @@ impl ShardLoop {
         }
         // Bounded by the abort queue's capacity.
         while let Ok(user_data) = self.channels.abort_rx.try_recv() {
-            match self.tags.find_caller(user_data) {
-                Some(tag) => self.path.abort(now, tag),
-                // Not yet handed to the path: it never goes.
-                None if self
-                    .backlog
-                    .as_ref()
-                    .is_some_and(|r| r.user_data == user_data) =>
-                {
-                    if let Some(request) = self.backlog.take() {
-                        self.fail_now(request, CommandError::Aborted, false);
-                    }
-                }
-                // Already finished: nothing to do.
-                None => {}
+            if let Some(aborted) = self.core.abort(now, user_data) {
+                self.outgoing.push(aborted);
             }
         }
-        if let Some(request) = self.backlog.take() {
+        if let Some(request) = self.core.backlog.take() {
             if !self.start(now, request, false) {
                 return;
             }
@@ -289,84 +434,50 @@ impl ShardLoop {
     /// Hands one request to the path. False when the path had no room (a caller's request
     /// then waits in the backlog; a work's fails as "queue full" to the work).
     fn start(&mut self, now: Instant, request: ShardRequest, from_work: bool) -> bool {
-        let user_data = request.user_data;
-        let tag = self.tags.insert(Owner {
-            user_data,
-            from_work,
-        });
-        match self.path.submit(now, tag, request, !from_work) {
-            Ok(()) => {
+        match self.core.start(now, request, from_work) {
+            Started::Taken => {
                 if from_work {
                     if let Some(work) = self.work.as_mut() {
                         work.in_flight += 1;
                     }
                 }
-                let depth = self.held() as u64;
-                self.stats.peak_queue_depth = self.stats.peak_queue_depth.max(depth);
                 true
             }
-            Err(Refusal::Full(request)) => {
-                self.tags.remove(tag);
-                if from_work {
-                    let error = CommandError::Protocol("the path's queue is full".into());
-                    self.fail_now(request, error, true);
-                } else {
-                    self.backlog = Some(request);
+            Started::Full(request) if from_work => {
+                let error = CommandError::Protocol("the path's queue is full".into());
+                let failed = self.core.failed(request, error);
+                if let Some(work) = self.work.as_mut() {
+                    work.done.push(failed);
                 }
                 false
             }
-            Err(Refusal::Failed(request, error)) => {
-                self.tags.remove(tag);
-                self.fail_now(request, error, from_work);
+            Started::Full(request) => {
+                self.core.backlog = Some(request);
+                false
+            }
+            Started::Failed(completion) => {
+                match self.work.as_mut() {
+                    Some(work) if from_work => work.done.push(completion),
+                    _ => self.outgoing.push(completion),
+                }
                 true
             }
-        }
-    }
-
-    /// Fails a request the path never took.
-    fn fail_now(&mut self, request: ShardRequest, error: CommandError, from_work: bool) {
-        self.stats.ios += 1;
-        self.stats.ios_failed += 1;
-        let completion = ShardCompletion {
-            user_data: request.user_data,
-            result: Err(failure(error, request.buffer)),
-        };
-        match self.work.as_mut() {
-            Some(work) if from_work => work.done.push(completion),
-            _ => self.outgoing.push(completion),
         }
     }
 
     /// Finished commands go to their work or out to the callers.
     fn route_finished(&mut self) {
-        for (tag, result) in self.finished.drain(..) {
-            let Some(owner) = self.tags.remove(tag) else {
-                tracing::warn!(
-                    shard = self.index,
-                    tag,
-                    "a path finished an unknown command"
-                );
-                continue;
-            };
-            self.stats.ios += 1;
-            match &result {
-                Ok(outcome) => self.stats.bytes += u64::from(outcome.transferred),
-                Err(_) => self.stats.ios_failed += 1,
-            }
-            let completion = ShardCompletion {
-                user_data: owner.user_data,
-                result,
-            };
-            if owner.from_work {
-                // Dropped if the work is gone (the pool is stopping).
-                if let Some(work) = self.work.as_mut() {
+        let (work, outgoing) = (&mut self.work, &mut self.outgoing);
+        self.core
+            .take_finished(|from_work, completion| match work.as_mut() {
+                Some(work) if from_work => {
                     work.in_flight = work.in_flight.saturating_sub(1);
                     work.done.push(completion);
                 }
-            } else {
-                self.outgoing.push(completion);
-            }
-        }
+                // Dropped if the work is gone (the pool is stopping).
+                _ if from_work => {}
+                _ => outgoing.push(completion),
+            });
     }
 
     /// Calls the work when it is due: hands it its completions and starts the requests it
@@ -396,7 +507,7 @@ impl ShardLoop {
         }));
         let status = polled.unwrap_or_else(|_| {
             tracing::error!(
-                shard = self.index,
+                shard = self.core.index,
                 "the work on this shard panicked: it is dropped once its commands are back"
             );
             work.panicked = true;
@@ -487,7 +598,7 @@ impl ShardLoop {
     fn wait(&mut self, now: Instant) {
         let can_take = !self.stopping && self.room() > 0;
         if can_take && !self.channels.submit_rx.is_empty() {
-            self.path.wait(Duration::ZERO, &|| true);
+            self.core.path.wait(Duration::ZERO, &|| true);
             return;
         }
         let mut timeout = IDLE_WAIT;
@@ -497,7 +608,7 @@ impl ShardLoop {
                     .max(Duration::from_micros(1)),
             );
         };
-        if let Some(at) = self.path.next_deadline() {
+        if let Some(at) = self.core.path.next_deadline() {
             until(at);
         }
         if let Some(at) = self.work.as_ref().and_then(RunningWork::next_poll) {
@@ -522,7 +633,7 @@ impl ShardLoop {
             fence(Ordering::SeqCst);
             if !self.channels.submit_rx.is_empty() {
                 self.doorbell.sleeping.store(false, Ordering::Relaxed);
-                self.path.wait(Duration::ZERO, &|| true);
+                self.core.path.wait(Duration::ZERO, &|| true);
                 return;
             }
         }
@@ -531,21 +642,23 @@ impl ShardLoop {
         let abort_rx = &self.channels.abort_rx;
         let ready =
             || (can_take && !submit_rx.is_empty()) || !work_rx.is_empty() || !abort_rx.is_empty();
-        self.path.wait(timeout, &ready);
+        self.core.path.wait(timeout, &ready);
         self.doorbell.sleeping.store(false, Ordering::Relaxed);
     }
 
     /// The path is gone for good: every request waiting fails with the reason, and the
     /// shard ends (its completion queue closes, which callers see as a stopped shard).
     fn give_up(&mut self, reason: &str) {
-        tracing::error!(shard = self.index, %reason, "giving up on the session");
+        tracing::error!(shard = self.core.index, %reason, "giving up on the session");
         let error = || CommandError::ConnectionLost(format!("{reason} (reconnect gave up)"));
-        if let Some(request) = self.backlog.take() {
-            self.fail_now(request, error(), false);
+        if let Some(request) = self.core.backlog.take() {
+            let failed = self.core.failed(request, error());
+            self.outgoing.push(failed);
         }
         // Bounded by the queue's capacity.
         while let Ok(request) = self.channels.submit_rx.try_recv() {
-            self.fail_now(request, error(), false);
+            let failed = self.core.failed(request, error());
+            self.outgoing.push(failed);
         }
         self.publish();
         for completion in self.outgoing.drain(..) {
@@ -564,10 +677,7 @@ impl ShardLoop {
     }
 
     fn publish(&mut self) {
-        let mut stats = self.stats;
-        self.path.count(&mut stats);
-        stats.queue_depth = self.held() as u64;
-        self.shared.store(&stats);
+        self.shared.store(&self.core.stats());
     }
 }
 

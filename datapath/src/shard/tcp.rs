@@ -227,6 +227,13 @@ struct Connection {
     unit_attentions_left: usize,
 }
 
+// SAFETY: the raw pointers a `Connection` keeps (the boxed `msghdr` and its gather list,
+// the iovecs over the driver's send batch and the session's command buffers) name heap
+// memory that the connection or its session owns; moving the connection to another thread
+// moves none of it, and nothing else holds those pointers. Its ring is `SINGLE_ISSUER`:
+// only the thread that made it may enter it, which `InlineShard` checks before every call.
+unsafe impl Send for Connection {}
+
 type ConnectError = (Option<Box<Connection>>, ShardError);
 
 impl Connection {
