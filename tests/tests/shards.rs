@@ -855,3 +855,119 @@ fn receive_low_water(fd: i32) -> Option<i32> {
     };
     (rc == 0).then_some(value)
 }
+
+/// A shard on the caller's own thread (`InlineShard`): 64 KiB writes then reads at depth
+/// 8 against tgt, data intact and placed reads never copied; driven from
+/// another thread it refuses to move I/O (its ring is the first thread's) and loses
+/// nothing: back on its thread it finishes.
+#[test]
+fn an_inline_shard_round_trips_on_its_thread_and_refuses_another() {
+    use datapath::shard::{InlineShard, ShardError};
+    let tgt = start_tgt("iqn.2026-11.test:shards-inline");
+    let lun = tgt.first_data_lun();
+    let client = client_config(&tgt);
+    let config = ShardConfig {
+        queue_depth: 8,
+        ..ShardConfig::default()
+    };
+    let mut shard = InlineShard::connect(&client, &config, 0).expect("inline shard logs in");
+    let blocks = IO_BYTES / BLOCK;
+    let ios = 32u32;
+    let data = |i: u32| pattern(IO_BYTES as usize, 0x1e1e_0000 | u64::from(i));
+    // Runs every command at depth 8 on this thread; results by user_data.
+    let run = |shard: &mut InlineShard, commands: Vec<ShardRequest>| {
+        let mut waiting = commands
+            .into_iter()
+            .collect::<std::collections::VecDeque<_>>();
+        let mut done = Vec::new();
+        let total = waiting.len();
+        let until = Instant::now() + WAIT;
+        while done.len() < total {
+            assert!(Instant::now() < until, "inline shard stalled: {shard:?}");
+            while let Some(request) = waiting.pop_front() {
+                if let Err(request) = shard.submit(request) {
+                    waiting.push_front(request);
+                    break;
+                }
+            }
+            shard.poll(&mut done).expect("the shard goes on");
+            if done.len() < total {
+                shard.wait(Duration::from_millis(50));
+            }
+        }
+        done.sort_by_key(|c| c.user_data);
+        done
+    };
+    // The new nexus reports its reset once.
+    let tur = Cdb::test_unit_ready();
+    let first = run(&mut shard, vec![request(lun, &tur, Vec::new(), 0)]);
+    assert!(first[0].result.is_ok(), "{:?}", first[0].result);
+    let writes = (0..ios)
+        .map(|i| {
+            let cdb = Cdb::write(u64::from(i * blocks), blocks, BLOCK, false).unwrap();
+            request(lun, &cdb, data(i), u64::from(i))
+        })
+        .collect();
+    for c in run(&mut shard, writes) {
+        let outcome = c
+            .result
+            .unwrap_or_else(|e| panic!("write {}: {e:?}", c.user_data));
+        assert_eq!(outcome.status, 0, "write {}", c.user_data);
+    }
+    let before = shard.stats();
+    let reads = (0..ios)
+        .map(|i| {
+            let cdb = Cdb::read(u64::from(i * blocks), blocks, BLOCK, false).unwrap();
+            request(lun, &cdb, vec![0; IO_BYTES as usize], u64::from(i))
+        })
+        .collect();
+    for c in run(&mut shard, reads) {
+        let outcome = c
+            .result
+            .unwrap_or_else(|e| panic!("read {}: {e:?}", c.user_data));
+        assert_eq!(outcome.status, 0, "read {}", c.user_data);
+        assert!(
+            outcome.buffer == data(c.user_data as u32),
+            "read {} differs",
+            c.user_data
+        );
+    }
+    let after = shard.stats();
+    assert_eq!(after.ios_failed, 0, "{after:?}");
+    assert!(after.peak_queue_depth > 1, "never pipelined: {after:?}");
+    assert_eq!(
+        after.bytes_copied, before.bytes_copied,
+        "placed reads copied: {after:?}"
+    );
+
+    // From another thread: refused by name, nothing lost.
+    let cdb = Cdb::read(0, blocks, BLOCK, false).unwrap();
+    shard
+        .submit(request(lun, &cdb, vec![0; IO_BYTES as usize], 99))
+        .expect("room for one");
+    let mut shard = std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let mut out = Vec::new();
+                match shard.poll(&mut out) {
+                    Err(ShardError::WrongThread { shard: 0 }) => {}
+                    other => panic!("expected WrongThread, got {other:?}"),
+                }
+                assert!(out.is_empty());
+                shard
+            })
+            .join()
+            .expect("the other thread")
+    });
+    let mut done = Vec::new();
+    let until = Instant::now() + WAIT;
+    while done.is_empty() {
+        assert!(Instant::now() < until, "the held read never finished");
+        shard.poll(&mut done).expect("the shard goes on");
+        shard.wait(Duration::from_millis(50));
+    }
+    assert_eq!(done[0].user_data, 99);
+    assert!(done[0].result.as_ref().is_ok_and(|o| o.buffer == data(0)));
+    let last = shard.close();
+    assert_eq!(last.ios_failed, 0, "{last:?}");
+}
