@@ -193,6 +193,10 @@ pub struct IscsiOptions {
     pub transport: TransportKind,
     /// More LUNs of the same target, addressed as files 1, 2, ... (fio's `filename` list).
     pub more_luns: Vec<u64>,
+    /// fio's `hipri`: the shard polls for completions (`ShardConfig::completion_spin`, and
+    /// a pool's shards poll their queue when idle, `idle_spin`) instead of sleeping at
+    /// once. Off by default: spinning spends CPU on every I/O.
+    pub hipri: bool,
 }
 
 impl IscsiOptions {
@@ -210,6 +214,7 @@ impl IscsiOptions {
             first_core: None,
             transport: TransportKind::Software,
             more_luns: Vec::new(),
+            hipri: false,
         }
     }
 }
@@ -322,6 +327,15 @@ impl IscsiEngine {
             path: path.clone(),
             reconnect: options.reconnect,
             ..ShardConfig::default()
+        };
+        let shard_config = if options.hipri {
+            shard_config
+        } else {
+            ShardConfig {
+                completion_spin: Duration::ZERO,
+                idle_spin: Duration::ZERO,
+                ..shard_config
+            }
         };
         let (shards, facts, more) = if options.shards == 1 {
             // Probed through a session of its own here; the job's thread logs in again.

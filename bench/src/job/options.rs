@@ -189,6 +189,10 @@ pub static OPTIONS: &[OptionDef] = &[
         flag registerfiles),
     opt!("sqthread_poll", Flag, IoUring, "bool", default "0",
         "io_uring: a kernel thread polls the submission queue", flag sqthread_poll),
+    opt!("hipri", Flag, Iscsi, "bool", default "0",
+        "Poll for completions instead of sleeping: the iscsi engine's shard spins on its ring \
+         for the answers of one or two commands in flight (CPU for latency; iSCSI jobs only)",
+        flag hipri),
     opt!("size", Required, Region, "int[%]", default "whole target",
         "Size of the region of the target the job works on",
         apply |s| s.spec().size = Some(s.nonzero_size(
@@ -715,7 +719,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "ss_dur",
     "steadystate_ramp_time",
     "ss_ramp",
-    "hipri",
     "cmdprio_percentage",
     "cmdprio_class",
     "cmdprio",

@@ -267,6 +267,9 @@ pub struct JobSpec {
     pub fixedbufs: bool,
     pub registerfiles: bool,
     pub sqthread_poll: bool,
+    /// fio's `hipri`: poll for completions instead of sleeping (the iscsi engine's shard
+    /// spins on its ring for the answers of one or two commands in flight).
+    pub hipri: bool,
     pub iscsi: IscsiOptions,
     /// Give up on an I/O after this long (iscsi-bench's own option).
     pub io_timeout: Option<Duration>,
@@ -388,6 +391,7 @@ impl JobSpec {
             fixedbufs: false,
             registerfiles: false,
             sqthread_poll: false,
+            hipri: false,
             iscsi: IscsiOptions::default(),
             io_timeout: None,
             error_policy: Default::default(),

@@ -146,6 +146,7 @@ pub fn engine_config(
                 .and_then(|cpus| cpus.first())
                 .map(|&cpu| cpu as usize);
             options.transport = spec.iscsi.transport;
+            options.hipri = spec.hipri;
             // The job checked that the list names LUNs of this one target.
             options.more_luns = spec
                 .more_filenames
@@ -355,4 +356,34 @@ pub fn workload_config(
         more_files: Vec::new(),
         file_service: spec.file_service,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::parse_job_str;
+
+    fn spec(text: &str) -> JobSpec {
+        parse_job_str(std::path::Path::new("test.fio"), text, &|_| None)
+            .expect("the job parses")
+            .remove(0)
+    }
+
+    #[test]
+    fn hipri_makes_the_iscsi_shard_poll_and_is_refused_by_name_elsewhere() {
+        let url = IscsiUrl::parse("iscsi://127.0.0.1:3260/iqn.2026-12.test:t/0").unwrap();
+        let plain = spec("[j]\nrw=randread\n");
+        let polled = spec("[j]\nrw=randread\nhipri=1\n");
+        let hipri = |s: &JobSpec| match engine_config(s, Some(&url)) {
+            Ok(EngineConfig::Iscsi(options)) => options.hipri,
+            other => panic!("expected an iscsi engine, got {other:?}"),
+        };
+        assert!(!hipri(&plain), "spinning is not a default");
+        assert!(hipri(&polled));
+        let file = "[j]\nioengine=io_uring\nfilename=/tmp/x\nsize=1m\nrw=read\nhipri\n";
+        match parse_job_str(std::path::Path::new("test.fio"), file, &|_| None) {
+            Err(e) => assert!(e.to_string().contains("hipri"), "{e}"),
+            Ok(_) => panic!("hipri on io_uring was accepted"),
+        }
+    }
 }
