@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# iscsi-bench beside the tools users run instead, on the same LUN in the same run:
+# fio 3.42 with its libiscsi engine (../shared/anchors/fio) and libiscsi's iscsi-perf
+# (reads only), against tgt's null LUN and our gateway's null LUN; then iscsi-bench's
+# io_uring engine beside Debian's fio io_uring engine on a file (tmpfs and this disk).
+#
+# Each figure is the best of ROUNDS runs (default 2, the tools alternating) of
+# SECONDS_PER_RUN seconds (default 5). CPU per I/O is the whole process (user + system,
+# from /usr/bin/time; fio's job processes included). p50/p99: completion latency from each
+# tool's JSON (iscsi-perf prints none). "x fio": ours / fio (CPU below 1 is better).
+#
+# Not run in CI: it is a benchmark. Needs root, tgtd, tgtadm, iscsi-perf, fio, python3.
+# Usage: scripts/bench-fio.sh   (ONLY_TARGET=tgt-null|gateway-null, ONLY_TABLE=iscsi|uring,
+#                                FIO=path to the libiscsi-enabled fio)
+set -euo pipefail
+
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+ROUNDS=${ROUNDS:-2}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+anchor_fio=${FIO:-$root/../shared/anchors/fio}
+debian_fio=$(command -v fio || true)
+
+for tool in tgtd tgtadm iscsi-perf python3 /usr/bin/time; do
+    command -v "$tool" >/dev/null || { echo "bench-fio: $tool is not installed" >&2; exit 1; }
+done
+[ -x "$anchor_fio" ] || { echo "bench-fio: no fio with libiscsi at $anchor_fio" >&2; exit 1; }
+
+echo "building iscsi-bench (release)..." >&2
+cargo build --quiet --release -p bench --bin iscsi-bench
+ours="$root/target/release/iscsi-bench"
+
+# shellcheck source=lib/null-targets.sh
+source "$root/scripts/lib/null-targets.sh"
+
+# Runs a command, prints "<cpu seconds> " then the command's stdout from its first '{'.
+timed_json() {
+    local out="$work/out.$$" cpu="$work/cpu.$$"
+    /usr/bin/time -f "%U %S" -o "$cpu" "$@" >"$out" 2>"$work/err.$$" || {
+        echo "bench-fio: failed: $*" >&2; tail -5 "$work/err.$$" >&2; echo "0 {}"; return; }
+    awk '{ printf "%.3f ", $1 + $2 }' "$cpu"
+    sed -n '/^{/,$p' "$out" | tr -d '\n'
+    echo
+}
+
+# "iops cpu_us_per_io p50_us p99_us" from "<cpu> <fio json>"
+summarize() {
+    python3 -c '
+import json, sys
+line = sys.stdin.read().split(" ", 1)
+cpu = float(line[0]); doc = json.loads(line[1] or "{}")
+jobs = doc.get("jobs") or [{}]
+iops = ios = 0.0; p50 = p99 = 0.0
+for job in jobs:
+    for d in ("read", "write"):
+        s = job.get(d, {})
+        if s.get("total_ios", 0) or s.get("io_bytes", 0):
+            iops += s.get("iops", 0.0); ios += s.get("total_ios", 0)
+            pct = s.get("clat_ns", {}).get("percentile", {})
+            p50 = max(p50, pct.get("50.000000", 0) / 1000); p99 = max(p99, pct.get("99.000000", 0) / 1000)
+print("%.0f %.2f %.0f %.0f" % (iops, cpu * 1e6 / ios if ios else 0, p50, p99))
+'
+}
+
+# fio's and ours take the same job options.
+job_args() { # rw bs qd
+    echo "--name=j --rw=$1 --bs=$2 --iodepth=$3 --runtime=$SECONDS_PER_RUN --time_based \
+--output-format=json"
+}
+
+run_ours_iscsi() { # url rw bs qd
+    # shellcheck disable=SC2046
+    timed_json "$ours" $(job_args "$2" "$3" "$4") "--filename=$1" | summarize
+}
+
+run_fio_iscsi() { # url rw bs qd
+    local escaped=${1//:/\\:}
+    # shellcheck disable=SC2046
+    timed_json "$anchor_fio" --ioengine=libiscsi $(job_args "$2" "$3" "$4") \
+        "--filename=$escaped" | summarize
+}
+
+# iscsi-perf runs until interrupted: bound it and read its CPU time from /proc just
+# before the interrupt; it prints its average IOPS on the way out.
+run_iscsi_perf() { # url rw bs qd -> "iops cpu_us_per_io - -"
+    local url=$1 rw=$2 bs=$3 qd=$4 blocks=$(($3 / 512)) args=()
+    [ "$rw" = randread ] && args+=(-r)
+    case $rw in *write*) echo "- - - -"; return ;; esac
+    iscsi-perf "${args[@]}" -m "$qd" -b "$blocks" "$url" >"$work/perf.out" 2>&1 &
+    local pid=$! ticks
+    sleep "$SECONDS_PER_RUN"
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    kill -INT "$pid" 2>/dev/null || true
+    timeout 10 tail --pid="$pid" -f /dev/null || kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    python3 - "$work/perf.out" "$ticks" "$(getconf CLK_TCK)" "$SECONDS_PER_RUN" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+found = re.findall(r"iops average ([0-9.]+)", text)
+iops = float(found[-1]) if found else 0.0
+cpu = float(sys.argv[2]) / float(sys.argv[3])
+ios = iops * float(sys.argv[4])
+print("%.0f %.2f - -" % (iops, cpu * 1e6 / ios if ios else 0))
+PY
+}
+
+best() { # prints the line with the highest IOPS among stdin lines
+    sort -k1,1nr | head -1
+}
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b) if b else '-')" "$1" "$2"; }
+
+iscsi_rows=("randread 4096 1" "randread 4096 32" "read 65536 8" "read 1048576 4" "randwrite 4096 32")
+
+if [ "${ONLY_TABLE:-iscsi}" = iscsi ]; then
+    printf '%-13s %-15s | %-26s | %-26s | %-16s | %-12s\n' target workload \
+        "iscsi-bench IOPS us/io p50 p99" "fio+libiscsi IOPS us/io p50 p99" "iscsi-perf IOPS us/io" \
+        "x fio IOPS cpu"
+    for t in "${targets[@]}"; do
+        read -r name portal iqn lun <<<"$t"
+        url="iscsi://$portal/$iqn/$lun"
+        for row in "${iscsi_rows[@]}"; do
+            read -r rw bs qd <<<"$row"
+            o=""; f=""; p=""
+            for _ in $(seq "$ROUNDS"); do
+                o+="$(run_ours_iscsi "$url" "$rw" "$bs" "$qd")"$'\n'
+                f+="$(run_fio_iscsi "$url" "$rw" "$bs" "$qd")"$'\n'
+                p+="$(run_iscsi_perf "$url" "$rw" "$bs" "$qd")"$'\n'
+            done
+            o=$(printf '%s' "$o" | best); f=$(printf '%s' "$f" | best); p=$(printf '%s' "$p" | best)
+            read -r oi oc op50 op99 <<<"$o"; read -r fi fc fp50 fp99 <<<"$f"; read -r pi pc _ _ <<<"$p"
+            printf '%-13s %-15s | %8s %6s %5s %5s | %8s %6s %5s %5s | %8s %6s | %5s %5s\n' \
+                "$name" "$rw $bs $qd" "$oi" "$oc" "$op50" "$op99" "$fi" "$fc" "$fp50" "$fp99" \
+                "$pi" "$pc" "$(ratio "$oi" "$fi")" "$(ratio "$oc" "$fc")"
+        done
+    done
+fi
+
+if [ "${ONLY_TABLE:-uring}" = uring ] && [ -n "$debian_fio" ]; then
+    echo
+    printf '%-22s %-16s | %-26s | %-26s | %-12s\n' file workload \
+        "iscsi-bench IOPS us/io p50 p99" "fio io_uring IOPS us/io p50 p99" "x fio IOPS cpu"
+    disk_file="$root/target/bench-fio.dat"
+    shm_file="/dev/shm/bench-fio.$$"
+    for file in "$shm_file" "$disk_file"; do
+        for row in "randread 4k 1" "randread 4k 16" "randread 4k 32" "randwrite 4k 16" \
+                   "read 128k 4" "write 128k 4"; do
+            read -r rw bs qd <<<"$row"
+            args="--ioengine=io_uring --direct=1 --size=256m --filename=$file"
+            o=""; f=""
+            for _ in $(seq "$ROUNDS"); do
+                # shellcheck disable=SC2046,SC2086
+                o+="$(timed_json "$ours" $(job_args "$rw" "$bs" "$qd") $args | summarize)"$'\n'
+                # shellcheck disable=SC2046,SC2086
+                f+="$(timed_json "$debian_fio" $(job_args "$rw" "$bs" "$qd") $args | summarize)"$'\n'
+            done
+            o=$(printf '%s' "$o" | best); f=$(printf '%s' "$f" | best)
+            read -r oi oc op50 op99 <<<"$o"; read -r fi fc fp50 fp99 <<<"$f"
+            printf '%-22s %-16s | %8s %6s %5s %5s | %8s %6s %5s %5s | %5s %5s\n' \
+                "${file/#$root\//}" "$rw $bs $qd" "$oi" "$oc" "$op50" "$op99" "$fi" "$fc" "$fp50" \
+                "$fp99" "$(ratio "$oi" "$fi")" "$(ratio "$oc" "$fc")"
+        done
+        rm -f "$file"
+    done
+fi
