@@ -15,8 +15,8 @@ pub use crate::session::connect::{
     default_initiator_name, random_bytes, random_isid, ClientConfig,
 };
 use crate::session::{
-    CommandError, CommandOutcome, DataDirection, DiscoveredTarget, Event, ScsiCommandRequest,
-    Session, SessionError, SessionState, TaskId,
+    CommandError, CommandOutcome, DiscoveredTarget, Event, Request, Session, SessionError,
+    SessionState, TaskId,
 };
 use crate::text::OperationalParams;
 use crate::transport::{TcpConnection, TransportError};
@@ -158,25 +158,19 @@ impl Client {
 
     /// Runs one SCSI command to completion. `buffer` is lent to the command: read data
     /// lands in it, write data is sent from it, and it comes back in the outcome.
-    pub fn execute(
-        &mut self,
-        lun: u64,
-        cdb: &[u8],
-        direction: DataDirection,
-        buffer: Vec<u8>,
-    ) -> Result<CommandOutcome, ClientError> {
-        let mut results = self.execute_batch(vec![(lun, cdb.to_vec(), direction, buffer)])?;
+    pub fn execute(&mut self, request: Request) -> Result<CommandOutcome, ClientError> {
+        let mut results = self.execute_batch(vec![request])?;
         results
             .pop()
             .ok_or(ClientError::Closed("the command completed"))?
     }
 
-    /// Runs several commands with up to `queue_depth` in flight; results come back in order.
-    /// The outer `Err` means the connection failed; per-command failures are inner errors.
-    #[allow(clippy::type_complexity)]
+    /// Runs several commands with up to `queue_depth` in flight; results come back in the
+    /// order given (the requests' `user_data` is not read). The outer `Err` means the
+    /// connection failed; per-command failures are inner errors.
     pub fn execute_batch(
         &mut self,
-        commands: Vec<(u64, Vec<u8>, DataDirection, Vec<u8>)>,
+        commands: Vec<Request>,
     ) -> Result<Vec<Result<CommandOutcome, ClientError>>, ClientError> {
         let total = commands.len();
         let mut results: Vec<Option<Result<CommandOutcome, ClientError>>> =
@@ -187,15 +181,8 @@ impl Client {
         let mut in_flight = 0;
         while done < total {
             while in_flight < self.queue_depth {
-                let Some((index, (lun, cdb, direction, buffer))) = pending.next() else {
+                let Some((index, request)) = pending.next() else {
                     break;
-                };
-                let request = ScsiCommandRequest {
-                    lun: crate::scsi::Lun::from_u64(lun).to_field(),
-                    cdb,
-                    direction,
-                    buffer,
-                    attribute: pdu::TaskAttribute::Simple,
                 };
                 match self.driver.session_mut().submit(Instant::now(), request) {
                     Ok(task) => {

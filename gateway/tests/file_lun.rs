@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datapath::client::{Client, ClientConfig};
-use datapath::session::DataDirection;
+use datapath::session::{DataDirection, Request};
 use gateway::backend::{Backend, FileBackend, RingFile};
 use gateway::disk::{LogicalUnit, LuConfig, LunMap};
 use gateway::server::{self, RunningTarget, TargetConfig, TargetNodeConfig};
@@ -90,12 +90,13 @@ fn write_read_pipelined(client: &mut Client, path: &str, first_lba: u64, len: us
     let lba_of = |i: u32| first_lba + u64::from(i) * u64::from(blocks);
     let writes = (0..count)
         .map(|i| {
-            (
+            Request::raw(
                 0,
-                rw16(WRITE_16, lba_of(i), blocks, i % 5 == 0),
+                &rw16(WRITE_16, lba_of(i), blocks, i % 5 == 0),
                 DataDirection::Write { len: len as u32 },
                 pattern(len, i + first_lba as u32),
             )
+            .expect("CDB")
         })
         .collect();
     for (i, outcome) in client
@@ -108,21 +109,25 @@ fn write_read_pipelined(client: &mut Client, path: &str, first_lba: u64, len: us
     }
     let sync = client
         .execute(
-            0,
-            &[SYNCHRONIZE_CACHE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            DataDirection::None,
-            Vec::new(),
+            Request::raw(
+                0,
+                &[SYNCHRONIZE_CACHE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                DataDirection::None,
+                Vec::new(),
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(sync.status, 0);
     let reads = (0..count)
         .map(|i| {
-            (
+            Request::raw(
                 0,
-                rw16(READ_16, lba_of(i), blocks, false),
+                &rw16(READ_16, lba_of(i), blocks, false),
                 DataDirection::Read { len: len as u32 },
                 vec![0; len],
             )
+            .expect("CDB")
         })
         .collect();
     let file = File::open(path).unwrap();
@@ -238,10 +243,13 @@ fn reading_past_a_file_truncated_underneath_is_an_unrecovered_read_error() {
     let data = pattern(65536, 1);
     let write = client
         .execute(
-            0,
-            &rw16(WRITE_16, 0, 128, false),
-            DataDirection::Write { len: 65536 },
-            data,
+            Request::raw(
+                0,
+                &rw16(WRITE_16, 0, 128, false),
+                DataDirection::Write { len: 65536 },
+                data,
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(write.status, 0);
@@ -254,10 +262,13 @@ fn reading_past_a_file_truncated_underneath_is_an_unrecovered_read_error() {
         .unwrap();
     let read = client
         .execute(
-            0,
-            &rw16(READ_16, 4096, 8, false),
-            DataDirection::Read { len: 4096 },
-            vec![0; 4096],
+            Request::raw(
+                0,
+                &rw16(READ_16, 4096, 8, false),
+                DataDirection::Read { len: 4096 },
+                vec![0; 4096],
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(read.status, 0x02, "CHECK CONDITION");
@@ -269,10 +280,13 @@ fn reading_past_a_file_truncated_underneath_is_an_unrecovered_read_error() {
     // What is still in the file reads fine, and the session goes on.
     let read = client
         .execute(
-            0,
-            &rw16(READ_16, 0, 8, false),
-            DataDirection::Read { len: 4096 },
-            vec![0; 4096],
+            Request::raw(
+                0,
+                &rw16(READ_16, 0, 8, false),
+                DataDirection::Read { len: 4096 },
+                vec![0; 4096],
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(read.status, 0);
@@ -342,10 +356,13 @@ fn a_failing_ring_write_is_a_write_error_and_reads_still_work() {
     let mut client = client(target.addrs()[0]);
     let write = client
         .execute(
-            0,
-            &rw16(WRITE_16, 0, 8, false),
-            DataDirection::Write { len: 4096 },
-            vec![1; 4096],
+            Request::raw(
+                0,
+                &rw16(WRITE_16, 0, 8, false),
+                DataDirection::Write { len: 4096 },
+                vec![1; 4096],
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(write.status, 0x02);
@@ -356,10 +373,13 @@ fn a_failing_ring_write_is_a_write_error_and_reads_still_work() {
     );
     let read = client
         .execute(
-            0,
-            &rw16(READ_16, 0, 8, false),
-            DataDirection::Read { len: 4096 },
-            vec![7; 4096],
+            Request::raw(
+                0,
+                &rw16(READ_16, 0, 8, false),
+                DataDirection::Read { len: 4096 },
+                vec![7; 4096],
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(read.status, 0);
@@ -367,10 +387,13 @@ fn a_failing_ring_write_is_a_write_error_and_reads_still_work() {
     // Checks still come before I/O: out of range is ILLEGAL REQUEST, not a medium error.
     let read = client
         .execute(
-            0,
-            &rw16(READ_16, 4096, 1, false),
-            DataDirection::Read { len: 512 },
-            vec![0; 512],
+            Request::raw(
+                0,
+                &rw16(READ_16, 4096, 1, false),
+                DataDirection::Read { len: 512 },
+                vec![0; 512],
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(sense_key_and_asc(&read), (0x05, 0x21));
@@ -391,12 +414,13 @@ fn shutdown_with_writes_in_flight_stops_cleanly() {
         let mut client = client(addr);
         let writes = (0..64u32)
             .map(|i| {
-                (
+                Request::raw(
                     0,
-                    rw16(WRITE_16, u64::from(i) * 2048, 2048, false),
+                    &rw16(WRITE_16, u64::from(i) * 2048, 2048, false),
                     DataDirection::Write { len: 1 << 20 },
                     pattern(1 << 20, i),
                 )
+                .expect("CDB")
             })
             .collect();
         // The target goes away in the middle: the connection fails, which is fine.

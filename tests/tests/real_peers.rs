@@ -9,7 +9,7 @@ use std::time::Duration;
 use datapath::client::{Client, ClientConfig, ClientError};
 use datapath::scsi::probe::{probe_lun, ProbeConfig};
 use datapath::scsi::Cdb;
-use datapath::session::{ChapConfig, DataDirection};
+use datapath::session::{ChapConfig, Request};
 use datapath::text::DigestChoice;
 use system_tests::{pattern, ChapSpec, Istgt, LunSpec, TargetSpec, Tgt};
 
@@ -55,10 +55,9 @@ fn client_config(portal: std::net::SocketAddr, iqn: &str, v: Variant) -> ClientC
 }
 
 fn execute_ok(client: &mut Client, lun: u64, cdb: &Cdb, buffer: Vec<u8>) -> Vec<u8> {
-    let direction: DataDirection = cdb.direction().into();
     for _ in 0..3 {
         let outcome = client
-            .execute(lun, cdb.as_bytes(), direction, buffer.clone())
+            .execute(Request::new(lun, cdb.clone(), buffer.clone(), 0))
             .expect("command completes");
         if outcome.status == 0 {
             return outcome.buffer;
@@ -121,10 +120,7 @@ fn whole_lun_round_trip(
     for (i, chunk) in data.chunks(v.io_bytes as usize).enumerate() {
         let lba = i as u64 * blocks_per_io as u64;
         let cdb = Cdb::write(lba, chunk.len() as u32 / BLOCK, BLOCK, false).expect("cdb");
-        let direction = DataDirection::Write {
-            len: chunk.len() as u32,
-        };
-        writes.push((lun, cdb.as_bytes().to_vec(), direction, chunk.to_vec()));
+        writes.push(Request::new(lun, cdb, chunk.to_vec(), 0));
     }
     for result in client.execute_batch(writes).expect("write batch") {
         let outcome = result.unwrap_or_else(|e| panic!("{v:?}: write failed: {e}"));
@@ -134,13 +130,7 @@ fn whole_lun_round_trip(
     for i in 0..(LUN_BYTES / v.io_bytes as u64) {
         let lba = i * blocks_per_io as u64;
         let cdb = Cdb::read(lba, blocks_per_io, BLOCK, false).expect("cdb");
-        let direction = DataDirection::Read { len: v.io_bytes };
-        reads.push((
-            lun,
-            cdb.as_bytes().to_vec(),
-            direction,
-            vec![0u8; v.io_bytes as usize],
-        ));
+        reads.push(Request::new(lun, cdb, vec![0u8; v.io_bytes as usize], 0));
     }
     let mut read_back = Vec::with_capacity(data.len());
     for result in client.execute_batch(reads).expect("read batch") {

@@ -17,8 +17,8 @@ use datapath::scsi::{
     SupportedVpdPages, UnitSerialNumber,
 };
 use datapath::session::CommandError;
-use datapath::session::{CommandOutcome, DataDirection};
-use datapath::shard::{ShardConfig, ShardError, ShardPath, ShardPool, ShardRequest};
+use datapath::session::{CommandOutcome, Request};
+use datapath::shard::{ShardConfig, ShardError, ShardPath, ShardPool};
 use offload::dependent::{DependentModel, DependentModelConfig};
 use offload::independent::{IndependentModel, IndependentModelConfig};
 use serde_json::{json, Value};
@@ -98,27 +98,14 @@ pub enum Link {
 }
 
 impl Link {
-    fn execute(
-        &mut self,
-        lun: u64,
-        cdb: &[u8],
-        direction: DataDirection,
-        buffer: Vec<u8>,
-    ) -> Result<CommandOutcome, CtlError> {
+    fn execute(&mut self, request: Request) -> Result<CommandOutcome, CtlError> {
         match self {
-            Link::Software(client) => Ok(client.execute(lun, cdb, direction, buffer)?),
+            Link::Software(client) => Ok(client.execute(request)?),
             Link::Adapter {
                 pool,
                 transport,
                 command_timeout,
             } => {
-                let request = ShardRequest {
-                    lun,
-                    cdb: cdb.to_vec(),
-                    direction,
-                    buffer,
-                    user_data: 0,
-                };
                 let done = pool.execute(0, request, *command_timeout)?;
                 done.result.map_err(|failure| CtlError::Command {
                     transport,
@@ -131,7 +118,7 @@ impl Link {
     /// Runs the commands pipelined (as many in flight as the link takes); results in order.
     fn execute_batch(
         &mut self,
-        commands: Vec<(u64, Vec<u8>, DataDirection, Vec<u8>)>,
+        commands: Vec<Request>,
     ) -> Result<Vec<Result<CommandOutcome, CtlError>>, CtlError> {
         match self {
             Link::Software(client) => Ok(client
@@ -151,17 +138,13 @@ impl Link {
                     index: 0,
                     shards: pool.len(),
                 })?;
-                let mut pending =
-                    commands
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, (lun, cdb, direction, buffer))| ShardRequest {
-                            lun,
-                            cdb,
-                            direction,
-                            buffer,
-                            user_data: i as u64,
-                        });
+                let mut pending = commands
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, request)| Request {
+                        user_data: i as u64,
+                        ..request
+                    });
                 let mut next = pending.next();
                 let mut done = 0;
                 // Bounded: every turn submits or waits at most the command timeout.
@@ -252,7 +235,7 @@ fn run(
             (None, scsi::DataDirection::Read(len)) => vec![0; len as usize],
             (None, _) => Vec::new(),
         };
-        let outcome = client.execute(lun, cdb.as_bytes(), direction.into(), buffer)?;
+        let outcome = client.execute(Request::new(lun, cdb.clone(), buffer, 0))?;
         match check(command, outcome) {
             Err(error) if is_unit_attention(&error) && attempt < UNIT_ATTENTION_RETRIES => {
                 attempt += 1;
@@ -437,7 +420,7 @@ impl ScsiExecute for Link {
             scsi::DataDirection::Read(len) => vec![0; len as usize],
             _ => Vec::new(),
         };
-        let outcome = self.execute(lun, cdb.as_bytes(), direction.into(), buffer)?;
+        let outcome = self.execute(Request::new(lun, cdb.clone(), buffer, 0))?;
         Ok(ScsiAnswer::new(
             outcome.status,
             outcome.sense,
@@ -814,10 +797,7 @@ fn run_batch(
 ) -> Result<Vec<Vec<u8>>, CtlError> {
     let batch = commands
         .into_iter()
-        .map(|(cdb, buffer)| {
-            let direction: DataDirection = cdb.direction().into();
-            (lun, cdb.as_bytes().to_vec(), direction, buffer)
-        })
+        .map(|(cdb, buffer)| Request::new(lun, cdb, buffer, 0))
         .collect();
     client
         .execute_batch(batch)?

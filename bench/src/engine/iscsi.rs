@@ -50,10 +50,10 @@ use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::ClientConfig;
 use datapath::scsi::probe::{probe_lun, LunFacts, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::{Cdb, Sense};
-use datapath::session::{ChapConfig, CommandError, DataDirection, Residual};
+use datapath::session::{ChapConfig, CommandError, DataDirection, Request, Residual};
 use datapath::shard::{
     ReconnectPolicy, ShardCommandError, ShardCompletion, ShardConfig, ShardExecutor, ShardPath,
-    ShardPool, ShardRequest,
+    ShardPool,
 };
 use datapath::text::DigestChoice;
 use datapath::url::{IscsiUrl, UrlError};
@@ -77,7 +77,6 @@ pub const RECONNECT_ATTEMPTS_DEFAULT: u32 = 5;
 pub const REPLACEMENT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 const STATUS_GOOD: u8 = 0x00;
 const STATUS_CHECK_CONDITION: u8 = 0x02;
-const OPCODE_UNMAP: u8 = 0x42;
 /// UNMAP parameter list: 8-byte header and one 16-byte block descriptor.
 const UNMAP_PARAMETER_BYTES: u16 = 24;
 
@@ -253,7 +252,7 @@ pub struct IscsiEngine {
     /// Shards whose thread is gone (completion queue disconnected).
     dead_shards: Vec<bool>,
     /// Requests queued, not yet handed to their shard.
-    pending: VecDeque<(usize, ShardRequest)>,
+    pending: VecDeque<(usize, Request)>,
     ready: VecDeque<IoDone>,
     buffers: Vec<Vec<u8>>,
     counters: EngineCounters,
@@ -419,7 +418,7 @@ impl IscsiEngine {
         }
     }
 
-    fn command(&self, unit: &mut IoUnit) -> Result<(Vec<u8>, DataDirection, Vec<u8>), IoError> {
+    fn command(&self, unit: &mut IoUnit) -> Result<(Cdb, DataDirection, Vec<u8>), IoError> {
         let Some((_, block_size_bytes)) = self.lun_of(unit.file) else {
             return Err(IoError::Transport(format!(
                 "file {} of a job with {} LUN(s)",
@@ -452,16 +451,12 @@ impl IscsiEngine {
             Direction::Read => {
                 let cdb = Cdb::read(lba, blocks, block_size_bytes, false).map_err(invalid)?;
                 let buffer = std::mem::take(&mut unit.buffer);
-                Ok((cdb.as_bytes().to_vec(), DataDirection::Read { len }, buffer))
+                Ok((cdb, DataDirection::Read { len }, buffer))
             }
             Direction::Write => {
                 let cdb = Cdb::write(lba, blocks, block_size_bytes, false).map_err(invalid)?;
                 let buffer = std::mem::take(&mut unit.buffer);
-                Ok((
-                    cdb.as_bytes().to_vec(),
-                    DataDirection::Write { len },
-                    buffer,
-                ))
+                Ok((cdb, DataDirection::Write { len }, buffer))
             }
             Direction::Trim => {
                 let (cdb, parameters) = unmap(lba, blocks);
@@ -641,7 +636,7 @@ impl IscsiEngine {
             .filter(|(_, e)| e.shard == shard)
             .map(|(t, _)| *t)
             .collect();
-        let pending: Vec<(usize, ShardRequest)> = self.pending.drain(..).collect();
+        let pending: Vec<(usize, Request)> = self.pending.drain(..).collect();
         for (s, request) in pending {
             if s != shard {
                 self.pending.push_back((s, request));
@@ -776,12 +771,9 @@ impl Engine for IscsiEngine {
         self.next_tag = self.next_tag.wrapping_add(1);
         self.pending.push_back((
             shard,
-            ShardRequest {
-                lun,
-                cdb,
+            Request {
                 direction,
-                buffer,
-                user_data: tag,
+                ..Request::new(lun, cdb, buffer, tag)
             },
         ));
         self.per_shard[shard] += 1;
@@ -938,10 +930,8 @@ fn outcome_result(
 
 /// UNMAP (SBC-3 5.28) of `blocks` blocks from `lba`: the 10-byte CDB and its parameter
 /// list (a header and one block descriptor).
-fn unmap(lba: u64, blocks: u32) -> (Vec<u8>, Vec<u8>) {
-    let mut cdb = vec![0u8; 10];
-    cdb[0] = OPCODE_UNMAP;
-    cdb[7..9].copy_from_slice(&UNMAP_PARAMETER_BYTES.to_be_bytes());
+fn unmap(lba: u64, blocks: u32) -> (Cdb, Vec<u8>) {
+    let cdb = Cdb::unmap(UNMAP_PARAMETER_BYTES);
     let mut parameters = vec![0u8; usize::from(UNMAP_PARAMETER_BYTES)];
     // UNMAP DATA LENGTH counts the bytes after itself; BLOCK DESCRIPTOR DATA LENGTH the
     // descriptors.

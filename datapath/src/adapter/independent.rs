@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use super::{
     AdapterError, AdapterFault, AdapterKind, Capabilities, IndependentAdapter, IndependentConfig,
     IndependentHostQueue, LoginReport, Notifier, PathCompletion, PathError, PathFailure,
-    PathRejection, PathRequest, PathSubmitError, RingFull, ScsiCompletion, ScsiSubmission,
+    PathRejection, PathSubmitError, RingFull, ScsiCompletion,
 };
-use crate::pdu::TaskAttribute;
+use crate::session::Request;
 
 /// How an [`IndependentPath`] runs.
 #[derive(Clone)]
@@ -128,7 +128,7 @@ impl IndependentPath {
 
     /// Posts a request to the adapter and rings its doorbell; a full ring, a too large
     /// transfer or a failed path hands it back.
-    pub fn submit(&mut self, _now: Instant, request: PathRequest) -> Result<(), PathSubmitError> {
+    pub fn submit(&mut self, _now: Instant, request: Request) -> Result<(), PathSubmitError> {
         let transfer = request.direction.transfer_len();
         if transfer > self.caps.max_io_bytes {
             let max = self.caps.max_io_bytes;
@@ -150,20 +150,11 @@ impl IndependentPath {
             });
         }
         let tag = self.next_tag;
-        let PathRequest {
-            lun,
-            cdb,
-            direction,
-            buffer,
-            user_data,
-        } = request;
-        let entry = ScsiSubmission {
-            tag,
-            lun,
-            cdb,
-            direction,
-            buffer,
-            attribute: TaskAttribute::Simple,
+        let user_data = request.user_data;
+        // On the adapter's ring the request carries the path's own tag.
+        let entry = Request {
+            user_data: tag,
+            ..request
         };
         match self.queue.submissions.push(entry) {
             Ok(_) => {
@@ -174,13 +165,7 @@ impl IndependentPath {
             }
             Err(RingFull(entry)) => Err(PathSubmitError {
                 reason: PathRejection::QueueFull,
-                request: PathRequest {
-                    lun: entry.lun,
-                    cdb: entry.cdb,
-                    direction: entry.direction,
-                    buffer: entry.buffer,
-                    user_data,
-                },
+                request: Request { user_data, ..entry },
             }),
         }
     }

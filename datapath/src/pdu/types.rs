@@ -111,9 +111,9 @@ pub struct ScsiCommand {
     pub expected_data_transfer_length: u32,
     pub cmd_sn: u32,
     pub exp_stat_sn: u32,
-    /// The whole CDB: at least 16 bytes (shorter CDBs are zero-padded to 16), at most 16 + 244.
-    /// The BHS carries the first 16; the rest travels in an Extended CDB AHS.
-    pub cdb: Vec<u8>,
+    /// The whole CDB, at most 16 + 244 bytes. The BHS carries the first 16 (zero-padded),
+    /// the rest travels in an Extended CDB AHS; a parsed CDB is 16 bytes or longer.
+    pub cdb: crate::scsi::Cdb,
     pub bidi_read_length: Option<u32>,
 }
 

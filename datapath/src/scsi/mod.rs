@@ -78,4 +78,7 @@ pub enum ScsiError {
     /// A logical block length of zero: no transfer length can be computed from it.
     #[error("logical block length 0 is not valid")]
     ZeroBlockLength,
+    /// A CDB outside 1 to 260 bytes (RFC 7143 11.3.5: 16 in the BHS, 244 in an AHS).
+    #[error("CDB length {0} is outside 1..=260")]
+    CdbLength(usize),
 }

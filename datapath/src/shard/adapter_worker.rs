@@ -4,7 +4,7 @@
 //! Shard `i` takes queue pair `i` of the adapter its [`ShardPath`] names and pins to the
 //! same core a software shard `i` would ([`planned_cores`]), so the I/O of one shard stays
 //! on one core and one adapter queue. Callers see the same [`ShardPool`](super::ShardPool)
-//! API: [`ShardRequest`] in, [`ShardCompletion`] out, [`ShardStats`] counters.
+//! API: [`Request`] in, [`ShardCompletion`] out, [`ShardStats`] counters.
 //!
 //! - [`ShardPath::Dependent`]: the shard owns a [`DependentPath`]: the host iSCSI session
 //!   (RFC 7143) runs here, its ISID made per shard like a software shard's; the adapter
@@ -46,15 +46,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::{failure, ShardCompletion, ShardConfig, ShardError, ShardInfo, ShardRequest};
+use super::{failure, ShardCompletion, ShardConfig, ShardError, ShardInfo};
 use super::{ShardStats, SharedStats};
 use crate::adapter::{
     AdapterError, AdapterInfo, AdapterPath, Capabilities, DependentAdapter, DependentConfig,
     DependentPath, IndependentAdapter, IndependentConfig, IndependentPath, IndependentPathConfig,
-    NetworkConfig, Notifier, PathCompletion, PathError, PathRejection, PathRequest,
+    NetworkConfig, Notifier, PathCompletion, PathError, PathRejection,
 };
 use crate::session::connect::{shard_isid, ClientConfig};
 use crate::session::CommandError;
+use crate::session::Request;
 
 /// How long an idle shard sleeps before it looks at its queue and the path's timers.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
@@ -169,7 +170,7 @@ pub(super) struct AdapterWorker {
     pub(super) client_config: ClientConfig,
     pub(super) config: ShardConfig,
     pub(super) core: Option<core_affinity::CoreId>,
-    pub(super) submit_rx: Receiver<ShardRequest>,
+    pub(super) submit_rx: Receiver<Request>,
     pub(super) done_tx: Sender<ShardCompletion>,
     pub(super) shared: Arc<SharedStats>,
     /// Set once the path is up: the eventfd the pool writes when a caller submits.
@@ -341,12 +342,12 @@ struct AdapterShard {
     index: usize,
     depth: usize,
     idle_spin: Duration,
-    submit_rx: Receiver<ShardRequest>,
+    submit_rx: Receiver<Request>,
     done_tx: Sender<ShardCompletion>,
     shared: Arc<SharedStats>,
     driven: Driven,
     /// A request the path handed back as "queue full"; first in line next turn.
-    backlog: Option<PathRequest>,
+    backlog: Option<Request>,
     stats: ShardStats,
     sleeps: u64,
     stopping: bool,
@@ -412,20 +413,6 @@ impl AdapterShard {
                     break;
                 }
             };
-            let ShardRequest {
-                lun,
-                cdb,
-                direction,
-                buffer,
-                user_data,
-            } = request;
-            let request = PathRequest {
-                lun,
-                cdb,
-                direction,
-                buffer,
-                user_data,
-            };
             if !self.submit(request) {
                 break;
             }
@@ -438,7 +425,7 @@ impl AdapterShard {
 
     /// Hands one request to the path. False when the path is full (the request waits in
     /// the backlog); a request the path refuses for any other reason fails at once.
-    fn submit(&mut self, request: PathRequest) -> bool {
+    fn submit(&mut self, request: Request) -> bool {
         let refused = match self.driven.path().submit(Instant::now(), request) {
             Ok(()) => return true,
             Err(refused) => refused,

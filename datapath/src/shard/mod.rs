@@ -88,7 +88,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, Tr
 
 use crate::adapter::{AdapterError, Notifier};
 use crate::session::connect::ClientConfig;
-use crate::session::{CommandError, CommandFailure, CommandOutcome, DataDirection};
+use crate::session::{CommandError, CommandFailure, CommandOutcome, Request};
 use crate::transport::TransportError;
 
 /// How one shard is set up.
@@ -194,32 +194,7 @@ impl Default for ShardConfig {
     }
 }
 
-/// One SCSI command for a shard. The buffer travels with the command and comes back in
-/// the completion: read data lands in it, write data is sent from it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ShardRequest {
-    pub lun: u64,
-    /// 1 to 260 bytes.
-    pub cdb: Vec<u8>,
-    pub direction: DataDirection,
-    pub buffer: Vec<u8>,
-    /// The caller's tag for this request, returned in its completion.
-    pub user_data: u64,
-}
-
-impl std::fmt::Debug for ShardRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardRequest")
-            .field("lun", &self.lun)
-            .field("cdb", &self.cdb)
-            .field("direction", &self.direction)
-            .field("buffer_len", &self.buffer.len())
-            .field("user_data", &self.user_data)
-            .finish()
-    }
-}
-
-/// The end of one [`ShardRequest`]: the target's answer (any SCSI status), or why the
+/// The end of one [`Request`] on a shard: the target's answer (any SCSI status), or why the
 /// command failed; either way the buffer comes back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardCompletion {
@@ -422,7 +397,7 @@ impl Doorbell {
 
 /// What the caller keeps of one running shard.
 struct ShardHandle {
-    submit: Option<Sender<ShardRequest>>,
+    submit: Option<Sender<Request>>,
     /// Works for the shard's own thread (software shards only).
     work: Option<Sender<Box<dyn ShardWork>>>,
     /// ABORT TASK requests by `user_data` (software shards only).
@@ -633,7 +608,7 @@ impl ShardPool {
 
     /// Queues a request on shard `shard` without waiting. A full queue (or a stopped or
     /// unknown shard) hands the request back.
-    pub fn submit(&self, shard: usize, request: ShardRequest) -> Result<(), ShardRequest> {
+    pub fn submit(&self, shard: usize, request: Request) -> Result<(), Request> {
         let Some(handle) = self.shards.get(shard) else {
             return Err(request);
         };
@@ -764,7 +739,7 @@ impl ShardPool {
     pub fn execute(
         &self,
         shard: usize,
-        request: ShardRequest,
+        request: Request,
         timeout: Duration,
     ) -> Result<ShardCompletion, ShardError> {
         let shards = self.shards.len();

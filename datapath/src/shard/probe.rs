@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use super::{ShardError, ShardPool, ShardRequest};
+use super::{ShardError, ShardPool};
 use crate::client::{Client, ClientError};
 use crate::scsi::probe::{ScsiAnswer, ScsiExecute};
 use crate::scsi::{Cdb, DataDirection as CdbDirection};
 use crate::session::CommandFailure;
+use crate::session::Request;
 
 /// Commands on shard `shard` of `pool`, each waited for at most `timeout`
 /// ([`ShardPool::execute`]).
@@ -49,12 +50,7 @@ impl ScsiExecute for Client {
     type Error = ClientError;
 
     fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ClientError> {
-        let outcome = self.execute(
-            lun,
-            cdb.as_bytes(),
-            cdb.direction().into(),
-            read_buffer(cdb),
-        )?;
+        let outcome = self.execute(Request::new(lun, cdb.clone(), read_buffer(cdb), 0))?;
         Ok(ScsiAnswer::new(
             outcome.status,
             outcome.sense,
@@ -68,14 +64,9 @@ impl ScsiExecute for ShardExecutor<'_> {
     type Error = ShardCommandError;
 
     fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ShardCommandError> {
-        let request = ShardRequest {
-            lun,
-            cdb: cdb.as_bytes().to_vec(),
-            direction: cdb.direction().into(),
-            buffer: read_buffer(cdb),
-            // Far from the small numbers callers give their own commands.
-            user_data: u64::MAX - u64::from(cdb.opcode()),
-        };
+        // The tag is far from the small numbers callers give their own commands.
+        let user_data = u64::MAX - u64::from(cdb.opcode());
+        let request = Request::new(lun, cdb.clone(), read_buffer(cdb), user_data);
         let done = self.pool.execute(self.shard, request, self.timeout)?;
         let outcome = done.result.map_err(ShardCommandError::Command)?;
         Ok(ScsiAnswer::new(

@@ -27,13 +27,13 @@ use super::reconnect::{Recovery, Step};
 use super::tag_map::TagMap;
 use super::work::{RunningWork, ShardWork, WorkStatus, WorkSubmitter};
 use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
-use super::{ShardRequest, ShardStats, SharedStats};
+use super::{ShardStats, SharedStats};
 use crate::pdu::{self, digest, Header, Limits, BHS_LEN};
-use crate::scsi::Lun;
+use crate::scsi::Cdb;
 use crate::session::connect::{shard_isid, ClientConfig};
 use crate::session::{
-    CommandError, DataDirection, Event, ScsiCommandRequest, Session, SessionState, SubmitRejection,
-    TaskId, Transmit,
+    CommandError, DataDirection, Event, Request, Session, SessionState, SubmitRejection, TaskId,
+    Transmit,
 };
 use crate::transport::ring::{Completion, EVENT_TOKEN_BASE};
 use crate::transport::tcp::advance_iovecs;
@@ -82,7 +82,7 @@ const TOKEN_RECV_LINKED: u64 = EVENT_TOKEN_BASE + 5;
 
 /// The queues between a shard and its callers.
 pub(super) struct Channels {
-    pub(super) submit_rx: Receiver<ShardRequest>,
+    pub(super) submit_rx: Receiver<Request>,
     pub(super) work_rx: Receiver<Box<dyn ShardWork>>,
     /// ABORT TASK requests, by the command's `user_data`.
     pub(super) abort_rx: Receiver<u64>,
@@ -95,7 +95,7 @@ pub(super) struct Worker {
     client_config: ClientConfig,
     config: ShardConfig,
     core: Option<core_affinity::CoreId>,
-    submit_rx: Receiver<ShardRequest>,
+    submit_rx: Receiver<Request>,
     work_rx: Receiver<Box<dyn ShardWork>>,
     abort_rx: Receiver<u64>,
     done_tx: Sender<ShardCompletion>,
@@ -175,7 +175,7 @@ struct Carried {
     /// The counters so far (they go on across connections).
     stats: ShardStats,
     /// Commands to send again, and requests taken while no connection was up, in order.
-    resend: Vec<ShardRequest>,
+    resend: Vec<Request>,
     /// Recoveries in a row after which no command succeeded.
     recoveries_without_progress: u32,
 }
@@ -279,7 +279,7 @@ impl Worker {
     fn give_up(&self, reason: &str, carried: &mut Carried) {
         tracing::error!(shard = self.index, %reason, "giving up on the session");
         let reason = format!("{reason} (reconnect gave up)");
-        let mut pending: Vec<ShardRequest> = carried.resend.drain(..).collect();
+        let mut pending: Vec<Request> = carried.resend.drain(..).collect();
         // What waits in the queue fails too (bounded by the queue's capacity).
         while let Ok(request) = self.submit_rx.try_recv() {
             pending.push(request);
@@ -316,7 +316,7 @@ struct Held {
     answer_bytes: u32,
     /// LUN, CDB and direction, kept to send the command again on a new connection
     /// (`ShardConfig::reconnect` on; commands of a work are not sent again).
-    resend: Option<(u64, Vec<u8>, DataDirection)>,
+    resend: Option<(u64, Cdb, DataDirection, pdu::TaskAttribute)>,
     /// The caller asked to abort it: it has given up on the command, which is therefore
     /// never sent again on a new connection.
     abort_requested: bool,
@@ -390,13 +390,13 @@ struct Shard {
     conn: TcpConnection,
     files: Files,
     session: Session,
-    submit_rx: Receiver<ShardRequest>,
+    submit_rx: Receiver<Request>,
     work_rx: Receiver<Box<dyn ShardWork>>,
     abort_rx: Receiver<u64>,
     /// The work running on this shard, if any (one at a time; others wait in `work_rx`).
     work: Option<RunningWork>,
     /// The requests the work made in this turn (kept to reuse the allocation).
-    work_requests: Vec<ShardRequest>,
+    work_requests: Vec<Request>,
     done_tx: Sender<ShardCompletion>,
     shared: Arc<SharedStats>,
     doorbell: Arc<Doorbell>,
@@ -480,7 +480,7 @@ struct Shard {
     stopping: bool,
     logout_started: bool,
     /// Commands the lost connection held, to send again on the next (see `reconnect`).
-    resend: Vec<ShardRequest>,
+    resend: Vec<Request>,
     /// A command succeeded on this connection.
     progressed: bool,
     /// After a recovery: answers still to be taken for the UNIT ATTENTION the reset of
@@ -716,7 +716,7 @@ impl Shard {
         self.stats.reconnect_gap_ns_max = self.stats.reconnect_gap_ns_max.max(gap_ns);
         self.stats.reconnect_gap_ns_total += gap_ns;
         let now = Instant::now();
-        let resend: Vec<ShardRequest> = carried.resend.drain(..).collect();
+        let resend: Vec<Request> = carried.resend.drain(..).collect();
         self.stats.commands_resent += resend.len() as u64;
         let mut resend = resend.into_iter();
         // Bounded by the list; what does not fit under the depth now waits its turn in
@@ -1661,12 +1661,13 @@ impl Shard {
     }
 
     /// Hands one request to the session, or fails it at once.
-    fn start(&mut self, request: ShardRequest, now: Instant, from_work: bool) {
-        let ShardRequest {
+    fn start(&mut self, request: Request, now: Instant, from_work: bool) {
+        let Request {
             lun,
             cdb,
             direction,
             buffer,
+            attribute,
             user_data,
         } = request;
         let large_read = matches!(direction, DataDirection::Read { len } if len >= self.config.zero_copy_min_bytes);
@@ -1675,14 +1676,15 @@ impl Shard {
                 DataDirection::Read { len } => len,
                 _ => 0,
             };
-        let resend =
-            (self.config.reconnect.enabled() && !from_work).then(|| (lun, cdb.clone(), direction));
-        let command = ScsiCommandRequest {
-            lun: Lun::from_u64(lun).to_field(),
+        let resend = (self.config.reconnect.enabled() && !from_work)
+            .then(|| (lun, cdb.clone(), direction, attribute));
+        let command = Request {
+            lun,
             cdb,
             direction,
             buffer,
-            attribute: pdu::TaskAttribute::Simple,
+            attribute,
+            user_data,
         };
         match self.session.submit(now, command) {
             Ok(task) => {
@@ -1712,13 +1714,16 @@ impl Shard {
             Err(refused) => {
                 let ended =
                     self.dead.is_some() || matches!(refused.reason, SubmitRejection::NotLoggedIn);
-                if let Some((lun, cdb, direction)) = resend.filter(|_| ended && self.recovers()) {
+                if let Some((lun, cdb, direction, attribute)) =
+                    resend.filter(|_| ended && self.recovers())
+                {
                     // The connection is being lost: this one waits for the next.
-                    self.resend.push(ShardRequest {
+                    self.resend.push(Request {
                         lun,
                         cdb,
                         direction,
                         buffer: refused.request.buffer,
+                        attribute,
                         user_data,
                     });
                     return;
@@ -1856,15 +1861,16 @@ impl Shard {
                     let result = match (result, resend) {
                         // The connection went down under it: sent again after a new login
                         // (a timed-out command is not: it fails as such).
-                        (Err(failure), Some((lun, cdb, direction)))
+                        (Err(failure), Some((lun, cdb, direction, attribute)))
                             if matches!(failure.error, CommandError::ConnectionLost(_))
                                 && self.recovers() =>
                         {
-                            self.resend.push(ShardRequest {
+                            self.resend.push(Request {
                                 lun,
                                 cdb,
                                 direction,
                                 buffer: failure.buffer,
+                                attribute,
                                 user_data: held.user_data,
                             });
                             continue;
@@ -1873,16 +1879,17 @@ impl Shard {
                         // recovery caused, instead of carrying out the command (SAM-5
                         // 5.14): sent again, as the SCSI midlayer does (bounded by
                         // `unit_attentions_left`).
-                        (Ok(outcome), Some((lun, cdb, direction)))
+                        (Ok(outcome), Some((lun, cdb, direction, attribute)))
                             if self.unit_attentions_left > 0
                                 && is_reset_unit_attention(&outcome) =>
                         {
                             self.unit_attentions_left -= 1;
-                            self.resend.push(ShardRequest {
+                            self.resend.push(Request {
                                 lun,
                                 cdb,
                                 direction,
                                 buffer: outcome.buffer,
+                                attribute,
                                 user_data: held.user_data,
                             });
                             continue;

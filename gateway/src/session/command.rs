@@ -329,7 +329,8 @@ impl TargetSession {
             self.ready.push_back(CommandRequest {
                 id: CommandId(itt),
                 lun,
-                cdb: h.cdb,
+                // The one allocation per command the codec's `Vec` CDB used to make.
+                cdb: h.cdb.to_vec(),
                 data_out: Vec::new(),
                 expected_data_in_len: if h.read { edtl } else { 0 },
             });
@@ -394,7 +395,7 @@ impl TargetSession {
         };
         let state = WriteState {
             lun,
-            cdb: h.cdb,
+            cdb: h.cdb.to_vec(),
             buffer,
             edtl,
             received: immediate_len,
