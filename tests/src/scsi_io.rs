@@ -17,6 +17,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use datapath::adapter::{AdapterPath, PathError, PathFailure};
+use datapath::client::{Client, ClientError};
 use datapath::scsi::probe::{
     probe_lun, LunFacts, ProbeConfig, ProbeFailure, ScsiAnswer, ScsiExecute,
 };
@@ -151,6 +152,43 @@ impl CommandPath for OnShard<'_> {
 
     fn is_adapter_fault(failure: &CommandFailure) -> bool {
         matches!(failure.error, CommandError::Adapter(_))
+    }
+}
+
+/// The blocking client, over whichever path it was opened on, as a [`CommandPath`]: its own
+/// pipelined batch ([`Client::execute_batch`]) runs the commands.
+pub struct OnClient<'a>(pub &'a mut Client);
+
+impl CommandPath for OnClient<'_> {
+    type Failure = ClientError;
+
+    fn run_all(
+        &mut self,
+        commands: Vec<Request>,
+    ) -> HashMap<u64, Result<CommandOutcome, ClientError>> {
+        let tags: Vec<u64> = commands.iter().map(|c| c.user_data).collect();
+        let started = Instant::now();
+        let path = self.0.path_name();
+        let results = self
+            .0
+            .execute_batch(commands)
+            .unwrap_or_else(|e| panic!("the {path} path failed: {e}"));
+        assert!(
+            started.elapsed() < IO_WAIT,
+            "I/O did not finish in {IO_WAIT:?}"
+        );
+        tags.into_iter().zip(results).collect()
+    }
+
+    fn is_reconnecting(failure: &ClientError) -> bool {
+        matches!(
+            failure,
+            ClientError::Command(CommandError::ConnectionLost(_))
+        )
+    }
+
+    fn is_adapter_fault(failure: &ClientError) -> bool {
+        matches!(failure, ClientError::Command(CommandError::Adapter(_)))
     }
 }
 

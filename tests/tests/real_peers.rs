@@ -108,7 +108,7 @@ fn whole_lun_round_trip(
         params.max_burst_length, v.max_burst_length,
         "{v:?}: MaxBurstLength"
     );
-    let writes_before = client.session().stats();
+    let writes_before = client.session().expect("software session").stats();
     // The LUN probe, past the unit attention a new LUN reports: the capacity is the LUN's.
     let facts = probe_lun(&mut client, lun, ProbeConfig::FULL)
         .unwrap_or_else(|e| panic!("{v:?}: probe: {e}"));
@@ -140,7 +140,7 @@ fn whole_lun_round_trip(
         read_back.extend_from_slice(&outcome.buffer);
     }
     // The burst limit must really have split writes into several R2T-driven sequences.
-    let stats = client.session().stats();
+    let stats = client.session().expect("software session").stats();
     let r2ts = stats.r2ts - writes_before.r2ts;
     // At most FirstBurstLength goes unsolicited; the rest needs one R2T per burst.
     let solicited = v.io_bytes.saturating_sub(v.max_burst_length.min(65536)) as u64;

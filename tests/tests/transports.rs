@@ -3,7 +3,8 @@
 //! an independent adapter model (shard `i` on queue pair `i`) gives identical data, on the
 //! LUN and in its backing file; a fault injected in a model while a pool runs fails the I/O
 //! it hits with an error naming the fault, and the pool recovers with no acknowledged data
-//! lost; and `iscsi-ctl` chooses a transport with `--transport` and lists adapters.
+//! lost; the blocking `Client` drives each of them; and `iscsi-ctl` chooses a transport
+//! with `--transport` and lists adapters.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datapath::adapter::{DependentAdapter, IndependentAdapter};
-use datapath::client::ClientConfig;
+use datapath::client::{Client, ClientConfig};
 use datapath::shard::{ShardConfig, ShardPath, ShardPool};
 use datapath::text::DigestChoice;
 use offload::dependent::{DependentModel, DependentModelConfig};
@@ -20,7 +21,7 @@ use offload::independent::{IndependentModel, IndependentModelConfig};
 use serde_json::Value;
 use system_tests::scsi_io::{
     self, assert_backing_file_holds, fault_round, read_all, until_ready, write_then_verify,
-    OnShard, FAULTS,
+    OnClient, OnShard, FAULTS,
 };
 use system_tests::{pattern, require_tools, run_tool, workspace_binary, TargetSpec, Tgt};
 
@@ -228,6 +229,39 @@ fn faults_injected_while_a_pool_runs_fail_the_io_by_name_and_the_pool_recovers()
         assert_eq!(pool.stats(1).expect("stats").ios_failed, 0);
         pool.shutdown();
     }
+}
+
+#[test]
+fn the_blocking_client_drives_every_transport() {
+    require_tools!("tgtd", "tgtadm");
+    let tgt = start_tgt("iqn.2026-11.test:transports-client");
+    let lun = tgt.first_data_lun();
+    let region_blocks = LUN_BYTES / u64::from(BLOCK) / 3;
+    let mut written = Vec::new();
+    for (t, transport) in Transport::all().into_iter().enumerate() {
+        let mut config = client_config(&tgt);
+        config.queue_depth = 8;
+        let mut client = Client::connect_path(&config, transport.path())
+            .unwrap_or_else(|e| panic!("{} client logs in: {e}", transport.name()));
+        assert_eq!(client.path_name(), transport.name());
+        // Only the software path's session lives in the client.
+        assert_eq!(
+            client.session().is_some(),
+            matches!(transport, Transport::Software)
+        );
+        let on_client = &mut OnClient(&mut client);
+        until_ready(on_client, lun);
+        let region = t as u64 * region_blocks;
+        written.extend(write_then_verify(
+            on_client,
+            lun,
+            &layout(),
+            region,
+            70 + t as u64,
+        ));
+        client.logout().expect("logout");
+    }
+    assert_backing_file_holds(&tgt, &written);
 }
 
 /// The `iscsi-ctl` binary of this workspace.

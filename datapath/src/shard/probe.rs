@@ -1,10 +1,10 @@
-//! The LUN probe's I/O glue ([`crate::scsi::probe`]): one shard of a pool, and the blocking
-//! [`Client`], as [`ScsiExecute`]. (Here, not in `scsi`, which depends on neither.)
+//! The LUN probe's I/O glue ([`crate::scsi::probe`]) for one shard of a pool, as
+//! [`ScsiExecute`] (the blocking client's is in `client`). Here, not in `scsi`, which
+//! depends on neither.
 
 use std::time::Duration;
 
 use super::{ShardError, ShardPool};
-use crate::client::{Client, ClientError};
 use crate::scsi::probe::{ScsiAnswer, ScsiExecute};
 use crate::scsi::{Cdb, DataDirection as CdbDirection};
 use crate::session::CommandFailure;
@@ -43,20 +43,6 @@ fn read_buffer(cdb: &Cdb) -> Vec<u8> {
     match cdb.direction() {
         CdbDirection::Read(len) => vec![0; len as usize],
         _ => Vec::new(),
-    }
-}
-
-impl ScsiExecute for Client {
-    type Error = ClientError;
-
-    fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ClientError> {
-        let outcome = self.execute(Request::new(lun, cdb.clone(), read_buffer(cdb), 0))?;
-        Ok(ScsiAnswer::new(
-            outcome.status,
-            outcome.sense,
-            outcome.buffer,
-            outcome.transferred,
-        ))
     }
 }
 
