@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::adapter::PathError;
 use crate::conn::{Conn, ConnError};
 use crate::pdu;
 use crate::scsi::probe::{ScsiAnswer, ScsiExecute};
@@ -66,6 +67,9 @@ pub enum ClientError {
     },
     #[error("command failed: {0}")]
     Command(CommandError),
+    /// An adapter path failed the command (an adapter fault, which names itself).
+    #[error("command failed on the adapter path: {0}")]
+    Path(PathError),
     #[error("the session could not accept the command: {0}")]
     Submit(String),
     #[error("the session closed before {0}")]
@@ -350,7 +354,10 @@ impl Carrier {
                 let mut completion = Some(first);
                 // Bounded by the queue depth: no more are in flight.
                 while let Some(done) = completion {
-                    let result = done.result.map_err(|f| ClientError::Command(f.error));
+                    let result = done.result.map_err(|f| match f.error {
+                        PathError::Command(error) => ClientError::Command(error),
+                        other => ClientError::Path(other),
+                    });
                     finished.push((done.user_data, result));
                     completion = pool.completions(0).and_then(|rx| rx.try_recv().ok());
                 }

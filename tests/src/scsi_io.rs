@@ -22,7 +22,7 @@ use datapath::scsi::probe::{
     probe_lun, LunFacts, ProbeConfig, ProbeFailure, ScsiAnswer, ScsiExecute,
 };
 use datapath::scsi::{Cdb, DataDirection as CdbDirection};
-use datapath::session::{CommandError, CommandFailure, CommandOutcome, Request};
+use datapath::session::{CommandError, CommandOutcome, Request};
 use datapath::shard::ShardPool;
 use offload::faults::Faults;
 
@@ -109,12 +109,12 @@ impl<'a> OnShard<'a> {
 }
 
 impl CommandPath for OnShard<'_> {
-    type Failure = CommandFailure;
+    type Failure = PathFailure;
 
     fn run_all(
         &mut self,
         commands: Vec<Request>,
-    ) -> HashMap<u64, Result<CommandOutcome, CommandFailure>> {
+    ) -> HashMap<u64, Result<CommandOutcome, PathFailure>> {
         let shard = self.shard;
         let total = commands.len();
         let mut pending = commands.into_iter();
@@ -146,12 +146,15 @@ impl CommandPath for OnShard<'_> {
         done
     }
 
-    fn is_reconnecting(failure: &CommandFailure) -> bool {
-        matches!(failure.error, CommandError::ConnectionLost(_))
+    fn is_reconnecting(failure: &PathFailure) -> bool {
+        matches!(
+            failure.error,
+            PathError::Command(CommandError::ConnectionLost(_))
+        )
     }
 
-    fn is_adapter_fault(failure: &CommandFailure) -> bool {
-        matches!(failure.error, CommandError::Adapter(_))
+    fn is_adapter_fault(failure: &PathFailure) -> bool {
+        matches!(failure.error, PathError::Adapter(_))
     }
 }
 
@@ -188,7 +191,7 @@ impl CommandPath for OnClient<'_> {
     }
 
     fn is_adapter_fault(failure: &ClientError) -> bool {
-        matches!(failure, ClientError::Command(CommandError::Adapter(_)))
+        matches!(failure, ClientError::Path(PathError::Adapter(_)))
     }
 }
 

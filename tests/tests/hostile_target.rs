@@ -429,7 +429,10 @@ fn a_command_the_target_lost_is_aborted_and_the_connection_goes_on() {
         .expect("a completion within 5 s");
     assert_eq!(aborted.user_data, 1);
     let failure = aborted.result.expect_err("aborted, not answered");
-    assert_eq!(failure.error, CommandError::Aborted);
+    assert_eq!(
+        failure.error,
+        datapath::adapter::PathError::Command(CommandError::Aborted)
+    );
     assert_eq!(failure.buffer.len(), 4096, "the buffer comes back");
     eprintln!("ABORT TASK answered in {:?}", started.elapsed());
     pool.submit(0, read(2)).expect("queued");

@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use datapath::adapter::{PathError, PathFailure};
 use datapath::client::ClientConfig;
 use datapath::scsi::Cdb;
-use datapath::session::{CommandError, CommandFailure, CommandOutcome, Request};
+use datapath::session::{CommandError, CommandOutcome, Request};
 use datapath::shard::{
     ShardCompletion, ShardConfig, ShardError, ShardPool, ShardWork, WorkStatus, WorkSubmitter,
 };
@@ -21,7 +22,7 @@ const BLOCK: u32 = 512;
 const LUN_BYTES: u64 = 8 << 20;
 const WAIT: Duration = Duration::from_secs(20);
 
-type Results = BTreeMap<u64, Result<CommandOutcome, CommandFailure>>;
+type Results = BTreeMap<u64, Result<CommandOutcome, PathFailure>>;
 
 /// Endless reads for a work: the next request each time.
 type Generator = Box<dyn FnMut() -> Request + Send>;
@@ -282,7 +283,10 @@ fn a_lost_connection_fails_the_works_commands_and_leaves_the_other_shard_running
     assert!(!lost.is_empty(), "the loss failed the work's commands");
     for failure in &lost {
         assert!(
-            matches!(failure.error, CommandError::ConnectionLost(_)),
+            matches!(
+                failure.error,
+                PathError::Command(CommandError::ConnectionLost(_))
+            ),
             "{:?}",
             failure.error
         );
@@ -298,7 +302,7 @@ fn a_lost_connection_fails_the_works_commands_and_leaves_the_other_shard_running
     );
     assert!(matches!(
         after[&7].as_ref().map_err(|f| &f.error),
-        Err(CommandError::ConnectionLost(_))
+        Err(PathError::Command(CommandError::ConnectionLost(_)))
     ));
     // Shard 1 goes on.
     let ok = run_work(

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use datapath::adapter::PathError;
 use datapath::client::ClientConfig;
 use datapath::scsi::Cdb;
 use datapath::session::CommandError;
@@ -470,7 +471,10 @@ fn a_lost_connection_fails_that_shard_only() {
         .expect("shard 0 answers");
     let failure = failed.result.expect_err("shard 0's session is gone");
     assert!(
-        matches!(failure.error, CommandError::ConnectionLost(_)),
+        matches!(
+            failure.error,
+            PathError::Command(CommandError::ConnectionLost(_))
+        ),
         "{:?}",
         failure.error
     );
@@ -519,7 +523,10 @@ fn keep_reading_until_failure(pool: &ShardPool, shard: usize, lun: u64) -> (u64,
             }
             Err(failure) => {
                 assert!(
-                    matches!(failure.error, CommandError::ConnectionLost(_)),
+                    matches!(
+                        failure.error,
+                        PathError::Command(CommandError::ConnectionLost(_))
+                    ),
                     "{:?}",
                     failure.error
                 );

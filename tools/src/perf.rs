@@ -405,8 +405,10 @@ mod tests {
         let r2 = w.next_request(now).unwrap().unwrap();
         let failed = ShardCompletion {
             user_data: r2.user_data,
-            result: Err(datapath::session::CommandFailure {
-                error: datapath::session::CommandError::TimedOut,
+            result: Err(datapath::adapter::PathFailure {
+                error: datapath::adapter::PathError::Command(
+                    datapath::session::CommandError::TimedOut,
+                ),
                 buffer: Vec::new(),
             }),
         };

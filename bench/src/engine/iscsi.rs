@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, TryRecvError};
-use datapath::adapter::{DependentAdapter, IndependentAdapter};
+use datapath::adapter::{DependentAdapter, IndependentAdapter, PathError};
 use datapath::client::ClientConfig;
 use datapath::scsi::probe::{probe_lun, LunFacts, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::{Cdb, Sense};
@@ -546,9 +546,13 @@ impl IscsiEngine {
                     unit.buffer = failure.buffer;
                 }
                 Err(match failure.error {
-                    CommandError::TimedOut => IoError::Timeout(self.command_timeout),
+                    PathError::Command(CommandError::TimedOut) => {
+                        IoError::Timeout(self.command_timeout)
+                    }
                     // Recovery is off or gave up: the shard cannot reach the target.
-                    CommandError::ConnectionLost(reason) => IoError::Disconnected(reason),
+                    PathError::Command(CommandError::ConnectionLost(reason)) => {
+                        IoError::Disconnected(reason)
+                    }
                     other => IoError::Transport(other.to_string()),
                 })
             }

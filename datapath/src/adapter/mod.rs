@@ -46,7 +46,7 @@ pub use independent::{IndependentPath, IndependentPathConfig, IndependentStats};
 pub use ring::{queue_pair, AdapterQueue, Consumer, HostQueue, Notifier, Producer, RingFull};
 
 use crate::pdu::{Digests, Header, Opcode, Tag};
-use crate::session::{ChapConfig, CommandError, CommandOutcome, Request};
+use crate::session::{ChapConfig, CommandError, CommandFailure, CommandOutcome, Request};
 use crate::text::OperationalOffer;
 
 /// Which kind of offload an adapter does.
@@ -229,6 +229,16 @@ impl PathError {
 pub struct PathFailure {
     pub error: PathError,
     pub buffer: Vec<u8>,
+}
+
+/// A command the session failed, as a path reports it.
+impl From<CommandFailure> for PathFailure {
+    fn from(failure: CommandFailure) -> Self {
+        PathFailure {
+            error: PathError::Command(failure.error),
+            buffer: failure.buffer,
+        }
+    }
 }
 
 impl std::fmt::Debug for PathFailure {

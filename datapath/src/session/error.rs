@@ -223,10 +223,6 @@ pub enum CommandError {
     /// the target holds no such task any more (or it was never sent).
     #[error("command aborted (ABORT TASK)")]
     Aborted,
-    /// An offload adapter carrying the command failed it (a shard driving an adapter
-    /// path: [`crate::shard`] with [`crate::adapter`]); the fault names itself.
-    #[error("{0}")]
-    Adapter(crate::adapter::AdapterFault),
 }
 
 /// A failed command: the cause and the command's buffer, handed back.

@@ -26,7 +26,7 @@
 //!    path's next deadline.
 //!
 //! # Errors
-//! Adapter faults fail the affected commands with [`CommandError::Adapter`], whose text
+//! Adapter faults fail the affected commands with [`PathError::Adapter`], whose text
 //! names the fault; a path that cannot carry commands any more (relogin failed) fails them
 //! with [`CommandError::ConnectionLost`] saying so. Recovery is the path's documented
 //! policy: a dependent path resets the queue pair and logs in again (new requests wait
@@ -476,14 +476,13 @@ impl AdapterShard {
             }
             Err(path_failure) => {
                 self.stats.ios_failed += 1;
-                let error = match path_failure.error {
-                    PathError::Command(error) => error,
-                    PathError::Adapter(fault) => CommandError::Adapter(fault),
-                    PathError::Unavailable(reason) => {
-                        CommandError::ConnectionLost(format!("adapter path unavailable: {reason}"))
-                    }
-                };
-                Err(failure(error, path_failure.buffer))
+                match path_failure.error {
+                    PathError::Unavailable(reason) => Err(failure(
+                        CommandError::ConnectionLost(format!("adapter path unavailable: {reason}")),
+                        path_failure.buffer,
+                    )),
+                    _ => Err(path_failure),
+                }
             }
         };
         ShardCompletion { user_data, result }

@@ -86,9 +86,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
-use crate::adapter::{AdapterError, Notifier};
+use crate::adapter::{AdapterError, Notifier, PathError, PathFailure};
 use crate::session::connect::ClientConfig;
-use crate::session::{CommandError, CommandFailure, CommandOutcome, Request};
+use crate::session::{CommandError, CommandOutcome, Request};
 use crate::transport::TransportError;
 
 /// How one shard is set up.
@@ -199,7 +199,9 @@ impl Default for ShardConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardCompletion {
     pub user_data: u64,
-    pub result: Result<CommandOutcome, CommandFailure>,
+    /// A failure names its layer: the session's [`CommandError`] inside
+    /// [`PathError::Command`], or an adapter's fault ([`PathError::Adapter`]).
+    pub result: Result<CommandOutcome, PathFailure>,
 }
 
 /// Why a pool could not start or a shard stopped.
@@ -839,8 +841,11 @@ impl Drop for ShardPool {
 }
 
 /// A failed command with its buffer handed back.
-fn failure(error: CommandError, buffer: Vec<u8>) -> CommandFailure {
-    CommandFailure { error, buffer }
+fn failure(error: CommandError, buffer: Vec<u8>) -> PathFailure {
+    PathFailure {
+        error: PathError::Command(error),
+        buffer,
+    }
 }
 
 #[cfg(test)]

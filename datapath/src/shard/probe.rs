@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use super::{ShardError, ShardPool};
+use crate::adapter::PathFailure;
 use crate::scsi::probe::{ScsiAnswer, ScsiExecute};
 use crate::scsi::{Cdb, DataDirection as CdbDirection};
-use crate::session::CommandFailure;
 use crate::session::Request;
 
 /// Commands on shard `shard` of `pool`, each waited for at most `timeout`
@@ -36,7 +36,7 @@ pub enum ShardCommandError {
     #[error(transparent)]
     Shard(#[from] ShardError),
     #[error("{}", .0.error)]
-    Command(CommandFailure),
+    Command(PathFailure),
 }
 
 fn read_buffer(cdb: &Cdb) -> Vec<u8> {

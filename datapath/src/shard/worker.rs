@@ -28,6 +28,7 @@ use super::tag_map::TagMap;
 use super::work::{RunningWork, ShardWork, WorkStatus, WorkSubmitter};
 use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
 use super::{ShardStats, SharedStats};
+use crate::adapter::PathFailure;
 use crate::pdu::{self, digest, Header, Limits, BHS_LEN};
 use crate::scsi::Cdb;
 use crate::session::connect::{shard_isid, ClientConfig};
@@ -1906,7 +1907,7 @@ impl Shard {
                     }
                     let completion = ShardCompletion {
                         user_data: held.user_data,
-                        result,
+                        result: result.map_err(PathFailure::from),
                     };
                     if held.from_work {
                         // Dropped if the work is gone (the pool is stopping).
