@@ -28,15 +28,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use datapath::adapter::{
-    queue_pair, AdapterError, AdapterFault, AdapterInfo, AdapterKind, Capabilities,
-    ConnectionParams, Consumer, DigestKind, IndependentAdapter, IndependentAdapterQueue,
-    IndependentConfig, IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure,
-    Producer, ResetReport, ScsiCompletion,
+    queue_pair, AdapterError, AdapterFault, AdapterInfo, Capabilities, ConnectionParams, Consumer,
+    DigestKind, IndependentAdapter, IndependentAdapterQueue, IndependentConfig,
+    IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure, Producer, ResetReport,
+    ScsiCompletion,
 };
 use datapath::conn::SendBatch;
 use datapath::pdu::{self, Digests, Header, Limits, LoginStage, PduError, BHS_LEN};
 use datapath::session::connect::{random_bytes, random_isid};
 use datapath::session::{Event, Session, SessionConfig, SessionState, TaskId};
+use datapath::transport::TransportKind;
 
 use crate::cpu::CpuMeter;
 use crate::faults::Faults;
@@ -241,7 +242,7 @@ impl IndependentAdapter for IndependentModel {
     fn info(&self) -> AdapterInfo {
         AdapterInfo {
             name: self.config.name.clone(),
-            kind: AdapterKind::Independent,
+            kind: TransportKind::Independent,
             capabilities: self.caps,
         }
     }

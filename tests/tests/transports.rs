@@ -15,6 +15,7 @@ use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::{Client, ClientConfig};
 use datapath::shard::{ShardConfig, ShardPath, ShardPool};
 use datapath::text::DigestChoice;
+use datapath::transport::TransportKind;
 use offload::dependent::{DependentModel, DependentModelConfig};
 use offload::faults::Faults;
 use offload::independent::{IndependentModel, IndependentModelConfig};
@@ -48,7 +49,8 @@ fn client_config(tgt: &Tgt) -> ClientConfig {
     config
 }
 
-/// The three transports, each over a fresh adapter model with a queue pair per shard.
+/// The three transports ([`TransportKind::ALL`]), each adapter over a fresh model with a
+/// queue pair per shard, kept here for its fault hooks.
 #[derive(Clone)]
 enum Transport {
     Software,
@@ -57,18 +59,26 @@ enum Transport {
 }
 
 impl Transport {
+    fn new(kind: TransportKind) -> Transport {
+        match kind {
+            TransportKind::Software => Transport::Software,
+            TransportKind::Dependent => {
+                Transport::Dependent(DependentModel::new(DependentModelConfig {
+                    queue_pairs: SHARDS,
+                    ..DependentModelConfig::default()
+                }))
+            }
+            TransportKind::Independent => {
+                Transport::Independent(IndependentModel::new(IndependentModelConfig {
+                    queue_pairs: SHARDS,
+                    ..IndependentModelConfig::default()
+                }))
+            }
+        }
+    }
+
     fn all() -> Vec<Transport> {
-        vec![
-            Transport::Software,
-            Transport::Dependent(DependentModel::new(DependentModelConfig {
-                queue_pairs: SHARDS,
-                ..DependentModelConfig::default()
-            })),
-            Transport::Independent(IndependentModel::new(IndependentModelConfig {
-                queue_pairs: SHARDS,
-                ..IndependentModelConfig::default()
-            })),
-        ]
+        TransportKind::ALL.into_iter().map(Transport::new).collect()
     }
 
     fn path(&self) -> ShardPath {
@@ -85,8 +95,12 @@ impl Transport {
         }
     }
 
+    fn kind(&self) -> TransportKind {
+        self.path().kind()
+    }
+
     fn name(&self) -> &'static str {
-        self.path().name()
+        self.kind().name()
     }
 
     fn faults(&self) -> Option<&Faults> {
@@ -163,7 +177,7 @@ fn the_same_workload_through_all_three_transports_gives_identical_data() {
         for shard in 0..SHARDS {
             let info = pool.path_info(shard).expect("path info");
             assert_eq!(info.transport, transport.name());
-            let adapter = !matches!(transport, Transport::Software);
+            let adapter = !!transport.kind().is_adapter();
             assert_eq!(info.queue_pair, adapter.then_some(shard), "{info:?}");
             assert_eq!(info.adapter.is_some(), adapter, "{info:?}");
             assert!(info.core.is_some(), "pinned: {info:?}");
@@ -245,10 +259,7 @@ fn the_blocking_client_drives_every_transport() {
             .unwrap_or_else(|e| panic!("{} client logs in: {e}", transport.name()));
         assert_eq!(client.path_name(), transport.name());
         // Only the software path's session lives in the client.
-        assert_eq!(
-            client.session().is_some(),
-            matches!(transport, Transport::Software)
-        );
+        assert_eq!(client.session().is_some(), !transport.kind().is_adapter());
         let on_client = &mut OnClient(&mut client);
         until_ready(on_client, lun);
         let region = t as u64 * region_blocks;
@@ -389,7 +400,7 @@ fn iscsi_ctl_moves_the_same_bytes_over_every_transport() {
     );
     let dir = std::env::temp_dir().join(format!("iscsi-ctl-transports-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let transports = ["software", "dependent", "independent"];
+    let transports = TransportKind::ALL.map(TransportKind::name);
     for (i, writer) in transports.iter().enumerate() {
         let data = pattern(96 * 1024, 77 + i as u64);
         let input = dir.join(format!("in-{writer}"));

@@ -3,9 +3,7 @@
 //! so: [`Client::connect_path`]), decode the answers, render them.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::{Client, ClientError};
 use datapath::scsi::probe::{probe_lun, Capacity, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::{
@@ -13,13 +11,11 @@ use datapath::scsi::{
     SupportedVpdPages, UnitSerialNumber,
 };
 use datapath::session::{CommandOutcome, Request};
-use datapath::shard::ShardPath;
-use offload::dependent::{DependentModel, DependentModelConfig};
-use offload::independent::{IndependentModel, IndependentModelConfig};
 use serde_json::{json, Value};
 
-use crate::config::{ConnectOptions, Transport};
+use crate::config::ConnectOptions;
 use crate::render::{hex, hex_dump, human_bytes, table, Output};
+use datapath::transport::TransportKind;
 use datapath::url::{IscsiUrl, UrlError};
 
 /// What can go wrong in a command, each naming its cause.
@@ -135,24 +131,7 @@ fn connect(options: &ConnectOptions, url: &IscsiUrl) -> Result<Client, CtlError>
 /// from one shard.
 fn open_client(options: &ConnectOptions, url: &IscsiUrl) -> Result<Client, CtlError> {
     let config = options.client_config(url)?;
-    let path = match options.transport {
-        Transport::Software => ShardPath::Software,
-        Transport::Dependent => {
-            let model: Arc<dyn DependentAdapter> = DependentModel::new(DependentModelConfig {
-                queue_pairs: 1,
-                ..DependentModelConfig::default()
-            });
-            ShardPath::Dependent(model)
-        }
-        Transport::Independent => {
-            let model: Arc<dyn IndependentAdapter> =
-                IndependentModel::new(IndependentModelConfig {
-                    queue_pairs: 1,
-                    ..IndependentModelConfig::default()
-                });
-            ShardPath::Independent(model)
-        }
-    };
+    let path = offload::model_path(options.transport, 1);
     Ok(Client::connect_path(&config, path)?)
 }
 
@@ -193,7 +172,7 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
             url: url.to_string(),
         }));
     }
-    if options.transport != Transport::Software {
+    if options.transport != TransportKind::Software {
         return Err(CtlError::Usage(
             "login shows the software session's negotiation; --transport applies to the \
              data commands (luns, inquiry, readcap, read, write)"

@@ -42,11 +42,10 @@
 use datapath::credentials::{short_secret_warning, EnvChap};
 use std::collections::{HashMap, VecDeque};
 use std::net::ToSocketAddrs;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, TryRecvError};
-use datapath::adapter::{DependentAdapter, IndependentAdapter, PathError};
+use datapath::adapter::PathError;
 use datapath::client::ClientConfig;
 use datapath::scsi::probe::{probe_lun, LunFacts, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::{Cdb, Sense};
@@ -307,7 +306,8 @@ impl IscsiEngine {
             t.saturating_mul(2).max(COMMAND_TIMEOUT_MIN)
         });
         let client = client_config(&url, &options.login, command_timeout, options.iodepth)?;
-        let path = adapter_path(options.transport, options.shards);
+        // For an adapter, a fresh software model of that kind, one queue pair per shard.
+        let path = offload::model_path(options.transport, options.shards);
         let shard_config = ShardConfig {
             core: options.first_core,
             queue_depth: options.iodepth,
@@ -1044,31 +1044,6 @@ fn client_config(
         offer.max_recv_data_segment_length = v;
     }
     Ok(config)
-}
-
-/// The path `transport` names: for an adapter, a fresh software model of that kind with
-/// one queue pair per shard.
-pub fn adapter_path(transport: TransportKind, shards: usize) -> ShardPath {
-    match transport {
-        TransportKind::Software => ShardPath::Software,
-        TransportKind::Dependent => {
-            let model: Arc<dyn DependentAdapter> =
-                offload::dependent::DependentModel::new(offload::dependent::DependentModelConfig {
-                    queue_pairs: shards,
-                    ..Default::default()
-                });
-            ShardPath::Dependent(model)
-        }
-        TransportKind::Independent => {
-            let model: Arc<dyn IndependentAdapter> = offload::independent::IndependentModel::new(
-                offload::independent::IndependentModelConfig {
-                    queue_pairs: shards,
-                    ..Default::default()
-                },
-            );
-            ShardPath::Independent(model)
-        }
-    }
 }
 
 /// The LUN probe ([`datapath::scsi::probe`]): TEST UNIT READY past unit attentions (at

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    AdapterError, AdapterFault, AdapterKind, Capabilities, ConnectionParams, DependentAdapter,
+    AdapterError, AdapterFault, Capabilities, ConnectionParams, DependentAdapter,
     DependentCompletion, DependentHostQueue, DependentSubmission, HostRegion, NetworkConfig,
     Notifier, PathCompletion, PathError, PathFailure, PathRejection, PathSubmitError, PduData,
     PduSubmission, ReceivedData, ReceivedPdu,
@@ -50,6 +50,7 @@ use crate::session::{
     DataDirection, Event, Request, Session, SessionConfig, SessionState, SubmitRejection, TaskId,
     TransmitData,
 };
+use crate::transport::TransportKind;
 
 /// How a [`DependentPath`] runs.
 #[derive(Debug, Clone)]
@@ -170,7 +171,7 @@ impl DependentPath {
         config: DependentConfig,
     ) -> Result<DependentPath, AdapterError> {
         let info = adapter.info();
-        if info.kind != AdapterKind::Dependent {
+        if info.kind != TransportKind::Dependent {
             return Err(AdapterError::Unsupported(
                 "PDU queues on an independent adapter",
             ));

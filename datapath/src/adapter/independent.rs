@@ -28,11 +28,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    AdapterError, AdapterFault, AdapterKind, Capabilities, IndependentAdapter, IndependentConfig,
+    AdapterError, AdapterFault, Capabilities, IndependentAdapter, IndependentConfig,
     IndependentHostQueue, LoginReport, Notifier, PathCompletion, PathError, PathFailure,
     PathRejection, PathSubmitError, RingFull, ScsiCompletion,
 };
 use crate::session::Request;
+use crate::transport::TransportKind;
 
 /// How an [`IndependentPath`] runs.
 #[derive(Clone)]
@@ -103,7 +104,7 @@ impl IndependentPath {
         config: IndependentPathConfig,
     ) -> Result<IndependentPath, AdapterError> {
         let info = adapter.info();
-        if info.kind != AdapterKind::Independent {
+        if info.kind != TransportKind::Independent {
             return Err(AdapterError::Unsupported(
                 "SCSI queues on a dependent adapter",
             ));

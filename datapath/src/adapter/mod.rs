@@ -48,24 +48,7 @@ pub use ring::{queue_pair, AdapterQueue, Consumer, HostQueue, Notifier, Producer
 use crate::pdu::{Digests, Header, Opcode, Tag};
 use crate::session::{ChapConfig, CommandError, CommandFailure, CommandOutcome, Request};
 use crate::text::OperationalOffer;
-
-/// Which kind of offload an adapter does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AdapterKind {
-    /// Takes PDUs from the host session; carries TCP, digests and data placement.
-    Dependent,
-    /// Takes SCSI commands; runs login, sessions and TCP itself.
-    Independent,
-}
-
-impl AdapterKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            AdapterKind::Dependent => "dependent",
-            AdapterKind::Independent => "independent",
-        }
-    }
-}
+use crate::transport::TransportKind;
 
 /// What an adapter does for the host. The paths obey it: no host CRC32C for a digest the
 /// adapter computes, no PDU longer than `max_pdu_bytes`, no I/O longer than `max_io_bytes`.
@@ -91,7 +74,7 @@ pub struct Capabilities {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdapterInfo {
     pub name: String,
-    pub kind: AdapterKind,
+    pub kind: TransportKind,
     pub capabilities: Capabilities,
 }
 

@@ -80,11 +80,7 @@ pub enum ShardPath {
 impl ShardPath {
     /// `software`, `dependent` or `independent` (the words of `transport=`).
     pub fn name(&self) -> &'static str {
-        match self {
-            ShardPath::Software => "software",
-            ShardPath::Dependent(_) => "dependent",
-            ShardPath::Independent(_) => "independent",
-        }
+        self.kind().name()
     }
 
     /// The adapter behind the path, if any.

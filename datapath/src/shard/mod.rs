@@ -89,7 +89,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, Tr
 use crate::adapter::{AdapterError, Notifier, PathError, PathFailure};
 use crate::session::connect::ClientConfig;
 use crate::session::{CommandError, CommandOutcome, Request};
-use crate::transport::TransportError;
+use crate::transport::{TransportError, TransportKind};
 
 /// How one shard is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +231,17 @@ pub enum ShardError {
     NoSuchShard { index: usize, shards: usize },
     #[error("shard {shard}: offload adapter: {source}")]
     Adapter { shard: usize, source: AdapterError },
+}
+
+impl ShardPath {
+    /// Which of the three transports this path is (the adapter it holds aside).
+    pub fn kind(&self) -> TransportKind {
+        match self {
+            ShardPath::Software => TransportKind::Software,
+            ShardPath::Dependent(_) => TransportKind::Dependent,
+            ShardPath::Independent(_) => TransportKind::Independent,
+        }
+    }
 }
 
 /// Counters of one shard, updated by the shard after each turn of its loop.
