@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datapath::client::{Client, ClientConfig};
+use datapath::scsi::cdb::opcode::{READ_16, SYNCHRONIZE_CACHE_10, WRITE_16};
+use datapath::scsi::sense::{asc, key, status};
+use datapath::scsi::Sense;
 use datapath::session::{DataDirection, Request};
 use gateway::backend::{Backend, FileBackend, RingFile};
 use gateway::disk::{LogicalUnit, LuConfig, LunMap};
@@ -72,10 +75,6 @@ fn rw16(opcode: u8, lba: u64, blocks: u32, fua: bool) -> Vec<u8> {
     cdb[10..14].copy_from_slice(&blocks.to_be_bytes());
     cdb
 }
-
-const READ_16: u8 = 0x88;
-const WRITE_16: u8 = 0x8a;
-const SYNCHRONIZE_CACHE_10: u8 = 0x35;
 
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
     (0..len as u32)
@@ -229,9 +228,11 @@ fn buffered_io_when_the_block_size_is_not_aligned() {
     target.shutdown();
 }
 
-fn sense_key_and_asc(outcome: &datapath::session::CommandOutcome) -> (u8, u8) {
+/// The sense key and the ASC/ASCQ pair of a CHECK CONDITION's sense data.
+fn sense_key_and_asc(outcome: &datapath::session::CommandOutcome) -> (u8, (u8, u8)) {
     let sense = outcome.sense.as_deref().expect("sense data");
-    (sense[2] & 0x0f, sense[12])
+    let sense = Sense::decode(sense).expect("fixed format sense");
+    (sense.key, (sense.asc, sense.ascq))
 }
 
 #[test]
@@ -271,11 +272,10 @@ fn reading_past_a_file_truncated_underneath_is_an_unrecovered_read_error() {
             .expect("CDB"),
         )
         .unwrap();
-    assert_eq!(read.status, 0x02, "CHECK CONDITION");
+    assert_eq!(read.status, status::CHECK_CONDITION);
     assert_eq!(
         sense_key_and_asc(&read),
-        (0x03, 0x11),
-        "MEDIUM ERROR, UNRECOVERED READ ERROR"
+        (key::MEDIUM_ERROR, asc::UNRECOVERED_READ_ERROR)
     );
     // What is still in the file reads fine, and the session goes on.
     let read = client
@@ -365,11 +365,10 @@ fn a_failing_ring_write_is_a_write_error_and_reads_still_work() {
             .expect("CDB"),
         )
         .unwrap();
-    assert_eq!(write.status, 0x02);
+    assert_eq!(write.status, status::CHECK_CONDITION);
     assert_eq!(
         sense_key_and_asc(&write),
-        (0x03, 0x0c),
-        "MEDIUM ERROR, WRITE ERROR"
+        (key::MEDIUM_ERROR, asc::WRITE_ERROR)
     );
     let read = client
         .execute(
@@ -396,7 +395,10 @@ fn a_failing_ring_write_is_a_write_error_and_reads_still_work() {
             .expect("CDB"),
         )
         .unwrap();
-    assert_eq!(sense_key_and_asc(&read), (0x05, 0x21));
+    assert_eq!(
+        sense_key_and_asc(&read),
+        (key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE)
+    );
     client.logout().unwrap();
     target.shutdown();
 }

@@ -206,14 +206,9 @@ pub fn run_one<P: CommandPath + ?Sized>(
         .expect("the completion of the command")
 }
 
-/// CHECK CONDITION with sense key UNIT ATTENTION.
+/// CHECK CONDITION with sense key UNIT ATTENTION ([`datapath::scsi::is_unit_attention`]).
 pub fn is_unit_attention(outcome: &CommandOutcome) -> bool {
-    outcome.status == 2
-        && outcome
-            .sense
-            .as_ref()
-            .and_then(|s| s.get(2))
-            .is_some_and(|k| k & 0xf == 6)
+    datapath::scsi::is_unit_attention(outcome.status, outcome.sense.as_deref())
 }
 
 /// The LUN probe's commands ([`datapath::scsi::probe`]) on a [`CommandPath`], one at a time.

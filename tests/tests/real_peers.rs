@@ -63,12 +63,11 @@ fn execute_ok(client: &mut Client, lun: u64, cdb: &Cdb, buffer: Vec<u8>) -> Vec<
             return outcome.buffer;
         }
         // A fresh LUN reports a unit attention (power on / reset) once.
-        let sense = outcome.sense.unwrap_or_default();
-        assert_eq!(outcome.status, 2, "unexpected status {:#x}", outcome.status);
-        assert_eq!(
-            sense.get(2).map(|k| k & 0xf),
-            Some(6),
-            "check condition: {sense:02x?}"
+        assert!(
+            datapath::scsi::is_unit_attention(outcome.status, outcome.sense.as_deref()),
+            "status {:#x}, sense {:02x?}",
+            outcome.status,
+            outcome.sense
         );
     }
     panic!("unit attention repeated");

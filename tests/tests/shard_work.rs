@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use datapath::adapter::{PathError, PathFailure};
 use datapath::client::ClientConfig;
-use datapath::scsi::Cdb;
+use datapath::scsi::sense::{asc, key, status};
+use datapath::scsi::{Cdb, Sense};
 use datapath::session::{CommandError, CommandOutcome, Request};
 use datapath::shard::{
     ShardCompletion, ShardConfig, ShardError, ShardPool, ShardWork, WorkStatus, WorkSubmitter,
@@ -422,13 +423,13 @@ fn short_error_answers_at_depth_come_back_despite_receive_coalescing() {
     assert_eq!(results.len(), 2000);
     for (i, r) in &results {
         let outcome = r.as_ref().unwrap_or_else(|e| panic!("read {i}: {e}"));
-        assert_eq!(outcome.status, 2, "read {i}: CHECK CONDITION");
+        assert_eq!(outcome.status, status::CHECK_CONDITION, "read {i}");
         let sense = outcome.sense.as_deref().expect("sense data");
-        // Fixed format: sense key ILLEGAL REQUEST, ASC 0x21 (LBA out of range).
+        let sense = Sense::decode(sense).unwrap_or_else(|e| panic!("read {i}: {e}"));
         assert_eq!(
-            (sense[2] & 0x0f, sense[12]),
-            (5, 0x21),
-            "read {i}: {sense:02x?}"
+            (sense.key, (sense.asc, sense.ascq)),
+            (key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE),
+            "read {i}: {sense}"
         );
     }
     // 125 rounds of 16: even a coalescing wait that always ran out (150 us each) would take

@@ -93,7 +93,7 @@ fn check(command: &'static str, outcome: CommandOutcome) -> Result<Vec<u8>, CtlE
 }
 
 fn is_unit_attention(error: &CtlError) -> bool {
-    matches!(error, CtlError::Check { sense: Some(s), .. } if s.key == 0x6)
+    matches!(error, CtlError::Check { sense: Some(s), .. } if s.key == scsi::sense::key::UNIT_ATTENTION)
 }
 
 /// Runs one CDB on `lun`, retrying past unit attentions, and returns the data read.

@@ -48,6 +48,7 @@ use crossbeam_channel::{Receiver, Select, TryRecvError};
 use datapath::adapter::PathError;
 use datapath::client::ClientConfig;
 use datapath::scsi::probe::{probe_lun, LunFacts, ProbeConfig, ProbeError, ProbeFailure};
+use datapath::scsi::sense::status;
 use datapath::scsi::{Cdb, Sense};
 use datapath::session::{ChapConfig, CommandError, DataDirection, Request, Residual};
 use datapath::shard::{
@@ -74,8 +75,6 @@ const COMMAND_TIMEOUT_MIN: Duration = Duration::from_secs(1);
 /// within open-iscsi's order of replacement timeout.
 pub const RECONNECT_ATTEMPTS_DEFAULT: u32 = 5;
 pub const REPLACEMENT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
-const STATUS_GOOD: u8 = 0x00;
-const STATUS_CHECK_CONDITION: u8 = 0x02;
 /// UNMAP parameter list: 8-byte header and one 16-byte block descriptor.
 const UNMAP_PARAMETER_BYTES: u16 = 24;
 
@@ -897,8 +896,8 @@ fn outcome_result(
     transferred: u32,
 ) -> Result<(), IoError> {
     match status {
-        STATUS_GOOD => {}
-        STATUS_CHECK_CONDITION => {
+        status::GOOD => {}
+        status::CHECK_CONDITION => {
             return Err(match sense.map(Sense::decode) {
                 Some(Ok(sense)) => IoError::CheckCondition {
                     key: sense.key,

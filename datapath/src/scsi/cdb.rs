@@ -12,25 +12,60 @@
 
 use super::ScsiError;
 
-/// Operation codes, in opcode order.
+/// Operation codes (SPC-4, SBC-3), in opcode order: the one list the initiator's builders,
+/// the gateway's device server, `iscsi-bench` and the tests use.
 pub mod opcode {
     pub const TEST_UNIT_READY: u8 = 0x00;
     pub const REQUEST_SENSE: u8 = 0x03;
+    pub const READ_6: u8 = 0x08;
+    pub const WRITE_6: u8 = 0x0a;
     pub const INQUIRY: u8 = 0x12;
+    pub const MODE_SELECT_6: u8 = 0x15;
+    pub const RESERVE_6: u8 = 0x16;
+    pub const RELEASE_6: u8 = 0x17;
+    pub const MODE_SENSE_6: u8 = 0x1a;
+    pub const START_STOP_UNIT: u8 = 0x1b;
+    pub const PREVENT_ALLOW_MEDIUM_REMOVAL: u8 = 0x1e;
     pub const READ_CAPACITY_10: u8 = 0x25;
     pub const READ_10: u8 = 0x28;
     pub const WRITE_10: u8 = 0x2a;
+    pub const WRITE_AND_VERIFY_10: u8 = 0x2e;
+    pub const VERIFY_10: u8 = 0x2f;
+    pub const PRE_FETCH_10: u8 = 0x34;
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
+    pub const WRITE_SAME_10: u8 = 0x41;
     pub const UNMAP: u8 = 0x42;
+    pub const MODE_SELECT_10: u8 = 0x55;
+    pub const RESERVE_10: u8 = 0x56;
+    pub const RELEASE_10: u8 = 0x57;
+    pub const MODE_SENSE_10: u8 = 0x5a;
+    pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
+    pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
     pub const READ_16: u8 = 0x88;
+    pub const COMPARE_AND_WRITE: u8 = 0x89;
     pub const WRITE_16: u8 = 0x8a;
+    pub const ORWRITE_16: u8 = 0x8b;
+    pub const WRITE_AND_VERIFY_16: u8 = 0x8e;
+    pub const VERIFY_16: u8 = 0x8f;
+    pub const PRE_FETCH_16: u8 = 0x90;
     pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
+    pub const WRITE_SAME_16: u8 = 0x93;
     pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
     pub const REPORT_LUNS: u8 = 0xa0;
+    pub const MAINTENANCE_IN: u8 = 0xa3;
+    pub const READ_12: u8 = 0xa8;
+    pub const WRITE_12: u8 = 0xaa;
+    pub const WRITE_AND_VERIFY_12: u8 = 0xae;
+    pub const VERIFY_12: u8 = 0xaf;
 }
 
-/// SERVICE ACTION IN(16) service action for READ CAPACITY(16).
-pub const SERVICE_ACTION_READ_CAPACITY_16: u8 = 0x10;
+/// Service actions of SERVICE ACTION IN(16) (SBC-3 5.15, 5.7) and MAINTENANCE IN
+/// (SPC-4 6.35), in the low five bits of CDB byte 1.
+pub mod service_action {
+    pub const REPORT_SUPPORTED_OPERATION_CODES: u8 = 0x0c;
+    pub const READ_CAPACITY_16: u8 = 0x10;
+    pub const GET_LBA_STATUS: u8 = 0x12;
+}
 
 /// The 36 bytes of standard INQUIRY data every target must return (SPC-4 6.6.2).
 pub const INQUIRY_STANDARD_LENGTH: u16 = 36;
@@ -263,7 +298,7 @@ impl Cdb {
     pub fn read_capacity_16(allocation_length: u32) -> Cdb {
         let mut cdb = Cdb::new(16, DataDirection::Read(allocation_length));
         cdb.bytes[0] = opcode::SERVICE_ACTION_IN_16;
-        cdb.bytes[1] = SERVICE_ACTION_READ_CAPACITY_16;
+        cdb.bytes[1] = service_action::READ_CAPACITY_16;
         cdb.bytes[10..14].copy_from_slice(&allocation_length.to_be_bytes());
         cdb
     }

@@ -43,7 +43,8 @@ pub use decode::{
 };
 pub use lun::Lun;
 pub use sense::{
-    asc_lookup, asc_name, sense_key_name, status_name, Sense, SenseFormat, SenseKeySpecific,
+    asc_lookup, asc_name, is_unit_attention, sense_key_name, status_name, Sense, SenseFormat,
+    SenseKeySpecific,
 };
 
 /// Errors of the SCSI layer: building a CDB the command cannot express, or decoding

@@ -26,9 +26,6 @@ use super::{
 use crate::pdu::{self, Header, LunField, Opcode, Tag, TaskAttribute, RESERVED_TAG};
 use crate::scsi::{Cdb, Lun};
 
-/// SCSI status GOOD.
-const STATUS_GOOD: u8 = 0x00;
-
 /// Most separate received ranges tracked for one read under DataPDUInOrder=No; a target
 /// that leaves more holes than this is treated as sending out of order.
 const MAX_RECEIVED_RANGES: usize = 256;
@@ -632,7 +629,7 @@ impl Session {
         let transferred = match task.direction {
             DataDirection::Read { .. } => {
                 let received = task.received_bytes();
-                if status == STATUS_GOOD
+                if status == crate::scsi::sense::status::GOOD
                     && (received != accounted || task.contiguous_end() != accounted)
                 {
                     return Err(SessionError::MissingData {

@@ -637,7 +637,10 @@ fn check_condition_carries_sense() {
         DataDirection::Read { len: 36 },
         vec![0; 36],
     );
-    assert_eq!(outcome.status, 2);
+    assert_eq!(
+        outcome.status,
+        datapath::scsi::sense::status::CHECK_CONDITION
+    );
     let sense = outcome.sense.expect("sense");
     assert_eq!(sense[2], 5);
     assert_eq!(sense[12], 0x21);
