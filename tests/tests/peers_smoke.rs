@@ -19,7 +19,6 @@ use system_tests::{
 };
 
 const MIB: u64 = 1024 * 1024;
-/// iSCSI opcodes (RFC 7143 section 11.2.1.2) the tests look for.
 
 fn two_targets() -> Vec<TargetSpec> {
     vec![

@@ -368,7 +368,7 @@ impl ShardWork for Panicking {
         if !self.sent {
             let cdb = Cdb::read(0, 8, BLOCK, false).unwrap();
             let read = Request::new(self.lun, cdb.clone(), vec![0; 4096], 1);
-            self.sent = submit.submit(read.into()).is_ok();
+            self.sent = submit.submit(read).is_ok();
         }
         WorkStatus::Running
     }

@@ -177,7 +177,7 @@ fn the_same_workload_through_all_three_transports_gives_identical_data() {
         for shard in 0..SHARDS {
             let info = pool.path_info(shard).expect("path info");
             assert_eq!(info.transport, transport.name());
-            let adapter = !!transport.kind().is_adapter();
+            let adapter = transport.kind().is_adapter();
             assert_eq!(info.queue_pair, adapter.then_some(shard), "{info:?}");
             assert_eq!(info.adapter.is_some(), adapter, "{info:?}");
             assert!(info.core.is_some(), "pinned: {info:?}");

@@ -262,7 +262,7 @@ impl DependentPath {
         }
         match &self.state {
             PathState::Failed(reason) => {
-                return reject(PathRejection::Unavailable(reason.clone()), request)
+                return reject(PathRejection::Unavailable(reason.as_str().into()), request)
             }
             PathState::Closed => {
                 return reject(PathRejection::Unavailable("path closed".into()), request)
@@ -305,7 +305,7 @@ impl DependentPath {
                     SubmitRejection::NotLoggedIn => {
                         PathRejection::Unavailable("session not logged in".into())
                     }
-                    other => PathRejection::Invalid(other.to_string()),
+                    other => PathRejection::Invalid(other),
                 };
                 Err(PathSubmitError {
                     reason,

@@ -140,7 +140,7 @@ impl IndependentPath {
         }
         if let Some(reason) = &self.failed {
             return Err(PathSubmitError {
-                reason: PathRejection::Unavailable(reason.clone()),
+                reason: PathRejection::Unavailable(reason.as_str().into()),
                 request,
             });
         }

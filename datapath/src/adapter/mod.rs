@@ -46,7 +46,9 @@ pub use independent::{IndependentPath, IndependentPathConfig, IndependentStats};
 pub use ring::{queue_pair, AdapterQueue, Consumer, HostQueue, Notifier, Producer, RingFull};
 
 use crate::pdu::{Digests, Header, Opcode, Tag};
-use crate::session::{ChapConfig, CommandError, CommandFailure, CommandOutcome, Request};
+use crate::session::{
+    ChapConfig, CommandError, CommandFailure, CommandOutcome, Request, SubmitRejection,
+};
 use crate::text::OperationalOffer;
 use crate::transport::TransportKind;
 
@@ -248,10 +250,13 @@ pub enum PathRejection {
     QueueFull,
     #[error("transfer of {len} bytes exceeds the adapter's maximum I/O of {max}")]
     TooLarge { len: u32, max: u32 },
+    /// The session refused the request itself.
     #[error("invalid request: {0}")]
-    Invalid(String),
+    Invalid(SubmitRejection),
+    /// Why the path cannot carry commands now (boxed: a refusal hands the whole request
+    /// back, and the error stays small).
     #[error("path unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Box<str>),
 }
 
 /// A refused request and why.

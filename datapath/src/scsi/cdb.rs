@@ -129,14 +129,15 @@ pub const BHS_CDB_LEN: usize = 16;
 ///
 /// The first 16 bytes live inline, zero-padded (the form the BHS carries), so the
 /// builders and every command of 16 bytes or fewer allocate nothing. A longer CDB keeps
-/// its whole bytes on the heap as well (`long`); the bytes past 16 travel in an Extended
-/// CDB AHS.
+/// its whole bytes on the heap as well (`long`, a thin pointer so that every request
+/// stays small); the bytes past 16 travel in an Extended CDB AHS.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Cdb {
     bytes: [u8; BHS_CDB_LEN],
     len: u16,
-    /// Set only for CDBs over 16 bytes: the whole CDB (its first 16 bytes also in `bytes`).
-    long: Option<Box<[u8]>>,
+    /// Set only for CDBs over 16 bytes: the whole CDB in its first `len` bytes (the first
+    /// 16 also in `bytes`), the rest zero.
+    long: Option<Box<[u8; MAX_CDB_LEN]>>,
     direction: DataDirection,
 }
 
@@ -161,7 +162,11 @@ impl Cdb {
             bytes: [0; BHS_CDB_LEN],
             // At most 260: fits.
             len: bytes.len() as u16,
-            long: (bytes.len() > BHS_CDB_LEN).then(|| bytes.into()),
+            long: (bytes.len() > BHS_CDB_LEN).then(|| {
+                let mut long = Box::new([0u8; MAX_CDB_LEN]);
+                long[..bytes.len()].copy_from_slice(bytes);
+                long
+            }),
             direction,
         };
         cdb.bytes[..head].copy_from_slice(&bytes[..head]);
@@ -180,10 +185,10 @@ impl Cdb {
             return Err(ScsiError::CdbLength(len));
         }
         let long = (!tail.is_empty()).then(|| {
-            let mut whole = Vec::with_capacity(len);
-            whole.extend_from_slice(&head);
-            whole.extend_from_slice(tail);
-            whole.into_boxed_slice()
+            let mut whole = Box::new([0u8; MAX_CDB_LEN]);
+            whole[..BHS_CDB_LEN].copy_from_slice(&head);
+            whole[BHS_CDB_LEN..len].copy_from_slice(tail);
+            whole
         });
         Ok(Cdb {
             bytes: head,
@@ -205,7 +210,7 @@ impl Cdb {
     /// The CDB bytes, exactly as long as the command's CDB.
     pub fn as_bytes(&self) -> &[u8] {
         match &self.long {
-            Some(long) => long,
+            Some(long) => &long[..usize::from(self.len)],
             None => &self.bytes[..usize::from(self.len)],
         }
     }
@@ -217,9 +222,10 @@ impl Cdb {
 
     /// The bytes past the BHS's 16 (the Extended CDB AHS's content); empty for most CDBs.
     pub fn extended(&self) -> &[u8] {
+        let len = usize::from(self.len);
         self.long
             .as_deref()
-            .map_or(&[], |long| &long[BHS_CDB_LEN..])
+            .map_or(&[], |long| &long[BHS_CDB_LEN..len])
     }
 
     pub fn len(&self) -> usize {
