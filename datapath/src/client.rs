@@ -1,23 +1,34 @@
-//! A blocking client: one sans-IO [`Session`] driven over one io_uring [`TcpConnection`].
+//! A blocking client over any path: the convenience layer for `iscsi-ctl` and tests.
 //!
-//! This is the convenience layer for `iscsi-ctl` and tests: the I/O glue around one
-//! [`Conn`] (framing, placement and digests live there) in a simple loop on the calling
-//! thread. Payload goes to the socket straight from the command's buffer, and the payload
-//! of a Data-In the session can place is received straight into the command's buffer.
+//! - Over software TCP ([`Client::connect`]): one sans-IO [`Session`] driven over one
+//!   io_uring [`TcpConnection`], the I/O glue around one [`Conn`] (framing, placement and
+//!   digests live there) in a simple loop on the calling thread. Payload goes to the
+//!   socket straight from the command's buffer, and the payload of a Data-In the session
+//!   can place is received straight into the command's buffer. Discovery
+//!   ([`Client::discover`]) always runs here.
+//! - Over an offload adapter ([`Client::connect_path`]): a one-shard [`ShardPool`] whose
+//!   [`ShardConfig::path`] is the adapter, behind the same calls.
+//!
+//! [`Client::execute_batch`] is the one pipelined loop over either (libiscsi's `sync.c`
+//! model: a thin loop over the asynchronous carrier, never a second implementation).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::adapter::PathError;
 use crate::conn::{Conn, ConnError};
 use crate::pdu;
+use crate::scsi::probe::{ScsiAnswer, ScsiExecute};
+use crate::scsi::{Cdb, DataDirection as CdbDirection};
 pub use crate::session::connect::{
     default_initiator_name, random_bytes, random_isid, ClientConfig,
 };
 use crate::session::{
-    CommandError, CommandOutcome, DataDirection, DiscoveredTarget, Event, ScsiCommandRequest,
-    Session, SessionError, SessionState, TaskId,
+    CommandError, CommandOutcome, DiscoveredTarget, Event, Request, Session, SessionError,
+    SessionState, SubmitRejection, TaskId,
 };
+use crate::shard::{ShardConfig, ShardError, ShardPath, ShardPool};
 use crate::text::OperationalParams;
 use crate::transport::{TcpConnection, TransportError};
 
@@ -56,48 +67,330 @@ pub enum ClientError {
     },
     #[error("command failed: {0}")]
     Command(CommandError),
+    /// An adapter path failed the command (an adapter fault, which names itself).
+    #[error("command failed on the adapter path: {0}")]
+    Path(PathError),
     #[error("the session could not accept the command: {0}")]
     Submit(String),
     #[error("the session closed before {0}")]
     Closed(&'static str),
+    /// The one-shard pool of an adapter path failed to start, stopped, or did not answer.
+    #[error("{path} path: {source}")]
+    Shard {
+        path: &'static str,
+        source: ShardError,
+    },
 }
 
-/// A logged-in session on one TCP connection, driven on the caller's thread.
+/// A logged-in session, driven on the caller's thread, over the path it was opened on.
 pub struct Client {
+    portal: SocketAddr,
+    queue_depth: usize,
+    carrier: Carrier,
+}
+
+/// What carries the client's commands.
+enum Carrier {
+    /// The client's own session over kernel TCP.
+    Software(Box<Connection>),
+    /// One shard driving queue pair 0 of an offload adapter.
+    Shard {
+        pool: ShardPool,
+        path: &'static str,
+        command_timeout: Duration,
+    },
+}
+
+/// The software path: one session on one TCP connection.
+struct Connection {
     portal: SocketAddr,
     socket: TcpConnection,
     driver: Conn,
     /// Bytes received before the receiver said where they go.
     rx: Vec<u8>,
     events: VecDeque<Event>,
-    queue_depth: usize,
+    /// The commands of the running batch in the session, with their `user_data`.
+    tasks: Vec<(TaskId, u64)>,
+}
+
+/// Why a carrier did not take a command.
+enum Refused {
+    /// It has no room now: the command comes back to wait for a completion.
+    Full(Request),
+    /// It refused the command itself (the command fails alone).
+    Failed(ClientError),
 }
 
 impl Client {
-    /// Connects and logs in to `config.target_name` (or a discovery session when `None`).
+    /// Connects and logs in to `config.target_name` (or a discovery session when `None`)
+    /// over software TCP.
     pub fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
+        let connection = Connection::connect(config)?;
+        Ok(Client {
+            portal: config.portal,
+            queue_depth: config.queue_depth.max(1),
+            carrier: Carrier::Software(Box::new(connection)),
+        })
+    }
+
+    /// Logs in to `config.target_name` over `path`: software TCP as [`Client::connect`],
+    /// or an offload adapter (queue pair 0) driven by a one-shard [`ShardPool`].
+    pub fn connect_path(config: &ClientConfig, path: ShardPath) -> Result<Client, ClientError> {
+        if matches!(path, ShardPath::Software) {
+            return Client::connect(config);
+        }
+        let name = path.name();
+        let shard_config = ShardConfig {
+            queue_depth: config.queue_depth.max(1),
+            path,
+            ..ShardConfig::default()
+        };
+        let pool = ShardPool::start(config, 1, &shard_config)
+            .map_err(|source| ClientError::Shard { path: name, source })?;
+        Ok(Client {
+            portal: config.portal,
+            queue_depth: config.queue_depth.max(1),
+            carrier: Carrier::Shard {
+                pool,
+                path: name,
+                command_timeout: config.command_timeout,
+            },
+        })
+    }
+
+    /// Opens a discovery session, asks for SendTargets=All, logs out.
+    pub fn discover(config: &ClientConfig) -> Result<Vec<DiscoveredTarget>, ClientError> {
+        let mut config = config.clone();
+        config.target_name = None;
+        let mut connection = Connection::connect(&config)?;
+        let portal = connection.portal;
+        connection
+            .driver
+            .session_mut()
+            .send_targets(Instant::now())
+            .map_err(|source| ClientError::Session { portal, source })?;
+        connection.pump_until("the SendTargets response", |e| {
+            matches!(e, Event::TargetsDiscovered(_))
+        })?;
+        let targets = match connection.events.pop_back() {
+            Some(Event::TargetsDiscovered(targets)) => targets,
+            _ => return Err(ClientError::Closed("the SendTargets response")),
+        };
+        connection.logout()?;
+        Ok(targets)
+    }
+
+    pub fn portal(&self) -> SocketAddr {
+        self.portal
+    }
+
+    /// `software`, `dependent` or `independent`.
+    pub fn path_name(&self) -> &'static str {
+        match &self.carrier {
+            Carrier::Software(_) => ShardPath::Software.name(),
+            Carrier::Shard { path, .. } => path,
+        }
+    }
+
+    /// The operational parameters both sides agreed on at login (software path only: an
+    /// adapter path's session lives on its shard or in the adapter).
+    pub fn params(&self) -> Option<&OperationalParams> {
+        self.session()?.params()
+    }
+
+    /// The session (software path only).
+    pub fn session(&self) -> Option<&Session> {
+        match &self.carrier {
+            Carrier::Software(connection) => Some(connection.driver.session()),
+            Carrier::Shard { .. } => None,
+        }
+    }
+
+    /// The receiver's counters (software path only): payload placed straight from the
+    /// socket, payload copied into its placement from the client's own buffer, payload
+    /// staged.
+    pub fn receive_stats(&self) -> Option<crate::conn::ReceiveStats> {
+        match &self.carrier {
+            Carrier::Software(connection) => Some(connection.driver.receive_stats()),
+            Carrier::Shard { .. } => None,
+        }
+    }
+
+    /// Runs one SCSI command to completion. The request's buffer is lent to the command:
+    /// read data lands in it, write data is sent from it, and it comes back in the outcome.
+    pub fn execute(&mut self, request: Request) -> Result<CommandOutcome, ClientError> {
+        let mut results = self.execute_batch(vec![request])?;
+        results
+            .pop()
+            .ok_or(ClientError::Closed("the command completed"))?
+    }
+
+    /// Runs several commands with up to `queue_depth` in flight; results come back in the
+    /// order given (the requests' `user_data` is not read). The outer `Err` means the
+    /// connection (or the path's shard) failed; per-command failures are inner errors.
+    pub fn execute_batch(
+        &mut self,
+        commands: Vec<Request>,
+    ) -> Result<Vec<Result<CommandOutcome, ClientError>>, ClientError> {
+        let total = commands.len();
+        let mut results: Vec<Option<Result<CommandOutcome, ClientError>>> =
+            (0..total).map(|_| None).collect();
+        // Each command's place in the batch travels as its `user_data`.
+        let mut pending = commands
+            .into_iter()
+            .enumerate()
+            .map(|(index, request)| Request {
+                user_data: index as u64,
+                ..request
+            });
+        let mut next = pending.next();
+        let mut done = 0;
+        let mut in_flight = 0;
+        let mut finished = Vec::with_capacity(self.queue_depth);
+        // Bounded: every turn submits a command, fails one, or waits for a completion
+        // (itself bounded by the session's timers or the command timeout).
+        while done < total {
+            while in_flight < self.queue_depth {
+                let Some(request) = next.take() else {
+                    break;
+                };
+                let index = request.user_data as usize;
+                match self.carrier.submit(request) {
+                    Ok(()) => in_flight += 1,
+                    Err(Refused::Full(back)) if in_flight > 0 => {
+                        next = Some(back);
+                        break;
+                    }
+                    Err(Refused::Full(_)) => {
+                        let reason = SubmitRejection::QueueFull.to_string();
+                        results[index] = Some(Err(ClientError::Submit(reason)));
+                        done += 1;
+                    }
+                    Err(Refused::Failed(error)) => {
+                        results[index] = Some(Err(error));
+                        done += 1;
+                    }
+                }
+                next = pending.next();
+            }
+            if done == total {
+                break;
+            }
+            self.carrier.wait_completions(&mut finished)?;
+            for (user_data, result) in finished.drain(..) {
+                let Some(slot) = results.get_mut(user_data as usize) else {
+                    continue;
+                };
+                if slot.is_none() {
+                    in_flight -= 1;
+                    done += 1;
+                }
+                *slot = Some(result);
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ClientError::Closed("the command completed"))))
+            .collect())
+    }
+
+    /// Logs out (software path: reason close the session, then closes the connection) or
+    /// stops the path's shard, which logs out.
+    pub fn logout(self) -> Result<(), ClientError> {
+        match self.carrier {
+            Carrier::Software(connection) => connection.logout(),
+            Carrier::Shard { pool, .. } => {
+                pool.shutdown();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The LUN probe's commands ([`crate::scsi::probe`]) run on the client.
+impl ScsiExecute for Client {
+    type Error = ClientError;
+
+    fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ClientError> {
+        let buffer = match cdb.direction() {
+            CdbDirection::Read(len) => vec![0; len as usize],
+            _ => Vec::new(),
+        };
+        let outcome = self.execute(Request::new(lun, cdb.clone(), buffer, 0))?;
+        Ok(ScsiAnswer::new(
+            outcome.status,
+            outcome.sense,
+            outcome.buffer,
+            outcome.transferred,
+        ))
+    }
+}
+
+impl Carrier {
+    /// Hands one command to the path.
+    fn submit(&mut self, request: Request) -> Result<(), Refused> {
+        match self {
+            Carrier::Software(connection) => connection.submit(request),
+            Carrier::Shard { pool, .. } => pool.submit(0, request).map_err(Refused::Full),
+        }
+    }
+
+    /// Waits for at least one completion and appends every one ready, by `user_data`.
+    fn wait_completions(
+        &mut self,
+        finished: &mut Vec<(u64, Result<CommandOutcome, ClientError>)>,
+    ) -> Result<(), ClientError> {
+        match self {
+            Carrier::Software(connection) => connection.wait_completions(finished),
+            Carrier::Shard {
+                pool,
+                path,
+                command_timeout,
+            } => {
+                let shard_error = |source| ClientError::Shard { path, source };
+                let first = pool
+                    .wait_completion(0, Duration::ZERO, *command_timeout)
+                    .map_err(shard_error)?;
+                let mut completion = Some(first);
+                // Bounded by the queue depth: no more are in flight.
+                while let Some(done) = completion {
+                    let result = done.result.map_err(|f| match f.error {
+                        PathError::Command(error) => ClientError::Command(error),
+                        other => ClientError::Path(other),
+                    });
+                    finished.push((done.user_data, result));
+                    completion = pool.completions(0).and_then(|rx| rx.try_recv().ok());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Connection {
+    fn connect(config: &ClientConfig) -> Result<Connection, ClientError> {
         let portal = config.portal;
         let socket = TcpConnection::connect(portal, config.connect_timeout)
             .map_err(|source| ClientError::Connect { portal, source })?;
         let now = Instant::now();
         let depth = config.queue_depth.max(1);
         let session_config = config.session_config(random_isid(), depth * 2, depth);
-        let mut client = Client {
+        let mut connection = Connection {
             portal,
             socket,
             driver: Conn::new(Session::new(session_config, now)),
             rx: vec![0; RECV_BUFFER_BYTES],
             events: VecDeque::new(),
-            queue_depth: config.queue_depth.max(1),
+            tasks: Vec::with_capacity(depth),
         };
-        client.pump_until("login", |event| {
+        connection.pump_until("login", |event| {
             matches!(
                 event,
                 Event::LoginComplete | Event::LoginFailed { .. } | Event::Redirect { .. }
             )
         })?;
-        match client.events.pop_back() {
-            Some(Event::LoginComplete) => Ok(client),
+        match connection.events.pop_back() {
+            Some(Event::LoginComplete) => Ok(connection),
             Some(Event::LoginFailed {
                 status_class,
                 status_detail,
@@ -115,132 +408,49 @@ impl Client {
         }
     }
 
-    /// Opens a discovery session, asks for SendTargets=All, logs out.
-    pub fn discover(config: &ClientConfig) -> Result<Vec<DiscoveredTarget>, ClientError> {
-        let mut config = config.clone();
-        config.target_name = None;
-        let mut client = Client::connect(&config)?;
-        let portal = client.portal;
-        client
-            .driver
-            .session_mut()
-            .send_targets(Instant::now())
-            .map_err(|source| ClientError::Session { portal, source })?;
-        client.pump_until("the SendTargets response", |e| {
-            matches!(e, Event::TargetsDiscovered(_))
-        })?;
-        let targets = match client.events.pop_back() {
-            Some(Event::TargetsDiscovered(targets)) => targets,
-            _ => return Err(ClientError::Closed("the SendTargets response")),
-        };
-        client.logout()?;
-        Ok(targets)
-    }
-
-    pub fn portal(&self) -> SocketAddr {
-        self.portal
-    }
-
-    /// The operational parameters both sides agreed on at login.
-    pub fn params(&self) -> Option<&OperationalParams> {
-        self.driver.session().params()
-    }
-
-    pub fn session(&self) -> &Session {
-        self.driver.session()
-    }
-
-    /// The receiver's counters: payload placed straight from the socket, payload copied
-    /// into its placement from the client's own buffer, payload staged.
-    pub fn receive_stats(&self) -> crate::conn::ReceiveStats {
-        self.driver.receive_stats()
-    }
-
-    /// Runs one SCSI command to completion. `buffer` is lent to the command: read data
-    /// lands in it, write data is sent from it, and it comes back in the outcome.
-    pub fn execute(
-        &mut self,
-        lun: u64,
-        cdb: &[u8],
-        direction: DataDirection,
-        buffer: Vec<u8>,
-    ) -> Result<CommandOutcome, ClientError> {
-        let mut results = self.execute_batch(vec![(lun, cdb.to_vec(), direction, buffer)])?;
-        results
-            .pop()
-            .ok_or(ClientError::Closed("the command completed"))?
-    }
-
-    /// Runs several commands with up to `queue_depth` in flight; results come back in order.
-    /// The outer `Err` means the connection failed; per-command failures are inner errors.
-    #[allow(clippy::type_complexity)]
-    pub fn execute_batch(
-        &mut self,
-        commands: Vec<(u64, Vec<u8>, DataDirection, Vec<u8>)>,
-    ) -> Result<Vec<Result<CommandOutcome, ClientError>>, ClientError> {
-        let total = commands.len();
-        let mut results: Vec<Option<Result<CommandOutcome, ClientError>>> =
-            (0..total).map(|_| None).collect();
-        let mut task_index: Vec<(TaskId, usize)> = Vec::with_capacity(self.queue_depth);
-        let mut pending = commands.into_iter().enumerate();
-        let mut done = 0;
-        let mut in_flight = 0;
-        while done < total {
-            while in_flight < self.queue_depth {
-                let Some((index, (lun, cdb, direction, buffer))) = pending.next() else {
-                    break;
-                };
-                let request = ScsiCommandRequest {
-                    lun: crate::scsi::Lun::from_u64(lun).to_field(),
-                    cdb,
-                    direction,
-                    buffer,
-                    attribute: pdu::TaskAttribute::Simple,
-                };
-                match self.driver.session_mut().submit(Instant::now(), request) {
-                    Ok(task) => {
-                        task_index.push((task, index));
-                        in_flight += 1;
-                    }
-                    Err(error) => {
-                        results[index] = Some(Err(ClientError::Submit(error.to_string())));
-                        done += 1;
-                    }
-                }
+    fn submit(&mut self, request: Request) -> Result<(), Refused> {
+        let user_data = request.user_data;
+        match self.driver.session_mut().submit(Instant::now(), request) {
+            Ok(task) => {
+                self.tasks.push((task, user_data));
+                Ok(())
             }
-            if done == total {
-                break;
+            Err(refused) if refused.reason == SubmitRejection::QueueFull => {
+                Err(Refused::Full(refused.request))
             }
-            self.pump_until("the command completed", |e| {
-                matches!(e, Event::CommandComplete(..))
-            })?;
-            while let Some(position) = self
-                .events
-                .iter()
-                .position(|e| matches!(e, Event::CommandComplete(..)))
-            {
-                let Some(Event::CommandComplete(task, result)) = self.events.remove(position)
-                else {
-                    continue;
-                };
-                let Some(slot) = task_index.iter().position(|(t, _)| *t == task) else {
-                    continue;
-                };
-                let (_, index) = task_index.swap_remove(slot);
-                results[index] =
-                    Some(result.map_err(|failure| ClientError::Command(failure.error)));
-                in_flight -= 1;
-                done += 1;
-            }
+            Err(refused) => Err(Refused::Failed(ClientError::Submit(refused.to_string()))),
         }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(ClientError::Closed("the command completed"))))
-            .collect())
+    }
+
+    fn wait_completions(
+        &mut self,
+        finished: &mut Vec<(u64, Result<CommandOutcome, ClientError>)>,
+    ) -> Result<(), ClientError> {
+        self.pump_until("the command completed", |e| {
+            matches!(e, Event::CommandComplete(..))
+        })?;
+        while let Some(position) = self
+            .events
+            .iter()
+            .position(|e| matches!(e, Event::CommandComplete(..)))
+        {
+            let Some(Event::CommandComplete(task, result)) = self.events.remove(position) else {
+                continue;
+            };
+            let Some(slot) = self.tasks.iter().position(|(t, _)| *t == task) else {
+                continue;
+            };
+            let (_, user_data) = self.tasks.swap_remove(slot);
+            finished.push((
+                user_data,
+                result.map_err(|failure| ClientError::Command(failure.error)),
+            ));
+        }
+        Ok(())
     }
 
     /// Logs out (reason: close the session) and closes the connection.
-    pub fn logout(mut self) -> Result<(), ClientError> {
+    fn logout(mut self) -> Result<(), ClientError> {
         self.driver.session_mut().logout(Instant::now());
         let result = self.pump_until("logout", |e| matches!(e, Event::LogoutComplete));
         let _ = self.socket.shutdown();

@@ -7,6 +7,7 @@ use std::alloc::Layout;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
+use std::time::Duration;
 
 /// A non-blocking, close-on-exec eventfd (eventfd(2)): a wake-up counter one thread writes
 /// and another reads, polls, or keeps an io_uring read on.
@@ -61,6 +62,26 @@ impl EventFd {
         } else {
             0
         }
+    }
+}
+
+impl EventFd {
+    /// Blocks until the counter is nonzero or `timeout` passes (at least 1 ms, poll(2)'s
+    /// granularity); a signal is taken (the counter reset). True when one came.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let mut pollfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout_ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd, count 1.
+        let n = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
+        if n <= 0 {
+            return false;
+        }
+        self.take();
+        true
     }
 }
 
@@ -170,6 +191,10 @@ mod tests {
         assert_eq!(unsafe { libc::poll(&mut pollfd, 1, 0) }, 1, "readable");
         assert_eq!(e.take(), 2);
         assert_eq!(e.take(), 0);
+        assert!(!e.wait(Duration::from_millis(1)), "nothing signalled");
+        e.signal();
+        assert!(e.wait(Duration::from_secs(5)), "a signal ends the wait");
+        assert_eq!(e.take(), 0, "the wait took it");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! decoding arbitrary or truncated input never panics.
 
 use datapath::pdu::*;
+use datapath::scsi::{Cdb, DataDirection as CdbDirection};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -46,6 +47,13 @@ prop_compose! {
         flags: [bool; 4], attribute in arb_attribute(), lun: LunField, sn: [u32; 4],
         cdb in arb_cdb(), bidi_read_length: Option<u32>,
     ) -> Header {
+        // The direction a parsed CDB carries is the one the R/W flags declare.
+        let direction = match (flags[2], flags[3]) {
+            (_, true) => CdbDirection::Write(sn[1]),
+            (true, false) => CdbDirection::Read(sn[1]),
+            (false, false) => CdbDirection::None,
+        };
+        let cdb = Cdb::from_bytes(&cdb, direction).expect("16 to 260 bytes");
         Header::ScsiCommand(ScsiCommand {
             immediate: flags[0], final_pdu: flags[1], read: flags[2], write: flags[3],
             attribute, lun, initiator_task_tag: sn[0], expected_data_transfer_length: sn[1],

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datapath::client::{Client, ClientConfig};
-use datapath::session::DataDirection;
+use datapath::scsi::cdb::opcode::{READ_16, SYNCHRONIZE_CACHE_10, WRITE_16};
+use datapath::scsi::sense::{asc, key, status};
+use datapath::scsi::Sense;
+use datapath::session::{DataDirection, Request};
 use gateway::backend::{Backend, FileBackend, RingFile};
 use gateway::disk::{LogicalUnit, LuConfig, LunMap};
 use gateway::server::{self, RunningTarget, TargetConfig, TargetNodeConfig};
@@ -73,10 +76,6 @@ fn rw16(opcode: u8, lba: u64, blocks: u32, fua: bool) -> Vec<u8> {
     cdb
 }
 
-const READ_16: u8 = 0x88;
-const WRITE_16: u8 = 0x8a;
-const SYNCHRONIZE_CACHE_10: u8 = 0x35;
-
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
     (0..len as u32)
         .map(|i| (i.wrapping_mul(31).wrapping_add(seed.wrapping_mul(7)) % 251) as u8)
@@ -90,12 +89,13 @@ fn write_read_pipelined(client: &mut Client, path: &str, first_lba: u64, len: us
     let lba_of = |i: u32| first_lba + u64::from(i) * u64::from(blocks);
     let writes = (0..count)
         .map(|i| {
-            (
+            Request::raw(
                 0,
-                rw16(WRITE_16, lba_of(i), blocks, i % 5 == 0),
+                &rw16(WRITE_16, lba_of(i), blocks, i % 5 == 0),
                 DataDirection::Write { len: len as u32 },
                 pattern(len, i + first_lba as u32),
             )
+            .expect("CDB")
         })
         .collect();
     for (i, outcome) in client
@@ -108,21 +108,25 @@ fn write_read_pipelined(client: &mut Client, path: &str, first_lba: u64, len: us
     }
     let sync = client
         .execute(
-            0,
-            &[SYNCHRONIZE_CACHE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            DataDirection::None,
-            Vec::new(),
+            Request::raw(
+                0,
+                &[SYNCHRONIZE_CACHE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                DataDirection::None,
+                Vec::new(),
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(sync.status, 0);
     let reads = (0..count)
         .map(|i| {
-            (
+            Request::raw(
                 0,
-                rw16(READ_16, lba_of(i), blocks, false),
+                &rw16(READ_16, lba_of(i), blocks, false),
                 DataDirection::Read { len: len as u32 },
                 vec![0; len],
             )
+            .expect("CDB")
         })
         .collect();
     let file = File::open(path).unwrap();
@@ -224,9 +228,11 @@ fn buffered_io_when_the_block_size_is_not_aligned() {
     target.shutdown();
 }
 
-fn sense_key_and_asc(outcome: &datapath::session::CommandOutcome) -> (u8, u8) {
+/// The sense key and the ASC/ASCQ pair of a CHECK CONDITION's sense data.
+fn sense_key_and_asc(outcome: &datapath::session::CommandOutcome) -> (u8, (u8, u8)) {
     let sense = outcome.sense.as_deref().expect("sense data");
-    (sense[2] & 0x0f, sense[12])
+    let sense = Sense::decode(sense).expect("fixed format sense");
+    (sense.key, (sense.asc, sense.ascq))
 }
 
 #[test]
@@ -238,10 +244,13 @@ fn reading_past_a_file_truncated_underneath_is_an_unrecovered_read_error() {
     let data = pattern(65536, 1);
     let write = client
         .execute(
-            0,
-            &rw16(WRITE_16, 0, 128, false),
-            DataDirection::Write { len: 65536 },
-            data,
+            Request::raw(
+                0,
+                &rw16(WRITE_16, 0, 128, false),
+                DataDirection::Write { len: 65536 },
+                data,
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(write.status, 0);
@@ -254,25 +263,30 @@ fn reading_past_a_file_truncated_underneath_is_an_unrecovered_read_error() {
         .unwrap();
     let read = client
         .execute(
-            0,
-            &rw16(READ_16, 4096, 8, false),
-            DataDirection::Read { len: 4096 },
-            vec![0; 4096],
+            Request::raw(
+                0,
+                &rw16(READ_16, 4096, 8, false),
+                DataDirection::Read { len: 4096 },
+                vec![0; 4096],
+            )
+            .expect("CDB"),
         )
         .unwrap();
-    assert_eq!(read.status, 0x02, "CHECK CONDITION");
+    assert_eq!(read.status, status::CHECK_CONDITION);
     assert_eq!(
         sense_key_and_asc(&read),
-        (0x03, 0x11),
-        "MEDIUM ERROR, UNRECOVERED READ ERROR"
+        (key::MEDIUM_ERROR, asc::UNRECOVERED_READ_ERROR)
     );
     // What is still in the file reads fine, and the session goes on.
     let read = client
         .execute(
-            0,
-            &rw16(READ_16, 0, 8, false),
-            DataDirection::Read { len: 4096 },
-            vec![0; 4096],
+            Request::raw(
+                0,
+                &rw16(READ_16, 0, 8, false),
+                DataDirection::Read { len: 4096 },
+                vec![0; 4096],
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(read.status, 0);
@@ -342,24 +356,29 @@ fn a_failing_ring_write_is_a_write_error_and_reads_still_work() {
     let mut client = client(target.addrs()[0]);
     let write = client
         .execute(
-            0,
-            &rw16(WRITE_16, 0, 8, false),
-            DataDirection::Write { len: 4096 },
-            vec![1; 4096],
+            Request::raw(
+                0,
+                &rw16(WRITE_16, 0, 8, false),
+                DataDirection::Write { len: 4096 },
+                vec![1; 4096],
+            )
+            .expect("CDB"),
         )
         .unwrap();
-    assert_eq!(write.status, 0x02);
+    assert_eq!(write.status, status::CHECK_CONDITION);
     assert_eq!(
         sense_key_and_asc(&write),
-        (0x03, 0x0c),
-        "MEDIUM ERROR, WRITE ERROR"
+        (key::MEDIUM_ERROR, asc::WRITE_ERROR)
     );
     let read = client
         .execute(
-            0,
-            &rw16(READ_16, 0, 8, false),
-            DataDirection::Read { len: 4096 },
-            vec![7; 4096],
+            Request::raw(
+                0,
+                &rw16(READ_16, 0, 8, false),
+                DataDirection::Read { len: 4096 },
+                vec![7; 4096],
+            )
+            .expect("CDB"),
         )
         .unwrap();
     assert_eq!(read.status, 0);
@@ -367,13 +386,19 @@ fn a_failing_ring_write_is_a_write_error_and_reads_still_work() {
     // Checks still come before I/O: out of range is ILLEGAL REQUEST, not a medium error.
     let read = client
         .execute(
-            0,
-            &rw16(READ_16, 4096, 1, false),
-            DataDirection::Read { len: 512 },
-            vec![0; 512],
+            Request::raw(
+                0,
+                &rw16(READ_16, 4096, 1, false),
+                DataDirection::Read { len: 512 },
+                vec![0; 512],
+            )
+            .expect("CDB"),
         )
         .unwrap();
-    assert_eq!(sense_key_and_asc(&read), (0x05, 0x21));
+    assert_eq!(
+        sense_key_and_asc(&read),
+        (key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE)
+    );
     client.logout().unwrap();
     target.shutdown();
 }
@@ -391,12 +416,13 @@ fn shutdown_with_writes_in_flight_stops_cleanly() {
         let mut client = client(addr);
         let writes = (0..64u32)
             .map(|i| {
-                (
+                Request::raw(
                     0,
-                    rw16(WRITE_16, u64::from(i) * 2048, 2048, false),
+                    &rw16(WRITE_16, u64::from(i) * 2048, 2048, false),
                     DataDirection::Write { len: 1 << 20 },
                     pattern(1 << 20, i),
                 )
+                .expect("CDB")
             })
             .collect();
         // The target goes away in the middle: the connection fails, which is fine.

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig};
 use datapath::pdu::{self, Digests, Header, Limits, LoginStage, RESERVED_TAG};
-use datapath::session::{ChapConfig, DataDirection};
+use datapath::scsi::{self, Cdb};
+use datapath::session::{ChapConfig, Request};
 use datapath::text::encode_pairs;
 use gateway::server::{self, RunningTarget, TargetConfig, TargetNodeConfig};
 use gateway::session::ChapCredentials;
@@ -30,12 +31,14 @@ fn client(addr: SocketAddr) -> Client {
     Client::connect(&config).expect("login")
 }
 
-fn rw10(opcode: u8, lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = vec![0u8; 10];
-    cdb[0] = opcode;
-    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
-    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
-    cdb
+/// READ(10) (0x28) or WRITE(10) (0x2a) of 512-byte blocks, `buffer` lent to it.
+fn rw10(opcode: u8, lba: u32, blocks: u16, buffer: Vec<u8>) -> Request {
+    let cdb = if opcode == scsi::cdb::opcode::WRITE_10 {
+        Cdb::write_10(lba, blocks, 512, false)
+    } else {
+        Cdb::read_10(lba, blocks, 512, false)
+    };
+    Request::new(0, cdb.expect("a 10-byte CDB carries it"), buffer, 0)
 }
 
 fn write_read_back(client: &mut Client, lba: u32, seed: u8) {
@@ -43,21 +46,11 @@ fn write_read_back(client: &mut Client, lba: u32, seed: u8) {
         .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
         .collect();
     let outcome = client
-        .execute(
-            0,
-            &rw10(0x2a, lba, 128),
-            DataDirection::Write { len: 65536 },
-            data.clone(),
-        )
+        .execute(rw10(0x2a, lba, 128, data.clone()))
         .expect("write");
     assert_eq!(outcome.status, 0);
     let outcome = client
-        .execute(
-            0,
-            &rw10(0x28, lba, 128),
-            DataDirection::Read { len: 65536 },
-            vec![0; 65536],
-        )
+        .execute(rw10(0x28, lba, 128, vec![0; 65536]))
         .expect("read");
     assert_eq!(outcome.status, 0);
     assert!(outcome.buffer == data, "read back differs at LBA {lba}");
@@ -76,20 +69,9 @@ fn our_initiator_writes_and_reads_back_a_ram_lun() {
     }
     // A large transfer crosses bursts and R2Ts.
     let big: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
-    a.execute(
-        0,
-        &rw10(0x2a, 10000, 2048),
-        DataDirection::Write { len: 1 << 20 },
-        big.clone(),
-    )
-    .unwrap();
+    a.execute(rw10(0x2a, 10000, 2048, big.clone())).unwrap();
     let back = b
-        .execute(
-            0,
-            &rw10(0x28, 10000, 2048),
-            DataDirection::Read { len: 1 << 20 },
-            vec![0; 1 << 20],
-        )
+        .execute(rw10(0x28, 10000, 2048, vec![0; 1 << 20]))
         .unwrap();
     assert!(back.buffer == big);
     a.logout().unwrap();
@@ -234,8 +216,7 @@ impl Raw {
 }
 
 fn command(cmd_sn: u32, itt: u32) -> Header {
-    let mut cdb = vec![0u8; 16];
-    cdb[0] = 0x00; // TEST UNIT READY
+    let cdb = Cdb::test_unit_ready();
     Header::ScsiCommand(pdu::ScsiCommand {
         immediate: false,
         final_pdu: true,

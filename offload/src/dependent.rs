@@ -28,12 +28,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use datapath::adapter::{
-    queue_pair, AdapterError, AdapterFault, AdapterInfo, AdapterKind, Capabilities, ConnectionInfo,
+    queue_pair, AdapterError, AdapterFault, AdapterInfo, Capabilities, ConnectionInfo,
     ConnectionParams, Consumer, DependentAdapter, DependentAdapterQueue, DependentCompletion,
     DependentHostQueue, DependentSubmission, DigestKind, HostRegion, NetworkConfig, Notifier,
     PduData, PduSubmission, Producer, ReceivedData, ReceivedPdu,
 };
 use datapath::pdu::{self, digest, Digests, Header, Limits, LoginStage, Tag, BHS_LEN};
+use datapath::transport::TransportKind;
 
 use crate::cpu::CpuMeter;
 use crate::faults::Faults;
@@ -194,7 +195,7 @@ impl DependentAdapter for DependentModel {
     fn info(&self) -> AdapterInfo {
         AdapterInfo {
             name: self.config.name.clone(),
-            kind: AdapterKind::Dependent,
+            kind: TransportKind::Dependent,
             capabilities: self.caps,
         }
     }

@@ -29,16 +29,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use datapath::adapter::{
-    queue_pair, AdapterError, AdapterFault, AdapterInfo, AdapterKind, Capabilities,
-    ConnectionParams, Consumer, DigestKind, IndependentAdapter, IndependentAdapterQueue,
-    IndependentConfig, IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure,
-    Producer, ResetReport, ScsiCompletion,
+    queue_pair, AdapterError, AdapterFault, AdapterInfo, Capabilities, ConnectionParams, Consumer,
+    DigestKind, IndependentAdapter, IndependentAdapterQueue, IndependentConfig,
+    IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure, Producer, ResetReport,
+    ScsiCompletion,
 };
 use datapath::conn::{PduReceiver, PduSink, ReceiveError, SendBatch};
 use datapath::pdu::{self, digest, Digests, Header, Limits, LoginStage, PduError};
-use datapath::scsi::Lun;
 use datapath::session::connect::{random_bytes, random_isid};
-use datapath::session::{Event, ScsiCommandRequest, Session, SessionConfig, SessionState, TaskId};
+use datapath::session::{Event, Session, SessionConfig, SessionState, TaskId};
+use datapath::transport::TransportKind;
 
 use crate::cpu::CpuMeter;
 use crate::faults::Faults;
@@ -241,7 +241,7 @@ impl IndependentAdapter for IndependentModel {
     fn info(&self) -> AdapterInfo {
         AdapterInfo {
             name: self.config.name.clone(),
-            kind: AdapterKind::Independent,
+            kind: TransportKind::Independent,
             capabilities: self.caps,
         }
     }
@@ -449,7 +449,7 @@ impl Processor {
                 error: PathError::Unavailable("adapter not logged in to its target".into()),
                 buffer: entry.buffer,
             };
-            posted += usize::from(self.post(entry.tag, Err(failure)));
+            posted += usize::from(self.post(entry.user_data, Err(failure)));
         }
         posted
     }
@@ -487,43 +487,38 @@ impl Processor {
                     error: PathError::Adapter(fault.clone()),
                     buffer: entry.buffer,
                 };
-                posted += usize::from(self.post(entry.tag, Err(failure)));
+                posted += usize::from(self.post(entry.user_data, Err(failure)));
                 self.fail_connection(now, fault);
                 break;
             }
             if self.faults.take_drop() {
                 let fault = AdapterFault::DroppedSubmission {
                     index,
-                    tag: Some(entry.tag),
+                    tag: Some(entry.user_data),
                     injected: true,
                 };
                 let failure = PathFailure {
                     error: PathError::Adapter(fault),
                     buffer: entry.buffer,
                 };
-                posted += usize::from(self.post(entry.tag, Err(failure)));
+                posted += usize::from(self.post(entry.user_data, Err(failure)));
                 continue;
             }
-            let request = ScsiCommandRequest {
-                lun: Lun::from_u64(entry.lun).to_field(),
-                cdb: entry.cdb,
-                direction: entry.direction,
-                buffer: entry.buffer,
-                attribute: entry.attribute,
-            };
             let Some(session) = &mut self.session else {
                 break;
             };
-            match session.submit(now, request) {
+            // The host's tag travels in `user_data`; the session does not read it.
+            let tag = entry.user_data;
+            match session.submit(now, entry) {
                 Ok(task) => {
-                    self.tasks.insert(task, entry.tag);
+                    self.tasks.insert(task, tag);
                 }
                 Err(refused) => {
                     let failure = PathFailure {
                         error: PathError::Unavailable(refused.reason.to_string()),
                         buffer: refused.request.buffer,
                     };
-                    posted += usize::from(self.post(entry.tag, Err(failure)));
+                    posted += usize::from(self.post(tag, Err(failure)));
                 }
             }
         }
@@ -781,7 +776,7 @@ impl Processor {
             }
         }
         for entry in self.queue.submissions.discard_all() {
-            buffers.push((entry.tag, entry.buffer));
+            buffers.push((entry.user_data, entry.buffer));
         }
         self.connection = None;
         EngineExit {

@@ -16,13 +16,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use datapath::adapter::{AdapterPath, PathError, PathFailure, PathRequest};
+use datapath::adapter::{AdapterPath, PathError, PathFailure};
+use datapath::client::{Client, ClientError};
 use datapath::scsi::probe::{
     probe_lun, LunFacts, ProbeConfig, ProbeFailure, ScsiAnswer, ScsiExecute,
 };
 use datapath::scsi::{Cdb, DataDirection as CdbDirection};
-use datapath::session::{CommandError, CommandFailure, CommandOutcome, DataDirection};
-use datapath::shard::{ShardPool, ShardRequest};
+use datapath::session::{CommandError, CommandOutcome, Request};
+use datapath::shard::ShardPool;
 use offload::faults::Faults;
 
 use crate::{pattern, Peer, LUN_BLOCK_BYTES};
@@ -32,53 +33,6 @@ pub const IO_WAIT: Duration = Duration::from_secs(30);
 
 const BLOCK: u32 = LUN_BLOCK_BYTES as u32;
 
-/// One SCSI command as every carrier's request holds it; the buffer travels with it.
-pub struct Command {
-    pub lun: u64,
-    pub cdb: Vec<u8>,
-    pub direction: DataDirection,
-    pub buffer: Vec<u8>,
-    /// The caller's tag, returned with the answer.
-    pub user_data: u64,
-}
-
-impl Command {
-    /// `cdb` for `lun`, its data direction as the CDB declares it.
-    pub fn new(lun: u64, cdb: &Cdb, buffer: Vec<u8>, user_data: u64) -> Command {
-        Command {
-            lun,
-            cdb: cdb.as_bytes().to_vec(),
-            direction: cdb.direction().into(),
-            buffer,
-            user_data,
-        }
-    }
-}
-
-impl From<Command> for ShardRequest {
-    fn from(c: Command) -> ShardRequest {
-        ShardRequest {
-            lun: c.lun,
-            cdb: c.cdb,
-            direction: c.direction,
-            buffer: c.buffer,
-            user_data: c.user_data,
-        }
-    }
-}
-
-impl From<Command> for PathRequest {
-    fn from(c: Command) -> PathRequest {
-        PathRequest {
-            lun: c.lun,
-            cdb: c.cdb,
-            direction: c.direction,
-            buffer: c.buffer,
-            user_data: c.user_data,
-        }
-    }
-}
-
 /// What carries commands to the target.
 pub trait CommandPath {
     /// How the carrier reports a command it could not run.
@@ -87,7 +41,7 @@ pub trait CommandPath {
     /// tag. Panics when they take longer than [`IO_WAIT`].
     fn run_all(
         &mut self,
-        commands: Vec<Command>,
+        commands: Vec<Request>,
     ) -> HashMap<u64, Result<CommandOutcome, Self::Failure>>;
     /// Whether `failure` says the path is logging in again (worth a retry).
     fn is_reconnecting(failure: &Self::Failure) -> bool;
@@ -100,10 +54,10 @@ impl<P: AdapterPath + ?Sized> CommandPath for P {
 
     fn run_all(
         &mut self,
-        commands: Vec<Command>,
+        commands: Vec<Request>,
     ) -> HashMap<u64, Result<CommandOutcome, PathFailure>> {
         let total = commands.len();
-        let mut pending = commands.into_iter().map(PathRequest::from);
+        let mut pending = commands.into_iter();
         let mut next = pending.next();
         let mut done = HashMap::with_capacity(total);
         let deadline = Instant::now() + IO_WAIT;
@@ -155,15 +109,15 @@ impl<'a> OnShard<'a> {
 }
 
 impl CommandPath for OnShard<'_> {
-    type Failure = CommandFailure;
+    type Failure = PathFailure;
 
     fn run_all(
         &mut self,
-        commands: Vec<Command>,
-    ) -> HashMap<u64, Result<CommandOutcome, CommandFailure>> {
+        commands: Vec<Request>,
+    ) -> HashMap<u64, Result<CommandOutcome, PathFailure>> {
         let shard = self.shard;
         let total = commands.len();
-        let mut pending = commands.into_iter().map(ShardRequest::from);
+        let mut pending = commands.into_iter();
         let mut next = pending.next();
         let mut done = HashMap::with_capacity(total);
         let deadline = Instant::now() + IO_WAIT;
@@ -192,19 +146,59 @@ impl CommandPath for OnShard<'_> {
         done
     }
 
-    fn is_reconnecting(failure: &CommandFailure) -> bool {
-        matches!(failure.error, CommandError::ConnectionLost(_))
+    fn is_reconnecting(failure: &PathFailure) -> bool {
+        matches!(
+            failure.error,
+            PathError::Command(CommandError::ConnectionLost(_))
+        )
     }
 
-    fn is_adapter_fault(failure: &CommandFailure) -> bool {
-        matches!(failure.error, CommandError::Adapter(_))
+    fn is_adapter_fault(failure: &PathFailure) -> bool {
+        matches!(failure.error, PathError::Adapter(_))
+    }
+}
+
+/// The blocking client, over whichever path it was opened on, as a [`CommandPath`]: its own
+/// pipelined batch ([`Client::execute_batch`]) runs the commands.
+pub struct OnClient<'a>(pub &'a mut Client);
+
+impl CommandPath for OnClient<'_> {
+    type Failure = ClientError;
+
+    fn run_all(
+        &mut self,
+        commands: Vec<Request>,
+    ) -> HashMap<u64, Result<CommandOutcome, ClientError>> {
+        let tags: Vec<u64> = commands.iter().map(|c| c.user_data).collect();
+        let started = Instant::now();
+        let path = self.0.path_name();
+        let results = self
+            .0
+            .execute_batch(commands)
+            .unwrap_or_else(|e| panic!("the {path} path failed: {e}"));
+        assert!(
+            started.elapsed() < IO_WAIT,
+            "I/O did not finish in {IO_WAIT:?}"
+        );
+        tags.into_iter().zip(results).collect()
+    }
+
+    fn is_reconnecting(failure: &ClientError) -> bool {
+        matches!(
+            failure,
+            ClientError::Command(CommandError::ConnectionLost(_))
+        )
+    }
+
+    fn is_adapter_fault(failure: &ClientError) -> bool {
+        matches!(failure, ClientError::Path(PathError::Adapter(_)))
     }
 }
 
 /// Runs one command and returns its answer.
 pub fn run_one<P: CommandPath + ?Sized>(
     path: &mut P,
-    command: Command,
+    command: Request,
 ) -> Result<CommandOutcome, P::Failure> {
     let tag = command.user_data;
     path.run_all(vec![command])
@@ -212,14 +206,9 @@ pub fn run_one<P: CommandPath + ?Sized>(
         .expect("the completion of the command")
 }
 
-/// CHECK CONDITION with sense key UNIT ATTENTION.
+/// CHECK CONDITION with sense key UNIT ATTENTION ([`datapath::scsi::is_unit_attention`]).
 pub fn is_unit_attention(outcome: &CommandOutcome) -> bool {
-    outcome.status == 2
-        && outcome
-            .sense
-            .as_ref()
-            .and_then(|s| s.get(2))
-            .is_some_and(|k| k & 0xf == 6)
+    datapath::scsi::is_unit_attention(outcome.status, outcome.sense.as_deref())
 }
 
 /// The LUN probe's commands ([`datapath::scsi::probe`]) on a [`CommandPath`], one at a time.
@@ -233,7 +222,7 @@ impl<P: CommandPath + ?Sized> ScsiExecute for Probing<'_, P> {
             CdbDirection::Read(len) => vec![0; len as usize],
             _ => Vec::new(),
         };
-        let outcome = run_one(self.0, Command::new(lun, cdb, buffer, PROBE_TAG))?;
+        let outcome = run_one(self.0, Request::new(lun, cdb.clone(), buffer, PROBE_TAG))?;
         Ok(ScsiAnswer::new(
             outcome.status,
             outcome.sense,
@@ -304,7 +293,7 @@ pub fn write_then_verify<P: CommandPath + ?Sized>(
         .enumerate()
         .map(|(i, (lba, bytes))| {
             let cdb = Cdb::write(*lba, bytes.len() as u32 / BLOCK, BLOCK, false).unwrap();
-            Command::new(lun, &cdb, bytes.clone(), i as u64)
+            Request::new(lun, cdb.clone(), bytes.clone(), i as u64)
         })
         .collect();
     for (i, result) in path.run_all(writes) {
@@ -332,7 +321,7 @@ pub fn read_all<P: CommandPath + ?Sized>(
         .enumerate()
         .map(|(i, (lba, bytes))| {
             let cdb = Cdb::read(*lba, bytes.len() as u32 / BLOCK, BLOCK, false).unwrap();
-            Command::new(lun, &cdb, vec![0; bytes.len()], i as u64)
+            Request::new(lun, cdb.clone(), vec![0; bytes.len()], i as u64)
         })
         .collect();
     let mut done = path.run_all(reads);
@@ -411,7 +400,7 @@ pub fn fault_round<P: CommandPath + ?Sized>(
     let bytes = (blocks * BLOCK) as usize;
     let write = |lba: u64, data: Vec<u8>, tag| {
         let cdb = Cdb::write(lba, blocks, BLOCK, false).unwrap();
-        Command::new(lun, &cdb, data, tag)
+        Request::new(lun, cdb.clone(), data, tag)
     };
     let data_a = pattern(bytes, lba);
     let done = run_one(path, write(lba, data_a.clone(), 1));
@@ -424,7 +413,7 @@ pub fn fault_round<P: CommandPath + ?Sized>(
         Victim::Write => write(lba_b, pattern(bytes, lba_b ^ 0xdead), 2),
         Victim::Read => {
             let cdb = Cdb::read(lba, blocks, BLOCK, false).unwrap();
-            Command::new(lun, &cdb, vec![0; bytes], 2)
+            Request::new(lun, cdb.clone(), vec![0; bytes], 2)
         }
     };
     let failure = match run_one(path, victim_command) {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig, ClientError};
 use datapath::pdu::{self, DataIn, Digests, Header, Limits, LoginStage, ScsiResponse};
-use datapath::session::DataDirection;
+use datapath::scsi::Cdb;
+use datapath::session::Request;
 use datapath::text::{self, Negotiation, OperationalOffer, Role, TextLimits};
 use system_tests::fake_target::accept_login;
 
@@ -304,8 +305,8 @@ fn read_4k(misbehaviour: Misbehaviour) -> (Result<Vec<u8>, String>, Duration) {
     let target = FakeTarget::start(misbehaviour, false);
     let mut client = Client::connect(&config(target.addr)).expect("the fake target logs in fairly");
     let started = Instant::now();
-    let cdb = [0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0];
-    let result = client.execute(0, &cdb, DataDirection::Read { len: 4096 }, vec![0; 4096]);
+    let cdb = Cdb::read_10(0, 8, 512, false).expect("READ(10)");
+    let result = client.execute(Request::new(0, cdb, vec![0; 4096], 0));
     let elapsed = started.elapsed();
     let result = match result {
         Ok(outcome) if outcome.status == 0 => Ok(outcome.buffer),
@@ -405,7 +406,7 @@ fn garbage_login_text_fails_the_login() {
 #[test]
 fn a_command_the_target_lost_is_aborted_and_the_connection_goes_on() {
     use datapath::session::CommandError;
-    use datapath::shard::{ShardConfig, ShardPool, ShardRequest};
+    use datapath::shard::{ShardConfig, ShardPool};
 
     let target = FakeTarget::start(Misbehaviour::SilentUntilAborted, false);
     let mut client = config(target.addr);
@@ -416,13 +417,8 @@ fn a_command_the_target_lost_is_aborted_and_the_connection_goes_on() {
         ..ShardConfig::default()
     };
     let pool = ShardPool::start(&client, 1, &shard_config).expect("the fake target logs in");
-    let read = |user_data: u64| ShardRequest {
-        lun: 0,
-        cdb: vec![0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0],
-        direction: DataDirection::Read { len: 4096 },
-        buffer: vec![0; 4096],
-        user_data,
-    };
+    let cdb = Cdb::read_10(0, 8, 512, false).expect("READ(10)");
+    let read = |user_data: u64| Request::new(0, cdb.clone(), vec![0; 4096], user_data);
     pool.submit(0, read(1)).expect("queued");
     let nothing = pool.wait_completion(0, Duration::ZERO, Duration::from_millis(300));
     assert!(nothing.is_err(), "the target answered: {nothing:?}");
@@ -433,7 +429,10 @@ fn a_command_the_target_lost_is_aborted_and_the_connection_goes_on() {
         .expect("a completion within 5 s");
     assert_eq!(aborted.user_data, 1);
     let failure = aborted.result.expect_err("aborted, not answered");
-    assert_eq!(failure.error, CommandError::Aborted);
+    assert_eq!(
+        failure.error,
+        datapath::adapter::PathError::Command(CommandError::Aborted)
+    );
     assert_eq!(failure.buffer.len(), 4096, "the buffer comes back");
     eprintln!("ABORT TASK answered in {:?}", started.elapsed());
     pool.submit(0, read(2)).expect("queued");

@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use datapath::pdu::Opcode;
 use system_tests::libiscsi::{
     inquiry, iscsi_ls, iscsi_url, peripheral_device_type, readcapacity_bytes,
 };
@@ -18,12 +19,6 @@ use system_tests::{
 };
 
 const MIB: u64 = 1024 * 1024;
-/// iSCSI opcodes (RFC 7143 section 11.2.1.2) the tests look for.
-const OPCODE_SCSI_COMMAND: u8 = 0x01;
-const OPCODE_LOGIN_REQUEST: u8 = 0x03;
-const OPCODE_LOGIN_RESPONSE: u8 = 0x23;
-const OPCODE_SCSI_RESPONSE: u8 = 0x21;
-const OPCODE_TEXT_RESPONSE: u8 = 0x24;
 
 fn two_targets() -> Vec<TargetSpec> {
     vec![
@@ -115,11 +110,13 @@ fn assert_inquiry_session_decodes_cleanly(peer: &dyn Peer) {
     let pcap = capture.stop();
     let opcodes = tshark_iscsi_opcodes(&pcap, port).expect("tshark reads the capture");
     for expected in [
-        OPCODE_LOGIN_REQUEST,
-        OPCODE_LOGIN_RESPONSE,
-        OPCODE_SCSI_COMMAND,
-        OPCODE_SCSI_RESPONSE,
-    ] {
+        Opcode::LoginRequest,
+        Opcode::LoginResponse,
+        Opcode::ScsiCommand,
+        Opcode::ScsiResponse,
+    ]
+    .map(|opcode| opcode as u8)
+    {
         assert!(
             opcodes.contains(&expected),
             "opcode {expected:#04x} missing from the PDUs Wireshark saw: {opcodes:02x?}"
@@ -234,7 +231,7 @@ fn istgt_discovery_lists_exactly_the_configured_targets() {
         Duration::from_secs(3),
     );
     let pcap = capture.stop();
-    let keys = tshark_iscsi_key_values(&pcap, port, OPCODE_TEXT_RESPONSE).expect("tshark");
+    let keys = tshark_iscsi_key_values(&pcap, port, Opcode::TextResponse as u8).expect("tshark");
     let names: BTreeSet<&str> = keys
         .iter()
         .filter_map(|key| key.strip_prefix("TargetName="))

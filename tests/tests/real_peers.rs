@@ -9,7 +9,7 @@ use std::time::Duration;
 use datapath::client::{Client, ClientConfig, ClientError};
 use datapath::scsi::probe::{probe_lun, ProbeConfig};
 use datapath::scsi::Cdb;
-use datapath::session::{ChapConfig, DataDirection};
+use datapath::session::{ChapConfig, Request};
 use datapath::text::DigestChoice;
 use system_tests::{pattern, ChapSpec, Istgt, LunSpec, TargetSpec, Tgt};
 
@@ -55,21 +55,19 @@ fn client_config(portal: std::net::SocketAddr, iqn: &str, v: Variant) -> ClientC
 }
 
 fn execute_ok(client: &mut Client, lun: u64, cdb: &Cdb, buffer: Vec<u8>) -> Vec<u8> {
-    let direction: DataDirection = cdb.direction().into();
     for _ in 0..3 {
         let outcome = client
-            .execute(lun, cdb.as_bytes(), direction, buffer.clone())
+            .execute(Request::new(lun, cdb.clone(), buffer.clone(), 0))
             .expect("command completes");
         if outcome.status == 0 {
             return outcome.buffer;
         }
         // A fresh LUN reports a unit attention (power on / reset) once.
-        let sense = outcome.sense.unwrap_or_default();
-        assert_eq!(outcome.status, 2, "unexpected status {:#x}", outcome.status);
-        assert_eq!(
-            sense.get(2).map(|k| k & 0xf),
-            Some(6),
-            "check condition: {sense:02x?}"
+        assert!(
+            datapath::scsi::is_unit_attention(outcome.status, outcome.sense.as_deref()),
+            "status {:#x}, sense {:02x?}",
+            outcome.status,
+            outcome.sense
         );
     }
     panic!("unit attention repeated");
@@ -109,7 +107,7 @@ fn whole_lun_round_trip(
         params.max_burst_length, v.max_burst_length,
         "{v:?}: MaxBurstLength"
     );
-    let writes_before = client.session().stats();
+    let writes_before = client.session().expect("software session").stats();
     // The LUN probe, past the unit attention a new LUN reports: the capacity is the LUN's.
     let facts = probe_lun(&mut client, lun, ProbeConfig::FULL)
         .unwrap_or_else(|e| panic!("{v:?}: probe: {e}"));
@@ -121,10 +119,7 @@ fn whole_lun_round_trip(
     for (i, chunk) in data.chunks(v.io_bytes as usize).enumerate() {
         let lba = i as u64 * blocks_per_io as u64;
         let cdb = Cdb::write(lba, chunk.len() as u32 / BLOCK, BLOCK, false).expect("cdb");
-        let direction = DataDirection::Write {
-            len: chunk.len() as u32,
-        };
-        writes.push((lun, cdb.as_bytes().to_vec(), direction, chunk.to_vec()));
+        writes.push(Request::new(lun, cdb, chunk.to_vec(), 0));
     }
     for result in client.execute_batch(writes).expect("write batch") {
         let outcome = result.unwrap_or_else(|e| panic!("{v:?}: write failed: {e}"));
@@ -134,13 +129,7 @@ fn whole_lun_round_trip(
     for i in 0..(LUN_BYTES / v.io_bytes as u64) {
         let lba = i * blocks_per_io as u64;
         let cdb = Cdb::read(lba, blocks_per_io, BLOCK, false).expect("cdb");
-        let direction = DataDirection::Read { len: v.io_bytes };
-        reads.push((
-            lun,
-            cdb.as_bytes().to_vec(),
-            direction,
-            vec![0u8; v.io_bytes as usize],
-        ));
+        reads.push(Request::new(lun, cdb, vec![0u8; v.io_bytes as usize], 0));
     }
     let mut read_back = Vec::with_capacity(data.len());
     for result in client.execute_batch(reads).expect("read batch") {
@@ -150,7 +139,7 @@ fn whole_lun_round_trip(
         read_back.extend_from_slice(&outcome.buffer);
     }
     // The burst limit must really have split writes into several R2T-driven sequences.
-    let stats = client.session().stats();
+    let stats = client.session().expect("software session").stats();
     let r2ts = stats.r2ts - writes_before.r2ts;
     // At most FirstBurstLength goes unsolicited; the rest needs one R2T per burst.
     let solicited = v.io_bytes.saturating_sub(v.max_burst_length.min(65536)) as u64;

@@ -8,32 +8,31 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use datapath::adapter::{PathError, PathFailure};
 use datapath::client::ClientConfig;
-use datapath::scsi::Cdb;
-use datapath::session::{CommandError, CommandFailure, CommandOutcome};
+use datapath::scsi::sense::{asc, key, status};
+use datapath::scsi::{Cdb, Sense};
+use datapath::session::{CommandError, CommandOutcome, Request};
 use datapath::shard::{
-    ShardCompletion, ShardConfig, ShardError, ShardPool, ShardRequest, ShardWork, WorkStatus,
-    WorkSubmitter,
+    ShardCompletion, ShardConfig, ShardError, ShardPool, ShardWork, WorkStatus, WorkSubmitter,
 };
-use system_tests::scsi_io::{
-    assert_backing_file_holds, until_ready, Command, CommandPath, OnShard,
-};
+use system_tests::scsi_io::{assert_backing_file_holds, until_ready, CommandPath, OnShard};
 use system_tests::{pattern, TargetSpec, Tgt};
 
 const BLOCK: u32 = 512;
 const LUN_BYTES: u64 = 8 << 20;
 const WAIT: Duration = Duration::from_secs(20);
 
-type Results = BTreeMap<u64, Result<CommandOutcome, CommandFailure>>;
+type Results = BTreeMap<u64, Result<CommandOutcome, PathFailure>>;
 
 /// Endless reads for a work: the next request each time.
-type Generator = Box<dyn FnMut() -> ShardRequest + Send>;
+type Generator = Box<dyn FnMut() -> Request + Send>;
 
 /// A work that runs a list of commands (or endless generated ones), at most `depth` in
 /// flight, and sends every result when the last has completed. It submits nothing more
 /// once a command failed outright (what an application does on a lost connection).
 struct Script {
-    todo: VecDeque<ShardRequest>,
+    todo: VecDeque<Request>,
     endless: Option<Generator>,
     depth: usize,
     in_flight: usize,
@@ -43,10 +42,10 @@ struct Script {
 }
 
 impl Script {
-    fn start(commands: Vec<Command>, depth: usize) -> (Box<Script>, Receiver<(Results, u64)>) {
+    fn start(commands: Vec<Request>, depth: usize) -> (Box<Script>, Receiver<(Results, u64)>) {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let work = Script {
-            todo: commands.into_iter().map(ShardRequest::from).collect(),
+            todo: commands.into_iter().collect(),
             endless: None,
             depth,
             in_flight: 0,
@@ -65,7 +64,7 @@ impl Script {
         work.endless = Some(Box::new(move || {
             let cdb = Cdb::read(next % 1024 * 8, 8, BLOCK, false).unwrap();
             next += 1;
-            Command::new(lun, &cdb, vec![0; 4096], next).into()
+            Request::new(lun, cdb.clone(), vec![0; 4096], next)
         }));
         (work, rx)
     }
@@ -161,27 +160,27 @@ fn extents(shard: usize, lun_blocks: u64) -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
-fn writes(lun: u64, data: &[(u64, Vec<u8>)]) -> Vec<Command> {
+fn writes(lun: u64, data: &[(u64, Vec<u8>)]) -> Vec<Request> {
     data.iter()
         .enumerate()
         .map(|(i, (lba, bytes))| {
             let cdb = Cdb::write(*lba, bytes.len() as u32 / BLOCK, BLOCK, false).unwrap();
-            Command::new(lun, &cdb, bytes.clone(), i as u64)
+            Request::new(lun, cdb.clone(), bytes.clone(), i as u64)
         })
         .collect()
 }
 
-fn reads(lun: u64, data: &[(u64, Vec<u8>)]) -> Vec<Command> {
+fn reads(lun: u64, data: &[(u64, Vec<u8>)]) -> Vec<Request> {
     data.iter()
         .enumerate()
         .map(|(i, (lba, bytes))| {
             let cdb = Cdb::read(*lba, bytes.len() as u32 / BLOCK, BLOCK, false).unwrap();
-            Command::new(lun, &cdb, vec![0; bytes.len()], i as u64)
+            Request::new(lun, cdb.clone(), vec![0; bytes.len()], i as u64)
         })
         .collect()
 }
 
-fn run_work(pool: &ShardPool, shard: usize, commands: Vec<Command>, depth: usize) -> Results {
+fn run_work(pool: &ShardPool, shard: usize, commands: Vec<Request>, depth: usize) -> Results {
     let (work, report) = Script::start(commands, depth);
     pool.run_on_shard(shard, work)
         .expect("the shard takes the work");
@@ -208,10 +207,10 @@ fn works_on_each_shard_write_and_verify_their_regions_beside_a_queue_caller() {
 
     // Writes: both works at once, and a queue caller on shard 0 reading meanwhile (it
     // shares shard 0's depth with the work).
-    let queue_reads: Vec<Command> = (0..16u64)
+    let queue_reads: Vec<Request> = (0..16u64)
         .map(|i| {
             let cdb = Cdb::read(lun_blocks - 64 + i * 4, 4, BLOCK, false).unwrap();
-            Command::new(lun, &cdb, vec![0; 2048], 1000 + i)
+            Request::new(lun, cdb.clone(), vec![0; 2048], 1000 + i)
         })
         .collect();
     let results = std::thread::scope(|scope| {
@@ -285,7 +284,10 @@ fn a_lost_connection_fails_the_works_commands_and_leaves_the_other_shard_running
     assert!(!lost.is_empty(), "the loss failed the work's commands");
     for failure in &lost {
         assert!(
-            matches!(failure.error, CommandError::ConnectionLost(_)),
+            matches!(
+                failure.error,
+                PathError::Command(CommandError::ConnectionLost(_))
+            ),
             "{:?}",
             failure.error
         );
@@ -293,13 +295,23 @@ fn a_lost_connection_fails_the_works_commands_and_leaves_the_other_shard_running
     }
     // A new work on the dead shard: its commands fail at once, named.
     let cdb = Cdb::read(0, 8, BLOCK, false).unwrap();
-    let after = run_work(&pool, 0, vec![Command::new(lun, &cdb, vec![0; 4096], 7)], 1);
+    let after = run_work(
+        &pool,
+        0,
+        vec![Request::new(lun, cdb.clone(), vec![0; 4096], 7)],
+        1,
+    );
     assert!(matches!(
         after[&7].as_ref().map_err(|f| &f.error),
-        Err(CommandError::ConnectionLost(_))
+        Err(PathError::Command(CommandError::ConnectionLost(_)))
     ));
     // Shard 1 goes on.
-    let ok = run_work(&pool, 1, vec![Command::new(lun, &cdb, vec![0; 4096], 9)], 1);
+    let ok = run_work(
+        &pool,
+        1,
+        vec![Request::new(lun, cdb.clone(), vec![0; 4096], 9)],
+        1,
+    );
     assert_eq!(ok[&9].as_ref().expect("shard 1 unaffected").status, 0);
 }
 
@@ -355,8 +367,8 @@ impl ShardWork for Panicking {
         }
         if !self.sent {
             let cdb = Cdb::read(0, 8, BLOCK, false).unwrap();
-            let read = Command::new(self.lun, &cdb, vec![0; 4096], 1);
-            self.sent = submit.submit(read.into()).is_ok();
+            let read = Request::new(self.lun, cdb.clone(), vec![0; 4096], 1);
+            self.sent = submit.submit(read).is_ok();
         }
         WorkStatus::Running
     }
@@ -373,13 +385,18 @@ fn a_work_that_panics_is_dropped_and_the_shard_goes_on() {
         .expect("the shard takes the work");
     // The next work runs once the panicked one is gone; so does the queue.
     let cdb = Cdb::read(0, 8, BLOCK, false).unwrap();
-    let results = run_work(&pool, 0, vec![Command::new(lun, &cdb, vec![0; 4096], 5)], 1);
+    let results = run_work(
+        &pool,
+        0,
+        vec![Request::new(lun, cdb.clone(), vec![0; 4096], 5)],
+        1,
+    );
     assert_eq!(
         results[&5].as_ref().expect("read after the panic").status,
         0
     );
     let queued = pool
-        .execute(0, Command::new(lun, &cdb, vec![0; 4096], 6).into(), WAIT)
+        .execute(0, Request::new(lun, cdb.clone(), vec![0; 4096], 6), WAIT)
         .expect("the shard still answers its queue");
     assert_eq!(queued.result.expect("queue read").status, 0);
     let stats = pool.shutdown();
@@ -394,10 +411,10 @@ fn a_work_that_panics_is_dropped_and_the_shard_goes_on() {
 fn short_error_answers_at_depth_come_back_despite_receive_coalescing() {
     let (_tgt, pool, lun) = start("iqn.2026-11.test:shard-work-short", 1, 16);
     let past_end = LUN_BYTES / u64::from(BLOCK) + 64;
-    let reads: Vec<Command> = (0..2000u64)
+    let reads: Vec<Request> = (0..2000u64)
         .map(|i| {
             let cdb = Cdb::read(past_end + i * 8, 8, BLOCK, false).unwrap();
-            Command::new(lun, &cdb, vec![0; 4096], i)
+            Request::new(lun, cdb.clone(), vec![0; 4096], i)
         })
         .collect();
     let started = Instant::now();
@@ -406,13 +423,13 @@ fn short_error_answers_at_depth_come_back_despite_receive_coalescing() {
     assert_eq!(results.len(), 2000);
     for (i, r) in &results {
         let outcome = r.as_ref().unwrap_or_else(|e| panic!("read {i}: {e}"));
-        assert_eq!(outcome.status, 2, "read {i}: CHECK CONDITION");
+        assert_eq!(outcome.status, status::CHECK_CONDITION, "read {i}");
         let sense = outcome.sense.as_deref().expect("sense data");
-        // Fixed format: sense key ILLEGAL REQUEST, ASC 0x21 (LBA out of range).
+        let sense = Sense::decode(sense).unwrap_or_else(|e| panic!("read {i}: {e}"));
         assert_eq!(
-            (sense[2] & 0x0f, sense[12]),
-            (5, 0x21),
-            "read {i}: {sense:02x?}"
+            (sense.key, (sense.asc, sense.ascq)),
+            (key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE),
+            "read {i}: {sense}"
         );
     }
     // 125 rounds of 16: even a coalescing wait that always ran out (150 us each) would take

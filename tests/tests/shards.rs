@@ -6,12 +6,14 @@
 
 use std::time::{Duration, Instant};
 
+use datapath::adapter::PathError;
 use datapath::client::ClientConfig;
 use datapath::scsi::Cdb;
 use datapath::session::CommandError;
-use datapath::shard::{ShardConfig, ShardPool, ShardRequest};
+use datapath::session::Request;
+use datapath::shard::{ShardConfig, ShardPool};
 use system_tests::fake_target::accept_login;
-use system_tests::scsi_io::{until_ready, Command, CommandPath, OnShard};
+use system_tests::scsi_io::{until_ready, CommandPath, OnShard};
 use system_tests::{pattern, TargetSpec, Tgt};
 
 const BLOCK: u32 = 512;
@@ -30,8 +32,8 @@ fn client_config(tgt: &Tgt) -> ClientConfig {
     config
 }
 
-fn request(lun: u64, cdb: &Cdb, buffer: Vec<u8>, user_data: u64) -> ShardRequest {
-    Command::new(lun, cdb, buffer, user_data).into()
+fn request(lun: u64, cdb: &Cdb, buffer: Vec<u8>, user_data: u64) -> Request {
+    Request::new(lun, cdb.clone(), buffer, user_data)
 }
 
 /// A fresh session sees a unit attention (power on / reset) once: the LUN probe takes it.
@@ -75,7 +77,7 @@ fn placed_reads_with_digests_check_each_trailer() {
     let writes = (0..ios)
         .map(|i| {
             let cdb = Cdb::write(u64::from(i * blocks), blocks, BLOCK, false).unwrap();
-            Command::new(0, &cdb, data(i), u64::from(i))
+            Request::new(0, cdb.clone(), data(i), u64::from(i))
         })
         .collect();
     for (i, c) in OnShard::new(&pool, 0).run_all(writes) {
@@ -85,7 +87,7 @@ fn placed_reads_with_digests_check_each_trailer() {
     let reads = (0..ios)
         .map(|i| {
             let cdb = Cdb::read(u64::from(i * blocks), blocks, BLOCK, false).unwrap();
-            Command::new(0, &cdb, vec![0; IO_BYTES as usize], u64::from(i))
+            Request::new(0, cdb.clone(), vec![0; IO_BYTES as usize], u64::from(i))
         })
         .collect();
     let before = pool.stats(0).unwrap();
@@ -152,7 +154,7 @@ fn region_round_trip(iqn: &str, send_zc_min_bytes: Option<u32>) {
                 let writes = (0..ios_per_region)
                     .map(|i| {
                         let cdb = Cdb::write(lba(i), blocks, BLOCK, false).unwrap();
-                        Command::new(lun, &cdb, data(i), u64::from(i))
+                        Request::new(lun, cdb.clone(), data(i), u64::from(i))
                     })
                     .collect();
                 for (i, result) in OnShard::new(pool, shard).run_all(writes) {
@@ -162,7 +164,7 @@ fn region_round_trip(iqn: &str, send_zc_min_bytes: Option<u32>) {
                 let reads = (0..ios_per_region)
                     .map(|i| {
                         let cdb = Cdb::read(lba(i), blocks, BLOCK, false).unwrap();
-                        Command::new(lun, &cdb, vec![0; IO_BYTES as usize], u64::from(i))
+                        Request::new(lun, cdb.clone(), vec![0; IO_BYTES as usize], u64::from(i))
                     })
                     .collect();
                 let done = OnShard::new(pool, shard).run_all(reads);
@@ -237,7 +239,7 @@ fn small_reads_staged_and_coalesced_come_back_intact() {
             );
             let at = (i * IO_BYTES) as usize;
             let data = pattern(region_bytes as usize, 0x5a11)[at..at + IO_BYTES as usize].to_vec();
-            Command::new(lun, &cdb.unwrap(), data, u64::from(i))
+            Request::new(lun, cdb.clone().unwrap(), data, u64::from(i))
         })
         .collect();
     for (i, c) in OnShard::new(&pool, 0).run_all(writes) {
@@ -248,7 +250,12 @@ fn small_reads_staged_and_coalesced_come_back_intact() {
     let reads = (0..region_bytes / small)
         .map(|i| {
             let cdb = Cdb::read(u64::from(i * small / BLOCK), small / BLOCK, BLOCK, false);
-            Command::new(lun, &cdb.unwrap(), vec![0; small as usize], u64::from(i))
+            Request::new(
+                lun,
+                cdb.clone().unwrap(),
+                vec![0; small as usize],
+                u64::from(i),
+            )
         })
         .collect();
     let done = OnShard::new(&pool, 0).run_all(reads);
@@ -305,7 +312,7 @@ fn reads_from_a_trickling_target(recv_coalesce: Duration) -> (i32, datapath::sha
     let reads = (0..READS)
         .map(|i| {
             let cdb = Cdb::read(u64::from(i) * 8, 8, BLOCK, false).unwrap();
-            Command::new(0, &cdb, vec![0; 4096], u64::from(i))
+            Request::new(0, cdb.clone(), vec![0; 4096], u64::from(i))
         })
         .collect();
     let sampler = LowWaterSampler::start(portal.port());
@@ -470,7 +477,10 @@ fn a_lost_connection_fails_that_shard_only() {
         .expect("shard 0 answers");
     let failure = failed.result.expect_err("shard 0's session is gone");
     assert!(
-        matches!(failure.error, CommandError::ConnectionLost(_)),
+        matches!(
+            failure.error,
+            PathError::Command(CommandError::ConnectionLost(_))
+        ),
         "{:?}",
         failure.error
     );
@@ -519,7 +529,10 @@ fn keep_reading_until_failure(pool: &ShardPool, shard: usize, lun: u64) -> (u64,
             }
             Err(failure) => {
                 assert!(
-                    matches!(failure.error, CommandError::ConnectionLost(_)),
+                    matches!(
+                        failure.error,
+                        PathError::Command(CommandError::ConnectionLost(_))
+                    ),
                     "{:?}",
                     failure.error
                 );
@@ -751,7 +764,7 @@ fn the_window_is_obeyed_when_the_target_keeps_max_cmd_sn_low() {
     let reads = (0..TOTAL)
         .map(|i| {
             let cdb = Cdb::read(u64::from(i) * 8, 8, BLOCK, false).unwrap();
-            Command::new(0, &cdb, vec![0; 4096], u64::from(i))
+            Request::new(0, cdb.clone(), vec![0; 4096], u64::from(i))
         })
         .collect();
     let done = OnShard::new(&pool, 0).run_all(reads);
@@ -875,7 +888,7 @@ fn an_inline_shard_round_trips_on_its_thread_and_refuses_another() {
     let ios = 32u32;
     let data = |i: u32| pattern(IO_BYTES as usize, 0x1e1e_0000 | u64::from(i));
     // Runs every command at depth 8 on this thread; results by user_data.
-    let run = |shard: &mut InlineShard, commands: Vec<ShardRequest>| {
+    let run = |shard: &mut InlineShard, commands: Vec<Request>| {
         let mut waiting = commands
             .into_iter()
             .collect::<std::collections::VecDeque<_>>();

@@ -3,7 +3,8 @@
 //! an independent adapter model (shard `i` on queue pair `i`) gives identical data, on the
 //! LUN and in its backing file; a fault injected in a model while a pool runs fails the I/O
 //! it hits with an error naming the fault, and the pool recovers with no acknowledged data
-//! lost; and `iscsi-ctl` chooses a transport with `--transport` and lists adapters.
+//! lost; the blocking `Client` drives each of them; and `iscsi-ctl` chooses a transport
+//! with `--transport` and lists adapters.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -11,16 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datapath::adapter::{DependentAdapter, IndependentAdapter};
-use datapath::client::ClientConfig;
+use datapath::client::{Client, ClientConfig};
 use datapath::shard::{ShardConfig, ShardPath, ShardPool};
 use datapath::text::DigestChoice;
+use datapath::transport::TransportKind;
 use offload::dependent::{DependentModel, DependentModelConfig};
 use offload::faults::Faults;
 use offload::independent::{IndependentModel, IndependentModelConfig};
 use serde_json::Value;
 use system_tests::scsi_io::{
     self, assert_backing_file_holds, fault_round, read_all, until_ready, write_then_verify,
-    OnShard, FAULTS,
+    OnClient, OnShard, FAULTS,
 };
 use system_tests::{pattern, require_tools, run_tool, workspace_binary, TargetSpec, Tgt};
 
@@ -47,7 +49,8 @@ fn client_config(tgt: &Tgt) -> ClientConfig {
     config
 }
 
-/// The three transports, each over a fresh adapter model with a queue pair per shard.
+/// The three transports ([`TransportKind::ALL`]), each adapter over a fresh model with a
+/// queue pair per shard, kept here for its fault hooks.
 #[derive(Clone)]
 enum Transport {
     Software,
@@ -56,18 +59,26 @@ enum Transport {
 }
 
 impl Transport {
+    fn new(kind: TransportKind) -> Transport {
+        match kind {
+            TransportKind::Software => Transport::Software,
+            TransportKind::Dependent => {
+                Transport::Dependent(DependentModel::new(DependentModelConfig {
+                    queue_pairs: SHARDS,
+                    ..DependentModelConfig::default()
+                }))
+            }
+            TransportKind::Independent => {
+                Transport::Independent(IndependentModel::new(IndependentModelConfig {
+                    queue_pairs: SHARDS,
+                    ..IndependentModelConfig::default()
+                }))
+            }
+        }
+    }
+
     fn all() -> Vec<Transport> {
-        vec![
-            Transport::Software,
-            Transport::Dependent(DependentModel::new(DependentModelConfig {
-                queue_pairs: SHARDS,
-                ..DependentModelConfig::default()
-            })),
-            Transport::Independent(IndependentModel::new(IndependentModelConfig {
-                queue_pairs: SHARDS,
-                ..IndependentModelConfig::default()
-            })),
-        ]
+        TransportKind::ALL.into_iter().map(Transport::new).collect()
     }
 
     fn path(&self) -> ShardPath {
@@ -84,8 +95,12 @@ impl Transport {
         }
     }
 
+    fn kind(&self) -> TransportKind {
+        self.path().kind()
+    }
+
     fn name(&self) -> &'static str {
-        self.path().name()
+        self.kind().name()
     }
 
     fn faults(&self) -> Option<&Faults> {
@@ -162,7 +177,7 @@ fn the_same_workload_through_all_three_transports_gives_identical_data() {
         for shard in 0..SHARDS {
             let info = pool.path_info(shard).expect("path info");
             assert_eq!(info.transport, transport.name());
-            let adapter = !matches!(transport, Transport::Software);
+            let adapter = transport.kind().is_adapter();
             assert_eq!(info.queue_pair, adapter.then_some(shard), "{info:?}");
             assert_eq!(info.adapter.is_some(), adapter, "{info:?}");
             assert!(info.core.is_some(), "pinned: {info:?}");
@@ -228,6 +243,36 @@ fn faults_injected_while_a_pool_runs_fail_the_io_by_name_and_the_pool_recovers()
         assert_eq!(pool.stats(1).expect("stats").ios_failed, 0);
         pool.shutdown();
     }
+}
+
+#[test]
+fn the_blocking_client_drives_every_transport() {
+    require_tools!("tgtd", "tgtadm");
+    let tgt = start_tgt("iqn.2026-11.test:transports-client");
+    let lun = tgt.first_data_lun();
+    let region_blocks = LUN_BYTES / u64::from(BLOCK) / 3;
+    let mut written = Vec::new();
+    for (t, transport) in Transport::all().into_iter().enumerate() {
+        let mut config = client_config(&tgt);
+        config.queue_depth = 8;
+        let mut client = Client::connect_path(&config, transport.path())
+            .unwrap_or_else(|e| panic!("{} client logs in: {e}", transport.name()));
+        assert_eq!(client.path_name(), transport.name());
+        // Only the software path's session lives in the client.
+        assert_eq!(client.session().is_some(), !transport.kind().is_adapter());
+        let on_client = &mut OnClient(&mut client);
+        until_ready(on_client, lun);
+        let region = t as u64 * region_blocks;
+        written.extend(write_then_verify(
+            on_client,
+            lun,
+            &layout(),
+            region,
+            70 + t as u64,
+        ));
+        client.logout().expect("logout");
+    }
+    assert_backing_file_holds(&tgt, &written);
 }
 
 /// The `iscsi-ctl` binary of this workspace.
@@ -355,7 +400,7 @@ fn iscsi_ctl_moves_the_same_bytes_over_every_transport() {
     );
     let dir = std::env::temp_dir().join(format!("iscsi-ctl-transports-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let transports = ["software", "dependent", "independent"];
+    let transports = TransportKind::ALL.map(TransportKind::name);
     for (i, writer) in transports.iter().enumerate() {
         let data = pattern(96 * 1024, 77 + i as u64);
         let input = dir.join(format!("in-{writer}"));

@@ -142,9 +142,7 @@ fn model_text(model: &AdapterInfo, cores: &[Option<usize>]) -> String {
 
 fn kind_word(kind: &OffloadKind) -> &'static str {
     match kind {
-        OffloadKind::Dependent => "dependent",
-        OffloadKind::Independent => "independent",
-        OffloadKind::Software => "software",
+        OffloadKind::Transport(kind) => kind.name(),
         OffloadKind::Unknown(_) => "unknown",
     }
 }

@@ -1,30 +1,21 @@
 //! One function per `iscsi-ctl` command: build the CDBs, run them through a logged-in
-//! [`Link`] (the blocking [`Client`] on the software path, or a one-shard [`ShardPool`]
-//! over an offload adapter model when `--transport` says so), decode the answers, render
-//! them.
+//! [`Client`] (over software TCP, or over an offload adapter model when `--transport` says
+//! so: [`Client::connect_path`]), decode the answers, render them.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use datapath::adapter::{DependentAdapter, IndependentAdapter};
 use datapath::client::{Client, ClientError};
-use datapath::scsi::probe::{
-    probe_lun, Capacity, ProbeConfig, ProbeError, ProbeFailure, ScsiAnswer, ScsiExecute,
-};
+use datapath::scsi::probe::{probe_lun, Capacity, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::{
     self, BlockLimits, Cdb, DeviceIdentification, ReportLuns, Sense, StandardInquiry,
     SupportedVpdPages, UnitSerialNumber,
 };
-use datapath::session::CommandError;
-use datapath::session::{CommandOutcome, DataDirection};
-use datapath::shard::{ShardConfig, ShardError, ShardPath, ShardPool, ShardRequest};
-use offload::dependent::{DependentModel, DependentModelConfig};
-use offload::independent::{IndependentModel, IndependentModelConfig};
+use datapath::session::{CommandOutcome, Request};
 use serde_json::{json, Value};
 
-use crate::config::{ConnectOptions, Transport};
+use crate::config::ConnectOptions;
 use crate::render::{hex, hex_dump, human_bytes, table, Output};
+use datapath::transport::TransportKind;
 use datapath::url::{IscsiUrl, UrlError};
 
 /// What can go wrong in a command, each naming its cause.
@@ -52,22 +43,15 @@ pub enum CtlError {
         path: String,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Shard(#[from] ShardError),
-    #[error("command failed on the {transport} path: {error}")]
-    Command {
-        transport: &'static str,
-        error: CommandError,
-    },
     /// The LUN probe found a capacity it cannot use.
     #[error(transparent)]
     Probe(ProbeError),
 }
 
-impl From<ProbeFailure<CtlError>> for CtlError {
-    fn from(failure: ProbeFailure<CtlError>) -> Self {
+impl From<ProbeFailure<ClientError>> for CtlError {
+    fn from(failure: ProbeFailure<ClientError>) -> Self {
         match failure {
-            ProbeFailure::Execute { error, .. } => error,
+            ProbeFailure::Execute { error, .. } => CtlError::Client(error),
             ProbeFailure::Scsi(ProbeError::Refused {
                 command,
                 status,
@@ -81,130 +65,6 @@ impl From<ProbeFailure<CtlError>> for CtlError {
                 CtlError::Decode { command, source }
             }
             ProbeFailure::Scsi(other) => CtlError::Probe(other),
-        }
-    }
-}
-
-/// A logged-in connection to one target, over the transport `--transport` chose.
-pub enum Link {
-    /// Our session over kernel TCP (the blocking client).
-    Software(Box<Client>),
-    /// One shard driving queue pair 0 of a software model of an offload adapter.
-    Adapter {
-        pool: ShardPool,
-        transport: &'static str,
-        command_timeout: Duration,
-    },
-}
-
-impl Link {
-    fn execute(
-        &mut self,
-        lun: u64,
-        cdb: &[u8],
-        direction: DataDirection,
-        buffer: Vec<u8>,
-    ) -> Result<CommandOutcome, CtlError> {
-        match self {
-            Link::Software(client) => Ok(client.execute(lun, cdb, direction, buffer)?),
-            Link::Adapter {
-                pool,
-                transport,
-                command_timeout,
-            } => {
-                let request = ShardRequest {
-                    lun,
-                    cdb: cdb.to_vec(),
-                    direction,
-                    buffer,
-                    user_data: 0,
-                };
-                let done = pool.execute(0, request, *command_timeout)?;
-                done.result.map_err(|failure| CtlError::Command {
-                    transport,
-                    error: failure.error,
-                })
-            }
-        }
-    }
-
-    /// Runs the commands pipelined (as many in flight as the link takes); results in order.
-    fn execute_batch(
-        &mut self,
-        commands: Vec<(u64, Vec<u8>, DataDirection, Vec<u8>)>,
-    ) -> Result<Vec<Result<CommandOutcome, CtlError>>, CtlError> {
-        match self {
-            Link::Software(client) => Ok(client
-                .execute_batch(commands)?
-                .into_iter()
-                .map(|r| r.map_err(CtlError::from))
-                .collect()),
-            Link::Adapter {
-                pool,
-                transport,
-                command_timeout,
-            } => {
-                let total = commands.len();
-                let mut results: Vec<Option<Result<CommandOutcome, CtlError>>> =
-                    (0..total).map(|_| None).collect();
-                let completions = pool.completions(0).ok_or(ShardError::NoSuchShard {
-                    index: 0,
-                    shards: pool.len(),
-                })?;
-                let mut pending =
-                    commands
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, (lun, cdb, direction, buffer))| ShardRequest {
-                            lun,
-                            cdb,
-                            direction,
-                            buffer,
-                            user_data: i as u64,
-                        });
-                let mut next = pending.next();
-                let mut done = 0;
-                // Bounded: every turn submits or waits at most the command timeout.
-                while done < total {
-                    while let Some(request) = next.take() {
-                        match pool.submit(0, request) {
-                            Ok(()) => next = pending.next(),
-                            Err(back) => {
-                                next = Some(back);
-                                break;
-                            }
-                        }
-                    }
-                    let completion = completions.recv_timeout(*command_timeout).map_err(|_| {
-                        ShardError::TimedOut {
-                            shard: 0,
-                            after: *command_timeout,
-                        }
-                    })?;
-                    let Some(slot) = results.get_mut(completion.user_data as usize) else {
-                        continue;
-                    };
-                    if slot.is_none() {
-                        done += 1;
-                    }
-                    *slot = Some(completion.result.map_err(|failure| CtlError::Command {
-                        transport,
-                        error: failure.error,
-                    }));
-                }
-                Ok(results.into_iter().flatten().collect())
-            }
-        }
-    }
-
-    /// Logs out (the software session) or stops the shard (adapter paths).
-    fn logout(self) -> Result<(), CtlError> {
-        match self {
-            Link::Software(client) => Ok((*client).logout()?),
-            Link::Adapter { pool, .. } => {
-                pool.shutdown();
-                Ok(())
-            }
         }
     }
 }
@@ -233,12 +93,12 @@ fn check(command: &'static str, outcome: CommandOutcome) -> Result<Vec<u8>, CtlE
 }
 
 fn is_unit_attention(error: &CtlError) -> bool {
-    matches!(error, CtlError::Check { sense: Some(s), .. } if s.key == 0x6)
+    matches!(error, CtlError::Check { sense: Some(s), .. } if s.key == scsi::sense::key::UNIT_ATTENTION)
 }
 
 /// Runs one CDB on `lun`, retrying past unit attentions, and returns the data read.
 fn run(
-    client: &mut Link,
+    client: &mut Client,
     command: &'static str,
     lun: u64,
     cdb: &Cdb,
@@ -252,7 +112,7 @@ fn run(
             (None, scsi::DataDirection::Read(len)) => vec![0; len as usize],
             (None, _) => Vec::new(),
         };
-        let outcome = client.execute(lun, cdb.as_bytes(), direction.into(), buffer)?;
+        let outcome = client.execute(Request::new(lun, cdb.clone(), buffer, 0))?;
         match check(command, outcome) {
             Err(error) if is_unit_attention(&error) && attempt < UNIT_ATTENTION_RETRIES => {
                 attempt += 1;
@@ -267,40 +127,12 @@ fn connect(options: &ConnectOptions, url: &IscsiUrl) -> Result<Client, CtlError>
 }
 
 /// Logs in to `url` over the transport `--transport` names. An adapter transport builds a
-/// fresh software model of that adapter kind with one queue pair and drives it from one
-/// shard.
-fn open_link(options: &ConnectOptions, url: &IscsiUrl) -> Result<Link, CtlError> {
+/// fresh software model of that adapter kind with one queue pair, which the client drives
+/// from one shard.
+fn open_client(options: &ConnectOptions, url: &IscsiUrl) -> Result<Client, CtlError> {
     let config = options.client_config(url)?;
-    let path = match options.transport {
-        Transport::Software => return Ok(Link::Software(Box::new(Client::connect(&config)?))),
-        Transport::Dependent => {
-            let model: Arc<dyn DependentAdapter> = DependentModel::new(DependentModelConfig {
-                queue_pairs: 1,
-                ..DependentModelConfig::default()
-            });
-            ShardPath::Dependent(model)
-        }
-        Transport::Independent => {
-            let model: Arc<dyn IndependentAdapter> =
-                IndependentModel::new(IndependentModelConfig {
-                    queue_pairs: 1,
-                    ..IndependentModelConfig::default()
-                });
-            ShardPath::Independent(model)
-        }
-    };
-    let transport = path.name();
-    let shard_config = ShardConfig {
-        queue_depth: config.queue_depth,
-        path,
-        ..ShardConfig::default()
-    };
-    let pool = ShardPool::start(&config, 1, &shard_config)?;
-    Ok(Link::Adapter {
-        pool,
-        transport,
-        command_timeout: config.command_timeout,
-    })
+    let path = offload::model_path(options.transport, 1);
+    Ok(Client::connect_path(&config, path)?)
 }
 
 fn decode_error(command: &'static str) -> impl FnOnce(scsi::ScsiError) -> CtlError {
@@ -340,7 +172,7 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
             url: url.to_string(),
         }));
     }
-    if options.transport != Transport::Software {
+    if options.transport != TransportKind::Software {
         return Err(CtlError::Usage(
             "login shows the software session's negotiation; --transport applies to the \
              data commands (luns, inquiry, readcap, read, write)"
@@ -349,12 +181,13 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
     }
     let client = connect(options, &url)?;
     let p = client.params().cloned().unwrap_or_default();
+    let tsih = client.session().map_or(0, |session| session.tsih());
     let yes_no = |b: bool| if b { "Yes" } else { "No" };
     let digest = |b: bool| if b { "CRC32C" } else { "None" };
     let rows: Vec<(&str, String)> = vec![
         ("Target", url.target.clone().unwrap_or_default()),
         ("Portal", client.portal().to_string()),
-        ("TSIH", client.session().tsih().to_string()),
+        ("TSIH", tsih.to_string()),
         ("HeaderDigest", digest(p.header_digest).into()),
         ("DataDigest", digest(p.data_digest).into()),
         ("InitialR2T", yes_no(p.initial_r2t).into()),
@@ -383,7 +216,7 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
     let value = json!({
         "target": url.target,
         "portal": client.portal().to_string(),
-        "tsih": client.session().tsih(),
+        "tsih": tsih,
         "HeaderDigest": digest(p.header_digest),
         "DataDigest": digest(p.data_digest),
         "InitialR2T": yes_no(p.initial_r2t),
@@ -408,7 +241,7 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
 }
 
 /// REPORT LUNS with a buffer that grows once if the target has more to say.
-fn report_luns(client: &mut Link, lun: u64) -> Result<ReportLuns, CtlError> {
+fn report_luns(client: &mut Client, lun: u64) -> Result<ReportLuns, CtlError> {
     let mut alloc = 4096u32;
     loop {
         let data = run(
@@ -427,30 +260,10 @@ fn report_luns(client: &mut Link, lun: u64) -> Result<ReportLuns, CtlError> {
     }
 }
 
-/// The LUN probe's commands run on the link ([`Link::execute`]).
-impl ScsiExecute for Link {
-    type Error = CtlError;
-
-    fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, CtlError> {
-        let direction = cdb.direction();
-        let buffer = match direction {
-            scsi::DataDirection::Read(len) => vec![0; len as usize],
-            _ => Vec::new(),
-        };
-        let outcome = self.execute(lun, cdb.as_bytes(), direction.into(), buffer)?;
-        Ok(ScsiAnswer::new(
-            outcome.status,
-            outcome.sense,
-            outcome.buffer,
-            outcome.transferred,
-        ))
-    }
-}
-
 /// Block length and count, from READ CAPACITY(16), or (10) where the target does not know
 /// (16): the LUN probe without its TEST UNIT READY (a missing LUN is the capacity command's
 /// refusal), unit attentions taken.
-fn capacity(client: &mut Link, lun: u64) -> Result<(u32, u64, Value), CtlError> {
+fn capacity(client: &mut Client, lun: u64) -> Result<(u32, u64, Value), CtlError> {
     let config = ProbeConfig {
         ready: false,
         unit_attention_retries: UNIT_ATTENTION_RETRIES as u32,
@@ -500,7 +313,7 @@ pub fn luns(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ctl
             url: url.to_string(),
         }));
     }
-    let mut client = open_link(options, &url)?;
+    let mut client = open_client(options, &url)?;
     let report = report_luns(&mut client, lun_of(&url))?;
     let mut rows = Vec::new();
     for lun in &report.luns {
@@ -555,7 +368,7 @@ pub fn inquiry(
     out: &Output,
 ) -> Result<(), CtlError> {
     let url = IscsiUrl::parse_lun_url(url)?;
-    let mut client = open_link(options, &url)?;
+    let mut client = open_client(options, &url)?;
     let lun = lun_of(&url);
     let (value, human) = match vpd {
         None => {
@@ -762,7 +575,7 @@ fn vpd_view(page: u8, data: &[u8]) -> Result<(Value, String), CtlError> {
 
 pub fn readcap(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), CtlError> {
     let url = IscsiUrl::parse_lun_url(url)?;
-    let mut client = open_link(options, &url)?;
+    let mut client = open_client(options, &url)?;
     let (block_length, blocks, value) = capacity(&mut client, lun_of(&url))?;
     client.logout()?;
     out.emit(&value, || {
@@ -807,17 +620,14 @@ fn check_range(lba: u64, blocks: u64, capacity_blocks: u64) -> Result<(), CtlErr
 
 /// Runs a batch of read or write CDBs pipelined, in order, failing on the first error.
 fn run_batch(
-    client: &mut Link,
+    client: &mut Client,
     command: &'static str,
     lun: u64,
     commands: Vec<(Cdb, Vec<u8>)>,
 ) -> Result<Vec<Vec<u8>>, CtlError> {
     let batch = commands
         .into_iter()
-        .map(|(cdb, buffer)| {
-            let direction: DataDirection = cdb.direction().into();
-            (lun, cdb.as_bytes().to_vec(), direction, buffer)
-        })
+        .map(|(cdb, buffer)| Request::new(lun, cdb, buffer, 0))
         .collect();
     client
         .execute_batch(batch)?
@@ -866,7 +676,7 @@ pub fn read(
             "--out - writes the data to stdout, where --json goes too: choose one".into(),
         ));
     }
-    let mut client = open_link(options, &url)?;
+    let mut client = open_client(options, &url)?;
     let lun = lun_of(&url);
     let (block_length, capacity_blocks, _) = capacity(&mut client, lun)?;
     check_range(lba, blocks as u64, capacity_blocks)?;
@@ -969,7 +779,7 @@ pub fn write(
 ) -> Result<(), CtlError> {
     let url = IscsiUrl::parse_lun_url(url)?;
     let data = read_input(input)?;
-    let mut client = open_link(options, &url)?;
+    let mut client = open_client(options, &url)?;
     let lun = lun_of(&url);
     let (block_length, capacity_blocks, _) = capacity(&mut client, lun)?;
     if data.is_empty() || data.len() % block_length as usize != 0 {

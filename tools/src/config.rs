@@ -9,6 +9,7 @@ use datapath::client::ClientConfig;
 use datapath::credentials::{read_secret_file, short_secret_warning, EnvChap};
 use datapath::session::ChapConfig;
 use datapath::text::DigestChoice;
+use datapath::transport::TransportKind;
 
 use crate::commands::CtlError;
 use datapath::url::IscsiUrl;
@@ -21,20 +22,6 @@ pub enum DigestOption {
     Crc32c,
     /// Offer CRC32C first, accept None.
     Prefer,
-}
-
-/// What carries the data commands (DESIGN.md, "The path of one I/O").
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
-pub enum Transport {
-    /// Our session over kernel TCP through io_uring.
-    #[default]
-    Software,
-    /// A software model of a dependent offload adapter: our session, the adapter frames,
-    /// digests, places Data-In and carries TCP.
-    Dependent,
-    /// A software model of an independent offload adapter: it logs in and runs the
-    /// session itself; we hand it SCSI commands.
-    Independent,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -101,9 +88,10 @@ pub struct ConnectOptions {
     /// Commands in flight for multi-command transfers.
     #[arg(long, global = true, default_value_t = 16)]
     pub queue_depth: usize,
-    /// What carries the data commands (luns, inquiry, readcap, read, write).
-    #[arg(long, global = true, value_enum, default_value = "software")]
-    pub transport: Transport,
+    /// What carries the data commands (luns, inquiry, readcap, read, write): software TCP,
+    /// or a software model of a dependent or independent offload adapter.
+    #[arg(long, global = true, value_parser = tools::args::transport_parser(), default_value = "software")]
+    pub transport: TransportKind,
 }
 
 fn digest_choices(option: DigestOption) -> Vec<DigestChoice> {

@@ -1,3 +1,4 @@
 //! The parts of the `tools` binaries that more than one of them uses.
 
+pub mod args;
 pub mod perf;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use datapath::scsi::probe::{probe_lun, ProbeConfig};
 use datapath::scsi::Cdb;
-use datapath::session::DataDirection;
-use datapath::shard::{ShardCompletion, ShardExecutor, ShardPool, ShardRequest};
+use datapath::session::{DataDirection, Request};
+use datapath::shard::{ShardCompletion, ShardExecutor, ShardPool};
 use hdrhistogram::Histogram;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -220,7 +220,7 @@ impl Workload {
     }
 
     /// The next request, if a slot is free.
-    pub fn next_request(&mut self, now: Instant) -> Result<Option<ShardRequest>, String> {
+    pub fn next_request(&mut self, now: Instant) -> Result<Option<Request>, String> {
         let Some((slot, buffer)) = self.free.pop() else {
             return Ok(None);
         };
@@ -253,24 +253,16 @@ impl Workload {
                 return Err(e.to_string());
             }
         };
-        // Padded to the 16 bytes of the BHS field here, in a buffer that fits, so the
-        // session does not grow (reallocate) it.
-        let mut cdb_bytes = Vec::with_capacity(16);
-        cdb_bytes.extend_from_slice(cdb.as_bytes());
-        cdb_bytes.resize(cdb_bytes.len().max(16), 0);
         self.submitted_at[slot] = now;
         self.in_flight += 1;
-        Ok(Some(ShardRequest {
-            lun: self.spec.lun,
-            cdb: cdb_bytes,
+        Ok(Some(Request {
             direction,
-            buffer,
-            user_data: slot as u64,
+            ..Request::new(self.spec.lun, cdb, buffer, slot as u64)
         }))
     }
 
     /// A request the shard did not take.
-    pub fn give_back(&mut self, request: ShardRequest) {
+    pub fn give_back(&mut self, request: Request) {
         self.in_flight -= 1;
         self.free.push((request.user_data as usize, request.buffer));
     }
@@ -413,8 +405,10 @@ mod tests {
         let r2 = w.next_request(now).unwrap().unwrap();
         let failed = ShardCompletion {
             user_data: r2.user_data,
-            result: Err(datapath::session::CommandFailure {
-                error: datapath::session::CommandError::TimedOut,
+            result: Err(datapath::adapter::PathFailure {
+                error: datapath::adapter::PathError::Command(
+                    datapath::session::CommandError::TimedOut,
+                ),
                 buffer: Vec::new(),
             }),
         };

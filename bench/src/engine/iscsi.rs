@@ -46,17 +46,17 @@
 use datapath::credentials::{short_secret_warning, EnvChap};
 use std::collections::{HashMap, VecDeque};
 use std::net::ToSocketAddrs;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datapath::adapter::{DependentAdapter, IndependentAdapter};
+use datapath::adapter::PathError;
 use datapath::client::ClientConfig;
 use datapath::scsi::probe::{probe_lun, LunFacts, ProbeConfig, ProbeError, ProbeFailure};
+use datapath::scsi::sense::status;
 use datapath::scsi::{Cdb, Sense};
-use datapath::session::{ChapConfig, CommandError, DataDirection, Residual};
+use datapath::session::{ChapConfig, CommandError, DataDirection, Request, Residual};
 use datapath::shard::{
     InlineExecutor, InlineShard, ReconnectPolicy, ShardCommandError, ShardCompletion, ShardConfig,
-    ShardExecutor, ShardPath, ShardPool, ShardRequest,
+    ShardExecutor, ShardPath, ShardPool,
 };
 use datapath::text::DigestChoice;
 use datapath::url::{IscsiUrl, UrlError};
@@ -79,9 +79,6 @@ const COMMAND_TIMEOUT_MIN: Duration = Duration::from_secs(1);
 /// within open-iscsi's order of replacement timeout.
 pub const RECONNECT_ATTEMPTS_DEFAULT: u32 = 5;
 pub const REPLACEMENT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
-const STATUS_GOOD: u8 = 0x00;
-const STATUS_CHECK_CONDITION: u8 = 0x02;
-const OPCODE_UNMAP: u8 = 0x42;
 /// UNMAP parameter list: 8-byte header and one 16-byte block descriptor.
 const UNMAP_PARAMETER_BYTES: u16 = 24;
 
@@ -264,7 +261,7 @@ pub struct IscsiEngine {
     /// Shards whose thread is gone (completion queue disconnected).
     dead_shards: Vec<bool>,
     /// Requests queued, not yet handed to their shard.
-    pending: VecDeque<(usize, ShardRequest)>,
+    pending: VecDeque<(usize, Request)>,
     ready: VecDeque<IoDone>,
     buffers: Vec<Vec<u8>>,
     counters: EngineCounters,
@@ -319,7 +316,8 @@ impl IscsiEngine {
             t.saturating_mul(2).max(COMMAND_TIMEOUT_MIN)
         });
         let client = client_config(&url, &options.login, command_timeout, options.iodepth)?;
-        let path = adapter_path(options.transport, options.shards);
+        // For an adapter, a fresh software model of that kind, one queue pair per shard.
+        let path = offload::model_path(options.transport, options.shards);
         let shard_config = ShardConfig {
             core: options.first_core,
             queue_depth: options.iodepth,
@@ -450,7 +448,7 @@ impl IscsiEngine {
         }
     }
 
-    fn command(&self, unit: &mut IoUnit) -> Result<(Vec<u8>, DataDirection, Vec<u8>), IoError> {
+    fn command(&self, unit: &mut IoUnit) -> Result<(Cdb, DataDirection, Vec<u8>), IoError> {
         let Some((_, block_size_bytes)) = self.lun_of(unit.file) else {
             return Err(IoError::Transport(format!(
                 "file {} of a job with {} LUN(s)",
@@ -483,16 +481,12 @@ impl IscsiEngine {
             Direction::Read => {
                 let cdb = Cdb::read(lba, blocks, block_size_bytes, false).map_err(invalid)?;
                 let buffer = std::mem::take(&mut unit.buffer);
-                Ok((cdb.as_bytes().to_vec(), DataDirection::Read { len }, buffer))
+                Ok((cdb, DataDirection::Read { len }, buffer))
             }
             Direction::Write => {
                 let cdb = Cdb::write(lba, blocks, block_size_bytes, false).map_err(invalid)?;
                 let buffer = std::mem::take(&mut unit.buffer);
-                Ok((
-                    cdb.as_bytes().to_vec(),
-                    DataDirection::Write { len },
-                    buffer,
-                ))
+                Ok((cdb, DataDirection::Write { len }, buffer))
             }
             Direction::Trim => {
                 let (cdb, parameters) = unmap(lba, blocks);
@@ -583,9 +577,13 @@ impl IscsiEngine {
                     unit.buffer = failure.buffer;
                 }
                 Err(match failure.error {
-                    CommandError::TimedOut => IoError::Timeout(self.command_timeout),
+                    PathError::Command(CommandError::TimedOut) => {
+                        IoError::Timeout(self.command_timeout)
+                    }
                     // Recovery is off or gave up: the shard cannot reach the target.
-                    CommandError::ConnectionLost(reason) => IoError::Disconnected(reason),
+                    PathError::Command(CommandError::ConnectionLost(reason)) => {
+                        IoError::Disconnected(reason)
+                    }
                     other => IoError::Transport(other.to_string()),
                 })
             }
@@ -665,7 +663,7 @@ impl IscsiEngine {
             .filter(|(_, e)| e.shard == shard)
             .map(|(t, _)| *t)
             .collect();
-        let pending: Vec<(usize, ShardRequest)> = self.pending.drain(..).collect();
+        let pending: Vec<(usize, Request)> = self.pending.drain(..).collect();
         for (s, request) in pending {
             if s != shard {
                 self.pending.push_back((s, request));
@@ -786,12 +784,9 @@ impl Engine for IscsiEngine {
         self.next_tag = self.next_tag.wrapping_add(1);
         self.pending.push_back((
             shard,
-            ShardRequest {
-                lun,
-                cdb,
+            Request {
                 direction,
-                buffer,
-                user_data: tag,
+                ..Request::new(lun, cdb, buffer, tag)
             },
         ));
         self.per_shard[shard] += 1;
@@ -936,8 +931,8 @@ fn outcome_result(
     transferred: u32,
 ) -> Result<(), IoError> {
     match status {
-        STATUS_GOOD => {}
-        STATUS_CHECK_CONDITION => {
+        status::GOOD => {}
+        status::CHECK_CONDITION => {
             return Err(match sense.map(Sense::decode) {
                 Some(Ok(sense)) => IoError::CheckCondition {
                     key: sense.key,
@@ -973,10 +968,8 @@ fn outcome_result(
 
 /// UNMAP (SBC-3 5.28) of `blocks` blocks from `lba`: the 10-byte CDB and its parameter
 /// list (a header and one block descriptor).
-fn unmap(lba: u64, blocks: u32) -> (Vec<u8>, Vec<u8>) {
-    let mut cdb = vec![0u8; 10];
-    cdb[0] = OPCODE_UNMAP;
-    cdb[7..9].copy_from_slice(&UNMAP_PARAMETER_BYTES.to_be_bytes());
+fn unmap(lba: u64, blocks: u32) -> (Cdb, Vec<u8>) {
+    let cdb = Cdb::unmap(UNMAP_PARAMETER_BYTES);
     let mut parameters = vec![0u8; usize::from(UNMAP_PARAMETER_BYTES)];
     // UNMAP DATA LENGTH counts the bytes after itself; BLOCK DESCRIPTOR DATA LENGTH the
     // descriptors.
@@ -1085,31 +1078,6 @@ fn client_config(
         offer.max_recv_data_segment_length = v;
     }
     Ok(config)
-}
-
-/// The path `transport` names: for an adapter, a fresh software model of that kind with
-/// one queue pair per shard.
-pub fn adapter_path(transport: TransportKind, shards: usize) -> ShardPath {
-    match transport {
-        TransportKind::Software => ShardPath::Software,
-        TransportKind::Dependent => {
-            let model: Arc<dyn DependentAdapter> =
-                offload::dependent::DependentModel::new(offload::dependent::DependentModelConfig {
-                    queue_pairs: shards,
-                    ..Default::default()
-                });
-            ShardPath::Dependent(model)
-        }
-        TransportKind::Independent => {
-            let model: Arc<dyn IndependentAdapter> = offload::independent::IndependentModel::new(
-                offload::independent::IndependentModelConfig {
-                    queue_pairs: shards,
-                    ..Default::default()
-                },
-            );
-            ShardPath::Independent(model)
-        }
-    }
 }
 
 /// The LUN probe ([`datapath::scsi::probe`]): TEST UNIT READY past unit attentions (at

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 use datapath::client::ClientConfig;
+use datapath::session::Request;
 use datapath::shard::{
-    InlineShard, ShardCompletion, ShardConfig, ShardError, ShardInfo, ShardPool, ShardRequest,
+    InlineShard, ShardCompletion, ShardConfig, ShardError, ShardInfo, ShardPool,
     ShardStats,
 };
 
@@ -93,8 +94,8 @@ impl Shards {
     pub(super) fn submit(
         &mut self,
         shard: usize,
-        request: ShardRequest,
-    ) -> Result<(), ShardRequest> {
+        request: Request,
+    ) -> Result<(), Request> {
         match self {
             Shards::Pool(pool) => pool.submit(shard, request),
             Shards::Inline { shard: Some(s), .. } => s.submit(request),

@@ -511,20 +511,12 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, _base| spec.iscsi.shards.map(|shards| shards.to_string())),
     opt!(ours "transport", Required, Iscsi, "software|dependent|independent", default "software",
         "How the iSCSI engine reaches the target",
-        apply |s| s.spec().iscsi.transport = match s.text() {
-            "software" => TransportKind::Software,
-            "dependent" => TransportKind::Dependent,
-            "independent" => TransportKind::Independent,
-            _ => return s.fail("expected software, dependent or independent"),
+        apply |s| s.spec().iscsi.transport = match s.text().parse::<TransportKind>() {
+            Ok(kind) => kind,
+            Err(_) => return s.fail("expected software, dependent or independent"),
         },
-        render |spec, base| (spec.iscsi.transport != base.iscsi.transport).then(|| {
-            match spec.iscsi.transport {
-                TransportKind::Software => "software",
-                TransportKind::Dependent => "dependent",
-                TransportKind::Independent => "independent",
-            }
-            .to_string()
-        })),
+        render |spec, base| (spec.iscsi.transport != base.iscsi.transport)
+            .then(|| spec.iscsi.transport.to_string())),
     opt!(ours "io_timeout", Required, Errors, "time (s)", default "none",
         "Fail an I/O that takes longer than this",
         apply |s| s.spec().io_timeout = Some(s.time(TimeUnit::Seconds)?).filter(|t| !t.is_zero()),

@@ -146,16 +146,9 @@ pub enum DigestChoice {
     Crc32c,
 }
 
-/// `transport=`: how the iSCSI engine reaches the target (DESIGN.md, "The path of one I/O").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    /// Our session over kernel TCP through io_uring.
-    Software,
-    /// A dependent HNIC: our session, the adapter frames and places data.
-    Dependent,
-    /// An independent HNIC: the adapter owns the session.
-    Independent,
-}
+/// `transport=`: how the iSCSI engine reaches the target (DESIGN.md, "The path of one I/O"),
+/// the data path's one transport kind.
+pub use datapath::transport::TransportKind;
 
 /// CHAP credentials (RFC 7143 12.1.3, RFC 1994).
 #[derive(Clone, PartialEq, Eq)]

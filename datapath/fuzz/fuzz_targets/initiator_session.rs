@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use datapath::pdu::{self, Digests, Header, Limits, LoginResponse, LoginStage};
 use datapath::session::{
-    DataDirection, ScsiCommandRequest, Session, SessionConfig, SessionState, TransmitData,
+    DataDirection, Request, Session, SessionConfig, SessionState, TransmitData,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -87,13 +87,8 @@ fuzz_target!(|bytes: &[u8]| {
     // A hostile target in the full-feature phase, with a read and a write outstanding.
     let Some(mut session) = logged_in(now) else { return };
     for direction in [DataDirection::Read { len: 8192 }, DataDirection::Write { len: 8192 }] {
-        let request = ScsiCommandRequest {
-            lun: [0; 8],
-            cdb: vec![0x28, 0, 0, 0, 0, 0, 0, 0, 16, 0],
-            direction,
-            buffer: vec![0; 8192],
-            attribute: pdu::TaskAttribute::Simple,
-        };
+        let request = Request::raw(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 16, 0], direction, vec![0; 8192])
+            .expect("10 bytes");
         let _ = session.submit(now, request);
     }
     while session.poll_transmit().is_some() {}

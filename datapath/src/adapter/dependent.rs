@@ -40,17 +40,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    AdapterError, AdapterFault, AdapterKind, Capabilities, ConnectionParams, DependentAdapter,
+    AdapterError, AdapterFault, Capabilities, ConnectionParams, DependentAdapter,
     DependentCompletion, DependentHostQueue, DependentSubmission, HostRegion, NetworkConfig,
-    Notifier, PathCompletion, PathError, PathFailure, PathRejection, PathRequest, PathSubmitError,
-    PduData, PduSubmission, ReceivedData, ReceivedPdu,
+    Notifier, PathCompletion, PathError, PathFailure, PathRejection, PathSubmitError, PduData,
+    PduSubmission, ReceivedData, ReceivedPdu,
 };
-use crate::pdu::{self, Header, Tag, TaskAttribute};
-use crate::scsi::Lun;
+use crate::pdu::{self, Header, Tag};
 use crate::session::{
-    DataDirection, Event, ScsiCommandRequest, Session, SessionConfig, SessionState,
-    SubmitRejection, TaskId, TransmitData,
+    DataDirection, Event, Request, Session, SessionConfig, SessionState, SubmitRejection, TaskId,
+    TransmitData,
 };
+use crate::transport::TransportKind;
 
 /// How a [`DependentPath`] runs.
 #[derive(Debug, Clone)]
@@ -143,7 +143,7 @@ pub struct DependentPath {
     fenced: Vec<(Tag, PathCompletion, bool)>,
     ready: VecDeque<PathCompletion>,
     /// Requests accepted while the path logs in.
-    held: VecDeque<PathRequest>,
+    held: VecDeque<Request>,
     /// The fault that failed the current session, if an adapter fault did.
     fault: Option<AdapterFault>,
     needs_reset: bool,
@@ -171,7 +171,7 @@ impl DependentPath {
         config: DependentConfig,
     ) -> Result<DependentPath, AdapterError> {
         let info = adapter.info();
-        if info.kind != AdapterKind::Dependent {
+        if info.kind != TransportKind::Dependent {
             return Err(AdapterError::Unsupported(
                 "PDU queues on an independent adapter",
             ));
@@ -253,7 +253,7 @@ impl DependentPath {
 
     /// Accepts a request: into the session when logged in, held while the path logs in
     /// again, refused (handed back) when full, too large, or the path has given up.
-    pub fn submit(&mut self, now: Instant, request: PathRequest) -> Result<(), PathSubmitError> {
+    pub fn submit(&mut self, now: Instant, request: Request) -> Result<(), PathSubmitError> {
         let transfer = request.direction.transfer_len();
         let reject = |reason, request| Err(PathSubmitError { reason, request });
         if transfer > self.caps.max_io_bytes {
@@ -262,7 +262,7 @@ impl DependentPath {
         }
         match &self.state {
             PathState::Failed(reason) => {
-                return reject(PathRejection::Unavailable(reason.clone()), request)
+                return reject(PathRejection::Unavailable(reason.as_str().into()), request)
             }
             PathState::Closed => {
                 return reject(PathRejection::Unavailable("path closed".into()), request)
@@ -281,30 +281,14 @@ impl DependentPath {
         Ok(())
     }
 
-    fn submit_to_session(
-        &mut self,
-        now: Instant,
-        request: PathRequest,
-    ) -> Result<(), PathSubmitError> {
-        let PathRequest {
-            lun,
-            cdb,
-            direction,
-            mut buffer,
-            user_data,
-        } = request;
-        let placement = match direction {
+    fn submit_to_session(&mut self, now: Instant, request: Request) -> Result<(), PathSubmitError> {
+        let mut command = request;
+        let user_data = command.user_data;
+        let placement = match command.direction {
             DataDirection::Read { len } if self.caps.direct_data_placement && len > 0 => {
-                Some(HostRegion::writable(&mut buffer, len as usize))
+                Some(HostRegion::writable(&mut command.buffer, len as usize))
             }
             _ => None,
-        };
-        let command = ScsiCommandRequest {
-            lun: Lun::from_u64(lun).to_field(),
-            cdb,
-            direction,
-            buffer,
-            attribute: TaskAttribute::Simple,
         };
         match self.session.submit(now, command) {
             Ok(task) => {
@@ -321,18 +305,11 @@ impl DependentPath {
                     SubmitRejection::NotLoggedIn => {
                         PathRejection::Unavailable("session not logged in".into())
                     }
-                    other => PathRejection::Invalid(other.to_string()),
+                    other => PathRejection::Invalid(other),
                 };
-                let back = refused.request;
                 Err(PathSubmitError {
                     reason,
-                    request: PathRequest {
-                        lun,
-                        cdb: back.cdb,
-                        direction: back.direction,
-                        buffer: back.buffer,
-                        user_data,
-                    },
+                    request: refused.request,
                 })
             }
         }

@@ -28,11 +28,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    AdapterError, AdapterFault, AdapterKind, Capabilities, IndependentAdapter, IndependentConfig,
+    AdapterError, AdapterFault, Capabilities, IndependentAdapter, IndependentConfig,
     IndependentHostQueue, LoginReport, Notifier, PathCompletion, PathError, PathFailure,
-    PathRejection, PathRequest, PathSubmitError, RingFull, ScsiCompletion, ScsiSubmission,
+    PathRejection, PathSubmitError, RingFull, ScsiCompletion,
 };
-use crate::pdu::TaskAttribute;
+use crate::session::Request;
+use crate::transport::TransportKind;
 
 /// How an [`IndependentPath`] runs.
 #[derive(Clone)]
@@ -103,7 +104,7 @@ impl IndependentPath {
         config: IndependentPathConfig,
     ) -> Result<IndependentPath, AdapterError> {
         let info = adapter.info();
-        if info.kind != AdapterKind::Independent {
+        if info.kind != TransportKind::Independent {
             return Err(AdapterError::Unsupported(
                 "SCSI queues on a dependent adapter",
             ));
@@ -128,7 +129,7 @@ impl IndependentPath {
 
     /// Posts a request to the adapter and rings its doorbell; a full ring, a too large
     /// transfer or a failed path hands it back.
-    pub fn submit(&mut self, _now: Instant, request: PathRequest) -> Result<(), PathSubmitError> {
+    pub fn submit(&mut self, _now: Instant, request: Request) -> Result<(), PathSubmitError> {
         let transfer = request.direction.transfer_len();
         if transfer > self.caps.max_io_bytes {
             let max = self.caps.max_io_bytes;
@@ -139,7 +140,7 @@ impl IndependentPath {
         }
         if let Some(reason) = &self.failed {
             return Err(PathSubmitError {
-                reason: PathRejection::Unavailable(reason.clone()),
+                reason: PathRejection::Unavailable(reason.as_str().into()),
                 request,
             });
         }
@@ -150,20 +151,11 @@ impl IndependentPath {
             });
         }
         let tag = self.next_tag;
-        let PathRequest {
-            lun,
-            cdb,
-            direction,
-            buffer,
-            user_data,
-        } = request;
-        let entry = ScsiSubmission {
-            tag,
-            lun,
-            cdb,
-            direction,
-            buffer,
-            attribute: TaskAttribute::Simple,
+        let user_data = request.user_data;
+        // On the adapter's ring the request carries the path's own tag.
+        let entry = Request {
+            user_data: tag,
+            ..request
         };
         match self.queue.submissions.push(entry) {
             Ok(_) => {
@@ -174,13 +166,7 @@ impl IndependentPath {
             }
             Err(RingFull(entry)) => Err(PathSubmitError {
                 reason: PathRejection::QueueFull,
-                request: PathRequest {
-                    lun: entry.lun,
-                    cdb: entry.cdb,
-                    direction: entry.direction,
-                    buffer: entry.buffer,
-                    user_data,
-                },
+                request: Request { user_data, ..entry },
             }),
         }
     }

@@ -45,27 +45,12 @@ pub use independent::{IndependentPath, IndependentPathConfig, IndependentStats};
 
 pub use ring::{queue_pair, AdapterQueue, Consumer, HostQueue, Notifier, Producer, RingFull};
 
-use crate::pdu::{Digests, Header, Opcode, Tag, TaskAttribute};
-use crate::session::{ChapConfig, CommandError, CommandOutcome, DataDirection};
+use crate::pdu::{Digests, Header, Opcode, Tag};
+use crate::session::{
+    ChapConfig, CommandError, CommandFailure, CommandOutcome, Request, SubmitRejection,
+};
 use crate::text::OperationalOffer;
-
-/// Which kind of offload an adapter does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AdapterKind {
-    /// Takes PDUs from the host session; carries TCP, digests and data placement.
-    Dependent,
-    /// Takes SCSI commands; runs login, sessions and TCP itself.
-    Independent,
-}
-
-impl AdapterKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            AdapterKind::Dependent => "dependent",
-            AdapterKind::Independent => "independent",
-        }
-    }
-}
+use crate::transport::TransportKind;
 
 /// What an adapter does for the host. The paths obey it: no host CRC32C for a digest the
 /// adapter computes, no PDU longer than `max_pdu_bytes`, no I/O longer than `max_io_bytes`.
@@ -91,7 +76,7 @@ pub struct Capabilities {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdapterInfo {
     pub name: String,
-    pub kind: AdapterKind,
+    pub kind: TransportKind,
     pub capabilities: Capabilities,
 }
 
@@ -231,6 +216,16 @@ pub struct PathFailure {
     pub buffer: Vec<u8>,
 }
 
+/// A command the session failed, as a path reports it.
+impl From<CommandFailure> for PathFailure {
+    fn from(failure: CommandFailure) -> Self {
+        PathFailure {
+            error: PathError::Command(failure.error),
+            buffer: failure.buffer,
+        }
+    }
+}
+
 impl std::fmt::Debug for PathFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PathFailure")
@@ -240,32 +235,7 @@ impl std::fmt::Debug for PathFailure {
     }
 }
 
-/// One SCSI command for a path. The buffer travels with it and comes back in the
-/// completion: read data lands in it, write data is sent from it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PathRequest {
-    pub lun: u64,
-    /// 1 to 260 bytes.
-    pub cdb: Vec<u8>,
-    pub direction: DataDirection,
-    pub buffer: Vec<u8>,
-    /// The caller's tag, returned in the completion.
-    pub user_data: u64,
-}
-
-impl std::fmt::Debug for PathRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PathRequest")
-            .field("lun", &self.lun)
-            .field("cdb", &self.cdb)
-            .field("direction", &self.direction)
-            .field("buffer_len", &self.buffer.len())
-            .field("user_data", &self.user_data)
-            .finish()
-    }
-}
-
-/// The end of one [`PathRequest`].
+/// The end of one [`Request`] on a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathCompletion {
     pub user_data: u64,
@@ -280,10 +250,13 @@ pub enum PathRejection {
     QueueFull,
     #[error("transfer of {len} bytes exceeds the adapter's maximum I/O of {max}")]
     TooLarge { len: u32, max: u32 },
+    /// The session refused the request itself.
     #[error("invalid request: {0}")]
-    Invalid(String),
+    Invalid(SubmitRejection),
+    /// Why the path cannot carry commands now (boxed: a refusal hands the whole request
+    /// back, and the error stays small).
     #[error("path unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Box<str>),
 }
 
 /// A refused request and why.
@@ -291,7 +264,7 @@ pub enum PathRejection {
 #[error("request not accepted: {reason}")]
 pub struct PathSubmitError {
     pub reason: PathRejection,
-    pub request: PathRequest,
+    pub request: Request,
 }
 
 /// What a shard worker drives, whichever kind of adapter is behind it: both
@@ -302,11 +275,7 @@ pub struct PathSubmitError {
 /// shard's own io_uring until `next_deadline`).
 pub trait AdapterPath {
     /// Accepts a request or hands it back.
-    fn submit(
-        &mut self,
-        now: std::time::Instant,
-        request: PathRequest,
-    ) -> Result<(), PathSubmitError>;
+    fn submit(&mut self, now: std::time::Instant, request: Request) -> Result<(), PathSubmitError>;
     /// One turn of the path; returns the completions ready to take.
     fn poll(&mut self, now: std::time::Instant) -> usize;
     /// The next finished request.
@@ -333,7 +302,7 @@ macro_rules! impl_adapter_path {
             fn submit(
                 &mut self,
                 now: std::time::Instant,
-                request: PathRequest,
+                request: Request,
             ) -> Result<(), PathSubmitError> {
                 <$path>::submit(self, now, request)
             }
@@ -574,31 +543,8 @@ pub trait DependentAdapter: Send + Sync {
     fn reset_queue_pair(&self, index: usize) -> Result<(), AdapterError>;
 }
 
-/// A SCSI command for an independent adapter.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ScsiSubmission {
-    /// The host's tag, returned in the completion.
-    pub tag: u64,
-    pub lun: u64,
-    pub cdb: Vec<u8>,
-    pub direction: DataDirection,
-    pub buffer: Vec<u8>,
-    pub attribute: TaskAttribute,
-}
-
-impl std::fmt::Debug for ScsiSubmission {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScsiSubmission")
-            .field("tag", &self.tag)
-            .field("lun", &self.lun)
-            .field("cdb", &self.cdb)
-            .field("direction", &self.direction)
-            .field("buffer_len", &self.buffer.len())
-            .finish()
-    }
-}
-
-/// An independent adapter's answer to one [`ScsiSubmission`].
+/// An independent adapter's answer to one submitted [`Request`] (whose `user_data`, on the
+/// adapter's ring, is the host path's tag).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScsiCompletion {
     pub tag: u64,
@@ -606,9 +552,9 @@ pub struct ScsiCompletion {
 }
 
 /// The host's end of an independent adapter's queue pair.
-pub type IndependentHostQueue = HostQueue<ScsiSubmission, ScsiCompletion>;
+pub type IndependentHostQueue = HostQueue<Request, ScsiCompletion>;
 /// The adapter's end of an independent adapter's queue pair.
-pub type IndependentAdapterQueue = AdapterQueue<ScsiSubmission, ScsiCompletion>;
+pub type IndependentAdapterQueue = AdapterQueue<Request, ScsiCompletion>;
 
 /// What an independent adapter's own configuration interface takes.
 /// (No `Debug`: it holds CHAP secrets.)

@@ -10,7 +10,8 @@
 //!
 //! Built from a `crossbeam_channel` bounded array queue (lock-free for `try_send` and
 //! `try_recv`) for the slots, atomics for the producer, doorbell and consumer indices, and an
-//! eventfd per consuming thread ([`Notifier`]) to sleep on. The producer writes the eventfd
+//! eventfd per consuming thread ([`Notifier`], over the workspace's one
+//! [`EventFd`](crate::sys::EventFd)) to sleep on. The producer writes the eventfd
 //! only when the consumer said it is going to sleep, in the manner of io_uring's
 //! `IORING_SQ_NEED_WAKEUP`: a busy consumer costs the producer no system call. A full ring
 //! hands the entry back (`Err(RingFull(entry))`), never grows.
@@ -19,12 +20,14 @@
 //! stores "sleeping", then re-reads every doorbell before it sleeps; the producer stores the
 //! doorbell, then reads "sleeping". At least one of them sees the other's store.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+
+use crate::sys::EventFd;
 
 /// A full ring (or one whose other end is gone) hands the entry back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +39,7 @@ pub struct RingFull<T>(pub T);
 /// them at once; a shard can also add [`Notifier::as_raw_fd`] to its io_uring.
 #[derive(Debug)]
 pub struct Notifier {
-    eventfd: OwnedFd,
+    eventfd: EventFd,
     sleeping: AtomicBool,
     wakeups: AtomicU64,
 }
@@ -48,12 +51,9 @@ impl Notifier {
     /// When the kernel refuses an eventfd (out of file descriptors): a resource limit of
     /// the process, not input from outside.
     pub fn new() -> Arc<Notifier> {
-        // SAFETY: eventfd takes no pointers; the result is checked before use.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        let eventfd = EventFd::new().unwrap_or_else(|e| panic!("eventfd: {e}"));
         Arc::new(Notifier {
-            // SAFETY: `fd` is a fresh descriptor this process owns and nothing else holds.
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            eventfd,
             sleeping: AtomicBool::new(false),
             wakeups: AtomicU64::new(0),
         })
@@ -69,16 +69,7 @@ impl Notifier {
     /// Wakes the consumer unconditionally (control plane: stop, reset).
     pub fn wake(&self) {
         self.wakeups.fetch_add(1, Ordering::Relaxed);
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own. A full counter
-        // (EAGAIN) already means "wake up", so the result needs no handling.
-        let _ = unsafe {
-            libc::write(
-                self.eventfd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        self.eventfd.signal();
     }
 
     /// Sleeps until `ready()` holds, a wake-up comes, or `timeout` passes. Returns
@@ -99,38 +90,13 @@ impl Notifier {
                 self.sleeping.store(false, Ordering::SeqCst);
                 return false;
             }
-            let woken = self.sleep(deadline - now);
+            let woken = self.eventfd.wait(deadline - now);
             self.sleeping.store(false, Ordering::SeqCst);
             if woken {
                 // One wake-up per call: the caller re-checks its own state (stop flags).
                 return ready();
             }
         }
-    }
-
-    /// Blocks on the eventfd for at most `timeout`; true when it was written.
-    fn sleep(&self, timeout: Duration) -> bool {
-        let mut pollfd = libc::pollfd {
-            fd: self.eventfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let timeout_ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd, count 1.
-        let n = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
-        if n <= 0 {
-            return false;
-        }
-        let mut value: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64 from a non-blocking eventfd we own.
-        let _ = unsafe {
-            libc::read(
-                self.eventfd.as_raw_fd(),
-                (&mut value as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-        true
     }
 
     /// Times the eventfd was written (system calls spent on waking).

@@ -17,6 +17,7 @@ use std::ops::Range;
 use super::digest::{self, DIGEST_LEN};
 use super::types::*;
 use super::view::BhsView;
+use crate::scsi::{Cdb, DataDirection as CdbDirection};
 
 /// Length of the Basic Header Segment, section 11.2.1.
 pub const BHS_LEN: usize = 48;
@@ -24,12 +25,9 @@ pub const BHS_LEN: usize = 48;
 /// Largest value the 24-bit DataSegmentLength field can hold.
 pub const MAX_DATA_SEGMENT_LENGTH: u32 = 0x00ff_ffff;
 
-/// Largest CDB this codec carries: 16 bytes in the BHS plus an Extended CDB AHS. SPC's
-/// variable-length CDBs stop at 260 bytes.
-pub const MAX_CDB_LEN: usize = 260;
-
-/// Length of the CDB field in a SCSI Command BHS (section 11.3.5).
-pub const BHS_CDB_LEN: usize = 16;
+/// Largest CDB this codec carries (16 bytes in the BHS plus an Extended CDB AHS), and the
+/// length of the BHS's CDB field (section 11.3.5): the CDB type's own limits.
+pub use crate::scsi::cdb::{BHS_CDB_LEN, MAX_CDB_LEN};
 
 /// MaxRecvDataSegmentLength that holds during login, before any is negotiated (section 13.12).
 pub const LOGIN_MAX_DATA_SEGMENT_LENGTH: u32 = 8192;
@@ -573,18 +571,27 @@ impl Header {
             Opcode::ScsiCommand => {
                 let extra = parse_command_ahs(ahs)?;
                 let tail = extra.extended_cdb.unwrap_or_default();
-                let mut cdb = Vec::with_capacity(BHS_CDB_LEN + tail.len());
-                cdb.extend_from_slice(&v.bytes_at::<32, BHS_CDB_LEN>());
-                cdb.extend_from_slice(tail);
+                let (read, write) = (bit(flags, 0x40), bit(flags, 0x20));
+                let expected = v.u32_at::<20>();
+                // The flags say which way data moves; a bidirectional command's CDB
+                // names its write side (its read length is in the AHS).
+                let direction = match (read, write) {
+                    (_, true) => CdbDirection::Write(expected),
+                    (true, false) => CdbDirection::Read(expected),
+                    (false, false) => CdbDirection::None,
+                };
+                // parse_command_ahs bounds the tail, so this cannot fail.
+                let cdb = Cdb::from_wire(v.bytes_at::<32, BHS_CDB_LEN>(), tail, direction)
+                    .map_err(|_| PduError::CdbTooLong(BHS_CDB_LEN + tail.len()))?;
                 Header::ScsiCommand(ScsiCommand {
                     immediate,
                     final_pdu,
-                    read: bit(flags, 0x40),
-                    write: bit(flags, 0x20),
+                    read,
+                    write,
                     attribute: task_attribute(flags & 0x07)?,
                     lun,
                     initiator_task_tag,
-                    expected_data_transfer_length: v.u32_at::<20>(),
+                    expected_data_transfer_length: expected,
                     cmd_sn: v.u32_at::<24>(),
                     exp_stat_sn: v.u32_at::<28>(),
                     cdb,
@@ -793,7 +800,7 @@ impl Header {
     pub fn ahs_len(&self) -> usize {
         match self {
             Header::ScsiCommand(cmd) => {
-                let tail = cmd.cdb.len().saturating_sub(BHS_CDB_LEN);
+                let tail = cmd.cdb.extended().len();
                 let extended = if tail > 0 {
                     4 + tail.next_multiple_of(4)
                 } else {
@@ -870,12 +877,9 @@ impl Header {
                 v.set_u32::<20>(h.expected_data_transfer_length);
                 v.set_u32::<24>(h.cmd_sn);
                 v.set_u32::<28>(h.exp_stat_sn);
-                let (head, tail) = h.cdb.split_at(h.cdb.len().min(BHS_CDB_LEN));
-                // Shorter CDBs are zero-padded to 16: the BHS was cleared above.
-                let mut cdb = [0u8; BHS_CDB_LEN];
-                cdb[..head.len()].copy_from_slice(head);
-                v.set_bytes::<32, BHS_CDB_LEN>(cdb);
-                emit_command_ahs(tail, h.bidi_read_length, ahs);
+                // Shorter CDBs travel zero-padded to 16.
+                v.set_bytes::<32, BHS_CDB_LEN>(h.cdb.padded());
+                emit_command_ahs(h.cdb.extended(), h.bidi_read_length, ahs);
             }
             Header::TaskMgmtRequest(h) => {
                 v.set_opcode(Opcode::TaskMgmtRequest, h.immediate);
@@ -1154,9 +1158,10 @@ mod tests {
     #[test]
     fn scsi_command_rfc3720_example() {
         let header = Header::parse(&RFC3720_READ, &[]).unwrap();
-        let mut cdb = vec![0u8; 16];
-        cdb[0] = 0x28;
-        cdb[8] = 0x02;
+        let mut bytes = [0u8; 16];
+        bytes[0] = 0x28;
+        bytes[8] = 0x02;
+        let cdb = Cdb::from_bytes(&bytes, CdbDirection::Read(1024)).unwrap();
         let expected = ScsiCommand {
             immediate: false,
             final_pdu: true,
@@ -1198,7 +1203,7 @@ mod tests {
             expected_data_transfer_length: 4096,
             cmd_sn: 1,
             exp_stat_sn: 2,
-            cdb: vec![0x2a, 0, 0, 0, 0, 8, 0, 0, 8, 0],
+            cdb: Cdb::from_bytes(&[0x2a, 0, 0, 0, 0, 8, 0, 0, 8, 0], CdbDirection::None).unwrap(),
             bidi_read_length: None,
         });
         let wire = emit_vec(&header, 512);
@@ -1236,7 +1241,7 @@ mod tests {
             expected_data_transfer_length: 0,
             cmd_sn: 0,
             exp_stat_sn: 0,
-            cdb: cdb.clone(),
+            cdb: Cdb::from_bytes(&cdb, CdbDirection::Write(0)).unwrap(),
             bidi_read_length: Some(0x0102_0304),
         });
         // Extended CDB AHS: 4 + 16 bytes; Bidirectional Read AHS: 8 bytes.
@@ -1257,7 +1262,7 @@ mod tests {
         let Header::ScsiCommand(mut odd) = header.clone() else {
             unreachable!()
         };
-        odd.cdb.truncate(17);
+        odd.cdb = Cdb::from_bytes(&cdb[..17], CdbDirection::Write(0)).unwrap();
         odd.bidi_read_length = None;
         let odd = Header::ScsiCommand(odd);
         assert_eq!(odd.ahs_len(), 8);
@@ -1312,14 +1317,7 @@ mod tests {
                 other => panic!("tail {tail}: {other:?}"),
             }
         }
-
-        let mut too_long = Header::parse(&RFC3720_READ, &[]).unwrap();
-        if let Header::ScsiCommand(c) = &mut too_long {
-            c.cdb = vec![0; MAX_CDB_LEN + 1];
-        }
-        let mut out = vec![0xeeu8; 400];
-        assert_eq!(too_long.emit(0, &mut out), Err(PduError::CdbTooLong(261)));
-        assert!(out.iter().all(|&x| x == 0xee));
+        // A CDB over 260 bytes cannot be built (`Cdb::from_bytes`), so none is emitted.
     }
 
     #[test]

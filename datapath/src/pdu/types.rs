@@ -111,9 +111,9 @@ pub struct ScsiCommand {
     pub expected_data_transfer_length: u32,
     pub cmd_sn: u32,
     pub exp_stat_sn: u32,
-    /// The whole CDB: at least 16 bytes (shorter CDBs are zero-padded to 16), at most 16 + 244.
-    /// The BHS carries the first 16; the rest travels in an Extended CDB AHS.
-    pub cdb: Vec<u8>,
+    /// The whole CDB, at most 16 + 244 bytes. The BHS carries the first 16 (zero-padded),
+    /// the rest travels in an Extended CDB AHS; a parsed CDB is 16 bytes or longer.
+    pub cdb: crate::scsi::Cdb,
     pub bidi_read_length: Option<u32>,
 }
 
@@ -263,6 +263,29 @@ pub struct TaskMgmtResponse {
     pub max_cmd_sn: u32,
 }
 
+/// Login Response status classes and details, section 11.13.5, as `(class, detail)`: the
+/// one list the initiator and the gateway use.
+pub mod login_status {
+    pub const SUCCESS: (u8, u8) = (0x00, 0x00);
+    pub const TARGET_MOVED_TEMPORARILY: (u8, u8) = (0x01, 0x01);
+    pub const TARGET_MOVED_PERMANENTLY: (u8, u8) = (0x01, 0x02);
+    pub const INITIATOR_ERROR: (u8, u8) = (0x02, 0x00);
+    pub const AUTHENTICATION_FAILURE: (u8, u8) = (0x02, 0x01);
+    pub const AUTHORIZATION_FAILURE: (u8, u8) = (0x02, 0x02);
+    pub const NOT_FOUND: (u8, u8) = (0x02, 0x03);
+    pub const TARGET_REMOVED: (u8, u8) = (0x02, 0x04);
+    pub const UNSUPPORTED_VERSION: (u8, u8) = (0x02, 0x05);
+    pub const TOO_MANY_CONNECTIONS: (u8, u8) = (0x02, 0x06);
+    pub const MISSING_PARAMETER: (u8, u8) = (0x02, 0x07);
+    pub const CANT_INCLUDE_IN_SESSION: (u8, u8) = (0x02, 0x08);
+    pub const SESSION_TYPE_NOT_SUPPORTED: (u8, u8) = (0x02, 0x09);
+    pub const SESSION_DOES_NOT_EXIST: (u8, u8) = (0x02, 0x0a);
+    pub const INVALID_DURING_LOGIN: (u8, u8) = (0x02, 0x0b);
+    pub const TARGET_ERROR: (u8, u8) = (0x03, 0x00);
+    pub const SERVICE_UNAVAILABLE: (u8, u8) = (0x03, 0x01);
+    pub const OUT_OF_RESOURCES: (u8, u8) = (0x03, 0x02);
+}
+
 /// Login Response, section 11.13.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginResponse {
@@ -355,6 +378,20 @@ pub struct AsyncMessage {
     pub parameter1: u16,
     pub parameter2: u16,
     pub parameter3: u16,
+}
+
+/// Reject reasons, section 11.17.1.
+pub mod reject_reason {
+    pub const DATA_DIGEST_ERROR: u8 = 0x02;
+    pub const SNACK_REJECT: u8 = 0x03;
+    pub const PROTOCOL_ERROR: u8 = 0x04;
+    pub const COMMAND_NOT_SUPPORTED: u8 = 0x05;
+    pub const IMMEDIATE_COMMAND_REJECT: u8 = 0x06;
+    pub const TASK_IN_PROGRESS: u8 = 0x07;
+    pub const INVALID_DATA_ACK: u8 = 0x08;
+    pub const INVALID_PDU_FIELD: u8 = 0x09;
+    pub const OUT_OF_RESOURCES: u8 = 0x0a;
+    pub const WAITING_FOR_LOGOUT: u8 = 0x0c;
 }
 
 /// Reject, section 11.17. The data segment holds the rejected PDU's header.

@@ -12,24 +12,60 @@
 
 use super::ScsiError;
 
-/// Operation codes, in opcode order.
+/// Operation codes (SPC-4, SBC-3), in opcode order: the one list the initiator's builders,
+/// the gateway's device server, `iscsi-bench` and the tests use.
 pub mod opcode {
     pub const TEST_UNIT_READY: u8 = 0x00;
     pub const REQUEST_SENSE: u8 = 0x03;
+    pub const READ_6: u8 = 0x08;
+    pub const WRITE_6: u8 = 0x0a;
     pub const INQUIRY: u8 = 0x12;
+    pub const MODE_SELECT_6: u8 = 0x15;
+    pub const RESERVE_6: u8 = 0x16;
+    pub const RELEASE_6: u8 = 0x17;
+    pub const MODE_SENSE_6: u8 = 0x1a;
+    pub const START_STOP_UNIT: u8 = 0x1b;
+    pub const PREVENT_ALLOW_MEDIUM_REMOVAL: u8 = 0x1e;
     pub const READ_CAPACITY_10: u8 = 0x25;
     pub const READ_10: u8 = 0x28;
     pub const WRITE_10: u8 = 0x2a;
+    pub const WRITE_AND_VERIFY_10: u8 = 0x2e;
+    pub const VERIFY_10: u8 = 0x2f;
+    pub const PRE_FETCH_10: u8 = 0x34;
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
+    pub const WRITE_SAME_10: u8 = 0x41;
+    pub const UNMAP: u8 = 0x42;
+    pub const MODE_SELECT_10: u8 = 0x55;
+    pub const RESERVE_10: u8 = 0x56;
+    pub const RELEASE_10: u8 = 0x57;
+    pub const MODE_SENSE_10: u8 = 0x5a;
+    pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
+    pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
     pub const READ_16: u8 = 0x88;
+    pub const COMPARE_AND_WRITE: u8 = 0x89;
     pub const WRITE_16: u8 = 0x8a;
+    pub const ORWRITE_16: u8 = 0x8b;
+    pub const WRITE_AND_VERIFY_16: u8 = 0x8e;
+    pub const VERIFY_16: u8 = 0x8f;
+    pub const PRE_FETCH_16: u8 = 0x90;
     pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
+    pub const WRITE_SAME_16: u8 = 0x93;
     pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
     pub const REPORT_LUNS: u8 = 0xa0;
+    pub const MAINTENANCE_IN: u8 = 0xa3;
+    pub const READ_12: u8 = 0xa8;
+    pub const WRITE_12: u8 = 0xaa;
+    pub const WRITE_AND_VERIFY_12: u8 = 0xae;
+    pub const VERIFY_12: u8 = 0xaf;
 }
 
-/// SERVICE ACTION IN(16) service action for READ CAPACITY(16).
-pub const SERVICE_ACTION_READ_CAPACITY_16: u8 = 0x10;
+/// Service actions of SERVICE ACTION IN(16) (SBC-3 5.15, 5.7) and MAINTENANCE IN
+/// (SPC-4 6.35), in the low five bits of CDB byte 1.
+pub mod service_action {
+    pub const REPORT_SUPPORTED_OPERATION_CODES: u8 = 0x0c;
+    pub const READ_CAPACITY_16: u8 = 0x10;
+    pub const GET_LBA_STATUS: u8 = 0x12;
+}
 
 /// The 36 bytes of standard INQUIRY data every target must return (SPC-4 6.6.2).
 pub const INQUIRY_STANDARD_LENGTH: u16 = 36;
@@ -81,31 +117,115 @@ impl DataDirection {
     }
 }
 
-/// A built CDB (6, 10, 12 or 16 bytes) with its data direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The longest CDB iSCSI carries: 16 bytes in the BHS and up to 244 more in an Extended
+/// CDB AHS (RFC 7143 11.3.5; SPC-4 4.2.2 variable-length CDBs).
+pub const MAX_CDB_LEN: usize = 16 + 244;
+
+/// The CDB bytes the iSCSI BHS holds (RFC 7143 11.3.5).
+pub const BHS_CDB_LEN: usize = 16;
+
+/// A CDB (1 to 260 bytes) with its data direction: the one CDB value that requests,
+/// sessions and PDUs carry.
+///
+/// The first 16 bytes live inline, zero-padded (the form the BHS carries), so the
+/// builders and every command of 16 bytes or fewer allocate nothing. A longer CDB keeps
+/// its whole bytes on the heap as well (`long`, a thin pointer so that every request
+/// stays small); the bytes past 16 travel in an Extended CDB AHS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Cdb {
-    bytes: [u8; 16],
-    len: u8,
+    bytes: [u8; BHS_CDB_LEN],
+    len: u16,
+    /// Set only for CDBs over 16 bytes: the whole CDB in its first `len` bytes (the first
+    /// 16 also in `bytes`), the rest zero.
+    long: Option<Box<[u8; MAX_CDB_LEN]>>,
     direction: DataDirection,
 }
 
 impl Cdb {
     fn new(len: u8, direction: DataDirection) -> Cdb {
         Cdb {
-            bytes: [0; 16],
-            len,
+            bytes: [0; BHS_CDB_LEN],
+            len: u16::from(len),
+            long: None,
             direction,
         }
     }
 
-    /// The CDB bytes, exactly as long as the command's CDB.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+    /// A CDB from raw bytes (a vendor command, or one taken from the wire), 1 to 260
+    /// bytes, with the data phase the caller knows it has.
+    pub fn from_bytes(bytes: &[u8], direction: DataDirection) -> Result<Cdb, ScsiError> {
+        if bytes.is_empty() || bytes.len() > MAX_CDB_LEN {
+            return Err(ScsiError::CdbLength(bytes.len()));
+        }
+        let head = bytes.len().min(BHS_CDB_LEN);
+        let mut cdb = Cdb {
+            bytes: [0; BHS_CDB_LEN],
+            // At most 260: fits.
+            len: bytes.len() as u16,
+            long: (bytes.len() > BHS_CDB_LEN).then(|| {
+                let mut long = Box::new([0u8; MAX_CDB_LEN]);
+                long[..bytes.len()].copy_from_slice(bytes);
+                long
+            }),
+            direction,
+        };
+        cdb.bytes[..head].copy_from_slice(&bytes[..head]);
+        Ok(cdb)
     }
 
-    /// The CDB zero-padded to 16 bytes, the form the iSCSI BHS carries (RFC 7143 11.3.5).
-    pub fn padded(&self) -> [u8; 16] {
+    /// A CDB as an iSCSI SCSI Command carries it: the BHS's 16 bytes (a shorter CDB
+    /// arrives zero-padded, so it reads as 16 bytes) and the Extended CDB AHS's `tail`.
+    pub fn from_wire(
+        head: [u8; BHS_CDB_LEN],
+        tail: &[u8],
+        direction: DataDirection,
+    ) -> Result<Cdb, ScsiError> {
+        let len = BHS_CDB_LEN + tail.len();
+        if len > MAX_CDB_LEN {
+            return Err(ScsiError::CdbLength(len));
+        }
+        let long = (!tail.is_empty()).then(|| {
+            let mut whole = Box::new([0u8; MAX_CDB_LEN]);
+            whole[..BHS_CDB_LEN].copy_from_slice(&head);
+            whole[BHS_CDB_LEN..len].copy_from_slice(tail);
+            whole
+        });
+        Ok(Cdb {
+            bytes: head,
+            // At most 260: fits.
+            len: len as u16,
+            long,
+            direction,
+        })
+    }
+
+    /// The CDB as a SCSI Command PDU carries and parses it: at least the BHS's 16 bytes
+    /// (a shorter CDB zero-padded), so a header built from it equals the header parsed
+    /// back from the wire. Allocates nothing.
+    pub fn into_wire_form(mut self) -> Cdb {
+        self.len = self.len.max(BHS_CDB_LEN as u16);
+        self
+    }
+
+    /// The CDB bytes, exactly as long as the command's CDB.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.long {
+            Some(long) => &long[..usize::from(self.len)],
+            None => &self.bytes[..usize::from(self.len)],
+        }
+    }
+
+    /// The first 16 bytes, zero-padded: the form the iSCSI BHS carries (RFC 7143 11.3.5).
+    pub fn padded(&self) -> [u8; BHS_CDB_LEN] {
         self.bytes
+    }
+
+    /// The bytes past the BHS's 16 (the Extended CDB AHS's content); empty for most CDBs.
+    pub fn extended(&self) -> &[u8] {
+        let len = usize::from(self.len);
+        self.long
+            .as_deref()
+            .map_or(&[], |long| &long[BHS_CDB_LEN..len])
     }
 
     pub fn len(&self) -> usize {
@@ -184,7 +304,7 @@ impl Cdb {
     pub fn read_capacity_16(allocation_length: u32) -> Cdb {
         let mut cdb = Cdb::new(16, DataDirection::Read(allocation_length));
         cdb.bytes[0] = opcode::SERVICE_ACTION_IN_16;
-        cdb.bytes[1] = SERVICE_ACTION_READ_CAPACITY_16;
+        cdb.bytes[1] = service_action::READ_CAPACITY_16;
         cdb.bytes[10..14].copy_from_slice(&allocation_length.to_be_bytes());
         cdb
     }
@@ -307,6 +427,15 @@ impl Cdb {
         cdb
     }
 
+    /// UNMAP (SBC-3 5.28): 10 bytes, the host sends a `parameter_list_length`-byte
+    /// parameter list (header and block descriptors).
+    pub fn unmap(parameter_list_length: u16) -> Cdb {
+        let mut cdb = Cdb::new(10, DataDirection::Write(u32::from(parameter_list_length)));
+        cdb.bytes[0] = opcode::UNMAP;
+        cdb.bytes[7..9].copy_from_slice(&parameter_list_length.to_be_bytes());
+        cdb
+    }
+
     /// Byte 1 of READ/WRITE(10) and (16): RDPROTECT/WRPROTECT 0, DPO 0, FUA bit 3.
     fn rw_flags(fua: bool) -> u8 {
         if fua {
@@ -332,6 +461,21 @@ impl Cdb {
         cdb.bytes[2..10].copy_from_slice(&lba.to_be_bytes());
         cdb.bytes[10..14].copy_from_slice(&blocks.to_be_bytes());
         cdb
+    }
+}
+
+/// A CDB reads as its bytes (`cdb[0]`, `cdb.first()`, `&cdb[2..6]`).
+impl std::ops::Deref for Cdb {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl AsRef<[u8]> for Cdb {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
     }
 }
 
@@ -366,6 +510,33 @@ fn transfer_bytes(blocks: u64, block_length_bytes: u32) -> Result<u32, ScsiError
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn long_cdbs_keep_their_bytes_and_pad_the_bhs_part() {
+        let short = Cdb::from_bytes(
+            &[0x28, 0, 0, 0, 0, 1, 0, 0, 8, 0],
+            DataDirection::Read(4096),
+        )
+        .expect("10 bytes");
+        assert_eq!(short.len(), 10);
+        assert_eq!(short.padded()[10..], [0; 6]);
+        assert!(short.extended().is_empty());
+
+        let bytes: Vec<u8> = (1..=32).collect();
+        let long = Cdb::from_bytes(&bytes, DataDirection::None).expect("32 bytes");
+        assert_eq!(long.as_bytes(), &bytes[..]);
+        assert_eq!(long.padded()[..], bytes[..16]);
+        assert_eq!(long.extended(), &bytes[16..]);
+
+        assert_eq!(
+            Cdb::from_bytes(&[], DataDirection::None),
+            Err(ScsiError::CdbLength(0))
+        );
+        assert_eq!(
+            Cdb::from_bytes(&[0; MAX_CDB_LEN + 1], DataDirection::None),
+            Err(ScsiError::CdbLength(MAX_CDB_LEN + 1))
+        );
+    }
 
     #[test]
     fn test_unit_ready_layout() {

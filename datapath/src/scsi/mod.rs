@@ -43,7 +43,8 @@ pub use decode::{
 };
 pub use lun::Lun;
 pub use sense::{
-    asc_lookup, asc_name, sense_key_name, status_name, Sense, SenseFormat, SenseKeySpecific,
+    asc_lookup, asc_name, is_unit_attention, sense_key_name, status_name, Sense, SenseFormat,
+    SenseKeySpecific,
 };
 
 /// Errors of the SCSI layer: building a CDB the command cannot express, or decoding
@@ -78,4 +79,7 @@ pub enum ScsiError {
     /// A logical block length of zero: no transfer length can be computed from it.
     #[error("logical block length 0 is not valid")]
     ZeroBlockLength,
+    /// A CDB outside 1 to 260 bytes (RFC 7143 11.3.5: 16 in the BHS, 244 in an AHS).
+    #[error("CDB length {0} is outside 1..=260")]
+    CdbLength(usize),
 }

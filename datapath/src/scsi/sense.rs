@@ -95,6 +95,37 @@ pub fn sense_key_name(sense_key: u8) -> &'static str {
     }
 }
 
+/// Additional sense code and qualifier pairs (SPC-4 Annex D) the initiator, the gateway's
+/// device server, `iscsi-bench` and the tests name, as `(ASC, ASCQ)`.
+pub mod asc {
+    pub const NO_ADDITIONAL_SENSE: (u8, u8) = (0x00, 0x00);
+    pub const WRITE_ERROR: (u8, u8) = (0x0c, 0x00);
+    pub const UNRECOVERED_READ_ERROR: (u8, u8) = (0x11, 0x00);
+    pub const PARAMETER_LIST_LENGTH_ERROR: (u8, u8) = (0x1a, 0x00);
+    pub const MISCOMPARE_DURING_VERIFY: (u8, u8) = (0x1d, 0x00);
+    pub const INVALID_COMMAND_OPERATION_CODE: (u8, u8) = (0x20, 0x00);
+    pub const LBA_OUT_OF_RANGE: (u8, u8) = (0x21, 0x00);
+    pub const INVALID_FIELD_IN_CDB: (u8, u8) = (0x24, 0x00);
+    pub const LOGICAL_UNIT_NOT_SUPPORTED: (u8, u8) = (0x25, 0x00);
+    pub const INVALID_FIELD_IN_PARAMETER_LIST: (u8, u8) = (0x26, 0x00);
+    pub const WRITE_PROTECTED: (u8, u8) = (0x27, 0x00);
+    /// With UNIT ATTENTION: what a new I_T nexus (or a reset) reports first (SAM-5 5.14).
+    pub const POWER_ON_RESET_OR_BUS_DEVICE_RESET: (u8, u8) = (0x29, 0x00);
+    /// SBC-4's answer to a command that outran its time (with ABORTED COMMAND).
+    pub const COMMAND_TIMEOUT_DURING_PROCESSING: (u8, u8) = (0x2e, 0x02);
+    pub const SAVING_PARAMETERS_NOT_SUPPORTED: (u8, u8) = (0x39, 0x00);
+}
+
+/// True for CHECK CONDITION with sense key UNIT ATTENTION in `sense` (the iSCSI sense
+/// data, or raw fixed or descriptor sense): the once-per-nexus report a command is
+/// retried past.
+pub fn is_unit_attention(status_code: u8, sense: Option<&[u8]>) -> bool {
+    status_code == status::CHECK_CONDITION
+        && sense
+            .and_then(|bytes| Sense::decode(bytes).ok())
+            .is_some_and(|s| s.key == key::UNIT_ATTENTION)
+}
+
 /// The SPC-4 Annex D name of an ASC/ASCQ pair a disk or iSCSI target reports, if known.
 pub fn asc_lookup(asc: u8, ascq: u8) -> Option<&'static str> {
     Some(match (asc, ascq) {

@@ -20,16 +20,11 @@
 use std::time::Instant;
 
 use super::{
-    CommandError, CommandFailure, CommandOutcome, DataDirection, Event, Outgoing, Residual,
-    ScsiCommandRequest, Session, SessionError, SessionState, TaskId, Transmit, TransmitData,
+    CommandError, CommandFailure, CommandOutcome, DataDirection, Event, Outgoing, Request,
+    Residual, Session, SessionError, SessionState, TaskId, Transmit, TransmitData,
 };
 use crate::pdu::{self, Header, LunField, Opcode, Tag, TaskAttribute, RESERVED_TAG};
-
-/// 16 bytes in the BHS plus up to 244 in an Extended CDB AHS (section 11.3.5).
-pub(crate) const MAX_CDB_LEN: usize = 16 + 244;
-
-/// SCSI status GOOD.
-const STATUS_GOOD: u8 = 0x00;
+use crate::scsi::{Cdb, Lun};
 
 /// Most separate received ranges tracked for one read under DataPDUInOrder=No; a target
 /// that leaves more holes than this is treated as sending out of order.
@@ -42,9 +37,9 @@ const MIN_DATA_SEGMENT: u32 = 512;
 pub(crate) struct Task {
     id: TaskId,
     lun: LunField,
-    /// Zero-padded to at least 16 bytes; moved into the SCSI Command PDU when it is issued
-    /// (at ERL 0 a command is never sent twice).
-    cdb: Vec<u8>,
+    /// Moved into the SCSI Command PDU when it is issued (at ERL 0 a command is never sent
+    /// twice).
+    cdb: Option<Cdb>,
     attribute: TaskAttribute,
     direction: DataDirection,
     pub(crate) buffer: Vec<u8>,
@@ -77,22 +72,19 @@ impl Task {
         self.cmd_sn
     }
 
-    pub(crate) fn new(id: TaskId, request: ScsiCommandRequest, now: Instant) -> Task {
-        let ScsiCommandRequest {
+    pub(crate) fn new(id: TaskId, request: Request, now: Instant) -> Task {
+        let Request {
             lun,
-            mut cdb,
+            cdb,
             direction,
             buffer,
             attribute,
+            user_data: _,
         } = request;
-        // The BHS CDB field is 16 bytes; shorter CDBs travel zero-padded (section 11.3.5).
-        if cdb.len() < 16 {
-            cdb.resize(16, 0);
-        }
         Task {
             id,
-            lun,
-            cdb,
+            lun: Lun::from_u64(lun).to_field(),
+            cdb: Some(cdb),
             attribute,
             direction,
             buffer,
@@ -312,6 +304,10 @@ impl Session {
         let Some(task) = self.tasks.get_mut(tag) else {
             return;
         };
+        // Each task is issued once (it leaves `waiting` here), so its CDB is still here.
+        let Some(cdb) = task.cdb.take() else {
+            return;
+        };
         let cmd_sn = self.window.take();
         task.issued = true;
         task.cmd_sn = cmd_sn;
@@ -351,7 +347,8 @@ impl Session {
             expected_data_transfer_length: expected,
             cmd_sn,
             exp_stat_sn: 0,
-            cdb: std::mem::take(&mut task.cdb),
+            // Zero-padded to the 16 bytes the BHS carries (section 11.3.5).
+            cdb: cdb.into_wire_form(),
             bidi_read_length: None,
         });
         let data = if immediate_len > 0 {
@@ -632,7 +629,7 @@ impl Session {
         let transferred = match task.direction {
             DataDirection::Read { .. } => {
                 let received = task.received_bytes();
-                if status == STATUS_GOOD
+                if status == crate::scsi::sense::status::GOOD
                     && (received != accounted || task.contiguous_end() != accounted)
                 {
                     return Err(SessionError::MissingData {
@@ -738,12 +735,10 @@ mod tests {
     const LEN: usize = 80;
 
     fn read_task() -> Task {
-        let request = ScsiCommandRequest {
-            lun: [0; 8],
-            cdb: vec![0x28; 10],
+        let request = Request::new(0, Cdb::test_unit_ready(), vec![0; LEN], 0);
+        let request = Request {
             direction: DataDirection::Read { len: LEN as u32 },
-            buffer: vec![0; LEN],
-            attribute: TaskAttribute::Simple,
+            ..request
         };
         Task::new(TaskId(0), request, Instant::now())
     }

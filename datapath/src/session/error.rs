@@ -223,10 +223,6 @@ pub enum CommandError {
     /// the target holds no such task any more (or it was never sent).
     #[error("command aborted (ABORT TASK)")]
     Aborted,
-    /// An offload adapter carrying the command failed it (a shard driving an adapter
-    /// path: [`crate::shard`] with [`crate::adapter`]); the fault names itself.
-    #[error("{0}")]
-    Adapter(crate::adapter::AdapterFault),
 }
 
 /// A failed command: the cause and the command's buffer, handed back.
@@ -248,27 +244,28 @@ impl std::fmt::Debug for CommandFailure {
 
 /// The name of a Login Response status (section 11.13.5).
 pub fn login_status_name(class: u8, detail: u8) -> &'static str {
+    use crate::pdu::login_status::*;
     match (class, detail) {
-        (0, 0) => "success",
-        (1, 1) => "target moved temporarily",
-        (1, 2) => "target moved permanently",
+        SUCCESS => "success",
+        TARGET_MOVED_TEMPORARILY => "target moved temporarily",
+        TARGET_MOVED_PERMANENTLY => "target moved permanently",
         (1, _) => "redirection",
-        (2, 0x00) => "initiator error",
-        (2, 0x01) => "authentication failure",
-        (2, 0x02) => "authorization failure",
-        (2, 0x03) => "target not found",
-        (2, 0x04) => "target removed",
-        (2, 0x05) => "unsupported version",
-        (2, 0x06) => "too many connections",
-        (2, 0x07) => "missing parameter",
-        (2, 0x08) => "can't include in session",
-        (2, 0x09) => "session type not supported",
-        (2, 0x0a) => "session does not exist",
-        (2, 0x0b) => "invalid request during login",
+        INITIATOR_ERROR => "initiator error",
+        AUTHENTICATION_FAILURE => "authentication failure",
+        AUTHORIZATION_FAILURE => "authorization failure",
+        NOT_FOUND => "target not found",
+        TARGET_REMOVED => "target removed",
+        UNSUPPORTED_VERSION => "unsupported version",
+        TOO_MANY_CONNECTIONS => "too many connections",
+        MISSING_PARAMETER => "missing parameter",
+        CANT_INCLUDE_IN_SESSION => "can't include in session",
+        SESSION_TYPE_NOT_SUPPORTED => "session type not supported",
+        SESSION_DOES_NOT_EXIST => "session does not exist",
+        INVALID_DURING_LOGIN => "invalid request during login",
         (2, _) => "initiator error (unknown detail)",
-        (3, 0x00) => "target error",
-        (3, 0x01) => "service unavailable",
-        (3, 0x02) => "out of resources",
+        TARGET_ERROR => "target error",
+        SERVICE_UNAVAILABLE => "service unavailable",
+        OUT_OF_RESOURCES => "out of resources",
         (3, _) => "target error (unknown detail)",
         _ => "unknown status class",
     }
@@ -276,18 +273,19 @@ pub fn login_status_name(class: u8, detail: u8) -> &'static str {
 
 /// The name of a Reject reason code (section 11.17.1).
 pub fn reject_reason_name(reason: u8) -> &'static str {
+    use crate::pdu::reject_reason::*;
     match reason {
-        0x02 => "data (payload) digest error",
-        0x03 => "SNACK reject",
-        0x04 => "protocol error",
-        0x05 => "command not supported",
-        0x06 => "immediate command reject (too many immediate commands)",
-        0x07 => "task in progress",
-        0x08 => "invalid data ACK",
-        0x09 => "invalid PDU field",
-        0x0a => "long operation reject (out of resources)",
+        DATA_DIGEST_ERROR => "data (payload) digest error",
+        SNACK_REJECT => "SNACK reject",
+        PROTOCOL_ERROR => "protocol error",
+        COMMAND_NOT_SUPPORTED => "command not supported",
+        IMMEDIATE_COMMAND_REJECT => "immediate command reject (too many immediate commands)",
+        TASK_IN_PROGRESS => "task in progress",
+        INVALID_DATA_ACK => "invalid data ACK",
+        INVALID_PDU_FIELD => "invalid PDU field",
+        OUT_OF_RESOURCES => "long operation reject (out of resources)",
         0x0b => "deprecated (negotiation reset)",
-        0x0c => "waiting for logout",
+        WAITING_FOR_LOGOUT => "waiting for logout",
         _ => "unknown reason",
     }
 }

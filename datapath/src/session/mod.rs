@@ -58,6 +58,7 @@ pub use error::{
 };
 
 use crate::pdu::{self, Header, Isid, LoginStage, LunField, Opcode, Tag, TaskAttribute};
+use crate::scsi::Cdb;
 use crate::text::{OperationalOffer, OperationalParams};
 
 use command::{DataOutBurst, Payload};
@@ -276,27 +277,75 @@ impl From<crate::scsi::DataDirection> for DataDirection {
     }
 }
 
-/// A SCSI command to run. The buffer is owned by the command while it is in flight and
-/// handed back on completion: read data lands in it, write data comes from it.
+/// One SCSI command, the one request type of every layer: the session, the paths (software
+/// shard, dependent and independent adapters), the shard pools and the blocking client
+/// all take it. The buffer is owned by the command while it is in flight and handed back
+/// on completion: read data lands in it, write data comes from it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ScsiCommandRequest {
-    pub lun: LunField,
-    /// 1 to 260 bytes (up to 16 in the header, the rest in an extended CDB AHS).
-    pub cdb: Vec<u8>,
+pub struct Request {
+    /// The LUN as a number ([`crate::scsi::Lun::from_u64`] encodes it).
+    pub lun: u64,
+    /// Inline up to 16 bytes: building and sending one allocates nothing.
+    pub cdb: Cdb,
     pub direction: DataDirection,
     /// At least as long as the transfer length in `direction`.
     pub buffer: Vec<u8>,
     pub attribute: TaskAttribute,
+    /// The caller's tag, returned in the completion (the session itself does not read it).
+    pub user_data: u64,
 }
 
-impl std::fmt::Debug for ScsiCommandRequest {
+impl Request {
+    /// `cdb` for `lun`, with the data phase the CDB declares, SIMPLE task attribute.
+    pub fn new(lun: u64, cdb: Cdb, buffer: Vec<u8>, user_data: u64) -> Request {
+        Request {
+            lun,
+            direction: cdb.direction().into(),
+            cdb,
+            buffer,
+            attribute: TaskAttribute::Simple,
+            user_data,
+        }
+    }
+}
+
+impl Request {
+    /// A request from raw CDB bytes (a vendor or hand-built command), 1 to 260 bytes, with
+    /// the data phase the caller declares; `user_data` 0, SIMPLE task attribute.
+    pub fn raw(
+        lun: u64,
+        cdb: &[u8],
+        direction: DataDirection,
+        buffer: Vec<u8>,
+    ) -> Result<Request, crate::scsi::ScsiError> {
+        let cdb = Cdb::from_bytes(cdb, direction.into())?;
+        Ok(Request {
+            direction,
+            ..Request::new(lun, cdb, buffer, 0)
+        })
+    }
+}
+
+/// The CDB's view of a session data phase (the inverse of the `From` above).
+impl From<DataDirection> for crate::scsi::DataDirection {
+    fn from(direction: DataDirection) -> Self {
+        match direction {
+            DataDirection::None => crate::scsi::DataDirection::None,
+            DataDirection::Read { len } => crate::scsi::DataDirection::Read(len),
+            DataDirection::Write { len } => crate::scsi::DataDirection::Write(len),
+        }
+    }
+}
+
+impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScsiCommandRequest")
+        f.debug_struct("Request")
             .field("lun", &self.lun)
-            .field("cdb", &self.cdb)
+            .field("cdb", &self.cdb.as_bytes())
             .field("direction", &self.direction)
             .field("buffer_len", &self.buffer.len())
             .field("attribute", &self.attribute)
+            .field("user_data", &self.user_data)
             .finish()
     }
 }
@@ -311,8 +360,6 @@ pub enum SubmitRejection {
     DiscoverySession,
     #[error("the command queue is full")]
     QueueFull,
-    #[error("CDB length {0} is outside 1..=260")]
-    InvalidCdb(usize),
     #[error("buffer of {buffer} bytes is shorter than the {transfer}-byte transfer")]
     BufferTooShort { buffer: usize, transfer: u32 },
 }
@@ -322,7 +369,7 @@ pub enum SubmitRejection {
 #[error("command not accepted: {reason}")]
 pub struct SubmitError {
     pub reason: SubmitRejection,
-    pub request: ScsiCommandRequest,
+    pub request: Request,
 }
 
 /// Residual reported by the target (section 11.4.5).
@@ -780,7 +827,7 @@ impl Session {
 
     /// Accepts a SCSI command. It goes out when the command window allows; a refused
     /// command is handed back in the error.
-    pub fn submit(&mut self, now: Instant, cmd: ScsiCommandRequest) -> Result<TaskId, SubmitError> {
+    pub fn submit(&mut self, now: Instant, cmd: Request) -> Result<TaskId, SubmitError> {
         let reject = |reason, request| Err(SubmitError { reason, request });
         if self.state != SessionState::FullFeature {
             return reject(SubmitRejection::NotLoggedIn, cmd);
@@ -790,9 +837,6 @@ impl Session {
         }
         if self.waiting.len() >= self.config.max_queued_commands {
             return reject(SubmitRejection::QueueFull, cmd);
-        }
-        if cmd.cdb.is_empty() || cmd.cdb.len() > command::MAX_CDB_LEN {
-            return reject(SubmitRejection::InvalidCdb(cmd.cdb.len()), cmd);
         }
         let transfer = cmd.direction.transfer_len();
         if cmd.buffer.len() < transfer as usize {

@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::command::Task;
-use super::{ScsiCommandRequest, TaskId};
+use super::{Request, TaskId};
 use crate::pdu::{Tag, RESERVED_TAG};
 
 /// The largest slot index width: a million slots, leaving 12 bits (4096 reuses of a slot
@@ -122,11 +122,7 @@ impl TaskTable {
     }
 
     /// Accepts a command; hands the request back when every slot is taken.
-    pub(crate) fn insert(
-        &mut self,
-        now: Instant,
-        request: ScsiCommandRequest,
-    ) -> Result<TaskId, ScsiCommandRequest> {
+    pub(crate) fn insert(&mut self, now: Instant, request: Request) -> Result<TaskId, Request> {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -257,17 +253,9 @@ fn is_live(slots: &[Slot], entry: OrderEntry) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pdu::TaskAttribute;
-    use crate::session::DataDirection;
 
-    fn request() -> ScsiCommandRequest {
-        ScsiCommandRequest {
-            lun: [0; 8],
-            cdb: vec![0x00],
-            direction: DataDirection::None,
-            buffer: Vec::new(),
-            attribute: TaskAttribute::Simple,
-        }
+    fn request() -> Request {
+        Request::new(0, crate::scsi::Cdb::test_unit_ready(), Vec::new(), 0)
     }
 
     #[test]

@@ -41,14 +41,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::run::{Finished, Path, PathState, Refusal};
-use super::{failure, ShardConfig, ShardError, ShardInfo, ShardRequest, ShardStats};
+use super::{failure, ShardConfig, ShardError, ShardInfo, ShardStats};
 use crate::adapter::{
     AdapterError, AdapterInfo, AdapterPath, Capabilities, DependentAdapter, DependentConfig,
     DependentPath, IndependentAdapter, IndependentConfig, IndependentPath, IndependentPathConfig,
-    NetworkConfig, Notifier, PathCompletion, PathError, PathRejection, PathRequest,
+    NetworkConfig, Notifier, PathCompletion, PathError, PathRejection,
 };
 use crate::session::connect::{shard_isid, ClientConfig};
-use crate::session::CommandError;
+use crate::session::{CommandError, Request};
 
 /// How long a stopping dependent shard waits for its Logout Response.
 const LOGOUT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,11 +69,7 @@ pub enum ShardPath {
 impl ShardPath {
     /// `software`, `dependent` or `independent` (the words of `transport=`).
     pub fn name(&self) -> &'static str {
-        match self {
-            ShardPath::Software => "software",
-            ShardPath::Dependent(_) => "dependent",
-            ShardPath::Independent(_) => "independent",
-        }
+        self.kind().name()
     }
 
     /// The adapter behind the path, if any.
@@ -299,18 +295,16 @@ impl AdapterShardPath {
     }
 }
 
-/// What a finished command of the adapter path means to the caller.
+/// A finished command of the adapter path: an adapter's fault stays the path's error; a
+/// path that can carry nothing more fails the command as a lost connection.
 fn finished(completion: PathCompletion) -> Finished {
     let PathCompletion { user_data, result } = completion;
-    let result = result.map_err(|path_failure| {
-        let error = match path_failure.error {
-            PathError::Command(error) => error,
-            PathError::Adapter(fault) => CommandError::Adapter(fault),
-            PathError::Unavailable(reason) => {
-                CommandError::ConnectionLost(format!("adapter path unavailable: {reason}"))
-            }
-        };
-        failure(error, path_failure.buffer)
+    let result = result.map_err(|path_failure| match path_failure.error {
+        PathError::Unavailable(reason) => failure(
+            CommandError::ConnectionLost(format!("adapter path unavailable: {reason}")),
+            path_failure.buffer,
+        ),
+        _ => path_failure,
     });
     (user_data, result)
 }
@@ -324,52 +318,21 @@ impl Path for AdapterShardPath {
         &mut self,
         now: Instant,
         tag: u64,
-        request: ShardRequest,
+        mut request: Request,
         _resend: bool,
     ) -> Result<(), Refusal> {
-        let ShardRequest {
-            lun,
-            cdb,
-            direction,
-            buffer,
-            user_data,
-        } = request;
         let Some(driven) = self.driven.as_mut() else {
-            let request = ShardRequest {
-                lun,
-                cdb,
-                direction,
-                buffer,
-                user_data,
-            };
             let error = CommandError::ConnectionLost("the adapter path is closed".into());
             return Err(Refusal::Failed(request, error));
         };
-        let request = PathRequest {
-            lun,
-            cdb,
-            direction,
-            buffer,
-            user_data: tag,
-        };
+        // The path answers with the loop's tag; the caller's comes back on refusal.
+        let user_data = std::mem::replace(&mut request.user_data, tag);
         let refused = match driven.path().submit(now, request) {
             Ok(()) => return Ok(()),
             Err(refused) => refused,
         };
-        let PathRequest {
-            lun,
-            cdb,
-            direction,
-            buffer,
-            ..
-        } = refused.request;
-        let request = ShardRequest {
-            lun,
-            cdb,
-            direction,
-            buffer,
-            user_data,
-        };
+        let mut request = refused.request;
+        request.user_data = user_data;
         Err(match refused.reason {
             PathRejection::QueueFull => Refusal::Full(request),
             PathRejection::Unavailable(reason) => Refusal::Failed(

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use super::run::{Core, Path, PathState, Started};
 use super::{adapters, tcp, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
-use super::{ShardPath, ShardRequest, ShardStats};
+use super::{ShardPath, ShardStats};
 use crate::session::connect::ClientConfig;
+use crate::session::Request;
 
 /// How long [`InlineShard::close`] waits for the session to log out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -124,7 +125,7 @@ impl InlineShard {
 
     /// Takes one command; with no room (or once the shard is gone) it comes back. It goes
     /// on the wire at the next [`InlineShard::poll`] or [`InlineShard::wait`].
-    pub fn submit(&mut self, request: ShardRequest) -> Result<(), ShardRequest> {
+    pub fn submit(&mut self, request: Request) -> Result<(), Request> {
         if self.room() == 0 || self.gone.is_some() {
             return Err(request);
         }

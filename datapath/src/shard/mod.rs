@@ -93,10 +93,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
-use crate::adapter::{AdapterError, Notifier};
+use crate::adapter::{AdapterError, Notifier, PathError, PathFailure};
 use crate::session::connect::ClientConfig;
-use crate::session::{CommandError, CommandFailure, CommandOutcome, DataDirection};
-use crate::transport::TransportError;
+use crate::session::{CommandError, CommandOutcome, Request};
+use crate::transport::{TransportError, TransportKind};
 
 /// How one shard is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,37 +201,14 @@ impl Default for ShardConfig {
     }
 }
 
-/// One SCSI command for a shard. The buffer travels with the command and comes back in
-/// the completion: read data lands in it, write data is sent from it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ShardRequest {
-    pub lun: u64,
-    /// 1 to 260 bytes.
-    pub cdb: Vec<u8>,
-    pub direction: DataDirection,
-    pub buffer: Vec<u8>,
-    /// The caller's tag for this request, returned in its completion.
-    pub user_data: u64,
-}
-
-impl std::fmt::Debug for ShardRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardRequest")
-            .field("lun", &self.lun)
-            .field("cdb", &self.cdb)
-            .field("direction", &self.direction)
-            .field("buffer_len", &self.buffer.len())
-            .field("user_data", &self.user_data)
-            .finish()
-    }
-}
-
-/// The end of one [`ShardRequest`]: the target's answer (any SCSI status), or why the
+/// The end of one [`Request`] on a shard: the target's answer (any SCSI status), or why the
 /// command failed; either way the buffer comes back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardCompletion {
     pub user_data: u64,
-    pub result: Result<CommandOutcome, CommandFailure>,
+    /// A failure names its layer: the session's [`CommandError`] inside
+    /// [`PathError::Command`], or an adapter's fault ([`PathError::Adapter`]).
+    pub result: Result<CommandOutcome, PathFailure>,
 }
 
 /// Why a pool could not start or a shard stopped.
@@ -268,6 +245,17 @@ pub enum ShardError {
     /// An inline shard was driven from a thread other than the one that connected it.
     #[error("shard {shard}: an inline shard is driven from the thread that connected it")]
     WrongThread { shard: usize },
+}
+
+impl ShardPath {
+    /// Which of the three transports this path is (the adapter it holds aside).
+    pub fn kind(&self) -> TransportKind {
+        match self {
+            ShardPath::Software => TransportKind::Software,
+            ShardPath::Dependent(_) => TransportKind::Dependent,
+            ShardPath::Independent(_) => TransportKind::Independent,
+        }
+    }
 }
 
 /// Counters of one shard, updated by the shard after each turn of its loop.
@@ -499,7 +487,7 @@ impl ShardThread {
 
 /// What the caller keeps of one running shard.
 struct ShardHandle {
-    submit: Option<Sender<ShardRequest>>,
+    submit: Option<Sender<Request>>,
     /// Works for the shard's own thread.
     work: Option<Sender<Box<dyn ShardWork>>>,
     /// ABORT TASK requests by `user_data` (software shards only).
@@ -698,7 +686,7 @@ impl ShardPool {
 
     /// Queues a request on shard `shard` without waiting. A full queue (or a stopped or
     /// unknown shard) hands the request back.
-    pub fn submit(&self, shard: usize, request: ShardRequest) -> Result<(), ShardRequest> {
+    pub fn submit(&self, shard: usize, request: Request) -> Result<(), Request> {
         let Some(handle) = self.shards.get(shard) else {
             return Err(request);
         };
@@ -830,7 +818,7 @@ impl ShardPool {
     pub fn execute(
         &self,
         shard: usize,
-        request: ShardRequest,
+        request: Request,
         timeout: Duration,
     ) -> Result<ShardCompletion, ShardError> {
         let shards = self.shards.len();
@@ -930,8 +918,11 @@ impl Drop for ShardPool {
 }
 
 /// A failed command with its buffer handed back.
-fn failure(error: CommandError, buffer: Vec<u8>) -> CommandFailure {
-    CommandFailure { error, buffer }
+fn failure(error: CommandError, buffer: Vec<u8>) -> PathFailure {
+    PathFailure {
+        error: PathError::Command(error),
+        buffer,
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,14 @@
-//! The LUN probe's I/O glue ([`crate::scsi::probe`]): one shard of a pool, an inline
-//! shard, and the blocking [`Client`], as [`ScsiExecute`]. (Here, not in `scsi`, which
-//! depends on none of them.)
+//! The LUN probe's I/O glue ([`crate::scsi::probe`]) for one shard of a pool and for an
+//! inline shard, as [`ScsiExecute`] (the blocking client's is in `client`). Here, not in
+//! `scsi`, which depends on neither.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
-
-use super::{InlineShard, ShardError, ShardPool, ShardRequest};
-use crate::client::{Client, ClientError};
+use super::{InlineShard, ShardError, ShardPool};
+use crate::adapter::PathFailure;
 use crate::scsi::probe::{ScsiAnswer, ScsiExecute};
 use crate::scsi::{Cdb, DataDirection as CdbDirection};
-use crate::session::CommandFailure;
+use crate::session::Request;
 
 /// Commands on shard `shard` of `pool`, each waited for at most `timeout`
 /// ([`ShardPool::execute`]).
@@ -38,7 +36,7 @@ pub enum ShardCommandError {
     #[error(transparent)]
     Shard(#[from] ShardError),
     #[error("{}", .0.error)]
-    Command(CommandFailure),
+    Command(PathFailure),
 }
 
 fn read_buffer(cdb: &Cdb) -> Vec<u8> {
@@ -48,37 +46,13 @@ fn read_buffer(cdb: &Cdb) -> Vec<u8> {
     }
 }
 
-impl ScsiExecute for Client {
-    type Error = ClientError;
-
-    fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ClientError> {
-        let outcome = self.execute(
-            lun,
-            cdb.as_bytes(),
-            cdb.direction().into(),
-            read_buffer(cdb),
-        )?;
-        Ok(ScsiAnswer::new(
-            outcome.status,
-            outcome.sense,
-            outcome.buffer,
-            outcome.transferred,
-        ))
-    }
-}
-
 impl ScsiExecute for ShardExecutor<'_> {
     type Error = ShardCommandError;
 
     fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ShardCommandError> {
-        let request = ShardRequest {
-            lun,
-            cdb: cdb.as_bytes().to_vec(),
-            direction: cdb.direction().into(),
-            buffer: read_buffer(cdb),
-            // Far from the small numbers callers give their own commands.
-            user_data: u64::MAX - u64::from(cdb.opcode()),
-        };
+        // The tag is far from the small numbers callers give their own commands.
+        let user_data = u64::MAX - u64::from(cdb.opcode());
+        let request = Request::new(lun, cdb.clone(), read_buffer(cdb), user_data);
         let done = self.pool.execute(self.shard, request, self.timeout)?;
         let outcome = done.result.map_err(ShardCommandError::Command)?;
         Ok(ScsiAnswer::new(
@@ -104,13 +78,7 @@ impl ScsiExecute for InlineExecutor<'_> {
     fn execute_scsi(&mut self, lun: u64, cdb: &Cdb) -> Result<ScsiAnswer, ShardCommandError> {
         // Far from the small numbers callers give their own commands.
         let user_data = u64::MAX - u64::from(cdb.opcode());
-        let request = ShardRequest {
-            lun,
-            cdb: cdb.as_bytes().to_vec(),
-            direction: cdb.direction().into(),
-            buffer: read_buffer(cdb),
-            user_data,
-        };
+        let request = Request::new(lun, cdb.clone(), read_buffer(cdb), user_data);
         let index = self.shard.index();
         if self.shard.submit(request).is_err() {
             return Err(ShardCommandError::Shard(ShardError::InvalidConfig(

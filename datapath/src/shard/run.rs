@@ -28,8 +28,9 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::work::{RunningWork, ShardWork, WorkStatus, WorkSubmitter};
 use super::SharedStats;
-use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardRequest, ShardStats};
-use crate::session::{CommandError, CommandFailure, CommandOutcome};
+use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardStats};
+use crate::adapter::PathFailure;
+use crate::session::{CommandError, CommandOutcome, Request};
 
 /// The longest an idle shard sleeps before it looks at its timers again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -38,14 +39,14 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 const FULL_WAIT: Duration = Duration::from_millis(1);
 
 /// One finished command: the loop's tag and its result.
-pub(super) type Finished = (u64, Result<CommandOutcome, CommandFailure>);
+pub(super) type Finished = (u64, Result<CommandOutcome, PathFailure>);
 
 /// Why a path did not take a request.
 pub(super) enum Refusal {
     /// No room now: the request waits in the loop and goes first next turn.
-    Full(ShardRequest),
+    Full(Request),
     /// It can never go: it fails at once with this error.
-    Failed(ShardRequest, CommandError),
+    Failed(Request, CommandError),
 }
 
 /// What a path says after a turn.
@@ -64,12 +65,14 @@ pub(super) trait Path: Send {
     /// Commands the path holds: in flight, waiting inside it, or kept for a new connection.
     fn held(&self) -> usize;
     /// Takes one command. `resend` allows sending it again on a new connection after a
-    /// loss (callers' commands; a work hears of the loss instead).
+    /// loss (callers' commands; a work hears of the loss instead). A refused command comes
+    /// back whole, by value: boxing it would cost an allocation on the I/O path.
+    #[allow(clippy::result_large_err)]
     fn submit(
         &mut self,
         now: Instant,
         tag: u64,
-        request: ShardRequest,
+        request: Request,
         resend: bool,
     ) -> Result<(), Refusal>;
     /// The caller gave up on command `tag` (ABORT TASK where the path can send one).
@@ -95,7 +98,7 @@ impl Path for Closed {
         0
     }
 
-    fn submit(&mut self, _: Instant, _: u64, r: ShardRequest, _: bool) -> Result<(), Refusal> {
+    fn submit(&mut self, _: Instant, _: u64, r: Request, _: bool) -> Result<(), Refusal> {
         let error = CommandError::ConnectionLost("the shard is closed".into());
         Err(Refusal::Failed(r, error))
     }
@@ -121,7 +124,7 @@ impl Path for Closed {
 
 /// The queues between a shard and its callers.
 pub(super) struct Channels {
-    pub(super) submit_rx: Receiver<ShardRequest>,
+    pub(super) submit_rx: Receiver<Request>,
     pub(super) work_rx: Receiver<Box<dyn ShardWork>>,
     /// ABORT TASK requests, by the command's `user_data`.
     pub(super) abort_rx: Receiver<u64>,
@@ -179,7 +182,7 @@ pub(super) struct Core {
     pub(super) path: Box<dyn Path>,
     tags: Tags,
     /// A request the path had no room for; first in line next turn.
-    pub(super) backlog: Option<ShardRequest>,
+    pub(super) backlog: Option<Request>,
     finished: Vec<Finished>,
     stats: ShardStats,
 }
@@ -188,7 +191,7 @@ pub(super) struct Core {
 pub(super) enum Started {
     Taken,
     /// The path had no room: the request comes back.
-    Full(ShardRequest),
+    Full(Request),
     /// It can never go: its completion, failed.
     Failed(ShardCompletion),
 }
@@ -211,12 +214,7 @@ impl Core {
     }
 
     /// Hands one request to the path.
-    pub(super) fn start(
-        &mut self,
-        now: Instant,
-        request: ShardRequest,
-        from_work: bool,
-    ) -> Started {
+    pub(super) fn start(&mut self, now: Instant, request: Request, from_work: bool) -> Started {
         let user_data = request.user_data;
         let tag = self.tags.insert(Owner {
             user_data,
@@ -240,7 +238,7 @@ impl Core {
     }
 
     /// The completion of a request the path never took.
-    pub(super) fn failed(&mut self, request: ShardRequest, error: CommandError) -> ShardCompletion {
+    pub(super) fn failed(&mut self, request: Request, error: CommandError) -> ShardCompletion {
         self.stats.ios += 1;
         self.stats.ios_failed += 1;
         ShardCompletion {
@@ -316,7 +314,7 @@ pub(super) struct ShardLoop {
     /// The work running on this shard, if any (one at a time; others wait in `work_rx`).
     work: Option<RunningWork>,
     /// The requests the work made in this turn (kept to reuse the allocation).
-    work_requests: Vec<ShardRequest>,
+    work_requests: Vec<Request>,
     /// Completions waiting to be posted.
     outgoing: Vec<ShardCompletion>,
     /// Completions posted since the caller was last woken, and when the first of them was
@@ -433,7 +431,7 @@ impl ShardLoop {
 
     /// Hands one request to the path. False when the path had no room (a caller's request
     /// then waits in the backlog; a work's fails as "queue full" to the work).
-    fn start(&mut self, now: Instant, request: ShardRequest, from_work: bool) -> bool {
+    fn start(&mut self, now: Instant, request: Request, from_work: bool) -> bool {
         match self.core.start(now, request, from_work) {
             Started::Taken => {
                 if from_work {
@@ -688,15 +686,17 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::session::{DataDirection, Residual};
+    use crate::adapter::PathError;
+    use crate::scsi::Cdb;
+    use crate::session::Residual;
 
     /// What the scripted path saw and does.
     #[derive(Default)]
     struct Script {
         /// Requests taken, by the loop's tag, in order.
-        taken: Vec<(u64, ShardRequest)>,
+        taken: Vec<(u64, Request)>,
         /// Commands in flight (finished when `finish` says).
-        in_flight: VecDeque<(u64, ShardRequest)>,
+        in_flight: VecDeque<(u64, Request)>,
         /// The path takes at most this many at once (`Refusal::Full` beyond).
         capacity: usize,
         /// Finish every command in flight at each poll.
@@ -707,7 +707,7 @@ mod tests {
 
     struct ScriptedPath(Arc<Mutex<Script>>);
 
-    fn good(request: ShardRequest) -> Result<CommandOutcome, CommandFailure> {
+    fn good(request: Request) -> Result<CommandOutcome, PathFailure> {
         Ok(CommandOutcome {
             status: 0,
             sense: None,
@@ -722,13 +722,7 @@ mod tests {
             self.0.lock().unwrap().in_flight.len()
         }
 
-        fn submit(
-            &mut self,
-            _: Instant,
-            tag: u64,
-            r: ShardRequest,
-            _: bool,
-        ) -> Result<(), Refusal> {
+        fn submit(&mut self, _: Instant, tag: u64, r: Request, _: bool) -> Result<(), Refusal> {
             let mut s = self.0.lock().unwrap();
             if s.in_flight.len() >= s.capacity {
                 return Err(Refusal::Full(r));
@@ -774,7 +768,7 @@ mod tests {
 
     struct Running {
         script: Arc<Mutex<Script>>,
-        submit: Option<Sender<ShardRequest>>,
+        submit: Option<Sender<Request>>,
         works: Sender<Box<dyn ShardWork>>,
         aborts: Sender<u64>,
         done: Receiver<ShardCompletion>,
@@ -815,13 +809,12 @@ mod tests {
 
     impl Running {
         fn submit(&self, user_data: u64) {
-            let request = ShardRequest {
-                lun: 0,
-                cdb: vec![0x28; 10],
-                direction: DataDirection::Read { len: 8 },
-                buffer: vec![0; 8],
+            let request = Request::new(
+                0,
+                Cdb::read(0, 1, 8, false).expect("a READ(10)"),
+                vec![0; 8],
                 user_data,
-            };
+            );
             self.submit.as_ref().unwrap().send(request).unwrap();
         }
 
@@ -924,8 +917,8 @@ mod tests {
         assert_eq!(aborted.user_data, 20);
         assert!(matches!(
             aborted.result,
-            Err(CommandFailure {
-                error: CommandError::Aborted,
+            Err(PathFailure {
+                error: PathError::Command(CommandError::Aborted),
                 ..
             })
         ));
@@ -958,13 +951,12 @@ mod tests {
                 .unwrap()
                 .extend(done.iter().map(|c| c.user_data));
             while self.left > 0 && submit.room() > 0 {
-                let request = ShardRequest {
-                    lun: 0,
-                    cdb: vec![0x28; 10],
-                    direction: DataDirection::Read { len: 8 },
-                    buffer: vec![0; 8],
-                    user_data: 7,
-                };
+                let request = Request::new(
+                    0,
+                    Cdb::read(0, 1, 8, false).expect("a READ(10)"),
+                    vec![0; 8],
+                    7,
+                );
                 if submit.submit(request).is_err() {
                     break;
                 }
@@ -1023,8 +1015,8 @@ mod tests {
         for _ in 0..2 {
             let c = shard.next();
             match c.result {
-                Err(CommandFailure {
-                    error: CommandError::ConnectionLost(reason),
+                Err(PathFailure {
+                    error: PathError::Command(CommandError::ConnectionLost(reason)),
                     ..
                 }) => assert!(reason.contains("the target went away"), "{reason}"),
                 other => panic!("expected a lost connection, got {other:?}"),

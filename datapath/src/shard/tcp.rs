@@ -33,14 +33,14 @@ use io_uring::{opcode, squeue, types};
 use super::reconnect::{Recovery, Step};
 use super::run::{Finished, Path, PathState, Refusal};
 use super::tag_map::TagMap;
-use super::{failure, Doorbell, ShardConfig, ShardError, ShardInfo, ShardRequest, ShardStats};
+use super::{failure, Doorbell, ShardConfig, ShardError, ShardInfo, ShardStats};
+use crate::adapter::PathFailure;
 use crate::conn::{Conn, SEND_BATCH_MAX_PDUS};
 use crate::pdu::{self, BHS_LEN};
-use crate::scsi::Lun;
+use crate::scsi::Cdb;
 use crate::session::connect::{shard_isid, ClientConfig};
 use crate::session::{
-    CommandError, DataDirection, Event, ScsiCommandRequest, Session, SessionState, SubmitRejection,
-    TaskId,
+    CommandError, DataDirection, Event, Request, Session, SessionState, SubmitRejection, TaskId,
 };
 use crate::transport::ring::{Completion, EVENT_TOKEN_BASE};
 use crate::transport::tcp::advance_iovecs;
@@ -90,7 +90,7 @@ struct Held {
     answer_bytes: u32,
     /// LUN, CDB and direction, kept to send the command again on a new connection
     /// (`ShardConfig::reconnect` on; commands of a work are not sent again).
-    resend: Option<(u64, Vec<u8>, DataDirection)>,
+    resend: Option<(u64, Cdb, DataDirection, pdu::TaskAttribute)>,
     /// The caller asked to abort it: it has given up on the command, which is therefore
     /// never sent again on a new connection.
     abort_requested: bool,
@@ -218,7 +218,7 @@ struct Connection {
     /// Whether `finish` ran: the kernel touches none of this connection's memory.
     finished_io: bool,
     /// Commands the lost connection held, to send again on the next (see `reconnect`).
-    resend: Vec<(u64, ShardRequest)>,
+    resend: Vec<(u64, Request)>,
     /// A command succeeded on this connection.
     progressed: bool,
     /// After a recovery: answers still to be taken for the UNIT ATTENTION the reset of
@@ -1048,12 +1048,13 @@ impl Connection {
     }
 
     /// Hands one command to the session, or fails it at once.
-    fn start(&mut self, now: Instant, tag: u64, request: ShardRequest, resend: bool) {
-        let ShardRequest {
+    fn start(&mut self, now: Instant, tag: u64, request: Request, resend: bool) {
+        let Request {
             lun,
             cdb,
             direction,
             buffer,
+            attribute,
             user_data,
         } = request;
         let large_read = matches!(direction, DataDirection::Read { len } if len >= self.config.zero_copy_min_bytes);
@@ -1062,14 +1063,15 @@ impl Connection {
                 DataDirection::Read { len } => len,
                 _ => 0,
             };
-        let resend =
-            (self.config.reconnect.enabled() && resend).then(|| (lun, cdb.clone(), direction));
-        let command = ScsiCommandRequest {
-            lun: Lun::from_u64(lun).to_field(),
+        let resend = (self.config.reconnect.enabled() && resend)
+            .then(|| (lun, cdb.clone(), direction, attribute));
+        let command = Request {
+            lun,
             cdb,
             direction,
             buffer,
-            attribute: pdu::TaskAttribute::Simple,
+            attribute,
+            user_data,
         };
         match self.driver.session_mut().submit(now, command) {
             Ok(task) => {
@@ -1091,13 +1093,16 @@ impl Connection {
             Err(refused) => {
                 let ended =
                     self.dead.is_some() || matches!(refused.reason, SubmitRejection::NotLoggedIn);
-                if let Some((lun, cdb, direction)) = resend.filter(|_| ended && self.recovers()) {
+                if let Some((lun, cdb, direction, attribute)) =
+                    resend.filter(|_| ended && self.recovers())
+                {
                     // The connection is being lost: this one waits for the next.
-                    let request = ShardRequest {
+                    let request = Request {
                         lun,
                         cdb,
                         direction,
                         buffer: refused.request.buffer,
+                        attribute,
                         user_data,
                     };
                     self.resend.push((tag, request));
@@ -1152,15 +1157,16 @@ impl Connection {
                     let result = match (result, resend) {
                         // The connection went down under it: sent again after a new login
                         // (a timed-out command is not: it fails as such).
-                        (Err(failure), Some((lun, cdb, direction)))
+                        (Err(failure), Some((lun, cdb, direction, attribute)))
                             if matches!(failure.error, CommandError::ConnectionLost(_))
                                 && self.recovers() =>
                         {
-                            let request = ShardRequest {
+                            let request = Request {
                                 lun,
                                 cdb,
                                 direction,
                                 buffer: failure.buffer,
+                                attribute,
                                 user_data: 0,
                             };
                             self.resend.push((held.tag, request));
@@ -1170,16 +1176,17 @@ impl Connection {
                         // recovery caused, instead of carrying out the command (SAM-5
                         // 5.14): sent again, as the SCSI midlayer does (bounded by
                         // `unit_attentions_left`).
-                        (Ok(outcome), Some((lun, cdb, direction)))
+                        (Ok(outcome), Some((lun, cdb, direction, attribute)))
                             if self.unit_attentions_left > 0
                                 && is_reset_unit_attention(&outcome) =>
                         {
                             self.unit_attentions_left -= 1;
-                            let request = ShardRequest {
+                            let request = Request {
                                 lun,
                                 cdb,
                                 direction,
                                 buffer: outcome.buffer,
+                                attribute,
                                 user_data: 0,
                             };
                             self.resend.push((held.tag, request));
@@ -1190,7 +1197,8 @@ impl Connection {
                     if result.is_ok() {
                         self.progressed = true;
                     }
-                    self.finished.push((held.tag, result));
+                    self.finished
+                        .push((held.tag, result.map_err(PathFailure::from)));
                 }
                 Event::LoginComplete => self.login = Some(Ok(())),
                 Event::LoginFailed { reason, .. } => self.login = Some(Err(reason)),
@@ -1302,7 +1310,7 @@ pub(super) struct TcpPath {
     state: State,
     /// Commands to send again on the next connection and requests taken while none was
     /// up, in order, with the loop's tags.
-    resend: Vec<(u64, ShardRequest)>,
+    resend: Vec<(u64, Request)>,
     /// Commands that ended without a connection (aborted while waiting, or given up).
     finished: Vec<Finished>,
     /// Recoveries in a row after which no command succeeded.
@@ -1470,7 +1478,7 @@ impl Path for TcpPath {
         &mut self,
         now: Instant,
         tag: u64,
-        request: ShardRequest,
+        request: Request,
         resend: bool,
     ) -> Result<(), Refusal> {
         let recovers = self.setup.config.reconnect.enabled();

@@ -14,7 +14,8 @@
 
 use std::time::Instant;
 
-use super::{ShardCompletion, ShardRequest};
+use super::ShardCompletion;
+use crate::session::Request;
 
 /// What a work tells its shard after each call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +48,11 @@ pub const IDLE_POLL: std::time::Duration = std::time::Duration::from_micros(50);
 /// Takes a work's new requests, up to the room the shard has for them in this turn.
 pub struct WorkSubmitter<'a> {
     room: usize,
-    requests: &'a mut Vec<ShardRequest>,
+    requests: &'a mut Vec<Request>,
 }
 
 impl<'a> WorkSubmitter<'a> {
-    pub(super) fn new(room: usize, requests: &'a mut Vec<ShardRequest>) -> WorkSubmitter<'a> {
+    pub(super) fn new(room: usize, requests: &'a mut Vec<Request>) -> WorkSubmitter<'a> {
         WorkSubmitter { room, requests }
     }
 
@@ -62,7 +63,7 @@ impl<'a> WorkSubmitter<'a> {
     }
 
     /// Queues a request for this turn's send; a full shard hands it back.
-    pub fn submit(&mut self, request: ShardRequest) -> Result<(), ShardRequest> {
+    pub fn submit(&mut self, request: Request) -> Result<(), Request> {
         if self.room == 0 {
             return Err(request);
         }
@@ -128,16 +129,9 @@ impl RunningWork {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::DataDirection;
 
-    fn request(tag: u64) -> ShardRequest {
-        ShardRequest {
-            lun: 0,
-            cdb: vec![0; 6],
-            direction: DataDirection::None,
-            buffer: Vec::new(),
-            user_data: tag,
-        }
+    fn request(tag: u64) -> Request {
+        Request::new(0, crate::scsi::Cdb::test_unit_ready(), Vec::new(), tag)
     }
 
     #[test]

@@ -17,11 +17,14 @@
 //!   connections of one shard).
 //! - [`tcp`]: [`TcpConnection`], one socket driven synchronously through a ring it owns.
 //! - [`sockaddr`]: conversion between `std::net::SocketAddr` and the C socket address types.
+//! - [`kind`]: [`TransportKind`], which of the data path's three transports (software,
+//!   dependent or independent adapter) carries a session.
 //!
 //! Threading: a ring set up with `SINGLE_ISSUER | DEFER_TASKRUN` may only be entered by the
 //! thread that created it (the kernel answers `EEXIST` otherwise), so [`TcpConnection`] is
 //! deliberately neither `Send` nor `Sync`: create it on the thread (shard) that drives it.
 
+pub mod kind;
 pub mod ring;
 pub mod sockaddr;
 pub mod tcp;
@@ -30,6 +33,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use kind::{TransportKind, UnknownTransport};
 pub use ring::{build_ring, BuiltRing, RingConfig, RingFlags, RingSetup};
 pub use tcp::{incoming_cpu, TcpConnection};
 

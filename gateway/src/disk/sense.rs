@@ -3,41 +3,9 @@
 //! for MISCOMPARE (SBC-3 5.2, 5.22). Descriptor format is never produced: the Control mode
 //! page reports D_SENSE = 0 and does not let it change.
 
-/// Sense keys (SPC-4 4.5.6, table 27) this device server uses.
-pub mod key {
-    pub const NO_SENSE: u8 = 0x0;
-    pub const MEDIUM_ERROR: u8 = 0x3;
-    pub const ILLEGAL_REQUEST: u8 = 0x5;
-    pub const DATA_PROTECT: u8 = 0x7;
-    pub const ABORTED_COMMAND: u8 = 0xb;
-    pub const MISCOMPARE: u8 = 0xe;
-}
-
-/// Additional sense code and qualifier pairs (SPC-4 Annex D) this device server uses.
-pub mod asc {
-    pub const NO_ADDITIONAL_SENSE: (u8, u8) = (0x00, 0x00);
-    pub const UNRECOVERED_READ_ERROR: (u8, u8) = (0x11, 0x00);
-    pub const WRITE_ERROR: (u8, u8) = (0x0c, 0x00);
-    pub const PARAMETER_LIST_LENGTH_ERROR: (u8, u8) = (0x1a, 0x00);
-    pub const MISCOMPARE_DURING_VERIFY: (u8, u8) = (0x1d, 0x00);
-    pub const INVALID_COMMAND_OPERATION_CODE: (u8, u8) = (0x20, 0x00);
-    pub const LBA_OUT_OF_RANGE: (u8, u8) = (0x21, 0x00);
-    pub const INVALID_FIELD_IN_CDB: (u8, u8) = (0x24, 0x00);
-    pub const LOGICAL_UNIT_NOT_SUPPORTED: (u8, u8) = (0x25, 0x00);
-    /// SBC-4's answer to a command that outran its time (with ABORTED COMMAND).
-    pub const COMMAND_TIMEOUT_DURING_PROCESSING: (u8, u8) = (0x2e, 0x02);
-    pub const INVALID_FIELD_IN_PARAMETER_LIST: (u8, u8) = (0x26, 0x00);
-    pub const WRITE_PROTECTED: (u8, u8) = (0x27, 0x00);
-    pub const SAVING_PARAMETERS_NOT_SUPPORTED: (u8, u8) = (0x39, 0x00);
-}
-
-/// SCSI status codes (SAM-5 5.3.1).
-pub mod status {
-    pub const GOOD: u8 = 0x00;
-    pub const CHECK_CONDITION: u8 = 0x02;
-    /// The logical unit cannot take the command now; the initiator retries it.
-    pub const BUSY: u8 = 0x08;
-}
+/// Sense keys (SPC-4 4.5.6), ASC/ASCQ pairs (SPC-4 Annex D) and status codes (SAM-5
+/// 5.3.1): the data path's one vocabulary.
+pub use datapath::scsi::sense::{asc, key, status};
 
 /// Length of fixed-format sense data with no additional bytes beyond the standard ones.
 pub const FIXED_SENSE_LENGTH: usize = 18;

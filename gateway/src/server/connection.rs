@@ -717,7 +717,8 @@ mod tests {
             expected_data_transfer_length: payload.len() as u32,
             cmd_sn: 9 + itt,
             exp_stat_sn: 0,
-            cdb,
+            cdb: datapath::scsi::Cdb::from_bytes(&cdb, datapath::scsi::DataDirection::None)
+                .expect("16 bytes"),
             bidi_read_length: None,
         });
         pdu::encode_pdu(&command, &payload[..65536], digests, &mut wire).unwrap();

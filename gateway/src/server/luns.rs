@@ -217,16 +217,17 @@ pub(crate) fn from_map(
 /// Rewrites the transfer length of a WRITE or WRITE AND VERIFY (10, 12, 16) CDB; false
 /// for other commands, which then run with the data as it came.
 fn set_write_blocks(cdb: &mut [u8], blocks: u64) -> bool {
-    match cdb.first() {
-        Some(0x2a | 0x2e) if cdb.len() >= 10 => {
+    use datapath::scsi::cdb::opcode::*;
+    match cdb.first().copied() {
+        Some(WRITE_10 | WRITE_AND_VERIFY_10) if cdb.len() >= 10 => {
             cdb[7..9].copy_from_slice(&(blocks as u16).to_be_bytes());
             true
         }
-        Some(0xaa | 0xae) if cdb.len() >= 12 => {
+        Some(WRITE_12 | WRITE_AND_VERIFY_12) if cdb.len() >= 12 => {
             cdb[6..10].copy_from_slice(&(blocks as u32).to_be_bytes());
             true
         }
-        Some(0x8a | 0x8e) if cdb.len() >= 16 => {
+        Some(WRITE_16 | WRITE_AND_VERIFY_16) if cdb.len() >= 16 => {
             cdb[10..14].copy_from_slice(&(blocks as u32).to_be_bytes());
             true
         }
@@ -237,8 +238,7 @@ fn set_write_blocks(cdb: &mut [u8], blocks: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const CHECK_CONDITION: u8 = 0x02;
+    use datapath::scsi::sense::status::CHECK_CONDITION;
 
     fn luns() -> Arc<dyn LunExecutor> {
         let node = TargetNodeConfig::new("iqn.2024-01.test:luns", vec![(0, "ram:1M".into())]);

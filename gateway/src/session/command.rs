@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use datapath::pdu::{self, Header, LunField, Tag, RESERVED_TAG};
+use datapath::scsi::sense::status;
 use datapath::scsi::Lun;
 
 use super::{
@@ -22,9 +23,6 @@ use super::{
 };
 
 /// SCSI status codes (SAM-5 section 5.3).
-const STATUS_GOOD: u8 = 0x00;
-const STATUS_CHECK_CONDITION: u8 = 0x02;
-const STATUS_TASK_SET_FULL: u8 = 0x28;
 
 #[derive(Debug)]
 pub(super) struct Task {
@@ -196,7 +194,9 @@ fn fixed_sense(key: u8, asc: u8, ascq: u8) -> Vec<u8> {
 
 /// ILLEGAL REQUEST, INVALID FIELD IN CDB.
 fn invalid_field_in_cdb() -> Vec<u8> {
-    fixed_sense(0x05, 0x24, 0x00)
+    use datapath::scsi::sense::{asc, key};
+    let (code, qualifier) = asc::INVALID_FIELD_IN_CDB;
+    fixed_sense(key::ILLEGAL_REQUEST, code, qualifier)
 }
 
 impl TargetSession {
@@ -284,7 +284,7 @@ impl TargetSession {
             self.send_scsi_response(
                 Outgoing::Pdu,
                 itt,
-                STATUS_TASK_SET_FULL,
+                status::TASK_SET_FULL,
                 &[],
                 0,
                 (false, false, 0),
@@ -307,7 +307,7 @@ impl TargetSession {
             self.send_scsi_response(
                 Outgoing::Pdu,
                 itt,
-                STATUS_CHECK_CONDITION,
+                status::CHECK_CONDITION,
                 &invalid_field_in_cdb(),
                 0,
                 (false, false, 0),
@@ -329,7 +329,8 @@ impl TargetSession {
             self.ready.push_back(CommandRequest {
                 id: CommandId(itt),
                 lun,
-                cdb: h.cdb,
+                // The one allocation per command the codec's `Vec` CDB used to make.
+                cdb: h.cdb.to_vec(),
                 data_out: Vec::new(),
                 expected_data_in_len: if h.read { edtl } else { 0 },
             });
@@ -363,7 +364,7 @@ impl TargetSession {
             self.send_scsi_response(
                 Outgoing::Pdu,
                 itt,
-                STATUS_CHECK_CONDITION,
+                status::CHECK_CONDITION,
                 &invalid_field_in_cdb(),
                 0,
                 (false, false, 0),
@@ -394,7 +395,7 @@ impl TargetSession {
         };
         let state = WriteState {
             lun,
-            cdb: h.cdb,
+            cdb: h.cdb.to_vec(),
             buffer,
             edtl,
             received: immediate_len,
@@ -606,7 +607,7 @@ impl TargetSession {
             return;
         }
         self.stats.bytes_read += u64::from(send_len);
-        let status_in_data = status == STATUS_GOOD && sense.is_empty();
+        let status_in_data = status == status::GOOD && sense.is_empty();
         let status_info = status_in_data.then(|| Status {
             status,
             stat_sn: self.take_stat_sn(),

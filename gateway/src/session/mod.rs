@@ -81,26 +81,9 @@ const MAX_TEXT_LEN: usize = 65_536;
 /// broken and only holds resources.
 const MAX_WINDOW_VIOLATIONS: u32 = 16;
 
-/// Login status classes and details, section 11.13.5.
-pub mod login_status {
-    pub const INITIATOR_ERROR: (u8, u8) = (0x02, 0x00);
-    pub const AUTHENTICATION_FAILURE: (u8, u8) = (0x02, 0x01);
-    pub const AUTHORIZATION_FAILURE: (u8, u8) = (0x02, 0x02);
-    pub const NOT_FOUND: (u8, u8) = (0x02, 0x03);
-    pub const UNSUPPORTED_VERSION: (u8, u8) = (0x02, 0x05);
-    pub const MISSING_PARAMETER: (u8, u8) = (0x02, 0x07);
-    pub const SESSION_DOES_NOT_EXIST: (u8, u8) = (0x02, 0x0a);
-    pub const INVALID_DURING_LOGIN: (u8, u8) = (0x02, 0x0b);
-}
-
-/// Reject reasons, section 11.17.1.
-pub mod reject_reason {
-    pub const DATA_DIGEST_ERROR: u8 = 0x02;
-    pub const PROTOCOL_ERROR: u8 = 0x04;
-    pub const COMMAND_NOT_SUPPORTED: u8 = 0x05;
-    pub const INVALID_PDU_FIELD: u8 = 0x09;
-    pub const OUT_OF_RESOURCES: u8 = 0x0a;
-}
+/// Login status classes and details (section 11.13.5) and reject reasons (section
+/// 11.17.1): the data path's one list.
+pub use datapath::pdu::{login_status, reject_reason};
 
 /// CHAP credentials of one side (RFC 7143 section 12.1.3). Never printed.
 #[derive(Clone)]

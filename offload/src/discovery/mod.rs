@@ -31,6 +31,8 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use datapath::transport::TransportKind;
+
 /// The real sysfs mount point.
 pub const SYSFS_ROOT: &str = "/sys";
 
@@ -40,18 +42,18 @@ pub const ENTRIES_MAX: usize = 4096;
 /// The longest attribute read, in bytes (a sysfs attribute is at most one page).
 const ATTRIBUTE_BYTES_MAX: u64 = 4096;
 
-/// How much of the iSCSI work an adapter takes from the host.
+/// How much of the iSCSI work an adapter takes from the host: one of the data path's
+/// transports, or a driver the table does not know.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum OffloadKind {
-    /// The host runs the iSCSI session (login, PDUs, sequence numbers); the adapter offloads
-    /// TCP, digests and data placement (`bnx2i`, `qedi`, `cxgb3i`, `cxgb4i`, `be2iscsi`).
-    Dependent,
-    /// The adapter runs the whole initiator: login, sessions and TCP, configured through its
-    /// own interface; the host hands it SCSI commands (`qla4xxx`).
-    Independent,
-    /// Not an adapter: a software transport host (`iscsi_tcp`, `ib_iser`) that also appears
-    /// in the `iscsi_host` class, one host per session.
-    Software,
+    /// A known driver. [`TransportKind::Dependent`]: the host runs the iSCSI session, the
+    /// adapter offloads TCP, digests and data placement (`bnx2i`, `qedi`, `cxgb3i`,
+    /// `cxgb4i`, `be2iscsi`). [`TransportKind::Independent`]: the adapter runs the whole
+    /// initiator, configured through its own interface (`qla4xxx`).
+    /// [`TransportKind::Software`]: not an adapter but a software transport host
+    /// (`iscsi_tcp`, `ib_iser`) that also appears in the `iscsi_host` class, one host per
+    /// session.
+    Transport(TransportKind),
     /// A driver this table does not know, by name.
     Unknown(String),
 }
@@ -59,9 +61,7 @@ pub enum OffloadKind {
 impl std::fmt::Display for OffloadKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OffloadKind::Dependent => f.write_str("dependent"),
-            OffloadKind::Independent => f.write_str("independent"),
-            OffloadKind::Software => f.write_str("software"),
+            OffloadKind::Transport(kind) => write!(f, "{kind}"),
             OffloadKind::Unknown(driver) => write!(f, "unknown ({driver})"),
         }
     }
@@ -87,28 +87,32 @@ pub fn classify(driver: &str) -> DriverClass {
     };
     match driver {
         "bnx2i" => known(
-            OffloadKind::Dependent,
+            OffloadKind::Transport(TransportKind::Dependent),
             "Broadcom/QLogic NetXtreme II (57xx) iSCSI offload",
             Some("network setup through iscsiuio (its own uIP stack), not the host netdev"),
         ),
         "qedi" => known(
-            OffloadKind::Dependent,
+            OffloadKind::Transport(TransportKind::Dependent),
             "QLogic/Marvell FastLinQ 41000/45000 iSCSI offload",
             Some("network setup through iscsiuio, like bnx2i"),
         ),
-        "cxgb3i" => known(OffloadKind::Dependent, "Chelsio T3 iSCSI offload", None),
+        "cxgb3i" => known(
+            OffloadKind::Transport(TransportKind::Dependent),
+            "Chelsio T3 iSCSI offload",
+            None,
+        ),
         "cxgb4i" => known(
-            OffloadKind::Dependent,
+            OffloadKind::Transport(TransportKind::Dependent),
             "Chelsio T4/T5/T6 iSCSI offload",
             Some("shares the IP address of the host's cxgb4 netdev"),
         ),
         "qla4xxx" => known(
-            OffloadKind::Independent,
+            OffloadKind::Transport(TransportKind::Independent),
             "QLogic 4xxx/8xxx iSCSI HBA",
             Some("full offload: the firmware logs in and runs sessions (CAP_LOGIN_OFFLOAD)"),
         ),
         "be2iscsi" => known(
-            OffloadKind::Dependent,
+            OffloadKind::Transport(TransportKind::Dependent),
             "Emulex OneConnect (Broadcom) iSCSI",
             Some(
                 "hybrid: the host's open-iscsi runs login and the session (no \
@@ -116,9 +120,11 @@ pub fn classify(driver: &str) -> DriverClass {
                  configured through iscsi_iface like an independent HBA",
             ),
         ),
-        "iscsi_tcp" | "tcp" | "ib_iser" | "iser" => {
-            known(OffloadKind::Software, "software iSCSI transport", None)
-        }
+        "iscsi_tcp" | "tcp" | "ib_iser" | "iser" => known(
+            OffloadKind::Transport(TransportKind::Software),
+            "software iSCSI transport",
+            None,
+        ),
         other => known(OffloadKind::Unknown(other.to_string()), "unknown", None),
     }
 }
@@ -215,7 +221,7 @@ pub struct DiscoveredAdapter {
 impl DiscoveredAdapter {
     /// Whether this is an offload adapter (dependent or independent), not a software host.
     pub fn is_offload(&self) -> bool {
-        matches!(self.kind, OffloadKind::Dependent | OffloadKind::Independent)
+        matches!(self.kind, OffloadKind::Transport(kind) if kind.is_adapter())
     }
 }
 

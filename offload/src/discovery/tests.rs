@@ -169,7 +169,7 @@ fn an_offload_adapter_in_a_kernel_layout_tree_is_found_with_its_kind_and_ifaces(
     assert_eq!(qla.host_number, Some(5));
     assert_eq!(qla.driver.as_deref(), Some("qla4xxx"));
     assert_eq!(qla.driver_source, Some(DriverSource::ProcName));
-    assert_eq!(qla.kind, OffloadKind::Independent);
+    assert_eq!(qla.kind, OffloadKind::Transport(TransportKind::Independent));
     assert!(qla.is_offload());
     assert_eq!(qla.hwaddress.as_deref(), Some("00:0e:1e:04:93:92"));
     assert_eq!(qla.ipaddress, None, "(null) is unset");
@@ -201,7 +201,7 @@ fn bnx2i_is_dependent_with_its_netdev() {
     assert_eq!(a.host_number, Some(7));
     assert_eq!(a.driver.as_deref(), Some("bnx2i"));
     assert_eq!(a.driver_source, Some(DriverSource::ProcName));
-    assert_eq!(a.kind, OffloadKind::Dependent);
+    assert_eq!(a.kind, OffloadKind::Transport(TransportKind::Dependent));
     assert!(a.is_offload());
     assert_eq!(a.netdev.as_deref(), Some("eth2"));
     assert_eq!(a.hwaddress.as_deref(), Some("00:10:18:9a:4b:c2"));
@@ -221,7 +221,11 @@ fn qedi_cxgb3i_and_cxgb4i_are_dependent() {
         let a = only_adapter(tree);
         assert_eq!(a.host, host);
         assert_eq!(a.driver.as_deref(), Some(tree));
-        assert_eq!(a.kind, OffloadKind::Dependent, "{tree}");
+        assert_eq!(
+            a.kind,
+            OffloadKind::Transport(TransportKind::Dependent),
+            "{tree}"
+        );
         assert_eq!(a.netdev.as_deref(), netdev, "{tree}");
         assert!(a.hwaddress.is_some(), "{tree}");
     }
@@ -235,7 +239,7 @@ fn qedi_cxgb3i_and_cxgb4i_are_dependent() {
 #[test]
 fn qla4xxx_is_independent_with_its_firmware_ifaces() {
     let a = only_adapter("qla4xxx");
-    assert_eq!(a.kind, OffloadKind::Independent);
+    assert_eq!(a.kind, OffloadKind::Transport(TransportKind::Independent));
     assert_eq!(a.netdev, None);
     assert_eq!(
         a.initiator_name.as_deref(),
@@ -267,7 +271,7 @@ fn qla4xxx_is_independent_with_its_firmware_ifaces() {
 #[test]
 fn be2iscsi_is_classified_with_a_note_on_what_it_is() {
     let a = only_adapter("be2iscsi");
-    assert_eq!(a.kind, OffloadKind::Dependent);
+    assert_eq!(a.kind, OffloadKind::Transport(TransportKind::Dependent));
     let note = a.note.expect("be2iscsi carries a note");
     assert!(note.contains("firmware owns the IP address"), "{note}");
     assert!(a.hardware.contains("OneConnect"));
@@ -284,7 +288,7 @@ fn software_hosts_unknown_drivers_and_the_driver_file_fallback() {
     assert_eq!(adapters.len(), 2);
     let tcp = &adapters[0];
     assert_eq!(tcp.host, "host9");
-    assert_eq!(tcp.kind, OffloadKind::Software);
+    assert_eq!(tcp.kind, OffloadKind::Transport(TransportKind::Software));
     assert!(!tcp.is_offload());
     assert_eq!(tcp.netdev, None, "(null) is unset");
     assert_eq!(tcp.ipaddress.as_deref(), Some("127.0.0.1"));
@@ -324,7 +328,7 @@ fn the_pci_driver_symlink_names_the_driver_when_nothing_else_does() {
         a.driver_source,
         Some(DriverSource::PciDriver("cxgb4".into()))
     );
-    assert_eq!(a.kind, OffloadKind::Dependent);
+    assert_eq!(a.kind, OffloadKind::Transport(TransportKind::Dependent));
     assert_eq!(a.netdev.as_deref(), Some("enp4s0f4"));
 }
 
@@ -338,7 +342,7 @@ fn an_attribute_that_fails_to_read_is_recorded_not_fatal() {
     fs::create_dir_all(host.join("hwaddress")).unwrap();
     let adapters = discover(&scratch.0).unwrap();
     let a = &adapters[0];
-    assert_eq!(a.kind, OffloadKind::Independent);
+    assert_eq!(a.kind, OffloadKind::Transport(TransportKind::Independent));
     assert_eq!(a.hwaddress, None);
     assert_eq!(a.unreadable.len(), 1, "{:?}", a.unreadable);
     assert!(a.unreadable[0].0.ends_with("hwaddress"));
@@ -375,12 +379,18 @@ fn classification_table() {
     for dependent in ["bnx2i", "qedi", "cxgb3i", "cxgb4i", "be2iscsi"] {
         assert_eq!(
             classify(dependent).kind,
-            OffloadKind::Dependent,
+            OffloadKind::Transport(TransportKind::Dependent),
             "{dependent}"
         );
     }
-    assert_eq!(classify("qla4xxx").kind, OffloadKind::Independent);
-    assert_eq!(classify("iscsi_tcp").kind, OffloadKind::Software);
+    assert_eq!(
+        classify("qla4xxx").kind,
+        OffloadKind::Transport(TransportKind::Independent)
+    );
+    assert_eq!(
+        classify("iscsi_tcp").kind,
+        OffloadKind::Transport(TransportKind::Software)
+    );
     assert_eq!(
         classify("lpfc").kind,
         OffloadKind::Unknown("lpfc".to_string())

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use datapath::client::{Client, ClientConfig};
 use datapath::pdu::{self, Digests, Header, NopOut, ScsiCommand, TaskAttribute};
 use datapath::scsi::{Cdb, Lun, Sense};
+use datapath::session::Request;
 
 use super::wire::{RawSession, Sent};
 use super::{is_closed_by_peer, AttackReport, Until};
@@ -93,7 +94,7 @@ pub fn slow_reader(spec: &SlowReader, until: &Until) -> AttackReport {
     let mut report = AttackReport::new("slow-reader");
     let blocks = spec.read_bytes / spec.block_bytes.max(1);
     let cdb = match Cdb::read_16(0, blocks, spec.block_bytes, false) {
-        Ok(cdb) => cdb.padded().to_vec(),
+        Ok(cdb) => cdb,
         Err(e) => {
             report.note_error(format!("READ(16) of {} bytes: {e}", spec.read_bytes));
             return report;
@@ -187,7 +188,7 @@ pub fn stuck_write(spec: &StuckWrite, until: &Until) -> AttackReport {
     let data = crate::pattern((blocks * spec.block_bytes) as usize, 12);
     report.pdus_sent = 1;
     report.bytes_sent = data.len() as u64;
-    let answer = client.execute(spec.lun, cdb.as_bytes(), cdb.direction().into(), data);
+    let answer = client.execute(Request::new(spec.lun, cdb, data, 0));
     report.note_error(match answer {
         Ok(outcome) if outcome.status == 0 => "GOOD".to_owned(),
         Ok(outcome) => format!(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig};
 use datapath::scsi::Cdb;
+use datapath::session::Request;
 
 use super::Until;
 
@@ -111,12 +112,9 @@ impl HealthySession {
                 }
             };
             let started = Instant::now();
-            let answer = self.client.execute(
-                self.lun,
-                cdb.as_bytes(),
-                cdb.direction().into(),
-                vec![0; READ_BYTES as usize],
-            );
+            let answer =
+                self.client
+                    .execute(Request::new(self.lun, cdb, vec![0; READ_BYTES as usize], 0));
             match answer {
                 Ok(outcome) if outcome.status == 0 => samples.push(started.elapsed()),
                 Ok(outcome) => {

@@ -20,27 +20,17 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
-use datapath::adapter::{DependentAdapter, IndependentAdapter};
+use clap::Parser;
 use datapath::client::ClientConfig;
-use datapath::shard::{ShardCompletion, ShardConfig, ShardPath, ShardPool, ShardStats};
+use datapath::shard::{ShardCompletion, ShardConfig, ShardPool, ShardStats};
+use datapath::transport::TransportKind;
 use hdrhistogram::Histogram;
-use offload::dependent::{DependentModel, DependentModelConfig};
-use offload::independent::{IndependentModel, IndependentModelConfig};
 use tools::perf::{
     drive_through_queue, prepare_workload, process_cpu, DriverResult, Pattern, Workload,
     WorkloadSpec,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Transport {
-    Software,
-    Dependent,
-    Independent,
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,11 +68,11 @@ struct Args {
     /// The transports to run, in order (comma-separated).
     #[arg(
         long,
-        value_enum,
+        value_parser = tools::args::transport_parser(),
         value_delimiter = ',',
         default_value = "software,dependent,independent"
     )]
-    transports: Vec<Transport>,
+    transports: Vec<TransportKind>,
     /// Offer CRC32C header and data digests (the adapters offload them; software computes).
     #[arg(long)]
     digests: bool,
@@ -115,7 +105,7 @@ fn main() -> ExitCode {
         match measure(&args, *transport) {
             Ok(row) => rows.push(row),
             Err(e) => {
-                eprintln!("iscsi-transports: {transport:?}: {e}");
+                eprintln!("iscsi-transports: {transport}: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -159,28 +149,7 @@ impl Row {
     }
 }
 
-fn adapter_path(transport: Transport, shards: usize) -> ShardPath {
-    match transport {
-        Transport::Software => ShardPath::Software,
-        Transport::Dependent => {
-            let model: Arc<dyn DependentAdapter> = DependentModel::new(DependentModelConfig {
-                queue_pairs: shards,
-                ..DependentModelConfig::default()
-            });
-            ShardPath::Dependent(model)
-        }
-        Transport::Independent => {
-            let model: Arc<dyn IndependentAdapter> =
-                IndependentModel::new(IndependentModelConfig {
-                    queue_pairs: shards,
-                    ..IndependentModelConfig::default()
-                });
-            ShardPath::Independent(model)
-        }
-    }
-}
-
-fn measure(args: &Args, transport: Transport) -> Result<Row, String> {
+fn measure(args: &Args, transport: TransportKind) -> Result<Row, String> {
     let mut client = ClientConfig::new(args.portal, Some(args.target.clone()));
     client.offer.max_recv_data_segment_length = 262_144;
     client.offer.max_burst_length = 262_144u32.max(args.bs);
@@ -190,7 +159,8 @@ fn measure(args: &Args, transport: Transport) -> Result<Row, String> {
         client.offer.data_digests = vec![datapath::text::DigestChoice::Crc32c];
     }
     client.command_timeout = Duration::from_secs(30);
-    let path = adapter_path(transport, args.shards);
+    // For an adapter, a fresh model with one queue pair per shard.
+    let path = offload::model_path(transport, args.shards);
     let spin = Duration::from_micros(args.spin_us);
     let config = ShardConfig {
         core: args.core,

@@ -386,3 +386,19 @@ proptest! {
         prop_assert!(!asc_name(asc, ascq).is_empty());
     }
 }
+
+#[test]
+fn unit_attention_is_check_condition_with_that_key() {
+    let sense = &TGT_UNIT_ATTENTION[2..];
+    assert!(is_unit_attention(status::CHECK_CONDITION, Some(sense)));
+    assert_eq!(
+        Sense::decode(sense).map(|s| (s.asc, s.ascq)),
+        Ok(asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET)
+    );
+    assert!(!is_unit_attention(status::GOOD, Some(sense)));
+    assert!(!is_unit_attention(status::CHECK_CONDITION, None));
+    assert!(!is_unit_attention(
+        status::CHECK_CONDITION,
+        Some(&TGT_INVALID_FIELD[2..])
+    ));
+}

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::*;
+use crate::scsi::{Cdb, DataDirection as CdbDirection};
 
 const QUEUE_DEPTH: usize = 32;
 const READ_LEN_BYTES: u32 = 4096;
@@ -25,15 +26,12 @@ fn run(commands: u64, placed: bool) -> f64 {
     let mut stat_sn = h.stat_sn;
     let payload = vec![0x5au8; READ_LEN_BYTES as usize];
     let mut pending: VecDeque<Tag> = VecDeque::with_capacity(QUEUE_DEPTH * 2);
-    let request = |buffer: Vec<u8>| ScsiCommandRequest {
-        lun: [0; 8],
-        cdb: vec![0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0],
-        direction: DataDirection::Read {
-            len: READ_LEN_BYTES,
-        },
-        buffer,
-        attribute: pdu::TaskAttribute::Simple,
-    };
+    let cdb = Cdb::from_bytes(
+        &[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0],
+        CdbDirection::Read(READ_LEN_BYTES),
+    )
+    .expect("10 bytes");
+    let request = |buffer: Vec<u8>| Request::new(0, cdb.clone(), buffer, 0);
     for _ in 0..QUEUE_DEPTH {
         h.s.submit(now, request(vec![0; READ_LEN_BYTES as usize]))
             .unwrap();

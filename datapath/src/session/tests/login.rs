@@ -487,7 +487,7 @@ fn discovery_session() -> Harness {
 fn discovery_with_a_multi_pdu_response() {
     let mut h = discovery_session();
     let mut cmd = read_request(512);
-    cmd.cdb = vec![0x12];
+    cmd.cdb = crate::scsi::Cdb::inquiry(512);
     assert_eq!(
         h.s.submit(h.now, cmd).unwrap_err().reason,
         SubmitRejection::DiscoverySession

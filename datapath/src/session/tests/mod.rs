@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::pdu::{self, Header, LoginStage};
+use crate::scsi::{Cdb, DataDirection as CdbDirection};
 use crate::text::{encode_pairs, parse_pairs, TextLimits};
 
 pub(super) const INITIATOR: &str = "iqn.2024-01.test:initiator";
@@ -369,26 +370,20 @@ pub(super) fn codec_round_trip(header: &Header, data: &[u8], digests: pdu::Diges
     decoded.header
 }
 
-pub(super) fn read_request(len: u32) -> ScsiCommandRequest {
-    ScsiCommandRequest {
-        lun: [0; 8],
-        cdb: vec![0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0],
-        direction: DataDirection::Read { len },
-        buffer: vec![0; len as usize],
-        attribute: pdu::TaskAttribute::Simple,
-    }
+/// A READ(10) of one block whose transfer length is `len` (the harness's target answers
+/// whatever length the request declares).
+pub(super) fn read_request(len: u32) -> Request {
+    let cdb = Cdb::from_bytes(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], CdbDirection::Read(len))
+        .expect("10 bytes");
+    Request::new(0, cdb, vec![0; len as usize], 0)
 }
 
-pub(super) fn write_request(data: Vec<u8>) -> ScsiCommandRequest {
-    ScsiCommandRequest {
-        lun: [0; 8],
-        cdb: vec![0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0],
-        direction: DataDirection::Write {
-            len: data.len() as u32,
-        },
-        buffer: data,
-        attribute: pdu::TaskAttribute::Simple,
-    }
+/// A WRITE(10) of one block carrying `data`.
+pub(super) fn write_request(data: Vec<u8>) -> Request {
+    let len = data.len() as u32;
+    let cdb = Cdb::from_bytes(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], CdbDirection::Write(len))
+        .expect("10 bytes");
+    Request::new(0, cdb, data, 0)
 }
 
 pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {

@@ -491,7 +491,8 @@ fn run(seed: u64, ops: usize) {
                     },
                 )
             };
-            let request = ScsiCommandRequest { cdb, ..request };
+            let cdb = Cdb::from_bytes(&cdb, request.cdb.direction()).expect("10 bytes");
+            let request = Request { cdb, ..request };
             match h.s.submit(h.now, request) {
                 Ok(id) => {
                     inflight.insert(id, op);

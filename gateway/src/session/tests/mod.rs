@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use datapath::pdu::{self, Digests, Header, Limits};
 use datapath::session::{
-    ChapConfig, CommandOutcome, DataDirection, Event, ScsiCommandRequest, Session, SessionConfig,
-    SessionState,
+    ChapConfig, CommandOutcome, DataDirection, Event, Request, Session, SessionConfig, SessionState,
 };
 
 use super::*;
@@ -296,13 +295,7 @@ impl Pair {
         direction: DataDirection,
         buffer: Vec<u8>,
     ) -> CommandOutcome {
-        let request = ScsiCommandRequest {
-            lun: lun_field(0),
-            cdb,
-            direction,
-            buffer,
-            attribute: pdu::TaskAttribute::Simple,
-        };
+        let request = Request::raw(0, &cdb, direction, buffer).expect("1 to 260 bytes");
         let task = self.init.submit(self.now, request).expect("submit");
         self.pump();
         let position = self
@@ -644,7 +637,10 @@ fn check_condition_carries_sense() {
         DataDirection::Read { len: 36 },
         vec![0; 36],
     );
-    assert_eq!(outcome.status, 2);
+    assert_eq!(
+        outcome.status,
+        datapath::scsi::sense::status::CHECK_CONDITION
+    );
     let sense = outcome.sense.expect("sense");
     assert_eq!(sense[2], 5);
     assert_eq!(sense[12], 0x21);

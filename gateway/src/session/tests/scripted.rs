@@ -95,8 +95,10 @@ impl Script {
     }
 
     fn command(&mut self, itt: u32, cmd_sn: u32, cdb: Vec<u8>) -> Header {
-        let mut full = cdb;
-        full.resize(16, 0);
+        // As the codec parses it: zero-padded to 16 bytes.
+        let full = datapath::scsi::Cdb::from_bytes(&cdb, datapath::scsi::DataDirection::None)
+            .expect("1 to 260 bytes")
+            .into_wire_form();
         Header::ScsiCommand(pdu::ScsiCommand {
             immediate: false,
             final_pdu: true,
