@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use datapath::pdu::{self, digest, Header, Limits, PduError, BHS_LEN};
 
 use crate::session::{
-    CommandId, CommandResult, Placement, TargetError, TargetEvent, TargetSession, TargetState,
+    CommandId, CommandResult, Placement, TargetError, TargetEvent, TargetSession,
+    TargetSessionConfig, TargetState,
 };
 
-use super::{Deferred, LunExecutor, Submission};
+use super::attention::Attentions;
+use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
 
 /// Largest AHS accepted (the field allows 1020 bytes).
 const MAX_AHS_LEN: usize = 1024;
@@ -106,9 +108,12 @@ pub struct Connection {
     pub(super) tx: Vec<u8>,
     last_rx_progress: Instant,
     stall_timeout: Duration,
-    /// Logical units by target name, resolved once the login names the target.
-    luns: Arc<Vec<(String, Arc<dyn LunExecutor>)>>,
+    /// Target nodes and their logical units, resolved once the login names the target.
+    luns: Arc<Vec<LiveTarget>>,
     executor: Option<Arc<dyn LunExecutor>>,
+    /// The LUNs of the target logged in to, as last seen (for unit attentions).
+    target_luns: Vec<LunInfo>,
+    attentions: Attentions,
     events: Vec<TargetEvent>,
     closed: Option<CloseReason>,
     /// Commands the event loop has still to start off this connection's turn.
@@ -144,7 +149,7 @@ impl Connection {
     pub fn new(
         session: TargetSession,
         peer: SocketAddr,
-        luns: Arc<Vec<(String, Arc<dyn LunExecutor>)>>,
+        luns: Arc<Vec<LiveTarget>>,
         limits: ConnectionLimits,
         now: Instant,
     ) -> Connection {
@@ -163,6 +168,8 @@ impl Connection {
             stall_timeout: limits.stall_timeout,
             luns,
             executor: None,
+            target_luns: Vec::new(),
+            attentions: Attentions::default(),
             events: Vec::new(),
             closed: None,
             deferred: Vec::new(),
@@ -486,17 +493,26 @@ impl Connection {
     fn run_commands(&mut self) {
         if self.executor.is_none() {
             if let Some(target) = self.session.target() {
-                self.executor = self
-                    .luns
-                    .iter()
-                    .find(|(name, _)| *name == target.name)
-                    .map(|(_, e)| Arc::clone(e));
+                if let Some(live) = self.luns.iter().find(|t| t.name == target.name) {
+                    self.executor = Some(Arc::clone(&live.executor));
+                    self.target_luns = live.luns.clone();
+                }
             }
         }
         while !self.output_full() {
             let Some(command) = self.session.poll_command() else {
                 break;
             };
+            if let Some(sense) = self.attentions.take_for(command.lun, &command.cdb) {
+                let result = CommandResult {
+                    status: 0x02,
+                    sense,
+                    data_in: Vec::new(),
+                    data_out_wanted: None,
+                };
+                self.session.complete_command(command.id, result);
+                continue;
+            }
             let data_in_len = command.expected_data_in_len as usize;
             let submission = match &self.executor {
                 Some(executor) => executor.submit(
@@ -520,6 +536,43 @@ impl Connection {
                     self.defer(command.id, data_in_len, Deferred::Blocking(job))
                 }
             }
+        }
+    }
+
+    /// Moves this connection to a configuration the control plane published. A session
+    /// whose target is gone, or whose initiator the target no longer allows, is closed;
+    /// one whose target's LUNs changed gets the unit attentions the change calls for
+    /// (commands already started finish on the units they started on). Others go on
+    /// undisturbed: the same units, no unit attention.
+    pub(super) fn apply_config(
+        &mut self,
+        session_config: &Arc<TargetSessionConfig>,
+        targets: &Arc<Vec<LiveTarget>>,
+    ) {
+        self.luns = Arc::clone(targets);
+        if !self.session.replace_config(Arc::clone(session_config)) {
+            self.abort(TargetError::Revoked);
+            return;
+        }
+        let Some(target) = self.session.target() else {
+            return;
+        };
+        let Some(live) = targets.iter().find(|t| t.name == target.name) else {
+            return;
+        };
+        let initiator = self.session.initiator_name();
+        let allowed = live
+            .allowed_initiators
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == initiator));
+        if !allowed {
+            self.abort(TargetError::Revoked);
+            return;
+        }
+        if self.executor.is_some() {
+            self.attentions.handle_change(&self.target_luns, &live.luns);
+            self.executor = Some(Arc::clone(&live.executor));
+            self.target_luns = live.luns.clone();
         }
     }
 
@@ -671,7 +724,8 @@ mod tests {
         ]);
         let recorder = Arc::new(Recorder::default());
         let executor: Arc<dyn LunExecutor> = Arc::clone(&recorder) as _;
-        let luns = Arc::new(vec![(crate::session::tests::TARGET.to_owned(), executor)]);
+        let node = super::super::TargetNodeConfig::new(crate::session::tests::TARGET, Vec::new());
+        let luns = Arc::new(vec![LiveTarget::from_node(&node, executor)]);
         let limits = ConnectionLimits {
             max_recv_data_segment_length: 256 << 10,
             stall_timeout: Duration::from_secs(5),

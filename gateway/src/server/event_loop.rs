@@ -38,7 +38,7 @@ use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession, 
 use super::blocking::{Cancelled, Inbox, Reply};
 use super::connection::{CloseReason, Connection, ConnectionLimits};
 use super::file_io::{FileOp, Progress};
-use super::{ConnControl, Deferred, LoopStats, SessionKey, Shared};
+use super::{ConnControl, Deferred, LoopConfig, LoopStats, SessionKey, Shared};
 
 /// io_uring's largest completion queue.
 const MAX_CQ_ENTRIES: u32 = 1 << 16;
@@ -179,6 +179,8 @@ struct EventLoop {
     /// Listeners whose accept waits for descriptors, and until when.
     paused_accepts: Vec<usize>,
     accepts_resume_at: Option<Instant>,
+    /// The configuration this loop runs with, and where new ones arrive.
+    config: LoopConfig,
 }
 
 /// The completion queue for `sq_entries` of submission queue and the limits: room for a
@@ -226,6 +228,7 @@ pub(super) fn run(
     listeners: Arc<Vec<TcpListener>>,
     waker: Arc<Waker>,
     stats: Arc<LoopStats>,
+    config: LoopConfig,
     ready: Sender<io::Result<()>>,
 ) {
     let sq_entries = shared.limits.ring_entries.clamp(1, 1 << 15);
@@ -277,6 +280,7 @@ pub(super) fn run(
         refused: 0,
         paused_accepts: Vec::new(),
         accepts_resume_at: None,
+        config,
     };
     event_loop.run();
 }
@@ -527,6 +531,7 @@ impl EventLoop {
                 for (token, command, result) in self.inbox.take() {
                     self.blocking_done(token, command, result);
                 }
+                self.take_new_config();
                 if self.waker.kills_requested.swap(false, Ordering::AcqRel) {
                     // Another thread asked a connection to close (reinstatement): rare,
                     // so a look at every slot is fine here.
@@ -628,10 +633,13 @@ impl EventLoop {
             ]),
             portal_group_tag: self.shared.portal_group_tag,
         };
-        let session = TargetSession::new(Arc::clone(&self.shared.session_config), params, now);
+        let tsih = params.tsih;
+        let session =
+            TargetSession::new(Arc::clone(&self.config.current.session_config), params, now);
         let limits = ConnectionLimits {
             max_recv_data_segment_length: self
-                .shared
+                .config
+                .current
                 .session_config
                 .offer
                 .max_recv_data_segment_length,
@@ -639,7 +647,13 @@ impl EventLoop {
             max_output_bytes: self.shared.limits.max_output_bytes_per_connection,
             first_pdu_timeout: self.shared.limits.first_pdu_timeout,
         };
-        let conn = Connection::new(session, peer, Arc::clone(&self.shared.luns), limits, now);
+        let conn = Connection::new(
+            session,
+            peer,
+            Arc::clone(&self.config.current.targets),
+            limits,
+            now,
+        );
         let generation = self.take_generation();
         let slot = Slot {
             fd,
@@ -647,7 +661,10 @@ impl EventLoop {
             conn,
             control: Arc::new(ConnControl {
                 kill: std::sync::atomic::AtomicBool::new(false),
+                dropped: std::sync::atomic::AtomicBool::new(false),
                 loop_waker: Arc::clone(&self.waker),
+                peer,
+                tsih,
             }),
             session_key: None,
             recv_in_flight: false,
@@ -757,6 +774,33 @@ impl EventLoop {
         }
     }
 
+    /// Takes the newest configuration the control plane published, if any, at this turn
+    /// boundary: every connection moves to it (see [`Connection::apply_config`]), then
+    /// the loop says which epoch it runs. Rare, so a look at every slot is fine.
+    fn take_new_config(&mut self) {
+        let mut newest = None;
+        while let Ok(snapshot) = self.config.mailbox.try_recv() {
+            newest = Some(snapshot);
+        }
+        let Some(snapshot) = newest else {
+            return;
+        };
+        for index in 0..self.slots.len() {
+            if let Some(slot) = self.slots[index].as_mut() {
+                slot.conn
+                    .apply_config(&snapshot.session_config, &snapshot.targets);
+                self.mark(index);
+            }
+        }
+        self.config
+            .applied_epoch
+            .store(snapshot.epoch, Ordering::Release);
+        self.config.current = snapshot;
+        let (lock, condvar) = &self.shared.applied;
+        let _guard = lock.lock();
+        condvar.notify_all();
+    }
+
     fn handle_events(&mut self, index: usize, events: Vec<TargetEvent>) {
         for event in events {
             if let TargetEvent::LoggedIn {
@@ -827,7 +871,11 @@ impl EventLoop {
             return;
         };
         if slot.control.kill.swap(false, Ordering::AcqRel) {
-            slot.conn.abort(TargetError::Reinstated);
+            if slot.control.dropped.load(Ordering::Acquire) {
+                slot.conn.abort(TargetError::Dropped);
+            } else {
+                slot.conn.abort(TargetError::Reinstated);
+            }
         }
         if slot.conn.poll_timeout().is_some_and(|t| t <= now) {
             slot.conn.handle_timeout(now);

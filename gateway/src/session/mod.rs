@@ -538,6 +538,25 @@ impl TargetSession {
         self.session_type
     }
 
+    /// Moves the session to a new configuration (the control plane changed the target
+    /// nodes): a login in progress sees the new nodes, a session keeps its target under
+    /// its name. False, and the old configuration kept, when that target is gone: the
+    /// caller closes the connection.
+    pub fn replace_config(&mut self, config: Arc<TargetSessionConfig>) -> bool {
+        let Some(name) = self.target().map(|t| t.name.clone()) else {
+            self.config = config;
+            return true;
+        };
+        match config.targets.iter().position(|t| t.name == name) {
+            Some(index) => {
+                self.config = config;
+                self.target = Some(index);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The target logged in to, once the login names it.
     pub fn target(&self) -> Option<&TargetNode> {
         self.target.and_then(|i| self.config.targets.get(i))
