@@ -193,6 +193,29 @@ fn luns_attached_and_detached_live_are_seen_by_peers_with_unit_attentions_only_w
     assert_eq!(report_luns(&mut one), vec![0]);
     assert_eq!(test_unit_ready(&mut two, 0), (0, None));
 
+    // Statistics per LUN count what the session did.
+    for lba in 0..20u32 {
+        let cdb = Cdb::read_10(lba, 1, 512, false).unwrap();
+        let outcome = one
+            .execute(
+                0,
+                cdb.as_bytes(),
+                DataDirection::Read { len: 512 },
+                vec![0; 512],
+            )
+            .unwrap();
+        assert_eq!(outcome.status, 0);
+    }
+    let stats = ctl_json(socket, &["lun", "stats", "--target", T1]);
+    let lun0 = &stats["luns"][0];
+    assert_eq!(
+        (lun0["lun"].as_u64(), lun0["reads"].as_u64()),
+        (Some(0), Some(20)),
+        "{stats}"
+    );
+    assert_eq!(lun0["read_bytes"], 20 * 512);
+    assert!(lun0["latency_us"]["p99"].as_u64().unwrap() >= 1, "{stats}");
+
     // Sessions are listed, and dropped by the administrator.
     let sessions = ctl_json(socket, &["session", "list"]);
     let sessions = sessions["sessions"].as_array().unwrap();

@@ -123,6 +123,15 @@ enum LunVerb {
     },
     /// Detach a LUN (hosts get REPORTED LUNS DATA HAS CHANGED).
     Detach { target: String, lun: u64 },
+    /// Per-LUN statistics: IOPS, bytes, latency percentiles inside the gateway.
+    Stats {
+        /// Only this target's LUNs.
+        #[arg(long)]
+        target: Option<String>,
+        /// Measure over this many milliseconds (default: since each LUN was attached).
+        #[arg(long)]
+        interval_ms: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -240,6 +249,13 @@ impl Verb {
             Verb::Lun(LunVerb::Detach { target, lun }) => Call::LunDetach(rpc::LunRef {
                 target: target.clone(),
                 lun: *lun,
+            }),
+            Verb::Lun(LunVerb::Stats {
+                target,
+                interval_ms,
+            }) => Call::LunStats(rpc::LunStatsParams {
+                target: target.clone(),
+                interval_ms: *interval_ms,
             }),
             Verb::Session(SessionVerb::List { target }) => Call::SessionList(rpc::TargetFilter {
                 target: target.clone(),
@@ -407,6 +423,32 @@ fn human(call: &Call, result: &Value) -> String {
                     text(&s["tsih"]),
                     text(&s["peer"]),
                     text(&s["target"]),
+                ));
+            }
+            out
+        }
+        Call::LunStats(_) => {
+            let luns = result["luns"].as_array().cloned().unwrap_or_default();
+            if luns.is_empty() {
+                return "no LUNs\n".into();
+            }
+            let mut out = format!(
+                "{:<40} {:>5} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+                "TARGET", "LUN", "IOPS", "READ/s", "WRITE/s", "p50 us", "p99 us", "p99.9", "max us"
+            );
+            for l in luns {
+                let rate = |key: &str| size(l[key].as_f64().unwrap_or(0.0) as u64);
+                out.push_str(&format!(
+                    "{:<40} {:>5} {:>10.0} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+                    text(&l["target"]),
+                    text(&l["lun"]),
+                    l["iops"].as_f64().unwrap_or(0.0),
+                    rate("read_bytes_per_second"),
+                    rate("write_bytes_per_second"),
+                    text(&l["latency_us"]["p50"]),
+                    text(&l["latency_us"]["p99"]),
+                    text(&l["latency_us"]["p99_9"]),
+                    text(&l["latency_us"]["max"]),
                 ));
             }
             out

@@ -164,6 +164,20 @@ pub struct TargetFilter {
     pub target: Option<String>,
 }
 
+/// `lun_stats`: the LUNs of one target or of all; with `interval_ms`, the figures of that
+/// interval (the gateway measures twice), else those since each LUN was attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LunStatsParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+}
+
+/// The longest `interval_ms` of `lun_stats`.
+pub const MAX_STATS_INTERVAL_MS: u64 = 60_000;
+
 /// Which sessions `session_drop` closes: those matching every field given (at least one).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,7 +201,7 @@ pub enum Call {
     TargetSetChap(TargetSetChap),
     LunAttach(LunAttach),
     LunDetach(LunRef),
-    LunStats(TargetFilter),
+    LunStats(LunStatsParams),
     PortalList,
     SessionList(TargetFilter),
     SessionDrop(SessionFilter),

@@ -18,6 +18,7 @@ use crate::session::{
 };
 
 use super::attention::Attentions;
+use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
 use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
 
 /// Largest AHS accepted (the field allows 1020 bytes).
@@ -114,6 +115,11 @@ pub struct Connection {
     /// The LUNs of the target logged in to, as last seen (for unit attentions).
     target_luns: Vec<LunInfo>,
     attentions: Attentions,
+    /// Deferred commands' start, for their latency: (command, unit, kind, write bytes,
+    /// start).
+    timings: Vec<(CommandId, u64, OpKind, u64, Instant)>,
+    /// Finished commands not yet counted by the event loop ([`Connection::drain_samples`]).
+    samples: Vec<Sample>,
     events: Vec<TargetEvent>,
     closed: Option<CloseReason>,
     /// Commands the event loop has still to start off this connection's turn.
@@ -170,6 +176,8 @@ impl Connection {
             executor: None,
             target_luns: Vec::new(),
             attentions: Attentions::default(),
+            timings: Vec::new(),
+            samples: Vec::new(),
             events: Vec::new(),
             closed: None,
             deferred: Vec::new(),
@@ -514,6 +522,10 @@ impl Connection {
                 continue;
             }
             let data_in_len = command.expected_data_in_len as usize;
+            let started = Instant::now();
+            let unit_id = self.unit_of(command.lun);
+            let kind = op_kind(&command.cdb);
+            let write_bytes = command.data_out.len() as u64;
             let submission = match &self.executor {
                 Some(executor) => executor.submit(
                     command.lun,
@@ -530,12 +542,64 @@ impl Connection {
                 }),
             };
             match submission {
-                Submission::Done(result) => self.session.complete_command(command.id, result),
-                Submission::Io(io) => self.defer(command.id, data_in_len, Deferred::Io(io)),
+                Submission::Done(result) => {
+                    if let Some(unit_id) = unit_id {
+                        self.sample(unit_id, kind, write_bytes, &result, started);
+                    }
+                    self.session.complete_command(command.id, result)
+                }
+                Submission::Io(io) => {
+                    if let Some(unit_id) = unit_id {
+                        self.timings
+                            .push((command.id, unit_id, kind, write_bytes, started));
+                    }
+                    self.defer(command.id, data_in_len, Deferred::Io(io))
+                }
                 Submission::Blocking(job) => {
+                    if let Some(unit_id) = unit_id {
+                        self.timings
+                            .push((command.id, unit_id, kind, write_bytes, started));
+                    }
                     self.defer(command.id, data_in_len, Deferred::Blocking(job))
                 }
             }
+        }
+    }
+
+    /// The unit behind `lun` on the target logged in to.
+    fn unit_of(&self, lun: u64) -> Option<u64> {
+        self.target_luns
+            .binary_search_by_key(&lun, |info| info.lun)
+            .ok()
+            .map(|at| self.target_luns[at].unit_id)
+    }
+
+    /// Counts a finished command: its bytes when it succeeded, its latency always.
+    fn sample(
+        &mut self,
+        unit_id: u64,
+        kind: OpKind,
+        write_bytes: u64,
+        result: &CommandResult,
+        started: Instant,
+    ) {
+        let bytes = match (result.status, kind) {
+            (0, OpKind::Read) => result.data_in.len() as u64,
+            (0, OpKind::Write) => write_bytes,
+            _ => 0,
+        };
+        self.samples.push(Sample {
+            unit_id,
+            kind,
+            bytes,
+            latency: started.elapsed(),
+        });
+    }
+
+    /// Hands the finished commands' figures to the event loop's table.
+    pub(super) fn drain_samples(&mut self, into: &mut LoopLunStats) {
+        for sample in self.samples.drain(..) {
+            into.record(&sample);
         }
     }
 
@@ -589,6 +653,10 @@ impl Connection {
 
     /// A deferred command finished (or timed out): its result goes to the initiator.
     pub(super) fn complete_deferred(&mut self, id: CommandId, result: CommandResult) {
+        if let Some(at) = self.timings.iter().position(|t| t.0 == id) {
+            let (_, unit_id, kind, write_bytes, started) = self.timings.swap_remove(at);
+            self.sample(unit_id, kind, write_bytes, &result, started);
+        }
         if let Some(at) = self.reads_in_flight.iter().position(|(c, _)| *c == id) {
             let (_, reserved) = self.reads_in_flight.swap_remove(at);
             self.reads_in_flight_bytes -= reserved;

@@ -38,7 +38,8 @@ use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession, 
 use super::blocking::{Cancelled, Inbox, Reply};
 use super::connection::{CloseReason, Connection, ConnectionLimits};
 use super::file_io::{FileOp, Progress};
-use super::{ConnControl, Deferred, LoopConfig, LoopStats, SessionKey, Shared};
+use super::lun_stats::LoopLunStats;
+use super::{ConnControl, Deferred, LoopConfig, LoopMessage, LoopStats, SessionKey, Shared};
 
 /// io_uring's largest completion queue.
 const MAX_CQ_ENTRIES: u32 = 1 << 16;
@@ -181,6 +182,8 @@ struct EventLoop {
     accepts_resume_at: Option<Instant>,
     /// The configuration this loop runs with, and where new ones arrive.
     config: LoopConfig,
+    /// Statistics per unit, written only by this loop.
+    lun_stats: LoopLunStats,
 }
 
 /// The completion queue for `sq_entries` of submission queue and the limits: room for a
@@ -281,6 +284,7 @@ pub(super) fn run(
         paused_accepts: Vec::new(),
         accepts_resume_at: None,
         config,
+        lun_stats: LoopLunStats::default(),
     };
     event_loop.run();
 }
@@ -779,12 +783,27 @@ impl EventLoop {
     /// the loop says which epoch it runs. Rare, so a look at every slot is fine.
     fn take_new_config(&mut self) {
         let mut newest = None;
-        while let Ok(snapshot) = self.config.mailbox.try_recv() {
-            newest = Some(snapshot);
+        while let Ok(message) = self.config.mailbox.try_recv() {
+            match message {
+                LoopMessage::Config(snapshot) => newest = Some(snapshot),
+                LoopMessage::Stats(reply) => {
+                    // Samples still held by connections are counted first.
+                    for slot in self.slots.iter_mut().flatten() {
+                        slot.conn.drain_samples(&mut self.lun_stats);
+                    }
+                    let _ = reply.send(self.lun_stats.copy());
+                }
+            }
         }
         let Some(snapshot) = newest else {
             return;
         };
+        self.lun_stats.retain(|unit| {
+            snapshot
+                .targets
+                .iter()
+                .any(|t| t.luns.iter().any(|info| info.unit_id == unit))
+        });
         for index in 0..self.slots.len() {
             if let Some(slot) = self.slots[index].as_mut() {
                 slot.conn
@@ -909,6 +928,7 @@ impl EventLoop {
                 return;
             }
         }
+        slot.conn.drain_samples(&mut self.lun_stats);
         self.arm_send(index);
         self.arm_recv(index);
         self.schedule(index);

@@ -20,6 +20,7 @@ mod connection;
 mod event_loop;
 mod file_io;
 mod listener;
+mod lun_stats;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -36,6 +37,7 @@ use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetS
 pub use blocking::BlockingJob;
 pub use checks::LUN_NUMBER_LIMIT;
 pub use connection::{CloseReason, Connection, ConnectionLimits};
+pub use lun_stats::LunCounters;
 
 /// Runs SCSI commands for the LUNs of one target node.
 pub trait LunExecutor: Send + Sync {
@@ -424,13 +426,21 @@ impl ConfigSnapshot {
 /// which epoch it runs.
 pub(crate) struct LoopConfig {
     pub(crate) current: Arc<ConfigSnapshot>,
-    pub(crate) mailbox: std::sync::mpsc::Receiver<Arc<ConfigSnapshot>>,
+    pub(crate) mailbox: std::sync::mpsc::Receiver<LoopMessage>,
     pub(crate) applied_epoch: Arc<AtomicU64>,
+}
+
+/// What the control plane asks of an event loop, at its next turn.
+pub(crate) enum LoopMessage {
+    /// Run with this configuration from now on.
+    Config(Arc<ConfigSnapshot>),
+    /// Send a copy of the loop's per-unit statistics.
+    Stats(std::sync::mpsc::Sender<Vec<(u64, LunCounters)>>),
 }
 
 /// The sending side of one loop's [`LoopConfig`].
 struct LoopMailbox {
-    sender: std::sync::mpsc::Sender<Arc<ConfigSnapshot>>,
+    sender: std::sync::mpsc::Sender<LoopMessage>,
     waker: Arc<event_loop::Waker>,
     applied_epoch: Arc<AtomicU64>,
 }
@@ -485,7 +495,11 @@ impl Controller {
         };
         for mailbox in mailboxes.iter() {
             // A loop that is gone (shutdown) has dropped its receiver: nothing to tell.
-            if mailbox.sender.send(Arc::clone(&snapshot)).is_ok() {
+            if mailbox
+                .sender
+                .send(LoopMessage::Config(Arc::clone(&snapshot)))
+                .is_ok()
+            {
                 mailbox.waker.wake();
             }
         }
@@ -514,6 +528,38 @@ impl Controller {
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
+    }
+
+    /// The statistics of every unit that ran a command, by unit id
+    /// ([`LunInfo::unit_id`]), summed over the event loops.
+    pub fn lun_stats(&self) -> HashMap<u64, LunCounters> {
+        let (reply, answers) = std::sync::mpsc::channel();
+        let mut asked = 0;
+        if let Ok(mailboxes) = self.mailboxes.lock() {
+            for mailbox in mailboxes.iter() {
+                if mailbox
+                    .sender
+                    .send(LoopMessage::Stats(reply.clone()))
+                    .is_ok()
+                {
+                    mailbox.waker.wake();
+                    asked += 1;
+                }
+            }
+        }
+        let mut merged: HashMap<u64, LunCounters> = HashMap::new();
+        let deadline = std::time::Instant::now() + APPLY_WAIT;
+        for _ in 0..asked {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(copy) = answers.recv_timeout(left) else {
+                tracing::warn!("an event loop did not send its statistics in time");
+                break;
+            };
+            for (unit, counters) in copy {
+                merged.entry(unit).or_default().merge(&counters);
+            }
+        }
+        merged
     }
 
     /// The target nodes now published.
