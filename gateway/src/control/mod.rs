@@ -318,14 +318,17 @@ impl Control {
     pub fn load(&self, startup: &[TargetNodeConfig]) -> Result<bool, ControlError> {
         let mut inner = self.lock();
         let tpgt = self.portal_group_tag;
-        let restored = match &inner.state {
+        let restored = match inner.state.as_mut() {
             Some(dir) => dir.load()?,
             None => None,
         };
         let mut model = Model::default();
         let from_state = restored.is_some();
         match restored {
-            Some(state) => {
+            Some(state::Loaded {
+                snapshot: state,
+                changes,
+            }) => {
                 model.generation = state.generation;
                 for target in state.targets {
                     let mut entry = TargetEntry::new(
@@ -347,6 +350,37 @@ impl Control {
                     }
                     entry.rebuild(&target.name, tpgt);
                     model.targets.insert(target.name, entry);
+                }
+                let replayed = changes.len();
+                for (generation, payload) in changes {
+                    let record: JournalRecord = serde_json::from_slice(&payload).map_err(|e| {
+                        ControlError::Restore(bad(
+                            ErrorCode::Internal,
+                            format!("journal record of change {generation}: {e}"),
+                        ))
+                    })?;
+                    let identity = match (&record.naa, &record.serial) {
+                        (Some(naa), Some(serial)) => parse_naa(naa).map(|naa_id| LuIdentity {
+                            naa_id,
+                            serial: serial.clone(),
+                        }),
+                        _ => None,
+                    };
+                    let call = rpc::parse_call(&record.method, record.params)
+                        .map_err(ControlError::Restore)?;
+                    apply_change(&mut model, call, identity, tpgt).map_err(|e| {
+                        ControlError::Restore(bad(
+                            e.code,
+                            format!("replaying change {generation}: {}", e.message),
+                        ))
+                    })?;
+                    model.generation = generation;
+                }
+                if replayed > 0 {
+                    // Start from a snapshot of what was replayed, with an empty journal.
+                    if let Some(dir) = inner.state.as_mut() {
+                        dir.snapshot(&model.to_state())?;
+                    }
                 }
             }
             None => {
@@ -375,8 +409,8 @@ impl Control {
                     entry.rebuild(&node.iqn, tpgt);
                     model.targets.insert(node.iqn.clone(), entry);
                 }
-                if let Some(dir) = &inner.state {
-                    dir.commit(&model.to_state())?;
+                if let Some(dir) = inner.state.as_mut() {
+                    dir.snapshot(&model.to_state())?;
                 }
             }
         }
@@ -606,6 +640,80 @@ impl Control {
         let tpgt = self.portal_group_tag;
         let mut inner = self.lock();
         let mut next = inner.model.clone();
+        let (method, params) = call.to_method_params();
+        let (answer, detached) = apply_change(&mut next, call, None, tpgt)?;
+        next.generation += 1;
+        if let Some(dir) = inner.state.as_mut() {
+            let identity = match (&answer["naa"], &answer["serial"]) {
+                (Value::String(naa), Value::String(serial)) => {
+                    (Some(naa.clone()), Some(serial.clone()))
+                }
+                _ => (None, None),
+            };
+            let record = JournalRecord {
+                method,
+                params,
+                naa: identity.0,
+                serial: identity.1,
+            };
+            persist(dir, &next, &record).map_err(|e| {
+                bad(
+                    ErrorCode::Persist,
+                    format!("the change was not made: state not written: {e}"),
+                )
+            })?;
+        }
+        if let Some(controller) = &inner.controller {
+            controller.publish(next.live_targets());
+        }
+        inner.model = next;
+        drop(inner);
+        // Data written to a detached unit is made durable now; the unit itself closes
+        // when the last command still running on it ends.
+        for unit in detached {
+            if let Err(error) = unit.backend().flush() {
+                tracing::error!(%error, "flushing a detached LUN failed");
+            }
+        }
+        Ok(answer)
+    }
+}
+
+/// One change as the journal keeps it: the call, and for an attach the identity found, so
+/// that a replay opens the LUN as the same disk.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JournalRecord {
+    method: String,
+    params: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    naa: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    serial: Option<String>,
+}
+
+/// Makes `next` durable: its change appended to the journal, or a snapshot of it when
+/// the journal is full.
+fn persist(
+    dir: &mut StateDir,
+    next: &Model,
+    record: &JournalRecord,
+) -> Result<(), state::StateError> {
+    let payload = serde_json::to_vec(record).unwrap_or_default();
+    match dir.append(next.generation, &payload) {
+        Err(state::StateError::JournalFull) => dir.snapshot(&next.to_state()),
+        other => other,
+    }
+}
+
+/// Applies one change to `next` (a copy of the configuration): the answer, and the units it
+/// detached. `identity` is the one a journal replay brings for an attach.
+fn apply_change(
+    next: &mut Model,
+    call: Call,
+    identity: Option<LuIdentity>,
+    tpgt: u16,
+) -> Result<(Value, Vec<Arc<LogicalUnit>>), RpcError> {
+    {
         let mut detached: Vec<Arc<LogicalUnit>> = Vec::new();
         let answer = match call {
             Call::TargetCreate(p) => {
@@ -673,7 +781,7 @@ impl Control {
                         format!("LUN {} of {} exists; detach it first", p.lun, p.target),
                     ));
                 }
-                let opened = open_lun(&p.target, p.lun, &p.backend, None)?;
+                let opened = open_lun(&p.target, p.lun, &p.backend, identity)?;
                 let answer = json!({
                     "target": p.target,
                     "lun": p.lun,
@@ -704,28 +812,7 @@ impl Control {
                 ))
             }
         };
-        next.generation += 1;
-        if let Some(dir) = &inner.state {
-            dir.commit(&next.to_state()).map_err(|e| {
-                bad(
-                    ErrorCode::Persist,
-                    format!("the change was not made: state not written: {e}"),
-                )
-            })?;
-        }
-        if let Some(controller) = &inner.controller {
-            controller.publish(next.live_targets());
-        }
-        inner.model = next;
-        drop(inner);
-        // Data written to a detached unit is made durable now; the unit itself closes
-        // when the last command still running on it ends.
-        for unit in detached {
-            if let Err(error) = unit.backend().flush() {
-                tracing::error!(%error, "flushing a detached LUN failed");
-            }
-        }
-        Ok(answer)
+        Ok((answer, detached))
     }
 }
 
