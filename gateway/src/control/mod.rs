@@ -56,13 +56,15 @@ struct TargetEntry {
     mutual_chap: Option<Chap>,
     luns: BTreeMap<u64, LunEntry>,
     /// What the event loops run for this target, rebuilt when the target changes.
-    live: LiveTarget,
+    live: Arc<LiveTarget>,
 }
 
 #[derive(Clone, Default)]
 struct Model {
     generation: u64,
-    targets: BTreeMap<String, TargetEntry>,
+    /// Shared with the configuration before a change: a change copies the map's spine
+    /// and the one target it touches (`Arc::make_mut`), not every target.
+    targets: BTreeMap<String, Arc<TargetEntry>>,
 }
 
 struct Inner {
@@ -152,15 +154,11 @@ impl TargetEntry {
             chap,
             mutual_chap,
             luns: BTreeMap::new(),
-            live: LiveTarget {
-                name: name.to_string(),
-                alias: None,
-                chap: None,
-                mutual_chap: None,
-                allowed_initiators: None,
-                executor: server::disk_luns(name, tpgt, LunMap::new()),
-                luns: Vec::new(),
-            },
+            live: Arc::new(LiveTarget::new(
+                name,
+                server::disk_luns(name, tpgt, LunMap::new()),
+                Vec::new(),
+            )),
         };
         entry.rebuild(name, tpgt);
         entry
@@ -172,15 +170,16 @@ impl TargetEntry {
         for (lun, entry) in &self.luns {
             map.insert(*lun, Arc::clone(&entry.unit));
         }
-        self.live = LiveTarget {
-            name: name.to_string(),
-            alias: self.alias.clone(),
-            chap: credentials(&self.chap),
-            mutual_chap: credentials(&self.mutual_chap),
-            allowed_initiators: self.allowed_initiators.clone(),
-            executor: server::disk_luns(name, tpgt, map),
-            luns: self.luns.values().map(|entry| entry.info).collect(),
-        };
+        let mut live = LiveTarget::new(
+            name,
+            server::disk_luns(name, tpgt, map),
+            self.luns.values().map(|entry| entry.info).collect(),
+        );
+        live.alias = self.alias.clone();
+        live.chap = credentials(&self.chap);
+        live.mutual_chap = credentials(&self.mutual_chap);
+        live.allowed_initiators = self.allowed_initiators.clone();
+        self.live = Arc::new(live);
     }
 }
 
@@ -272,13 +271,14 @@ impl Model {
         }
     }
 
-    fn live_targets(&self) -> Vec<LiveTarget> {
-        self.targets.values().map(|t| t.live.clone()).collect()
+    fn live_targets(&self) -> Vec<Arc<LiveTarget>> {
+        self.targets.values().map(|t| Arc::clone(&t.live)).collect()
     }
 
     fn target_mut(&mut self, name: &str) -> Result<&mut TargetEntry, RpcError> {
         self.targets
             .get_mut(name)
+            .map(Arc::make_mut)
             .ok_or_else(|| bad(ErrorCode::NotFound, format!("no target {name}")))
     }
 }
@@ -349,7 +349,7 @@ impl Control {
                         entry.luns.insert(lun.lun, opened);
                     }
                     entry.rebuild(&target.name, tpgt);
-                    model.targets.insert(target.name, entry);
+                    model.targets.insert(target.name, Arc::new(entry));
                 }
                 let replayed = changes.len();
                 for (generation, payload) in changes {
@@ -407,7 +407,7 @@ impl Control {
                         entry.luns.insert(*lun, opened);
                     }
                     entry.rebuild(&node.iqn, tpgt);
-                    model.targets.insert(node.iqn.clone(), entry);
+                    model.targets.insert(node.iqn.clone(), Arc::new(entry));
                 }
                 if let Some(dir) = inner.state.as_mut() {
                     dir.snapshot(&model.to_state())?;
@@ -419,7 +419,7 @@ impl Control {
     }
 
     /// The target nodes to start the server with ([`crate::server::start_live`]).
-    pub fn live_targets(&self) -> Vec<LiveTarget> {
+    pub fn live_targets(&self) -> Vec<Arc<LiveTarget>> {
         self.lock().model.live_targets()
     }
 
@@ -741,7 +741,7 @@ fn apply_change(
                     p.mutual_chap,
                     tpgt,
                 );
-                next.targets.insert(p.name.clone(), entry);
+                next.targets.insert(p.name.clone(), Arc::new(entry));
                 json!({ "name": p.name })
             }
             Call::TargetDelete(p) => {

@@ -110,7 +110,7 @@ pub struct Connection {
     last_rx_progress: Instant,
     stall_timeout: Duration,
     /// Target nodes and their logical units, resolved once the login names the target.
-    luns: Arc<Vec<LiveTarget>>,
+    luns: Arc<Vec<Arc<LiveTarget>>>,
     executor: Option<Arc<dyn LunExecutor>>,
     /// The LUNs of the target logged in to, as last seen (for unit attentions).
     target_luns: Vec<LunInfo>,
@@ -155,7 +155,7 @@ impl Connection {
     pub fn new(
         session: TargetSession,
         peer: SocketAddr,
-        luns: Arc<Vec<LiveTarget>>,
+        luns: Arc<Vec<Arc<LiveTarget>>>,
         limits: ConnectionLimits,
         now: Instant,
     ) -> Connection {
@@ -611,7 +611,7 @@ impl Connection {
     pub(super) fn apply_config(
         &mut self,
         session_config: &Arc<TargetSessionConfig>,
-        targets: &Arc<Vec<LiveTarget>>,
+        targets: &Arc<Vec<Arc<LiveTarget>>>,
     ) {
         self.luns = Arc::clone(targets);
         if !self.session.replace_config(Arc::clone(session_config)) {
@@ -793,7 +793,7 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let executor: Arc<dyn LunExecutor> = Arc::clone(&recorder) as _;
         let node = super::super::TargetNodeConfig::new(crate::session::tests::TARGET, Vec::new());
-        let luns = Arc::new(vec![LiveTarget::from_node(&node, executor)]);
+        let luns = Arc::new(vec![Arc::new(LiveTarget::from_node(&node, executor))]);
         let limits = ConnectionLimits {
             max_recv_data_segment_length: 256 << 10,
             stall_timeout: Duration::from_secs(5),

@@ -350,6 +350,8 @@ pub struct LiveTarget {
     pub executor: Arc<dyn LunExecutor>,
     /// By LUN number, ascending.
     pub luns: Vec<LunInfo>,
+    /// What logins see of it, made once per target value (see [`LiveTarget::new`]).
+    session_node: std::sync::OnceLock<Arc<TargetNode>>,
 }
 
 impl std::fmt::Debug for LiveTarget {
@@ -362,25 +364,53 @@ impl std::fmt::Debug for LiveTarget {
 }
 
 impl LiveTarget {
+    /// A target named `name` with no CHAP and no ACL, over `executor` with `luns`.
+    pub fn new(name: &str, executor: Arc<dyn LunExecutor>, luns: Vec<LunInfo>) -> LiveTarget {
+        LiveTarget {
+            name: name.to_string(),
+            alias: None,
+            chap: None,
+            mutual_chap: None,
+            allowed_initiators: None,
+            executor,
+            luns,
+            session_node: std::sync::OnceLock::new(),
+        }
+    }
+
     /// A target with the settings of `node` (its LUN specs aside) over `executor`.
     pub fn from_node(node: &TargetNodeConfig, executor: Arc<dyn LunExecutor>) -> LiveTarget {
+        let luns = node
+            .luns
+            .iter()
+            .map(|(lun, _)| LunInfo {
+                lun: *lun,
+                unit_id: next_unit_id(),
+                blocks: 0,
+            })
+            .collect();
         LiveTarget {
-            name: node.iqn.clone(),
             alias: node.alias.clone(),
             chap: node.chap.clone(),
             mutual_chap: node.mutual_chap.clone(),
             allowed_initiators: node.allowed_initiators.clone(),
-            executor,
-            luns: node
-                .luns
-                .iter()
-                .map(|(lun, _)| LunInfo {
-                    lun: *lun,
-                    unit_id: next_unit_id(),
-                    blocks: 0,
-                })
-                .collect(),
+            ..LiveTarget::new(&node.iqn, executor, luns)
         }
+    }
+
+    /// The node logins and SendTargets see.
+    fn session_node(&self, max_transfer_bytes: u32) -> Arc<TargetNode> {
+        Arc::clone(self.session_node.get_or_init(|| {
+            Arc::new(TargetNode {
+                name: self.name.clone(),
+                alias: self.alias.clone(),
+                luns: self.luns.iter().map(|info| info.lun).collect(),
+                chap: self.chap.clone(),
+                mutual_chap: self.mutual_chap.clone(),
+                allowed_initiators: self.allowed_initiators.clone(),
+                max_transfer_bytes,
+            })
+        }))
     }
 }
 
@@ -390,7 +420,7 @@ impl LiveTarget {
 pub(crate) struct ConfigSnapshot {
     pub(crate) epoch: u64,
     pub(crate) session_config: Arc<TargetSessionConfig>,
-    pub(crate) targets: Arc<Vec<LiveTarget>>,
+    pub(crate) targets: Arc<Vec<Arc<LiveTarget>>>,
 }
 
 impl ConfigSnapshot {
@@ -398,21 +428,13 @@ impl ConfigSnapshot {
     fn new(
         epoch: u64,
         base: &TargetSessionConfig,
-        targets: Vec<LiveTarget>,
+        targets: Vec<Arc<LiveTarget>>,
         max_transfer_bytes: u32,
     ) -> ConfigSnapshot {
         let mut session_config = base.clone();
         session_config.targets = targets
             .iter()
-            .map(|t| TargetNode {
-                name: t.name.clone(),
-                alias: t.alias.clone(),
-                luns: t.luns.iter().map(|info| info.lun).collect(),
-                chap: t.chap.clone(),
-                mutual_chap: t.mutual_chap.clone(),
-                allowed_initiators: t.allowed_initiators.clone(),
-                max_transfer_bytes,
-            })
+            .map(|t| t.session_node(max_transfer_bytes))
             .collect();
         ConfigSnapshot {
             epoch,
@@ -474,7 +496,7 @@ impl Controller {
     /// an initiator no longer allowed) are closed, and sessions whose target's LUNs
     /// changed get the unit attentions the change calls for. Sessions of unchanged
     /// targets are not disturbed.
-    pub fn publish(&self, targets: Vec<LiveTarget>) {
+    pub fn publish(&self, targets: Vec<Arc<LiveTarget>>) {
         let mailboxes = match self.mailboxes.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
@@ -563,7 +585,7 @@ impl Controller {
     }
 
     /// The target nodes now published.
-    pub fn targets(&self) -> Vec<LiveTarget> {
+    pub fn targets(&self) -> Vec<Arc<LiveTarget>> {
         match self.shared.current.lock() {
             Ok(c) => c.targets.as_ref().clone(),
             Err(poisoned) => poisoned.into_inner().targets.as_ref().clone(),
@@ -837,7 +859,7 @@ pub fn start_with(
     let mut targets = Vec::new();
     for node in &config.targets {
         let executor = builder(node, config.portal_group_tag)?;
-        targets.push(LiveTarget::from_node(node, executor));
+        targets.push(Arc::new(LiveTarget::from_node(node, executor)));
     }
     start_live(config, targets)
 }
@@ -847,7 +869,7 @@ pub fn start_with(
 /// all is allowed: they come later through [`RunningTarget::controller`].
 pub fn start_live(
     config: TargetConfig,
-    targets: Vec<LiveTarget>,
+    targets: Vec<Arc<LiveTarget>>,
 ) -> Result<RunningTarget, ServerError> {
     if config.portals.is_empty() {
         return Err(ServerError::Config("no portal".into()));

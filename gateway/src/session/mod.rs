@@ -146,7 +146,9 @@ pub struct Portal {
 /// What every session of a target shares.
 #[derive(Debug, Clone)]
 pub struct TargetSessionConfig {
-    pub targets: Vec<TargetNode>,
+    /// Shared with the configurations the control plane publishes later: a change
+    /// rebuilds only the nodes it touches.
+    pub targets: Vec<Arc<TargetNode>>,
     pub portals: Vec<Portal>,
     /// Our operational wishes (MaxRecvDataSegmentLength, burst lengths, ...).
     pub offer: OperationalOffer,
@@ -191,7 +193,7 @@ impl TargetSessionConfig {
 
     pub fn new(targets: Vec<TargetNode>, portals: Vec<Portal>) -> TargetSessionConfig {
         TargetSessionConfig {
-            targets,
+            targets: targets.into_iter().map(Arc::new).collect(),
             portals,
             offer: Self::default_offer(),
             cmd_window: 64,
@@ -559,7 +561,9 @@ impl TargetSession {
 
     /// The target logged in to, once the login names it.
     pub fn target(&self) -> Option<&TargetNode> {
-        self.target.and_then(|i| self.config.targets.get(i))
+        self.target
+            .and_then(|i| self.config.targets.get(i))
+            .map(Arc::as_ref)
     }
 
     pub fn initiator_name(&self) -> &str {
