@@ -6,7 +6,9 @@
 # control connection; each pair is timed from the first request to the second answer.
 # Rows: with the state directory, without it (no fsync: what persistence costs), and
 # through `iscsi-ctl gateway` as a user types it (two process starts per pair), beside
-# tgt's tgtadm doing the same (new target + new logical unit, two process starts per pair).
+# tgt's tgtadm doing the same (new target + new logical unit, two process starts per pair),
+# and the disk's floor: two pwrite + fdatasync of a preallocated file in the same directory
+# (what the journal does per pair).
 # Not for CI. Usage: scripts/bench-control.sh [rounds, default 2000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -111,13 +113,31 @@ EOF
 
 row() { # row LABEL "p50 p99 p999 max mean"
   read -r p50 p99 p999 max mean <<<"$2"
-  printf '| %-44s | %8s | %8s | %8s | %8s | %8s |\n' "$1" "$p50" "$p99" "$p999" "$max" "$mean"
+  printf '| %-50s | %8s | %8s | %8s | %8s | %8s |\n' "$1" "$p50" "$p99" "$p999" "$max" "$mean"
 }
 
 start_gateway durable --state-dir "$work/state"
 durable=$(rpc_pairs "$work/durable.sock" "$ROUNDS" durable)
-state_bytes=$(stat -c %s "$work/state/state.json")
 stop_gateway
+
+floor=$(python3 - "$work/floor" "$ROUNDS" <<'EOF'
+import os, sys, time
+path, rounds = sys.argv[1], int(sys.argv[2])
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+os.write(fd, b"\0" * (4 << 20))
+os.fsync(fd)
+times = []
+for n in range(rounds):
+    t0 = time.perf_counter()
+    for k in range(2):
+        os.pwrite(fd, b"r" * 200, ((2 * n + k) * 256) % (4 << 20))
+        os.fdatasync(fd)
+    times.append((time.perf_counter() - t0) * 1000)
+times.sort()
+q = lambda p: times[min(len(times) - 1, int(p * len(times)))]
+print(f"{q(0.5):.3f} {q(0.99):.3f} {q(0.999):.3f} {times[-1]:.3f} {sum(times)/len(times):.3f}")
+EOF
+)
 
 start_gateway volatile
 volatile=$(rpc_pairs "$work/volatile.sock" "$ROUNDS" volatile)
@@ -140,10 +160,11 @@ tgt=$(cli_pairs "$CLI_ROUNDS" \
   "tgtadm -C $control --lld iscsi --op new --mode logicalunit --tid {n} --lun 1 --bstype null -b /dev/null-{n}")
 
 echo
-echo "create + attach, milliseconds per pair (state file at the end: $state_bytes bytes, $ROUNDS targets)"
-printf '| %-44s | %8s | %8s | %8s | %8s | %8s |\n' "path" "p50" "p99" "p99.9" "max" "mean"
-printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "----------" "----------" "----------" "----------" "----------"
+echo "create + attach, milliseconds per pair ($ROUNDS targets at the end; load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+printf '| %-50s | %8s | %8s | %8s | %8s | %8s |\n' "path" "p50" "p99" "p99.9" "max" "mean"
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..52})" "----------" "----------" "----------" "----------" "----------"
 row "JSON-RPC, --state-dir (fsync), $ROUNDS pairs" "$durable"
 row "JSON-RPC, no state dir, $ROUNDS pairs" "$volatile"
 row "iscsi-ctl gateway, --state-dir, $CLI_ROUNDS pairs" "$cli"
 row "tgtadm (tgt, not durable), $CLI_ROUNDS pairs" "$tgt"
+row "disk floor: 2 x (pwrite + fdatasync), $ROUNDS pairs" "$floor"

@@ -336,7 +336,7 @@ fn refusals_name_the_problem_and_a_live_socket_is_not_taken_over() {
 /// known from `g` alone.
 fn change(n: u64) -> Call {
     let name = format!("iqn.2026-12.test:crash-{}", n / 2);
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         Call::TargetCreate(rpc::TargetCreate {
             name,
             alias: None,
