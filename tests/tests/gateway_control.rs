@@ -250,6 +250,24 @@ fn luns_attached_and_detached_live_are_seen_by_peers_with_unit_attentions_only_w
         listing.iter().all(|t| t.iqn != T1),
         "T1 is hidden from a host the ACL leaves out: {listing:?}"
     );
+    // A portal added live serves logins and SendTargets lists it; removed, it refuses.
+    let added = ctl_json(socket, &["portal", "add", "127.0.0.1:0"]);
+    let added: SocketAddr = added["address"].as_str().unwrap().parse().unwrap();
+    let listing = iscsi_ls(&iscsi_url(added, None, None)).expect("iscsi-ls on the new portal");
+    assert!(listing.iter().any(|t| t.iqn == T2), "{listing:?}");
+    let portals = ctl_json(socket, &["portal", "list"]);
+    assert_eq!(portals["portals"].as_array().unwrap().len(), 2, "{portals}");
+    ctl_ok(socket, &["portal", "remove", &added.to_string()]);
+    assert!(
+        std::net::TcpStream::connect(added).is_err(),
+        "a removed portal refuses"
+    );
+    let mut still = session(portal, T2);
+    assert_eq!(
+        test_unit_ready(&mut still, 0).0,
+        0,
+        "the first portal serves on"
+    );
     ctl_ok(socket, &["target", "delete", T2]);
     let human = ctl_ok(socket, &["target", "list"]);
     assert!(human.contains(T1) && !human.contains(T2), "{human}");

@@ -157,6 +157,10 @@ enum SessionVerb {
 enum PortalVerb {
     /// List the portals.
     List,
+    /// Listen on one more address (IP:PORT, [IPv6]:PORT; port 0 picks one).
+    Add { address: std::net::SocketAddr },
+    /// Stop listening on an address (sessions that came through it go on).
+    Remove { address: std::net::SocketAddr },
 }
 
 fn secret(
@@ -270,6 +274,12 @@ impl Verb {
                 isid: isid.clone(),
             }),
             Verb::Portal(PortalVerb::List) => Call::PortalList,
+            Verb::Portal(PortalVerb::Add { address }) => {
+                Call::PortalAdd(rpc::PortalAddress { address: *address })
+            }
+            Verb::Portal(PortalVerb::Remove { address }) => {
+                Call::PortalRemove(rpc::PortalAddress { address: *address })
+            }
             Verb::Call { method, params } => {
                 let params: Value = match params {
                     Some(text) => serde_json::from_str(text)
@@ -453,6 +463,8 @@ fn human(call: &Call, result: &Value) -> String {
             }
             out
         }
+        Call::PortalAdd(_) => format!("listening on {}\n", text(&result["address"])),
+        Call::PortalRemove(_) => format!("no longer listening on {}\n", text(&result["address"])),
         Call::SessionDrop(_) => format!("{} sessions dropped\n", text(&result["dropped"])),
         Call::PortalList => result["portals"]
             .as_array()

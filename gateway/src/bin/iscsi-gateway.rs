@@ -195,7 +195,7 @@ fn main() -> ExitCode {
 /// comes from the state directory or the startup configuration, then the target starts
 /// and the socket is served.
 fn start_controlled(
-    config: TargetConfig,
+    mut config: TargetConfig,
     socket: &std::path::Path,
     state_dir: Option<&std::path::Path>,
 ) -> Result<(server::RunningTarget, control::socket::ControlSocket), String> {
@@ -206,6 +206,10 @@ fn start_controlled(
         .map_err(|e| e.to_string())?;
     let control = Arc::new(control::Control::new(state, config.portal_group_tag));
     let from_state = control.load(&config.targets).map_err(|e| e.to_string())?;
+    if let Some(portals) = control.state_portals() {
+        // Portals changed through the control plane are part of the state.
+        config.portals = portals;
+    }
     if from_state {
         tracing::info!(
             state_dir = %state_dir.map(|d| d.display().to_string()).unwrap_or_default(),

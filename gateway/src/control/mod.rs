@@ -65,6 +65,9 @@ struct Model {
     /// Shared with the configuration before a change: a change copies the map's spine
     /// and the one target it touches (`Arc::make_mut`), not every target.
     targets: BTreeMap<String, Arc<TargetEntry>>,
+    /// The portals, once a portal change set them; `None` while the startup
+    /// configuration's apply.
+    portals: Option<Vec<std::net::SocketAddr>>,
 }
 
 struct Inner {
@@ -247,6 +250,7 @@ impl Model {
         State {
             version: 0,
             generation: self.generation,
+            portals: self.portals.clone(),
             targets: self
                 .targets
                 .iter()
@@ -330,6 +334,7 @@ impl Control {
                 changes,
             }) => {
                 model.generation = state.generation;
+                model.portals = state.portals.clone();
                 for target in state.targets {
                     let mut entry = TargetEntry::new(
                         &target.name,
@@ -418,6 +423,12 @@ impl Control {
         Ok(from_state)
     }
 
+    /// The portals the state directory holds, when a portal change set them: they
+    /// replace the startup configuration's.
+    pub fn state_portals(&self) -> Option<Vec<std::net::SocketAddr>> {
+        self.lock().model.portals.clone()
+    }
+
     /// The target nodes to start the server with ([`crate::server::start_live`]).
     pub fn live_targets(&self) -> Vec<Arc<LiveTarget>> {
         self.lock().model.live_targets()
@@ -495,8 +506,77 @@ impl Control {
                 Ok(json!({ "dropped": dropped }))
             }
             Call::LunStats(p) => self.lun_stats(p),
+            Call::PortalAdd(p) => self.portal_change(true, p.address),
+            Call::PortalRemove(p) => self.portal_change(false, p.address),
             change => self.change(change),
         }
+    }
+
+    /// Adds or removes a portal. Rare, so made durable as a whole snapshot (the journal's
+    /// replay then never needs the startup portals). An added portal listens before the
+    /// commit (binding is the check that can fail) and is closed again if the commit
+    /// fails; a removed one stops listening after it.
+    fn portal_change(&self, add: bool, address: std::net::SocketAddr) -> Result<Value, RpcError> {
+        let mut inner = self.lock();
+        let Some(controller) = inner.controller.clone() else {
+            return Err(bad(
+                ErrorCode::NotAvailable,
+                "the gateway is not running yet",
+            ));
+        };
+        let mut next = inner.model.clone();
+        let mut portals = next.portals.clone().unwrap_or_else(|| controller.portals());
+        let live = controller.portals();
+        let answer;
+        if add {
+            if address.port() != 0 && live.contains(&address) {
+                return Err(bad(
+                    ErrorCode::AlreadyExists,
+                    format!("portal {address} exists"),
+                ));
+            }
+            let bound = controller
+                .add_portal(address)
+                .map_err(|e| bad(ErrorCode::Refused, format!("portal {address}: {e}")))?;
+            portals.push(bound);
+            answer = json!({ "address": bound.to_string() });
+            next.portals = Some(portals);
+            next.generation += 1;
+            if let Some(dir) = inner.state.as_mut() {
+                if let Err(e) = dir.snapshot(&next.to_state()) {
+                    controller.remove_portal(bound);
+                    return Err(bad(
+                        ErrorCode::Persist,
+                        format!("the change was not made: state not written: {e}"),
+                    ));
+                }
+            }
+        } else {
+            if !live.contains(&address) {
+                return Err(bad(ErrorCode::NotFound, format!("no portal {address}")));
+            }
+            if live.len() == 1 {
+                return Err(bad(
+                    ErrorCode::Refused,
+                    format!("portal {address} is the last one; add another first"),
+                ));
+            }
+            portals.retain(|p| *p != address);
+            next.portals = Some(portals);
+            next.generation += 1;
+            if let Some(dir) = inner.state.as_mut() {
+                dir.snapshot(&next.to_state()).map_err(|e| {
+                    bad(
+                        ErrorCode::Persist,
+                        format!("the change was not made: state not written: {e}"),
+                    )
+                })?;
+            }
+            controller.remove_portal(address);
+            answer = json!({ "address": address.to_string() });
+        }
+        inner.model = next;
+        Ok(answer)
     }
 
     /// Per-LUN figures: commands and bytes by kind, IOPS, throughput and latency

@@ -164,6 +164,14 @@ pub struct TargetFilter {
     pub target: Option<String>,
 }
 
+/// `portal_add`, `portal_remove`: an address `IP:PORT` (`[IPv6]:PORT`); port 0 on add
+/// picks a free one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalAddress {
+    pub address: std::net::SocketAddr,
+}
+
 /// `lun_stats`: the LUNs of one target or of all; with `interval_ms`, the figures of that
 /// interval (the gateway measures twice), else those since each LUN was attached.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +211,8 @@ pub enum Call {
     LunDetach(LunRef),
     LunStats(LunStatsParams),
     PortalList,
+    PortalAdd(PortalAddress),
+    PortalRemove(PortalAddress),
     SessionList(TargetFilter),
     SessionDrop(SessionFilter),
     /// `volume_*`: handled by the volume pool when one is configured; the parameters
@@ -224,6 +234,8 @@ pub const METHODS: &[&str] = &[
     "lun_detach",
     "lun_stats",
     "portal_list",
+    "portal_add",
+    "portal_remove",
     "session_list",
     "session_drop",
     "volume_*",
@@ -245,6 +257,8 @@ impl Call {
             Call::LunDetach(p) => ("lun_detach", v(p)),
             Call::LunStats(p) => ("lun_stats", v(p)),
             Call::PortalList => ("portal_list", Value::Object(Default::default())),
+            Call::PortalAdd(p) => ("portal_add", v(p)),
+            Call::PortalRemove(p) => ("portal_remove", v(p)),
             Call::SessionList(p) => ("session_list", v(p)),
             Call::SessionDrop(p) => ("session_drop", v(p)),
             Call::Volume { method, params } => return (method.clone(), params.clone()),
@@ -262,6 +276,8 @@ impl Call {
                 | Call::TargetSetChap(_)
                 | Call::LunAttach(_)
                 | Call::LunDetach(_)
+                | Call::PortalAdd(_)
+                | Call::PortalRemove(_)
         )
     }
 }
@@ -391,6 +407,8 @@ pub fn parse_call(method: &str, params: Value) -> Result<Call, RpcError> {
             empty(method, params)?;
             Call::PortalList
         }
+        "portal_add" => Call::PortalAdd(typed(method, params)?),
+        "portal_remove" => Call::PortalRemove(typed(method, params)?),
         "session_list" => Call::SessionList(typed(method, params)?),
         "session_drop" => Call::SessionDrop(typed(method, params)?),
         volume if volume.starts_with("volume_") => Call::Volume {

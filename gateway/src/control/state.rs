@@ -60,6 +60,10 @@ pub struct State {
     pub version: u32,
     /// Counts committed changes: a restart shows which one it came back with.
     pub generation: u64,
+    /// The portals, once a control-plane change set them (then they replace the startup
+    /// configuration's); `None` until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portals: Option<Vec<std::net::SocketAddr>>,
     pub targets: Vec<TargetState>,
 }
 
@@ -297,6 +301,7 @@ mod tests {
         let state = State {
             version: FORMAT_VERSION,
             generation: 3,
+            portals: None,
             targets: vec![TargetState {
                 name: "iqn.2026-01.t:a".into(),
                 alias: None,
@@ -338,6 +343,7 @@ mod tests {
         let mut state = State {
             version: FORMAT_VERSION,
             generation: 5,
+            portals: None,
             targets: Vec::new(),
         };
         store.snapshot(&state).unwrap();

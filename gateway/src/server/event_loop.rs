@@ -22,7 +22,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -39,7 +39,9 @@ use super::blocking::{Cancelled, Inbox, Reply};
 use super::connection::{CloseReason, Connection, ConnectionLimits};
 use super::file_io::{FileOp, Progress};
 use super::lun_stats::LoopLunStats;
-use super::{ConnControl, Deferred, LoopConfig, LoopMessage, LoopStats, SessionKey, Shared};
+use super::{
+    ConnControl, Deferred, LoopConfig, LoopMessage, LoopStats, PortalListener, SessionKey, Shared,
+};
 
 /// io_uring's largest completion queue.
 const MAX_CQ_ENTRIES: u32 = 1 << 16;
@@ -132,7 +134,9 @@ struct BlockingEntry {
 struct EventLoop {
     ring: IoUring,
     shared: Arc<Shared>,
-    listeners: Arc<Vec<TcpListener>>,
+    /// The portals this loop accepts on, by slot (a removed portal's slot is `None`);
+    /// an accept's token carries the slot and the portal's id.
+    listeners: Vec<Option<PortalListener>>,
     waker: Arc<super::event_loop::Waker>,
     /// The eventfd read's buffer; leaked so it outlives the ring whatever the kernel does
     /// with a read still armed when the ring is torn down.
@@ -228,17 +232,19 @@ const FILE_OPS_PER_UNIT: usize = 16;
 /// The body of an event loop thread. Reports on `ready` whether the ring came up.
 pub(super) fn run(
     shared: Arc<Shared>,
-    listeners: Arc<Vec<TcpListener>>,
     waker: Arc<Waker>,
     stats: Arc<LoopStats>,
     config: LoopConfig,
     ready: Sender<io::Result<()>>,
 ) {
     let sq_entries = shared.limits.ring_entries.clamp(1, 1 << 15);
+    let listeners: Vec<Option<PortalListener>> =
+        config.current.listeners.iter().cloned().map(Some).collect();
+    // Room for a few portals added later.
     let cq_entries = cq_entries(
         sq_entries,
         shared.max_connections_per_thread,
-        listeners.len(),
+        listeners.len() + 16,
     );
     let ring = match build_ring(sq_entries, cq_entries) {
         Ok(ring) => ring,
@@ -409,19 +415,20 @@ impl EventLoop {
     }
 
     fn arm_accept(&mut self, index: usize) {
-        let Some(listener) = self.listeners.get(index) else {
+        let Some(Some(listener)) = self.listeners.get(index) else {
             return;
         };
         let entry = opcode::Accept::new(
-            types::Fd(listener.as_raw_fd()),
+            types::Fd(listener.socket.as_raw_fd()),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
         )
         .flags(libc::SOCK_CLOEXEC)
         .build()
-        .user_data(token(KIND_ACCEPT, index, 0));
-        // SAFETY: no buffers; the listener outlives every loop (the RunningTarget holds it
-        // until all loops are joined).
+        .user_data(token(KIND_ACCEPT, index, listener.id));
+        // SAFETY: no buffers. The kernel holds its own reference to the socket while the
+        // accept is in flight, so a portal removed meanwhile (its descriptor shut down
+        // and closed) only makes the accept complete with an error.
         if unsafe { self.push(entry, false) }.is_err() {
             // Accepted on a later turn: new connections wait in the listen queue.
             self.paused_accepts.push(index);
@@ -511,6 +518,19 @@ impl EventLoop {
         let (kind, index, generation) = untoken(user_data);
         match kind {
             KIND_ACCEPT => {
+                let current = self
+                    .listeners
+                    .get(index)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|l| l.id == generation);
+                if !current {
+                    // A removed portal's last accept: a connection it still took is
+                    // served; the portal is not armed again.
+                    if result >= 0 {
+                        self.accepted(now, result);
+                    }
+                    return;
+                }
                 if result >= 0 {
                     self.accepted(now, result);
                 } else if matches!(-result, libc::EMFILE | libc::ENFILE | libc::ENOMEM) {
@@ -798,6 +818,7 @@ impl EventLoop {
         let Some(snapshot) = newest else {
             return;
         };
+        self.take_portals(&snapshot);
         self.lun_stats.retain(|unit| {
             snapshot
                 .targets
@@ -818,6 +839,41 @@ impl EventLoop {
         let (lock, condvar) = &self.shared.applied;
         let _guard = lock.lock();
         condvar.notify_all();
+    }
+
+    /// Portals added are armed; portals removed are let go (their accept in flight ends
+    /// when the control plane shuts the socket down, and is not armed again).
+    fn take_portals(&mut self, snapshot: &super::ConfigSnapshot) {
+        if Arc::ptr_eq(&snapshot.listeners, &self.config.current.listeners) {
+            return;
+        }
+        for slot in self.listeners.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|l| !snapshot.listeners.iter().any(|n| n.id == l.id))
+            {
+                *slot = None;
+            }
+        }
+        for listener in snapshot.listeners.iter() {
+            let known = self.listeners.iter().flatten().any(|l| l.id == listener.id);
+            if known {
+                continue;
+            }
+            let index = match self.listeners.iter().position(Option::is_none) {
+                Some(index) => {
+                    self.listeners[index] = Some(listener.clone());
+                    index
+                }
+                None => {
+                    self.listeners.push(Some(listener.clone()));
+                    self.listeners.len() - 1
+                }
+            };
+            if !self.stopping {
+                self.arm_accept(index);
+            }
+        }
     }
 
     fn handle_events(&mut self, index: usize, events: Vec<TargetEvent>) {

@@ -421,6 +421,23 @@ pub(crate) struct ConfigSnapshot {
     pub(crate) epoch: u64,
     pub(crate) session_config: Arc<TargetSessionConfig>,
     pub(crate) targets: Arc<Vec<Arc<LiveTarget>>>,
+    /// The portals' listening sockets: every loop accepts on each.
+    pub(crate) listeners: Arc<Vec<PortalListener>>,
+}
+
+/// One portal's listening socket. `id` tells a loop's accepts on it apart from those of a
+/// removed portal whose slot was reused.
+#[derive(Debug, Clone)]
+pub(crate) struct PortalListener {
+    pub(crate) id: u32,
+    pub(crate) addr: SocketAddr,
+    pub(crate) socket: Arc<TcpListener>,
+}
+
+/// A portal id for [`PortalListener::id`], never 0.
+fn next_portal_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl ConfigSnapshot {
@@ -429,9 +446,18 @@ impl ConfigSnapshot {
         epoch: u64,
         base: &TargetSessionConfig,
         targets: Vec<Arc<LiveTarget>>,
+        listeners: Arc<Vec<PortalListener>>,
+        portal_group_tag: u16,
         max_transfer_bytes: u32,
     ) -> ConfigSnapshot {
         let mut session_config = base.clone();
+        session_config.portals = listeners
+            .iter()
+            .map(|l| Portal {
+                addr: l.addr,
+                group_tag: portal_group_tag,
+            })
+            .collect();
         session_config.targets = targets
             .iter()
             .map(|t| t.session_node(max_transfer_bytes))
@@ -440,6 +466,7 @@ impl ConfigSnapshot {
             epoch,
             session_config: Arc::new(session_config),
             targets: Arc::new(targets),
+            listeners,
         }
     }
 }
@@ -497,6 +524,61 @@ impl Controller {
     /// changed get the unit attentions the change calls for. Sessions of unchanged
     /// targets are not disturbed.
     pub fn publish(&self, targets: Vec<Arc<LiveTarget>>) {
+        self.publish_with(Some(targets), None);
+    }
+
+    /// Starts listening on `addr` (port 0 picks one) as one more portal of the group:
+    /// every event loop accepts on it once this returns, and SendTargets lists it.
+    /// Returns the bound address.
+    pub fn add_portal(&self, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+        let bind_error = |source| ServerError::Bind { addr, source };
+        let socket = listener::bind_portal(addr).map_err(bind_error)?;
+        let bound = socket.local_addr().map_err(bind_error)?;
+        let mut listeners: Vec<PortalListener> = self.current().listeners.as_ref().clone();
+        listeners.push(PortalListener {
+            id: next_portal_id(),
+            addr: bound,
+            socket: Arc::new(socket),
+        });
+        self.publish_with(None, Some(listeners));
+        tracing::info!(portal = %bound, "listening (added live)");
+        Ok(bound)
+    }
+
+    /// Stops listening on the portal bound to `addr`; false when there is none.
+    /// Connections accepted on it go on.
+    pub fn remove_portal(&self, addr: SocketAddr) -> bool {
+        let mut listeners: Vec<PortalListener> = self.current().listeners.as_ref().clone();
+        let Some(at) = listeners.iter().position(|l| l.addr == addr) else {
+            return false;
+        };
+        let removed = listeners.remove(at);
+        self.publish_with(None, Some(listeners));
+        // The loops no longer arm accepts on it; one still in the kernel ends now.
+        // SAFETY: shutdown(2) on a descriptor the Arc keeps open; no memory is passed.
+        unsafe {
+            libc::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(removed.socket.as_ref()),
+                libc::SHUT_RDWR,
+            );
+        }
+        tracing::info!(portal = %addr, "portal removed");
+        true
+    }
+
+    fn current(&self) -> Arc<ConfigSnapshot> {
+        match self.shared.current.lock() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Publishes the current configuration with new targets and/or portals.
+    fn publish_with(
+        &self,
+        targets: Option<Vec<Arc<LiveTarget>>>,
+        listeners: Option<Vec<PortalListener>>,
+    ) {
         let mailboxes = match self.mailboxes.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
@@ -506,10 +588,17 @@ impl Controller {
                 Ok(c) => c,
                 Err(poisoned) => poisoned.into_inner(),
             };
+            let targets = targets.unwrap_or_else(|| current.targets.as_ref().clone());
+            let listeners = match listeners {
+                Some(listeners) => Arc::new(listeners),
+                None => Arc::clone(&current.listeners),
+            };
             let snapshot = Arc::new(ConfigSnapshot::new(
                 current.epoch + 1,
                 &current.session_config,
                 targets,
+                listeners,
+                self.shared.portal_group_tag,
                 self.max_transfer_bytes,
             ));
             *current = Arc::clone(&snapshot);
@@ -594,10 +683,7 @@ impl Controller {
 
     /// The portals' addresses, as SendTargets reports them.
     pub fn portals(&self) -> Vec<SocketAddr> {
-        match self.shared.current.lock() {
-            Ok(c) => c.session_config.portals.iter().map(|p| p.addr).collect(),
-            Err(_) => Vec::new(),
-        }
+        self.current().listeners.iter().map(|l| l.addr).collect()
     }
 
     /// The logged-in sessions of normal (not discovery) type.
@@ -729,7 +815,6 @@ pub struct RunningTarget {
     /// One per event loop, each written only by its loop.
     loop_stats: Vec<Arc<LoopStats>>,
     threads: Vec<JoinHandle<()>>,
-    _listeners: Arc<Vec<TcpListener>>,
 }
 
 impl std::fmt::Debug for RunningTarget {
@@ -813,10 +898,18 @@ impl RunningTarget {
         // The rings' pending accepts hold the listening sockets until the kernel finishes
         // tearing the rings down, after the threads are gone: stop listening now, so a
         // connection attempt after `shutdown` returns is refused, not queued.
-        for listener in self._listeners.iter() {
-            // SAFETY: shutdown(2) on a descriptor this struct owns; no memory is passed.
+        let listeners = match self.shared.current.lock() {
+            Ok(c) => Arc::clone(&c.listeners),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner().listeners),
+        };
+        for listener in listeners.iter() {
+            // SAFETY: shutdown(2) on a descriptor the snapshot keeps open; no memory is
+            // passed.
             unsafe {
-                libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(listener), libc::SHUT_RDWR);
+                libc::shutdown(
+                    std::os::fd::AsRawFd::as_raw_fd(listener.socket.as_ref()),
+                    libc::SHUT_RDWR,
+                );
             }
         }
         if let Ok(mut pool) = self.shared.blocking.lock() {
@@ -908,10 +1001,23 @@ pub fn start_live(
     session_config.nop_timeout = config.nop_timeout;
     session_config.discovery_chap = config.discovery_chap.clone();
     session_config.offer.max_recv_data_segment_length = config.max_recv_data_segment_length;
+    let listeners = Arc::new(
+        listeners
+            .into_iter()
+            .zip(&addrs)
+            .map(|(socket, addr)| PortalListener {
+                id: next_portal_id(),
+                addr: *addr,
+                socket: Arc::new(socket),
+            })
+            .collect::<Vec<_>>(),
+    );
     let snapshot = Arc::new(ConfigSnapshot::new(
         1,
         &session_config,
         targets,
+        listeners,
+        config.portal_group_tag,
         config.max_transfer_bytes,
     ));
 
@@ -930,7 +1036,6 @@ pub fn start_live(
                 .map_err(ServerError::Thread)?,
         ),
     });
-    let listeners = Arc::new(listeners);
     let threads_wanted = config.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -945,7 +1050,6 @@ pub fn start_live(
         wakers: Vec::new(),
         loop_stats: Vec::new(),
         threads: Vec::new(),
-        _listeners: Arc::clone(&listeners),
     };
     for index in 0..threads_wanted.max(1) {
         let waker = Arc::new(event_loop::Waker::new().map_err(ServerError::Ring)?);
@@ -966,15 +1070,12 @@ pub fn start_live(
         }
         let thread = {
             let shared = Arc::clone(&shared);
-            let listeners = Arc::clone(&listeners);
             let waker = Arc::clone(&waker);
             let stats = Arc::new(LoopStats::default());
             target.loop_stats.push(Arc::clone(&stats));
             std::thread::Builder::new()
                 .name(format!("iscsi-target-{index}"))
-                .spawn(move || {
-                    event_loop::run(shared, listeners, waker, stats, loop_config, ready_tx)
-                })
+                .spawn(move || event_loop::run(shared, waker, stats, loop_config, ready_tx))
                 .map_err(ServerError::Thread)?
         };
         target.wakers.push(waker);
