@@ -483,3 +483,57 @@ fn kill_9_during_a_stream_of_changes_leaves_the_last_acknowledged_state_or_the_o
         "changes were acknowledged: {acknowledged}"
     );
 }
+
+#[test]
+fn changes_to_one_target_do_not_disturb_io_on_another() {
+    let dir = TempDir::new("gateway-control-undisturbed").unwrap();
+    let portal = loopback(free_port());
+    let gateway = start(&dir, portal, &[], "gateway.log");
+    let socket = gateway.socket.clone();
+    ctl_ok(&socket, &["target", "create", T1]);
+    ctl_ok(&socket, &["target", "create", T2]);
+    ctl_ok(&socket, &["lun", "attach", T2, "0", "ram:8M"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut client = session(portal, T2);
+            let (mut good, mut other) = (0u64, Vec::new());
+            let mut lba = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let cdb = Cdb::read_10(lba % 16_000, 8, 512, false).unwrap();
+                match client.execute(
+                    0,
+                    cdb.as_bytes(),
+                    DataDirection::Read { len: 4096 },
+                    vec![0; 4096],
+                ) {
+                    Ok(outcome) if outcome.status == 0 => good += 1,
+                    Ok(outcome) => {
+                        other.push(format!("status {:#x} {:?}", outcome.status, outcome.sense))
+                    }
+                    Err(e) => other.push(e.to_string()),
+                }
+                lba += 8;
+            }
+            (good, other)
+        })
+    };
+    // Target T1 changes under the reader's feet, and so do the portals and T1's ACL.
+    for round in 0..20 {
+        let lun = (round % 4).to_string();
+        ctl_ok(&socket, &["lun", "attach", T1, &lun, "ram:1M"]);
+        ctl_ok(&socket, &["lun", "detach", T1, &lun]);
+    }
+    ctl_ok(&socket, &["target", "acl", T1, "--allow", HOST]);
+    ctl_ok(&socket, &["target", "delete", T1]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (good, other) = reader.join().unwrap();
+    assert!(good > 0, "the reader read");
+    assert!(
+        other.is_empty(),
+        "{} reads went wrong: {:?}",
+        other.len(),
+        &other[..other.len().min(5)]
+    );
+}
