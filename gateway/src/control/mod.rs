@@ -131,8 +131,30 @@ fn check_chap(what: &str, chap: &Option<Chap>) -> Result<(), RpcError> {
             ErrorCode::InvalidParams,
             format!("{what}: empty user name"),
         )),
-        _ => Ok(()),
+        Some(c) => {
+            check_text(&format!("{what} user"), &c.user)?;
+            check_text(&format!("{what} secret"), &c.secret)
+        }
+        None => Ok(()),
     }
+}
+
+/// Target nodes one gateway holds at most: bounds the configuration every login and
+/// SendTargets walks (the LUNs per target are bounded by the LUN number limit).
+pub const MAX_TARGETS: usize = 16_384;
+
+/// Text values such as TargetAlias and CHAP user names are at most 255 bytes
+/// (RFC 7143 section 6.1), without control characters (they go into text keys).
+const MAX_TEXT_VALUE_BYTES: usize = 255;
+
+fn check_text(what: &str, value: &str) -> Result<(), RpcError> {
+    if value.len() > MAX_TEXT_VALUE_BYTES || value.chars().any(char::is_control) {
+        return Err(bad(
+            ErrorCode::InvalidParams,
+            format!("{what}: at most {MAX_TEXT_VALUE_BYTES} bytes without control characters"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_acl(target: &str, names: &Option<Vec<String>>) -> Result<(), RpcError> {
@@ -807,10 +829,19 @@ fn apply_change(
                         "mutual_chap needs chap (the initiator authenticates first)",
                     ));
                 }
+                if let Some(alias) = &p.alias {
+                    check_text("alias", alias)?;
+                }
                 if next.targets.contains_key(&p.name) {
                     return Err(bad(
                         ErrorCode::AlreadyExists,
                         format!("target {} exists", p.name),
+                    ));
+                }
+                if next.targets.len() >= MAX_TARGETS {
+                    return Err(bad(
+                        ErrorCode::Refused,
+                        format!("{MAX_TARGETS} targets exist already, the most one gateway holds"),
                     ));
                 }
                 let entry = TargetEntry::new(
