@@ -133,6 +133,20 @@ impl StateDir {
             .mode(0o600)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
+        // One gateway per directory: two writing one journal would interleave records.
+        // SAFETY: flock(2) on a descriptor we own; the lock goes with the descriptor.
+        let locked = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&journal),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if locked != 0 {
+            return Err(io_error(
+                &path,
+                std::io::Error::other("in use by another gateway (locked)"),
+            ));
+        }
         let size = journal.metadata().map_err(|e| io_error(&path, e))?.len();
         if size < JOURNAL_BYTES {
             // Written, not fallocated: appends into unwritten extents would change
@@ -352,6 +366,9 @@ mod tests {
                 .append(generation, format!("change {generation}").as_bytes())
                 .unwrap();
         }
+        // The directory is locked while `store` holds it.
+        assert!(StateDir::open(&dir).is_err());
+        drop(store);
         let mut reopened = StateDir::open(&dir).unwrap();
         let loaded = reopened.load().unwrap().unwrap();
         let generations: Vec<u64> = loaded.changes.iter().map(|(g, _)| *g).collect();
@@ -362,12 +379,13 @@ mod tests {
         let end = reopened.journal_end;
         use std::os::unix::fs::FileExt;
         reopened.journal.write_all_at(b"X", end - 1).unwrap();
-        let loaded = StateDir::open(&dir).unwrap().load().unwrap().unwrap();
+        reopened.journal_end = 0;
+        let loaded = reopened.load().unwrap().unwrap();
         assert_eq!(loaded.changes.len(), 3);
         // A new snapshot: the old records are of generations it holds and are skipped.
         state.generation = 9;
         reopened.snapshot(&state).unwrap();
-        let loaded = StateDir::open(&dir).unwrap().load().unwrap().unwrap();
+        let loaded = reopened.load().unwrap().unwrap();
         assert_eq!((loaded.snapshot.generation, loaded.changes.len()), (9, 0));
         // A full journal asks for a snapshot.
         let big = vec![b'x'; JOURNAL_BYTES as usize];
