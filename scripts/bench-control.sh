@@ -4,7 +4,7 @@
 # --state-dir (on the disk of $STATE_PARENT, by default this checkout's target/, so the
 # fsyncs are real), then $ROUNDS rounds of target_create + lun_attach (a RAM LUN) on one
 # control connection; each pair is timed from the first request to the second answer.
-# Rows: with the state directory, without it (no fsync: what persistence costs), and
+# Rows: with the state directory, as one target_create carrying the LUN (one commit), without it (no fsync: what persistence costs), and
 # through `iscsi-ctl gateway` as a user types it (two process starts per pair), beside
 # tgt's tgtadm doing the same (new target + new logical unit, two process starts per pair),
 # and the disk's floor: two pwrite + fdatasync of a preallocated file in the same directory
@@ -67,11 +67,13 @@ stop_gateway() {
   gateway_pid=""
 }
 
-# Prints "p50 p99 p99.9 max mean" in ms for ROUNDS create+attach pairs on one connection.
-rpc_pairs() { # rpc_pairs SOCKET ROUNDS PREFIX
+# Prints "p50 p99 p99.9 max mean" in ms for ROUNDS create+attach pairs on one connection
+# (with "one", target_create carries the LUN: one request, one commit).
+rpc_pairs() { # rpc_pairs SOCKET ROUNDS PREFIX [one]
   python3 - "$@" <<'EOF'
 import json, socket, sys, time
 path, rounds, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+one = len(sys.argv) > 4 and sys.argv[4] == "one"
 s = socket.socket(socket.AF_UNIX)
 s.connect(path)
 f = s.makefile("rwb")
@@ -85,8 +87,11 @@ times = []
 for n in range(rounds):
     name = f"iqn.2026-12.bench:{prefix}-{n}"
     t0 = time.perf_counter()
-    call(2 * n, "target_create", {"name": name})
-    call(2 * n + 1, "lun_attach", {"target": name, "lun": 0, "backend": "ram:1M"})
+    if one:
+        call(n, "target_create", {"name": name, "luns": [{"lun": 0, "backend": "ram:1M"}]})
+    else:
+        call(2 * n, "target_create", {"name": name})
+        call(2 * n + 1, "lun_attach", {"target": name, "lun": 0, "backend": "ram:1M"})
     times.append((time.perf_counter() - t0) * 1000)
 times.sort()
 q = lambda p: times[min(len(times) - 1, int(p * len(times)))]
@@ -118,6 +123,10 @@ row() { # row LABEL "p50 p99 p999 max mean"
 
 start_gateway durable --state-dir "$work/state"
 durable=$(rpc_pairs "$work/durable.sock" "$ROUNDS" durable)
+stop_gateway
+
+start_gateway combined --state-dir "$work/combined-state"
+combined=$(rpc_pairs "$work/combined.sock" "$ROUNDS" combined one)
 stop_gateway
 
 floor=$(python3 - "$work/floor" "$ROUNDS" <<'EOF'
@@ -164,6 +173,7 @@ echo "create + attach, milliseconds per pair ($ROUNDS targets at the end; load a
 printf '| %-50s | %8s | %8s | %8s | %8s | %8s |\n' "path" "p50" "p99" "p99.9" "max" "mean"
 printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..52})" "----------" "----------" "----------" "----------" "----------"
 row "JSON-RPC, --state-dir (fsync), $ROUNDS pairs" "$durable"
+row "JSON-RPC, target_create with its LUN, --state-dir" "$combined"
 row "JSON-RPC, no state dir, $ROUNDS pairs" "$volatile"
 row "iscsi-ctl gateway, --state-dir, $CLI_ROUNDS pairs" "$cli"
 row "tgtadm (tgt, not durable), $CLI_ROUNDS pairs" "$tgt"

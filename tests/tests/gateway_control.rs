@@ -128,9 +128,15 @@ fn luns_attached_and_detached_live_are_seen_by_peers_with_unit_attentions_only_w
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
     ctl_ok(socket, &["target", "create", T1]);
-    ctl_ok(socket, &["target", "create", T2, "--alias", "other"]);
     ctl_ok(socket, &["lun", "attach", T1, "0", "ram:8M"]);
-    ctl_ok(socket, &["lun", "attach", T2, "0", "ram:4M"]);
+    // A target with its LUN in one commit.
+    let created = ctl_json(
+        socket,
+        &[
+            "target", "create", T2, "--alias", "other", "--lun", "0=ram:4M",
+        ],
+    );
+    assert_eq!(created["luns"][0]["size_bytes"], 4 << 20, "{created}");
 
     let mut one = session(portal, T1);
     let mut two = session(portal, T2);
@@ -361,6 +367,7 @@ fn change(n: u64) -> Call {
             allowed_initiators: None,
             chap: None,
             mutual_chap: None,
+            luns: Vec::new(),
         })
     } else {
         Call::LunAttach(rpc::LunAttach {

@@ -65,6 +65,10 @@ enum TargetVerb {
         /// Initiator allowed to log in (repeatable; all when not given).
         #[arg(long = "allow")]
         allow: Vec<String>,
+        /// A LUN created with the target, in the same durable commit: NUMBER=SPEC
+        /// (`--lun 0=ram:1G`; repeatable).
+        #[arg(long = "lun", value_parser = parse_new_lun)]
+        luns: Vec<rpc::NewLun>,
         #[command(flatten)]
         chap: ChapArgs,
     },
@@ -163,6 +167,20 @@ enum PortalVerb {
     Remove { address: std::net::SocketAddr },
 }
 
+/// `NUMBER=SPEC` of `target create --lun`.
+fn parse_new_lun(text: &str) -> Result<rpc::NewLun, String> {
+    let (number, backend) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}': give NUMBER=SPEC, e.g. 0=ram:1G"))?;
+    let lun = number
+        .parse()
+        .map_err(|_| format!("'{number}' is not a LUN number"))?;
+    Ok(rpc::NewLun {
+        lun,
+        backend: backend.to_string(),
+    })
+}
+
 fn secret(
     what: &str,
     given: &Option<String>,
@@ -207,6 +225,7 @@ impl Verb {
                 name,
                 alias,
                 allow,
+                luns,
                 chap,
             }) => {
                 let (chap, mutual_chap) = chap.to_chap()?;
@@ -216,6 +235,7 @@ impl Verb {
                     allowed_initiators: (!allow.is_empty()).then(|| allow.clone()),
                     chap,
                     mutual_chap,
+                    luns: luns.clone(),
                 })
             }
             Verb::Target(TargetVerb::Delete { name }) => {
@@ -359,7 +379,19 @@ fn text(value: &Value) -> String {
 /// The answer for people.
 fn human(call: &Call, result: &Value) -> String {
     match call {
-        Call::TargetCreate(p) => format!("target {} created\n", p.name),
+        Call::TargetCreate(p) => {
+            let mut out = format!("target {} created\n", p.name);
+            for lun in result["luns"].as_array().cloned().unwrap_or_default() {
+                out.push_str(&format!(
+                    "LUN {} attached: {}, NAA {}, serial {}\n",
+                    text(&lun["lun"]),
+                    size(lun["size_bytes"].as_u64().unwrap_or(0)),
+                    text(&lun["naa"]),
+                    text(&lun["serial"])
+                ));
+            }
+            out
+        }
         Call::TargetDelete(p) => format!(
             "target {} deleted ({} LUNs detached)\n",
             p.name,

@@ -386,16 +386,9 @@ impl Control {
                             format!("journal record of change {generation}: {e}"),
                         ))
                     })?;
-                    let identity = match (&record.naa, &record.serial) {
-                        (Some(naa), Some(serial)) => parse_naa(naa).map(|naa_id| LuIdentity {
-                            naa_id,
-                            serial: serial.clone(),
-                        }),
-                        _ => None,
-                    };
                     let call = rpc::parse_call(&record.method, record.params)
                         .map_err(ControlError::Restore)?;
-                    apply_change(&mut model, call, identity, tpgt).map_err(|e| {
+                    apply_change(&mut model, call, &record.identities, tpgt).map_err(|e| {
                         ControlError::Restore(bad(
                             e.code,
                             format!("replaying change {generation}: {}", e.message),
@@ -743,20 +736,13 @@ impl Control {
         let mut inner = self.lock();
         let mut next = inner.model.clone();
         let (method, params) = call.to_method_params();
-        let (answer, detached) = apply_change(&mut next, call, None, tpgt)?;
+        let (answer, detached) = apply_change(&mut next, call, &[], tpgt)?;
         next.generation += 1;
         if let Some(dir) = inner.state.as_mut() {
-            let identity = match (&answer["naa"], &answer["serial"]) {
-                (Value::String(naa), Value::String(serial)) => {
-                    (Some(naa.clone()), Some(serial.clone()))
-                }
-                _ => (None, None),
-            };
             let record = JournalRecord {
                 method,
                 params,
-                naa: identity.0,
-                serial: identity.1,
+                identities: attached_identities(&answer),
             };
             persist(dir, &next, &record).map_err(|e| {
                 bad(
@@ -781,16 +767,47 @@ impl Control {
     }
 }
 
-/// One change as the journal keeps it: the call, and for an attach the identity found, so
-/// that a replay opens the LUN as the same disk.
+/// One change as the journal keeps it: the call, and the identity found for each LUN it
+/// attached, so that a replay opens them as the same disks.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct JournalRecord {
     method: String,
     params: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    naa: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    identities: Vec<RecordedIdentity>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RecordedIdentity {
+    lun: u64,
+    naa: String,
+    serial: String,
+}
+
+/// The identities an answer reports for the LUNs it attached (`lun_attach` answers one,
+/// `target_create` a list).
+fn attached_identities(answer: &Value) -> Vec<RecordedIdentity> {
+    let one = |v: &Value| {
+        Some(RecordedIdentity {
+            lun: v.get("lun")?.as_u64()?,
+            naa: v.get("naa")?.as_str()?.to_string(),
+            serial: v.get("serial")?.as_str()?.to_string(),
+        })
+    };
+    match answer.get("luns").and_then(Value::as_array) {
+        Some(luns) => luns.iter().filter_map(one).collect(),
+        None => one(answer).into_iter().collect(),
+    }
+}
+
+/// The identity recorded for `lun`, if any.
+fn recorded(identities: &[RecordedIdentity], lun: u64) -> Option<LuIdentity> {
+    identities.iter().find(|i| i.lun == lun).and_then(|i| {
+        parse_naa(&i.naa).map(|naa_id| LuIdentity {
+            naa_id,
+            serial: i.serial.clone(),
+        })
+    })
 }
 
 /// Makes `next` durable: its change appended to the journal, or a snapshot of it when
@@ -808,11 +825,11 @@ fn persist(
 }
 
 /// Applies one change to `next` (a copy of the configuration): the answer, and the units it
-/// detached. `identity` is the one a journal replay brings for an attach.
+/// detached. `identities` are those a journal replay brings for the LUNs it attaches.
 fn apply_change(
     next: &mut Model,
     call: Call,
-    identity: Option<LuIdentity>,
+    identities: &[RecordedIdentity],
     tpgt: u16,
 ) -> Result<(Value, Vec<Arc<LogicalUnit>>), RpcError> {
     {
@@ -844,7 +861,7 @@ fn apply_change(
                         format!("{MAX_TARGETS} targets exist already, the most one gateway holds"),
                     ));
                 }
-                let entry = TargetEntry::new(
+                let mut entry = TargetEntry::new(
                     &p.name,
                     p.alias,
                     p.allowed_initiators,
@@ -852,8 +869,31 @@ fn apply_change(
                     p.mutual_chap,
                     tpgt,
                 );
+                let mut luns = Vec::new();
+                for new in &p.luns {
+                    if entry.luns.contains_key(&new.lun) {
+                        return Err(bad(
+                            ErrorCode::InvalidParams,
+                            format!("LUN {} is given twice", new.lun),
+                        ));
+                    }
+                    let opened = open_lun(
+                        &p.name,
+                        new.lun,
+                        &new.backend,
+                        recorded(identities, new.lun),
+                    )?;
+                    luns.push(json!({
+                        "lun": new.lun,
+                        "size_bytes": opened.unit.blocks() * u64::from(opened.unit.block_size()),
+                        "naa": hex(&opened.identity.naa_id),
+                        "serial": opened.identity.serial,
+                    }));
+                    entry.luns.insert(new.lun, opened);
+                }
+                entry.rebuild(&p.name, tpgt);
                 next.targets.insert(p.name.clone(), Arc::new(entry));
-                json!({ "name": p.name })
+                json!({ "name": p.name, "luns": luns })
             }
             Call::TargetDelete(p) => {
                 let Some(entry) = next.targets.remove(&p.name) else {
@@ -892,7 +932,7 @@ fn apply_change(
                         format!("LUN {} of {} exists; detach it first", p.lun, p.target),
                     ));
                 }
-                let opened = open_lun(&p.target, p.lun, &p.backend, identity)?;
+                let opened = open_lun(&p.target, p.lun, &p.backend, recorded(identities, p.lun))?;
                 let answer = json!({
                     "target": p.target,
                     "lun": p.lun,
@@ -939,6 +979,7 @@ mod tests {
             allowed_initiators: None,
             chap: None,
             mutual_chap: None,
+            luns: Vec::new(),
         })
     }
 
@@ -1004,6 +1045,25 @@ mod tests {
         control.load(&[]).unwrap();
         control.handle(create(T)).unwrap();
         let attached = control.handle(attach(T, 3, "ram:2M")).unwrap();
+        let with_luns = control
+            .handle(Call::TargetCreate(TargetCreate {
+                luns: vec![
+                    rpc::NewLun {
+                        lun: 0,
+                        backend: "ram:1M".into(),
+                    },
+                    rpc::NewLun {
+                        lun: 7,
+                        backend: "null:1G".into(),
+                    },
+                ],
+                ..match create("iqn.2026-01.test:two") {
+                    Call::TargetCreate(p) => p,
+                    _ => unreachable!(),
+                }
+            }))
+            .unwrap();
+        assert_eq!(with_luns["luns"].as_array().map(Vec::len), Some(2));
         control.handle(create("iqn.2026-01.test:gone")).unwrap();
         control
             .handle(Call::TargetDelete(TargetName {
@@ -1022,7 +1082,10 @@ mod tests {
         assert_eq!(before, after);
         assert_eq!(after["targets"][0]["luns"][0]["naa"], attached["naa"]);
         assert_eq!(after["targets"][0]["luns"][0]["serial"], attached["serial"]);
-        assert_eq!(after["generation"], 4);
+        assert_eq!(after["generation"], 5);
+        let two = &after["targets"][1];
+        assert_eq!(two["name"], "iqn.2026-01.test:two");
+        assert_eq!(two["luns"][1]["naa"], with_luns["luns"][1]["naa"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -115,6 +115,18 @@ pub struct TargetCreate {
     pub chap: Option<Chap>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutual_chap: Option<Chap>,
+    /// LUNs attached with the target, in the same durable commit (as SPDK's
+    /// `iscsi_create_target_node` takes its LUN list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub luns: Vec<NewLun>,
+}
+
+/// One LUN of `target_create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLun {
+    pub lun: u64,
+    pub backend: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -521,6 +533,10 @@ mod tests {
                 secret: "0123456789abcdef".into(),
             }),
             mutual_chap: None,
+            luns: vec![NewLun {
+                lun: 1,
+                backend: "ram:1M".into(),
+            }],
         });
         let line = encode_request(1, &call);
         let parsed = parse_request(&line[..line.len() - 1]).unwrap();
