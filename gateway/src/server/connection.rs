@@ -239,7 +239,7 @@ impl Connection {
             return;
         }
         if self.session.has_ready_commands() {
-            self.run_commands();
+            self.run_commands(now);
         }
         if self.input_held {
             // The bytes waited on us, not on the initiator: the stall clock restarts.
@@ -345,7 +345,7 @@ impl Connection {
                 match self.finish_placing(now, start) {
                     Some(consumed) => {
                         start += consumed;
-                        self.run_commands();
+                        self.run_commands(now);
                         self.collect_events();
                         continue;
                     }
@@ -372,7 +372,7 @@ impl Connection {
                     if let Err(e) = result {
                         self.close(CloseReason::Session(e));
                     }
-                    self.run_commands();
+                    self.run_commands(now);
                 }
                 Err(error) => {
                     let bhs = buf.get(..BHS_LEN).unwrap_or(buf).to_vec();
@@ -498,7 +498,7 @@ impl Connection {
     /// other commands that touch a file leave a job for the blocking pool
     /// ([`Connection::take_deferred`]), finished later by
     /// [`Connection::complete_deferred`].
-    fn run_commands(&mut self) {
+    fn run_commands(&mut self, now: Instant) {
         if self.executor.is_none() {
             if let Some(target) = self.session.target() {
                 if let Some(live) = self.luns.iter().find(|t| t.name == target.name) {
@@ -522,7 +522,9 @@ impl Connection {
                 continue;
             }
             let data_in_len = command.expected_data_in_len as usize;
-            let started = Instant::now();
+            // The turn's time: the command arrived in this turn (or waited for output
+            // room until it).
+            let started = now;
             let unit_id = self.unit_of(command.lun);
             let kind = op_kind(&command.cdb);
             let write_bytes = command.data_out.len() as u64;
@@ -592,14 +594,19 @@ impl Connection {
             unit_id,
             kind,
             bytes,
-            latency: started.elapsed(),
+            started,
         });
     }
 
-    /// Hands the finished commands' figures to the event loop's table.
+    /// Hands the finished commands' figures to the event loop's table, as finished now
+    /// (one clock reading for all of them).
     pub(super) fn drain_samples(&mut self, into: &mut LoopLunStats) {
+        if self.samples.is_empty() {
+            return;
+        }
+        let end = Instant::now();
         for sample in self.samples.drain(..) {
-            into.record(&sample);
+            into.record(&sample, end);
         }
     }
 

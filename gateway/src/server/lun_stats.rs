@@ -1,6 +1,8 @@
 //! Statistics per logical unit: commands and bytes by kind, and the latency of each
-//! command inside the gateway (from the moment its session hands it over to the moment its
-//! result is back) in an HdrHistogram.
+//! command inside the gateway in an HdrHistogram: from the event loop turn that received
+//! it to the end of the turn's service of its connection after its result came (when the
+//! response is handed to the send). The clock is read once per connection serviced, not
+//! per command: the turn's time is already at hand.
 //!
 //! Each event loop keeps its own table, written only by its thread (no lock, no shared
 //! cache line on the I/O path); the control plane asks every loop for a copy between turns
@@ -8,7 +10,7 @@
 //! [`super::LunInfo::unit_id`], so a LUN detached and attached again starts afresh.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -34,13 +36,13 @@ pub(crate) fn op_kind(cdb: &[u8]) -> OpKind {
     }
 }
 
-/// One finished command.
+/// One finished command; its latency is taken when the loop counts it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
     pub(crate) unit_id: u64,
     pub(crate) kind: OpKind,
     pub(crate) bytes: u64,
-    pub(crate) latency: Duration,
+    pub(crate) started: Instant,
 }
 
 /// The figures of one unit.
@@ -68,7 +70,7 @@ impl LunCounters {
         }
     }
 
-    fn record(&mut self, sample: &Sample) {
+    fn record(&mut self, sample: &Sample, latency: Duration) {
         match sample.kind {
             OpKind::Read => {
                 self.reads += 1;
@@ -80,7 +82,7 @@ impl LunCounters {
             }
             OpKind::Other => self.others += 1,
         }
-        let us = (sample.latency.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        let us = (latency.as_micros() as u64).clamp(1, LATENCY_MAX_US);
         // In bounds by the clamp, so recording cannot fail.
         let _ = self.latency_us.record(us);
     }
@@ -128,11 +130,12 @@ pub(crate) struct LoopLunStats {
 }
 
 impl LoopLunStats {
-    pub(crate) fn record(&mut self, sample: &Sample) {
+    /// Counts `sample`, finished at `end`.
+    pub(crate) fn record(&mut self, sample: &Sample, end: Instant) {
         self.by_unit
             .entry(sample.unit_id)
             .or_default()
-            .record(sample);
+            .record(sample, end.saturating_duration_since(sample.started));
     }
 
     /// Drops the figures of units no longer attached.
@@ -152,13 +155,16 @@ impl LoopLunStats {
 mod tests {
     use super::*;
 
-    fn sample(unit_id: u64, kind: OpKind, us: u64) -> Sample {
-        Sample {
+    /// A sample and the end that gives it `us` of latency.
+    fn sample(unit_id: u64, kind: OpKind, us: u64) -> (Sample, Instant) {
+        let started = Instant::now();
+        let sample = Sample {
             unit_id,
             kind,
             bytes: 4096,
-            latency: Duration::from_micros(us),
-        }
+            started,
+        };
+        (sample, started + Duration::from_micros(us))
     }
 
     #[test]
@@ -166,12 +172,15 @@ mod tests {
         let mut a = LoopLunStats::default();
         let mut b = LoopLunStats::default();
         for us in 1..=50 {
-            a.record(&sample(7, OpKind::Read, us));
+            let (s, end) = sample(7, OpKind::Read, us);
+            a.record(&s, end);
         }
         for us in 51..=100 {
-            b.record(&sample(7, OpKind::Write, us));
+            let (s, end) = sample(7, OpKind::Write, us);
+            b.record(&s, end);
         }
-        b.record(&sample(8, OpKind::Other, 5));
+        let (s, end) = sample(8, OpKind::Other, 5);
+        b.record(&s, end);
         let mut merged = LunCounters::new();
         for (unit, counters) in a.copy().iter().chain(b.copy().iter()) {
             if *unit == 7 {
@@ -185,7 +194,8 @@ mod tests {
         assert!((49..=51).contains(&p50), "p50 {p50}");
         let later = {
             let mut c = merged.clone();
-            c.record(&sample(7, OpKind::Read, 1000));
+            let (s, _) = sample(7, OpKind::Read, 1000);
+            c.record(&s, Duration::from_micros(1000));
             c
         };
         let delta = later.since(&merged);
