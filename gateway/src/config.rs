@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -62,8 +62,20 @@ struct FileConfig {
     /// KiB of output a connection may owe before it stops reading.
     max_output_kib: Option<usize>,
     discovery_chap: Option<FileChap>,
+    /// The control plane's Unix socket ([`crate::control`]).
+    control_socket: Option<PathBuf>,
+    /// Where the control plane keeps the configuration durably.
+    state_dir: Option<PathBuf>,
     #[serde(default, rename = "target")]
     targets: Vec<FileTarget>,
+}
+
+/// The control plane's settings (`control_socket`, `state_dir`; `--control-socket`,
+/// `--state-dir` on the command line).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlSettings {
+    pub control_socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,9 +122,19 @@ impl FileChap {
 
 /// Parses and checks a configuration; the result starts with [`crate::server::start`].
 pub fn parse_config(text: &str) -> Result<TargetConfig, ConfigError> {
+    parse_gateway_config(text).map(|(config, _)| config)
+}
+
+/// Parses and checks a configuration with its control plane settings. Without a control
+/// socket at least one target is required (with one, targets can come later).
+pub fn parse_gateway_config(text: &str) -> Result<(TargetConfig, ControlSettings), ConfigError> {
     let file: FileConfig = toml::from_str(text)?;
     let first_portal = *file.portals.first().ok_or(ConfigError::NoPortals)?;
-    if file.targets.is_empty() {
+    let control = ControlSettings {
+        control_socket: file.control_socket.clone(),
+        state_dir: file.state_dir.clone(),
+    };
+    if file.targets.is_empty() && control.control_socket.is_none() {
         return Err(ConfigError::NoTargets);
     }
     let mut names = BTreeSet::new();
@@ -123,10 +145,8 @@ pub fn parse_config(text: &str) -> Result<TargetConfig, ConfigError> {
         }
         nodes.push(node(target)?);
     }
-    let mut nodes = nodes.into_iter();
-    let first = nodes.next().ok_or(ConfigError::NoTargets)?;
-    let mut config = TargetConfig::new(first_portal, first);
-    config.targets.extend(nodes);
+    let mut config = TargetConfig::new(first_portal, TargetNodeConfig::new("", Vec::new()));
+    config.targets = nodes;
     config.portals = file.portals;
     if let Some(tag) = file.portal_group_tag {
         config.portal_group_tag = tag;
@@ -158,7 +178,7 @@ pub fn parse_config(text: &str) -> Result<TargetConfig, ConfigError> {
         .discovery_chap
         .map(|chap| chap.credentials(|| "discovery_chap".into()))
         .transpose()?;
-    Ok(config)
+    Ok((config, control))
 }
 
 fn node(target: FileTarget) -> Result<TargetNodeConfig, ConfigError> {
@@ -200,11 +220,16 @@ fn node(target: FileTarget) -> Result<TargetNodeConfig, ConfigError> {
 
 /// Reads and parses a configuration file.
 pub fn load_config(path: &Path) -> Result<TargetConfig, ConfigError> {
+    load_gateway_config(path).map(|(config, _)| config)
+}
+
+/// Reads and parses a configuration file with its control plane settings.
+pub fn load_gateway_config(path: &Path) -> Result<(TargetConfig, ControlSettings), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    parse_config(&text)
+    parse_gateway_config(&text)
 }
 
 #[cfg(test)]

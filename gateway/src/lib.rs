@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod disk;
 pub mod server;
 pub mod session;

@@ -5,6 +5,7 @@
 mod adapters;
 mod commands;
 mod config;
+mod gateway_ctl;
 mod render;
 
 use clap::{Args, Parser, Subcommand};
@@ -56,6 +57,9 @@ enum Command {
     /// List offload adapters: the software models (kind, queue pairs, capabilities, the
     /// shard and core each queue pair is pinned to) and the real ones in sysfs.
     Adapters(AdaptersArgs),
+    /// Drive a running iscsi-gateway through its control socket: targets, LUNs, ACLs,
+    /// CHAP, sessions, portals (`iscsi-gateway --control-socket PATH`).
+    Gateway(gateway_ctl::GatewayArgs),
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +162,7 @@ fn main() {
             commands::write(&cli.options, &a.url, a.lba, &a.input, a.durability(), &out)
         }
         Command::Adapters(a) => adapters::adapters(a.shards, a.core, &a.sysfs_root, &out),
+        Command::Gateway(a) => gateway_ctl::run(a, &out),
     };
     if let Err(error) = result {
         if cli.json {

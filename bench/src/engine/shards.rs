@@ -14,8 +14,7 @@ use crossbeam_channel::{Receiver, Select, TryRecvError};
 use datapath::client::ClientConfig;
 use datapath::session::Request;
 use datapath::shard::{
-    InlineShard, ShardCompletion, ShardConfig, ShardError, ShardInfo, ShardPool,
-    ShardStats,
+    InlineShard, ShardCompletion, ShardConfig, ShardError, ShardInfo, ShardPool, ShardStats,
 };
 
 /// See the module docs.
@@ -91,11 +90,7 @@ impl Shards {
     }
 
     /// Hands one request to shard `shard`; a full (or not yet connected) shard hands it back.
-    pub(super) fn submit(
-        &mut self,
-        shard: usize,
-        request: Request,
-    ) -> Result<(), Request> {
+    pub(super) fn submit(&mut self, shard: usize, request: Request) -> Result<(), Request> {
         match self {
             Shards::Pool(pool) => pool.submit(shard, request),
             Shards::Inline { shard: Some(s), .. } => s.submit(request),

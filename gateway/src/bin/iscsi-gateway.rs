@@ -6,13 +6,19 @@
 //! ```
 //! LUNs are numbered from 0 in the order given. Several targets, CHAP per target and the
 //! rest: `iscsi-gateway --config FILE` (TOML, see `gateway/iscsi-gateway.example.toml`).
+//! `--control-socket PATH` turns on the live control plane (`iscsi-ctl gateway`), and
+//! `--state-dir DIR` keeps its changes across restarts.
 //! SIGINT or SIGTERM shuts down cleanly; SIGHUP (a closed terminal, a log rotation) is
 //! logged and ignored: there is nothing to reload, and dying of it lost every session.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::Parser;
+use gateway::config::ControlSettings;
+use gateway::control;
 use gateway::server::{self, TargetConfig, TargetNodeConfig};
 use gateway::session::ChapCredentials;
 
@@ -22,6 +28,7 @@ struct Args {
     /// TOML configuration file (portals, targets, LUNs, CHAP, ACLs); replaces every other
     /// option except --threads.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "control_socket", "state_dir",
         "portals", "iqn", "luns", "chap_user", "chap_secret", "chap_secret_file", "mutual_user",
         "mutual_secret", "mutual_secret_file", "allowed_initiators", "queue_depth",
     ])]
@@ -37,8 +44,17 @@ struct Args {
     /// PATH.identity, RAM and null LUNs get a new one per start), ,grow (grow a shorter
     /// existing file to SIZE), ,shared (export a file another gateway exports too).
     /// Repeatable; LUN numbers from 0 in order.
-    #[arg(long = "lun", required_unless_present = "config")]
+    #[arg(long = "lun", required_unless_present_any = ["config", "control_socket"])]
     luns: Vec<String>,
+    /// Serve the live control plane (JSON-RPC 2.0, `iscsi-ctl gateway`) on this Unix
+    /// socket, created mode 0600. With it, --lun is optional: targets can come later.
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<std::path::PathBuf>,
+    /// Keep the control plane's configuration in this directory, written and synced
+    /// before each change is acknowledged. Once it holds a state, that state is the
+    /// configuration at start (--iqn/--lun are then not used).
+    #[arg(long, value_name = "DIR", requires = "control_socket")]
+    state_dir: Option<std::path::PathBuf>,
     /// CHAP user the initiator must log in as; its secret comes from --chap-secret-file,
     /// $ISCSI_GATEWAY_CHAP_SECRET or --chap-secret.
     #[arg(long)]
@@ -92,13 +108,13 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
 
-    let config = match &args.config {
-        Some(path) => match gateway::config::load_config(path) {
-            Ok(mut config) => {
+    let (config, control_settings) = match &args.config {
+        Some(path) => match gateway::config::load_gateway_config(path) {
+            Ok((mut config, control)) => {
                 if args.threads.is_some() {
                     config.threads = args.threads;
                 }
-                config
+                (config, control)
             }
             Err(e) => {
                 eprintln!("iscsi-gateway: {}: {e}", path.display());
@@ -106,7 +122,7 @@ fn main() -> ExitCode {
             }
         },
         None => match config_from_args(args) {
-            Ok(config) => config,
+            Ok(both) => both,
             Err(e) => {
                 eprintln!("iscsi-gateway: {e}");
                 return ExitCode::FAILURE;
@@ -129,11 +145,22 @@ fn main() -> ExitCode {
         .map(|t| t.iqn.as_str())
         .collect::<Vec<_>>()
         .join(",");
-    let target = match server::start(config) {
-        Ok(target) => target,
-        Err(e) => {
-            eprintln!("iscsi-gateway: {e}");
-            return ExitCode::FAILURE;
+    let (target, _control_socket) = match &control_settings.control_socket {
+        None => match server::start(config) {
+            Ok(target) => (target, None),
+            Err(e) => {
+                eprintln!("iscsi-gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Some(socket) => {
+            match start_controlled(config, socket, control_settings.state_dir.as_deref()) {
+                Ok((target, socket)) => (target, Some(socket)),
+                Err(e) => {
+                    eprintln!("iscsi-gateway: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
     for addr in target.addrs() {
@@ -161,6 +188,40 @@ fn main() -> ExitCode {
     log_stats(&target, "shutdown");
     target.shutdown();
     ExitCode::SUCCESS
+}
+
+/// Starts the target under the control plane: the socket is bound first (a second
+/// gateway on the same path is refused before it opens any LUN), then the configuration
+/// comes from the state directory or the startup configuration, then the target starts
+/// and the socket is served.
+fn start_controlled(
+    mut config: TargetConfig,
+    socket: &std::path::Path,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(server::RunningTarget, control::socket::ControlSocket), String> {
+    let (listener, guard) = control::socket::bind(socket).map_err(|e| e.to_string())?;
+    let state = state_dir
+        .map(control::state::StateDir::open)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let control = Arc::new(control::Control::new(state, config.portal_group_tag));
+    let from_state = control.load(&config.targets).map_err(|e| e.to_string())?;
+    if let Some(portals) = control.state_portals() {
+        // Portals changed through the control plane are part of the state.
+        config.portals = portals;
+    }
+    if from_state {
+        tracing::info!(
+            state_dir = %state_dir.map(|d| d.display().to_string()).unwrap_or_default(),
+            "configuration restored from the state directory"
+        );
+    }
+    let target = server::start_live(config, control.live_targets()).map_err(|e| e.to_string())?;
+    control.set_controller(target.controller());
+    control::socket::serve(listener, Arc::clone(&control))
+        .map_err(|e| format!("starting the control plane: {e}"))?;
+    tracing::info!(socket = %socket.display(), "control plane ready");
+    Ok((target, guard))
 }
 
 /// The figures of the gateway's memory budget and what its limits turned away.
@@ -207,7 +268,11 @@ fn credentials(
     }))
 }
 
-fn config_from_args(args: Args) -> Result<TargetConfig, String> {
+fn config_from_args(args: Args) -> Result<(TargetConfig, ControlSettings), String> {
+    let control = ControlSettings {
+        control_socket: args.control_socket.clone(),
+        state_dir: args.state_dir.clone(),
+    };
     let mut node = TargetNodeConfig::new(
         args.iqn.clone(),
         args.luns
@@ -242,7 +307,11 @@ fn config_from_args(args: Args) -> Result<TargetConfig, String> {
         return Err("--max-output-kib must be at least 1".into());
     }
     config.client_limits.max_output_bytes_per_connection = args.max_output_kib << 10;
-    Ok(config)
+    if config.targets.iter().all(|t| t.luns.is_empty()) {
+        // Only with a control socket (clap requires --lun otherwise): targets come later.
+        config.targets.clear();
+    }
+    Ok((config, control))
 }
 
 /// A positive duration in seconds from an option.

@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 use datapath::pdu::{self, digest, Header, Limits, PduError, BHS_LEN};
 
 use crate::session::{
-    CommandId, CommandResult, Placement, TargetError, TargetEvent, TargetSession, TargetState,
+    CommandId, CommandResult, Placement, TargetError, TargetEvent, TargetSession,
+    TargetSessionConfig, TargetState,
 };
 
-use super::{Deferred, LunExecutor, Submission};
+use super::attention::Attentions;
+use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
+use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
 
 /// Largest AHS accepted (the field allows 1020 bytes).
 const MAX_AHS_LEN: usize = 1024;
@@ -106,9 +109,17 @@ pub struct Connection {
     pub(super) tx: Vec<u8>,
     last_rx_progress: Instant,
     stall_timeout: Duration,
-    /// Logical units by target name, resolved once the login names the target.
-    luns: Arc<Vec<(String, Arc<dyn LunExecutor>)>>,
+    /// Target nodes and their logical units, resolved once the login names the target.
+    luns: Arc<Vec<Arc<LiveTarget>>>,
     executor: Option<Arc<dyn LunExecutor>>,
+    /// The LUNs of the target logged in to, as last seen (for unit attentions).
+    target_luns: Vec<LunInfo>,
+    attentions: Attentions,
+    /// Deferred commands' start, for their latency: (command, unit, kind, write bytes,
+    /// start).
+    timings: Vec<(CommandId, u64, OpKind, u64, Instant)>,
+    /// Finished commands not yet counted by the event loop ([`Connection::drain_samples`]).
+    samples: Vec<Sample>,
     events: Vec<TargetEvent>,
     closed: Option<CloseReason>,
     /// Commands the event loop has still to start off this connection's turn.
@@ -144,7 +155,7 @@ impl Connection {
     pub fn new(
         session: TargetSession,
         peer: SocketAddr,
-        luns: Arc<Vec<(String, Arc<dyn LunExecutor>)>>,
+        luns: Arc<Vec<Arc<LiveTarget>>>,
         limits: ConnectionLimits,
         now: Instant,
     ) -> Connection {
@@ -163,6 +174,10 @@ impl Connection {
             stall_timeout: limits.stall_timeout,
             luns,
             executor: None,
+            target_luns: Vec::new(),
+            attentions: Attentions::default(),
+            timings: Vec::new(),
+            samples: Vec::new(),
             events: Vec::new(),
             closed: None,
             deferred: Vec::new(),
@@ -224,7 +239,7 @@ impl Connection {
             return;
         }
         if self.session.has_ready_commands() {
-            self.run_commands();
+            self.run_commands(now);
         }
         if self.input_held {
             // The bytes waited on us, not on the initiator: the stall clock restarts.
@@ -330,7 +345,7 @@ impl Connection {
                 match self.finish_placing(now, start) {
                     Some(consumed) => {
                         start += consumed;
-                        self.run_commands();
+                        self.run_commands(now);
                         self.collect_events();
                         continue;
                     }
@@ -357,7 +372,7 @@ impl Connection {
                     if let Err(e) = result {
                         self.close(CloseReason::Session(e));
                     }
-                    self.run_commands();
+                    self.run_commands(now);
                 }
                 Err(error) => {
                     let bhs = buf.get(..BHS_LEN).unwrap_or(buf).to_vec();
@@ -483,21 +498,36 @@ impl Connection {
     /// other commands that touch a file leave a job for the blocking pool
     /// ([`Connection::take_deferred`]), finished later by
     /// [`Connection::complete_deferred`].
-    fn run_commands(&mut self) {
+    fn run_commands(&mut self, now: Instant) {
         if self.executor.is_none() {
             if let Some(target) = self.session.target() {
-                self.executor = self
-                    .luns
-                    .iter()
-                    .find(|(name, _)| *name == target.name)
-                    .map(|(_, e)| Arc::clone(e));
+                if let Some(live) = self.luns.iter().find(|t| t.name == target.name) {
+                    self.executor = Some(Arc::clone(&live.executor));
+                    self.target_luns = live.luns.clone();
+                }
             }
         }
         while !self.output_full() {
             let Some(command) = self.session.poll_command() else {
                 break;
             };
+            if let Some(sense) = self.attentions.take_for(command.lun, &command.cdb) {
+                let result = CommandResult {
+                    status: 0x02,
+                    sense,
+                    data_in: Vec::new(),
+                    data_out_wanted: None,
+                };
+                self.session.complete_command(command.id, result);
+                continue;
+            }
             let data_in_len = command.expected_data_in_len as usize;
+            // The turn's time: the command arrived in this turn (or waited for output
+            // room until it).
+            let started = now;
+            let unit_id = self.unit_of(command.lun);
+            let kind = op_kind(&command.cdb);
+            let write_bytes = command.data_out.len() as u64;
             let submission = match &self.executor {
                 Some(executor) => executor.submit(
                     command.lun,
@@ -514,12 +544,106 @@ impl Connection {
                 }),
             };
             match submission {
-                Submission::Done(result) => self.session.complete_command(command.id, result),
-                Submission::Io(io) => self.defer(command.id, data_in_len, Deferred::Io(io)),
+                Submission::Done(result) => {
+                    if let Some(unit_id) = unit_id {
+                        self.sample(unit_id, kind, write_bytes, &result, started);
+                    }
+                    self.session.complete_command(command.id, result)
+                }
+                Submission::Io(io) => {
+                    if let Some(unit_id) = unit_id {
+                        self.timings
+                            .push((command.id, unit_id, kind, write_bytes, started));
+                    }
+                    self.defer(command.id, data_in_len, Deferred::Io(io))
+                }
                 Submission::Blocking(job) => {
+                    if let Some(unit_id) = unit_id {
+                        self.timings
+                            .push((command.id, unit_id, kind, write_bytes, started));
+                    }
                     self.defer(command.id, data_in_len, Deferred::Blocking(job))
                 }
             }
+        }
+    }
+
+    /// The unit behind `lun` on the target logged in to.
+    fn unit_of(&self, lun: u64) -> Option<u64> {
+        self.target_luns
+            .binary_search_by_key(&lun, |info| info.lun)
+            .ok()
+            .map(|at| self.target_luns[at].unit_id)
+    }
+
+    /// Counts a finished command: its bytes when it succeeded, its latency always.
+    fn sample(
+        &mut self,
+        unit_id: u64,
+        kind: OpKind,
+        write_bytes: u64,
+        result: &CommandResult,
+        started: Instant,
+    ) {
+        let bytes = match (result.status, kind) {
+            (0, OpKind::Read) => result.data_in.len() as u64,
+            (0, OpKind::Write) => write_bytes,
+            _ => 0,
+        };
+        self.samples.push(Sample {
+            unit_id,
+            kind,
+            bytes,
+            started,
+        });
+    }
+
+    /// Hands the finished commands' figures to the event loop's table, as finished now
+    /// (one clock reading for all of them).
+    pub(super) fn drain_samples(&mut self, into: &mut LoopLunStats) {
+        if self.samples.is_empty() {
+            return;
+        }
+        let end = Instant::now();
+        for sample in self.samples.drain(..) {
+            into.record(&sample, end);
+        }
+    }
+
+    /// Moves this connection to a configuration the control plane published. A session
+    /// whose target is gone, or whose initiator the target no longer allows, is closed;
+    /// one whose target's LUNs changed gets the unit attentions the change calls for
+    /// (commands already started finish on the units they started on). Others go on
+    /// undisturbed: the same units, no unit attention.
+    pub(super) fn apply_config(
+        &mut self,
+        session_config: &Arc<TargetSessionConfig>,
+        targets: &Arc<Vec<Arc<LiveTarget>>>,
+    ) {
+        self.luns = Arc::clone(targets);
+        if !self.session.replace_config(Arc::clone(session_config)) {
+            self.abort(TargetError::Revoked);
+            return;
+        }
+        let Some(target) = self.session.target() else {
+            return;
+        };
+        let Some(live) = targets.iter().find(|t| t.name == target.name) else {
+            return;
+        };
+        let initiator = self.session.initiator_name();
+        let allowed = live
+            .allowed_initiators
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == initiator));
+        if !allowed {
+            self.abort(TargetError::Revoked);
+            return;
+        }
+        if self.executor.is_some() {
+            self.attentions.handle_change(&self.target_luns, &live.luns);
+            self.executor = Some(Arc::clone(&live.executor));
+            self.target_luns = live.luns.clone();
         }
     }
 
@@ -536,6 +660,10 @@ impl Connection {
 
     /// A deferred command finished (or timed out): its result goes to the initiator.
     pub(super) fn complete_deferred(&mut self, id: CommandId, result: CommandResult) {
+        if let Some(at) = self.timings.iter().position(|t| t.0 == id) {
+            let (_, unit_id, kind, write_bytes, started) = self.timings.swap_remove(at);
+            self.sample(unit_id, kind, write_bytes, &result, started);
+        }
         if let Some(at) = self.reads_in_flight.iter().position(|(c, _)| *c == id) {
             let (_, reserved) = self.reads_in_flight.swap_remove(at);
             self.reads_in_flight_bytes -= reserved;
@@ -671,7 +799,8 @@ mod tests {
         ]);
         let recorder = Arc::new(Recorder::default());
         let executor: Arc<dyn LunExecutor> = Arc::clone(&recorder) as _;
-        let luns = Arc::new(vec![(crate::session::tests::TARGET.to_owned(), executor)]);
+        let node = super::super::TargetNodeConfig::new(crate::session::tests::TARGET, Vec::new());
+        let luns = Arc::new(vec![Arc::new(LiveTarget::from_node(&node, executor))]);
         let limits = ConnectionLimits {
             max_recv_data_segment_length: 256 << 10,
             stall_timeout: Duration::from_secs(5),

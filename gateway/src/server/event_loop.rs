@@ -22,7 +22,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -38,7 +38,10 @@ use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession, 
 use super::blocking::{Cancelled, Inbox, Reply};
 use super::connection::{CloseReason, Connection, ConnectionLimits};
 use super::file_io::{FileOp, Progress};
-use super::{ConnControl, Deferred, LoopStats, SessionKey, Shared};
+use super::lun_stats::LoopLunStats;
+use super::{
+    ConnControl, Deferred, LoopConfig, LoopMessage, LoopStats, PortalListener, SessionKey, Shared,
+};
 
 /// io_uring's largest completion queue.
 const MAX_CQ_ENTRIES: u32 = 1 << 16;
@@ -131,7 +134,9 @@ struct BlockingEntry {
 struct EventLoop {
     ring: IoUring,
     shared: Arc<Shared>,
-    listeners: Arc<Vec<TcpListener>>,
+    /// The portals this loop accepts on, by slot (a removed portal's slot is `None`);
+    /// an accept's token carries the slot and the portal's id.
+    listeners: Vec<Option<PortalListener>>,
     waker: Arc<super::event_loop::Waker>,
     /// The eventfd read's buffer; leaked so it outlives the ring whatever the kernel does
     /// with a read still armed when the ring is torn down.
@@ -179,6 +184,10 @@ struct EventLoop {
     /// Listeners whose accept waits for descriptors, and until when.
     paused_accepts: Vec<usize>,
     accepts_resume_at: Option<Instant>,
+    /// The configuration this loop runs with, and where new ones arrive.
+    config: LoopConfig,
+    /// Statistics per unit, written only by this loop.
+    lun_stats: LoopLunStats,
 }
 
 /// The completion queue for `sq_entries` of submission queue and the limits: room for a
@@ -223,16 +232,19 @@ const FILE_OPS_PER_UNIT: usize = 16;
 /// The body of an event loop thread. Reports on `ready` whether the ring came up.
 pub(super) fn run(
     shared: Arc<Shared>,
-    listeners: Arc<Vec<TcpListener>>,
     waker: Arc<Waker>,
     stats: Arc<LoopStats>,
+    config: LoopConfig,
     ready: Sender<io::Result<()>>,
 ) {
     let sq_entries = shared.limits.ring_entries.clamp(1, 1 << 15);
+    let listeners: Vec<Option<PortalListener>> =
+        config.current.listeners.iter().cloned().map(Some).collect();
+    // Room for a few portals added later.
     let cq_entries = cq_entries(
         sq_entries,
         shared.max_connections_per_thread,
-        listeners.len(),
+        listeners.len() + 16,
     );
     let ring = match build_ring(sq_entries, cq_entries) {
         Ok(ring) => ring,
@@ -277,6 +289,8 @@ pub(super) fn run(
         refused: 0,
         paused_accepts: Vec::new(),
         accepts_resume_at: None,
+        config,
+        lun_stats: LoopLunStats::default(),
     };
     event_loop.run();
 }
@@ -401,19 +415,20 @@ impl EventLoop {
     }
 
     fn arm_accept(&mut self, index: usize) {
-        let Some(listener) = self.listeners.get(index) else {
+        let Some(Some(listener)) = self.listeners.get(index) else {
             return;
         };
         let entry = opcode::Accept::new(
-            types::Fd(listener.as_raw_fd()),
+            types::Fd(listener.socket.as_raw_fd()),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
         )
         .flags(libc::SOCK_CLOEXEC)
         .build()
-        .user_data(token(KIND_ACCEPT, index, 0));
-        // SAFETY: no buffers; the listener outlives every loop (the RunningTarget holds it
-        // until all loops are joined).
+        .user_data(token(KIND_ACCEPT, index, listener.id));
+        // SAFETY: no buffers. The kernel holds its own reference to the socket while the
+        // accept is in flight, so a portal removed meanwhile (its descriptor shut down
+        // and closed) only makes the accept complete with an error.
         if unsafe { self.push(entry, false) }.is_err() {
             // Accepted on a later turn: new connections wait in the listen queue.
             self.paused_accepts.push(index);
@@ -503,6 +518,19 @@ impl EventLoop {
         let (kind, index, generation) = untoken(user_data);
         match kind {
             KIND_ACCEPT => {
+                let current = self
+                    .listeners
+                    .get(index)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|l| l.id == generation);
+                if !current {
+                    // A removed portal's last accept: a connection it still took is
+                    // served; the portal is not armed again.
+                    if result >= 0 {
+                        self.accepted(now, result);
+                    }
+                    return;
+                }
                 if result >= 0 {
                     self.accepted(now, result);
                 } else if matches!(-result, libc::EMFILE | libc::ENFILE | libc::ENOMEM) {
@@ -527,6 +555,7 @@ impl EventLoop {
                 for (token, command, result) in self.inbox.take() {
                     self.blocking_done(token, command, result);
                 }
+                self.take_new_config();
                 if self.waker.kills_requested.swap(false, Ordering::AcqRel) {
                     // Another thread asked a connection to close (reinstatement): rare,
                     // so a look at every slot is fine here.
@@ -628,10 +657,13 @@ impl EventLoop {
             ]),
             portal_group_tag: self.shared.portal_group_tag,
         };
-        let session = TargetSession::new(Arc::clone(&self.shared.session_config), params, now);
+        let tsih = params.tsih;
+        let session =
+            TargetSession::new(Arc::clone(&self.config.current.session_config), params, now);
         let limits = ConnectionLimits {
             max_recv_data_segment_length: self
-                .shared
+                .config
+                .current
                 .session_config
                 .offer
                 .max_recv_data_segment_length,
@@ -639,7 +671,13 @@ impl EventLoop {
             max_output_bytes: self.shared.limits.max_output_bytes_per_connection,
             first_pdu_timeout: self.shared.limits.first_pdu_timeout,
         };
-        let conn = Connection::new(session, peer, Arc::clone(&self.shared.luns), limits, now);
+        let conn = Connection::new(
+            session,
+            peer,
+            Arc::clone(&self.config.current.targets),
+            limits,
+            now,
+        );
         let generation = self.take_generation();
         let slot = Slot {
             fd,
@@ -647,7 +685,10 @@ impl EventLoop {
             conn,
             control: Arc::new(ConnControl {
                 kill: std::sync::atomic::AtomicBool::new(false),
+                dropped: std::sync::atomic::AtomicBool::new(false),
                 loop_waker: Arc::clone(&self.waker),
+                peer,
+                tsih,
             }),
             session_key: None,
             recv_in_flight: false,
@@ -757,6 +798,84 @@ impl EventLoop {
         }
     }
 
+    /// Takes the newest configuration the control plane published, if any, at this turn
+    /// boundary: every connection moves to it (see [`Connection::apply_config`]), then
+    /// the loop says which epoch it runs. Rare, so a look at every slot is fine.
+    fn take_new_config(&mut self) {
+        let mut newest = None;
+        while let Ok(message) = self.config.mailbox.try_recv() {
+            match message {
+                LoopMessage::Config(snapshot) => newest = Some(snapshot),
+                LoopMessage::Stats(reply) => {
+                    // Samples still held by connections are counted first.
+                    for slot in self.slots.iter_mut().flatten() {
+                        slot.conn.drain_samples(&mut self.lun_stats);
+                    }
+                    let _ = reply.send(self.lun_stats.copy());
+                }
+            }
+        }
+        let Some(snapshot) = newest else {
+            return;
+        };
+        self.take_portals(&snapshot);
+        self.lun_stats.retain(|unit| {
+            snapshot
+                .targets
+                .iter()
+                .any(|t| t.luns.iter().any(|info| info.unit_id == unit))
+        });
+        for index in 0..self.slots.len() {
+            if let Some(slot) = self.slots[index].as_mut() {
+                slot.conn
+                    .apply_config(&snapshot.session_config, &snapshot.targets);
+                self.mark(index);
+            }
+        }
+        self.config
+            .applied_epoch
+            .store(snapshot.epoch, Ordering::Release);
+        self.config.current = snapshot;
+        let (lock, condvar) = &self.shared.applied;
+        let _guard = lock.lock();
+        condvar.notify_all();
+    }
+
+    /// Portals added are armed; portals removed are let go (their accept in flight ends
+    /// when the control plane shuts the socket down, and is not armed again).
+    fn take_portals(&mut self, snapshot: &super::ConfigSnapshot) {
+        if Arc::ptr_eq(&snapshot.listeners, &self.config.current.listeners) {
+            return;
+        }
+        for slot in self.listeners.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|l| !snapshot.listeners.iter().any(|n| n.id == l.id))
+            {
+                *slot = None;
+            }
+        }
+        for listener in snapshot.listeners.iter() {
+            let known = self.listeners.iter().flatten().any(|l| l.id == listener.id);
+            if known {
+                continue;
+            }
+            let index = match self.listeners.iter().position(Option::is_none) {
+                Some(index) => {
+                    self.listeners[index] = Some(listener.clone());
+                    index
+                }
+                None => {
+                    self.listeners.push(Some(listener.clone()));
+                    self.listeners.len() - 1
+                }
+            };
+            if !self.stopping {
+                self.arm_accept(index);
+            }
+        }
+    }
+
     fn handle_events(&mut self, index: usize, events: Vec<TargetEvent>) {
         for event in events {
             if let TargetEvent::LoggedIn {
@@ -827,7 +946,11 @@ impl EventLoop {
             return;
         };
         if slot.control.kill.swap(false, Ordering::AcqRel) {
-            slot.conn.abort(TargetError::Reinstated);
+            if slot.control.dropped.load(Ordering::Acquire) {
+                slot.conn.abort(TargetError::Dropped);
+            } else {
+                slot.conn.abort(TargetError::Reinstated);
+            }
         }
         if slot.conn.poll_timeout().is_some_and(|t| t <= now) {
             slot.conn.handle_timeout(now);
@@ -861,6 +984,7 @@ impl EventLoop {
                 return;
             }
         }
+        slot.conn.drain_samples(&mut self.lun_stats);
         self.arm_send(index);
         self.arm_recv(index);
         self.schedule(index);

@@ -13,17 +13,19 @@
 //! - `file_io`: one command's file I/O on the loop's ring (READ, WRITE, SYNCHRONIZE CACHE
 //!   on file units), resumed when short, with aligned buffers for `O_DIRECT`.
 
+mod attention;
 mod blocking;
 mod checks;
 mod connection;
 mod event_loop;
 mod file_io;
 mod listener;
+mod lun_stats;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,7 +35,9 @@ use crate::disk::{IoPlan, LogicalUnit};
 use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig};
 
 pub use blocking::BlockingJob;
+pub use checks::LUN_NUMBER_LIMIT;
 pub use connection::{CloseReason, Connection, ConnectionLimits};
+pub use lun_stats::LunCounters;
 
 /// Runs SCSI commands for the LUNs of one target node.
 pub trait LunExecutor: Send + Sync {
@@ -319,17 +323,438 @@ pub struct ServerStats {
     pub arms_deferred: u64,
 }
 
+/// One LUN as the event loops see it: its number, which unit it is (an id that differs
+/// between any two units ever attached, so a unit replaced at the same number is seen as a
+/// new one), and its capacity in blocks (0 when the executor does not say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LunInfo {
+    pub lun: u64,
+    pub unit_id: u64,
+    pub blocks: u64,
+}
+
+/// A unit id for [`LunInfo::unit_id`], never handed out twice in this process.
+pub fn next_unit_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One target node as the event loops see it: what its logins check, and its LUNs.
+#[derive(Clone)]
+pub struct LiveTarget {
+    pub name: String,
+    pub alias: Option<String>,
+    pub chap: Option<ChapCredentials>,
+    pub mutual_chap: Option<ChapCredentials>,
+    pub allowed_initiators: Option<Vec<String>>,
+    pub executor: Arc<dyn LunExecutor>,
+    /// By LUN number, ascending.
+    pub luns: Vec<LunInfo>,
+    /// What logins see of it, made once per target value (see [`LiveTarget::new`]).
+    session_node: std::sync::OnceLock<Arc<TargetNode>>,
+}
+
+impl std::fmt::Debug for LiveTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTarget")
+            .field("name", &self.name)
+            .field("luns", &self.luns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveTarget {
+    /// A target named `name` with no CHAP and no ACL, over `executor` with `luns`.
+    pub fn new(name: &str, executor: Arc<dyn LunExecutor>, luns: Vec<LunInfo>) -> LiveTarget {
+        LiveTarget {
+            name: name.to_string(),
+            alias: None,
+            chap: None,
+            mutual_chap: None,
+            allowed_initiators: None,
+            executor,
+            luns,
+            session_node: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A target with the settings of `node` (its LUN specs aside) over `executor`.
+    pub fn from_node(node: &TargetNodeConfig, executor: Arc<dyn LunExecutor>) -> LiveTarget {
+        let luns = node
+            .luns
+            .iter()
+            .map(|(lun, _)| LunInfo {
+                lun: *lun,
+                unit_id: next_unit_id(),
+                blocks: 0,
+            })
+            .collect();
+        LiveTarget {
+            alias: node.alias.clone(),
+            chap: node.chap.clone(),
+            mutual_chap: node.mutual_chap.clone(),
+            allowed_initiators: node.allowed_initiators.clone(),
+            ..LiveTarget::new(&node.iqn, executor, luns)
+        }
+    }
+
+    /// The node logins and SendTargets see.
+    fn session_node(&self, max_transfer_bytes: u32) -> Arc<TargetNode> {
+        Arc::clone(self.session_node.get_or_init(|| {
+            Arc::new(TargetNode {
+                name: self.name.clone(),
+                alias: self.alias.clone(),
+                luns: self.luns.iter().map(|info| info.lun).collect(),
+                chap: self.chap.clone(),
+                mutual_chap: self.mutual_chap.clone(),
+                allowed_initiators: self.allowed_initiators.clone(),
+                max_transfer_bytes,
+            })
+        }))
+    }
+}
+
+/// An immutable configuration: what logins see and which units commands reach. The
+/// control plane publishes a new one per change; an event loop swaps its `Arc` at a turn
+/// boundary, so the I/O path reads its own copy and takes no lock for configuration.
+pub(crate) struct ConfigSnapshot {
+    pub(crate) epoch: u64,
+    pub(crate) session_config: Arc<TargetSessionConfig>,
+    pub(crate) targets: Arc<Vec<Arc<LiveTarget>>>,
+    /// The portals' listening sockets: every loop accepts on each.
+    pub(crate) listeners: Arc<Vec<PortalListener>>,
+}
+
+/// One portal's listening socket. `id` tells a loop's accepts on it apart from those of a
+/// removed portal whose slot was reused.
+#[derive(Debug, Clone)]
+pub(crate) struct PortalListener {
+    pub(crate) id: u32,
+    pub(crate) addr: SocketAddr,
+    pub(crate) socket: Arc<TcpListener>,
+}
+
+/// A portal id for [`PortalListener::id`], never 0.
+fn next_portal_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl ConfigSnapshot {
+    /// `base` with `targets` in place of its target nodes.
+    fn new(
+        epoch: u64,
+        base: &TargetSessionConfig,
+        targets: Vec<Arc<LiveTarget>>,
+        listeners: Arc<Vec<PortalListener>>,
+        portal_group_tag: u16,
+        max_transfer_bytes: u32,
+    ) -> ConfigSnapshot {
+        let mut session_config = base.clone();
+        session_config.portals = listeners
+            .iter()
+            .map(|l| Portal {
+                addr: l.addr,
+                group_tag: portal_group_tag,
+            })
+            .collect();
+        session_config.targets = targets
+            .iter()
+            .map(|t| t.session_node(max_transfer_bytes))
+            .collect();
+        ConfigSnapshot {
+            epoch,
+            session_config: Arc::new(session_config),
+            targets: Arc::new(targets),
+            listeners,
+        }
+    }
+}
+
+/// What one event loop needs to take new configurations: its mailbox and where it says
+/// which epoch it runs.
+pub(crate) struct LoopConfig {
+    pub(crate) current: Arc<ConfigSnapshot>,
+    pub(crate) mailbox: std::sync::mpsc::Receiver<LoopMessage>,
+    pub(crate) applied_epoch: Arc<AtomicU64>,
+}
+
+/// What the control plane asks of an event loop, at its next turn.
+pub(crate) enum LoopMessage {
+    /// Run with this configuration from now on.
+    Config(Arc<ConfigSnapshot>),
+    /// Send a copy of the loop's per-unit statistics.
+    Stats(std::sync::mpsc::Sender<Vec<(u64, LunCounters)>>),
+}
+
+/// The sending side of one loop's [`LoopConfig`].
+struct LoopMailbox {
+    sender: std::sync::mpsc::Sender<LoopMessage>,
+    waker: Arc<event_loop::Waker>,
+    applied_epoch: Arc<AtomicU64>,
+}
+
+/// One logged-in session, as [`Controller::sessions`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub initiator: String,
+    /// The initiator's session id, 12 hex digits.
+    pub isid: String,
+    pub target: String,
+    pub peer: SocketAddr,
+    pub tsih: u16,
+}
+
+/// Changes a running target's configuration live (see [`ConfigSnapshot`]). Cheap to
+/// clone; calls from several threads are serialized.
+#[derive(Clone)]
+pub struct Controller {
+    shared: Arc<Shared>,
+    mailboxes: Arc<Mutex<Vec<LoopMailbox>>>,
+    max_transfer_bytes: u32,
+}
+
+/// How long [`Controller::publish`] waits for the event loops to take a change.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+impl Controller {
+    /// Publishes `targets` as the whole set of target nodes, and returns once every event
+    /// loop runs with it: logins from then on see it, sessions of a deleted target (or of
+    /// an initiator no longer allowed) are closed, and sessions whose target's LUNs
+    /// changed get the unit attentions the change calls for. Sessions of unchanged
+    /// targets are not disturbed.
+    pub fn publish(&self, targets: Vec<Arc<LiveTarget>>) {
+        self.publish_with(Some(targets), None);
+    }
+
+    /// Starts listening on `addr` (port 0 picks one) as one more portal of the group:
+    /// every event loop accepts on it once this returns, and SendTargets lists it.
+    /// Returns the bound address.
+    pub fn add_portal(&self, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+        let bind_error = |source| ServerError::Bind { addr, source };
+        let socket = listener::bind_portal(addr).map_err(bind_error)?;
+        let bound = socket.local_addr().map_err(bind_error)?;
+        let mut listeners: Vec<PortalListener> = self.current().listeners.as_ref().clone();
+        listeners.push(PortalListener {
+            id: next_portal_id(),
+            addr: bound,
+            socket: Arc::new(socket),
+        });
+        self.publish_with(None, Some(listeners));
+        tracing::info!(portal = %bound, "listening (added live)");
+        Ok(bound)
+    }
+
+    /// Stops listening on the portal bound to `addr`; false when there is none.
+    /// Connections accepted on it go on.
+    pub fn remove_portal(&self, addr: SocketAddr) -> bool {
+        let mut listeners: Vec<PortalListener> = self.current().listeners.as_ref().clone();
+        let Some(at) = listeners.iter().position(|l| l.addr == addr) else {
+            return false;
+        };
+        let removed = listeners.remove(at);
+        self.publish_with(None, Some(listeners));
+        // The loops no longer arm accepts on it; one still in the kernel ends now.
+        // SAFETY: shutdown(2) on a descriptor the Arc keeps open; no memory is passed.
+        unsafe {
+            libc::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(removed.socket.as_ref()),
+                libc::SHUT_RDWR,
+            );
+        }
+        tracing::info!(portal = %addr, "portal removed");
+        true
+    }
+
+    fn current(&self) -> Arc<ConfigSnapshot> {
+        match self.shared.current.lock() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Publishes the current configuration with new targets and/or portals.
+    fn publish_with(
+        &self,
+        targets: Option<Vec<Arc<LiveTarget>>>,
+        listeners: Option<Vec<PortalListener>>,
+    ) {
+        let mailboxes = match self.mailboxes.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let snapshot = {
+            let mut current = match self.shared.current.lock() {
+                Ok(c) => c,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let targets = targets.unwrap_or_else(|| current.targets.as_ref().clone());
+            let listeners = match listeners {
+                Some(listeners) => Arc::new(listeners),
+                None => Arc::clone(&current.listeners),
+            };
+            let snapshot = Arc::new(ConfigSnapshot::new(
+                current.epoch + 1,
+                &current.session_config,
+                targets,
+                listeners,
+                self.shared.portal_group_tag,
+                self.max_transfer_bytes,
+            ));
+            *current = Arc::clone(&snapshot);
+            snapshot
+        };
+        for mailbox in mailboxes.iter() {
+            // A loop that is gone (shutdown) has dropped its receiver: nothing to tell.
+            if mailbox
+                .sender
+                .send(LoopMessage::Config(Arc::clone(&snapshot)))
+                .is_ok()
+            {
+                mailbox.waker.wake();
+            }
+        }
+        let (lock, condvar) = &self.shared.applied;
+        let deadline = std::time::Instant::now() + APPLY_WAIT;
+        let mut guard = match lock.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        loop {
+            let all = mailboxes
+                .iter()
+                .all(|m| m.applied_epoch.load(Ordering::Acquire) >= snapshot.epoch);
+            let now = std::time::Instant::now();
+            if all || self.shared.shutdown.load(Ordering::Acquire) || now >= deadline {
+                if !all {
+                    tracing::warn!(
+                        epoch = snapshot.epoch,
+                        "an event loop has not taken the new configuration yet"
+                    );
+                }
+                return;
+            }
+            guard = match condvar.wait_timeout(guard, deadline - now) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// The statistics of every unit that ran a command, by unit id
+    /// ([`LunInfo::unit_id`]), summed over the event loops.
+    pub fn lun_stats(&self) -> HashMap<u64, LunCounters> {
+        let (reply, answers) = std::sync::mpsc::channel();
+        let mut asked = 0;
+        if let Ok(mailboxes) = self.mailboxes.lock() {
+            for mailbox in mailboxes.iter() {
+                if mailbox
+                    .sender
+                    .send(LoopMessage::Stats(reply.clone()))
+                    .is_ok()
+                {
+                    mailbox.waker.wake();
+                    asked += 1;
+                }
+            }
+        }
+        let mut merged: HashMap<u64, LunCounters> = HashMap::new();
+        let deadline = std::time::Instant::now() + APPLY_WAIT;
+        for _ in 0..asked {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(copy) = answers.recv_timeout(left) else {
+                tracing::warn!("an event loop did not send its statistics in time");
+                break;
+            };
+            for (unit, counters) in copy {
+                merged.entry(unit).or_default().merge(&counters);
+            }
+        }
+        merged
+    }
+
+    /// The target nodes now published.
+    pub fn targets(&self) -> Vec<Arc<LiveTarget>> {
+        match self.shared.current.lock() {
+            Ok(c) => c.targets.as_ref().clone(),
+            Err(poisoned) => poisoned.into_inner().targets.as_ref().clone(),
+        }
+    }
+
+    /// The portals' addresses, as SendTargets reports them.
+    pub fn portals(&self) -> Vec<SocketAddr> {
+        self.current().listeners.iter().map(|l| l.addr).collect()
+    }
+
+    /// The logged-in sessions of normal (not discovery) type.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let Ok(registry) = self.shared.registry.lock() else {
+            return Vec::new();
+        };
+        let mut sessions: Vec<SessionInfo> = registry
+            .iter()
+            .map(|((initiator, isid, target), control)| SessionInfo {
+                initiator: initiator.clone(),
+                isid: isid.iter().map(|b| format!("{b:02x}")).collect(),
+                target: target.clone(),
+                peer: control.peer,
+                tsih: control.tsih,
+            })
+            .collect();
+        sessions.sort_by(|a, b| {
+            (&a.target, &a.initiator, &a.isid).cmp(&(&b.target, &b.initiator, &b.isid))
+        });
+        sessions
+    }
+
+    /// Closes the sessions `pick` chooses; returns how many.
+    pub fn drop_sessions(&self, pick: impl Fn(&SessionInfo) -> bool) -> usize {
+        let Ok(registry) = self.shared.registry.lock() else {
+            return 0;
+        };
+        let mut dropped = 0;
+        for ((initiator, isid, target), control) in registry.iter() {
+            let info = SessionInfo {
+                initiator: initiator.clone(),
+                isid: isid.iter().map(|b| format!("{b:02x}")).collect(),
+                target: target.clone(),
+                peer: control.peer,
+                tsih: control.tsih,
+            };
+            if pick(&info) {
+                control.dropped.store(true, Ordering::Release);
+                control.kill.store(true, Ordering::Release);
+                control
+                    .loop_waker
+                    .kills_requested
+                    .store(true, Ordering::Release);
+                control.loop_waker.wake();
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
+
 /// A connection another thread can ask to close.
 #[derive(Debug)]
 pub(crate) struct ConnControl {
     pub(crate) kill: AtomicBool,
+    /// Set with `kill` when an administrator dropped the session (the control plane),
+    /// rather than a new login reinstating it.
+    pub(crate) dropped: AtomicBool,
     pub(crate) loop_waker: Arc<event_loop::Waker>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) tsih: u16,
 }
 
 /// State shared by the event loops (none of it on the data path).
 pub(crate) struct Shared {
-    pub(crate) session_config: Arc<TargetSessionConfig>,
-    pub(crate) luns: Arc<Vec<(String, Arc<dyn LunExecutor>)>>,
+    /// The configuration last published (the control plane's changes publish a new one;
+    /// each event loop holds its own copy of the `Arc` and takes the new one at a turn).
+    pub(crate) current: Mutex<Arc<ConfigSnapshot>>,
+    /// Event loops report here when they took a new configuration.
+    pub(crate) applied: (Mutex<()>, Condvar),
     pub(crate) shutdown: AtomicBool,
     pub(crate) next_tsih: AtomicU16,
     pub(crate) registry: Mutex<HashMap<SessionKey, Arc<ConnControl>>>,
@@ -384,11 +809,12 @@ impl Shared {
 pub struct RunningTarget {
     addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
+    mailboxes: Arc<Mutex<Vec<LoopMailbox>>>,
+    max_transfer_bytes: u32,
     wakers: Vec<Arc<event_loop::Waker>>,
     /// One per event loop, each written only by its loop.
     loop_stats: Vec<Arc<LoopStats>>,
     threads: Vec<JoinHandle<()>>,
-    _listeners: Arc<Vec<TcpListener>>,
 }
 
 impl std::fmt::Debug for RunningTarget {
@@ -413,6 +839,15 @@ impl RunningTarget {
             .iter()
             .map(|stats| stats.file_ios_completed.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// The handle that changes this target's configuration live.
+    pub fn controller(&self) -> Controller {
+        Controller {
+            shared: Arc::clone(&self.shared),
+            mailboxes: Arc::clone(&self.mailboxes),
+            max_transfer_bytes: self.max_transfer_bytes,
+        }
     }
 
     /// What the target holds now (see [`ServerStats`]).
@@ -463,18 +898,30 @@ impl RunningTarget {
         // The rings' pending accepts hold the listening sockets until the kernel finishes
         // tearing the rings down, after the threads are gone: stop listening now, so a
         // connection attempt after `shutdown` returns is refused, not queued.
-        for listener in self._listeners.iter() {
-            // SAFETY: shutdown(2) on a descriptor this struct owns; no memory is passed.
+        let listeners = match self.shared.current.lock() {
+            Ok(c) => Arc::clone(&c.listeners),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner().listeners),
+        };
+        for listener in listeners.iter() {
+            // SAFETY: shutdown(2) on a descriptor the snapshot keeps open; no memory is
+            // passed.
             unsafe {
-                libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(listener), libc::SHUT_RDWR);
+                libc::shutdown(
+                    std::os::fd::AsRawFd::as_raw_fd(listener.socket.as_ref()),
+                    libc::SHUT_RDWR,
+                );
             }
         }
         if let Ok(mut pool) = self.shared.blocking.lock() {
             pool.stop();
         }
-        for (name, executor) in self.shared.luns.iter() {
-            tracing::debug!(target = %name, "flushing logical units");
-            executor.flush();
+        let current = match self.shared.current.lock() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        for target in current.targets.iter() {
+            tracing::debug!(target = %target.name, "flushing logical units");
+            target.executor.flush();
         }
         tracing::info!("target stopped");
     }
@@ -496,21 +943,33 @@ pub fn start_with(
     config: TargetConfig,
     builder: &LunBuilder,
 ) -> Result<RunningTarget, ServerError> {
-    if config.portals.is_empty() {
-        return Err(ServerError::Config("no portal".into()));
-    }
     if config.targets.is_empty() {
         return Err(ServerError::Config("no target node".into()));
     }
     checks::check_config(&config)?;
-    raise_descriptor_limit();
-    keep_freed_memory();
     // Every LUN is opened and checked before any portal listens: a gateway that cannot
     // serve its LUNs never says "listening".
-    let mut luns = Vec::new();
+    let mut targets = Vec::new();
     for node in &config.targets {
-        luns.push((node.iqn.clone(), builder(node, config.portal_group_tag)?));
+        let executor = builder(node, config.portal_group_tag)?;
+        targets.push(Arc::new(LiveTarget::from_node(node, executor)));
     }
+    start_live(config, targets)
+}
+
+/// Starts a target with target nodes built by the caller (the control plane builds its
+/// own, so that it can change them later); `config.targets` is not used. No target at
+/// all is allowed: they come later through [`RunningTarget::controller`].
+pub fn start_live(
+    config: TargetConfig,
+    targets: Vec<Arc<LiveTarget>>,
+) -> Result<RunningTarget, ServerError> {
+    if config.portals.is_empty() {
+        return Err(ServerError::Config("no portal".into()));
+    }
+    checks::check_config(&config)?;
+    raise_descriptor_limit();
+    keep_freed_memory();
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for addr in &config.portals {
@@ -528,18 +987,6 @@ pub fn start_with(
         addrs.push(bound);
         listeners.push(listener);
     }
-    let mut nodes = Vec::new();
-    for node in &config.targets {
-        nodes.push(TargetNode {
-            name: node.iqn.clone(),
-            alias: node.alias.clone(),
-            luns: node.luns.iter().map(|(n, _)| *n).collect(),
-            chap: node.chap.clone(),
-            mutual_chap: node.mutual_chap.clone(),
-            allowed_initiators: node.allowed_initiators.clone(),
-            max_transfer_bytes: config.max_transfer_bytes,
-        });
-    }
     let portals = addrs
         .iter()
         .map(|addr| Portal {
@@ -547,17 +994,36 @@ pub fn start_with(
             group_tag: config.portal_group_tag,
         })
         .collect();
-    let mut session_config = TargetSessionConfig::new(nodes, portals);
+    let mut session_config = TargetSessionConfig::new(Vec::new(), portals);
     session_config.cmd_window = config.max_cmd_window.max(1);
     session_config.login_timeout = config.login_timeout;
     session_config.nop_interval = config.nop_interval;
     session_config.nop_timeout = config.nop_timeout;
     session_config.discovery_chap = config.discovery_chap.clone();
     session_config.offer.max_recv_data_segment_length = config.max_recv_data_segment_length;
+    let listeners = Arc::new(
+        listeners
+            .into_iter()
+            .zip(&addrs)
+            .map(|(socket, addr)| PortalListener {
+                id: next_portal_id(),
+                addr: *addr,
+                socket: Arc::new(socket),
+            })
+            .collect::<Vec<_>>(),
+    );
+    let snapshot = Arc::new(ConfigSnapshot::new(
+        1,
+        &session_config,
+        targets,
+        listeners,
+        config.portal_group_tag,
+        config.max_transfer_bytes,
+    ));
 
     let shared = Arc::new(Shared {
-        session_config: Arc::new(session_config),
-        luns: Arc::new(luns),
+        current: Mutex::new(Arc::clone(&snapshot)),
+        applied: (Mutex::new(()), Condvar::new()),
         shutdown: AtomicBool::new(false),
         next_tsih: AtomicU16::new(1),
         registry: Mutex::new(HashMap::new()),
@@ -570,7 +1036,6 @@ pub fn start_with(
                 .map_err(ServerError::Thread)?,
         ),
     });
-    let listeners = Arc::new(listeners);
     let threads_wanted = config.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -580,23 +1045,37 @@ pub fn start_with(
     let mut target = RunningTarget {
         addrs,
         shared: Arc::clone(&shared),
+        mailboxes: Arc::new(Mutex::new(Vec::new())),
+        max_transfer_bytes: config.max_transfer_bytes,
         wakers: Vec::new(),
         loop_stats: Vec::new(),
         threads: Vec::new(),
-        _listeners: Arc::clone(&listeners),
     };
     for index in 0..threads_wanted.max(1) {
         let waker = Arc::new(event_loop::Waker::new().map_err(ServerError::Ring)?);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (sender, mailbox) = std::sync::mpsc::channel();
+        let applied_epoch = Arc::new(AtomicU64::new(snapshot.epoch));
+        let loop_config = LoopConfig {
+            current: Arc::clone(&snapshot),
+            mailbox,
+            applied_epoch: Arc::clone(&applied_epoch),
+        };
+        if let Ok(mut mailboxes) = target.mailboxes.lock() {
+            mailboxes.push(LoopMailbox {
+                sender,
+                waker: Arc::clone(&waker),
+                applied_epoch,
+            });
+        }
         let thread = {
             let shared = Arc::clone(&shared);
-            let listeners = Arc::clone(&listeners);
             let waker = Arc::clone(&waker);
             let stats = Arc::new(LoopStats::default());
             target.loop_stats.push(Arc::clone(&stats));
             std::thread::Builder::new()
                 .name(format!("iscsi-target-{index}"))
-                .spawn(move || event_loop::run(shared, listeners, waker, stats, ready_tx))
+                .spawn(move || event_loop::run(shared, waker, stats, loop_config, ready_tx))
                 .map_err(ServerError::Thread)?
         };
         target.wakers.push(waker);

@@ -116,6 +116,13 @@ pub enum TargetError {
     /// The server is shutting down.
     #[error("target shutting down")]
     Shutdown,
+    /// An administrator dropped the session (the control plane's `session drop`).
+    #[error("session dropped by the administrator")]
+    Dropped,
+    /// The target was deleted, or this initiator is no longer allowed on it (the
+    /// control plane).
+    #[error("target deleted or access revoked by the administrator")]
+    Revoked,
 }
 
 /// Which burst of a write a Data-Out belongs to (section 11.7: unsolicited data carries the

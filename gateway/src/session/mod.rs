@@ -129,7 +129,9 @@ pub struct Portal {
 /// What every session of a target shares.
 #[derive(Debug, Clone)]
 pub struct TargetSessionConfig {
-    pub targets: Vec<TargetNode>,
+    /// Shared with the configurations the control plane publishes later: a change
+    /// rebuilds only the nodes it touches.
+    pub targets: Vec<Arc<TargetNode>>,
     pub portals: Vec<Portal>,
     /// Our operational wishes (MaxRecvDataSegmentLength, burst lengths, ...).
     pub offer: OperationalOffer,
@@ -174,7 +176,7 @@ impl TargetSessionConfig {
 
     pub fn new(targets: Vec<TargetNode>, portals: Vec<Portal>) -> TargetSessionConfig {
         TargetSessionConfig {
-            targets,
+            targets: targets.into_iter().map(Arc::new).collect(),
             portals,
             offer: Self::default_offer(),
             cmd_window: 64,
@@ -521,9 +523,30 @@ impl TargetSession {
         self.session_type
     }
 
+    /// Moves the session to a new configuration (the control plane changed the target
+    /// nodes): a login in progress sees the new nodes, a session keeps its target under
+    /// its name. False, and the old configuration kept, when that target is gone: the
+    /// caller closes the connection.
+    pub fn replace_config(&mut self, config: Arc<TargetSessionConfig>) -> bool {
+        let Some(name) = self.target().map(|t| t.name.clone()) else {
+            self.config = config;
+            return true;
+        };
+        match config.targets.iter().position(|t| t.name == name) {
+            Some(index) => {
+                self.config = config;
+                self.target = Some(index);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The target logged in to, once the login names it.
     pub fn target(&self) -> Option<&TargetNode> {
-        self.target.and_then(|i| self.config.targets.get(i))
+        self.target
+            .and_then(|i| self.config.targets.get(i))
+            .map(Arc::as_ref)
     }
 
     pub fn initiator_name(&self) -> &str {

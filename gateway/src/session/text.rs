@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use super::*;
+use std::sync::Arc;
 
 impl TargetSession {
     pub(super) fn handle_text_request(
@@ -112,9 +113,16 @@ impl TargetSession {
     pub(super) fn send_targets(&self, value: &str) -> Vec<(String, String)> {
         let config = &self.config;
         let wanted: Vec<&TargetNode> = match value {
-            "All" if self.session_type == SessionType::Discovery => config.targets.iter().collect(),
+            "All" if self.session_type == SessionType::Discovery => {
+                config.targets.iter().map(Arc::as_ref).collect()
+            }
             "All" | "" => self.target().into_iter().collect(),
-            name => config.targets.iter().filter(|t| t.name == name).collect(),
+            name => config
+                .targets
+                .iter()
+                .filter(|t| t.name == name)
+                .map(Arc::as_ref)
+                .collect(),
         };
         let mut out = Vec::new();
         for target in wanted {

@@ -1,0 +1,1091 @@
+//! The gateway's live control plane: JSON-RPC 2.0 on a Unix socket (`rpc`, `socket`),
+//! the configuration it changes, and its durable copy (`state`).
+//!
+//! A change goes: validate (names, LUN numbers, secrets, the backend opens), persist (the
+//! whole configuration written and synced in the state directory, when there is one),
+//! then apply (a new immutable configuration published to the event loops through
+//! [`crate::server::Controller`], which returns once every loop runs with it), then answer.
+//! A change that fails any step changes nothing. Changes are serialized by one lock, held
+//! by the control plane's threads only; the event loops never take it.
+//!
+//! Volumes (`volume_*` methods, `pool:` LUNs) belong to the volume pool, which plugs in
+//! through [`VolumeService`]; without one those methods answer "not available".
+
+pub mod rpc;
+pub mod socket;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::backend::{LuIdentity, LunSpec};
+use crate::disk::{LogicalUnit, LuConfig, LunMap};
+use crate::server::{self, Controller, LiveTarget, LunInfo, TargetNodeConfig};
+use crate::session::ChapCredentials;
+
+use rpc::{Call, Chap, ErrorCode, RpcError};
+use state::{LunState, State, StateDir, TargetState};
+
+/// The volume pool's side of the control plane: it answers the `volume_*` methods. The
+/// pool registers one with [`Control::set_volumes`].
+pub trait VolumeService: Send + Sync {
+    /// Runs `method` (`volume_create`, ...) with its parameters (an object).
+    fn call(&self, method: &str, params: Value) -> Result<Value, RpcError>;
+}
+
+/// One LUN of the configuration.
+#[derive(Clone)]
+struct LunEntry {
+    /// The spec as given.
+    spec: String,
+    identity: LuIdentity,
+    unit: Arc<LogicalUnit>,
+    info: LunInfo,
+    /// When it was attached (or restored): the time its statistics cover.
+    attached_at: std::time::Instant,
+}
+
+/// One target node of the configuration.
+#[derive(Clone)]
+struct TargetEntry {
+    alias: Option<String>,
+    allowed_initiators: Option<Vec<String>>,
+    chap: Option<Chap>,
+    mutual_chap: Option<Chap>,
+    luns: BTreeMap<u64, LunEntry>,
+    /// What the event loops run for this target, rebuilt when the target changes.
+    live: Arc<LiveTarget>,
+}
+
+#[derive(Clone, Default)]
+struct Model {
+    generation: u64,
+    /// Shared with the configuration before a change: a change copies the map's spine
+    /// and the one target it touches (`Arc::make_mut`), not every target.
+    targets: BTreeMap<String, Arc<TargetEntry>>,
+    /// The portals, once a portal change set them; `None` while the startup
+    /// configuration's apply.
+    portals: Option<Vec<std::net::SocketAddr>>,
+}
+
+struct Inner {
+    model: Model,
+    state: Option<StateDir>,
+    controller: Option<Controller>,
+}
+
+/// The control plane of one gateway.
+pub struct Control {
+    inner: Mutex<Inner>,
+    portal_group_tag: u16,
+    volumes: Mutex<Option<Arc<dyn VolumeService>>>,
+}
+
+/// Why the control plane could not start.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("state directory: {0}")]
+    Restore(RpcError),
+    #[error("configuration: {0}")]
+    Config(RpcError),
+    #[error("control socket {path}: {reason}")]
+    Socket { path: String, reason: String },
+}
+
+fn bad(code: ErrorCode, message: impl Into<String>) -> RpcError {
+    RpcError::new(code, message)
+}
+
+fn credentials(chap: &Option<Chap>) -> Option<ChapCredentials> {
+    chap.as_ref().map(|c| ChapCredentials {
+        user: c.user.clone(),
+        secret: c.secret.clone().into_bytes(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), RpcError> {
+    datapath::names::check_iscsi_name(name)
+        .map_err(|e| bad(ErrorCode::InvalidParams, format!("{what}: {e}")))
+}
+
+fn check_chap(what: &str, chap: &Option<Chap>) -> Result<(), RpcError> {
+    match chap {
+        Some(c) if c.secret.len() < crate::config::MIN_CHAP_SECRET_BYTES => Err(bad(
+            ErrorCode::InvalidParams,
+            format!(
+                "{what}: secret of {} bytes, at least {} required (RFC 7143 section 12.1.3)",
+                c.secret.len(),
+                crate::config::MIN_CHAP_SECRET_BYTES
+            ),
+        )),
+        Some(c) if c.user.is_empty() => Err(bad(
+            ErrorCode::InvalidParams,
+            format!("{what}: empty user name"),
+        )),
+        Some(c) => {
+            check_text(&format!("{what} user"), &c.user)?;
+            check_text(&format!("{what} secret"), &c.secret)
+        }
+        None => Ok(()),
+    }
+}
+
+/// Target nodes one gateway holds at most: bounds the configuration every login and
+/// SendTargets walks (the LUNs per target are bounded by the LUN number limit).
+pub const MAX_TARGETS: usize = 16_384;
+
+/// Text values such as TargetAlias and CHAP user names are at most 255 bytes
+/// (RFC 7143 section 6.1), without control characters (they go into text keys).
+const MAX_TEXT_VALUE_BYTES: usize = 255;
+
+fn check_text(what: &str, value: &str) -> Result<(), RpcError> {
+    if value.len() > MAX_TEXT_VALUE_BYTES || value.chars().any(char::is_control) {
+        return Err(bad(
+            ErrorCode::InvalidParams,
+            format!("{what}: at most {MAX_TEXT_VALUE_BYTES} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_acl(target: &str, names: &Option<Vec<String>>) -> Result<(), RpcError> {
+    for name in names.iter().flatten() {
+        check_name(&format!("allowed initiator of {target}"), name)?;
+    }
+    Ok(())
+}
+
+impl TargetEntry {
+    fn new(
+        name: &str,
+        alias: Option<String>,
+        allowed_initiators: Option<Vec<String>>,
+        chap: Option<Chap>,
+        mutual_chap: Option<Chap>,
+        tpgt: u16,
+    ) -> TargetEntry {
+        let mut entry = TargetEntry {
+            alias,
+            allowed_initiators,
+            chap,
+            mutual_chap,
+            luns: BTreeMap::new(),
+            live: Arc::new(LiveTarget::new(
+                name,
+                server::disk_luns(name, tpgt, LunMap::new()),
+                Vec::new(),
+            )),
+        };
+        entry.rebuild(name, tpgt);
+        entry
+    }
+
+    /// Makes `live` match the entry.
+    fn rebuild(&mut self, name: &str, tpgt: u16) {
+        let mut map = LunMap::new();
+        for (lun, entry) in &self.luns {
+            map.insert(*lun, Arc::clone(&entry.unit));
+        }
+        let mut live = LiveTarget::new(
+            name,
+            server::disk_luns(name, tpgt, map),
+            self.luns.values().map(|entry| entry.info).collect(),
+        );
+        live.alias = self.alias.clone();
+        live.chap = credentials(&self.chap);
+        live.mutual_chap = credentials(&self.mutual_chap);
+        live.allowed_initiators = self.allowed_initiators.clone();
+        self.live = Arc::new(live);
+    }
+}
+
+/// Opens the LUN `spec` describes, with `identity` when the state directory kept one.
+fn open_lun(
+    target: &str,
+    lun: u64,
+    spec_text: &str,
+    identity: Option<LuIdentity>,
+) -> Result<LunEntry, RpcError> {
+    if lun >= server::LUN_NUMBER_LIMIT {
+        return Err(bad(
+            ErrorCode::InvalidParams,
+            format!(
+                "LUN {lun}: LUN numbers go up to {} (what REPORT LUNS can encode)",
+                server::LUN_NUMBER_LIMIT - 1
+            ),
+        ));
+    }
+    let mut spec = LunSpec::parse(spec_text).map_err(|e| {
+        bad(
+            ErrorCode::InvalidParams,
+            format!("backend {spec_text:?}: {e}"),
+        )
+    })?;
+    if let Some(identity) = &identity {
+        spec.options.serial = Some(identity.serial.clone());
+        spec.options.naa_id = Some(identity.naa_id);
+    }
+    let (backend, identity) = spec.open().map_err(|e| {
+        bad(
+            ErrorCode::Backend,
+            format!("LUN {lun} of {target} ({spec_text}): {e}"),
+        )
+    })?;
+    let config = LuConfig {
+        serial: identity.serial.clone(),
+        naa_id: identity.naa_id,
+        ..LuConfig::for_name(&format!("{target}/{lun}"))
+    };
+    let unit = Arc::new(LogicalUnit::new(backend, config));
+    let info = LunInfo {
+        lun,
+        unit_id: server::next_unit_id(),
+        blocks: unit.blocks(),
+    };
+    Ok(LunEntry {
+        spec: spec_text.to_string(),
+        identity,
+        unit,
+        info,
+        attached_at: std::time::Instant::now(),
+    })
+}
+
+fn parse_naa(text: &str) -> Option<[u8; 8]> {
+    if text.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok().map(u64::to_be_bytes)
+}
+
+impl Model {
+    fn to_state(&self) -> State {
+        State {
+            version: 0,
+            generation: self.generation,
+            portals: self.portals.clone(),
+            targets: self
+                .targets
+                .iter()
+                .map(|(name, t)| TargetState {
+                    name: name.clone(),
+                    alias: t.alias.clone(),
+                    allowed_initiators: t.allowed_initiators.clone(),
+                    chap: t.chap.clone(),
+                    mutual_chap: t.mutual_chap.clone(),
+                    luns: t
+                        .luns
+                        .iter()
+                        .map(|(lun, entry)| LunState {
+                            lun: *lun,
+                            backend: entry.spec.clone(),
+                            naa: hex(&entry.identity.naa_id),
+                            serial: entry.identity.serial.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn live_targets(&self) -> Vec<Arc<LiveTarget>> {
+        self.targets.values().map(|t| Arc::clone(&t.live)).collect()
+    }
+
+    fn target_mut(&mut self, name: &str) -> Result<&mut TargetEntry, RpcError> {
+        self.targets
+            .get_mut(name)
+            .map(Arc::make_mut)
+            .ok_or_else(|| bad(ErrorCode::NotFound, format!("no target {name}")))
+    }
+}
+
+impl Control {
+    /// A control plane with no target yet; `state` is the state directory, if any.
+    pub fn new(state: Option<StateDir>, portal_group_tag: u16) -> Control {
+        Control {
+            inner: Mutex::new(Inner {
+                model: Model::default(),
+                state,
+                controller: None,
+            }),
+            portal_group_tag,
+            volumes: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Plugs in the volume pool.
+    pub fn set_volumes(&self, volumes: Arc<dyn VolumeService>) {
+        if let Ok(mut slot) = self.volumes.lock() {
+            *slot = Some(volumes);
+        }
+    }
+
+    /// Builds the starting configuration: the state directory's, when it has one (the
+    /// targets in `startup` are then not used), else `startup`'s targets, committed to
+    /// the state directory as its first state. Every LUN is opened. Returns whether the
+    /// state directory's configuration was used.
+    pub fn load(&self, startup: &[TargetNodeConfig]) -> Result<bool, ControlError> {
+        let mut inner = self.lock();
+        let tpgt = self.portal_group_tag;
+        let restored = match inner.state.as_mut() {
+            Some(dir) => dir.load()?,
+            None => None,
+        };
+        let mut model = Model::default();
+        let from_state = restored.is_some();
+        match restored {
+            Some(state::Loaded {
+                snapshot: state,
+                changes,
+            }) => {
+                model.generation = state.generation;
+                model.portals = state.portals.clone();
+                for target in state.targets {
+                    let mut entry = TargetEntry::new(
+                        &target.name,
+                        target.alias,
+                        target.allowed_initiators,
+                        target.chap,
+                        target.mutual_chap,
+                        tpgt,
+                    );
+                    for lun in target.luns {
+                        let identity = parse_naa(&lun.naa).map(|naa_id| LuIdentity {
+                            naa_id,
+                            serial: lun.serial.clone(),
+                        });
+                        let opened = open_lun(&target.name, lun.lun, &lun.backend, identity)
+                            .map_err(ControlError::Restore)?;
+                        entry.luns.insert(lun.lun, opened);
+                    }
+                    entry.rebuild(&target.name, tpgt);
+                    model.targets.insert(target.name, Arc::new(entry));
+                }
+                let replayed = changes.len();
+                for (generation, payload) in changes {
+                    let record: JournalRecord = serde_json::from_slice(&payload).map_err(|e| {
+                        ControlError::Restore(bad(
+                            ErrorCode::Internal,
+                            format!("journal record of change {generation}: {e}"),
+                        ))
+                    })?;
+                    let call = rpc::parse_call(&record.method, record.params)
+                        .map_err(ControlError::Restore)?;
+                    apply_change(&mut model, call, &record.identities, tpgt).map_err(|e| {
+                        ControlError::Restore(bad(
+                            e.code,
+                            format!("replaying change {generation}: {}", e.message),
+                        ))
+                    })?;
+                    model.generation = generation;
+                }
+                if replayed > 0 {
+                    // Start from a snapshot of what was replayed, with an empty journal.
+                    if let Some(dir) = inner.state.as_mut() {
+                        dir.snapshot(&model.to_state())?;
+                    }
+                }
+            }
+            None => {
+                for node in startup {
+                    let chap = node.chap.as_ref().map(|c| Chap {
+                        user: c.user.clone(),
+                        secret: String::from_utf8_lossy(&c.secret).into_owned(),
+                    });
+                    let mutual = node.mutual_chap.as_ref().map(|c| Chap {
+                        user: c.user.clone(),
+                        secret: String::from_utf8_lossy(&c.secret).into_owned(),
+                    });
+                    let mut entry = TargetEntry::new(
+                        &node.iqn,
+                        node.alias.clone(),
+                        node.allowed_initiators.clone(),
+                        chap,
+                        mutual,
+                        tpgt,
+                    );
+                    for (lun, spec) in &node.luns {
+                        let opened =
+                            open_lun(&node.iqn, *lun, spec, None).map_err(ControlError::Config)?;
+                        entry.luns.insert(*lun, opened);
+                    }
+                    entry.rebuild(&node.iqn, tpgt);
+                    model.targets.insert(node.iqn.clone(), Arc::new(entry));
+                }
+                if let Some(dir) = inner.state.as_mut() {
+                    dir.snapshot(&model.to_state())?;
+                }
+            }
+        }
+        inner.model = model;
+        Ok(from_state)
+    }
+
+    /// The portals the state directory holds, when a portal change set them: they
+    /// replace the startup configuration's.
+    pub fn state_portals(&self) -> Option<Vec<std::net::SocketAddr>> {
+        self.lock().model.portals.clone()
+    }
+
+    /// The target nodes to start the server with ([`crate::server::start_live`]).
+    pub fn live_targets(&self) -> Vec<Arc<LiveTarget>> {
+        self.lock().model.live_targets()
+    }
+
+    /// Connects the control plane to the running server.
+    pub fn set_controller(&self, controller: Controller) {
+        self.lock().controller = Some(controller);
+    }
+
+    /// Runs one call: validate, persist, apply, answer.
+    pub fn handle(&self, call: Call) -> Result<Value, RpcError> {
+        match call {
+            Call::Volume { method, params } => {
+                let volumes = self.volumes.lock().ok().and_then(|v| v.clone());
+                match volumes {
+                    Some(volumes) => volumes.call(&method, params),
+                    None => Err(bad(
+                        ErrorCode::NotAvailable,
+                        format!("{method}: not available: no pool configured"),
+                    )),
+                }
+            }
+            Call::TargetList => Ok(self.target_list()),
+            Call::PortalList => {
+                let inner = self.lock();
+                let portals: Vec<Value> = inner
+                    .controller
+                    .as_ref()
+                    .map(|c| c.portals())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|addr| json!({"address": addr.to_string(), "group_tag": self.portal_group_tag}))
+                    .collect();
+                Ok(json!({ "portals": portals }))
+            }
+            Call::SessionList(filter) => {
+                let inner = self.lock();
+                let sessions: Vec<Value> = inner
+                    .controller
+                    .as_ref()
+                    .map(|c| c.sessions())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|s| filter.target.as_ref().is_none_or(|t| *t == s.target))
+                    .map(|s| {
+                        json!({
+                            "initiator": s.initiator,
+                            "isid": s.isid,
+                            "target": s.target,
+                            "peer": s.peer.to_string(),
+                            "tsih": s.tsih,
+                        })
+                    })
+                    .collect();
+                Ok(json!({ "sessions": sessions }))
+            }
+            Call::SessionDrop(filter) => {
+                if filter.target.is_none() && filter.initiator.is_none() && filter.isid.is_none() {
+                    return Err(bad(
+                        ErrorCode::InvalidParams,
+                        "session_drop: give at least one of target, initiator, isid",
+                    ));
+                }
+                let inner = self.lock();
+                let Some(controller) = inner.controller.as_ref() else {
+                    return Ok(json!({ "dropped": 0 }));
+                };
+                let isid = filter.isid.as_ref().map(|i| i.to_ascii_lowercase());
+                let dropped = controller.drop_sessions(|s| {
+                    filter.target.as_ref().is_none_or(|t| *t == s.target)
+                        && filter.initiator.as_ref().is_none_or(|i| *i == s.initiator)
+                        && isid.as_ref().is_none_or(|i| *i == s.isid)
+                });
+                Ok(json!({ "dropped": dropped }))
+            }
+            Call::LunStats(p) => self.lun_stats(p),
+            Call::PortalAdd(p) => self.portal_change(true, p.address),
+            Call::PortalRemove(p) => self.portal_change(false, p.address),
+            change => self.change(change),
+        }
+    }
+
+    /// Adds or removes a portal. Rare, so made durable as a whole snapshot (the journal's
+    /// replay then never needs the startup portals). An added portal listens before the
+    /// commit (binding is the check that can fail) and is closed again if the commit
+    /// fails; a removed one stops listening after it.
+    fn portal_change(&self, add: bool, address: std::net::SocketAddr) -> Result<Value, RpcError> {
+        let mut inner = self.lock();
+        let Some(controller) = inner.controller.clone() else {
+            return Err(bad(
+                ErrorCode::NotAvailable,
+                "the gateway is not running yet",
+            ));
+        };
+        let mut next = inner.model.clone();
+        let mut portals = next.portals.clone().unwrap_or_else(|| controller.portals());
+        let live = controller.portals();
+        let answer;
+        if add {
+            if address.port() != 0 && live.contains(&address) {
+                return Err(bad(
+                    ErrorCode::AlreadyExists,
+                    format!("portal {address} exists"),
+                ));
+            }
+            let bound = controller
+                .add_portal(address)
+                .map_err(|e| bad(ErrorCode::Refused, format!("portal {address}: {e}")))?;
+            portals.push(bound);
+            answer = json!({ "address": bound.to_string() });
+            next.portals = Some(portals);
+            next.generation += 1;
+            if let Some(dir) = inner.state.as_mut() {
+                if let Err(e) = dir.snapshot(&next.to_state()) {
+                    controller.remove_portal(bound);
+                    return Err(bad(
+                        ErrorCode::Persist,
+                        format!("the change was not made: state not written: {e}"),
+                    ));
+                }
+            }
+        } else {
+            if !live.contains(&address) {
+                return Err(bad(ErrorCode::NotFound, format!("no portal {address}")));
+            }
+            if live.len() == 1 {
+                return Err(bad(
+                    ErrorCode::Refused,
+                    format!("portal {address} is the last one; add another first"),
+                ));
+            }
+            portals.retain(|p| *p != address);
+            next.portals = Some(portals);
+            next.generation += 1;
+            if let Some(dir) = inner.state.as_mut() {
+                dir.snapshot(&next.to_state()).map_err(|e| {
+                    bad(
+                        ErrorCode::Persist,
+                        format!("the change was not made: state not written: {e}"),
+                    )
+                })?;
+            }
+            controller.remove_portal(address);
+            answer = json!({ "address": address.to_string() });
+        }
+        inner.model = next;
+        Ok(answer)
+    }
+
+    /// Per-LUN figures: commands and bytes by kind, IOPS, throughput and latency
+    /// percentiles, over `interval_ms` or since each LUN was attached.
+    fn lun_stats(&self, p: rpc::LunStatsParams) -> Result<Value, RpcError> {
+        if p.interval_ms
+            .is_some_and(|ms| ms == 0 || ms > rpc::MAX_STATS_INTERVAL_MS)
+        {
+            return Err(bad(
+                ErrorCode::InvalidParams,
+                format!(
+                    "lun_stats: interval_ms from 1 to {}",
+                    rpc::MAX_STATS_INTERVAL_MS
+                ),
+            ));
+        }
+        let (controller, luns) = {
+            let inner = self.lock();
+            if let Some(target) = &p.target {
+                if !inner.model.targets.contains_key(target) {
+                    return Err(bad(ErrorCode::NotFound, format!("no target {target}")));
+                }
+            }
+            let luns: Vec<(String, u64, u64, std::time::Instant)> = inner
+                .model
+                .targets
+                .iter()
+                .filter(|(name, _)| p.target.as_ref().is_none_or(|t| t == *name))
+                .flat_map(|(name, t)| {
+                    t.luns
+                        .iter()
+                        .map(|(lun, e)| (name.clone(), *lun, e.info.unit_id, e.attached_at))
+                })
+                .collect();
+            (inner.controller.clone(), luns)
+        };
+        let Some(controller) = controller else {
+            return Ok(json!({ "luns": [] }));
+        };
+        let first = controller.lun_stats();
+        let (figures, interval) = match p.interval_ms {
+            Some(ms) => {
+                let started = std::time::Instant::now();
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                let second = controller.lun_stats();
+                let elapsed = started.elapsed();
+                let deltas = second
+                    .iter()
+                    .map(|(unit, now)| {
+                        let delta = match first.get(unit) {
+                            Some(before) => now.since(before),
+                            None => now.clone(),
+                        };
+                        (*unit, delta)
+                    })
+                    .collect();
+                (deltas, Some(elapsed))
+            }
+            None => (first, None),
+        };
+        let rows: Vec<Value> = luns
+            .into_iter()
+            .map(|(target, lun, unit, attached_at)| {
+                let seconds = interval
+                    .unwrap_or_else(|| attached_at.elapsed())
+                    .as_secs_f64()
+                    .max(1e-6);
+                let empty = server::LunCounters::new();
+                let c = figures.get(&unit).unwrap_or(&empty);
+                let h = &c.latency_us;
+                let pct = |q: f64| {
+                    if h.is_empty() {
+                        0
+                    } else {
+                        h.value_at_quantile(q)
+                    }
+                };
+                json!({
+                    "target": target,
+                    "lun": lun,
+                    "seconds": seconds,
+                    "reads": c.reads,
+                    "writes": c.writes,
+                    "others": c.others,
+                    "read_bytes": c.read_bytes,
+                    "write_bytes": c.write_bytes,
+                    "iops": c.commands() as f64 / seconds,
+                    "read_bytes_per_second": c.read_bytes as f64 / seconds,
+                    "write_bytes_per_second": c.write_bytes as f64 / seconds,
+                    "latency_us": {
+                        "mean": if h.is_empty() { 0.0 } else { h.mean() },
+                        "p50": pct(0.50),
+                        "p90": pct(0.90),
+                        "p99": pct(0.99),
+                        "p99_9": pct(0.999),
+                        "max": if h.is_empty() { 0 } else { h.max() },
+                    },
+                })
+            })
+            .collect();
+        Ok(json!({ "luns": rows }))
+    }
+
+    fn target_list(&self) -> Value {
+        let inner = self.lock();
+        let targets: Vec<Value> = inner
+            .model
+            .targets
+            .iter()
+            .map(|(name, t)| {
+                let luns: Vec<Value> = t
+                    .luns
+                    .iter()
+                    .map(|(lun, e)| {
+                        json!({
+                            "lun": lun,
+                            "backend": e.spec,
+                            "kind": e.unit.backend().kind(),
+                            "size_bytes": e.unit.blocks() * u64::from(e.unit.block_size()),
+                            "block_size": e.unit.block_size(),
+                            "naa": hex(&e.identity.naa_id),
+                            "serial": e.identity.serial,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": name,
+                    "alias": t.alias,
+                    "allowed_initiators": t.allowed_initiators,
+                    "chap_user": t.chap.as_ref().map(|c| c.user.clone()),
+                    "mutual_chap_user": t.mutual_chap.as_ref().map(|c| c.user.clone()),
+                    "luns": luns,
+                })
+            })
+            .collect();
+        json!({ "generation": inner.model.generation, "targets": targets })
+    }
+
+    /// A change of the configuration: made on a copy, committed, published, kept.
+    fn change(&self, call: Call) -> Result<Value, RpcError> {
+        let tpgt = self.portal_group_tag;
+        let mut inner = self.lock();
+        let mut next = inner.model.clone();
+        let (method, params) = call.to_method_params();
+        let (answer, detached) = apply_change(&mut next, call, &[], tpgt)?;
+        next.generation += 1;
+        if let Some(dir) = inner.state.as_mut() {
+            let record = JournalRecord {
+                method,
+                params,
+                identities: attached_identities(&answer),
+            };
+            persist(dir, &next, &record).map_err(|e| {
+                bad(
+                    ErrorCode::Persist,
+                    format!("the change was not made: state not written: {e}"),
+                )
+            })?;
+        }
+        if let Some(controller) = &inner.controller {
+            controller.publish(next.live_targets());
+        }
+        inner.model = next;
+        drop(inner);
+        // Data written to a detached unit is made durable now; the unit itself closes
+        // when the last command still running on it ends.
+        for unit in detached {
+            if let Err(error) = unit.backend().flush() {
+                tracing::error!(%error, "flushing a detached LUN failed");
+            }
+        }
+        Ok(answer)
+    }
+}
+
+/// One change as the journal keeps it: the call, and the identity found for each LUN it
+/// attached, so that a replay opens them as the same disks.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JournalRecord {
+    method: String,
+    params: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    identities: Vec<RecordedIdentity>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RecordedIdentity {
+    lun: u64,
+    naa: String,
+    serial: String,
+}
+
+/// The identities an answer reports for the LUNs it attached (`lun_attach` answers one,
+/// `target_create` a list).
+fn attached_identities(answer: &Value) -> Vec<RecordedIdentity> {
+    let one = |v: &Value| {
+        Some(RecordedIdentity {
+            lun: v.get("lun")?.as_u64()?,
+            naa: v.get("naa")?.as_str()?.to_string(),
+            serial: v.get("serial")?.as_str()?.to_string(),
+        })
+    };
+    match answer.get("luns").and_then(Value::as_array) {
+        Some(luns) => luns.iter().filter_map(one).collect(),
+        None => one(answer).into_iter().collect(),
+    }
+}
+
+/// The identity recorded for `lun`, if any.
+fn recorded(identities: &[RecordedIdentity], lun: u64) -> Option<LuIdentity> {
+    identities.iter().find(|i| i.lun == lun).and_then(|i| {
+        parse_naa(&i.naa).map(|naa_id| LuIdentity {
+            naa_id,
+            serial: i.serial.clone(),
+        })
+    })
+}
+
+/// Makes `next` durable: its change appended to the journal, or a snapshot of it when
+/// the journal is full.
+fn persist(
+    dir: &mut StateDir,
+    next: &Model,
+    record: &JournalRecord,
+) -> Result<(), state::StateError> {
+    let payload = serde_json::to_vec(record).unwrap_or_default();
+    match dir.append(next.generation, &payload) {
+        Err(state::StateError::JournalFull) => dir.snapshot(&next.to_state()),
+        other => other,
+    }
+}
+
+/// Applies one change to `next` (a copy of the configuration): the answer, and the units it
+/// detached. `identities` are those a journal replay brings for the LUNs it attaches.
+fn apply_change(
+    next: &mut Model,
+    call: Call,
+    identities: &[RecordedIdentity],
+    tpgt: u16,
+) -> Result<(Value, Vec<Arc<LogicalUnit>>), RpcError> {
+    {
+        let mut detached: Vec<Arc<LogicalUnit>> = Vec::new();
+        let answer = match call {
+            Call::TargetCreate(p) => {
+                check_name("target name", &p.name)?;
+                check_acl(&p.name, &p.allowed_initiators)?;
+                check_chap("chap", &p.chap)?;
+                check_chap("mutual_chap", &p.mutual_chap)?;
+                if p.mutual_chap.is_some() && p.chap.is_none() {
+                    return Err(bad(
+                        ErrorCode::InvalidParams,
+                        "mutual_chap needs chap (the initiator authenticates first)",
+                    ));
+                }
+                if let Some(alias) = &p.alias {
+                    check_text("alias", alias)?;
+                }
+                if next.targets.contains_key(&p.name) {
+                    return Err(bad(
+                        ErrorCode::AlreadyExists,
+                        format!("target {} exists", p.name),
+                    ));
+                }
+                if next.targets.len() >= MAX_TARGETS {
+                    return Err(bad(
+                        ErrorCode::Refused,
+                        format!("{MAX_TARGETS} targets exist already, the most one gateway holds"),
+                    ));
+                }
+                let mut entry = TargetEntry::new(
+                    &p.name,
+                    p.alias,
+                    p.allowed_initiators,
+                    p.chap,
+                    p.mutual_chap,
+                    tpgt,
+                );
+                let mut luns = Vec::new();
+                for new in &p.luns {
+                    if entry.luns.contains_key(&new.lun) {
+                        return Err(bad(
+                            ErrorCode::InvalidParams,
+                            format!("LUN {} is given twice", new.lun),
+                        ));
+                    }
+                    let opened = open_lun(
+                        &p.name,
+                        new.lun,
+                        &new.backend,
+                        recorded(identities, new.lun),
+                    )?;
+                    luns.push(json!({
+                        "lun": new.lun,
+                        "size_bytes": opened.unit.blocks() * u64::from(opened.unit.block_size()),
+                        "naa": hex(&opened.identity.naa_id),
+                        "serial": opened.identity.serial,
+                    }));
+                    entry.luns.insert(new.lun, opened);
+                }
+                entry.rebuild(&p.name, tpgt);
+                next.targets.insert(p.name.clone(), Arc::new(entry));
+                json!({ "name": p.name, "luns": luns })
+            }
+            Call::TargetDelete(p) => {
+                let Some(entry) = next.targets.remove(&p.name) else {
+                    return Err(bad(ErrorCode::NotFound, format!("no target {}", p.name)));
+                };
+                detached.extend(entry.luns.values().map(|e| Arc::clone(&e.unit)));
+                json!({ "name": p.name, "luns_detached": entry.luns.len() })
+            }
+            Call::TargetSetAcl(p) => {
+                check_acl(&p.name, &p.allowed_initiators)?;
+                let entry = next.target_mut(&p.name)?;
+                entry.allowed_initiators = p.allowed_initiators;
+                entry.rebuild(&p.name, tpgt);
+                json!({ "name": p.name })
+            }
+            Call::TargetSetChap(p) => {
+                check_chap("chap", &p.chap)?;
+                check_chap("mutual_chap", &p.mutual_chap)?;
+                if p.mutual_chap.is_some() && p.chap.is_none() {
+                    return Err(bad(
+                        ErrorCode::InvalidParams,
+                        "mutual_chap needs chap (the initiator authenticates first)",
+                    ));
+                }
+                let entry = next.target_mut(&p.name)?;
+                entry.chap = p.chap;
+                entry.mutual_chap = p.mutual_chap;
+                entry.rebuild(&p.name, tpgt);
+                json!({ "name": p.name })
+            }
+            Call::LunAttach(p) => {
+                let entry = next.target_mut(&p.target)?;
+                if entry.luns.contains_key(&p.lun) {
+                    return Err(bad(
+                        ErrorCode::AlreadyExists,
+                        format!("LUN {} of {} exists; detach it first", p.lun, p.target),
+                    ));
+                }
+                let opened = open_lun(&p.target, p.lun, &p.backend, recorded(identities, p.lun))?;
+                let answer = json!({
+                    "target": p.target,
+                    "lun": p.lun,
+                    "size_bytes": opened.unit.blocks() * u64::from(opened.unit.block_size()),
+                    "naa": hex(&opened.identity.naa_id),
+                    "serial": opened.identity.serial,
+                });
+                entry.luns.insert(p.lun, opened);
+                entry.rebuild(&p.target, tpgt);
+                answer
+            }
+            Call::LunDetach(p) => {
+                let entry = next.target_mut(&p.target)?;
+                let Some(removed) = entry.luns.remove(&p.lun) else {
+                    return Err(bad(
+                        ErrorCode::NotFound,
+                        format!("no LUN {} on {}", p.lun, p.target),
+                    ));
+                };
+                detached.push(removed.unit);
+                entry.rebuild(&p.target, tpgt);
+                json!({ "target": p.target, "lun": p.lun })
+            }
+            other => {
+                return Err(bad(
+                    ErrorCode::Internal,
+                    format!("{:?} is not a change", other.to_method_params().0),
+                ))
+            }
+        };
+        Ok((answer, detached))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpc::{LunAttach, LunRef, TargetCreate, TargetName};
+
+    fn create(name: &str) -> Call {
+        Call::TargetCreate(TargetCreate {
+            name: name.into(),
+            alias: None,
+            allowed_initiators: None,
+            chap: None,
+            mutual_chap: None,
+            luns: Vec::new(),
+        })
+    }
+
+    fn attach(target: &str, lun: u64, backend: &str) -> Call {
+        Call::LunAttach(LunAttach {
+            target: target.into(),
+            lun,
+            backend: backend.into(),
+        })
+    }
+
+    const T: &str = "iqn.2026-01.test:ctl";
+
+    #[test]
+    fn changes_are_checked_and_errors_name_the_problem() {
+        let control = Control::new(None, 1);
+        assert_eq!(
+            control.handle(create("not a name")).unwrap_err().code,
+            ErrorCode::InvalidParams
+        );
+        control.handle(create(T)).unwrap();
+        assert_eq!(
+            control.handle(create(T)).unwrap_err().code,
+            ErrorCode::AlreadyExists
+        );
+        control.handle(attach(T, 0, "ram:1M")).unwrap();
+        let e = control.handle(attach(T, 0, "ram:1M")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AlreadyExists);
+        assert!(e.message.contains("LUN 0"), "{}", e.message);
+        let e = control.handle(attach(T, 1, "floppy:1M")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidParams);
+        let e = control.handle(attach(T, 20000, "ram:1M")).unwrap_err();
+        assert!(e.message.contains("16383"), "{}", e.message);
+        let e = control
+            .handle(attach("iqn.2026-01.test:none", 0, "ram:1M"))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let e = control
+            .handle(Call::LunDetach(LunRef {
+                target: T.into(),
+                lun: 9,
+            }))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let e = control
+            .handle(Call::Volume {
+                method: "volume_create".into(),
+                params: json!({}),
+            })
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotAvailable);
+        assert!(e.message.contains("no pool configured"));
+        let list = control.handle(Call::TargetList).unwrap();
+        assert_eq!(list["targets"][0]["luns"][0]["size_bytes"], 1 << 20);
+        assert_eq!(list["generation"], 2);
+    }
+
+    #[test]
+    fn a_restart_from_the_state_directory_brings_back_targets_luns_and_identities() {
+        let dir = std::env::temp_dir().join(format!("gateway-control-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let control = Control::new(Some(StateDir::open(&dir).unwrap()), 1);
+        control.load(&[]).unwrap();
+        control.handle(create(T)).unwrap();
+        let attached = control.handle(attach(T, 3, "ram:2M")).unwrap();
+        let with_luns = control
+            .handle(Call::TargetCreate(TargetCreate {
+                luns: vec![
+                    rpc::NewLun {
+                        lun: 0,
+                        backend: "ram:1M".into(),
+                    },
+                    rpc::NewLun {
+                        lun: 7,
+                        backend: "null:1G".into(),
+                    },
+                ],
+                ..match create("iqn.2026-01.test:two") {
+                    Call::TargetCreate(p) => p,
+                    _ => unreachable!(),
+                }
+            }))
+            .unwrap();
+        assert_eq!(with_luns["luns"].as_array().map(Vec::len), Some(2));
+        control.handle(create("iqn.2026-01.test:gone")).unwrap();
+        control
+            .handle(Call::TargetDelete(TargetName {
+                name: "iqn.2026-01.test:gone".into(),
+            }))
+            .unwrap();
+        let before = control.handle(Call::TargetList).unwrap();
+        drop(control);
+
+        let again = Control::new(Some(StateDir::open(&dir).unwrap()), 1);
+        assert!(
+            again.load(&[]).unwrap(),
+            "the state directory's configuration is used"
+        );
+        let after = again.handle(Call::TargetList).unwrap();
+        assert_eq!(before, after);
+        assert_eq!(after["targets"][0]["luns"][0]["naa"], attached["naa"]);
+        assert_eq!(after["targets"][0]["luns"][0]["serial"], attached["serial"]);
+        assert_eq!(after["generation"], 5);
+        let two = &after["targets"][1];
+        assert_eq!(two["name"], "iqn.2026-01.test:two");
+        assert_eq!(two["luns"][1]["naa"], with_luns["luns"][1]["naa"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

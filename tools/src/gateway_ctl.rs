@@ -1,0 +1,516 @@
+//! `iscsi-ctl gateway`: the client of `iscsi-gateway`'s control plane (JSON-RPC 2.0 on its
+//! Unix socket, `gateway::control::rpc`). One verb, one request; the answer printed for
+//! people, or as the JSON result with `--json`. A refused request exits 1 with the
+//! gateway's message and its JSON-RPC error code.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use gateway::control::rpc::{self, Call, Chap};
+use serde_json::Value;
+
+use crate::commands::CtlError;
+use crate::render::Output;
+
+/// Where `iscsi-ctl gateway` looks for the socket when neither `--socket` nor
+/// `$ISCSI_GATEWAY_SOCKET` says.
+pub const DEFAULT_SOCKET: &str = "/run/iscsi-gateway/control.sock";
+
+/// A change waits for the gateway's durable commit and for every event loop; a backend
+/// that opens a large file can take a while.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// The gateway's control socket (`iscsi-gateway --control-socket`); default
+    /// $ISCSI_GATEWAY_SOCKET, else /run/iscsi-gateway/control.sock.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand, Debug)]
+enum Verb {
+    /// Target nodes: create, delete, list, ACL, CHAP.
+    #[command(subcommand)]
+    Target(TargetVerb),
+    /// LUNs: attach a backend to a target at a LUN number, detach.
+    #[command(subcommand)]
+    Lun(LunVerb),
+    /// Logged-in sessions: list, drop.
+    #[command(subcommand)]
+    Session(SessionVerb),
+    /// The portals the gateway listens on.
+    #[command(subcommand)]
+    Portal(PortalVerb),
+    /// Any method by name with JSON parameters (volume_* go to the volume pool).
+    Call {
+        method: String,
+        /// A JSON object; `{}` when left out.
+        params: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TargetVerb {
+    /// Create a target node (no LUNs yet).
+    Create {
+        name: String,
+        #[arg(long)]
+        alias: Option<String>,
+        /// Initiator allowed to log in (repeatable; all when not given).
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+        /// A LUN created with the target, in the same durable commit: NUMBER=SPEC
+        /// (`--lun 0=ram:1G`; repeatable).
+        #[arg(long = "lun", value_parser = parse_new_lun)]
+        luns: Vec<rpc::NewLun>,
+        #[command(flatten)]
+        chap: ChapArgs,
+    },
+    /// Delete a target: its LUNs are detached and its sessions closed.
+    Delete { name: String },
+    /// List the targets with their LUNs, identities, ACL and CHAP users.
+    List,
+    /// Set which initiators may log in (sessions of others are closed).
+    Acl {
+        name: String,
+        /// Initiator allowed (repeatable).
+        #[arg(long = "allow", required_unless_present = "all")]
+        allow: Vec<String>,
+        /// Allow every initiator.
+        #[arg(long, conflicts_with = "allow")]
+        all: bool,
+    },
+    /// Set or clear the CHAP new logins must pass (sessions logged in stay).
+    Chap {
+        name: String,
+        #[command(flatten)]
+        chap: ChapArgs,
+        /// Turn CHAP off.
+        #[arg(long, conflicts_with_all = ["user", "mutual_user"])]
+        off: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ChapArgs {
+    /// CHAP user the initiator must log in as.
+    #[arg(long)]
+    user: Option<String>,
+    /// Its secret (visible in `ps`: prefer --secret-file).
+    #[arg(long, requires = "user", conflicts_with = "secret_file")]
+    secret: Option<String>,
+    /// Read the secret from this file (one line).
+    #[arg(long, value_name = "FILE", requires = "user")]
+    secret_file: Option<PathBuf>,
+    /// The target's user for mutual CHAP.
+    #[arg(long, requires = "user")]
+    mutual_user: Option<String>,
+    #[arg(long, requires = "mutual_user", conflicts_with = "mutual_secret_file")]
+    mutual_secret: Option<String>,
+    #[arg(long, value_name = "FILE", requires = "mutual_user")]
+    mutual_secret_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum LunVerb {
+    /// Attach a backend (`ram:1G`, `null:100G`, `file:PATH[:SIZE][,serial=..,naa=..]`).
+    Attach {
+        target: String,
+        lun: u64,
+        backend: String,
+    },
+    /// Detach a LUN (hosts get REPORTED LUNS DATA HAS CHANGED).
+    Detach { target: String, lun: u64 },
+    /// Per-LUN statistics: IOPS, bytes, latency percentiles inside the gateway.
+    Stats {
+        /// Only this target's LUNs.
+        #[arg(long)]
+        target: Option<String>,
+        /// Measure over this many milliseconds (default: since each LUN was attached).
+        #[arg(long)]
+        interval_ms: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionVerb {
+    /// List the logged-in sessions.
+    List {
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Close the sessions matching every filter given (at least one).
+    Drop {
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        initiator: Option<String>,
+        /// 12 hex digits.
+        #[arg(long)]
+        isid: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PortalVerb {
+    /// List the portals.
+    List,
+    /// Listen on one more address (IP:PORT, [IPv6]:PORT; port 0 picks one).
+    Add { address: std::net::SocketAddr },
+    /// Stop listening on an address (sessions that came through it go on).
+    Remove { address: std::net::SocketAddr },
+}
+
+/// `NUMBER=SPEC` of `target create --lun`.
+fn parse_new_lun(text: &str) -> Result<rpc::NewLun, String> {
+    let (number, backend) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}': give NUMBER=SPEC, e.g. 0=ram:1G"))?;
+    let lun = number
+        .parse()
+        .map_err(|_| format!("'{number}' is not a LUN number"))?;
+    Ok(rpc::NewLun {
+        lun,
+        backend: backend.to_string(),
+    })
+}
+
+fn secret(
+    what: &str,
+    given: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, CtlError> {
+    match (given, file) {
+        (Some(secret), _) => Ok(Some(secret.clone())),
+        (None, Some(path)) => datapath::credentials::read_secret_file(path)
+            .map(Some)
+            .map_err(CtlError::Usage),
+        (None, None) => Err(CtlError::Usage(format!(
+            "{what}: give --{what}secret-file FILE (or --{what}secret)"
+        ))),
+    }
+}
+
+impl ChapArgs {
+    fn to_chap(&self) -> Result<(Option<Chap>, Option<Chap>), CtlError> {
+        let chap = match &self.user {
+            Some(user) => Some(Chap {
+                user: user.clone(),
+                secret: secret("", &self.secret, &self.secret_file)?.unwrap_or_default(),
+            }),
+            None => None,
+        };
+        let mutual = match &self.mutual_user {
+            Some(user) => Some(Chap {
+                user: user.clone(),
+                secret: secret("mutual-", &self.mutual_secret, &self.mutual_secret_file)?
+                    .unwrap_or_default(),
+            }),
+            None => None,
+        };
+        Ok((chap, mutual))
+    }
+}
+
+impl Verb {
+    fn call(&self) -> Result<Call, CtlError> {
+        Ok(match self {
+            Verb::Target(TargetVerb::Create {
+                name,
+                alias,
+                allow,
+                luns,
+                chap,
+            }) => {
+                let (chap, mutual_chap) = chap.to_chap()?;
+                Call::TargetCreate(rpc::TargetCreate {
+                    name: name.clone(),
+                    alias: alias.clone(),
+                    allowed_initiators: (!allow.is_empty()).then(|| allow.clone()),
+                    chap,
+                    mutual_chap,
+                    luns: luns.clone(),
+                })
+            }
+            Verb::Target(TargetVerb::Delete { name }) => {
+                Call::TargetDelete(rpc::TargetName { name: name.clone() })
+            }
+            Verb::Target(TargetVerb::List) => Call::TargetList,
+            Verb::Target(TargetVerb::Acl { name, allow, all }) => {
+                Call::TargetSetAcl(rpc::TargetSetAcl {
+                    name: name.clone(),
+                    allowed_initiators: (!all).then(|| allow.clone()),
+                })
+            }
+            Verb::Target(TargetVerb::Chap { name, chap, off }) => {
+                let (chap, mutual_chap) = if *off { (None, None) } else { chap.to_chap()? };
+                if chap.is_none() && !off {
+                    return Err(CtlError::Usage(
+                        "target chap: give --user (with --secret-file) or --off".into(),
+                    ));
+                }
+                Call::TargetSetChap(rpc::TargetSetChap {
+                    name: name.clone(),
+                    chap,
+                    mutual_chap,
+                })
+            }
+            Verb::Lun(LunVerb::Attach {
+                target,
+                lun,
+                backend,
+            }) => Call::LunAttach(rpc::LunAttach {
+                target: target.clone(),
+                lun: *lun,
+                backend: backend.clone(),
+            }),
+            Verb::Lun(LunVerb::Detach { target, lun }) => Call::LunDetach(rpc::LunRef {
+                target: target.clone(),
+                lun: *lun,
+            }),
+            Verb::Lun(LunVerb::Stats {
+                target,
+                interval_ms,
+            }) => Call::LunStats(rpc::LunStatsParams {
+                target: target.clone(),
+                interval_ms: *interval_ms,
+            }),
+            Verb::Session(SessionVerb::List { target }) => Call::SessionList(rpc::TargetFilter {
+                target: target.clone(),
+            }),
+            Verb::Session(SessionVerb::Drop {
+                target,
+                initiator,
+                isid,
+            }) => Call::SessionDrop(rpc::SessionFilter {
+                target: target.clone(),
+                initiator: initiator.clone(),
+                isid: isid.clone(),
+            }),
+            Verb::Portal(PortalVerb::List) => Call::PortalList,
+            Verb::Portal(PortalVerb::Add { address }) => {
+                Call::PortalAdd(rpc::PortalAddress { address: *address })
+            }
+            Verb::Portal(PortalVerb::Remove { address }) => {
+                Call::PortalRemove(rpc::PortalAddress { address: *address })
+            }
+            Verb::Call { method, params } => {
+                let params: Value = match params {
+                    Some(text) => serde_json::from_str(text)
+                        .map_err(|e| CtlError::Usage(format!("parameters are not JSON: {e}")))?,
+                    None => Value::Object(Default::default()),
+                };
+                // Checked here as the gateway would, so a typo is caught before sending.
+                rpc::parse_call(method, params).map_err(|e| CtlError::Usage(e.to_string()))?
+            }
+        })
+    }
+}
+
+/// Sends one request to the gateway at `socket` and returns its result.
+pub fn request(socket: &Path, call: &Call) -> Result<Value, CtlError> {
+    let io = |source: std::io::Error| CtlError::File {
+        path: socket.display().to_string(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(io)?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+    stream
+        .write_all(&rpc::encode_request(1, call))
+        .map_err(io)?;
+    let mut line = Vec::new();
+    BufReader::new(stream)
+        .take(rpc::MAX_RESPONSE_BYTES as u64)
+        .read_until(b'\n', &mut line)
+        .map_err(io)?;
+    if line.is_empty() {
+        return Err(CtlError::Usage(format!(
+            "{}: the gateway closed the connection without an answer",
+            socket.display()
+        )));
+    }
+    rpc::decode_response(&line)
+        .map_err(|(code, message)| CtlError::Usage(format!("{message} (JSON-RPC error {code})")))
+}
+
+/// Runs `iscsi-ctl gateway ...`.
+pub fn run(args: &GatewayArgs, out: &Output) -> Result<(), CtlError> {
+    let call = args.verb.call()?;
+    let socket = match &args.socket {
+        Some(path) => path.clone(),
+        None => std::env::var_os("ISCSI_GATEWAY_SOCKET")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+    };
+    let result = request(&socket, &call)?;
+    out.emit(&result, || human(&call, &result));
+    Ok(())
+}
+
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The answer for people.
+fn human(call: &Call, result: &Value) -> String {
+    match call {
+        Call::TargetCreate(p) => {
+            let mut out = format!("target {} created\n", p.name);
+            for lun in result["luns"].as_array().cloned().unwrap_or_default() {
+                out.push_str(&format!(
+                    "LUN {} attached: {}, NAA {}, serial {}\n",
+                    text(&lun["lun"]),
+                    size(lun["size_bytes"].as_u64().unwrap_or(0)),
+                    text(&lun["naa"]),
+                    text(&lun["serial"])
+                ));
+            }
+            out
+        }
+        Call::TargetDelete(p) => format!(
+            "target {} deleted ({} LUNs detached)\n",
+            p.name,
+            text(&result["luns_detached"])
+        ),
+        Call::TargetSetAcl(p) => match &p.allowed_initiators {
+            Some(names) => format!("target {}: only {} may log in\n", p.name, names.join(", ")),
+            None => format!("target {}: every initiator may log in\n", p.name),
+        },
+        Call::TargetSetChap(p) => match &p.chap {
+            Some(chap) => format!("target {}: CHAP user {}\n", p.name, chap.user),
+            None => format!("target {}: CHAP off\n", p.name),
+        },
+        Call::LunAttach(p) => format!(
+            "LUN {} of {} attached: {}, NAA {}, serial {}\n",
+            p.lun,
+            p.target,
+            size(result["size_bytes"].as_u64().unwrap_or(0)),
+            text(&result["naa"]),
+            text(&result["serial"])
+        ),
+        Call::LunDetach(p) => format!("LUN {} of {} detached\n", p.lun, p.target),
+        Call::TargetList => {
+            let mut out = String::new();
+            let targets = result["targets"].as_array().cloned().unwrap_or_default();
+            if targets.is_empty() {
+                out.push_str("no targets\n");
+            }
+            for t in targets {
+                let acl = match t["allowed_initiators"].as_array() {
+                    Some(names) => names.iter().map(text).collect::<Vec<_>>().join(","),
+                    None => "all".into(),
+                };
+                out.push_str(&format!(
+                    "{}{}  acl: {}  chap: {}\n",
+                    text(&t["name"]),
+                    t["alias"]
+                        .as_str()
+                        .map(|a| format!(" ({a})"))
+                        .unwrap_or_default(),
+                    acl,
+                    text(&t["chap_user"]),
+                ));
+                for lun in t["luns"].as_array().cloned().unwrap_or_default() {
+                    out.push_str(&format!(
+                        "  LUN {:<5} {:>10}  naa {}  serial {}  {}\n",
+                        text(&lun["lun"]),
+                        size(lun["size_bytes"].as_u64().unwrap_or(0)),
+                        text(&lun["naa"]),
+                        text(&lun["serial"]),
+                        text(&lun["backend"]),
+                    ));
+                }
+            }
+            out
+        }
+        Call::SessionList(_) => {
+            let sessions = result["sessions"].as_array().cloned().unwrap_or_default();
+            if sessions.is_empty() {
+                return "no sessions\n".into();
+            }
+            let mut out = format!(
+                "{:<40} {:<12} {:<6} {:<22} {}\n",
+                "INITIATOR", "ISID", "TSIH", "PEER", "TARGET"
+            );
+            for s in sessions {
+                out.push_str(&format!(
+                    "{:<40} {:<12} {:<6} {:<22} {}\n",
+                    text(&s["initiator"]),
+                    text(&s["isid"]),
+                    text(&s["tsih"]),
+                    text(&s["peer"]),
+                    text(&s["target"]),
+                ));
+            }
+            out
+        }
+        Call::LunStats(_) => {
+            let luns = result["luns"].as_array().cloned().unwrap_or_default();
+            if luns.is_empty() {
+                return "no LUNs\n".into();
+            }
+            let mut out = format!(
+                "{:<40} {:>5} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+                "TARGET", "LUN", "IOPS", "READ/s", "WRITE/s", "p50 us", "p99 us", "p99.9", "max us"
+            );
+            for l in luns {
+                let rate = |key: &str| size(l[key].as_f64().unwrap_or(0.0) as u64);
+                out.push_str(&format!(
+                    "{:<40} {:>5} {:>10.0} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+                    text(&l["target"]),
+                    text(&l["lun"]),
+                    l["iops"].as_f64().unwrap_or(0.0),
+                    rate("read_bytes_per_second"),
+                    rate("write_bytes_per_second"),
+                    text(&l["latency_us"]["p50"]),
+                    text(&l["latency_us"]["p99"]),
+                    text(&l["latency_us"]["p99_9"]),
+                    text(&l["latency_us"]["max"]),
+                ));
+            }
+            out
+        }
+        Call::PortalAdd(_) => format!("listening on {}\n", text(&result["address"])),
+        Call::PortalRemove(_) => format!("no longer listening on {}\n", text(&result["address"])),
+        Call::SessionDrop(_) => format!("{} sessions dropped\n", text(&result["dropped"])),
+        Call::PortalList => result["portals"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} (group {})\n",
+                    text(&p["address"]),
+                    text(&p["group_tag"])
+                )
+            })
+            .collect(),
+        _ => serde_json::to_string_pretty(result).unwrap_or_default(),
+    }
+}
