@@ -28,36 +28,10 @@ echo "building iscsi-transports (release)..." >&2
 cargo build --quiet --release -p tools --bin iscsi-transports
 transports="$root/target/release/iscsi-transports"
 
-work=$(mktemp -d /tmp/iscsi-bench-transports.XXXXXX)
-pids=()
-cleanup() {
-    # tgtd ignores SIGTERM: the orderly way out is deleting its targets, then the system.
-    if [ -n "${TGT_IPC_SOCKET:-}" ]; then
-        tgtadm -C 0 --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
-        tgtadm -C 0 --op delete --mode system >/dev/null 2>&1 || true
-    fi
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# --- tgtd with a null LUN -------------------------------------------------------------
-tgt_port=$(free_port)
-tgt_iqn="iqn.2026-11.io.iscsi-uring:bench-transports"
-export TGT_IPC_SOCKET="$work/tgtd-ipc"
-tgtd -f -C 0 -t 2 --iscsi "portal=127.0.0.1:$tgt_port" >"$work/tgtd.log" 2>&1 &
-pids+=($!)
-tgtadm_() { tgtadm -C 0 --lld iscsi "$@"; }
-for _ in $(seq 50); do tgtadm_ --op show --mode target >/dev/null 2>&1 && break; sleep 0.1; done
-tgtadm_ --op new --mode target --tid 1 -T "$tgt_iqn"
-tgtadm_ --op new --mode logicalunit --tid 1 --lun 1 --bstype null --backing-store /dev/null
-tgtadm_ --op bind --mode target --tid 1 -I ALL
+# tgt only: the adapter models are measured against tgt's null LUN.
+WITH_GATEWAY=0
+# shellcheck source=lib/null-targets.sh
+source "$root/scripts/lib/null-targets.sh"
 digests=()
 if [ "${DIGESTS:-0}" = 1 ]; then
     for key in HeaderDigest DataDigest; do

@@ -2,7 +2,7 @@
 # tree has it, our iscsi-gateway with a null LUN, on free loopback ports, and stops them
 # (and removes $work) on exit. Sets `targets` to lines "name portal iqn lun", `work` to a
 # scratch directory, and `pids`; the caller may append to `pids`. Needs root, tgtd, tgtadm.
-# ONLY_TARGET=tgt-null|gateway-null keeps one of them.
+# ONLY_TARGET=tgt-null|gateway-null keeps one of them; WITH_GATEWAY=0 never starts ours.
 
 work=$(mktemp -d /tmp/iscsi-bench.XXXXXX)
 pids=()
@@ -39,7 +39,9 @@ tgtadm_ --op bind --mode target --tid 1 -I ALL
 targets=("tgt-null 127.0.0.1:$tgt_port $tgt_iqn 1")
 
 # --- our gateway, where this tree has one -------------------------------------------------
-if [ -f gateway/src/bin/iscsi-gateway.rs ]; then
+if [ "${WITH_GATEWAY:-1}" = 0 ]; then
+    :
+elif [ -f gateway/src/bin/iscsi-gateway.rs ]; then
     echo "building iscsi-gateway (release)..." >&2
     if cargo build --quiet --release -p gateway --bin iscsi-gateway; then
         gw_port=$(free_port)

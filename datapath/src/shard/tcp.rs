@@ -36,8 +36,7 @@ use super::tag_map::TagMap;
 use super::{failure, Doorbell, ShardConfig, ShardError, ShardInfo, ShardStats};
 use crate::adapter::PathFailure;
 use crate::conn::{Conn, SEND_BATCH_MAX_PDUS};
-use crate::pdu::{self, BHS_LEN};
-use crate::scsi::Cdb;
+use crate::pdu::BHS_LEN;
 use crate::session::connect::{shard_isid, ClientConfig};
 use crate::session::{
     CommandError, DataDirection, Event, Request, Session, SessionState, SubmitRejection, TaskId,
@@ -90,7 +89,7 @@ struct Held {
     answer_bytes: u32,
     /// LUN, CDB and direction, kept to send the command again on a new connection
     /// (`ShardConfig::reconnect` on; commands of a work are not sent again).
-    resend: Option<(u64, Cdb, DataDirection, pdu::TaskAttribute)>,
+    resend: Option<Request>,
     /// The caller asked to abort it: it has given up on the command, which is therefore
     /// never sent again on a new connection.
     abort_requested: bool,
@@ -1048,32 +1047,23 @@ impl Connection {
     }
 
     /// Hands one command to the session, or fails it at once.
-    fn start(&mut self, now: Instant, tag: u64, request: Request, resend: bool) {
-        let Request {
-            lun,
-            cdb,
-            direction,
-            buffer,
-            attribute,
-            user_data,
-        } = request;
+    fn start(&mut self, now: Instant, tag: u64, mut request: Request, resend: bool) {
+        let direction = request.direction;
         let large_read = matches!(direction, DataDirection::Read { len } if len >= self.config.zero_copy_min_bytes);
         let answer_bytes = BHS_LEN as u32
             + match direction {
                 DataDirection::Read { len } => len,
                 _ => 0,
             };
-        let resend = (self.config.reconnect.enabled() && resend)
-            .then(|| (lun, cdb.clone(), direction, attribute));
-        let command = Request {
-            lun,
-            cdb,
-            direction,
-            buffer,
-            attribute,
-            user_data,
-        };
-        match self.driver.session_mut().submit(now, command) {
+        // The command without its buffer (which comes back with the answer), kept to send
+        // it again.
+        let resend = (self.config.reconnect.enabled() && resend).then(|| {
+            let buffer = std::mem::take(&mut request.buffer);
+            let template = request.clone();
+            request.buffer = buffer;
+            template
+        });
+        match self.driver.session_mut().submit(now, request) {
             Ok(task) => {
                 self.held.insert(
                     task,
@@ -1093,18 +1083,9 @@ impl Connection {
             Err(refused) => {
                 let ended =
                     self.dead.is_some() || matches!(refused.reason, SubmitRejection::NotLoggedIn);
-                if let Some((lun, cdb, direction, attribute)) =
-                    resend.filter(|_| ended && self.recovers())
-                {
+                if let Some(mut request) = resend.filter(|_| ended && self.recovers()) {
                     // The connection is being lost: this one waits for the next.
-                    let request = Request {
-                        lun,
-                        cdb,
-                        direction,
-                        buffer: refused.request.buffer,
-                        attribute,
-                        user_data,
-                    };
+                    request.buffer = refused.request.buffer;
                     self.resend.push((tag, request));
                     return;
                 }
@@ -1157,18 +1138,11 @@ impl Connection {
                     let result = match (result, resend) {
                         // The connection went down under it: sent again after a new login
                         // (a timed-out command is not: it fails as such).
-                        (Err(failure), Some((lun, cdb, direction, attribute)))
+                        (Err(failure), Some(mut request))
                             if matches!(failure.error, CommandError::ConnectionLost(_))
                                 && self.recovers() =>
                         {
-                            let request = Request {
-                                lun,
-                                cdb,
-                                direction,
-                                buffer: failure.buffer,
-                                attribute,
-                                user_data: 0,
-                            };
+                            request.buffer = failure.buffer;
                             self.resend.push((held.tag, request));
                             continue;
                         }
@@ -1176,19 +1150,12 @@ impl Connection {
                         // recovery caused, instead of carrying out the command (SAM-5
                         // 5.14): sent again, as the SCSI midlayer does (bounded by
                         // `unit_attentions_left`).
-                        (Ok(outcome), Some((lun, cdb, direction, attribute)))
+                        (Ok(outcome), Some(mut request))
                             if self.unit_attentions_left > 0
                                 && is_reset_unit_attention(&outcome) =>
                         {
                             self.unit_attentions_left -= 1;
-                            let request = Request {
-                                lun,
-                                cdb,
-                                direction,
-                                buffer: outcome.buffer,
-                                attribute,
-                                user_data: 0,
-                            };
+                            request.buffer = outcome.buffer;
                             self.resend.push((held.tag, request));
                             continue;
                         }
