@@ -208,6 +208,15 @@ impl LogicalUnit {
             )
         );
         if !ring_capable {
+            // A flush that waits on storage (a pool's fsyncs) must not stall an event loop.
+            if self.backend.flush_may_block()
+                && matches!(
+                    opcode,
+                    Some(op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16)
+                )
+            {
+                return Plan::Blocking;
+            }
             return Plan::Done(self.execute(task));
         }
         if !plannable {
