@@ -174,13 +174,24 @@ impl LogicalUnit {
     }
 
     pub(super) fn write(&self, cdb: &[u8], data_out: &[u8]) -> Result<Vec<u8>, Check> {
+        self.write_gated(cdb, data_out, true)
+    }
+
+    /// WRITE; `take_gate` false when the caller holds the write gate exclusively (WRITE
+    /// ATOMIC).
+    pub(super) fn write_gated(
+        &self,
+        cdb: &[u8],
+        data_out: &[u8],
+        take_gate: bool,
+    ) -> Result<Vec<u8>, Check> {
         self.check_writable()?;
         let extent = extent(cdb);
         self.check_range(extent)?;
         self.check_transfer(extent)?;
         let data = self.data_for(extent, data_out)?;
         let force_unit_access = cdb[0] != op::WRITE_6 && cdb[1] & 0x08 != 0;
-        let _gate = self.write_gate.shared();
+        let _gate = take_gate.then(|| self.write_gate.shared());
         self.write_blocks(extent.lba, data, force_unit_access)?;
         Ok(Vec::new())
     }

@@ -25,20 +25,25 @@ pub mod op {
     pub const WRITE_AND_VERIFY_10: u8 = 0x2e;
     pub const VERIFY_10: u8 = 0x2f;
     pub const PRE_FETCH_10: u8 = 0x34;
+    pub const READ_DEFECT_DATA_10: u8 = 0x37;
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
     pub const WRITE_SAME_10: u8 = 0x41;
     pub const UNMAP: u8 = 0x42;
+    pub const SANITIZE: u8 = 0x48;
     pub const MODE_SELECT_10: u8 = 0x55;
     pub const MODE_SENSE_10: u8 = 0x5a;
     pub const READ_16: u8 = 0x88;
     pub const COMPARE_AND_WRITE: u8 = 0x89;
     pub const WRITE_16: u8 = 0x8a;
     pub const ORWRITE_16: u8 = 0x8b;
+    pub const EXTENDED_COPY: u8 = 0x83;
+    pub const RECEIVE_COPY_RESULTS: u8 = 0x84;
     pub const WRITE_AND_VERIFY_16: u8 = 0x8e;
     pub const VERIFY_16: u8 = 0x8f;
     pub const PRE_FETCH_16: u8 = 0x90;
     pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
     pub const WRITE_SAME_16: u8 = 0x93;
+    pub const WRITE_ATOMIC_16: u8 = 0x9c;
     pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
     pub const REPORT_LUNS: u8 = 0xa0;
     pub const MAINTENANCE_IN: u8 = 0xa3;
@@ -46,6 +51,7 @@ pub mod op {
     pub const WRITE_12: u8 = 0xaa;
     pub const WRITE_AND_VERIFY_12: u8 = 0xae;
     pub const VERIFY_12: u8 = 0xaf;
+    pub const READ_DEFECT_DATA_12: u8 = 0xb7;
 }
 
 /// Service actions of SERVICE ACTION IN(16) (SBC-3 5.15, 5.7) and MAINTENANCE IN (SPC-4 6.35).
@@ -585,6 +591,71 @@ pub static COMMANDS: &[Command] = &[
             0x1f,
             C,
         ],
+    ),
+    // Copy offload, WRITE ATOMIC, defect data and SANITIZE (see `xcopy` and `special`).
+    cmd(
+        op::READ_DEFECT_DATA_10,
+        &[op::READ_DEFECT_DATA_10, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, C],
+    ),
+    cmd_sa(
+        op::SANITIZE,
+        super::special::sanitize_action::OVERWRITE,
+        &[op::SANITIZE, 0x80, 0, 0, 0, 0, 0, 0xff, 0xff, C],
+    ),
+    cmd_sa(
+        op::SANITIZE,
+        super::special::sanitize_action::BLOCK_ERASE,
+        &[op::SANITIZE, 0x80, 0, 0, 0, 0, 0, 0xff, 0xff, C],
+    ),
+    cmd_sa(
+        op::SANITIZE,
+        super::special::sanitize_action::EXIT_FAILURE_MODE,
+        &[op::SANITIZE, 0x80, 0, 0, 0, 0, 0, 0xff, 0xff, C],
+    ),
+    cmd_sa(
+        op::EXTENDED_COPY,
+        0x00,
+        &[op::EXTENDED_COPY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, C],
+    ),
+    cmd_sa(
+        op::RECEIVE_COPY_RESULTS,
+        super::xcopy::COPY_STATUS,
+        &[op::RECEIVE_COPY_RESULTS, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, C],
+    ),
+    cmd_sa(
+        op::RECEIVE_COPY_RESULTS,
+        super::xcopy::OPERATING_PARAMETERS,
+        &[op::RECEIVE_COPY_RESULTS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, C],
+    ),
+    cmd_sa(
+        op::RECEIVE_COPY_RESULTS,
+        super::xcopy::FAILED_SEGMENT_DETAILS,
+        &[op::RECEIVE_COPY_RESULTS, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, C],
+    ),
+    cmd(
+        op::WRITE_ATOMIC_16,
+        &[
+            op::WRITE_ATOMIC_16,
+            0x18,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0,
+            0,
+            0xff,
+            0xff,
+            0x1f,
+            C,
+        ],
+    ),
+    cmd(
+        op::READ_DEFECT_DATA_12,
+        &[op::READ_DEFECT_DATA_12, 0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, C],
     ),
 ];
 

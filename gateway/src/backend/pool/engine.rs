@@ -549,6 +549,8 @@ impl Engine {
 
     /// Makes `count` chunks of `dest` from `dest_chunk` share the chunks of `source` from
     /// `source_chunk` (EXTENDED COPY of whole chunks: reference counts, no data moved).
+    /// The source entries are all taken (and referenced) before any destination changes,
+    /// so overlapping ranges of one volume copy like `memmove`.
     pub fn remap(
         &self,
         source: u32,
@@ -557,26 +559,28 @@ impl Engine {
         dest_chunk: u32,
         count: u32,
     ) -> io::Result<()> {
+        let mut taken = Vec::with_capacity(count as usize);
         for i in 0..count {
             let from = (source, source_chunk + i);
-            let to = (dest, dest_chunk + i);
-            let (a, b) = (stripe_of(from), stripe_of(to));
-            // Two stripes locked in index order (volume operations lock all in order).
-            let (mut first, mut second) = (lock(&self.stripes[a.min(b)]), None);
-            if a != b {
-                second = Some(lock(&self.stripes[a.max(b)]));
+            let stripe = lock(&self.stripes[stripe_of(from)]);
+            let entry = stripe.map.get(&from).cloned();
+            if let Some(entry) = &entry {
+                // Referenced under the stripe lock: the chunk cannot be freed meanwhile.
+                self.refcounts[entry.pchunk as usize].fetch_add(1, Ordering::SeqCst);
             }
-            let (src_stripe, dst_stripe): (&mut Stripe, &mut Stripe) = match second.as_mut() {
-                None => {
-                    let entry = first.map.get(&from).cloned();
-                    apply_remap(&self.refcounts, &mut first, to, entry);
-                    continue;
-                }
-                Some(second) if a < b => (&mut first, second),
-                Some(second) => (second, &mut first),
+            taken.push(entry);
+        }
+        for (i, entry) in (0..count).zip(taken) {
+            let to = (dest, dest_chunk + i);
+            let mut stripe = lock(&self.stripes[stripe_of(to)]);
+            let old = match entry {
+                Some(entry) => stripe.map.insert(to, entry),
+                None => stripe.map.remove(&to),
             };
-            let entry = src_stripe.map.get(&from).cloned();
-            apply_remap(&self.refcounts, dst_stripe, to, entry);
+            if let Some(old) = old {
+                stripe.decref.push(old.pchunk);
+            }
+            stripe.dirty.insert(to);
         }
         Ok(())
     }
@@ -993,20 +997,6 @@ fn drain(
         });
     }
     decrefs.extend(stripe.decref.drain(..).map(|chunk| (index, chunk)));
-}
-
-fn apply_remap(refcounts: &[AtomicU32], dest: &mut Stripe, to: Key, entry: Option<Entry>) {
-    let old = match entry {
-        Some(entry) => {
-            refcounts[entry.pchunk as usize].fetch_add(1, Ordering::SeqCst);
-            dest.map.insert(to, entry)
-        }
-        None => dest.map.remove(&to),
-    };
-    if let Some(old) = old {
-        dest.decref.push(old.pchunk);
-    }
-    dest.dirty.insert(to);
 }
 
 /// Applies one journal record to the state being loaded. Records that do not fit the
