@@ -10,6 +10,7 @@
 //! A pool file is open once per process ([`Pool::open`] hands out the same pool to every
 //! LUN of it) and locked against other processes.
 
+pub mod cli;
 pub mod engine;
 pub mod format;
 pub mod store;
