@@ -219,7 +219,7 @@ fn assert_checks(pool: &Pool) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     #[test]
     fn the_pool_matches_the_model_and_checks_clean(ops in proptest::collection::vec(op(), 1..40)) {
