@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
@@ -33,8 +34,14 @@ enum PoolCommand {
     Check { path: PathBuf },
     /// List the volumes with their size and allocation.
     List { path: PathBuf },
-    /// Create a thin volume.
-    VolumeCreate { path: PathBuf, name: String, size: String },
+    /// Create a thin volume (with --count N: NAME-0 ... NAME-(N-1)).
+    VolumeCreate {
+        path: PathBuf,
+        name: String,
+        size: String,
+        #[arg(long)]
+        count: Option<u32>,
+    },
     /// Grow a volume to SIZE.
     Grow { path: PathBuf, name: String, size: String },
     /// A new volume sharing every chunk of SOURCE (copy on write).
@@ -113,14 +120,41 @@ fn execute(command: PoolCommand) -> Result<ExitCode, PoolError> {
                 );
             }
         }
-        PoolCommand::VolumeCreate { path, name, size: text } => {
-            Pool::open(&path)?.create_volume(&name, size(&text)?)?;
+        PoolCommand::VolumeCreate {
+            path,
+            name,
+            size: text,
+            count,
+        } => {
+            let pool = Pool::open(&path)?;
+            let bytes = size(&text)?;
+            match count {
+                None => pool.create_volume(&name, bytes)?,
+                Some(count) => {
+                    let started = Instant::now();
+                    for i in 0..count {
+                        pool.create_volume(&format!("{name}-{i}"), bytes)?;
+                    }
+                    println!(
+                        "created {count} volumes in {:.3} s (each committed before the next)",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
         }
         PoolCommand::Grow { path, name, size: text } => {
             Pool::open(&path)?.grow_volume(&name, size(&text)?)?;
         }
         PoolCommand::Clone { path, source, name } => {
-            Pool::open(&path)?.clone_volume(&source, &name)?;
+            let started = Instant::now();
+            let pool = Pool::open(&path)?;
+            let opened = started.elapsed();
+            pool.clone_volume(&source, &name)?;
+            println!(
+                "cloned {source} to {name} in {:.3} s (committed; opening the pool took {:.3} s)",
+                (started.elapsed() - opened).as_secs_f64(),
+                opened.as_secs_f64()
+            );
         }
         PoolCommand::Delete { path, name } => {
             Pool::open(&path)?.delete_volume(&name)?;

@@ -159,6 +159,13 @@ fn no_space() -> io::Error {
     io::Error::new(io::ErrorKind::StorageFull, "the pool has no free chunk")
 }
 
+fn no_metadata_space() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        "the pool's metadata has no room for more shared map entries",
+    )
+}
+
 impl Engine {
     /// Formats `store` as an empty pool of `chunks` data chunks.
     pub fn format(store: &dyn Store, layout: Layout, pool_id: u64) -> io::Result<()> {
@@ -559,6 +566,9 @@ impl Engine {
         dest_chunk: u32,
         count: u32,
     ) -> io::Result<()> {
+        if self.entries() + u64::from(count) > self.layout.max_entries() {
+            return Err(no_metadata_space());
+        }
         let mut taken = Vec::with_capacity(count as usize);
         for i in 0..count {
             let from = (source, source_chunk + i);
@@ -583,6 +593,11 @@ impl Engine {
             stripe.dirty.insert(to);
         }
         Ok(())
+    }
+
+    /// Map entries right now (each stripe locked in turn: for admission checks, not I/O).
+    fn entries(&self) -> u64 {
+        self.stripes.iter().map(|s| lock(s).map.len() as u64).sum()
     }
 
     // --- commits ------------------------------------------------------------------------
@@ -758,6 +773,7 @@ impl Engine {
     /// counts only).
     pub fn clone_volume(&self, source: &str, name: &str) -> Result<u32, PoolError> {
         check_volume(name, 1)?;
+        let max_entries = self.layout.max_entries();
         self.volume_operation(|control, stripes, refcounts| {
             let source = find(control, source)?.clone();
             if control.volumes.values().any(|v| v.name == name) {
@@ -768,6 +784,7 @@ impl Engine {
                 size_bytes: source.size_bytes,
                 name: name.to_string(),
             };
+            let entries: u64 = stripes.iter().map(|s| s.map.len() as u64).sum();
             let mut copies = Vec::new();
             for stripe in stripes.iter() {
                 for (&(volume, vchunk), entry) in &stripe.map {
@@ -775,6 +792,9 @@ impl Engine {
                         copies.push(((record.id, vchunk), entry.clone()));
                     }
                 }
+            }
+            if entries + copies.len() as u64 > max_entries {
+                return Err(PoolError::Io(no_metadata_space()));
             }
             for (key, entry) in copies {
                 refcounts[entry.pchunk as usize].fetch_add(1, Ordering::SeqCst);

@@ -34,6 +34,12 @@ pub const SUBS_PER_CHUNK: usize = (CHUNK_BYTES / SUB_BYTES) as usize;
 pub const SUPERBLOCK_BYTES: u64 = 4096;
 /// Where the first checkpoint slot starts.
 pub const METADATA_OFFSET: u64 = CHUNK_BYTES;
+/// Map entries per chunk the metadata has room for.
+pub const ENTRIES_PER_CHUNK: u64 = 16;
+/// A map entry in a checkpoint at worst: its row and a bitmap with its index.
+const ENTRY_WORST_BYTES: u64 = 12 + 4 + 32;
+/// Room for the volume table in a checkpoint.
+const VOLUME_TABLE_BYTES: u64 = 8 << 20;
 /// Longest volume name.
 pub const NAME_MAX_BYTES: usize = 128;
 
@@ -72,15 +78,22 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout for `chunks` data chunks: each slot holds the worst case (every chunk
-    /// mapped and partly written: 12 + 4 + 32 bytes) plus a volume table of 8 MiB.
+    /// The layout for `chunks` data chunks: each slot holds the worst case for
+    /// [`ENTRIES_PER_CHUNK`] map entries per chunk (clones and copies share chunks), each
+    /// partly written (12 + 4 + 32 bytes), plus a volume table of 8 MiB. Files are sparse:
+    /// only what a checkpoint writes takes space.
     pub fn for_chunks(chunks: u32) -> Layout {
-        let slot = u64::from(chunks) * 48 + (8 << 20);
+        let slot = u64::from(chunks) * ENTRIES_PER_CHUNK * ENTRY_WORST_BYTES + VOLUME_TABLE_BYTES;
         Layout {
             chunks,
             slot_bytes: slot.div_ceil(CHUNK_BYTES) * CHUNK_BYTES,
             journal_bytes: 32 << 20,
         }
+    }
+
+    /// Map entries a checkpoint slot has room for.
+    pub fn max_entries(&self) -> u64 {
+        self.slot_bytes.saturating_sub(VOLUME_TABLE_BYTES) / ENTRY_WORST_BYTES
     }
 
     pub fn slot_offset(&self, slot: u8) -> u64 {
