@@ -129,3 +129,91 @@ pub(super) fn read_defect_data(cdb: &[u8]) -> Result<Vec<u8>, Check> {
         Ok(truncate(data, allocation_length))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::RamBackend;
+    use crate::disk::sense::status;
+    use crate::disk::{LuConfig, ScsiResult, ScsiTask, TargetPortInfo};
+
+    fn run(lu: &LogicalUnit, cdb: &[u8], data_out: &[u8]) -> ScsiResult {
+        let mut padded = [0u8; 16];
+        padded[..cdb.len()].copy_from_slice(cdb);
+        lu.execute(&ScsiTask {
+            cdb: &padded,
+            data_out,
+            expected_data_in_len: 1 << 24,
+            target_port: TargetPortInfo::default(),
+        })
+    }
+
+    fn lu(read_only: bool) -> LogicalUnit {
+        LogicalUnit::new(
+            Box::new(RamBackend::new(4 << 20)),
+            LuConfig {
+                read_only,
+                ..LuConfig::for_name("special")
+            },
+        )
+    }
+
+    fn read(lu: &LogicalUnit, lba: u8, blocks: u8) -> Vec<u8> {
+        run(lu, &[0x28, 0, 0, 0, 0, lba, 0, 0, blocks, 0], &[]).data_in
+    }
+
+    #[test]
+    fn write_atomic_writes_and_a_boundary_is_refused() {
+        let lu = lu(false);
+        let mut cdb = [0u8; 16];
+        cdb[0] = op::WRITE_ATOMIC_16;
+        cdb[9] = 3; // LBA 3
+        cdb[13] = 2; // 2 blocks
+        assert_eq!(run(&lu, &cdb, &[0x5a; 1024]).status, status::GOOD);
+        assert!(read(&lu, 3, 2).iter().all(|&b| b == 0x5a));
+        cdb[11] = 1; // ATOMIC BOUNDARY
+        assert_eq!(run(&lu, &cdb, &[0x5a; 1024]).sense[12], 0x24);
+    }
+
+    #[test]
+    fn sanitize_overwrites_with_the_pattern_or_erases_and_read_only_refuses() {
+        let lu = lu(false);
+        run(&lu, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0], &[0x11; 4096]);
+        let mut parameters = vec![0x01, 0, 0, 2, 0xab, 0xcd];
+        let cdb = [op::SANITIZE, 0x01, 0, 0, 0, 0, 0, 0, parameters.len() as u8, 0];
+        assert_eq!(run(&lu, &cdb, &parameters).status, status::GOOD);
+        assert!(read(&lu, 7, 1).chunks(2).all(|p| p == [0xab, 0xcd]));
+        parameters[0] = 0; // OVERWRITE COUNT 0
+        assert_eq!(run(&lu, &cdb, &parameters).sense[12], 0x26);
+        assert_eq!(
+            run(&lu, &[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]).status,
+            status::GOOD
+        );
+        assert!(read(&lu, 7, 1).iter().all(|&b| b == 0), "block erase reads zeros");
+        assert_eq!(run(&lu, &[op::SANITIZE, 0x03, 0, 0, 0, 0, 0, 0, 0, 0], &[]).sense[12], 0x24);
+        let protected = lu_read_only();
+        let result = run(&protected, &[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!((result.sense[2], result.sense[12]), (0x07, 0x27));
+        let result = run(&protected, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0; 512]);
+        assert_eq!((result.sense[2], result.sense[12]), (0x07, 0x27));
+        let mode = run(&protected, &[0x1a, 0, 0x3f, 0, 255, 0], &[]).data_in;
+        assert_eq!(mode[2] & 0x80, 0x80, "WP in MODE SENSE");
+    }
+
+    fn lu_read_only() -> LogicalUnit {
+        lu(true)
+    }
+
+    #[test]
+    fn defect_lists_are_empty_in_the_format_asked_for() {
+        let lu = lu(false);
+        let ten = run(&lu, &[op::READ_DEFECT_DATA_10, 0, 0x18 | 4, 0, 0, 0, 0, 0, 32, 0], &[]);
+        assert_eq!(ten.data_in, vec![0, 0x18 | 4, 0, 0]);
+        let twelve = run(
+            &lu,
+            &[op::READ_DEFECT_DATA_12, 0x18 | 5, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+            &[],
+        );
+        assert_eq!(twelve.data_in, vec![0, 0x18 | 5, 0, 0, 0, 0, 0, 0]);
+    }
+}

@@ -434,3 +434,154 @@ fn copy_through_buffer(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::RamBackend;
+    use crate::disk::sense::status;
+    use crate::disk::{LuConfig, LunMap, ScsiResult, TargetPortInfo};
+
+    fn lu(name: &str) -> Arc<LogicalUnit> {
+        Arc::new(LogicalUnit::new(
+            Box::new(RamBackend::new(8 << 20)),
+            LuConfig::for_name(name),
+        ))
+    }
+
+    fn run(lu: &LogicalUnit, cdb: &[u8], data_out: &[u8]) -> ScsiResult {
+        let mut padded = [0u8; 16];
+        padded[..cdb.len()].copy_from_slice(cdb);
+        lu.execute(&ScsiTask {
+            cdb: &padded,
+            data_out,
+            expected_data_in_len: 1 << 24,
+            target_port: TargetPortInfo::default(),
+        })
+    }
+
+    fn sense(result: &ScsiResult) -> (u8, u8, u8) {
+        assert_eq!(result.status, status::CHECK_CONDITION);
+        (result.sense[2] & 0x0f, result.sense[12], result.sense[13])
+    }
+
+    fn target(lu: &LogicalUnit) -> Vec<u8> {
+        let mut d = vec![0u8; 32];
+        d[0] = IDENTIFICATION_DESCRIPTOR;
+        d[4] = 1;
+        d[5] = 3;
+        d[7] = 8;
+        d[8..16].copy_from_slice(&lu.config().naa_id);
+        d[29..32].copy_from_slice(&lu.block_size().to_be_bytes()[1..]);
+        d
+    }
+
+    fn segment(source: u16, dest: u16, blocks: u16, from: u64, to: u64) -> Vec<u8> {
+        let mut s = vec![0u8; 28];
+        s[0] = BLOCK_TO_BLOCK;
+        s[2..4].copy_from_slice(&0x18u16.to_be_bytes());
+        s[4..6].copy_from_slice(&source.to_be_bytes());
+        s[6..8].copy_from_slice(&dest.to_be_bytes());
+        s[10..12].copy_from_slice(&blocks.to_be_bytes());
+        s[12..20].copy_from_slice(&from.to_be_bytes());
+        s[20..28].copy_from_slice(&to.to_be_bytes());
+        s
+    }
+
+    fn list(list_id: u8, targets: &[Vec<u8>], segments: &[Vec<u8>]) -> Vec<u8> {
+        let (t, s) = (targets.concat(), segments.concat());
+        let mut l = vec![0u8; 16];
+        l[0] = list_id;
+        l[2..4].copy_from_slice(&(t.len() as u16).to_be_bytes());
+        l[8..12].copy_from_slice(&(s.len() as u32).to_be_bytes());
+        l.extend_from_slice(&t);
+        l.extend_from_slice(&s);
+        l
+    }
+
+    fn xcopy_cdb(len: usize) -> Vec<u8> {
+        let mut cdb = vec![EXTENDED_COPY, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        cdb.extend_from_slice(&(len as u32).to_be_bytes());
+        cdb
+    }
+
+    fn rcr(action: u8, list_id: u8) -> Vec<u8> {
+        vec![RECEIVE_COPY_RESULTS, action, list_id, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0]
+    }
+
+    #[test]
+    fn segments_copy_between_logical_units_and_results_are_held_by_list_id() {
+        let (a, b) = (lu("xcopy-a"), lu("xcopy-b"));
+        let mut map = LunMap::new();
+        map.insert(0, Arc::clone(&a));
+        map.insert(1, Arc::clone(&b));
+        let data: Vec<u8> = (0..64 * 512).map(|i| (i % 251) as u8).collect();
+        a.backend().write_at(0, &data).unwrap();
+        // Two segments: A[0..32) -> B[100..132), then A[32..64) -> A[200..232).
+        let params = list(
+            7,
+            &[target(&a), target(&b)],
+            &[segment(0, 1, 32, 0, 100), segment(0, 0, 32, 32, 200)],
+        );
+        let result = run(&a, &xcopy_cdb(params.len()), &params);
+        assert_eq!(result.status, status::GOOD, "{:02x?}", result.sense);
+        let mut copied = vec![0u8; 32 * 512];
+        b.backend().read_at(100 * 512, &mut copied).unwrap();
+        assert!(copied == data[..32 * 512]);
+        a.backend().read_at(200 * 512, &mut copied).unwrap();
+        assert!(copied == data[32 * 512..]);
+        let status_page = run(&a, &rcr(COPY_STATUS, 7), &[]).data_in;
+        assert_eq!(status_page[4] & 0x7f, 0, "copy done");
+        assert_eq!(u16::from_be_bytes([status_page[5], status_page[6]]), 2);
+        assert_eq!(u32::from_be_bytes(status_page[8..12].try_into().unwrap()), 32, "KiB");
+        assert_eq!(sense(&run(&a, &rcr(COPY_STATUS, 8), &[])), (0x05, 0x24, 0x00));
+        let parameters = run(&a, &rcr(OPERATING_PARAMETERS, 0), &[]).data_in;
+        assert_eq!(u16::from_be_bytes([parameters[8], parameters[9]]), MAX_TARGET_DESCRIPTORS);
+        assert_eq!(&parameters[44..46], &[BLOCK_TO_BLOCK, IDENTIFICATION_DESCRIPTOR]);
+    }
+
+    #[test]
+    fn bad_lists_fail_with_the_sense_spc_names_and_failures_are_detailed() {
+        let a = lu("xcopy-bad");
+        LunMap::new().insert(0, Arc::clone(&a));
+        let check = |params: &[u8]| sense(&run(&a, &xcopy_cdb(params.len()), params));
+        let one = [segment(0, 0, 1, 0, 1)];
+        let mut unknown = target(&a);
+        unknown[15] ^= 0xff;
+        assert_eq!(check(&list(1, &[unknown], &one)), (COPY_ABORTED, 0x0d, 0x02));
+        assert_eq!(check(&list(1, &[target(&a)], &[segment(0, 1, 1, 0, 1)])).0, COPY_ABORTED);
+        assert_eq!(
+            check(&list(1, &[target(&a)], &[segment(0, 0, 2, 0, 16383)])),
+            (COPY_ABORTED, 0, 0),
+            "past the end"
+        );
+        let nine = vec![target(&a); 9];
+        assert_eq!(check(&list(1, &nine, &one)), (0x05, 0x26, 0x06));
+        let mut fc = target(&a);
+        fc[0] = 0xe0;
+        assert_eq!(check(&list(1, &[fc], &one)), (0x05, 0x26, 0x07));
+        let mut stream = segment(0, 0, 1, 0, 1);
+        stream[0] = 0x03;
+        assert_eq!(check(&list(1, &[target(&a)], &[stream])), (0x05, 0x26, 0x09));
+        let whole = list(1, &[target(&a)], &one);
+        assert_eq!(check(&whole[..whole.len() - 1]), (0x05, 0x1a, 0x00));
+        // The failed copy with list identifier 1 is held with its sense data.
+        let details = run(&a, &rcr(FAILED_SEGMENT_DETAILS, 1), &[]).data_in;
+        assert_eq!(details[56], status::CHECK_CONDITION);
+        assert_eq!(details[60 + 2] & 0x0f, COPY_ABORTED);
+        assert_eq!(run(&a, &xcopy_cdb(0), &[]).status, status::GOOD, "empty list");
+    }
+
+    #[test]
+    fn third_party_copy_page_lists_both_commands_and_inquiry_sets_3pc() {
+        let a = lu("xcopy-vpd");
+        let page = run(&a, &[0x12, 1, THIRD_PARTY_COPY_PAGE, 0, 255, 0], &[]).data_in;
+        assert_eq!(page[1], THIRD_PARTY_COPY_PAGE);
+        let body = &page[4..];
+        assert_eq!(u16::from_be_bytes([body[0], body[1]]), 1, "supported commands");
+        assert_eq!(&body[5..8], &[EXTENDED_COPY, 1, 0]);
+        assert_eq!(&body[8..13], &[RECEIVE_COPY_RESULTS, 3, 0, 3, 4]);
+        let standard = run(&a, &[0x12, 0, 0, 0, 96, 0], &[]).data_in;
+        assert_eq!(standard[5] & 0x08, 0x08);
+    }
+}
