@@ -49,8 +49,8 @@ const EXCLUSIONS: &[(&str, &str)] = &[
          in milliseconds), so nothing is in progress any more.",
     ),
     (
-    "iSCSIdatasn.iSCSIDataSnInvalid",
-    "its second sub-case (a 1-block WRITE whose Data-Out carries DataSN 27) runs right \
+        "iSCSIdatasn.iSCSIDataSnInvalid",
+        "its second sub-case (a 1-block WRITE whose Data-Out carries DataSN 27) runs right \
      after the first sub-case's protocol error closed the connection. libiscsi then \
      reconnects with a fresh context, which drops the test's `use_immediate_data = NO`, so \
      the 512 bytes travel as immediate data (we offer ImmediateData=Yes), no Data-Out is \
@@ -201,7 +201,14 @@ fn run_family(url: &str, family: &str) -> (Vec<Verdict>, Vec<String>) {
     let scratch = TempDir::new("iscsi-test-cu").expect("scratch directory");
     let mut command = Command::new("iscsi-test-cu");
     command
-        .args(["--dataloss", "--allow-sanitize", "--xml", "--test", family, url])
+        .args([
+            "--dataloss",
+            "--allow-sanitize",
+            "--xml",
+            "--test",
+            family,
+            url,
+        ])
         .current_dir(scratch.path());
     let started = Instant::now();
     let output = run_command(command, SUITE_TIMEOUT);
@@ -236,7 +243,10 @@ fn libiscsi_conformance_suite_passes() {
     let target = start_target_with(vec![
         (0, LUN_SPEC.to_string()),
         (1, format!("{LUN_SPEC},readonly")),
-        (2, format!("pool:{},volume=conformance,size=64M", pool_path.display())),
+        (
+            2,
+            format!("pool:{},volume=conformance,size=64M", pool_path.display()),
+        ),
     ]);
     // (LUN, family or suite, floor of tests run). The ReadOnly suite needs a write-protected
     // LUN; the pool volume runs the suites that touch its map (the whole family there

@@ -54,7 +54,11 @@ impl History {
     }
 
     fn last_durable(&self, issued: &[u64]) -> Option<u64> {
-        issued.iter().rev().copied().find(|&seq| self.is_durable(seq))
+        issued
+            .iter()
+            .rev()
+            .copied()
+            .find(|&seq| self.is_durable(seq))
     }
 }
 

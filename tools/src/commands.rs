@@ -1166,7 +1166,9 @@ pub fn copy(
             let outcome = client.execute(
                 lun,
                 &cdb,
-                DataDirection::Write { len: list.len() as u32 },
+                DataDirection::Write {
+                    len: list.len() as u32,
+                },
                 list,
             )?;
             check("EXTENDED COPY", outcome)?;
@@ -1182,7 +1184,11 @@ pub fn copy(
     let seconds = started.elapsed().as_secs_f64();
     client.logout()?;
     let bytes = blocks * u64::from(block_length);
-    let method = if through_host { "host" } else { "extended-copy" };
+    let method = if through_host {
+        "host"
+    } else {
+        "extended-copy"
+    };
     let value = json!({
         "method": method, "source_lba": source_lba, "dest_lba": dest_lba, "blocks": blocks,
         "bytes": bytes, "seconds": seconds,

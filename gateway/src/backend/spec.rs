@@ -101,11 +101,14 @@ impl LunSpec {
             }
             "pool" if !rest.is_empty() => Storage::Pool {
                 path: rest.to_string(),
-                volume: options.volume.clone().ok_or_else(|| BackendError::InvalidOption {
-                    option: "volume".into(),
-                    reason: "a pool LUN names its volume: pool:PATH,volume=NAME[,size=SIZE]"
-                        .into(),
-                })?,
+                volume: options
+                    .volume
+                    .clone()
+                    .ok_or_else(|| BackendError::InvalidOption {
+                        option: "volume".into(),
+                        reason: "a pool LUN names its volume: pool:PATH,volume=NAME[,size=SIZE]"
+                            .into(),
+                    })?,
                 size_bytes: options.size_bytes.map(block_size_multiple).transpose()?,
             },
             _ => return Err(invalid()),
@@ -114,7 +117,12 @@ impl LunSpec {
             && (options.volume.is_some() || options.size_bytes.is_some())
         {
             return Err(BackendError::InvalidOption {
-                option: if options.volume.is_some() { "volume" } else { "size" }.into(),
+                option: if options.volume.is_some() {
+                    "volume"
+                } else {
+                    "size"
+                }
+                .into(),
                 reason: "only pool LUNs have it".into(),
             });
         }

@@ -219,12 +219,14 @@ impl LogicalUnit {
             )
         );
         if !ring_capable {
-            // A flush that waits on storage (a pool's fsyncs) must not stall an event loop.
-            if self.backend.flush_may_block()
-                && matches!(
-                    opcode,
-                    Some(op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16)
-                )
+            // A flush that waits on storage (a pool's fsyncs) must not stall an event loop,
+            // nor may a copy or a sanitize that moves the whole medium.
+            let flush = matches!(
+                opcode,
+                Some(op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16)
+            );
+            if (flush && self.backend.flush_may_block())
+                || matches!(opcode, Some(op::EXTENDED_COPY | op::SANITIZE))
             {
                 return Plan::Blocking;
             }

@@ -51,7 +51,9 @@ impl LogicalUnit {
                 if length < 5 || length > block + 4 {
                     return Err(Check::invalid_cdb_field(7, None));
                 }
-                let parameters = data_out.get(..length).ok_or_else(|| Check::invalid_cdb_field(7, None))?;
+                let parameters = data_out
+                    .get(..length)
+                    .ok_or_else(|| Check::invalid_cdb_field(7, None))?;
                 let invert = parameters[0] & 0x80 != 0;
                 let count = parameters[0] & 0x1f;
                 let pattern_length = usize::from(be16(parameters, 2));
@@ -180,7 +182,18 @@ mod tests {
         let lu = lu(false);
         run(&lu, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0], &[0x11; 4096]);
         let mut parameters = vec![0x01, 0, 0, 2, 0xab, 0xcd];
-        let cdb = [op::SANITIZE, 0x01, 0, 0, 0, 0, 0, 0, parameters.len() as u8, 0];
+        let cdb = [
+            op::SANITIZE,
+            0x01,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            parameters.len() as u8,
+            0,
+        ];
         assert_eq!(run(&lu, &cdb, &parameters).status, status::GOOD);
         assert!(read(&lu, 7, 1).chunks(2).all(|p| p == [0xab, 0xcd]));
         parameters[0] = 0; // OVERWRITE COUNT 0
@@ -189,10 +202,20 @@ mod tests {
             run(&lu, &[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]).status,
             status::GOOD
         );
-        assert!(read(&lu, 7, 1).iter().all(|&b| b == 0), "block erase reads zeros");
-        assert_eq!(run(&lu, &[op::SANITIZE, 0x03, 0, 0, 0, 0, 0, 0, 0, 0], &[]).sense[12], 0x24);
+        assert!(
+            read(&lu, 7, 1).iter().all(|&b| b == 0),
+            "block erase reads zeros"
+        );
+        assert_eq!(
+            run(&lu, &[op::SANITIZE, 0x03, 0, 0, 0, 0, 0, 0, 0, 0], &[]).sense[12],
+            0x24
+        );
         let protected = lu_read_only();
-        let result = run(&protected, &[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+        let result = run(
+            &protected,
+            &[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[],
+        );
         assert_eq!((result.sense[2], result.sense[12]), (0x07, 0x27));
         let result = run(&protected, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0; 512]);
         assert_eq!((result.sense[2], result.sense[12]), (0x07, 0x27));
@@ -207,11 +230,28 @@ mod tests {
     #[test]
     fn defect_lists_are_empty_in_the_format_asked_for() {
         let lu = lu(false);
-        let ten = run(&lu, &[op::READ_DEFECT_DATA_10, 0, 0x18 | 4, 0, 0, 0, 0, 0, 32, 0], &[]);
+        let ten = run(
+            &lu,
+            &[op::READ_DEFECT_DATA_10, 0, 0x18 | 4, 0, 0, 0, 0, 0, 32, 0],
+            &[],
+        );
         assert_eq!(ten.data_in, vec![0, 0x18 | 4, 0, 0]);
         let twelve = run(
             &lu,
-            &[op::READ_DEFECT_DATA_12, 0x18 | 5, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+            &[
+                op::READ_DEFECT_DATA_12,
+                0x18 | 5,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                32,
+                0,
+                0,
+            ],
             &[],
         );
         assert_eq!(twelve.data_in, vec![0, 0x18 | 5, 0, 0, 0, 0, 0, 0]);

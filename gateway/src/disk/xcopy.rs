@@ -182,7 +182,8 @@ fn parse(data: &[u8]) -> Result<CopyList, Check> {
             .then(|| find(&descriptor[8..16]))
             .flatten();
         if let Some(unit) = &unit {
-            let block_size = u32::from_be_bytes([0, descriptor[29], descriptor[30], descriptor[31]]);
+            let block_size =
+                u32::from_be_bytes([0, descriptor[29], descriptor[30], descriptor[31]]);
             if block_size != unit.block_size() {
                 return Err(Check::invalid_parameter(at + 29));
             }
@@ -207,7 +208,9 @@ fn parse(data: &[u8]) -> Result<CopyList, Check> {
             return Err(list_length_error());
         };
         if length != 0x18 {
-            return Err(Check::invalid_parameter((HEADER_BYTES + target_bytes + at + 2) as u16));
+            return Err(Check::invalid_parameter(
+                (HEADER_BYTES + target_bytes + at + 2) as u16,
+            ));
         }
         segments.push(Segment {
             source: usize::from(be16(descriptor, 4)),
@@ -281,7 +284,8 @@ impl LogicalUnit {
                 data[4] = u8::from(record.failed); // HDD 0, status 0 done / 1 failed
                 data[5..7].copy_from_slice(&record.segments_processed.to_be_bytes());
                 data[7] = 0x01; // TRANSFER COUNT UNITS: kibibytes
-                let kib = (u64::from(record.transferred_blocks) * u64::from(self.block_size())) >> 10;
+                let kib =
+                    (u64::from(record.transferred_blocks) * u64::from(self.block_size())) >> 10;
                 data[8..12].copy_from_slice(&(kib.min(u64::from(u32::MAX)) as u32).to_be_bytes());
                 data
             }
@@ -401,7 +405,8 @@ fn copy_bytes(
             let chunks = (len - head) / CHUNK_BYTES;
             if chunks > 0 {
                 copy_through_buffer(src, dst, from, to, head)?;
-                let (first_src, first_dst) = ((from + head) / CHUNK_BYTES, (to + head) / CHUNK_BYTES);
+                let (first_src, first_dst) =
+                    ((from + head) / CHUNK_BYTES, (to + head) / CHUNK_BYTES);
                 a.pool().engine().remap(
                     a.id(),
                     first_src as u32,
@@ -506,7 +511,22 @@ mod tests {
     }
 
     fn rcr(action: u8, list_id: u8) -> Vec<u8> {
-        vec![RECEIVE_COPY_RESULTS, action, list_id, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0]
+        vec![
+            RECEIVE_COPY_RESULTS,
+            action,
+            list_id,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            4,
+            0,
+        ]
     }
 
     #[test]
@@ -533,11 +553,24 @@ mod tests {
         let status_page = run(&a, &rcr(COPY_STATUS, 7), &[]).data_in;
         assert_eq!(status_page[4] & 0x7f, 0, "copy done");
         assert_eq!(u16::from_be_bytes([status_page[5], status_page[6]]), 2);
-        assert_eq!(u32::from_be_bytes(status_page[8..12].try_into().unwrap()), 32, "KiB");
-        assert_eq!(sense(&run(&a, &rcr(COPY_STATUS, 8), &[])), (0x05, 0x24, 0x00));
+        assert_eq!(
+            u32::from_be_bytes(status_page[8..12].try_into().unwrap()),
+            32,
+            "KiB"
+        );
+        assert_eq!(
+            sense(&run(&a, &rcr(COPY_STATUS, 8), &[])),
+            (0x05, 0x24, 0x00)
+        );
         let parameters = run(&a, &rcr(OPERATING_PARAMETERS, 0), &[]).data_in;
-        assert_eq!(u16::from_be_bytes([parameters[8], parameters[9]]), MAX_TARGET_DESCRIPTORS);
-        assert_eq!(&parameters[44..46], &[BLOCK_TO_BLOCK, IDENTIFICATION_DESCRIPTOR]);
+        assert_eq!(
+            u16::from_be_bytes([parameters[8], parameters[9]]),
+            MAX_TARGET_DESCRIPTORS
+        );
+        assert_eq!(
+            &parameters[44..46],
+            &[BLOCK_TO_BLOCK, IDENTIFICATION_DESCRIPTOR]
+        );
     }
 
     #[test]
@@ -548,8 +581,14 @@ mod tests {
         let one = [segment(0, 0, 1, 0, 1)];
         let mut unknown = target(&a);
         unknown[15] ^= 0xff;
-        assert_eq!(check(&list(1, &[unknown], &one)), (COPY_ABORTED, 0x0d, 0x02));
-        assert_eq!(check(&list(1, &[target(&a)], &[segment(0, 1, 1, 0, 1)])).0, COPY_ABORTED);
+        assert_eq!(
+            check(&list(1, &[unknown], &one)),
+            (COPY_ABORTED, 0x0d, 0x02)
+        );
+        assert_eq!(
+            check(&list(1, &[target(&a)], &[segment(0, 1, 1, 0, 1)])).0,
+            COPY_ABORTED
+        );
         assert_eq!(
             check(&list(1, &[target(&a)], &[segment(0, 0, 2, 0, 16383)])),
             (COPY_ABORTED, 0, 0),
@@ -562,14 +601,21 @@ mod tests {
         assert_eq!(check(&list(1, &[fc], &one)), (0x05, 0x26, 0x07));
         let mut stream = segment(0, 0, 1, 0, 1);
         stream[0] = 0x03;
-        assert_eq!(check(&list(1, &[target(&a)], &[stream])), (0x05, 0x26, 0x09));
+        assert_eq!(
+            check(&list(1, &[target(&a)], &[stream])),
+            (0x05, 0x26, 0x09)
+        );
         let whole = list(1, &[target(&a)], &one);
         assert_eq!(check(&whole[..whole.len() - 1]), (0x05, 0x1a, 0x00));
         // The failed copy with list identifier 1 is held with its sense data.
         let details = run(&a, &rcr(FAILED_SEGMENT_DETAILS, 1), &[]).data_in;
         assert_eq!(details[56], status::CHECK_CONDITION);
         assert_eq!(details[60 + 2] & 0x0f, COPY_ABORTED);
-        assert_eq!(run(&a, &xcopy_cdb(0), &[]).status, status::GOOD, "empty list");
+        assert_eq!(
+            run(&a, &xcopy_cdb(0), &[]).status,
+            status::GOOD,
+            "empty list"
+        );
     }
 
     #[test]
@@ -578,7 +624,11 @@ mod tests {
         let page = run(&a, &[0x12, 1, THIRD_PARTY_COPY_PAGE, 0, 255, 0], &[]).data_in;
         assert_eq!(page[1], THIRD_PARTY_COPY_PAGE);
         let body = &page[4..];
-        assert_eq!(u16::from_be_bytes([body[0], body[1]]), 1, "supported commands");
+        assert_eq!(
+            u16::from_be_bytes([body[0], body[1]]),
+            1,
+            "supported commands"
+        );
         assert_eq!(&body[5..8], &[EXTENDED_COPY, 1, 0]);
         assert_eq!(&body[8..13], &[RECEIVE_COPY_RESULTS, 3, 0, 3, 4]);
         let standard = run(&a, &[0x12, 0, 0, 0, 96, 0], &[]).data_in;

@@ -43,9 +43,17 @@ enum PoolCommand {
         count: Option<u32>,
     },
     /// Grow a volume to SIZE.
-    Grow { path: PathBuf, name: String, size: String },
+    Grow {
+        path: PathBuf,
+        name: String,
+        size: String,
+    },
     /// A new volume sharing every chunk of SOURCE (copy on write).
-    Clone { path: PathBuf, source: String, name: String },
+    Clone {
+        path: PathBuf,
+        source: String,
+        name: String,
+    },
     /// Delete a volume (its chunks return to the pool).
     Delete { path: PathBuf, name: String },
 }
@@ -112,7 +120,10 @@ fn execute(command: PoolCommand) -> Result<ExitCode, PoolError> {
         }
         PoolCommand::List { path } => {
             let pool = Pool::open(&path)?;
-            println!("{:<24} {:>16} {:>16} {:>10}", "NAME", "SIZE", "ALLOCATED", "CHUNKS");
+            println!(
+                "{:<24} {:>16} {:>16} {:>10}",
+                "NAME", "SIZE", "ALLOCATED", "CHUNKS"
+            );
             for v in pool.list_volumes() {
                 println!(
                     "{:<24} {:>16} {:>16} {:>10}",
@@ -142,7 +153,11 @@ fn execute(command: PoolCommand) -> Result<ExitCode, PoolError> {
                 }
             }
         }
-        PoolCommand::Grow { path, name, size: text } => {
+        PoolCommand::Grow {
+            path,
+            name,
+            size: text,
+        } => {
             Pool::open(&path)?.grow_volume(&name, size(&text)?)?;
         }
         PoolCommand::Clone { path, source, name } => {

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use super::format::{
-    self, Bitmap, Checkpoint, Layout, MapRow, Record, Superblock, VolumeRecord, CHUNK_BYTES,
-    FULL, SUB_BYTES, SUPERBLOCK_BYTES,
+    self, Bitmap, Checkpoint, Layout, MapRow, Record, Superblock, VolumeRecord, CHUNK_BYTES, FULL,
+    SUB_BYTES, SUPERBLOCK_BYTES,
 };
 use super::store::Store;
 use super::PoolError;
@@ -147,7 +147,9 @@ impl std::fmt::Debug for Engine {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn stripe_of(key: Key) -> usize {
@@ -198,7 +200,10 @@ impl Engine {
         superblock.check_geometry()?;
         let layout = superblock.layout;
         let mut bytes = vec![0u8; superblock.checkpoint_bytes as usize];
-        store.read_at(layout.slot_offset((superblock.generation % 2) as u8), &mut bytes)?;
+        store.read_at(
+            layout.slot_offset((superblock.generation % 2) as u8),
+            &mut bytes,
+        )?;
         if datapath::pdu::digest::crc32c(&bytes) != superblock.checkpoint_crc {
             return Err(format::FormatError::Checkpoint("CRC").into());
         }
@@ -227,8 +232,7 @@ impl Engine {
                 break;
             }
             store.read_at(layout.journal_offset() + journal_at, &mut header)?;
-            let Some(len) = format::batch_body_len(&header, superblock.generation, sequence)
-            else {
+            let Some(len) = format::batch_body_len(&header, superblock.generation, sequence) else {
                 break;
             };
             let total = (format::BATCH_HEADER_BYTES + len).div_ceil(SUPERBLOCK_BYTES as usize)
@@ -242,7 +246,13 @@ impl Engine {
                 break;
             };
             for record in records {
-                replay(&mut volumes, &mut next_volume_id, &mut map, record, layout.chunks);
+                replay(
+                    &mut volumes,
+                    &mut next_volume_id,
+                    &mut map,
+                    record,
+                    layout.chunks,
+                );
             }
             journal_at += total as u64;
             sequence += 1;
@@ -508,11 +518,7 @@ impl Engine {
             return Ok(());
         };
         let mut bitmap = entry.bitmap();
-        set_bits(
-            &mut bitmap,
-            first_whole as usize..end_whole as usize,
-            false,
-        );
+        set_bits(&mut bitmap, first_whole as usize..end_whole as usize, false);
         if bitmap == [0; 4] {
             let pchunk = entry.pchunk;
             stripe.map.remove(&key);
@@ -623,16 +629,11 @@ impl Engine {
         mut decrefs: Vec<(usize, u32)>,
     ) -> io::Result<()> {
         if !records.is_empty() {
-            let batch = format::encode_batch(
-                control.superblock.generation,
-                control.sequence,
-                &records,
-            );
+            let batch =
+                format::encode_batch(control.superblock.generation, control.sequence, &records);
             if control.journal_at + batch.len() as u64 <= self.layout.journal_bytes {
-                self.store.write_at(
-                    self.layout.journal_offset() + control.journal_at,
-                    &batch,
-                )?;
+                self.store
+                    .write_at(self.layout.journal_offset() + control.journal_at, &batch)?;
                 self.store.sync()?;
                 control.journal_at += batch.len() as u64;
                 control.sequence += 1;
@@ -911,9 +912,12 @@ impl Engine {
                 }
                 match control.volumes.get(&volume) {
                     None => problems.push(format!("entry {volume}/{vchunk}: no such volume")),
-                    Some(v) if u64::from(vchunk) * CHUNK_BYTES >= v.size_bytes => problems.push(
-                        format!("entry {volume}/{vchunk} beyond the volume's {} bytes", v.size_bytes),
-                    ),
+                    Some(v) if u64::from(vchunk) * CHUNK_BYTES >= v.size_bytes => {
+                        problems.push(format!(
+                            "entry {volume}/{vchunk} beyond the volume's {} bytes",
+                            v.size_bytes
+                        ))
+                    }
                     Some(_) => {}
                 }
                 if entry.bitmap() == [0; 4] {

@@ -321,12 +321,23 @@ pub enum Record {
     /// `(volume, vchunk)` now maps to `pchunk` with `bitmap`.
     Map(MapRow),
     /// `(volume, vchunk)` maps to nothing.
-    Unmap { volume: u32, vchunk: u32 },
+    Unmap {
+        volume: u32,
+        vchunk: u32,
+    },
     CreateVolume(VolumeRecord),
-    GrowVolume { id: u32, size_bytes: u64 },
+    GrowVolume {
+        id: u32,
+        size_bytes: u64,
+    },
     /// A new volume `record` whose map is a copy of `source`'s at this point.
-    CloneVolume { source: u32, record: VolumeRecord },
-    DeleteVolume { id: u32 },
+    CloneVolume {
+        source: u32,
+        record: VolumeRecord,
+    },
+    DeleteVolume {
+        id: u32,
+    },
 }
 
 impl Record {
@@ -504,7 +515,11 @@ mod tests {
         let mut torn = bytes.clone();
         torn[20] ^= 1;
         assert_eq!(Superblock::decode(&torn), None);
-        let older = Superblock { generation: 2, ..sb }.encode();
+        let older = Superblock {
+            generation: 2,
+            ..sb
+        }
+        .encode();
         assert_eq!(Superblock::pick(&older, &bytes).unwrap().generation, 3);
         assert_eq!(Superblock::pick(&torn, &older).unwrap().generation, 2);
 
@@ -539,7 +554,10 @@ mod tests {
             checkpoint,
             "round trip"
         );
-        assert!(Checkpoint::decode(&encoded, 5).is_err(), "chunk beyond pool");
+        assert!(
+            Checkpoint::decode(&encoded, 5).is_err(),
+            "chunk beyond pool"
+        );
 
         let records = vec![
             Record::Map(checkpoint.rows[1]),

@@ -25,8 +25,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-pub use engine::{CheckReport, VolumeInfo};
 use engine::Engine;
+pub use engine::{CheckReport, VolumeInfo};
 use format::{Layout, CHUNK_BYTES};
 use store::{FileStore, Store};
 
@@ -140,7 +140,10 @@ impl Pool {
                 path: path.display().to_string(),
             });
         }
-        let pool = Arc::new(Pool::with_store(Box::new(FileStore::new(file)), canonical.clone())?);
+        let pool = Arc::new(Pool::with_store(
+            Box::new(FileStore::new(file)),
+            canonical.clone(),
+        )?);
         open.insert(canonical, Arc::downgrade(&pool));
         Ok(pool)
     }

@@ -34,13 +34,31 @@ fn reopen(store: &SimStore) -> Pool {
 #[derive(Debug, Clone)]
 enum Op {
     /// Write `blocks` blocks at `block` of volume `volume` (an index into the live ones).
-    Write { volume: usize, block: u64, blocks: u64 },
-    Unmap { volume: usize, block: u64, blocks: u64 },
+    Write {
+        volume: usize,
+        block: u64,
+        blocks: u64,
+    },
+    Unmap {
+        volume: usize,
+        block: u64,
+        blocks: u64,
+    },
     Flush,
-    Clone { volume: usize },
-    Delete { volume: usize },
+    Clone {
+        volume: usize,
+    },
+    Delete {
+        volume: usize,
+    },
     /// Whole-chunk remap (EXTENDED COPY inside a pool).
-    Remap { from: usize, to: usize, chunk: u32, dest_chunk: u32, chunks: u32 },
+    Remap {
+        from: usize,
+        to: usize,
+        chunk: u32,
+        dest_chunk: u32,
+        chunks: u32,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -109,14 +127,20 @@ impl Model {
             None => {
                 pool.create_volume(&name, VOLUME_BYTES).unwrap();
                 let zero = vec![0u8; BLOCK as usize];
-                (vec![zero.clone(); blocks], vec![HashSet::from([zero]); blocks])
+                (
+                    vec![zero.clone(); blocks],
+                    vec![HashSet::from([zero]); blocks],
+                )
             }
             Some(source) => {
                 pool.clone_volume(source, &name).unwrap();
                 // A clone commits: everything written so far is durable.
                 self.synced();
                 let contents = self.contents[source].clone();
-                let possible = contents.iter().map(|c| HashSet::from([c.clone()])).collect();
+                let possible = contents
+                    .iter()
+                    .map(|c| HashSet::from([c.clone()]))
+                    .collect();
                 (contents, possible)
             }
         };
@@ -142,7 +166,11 @@ impl Model {
     fn apply(&mut self, pool: &Pool, op: &Op, stamp: u32) {
         let name_of = |names: &Vec<String>, i: usize| names[i % names.len()].clone();
         match *op {
-            Op::Write { volume, block, blocks } => {
+            Op::Write {
+                volume,
+                block,
+                blocks,
+            } => {
                 let name = name_of(&self.names, volume);
                 let id = pool.engine().volume(&name).unwrap().id;
                 let mut data = Vec::new();
@@ -153,10 +181,16 @@ impl Model {
                 }
                 pool.engine().write(id, block * BLOCK, &data).unwrap();
             }
-            Op::Unmap { volume, block, blocks } => {
+            Op::Unmap {
+                volume,
+                block,
+                blocks,
+            } => {
                 let name = name_of(&self.names, volume);
                 let id = pool.engine().volume(&name).unwrap().id;
-                pool.engine().unmap(id, block * BLOCK, blocks * BLOCK).unwrap();
+                pool.engine()
+                    .unmap(id, block * BLOCK, blocks * BLOCK)
+                    .unwrap();
                 for b in block..block + blocks {
                     self.set(&name, b as usize, vec![0; BLOCK as usize]);
                 }
@@ -180,7 +214,13 @@ impl Model {
                     self.synced();
                 }
             }
-            Op::Remap { from, to, chunk, dest_chunk, chunks } => {
+            Op::Remap {
+                from,
+                to,
+                chunk,
+                dest_chunk,
+                chunks,
+            } => {
                 let (source, dest) = (name_of(&self.names, from), name_of(&self.names, to));
                 let ids = (
                     pool.engine().volume(&source).unwrap().id,
@@ -277,12 +317,20 @@ fn a_small_write_into_a_new_chunk_allocates_one_sub_chunk_and_lba_status_is_exac
     let pool = sim_pool(&store);
     pool.create_volume("a", VOLUME_BYTES).unwrap();
     let id = pool.engine().volume("a").unwrap().id;
-    pool.engine().write(id, CHUNK_BYTES + 8192, &[7u8; 4096]).unwrap();
+    pool.engine()
+        .write(id, CHUNK_BYTES + 8192, &[7u8; 4096])
+        .unwrap();
     let info = &pool.list_volumes()[0];
     assert_eq!((info.chunks, info.allocated_bytes), (1, 4096));
     let engine = pool.engine();
-    assert_eq!(engine.mapped_extent(id, 0, VOLUME_BYTES), (false, CHUNK_BYTES + 8192));
-    assert_eq!(engine.mapped_extent(id, CHUNK_BYTES + 8192, VOLUME_BYTES), (true, 4096));
+    assert_eq!(
+        engine.mapped_extent(id, 0, VOLUME_BYTES),
+        (false, CHUNK_BYTES + 8192)
+    );
+    assert_eq!(
+        engine.mapped_extent(id, CHUNK_BYTES + 8192, VOLUME_BYTES),
+        (true, 4096)
+    );
     // Unmapping the whole chunk frees it at the next commit.
     engine.unmap(id, CHUNK_BYTES, CHUNK_BYTES).unwrap();
     engine.flush().unwrap();
@@ -296,7 +344,9 @@ fn a_clone_shares_chunks_until_written_and_a_delete_frees_them() {
     let pool = sim_pool(&store);
     pool.create_volume("base", VOLUME_BYTES).unwrap();
     let base = pool.engine().volume("base").unwrap().id;
-    pool.engine().write(base, 0, &vec![1u8; 2 * CHUNK_BYTES as usize]).unwrap();
+    pool.engine()
+        .write(base, 0, &vec![1u8; 2 * CHUNK_BYTES as usize])
+        .unwrap();
     pool.clone_volume("base", "copy").unwrap();
     assert_eq!(pool.check().used_chunks, 2, "shared, not copied");
     let copy = pool.engine().volume("copy").unwrap().id;
@@ -327,7 +377,11 @@ fn ten_thousand_volumes_cost_metadata_only_for_what_they_map() {
     }
     let report = pool.check();
     assert_eq!(report.volumes, 200);
-    assert!(report.metadata_bytes < 200 * 32, "{}", report.metadata_bytes);
+    assert!(
+        report.metadata_bytes < 200 * 32,
+        "{}",
+        report.metadata_bytes
+    );
     let _ = store.sync();
 }
 
@@ -340,11 +394,15 @@ fn a_chunk_left_by_copy_on_write_is_not_overwritten_before_the_commit() {
         let pool = sim_pool(&store);
         pool.create_volume("a", VOLUME_BYTES).unwrap();
         let a = pool.engine().volume("a").unwrap().id;
-        pool.engine().write(a, 0, &vec![0xaa; CHUNK_BYTES as usize]).unwrap();
+        pool.engine()
+            .write(a, 0, &vec![0xaa; CHUNK_BYTES as usize])
+            .unwrap();
         pool.clone_volume("a", "b").unwrap();
         let b = pool.engine().volume("b").unwrap().id;
         pool.engine().write(a, 0, &[0xa1; 4096]).unwrap();
-        pool.engine().write(b, 0, &vec![0xbb; CHUNK_BYTES as usize]).unwrap();
+        pool.engine()
+            .write(b, 0, &vec![0xbb; CHUNK_BYTES as usize])
+            .unwrap();
         let pool = reopen(&store.power_cut(seed));
         assert_checks(&pool);
         let mut bytes = vec![0u8; CHUNK_BYTES as usize];
