@@ -91,6 +91,13 @@ pub struct RingFile<'a> {
     pub submit_may_block: bool,
 }
 
+/// The error inside an `io::Error` (kind `StorageFull`) from a thin backend that has no
+/// space left to allocate: the disk answers SPACE ALLOCATION FAILED WRITE PROTECT (SBC-4
+/// 4.7.3.7) instead of a medium error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SpaceExhausted(pub &'static str);
+
 /// Buffers for `O_DIRECT` I/O are aligned to this (a page: at least any direct I/O
 /// memory alignment a file system or device asks for).
 pub const DIRECT_IO_BUFFER_ALIGN: usize = 4096;

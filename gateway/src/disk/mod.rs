@@ -657,7 +657,10 @@ impl LunMap {
 /// condition. The cause is logged; the initiator learns the class of failure.
 fn medium_error(error: std::io::Error, writing: bool) -> Check {
     tracing::warn!(%error, writing, "backend I/O failed");
-    if error.kind() == std::io::ErrorKind::StorageFull {
+    if error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<crate::backend::SpaceExhausted>())
+    {
         // A thin pool out of chunks (SBC-4 4.7.3.7): SPACE ALLOCATION FAILED WRITE PROTECT.
         return Check::new(key::DATA_PROTECT, (0x27, 0x07));
     }

@@ -158,13 +158,16 @@ fn stripe_of(key: Key) -> usize {
 }
 
 fn no_space() -> io::Error {
-    io::Error::new(io::ErrorKind::StorageFull, "the pool has no free chunk")
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        crate::backend::SpaceExhausted("the pool has no free chunk"),
+    )
 }
 
 fn no_metadata_space() -> io::Error {
     io::Error::new(
         io::ErrorKind::StorageFull,
-        "the pool's metadata has no room for more shared map entries",
+        crate::backend::SpaceExhausted("the pool's metadata has no room for more shared entries"),
     )
 }
 

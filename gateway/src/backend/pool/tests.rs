@@ -413,3 +413,29 @@ fn a_chunk_left_by_copy_on_write_is_not_overwritten_before_the_commit() {
         );
     }
 }
+
+#[test]
+fn a_full_pool_refuses_new_chunks_with_space_exhausted_and_stays_consistent() {
+    let store = SimStore::new();
+    let pool = sim_pool(&store);
+    pool.create_volume("big", 64 * CHUNK_BYTES).unwrap();
+    let id = pool.engine().volume("big").unwrap().id;
+    for chunk in 0..u64::from(CHUNKS) {
+        pool.engine().write(id, chunk * CHUNK_BYTES, &[1; 512]).unwrap();
+    }
+    let error = pool
+        .engine()
+        .write(id, u64::from(CHUNKS) * CHUNK_BYTES, &[1; 512])
+        .unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::StorageFull);
+    assert!(error
+        .get_ref()
+        .is_some_and(|e| e.is::<crate::backend::SpaceExhausted>()));
+    // Unmapping one chunk frees it at the next commit, and the write then succeeds.
+    pool.engine().unmap(id, 0, CHUNK_BYTES).unwrap();
+    pool.engine().flush().unwrap();
+    pool.engine()
+        .write(id, u64::from(CHUNKS) * CHUNK_BYTES, &[1; 512])
+        .unwrap();
+    assert_checks(&pool);
+}
