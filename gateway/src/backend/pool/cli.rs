@@ -99,9 +99,16 @@ fn execute(command: PoolCommand) -> Result<ExitCode, PoolError> {
         PoolCommand::Check { path } => {
             let pool = Pool::open(&path)?;
             let report = pool.check();
+            let per_entry = match report.mapped_entries {
+                0 => String::new(),
+                entries => format!(
+                    " ({:.1} bytes per map entry)",
+                    report.metadata_bytes as f64 / entries as f64
+                ),
+            };
             println!(
                 "{}: {} volumes, {} map entries, {} chunks used, {} free of {}, \
-                 metadata {} bytes ({:.1} bytes per mapped chunk)",
+                 metadata {} bytes{per_entry}",
                 path.display(),
                 report.volumes,
                 report.mapped_entries,
@@ -109,7 +116,6 @@ fn execute(command: PoolCommand) -> Result<ExitCode, PoolError> {
                 report.free_chunks,
                 report.total_chunks,
                 report.metadata_bytes,
-                report.metadata_bytes as f64 / report.mapped_entries.max(1) as f64
             );
             for problem in &report.problems {
                 println!("problem: {problem}");
