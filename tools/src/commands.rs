@@ -1010,47 +1010,6 @@ pub fn write(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_cover_the_range_exactly() {
-        let c = chunks(10, 5000, 512);
-        assert_eq!(c.first(), Some(&(10, 2048)));
-        assert_eq!(c.iter().map(|(_, n)| *n as u64).sum::<u64>(), 5000);
-        assert_eq!(c.last().map(|(l, n)| l + *n as u64), Some(5010));
-    }
-
-    #[test]
-    fn write_is_made_durable_by_synchronize_cache_unless_told_otherwise() {
-        let (writes, sync) = write_commands(8, 5000, 512, Durability::SynchronizeCache).unwrap();
-        assert_eq!(writes.len(), 3);
-        assert!(writes.iter().all(|w| w.as_bytes()[1] & 0x08 == 0));
-        let sync = sync.expect("SYNCHRONIZE CACHE after the last write");
-        assert_eq!(sync.opcode(), 0x35);
-        assert_eq!(&sync.as_bytes()[2..6], &8u32.to_be_bytes());
-        assert_eq!(&sync.as_bytes()[7..9], &5000u16.to_be_bytes());
-
-        let (writes, sync) = write_commands(8, 5000, 512, Durability::ForceUnitAccess).unwrap();
-        assert!(writes.iter().all(|w| w.as_bytes()[1] & 0x08 != 0), "FUA");
-        assert!(sync.is_none());
-
-        let (_, sync) = write_commands(8, 1, 512, Durability::None).unwrap();
-        assert!(sync.is_none());
-        // Past 32-bit LBAs: SYNCHRONIZE CACHE(16).
-        let (_, sync) = write_commands(1 << 33, 1, 512, Durability::SynchronizeCache).unwrap();
-        assert_eq!(sync.unwrap().opcode(), 0x91);
-    }
-
-    #[test]
-    fn range_past_the_end_is_refused() {
-        assert!(check_range(0, 10, 10).is_ok());
-        assert!(check_range(1, 10, 10).is_err());
-        assert!(check_range(u64::MAX, 2, 10).is_err());
-    }
-}
-
 /// Blocks per block-to-block segment descriptor of an EXTENDED COPY (16-bit count; 16 MiB
 /// of 512-byte blocks keeps whole pool chunks in one segment).
 const COPY_SEGMENT_BLOCKS: u64 = 32768;
@@ -1203,4 +1162,45 @@ pub fn copy(
         )
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_range_exactly() {
+        let c = chunks(10, 5000, 512);
+        assert_eq!(c.first(), Some(&(10, 2048)));
+        assert_eq!(c.iter().map(|(_, n)| *n as u64).sum::<u64>(), 5000);
+        assert_eq!(c.last().map(|(l, n)| l + *n as u64), Some(5010));
+    }
+
+    #[test]
+    fn write_is_made_durable_by_synchronize_cache_unless_told_otherwise() {
+        let (writes, sync) = write_commands(8, 5000, 512, Durability::SynchronizeCache).unwrap();
+        assert_eq!(writes.len(), 3);
+        assert!(writes.iter().all(|w| w.as_bytes()[1] & 0x08 == 0));
+        let sync = sync.expect("SYNCHRONIZE CACHE after the last write");
+        assert_eq!(sync.opcode(), 0x35);
+        assert_eq!(&sync.as_bytes()[2..6], &8u32.to_be_bytes());
+        assert_eq!(&sync.as_bytes()[7..9], &5000u16.to_be_bytes());
+
+        let (writes, sync) = write_commands(8, 5000, 512, Durability::ForceUnitAccess).unwrap();
+        assert!(writes.iter().all(|w| w.as_bytes()[1] & 0x08 != 0), "FUA");
+        assert!(sync.is_none());
+
+        let (_, sync) = write_commands(8, 1, 512, Durability::None).unwrap();
+        assert!(sync.is_none());
+        // Past 32-bit LBAs: SYNCHRONIZE CACHE(16).
+        let (_, sync) = write_commands(1 << 33, 1, 512, Durability::SynchronizeCache).unwrap();
+        assert_eq!(sync.unwrap().opcode(), 0x91);
+    }
+
+    #[test]
+    fn range_past_the_end_is_refused() {
+        assert!(check_range(0, 10, 10).is_ok());
+        assert!(check_range(1, 10, 10).is_err());
+        assert!(check_range(u64::MAX, 2, 10).is_err());
+    }
 }

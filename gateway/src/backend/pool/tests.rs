@@ -421,7 +421,9 @@ fn a_full_pool_refuses_new_chunks_with_space_exhausted_and_stays_consistent() {
     pool.create_volume("big", 64 * CHUNK_BYTES).unwrap();
     let id = pool.engine().volume("big").unwrap().id;
     for chunk in 0..u64::from(CHUNKS) {
-        pool.engine().write(id, chunk * CHUNK_BYTES, &[1; 512]).unwrap();
+        pool.engine()
+            .write(id, chunk * CHUNK_BYTES, &[1; 512])
+            .unwrap();
     }
     let error = pool
         .engine()
