@@ -88,22 +88,16 @@ fn path_error(path: &Path) -> impl Fn(io::Error) -> PoolError + '_ {
 }
 
 impl Pool {
-    /// Creates a pool of `size_bytes` (metadata included) at `path`, a new file.
+    /// Creates a pool of `size_bytes` (metadata included) at `path`: a new file, or a block
+    /// device (formatted over; `size_bytes` is then at most the device's size).
     pub fn create(path: &Path, size_bytes: u64) -> Result<Arc<Pool>, PoolError> {
-        let metadata = Layout::for_chunks(1).data_offset();
-        let mut chunks = size_bytes.saturating_sub(metadata) / CHUNK_BYTES;
-        // The metadata grows with the chunk count: shrink until it fits.
-        while chunks > 0 && Layout::for_chunks(chunks as u32).file_bytes() > size_bytes {
-            chunks -= 1;
-        }
-        if chunks == 0 || chunks > u64::from(u32::MAX) {
-            return Err(PoolError::TooSmall(size_bytes));
-        }
-        let layout = Layout::for_chunks(chunks as u32);
-        let file = OpenOptions::new()
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::FileTypeExt;
+        let device = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device());
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create_new(!device)
             .open(path)
             .map_err(|error| {
                 if error.kind() == io::ErrorKind::AlreadyExists {
@@ -114,8 +108,24 @@ impl Pool {
                     path_error(path)(error)
                 }
             })?;
-        file.set_len(layout.file_bytes())
-            .map_err(path_error(path))?;
+        let size_bytes = if device {
+            size_bytes.min(file.seek(SeekFrom::End(0)).map_err(path_error(path))?)
+        } else {
+            size_bytes
+        };
+        let layout = match layout_for(size_bytes) {
+            Some(layout) => layout,
+            None => {
+                if !device {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(PoolError::TooSmall(size_bytes));
+            }
+        };
+        if !device {
+            file.set_len(layout.file_bytes())
+                .map_err(path_error(path))?;
+        }
         let store = FileStore::new(file);
         Engine::format(&store, layout, random_u64()).map_err(path_error(path))?;
         drop(store);
@@ -208,6 +218,16 @@ impl Pool {
             size_bytes: record.size_bytes,
         })
     }
+}
+
+/// The largest layout that fits in `size_bytes` (the metadata grows with the chunks).
+fn layout_for(size_bytes: u64) -> Option<Layout> {
+    let metadata = Layout::for_chunks(1).data_offset();
+    let mut chunks = (size_bytes.saturating_sub(metadata) / CHUNK_BYTES).min(u64::from(u32::MAX));
+    while chunks > 0 && Layout::for_chunks(chunks as u32).file_bytes() > size_bytes {
+        chunks -= 1;
+    }
+    (chunks > 0 && chunks <= u64::from(u32::MAX)).then(|| Layout::for_chunks(chunks as u32))
 }
 
 fn random_u64() -> u64 {
