@@ -64,7 +64,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let blocks = VOLUME_BYTES / BLOCK;
     prop_oneof![
-        6 => (0..4usize, 0..blocks, 1..2600u64).prop_map(move |(volume, block, n)| Op::Write {
+        6 => (0..4usize, 0..blocks, 1..700u64).prop_map(move |(volume, block, n)| Op::Write {
             volume,
             block,
             blocks: n.min(blocks - block),
