@@ -225,7 +225,19 @@ impl LogicalUnit {
                 opcode,
                 Some(op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16)
             );
-            if (flush && self.backend.flush_may_block())
+            // A write that must be durable before GOOD (FUA, or the write cache off) flushes.
+            let fua = matches!(
+                opcode,
+                Some(op::WRITE_10 | op::WRITE_12 | op::WRITE_16 | op::WRITE_ATOMIC_16)
+            ) && cdb.get(1).is_some_and(|flags| flags & 0x08 != 0);
+            let write = matches!(
+                opcode,
+                Some(
+                    op::WRITE_6 | op::WRITE_10 | op::WRITE_12 | op::WRITE_16 | op::WRITE_ATOMIC_16
+                )
+            );
+            let durable_write = fua || (write && !self.write_cache_enabled());
+            if ((flush || durable_write) && self.backend.flush_may_block())
                 || matches!(opcode, Some(op::EXTENDED_COPY | op::SANITIZE))
             {
                 return Plan::Blocking;

@@ -256,4 +256,52 @@ mod tests {
         );
         assert_eq!(twelve.data_in, vec![0, 0x18 | 5, 0, 0, 0, 0, 0, 0]);
     }
+
+    #[test]
+    fn commands_that_fsync_a_pool_or_move_the_whole_medium_go_to_the_blocking_pool() {
+        use crate::backend::pool::engine::Engine;
+        use crate::backend::pool::format::Layout;
+        use crate::backend::pool::store::SimStore;
+        use crate::backend::Pool;
+        use crate::disk::Plan;
+        use std::sync::Arc;
+
+        let store = SimStore::new();
+        Engine::format(&store, Layout::for_chunks(8), 1).unwrap();
+        let pool = Arc::new(Pool::with_store(Box::new(store), "sim".into()).unwrap());
+        let volume = pool.open_volume("v", Some(4 << 20)).unwrap();
+        let lu = LogicalUnit::new(Box::new(volume), LuConfig::for_name("plan"));
+        let plan = |cdb: &[u8], data: &[u8]| {
+            let mut padded = [0u8; 16];
+            padded[..cdb.len()].copy_from_slice(cdb);
+            lu.plan(&ScsiTask {
+                cdb: &padded,
+                data_out: data,
+                expected_data_in_len: 1 << 20,
+                target_port: TargetPortInfo::default(),
+            })
+        };
+        let block = [0u8; 512];
+        assert!(matches!(
+            plan(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]),
+            Plan::Blocking
+        ));
+        assert!(matches!(
+            plan(&[0x2a, 0x08, 0, 0, 0, 0, 0, 0, 1, 0], &block),
+            Plan::Blocking
+        ));
+        assert!(matches!(
+            plan(&[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]),
+            Plan::Blocking
+        ));
+        // An ordinary write and a read run at once, on the event loop.
+        assert!(matches!(
+            plan(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &block),
+            Plan::Done(_)
+        ));
+        assert!(matches!(
+            plan(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[]),
+            Plan::Done(_)
+        ));
+    }
 }
