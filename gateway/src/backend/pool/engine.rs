@@ -214,19 +214,18 @@ impl Engine {
         let mut volumes: BTreeMap<u32, VolumeRecord> =
             checkpoint.volumes.into_iter().map(|v| (v.id, v)).collect();
         let mut next_volume_id = checkpoint.next_volume_id;
-        let mut map: HashMap<Key, Entry> = checkpoint
-            .rows
-            .into_iter()
-            .map(|row| {
-                (
-                    (row.volume, row.vchunk),
-                    Entry {
-                        pchunk: row.pchunk,
-                        bitmap: boxed(row.bitmap),
-                    },
-                )
-            })
-            .collect();
+        // Rows go straight into their stripes: no second copy of the map at open.
+        let mut stripes: Vec<Stripe> = (0..STRIPES).map(|_| Stripe::default()).collect();
+        for row in checkpoint.rows {
+            let key = (row.volume, row.vchunk);
+            stripes[stripe_of(key)].map.insert(
+                key,
+                Entry {
+                    pchunk: row.pchunk,
+                    bitmap: boxed(row.bitmap),
+                },
+            );
+        }
         // Replay the journal.
         let (mut journal_at, mut sequence) = (0u64, 0u64);
         loop {
@@ -252,7 +251,7 @@ impl Engine {
                 replay(
                     &mut volumes,
                     &mut next_volume_id,
-                    &mut map,
+                    &mut stripes,
                     record,
                     layout.chunks,
                 );
@@ -261,10 +260,10 @@ impl Engine {
             sequence += 1;
         }
         let refcounts: Box<[AtomicU32]> = (0..layout.chunks).map(|_| AtomicU32::new(0)).collect();
-        let mut stripes: Vec<Stripe> = (0..STRIPES).map(|_| Stripe::default()).collect();
-        for (key, entry) in map {
-            refcounts[entry.pchunk as usize].fetch_add(1, Ordering::Relaxed);
-            stripes[stripe_of(key)].map.insert(key, entry);
+        for stripe in &stripes {
+            for entry in stripe.map.values() {
+                refcounts[entry.pchunk as usize].fetch_add(1, Ordering::Relaxed);
+            }
         }
         // Free chunks, the lowest handed out first (keeps a young pool file compact).
         let reserve: Vec<u32> = (0..layout.chunks)
@@ -1031,14 +1030,15 @@ fn drain(
 fn replay(
     volumes: &mut BTreeMap<u32, VolumeRecord>,
     next_volume_id: &mut u32,
-    map: &mut HashMap<Key, Entry>,
+    stripes: &mut [Stripe],
     record: Record,
     chunks: u32,
 ) {
     match record {
         Record::Map(row) if row.pchunk < chunks => {
-            map.insert(
-                (row.volume, row.vchunk),
+            let key = (row.volume, row.vchunk);
+            stripes[stripe_of(key)].map.insert(
+                key,
                 Entry {
                     pchunk: row.pchunk,
                     bitmap: boxed(row.bitmap),
@@ -1047,7 +1047,8 @@ fn replay(
         }
         Record::Map(_) => {}
         Record::Unmap { volume, vchunk } => {
-            map.remove(&(volume, vchunk));
+            let key = (volume, vchunk);
+            stripes[stripe_of(key)].map.remove(&key);
         }
         Record::CreateVolume(v) => {
             *next_volume_id = (*next_volume_id).max(v.id + 1);
@@ -1059,17 +1060,22 @@ fn replay(
             }
         }
         Record::CloneVolume { source, record } => {
-            let copies: Vec<(Key, Entry)> = map
+            let copies: Vec<(Key, Entry)> = stripes
                 .iter()
+                .flat_map(|stripe| stripe.map.iter())
                 .filter(|((volume, _), _)| *volume == source)
                 .map(|(&(_, vchunk), entry)| ((record.id, vchunk), entry.clone()))
                 .collect();
-            map.extend(copies);
+            for (key, entry) in copies {
+                stripes[stripe_of(key)].map.insert(key, entry);
+            }
             *next_volume_id = (*next_volume_id).max(record.id + 1);
             volumes.insert(record.id, record);
         }
         Record::DeleteVolume { id } => {
-            map.retain(|&(volume, _), _| volume != id);
+            for stripe in stripes.iter_mut() {
+                stripe.map.retain(|&(volume, _), _| volume != id);
+            }
             volumes.remove(&id);
         }
     }
