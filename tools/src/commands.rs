@@ -820,6 +820,158 @@ pub fn write(
     Ok(())
 }
 
+/// Blocks per block-to-block segment descriptor of an EXTENDED COPY (16-bit count; 16 MiB
+/// of 512-byte blocks keeps whole pool chunks in one segment).
+const COPY_SEGMENT_BLOCKS: u64 = 32768;
+/// Segment descriptors per EXTENDED COPY.
+const COPY_SEGMENTS_PER_COMMAND: u64 = 32;
+/// Bytes a host copy reads before it writes them back.
+const HOST_COPY_WINDOW_BYTES: u64 = 32 << 20;
+
+/// The logical unit's NAA designator (VPD 0x83), which names it in a copy's target
+/// descriptor.
+fn naa_designator(client: &mut Client, lun: u64) -> Result<Vec<u8>, CtlError> {
+    const CMD: &str = "INQUIRY";
+    let data = run(client, CMD, lun, &Cdb::inquiry_vpd(0x83, 4096), None)?;
+    let page = DeviceIdentification::decode(&data).map_err(decode_error(CMD))?;
+    page.descriptors
+        .iter()
+        .find(|d| d.association == 0 && d.designator_type == 3)
+        .map(|d| d.designator.clone())
+        .ok_or_else(|| CtlError::Usage("the LUN reports no NAA designator to copy with".into()))
+}
+
+/// An EXTENDED COPY (LID1) parameter list: one identification target descriptor for the
+/// LUN and block-to-block segments copying `blocks` from `source` to `dest`.
+fn extended_copy_list(naa: &[u8], block_length: u32, segments: &[(u64, u64, u16)]) -> Vec<u8> {
+    let mut target = vec![0u8; 32];
+    target[0] = 0xe4; // identification descriptor
+    target[4] = 0x01; // code set: binary
+    target[5] = 0x03; // association: logical unit; designator type: NAA
+    target[7] = naa.len().min(20) as u8;
+    target[8..8 + naa.len().min(20)].copy_from_slice(&naa[..naa.len().min(20)]);
+    target[29..32].copy_from_slice(&block_length.to_be_bytes()[1..]);
+    let mut segment_bytes = Vec::new();
+    for &(source, dest, blocks) in segments {
+        let mut s = vec![0u8; 28];
+        s[0] = 0x02; // block device to block device
+        s[2..4].copy_from_slice(&0x18u16.to_be_bytes());
+        // source and destination target descriptor index 0: the same LUN
+        s[10..12].copy_from_slice(&blocks.to_be_bytes());
+        s[12..20].copy_from_slice(&source.to_be_bytes());
+        s[20..28].copy_from_slice(&dest.to_be_bytes());
+        segment_bytes.extend_from_slice(&s);
+    }
+    let mut list = vec![0u8; 16];
+    list[1] = 0x18; // LIST ID USAGE 11b: no list identifier, nothing held
+    list[2..4].copy_from_slice(&(target.len() as u16).to_be_bytes());
+    list[8..12].copy_from_slice(&(segment_bytes.len() as u32).to_be_bytes());
+    list.extend_from_slice(&target);
+    list.extend_from_slice(&segment_bytes);
+    list
+}
+
+/// Copies `blocks` blocks from `source_lba` to `dest_lba` within one LUN, with EXTENDED
+/// COPY (the target moves the data) or through this host (READ, then WRITE), then makes
+/// the copy durable with SYNCHRONIZE CACHE; reports the time each took.
+pub fn copy(
+    options: &ConnectOptions,
+    url: &str,
+    source_lba: u64,
+    dest_lba: u64,
+    blocks: u64,
+    through_host: bool,
+    out: &Output,
+) -> Result<(), CtlError> {
+    let url = IscsiUrl::parse_lun_url(url)?;
+    if blocks == 0 {
+        return Err(CtlError::Usage("--blocks must be at least 1".into()));
+    }
+    let mut client = open_client(options, &url)?;
+    let lun = lun_of(&url);
+    let (block_length, capacity_blocks, _) = capacity(&mut client, lun)?;
+    check_range(source_lba, blocks, capacity_blocks)?;
+    check_range(dest_lba, blocks, capacity_blocks)?;
+    let started = std::time::Instant::now();
+    if through_host {
+        let window = (HOST_COPY_WINDOW_BYTES / u64::from(block_length)).max(1);
+        let mut done = 0;
+        while done < blocks {
+            let n = window.min(blocks - done);
+            let reads = chunks(source_lba + done, n, block_length)
+                .into_iter()
+                .map(|(start, count)| {
+                    Cdb::read(start, count, block_length, false)
+                        .map(|cdb| (cdb, vec![0u8; (count * block_length) as usize]))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(decode_error("READ"))?;
+            let data = run_batch(&mut client, "READ", lun, reads)?;
+            let writes = chunks(dest_lba + done, n, block_length)
+                .into_iter()
+                .zip(data)
+                .map(|((start, count), data)| {
+                    Cdb::write(start, count, block_length, false).map(|cdb| (cdb, data))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(decode_error("WRITE"))?;
+            run_batch(&mut client, "WRITE", lun, writes)?;
+            done += n;
+        }
+    } else {
+        let naa = naa_designator(&mut client, lun)?;
+        let mut done = 0;
+        while done < blocks {
+            let mut segments = Vec::new();
+            while done < blocks && (segments.len() as u64) < COPY_SEGMENTS_PER_COMMAND {
+                let n = COPY_SEGMENT_BLOCKS.min(blocks - done);
+                segments.push((source_lba + done, dest_lba + done, n as u16));
+                done += n;
+            }
+            let list = extended_copy_list(&naa, block_length, &segments);
+            let mut cdb = [0u8; 16];
+            cdb[0] = 0x83;
+            cdb[10..14].copy_from_slice(&(list.len() as u32).to_be_bytes());
+            let direction = datapath::session::DataDirection::Write {
+                len: list.len() as u32,
+            };
+            let request = datapath::session::Request::raw(lun, &cdb, direction, list)
+                .map_err(decode_error("EXTENDED COPY"))?;
+            let outcome = client.execute(request)?;
+            check("EXTENDED COPY", outcome)?;
+        }
+    }
+    run(
+        &mut client,
+        "SYNCHRONIZE CACHE",
+        lun,
+        &Cdb::synchronize_cache_16(0, 0, false),
+        None,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    client.logout()?;
+    let bytes = blocks * u64::from(block_length);
+    let method = if through_host {
+        "host"
+    } else {
+        "extended-copy"
+    };
+    let value = json!({
+        "method": method, "source_lba": source_lba, "dest_lba": dest_lba, "blocks": blocks,
+        "bytes": bytes, "seconds": seconds,
+        "mib_per_second": bytes as f64 / (1 << 20) as f64 / seconds.max(1e-9),
+    });
+    out.emit(&value, || {
+        format!(
+            "copied {} ({method}) from LBA {source_lba} to LBA {dest_lba} in {seconds:.3} s \
+             ({:.0} MiB/s)\n",
+            human_bytes(bytes),
+            bytes as f64 / (1 << 20) as f64 / seconds.max(1e-9)
+        )
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

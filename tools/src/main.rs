@@ -54,6 +54,9 @@ enum Command {
     Read(ReadArgs),
     /// Write blocks from a file, then make them durable (SYNCHRONIZE CACHE by default).
     Write(WriteArgs),
+    /// Copy blocks within a LUN with EXTENDED COPY (the target moves the data), or
+    /// through this host with --through-host; then SYNCHRONIZE CACHE. Prints the time.
+    Copy(CopyArgs),
     /// List offload adapters: the software models (kind, queue pairs, capabilities, the
     /// shard and core each queue pair is pinned to) and the real ones in sysfs.
     Adapters(AdaptersArgs),
@@ -85,6 +88,20 @@ struct ReadArgs {
     /// Write the data to this file, or raw to stdout with `-` (default: a hex dump).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CopyArgs {
+    url: String,
+    #[arg(long, value_parser = parse_number::<u64>)]
+    source_lba: u64,
+    #[arg(long, value_parser = parse_number::<u64>)]
+    dest_lba: u64,
+    #[arg(long, value_parser = parse_number::<u64>)]
+    blocks: u64,
+    /// Read the blocks and write them back from this host instead of EXTENDED COPY.
+    #[arg(long)]
+    through_host: bool,
 }
 
 #[derive(Args, Debug)]
@@ -161,6 +178,15 @@ fn main() {
         Command::Write(a) => {
             commands::write(&cli.options, &a.url, a.lba, &a.input, a.durability(), &out)
         }
+        Command::Copy(a) => commands::copy(
+            &cli.options,
+            &a.url,
+            a.source_lba,
+            a.dest_lba,
+            a.blocks,
+            a.through_host,
+            &out,
+        ),
         Command::Adapters(a) => adapters::adapters(a.shards, a.core, &a.sysfs_root, &out),
         Command::Gateway(a) => gateway_ctl::run(a, &out),
     };

@@ -36,7 +36,7 @@ impl ExplicitIdentity {
         self.serial.is_none() || self.naa_id.is_none()
     }
 
-    fn over(&self, base: LuIdentity) -> LuIdentity {
+    pub(super) fn over(&self, base: LuIdentity) -> LuIdentity {
         LuIdentity {
             naa_id: self.naa_id.unwrap_or(base.naa_id),
             serial: self.serial.clone().unwrap_or(base.serial),

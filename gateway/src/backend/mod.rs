@@ -18,6 +18,7 @@
 mod file;
 mod identity;
 mod null;
+pub mod pool;
 mod ram;
 mod spec;
 
@@ -27,6 +28,7 @@ use std::os::fd::BorrowedFd;
 pub use file::{FileBackend, FileOptions};
 pub use identity::LuIdentity;
 pub use null::NullBackend;
+pub use pool::{Pool, PoolError, PoolVolume};
 pub use ram::RamBackend;
 pub use spec::{LunOptions, LunSpec, Storage, LOGICAL_BLOCK_BYTES};
 
@@ -61,6 +63,17 @@ pub trait Backend: Send + Sync {
     fn ring_file(&self) -> Option<RingFile<'_>> {
         None
     }
+    /// The pool volume behind this backend, if it is one (EXTENDED COPY between volumes
+    /// of one pool remaps chunks instead of copying bytes).
+    fn pool_volume(&self) -> Option<&PoolVolume> {
+        None
+    }
+    /// Whether [`Backend::flush`] may wait on storage (an fsync): SYNCHRONIZE CACHE then
+    /// runs on a thread that may wait, not on an event loop. Backends with a ring file
+    /// flush on the ring instead.
+    fn flush_may_block(&self) -> bool {
+        false
+    }
 }
 
 /// A backend's descriptor for ring I/O ([`Backend::ring_file`]).
@@ -78,6 +91,13 @@ pub struct RingFile<'a> {
     pub submit_may_block: bool,
 }
 
+/// The error inside an `io::Error` (kind `StorageFull`) from a thin backend that has no
+/// space left to allocate: the disk answers SPACE ALLOCATION FAILED WRITE PROTECT (SBC-4
+/// 4.7.3.7) instead of a medium error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SpaceExhausted(pub &'static str);
+
 /// Buffers for `O_DIRECT` I/O are aligned to this (a page: at least any direct I/O
 /// memory alignment a file system or device asks for).
 pub const DIRECT_IO_BUFFER_ALIGN: usize = 4096;
@@ -86,10 +106,12 @@ pub const DIRECT_IO_BUFFER_ALIGN: usize = 4096;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// The text is not `ram:SIZE`, `null:SIZE`, `file:PATH` or `file:PATH:SIZE`.
+    /// The text is not `ram:SIZE`, `null:SIZE`, `file:PATH`, `file:PATH:SIZE` or
+    /// `pool:PATH,volume=NAME`.
     #[error(
-        "backend spec {spec:?}: expected ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE, \
-         then options (,serial=S ,naa=HEX16 ,grow ,shared)"
+        "backend spec {spec:?}: expected ram:SIZE, null:SIZE, file:PATH, file:PATH:SIZE or \
+         pool:PATH,volume=NAME[,size=SIZE], then options (,serial=S ,naa=HEX16 ,grow ,shared \
+         ,readonly)"
     )]
     InvalidSpec { spec: String },
     /// An option after the spec that is not one of the known ones, or a bad value.
@@ -144,6 +166,9 @@ pub enum BackendError {
     /// A file that does not exist and no size to create it with.
     #[error("{path} does not exist; give a size (file:{path}:SIZE) to create it")]
     MissingSize { path: String },
+    /// A pool or pool volume that cannot be opened.
+    #[error("{0}")]
+    Pool(#[from] PoolError),
 }
 
 /// Parses a byte count with an optional binary suffix: `4096`, `64K`, `1G`, `2T`

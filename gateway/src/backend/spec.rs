@@ -5,6 +5,9 @@
 //! - `naa=HEX`: the NAA designator (VPD 0x83), 16 hex digits of NAA type 2, 3 or 5.
 //! - `grow` (file): grow an existing file that is shorter than SIZE.
 //! - `shared` (file): export a file another LUN or gateway exports too (both must say so).
+//! - `volume=NAME` (pool, required) and `size=SIZE` (pool): the volume of the pool to
+//!   export, created at SIZE when missing (grown to SIZE when smaller).
+//! - `readonly`: the LUN is write protected (MODE SENSE WP; writes fail with DATA PROTECT).
 //!
 //! `file:/srv/disk0.img:10G,serial=DISK0,grow`. The same text goes on the command line
 //! (`--lun`) and in the configuration file (`backend = "..."`), so there is one syntax.
@@ -13,7 +16,7 @@
 
 use super::identity::{parse_naa, validate_serial, ExplicitIdentity};
 use super::{
-    parse_size, Backend, BackendError, FileBackend, FileOptions, LuIdentity, NullBackend,
+    parse_size, Backend, BackendError, FileBackend, FileOptions, LuIdentity, NullBackend, Pool,
     RamBackend,
 };
 
@@ -34,6 +37,12 @@ pub enum Storage {
         path: String,
         size_bytes: Option<u64>,
     },
+    /// A volume of a pool (`pool:PATH,volume=NAME[,size=SIZE]`).
+    Pool {
+        path: String,
+        volume: String,
+        size_bytes: Option<u64>,
+    },
 }
 
 /// The options after the storage.
@@ -43,6 +52,12 @@ pub struct LunOptions {
     pub naa_id: Option<[u8; 8]>,
     pub grow: bool,
     pub shared: bool,
+    /// Write protected.
+    pub readonly: bool,
+    /// `volume=` (pool LUNs).
+    pub volume: Option<String>,
+    /// `size=` (pool LUNs).
+    pub size_bytes: Option<u64>,
 }
 
 /// A parsed LUN spec.
@@ -84,8 +99,33 @@ impl LunSpec {
                     size_bytes,
                 }
             }
+            "pool" if !rest.is_empty() => Storage::Pool {
+                path: rest.to_string(),
+                volume: options
+                    .volume
+                    .clone()
+                    .ok_or_else(|| BackendError::InvalidOption {
+                        option: "volume".into(),
+                        reason: "a pool LUN names its volume: pool:PATH,volume=NAME[,size=SIZE]"
+                            .into(),
+                    })?,
+                size_bytes: options.size_bytes.map(block_size_multiple).transpose()?,
+            },
             _ => return Err(invalid()),
         };
+        if !matches!(storage, Storage::Pool { .. })
+            && (options.volume.is_some() || options.size_bytes.is_some())
+        {
+            return Err(BackendError::InvalidOption {
+                option: if options.volume.is_some() {
+                    "volume"
+                } else {
+                    "size"
+                }
+                .into(),
+                reason: "only pool LUNs have it".into(),
+            });
+        }
         if !matches!(storage, Storage::File { .. }) && (options.grow || options.shared) {
             return Err(BackendError::InvalidOption {
                 option: if options.grow { "grow" } else { "shared" }.into(),
@@ -135,6 +175,16 @@ impl LunSpec {
                 };
                 Ok((Box::new(file), identity))
             }
+            Storage::Pool {
+                path,
+                volume,
+                size_bytes,
+            } => {
+                let pool = Pool::open(std::path::Path::new(path))?;
+                let volume = pool.open_volume(volume, *size_bytes)?;
+                let identity = explicit.over(volume.identity());
+                Ok((Box::new(volume), identity))
+            }
         }
     }
 }
@@ -161,8 +211,15 @@ fn split_options(spec: &str) -> Result<(&str, LunOptions), BackendError> {
             ("naa", Some(value)) => options.naa_id = Some(parse_naa(value).map_err(bad)?),
             ("grow", None) => options.grow = true,
             ("shared", None) => options.shared = true,
-            _ if head.starts_with("file:") => break, // a comma in a path
-            _ => return Err(bad("expected serial=, naa=, grow or shared".into())),
+            ("readonly", None) => options.readonly = true,
+            ("volume", Some(value)) => options.volume = Some(value.to_string()),
+            ("size", Some(value)) => options.size_bytes = Some(parse_size(value)?),
+            _ if head.starts_with("file:") || head.starts_with("pool:") => break, // a comma in a path
+            _ => {
+                return Err(bad(
+                    "expected serial=, naa=, grow, shared, readonly, volume= or size=".into(),
+                ))
+            }
         }
         base = head;
     }
@@ -243,7 +300,7 @@ mod tests {
         );
         assert!(error("null:0").contains("greater than zero"));
         assert!(error("ram:1M,grow").contains("only file LUNs"));
-        assert!(error("ram:1M,color=red").contains("expected serial=, naa=, grow or shared"));
+        assert!(error("ram:1M,color=red").contains("expected serial=, naa=, grow, shared"));
         assert!(error("ram:1M,naa=12").contains("16 hex digits"));
         assert!(error("ram:1M,serial=has space").contains("printable ASCII"));
         assert!(error("file:/x:1000").contains("not a multiple"));

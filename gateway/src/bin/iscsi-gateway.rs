@@ -8,6 +8,8 @@
 //! rest: `iscsi-gateway --config FILE` (TOML, see `gateway/iscsi-gateway.example.toml`).
 //! `--control-socket PATH` turns on the live control plane (`iscsi-ctl gateway`), and
 //! `--state-dir DIR` keeps its changes across restarts.
+//! Pools of thin volumes: `iscsi-gateway pool create|check|list|volume-create|grow|clone|
+//! delete ...`, exported with `--lun pool:PATH,volume=NAME[,size=SIZE]`.
 //! SIGINT or SIGTERM shuts down cleanly; SIGHUP (a closed terminal, a log rotation) is
 //! logged and ignored: there is nothing to reload, and dying of it lost every session.
 
@@ -39,10 +41,12 @@ struct Args {
     /// Target name.
     #[arg(long, default_value = "iqn.2026-11.io.iscsi-uring:target")]
     iqn: String,
-    /// LUN backend: ram:SIZE, null:SIZE, file:PATH or file:PATH:SIZE, then options:
+    /// LUN backend: ram:SIZE, null:SIZE, file:PATH, file:PATH:SIZE or
+    /// pool:PATH,volume=NAME[,size=SIZE] (see `iscsi-gateway pool --help`), then options:
     /// ,serial=TEXT ,naa=HEX16 (the identity hosts see; file LUNs keep a generated one in
     /// PATH.identity, RAM and null LUNs get a new one per start), ,grow (grow a shorter
-    /// existing file to SIZE), ,shared (export a file another gateway exports too).
+    /// existing file to SIZE), ,shared (export a file another gateway exports too),
+    /// ,readonly (write protected).
     /// Repeatable; LUN numbers from 0 in order.
     #[arg(long = "lun", required_unless_present_any = ["config", "control_socket"])]
     luns: Vec<String>,
@@ -106,6 +110,9 @@ fn main() -> ExitCode {
         // Colour codes only for a terminal: in a log file or a journal they are noise.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if std::env::args().nth(1).as_deref() == Some("pool") {
+        return gateway::backend::pool::cli::run(std::env::args().skip(1));
+    }
     let args = Args::parse();
 
     let (config, control_settings) = match &args.config {

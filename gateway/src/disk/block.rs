@@ -174,13 +174,24 @@ impl LogicalUnit {
     }
 
     pub(super) fn write(&self, cdb: &[u8], data_out: &[u8]) -> Result<Vec<u8>, Check> {
+        self.write_gated(cdb, data_out, true)
+    }
+
+    /// WRITE; `take_gate` false when the caller holds the write gate exclusively (WRITE
+    /// ATOMIC).
+    pub(super) fn write_gated(
+        &self,
+        cdb: &[u8],
+        data_out: &[u8],
+        take_gate: bool,
+    ) -> Result<Vec<u8>, Check> {
         self.check_writable()?;
         let extent = extent(cdb);
         self.check_range(extent)?;
         self.check_transfer(extent)?;
         let data = self.data_for(extent, data_out)?;
         let force_unit_access = cdb[0] != op::WRITE_6 && cdb[1] & 0x08 != 0;
-        let _gate = self.write_gate.shared();
+        let _gate = take_gate.then(|| self.write_gate.shared());
         self.write_blocks(extent.lba, data, force_unit_access)?;
         Ok(Vec::new())
     }
@@ -208,6 +219,29 @@ impl LogicalUnit {
             )
         );
         if !ring_capable {
+            // A flush that waits on storage (a pool's fsyncs) must not stall an event loop,
+            // nor may a copy or a sanitize that moves the whole medium.
+            let flush = matches!(
+                opcode,
+                Some(op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16)
+            );
+            // A write that must be durable before GOOD (FUA, or the write cache off) flushes.
+            let fua = matches!(
+                opcode,
+                Some(op::WRITE_10 | op::WRITE_12 | op::WRITE_16 | op::WRITE_ATOMIC_16)
+            ) && cdb.get(1).is_some_and(|flags| flags & 0x08 != 0);
+            let write = matches!(
+                opcode,
+                Some(
+                    op::WRITE_6 | op::WRITE_10 | op::WRITE_12 | op::WRITE_16 | op::WRITE_ATOMIC_16
+                )
+            );
+            let durable_write = fua || (write && !self.write_cache_enabled());
+            if ((flush || durable_write) && self.backend.flush_may_block())
+                || matches!(opcode, Some(op::EXTENDED_COPY | op::SANITIZE))
+            {
+                return Plan::Blocking;
+            }
             return Plan::Done(self.execute(task));
         }
         if !plannable {

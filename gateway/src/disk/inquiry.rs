@@ -12,12 +12,14 @@ pub mod page {
     pub const BLOCK_LIMITS: u8 = 0xb0;
     pub const BLOCK_DEVICE_CHARACTERISTICS: u8 = 0xb1;
     pub const LOGICAL_BLOCK_PROVISIONING: u8 = 0xb2;
+    pub const THIRD_PARTY_COPY: u8 = super::super::xcopy::THIRD_PARTY_COPY_PAGE;
 }
 
-const SUPPORTED_PAGES: [u8; 6] = [
+const SUPPORTED_PAGES: [u8; 7] = [
     page::SUPPORTED_VPD_PAGES,
     page::UNIT_SERIAL_NUMBER,
     page::DEVICE_IDENTIFICATION,
+    page::THIRD_PARTY_COPY,
     page::BLOCK_LIMITS,
     page::BLOCK_DEVICE_CHARACTERISTICS,
     page::LOGICAL_BLOCK_PROVISIONING,
@@ -127,12 +129,14 @@ impl LogicalUnit {
         let (evpd, page_code, allocation_length) = parse_cdb(task.cdb)?;
         let config = &self.config;
         let data = if !evpd {
-            standard_data(
+            let mut data = standard_data(
                 DIRECT_ACCESS,
                 &config.vendor,
                 &config.product,
                 &config.revision,
-            )
+            );
+            data[5] |= 0x08; // 3PC: EXTENDED COPY is supported
+            data
         } else {
             match page_code {
                 page::SUPPORTED_VPD_PAGES => vpd_page(page_code, &SUPPORTED_PAGES),
@@ -148,9 +152,13 @@ impl LogicalUnit {
                 page::BLOCK_DEVICE_CHARACTERISTICS => {
                     let mut body = [0u8; 0x3c];
                     body[1] = 0x01; // MEDIUM ROTATION RATE: non-rotating medium
+                    body[3] = 0x40; // WABEREQ 01b: reads after a BLOCK ERASE succeed (zeros)
                     vpd_page(page_code, &body)
                 }
                 page::LOGICAL_BLOCK_PROVISIONING => vpd_page(page_code, &self.provisioning()),
+                page::THIRD_PARTY_COPY => {
+                    vpd_page(page_code, &super::xcopy::third_party_copy_page())
+                }
                 _ => return Err(Check::invalid_cdb_field(2, None)),
             }
         };
@@ -237,6 +245,8 @@ impl LogicalUnit {
             body[24..28].copy_from_slice(&1u32.to_be_bytes()); // OPTIMAL UNMAP GRANULARITY
         }
         body[32..40].copy_from_slice(&self.max_write_same_blocks().to_be_bytes());
+        // MAXIMUM ATOMIC TRANSFER LENGTH (WRITE ATOMIC(16)); no alignment or granularity.
+        body[40..44].copy_from_slice(&max_transfer.to_be_bytes());
         body
     }
 

@@ -34,6 +34,8 @@ mod inquiry;
 mod mode;
 pub mod opcodes;
 pub mod sense;
+mod special;
+pub mod xcopy;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +74,9 @@ pub struct LuConfig {
     pub naa_id: [u8; 8],
     /// WCE in the Caching mode page at start; MODE SELECT may change it.
     pub write_cache: bool,
+    /// Write protected by configuration (`readonly` in the LUN spec): MODE SENSE reports
+    /// WP and every write fails with DATA PROTECT; MODE SELECT cannot lift it.
+    pub read_only: bool,
 }
 
 impl LuConfig {
@@ -89,6 +94,7 @@ impl LuConfig {
             serial: format!("{:016x}", fnv1a_64(&[name.as_bytes(), b"/serial"].concat())),
             naa_id,
             write_cache: true,
+            read_only: false,
         }
     }
 }
@@ -198,6 +204,8 @@ pub struct LogicalUnit {
     /// COMPARE AND WRITE and ORWRITE; also counts the planned writes the server has not
     /// finished yet (see [`LogicalUnit::plan`]).
     write_gate: Arc<gate::WriteGate>,
+    /// EXTENDED COPY results held for RECEIVE COPY RESULTS.
+    copies: xcopy::CopyResults,
 }
 
 /// What [`LogicalUnit::plan`] decided.
@@ -261,6 +269,7 @@ impl LogicalUnit {
             write_cache: AtomicBool::new(config.write_cache),
             software_write_protect: AtomicBool::new(false),
             write_gate: Arc::new(gate::WriteGate::new()),
+            copies: xcopy::CopyResults::default(),
             config,
             blocks,
         }
@@ -304,7 +313,7 @@ impl LogicalUnit {
     pub fn execute(&self, task: &ScsiTask) -> ScsiResult {
         if matches!(
             task.cdb.first().copied(),
-            Some(op::COMPARE_AND_WRITE | op::ORWRITE_16)
+            Some(op::COMPARE_AND_WRITE | op::ORWRITE_16 | op::WRITE_ATOMIC_16)
         ) {
             // Their read-compare-write is atomic against every other write: no ordinary
             // write may start (the gate) and none planned on a ring may be in flight.
@@ -358,6 +367,11 @@ impl LogicalUnit {
             // REPORT LUNS is in the table so that REPORT SUPPORTED OPERATION CODES lists
             // it; a logical unit on its own reports just LUN 0.
             op::REPORT_LUNS => report_luns(cdb, [0u64].into_iter()),
+            op::EXTENDED_COPY => self.extended_copy(task),
+            op::RECEIVE_COPY_RESULTS => self.receive_copy_results(cdb),
+            op::WRITE_ATOMIC_16 => self.write_atomic(cdb, task.data_out),
+            op::READ_DEFECT_DATA_10 | op::READ_DEFECT_DATA_12 => special::read_defect_data(cdb),
+            op::SANITIZE => self.sanitize(cdb, task.data_out),
             _ => Err(Check::invalid_opcode()),
         }
     }
@@ -548,6 +562,9 @@ pub fn data_out_length(cdb: &[u8], block_size: u32) -> Option<u32> {
         op::WRITE_SAME_16 if cdb[1] & 0x01 != 0 => Some(0), // NDOB
         op::WRITE_SAME_16 => blocks(1),
         op::UNMAP | op::MODE_SELECT_10 => Some(u32::from(be16(cdb, 7))),
+        op::EXTENDED_COPY => Some(be32(cdb, 10)),
+        op::WRITE_ATOMIC_16 => blocks(u64::from(be16(cdb, 12))),
+        op::SANITIZE => Some(u32::from(be16(cdb, 7))),
         op::MODE_SELECT_6 => Some(u32::from(cdb[4])),
         _ => Some(0),
     }
@@ -573,6 +590,7 @@ impl LunMap {
     }
 
     pub fn insert(&mut self, lun: u64, lu: Arc<LogicalUnit>) {
+        xcopy::register(&lu);
         self.units.insert(lun, lu);
     }
 
@@ -639,6 +657,13 @@ impl LunMap {
 /// condition. The cause is logged; the initiator learns the class of failure.
 fn medium_error(error: std::io::Error, writing: bool) -> Check {
     tracing::warn!(%error, writing, "backend I/O failed");
+    if error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<crate::backend::SpaceExhausted>())
+    {
+        // A thin pool out of chunks (SBC-4 4.7.3.7): SPACE ALLOCATION FAILED WRITE PROTECT.
+        return Check::new(key::DATA_PROTECT, (0x27, 0x07));
+    }
     if writing {
         Check::new(key::MEDIUM_ERROR, asc::WRITE_ERROR)
     } else {
@@ -648,7 +673,7 @@ fn medium_error(error: std::io::Error, writing: bool) -> Check {
 
 impl LogicalUnit {
     fn write_protected(&self) -> bool {
-        self.software_write_protect.load(Ordering::Relaxed)
+        self.config.read_only || self.software_write_protect.load(Ordering::Relaxed)
     }
 
     fn write_cache_enabled(&self) -> bool {

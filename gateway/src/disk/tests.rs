@@ -582,7 +582,7 @@ fn null_backend_reads_zeros_and_drops_writes() {
 #[test]
 fn invalid_opcode_and_service_action_senses() {
     let lu = ram_lu(BLOCKS);
-    for opcode in [0x02u8, 0x04, 0x3b, 0x48, 0x5e, 0x7f, 0x83, 0xc0, 0xff] {
+    for opcode in [0x02u8, 0x04, 0x3b, 0x4c, 0x5e, 0x7f, 0x86, 0xc0, 0xff] {
         let sense = check(
             &lu,
             &[opcode, 0, 0, 0, 0, 0],

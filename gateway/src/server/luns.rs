@@ -181,20 +181,21 @@ pub(super) fn build(
 ) -> Result<Arc<dyn LunExecutor>, ServerError> {
     let mut map = LunMap::new();
     for (lun, spec) in &node.luns {
-        let (backend, identity) =
-            LunSpec::parse(spec)
-                .and_then(|spec| spec.open())
-                .map_err(|e| ServerError::Lun {
-                    target: node.iqn.clone(),
-                    lun: *lun,
-                    spec: spec.clone(),
-                    reason: e.to_string(),
-                })?;
+        let (backend, identity, read_only) = LunSpec::parse(spec)
+            .and_then(|spec| Ok((spec.open()?, spec.options.readonly)))
+            .map(|((backend, identity), read_only)| (backend, identity, read_only))
+            .map_err(|e| ServerError::Lun {
+                target: node.iqn.clone(),
+                lun: *lun,
+                spec: spec.clone(),
+                reason: e.to_string(),
+            })?;
         // The identity belongs to the storage (see `backend::identity`), not to the target
         // name and LUN number, which are the same on every gateway started with defaults.
         let config = LuConfig {
             serial: identity.serial,
             naa_id: identity.naa_id,
+            read_only,
             ..LuConfig::for_name(&format!("{}/{lun}", node.iqn))
         };
         map.insert(*lun, Arc::new(LogicalUnit::new(backend, config)));

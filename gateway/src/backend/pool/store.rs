@@ -1,0 +1,192 @@
+//! Where a pool's bytes live: a file or block device ([`FileStore`]), or in the tests a
+//! simulated disk that can lose its unsynced writes ([`SimStore`], a power cut).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Byte storage with a durability barrier.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Every write that completed before the call is durable when it returns.
+    fn sync(&self) -> io::Result<()>;
+    /// Gives the range back (it reads as zeros afterwards, or keeps old bytes where the
+    /// store cannot deallocate: the pool never reads a free chunk's bytes as data).
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
+}
+
+/// A regular file (holes punched on discard) or block device.
+#[derive(Debug)]
+pub struct FileStore {
+    file: File,
+    punch_works: AtomicBool,
+}
+
+impl FileStore {
+    pub fn new(file: File) -> FileStore {
+        FileStore {
+            file,
+            punch_works: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Store for FileStore {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if !self.punch_works.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        // SAFETY: fallocate takes a descriptor `self.file` keeps open and plain integers.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            )
+        };
+        if rc != 0 {
+            // A device or file system without hole punching keeps the space; the chunk is
+            // free in the map all the same.
+            self.punch_works.store(false, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub use sim::SimStore;
+
+#[cfg(test)]
+mod sim {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    const SECTOR: u64 = 512;
+
+    #[derive(Debug, Default)]
+    struct Disk {
+        /// What reads see.
+        current: HashMap<u64, [u8; SECTOR as usize]>,
+        /// What survives a power cut.
+        durable: HashMap<u64, [u8; SECTOR as usize]>,
+        dirty: HashSet<u64>,
+    }
+
+    /// A disk of 512-byte sectors in memory. A power cut ([`SimStore::power_cut`]) keeps,
+    /// for each sector written since the last sync, either its old or its new contents,
+    /// chosen at random: unsynced writes may land in any order and any part.
+    #[derive(Debug, Clone, Default)]
+    pub struct SimStore {
+        disk: Arc<Mutex<Disk>>,
+    }
+
+    impl SimStore {
+        pub fn new() -> SimStore {
+            SimStore::default()
+        }
+
+        /// The disk after a power cut, as a new store (this one stays as it was).
+        pub fn power_cut(&self, seed: u64) -> SimStore {
+            let disk = self.disk.lock().unwrap();
+            let mut state = seed | 1;
+            let mut random = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let mut survived = disk.durable.clone();
+            let mut dirty: Vec<u64> = disk.dirty.iter().copied().collect();
+            dirty.sort_unstable();
+            for sector in dirty {
+                if random() % 2 == 0 {
+                    match disk.current.get(&sector) {
+                        Some(bytes) => survived.insert(sector, *bytes),
+                        None => survived.remove(&sector),
+                    };
+                }
+            }
+            SimStore {
+                disk: Arc::new(Mutex::new(Disk {
+                    current: survived.clone(),
+                    durable: survived,
+                    dirty: HashSet::new(),
+                })),
+            }
+        }
+    }
+
+    impl Store for SimStore {
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            let disk = self.disk.lock().unwrap();
+            let mut done = 0usize;
+            while done < buf.len() {
+                let at = offset + done as u64;
+                let within = (at % SECTOR) as usize;
+                let n = (SECTOR as usize - within).min(buf.len() - done);
+                match disk.current.get(&(at / SECTOR)) {
+                    Some(s) => buf[done..done + n].copy_from_slice(&s[within..within + n]),
+                    None => buf[done..done + n].fill(0),
+                }
+                done += n;
+            }
+            Ok(())
+        }
+
+        fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            let mut disk = self.disk.lock().unwrap();
+            let mut done = 0usize;
+            while done < data.len() {
+                let at = offset + done as u64;
+                let within = (at % SECTOR) as usize;
+                let n = (SECTOR as usize - within).min(data.len() - done);
+                let sector = at / SECTOR;
+                disk.current.entry(sector).or_insert([0; SECTOR as usize])[within..within + n]
+                    .copy_from_slice(&data[done..done + n]);
+                disk.dirty.insert(sector);
+                done += n;
+            }
+            Ok(())
+        }
+
+        fn sync(&self) -> io::Result<()> {
+            let mut disk = self.disk.lock().unwrap();
+            disk.durable = disk.current.clone();
+            disk.dirty.clear();
+            Ok(())
+        }
+
+        fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+            let mut disk = self.disk.lock().unwrap();
+            let first = offset.div_ceil(SECTOR);
+            let end = (offset + len) / SECTOR;
+            for sector in first..end {
+                disk.current.remove(&sector);
+                disk.dirty.insert(sector);
+            }
+            Ok(())
+        }
+    }
+}

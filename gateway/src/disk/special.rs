@@ -1,0 +1,307 @@
+//! Commands libiscsi's conformance suite exercises beyond reads and writes: WRITE ATOMIC(16)
+//! (SBC-4 5.48), READ DEFECT DATA(10)/(12) (SBC-4 5.19, 5.20) and SANITIZE (SBC-4 5.30)
+//! with OVERWRITE, BLOCK ERASE and EXIT FAILURE MODE.
+//!
+//! WRITE ATOMIC runs as a WRITE(16) under the logical unit's exclusive write gate (as
+//! COMPARE AND WRITE does): no other write interleaves with it, so it lands whole or not at
+//! all with respect to every other command. No ATOMIC BOUNDARY is supported.
+//! A virtual disk has no grown or primary defects: READ DEFECT DATA returns empty lists.
+//! SANITIZE runs to completion within the command (IMMED is refused: there is no progress
+//! to poll). CRYPTO ERASE is not offered: nothing here is encrypted.
+#![forbid(unsafe_code)]
+
+use super::opcodes::op;
+use super::sense::Check;
+use super::{be16, be32, truncate, LogicalUnit};
+
+pub mod sanitize_action {
+    pub const OVERWRITE: u8 = 0x01;
+    pub const BLOCK_ERASE: u8 = 0x02;
+    pub const EXIT_FAILURE_MODE: u8 = 0x1f;
+}
+
+/// Bytes written per call while sanitizing.
+const SANITIZE_PIECE_BYTES: u64 = 1 << 20;
+
+impl LogicalUnit {
+    pub(super) fn write_atomic(&self, cdb: &[u8], data_out: &[u8]) -> Result<Vec<u8>, Check> {
+        // The same fields as WRITE(16) except the 16-bit TRANSFER LENGTH at 12..14 and the
+        // ATOMIC BOUNDARY at 10..12 (masked as reserved in the usage data).
+        let mut write16 = [0u8; 16];
+        write16[0] = op::WRITE_16;
+        write16[1] = cdb[1];
+        write16[2..10].copy_from_slice(&cdb[2..10]);
+        write16[12..14].copy_from_slice(&cdb[12..14]);
+        write16[14] = cdb[14];
+        write16[15] = cdb[15];
+        // The caller holds the write gate exclusively (`LogicalUnit::execute`).
+        self.write_gated(&write16, data_out, false)
+    }
+
+    pub(super) fn sanitize(&self, cdb: &[u8], data_out: &[u8]) -> Result<Vec<u8>, Check> {
+        let action = cdb[1] & 0x1f;
+        let immediate = cdb[1] & 0x80 != 0;
+        let length = usize::from(be16(cdb, 7));
+        if immediate {
+            return Err(Check::invalid_cdb_field(1, Some(7)));
+        }
+        match action {
+            sanitize_action::OVERWRITE => {
+                let block = self.block_size() as usize;
+                if length < 5 || length > block + 4 {
+                    return Err(Check::invalid_cdb_field(7, None));
+                }
+                let parameters = data_out
+                    .get(..length)
+                    .ok_or_else(|| Check::invalid_cdb_field(7, None))?;
+                let invert = parameters[0] & 0x80 != 0;
+                let count = parameters[0] & 0x1f;
+                let pattern_length = usize::from(be16(parameters, 2));
+                if count == 0 {
+                    return Err(Check::invalid_parameter(0));
+                }
+                if pattern_length == 0 || pattern_length > block || pattern_length + 4 != length {
+                    return Err(Check::invalid_parameter(2));
+                }
+                if self.write_protected() {
+                    return Err(Check::write_protected());
+                }
+                let pattern = &parameters[4..];
+                // The last of `count` passes is inverted when INVERT is set and the count
+                // is even (passes alternate, the first is not inverted).
+                let inverted = invert && count % 2 == 0;
+                let piece: Vec<u8> = pattern
+                    .iter()
+                    .cycle()
+                    .take(SANITIZE_PIECE_BYTES as usize)
+                    .map(|&b| if inverted { !b } else { b })
+                    .collect();
+                // Each block starts the pattern anew: a piece is whole blocks, and the
+                // pattern is repeated within each block.
+                let block_image: Vec<u8> = piece[..block].to_vec();
+                let piece: Vec<u8> = block_image.repeat(SANITIZE_PIECE_BYTES as usize / block);
+                let _alone = self.write_gate.exclusive();
+                let size = self.backend.size_bytes();
+                let mut at = 0;
+                while at < size {
+                    let n = (size - at).min(SANITIZE_PIECE_BYTES);
+                    self.backend
+                        .write_at(at, &piece[..n as usize])
+                        .map_err(|e| super::medium_error(e, true))?;
+                    at += n;
+                }
+                Ok(Vec::new())
+            }
+            sanitize_action::BLOCK_ERASE => {
+                if length != 0 {
+                    return Err(Check::invalid_cdb_field(7, None));
+                }
+                if self.write_protected() {
+                    return Err(Check::write_protected());
+                }
+                let _alone = self.write_gate.exclusive();
+                self.backend
+                    .unmap(0, self.backend.size_bytes())
+                    .map_err(|e| super::medium_error(e, true))?;
+                Ok(Vec::new())
+            }
+            sanitize_action::EXIT_FAILURE_MODE => {
+                if length != 0 {
+                    return Err(Check::invalid_cdb_field(7, None));
+                }
+                Ok(Vec::new())
+            }
+            _ => Err(Check::invalid_cdb_field(1, Some(4))),
+        }
+    }
+}
+
+/// READ DEFECT DATA(10)/(12): empty primary and grown lists in the format asked for.
+pub(super) fn read_defect_data(cdb: &[u8]) -> Result<Vec<u8>, Check> {
+    if cdb[0] == op::READ_DEFECT_DATA_10 {
+        let format = cdb[2] & 0x07;
+        let allocation_length = usize::from(be16(cdb, 7));
+        // PLISTV and GLISTV set: both lists are valid (and empty).
+        let data = vec![0, 0x18 | format, 0, 0];
+        Ok(truncate(data, allocation_length))
+    } else {
+        let format = cdb[1] & 0x07;
+        let allocation_length = be32(cdb, 6) as usize;
+        let data = vec![0, 0x18 | format, 0, 0, 0, 0, 0, 0];
+        Ok(truncate(data, allocation_length))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::RamBackend;
+    use crate::disk::sense::status;
+    use crate::disk::{LuConfig, ScsiResult, ScsiTask, TargetPortInfo};
+
+    fn run(lu: &LogicalUnit, cdb: &[u8], data_out: &[u8]) -> ScsiResult {
+        let mut padded = [0u8; 16];
+        padded[..cdb.len()].copy_from_slice(cdb);
+        lu.execute(&ScsiTask {
+            cdb: &padded,
+            data_out,
+            expected_data_in_len: 1 << 24,
+            target_port: TargetPortInfo::default(),
+        })
+    }
+
+    fn lu(read_only: bool) -> LogicalUnit {
+        LogicalUnit::new(
+            Box::new(RamBackend::new(4 << 20)),
+            LuConfig {
+                read_only,
+                ..LuConfig::for_name("special")
+            },
+        )
+    }
+
+    fn read(lu: &LogicalUnit, lba: u8, blocks: u8) -> Vec<u8> {
+        run(lu, &[0x28, 0, 0, 0, 0, lba, 0, 0, blocks, 0], &[]).data_in
+    }
+
+    #[test]
+    fn write_atomic_writes_and_a_boundary_is_refused() {
+        let lu = lu(false);
+        let mut cdb = [0u8; 16];
+        cdb[0] = op::WRITE_ATOMIC_16;
+        cdb[9] = 3; // LBA 3
+        cdb[13] = 2; // 2 blocks
+        assert_eq!(run(&lu, &cdb, &[0x5a; 1024]).status, status::GOOD);
+        assert!(read(&lu, 3, 2).iter().all(|&b| b == 0x5a));
+        cdb[11] = 1; // ATOMIC BOUNDARY
+        assert_eq!(run(&lu, &cdb, &[0x5a; 1024]).sense[12], 0x24);
+    }
+
+    #[test]
+    fn sanitize_overwrites_with_the_pattern_or_erases_and_read_only_refuses() {
+        let lu = lu(false);
+        run(&lu, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0], &[0x11; 4096]);
+        let mut parameters = vec![0x01, 0, 0, 2, 0xab, 0xcd];
+        let cdb = [
+            op::SANITIZE,
+            0x01,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            parameters.len() as u8,
+            0,
+        ];
+        assert_eq!(run(&lu, &cdb, &parameters).status, status::GOOD);
+        assert!(read(&lu, 7, 1).chunks(2).all(|p| p == [0xab, 0xcd]));
+        parameters[0] = 0; // OVERWRITE COUNT 0
+        assert_eq!(run(&lu, &cdb, &parameters).sense[12], 0x26);
+        assert_eq!(
+            run(&lu, &[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]).status,
+            status::GOOD
+        );
+        assert!(
+            read(&lu, 7, 1).iter().all(|&b| b == 0),
+            "block erase reads zeros"
+        );
+        assert_eq!(
+            run(&lu, &[op::SANITIZE, 0x03, 0, 0, 0, 0, 0, 0, 0, 0], &[]).sense[12],
+            0x24
+        );
+        let protected = lu_read_only();
+        let result = run(
+            &protected,
+            &[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[],
+        );
+        assert_eq!((result.sense[2], result.sense[12]), (0x07, 0x27));
+        let result = run(&protected, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0; 512]);
+        assert_eq!((result.sense[2], result.sense[12]), (0x07, 0x27));
+        let mode = run(&protected, &[0x1a, 0, 0x3f, 0, 255, 0], &[]).data_in;
+        assert_eq!(mode[2] & 0x80, 0x80, "WP in MODE SENSE");
+    }
+
+    fn lu_read_only() -> LogicalUnit {
+        lu(true)
+    }
+
+    #[test]
+    fn defect_lists_are_empty_in_the_format_asked_for() {
+        let lu = lu(false);
+        let ten = run(
+            &lu,
+            &[op::READ_DEFECT_DATA_10, 0, 0x18 | 4, 0, 0, 0, 0, 0, 32, 0],
+            &[],
+        );
+        assert_eq!(ten.data_in, vec![0, 0x18 | 4, 0, 0]);
+        let twelve = run(
+            &lu,
+            &[
+                op::READ_DEFECT_DATA_12,
+                0x18 | 5,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                32,
+                0,
+                0,
+            ],
+            &[],
+        );
+        assert_eq!(twelve.data_in, vec![0, 0x18 | 5, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn commands_that_fsync_a_pool_or_move_the_whole_medium_go_to_the_blocking_pool() {
+        use crate::backend::pool::engine::Engine;
+        use crate::backend::pool::format::Layout;
+        use crate::backend::pool::store::SimStore;
+        use crate::backend::Pool;
+        use crate::disk::Plan;
+        use std::sync::Arc;
+
+        let store = SimStore::new();
+        Engine::format(&store, Layout::for_chunks(8), 1).unwrap();
+        let pool = Arc::new(Pool::with_store(Box::new(store), "sim".into()).unwrap());
+        let volume = pool.open_volume("v", Some(4 << 20)).unwrap();
+        let lu = LogicalUnit::new(Box::new(volume), LuConfig::for_name("plan"));
+        let plan = |cdb: &[u8], data: &[u8]| {
+            let mut padded = [0u8; 16];
+            padded[..cdb.len()].copy_from_slice(cdb);
+            lu.plan(&ScsiTask {
+                cdb: &padded,
+                data_out: data,
+                expected_data_in_len: 1 << 20,
+                target_port: TargetPortInfo::default(),
+            })
+        };
+        let block = [0u8; 512];
+        assert!(matches!(
+            plan(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]),
+            Plan::Blocking
+        ));
+        assert!(matches!(
+            plan(&[0x2a, 0x08, 0, 0, 0, 0, 0, 0, 1, 0], &block),
+            Plan::Blocking
+        ));
+        assert!(matches!(
+            plan(&[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]),
+            Plan::Blocking
+        ));
+        // An ordinary write and a read run at once, on the event loop.
+        assert!(matches!(
+            plan(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &block),
+            Plan::Done(_)
+        ));
+        assert!(matches!(
+            plan(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[]),
+            Plan::Done(_)
+        ));
+    }
+}
