@@ -817,9 +817,11 @@ impl Engine for IscsiEngine {
     }
 
     /// Shards of a pool run on their own threads: a unit may be sent and answered before
-    /// the hand-over returns. An inline shard sends during the submission itself.
+    /// the hand-over returns. An inline shard sends during the submission itself; its
+    /// units count as issued when the submission starts too, as fio's libiscsi engine's
+    /// count from when libiscsi queues them (before its socket write).
     fn issues_when_submit_starts(&self) -> bool {
-        self.shards.as_ref().is_some_and(Shards::threaded)
+        true
     }
 
     /// The inline shard logs in on the job's thread (its ring is that thread's), and the

@@ -47,8 +47,7 @@ impl Shards {
         }
     }
 
-    /// Whether commands go to other threads (a unit may then be answered before the
-    /// submission returns).
+    /// Whether commands go to shard threads (a pool) rather than an inline shard.
     pub(super) fn threaded(&self) -> bool {
         matches!(self, Shards::Pool(_))
     }
