@@ -183,6 +183,13 @@ pub static OPTIONS: &[OptionDef] = &[
             );
         },
         render |_spec, _base| None),
+    // fio registers the options of its built-in tiobench profile as job options, so it
+    // takes `threads=` in any job and reads it only under `profile=tiobench` (which
+    // iscsi-bench does not run): accepted and without effect here as there.
+    opt!("threads", Required, Job, "int", default "none",
+        "tiobench profile's thread count (no effect without fio's profile=tiobench)",
+        apply |s| { s.parse(value::parse_u64)?; },
+        render |_spec, _base| None),
     opt!("fixedbufs", Flag, IoUring, "bool", default "0", "io_uring: register the I/O buffers",
         flag fixedbufs),
     opt!("registerfiles", Flag, IoUring, "bool", default "0", "io_uring: register the file",
@@ -195,7 +202,7 @@ pub static OPTIONS: &[OptionDef] = &[
             "size=0 leaves nothing to do (leave size out to use the whole target)",
         )?),
         render |spec, _base| spec.size.map(render::size)),
-    opt!("offset", Required, Region, "int[%]", default "0", "Start of the region",
+    opt!("offset" ["fileoffset"], Required, Region, "int[%]", default "0", "Start of the region",
         apply |s| s.spec().offset = s.parse_kb(value::parse_size_or_percent)?,
         render |spec, base| (spec.offset != base.offset).then(|| render::size(spec.offset))),
     opt!("offset_increment", Required, Region, "int[%]", default "0",
@@ -276,7 +283,7 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().random_distribution = s.parse(value::parse_distribution)?,
         render |spec, base| (spec.random_distribution != base.random_distribution)
             .then(|| render::distribution(&spec.random_distribution))),
-    opt!("randrepeat", Flag, Pattern, "bool", default "1", "Same random sequence on every run",
+    opt!("randrepeat" ["allrandrepeat"], Flag, Pattern, "bool", default "1", "Same random sequence on every run",
         flag randrepeat),
     opt!("randseed", Required, Pattern, "int", default "none", "Seed of the random generators",
         apply |s| s.spec().randseed = Some(s.parse(value::parse_u64)?),
@@ -580,7 +587,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "offset_align",
     "random_generator",
     "percentage_random",
-    "allrandrepeat",
     "nrfiles",
     "openfiles",
     "fallocate",
