@@ -110,3 +110,160 @@ fn escaped_iscsi_filename_is_the_plain_url() {
     assert_eq!(escaped, plain);
     assert!(format!("{:?}", escaped[0].filename).contains("iqn.2016-02.com.fio:system:fio"));
 }
+
+/// One I/O: direction letter (r, w, t), offset, length.
+type Io = (char, u64, u64);
+
+/// What fio issues for `job` (one `[j]` section, `ioengine=null`), from its `write_iolog`.
+fn fio_ios(dir: &Scratch, job: &str) -> Vec<Io> {
+    let log = dir.join("iolog");
+    let _ = std::fs::remove_file(&log);
+    let path = dir.join("ios.fio");
+    std::fs::write(&path, format!("{job}write_iolog={}\n", log.display())).unwrap();
+    let out = Command::new("timeout")
+        .args(["20", "fio", "--output=/dev/null"])
+        .arg(&path)
+        .output()
+        .expect("run fio");
+    assert!(out.status.success(), "fio: {}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&log).expect("fio's iolog");
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // fio 3.x iolog v3: time file action offset length
+            match fields.as_slice() {
+                [_, _, action @ ("read" | "write" | "trim"), offset, len] => Some((
+                    action.chars().next().unwrap(),
+                    offset.parse().unwrap(),
+                    len.parse().unwrap(),
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// What iscsi-bench's workload issues for the same job (its plan, I/O by I/O; at most
+/// 100,000 I/Os).
+fn our_ios(job: &str) -> Vec<Io> {
+    use bench::job::{Region, SizeSpec};
+    use bench::workload::{Next, Workload};
+    let spec = parse(job).remove(0);
+    let (SizeSpec::Bytes(offset), Some(SizeSpec::Bytes(size))) = (spec.offset, spec.size) else {
+        panic!("the test jobs give offset and size in bytes");
+    };
+    let region = Region {
+        offset_bytes: offset,
+        len_bytes: size,
+    };
+    let config = bench::run::setup::workload_config(&spec, region, 1, 512, 0).unwrap();
+    let mut workload = Workload::new(config).unwrap();
+    let mut ios = Vec::new();
+    for _ in 0..100_000 {
+        match workload.next(std::time::Duration::ZERO) {
+            Next::Io(io) => {
+                let letter = match io.direction {
+                    bench::io::Direction::Read => 'r',
+                    bench::io::Direction::Write => 'w',
+                    bench::io::Direction::Trim => 't',
+                };
+                ios.push((letter, io.offset, u64::from(io.len)));
+            }
+            Next::WaitForCompletions => workload.on_complete(std::time::Duration::ZERO),
+            Next::VerifyPhase => {}
+            Next::Done => return ios,
+        }
+    }
+    panic!("the job did not end within 100,000 I/Os");
+}
+
+fn kib(ios: &[Io]) -> String {
+    ios.iter()
+        .map(|(d, o, _)| format!("{d}{}", o / 1024))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `rw=read:8k` (holes), `rw=read:-8k` (backwards), `rw=write:8k` over two loops,
+/// `percentage_random=0` (all sequential): fio's offsets, one for one.
+#[test]
+fn sequential_offset_modifiers_issue_fios_offsets() {
+    if !fio_present() {
+        return;
+    }
+    let dir = Scratch::new("seq-modifiers");
+    for extra in [
+        "rw=read:8k\n",
+        "rw=read:-8k\n",
+        "rw=write:8k\nloops=2\n",
+        "rw=read:-4k\nbs=8k\n",
+        "rw=randread\npercentage_random=0\n",
+        "rw=randwrite\npercentage_random=0,0\n",
+    ] {
+        let job = format!("[j]\nioengine=null\noffset=0\nsize=64k\nbs=4k\n{extra}");
+        let fio = fio_ios(&dir, &job);
+        let ours = our_ios(&job);
+        assert!(!fio.is_empty());
+        assert_eq!(kib(&ours), kib(&fio), "{extra}");
+    }
+}
+
+/// `rw=randread:4`: a random offset every 4 I/Os, the 3 between continuing sequentially
+/// (`rw_sequencer=sequential`) or repeating it (`identical`). Random offsets differ (fio's
+/// generator is not ours), so the shape is compared: the same count, and in both every
+/// I/O that is not a group's first follows the rule.
+#[test]
+fn random_offset_groups_follow_rw_sequencer_as_in_fio() {
+    if !fio_present() {
+        return;
+    }
+    let dir = Scratch::new("rand-groups");
+    let size = 256 * 1024;
+    for (sequencer, identical) in [("sequential", false), ("identical", true)] {
+        let job = format!(
+            "[j]\nioengine=null\noffset=0\nsize={size}\nbs=4k\nrw=randread:4\nrw_sequencer={sequencer}\n"
+        );
+        let fio = fio_ios(&dir, &job);
+        let ours = our_ios(&job);
+        assert_eq!(ours.len(), fio.len(), "{sequencer}");
+        for (who, ios) in [("fio", &fio), ("ours", &ours)] {
+            let mut follows = 0;
+            for (index, io) in ios.iter().enumerate().skip(1) {
+                if index % 4 == 0 {
+                    continue;
+                }
+                let before = ios[index - 1];
+                let expected = if identical { before.1 } else { before.1 + before.2 };
+                // At the region's end a sequential follower is random (both tools).
+                if io.1 == expected {
+                    follows += 1;
+                } else {
+                    assert!(!identical && expected + io.2 > size, "{who} {sequencer}: {}", kib(ios));
+                }
+            }
+            assert!(follows >= ios.len() / 2, "{who} {sequencer}: {}", kib(ios));
+        }
+        // And random starts do vary.
+        let starts: std::collections::BTreeSet<u64> = ours.iter().step_by(4).map(|io| io.1).collect();
+        assert!(starts.len() > 4, "{}", kib(&ours));
+    }
+}
+
+/// `percentage_random=25`: about a quarter of offsets random, the rest continuing where the
+/// last I/O ended, in fio and in ours (1,024 I/Os; bounds far wider than the noise).
+#[test]
+fn percentage_random_mixes_like_fio() {
+    if !fio_present() {
+        return;
+    }
+    let dir = Scratch::new("pct-random");
+    let job = "[j]\nioengine=null\noffset=0\nsize=4m\nbs=4k\nrw=randread\npercentage_random=25\n";
+    let share_sequential = |ios: &[Io]| {
+        let follows = ios.windows(2).filter(|w| w[1].1 == w[0].1 + w[0].2).count();
+        follows as f64 / (ios.len() - 1) as f64
+    };
+    let fio = share_sequential(&fio_ios(&dir, job));
+    let ours = share_sequential(&our_ios(job));
+    assert!((0.65..0.85).contains(&fio), "fio {fio}");
+    assert!((0.65..0.85).contains(&ours), "ours {ours}");
+}

@@ -16,7 +16,7 @@ use super::error_policy::ErrorPolicy;
 use super::render::{self, changed, changed_flag};
 use super::spec::{
     BlockSize, ChapCredentials, DigestChoice, Engine, FileService, FileServiceKind, IscsiOptions,
-    JobSpec, LogName, PerDir, RateProcess, SizeSpec, TransportKind, VerifyKind,
+    JobSpec, LogName, PerDir, RateProcess, RwSequencer, SizeSpec, TransportKind, VerifyKind,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -283,6 +283,33 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().random_distribution = s.parse(value::parse_distribution)?,
         render |spec, base| (spec.random_distribution != base.random_distribution)
             .then(|| render::distribution(&spec.random_distribution))),
+    opt!("rw_sequencer", Required, Pattern, "sequential|identical", default "sequential",
+        "What the I/Os between two random offsets of rw=randread:N do",
+        apply |s| s.spec().rw_sequencer = match s.text() {
+            "sequential" => RwSequencer::Sequential,
+            "identical" => RwSequencer::Identical,
+            _ => return s.fail("expected sequential or identical"),
+        },
+        render |spec, base| (spec.rw_sequencer != base.rw_sequencer).then(|| {
+            match spec.rw_sequencer {
+                RwSequencer::Sequential => "sequential",
+                RwSequencer::Identical => "identical",
+            }
+            .to_string()
+        })),
+    opt!("percentage_random", Required, Pattern, "int[,int][,int] (0..100)", default "100",
+        "Share of a random pattern's offsets drawn at random; the rest continue sequentially",
+        apply |s| s.spec().percentage_random = s.parse(|text| {
+            value::parse_per_dir(text, &s.scope.spec.percentage_random, |part| {
+                let percent = value::parse_u64(part)?;
+                if percent > 100 {
+                    return Err(ValueError::new("a percentage is 0 to 100"));
+                }
+                Ok(percent as u32)
+            })
+        })?,
+        render |spec, base| (spec.percentage_random != base.percentage_random)
+            .then(|| render::per_dir(&spec.percentage_random, |p| Some(p.to_string())))),
     opt!("randrepeat" ["allrandrepeat"], Flag, Pattern, "bool", default "1", "Same random sequence on every run",
         flag randrepeat),
     opt!("randseed", Required, Pattern, "int", default "none", "Seed of the random generators",
@@ -577,7 +604,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "bs_unaligned",
     "blocksize_unaligned",
     "bs_is_seq_rand",
-    "rw_sequencer",
     "iodepth_low",
     "serialize_overlap",
     "io_submit_mode",
@@ -586,7 +612,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "file_append",
     "offset_align",
     "random_generator",
-    "percentage_random",
     "nrfiles",
     "openfiles",
     "fallocate",
@@ -1240,6 +1265,8 @@ mod tests {
             "ioengine" => "null",
             "kb_base" => "1024",
             "rw" => "randrw",
+            "rw_sequencer" => "identical",
+            "percentage_random" => "30,40",
             "random_distribution" => "zipf:1.2",
             "verify" => "md5",
             "verify_pattern" => "0xff",

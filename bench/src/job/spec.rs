@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::error::{JobError, Origin};
 use crate::io::Direction;
+pub use crate::workload::RwSequencer;
 pub use crate::io::{
     BufferOptions, Distribution, FileService, FileServiceKind, PerDir, RateProcess, RwKind,
 };
@@ -15,9 +16,10 @@ pub use crate::io::{
 pub struct RwMode {
     pub kind: RwKind,
     /// fio's offset modifier: for a random pattern, the number of I/Os issued before a new
-    /// random offset is drawn; for a sequential one, the bytes skipped after each I/O
-    /// (`rw=write:4k` leaves 4 KiB holes). `None` when no suffix was given.
-    pub offset_modifier: Option<u64>,
+    /// random offset is drawn (at least 1); for a sequential one, the bytes added after each
+    /// I/O (`rw=write:4k` leaves 4 KiB holes, `rw=read:-8k` walks backwards). `None` when
+    /// no suffix was given.
+    pub offset_modifier: Option<i64>,
 }
 
 /// An inclusive range `min-max`.
@@ -292,6 +294,10 @@ pub struct JobSpec {
     /// `blockalign`/`ba`: `None` aligns to the block size.
     pub block_align: PerDir<Option<u64>>,
     pub random_distribution: Distribution,
+    /// `rw_sequencer`.
+    pub rw_sequencer: RwSequencer,
+    /// `percentage_random` (read,write,trim), 0..=100.
+    pub percentage_random: PerDir<u32>,
     pub randrepeat: bool,
     pub randseed: Option<u64>,
     pub norandommap: bool,
@@ -406,6 +412,8 @@ impl JobSpec {
             block_size: PerDir::splat(BlockSize::Fixed(DEFAULT_BLOCK_SIZE_BYTES)),
             block_align: PerDir::splat(None),
             random_distribution: Distribution::Random,
+            rw_sequencer: RwSequencer::Sequential,
+            percentage_random: PerDir::splat(100),
             randrepeat: true,
             randseed: None,
             norandommap: false,

@@ -583,7 +583,29 @@ pub fn parse_rw(text: &str, kb_base: u32) -> Result<RwMode> {
             "expected read, write, trim, randread, randwrite, randtrim, rw, readwrite or randrw",
         )),
     };
-    let offset_modifier = modifier.map(|text| parse_size(text, kb_base)).transpose()?;
+    // As fio's str_rw_cb: random patterns take a count of I/Os per random offset (1 and
+    // up), sequential ones a signed size.
+    let offset_modifier = match modifier.map(str::trim) {
+        None => None,
+        Some(text) if kind.is_random() => {
+            let count = parse_size(text, kb_base)?;
+            if count == 0 || count > u64::from(u32::MAX) {
+                return Err(ValueError::new(
+                    "a random pattern's ':N' is a count of I/Os, 1 to 4294967295",
+                ));
+            }
+            Some(count as i64)
+        }
+        Some(text) => {
+            let (negative, magnitude) = match text.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, text),
+            };
+            let bytes = i64::try_from(parse_size(magnitude, kb_base)?)
+                .map_err(|_| ValueError::new("offset modifier too large"))?;
+            Some(if negative { -bytes } else { bytes })
+        }
+    };
     Ok(RwMode {
         kind,
         offset_modifier,

@@ -16,7 +16,7 @@ use crate::job::spec::{
     Target, VerifyKind as JobVerify,
 };
 use crate::workload::{
-    job_seed, BlockSizeSpec, BsSplitEntry, PacingConfig, RateFloor, RateFloorConfig, ThinkTime,
+    job_seed, BlockSizeSpec, BsSplitEntry, OffsetModifiers, PacingConfig, RateFloor, RateFloorConfig, ThinkTime,
     ThinkTimeTrigger, VerifyConfig, VerifyKind, WorkloadConfig,
 };
 
@@ -354,5 +354,19 @@ pub fn workload_config(
         // The runner adds the other files' regions once their LUNs are open.
         more_files: Vec::new(),
         file_service: spec.file_service,
+        offsets: OffsetModifiers {
+            seq_add_bytes: if spec.rw.kind.is_random() {
+                0
+            } else {
+                spec.rw.offset_modifier.unwrap_or(0)
+            },
+            random_every: if spec.rw.kind.is_random() {
+                spec.rw.offset_modifier.map_or(1, |n| n.clamp(1, i64::from(u32::MAX)) as u32)
+            } else {
+                1
+            },
+            sequencer: spec.rw_sequencer,
+            percentage_random: spec.percentage_random.clone(),
+        },
     })
 }
