@@ -211,7 +211,7 @@ impl RwKind {
 
 /// fio's `random_distribution=`. `center` is fio's optional second value
 /// (`zipf:1.2:0.25`), in `[0, 1]`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Distribution {
     /// `random`: uniform; with the random map unless `norandommap`.
     #[default]
@@ -226,6 +226,24 @@ pub enum Distribution {
         deviation_percent: f64,
         center: Option<f64>,
     },
+    /// `zoned:a/s:a/s...` (`absolute` false: each zone `s` percent of the region) or
+    /// `zoned_abs:a/s:...` (`s` in bytes): `a` percent of a direction's random offsets fall
+    /// in the zone, uniformly within it. Zones follow one another from the region's start;
+    /// a direction with no zones draws uniformly over the whole region.
+    Zoned {
+        absolute: bool,
+        zones: PerDir<Vec<Zone>>,
+    },
+}
+
+/// One zone of a zoned distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zone {
+    /// Share of the direction's random offsets, in percent (a direction's zones add up
+    /// to 100).
+    pub access_percent: u32,
+    /// The zone's length: percent of the region (`zoned`) or bytes (`zoned_abs`).
+    pub size: u64,
 }
 
 /// fio's `rate_process=`.

@@ -114,14 +114,33 @@ fn escaped_iscsi_filename_is_the_plain_url() {
 /// One I/O: direction letter (r, w, t), offset, length.
 type Io = (char, u64, u64);
 
+/// fio 3.42 (the issue's anchor, `../shared/anchors/fio`, or `$FIO_ANCHOR`), for what
+/// Debian's fio 3.33 gets wrong; `None` where it is not built.
+fn fio_anchor() -> Option<PathBuf> {
+    let path = std::env::var_os("FIO_ANCHOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/anchors/fio"));
+    Command::new(&path)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then_some(path)
+}
+
 /// What fio issues for `job` (one `[j]` section, `ioengine=null`), from its `write_iolog`.
 fn fio_ios(dir: &Scratch, job: &str) -> Vec<Io> {
+    fio_ios_with(Path::new("fio"), dir, job)
+}
+
+fn fio_ios_with(fio: &Path, dir: &Scratch, job: &str) -> Vec<Io> {
     let log = dir.join("iolog");
     let _ = std::fs::remove_file(&log);
     let path = dir.join("ios.fio");
     std::fs::write(&path, format!("{job}write_iolog={}\n", log.display())).unwrap();
     let out = Command::new("timeout")
-        .args(["20", "fio", "--output=/dev/null"])
+        .arg("20")
+        .arg(fio)
+        .arg("--output=/dev/null")
         .arg(&path)
         .output()
         .expect("run fio");
@@ -266,4 +285,93 @@ fn percentage_random_mixes_like_fio() {
     let ours = share_sequential(&our_ios(job));
     assert!((0.65..0.85).contains(&fio), "fio {fio}");
     assert!((0.65..0.85).contains(&ours), "ours {ours}");
+}
+
+/// Share of each job's I/Os (per direction letter) whose offset falls in `[start, end)`.
+fn share_in(ios: &[Io], direction: char, start: u64, end: u64) -> f64 {
+    let of_direction: Vec<&Io> = ios.iter().filter(|io| io.0 == direction).collect();
+    let inside = of_direction
+        .iter()
+        .filter(|io| io.1 >= start && io.1 < end)
+        .count();
+    inside as f64 / of_direction.len().max(1) as f64
+}
+
+/// `random_distribution=zoned` and `zoned_abs`, one list for all directions and one per
+/// direction: the share of I/Os in each zone, fio's and ours, both near the asked share
+/// (2,048 I/Os, 4 MiB; the bounds are several standard deviations wide).
+#[test]
+fn zoned_distributions_put_io_where_fio_does() {
+    if !fio_present() {
+        return;
+    }
+    let dir = Scratch::new("zoned");
+    let mib = 1024 * 1024;
+    let base = "[j]\nioengine=null\noffset=0\nsize=4m\nio_size=8m\nbs=4k\n";
+    // (options, direction, zone start, zone end, expected share)
+    let cases: [(&str, &[(char, u64, u64, f64)]); 3] = [
+        (
+            "rw=randread\nrandom_distribution=zoned:60/10:30/20:10/70\n",
+            &[
+                ('r', 0, 4 * mib / 10, 0.60),
+                ('r', 4 * mib / 10, 12 * mib / 10, 0.30),
+            ],
+        ),
+        (
+            "rw=randread\nrandom_distribution=zoned_abs:70/1m:30/3m\n",
+            &[('r', 0, mib, 0.70), ('r', mib, 4 * mib, 0.30)],
+        ),
+        (
+            "rw=randrw\nrandom_distribution=zoned:90/25:10/75,20/50:80/50\n",
+            &[('r', 0, mib, 0.90), ('w', 0, 2 * mib, 0.20)],
+        ),
+    ];
+    for (extra, zones) in cases {
+        let job = format!("{base}{extra}");
+        // fio 3.33 refuses per-direction zone lists (a bug fixed by 3.42).
+        let fio = if extra.contains(',') {
+            let Some(anchor) = fio_anchor() else {
+                eprintln!("SKIPPED: per-direction zones need fio 3.42 ($FIO_ANCHOR)");
+                continue;
+            };
+            fio_ios_with(&anchor, &dir, &job)
+        } else {
+            fio_ios(&dir, &job)
+        };
+        let ours = our_ios(&job);
+        assert_eq!(ours.len(), fio.len(), "{extra}");
+        for &(direction, start, end, share) in zones {
+            for (who, ios) in [("fio", &fio), ("ours", &ours)] {
+                let got = share_in(ios, direction, start, end);
+                assert!(
+                    (got - share).abs() < 0.06,
+                    "{who} {extra}: {direction} in [{start}, {end}): {got}, expected {share}"
+                );
+            }
+        }
+    }
+    // A zone list that does not add up is refused by both.
+    let bad = format!("{base}rw=randread\nrandom_distribution=zoned:60/10:30/20\n");
+    assert!(fio_accepts(&dir, &bad).is_err());
+    assert!(parse_job_str(Path::new("t.fio"), &bad, &|_| None).is_err());
+}
+
+/// `random_generator`: fio's three names are taken (our generator is one: the offsets
+/// differ from fio's whichever is named); anything else is refused by both.
+#[test]
+fn random_generator_names_are_fios() {
+    let fio = fio_present();
+    let dir = Scratch::new("randgen");
+    for name in ["tausworthe", "lfsr", "tausworthe64"] {
+        let job = format!("[j]\nioengine=null\nsize=1m\nrw=randread\nrandom_generator={name}\n");
+        parse(&job);
+        if fio {
+            fio_accepts(&dir, &job).unwrap();
+        }
+    }
+    let bad = "[j]\nioengine=null\nsize=1m\nrandom_generator=mt19937\n";
+    assert!(parse_job_str(Path::new("t.fio"), bad, &|_| None).is_err());
+    if fio {
+        assert!(fio_accepts(&dir, bad).is_err());
+    }
 }

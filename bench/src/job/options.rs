@@ -278,9 +278,10 @@ pub static OPTIONS: &[OptionDef] = &[
             render::per_dir(&spec.block_align, |align| Some(align.unwrap_or(0).to_string()))
         })),
     opt!("random_distribution", Required, Pattern,
-        "random|zipf[:t[:c]]|pareto[:p[:c]]|normal[:d[:c]]", default "random",
+        "random|zipf[:t[:c]]|pareto[:p[:c]]|normal[:d[:c]]|zoned:a/s%:...|zoned_abs:a/size:...",
+        default "random",
         "Distribution of random offsets",
-        apply |s| s.spec().random_distribution = s.parse(value::parse_distribution)?,
+        apply |s| s.spec().random_distribution = s.parse_kb(value::parse_distribution)?,
         render |spec, base| (spec.random_distribution != base.random_distribution)
             .then(|| render::distribution(&spec.random_distribution))),
     opt!("rw_sequencer", Required, Pattern, "sequential|identical", default "sequential",
@@ -310,6 +311,17 @@ pub static OPTIONS: &[OptionDef] = &[
         })?,
         render |spec, base| (spec.percentage_random != base.percentage_random)
             .then(|| render::per_dir(&spec.percentage_random, |p| Some(p.to_string())))),
+    // fio picks its generator by name; iscsi-bench has one (SplitMix64 over a keyed
+    // permutation, which visits each block once per pass as fio's lfsr does), so the value
+    // is checked and kept for rendering, and the offsets differ from fio's whichever is named.
+    opt!("random_generator", Required, Pattern, "tausworthe|lfsr|tausworthe64",
+        default "tausworthe",
+        "fio's random generator (iscsi-bench has one generator: offsets differ from fio's)",
+        apply |s| s.spec().random_generator = match s.text() {
+            "tausworthe" | "lfsr" | "tausworthe64" => Some(s.text().to_string()),
+            _ => return s.fail("expected tausworthe, lfsr or tausworthe64"),
+        },
+        render |spec, _base| spec.random_generator.clone()),
     opt!("randrepeat" ["allrandrepeat"], Flag, Pattern, "bool", default "1", "Same random sequence on every run",
         flag randrepeat),
     opt!("randseed", Required, Pattern, "int", default "none", "Seed of the random generators",
@@ -611,7 +623,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "filesize",
     "file_append",
     "offset_align",
-    "random_generator",
     "nrfiles",
     "openfiles",
     "fallocate",
@@ -1266,6 +1277,7 @@ mod tests {
             "kb_base" => "1024",
             "rw" => "randrw",
             "rw_sequencer" => "identical",
+            "random_generator" => "lfsr",
             "percentage_random" => "30,40",
             "random_distribution" => "zipf:1.2",
             "verify" => "md5",

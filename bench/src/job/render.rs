@@ -96,6 +96,20 @@ pub(super) fn bssplit(entries: &[BsSplitEntry]) -> String {
 pub(super) fn distribution(distribution: &Distribution) -> String {
     let center = |center: Option<f64>| center.map(|c| format!(":{c}")).unwrap_or_default();
     match *distribution {
+        Distribution::Zoned {
+            absolute,
+            ref zones,
+        } => {
+            let kind = if absolute { "zoned_abs" } else { "zoned" };
+            let dir = |zones: &Vec<super::spec::Zone>| {
+                zones
+                    .iter()
+                    .map(|z| format!("{}/{}", z.access_percent, z.size))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            };
+            format!("{kind}:{}", per_dir(zones, |z| Some(dir(z))))
+        }
         Distribution::Random => "random".to_string(),
         Distribution::Zipf { theta, center: c } => format!("zipf:{theta}{}", center(c)),
         Distribution::Pareto { power, center: c } => format!("pareto:{power}{}", center(c)),

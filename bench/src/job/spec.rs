@@ -8,7 +8,7 @@ use super::error::{JobError, Origin};
 use crate::io::Direction;
 pub use crate::workload::RwSequencer;
 pub use crate::io::{
-    BufferOptions, Distribution, FileService, FileServiceKind, PerDir, RateProcess, RwKind,
+    BufferOptions, Distribution, Zone, FileService, FileServiceKind, PerDir, RateProcess, RwKind,
 };
 
 /// `rw=` with fio's optional `:<nr>` suffix.
@@ -294,6 +294,8 @@ pub struct JobSpec {
     /// `blockalign`/`ba`: `None` aligns to the block size.
     pub block_align: PerDir<Option<u64>>,
     pub random_distribution: Distribution,
+    /// `random_generator` as written (accepted, not used: see the option's help).
+    pub random_generator: Option<String>,
     /// `rw_sequencer`.
     pub rw_sequencer: RwSequencer,
     /// `percentage_random` (read,write,trim), 0..=100.
@@ -412,6 +414,7 @@ impl JobSpec {
             block_size: PerDir::splat(BlockSize::Fixed(DEFAULT_BLOCK_SIZE_BYTES)),
             block_align: PerDir::splat(None),
             random_distribution: Distribution::Random,
+            random_generator: None,
             rw_sequencer: RwSequencer::Sequential,
             percentage_random: PerDir::splat(100),
             randrepeat: true,

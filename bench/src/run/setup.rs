@@ -343,7 +343,7 @@ pub fn workload_config(
         block_sizes,
         block_align_bytes,
         norandommap: spec.norandommap,
-        random_distribution: spec.random_distribution,
+        random_distribution: spec.random_distribution.clone(),
         loops: spec.loops.max(1),
         number_ios: spec.number_ios,
         io_size_bytes,

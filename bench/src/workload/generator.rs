@@ -27,7 +27,7 @@
 //!   job's writes are tracked by the generation table, not by pass order.
 
 use super::blocksize::BlockSizePicker;
-use super::distribution::SkewedSampler;
+use super::distribution::{SkewedSampler, ZonedSampler};
 use super::permutation::Permutation;
 use super::rng::{stream_seed, streams, SplitMix64};
 use super::{OffsetModifiers, RwSequencer, WorkloadConfig, WorkloadError};
@@ -70,6 +70,7 @@ enum RandomSource {
     Map(RandomMap),
     Uniform,
     Skewed(SkewedSampler),
+    Zoned(ZonedSampler),
 }
 
 /// How the blocks a write stream visits can be told from its state alone, with no table: the
@@ -167,7 +168,7 @@ impl Generator {
         // Units whose start leaves room for the shortest I/O.
         let units = (config.size_bytes - u64::from(min_len)) / map_unit + 1;
         let random = if config.rw.is_random() {
-            Some(random_source(config, units)?)
+            Some(random_source(config, units, map_unit)?)
         } else {
             None
         };
@@ -378,6 +379,7 @@ impl Generator {
             }
             Some(RandomSource::Uniform) | None => self.offset_rng.below(self.units),
             Some(RandomSource::Skewed(sampler)) => sampler.sample(&mut self.offset_rng),
+            Some(RandomSource::Zoned(sampler)) => sampler.sample(direction, &mut self.offset_rng),
         };
         let align = (*self.align.get(direction)).max(1);
         let mut offset = unit * self.map_unit;
@@ -517,7 +519,11 @@ pub(crate) fn pass_permutation(seed: u64, units: u64, pass: u64) -> Permutation 
     Permutation::new(units, stream_seed(seed, streams::PASS_KEY, pass))
 }
 
-fn random_source(config: &WorkloadConfig, units: u64) -> Result<RandomSource, WorkloadError> {
+fn random_source(
+    config: &WorkloadConfig,
+    units: u64,
+    unit_bytes: u64,
+) -> Result<RandomSource, WorkloadError> {
     let scatter_key = stream_seed(config.seed, streams::SCATTER_KEY, 0);
     let check_centre = |name: &'static str, centre: Option<f64>| match centre {
         Some(c) if !(0.0..=1.0).contains(&c) => Err(WorkloadError::DistributionParameter {
@@ -528,6 +534,10 @@ fn random_source(config: &WorkloadConfig, units: u64) -> Result<RandomSource, Wo
         _ => Ok(()),
     };
     Ok(match config.random_distribution {
+        Distribution::Zoned {
+            absolute,
+            ref zones,
+        } => RandomSource::Zoned(ZonedSampler::new(zones, absolute, units, unit_bytes)?),
         Distribution::Random if config.norandommap => RandomSource::Uniform,
         Distribution::Random => RandomSource::Map(RandomMap {
             permutation: pass_permutation(config.seed, units, 0),

@@ -263,6 +263,14 @@ pub enum WorkloadError {
     },
     #[error("loops=0: must be at least 1")]
     ZeroLoops,
+    #[error(
+        "random_distribution=zoned_abs: the zones end at byte {zones_end_bytes}, beyond the \
+         region's {size_bytes} bytes (fio: \"zoned_abs sizes exceed file size\")"
+    )]
+    ZonesBeyondRegion {
+        zones_end_bytes: u64,
+        size_bytes: u64,
+    },
     #[error("random_distribution {name}:{value}: {why}")]
     DistributionParameter {
         name: &'static str,
