@@ -375,3 +375,105 @@ fn random_generator_names_are_fios() {
         assert!(fio_accepts(&dir, bad).is_err());
     }
 }
+
+/// Runs iscsi-bench with `args` (at most 30 s); its stdout.
+fn bench_run(args: &[&str]) -> std::process::Output {
+    Command::new("timeout")
+        .arg("30")
+        .arg(env!("CARGO_BIN_EXE_iscsi-bench"))
+        .args(args)
+        .output()
+        .expect("run iscsi-bench")
+}
+
+fn json_after_notes(text: &str) -> serde_json::Value {
+    let start = text.find('{').unwrap_or_else(|| panic!("no JSON in {text}"));
+    serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// `unified_rw_reporting`: the job's JSON keys in fio's order (`mixed` alone, or after
+/// read/write/trim/sync), the mixed entry the sum of the directions, and the text report's
+/// `mixed:` block, for fio and for us on the same null-engine job.
+#[test]
+fn unified_rw_reporting_has_fios_shape() {
+    let fio = fio_present();
+    let args = |mode: &str| {
+        vec![
+            "--name=j".to_string(),
+            "--ioengine=null".into(),
+            "--rw=randrw".into(),
+            "--size=1m".into(),
+            format!("--unified_rw_reporting={mode}"),
+        ]
+    };
+    let keys = |job: &serde_json::Value| -> Vec<String> {
+        let wanted = ["read", "write", "trim", "sync", "mixed"];
+        job.as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| wanted.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    };
+    for mode in ["none", "mixed", "both", "1"] {
+        let mut ours_args = args(mode);
+        ours_args.push("--output-format=json".into());
+        let ours_args: Vec<&str> = ours_args.iter().map(String::as_str).collect();
+        let out = bench_run(&ours_args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ours = json_after_notes(&String::from_utf8_lossy(&out.stdout));
+        let job = &ours["jobs"][0];
+        if mode != "none" {
+            let mixed = &job["mixed"];
+            assert_eq!(mixed["total_ios"], 256, "{mode}: {mixed}");
+            assert_eq!(mixed["io_bytes"], 1 << 20, "{mode}");
+        }
+        if fio {
+            let mut fio_args = args(mode);
+            fio_args.push("--output-format=json".into());
+            let out = Command::new("timeout")
+                .arg("20")
+                .arg("fio")
+                .args(&fio_args)
+                .output()
+                .unwrap();
+            let theirs = json_after_notes(&String::from_utf8_lossy(&out.stdout));
+            assert_eq!(keys(job), keys(&theirs["jobs"][0]), "{mode}");
+        }
+    }
+    // The text report: fio's "mixed:" line in place of (or after) the directions.
+    let text = |mode: &str| {
+        let a = args(mode);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        String::from_utf8_lossy(&bench_run(&a).stdout).into_owned()
+    };
+    let mixed = text("mixed");
+    assert!(mixed.contains("  mixed: IOPS="), "{mixed}");
+    assert!(!mixed.contains("  read: IOPS="), "{mixed}");
+    let both = text("both");
+    let (read_at, mixed_at) = (both.find("  read: IOPS=").unwrap(), both.find("  mixed: IOPS=").unwrap());
+    assert!(read_at < mixed_at, "{both}");
+}
+
+/// `fill_device` (alias `fill_fs`): on a target with an end (fio's null engine with a size,
+/// a LUN) it writes to that end, the same count as fio; a regular file with no size, which
+/// fio would grow until its file system is full, is refused before any I/O.
+#[test]
+fn fill_device_writes_to_the_end() {
+    let job = "[j]\nioengine=null\noffset=0\nsize=1m\nbs=4k\nrw=write\nfill_device=1\n";
+    let ours = our_ios(job);
+    assert_eq!(ours.len(), 256);
+    assert_eq!(parse(job), parse(&job.replace("fill_device", "fill_fs")));
+    if fio_present() {
+        let dir = Scratch::new("fill");
+        assert_eq!(kib(&fio_ios(&dir, job)), kib(&ours));
+    }
+    let dir = Scratch::new("fill-file");
+    let file = dir.join("f");
+    std::fs::write(&file, vec![0u8; 64 * 1024]).unwrap();
+    let filename = format!("--filename={}", file.display());
+    let out = bench_run(&["--name=j", "--ioengine=io_uring", &filename, "--rw=write", "--fill_device=1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fill_device"), "{out:?}");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 64 * 1024);
+}

@@ -20,6 +20,7 @@ use super::spec::{
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
+use crate::output::UnifiedRw;
 
 /// Whether an option takes a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +210,13 @@ pub static OPTIONS: &[OptionDef] = &[
         "Extra offset per numjobs clone",
         apply |s| s.spec().offset_increment = Some(s.parse_kb(value::parse_size_or_percent)?),
         render |spec, _base| spec.offset_increment.map(render::size)),
+    // fio: with no size, write until the device or file system is full (ENOSPC ends the
+    // job without error). A LUN, a block device and the null target end where they end, and
+    // a job without size already covers them whole; growing a regular file until its file
+    // system is full is refused (give size=).
+    opt!("fill_device" ["fill_fs"], Flag, Region, "bool", default "0",
+        "Write to the end of the target (a LUN or device: its whole length from offset)",
+        flag fill_device),
     opt!("io_size" ["io_limit"], Required, Region, "int[%]", default "size",
         "Bytes of I/O to do (% of size)",
         apply |s| s.spec().io_size = Some(s.nonzero_size("io_size=0 leaves nothing to do")?),
@@ -464,6 +472,22 @@ pub static OPTIONS: &[OptionDef] = &[
         "Wait for the jobs before; start a new group", flag stonewall),
     opt!("new_group", Flag, Reporting, "bool", default "0", "Start a new reporting group",
         flag new_group),
+    opt!("unified_rw_reporting", Required, Reporting, "none|mixed|both|0|1|2", default "none",
+        "Report reads, writes and trims apart, summed as \"mixed\", or both",
+        apply |s| s.spec().unified_rw_reporting = match s.text() {
+            "none" | "0" => UnifiedRw::Separate,
+            "mixed" | "1" => UnifiedRw::Mixed,
+            "both" | "2" => UnifiedRw::Both,
+            _ => return s.fail("expected none, mixed, both, 0, 1 or 2"),
+        },
+        render |spec, base| (spec.unified_rw_reporting != base.unified_rw_reporting).then(|| {
+            match spec.unified_rw_reporting {
+                UnifiedRw::Separate => "none",
+                UnifiedRw::Mixed => "mixed",
+                UnifiedRw::Both => "both",
+            }
+            .to_string()
+        })),
     opt!("percentile_list", Required, Reporting, "float:float...",
         default "1:5:10:20:30:40:50:60:70:80:90:95:99:99.5:99.9:99.95:99.99",
         "Latency percentiles to report",
@@ -619,7 +643,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "iodepth_low",
     "serialize_overlap",
     "io_submit_mode",
-    "fill_device",
     "filesize",
     "file_append",
     "offset_align",
@@ -738,7 +761,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "disable_slat",
     "disable_bw_measurement",
     "gtod_cpu",
-    "unified_rw_reporting",
     "error_dump",
     "profile",
     "cgroup",
@@ -1278,6 +1300,7 @@ mod tests {
             "rw" => "randrw",
             "rw_sequencer" => "identical",
             "random_generator" => "lfsr",
+            "unified_rw_reporting" => "both",
             "percentage_random" => "30,40",
             "random_distribution" => "zipf:1.2",
             "verify" => "md5",

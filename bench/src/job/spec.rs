@@ -280,6 +280,8 @@ pub struct JobSpec {
     pub size: Option<SizeSpec>,
     pub offset: SizeSpec,
     pub offset_increment: Option<SizeSpec>,
+    /// `fill_device`/`fill_fs`.
+    pub fill_device: bool,
     pub io_size: Option<SizeSpec>,
     pub number_ios: Option<u64>,
     pub loops: u32,
@@ -294,6 +296,8 @@ pub struct JobSpec {
     /// `blockalign`/`ba`: `None` aligns to the block size.
     pub block_align: PerDir<Option<u64>>,
     pub random_distribution: Distribution,
+    /// `unified_rw_reporting`.
+    pub unified_rw_reporting: crate::output::UnifiedRw,
     /// `random_generator` as written (accepted, not used: see the option's help).
     pub random_generator: Option<String>,
     /// `rw_sequencer`.
@@ -402,6 +406,7 @@ impl JobSpec {
             size: None,
             offset: SizeSpec::Bytes(0),
             offset_increment: None,
+            fill_device: false,
             io_size: None,
             number_ios: None,
             loops: 1,
@@ -415,6 +420,7 @@ impl JobSpec {
             block_align: PerDir::splat(None),
             random_distribution: Distribution::Random,
             random_generator: None,
+            unified_rw_reporting: crate::output::UnifiedRw::Separate,
             rw_sequencer: RwSequencer::Sequential,
             percentage_random: PerDir::splat(100),
             randrepeat: true,

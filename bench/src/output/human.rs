@@ -105,7 +105,7 @@ pub fn render_job(job: &JobReport, group: &GroupStats, now: &str) -> String {
             job.name, job.groupid, job.members, job.error, job.error_text, job.pid
         );
     }
-    for direction in DIRECTIONS {
+    for direction in DIRECTIONS.iter().copied().filter(|_| job.unified.separate()) {
         if let Some(dir) = stats.dir(direction) {
             if dir.bytes > 0 {
                 direction_block(
@@ -117,6 +117,12 @@ pub fn render_job(job: &JobReport, group: &GroupStats, now: &str) -> String {
                     job,
                 );
             }
+        }
+    }
+    // fio's unified_rw_reporting: the summed "mixed" block after the directions.
+    if job.unified.mixed() {
+        if let Some(dir) = super::mixed_dir(stats).filter(|d| d.bytes > 0) {
+            direction_block(&mut out, "mixed", &dir, 0, group, job);
         }
     }
     let (lat_ns, lat_us, lat_ms) = stats.latency_buckets().percentages(total_ios);

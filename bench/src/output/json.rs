@@ -444,26 +444,37 @@ fn job_object(report: &RunReport, job: &JobReport, group: &GroupStats, flavor: F
     if !job.options.is_empty() {
         obj.push("job options", options_object(&job.options));
     }
-    for direction in DIRECTIONS {
+    if job.unified.separate() {
+        for direction in DIRECTIONS {
+            obj.push(
+                direction.fio_name(),
+                direction_object(
+                    stats.dir(direction),
+                    dir_index(direction),
+                    group,
+                    &job.percentiles,
+                    flavor,
+                ),
+            );
+        }
+        // We issue no fsync/fdatasync: fio's empty "sync" entry.
         obj.push(
-            direction.fio_name(),
-            direction_object(
-                stats.dir(direction),
-                dir_index(direction),
-                group,
-                &job.percentiles,
-                flavor,
-            ),
+            "sync",
+            Obj::new()
+                .u("total_ios", 0)
+                .v("lat_ns", latency_object(None, None, flavor))
+                .done(),
         );
     }
-    // We issue no fsync/fdatasync: fio's empty "sync" entry.
-    obj.push(
-        "sync",
-        Obj::new()
-            .u("total_ios", 0)
-            .v("lat_ns", latency_object(None, None, flavor))
-            .done(),
-    );
+    if job.unified.mixed() {
+        // fio's unified_rw_reporting: "mixed" after "sync" (both) or alone (mixed). Its
+        // bw_agg is against the read aggregate, as fio's index 0.
+        let mixed = super::mixed_dir(stats);
+        obj.push(
+            "mixed",
+            direction_object(mixed.as_ref(), 0, group, &job.percentiles, flavor),
+        );
+    }
     let runtime_ms = stats.job_runtime_ms();
     let usage = stats.usage();
     let total_ios = stats.total_ios();

@@ -18,7 +18,7 @@ pub mod live;
 pub mod logs;
 
 use crate::stats::{
-    dir_index, IntervalRecord, JobStats, ResourceUsage, DIRECTIONS, FIO_DEFAULT_PERCENTILES,
+    dir_index, DirStats, IntervalRecord, JobStats, ResourceUsage, DIRECTIONS, FIO_DEFAULT_PERCENTILES,
 };
 
 /// The fio release whose output we speak; "fio version" carries it first so that version
@@ -99,6 +99,50 @@ pub struct JobReport {
     pub target: String,
     /// How the job rode out faults: timeouts, session recoveries, unchecked blocks.
     pub recovery: RecoveryReport,
+    /// fio's `unified_rw_reporting`.
+    pub unified: UnifiedRw,
+}
+
+/// fio's `unified_rw_reporting`: the directions reported apart (`none`, fio's default),
+/// summed into one `mixed` entry (`mixed`), or both (`both`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnifiedRw {
+    #[default]
+    Separate,
+    Mixed,
+    Both,
+}
+
+impl UnifiedRw {
+    pub fn separate(self) -> bool {
+        self != UnifiedRw::Mixed
+    }
+    pub fn mixed(self) -> bool {
+        self != UnifiedRw::Separate
+    }
+}
+
+/// A job's directions summed into one, as fio's `mixed` entry: I/Os, bytes and latencies
+/// merge; bandwidth and IOPS samples add (the directions ran side by side); the runtime is
+/// the longest. `None` when no direction saw an I/O.
+pub fn mixed_dir(stats: &JobStats) -> Option<DirStats> {
+    let mut mixed: Option<DirStats> = None;
+    for direction in DIRECTIONS {
+        let Some(dir) = stats.dir(direction) else {
+            continue;
+        };
+        let into = mixed.get_or_insert_with(DirStats::default);
+        into.ios += dir.ios;
+        into.bytes += dir.bytes;
+        into.short_ios += dir.short_ios;
+        into.slat.merge(&dir.slat);
+        into.clat.merge(&dir.clat);
+        into.lat.merge(&dir.lat);
+        into.bw_kib.merge_summed(&dir.bw_kib);
+        into.iops.merge_summed(&dir.iops);
+        into.runtime_ms = into.runtime_ms.max(dir.runtime_ms);
+    }
+    mixed
 }
 
 /// What a job did about faults (iscsi-bench's own; in the JSON job extension and one line
@@ -151,6 +195,7 @@ impl JobReport {
             start_ms: 0,
             target: String::new(),
             recovery: RecoveryReport::default(),
+            unified: UnifiedRw::Separate,
         }
     }
 }

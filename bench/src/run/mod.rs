@@ -555,6 +555,7 @@ fn job_report(
     report.error = error;
     report.error_text = error_text;
     report.iodepth = spec.iodepth;
+    report.unified = spec.unified_rw_reporting;
     report.intervals = intervals;
     report.percentiles = PercentileOptions {
         list: spec.percentile_list.clone(),

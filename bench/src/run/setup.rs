@@ -36,6 +36,11 @@ pub enum SetupError {
     },
 }
 
+fn is_block_device(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
 /// The size the embedded target needs for this job: the end of its region (all clones),
 /// or `None` when the job takes the whole LUN whatever its size.
 pub fn embedded_bytes_needed(spec: &JobSpec) -> Option<u64> {
@@ -91,6 +96,16 @@ pub fn engine_config(
                     why: "ioengine=io_uring needs a local file or block device",
                 });
             };
+            if spec.fill_device && spec.size.is_none() && !is_block_device(path) {
+                return Err(SetupError::Option {
+                    job: spec.name.clone(),
+                    option: "fill_device",
+                    value: "1".into(),
+                    why: "fio would grow this regular file until its file system is full; \
+                          iscsi-bench does not: give size= (a block device or LUN is filled \
+                          to its end)",
+                });
+            }
             let mut options = UringOptions::new(path.clone(), iodepth, max_block);
             options.size_bytes = match (spec.offset, spec.size) {
                 (SizeSpec::Bytes(offset), Some(SizeSpec::Bytes(size))) => {
