@@ -477,3 +477,33 @@ fn fill_device_writes_to_the_end() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("fill_device"), "{out:?}");
     assert_eq!(std::fs::metadata(&file).unwrap().len(), 64 * 1024);
 }
+
+/// `iodepth_low`: a full queue drains to the low mark before it is filled again, so fewer
+/// submissions see the full depth (fio's "IO depths"). fio's null engine completes each
+/// I/O as it is queued (its depth is always 1), so fio cannot run the same comparison:
+/// here fio's verdict on the option, and our depth histogram with and without it.
+#[test]
+fn iodepth_low_drains_a_full_queue() {
+    let level_8 = |low: &str| -> f64 {
+        let out = bench_run(&[
+            "--name=j",
+            "--ioengine=null",
+            "--rw=randread",
+            "--size=4m",
+            "--iodepth=8",
+            &format!("--iodepth_low={low}"),
+            "--output-format=json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let doc = json_after_notes(&String::from_utf8_lossy(&out.stdout));
+        doc["jobs"][0]["iodepth_level"]["8"].as_f64().unwrap()
+    };
+    let full = level_8("8");
+    let low = level_8("1");
+    assert!(full > 90.0, "without iodepth_low: {full}% at depth 5-8");
+    assert!(low < 70.0, "iodepth_low=1: {low}% at depth 5-8");
+    if fio_present() {
+        let dir = Scratch::new("iodepth-low");
+        fio_accepts(&dir, "[j]\nioengine=null\nsize=1m\niodepth=8\niodepth_low=1\n").unwrap();
+    }
+}

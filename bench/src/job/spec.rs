@@ -310,6 +310,8 @@ pub struct JobSpec {
 
     // Depth and batching.
     pub iodepth: u32,
+    /// `iodepth_low`; `None` (or 0, fio's "unset") means `iodepth`.
+    pub iodepth_low: Option<u32>,
     /// `iodepth_batch_submit`/`iodepth_batch`: I/Os submitted at once (default 1); fio
     /// reads 0 as "the iodepth". Kept as given.
     pub iodepth_batch_submit: u32,
@@ -427,6 +429,7 @@ impl JobSpec {
             randseed: None,
             norandommap: false,
             iodepth: 1,
+            iodepth_low: None,
             iodepth_batch_submit: 1,
             iodepth_batch_complete_min: 1,
             iodepth_batch_complete_max: None,

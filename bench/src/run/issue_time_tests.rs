@@ -84,6 +84,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         content: ContentGenerator::new(&BufferOptions::default(), 1).expect("content"),
         rate_floor: None,
         iodepth: 1,
+        iodepth_low: usize::MAX,
         batch_submit: 1,
         batch_complete_min: 1,
         batch_complete_max: 1,

@@ -75,6 +75,9 @@ pub struct JobSetup {
     /// `rate_min`/`rate_iops_min`: the job fails below them.
     pub rate_floor: Option<RateFloor>,
     pub iodepth: usize,
+    /// fio's `iodepth_low`: once the queue is full, reap until no more than this many are
+    /// in flight before queueing again (default `iodepth`: queue again at once).
+    pub iodepth_low: usize,
     pub batch_submit: usize,
     pub batch_complete_min: usize,
     /// fio's `iodepth_batch_complete_max`: completions handled per turn before the job
@@ -147,6 +150,7 @@ struct Driver {
     rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
     iodepth: usize,
+    iodepth_low: usize,
     batch_submit: usize,
     batch_complete_min: usize,
     batch_complete_max: usize,
@@ -552,6 +556,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         content,
         rate_floor,
         iodepth,
+        iodepth_low,
         batch_submit,
         batch_complete_min,
         batch_complete_max,
@@ -593,6 +598,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         rate_floor,
         done: Vec::with_capacity(iodepth),
         iodepth: iodepth.max(1),
+        iodepth_low: iodepth_low.clamp(1, iodepth.max(1)),
         batch_submit: batch_submit.clamp(1, iodepth.max(1)),
         batch_complete_min: batch_complete_min.clamp(1, iodepth.max(1)),
         batch_complete_max: batch_complete_max.max(batch_complete_min).max(1),
@@ -850,12 +856,21 @@ fn main_loop(
         if driver.outstanding() > 0 || driver.engine_full {
             // A full queue waits for fio's iodepth_batch_complete_min; a job waiting for
             // its schedule takes one completion or the due time, whichever comes first.
-            let min = if driver.has_room() {
-                1
-            } else {
-                driver.batch_complete_min
-            };
+            let full = !driver.has_room();
+            let min = if full { driver.batch_complete_min } else { 1 };
             driver.reap(min, wait, verifier, |t| workload.on_complete(t))?;
+            // fio's iodepth_low: a queue that was full drains to the low mark before it is
+            // filled again (fio's wait_for_completions loop), within this turn's wait.
+            if full && driver.iodepth_low < driver.iodepth {
+                let turn_end = driver.now() + wait;
+                while driver.engine.in_flight() > driver.iodepth_low
+                    && driver.now() < turn_end
+                    && !driver.stop
+                {
+                    let left = turn_end.saturating_sub(driver.now());
+                    driver.reap(1, left, verifier, |t| workload.on_complete(t))?;
+                }
+            }
         } else if wait_until.is_some() {
             std::thread::sleep(wait);
             driver.tick();

@@ -198,6 +198,10 @@ pub fn run(
                     0 => spec.iodepth.max(1) as usize,
                     n => n as usize,
                 },
+                iodepth_low: spec
+                    .iodepth_low
+                    .map_or(spec.iodepth, |low| low.min(spec.iodepth))
+                    .max(1) as usize,
                 batch_complete_min: spec.iodepth_batch_complete_min.max(1) as usize,
                 batch_complete_max: spec
                     .iodepth_batch_complete_max
