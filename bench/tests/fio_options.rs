@@ -507,3 +507,63 @@ fn iodepth_low_drains_a_full_queue() {
         fio_accepts(&dir, "[j]\nioengine=null\nsize=1m\niodepth=8\niodepth_low=1\n").unwrap();
     }
 }
+
+/// `exitall` with each `exit_what`, and `exitall_on_error`: the same job file through fio
+/// and through ours; per job, whether it did I/O, and that the long job `b` was cut short
+/// (it asks for 3 s). One run of each tool per case, each well under 3 s.
+#[test]
+fn exitall_ends_the_jobs_fio_ends() {
+    let fio = fio_present();
+    let dir = Scratch::new("exitall");
+    let jobs = |ending: &str| {
+        format!(
+            "[a]\nioengine=null\nsize=1m\nrate_iops=2000\n{ending}\n\
+             [b]\nioengine=null\nsize=1g\ntime_based\nruntime=3\n\
+             [c]\nstonewall\nioengine=null\nsize=1m\n\
+             [d]\nnew_group\nioengine=null\nsize=1m\n"
+        )
+    };
+    // (ending of job a, which of a, b, c, d do I/O)
+    let cases = [
+        ("exitall=1", [true, true, true, true]),
+        ("exitall=1\nexit_what=stonewall", [true, true, true, true]),
+        ("exitall=1\nexit_what=all", [true, true, false, false]),
+    ];
+    let summary = |doc: &serde_json::Value| -> Vec<(String, bool, u64)> {
+        doc["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                let ios = j["read"]["total_ios"].as_u64().unwrap();
+                let runtime = j["read"]["runtime"].as_u64().unwrap();
+                (j["jobname"].as_str().unwrap().to_string(), ios > 0, runtime)
+            })
+            .collect()
+    };
+    for (ending, did_io) in cases {
+        let path = dir.join("exitall.fio");
+        std::fs::write(&path, jobs(ending)).unwrap();
+        let path_arg = path.to_str().unwrap();
+        let started = std::time::Instant::now();
+        let out = bench_run(&["--output-format=json", path_arg]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(started.elapsed() < std::time::Duration::from_millis(2500), "{ending}");
+        let ours = summary(&json_after_notes(&String::from_utf8_lossy(&out.stdout)));
+        let names: Vec<&str> = ours.iter().map(|j| j.0.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d"], "{ending}");
+        let ours_io: Vec<bool> = ours.iter().map(|j| j.1).collect();
+        assert_eq!(ours_io, did_io, "ours, {ending}");
+        assert!(ours[1].2 < 2000, "ours: b ran {} ms, {ending}", ours[1].2);
+        if fio {
+            let out = Command::new("timeout")
+                .args(["20", "fio", "--output-format=json", path_arg])
+                .output()
+                .unwrap();
+            let theirs = summary(&json_after_notes(&String::from_utf8_lossy(&out.stdout)));
+            let theirs_io: Vec<bool> = theirs.iter().map(|j| j.1).collect();
+            assert_eq!(theirs_io, did_io, "fio, {ending}");
+            assert!(theirs[1].2 < 2000, "fio: b ran {} ms, {ending}", theirs[1].2);
+        }
+    }
+}

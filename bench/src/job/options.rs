@@ -15,7 +15,7 @@ use super::error::{JobError, Origin, Suggestion, ValueError};
 use super::error_policy::ErrorPolicy;
 use super::render::{self, changed, changed_flag};
 use super::spec::{
-    BlockSize, ChapCredentials, DigestChoice, Engine, FileService, FileServiceKind, IscsiOptions,
+    BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, FileService, FileServiceKind, IscsiOptions,
     JobSpec, LogName, PerDir, RateProcess, RwSequencer, SizeSpec, TransportKind, VerifyKind,
 };
 use super::value::{self, TimeUnit};
@@ -492,6 +492,26 @@ pub static OPTIONS: &[OptionDef] = &[
             }
             .to_string()
         })),
+    opt!("exitall", Flag, Reporting, "bool", default "0",
+        "When this job ends, end the jobs exit_what names", flag exitall),
+    opt!("exit_what", Required, Reporting, "group|stonewall|all", default "group",
+        "Which jobs exitall ends",
+        apply |s| s.spec().exit_what = match s.text() {
+            "group" => ExitWhat::Group,
+            "stonewall" => ExitWhat::Stonewall,
+            "all" => ExitWhat::All,
+            _ => return s.fail("expected group, stonewall or all"),
+        },
+        render |spec, base| (spec.exit_what != base.exit_what).then(|| {
+            match spec.exit_what {
+                ExitWhat::Group => "group",
+                ExitWhat::Stonewall => "stonewall",
+                ExitWhat::All => "all",
+            }
+            .to_string()
+        })),
+    opt!("exitall_on_error", Flag, Reporting, "bool", default "0",
+        "When this job ends in error, end every job", flag exitall_on_error),
     opt!("percentile_list", Required, Reporting, "float:float...",
         default "1:5:10:20:30:40:50:60:70:80:90:95:99:99.5:99.9:99.95:99.99",
         "Latency percentiles to report",
@@ -732,9 +752,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "fsync_on_close",
     "unlink",
     "unlink_each_loop",
-    "exitall",
-    "exit_what",
-    "exitall_on_error",
     "per_job_logs",
     "bwavgtime",
     "iopsavgtime",
@@ -1304,6 +1321,7 @@ mod tests {
             "rw_sequencer" => "identical",
             "random_generator" => "lfsr",
             "unified_rw_reporting" => "both",
+            "exit_what" => "all",
             "percentage_random" => "30,40",
             "random_distribution" => "zipf:1.2",
             "verify" => "md5",

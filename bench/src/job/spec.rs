@@ -356,6 +356,12 @@ pub struct JobSpec {
     // Reporting and logs.
     pub group_reporting: bool,
     pub stonewall: bool,
+    /// `exitall`: when this job ends, end the jobs `exit_what` names.
+    pub exitall: bool,
+    /// `exit_what`.
+    pub exit_what: ExitWhat,
+    /// `exitall_on_error`: when this job ends in error, end every job.
+    pub exitall_on_error: bool,
     pub new_group: bool,
     pub percentile_list: Vec<f64>,
     pub clat_percentiles: bool,
@@ -457,6 +463,9 @@ impl JobSpec {
             buffers: BufferOptions::default(),
             group_reporting: false,
             stonewall: false,
+            exitall: false,
+            exit_what: ExitWhat::Group,
+            exitall_on_error: false,
             new_group: false,
             percentile_list: DEFAULT_PERCENTILES.to_vec(),
             clat_percentiles: true,
@@ -642,4 +651,16 @@ impl JobSpec {
 pub struct Region {
     pub offset_bytes: u64,
     pub len_bytes: u64,
+}
+
+/// fio's `exit_what`: which jobs `exitall` ends (fio's `fio_terminate_threads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExitWhat {
+    /// The jobs of the ending job's reporting group, running or not yet started.
+    #[default]
+    Group,
+    /// The jobs running now (the current stonewall phase); later phases still run.
+    Stonewall,
+    /// Every job, running or not yet started.
+    All,
 }

@@ -11,6 +11,7 @@ mod issue_time_tests;
 pub mod job;
 mod overlap;
 pub mod report;
+mod exits;
 pub mod setup;
 mod status;
 
@@ -263,6 +264,7 @@ pub fn run(
     let mut status = status::StatusPrinter::new(tool);
     let mut dumps = dump::DumpClock::new(tool.status_interval, wall_start);
     let mut interrupted_by = None;
+    let mut ended = exits::Ended::default();
     for phase in phases {
         if interrupted_by.is_some() {
             break;
@@ -270,6 +272,12 @@ pub fn run(
         let mut threads = Vec::with_capacity(phase.len());
         let mut watched = Vec::with_capacity(phase.len());
         for job in phase {
+            if ended.covers(&specs[job.spec_index]) {
+                // exitall ended it before it started: reported with nothing done, as fio.
+                let stats = crate::stats::JobStats::new(0, job.setup.stats_config.clone());
+                finished.push((job.spec_index, JobOutcome::so_far(stats)));
+                continue;
+            }
             let name = job.setup.name.clone();
             watched.push(status::Watched {
                 spec_index: job.spec_index,
@@ -293,9 +301,18 @@ pub fn run(
         let mut handles: Vec<_> = threads.into_iter().map(Some).collect();
         loop {
             for (outcome, handle) in outcomes.iter_mut().zip(handles.iter_mut()) {
-                if let Some((_, thread)) = handle.take_if(|(_, t)| t.is_finished()) {
+                if let Some((spec_index, thread)) = handle.take_if(|(_, t)| t.is_finished()) {
                     match thread.join() {
-                        Ok(done) => *outcome = Some(done),
+                        Ok(done) => {
+                            // fio's exitall, exit_what and exitall_on_error.
+                            if ended.on_job_end(&specs[spec_index], done.error != 0) {
+                                watched
+                                    .iter()
+                                    .filter(|job| ended.covers_running(job.spec))
+                                    .for_each(|job| job.progress.request_stop());
+                            }
+                            *outcome = Some(done);
+                        }
                         Err(_) => tracing::error!("a job thread panicked"),
                     }
                 }
