@@ -567,3 +567,41 @@ fn exitall_ends_the_jobs_fio_ends() {
         }
     }
 }
+
+/// `flow`/`flow_id`: two jobs of one flow, weights 3 and 1, run for 1 s side by side; their
+/// I/O counts keep about 3:1 in fio and in ours; a job in another flow_id is not held.
+#[test]
+fn flow_weights_share_io_as_in_fio() {
+    let fio = fio_present();
+    let dir = Scratch::new("flow");
+    let path = dir.join("flow.fio");
+    std::fs::write(
+        &path,
+        "[global]\nioengine=null\nsize=1g\ntime_based\nruntime=1\n\
+         [a]\nflow_id=1\nflow=3\n[b]\nflow_id=1\nflow=1\nflow_sleep=50\n",
+    )
+    .unwrap();
+    let path_arg = path.to_str().unwrap();
+    let ratio = |text: &str| {
+        let doc = json_after_notes(text);
+        let ios: Vec<f64> = doc["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["read"]["total_ios"].as_f64().unwrap())
+            .collect();
+        ios[0] / ios[1]
+    };
+    let out = bench_run(&["--output-format=json", path_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours = ratio(&String::from_utf8_lossy(&out.stdout));
+    assert!((2.5..3.5).contains(&ours), "ours a:b = {ours}");
+    if fio {
+        let out = Command::new("timeout")
+            .args(["20", "fio", "--output-format=json", path_arg])
+            .output()
+            .unwrap();
+        let theirs = ratio(&String::from_utf8_lossy(&out.stdout));
+        assert!((2.5..3.5).contains(&theirs), "fio a:b = {theirs}");
+    }
+}

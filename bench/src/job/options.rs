@@ -404,6 +404,23 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().rate_cycle = s.time(TimeUnit::Milliseconds)?,
         render |spec, base| (spec.rate_cycle != base.rate_cycle)
             .then(|| format!("{}ms", spec.rate_cycle.as_millis()))),
+    opt!("flow", Required, Rate, "int (0..1000)", default "0",
+        "Weight of this job in its flow_id's token flow control (0: none)",
+        apply |s| s.spec().flow = {
+            let weight = s.count(0)?;
+            if weight > 1000 {
+                return s.fail("flow weights are 0 to 1000 (fio's FLOW_MAX_WEIGHT)");
+            }
+            weight
+        },
+        render |spec, base| changed(spec.flow, base.flow)),
+    opt!("flow_id", Required, Rate, "int", default "0",
+        "Jobs with one flow_id share their I/O by their flow weights", count(0) flow_id),
+    opt!("flow_sleep", Required, Rate, "time (us)", default "0",
+        "How long a job ahead of its flow weight pauses before asking again",
+        apply |s| s.spec().flow_sleep = s.time(TimeUnit::Microseconds)?,
+        render |spec, base| (spec.flow_sleep != base.flow_sleep)
+            .then(|| render::time(spec.flow_sleep))),
     opt!("thinktime", Required, Rate, "time (us)", default "0", "Pause after I/Os",
         apply |s| s.spec().thinktime = s.time(TimeUnit::Microseconds)?,
         render |spec, base| (spec.thinktime != base.thinktime)
@@ -790,9 +807,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "gid",
     "unit_base",
     "hugepage-size",
-    "flow_id",
-    "flow",
-    "flow_sleep",
     "steadystate",
     "ss",
     "steadystate_duration",

@@ -310,6 +310,10 @@ pub struct JobSpec {
 
     // Depth and batching.
     pub iodepth: u32,
+    /// `flow` (0: no flow control, up to 1000), `flow_id`, `flow_sleep`.
+    pub flow: u32,
+    pub flow_id: u32,
+    pub flow_sleep: Duration,
     /// `iodepth_low`; `None` (or 0, fio's "unset") means `iodepth`.
     pub iodepth_low: Option<u32>,
     /// `iodepth_batch_submit`/`iodepth_batch`: I/Os submitted at once (default 1); fio
@@ -436,6 +440,9 @@ impl JobSpec {
             norandommap: false,
             iodepth: 1,
             iodepth_low: None,
+            flow: 0,
+            flow_id: 0,
+            flow_sleep: Duration::ZERO,
             iodepth_batch_submit: 1,
             iodepth_batch_complete_min: 1,
             iodepth_batch_complete_max: None,

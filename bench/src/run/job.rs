@@ -75,6 +75,8 @@ pub struct JobSetup {
     /// `rate_min`/`rate_iops_min`: the job fails below them.
     pub rate_floor: Option<RateFloor>,
     pub iodepth: usize,
+    /// fio's `flow`/`flow_id`/`flow_sleep`: the job's share of its flow, if any.
+    pub flow: Option<super::flow::JobFlow>,
     /// fio's `iodepth_low`: once the queue is full, reap until no more than this many are
     /// in flight before queueing again (default `iodepth`: queue again at once).
     pub iodepth_low: usize,
@@ -150,6 +152,7 @@ struct Driver {
     rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
     iodepth: usize,
+    flow: Option<super::flow::JobFlow>,
     iodepth_low: usize,
     batch_submit: usize,
     batch_complete_min: usize,
@@ -556,6 +559,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         content,
         rate_floor,
         iodepth,
+        flow,
         iodepth_low,
         batch_submit,
         batch_complete_min,
@@ -599,6 +603,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         done: Vec::with_capacity(iodepth),
         iodepth: iodepth.max(1),
         iodepth_low: iodepth_low.clamp(1, iodepth.max(1)),
+        flow,
         batch_submit: batch_submit.clamp(1, iodepth.max(1)),
         batch_complete_min: batch_complete_min.clamp(1, iodepth.max(1)),
         batch_complete_max: batch_complete_max.max(batch_complete_min).max(1),
@@ -764,6 +769,10 @@ fn main_phase(
     result
 }
 
+/// How soon a job held back by its flow asks again without `flow_sleep` (fio spins; a
+/// short sleep keeps the core for the job that is behind).
+const FLOW_RETRY: Duration = Duration::from_micros(20);
+
 fn main_loop(
     driver: &mut Driver,
     workload: &mut Workload,
@@ -804,6 +813,21 @@ fn main_loop(
                 // fio's iodepth_batch_submit: this many per submission, then more.
                 driver.submit()?;
                 queued = 0;
+            }
+            if pending.is_none() {
+                if let Some(flow) = driver.flow.as_mut() {
+                    if !flow.admit() {
+                        // fio's flow_threshold_exceeded: ahead of its weight, the job
+                        // holds back; with flow_sleep it first lets its queue drain.
+                        let pause = flow.sleep;
+                        if !pause.is_zero() {
+                            driver.submit()?;
+                            driver.drain(verifier, |t| workload.on_complete(t))?;
+                        }
+                        wait_until = Some(driver.now() + pause.max(FLOW_RETRY));
+                        break;
+                    }
+                }
             }
             let planned = match pending.take() {
                 Some(planned) => planned,

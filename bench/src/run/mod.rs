@@ -12,6 +12,7 @@ pub mod job;
 mod overlap;
 pub mod report;
 mod exits;
+pub mod flow;
 pub mod setup;
 mod status;
 
@@ -119,6 +120,7 @@ pub fn run(
         .or(tool.report_dir.as_ref().map(|_| Duration::from_secs(1)));
 
     let mut prepared: Vec<Prepared> = Vec::new();
+    let flows = flow::Flows::default();
     let mut footprints: Vec<overlap::Footprint> = Vec::new();
     let mut job_number = 0u32;
     let entropy = SystemTime::now()
@@ -199,6 +201,7 @@ pub fn run(
                     0 => spec.iodepth.max(1) as usize,
                     n => n as usize,
                 },
+                flow: flows.join(spec.flow_id, spec.flow, spec.flow_sleep),
                 iodepth_low: spec
                     .iodepth_low
                     .map_or(spec.iodepth, |low| low.min(spec.iodepth))
