@@ -605,3 +605,88 @@ fn flow_weights_share_io_as_in_fio() {
         assert!((2.5..3.5).contains(&theirs), "fio a:b = {theirs}");
     }
 }
+
+/// The `steadystate` object's keys, recursively (shape, not numbers).
+fn shape(value: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(object) = value.as_object() {
+        for (key, inner) in object {
+            out.push(key.clone());
+            out.extend(shape(inner).into_iter().map(|k| format!("{key}.{k}")));
+        }
+    }
+    out
+}
+
+/// `steadystate`/`ss` with `ss_dur`: a job paced at a flat 5000 IOPS reaches `iops:5%`
+/// over 2 s and ends long before its 10 s runtime, in fio and in ours; one whose criterion
+/// cannot hold (`iops_slope:0%`) runs its runtime out. fio's JSON `steadystate` object:
+/// the same keys, `attained`, `duration` and a sample per second of the window.
+#[test]
+fn steadystate_ends_a_steady_job_as_fio_does() {
+    let fio = fio_present();
+    let job = |criterion: &str, runtime: u32| {
+        vec![
+            "--name=j".to_string(),
+            "--ioengine=null".into(),
+            "--size=1g".into(),
+            "--time_based".into(),
+            format!("--runtime={runtime}"),
+            "--rate_iops=5000".into(),
+            format!("--ss={criterion}"),
+            "--ss_dur=2".into(),
+            "--output-format=json".into(),
+        ]
+    };
+    // Both cases and both tools at once (each takes 2-3 s of wall time).
+    let cases = [("iops:5%", 10, 1), ("iops_slope:0%", 3, 0)];
+    let results: Vec<(serde_json::Value, Option<serde_json::Value>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|&(criterion, runtime, _)| {
+                let args = job(criterion, runtime);
+                let theirs = fio.then(|| {
+                    let args = args.clone();
+                    scope.spawn(move || {
+                        let out = Command::new("timeout")
+                            .arg("20")
+                            .arg("fio")
+                            .args(&args)
+                            .output()
+                            .unwrap();
+                        json_after_notes(&String::from_utf8_lossy(&out.stdout))["jobs"][0].clone()
+                    })
+                });
+                let ours = scope.spawn(move || {
+                    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let out = bench_run(&arg_refs);
+                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                    json_after_notes(&String::from_utf8_lossy(&out.stdout))["jobs"][0].clone()
+                });
+                (ours, theirs)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(ours, theirs)| (ours.join().unwrap(), theirs.map(|t| t.join().unwrap())))
+            .collect()
+    });
+    for ((criterion, _, attained), (ours, theirs)) in cases.iter().zip(results) {
+        let ss = &ours["steadystate"];
+        assert_eq!(ss["attained"], *attained, "ours {criterion}: {ss}");
+        assert_eq!(ss["duration"], 2);
+        assert_eq!(ss["data"]["iops"].as_array().unwrap().len(), 2, "{ss}");
+        let runtime_ms = ours["read"]["runtime"].as_u64().unwrap();
+        if *attained == 1 {
+            assert!(runtime_ms < 4000, "ours ran {runtime_ms} ms");
+            assert!((4500..5500).contains(&ss["data"]["iops_mean"].as_u64().unwrap()), "{ss}");
+        } else {
+            assert!(runtime_ms >= 2900, "ours ran {runtime_ms} ms");
+        }
+        if let Some(theirs) = theirs {
+            assert_eq!(theirs["steadystate"]["attained"], *attained, "fio {criterion}");
+            assert_eq!(shape(&theirs["steadystate"]), shape(ss), "{criterion}");
+            assert_eq!(theirs["steadystate"]["ss"], ss["ss"]);
+        }
+    }
+}

@@ -15,7 +15,8 @@ use super::error::{JobError, Origin, Suggestion, ValueError};
 use super::error_policy::ErrorPolicy;
 use super::render::{self, changed, changed_flag};
 use super::spec::{
-    BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, FileService, FileServiceKind, IscsiOptions,
+    BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, SteadyStateMetric,
+    SteadyStateSpec, FileService, FileServiceKind, IscsiOptions,
     JobSpec, LogName, PerDir, RateProcess, RwSequencer, SizeSpec, TransportKind, VerifyKind,
 };
 use super::value::{self, TimeUnit};
@@ -509,6 +510,31 @@ pub static OPTIONS: &[OptionDef] = &[
             }
             .to_string()
         })),
+    opt!("steadystate" ["ss"], Required, Time,
+        "iops|iops_slope|bw|bw_slope|lat|lat_slope:limit[%]", default "iops_slope:0.01%",
+        "Steady-state criterion: the job ends once it holds over ss_dur",
+        apply |s| s.spec().steadystate = s.parse(parse_steadystate)?,
+        render |spec, base| (spec.steadystate != base.steadystate)
+            .then(|| render::steadystate(&spec.steadystate))),
+    opt!("steadystate_duration" ["ss_dur"], Required, Time, "time (s)", default "0 (off)",
+        "Window over which the steadystate criterion must hold",
+        apply |s| s.spec().ss_dur = s.time(TimeUnit::Seconds)?,
+        render |spec, base| (spec.ss_dur != base.ss_dur).then(|| render::time(spec.ss_dur))),
+    opt!("steadystate_ramp_time" ["ss_ramp"], Required, Time, "time (s)", default "0",
+        "Time before steady-state data are collected",
+        apply |s| s.spec().ss_ramp = s.time(TimeUnit::Seconds)?,
+        render |spec, base| (spec.ss_ramp != base.ss_ramp).then(|| render::time(spec.ss_ramp))),
+    opt!("steadystate_check_interval" ["ss_interval"], Required, Time, "time (s)", default "1",
+        "How often steady state is checked (at least 1 s)",
+        apply |s| s.spec().ss_interval = {
+            let interval = s.time(TimeUnit::Seconds)?;
+            if interval < Duration::from_secs(1) {
+                return s.fail("ss_check_interval must be at least 1s (as in fio)");
+            }
+            interval
+        },
+        render |spec, base| (spec.ss_interval != base.ss_interval)
+            .then(|| render::time(spec.ss_interval))),
     opt!("exitall", Flag, Reporting, "bool", default "0",
         "When this job ends, end the jobs exit_what names", flag exitall),
     opt!("exit_what", Required, Reporting, "group|stonewall|all", default "group",
@@ -807,12 +833,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "gid",
     "unit_base",
     "hugepage-size",
-    "steadystate",
-    "ss",
-    "steadystate_duration",
-    "ss_dur",
-    "steadystate_ramp_time",
-    "ss_ramp",
     "hipri",
     "cmdprio_percentage",
     "cmdprio_class",
@@ -827,6 +847,47 @@ pub static UNSUPPORTED: &[&str] = &[
     "readfua",
     "writefua",
 ];
+
+/// `steadystate=`: `metric[_slope]:limit[%]` (fio's str_steadystate_cb; a `lat` limit
+/// without `%` is a time, in ns without a unit... fio reads it as a time string).
+fn parse_steadystate(text: &str) -> Result<SteadyStateSpec, ValueError> {
+    let (name, limit) = text.trim().split_once(':').ok_or_else(|| {
+        ValueError::new("steadystate threshold must be specified in addition to criterion")
+    })?;
+    let (metric, slope) = match name.trim() {
+        "iops" => (SteadyStateMetric::Iops, false),
+        "iops_slope" => (SteadyStateMetric::Iops, true),
+        "bw" => (SteadyStateMetric::Bw, false),
+        "bw_slope" => (SteadyStateMetric::Bw, true),
+        "lat" => (SteadyStateMetric::Lat, false),
+        "lat_slope" => (SteadyStateMetric::Lat, true),
+        _ => {
+            return Err(ValueError::new(
+                "expected iops, iops_slope, bw, bw_slope, lat or lat_slope",
+            ))
+        }
+    };
+    let limit = limit.trim();
+    let (number, percent) = match limit.strip_suffix('%') {
+        Some(number) => (number.trim(), true),
+        None => (limit, false),
+    };
+    let limit = if metric == SteadyStateMetric::Lat && !percent {
+        value::parse_time(number, TimeUnit::Microseconds)?.as_nanos() as f64
+    } else {
+        number
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| ValueError::new("the steadystate limit is a number"))?
+    };
+    Ok(SteadyStateSpec {
+        metric,
+        slope,
+        limit,
+        percent,
+    })
+}
 
 /// Find an option by name or alias.
 pub fn lookup(name: &str) -> Option<&'static OptionDef> {
@@ -1336,6 +1397,8 @@ mod tests {
             "random_generator" => "lfsr",
             "unified_rw_reporting" => "both",
             "exit_what" => "all",
+            "steadystate" | "ss" => "bw:5%",
+            "steadystate_check_interval" | "ss_interval" => "2",
             "percentage_random" => "30,40",
             "random_distribution" => "zipf:1.2",
             "verify" => "md5",

@@ -273,3 +273,13 @@ pub fn render_command_line(jobs: &[JobSpec]) -> String {
     }
     parts.join(" ")
 }
+
+/// `steadystate=` as fio writes it.
+pub(super) fn steadystate(spec: &super::spec::SteadyStateSpec) -> String {
+    let limit = if spec.metric == super::spec::SteadyStateMetric::Lat && !spec.percent {
+        format!("{}us", (spec.limit / 1000.0).round())
+    } else {
+        format!("{}", spec.limit)
+    };
+    format!("{}:{limit}{}", spec.name(), if spec.percent { "%" } else { "" })
+}

@@ -310,6 +310,12 @@ pub struct JobSpec {
 
     // Depth and batching.
     pub iodepth: u32,
+    /// `steadystate`/`ss`; it acts only with `ss_dur` (`steadystate_duration`) above 0.
+    pub steadystate: SteadyStateSpec,
+    pub ss_dur: Duration,
+    pub ss_ramp: Duration,
+    /// `ss_interval` (`steadystate_check_interval`), at least 1 s as in fio.
+    pub ss_interval: Duration,
     /// `flow` (0: no flow control, up to 1000), `flow_id`, `flow_sleep`.
     pub flow: u32,
     pub flow_id: u32,
@@ -440,6 +446,10 @@ impl JobSpec {
             norandommap: false,
             iodepth: 1,
             iodepth_low: None,
+            steadystate: SteadyStateSpec::default(),
+            ss_dur: Duration::ZERO,
+            ss_ramp: Duration::ZERO,
+            ss_interval: Duration::from_secs(1),
             flow: 0,
             flow_id: 0,
             flow_sleep: Duration::ZERO,
@@ -670,4 +680,49 @@ pub enum ExitWhat {
     Stonewall,
     /// Every job, running or not yet started.
     All,
+}
+
+/// What fio's `steadystate` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SteadyStateMetric {
+    #[default]
+    Iops,
+    Bw,
+    /// Mean completion latency (fio 3.42's `lat`, `lat_slope`).
+    Lat,
+}
+
+/// fio's `steadystate=` criterion: `iops`, `bw`, `lat` (deviation from the mean) or their
+/// `_slope`s, with a limit in their unit or in percent of the mean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SteadyStateSpec {
+    pub metric: SteadyStateMetric,
+    pub slope: bool,
+    /// For `lat` without `%`: nanoseconds.
+    pub limit: f64,
+    pub percent: bool,
+}
+
+impl Default for SteadyStateSpec {
+    /// fio's default, `iops_slope:0.01%`.
+    fn default() -> Self {
+        SteadyStateSpec {
+            metric: SteadyStateMetric::Iops,
+            slope: true,
+            limit: 0.01,
+            percent: true,
+        }
+    }
+}
+
+impl SteadyStateSpec {
+    /// The criterion's fio name (`iops_slope`, ...).
+    pub fn name(&self) -> String {
+        let metric = match self.metric {
+            SteadyStateMetric::Iops => "iops",
+            SteadyStateMetric::Bw => "bw",
+            SteadyStateMetric::Lat => "lat",
+        };
+        format!("{metric}{}", if self.slope { "_slope" } else { "" })
+    }
 }

@@ -498,10 +498,32 @@ fn job_object(report: &RunReport, job: &JobReport, group: &GroupStats, flavor: F
             .u("latency_target", 0)
             .f("latency_percentile", 100.0)
             .u("latency_window", 0)
-            .v(EXTENSION_KEY, job_extension(job))
             .0,
     );
+    if let Some(ss) = &job.steadystate {
+        obj.push("steadystate", steadystate_object(ss));
+    }
+    obj.push(EXTENSION_KEY, job_extension(job));
     obj.done()
+}
+
+/// fio's `steadystate` object (stat.c, `show_thread_status_json`), keys in its order.
+fn steadystate_object(ss: &super::SteadyStateReport) -> Json {
+    let ints = |values: &[u64]| Json::Array(values.iter().map(|&v| Json::UInt(v)).collect());
+    let mut data = Obj::new().u("bw_mean", ss.bw_mean).u("iops_mean", ss.iops_mean);
+    if let Some(lat_mean) = ss.lat_mean {
+        data = data.u("lat_mean", lat_mean).v("lat_ns", ints(&ss.lat_ns));
+    }
+    let data = data.v("iops", ints(&ss.iops)).v("bw", ints(&ss.bw)).done();
+    Obj::new()
+        .s("ss", &ss.ss)
+        .u("duration", ss.duration_s)
+        .u("attained", u64::from(ss.attained))
+        .s("criterion", &ss.criterion)
+        .f("max_deviation", ss.max_deviation)
+        .f("slope", ss.slope)
+        .v("data", data)
+        .done()
 }
 
 /// The whole document.

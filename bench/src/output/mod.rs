@@ -101,6 +101,28 @@ pub struct JobReport {
     pub recovery: RecoveryReport,
     /// fio's `unified_rw_reporting`.
     pub unified: UnifiedRw,
+    /// fio's JSON `steadystate` object, for a job with `ss_dur`.
+    pub steadystate: Option<SteadyStateReport>,
+}
+
+/// What fio's JSON `steadystate` object says: the criterion as fio prints it (`ss`,
+/// `criterion`), the window, whether it was attained, and the window's samples (oldest
+/// first; bandwidth in bytes/s, latency in ns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteadyStateReport {
+    pub ss: String,
+    pub duration_s: u64,
+    pub attained: bool,
+    pub criterion: String,
+    pub max_deviation: f64,
+    pub slope: f64,
+    pub bw_mean: u64,
+    pub iops_mean: u64,
+    /// `Some` for the `lat` criteria, which add `lat_mean` and `lat_ns`.
+    pub lat_mean: Option<u64>,
+    pub lat_ns: Vec<u64>,
+    pub iops: Vec<u64>,
+    pub bw: Vec<u64>,
 }
 
 /// fio's `unified_rw_reporting`: the directions reported apart (`none`, fio's default),
@@ -196,6 +218,7 @@ impl JobReport {
             target: String::new(),
             recovery: RecoveryReport::default(),
             unified: UnifiedRw::Separate,
+            steadystate: None,
         }
     }
 }

@@ -86,6 +86,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         iodepth: 1,
         iodepth_low: usize::MAX,
         flow: None,
+        steadystate: None,
         batch_submit: 1,
         batch_complete_min: 1,
         batch_complete_max: 1,

@@ -75,6 +75,8 @@ pub struct JobSetup {
     /// `rate_min`/`rate_iops_min`: the job fails below them.
     pub rate_floor: Option<RateFloor>,
     pub iodepth: usize,
+    /// fio's steady-state detection (`ss_dur` > 0).
+    pub steadystate: Option<super::steadystate::SteadyState>,
     /// fio's `flow`/`flow_id`/`flow_sleep`: the job's share of its flow, if any.
     pub flow: Option<super::flow::JobFlow>,
     /// fio's `iodepth_low`: once the queue is full, reap until no more than this many are
@@ -115,6 +117,8 @@ pub struct JobOutcome {
     /// timed out (see `workload::unknown`).
     pub verify_skipped: SkippedBlocks,
     pub engine: EngineCounters,
+    /// fio's `steadystate` results, for a job with `ss_dur`.
+    pub steadystate: Option<crate::output::SteadyStateReport>,
 }
 
 impl JobOutcome {
@@ -128,6 +132,7 @@ impl JobOutcome {
             verify_failures: 0,
             verify_skipped: SkippedBlocks::default(),
             engine: EngineCounters::default(),
+            steadystate: None,
         }
     }
 }
@@ -152,6 +157,7 @@ struct Driver {
     rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
     iodepth: usize,
+    steadystate: Option<super::steadystate::SteadyState>,
     flow: Option<super::flow::JobFlow>,
     iodepth_low: usize,
     batch_submit: usize,
@@ -457,6 +463,26 @@ impl Driver {
         self.stop = true;
     }
 
+    /// fio's steady-state check, when due: the job ends once the criterion holds.
+    fn check_steadystate(&mut self) {
+        let now = self.now();
+        let Some(ss) = self.steadystate.as_mut().filter(|ss| ss.due(now)) else {
+            return;
+        };
+        let (mut ios, mut bytes, mut lat_sum, mut lat_count) = (0, 0, 0.0, 0);
+        for direction in [Direction::Read, Direction::Write, Direction::Trim] {
+            if let Some(dir) = self.stats.dir(direction) {
+                ios += dir.ios;
+                bytes += dir.bytes;
+                lat_sum += dir.clat.moments().mean() * dir.clat.count() as f64;
+                lat_count += dir.clat.count();
+            }
+        }
+        if ss.check(now, ios, bytes, lat_sum, lat_count) {
+            self.stop = true;
+        }
+    }
+
     /// Rate samples for the logs and the report, interval records, the rate floor, and the
     /// results so far when the run asks for them.
     fn tick(&mut self) {
@@ -487,6 +513,7 @@ impl Driver {
                 }
             }
         }
+        self.check_steadystate();
         if let Some(sample) = self.stats.tick(now_ns) {
             if let Some(logs) = self.logs.as_mut() {
                 if let Err(e) = logs.record_rates(&sample, [0; 3]) {
@@ -559,6 +586,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         content,
         rate_floor,
         iodepth,
+        steadystate,
         flow,
         iodepth_low,
         batch_submit,
@@ -603,6 +631,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         done: Vec::with_capacity(iodepth),
         iodepth: iodepth.max(1),
         iodepth_low: iodepth_low.clamp(1, iodepth.max(1)),
+        steadystate,
         flow,
         batch_submit: batch_submit.clamp(1, iodepth.max(1)),
         batch_complete_min: batch_complete_min.clamp(1, iodepth.max(1)),
@@ -704,6 +733,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         intervals,
         verify_failures,
         verify_skipped,
+        steadystate,
         ..
     } = driver;
     let engine = match engine.close() {
@@ -721,6 +751,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_failures,
         verify_skipped,
         engine,
+        steadystate: steadystate.map(|ss| ss.report()),
     }
 }
 

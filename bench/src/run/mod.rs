@@ -12,6 +12,7 @@ pub mod job;
 mod overlap;
 pub mod report;
 mod exits;
+pub mod steadystate;
 pub mod flow;
 pub mod setup;
 mod status;
@@ -201,6 +202,14 @@ pub fn run(
                     0 => spec.iodepth.max(1) as usize,
                     n => n as usize,
                 },
+                steadystate: (!spec.ss_dur.is_zero()).then(|| {
+                    steadystate::SteadyState::new(
+                        spec.steadystate,
+                        spec.ss_dur,
+                        spec.ss_ramp,
+                        spec.ss_interval,
+                    )
+                }),
                 flow: flows.join(spec.flow_id, spec.flow, spec.flow_sleep),
                 iodepth_low: spec
                     .iodepth_low
@@ -543,6 +552,7 @@ fn job_reports(
         let recovery = recovery_report(&outcome);
         let mut report = job_report(
             spec,
+            outcome.steadystate,
             outcome.stats,
             outcome.intervals,
             outcome.error,
@@ -570,6 +580,7 @@ fn recovery_report(outcome: &JobOutcome) -> crate::output::RecoveryReport {
 
 fn job_report(
     spec: &JobSpec,
+    steadystate: Option<crate::output::SteadyStateReport>,
     stats: JobStats,
     intervals: Vec<IntervalRecord>,
     error: i32,
@@ -580,6 +591,7 @@ fn job_report(
     report.error_text = error_text;
     report.iodepth = spec.iodepth;
     report.unified = spec.unified_rw_reporting;
+    report.steadystate = steadystate;
     report.intervals = intervals;
     report.percentiles = PercentileOptions {
         list: spec.percentile_list.clone(),
