@@ -690,3 +690,62 @@ fn steadystate_ends_a_steady_job_as_fio_does() {
         }
     }
 }
+
+fn job_counts(text: &str) -> (i64, u64, u64) {
+    let doc = json_after_notes(text);
+    let job = &doc["jobs"][0];
+    (
+        job["error"].as_i64().unwrap(),
+        job["read"]["total_ios"].as_u64().unwrap(),
+        job["write"]["total_ios"].as_u64().unwrap(),
+    )
+}
+
+/// `verify_interval`: a random-write job with 16 KiB blocks and a header every 4 KiB
+/// writes, reads back and checks the same counts as fio on a file (fio through psync,
+/// ours through io_uring), without error. `io_submit_mode=offload` issues what inline does.
+#[test]
+fn verify_interval_and_offload_do_what_fio_does() {
+    let fio = fio_present();
+    let dir = Scratch::new("verify-interval");
+    let file = dir.join("data");
+    let common = [
+        format!("--filename={}", file.display()),
+        "--size=1m".into(),
+        "--bs=16k".into(),
+        "--rw=randwrite".into(),
+        "--verify=crc32c".into(),
+        "--verify_interval=4k".into(),
+        "--output-format=json".into(),
+    ];
+    let mut ours_args = vec!["--name=j".to_string(), "--ioengine=io_uring".into()];
+    ours_args.extend(common.iter().cloned());
+    let arg_refs: Vec<&str> = ours_args.iter().map(String::as_str).collect();
+    let ours = job_counts(&String::from_utf8_lossy(&bench_run(&arg_refs).stdout));
+    assert_eq!(ours, (0, 64, 64));
+    if fio {
+        let _ = std::fs::remove_file(&file);
+        let out = Command::new("timeout")
+            .args(["20", "fio", "--name=j", "--ioengine=psync"])
+            .args(&common)
+            .output()
+            .unwrap();
+        assert_eq!(job_counts(&String::from_utf8_lossy(&out.stdout)), ours);
+    }
+    let null = |mode: &str| {
+        let args = [
+            "--name=j",
+            "--ioengine=null",
+            "--size=1m",
+            "--rw=randread",
+            "--iodepth=4",
+            &format!("--io_submit_mode={mode}"),
+            "--output-format=json",
+        ];
+        job_counts(&String::from_utf8_lossy(&bench_run(&args).stdout))
+    };
+    assert_eq!(null("offload"), null("inline"));
+    if fio {
+        fio_accepts(&dir, "[j]\nioengine=null\nsize=1m\nio_submit_mode=offload\n").unwrap();
+    }
+}

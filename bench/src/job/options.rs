@@ -339,6 +339,29 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!("norandommap", Flag, Pattern, "bool", default "0",
         "Random offsets may repeat before all blocks are touched", flag norandommap),
     opt!("iodepth", Required, Depth, "int", default "1", "I/Os in flight", count(1) iodepth),
+    // fio's offload hands each I/O to a worker thread that submits and reaps it; the I/Os
+    // (offsets, sizes, depth) are the same as inline. iscsi-bench's iscsi engine already
+    // submits from its shard threads; null and io_uring submit from the job thread in both
+    // modes, so offload is taken and the value kept for rendering.
+    opt!("io_submit_mode", Required, Depth, "inline|offload", default "inline",
+        "Who submits the I/Os (offload: taken, the job thread or the shard submits)",
+        apply |s| s.spec().io_submit_offload = match s.text() {
+            "inline" => false,
+            "offload" => true,
+            _ => return s.fail("expected inline or offload"),
+        },
+        render |spec, base| (spec.io_submit_offload != base.io_submit_offload)
+            .then(|| "offload".to_string())),
+    opt!("verify_interval", Required, Verify, "int (bytes)", default "block size",
+        "Write a verify header every this many bytes of a block",
+        apply |s| s.spec().verify_interval = {
+            let bytes = s.parse_kb(value::parse_size)?;
+            if bytes == 0 || bytes > u64::from(u32::MAX) {
+                return s.fail("verify_interval is 1 byte to 4 GiB");
+            }
+            Some(bytes as u32)
+        },
+        render |spec, _base| spec.verify_interval.map(|bytes| bytes.to_string())),
     opt!("iodepth_low", Required, Depth, "int", default "iodepth",
         "Once the queue is full, let it drain to this many before filling it again",
         apply |s| s.spec().iodepth_low = Some(s.count(0)?).filter(|&low| low > 0),
@@ -708,7 +731,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "blocksize_unaligned",
     "bs_is_seq_rand",
     "serialize_overlap",
-    "io_submit_mode",
     "filesize",
     "file_append",
     "offset_align",
@@ -726,7 +748,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "clocksource",
     "mem",
     "iomem",
-    "verify_interval",
     "verify_offset",
     "verify_dump",
     "verify_async",
@@ -1397,6 +1418,8 @@ mod tests {
             "random_generator" => "lfsr",
             "unified_rw_reporting" => "both",
             "exit_what" => "all",
+            "io_submit_mode" => "offload",
+            "verify_interval" => "512",
             "steadystate" | "ss" => "bw:5%",
             "steadystate_check_interval" | "ss_interval" => "2",
             "percentage_random" => "30,40",

@@ -320,6 +320,10 @@ pub struct JobSpec {
     pub flow: u32,
     pub flow_id: u32,
     pub flow_sleep: Duration,
+    /// `io_submit_mode=offload` (taken; see the option's help).
+    pub io_submit_offload: bool,
+    /// `verify_interval` in bytes; `None` for the block size.
+    pub verify_interval: Option<u32>,
     /// `iodepth_low`; `None` (or 0, fio's "unset") means `iodepth`.
     pub iodepth_low: Option<u32>,
     /// `iodepth_batch_submit`/`iodepth_batch`: I/Os submitted at once (default 1); fio
@@ -446,6 +450,8 @@ impl JobSpec {
             norandommap: false,
             iodepth: 1,
             iodepth_low: None,
+            io_submit_offload: false,
+            verify_interval: None,
             steadystate: SteadyStateSpec::default(),
             ss_dur: Duration::ZERO,
             ss_ramp: Duration::ZERO,

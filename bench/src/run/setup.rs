@@ -347,6 +347,7 @@ pub fn workload_config(
             fatal: spec.verify_fatal,
             do_verify: spec.do_verify,
             lba_size_bytes: lba_bytes.max(1),
+            interval_bytes: spec.verify_interval,
             ..VerifyConfig::default()
         }),
     };
