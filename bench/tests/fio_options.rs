@@ -749,3 +749,47 @@ fn verify_interval_and_offload_do_what_fio_does() {
         fio_accepts(&dir, "[j]\nioengine=null\nsize=1m\nio_submit_mode=offload\n").unwrap();
     }
 }
+
+/// `--minimal` (fio's terse v3): one line per job with fio's 121 fields (80 under
+/// `unified_rw_reporting=mixed`), in fio's places: the version, name, group and error at
+/// the head, the KiB and I/O counts of each direction where fio has them, the percentile
+/// fields as `p%=value`, the CPU and depth percentages with their `%`.
+#[test]
+fn minimal_is_fios_terse_v3_field_for_field() {
+    let fio = fio_present();
+    for extra in [&["--rw=randrw"][..], &["--rw=randrw", "--unified_rw_reporting=mixed"], &["--rw=write", "--description=a b"]] {
+        let mut args = vec!["--name=j", "--ioengine=null", "--size=1m", "--minimal"];
+        args.extend_from_slice(extra);
+        let out = bench_run(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ours = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(ours.lines().count(), 1, "{ours}");
+        let ours: Vec<String> = ours.trim_end().split(';').map(str::to_string).collect();
+        assert_eq!(&ours[..5], ["3", "fio-3.33", "j", "0", "0"]);
+        if fio {
+            let out = Command::new("timeout").arg("20").arg("fio").args(&args).output().unwrap();
+            let theirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .trim_end()
+                .split(';')
+                .map(str::to_string)
+                .collect();
+            assert_eq!(ours.len(), theirs.len(), "{extra:?}");
+            for (index, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                // The same kind of field in each place: percentile, percentage or number.
+                let kind = |f: &str| (f.contains("%="), f.ends_with('%'), f.contains('.'));
+                assert_eq!(kind(a), kind(b), "field {index}: ours {a}, fio {b} ({extra:?})");
+            }
+            // Counts that do not depend on timing are equal: KiB of each direction in
+            // total, and the total of the mixed block.
+            let kib = |f: &[String]| -> u64 {
+                if extra.contains(&"--unified_rw_reporting=mixed") {
+                    f[5].parse().unwrap()
+                } else {
+                    f[5].parse::<u64>().unwrap() + f[46].parse::<u64>().unwrap()
+                }
+            };
+            assert_eq!(kib(&ours), kib(&theirs), "{extra:?}");
+            assert_eq!(ours.last(), theirs.last(), "{extra:?}");
+        }
+    }
+}

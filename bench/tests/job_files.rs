@@ -496,8 +496,9 @@ fn command_line_tool_actions_and_errors() {
         cli(&["--name=a", "--fsync=1"]),
         Err(JobError::Unsupported { .. })
     ));
+    assert!(cli(&["--output-format=terse"]).unwrap().tool.output_formats.terse);
     assert!(matches!(
-        cli(&["--output-format=terse"]),
+        cli(&["--terse-version=2"]),
         Err(JobError::BadValue { .. })
     ));
     assert!(matches!(

@@ -16,6 +16,7 @@ pub mod human;
 pub mod json;
 pub mod live;
 pub mod logs;
+pub mod terse;
 
 use crate::stats::{
     dir_index, DirStats, IntervalRecord, JobStats, ResourceUsage, DIRECTIONS, FIO_DEFAULT_PERCENTILES,
