@@ -42,6 +42,32 @@ pub struct IoUnit {
     pub buffer: Vec<u8>,
 }
 
+impl IoUnit {
+    /// The offset that marks a flush unit (no real I/O starts there).
+    pub const FLUSH_OFFSET: u64 = u64::MAX;
+
+    /// A flush of file `file`: make every completed write durable (fio's `fsync` and
+    /// `end_fsync`; `fsync(2)` on a file, SYNCHRONIZE CACHE on a LUN). It is a write of no
+    /// bytes at [`IoUnit::FLUSH_OFFSET`], so it travels through the engines' queues as any
+    /// unit; an engine carries it out only when [`crate::engine::Engine::supports_flush`]
+    /// says so (the runner sends none to the others).
+    pub fn flush(id: u64, file: u32) -> IoUnit {
+        IoUnit {
+            id,
+            direction: Direction::Write,
+            file,
+            offset: Self::FLUSH_OFFSET,
+            len: 0,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Whether this is a flush unit ([`IoUnit::flush`]).
+    pub fn is_flush(&self) -> bool {
+        self.direction == Direction::Write && self.len == 0 && self.offset == Self::FLUSH_OFFSET
+    }
+}
+
 impl std::fmt::Debug for IoUnit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoUnit")

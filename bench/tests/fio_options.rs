@@ -793,3 +793,53 @@ fn minimal_is_fios_terse_v3_field_for_field() {
         }
     }
 }
+
+/// `fsync=4` and `end_fsync`: 256 writes bring 63 counted flushes in fio's "sync" entry
+/// (none after the last write, and end_fsync's flush is not counted), on fio's null engine
+/// and a file (psync) and on ours (null, io_uring with fsync(2)); the `lat_ns` keys are
+/// fio's. `sync=1` (O_SYNC) runs on a file in both. On the iscsi engine, which does not
+/// send SYNCHRONIZE CACHE or FUA yet, these are refused before any I/O.
+#[test]
+fn fsync_counts_flushes_as_fio_does() {
+    let fio = fio_present();
+    let dir = Scratch::new("fsync");
+    let file = dir.join("data");
+    let filename = format!("--filename={}", file.display());
+    let sync_of = |text: &str| {
+        let doc = json_after_notes(text);
+        let job = &doc["jobs"][0];
+        let keys: Vec<String> = job["sync"]["lat_ns"].as_object().unwrap().keys().cloned().collect();
+        (
+            job["error"].as_i64().unwrap(),
+            job["sync"]["total_ios"].as_u64().unwrap(),
+            job["write"]["total_ios"].as_u64().unwrap(),
+            keys,
+        )
+    };
+    let common = ["--name=j", "--size=1m", "--bs=4k", "--rw=write", "--fsync=4", "--end_fsync=1", "--output-format=json"];
+    for (ours_engine, fio_engine, file_arg) in [
+        ("--ioengine=null", "--ioengine=null", None),
+        ("--ioengine=io_uring", "--ioengine=psync", Some(filename.as_str())),
+    ] {
+        let mut args: Vec<&str> = common.to_vec();
+        args.extend(file_arg);
+        let mut ours_args = args.clone();
+        ours_args.push(ours_engine);
+        let _ = std::fs::remove_file(&file);
+        let out = bench_run(&ours_args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ours = sync_of(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!((ours.0, ours.1, ours.2), (0, 63, 256), "{ours_engine}");
+        if fio {
+            let _ = std::fs::remove_file(&file);
+            let out = Command::new("timeout").arg("20").arg("fio").args(&args).arg(fio_engine).output().unwrap();
+            assert_eq!(sync_of(&String::from_utf8_lossy(&out.stdout)), ours, "{fio_engine}");
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+    let out = bench_run(&["--name=j", "--ioengine=io_uring", &filename, "--size=256k", "--rw=write", "--sync=1", "--output-format=json"]);
+    assert_eq!(job_counts(&String::from_utf8_lossy(&out.stdout)), (0, 0, 64));
+    let out = bench_run(&["--name=j", "--ioengine=iscsi", "--size=1m", "--rw=write", "--fsync=1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SYNCHRONIZE CACHE"), "{out:?}");
+}

@@ -16,7 +16,7 @@ use super::error_policy::ErrorPolicy;
 use super::render::{self, changed, changed_flag};
 use super::spec::{
     BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, SteadyStateMetric,
-    SteadyStateSpec, FileService, FileServiceKind, IscsiOptions,
+    SteadyStateSpec, SyncMode, FileService, FileServiceKind, IscsiOptions,
     JobSpec, LogName, PerDir, RateProcess, RwSequencer, SizeSpec, TransportKind, VerifyKind,
 };
 use super::value::{self, TimeUnit};
@@ -343,6 +343,27 @@ pub static OPTIONS: &[OptionDef] = &[
     // (offsets, sizes, depth) are the same as inline. iscsi-bench's iscsi engine already
     // submits from its shard threads; null and io_uring submit from the job thread in both
     // modes, so offload is taken and the value kept for rendering.
+    opt!("fsync", Required, Target, "int", default "0",
+        "Flush (fsync; SYNCHRONIZE CACHE on a LUN) after every this many writes",
+        count(0) fsync),
+    opt!("end_fsync", Flag, Target, "bool", default "0",
+        "Flush once the job's I/O is done", flag end_fsync),
+    opt!("sync", Required, Target, "none|0|sync|1|dsync", default "none",
+        "Durable writes: O_SYNC/O_DSYNC on a file (FUA on a LUN)",
+        apply |s| s.spec().sync = match s.text() {
+            "none" | "0" => SyncMode::None,
+            "sync" | "1" => SyncMode::Sync,
+            "dsync" => SyncMode::Dsync,
+            _ => return s.fail("expected none, 0, sync, 1 or dsync"),
+        },
+        render |spec, base| (spec.sync != base.sync).then(|| {
+            match spec.sync {
+                SyncMode::None => "none",
+                SyncMode::Sync => "sync",
+                SyncMode::Dsync => "dsync",
+            }
+            .to_string()
+        })),
     opt!("io_submit_mode", Required, Depth, "inline|offload", default "inline",
         "Who submits the I/Os (offload: taken, the job thread or the shard submits)",
         apply |s| s.spec().io_submit_offload = match s.text() {
@@ -738,7 +759,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "openfiles",
     "fallocate",
     "fadvise_hint",
-    "fsync",
     "fdatasync",
     "write_barrier",
     "sync_file_range",
@@ -799,7 +819,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "latency_percentile",
     "latency_run",
     "invalidate",
-    "sync",
     "write_hint",
     "create_serialize",
     "create_fsync",
@@ -812,7 +831,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "cpus_allowed_policy",
     "numa_cpu_nodes",
     "numa_mem_policy",
-    "end_fsync",
     "fsync_on_close",
     "unlink",
     "unlink_each_loop",
@@ -1419,6 +1437,7 @@ mod tests {
             "unified_rw_reporting" => "both",
             "exit_what" => "all",
             "io_submit_mode" => "offload",
+            "sync" => "dsync",
             "verify_interval" => "512",
             "steadystate" | "ss" => "bw:5%",
             "steadystate_check_interval" | "ss_interval" => "2",
@@ -1471,7 +1490,7 @@ mod tests {
                 ..
             }
         ));
-        let fsync = unknown_option("fsync", &Origin::Builtin);
+        let fsync = unknown_option("fdatasync", &Origin::Builtin);
         assert!(matches!(fsync, JobError::Unsupported { .. }));
         assert!(fsync.to_string().contains("does not support"), "{fsync}");
     }
@@ -1609,7 +1628,7 @@ mod tests {
         );
         assert!(cmdhelp("all").unwrap().contains("header_digest"));
         assert!(matches!(
-            cmdhelp("fsync"),
+            cmdhelp("fdatasync"),
             Err(JobError::Unsupported { .. })
         ));
         assert!(matches!(
@@ -1653,7 +1672,7 @@ mod tests {
             typo.to_string().contains("did you mean \"iodepth\""),
             "{typo}"
         );
-        let unsupported = cmdhelp("--cmdhelp=fsync").unwrap_err();
+        let unsupported = cmdhelp("--cmdhelp=fdatasync").unwrap_err();
         assert!(matches!(unsupported, JobError::Unsupported { .. }));
     }
 

@@ -320,6 +320,11 @@ pub struct JobSpec {
     pub flow: u32,
     pub flow_id: u32,
     pub flow_sleep: Duration,
+    /// `fsync`: a flush after every this many writes (0: none); `end_fsync`: one at the
+    /// end; `sync`: open flags for files (`O_SYNC`/`O_DSYNC`; FUA writes on a LUN).
+    pub fsync: u32,
+    pub end_fsync: bool,
+    pub sync: SyncMode,
     /// `io_submit_mode=offload` (taken; see the option's help).
     pub io_submit_offload: bool,
     /// `verify_interval` in bytes; `None` for the block size.
@@ -451,6 +456,9 @@ impl JobSpec {
             iodepth: 1,
             iodepth_low: None,
             io_submit_offload: false,
+            fsync: 0,
+            end_fsync: false,
+            sync: SyncMode::None,
             verify_interval: None,
             steadystate: SteadyStateSpec::default(),
             ss_dur: Duration::ZERO,
@@ -731,4 +739,15 @@ impl SteadyStateSpec {
         };
         format!("{metric}{}", if self.slope { "_slope" } else { "" })
     }
+}
+
+/// fio's `sync=`: how writes are made durable as they complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    #[default]
+    None,
+    /// `sync`/`1`: `O_SYNC` on a file.
+    Sync,
+    /// `dsync`: `O_DSYNC` on a file.
+    Dsync,
 }

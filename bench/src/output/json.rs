@@ -457,12 +457,16 @@ fn job_object(report: &RunReport, job: &JobReport, group: &GroupStats, flavor: F
                 ),
             );
         }
-        // We issue no fsync/fdatasync: fio's empty "sync" entry.
+        // fio's "sync" entry: the job's flushes (fsync, end_fsync).
+        let sync = (job.sync.count() > 0).then_some(&job.sync);
         obj.push(
             "sync",
             Obj::new()
-                .u("total_ios", 0)
-                .v("lat_ns", latency_object(None, None, flavor))
+                .u("total_ios", job.sync.count())
+                .v(
+                    "lat_ns",
+                    latency_object(sync, sync.map(|_| job.percentiles.list.as_slice()), flavor),
+                )
                 .done(),
         );
     }

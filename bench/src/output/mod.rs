@@ -104,6 +104,8 @@ pub struct JobReport {
     pub unified: UnifiedRw,
     /// fio's JSON `steadystate` object, for a job with `ss_dur`.
     pub steadystate: Option<SteadyStateReport>,
+    /// The job's flushes (`fsync`, `end_fsync`): fio's "sync" entry.
+    pub sync: crate::stats::LatencyStat,
 }
 
 /// What fio's JSON `steadystate` object says: the criterion as fio prints it (`ss`,
@@ -220,6 +222,7 @@ impl JobReport {
             recovery: RecoveryReport::default(),
             unified: UnifiedRw::Separate,
             steadystate: None,
+            sync: crate::stats::LatencyStat::new(),
         }
     }
 }

@@ -87,6 +87,8 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         iodepth_low: usize::MAX,
         flow: None,
         steadystate: None,
+        fsync_every: 0,
+        end_fsync: false,
         batch_submit: 1,
         batch_complete_min: 1,
         batch_complete_max: 1,

@@ -75,6 +75,10 @@ pub struct JobSetup {
     /// `rate_min`/`rate_iops_min`: the job fails below them.
     pub rate_floor: Option<RateFloor>,
     pub iodepth: usize,
+    /// fio's `fsync`: a flush after every this many writes (0: never).
+    pub fsync_every: u32,
+    /// fio's `end_fsync`: a flush when the job's I/O is done.
+    pub end_fsync: bool,
     /// fio's steady-state detection (`ss_dur` > 0).
     pub steadystate: Option<super::steadystate::SteadyState>,
     /// fio's `flow`/`flow_id`/`flow_sleep`: the job's share of its flow, if any.
@@ -119,6 +123,8 @@ pub struct JobOutcome {
     pub engine: EngineCounters,
     /// fio's `steadystate` results, for a job with `ss_dur`.
     pub steadystate: Option<crate::output::SteadyStateReport>,
+    /// Latencies of the job's flushes (`fsync`, `end_fsync`): fio's "sync" entry.
+    pub sync: crate::stats::LatencyStat,
 }
 
 impl JobOutcome {
@@ -133,6 +139,7 @@ impl JobOutcome {
             verify_skipped: SkippedBlocks::default(),
             engine: EngineCounters::default(),
             steadystate: None,
+            sync: crate::stats::LatencyStat::new(),
         }
     }
 }
@@ -157,6 +164,13 @@ struct Driver {
     rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
     iodepth: usize,
+    /// `fsync`: writes between flushes (0: none), writes since the last, a flush owed.
+    fsync_every: u32,
+    writes_since_flush: u32,
+    flush_due: bool,
+    /// Flushes in flight (id to start time) and their latencies (fio's "sync" entry).
+    flushes: HashMap<u64, (u64, bool)>,
+    sync_lat: crate::stats::LatencyStat,
     steadystate: Option<super::steadystate::SteadyState>,
     flow: Option<super::flow::JobFlow>,
     iodepth_low: usize,
@@ -237,6 +251,13 @@ impl Driver {
         match self.engine.queue(unit) {
             Ok(()) => {
                 self.next_id += 1;
+                if planned.direction == Direction::Write && self.fsync_every > 0 {
+                    self.writes_since_flush += 1;
+                    if self.writes_since_flush >= self.fsync_every {
+                        self.writes_since_flush = 0;
+                        self.flush_due = true;
+                    }
+                }
                 self.in_flight.insert(
                     id,
                     Meta {
@@ -250,6 +271,25 @@ impl Driver {
             }
             Err(unit) => {
                 self.recycle(&planned, unit.buffer);
+                self.engine_full = self.engine.in_flight() == 0;
+                false
+            }
+        }
+    }
+
+    /// Queues a flush unit (fio's DDIR_SYNC I/O), counted in the "sync" results when
+    /// `counted` (fio counts fsync=N's, not end_fsync's); false when the engine is full.
+    fn queue_flush(&mut self, counted: bool) -> bool {
+        let id = self.next_id;
+        match self.engine.queue(IoUnit::flush(id, 0)) {
+            Ok(()) => {
+                self.next_id += 1;
+                self.flushes.insert(id, (self.now_ns(), counted));
+                self.queued.push(id);
+                self.flush_due = false;
+                true
+            }
+            Err(_) => {
                 self.engine_full = self.engine.in_flight() == 0;
                 false
             }
@@ -334,8 +374,9 @@ impl Driver {
             let Some(io) = self.backlog.pop_front() else {
                 break;
             };
-            self.complete(io, complete_ns, verifier);
-            on_complete(self.now());
+            if self.complete(io, complete_ns, verifier) {
+                on_complete(self.now());
+            }
         }
         self.tick();
         result
@@ -346,11 +387,23 @@ impl Driver {
         self.engine.in_flight() + self.backlog.len()
     }
 
-    fn complete(&mut self, io: IoDone, complete_ns: u64, verifier: Option<&Verifier>) {
+    /// Handles one completion; false for a flush (which the workload did not plan).
+    fn complete(&mut self, io: IoDone, complete_ns: u64, verifier: Option<&Verifier>) -> bool {
         let IoDone { unit, result } = io;
+        if let Some((start_ns, counted)) = self.flushes.remove(&unit.id) {
+            match result {
+                Ok(()) if counted => self.sync_lat.record(complete_ns.saturating_sub(start_ns)),
+                Ok(()) => {}
+                Err(e) => {
+                    self.io_failures += 1;
+                    self.fail(format!("flush (fsync): {e}"));
+                }
+            }
+            return false;
+        }
         let Some(meta) = self.in_flight.remove(&unit.id) else {
             self.engine.recycle(unit.buffer);
-            return;
+            return true;
         };
         let direction = meta.planned.direction;
         if let VerifyAction::Fill { .. } = meta.planned.verify {
@@ -446,6 +499,7 @@ impl Driver {
             }
         }
         self.recycle(&meta.planned, unit.buffer);
+        true
     }
 
     /// Tells the workload how its verify writes ended (their blocks become known or
@@ -586,6 +640,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         content,
         rate_floor,
         iodepth,
+        fsync_every,
+        end_fsync,
         steadystate,
         flow,
         iodepth_low,
@@ -631,6 +687,11 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         done: Vec::with_capacity(iodepth),
         iodepth: iodepth.max(1),
         iodepth_low: iodepth_low.clamp(1, iodepth.max(1)),
+        fsync_every,
+        writes_since_flush: 0,
+        flush_due: false,
+        flushes: HashMap::new(),
+        sync_lat: crate::stats::LatencyStat::new(),
         steadystate,
         flow,
         batch_submit: batch_submit.clamp(1, iodepth.max(1)),
@@ -680,6 +741,16 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         }
     }
     let _ = driver.drain(workload.verifier(), |_| {});
+    // fio's end_fsync: one flush once the job's I/O is done (an interrupted or failed job
+    // skips it, as fio's terminated job does).
+    if end_fsync && !driver.stop && driver.first_error.is_none() {
+        if driver.queue_flush(false) {
+            if let Err(e) = driver.submit() {
+                driver.fail(e);
+            }
+        }
+        let _ = driver.drain(workload.verifier(), |_| {});
+    }
     let end_ns = driver.now_ns();
     driver.close_last_interval(end_ns);
     driver.stats.finish(end_ns);
@@ -734,6 +805,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_failures,
         verify_skipped,
         steadystate,
+        sync_lat,
         ..
     } = driver;
     let engine = match engine.close() {
@@ -752,6 +824,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_skipped,
         engine,
         steadystate: steadystate.map(|ss| ss.report()),
+        sync: sync_lat,
     }
 }
 
@@ -882,6 +955,16 @@ fn main_loop(
                     }
                 },
             };
+            if driver.flush_due {
+                // fio's fsync=N: after N writes the next I/O is a flush (none when the
+                // job has no next I/O, as in fio), then the one planned.
+                *pending = Some(planned);
+                if !driver.queue_flush(true) {
+                    break;
+                }
+                queued += 1;
+                continue;
+            }
             if planned.scheduled_at > driver.now() {
                 wait_until = Some(planned.scheduled_at);
                 *pending = Some(planned);

@@ -202,6 +202,8 @@ pub fn run(
                     0 => spec.iodepth.max(1) as usize,
                     n => n as usize,
                 },
+                fsync_every: spec.fsync,
+                end_fsync: spec.end_fsync,
                 steadystate: (!spec.ss_dur.is_zero()).then(|| {
                     steadystate::SteadyState::new(
                         spec.steadystate,
@@ -539,6 +541,7 @@ fn job_reports(
             if let Some(&(_, at)) = merged_groups.iter().find(|(g, _)| *g == spec.group_id) {
                 let report = &mut reports[at];
                 report.stats.merge(&outcome.stats);
+                report.sync.merge(&outcome.sync);
                 report.recovery.merge(&recovery_report(&outcome));
                 report.members += 1;
                 if report.error == 0 && outcome.error != 0 {
@@ -553,6 +556,7 @@ fn job_reports(
         let mut report = job_report(
             spec,
             outcome.steadystate,
+            outcome.sync,
             outcome.stats,
             outcome.intervals,
             outcome.error,
@@ -581,6 +585,7 @@ fn recovery_report(outcome: &JobOutcome) -> crate::output::RecoveryReport {
 fn job_report(
     spec: &JobSpec,
     steadystate: Option<crate::output::SteadyStateReport>,
+    sync: crate::stats::LatencyStat,
     stats: JobStats,
     intervals: Vec<IntervalRecord>,
     error: i32,
@@ -592,6 +597,7 @@ fn job_report(
     report.iodepth = spec.iodepth;
     report.unified = spec.unified_rw_reporting;
     report.steadystate = steadystate;
+    report.sync = sync;
     report.intervals = intervals;
     report.percentiles = PercentileOptions {
         list: spec.percentile_list.clone(),
