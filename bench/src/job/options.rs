@@ -373,6 +373,8 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         render |spec, base| (spec.io_submit_offload != base.io_submit_offload)
             .then(|| "offload".to_string())),
+    opt!("verify_only", Flag, Verify, "bool", default "0",
+        "Do not write: check what an earlier run of this job wrote", flag verify_only),
     opt!("verify_interval", Required, Verify, "int (bytes)", default "block size",
         "Write a verify header every this many bytes of a block",
         apply |s| s.spec().verify_interval = {
@@ -764,7 +766,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "sync_file_range",
     "atomic",
     "overwrite",
-    "verify_only",
     "clocksource",
     "mem",
     "iomem",

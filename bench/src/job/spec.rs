@@ -327,6 +327,9 @@ pub struct JobSpec {
     pub sync: SyncMode,
     /// `io_submit_mode=offload` (taken; see the option's help).
     pub io_submit_offload: bool,
+    /// `verify_only`: plan the job's writes without doing them, and check what an earlier
+    /// run of the same job wrote.
+    pub verify_only: bool,
     /// `verify_interval` in bytes; `None` for the block size.
     pub verify_interval: Option<u32>,
     /// `iodepth_low`; `None` (or 0, fio's "unset") means `iodepth`.
@@ -460,6 +463,7 @@ impl JobSpec {
             end_fsync: false,
             sync: SyncMode::None,
             verify_interval: None,
+            verify_only: false,
             steadystate: SteadyStateSpec::default(),
             ss_dur: Duration::ZERO,
             ss_ramp: Duration::ZERO,

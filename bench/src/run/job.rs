@@ -75,6 +75,8 @@ pub struct JobSetup {
     /// `rate_min`/`rate_iops_min`: the job fails below them.
     pub rate_floor: Option<RateFloor>,
     pub iodepth: usize,
+    /// fio's `verify_only`: writes are counted, not carried out; the verify phase runs.
+    pub verify_only: bool,
     /// fio's `fsync`: a flush after every this many writes (0: never).
     pub fsync_every: u32,
     /// fio's `end_fsync`: a flush when the job's I/O is done.
@@ -164,6 +166,7 @@ struct Driver {
     rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
     iodepth: usize,
+    verify_only: bool,
     /// `fsync`: writes between flushes (0: none), writes since the last, a flush owed.
     fsync_every: u32,
     writes_since_flush: u32,
@@ -274,6 +277,23 @@ impl Driver {
                 self.engine_full = self.engine.in_flight() == 0;
                 false
             }
+        }
+    }
+
+    /// fio's verify_only write: counted as done at once (fio completes it without I/O),
+    /// and known to the read-back as written.
+    fn skip_write(&mut self, planned: PlannedIo) {
+        let now = self.now_ns();
+        let times = IoTimes {
+            scheduled_ns: None,
+            start_ns: now,
+            issue_ns: now,
+            complete_ns: now,
+        };
+        self.stats
+            .record_times(Direction::Write, u64::from(planned.len), &times);
+        if let VerifyAction::Fill { .. } = planned.verify {
+            self.write_results.push((planned, None));
         }
     }
 
@@ -640,6 +660,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         content,
         rate_floor,
         iodepth,
+        verify_only,
         fsync_every,
         end_fsync,
         steadystate,
@@ -687,6 +708,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         done: Vec::with_capacity(iodepth),
         iodepth: iodepth.max(1),
         iodepth_low: iodepth_low.clamp(1, iodepth.max(1)),
+        verify_only,
         fsync_every,
         writes_since_flush: 0,
         flush_due: false,
@@ -969,6 +991,13 @@ fn main_loop(
                 wait_until = Some(planned.scheduled_at);
                 *pending = Some(planned);
                 break;
+            }
+            if driver.verify_only && planned.direction == Direction::Write {
+                // fio's verify_only: the write is planned and counted, not carried out;
+                // the verify phase then checks what an earlier run wrote.
+                driver.skip_write(planned);
+                workload.on_complete(driver.now());
+                continue;
             }
             if !driver.queue(planned, verifier) {
                 *pending = Some(planned);

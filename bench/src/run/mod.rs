@@ -203,6 +203,7 @@ pub fn run(
                     n => n as usize,
                 },
                 fsync_every: spec.fsync,
+                verify_only: spec.verify_only,
                 end_fsync: spec.end_fsync,
                 steadystate: (!spec.ss_dur.is_zero()).then(|| {
                     steadystate::SteadyState::new(
