@@ -304,6 +304,12 @@ pub struct BufferOptions {
     pub compress_chunk_bytes: u32,
     /// Share of write buffers (0..=100) that repeat an earlier buffer exactly.
     pub dedupe_percentage: u32,
+    /// `dedupe_mode=working_set` with `dedupe_working_set_percentage`: a repeat copies one
+    /// of the first (that percent of the region's blocks) unique buffers, drawn at random,
+    /// instead of the last unique one (`repeat`, `None`).
+    pub dedupe_working_set_percent: Option<u32>,
+    /// `dedupe_global`: the jobs of the run share one working set.
+    pub dedupe_global: bool,
 }
 
 impl Default for BufferOptions {
@@ -316,6 +322,8 @@ impl Default for BufferOptions {
             compress_percentage: 0,
             compress_chunk_bytes: 512,
             dedupe_percentage: 0,
+            dedupe_working_set_percent: None,
+            dedupe_global: false,
         }
     }
 }

@@ -884,3 +884,72 @@ fn verify_only_checks_an_earlier_run() {
         assert!(ours >= theirs, "ours read {ours}, fio {theirs}");
     }
 }
+
+/// Of a file's 4 KiB blocks: the share that repeat an earlier block, and of those the share
+/// whose first copy lies in the first quarter of the file.
+fn dedupe_shape(path: &Path) -> (f64, f64) {
+    let data = std::fs::read(path).unwrap();
+    let mut first: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    let (mut repeats, mut early) = (0usize, 0usize);
+    let blocks: Vec<&[u8]> = data.chunks(4096).collect();
+    for (index, block) in blocks.iter().enumerate() {
+        match first.get(block) {
+            Some(&at) => {
+                repeats += 1;
+                early += usize::from(at < blocks.len() / 4);
+            }
+            None => {
+                first.insert(block, index);
+            }
+        }
+    }
+    (
+        repeats as f64 / blocks.len() as f64,
+        early as f64 / repeats.max(1) as f64,
+    )
+}
+
+/// `dedupe_mode`: with `dedupe_percentage=50`, half of the blocks repeat an earlier one in
+/// both modes, in fio (psync) and in ours (io_uring); `repeat` copies the last unique block
+/// (copies spread over the file), `working_set` one of the first 10% of unique blocks
+/// (copies of blocks from the file's start).
+#[test]
+fn dedupe_mode_repeats_as_fio_does() {
+    let fio = fio_present();
+    let dir = Scratch::new("dedupe");
+    for (mode, early_low, early_high) in [("repeat", 0.0, 0.5), ("working_set", 0.9, 1.01)] {
+        let mut shapes = Vec::new();
+        for tool in if fio { &["ours", "fio"][..] } else { &["ours"][..] } {
+            let file = dir.join(&format!("{mode}-{tool}"));
+            let filename = format!("--filename={}", file.display());
+            let args = [
+                "--name=j",
+                filename.as_str(),
+                "--size=4m",
+                "--bs=4k",
+                "--rw=write",
+                "--dedupe_percentage=50",
+                &format!("--dedupe_mode={mode}"),
+                "--dedupe_working_set_percentage=10",
+            ];
+            if *tool == "fio" {
+                let out = Command::new("timeout").arg("20").arg("fio").arg("--ioengine=psync").args(args).output().unwrap();
+                assert!(out.status.success());
+            } else {
+                let mut ours = vec!["--ioengine=io_uring"];
+                ours.extend(args);
+                assert!(bench_run(&ours).status.success());
+            }
+            shapes.push((tool, dedupe_shape(&file)));
+        }
+        for (tool, (share, early)) in shapes {
+            assert!((0.42..0.58).contains(&share), "{tool} {mode}: {share} repeats");
+            assert!((early_low..early_high).contains(&early), "{tool} {mode}: {early} early");
+        }
+    }
+    let global = "[j]\nioengine=null\nsize=1m\ndedupe_percentage=10\ndedupe_mode=working_set\ndedupe_global=1\n";
+    assert!(parse(global)[0].buffers.dedupe_global);
+    if fio {
+        fio_accepts(&dir, global).unwrap();
+    }
+}

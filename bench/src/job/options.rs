@@ -534,6 +534,36 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, base| {
             changed(spec.buffers.dedupe_percentage, base.buffers.dedupe_percentage)
         }),
+    opt!("dedupe_mode", Required, Buffers, "repeat|working_set", default "repeat",
+        "What a deduplicated buffer repeats: the last unique one, or one of a working set",
+        apply |s| {
+            let working_set = match s.text() {
+                "repeat" => false,
+                "working_set" => true,
+                _ => return s.fail("expected repeat or working_set"),
+            };
+            let spec = s.spec();
+            spec.buffers.dedupe_working_set_percent = working_set
+                .then(|| spec.dedupe_working_set_percentage);
+        },
+        render |spec, _base| spec.buffers.dedupe_working_set_percent
+            .map(|_| "working_set".to_string())),
+    opt!("dedupe_working_set_percentage", Required, Buffers, "int (0..100)", default "5",
+        "Size of dedupe_mode=working_set's set, in percent of the region",
+        apply |s| {
+            let percent = s.percent()?;
+            let spec = s.spec();
+            spec.dedupe_working_set_percentage = percent;
+            if spec.buffers.dedupe_working_set_percent.is_some() {
+                spec.buffers.dedupe_working_set_percent = Some(percent);
+            }
+        },
+        render |spec, base| changed(
+            spec.dedupe_working_set_percentage,
+            base.dedupe_working_set_percentage
+        )),
+    opt!("dedupe_global", Flag, Buffers, "bool", default "0",
+        "The run's jobs share one dedupe working set", flag buffers.dedupe_global),
     opt!("group_reporting", Flag, Reporting, "bool", default "0",
         "Report per group instead of per job", flag group_reporting),
     opt!("stonewall" ["wait_for_previous"], Flag, Reporting, "bool", default "0",
@@ -853,9 +883,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "log_alternate_epoch_clock_id",
     "block_error_percentiles",
     "stats",
-    "dedupe_mode",
-    "dedupe_working_set_percentage",
-    "dedupe_global",
     "significant_figures",
     "disk_util",
     "gtod_reduce",
@@ -1439,6 +1466,7 @@ mod tests {
             "exit_what" => "all",
             "io_submit_mode" => "offload",
             "sync" => "dsync",
+            "dedupe_mode" => "working_set",
             "verify_interval" => "512",
             "steadystate" | "ss" => "bw:5%",
             "steadystate_check_interval" | "ss_interval" => "2",

@@ -327,6 +327,9 @@ pub struct JobSpec {
     pub sync: SyncMode,
     /// `io_submit_mode=offload` (taken; see the option's help).
     pub io_submit_offload: bool,
+    /// `dedupe_working_set_percentage` (fio's default 5), read by `dedupe_mode=working_set`
+    /// in whichever order the two come.
+    pub dedupe_working_set_percentage: u32,
     /// `verify_only`: plan the job's writes without doing them, and check what an earlier
     /// run of the same job wrote.
     pub verify_only: bool,
@@ -464,6 +467,7 @@ impl JobSpec {
             sync: SyncMode::None,
             verify_interval: None,
             verify_only: false,
+            dedupe_working_set_percentage: 5,
             steadystate: SteadyStateSpec::default(),
             ss_dur: Duration::ZERO,
             ss_ramp: Duration::ZERO,

@@ -160,13 +160,26 @@ pub fn run(
                     size_bytes: file.region.len_bytes,
                 })
                 .collect();
-            let content =
+            let mut content =
                 ContentGenerator::new(&spec.buffers, workload_config.seed).map_err(|source| {
                     RunError::Content {
                         job: spec.name.clone(),
                         source,
                     }
                 })?;
+            if let Some(percent) = spec.buffers.dedupe_working_set_percent {
+                // fio: the working set is that percent of the region's minimum-size blocks.
+                let blocks = workload_config.size_bytes
+                    / spec.min_block_size_bytes().max(1)
+                    * u64::from(percent)
+                    / 100;
+                let set_seed = if spec.buffers.dedupe_global {
+                    crate::workload::job_seed(spec.randseed, spec.randrepeat, 0, entropy)
+                } else {
+                    workload_config.seed
+                };
+                content = content.with_working_set(blocks.max(1), set_seed);
+            }
             let workload = Workload::new(workload_config).map_err(|source| RunError::Workload {
                 job: spec.name.clone(),
                 source,
