@@ -953,3 +953,56 @@ fn dedupe_mode_repeats_as_fio_does() {
         fio_accepts(&dir, global).unwrap();
     }
 }
+
+/// `write_hist_log` with `log_hist_msec=250` (and `log_hist_coarseness`): a 1 s job at
+/// 2000 IOPS writes fio's file name, a line per closed window (3: the open last one is not
+/// written) of `time, 0, 4096,` and fio's 1856 bins (232 at coarseness 3), each line
+/// counting about 500 completions, in fio and in ours.
+#[test]
+fn hist_log_has_fios_lines() {
+    let fio = fio_present();
+    let dir = Scratch::new("hist");
+    for coarseness in [0u32, 3] {
+        let mut summaries = Vec::new();
+        for tool in if fio { &["ours", "fio"][..] } else { &["ours"][..] } {
+            let prefix = dir.join(&format!("{tool}-{coarseness}"));
+            let args = [
+                "--name=h".to_string(),
+                "--ioengine=null".into(),
+                "--size=1g".into(),
+                "--time_based".into(),
+                "--runtime=1".into(),
+                "--rate_iops=2000".into(),
+                format!("--write_hist_log={}", prefix.display()),
+                "--log_hist_msec=250".into(),
+                format!("--log_hist_coarseness={coarseness}"),
+            ];
+            if *tool == "fio" {
+                let out = Command::new("timeout").arg("20").arg("fio").args(&args).output().unwrap();
+                assert!(out.status.success());
+            } else {
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                assert!(bench_run(&refs).status.success());
+            }
+            let text = std::fs::read_to_string(format!("{}_clat_hist.1.log", prefix.display()))
+                .unwrap_or_else(|e| panic!("{tool}: {e}"));
+            let lines: Vec<(usize, u64, String)> = text
+                .lines()
+                .map(|line| {
+                    let fields: Vec<&str> = line.split(", ").collect();
+                    let sum = fields[3..].iter().map(|f| f.parse::<u64>().unwrap()).sum();
+                    (fields.len(), sum, fields[1..3].join(","))
+                })
+                .collect();
+            summaries.push((tool, lines));
+        }
+        for (tool, lines) in summaries {
+            assert!((3..=4).contains(&lines.len()), "{tool}: {lines:?}");
+            for (fields, sum, head) in lines {
+                assert_eq!(fields, 3 + (1856 >> coarseness), "{tool}");
+                assert_eq!(head, "0,4096", "{tool}");
+                assert!((400..600).contains(&sum), "{tool}: {sum} completions in a window");
+            }
+        }
+    }
+}

@@ -656,6 +656,24 @@ pub static OPTIONS: &[OptionDef] = &[
         "Average log entries over this period",
         apply |s| s.spec().log_avg_msec = s.parse(value::parse_u64)?,
         render |spec, base| changed(spec.log_avg_msec, base.log_avg_msec)),
+    opt!("write_hist_log", Optional, Reporting, "[prefix]", default "none",
+        "Write completion-latency histogram logs (every log_hist_msec)",
+        apply |s| s.spec().write_hist_log = Some(s.log_name()),
+        render |spec, _base| spec.write_hist_log.as_ref().map(render::log_name)),
+    opt!("log_hist_msec", Required, Reporting, "int (ms)", default "0",
+        "Histogram log window (0: nothing logged, as in fio)",
+        apply |s| s.spec().log_hist_msec = s.parse(value::parse_u64)?,
+        render |spec, base| changed(spec.log_hist_msec, base.log_hist_msec)),
+    opt!("log_hist_coarseness", Required, Reporting, "int (0..6)", default "0",
+        "Histogram log bins summed 2^N at a time",
+        apply |s| s.spec().log_hist_coarseness = {
+            let coarseness = s.count(0)?;
+            if coarseness > 6 {
+                return s.fail("log_hist_coarseness is 0 to 6");
+            }
+            coarseness
+        },
+        render |spec, base| changed(spec.log_hist_coarseness, base.log_hist_coarseness)),
     opt!("cpus_allowed", Required, Reporting, "cpu[-cpu][,...]", default "all",
         "CPUs the job may run on",
         apply |s| s.spec().cpus_allowed = Some(s.parse(value::parse_cpu_list)?),
@@ -869,9 +887,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "bwavgtime",
     "iopsavgtime",
     "log_entries",
-    "log_hist_msec",
-    "log_hist_coarseness",
-    "write_hist_log",
     "log_max_value",
     "log_offset",
     "log_prio",
@@ -1467,6 +1482,7 @@ mod tests {
             "io_submit_mode" => "offload",
             "sync" => "dsync",
             "dedupe_mode" => "working_set",
+            "log_hist_coarseness" => "3",
             "verify_interval" => "512",
             "steadystate" | "ss" => "bw:5%",
             "steadystate_check_interval" | "ss_interval" => "2",

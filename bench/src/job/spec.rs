@@ -327,6 +327,11 @@ pub struct JobSpec {
     pub sync: SyncMode,
     /// `io_submit_mode=offload` (taken; see the option's help).
     pub io_submit_offload: bool,
+    /// `write_hist_log`, `log_hist_msec` (0: nothing logged, fio's default) and
+    /// `log_hist_coarseness` (0..=6).
+    pub write_hist_log: Option<LogName>,
+    pub log_hist_msec: u64,
+    pub log_hist_coarseness: u32,
     /// `dedupe_working_set_percentage` (fio's default 5), read by `dedupe_mode=working_set`
     /// in whichever order the two come.
     pub dedupe_working_set_percentage: u32,
@@ -468,6 +473,9 @@ impl JobSpec {
             verify_interval: None,
             verify_only: false,
             dedupe_working_set_percentage: 5,
+            write_hist_log: None,
+            log_hist_msec: 0,
+            log_hist_coarseness: 0,
             steadystate: SteadyStateSpec::default(),
             ss_dur: Duration::ZERO,
             ss_ramp: Duration::ZERO,

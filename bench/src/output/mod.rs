@@ -15,6 +15,7 @@ pub mod format;
 pub mod human;
 pub mod json;
 pub mod live;
+pub mod hist_log;
 pub mod logs;
 pub mod terse;
 

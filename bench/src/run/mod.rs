@@ -535,9 +535,15 @@ fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
         avg_msec: spec.log_avg_msec,
         log_offset: false,
         job_number,
+        hist_prefix: prefix(&spec.write_hist_log),
+        hist_msec: spec.log_hist_msec,
+        hist_coarseness: spec.log_hist_coarseness,
     };
-    (options.lat_prefix.is_some() || options.bw_prefix.is_some() || options.iops_prefix.is_some())
-        .then_some(options)
+    (options.lat_prefix.is_some()
+        || options.bw_prefix.is_some()
+        || options.iops_prefix.is_some()
+        || options.hist_prefix.is_some())
+    .then_some(options)
 }
 
 /// The per-job entries of the report: one per job, or one per group where the jobs ask
