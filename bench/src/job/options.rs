@@ -486,7 +486,7 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         render |spec, _base| (!spec.verify_pattern.is_empty())
             .then(|| render::hex(&spec.verify_pattern))),
-    opt!("verify", Required, Verify, "crc32c|md5|sha256|pattern|0", default "0",
+    opt!("verify", Required, Verify, "crc32c|md5|sha256|pattern|meta|0", default "0",
         "Check written data",
         apply |s| s.spec().verify = s.parse(value::parse_verify_kind)?,
         render |spec, _base| render::verify(spec)),

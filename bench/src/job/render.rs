@@ -173,6 +173,7 @@ pub(super) fn verify(spec: &JobSpec) -> Option<String> {
             VerifyKind::Md5 => "md5",
             VerifyKind::Sha256 => "sha256",
             VerifyKind::Pattern => "pattern",
+            VerifyKind::Meta => "meta",
         }
         .to_string()
     })

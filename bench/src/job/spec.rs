@@ -95,6 +95,8 @@ pub enum VerifyKind {
     Sha256,
     /// Only `verify_pattern` is checked.
     Pattern,
+    /// fio's `meta`: the header alone (offset, generation), no data digest.
+    Meta,
 }
 
 /// `ioengine=`.

@@ -514,11 +514,12 @@ pub fn parse_verify_kind(text: &str) -> Result<VerifyKind> {
         "md5" => Ok(VerifyKind::Md5),
         "sha256" => Ok(VerifyKind::Sha256),
         "pattern" => Ok(VerifyKind::Pattern),
+        "meta" => Ok(VerifyKind::Meta),
         other @ ("crc64" | "crc32" | "crc16" | "crc7" | "sha1" | "sha224" | "sha384" | "sha512"
-        | "sha3-224" | "sha3-256" | "sha3-384" | "sha3-512" | "xxhash" | "meta") => {
+        | "sha3-224" | "sha3-256" | "sha3-384" | "sha3-512" | "xxhash") => {
             Err(ValueError::new(format!(
                 "verify={other} is a fio method iscsi-bench does not support \
-             (crc32c, md5, sha256, pattern)"
+             (crc32c, md5, sha256, pattern, meta)"
             )))
         }
         _ => Err(ValueError::new(

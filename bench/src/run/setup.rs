@@ -365,6 +365,7 @@ pub fn workload_config(
                 JobVerify::Md5 => VerifyKind::Md5,
                 JobVerify::Sha256 => VerifyKind::Sha256,
                 JobVerify::Pattern => VerifyKind::Pattern,
+                JobVerify::Meta => VerifyKind::Meta,
                 _ => VerifyKind::Crc32c,
             },
             pattern: spec.verify_pattern.clone(),

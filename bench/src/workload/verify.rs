@@ -47,6 +47,9 @@ pub enum VerifyKind {
     Md5,
     Sha256,
     Pattern,
+    /// fio's `meta`: the header alone (offset, generation, seed, length) is checked; the
+    /// data carry no digest.
+    Meta,
 }
 
 impl VerifyKind {
@@ -56,6 +59,7 @@ impl VerifyKind {
             VerifyKind::Md5 => "md5",
             VerifyKind::Sha256 => "sha256",
             VerifyKind::Pattern => "pattern",
+            VerifyKind::Meta => "meta",
         }
     }
 
@@ -65,6 +69,7 @@ impl VerifyKind {
             VerifyKind::Md5 => 2,
             VerifyKind::Sha256 => 3,
             VerifyKind::Pattern => 4,
+            VerifyKind::Meta => 5,
         }
     }
 
@@ -74,6 +79,7 @@ impl VerifyKind {
             VerifyKind::Md5,
             VerifyKind::Sha256,
             VerifyKind::Pattern,
+            VerifyKind::Meta,
         ]
         .into_iter()
         .find(|kind| kind.code() == code)
@@ -84,7 +90,7 @@ impl VerifyKind {
             VerifyKind::Crc32c => 4,
             VerifyKind::Md5 => 16,
             VerifyKind::Sha256 => 32,
-            VerifyKind::Pattern => 0,
+            VerifyKind::Pattern | VerifyKind::Meta => 0,
         }
     }
 
@@ -483,7 +489,7 @@ impl Verifier {
                 hasher.update(data);
                 hasher.finalize().to_vec()
             }
-            VerifyKind::Pattern => Vec::new(),
+            VerifyKind::Pattern | VerifyKind::Meta => Vec::new(),
         }
     }
 
