@@ -144,7 +144,11 @@ fn fio_ios_with(fio: &Path, dir: &Scratch, job: &str) -> Vec<Io> {
         .arg(&path)
         .output()
         .expect("run fio");
-    assert!(out.status.success(), "fio: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fio: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&log).expect("fio's iolog");
     text.lines()
         .filter_map(|line| {
@@ -252,18 +256,27 @@ fn random_offset_groups_follow_rw_sequencer_as_in_fio() {
                     continue;
                 }
                 let before = ios[index - 1];
-                let expected = if identical { before.1 } else { before.1 + before.2 };
+                let expected = if identical {
+                    before.1
+                } else {
+                    before.1 + before.2
+                };
                 // At the region's end a sequential follower is random (both tools).
                 if io.1 == expected {
                     follows += 1;
                 } else {
-                    assert!(!identical && expected + io.2 > size, "{who} {sequencer}: {}", kib(ios));
+                    assert!(
+                        !identical && expected + io.2 > size,
+                        "{who} {sequencer}: {}",
+                        kib(ios)
+                    );
                 }
             }
             assert!(follows >= ios.len() / 2, "{who} {sequencer}: {}", kib(ios));
         }
         // And random starts do vary.
-        let starts: std::collections::BTreeSet<u64> = ours.iter().step_by(4).map(|io| io.1).collect();
+        let starts: std::collections::BTreeSet<u64> =
+            ours.iter().step_by(4).map(|io| io.1).collect();
         assert!(starts.len() > 4, "{}", kib(&ours));
     }
 }
@@ -308,8 +321,9 @@ fn zoned_distributions_put_io_where_fio_does() {
     let dir = Scratch::new("zoned");
     let mib = 1024 * 1024;
     let base = "[j]\nioengine=null\noffset=0\nsize=4m\nio_size=8m\nbs=4k\n";
-    // (options, direction, zone start, zone end, expected share)
-    let cases: [(&str, &[(char, u64, u64, f64)]); 3] = [
+    // (options, [(direction, zone start, zone end, expected share)])
+    type Zones<'a> = &'a [(char, u64, u64, f64)];
+    let cases: [(&str, Zones<'_>); 3] = [
         (
             "rw=randread\nrandom_distribution=zoned:60/10:30/20:10/70\n",
             &[
@@ -387,7 +401,9 @@ fn bench_run(args: &[&str]) -> std::process::Output {
 }
 
 fn json_after_notes(text: &str) -> serde_json::Value {
-    let start = text.find('{').unwrap_or_else(|| panic!("no JSON in {text}"));
+    let start = text
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON in {text}"));
     serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
@@ -420,7 +436,11 @@ fn unified_rw_reporting_has_fios_shape() {
         ours_args.push("--output-format=json".into());
         let ours_args: Vec<&str> = ours_args.iter().map(String::as_str).collect();
         let out = bench_run(&ours_args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ours = json_after_notes(&String::from_utf8_lossy(&out.stdout));
         let job = &ours["jobs"][0];
         if mode != "none" {
@@ -451,7 +471,10 @@ fn unified_rw_reporting_has_fios_shape() {
     assert!(mixed.contains("  mixed: IOPS="), "{mixed}");
     assert!(!mixed.contains("  read: IOPS="), "{mixed}");
     let both = text("both");
-    let (read_at, mixed_at) = (both.find("  read: IOPS=").unwrap(), both.find("  mixed: IOPS=").unwrap());
+    let (read_at, mixed_at) = (
+        both.find("  read: IOPS=").unwrap(),
+        both.find("  mixed: IOPS=").unwrap(),
+    );
     assert!(read_at < mixed_at, "{both}");
 }
 
@@ -472,9 +495,18 @@ fn fill_device_writes_to_the_end() {
     let file = dir.join("f");
     std::fs::write(&file, vec![0u8; 64 * 1024]).unwrap();
     let filename = format!("--filename={}", file.display());
-    let out = bench_run(&["--name=j", "--ioengine=io_uring", &filename, "--rw=write", "--fill_device=1"]);
+    let out = bench_run(&[
+        "--name=j",
+        "--ioengine=io_uring",
+        &filename,
+        "--rw=write",
+        "--fill_device=1",
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("fill_device"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fill_device"),
+        "{out:?}"
+    );
     assert_eq!(std::fs::metadata(&file).unwrap().len(), 64 * 1024);
 }
 
@@ -494,7 +526,11 @@ fn iodepth_low_drains_a_full_queue() {
             &format!("--iodepth_low={low}"),
             "--output-format=json",
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let doc = json_after_notes(&String::from_utf8_lossy(&out.stdout));
         doc["jobs"][0]["iodepth_level"]["8"].as_f64().unwrap()
     };
@@ -504,7 +540,11 @@ fn iodepth_low_drains_a_full_queue() {
     assert!(low < 70.0, "iodepth_low=1: {low}% at depth 5-8");
     if fio_present() {
         let dir = Scratch::new("iodepth-low");
-        fio_accepts(&dir, "[j]\nioengine=null\nsize=1m\niodepth=8\niodepth_low=1\n").unwrap();
+        fio_accepts(
+            &dir,
+            "[j]\nioengine=null\nsize=1m\niodepth=8\niodepth_low=1\n",
+        )
+        .unwrap();
     }
 }
 
@@ -547,8 +587,15 @@ fn exitall_ends_the_jobs_fio_ends() {
         let path_arg = path.to_str().unwrap();
         let started = std::time::Instant::now();
         let out = bench_run(&["--output-format=json", path_arg]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(started.elapsed() < std::time::Duration::from_millis(2500), "{ending}");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(2500),
+            "{ending}"
+        );
         let ours = summary(&json_after_notes(&String::from_utf8_lossy(&out.stdout)));
         let names: Vec<&str> = ours.iter().map(|j| j.0.as_str()).collect();
         assert_eq!(names, ["a", "b", "c", "d"], "{ending}");
@@ -563,7 +610,11 @@ fn exitall_ends_the_jobs_fio_ends() {
             let theirs = summary(&json_after_notes(&String::from_utf8_lossy(&out.stdout)));
             let theirs_io: Vec<bool> = theirs.iter().map(|j| j.1).collect();
             assert_eq!(theirs_io, did_io, "fio, {ending}");
-            assert!(theirs[1].2 < 2000, "fio: b ran {} ms, {ending}", theirs[1].2);
+            assert!(
+                theirs[1].2 < 2000,
+                "fio: b ran {} ms, {ending}",
+                theirs[1].2
+            );
         }
     }
 }
@@ -593,16 +644,23 @@ fn flow_weights_share_io_as_in_fio() {
         ios[0] / ios[1]
     };
     let out = bench_run(&["--output-format=json", path_arg]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ours = ratio(&String::from_utf8_lossy(&out.stdout));
-    assert!((2.5..3.5).contains(&ours), "ours a:b = {ours}");
+    // Without flow control the two would run about 1:1; a job running alone for a moment
+    // at its start or end (threads start one after the other, on a loaded machine too)
+    // moves the ratio a little, in fio as in ours.
+    assert!((2.2..4.0).contains(&ours), "ours a:b = {ours}");
     if fio {
         let out = Command::new("timeout")
             .args(["20", "fio", "--output-format=json", path_arg])
             .output()
             .unwrap();
         let theirs = ratio(&String::from_utf8_lossy(&out.stdout));
-        assert!((2.5..3.5).contains(&theirs), "fio a:b = {theirs}");
+        assert!((2.2..4.0).contains(&theirs), "fio a:b = {theirs}");
     }
 }
 
@@ -640,37 +698,43 @@ fn steadystate_ends_a_steady_job_as_fio_does() {
     };
     // Both cases and both tools at once (each takes 2-3 s of wall time).
     let cases = [("iops:5%", 10, 1), ("iops_slope:0%", 3, 0)];
-    let results: Vec<(serde_json::Value, Option<serde_json::Value>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = cases
-            .iter()
-            .map(|&(criterion, runtime, _)| {
-                let args = job(criterion, runtime);
-                let theirs = fio.then(|| {
-                    let args = args.clone();
-                    scope.spawn(move || {
-                        let out = Command::new("timeout")
-                            .arg("20")
-                            .arg("fio")
-                            .args(&args)
-                            .output()
-                            .unwrap();
+    let results: Vec<(serde_json::Value, Option<serde_json::Value>)> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = cases
+                .iter()
+                .map(|&(criterion, runtime, _)| {
+                    let args = job(criterion, runtime);
+                    let theirs = fio.then(|| {
+                        let args = args.clone();
+                        scope.spawn(move || {
+                            let out = Command::new("timeout")
+                                .arg("20")
+                                .arg("fio")
+                                .args(&args)
+                                .output()
+                                .unwrap();
+                            json_after_notes(&String::from_utf8_lossy(&out.stdout))["jobs"][0]
+                                .clone()
+                        })
+                    });
+                    let ours = scope.spawn(move || {
+                        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                        let out = bench_run(&arg_refs);
+                        assert!(
+                            out.status.success(),
+                            "{}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
                         json_after_notes(&String::from_utf8_lossy(&out.stdout))["jobs"][0].clone()
-                    })
-                });
-                let ours = scope.spawn(move || {
-                    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-                    let out = bench_run(&arg_refs);
-                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-                    json_after_notes(&String::from_utf8_lossy(&out.stdout))["jobs"][0].clone()
-                });
-                (ours, theirs)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(ours, theirs)| (ours.join().unwrap(), theirs.map(|t| t.join().unwrap())))
-            .collect()
-    });
+                    });
+                    (ours, theirs)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(ours, theirs)| (ours.join().unwrap(), theirs.map(|t| t.join().unwrap())))
+                .collect()
+        });
     for ((criterion, _, attained), (ours, theirs)) in cases.iter().zip(results) {
         let ss = &ours["steadystate"];
         assert_eq!(ss["attained"], *attained, "ours {criterion}: {ss}");
@@ -679,12 +743,18 @@ fn steadystate_ends_a_steady_job_as_fio_does() {
         let runtime_ms = ours["read"]["runtime"].as_u64().unwrap();
         if *attained == 1 {
             assert!(runtime_ms < 4000, "ours ran {runtime_ms} ms");
-            assert!((4500..5500).contains(&ss["data"]["iops_mean"].as_u64().unwrap()), "{ss}");
+            assert!(
+                (4500..5500).contains(&ss["data"]["iops_mean"].as_u64().unwrap()),
+                "{ss}"
+            );
         } else {
             assert!(runtime_ms >= 2900, "ours ran {runtime_ms} ms");
         }
         if let Some(theirs) = theirs {
-            assert_eq!(theirs["steadystate"]["attained"], *attained, "fio {criterion}");
+            assert_eq!(
+                theirs["steadystate"]["attained"], *attained,
+                "fio {criterion}"
+            );
             assert_eq!(shape(&theirs["steadystate"]), shape(ss), "{criterion}");
             assert_eq!(theirs["steadystate"]["ss"], ss["ss"]);
         }
@@ -746,7 +816,11 @@ fn verify_interval_and_offload_do_what_fio_does() {
     };
     assert_eq!(null("offload"), null("inline"));
     if fio {
-        fio_accepts(&dir, "[j]\nioengine=null\nsize=1m\nio_submit_mode=offload\n").unwrap();
+        fio_accepts(
+            &dir,
+            "[j]\nioengine=null\nsize=1m\nio_submit_mode=offload\n",
+        )
+        .unwrap();
     }
 }
 
@@ -757,17 +831,30 @@ fn verify_interval_and_offload_do_what_fio_does() {
 #[test]
 fn minimal_is_fios_terse_v3_field_for_field() {
     let fio = fio_present();
-    for extra in [&["--rw=randrw"][..], &["--rw=randrw", "--unified_rw_reporting=mixed"], &["--rw=write", "--description=a b"]] {
+    for extra in [
+        &["--rw=randrw"][..],
+        &["--rw=randrw", "--unified_rw_reporting=mixed"],
+        &["--rw=write", "--description=a b"],
+    ] {
         let mut args = vec!["--name=j", "--ioengine=null", "--size=1m", "--minimal"];
         args.extend_from_slice(extra);
         let out = bench_run(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ours = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(ours.lines().count(), 1, "{ours}");
         let ours: Vec<String> = ours.trim_end().split(';').map(str::to_string).collect();
         assert_eq!(&ours[..5], ["3", "fio-3.33", "j", "0", "0"]);
         if fio {
-            let out = Command::new("timeout").arg("20").arg("fio").args(&args).output().unwrap();
+            let out = Command::new("timeout")
+                .arg("20")
+                .arg("fio")
+                .args(&args)
+                .output()
+                .unwrap();
             let theirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
                 .trim_end()
                 .split(';')
@@ -777,7 +864,11 @@ fn minimal_is_fios_terse_v3_field_for_field() {
             for (index, (a, b)) in ours.iter().zip(&theirs).enumerate() {
                 // The same kind of field in each place: percentile, percentage or number.
                 let kind = |f: &str| (f.contains("%="), f.ends_with('%'), f.contains('.'));
-                assert_eq!(kind(a), kind(b), "field {index}: ours {a}, fio {b} ({extra:?})");
+                assert_eq!(
+                    kind(a),
+                    kind(b),
+                    "field {index}: ours {a}, fio {b} ({extra:?})"
+                );
             }
             // Counts that do not depend on timing are equal: KiB of each direction in
             // total, and the total of the mixed block.
@@ -808,7 +899,12 @@ fn fsync_counts_flushes_as_fio_does() {
     let sync_of = |text: &str| {
         let doc = json_after_notes(text);
         let job = &doc["jobs"][0];
-        let keys: Vec<String> = job["sync"]["lat_ns"].as_object().unwrap().keys().cloned().collect();
+        let keys: Vec<String> = job["sync"]["lat_ns"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
         (
             job["error"].as_i64().unwrap(),
             job["sync"]["total_ios"].as_u64().unwrap(),
@@ -816,10 +912,22 @@ fn fsync_counts_flushes_as_fio_does() {
             keys,
         )
     };
-    let common = ["--name=j", "--size=1m", "--bs=4k", "--rw=write", "--fsync=4", "--end_fsync=1", "--output-format=json"];
+    let common = [
+        "--name=j",
+        "--size=1m",
+        "--bs=4k",
+        "--rw=write",
+        "--fsync=4",
+        "--end_fsync=1",
+        "--output-format=json",
+    ];
     for (ours_engine, fio_engine, file_arg) in [
         ("--ioengine=null", "--ioengine=null", None),
-        ("--ioengine=io_uring", "--ioengine=psync", Some(filename.as_str())),
+        (
+            "--ioengine=io_uring",
+            "--ioengine=psync",
+            Some(filename.as_str()),
+        ),
     ] {
         let mut args: Vec<&str> = common.to_vec();
         args.extend(file_arg);
@@ -827,21 +935,55 @@ fn fsync_counts_flushes_as_fio_does() {
         ours_args.push(ours_engine);
         let _ = std::fs::remove_file(&file);
         let out = bench_run(&ours_args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ours = sync_of(&String::from_utf8_lossy(&out.stdout));
         assert_eq!((ours.0, ours.1, ours.2), (0, 63, 256), "{ours_engine}");
         if fio {
             let _ = std::fs::remove_file(&file);
-            let out = Command::new("timeout").arg("20").arg("fio").args(&args).arg(fio_engine).output().unwrap();
-            assert_eq!(sync_of(&String::from_utf8_lossy(&out.stdout)), ours, "{fio_engine}");
+            let out = Command::new("timeout")
+                .arg("20")
+                .arg("fio")
+                .args(&args)
+                .arg(fio_engine)
+                .output()
+                .unwrap();
+            assert_eq!(
+                sync_of(&String::from_utf8_lossy(&out.stdout)),
+                ours,
+                "{fio_engine}"
+            );
         }
     }
     let _ = std::fs::remove_file(&file);
-    let out = bench_run(&["--name=j", "--ioengine=io_uring", &filename, "--size=256k", "--rw=write", "--sync=1", "--output-format=json"]);
-    assert_eq!(job_counts(&String::from_utf8_lossy(&out.stdout)), (0, 0, 64));
-    let out = bench_run(&["--name=j", "--ioengine=iscsi", "--size=1m", "--rw=write", "--fsync=1"]);
+    let out = bench_run(&[
+        "--name=j",
+        "--ioengine=io_uring",
+        &filename,
+        "--size=256k",
+        "--rw=write",
+        "--sync=1",
+        "--output-format=json",
+    ]);
+    assert_eq!(
+        job_counts(&String::from_utf8_lossy(&out.stdout)),
+        (0, 0, 64)
+    );
+    let out = bench_run(&[
+        "--name=j",
+        "--ioengine=iscsi",
+        "--size=1m",
+        "--rw=write",
+        "--fsync=1",
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SYNCHRONIZE CACHE"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SYNCHRONIZE CACHE"),
+        "{out:?}"
+    );
 }
 
 /// `verify_only`: a write job with verify, run again with `verify_only=1`, writes nothing
@@ -855,10 +997,24 @@ fn verify_only_checks_an_earlier_run() {
     let dir = Scratch::new("verify-only");
     let run = |tool: &str, file: &Path, extra: &[&str]| -> (i64, u64, u64) {
         let filename = format!("--filename={}", file.display());
-        let mut args = vec!["--name=j", &filename, "--size=256k", "--bs=4k", "--rw=write", "--verify=crc32c", "--output-format=json"];
+        let mut args = vec![
+            "--name=j",
+            &filename,
+            "--size=256k",
+            "--bs=4k",
+            "--rw=write",
+            "--verify=crc32c",
+            "--output-format=json",
+        ];
         args.extend_from_slice(extra);
         let out = if tool == "fio" {
-            Command::new("timeout").arg("20").arg("fio").arg("--ioengine=psync").args(&args).output().unwrap()
+            Command::new("timeout")
+                .arg("20")
+                .arg("fio")
+                .arg("--ioengine=psync")
+                .args(&args)
+                .output()
+                .unwrap()
         } else {
             let mut ours = vec!["--ioengine=io_uring"];
             ours.extend(args);
@@ -870,14 +1026,26 @@ fn verify_only_checks_an_earlier_run() {
     let mut results = Vec::new();
     for tool in tools {
         let file = dir.join(&format!("data-{tool}"));
-        assert_eq!(run(tool, &file, &[]), (0, 64, 64), "{tool}: the writing run");
+        assert_eq!(
+            run(tool, &file, &[]),
+            (0, 64, 64),
+            "{tool}: the writing run"
+        );
         let clean = run(tool, &file, &["--verify_only=1"]);
-        assert_eq!(clean, (0, 64, 64), "{tool}: verify_only on the written file");
+        assert_eq!(
+            clean,
+            (0, 64, 64),
+            "{tool}: verify_only on the written file"
+        );
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[70_000..70_004].copy_from_slice(b"XXXX");
         std::fs::write(&file, bytes).unwrap();
         let bad = run(tool, &file, &["--verify_only=1"]);
-        assert_eq!((bad.0, bad.2), (84, 64), "{tool}: verify_only after corruption");
+        assert_eq!(
+            (bad.0, bad.2),
+            (84, 64),
+            "{tool}: verify_only after corruption"
+        );
         results.push(bad.1);
     }
     if let [ours, theirs] = results[..] {
@@ -919,7 +1087,11 @@ fn dedupe_mode_repeats_as_fio_does() {
     let dir = Scratch::new("dedupe");
     for (mode, early_low, early_high) in [("repeat", 0.0, 0.5), ("working_set", 0.9, 1.01)] {
         let mut shapes = Vec::new();
-        for tool in if fio { &["ours", "fio"][..] } else { &["ours"][..] } {
+        for tool in if fio {
+            &["ours", "fio"][..]
+        } else {
+            &["ours"][..]
+        } {
             let file = dir.join(&format!("{mode}-{tool}"));
             let filename = format!("--filename={}", file.display());
             let args = [
@@ -933,7 +1105,13 @@ fn dedupe_mode_repeats_as_fio_does() {
                 "--dedupe_working_set_percentage=10",
             ];
             if *tool == "fio" {
-                let out = Command::new("timeout").arg("20").arg("fio").arg("--ioengine=psync").args(args).output().unwrap();
+                let out = Command::new("timeout")
+                    .arg("20")
+                    .arg("fio")
+                    .arg("--ioengine=psync")
+                    .args(args)
+                    .output()
+                    .unwrap();
                 assert!(out.status.success());
             } else {
                 let mut ours = vec!["--ioengine=io_uring"];
@@ -943,8 +1121,14 @@ fn dedupe_mode_repeats_as_fio_does() {
             shapes.push((tool, dedupe_shape(&file)));
         }
         for (tool, (share, early)) in shapes {
-            assert!((0.42..0.58).contains(&share), "{tool} {mode}: {share} repeats");
-            assert!((early_low..early_high).contains(&early), "{tool} {mode}: {early} early");
+            assert!(
+                (0.42..0.58).contains(&share),
+                "{tool} {mode}: {share} repeats"
+            );
+            assert!(
+                (early_low..early_high).contains(&early),
+                "{tool} {mode}: {early} early"
+            );
         }
     }
     let global = "[j]\nioengine=null\nsize=1m\ndedupe_percentage=10\ndedupe_mode=working_set\ndedupe_global=1\n";
@@ -964,7 +1148,11 @@ fn hist_log_has_fios_lines() {
     let dir = Scratch::new("hist");
     for coarseness in [0u32, 3] {
         let mut summaries = Vec::new();
-        for tool in if fio { &["ours", "fio"][..] } else { &["ours"][..] } {
+        for tool in if fio {
+            &["ours", "fio"][..]
+        } else {
+            &["ours"][..]
+        } {
             let prefix = dir.join(&format!("{tool}-{coarseness}"));
             let args = [
                 "--name=h".to_string(),
@@ -978,7 +1166,12 @@ fn hist_log_has_fios_lines() {
                 format!("--log_hist_coarseness={coarseness}"),
             ];
             if *tool == "fio" {
-                let out = Command::new("timeout").arg("20").arg("fio").args(&args).output().unwrap();
+                let out = Command::new("timeout")
+                    .arg("20")
+                    .arg("fio")
+                    .args(&args)
+                    .output()
+                    .unwrap();
                 assert!(out.status.success());
             } else {
                 let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -1001,7 +1194,10 @@ fn hist_log_has_fios_lines() {
             for (fields, sum, head) in lines {
                 assert_eq!(fields, 3 + (1856 >> coarseness), "{tool}");
                 assert_eq!(head, "0,4096", "{tool}");
-                assert!((400..600).contains(&sum), "{tool}: {sum} completions in a window");
+                assert!(
+                    (400..600).contains(&sum),
+                    "{tool}: {sum} completions in a window"
+                );
             }
         }
     }
@@ -1017,10 +1213,24 @@ fn verify_meta_checks_headers_as_fio_does() {
     let dir = Scratch::new("verify-meta");
     let run = |tool: &str, file: &Path, extra: &[&str]| -> (i64, u64, u64) {
         let filename = format!("--filename={}", file.display());
-        let mut args = vec!["--name=j", &filename, "--size=256k", "--bs=4k", "--rw=write", "--verify=meta", "--output-format=json"];
+        let mut args = vec![
+            "--name=j",
+            &filename,
+            "--size=256k",
+            "--bs=4k",
+            "--rw=write",
+            "--verify=meta",
+            "--output-format=json",
+        ];
         args.extend_from_slice(extra);
         let out = if tool == "fio" {
-            Command::new("timeout").arg("20").arg("fio").arg("--ioengine=psync").args(&args).output().unwrap()
+            Command::new("timeout")
+                .arg("20")
+                .arg("fio")
+                .arg("--ioengine=psync")
+                .args(&args)
+                .output()
+                .unwrap()
         } else {
             let mut ours = vec!["--ioengine=io_uring"];
             ours.extend(args);
@@ -1028,17 +1238,29 @@ fn verify_meta_checks_headers_as_fio_does() {
         };
         job_counts(&String::from_utf8_lossy(&out.stdout))
     };
-    for tool in if fio { &["ours", "fio"][..] } else { &["ours"][..] } {
+    for tool in if fio {
+        &["ours", "fio"][..]
+    } else {
+        &["ours"][..]
+    } {
         let file = dir.join(&format!("data-{tool}"));
         assert_eq!(run(tool, &file, &[]), (0, 64, 64), "{tool}");
         let mut bytes = std::fs::read(&file).unwrap();
         // Block 2's data, well past any header.
         bytes[2 * 4096 + 2048..2 * 4096 + 2052].copy_from_slice(b"XXXX");
         std::fs::write(&file, &bytes).unwrap();
-        assert_eq!(run(tool, &file, &["--verify_only=1"]).0, 0, "{tool}: data is not checked");
+        assert_eq!(
+            run(tool, &file, &["--verify_only=1"]).0,
+            0,
+            "{tool}: data is not checked"
+        );
         // Block 5's header (its first bytes).
         bytes[5 * 4096..5 * 4096 + 4].copy_from_slice(b"XXXX");
         std::fs::write(&file, &bytes).unwrap();
-        assert_eq!(run(tool, &file, &["--verify_only=1"]).0, 84, "{tool}: a bad header");
+        assert_eq!(
+            run(tool, &file, &["--verify_only=1"]).0,
+            84,
+            "{tool}: a bad header"
+        );
     }
 }

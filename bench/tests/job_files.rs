@@ -496,7 +496,13 @@ fn command_line_tool_actions_and_errors() {
         cli(&["--name=a", "--fdatasync=1"]),
         Err(JobError::Unsupported { .. })
     ));
-    assert!(cli(&["--output-format=terse", "--name=a"]).unwrap().tool.output_formats.terse);
+    assert!(
+        cli(&["--output-format=terse", "--name=a"])
+            .unwrap()
+            .tool
+            .output_formats
+            .terse
+    );
     assert!(matches!(
         cli(&["--terse-version=2"]),
         Err(JobError::BadValue { .. })

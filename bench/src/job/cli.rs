@@ -327,13 +327,12 @@ where
                     terse: true,
                 }
             }
-            "terse-version" => {
-                if text.trim() != "3" {
-                    return Err(bad(ValueError::new(
-                        "iscsi-bench writes terse version 3 only (fio's default)",
-                    )));
-                }
+            "terse-version" if text.trim() != "3" => {
+                return Err(bad(ValueError::new(
+                    "iscsi-bench writes terse version 3 only (fio's default)",
+                )));
             }
+            "terse-version" => {}
             "status-interval" => {
                 tool.status_interval =
                     Some(value::parse_time(&text, TimeUnit::Seconds).map_err(bad)?)

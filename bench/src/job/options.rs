@@ -15,9 +15,9 @@ use super::error::{JobError, Origin, Suggestion, ValueError};
 use super::error_policy::ErrorPolicy;
 use super::render::{self, changed, changed_flag};
 use super::spec::{
-    BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, SteadyStateMetric,
-    SteadyStateSpec, SyncMode, FileService, FileServiceKind, IscsiOptions,
-    JobSpec, LogName, PerDir, RateProcess, RwSequencer, SizeSpec, TransportKind, VerifyKind,
+    BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, FileService, FileServiceKind,
+    IscsiOptions, JobSpec, LogName, PerDir, RateProcess, RwSequencer, SizeSpec, SteadyStateMetric,
+    SteadyStateSpec, SyncMode, TransportKind, VerifyKind,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -544,7 +544,7 @@ pub static OPTIONS: &[OptionDef] = &[
             };
             let spec = s.spec();
             spec.buffers.dedupe_working_set_percent = working_set
-                .then(|| spec.dedupe_working_set_percentage);
+                .then_some(spec.dedupe_working_set_percentage);
         },
         render |spec, _base| spec.buffers.dedupe_working_set_percent
             .map(|_| "working_set".to_string())),

@@ -282,5 +282,9 @@ pub(super) fn steadystate(spec: &super::spec::SteadyStateSpec) -> String {
     } else {
         format!("{}", spec.limit)
     };
-    format!("{}:{limit}{}", spec.name(), if spec.percent { "%" } else { "" })
+    format!(
+        "{}:{limit}{}",
+        spec.name(),
+        if spec.percent { "%" } else { "" }
+    )
 }

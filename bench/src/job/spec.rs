@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use super::error::{JobError, Origin};
 use crate::io::Direction;
-pub use crate::workload::RwSequencer;
 pub use crate::io::{
-    BufferOptions, Distribution, Zone, FileService, FileServiceKind, PerDir, RateProcess, RwKind,
+    BufferOptions, Distribution, FileService, FileServiceKind, PerDir, RateProcess, RwKind, Zone,
 };
+pub use crate::workload::RwSequencer;
 
 /// `rw=` with fio's optional `:<nr>` suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,11 @@ pub const PLAT_NR: usize = 29 * (1 << PLAT_BITS);
 
 /// fio's `plat_val_to_idx`: the bucket of a latency in ns.
 pub fn plat_index(value_ns: u64) -> usize {
-    let msb = if value_ns == 0 { 0 } else { 63 - value_ns.leading_zeros() };
+    let msb = if value_ns == 0 {
+        0
+    } else {
+        63 - value_ns.leading_zeros()
+    };
     if msb <= PLAT_BITS {
         return value_ns as usize;
     }
@@ -51,7 +55,12 @@ impl std::fmt::Debug for HistLog {
 }
 
 impl HistLog {
-    pub fn create(prefix: &str, job_number: u32, msec: u64, coarseness: u32) -> Result<HistLog, LogError> {
+    pub fn create(
+        prefix: &str,
+        job_number: u32,
+        msec: u64,
+        coarseness: u32,
+    ) -> Result<HistLog, LogError> {
         let path = PathBuf::from(format!("{prefix}_clat_hist.{job_number}.log"));
         let file = File::create(&path).map_err(|source| LogError::Create {
             path: path.clone(),
@@ -76,7 +85,13 @@ impl HistLog {
 
     /// One completion of direction `index` (fio's ddir number), `clat_ns` long, `time_ms`
     /// after the job's start.
-    pub fn record(&mut self, time_ms: u64, index: usize, block_size: u64, clat_ns: u64) -> Result<(), LogError> {
+    pub fn record(
+        &mut self,
+        time_ms: u64,
+        index: usize,
+        block_size: u64,
+        clat_ns: u64,
+    ) -> Result<(), LogError> {
         if self.msec == 0 {
             return Ok(());
         }
@@ -99,10 +114,12 @@ impl HistLog {
         window.bins.iter_mut().for_each(|b| *b = 0);
         // fio: the next window starts where this one should have ended.
         window.start_ms = Some(time_ms - (this_window - self.msec));
-        self.out.write_all(line.as_bytes()).map_err(|source| LogError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        self.out
+            .write_all(line.as_bytes())
+            .map_err(|source| LogError::Write {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     pub fn flush(&mut self) -> Result<(), LogError> {

@@ -105,7 +105,11 @@ pub fn render_job(job: &JobReport, group: &GroupStats, now: &str) -> String {
             job.name, job.groupid, job.members, job.error, job.error_text, job.pid
         );
     }
-    for direction in DIRECTIONS.iter().copied().filter(|_| job.unified.separate()) {
+    for direction in DIRECTIONS
+        .iter()
+        .copied()
+        .filter(|_| job.unified.separate())
+    {
         if let Some(dir) = stats.dir(direction) {
             if dir.bytes > 0 {
                 direction_block(

@@ -514,7 +514,9 @@ fn job_object(report: &RunReport, job: &JobReport, group: &GroupStats, flavor: F
 /// fio's `steadystate` object (stat.c, `show_thread_status_json`), keys in its order.
 fn steadystate_object(ss: &super::SteadyStateReport) -> Json {
     let ints = |values: &[u64]| Json::Array(values.iter().map(|&v| Json::UInt(v)).collect());
-    let mut data = Obj::new().u("bw_mean", ss.bw_mean).u("iops_mean", ss.iops_mean);
+    let mut data = Obj::new()
+        .u("bw_mean", ss.bw_mean)
+        .u("iops_mean", ss.iops_mean);
     if let Some(lat_mean) = ss.lat_mean {
         data = data.u("lat_mean", lat_mean).v("lat_ns", ints(&ss.lat_ns));
     }

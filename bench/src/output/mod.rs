@@ -12,15 +12,16 @@
 //! `group_reporting` is on) with what the report needs to know about each.
 
 pub mod format;
+pub mod hist_log;
 pub mod human;
 pub mod json;
 pub mod live;
-pub mod hist_log;
 pub mod logs;
 pub mod terse;
 
 use crate::stats::{
-    dir_index, DirStats, IntervalRecord, JobStats, ResourceUsage, DIRECTIONS, FIO_DEFAULT_PERCENTILES,
+    dir_index, DirStats, IntervalRecord, JobStats, ResourceUsage, DIRECTIONS,
+    FIO_DEFAULT_PERCENTILES,
 };
 
 /// The fio release whose output we speak; "fio version" carries it first so that version

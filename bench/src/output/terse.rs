@@ -49,15 +49,18 @@ fn lat_fields(out: &mut String, stat: Option<&LatencyStat>) {
     }
 }
 
-fn direction_fields(out: &mut String, dir: Option<&DirStats>, index: usize, job: &JobReport, group: &GroupStats) {
+fn direction_fields(
+    out: &mut String,
+    dir: Option<&DirStats>,
+    index: usize,
+    job: &JobReport,
+    group: &GroupStats,
+) {
     let bytes = dir.map_or(0, |d| d.bytes);
     let ios = dir.map_or(0, |d| d.ios);
     let runtime = dir.map_or(0, |d| d.runtime_ms);
-    let (bw, iops) = if runtime > 0 {
-        (bytes * 1000 / runtime / 1024, ios * 1000 / runtime)
-    } else {
-        (0, 0)
-    };
+    let bw = (bytes * 1000).checked_div(runtime).unwrap_or(0) / 1024;
+    let iops = (ios * 1000).checked_div(runtime).unwrap_or(0);
     let _ = write!(out, ";{};{bw};{iops};{runtime}", bytes >> 10);
     lat_fields(out, dir.map(|d| &d.slat));
     lat_fields(out, dir.map(|d| &d.clat));
@@ -114,7 +117,13 @@ fn job_line(job: &JobReport, group: &GroupStats) -> String {
         direction_fields(&mut out, mixed.as_ref(), 0, job, group);
     } else {
         for direction in [Direction::Read, Direction::Write] {
-            direction_fields(&mut out, stats.dir(direction), dir_index(direction), job, group);
+            direction_fields(
+                &mut out,
+                stats.dir(direction),
+                dir_index(direction),
+                job,
+                group,
+            );
         }
         if job.unified == UnifiedRw::Both {
             direction_fields(&mut out, mixed.as_ref(), 0, job, group);

@@ -5,17 +5,17 @@
 
 mod buffers;
 mod dump;
+mod exits;
+pub mod flow;
 pub mod interrupt;
 #[cfg(test)]
 mod issue_time_tests;
 pub mod job;
 mod overlap;
 pub mod report;
-mod exits;
-pub mod steadystate;
-pub mod flow;
 pub mod setup;
 mod status;
+pub mod steadystate;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -169,8 +169,7 @@ pub fn run(
                 })?;
             if let Some(percent) = spec.buffers.dedupe_working_set_percent {
                 // fio: the working set is that percent of the region's minimum-size blocks.
-                let blocks = workload_config.size_bytes
-                    / spec.min_block_size_bytes().max(1)
+                let blocks = workload_config.size_bytes / spec.min_block_size_bytes().max(1)
                     * u64::from(percent)
                     / 100;
                 let set_seed = if spec.buffers.dedupe_global {

@@ -16,8 +16,8 @@ use crate::job::spec::{
     Target, VerifyKind as JobVerify,
 };
 use crate::workload::{
-    job_seed, BlockSizeSpec, BsSplitEntry, OffsetModifiers, PacingConfig, RateFloor, RateFloorConfig, ThinkTime,
-    ThinkTimeTrigger, VerifyConfig, VerifyKind, WorkloadConfig,
+    job_seed, BlockSizeSpec, BsSplitEntry, OffsetModifiers, PacingConfig, RateFloor,
+    RateFloorConfig, ThinkTime, ThinkTimeTrigger, VerifyConfig, VerifyKind, WorkloadConfig,
 };
 
 /// The size of the embedded target's LUN when no job says how much it uses.
@@ -134,8 +134,7 @@ pub fn engine_config(
             // The flush unit (IoUnit::flush) and FUA writes are the iscsi engine's to map to
             // SYNCHRONIZE CACHE and the FUA bit; until it does, say so rather than run a job
             // whose writes are not made durable as fio's would be.
-            if spec.fsync > 0 || spec.end_fsync || spec.sync != crate::job::spec::SyncMode::None
-            {
+            if spec.fsync > 0 || spec.end_fsync || spec.sync != crate::job::spec::SyncMode::None {
                 return Err(SetupError::Option {
                     job: spec.name.clone(),
                     option: if spec.sync != crate::job::spec::SyncMode::None {
@@ -402,7 +401,9 @@ pub fn workload_config(
                 spec.rw.offset_modifier.unwrap_or(0)
             },
             random_every: if spec.rw.kind.is_random() {
-                spec.rw.offset_modifier.map_or(1, |n| n.clamp(1, i64::from(u32::MAX)) as u32)
+                spec.rw
+                    .offset_modifier
+                    .map_or(1, |n| n.clamp(1, i64::from(u32::MAX)) as u32)
             } else {
                 1
             },

@@ -66,7 +66,14 @@ impl SteadyState {
     }
 
     /// One check at `now` with the job's totals; true when steady state is attained now.
-    pub fn check(&mut self, now: Duration, ios: u64, bytes: u64, lat_sum: f64, lat_count: u64) -> bool {
+    pub fn check(
+        &mut self,
+        now: Duration,
+        ios: u64,
+        bytes: u64,
+        lat_sum: f64,
+        lat_count: u64,
+    ) -> bool {
         self.next_check = now + self.interval;
         let (prev_ios, prev_bytes, prev_lat_sum, prev_lat_count) = self.prev;
         self.prev = (ios, bytes, lat_sum, lat_count);
@@ -75,7 +82,8 @@ impl SteadyState {
         if now < self.ramp + self.interval || ios < prev_ios || bytes < prev_bytes {
             return false;
         }
-        let per_s = |delta: u64| (u128::from(delta) * 1000 / self.interval.as_millis().max(1)) as u64;
+        let per_s =
+            |delta: u64| (u128::from(delta) * 1000 / self.interval.as_millis().max(1)) as u64;
         let lat_samples = lat_count.saturating_sub(prev_lat_count);
         let lat = if lat_samples > 0 {
             ((lat_sum - prev_lat_sum) / lat_samples as f64).max(0.0) as u64
@@ -114,7 +122,11 @@ impl SteadyState {
             }
             self.slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
             self.criterion = if self.spec.percent {
-                if mean > 0.0 { 100.0 * self.slope / mean } else { 0.0 }
+                if mean > 0.0 {
+                    100.0 * self.slope / mean
+                } else {
+                    0.0
+                }
             } else {
                 self.slope
             };
@@ -122,7 +134,11 @@ impl SteadyState {
         } else {
             self.deviation = data.iter().map(|y| (y - mean).abs()).fold(0.0, f64::max);
             self.criterion = if self.spec.percent {
-                if mean > 0.0 { 100.0 * self.deviation / mean } else { f64::INFINITY }
+                if mean > 0.0 {
+                    100.0 * self.deviation / mean
+                } else {
+                    f64::INFINITY
+                }
             } else {
                 self.deviation
             };
@@ -147,7 +163,11 @@ impl SteadyState {
             attained: self.attained,
             criterion: format!(
                 "{:.6}{percent}",
-                if self.criterion.is_finite() { self.criterion } else { 0.0 }
+                if self.criterion.is_finite() {
+                    self.criterion
+                } else {
+                    0.0
+                }
             ),
             max_deviation: self.deviation,
             slope: self.slope,
@@ -177,7 +197,12 @@ mod tests {
     #[test]
     fn a_flat_rate_is_steady_and_a_ramp_is_not() {
         let s = Duration::from_secs(1);
-        let mut flat = SteadyState::new(spec(SteadyStateMetric::Iops, false, 5.0), 3 * s, Duration::ZERO, s);
+        let mut flat = SteadyState::new(
+            spec(SteadyStateMetric::Iops, false, 5.0),
+            3 * s,
+            Duration::ZERO,
+            s,
+        );
         let mut ios = 0;
         let mut attained_at = None;
         for t in 1..=6u64 {
@@ -194,11 +219,19 @@ mod tests {
         assert_eq!(report.iops.len(), 3);
         assert_eq!(report.ss, "iops:5.000000%");
 
-        let mut ramp = SteadyState::new(spec(SteadyStateMetric::Bw, true, 1.0), 3 * s, Duration::ZERO, s);
+        let mut ramp = SteadyState::new(
+            spec(SteadyStateMetric::Bw, true, 1.0),
+            3 * s,
+            Duration::ZERO,
+            s,
+        );
         let mut bytes = 0;
         for t in 1..=6u64 {
             bytes += t * 1_000_000;
-            assert!(!ramp.check(Duration::from_secs(t), t, bytes, 0.0, 0), "a growing rate at {t} s");
+            assert!(
+                !ramp.check(Duration::from_secs(t), t, bytes, 0.0, 0),
+                "a growing rate at {t} s"
+            );
         }
         assert!(ramp.report().slope > 0.0);
     }
