@@ -375,6 +375,16 @@ pub static OPTIONS: &[OptionDef] = &[
             .then(|| "offload".to_string())),
     opt!("verify_only", Flag, Verify, "bool", default "0",
         "Do not write: check what an earlier run of this job wrote", flag verify_only),
+    opt!("verify_offset", Required, Verify, "int (bytes)", default "0",
+        "Write the verify header this many bytes into the block (swapped with the data)",
+        apply |s| s.spec().verify_offset = {
+            let bytes = s.parse_kb(value::parse_size)?;
+            if bytes > u64::from(u32::MAX) {
+                return s.fail("verify_offset is below 4 GiB");
+            }
+            bytes as u32
+        },
+        render |spec, base| changed(spec.verify_offset, base.verify_offset)),
     opt!("verify_interval", Required, Verify, "int (bytes)", default "block size",
         "Write a verify header every this many bytes of a block",
         apply |s| s.spec().verify_interval = {
@@ -817,7 +827,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "clocksource",
     "mem",
     "iomem",
-    "verify_offset",
     "verify_dump",
     "verify_async",
     "verify_backlog_batch",

@@ -340,6 +340,8 @@ pub struct JobSpec {
     /// `verify_only`: plan the job's writes without doing them, and check what an earlier
     /// run of the same job wrote.
     pub verify_only: bool,
+    /// `verify_offset` in bytes (0: the header at the start of each interval).
+    pub verify_offset: u32,
     /// `verify_interval` in bytes; `None` for the block size.
     pub verify_interval: Option<u32>,
     /// `iodepth_low`; `None` (or 0, fio's "unset") means `iodepth`.
@@ -473,6 +475,7 @@ impl JobSpec {
             end_fsync: false,
             sync: SyncMode::None,
             verify_interval: None,
+            verify_offset: 0,
             verify_only: false,
             dedupe_working_set_percentage: 5,
             write_hist_log: None,

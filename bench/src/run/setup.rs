@@ -372,6 +372,7 @@ pub fn workload_config(
             do_verify: spec.do_verify,
             lba_size_bytes: lba_bytes.max(1),
             interval_bytes: spec.verify_interval,
+            header_offset: spec.verify_offset,
             ..VerifyConfig::default()
         }),
     };

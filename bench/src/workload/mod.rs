@@ -264,6 +264,15 @@ pub enum WorkloadError {
     #[error("loops=0: must be at least 1")]
     ZeroLoops,
     #[error(
+        "verify_offset={offset_bytes}: the {header_len}-byte header must lie past its own \
+         place at the start and inside the {interval_bytes}-byte verify interval"
+    )]
+    VerifyOffsetTooLarge {
+        offset_bytes: u32,
+        header_len: u32,
+        interval_bytes: u32,
+    },
+    #[error(
         "random_distribution=zoned_abs: the zones end at byte {zones_end_bytes}, beyond the \
          region's {size_bytes} bytes (fio: \"zoned_abs sizes exceed file size\")"
     )]
