@@ -1324,3 +1324,33 @@ fn verify_offset_moves_the_header_as_fio_does() {
         );
     }
 }
+
+/// fio refuses steadystate options that differ within one reporting group; so do we.
+#[test]
+fn steadystate_options_agree_within_a_group() {
+    let bad = "[a]\nioengine=null\nsize=1m\nss=iops:5%\nss_dur=2\n[b]\nioengine=null\nsize=1m\n";
+    assert!(parse_job_str(Path::new("t.fio"), bad, &|_| None).is_err());
+    let good = "[a]\nioengine=null\nsize=1m\nss=iops:5%\nss_dur=2\n[b]\nnew_group\nioengine=null\nsize=1m\n";
+    assert_eq!(parse(good).len(), 2);
+    if fio_present() {
+        let dir = Scratch::new("ss-groups");
+        let path = dir.join("bad.fio");
+        std::fs::write(&path, bad).unwrap();
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg("fio")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success());
+        assert!(
+            said.contains("consistent within reporting groups"),
+            "{said}"
+        );
+    }
+}

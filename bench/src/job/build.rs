@@ -173,6 +173,26 @@ impl Collector {
         if self.jobs.is_empty() {
             return Err(JobError::NoJobs);
         }
+        // fio (steadystate.c): "steadystate options must be consistent within reporting
+        // groups".
+        for (index, job) in self.jobs.iter().enumerate() {
+            let ss = |j: &JobSpec| (j.ss_dur, j.ss_ramp, j.ss_interval, j.steadystate);
+            if let Some(other) = self.jobs[..index]
+                .iter()
+                .find(|o| o.group_id == job.group_id && ss(o) != ss(job))
+            {
+                return Err(JobError::InvalidJob {
+                    at: job.origin.clone(),
+                    job: job.name.clone(),
+                    reason: format!(
+                        "its steadystate options differ from those of job {:?} in its \
+                         reporting group (fio: steadystate options must be consistent within \
+                         reporting groups; set them in [global] or start a new_group)",
+                        other.name
+                    ),
+                });
+            }
+        }
         Ok(self.jobs)
     }
 
