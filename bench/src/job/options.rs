@@ -623,6 +623,31 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         render |spec, base| (spec.ss_interval != base.ss_interval)
             .then(|| render::time(spec.ss_interval))),
+    opt!("latency_target", Required, Depth, "time (us)", default "0 (off)",
+        "Find the deepest queue whose latency_percentile of I/Os stays within this",
+        apply |s| s.spec().latency_target =
+            Some(s.time(TimeUnit::Microseconds)?).filter(|t| !t.is_zero()),
+        render |spec, _base| spec.latency_target.map(render::time)),
+    opt!("latency_window", Required, Depth, "time (us)", default "0",
+        "How long each depth is tried", 
+        apply |s| s.spec().latency_window = s.time(TimeUnit::Microseconds)?,
+        render |spec, base| (spec.latency_window != base.latency_window)
+            .then(|| render::time(spec.latency_window))),
+    opt!("latency_percentile", Required, Depth, "float (0..100)", default "100",
+        "Share of I/Os that must meet latency_target",
+        apply |s| s.spec().latency_percentile = {
+            let percent = s.text().trim().trim_end_matches('%').parse::<f64>().ok()
+                .filter(|p| (0.0..=100.0).contains(p));
+            match percent {
+                Some(p) => p,
+                None => return s.fail("a percentage, 0 to 100"),
+            }
+        },
+        render |spec, base| (spec.latency_percentile != base.latency_percentile)
+            .then(|| spec.latency_percentile.to_string())),
+    opt!("latency_run", Flag, Depth, "bool", default "0",
+        "Keep adjusting the depth for the whole run instead of stopping once found",
+        flag latency_run),
     opt!("exitall", Flag, Reporting, "bool", default "0",
         "When this job ends, end the jobs exit_what names", flag exitall),
     opt!("exit_what", Required, Reporting, "group|stonewall|all", default "group",
@@ -874,10 +899,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "thinktime_iotime",
     "rate_ignore_thinktime",
     "max_latency",
-    "latency_target",
-    "latency_window",
-    "latency_percentile",
-    "latency_run",
     "invalidate",
     "write_hint",
     "create_serialize",
@@ -1494,6 +1515,7 @@ mod tests {
             "sync" => "dsync",
             "dedupe_mode" => "working_set",
             "log_hist_coarseness" => "3",
+            "latency_percentile" => "99.5",
             "verify_interval" => "512",
             "steadystate" | "ss" => "bw:5%",
             "steadystate_check_interval" | "ss_interval" => "2",

@@ -340,6 +340,12 @@ pub struct JobSpec {
     /// `verify_only`: plan the job's writes without doing them, and check what an earlier
     /// run of the same job wrote.
     pub verify_only: bool,
+    /// `latency_target` (`None`: off), `latency_window` (fio's default 0: each check
+    /// judges the I/Os since the last one), `latency_percentile` (100), `latency_run`.
+    pub latency_target: Option<Duration>,
+    pub latency_window: Duration,
+    pub latency_percentile: f64,
+    pub latency_run: bool,
     /// `verify_offset` in bytes (0: the header at the start of each interval).
     pub verify_offset: u32,
     /// `verify_interval` in bytes; `None` for the block size.
@@ -476,6 +482,10 @@ impl JobSpec {
             sync: SyncMode::None,
             verify_interval: None,
             verify_offset: 0,
+            latency_target: None,
+            latency_window: Duration::ZERO,
+            latency_percentile: 100.0,
+            latency_run: false,
             verify_only: false,
             dedupe_working_set_percentage: 5,
             write_hist_log: None,

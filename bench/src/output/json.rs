@@ -499,9 +499,9 @@ fn job_object(report: &RunReport, job: &JobReport, group: &GroupStats, flavor: F
             .v("latency_us", labelled(&LATENCY_LABELS_NS_US, &lat_us))
             .v("latency_ms", labelled(&LATENCY_LABELS_MS, &lat_ms))
             .u("latency_depth", u64::from(job.iodepth))
-            .u("latency_target", 0)
-            .f("latency_percentile", 100.0)
-            .u("latency_window", 0)
+            .u("latency_target", job.latency_target)
+            .f("latency_percentile", job.latency_percentile)
+            .u("latency_window", job.latency_window_us)
             .0,
     );
     if let Some(ss) = &job.steadystate {

@@ -108,6 +108,10 @@ pub struct JobReport {
     pub steadystate: Option<SteadyStateReport>,
     /// The job's flushes (`fsync`, `end_fsync`): fio's "sync" entry.
     pub sync: crate::stats::LatencyStat,
+    /// fio's latency target mode: the target (ns, 0 when off), percentile and window (us).
+    pub latency_target: u64,
+    pub latency_percentile: f64,
+    pub latency_window_us: u64,
 }
 
 /// What fio's JSON `steadystate` object says: the criterion as fio prints it (`ss`,
@@ -225,6 +229,9 @@ impl JobReport {
             unified: UnifiedRw::Separate,
             steadystate: None,
             sync: crate::stats::LatencyStat::new(),
+            latency_target: 0,
+            latency_percentile: 100.0,
+            latency_window_us: 0,
         }
     }
 }

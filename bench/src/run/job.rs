@@ -75,6 +75,8 @@ pub struct JobSetup {
     /// `rate_min`/`rate_iops_min`: the job fails below them.
     pub rate_floor: Option<RateFloor>,
     pub iodepth: usize,
+    /// fio's latency target mode (`latency_target`).
+    pub latency_target: Option<super::latency_target::LatencyTarget>,
     /// fio's `verify_only`: writes are counted, not carried out; the verify phase runs.
     pub verify_only: bool,
     /// fio's `fsync`: a flush after every this many writes (0: never).
@@ -127,6 +129,8 @@ pub struct JobOutcome {
     pub steadystate: Option<crate::output::SteadyStateReport>,
     /// Latencies of the job's flushes (`fsync`, `end_fsync`): fio's "sync" entry.
     pub sync: crate::stats::LatencyStat,
+    /// The depth latency target mode settled on (`None` without `latency_target`).
+    pub latency_depth: Option<u32>,
 }
 
 impl JobOutcome {
@@ -142,6 +146,7 @@ impl JobOutcome {
             engine: EngineCounters::default(),
             steadystate: None,
             sync: crate::stats::LatencyStat::new(),
+            latency_depth: None,
         }
     }
 }
@@ -166,6 +171,9 @@ struct Driver {
     rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
     iodepth: usize,
+    latency_target: Option<super::latency_target::LatencyTarget>,
+    /// What the latency target asked for at its last step, done at the next turn.
+    latency_step: super::latency_target::Step,
     verify_only: bool,
     /// `fsync`: writes between flushes (0: none), writes since the last, a flush owed.
     fsync_every: u32,
@@ -217,7 +225,32 @@ impl Driver {
     }
 
     fn has_room(&self) -> bool {
-        self.outstanding() < self.iodepth
+        let depth = self
+            .latency_target
+            .as_ref()
+            .map_or(self.iodepth, |lt| (lt.depth() as usize).min(self.iodepth));
+        self.outstanding() < depth
+    }
+
+    /// Hands a latency-target step to the next turn (the strongest one wins).
+    fn latency_step(&mut self, step: super::latency_target::Step) {
+        use super::latency_target::Step;
+        match step {
+            Step::Continue => {}
+            Step::Fatal => {
+                self.io_failures += 1;
+                self.fail(format!(
+                    "an I/O's latency exceeds latency_target={} ns at depth 1",
+                    self.latency_target.as_ref().map_or(0, |lt| lt.target_ns())
+                ));
+            }
+            Step::Done => self.stop = true,
+            step => {
+                if self.latency_step != Step::FinalWindow {
+                    self.latency_step = step;
+                }
+            }
+        }
     }
 
     /// Prepares the buffer of `planned` and queues it. Returns false (and nothing is
@@ -447,6 +480,12 @@ impl Driver {
                 };
                 self.stats
                     .record_times(direction, u64::from(unit.len), &times);
+                if let Some(lt) = self.latency_target.as_mut() {
+                    let (_, _, lat) = times.latencies();
+                    let now = self.clock.elapsed();
+                    let step = lt.on_completion(lat, now);
+                    self.latency_step(step);
+                }
                 self.progress
                     .bytes_done
                     .fetch_add(u64::from(unit.len), Ordering::Relaxed);
@@ -588,6 +627,10 @@ impl Driver {
             }
         }
         self.check_steadystate();
+        if let Some(lt) = self.latency_target.as_mut() {
+            let step = lt.check(self.clock.elapsed());
+            self.latency_step(step);
+        }
         if let Some(sample) = self.stats.tick(now_ns) {
             if let Some(logs) = self.logs.as_mut() {
                 if let Err(e) = logs.record_rates(&sample, [0; 3]) {
@@ -660,6 +703,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         content,
         rate_floor,
         iodepth,
+        latency_target,
         verify_only,
         fsync_every,
         end_fsync,
@@ -708,6 +752,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         done: Vec::with_capacity(iodepth),
         iodepth: iodepth.max(1),
         iodepth_low: iodepth_low.clamp(1, iodepth.max(1)),
+        latency_target,
+        latency_step: super::latency_target::Step::Continue,
         verify_only,
         fsync_every,
         writes_since_flush: 0,
@@ -828,6 +874,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_skipped,
         steadystate,
         sync_lat,
+        latency_target,
         ..
     } = driver;
     let engine = match engine.close() {
@@ -847,6 +894,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         engine,
         steadystate: steadystate.map(|ss| ss.report()),
         sync: sync_lat,
+        latency_depth: latency_target.map(|lt| lt.depth()),
     }
 }
 
@@ -895,6 +943,8 @@ fn main_phase(
     result
 }
 
+use super::latency_target::Step as LatencyStep;
+
 /// How soon a job held back by its flow asks again without `flow_sleep` (fio spins; a
 /// short sleep keeps the core for the job that is behind).
 const FLOW_RETRY: Duration = Duration::from_micros(20);
@@ -925,6 +975,17 @@ fn main_loop(
         if driver.progress.stop_requested() {
             // Interrupted: what ran is reported, nothing more is checked.
             driver.stop = true;
+        }
+        match std::mem::replace(&mut driver.latency_step, LatencyStep::Continue) {
+            LatencyStep::Quiesce => driver.drain(verifier, |t| workload.on_complete(t))?,
+            LatencyStep::FinalWindow => {
+                // The depth is found: what ran before does not count (fio resets its
+                // statistics for the final window).
+                driver.drain(verifier, |t| workload.on_complete(t))?;
+                driver.stats.reset(driver.now_ns());
+                driver.intervals.clear();
+            }
+            _ => {}
         }
         driver.settle_writes(workload);
         if driver.stop || deadline.is_some_and(|d| now >= d) {

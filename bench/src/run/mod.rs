@@ -11,6 +11,7 @@ pub mod interrupt;
 #[cfg(test)]
 mod issue_time_tests;
 pub mod job;
+pub mod latency_target;
 mod overlap;
 pub mod report;
 pub mod setup;
@@ -27,7 +28,7 @@ use crate::job::spec::{Engine as EngineKind, JobSpec, Region, SizeSpec};
 use crate::job::ToolOptions;
 use crate::output::logs::{JobLogs, LogError, LogOptions};
 use crate::output::{JobReport, PercentileOptions, RunReport};
-use crate::stats::{IntervalRecord, JobStats, LiveCounters, ResourceUsage, StatsConfig};
+use crate::stats::{LiveCounters, ResourceUsage, StatsConfig};
 use crate::workload::{ContentGenerator, FileRegion, Workload};
 
 use job::{JobOutcome, JobProgress, JobSetup};
@@ -214,6 +215,15 @@ pub fn run(
                     0 => spec.iodepth.max(1) as usize,
                     n => n as usize,
                 },
+                latency_target: spec.latency_target.map(|target| {
+                    latency_target::LatencyTarget::new(
+                        target,
+                        spec.latency_window,
+                        spec.latency_percentile,
+                        spec.latency_run,
+                        spec.iodepth,
+                    )
+                }),
                 fsync_every: spec.fsync,
                 verify_only: spec.verify_only,
                 end_fsync: spec.end_fsync,
@@ -572,15 +582,7 @@ fn job_reports(
             merged_groups.push((spec.group_id, reports.len()));
         }
         let recovery = recovery_report(&outcome);
-        let mut report = job_report(
-            spec,
-            outcome.steadystate,
-            outcome.sync,
-            outcome.stats,
-            outcome.intervals,
-            outcome.error,
-            outcome.error_text,
-        );
+        let mut report = job_report(spec, outcome);
         // Its measurements start after its phase, its start delay and its ramp.
         report.start_ms = phase_start_ms.get(spec_index).copied().unwrap_or(0)
             + (spec.startdelay.min + spec.ramp_time).as_millis() as u64;
@@ -601,15 +603,17 @@ fn recovery_report(outcome: &JobOutcome) -> crate::output::RecoveryReport {
     }
 }
 
-fn job_report(
-    spec: &JobSpec,
-    steadystate: Option<crate::output::SteadyStateReport>,
-    sync: crate::stats::LatencyStat,
-    stats: JobStats,
-    intervals: Vec<IntervalRecord>,
-    error: i32,
-    error_text: String,
-) -> JobReport {
+fn job_report(spec: &JobSpec, outcome: JobOutcome) -> JobReport {
+    let JobOutcome {
+        stats,
+        intervals,
+        error,
+        error_text,
+        steadystate,
+        sync,
+        latency_depth,
+        ..
+    } = outcome;
     let mut report = JobReport::new(&spec.name, spec.group_id, stats);
     report.error = error;
     report.error_text = error_text;
@@ -617,6 +621,12 @@ fn job_report(
     report.unified = spec.unified_rw_reporting;
     report.steadystate = steadystate;
     report.sync = sync;
+    if let Some(depth) = latency_depth {
+        report.iodepth = depth;
+        report.latency_target = spec.latency_target.map_or(0, |t| t.as_nanos() as u64);
+        report.latency_percentile = spec.latency_percentile;
+        report.latency_window_us = spec.latency_window.as_micros() as u64;
+    }
     report.intervals = intervals;
     report.percentiles = PercentileOptions {
         list: spec.percentile_list.clone(),
