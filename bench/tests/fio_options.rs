@@ -1425,3 +1425,51 @@ fn latency_target_finds_the_depth_as_fio_does() {
         }
     }
 }
+
+/// `exitall_on_error`: a job that fails (verify_only over a file of zeros: EILSEQ) ends the
+/// run's other jobs, so a 3 s job stops at once, in fio (psync) and in ours (io_uring).
+#[test]
+fn exitall_on_error_ends_the_other_jobs() {
+    let fio = fio_present();
+    let dir = Scratch::new("exitall-on-error");
+    for tool in if fio {
+        &["ours", "fio"][..]
+    } else {
+        &["ours"][..]
+    } {
+        let file = dir.join(&format!("zeros-{tool}"));
+        std::fs::write(&file, vec![0u8; 64 * 1024]).unwrap();
+        let engine = if *tool == "fio" { "psync" } else { "io_uring" };
+        let path = dir.join(&format!("{tool}.fio"));
+        std::fs::write(
+            &path,
+            format!(
+                "[bad]\nioengine={engine}\nfilename={}\nsize=64k\nrw=write\nverify=crc32c\n\
+                 verify_only=1\nexitall_on_error=1\n\
+                 [long]\nioengine=null\nsize=1g\ntime_based\nruntime=3\n",
+                file.display()
+            ),
+        )
+        .unwrap();
+        let path_arg = path.to_str().unwrap();
+        let out = if *tool == "fio" {
+            Command::new("timeout")
+                .args(["20", "fio", "--output-format=json", path_arg])
+                .output()
+                .unwrap()
+        } else {
+            bench_run(&["--output-format=json", path_arg])
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let start = text.find('{').unwrap();
+        let doc: serde_json::Value = serde_json::Deserializer::from_str(&text[start..])
+            .into_iter()
+            .next()
+            .unwrap()
+            .unwrap();
+        let jobs = doc["jobs"].as_array().unwrap();
+        assert_eq!(jobs[0]["error"], 84, "{tool}: the failing job");
+        let long_ms = jobs[1]["read"]["runtime"].as_u64().unwrap();
+        assert!(long_ms < 1500, "{tool}: the 3 s job ran {long_ms} ms");
+    }
+}
