@@ -470,12 +470,22 @@ fn unified_rw_reporting_has_fios_shape() {
     let mixed = text("mixed");
     assert!(mixed.contains("  mixed: IOPS="), "{mixed}");
     assert!(!mixed.contains("  read: IOPS="), "{mixed}");
+    // The group lines: fio's "  MIXED:" alone, or after READ and WRITE.
+    assert!(
+        mixed.contains("\n  MIXED: bw=") && !mixed.contains("   READ: bw="),
+        "{mixed}"
+    );
     let both = text("both");
     let (read_at, mixed_at) = (
         both.find("  read: IOPS=").unwrap(),
         both.find("  mixed: IOPS=").unwrap(),
     );
     assert!(read_at < mixed_at, "{both}");
+    let (group_read, group_mixed) = (
+        both.find("   READ: bw=").unwrap(),
+        both.find("  MIXED: bw=").unwrap(),
+    );
+    assert!(group_read < group_mixed, "{both}");
 }
 
 /// `fill_device` (alias `fill_fs`): on a target with an end (fio's null engine with a size,
