@@ -260,6 +260,11 @@ pub enum Distribution {
         absolute: bool,
         zones: PerDir<Vec<Zone>>,
     },
+    /// fio 3.42's `sequence:b1,b2,...`: the offsets are these block numbers (in units of
+    /// the direction's `blockalign`) over and over; with `random_sequence_stride` each
+    /// round adds the list's length to them. The job ends at the first block past the
+    /// region.
+    Sequence { blocks: Vec<u64>, stride: bool },
 }
 
 /// One zone of a zoned distribution.

@@ -1483,3 +1483,26 @@ fn exitall_on_error_ends_the_other_jobs() {
         assert!(long_ms < 1500, "{tool}: the 3 s job ran {long_ms} ms");
     }
 }
+
+/// fio 3.42's `random_distribution=sequence:3,0,2` (with and without
+/// `random_sequence_stride`): the offsets are that block list over and over (or strided
+/// by its length each round) until a block falls past the region: fio 3.42's iolog and our
+/// plan, one for one. Debian's fio 3.33 does not know it: skipped without the anchor.
+#[test]
+fn sequence_distribution_issues_fios_offsets() {
+    let Some(anchor) = fio_anchor() else {
+        eprintln!("SKIPPED: random_distribution=sequence needs fio 3.42 ($FIO_ANCHOR)");
+        return;
+    };
+    let dir = Scratch::new("sequence");
+    for extra in ["", "random_sequence_stride=1\n"] {
+        let job = format!(
+            "[j]\nioengine=null\noffset=0\nsize=64k\nbs=4k\nrw=randread\n\
+             random_distribution=sequence:3,0,2\n{extra}"
+        );
+        let theirs = fio_ios_with(&anchor, &dir, &job);
+        let ours = our_ios(&job);
+        assert!(!theirs.is_empty());
+        assert_eq!(kib(&ours), kib(&theirs), "{extra}");
+    }
+}

@@ -293,6 +293,9 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().random_distribution = s.parse_kb(value::parse_distribution)?,
         render |spec, base| (spec.random_distribution != base.random_distribution)
             .then(|| render::distribution(&spec.random_distribution))),
+    opt!("random_sequence_stride", Flag, Pattern, "bool", default "0",
+        "random_distribution=sequence: each round adds the list's length to its blocks",
+        flag random_sequence_stride),
     opt!("rw_sequencer", Required, Pattern, "sequential|identical", default "sequential",
         "What the I/Os between two random offsets of rw=randread:N do",
         apply |s| s.spec().rw_sequencer = match s.text() {

@@ -110,6 +110,14 @@ pub(super) fn distribution(distribution: &Distribution) -> String {
             };
             format!("{kind}:{}", per_dir(zones, |z| Some(dir(z))))
         }
+        Distribution::Sequence { ref blocks, .. } => format!(
+            "sequence:{}",
+            blocks
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         Distribution::Random => "random".to_string(),
         Distribution::Zipf { theta, center: c } => format!("zipf:{theta}{}", center(c)),
         Distribution::Pareto { power, center: c } => format!("pareto:{power}{}", center(c)),

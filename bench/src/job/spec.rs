@@ -300,6 +300,8 @@ pub struct JobSpec {
     pub random_distribution: Distribution,
     /// `unified_rw_reporting`.
     pub unified_rw_reporting: crate::output::UnifiedRw,
+    /// `random_sequence_stride` (fio 3.42), for `random_distribution=sequence`.
+    pub random_sequence_stride: bool,
     /// `random_generator` as written (accepted, not used: see the option's help).
     pub random_generator: Option<String>,
     /// `rw_sequencer`.
@@ -468,6 +470,7 @@ impl JobSpec {
             block_align: PerDir::splat(None),
             random_distribution: Distribution::Random,
             random_generator: None,
+            random_sequence_stride: false,
             unified_rw_reporting: crate::output::UnifiedRw::Separate,
             rw_sequencer: RwSequencer::Sequential,
             percentage_random: PerDir::splat(100),

@@ -378,6 +378,29 @@ pub fn parse_distribution(text: &str, kb_base: u32) -> Result<Distribution> {
             return parse_zoned(rest, absolute, kb_base);
         }
     }
+    if let Some(list) = text.strip_prefix("sequence:") {
+        let blocks = list
+            .split(',')
+            .map(|n| {
+                let n = n.trim();
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ValueError::new(format!(
+                        "sequence: {n:?} is not a block number"
+                    )));
+                }
+                parse_u64(n)
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        if blocks.len() > SEQUENCE_MAX {
+            return Err(ValueError::new(format!(
+                "sequence: at most {SEQUENCE_MAX} blocks (fio's FIO_SEQ_MAX)"
+            )));
+        }
+        return Ok(Distribution::Sequence {
+            blocks,
+            stride: false,
+        });
+    }
     let mut parts = text.trim().split(':');
     let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
     let first = parts.next().map(parse_float).transpose()?;
@@ -429,6 +452,9 @@ pub fn parse_distribution(text: &str, kb_base: u32) -> Result<Distribution> {
         )),
     }
 }
+
+/// Most blocks of `random_distribution=sequence` (fio's FIO_SEQ_MAX).
+pub const SEQUENCE_MAX: usize = 64;
 
 /// Most zones of one direction (fio's ZONESPLIT_MAX).
 pub const ZONES_MAX: usize = 256;

@@ -384,7 +384,13 @@ pub fn workload_config(
         block_sizes,
         block_align_bytes,
         norandommap: spec.norandommap,
-        random_distribution: spec.random_distribution.clone(),
+        random_distribution: match &spec.random_distribution {
+            crate::io::Distribution::Sequence { blocks, .. } => crate::io::Distribution::Sequence {
+                blocks: blocks.clone(),
+                stride: spec.random_sequence_stride,
+            },
+            other => other.clone(),
+        },
         loops: spec.loops.max(1),
         number_ios: spec.number_ios,
         io_size_bytes,

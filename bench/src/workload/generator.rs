@@ -71,6 +71,12 @@ enum RandomSource {
     Uniform,
     Skewed(SkewedSampler),
     Zoned(ZonedSampler),
+    /// fio's `sequence`: the block list, the stride flag, and I/Os issued per direction.
+    Sequence {
+        blocks: Vec<u64>,
+        stride: bool,
+        issued: PerDir<u64>,
+    },
 }
 
 /// How the blocks a write stream visits can be told from its state alone, with no table: the
@@ -302,12 +308,12 @@ impl Generator {
             let percent = *self.mods.percentage_random.get(direction);
             // fio: random when a draw in 1..=100 is at most the percentage.
             if percent >= 100 || self.sequential_choice_rng.below(100) < u64::from(percent) {
-                return Some(self.random_offset(direction, len));
+                return self.random_offset(direction, len);
             }
-            return Some(self.follow_on(direction, len));
+            return self.follow_on(direction, len);
         }
         match self.mods.sequencer {
-            RwSequencer::Sequential => Some(self.follow_on(direction, len)),
+            RwSequencer::Sequential => self.follow_on(direction, len),
             RwSequencer::Identical => Some(match self.last.get(direction) {
                 Some((start, _)) if start + u64::from(len) <= self.size => *start,
                 _ => 0,
@@ -317,10 +323,10 @@ impl Generator {
 
     /// Where the direction's last I/O ended, or a random offset when the next I/O would
     /// not fit before the region's end (fio falls back to a random block there too).
-    fn follow_on(&mut self, direction: Direction, len: u32) -> u64 {
+    fn follow_on(&mut self, direction: Direction, len: u32) -> Option<u64> {
         let end = self.last.get(direction).map_or(0, |(_, end)| end);
         if end + u64::from(len) <= self.size {
-            end
+            Some(end)
         } else {
             self.random_offset(direction, len)
         }
@@ -365,7 +371,9 @@ impl Generator {
         offset
     }
 
-    fn random_offset(&mut self, direction: Direction, len: u32) -> u64 {
+    /// A random offset; `None` only when `random_distribution=sequence` has run past the
+    /// region (fio then ends the loop).
+    fn random_offset(&mut self, direction: Direction, len: u32) -> Option<u64> {
         let unit = match &mut self.random {
             Some(RandomSource::Map(map)) => {
                 if map.visited >= map.permutation.len() {
@@ -380,6 +388,29 @@ impl Generator {
             Some(RandomSource::Uniform) | None => self.offset_rng.below(self.units),
             Some(RandomSource::Skewed(sampler)) => sampler.sample(&mut self.offset_rng),
             Some(RandomSource::Zoned(sampler)) => sampler.sample(direction, &mut self.offset_rng),
+            Some(RandomSource::Sequence {
+                blocks,
+                stride,
+                issued,
+            }) => {
+                // fio's __get_next_rand_offset_sequence, in units of blockalign.
+                let count = issued.get_mut(direction);
+                let nr = blocks.len() as u64;
+                let index = (*count % nr) as usize;
+                let block = if *stride {
+                    (*count / nr) * nr + blocks[index]
+                } else {
+                    blocks[index]
+                };
+                *count += 1;
+                let align = (*self.align.get(direction)).max(1);
+                let offset = block.saturating_mul(align);
+                return if offset.saturating_add(u64::from(len)) > self.size {
+                    None
+                } else {
+                    Some(offset)
+                };
+            }
         };
         let align = (*self.align.get(direction)).max(1);
         let mut offset = unit * self.map_unit;
@@ -389,7 +420,7 @@ impl Generator {
             let last_start = self.size - len;
             offset = last_start - last_start % align;
         }
-        offset
+        Some(offset)
     }
 
     fn start_next_loop(&mut self) {
@@ -538,6 +569,20 @@ fn random_source(
             absolute,
             ref zones,
         } => RandomSource::Zoned(ZonedSampler::new(zones, absolute, units, unit_bytes)?),
+        Distribution::Sequence { ref blocks, stride } => {
+            if blocks.is_empty() {
+                return Err(WorkloadError::DistributionParameter {
+                    name: "sequence",
+                    value: 0.0,
+                    why: "the sequence has no blocks",
+                });
+            }
+            RandomSource::Sequence {
+                blocks: blocks.clone(),
+                stride,
+                issued: PerDir::default(),
+            }
+        }
         Distribution::Random if config.norandommap => RandomSource::Uniform,
         Distribution::Random => RandomSource::Map(RandomMap {
             permutation: pass_permutation(config.seed, units, 0),
