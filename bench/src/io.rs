@@ -42,6 +42,32 @@ pub struct IoUnit {
     pub buffer: Vec<u8>,
 }
 
+impl IoUnit {
+    /// The offset that marks a flush unit (no real I/O starts there).
+    pub const FLUSH_OFFSET: u64 = u64::MAX;
+
+    /// A flush of file `file`: make every completed write durable (fio's `fsync` and
+    /// `end_fsync`; `fsync(2)` on a file, SYNCHRONIZE CACHE on a LUN). It is a write of no
+    /// bytes at [`IoUnit::FLUSH_OFFSET`], so it travels through the engines' queues as any
+    /// unit; an engine carries it out only when [`crate::engine::Engine::supports_flush`]
+    /// says so (the runner sends none to the others).
+    pub fn flush(id: u64, file: u32) -> IoUnit {
+        IoUnit {
+            id,
+            direction: Direction::Write,
+            file,
+            offset: Self::FLUSH_OFFSET,
+            len: 0,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Whether this is a flush unit ([`IoUnit::flush`]).
+    pub fn is_flush(&self) -> bool {
+        self.direction == Direction::Write && self.len == 0 && self.offset == Self::FLUSH_OFFSET
+    }
+}
+
 impl std::fmt::Debug for IoUnit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoUnit")
@@ -211,7 +237,7 @@ impl RwKind {
 
 /// fio's `random_distribution=`. `center` is fio's optional second value
 /// (`zipf:1.2:0.25`), in `[0, 1]`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Distribution {
     /// `random`: uniform; with the random map unless `norandommap`.
     #[default]
@@ -226,6 +252,29 @@ pub enum Distribution {
         deviation_percent: f64,
         center: Option<f64>,
     },
+    /// `zoned:a/s:a/s...` (`absolute` false: each zone `s` percent of the region) or
+    /// `zoned_abs:a/s:...` (`s` in bytes): `a` percent of a direction's random offsets fall
+    /// in the zone, uniformly within it. Zones follow one another from the region's start;
+    /// a direction with no zones draws uniformly over the whole region.
+    Zoned {
+        absolute: bool,
+        zones: PerDir<Vec<Zone>>,
+    },
+    /// fio 3.42's `sequence:b1,b2,...`: the offsets are these block numbers (in units of
+    /// the direction's `blockalign`) over and over; with `random_sequence_stride` each
+    /// round adds the list's length to them. The job ends at the first block past the
+    /// region.
+    Sequence { blocks: Vec<u64>, stride: bool },
+}
+
+/// One zone of a zoned distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zone {
+    /// Share of the direction's random offsets, in percent (a direction's zones add up
+    /// to 100).
+    pub access_percent: u32,
+    /// The zone's length: percent of the region (`zoned`) or bytes (`zoned_abs`).
+    pub size: u64,
 }
 
 /// fio's `rate_process=`.
@@ -260,6 +309,12 @@ pub struct BufferOptions {
     pub compress_chunk_bytes: u32,
     /// Share of write buffers (0..=100) that repeat an earlier buffer exactly.
     pub dedupe_percentage: u32,
+    /// `dedupe_mode=working_set` with `dedupe_working_set_percentage`: a repeat copies one
+    /// of the first (that percent of the region's blocks) unique buffers, drawn at random,
+    /// instead of the last unique one (`repeat`, `None`).
+    pub dedupe_working_set_percent: Option<u32>,
+    /// `dedupe_global`: the jobs of the run share one working set.
+    pub dedupe_global: bool,
 }
 
 impl Default for BufferOptions {
@@ -272,6 +327,8 @@ impl Default for BufferOptions {
             compress_percentage: 0,
             compress_chunk_bytes: 512,
             dedupe_percentage: 0,
+            dedupe_working_set_percent: None,
+            dedupe_global: false,
         }
     }
 }

@@ -172,6 +172,9 @@ fn results_text(formats: bench::job::OutputFormats, report: &bench::output::RunR
     if formats.normal {
         text.push_str(&human::render(report));
     }
+    if formats.terse {
+        text.push_str(&bench::output::terse::render(report));
+    }
     if formats.json_plus {
         text.push_str(&json::to_string(report, json::Flavor::JsonPlus));
         text.push('\n');

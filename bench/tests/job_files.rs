@@ -247,7 +247,7 @@ fn bad_fixtures_name_file_and_line() {
         (
             "unsupported-option.fio",
             ":3",
-            |e| matches!(e, JobError::Unsupported { option, .. } if option == "fsync"),
+            |e| matches!(e, JobError::Unsupported { option, .. } if option == "fdatasync"),
         ),
         ("bad-section.fio", ":3", |e| {
             matches!(e, JobError::Syntax { .. })
@@ -493,11 +493,18 @@ fn command_line_tool_actions_and_errors() {
         Err(JobError::Unsupported { .. })
     ));
     assert!(matches!(
-        cli(&["--name=a", "--fsync=1"]),
+        cli(&["--name=a", "--fdatasync=1"]),
         Err(JobError::Unsupported { .. })
     ));
+    assert!(
+        cli(&["--output-format=terse", "--name=a"])
+            .unwrap()
+            .tool
+            .output_formats
+            .terse
+    );
     assert!(matches!(
-        cli(&["--output-format=terse"]),
+        cli(&["--terse-version=2"]),
         Err(JobError::BadValue { .. })
     ));
     assert!(matches!(

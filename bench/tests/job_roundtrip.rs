@@ -275,7 +275,17 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
                 ) = pattern;
                 spec.rw = RwMode {
                     kind,
-                    offset_modifier: modifier,
+                    // A random pattern's ':N' is a count of at least 1; a sequential one's
+                    // a signed size (backwards when negative).
+                    offset_modifier: modifier.map(|m| {
+                        if kind.is_random() {
+                            m.max(1) as i64
+                        } else if m % 2 == 1 {
+                            -(m as i64)
+                        } else {
+                            m as i64
+                        }
+                    }),
                 };
                 spec.rwmixread = rwmixread;
                 spec.block_size = block_size;

@@ -207,6 +207,7 @@ fn log_files_have_fios_names_and_columns() {
             avg_msec,
             log_offset,
             job_number: 1,
+            ..LogOptions::default()
         })
         .unwrap();
         let mut stats = JobStats::new(

@@ -105,6 +105,13 @@ pub trait Engine: Send {
         drop(buffer);
     }
 
+    /// Whether the engine carries out flush units ([`IoUnit::flush`]): `fsync(2)` for
+    /// io_uring, nothing to do for null. The runner refuses `fsync`/`end_fsync` on an
+    /// engine without it.
+    fn supports_flush(&self) -> bool {
+        false
+    }
+
     /// Queues one I/O. A full engine hands the unit back untouched. An I/O the engine
     /// cannot carry out (misaligned, past the end) is accepted and completes with an error.
     fn queue(&mut self, unit: IoUnit) -> Result<(), IoUnit>;

@@ -88,6 +88,10 @@ impl Engine for NullEngine {
         self.queued.len() + self.done.len()
     }
 
+    fn supports_flush(&self) -> bool {
+        true
+    }
+
     fn queue(&mut self, unit: IoUnit) -> Result<(), IoUnit> {
         if self.in_flight() >= self.options.iodepth {
             return Err(unit);

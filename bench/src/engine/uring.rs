@@ -77,6 +77,9 @@ pub struct UringOptions {
     pub registerfiles: bool,
     /// `sqthread_poll`.
     pub sqthread_poll: bool,
+    /// `sync`: extra open flags, `O_SYNC` (`sync=1`/`sync`) or `O_DSYNC` (`dsync`); 0 for
+    /// none.
+    pub sync_flags: i32,
     /// `sqthread_poll_cpu`.
     pub sqthread_poll_cpu: Option<u32>,
     /// `iodepth`: units held at once; also the ring's size.
@@ -96,6 +99,7 @@ impl UringOptions {
             fixedbufs: false,
             registerfiles: false,
             sqthread_poll: false,
+            sync_flags: 0,
             sqthread_poll_cpu: None,
             iodepth,
             max_block_bytes,
@@ -206,8 +210,9 @@ impl UringEngine {
         }
         let mut open = OpenOptions::new();
         open.read(true).write(true);
-        if options.direct {
-            open.custom_flags(libc::O_DIRECT);
+        let direct = if options.direct { libc::O_DIRECT } else { 0 };
+        if direct | options.sync_flags != 0 {
+            open.custom_flags(direct | options.sync_flags);
         }
         let file = open.open(&options.path).map_err(|source| {
             if options.direct && source.raw_os_error() == Some(libc::EINVAL) {
@@ -372,6 +377,11 @@ impl UringEngine {
         let fd = self.fd_target();
         let mut bounce = None;
         let entry = match unit.direction {
+            // A flush unit: fsync(2) of the file (fio's fsync, end_fsync).
+            Direction::Write if unit.is_flush() => match fd {
+                Target::Fixed(f) => opcode::Fsync::new(f).build(),
+                Target::Fd(f) => opcode::Fsync::new(f).build(),
+            },
             Direction::Trim => {
                 let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
                 match fd {
@@ -477,6 +487,7 @@ impl UringEngine {
     fn finish(&mut self, in_flight: InFlight, result: i32) -> IoDone {
         let InFlight { mut unit, bounce } = in_flight;
         let what = match unit.direction {
+            Direction::Write if unit.is_flush() => "fsync",
             Direction::Read => "read",
             Direction::Write => "write",
             Direction::Trim => "trim (punch hole)",
@@ -642,6 +653,10 @@ impl Engine for UringEngine {
         }
     }
 
+    fn supports_flush(&self) -> bool {
+        true
+    }
+
     fn queue(&mut self, unit: IoUnit) -> Result<(), IoUnit> {
         if self.in_flight() >= self.iodepth {
             return Err(unit);
@@ -655,7 +670,10 @@ impl Engine for UringEngine {
             self.refuse(unit, error);
             return Ok(());
         }
-        if let Some(error) = self.alignment_error(&unit) {
+        if let Some(error) = (!unit.is_flush())
+            .then(|| self.alignment_error(&unit))
+            .flatten()
+        {
             self.refuse(unit, error);
             return Ok(());
         }

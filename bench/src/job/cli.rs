@@ -31,6 +31,8 @@ pub struct OutputFormats {
     pub normal: bool,
     pub json: bool,
     pub json_plus: bool,
+    /// fio's terse format, version 3 (`--minimal`, `terse`).
+    pub terse: bool,
 }
 
 impl Default for OutputFormats {
@@ -39,6 +41,7 @@ impl Default for OutputFormats {
             normal: true,
             json: false,
             json_plus: false,
+            terse: false,
         }
     }
 }
@@ -110,7 +113,8 @@ pub fn help_text() -> String {
     format!(
         "{}\n\
          iscsi-bench [options] [job options] <job file(s)>\n\
-         \x20 --output-format=type  normal, json, json+ (comma-separated for several)\n\
+         \x20 --output-format=type  normal, terse, json, json+ (comma-separated for several)\n\
+         \x20 --minimal             fio's terse output (version 3), one line per job\n\
          \x20 --output=file         Write output to file\n\
          \x20 --status-interval=t   Full status dump every t (seconds without unit)\n\
          \x20 --eta=when            auto, always or never: the live status line\n\
@@ -135,8 +139,6 @@ const UNSUPPORTED_TOOL_OPTIONS: &[&str] = &[
     "debug",
     "merge-blktrace-only",
     "bandwidth-log",
-    "minimal",
-    "terse-version",
     "cpuclock-test",
     "crctest",
     "enghelp",
@@ -162,6 +164,8 @@ const UNSUPPORTED_TOOL_OPTIONS: &[&str] = &[
 const TOOL_OPTIONS: &[(&str, ValueKind)] = &[
     ("output-format", ValueKind::Required),
     ("output", ValueKind::Required),
+    ("minimal", ValueKind::Flag),
+    ("terse-version", ValueKind::Required),
     ("status-interval", ValueKind::Required),
     ("eta", ValueKind::Required),
     ("parse-only", ValueKind::Flag),
@@ -314,6 +318,21 @@ where
         match name {
             "output-format" => tool.output_formats = parse_output_formats(&text).map_err(bad)?,
             "output" => tool.output = Some(PathBuf::from(&text)),
+            // fio: --minimal is --output-format=terse.
+            "minimal" => {
+                tool.output_formats = OutputFormats {
+                    normal: false,
+                    json: false,
+                    json_plus: false,
+                    terse: true,
+                }
+            }
+            "terse-version" if text.trim() != "3" => {
+                return Err(bad(ValueError::new(
+                    "iscsi-bench writes terse version 3 only (fio's default)",
+                )));
+            }
+            "terse-version" => {}
             "status-interval" => {
                 tool.status_interval =
                     Some(value::parse_time(&text, TimeUnit::Seconds).map_err(bad)?)
@@ -414,20 +433,17 @@ fn parse_output_formats(text: &str) -> Result<OutputFormats, ValueError> {
         normal: false,
         json: false,
         json_plus: false,
+        terse: false,
     };
     for part in text.split(',') {
         match part.trim() {
             "normal" => formats.normal = true,
             "json" => formats.json = true,
             "json+" => formats.json_plus = true,
-            "terse" => {
-                return Err(ValueError::new(
-                    "fio's terse format is not supported (normal, json, json+)",
-                ))
-            }
+            "terse" => formats.terse = true,
             _ => {
                 return Err(ValueError::new(
-                    "expected normal, json or json+ (comma-separated)",
+                    "expected normal, terse, json or json+ (comma-separated)",
                 ))
             }
         }

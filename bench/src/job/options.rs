@@ -15,11 +15,13 @@ use super::error::{JobError, Origin, Suggestion, ValueError};
 use super::error_policy::ErrorPolicy;
 use super::render::{self, changed, changed_flag};
 use super::spec::{
-    BlockSize, ChapCredentials, DigestChoice, Engine, FileService, FileServiceKind, IscsiOptions,
-    JobSpec, LogName, PerDir, RateProcess, SizeSpec, TransportKind, VerifyKind,
+    BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, FileService, FileServiceKind,
+    IscsiOptions, JobSpec, LogName, PerDir, RateProcess, RwSequencer, SizeSpec, SteadyStateMetric,
+    SteadyStateSpec, SyncMode, TransportKind, VerifyKind,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
+use crate::output::UnifiedRw;
 
 /// Whether an option takes a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +185,13 @@ pub static OPTIONS: &[OptionDef] = &[
             );
         },
         render |_spec, _base| None),
+    // fio registers the options of its built-in tiobench profile as job options, so it
+    // takes `threads=` in any job and reads it only under `profile=tiobench` (which
+    // iscsi-bench does not run): accepted and without effect here as there.
+    opt!("threads", Required, Job, "int", default "none",
+        "tiobench profile's thread count (no effect without fio's profile=tiobench)",
+        apply |s| { s.parse(value::parse_u64)?; },
+        render |_spec, _base| None),
     opt!("fixedbufs", Flag, IoUring, "bool", default "0", "io_uring: register the I/O buffers",
         flag fixedbufs),
     opt!("registerfiles", Flag, IoUring, "bool", default "0", "io_uring: register the file",
@@ -199,13 +208,20 @@ pub static OPTIONS: &[OptionDef] = &[
             "size=0 leaves nothing to do (leave size out to use the whole target)",
         )?),
         render |spec, _base| spec.size.map(render::size)),
-    opt!("offset", Required, Region, "int[%]", default "0", "Start of the region",
+    opt!("offset" ["fileoffset"], Required, Region, "int[%]", default "0", "Start of the region",
         apply |s| s.spec().offset = s.parse_kb(value::parse_size_or_percent)?,
         render |spec, base| (spec.offset != base.offset).then(|| render::size(spec.offset))),
     opt!("offset_increment", Required, Region, "int[%]", default "0",
         "Extra offset per numjobs clone",
         apply |s| s.spec().offset_increment = Some(s.parse_kb(value::parse_size_or_percent)?),
         render |spec, _base| spec.offset_increment.map(render::size)),
+    // fio: with no size, write until the device or file system is full (ENOSPC ends the
+    // job without error). A LUN, a block device and the null target end where they end, and
+    // a job without size already covers them whole; growing a regular file until its file
+    // system is full is refused (give size=).
+    opt!("fill_device" ["fill_fs"], Flag, Region, "bool", default "0",
+        "Write to the end of the target (a LUN or device: its whole length from offset)",
+        flag fill_device),
     opt!("io_size" ["io_limit"], Required, Region, "int[%]", default "size",
         "Bytes of I/O to do (% of size)",
         apply |s| s.spec().io_size = Some(s.nonzero_size("io_size=0 leaves nothing to do")?),
@@ -275,12 +291,54 @@ pub static OPTIONS: &[OptionDef] = &[
             render::per_dir(&spec.block_align, |align| Some(align.unwrap_or(0).to_string()))
         })),
     opt!("random_distribution", Required, Pattern,
-        "random|zipf[:t[:c]]|pareto[:p[:c]]|normal[:d[:c]]", default "random",
+        "random|zipf[:t[:c]]|pareto[:p[:c]]|normal[:d[:c]]|zoned:a/s%:...|zoned_abs:a/size:...",
+        default "random",
         "Distribution of random offsets",
-        apply |s| s.spec().random_distribution = s.parse(value::parse_distribution)?,
+        apply |s| s.spec().random_distribution = s.parse_kb(value::parse_distribution)?,
         render |spec, base| (spec.random_distribution != base.random_distribution)
             .then(|| render::distribution(&spec.random_distribution))),
-    opt!("randrepeat", Flag, Pattern, "bool", default "1", "Same random sequence on every run",
+    opt!("random_sequence_stride", Flag, Pattern, "bool", default "0",
+        "random_distribution=sequence: each round adds the list's length to its blocks",
+        flag random_sequence_stride),
+    opt!("rw_sequencer", Required, Pattern, "sequential|identical", default "sequential",
+        "What the I/Os between two random offsets of rw=randread:N do",
+        apply |s| s.spec().rw_sequencer = match s.text() {
+            "sequential" => RwSequencer::Sequential,
+            "identical" => RwSequencer::Identical,
+            _ => return s.fail("expected sequential or identical"),
+        },
+        render |spec, base| (spec.rw_sequencer != base.rw_sequencer).then(|| {
+            match spec.rw_sequencer {
+                RwSequencer::Sequential => "sequential",
+                RwSequencer::Identical => "identical",
+            }
+            .to_string()
+        })),
+    opt!("percentage_random", Required, Pattern, "int[,int][,int] (0..100)", default "100",
+        "Share of a random pattern's offsets drawn at random; the rest continue sequentially",
+        apply |s| s.spec().percentage_random = s.parse(|text| {
+            value::parse_per_dir(text, &s.scope.spec.percentage_random, |part| {
+                let percent = value::parse_u64(part)?;
+                if percent > 100 {
+                    return Err(ValueError::new("a percentage is 0 to 100"));
+                }
+                Ok(percent as u32)
+            })
+        })?,
+        render |spec, base| (spec.percentage_random != base.percentage_random)
+            .then(|| render::per_dir(&spec.percentage_random, |p| Some(p.to_string())))),
+    // fio picks its generator by name; iscsi-bench has one (SplitMix64 over a keyed
+    // permutation, which visits each block once per pass as fio's lfsr does), so the value
+    // is checked and kept for rendering, and the offsets differ from fio's whichever is named.
+    opt!("random_generator", Required, Pattern, "tausworthe|lfsr|tausworthe64",
+        default "tausworthe",
+        "fio's random generator (iscsi-bench has one generator: offsets differ from fio's)",
+        apply |s| s.spec().random_generator = match s.text() {
+            "tausworthe" | "lfsr" | "tausworthe64" => Some(s.text().to_string()),
+            _ => return s.fail("expected tausworthe, lfsr or tausworthe64"),
+        },
+        render |spec, _base| spec.random_generator.clone()),
+    opt!("randrepeat" ["allrandrepeat"], Flag, Pattern, "bool", default "1", "Same random sequence on every run",
         flag randrepeat),
     opt!("randseed", Required, Pattern, "int", default "none", "Seed of the random generators",
         apply |s| s.spec().randseed = Some(s.parse(value::parse_u64)?),
@@ -288,6 +346,66 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!("norandommap", Flag, Pattern, "bool", default "0",
         "Random offsets may repeat before all blocks are touched", flag norandommap),
     opt!("iodepth", Required, Depth, "int", default "1", "I/Os in flight", count(1) iodepth),
+    // fio's offload hands each I/O to a worker thread that submits and reaps it; the I/Os
+    // (offsets, sizes, depth) are the same as inline. iscsi-bench's iscsi engine already
+    // submits from its shard threads; null and io_uring submit from the job thread in both
+    // modes, so offload is taken and the value kept for rendering.
+    opt!("fsync", Required, Target, "int", default "0",
+        "Flush (fsync; SYNCHRONIZE CACHE on a LUN) after every this many writes",
+        count(0) fsync),
+    opt!("end_fsync", Flag, Target, "bool", default "0",
+        "Flush once the job's I/O is done", flag end_fsync),
+    opt!("sync", Required, Target, "none|0|sync|1|dsync", default "none",
+        "Durable writes: O_SYNC/O_DSYNC on a file (FUA on a LUN)",
+        apply |s| s.spec().sync = match s.text() {
+            "none" | "0" => SyncMode::None,
+            "sync" | "1" => SyncMode::Sync,
+            "dsync" => SyncMode::Dsync,
+            _ => return s.fail("expected none, 0, sync, 1 or dsync"),
+        },
+        render |spec, base| (spec.sync != base.sync).then(|| {
+            match spec.sync {
+                SyncMode::None => "none",
+                SyncMode::Sync => "sync",
+                SyncMode::Dsync => "dsync",
+            }
+            .to_string()
+        })),
+    opt!("io_submit_mode", Required, Depth, "inline|offload", default "inline",
+        "Who submits the I/Os (offload: taken, the job thread or the shard submits)",
+        apply |s| s.spec().io_submit_offload = match s.text() {
+            "inline" => false,
+            "offload" => true,
+            _ => return s.fail("expected inline or offload"),
+        },
+        render |spec, base| (spec.io_submit_offload != base.io_submit_offload)
+            .then(|| "offload".to_string())),
+    opt!("verify_only", Flag, Verify, "bool", default "0",
+        "Do not write: check what an earlier run of this job wrote", flag verify_only),
+    opt!("verify_offset", Required, Verify, "int (bytes)", default "0",
+        "Write the verify header this many bytes into the block (swapped with the data)",
+        apply |s| s.spec().verify_offset = {
+            let bytes = s.parse_kb(value::parse_size)?;
+            if bytes > u64::from(u32::MAX) {
+                return s.fail("verify_offset is below 4 GiB");
+            }
+            bytes as u32
+        },
+        render |spec, base| changed(spec.verify_offset, base.verify_offset)),
+    opt!("verify_interval", Required, Verify, "int (bytes)", default "block size",
+        "Write a verify header every this many bytes of a block",
+        apply |s| s.spec().verify_interval = {
+            let bytes = s.parse_kb(value::parse_size)?;
+            if bytes == 0 || bytes > u64::from(u32::MAX) {
+                return s.fail("verify_interval is 1 byte to 4 GiB");
+            }
+            Some(bytes as u32)
+        },
+        render |spec, _base| spec.verify_interval.map(|bytes| bytes.to_string())),
+    opt!("iodepth_low", Required, Depth, "int", default "iodepth",
+        "Once the queue is full, let it drain to this many before filling it again",
+        apply |s| s.spec().iodepth_low = Some(s.count(0)?).filter(|&low| low > 0),
+        render |spec, _base| spec.iodepth_low.map(|low| low.to_string())),
     opt!("iodepth_batch_submit" ["iodepth_batch"], Required, Depth, "int", default "1",
         "I/Os submitted at once", count(0) iodepth_batch_submit),
     opt!("iodepth_batch_complete_min" ["iodepth_batch_complete"], Required, Depth, "int",
@@ -350,6 +468,23 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().rate_cycle = s.time(TimeUnit::Milliseconds)?,
         render |spec, base| (spec.rate_cycle != base.rate_cycle)
             .then(|| format!("{}ms", spec.rate_cycle.as_millis()))),
+    opt!("flow", Required, Rate, "int (0..1000)", default "0",
+        "Weight of this job in its flow_id's token flow control (0: none)",
+        apply |s| s.spec().flow = {
+            let weight = s.count(0)?;
+            if weight > 1000 {
+                return s.fail("flow weights are 0 to 1000 (fio's FLOW_MAX_WEIGHT)");
+            }
+            weight
+        },
+        render |spec, base| changed(spec.flow, base.flow)),
+    opt!("flow_id", Required, Rate, "int", default "0",
+        "Jobs with one flow_id share their I/O by their flow weights", count(0) flow_id),
+    opt!("flow_sleep", Required, Rate, "time (us)", default "0",
+        "How long a job ahead of its flow weight pauses before asking again",
+        apply |s| s.spec().flow_sleep = s.time(TimeUnit::Microseconds)?,
+        render |spec, base| (spec.flow_sleep != base.flow_sleep)
+            .then(|| render::time(spec.flow_sleep))),
     opt!("thinktime", Required, Rate, "time (us)", default "0", "Pause after I/Os",
         apply |s| s.spec().thinktime = s.time(TimeUnit::Microseconds)?,
         render |spec, base| (spec.thinktime != base.thinktime)
@@ -368,7 +503,7 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         render |spec, _base| (!spec.verify_pattern.is_empty())
             .then(|| render::hex(&spec.verify_pattern))),
-    opt!("verify", Required, Verify, "crc32c|md5|sha256|pattern|0", default "0",
+    opt!("verify", Required, Verify, "crc32c|md5|sha256|pattern|meta|0", default "0",
         "Check written data",
         apply |s| s.spec().verify = s.parse(value::parse_verify_kind)?,
         render |spec, _base| render::verify(spec)),
@@ -376,8 +511,10 @@ pub static OPTIONS: &[OptionDef] = &[
         flag verify_fatal),
     opt!("do_verify", Flag, Verify, "bool", default "1", "Run the verify phase after writing",
         flag do_verify),
+    // Not carried out yet (noted in the closing note): the job verifies at the end
+    // of each loop, as without it; fio checks every N written blocks during the run.
     opt!("verify_backlog", Required, Verify, "int", default "none",
-        "Verify after this many blocks are written",
+        "Taken but NOT acted on yet: iscsi-bench verifies at each loop's end only",
         apply |s| s.spec().verify_backlog = Some(s.parse(value::parse_u64)?).filter(|&n| n > 0),
         render |spec, _base| spec.verify_backlog.map(|backlog| backlog.to_string())),
     opt!("zero_buffers", Flag, Buffers, "bool", default "0",
@@ -416,12 +553,128 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, base| {
             changed(spec.buffers.dedupe_percentage, base.buffers.dedupe_percentage)
         }),
+    opt!("dedupe_mode", Required, Buffers, "repeat|working_set", default "repeat",
+        "What a deduplicated buffer repeats: the last unique one, or one of a working set",
+        apply |s| {
+            let working_set = match s.text() {
+                "repeat" => false,
+                "working_set" => true,
+                _ => return s.fail("expected repeat or working_set"),
+            };
+            let spec = s.spec();
+            spec.buffers.dedupe_working_set_percent = working_set
+                .then_some(spec.dedupe_working_set_percentage);
+        },
+        render |spec, _base| spec.buffers.dedupe_working_set_percent
+            .map(|_| "working_set".to_string())),
+    opt!("dedupe_working_set_percentage", Required, Buffers, "int (0..100)", default "5",
+        "Size of dedupe_mode=working_set's set, in percent of the region",
+        apply |s| {
+            let percent = s.percent()?;
+            let spec = s.spec();
+            spec.dedupe_working_set_percentage = percent;
+            if spec.buffers.dedupe_working_set_percent.is_some() {
+                spec.buffers.dedupe_working_set_percent = Some(percent);
+            }
+        },
+        render |spec, base| changed(
+            spec.dedupe_working_set_percentage,
+            base.dedupe_working_set_percentage
+        )),
+    opt!("dedupe_global", Flag, Buffers, "bool", default "0",
+        "The run's jobs share one dedupe working set", flag buffers.dedupe_global),
     opt!("group_reporting", Flag, Reporting, "bool", default "0",
         "Report per group instead of per job", flag group_reporting),
     opt!("stonewall" ["wait_for_previous"], Flag, Reporting, "bool", default "0",
         "Wait for the jobs before; start a new group", flag stonewall),
     opt!("new_group", Flag, Reporting, "bool", default "0", "Start a new reporting group",
         flag new_group),
+    opt!("unified_rw_reporting", Required, Reporting, "none|mixed|both|0|1|2", default "none",
+        "Report reads, writes and trims apart, summed as \"mixed\", or both",
+        apply |s| s.spec().unified_rw_reporting = match s.text() {
+            "none" | "0" => UnifiedRw::Separate,
+            "mixed" | "1" => UnifiedRw::Mixed,
+            "both" | "2" => UnifiedRw::Both,
+            _ => return s.fail("expected none, mixed, both, 0, 1 or 2"),
+        },
+        render |spec, base| (spec.unified_rw_reporting != base.unified_rw_reporting).then(|| {
+            match spec.unified_rw_reporting {
+                UnifiedRw::Separate => "none",
+                UnifiedRw::Mixed => "mixed",
+                UnifiedRw::Both => "both",
+            }
+            .to_string()
+        })),
+    opt!("steadystate" ["ss"], Required, Time,
+        "iops|iops_slope|bw|bw_slope|lat|lat_slope:limit[%]", default "iops_slope:0.01%",
+        "Steady-state criterion: the job ends once it holds over ss_dur",
+        apply |s| s.spec().steadystate = s.parse(parse_steadystate)?,
+        render |spec, base| (spec.steadystate != base.steadystate)
+            .then(|| render::steadystate(&spec.steadystate))),
+    opt!("steadystate_duration" ["ss_dur"], Required, Time, "time (s)", default "0 (off)",
+        "Window over which the steadystate criterion must hold",
+        apply |s| s.spec().ss_dur = s.time(TimeUnit::Seconds)?,
+        render |spec, base| (spec.ss_dur != base.ss_dur).then(|| render::time(spec.ss_dur))),
+    opt!("steadystate_ramp_time" ["ss_ramp"], Required, Time, "time (s)", default "0",
+        "Time before steady-state data are collected",
+        apply |s| s.spec().ss_ramp = s.time(TimeUnit::Seconds)?,
+        render |spec, base| (spec.ss_ramp != base.ss_ramp).then(|| render::time(spec.ss_ramp))),
+    opt!("steadystate_check_interval" ["ss_interval"], Required, Time, "time (s)", default "1",
+        "How often steady state is checked (at least 1 s)",
+        apply |s| s.spec().ss_interval = {
+            let interval = s.time(TimeUnit::Seconds)?;
+            if interval < Duration::from_secs(1) {
+                return s.fail("ss_check_interval must be at least 1s (as in fio)");
+            }
+            interval
+        },
+        render |spec, base| (spec.ss_interval != base.ss_interval)
+            .then(|| render::time(spec.ss_interval))),
+    opt!("latency_target", Required, Depth, "time (us)", default "0 (off)",
+        "Find the deepest queue whose latency_percentile of I/Os stays within this",
+        apply |s| s.spec().latency_target =
+            Some(s.time(TimeUnit::Microseconds)?).filter(|t| !t.is_zero()),
+        render |spec, _base| spec.latency_target.map(render::time)),
+    opt!("latency_window", Required, Depth, "time (us)", default "0",
+        "How long each depth is tried", 
+        apply |s| s.spec().latency_window = s.time(TimeUnit::Microseconds)?,
+        render |spec, base| (spec.latency_window != base.latency_window)
+            .then(|| render::time(spec.latency_window))),
+    opt!("latency_percentile", Required, Depth, "float (0..100)", default "100",
+        "Share of I/Os that must meet latency_target",
+        apply |s| s.spec().latency_percentile = {
+            let percent = s.text().trim().trim_end_matches('%').parse::<f64>().ok()
+                .filter(|p| (0.0..=100.0).contains(p));
+            match percent {
+                Some(p) => p,
+                None => return s.fail("a percentage, 0 to 100"),
+            }
+        },
+        render |spec, base| (spec.latency_percentile != base.latency_percentile)
+            .then(|| spec.latency_percentile.to_string())),
+    opt!("latency_run", Flag, Depth, "bool", default "0",
+        "Keep adjusting the depth for the whole run instead of stopping once found",
+        flag latency_run),
+    opt!("exitall", Flag, Reporting, "bool", default "0",
+        "When this job ends, end the jobs exit_what names", flag exitall),
+    opt!("exit_what", Required, Reporting, "group|stonewall|all", default "group",
+        "Which jobs exitall ends",
+        apply |s| s.spec().exit_what = match s.text() {
+            "group" => ExitWhat::Group,
+            "stonewall" => ExitWhat::Stonewall,
+            "all" => ExitWhat::All,
+            _ => return s.fail("expected group, stonewall or all"),
+        },
+        render |spec, base| (spec.exit_what != base.exit_what).then(|| {
+            match spec.exit_what {
+                ExitWhat::Group => "group",
+                ExitWhat::Stonewall => "stonewall",
+                ExitWhat::All => "all",
+            }
+            .to_string()
+        })),
+    opt!("exitall_on_error", Flag, Reporting, "bool", default "0",
+        "When this job ends in error, end every job", flag exitall_on_error),
     opt!("percentile_list", Required, Reporting, "float:float...",
         default "1:5:10:20:30:40:50:60:70:80:90:95:99:99.5:99.9:99.95:99.99",
         "Latency percentiles to report",
@@ -447,6 +700,24 @@ pub static OPTIONS: &[OptionDef] = &[
         "Average log entries over this period",
         apply |s| s.spec().log_avg_msec = s.parse(value::parse_u64)?,
         render |spec, base| changed(spec.log_avg_msec, base.log_avg_msec)),
+    opt!("write_hist_log", Optional, Reporting, "[prefix]", default "none",
+        "Write completion-latency histogram logs (every log_hist_msec)",
+        apply |s| s.spec().write_hist_log = Some(s.log_name()),
+        render |spec, _base| spec.write_hist_log.as_ref().map(render::log_name)),
+    opt!("log_hist_msec", Required, Reporting, "int (ms)", default "0",
+        "Histogram log window (0: nothing logged, as in fio)",
+        apply |s| s.spec().log_hist_msec = s.parse(value::parse_u64)?,
+        render |spec, base| changed(spec.log_hist_msec, base.log_hist_msec)),
+    opt!("log_hist_coarseness", Required, Reporting, "int (0..6)", default "0",
+        "Histogram log bins summed 2^N at a time",
+        apply |s| s.spec().log_hist_coarseness = {
+            let coarseness = s.count(0)?;
+            if coarseness > 6 {
+                return s.fail("log_hist_coarseness is 0 to 6");
+            }
+            coarseness
+        },
+        render |spec, base| changed(spec.log_hist_coarseness, base.log_hist_coarseness)),
     opt!("cpus_allowed", Required, Reporting, "cpu[-cpu][,...]", default "all",
         "CPUs the job may run on",
         apply |s| s.spec().cpus_allowed = Some(s.parse(value::parse_cpu_list)?),
@@ -566,33 +837,22 @@ pub static UNSUPPORTED: &[&str] = &[
     "bs_unaligned",
     "blocksize_unaligned",
     "bs_is_seq_rand",
-    "rw_sequencer",
-    "iodepth_low",
     "serialize_overlap",
-    "io_submit_mode",
-    "fill_device",
     "filesize",
     "file_append",
     "offset_align",
-    "random_generator",
-    "percentage_random",
-    "allrandrepeat",
     "nrfiles",
     "openfiles",
     "fallocate",
     "fadvise_hint",
-    "fsync",
     "fdatasync",
     "write_barrier",
     "sync_file_range",
     "atomic",
     "overwrite",
-    "verify_only",
     "clocksource",
     "mem",
     "iomem",
-    "verify_interval",
-    "verify_offset",
     "verify_dump",
     "verify_async",
     "verify_backlog_batch",
@@ -638,12 +898,7 @@ pub static UNSUPPORTED: &[&str] = &[
     "thinktime_iotime",
     "rate_ignore_thinktime",
     "max_latency",
-    "latency_target",
-    "latency_window",
-    "latency_percentile",
-    "latency_run",
     "invalidate",
-    "sync",
     "write_hint",
     "create_serialize",
     "create_fsync",
@@ -656,20 +911,13 @@ pub static UNSUPPORTED: &[&str] = &[
     "cpus_allowed_policy",
     "numa_cpu_nodes",
     "numa_mem_policy",
-    "end_fsync",
     "fsync_on_close",
     "unlink",
     "unlink_each_loop",
-    "exitall",
-    "exit_what",
-    "exitall_on_error",
     "per_job_logs",
     "bwavgtime",
     "iopsavgtime",
     "log_entries",
-    "log_hist_msec",
-    "log_hist_coarseness",
-    "write_hist_log",
     "log_max_value",
     "log_offset",
     "log_prio",
@@ -681,9 +929,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "log_alternate_epoch_clock_id",
     "block_error_percentiles",
     "stats",
-    "dedupe_mode",
-    "dedupe_working_set_percentage",
-    "dedupe_global",
     "significant_figures",
     "disk_util",
     "gtod_reduce",
@@ -692,7 +937,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "disable_slat",
     "disable_bw_measurement",
     "gtod_cpu",
-    "unified_rw_reporting",
     "error_dump",
     "profile",
     "cgroup",
@@ -702,15 +946,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "gid",
     "unit_base",
     "hugepage-size",
-    "flow_id",
-    "flow",
-    "flow_sleep",
-    "steadystate",
-    "ss",
-    "steadystate_duration",
-    "ss_dur",
-    "steadystate_ramp_time",
-    "ss_ramp",
     "cmdprio_percentage",
     "cmdprio_class",
     "cmdprio",
@@ -724,6 +959,47 @@ pub static UNSUPPORTED: &[&str] = &[
     "readfua",
     "writefua",
 ];
+
+/// `steadystate=`: `metric[_slope]:limit[%]` (fio's str_steadystate_cb; a `lat` limit
+/// without `%` is a time, in ns without a unit... fio reads it as a time string).
+fn parse_steadystate(text: &str) -> Result<SteadyStateSpec, ValueError> {
+    let (name, limit) = text.trim().split_once(':').ok_or_else(|| {
+        ValueError::new("steadystate threshold must be specified in addition to criterion")
+    })?;
+    let (metric, slope) = match name.trim() {
+        "iops" => (SteadyStateMetric::Iops, false),
+        "iops_slope" => (SteadyStateMetric::Iops, true),
+        "bw" => (SteadyStateMetric::Bw, false),
+        "bw_slope" => (SteadyStateMetric::Bw, true),
+        "lat" => (SteadyStateMetric::Lat, false),
+        "lat_slope" => (SteadyStateMetric::Lat, true),
+        _ => {
+            return Err(ValueError::new(
+                "expected iops, iops_slope, bw, bw_slope, lat or lat_slope",
+            ))
+        }
+    };
+    let limit = limit.trim();
+    let (number, percent) = match limit.strip_suffix('%') {
+        Some(number) => (number.trim(), true),
+        None => (limit, false),
+    };
+    let limit = if metric == SteadyStateMetric::Lat && !percent {
+        value::parse_time(number, TimeUnit::Microseconds)?.as_nanos() as f64
+    } else {
+        number
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| ValueError::new("the steadystate limit is a number"))?
+    };
+    Ok(SteadyStateSpec {
+        metric,
+        slope,
+        limit,
+        percent,
+    })
+}
 
 /// Find an option by name or alias.
 pub fn lookup(name: &str) -> Option<&'static OptionDef> {
@@ -1229,6 +1505,19 @@ mod tests {
             "ioengine" => "null",
             "kb_base" => "1024",
             "rw" => "randrw",
+            "rw_sequencer" => "identical",
+            "random_generator" => "lfsr",
+            "unified_rw_reporting" => "both",
+            "exit_what" => "all",
+            "io_submit_mode" => "offload",
+            "sync" => "dsync",
+            "dedupe_mode" => "working_set",
+            "log_hist_coarseness" => "3",
+            "latency_percentile" => "99.5",
+            "verify_interval" => "512",
+            "steadystate" | "ss" => "bw:5%",
+            "steadystate_check_interval" | "ss_interval" => "2",
+            "percentage_random" => "30,40",
             "random_distribution" => "zipf:1.2",
             "verify" => "md5",
             "verify_pattern" => "0xff",
@@ -1277,7 +1566,7 @@ mod tests {
                 ..
             }
         ));
-        let fsync = unknown_option("fsync", &Origin::Builtin);
+        let fsync = unknown_option("fdatasync", &Origin::Builtin);
         assert!(matches!(fsync, JobError::Unsupported { .. }));
         assert!(fsync.to_string().contains("does not support"), "{fsync}");
     }
@@ -1415,7 +1704,7 @@ mod tests {
         );
         assert!(cmdhelp("all").unwrap().contains("header_digest"));
         assert!(matches!(
-            cmdhelp("fsync"),
+            cmdhelp("fdatasync"),
             Err(JobError::Unsupported { .. })
         ));
         assert!(matches!(
@@ -1459,7 +1748,7 @@ mod tests {
             typo.to_string().contains("did you mean \"iodepth\""),
             "{typo}"
         );
-        let unsupported = cmdhelp("--cmdhelp=fsync").unwrap_err();
+        let unsupported = cmdhelp("--cmdhelp=fdatasync").unwrap_err();
         assert!(matches!(unsupported, JobError::Unsupported { .. }));
     }
 

@@ -96,6 +96,28 @@ pub(super) fn bssplit(entries: &[BsSplitEntry]) -> String {
 pub(super) fn distribution(distribution: &Distribution) -> String {
     let center = |center: Option<f64>| center.map(|c| format!(":{c}")).unwrap_or_default();
     match *distribution {
+        Distribution::Zoned {
+            absolute,
+            ref zones,
+        } => {
+            let kind = if absolute { "zoned_abs" } else { "zoned" };
+            let dir = |zones: &Vec<super::spec::Zone>| {
+                zones
+                    .iter()
+                    .map(|z| format!("{}/{}", z.access_percent, z.size))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            };
+            format!("{kind}:{}", per_dir(zones, |z| Some(dir(z))))
+        }
+        Distribution::Sequence { ref blocks, .. } => format!(
+            "sequence:{}",
+            blocks
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         Distribution::Random => "random".to_string(),
         Distribution::Zipf { theta, center: c } => format!("zipf:{theta}{}", center(c)),
         Distribution::Pareto { power, center: c } => format!("pareto:{power}{}", center(c)),
@@ -159,6 +181,7 @@ pub(super) fn verify(spec: &JobSpec) -> Option<String> {
             VerifyKind::Md5 => "md5",
             VerifyKind::Sha256 => "sha256",
             VerifyKind::Pattern => "pattern",
+            VerifyKind::Meta => "meta",
         }
         .to_string()
     })
@@ -258,4 +281,18 @@ pub fn render_command_line(jobs: &[JobSpec]) -> String {
         previous_group = Some(job.group_id);
     }
     parts.join(" ")
+}
+
+/// `steadystate=` as fio writes it.
+pub(super) fn steadystate(spec: &super::spec::SteadyStateSpec) -> String {
+    let limit = if spec.metric == super::spec::SteadyStateMetric::Lat && !spec.percent {
+        format!("{}us", (spec.limit / 1000.0).round())
+    } else {
+        format!("{}", spec.limit)
+    };
+    format!(
+        "{}:{limit}{}",
+        spec.name(),
+        if spec.percent { "%" } else { "" }
+    )
 }

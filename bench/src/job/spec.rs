@@ -7,17 +7,19 @@ use std::time::Duration;
 use super::error::{JobError, Origin};
 use crate::io::Direction;
 pub use crate::io::{
-    BufferOptions, Distribution, FileService, FileServiceKind, PerDir, RateProcess, RwKind,
+    BufferOptions, Distribution, FileService, FileServiceKind, PerDir, RateProcess, RwKind, Zone,
 };
+pub use crate::workload::RwSequencer;
 
 /// `rw=` with fio's optional `:<nr>` suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RwMode {
     pub kind: RwKind,
     /// fio's offset modifier: for a random pattern, the number of I/Os issued before a new
-    /// random offset is drawn; for a sequential one, the bytes skipped after each I/O
-    /// (`rw=write:4k` leaves 4 KiB holes). `None` when no suffix was given.
-    pub offset_modifier: Option<u64>,
+    /// random offset is drawn (at least 1); for a sequential one, the bytes added after each
+    /// I/O (`rw=write:4k` leaves 4 KiB holes, `rw=read:-8k` walks backwards). `None` when
+    /// no suffix was given.
+    pub offset_modifier: Option<i64>,
 }
 
 /// An inclusive range `min-max`.
@@ -93,6 +95,8 @@ pub enum VerifyKind {
     Sha256,
     /// Only `verify_pattern` is checked.
     Pattern,
+    /// fio's `meta`: the header alone (offset, generation), no data digest.
+    Meta,
 }
 
 /// `ioengine=`.
@@ -274,6 +278,8 @@ pub struct JobSpec {
     pub size: Option<SizeSpec>,
     pub offset: SizeSpec,
     pub offset_increment: Option<SizeSpec>,
+    /// `fill_device`/`fill_fs`.
+    pub fill_device: bool,
     pub io_size: Option<SizeSpec>,
     pub number_ios: Option<u64>,
     pub loops: u32,
@@ -288,12 +294,62 @@ pub struct JobSpec {
     /// `blockalign`/`ba`: `None` aligns to the block size.
     pub block_align: PerDir<Option<u64>>,
     pub random_distribution: Distribution,
+    /// `unified_rw_reporting`.
+    pub unified_rw_reporting: crate::output::UnifiedRw,
+    /// `random_sequence_stride` (fio 3.42), for `random_distribution=sequence`.
+    pub random_sequence_stride: bool,
+    /// `random_generator` as written (accepted, not used: see the option's help).
+    pub random_generator: Option<String>,
+    /// `rw_sequencer`.
+    pub rw_sequencer: RwSequencer,
+    /// `percentage_random` (read,write,trim), 0..=100.
+    pub percentage_random: PerDir<u32>,
     pub randrepeat: bool,
     pub randseed: Option<u64>,
     pub norandommap: bool,
 
     // Depth and batching.
     pub iodepth: u32,
+    /// `steadystate`/`ss`; it acts only with `ss_dur` (`steadystate_duration`) above 0.
+    pub steadystate: SteadyStateSpec,
+    pub ss_dur: Duration,
+    pub ss_ramp: Duration,
+    /// `ss_interval` (`steadystate_check_interval`), at least 1 s as in fio.
+    pub ss_interval: Duration,
+    /// `flow` (0: no flow control, up to 1000), `flow_id`, `flow_sleep`.
+    pub flow: u32,
+    pub flow_id: u32,
+    pub flow_sleep: Duration,
+    /// `fsync`: a flush after every this many writes (0: none); `end_fsync`: one at the
+    /// end; `sync`: open flags for files (`O_SYNC`/`O_DSYNC`; FUA writes on a LUN).
+    pub fsync: u32,
+    pub end_fsync: bool,
+    pub sync: SyncMode,
+    /// `io_submit_mode=offload` (taken; see the option's help).
+    pub io_submit_offload: bool,
+    /// `write_hist_log`, `log_hist_msec` (0: nothing logged, fio's default) and
+    /// `log_hist_coarseness` (0..=6).
+    pub write_hist_log: Option<LogName>,
+    pub log_hist_msec: u64,
+    pub log_hist_coarseness: u32,
+    /// `dedupe_working_set_percentage` (fio's default 5), read by `dedupe_mode=working_set`
+    /// in whichever order the two come.
+    pub dedupe_working_set_percentage: u32,
+    /// `verify_only`: plan the job's writes without doing them, and check what an earlier
+    /// run of the same job wrote.
+    pub verify_only: bool,
+    /// `latency_target` (`None`: off), `latency_window` (fio's default 0: each check
+    /// judges the I/Os since the last one), `latency_percentile` (100), `latency_run`.
+    pub latency_target: Option<Duration>,
+    pub latency_window: Duration,
+    pub latency_percentile: f64,
+    pub latency_run: bool,
+    /// `verify_offset` in bytes (0: the header at the start of each interval).
+    pub verify_offset: u32,
+    /// `verify_interval` in bytes; `None` for the block size.
+    pub verify_interval: Option<u32>,
+    /// `iodepth_low`; `None` (or 0, fio's "unset") means `iodepth`.
+    pub iodepth_low: Option<u32>,
     /// `iodepth_batch_submit`/`iodepth_batch`: I/Os submitted at once (default 1); fio
     /// reads 0 as "the iodepth". Kept as given.
     pub iodepth_batch_submit: u32,
@@ -338,6 +394,12 @@ pub struct JobSpec {
     // Reporting and logs.
     pub group_reporting: bool,
     pub stonewall: bool,
+    /// `exitall`: when this job ends, end the jobs `exit_what` names.
+    pub exitall: bool,
+    /// `exit_what`.
+    pub exit_what: ExitWhat,
+    /// `exitall_on_error`: when this job ends in error, end every job.
+    pub exitall_on_error: bool,
     pub new_group: bool,
     pub percentile_list: Vec<f64>,
     pub clat_percentiles: bool,
@@ -391,6 +453,7 @@ impl JobSpec {
             size: None,
             offset: SizeSpec::Bytes(0),
             offset_increment: None,
+            fill_device: false,
             io_size: None,
             number_ios: None,
             loops: 1,
@@ -403,10 +466,38 @@ impl JobSpec {
             block_size: PerDir::splat(BlockSize::Fixed(DEFAULT_BLOCK_SIZE_BYTES)),
             block_align: PerDir::splat(None),
             random_distribution: Distribution::Random,
+            random_generator: None,
+            random_sequence_stride: false,
+            unified_rw_reporting: crate::output::UnifiedRw::Separate,
+            rw_sequencer: RwSequencer::Sequential,
+            percentage_random: PerDir::splat(100),
             randrepeat: true,
             randseed: None,
             norandommap: false,
             iodepth: 1,
+            iodepth_low: None,
+            io_submit_offload: false,
+            fsync: 0,
+            end_fsync: false,
+            sync: SyncMode::None,
+            verify_interval: None,
+            verify_offset: 0,
+            latency_target: None,
+            latency_window: Duration::ZERO,
+            latency_percentile: 100.0,
+            latency_run: false,
+            verify_only: false,
+            dedupe_working_set_percentage: 5,
+            write_hist_log: None,
+            log_hist_msec: 0,
+            log_hist_coarseness: 0,
+            steadystate: SteadyStateSpec::default(),
+            ss_dur: Duration::ZERO,
+            ss_ramp: Duration::ZERO,
+            ss_interval: Duration::from_secs(1),
+            flow: 0,
+            flow_id: 0,
+            flow_sleep: Duration::ZERO,
             iodepth_batch_submit: 1,
             iodepth_batch_complete_min: 1,
             iodepth_batch_complete_max: None,
@@ -434,6 +525,9 @@ impl JobSpec {
             buffers: BufferOptions::default(),
             group_reporting: false,
             stonewall: false,
+            exitall: false,
+            exit_what: ExitWhat::Group,
+            exitall_on_error: false,
             new_group: false,
             percentile_list: DEFAULT_PERCENTILES.to_vec(),
             clat_percentiles: true,
@@ -619,4 +713,72 @@ impl JobSpec {
 pub struct Region {
     pub offset_bytes: u64,
     pub len_bytes: u64,
+}
+
+/// fio's `exit_what`: which jobs `exitall` ends (fio's `fio_terminate_threads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExitWhat {
+    /// The jobs of the ending job's reporting group, running or not yet started.
+    #[default]
+    Group,
+    /// The jobs running now (the current stonewall phase); later phases still run.
+    Stonewall,
+    /// Every job, running or not yet started.
+    All,
+}
+
+/// What fio's `steadystate` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SteadyStateMetric {
+    #[default]
+    Iops,
+    Bw,
+    /// Mean completion latency (fio 3.42's `lat`, `lat_slope`).
+    Lat,
+}
+
+/// fio's `steadystate=` criterion: `iops`, `bw`, `lat` (deviation from the mean) or their
+/// `_slope`s, with a limit in their unit or in percent of the mean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SteadyStateSpec {
+    pub metric: SteadyStateMetric,
+    pub slope: bool,
+    /// For `lat` without `%`: nanoseconds.
+    pub limit: f64,
+    pub percent: bool,
+}
+
+impl Default for SteadyStateSpec {
+    /// fio's default, `iops_slope:0.01%`.
+    fn default() -> Self {
+        SteadyStateSpec {
+            metric: SteadyStateMetric::Iops,
+            slope: true,
+            limit: 0.01,
+            percent: true,
+        }
+    }
+}
+
+impl SteadyStateSpec {
+    /// The criterion's fio name (`iops_slope`, ...).
+    pub fn name(&self) -> String {
+        let metric = match self.metric {
+            SteadyStateMetric::Iops => "iops",
+            SteadyStateMetric::Bw => "bw",
+            SteadyStateMetric::Lat => "lat",
+        };
+        format!("{metric}{}", if self.slope { "_slope" } else { "" })
+    }
+}
+
+/// fio's `sync=`: how writes are made durable as they complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    #[default]
+    None,
+    /// `sync`/`1`: `O_SYNC` on a file.
+    Sync,
+    /// `dsync`: `O_DSYNC` on a file.
+    Dsync,
 }

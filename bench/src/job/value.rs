@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::error::ValueError;
 use super::spec::{
     BsSplitEntry, Distribution, IscsiUrl, PerDir, RwKind, RwMode, SizeSpec, Target, ValueRange,
-    VerifyKind,
+    VerifyKind, Zone,
 };
 
 /// Most entries a list value (bssplit, percentile_list, cpus_allowed) may have.
@@ -371,7 +371,36 @@ fn parse_float(text: &str) -> Result<f64> {
 /// `random_distribution=random|zipf[:theta[:center]]|pareto[:power[:center]]|
 /// normal[:deviation[:center]]`, with fio's defaults (zipf 1.1, pareto 0.2, normal 0)
 /// and ranges (zipf theta not 1, pareto 0 < h < 1, normal 0 <= d < 100, center 0..=1).
-pub fn parse_distribution(text: &str) -> Result<Distribution> {
+pub fn parse_distribution(text: &str, kb_base: u32) -> Result<Distribution> {
+    let text = text.trim();
+    for (prefix, absolute) in [("zoned_abs:", true), ("zoned:", false)] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return parse_zoned(rest, absolute, kb_base);
+        }
+    }
+    if let Some(list) = text.strip_prefix("sequence:") {
+        let blocks = list
+            .split(',')
+            .map(|n| {
+                let n = n.trim();
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ValueError::new(format!(
+                        "sequence: {n:?} is not a block number"
+                    )));
+                }
+                parse_u64(n)
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        if blocks.len() > SEQUENCE_MAX {
+            return Err(ValueError::new(format!(
+                "sequence: at most {SEQUENCE_MAX} blocks (fio's FIO_SEQ_MAX)"
+            )));
+        }
+        return Ok(Distribution::Sequence {
+            blocks,
+            stride: false,
+        });
+    }
     let mut parts = text.trim().split(':');
     let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
     let first = parts.next().map(parse_float).transpose()?;
@@ -416,12 +445,91 @@ pub fn parse_distribution(text: &str) -> Result<Distribution> {
             })
         }
         "zoned" | "zoned_abs" => Err(ValueError::new(format!(
-            "the {kind} distribution of fio is not supported (random, zipf, pareto, normal)"
+            "{kind} needs its zones: {kind}:access%/size:access%/size..."
         ))),
         _ => Err(ValueError::new(
-            "unknown distribution (random, zipf, pareto, normal)",
+            "unknown distribution (random, zipf, pareto, normal, zoned, zoned_abs)",
         )),
     }
+}
+
+/// Most blocks of `random_distribution=sequence` (fio's FIO_SEQ_MAX).
+pub const SEQUENCE_MAX: usize = 64;
+
+/// Most zones of one direction (fio's ZONESPLIT_MAX).
+pub const ZONES_MAX: usize = 256;
+
+/// fio's zone split: `a/s:a/s...` per direction, directions separated by `,` as in
+/// `bssplit` (one list for all, or read,write[,trim]; an empty list draws uniformly).
+/// Access percentages add up to 100; `zoned` sizes are percentages adding up to at most
+/// 100, `zoned_abs` sizes are byte counts. iscsi-bench needs both numbers of each zone
+/// (fio shares out blank ones).
+fn parse_zoned(text: &str, absolute: bool, kb_base: u32) -> Result<Distribution> {
+    let parse_dir = |part: &str| -> Result<Vec<Zone>> {
+        let part = part.trim();
+        if part.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut zones = Vec::new();
+        for entry in part.split(':') {
+            let Some((access, size)) = entry.split_once('/') else {
+                return Err(ValueError::new(format!(
+                    "zone {entry:?}: expected access%/size"
+                )));
+            };
+            let access_percent = parse_u64(access.trim())?;
+            let size = if absolute {
+                parse_size(size.trim(), kb_base)?
+            } else {
+                parse_u64(size.trim().trim_end_matches('%'))?
+            };
+            if access_percent > 100 || (!absolute && size > 100) {
+                return Err(ValueError::new(format!(
+                    "zone {entry:?}: percentages are 0 to 100"
+                )));
+            }
+            zones.push(Zone {
+                access_percent: access_percent as u32,
+                size,
+            });
+        }
+        if zones.len() > ZONES_MAX {
+            return Err(ValueError::new(format!("more than {ZONES_MAX} zones")));
+        }
+        let access: u32 = zones.iter().map(|z| z.access_percent).sum();
+        if access != 100 {
+            return Err(ValueError::new(format!(
+                "the zones' access percentages add up to {access}, not 100"
+            )));
+        }
+        if !absolute && zones.iter().map(|z| z.size).sum::<u64>() > 100 {
+            return Err(ValueError::new("the zones' sizes add up to more than 100%"));
+        }
+        Ok(zones)
+    };
+    let parts: Vec<&str> = text.split(',').collect();
+    let zones = match parts.as_slice() {
+        [all] => PerDir::splat(parse_dir(all)?),
+        [read, write] => {
+            let write = parse_dir(write)?;
+            PerDir {
+                read: parse_dir(read)?,
+                trim: write.clone(),
+                write,
+            }
+        }
+        [read, write, trim] => PerDir {
+            read: parse_dir(read)?,
+            write: parse_dir(write)?,
+            trim: parse_dir(trim)?,
+        },
+        _ => {
+            return Err(ValueError::new(
+                "at most three comma-separated zone lists (read,write,trim)",
+            ))
+        }
+    };
+    Ok(Distribution::Zoned { absolute, zones })
 }
 
 /// `verify=`.
@@ -432,11 +540,12 @@ pub fn parse_verify_kind(text: &str) -> Result<VerifyKind> {
         "md5" => Ok(VerifyKind::Md5),
         "sha256" => Ok(VerifyKind::Sha256),
         "pattern" => Ok(VerifyKind::Pattern),
+        "meta" => Ok(VerifyKind::Meta),
         other @ ("crc64" | "crc32" | "crc16" | "crc7" | "sha1" | "sha224" | "sha384" | "sha512"
-        | "sha3-224" | "sha3-256" | "sha3-384" | "sha3-512" | "xxhash" | "meta") => {
+        | "sha3-224" | "sha3-256" | "sha3-384" | "sha3-512" | "xxhash") => {
             Err(ValueError::new(format!(
                 "verify={other} is a fio method iscsi-bench does not support \
-             (crc32c, md5, sha256, pattern)"
+             (crc32c, md5, sha256, pattern, meta)"
             )))
         }
         _ => Err(ValueError::new(
@@ -583,7 +692,29 @@ pub fn parse_rw(text: &str, kb_base: u32) -> Result<RwMode> {
             "expected read, write, trim, randread, randwrite, randtrim, rw, readwrite or randrw",
         )),
     };
-    let offset_modifier = modifier.map(|text| parse_size(text, kb_base)).transpose()?;
+    // As fio's str_rw_cb: random patterns take a count of I/Os per random offset (1 and
+    // up), sequential ones a signed size.
+    let offset_modifier = match modifier.map(str::trim) {
+        None => None,
+        Some(text) if kind.is_random() => {
+            let count = parse_size(text, kb_base)?;
+            if count == 0 || count > u64::from(u32::MAX) {
+                return Err(ValueError::new(
+                    "a random pattern's ':N' is a count of I/Os, 1 to 4294967295",
+                ));
+            }
+            Some(count as i64)
+        }
+        Some(text) => {
+            let (negative, magnitude) = match text.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, text),
+            };
+            let bytes = i64::try_from(parse_size(magnitude, kb_base)?)
+                .map_err(|_| ValueError::new("offset modifier too large"))?;
+            Some(if negative { -bytes } else { bytes })
+        }
+    };
     Ok(RwMode {
         kind,
         offset_modifier,
@@ -952,37 +1083,37 @@ mod tests {
 
     #[test]
     fn distributions() {
-        assert_eq!(parse_distribution("random"), Ok(Distribution::Random));
+        assert_eq!(parse_distribution("random", 1024), Ok(Distribution::Random));
         assert_eq!(
-            parse_distribution("zipf:1.2"),
+            parse_distribution("zipf:1.2", 1024),
             Ok(Distribution::Zipf {
                 theta: 1.2,
                 center: None
             })
         );
         assert_eq!(
-            parse_distribution("zipf"),
+            parse_distribution("zipf", 1024),
             Ok(Distribution::Zipf {
                 theta: 1.1,
                 center: None
             })
         );
         assert_eq!(
-            parse_distribution("zipf:1.2:0.25"),
+            parse_distribution("zipf:1.2:0.25", 1024),
             Ok(Distribution::Zipf {
                 theta: 1.2,
                 center: Some(0.25)
             })
         );
         assert_eq!(
-            parse_distribution("pareto:0.9"),
+            parse_distribution("pareto:0.9", 1024),
             Ok(Distribution::Pareto {
                 power: 0.9,
                 center: None
             })
         );
         assert_eq!(
-            parse_distribution("normal:10"),
+            parse_distribution("normal:10", 1024),
             Ok(Distribution::Normal {
                 deviation_percent: 10.0,
                 center: None
@@ -995,13 +1126,15 @@ mod tests {
             "normal:100",
             "zipf:x",
             "gamma",
-            "zoned:60/10:40/90",
+            "zoned:60/10:30/90",
+            "zoned:60/10:40/95",
+            "zoned_abs:50/1m",
             "zipf:1.2:2",
             "random:3",
             "zipf:1.2:0.5:1",
             "zipf:inf",
         ] {
-            assert!(parse_distribution(bad).is_err(), "{bad:?} accepted");
+            assert!(parse_distribution(bad, 1024).is_err(), "{bad:?} accepted");
         }
     }
 

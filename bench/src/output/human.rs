@@ -33,7 +33,13 @@ pub fn render(report: &RunReport) -> String {
         out.push_str(&render_job(job, &group, &now));
     }
     for group in &groups {
-        out.push_str(&render_group(group));
+        // fio's unified_rw_reporting is a job option; the group's first job decides.
+        let unified = report
+            .jobs
+            .iter()
+            .find(|j| j.groupid == group.groupid)
+            .map_or(super::UnifiedRw::Separate, |j| j.unified);
+        out.push_str(&render_group_unified(group, unified));
     }
     if let (Some(per_io), Some(usage)) = (report.cpu_ns_per_io(), report.process_usage) {
         let _ = writeln!(
@@ -105,7 +111,11 @@ pub fn render_job(job: &JobReport, group: &GroupStats, now: &str) -> String {
             job.name, job.groupid, job.members, job.error, job.error_text, job.pid
         );
     }
-    for direction in DIRECTIONS {
+    for direction in DIRECTIONS
+        .iter()
+        .copied()
+        .filter(|_| job.unified.separate())
+    {
         if let Some(dir) = stats.dir(direction) {
             if dir.bytes > 0 {
                 direction_block(
@@ -117,6 +127,12 @@ pub fn render_job(job: &JobReport, group: &GroupStats, now: &str) -> String {
                     job,
                 );
             }
+        }
+    }
+    // fio's unified_rw_reporting: the summed "mixed" block after the directions.
+    if job.unified.mixed() {
+        if let Some(dir) = super::mixed_dir(stats).filter(|d| d.bytes > 0) {
+            direction_block(&mut out, "mixed", &dir, 0, group, job);
         }
     }
     let (lat_ns, lat_us, lat_ms) = stats.latency_buckets().percentages(total_ios);
@@ -393,30 +409,71 @@ fn latency_lines(out: &mut String, unit: &str, labels: &[&str], percents: &[f64]
 
 /// "Run status group N (all jobs):" and one line per direction that ran.
 pub fn render_group(group: &GroupStats) -> String {
+    render_group_unified(group, super::UnifiedRw::Separate)
+}
+
+/// The group's lines under `unified_rw_reporting` (fio's show_group_stats and
+/// show_mixed_group_stats): `  MIXED:` alone for `mixed`, after the directions for `both`,
+/// summed over the directions (bandwidths and bytes add; the lowest minimum, the highest
+/// maximum, the shortest and longest runs).
+pub fn render_group_unified(group: &GroupStats, unified: super::UnifiedRw) -> String {
     let mut out = format!("\nRun status group {} (all jobs):\n", group.groupid);
-    for (index, label) in ["   READ", "  WRITE", "   TRIM"].iter().enumerate() {
-        if group.max_run_ms[index] == 0 {
-            continue;
+    let line =
+        |out: &mut String, label: &str, agg: u64, min: u64, max: u64, io: u64, runs: (u64, u64)| {
+            let rate = |v: u64, pow2: bool| num2str(v, SIG_FIGS, 1, pow2, Unit::BytePerSec);
+            let bytes = |v: u64, pow2: bool| num2str(v, SIG_FIGS, 1, pow2, Unit::Byte);
+            let _ = writeln!(
+                out,
+                "{label}: bw={} ({}), {}-{} ({}-{}), io={} ({}), run={}-{}msec",
+                rate(agg, true),
+                rate(agg, false),
+                rate(min, true),
+                rate(max, true),
+                rate(min, false),
+                rate(max, false),
+                bytes(io, true),
+                bytes(io, false),
+                runs.0,
+                runs.1
+            );
+        };
+    let used: Vec<usize> = (0..3).filter(|&i| group.max_run_ms[i] != 0).collect();
+    if unified.separate() {
+        for &index in &used {
+            let label = ["   READ", "  WRITE", "   TRIM"][index];
+            line(
+                &mut out,
+                label,
+                group.agg_bytes_per_s[index],
+                group.min_bw_bytes_per_s[index],
+                group.max_bw_bytes_per_s[index],
+                group.io_bytes[index],
+                (group.min_run_ms[index], group.max_run_ms[index]),
+            );
         }
-        let rate = |v: u64, pow2: bool| num2str(v, SIG_FIGS, 1, pow2, Unit::BytePerSec);
-        let bytes = |v: u64, pow2: bool| num2str(v, SIG_FIGS, 1, pow2, Unit::Byte);
-        let agg = group.agg_bytes_per_s[index];
-        let min = group.min_bw_bytes_per_s[index];
-        let max = group.max_bw_bytes_per_s[index];
-        let io = group.io_bytes[index];
-        let _ = writeln!(
-            out,
-            "{label}: bw={} ({}), {}-{} ({}-{}), io={} ({}), run={}-{}msec",
-            rate(agg, true),
-            rate(agg, false),
-            rate(min, true),
-            rate(max, true),
-            rate(min, false),
-            rate(max, false),
-            bytes(io, true),
-            bytes(io, false),
-            group.min_run_ms[index],
-            group.max_run_ms[index]
+    }
+    if unified.mixed() && !used.is_empty() {
+        let sum = |values: &[u64; 3]| used.iter().map(|&i| values[i]).sum::<u64>();
+        let min = used
+            .iter()
+            .map(|&i| group.min_bw_bytes_per_s[i])
+            .min()
+            .unwrap_or(0);
+        let max = used
+            .iter()
+            .map(|&i| group.max_bw_bytes_per_s[i])
+            .max()
+            .unwrap_or(0);
+        let min_run = used.iter().map(|&i| group.min_run_ms[i]).min().unwrap_or(0);
+        let max_run = used.iter().map(|&i| group.max_run_ms[i]).max().unwrap_or(0);
+        line(
+            &mut out,
+            "  MIXED",
+            sum(&group.agg_bytes_per_s),
+            min,
+            max,
+            sum(&group.io_bytes),
+            (min_run, max_run),
         );
     }
     out

@@ -444,26 +444,41 @@ fn job_object(report: &RunReport, job: &JobReport, group: &GroupStats, flavor: F
     if !job.options.is_empty() {
         obj.push("job options", options_object(&job.options));
     }
-    for direction in DIRECTIONS {
+    if job.unified.separate() {
+        for direction in DIRECTIONS {
+            obj.push(
+                direction.fio_name(),
+                direction_object(
+                    stats.dir(direction),
+                    dir_index(direction),
+                    group,
+                    &job.percentiles,
+                    flavor,
+                ),
+            );
+        }
+        // fio's "sync" entry: the job's flushes (fsync, end_fsync).
+        let sync = (job.sync.count() > 0).then_some(&job.sync);
         obj.push(
-            direction.fio_name(),
-            direction_object(
-                stats.dir(direction),
-                dir_index(direction),
-                group,
-                &job.percentiles,
-                flavor,
-            ),
+            "sync",
+            Obj::new()
+                .u("total_ios", job.sync.count())
+                .v(
+                    "lat_ns",
+                    latency_object(sync, sync.map(|_| job.percentiles.list.as_slice()), flavor),
+                )
+                .done(),
         );
     }
-    // We issue no fsync/fdatasync: fio's empty "sync" entry.
-    obj.push(
-        "sync",
-        Obj::new()
-            .u("total_ios", 0)
-            .v("lat_ns", latency_object(None, None, flavor))
-            .done(),
-    );
+    if job.unified.mixed() {
+        // fio's unified_rw_reporting: "mixed" after "sync" (both) or alone (mixed). Its
+        // bw_agg is against the read aggregate, as fio's index 0.
+        let mixed = super::mixed_dir(stats);
+        obj.push(
+            "mixed",
+            direction_object(mixed.as_ref(), 0, group, &job.percentiles, flavor),
+        );
+    }
     let runtime_ms = stats.job_runtime_ms();
     let usage = stats.usage();
     let total_ios = stats.total_ios();
@@ -484,13 +499,37 @@ fn job_object(report: &RunReport, job: &JobReport, group: &GroupStats, flavor: F
             .v("latency_us", labelled(&LATENCY_LABELS_NS_US, &lat_us))
             .v("latency_ms", labelled(&LATENCY_LABELS_MS, &lat_ms))
             .u("latency_depth", u64::from(job.iodepth))
-            .u("latency_target", 0)
-            .f("latency_percentile", 100.0)
-            .u("latency_window", 0)
-            .v(EXTENSION_KEY, job_extension(job))
+            .u("latency_target", job.latency_target)
+            .f("latency_percentile", job.latency_percentile)
+            .u("latency_window", job.latency_window_us)
             .0,
     );
+    if let Some(ss) = &job.steadystate {
+        obj.push("steadystate", steadystate_object(ss));
+    }
+    obj.push(EXTENSION_KEY, job_extension(job));
     obj.done()
+}
+
+/// fio's `steadystate` object (stat.c, `show_thread_status_json`), keys in its order.
+fn steadystate_object(ss: &super::SteadyStateReport) -> Json {
+    let ints = |values: &[u64]| Json::Array(values.iter().map(|&v| Json::UInt(v)).collect());
+    let mut data = Obj::new()
+        .u("bw_mean", ss.bw_mean)
+        .u("iops_mean", ss.iops_mean);
+    if let Some(lat_mean) = ss.lat_mean {
+        data = data.u("lat_mean", lat_mean).v("lat_ns", ints(&ss.lat_ns));
+    }
+    let data = data.v("iops", ints(&ss.iops)).v("bw", ints(&ss.bw)).done();
+    Obj::new()
+        .s("ss", &ss.ss)
+        .u("duration", ss.duration_s)
+        .u("attained", u64::from(ss.attained))
+        .s("criterion", &ss.criterion)
+        .f("max_deviation", ss.max_deviation)
+        .f("slope", ss.slope)
+        .v("data", data)
+        .done()
 }
 
 /// The whole document.

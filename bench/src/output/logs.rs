@@ -82,6 +82,10 @@ pub struct LogOptions {
     pub log_offset: bool,
     /// The job's number, from 1.
     pub job_number: u32,
+    /// `write_hist_log` with `log_hist_msec` and `log_hist_coarseness`.
+    pub hist_prefix: Option<String>,
+    pub hist_msec: u64,
+    pub hist_coarseness: u32,
 }
 
 /// One direction's averaging window.
@@ -232,6 +236,7 @@ impl LogFile {
 pub struct JobLogs {
     options: LogOptions,
     files: Vec<LogFile>,
+    hist: Option<super::hist_log::HistLog>,
 }
 
 impl std::fmt::Debug for JobLogs {
@@ -262,17 +267,34 @@ impl JobLogs {
         if let Some(prefix) = &options.iops_prefix {
             files.push(LogFile::create(prefix, LogKind::Iops, n, 1)?);
         }
-        Ok(JobLogs { options, files })
+        let hist = match &options.hist_prefix {
+            Some(prefix) => Some(super::hist_log::HistLog::create(
+                prefix,
+                n,
+                options.hist_msec,
+                options.hist_coarseness,
+            )?),
+            None => None,
+        };
+        Ok(JobLogs {
+            options,
+            files,
+            hist,
+        })
     }
 
     /// The paths of the open files.
     pub fn paths(&self) -> Vec<PathBuf> {
-        self.files.iter().map(|f| f.path.clone()).collect()
+        self.files
+            .iter()
+            .map(|f| f.path.clone())
+            .chain(self.hist.iter().map(|h| h.path().clone()))
+            .collect()
     }
 
     /// Whether any latency log is open (callers can skip `record_io` otherwise).
     pub fn wants_io(&self) -> bool {
-        self.options.lat_prefix.is_some()
+        self.options.lat_prefix.is_some() || self.hist.is_some()
     }
 
     /// One completed I/O, `time_ms` after the job's start.
@@ -288,6 +310,9 @@ impl JobLogs {
         lat_ns: u64,
     ) -> Result<(), LogError> {
         let index = dir_index(direction);
+        if let Some(hist) = self.hist.as_mut() {
+            hist.record(time_ms, index, block_size, clat_ns)?;
+        }
         let avg = self.options.avg_msec;
         let log_offset = self.options.log_offset;
         for file in &mut self.files {
@@ -345,6 +370,9 @@ impl JobLogs {
         let log_offset = self.options.log_offset;
         for file in &mut self.files {
             file.flush_windows(time_ms, log_offset)?;
+        }
+        if let Some(hist) = self.hist.as_mut() {
+            hist.flush()?;
         }
         Ok(())
     }

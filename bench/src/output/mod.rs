@@ -12,13 +12,16 @@
 //! `group_reporting` is on) with what the report needs to know about each.
 
 pub mod format;
+pub mod hist_log;
 pub mod human;
 pub mod json;
 pub mod live;
 pub mod logs;
+pub mod terse;
 
 use crate::stats::{
-    dir_index, IntervalRecord, JobStats, ResourceUsage, DIRECTIONS, FIO_DEFAULT_PERCENTILES,
+    dir_index, DirStats, IntervalRecord, JobStats, ResourceUsage, DIRECTIONS,
+    FIO_DEFAULT_PERCENTILES,
 };
 
 /// The fio release whose output we speak; "fio version" carries it first so that version
@@ -99,6 +102,78 @@ pub struct JobReport {
     pub target: String,
     /// How the job rode out faults: timeouts, session recoveries, unchecked blocks.
     pub recovery: RecoveryReport,
+    /// fio's `unified_rw_reporting`.
+    pub unified: UnifiedRw,
+    /// fio's JSON `steadystate` object, for a job with `ss_dur`.
+    pub steadystate: Option<SteadyStateReport>,
+    /// The job's flushes (`fsync`, `end_fsync`): fio's "sync" entry.
+    pub sync: crate::stats::LatencyStat,
+    /// fio's latency target mode: the target (ns, 0 when off), percentile and window (us).
+    pub latency_target: u64,
+    pub latency_percentile: f64,
+    pub latency_window_us: u64,
+}
+
+/// What fio's JSON `steadystate` object says: the criterion as fio prints it (`ss`,
+/// `criterion`), the window, whether it was attained, and the window's samples (oldest
+/// first; bandwidth in bytes/s, latency in ns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteadyStateReport {
+    pub ss: String,
+    pub duration_s: u64,
+    pub attained: bool,
+    pub criterion: String,
+    pub max_deviation: f64,
+    pub slope: f64,
+    pub bw_mean: u64,
+    pub iops_mean: u64,
+    /// `Some` for the `lat` criteria, which add `lat_mean` and `lat_ns`.
+    pub lat_mean: Option<u64>,
+    pub lat_ns: Vec<u64>,
+    pub iops: Vec<u64>,
+    pub bw: Vec<u64>,
+}
+
+/// fio's `unified_rw_reporting`: the directions reported apart (`none`, fio's default),
+/// summed into one `mixed` entry (`mixed`), or both (`both`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnifiedRw {
+    #[default]
+    Separate,
+    Mixed,
+    Both,
+}
+
+impl UnifiedRw {
+    pub fn separate(self) -> bool {
+        self != UnifiedRw::Mixed
+    }
+    pub fn mixed(self) -> bool {
+        self != UnifiedRw::Separate
+    }
+}
+
+/// A job's directions summed into one, as fio's `mixed` entry: I/Os, bytes and latencies
+/// merge; bandwidth and IOPS samples add (the directions ran side by side); the runtime is
+/// the longest. `None` when no direction saw an I/O.
+pub fn mixed_dir(stats: &JobStats) -> Option<DirStats> {
+    let mut mixed: Option<DirStats> = None;
+    for direction in DIRECTIONS {
+        let Some(dir) = stats.dir(direction) else {
+            continue;
+        };
+        let into = mixed.get_or_insert_with(DirStats::default);
+        into.ios += dir.ios;
+        into.bytes += dir.bytes;
+        into.short_ios += dir.short_ios;
+        into.slat.merge(&dir.slat);
+        into.clat.merge(&dir.clat);
+        into.lat.merge(&dir.lat);
+        into.bw_kib.merge_summed(&dir.bw_kib);
+        into.iops.merge_summed(&dir.iops);
+        into.runtime_ms = into.runtime_ms.max(dir.runtime_ms);
+    }
+    mixed
 }
 
 /// What a job did about faults (iscsi-bench's own; in the JSON job extension and one line
@@ -151,6 +226,12 @@ impl JobReport {
             start_ms: 0,
             target: String::new(),
             recovery: RecoveryReport::default(),
+            unified: UnifiedRw::Separate,
+            steadystate: None,
+            sync: crate::stats::LatencyStat::new(),
+            latency_target: 0,
+            latency_percentile: 100.0,
+            latency_window_us: 0,
         }
     }
 }

@@ -75,6 +75,21 @@ pub struct JobSetup {
     /// `rate_min`/`rate_iops_min`: the job fails below them.
     pub rate_floor: Option<RateFloor>,
     pub iodepth: usize,
+    /// fio's latency target mode (`latency_target`).
+    pub latency_target: Option<super::latency_target::LatencyTarget>,
+    /// fio's `verify_only`: writes are counted, not carried out; the verify phase runs.
+    pub verify_only: bool,
+    /// fio's `fsync`: a flush after every this many writes (0: never).
+    pub fsync_every: u32,
+    /// fio's `end_fsync`: a flush when the job's I/O is done.
+    pub end_fsync: bool,
+    /// fio's steady-state detection (`ss_dur` > 0).
+    pub steadystate: Option<super::steadystate::SteadyState>,
+    /// fio's `flow`/`flow_id`/`flow_sleep`: the job's share of its flow, if any.
+    pub flow: Option<super::flow::JobFlow>,
+    /// fio's `iodepth_low`: once the queue is full, reap until no more than this many are
+    /// in flight before queueing again (default `iodepth`: queue again at once).
+    pub iodepth_low: usize,
     pub batch_submit: usize,
     pub batch_complete_min: usize,
     /// fio's `iodepth_batch_complete_max`: completions handled per turn before the job
@@ -110,6 +125,12 @@ pub struct JobOutcome {
     /// timed out (see `workload::unknown`).
     pub verify_skipped: SkippedBlocks,
     pub engine: EngineCounters,
+    /// fio's `steadystate` results, for a job with `ss_dur`.
+    pub steadystate: Option<crate::output::SteadyStateReport>,
+    /// Latencies of the job's flushes (`fsync`, `end_fsync`): fio's "sync" entry.
+    pub sync: crate::stats::LatencyStat,
+    /// The depth latency target mode settled on (`None` without `latency_target`).
+    pub latency_depth: Option<u32>,
 }
 
 impl JobOutcome {
@@ -123,6 +144,9 @@ impl JobOutcome {
             verify_failures: 0,
             verify_skipped: SkippedBlocks::default(),
             engine: EngineCounters::default(),
+            steadystate: None,
+            sync: crate::stats::LatencyStat::new(),
+            latency_depth: None,
         }
     }
 }
@@ -147,6 +171,20 @@ struct Driver {
     rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
     iodepth: usize,
+    latency_target: Option<super::latency_target::LatencyTarget>,
+    /// What the latency target asked for at its last step, done at the next turn.
+    latency_step: super::latency_target::Step,
+    verify_only: bool,
+    /// `fsync`: writes between flushes (0: none), writes since the last, a flush owed.
+    fsync_every: u32,
+    writes_since_flush: u32,
+    flush_due: bool,
+    /// Flushes in flight (id to start time) and their latencies (fio's "sync" entry).
+    flushes: HashMap<u64, (u64, bool)>,
+    sync_lat: crate::stats::LatencyStat,
+    steadystate: Option<super::steadystate::SteadyState>,
+    flow: Option<super::flow::JobFlow>,
+    iodepth_low: usize,
     batch_submit: usize,
     batch_complete_min: usize,
     batch_complete_max: usize,
@@ -187,7 +225,32 @@ impl Driver {
     }
 
     fn has_room(&self) -> bool {
-        self.outstanding() < self.iodepth
+        let depth = self
+            .latency_target
+            .as_ref()
+            .map_or(self.iodepth, |lt| (lt.depth() as usize).min(self.iodepth));
+        self.outstanding() < depth
+    }
+
+    /// Hands a latency-target step to the next turn (the strongest one wins).
+    fn latency_step(&mut self, step: super::latency_target::Step) {
+        use super::latency_target::Step;
+        match step {
+            Step::Continue => {}
+            Step::Fatal => {
+                self.io_failures += 1;
+                self.fail(format!(
+                    "an I/O's latency exceeds latency_target={} ns at depth 1",
+                    self.latency_target.as_ref().map_or(0, |lt| lt.target_ns())
+                ));
+            }
+            Step::Done => self.stop = true,
+            step => {
+                if self.latency_step != Step::FinalWindow {
+                    self.latency_step = step;
+                }
+            }
+        }
     }
 
     /// Prepares the buffer of `planned` and queues it. Returns false (and nothing is
@@ -224,6 +287,13 @@ impl Driver {
         match self.engine.queue(unit) {
             Ok(()) => {
                 self.next_id += 1;
+                if planned.direction == Direction::Write && self.fsync_every > 0 {
+                    self.writes_since_flush += 1;
+                    if self.writes_since_flush >= self.fsync_every {
+                        self.writes_since_flush = 0;
+                        self.flush_due = true;
+                    }
+                }
                 self.in_flight.insert(
                     id,
                     Meta {
@@ -237,6 +307,42 @@ impl Driver {
             }
             Err(unit) => {
                 self.recycle(&planned, unit.buffer);
+                self.engine_full = self.engine.in_flight() == 0;
+                false
+            }
+        }
+    }
+
+    /// fio's verify_only write: counted as done at once (fio completes it without I/O),
+    /// and known to the read-back as written.
+    fn skip_write(&mut self, planned: PlannedIo) {
+        let now = self.now_ns();
+        let times = IoTimes {
+            scheduled_ns: None,
+            start_ns: now,
+            issue_ns: now,
+            complete_ns: now,
+        };
+        self.stats
+            .record_times(Direction::Write, u64::from(planned.len), &times);
+        if let VerifyAction::Fill { .. } = planned.verify {
+            self.write_results.push((planned, None));
+        }
+    }
+
+    /// Queues a flush unit (fio's DDIR_SYNC I/O), counted in the "sync" results when
+    /// `counted` (fio counts fsync=N's, not end_fsync's); false when the engine is full.
+    fn queue_flush(&mut self, counted: bool) -> bool {
+        let id = self.next_id;
+        match self.engine.queue(IoUnit::flush(id, 0)) {
+            Ok(()) => {
+                self.next_id += 1;
+                self.flushes.insert(id, (self.now_ns(), counted));
+                self.queued.push(id);
+                self.flush_due = false;
+                true
+            }
+            Err(_) => {
                 self.engine_full = self.engine.in_flight() == 0;
                 false
             }
@@ -321,8 +427,9 @@ impl Driver {
             let Some(io) = self.backlog.pop_front() else {
                 break;
             };
-            self.complete(io, complete_ns, verifier);
-            on_complete(self.now());
+            if self.complete(io, complete_ns, verifier) {
+                on_complete(self.now());
+            }
         }
         self.tick();
         result
@@ -333,11 +440,23 @@ impl Driver {
         self.engine.in_flight() + self.backlog.len()
     }
 
-    fn complete(&mut self, io: IoDone, complete_ns: u64, verifier: Option<&Verifier>) {
+    /// Handles one completion; false for a flush (which the workload did not plan).
+    fn complete(&mut self, io: IoDone, complete_ns: u64, verifier: Option<&Verifier>) -> bool {
         let IoDone { unit, result } = io;
+        if let Some((start_ns, counted)) = self.flushes.remove(&unit.id) {
+            match result {
+                Ok(()) if counted => self.sync_lat.record(complete_ns.saturating_sub(start_ns)),
+                Ok(()) => {}
+                Err(e) => {
+                    self.io_failures += 1;
+                    self.fail(format!("flush (fsync): {e}"));
+                }
+            }
+            return false;
+        }
         let Some(meta) = self.in_flight.remove(&unit.id) else {
             self.engine.recycle(unit.buffer);
-            return;
+            return true;
         };
         let direction = meta.planned.direction;
         if let VerifyAction::Fill { .. } = meta.planned.verify {
@@ -361,6 +480,12 @@ impl Driver {
                 };
                 self.stats
                     .record_times(direction, u64::from(unit.len), &times);
+                if let Some(lt) = self.latency_target.as_mut() {
+                    let (_, _, lat) = times.latencies();
+                    let now = self.clock.elapsed();
+                    let step = lt.on_completion(lat, now);
+                    self.latency_step(step);
+                }
                 self.progress
                     .bytes_done
                     .fetch_add(u64::from(unit.len), Ordering::Relaxed);
@@ -433,6 +558,7 @@ impl Driver {
             }
         }
         self.recycle(&meta.planned, unit.buffer);
+        true
     }
 
     /// Tells the workload how its verify writes ended (their blocks become known or
@@ -448,6 +574,26 @@ impl Driver {
             self.first_error = Some(message);
         }
         self.stop = true;
+    }
+
+    /// fio's steady-state check, when due: the job ends once the criterion holds.
+    fn check_steadystate(&mut self) {
+        let now = self.now();
+        let Some(ss) = self.steadystate.as_mut().filter(|ss| ss.due(now)) else {
+            return;
+        };
+        let (mut ios, mut bytes, mut lat_sum, mut lat_count) = (0, 0, 0.0, 0);
+        for direction in [Direction::Read, Direction::Write, Direction::Trim] {
+            if let Some(dir) = self.stats.dir(direction) {
+                ios += dir.ios;
+                bytes += dir.bytes;
+                lat_sum += dir.clat.moments().mean() * dir.clat.count() as f64;
+                lat_count += dir.clat.count();
+            }
+        }
+        if ss.check(now, ios, bytes, lat_sum, lat_count) {
+            self.stop = true;
+        }
     }
 
     /// Rate samples for the logs and the report, interval records, the rate floor, and the
@@ -479,6 +625,11 @@ impl Driver {
                     break;
                 }
             }
+        }
+        self.check_steadystate();
+        if let Some(lt) = self.latency_target.as_mut() {
+            let step = lt.check(self.clock.elapsed());
+            self.latency_step(step);
         }
         if let Some(sample) = self.stats.tick(now_ns) {
             if let Some(logs) = self.logs.as_mut() {
@@ -552,6 +703,13 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         content,
         rate_floor,
         iodepth,
+        latency_target,
+        verify_only,
+        fsync_every,
+        end_fsync,
+        steadystate,
+        flow,
+        iodepth_low,
         batch_submit,
         batch_complete_min,
         batch_complete_max,
@@ -597,6 +755,17 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         rate_floor,
         done: Vec::with_capacity(iodepth),
         iodepth: iodepth.max(1),
+        iodepth_low: iodepth_low.clamp(1, iodepth.max(1)),
+        latency_target,
+        latency_step: super::latency_target::Step::Continue,
+        verify_only,
+        fsync_every,
+        writes_since_flush: 0,
+        flush_due: false,
+        flushes: HashMap::new(),
+        sync_lat: crate::stats::LatencyStat::new(),
+        steadystate,
+        flow,
         batch_submit: batch_submit.clamp(1, iodepth.max(1)),
         batch_complete_min: batch_complete_min.clamp(1, iodepth.max(1)),
         batch_complete_max: batch_complete_max.max(batch_complete_min).max(1),
@@ -645,6 +814,16 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         }
     }
     let _ = driver.drain(workload.verifier(), |_| {});
+    // fio's end_fsync: one flush once the job's I/O is done (an interrupted or failed job
+    // skips it, as fio's terminated job does).
+    if end_fsync && !driver.stop && driver.first_error.is_none() {
+        if driver.queue_flush(false) {
+            if let Err(e) = driver.submit() {
+                driver.fail(e);
+            }
+        }
+        let _ = driver.drain(workload.verifier(), |_| {});
+    }
     let end_ns = driver.now_ns();
     driver.close_last_interval(end_ns);
     driver.stats.finish(end_ns);
@@ -698,6 +877,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         intervals,
         verify_failures,
         verify_skipped,
+        steadystate,
+        sync_lat,
+        latency_target,
         ..
     } = driver;
     let engine = match engine.close() {
@@ -715,6 +897,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_failures,
         verify_skipped,
         engine,
+        steadystate: steadystate.map(|ss| ss.report()),
+        sync: sync_lat,
+        latency_depth: latency_target.map(|lt| lt.depth()),
     }
 }
 
@@ -763,6 +948,12 @@ fn main_phase(
     result
 }
 
+use super::latency_target::Step as LatencyStep;
+
+/// How soon a job held back by its flow asks again without `flow_sleep` (fio spins; a
+/// short sleep keeps the core for the job that is behind).
+const FLOW_RETRY: Duration = Duration::from_micros(20);
+
 fn main_loop(
     driver: &mut Driver,
     workload: &mut Workload,
@@ -790,6 +981,17 @@ fn main_loop(
             // Interrupted: what ran is reported, nothing more is checked.
             driver.stop = true;
         }
+        match std::mem::replace(&mut driver.latency_step, LatencyStep::Continue) {
+            LatencyStep::Quiesce => driver.drain(verifier, |t| workload.on_complete(t))?,
+            LatencyStep::FinalWindow => {
+                // The depth is found: what ran before does not count (fio resets its
+                // statistics for the final window).
+                driver.drain(verifier, |t| workload.on_complete(t))?;
+                driver.stats.reset(driver.now_ns());
+                driver.intervals.clear();
+            }
+            _ => {}
+        }
         driver.settle_writes(workload);
         if driver.stop || deadline.is_some_and(|d| now >= d) {
             return Ok(());
@@ -803,6 +1005,21 @@ fn main_loop(
                 // fio's iodepth_batch_submit: this many per submission, then more.
                 driver.submit()?;
                 queued = 0;
+            }
+            if pending.is_none() {
+                if let Some(flow) = driver.flow.as_mut() {
+                    if !flow.admit() {
+                        // fio's flow_threshold_exceeded: ahead of its weight, the job
+                        // holds back; with flow_sleep it first lets its queue drain.
+                        let pause = flow.sleep;
+                        if !pause.is_zero() {
+                            driver.submit()?;
+                            driver.drain(verifier, |t| workload.on_complete(t))?;
+                        }
+                        wait_until = Some(driver.now() + pause.max(FLOW_RETRY));
+                        break;
+                    }
+                }
             }
             let planned = match pending.take() {
                 Some(planned) => planned,
@@ -826,10 +1043,27 @@ fn main_loop(
                     }
                 },
             };
+            if driver.flush_due {
+                // fio's fsync=N: after N writes the next I/O is a flush (none when the
+                // job has no next I/O, as in fio), then the one planned.
+                *pending = Some(planned);
+                if !driver.queue_flush(true) {
+                    break;
+                }
+                queued += 1;
+                continue;
+            }
             if planned.scheduled_at > driver.now() {
                 wait_until = Some(planned.scheduled_at);
                 *pending = Some(planned);
                 break;
+            }
+            if driver.verify_only && planned.direction == Direction::Write {
+                // fio's verify_only: the write is planned and counted, not carried out;
+                // the verify phase then checks what an earlier run wrote.
+                driver.skip_write(planned);
+                workload.on_complete(driver.now());
+                continue;
             }
             if !driver.queue(planned, verifier) {
                 *pending = Some(planned);
@@ -855,12 +1089,21 @@ fn main_loop(
         if driver.outstanding() > 0 || driver.engine_full {
             // A full queue waits for fio's iodepth_batch_complete_min; a job waiting for
             // its schedule takes one completion or the due time, whichever comes first.
-            let min = if driver.has_room() {
-                1
-            } else {
-                driver.batch_complete_min
-            };
+            let full = !driver.has_room();
+            let min = if full { driver.batch_complete_min } else { 1 };
             driver.reap(min, wait, verifier, |t| workload.on_complete(t))?;
+            // fio's iodepth_low: a queue that was full drains to the low mark before it is
+            // filled again (fio's wait_for_completions loop), within this turn's wait.
+            if full && driver.iodepth_low < driver.iodepth {
+                let turn_end = driver.now() + wait;
+                while driver.engine.in_flight() > driver.iodepth_low
+                    && driver.now() < turn_end
+                    && !driver.stop
+                {
+                    let left = turn_end.saturating_sub(driver.now());
+                    driver.reap(1, left, verifier, |t| workload.on_complete(t))?;
+                }
+            }
         } else if wait_until.is_some() {
             std::thread::sleep(wait);
             driver.tick();

@@ -5,14 +5,18 @@
 
 mod buffers;
 mod dump;
+mod exits;
+pub mod flow;
 pub mod interrupt;
 #[cfg(test)]
 mod issue_time_tests;
 pub mod job;
+pub mod latency_target;
 mod overlap;
 pub mod report;
 pub mod setup;
 mod status;
+pub mod steadystate;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,7 +28,7 @@ use crate::job::spec::{Engine as EngineKind, JobSpec, Region, SizeSpec};
 use crate::job::ToolOptions;
 use crate::output::logs::{JobLogs, LogError, LogOptions};
 use crate::output::{JobReport, PercentileOptions, RunReport};
-use crate::stats::{IntervalRecord, JobStats, LiveCounters, ResourceUsage, StatsConfig};
+use crate::stats::{LiveCounters, ResourceUsage, StatsConfig};
 use crate::workload::{ContentGenerator, FileRegion, Workload};
 
 use job::{JobOutcome, JobProgress, JobSetup};
@@ -118,6 +122,7 @@ pub fn run(
         .or(tool.report_dir.as_ref().map(|_| Duration::from_secs(1)));
 
     let mut prepared: Vec<Prepared> = Vec::new();
+    let flows = flow::Flows::default();
     let mut footprints: Vec<overlap::Footprint> = Vec::new();
     let mut job_number = 0u32;
     let entropy = SystemTime::now()
@@ -156,13 +161,25 @@ pub fn run(
                     size_bytes: file.region.len_bytes,
                 })
                 .collect();
-            let content =
+            let mut content =
                 ContentGenerator::new(&spec.buffers, workload_config.seed).map_err(|source| {
                     RunError::Content {
                         job: spec.name.clone(),
                         source,
                     }
                 })?;
+            if let Some(percent) = spec.buffers.dedupe_working_set_percent {
+                // fio: the working set is that percent of the region's minimum-size blocks.
+                let blocks = workload_config.size_bytes / spec.min_block_size_bytes().max(1)
+                    * u64::from(percent)
+                    / 100;
+                let set_seed = if spec.buffers.dedupe_global {
+                    crate::workload::job_seed(spec.randseed, spec.randrepeat, 0, entropy)
+                } else {
+                    workload_config.seed
+                };
+                content = content.with_working_set(blocks.max(1), set_seed);
+            }
             let workload = Workload::new(workload_config).map_err(|source| RunError::Workload {
                 job: spec.name.clone(),
                 source,
@@ -198,6 +215,31 @@ pub fn run(
                     0 => spec.iodepth.max(1) as usize,
                     n => n as usize,
                 },
+                latency_target: spec.latency_target.map(|target| {
+                    latency_target::LatencyTarget::new(
+                        target,
+                        spec.latency_window,
+                        spec.latency_percentile,
+                        spec.latency_run,
+                        spec.iodepth,
+                    )
+                }),
+                fsync_every: spec.fsync,
+                verify_only: spec.verify_only,
+                end_fsync: spec.end_fsync,
+                steadystate: (!spec.ss_dur.is_zero()).then(|| {
+                    steadystate::SteadyState::new(
+                        spec.steadystate,
+                        spec.ss_dur,
+                        spec.ss_ramp,
+                        spec.ss_interval,
+                    )
+                }),
+                flow: flows.join(spec.flow_id, spec.flow, spec.flow_sleep),
+                iodepth_low: spec
+                    .iodepth_low
+                    .map_or(spec.iodepth, |low| low.min(spec.iodepth))
+                    .max(1) as usize,
                 batch_complete_min: spec.iodepth_batch_complete_min.max(1) as usize,
                 batch_complete_max: spec
                     .iodepth_batch_complete_max
@@ -259,6 +301,7 @@ pub fn run(
     let mut status = status::StatusPrinter::new(tool);
     let mut dumps = dump::DumpClock::new(tool.status_interval, wall_start);
     let mut interrupted_by = None;
+    let mut ended = exits::Ended::default();
     for phase in phases {
         if interrupted_by.is_some() {
             break;
@@ -266,6 +309,12 @@ pub fn run(
         let mut threads = Vec::with_capacity(phase.len());
         let mut watched = Vec::with_capacity(phase.len());
         for job in phase {
+            if ended.covers(&specs[job.spec_index]) {
+                // exitall ended it before it started: reported with nothing done, as fio.
+                let stats = crate::stats::JobStats::new(0, job.setup.stats_config.clone());
+                finished.push((job.spec_index, JobOutcome::so_far(stats)));
+                continue;
+            }
             let name = job.setup.name.clone();
             watched.push(status::Watched {
                 spec_index: job.spec_index,
@@ -289,9 +338,18 @@ pub fn run(
         let mut handles: Vec<_> = threads.into_iter().map(Some).collect();
         loop {
             for (outcome, handle) in outcomes.iter_mut().zip(handles.iter_mut()) {
-                if let Some((_, thread)) = handle.take_if(|(_, t)| t.is_finished()) {
+                if let Some((spec_index, thread)) = handle.take_if(|(_, t)| t.is_finished()) {
                     match thread.join() {
-                        Ok(done) => *outcome = Some(done),
+                        Ok(done) => {
+                            // fio's exitall, exit_what and exitall_on_error.
+                            if ended.on_job_end(&specs[spec_index], done.error != 0) {
+                                watched
+                                    .iter()
+                                    .filter(|job| ended.covers_running(job.spec))
+                                    .for_each(|job| job.progress.request_stop());
+                            }
+                            *outcome = Some(done);
+                        }
                         Err(_) => tracing::error!("a job thread panicked"),
                     }
                 }
@@ -486,9 +544,15 @@ fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
         avg_msec: spec.log_avg_msec,
         log_offset: false,
         job_number,
+        hist_prefix: prefix(&spec.write_hist_log),
+        hist_msec: spec.log_hist_msec,
+        hist_coarseness: spec.log_hist_coarseness,
     };
-    (options.lat_prefix.is_some() || options.bw_prefix.is_some() || options.iops_prefix.is_some())
-        .then_some(options)
+    (options.lat_prefix.is_some()
+        || options.bw_prefix.is_some()
+        || options.iops_prefix.is_some()
+        || options.hist_prefix.is_some())
+    .then_some(options)
 }
 
 /// The per-job entries of the report: one per job, or one per group where the jobs ask
@@ -506,6 +570,7 @@ fn job_reports(
             if let Some(&(_, at)) = merged_groups.iter().find(|(g, _)| *g == spec.group_id) {
                 let report = &mut reports[at];
                 report.stats.merge(&outcome.stats);
+                report.sync.merge(&outcome.sync);
                 report.recovery.merge(&recovery_report(&outcome));
                 report.members += 1;
                 if report.error == 0 && outcome.error != 0 {
@@ -517,13 +582,7 @@ fn job_reports(
             merged_groups.push((spec.group_id, reports.len()));
         }
         let recovery = recovery_report(&outcome);
-        let mut report = job_report(
-            spec,
-            outcome.stats,
-            outcome.intervals,
-            outcome.error,
-            outcome.error_text,
-        );
+        let mut report = job_report(spec, outcome);
         // Its measurements start after its phase, its start delay and its ramp.
         report.start_ms = phase_start_ms.get(spec_index).copied().unwrap_or(0)
             + (spec.startdelay.min + spec.ramp_time).as_millis() as u64;
@@ -544,17 +603,30 @@ fn recovery_report(outcome: &JobOutcome) -> crate::output::RecoveryReport {
     }
 }
 
-fn job_report(
-    spec: &JobSpec,
-    stats: JobStats,
-    intervals: Vec<IntervalRecord>,
-    error: i32,
-    error_text: String,
-) -> JobReport {
+fn job_report(spec: &JobSpec, outcome: JobOutcome) -> JobReport {
+    let JobOutcome {
+        stats,
+        intervals,
+        error,
+        error_text,
+        steadystate,
+        sync,
+        latency_depth,
+        ..
+    } = outcome;
     let mut report = JobReport::new(&spec.name, spec.group_id, stats);
     report.error = error;
     report.error_text = error_text;
     report.iodepth = spec.iodepth;
+    report.unified = spec.unified_rw_reporting;
+    report.steadystate = steadystate;
+    report.sync = sync;
+    if let Some(depth) = latency_depth {
+        report.iodepth = depth;
+        report.latency_target = spec.latency_target.map_or(0, |t| t.as_nanos() as u64);
+        report.latency_percentile = spec.latency_percentile;
+        report.latency_window_us = spec.latency_window.as_micros() as u64;
+    }
     report.intervals = intervals;
     report.percentiles = PercentileOptions {
         list: spec.percentile_list.clone(),

@@ -16,8 +16,8 @@ use crate::job::spec::{
     Target, VerifyKind as JobVerify,
 };
 use crate::workload::{
-    job_seed, BlockSizeSpec, BsSplitEntry, PacingConfig, RateFloor, RateFloorConfig, ThinkTime,
-    ThinkTimeTrigger, VerifyConfig, VerifyKind, WorkloadConfig,
+    job_seed, BlockSizeSpec, BsSplitEntry, OffsetModifiers, PacingConfig, RateFloor,
+    RateFloorConfig, ThinkTime, ThinkTimeTrigger, VerifyConfig, VerifyKind, WorkloadConfig,
 };
 
 /// The size of the embedded target's LUN when no job says how much it uses.
@@ -34,6 +34,11 @@ pub enum SetupError {
         value: String,
         why: &'static str,
     },
+}
+
+fn is_block_device(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }
 
 /// The size the embedded target needs for this job: the end of its region (all clones),
@@ -91,6 +96,16 @@ pub fn engine_config(
                     why: "ioengine=io_uring needs a local file or block device",
                 });
             };
+            if spec.fill_device && spec.size.is_none() && !is_block_device(path) {
+                return Err(SetupError::Option {
+                    job: spec.name.clone(),
+                    option: "fill_device",
+                    value: "1".into(),
+                    why: "fio would grow this regular file until its file system is full; \
+                          iscsi-bench does not: give size= (a block device or LUN is filled \
+                          to its end)",
+                });
+            }
             let mut options = UringOptions::new(path.clone(), iodepth, max_block);
             options.size_bytes = match (spec.offset, spec.size) {
                 (SizeSpec::Bytes(offset), Some(SizeSpec::Bytes(size))) => {
@@ -108,9 +123,32 @@ pub fn engine_config(
             options.fixedbufs = spec.fixedbufs;
             options.registerfiles = spec.registerfiles;
             options.sqthread_poll = spec.sqthread_poll;
+            options.sync_flags = match spec.sync {
+                crate::job::spec::SyncMode::None => 0,
+                crate::job::spec::SyncMode::Sync => libc::O_SYNC,
+                crate::job::spec::SyncMode::Dsync => libc::O_DSYNC,
+            };
             Ok(EngineConfig::Uring(options))
         }
         EngineKind::Iscsi => {
+            // The flush unit (IoUnit::flush) and FUA writes are the iscsi engine's to map to
+            // SYNCHRONIZE CACHE and the FUA bit; until it does, say so rather than run a job
+            // whose writes are not made durable as fio's would be.
+            if spec.fsync > 0 || spec.end_fsync || spec.sync != crate::job::spec::SyncMode::None {
+                return Err(SetupError::Option {
+                    job: spec.name.clone(),
+                    option: if spec.sync != crate::job::spec::SyncMode::None {
+                        "sync"
+                    } else if spec.fsync > 0 {
+                        "fsync"
+                    } else {
+                        "end_fsync"
+                    },
+                    value: String::new(),
+                    why: "the iscsi engine does not yet send SYNCHRONIZE CACHE (fsync, \
+                          end_fsync) or FUA writes (sync); the null and io_uring engines do",
+                });
+            }
             let url = match &spec.filename {
                 Some(Target::Iscsi(url)) => datapath_url(url),
                 None => embedded.cloned().ok_or(SetupError::Option {
@@ -327,12 +365,15 @@ pub fn workload_config(
                 JobVerify::Md5 => VerifyKind::Md5,
                 JobVerify::Sha256 => VerifyKind::Sha256,
                 JobVerify::Pattern => VerifyKind::Pattern,
+                JobVerify::Meta => VerifyKind::Meta,
                 _ => VerifyKind::Crc32c,
             },
             pattern: spec.verify_pattern.clone(),
             fatal: spec.verify_fatal,
             do_verify: spec.do_verify,
             lba_size_bytes: lba_bytes.max(1),
+            interval_bytes: spec.verify_interval,
+            header_offset: spec.verify_offset,
             ..VerifyConfig::default()
         }),
     };
@@ -344,7 +385,13 @@ pub fn workload_config(
         block_sizes,
         block_align_bytes,
         norandommap: spec.norandommap,
-        random_distribution: spec.random_distribution,
+        random_distribution: match &spec.random_distribution {
+            crate::io::Distribution::Sequence { blocks, .. } => crate::io::Distribution::Sequence {
+                blocks: blocks.clone(),
+                stride: spec.random_sequence_stride,
+            },
+            other => other.clone(),
+        },
         loops: spec.loops.max(1),
         number_ios: spec.number_ios,
         io_size_bytes,
@@ -355,6 +402,22 @@ pub fn workload_config(
         // The runner adds the other files' regions once their LUNs are open.
         more_files: Vec::new(),
         file_service: spec.file_service,
+        offsets: OffsetModifiers {
+            seq_add_bytes: if spec.rw.kind.is_random() {
+                0
+            } else {
+                spec.rw.offset_modifier.unwrap_or(0)
+            },
+            random_every: if spec.rw.kind.is_random() {
+                spec.rw
+                    .offset_modifier
+                    .map_or(1, |n| n.clamp(1, i64::from(u32::MAX)) as u32)
+            } else {
+                1
+            },
+            sequencer: spec.rw_sequencer,
+            percentage_random: spec.percentage_random.clone(),
+        },
     })
 }
 

@@ -57,6 +57,8 @@ pub struct ContentGenerator {
     dedupe_draws: SplitMix64,
     /// The seed of the last buffer that was not a repeat.
     last_unique_seed: u64,
+    /// `dedupe_mode=working_set`: the seeds a repeat draws from.
+    working_set: Vec<u64>,
 }
 
 impl ContentGenerator {
@@ -97,7 +99,22 @@ impl ContentGenerator {
             seeds,
             dedupe_draws: SplitMix64::new(stream_seed(job_seed, streams::BUFFER_CONTENT, 1)),
             last_unique_seed,
+            working_set: Vec::new(),
         })
+    }
+
+    /// fio's `dedupe_mode=working_set`: repeats copy one of `blocks` buffers (at most
+    /// 2^20), the first unique ones of the stream seeded by `set_seed`. With the job's own
+    /// seed these are the job's first unique buffers, so repeats duplicate blocks the job
+    /// also writes once, as fio's working set does; under `dedupe_global` the run's seed
+    /// gives every job the same set.
+    pub fn with_working_set(mut self, blocks: u64, set_seed: u64) -> Self {
+        let mut seeds = SplitMix64::new(stream_seed(set_seed, streams::BUFFER_CONTENT, 0));
+        let _ = seeds.next_u64();
+        self.working_set = (0..blocks.clamp(1, 1 << 20))
+            .map(|_| seeds.next_u64())
+            .collect();
+        self
     }
 
     /// Whether every write gets a freshly filled buffer.
@@ -149,8 +166,13 @@ impl ContentGenerator {
             && self.dedupe_draws.below(100) < u64::from(self.dedupe_percentage);
         if !repeat {
             self.last_unique_seed = self.seeds.next_u64();
+            return self.last_unique_seed;
         }
-        self.last_unique_seed
+        if self.working_set.is_empty() {
+            return self.last_unique_seed;
+        }
+        let index = self.dedupe_draws.below(self.working_set.len() as u64) as usize;
+        self.working_set[index]
     }
 }
 

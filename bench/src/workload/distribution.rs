@@ -21,6 +21,8 @@
 
 use super::permutation::Permutation;
 use super::rng::SplitMix64;
+use super::WorkloadError;
+use crate::io::{Direction, PerDir, Zone};
 
 /// Terms of the zipf normalising sum computed one by one before switching to the closed form.
 const ZIPF_EXACT_TERMS: u64 = 100_000;
@@ -343,6 +345,72 @@ mod tests {
                     assert!(sampler.sample(&mut rng) < units);
                 }
             }
+        }
+    }
+}
+
+/// fio's `zoned` and `zoned_abs` distributions (fio's `__get_next_rand_offset_zoned*`): a
+/// draw in 1..=100 picks a zone by its access percentage, then a unit uniformly inside it.
+/// fio looks for a free block of its random map inside the zone; here a zone draws with
+/// repeats, as the other skewed distributions do.
+#[derive(Debug, Clone)]
+pub(crate) struct ZonedSampler {
+    units: u64,
+    /// Per direction, indexed by draw - 1: the zone's first unit and its length in units.
+    /// `None` for a direction without zones (uniform over the region).
+    tables: PerDir<Option<Vec<(u64, u64)>>>,
+}
+
+impl ZonedSampler {
+    pub(crate) fn new(
+        zones: &PerDir<Vec<Zone>>,
+        absolute: bool,
+        units: u64,
+        unit_bytes: u64,
+    ) -> Result<Self, WorkloadError> {
+        let units = units.max(1);
+        let unit_bytes = unit_bytes.max(1);
+        let mut tables = PerDir::splat(None);
+        for direction in [Direction::Read, Direction::Write, Direction::Trim] {
+            let list = zones.get(direction);
+            if list.is_empty() {
+                continue;
+            }
+            let mut table = Vec::with_capacity(100);
+            let mut start = 0u64;
+            for zone in list {
+                let (first, len) = if absolute {
+                    let first = start / unit_bytes;
+                    let end = (start + zone.size) / unit_bytes;
+                    if end > units {
+                        return Err(WorkloadError::ZonesBeyondRegion {
+                            zones_end_bytes: start + zone.size,
+                            size_bytes: units * unit_bytes,
+                        });
+                    }
+                    (first, end - first)
+                } else {
+                    // fio: start = stotal% of the blocks, length = size% of them.
+                    let first = start * units / 100;
+                    (first, units * zone.size / 100)
+                };
+                for _ in 0..zone.access_percent {
+                    table.push((first, len.max(1)));
+                }
+                start += zone.size;
+            }
+            *tables.get_mut(direction) = Some(table);
+        }
+        Ok(ZonedSampler { units, tables })
+    }
+
+    pub(crate) fn sample(&self, direction: Direction, rng: &mut SplitMix64) -> u64 {
+        match self.tables.get(direction) {
+            Some(table) if !table.is_empty() => {
+                let (first, len) = table[rng.below(table.len() as u64) as usize];
+                (first + rng.below(len)).min(self.units - 1)
+            }
+            _ => rng.below(self.units),
         }
     }
 }

@@ -18,12 +18,19 @@
 //!   fits. `loops` loops make the job, unless `time_based`, which never ends by bytes and has
 //!   no loop boundaries. Each new loop starts over at the region's start, as fio's does, and
 //!   begins a new pass. `number_ios` ends the job after that many I/Os in any case.
+//! - fio's offset modifiers ([`OffsetModifiers`]), placed as fio's `get_next_offset` does and
+//!   checked against fio's `write_iolog` in `tests/fio_options.rs`: `rw=read:8k` adds 8 KiB
+//!   after each I/O (holes; running off the end ends the loop, as in fio), `rw=read:-8k`
+//!   walks backwards (wrapping to `size - 8k`), `rw=randread:N` draws a random offset every
+//!   N I/Os and places the ones between by `rw_sequencer` (after the last I/O, or on it),
+//!   and `percentage_random` continues sequentially instead of drawing for the rest. Such a
+//!   job's writes are tracked by the generation table, not by pass order.
 
 use super::blocksize::BlockSizePicker;
-use super::distribution::SkewedSampler;
+use super::distribution::{SkewedSampler, ZonedSampler};
 use super::permutation::Permutation;
 use super::rng::{stream_seed, streams, SplitMix64};
-use super::{WorkloadConfig, WorkloadError};
+use super::{OffsetModifiers, RwSequencer, WorkloadConfig, WorkloadError};
 use crate::io::Direction;
 use crate::io::{Distribution, PerDir, RwKind};
 
@@ -63,6 +70,13 @@ enum RandomSource {
     Map(RandomMap),
     Uniform,
     Skewed(SkewedSampler),
+    Zoned(ZonedSampler),
+    /// fio's `sequence`: the block list, the stride flag, and I/Os issued per direction.
+    Sequence {
+        blocks: Vec<u64>,
+        stride: bool,
+        issued: PerDir<u64>,
+    },
 }
 
 /// How the blocks a write stream visits can be told from its state alone, with no table: the
@@ -98,6 +112,16 @@ pub(crate) struct Generator {
     time_based: bool,
     loop_reset_pending: bool,
     done: bool,
+    /// `rw=...:N`, `rw_sequencer`, `percentage_random`.
+    mods: OffsetModifiers,
+    /// I/Os left before the next random offset (fio's `ddir_seq_nr` countdown; starts at
+    /// 1, so the first I/O of a random job is random).
+    random_countdown: u32,
+    /// Per direction, the region-relative start and end of its last I/O (fio's
+    /// `last_start` and `last_pos`); cleared at each loop, as fio resets its files.
+    last: PerDir<Option<(u64, u64)>>,
+    /// `percentage_random`'s draws.
+    sequential_choice_rng: SplitMix64,
 }
 
 impl Generator {
@@ -150,7 +174,7 @@ impl Generator {
         // Units whose start leaves room for the shortest I/O.
         let units = (config.size_bytes - u64::from(min_len)) / map_unit + 1;
         let random = if config.rw.is_random() {
-            Some(random_source(config, units)?)
+            Some(random_source(config, units, map_unit)?)
         } else {
             None
         };
@@ -178,6 +202,14 @@ impl Generator {
             time_based: config.time_based,
             loop_reset_pending: false,
             done: false,
+            mods: config.offsets.clone(),
+            random_countdown: 1,
+            last: PerDir::default(),
+            sequential_choice_rng: SplitMix64::new(stream_seed(
+                config.seed,
+                streams::SEQUENTIAL_CHOICE,
+                0,
+            )),
         })
     }
 
@@ -220,11 +252,18 @@ impl Generator {
                 len = (remaining - remaining % u64::from(min_len)) as u32;
             }
         }
-        let offset = if self.rw.is_random() {
-            self.random_offset(direction, len)
-        } else {
-            self.sequential_offset(direction, len)
+        let Some(offset) = self.pick_offset(direction, len) else {
+            // A holed or backward sequential stream ran off the region's end: as in fio,
+            // that ends the loop even though fewer than io_size bytes were moved.
+            self.loops_done += 1;
+            if self.loops_done >= self.loops {
+                self.done = true;
+                return GenStep::Done;
+            }
+            self.loop_reset_pending = true;
+            return GenStep::LoopEnd;
         };
+        *self.last.get_mut(direction) = Some((offset, offset + u64::from(len)));
         self.bytes_in_loop += u64::from(len);
         self.ios_total += 1;
         GenStep::Io {
@@ -247,6 +286,79 @@ impl Generator {
         }
     }
 
+    /// The region-relative offset of the next I/O, as fio's `get_next_offset` places it:
+    /// every `random_every`-th I/O of a random job draws a random offset (or, by
+    /// `percentage_random`, continues sequentially), the ones between follow
+    /// `rw_sequencer`; sequential jobs step by the block plus `seq_add_bytes`. `None` when a
+    /// holed sequential stream has run off the end (not time-based).
+    fn pick_offset(&mut self, direction: Direction, len: u32) -> Option<u64> {
+        if !self.rw.is_random() {
+            if self.mods.seq_add_bytes == 0 {
+                return Some(self.sequential_offset(direction, len));
+            }
+            return self.holed_offset(direction, len);
+        }
+        let every = self.mods.random_every.max(1);
+        self.random_countdown = self.random_countdown.saturating_sub(1);
+        let new_offset = self.random_countdown == 0;
+        if new_offset {
+            self.random_countdown = every;
+        }
+        if new_offset {
+            let percent = *self.mods.percentage_random.get(direction);
+            // fio: random when a draw in 1..=100 is at most the percentage.
+            if percent >= 100 || self.sequential_choice_rng.below(100) < u64::from(percent) {
+                return self.random_offset(direction, len);
+            }
+            return self.follow_on(direction, len);
+        }
+        match self.mods.sequencer {
+            RwSequencer::Sequential => self.follow_on(direction, len),
+            RwSequencer::Identical => Some(match self.last.get(direction) {
+                Some((start, _)) if start + u64::from(len) <= self.size => *start,
+                _ => 0,
+            }),
+        }
+    }
+
+    /// Where the direction's last I/O ended, or a random offset when the next I/O would
+    /// not fit before the region's end (fio falls back to a random block there too).
+    fn follow_on(&mut self, direction: Direction, len: u32) -> Option<u64> {
+        let end = self.last.get(direction).map_or(0, |(_, end)| end);
+        if end + u64::from(len) <= self.size {
+            Some(end)
+        } else {
+            self.random_offset(direction, len)
+        }
+    }
+
+    /// fio's `get_next_seq_offset` with `ddir_seq_add`: the next offset is the last I/O's
+    /// end plus the modifier (not for the first I/O, at the region's start); past either end
+    /// it wraps, forward to the start, backward to `size + modifier`.
+    fn holed_offset(&mut self, direction: Direction, len: u32) -> Option<u64> {
+        let size = self.size;
+        let len = u64::from(len);
+        let mut last_end = self.last.get(direction).map_or(0, |(_, end)| end);
+        if last_end >= size {
+            if !self.time_based {
+                return None;
+            }
+            last_end = 0;
+        }
+        let add = i128::from(self.mods.seq_add_bytes);
+        let size_i = i128::from(size);
+        let mut pos = i128::from(last_end);
+        if pos != 0 {
+            pos += add;
+            if pos < 0 || pos >= size_i {
+                pos = if add > 0 { 0 } else { size_i + add };
+            }
+        }
+        // An I/O never crosses the region's end (fio would trim it): move it back to fit.
+        let pos = pos.clamp(0, size_i - i128::from(len)) as u64;
+        Some(pos)
+    }
+
     fn sequential_offset(&mut self, direction: Direction, len: u32) -> u64 {
         let size = self.size;
         let cursor = self.sequential.get_mut(direction);
@@ -259,7 +371,9 @@ impl Generator {
         offset
     }
 
-    fn random_offset(&mut self, direction: Direction, len: u32) -> u64 {
+    /// A random offset; `None` only when `random_distribution=sequence` has run past the
+    /// region (fio then ends the loop).
+    fn random_offset(&mut self, direction: Direction, len: u32) -> Option<u64> {
         let unit = match &mut self.random {
             Some(RandomSource::Map(map)) => {
                 if map.visited >= map.permutation.len() {
@@ -273,6 +387,30 @@ impl Generator {
             }
             Some(RandomSource::Uniform) | None => self.offset_rng.below(self.units),
             Some(RandomSource::Skewed(sampler)) => sampler.sample(&mut self.offset_rng),
+            Some(RandomSource::Zoned(sampler)) => sampler.sample(direction, &mut self.offset_rng),
+            Some(RandomSource::Sequence {
+                blocks,
+                stride,
+                issued,
+            }) => {
+                // fio's __get_next_rand_offset_sequence, in units of blockalign.
+                let count = issued.get_mut(direction);
+                let nr = blocks.len() as u64;
+                let index = (*count % nr) as usize;
+                let block = if *stride {
+                    (*count / nr) * nr + blocks[index]
+                } else {
+                    blocks[index]
+                };
+                *count += 1;
+                let align = (*self.align.get(direction)).max(1);
+                let offset = block.saturating_mul(align);
+                return if offset.saturating_add(u64::from(len)) > self.size {
+                    None
+                } else {
+                    Some(offset)
+                };
+            }
         };
         let align = (*self.align.get(direction)).max(1);
         let mut offset = unit * self.map_unit;
@@ -282,12 +420,13 @@ impl Generator {
             let last_start = self.size - len;
             offset = last_start - last_start % align;
         }
-        offset
+        Some(offset)
     }
 
     fn start_next_loop(&mut self) {
         self.loop_reset_pending = false;
         self.bytes_in_loop = 0;
+        self.last = PerDir::default();
         for direction in [Direction::Read, Direction::Write, Direction::Trim] {
             let cursor = self.sequential.get_mut(direction);
             cursor.position = 0;
@@ -349,6 +488,11 @@ impl Generator {
 
     /// The write stream's order when its blocks can be told from its state alone.
     pub(crate) fn write_order(&self) -> Option<(WriteOrder, u32)> {
+        // Holes, backward steps and sequential runs inside a random job leave the pass
+        // order behind: the generation table keeps track instead.
+        if self.mods != OffsetModifiers::default() {
+            return None;
+        }
         let block = self.pickers.write.as_ref()?.fixed()?;
         match self.rw {
             RwKind::Write | RwKind::ReadWrite => Some((WriteOrder::Sequential, block)),
@@ -406,7 +550,11 @@ pub(crate) fn pass_permutation(seed: u64, units: u64, pass: u64) -> Permutation 
     Permutation::new(units, stream_seed(seed, streams::PASS_KEY, pass))
 }
 
-fn random_source(config: &WorkloadConfig, units: u64) -> Result<RandomSource, WorkloadError> {
+fn random_source(
+    config: &WorkloadConfig,
+    units: u64,
+    unit_bytes: u64,
+) -> Result<RandomSource, WorkloadError> {
     let scatter_key = stream_seed(config.seed, streams::SCATTER_KEY, 0);
     let check_centre = |name: &'static str, centre: Option<f64>| match centre {
         Some(c) if !(0.0..=1.0).contains(&c) => Err(WorkloadError::DistributionParameter {
@@ -417,6 +565,24 @@ fn random_source(config: &WorkloadConfig, units: u64) -> Result<RandomSource, Wo
         _ => Ok(()),
     };
     Ok(match config.random_distribution {
+        Distribution::Zoned {
+            absolute,
+            ref zones,
+        } => RandomSource::Zoned(ZonedSampler::new(zones, absolute, units, unit_bytes)?),
+        Distribution::Sequence { ref blocks, stride } => {
+            if blocks.is_empty() {
+                return Err(WorkloadError::DistributionParameter {
+                    name: "sequence",
+                    value: 0.0,
+                    why: "the sequence has no blocks",
+                });
+            }
+            RandomSource::Sequence {
+                blocks: blocks.clone(),
+                stride,
+                issued: PerDir::default(),
+            }
+        }
         Distribution::Random if config.norandommap => RandomSource::Uniform,
         Distribution::Random => RandomSource::Map(RandomMap {
             permutation: pass_permutation(config.seed, units, 0),

@@ -145,6 +145,45 @@ pub struct WorkloadConfig {
     pub more_files: Vec<FileRegion>,
     /// `file_service_type`.
     pub file_service: FileService,
+    /// `rw=...:N`, `rw_sequencer`, `percentage_random`.
+    pub offsets: OffsetModifiers,
+}
+
+/// fio's `rw_sequencer`: what the I/Os between two random offsets of `rw=randread:N` do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RwSequencer {
+    /// Each continues where the one before ended (fio's default).
+    #[default]
+    Sequential,
+    /// Each repeats the offset of the one before.
+    Identical,
+}
+
+/// fio's modifiers of how one offset follows another (fio(1): `rw`'s `:<nr>` suffix,
+/// `rw_sequencer`, `percentage_random`). The default changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetModifiers {
+    /// Sequential patterns: bytes added to each offset after the first (`rw=read:8k` leaves
+    /// 8 KiB holes; a negative value walks backwards, `rw=read:-8k`).
+    pub seq_add_bytes: i64,
+    /// Random patterns: a new random offset every this many I/Os (`rw=randread:8`), the
+    /// ones between placed by `sequencer`. At least 1.
+    pub random_every: u32,
+    pub sequencer: RwSequencer,
+    /// Random patterns, per direction: the percentage of new offsets drawn at random; the
+    /// others continue where the direction's last I/O ended.
+    pub percentage_random: PerDir<u32>,
+}
+
+impl Default for OffsetModifiers {
+    fn default() -> Self {
+        OffsetModifiers {
+            seq_add_bytes: 0,
+            random_every: 1,
+            sequencer: RwSequencer::Sequential,
+            percentage_random: PerDir::splat(100),
+        }
+    }
 }
 
 /// The region of one more file of the job.
@@ -174,6 +213,7 @@ impl Default for WorkloadConfig {
             verify: None,
             more_files: Vec::new(),
             file_service: FileService::default(),
+            offsets: OffsetModifiers::default(),
         }
     }
 }
@@ -223,6 +263,23 @@ pub enum WorkloadError {
     },
     #[error("loops=0: must be at least 1")]
     ZeroLoops,
+    #[error(
+        "verify_offset={offset_bytes}: the {header_len}-byte header must lie past its own \
+         place at the start and inside the {interval_bytes}-byte verify interval"
+    )]
+    VerifyOffsetTooLarge {
+        offset_bytes: u32,
+        header_len: u32,
+        interval_bytes: u32,
+    },
+    #[error(
+        "random_distribution=zoned_abs: the zones end at byte {zones_end_bytes}, beyond the \
+         region's {size_bytes} bytes (fio: \"zoned_abs sizes exceed file size\")"
+    )]
+    ZonesBeyondRegion {
+        zones_end_bytes: u64,
+        size_bytes: u64,
+    },
     #[error("random_distribution {name}:{value}: {why}")]
     DistributionParameter {
         name: &'static str,

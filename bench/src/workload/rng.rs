@@ -29,6 +29,7 @@ pub(crate) mod streams {
     pub const PACING: u64 = 6;
     pub const BUFFER_CONTENT: u64 = 7;
     pub const FILE: u64 = 8;
+    pub const SEQUENTIAL_CHOICE: u64 = 9;
 }
 
 #[derive(Debug, Clone)]

@@ -258,7 +258,7 @@ fn pareto_and_normal_through_the_job() {
         },
     ] {
         let mut job = config(RwKind::RandRead, 10_000 * 4096, 4096);
-        job.random_distribution = distribution;
+        job.random_distribution = distribution.clone();
         job.io_size_bytes = Some(50_000 * 4096);
         let mut hits: HashMap<u64, u32> = HashMap::new();
         for io in all_ios(job, 100_000) {

@@ -47,6 +47,9 @@ pub enum VerifyKind {
     Md5,
     Sha256,
     Pattern,
+    /// fio's `meta`: the header alone (offset, generation, seed, length) is checked; the
+    /// data carry no digest.
+    Meta,
 }
 
 impl VerifyKind {
@@ -56,6 +59,7 @@ impl VerifyKind {
             VerifyKind::Md5 => "md5",
             VerifyKind::Sha256 => "sha256",
             VerifyKind::Pattern => "pattern",
+            VerifyKind::Meta => "meta",
         }
     }
 
@@ -65,6 +69,7 @@ impl VerifyKind {
             VerifyKind::Md5 => 2,
             VerifyKind::Sha256 => 3,
             VerifyKind::Pattern => 4,
+            VerifyKind::Meta => 5,
         }
     }
 
@@ -74,6 +79,7 @@ impl VerifyKind {
             VerifyKind::Md5,
             VerifyKind::Sha256,
             VerifyKind::Pattern,
+            VerifyKind::Meta,
         ]
         .into_iter()
         .find(|kind| kind.code() == code)
@@ -84,7 +90,7 @@ impl VerifyKind {
             VerifyKind::Crc32c => 4,
             VerifyKind::Md5 => 16,
             VerifyKind::Sha256 => 32,
-            VerifyKind::Pattern => 0,
+            VerifyKind::Pattern | VerifyKind::Meta => 0,
         }
     }
 
@@ -102,6 +108,9 @@ impl VerifyKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyConfig {
     pub kind: VerifyKind,
+    /// `verify_offset`: the header sits this many bytes into each interval (fio swaps it
+    /// with the data there before writing and back before checking); 0 for the start.
+    pub header_offset: u32,
     /// `verify_interval`; `None` for fio's default, the block size (the smallest write size,
     /// or read size in a read-only job).
     pub interval_bytes: Option<u32>,
@@ -123,6 +132,7 @@ impl Default for VerifyConfig {
         VerifyConfig {
             kind: VerifyKind::Crc32c,
             interval_bytes: None,
+            header_offset: 0,
             pattern: Vec::new(),
             fatal: false,
             do_verify: true,
@@ -340,6 +350,9 @@ impl VerifyError {
 pub struct Verifier {
     kind: VerifyKind,
     interval_bytes: u32,
+    /// `verify_offset`: where in each interval the header is written (swapped with the
+    /// data there, and back before the check), 0 at the start.
+    header_offset: u32,
     pattern: Vec<u8>,
     seed: u64,
     lba_size_bytes: u32,
@@ -366,9 +379,21 @@ impl Verifier {
                 header_len,
             });
         }
+        if config.header_offset > 0
+            && (config.header_offset < header_len
+                || u64::from(config.header_offset) + u64::from(header_len)
+                    > u64::from(interval_bytes))
+        {
+            return Err(WorkloadError::VerifyOffsetTooLarge {
+                offset_bytes: config.header_offset,
+                header_len,
+                interval_bytes,
+            });
+        }
         Ok(Verifier {
             kind: config.kind,
             interval_bytes,
+            header_offset: config.header_offset,
             pattern: config.pattern.clone(),
             seed,
             lba_size_bytes: config.lba_size_bytes,
@@ -397,7 +422,23 @@ impl Verifier {
                 self.seed,
                 generation,
             );
+            self.swap_header(chunk);
         }
+    }
+
+    /// fio's `verify_offset`: swaps the header with the bytes `header_offset` into the
+    /// chunk (its own inverse). Nothing to do without a header or an offset.
+    fn swap_header(&self, chunk: &mut [u8]) {
+        let header_len = self.kind.header_len();
+        let at = self.header_offset as usize;
+        if at == 0 || header_len == 0 || at + header_len > chunk.len() {
+            return;
+        }
+        if at < header_len {
+            return; // refused by Verifier::new: the two ranges would overlap
+        }
+        let (head, rest) = chunk.split_at_mut(at);
+        head[..header_len].swap_with_slice(&mut rest[..header_len]);
     }
 
     /// Checks a read buffer from `offset`, block by block; the first bad block is the error.
@@ -410,11 +451,14 @@ impl Verifier {
     ) -> Result<(), VerifyError> {
         let interval = self.interval_bytes as usize;
         for (index, chunk) in buffer.chunks(interval).enumerate() {
-            self.check_chunk(
-                chunk,
-                offset + (index * interval) as u64,
-                expected_generation,
-            )?;
+            let chunk_offset = offset + (index * interval) as u64;
+            if self.header_offset > 0 {
+                let mut swapped = chunk.to_vec();
+                self.swap_header(&mut swapped);
+                self.check_chunk(&swapped, chunk_offset, expected_generation)?;
+            } else {
+                self.check_chunk(chunk, chunk_offset, expected_generation)?;
+            }
         }
         Ok(())
     }
@@ -483,7 +527,7 @@ impl Verifier {
                 hasher.update(data);
                 hasher.finalize().to_vec()
             }
-            VerifyKind::Pattern => Vec::new(),
+            VerifyKind::Pattern | VerifyKind::Meta => Vec::new(),
         }
     }
 
