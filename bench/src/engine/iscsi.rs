@@ -190,6 +190,9 @@ pub struct IscsiOptions {
     pub transport: TransportKind,
     /// More LUNs of the same target, addressed as files 1, 2, ... (fio's `filename` list).
     pub more_luns: Vec<u64>,
+    /// fio's `sync` (`1` or `dsync`): writes carry FUA (SBC-3 5.40: the target completes
+    /// them only once they are on the medium).
+    pub fua: bool,
     /// fio's `hipri`: the shard polls for completions (`ShardConfig::completion_spin`, and
     /// a pool's shards poll their queue when idle, `idle_spin`) instead of sleeping at
     /// once. Off by default: spinning spends CPU on every I/O.
@@ -211,6 +214,7 @@ impl IscsiOptions {
             first_core: None,
             transport: TransportKind::Software,
             more_luns: Vec::new(),
+            fua: false,
             hipri: false,
         }
     }
@@ -249,6 +253,8 @@ pub struct IscsiEngine {
     more_luns: Vec<MoreLun>,
     unmap_supported: Option<bool>,
     iodepth: usize,
+    /// Writes carry FUA (`IscsiOptions::fua`).
+    fua: bool,
     io_timeout: Option<Duration>,
     command_timeout: Duration,
     next_tag: u64,
@@ -385,6 +391,7 @@ impl IscsiEngine {
             more_luns,
             unmap_supported,
             iodepth: options.iodepth,
+            fua: options.fua,
             io_timeout: options.io_timeout,
             command_timeout,
             next_tag: 0,
@@ -456,6 +463,11 @@ impl IscsiEngine {
                 self.more_luns.len() + 1
             )));
         };
+        if unit.is_flush() {
+            // fio's fsync / end_fsync: the whole LUN's cache to the medium (SBC-3 5.24).
+            let cdb = Cdb::synchronize_cache_10(0, 0, false);
+            return Ok((cdb, DataDirection::None, Vec::new()));
+        }
         let block = u64::from(block_size_bytes);
         if !unit.offset.is_multiple_of(block)
             || !u64::from(unit.len).is_multiple_of(block)
@@ -484,7 +496,8 @@ impl IscsiEngine {
                 Ok((cdb, DataDirection::Read { len }, buffer))
             }
             Direction::Write => {
-                let cdb = Cdb::write(lba, blocks, block_size_bytes, false).map_err(invalid)?;
+                // fio's sync=1/dsync: every write reaches the medium before it completes.
+                let cdb = Cdb::write(lba, blocks, block_size_bytes, self.fua).map_err(invalid)?;
                 let buffer = std::mem::take(&mut unit.buffer);
                 Ok((cdb, DataDirection::Write { len }, buffer))
             }
@@ -820,6 +833,11 @@ impl Engine for IscsiEngine {
     /// the hand-over returns. An inline shard sends during the submission itself; its
     /// units count as issued when the submission starts too, as fio's libiscsi engine's
     /// count from when libiscsi queues them (before its socket write).
+    /// A flush unit is SYNCHRONIZE CACHE of its LUN.
+    fn supports_flush(&self) -> bool {
+        true
+    }
+
     fn issues_when_submit_starts(&self) -> bool {
         true
     }

@@ -173,31 +173,6 @@ impl Collector {
         if self.jobs.is_empty() {
             return Err(JobError::NoJobs);
         }
-        // The flush unit and FUA writes are the iscsi engine's to map to SYNCHRONIZE CACHE
-        // and the FUA bit; until it does, say so before anything starts rather than run a
-        // job whose writes are not made durable as fio's would be.
-        for job in &self.jobs {
-            let sync = job.sync != super::spec::SyncMode::None;
-            if job.engine() == super::spec::Engine::Iscsi
-                && (job.fsync > 0 || job.end_fsync || sync)
-            {
-                let option = if sync {
-                    "sync"
-                } else if job.fsync > 0 {
-                    "fsync"
-                } else {
-                    "end_fsync"
-                };
-                return Err(JobError::InvalidJob {
-                    at: job.origin.clone(),
-                    job: job.name.clone(),
-                    reason: format!(
-                        "{option}: the iscsi engine does not yet send SYNCHRONIZE CACHE (fsync, \
-                         end_fsync) or FUA writes (sync); the null and io_uring engines do"
-                    ),
-                });
-            }
-        }
         // fio (steadystate.c): "steadystate options must be consistent within reporting
         // groups".
         for (index, job) in self.jobs.iter().enumerate() {

@@ -131,24 +131,6 @@ pub fn engine_config(
             Ok(EngineConfig::Uring(options))
         }
         EngineKind::Iscsi => {
-            // The flush unit (IoUnit::flush) and FUA writes are the iscsi engine's to map to
-            // SYNCHRONIZE CACHE and the FUA bit; until it does, say so rather than run a job
-            // whose writes are not made durable as fio's would be.
-            if spec.fsync > 0 || spec.end_fsync || spec.sync != crate::job::spec::SyncMode::None {
-                return Err(SetupError::Option {
-                    job: spec.name.clone(),
-                    option: if spec.sync != crate::job::spec::SyncMode::None {
-                        "sync"
-                    } else if spec.fsync > 0 {
-                        "fsync"
-                    } else {
-                        "end_fsync"
-                    },
-                    value: String::new(),
-                    why: "the iscsi engine does not yet send SYNCHRONIZE CACHE (fsync, \
-                          end_fsync) or FUA writes (sync); the null and io_uring engines do",
-                });
-            }
             let url = match &spec.filename {
                 Some(Target::Iscsi(url)) => datapath_url(url),
                 None => embedded.cloned().ok_or(SetupError::Option {
@@ -185,6 +167,7 @@ pub fn engine_config(
                 .map(|&cpu| cpu as usize);
             options.transport = spec.iscsi.transport;
             options.hipri = spec.hipri;
+            options.fua = spec.sync != crate::job::spec::SyncMode::None;
             // The job checked that the list names LUNs of this one target.
             options.more_luns = spec
                 .more_filenames
