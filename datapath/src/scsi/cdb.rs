@@ -98,6 +98,13 @@ impl Cdb {
         }
     }
 
+    /// A CDB from its bytes (at most 16) for builders in sibling modules.
+    pub(super) fn from_parts(bytes: &[u8], direction: DataDirection) -> Cdb {
+        let mut cdb = Cdb::new(bytes.len().min(16) as u8, direction);
+        cdb.bytes[..usize::from(cdb.len)].copy_from_slice(&bytes[..usize::from(cdb.len)]);
+        cdb
+    }
+
     /// The CDB bytes, exactly as long as the command's CDB.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]

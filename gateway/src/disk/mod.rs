@@ -198,6 +198,9 @@ pub struct LogicalUnit {
     /// COMPARE AND WRITE and ORWRITE; also counts the planned writes the server has not
     /// finished yet (see [`LogicalUnit::plan`]).
     write_gate: Arc<gate::WriteGate>,
+    /// SCSI-2 and persistent reservations; the server checks each command against them
+    /// before it reaches this unit (`crate::reservation`).
+    reservations: crate::reservation::LuReservations,
 }
 
 /// What [`LogicalUnit::plan`] decided.
@@ -261,9 +264,21 @@ impl LogicalUnit {
             write_cache: AtomicBool::new(config.write_cache),
             software_write_protect: AtomicBool::new(false),
             write_gate: Arc::new(gate::WriteGate::new()),
+            reservations: crate::reservation::LuReservations::new(),
             config,
             blocks,
         }
+    }
+
+    /// Keeps APTPL state (persistent reservations across restarts) in the given
+    /// reservations, typically [`crate::reservation::LuReservations::persistent`].
+    pub fn with_reservations(mut self, reservations: crate::reservation::LuReservations) -> Self {
+        self.reservations = reservations;
+        self
+    }
+
+    pub fn reservations(&self) -> &crate::reservation::LuReservations {
+        &self.reservations
     }
 
     pub fn block_size(&self) -> u32 {

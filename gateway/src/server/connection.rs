@@ -17,6 +17,7 @@ use crate::session::{
 };
 
 use super::{Deferred, LunExecutor, Submission};
+use crate::reservation::{Nexus, NexusView, ResetKind};
 
 /// Largest AHS accepted (the field allows 1020 bytes).
 const MAX_AHS_LEN: usize = 1024;
@@ -109,6 +110,9 @@ pub struct Connection {
     /// Logical units by target name, resolved once the login names the target.
     luns: Arc<Vec<(String, Arc<dyn LunExecutor>)>>,
     executor: Option<Arc<dyn LunExecutor>>,
+    /// This session's I_T nexus once logged in to a target, with what its units'
+    /// reservations allow it (`crate::reservation`).
+    nexus: Option<NexusView>,
     events: Vec<TargetEvent>,
     closed: Option<CloseReason>,
     /// Commands the event loop has still to start off this connection's turn.
@@ -140,6 +144,19 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// The relative target port every portal of this gateway reports (one target port).
+const TARGET_PORT: u16 = 1;
+
+impl Drop for Connection {
+    /// The I_T nexus ends with its connection (one connection per session): logout,
+    /// connection loss, reinstatement, a cold reset, shutdown.
+    fn drop(&mut self) {
+        if let (Some(executor), Some(view)) = (&self.executor, &self.nexus) {
+            executor.nexus_lost(view.nexus());
+        }
+    }
+}
+
 impl Connection {
     pub fn new(
         session: TargetSession,
@@ -163,6 +180,7 @@ impl Connection {
             stall_timeout: limits.stall_timeout,
             luns,
             executor: None,
+            nexus: None,
             events: Vec::new(),
             closed: None,
             deferred: Vec::new(),
@@ -474,16 +492,44 @@ impl Connection {
 
     fn collect_events(&mut self) {
         while let Some(event) = self.session.poll_event() {
+            match &event {
+                TargetEvent::LoggedIn {
+                    initiator_name,
+                    isid,
+                    target_name: Some(_),
+                    ..
+                } => {
+                    self.resolve_executor();
+                    let nexus = Nexus::new(initiator_name, *isid, TARGET_PORT);
+                    if let Some(executor) = &self.executor {
+                        executor.nexus_joined(&nexus);
+                    }
+                    self.nexus = Some(NexusView::new(nexus));
+                }
+                // Applied before the Task Management response is sent (the caller fills
+                // the output after collecting events).
+                TargetEvent::LogicalUnitReset { lun } => {
+                    if let Some(executor) = &self.executor {
+                        executor.reset(Some(*lun), ResetKind::LogicalUnit);
+                    }
+                }
+                TargetEvent::TargetReset { cold } => {
+                    if let Some(executor) = &self.executor {
+                        let kind = if *cold {
+                            ResetKind::TargetCold
+                        } else {
+                            ResetKind::TargetWarm
+                        };
+                        executor.reset(None, kind);
+                    }
+                }
+                _ => {}
+            }
             self.events.push(event);
         }
     }
 
-    /// Starts every ready command on its logical unit: most finish here and now; READ,
-    /// WRITE and SYNCHRONIZE CACHE on a file unit leave file I/O for the event loop, and
-    /// other commands that touch a file leave a job for the blocking pool
-    /// ([`Connection::take_deferred`]), finished later by
-    /// [`Connection::complete_deferred`].
-    fn run_commands(&mut self) {
+    fn resolve_executor(&mut self) {
         if self.executor.is_none() {
             if let Some(target) = self.session.target() {
                 self.executor = self
@@ -493,19 +539,35 @@ impl Connection {
                     .map(|(_, e)| Arc::clone(e));
             }
         }
+    }
+
+    /// Starts every ready command on its logical unit: most finish here and now; READ,
+    /// WRITE and SYNCHRONIZE CACHE on a file unit leave file I/O for the event loop, and
+    /// other commands that touch a file leave a job for the blocking pool
+    /// ([`Connection::take_deferred`]), finished later by
+    /// [`Connection::complete_deferred`].
+    fn run_commands(&mut self) {
+        self.resolve_executor();
         while !self.output_full() {
             let Some(command) = self.session.poll_command() else {
                 break;
             };
             let data_in_len = command.expected_data_in_len as usize;
-            let submission = match &self.executor {
-                Some(executor) => executor.submit(
+            let submission = match (&self.executor, &mut self.nexus) {
+                (Some(executor), Some(nexus)) => executor.submit_as(
+                    nexus,
                     command.lun,
                     &command.cdb,
                     command.data_out,
                     command.expected_data_in_len,
                 ),
-                None => Submission::Done(CommandResult {
+                (Some(executor), None) => executor.submit(
+                    command.lun,
+                    &command.cdb,
+                    command.data_out,
+                    command.expected_data_in_len,
+                ),
+                (None, _) => Submission::Done(CommandResult {
                     status: 0x02,
                     // ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED.
                     sense: vec![0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x25, 0, 0, 0, 0, 0],
