@@ -1,0 +1,352 @@
+//! `iscsi-ctl pr`, `reserve`, `release` and `reset` as an operator runs them, two hosts (two
+//! initiator names) against one LU: against tgt (issue 17 item 9: a target this project did
+//! not write), and against `iscsi-gateway` as a process with a file LUN, whose APTPL state
+//! must survive a `kill -9` and restart.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use system_tests::gateway_process::{GatewayProcess, GatewaySpec, GATEWAY_IQN};
+use system_tests::{require_tools, run_command, workspace_binary, TargetSpec, TempDir, Tgt};
+
+const HOST_A: &str = "iqn.2026-12.invalid.system-tests:host-a";
+const HOST_B: &str = "iqn.2026-12.invalid.system-tests:host-b";
+
+fn ctl(host: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(workspace_binary("tools", "iscsi-ctl"));
+    command.args(["--initiator-name", host]).args(args);
+    command.env_remove("RUST_LOG");
+    command
+}
+
+fn run(host: &str, args: &[&str]) -> Output {
+    run_command(ctl(host, args), Duration::from_secs(30))
+}
+
+/// Runs and expects success; returns stdout parsed as JSON (commands run with `--json`).
+fn json(host: &str, args: &[&str]) -> Value {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = run(host, &full);
+    assert!(
+        out.status.success(),
+        "iscsi-ctl {args:?} as {host}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iscsi-ctl {args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Runs and expects RESERVATION CONFLICT (exit status 24, as sg_persist's).
+fn conflicts(host: &str, args: &[&str]) {
+    let out = run(host, args);
+    assert_eq!(
+        out.status.code(),
+        Some(24),
+        "iscsi-ctl {args:?} as {host} should conflict: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RESERVATION CONFLICT"));
+}
+
+fn keys(url: &str) -> Vec<String> {
+    json(HOST_A, &["pr", url, "--read-keys"])["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The persistent reservation sequence both targets must agree on.
+fn persistent_reservations_between_two_hosts(url: &str) {
+    // Leftovers of nothing: start clean.
+    assert_eq!(keys(url), Vec::<String>::new());
+    let generation = json(HOST_A, &["pr", url, "--read-keys"])["generation"]
+        .as_u64()
+        .unwrap();
+    json(HOST_A, &["pr", url, "--register", "--param-sark", "a1"]);
+    json(
+        HOST_B,
+        &["pr", url, "--register-ignore", "--param-sark", "b2"],
+    );
+    let mut got = keys(url);
+    got.sort();
+    assert_eq!(got, ["0xa1", "0xb2"]);
+    let after = json(HOST_A, &["pr", url, "--read-keys"])["generation"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        after,
+        generation + 2,
+        "PRgeneration counts the two registrations"
+    );
+    // Re-registering with the wrong key conflicts.
+    conflicts(
+        HOST_A,
+        &[
+            "pr",
+            url,
+            "--register",
+            "--param-rk",
+            "99",
+            "--param-sark",
+            "a3",
+        ],
+    );
+    // A reserves Write Exclusive; B sees it, may read, may not write.
+    json(
+        HOST_A,
+        &[
+            "pr",
+            url,
+            "--reserve",
+            "--param-rk",
+            "a1",
+            "--prout-type",
+            "WE",
+        ],
+    );
+    let held = json(HOST_B, &["pr", url, "--read-reservation"]);
+    assert_eq!(held["reserved"], true);
+    assert_eq!(held["key"], "0xa1");
+    assert_eq!(held["type"], 1);
+    conflicts(
+        HOST_B,
+        &[
+            "pr",
+            url,
+            "--reserve",
+            "--param-rk",
+            "b2",
+            "--prout-type",
+            "WE",
+        ],
+    );
+    // B preempts A: the reservation becomes B's, Exclusive Access; A's key is gone.
+    json(
+        HOST_B,
+        &[
+            "pr",
+            url,
+            "--preempt",
+            "--param-rk",
+            "b2",
+            "--param-sark",
+            "a1",
+            "--prout-type",
+            "EA",
+        ],
+    );
+    let held = json(HOST_A, &["pr", url, "--read-reservation"]);
+    assert_eq!(
+        (held["key"].as_str(), held["type"].as_u64()),
+        (Some("0xb2"), Some(3))
+    );
+    assert_eq!(keys(url), ["0xb2"]);
+    // A, no longer registered, cannot release or clear.
+    conflicts(HOST_A, &["pr", url, "--clear", "--param-rk", "a1"]);
+    json(
+        HOST_B,
+        &[
+            "pr",
+            url,
+            "--release",
+            "--param-rk",
+            "b2",
+            "--prout-type",
+            "EA",
+        ],
+    );
+    assert_eq!(
+        json(HOST_A, &["pr", url, "--read-reservation"])["reserved"],
+        false
+    );
+    json(HOST_B, &["pr", url, "--clear", "--param-rk", "b2"]);
+    assert_eq!(keys(url), Vec::<String>::new());
+    let capabilities = json(HOST_A, &["pr", url, "--report-capabilities"]);
+    assert!(
+        capabilities["types"]
+            .as_array()
+            .is_some_and(|t| t.len() >= 4),
+        "{capabilities}"
+    );
+}
+
+/// A SCSI-2 reservation held by A (for as long as its session lasts) keeps B out; A's
+/// logout releases it. `ten`: the target has RESERVE(10) too (tgt has only the 6-byte
+/// commands).
+fn scsi2_reservation_lasts_as_long_as_the_session(url: &str, ten: bool) {
+    let mut holder: Child = ctl(HOST_A, &["reserve", url, "--hold", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iscsi-ctl reserve starts");
+    // A prints GOOD once it holds the reservation (then keeps its session for 4 s).
+    let mut first_line = String::new();
+    let stdout = holder.stdout.take().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first_line)
+        .expect("iscsi-ctl reserve prints");
+    assert!(first_line.contains("GOOD"), "A's RESERVE: {first_line:?}");
+    // B may neither reserve nor read (SPC-2: READ conflicts with another's reservation).
+    conflicts(HOST_B, &["reserve", url]);
+    conflicts(HOST_B, &["read", url, "--lba", "0", "--blocks", "1"]);
+    if ten {
+        conflicts(HOST_B, &["reserve", url, "--ten"]);
+    }
+    let status = holder.wait().expect("iscsi-ctl reserve ends");
+    assert!(status.success());
+    // A logged out: B reserves, then releases.
+    json(HOST_B, &["reserve", url]);
+    json(HOST_B, &["release", url]);
+}
+
+/// tgt keys a registration by its session's nexus object, not by the initiator port
+/// (name and ISID): a registration made in one session is not found from the next session
+/// of the same port, so a multi-step sequence of separate `iscsi-ctl pr` runs cannot work
+/// against it (SPC-4 5.12.7 says registrations outlive the nexus). What one run does alone
+/// is checked here; the whole sequence runs in one session in the arbiter's tests.
+#[test]
+fn iscsi_ctl_reservations_against_tgt() {
+    require_tools!("tgtd", "tgtadm");
+    let tgt = Tgt::start(&[TargetSpec::new(
+        "iqn.2026-12.invalid.system-tests:pr",
+        &[8 << 20],
+    )])
+    .expect("tgt starts");
+    let url = format!(
+        "iscsi://{}/{}/{}",
+        tgt.portal(),
+        tgt.iqn(0),
+        Tgt::FIRST_DATA_LUN
+    );
+    assert_eq!(keys(&url), Vec::<String>::new());
+    json(
+        HOST_A,
+        &["pr", &url, "--register-ignore", "--param-sark", "a1"],
+    );
+    json(
+        HOST_B,
+        &["pr", &url, "--register-ignore", "--param-sark", "b2"],
+    );
+    let mut got = keys(&url);
+    got.sort();
+    assert_eq!(got, ["0xa1", "0xb2"]);
+    assert_eq!(
+        json(HOST_A, &["pr", &url, "--read-reservation"])["reserved"],
+        false
+    );
+    let capabilities = json(HOST_A, &["pr", &url, "--report-capabilities"]);
+    assert!(
+        capabilities["types"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{capabilities}"
+    );
+    // An unknown key cannot reserve, whoever asks.
+    conflicts(
+        HOST_A,
+        &[
+            "pr",
+            &url,
+            "--reserve",
+            "--param-rk",
+            "99",
+            "--prout-type",
+            "WE",
+        ],
+    );
+    let reset = json(HOST_A, &["reset", &url, "--lun"]);
+    assert_eq!(reset["response"], "function complete");
+}
+
+/// SCSI-2 reservations between two hosts against tgt: one session each, as above.
+#[test]
+fn iscsi_ctl_scsi2_reservations_against_tgt() {
+    require_tools!("tgtd", "tgtadm");
+    let tgt = Tgt::start(&[TargetSpec::new(
+        "iqn.2026-12.invalid.system-tests:r6",
+        &[8 << 20],
+    )])
+    .expect("tgt starts");
+    let url = format!(
+        "iscsi://{}/{}/{}",
+        tgt.portal(),
+        tgt.iqn(0),
+        Tgt::FIRST_DATA_LUN
+    );
+    scsi2_reservation_lasts_as_long_as_the_session(&url, false);
+}
+
+#[test]
+fn iscsi_ctl_reservations_against_the_gateway_and_aptpl_across_kill_9() {
+    let dir = TempDir::new("pr-gateway").expect("scratch directory");
+    let lun = format!("file:{}:8M", dir.join("lun0.img").display());
+    let spec = GatewaySpec::new(&[&lun]).threads(2);
+    let gateway = GatewayProcess::start(&spec).expect("iscsi-gateway starts");
+    let url = format!("iscsi://{}/{GATEWAY_IQN}/0", gateway.portal());
+    persistent_reservations_between_two_hosts(&url);
+    scsi2_reservation_lasts_as_long_as_the_session(&url, true);
+    // READ FULL STATUS names each registrant's port with its ISID.
+    json(
+        HOST_A,
+        &[
+            "pr",
+            &url,
+            "--register",
+            "--param-sark",
+            "c3",
+            "--param-aptpl",
+        ],
+    );
+    json(
+        HOST_A,
+        &[
+            "pr",
+            &url,
+            "--reserve",
+            "--param-rk",
+            "c3",
+            "--prout-type",
+            "WERO",
+        ],
+    );
+    let status = json(HOST_B, &["pr", &url, "--read-full-status"]);
+    let entry = &status["registrations"][0];
+    assert!(
+        entry["transport_id"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{HOST_A},i,0x")),
+        "{status}"
+    );
+    assert_eq!(entry["holder"], true);
+    // Acknowledged with APTPL, then kill -9: the registration and reservation come back.
+    gateway.kill_hard();
+    let gateway = GatewayProcess::start(&spec).expect("iscsi-gateway restarts");
+    let url = format!("iscsi://{}/{GATEWAY_IQN}/0", gateway.portal());
+    let held = json(HOST_B, &["pr", &url, "--read-reservation"]);
+    assert_eq!(
+        (held["key"].as_str(), held["type"].as_u64()),
+        (Some("0xc3"), Some(5)),
+        "{held}"
+    );
+    assert_eq!(
+        json(HOST_B, &["pr", &url, "--report-capabilities"])["ptpl_a"],
+        true
+    );
+    // A reset leaves a persistent reservation in place (SAM-5 6.3).
+    json(HOST_B, &["reset", &url, "--target-warm"]);
+    assert_eq!(
+        json(HOST_B, &["pr", &url, "--read-reservation"])["reserved"],
+        true
+    );
+    json(HOST_A, &["pr", &url, "--clear", "--param-rk", "c3"]);
+    assert_eq!(keys(&url), Vec::<String>::new());
+    drop(gateway);
+}
