@@ -350,3 +350,190 @@ fn iscsi_ctl_reservations_against_the_gateway_and_aptpl_across_kill_9() {
     assert_eq!(keys(&url), Vec::<String>::new());
     drop(gateway);
 }
+
+/// One `iscsi-ctl --json arbitrate` node: its state lines as they come.
+struct Arbiter {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Arbiter {
+    fn start(host: &str, url: &str, args: &[&str]) -> Arbiter {
+        let mut command = ctl(host, &["--json", "arbitrate", url]);
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().expect("iscsi-ctl arbitrate starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok)
+            {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(value).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Arbiter {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for the state `state`; returns its line.
+    fn wait_state(&mut self, state: &str, limit: Duration) -> Value {
+        if let Some(found) = self.seen.iter().find(|v| v["state"] == state) {
+            return found.clone();
+        }
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(value) => {
+                    let hit = value["state"] == state;
+                    self.seen.push(value.clone());
+                    if hit {
+                        return value;
+                    }
+                }
+                Err(_) => panic!("no {state:?} within {limit:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    fn states(&mut self) -> Vec<String> {
+        while let Ok(value) = self.lines.try_recv() {
+            self.seen.push(value);
+        }
+        self.seen
+            .iter()
+            .filter_map(|v| v["state"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is passed.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+}
+
+impl Drop for Arbiter {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two PR arbiters (short intervals): the owner stopped, the other preempts it within the
+/// missed renewals; resumed, the old owner finds it lost the disk and exits 3.
+fn pr_arbiters_take_over_from_a_stopped_owner(url: &str, extra: &[&str]) {
+    let mut args = vec!["--mode", "pr", "--renew-interval", "0.2", "--missed", "3"];
+    args.extend_from_slice(extra);
+    let mut a = Arbiter::start(HOST_A, url, &args);
+    a.wait_state("online", Duration::from_secs(10));
+    let mut b = Arbiter::start(HOST_B, url, &args);
+    b.wait_state("standby", Duration::from_secs(10));
+    // Calm: A renews on time, B stays standby.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !b.states().contains(&"online".to_string()),
+        "{:?}",
+        b.states()
+    );
+    a.signal(libc::SIGSTOP);
+    let stopped = std::time::Instant::now();
+    b.wait_state("online", Duration::from_secs(10));
+    let takeover = stopped.elapsed();
+    assert!(
+        takeover < Duration::from_secs(3),
+        "takeover took {takeover:?}"
+    );
+    a.signal(libc::SIGCONT);
+    a.wait_state("lost", Duration::from_secs(10));
+    let status = a.child.wait().expect("arbiter a ends");
+    assert_eq!(status.code(), Some(3), "a node that lost the disk exits 3");
+}
+
+#[test]
+fn pr_arbiter_takes_over_on_the_gateway() {
+    let gateway = GatewayProcess::start(&GatewaySpec::new(&["ram:8M"]).threads(2))
+        .expect("iscsi-gateway starts");
+    let url = format!("iscsi://{}/{GATEWAY_IQN}/0", gateway.portal());
+    pr_arbiters_take_over_from_a_stopped_owner(&url, &["--stamp-lba", "100"]);
+}
+
+/// The whole PR sequence in one session per node, which is what tgt needs (see above);
+/// tgt has no PREEMPT AND ABORT, so the challenge is a plain PREEMPT.
+#[test]
+fn pr_arbiter_takes_over_on_tgt() {
+    require_tools!("tgtd", "tgtadm");
+    let tgt = Tgt::start(&[TargetSpec::new(
+        "iqn.2026-12.invalid.system-tests:arb",
+        &[8 << 20],
+    )])
+    .expect("tgt starts");
+    let url = format!(
+        "iscsi://{}/{}/{}",
+        tgt.portal(),
+        tgt.iqn(0),
+        Tgt::FIRST_DATA_LUN
+    );
+    pr_arbiters_take_over_from_a_stopped_owner(&url, &["--plain-preempt"]);
+}
+
+#[test]
+fn scsi2_arbiter_challenges_with_a_lun_reset_and_takes_over() {
+    let gateway = GatewayProcess::start(&GatewaySpec::new(&["ram:8M"]).threads(2))
+        .expect("iscsi-gateway starts");
+    let url = format!("iscsi://{}/{GATEWAY_IQN}/0", gateway.portal());
+    let args = [
+        "--mode",
+        "scsi2",
+        "--renew-interval",
+        "0.3",
+        "--challenge-wait",
+        "0.8",
+        "--online-after",
+        "1.0",
+        "--poll-interval",
+        "0.1",
+        "--stamp-lba",
+        "100",
+    ];
+    let mut a = Arbiter::start(HOST_A, &url, &args);
+    a.wait_state("online", Duration::from_secs(10));
+    let mut b = Arbiter::start(HOST_B, &url, &args);
+    b.wait_state("challenging", Duration::from_secs(10));
+    // A defends: B's challenges (LU resets) keep failing while A renews.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !b.states().contains(&"online".to_string()),
+        "{:?}",
+        b.states()
+    );
+    assert!(
+        !a.states().contains(&"lost".to_string()),
+        "{:?}",
+        a.states()
+    );
+    a.signal(libc::SIGSTOP);
+    let stopped = std::time::Instant::now();
+    b.wait_state("online", Duration::from_secs(10));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(4),
+        "takeover took {:?}",
+        stopped.elapsed()
+    );
+    a.signal(libc::SIGCONT);
+    a.wait_state("lost", Duration::from_secs(10));
+    assert_eq!(a.child.wait().expect("a ends").code(), Some(3));
+}

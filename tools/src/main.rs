@@ -5,6 +5,7 @@
 //! ISID is stable per initiator name (`nexus`).
 
 mod adapters;
+mod arbitrate;
 mod commands;
 mod config;
 mod nexus;
@@ -68,6 +69,11 @@ enum Command {
     /// Persistent reservations (PERSISTENT RESERVE IN/OUT), with sg_persist's options.
     /// Exits 24 on RESERVATION CONFLICT.
     Pr(Box<reservations::PrArgs>),
+    /// Cluster disk arbiter: own the LU with a renewed SCSI-2 reservation (--mode scsi2) or
+    /// a Write Exclusive, Registrants Only persistent reservation with a key heartbeat (--mode
+    /// pr), take it over from an owner that stops renewing. Prints every state change;
+    /// exits 3 when the disk is lost.
+    Arbitrate(Box<arbitrate::ArbitrateArgs>),
     /// List offload adapters: the software models (kind, queue pairs, capabilities, the
     /// shard and core each queue pair is pinned to) and the real ones in sysfs.
     Adapters(AdaptersArgs),
@@ -177,6 +183,11 @@ fn main() {
         Command::Release(a) => reservations::reserve(&cli.options, a, true, &out),
         Command::Reset(a) => reservations::reset(&cli.options, a, &out),
         Command::Pr(a) => reservations::pr(&cli.options, a, &out),
+        Command::Arbitrate(a) => match arbitrate::arbitrate(&cli.options, a, cli.json) {
+            Ok(true) => std::process::exit(arbitrate::EXIT_LOST),
+            Ok(false) => Ok(()),
+            Err(error) => Err(error),
+        },
     };
     if let Err(error) = result {
         if cli.json {
