@@ -46,8 +46,11 @@ pub(super) struct Ticket {
 
 impl Fence {
     pub(super) fn new() -> Fence {
+        // Each fence starts its epochs in a range of its own, so a connection's cached view
+        // of one unit can never match a later unit put under the same LUN number.
+        static NEXT_BASE: AtomicU64 = AtomicU64::new(0);
         Fence {
-            epoch: AtomicU64::new(0),
+            epoch: AtomicU64::new(NEXT_BASE.fetch_add(1 << 32, Ordering::Relaxed)),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
         }
     }
@@ -136,6 +139,7 @@ mod tests {
     #[test]
     fn a_drain_waits_for_every_command_of_the_old_epoch_and_no_newer_one_is_missed() {
         let fence = Arc::new(Fence::new());
+        let first = fence.epoch();
         let stop = Arc::new(AtomicBool::new(false));
         // Each worker records the epoch it was admitted under while inside.
         let inside_old = Arc::new(AtomicUsize::new(0));
@@ -149,7 +153,7 @@ mod tests {
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let ticket = fence.enter();
-                        if ticket.epoch == 0 {
+                        if ticket.epoch == first {
                             inside_old.fetch_add(1, Ordering::SeqCst);
                             std::hint::spin_loop();
                             inside_old.fetch_sub(1, Ordering::SeqCst);
@@ -162,7 +166,8 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let old = fence.advance();
         assert!(fence.drain(old, Duration::from_secs(10)));
-        // After the drain nothing admitted under epoch 0 is inside, and nothing new can be.
+        // After the drain nothing admitted under the first epoch is inside, and nothing new
+        // can be.
         assert_eq!(inside_old.load(Ordering::SeqCst), 0);
         stop.store(true, Ordering::Relaxed);
         for worker in workers {

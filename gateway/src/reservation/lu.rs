@@ -329,7 +329,7 @@ impl LuReservations {
         if list.len() != list_length {
             return Err(length_error());
         }
-        let _updates = lock(&self.updates);
+        let updates = lock(&self.updates);
         let mut state = lock(&self.state);
         let mut next = state.clone();
         let outcome: Outcome = if action == PrOutAction::RegisterAndMove {
@@ -359,6 +359,9 @@ impl LuReservations {
             None
         };
         drop(state);
+        // Not held while draining: an event loop's inline PR OUT must not wait behind a
+        // drain that waits for that loop's own file I/O.
+        drop(updates);
         if let (Some(old), false) = (old, outcome.aborted.is_empty()) {
             // PREEMPT AND ABORT: the commands admitted before the change (the victims'
             // among them) end before GOOD; those that come after meet the new state.

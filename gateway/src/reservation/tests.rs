@@ -677,3 +677,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_view_cached_for_one_unit_does_not_apply_to_a_new_unit_under_the_same_lun() {
+    let old = LuReservations::new();
+    let (a, b) = (nexus(1), nexus(2));
+    assert_eq!(run(&old, &a, &[0x16, 0, 0, 0, 0, 0], &[]).status, 0);
+    let mut view = NexusView::new(b);
+    let read10 = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    assert_eq!(admit_status(&old, &mut view, &read10), Some(0x18));
+    // The LUN now maps to another unit (a control-plane change): its state, not the old.
+    let new = LuReservations::new();
+    assert_eq!(admit_status(&new, &mut view, &read10), None);
+}
