@@ -537,3 +537,63 @@ fn scsi2_arbiter_challenges_with_a_lun_reset_and_takes_over() {
     a.wait_state("lost", Duration::from_secs(10));
     assert_eq!(a.child.wait().expect("a ends").code(), Some(3));
 }
+
+/// With NOP-In pings every second, a host that stops answering (SIGSTOP) loses its SCSI-2
+/// reservation within about two seconds, inside a cluster's 3 s renewal; one that answers
+/// (iscsi-ctl services its session while it holds) keeps it.
+#[test]
+fn a_silent_hosts_scsi2_reservation_ends_with_its_connection() {
+    let spec = GatewaySpec::new(&["ram:8M"])
+        .threads(2)
+        .arg("--nop-interval")
+        .arg("1")
+        .arg("--nop-timeout")
+        .arg("1");
+    let gateway = GatewayProcess::start(&spec).expect("iscsi-gateway starts");
+    let url = format!("iscsi://{}/{GATEWAY_IQN}/0", gateway.portal());
+    let mut holder = KillOnDrop(
+        ctl(HOST_A, &["reserve", &url, "--hold", "30"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iscsi-ctl reserve starts"),
+    );
+    let mut first_line = String::new();
+    let stdout = holder.0.stdout.take().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first_line)
+        .expect("iscsi-ctl reserve prints");
+    assert!(first_line.contains("GOOD"), "{first_line:?}");
+    // Answering pings: still held after three ping intervals.
+    std::thread::sleep(Duration::from_secs(3));
+    conflicts(HOST_B, &["reserve", &url]);
+    // Silent: the gateway closes the connection, and the reservation goes with it.
+    // SAFETY: kill(2) on our own child's pid; no memory is passed.
+    unsafe { libc::kill(holder.0.id() as i32, libc::SIGSTOP) };
+    let stopped = std::time::Instant::now();
+    loop {
+        let out = run(HOST_B, &["reserve", &url]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(6),
+            "still reserved {:?} after the holder went silent",
+            stopped.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "reservation free {:?} after the holder went silent",
+        stopped.elapsed()
+    );
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -263,7 +263,7 @@ impl Arbiter<'_> {
             } else {
                 end
             };
-            std::thread::sleep(wake.saturating_duration_since(now));
+            self.session.service_until(wake)?;
         }
     }
 

@@ -189,6 +189,24 @@ impl NexusSession {
         }
     }
 
+    /// Keeps the session serviced (answers the target's NOP-In pings) until `until`: a
+    /// node that only slept would look dead to a target that pings every second.
+    pub fn service_until(&mut self, until: Instant) -> Result<(), CtlError> {
+        while Instant::now() < until {
+            self.turn(until)?;
+            while let Some(event) = self.conn.session_mut().poll_event() {
+                if let Event::ConnectionFailed(source) = event {
+                    return Err(ClientError::Session {
+                        portal: self.portal,
+                        source,
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the session is still logged in (a cold reset ends it).
     pub fn logged_in(&self) -> bool {
         self.conn.session().state() == SessionState::FullFeature

@@ -240,8 +240,13 @@ pub fn reserve(
             format!("{name}: GOOD")
         });
         if let Some(seconds) = args.hold.filter(|s| *s > 0.0) {
-            // The reservation ends with this nexus: keep it for the time asked.
-            std::thread::sleep(Duration::from_secs_f64(seconds));
+            // The reservation ends with this nexus: keep it (answering pings) for the time
+            // asked.
+            let until = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+            if let Err(error) = session.service_until(until) {
+                session.logout();
+                return Err(error);
+            }
         }
     }
     session.logout();
