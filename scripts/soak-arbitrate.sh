@@ -4,7 +4,8 @@
 # tmpfs, so APTPL state is written for real):
 #   1. both arbiters start (node-a, node-b, each stamping its own 64-block region while
 #      online); the one that comes online is the owner;
-#   2. calm phase: both run for CALM seconds; any takeover there is a false takeover;
+#   2. calm phase: both run for CALM seconds plus a random part of a renewal interval (so
+#      the stop falls at any phase of the owner's renewals); a takeover there is false;
 #   3. the owner is stopped (SIGSTOP) or killed (SIGKILL), at random; the time until the
 #      other node prints `online` is the takeover time;
 #   4. a stopped owner is then resumed (SIGCONT) or killed, at random; a resumed one must
@@ -43,6 +44,7 @@ IQN = "iqn.2026-12.io.iscsi-uring:soak"
 NODES = {"a": ("iqn.2026-12.io.iscsi-uring:node-a", 1000), "b": ("iqn.2026-12.io.iscsi-uring:node-b", 2000)}
 STAMP_BLOCKS = 64
 CALM = {"scsi2": 8.0, "pr": 4.0}
+RENEW = {"scsi2": 3.0, "pr": 1.0}
 TAKEOVER_LIMIT = 40.0
 
 def free_port():
@@ -159,8 +161,9 @@ for mode in MODES:
                 r["no_takeover"] += 1
                 continue
             other = nodes["b" if owner.key == "a" else "a"]
-            # 2. calm: the owner renews on time; the other must not come online.
-            time.sleep(CALM[mode])
+            # 2. calm: the owner renews on time; the other must not come online. The jitter
+            # puts the stop at any phase of the owner's renewal cycle.
+            time.sleep(CALM[mode] + rng.uniform(0.0, RENEW[mode]))
             if other.online_since() is not None:
                 r["false_takeovers"] += 1
             # 3. stop or kill the owner.
