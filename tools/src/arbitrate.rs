@@ -178,7 +178,8 @@ struct Arbiter<'a> {
     stamp_sequence: u64,
     next_stamp: Instant,
     deadline: Option<Instant>,
-    /// Round trips of PERSISTENT RESERVE OUT, microseconds (bounded).
+    /// Round trips of PERSISTENT RESERVE OUT registrations with APTPL, microseconds
+    /// (bounded).
     pr_out_us: Vec<u64>,
 }
 
@@ -407,7 +408,9 @@ impl Arbiter<'_> {
             &cdb,
             &params,
         );
-        if self.pr_out_us.len() < MAX_LATENCY_SAMPLES {
+        // The figure is the APTPL registrations' (the renewals): the target writes and syncs
+        // its state before it answers them.
+        if aptpl && self.pr_out_us.len() < MAX_LATENCY_SAMPLES {
             self.pr_out_us.push(started.elapsed().as_micros() as u64);
         }
         match result {
