@@ -10,6 +10,7 @@
 //!   dissector ([`tshark_iscsi_problems`], [`tshark_iscsi_opcodes`]).
 //! - [`libiscsi`]: URLs for and parsers of libiscsi's command-line tools (`iscsi-ls`,
 //!   `iscsi-inq`, `iscsi-readcapacity16`), the reference initiator.
+//! - [`cunit`]: libiscsi's `iscsi-test-cu` run per family, its verdicts and skip notices.
 //! - [`fake_target`]: pieces of scripted fake targets.
 //! - [`gateway_process`]: our `iscsi-gateway` as a child process (signals, restarts, log
 //!   lines), its memory and CPU.
@@ -45,6 +46,7 @@
 //! Text requests, which makes `iscsi-ls` hang against it.
 
 pub mod capture;
+pub mod cunit;
 pub mod fake_target;
 pub mod gateway_process;
 pub mod hostile;

@@ -14,14 +14,14 @@
 //! thin pool (`pool:`), and the ReadOnly suite against a `readonly` LUN.
 
 use std::net::SocketAddr;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gateway::server::{self, RunningTarget, TargetConfig, TargetNodeConfig};
+use system_tests::cunit::{run_family, FamilyRun, Verdict};
 use system_tests::libiscsi::{
     inquiry, iscsi_ls, iscsi_url, peripheral_device_type, readcapacity_bytes,
 };
-use system_tests::{describe_output, require_tools, run_command, run_tool, ChapSpec, TempDir};
+use system_tests::{describe_output, require_tools, run_tool, ChapSpec, TempDir};
 
 const IQN: &str = "iqn.2026-11.invalid.system-tests:gateway";
 /// iscsi-test-cu's largest transfers: WriteSame16.Unmap writes up to 65536 blocks when the
@@ -90,92 +90,6 @@ const FORBIDDEN_SKIPS: &[&str] = &[
 /// Minimum tests each family must run (libiscsi 1.19 has 215 SCSI and 15 iSCSI tests).
 const FAMILIES: &[(&str, usize)] = &[("SCSI", 200), ("iSCSI", 14)];
 
-/// One test's verdict from CUnit's results file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Verdict {
-    /// `Suite.Test`.
-    name: String,
-    passed: bool,
-    /// The failed assertions (`file:line condition`), empty when passed.
-    failures: Vec<String>,
-}
-
-fn tag_text<'a>(line: &'a str, tag: &str) -> Option<&'a str> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = line.find(&open)? + open.len();
-    let end = line[start..].find(&close)? + start;
-    Some(line[start..end].trim())
-}
-
-/// Reads `CUnitAutomated-Results.xml`: one verdict per test record, suites that could not
-/// even start as failed pseudo-tests named `Suite.<suite setup>`.
-fn parse_cunit_results(xml: &str) -> Vec<Verdict> {
-    let mut verdicts = Vec::new();
-    let mut suite = String::new();
-    let mut in_suite_failure = false;
-    let mut current: Option<Verdict> = None;
-    let mut failure_file = String::new();
-    for line in xml.lines() {
-        let line = line.trim();
-        if let Some(name) = tag_text(line, "SUITE_NAME") {
-            suite = name.to_string();
-            if in_suite_failure {
-                verdicts.push(Verdict {
-                    name: format!("{suite}.<suite setup>"),
-                    passed: false,
-                    failures: vec!["suite failed to start".into()],
-                });
-            }
-        } else if line.starts_with("<CUNIT_RUN_SUITE_FAILURE>") {
-            in_suite_failure = true;
-        } else if line.starts_with("</CUNIT_RUN_SUITE_FAILURE>") {
-            in_suite_failure = false;
-        } else if line.starts_with("<CUNIT_RUN_TEST_SUCCESS>") {
-            current = Some(Verdict {
-                name: String::new(),
-                passed: true,
-                failures: Vec::new(),
-            });
-        } else if line.starts_with("<CUNIT_RUN_TEST_FAILURE>") {
-            current = Some(Verdict {
-                name: String::new(),
-                passed: false,
-                failures: Vec::new(),
-            });
-        } else if let Some(test) = tag_text(line, "TEST_NAME") {
-            if let Some(verdict) = current.as_mut() {
-                verdict.name = format!("{suite}.{test}");
-            }
-        } else if let Some(file) = tag_text(line, "FILE_NAME") {
-            failure_file = file.to_string();
-        } else if let Some(line_number) = tag_text(line, "LINE_NUMBER") {
-            failure_file = format!("{failure_file}:{line_number}");
-        } else if let Some(condition) = tag_text(line, "CONDITION") {
-            if let Some(verdict) = current.as_mut() {
-                verdict.failures.push(format!("{failure_file} {condition}"));
-            }
-        } else if line.starts_with("</CUNIT_RUN_TEST_SUCCESS>")
-            || line.starts_with("</CUNIT_RUN_TEST_FAILURE>")
-        {
-            // CUnit writes one FAILURE element per failed assertion of the same test.
-            if let Some(verdict) = current.take() {
-                match verdicts
-                    .iter_mut()
-                    .find(|v: &&mut Verdict| !verdict.passed && v.name == verdict.name)
-                {
-                    Some(existing) => {
-                        existing.passed = false;
-                        existing.failures.extend(verdict.failures);
-                    }
-                    None => verdicts.push(verdict),
-                }
-            }
-        }
-    }
-    verdicts
-}
-
 fn start_target() -> RunningTarget {
     start_target_with(vec![(0, LUN_SPEC.to_string())])
 }
@@ -193,45 +107,6 @@ fn lun_url(target: &RunningTarget) -> String {
 
 fn lun_url_of(target: &RunningTarget, lun: u64) -> String {
     iscsi_url(target.addrs()[0], None, Some((IQN, lun)))
-}
-
-/// Runs one family of iscsi-test-cu and returns its verdicts and its skip notices (skipped
-/// tests count as passed in CUnit; the notices say what was not tested).
-fn run_family(url: &str, family: &str) -> (Vec<Verdict>, Vec<String>) {
-    let scratch = TempDir::new("iscsi-test-cu").expect("scratch directory");
-    let mut command = Command::new("iscsi-test-cu");
-    command
-        .args([
-            "--dataloss",
-            "--allow-sanitize",
-            "--xml",
-            "--test",
-            family,
-            url,
-        ])
-        .current_dir(scratch.path());
-    let started = Instant::now();
-    let output = run_command(command, SUITE_TIMEOUT);
-    let elapsed = started.elapsed();
-    let results = std::fs::read_to_string(scratch.join("CUnitAutomated-Results.xml"))
-        .unwrap_or_else(|error| {
-            panic!(
-                "iscsi-test-cu -t {family} wrote no results ({error}) after {elapsed:?}: {}",
-                describe_output(&output)
-            )
-        });
-    assert!(
-        results.contains("</CUNIT_TEST_RUN_REPORT>"),
-        "iscsi-test-cu -t {family} did not finish within {SUITE_TIMEOUT:?}: {}",
-        describe_output(&output)
-    );
-    let skips = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.split_once("[SKIPPED]"))
-        .map(|(_, reason)| reason.trim().to_string())
-        .collect();
-    eprintln!("iscsi-test-cu -t {family}: {elapsed:?}");
-    (parse_cunit_results(&results), skips)
 }
 
 #[test]
@@ -259,7 +134,12 @@ fn libiscsi_conformance_suite_passes() {
     runs.extend(POOL_SUITES.iter().map(|suite| (2, *suite, 1)));
     let mut unexpected = Vec::new();
     for (lun, family, floor) in runs {
-        let (verdicts, skips) = run_family(&lun_url_of(&target, lun), family);
+        let url = lun_url_of(&target, lun);
+        let FamilyRun {
+            verdicts,
+            skipped: skips,
+            ..
+        } = run_family(&[&url], family, None, SUITE_TIMEOUT);
         let passed = verdicts.iter().filter(|v| v.passed).count();
         let failed: Vec<&Verdict> = verdicts.iter().filter(|v| !v.passed).collect();
         eprintln!(
@@ -402,61 +282,7 @@ fn iscsi_perf_average_iops(stdout: &str) -> Option<u64> {
 }
 
 #[test]
-fn cunit_results_parse_into_verdicts() {
-    let xml = r#"<CUNIT_RESULT_LISTING>
-    <CUNIT_RUN_SUITE>
-      <CUNIT_RUN_SUITE_SUCCESS>
-        <SUITE_NAME> Alpha </SUITE_NAME>
-        <CUNIT_RUN_TEST_RECORD>
-          <CUNIT_RUN_TEST_SUCCESS>
-            <TEST_NAME> Good </TEST_NAME>
-          </CUNIT_RUN_TEST_SUCCESS>
-        </CUNIT_RUN_TEST_RECORD>
-        <CUNIT_RUN_TEST_RECORD>
-          <CUNIT_RUN_TEST_FAILURE>
-            <TEST_NAME> Bad </TEST_NAME>
-            <FILE_NAME> t.c </FILE_NAME>
-            <LINE_NUMBER> 7 </LINE_NUMBER>
-            <CONDITION> CU_ASSERT_EQUAL(a,0) </CONDITION>
-          </CUNIT_RUN_TEST_FAILURE>
-        </CUNIT_RUN_TEST_RECORD>
-        <CUNIT_RUN_TEST_RECORD>
-          <CUNIT_RUN_TEST_FAILURE>
-            <TEST_NAME> Bad </TEST_NAME>
-            <FILE_NAME> t.c </FILE_NAME>
-            <LINE_NUMBER> 9 </LINE_NUMBER>
-            <CONDITION> CU_FAIL </CONDITION>
-          </CUNIT_RUN_TEST_FAILURE>
-        </CUNIT_RUN_TEST_RECORD>
-      </CUNIT_RUN_SUITE_SUCCESS>
-    </CUNIT_RUN_SUITE>
-    <CUNIT_RUN_SUITE>
-      <CUNIT_RUN_SUITE_FAILURE>
-        <SUITE_NAME> Beta </SUITE_NAME>
-      </CUNIT_RUN_SUITE_FAILURE>
-    </CUNIT_RUN_SUITE>
-  </CUNIT_RESULT_LISTING>"#;
-    let verdicts = parse_cunit_results(xml);
-    assert_eq!(
-        verdicts,
-        vec![
-            Verdict {
-                name: "Alpha.Good".into(),
-                passed: true,
-                failures: vec![],
-            },
-            Verdict {
-                name: "Alpha.Bad".into(),
-                passed: false,
-                failures: vec!["t.c:7 CU_ASSERT_EQUAL(a,0)".into(), "t.c:9 CU_FAIL".into()],
-            },
-            Verdict {
-                name: "Beta.<suite setup>".into(),
-                passed: false,
-                failures: vec!["suite failed to start".into()],
-            },
-        ]
-    );
+fn iscsi_perf_output_parses() {
     assert_eq!(
         iscsi_perf_average_iops("x, iops average 12 (0 MB/s), y iops average 345 (1 MB/s) z"),
         Some(345)

@@ -75,7 +75,7 @@ const MAX_TRANSFER_BYTES: u32 = 1 << 20;
 const UNIT_ATTENTION_RETRIES: usize = 3;
 
 /// Turns a completed command into its data, or a check-condition error with decoded sense.
-fn check(command: &'static str, outcome: CommandOutcome) -> Result<Vec<u8>, CtlError> {
+pub(crate) fn check(command: &'static str, outcome: CommandOutcome) -> Result<Vec<u8>, CtlError> {
     if outcome.status == scsi::sense::status::GOOD {
         let mut data = outcome.buffer;
         data.truncate(outcome.transferred as usize);
@@ -92,7 +92,7 @@ fn check(command: &'static str, outcome: CommandOutcome) -> Result<Vec<u8>, CtlE
     })
 }
 
-fn is_unit_attention(error: &CtlError) -> bool {
+pub(crate) fn is_unit_attention(error: &CtlError) -> bool {
     matches!(error, CtlError::Check { sense: Some(s), .. } if s.key == scsi::sense::key::UNIT_ATTENTION)
 }
 

@@ -1,12 +1,17 @@
 //! `iscsi-ctl`: the admin tool. Discovery, login checks, LUN, INQUIRY and capacity
 //! inspection, and block reads and writes, against any iSCSI target, over software TCP or
 //! an offload adapter model (`--transport`); and the offload adapters it can drive.
+//! Reservations (`reserve`, `release`, `pr`) and resets (`reset`) run on a session whose
+//! ISID is stable per initiator name (`nexus`).
 
 mod adapters;
+mod arbitrate;
 mod commands;
 mod config;
 mod gateway_ctl;
+mod nexus;
 mod render;
+mod reservations;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -57,6 +62,22 @@ enum Command {
     /// Copy blocks within a LUN with EXTENDED COPY (the target moves the data), or
     /// through this host with --through-host; then SYNCHRONIZE CACHE. Prints the time.
     Copy(CopyArgs),
+    /// SCSI-2 RESERVE(6) (or (10) with --ten) of the URL's LUN. The reservation ends with
+    /// the session: keep it with --hold.
+    Reserve(reservations::ReserveArgs),
+    /// SCSI-2 RELEASE(6) (or (10) with --ten).
+    Release(reservations::ReserveArgs),
+    /// Task management: LOGICAL UNIT RESET (--lun), TARGET WARM RESET (--target-warm),
+    /// TARGET COLD RESET (--target-cold), ABORT TASK SET, CLEAR TASK SET.
+    Reset(reservations::ResetArgs),
+    /// Persistent reservations (PERSISTENT RESERVE IN/OUT), with sg_persist's options.
+    /// Exits 24 on RESERVATION CONFLICT.
+    Pr(Box<reservations::PrArgs>),
+    /// Cluster disk arbiter: own the LU with a renewed SCSI-2 reservation (--mode scsi2) or
+    /// a Write Exclusive, Registrants Only persistent reservation with a key heartbeat (--mode
+    /// pr), take it over from an owner that stops renewing. Prints every state change;
+    /// exits 3 when the disk is lost.
+    Arbitrate(Box<arbitrate::ArbitrateArgs>),
     /// List offload adapters: the software models (kind, queue pairs, capabilities, the
     /// shard and core each queue pair is pinned to) and the real ones in sysfs.
     Adapters(AdaptersArgs),
@@ -189,12 +210,25 @@ fn main() {
         ),
         Command::Adapters(a) => adapters::adapters(a.shards, a.core, &a.sysfs_root, &out),
         Command::Gateway(a) => gateway_ctl::run(a, &out),
+        Command::Reserve(a) => reservations::reserve(&cli.options, a, false, &out),
+        Command::Release(a) => reservations::reserve(&cli.options, a, true, &out),
+        Command::Reset(a) => reservations::reset(&cli.options, a, &out),
+        Command::Pr(a) => reservations::pr(&cli.options, a, &out),
+        Command::Arbitrate(a) => match arbitrate::arbitrate(&cli.options, a, cli.json) {
+            Ok(true) => std::process::exit(arbitrate::EXIT_LOST),
+            Ok(false) => Ok(()),
+            Err(error) => Err(error),
+        },
     };
     if let Err(error) = result {
         if cli.json {
             println!("{}", serde_json::json!({ "error": error.to_string() }));
         }
         eprintln!("iscsi-ctl: error: {error}");
-        std::process::exit(1);
+        std::process::exit(if reservations::is_conflict(&error) {
+            24
+        } else {
+            1
+        });
     }
 }

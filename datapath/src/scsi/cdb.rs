@@ -179,6 +179,15 @@ impl Cdb {
         Ok(cdb)
     }
 
+    /// A CDB of at most 16 bytes for builders in sibling modules (longer input is cut
+    /// to 16: builders pass fixed arrays).
+    pub(super) fn from_parts(bytes: &[u8], direction: DataDirection) -> Cdb {
+        let mut cdb = Cdb::new(bytes.len().min(BHS_CDB_LEN) as u8, direction);
+        let len = usize::from(cdb.len);
+        cdb.bytes[..len].copy_from_slice(&bytes[..len]);
+        cdb
+    }
+
     /// A CDB as an iSCSI SCSI Command carries it: the BHS's 16 bytes (a shorter CDB
     /// arrives zero-padded, so it reads as 16 bytes) and the Extended CDB AHS's `tail`.
     pub fn from_wire(

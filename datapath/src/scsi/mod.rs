@@ -16,6 +16,9 @@
 //! - [`probe`]: the LUN probe before I/O (TEST UNIT READY past unit attentions, READ
 //!   CAPACITY(16) then (10), Block Limits), a sans-IO sequence of CDBs and answers: the one
 //!   stateful part, still without I/O.
+//! - [`reservation`]: RESERVE/RELEASE(6)/(10) and PERSISTENT RESERVE IN/OUT (SPC-2 7.21-7.24,
+//!   SPC-4 6.15, 6.16): CDBs, parameter lists, PR IN data and iSCSI TransportIDs, each
+//!   with `parse` and `emit` (the target parses what the initiator emits).
 //! - [`sense`]: sense data in fixed and descriptor format (SPC-4 4.5), the sense key and
 //!   ASC/ASCQ names (SPC-4 4.5.6 and Annex D), and SCSI status codes (SAM-5 5.3).
 //!
@@ -34,6 +37,7 @@ pub mod cdb;
 pub mod decode;
 pub mod lun;
 pub mod probe;
+pub mod reservation;
 pub mod sense;
 
 pub use cdb::{fits_10_byte_cdb, Cdb, DataDirection};
@@ -82,4 +86,10 @@ pub enum ScsiError {
     /// A CDB outside 1 to 260 bytes (RFC 7143 11.3.5: 16 in the BHS, 244 in an AHS).
     #[error("CDB length {0} is outside 1..=260")]
     CdbLength(usize),
+    /// A field whose value the structure does not allow.
+    #[error("{what}: {reason}")]
+    BadField {
+        what: &'static str,
+        reason: &'static str,
+    },
 }

@@ -96,6 +96,9 @@ impl Session {
         h: pdu::TaskMgmtResponse,
     ) -> Result<(), SessionError> {
         self.window.update(h.exp_cmd_sn, h.max_cmd_sn);
+        if self.handle_task_management_response(&h) {
+            return Ok(());
+        }
         let Some(at) = self
             .aborts
             .iter()

@@ -43,6 +43,7 @@ mod discovery;
 mod error;
 mod login;
 mod nop;
+mod task_mgmt;
 mod tasks;
 mod window;
 
@@ -55,6 +56,10 @@ use std::time::{Duration, Instant};
 pub use abort::AbortRejection;
 pub use error::{
     login_status_name, reject_reason_name, CommandError, CommandFailure, SessionError,
+};
+pub use task_mgmt::{
+    TaskManagementFunction, TaskManagementId, TaskManagementOutcome, TaskManagementRejection,
+    TaskManagementResponse,
 };
 
 use crate::pdu::{self, Header, Isid, LoginStage, LunField, Opcode, Tag, TaskAttribute};
@@ -523,6 +528,10 @@ pub struct Session {
     logout: Option<LogoutState>,
     /// ABORT TASK requests awaiting their response (`abort`).
     aborts: Vec<abort::PendingAbort>,
+    /// Other task management requests awaiting their response (`task_mgmt`).
+    task_mgmt: Vec<task_mgmt::PendingTaskManagement>,
+    /// Their answers, for [`Session::poll_task_management`].
+    task_mgmt_done: VecDeque<TaskManagementOutcome>,
     last_received: Instant,
     stats: SessionStats,
 }
@@ -567,6 +576,8 @@ impl Session {
             keepalive: Keepalive::default(),
             logout: None,
             aborts: Vec::new(),
+            task_mgmt: Vec::new(),
+            task_mgmt_done: VecDeque::new(),
             last_received: now,
             stats: SessionStats::default(),
         };
@@ -1085,7 +1096,10 @@ impl Session {
         let logout = self.logout.as_ref().and_then(|l| l.itt);
         let login = self.login.as_ref().map(Login::itt);
         // Bounded by the commands held (one abort each).
-        let aborts: Vec<Tag> = self.abort_tags().collect();
+        let aborts: Vec<Tag> = self
+            .abort_tags()
+            .chain(self.task_management_tags())
+            .collect();
         self.tasks.control_tag(|tag| {
             [ping, discovery, logout, login].contains(&Some(tag)) || aborts.contains(&tag)
         })
@@ -1104,6 +1118,7 @@ impl Session {
         self.discovery = None;
         self.logout = None;
         self.aborts.clear();
+        self.task_mgmt.clear();
         let culprit = err.task_tag();
         let text = err.to_string();
         for tag in self.tasks.tags_in_submission_order() {

@@ -98,6 +98,15 @@ struct Args {
     /// from its initiator.
     #[arg(long, value_name = "KIB", default_value_t = 512)]
     max_output_kib: usize,
+    /// Seconds of silence from an initiator before the gateway pings it (NOP-In). With
+    /// --nop-timeout it bounds how long a lost connection, and a SCSI-2 reservation that
+    /// ends with it, lingers: 1 and 1 notice a dead host within 2 s, inside a cluster's 3 s
+    /// reservation renewal.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    nop_interval: f64,
+    /// Seconds to wait for the answer to a NOP-In ping before the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    nop_timeout: f64,
 }
 
 fn main() -> ExitCode {
@@ -310,6 +319,8 @@ fn config_from_args(args: Args) -> Result<(TargetConfig, ControlSettings), Strin
     config.max_cmd_window = args.queue_depth.max(1);
     config.threads = args.threads;
     config.client_limits.backend_timeout = seconds("--backend-timeout", args.backend_timeout)?;
+    config.nop_interval = seconds("--nop-interval", args.nop_interval)?;
+    config.nop_timeout = seconds("--nop-timeout", args.nop_timeout)?;
     if args.max_output_kib == 0 {
         return Err("--max-output-kib must be at least 1".into());
     }

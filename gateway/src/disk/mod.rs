@@ -206,6 +206,9 @@ pub struct LogicalUnit {
     write_gate: Arc<gate::WriteGate>,
     /// EXTENDED COPY results held for RECEIVE COPY RESULTS.
     copies: xcopy::CopyResults,
+    /// SCSI-2 and persistent reservations; the server checks each command against them
+    /// before it reaches this unit (`crate::reservation`).
+    reservations: crate::reservation::LuReservations,
 }
 
 /// What [`LogicalUnit::plan`] decided.
@@ -270,9 +273,21 @@ impl LogicalUnit {
             software_write_protect: AtomicBool::new(false),
             write_gate: Arc::new(gate::WriteGate::new()),
             copies: xcopy::CopyResults::default(),
+            reservations: crate::reservation::LuReservations::new(),
             config,
             blocks,
         }
+    }
+
+    /// Keeps APTPL state (persistent reservations across restarts) in the given
+    /// reservations, typically [`crate::reservation::LuReservations::persistent`].
+    pub fn with_reservations(mut self, reservations: crate::reservation::LuReservations) -> Self {
+        self.reservations = reservations;
+        self
+    }
+
+    pub fn reservations(&self) -> &crate::reservation::LuReservations {
+        &self.reservations
     }
 
     pub fn block_size(&self) -> u32 {

@@ -20,6 +20,7 @@ use crate::session::{
 use super::attention::Attentions;
 use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
 use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
+use crate::reservation::{Nexus, NexusView, ResetKind};
 
 /// Largest AHS accepted (the field allows 1020 bytes).
 const MAX_AHS_LEN: usize = 1024;
@@ -120,6 +121,9 @@ pub struct Connection {
     timings: Vec<(CommandId, u64, OpKind, u64, Instant)>,
     /// Finished commands not yet counted by the event loop ([`Connection::drain_samples`]).
     samples: Vec<Sample>,
+    /// This session's I_T nexus once logged in to a target, with what its units'
+    /// reservations allow it (`crate::reservation`).
+    nexus: Option<NexusView>,
     events: Vec<TargetEvent>,
     closed: Option<CloseReason>,
     /// Commands the event loop has still to start off this connection's turn.
@@ -151,6 +155,19 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// The relative target port every portal of this gateway reports (one target port).
+const TARGET_PORT: u16 = 1;
+
+impl Drop for Connection {
+    /// The I_T nexus ends with its connection (one connection per session): logout,
+    /// connection loss, reinstatement, a cold reset, shutdown.
+    fn drop(&mut self) {
+        if let (Some(executor), Some(view)) = (&self.executor, &self.nexus) {
+            executor.nexus_lost(view.nexus());
+        }
+    }
+}
+
 impl Connection {
     pub fn new(
         session: TargetSession,
@@ -178,6 +195,7 @@ impl Connection {
             attentions: Attentions::default(),
             timings: Vec::new(),
             samples: Vec::new(),
+            nexus: None,
             events: Vec::new(),
             closed: None,
             deferred: Vec::new(),
@@ -489,7 +507,52 @@ impl Connection {
 
     fn collect_events(&mut self) {
         while let Some(event) = self.session.poll_event() {
+            match &event {
+                TargetEvent::LoggedIn {
+                    initiator_name,
+                    isid,
+                    target_name: Some(_),
+                    ..
+                } => {
+                    self.resolve_executor();
+                    let nexus = Nexus::new(initiator_name, *isid, TARGET_PORT);
+                    if let Some(executor) = &self.executor {
+                        executor.nexus_joined(&nexus);
+                    }
+                    self.nexus = Some(NexusView::new(nexus));
+                }
+                // Applied before the Task Management response is sent (the caller fills
+                // the output after collecting events).
+                TargetEvent::LogicalUnitReset { lun } => {
+                    if let Some(executor) = &self.executor {
+                        executor.reset(Some(*lun), ResetKind::LogicalUnit);
+                    }
+                }
+                TargetEvent::TargetReset { cold } => {
+                    if let Some(executor) = &self.executor {
+                        let kind = if *cold {
+                            ResetKind::TargetCold
+                        } else {
+                            ResetKind::TargetWarm
+                        };
+                        executor.reset(None, kind);
+                    }
+                }
+                _ => {}
+            }
             self.events.push(event);
+        }
+    }
+
+    /// Finds the executor of the target logged in to, once.
+    fn resolve_executor(&mut self) {
+        if self.executor.is_none() {
+            if let Some(target) = self.session.target() {
+                if let Some(live) = self.luns.iter().find(|t| t.name == target.name) {
+                    self.executor = Some(Arc::clone(&live.executor));
+                    self.target_luns = live.luns.clone();
+                }
+            }
         }
     }
 
@@ -499,14 +562,7 @@ impl Connection {
     /// ([`Connection::take_deferred`]), finished later by
     /// [`Connection::complete_deferred`].
     fn run_commands(&mut self, now: Instant) {
-        if self.executor.is_none() {
-            if let Some(target) = self.session.target() {
-                if let Some(live) = self.luns.iter().find(|t| t.name == target.name) {
-                    self.executor = Some(Arc::clone(&live.executor));
-                    self.target_luns = live.luns.clone();
-                }
-            }
-        }
+        self.resolve_executor();
         while !self.output_full() {
             let Some(command) = self.session.poll_command() else {
                 break;
@@ -528,14 +584,21 @@ impl Connection {
             let unit_id = self.unit_of(command.lun);
             let kind = op_kind(&command.cdb);
             let write_bytes = command.data_out.len() as u64;
-            let submission = match &self.executor {
-                Some(executor) => executor.submit(
+            let submission = match (&self.executor, &mut self.nexus) {
+                (Some(executor), Some(nexus)) => executor.submit_as(
+                    nexus,
                     command.lun,
                     &command.cdb,
                     command.data_out,
                     command.expected_data_in_len,
                 ),
-                None => Submission::Done(CommandResult {
+                (Some(executor), None) => executor.submit(
+                    command.lun,
+                    &command.cdb,
+                    command.data_out,
+                    command.expected_data_in_len,
+                ),
+                (None, _) => Submission::Done(CommandResult {
                     status: 0x02,
                     // ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED.
                     sense: vec![0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x25, 0, 0, 0, 0, 0],

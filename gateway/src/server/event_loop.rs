@@ -878,6 +878,16 @@ impl EventLoop {
 
     fn handle_events(&mut self, index: usize, events: Vec<TargetEvent>) {
         for event in events {
+            if let TargetEvent::TargetReset { cold: true } = event {
+                let Some(slot) = self.slots.get(index).and_then(Option::as_ref) else {
+                    continue;
+                };
+                if let Some((_, _, target)) = &slot.session_key {
+                    // RFC 7143 11.5.1: a cold reset ends every session of the target.
+                    self.shared.close_target_sessions(target, &slot.control);
+                }
+                continue;
+            }
             if let TargetEvent::LoggedIn {
                 initiator_name,
                 isid,

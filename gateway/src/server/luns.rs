@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use crate::backend::LunSpec;
+use crate::backend::{LunSpec, Storage};
 use crate::disk::opcodes::op;
 use crate::disk::{
     data_out_length, IoKind, LogicalUnit, LuConfig, LunMap, Plan, ScsiResult, ScsiTask,
     TargetPortInfo,
 };
+use crate::reservation::{Admission, LuReservations, Nexus, NexusView, ResetKind};
 use crate::session::CommandResult;
 
 use super::{BlockingJob, FileIo, LunExecutor, ServerError, Submission, TargetNodeConfig};
@@ -159,9 +160,90 @@ impl LunExecutor for DiskLuns {
                     plan,
                     data_out,
                     data_out_wanted: wanted,
+                    admitted: None,
                 })
             }
         }
+    }
+
+    fn submit_as(
+        &self,
+        nexus: &mut NexusView,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> Submission {
+        let Some(unit) = self.map.get(lun) else {
+            return self.submit(lun, cdb, data_out, expected_data_in_len);
+        };
+        let reservations = unit.reservations();
+        let admitted = match reservations.admit(nexus, lun as usize, cdb) {
+            Admission::Go(admitted) => admitted,
+            Admission::Done(result) => return Submission::Done(command_result(result, None)),
+            Admission::Reservation if reservations.may_block(cdb) => {
+                let unit = Arc::clone(unit);
+                let (who, cdb) = (nexus.nexus().clone(), cdb.to_vec());
+                return Submission::Blocking(BlockingJob {
+                    unit: Arc::as_ptr(&unit) as usize,
+                    run: Box::new(move || {
+                        let result = unit.reservations().execute(&who, &cdb, &data_out);
+                        command_result(result, None)
+                    }),
+                });
+            }
+            Admission::Reservation => {
+                let result = reservations.execute(nexus.nexus(), cdb, &data_out);
+                return Submission::Done(command_result(result, None));
+            }
+        };
+        // The ticket stays with the command until it is done (here, on the ring or on
+        // the blocking pool).
+        match self.submit(lun, cdb, data_out, expected_data_in_len) {
+            Submission::Done(result) => Submission::Done(result),
+            Submission::Io(mut io) => {
+                io.admitted = admitted.into_owned(Arc::clone(unit));
+                Submission::Io(io)
+            }
+            Submission::Blocking(job) => {
+                let ticket = admitted.into_owned(Arc::clone(unit));
+                let run = job.run;
+                Submission::Blocking(BlockingJob {
+                    unit: job.unit,
+                    run: Box::new(move || {
+                        let _admitted = ticket;
+                        run()
+                    }),
+                })
+            }
+        }
+    }
+
+    fn nexus_joined(&self, nexus: &Nexus) {
+        for lun in self.map.luns() {
+            if let Some(unit) = self.map.get(lun) {
+                unit.reservations().nexus_joined(nexus);
+            }
+        }
+    }
+
+    fn nexus_lost(&self, nexus: &Nexus) {
+        for lun in self.map.luns() {
+            if let Some(unit) = self.map.get(lun) {
+                unit.reservations().nexus_lost(nexus);
+            }
+        }
+    }
+
+    fn reset(&self, lun: Option<u64>, kind: ResetKind) {
+        for number in self.map.luns() {
+            if lun.is_none_or(|l| l == number) {
+                if let Some(unit) = self.map.get(number) {
+                    unit.reservations().reset(kind);
+                }
+            }
+        }
+        tracing::info!(target = %self.target_name, ?lun, ?kind, "reset");
     }
 
     fn flush(&self) {
@@ -181,15 +263,22 @@ pub(super) fn build(
 ) -> Result<Arc<dyn LunExecutor>, ServerError> {
     let mut map = LunMap::new();
     for (lun, spec) in &node.luns {
-        let (backend, identity, read_only) = LunSpec::parse(spec)
-            .and_then(|spec| Ok((spec.open()?, spec.options.readonly)))
-            .map(|((backend, identity), read_only)| (backend, identity, read_only))
-            .map_err(|e| ServerError::Lun {
-                target: node.iqn.clone(),
-                lun: *lun,
-                spec: spec.clone(),
-                reason: e.to_string(),
-            })?;
+        let lun_error = |reason: String| ServerError::Lun {
+            target: node.iqn.clone(),
+            lun: *lun,
+            spec: spec.clone(),
+            reason,
+        };
+        let parsed = LunSpec::parse(spec).map_err(|e| lun_error(e.to_string()))?;
+        let (backend, identity) = parsed.open().map_err(|e| lun_error(e.to_string()))?;
+        let read_only = parsed.options.readonly;
+        // APTPL state lives beside a file's storage (PATH.pr); RAM and null units lose
+        // their contents at restart anyway, and refuse APTPL.
+        let reservations = match &parsed.storage {
+            Storage::File { path, .. } => LuReservations::persistent(format!("{path}.pr").into())
+                .map_err(|e| lun_error(e.to_string()))?,
+            _ => LuReservations::new(),
+        };
         // The identity belongs to the storage (see `backend::identity`), not to the target
         // name and LUN number, which are the same on every gateway started with defaults.
         let config = LuConfig {
@@ -198,7 +287,10 @@ pub(super) fn build(
             read_only,
             ..LuConfig::for_name(&format!("{}/{lun}", node.iqn))
         };
-        map.insert(*lun, Arc::new(LogicalUnit::new(backend, config)));
+        map.insert(
+            *lun,
+            Arc::new(LogicalUnit::new(backend, config).with_reservations(reservations)),
+        );
     }
     Ok(from_map(&node.iqn, portal_group_tag, map))
 }

@@ -32,6 +32,7 @@ use std::time::Duration;
 use datapath::pdu::Isid;
 
 use crate::disk::{IoPlan, LogicalUnit};
+use crate::reservation::{Nexus, NexusView, OwnedTicket, ResetKind};
 use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig};
 
 pub use blocking::BlockingJob;
@@ -62,6 +63,27 @@ pub trait LunExecutor: Send + Sync {
     ) -> Submission {
         Submission::Done(self.execute(lun, cdb, &data_out, expected_data_in_len))
     }
+    /// [`LunExecutor::submit`] for a command of this I_T nexus, checked against the
+    /// unit's reservations and unit attentions first (`crate::reservation`). The default
+    /// knows no reservations.
+    fn submit_as(
+        &self,
+        nexus: &mut NexusView,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> Submission {
+        let _ = nexus;
+        self.submit(lun, cdb, data_out, expected_data_in_len)
+    }
+    /// A nexus logged in to this target (reset attentions will reach it).
+    fn nexus_joined(&self, _nexus: &Nexus) {}
+    /// A nexus is gone (logout, connection loss, reinstatement): SCSI-2 reservations it
+    /// held are released.
+    fn nexus_lost(&self, _nexus: &Nexus) {}
+    /// LOGICAL UNIT RESET of `lun`, or with `None` a target reset, of every unit.
+    fn reset(&self, _lun: Option<u64>, _kind: ResetKind) {}
     /// Makes written data durable (called at shutdown).
     fn flush(&self) {}
 }
@@ -96,6 +118,9 @@ pub struct FileIo {
     /// For a write: exactly the bytes to write (`plan.len`). Empty otherwise.
     data_out: Vec<u8>,
     data_out_wanted: Option<u32>,
+    /// Admitted past the unit's reservations: held until the I/O is done, so that
+    /// PREEMPT AND ABORT waits for it.
+    admitted: Option<OwnedTicket>,
 }
 
 impl FileIo {
@@ -793,6 +818,23 @@ impl Shared {
                 .kills_requested
                 .store(true, Ordering::Release);
             old.loop_waker.wake();
+        }
+    }
+
+    /// Closes every session of `target` but the one `except` controls (TARGET COLD RESET).
+    pub(crate) fn close_target_sessions(&self, target: &str, except: &Arc<ConnControl>) {
+        let Ok(registry) = self.registry.lock() else {
+            return;
+        };
+        for (key, control) in registry.iter() {
+            if key.2 == target && !Arc::ptr_eq(control, except) {
+                control.kill.store(true, Ordering::Release);
+                control
+                    .loop_waker
+                    .kills_requested
+                    .store(true, Ordering::Release);
+                control.loop_waker.wake();
+            }
         }
     }
 

@@ -251,6 +251,14 @@ pub enum TargetEvent {
     },
     /// The initiator logged out.
     LoggedOut,
+    /// LOGICAL UNIT RESET of this LUN: the session aborted its own tasks on it; the
+    /// driver resets the unit's state shared by every nexus (reservations, unit
+    /// attentions). Reported before the response is polled.
+    LogicalUnitReset { lun: u64 },
+    /// TARGET WARM RESET or, with `cold`, TARGET COLD RESET (SAM-5 7.9, 7.10, RFC 7143
+    /// 11.5.1): every unit of the target is reset; after a cold reset the session closes
+    /// once its response is sent, and the driver closes the target's other sessions.
+    TargetReset { cold: bool },
 }
 
 /// Data of a PDU to send.

@@ -1,6 +1,9 @@
 //! Task Management Function Request and Response (RFC 7143 sections 11.5, 11.6): ABORT
-//! TASK by its task tag and RefCmdSN (section 11.5.1), and the functions the logical units
-//! here support.
+//! TASK by its task tag and RefCmdSN (section 11.5.1), ABORT TASK SET, CLEAR TASK SET,
+//! LOGICAL UNIT RESET, TARGET WARM RESET and TARGET COLD RESET (SAM-5 7.2-7.10). The
+//! session aborts its own tasks; the effects on the units every nexus shares (SCSI-2
+//! reservations released, unit attentions) are reported as [`TargetEvent`]s for the
+//! driver to apply before the response leaves.
 #![forbid(unsafe_code)]
 
 use super::*;
@@ -55,21 +58,27 @@ impl TargetSession {
                         self.tasks.remove(&itt);
                         self.drop_queued_data_in(itt);
                     }
+                    if let (5, Some(lun)) = (h.function, lun) {
+                        self.events.push_back(TargetEvent::LogicalUnitReset { lun });
+                    }
                     FUNCTION_COMPLETE
                 }
             }
-            // TARGET WARM RESET.
-            6 => {
+            // TARGET WARM RESET, TARGET COLD RESET.
+            6 | 7 => {
                 self.tasks.clear();
                 let itts: Vec<Tag> = self.outbox_data_in_tags();
                 for itt in itts {
                     self.drop_queued_data_in(itt);
                 }
+                self.events.push_back(TargetEvent::TargetReset {
+                    cold: h.function == 7,
+                });
                 FUNCTION_COMPLETE
             }
             // TASK REASSIGN needs ERL 2 (section 11.5.1).
             8 => REASSIGNMENT_NOT_SUPPORTED,
-            // CLEAR ACA, TARGET COLD RESET and anything else.
+            // CLEAR ACA (no ACA here) and anything else.
             _ => NOT_SUPPORTED,
         };
         tracing::info!(
@@ -90,6 +99,13 @@ impl TargetSession {
             Vec::new(),
         );
         self.update_window();
+        if h.function == 7 && response == FUNCTION_COMPLETE {
+            // RFC 7143 11.5.1: after a cold reset the target closes every connection;
+            // this one once its response is out.
+            tracing::info!(initiator = %self.initiator_name, "target cold reset: closing the session");
+            self.ready.clear();
+            self.state = TargetState::Closed;
+        }
         Ok(())
     }
 

@@ -9,6 +9,7 @@ mod io;
 mod login;
 mod ramdisk;
 mod tags;
+mod task_mgmt;
 
 use std::time::{Duration, Instant};
 

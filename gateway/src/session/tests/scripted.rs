@@ -341,10 +341,30 @@ fn task_management_answers() {
     s.send(tmf(1, 53, 9, 0, 11), &[]).unwrap();
     assert_eq!(responses(&mut s), [0]);
     assert_eq!(s.target.outstanding_commands(), 0);
-    // TARGET WARM RESET, and TARGET COLD RESET (not supported).
+    // The LU reset was reported to the driver (for reservations and attentions).
+    let events: Vec<TargetEvent> = std::iter::from_fn(|| s.target.poll_event()).collect();
+    assert!(
+        events.contains(&TargetEvent::LogicalUnitReset { lun: 0 }),
+        "{events:?}"
+    );
+    assert!(
+        !events.contains(&TargetEvent::LogicalUnitReset { lun: 3 }),
+        "{events:?}"
+    );
+    // TARGET WARM RESET, then TARGET COLD RESET, which closes the session once answered.
     s.send(tmf(6, 54, RESERVED_TAG, 0, 11), &[]).unwrap();
+    assert_eq!(
+        s.target.poll_event(),
+        Some(TargetEvent::TargetReset { cold: false })
+    );
+    assert_eq!(s.target.state(), TargetState::FullFeature);
     s.send(tmf(7, 55, RESERVED_TAG, 0, 11), &[]).unwrap();
-    assert_eq!(responses(&mut s), [0, 5]);
+    assert_eq!(
+        s.target.poll_event(),
+        Some(TargetEvent::TargetReset { cold: true })
+    );
+    assert_eq!(responses(&mut s), [0, 0]);
+    assert_eq!(s.target.state(), TargetState::Closed);
 }
 
 #[test]
