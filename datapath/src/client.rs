@@ -20,13 +20,13 @@ use crate::adapter::PathError;
 use crate::conn::{Conn, ConnError};
 use crate::pdu;
 use crate::scsi::probe::{ScsiAnswer, ScsiExecute};
-use crate::scsi::{Cdb, DataDirection as CdbDirection};
+use crate::scsi::{Cdb, DataDirection as CdbDirection, Lun};
 pub use crate::session::connect::{
     default_initiator_name, random_bytes, random_isid, ClientConfig,
 };
 use crate::session::{
     CommandError, CommandOutcome, DiscoveredTarget, Event, Request, Session, SessionError,
-    SessionState, SubmitRejection, TaskId,
+    SessionState, SubmitRejection, TaskId, TaskManagementFunction, TaskManagementOutcome,
 };
 use crate::shard::{ShardConfig, ShardError, ShardPath, ShardPool};
 use crate::text::OperationalParams;
@@ -104,6 +104,8 @@ enum Carrier {
 /// The software path: one session on one TCP connection.
 struct Connection {
     portal: SocketAddr,
+    /// How long a task management function may wait for its answer.
+    command_timeout: Duration,
     socket: TcpConnection,
     driver: Conn,
     /// Bytes received before the receiver said where they go.
@@ -296,6 +298,44 @@ impl Client {
 
     /// Logs out (software path: reason close the session, then closes the connection) or
     /// stops the path's shard, which logs out.
+    /// Sends a task management function (ABORT TASK SET, CLEAR TASK SET, LOGICAL UNIT
+    /// RESET for `lun`; TARGET WARM or COLD RESET) and waits for the target's answer.
+    /// Software TCP only: an adapter path refuses.
+    pub fn task_management(
+        &mut self,
+        function: TaskManagementFunction,
+        lun: u64,
+    ) -> Result<TaskManagementOutcome, ClientError> {
+        match &mut self.carrier {
+            Carrier::Software(connection) => connection.task_management(function, lun),
+            Carrier::Shard { path, .. } => Err(ClientError::Submit(format!(
+                "task management is not offered on the {path} path"
+            ))),
+        }
+    }
+
+    /// Keeps the session serviced until `until` (answers the target's pings) when the
+    /// caller has nothing to send; an adapter path services itself.
+    pub fn service_until(&mut self, until: Instant) -> Result<(), ClientError> {
+        match &mut self.carrier {
+            Carrier::Software(connection) => connection.service_until(until),
+            Carrier::Shard { .. } => {
+                std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the session is still logged in (a TARGET COLD RESET ends it).
+    pub fn logged_in(&self) -> bool {
+        match &self.carrier {
+            Carrier::Software(connection) => {
+                connection.driver.session().state() == SessionState::FullFeature
+            }
+            Carrier::Shard { .. } => true,
+        }
+    }
+
     pub fn logout(self) -> Result<(), ClientError> {
         match self.carrier {
             Carrier::Software(connection) => connection.logout(),
@@ -374,9 +414,11 @@ impl Connection {
             .map_err(|source| ClientError::Connect { portal, source })?;
         let now = Instant::now();
         let depth = config.queue_depth.max(1);
-        let session_config = config.session_config(random_isid(), depth * 2, depth);
+        let isid = config.isid.unwrap_or_else(random_isid);
+        let session_config = config.session_config(isid, depth * 2, depth);
         let mut connection = Connection {
             portal,
+            command_timeout: config.command_timeout,
             socket,
             driver: Conn::new(Session::new(session_config, now)),
             rx: vec![0; RECV_BUFFER_BYTES],
@@ -449,6 +491,62 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends `function` and waits for its answer (at most the command timeout).
+    fn task_management(
+        &mut self,
+        function: TaskManagementFunction,
+        lun: u64,
+    ) -> Result<TaskManagementOutcome, ClientError> {
+        let id = self
+            .driver
+            .session_mut()
+            .task_management(Instant::now(), function, Lun::from_u64(lun).to_field())
+            .map_err(|e| ClientError::Submit(e.to_string()))?;
+        let deadline = Instant::now() + self.command_timeout;
+        // Bounded by the deadline.
+        loop {
+            if let Some(outcome) = self.driver.session_mut().poll_task_management() {
+                if outcome.id == id {
+                    return Ok(outcome);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Closed("the task management answer came"));
+            }
+            self.service_once("the task management answer came", deadline)?;
+        }
+    }
+
+    /// Keeps the session serviced until `until` (answers the target's NOP-In pings: a host
+    /// that only slept would look dead to a target that pings often).
+    fn service_until(&mut self, until: Instant) -> Result<(), ClientError> {
+        // Bounded by the clock: each round receives for at most the session's next timer.
+        while Instant::now() < until {
+            self.service_once("the session was serviced", until)?;
+        }
+        Ok(())
+    }
+
+    /// One round: send what is queued, keep the session's events, receive once.
+    fn service_once(&mut self, what: &'static str, until: Instant) -> Result<(), ClientError> {
+        let portal = self.portal;
+        self.flush()?;
+        while let Some(event) = self.driver.session_mut().poll_event() {
+            if let Event::ConnectionFailed(source) = event {
+                let _ = self.socket.shutdown();
+                return Err(ClientError::Session { portal, source });
+            }
+            self.events.push_back(event);
+        }
+        if matches!(
+            self.driver.session().state(),
+            SessionState::Closed | SessionState::Failed
+        ) {
+            return Err(ClientError::Closed(what));
+        }
+        self.receive_within(until.saturating_duration_since(Instant::now()))
+    }
+
     /// Logs out (reason: close the session) and closes the connection.
     fn logout(mut self) -> Result<(), ClientError> {
         self.driver.session_mut().logout(Instant::now());
@@ -518,6 +616,11 @@ impl Connection {
     /// straight into a command's buffer while a Data-In payload is being placed, else
     /// through the client's own buffer (or tells the session the deadline passed).
     fn receive_once(&mut self) -> Result<(), ClientError> {
+        self.receive_within(IDLE_WAIT)
+    }
+
+    /// [`Connection::receive_once`], waiting at most `limit`.
+    fn receive_within(&mut self, limit: Duration) -> Result<(), ClientError> {
         let portal = self.portal;
         let now = Instant::now();
         let session = self.driver.session_mut();
@@ -526,9 +629,10 @@ impl Connection {
                 session.handle_timeout(now);
                 return Ok(());
             }
-            Some(deadline) => deadline - now,
-            None => IDLE_WAIT,
-        };
+            Some(deadline) => (deadline - now).min(limit),
+            None => limit,
+        }
+        .max(Duration::from_millis(1));
         let (received, placed) = match self.driver.placement_spare() {
             Some(spare) => (self.socket.recv(spare, wait), true),
             None => (self.socket.recv(&mut self.rx, wait), false),

@@ -27,6 +27,10 @@ pub struct ClientConfig {
     pub nop_timeout: Duration,
     /// Commands in flight at once for [`Client::execute_batch`].
     pub queue_depth: usize,
+    /// The ISID the blocking client logs in with: `None` picks a random one, a new I_T
+    /// nexus per login; a fixed one keeps a host's nexus across runs (its reservations and
+    /// registrations, SPC-4 5.12).
+    pub isid: Option<pdu::Isid>,
 }
 
 impl ClientConfig {
@@ -72,6 +76,7 @@ impl ClientConfig {
             target_name,
             chap: None,
             offer,
+            isid: None,
             connect_timeout: Duration::from_secs(5),
             login_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(30),
