@@ -24,13 +24,14 @@ use crate::scsi::{Cdb, DataDirection as CdbDirection};
 pub use crate::session::connect::{
     default_initiator_name, random_bytes, random_isid, ClientConfig,
 };
+use crate::session::redirect::{PortalRoute, RedirectKind, TargetAddress};
 use crate::session::{
     CommandError, CommandOutcome, DiscoveredTarget, Event, Request, Session, SessionError,
     SessionState, SubmitRejection, TaskId,
 };
 use crate::shard::{ShardConfig, ShardError, ShardPath, ShardPool};
 use crate::text::OperationalParams;
-use crate::transport::{TcpConnection, TransportError};
+use crate::transport::{resolve_target_address, TcpConnection, TransportError};
 
 /// Why a client call failed. Each variant names the layer and the fact.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +54,13 @@ pub enum ClientError {
         status_detail: u8,
         reason: String,
     },
-    #[error("login to {portal} redirected to {address}")]
-    Redirected { portal: SocketAddr, address: String },
+    /// A redirection (status class 1) that cannot be followed: a loop, the hop limit, an
+    /// address that does not resolve. `portal` is where the login started.
+    #[error("login at {portal}: {source}")]
+    Redirect {
+        portal: SocketAddr,
+        source: crate::session::redirect::RedirectError,
+    },
     #[error("malformed PDU from {portal}: {source}")]
     Pdu {
         portal: SocketAddr,
@@ -113,6 +119,15 @@ struct Connection {
     tasks: Vec<(TaskId, u64)>,
 }
 
+/// How one login attempt ended.
+enum Login {
+    Complete(Box<Connection>),
+    Redirected {
+        address: TargetAddress,
+        kind: RedirectKind,
+    },
+}
+
 /// Why a carrier did not take a command.
 enum Refused {
     /// It has no room now: the command comes back to wait for a completion.
@@ -124,10 +139,12 @@ enum Refused {
 impl Client {
     /// Connects and logs in to `config.target_name` (or a discovery session when `None`)
     /// over software TCP.
+    /// A redirect is followed (up to the hop limit of [`PortalRoute`]); [`Client::portal`]
+    /// is then the portal that took the login.
     pub fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
         let connection = Connection::connect(config)?;
         Ok(Client {
-            portal: config.portal,
+            portal: connection.portal,
             queue_depth: config.queue_depth.max(1),
             carrier: Carrier::Software(Box::new(connection)),
         })
@@ -368,8 +385,28 @@ impl Carrier {
 }
 
 impl Connection {
+    /// Connects and logs in at `config.portal`, following redirects.
     fn connect(config: &ClientConfig) -> Result<Connection, ClientError> {
-        let portal = config.portal;
+        let route = PortalRoute::new(config.portal);
+        let mut attempt = route.begin();
+        loop {
+            match Connection::connect_once(config, attempt.portal())? {
+                Login::Complete(connection) => return Ok(*connection),
+                Login::Redirected { address, kind } => {
+                    let redirect = |source| ClientError::Redirect {
+                        portal: config.portal,
+                        source,
+                    };
+                    let to = resolve_target_address(&address).map_err(redirect)?;
+                    tracing::info!(from = %attempt.portal(), to = %address, ?kind, "login redirected");
+                    attempt.follow(to, kind).map_err(redirect)?;
+                }
+            }
+        }
+    }
+
+    /// One connection and login at `portal`.
+    fn connect_once(config: &ClientConfig, portal: SocketAddr) -> Result<Login, ClientError> {
         let socket = TcpConnection::connect(portal, config.connect_timeout)
             .map_err(|source| ClientError::Connect { portal, source })?;
         let now = Instant::now();
@@ -390,7 +427,7 @@ impl Connection {
             )
         })?;
         match connection.events.pop_back() {
-            Some(Event::LoginComplete) => Ok(connection),
+            Some(Event::LoginComplete) => Ok(Login::Complete(Box::new(connection))),
             Some(Event::LoginFailed {
                 status_class,
                 status_detail,
@@ -401,9 +438,7 @@ impl Connection {
                 status_detail,
                 reason,
             }),
-            Some(Event::Redirect { address, .. }) => {
-                Err(ClientError::Redirected { portal, address })
-            }
+            Some(Event::Redirect { address, kind }) => Ok(Login::Redirected { address, kind }),
             _ => Err(ClientError::Closed("login completed")),
         }
     }

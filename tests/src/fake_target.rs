@@ -1,7 +1,10 @@
 //! Pieces of the scripted fake targets some tests run, for behaviour no real target can be
 //! told to show (a command window held shut, answers that break the protocol).
 
-use datapath::pdu::{LoginRequest, LoginResponse, LoginStage};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use datapath::pdu::{Header, LoginRequest, LoginResponse, LoginStage};
 
 /// The Login Response that accepts `request` as it stands (RFC 7143 section 11.13):
 /// status success, the stages and transit the initiator asked for, numbered `stat_sn`,
@@ -30,4 +33,62 @@ pub fn accept_login(
         status_class: 0,
         status_detail: 0,
     }
+}
+
+/// Reads PDUs from a stream, keeping what arrives beyond one PDU for the next call (an
+/// initiator sends many PDUs per write). No digests, default limits.
+#[derive(Debug, Default)]
+pub struct PduReader {
+    buf: Vec<u8>,
+}
+
+impl PduReader {
+    pub fn new() -> PduReader {
+        PduReader::default()
+    }
+
+    /// Bytes the caller read from the stream itself, taken before any read of `next`.
+    pub fn push_received(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next PDU: its header and data segment. Bounded by the stream's read timeout
+    /// and end of stream.
+    pub fn next(&mut self, stream: &mut TcpStream) -> std::io::Result<(Header, Vec<u8>)> {
+        let limits = datapath::pdu::Limits::default();
+        let digests = datapath::pdu::Digests::default();
+        loop {
+            if let Ok(Some(pdu)) = datapath::pdu::decode_pdu(&self.buf, digests, &limits) {
+                let data = self.buf[pdu.data.clone()].to_vec();
+                self.buf.drain(..pdu.consumed);
+                return Ok((pdu.header, data));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Sends one PDU (no digests).
+pub fn send_pdu(stream: &mut TcpStream, header: Header, data: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    datapath::pdu::encode_pdu(&header, data, datapath::pdu::Digests::default(), &mut out)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    stream.write_all(&out)
+}
+
+/// `key=value` pairs as a login or text data segment.
+pub fn text_segment(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in pairs {
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
 }

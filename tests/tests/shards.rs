@@ -12,7 +12,7 @@ use datapath::scsi::Cdb;
 use datapath::session::CommandError;
 use datapath::session::Request;
 use datapath::shard::{ShardConfig, ShardPool};
-use system_tests::fake_target::accept_login;
+use system_tests::fake_target::{accept_login, send_pdu, PduReader};
 use system_tests::scsi_io::{until_ready, CommandPath, OnShard};
 use system_tests::{pattern, TargetSpec, Tgt};
 
@@ -353,7 +353,7 @@ fn trickling_target(listener: std::net::TcpListener, pause: Duration) -> std::io
     let (mut stream, _) = listener.accept()?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_nodelay(true)?;
-    let mut reader = PduReader { buf: Vec::new() };
+    let mut reader = PduReader::new();
     let (mut stat_sn, mut exp_cmd_sn) = fake_login(&mut stream, &mut reader, WINDOW)?;
     stream.set_nonblocking(true)?;
     let mut held = std::collections::VecDeque::new();
@@ -555,49 +555,6 @@ struct WindowReport {
     sent_while_closed: u32,
 }
 
-/// Reads PDUs from a stream, keeping what arrives beyond one PDU for the next call (the
-/// shard sends many PDUs per write).
-struct PduReader {
-    buf: Vec<u8>,
-}
-
-impl PduReader {
-    fn next(
-        &mut self,
-        stream: &mut std::net::TcpStream,
-    ) -> std::io::Result<(datapath::pdu::Header, Vec<u8>)> {
-        use std::io::Read;
-        let limits = datapath::pdu::Limits::default();
-        let digests = datapath::pdu::Digests::default();
-        // Bounded by the stream's read timeout and end of stream.
-        loop {
-            if let Ok(Some(pdu)) = datapath::pdu::decode_pdu(&self.buf, digests, &limits) {
-                let data = self.buf[pdu.data.clone()].to_vec();
-                self.buf.drain(..pdu.consumed);
-                return Ok((pdu.header, data));
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-fn send_pdu(
-    stream: &mut std::net::TcpStream,
-    header: datapath::pdu::Header,
-    data: &[u8],
-) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = Vec::new();
-    datapath::pdu::encode_pdu(&header, data, datapath::pdu::Digests::default(), &mut out)
-        .expect("encode");
-    stream.write_all(&out)
-}
-
 /// Accepts the initiator's login (whatever it offers within our defaults), granting
 /// `window` commands: (the next StatSN, the next ExpCmdSN).
 fn fake_login(
@@ -658,7 +615,7 @@ fn windowed_target(
 
     let (mut stream, _) = listener.accept()?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = PduReader { buf: Vec::new() };
+    let mut reader = PduReader::new();
     let mut report = WindowReport::default();
     let (mut stat_sn, mut exp_cmd_sn) = fake_login(&mut stream, &mut reader, first_window)?;
     let mut max_granted = exp_cmd_sn.wrapping_add(first_window - 1);
@@ -686,7 +643,7 @@ fn windowed_target(
         if let Ok(n) = std::io::Read::read(&mut stream, &mut probe) {
             if n > 0 {
                 report.sent_while_closed += 1;
-                reader.buf.push(probe[0]);
+                reader.push_received(&probe[..n]);
             }
         }
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;

@@ -650,6 +650,8 @@ impl DependentPath {
                     self.needs_reset = true;
                 }
                 Event::Redirect { address, .. } => {
+                    // The adapter owns the connection and its portal; following a redirect
+                    // needs the adapter to connect elsewhere, which the interface cannot ask.
                     tracing::warn!(queue_pair = self.index, %address, "login redirected; not followed");
                     self.needs_reset = true;
                 }

@@ -43,6 +43,7 @@ mod discovery;
 mod error;
 mod login;
 mod nop;
+pub mod redirect;
 mod tasks;
 mod window;
 
@@ -439,10 +440,11 @@ pub enum Event {
         status_detail: u8,
         reason: String,
     },
-    /// The target sent us elsewhere; the session is `Closed`.
+    /// The target sent us elsewhere (status class 1); the session is `Closed`. The driver
+    /// follows it through its [`redirect::PortalRoute`].
     Redirect {
-        address: String,
-        permanent: bool,
+        address: redirect::TargetAddress,
+        kind: redirect::RedirectKind,
     },
     TargetsDiscovered(Vec<DiscoveredTarget>),
     CommandComplete(TaskId, Result<CommandOutcome, CommandFailure>),

@@ -223,6 +223,12 @@ pub enum ShardError {
     },
     #[error("shard {shard}: login failed: {reason}")]
     Login { shard: usize, reason: String },
+    /// A login redirect that cannot be followed (a loop, the hop limit, an unresolvable name).
+    #[error("shard {shard}: {source}")]
+    Redirect {
+        shard: usize,
+        source: crate::session::redirect::RedirectError,
+    },
     #[error("shard {shard}: thread could not start: {source}")]
     Spawn {
         shard: usize,

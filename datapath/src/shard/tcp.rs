@@ -23,6 +23,7 @@
 //! connection is dropped only after `finish` has let the kernel end every operation. So no
 //! buffer the kernel may still use ever leaves the shard.
 
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,12 +40,13 @@ use crate::conn::{Conn, SEND_BATCH_MAX_PDUS};
 use crate::pdu::{self, BHS_LEN};
 use crate::scsi::Cdb;
 use crate::session::connect::{shard_isid, ClientConfig};
+use crate::session::redirect::{PortalRoute, RedirectKind, TargetAddress};
 use crate::session::{
     CommandError, DataDirection, Event, Request, Session, SessionState, SubmitRejection, TaskId,
 };
 use crate::transport::ring::{Completion, EVENT_TOKEN_BASE};
 use crate::transport::tcp::advance_iovecs;
-use crate::transport::{RingConfig, TcpConnection};
+use crate::transport::{resolve_target_address, RingConfig, TcpConnection};
 
 /// The longest an idle shard sleeps before it looks at its timers again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -225,6 +227,8 @@ struct Connection {
     /// the I_T nexus raises, and sent again (one per LUN is what targets report; the queue
     /// depth bounds how many commands can meet it).
     unit_attentions_left: usize,
+    /// The login was redirected (status class 1): where to.
+    redirected: Option<(TargetAddress, RedirectKind)>,
 }
 
 // SAFETY: the raw pointers a `Connection` keeps (the boxed `msghdr` and its gather list,
@@ -236,15 +240,67 @@ unsafe impl Send for Connection {}
 
 type ConnectError = (Option<Box<Connection>>, ShardError);
 
+/// How one connection's login ended.
+enum Connected {
+    Up(Box<Connection>, Box<ShardInfo>),
+    /// The target sent the login elsewhere (the connection is dropped).
+    Redirected(TargetAddress, RedirectKind),
+}
+
+impl Connection {
+    /// Connects and logs in at the start of `route`, following redirects (each hop within
+    /// `budget`); on success the route learns where later logins start.
+    fn connect_routed(
+        setup: &Setup,
+        route: &mut PortalRoute,
+        budget: Option<Duration>,
+    ) -> Result<(Box<Connection>, ShardInfo), ConnectError> {
+        let mut attempt = route.begin();
+        loop {
+            match Connection::connect(setup, attempt.portal(), budget)? {
+                Connected::Up(connection, info) => {
+                    let start = route.logged_in(&attempt);
+                    if attempt.hops() > 0 {
+                        tracing::info!(
+                            shard = setup.index,
+                            portal = %attempt.portal(),
+                            route = %attempt.chain(),
+                            reconnects_start_at = %start,
+                            "logged in after redirection"
+                        );
+                    }
+                    return Ok((connection, *info));
+                }
+                Connected::Redirected(address, kind) => {
+                    let redirect = |source| {
+                        (
+                            None,
+                            ShardError::Redirect {
+                                shard: setup.index,
+                                source,
+                            },
+                        )
+                    };
+                    let to = resolve_target_address(&address).map_err(redirect)?;
+                    tracing::info!(shard = setup.index, from = %attempt.portal(), to = %address, ?kind, "login redirected");
+                    attempt.follow(to, kind).map_err(redirect)?;
+                }
+            }
+        }
+    }
+}
+
 impl Connection {
     /// Connects and logs in. `budget` bounds connect and login together when the shard
     /// recovers a lost connection (the policy's replacement timeout).
     fn connect(
         setup: &Setup,
+        portal: SocketAddr,
         budget: Option<Duration>,
-    ) -> Result<(Box<Connection>, ShardInfo), ConnectError> {
+    ) -> Result<Connected, ConnectError> {
         let index = setup.index;
         let mut cc = setup.client_config.clone();
+        cc.portal = portal;
         if let Some(budget) = budget {
             cc.connect_timeout = cc.connect_timeout.min(budget);
             cc.login_timeout = cc.login_timeout.min(budget);
@@ -343,6 +399,7 @@ impl Connection {
             resend: Vec::new(),
             progressed: false,
             unit_attentions_left: 0,
+            redirected: None,
             config,
         });
         shard.register_staging();
@@ -373,9 +430,16 @@ impl Connection {
                         },
                         registered_files: matches!(shard.files, Files::Fixed),
                     };
-                    return Ok((shard, info));
+                    return Ok(Connected::Up(shard, Box::new(info)));
                 }
-                Some(Err(reason)) => return Err((Some(shard), login_failed(reason))),
+                Some(Err(reason)) => {
+                    if let Some((address, kind)) = shard.redirected.take() {
+                        // Nothing of this connection is used any more: the next hop is
+                        // another connection.
+                        return Ok(Connected::Redirected(address, kind));
+                    }
+                    return Err((Some(shard), login_failed(reason)));
+                }
                 None => {}
             }
             if let Some(reason) = shard.dead.clone() {
@@ -1202,8 +1266,9 @@ impl Connection {
                 }
                 Event::LoginComplete => self.login = Some(Ok(())),
                 Event::LoginFailed { reason, .. } => self.login = Some(Err(reason)),
-                Event::Redirect { address, .. } => {
-                    self.login = Some(Err(format!("redirected to {address}")))
+                Event::Redirect { address, kind } => {
+                    self.login = Some(Err(format!("redirected to {address}")));
+                    self.redirected = Some((address, kind));
                 }
                 Event::ConnectionFailed(e) => {
                     tracing::warn!(shard = self.index, error = %e, "shard session failed");
@@ -1307,6 +1372,8 @@ enum State {
 /// by a new login when it is lost and `ShardConfig::reconnect` says so (`reconnect`).
 pub(super) struct TcpPath {
     setup: Setup,
+    /// Where logins start: the given portal, or where a permanent redirect sent us.
+    route: PortalRoute,
     state: State,
     /// Commands to send again on the next connection and requests taken while none was
     /// up, in order, with the loop's tags.
@@ -1322,9 +1389,12 @@ pub(super) struct TcpPath {
 impl TcpPath {
     /// Connects and logs in the first time.
     pub(super) fn connect(setup: Setup) -> Result<(TcpPath, ShardInfo), ShardError> {
-        let (connection, info) = Connection::connect(&setup, None).map_err(|(_, e)| e)?;
+        let mut route = PortalRoute::new(setup.client_config.portal);
+        let (connection, info) =
+            Connection::connect_routed(&setup, &mut route, None).map_err(|(_, e)| e)?;
         let path = TcpPath {
             setup,
+            route,
             state: State::Up(connection),
             resend: Vec::new(),
             finished: Vec::new(),
@@ -1414,7 +1484,7 @@ impl TcpPath {
             return true;
         };
         let (lost_at, budget) = (recovery.lost_at(), *budget);
-        match Connection::connect(&self.setup, Some(budget)) {
+        match Connection::connect_routed(&self.setup, &mut self.route, Some(budget)) {
             Ok((connection, info)) => {
                 let gap = lost_at.elapsed();
                 tracing::info!(
