@@ -26,8 +26,8 @@ pub use crate::session::connect::{
 };
 use crate::session::redirect::{PortalRoute, RedirectKind, TargetAddress};
 use crate::session::{
-    CommandError, CommandOutcome, DiscoveredTarget, Event, Request, Session, SessionError,
-    SessionState, SubmitRejection, TaskId,
+    AsyncEvent, CommandError, CommandOutcome, DiscoveredTarget, Event, Request, Session,
+    SessionError, SessionState, SubmitRejection, TaskId,
 };
 use crate::shard::{ShardConfig, ShardError, ShardPath, ShardPool};
 use crate::text::OperationalParams;
@@ -199,6 +199,24 @@ impl Client {
 
     pub fn portal(&self) -> SocketAddr {
         self.portal
+    }
+
+    /// The Async Messages the target sent since the last call (software path; event 0
+    /// carries its sense, e.g. 3Fh/0Eh REPORTED LUNS DATA HAS CHANGED). An adapter path's
+    /// shard counts them in its statistics instead.
+    pub fn take_async_events(&mut self) -> Vec<AsyncEvent> {
+        let Carrier::Software(connection) = &mut self.carrier else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        connection.events.retain(|event| match event {
+            Event::AsyncMessage(message) => {
+                taken.push(message.clone());
+                false
+            }
+            _ => true,
+        });
+        taken
     }
 
     /// `software`, `dependent` or `independent`.

@@ -92,3 +92,47 @@ pub fn text_segment(pairs: &[(&str, &str)]) -> Vec<u8> {
     }
     out
 }
+
+/// Accepts the initiator's login on `stream` (AuthMethod=None, whatever it offers within
+/// our defaults), giving the session `tsih` and granting `first_window` commands: returns
+/// (the next StatSN, the next ExpCmdSN).
+pub fn serve_login(
+    stream: &mut TcpStream,
+    reader: &mut PduReader,
+    tsih: u16,
+    first_window: u32,
+) -> std::io::Result<(u32, u32)> {
+    use datapath::text::{self, Negotiation, OperationalOffer, Role, TextLimits};
+    let mut negotiation = Negotiation::new(Role::Target, OperationalOffer::default());
+    let mut stat_sn = 1u32;
+    loop {
+        let (Header::LoginRequest(request), data) = reader.next(stream)? else {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        };
+        let exp_cmd_sn = request.cmd_sn;
+        let pairs = text::parse_pairs(&data, &TextLimits::default()).unwrap_or_default();
+        let last = request.transit && request.next_stage == LoginStage::FullFeaturePhase;
+        let max_cmd_sn = exp_cmd_sn.wrapping_add(first_window - 1);
+        let response = accept_login(&request, tsih, stat_sn, max_cmd_sn);
+        let mut replies = Vec::new();
+        if pairs.iter().any(|(k, _)| k == "AuthMethod") {
+            replies.push(("AuthMethod".to_string(), "None".to_string()));
+        }
+        let operational: Vec<_> = pairs
+            .into_iter()
+            .filter(|(k, _)| text::is_operational_key(k))
+            .collect();
+        replies.extend(
+            negotiation
+                .handle_peer_pairs(&operational)
+                .unwrap_or_default(),
+        );
+        let mut body = Vec::new();
+        text::encode_pairs(&replies, &mut body);
+        stat_sn += 1;
+        send_pdu(stream, Header::LoginResponse(response), &body)?;
+        if last {
+            return Ok((stat_sn, exp_cmd_sn));
+        }
+    }
+}

@@ -291,6 +291,13 @@ pub struct ShardStats {
     pub reconnect_gap_ns_max: u64,
     pub reconnect_gap_ns_total: u64,
     pub commands_resent: u64,
+    /// Moves the target asked for (Async Message event 1), each made before the old
+    /// connection was let go.
+    pub moves: u64,
+    /// Async Messages received, and those that reported REPORTED LUNS DATA HAS CHANGED
+    /// (event 0 with 3Fh/0Eh: the caller should run REPORT LUNS).
+    pub async_events: u64,
+    pub luns_changed: u64,
 }
 
 impl ShardStats {
@@ -320,6 +327,9 @@ impl ShardStats {
                 reconnect_gap_ns_max: a.reconnect_gap_ns_max.max(s.reconnect_gap_ns_max),
                 reconnect_gap_ns_total: a.reconnect_gap_ns_total + s.reconnect_gap_ns_total,
                 commands_resent: a.commands_resent + s.commands_resent,
+                moves: a.moves + s.moves,
+                async_events: a.async_events + s.async_events,
+                luns_changed: a.luns_changed + s.luns_changed,
             })
     }
 }
@@ -341,6 +351,9 @@ struct SharedStats {
     reconnect_gap_ns_max: AtomicU64,
     reconnect_gap_ns_total: AtomicU64,
     commands_resent: AtomicU64,
+    moves: AtomicU64,
+    async_events: AtomicU64,
+    luns_changed: AtomicU64,
 }
 
 impl SharedStats {
@@ -360,6 +373,9 @@ impl SharedStats {
         self.reconnect_gap_ns_total
             .store(s.reconnect_gap_ns_total, r);
         self.commands_resent.store(s.commands_resent, r);
+        self.moves.store(s.moves, r);
+        self.async_events.store(s.async_events, r);
+        self.luns_changed.store(s.luns_changed, r);
     }
 
     fn load(&self) -> ShardStats {
@@ -378,6 +394,9 @@ impl SharedStats {
             reconnect_gap_ns_max: self.reconnect_gap_ns_max.load(r),
             reconnect_gap_ns_total: self.reconnect_gap_ns_total.load(r),
             commands_resent: self.commands_resent.load(r),
+            moves: self.moves.load(r),
+            async_events: self.async_events.load(r),
+            luns_changed: self.luns_changed.load(r),
         }
     }
 }

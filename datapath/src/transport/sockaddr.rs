@@ -174,4 +174,3 @@ mod tests {
         assert!(RawSockAddr::from_storage(&storage, 16).is_some());
     }
 }
-
