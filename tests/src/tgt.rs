@@ -259,6 +259,35 @@ impl Tgt {
             .count())
     }
 
+    /// Makes LUN `lun` of target `tid` the file `backing` (for two daemons exporting one
+    /// LU: multipath tests) and gives it the identity `scsi_id` / `scsi_sn` (tgt's
+    /// `--params`, which its INQUIRY VPD pages 0x80 and 0x83 report).
+    pub fn share_lun(
+        &self,
+        tid: usize,
+        lun: u64,
+        backing: &Path,
+        scsi_id: &str,
+        scsi_sn: &str,
+    ) -> Result<(), String> {
+        let (tid, lun) = (tid.to_string(), lun.to_string());
+        let backing = backing.to_str().ok_or("backing path is not UTF-8")?;
+        self.tgtadm_iscsi("logicalunit", "delete", &["--tid", &tid, "--lun", &lun])?;
+        let new = ["--tid", &tid, "--lun", &lun, "--backing-store", backing];
+        self.tgtadm_iscsi("logicalunit", "new", &new)?;
+        let params = format!("scsi_id={scsi_id},scsi_sn={scsi_sn}");
+        let update = ["--tid", &tid, "--lun", &lun, "--params", &params];
+        self.tgtadm_iscsi("logicalunit", "update", &update)?;
+        Ok(())
+    }
+
+    /// Kills the daemon at once (SIGKILL): its connections reset, as when a storage
+    /// controller dies. Dropping the `Tgt` afterwards still cleans up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Runs `tgtadm` against this daemon's own control socket.
     pub fn tgtadm(&self, args: &[&str]) -> Result<String, String> {
         let tgtadm = tool_path("tgtadm").ok_or("tgtadm is not installed")?;

@@ -71,6 +71,7 @@
 
 mod adapters;
 mod inline;
+mod multipath;
 mod probe;
 mod reconnect;
 mod run;
@@ -82,6 +83,7 @@ mod work;
 
 pub use adapters::{planned_cores, ShardPath, ShardPathInfo};
 pub use inline::InlineShard;
+pub use multipath::{MultipathConfig, PathPolicy};
 pub use probe::{InlineExecutor, ShardCommandError, ShardExecutor};
 pub use reconnect::ReconnectPolicy;
 pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
@@ -176,6 +178,9 @@ pub struct ShardConfig {
     /// What a software shard does when its connection is lost: log in again (bounded, see
     /// `reconnect`) or, by default, fail its commands for good.
     pub reconnect: ReconnectPolicy,
+    /// One LU over several software paths (`shard::multipath`): each shard logs in to
+    /// every portal given. `None`: one path, to the client configuration's portal.
+    pub multipath: Option<MultipathConfig>,
 }
 
 impl Default for ShardConfig {
@@ -197,6 +202,7 @@ impl Default for ShardConfig {
             caller_wake_delay_max: Duration::from_micros(100),
             recv_coalesce: Duration::from_micros(150),
             reconnect: ReconnectPolicy::OFF,
+            multipath: None,
         }
     }
 }
@@ -481,8 +487,7 @@ impl ShardThread {
         let doorbell = Arc::clone(&setup.doorbell);
         let config = setup.config.clone();
         let up: Result<(Box<dyn run::Path>, ShardInfo), ShardError> = match config.path {
-            ShardPath::Software => tcp::TcpPath::connect(setup)
-                .map(|(path, info)| (Box::new(path) as Box<dyn run::Path>, info)),
+            ShardPath::Software => tcp::connect_software(setup),
             _ => adapters::AdapterShardPath::connect(
                 index,
                 &setup.client_config,

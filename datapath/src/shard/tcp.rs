@@ -1383,6 +1383,17 @@ fn is_reset_unit_attention(outcome: &crate::session::CommandOutcome) -> bool {
             .is_some_and(|s| s.key == SENSE_KEY_UNIT_ATTENTION && s.asc == ASC_POWER_ON_OR_RESET)
 }
 
+/// The software path of a shard: one [`TcpPath`], or a [`super::multipath::MultiPath`]
+/// over several when `ShardConfig::multipath` says so.
+pub(super) fn connect_software(setup: Setup) -> Result<(Box<dyn Path>, ShardInfo), ShardError> {
+    if setup.config.multipath.is_some() {
+        let (path, info) = super::multipath::MultiPath::connect(setup)?;
+        return Ok((Box::new(path), info));
+    }
+    let (path, info) = TcpPath::connect(setup)?;
+    Ok((Box::new(path), info))
+}
+
 /// What a software path needs to connect (again).
 pub(super) struct Setup {
     pub(super) index: usize,
@@ -1884,6 +1895,31 @@ impl Path for TcpPath {
 }
 
 impl TcpPath {
+    /// The connection is gone and not being recovered (a multipath sub-path, whose
+    /// recovery is off, then goes down).
+    pub(super) fn is_lost(&self) -> bool {
+        matches!(&self.state, State::Up(c) if c.dead.is_some())
+    }
+
+    /// Ends a lost path: lets the kernel finish with its buffers and hands back every
+    /// command it still had (failed with the loss), buffers included.
+    pub(super) fn end_lost(&mut self, done: &mut Vec<Finished>) {
+        done.append(&mut self.finished);
+        if let Some(mut old) = self.draining.take() {
+            old.lose_connection("the path is lost".into());
+            old.finish();
+            done.append(&mut old.finished);
+        }
+        if let State::Up(connection) = &mut self.state {
+            connection.finish();
+            done.append(&mut connection.finished);
+        }
+        for (tag, request) in self.resend.drain(..) {
+            let error = CommandError::ConnectionLost("the path is lost".into());
+            done.push((tag, Err(failure(error, request.buffer))));
+        }
+    }
+
     /// The path ends while recovering (the pool stops): what it kept fails.
     fn state_gone(&mut self, reason: &str, done: &mut Vec<Finished>) {
         for (tag, request) in self.resend.drain(..) {

@@ -1,0 +1,207 @@
+//! One LU over two paths (issue 14 items 3 and 4): two `tgtd` daemons export one backing
+//! file with one identity (`scsi_id`/`scsi_sn`), and one shard carries a write-and-verify
+//! workload over both (round-robin). Killing either daemon mid-run fails no command (the
+//! ones in flight on the dead path are issued again on the other) and loses no
+//! acknowledged write (every block reads back as last acknowledged).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use datapath::client::ClientConfig;
+use datapath::scsi::Cdb;
+use datapath::session::Request;
+use datapath::shard::{MultipathConfig, PathPolicy, ShardConfig, ShardPool};
+use system_tests::scsi_io::{until_ready, CommandPath, OnShard};
+use system_tests::{pattern, TargetSpec, Tgt};
+
+const LUN_BYTES: u64 = 8 << 20;
+const BLOCK: u32 = 512;
+const IO_BYTES: usize = 4096;
+const SLOTS: u64 = LUN_BYTES / IO_BYTES as u64;
+const BATCHES: u64 = 12;
+const PER_BATCH: u64 = 256;
+
+fn write_request(slot: u64, data: Vec<u8>, user_data: u64) -> Request {
+    let lba = slot * (IO_BYTES as u64 / u64::from(BLOCK));
+    let cdb = Cdb::write(lba, IO_BYTES as u32 / BLOCK, BLOCK, false).unwrap();
+    Request::new(1, cdb, data, user_data)
+}
+
+fn read_request(slot: u64, user_data: u64) -> Request {
+    let lba = slot * (IO_BYTES as u64 / u64::from(BLOCK));
+    let cdb = Cdb::read(lba, IO_BYTES as u32 / BLOCK, BLOCK, false).unwrap();
+    Request::new(1, cdb, vec![0; IO_BYTES], user_data)
+}
+
+fn survives_losing(victim: usize) {
+    let iqn = "iqn.2026-12.test:multipath";
+    let mut daemons = [
+        Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]).unwrap(),
+        Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]).unwrap(),
+    ];
+    let backing = daemons[0].lun_path(0, 0);
+    for daemon in &daemons {
+        daemon
+            .share_lun(1, Tgt::FIRST_DATA_LUN, &backing, "mp-lu-1", "MPSERIAL1")
+            .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    }
+    let portals = vec![daemons[0].portal(), daemons[1].portal()];
+    let mut cc = ClientConfig::new(portals[0], Some(iqn.to_string()));
+    cc.command_timeout = Duration::from_secs(10);
+    let config = ShardConfig {
+        queue_depth: 16,
+        multipath: Some(MultipathConfig {
+            portals,
+            policy: PathPolicy::RoundRobin,
+            lun: Tgt::FIRST_DATA_LUN,
+            no_path_retry: Duration::from_secs(10),
+        }),
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("both paths join");
+    until_ready(&mut OnShard::new(&pool, 0), Tgt::FIRST_DATA_LUN);
+
+    // The last acknowledged content of each slot, by seed.
+    let mut acknowledged: HashMap<u64, u64> = HashMap::new();
+    let mut errors = Vec::new();
+    let started = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            let mut acknowledged = HashMap::new();
+            let mut errors = Vec::new();
+            for batch in 0..BATCHES {
+                // Slots spread over the LU, a different set each batch (some repeat).
+                let writes: Vec<(u64, u64)> = (0..PER_BATCH)
+                    .map(|i| {
+                        let slot = (batch * 37 + i * 53) % SLOTS;
+                        (slot, batch * 1_000_000 + slot)
+                    })
+                    .collect();
+                let requests = writes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(slot, seed))| {
+                        write_request(slot, pattern(IO_BYTES, seed), i as u64)
+                    })
+                    .collect();
+                // Said once the batch is built: it is about to be in flight.
+                started.store(batch + 1, Ordering::SeqCst);
+                for (i, result) in OnShard::new(&pool, 0).run_all(requests) {
+                    let (slot, seed) = writes[i as usize];
+                    match result {
+                        Ok(outcome) if outcome.status == 0 => {
+                            acknowledged.insert(slot, seed);
+                        }
+                        Ok(outcome) => {
+                            errors.push(format!("write {slot}: status {}", outcome.status))
+                        }
+                        Err(e) => errors.push(format!("write {slot}: {e}")),
+                    }
+                }
+            }
+            (acknowledged, errors)
+        });
+        // Kill the victim while writes are in flight (the batches run back to back).
+        while started.load(Ordering::SeqCst) < 3 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        daemons[victim].kill();
+        eprintln!(
+            "killed path {victim} at batch {}",
+            started.load(Ordering::SeqCst)
+        );
+        let (a, e) = worker.join().expect("worker");
+        acknowledged = a;
+        errors = e;
+    });
+    assert!(errors.is_empty(), "commands failed: {errors:?}");
+    let stats = pool.stats(0).unwrap();
+    eprintln!("multipath stats after losing path {victim}: {stats:?}");
+    assert!(stats.reconnects >= 1, "the path loss was seen: {stats:?}");
+    assert_eq!(stats.ios_failed, 0, "{stats:?}");
+    assert!(
+        stats.commands_resent >= 1,
+        "writes in flight on the lost path were issued again: {stats:?}"
+    );
+
+    // Every acknowledged write reads back (through the surviving path).
+    let slots: Vec<u64> = acknowledged.keys().copied().collect();
+    let reads = slots
+        .iter()
+        .enumerate()
+        .map(|(i, &slot)| read_request(slot, i as u64))
+        .collect();
+    for (i, result) in OnShard::new(&pool, 0).run_all(reads) {
+        let slot = slots[i as usize];
+        let outcome = result.unwrap_or_else(|e| panic!("read {slot}: {e}"));
+        assert_eq!(outcome.status, 0, "read {slot}");
+        assert!(
+            outcome.buffer == pattern(IO_BYTES, acknowledged[&slot]),
+            "slot {slot} does not hold its last acknowledged write"
+        );
+    }
+    pool.shutdown();
+}
+
+#[test]
+fn a_verify_workload_survives_losing_the_first_path() {
+    survives_losing(0);
+}
+
+#[test]
+fn a_verify_workload_survives_losing_the_second_path() {
+    survives_losing(1);
+}
+
+#[test]
+fn a_path_to_another_lu_never_carries_io_and_commands_wait_no_path_retry() {
+    let iqn = "iqn.2026-12.test:multipath-identity";
+    let mut good =
+        Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]).unwrap();
+    let other = Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]).unwrap();
+    let lun = Tgt::FIRST_DATA_LUN;
+    good.share_lun(1, lun, &good.lun_path(0, 0), "mp-lu-1", "MPSERIAL1")
+        .unwrap();
+    // Same target name and LUN number, another logical unit.
+    other
+        .share_lun(1, lun, &other.lun_path(0, 0), "mp-lu-2", "MPSERIAL2")
+        .unwrap();
+    let no_path_retry = Duration::from_secs(1);
+    let mut cc = ClientConfig::new(good.portal(), Some(iqn.to_string()));
+    cc.command_timeout = Duration::from_secs(10);
+    let config = ShardConfig {
+        queue_depth: 4,
+        multipath: Some(MultipathConfig {
+            portals: vec![good.portal(), other.portal()],
+            policy: PathPolicy::RoundRobin,
+            lun,
+            no_path_retry,
+        }),
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("the good path joins");
+    until_ready(&mut OnShard::new(&pool, 0), lun);
+    let done = OnShard::new(&pool, 0).run_all(vec![write_request(3, pattern(IO_BYTES, 7), 0)]);
+    let (_, written) = done.into_iter().next().expect("one completion");
+    assert_eq!(written.map(|o| o.status).ok(), Some(0));
+    assert_eq!(
+        other.connections(1).unwrap(),
+        0,
+        "the path to the other LU was let go after its check"
+    );
+
+    good.kill();
+    let started = std::time::Instant::now();
+    let done = OnShard::new(&pool, 0).run_all(vec![read_request(3, 1)]);
+    let waited = started.elapsed();
+    let (_, read) = done.into_iter().next().expect("one completion");
+    let error = match &read {
+        Ok(outcome) => panic!("a read with no path to its LU answered {}", outcome.status),
+        Err(e) => format!("{e:?}"),
+    };
+    assert!(error.contains("no path"), "{error}");
+    assert!(waited >= no_path_retry, "failed after {waited:?}");
+    pool.shutdown();
+}
