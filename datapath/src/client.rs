@@ -197,6 +197,32 @@ impl Client {
         Ok(targets)
     }
 
+    /// Every portal SendTargets lists for `config.target_name` (discovery at
+    /// `config.portal`), resolved: the paths a multipath shard can use
+    /// ([`crate::shard::MultipathConfig::portals`]). An address that does not resolve is
+    /// left out with a warning.
+    pub fn target_portals(config: &ClientConfig) -> Result<Vec<SocketAddr>, ClientError> {
+        let Some(name) = config.target_name.as_deref() else {
+            return Err(ClientError::Submit(
+                "target_portals needs a target name".to_string(),
+            ));
+        };
+        let mut portals = Vec::new();
+        for target in Client::discover(config)? {
+            if target.name != name {
+                continue;
+            }
+            for (address, _tag) in &target.addresses {
+                match TargetAddress::parse(address).and_then(|a| resolve_target_address(&a)) {
+                    Ok(portal) if !portals.contains(&portal) => portals.push(portal),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%address, %error, "portal left out"),
+                }
+            }
+        }
+        Ok(portals)
+    }
+
     pub fn portal(&self) -> SocketAddr {
         self.portal
     }

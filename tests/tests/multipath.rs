@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use datapath::client::ClientConfig;
+use datapath::client::{Client, ClientConfig};
 use datapath::scsi::Cdb;
 use datapath::session::Request;
 use datapath::shard::{MultipathConfig, PathPolicy, ShardConfig, ShardPool};
@@ -47,8 +47,15 @@ fn survives_losing(victim: usize) {
             .share_lun(1, Tgt::FIRST_DATA_LUN, &backing, "mp-lu-1", "MPSERIAL1")
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     }
-    let portals = vec![daemons[0].portal(), daemons[1].portal()];
-    let mut cc = ClientConfig::new(portals[0], Some(iqn.to_string()));
+    // The first daemon's paths from SendTargets, the second's given.
+    let mut cc = ClientConfig::new(daemons[0].portal(), Some(iqn.to_string()));
+    let mut portals = Client::target_portals(&cc).expect("SendTargets");
+    assert_eq!(
+        portals,
+        vec![daemons[0].portal()],
+        "SendTargets lists the portal"
+    );
+    portals.push(daemons[1].portal());
     cc.command_timeout = Duration::from_secs(10);
     let config = ShardConfig {
         queue_depth: 16,

@@ -326,12 +326,16 @@ impl MultiPath {
             return;
         };
         if issued.superseded {
+            let transferred = match issued.direction {
+                DataDirection::Write { len } => len,
+                _ => 0,
+            };
             let outcome = CommandOutcome {
                 status: sense::status::GOOD,
                 sense: None,
                 residual: crate::session::Residual::None,
                 buffer,
-                transferred: 0,
+                transferred,
             };
             self.finished.push((tag, Ok(outcome)));
             return;
@@ -412,14 +416,8 @@ impl MultiPath {
 
     /// An acknowledged write (`seq`, `range`): older writes still held to overlapping
     /// blocks must not be sent again after it.
-    fn supersede(&mut self, seq: u64, (lba, blocks): (u64, u64)) {
-        for older in self.issued.values_mut() {
-            if let Some((l, b)) = older.writes {
-                if older.seq < seq && l < lba.saturating_add(blocks) && lba < l.saturating_add(b) {
-                    older.superseded = true;
-                }
-            }
-        }
+    fn supersede(&mut self, seq: u64, range: (u64, u64)) {
+        mark_superseded(self.issued.values_mut(), seq, range);
     }
 
     /// Joins lost paths that are due (one attempt per turn).
@@ -598,6 +596,21 @@ impl Path for MultiPath {
     }
 }
 
+/// Marks the writes among `held` that were issued before `seq` and overlap `range`.
+fn mark_superseded<'a>(
+    held: impl Iterator<Item = &'a mut Issued>,
+    seq: u64,
+    (lba, blocks): (u64, u64),
+) {
+    for older in held {
+        if let Some((l, b)) = older.writes {
+            if older.seq < seq && l < lba.saturating_add(blocks) && lba < l.saturating_add(b) {
+                older.superseded = true;
+            }
+        }
+    }
+}
+
 /// The blocks a write command covers: `Some((lba, blocks))` for WRITE(10/12/16) and
 /// `(0, u64::MAX)` for another command that sends data (conservatively everything);
 /// `None` for a command that sends none.
@@ -691,6 +704,38 @@ mod tests {
         assert_eq!(write_range(&write(w16)), Some((1 << 33, 8)));
         let read = Request::new(0, Cdb::read(100, 8, 512, false).unwrap(), vec![0; 4096], 0);
         assert_eq!(write_range(&read), None);
+    }
+
+    fn write_at(seq: u64, lba: u64, blocks: u64) -> Issued {
+        Issued {
+            path: 0,
+            lun: 1,
+            cdb: Cdb::write(lba, blocks as u32, 512, false).unwrap(),
+            direction: DataDirection::Write {
+                len: blocks as u32 * 512,
+            },
+            attribute: TaskAttribute::Simple,
+            seq,
+            writes: Some((lba, blocks)),
+            superseded: false,
+        }
+    }
+
+    #[test]
+    fn only_older_overlapping_writes_are_superseded() {
+        let mut held = vec![
+            write_at(1, 0, 8),  // older, overlaps: superseded
+            write_at(2, 16, 8), // older, after the range: kept
+            write_at(3, 7, 1),  // older, overlaps the range's first block
+            write_at(9, 4, 8),  // newer than the acknowledged one: kept
+            write_at(4, 12, 4), // older, touches the range's end exactly: kept
+        ];
+        let mut read = write_at(5, 8, 8);
+        read.writes = None;
+        held.push(read);
+        mark_superseded(held.iter_mut(), 6, (7, 5));
+        let marked: Vec<bool> = held.iter().map(|i| i.superseded).collect();
+        assert_eq!(marked, vec![true, false, true, false, false, false]);
     }
 
     #[test]
