@@ -212,3 +212,55 @@ fn a_path_to_another_lu_never_carries_io_and_commands_wait_no_path_retry() {
     assert!(waited >= no_path_retry, "failed after {waited:?}");
     pool.shutdown();
 }
+
+#[test]
+fn iscsi_ctl_paths_lists_each_path_its_state_and_lu() {
+    let iqn = "iqn.2026-12.test:multipath-ctl";
+    let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]);
+    let (first, mut second, other) = (start().unwrap(), start().unwrap(), start().unwrap());
+    let lun = Tgt::FIRST_DATA_LUN;
+    let backing = first.lun_path(0, 0);
+    first.share_lun(1, lun, &backing, "mp-ctl", "CTL1").unwrap();
+    second
+        .share_lun(1, lun, &backing, "mp-ctl", "CTL1")
+        .unwrap();
+    other
+        .share_lun(1, lun, &other.lun_path(0, 0), "mp-ctl-other", "CTL2")
+        .unwrap();
+    let url = format!("iscsi://{}/{iqn}/{lun}", first.portal());
+    let ctl = |extra: &[String]| {
+        let mut command =
+            std::process::Command::new(system_tests::workspace_binary("tools", "iscsi-ctl"));
+        command.args(["paths", &url]);
+        for portal in extra {
+            command.args(["--path", portal]);
+        }
+        let out = system_tests::run_command(command, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let given = [second.portal().to_string(), other.portal().to_string()];
+    let listed = ctl(&given);
+    let line = |portal: std::net::SocketAddr| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(&portal.to_string()))
+            .unwrap_or_else(|| panic!("{portal} not listed:\n{listed}"))
+            .to_string()
+    };
+    assert!(line(first.portal()).ends_with("  up"), "{listed}");
+    assert!(line(second.portal()).ends_with("  up"), "{listed}");
+    assert!(line(other.portal()).ends_with("up, another LU"), "{listed}");
+
+    second.kill();
+    let listed = ctl(&given[..1]);
+    let down = listed
+        .lines()
+        .find(|l| l.starts_with(&second.portal().to_string()))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(down.contains("down: "), "{listed}");
+}
