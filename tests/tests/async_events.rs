@@ -243,8 +243,10 @@ fn serve(mut stream: TcpStream, index: usize, seen: &Mutex<Seen>) -> std::io::Re
 
 #[test]
 fn async_messages_move_drop_and_renegotiate_without_failing_a_read() {
+    system_tests::require_tools!("dumpcap", "tshark");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let portal = listener.local_addr().unwrap();
+    let capture = system_tests::Capture::start(portal.port());
     let seen = Arc::new(Mutex::new(Seen::default()));
     let acceptor = {
         let seen = Arc::clone(&seen);
@@ -299,6 +301,18 @@ fn async_messages_move_drop_and_renegotiate_without_failing_a_read() {
     let stats = pool.stats(0).unwrap();
     pool.shutdown();
     acceptor.join().unwrap();
+    let pcap = capture.stop();
+    assert_eq!(
+        system_tests::tshark_iscsi_problems(&pcap, portal.port()),
+        Vec::<String>::new(),
+        "the events, the move and the drop dissect cleanly"
+    );
+    let opcodes = system_tests::tshark_iscsi_opcodes(&pcap, portal.port()).expect("tshark");
+    assert_eq!(
+        opcodes.iter().filter(|&&op| op == 0x32).count(),
+        4,
+        "four Async Messages on the wire (events 0, 4, 1, 2)"
+    );
 
     let seen = seen.lock().unwrap();
     assert!(seen.errors.is_empty(), "{:?}", seen.errors);

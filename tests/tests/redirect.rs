@@ -200,3 +200,31 @@ fn a_redirect_after_security_negotiation_to_a_host_name_is_followed() {
     assert_eq!(real.connections(1).unwrap(), 1);
     client.logout().unwrap();
 }
+
+#[test]
+fn a_redirect_and_the_login_it_leads_to_dissect_cleanly() {
+    system_tests::require_tools!("dumpcap", "tshark");
+    use system_tests::{tshark_iscsi_key_values, tshark_iscsi_problems, Capture};
+    let iqn = "iqn.2026-12.test:redirect-wire";
+    let real = start([127, 0, 0, 2], iqn);
+    let virtual_portal = start([127, 0, 0, 1], iqn);
+    virtual_portal
+        .redirect(1, real.portal(), "Temporary")
+        .unwrap();
+    let port = virtual_portal.portal().port();
+    let capture = Capture::start(port);
+    let client = Client::connect(&config(virtual_portal.portal(), iqn)).expect("redirected login");
+    client.logout().unwrap();
+    let pcap = capture.stop();
+    assert_eq!(tshark_iscsi_problems(&pcap, port), Vec::<String>::new());
+    let keys = tshark_iscsi_key_values(&pcap, port, 0x23).expect("tshark");
+    let wanted = format!(
+        "TargetAddress={}:{}",
+        real.portal().ip(),
+        real.portal().port()
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with(&wanted)),
+        "no {wanted} in the Login Response: {keys:?}"
+    );
+}
