@@ -387,3 +387,68 @@ fn failover_benchmark() {
     );
     pool.shutdown();
 }
+
+#[test]
+fn a_lost_path_rejoins_in_the_background() {
+    let iqn = "iqn.2026-12.test:multipath-rejoin";
+    let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]);
+    let daemons = [start().unwrap(), start().unwrap()];
+    let lun = Tgt::FIRST_DATA_LUN;
+    let backing = daemons[0].lun_path(0, 0);
+    for daemon in &daemons {
+        daemon
+            .share_lun(1, lun, &backing, "mp-rejoin", "REJOIN1")
+            .unwrap();
+    }
+    let mut cc = ClientConfig::new(daemons[0].portal(), Some(iqn.to_string()));
+    cc.command_timeout = Duration::from_secs(10);
+    let config = ShardConfig {
+        queue_depth: 4,
+        multipath: Some(MultipathConfig {
+            portals: vec![daemons[0].portal(), daemons[1].portal()],
+            policy: PathPolicy::QueueLength,
+            lun,
+            no_path_retry: Duration::from_secs(10),
+        }),
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("paths join");
+    until_ready(&mut OnShard::new(&pool, 0), lun);
+    // The target drops the first path's session; the daemon stays up.
+    let shown = daemons[0]
+        .tgtadm_iscsi("conn", "show", &["--tid", "1"])
+        .unwrap();
+    let session = shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Session: "))
+        .expect("a session on the first daemon")
+        .trim()
+        .to_string();
+    daemons[0]
+        .tgtadm_iscsi(
+            "connection",
+            "delete",
+            &["--tid", "1", "--sid", &session, "--cid", "0"],
+        )
+        .unwrap();
+    // I/O goes on; the path comes back within its backoff.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut round = 0u64;
+    loop {
+        round += 1;
+        let reads = (0..8).map(|i| read_request(i, round * 100 + i)).collect();
+        for (_, result) in OnShard::new(&pool, 0).run_all(reads) {
+            assert_eq!(result.expect("no read fails").status, 0);
+        }
+        let stats = pool.stats(0).unwrap();
+        if stats.reconnects >= 1 && daemons[0].connections(1).unwrap() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first path did not rejoin: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pool.shutdown();
+}
