@@ -14,7 +14,8 @@
 //!   it again would overwrite the acknowledged data (it completes as done, which the
 //!   later write's order makes true).
 //! - **Rejoin**: a lost sub-path logs in again in the background (the loop's thread, one
-//!   attempt when due, backoff doubling from 100 ms to 2 s) and joins after the same check.
+//!   attempt when due, backoff doubling from 100 ms to 2 s, and not before the Time2Wait
+//!   of an Async Message event 2 or 3 that dropped it) and joins after the same check.
 //! - **No path**: commands wait, like multipathd's `no_path_retry`, up to
 //!   [`MultipathConfig::no_path_retry`] from the moment the last path went; then they fail
 //!   with an error that says so.
@@ -369,8 +370,14 @@ impl MultiPath {
             self.counted.bytes_copied += stats.bytes_copied;
             self.counted.async_events += stats.async_events;
             self.counted.luns_changed += stats.luns_changed;
+            let time2wait = path.lost_time2wait();
             drop(path);
             self.schedule_retry(index, now);
+            // A target that dropped the path (event 2 or 3) said when to come back.
+            if let Some(wait) = time2wait {
+                let sub = &mut self.paths[index];
+                sub.retry_at = sub.retry_at.max(now + wait);
+            }
             if self.up().next().is_none() {
                 self.no_path_since.get_or_insert(now);
             }

@@ -1901,6 +1901,15 @@ impl TcpPath {
         matches!(&self.state, State::Up(c) if c.dead.is_some())
     }
 
+    /// The Time2Wait a target gave when it dropped the lost connection (Async Message
+    /// event 2 or 3), if it did.
+    pub(super) fn lost_time2wait(&self) -> Option<Duration> {
+        match &self.state {
+            State::Up(c) => c.time2wait,
+            State::Recovering { .. } => None,
+        }
+    }
+
     /// Ends a lost path: lets the kernel finish with its buffers and hands back every
     /// command it still had (failed with the loss), buffers included.
     pub(super) fn end_lost(&mut self, done: &mut Vec<Finished>) {
