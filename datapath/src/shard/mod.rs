@@ -181,6 +181,11 @@ pub struct ShardConfig {
     /// One LU over several software paths (`shard::multipath`): each shard logs in to
     /// every portal given. `None`: one path, to the client configuration's portal.
     pub multipath: Option<MultipathConfig>,
+    /// `TCP_USER_TIMEOUT` on software connections: a link cut silently ends the
+    /// connection after this long with data unacknowledged (with NOP-Out pings,
+    /// `ClientConfig::nop_interval`/`nop_timeout`, it bounds how long a silent path loss
+    /// goes unnoticed). `None`: the kernel's default.
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 impl Default for ShardConfig {
@@ -203,6 +208,7 @@ impl Default for ShardConfig {
             recv_coalesce: Duration::from_micros(150),
             reconnect: ReconnectPolicy::OFF,
             multipath: None,
+            tcp_user_timeout: None,
         }
     }
 }

@@ -343,6 +343,11 @@ impl Connection {
                     )
                 },
             )?;
+        if let Some(timeout) = config.tcp_user_timeout {
+            if let Err(e) = conn.set_user_timeout(timeout) {
+                tracing::warn!(shard = index, error = %e, "TCP_USER_TIMEOUT refused");
+            }
+        }
         if config.busy_poll_us > 0 {
             if let Err(e) = conn.set_busy_poll(config.busy_poll_us) {
                 tracing::warn!(shard = index, error = %e, "SO_BUSY_POLL refused");
