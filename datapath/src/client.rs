@@ -24,13 +24,15 @@ use crate::scsi::{Cdb, DataDirection as CdbDirection, Lun};
 pub use crate::session::connect::{
     default_initiator_name, random_bytes, random_isid, ClientConfig,
 };
+use crate::session::redirect::{PortalRoute, RedirectKind, TargetAddress};
 use crate::session::{
-    CommandError, CommandOutcome, DiscoveredTarget, Event, Request, Session, SessionError,
-    SessionState, SubmitRejection, TaskId, TaskManagementFunction, TaskManagementOutcome,
+    AsyncEvent, CommandError, CommandOutcome, DiscoveredTarget, Event, Request, Session,
+    SessionError, SessionState, SubmitRejection, TaskId, TaskManagementFunction,
+    TaskManagementOutcome,
 };
 use crate::shard::{ShardConfig, ShardError, ShardPath, ShardPool};
 use crate::text::OperationalParams;
-use crate::transport::{TcpConnection, TransportError};
+use crate::transport::{resolve_target_address, TcpConnection, TransportError};
 
 /// Why a client call failed. Each variant names the layer and the fact.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +55,13 @@ pub enum ClientError {
         status_detail: u8,
         reason: String,
     },
-    #[error("login to {portal} redirected to {address}")]
-    Redirected { portal: SocketAddr, address: String },
+    /// A redirection (status class 1) that cannot be followed: a loop, the hop limit, an
+    /// address that does not resolve. `portal` is where the login started.
+    #[error("login at {portal}: {source}")]
+    Redirect {
+        portal: SocketAddr,
+        source: crate::session::redirect::RedirectError,
+    },
     #[error("malformed PDU from {portal}: {source}")]
     Pdu {
         portal: SocketAddr,
@@ -115,6 +122,15 @@ struct Connection {
     tasks: Vec<(TaskId, u64)>,
 }
 
+/// How one login attempt ended.
+enum Login {
+    Complete(Box<Connection>),
+    Redirected {
+        address: TargetAddress,
+        kind: RedirectKind,
+    },
+}
+
 /// Why a carrier did not take a command.
 enum Refused {
     /// It has no room now: the command comes back to wait for a completion.
@@ -126,10 +142,12 @@ enum Refused {
 impl Client {
     /// Connects and logs in to `config.target_name` (or a discovery session when `None`)
     /// over software TCP.
+    /// A redirect is followed (up to the hop limit of [`PortalRoute`]); [`Client::portal`]
+    /// is then the portal that took the login.
     pub fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
         let connection = Connection::connect(config)?;
         Ok(Client {
-            portal: config.portal,
+            portal: connection.portal,
             queue_depth: config.queue_depth.max(1),
             carrier: Carrier::Software(Box::new(connection)),
         })
@@ -182,8 +200,52 @@ impl Client {
         Ok(targets)
     }
 
+    /// Every portal SendTargets lists for `config.target_name` (discovery at
+    /// `config.portal`), resolved: the paths a multipath shard can use
+    /// ([`crate::shard::MultipathConfig::portals`]). An address that does not resolve is
+    /// left out with a warning.
+    pub fn target_portals(config: &ClientConfig) -> Result<Vec<SocketAddr>, ClientError> {
+        let Some(name) = config.target_name.as_deref() else {
+            return Err(ClientError::Submit(
+                "target_portals needs a target name".to_string(),
+            ));
+        };
+        let mut portals = Vec::new();
+        for target in Client::discover(config)? {
+            if target.name != name {
+                continue;
+            }
+            for (address, _tag) in &target.addresses {
+                match TargetAddress::parse(address).and_then(|a| resolve_target_address(&a)) {
+                    Ok(portal) if !portals.contains(&portal) => portals.push(portal),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%address, %error, "portal left out"),
+                }
+            }
+        }
+        Ok(portals)
+    }
+
     pub fn portal(&self) -> SocketAddr {
         self.portal
+    }
+
+    /// The Async Messages the target sent since the last call (software path; event 0
+    /// carries its sense, e.g. 3Fh/0Eh REPORTED LUNS DATA HAS CHANGED). An adapter path's
+    /// shard counts them in its statistics instead.
+    pub fn take_async_events(&mut self) -> Vec<AsyncEvent> {
+        let Carrier::Software(connection) = &mut self.carrier else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        connection.events.retain(|event| match event {
+            Event::AsyncMessage(message) => {
+                taken.push(message.clone());
+                false
+            }
+            _ => true,
+        });
+        taken
     }
 
     /// `software`, `dependent` or `independent`.
@@ -408,8 +470,28 @@ impl Carrier {
 }
 
 impl Connection {
+    /// Connects and logs in at `config.portal`, following redirects.
     fn connect(config: &ClientConfig) -> Result<Connection, ClientError> {
-        let portal = config.portal;
+        let route = PortalRoute::new(config.portal);
+        let mut attempt = route.begin();
+        loop {
+            match Connection::connect_once(config, attempt.portal())? {
+                Login::Complete(connection) => return Ok(*connection),
+                Login::Redirected { address, kind } => {
+                    let redirect = |source| ClientError::Redirect {
+                        portal: config.portal,
+                        source,
+                    };
+                    let to = resolve_target_address(&address).map_err(redirect)?;
+                    tracing::info!(from = %attempt.portal(), to = %address, ?kind, "login redirected");
+                    attempt.follow(to, kind).map_err(redirect)?;
+                }
+            }
+        }
+    }
+
+    /// One connection and login at `portal`.
+    fn connect_once(config: &ClientConfig, portal: SocketAddr) -> Result<Login, ClientError> {
         let socket = TcpConnection::connect(portal, config.connect_timeout)
             .map_err(|source| ClientError::Connect { portal, source })?;
         let now = Instant::now();
@@ -432,7 +514,7 @@ impl Connection {
             )
         })?;
         match connection.events.pop_back() {
-            Some(Event::LoginComplete) => Ok(connection),
+            Some(Event::LoginComplete) => Ok(Login::Complete(Box::new(connection))),
             Some(Event::LoginFailed {
                 status_class,
                 status_detail,
@@ -443,9 +525,7 @@ impl Connection {
                 status_detail,
                 reason,
             }),
-            Some(Event::Redirect { address, .. }) => {
-                Err(ClientError::Redirected { portal, address })
-            }
+            Some(Event::Redirect { address, kind }) => Ok(Login::Redirected { address, kind }),
             _ => Err(ClientError::Closed("login completed")),
         }
     }

@@ -1,7 +1,10 @@
 //! Pieces of the scripted fake targets some tests run, for behaviour no real target can be
 //! told to show (a command window held shut, answers that break the protocol).
 
-use datapath::pdu::{LoginRequest, LoginResponse, LoginStage};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use datapath::pdu::{Header, LoginRequest, LoginResponse, LoginStage};
 
 /// The Login Response that accepts `request` as it stands (RFC 7143 section 11.13):
 /// status success, the stages and transit the initiator asked for, numbered `stat_sn`,
@@ -29,5 +32,107 @@ pub fn accept_login(
         max_cmd_sn,
         status_class: 0,
         status_detail: 0,
+    }
+}
+
+/// Reads PDUs from a stream, keeping what arrives beyond one PDU for the next call (an
+/// initiator sends many PDUs per write). No digests, default limits.
+#[derive(Debug, Default)]
+pub struct PduReader {
+    buf: Vec<u8>,
+}
+
+impl PduReader {
+    pub fn new() -> PduReader {
+        PduReader::default()
+    }
+
+    /// Bytes the caller read from the stream itself, taken before any read of `next`.
+    pub fn push_received(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next PDU: its header and data segment. Bounded by the stream's read timeout
+    /// and end of stream.
+    pub fn next(&mut self, stream: &mut TcpStream) -> std::io::Result<(Header, Vec<u8>)> {
+        let limits = datapath::pdu::Limits::default();
+        let digests = datapath::pdu::Digests::default();
+        loop {
+            if let Ok(Some(pdu)) = datapath::pdu::decode_pdu(&self.buf, digests, &limits) {
+                let data = self.buf[pdu.data.clone()].to_vec();
+                self.buf.drain(..pdu.consumed);
+                return Ok((pdu.header, data));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Sends one PDU (no digests).
+pub fn send_pdu(stream: &mut TcpStream, header: Header, data: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    datapath::pdu::encode_pdu(&header, data, datapath::pdu::Digests::default(), &mut out)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    stream.write_all(&out)
+}
+
+/// `key=value` pairs as a login or text data segment.
+pub fn text_segment(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in pairs {
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Accepts the initiator's login on `stream` (AuthMethod=None, whatever it offers within
+/// our defaults), giving the session `tsih` and granting `first_window` commands: returns
+/// (the next StatSN, the next ExpCmdSN).
+pub fn serve_login(
+    stream: &mut TcpStream,
+    reader: &mut PduReader,
+    tsih: u16,
+    first_window: u32,
+) -> std::io::Result<(u32, u32)> {
+    use datapath::text::{self, Negotiation, OperationalOffer, Role, TextLimits};
+    let mut negotiation = Negotiation::new(Role::Target, OperationalOffer::default());
+    let mut stat_sn = 1u32;
+    loop {
+        let (Header::LoginRequest(request), data) = reader.next(stream)? else {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        };
+        let exp_cmd_sn = request.cmd_sn;
+        let pairs = text::parse_pairs(&data, &TextLimits::default()).unwrap_or_default();
+        let last = request.transit && request.next_stage == LoginStage::FullFeaturePhase;
+        let max_cmd_sn = exp_cmd_sn.wrapping_add(first_window - 1);
+        let response = accept_login(&request, tsih, stat_sn, max_cmd_sn);
+        let mut replies = Vec::new();
+        if pairs.iter().any(|(k, _)| k == "AuthMethod") {
+            replies.push(("AuthMethod".to_string(), "None".to_string()));
+        }
+        let operational: Vec<_> = pairs
+            .into_iter()
+            .filter(|(k, _)| text::is_operational_key(k))
+            .collect();
+        replies.extend(
+            negotiation
+                .handle_peer_pairs(&operational)
+                .unwrap_or_default(),
+        );
+        let mut body = Vec::new();
+        text::encode_pairs(&replies, &mut body);
+        stat_sn += 1;
+        send_pdu(stream, Header::LoginResponse(response), &body)?;
+        if last {
+            return Ok((stat_sn, exp_cmd_sn));
+        }
     }
 }

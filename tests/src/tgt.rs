@@ -65,12 +65,19 @@ impl Tgt {
     /// Starts `tgtd` on a free 127.0.0.1 port with `targets` (tids 1, 2, … in order), each
     /// LUN backed by a fresh sparse file, all initiator addresses allowed, CHAP as specified.
     pub fn start(targets: &[TargetSpec]) -> Result<Tgt, String> {
+        Tgt::start_at(Ipv4Addr::LOCALHOST, targets)
+    }
+
+    /// As [`Tgt::start`], listening on another loopback address (`127.0.0.2`, …): tgt
+    /// redirects a login only when the redirect address differs from the initiator's, which
+    /// on loopback is 127.0.0.1, so a redirect test needs its real portal elsewhere.
+    pub fn start_at(ip: Ipv4Addr, targets: &[TargetSpec]) -> Result<Tgt, String> {
         validate_targets(targets)?;
         let tgtd = tool_path("tgtd").ok_or("tgtd is not installed")?;
         tool_path("tgtadm").ok_or("tgtadm is not installed")?;
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Tgt::start_once(&tgtd, targets) {
+            match Tgt::start_once(&tgtd, ip, targets) {
                 Ok(tgt) => return Ok(tgt),
                 Err(StartError::PortTaken(error)) => last_error = error,
                 Err(StartError::Fatal(error)) => return Err(error),
@@ -79,11 +86,11 @@ impl Tgt {
         Err(last_error)
     }
 
-    fn start_once(tgtd: &Path, targets: &[TargetSpec]) -> Result<Tgt, StartError> {
+    fn start_once(tgtd: &Path, ip: Ipv4Addr, targets: &[TargetSpec]) -> Result<Tgt, StartError> {
         let dir = TempDir::new("tgt").map_err(StartError::Fatal)?;
         let ipc_socket = dir.join("tgtd-ipc");
         let log = dir.join("tgtd.log");
-        let portal = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let portal = SocketAddr::from((ip, free_port()));
 
         let mut lun_paths = Vec::with_capacity(targets.len());
         for (target_index, target) in targets.iter().enumerate() {
@@ -221,6 +228,64 @@ impl Tgt {
         .map_err(|e| format!("closing session {sid}: {e}"))?;
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
+    }
+
+    /// Makes target `tid` redirect logins (tgt's `RedirectAddress`, `RedirectPort` and
+    /// `RedirectReason`: `Temporary` or `Permanent`) to `to`, unless they come from `to`'s
+    /// own address.
+    pub fn redirect(&self, tid: usize, to: SocketAddr, reason: &str) -> Result<(), String> {
+        let tid = tid.to_string();
+        let (ip, port) = (to.ip().to_string(), to.port().to_string());
+        for (key, value) in [
+            ("RedirectAddress", ip.as_str()),
+            ("RedirectPort", port.as_str()),
+            ("RedirectReason", reason),
+        ] {
+            self.tgtadm_iscsi(
+                "target",
+                "update",
+                &["--tid", &tid, "--name", key, "--value", value],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The number of connections target `tid` holds (`tgtadm --mode conn --op show`).
+    pub fn connections(&self, tid: usize) -> Result<usize, String> {
+        let shown = self.tgtadm_iscsi("conn", "show", &["--tid", &tid.to_string()])?;
+        Ok(shown
+            .lines()
+            .filter(|line| line.trim_start().starts_with("Connection:"))
+            .count())
+    }
+
+    /// Makes LUN `lun` of target `tid` the file `backing` (for two daemons exporting one
+    /// LU: multipath tests) and gives it the identity `scsi_id` / `scsi_sn` (tgt's
+    /// `--params`, which its INQUIRY VPD pages 0x80 and 0x83 report).
+    pub fn share_lun(
+        &self,
+        tid: usize,
+        lun: u64,
+        backing: &Path,
+        scsi_id: &str,
+        scsi_sn: &str,
+    ) -> Result<(), String> {
+        let (tid, lun) = (tid.to_string(), lun.to_string());
+        let backing = backing.to_str().ok_or("backing path is not UTF-8")?;
+        self.tgtadm_iscsi("logicalunit", "delete", &["--tid", &tid, "--lun", &lun])?;
+        let new = ["--tid", &tid, "--lun", &lun, "--backing-store", backing];
+        self.tgtadm_iscsi("logicalunit", "new", &new)?;
+        let params = format!("scsi_id={scsi_id},scsi_sn={scsi_sn}");
+        let update = ["--tid", &tid, "--lun", &lun, "--params", &params];
+        self.tgtadm_iscsi("logicalunit", "update", &update)?;
+        Ok(())
+    }
+
+    /// Kills the daemon at once (SIGKILL): its connections reset, as when a storage
+    /// controller dies. Dropping the `Tgt` afterwards still cleans up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Runs `tgtadm` against this daemon's own control socket.

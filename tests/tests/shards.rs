@@ -12,7 +12,7 @@ use datapath::scsi::Cdb;
 use datapath::session::CommandError;
 use datapath::session::Request;
 use datapath::shard::{ShardConfig, ShardPool};
-use system_tests::fake_target::accept_login;
+use system_tests::fake_target::{send_pdu, serve_login, PduReader};
 use system_tests::scsi_io::{until_ready, CommandPath, OnShard};
 use system_tests::{pattern, TargetSpec, Tgt};
 
@@ -353,8 +353,8 @@ fn trickling_target(listener: std::net::TcpListener, pause: Duration) -> std::io
     let (mut stream, _) = listener.accept()?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_nodelay(true)?;
-    let mut reader = PduReader { buf: Vec::new() };
-    let (mut stat_sn, mut exp_cmd_sn) = fake_login(&mut stream, &mut reader, WINDOW)?;
+    let mut reader = PduReader::new();
+    let (mut stat_sn, mut exp_cmd_sn) = serve_login(&mut stream, &mut reader, 9, WINDOW)?;
     stream.set_nonblocking(true)?;
     let mut held = std::collections::VecDeque::new();
     let mut answered = 0;
@@ -555,95 +555,6 @@ struct WindowReport {
     sent_while_closed: u32,
 }
 
-/// Reads PDUs from a stream, keeping what arrives beyond one PDU for the next call (the
-/// shard sends many PDUs per write).
-struct PduReader {
-    buf: Vec<u8>,
-}
-
-impl PduReader {
-    fn next(
-        &mut self,
-        stream: &mut std::net::TcpStream,
-    ) -> std::io::Result<(datapath::pdu::Header, Vec<u8>)> {
-        use std::io::Read;
-        let limits = datapath::pdu::Limits::default();
-        let digests = datapath::pdu::Digests::default();
-        // Bounded by the stream's read timeout and end of stream.
-        loop {
-            if let Ok(Some(pdu)) = datapath::pdu::decode_pdu(&self.buf, digests, &limits) {
-                let data = self.buf[pdu.data.clone()].to_vec();
-                self.buf.drain(..pdu.consumed);
-                return Ok((pdu.header, data));
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-fn send_pdu(
-    stream: &mut std::net::TcpStream,
-    header: datapath::pdu::Header,
-    data: &[u8],
-) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = Vec::new();
-    datapath::pdu::encode_pdu(&header, data, datapath::pdu::Digests::default(), &mut out)
-        .expect("encode");
-    stream.write_all(&out)
-}
-
-/// Accepts the initiator's login (whatever it offers within our defaults), granting
-/// `window` commands: (the next StatSN, the next ExpCmdSN).
-fn fake_login(
-    stream: &mut std::net::TcpStream,
-    reader: &mut PduReader,
-    first_window: u32,
-) -> std::io::Result<(u32, u32)> {
-    use datapath::pdu::{Header, LoginStage};
-    use datapath::text::{self, Negotiation, OperationalOffer, Role, TextLimits};
-    let mut negotiation = Negotiation::new(Role::Target, OperationalOffer::default());
-    let mut stat_sn = 1u32;
-    let mut exp_cmd_sn;
-    // Login: accept whatever the initiator offers within our defaults.
-    loop {
-        let (Header::LoginRequest(request), data) = reader.next(stream)? else {
-            return Err(std::io::ErrorKind::InvalidData.into());
-        };
-        exp_cmd_sn = request.cmd_sn;
-        let pairs = text::parse_pairs(&data, &TextLimits::default()).unwrap_or_default();
-        let last = request.transit && request.next_stage == LoginStage::FullFeaturePhase;
-        let max_cmd_sn = exp_cmd_sn.wrapping_add(first_window - 1);
-        let response = accept_login(&request, 9, stat_sn, max_cmd_sn);
-        let mut body = Vec::new();
-        let mut replies = Vec::new();
-        if pairs.iter().any(|(k, _)| k == "AuthMethod") {
-            replies.push(("AuthMethod".to_string(), "None".to_string()));
-        }
-        let operational: Vec<_> = pairs
-            .into_iter()
-            .filter(|(k, _)| text::is_operational_key(k))
-            .collect();
-        replies.extend(
-            negotiation
-                .handle_peer_pairs(&operational)
-                .unwrap_or_default(),
-        );
-        text::encode_pairs(&replies, &mut body);
-        stat_sn += 1;
-        send_pdu(stream, Header::LoginResponse(response), &body)?;
-        if last {
-            break;
-        }
-    }
-    Ok((stat_sn, exp_cmd_sn))
-}
-
 /// A target that answers reads with a fill byte and keeps the command window narrow: it
 /// grants `first_window` commands at login, answers only once the initiator has used the
 /// whole window, keeps MaxCmdSN where it is while answering (so the window shuts), checks
@@ -658,9 +569,9 @@ fn windowed_target(
 
     let (mut stream, _) = listener.accept()?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = PduReader { buf: Vec::new() };
+    let mut reader = PduReader::new();
     let mut report = WindowReport::default();
-    let (mut stat_sn, mut exp_cmd_sn) = fake_login(&mut stream, &mut reader, first_window)?;
+    let (mut stat_sn, mut exp_cmd_sn) = serve_login(&mut stream, &mut reader, 9, first_window)?;
     let mut max_granted = exp_cmd_sn.wrapping_add(first_window - 1);
     let mut held = Vec::new();
     let mut widths = [3u32, 1, 5, 2].into_iter().cycle();
@@ -686,7 +597,7 @@ fn windowed_target(
         if let Ok(n) = std::io::Read::read(&mut stream, &mut probe) {
             if n > 0 {
                 report.sent_while_closed += 1;
-                reader.buf.push(probe[0]);
+                reader.push_received(&probe[..n]);
             }
         }
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;

@@ -972,6 +972,122 @@ pub fn copy(
     Ok(())
 }
 
+/// One path of `paths`: where it goes, whether it logs in, which LU it reaches.
+struct PathReport {
+    portal: std::net::SocketAddr,
+    /// Where the login landed (differs from `portal` after a redirect).
+    landed: Option<std::net::SocketAddr>,
+    error: Option<String>,
+    /// The LU's designators (type, hex), sorted.
+    designators: Vec<(u8, String)>,
+}
+
+/// `paths URL [--path HOST:PORT]…`: every portal SendTargets lists for the URL's target,
+/// plus those given, each logged in to and asked for the LU's identity (INQUIRY VPD 0x83):
+/// whether it is up and whether it reaches the same LU as the first path that answered
+/// (what a multipath shard checks before a path carries I/O).
+pub fn paths(
+    options: &ConnectOptions,
+    url: &str,
+    extra: &[String],
+    out: &Output,
+) -> Result<(), CtlError> {
+    let url = IscsiUrl::parse_lun_url(url)?;
+    let config = options.client_config(&url)?;
+    let lun = lun_of(&url);
+    let mut portals = Client::target_portals(&config)?;
+    for given in extra {
+        let resolved = crate::config::resolve(&IscsiUrl::parse_portal(given)?)?;
+        if !portals.contains(&resolved) {
+            portals.push(resolved);
+        }
+    }
+    let mut reports = Vec::new();
+    for portal in portals {
+        let mut one = config.clone();
+        one.portal = portal;
+        let mut report = PathReport {
+            portal,
+            landed: None,
+            error: None,
+            designators: Vec::new(),
+        };
+        match Client::connect(&one) {
+            Err(e) => report.error = Some(e.to_string()),
+            Ok(mut client) => {
+                report.landed = Some(client.portal());
+                let answer = run(
+                    &mut client,
+                    "TEST UNIT READY",
+                    lun,
+                    &Cdb::test_unit_ready(),
+                    None,
+                )
+                .and_then(|_| {
+                    run(
+                        &mut client,
+                        "INQUIRY",
+                        lun,
+                        &Cdb::inquiry_vpd(0x83, 4096),
+                        None,
+                    )
+                });
+                match answer.and_then(|data| {
+                    DeviceIdentification::decode(&data).map_err(decode_error("INQUIRY"))
+                }) {
+                    Ok(page) => {
+                        report.designators = page
+                            .logical_unit_designators()
+                            .map(|d| (d.designator_type, hex(&d.designator)))
+                            .collect();
+                        report.designators.sort();
+                    }
+                    Err(e) => report.error = Some(e.to_string()),
+                }
+                let _ = client.logout();
+            }
+        }
+        reports.push(report);
+    }
+    let reference = reports
+        .iter()
+        .find(|r| r.error.is_none() && !r.designators.is_empty())
+        .map(|r| r.designators.clone());
+    let same = |r: &PathReport| reference.as_ref().is_some_and(|d| *d == r.designators);
+    let state = |r: &PathReport| match &r.error {
+        None if same(r) => "up".to_string(),
+        None => "up, another LU".to_string(),
+        Some(e) => format!("down: {e}"),
+    };
+    let value = json!({
+        "target": url.target,
+        "lun": lun,
+        "paths": reports.iter().map(|r| json!({
+            "portal": r.portal.to_string(),
+            "landed": r.landed.map(|a| a.to_string()),
+            "up": r.error.is_none(),
+            "same_lu": r.error.is_none() && same(r),
+            "error": r.error,
+            "designators": r.designators.iter().map(|(t, d)| json!({"type": t, "designator": d})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    out.emit(&value, || {
+        let mut text = String::new();
+        for r in &reports {
+            let landed = match r.landed {
+                Some(at) if at != r.portal => format!(" (redirected to {at})"),
+                _ => String::new(),
+            };
+            text.push_str(&format!("{}{landed}  {}\n", r.portal, state(r)));
+        }
+        if reports.is_empty() {
+            text.push_str("no portals\n");
+        }
+        text
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

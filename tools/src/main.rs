@@ -53,6 +53,15 @@ enum Command {
         #[arg(long, value_parser = parse_number::<u8>)]
         vpd: Option<u8>,
     },
+    /// List the paths to a LU: every portal SendTargets lists for the target, plus those
+    /// given with --path, each logged in to; up or down, and whether it reaches the same
+    /// LU (INQUIRY VPD 0x83) as the first that answered.
+    Paths {
+        url: String,
+        /// Another portal to check (HOST[:PORT]); repeatable.
+        #[arg(long = "path")]
+        paths: Vec<String>,
+    },
     /// Show the capacity (READ CAPACITY 16, falling back to 10).
     Readcap { url: String },
     /// Read blocks.
@@ -188,6 +197,7 @@ fn main() {
         Command::Luns { url } => commands::luns(&cli.options, url, &out),
         Command::Inquiry { url, vpd } => commands::inquiry(&cli.options, url, *vpd, &out),
         Command::Readcap { url } => commands::readcap(&cli.options, url, &out),
+        Command::Paths { url, paths } => commands::paths(&cli.options, url, paths, &out),
         Command::Read(a) => commands::read(
             &cli.options,
             &a.url,

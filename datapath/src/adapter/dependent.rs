@@ -47,8 +47,8 @@ use super::{
 };
 use crate::pdu::{self, Header, Tag};
 use crate::session::{
-    DataDirection, Event, Request, Session, SessionConfig, SessionState, SubmitRejection, TaskId,
-    TransmitData,
+    AsyncEvent, DataDirection, Event, Request, Session, SessionConfig, SessionState,
+    SubmitRejection, TaskId, TransmitData,
 };
 use crate::transport::TransportKind;
 
@@ -650,6 +650,8 @@ impl DependentPath {
                     self.needs_reset = true;
                 }
                 Event::Redirect { address, .. } => {
+                    // The adapter owns the connection and its portal; following a redirect
+                    // needs the adapter to connect elsewhere, which the interface cannot ask.
                     tracing::warn!(queue_pair = self.index, %address, "login redirected; not followed");
                     self.needs_reset = true;
                 }
@@ -660,8 +662,13 @@ impl DependentPath {
                 Event::LogoutComplete => self.state = PathState::Closed,
                 Event::AsyncMessage(message) => {
                     tracing::info!(queue_pair = self.index, ?message, "async message");
+                    // No second connection here to move to: log out once the commands in
+                    // flight are done (the session holds the Logout Request until then).
+                    if matches!(message, AsyncEvent::LogoutRequested { .. }) {
+                        self.session.logout(Instant::now());
+                    }
                 }
-                Event::TargetsDiscovered(_) => {}
+                Event::TargetsDiscovered(_) | Event::Renegotiated(_) => {}
             }
         }
     }

@@ -114,6 +114,9 @@ pub mod asc {
     /// SBC-4's answer to a command that outran its time (with ABORTED COMMAND).
     pub const COMMAND_TIMEOUT_DURING_PROCESSING: (u8, u8) = (0x2e, 0x02);
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: (u8, u8) = (0x39, 0x00);
+    /// With UNIT ATTENTION, or in an iSCSI Async Message (event 0): the LUN inventory
+    /// changed; REPORT LUNS tells the new one.
+    pub const REPORTED_LUNS_DATA_HAS_CHANGED: (u8, u8) = (0x3f, 0x0e);
 }
 
 /// True for CHECK CONDITION with sense key UNIT ATTENTION in `sense` (the iSCSI sense

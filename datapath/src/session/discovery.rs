@@ -8,7 +8,9 @@
 //! A SendTargets response repeats keys (`TargetAddress` once per portal, `TargetName`
 //! once per target), so it is parsed with `text::parse_repeated_pairs`.
 
-use super::{DiscoveredTarget, Event, Outgoing, Session, SessionError, Transmit, TransmitData};
+use super::{
+    DiscoveredTarget, Event, Outgoing, Session, SessionError, SessionState, Transmit, TransmitData,
+};
 use crate::pdu::{self, Header, Opcode, Tag, RESERVED_TAG};
 use crate::text::{parse_repeated_pairs, TextAccumulator, TextLimits};
 
@@ -24,17 +26,44 @@ const DEFAULT_PORT: u16 = 3260;
 /// The portal group tag assumed when a TargetAddress omits it.
 const DEFAULT_PORTAL_GROUP_TAG: u16 = 1;
 
-/// One SendTargets exchange in progress.
+/// One text exchange in progress: SendTargets, or the renegotiation a target asks for with
+/// Async Message event 4.
 pub(crate) struct Discovery {
     itt: Tag,
     accumulator: TextAccumulator,
     pdus: u32,
     pairs: Vec<(String, String)>,
+    purpose: TextPurpose,
+}
+
+/// What a text exchange is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextPurpose {
+    SendTargets,
+    /// Section 11.9.1, event 4: the initiator answers with a Text Request (ours declares
+    /// our MaxRecvDataSegmentLength again, the one key both sides may change in full
+    /// feature phase) and takes what the target declares back.
+    Renegotiate,
 }
 
 impl Discovery {
     /// The exchange and its first Text Request (immediate, so it needs no window).
     pub(crate) fn start(itt: Tag, cmd_sn: u32) -> (Discovery, Transmit) {
+        Discovery::open(
+            itt,
+            cmd_sn,
+            TextPurpose::SendTargets,
+            b"SendTargets=All\0".to_vec(),
+        )
+    }
+
+    /// A renegotiation's exchange (event 4), declaring `our_max_recv`.
+    pub(crate) fn renegotiate(itt: Tag, cmd_sn: u32, our_max_recv: u32) -> (Discovery, Transmit) {
+        let text = format!("MaxRecvDataSegmentLength={our_max_recv}\0").into_bytes();
+        Discovery::open(itt, cmd_sn, TextPurpose::Renegotiate, text)
+    }
+
+    fn open(itt: Tag, cmd_sn: u32, purpose: TextPurpose, text: Vec<u8>) -> (Discovery, Transmit) {
         let header = Header::TextRequest(pdu::TextRequest {
             immediate: true,
             final_pdu: true,
@@ -50,12 +79,13 @@ impl Discovery {
             accumulator: TextAccumulator::new(MAX_RESPONSE_BYTES),
             pdus: 0,
             pairs: Vec::new(),
+            purpose,
         };
         (
             discovery,
             Transmit {
                 header,
-                data: TransmitData::Owned(b"SendTargets=All\0".to_vec()),
+                data: TransmitData::Owned(text),
             },
         )
     }
@@ -144,6 +174,42 @@ pub(crate) fn parse_target_address(value: &str) -> Result<(String, u16), Session
 }
 
 impl Session {
+    /// Event 4: starts the renegotiation, unless a text exchange is already pending (which
+    /// section 11.9.1 accepts as the answer).
+    pub(super) fn start_renegotiation(&mut self) {
+        if self.discovery.is_some() || self.state != SessionState::FullFeature {
+            return;
+        }
+        let ours = self.config.offer.max_recv_data_segment_length;
+        let itt = self.allocate_tag();
+        let (exchange, request) = Discovery::renegotiate(itt, self.window.peek(), ours);
+        self.discovery = Some(exchange);
+        self.outbox.push_back(Outgoing::Pdu(request));
+    }
+
+    /// The target's answer to a renegotiation: a MaxRecvDataSegmentLength it declares
+    /// bounds what we send from now on; other keys are reported, not applied.
+    fn renegotiated(&mut self, pairs: Vec<(String, String)>) -> Result<(), SessionError> {
+        for (key, value) in &pairs {
+            if key != "MaxRecvDataSegmentLength" {
+                continue;
+            }
+            let length = value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (512..=16_777_215).contains(n))
+                .ok_or(SessionError::TextProtocol(
+                    "renegotiated MaxRecvDataSegmentLength is not from 512 to 2^24-1",
+                ))?;
+            if let Some(params) = self.params.as_mut() {
+                params.target_max_recv_data_segment_length = length;
+            }
+        }
+        tracing::info!(keys = ?pairs, "renegotiated at the target's request");
+        self.events.push_back(Event::Renegotiated(pairs));
+        Ok(())
+    }
+
     /// Section 11.11.
     pub(super) fn handle_text_response(
         &mut self,
@@ -176,9 +242,16 @@ impl Session {
         }
         if h.final_pdu {
             let pairs = std::mem::take(&mut discovery.pairs);
+            let purpose = discovery.purpose;
             self.discovery = None;
-            let targets = group_targets(pairs)?;
-            self.events.push_back(Event::TargetsDiscovered(targets));
+            match purpose {
+                TextPurpose::SendTargets => {
+                    let targets = group_targets(pairs)?;
+                    self.events.push_back(Event::TargetsDiscovered(targets));
+                }
+                TextPurpose::Renegotiate => self.renegotiated(pairs)?,
+            }
+            self.maybe_send_logout();
             return Ok(());
         }
         if h.target_transfer_tag == RESERVED_TAG {

@@ -28,6 +28,9 @@ pub enum SessionError {
     /// A Login Response that breaks the login rules of sections 6.2 and 11.13.
     #[error("login protocol violation: {0}")]
     LoginProtocol(&'static str),
+    /// A redirection (status class 1) whose `TargetAddress` cannot be followed.
+    #[error("login redirection: {0}")]
+    Redirect(#[from] super::redirect::RedirectError),
     /// The target only speaks a version other than 0 (section 11.13.4).
     #[error("target's active version {active} is not 0")]
     UnsupportedVersion { active: u8 },

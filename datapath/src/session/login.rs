@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::discovery::parse_target_address;
+use super::redirect::{RedirectKind, TargetAddress};
 use super::{
     login_status_name, Event, Outgoing, Session, SessionError, SessionState, Transmit,
     TransmitData, LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH,
@@ -465,13 +465,11 @@ impl Session {
                     "redirection without a TargetAddress",
                 ));
             };
-            let address = parse_target_address(value)
-                .map(|(a, _)| a)
-                .unwrap_or_else(|_| value.clone());
+            let address = TargetAddress::parse(value)?;
             self.state = SessionState::Closed;
             self.events.push_back(Event::Redirect {
                 address,
-                permanent: detail == 0x02,
+                kind: RedirectKind::from_detail(detail),
             });
             return Ok(());
         }

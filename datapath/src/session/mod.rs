@@ -43,6 +43,7 @@ mod discovery;
 mod error;
 mod login;
 mod nop;
+pub mod redirect;
 mod task_mgmt;
 mod tasks;
 mod window;
@@ -425,10 +426,12 @@ pub struct DiscoveredTarget {
 pub enum AsyncEvent {
     /// Event 0: a SCSI asynchronous event, with its sense data.
     Scsi { lun: LunField, sense: Vec<u8> },
-    /// Event 1: the target asks for a logout within `within_secs`; the session has
-    /// started one.
-    LogoutRequested { within_secs: u16 },
-    /// Event 4: the target asks to renegotiate parameters (not done at this level).
+    /// Event 1: the target asks for a logout within `within_secs` (Parameter3); the
+    /// driver moves its I/O and calls [`Session::logout`]. `time2wait` (Parameter2) is the
+    /// least wait before this connection's ISID and CID are used again.
+    LogoutRequested { within_secs: u16, time2wait: u16 },
+    /// Event 4: the target asks to renegotiate; the session has sent a Text Request
+    /// ([`Event::Renegotiated`] follows with the target's answer).
     Renegotiate,
     /// Event 255 or unknown events.
     Other { event: u8, vcode: u8 },
@@ -444,14 +447,18 @@ pub enum Event {
         status_detail: u8,
         reason: String,
     },
-    /// The target sent us elsewhere; the session is `Closed`.
+    /// The target sent us elsewhere (status class 1); the session is `Closed`. The driver
+    /// follows it through its [`redirect::PortalRoute`].
     Redirect {
-        address: String,
-        permanent: bool,
+        address: redirect::TargetAddress,
+        kind: redirect::RedirectKind,
     },
     TargetsDiscovered(Vec<DiscoveredTarget>),
     CommandComplete(TaskId, Result<CommandOutcome, CommandFailure>),
     AsyncMessage(AsyncEvent),
+    /// The target answered the renegotiation it asked for with these keys (a
+    /// MaxRecvDataSegmentLength among them is in force).
+    Renegotiated(Vec<(String, String)>),
     LogoutComplete,
     ConnectionFailed(SessionError),
 }
@@ -972,7 +979,7 @@ impl Session {
     /// Section 11.9.1.
     fn handle_async_message(
         &mut self,
-        now: Instant,
+        _now: Instant,
         msg: pdu::AsyncMessage,
         data: &[u8],
     ) -> Result<(), SessionError> {
@@ -989,13 +996,15 @@ impl Session {
                     sense: sense.map(<[u8]>::to_vec).unwrap_or_default(),
                 }));
             }
-            1 => {
-                self.events
-                    .push_back(Event::AsyncMessage(AsyncEvent::LogoutRequested {
-                        within_secs: msg.parameter3,
-                    }));
-                self.logout(now);
-            }
+            // The driver decides how to leave: a shard logs in a new connection first and
+            // lets this one drain, then logs it out (make-before-break); logging out here at
+            // once would end the commands in flight (RFC 7143 section 11.14).
+            1 => self
+                .events
+                .push_back(Event::AsyncMessage(AsyncEvent::LogoutRequested {
+                    within_secs: msg.parameter3,
+                    time2wait: msg.parameter2,
+                })),
             2 | 3 => {
                 return Err(SessionError::TargetDroppedConnection {
                     event: msg.async_event,
@@ -1003,9 +1012,11 @@ impl Session {
                     time2retain: msg.parameter3,
                 });
             }
-            4 => self
-                .events
-                .push_back(Event::AsyncMessage(AsyncEvent::Renegotiate)),
+            4 => {
+                self.events
+                    .push_back(Event::AsyncMessage(AsyncEvent::Renegotiate));
+                self.start_renegotiation();
+            }
             event => self
                 .events
                 .push_back(Event::AsyncMessage(AsyncEvent::Other {

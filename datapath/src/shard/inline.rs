@@ -83,8 +83,7 @@ impl InlineShard {
                     core: None,
                     doorbell: Arc::clone(&doorbell),
                 };
-                let (path, info) = tcp::TcpPath::connect(setup)?;
-                (Box::new(path), info)
+                tcp::connect_software(setup)?
             }
             _ => {
                 let (path, info) =

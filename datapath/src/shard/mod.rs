@@ -71,6 +71,7 @@
 
 mod adapters;
 mod inline;
+mod multipath;
 mod probe;
 mod reconnect;
 mod run;
@@ -82,6 +83,7 @@ mod work;
 
 pub use adapters::{planned_cores, ShardPath, ShardPathInfo};
 pub use inline::InlineShard;
+pub use multipath::{MultipathConfig, PathPolicy};
 pub use probe::{InlineExecutor, ShardCommandError, ShardExecutor};
 pub use reconnect::ReconnectPolicy;
 pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
@@ -176,6 +178,14 @@ pub struct ShardConfig {
     /// What a software shard does when its connection is lost: log in again (bounded, see
     /// `reconnect`) or, by default, fail its commands for good.
     pub reconnect: ReconnectPolicy,
+    /// One LU over several software paths (`shard::multipath`): each shard logs in to
+    /// every portal given. `None`: one path, to the client configuration's portal.
+    pub multipath: Option<MultipathConfig>,
+    /// `TCP_USER_TIMEOUT` on software connections: a link cut silently ends the
+    /// connection after this long with data unacknowledged (with NOP-Out pings,
+    /// `ClientConfig::nop_interval`/`nop_timeout`, it bounds how long a silent path loss
+    /// goes unnoticed). `None`: the kernel's default.
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 impl Default for ShardConfig {
@@ -197,6 +207,8 @@ impl Default for ShardConfig {
             caller_wake_delay_max: Duration::from_micros(100),
             recv_coalesce: Duration::from_micros(150),
             reconnect: ReconnectPolicy::OFF,
+            multipath: None,
+            tcp_user_timeout: None,
         }
     }
 }
@@ -223,6 +235,12 @@ pub enum ShardError {
     },
     #[error("shard {shard}: login failed: {reason}")]
     Login { shard: usize, reason: String },
+    /// A login redirect that cannot be followed (a loop, the hop limit, an unresolvable name).
+    #[error("shard {shard}: {source}")]
+    Redirect {
+        shard: usize,
+        source: crate::session::redirect::RedirectError,
+    },
     #[error("shard {shard}: thread could not start: {source}")]
     Spawn {
         shard: usize,
@@ -285,6 +303,13 @@ pub struct ShardStats {
     pub reconnect_gap_ns_max: u64,
     pub reconnect_gap_ns_total: u64,
     pub commands_resent: u64,
+    /// Moves the target asked for (Async Message event 1), each made before the old
+    /// connection was let go.
+    pub moves: u64,
+    /// Async Messages received, and those that reported REPORTED LUNS DATA HAS CHANGED
+    /// (event 0 with 3Fh/0Eh: the caller should run REPORT LUNS).
+    pub async_events: u64,
+    pub luns_changed: u64,
 }
 
 impl ShardStats {
@@ -314,6 +339,9 @@ impl ShardStats {
                 reconnect_gap_ns_max: a.reconnect_gap_ns_max.max(s.reconnect_gap_ns_max),
                 reconnect_gap_ns_total: a.reconnect_gap_ns_total + s.reconnect_gap_ns_total,
                 commands_resent: a.commands_resent + s.commands_resent,
+                moves: a.moves + s.moves,
+                async_events: a.async_events + s.async_events,
+                luns_changed: a.luns_changed + s.luns_changed,
             })
     }
 }
@@ -335,6 +363,9 @@ struct SharedStats {
     reconnect_gap_ns_max: AtomicU64,
     reconnect_gap_ns_total: AtomicU64,
     commands_resent: AtomicU64,
+    moves: AtomicU64,
+    async_events: AtomicU64,
+    luns_changed: AtomicU64,
 }
 
 impl SharedStats {
@@ -354,6 +385,9 @@ impl SharedStats {
         self.reconnect_gap_ns_total
             .store(s.reconnect_gap_ns_total, r);
         self.commands_resent.store(s.commands_resent, r);
+        self.moves.store(s.moves, r);
+        self.async_events.store(s.async_events, r);
+        self.luns_changed.store(s.luns_changed, r);
     }
 
     fn load(&self) -> ShardStats {
@@ -372,6 +406,9 @@ impl SharedStats {
             reconnect_gap_ns_max: self.reconnect_gap_ns_max.load(r),
             reconnect_gap_ns_total: self.reconnect_gap_ns_total.load(r),
             commands_resent: self.commands_resent.load(r),
+            moves: self.moves.load(r),
+            async_events: self.async_events.load(r),
+            luns_changed: self.luns_changed.load(r),
         }
     }
 }
@@ -456,8 +493,7 @@ impl ShardThread {
         let doorbell = Arc::clone(&setup.doorbell);
         let config = setup.config.clone();
         let up: Result<(Box<dyn run::Path>, ShardInfo), ShardError> = match config.path {
-            ShardPath::Software => tcp::TcpPath::connect(setup)
-                .map(|(path, info)| (Box::new(path) as Box<dyn run::Path>, info)),
+            ShardPath::Software => tcp::connect_software(setup),
             _ => adapters::AdapterShardPath::connect(
                 index,
                 &setup.client_config,

@@ -23,6 +23,7 @@
 //! connection is dropped only after `finish` has let the kernel end every operation. So no
 //! buffer the kernel may still use ever leaves the shard.
 
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,17 +37,23 @@ use super::tag_map::TagMap;
 use super::{failure, Doorbell, ShardConfig, ShardError, ShardInfo, ShardStats};
 use crate::adapter::PathFailure;
 use crate::conn::{Conn, SEND_BATCH_MAX_PDUS};
-use crate::pdu::BHS_LEN;
+use crate::pdu::{self, BHS_LEN};
+use crate::scsi::sense::{asc, Sense};
 use crate::session::connect::{shard_isid, ClientConfig};
+use crate::session::redirect::{PortalRoute, RedirectKind, TargetAddress};
 use crate::session::{
-    CommandError, DataDirection, Event, Request, Session, SessionState, SubmitRejection, TaskId,
+    AsyncEvent, CommandError, DataDirection, Event, Request, Session, SessionError, SessionState,
+    SubmitRejection, TaskId,
 };
 use crate::transport::ring::{Completion, EVENT_TOKEN_BASE};
 use crate::transport::tcp::advance_iovecs;
-use crate::transport::{RingConfig, TcpConnection};
+use crate::transport::{resolve_target_address, RingConfig, TcpConnection};
 
 /// The longest an idle shard sleeps before it looks at its timers again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// The longest sleep on the current connection while a moved one drains (its answers
+/// arrive on its own ring, which that sleep does not watch).
+const DRAIN_POLL: Duration = Duration::from_micros(200);
 /// Room for one header: BHS, the largest AHS we accept, header digest.
 const HEADER_SLOT: usize = BHS_LEN + 1024 + 4;
 /// The smallest staging buffer (greedy receives of many small PDUs).
@@ -224,6 +231,18 @@ struct Connection {
     /// the I_T nexus raises, and sent again (one per LUN is what targets report; the queue
     /// depth bounds how many commands can meet it).
     unit_attentions_left: usize,
+    /// The login was redirected (status class 1): where to.
+    redirected: Option<(TargetAddress, RedirectKind)>,
+    /// The target asked for a logout (Async Message event 1) within this many seconds.
+    logout_requested: Option<u16>,
+    /// The target dropped the connection or session (events 2 and 3): wait this long
+    /// before logging in again (its Time2Wait).
+    time2wait: Option<Duration>,
+    /// Set while this connection drains after a move: the target's Parameter3 deadline.
+    drain_deadline: Option<Instant>,
+    /// Async Messages received, and those that said REPORTED LUNS DATA HAS CHANGED.
+    async_events: u64,
+    luns_changed: u64,
 }
 
 // SAFETY: the raw pointers a `Connection` keeps (the boxed `msghdr` and its gather list,
@@ -235,15 +254,69 @@ unsafe impl Send for Connection {}
 
 type ConnectError = (Option<Box<Connection>>, ShardError);
 
+/// How one connection's login ended.
+enum Connected {
+    Up(Box<Connection>, Box<ShardInfo>),
+    /// The target sent the login elsewhere (the connection is dropped).
+    Redirected(TargetAddress, RedirectKind),
+}
+
+impl Connection {
+    /// Connects and logs in at the start of `route`, following redirects (each hop within
+    /// `budget`); on success the route learns where later logins start.
+    fn connect_routed(
+        setup: &Setup,
+        route: &mut PortalRoute,
+        isid: pdu::Isid,
+        budget: Option<Duration>,
+    ) -> Result<(Box<Connection>, ShardInfo), ConnectError> {
+        let mut attempt = route.begin();
+        loop {
+            match Connection::connect(setup, attempt.portal(), isid, budget)? {
+                Connected::Up(connection, info) => {
+                    let start = route.logged_in(&attempt);
+                    if attempt.hops() > 0 {
+                        tracing::info!(
+                            shard = setup.index,
+                            portal = %attempt.portal(),
+                            route = %attempt.chain(),
+                            reconnects_start_at = %start,
+                            "logged in after redirection"
+                        );
+                    }
+                    return Ok((connection, *info));
+                }
+                Connected::Redirected(address, kind) => {
+                    let redirect = |source| {
+                        (
+                            None,
+                            ShardError::Redirect {
+                                shard: setup.index,
+                                source,
+                            },
+                        )
+                    };
+                    let to = resolve_target_address(&address).map_err(redirect)?;
+                    tracing::info!(shard = setup.index, from = %attempt.portal(), to = %address, ?kind, "login redirected");
+                    attempt.follow(to, kind).map_err(redirect)?;
+                }
+            }
+        }
+    }
+}
+
 impl Connection {
     /// Connects and logs in. `budget` bounds connect and login together when the shard
     /// recovers a lost connection (the policy's replacement timeout).
     fn connect(
         setup: &Setup,
+        portal: SocketAddr,
+        isid: pdu::Isid,
         budget: Option<Duration>,
-    ) -> Result<(Box<Connection>, ShardInfo), ConnectError> {
+    ) -> Result<Connected, ConnectError> {
         let index = setup.index;
         let mut cc = setup.client_config.clone();
+        cc.portal = portal;
         if let Some(budget) = budget {
             cc.connect_timeout = cc.connect_timeout.min(budget);
             cc.login_timeout = cc.login_timeout.min(budget);
@@ -269,6 +342,11 @@ impl Connection {
                     )
                 },
             )?;
+        if let Some(timeout) = config.tcp_user_timeout {
+            if let Err(e) = conn.set_user_timeout(timeout) {
+                tracing::warn!(shard = index, error = %e, "TCP_USER_TIMEOUT refused");
+            }
+        }
         if config.busy_poll_us > 0 {
             if let Err(e) = conn.set_busy_poll(config.busy_poll_us) {
                 tracing::warn!(shard = index, error = %e, "SO_BUSY_POLL refused");
@@ -288,7 +366,6 @@ impl Connection {
                 }
             }
         };
-        let isid = shard_isid(index);
         let session_config = cc.session_config(isid, config.queue_depth, config.queue_depth);
         // Sized once from the largest data segment we declare we accept (the negotiated
         // MaxRecvDataSegmentLength never exceeds our own offer), so one greedy receive can
@@ -342,6 +419,12 @@ impl Connection {
             resend: Vec::new(),
             progressed: false,
             unit_attentions_left: 0,
+            redirected: None,
+            logout_requested: None,
+            time2wait: None,
+            drain_deadline: None,
+            async_events: 0,
+            luns_changed: 0,
             config,
         });
         shard.register_staging();
@@ -372,9 +455,16 @@ impl Connection {
                         },
                         registered_files: matches!(shard.files, Files::Fixed),
                     };
-                    return Ok((shard, info));
+                    return Ok(Connected::Up(shard, Box::new(info)));
                 }
-                Some(Err(reason)) => return Err((Some(shard), login_failed(reason))),
+                Some(Err(reason)) => {
+                    if let Some((address, kind)) = shard.redirected.take() {
+                        // Nothing of this connection is used any more: the next hop is
+                        // another connection.
+                        return Ok(Connected::Redirected(address, kind));
+                    }
+                    return Err((Some(shard), login_failed(reason)));
+                }
                 None => {}
             }
             if let Some(reason) = shard.dead.clone() {
@@ -1169,17 +1259,35 @@ impl Connection {
                 }
                 Event::LoginComplete => self.login = Some(Ok(())),
                 Event::LoginFailed { reason, .. } => self.login = Some(Err(reason)),
-                Event::Redirect { address, .. } => {
-                    self.login = Some(Err(format!("redirected to {address}")))
+                Event::Redirect { address, kind } => {
+                    self.login = Some(Err(format!("redirected to {address}")));
+                    self.redirected = Some((address, kind));
                 }
                 Event::ConnectionFailed(e) => {
                     tracing::warn!(shard = self.index, error = %e, "shard session failed");
+                    if let SessionError::TargetDroppedConnection { time2wait, .. } = e {
+                        self.time2wait = Some(Duration::from_secs(u64::from(time2wait)));
+                    }
                     if self.dead.is_none() {
                         self.dead = Some(e.to_string());
                     }
                 }
                 Event::AsyncMessage(m) => {
-                    tracing::info!(shard = self.index, event = ?m, "async message")
+                    tracing::info!(shard = self.index, event = ?m, "async message");
+                    self.async_events += 1;
+                    match m {
+                        AsyncEvent::LogoutRequested { within_secs, .. } => {
+                            self.logout_requested = Some(within_secs);
+                        }
+                        AsyncEvent::Scsi { sense, .. }
+                            if Sense::decode(&sense).is_ok_and(|s| {
+                                (s.asc, s.ascq) == asc::REPORTED_LUNS_DATA_HAS_CHANGED
+                            }) =>
+                        {
+                            self.luns_changed += 1;
+                        }
+                        _ => {}
+                    }
                 }
                 _ => {}
             }
@@ -1247,6 +1355,17 @@ fn is_reset_unit_attention(outcome: &crate::session::CommandOutcome) -> bool {
             .is_some_and(|s| s.key == SENSE_KEY_UNIT_ATTENTION && s.asc == ASC_POWER_ON_OR_RESET)
 }
 
+/// The software path of a shard: one [`TcpPath`], or a [`super::multipath::MultiPath`]
+/// over several when `ShardConfig::multipath` says so.
+pub(super) fn connect_software(setup: Setup) -> Result<(Box<dyn Path>, ShardInfo), ShardError> {
+    if setup.config.multipath.is_some() {
+        let (path, info) = super::multipath::MultiPath::connect(setup)?;
+        return Ok((Box::new(path), info));
+    }
+    let (path, info) = TcpPath::connect(setup)?;
+    Ok((Box::new(path), info))
+}
+
 /// What a software path needs to connect (again).
 pub(super) struct Setup {
     pub(super) index: usize,
@@ -1274,6 +1393,14 @@ enum State {
 /// by a new login when it is lost and `ShardConfig::reconnect` says so (`reconnect`).
 pub(super) struct TcpPath {
     setup: Setup,
+    /// Where logins start: the given portal, or where a permanent redirect sent us.
+    route: PortalRoute,
+    /// The ISID of the session: kept across recoveries (the target reinstates the
+    /// session), new for a move (the old session lives on while it drains).
+    isid: pdu::Isid,
+    /// The connection a move (Async Message event 1) left: it completes what it holds,
+    /// then logs out, while new commands go to the connection in `state`.
+    draining: Option<Box<Connection>>,
     state: State,
     /// Commands to send again on the next connection and requests taken while none was
     /// up, in order, with the loop's tags.
@@ -1289,9 +1416,15 @@ pub(super) struct TcpPath {
 impl TcpPath {
     /// Connects and logs in the first time.
     pub(super) fn connect(setup: Setup) -> Result<(TcpPath, ShardInfo), ShardError> {
-        let (connection, info) = Connection::connect(&setup, None).map_err(|(_, e)| e)?;
+        let mut route = PortalRoute::new(setup.client_config.portal);
+        let isid = shard_isid(setup.index);
+        let (connection, info) =
+            Connection::connect_routed(&setup, &mut route, isid, None).map_err(|(_, e)| e)?;
         let path = TcpPath {
             setup,
+            route,
+            isid,
+            draining: None,
             state: State::Up(connection),
             resend: Vec::new(),
             finished: Vec::new(),
@@ -1307,10 +1440,8 @@ impl TcpPath {
         lost.finish();
         let reason = lost.dead.clone().unwrap_or_default();
         tracing::warn!(shard = self.setup.index, %reason, "connection lost; recovering the session");
-        self.counted.kernel_entries += lost.kernel_entries();
-        self.counted.bytes_copied += lost.bytes_copied();
-        self.counted.window_closed_ns += lost.window_closed_ns;
-        self.counted.coalesced_receives += lost.coalesced_receives;
+        self.retire(&lost);
+        let time2wait = lost.time2wait;
         if lost.progressed {
             self.recoveries_without_progress = 0;
         }
@@ -1330,7 +1461,109 @@ impl TcpPath {
             budget: Duration::ZERO,
             reason,
         };
-        self.next_attempt(now)
+        let going_on = self.next_attempt(now);
+        // The target said when it takes this session back (event 2 or 3's Time2Wait).
+        if let (Some(wait), State::Recovering { at, budget, .. }) = (time2wait, &mut self.state) {
+            let earliest = now + wait;
+            if *at < earliest {
+                *budget = budget.saturating_sub(earliest - *at);
+                *at = earliest;
+            }
+        }
+        going_on
+    }
+
+    /// Adds the counters of a connection that ends to the path's.
+    fn retire(&mut self, gone: &Connection) {
+        self.counted.kernel_entries += gone.kernel_entries();
+        self.counted.bytes_copied += gone.bytes_copied();
+        self.counted.window_closed_ns += gone.window_closed_ns;
+        self.counted.coalesced_receives += gone.coalesced_receives;
+        self.counted.async_events += gone.async_events;
+        self.counted.luns_changed += gone.luns_changed;
+    }
+
+    /// Async Message event 1 on the current connection: make before break. A new session
+    /// (new ISID, through the route's start, so an array places it anew) logs in first;
+    /// new commands go to it, the old connection completes what it holds and then logs
+    /// out, before the target's `within_secs`. If the new login fails the old connection
+    /// carries on; the target then drops it and the usual recovery takes over.
+    fn start_move(&mut self, now: Instant, within_secs: u16) {
+        if self.draining.is_some() {
+            // One move at a time: this connection is asked again once the last one is out.
+            if let State::Up(connection) = &mut self.state {
+                connection.logout_requested = Some(within_secs);
+            }
+            return;
+        }
+        let within = Duration::from_secs(u64::from(within_secs.max(1)));
+        let isid = shard_isid(self.setup.index);
+        match Connection::connect_routed(&self.setup, &mut self.route, isid, Some(within)) {
+            Ok((connection, info)) => {
+                tracing::info!(
+                    shard = self.setup.index,
+                    tsih = info.tsih,
+                    login_ms = now.elapsed().as_millis() as u64,
+                    "moved at the target's request; the old connection drains"
+                );
+                self.isid = isid;
+                self.counted.moves += 1;
+                if let State::Up(mut old) =
+                    std::mem::replace(&mut self.state, State::Up(connection))
+                {
+                    old.drain_deadline = Some(now + within);
+                    self.draining = Some(old);
+                }
+            }
+            Err((_, e)) => {
+                tracing::warn!(shard = self.setup.index, error = %e, "the new connection of a move failed; staying until the target drops this one");
+            }
+        }
+    }
+
+    /// Moves the draining connection on: its answers go out with the others; once it holds
+    /// nothing it logs out; at the deadline it is cut, and what it still held is sent again
+    /// on the current connection (when the path recovers commands).
+    fn drive_draining(&mut self, now: Instant, done: &mut Vec<Finished>) {
+        let Some(old) = self.draining.as_mut() else {
+            return;
+        };
+        old.poll(now);
+        old.take_finished(done);
+        let over = old.dead.is_some()
+            || matches!(
+                old.driver.session().state(),
+                SessionState::Closed | SessionState::Failed
+            );
+        if !over {
+            if old.held.is_empty() && old.resend.is_empty() && !old.logout_started {
+                old.logout_started = true;
+                old.driver.session_mut().logout(now);
+            } else if old.drain_deadline.is_some_and(|d| now >= d) {
+                old.lose_connection("did not drain within the target's logout deadline".into());
+                old.take_finished(done);
+            } else {
+                return;
+            }
+            let closed = matches!(
+                old.driver.session().state(),
+                SessionState::Closed | SessionState::Failed
+            );
+            if !closed && old.dead.is_none() {
+                return;
+            }
+        }
+        let Some(mut old) = self.draining.take() else {
+            return;
+        };
+        old.finish();
+        old.take_finished(done);
+        self.retire(&old);
+        // Commands the cut connection held go to the current one, ahead of later ones.
+        let mut kept = std::mem::take(&mut old.resend);
+        kept.append(&mut self.resend);
+        self.resend = kept;
+        tracing::info!(shard = self.setup.index, "the moved connection is out");
     }
 
     /// Why the connection was lost, while recovering.
@@ -1381,7 +1614,7 @@ impl TcpPath {
             return true;
         };
         let (lost_at, budget) = (recovery.lost_at(), *budget);
-        match Connection::connect(&self.setup, Some(budget)) {
+        match Connection::connect_routed(&self.setup, &mut self.route, self.isid, Some(budget)) {
             Ok((connection, info)) => {
                 let gap = lost_at.elapsed();
                 tracing::info!(
@@ -1438,7 +1671,11 @@ impl Path for TcpPath {
             State::Up(c) => c.held.len() + c.resend.len(),
             State::Recovering { .. } => 0,
         };
-        connection + self.resend.len()
+        let draining = self
+            .draining
+            .as_ref()
+            .map_or(0, |c| c.held.len() + c.resend.len());
+        connection + draining + self.resend.len()
     }
 
     fn submit(
@@ -1482,10 +1719,14 @@ impl Path for TcpPath {
         if let State::Up(connection) = &mut self.state {
             connection.abort(now, tag);
         }
+        if let Some(old) = &mut self.draining {
+            old.abort(now, tag);
+        }
     }
 
     fn poll(&mut self, now: Instant, done: &mut Vec<Finished>) -> PathState {
         done.append(&mut self.finished);
+        self.drive_draining(now, done);
         if let State::Recovering { at, reason, .. } = &self.state {
             if self.setup.doorbell.stopping.load(Ordering::SeqCst) {
                 let reason = format!("{reason}; the shard stopped");
@@ -1505,6 +1746,15 @@ impl Path for TcpPath {
         };
         connection.poll(now);
         connection.take_finished(done);
+        if connection.dead.is_none() {
+            if let Some(within_secs) = connection.logout_requested.take() {
+                self.start_move(now, within_secs);
+                if !self.resend.is_empty() {
+                    self.send_kept(now);
+                }
+                return PathState::Serving;
+            }
+        }
         if connection.dead.is_some() && connection.recovers() {
             let placeholder = State::Recovering {
                 recovery: Recovery::new(self.setup.config.reconnect, now, 0),
@@ -1531,6 +1781,15 @@ impl Path for TcpPath {
     }
 
     fn wait(&mut self, timeout: Duration, _callers_ready: &dyn Fn() -> bool) {
+        // While a moved connection drains, both rings are served: the old one's submissions
+        // go in without sleeping, and the sleep on the new one is short.
+        let timeout = match &mut self.draining {
+            Some(old) => {
+                old.wait(Duration::ZERO);
+                timeout.min(DRAIN_POLL)
+            }
+            None => timeout,
+        };
         match &mut self.state {
             State::Up(connection) => {
                 let timeout = timeout.min(connection.timeout(Instant::now()));
@@ -1554,6 +1813,14 @@ impl Path for TcpPath {
     }
 
     fn close(&mut self, now: Instant) -> bool {
+        if self.draining.is_some() {
+            let mut done = Vec::new();
+            self.drive_draining(now, &mut done);
+            self.finished.append(&mut done);
+            if self.draining.is_some() {
+                return false;
+            }
+        }
         let State::Up(connection) = &mut self.state else {
             return true;
         };
@@ -1581,16 +1848,59 @@ impl Path for TcpPath {
         stats.reconnect_gap_ns_max = c.reconnect_gap_ns_max;
         stats.reconnect_gap_ns_total = c.reconnect_gap_ns_total;
         stats.commands_resent = c.commands_resent;
-        if let State::Up(connection) = &self.state {
+        stats.moves = c.moves;
+        stats.async_events = c.async_events;
+        stats.luns_changed = c.luns_changed;
+        let up = match &self.state {
+            State::Up(connection) => Some(connection),
+            State::Recovering { .. } => None,
+        };
+        for connection in up.into_iter().chain(self.draining.as_ref()) {
             stats.kernel_entries += connection.kernel_entries();
             stats.bytes_copied += connection.bytes_copied();
             stats.window_closed_ns += connection.window_closed_ns;
             stats.coalesced_receives += connection.coalesced_receives;
+            stats.async_events += connection.async_events;
+            stats.luns_changed += connection.luns_changed;
         }
     }
 }
 
 impl TcpPath {
+    /// The connection is gone and not being recovered (a multipath sub-path, whose
+    /// recovery is off, then goes down).
+    pub(super) fn is_lost(&self) -> bool {
+        matches!(&self.state, State::Up(c) if c.dead.is_some())
+    }
+
+    /// The Time2Wait a target gave when it dropped the lost connection (Async Message
+    /// event 2 or 3), if it did.
+    pub(super) fn lost_time2wait(&self) -> Option<Duration> {
+        match &self.state {
+            State::Up(c) => c.time2wait,
+            State::Recovering { .. } => None,
+        }
+    }
+
+    /// Ends a lost path: lets the kernel finish with its buffers and hands back every
+    /// command it still had (failed with the loss), buffers included.
+    pub(super) fn end_lost(&mut self, done: &mut Vec<Finished>) {
+        done.append(&mut self.finished);
+        if let Some(mut old) = self.draining.take() {
+            old.lose_connection("the path is lost".into());
+            old.finish();
+            done.append(&mut old.finished);
+        }
+        if let State::Up(connection) = &mut self.state {
+            connection.finish();
+            done.append(&mut connection.finished);
+        }
+        for (tag, request) in self.resend.drain(..) {
+            let error = CommandError::ConnectionLost("the path is lost".into());
+            done.push((tag, Err(failure(error, request.buffer))));
+        }
+    }
+
     /// The path ends while recovering (the pool stops): what it kept fails.
     fn state_gone(&mut self, reason: &str, done: &mut Vec<Finished>) {
         for (tag, request) in self.resend.drain(..) {

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 pub use kind::{TransportKind, UnknownTransport};
 pub use ring::{build_ring, BuiltRing, RingConfig, RingFlags, RingSetup};
+pub use sockaddr::resolve_target_address;
 pub use tcp::{incoming_cpu, TcpConnection};
 
 /// An error of the TCP transport, carrying the operation and the peer fact where one is known.

@@ -116,6 +116,27 @@ impl RawSockAddr {
     }
 }
 
+/// The socket address of a redirect's `TargetAddress`: its literal, else the first address
+/// the system resolver gives for its host name (blocking, like the connect that follows).
+pub fn resolve_target_address(
+    address: &crate::session::redirect::TargetAddress,
+) -> Result<std::net::SocketAddr, crate::session::redirect::RedirectError> {
+    use std::net::ToSocketAddrs;
+    if let Some(literal) = address.literal() {
+        return Ok(literal);
+    }
+    let unresolved = |reason: String| crate::session::redirect::RedirectError::Unresolved {
+        address: address.host_port(),
+        reason,
+    };
+    address
+        .host_port()
+        .to_socket_addrs()
+        .map_err(|e| unresolved(e.to_string()))?
+        .next()
+        .ok_or_else(|| unresolved("no address".to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

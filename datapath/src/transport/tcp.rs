@@ -192,6 +192,44 @@ impl TcpConnection {
         )
     }
 
+    /// Bounds how long sent data may stay unacknowledged before the kernel drops the
+    /// connection (`TCP_USER_TIMEOUT`, RFC 5482): a link cut silently is then a lost
+    /// connection after `timeout`, not after the retransmission limit (about 15 minutes).
+    pub fn set_user_timeout(&self, timeout: Duration) -> Result<(), TransportError> {
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        self.set_int_option(
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            ms,
+            "set TCP_USER_TIMEOUT",
+        )
+    }
+
+    /// The socket's `TCP_USER_TIMEOUT` (zero: the kernel's default).
+    pub fn user_timeout(&self) -> Result<Duration, TransportError> {
+        let op = "get TCP_USER_TIMEOUT";
+        let fd = self.open_fd(op)?;
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: both pointers refer to live locals, `len` gives the value's size.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(TransportError::Io {
+                op,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(Duration::from_millis(u64::try_from(value).unwrap_or(0)))
+    }
+
     /// The address the target was reached at.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
@@ -777,6 +815,16 @@ mod tests {
         assert_eq!(advance_iovecs(&mut iovecs, 1, 4), Some(2));
         assert_eq!(iovecs[2].iov_len, 1);
         assert_eq!(advance_iovecs(&mut iovecs, 2, 1), Some(3));
+    }
+
+    #[test]
+    fn the_user_timeout_is_set_on_the_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let conn =
+            TcpConnection::connect(listener.local_addr().unwrap(), Duration::from_secs(5)).unwrap();
+        assert_eq!(conn.user_timeout().unwrap(), Duration::ZERO);
+        conn.set_user_timeout(Duration::from_millis(750)).unwrap();
+        assert_eq!(conn.user_timeout().unwrap(), Duration::from_millis(750));
     }
 
     #[test]

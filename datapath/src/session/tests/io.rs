@@ -660,18 +660,72 @@ fn async_message(h: &mut Harness, event: u8) -> Header {
 }
 
 #[test]
-fn async_logout_request_starts_a_logout() {
+fn async_logout_request_is_reported_and_left_to_the_driver() {
     let mut h = Harness::logged_in(config(), &TargetParams::default());
     let m = async_message(&mut h, 1);
     h.deliver(m, &[]).unwrap();
     assert_eq!(
         h.events(),
         vec![Event::AsyncMessage(AsyncEvent::LogoutRequested {
-            within_secs: 20
+            within_secs: 20,
+            time2wait: 2,
         })]
     );
-    assert!(matches!(h.expect(), (Header::LogoutRequest(_), _)));
-    assert_eq!(h.s.state(), SessionState::LoggingOut);
+    // Commands keep flowing until the driver moves them and logs out.
+    h.expect_none();
+    assert_eq!(h.s.state(), SessionState::FullFeature);
+}
+
+#[test]
+fn async_renegotiation_sends_a_text_request_and_takes_the_targets_length() {
+    let mut h = Harness::logged_in(config(), &TargetParams::default());
+    let ours = h.s.params().unwrap().initiator_max_recv_data_segment_length;
+    let m = async_message(&mut h, 4);
+    h.deliver(m, &[]).unwrap();
+    assert_eq!(
+        h.events(),
+        vec![Event::AsyncMessage(AsyncEvent::Renegotiate)]
+    );
+    let (req, data) = match h.expect() {
+        (Header::TextRequest(r), d) => (r, d),
+        other => panic!("{other:?}"),
+    };
+    assert!(req.final_pdu && req.immediate);
+    assert_eq!(
+        data,
+        text(&[("MaxRecvDataSegmentLength", &ours.to_string())])
+    );
+    let response = Header::TextResponse(pdu::TextResponse {
+        final_pdu: true,
+        continue_: false,
+        lun: [0; 8],
+        initiator_task_tag: req.initiator_task_tag,
+        target_transfer_tag: pdu::RESERVED_TAG,
+        stat_sn: h.next_stat(),
+        exp_cmd_sn: h.exp_cmd_sn,
+        max_cmd_sn: h.max_cmd_sn,
+    });
+    h.deliver(response, &text(&[("MaxRecvDataSegmentLength", "4096")]))
+        .unwrap();
+    assert_eq!(
+        h.events(),
+        vec![Event::Renegotiated(vec![(
+            "MaxRecvDataSegmentLength".into(),
+            "4096".into()
+        )])]
+    );
+    assert_eq!(
+        h.s.params().unwrap().target_max_recv_data_segment_length,
+        4096
+    );
+    // A second request while one is pending is answered by the pending one.
+    let m = async_message(&mut h, 4);
+    h.deliver(m, &[]).unwrap();
+    h.events();
+    let m = async_message(&mut h, 4);
+    h.deliver(m, &[]).unwrap();
+    assert!(matches!(h.expect(), (Header::TextRequest(_), _)));
+    h.expect_none();
 }
 
 #[test]

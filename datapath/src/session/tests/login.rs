@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::auth::chap::{chap_response, decode_binary, encode_binary, ChapError};
+use crate::session::redirect::{RedirectError, RedirectKind, TargetAddress};
 
 #[test]
 fn plain_login_with_auth_none() {
@@ -414,11 +415,67 @@ fn redirect_closes_the_session_with_the_new_address() {
     assert_eq!(
         h.events(),
         vec![Event::Redirect {
-            address: "10.1.2.3:3261".into(),
-            permanent: true
+            address: TargetAddress {
+                host: "10.1.2.3".into(),
+                port: 3261,
+                portal_group_tag: Some(2),
+            },
+            kind: RedirectKind::Permanent,
         }]
     );
     assert_eq!(h.s.poll_timeout(), None);
+}
+
+#[test]
+fn redirect_after_chap_in_the_operational_stage_is_followed_as_temporary() {
+    // Some arrays authenticate at the virtual portal and only then send the host on.
+    for detail in [0x00, 0x01] {
+        let mut h = Harness::new(chap_config(false));
+        let (req, _) = chap_until_response(&mut h, &[9; 16]);
+        let resp = h.login_response(&req, true, LoginStage::LoginOperationalNegotiation, 0);
+        h.deliver(Header::LoginResponse(resp), &[]).unwrap();
+        let (req, _) = h.expect_login();
+        assert_eq!(req.current_stage, LoginStage::LoginOperationalNegotiation);
+        let mut resp = h.login_response(&req, false, LoginStage::LoginOperationalNegotiation, 0);
+        resp.status_class = 1;
+        resp.status_detail = detail;
+        h.deliver(
+            Header::LoginResponse(resp),
+            &text(&[("TargetAddress", "[2001:db8::7]:3262,5")]),
+        )
+        .unwrap();
+        assert_eq!(h.s.state(), SessionState::Closed);
+        assert_eq!(
+            h.events(),
+            vec![Event::Redirect {
+                address: TargetAddress::parse("[2001:db8::7]:3262,5").unwrap(),
+                kind: RedirectKind::Temporary,
+            }],
+            "status detail {detail:#04x}"
+        );
+    }
+}
+
+#[test]
+fn redirect_to_a_malformed_address_fails_the_login() {
+    let mut h = Harness::new(config());
+    let (req, _) = h.expect_login();
+    let mut resp = h.login_response(&req, false, LoginStage::SecurityNegotiation, 0);
+    resp.status_class = 1;
+    resp.status_detail = 1;
+    let error = h
+        .deliver(
+            Header::LoginResponse(resp),
+            &text(&[("TargetAddress", "[2001:db8::7:3262")]),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SessionError::Redirect(RedirectError::Malformed { .. })
+        ),
+        "{error}"
+    );
 }
 
 #[test]
