@@ -38,7 +38,7 @@ mod special;
 pub mod xcopy;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::backend::Backend;
@@ -196,7 +196,9 @@ impl ScsiResult {
 pub struct LogicalUnit {
     backend: Box<dyn Backend>,
     config: LuConfig,
-    blocks: u64,
+    /// Grows when the backend grows ([`LogicalUnit::refresh_capacity`]); a relaxed load
+    /// on the I/O path, no lock.
+    blocks: AtomicU64,
     write_cache: AtomicBool,
     /// SWP in the Control mode page: the medium is write protected.
     software_write_protect: AtomicBool,
@@ -250,7 +252,7 @@ impl std::fmt::Debug for LogicalUnit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogicalUnit")
             .field("backend", &self.backend.kind())
-            .field("blocks", &self.blocks)
+            .field("blocks", &self.blocks())
             .field("config", &self.config)
             .finish()
     }
@@ -271,7 +273,7 @@ impl LogicalUnit {
             write_gate: Arc::new(gate::WriteGate::new()),
             copies: xcopy::CopyResults::default(),
             config,
-            blocks,
+            blocks: AtomicU64::new(blocks),
         }
     }
 
@@ -281,7 +283,16 @@ impl LogicalUnit {
 
     /// Number of logical blocks (the last LBA is one less).
     pub fn blocks(&self) -> u64 {
-        self.blocks
+        self.blocks.load(Ordering::Relaxed)
+    }
+
+    /// Reads the backend's size again (a pool volume grown while exported) and returns
+    /// the block count. It never shrinks. The caller publishes the new count to the
+    /// event loops, which report CAPACITY DATA HAS CHANGED.
+    pub fn refresh_capacity(&self) -> u64 {
+        let blocks = self.backend.refresh_size() / u64::from(self.config.block_size);
+        self.blocks.fetch_max(blocks, Ordering::Relaxed);
+        self.blocks()
     }
 
     pub fn config(&self) -> &LuConfig {
