@@ -20,6 +20,7 @@ use crate::session::{
 use super::attention::Attentions;
 use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
 use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
+use crate::disk::Nexus;
 
 /// Largest AHS accepted (the field allows 1020 bytes).
 const MAX_AHS_LEN: usize = 1024;
@@ -530,6 +531,10 @@ impl Connection {
             let write_bytes = command.data_out.len() as u64;
             let submission = match &self.executor {
                 Some(executor) => executor.submit(
+                    Nexus {
+                        initiator_name: self.session.initiator_name(),
+                        isid: self.session.isid(),
+                    },
                     command.lun,
                     &command.cdb,
                     command.data_out,
@@ -776,7 +781,14 @@ mod tests {
     struct Recorder(Mutex<Vec<Vec<u8>>>);
 
     impl LunExecutor for Recorder {
-        fn execute(&self, _lun: u64, _cdb: &[u8], data_out: &[u8], _: u32) -> CommandResult {
+        fn execute(
+            &self,
+            _: Nexus<'_>,
+            _lun: u64,
+            _cdb: &[u8],
+            data_out: &[u8],
+            _: u32,
+        ) -> CommandResult {
             self.0.lock().unwrap().push(data_out.to_vec());
             CommandResult {
                 status: 0,

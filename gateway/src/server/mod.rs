@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use datapath::pdu::Isid;
 
-use crate::disk::{IoPlan, LogicalUnit};
+use crate::disk::{IoPlan, LogicalUnit, Nexus};
 use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig};
 
 pub use blocking::BlockingJob;
@@ -42,9 +42,10 @@ pub use lun_stats::LunCounters;
 /// Runs SCSI commands for the LUNs of one target node.
 pub trait LunExecutor: Send + Sync {
     /// Runs one command. `data_out` holds all write data; `expected_data_in_len` bounds
-    /// what the initiator expects back.
+    /// what the initiator expects back; `nexus` is the I_T nexus it came on.
     fn execute(
         &self,
+        nexus: Nexus<'_>,
         lun: u64,
         cdb: &[u8],
         data_out: &[u8],
@@ -55,12 +56,13 @@ pub trait LunExecutor: Send + Sync {
     /// runs everything at once.
     fn submit(
         &self,
+        nexus: Nexus<'_>,
         lun: u64,
         cdb: &[u8],
         data_out: Vec<u8>,
         expected_data_in_len: u32,
     ) -> Submission {
-        Submission::Done(self.execute(lun, cdb, &data_out, expected_data_in_len))
+        Submission::Done(self.execute(nexus, lun, cdb, &data_out, expected_data_in_len))
     }
     /// Makes written data durable (called at shutdown).
     fn flush(&self) {}
