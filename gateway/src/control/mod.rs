@@ -1205,3 +1205,79 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[cfg(test)]
+mod volume_tests {
+    use super::*;
+
+    fn volume(method: &str, params: Value) -> Call {
+        Call::Volume {
+            method: method.into(),
+            params,
+        }
+    }
+
+    #[test]
+    fn an_open_pool_is_recorded_in_the_state_and_opened_again_at_restart() {
+        let dir = std::env::temp_dir().join(format!("gateway-volumes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = dir.join("pool.img");
+        drop(crate::backend::Pool::create(&pool, 64 << 20).unwrap());
+        let p = pool.display().to_string();
+        let state = dir.join("state");
+        let control = Control::new(Some(StateDir::open(&state).unwrap()), 1);
+        control.set_volumes(Arc::new(volumes::PoolVolumes::new()));
+        control.load(&[]).unwrap();
+        let made = control
+            .handle(volume(
+                "volume_create",
+                json!({"pool": p, "name": "v1", "size": "8M"}),
+            ))
+            .unwrap();
+        assert_eq!(made["size_bytes"], 8 << 20);
+        let e = control
+            .handle(volume(
+                "volume_create",
+                json!({"pool": p, "name": "v1", "size": 1}),
+            ))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::AlreadyExists);
+        let e = control
+            .handle(volume(
+                "volume_create",
+                json!({"pool": p, "name": "v2", "size": "8Q"}),
+            ))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidParams, "{}", e.message);
+        let e = control
+            .handle(volume(
+                "volume_grow",
+                json!({"pool": p, "name": "v1", "size": "1M"}),
+            ))
+            .unwrap_err();
+        assert!(e.message.contains("never shrink"), "{}", e.message);
+        let e = control
+            .handle(volume("volume_remove", json!({"pool": p})))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::MethodNotFound);
+        drop(control);
+
+        // Without a volume service the recorded pool cannot be opened: start refuses.
+        let bare = Control::new(Some(StateDir::open(&state).unwrap()), 1);
+        let e = bare.load(&[]).err().expect("refused");
+        assert!(e.to_string().contains("open pools"), "{e}");
+        drop(bare);
+
+        let again = Control::new(Some(StateDir::open(&state).unwrap()), 1);
+        again.set_volumes(Arc::new(volumes::PoolVolumes::new()));
+        again.load(&[]).unwrap();
+        // No pool named: the pools recorded are open again.
+        let list = again.handle(volume("volume_list", json!({}))).unwrap();
+        assert_eq!(list["volumes"][0]["name"], "v1", "{list}");
+        let check = again.handle(volume("volume_check", json!({}))).unwrap();
+        assert_eq!(check["pools"][0]["ok"], true, "{check}");
+        drop(again);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
