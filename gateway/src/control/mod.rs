@@ -1265,7 +1265,7 @@ mod volume_tests {
 
         // Without a volume service the recorded pool cannot be opened: start refuses.
         let bare = Control::new(Some(StateDir::open(&state).unwrap()), 1);
-        let e = bare.load(&[]).err().expect("refused");
+        let e = bare.load(&[]).expect_err("refused");
         assert!(e.to_string().contains("open pools"), "{e}");
         drop(bare);
 
