@@ -35,6 +35,7 @@ pub mod decode;
 pub mod lun;
 pub mod probe;
 pub mod sense;
+pub mod xcopy;
 
 pub use cdb::{fits_10_byte_cdb, Cdb, DataDirection};
 pub use decode::{
