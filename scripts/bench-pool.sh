@@ -77,6 +77,8 @@ pool_xcopy=$(copy 0 $((2 * GIB_BLOCKS)))
 pool_host=$(copy 0 $((3 * GIB_BLOCKS)) --through-host)
 ram_xcopy=$(copy 1 $((2 * GIB_BLOCKS)))
 ram_host=$(copy 1 $((2 * GIB_BLOCKS)) --through-host)
+echo "  iscsi-bench copy-offload, pool volume (its own pattern, then both copies, verified):"
+"$bench" copy-offload --filename="iscsi://127.0.0.1:$port/$iqn/0" --size=1G | sed 's/^/  /'
 stop_gateway
 printf "  pool: EXTENDED COPY %.3f s, host copy %.3f s: %.0fx\n" "$pool_xcopy" "$pool_host" \
   "$(python3 -c "print($pool_host / max($pool_xcopy, 1e-6))")"

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("copy-offload") {
+        return bench::copy_offload::main(&args[1..]);
+    }
     let invocation = match job::parse_command_line(&args) {
         Ok(invocation) => invocation,
         Err(e) => {

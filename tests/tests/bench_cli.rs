@@ -412,3 +412,59 @@ fn paced_run_with_intervals_logs_report_and_status_line() {
         "the charts have no lines"
     );
 }
+
+/// `iscsi-bench copy-offload`: EXTENDED COPY beside a host copy of the same region of a
+/// pool volume, reported side by side; both destinations verified against the source.
+#[test]
+fn copy_offload_copies_a_region_with_extended_copy_beside_a_host_copy() {
+    let scratch = TempDir::new("bench-copy-offload").unwrap();
+    let pool = scratch.join("pool.img");
+    let created = Command::new(system_tests::gateway_binary())
+        .args(["pool", "create", pool.to_str().unwrap(), "128M"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let spec = system_tests::gateway_process::GatewaySpec::new(&[&format!(
+        "pool:{},volume=v,size=32M",
+        pool.display()
+    )]);
+    let gateway = system_tests::GatewayProcess::start(&spec).unwrap();
+    let url = format!(
+        "iscsi://{}/{}/0",
+        gateway.portal(),
+        system_tests::gateway_process::GATEWAY_IQN
+    );
+    let output = bench_in(
+        scratch.path(),
+        &[
+            "copy-offload",
+            &format!("--filename={url}"),
+            "--size=4M",
+            "--offset=1M",
+            "--output-format=json",
+        ],
+    );
+    let report = json(&output);
+    let copy = &report["copy_offload"];
+    assert_eq!(copy["verified"], true, "{report}");
+    assert_eq!(copy["source_lba"], 2048);
+    for (method, dest) in [("extended_copy", 10240), ("host", 18432)] {
+        assert_eq!(copy[method]["bytes"], 4 << 20, "{method}");
+        assert_eq!(copy[method]["dest_lba"], dest, "{method}");
+        assert!(copy[method]["seconds"].as_f64().unwrap() > 0.0);
+    }
+    // One EXTENDED COPY and a SYNCHRONIZE CACHE; 4 reads and 4 writes of 1 MiB and one.
+    assert_eq!(copy["extended_copy"]["commands"], 2);
+    assert_eq!(copy["host"]["commands"], 9);
+    // A range past the end is refused before any copy, with the reason.
+    let out = Command::new(bench_path())
+        .args(["copy-offload", &format!("--filename={url}"), "--size=20M"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("goes past the LUN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

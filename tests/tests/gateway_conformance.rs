@@ -35,14 +35,6 @@ const SUITE_TIMEOUT: Duration = Duration::from_secs(150);
 /// Tests expected to fail, each with why. Keep this list short and every reason checkable.
 const EXCLUSIONS: &[(&str, &str)] = &[
     (
-        "ReceiveCopyResults.CopyStatus",
-        "it first asks for the COPY STATUS of list identifier 1 and expects none, but the \
-         ExtendedCopy suite's copies with list identifier 1 (LIST ID USAGE 00b) ran on \
-         earlier connections. SPC-4 holds copy results per I_T nexus; the logical unit does \
-         not see the nexus (ScsiTask carries no initiator), so results are held per logical \
-         unit. The part after its own EXTENDED COPY passes.",
-    ),
-    (
         "Sanitize.Reset",
         "it sends SANITIZE OVERWRITE, sleeps 3 s and expects TEST UNIT READY to report \
          SANITIZE IN PROGRESS. Our SANITIZE runs to completion within the command (64 MiB \

@@ -290,7 +290,7 @@ fn refusals_name_the_problem_and_a_live_socket_is_not_taken_over() {
             &["target", "chap", T1, "--user", "u", "--secret", "short"],
             "-32602",
         ),
-        (&["call", "volume_create", "{\"name\":\"v\"}"], "-32005"),
+        (&["call", "volume_create", "{\"name\":\"v\"}"], "-32602"),
     ];
     for (args, code) in cases {
         let output = ctl(socket, args);
@@ -528,4 +528,136 @@ fn changes_to_one_target_do_not_disturb_io_on_another() {
         other.len(),
         &other[..other.len().min(5)]
     );
+}
+
+/// READ CAPACITY(16) on `lun`: the number of blocks.
+fn capacity_blocks(client: &mut Client, lun: u64) -> u64 {
+    let outcome = client
+        .execute(Request::new(lun, Cdb::read_capacity_16(32), vec![0; 32], 0))
+        .expect("READ CAPACITY(16) gets an answer");
+    assert_eq!(outcome.status, 0, "READ CAPACITY(16): {:?}", outcome.sense);
+    u64::from_be_bytes(outcome.buffer[..8].try_into().unwrap()) + 1
+}
+
+/// `ctl` that must fail; its stderr.
+fn ctl_refused(socket: &Path, args: &[&str]) -> String {
+    let output = ctl(socket, args);
+    assert!(!output.status.success(), "{args:?} must fail");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn volumes_are_managed_live_exported_grown_with_a_capacity_attention_and_survive_a_restart() {
+    let dir = TempDir::new("gateway-control-volumes").unwrap();
+    let pool = dir.join("pool.img");
+    let p = pool.display().to_string();
+    let created = Command::new(system_tests::gateway_binary())
+        .args(["pool", "create", &p, "256M"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let state = dir.join("state").display().to_string();
+    let portal = loopback(free_port());
+    let gateway = start(&dir, portal, &["--state-dir", &state], "gateway-0.log");
+    let socket = &gateway.socket;
+
+    let out = ctl_ok(socket, &["volume", "create", "--pool", &p, "vm1", "16M"]);
+    assert!(out.contains("volume vm1 created: 16 MiB"), "{out}");
+    ctl_ok(socket, &["target", "create", T1]);
+    let spec = format!("pool:{p},volume=vm1");
+    let attached = ctl_json(socket, &["lun", "attach", T1, "0", &spec]);
+    assert_eq!(attached["size_bytes"], 16 << 20);
+
+    // Written through a session: the allocation shows in the list.
+    let mut client = session(portal, T1);
+    let cdb = Cdb::write_10(0, 16, 512, true).unwrap();
+    let outcome = client
+        .execute(Request::new(0, cdb, vec![0xa5; 16 * 512], 0))
+        .unwrap();
+    assert_eq!(outcome.status, 0, "WRITE(10): {:?}", outcome.sense);
+    let list = ctl_json(socket, &["volume", "list", "--pool", &p]);
+    let vm1 = &list["volumes"][0];
+    assert_eq!(
+        (vm1["name"].as_str(), vm1["size_bytes"].as_u64()),
+        (Some("vm1"), Some(16 << 20))
+    );
+    assert_eq!(vm1["allocated_bytes"], 8192, "{list}");
+    assert_eq!(vm1["chunks"], 1);
+    let human = ctl_ok(socket, &["volume", "list"]);
+    assert!(human.contains("vm1") && human.contains("8 KiB"), "{human}");
+
+    // Deleting an exported volume is refused by name.
+    let refused = ctl_refused(socket, &["volume", "delete", "--pool", &p, "vm1"]);
+    assert!(
+        refused.contains(&format!("LUN 0 of {T1}")) && refused.contains("-32006"),
+        "{refused}"
+    );
+    for (args, code) in [
+        (
+            vec!["volume", "create", "--pool", &p, "vm1", "1M"],
+            "-32002",
+        ),
+        (vec!["volume", "grow", "--pool", &p, "vm1", "1M"], "-32602"),
+        (vec!["volume", "grow", "--pool", &p, "none", "1G"], "-32001"),
+        (
+            vec![
+                "volume",
+                "create",
+                "--pool",
+                "/nonexistent/p.img",
+                "v",
+                "1G",
+            ],
+            "-32003",
+        ),
+    ] {
+        let stderr = ctl_refused(socket, &args);
+        assert!(stderr.contains(code), "{args:?}: {stderr}");
+    }
+
+    // Grown while exported: the logged-in session gets CAPACITY DATA HAS CHANGED once,
+    // and READ CAPACITY shows the new size.
+    assert_eq!(capacity_blocks(&mut client, 0), (16 << 20) / 512);
+    let out = ctl_ok(socket, &["volume", "grow", "--pool", &p, "vm1", "48M"]);
+    assert!(out.contains("grown: 48 MiB"), "{out}");
+    assert_eq!(
+        test_unit_ready(&mut client, 0),
+        (0x02, Some((UNIT_ATTENTION, 0x2a, 0x09)))
+    );
+    assert_eq!(test_unit_ready(&mut client, 0), (0, None));
+    assert_eq!(capacity_blocks(&mut client, 0), (48 << 20) / 512);
+    // The grown part takes writes.
+    let cdb = Cdb::write_10(((40 << 20) / 512) as u32, 8, 512, true).unwrap();
+    let outcome = client
+        .execute(Request::new(0, cdb, vec![0x5a; 8 * 512], 0))
+        .unwrap();
+    assert_eq!(
+        outcome.status, 0,
+        "WRITE(10) past the old end: {:?}",
+        outcome.sense
+    );
+
+    let clone = ctl_json(socket, &["volume", "clone", "--pool", &p, "vm1", "vm2"]);
+    assert_eq!(clone["size_bytes"], 48 << 20);
+    let check = ctl_json(socket, &["volume", "check"]);
+    assert_eq!(check["pools"][0]["ok"], true, "{check}");
+    assert_eq!(check["pools"][0]["volumes"], 2);
+    drop(client);
+    let before = ctl_json(socket, &["volume", "list"]);
+    drop(gateway);
+
+    // A restart opens the pool again from the state directory and exports the volume at
+    // its grown size.
+    let gateway = start(&dir, portal, &["--state-dir", &state], "gateway-1.log");
+    let socket = &gateway.socket;
+    assert_eq!(ctl_json(socket, &["volume", "list"]), before);
+    let targets = ctl_json(socket, &["target", "list"]);
+    assert_eq!(targets["targets"][0]["luns"][0]["size_bytes"], 48 << 20);
+    assert_eq!(targets["targets"][0]["luns"][0]["naa"], attached["naa"]);
+    ctl_ok(socket, &["lun", "detach", T1, "0"]);
+    let out = ctl_ok(socket, &["volume", "delete", "--pool", &p, "vm1"]);
+    assert!(out.contains("volume vm1 deleted"), "{out}");
+    let list = ctl_json(socket, &["volume", "list", "--pool", &p]);
+    assert_eq!(list["volumes"].as_array().map(Vec::len), Some(1));
+    assert!(ctl_ok(socket, &["volume", "check"]).contains(": ok, 1 volumes"));
 }

@@ -820,11 +820,6 @@ pub fn write(
     Ok(())
 }
 
-/// Blocks per block-to-block segment descriptor of an EXTENDED COPY (16-bit count; 16 MiB
-/// of 512-byte blocks keeps whole pool chunks in one segment).
-const COPY_SEGMENT_BLOCKS: u64 = 32768;
-/// Segment descriptors per EXTENDED COPY.
-const COPY_SEGMENTS_PER_COMMAND: u64 = 32;
 /// Bytes a host copy reads before it writes them back.
 const HOST_COPY_WINDOW_BYTES: u64 = 32 << 20;
 
@@ -839,36 +834,6 @@ fn naa_designator(client: &mut Client, lun: u64) -> Result<Vec<u8>, CtlError> {
         .find(|d| d.association == 0 && d.designator_type == 3)
         .map(|d| d.designator.clone())
         .ok_or_else(|| CtlError::Usage("the LUN reports no NAA designator to copy with".into()))
-}
-
-/// An EXTENDED COPY (LID1) parameter list: one identification target descriptor for the
-/// LUN and block-to-block segments copying `blocks` from `source` to `dest`.
-fn extended_copy_list(naa: &[u8], block_length: u32, segments: &[(u64, u64, u16)]) -> Vec<u8> {
-    let mut target = vec![0u8; 32];
-    target[0] = 0xe4; // identification descriptor
-    target[4] = 0x01; // code set: binary
-    target[5] = 0x03; // association: logical unit; designator type: NAA
-    target[7] = naa.len().min(20) as u8;
-    target[8..8 + naa.len().min(20)].copy_from_slice(&naa[..naa.len().min(20)]);
-    target[29..32].copy_from_slice(&block_length.to_be_bytes()[1..]);
-    let mut segment_bytes = Vec::new();
-    for &(source, dest, blocks) in segments {
-        let mut s = vec![0u8; 28];
-        s[0] = 0x02; // block device to block device
-        s[2..4].copy_from_slice(&0x18u16.to_be_bytes());
-        // source and destination target descriptor index 0: the same LUN
-        s[10..12].copy_from_slice(&blocks.to_be_bytes());
-        s[12..20].copy_from_slice(&source.to_be_bytes());
-        s[20..28].copy_from_slice(&dest.to_be_bytes());
-        segment_bytes.extend_from_slice(&s);
-    }
-    let mut list = vec![0u8; 16];
-    list[1] = 0x18; // LIST ID USAGE 11b: no list identifier, nothing held
-    list[2..4].copy_from_slice(&(target.len() as u16).to_be_bytes());
-    list[8..12].copy_from_slice(&(segment_bytes.len() as u32).to_be_bytes());
-    list.extend_from_slice(&target);
-    list.extend_from_slice(&segment_bytes);
-    list
 }
 
 /// Copies `blocks` blocks from `source_lba` to `dest_lba` within one LUN, with EXTENDED
@@ -920,23 +885,9 @@ pub fn copy(
         }
     } else {
         let naa = naa_designator(&mut client, lun)?;
-        let mut done = 0;
-        while done < blocks {
-            let mut segments = Vec::new();
-            while done < blocks && (segments.len() as u64) < COPY_SEGMENTS_PER_COMMAND {
-                let n = COPY_SEGMENT_BLOCKS.min(blocks - done);
-                segments.push((source_lba + done, dest_lba + done, n as u16));
-                done += n;
-            }
-            let list = extended_copy_list(&naa, block_length, &segments);
-            let mut cdb = [0u8; 16];
-            cdb[0] = 0x83;
-            cdb[10..14].copy_from_slice(&(list.len() as u32).to_be_bytes());
-            let direction = datapath::session::DataDirection::Write {
-                len: list.len() as u32,
-            };
-            let request = datapath::session::Request::raw(lun, &cdb, direction, list)
-                .map_err(decode_error("EXTENDED COPY"))?;
+        for segments in scsi::xcopy::plan(source_lba, dest_lba, blocks) {
+            let list = scsi::xcopy::parameter_list(&naa, block_length, &segments);
+            let request = scsi::xcopy::request(lun, list).map_err(decode_error("EXTENDED COPY"))?;
             let outcome = client.execute(request)?;
             check("EXTENDED COPY", outcome)?;
         }

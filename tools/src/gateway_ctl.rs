@@ -47,6 +47,11 @@ enum Verb {
     /// The portals the gateway listens on.
     #[command(subcommand)]
     Portal(PortalVerb),
+    /// Volumes of a pool (`iscsi-gateway pool create` makes the pool): create, grow,
+    /// clone, delete, list with allocation, check. Attach one with
+    /// `lun attach TARGET N pool:PATH,volume=NAME`.
+    #[command(subcommand)]
+    Volume(VolumeVerb),
     /// Any method by name with JSON parameters (volume_* go to the volume pool).
     Call {
         method: String,
@@ -165,6 +170,173 @@ enum PortalVerb {
     Add { address: std::net::SocketAddr },
     /// Stop listening on an address (sessions that came through it go on).
     Remove { address: std::net::SocketAddr },
+}
+
+#[derive(Subcommand, Debug)]
+enum VolumeVerb {
+    /// Create a thin volume (no space used until written).
+    Create {
+        /// The pool's file or device.
+        #[arg(long)]
+        pool: PathBuf,
+        name: String,
+        /// Bytes, or with a unit: 10G, 1T.
+        size: String,
+    },
+    /// Grow a volume (LUNs exporting it report CAPACITY DATA HAS CHANGED).
+    Grow {
+        #[arg(long)]
+        pool: PathBuf,
+        name: String,
+        /// The new size (at least the present one).
+        size: String,
+    },
+    /// A thin clone of a volume: the two share chunks until written.
+    Clone {
+        #[arg(long)]
+        pool: PathBuf,
+        source: String,
+        name: String,
+    },
+    /// Delete a volume (refused while it is attached as a LUN).
+    Delete {
+        #[arg(long)]
+        pool: PathBuf,
+        name: String,
+    },
+    /// List volumes with their allocation (every open pool when --pool is not given).
+    List {
+        #[arg(long)]
+        pool: Option<PathBuf>,
+    },
+    /// Check a pool's map and reference counts; exits 1 when it finds a problem.
+    Check {
+        #[arg(long)]
+        pool: Option<PathBuf>,
+    },
+}
+
+/// The pool's path as the gateway must see it (the gateway runs in another directory).
+fn pool_path(path: &Path) -> Result<String, CtlError> {
+    std::path::absolute(path)
+        .map(|p| p.display().to_string())
+        .map_err(|source| CtlError::File {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+impl VolumeVerb {
+    fn call(&self) -> Result<Call, CtlError> {
+        use serde_json::json;
+        let (method, params) = match self {
+            VolumeVerb::Create { pool, name, size } => (
+                "volume_create",
+                json!({"pool": pool_path(pool)?, "name": name, "size": size}),
+            ),
+            VolumeVerb::Grow { pool, name, size } => (
+                "volume_grow",
+                json!({"pool": pool_path(pool)?, "name": name, "size": size}),
+            ),
+            VolumeVerb::Clone { pool, source, name } => (
+                "volume_clone",
+                json!({"pool": pool_path(pool)?, "source": source, "name": name}),
+            ),
+            VolumeVerb::Delete { pool, name } => (
+                "volume_delete",
+                json!({"pool": pool_path(pool)?, "name": name}),
+            ),
+            VolumeVerb::List { pool } => match pool {
+                Some(pool) => ("volume_list", json!({"pool": pool_path(pool)?})),
+                None => ("volume_list", json!({})),
+            },
+            VolumeVerb::Check { pool } => match pool {
+                Some(pool) => ("volume_check", json!({"pool": pool_path(pool)?})),
+                None => ("volume_check", json!({})),
+            },
+        };
+        Ok(Call::Volume {
+            method: method.into(),
+            params,
+        })
+    }
+}
+
+/// The answer to a volume method, for people.
+fn human_volume(method: &str, result: &Value) -> String {
+    let sized = |verb: &str| {
+        format!(
+            "volume {} {verb}: {} (pool {})\n",
+            text(&result["name"]),
+            size(result["size_bytes"].as_u64().unwrap_or(0)),
+            text(&result["pool"])
+        )
+    };
+    match method {
+        "volume_create" => sized("created"),
+        "volume_grow" => sized("grown"),
+        "volume_clone" => format!(
+            "volume {} cloned from {}: {} (pool {})\n",
+            text(&result["name"]),
+            text(&result["source"]),
+            size(result["size_bytes"].as_u64().unwrap_or(0)),
+            text(&result["pool"])
+        ),
+        "volume_delete" => format!(
+            "volume {} deleted (pool {})\n",
+            text(&result["name"]),
+            text(&result["pool"])
+        ),
+        "volume_list" => {
+            let volumes = result["volumes"].as_array().cloned().unwrap_or_default();
+            if volumes.is_empty() {
+                return "no volumes\n".into();
+            }
+            let mut out = format!(
+                "{:<24} {:>10} {:>10} {:>8}  {}\n",
+                "VOLUME", "SIZE", "ALLOCATED", "CHUNKS", "POOL"
+            );
+            for v in volumes {
+                out.push_str(&format!(
+                    "{:<24} {:>10} {:>10} {:>8}  {}\n",
+                    text(&v["name"]),
+                    size(v["size_bytes"].as_u64().unwrap_or(0)),
+                    size(v["allocated_bytes"].as_u64().unwrap_or(0)),
+                    text(&v["chunks"]),
+                    text(&v["pool"]),
+                ));
+            }
+            out
+        }
+        "volume_check" => {
+            let pools = result["pools"].as_array().cloned().unwrap_or_default();
+            if pools.is_empty() {
+                return "no pools open\n".into();
+            }
+            let mut out = String::new();
+            for p in pools {
+                out.push_str(&format!(
+                    "pool {}: {}, {} volumes, {} map entries, {} of {} chunks used, {} metadata\n",
+                    text(&p["pool"]),
+                    if p["ok"] == Value::Bool(true) {
+                        "ok"
+                    } else {
+                        "PROBLEMS"
+                    },
+                    text(&p["volumes"]),
+                    text(&p["mapped_entries"]),
+                    text(&p["used_chunks"]),
+                    text(&p["total_chunks"]),
+                    size(p["metadata_bytes"].as_u64().unwrap_or(0)),
+                ));
+                for problem in p["problems"].as_array().cloned().unwrap_or_default() {
+                    out.push_str(&format!("  {}\n", text(&problem)));
+                }
+            }
+            out
+        }
+        _ => serde_json::to_string_pretty(result).unwrap_or_default(),
+    }
 }
 
 /// `NUMBER=SPEC` of `target create --lun`.
@@ -300,6 +472,7 @@ impl Verb {
             Verb::Portal(PortalVerb::Remove { address }) => {
                 Call::PortalRemove(rpc::PortalAddress { address: *address })
             }
+            Verb::Volume(verb) => verb.call()?,
             Verb::Call { method, params } => {
                 let params: Value = match params {
                     Some(text) => serde_json::from_str(text)
@@ -350,6 +523,17 @@ pub fn run(args: &GatewayArgs, out: &Output) -> Result<(), CtlError> {
     };
     let result = request(&socket, &call)?;
     out.emit(&result, || human(&call, &result));
+    let problems = result["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["ok"] == Value::Bool(false))
+        .count();
+    if matches!(&call, Call::Volume { method, .. } if method == "volume_check") && problems > 0 {
+        return Err(CtlError::Usage(format!(
+            "volume check: {problems} pools have problems"
+        )));
+    }
     Ok(())
 }
 
@@ -511,6 +695,6 @@ fn human(call: &Call, result: &Value) -> String {
                 )
             })
             .collect(),
-        _ => serde_json::to_string_pretty(result).unwrap_or_default(),
+        Call::Volume { method, .. } => human_volume(method, result),
     }
 }

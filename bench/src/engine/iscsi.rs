@@ -1001,7 +1001,7 @@ fn unmap(lba: u64, blocks: u32) -> (Cdb, Vec<u8>) {
 }
 
 /// The data path's client configuration for `url` with `login` applied.
-fn client_config(
+pub(crate) fn client_config(
     url: &IscsiUrl,
     login: &LoginOptions,
     command_timeout: Duration,

@@ -39,6 +39,7 @@ pub mod lun;
 pub mod probe;
 pub mod reservation;
 pub mod sense;
+pub mod xcopy;
 
 pub use cdb::{fits_10_byte_cdb, Cdb, DataDirection};
 pub use decode::{

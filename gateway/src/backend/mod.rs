@@ -37,6 +37,11 @@ pub use spec::{LunOptions, LunSpec, Storage, LOGICAL_BLOCK_BYTES};
 pub trait Backend: Send + Sync {
     /// The usable size; the disk layer exports `size_bytes / block_size` blocks.
     fn size_bytes(&self) -> u64;
+    /// Reads the size again from where it is kept (a pool volume grows while exported)
+    /// and returns it; [`Backend::size_bytes`] answers it from then on.
+    fn refresh_size(&self) -> u64 {
+        self.size_bytes()
+    }
     /// Fills `buf` from `offset`. Bytes never written read as zeros.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes all of `data` at `offset`.

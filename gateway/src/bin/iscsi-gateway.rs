@@ -221,6 +221,8 @@ fn start_controlled(
         .transpose()
         .map_err(|e| e.to_string())?;
     let control = Arc::new(control::Control::new(state, config.portal_group_tag));
+    // Before the state is loaded: it may name pools to open again.
+    control.set_volumes(Arc::new(control::volumes::PoolVolumes::new()));
     let from_state = control.load(&config.targets).map_err(|e| e.to_string())?;
     if let Some(portals) = control.state_portals() {
         // Portals changed through the control plane are part of the state.

@@ -14,6 +14,7 @@
 pub mod rpc;
 pub mod socket;
 pub mod state;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,24 @@ use state::{LunState, State, StateDir, TargetState};
 pub trait VolumeService: Send + Sync {
     /// Runs `method` (`volume_create`, ...) with its parameters (an object).
     fn call(&self, method: &str, params: Value) -> Result<Value, RpcError>;
+
+    /// The pools open, by path: the control plane records them in its state directory.
+    fn pools(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Opens the pool at `path` (kept open) and returns the path it is recorded under.
+    fn open_pool(&self, path: &str) -> Result<String, RpcError> {
+        Err(bad(
+            ErrorCode::NotAvailable,
+            format!("pool {path}: not available: no pool configured"),
+        ))
+    }
+
+    /// Opens again the pools a restart finds recorded.
+    fn restore(&self, pools: &[String]) -> Result<(), RpcError> {
+        pools.iter().try_for_each(|p| self.open_pool(p).map(drop))
+    }
 }
 
 /// One LUN of the configuration.
@@ -68,6 +87,8 @@ struct Model {
     /// The portals, once a portal change set them; `None` while the startup
     /// configuration's apply.
     portals: Option<Vec<std::net::SocketAddr>>,
+    /// The volume pools open through the volume methods, by path.
+    pools: Vec<String>,
 }
 
 struct Inner {
@@ -260,6 +281,26 @@ fn open_lun(
     })
 }
 
+/// The LUNs (target, number) that export volume `name` of the pool at `pool`.
+fn attachments(model: &Model, pool: &str, name: &str) -> Vec<(String, u64)> {
+    let pool = volumes::canonical(pool);
+    let mut found = Vec::new();
+    for (target, entry) in &model.targets {
+        for (lun, lun_entry) in &entry.luns {
+            if let Ok(LunSpec {
+                storage: crate::backend::Storage::Pool { path, volume, .. },
+                ..
+            }) = LunSpec::parse(&lun_entry.spec)
+            {
+                if volume == name && volumes::canonical(&path) == pool {
+                    found.push((target.clone(), *lun));
+                }
+            }
+        }
+    }
+    found
+}
+
 fn parse_naa(text: &str) -> Option<[u8; 8]> {
     if text.len() != 16 {
         return None;
@@ -273,6 +314,7 @@ impl Model {
             version: 0,
             generation: self.generation,
             portals: self.portals.clone(),
+            pools: self.pools.clone(),
             targets: self
                 .targets
                 .iter()
@@ -357,6 +399,7 @@ impl Control {
             }) => {
                 model.generation = state.generation;
                 model.portals = state.portals.clone();
+                model.pools = state.pools.clone();
                 for target in state.targets {
                     let mut entry = TargetEntry::new(
                         &target.name,
@@ -434,6 +477,20 @@ impl Control {
                 }
             }
         }
+        if !model.pools.is_empty() {
+            let volumes = self.volumes.lock().ok().and_then(|v| v.clone());
+            match volumes {
+                Some(volumes) => volumes
+                    .restore(&model.pools)
+                    .map_err(ControlError::Restore)?,
+                None => {
+                    return Err(ControlError::Restore(bad(
+                        ErrorCode::NotAvailable,
+                        "the state directory names open pools, but no volume service is set",
+                    )))
+                }
+            }
+        }
         inner.model = model;
         Ok(from_state)
     }
@@ -457,16 +514,7 @@ impl Control {
     /// Runs one call: validate, persist, apply, answer.
     pub fn handle(&self, call: Call) -> Result<Value, RpcError> {
         match call {
-            Call::Volume { method, params } => {
-                let volumes = self.volumes.lock().ok().and_then(|v| v.clone());
-                match volumes {
-                    Some(volumes) => volumes.call(&method, params),
-                    None => Err(bad(
-                        ErrorCode::NotAvailable,
-                        format!("{method}: not available: no pool configured"),
-                    )),
-                }
-            }
+            Call::Volume { method, params } => self.volume_call(&method, params),
             Call::TargetList => Ok(self.target_list()),
             Call::PortalList => {
                 let inner = self.lock();
@@ -591,6 +639,74 @@ impl Control {
             answer = json!({ "address": address.to_string() });
         }
         inner.model = next;
+        Ok(answer)
+    }
+
+    /// A `volume_*` call. The pool does the work (each pool operation is committed in the
+    /// pool); around it the control plane records a pool opened for the first time in the
+    /// state directory before using it, refuses to delete a volume attached as a LUN
+    /// (naming the LUN), and gives the LUNs of a grown volume their new capacity, which
+    /// the event loops see in the next configuration (hosts get CAPACITY DATA HAS CHANGED).
+    fn volume_call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let Some(volumes) = self.volumes.lock().ok().and_then(|v| v.clone()) else {
+            return Err(bad(
+                ErrorCode::NotAvailable,
+                format!("{method}: not available: no pool configured"),
+            ));
+        };
+        let field = |key: &str| params.get(key).and_then(Value::as_str).map(str::to_string);
+        let (pool, name) = (field("pool"), field("name"));
+        let mut inner = self.lock();
+        if let Some(pool) = &pool {
+            let recorded = volumes.open_pool(pool)?;
+            if !inner.model.pools.contains(&recorded) {
+                let mut next = inner.model.clone();
+                next.pools.push(recorded);
+                next.pools.sort();
+                next.generation += 1;
+                // Rare: made durable as a whole snapshot, like portal changes.
+                if let Some(dir) = inner.state.as_mut() {
+                    dir.snapshot(&next.to_state()).map_err(|e| {
+                        bad(
+                            ErrorCode::Persist,
+                            format!("{method}: not done: the open pool was not recorded: {e}"),
+                        )
+                    })?;
+                }
+                inner.model = next;
+            }
+        }
+        let attached = match (&pool, &name) {
+            (Some(pool), Some(name)) => attachments(&inner.model, pool, name),
+            _ => Vec::new(),
+        };
+        if method == "volume_delete" {
+            if let Some((target, lun)) = attached.first() {
+                return Err(bad(
+                    ErrorCode::Refused,
+                    format!(
+                        "volume_delete: volume {} is attached as LUN {lun} of {target}; detach it first",
+                        name.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        let answer = volumes.call(method, params)?;
+        if method == "volume_grow" && !attached.is_empty() {
+            let tpgt = self.portal_group_tag;
+            let mut next = inner.model.clone();
+            for (target, lun) in &attached {
+                let entry = next.target_mut(target)?;
+                if let Some(lun_entry) = entry.luns.get_mut(lun) {
+                    lun_entry.info.blocks = lun_entry.unit.refresh_capacity();
+                }
+                entry.rebuild(target, tpgt);
+            }
+            if let Some(controller) = &inner.controller {
+                controller.publish(next.live_targets());
+            }
+            inner.model = next;
+        }
         Ok(answer)
     }
 
@@ -1086,6 +1202,82 @@ mod tests {
         let two = &after["targets"][1];
         assert_eq!(two["name"], "iqn.2026-01.test:two");
         assert_eq!(two["luns"][1]["naa"], with_luns["luns"][1]["naa"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use super::*;
+
+    fn volume(method: &str, params: Value) -> Call {
+        Call::Volume {
+            method: method.into(),
+            params,
+        }
+    }
+
+    #[test]
+    fn an_open_pool_is_recorded_in_the_state_and_opened_again_at_restart() {
+        let dir = std::env::temp_dir().join(format!("gateway-volumes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = dir.join("pool.img");
+        drop(crate::backend::Pool::create(&pool, 64 << 20).unwrap());
+        let p = pool.display().to_string();
+        let state = dir.join("state");
+        let control = Control::new(Some(StateDir::open(&state).unwrap()), 1);
+        control.set_volumes(Arc::new(volumes::PoolVolumes::new()));
+        control.load(&[]).unwrap();
+        let made = control
+            .handle(volume(
+                "volume_create",
+                json!({"pool": p, "name": "v1", "size": "8M"}),
+            ))
+            .unwrap();
+        assert_eq!(made["size_bytes"], 8 << 20);
+        let e = control
+            .handle(volume(
+                "volume_create",
+                json!({"pool": p, "name": "v1", "size": 1}),
+            ))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::AlreadyExists);
+        let e = control
+            .handle(volume(
+                "volume_create",
+                json!({"pool": p, "name": "v2", "size": "8Q"}),
+            ))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidParams, "{}", e.message);
+        let e = control
+            .handle(volume(
+                "volume_grow",
+                json!({"pool": p, "name": "v1", "size": "1M"}),
+            ))
+            .unwrap_err();
+        assert!(e.message.contains("never shrink"), "{}", e.message);
+        let e = control
+            .handle(volume("volume_remove", json!({"pool": p})))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::MethodNotFound);
+        drop(control);
+
+        // Without a volume service the recorded pool cannot be opened: start refuses.
+        let bare = Control::new(Some(StateDir::open(&state).unwrap()), 1);
+        let e = bare.load(&[]).expect_err("refused");
+        assert!(e.to_string().contains("open pools"), "{e}");
+        drop(bare);
+
+        let again = Control::new(Some(StateDir::open(&state).unwrap()), 1);
+        again.set_volumes(Arc::new(volumes::PoolVolumes::new()));
+        again.load(&[]).unwrap();
+        // No pool named: the pools recorded are open again.
+        let list = again.handle(volume("volume_list", json!({}))).unwrap();
+        assert_eq!(list["volumes"][0]["name"], "v1", "{list}");
+        let check = again.handle(volume("volume_check", json!({}))).unwrap();
+        assert_eq!(check["pools"][0]["ok"], true, "{check}");
+        drop(again);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -64,6 +64,9 @@ pub struct State {
     /// configuration's); `None` until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portals: Option<Vec<std::net::SocketAddr>>,
+    /// The volume pools open through the control plane (paths), opened again at start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<String>,
     pub targets: Vec<TargetState>,
 }
 
@@ -316,6 +319,7 @@ mod tests {
             version: FORMAT_VERSION,
             generation: 3,
             portals: None,
+            pools: Vec::new(),
             targets: vec![TargetState {
                 name: "iqn.2026-01.t:a".into(),
                 alias: None,
@@ -358,6 +362,7 @@ mod tests {
             version: FORMAT_VERSION,
             generation: 5,
             portals: None,
+            pools: Vec::new(),
             targets: Vec::new(),
         };
         store.snapshot(&state).unwrap();

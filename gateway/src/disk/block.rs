@@ -81,7 +81,7 @@ impl LogicalUnit {
     /// LOGICAL BLOCK ADDRESS OUT OF RANGE unless `lba..lba+blocks` lies on the medium.
     fn check_range(&self, extent: Extent) -> Result<(), Check> {
         match extent.lba.checked_add(extent.blocks) {
-            Some(end) if end <= self.blocks => Ok(()),
+            Some(end) if end <= self.blocks() => Ok(()),
             _ => Err(Check::lba_out_of_range()),
         }
     }
@@ -146,7 +146,7 @@ impl LogicalUnit {
         if !partial_medium_indicator && be32(cdb, 2) != 0 {
             return Err(Check::invalid_cdb_field(2, None));
         }
-        let last_lba = u32::try_from(self.blocks.saturating_sub(1)).unwrap_or(u32::MAX);
+        let last_lba = u32::try_from(self.blocks().saturating_sub(1)).unwrap_or(u32::MAX);
         let mut data = Vec::with_capacity(8);
         data.extend_from_slice(&last_lba.to_be_bytes());
         data.extend_from_slice(&self.config.block_size.to_be_bytes());
@@ -158,7 +158,7 @@ impl LogicalUnit {
     pub(super) fn read_capacity_16(&self, cdb: &[u8]) -> Result<Vec<u8>, Check> {
         let allocation_length = be32(cdb, 10) as usize;
         let mut data = vec![0u8; 32];
-        data[..8].copy_from_slice(&self.blocks.saturating_sub(1).to_be_bytes());
+        data[..8].copy_from_slice(&self.blocks().saturating_sub(1).to_be_bytes());
         data[8..12].copy_from_slice(&self.config.block_size.to_be_bytes());
         if self.thin() {
             data[14] = 0x80 | 0x40; // LBPME, LBPRZ
@@ -551,7 +551,7 @@ impl LogicalUnit {
     pub(super) fn get_lba_status(&self, cdb: &[u8]) -> Result<Vec<u8>, Check> {
         let start = be64(cdb, 2);
         let allocation_length = be32(cdb, 10) as usize;
-        if start >= self.blocks {
+        if start >= self.blocks() {
             return Err(Check::lba_out_of_range());
         }
         let wanted =
@@ -559,8 +559,8 @@ impl LogicalUnit {
         let block_size = u64::from(self.config.block_size);
         let mut descriptors = Vec::with_capacity(wanted * 16);
         let mut lba = start;
-        while descriptors.len() < wanted * 16 && lba < self.blocks {
-            let remaining = (self.blocks - lba).min(u64::from(u32::MAX));
+        while descriptors.len() < wanted * 16 && lba < self.blocks() {
+            let remaining = (self.blocks() - lba).min(u64::from(u32::MAX));
             let (mapped, run_bytes) = self
                 .backend
                 .mapped_extent(lba * block_size, remaining * block_size)

@@ -38,7 +38,7 @@ mod special;
 pub mod xcopy;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::backend::Backend;
@@ -141,6 +141,41 @@ impl Default for TargetPortInfo<'_> {
     }
 }
 
+/// The I_T nexus a command came on, by its initiator port: the iSCSI initiator name and
+/// the session's ISID (RFC 7143 section 4.2.7; the target port is [`TargetPortInfo`]).
+/// State SPC keeps per I_T nexus (held copy results; reservations) is keyed by it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Nexus<'a> {
+    pub initiator_name: &'a str,
+    pub isid: [u8; 6],
+}
+
+impl Nexus<'_> {
+    /// An owned copy, to keep with state of the nexus.
+    pub fn to_key(&self) -> NexusKey {
+        NexusKey {
+            initiator_name: self.initiator_name.to_string(),
+            isid: self.isid,
+        }
+    }
+}
+
+/// A [`Nexus`] to keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NexusKey {
+    pub initiator_name: String,
+    pub isid: [u8; 6],
+}
+
+impl NexusKey {
+    pub fn as_nexus(&self) -> Nexus<'_> {
+        Nexus {
+            initiator_name: &self.initiator_name,
+            isid: self.isid,
+        }
+    }
+}
+
 /// One SCSI command as the target session received it.
 #[derive(Debug, Clone, Copy)]
 pub struct ScsiTask<'a> {
@@ -153,6 +188,8 @@ pub struct ScsiTask<'a> {
     /// the session sends at most this many bytes and reports the residual.
     pub expected_data_in_len: u32,
     pub target_port: TargetPortInfo<'a>,
+    /// The I_T nexus it came on.
+    pub nexus: Nexus<'a>,
 }
 
 /// The outcome of one command.
@@ -196,7 +233,9 @@ impl ScsiResult {
 pub struct LogicalUnit {
     backend: Box<dyn Backend>,
     config: LuConfig,
-    blocks: u64,
+    /// Grows when the backend grows ([`LogicalUnit::refresh_capacity`]); a relaxed load
+    /// on the I/O path, no lock.
+    blocks: AtomicU64,
     write_cache: AtomicBool,
     /// SWP in the Control mode page: the medium is write protected.
     software_write_protect: AtomicBool,
@@ -253,7 +292,7 @@ impl std::fmt::Debug for LogicalUnit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogicalUnit")
             .field("backend", &self.backend.kind())
-            .field("blocks", &self.blocks)
+            .field("blocks", &self.blocks())
             .field("config", &self.config)
             .finish()
     }
@@ -275,7 +314,7 @@ impl LogicalUnit {
             copies: xcopy::CopyResults::default(),
             reservations: crate::reservation::LuReservations::new(),
             config,
-            blocks,
+            blocks: AtomicU64::new(blocks),
         }
     }
 
@@ -296,7 +335,16 @@ impl LogicalUnit {
 
     /// Number of logical blocks (the last LBA is one less).
     pub fn blocks(&self) -> u64 {
-        self.blocks
+        self.blocks.load(Ordering::Relaxed)
+    }
+
+    /// Reads the backend's size again (a pool volume grown while exported) and returns
+    /// the block count. It never shrinks. The caller publishes the new count to the
+    /// event loops, which report CAPACITY DATA HAS CHANGED.
+    pub fn refresh_capacity(&self) -> u64 {
+        let blocks = self.backend.refresh_size() / u64::from(self.config.block_size);
+        self.blocks.fetch_max(blocks, Ordering::Relaxed);
+        self.blocks()
     }
 
     pub fn config(&self) -> &LuConfig {
@@ -383,7 +431,7 @@ impl LogicalUnit {
             // it; a logical unit on its own reports just LUN 0.
             op::REPORT_LUNS => report_luns(cdb, [0u64].into_iter()),
             op::EXTENDED_COPY => self.extended_copy(task),
-            op::RECEIVE_COPY_RESULTS => self.receive_copy_results(cdb),
+            op::RECEIVE_COPY_RESULTS => self.receive_copy_results(task),
             op::WRITE_ATOMIC_16 => self.write_atomic(cdb, task.data_out),
             op::READ_DEFECT_DATA_10 | op::READ_DEFECT_DATA_12 => special::read_defect_data(cdb),
             op::SANITIZE => self.sanitize(cdb, task.data_out),

@@ -139,12 +139,12 @@ impl LogicalUnit {
             Vec::new()
         } else if long_lba {
             let mut descriptor = vec![0u8; 16];
-            descriptor[..8].copy_from_slice(&self.blocks.to_be_bytes());
+            descriptor[..8].copy_from_slice(&self.blocks().to_be_bytes());
             descriptor[12..16].copy_from_slice(&self.config.block_size.to_be_bytes());
             descriptor
         } else {
             let mut descriptor = vec![0u8; 8];
-            let blocks = u32::try_from(self.blocks).unwrap_or(u32::MAX);
+            let blocks = u32::try_from(self.blocks()).unwrap_or(u32::MAX);
             descriptor[..4].copy_from_slice(&blocks.to_be_bytes());
             descriptor[5..8].copy_from_slice(&self.config.block_size.to_be_bytes()[1..]);
             descriptor

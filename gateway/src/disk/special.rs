@@ -147,6 +147,7 @@ mod tests {
             data_out,
             expected_data_in_len: 1 << 24,
             target_port: TargetPortInfo::default(),
+            nexus: Default::default(),
         })
     }
 
@@ -279,6 +280,7 @@ mod tests {
                 data_out: data,
                 expected_data_in_len: 1 << 20,
                 target_port: TargetPortInfo::default(),
+                nexus: Default::default(),
             })
         };
         let block = [0u8; 512];

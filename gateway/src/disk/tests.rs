@@ -38,6 +38,7 @@ fn run(lu: &LogicalUnit, cdb: &[u8], data_out: &[u8]) -> ScsiResult {
         data_out,
         expected_data_in_len: 1 << 24,
         target_port: port(),
+        nexus: Default::default(),
     })
 }
 
@@ -309,6 +310,7 @@ fn lun_map_reports_luns_and_handles_missing_luns() {
         data_out: &[],
         expected_data_in_len: 4096,
         target_port: port(),
+        nexus: Default::default(),
     };
     let report = Cdb::report_luns(0, 4096);
     let result = map.execute(
@@ -611,6 +613,7 @@ fn invalid_opcode_and_service_action_senses() {
         data_out: &[],
         expected_data_in_len: 0,
         target_port: port(),
+        nexus: Default::default(),
     });
     assert_eq!(sense_of(&result).asc, 0x20);
 }
@@ -1328,6 +1331,7 @@ proptest! {
             data_out: &data,
             expected_data_in_len: 4096,
             target_port: port(),
+            nexus: Default::default(),
         };
         let result = lu.execute(&task);
         if result.status == status::GOOD {
@@ -1401,6 +1405,7 @@ fn plan(lu: &LogicalUnit, cdb: &[u8], data_out: &[u8]) -> Plan {
         data_out,
         expected_data_in_len: 1 << 24,
         target_port: port(),
+        nexus: Default::default(),
     })
 }
 

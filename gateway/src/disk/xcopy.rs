@@ -8,8 +8,8 @@
 //! pool, whole chunks are remapped (reference counts, no data moves); everything else is
 //! read and written inside the gateway, never through the host.
 //!
-//! Results are kept per logical unit for the last [`HELD_RESULTS`] list identifiers that
-//! asked for them (LIST ID USAGE 00b or 01b). Copies run to completion within the command,
+//! Results are kept per logical unit for the last [`HELD_RESULTS`] copies (by I_T nexus
+//! and list identifier, as SPC-4 6.18.1 scopes a list identifier) that asked for them (LIST ID USAGE 00b or 01b). Copies run to completion within the command,
 //! so COPY STATUS always reports a finished operation.
 #![forbid(unsafe_code)]
 
@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::sense::{asc, key, Check};
-use super::{be16, be32, be64, truncate, LogicalUnit, ScsiTask};
+use super::{be16, be32, be64, truncate, LogicalUnit, Nexus, NexusKey, ScsiTask};
 use crate::backend::pool::format::CHUNK_BYTES;
 
 pub const EXTENDED_COPY: u8 = 0x83;
@@ -66,6 +66,9 @@ fn find(naa: &[u8]) -> Option<Arc<LogicalUnit>> {
 /// One finished copy's results.
 #[derive(Debug, Clone)]
 struct CopyRecord {
+    /// Results are held per I_T nexus and list id (SPC-4 6.18.1): another initiator's
+    /// copy with the same list id is another copy.
+    nexus: NexusKey,
     list_id: u8,
     /// COPY MANAGER STATUS: 0 done, 1 failed (SPC-4 table 352).
     failed: bool,
@@ -84,16 +87,18 @@ pub struct CopyResults {
 impl CopyResults {
     fn hold(&self, record: CopyRecord) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.retain(|r| r.list_id != record.list_id);
+        held.retain(|r| (r.list_id, &r.nexus) != (record.list_id, &record.nexus));
         if held.len() == HELD_RESULTS {
             held.pop_front();
         }
         held.push_back(record);
     }
 
-    fn get(&self, list_id: u8) -> Option<CopyRecord> {
+    fn get(&self, nexus: Nexus, list_id: u8) -> Option<CopyRecord> {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.iter().find(|r| r.list_id == list_id).cloned()
+        held.iter()
+            .find(|r| r.list_id == list_id && r.nexus.as_nexus() == nexus)
+            .cloned()
     }
 }
 
@@ -239,6 +244,7 @@ impl LogicalUnit {
         let data = task.data_out.get(..length).unwrap_or(task.data_out);
         let list = parse(data)?;
         let mut record = CopyRecord {
+            nexus: task.nexus.to_key(),
             list_id: list.list_id,
             failed: false,
             segments_processed: 0,
@@ -269,7 +275,8 @@ impl LogicalUnit {
     }
 
     /// RECEIVE COPY RESULTS.
-    pub(super) fn receive_copy_results(&self, cdb: &[u8]) -> Result<Vec<u8>, Check> {
+    pub(super) fn receive_copy_results(&self, task: &ScsiTask) -> Result<Vec<u8>, Check> {
+        let cdb = task.cdb;
         let list_id = cdb[2];
         let allocation_length = be32(cdb, 10) as usize;
         let data = match cdb[1] & 0x1f {
@@ -277,7 +284,7 @@ impl LogicalUnit {
             COPY_STATUS => {
                 let record = self
                     .copies
-                    .get(list_id)
+                    .get(task.nexus, list_id)
                     .ok_or_else(|| Check::invalid_cdb_field(2, None))?;
                 let mut data = vec![0u8; 12];
                 data[0..4].copy_from_slice(&8u32.to_be_bytes());
@@ -292,7 +299,7 @@ impl LogicalUnit {
             FAILED_SEGMENT_DETAILS => {
                 let record = self
                     .copies
-                    .get(list_id)
+                    .get(task.nexus, list_id)
                     .ok_or_else(|| Check::invalid_cdb_field(2, None))?;
                 let mut data = vec![0u8; 60];
                 // EXTENDED COPY COMPLETION STATUS: the SCSI status it ended with.
@@ -455,6 +462,10 @@ mod tests {
     }
 
     fn run(lu: &LogicalUnit, cdb: &[u8], data_out: &[u8]) -> ScsiResult {
+        run_on(Nexus::default(), lu, cdb, data_out)
+    }
+
+    fn run_on(nexus: Nexus, lu: &LogicalUnit, cdb: &[u8], data_out: &[u8]) -> ScsiResult {
         let mut padded = [0u8; 16];
         padded[..cdb.len()].copy_from_slice(cdb);
         lu.execute(&ScsiTask {
@@ -462,6 +473,7 @@ mod tests {
             data_out,
             expected_data_in_len: 1 << 24,
             target_port: TargetPortInfo::default(),
+            nexus,
         })
     }
 
@@ -571,6 +583,37 @@ mod tests {
             &parameters[44..46],
             &[BLOCK_TO_BLOCK, IDENTIFICATION_DESCRIPTOR]
         );
+    }
+
+    #[test]
+    fn copy_results_are_held_per_i_t_nexus() {
+        let a = lu("xcopy-nexus");
+        LunMap::new().insert(0, Arc::clone(&a));
+        let host = |isid: u8| Nexus {
+            initiator_name: "iqn.2026-12.test:host",
+            isid: [0x80, 0, 0, 0, 0, isid],
+        };
+        let other = Nexus {
+            initiator_name: "iqn.2026-12.test:other",
+            isid: [0x80, 0, 0, 0, 0, 1],
+        };
+        // List id 1 on one nexus: a good copy of 4 blocks; on another, a failing one.
+        let good = list(1, &[target(&a)], &[segment(0, 0, 4, 0, 100)]);
+        let result = run_on(host(1), &a, &xcopy_cdb(good.len()), &good);
+        assert_eq!(result.status, status::GOOD);
+        let bad = list(1, &[target(&a)], &[segment(0, 0, 2, 0, 16383)]);
+        assert_eq!(
+            run_on(other, &a, &xcopy_cdb(bad.len()), &bad).status,
+            status::CHECK_CONDITION
+        );
+        let status_of = |nexus| run_on(nexus, &a, &rcr(COPY_STATUS, 1), &[]);
+        let mine = status_of(host(1));
+        assert_eq!(mine.status, status::GOOD, "{:02x?}", mine.sense);
+        assert_eq!(mine.data_in[4] & 0x7f, 0, "done, not the other's failure");
+        assert_eq!(u16::from_be_bytes([mine.data_in[5], mine.data_in[6]]), 1);
+        assert_eq!(status_of(other).data_in[4] & 0x7f, 1, "failed");
+        // Another ISID of the same initiator is another nexus: nothing held for it.
+        assert_eq!(sense(&status_of(host(2))), (0x05, 0x24, 0x00));
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub struct Nexus {
 }
 
 impl Nexus {
+    /// The nexus as a command carries it to its logical unit (`crate::disk::Nexus`).
+    pub fn command_nexus(&self) -> crate::disk::Nexus<'_> {
+        crate::disk::Nexus {
+            initiator_name: &self.initiator_name,
+            isid: self.isid,
+        }
+    }
+
     pub fn new(initiator_name: &str, isid: [u8; 6], target_port: u16) -> Nexus {
         Nexus {
             initiator_name: initiator_name.to_string(),

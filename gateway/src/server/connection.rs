@@ -593,6 +593,10 @@ impl Connection {
                     command.expected_data_in_len,
                 ),
                 (Some(executor), None) => executor.submit(
+                    crate::disk::Nexus {
+                        initiator_name: self.session.initiator_name(),
+                        isid: self.session.isid(),
+                    },
                     command.lun,
                     &command.cdb,
                     command.data_out,
@@ -839,7 +843,14 @@ mod tests {
     struct Recorder(Mutex<Vec<Vec<u8>>>);
 
     impl LunExecutor for Recorder {
-        fn execute(&self, _lun: u64, _cdb: &[u8], data_out: &[u8], _: u32) -> CommandResult {
+        fn execute(
+            &self,
+            _: crate::disk::Nexus<'_>,
+            _lun: u64,
+            _cdb: &[u8],
+            data_out: &[u8],
+            _: u32,
+        ) -> CommandResult {
             self.0.lock().unwrap().push(data_out.to_vec());
             CommandResult {
                 status: 0,

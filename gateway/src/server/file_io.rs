@@ -274,7 +274,9 @@ mod tests {
     }
 
     fn op_for(luns: &dyn crate::server::LunExecutor, cdb: &[u8], data_out: Vec<u8>) -> FileOp {
-        let Submission::Io(io) = luns.submit(0, cdb, data_out, 1 << 20) else {
+        let Submission::Io(io) =
+            luns.submit(crate::disk::Nexus::default(), 0, cdb, data_out, 1 << 20)
+        else {
             panic!("a planned command");
         };
         let command = crate::session::CommandId::for_tests(1);

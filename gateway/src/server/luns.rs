@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::backend::{LunSpec, Storage};
 use crate::disk::opcodes::op;
 use crate::disk::{
-    data_out_length, IoKind, LogicalUnit, LuConfig, LunMap, Plan, ScsiResult, ScsiTask,
+    self, data_out_length, IoKind, LogicalUnit, LuConfig, LunMap, Plan, ScsiResult, ScsiTask,
     TargetPortInfo,
 };
 use crate::reservation::{Admission, LuReservations, Nexus, NexusView, ResetKind};
@@ -64,6 +64,7 @@ impl DiskLuns {
 
     fn task<'a>(
         &'a self,
+        nexus: disk::Nexus<'a>,
         cdb: &'a [u8],
         data_out: &'a [u8],
         expected_data_in_len: u32,
@@ -73,6 +74,7 @@ impl DiskLuns {
             data_out,
             expected_data_in_len,
             target_port: port_info(&self.target_name, self.tpgt),
+            nexus,
         }
     }
 }
@@ -98,6 +100,7 @@ fn command_result(result: ScsiResult, data_out_wanted: Option<u32>) -> CommandRe
 impl LunExecutor for DiskLuns {
     fn execute(
         &self,
+        nexus: disk::Nexus<'_>,
         lun: u64,
         cdb: &[u8],
         data_out: &[u8],
@@ -108,26 +111,33 @@ impl LunExecutor for DiskLuns {
         let data_out = data_out.get(..used).unwrap_or(data_out);
         let result = self
             .map
-            .execute(lun, &self.task(cdb, data_out, expected_data_in_len));
+            .execute(lun, &self.task(nexus, cdb, data_out, expected_data_in_len));
         command_result(result, wanted)
     }
 
     fn submit(
         &self,
+        nexus: disk::Nexus<'_>,
         lun: u64,
         cdb: &[u8],
         mut data_out: Vec<u8>,
         expected_data_in_len: u32,
     ) -> Submission {
         let Some(unit) = self.map.get(lun) else {
-            return Submission::Done(self.execute(lun, cdb, &data_out, expected_data_in_len));
+            return Submission::Done(self.execute(
+                nexus,
+                lun,
+                cdb,
+                &data_out,
+                expected_data_in_len,
+            ));
         };
         let mut cdb_buf = Vec::new();
         let (cdb, used, wanted) = self.trim(lun, cdb, data_out.len(), &mut cdb_buf);
         let data = data_out.get(..used).unwrap_or(&data_out);
         match self
             .map
-            .plan(lun, &self.task(cdb, data, expected_data_in_len))
+            .plan(lun, &self.task(nexus, cdb, data, expected_data_in_len))
         {
             Plan::Done(result) => Submission::Done(command_result(result, wanted)),
             Plan::Blocking => {
@@ -135,6 +145,7 @@ impl LunExecutor for DiskLuns {
                 let unit = Arc::clone(unit);
                 let cdb = cdb.to_vec();
                 let (target_name, tpgt) = (self.target_name.clone(), self.tpgt);
+                let nexus = nexus.to_key();
                 Submission::Blocking(BlockingJob {
                     unit: Arc::as_ptr(&unit) as usize,
                     run: Box::new(move || {
@@ -143,6 +154,7 @@ impl LunExecutor for DiskLuns {
                             data_out: &data_out,
                             expected_data_in_len,
                             target_port: port_info(&target_name, tpgt),
+                            nexus: nexus.as_nexus(),
                         };
                         command_result(unit.execute(&task), wanted)
                     }),
@@ -175,7 +187,13 @@ impl LunExecutor for DiskLuns {
         expected_data_in_len: u32,
     ) -> Submission {
         let Some(unit) = self.map.get(lun) else {
-            return self.submit(lun, cdb, data_out, expected_data_in_len);
+            return self.submit(
+                nexus.nexus().command_nexus(),
+                lun,
+                cdb,
+                data_out,
+                expected_data_in_len,
+            );
         };
         let reservations = unit.reservations();
         let admitted = match reservations.admit(nexus, lun as usize, cdb) {
@@ -199,7 +217,8 @@ impl LunExecutor for DiskLuns {
         };
         // The ticket stays with the command until it is done (here, on the ring or on
         // the blocking pool).
-        match self.submit(lun, cdb, data_out, expected_data_in_len) {
+        let command_nexus = nexus.nexus().command_nexus();
+        match self.submit(command_nexus, lun, cdb, data_out, expected_data_in_len) {
             Submission::Done(result) => Submission::Done(result),
             Submission::Io(mut io) => {
                 io.admitted = admitted.into_owned(Arc::clone(unit));
@@ -351,13 +370,31 @@ mod tests {
         // 256 blocks do not fit the one-byte count (it wraps to 0); the Data-Out still
         // carries 2 x 256 blocks. libiscsi's CompareAndWrite.Simple expects INVALID
         // FIELD IN CDB here.
-        let result = luns.execute(0, &compare_and_write(0), &vec![0; 2 * 256 * 512], 0);
+        let result = luns.execute(
+            disk::Nexus::default(),
+            0,
+            &compare_and_write(0),
+            &vec![0; 2 * 256 * 512],
+            0,
+        );
         assert_eq!(result.status, CHECK_CONDITION);
         // One block asked for, four sent.
-        let result = luns.execute(0, &compare_and_write(1), &[0; 4 * 512], 0);
+        let result = luns.execute(
+            disk::Nexus::default(),
+            0,
+            &compare_and_write(1),
+            &[0; 4 * 512],
+            0,
+        );
         assert_eq!(result.status, CHECK_CONDITION);
         // The exact amount works (the medium is zeros, so the compare matches).
-        let result = luns.execute(0, &compare_and_write(1), &[0; 2 * 512], 0);
+        let result = luns.execute(
+            disk::Nexus::default(),
+            0,
+            &compare_and_write(1),
+            &[0; 2 * 512],
+            0,
+        );
         assert_eq!(result.status, 0);
     }
 
@@ -369,7 +406,9 @@ mod tests {
         let node = TargetNodeConfig::new("iqn.2024-01.test:luns", vec![(0, spec(0)), (3, spec(3))]);
         let luns = build(&node, 1).unwrap();
         let report_luns = [op::REPORT_LUNS, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
-        let Submission::Done(result) = luns.submit(0, &report_luns, Vec::new(), 256) else {
+        let Submission::Done(result) =
+            luns.submit(disk::Nexus::default(), 0, &report_luns, Vec::new(), 256)
+        else {
             panic!("REPORT LUNS runs at once");
         };
         let _ = std::fs::remove_dir_all(&dir);
@@ -382,7 +421,7 @@ mod tests {
         // A READ on a file LUN is left to the ring.
         let read10 = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
         assert!(matches!(
-            luns.submit(3, &read10, Vec::new(), 512),
+            luns.submit(disk::Nexus::default(), 3, &read10, Vec::new(), 512),
             Submission::Io(_)
         ));
     }
@@ -393,7 +432,7 @@ mod tests {
         let mut write10 = [0u8; 10];
         write10[0] = 0x2a;
         write10[8] = 1;
-        let result = luns.execute(0, &write10, &[7; 2 * 512], 0);
+        let result = luns.execute(disk::Nexus::default(), 0, &write10, &[7; 2 * 512], 0);
         assert_eq!(result.status, 0);
         assert_eq!(result.data_out_wanted, Some(512));
     }

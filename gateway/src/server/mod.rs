@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use datapath::pdu::Isid;
 
-use crate::disk::{IoPlan, LogicalUnit};
+use crate::disk::{self, IoPlan, LogicalUnit};
 use crate::reservation::{Nexus, NexusView, OwnedTicket, ResetKind};
 use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig};
 
@@ -43,9 +43,10 @@ pub use lun_stats::LunCounters;
 /// Runs SCSI commands for the LUNs of one target node.
 pub trait LunExecutor: Send + Sync {
     /// Runs one command. `data_out` holds all write data; `expected_data_in_len` bounds
-    /// what the initiator expects back.
+    /// what the initiator expects back; `nexus` is the I_T nexus it came on.
     fn execute(
         &self,
+        nexus: disk::Nexus<'_>,
         lun: u64,
         cdb: &[u8],
         data_out: &[u8],
@@ -56,12 +57,13 @@ pub trait LunExecutor: Send + Sync {
     /// runs everything at once.
     fn submit(
         &self,
+        nexus: disk::Nexus<'_>,
         lun: u64,
         cdb: &[u8],
         data_out: Vec<u8>,
         expected_data_in_len: u32,
     ) -> Submission {
-        Submission::Done(self.execute(lun, cdb, &data_out, expected_data_in_len))
+        Submission::Done(self.execute(nexus, lun, cdb, &data_out, expected_data_in_len))
     }
     /// [`LunExecutor::submit`] for a command of this I_T nexus, checked against the
     /// unit's reservations and unit attentions first (`crate::reservation`). The default
@@ -74,8 +76,8 @@ pub trait LunExecutor: Send + Sync {
         data_out: Vec<u8>,
         expected_data_in_len: u32,
     ) -> Submission {
-        let _ = nexus;
-        self.submit(lun, cdb, data_out, expected_data_in_len)
+        let nexus = nexus.nexus().command_nexus();
+        self.submit(nexus, lun, cdb, data_out, expected_data_in_len)
     }
     /// A nexus logged in to this target (reset attentions will reach it).
     fn nexus_joined(&self, _nexus: &Nexus) {}

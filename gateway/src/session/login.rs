@@ -552,6 +552,7 @@ impl TargetSession {
             ));
         }
         self.params = params;
+        self.isid = login.isid;
         self.events.push_back(TargetEvent::LoggedIn {
             initiator_name: self.initiator_name.clone(),
             isid: login.isid,

@@ -435,6 +435,8 @@ pub struct TargetSession {
     /// Index into `config.targets` of the target logged in to.
     target: Option<usize>,
     initiator_name: String,
+    /// The ISID of the session, once logged in: with the initiator name, the I_T nexus.
+    isid: Isid,
     params: OperationalParams,
     digests: Digests,
     exp_cmd_sn: u32,
@@ -485,6 +487,7 @@ impl TargetSession {
             session_type: SessionType::Normal,
             target: None,
             initiator_name: String::new(),
+            isid: [0; 6],
             params: OperationalParams::default(),
             digests: Digests::default(),
             exp_cmd_sn: 0,
@@ -559,6 +562,11 @@ impl TargetSession {
 
     pub fn initiator_name(&self) -> &str {
         &self.initiator_name
+    }
+
+    /// The session's ISID (zeros before the login completes).
+    pub fn isid(&self) -> [u8; 6] {
+        self.isid
     }
 
     pub fn tsih(&self) -> u16 {

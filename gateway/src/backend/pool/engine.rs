@@ -850,6 +850,11 @@ impl Engine {
         lock(&self.control).open.remove(&id);
     }
 
+    /// The size of volume `id`, if it exists.
+    pub fn volume_size(&self, id: u32) -> Option<u64> {
+        lock(&self.control).volumes.get(&id).map(|v| v.size_bytes)
+    }
+
     pub fn volume(&self, name: &str) -> Option<VolumeRecord> {
         lock(&self.control)
             .volumes

@@ -23,6 +23,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use engine::Engine;
@@ -215,7 +216,7 @@ impl Pool {
         Ok(PoolVolume {
             pool: Arc::clone(self),
             id: record.id,
-            size_bytes: record.size_bytes,
+            size_bytes: AtomicU64::new(record.size_bytes),
         })
     }
 }
@@ -248,7 +249,9 @@ fn random_u64() -> u64 {
 pub struct PoolVolume {
     pool: Arc<Pool>,
     id: u32,
-    size_bytes: u64,
+    /// Grows when the volume grows while exported ([`Backend::refresh_size`]); read
+    /// without a lock on the I/O path.
+    size_bytes: AtomicU64,
 }
 
 impl PoolVolume {
@@ -283,16 +286,24 @@ impl Drop for PoolVolume {
 
 impl Backend for PoolVolume {
     fn size_bytes(&self) -> u64 {
-        self.size_bytes
+        self.size_bytes.load(Ordering::Relaxed)
+    }
+
+    fn refresh_size(&self) -> u64 {
+        if let Some(size) = self.pool.engine.volume_size(self.id) {
+            // Volumes never shrink.
+            self.size_bytes.fetch_max(size, Ordering::Relaxed);
+        }
+        self.size_bytes()
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        check_range(self.size_bytes, offset, buf.len() as u64)?;
+        check_range(self.size_bytes(), offset, buf.len() as u64)?;
         self.pool.engine.read(self.id, offset, buf)
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        check_range(self.size_bytes, offset, data.len() as u64)?;
+        check_range(self.size_bytes(), offset, data.len() as u64)?;
         self.pool.engine.write(self.id, offset, data)
     }
 
@@ -301,7 +312,7 @@ impl Backend for PoolVolume {
     }
 
     fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
-        check_range(self.size_bytes, offset, len)?;
+        check_range(self.size_bytes(), offset, len)?;
         self.pool.engine.unmap(self.id, offset, len)
     }
 
@@ -314,7 +325,7 @@ impl Backend for PoolVolume {
     }
 
     fn mapped_extent(&self, offset: u64, max_len: u64) -> io::Result<(bool, u64)> {
-        let max_len = max_len.min(self.size_bytes.saturating_sub(offset));
+        let max_len = max_len.min(self.size_bytes().saturating_sub(offset));
         let (mapped, len) = self.pool.engine.mapped_extent(self.id, offset, max_len);
         Ok((mapped, len.max(u64::from(max_len > 0))))
     }
