@@ -45,7 +45,12 @@ fn session(now: Instant) -> TargetSession {
 fn drain(target: &mut TargetSession, luns: &dyn LunExecutor) {
     for _ in 0..64 {
         let Some(command) = target.poll_command() else { break };
+        let nexus = gateway::disk::Nexus {
+            initiator_name: target.initiator_name(),
+            isid: target.isid(),
+        };
         let result = luns.execute(
+            nexus,
             command.lun,
             &command.cdb,
             &command.data_out,
