@@ -335,6 +335,17 @@ impl ReservationState {
         if self.scsi2.as_ref().is_some_and(|h| h != nexus) {
             return Err(Refusal::Conflict);
         }
+        // One kind of reservation at a time: while its SCSI-2 reservation stands, the
+        // holder may register but not establish a persistent reservation beside it
+        // (SPC-3 5.6.3 keeps the two apart; it releases with RELEASE first).
+        if self.scsi2.is_some()
+            && matches!(
+                action,
+                PrOutAction::Reserve | PrOutAction::ReplaceLostReservation
+            )
+        {
+            return Err(Refusal::Conflict);
+        }
         if params.aptpl && !self.persist_capable {
             return Err(Refusal::parameter(20));
         }
@@ -635,7 +646,15 @@ impl ReservationState {
                     if !matches_any(self) {
                         return Err(Refusal::Conflict);
                     }
-                    self.remove_key(nexus, victim_key)
+                    let removed = self.remove_key(nexus, victim_key);
+                    // Every registrant holds an all-registrants reservation; the one kept
+                    // as its holder must still be one (the preemptor always is).
+                    if removed.contains(&r.holder) {
+                        if let Some(kept) = self.reservation.as_mut() {
+                            kept.holder = nexus.clone();
+                        }
+                    }
+                    removed
                 }
             }
             // One holder: preempting the holder's key takes the reservation (5.12.11.4.3).
