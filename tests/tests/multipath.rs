@@ -215,6 +215,111 @@ fn a_path_to_another_lu_never_carries_io_and_commands_wait_no_path_retry() {
     pool.shutdown();
 }
 
+/// Two tgtd daemons sharing one LU, for an `iscsi-bench` job over both.
+fn two_daemons(iqn: &str, id: &str, serial: &str) -> [Tgt; 2] {
+    let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]);
+    let daemons = [start().unwrap(), start().unwrap()];
+    let backing = daemons[0].lun_path(0, 0);
+    for daemon in &daemons {
+        daemon
+            .share_lun(1, Tgt::FIRST_DATA_LUN, &backing, id, serial)
+            .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    }
+    daemons
+}
+
+/// `iscsi-bench` with `paths=` over both daemons, a verifying 70/30 mix: killing one
+/// daemon mid-run fails nothing; the JSON names both paths (one down, both carried I/O),
+/// the longest gap between completions, and each interval's share per path.
+#[test]
+fn an_iscsi_bench_job_over_two_paths_survives_a_killed_daemon() {
+    let iqn = "iqn.2026-12.test:multipath-bench-job";
+    let mut daemons = two_daemons(iqn, "mp-job", "JOB1");
+    let portals = [daemons[0].portal(), daemons[1].portal()];
+    let url = format!("iscsi://{}/{iqn}/{}", portals[0], Tgt::FIRST_DATA_LUN);
+    let mut command =
+        std::process::Command::new(system_tests::workspace_binary("bench", "iscsi-bench"));
+    command.args([
+        "--name=mp",
+        &format!("--filename={url}"),
+        &format!("--paths={},{}", portals[0], portals[1]),
+        "--path_policy=round-robin",
+        "--no_path_retry=10",
+        "--rw=randrw",
+        "--rwmixread=70",
+        "--bs=4k",
+        "--iodepth=16",
+        "--verify=crc32c",
+        "--runtime=4",
+        "--time_based",
+        "--interval-results=500ms",
+        "--output-format=json",
+    ]);
+    let out = std::thread::scope(|scope| {
+        let bench = scope.spawn(|| system_tests::run_command(command, Duration::from_secs(90)));
+        // Let it log in through both paths and run a while (it needs the two logins, a
+        // probe and a second login on its own thread; a second is plenty).
+        std::thread::sleep(Duration::from_millis(1500));
+        daemons[1].kill();
+        bench.join().expect("bench thread")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let job = &doc["jobs"][0];
+    let ext = &job["iscsi_bench"];
+    assert_eq!(ext["errors"]["total"], 0, "{ext}");
+    let paths = ext["paths"].as_array().expect("paths");
+    assert_eq!(paths.len(), 2, "{ext}");
+    let by_portal = |portal: std::net::SocketAddr| {
+        paths
+            .iter()
+            .find(|p| p["portal"] == portal.to_string())
+            .unwrap_or_else(|| panic!("{portal} not in {paths:?}"))
+    };
+    let (alive, dead) = (by_portal(portals[0]), by_portal(portals[1]));
+    assert_eq!(alive["state"], "up", "{paths:?}");
+    assert_eq!(dead["state"], "down", "{paths:?}");
+    assert!(dead["losses"].as_u64() >= Some(1), "{paths:?}");
+    for path in [alive, dead] {
+        assert!(
+            path["total_ios"].as_u64() > Some(0),
+            "both carried I/O: {paths:?}"
+        );
+    }
+    let completed =
+        job["read"]["total_ios"].as_u64().unwrap() + job["write"]["total_ios"].as_u64().unwrap();
+    let per_path: u64 = paths.iter().map(|p| p["total_ios"].as_u64().unwrap()).sum();
+    assert!(
+        per_path >= completed,
+        "per-path counts cover the job's I/O: {per_path} < {completed}"
+    );
+    let gap = ext["longest_completion_gap_ns"].as_u64().expect("gap");
+    eprintln!("paths: {paths:?}; longest gap between completions: {gap} ns");
+    assert!(gap > 0 && gap < 10_000_000_000, "longest gap {gap} ns");
+    let intervals = ext["intervals"].as_array().expect("intervals");
+    assert!(intervals.len() >= 6, "{}", intervals.len());
+    let last = intervals.last().unwrap();
+    let shares = last["paths"]
+        .as_array()
+        .expect("per-path shares in each interval");
+    let dead_share = shares
+        .iter()
+        .find(|p| p["portal"] == portals[1].to_string())
+        .expect("the dead path's share");
+    assert_eq!(
+        dead_share["total_ios"], 0,
+        "the dead path carries nothing: {last}"
+    );
+    assert!(
+        intervals
+            .iter()
+            .all(|i| i["longest_gap_ns"].as_u64().is_some()),
+        "every interval has its longest gap"
+    );
+}
+
 #[test]
 fn iscsi_ctl_paths_lists_each_path_its_state_and_lu() {
     let iqn = "iqn.2026-12.test:multipath-ctl";

@@ -16,8 +16,8 @@ use super::error_policy::ErrorPolicy;
 use super::render::{self, changed, changed_flag};
 use super::spec::{
     BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, FileService, FileServiceKind,
-    IscsiOptions, JobSpec, LogName, PerDir, RateProcess, RwSequencer, SizeSpec, SteadyStateMetric,
-    SteadyStateSpec, SyncMode, TransportKind, VerifyKind,
+    IscsiOptions, JobSpec, LogName, PathList, PerDir, RateProcess, RwSequencer, SizeSpec,
+    SteadyStateMetric, SteadyStateSpec, SyncMode, TransportKind, VerifyKind,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -806,6 +806,24 @@ pub static OPTIONS: &[OptionDef] = &[
             s.spec().iscsi.replacement_timeout = Some(timeout);
         },
         render |spec, _base| spec.iscsi.replacement_timeout.map(render::time)),
+    opt!(ours "paths", Required, Iscsi, "all | host[:port][,host[:port]]...", default "the URL's portal",
+        "iSCSI multipath: log in through each of these portals (all: every portal SendTargets \
+         lists) after checking that each reaches the URL's LU; I/O survives losing a path",
+        apply |s| s.spec().iscsi.paths = Some(s.parse(parse_paths)?),
+        render |spec, _base| spec.iscsi.paths.as_ref().map(|paths| match paths {
+            PathList::All => "all".to_string(),
+            PathList::Portals(list) => list.join(","),
+        })),
+    opt!(ours "path_policy", Required, Iscsi, "round-robin|failover|queue-length|service-time",
+        default "round-robin", "iSCSI multipath: which path takes the next command",
+        apply |s| s.spec().iscsi.path_policy = Some(s.parse(|text| {
+            text.parse::<datapath::shard::PathPolicy>().map_err(ValueError::new)
+        })?),
+        render |spec, _base| spec.iscsi.path_policy.map(|p| p.name().to_string())),
+    opt!(ours "no_path_retry", Required, Errors, "time (s)", default "30",
+        "iSCSI multipath: how long commands wait for a path when none is up before they fail",
+        apply |s| s.spec().iscsi.no_path_retry = Some(s.time(TimeUnit::Seconds)?),
+        render |spec, _base| spec.iscsi.no_path_retry.map(render::time)),
     opt!("continue_on_error", Required, Errors, "none|read|write|io|verify|all", default "none",
         "Continue after non-fatal errors of these types",
         apply |s| {
@@ -1339,6 +1357,52 @@ fn parse_count(text: &str, min: u64) -> Result<u32, ValueError> {
     value::parse_u64_in(text, min, u64::from(u32::MAX)).map(|count| count as u32)
 }
 
+/// `paths=`: `all`, or portals separated by commas (`host[:port]`, `[v6][:port]`),
+/// checked for shape here and resolved when the engine opens.
+fn parse_paths(text: &str) -> Result<PathList, ValueError> {
+    if text == "all" {
+        return Ok(PathList::All);
+    }
+    let mut portals = Vec::new();
+    for portal in text.split(',').map(str::trim) {
+        let (host, port) = match portal.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((host, after)) => {
+                    (host, after.strip_prefix(':').filter(|_| !after.is_empty()))
+                }
+                None => {
+                    return Err(ValueError::new(format!(
+                        "{portal:?}: unclosed [ in an IPv6 portal"
+                    )))
+                }
+            },
+            None => match portal.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') => (host, Some(port)),
+                Some(_) => {
+                    return Err(ValueError::new(format!(
+                        "{portal:?}: write an IPv6 portal in brackets, [addr]:port"
+                    )))
+                }
+                None => (portal, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(ValueError::new(format!(
+                "{portal:?}: no host (expected host[:port], [v6][:port] or all)"
+            )));
+        }
+        if let Some(port) = port {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(ValueError::new(format!(
+                    "{portal:?}: port {port:?} is not 1-65535"
+                )));
+            }
+        }
+        portals.push(portal.to_string());
+    }
+    Ok(PathList::Portals(portals))
+}
+
 fn parse_file_service(text: &str) -> Result<FileService, ValueError> {
     let (kind, count) = match text.split_once(':') {
         Some((kind, count)) => (kind, Some(count)),
@@ -1529,6 +1593,8 @@ mod tests {
             "ignore_error" => "EIO:ETIMEDOUT,110",
             "description" | "initiator_name" | "chap_username" | "chap_secret" => "some text",
             "rate_cycle" => "250ms",
+            "paths" => "127.0.0.1:3260,[::1]:3261",
+            "path_policy" => "service-time",
             "startdelay" => "1-3",
             "offset" | "size" => "25%",
             "bsrange" => "4k-16k",
@@ -1775,5 +1841,55 @@ mod tests {
                 .to_string();
             assert!(error.contains(option), "{option}={bad}: {error}");
         }
+    }
+
+    #[test]
+    fn multipath_options() {
+        let mut scope = Scope::new(JobSpec::new("t"));
+        apply(
+            &mut scope,
+            "paths",
+            Some("10.0.0.1:3261, host-b,[fd00::1]:3262,[::1]"),
+        )
+        .unwrap();
+        apply(&mut scope, "path_policy", Some("service-time")).unwrap();
+        apply(&mut scope, "no_path_retry", Some("5")).unwrap();
+        let spec = &scope.spec;
+        assert_eq!(
+            spec.iscsi.paths,
+            Some(PathList::Portals(vec![
+                "10.0.0.1:3261".into(),
+                "host-b".into(),
+                "[fd00::1]:3262".into(),
+                "[::1]".into(),
+            ]))
+        );
+        assert_eq!(
+            spec.iscsi.path_policy,
+            Some(datapath::shard::PathPolicy::ServiceTime)
+        );
+        assert_eq!(spec.iscsi.no_path_retry, Some(Duration::from_secs(5)));
+        apply(&mut scope, "paths", Some("all")).unwrap();
+        assert_eq!(scope.spec.iscsi.paths, Some(PathList::All));
+        for (bad, why) in [
+            ("fd00::1:3260", "brackets"),
+            ("[fd00::1:3260", "unclosed"),
+            ("host:0", "not 1-65535"),
+            ("host:http", "not 1-65535"),
+            (":3260", "no host"),
+            ("a,,b", "no host"),
+        ] {
+            let error = apply(&mut scope, "paths", Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("paths") && error.contains(why),
+                "paths={bad}: {error}"
+            );
+        }
+        let error = apply(&mut scope, "path_policy", Some("fastest"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("service-time"), "{error}");
     }
 }

@@ -197,6 +197,21 @@ pub struct IscsiOptions {
     /// `replacement_timeout`: the longest one recovery (reconnect and login) may take
     /// (open-iscsi's name; `None`: the engine's default).
     pub replacement_timeout: Option<Duration>,
+    /// `paths=`: several paths to the LU (multipath); `None`: the URL's portal alone.
+    pub paths: Option<PathList>,
+    /// `path_policy=` (`None`: round-robin) and `no_path_retry=` (`None`: the engine's
+    /// default) of a multipath job.
+    pub path_policy: Option<datapath::shard::PathPolicy>,
+    pub no_path_retry: Option<Duration>,
+}
+
+/// Which portals a multipath job uses (`paths=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathList {
+    /// `all`: every portal SendTargets lists for the target, through the URL's portal.
+    All,
+    /// These portals (`host:port`, `[v6]:port`; port 3260 when left out).
+    Portals(Vec<String>),
 }
 
 impl Default for IscsiOptions {
@@ -216,6 +231,9 @@ impl Default for IscsiOptions {
             shards: None,
             reconnect_max: None,
             replacement_timeout: None,
+            paths: None,
+            path_policy: None,
+            no_path_retry: None,
         }
     }
 }

@@ -102,6 +102,8 @@ pub struct JobReport {
     pub target: String,
     /// How the job rode out faults: timeouts, session recoveries, unchecked blocks.
     pub recovery: RecoveryReport,
+    /// Multipath: each path's state and counts at the end of the job.
+    pub paths: Vec<datapath::shard::PathStatus>,
     /// fio's `unified_rw_reporting`.
     pub unified: UnifiedRw,
     /// fio's JSON `steadystate` object, for a job with `ss_dur`.
@@ -226,6 +228,7 @@ impl JobReport {
             start_ms: 0,
             target: String::new(),
             recovery: RecoveryReport::default(),
+            paths: Vec::new(),
             unified: UnifiedRw::Separate,
             steadystate: None,
             sync: crate::stats::LatencyStat::new(),

@@ -16,7 +16,10 @@ use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 use crate::job::error_policy::{ErrorPolicy, ErrorType, EILSEQ, EIO};
 use crate::output::logs::JobLogs;
-use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
+use crate::stats::{
+    IntervalRecord, IntervalSnapshot, IoTimes, JobStats, LiveCounters, PathInterval, ResourceUsage,
+    StatsConfig,
+};
 use crate::workload::{
     ContentGenerator, Next, PlannedIo, RateFloor, ReadBackIo, SkippedBlocks, UnknownCause,
     Verifier, VerifyAction, Workload,
@@ -131,6 +134,8 @@ pub struct JobOutcome {
     pub sync: crate::stats::LatencyStat,
     /// The depth latency target mode settled on (`None` without `latency_target`).
     pub latency_depth: Option<u32>,
+    /// Multipath: each path's state and counts when the job ended.
+    pub paths: Vec<datapath::shard::PathStatus>,
 }
 
 impl JobOutcome {
@@ -147,6 +152,7 @@ impl JobOutcome {
             steadystate: None,
             sync: crate::stats::LatencyStat::new(),
             latency_depth: None,
+            paths: Vec::new(),
         }
     }
 }
@@ -192,6 +198,8 @@ struct Driver {
     backlog: std::collections::VecDeque<IoDone>,
     progress: Arc<JobProgress>,
     intervals: Vec<IntervalRecord>,
+    /// Multipath: each path's completed commands at the last interval's end.
+    path_ios: Vec<(std::net::SocketAddr, u64)>,
     interval: Option<Duration>,
     next_interval_ns: u64,
     percentiles: Vec<f64>,
@@ -641,8 +649,9 @@ impl Driver {
         if let Some(interval) = self.interval {
             if now_ns >= self.next_interval_ns {
                 let snapshot = self.stats.take_interval(now_ns);
-                self.intervals
-                    .push(snapshot.summarize(self.stats.start_ns(), &self.percentiles));
+                let mut record = snapshot.summarize(self.stats.start_ns(), &self.percentiles);
+                record.paths = self.path_intervals(&snapshot);
+                self.intervals.push(record);
                 self.next_interval_ns = now_ns + interval.as_nanos() as u64;
             }
         }
@@ -660,14 +669,41 @@ impl Driver {
         if self.interval.is_none() {
             return;
         }
-        let record = self
-            .stats
-            .take_interval(end_ns)
-            .summarize(self.stats.start_ns(), &self.percentiles);
+        let snapshot = self.stats.take_interval(end_ns);
+        let mut record = snapshot.summarize(self.stats.start_ns(), &self.percentiles);
+        record.paths = self.path_intervals(&snapshot);
         let moved = record.dirs.iter().flatten().any(|d| d.ios > 0);
         if moved || record.end_ms > record.start_ms {
             self.intervals.push(record);
         }
+    }
+
+    /// What each path of a multipath job completed in the interval `snapshot` closed.
+    fn path_intervals(&mut self, snapshot: &IntervalSnapshot) -> Vec<PathInterval> {
+        let seconds = snapshot.end_ns.saturating_sub(snapshot.start_ns) as f64 / 1e9;
+        let now = self.engine.paths();
+        let intervals = now
+            .iter()
+            .map(|path| {
+                let before = self
+                    .path_ios
+                    .iter()
+                    .find(|(portal, _)| *portal == path.portal)
+                    .map_or(0, |(_, ios)| *ios);
+                let ios = path.ios.saturating_sub(before);
+                PathInterval {
+                    portal: path.portal.to_string(),
+                    ios,
+                    iops: if seconds > 0.0 {
+                        ios as f64 / seconds
+                    } else {
+                        0.0
+                    },
+                }
+            })
+            .collect();
+        self.path_ios = now.iter().map(|p| (p.portal, p.ios)).collect();
+        intervals
     }
 
     /// Waits for every I/O in flight.
@@ -772,6 +808,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         backlog: std::collections::VecDeque::with_capacity(iodepth),
         progress,
         intervals: Vec::new(),
+        path_ios: Vec::new(),
         interval,
         next_interval_ns: interval.map_or(u64::MAX, |i| i.as_nanos() as u64),
         percentiles,
@@ -882,6 +919,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         latency_target,
         ..
     } = driver;
+    let paths = engine.paths();
     let engine = match engine.close() {
         Ok(counters) => counters,
         Err(e) => {
@@ -900,6 +938,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         steadystate: steadystate.map(|ss| ss.report()),
         sync: sync_lat,
         latency_depth: latency_target.map(|lt| lt.depth()),
+        paths,
     }
 }
 

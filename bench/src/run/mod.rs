@@ -572,6 +572,7 @@ fn job_reports(
                 report.stats.merge(&outcome.stats);
                 report.sync.merge(&outcome.sync);
                 report.recovery.merge(&recovery_report(&outcome));
+                crate::engine::add_paths(&mut report.paths, &outcome.paths);
                 report.members += 1;
                 if report.error == 0 && outcome.error != 0 {
                     report.error = outcome.error;
@@ -612,6 +613,7 @@ fn job_report(spec: &JobSpec, outcome: JobOutcome) -> JobReport {
         steadystate,
         sync,
         latency_depth,
+        paths,
         ..
     } = outcome;
     let mut report = JobReport::new(&spec.name, spec.group_id, stats);
@@ -628,6 +630,7 @@ fn job_report(spec: &JobSpec, outcome: JobOutcome) -> JobReport {
         report.latency_window_us = spec.latency_window.as_micros() as u64;
     }
     report.intervals = intervals;
+    report.paths = paths;
     report.percentiles = PercentileOptions {
         list: spec.percentile_list.clone(),
         slat: spec.slat_percentiles,

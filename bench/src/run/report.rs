@@ -150,7 +150,7 @@ mod tests {
             .map(|s| IntervalRecord {
                 start_ms: (s - 1) * 1000,
                 end_ms: s * 1000,
-                dirs: Default::default(),
+                ..IntervalRecord::default()
             })
             .collect();
         job
