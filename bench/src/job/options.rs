@@ -468,6 +468,16 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().rate_cycle = s.time(TimeUnit::Milliseconds)?,
         render |spec, base| (spec.rate_cycle != base.rate_cycle)
             .then(|| format!("{}ms", spec.rate_cycle.as_millis()))),
+    opt!(ours "rate_backlog", Required, Rate, "time (ms) | none", default "10",
+        "How late a paced job may fall behind its schedule and still catch up; after a longer \
+         stall (a lost path) the schedule moves on instead of bursting (none: catch up, as fio)",
+        apply |s| s.spec().rate_backlog = match s.text() {
+            "none" => None,
+            _ => Some(s.time(TimeUnit::Milliseconds)?),
+        },
+        render |spec, base| (spec.rate_backlog != base.rate_backlog).then(|| {
+            spec.rate_backlog.map_or("none".to_string(), |b| format!("{}us", b.as_micros()))
+        })),
     opt!("flow", Required, Rate, "int (0..1000)", default "0",
         "Weight of this job in its flow_id's token flow control (0: none)",
         apply |s| s.spec().flow = {

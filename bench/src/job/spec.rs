@@ -205,6 +205,10 @@ pub struct IscsiOptions {
     pub no_path_retry: Option<Duration>,
 }
 
+/// `rate_backlog` when not given: a few I/O periods of jitter at common rates, far below
+/// one reporting interval, so catching up never shows as a burst.
+pub const RATE_BACKLOG_DEFAULT: Duration = Duration::from_millis(10);
+
 /// Which portals a multipath job uses (`paths=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathList {
@@ -393,6 +397,10 @@ pub struct JobSpec {
     pub rate_iops_min: PerDir<Option<u64>>,
     /// `rate_cycle`: the window `rate_min`/`rate_iops_min` are averaged over.
     pub rate_cycle: Duration,
+    /// `rate_backlog`: how late a paced job may fall behind its schedule and still catch
+    /// up; beyond it the schedule moves (a stall is not followed by a burst). `None`:
+    /// always catch up, as fio does.
+    pub rate_backlog: Option<Duration>,
     pub thinktime: Duration,
     pub thinktime_blocks: u32,
 
@@ -533,6 +541,7 @@ impl JobSpec {
             rate_min: PerDir::splat(None),
             rate_iops_min: PerDir::splat(None),
             rate_cycle: Duration::from_millis(1000),
+            rate_backlog: Some(RATE_BACKLOG_DEFAULT),
             thinktime: Duration::ZERO,
             thinktime_blocks: 1,
             verify: VerifyKind::None,

@@ -453,6 +453,7 @@ fn job_extension(job: &JobReport) -> Json {
         .v("errors", errors_json)
         .v("recovery", recovery_json)
         .u("longest_completion_gap_ns", job.stats.longest_gap_ns())
+        .u("rate_schedule_skipped_ns", job.rate_skipped_ns)
         .v("paths", Json::Array(paths))
         .u("cpu_ns", job.stats.usage().cpu_ns())
         .f("cpu_ns_per_io", job.stats.cpu_ns_per_io().unwrap_or(0.0))

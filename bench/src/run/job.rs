@@ -136,6 +136,8 @@ pub struct JobOutcome {
     pub latency_depth: Option<u32>,
     /// Multipath: each path's state and counts when the job ended.
     pub paths: Vec<datapath::shard::PathStatus>,
+    /// How much of the rate schedule stalls beyond `rate_backlog` gave up.
+    pub rate_skipped: Duration,
 }
 
 impl JobOutcome {
@@ -153,6 +155,7 @@ impl JobOutcome {
             sync: crate::stats::LatencyStat::new(),
             latency_depth: None,
             paths: Vec::new(),
+            rate_skipped: Duration::ZERO,
         }
     }
 }
@@ -920,6 +923,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         ..
     } = driver;
     let paths = engine.paths();
+    let rate_skipped = workload.rate_schedule_skipped();
     let engine = match engine.close() {
         Ok(counters) => counters,
         Err(e) => {
@@ -939,6 +943,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         sync: sync_lat,
         latency_depth: latency_target.map(|lt| lt.depth()),
         paths,
+        rate_skipped,
     }
 }
 

@@ -351,6 +351,7 @@ pub fn workload_config(
         rate_iops: spec.rate_iops.clone(),
         process: spec.rate_process,
         thinktime,
+        backlog: spec.rate_backlog,
     };
     let verify = match spec.verify {
         JobVerify::None => None,

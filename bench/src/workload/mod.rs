@@ -669,6 +669,11 @@ impl Workload {
         self.pacer.is_limited()
     }
 
+    /// How much of the rate schedule stalls beyond `rate_backlog` gave up.
+    pub fn rate_schedule_skipped(&self) -> Duration {
+        self.pacer.shifted()
+    }
+
     /// `thinktime_spin`: how much of each think pause to spend busy rather than asleep.
     pub fn think_spin(&self) -> Duration {
         self.pacer.think_spin()
