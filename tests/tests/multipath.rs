@@ -64,6 +64,8 @@ fn survives_losing(victim: usize) {
             policy: PathPolicy::RoundRobin,
             lun: Tgt::FIRST_DATA_LUN,
             no_path_retry: Duration::from_secs(10),
+            ping_interval: MultipathConfig::PING_INTERVAL_DEFAULT,
+            ping_timeout: MultipathConfig::PING_TIMEOUT_DEFAULT,
         }),
         ..ShardConfig::default()
     };
@@ -185,6 +187,8 @@ fn a_path_to_another_lu_never_carries_io_and_commands_wait_no_path_retry() {
             policy: PathPolicy::RoundRobin,
             lun,
             no_path_retry,
+            ping_interval: MultipathConfig::PING_INTERVAL_DEFAULT,
+            ping_timeout: MultipathConfig::PING_TIMEOUT_DEFAULT,
         }),
         ..ShardConfig::default()
     };
@@ -402,6 +406,8 @@ fn failover_benchmark() {
             policy: PathPolicy::RoundRobin,
             lun: Tgt::FIRST_DATA_LUN,
             no_path_retry: Duration::from_secs(10),
+            ping_interval: MultipathConfig::PING_INTERVAL_DEFAULT,
+            ping_timeout: MultipathConfig::PING_TIMEOUT_DEFAULT,
         }),
         ..ShardConfig::default()
     };
@@ -516,6 +522,8 @@ fn a_lost_path_rejoins_in_the_background() {
             policy: PathPolicy::QueueLength,
             lun,
             no_path_retry: Duration::from_secs(10),
+            ping_interval: MultipathConfig::PING_INTERVAL_DEFAULT,
+            ping_timeout: MultipathConfig::PING_TIMEOUT_DEFAULT,
         }),
         ..ShardConfig::default()
     };

@@ -142,6 +142,12 @@ pub struct LoginOptions {
     pub mutual_chap: Option<(String, String)>,
     /// `None`: the data path's default (5 s).
     pub connect_timeout: Option<Duration>,
+    /// NOP-Out after the target was silent this long, answered within the timeout
+    /// (`noop_out_interval`, `noop_out_timeout`); `None`: the data path's defaults (10 s
+    /// for one path, [`MultipathConfig::PING_INTERVAL_DEFAULT`] and
+    /// [`MultipathConfig::PING_TIMEOUT_DEFAULT`] for multipath).
+    pub nop_interval: Option<Duration>,
+    pub nop_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for LoginOptions {
@@ -350,7 +356,7 @@ impl IscsiEngine {
                         options.transport
                     )));
                 }
-                Some(multipath_config(&client, multi, lun)?)
+                Some(multipath_config(&client, multi, &options.login, lun)?)
             }
             None => None,
         };
@@ -984,6 +990,7 @@ impl Drop for IscsiEngine {
 fn multipath_config(
     client: &ClientConfig,
     options: &MultipathOptions,
+    login: &LoginOptions,
     lun: u64,
 ) -> Result<MultipathConfig, EngineError> {
     let portals = match &options.paths {
@@ -1009,6 +1016,12 @@ fn multipath_config(
         policy: options.policy,
         lun,
         no_path_retry: options.no_path_retry,
+        ping_interval: login
+            .nop_interval
+            .unwrap_or(MultipathConfig::PING_INTERVAL_DEFAULT),
+        ping_timeout: login
+            .nop_timeout
+            .unwrap_or(MultipathConfig::PING_TIMEOUT_DEFAULT),
     })
 }
 
@@ -1112,6 +1125,12 @@ pub(crate) fn client_config(
     }
     if let Some(t) = login.connect_timeout {
         config.connect_timeout = t;
+    }
+    if let Some(t) = login.nop_interval {
+        config.nop_interval = t;
+    }
+    if let Some(t) = login.nop_timeout {
+        config.nop_timeout = t;
     }
     // Job options first, then the URL, then libiscsi's environment variables (so secrets
     // need not be in argv or a job file: `ps` shows argv to every user).

@@ -808,13 +808,7 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, _base| spec.iscsi.reconnect_max.map(|max| max.to_string())),
     opt!(ours "replacement_timeout", Required, Errors, "time (s)", default "30",
         "iSCSI: the longest one reconnect may take before its I/O fails",
-        apply |s| {
-            let timeout = s.time(TimeUnit::Seconds)?;
-            if timeout.is_zero() {
-                return s.fail("must be greater than 0");
-            }
-            s.spec().iscsi.replacement_timeout = Some(timeout);
-        },
+        apply |s| s.spec().iscsi.replacement_timeout = Some(s.nonzero_time(TimeUnit::Seconds)?),
         render |spec, _base| spec.iscsi.replacement_timeout.map(render::time)),
     opt!(ours "paths", Required, Iscsi, "all | host[:port][,host[:port]]...", default "the URL's portal",
         "iSCSI multipath: log in through each of these portals (all: every portal SendTargets \
@@ -834,6 +828,15 @@ pub static OPTIONS: &[OptionDef] = &[
         "iSCSI multipath: how long commands wait for a path when none is up before they fail",
         apply |s| s.spec().iscsi.no_path_retry = Some(s.time(TimeUnit::Seconds)?),
         render |spec, _base| spec.iscsi.no_path_retry.map(render::time)),
+    opt!(ours "noop_out_interval", Required, Errors, "time (ms)", default "10000, 250 with paths=",
+        "iSCSI: ping the target with a NOP-Out after it was silent this long (how soon a \
+         silently cut link is noticed)",
+        apply |s| s.spec().iscsi.noop_out_interval = Some(s.nonzero_time(TimeUnit::Milliseconds)?),
+        render |spec, _base| spec.iscsi.noop_out_interval.map(|t| format!("{}ms", t.as_millis()))),
+    opt!(ours "noop_out_timeout", Required, Errors, "time (ms)", default "10000, 500 with paths=",
+        "iSCSI: a NOP-Out not answered this long ends the connection (another path takes over)",
+        apply |s| s.spec().iscsi.noop_out_timeout = Some(s.nonzero_time(TimeUnit::Milliseconds)?),
+        render |spec, _base| spec.iscsi.noop_out_timeout.map(|t| format!("{}ms", t.as_millis()))),
     opt!("continue_on_error", Required, Errors, "none|read|write|io|verify|all", default "none",
         "Continue after non-fatal errors of these types",
         apply |s| {
@@ -1228,6 +1231,15 @@ impl<'a> Setting<'a> {
 
     fn time(&self, unit: TimeUnit) -> Result<Duration, JobError> {
         self.parse(|text| value::parse_time(text, unit))
+    }
+
+    /// A time that may not be 0.
+    fn nonzero_time(&self, unit: TimeUnit) -> Result<Duration, JobError> {
+        let time = self.time(unit)?;
+        if time.is_zero() {
+            return self.fail("must be greater than 0");
+        }
+        Ok(time)
     }
 
     /// A size or percentage that may not be 0 bytes (`size`, `io_size`).

@@ -203,6 +203,10 @@ pub struct IscsiOptions {
     /// default) of a multipath job.
     pub path_policy: Option<datapath::shard::PathPolicy>,
     pub no_path_retry: Option<Duration>,
+    /// `noop_out_interval`, `noop_out_timeout` (open-iscsi's names): NOP-Out pings of a
+    /// silent target; `None`: the engine's defaults.
+    pub noop_out_interval: Option<Duration>,
+    pub noop_out_timeout: Option<Duration>,
 }
 
 /// `rate_backlog` when not given: a few I/O periods of jitter at common rates, far below
@@ -238,6 +242,8 @@ impl Default for IscsiOptions {
             paths: None,
             path_policy: None,
             no_path_retry: None,
+            noop_out_interval: None,
+            noop_out_timeout: None,
         }
     }
 }

@@ -252,6 +252,8 @@ fn login_options(spec: &JobSpec) -> LoginOptions {
             .as_ref()
             .map(|c| (c.username.clone(), c.secret.clone())),
         connect_timeout: None,
+        nop_interval: iscsi.noop_out_interval,
+        nop_timeout: iscsi.noop_out_timeout,
     }
 }
 

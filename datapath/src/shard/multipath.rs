@@ -119,6 +119,30 @@ pub struct MultipathConfig {
     pub lun: u64,
     /// How long commands wait when no path is up before they fail.
     pub no_path_retry: Duration,
+    /// How a silent path loss (a cut link: no reset, no FIN) is noticed: a NOP-Out after
+    /// the target was silent this long, answered within `ping_timeout`, and the sub-paths'
+    /// `TCP_USER_TIMEOUT` (the sum of the two, unless `ShardConfig::tcp_user_timeout` says
+    /// otherwise). Sub-second by default, where open-iscsi takes 5 to 15 s.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+}
+
+impl MultipathConfig {
+    pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
+    pub const PING_TIMEOUT_DEFAULT: Duration = Duration::from_millis(500);
+    pub const NO_PATH_RETRY_DEFAULT: Duration = Duration::from_secs(30);
+
+    /// `portals` to `lun`, round-robin, with the default timers.
+    pub fn new(portals: Vec<SocketAddr>, lun: u64) -> MultipathConfig {
+        MultipathConfig {
+            portals,
+            policy: PathPolicy::RoundRobin,
+            lun,
+            no_path_retry: MultipathConfig::NO_PATH_RETRY_DEFAULT,
+            ping_interval: MultipathConfig::PING_INTERVAL_DEFAULT,
+            ping_timeout: MultipathConfig::PING_TIMEOUT_DEFAULT,
+        }
+    }
 }
 
 /// Why a path did not join.
@@ -299,10 +323,17 @@ impl MultiPath {
     fn sub_setup(&self, portal: SocketAddr) -> Setup {
         let mut client_config: ClientConfig = self.setup.client_config.clone();
         client_config.portal = portal;
+        client_config.nop_interval = self.config.ping_interval;
+        client_config.nop_timeout = self.config.ping_timeout;
         let config = ShardConfig {
             multipath: None,
             // The multipath path reissues and rejoins itself.
             reconnect: super::ReconnectPolicy::OFF,
+            tcp_user_timeout: self
+                .setup
+                .config
+                .tcp_user_timeout
+                .or(Some(self.config.ping_interval + self.config.ping_timeout)),
             ..self.setup.config.clone()
         };
         Setup {
