@@ -324,6 +324,78 @@ fn an_iscsi_bench_job_over_two_paths_survives_a_killed_daemon() {
     );
 }
 
+/// Issue 14 item 4: a path whose link is cut silently (no reset, no FIN: the far end of
+/// its veth pair goes down) is noticed by the NOP-Out pings within a second, its commands
+/// go to the other path, and a verifying job sees no error. The job runs in a namespace
+/// of its own, reaching two tgtd daemons over two veth pairs.
+#[test]
+fn an_iscsi_bench_job_survives_a_silently_cut_link() {
+    system_tests::require_tools!("tgtd", "tgtadm", "ip");
+    if !system_tests::require_facility(
+        "network namespaces (root and iproute2)",
+        system_tests::netns::available(),
+    ) {
+        return;
+    }
+    let iqn = "iqn.2026-12.test:multipath-cut";
+    let mut ns = system_tests::netns::Netns::create().expect("namespace");
+    let links = [ns.veth().expect("veth a"), ns.veth().expect("veth b")];
+    let daemons: Vec<Tgt> = links
+        .iter()
+        .map(|link| {
+            Tgt::start_at(link.host_ip, &[TargetSpec::new(iqn, &[LUN_BYTES])]).expect("tgtd")
+        })
+        .collect();
+    let backing = daemons[0].lun_path(0, 0);
+    for daemon in &daemons {
+        daemon
+            .share_lun(1, Tgt::FIRST_DATA_LUN, &backing, "mp-cut", "CUT1")
+            .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    }
+    let portals = [daemons[0].portal(), daemons[1].portal()];
+    let url = format!("iscsi://{}/{iqn}/{}", portals[0], Tgt::FIRST_DATA_LUN);
+    let mut command = ns.command(&system_tests::workspace_binary("bench", "iscsi-bench"));
+    command.args([
+        "--name=cut",
+        &format!("--filename={url}"),
+        &format!("--paths={},{}", portals[0], portals[1]),
+        "--rw=randrw",
+        "--rwmixread=70",
+        "--bs=4k",
+        "--iodepth=16",
+        "--verify=crc32c",
+        "--runtime=4",
+        "--time_based",
+        "--output-format=json",
+    ]);
+    let out = std::thread::scope(|scope| {
+        let bench = scope.spawn(|| system_tests::run_command(command, Duration::from_secs(90)));
+        std::thread::sleep(Duration::from_millis(1500));
+        ns.cut(&links[1]).expect("cut the second link");
+        bench.join().expect("bench thread")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let ext = &doc["jobs"][0]["iscsi_bench"];
+    assert_eq!(ext["errors"]["total"], 0, "{ext}");
+    let paths = ext["paths"].as_array().expect("paths");
+    let cut = paths
+        .iter()
+        .find(|p| p["portal"] == portals[1].to_string())
+        .expect("the cut path");
+    assert_eq!(cut["state"], "down", "{paths:?}");
+    let gap = ext["longest_completion_gap_ns"].as_u64().expect("gap");
+    eprintln!("silent cut: longest gap between completions {gap} ns; paths {paths:?}");
+
+    // The goal is 1 s (250 ms of silence, 500 ms for the ping's answer); the bound leaves
+    // room for a loaded machine.
+    assert!(gap < 3_000_000_000, "a silent cut stalled I/O {gap} ns");
+    drop(daemons);
+    let _ = &mut ns;
+}
+
 #[test]
 fn iscsi_ctl_paths_lists_each_path_its_state_and_lu() {
     let iqn = "iqn.2026-12.test:multipath-ctl";

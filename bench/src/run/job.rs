@@ -843,6 +843,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     if let Err(e) = result {
         driver.fail(e);
     }
+    let issued_until = driver.now_ns();
+    driver.stats.stop_gaps(issued_until);
     // A job stopped by its runtime still checks what it wrote (fio verifies after a
     // time-based write job too), once its writes are in: a read racing a write to its
     // block would see either copy.

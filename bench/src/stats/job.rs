@@ -149,6 +149,8 @@ pub struct JobStats {
     last_completion_ns: u64,
     longest_gap_ns: u64,
     interval_gap_ns: u64,
+    /// When the workload stopped issuing (`stop_gaps`): later quiet is not a stall.
+    gaps_end_ns: Option<u64>,
 }
 
 impl JobStats {
@@ -170,6 +172,7 @@ impl JobStats {
             last_completion_ns: start_ns,
             longest_gap_ns: 0,
             interval_gap_ns: 0,
+            gaps_end_ns: None,
             interval: Default::default(),
             live: None,
         }
@@ -233,6 +236,9 @@ impl JobStats {
 
     /// A successful completion at `now_ns`: ends the gap since the one before.
     fn note_completion(&mut self, now_ns: u64) {
+        if self.gaps_end_ns.is_some() {
+            return;
+        }
         let gap = now_ns.saturating_sub(self.last_completion_ns);
         self.longest_gap_ns = self.longest_gap_ns.max(gap);
         self.interval_gap_ns = self.interval_gap_ns.max(gap);
@@ -240,10 +246,21 @@ impl JobStats {
     }
 
     /// The longest time the job went without a successful completion (from its start to
-    /// the first, between two, or from the last to the end of the run): a stall, such
-    /// as a lost path, is this number.
+    /// the first, between two, or from the last to when the workload stopped): a stall,
+    /// such as a lost path, is this number.
     pub fn longest_gap_ns(&self) -> u64 {
         self.longest_gap_ns
+    }
+
+    /// The workload stopped issuing at `now_ns` (its runtime is over): a gap still open
+    /// ends here, and the quiet of a drain, a read-back or a flush after it is no stall.
+    pub fn stop_gaps(&mut self, now_ns: u64) {
+        if self.gaps_end_ns.is_none() {
+            let open = now_ns.saturating_sub(self.last_completion_ns);
+            self.longest_gap_ns = self.longest_gap_ns.max(open);
+            self.interval_gap_ns = self.interval_gap_ns.max(open);
+            self.gaps_end_ns = Some(now_ns);
+        }
     }
 
     /// Counts one failed I/O by kind. Its latency and bytes are not counted; a short
@@ -333,7 +350,8 @@ impl JobStats {
         snapshot.dirs = std::mem::take(&mut self.interval);
         // A gap still open at the interval's end counts in it too (so an interval inside
         // a stall shows it), and the next interval's gaps start from here.
-        let open = now_ns.saturating_sub(self.last_completion_ns.max(self.interval_start_ns));
+        let until = self.gaps_end_ns.map_or(now_ns, |end| end.min(now_ns));
+        let open = until.saturating_sub(self.last_completion_ns.max(self.interval_start_ns));
         snapshot.longest_gap_ns = std::mem::take(&mut self.interval_gap_ns).max(open);
         if self.config.track_intervals {
             for (taken, seen) in snapshot.dirs.iter_mut().zip(&self.dirs) {
@@ -351,8 +369,7 @@ impl JobStats {
     pub fn finish(&mut self, now_ns: u64) {
         let runtime_ms = now_ns.saturating_sub(self.start_ns) / 1_000_000;
         self.job_runtime_ms = runtime_ms;
-        let open = now_ns.saturating_sub(self.last_completion_ns);
-        self.longest_gap_ns = self.longest_gap_ns.max(open);
+        self.stop_gaps(now_ns);
         for dir in self.dirs.iter_mut().flatten() {
             if dir.ios > 0 {
                 dir.runtime_ms = runtime_ms;

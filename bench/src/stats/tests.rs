@@ -394,3 +394,19 @@ fn the_longest_completion_gap_is_a_number_per_run_and_per_interval() {
     assert_eq!(stats.longest_gap_ns(), 499 * ms);
     assert_eq!(second.summarize(0, &[]).longest_gap_ns, 400 * ms);
 }
+
+#[test]
+fn quiet_after_the_workload_stopped_is_no_stall() {
+    let ms = 1_000_000;
+    let mut stats = JobStats::new(0, StatsConfig::default());
+    for k in 1..=10 {
+        completion_at(&mut stats, k * 10 * ms);
+    }
+    // The runtime ends at 105 ms; a read-back and a flush take until 2 s.
+    stats.stop_gaps(105 * ms);
+    completion_at(&mut stats, 1_900 * ms);
+    let last = stats.take_interval(2_000 * ms);
+    stats.finish(2_000 * ms);
+    assert_eq!(stats.longest_gap_ns(), 10 * ms);
+    assert_eq!(last.longest_gap_ns, 10 * ms);
+}

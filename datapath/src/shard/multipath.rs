@@ -48,6 +48,7 @@ use crate::scsi::decode::{association, DesignatorValue, DeviceIdentification};
 use crate::scsi::{sense, Cdb, Sense};
 use crate::session::connect::ClientConfig;
 use crate::session::{CommandError, CommandOutcome, DataDirection, Request};
+use crate::transport::reach::{Reach, ReachProbe};
 
 /// The longest sleep on one sub-path's ring while another may have answers.
 pub const MULTI_POLL: Duration = Duration::from_micros(200);
@@ -200,6 +201,8 @@ struct SubPath {
     reading_states: bool,
     /// Recent service time (exponentially weighted, 1/8 per completion), nanoseconds.
     service_ns: u64,
+    /// A lost path's portal being tried without blocking before it logs in again.
+    probe: Option<ReachProbe>,
 }
 
 impl SubPath {
@@ -278,6 +281,7 @@ impl MultiPath {
                     alua: None,
                     reading_states: false,
                     service_ns: 0,
+                    probe: None,
                 })
                 .collect(),
             config,
@@ -698,14 +702,43 @@ impl MultiPath {
         }
     }
 
-    /// Joins lost paths that are due (one attempt per turn).
+    /// Brings lost paths back: when one is due, its portal is first tried with a
+    /// non-blocking connect, checked each turn; only once the portal accepted does the
+    /// path log in (on this thread: quick, the portal answers). A cut link or a dead host
+    /// thus never holds the loop (and the other paths' I/O) for a connect timeout.
     fn rejoin(&mut self, now: Instant) {
-        let due = (0..self.paths.len())
-            .find(|&i| self.paths[i].path.is_none() && now >= self.paths[i].retry_at);
-        if let Some(index) = due {
-            if let Err(e) = self.join(index) {
-                tracing::debug!(shard = self.setup.index, portal = %self.paths[index].portal, error = %e, "path did not rejoin");
-                self.schedule_retry(index, Instant::now());
+        let connect_timeout = self.setup.client_config.connect_timeout;
+        for index in 0..self.paths.len() {
+            let sub = &mut self.paths[index];
+            if sub.path.is_some() || now < sub.retry_at {
+                continue;
+            }
+            let reach = match &sub.probe {
+                None => match ReachProbe::start(sub.portal, connect_timeout) {
+                    Ok(probe) => {
+                        sub.probe = Some(probe);
+                        continue;
+                    }
+                    Err(e) => Reach::Unreachable(e),
+                },
+                Some(probe) => probe.poll(now),
+            };
+            match reach {
+                Reach::Pending => {}
+                Reach::Unreachable(e) => {
+                    sub.probe = None;
+                    tracing::debug!(shard = self.setup.index, portal = %sub.portal, error = %e, "lost path's portal unreachable");
+                    self.schedule_retry(index, now);
+                }
+                Reach::Reachable => {
+                    sub.probe = None;
+                    if let Err(e) = self.join(index) {
+                        tracing::debug!(shard = self.setup.index, portal = %self.paths[index].portal, error = %e, "path did not rejoin");
+                        self.schedule_retry(index, Instant::now());
+                    }
+                    // One login per turn: the others' I/O goes on between them.
+                    return;
+                }
             }
         }
     }
