@@ -44,7 +44,7 @@ use super::{failure, ShardConfig, ShardError, ShardInfo, ShardStats};
 use crate::adapter::{PathError, PathFailure};
 use crate::pdu::TaskAttribute;
 use crate::scsi::alua::{self, AluaState, TargetPortGroups};
-use crate::scsi::decode::{association, DesignatorValue, DeviceIdentification};
+use crate::scsi::decode::DeviceIdentification;
 use crate::scsi::{sense, Cdb, Sense};
 use crate::session::connect::ClientConfig;
 use crate::session::{CommandError, CommandOutcome, DataDirection, Request};
@@ -1077,12 +1077,7 @@ fn check_path(path: &mut TcpPath, lun: u64) -> Result<Checked, String> {
         return Err("VPD 0x83 names no logical-unit designator".into());
     }
     designators.sort();
-    let group = page.descriptors.iter().find_map(|d| match d.value {
-        DesignatorValue::TargetPortGroup(id) if d.association == association::TARGET_PORT => {
-            Some(id)
-        }
-        _ => None,
-    });
+    let group = page.target_port_group();
     let states = match group {
         Some(_) => {
             let cdb = Cdb::report_target_port_groups(RTPG_LENGTH);
