@@ -324,6 +324,64 @@ fn an_iscsi_bench_job_over_two_paths_survives_a_killed_daemon() {
     );
 }
 
+/// Issue 14's wire check of a failover: a job over two paths, one daemon killed; both
+/// paths' captures dissect with no malformed PDU (the commands issued again on the
+/// surviving path included).
+#[test]
+fn a_failover_dissects_cleanly() {
+    system_tests::require_tools!("tgtd", "tgtadm", "dumpcap", "tshark");
+    use system_tests::{tshark_iscsi_opcodes, tshark_iscsi_problems, Capture};
+    let iqn = "iqn.2026-12.test:multipath-wire";
+    let mut daemons = two_daemons(iqn, "mp-wire", "WIRE1");
+    let portals = [daemons[0].portal(), daemons[1].portal()];
+    let captures = [
+        Capture::start(portals[0].port()),
+        Capture::start(portals[1].port()),
+    ];
+    let url = format!("iscsi://{}/{iqn}/{}", portals[0], Tgt::FIRST_DATA_LUN);
+    let mut command =
+        std::process::Command::new(system_tests::workspace_binary("bench", "iscsi-bench"));
+    command.args([
+        "--name=wire",
+        &format!("--filename={url}"),
+        &format!("--paths={},{}", portals[0], portals[1]),
+        "--rw=randwrite",
+        "--bs=4k",
+        "--iodepth=8",
+        "--rate_iops=2000",
+        "--runtime=2",
+        "--time_based",
+    ]);
+    let out = std::thread::scope(|scope| {
+        let bench = scope.spawn(|| system_tests::run_command(command, Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(1000));
+        daemons[1].kill();
+        bench.join().expect("bench thread")
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        system_tests::describe_output(&out)
+    );
+    let [first, second] = captures;
+    for (pcap, port) in [
+        (first.stop(), portals[0].port()),
+        (second.stop(), portals[1].port()),
+    ] {
+        assert_eq!(
+            tshark_iscsi_problems(&pcap, port),
+            Vec::<String>::new(),
+            "port {port}"
+        );
+        let opcodes = tshark_iscsi_opcodes(&pcap, port).expect("tshark");
+        // SCSI Command (0x01) and Response (0x21) on both paths.
+        assert!(
+            opcodes.contains(&0x01) && opcodes.contains(&0x21),
+            "port {port}: {opcodes:?}"
+        );
+    }
+}
+
 /// Issue 14 item 4: a path whose link is cut silently (no reset, no FIN: the far end of
 /// its veth pair goes down) is noticed by the NOP-Out pings within a second, its commands
 /// go to the other path, and a verifying job sees no error. The job runs in a namespace
