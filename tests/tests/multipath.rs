@@ -240,6 +240,7 @@ fn an_iscsi_bench_job_over_two_paths_survives_a_killed_daemon() {
     let iqn = "iqn.2026-12.test:multipath-bench-job";
     let mut daemons = two_daemons(iqn, "mp-job", "JOB1");
     let portals = [daemons[0].portal(), daemons[1].portal()];
+    let report = system_tests::TempDir::new("mp-report").unwrap();
     let url = format!("iscsi://{}/{iqn}/{}", portals[0], Tgt::FIRST_DATA_LUN);
     let mut command =
         std::process::Command::new(system_tests::workspace_binary("bench", "iscsi-bench"));
@@ -258,6 +259,7 @@ fn an_iscsi_bench_job_over_two_paths_survives_a_killed_daemon() {
         "--time_based",
         "--interval-results=500ms",
         "--output-format=json",
+        &format!("--report={}", report.path().display()),
     ]);
     let out = std::thread::scope(|scope| {
         let bench = scope.spawn(|| system_tests::run_command(command, Duration::from_secs(90)));
@@ -322,6 +324,11 @@ fn an_iscsi_bench_job_over_two_paths_survives_a_killed_daemon() {
             .all(|i| i["longest_gap_ns"].as_u64().is_some()),
         "every interval has its longest gap"
     );
+    let page = std::fs::read_to_string(report.path().join("index.html")).expect("report page");
+    assert!(page.contains("chart-paths"), "the report charts the paths");
+    for portal in portals {
+        assert!(page.contains(&portal.to_string()), "{portal} in the report");
+    }
 }
 
 /// Issue 14's wire check of a failover: a job over two paths, one daemon killed; both
