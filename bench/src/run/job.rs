@@ -1083,6 +1083,15 @@ fn main_loop(
                         read_back(driver, workload)?;
                         continue;
                     }
+                    Next::VerifyBacklog => {
+                        driver.submit()?;
+                        driver.drain(verifier, |t| workload.on_complete(t))?;
+                        driver.settle_writes(workload);
+                        let due = workload.take_backlog();
+                        check_reads(driver, workload, due.iter().copied())?;
+                        workload.mark_verified(&due);
+                        continue;
+                    }
                     Next::Done => {
                         finished = true;
                         break;
@@ -1162,6 +1171,17 @@ fn read_back(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
     let Some(plan) = workload.read_back_plan() else {
         return Ok(());
     };
+    check_reads(driver, workload, plan)
+}
+
+/// Reads `plan` and checks each block against the generation it must hold (the
+/// read-back of a verify phase, or of a `verify_backlog`), skipping and counting the
+/// blocks a failed write left unknown.
+fn check_reads(
+    driver: &mut Driver,
+    workload: &Workload,
+    plan: impl Iterator<Item = ReadBackIo>,
+) -> Result<(), String> {
     let Some(verifier) = workload.verifier() else {
         return Ok(());
     };

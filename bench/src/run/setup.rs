@@ -371,6 +371,7 @@ pub fn workload_config(
             lba_size_bytes: lba_bytes.max(1),
             interval_bytes: spec.verify_interval,
             header_offset: spec.verify_offset,
+            backlog: spec.verify_backlog,
             ..VerifyConfig::default()
         }),
     };
