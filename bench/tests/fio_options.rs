@@ -1592,3 +1592,84 @@ fn verify_backlog_checks_while_writing_and_reads_each_block_once() {
         "backlog reads come while writing: {intervals:?}"
     );
 }
+
+/// `verify_dump`: a block corrupted behind the job's back is dumped as read to
+/// `<file>.<offset>.received` in the working directory, the name fio gives it.
+#[test]
+fn verify_dump_writes_the_bad_block_where_fio_does() {
+    let fio = fio_present();
+    let dir = Scratch::new("verify-dump");
+    let file = dir.join("data");
+    let file_arg = format!("--filename={}", file.display());
+    let write = [
+        "--name=w",
+        "--ioengine=io_uring",
+        &file_arg,
+        "--size=256k",
+        "--bs=4k",
+        "--rw=write",
+        "--verify=crc32c",
+        "--do_verify=0",
+    ];
+    assert!(bench_run(&write).status.success());
+    // Flip a byte in the block at 40 KiB.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[40 * 1024 + 100] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let read = |program: &Path, engine: &str| {
+        Command::new("timeout")
+            .arg("30")
+            .arg(program)
+            .current_dir(&dir.0)
+            .args([
+                "--name=r",
+                engine,
+                &file_arg,
+                "--size=256k",
+                "--bs=4k",
+                "--rw=read",
+            ])
+            .args(["--verify=crc32c", "--verify_dump=1"])
+            .output()
+            .expect("run")
+    };
+    let out = read(
+        Path::new(env!("CARGO_BIN_EXE_iscsi-bench")),
+        "--ioengine=io_uring",
+    );
+    assert!(!out.status.success(), "the corruption is found");
+    let dumped = dir.join(&format!("data.{}.received", 40 * 1024));
+    let received = std::fs::read(&dumped).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}\n{}",
+            dumped.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(received, bytes[40 * 1024..44 * 1024].to_vec());
+    std::fs::remove_file(&dumped).unwrap();
+    if fio {
+        // fio reads its own headers only: it writes the file and meets the same flip.
+        let out = Command::new("timeout")
+            .args(["30", "fio", "--ioengine=psync"])
+            .args(&write[..1])
+            .args(&write[2..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[40 * 1024 + 100] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
+        let out = read(Path::new("fio"), "--ioengine=psync");
+        assert!(!out.status.success());
+        assert!(
+            dumped.exists(),
+            "fio names the dump as we do: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -521,10 +521,12 @@ pub static OPTIONS: &[OptionDef] = &[
         flag verify_fatal),
     opt!("do_verify", Flag, Verify, "bool", default "1", "Run the verify phase after writing",
         flag do_verify),
-    // Not carried out yet (noted in the issue's closing note): the job verifies at the end
-    // of each loop, as without it; fio checks every N written blocks during the run.
+    opt!("verify_dump", Flag, Verify, "bool", default "0",
+        "On a verify failure, write the block read and the block expected to \
+         <file>.<offset>.received and .expected in the working directory",
+        flag verify_dump),
     opt!("verify_backlog", Required, Verify, "int", default "none",
-        "Taken but NOT acted on yet: iscsi-bench verifies at each loop's end only",
+        "Read back and check every N written blocks while writing (each block once in all)",
         apply |s| s.spec().verify_backlog = Some(s.parse(value::parse_u64)?).filter(|&n| n > 0),
         render |spec, _base| spec.verify_backlog.map(|backlog| backlog.to_string())),
     opt!("zero_buffers", Flag, Buffers, "bool", default "0",
@@ -884,7 +886,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "clocksource",
     "mem",
     "iomem",
-    "verify_dump",
     "verify_async",
     "verify_backlog_batch",
     "experimental_verify",

@@ -415,6 +415,8 @@ pub struct JobSpec {
     /// The fill pattern; empty when not given.
     pub verify_pattern: Vec<u8>,
     pub verify_fatal: bool,
+    /// `verify_dump`: a failed block's bytes, read and expected, go to files.
+    pub verify_dump: bool,
     pub do_verify: bool,
     pub verify_backlog: Option<u64>,
 
@@ -553,6 +555,7 @@ impl JobSpec {
             verify: VerifyKind::None,
             verify_pattern: Vec::new(),
             verify_fatal: false,
+            verify_dump: false,
             do_verify: true,
             verify_backlog: None,
             buffers: BufferOptions::default(),

@@ -98,6 +98,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         ramp: Duration::ZERO,
         startdelay: Duration::ZERO,
         verify_fatal: false,
+        verify_dump: None,
         error_policy: Default::default(),
         stats_config: StatsConfig::default(),
         interval: None,

@@ -22,7 +22,7 @@ use crate::stats::{
 };
 use crate::workload::{
     ContentGenerator, Next, PlannedIo, RateFloor, ReadBackIo, SkippedBlocks, UnknownCause,
-    Verifier, VerifyAction, Workload,
+    Verifier, VerifyAction, VerifyError, Workload,
 };
 
 use super::buffers::WriteBuffers;
@@ -102,6 +102,9 @@ pub struct JobSetup {
     pub ramp: Duration,
     pub startdelay: Duration,
     pub verify_fatal: bool,
+    /// fio's `verify_dump`: the base name of the dump files (`<base>.<offset>.received`
+    /// and `.expected`), or `None`.
+    pub verify_dump: Option<String>,
     /// fio's `continue_on_error` and `ignore_error`: which failed I/Os end the job.
     pub error_policy: ErrorPolicy,
     pub stats_config: StatsConfig,
@@ -209,6 +212,7 @@ struct Driver {
     /// The I/Os of the run so far carried this scheduled start (paced jobs).
     paced: bool,
     verify_fatal: bool,
+    verify_dump: Option<String>,
     error_policy: ErrorPolicy,
     verify_failures: u64,
     verify_skipped: SkippedBlocks,
@@ -537,6 +541,16 @@ impl Driver {
                         if self.first_error.is_none() {
                             self.first_error = Some(e.summary());
                         }
+                        if let Some(base) = &self.verify_dump {
+                            dump_block(
+                                base,
+                                verifier,
+                                &unit.buffer,
+                                unit.offset,
+                                &e,
+                                expected_generation,
+                            );
+                        }
                         if self.verify_fatal {
                             self.stop = true;
                         }
@@ -756,6 +770,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         ramp,
         startdelay,
         verify_fatal,
+        verify_dump,
         error_policy,
         stats_config,
         interval,
@@ -817,6 +832,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         percentiles,
         paced,
         verify_fatal,
+        verify_dump,
         error_policy,
         verify_failures: 0,
         verify_skipped: SkippedBlocks::default(),
@@ -1163,6 +1179,33 @@ fn main_loop(
             std::thread::sleep(wait);
             driver.tick();
         }
+    }
+}
+
+/// fio's `verify_dump`: the failed block as read, and as it should be when its generation
+/// is known, in `<base>.<offset>.received` and `<base>.<offset>.expected`.
+fn dump_block(
+    base: &str,
+    verifier: &Verifier,
+    buffer: &[u8],
+    io_offset: u64,
+    error: &VerifyError,
+    expected_generation: Option<u64>,
+) {
+    let start = error.block_offset.saturating_sub(io_offset) as usize;
+    let end = (start + error.block_len as usize).min(buffer.len());
+    let write = |kind: &str, bytes: &[u8]| {
+        let name = format!("{base}.{}.{kind}", error.block_offset);
+        match std::fs::write(&name, bytes) {
+            Ok(()) => eprintln!("iscsi-bench:        {kind} data dumped as {name}"),
+            Err(e) => eprintln!("iscsi-bench: cannot write verify dump {name}: {e}"),
+        }
+    };
+    write("received", buffer.get(start..end).unwrap_or_default());
+    if let Some(generation) = expected_generation {
+        let mut expected = vec![0; end.saturating_sub(start)];
+        verifier.fill(&mut expected, error.block_offset, generation);
+        write("expected", &expected);
     }
 }
 

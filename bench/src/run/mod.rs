@@ -249,6 +249,7 @@ pub fn run(
                 ramp: spec.ramp_time,
                 startdelay: spec.startdelay.min,
                 verify_fatal: spec.verify_fatal,
+                verify_dump: spec.verify_dump.then(|| dump_base(spec)),
                 error_policy: spec.error_policy.clone(),
                 stats_config: StatsConfig {
                     sample_interval_ms: if spec.log_avg_msec > 0 {
@@ -643,6 +644,20 @@ fn job_report(spec: &JobSpec, outcome: JobOutcome) -> JobReport {
     report.options = job_options(spec);
     report.target = target_description(spec);
     report
+}
+
+/// fio's name for a job's verify dumps: the base name of its file (the LUN number of an
+/// iSCSI URL, whose last part it is).
+fn dump_base(spec: &JobSpec) -> String {
+    use crate::job::spec::Target;
+    match &spec.filename {
+        Some(Target::Path(path)) => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.name.clone()),
+        Some(Target::Iscsi(url)) => url.lun.to_string(),
+        _ => spec.name.clone(),
+    }
 }
 
 /// What the job ran against, for the report (the URL without its password).
