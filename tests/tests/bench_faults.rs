@@ -341,9 +341,9 @@ fn a_stall_under_a_rate_limit_is_a_stall_not_a_burst() {
     };
     let (moved_on, _) = run_with_freeze(&peer, 6, Duration::from_millis(1500), freeze, &[]);
     // 1000 writes a second in 1 s intervals: the 8 in flight at the freeze finish when it
-    // ends, and the schedule may catch up 10 ms (10 writes); nothing more.
+    // ends, and the schedule may catch up 100 ms (100 writes); nothing more.
     assert!(
-        busiest(&moved_on) <= 1000 + 8 + 10 + 20,
+        busiest(&moved_on) <= 1000 + 8 + 100 + 20,
         "a burst after the stall: {:?}",
         moved_on.intervals
     );
@@ -364,10 +364,15 @@ fn a_stall_under_a_rate_limit_is_a_stall_not_a_burst() {
         freeze,
         &["--rate_backlog=none"],
     );
+    // fio's way issues the 1.5 s of writes the freeze held back, as fast as the target
+    // takes them (the burst may straddle two intervals on a busy machine).
+    let total = |report: &Report| report.intervals.iter().map(|(_, ios)| *ios).sum::<u64>();
     assert!(
-        busiest(&caught_up) >= 1300,
-        "fio's way catches up in a burst: {:?}",
-        caught_up.intervals
+        total(&caught_up) >= total(&moved_on) + 1000
+            && busiest(&caught_up) > busiest(&moved_on) + 100,
+        "fio's way catches up in a burst: {:?} against {:?}",
+        caught_up.intervals,
+        moved_on.intervals
     );
     assert_eq!(caught_up.rate_skipped_ns, 0);
 }

@@ -468,7 +468,7 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().rate_cycle = s.time(TimeUnit::Milliseconds)?,
         render |spec, base| (spec.rate_cycle != base.rate_cycle)
             .then(|| format!("{}ms", spec.rate_cycle.as_millis()))),
-    opt!(ours "rate_backlog", Required, Rate, "time (ms) | none", default "10",
+    opt!(ours "rate_backlog", Required, Rate, "time (ms) | none", default "100",
         "How late a paced job may fall behind its schedule and still catch up; after a longer \
          stall (a lost path) the schedule moves on instead of bursting (none: catch up, as fio)",
         apply |s| s.spec().rate_backlog = match s.text() {

@@ -209,9 +209,10 @@ pub struct IscsiOptions {
     pub noop_out_timeout: Option<Duration>,
 }
 
-/// `rate_backlog` when not given: a few I/O periods of jitter at common rates, far below
-/// one reporting interval, so catching up never shows as a burst.
-pub const RATE_BACKLOG_DEFAULT: Duration = Duration::from_millis(10);
+/// `rate_backlog` when not given: longer than a busy machine's scheduling hiccups (which
+/// the rate still makes up for), a tenth of a 1 s reporting interval (so a stall's
+/// catching up adds at most a tenth to one interval's rate).
+pub const RATE_BACKLOG_DEFAULT: Duration = Duration::from_millis(100);
 
 /// Which portals a multipath job uses (`paths=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
