@@ -232,6 +232,55 @@ fn two_daemons(iqn: &str, id: &str, serial: &str) -> [Tgt; 2] {
     daemons
 }
 
+/// Runs `command` (an `iscsi-bench` command line, see [`bench_over_paths`]) and does
+/// `fault` `after` its start, while it runs; fails the test unless it succeeds. Its stdout.
+fn run_with_fault(command: std::process::Command, after: Duration, fault: impl FnOnce()) -> String {
+    let out = std::thread::scope(|scope| {
+        let bench = scope.spawn(|| system_tests::run_command(command, Duration::from_secs(120)));
+        // Time to log in through every path (two logins, a probe, a second login on the
+        // job's own thread) and run a while.
+        std::thread::sleep(after);
+        fault();
+        bench.join().expect("bench thread")
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        system_tests::describe_output(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `program` (iscsi-bench, or `ip netns exec … iscsi-bench`) with a job over `portals` to
+/// `iqn`'s first data LUN (the URL names the first portal), then `args`.
+fn bench_over_paths(
+    mut command: std::process::Command,
+    iqn: &str,
+    portals: &[std::net::SocketAddr],
+    args: &[&str],
+) -> std::process::Command {
+    let list: Vec<String> = portals.iter().map(ToString::to_string).collect();
+    command
+        .arg(format!(
+            "--filename=iscsi://{}/{iqn}/{}",
+            portals[0],
+            Tgt::FIRST_DATA_LUN
+        ))
+        .arg(format!("--paths={}", list.join(",")))
+        .args(args);
+    command
+}
+
+fn bench_command() -> std::process::Command {
+    std::process::Command::new(system_tests::workspace_binary("bench", "iscsi-bench"))
+}
+
+/// The first job of an `iscsi-bench` JSON document.
+fn first_job(stdout: &str) -> serde_json::Value {
+    let doc: serde_json::Value = serde_json::from_str(stdout).expect("JSON");
+    doc["jobs"][0].clone()
+}
+
 /// `iscsi-bench` with `paths=` over both daemons, a verifying 70/30 mix: killing one
 /// daemon mid-run fails nothing; the JSON names both paths (one down, both carried I/O),
 /// the longest gap between completions, and each interval's share per path.
@@ -241,13 +290,9 @@ fn an_iscsi_bench_job_over_two_paths_survives_a_killed_daemon() {
     let mut daemons = two_daemons(iqn, "mp-job", "JOB1");
     let portals = [daemons[0].portal(), daemons[1].portal()];
     let report = system_tests::TempDir::new("mp-report").unwrap();
-    let url = format!("iscsi://{}/{iqn}/{}", portals[0], Tgt::FIRST_DATA_LUN);
-    let mut command =
-        std::process::Command::new(system_tests::workspace_binary("bench", "iscsi-bench"));
-    command.args([
+    let report_arg = format!("--report={}", report.path().display());
+    let args = [
         "--name=mp",
-        &format!("--filename={url}"),
-        &format!("--paths={},{}", portals[0], portals[1]),
         "--path_policy=round-robin",
         "--no_path_retry=10",
         "--rw=randrw",
@@ -259,21 +304,11 @@ fn an_iscsi_bench_job_over_two_paths_survives_a_killed_daemon() {
         "--time_based",
         "--interval-results=500ms",
         "--output-format=json",
-        &format!("--report={}", report.path().display()),
-    ]);
-    let out = std::thread::scope(|scope| {
-        let bench = scope.spawn(|| system_tests::run_command(command, Duration::from_secs(90)));
-        // Let it log in through both paths and run a while (it needs the two logins, a
-        // probe and a second login on its own thread; a second is plenty).
-        std::thread::sleep(Duration::from_millis(1500));
-        daemons[1].kill();
-        bench.join().expect("bench thread")
-    });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
-    let job = &doc["jobs"][0];
+        report_arg.as_str(),
+    ];
+    let command = bench_over_paths(bench_command(), iqn, &portals, &args);
+    let stdout = run_with_fault(command, Duration::from_millis(1500), || daemons[1].kill());
+    let job = first_job(&stdout);
     let ext = &job["iscsi_bench"];
     assert_eq!(ext["errors"]["total"], 0, "{ext}");
     let paths = ext["paths"].as_array().expect("paths");
@@ -345,31 +380,17 @@ fn a_failover_dissects_cleanly() {
         Capture::start(portals[0].port()),
         Capture::start(portals[1].port()),
     ];
-    let url = format!("iscsi://{}/{iqn}/{}", portals[0], Tgt::FIRST_DATA_LUN);
-    let mut command =
-        std::process::Command::new(system_tests::workspace_binary("bench", "iscsi-bench"));
-    command.args([
+    let args = [
         "--name=wire",
-        &format!("--filename={url}"),
-        &format!("--paths={},{}", portals[0], portals[1]),
         "--rw=randwrite",
         "--bs=4k",
         "--iodepth=8",
         "--rate_iops=2000",
         "--runtime=2",
         "--time_based",
-    ]);
-    let out = std::thread::scope(|scope| {
-        let bench = scope.spawn(|| system_tests::run_command(command, Duration::from_secs(60)));
-        std::thread::sleep(Duration::from_millis(1000));
-        daemons[1].kill();
-        bench.join().expect("bench thread")
-    });
-    assert!(
-        out.status.success(),
-        "{}",
-        system_tests::describe_output(&out)
-    );
+    ];
+    let command = bench_over_paths(bench_command(), iqn, &portals, &args);
+    run_with_fault(command, Duration::from_millis(1000), || daemons[1].kill());
     let [first, second] = captures;
     for (pcap, port) in [
         (first.stop(), portals[0].port()),
@@ -418,12 +439,8 @@ fn an_iscsi_bench_job_survives_a_silently_cut_link() {
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     }
     let portals = [daemons[0].portal(), daemons[1].portal()];
-    let url = format!("iscsi://{}/{iqn}/{}", portals[0], Tgt::FIRST_DATA_LUN);
-    let mut command = ns.command(&system_tests::workspace_binary("bench", "iscsi-bench"));
-    command.args([
+    let args = [
         "--name=cut",
-        &format!("--filename={url}"),
-        &format!("--paths={},{}", portals[0], portals[1]),
         "--rw=randrw",
         "--rwmixread=70",
         "--bs=4k",
@@ -432,18 +449,14 @@ fn an_iscsi_bench_job_survives_a_silently_cut_link() {
         "--runtime=4",
         "--time_based",
         "--output-format=json",
-    ]);
-    let out = std::thread::scope(|scope| {
-        let bench = scope.spawn(|| system_tests::run_command(command, Duration::from_secs(90)));
-        std::thread::sleep(Duration::from_millis(1500));
-        ns.cut(&links[1]).expect("cut the second link");
-        bench.join().expect("bench thread")
+    ];
+    let program = ns.command(&system_tests::workspace_binary("bench", "iscsi-bench"));
+    let command = bench_over_paths(program, iqn, &portals, &args);
+    let stdout = run_with_fault(command, Duration::from_millis(1500), || {
+        ns.cut(&links[1]).expect("cut the second link")
     });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
-    let ext = &doc["jobs"][0]["iscsi_bench"];
+    let job = first_job(&stdout);
+    let ext = &job["iscsi_bench"];
     assert_eq!(ext["errors"]["total"], 0, "{ext}");
     let paths = ext["paths"].as_array().expect("paths");
     let cut = paths
@@ -555,15 +568,8 @@ fn failover_case(cut: bool) -> (u64, f64, f64, f64, f64) {
             .unwrap();
     }
     let portals = [daemons[0].portal(), daemons[1].portal()];
-    let url = format!("iscsi://{}/{iqn}/{}", portals[0], Tgt::FIRST_DATA_LUN);
-    let mut command = ns.command(&system_tests::workspace_binary_release(
-        "bench",
-        "iscsi-bench",
-    ));
-    command.args([
+    let args = [
         "--name=failover",
-        &format!("--filename={url}"),
-        &format!("--paths={},{}", portals[0], portals[1]),
         "--rw=randrw",
         "--rwmixread=70",
         "--bs=4k",
@@ -573,25 +579,21 @@ fn failover_case(cut: bool) -> (u64, f64, f64, f64, f64) {
         "--time_based",
         "--interval-results=250ms",
         "--output-format=json",
-    ]);
-    let out = std::thread::scope(|scope| {
-        let bench = scope.spawn(|| system_tests::run_command(command, Duration::from_secs(120)));
-        std::thread::sleep(Duration::from_millis(1500));
+    ];
+    let program = ns.command(&system_tests::workspace_binary_release(
+        "bench",
+        "iscsi-bench",
+    ));
+    let command = bench_over_paths(program, iqn, &portals, &args);
+    let stdout = run_with_fault(command, Duration::from_millis(1500), || {
         if cut {
             ns.cut(&links[1]).expect("cut");
         } else {
             daemons[1].kill();
         }
-        bench.join().expect("bench")
     });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
-    let ext = &doc["jobs"][0]["iscsi_bench"];
+    let job = first_job(&stdout);
+    let ext = &job["iscsi_bench"];
     let errors = ext["errors"]["total"].as_u64().unwrap_or(u64::MAX);
     let gap_ms = ext["longest_completion_gap_ns"].as_u64().unwrap_or(0) as f64 / 1e6;
     let intervals = ext["intervals"].as_array().expect("intervals");
