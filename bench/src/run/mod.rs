@@ -67,6 +67,8 @@ pub enum RunError {
     ReadOnly { job: String },
     #[error("job {job}: {source}")]
     Logs { job: String, source: LogError },
+    #[error("not started: {0}")]
+    Gate(String),
     #[error("job {job}: its thread could not start: {source}")]
     Spawn { job: String, source: std::io::Error },
 }
@@ -106,11 +108,23 @@ pub fn run(
     specs: &[JobSpec],
     on_status: &mut dyn FnMut(&RunReport),
 ) -> Result<RunOutcome, RunError> {
+    run_gated(tool, specs, on_status, &mut || Ok(()))
+}
+
+/// [`run`], with `gate` called once every target is open and every job checked, right
+/// before the first job starts: a cluster agent reports itself armed there and waits for
+/// the common start (`crate::cluster`). An error from the gate ends the run before any
+/// I/O. The report's time axis starts when the gate returns.
+pub fn run_gated(
+    tool: &ToolOptions,
+    specs: &[JobSpec],
+    on_status: &mut dyn FnMut(&RunReport),
+    gate: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<RunOutcome, RunError> {
     if specs.is_empty() {
         return Err(RunError::NoJobs);
     }
     let process_start = ResourceUsage::process().ok();
-    let wall_start = Instant::now();
     let timestamp_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -283,6 +297,8 @@ pub fn run(
     if let Some(overlap) = overlap::find_verify_overlap(&footprints) {
         return Err(overlap.into());
     }
+    gate().map_err(RunError::Gate)?;
+    let wall_start = Instant::now();
 
     // Phases: a job with `stonewall` waits for every job before it.
     let mut phases: Vec<Vec<Prepared>> = Vec::new();
@@ -388,6 +404,7 @@ pub fn run(
     let engines = finished.iter().map(|(_, o)| o.engine).collect();
     let mut report = run_report(specs, finished, &phase_start_ms, wall_start);
     report.timestamp_ms = timestamp_ms;
+    report.portable = tool.json_histograms;
     if let (Some(start), Ok(end)) = (process_start, ResourceUsage::process()) {
         let mut usage = end.since(&start);
         if let Some(target) = target_cpu {

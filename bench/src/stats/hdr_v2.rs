@@ -56,6 +56,8 @@ pub enum HistogramDecodeError {
     TooManyBuckets(usize),
     #[error("histogram: the total count overflows")]
     Overflow,
+    #[error("results: direction {0} is not read (0), write (1) or trim (2)")]
+    Direction(u8),
 }
 
 /// The value each bucket index stands for (its highest equivalent value), for our shape.
@@ -244,7 +246,7 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 fn base64_decode(text: &str) -> Result<Vec<u8>, HistogramDecodeError> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(HistogramDecodeError::Base64(
             "length is not a multiple of 4",
         ));

@@ -55,6 +55,7 @@ pub struct PortableErrors {
     pub short: u64,
     pub timeout: u64,
     pub transport: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<String>,
 }
 
@@ -63,7 +64,9 @@ pub struct PortableErrors {
 pub struct PortableStats {
     pub sample_interval_ms: u64,
     pub start_ns: u64,
-    pub dirs: [Option<PortableDir>; 3],
+    /// (direction index: read 0, write 1, trim 2; its results), for each direction seen.
+    /// A list, not `[Option; 3]`: fio-shaped JSON has no null.
+    pub dirs: Vec<(u8, PortableDir)>,
     pub latency_ns: [u64; 10],
     pub latency_us: [u64; 10],
     pub latency_ms: [u64; 12],
@@ -116,19 +119,26 @@ fn latency_in(stat: &PortableLatency) -> Result<LatencyStat, HistogramDecodeErro
 impl JobStats {
     /// The recorder as it travels.
     pub fn to_portable(&self) -> PortableStats {
-        let dirs = std::array::from_fn(|i| {
-            self.dirs[i].as_deref().map(|d| PortableDir {
-                ios: d.ios,
-                bytes: d.bytes,
-                short_ios: d.short_ios,
-                slat: latency_out(&d.slat),
-                clat: latency_out(&d.clat),
-                lat: latency_out(&d.lat),
-                bw_kib: moments_out(&d.bw_kib),
-                iops: moments_out(&d.iops),
-                runtime_ms: d.runtime_ms,
+        let dirs = (0u8..)
+            .zip(&self.dirs)
+            .filter_map(|(i, dir)| Some((i, dir.as_deref()?)))
+            .map(|(i, d)| {
+                (
+                    i,
+                    PortableDir {
+                        ios: d.ios,
+                        bytes: d.bytes,
+                        short_ios: d.short_ios,
+                        slat: latency_out(&d.slat),
+                        clat: latency_out(&d.clat),
+                        lat: latency_out(&d.lat),
+                        bw_kib: moments_out(&d.bw_kib),
+                        iops: moments_out(&d.iops),
+                        runtime_ms: d.runtime_ms,
+                    },
+                )
             })
-        });
+            .collect();
         let e = &self.errors;
         PortableStats {
             sample_interval_ms: self.config.sample_interval_ms,
@@ -174,8 +184,10 @@ impl JobStats {
                 track_intervals: false,
             },
         );
-        for (slot, dir) in stats.dirs.iter_mut().zip(&p.dirs) {
-            let Some(d) = dir else { continue };
+        for (index, d) in &p.dirs {
+            let Some(slot) = stats.dirs.get_mut(usize::from(*index)) else {
+                return Err(HistogramDecodeError::Direction(*index));
+            };
             *slot = Some(Box::new(DirStats {
                 ios: d.ios,
                 bytes: d.bytes,
