@@ -143,7 +143,7 @@ fn run_armed(
     let finished = Arc::new(AtomicBool::new(false));
     crate::run::interrupt::reset();
     let mut watchers: Vec<std::thread::JoinHandle<()>> = Vec::new();
-    let mut gate = || -> Result<(), String> {
+    let mut gate = || -> Result<u64, String> {
         let mut guard = conn
             .lock()
             .map_err(|_| "connection lock poisoned".to_string())?;
@@ -151,7 +151,7 @@ fn run_armed(
             .send(&Message::Armed { jobs: jobs_count })
             .map_err(|e| e.to_string())?;
         let never = || false;
-        loop {
+        let start_at = loop {
             match guard.recv(release_timeout, &never) {
                 Ok(Message::ClockProbe { seq }) => guard
                     .send(&Message::ClockReply {
@@ -160,12 +160,14 @@ fn run_armed(
                     })
                     .map_err(|e| e.to_string())?,
                 Ok(Message::Release { start_at_ns }) => {
-                    conn::sleep_until_ns(start_at_ns);
-                    let start_ns = conn::now_ns();
+                    tracing::debug!(start_at_ns, now_ns = conn::now_ns(), "released");
+                    // The jobs sleep to the instant themselves; this is when they will go.
                     guard
-                        .send(&Message::Started { start_ns })
+                        .send(&Message::Started {
+                            start_ns: start_at_ns.max(conn::now_ns()),
+                        })
                         .map_err(|e| e.to_string())?;
-                    break;
+                    break start_at_ns;
                 }
                 Ok(Message::Abort { reason }) => {
                     return Err(format!("the controller aborted before the start: {reason}"))
@@ -178,7 +180,7 @@ fn run_armed(
                 }
                 Err(e) => return Err(format!("waiting for the release: {e}")),
             }
-        }
+        };
         drop(guard);
         running.store(true, Ordering::Relaxed);
         watchers.push(spawn_watch(Arc::clone(&conn), Arc::clone(&finished)));
@@ -187,9 +189,9 @@ fn run_armed(
             Arc::clone(&finished),
             heartbeat,
         ));
-        Ok(())
+        Ok(start_at)
     };
-    let outcome = crate::run::run_gated(tool, jobs, &mut |_| {}, &mut gate);
+    let outcome = crate::run::run_gated(tool, jobs, &mut |_| {}, Some(&mut gate));
     let end_ns = conn::now_ns();
     finished.store(true, Ordering::Relaxed);
     for watcher in watchers {
@@ -200,12 +202,19 @@ fn run_armed(
         .map_err(|_| "connection lock poisoned".to_string())?;
     match outcome {
         Ok(outcome) => {
+            // The host's actual start: its first job's clock, after every job set up.
+            let job_start_ns = outcome.job_starts_ns.iter().copied().min().unwrap_or(0);
+            tracing::debug!(starts = ?outcome.job_starts_ns, "job clocks started");
             let mut report = outcome.report;
             report.portable = true;
             let document = serde_json::to_value(json::document(&report, Flavor::Json))
                 .map_err(|e| e.to_string())?;
             guard
-                .send(&Message::Results { document, end_ns })
+                .send(&Message::Results {
+                    document,
+                    end_ns,
+                    job_start_ns,
+                })
                 .map_err(|e| format!("sending the results: {e}"))?;
             Ok(())
         }

@@ -264,7 +264,10 @@ fn host_list(text: &str, port: u16) -> Result<Vec<HostSpec>, String> {
 }
 
 fn merge(files: &[std::path::PathBuf], args: &[String]) -> ExitCode {
-    let invocation = match crate::job::parse_command_line(args) {
+    // Only the tool options matter here; a placeholder job satisfies the parser.
+    let mut parsed: Vec<String> = args.to_vec();
+    parsed.extend(["--name=merge".to_string(), "--ioengine=null".to_string()]);
+    let invocation = match crate::job::parse_command_line(&parsed) {
         Ok(invocation) => invocation,
         Err(e) => {
             eprintln!("iscsi-bench merge: {e}");

@@ -144,6 +144,46 @@ pub fn sleep_until_ns(deadline_ns: u64) {
     }
 }
 
+/// The calling thread's scheduling policy, restored on drop.
+pub struct RealtimeGuard {
+    restore: Option<(libc::c_int, libc::sched_param)>,
+}
+
+impl Drop for RealtimeGuard {
+    fn drop(&mut self) {
+        if let Some((policy, param)) = self.restore.take() {
+            // SAFETY: sets the calling thread's policy back from a param we own.
+            unsafe { libc::sched_setscheduler(0, policy, &param) };
+        }
+    }
+}
+
+/// [`sleep_until_ns`] (0: not at all) at real-time priority (SCHED_FIFO 1) when the
+/// process may (root or CAP_SYS_NICE); returns the instant it started and a guard that
+/// puts the thread's own policy back. On a loaded host the scheduler would otherwise run
+/// the waking thread milliseconds late, which is the start skew this exists to remove.
+/// The caller drops the guard as soon as its clock has started (the spin lasts at most
+/// 200 us, so the real-time stretch is short); without the privilege it is a plain sleep.
+pub fn start_at_ns(deadline_ns: u64) -> (u64, RealtimeGuard) {
+    // SAFETY: sched_getscheduler/sched_getparam/sched_setscheduler on the calling thread
+    // (pid 0) read and write only the sched_param values we own.
+    let restore = unsafe {
+        let policy = libc::sched_getscheduler(0);
+        let mut old = libc::sched_param { sched_priority: 0 };
+        let realtime = libc::sched_param { sched_priority: 1 };
+        (deadline_ns != 0
+            && policy >= 0
+            && libc::sched_getparam(0, &mut old) == 0
+            && libc::sched_setscheduler(0, libc::SCHED_FIFO, &realtime) == 0)
+            .then_some((policy, old))
+    };
+    let guard = RealtimeGuard { restore };
+    if deadline_ns != 0 {
+        sleep_until_ns(deadline_ns);
+    }
+    (now_ns(), guard)
+}
+
 /// 32 random bytes in hex, from the kernel.
 pub fn random_nonce() -> std::io::Result<String> {
     let mut bytes = [0u8; 32];

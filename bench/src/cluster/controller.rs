@@ -436,8 +436,15 @@ impl HostThread {
                     progress.start_ns = Some(offset.to_controller(start_ns));
                 }
                 Ok(Message::Heartbeat { .. }) | Ok(Message::ClockReply { .. }) => {}
-                Ok(Message::Results { document, end_ns }) => {
+                Ok(Message::Results {
+                    document,
+                    end_ns,
+                    job_start_ns,
+                }) => {
                     let jobs = portable_jobs(&document).map_err(|e| self.failed("results", e))?;
+                    if job_start_ns != 0 {
+                        progress.start_ns = Some(offset.to_controller(job_start_ns));
+                    }
                     return Ok((jobs, Some(offset.to_controller(end_ns))));
                 }
                 Ok(Message::Failed { stage, error }) => {

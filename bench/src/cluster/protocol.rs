@@ -141,6 +141,10 @@ pub enum Message {
     Results {
         document: serde_json::Value,
         end_ns: u64,
+        /// When its first job's clock started (0: unknown), after every job set up its
+        /// engine and the release: the host's actual start.
+        #[serde(default)]
+        job_start_ns: u64,
     },
     /// The agent could not go on: at which stage and why.
     Failed {
@@ -524,7 +528,8 @@ mod tests {
             any::<u64>().prop_map(|ios| Message::Heartbeat { ios }),
             (text, any::<u64>()).prop_map(|(t, end_ns)| Message::Results {
                 document: serde_json::json!({ "jobs": [t] }),
-                end_ns
+                end_ns,
+                job_start_ns: end_ns / 2,
             }),
             (text, text).prop_map(|(stage, error)| Message::Failed { stage, error }),
             text.prop_map(|reason| Message::Abort { reason }),

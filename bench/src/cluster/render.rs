@@ -121,7 +121,9 @@ pub fn text(summary: &ClusterSummary, options: &RenderOptions) -> String {
             }
             out.push('\n');
         }
-        None => out.push_str("  common window: none (no two finished hosts overlapped)\n"),
+        None => out.push_str(
+            "  common window: none (no finished host, or their windows do not overlap)\n",
+        ),
     }
     out
 }
