@@ -163,6 +163,9 @@ pub fn run(plan: ControllerPlan, stop: Arc<AtomicBool>) -> Vec<HostResult> {
         names.sort_unstable();
         names.windows(2).any(|w| w[0] == w[1])
     };
+    let abandoned: Vec<Arc<AtomicBool>> = (0..plan.hosts.len())
+        .map(|_| Arc::new(AtomicBool::new(false)))
+        .collect();
     for (index, (host, (files, args))) in plan.hosts.iter().zip(plan.jobs).enumerate() {
         let (command_tx, command_rx) = mpsc::channel::<Command>();
         commands.push(command_tx);
@@ -185,6 +188,7 @@ pub fn run(plan: ControllerPlan, stop: Arc<AtomicBool>) -> Vec<HostResult> {
             events: events_tx.clone(),
             commands: command_rx,
             stop: Arc::clone(&stop),
+            abandoned: Arc::clone(&abandoned[index]),
         };
         threads.push(std::thread::spawn(move || thread.run()));
     }
@@ -218,6 +222,7 @@ pub fn run(plan: ControllerPlan, stop: Arc<AtomicBool>) -> Vec<HostResult> {
         if armed[host] {
             let _ = command.send(Command::Sync);
         } else if results[host].is_none() {
+            abandoned[host].store(true, Ordering::Relaxed);
             let _ = command.send(Command::Abort {
                 reason: reason.clone(),
             });
@@ -303,6 +308,8 @@ struct HostThread {
     events: mpsc::Sender<Event>,
     commands: mpsc::Receiver<Command>,
     stop: Arc<AtomicBool>,
+    /// Set by the coordinator when the host did not arm in time: give up at once.
+    abandoned: Arc<AtomicBool>,
 }
 
 /// Where a host thread got to, for its result.
@@ -317,6 +324,17 @@ impl HostThread {
         let mut progress = Progress::default();
         let status = match self.drive(&mut progress) {
             Ok((jobs, end_ns)) => (HostStatus::Done, jobs, end_ns),
+            Err(_) if self.abandoned.load(Ordering::Relaxed) => (
+                HostStatus::Failed {
+                    stage: "arm".into(),
+                    error: format!(
+                        "not armed within --arm-timeout ({:?}); left out of the run",
+                        self.options.arm_timeout
+                    ),
+                },
+                Vec::new(),
+                None,
+            ),
             Err(status) => (status, Vec::new(), None),
         };
         let (status, jobs, end_ns) = status;
@@ -355,7 +373,10 @@ impl HostThread {
                     Err(e) => last_error = format!("{address}: {e}"),
                 }
             }
-            if Instant::now() >= deadline || self.stop.load(Ordering::Relaxed) {
+            if Instant::now() >= deadline
+                || self.stop.load(Ordering::Relaxed)
+                || self.abandoned.load(Ordering::Relaxed)
+            {
                 return Err(self.lost("connecting", last_error));
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -367,7 +388,7 @@ impl HostThread {
         &self,
         progress: &mut Progress,
     ) -> Result<(Vec<PortableJob>, Option<u64>), HostStatus> {
-        let stop = || self.stop.load(Ordering::Relaxed);
+        let stop = || self.stop.load(Ordering::Relaxed) || self.abandoned.load(Ordering::Relaxed);
         let mut conn = self.connect()?;
         let handshake = Duration::from_secs(10);
         let hello = conn
