@@ -77,6 +77,7 @@ job() { # kind
 $target
 rw=randread
 bs=4k
+size=1g
 iodepth=4
 time_based
 runtime=$RUNTIME
@@ -125,55 +126,75 @@ for key in allc["read"]["clat_ns"]["percentile"]:
     reference[key] = chosen
 merged = {k: int(v) for k, v in allc["read"]["clat_ns"]["percentile"].items()}
 errors = [abs(merged[k] - reference[k]) / reference[k] for k in reference if reference[k]]
+import math
+exact = {k: values[max(0, math.ceil(float(k) / 100.0 * n) - 1)] for k in reference}
+resolution = [abs(merged[k] - exact[k]) / exact[k] for k in exact if exact[k]]
 hosts = cluster["hosts"]
 raw = [h["start_ns"] for h in hosts]
-print("%d %d %d %d %d %d %.6f %d" % (
+print("%d %d %d %d %d %d %.6f %.4f %d" % (
     allc["read"]["total_ios"], n, cluster["start_skew_ns"], cluster["clock_uncertainty_ns"],
     len(reference), sum(1 for k in reference if merged[k] != reference[k]),
-    max(errors) if errors else 0.0, cluster["flagged"]))
+    max(errors) if errors else 0.0, 100 * max(resolution) if resolution else 0.0,
+    cluster["flagged"]))
 PY
 }
 
-printf '| target | round | I/Os merged | I/Os logged | start skew | clock +/- | percentiles | differing | max merge error | flagged |\n'
-printf '|---|---|---|---|---|---|---|---|---|---|\n'
+printf '| target | round | I/Os merged | I/Os logged | start skew | clock +/- | percentiles | differing | max merge error | max error vs raw | flagged |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|---|\n'
 for kind in null gateway; do
   job "$kind" >"$work/$kind.fio"
   for round in $(seq 1 "$ROUNDS"); do
     "$bench" --output-format=json --output="$work/out.json" "${clients[@]}" "$work/$kind.fio" 2>"$work/controller.err" ||
       { echo "controller failed:"; cat "$work/controller.err"; exit 1; }
-    read -r merged logged skew unc count differ maxerr flagged < <(analyse "$work/out.json" "$work"/agent*)
-    printf '| %s | %d | %d | %d | %.3f ms | %.3f ms | %d | %d | %s | %d |\n' "$kind" "$round" \
+    read -r merged logged skew unc count differ maxerr rawerr flagged < <(analyse "$work/out.json" "$work"/agent*)
+    printf '| %s | %d | %d | %d | %.3f ms | %.3f ms | %d | %d | %s | %s%% | %d |\n' "$kind" "$round" \
       "$merged" "$logged" "$(echo "$skew / 1000000" | bc -l)" "$(echo "$unc / 1000000" | bc -l)" \
-      "$count" "$differ" "$maxerr" "$flagged"
+      "$count" "$differ" "$maxerr" "$rawerr" "$flagged"
   done
 done
 
-# The anchor: fio's client/server, same job on the null engine, 8 servers.
+# The anchor: fio's client/server, same job on the null engine, 8 servers, a host file (fio
+# gives job files after several --client options to the last one only).
 if command -v fio >/dev/null; then
-  fio_clients=()
+  mkdir -p "$work/fio"
+  : >"$work/fio/hosts.list"
   for i in $(seq 1 $AGENTS); do
     addr="127.0.0.$((40 + i))"
     fio --server="$addr,8765" >"$work/fio-server$i.log" 2>&1 &
     pids+=($!)
-    fio_clients+=("--client=$addr,8765")
+    echo "$addr,8765" >>"$work/fio/hosts.list"
   done
   for i in $(seq 1 $AGENTS); do wait_port "127.0.0.$((40 + i))" 8765; done
-  mkdir -p "$work/fio"
-  job null | sed 's/^percentile_list=.*//' | sed 's/^write_lat_log=r/write_lat_log=r\nlog_unix_epoch=1/' >"$work/fio/job.fio"
-  printf '\n| anchor | round | start skew (first logged I/O per client, 1 ms resolution) |\n|---|---|---|\n'
+  job null | sed 's/^write_lat_log=r/write_lat_log=r\nlog_unix_epoch=1/' >"$work/fio/job.fio"
+  printf '\n| anchor | round | I/Os | start skew (first logged I/O per client, 1 ms resolution) | All clients max error vs raw |\n|---|---|---|---|---|\n'
   for round in $(seq 1 "$ROUNDS"); do
-    (cd "$work/fio" && rm -f r_* && fio "${fio_clients[@]}" job.fio >/dev/null 2>&1)
-    skew=$(python3 - "$work/fio" <<'PY'
-import glob, sys, os
-firsts = []
-for path in glob.glob(os.path.join(sys.argv[1], "r_clat.*.log.*")):
+    (cd "$work/fio" && rm -f r_* && fio --output-format=json --output=out.json --client=hosts.list job.fio >/dev/null 2>&1) ||
+      { echo "fio failed"; cat "$work/fio/out.json" || true; exit 1; }
+    row=$(python3 - "$work/fio" <<'PY'
+import glob, json, math, os, sys
+d = sys.argv[1]
+firsts, values = [], []
+for path in glob.glob(os.path.join(d, "r_clat.*.log.*")):
     with open(path) as f:
-        line = f.readline()
-        if line.strip():
-            firsts.append(int(line.split(",")[0]))
-print("%d ms over %d clients" % (max(firsts) - min(firsts), len(firsts)))
+        lines = [l for l in f if l.strip()]
+    if lines:
+        firsts.append(int(lines[0].split(",")[0]))
+    values += [int(l.split(",")[1]) for l in lines]
+values.sort()
+n = len(values)
+text = open(os.path.join(d, "out.json")).read()
+doc = json.loads(text[text.index("{"):])
+allc = next(j for j in doc["client_stats"] if j["jobname"] == "All clients")
+pct = allc["read"]["clat_ns"].get("percentile")
+errors = []
+for k, v in (pct or {}).items():
+    exact = values[max(0, math.ceil(float(k) / 100.0 * n) - 1)]
+    if exact:
+        errors.append(abs(int(v) - exact) / exact)
+merged = "%.4f%%" % (100 * max(errors)) if errors else "none: its All clients entry has no percentiles"
+print("%d | %d ms over %d clients | %s" % (n, max(firsts) - min(firsts), len(firsts), merged))
 PY
 )
-    printf '| fio 3.33 --client | %d | %s |\n' "$round" "$skew"
+    printf '| fio 3.33 --client | %d | %s |\n' "$round" "$row"
   done
 fi

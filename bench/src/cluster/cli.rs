@@ -6,7 +6,8 @@
 //!   controller. Arguments before the first `--client` (tool options, job options, job
 //!   files) go to every host; those after a `--client` to that host only, after the shared
 //!   ones (fio's `--client=h1 job1 --client=h2 job2`). When only the last `--client` has
-//!   arguments of its own they are every host's (`--client=a --client=b job.fio`).
+//!   arguments of its own they are every host's (`--client=a --client=b job.fio`): fio
+//!   gives them to the last client only, which surprises its users; we do not copy that.
 //!   `--client=FILE` names a host file: one host a line, `HOST[,PORT] [job options]`
 //!   (`name=value` or `--name=value`; `#` starts a comment).
 //! - `iscsi-bench --launcher [--cluster-hosts=FILE|H1,H2,...] [args]`: rank and size from
