@@ -534,3 +534,67 @@ fn launcher_ranks_from_slurm_variables_rank_zero_leads() {
     assert!(text.contains("All clients: (groupid=0, jobs=2)"), "{text}");
     assert!(text.contains("Cluster: 2 hosts"), "{text}");
 }
+
+#[test]
+fn an_interrupted_controller_stops_every_agent_and_reports_the_time_run() {
+    let _serial = serial();
+    let agents = loopback_agents(2);
+    let dir = TempDir::new("cluster-sigint").unwrap();
+    let job = null_job(&dir, 30);
+    let output_path = dir.join("out.json");
+    let mut command = bench();
+    command
+        .args(["--output-format=json", "--json-histograms"])
+        .arg(format!("--output={}", output_path.display()))
+        .args(agents.iter().map(AgentProcess::client))
+        .arg(&job)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("controller.err")).unwrap());
+    let mut child = command.spawn().unwrap();
+    assert!(
+        wait_running(&agents[0], Duration::from_secs(30)),
+        "{}",
+        agents[0].log()
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let interrupted = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(20),
+            "the controller hangs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(128));
+    // The agents stopped long before their 30 s.
+    assert!(interrupted.elapsed() < Duration::from_secs(15));
+    let doc: Value = serde_json::from_slice(&std::fs::read(&output_path).unwrap()).unwrap();
+    assert_eq!(u(&cluster(&doc)["flagged"]), 0);
+    let hosts = host_entries(&doc);
+    assert_eq!(hosts.len(), 2);
+    assert!(hosts.iter().all(|h| u(&h["job_runtime"]) < 20_000));
+    // The controller's own JSON carries the hosts' histograms: merge reads it again.
+    let out = controller(
+        &[
+            "merge".into(),
+            "--output-format=json".into(),
+            output_path.display().to_string(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let merged = json(&out);
+    assert_eq!(
+        all_clients(&merged)["read"]["total_ios"],
+        all_clients(&doc)["read"]["total_ios"]
+    );
+    assert_eq!(
+        all_clients(&merged)["read"]["clat_ns"]["percentile"],
+        all_clients(&doc)["read"]["clat_ns"]["percentile"]
+    );
+}

@@ -1,4 +1,9 @@
 //! The cluster commands as the binary runs them: agent, controller, launcher, merge.
+//!
+//! Controller exit status: 0 when every host finished clean; 1 when a host was flagged
+//! (lost, failed, not armed) or a job failed; 2 when nothing could start (bad options, no
+//! token, an unreadable job file); 128 after SIGINT/SIGTERM (the agents were told to stop
+//! and the report covers the time run), as a plain run.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -157,6 +162,11 @@ fn controller(shared: &[String], hosts: Vec<HostSpec>, options: ClusterOptions) 
         .iter()
         .flat_map(|h| &h.jobs)
         .any(|j| j.error != 0);
+    if let Some(signal) = crate::run::interrupt::caught() {
+        // As a plain run: the report of the time run, then fio's exit value after a signal.
+        eprintln!("iscsi-bench: terminating on signal {signal}");
+        return ExitCode::from(128);
+    }
     if summary.flagged().count() > 0 || job_failed || summary.all_clients.is_none() {
         ExitCode::from(1)
     } else {

@@ -443,16 +443,19 @@ impl HostThread {
             start_at_ns: offset.to_agent(at_ns),
         })
         .map_err(|e| self.lost("sending the release", e))?;
-        let mut aborted = false;
+        let aborted = std::cell::Cell::new(false);
+        // An interruption ends the wait at once, so the Abort goes out without waiting
+        // for the agent's next message.
+        let interrupted = || !aborted.get() && stop();
         loop {
-            if !aborted && stop() {
+            if interrupted() {
                 let _ = conn.send(&Message::Abort {
                     reason: "the controller was interrupted".into(),
                 });
-                aborted = true;
+                aborted.set(true);
             }
-            let never = || false;
-            match conn.recv(self.options.agent_timeout, &never) {
+            match conn.recv(self.options.agent_timeout, &interrupted) {
+                Err(ConnError::Stopped) => continue,
                 Ok(Message::Started { start_ns }) => {
                     progress.start_ns = Some(offset.to_controller(start_ns));
                 }
