@@ -598,3 +598,82 @@ fn an_interrupted_controller_stops_every_agent_and_reports_the_time_run() {
         all_clients(&doc)["read"]["clat_ns"]["percentile"]
     );
 }
+
+/// A scripted agent speaking `range` (raw frames, with a field and a message type this
+/// build does not know), which answers the job with a failure.
+fn scripted_agent(major: u16, minor_max: u16) -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let send = |stream: &mut std::net::TcpStream, body: &str| {
+            stream
+                .write_all(&(body.len() as u32).to_be_bytes())
+                .unwrap();
+            stream.write_all(body.as_bytes()).unwrap();
+        };
+        let recv = |stream: &mut std::net::TcpStream| -> Option<Value> {
+            let mut length = [0u8; 4];
+            stream.read_exact(&mut length).ok()?;
+            let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+            stream.read_exact(&mut body).ok()?;
+            serde_json::from_slice(&body).ok()
+        };
+        send(
+            &mut stream,
+            &format!(
+                r#"{{"type":"agent_hello","protocol":{{"major":{major},"minor_min":0,"minor_max":{minor_max}}},"nonce":"0011","host":"scripted","features":["future"]}}"#
+            ),
+        );
+        let Some(hello) = recv(&mut stream) else {
+            return "no controller hello".into();
+        };
+        send(
+            &mut stream,
+            r#"{"type":"accepted","version":{"major":1,"minor":0}}"#,
+        );
+        let Some(job) = recv(&mut stream) else {
+            return format!("no job after {hello}");
+        };
+        send(&mut stream, r#"{"type":"telemetry","cpu":3}"#);
+        send(
+            &mut stream,
+            r#"{"type":"failed","stage":"scripted","error":"the scripted agent stops here"}"#,
+        );
+        job["type"].as_str().unwrap_or_default().to_string()
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_newer_minor_version_talks_and_another_major_is_refused_by_name() {
+    let _serial = serial();
+    let dir = TempDir::new("cluster-versions").unwrap();
+    let job = null_job(&dir, 1);
+    let (port, agent) = scripted_agent(1, 3);
+    let out = controller(
+        &[format!("--client=127.0.0.1,{port}"), job.clone()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(agent.join().unwrap(), "job", "the job was not sent");
+    assert_eq!(out.status.code(), Some(1));
+    // The handshake passed, the unknown message was skipped, the failure is the agent's.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("scripted: the scripted agent stops here"),
+        "{stderr}"
+    );
+    let (port, agent) = scripted_agent(2, 0);
+    let out = controller(
+        &[format!("--client=127.0.0.1,{port}"), job],
+        Duration::from_secs(30),
+    );
+    let _ = agent.join();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("no common protocol version"), "{stderr}");
+}
