@@ -1,8 +1,10 @@
 #!/bin/sh
-# Issue 14's path-loss benchmark: 4 KiB random 70/30 read/write with read verification, 32 in
-# flight, one shard over two tgtd daemons sharing one LU (round-robin); one daemon is
-# SIGKILLed after 1 s. Prints one table row: errors, verify failures, the longest gap between
-# completions, IOPS before, during and after. Needs root (tgtd), like the system tests.
+# Issue 14's path-loss benchmark, through iscsi-bench: 4 KiB random 70/30 read/write with
+# verify=crc32c, 32 in flight, one job over two paths (paths=) to one LU (two tgtd daemons
+# sharing it, reached over two veth pairs from a network namespace). One path is lost 1.5 s
+# in: its daemon killed, or its link cut silently. Prints one table row per case: errors,
+# the longest gap between completions, IOPS before, in the loss's 250 ms interval, and
+# after. Needs root (tgtd, namespaces), like the system tests.
 set -eu
 cd "$(dirname "$0")/.."
 cargo test --release -p system-tests --test multipath failover_benchmark -- --ignored --nocapture 2>/dev/null |

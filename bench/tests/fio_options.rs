@@ -194,6 +194,9 @@ fn our_ios(job: &str) -> Vec<Io> {
             }
             Next::WaitForCompletions => workload.on_complete(std::time::Duration::ZERO),
             Next::VerifyPhase => {}
+            Next::VerifyBacklog => {
+                workload.take_backlog();
+            }
             Next::Done => return ios,
         }
     }
@@ -1517,4 +1520,75 @@ fn sequence_distribution_issues_fios_offsets() {
         assert!(!theirs.is_empty());
         assert_eq!(kib(&ours), kib(&theirs), "{extra}");
     }
+}
+
+/// `verify_backlog`: the job reads back what it wrote every N writes, while it writes
+/// (reads in the intervals before the end), and each block is read back once in all, as
+/// fio counts it, the final verify phase skipping what a backlog check already read.
+#[test]
+fn verify_backlog_checks_while_writing_and_reads_each_block_once() {
+    let fio = fio_present();
+    let dir = Scratch::new("verify-backlog");
+    let file = dir.join("data");
+    for (rw, extra) in [("randwrite", "--loops=1"), ("write", "--loops=2")] {
+        let common = [
+            format!("--filename={}", file.display()),
+            "--size=1m".into(),
+            "--bs=4k".into(),
+            format!("--rw={rw}"),
+            extra.into(),
+            "--verify=crc32c".into(),
+            "--verify_backlog=16".into(),
+            "--output-format=json".into(),
+        ];
+        let _ = std::fs::remove_file(&file);
+        let mut args = vec!["--name=j".to_string(), "--ioengine=io_uring".into()];
+        args.extend(common.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ours = job_counts(&String::from_utf8_lossy(&bench_run(&refs).stdout));
+        let writes = if rw == "write" { 512 } else { 256 };
+        assert_eq!(ours, (0, writes, writes), "{rw}");
+        if fio {
+            let _ = std::fs::remove_file(&file);
+            let out = Command::new("timeout")
+                .args(["20", "fio", "--name=j", "--ioengine=psync"])
+                .args(&common)
+                .output()
+                .unwrap();
+            assert_eq!(
+                job_counts(&String::from_utf8_lossy(&out.stdout)),
+                ours,
+                "{rw}"
+            );
+        }
+    }
+    // Paced so that the writes span several intervals: reads come before the last one.
+    let _ = std::fs::remove_file(&file);
+    let file_arg = format!("--filename={}", file.display());
+    let out = bench_run(&[
+        "--name=j",
+        "--ioengine=io_uring",
+        &file_arg,
+        "--size=512k",
+        "--bs=4k",
+        "--rw=write",
+        "--rate_iops=200",
+        "--verify=crc32c",
+        "--verify_backlog=16",
+        "--interval-results=100ms",
+        "--output-format=json",
+    ]);
+    let doc = json_after_notes(&String::from_utf8_lossy(&out.stdout));
+    let intervals = doc["jobs"][0]["iscsi_bench"]["intervals"]
+        .as_array()
+        .expect("intervals")
+        .clone();
+    let reads_before_last: u64 = intervals[..intervals.len() - 1]
+        .iter()
+        .map(|i| i["read"]["total_ios"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        reads_before_last >= 64,
+        "backlog reads come while writing: {intervals:?}"
+    );
 }

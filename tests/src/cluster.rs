@@ -1,138 +1,40 @@
-//! Helpers for `iscsi-bench`'s cluster tests: network namespaces joined to this one by
-//! veth pairs (one agent per namespace), and agent processes.
+//! Helpers for `iscsi-bench`'s cluster tests: one agent per network namespace (a site),
+//! and agent processes.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::process::{die_with_parent, run_tool, send_signal, workspace_binary, TempDir};
+use crate::netns::{Netns, Veth};
+use crate::process::{die_with_parent, send_signal, workspace_binary, TempDir};
 
 /// The token the cluster tests share between controller and agents.
 pub const TEST_TOKEN: &str = "system-tests cluster token";
 
-/// A network namespace with one veth pair to this one: `host_ip` on our side, `ns_ip`
-/// inside, a /30 between them, the default route inside pointing at us (so the namespace
-/// reaches every address of this namespace, a target's portal included). Deleted on drop.
-pub struct NetNs {
-    pub name: String,
-    host_link: String,
-    pub host_ip: Ipv4Addr,
-    pub ns_ip: Ipv4Addr,
+/// One agent's network: a namespace ([`crate::netns`]) joined to this one by a veth pair,
+/// its default route through it (so it reaches every address here, a target's portal
+/// included).
+pub struct Site {
+    pub ns: Netns,
+    pub veth: Veth,
 }
 
-/// Whether this process may create namespaces (root, `ip` present, the kernel willing).
-pub fn namespaces_available() -> bool {
-    if !crate::tool_available("ip") {
-        return false;
-    }
-    let probe = format!("st-probe-{}", std::process::id());
-    let made = run_tool("ip", &["netns", "add", &probe], Duration::from_secs(10))
-        .status
-        .success();
-    if made {
-        let _ = run_tool("ip", &["netns", "del", &probe], Duration::from_secs(10));
-    }
-    made
-}
-
-impl NetNs {
-    /// A new namespace; addresses from 10.(100 + pid % 100).(n).0/30, n counting up per
-    /// process, so parallel test binaries do not collide.
-    pub fn create() -> Result<NetNs, String> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        if n > 60 {
-            return Err("too many namespaces in one test process".into());
-        }
-        let pid = std::process::id();
-        let second = 100 + (pid % 100) as u8;
-        let third = (n * 4) as u8;
-        let host_ip = Ipv4Addr::new(10, second, third, 1);
-        let ns_ip = Ipv4Addr::new(10, second, third, 2);
-        let name = format!("st-{pid}-{n}");
-        // Interface names: at most 15 bytes.
-        let host_link = format!("sth{}{n}", pid % 100_000);
-        let ns_link = format!("stn{}{n}", pid % 100_000);
-        let ns = NetNs {
-            name: name.clone(),
-            host_link: host_link.clone(),
-            host_ip,
-            ns_ip,
-        };
-        let steps: Vec<Vec<String>> = vec![
-            vec!["netns".into(), "add".into(), name.clone()],
-            vec![
-                "link".into(),
-                "add".into(),
-                host_link.clone(),
-                "type".into(),
-                "veth".into(),
-                "peer".into(),
-                "name".into(),
-                ns_link.clone(),
-                "netns".into(),
-                name.clone(),
-            ],
-            vec![
-                "addr".into(),
-                "add".into(),
-                format!("{host_ip}/30"),
-                "dev".into(),
-                host_link.clone(),
-            ],
-            vec!["link".into(), "set".into(), host_link.clone(), "up".into()],
-            ns_cmd(
-                &name,
-                &["addr", "add", &format!("{ns_ip}/30"), "dev", &ns_link],
-            ),
-            ns_cmd(&name, &["link", "set", &ns_link, "up"]),
-            ns_cmd(&name, &["link", "set", "lo", "up"]),
-            ns_cmd(
-                &name,
-                &["route", "add", "default", "via", &host_ip.to_string()],
-            ),
-        ];
-        for step in steps {
-            let args: Vec<&str> = step.iter().map(String::as_str).collect();
-            let output = run_tool("ip", &args, Duration::from_secs(10));
-            if !output.status.success() {
-                return Err(format!(
-                    "ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
-        }
-        Ok(ns)
+impl Site {
+    pub fn create() -> Result<Site, String> {
+        let mut ns = Netns::create()?;
+        let veth = ns.veth()?;
+        ns.default_route(&veth)?;
+        Ok(Site { ns, veth })
     }
 
-    /// Cuts the link (the agent's packets stop, no reset is sent): a host cut off.
+    /// Where the agent inside listens.
+    pub fn agent_ip(&self) -> String {
+        self.veth.inner_ip.to_string()
+    }
+
+    /// Cuts the link silently (no reset, no FIN): a host cut off.
     pub fn cut(&self) {
-        let _ = run_tool(
-            "ip",
-            &["link", "set", &self.host_link, "down"],
-            Duration::from_secs(10),
-        );
-    }
-}
-
-fn ns_cmd(name: &str, args: &[&str]) -> Vec<String> {
-    let mut out = vec!["-n".to_string(), name.to_string()];
-    out.extend(args.iter().map(|a| a.to_string()));
-    out
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes its end of the pair, and so the pair.
-        let _ = run_tool("ip", &["netns", "del", &self.name], Duration::from_secs(10));
-        let _ = run_tool(
-            "ip",
-            &["link", "del", &self.host_link],
-            Duration::from_secs(10),
-        );
+        let _ = self.ns.cut(&self.veth);
     }
 }
 

@@ -53,6 +53,7 @@ pub mod gateway_process;
 pub mod hostile;
 pub mod istgt;
 pub mod libiscsi;
+pub mod netns;
 pub mod paused_fuse;
 pub mod process;
 pub mod scsi_io;

@@ -190,6 +190,10 @@ struct Report {
     timeouts: u64,
     /// The job thread's CPU over the run, in percent (fio's usr_cpu + sys_cpu).
     cpu_percent: f64,
+    /// Rate schedule given up after stalls beyond `rate_backlog`, and the longest time
+    /// without a completion.
+    rate_skipped_ns: u64,
+    longest_gap_ns: u64,
 }
 
 fn report(output: &std::process::Output) -> Report {
@@ -217,6 +221,8 @@ fn report(output: &std::process::Output) -> Report {
         timeouts: ext["errors"]["timeout"].as_u64().unwrap_or(0),
         cpu_percent: job["usr_cpu"].as_f64().unwrap_or(0.0)
             + job["sys_cpu"].as_f64().unwrap_or(0.0),
+        rate_skipped_ns: n(ext, "rate_schedule_skipped_ns"),
+        longest_gap_ns: n(ext, "longest_completion_gap_ns"),
     }
 }
 
@@ -313,6 +319,57 @@ fn assert_went_on_and_cried_no_wolf(report: &Report, back_ms: u64) {
         "the job used {:.1}% CPU",
         report.cpu_percent
     );
+}
+
+/// Issue 14 item 5: under a rate limit a stall (the target frozen 1.5 s, as a lost path
+/// looks) shows as a stall, never as a burst above the rate: by default the schedule
+/// moves on after it; with `rate_backlog=none` (fio's way) the I/Os due during the stall
+/// all go out once it ends, which this test also sees, so it can tell the two apart.
+#[test]
+fn a_stall_under_a_rate_limit_is_a_stall_not_a_burst() {
+    let _serial = serial();
+    system_tests::require_tools!("tgtd", "tgtadm");
+    let peer = Peer::tgt("iqn.2026-12.test:bench-no-burst");
+    let freeze = Duration::from_millis(1500);
+    let busiest = |report: &Report| {
+        report
+            .intervals
+            .iter()
+            .map(|(_, ios)| *ios)
+            .max()
+            .unwrap_or(0)
+    };
+    let (moved_on, _) = run_with_freeze(&peer, 6, Duration::from_millis(1500), freeze, &[]);
+    // 1000 writes a second in 1 s intervals: the 8 in flight at the freeze finish when it
+    // ends, and the schedule may catch up 10 ms (10 writes); nothing more.
+    assert!(
+        busiest(&moved_on) <= 1000 + 8 + 10 + 20,
+        "a burst after the stall: {:?}",
+        moved_on.intervals
+    );
+    assert!(
+        moved_on.rate_skipped_ns >= 1_000_000_000,
+        "the stall's schedule was not given up: {} ns",
+        moved_on.rate_skipped_ns
+    );
+    assert!(
+        moved_on.longest_gap_ns >= 1_000_000_000,
+        "the stall is not the longest gap: {} ns",
+        moved_on.longest_gap_ns
+    );
+    let (caught_up, _) = run_with_freeze(
+        &peer,
+        6,
+        Duration::from_millis(1500),
+        freeze,
+        &["--rate_backlog=none"],
+    );
+    assert!(
+        busiest(&caught_up) >= 1300,
+        "fio's way catches up in a burst: {:?}",
+        caught_up.intervals
+    );
+    assert_eq!(caught_up.rate_skipped_ns, 0);
 }
 
 /// Issue 21 item 4: frozen from about 1 s to 4 s with io_timeout=2; the in-flight writes

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use system_tests::cluster::{namespaces_available, AgentProcess, NetNs, TEST_TOKEN};
+use system_tests::cluster::{AgentProcess, Site, TEST_TOKEN};
 use system_tests::gateway_process::GATEWAY_IQN;
 use system_tests::{
     describe_output, free_port, require_facility, run_command, workspace_binary, GatewayProcess,
@@ -128,16 +128,16 @@ fn agents_in_namespaces_against_tgt_with_a_per_host_option() {
     system_tests::require_tools!("tgtd", "tgtadm", "ip");
     if !require_facility(
         "network namespaces (root and `ip netns`)",
-        namespaces_available(),
+        system_tests::netns::available(),
     ) {
         return;
     }
-    let namespaces: Vec<NetNs> = (0..3).map(|_| NetNs::create().unwrap()).collect();
+    let sites: Vec<Site> = (0..3).map(|_| Site::create().unwrap()).collect();
     let iqn = "iqn.2026-12.test:cluster-tgt";
-    let tgt = Tgt::start_at(namespaces[0].host_ip, &[TargetSpec::new(iqn, &[64 << 20])]).unwrap();
-    let agents: Vec<AgentProcess> = namespaces
+    let tgt = Tgt::start_at(sites[0].veth.host_ip, &[TargetSpec::new(iqn, &[64 << 20])]).unwrap();
+    let agents: Vec<AgentProcess> = sites
         .iter()
-        .map(|ns| AgentProcess::start(Some(&ns.name), &ns.ns_ip.to_string(), 8765).unwrap())
+        .map(|site| AgentProcess::start(Some(site.ns.name()), &site.agent_ip(), 8765).unwrap())
         .collect();
     let dir = TempDir::new("cluster-tgt").unwrap();
     let job = job_file(
@@ -209,22 +209,22 @@ fn an_agent_killed_mid_run_against_the_gateway_is_flagged_and_the_others_report(
     system_tests::require_tools!("ip");
     if !require_facility(
         "network namespaces (root and `ip netns`)",
-        namespaces_available(),
+        system_tests::netns::available(),
     ) {
         return;
     }
-    let namespaces: Vec<NetNs> = (0..3).map(|_| NetNs::create().unwrap()).collect();
+    let sites: Vec<Site> = (0..3).map(|_| Site::create().unwrap()).collect();
     let dir = TempDir::new("cluster-gateway").unwrap();
-    let portal = SocketAddr::from((namespaces[0].host_ip, free_port()));
+    let portal = SocketAddr::from((sites[0].veth.host_ip, free_port()));
     let gateway = GatewayProcess::start_with_args(
         portal,
         &["--iqn", GATEWAY_IQN, "--lun", "ram:64M"],
         &dir.join("gateway.log"),
     )
     .unwrap();
-    let mut agents: Vec<AgentProcess> = namespaces
+    let mut agents: Vec<AgentProcess> = sites
         .iter()
-        .map(|ns| AgentProcess::start(Some(&ns.name), &ns.ns_ip.to_string(), 8765).unwrap())
+        .map(|site| AgentProcess::start(Some(site.ns.name()), &site.agent_ip(), 8765).unwrap())
         .collect();
     let job = job_file(
         &dir,
@@ -288,14 +288,14 @@ fn an_agent_cut_off_mid_run_is_flagged_after_its_silence() {
     system_tests::require_tools!("ip");
     if !require_facility(
         "network namespaces (root and `ip netns`)",
-        namespaces_available(),
+        system_tests::netns::available(),
     ) {
         return;
     }
-    let namespaces: Vec<NetNs> = (0..2).map(|_| NetNs::create().unwrap()).collect();
-    let agents: Vec<AgentProcess> = namespaces
+    let sites: Vec<Site> = (0..2).map(|_| Site::create().unwrap()).collect();
+    let agents: Vec<AgentProcess> = sites
         .iter()
-        .map(|ns| AgentProcess::start(Some(&ns.name), &ns.ns_ip.to_string(), 8765).unwrap())
+        .map(|site| AgentProcess::start(Some(site.ns.name()), &site.agent_ip(), 8765).unwrap())
         .collect();
     let dir = TempDir::new("cluster-cut").unwrap();
     let job = job_file(
@@ -318,7 +318,7 @@ fn an_agent_cut_off_mid_run_is_flagged_after_its_silence() {
         agents[0].log()
     );
     std::thread::sleep(Duration::from_millis(1500));
-    namespaces[0].cut();
+    sites[0].cut();
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use datapath::client::{Client, ClientError};
+use datapath::scsi::alua::{AluaState, TargetPortGroups};
 use datapath::scsi::probe::{probe_lun, Capacity, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::{
     self, BlockLimits, Cdb, DeviceIdentification, ReportLuns, Sense, StandardInquiry,
@@ -931,6 +932,28 @@ struct PathReport {
     error: Option<String>,
     /// The LU's designators (type, hex), sorted.
     designators: Vec<(u8, String)>,
+    /// The port's target port group and its access state (ALUA), when the LU reports them.
+    alua: Option<(u16, AluaState)>,
+}
+
+/// The access state of the target port group VPD 0x83 names for this port (REPORT
+/// TARGET PORT GROUPS); `None` when the LU names no group or does not answer.
+fn port_group_state(
+    client: &mut Client,
+    lun: u64,
+    page: &DeviceIdentification,
+) -> Option<(u16, AluaState)> {
+    let group = page.target_port_group()?;
+    let data = run(
+        client,
+        "REPORT TARGET PORT GROUPS",
+        lun,
+        &Cdb::report_target_port_groups(4096),
+        None,
+    )
+    .ok()?;
+    let state = TargetPortGroups::decode(&data).ok()?.state_of(group)?;
+    Some((group, state))
 }
 
 /// `paths URL [--path HOST:PORT]…`: every portal SendTargets lists for the URL's target,
@@ -962,6 +985,7 @@ pub fn paths(
             landed: None,
             error: None,
             designators: Vec::new(),
+            alua: None,
         };
         match Client::connect(&one) {
             Err(e) => report.error = Some(e.to_string()),
@@ -992,6 +1016,7 @@ pub fn paths(
                             .map(|d| (d.designator_type, hex(&d.designator)))
                             .collect();
                         report.designators.sort();
+                        report.alua = port_group_state(&mut client, lun, &page);
                     }
                     Err(e) => report.error = Some(e.to_string()),
                 }
@@ -1020,6 +1045,7 @@ pub fn paths(
             "same_lu": r.error.is_none() && same(r),
             "error": r.error,
             "designators": r.designators.iter().map(|(t, d)| json!({"type": t, "designator": d})).collect::<Vec<_>>(),
+            "alua": r.alua.map(|(group, state)| json!({"group": group, "state": state.name()})),
         })).collect::<Vec<_>>(),
     });
     out.emit(&value, || {
@@ -1029,7 +1055,11 @@ pub fn paths(
                 Some(at) if at != r.portal => format!(" (redirected to {at})"),
                 _ => String::new(),
             };
-            text.push_str(&format!("{}{landed}  {}\n", r.portal, state(r)));
+            let alua = r
+                .alua
+                .map(|(group, state)| format!(", ALUA {state} (group {group})"))
+                .unwrap_or_default();
+            text.push_str(&format!("{}{landed}  {}{alua}\n", r.portal, state(r)));
         }
         if reports.is_empty() {
             text.push_str("no portals\n");

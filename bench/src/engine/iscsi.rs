@@ -49,14 +49,14 @@ use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use datapath::adapter::PathError;
-use datapath::client::ClientConfig;
+use datapath::client::{Client, ClientConfig};
 use datapath::scsi::probe::{probe_lun, LunFacts, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::sense::status;
 use datapath::scsi::{Cdb, Sense};
 use datapath::session::{ChapConfig, CommandError, DataDirection, Request, Residual};
 use datapath::shard::{
-    InlineExecutor, InlineShard, ReconnectPolicy, ShardCommandError, ShardCompletion, ShardConfig,
-    ShardExecutor, ShardPath, ShardPool,
+    InlineExecutor, InlineShard, MultipathConfig, PathPolicy, PathStatus, ReconnectPolicy,
+    ShardCommandError, ShardCompletion, ShardConfig, ShardExecutor, ShardPath, ShardPool,
 };
 use datapath::text::DigestChoice;
 use datapath::url::{IscsiUrl, UrlError};
@@ -65,7 +65,7 @@ use super::embedded::{EmbeddedOptions, EmbeddedTarget};
 use super::shards::Shards;
 use super::{take_buffer, Engine, EngineCounters, EngineError};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
-pub use crate::job::spec::TransportKind;
+pub use crate::job::spec::{PathList, TransportKind};
 
 /// Unit attentions taken per shard at open (TEST UNIT READY sent again after each).
 pub const UNIT_ATTENTION_RETRIES: usize = 5;
@@ -142,6 +142,12 @@ pub struct LoginOptions {
     pub mutual_chap: Option<(String, String)>,
     /// `None`: the data path's default (5 s).
     pub connect_timeout: Option<Duration>,
+    /// NOP-Out after the target was silent this long, answered within the timeout
+    /// (`noop_out_interval`, `noop_out_timeout`); `None`: the data path's defaults (10 s
+    /// for one path, [`MultipathConfig::PING_INTERVAL_DEFAULT`] and
+    /// [`MultipathConfig::PING_TIMEOUT_DEFAULT`] for multipath).
+    pub nop_interval: Option<Duration>,
+    pub nop_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for LoginOptions {
@@ -197,6 +203,23 @@ pub struct IscsiOptions {
     /// a pool's shards poll their queue when idle, `idle_spin`) instead of sleeping at
     /// once. Off by default: spinning spends CPU on every I/O.
     pub hipri: bool,
+    /// Several paths to the LU (the job's `paths=`, `path_policy=`, `no_path_retry=`):
+    /// each shard logs in through every portal (software transport only).
+    pub multipath: Option<MultipathOptions>,
+}
+
+/// The job's multipath options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipathOptions {
+    pub paths: PathList,
+    pub policy: PathPolicy,
+    pub no_path_retry: Duration,
+}
+
+impl MultipathOptions {
+    /// What multipathd does with `no_path_retry=queue` bounded: commands wait this long
+    /// for a path to come back before they fail.
+    pub const NO_PATH_RETRY_DEFAULT: Duration = Duration::from_secs(30);
 }
 
 impl IscsiOptions {
@@ -216,6 +239,7 @@ impl IscsiOptions {
             more_luns: Vec::new(),
             fua: false,
             hipri: false,
+            multipath: None,
         }
     }
 }
@@ -324,12 +348,25 @@ impl IscsiEngine {
         let client = client_config(&url, &options.login, command_timeout, options.iodepth)?;
         // For an adapter, a fresh software model of that kind, one queue pair per shard.
         let path = offload::model_path(options.transport, options.shards);
+        let multipath = match &options.multipath {
+            Some(multi) => {
+                if options.transport != TransportKind::Software {
+                    return Err(EngineError::InvalidOption(format!(
+                        "paths= needs transport=software (each path is a TCP session; {} adapters bring their own)",
+                        options.transport
+                    )));
+                }
+                Some(multipath_config(&client, multi, &options.login, lun)?)
+            }
+            None => None,
+        };
         let shard_config = ShardConfig {
             core: options.first_core,
             queue_depth: options.iodepth,
             ring_entries: (options.iodepth * 2).next_power_of_two().clamp(64, 4096) as u32,
             path: path.clone(),
             reconnect: options.reconnect,
+            multipath,
             ..ShardConfig::default()
         };
         let shard_config = if options.hipri {
@@ -918,6 +955,13 @@ impl Engine for IscsiEngine {
         Ok(out.len() - start)
     }
 
+    fn paths(&self) -> Vec<PathStatus> {
+        self.shards
+            .as_ref()
+            .map(Shards::path_statuses)
+            .unwrap_or_default()
+    }
+
     fn counters(&self) -> EngineCounters {
         let mut counters = self.counters;
         if let Some(shards) = &self.shards {
@@ -940,6 +984,61 @@ impl Drop for IscsiEngine {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The shards' multipath configuration: the portals resolved (or discovered, for `all`).
+fn multipath_config(
+    client: &ClientConfig,
+    options: &MultipathOptions,
+    login: &LoginOptions,
+    lun: u64,
+) -> Result<MultipathConfig, EngineError> {
+    let portals = match &options.paths {
+        PathList::All => Client::target_portals(client).map_err(|e| {
+            EngineError::InvalidOption(format!(
+                "paths=all: discovering the target's portals through {}: {e}",
+                client.portal
+            ))
+        })?,
+        PathList::Portals(list) => list
+            .iter()
+            .map(|text| resolve_portal(text))
+            .collect::<Result<_, _>>()?,
+    };
+    if portals.is_empty() {
+        return Err(EngineError::InvalidOption(format!(
+            "paths=all: SendTargets through {} lists no portal for the target",
+            client.portal
+        )));
+    }
+    Ok(MultipathConfig {
+        portals,
+        policy: options.policy,
+        lun,
+        no_path_retry: options.no_path_retry,
+        ping_interval: login
+            .nop_interval
+            .unwrap_or(MultipathConfig::PING_INTERVAL_DEFAULT),
+        ping_timeout: login
+            .nop_timeout
+            .unwrap_or(MultipathConfig::PING_TIMEOUT_DEFAULT),
+    })
+}
+
+/// `host:port`, `[v6]:port`, `host` or `[v6]` (port 3260) as one socket address.
+fn resolve_portal(text: &str) -> Result<std::net::SocketAddr, EngineError> {
+    use std::net::ToSocketAddrs;
+    let bad = |why: String| EngineError::InvalidOption(format!("paths: portal {text:?}: {why}"));
+    let with_port = if text.ends_with(']') || (!text.contains(':') && !text.is_empty()) {
+        format!("{text}:3260")
+    } else {
+        text.to_string()
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address".into()))
 }
 
 /// The unit's result from the target's answer.
@@ -1026,6 +1125,12 @@ pub(crate) fn client_config(
     }
     if let Some(t) = login.connect_timeout {
         config.connect_timeout = t;
+    }
+    if let Some(t) = login.nop_interval {
+        config.nop_interval = t;
+    }
+    if let Some(t) = login.nop_timeout {
+        config.nop_timeout = t;
     }
     // Job options first, then the URL, then libiscsi's environment variables (so secrets
     // need not be in argv or a job file: `ps` shows argv to every user).

@@ -112,6 +112,12 @@ pub trait Engine: Send {
         false
     }
 
+    /// The paths to the target and their states, for a multipath iSCSI job (`paths=`);
+    /// empty for every other engine.
+    fn paths(&self) -> Vec<datapath::shard::PathStatus> {
+        Vec::new()
+    }
+
     /// Queues one I/O. A full engine hands the unit back untouched. An I/O the engine
     /// cannot carry out (misaligned, past the end) is accepted and completes with an error.
     fn queue(&mut self, unit: IoUnit) -> Result<(), IoUnit>;
@@ -194,6 +200,29 @@ pub struct EngineCounters {
     pub reconnects: u64,
     pub reconnect_gap_ns_max: u64,
     pub commands_resent: u64,
+}
+
+/// Adds the paths of another shard or job to `into`, by portal: counts add, a path is up
+/// when up in either, the first known ALUA state stays.
+pub fn add_paths(
+    into: &mut Vec<datapath::shard::PathStatus>,
+    from: &[datapath::shard::PathStatus],
+) {
+    for path in from {
+        match into.iter_mut().find(|p| p.portal == path.portal) {
+            Some(p) => {
+                p.up |= path.up;
+                p.ios += path.ios;
+                p.losses += path.losses;
+                p.held += path.held;
+                if p.alua.is_none() {
+                    p.alua = path.alua;
+                    p.group = path.group;
+                }
+            }
+            None => into.push(path.clone()),
+        }
+    }
 }
 
 /// How to set up one job's engine: the lead maps the parsed job onto one of these.

@@ -14,7 +14,8 @@ use crossbeam_channel::{Receiver, Select, TryRecvError};
 use datapath::client::ClientConfig;
 use datapath::session::Request;
 use datapath::shard::{
-    InlineShard, ShardCompletion, ShardConfig, ShardError, ShardInfo, ShardPool, ShardStats,
+    InlineShard, PathStatus, ShardCompletion, ShardConfig, ShardError, ShardInfo, ShardPool,
+    ShardStats,
 };
 
 /// See the module docs.
@@ -174,6 +175,21 @@ impl Shards {
             }
             Shards::Inline { .. } => std::thread::sleep(wait),
         }
+    }
+
+    /// The sub-paths of a multipath job, one entry per portal: counts summed over the
+    /// shards (each has its own session per portal), up when up on any shard.
+    pub(super) fn path_statuses(&self) -> Vec<PathStatus> {
+        let per_shard: Vec<Vec<PathStatus>> = match self {
+            Shards::Pool(pool) => (0..pool.len()).map(|i| pool.path_statuses(i)).collect(),
+            Shards::Inline { shard: Some(s), .. } => vec![s.path_statuses()],
+            Shards::Inline { shard: None, .. } => Vec::new(),
+        };
+        let mut merged: Vec<PathStatus> = Vec::new();
+        for statuses in per_shard {
+            super::add_paths(&mut merged, &statuses);
+        }
+        merged
     }
 
     pub(super) fn stats(&self) -> ShardStats {

@@ -16,8 +16,8 @@ use super::error_policy::ErrorPolicy;
 use super::render::{self, changed, changed_flag};
 use super::spec::{
     BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, FileService, FileServiceKind,
-    IscsiOptions, JobSpec, LogName, PerDir, RateProcess, RwSequencer, SizeSpec, SteadyStateMetric,
-    SteadyStateSpec, SyncMode, TransportKind, VerifyKind,
+    IscsiOptions, JobSpec, LogName, PathList, PerDir, RateProcess, RwSequencer, SizeSpec,
+    SteadyStateMetric, SteadyStateSpec, SyncMode, TransportKind, VerifyKind,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -468,6 +468,16 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().rate_cycle = s.time(TimeUnit::Milliseconds)?,
         render |spec, base| (spec.rate_cycle != base.rate_cycle)
             .then(|| format!("{}ms", spec.rate_cycle.as_millis()))),
+    opt!(ours "rate_backlog", Required, Rate, "time (ms) | none", default "10",
+        "How late a paced job may fall behind its schedule and still catch up; after a longer \
+         stall (a lost path) the schedule moves on instead of bursting (none: catch up, as fio)",
+        apply |s| s.spec().rate_backlog = match s.text() {
+            "none" => None,
+            _ => Some(s.time(TimeUnit::Milliseconds)?),
+        },
+        render |spec, base| (spec.rate_backlog != base.rate_backlog).then(|| {
+            spec.rate_backlog.map_or("none".to_string(), |b| format!("{}us", b.as_micros()))
+        })),
     opt!("flow", Required, Rate, "int (0..1000)", default "0",
         "Weight of this job in its flow_id's token flow control (0: none)",
         apply |s| s.spec().flow = {
@@ -798,14 +808,35 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, _base| spec.iscsi.reconnect_max.map(|max| max.to_string())),
     opt!(ours "replacement_timeout", Required, Errors, "time (s)", default "30",
         "iSCSI: the longest one reconnect may take before its I/O fails",
-        apply |s| {
-            let timeout = s.time(TimeUnit::Seconds)?;
-            if timeout.is_zero() {
-                return s.fail("must be greater than 0");
-            }
-            s.spec().iscsi.replacement_timeout = Some(timeout);
-        },
+        apply |s| s.spec().iscsi.replacement_timeout = Some(s.nonzero_time(TimeUnit::Seconds)?),
         render |spec, _base| spec.iscsi.replacement_timeout.map(render::time)),
+    opt!(ours "paths", Required, Iscsi, "all | host[:port][,host[:port]]...", default "the URL's portal",
+        "iSCSI multipath: log in through each of these portals (all: every portal SendTargets \
+         lists) after checking that each reaches the URL's LU; I/O survives losing a path",
+        apply |s| s.spec().iscsi.paths = Some(s.parse(parse_paths)?),
+        render |spec, _base| spec.iscsi.paths.as_ref().map(|paths| match paths {
+            PathList::All => "all".to_string(),
+            PathList::Portals(list) => list.join(","),
+        })),
+    opt!(ours "path_policy", Required, Iscsi, "round-robin|failover|queue-length|service-time",
+        default "round-robin", "iSCSI multipath: which path takes the next command",
+        apply |s| s.spec().iscsi.path_policy = Some(s.parse(|text| {
+            text.parse::<datapath::shard::PathPolicy>().map_err(ValueError::new)
+        })?),
+        render |spec, _base| spec.iscsi.path_policy.map(|p| p.name().to_string())),
+    opt!(ours "no_path_retry", Required, Errors, "time (s)", default "30",
+        "iSCSI multipath: how long commands wait for a path when none is up before they fail",
+        apply |s| s.spec().iscsi.no_path_retry = Some(s.time(TimeUnit::Seconds)?),
+        render |spec, _base| spec.iscsi.no_path_retry.map(render::time)),
+    opt!(ours "noop_out_interval", Required, Errors, "time (ms)", default "10000, 250 with paths=",
+        "iSCSI: ping the target with a NOP-Out after it was silent this long (how soon a \
+         silently cut link is noticed)",
+        apply |s| s.spec().iscsi.noop_out_interval = Some(s.nonzero_time(TimeUnit::Milliseconds)?),
+        render |spec, _base| spec.iscsi.noop_out_interval.map(|t| format!("{}ms", t.as_millis()))),
+    opt!(ours "noop_out_timeout", Required, Errors, "time (ms)", default "10000, 500 with paths=",
+        "iSCSI: a NOP-Out not answered this long ends the connection (another path takes over)",
+        apply |s| s.spec().iscsi.noop_out_timeout = Some(s.nonzero_time(TimeUnit::Milliseconds)?),
+        render |spec, _base| spec.iscsi.noop_out_timeout.map(|t| format!("{}ms", t.as_millis()))),
     opt!("continue_on_error", Required, Errors, "none|read|write|io|verify|all", default "none",
         "Continue after non-fatal errors of these types",
         apply |s| {
@@ -1202,6 +1233,15 @@ impl<'a> Setting<'a> {
         self.parse(|text| value::parse_time(text, unit))
     }
 
+    /// A time that may not be 0.
+    fn nonzero_time(&self, unit: TimeUnit) -> Result<Duration, JobError> {
+        let time = self.time(unit)?;
+        if time.is_zero() {
+            return self.fail("must be greater than 0");
+        }
+        Ok(time)
+    }
+
     /// A size or percentage that may not be 0 bytes (`size`, `io_size`).
     fn nonzero_size(&self, reason: &str) -> Result<SizeSpec, JobError> {
         let size = self.parse_kb(value::parse_size_or_percent)?;
@@ -1337,6 +1377,52 @@ fn text_sets_direction(text: &str, direction: Direction) -> bool {
 
 fn parse_count(text: &str, min: u64) -> Result<u32, ValueError> {
     value::parse_u64_in(text, min, u64::from(u32::MAX)).map(|count| count as u32)
+}
+
+/// `paths=`: `all`, or portals separated by commas (`host[:port]`, `[v6][:port]`),
+/// checked for shape here and resolved when the engine opens.
+fn parse_paths(text: &str) -> Result<PathList, ValueError> {
+    if text == "all" {
+        return Ok(PathList::All);
+    }
+    let mut portals = Vec::new();
+    for portal in text.split(',').map(str::trim) {
+        let (host, port) = match portal.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((host, after)) => {
+                    (host, after.strip_prefix(':').filter(|_| !after.is_empty()))
+                }
+                None => {
+                    return Err(ValueError::new(format!(
+                        "{portal:?}: unclosed [ in an IPv6 portal"
+                    )))
+                }
+            },
+            None => match portal.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') => (host, Some(port)),
+                Some(_) => {
+                    return Err(ValueError::new(format!(
+                        "{portal:?}: write an IPv6 portal in brackets, [addr]:port"
+                    )))
+                }
+                None => (portal, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(ValueError::new(format!(
+                "{portal:?}: no host (expected host[:port], [v6][:port] or all)"
+            )));
+        }
+        if let Some(port) = port {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(ValueError::new(format!(
+                    "{portal:?}: port {port:?} is not 1-65535"
+                )));
+            }
+        }
+        portals.push(portal.to_string());
+    }
+    Ok(PathList::Portals(portals))
 }
 
 fn parse_file_service(text: &str) -> Result<FileService, ValueError> {
@@ -1529,6 +1615,8 @@ mod tests {
             "ignore_error" => "EIO:ETIMEDOUT,110",
             "description" | "initiator_name" | "chap_username" | "chap_secret" => "some text",
             "rate_cycle" => "250ms",
+            "paths" => "127.0.0.1:3260,[::1]:3261",
+            "path_policy" => "service-time",
             "startdelay" => "1-3",
             "offset" | "size" => "25%",
             "bsrange" => "4k-16k",
@@ -1775,5 +1863,55 @@ mod tests {
                 .to_string();
             assert!(error.contains(option), "{option}={bad}: {error}");
         }
+    }
+
+    #[test]
+    fn multipath_options() {
+        let mut scope = Scope::new(JobSpec::new("t"));
+        apply(
+            &mut scope,
+            "paths",
+            Some("10.0.0.1:3261, host-b,[fd00::1]:3262,[::1]"),
+        )
+        .unwrap();
+        apply(&mut scope, "path_policy", Some("service-time")).unwrap();
+        apply(&mut scope, "no_path_retry", Some("5")).unwrap();
+        let spec = &scope.spec;
+        assert_eq!(
+            spec.iscsi.paths,
+            Some(PathList::Portals(vec![
+                "10.0.0.1:3261".into(),
+                "host-b".into(),
+                "[fd00::1]:3262".into(),
+                "[::1]".into(),
+            ]))
+        );
+        assert_eq!(
+            spec.iscsi.path_policy,
+            Some(datapath::shard::PathPolicy::ServiceTime)
+        );
+        assert_eq!(spec.iscsi.no_path_retry, Some(Duration::from_secs(5)));
+        apply(&mut scope, "paths", Some("all")).unwrap();
+        assert_eq!(scope.spec.iscsi.paths, Some(PathList::All));
+        for (bad, why) in [
+            ("fd00::1:3260", "brackets"),
+            ("[fd00::1:3260", "unclosed"),
+            ("host:0", "not 1-65535"),
+            ("host:http", "not 1-65535"),
+            (":3260", "no host"),
+            ("a,,b", "no host"),
+        ] {
+            let error = apply(&mut scope, "paths", Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("paths") && error.contains(why),
+                "paths={bad}: {error}"
+            );
+        }
+        let error = apply(&mut scope, "path_policy", Some("fastest"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("service-time"), "{error}");
     }
 }

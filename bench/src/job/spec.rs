@@ -197,6 +197,29 @@ pub struct IscsiOptions {
     /// `replacement_timeout`: the longest one recovery (reconnect and login) may take
     /// (open-iscsi's name; `None`: the engine's default).
     pub replacement_timeout: Option<Duration>,
+    /// `paths=`: several paths to the LU (multipath); `None`: the URL's portal alone.
+    pub paths: Option<PathList>,
+    /// `path_policy=` (`None`: round-robin) and `no_path_retry=` (`None`: the engine's
+    /// default) of a multipath job.
+    pub path_policy: Option<datapath::shard::PathPolicy>,
+    pub no_path_retry: Option<Duration>,
+    /// `noop_out_interval`, `noop_out_timeout` (open-iscsi's names): NOP-Out pings of a
+    /// silent target; `None`: the engine's defaults.
+    pub noop_out_interval: Option<Duration>,
+    pub noop_out_timeout: Option<Duration>,
+}
+
+/// `rate_backlog` when not given: a few I/O periods of jitter at common rates, far below
+/// one reporting interval, so catching up never shows as a burst.
+pub const RATE_BACKLOG_DEFAULT: Duration = Duration::from_millis(10);
+
+/// Which portals a multipath job uses (`paths=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathList {
+    /// `all`: every portal SendTargets lists for the target, through the URL's portal.
+    All,
+    /// These portals (`host:port`, `[v6]:port`; port 3260 when left out).
+    Portals(Vec<String>),
 }
 
 impl Default for IscsiOptions {
@@ -216,6 +239,11 @@ impl Default for IscsiOptions {
             shards: None,
             reconnect_max: None,
             replacement_timeout: None,
+            paths: None,
+            path_policy: None,
+            no_path_retry: None,
+            noop_out_interval: None,
+            noop_out_timeout: None,
         }
     }
 }
@@ -375,6 +403,10 @@ pub struct JobSpec {
     pub rate_iops_min: PerDir<Option<u64>>,
     /// `rate_cycle`: the window `rate_min`/`rate_iops_min` are averaged over.
     pub rate_cycle: Duration,
+    /// `rate_backlog`: how late a paced job may fall behind its schedule and still catch
+    /// up; beyond it the schedule moves (a stall is not followed by a burst). `None`:
+    /// always catch up, as fio does.
+    pub rate_backlog: Option<Duration>,
     pub thinktime: Duration,
     pub thinktime_blocks: u32,
 
@@ -515,6 +547,7 @@ impl JobSpec {
             rate_min: PerDir::splat(None),
             rate_iops_min: PerDir::splat(None),
             rate_cycle: Duration::from_millis(1000),
+            rate_backlog: Some(RATE_BACKLOG_DEFAULT),
             thinktime: Duration::ZERO,
             thinktime_blocks: 1,
             verify: VerifyKind::None,

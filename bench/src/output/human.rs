@@ -215,6 +215,29 @@ pub fn render_job(job: &JobReport, group: &GroupStats, now: &str) -> String {
             skipped.write_not_sent
         );
     }
+    for path in &job.paths {
+        let alua = path
+            .alua
+            .map(|state| format!(", alua={state} (group {})", path.group.unwrap_or(0)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  path         : {} {}{alua}, ios={}, lost={}",
+            path.portal,
+            if path.up { "up" } else { "down" },
+            path.ios,
+            path.losses
+        );
+    }
+    // A stall is a number: shown where paths or recovery are in play (always in JSON).
+    let gap_ns = stats.longest_gap_ns();
+    if !job.paths.is_empty() || !recovery.is_empty() {
+        let _ = writeln!(
+            out,
+            "  longest gap  : {:.3} msec without a completion",
+            gap_ns as f64 / 1e6
+        );
+    }
     if let Some(per_io) = stats.cpu_ns_per_io() {
         if usage.cpu_ns() > 0 {
             let _ = writeln!(

@@ -339,7 +339,22 @@ fn summary_object(summary: &LatencySummary) -> Json {
 pub fn interval_json(record: &IntervalRecord) -> Json {
     let mut obj = Obj::new()
         .u("start_ms", record.start_ms)
-        .u("end_ms", record.end_ms);
+        .u("end_ms", record.end_ms)
+        .u("longest_gap_ns", record.longest_gap_ns);
+    if !record.paths.is_empty() {
+        let paths = record
+            .paths
+            .iter()
+            .map(|p| {
+                Obj::new()
+                    .s("portal", &p.portal)
+                    .u("total_ios", p.ios)
+                    .f("iops", p.iops)
+                    .done()
+            })
+            .collect();
+        obj.push("paths", Json::Array(paths));
+    }
     for direction in DIRECTIONS {
         let Some(dir) = &record.dirs[dir_index(direction)] else {
             continue;
@@ -441,6 +456,20 @@ fn job_extension(job: &JobReport, portable: bool) -> Json {
             recovery.verify_skipped.write_not_sent,
         )
         .done();
+    let paths = job
+        .paths
+        .iter()
+        .map(|p| {
+            Obj::new()
+                .s("portal", &p.portal.to_string())
+                .s("state", if p.up { "up" } else { "down" })
+                .s("alua", p.alua.map_or("none", |state| state.name()))
+                .u("group", p.group.map_or(0, u64::from))
+                .u("total_ios", p.ios)
+                .u("losses", p.losses)
+                .done()
+        })
+        .collect();
     let mut obj = Obj::new();
     if portable {
         let value = serde_json::to_value(super::portable::PortableJob::of(job))
@@ -449,6 +478,9 @@ fn job_extension(job: &JobReport, portable: bool) -> Json {
     }
     obj.v("errors", errors_json)
         .v("recovery", recovery_json)
+        .u("longest_completion_gap_ns", job.stats.longest_gap_ns())
+        .u("rate_schedule_skipped_ns", job.rate_skipped_ns)
+        .v("paths", Json::Array(paths))
         .u("cpu_ns", job.stats.usage().cpu_ns())
         .f("cpu_ns_per_io", job.stats.cpu_ns_per_io().unwrap_or(0.0))
         .v("lat_ns_percentile", lat_percentiles.done())

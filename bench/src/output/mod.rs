@@ -103,6 +103,11 @@ pub struct JobReport {
     pub target: String,
     /// How the job rode out faults: timeouts, session recoveries, unchecked blocks.
     pub recovery: RecoveryReport,
+    /// Multipath: each path's state and counts at the end of the job.
+    pub paths: Vec<datapath::shard::PathStatus>,
+    /// How much of the rate schedule stalls beyond `rate_backlog` gave up (the I/Os
+    /// due then were not issued rather than burst after the stall).
+    pub rate_skipped_ns: u64,
     /// fio's `unified_rw_reporting`.
     pub unified: UnifiedRw,
     /// fio's JSON `steadystate` object, for a job with `ss_dur`.
@@ -227,6 +232,8 @@ impl JobReport {
             start_ms: 0,
             target: String::new(),
             recovery: RecoveryReport::default(),
+            paths: Vec::new(),
+            rate_skipped_ns: 0,
             unified: UnifiedRw::Separate,
             steadystate: None,
             sync: crate::stats::LatencyStat::new(),

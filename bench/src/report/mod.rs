@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use crate::io::Direction;
 
 pub use chart::NO_SAMPLES;
-pub use page::{render_html, CHART_BANDWIDTH, CHART_IOPS, CHART_LATENCY_CDF, CHART_PERCENTILES};
+pub use page::{
+    render_html, CHART_BANDWIDTH, CHART_IOPS, CHART_LATENCY_CDF, CHART_PATHS, CHART_PERCENTILES,
+};
 
 /// Everything the report shows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,6 +41,21 @@ pub struct ReportData {
     pub series: Vec<JobSeries>,
     /// What each job was: when it started, its target and its options.
     pub jobs: Vec<JobDescription>,
+    /// Multipath jobs: one entry per job and path (empty otherwise).
+    pub paths: Vec<PathSeries>,
+}
+
+/// One path of a multipath job: its I/O over time and its state at the end.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathSeries {
+    pub job: String,
+    pub portal: String,
+    /// (end of the interval from the start of the run in ms, IOPS on this path).
+    pub points: Vec<(u64, f64)>,
+    /// "up" or "down", and the ALUA state when the LU reports one.
+    pub state: String,
+    pub ios: u64,
+    pub losses: u64,
 }
 
 /// One job (or group under group_reporting) as the page states it.

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::chart::{render_svg, Chart, Line};
-use super::scale::{format_value, linear_axis, log_axis, non_negative, Unit};
+use super::scale::{format_value, linear_axis, log_axis, non_negative, Axis, Unit};
 use super::{escape, JobSeries, ReportData};
 
 /// The ids of the four chart `<svg>` elements (each also has class `chart`).
@@ -11,6 +11,7 @@ pub const CHART_IOPS: &str = "chart-iops";
 pub const CHART_BANDWIDTH: &str = "chart-bandwidth";
 pub const CHART_PERCENTILES: &str = "chart-latency-percentiles";
 pub const CHART_LATENCY_CDF: &str = "chart-latency-cdf";
+pub const CHART_PATHS: &str = "chart-paths";
 
 /// Line colours, one per job and direction: the Tableau 10 palette, distinct on white and
 /// for the common kinds of colour blindness in its first entries. Cycles after ten.
@@ -106,6 +107,64 @@ fn rate_lines(data: &ReportData, unit: Unit, value: fn(&super::IntervalPoint) ->
             Line::new(label.clone(), colour(index), None, &samples, &tip)
         })
         .collect()
+}
+
+/// Multipath jobs: IOPS per path over time, and each path's state and counts.
+fn paths_section(data: &ReportData, time_axis: &Axis, interval: &str) -> String {
+    let lines: Vec<Line> = data
+        .paths
+        .iter()
+        .enumerate()
+        .map(|(index, path)| {
+            let label = format!("{} via {}", path.job, path.portal);
+            let samples: Vec<Option<(f64, f64)>> = path
+                .points
+                .iter()
+                .map(|&(t, iops)| Some((t as f64, iops.max(0.0))))
+                .collect();
+            let tip = |x: f64, y: f64| {
+                format!(
+                    "{label} at {}: {}",
+                    format_value(Unit::Milliseconds, x),
+                    rate_text(Unit::PerSecond, y)
+                )
+            };
+            Line::new(label.clone(), colour(index), None, &samples, &tip)
+        })
+        .collect();
+    let axis = linear_axis(Unit::PerSecond, extremes(&lines).3);
+    let svg = render_svg(&Chart {
+        id: CHART_PATHS,
+        title: "IOPS over time, per path",
+        x_axis: time_axis,
+        x_title: "time since start",
+        y_axis: &axis,
+        y_title: "IOPS",
+        lines: &lines,
+    });
+    let mut out = section(
+        "Paths",
+        &svg,
+        &lines,
+        &format!("I/Os each path completed per second in each interval; a lost path drops to 0.{interval}"),
+    );
+    out.push_str(
+        "<table class=\"summary paths\" id=\"paths\">\n<thead><tr><th>job</th><th>portal</th><th>state</th><th>I/Os</th><th>losses</th></tr></thead>\n<tbody>\n",
+    );
+    for path in &data.paths {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num{}\">{}</td></tr>",
+            escape(&path.job),
+            escape(&path.portal),
+            escape(&path.state),
+            path.ios,
+            if path.losses > 0 { " bad" } else { "" },
+            path.losses
+        );
+    }
+    out.push_str("</tbody>\n</table>\n");
+    out
 }
 
 fn rate_text(unit: Unit, v: f64) -> String {
@@ -466,13 +525,16 @@ pub fn render_html(data: &ReportData) -> String {
         &cdf,
         "Share of I/Os that completed within a given latency, over the whole run.",
     ));
+    if !data.paths.is_empty() {
+        out.push_str(&paths_section(data, &time_axis, &interval));
+    }
     out.push_str("</main>\n<footer>Written by iscsi-bench. This page loads nothing from the network.</footer>\n</body>\n</html>\n");
     out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{IntervalPoint, JobDescription, JobSummary, NO_SAMPLES};
+    use super::super::{IntervalPoint, JobDescription, JobSummary, PathSeries, NO_SAMPLES};
     use super::*;
     use crate::io::Direction;
 
@@ -531,7 +593,36 @@ mod tests {
                 target: "embedded target".into(),
                 options: vec![("rw".into(), "randrw".into()), ("bs".into(), "4k".into())],
             }],
+            paths: Vec::new(),
         }
+    }
+
+    #[test]
+    fn multipath_jobs_get_a_chart_and_a_table_of_paths() {
+        let plain = render_html(&sample_data());
+        assert!(!plain.contains(CHART_PATHS), "no paths, no section");
+        let mut data = sample_data();
+        let path = |portal: &str, iops: f64, state: &str, losses| PathSeries {
+            job: "a".into(),
+            portal: portal.into(),
+            points: (1..=5)
+                .map(|s| (s * 1000, if s > 3 { iops } else { 0.0 }))
+                .collect(),
+            state: state.into(),
+            ios: 1234,
+            losses,
+        };
+        data.paths = vec![
+            path("10.0.0.1:3260", 7_000.0, "up, active/optimized", 0),
+            path("10.0.0.2:3260", 0.0, "down", 1),
+        ];
+        let html = render_html(&data);
+        assert_eq!(series_paths(&html, CHART_PATHS), 2);
+        assert!(html.contains("a via 10.0.0.2:3260"));
+        assert!(html.contains("<td>down</td>"));
+        assert!(html.contains("up, active/optimized"));
+        assert!(html.contains(r#"<td class="num bad">1</td>"#));
+        assert_no_urls(&html);
     }
 
     #[test]

@@ -16,7 +16,10 @@ use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 use crate::job::error_policy::{ErrorPolicy, ErrorType, EILSEQ, EIO};
 use crate::output::logs::JobLogs;
-use crate::stats::{IntervalRecord, IoTimes, JobStats, LiveCounters, ResourceUsage, StatsConfig};
+use crate::stats::{
+    IntervalRecord, IntervalSnapshot, IoTimes, JobStats, LiveCounters, PathInterval, ResourceUsage,
+    StatsConfig,
+};
 use crate::workload::{
     ContentGenerator, Next, PlannedIo, RateFloor, ReadBackIo, SkippedBlocks, UnknownCause,
     Verifier, VerifyAction, Workload,
@@ -135,6 +138,10 @@ pub struct JobOutcome {
     pub sync: crate::stats::LatencyStat,
     /// The depth latency target mode settled on (`None` without `latency_target`).
     pub latency_depth: Option<u32>,
+    /// Multipath: each path's state and counts when the job ended.
+    pub paths: Vec<datapath::shard::PathStatus>,
+    /// How much of the rate schedule stalls beyond `rate_backlog` gave up.
+    pub rate_skipped: Duration,
 }
 
 impl JobOutcome {
@@ -151,6 +158,8 @@ impl JobOutcome {
             steadystate: None,
             sync: crate::stats::LatencyStat::new(),
             latency_depth: None,
+            paths: Vec::new(),
+            rate_skipped: Duration::ZERO,
         }
     }
 }
@@ -196,6 +205,8 @@ struct Driver {
     backlog: std::collections::VecDeque<IoDone>,
     progress: Arc<JobProgress>,
     intervals: Vec<IntervalRecord>,
+    /// Multipath: each path's completed commands at the last interval's end.
+    path_ios: Vec<(std::net::SocketAddr, u64)>,
     interval: Option<Duration>,
     next_interval_ns: u64,
     percentiles: Vec<f64>,
@@ -645,8 +656,9 @@ impl Driver {
         if let Some(interval) = self.interval {
             if now_ns >= self.next_interval_ns {
                 let snapshot = self.stats.take_interval(now_ns);
-                self.intervals
-                    .push(snapshot.summarize(self.stats.start_ns(), &self.percentiles));
+                let mut record = snapshot.summarize(self.stats.start_ns(), &self.percentiles);
+                record.paths = self.path_intervals(&snapshot);
+                self.intervals.push(record);
                 self.next_interval_ns = now_ns + interval.as_nanos() as u64;
             }
         }
@@ -664,14 +676,41 @@ impl Driver {
         if self.interval.is_none() {
             return;
         }
-        let record = self
-            .stats
-            .take_interval(end_ns)
-            .summarize(self.stats.start_ns(), &self.percentiles);
+        let snapshot = self.stats.take_interval(end_ns);
+        let mut record = snapshot.summarize(self.stats.start_ns(), &self.percentiles);
+        record.paths = self.path_intervals(&snapshot);
         let moved = record.dirs.iter().flatten().any(|d| d.ios > 0);
         if moved || record.end_ms > record.start_ms {
             self.intervals.push(record);
         }
+    }
+
+    /// What each path of a multipath job completed in the interval `snapshot` closed.
+    fn path_intervals(&mut self, snapshot: &IntervalSnapshot) -> Vec<PathInterval> {
+        let seconds = snapshot.end_ns.saturating_sub(snapshot.start_ns) as f64 / 1e9;
+        let now = self.engine.paths();
+        let intervals = now
+            .iter()
+            .map(|path| {
+                let before = self
+                    .path_ios
+                    .iter()
+                    .find(|(portal, _)| *portal == path.portal)
+                    .map_or(0, |(_, ios)| *ios);
+                let ios = path.ios.saturating_sub(before);
+                PathInterval {
+                    portal: path.portal.to_string(),
+                    ios,
+                    iops: if seconds > 0.0 {
+                        ios as f64 / seconds
+                    } else {
+                        0.0
+                    },
+                }
+            })
+            .collect();
+        self.path_ios = now.iter().map(|p| (p.portal, p.ios)).collect();
+        intervals
     }
 
     /// Waits for every I/O in flight.
@@ -791,6 +830,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         backlog: std::collections::VecDeque::with_capacity(iodepth),
         progress,
         intervals: Vec::new(),
+        path_ios: Vec::new(),
         interval,
         next_interval_ns: interval.map_or(u64::MAX, |i| i.as_nanos() as u64),
         percentiles,
@@ -822,6 +862,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     if let Err(e) = result {
         driver.fail(e);
     }
+    let issued_until = driver.now_ns();
+    driver.stats.stop_gaps(issued_until);
     // A job stopped by its runtime still checks what it wrote (fio verifies after a
     // time-based write job too), once its writes are in: a read racing a write to its
     // block would see either copy.
@@ -901,6 +943,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         latency_target,
         ..
     } = driver;
+    let paths = engine.paths();
+    let rate_skipped = workload.rate_schedule_skipped();
     let engine = match engine.close() {
         Ok(counters) => counters,
         Err(e) => {
@@ -919,6 +963,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         steadystate: steadystate.map(|ss| ss.report()),
         sync: sync_lat,
         latency_depth: latency_target.map(|lt| lt.depth()),
+        paths,
+        rate_skipped,
     }
 }
 
@@ -1056,6 +1102,15 @@ fn main_loop(
                         read_back(driver, workload)?;
                         continue;
                     }
+                    Next::VerifyBacklog => {
+                        driver.submit()?;
+                        driver.drain(verifier, |t| workload.on_complete(t))?;
+                        driver.settle_writes(workload);
+                        let due = workload.take_backlog();
+                        check_reads(driver, workload, due.iter().copied())?;
+                        workload.mark_verified(&due);
+                        continue;
+                    }
                     Next::Done => {
                         finished = true;
                         break;
@@ -1135,6 +1190,17 @@ fn read_back(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
     let Some(plan) = workload.read_back_plan() else {
         return Ok(());
     };
+    check_reads(driver, workload, plan)
+}
+
+/// Reads `plan` and checks each block against the generation it must hold (the
+/// read-back of a verify phase, or of a `verify_backlog`), skipping and counting the
+/// blocks a failed write left unknown.
+fn check_reads(
+    driver: &mut Driver,
+    workload: &Workload,
+    plan: impl Iterator<Item = ReadBackIo>,
+) -> Result<(), String> {
     let Some(verifier) = workload.verifier() else {
         return Ok(());
     };

@@ -638,6 +638,8 @@ fn job_reports(
                 report.stats.merge(&outcome.stats);
                 report.sync.merge(&outcome.sync);
                 report.recovery.merge(&recovery_report(&outcome));
+                crate::engine::add_paths(&mut report.paths, &outcome.paths);
+                report.rate_skipped_ns += outcome.rate_skipped.as_nanos() as u64;
                 report.members += 1;
                 if report.error == 0 && outcome.error != 0 {
                     report.error = outcome.error;
@@ -678,6 +680,8 @@ fn job_report(spec: &JobSpec, outcome: JobOutcome) -> JobReport {
         steadystate,
         sync,
         latency_depth,
+        paths,
+        rate_skipped,
         ..
     } = outcome;
     let mut report = JobReport::new(&spec.name, spec.group_id, stats);
@@ -694,6 +698,8 @@ fn job_report(spec: &JobSpec, outcome: JobOutcome) -> JobReport {
         report.latency_window_us = spec.latency_window.as_micros() as u64;
     }
     report.intervals = intervals;
+    report.paths = paths;
+    report.rate_skipped_ns = rate_skipped.as_nanos() as u64;
     report.percentiles = PercentileOptions {
         list: spec.percentile_list.clone(),
         slat: spec.slat_percentiles,

@@ -2,7 +2,7 @@
 //! and direction, from the interval records and the completion-latency histogram.
 
 use crate::output::RunReport;
-use crate::report::{IntervalPoint, JobDescription, JobSeries, JobSummary, ReportData};
+use crate::report::{IntervalPoint, JobDescription, JobSeries, JobSummary, PathSeries, ReportData};
 use crate::stats::{dir_index, DIRECTIONS};
 
 /// The percentiles charted over time.
@@ -93,6 +93,7 @@ pub fn report_data(run: &RunReport, command_line: &str, interval_ms: u64) -> Rep
                 .into(),
         ],
         series,
+        paths: path_series(run),
         jobs: run
             .jobs
             .iter()
@@ -104,6 +105,41 @@ pub fn report_data(run: &RunReport, command_line: &str, interval_ms: u64) -> Rep
             })
             .collect(),
     }
+}
+
+/// Each multipath job's paths: IOPS per interval and the state at the end.
+fn path_series(run: &RunReport) -> Vec<PathSeries> {
+    let mut all = Vec::new();
+    for job in &run.jobs {
+        for path in &job.paths {
+            let portal = path.portal.to_string();
+            let points = job
+                .intervals
+                .iter()
+                .map(|interval| {
+                    let iops = interval
+                        .paths
+                        .iter()
+                        .find(|p| p.portal == portal)
+                        .map_or(0.0, |p| p.iops);
+                    (job.start_ms + interval.end_ms, iops)
+                })
+                .collect();
+            let mut state = if path.up { "up" } else { "down" }.to_string();
+            if let Some(alua) = path.alua {
+                state.push_str(&format!(", {alua}"));
+            }
+            all.push(PathSeries {
+                job: job.name.clone(),
+                portal,
+                points,
+                state,
+                ios: path.ios,
+                losses: path.losses,
+            });
+        }
+    }
+    all
 }
 
 /// Options whose values the page must not show.
@@ -150,7 +186,7 @@ mod tests {
             .map(|s| IntervalRecord {
                 start_ms: (s - 1) * 1000,
                 end_ms: s * 1000,
-                dirs: Default::default(),
+                ..IntervalRecord::default()
             })
             .collect();
         job

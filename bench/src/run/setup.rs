@@ -6,8 +6,8 @@ use std::time::Duration;
 use datapath::url::IscsiUrl;
 
 use crate::engine::{
-    DigestPreference, EngineConfig, IscsiOptions, IscsiTarget, LayoutPolicy, LoginOptions,
-    NullOptions, UringOptions,
+    iscsi::MultipathOptions, DigestPreference, EngineConfig, IscsiOptions, IscsiTarget,
+    LayoutPolicy, LoginOptions, NullOptions, UringOptions,
 };
 use crate::io::Direction;
 use crate::io::PerDir;
@@ -167,6 +167,17 @@ pub fn engine_config(
                 .map(|&cpu| cpu as usize);
             options.transport = spec.iscsi.transport;
             options.hipri = spec.hipri;
+            options.multipath = spec.iscsi.paths.clone().map(|paths| MultipathOptions {
+                paths,
+                policy: spec
+                    .iscsi
+                    .path_policy
+                    .unwrap_or(datapath::shard::PathPolicy::RoundRobin),
+                no_path_retry: spec
+                    .iscsi
+                    .no_path_retry
+                    .unwrap_or(MultipathOptions::NO_PATH_RETRY_DEFAULT),
+            });
             options.fua = spec.sync != crate::job::spec::SyncMode::None;
             // The job checked that the list names LUNs of this one target.
             options.more_luns = spec
@@ -241,6 +252,8 @@ fn login_options(spec: &JobSpec) -> LoginOptions {
             .as_ref()
             .map(|c| (c.username.clone(), c.secret.clone())),
         connect_timeout: None,
+        nop_interval: iscsi.noop_out_interval,
+        nop_timeout: iscsi.noop_out_timeout,
     }
 }
 
@@ -340,6 +353,7 @@ pub fn workload_config(
         rate_iops: spec.rate_iops.clone(),
         process: spec.rate_process,
         thinktime,
+        backlog: spec.rate_backlog,
     };
     let verify = match spec.verify {
         JobVerify::None => None,
@@ -357,6 +371,7 @@ pub fn workload_config(
             lba_size_bytes: lba_bytes.max(1),
             interval_bytes: spec.verify_interval,
             header_offset: spec.verify_offset,
+            backlog: spec.verify_backlog,
             ..VerifyConfig::default()
         }),
     };

@@ -28,6 +28,9 @@ pub struct IntervalSnapshot {
     pub start_ns: u64,
     pub end_ns: u64,
     pub(super) dirs: [Option<Box<IntervalDir>>; 3],
+    /// The longest time without a completion that ended in the interval, or that was
+    /// still open at its end (see `JobStats::longest_gap_ns`).
+    pub longest_gap_ns: u64,
 }
 
 /// Count, moments and percentiles of one latency series.
@@ -76,6 +79,18 @@ pub struct IntervalRecord {
     pub end_ms: u64,
     /// Read, write, trim; `None` for a direction without I/O in the interval.
     pub dirs: [Option<IntervalDirRecord>; 3],
+    /// The longest time without a completion in the interval (a stall is this number).
+    pub longest_gap_ns: u64,
+    /// Multipath: what each path completed in the interval.
+    pub paths: Vec<PathInterval>,
+}
+
+/// One path's share of an interval (multipath iSCSI jobs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathInterval {
+    pub portal: String,
+    pub ios: u64,
+    pub iops: f64,
 }
 
 impl IntervalSnapshot {
@@ -84,6 +99,7 @@ impl IntervalSnapshot {
             start_ns,
             end_ns,
             dirs: Default::default(),
+            longest_gap_ns: 0,
         }
     }
 
@@ -96,6 +112,8 @@ impl IntervalSnapshot {
     pub fn merge(&mut self, other: &IntervalSnapshot) {
         self.start_ns = self.start_ns.min(other.start_ns);
         self.end_ns = self.end_ns.max(other.end_ns);
+        // Jobs merged: the longest of theirs (their union's gaps are no longer).
+        self.longest_gap_ns = self.longest_gap_ns.max(other.longest_gap_ns);
         for (mine, theirs) in self.dirs.iter_mut().zip(other.dirs.iter()) {
             let Some(theirs) = theirs else { continue };
             match mine {
@@ -117,6 +135,8 @@ impl IntervalSnapshot {
             start_ms: self.start_ns.saturating_sub(origin_ns) / 1_000_000,
             end_ms: self.end_ns.saturating_sub(origin_ns) / 1_000_000,
             dirs: Default::default(),
+            longest_gap_ns: self.longest_gap_ns,
+            paths: Vec::new(),
         };
         for direction in DIRECTIONS {
             let Some(dir) = self.dir(direction) else {

@@ -144,6 +144,13 @@ pub struct JobStats {
     pub(super) interval_start_ns: u64,
     pub(super) interval: [Option<Box<IntervalDir>>; 3],
     pub(super) live: Option<Arc<LiveCounters>>,
+    /// The last completion, and the longest time between two completions (or from the
+    /// start to the first), for the run and for the current interval.
+    pub(super) last_completion_ns: u64,
+    pub(super) longest_gap_ns: u64,
+    pub(super) interval_gap_ns: u64,
+    /// When the workload stopped issuing (`stop_gaps`): later quiet is not a stall.
+    pub(super) gaps_end_ns: Option<u64>,
 }
 
 impl JobStats {
@@ -162,6 +169,10 @@ impl JobStats {
             sampled_bytes: [0; 3],
             sampled_ios: [0; 3],
             interval_start_ns: start_ns,
+            last_completion_ns: start_ns,
+            longest_gap_ns: 0,
+            interval_gap_ns: 0,
+            gaps_end_ns: None,
             interval: Default::default(),
             live: None,
         }
@@ -220,6 +231,36 @@ impl JobStats {
     pub fn record_times(&mut self, direction: Direction, bytes: u64, times: &IoTimes) {
         let (slat_ns, clat_ns, lat_ns) = times.latencies();
         self.record(direction, bytes, slat_ns, clat_ns, lat_ns);
+        self.note_completion(times.complete_ns);
+    }
+
+    /// A successful completion at `now_ns`: ends the gap since the one before.
+    fn note_completion(&mut self, now_ns: u64) {
+        if self.gaps_end_ns.is_some() {
+            return;
+        }
+        let gap = now_ns.saturating_sub(self.last_completion_ns);
+        self.longest_gap_ns = self.longest_gap_ns.max(gap);
+        self.interval_gap_ns = self.interval_gap_ns.max(gap);
+        self.last_completion_ns = self.last_completion_ns.max(now_ns);
+    }
+
+    /// The longest time the job went without a successful completion (from its start to
+    /// the first, between two, or from the last to when the workload stopped): a stall,
+    /// such as a lost path, is this number.
+    pub fn longest_gap_ns(&self) -> u64 {
+        self.longest_gap_ns
+    }
+
+    /// The workload stopped issuing at `now_ns` (its runtime is over): a gap still open
+    /// ends here, and the quiet of a drain, a read-back or a flush after it is no stall.
+    pub fn stop_gaps(&mut self, now_ns: u64) {
+        if self.gaps_end_ns.is_none() {
+            let open = now_ns.saturating_sub(self.last_completion_ns);
+            self.longest_gap_ns = self.longest_gap_ns.max(open);
+            self.interval_gap_ns = self.interval_gap_ns.max(open);
+            self.gaps_end_ns = Some(now_ns);
+        }
     }
 
     /// Counts one failed I/O by kind. Its latency and bytes are not counted; a short
@@ -307,6 +348,11 @@ impl JobStats {
     pub fn take_interval(&mut self, now_ns: u64) -> IntervalSnapshot {
         let mut snapshot = IntervalSnapshot::new(self.interval_start_ns, now_ns);
         snapshot.dirs = std::mem::take(&mut self.interval);
+        // A gap still open at the interval's end counts in it too (so an interval inside
+        // a stall shows it), and the next interval's gaps start from here.
+        let until = self.gaps_end_ns.map_or(now_ns, |end| end.min(now_ns));
+        let open = until.saturating_sub(self.last_completion_ns.max(self.interval_start_ns));
+        snapshot.longest_gap_ns = std::mem::take(&mut self.interval_gap_ns).max(open);
         if self.config.track_intervals {
             for (taken, seen) in snapshot.dirs.iter_mut().zip(&self.dirs) {
                 if taken.is_none() && seen.is_some() {
@@ -323,6 +369,7 @@ impl JobStats {
     pub fn finish(&mut self, now_ns: u64) {
         let runtime_ms = now_ns.saturating_sub(self.start_ns) / 1_000_000;
         self.job_runtime_ms = runtime_ms;
+        self.stop_gaps(now_ns);
         for dir in self.dirs.iter_mut().flatten() {
             if dir.ios > 0 {
                 dir.runtime_ms = runtime_ms;
@@ -358,6 +405,7 @@ impl JobStats {
         self.errors.merge(&other.errors);
         self.usage.add(&other.usage);
         self.job_runtime_ms += other.job_runtime_ms;
+        self.longest_gap_ns = self.longest_gap_ns.max(other.longest_gap_ns);
     }
 
     pub fn start_ns(&self) -> u64 {

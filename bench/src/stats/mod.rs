@@ -38,7 +38,7 @@ pub use dist::{
 };
 pub use errors::{ErrorCounts, SenseCode};
 pub use interval::{
-    IntervalDir, IntervalDirRecord, IntervalRecord, IntervalSnapshot, LatencySummary,
+    IntervalDir, IntervalDirRecord, IntervalRecord, IntervalSnapshot, LatencySummary, PathInterval,
 };
 pub use job::{
     DirStats, IoTimes, JobStats, RateSample, StatsConfig, DEFAULT_SAMPLE_INTERVAL_MS,

@@ -79,6 +79,9 @@ pub struct PortableStats {
     /// user_ns, system_ns, context switches, major faults, minor faults.
     pub usage: [u64; 5],
     pub job_runtime_ms: u64,
+    /// The longest time between two completions (0 from a file without it).
+    #[serde(default)]
+    pub longest_gap_ns: u64,
 }
 
 fn moments_out(m: &Moments) -> PortableMoments {
@@ -172,6 +175,7 @@ impl JobStats {
                 self.usage.minor_faults,
             ],
             job_runtime_ms: self.job_runtime_ms,
+            longest_gap_ns: self.longest_gap_ns,
         }
     }
 
@@ -234,6 +238,9 @@ impl JobStats {
             minor_faults,
         };
         stats.job_runtime_ms = p.job_runtime_ms;
+        stats.longest_gap_ns = p.longest_gap_ns;
+        // A finished recorder: no further completion makes a gap.
+        stats.gaps_end_ns = Some(stats.last_completion_ns);
         Ok(stats)
     }
 }

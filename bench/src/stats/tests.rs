@@ -359,3 +359,54 @@ fn an_interval_without_io_is_there_with_zeros() {
     let read = record.dirs[0].as_ref().expect("a read entry");
     assert_eq!((read.ios, read.bw_bytes_per_s, read.iops), (0, 0, 0.0));
 }
+
+fn completion_at(stats: &mut JobStats, complete_ns: u64) {
+    let times = IoTimes {
+        scheduled_ns: None,
+        start_ns: complete_ns.saturating_sub(1_000),
+        issue_ns: complete_ns.saturating_sub(500),
+        complete_ns,
+    };
+    stats.record_times(Direction::Read, 4096, &times);
+}
+
+#[test]
+fn the_longest_completion_gap_is_a_number_per_run_and_per_interval() {
+    let ms = 1_000_000;
+    let mut stats = JobStats::new(0, StatsConfig::default());
+    // Completions every millisecond for 100 ms...
+    for k in 1..=100 {
+        completion_at(&mut stats, k * ms);
+    }
+    let first = stats.take_interval(200 * ms);
+    // ...then nothing for 400 ms, spanning the interval boundary at 200 ms.
+    assert_eq!(first.longest_gap_ns, 100 * ms, "open at the interval's end");
+    completion_at(&mut stats, 500 * ms);
+    completion_at(&mut stats, 501 * ms);
+    let second = stats.take_interval(600 * ms);
+    assert_eq!(second.longest_gap_ns, 400 * ms, "the whole stall");
+    assert_eq!(stats.longest_gap_ns(), 400 * ms);
+    // A quiet interval after the last completion shows its own length.
+    let third = stats.take_interval(700 * ms);
+    assert_eq!(third.longest_gap_ns, 100 * ms);
+    // The end of the run closes the open gap: 501 ms to 1000 ms.
+    stats.finish(1_000 * ms);
+    assert_eq!(stats.longest_gap_ns(), 499 * ms);
+    assert_eq!(second.summarize(0, &[]).longest_gap_ns, 400 * ms);
+}
+
+#[test]
+fn quiet_after_the_workload_stopped_is_no_stall() {
+    let ms = 1_000_000;
+    let mut stats = JobStats::new(0, StatsConfig::default());
+    for k in 1..=10 {
+        completion_at(&mut stats, k * 10 * ms);
+    }
+    // The runtime ends at 105 ms; a read-back and a flush take until 2 s.
+    stats.stop_gaps(105 * ms);
+    completion_at(&mut stats, 1_900 * ms);
+    let last = stats.take_interval(2_000 * ms);
+    stats.finish(2_000 * ms);
+    assert_eq!(stats.longest_gap_ns(), 10 * ms);
+    assert_eq!(last.longest_gap_ns, 10 * ms);
+}

@@ -46,6 +46,7 @@ mod permutation;
 pub mod rate_floor;
 mod rng;
 mod unknown;
+mod verified;
 pub mod verify;
 
 use std::time::Duration;
@@ -66,6 +67,7 @@ pub use verify::{
 use generation::GenerationTracker;
 use generator::{GenStep, Generator};
 use unknown::UnknownBlocks;
+use verified::VerifiedBlocks;
 
 /// fio's default random seed when `randrepeat` is on and `randseed` is not set
 /// (`FIO_RANDSEED` in fio's source).
@@ -350,6 +352,9 @@ pub enum Next {
     /// A loop of a write job with verify is over: drain, read and check
     /// [`Workload::read_back_plan`], then ask again. Comes once after each loop, the last too.
     VerifyPhase,
+    /// `verify_backlog` writes were planned since the last check: drain, read and check
+    /// [`Workload::take_backlog`], then ask again.
+    VerifyBacklog,
     Done,
 }
 
@@ -371,6 +376,10 @@ pub struct Workload {
     pacer: Pacer,
     verifier: Option<Verifier>,
     read_back_due: bool,
+    /// `verify_backlog`: the verified writes planned since the last backlog check, and how
+    /// many make one.
+    backlog: Vec<ReadBackIo>,
+    backlog_every: Option<u64>,
     /// `number_ios`, over all files.
     number_ios: Option<u64>,
     finished: bool,
@@ -385,6 +394,8 @@ struct FileStream {
     /// This file's blocks a failed, timed-out or unsent write left unknown (with a tracker
     /// only).
     unknown: Option<UnknownBlocks>,
+    /// With `verify_backlog`: the blocks a backlog check read back, unwritten since.
+    verified: Option<VerifiedBlocks>,
     done: bool,
 }
 
@@ -448,10 +459,21 @@ impl Workload {
                 )),
                 _ => None,
             };
+            let verified = match (&unknown, &verifier, &config.verify) {
+                (Some(_), Some(verifier), Some(v)) if v.backlog.is_some() => {
+                    Some(VerifiedBlocks::new(
+                        generator.region_offset(),
+                        generator.size(),
+                        verifier.interval_bytes(),
+                    ))
+                }
+                _ => None,
+            };
             files.push(FileStream {
                 generator,
                 tracker,
                 unknown,
+                verified,
                 done: false,
             });
         }
@@ -470,6 +492,12 @@ impl Workload {
             pacer,
             verifier,
             read_back_due,
+            backlog: Vec::new(),
+            backlog_every: config
+                .verify
+                .as_ref()
+                .filter(|v| v.do_verify)
+                .and_then(|v| v.backlog),
             number_ios: config.number_ios,
             finished: false,
             progress: Progress::default(),
@@ -483,6 +511,12 @@ impl Workload {
         }
         if self.pacer.must_wait_for_completions() {
             return Next::WaitForCompletions;
+        }
+        if self
+            .backlog_every
+            .is_some_and(|every| self.backlog.len() as u64 >= every)
+        {
+            return Next::VerifyBacklog;
         }
         let issued: u64 = self.progress.ios.each().iter().map(|(_, n)| **n).sum();
         if self.number_ios.is_some_and(|limit| issued >= limit) {
@@ -508,6 +542,19 @@ impl Workload {
                 } => {
                     let scheduled_at = self.pacer.schedule(now, direction, len);
                     let verify = self.verify_action(index, direction, offset, len);
+                    if let (Some(_), VerifyAction::Fill { generation }) =
+                        (self.backlog_every, verify)
+                    {
+                        if let Some(verified) = self.files[index].verified.as_mut() {
+                            verified.clear(offset, len);
+                        }
+                        self.backlog.push(ReadBackIo {
+                            file: index as u32,
+                            offset,
+                            len,
+                            generation,
+                        });
+                    }
                     self.selector.on_io(index, len, &self.files);
                     *self.progress.ios.get_mut(direction) += 1;
                     *self.progress.bytes.get_mut(direction) += u64::from(len);
@@ -619,13 +666,19 @@ impl Workload {
         runs: &mut Vec<ReadBackIo>,
         skipped: &mut SkippedBlocks,
     ) {
-        match self
-            .files
-            .get(io.file as usize)
-            .and_then(|file| file.unknown.as_ref())
-        {
-            Some(unknown) => unknown.split(io, runs, skipped),
-            None => runs.push(io),
+        let Some(file) = self.files.get(io.file as usize) else {
+            return;
+        };
+        let mut unverified = Vec::new();
+        match &file.verified {
+            Some(verified) => verified.unverified(io, &mut unverified),
+            None => unverified.push(io),
+        }
+        for io in unverified {
+            match &file.unknown {
+                Some(unknown) => unknown.split(io, runs, skipped),
+                None => runs.push(io),
+            }
         }
     }
 
@@ -645,6 +698,36 @@ impl Workload {
                     ..io
                 })
         }))
+    }
+
+    /// The writes of the last `verify_backlog` writes to read back now, in offset order:
+    /// those a later write has not overwritten since (that one is checked in its own
+    /// backlog, or at the end). Empties the backlog.
+    pub fn take_backlog(&mut self) -> Vec<ReadBackIo> {
+        let mut due = std::mem::take(&mut self.backlog);
+        due.retain(|io| {
+            self.files.get(io.file as usize).is_some_and(|file| {
+                file.tracker.as_ref().is_some_and(|tracker| {
+                    tracker.fence(&file.generator, io.offset, io.len) == io.generation
+                })
+            })
+        });
+        due.sort_by_key(|io| (io.file, io.offset));
+        due
+    }
+
+    /// The backlog reads `due` were checked: the verify phase skips them unless written
+    /// again.
+    pub fn mark_verified(&mut self, due: &[ReadBackIo]) {
+        for io in due {
+            if let Some(verified) = self
+                .files
+                .get_mut(io.file as usize)
+                .and_then(|f| f.verified.as_mut())
+            {
+                verified.mark(io.offset, io.len);
+            }
+        }
     }
 
     pub fn verifier(&self) -> Option<&Verifier> {
@@ -667,6 +750,11 @@ impl Workload {
     /// each I/O's `scheduled_at`).
     pub fn is_rate_limited(&self) -> bool {
         self.pacer.is_limited()
+    }
+
+    /// How much of the rate schedule stalls beyond `rate_backlog` gave up.
+    pub fn rate_schedule_skipped(&self) -> Duration {
+        self.pacer.shifted()
     }
 
     /// `thinktime_spin`: how much of each think pause to spend busy rather than asleep.

@@ -24,6 +24,14 @@
 //! its rate slot and the pause's end: the pause is intended, so it is not counted as latency,
 //! and the rate then catches up (fio's default, `rate_ignore_thinktime=0`).
 //! `thinktime_spin` is carried for the runner, which spins for that part of the pause.
+//!
+//! A backlog bound ([`PacingConfig::backlog`], the job's `rate_backlog`) limits the catching
+//! up: when an I/O is asked for more than that late (a path was lost, the target stalled),
+//! it keeps its due time (its latency shows the stall) but the lane's schedule moves
+//! later by the lateness, so the I/Os after it are spaced at the rate from now on: a
+//! stall shows as a stall, never as a burst above the rate (fio bursts; its issue 1886).
+//! The I/O slots the stall swallowed are not issued; [`Pacer::shifted`] says how much
+//! schedule was given up. Lateness behind a think-time pause does not count.
 
 use std::time::Duration;
 
@@ -58,6 +66,8 @@ pub struct PacingConfig {
     pub rate_iops: PerDir<Option<u64>>,
     pub process: RateProcess,
     pub thinktime: Option<ThinkTime>,
+    /// How late the schedule may fall and still catch up (`None`: always catch up).
+    pub backlog: Option<Duration>,
 }
 
 const NANOS_PER_SECOND: u128 = 1_000_000_000;
@@ -70,6 +80,8 @@ struct Lane {
     ios_before: u128,
     /// Poisson: when the next I/O is due, in nanoseconds after the origin.
     next_due_ns: f64,
+    /// How far the schedule moved later after stalls beyond the backlog.
+    shift_ns: u128,
 }
 
 impl Lane {
@@ -80,18 +92,19 @@ impl Lane {
     /// Nanoseconds after the origin at which the next I/O is due, without taking it (for a
     /// linear lane the due time does not depend on the next I/O's length).
     fn peek(&self, process: RateProcess) -> u128 {
-        match process {
-            RateProcess::Linear => {
-                let by_bytes = self.bytes_per_s.map_or(0, |rate| {
-                    self.bytes_before * NANOS_PER_SECOND / u128::from(rate)
-                });
-                let by_ios = self.iops.map_or(0, |iops| {
-                    self.ios_before * NANOS_PER_SECOND / u128::from(iops)
-                });
-                by_bytes.max(by_ios)
+        self.shift_ns
+            + match process {
+                RateProcess::Linear => {
+                    let by_bytes = self.bytes_per_s.map_or(0, |rate| {
+                        self.bytes_before * NANOS_PER_SECOND / u128::from(rate)
+                    });
+                    let by_ios = self.iops.map_or(0, |iops| {
+                        self.ios_before * NANOS_PER_SECOND / u128::from(iops)
+                    });
+                    by_bytes.max(by_ios)
+                }
+                RateProcess::Poisson => self.next_due_ns as u128,
             }
-            RateProcess::Poisson => self.next_due_ns as u128,
-        }
     }
 
     /// Nanoseconds after the origin at which the next I/O of `len` bytes is due; advances.
@@ -99,7 +112,7 @@ impl Lane {
         let due_ns = match process {
             RateProcess::Linear => self.peek(process),
             RateProcess::Poisson => {
-                let due = self.next_due_ns;
+                let due = self.next_due_ns + self.shift_ns as f64;
                 let mean_by_bytes = self
                     .bytes_per_s
                     .map_or(0.0, |rate| f64::from(len) * 1e9 / rate as f64);
@@ -133,6 +146,8 @@ pub struct Pacer {
     origin: Option<Duration>,
     in_flight: u64,
     think: Option<ThinkState>,
+    backlog: Option<Duration>,
+    shifted: Duration,
 }
 
 impl Pacer {
@@ -167,6 +182,8 @@ impl Pacer {
             origin: None,
             in_flight: 0,
             think,
+            backlog: config.backlog,
+            shifted: Duration::ZERO,
         })
     }
 
@@ -215,7 +232,14 @@ impl Pacer {
         let lane = self.lanes.get_mut(direction);
         let mut due = if lane.is_limited() {
             let due_ns = lane.take(len, process, &mut self.rng);
-            origin.saturating_add(nanos(due_ns))
+            let due = origin.saturating_add(nanos(due_ns));
+            let paused_until = self.think.as_ref().map_or(Duration::ZERO, |t| t.not_before);
+            let late = now.saturating_sub(due.max(paused_until));
+            if self.backlog.is_some_and(|backlog| late > backlog) {
+                lane.shift_ns += late.as_nanos();
+                self.shifted += late;
+            }
+            due
         } else {
             now
         };
@@ -245,6 +269,12 @@ impl Pacer {
                 think.not_before = now.saturating_add(think.config.pause);
             }
         }
+    }
+
+    /// How much schedule stalls beyond the backlog gave up (the I/O slots in it were
+    /// not issued); zero without a backlog bound.
+    pub fn shifted(&self) -> Duration {
+        self.shifted
     }
 
     /// `thinktime_spin`, for the runner.
@@ -320,6 +350,64 @@ mod tests {
         assert_eq!(overdue, 999);
         // By the end, the count of I/Os matches the rate exactly: 2100 I/Os in 2.1 s.
         assert_eq!(dues.len(), 2100);
+    }
+
+    #[test]
+    fn a_stall_beyond_the_backlog_moves_the_schedule_instead_of_bursting() {
+        // 1000 IOPS with a 10 ms backlog. 100 ms in step, a 1 s stall, then in step again.
+        let config = PacingConfig {
+            backlog: Some(Duration::from_millis(10)),
+            ..iops_config(1000)
+        };
+        let mut pacer = Pacer::new(&config, 1).expect("valid");
+        let mut now = Duration::ZERO;
+        for _ in 0..100 {
+            now = now.max(pacer.schedule(now, Direction::Read, 4096));
+        }
+        now += Duration::from_secs(1);
+        let stall_ended = now;
+        // The first I/O after the stall keeps its due time: its latency shows the stall.
+        let first = pacer.schedule(now, Direction::Read, 4096);
+        assert_eq!(first, Duration::from_millis(100));
+        // The next ones are spaced at the rate from the stall's end: no burst.
+        let mut dues = Vec::new();
+        for _ in 0..1000 {
+            let due = pacer.schedule(now, Direction::Read, 4096);
+            now = now.max(due);
+            dues.push(due);
+        }
+        assert_eq!(dues[0], stall_ended + Duration::from_millis(1));
+        for pair in dues.windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::from_millis(1));
+        }
+        assert_eq!(pacer.shifted(), stall_ended - Duration::from_millis(100));
+        // Small lateness (within the backlog) still catches up, moving nothing.
+        let before = pacer.shifted();
+        let due = pacer.schedule(now + Duration::from_millis(5), Direction::Read, 4096);
+        assert_eq!(due, now + Duration::from_millis(1));
+        assert_eq!(pacer.shifted(), before);
+    }
+
+    #[test]
+    fn a_think_time_pause_is_not_a_stall() {
+        // 1000 IOPS, a 500 ms pause after every 10 I/Os (issue trigger): the rate catches
+        // up after each pause, as fio's rate_ignore_thinktime=0, whatever the backlog.
+        let config = PacingConfig {
+            backlog: Some(Duration::from_millis(10)),
+            thinktime: Some(ThinkTime {
+                pause: Duration::from_millis(500),
+                spin: Duration::ZERO,
+                blocks: 10,
+                trigger: ThinkTimeTrigger::Issue,
+            }),
+            ..iops_config(1000)
+        };
+        let mut pacer = Pacer::new(&config, 1).expect("valid");
+        let mut now = Duration::ZERO;
+        for _ in 0..40 {
+            now = now.max(pacer.schedule(now, Direction::Read, 4096));
+        }
+        assert_eq!(pacer.shifted(), Duration::ZERO);
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct VerifyConfig {
     /// Memory bound for workloads whose generations need a table (4 bytes per verify
     /// interval of the region); see `generation`.
     pub max_tracked_blocks: u64,
+    /// `verify_backlog`: after this many verified writes the job stops writing and reads
+    /// them back (`Next::VerifyBacklog`), instead of (only) at the end of a pass.
+    pub backlog: Option<u64>,
 }
 
 impl Default for VerifyConfig {
@@ -138,6 +141,7 @@ impl Default for VerifyConfig {
             do_verify: true,
             lba_size_bytes: 512,
             max_tracked_blocks: super::GENERATION_TABLE_BLOCKS_DEFAULT,
+            backlog: None,
         }
     }
 }

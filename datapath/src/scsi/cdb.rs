@@ -68,6 +68,8 @@ pub mod opcode {
 /// Service actions of SERVICE ACTION IN(16) (SBC-3 5.15, 5.7) and MAINTENANCE IN
 /// (SPC-4 6.35), in the low five bits of CDB byte 1.
 pub mod service_action {
+    /// MAINTENANCE IN service actions.
+    pub const REPORT_TARGET_PORT_GROUPS: u8 = 0x0a;
     pub const REPORT_SUPPORTED_OPERATION_CODES: u8 = 0x0c;
     pub const READ_CAPACITY_16: u8 = 0x10;
     pub const GET_LBA_STATUS: u8 = 0x12;
@@ -303,6 +305,16 @@ impl Cdb {
         let mut cdb = Cdb::new(12, DataDirection::Read(allocation_length));
         cdb.bytes[0] = opcode::REPORT_LUNS;
         cdb.bytes[2] = select_report;
+        cdb.bytes[6..10].copy_from_slice(&allocation_length.to_be_bytes());
+        cdb
+    }
+
+    /// REPORT TARGET PORT GROUPS (SPC-4 6.36): MAINTENANCE IN with service action 0x0a,
+    /// length-only header format.
+    pub fn report_target_port_groups(allocation_length: u32) -> Cdb {
+        let mut cdb = Cdb::new(12, DataDirection::Read(allocation_length));
+        cdb.bytes[0] = opcode::MAINTENANCE_IN;
+        cdb.bytes[1] = service_action::REPORT_TARGET_PORT_GROUPS;
         cdb.bytes[6..10].copy_from_slice(&allocation_length.to_be_bytes());
         cdb
     }

@@ -622,6 +622,17 @@ impl DeviceIdentification {
             .filter(|d| d.association == association::LOGICAL_UNIT)
     }
 
+    /// The target port group of the port that answered (a target port group designator
+    /// with target port association), which REPORT TARGET PORT GROUPS gives a state.
+    pub fn target_port_group(&self) -> Option<u16> {
+        self.descriptors.iter().find_map(|d| match d.value {
+            DesignatorValue::TargetPortGroup(id) if d.association == association::TARGET_PORT => {
+                Some(id)
+            }
+            _ => None,
+        })
+    }
+
     /// The best name for the logical unit: NAA, then EUI-64, UUID, SCSI name string,
     /// T10 vendor ID, in that order (globally unique forms first).
     pub fn preferred_logical_unit_designator(&self) -> Option<&IdentificationDescriptor> {

@@ -13,6 +13,8 @@
 //!   Number (0x80), Device Identification (0x83, SPC-4 7.8.6) and the SBC-3/SBC-4 Block
 //!   Limits page (0xB0, SBC-3 6.6); REPORT LUNS parameter data; READ CAPACITY(10) and
 //!   READ CAPACITY(16) parameter data.
+//! - [`alua`]: asymmetric access states and REPORT TARGET PORT GROUPS data (SPC-4 5.15,
+//!   6.36), for the multipath host's choice of paths.
 //! - [`probe`]: the LUN probe before I/O (TEST UNIT READY past unit attentions, READ
 //!   CAPACITY(16) then (10), Block Limits), a sans-IO sequence of CDBs and answers: the one
 //!   stateful part, still without I/O.
@@ -32,6 +34,7 @@
 //! formats means "not reported".
 #![forbid(unsafe_code)]
 
+pub mod alua;
 mod bytes;
 pub mod cdb;
 pub mod decode;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::run::{Core, Path, PathState, Started};
 use super::{adapters, tcp, Doorbell, ShardCompletion, ShardConfig, ShardError, ShardInfo};
-use super::{ShardPath, ShardStats};
+use super::{PathStatus, ShardPath, ShardStats};
 use crate::session::connect::ClientConfig;
 use crate::session::Request;
 
@@ -192,6 +192,11 @@ impl InlineShard {
     /// The shard's counters.
     pub fn stats(&self) -> ShardStats {
         self.core.stats()
+    }
+
+    /// The sub-paths and their states (multipath; empty otherwise).
+    pub fn path_statuses(&self) -> Vec<PathStatus> {
+        self.core.path.statuses()
     }
 
     /// Logs out (waiting up to 5 s for what is held to finish first) and returns the

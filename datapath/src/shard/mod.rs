@@ -83,7 +83,7 @@ mod work;
 
 pub use adapters::{planned_cores, ShardPath, ShardPathInfo};
 pub use inline::InlineShard;
-pub use multipath::{MultipathConfig, PathPolicy};
+pub use multipath::{MultipathConfig, PathPolicy, PathStatus, ALUA_POLL};
 pub use probe::{InlineExecutor, ShardCommandError, ShardExecutor};
 pub use reconnect::ReconnectPolicy;
 pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
@@ -366,6 +366,8 @@ struct SharedStats {
     moves: AtomicU64,
     async_events: AtomicU64,
     luns_changed: AtomicU64,
+    /// The sub-paths of a multipath shard (empty otherwise), refreshed now and then.
+    paths: std::sync::Mutex<Vec<PathStatus>>,
 }
 
 impl SharedStats {
@@ -388,6 +390,19 @@ impl SharedStats {
         self.moves.store(s.moves, r);
         self.async_events.store(s.async_events, r);
         self.luns_changed.store(s.luns_changed, r);
+    }
+
+    fn store_paths(&self, paths: Vec<PathStatus>) {
+        if paths.is_empty() {
+            return;
+        }
+        if let Ok(mut held) = self.paths.lock() {
+            *held = paths;
+        }
+    }
+
+    fn load_paths(&self) -> Vec<PathStatus> {
+        self.paths.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     fn load(&self) -> ShardStats {
@@ -903,6 +918,15 @@ impl ShardPool {
     /// The counters of shard `shard`.
     pub fn stats(&self, shard: usize) -> Option<ShardStats> {
         self.shards.get(shard).map(|s| s.stats.load())
+    }
+
+    /// Shard `shard`'s sub-paths and their states (multipath; empty otherwise), as the
+    /// shard last published them (at most 100 ms old).
+    pub fn path_statuses(&self, shard: usize) -> Vec<PathStatus> {
+        self.shards
+            .get(shard)
+            .map(|s| s.stats.load_paths())
+            .unwrap_or_default()
     }
 
     /// Every shard's counters, in shard order.

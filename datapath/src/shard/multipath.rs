@@ -6,7 +6,16 @@
 //!   logical unit (the same set of logical-unit designators) as the first path's, and
 //!   after TEST UNIT READY took the unit attention of its new I_T nexus.
 //! - **Policies** ([`PathPolicy`]): failover (the first path up, in the order given),
-//!   round-robin (per command), queue-length (the fewest commands held).
+//!   round-robin (per command), queue-length (the fewest commands held), service-time
+//!   (the least expected wait: commands held times the path's recent service time, as
+//!   dm-service-time weighs in-flight work by throughput).
+//! - **ALUA** (SPC-4 5.15): when VPD 0x83 names the path's target port group, the path
+//!   reads REPORT TARGET PORT GROUPS as it joins. Commands go only to paths whose group
+//!   serves I/O, to active/optimized ones while any is up (a path whose LU reports no
+//!   ALUA counts as optimized). A unit attention 2Ah/06h or a NOT READY for an access
+//!   state (04h/0Ah-0Ch) makes the path read the states again (the command, not executed,
+//!   is issued again); while no path serves I/O but some are up, the states are read
+//!   every [`ALUA_POLL`], so a group that becomes active is found without a command.
 //! - **Loss**: a sub-path's connection lost (reset, EOF, a protocol fault, a command
 //!   timeout) fails its commands with `ConnectionLost`; they are issued again on another
 //!   path, with no error to the caller. A write is not issued again when a later write to
@@ -34,10 +43,12 @@ use super::tcp::{Setup, TcpPath};
 use super::{failure, ShardConfig, ShardError, ShardInfo, ShardStats};
 use crate::adapter::{PathError, PathFailure};
 use crate::pdu::TaskAttribute;
+use crate::scsi::alua::{self, AluaState, TargetPortGroups};
 use crate::scsi::decode::DeviceIdentification;
-use crate::scsi::{sense, Cdb};
+use crate::scsi::{sense, Cdb, Sense};
 use crate::session::connect::ClientConfig;
 use crate::session::{CommandError, CommandOutcome, DataDirection, Request};
+use crate::transport::reach::{Reach, ReachProbe};
 
 /// The longest sleep on one sub-path's ring while another may have answers.
 pub const MULTI_POLL: Duration = Duration::from_micros(200);
@@ -47,6 +58,16 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tags the joining check uses (the loop's own tags are indexes far below).
 const CHECK_TAG: u64 = u64::MAX - 1;
+/// The tag of a sub-path's REPORT TARGET PORT GROUPS while it serves (one at a time).
+const ALUA_TAG: u64 = u64::MAX - 2;
+/// How often the access states are read while no path serves I/O.
+pub const ALUA_POLL: Duration = Duration::from_millis(200);
+/// Allocation length for REPORT TARGET PORT GROUPS: room for many groups and ports.
+const RTPG_LENGTH: u32 = 4096;
+/// How many times one command is issued again for an access-state answer before that
+/// answer goes to the caller (a target that keeps answering so while reporting an active
+/// state would otherwise loop).
+const ALUA_RETRIES: u8 = 8;
 
 /// How commands are spread over the paths that are up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +78,20 @@ pub enum PathPolicy {
     RoundRobin,
     /// Each command on the path that holds the fewest.
     QueueLength,
+    /// Each command on the path with the least expected wait: (commands held + 1) times
+    /// its recent service time.
+    ServiceTime,
+}
+
+impl PathPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            PathPolicy::Failover => "failover",
+            PathPolicy::RoundRobin => "round-robin",
+            PathPolicy::QueueLength => "queue-length",
+            PathPolicy::ServiceTime => "service-time",
+        }
+    }
 }
 
 impl std::str::FromStr for PathPolicy {
@@ -67,8 +102,9 @@ impl std::str::FromStr for PathPolicy {
             "failover" => Ok(PathPolicy::Failover),
             "round-robin" | "round_robin" => Ok(PathPolicy::RoundRobin),
             "queue-length" | "queue_length" => Ok(PathPolicy::QueueLength),
+            "service-time" | "service_time" => Ok(PathPolicy::ServiceTime),
             other => Err(format!(
-                "unknown path policy {other:?} (failover, round-robin, queue-length)"
+                "unknown path policy {other:?} (failover, round-robin, queue-length, service-time)"
             )),
         }
     }
@@ -84,6 +120,30 @@ pub struct MultipathConfig {
     pub lun: u64,
     /// How long commands wait when no path is up before they fail.
     pub no_path_retry: Duration,
+    /// How a silent path loss (a cut link: no reset, no FIN) is noticed: a NOP-Out after
+    /// the target was silent this long, answered within `ping_timeout`, and the sub-paths'
+    /// `TCP_USER_TIMEOUT` (the sum of the two, unless `ShardConfig::tcp_user_timeout` says
+    /// otherwise). Sub-second by default, where open-iscsi takes 5 to 15 s.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+}
+
+impl MultipathConfig {
+    pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
+    pub const PING_TIMEOUT_DEFAULT: Duration = Duration::from_millis(500);
+    pub const NO_PATH_RETRY_DEFAULT: Duration = Duration::from_secs(30);
+
+    /// `portals` to `lun`, round-robin, with the default timers.
+    pub fn new(portals: Vec<SocketAddr>, lun: u64) -> MultipathConfig {
+        MultipathConfig {
+            portals,
+            policy: PathPolicy::RoundRobin,
+            lun,
+            no_path_retry: MultipathConfig::NO_PATH_RETRY_DEFAULT,
+            ping_interval: MultipathConfig::PING_INTERVAL_DEFAULT,
+            ping_timeout: MultipathConfig::PING_TIMEOUT_DEFAULT,
+        }
+    }
 }
 
 /// Why a path did not join.
@@ -95,6 +155,14 @@ enum JoinError {
     Check(String),
 }
 
+/// A command's place when it is issued again: its submission order, and how often an
+/// access-state answer sent it back.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    seq: u64,
+    alua_retries: u8,
+}
+
 /// One command as issued, kept to issue it again on another path.
 struct Issued {
     path: usize,
@@ -104,6 +172,10 @@ struct Issued {
     attribute: TaskAttribute,
     /// Submission order, for the write-ordering rule.
     seq: u64,
+    /// When it was issued on its path (service-time).
+    at: Instant,
+    /// Times it was issued again for an access-state answer.
+    alua_retries: u8,
     /// Blocks a write covers (`None`: not a write; `(0, u64::MAX)`: a write we cannot
     /// place, treated as covering everything).
     writes: Option<(u64, u64)>,
@@ -121,6 +193,42 @@ struct SubPath {
     backoff: Duration,
     ios: u64,
     losses: u64,
+    /// The target port group VPD 0x83 names for this path, and its access state (`None`:
+    /// the LU reports no ALUA).
+    group: Option<u16>,
+    alua: Option<AluaState>,
+    /// A REPORT TARGET PORT GROUPS is in flight on it.
+    reading_states: bool,
+    /// Recent service time (exponentially weighted, 1/8 per completion), nanoseconds.
+    service_ns: u64,
+    /// A lost path's portal being tried without blocking before it logs in again.
+    probe: Option<ReachProbe>,
+}
+
+impl SubPath {
+    fn serves(&self) -> bool {
+        self.path.is_some() && self.alua.is_none_or(AluaState::serves_io)
+    }
+
+    /// 0 for active/optimized (or no ALUA), 1 for active/non-optimized.
+    fn rank(&self) -> u8 {
+        u8::from(self.alua == Some(AluaState::ActiveNonOptimized))
+    }
+}
+
+/// What `iscsi-ctl paths` and `iscsi-bench` report of one sub-path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathStatus {
+    pub portal: SocketAddr,
+    pub up: bool,
+    /// The target port group and its access state, when the LU reports ALUA.
+    pub group: Option<u16>,
+    pub alua: Option<AluaState>,
+    /// Commands it completed, and times its connection was lost.
+    pub ios: u64,
+    pub losses: u64,
+    /// Commands it holds now.
+    pub held: usize,
 }
 
 /// Several sub-paths to one LU behind one [`Path`] (see the module docs).
@@ -131,13 +239,15 @@ pub(super) struct MultiPath {
     identity: Vec<(u8, Vec<u8>)>,
     issued: HashMap<u64, Issued>,
     /// Commands waiting for a path, in order (new, or to issue again).
-    waiting: VecDeque<(u64, Request, Option<u64>)>,
+    waiting: VecDeque<(u64, Request, Option<Place>)>,
     /// Finished commands not yet handed to the loop.
     finished: Vec<Finished>,
     next_seq: u64,
     rr_next: usize,
-    /// Since when no path is up.
+    /// Since when no path serves I/O.
     no_path_since: Option<Instant>,
+    /// When access states were last asked for while no path served (see [`ALUA_POLL`]).
+    states_read_at: Option<Instant>,
     reissued: u64,
     counted: ShardStats,
 }
@@ -167,6 +277,11 @@ impl MultiPath {
                     backoff: BACKOFF_FIRST,
                     ios: 0,
                     losses: 0,
+                    group: None,
+                    alua: None,
+                    reading_states: false,
+                    service_ns: 0,
+                    probe: None,
                 })
                 .collect(),
             config,
@@ -178,6 +293,7 @@ impl MultiPath {
             next_seq: 0,
             rr_next: 0,
             no_path_since: None,
+            states_read_at: None,
             reissued: 0,
             counted: ShardStats::default(),
         };
@@ -211,10 +327,17 @@ impl MultiPath {
     fn sub_setup(&self, portal: SocketAddr) -> Setup {
         let mut client_config: ClientConfig = self.setup.client_config.clone();
         client_config.portal = portal;
+        client_config.nop_interval = self.config.ping_interval;
+        client_config.nop_timeout = self.config.ping_timeout;
         let config = ShardConfig {
             multipath: None,
             // The multipath path reissues and rejoins itself.
             reconnect: super::ReconnectPolicy::OFF,
+            tcp_user_timeout: self
+                .setup
+                .config
+                .tcp_user_timeout
+                .or(Some(self.config.ping_interval + self.config.ping_timeout)),
             ..self.setup.config.clone()
         };
         Setup {
@@ -230,7 +353,8 @@ impl MultiPath {
     fn join(&mut self, index: usize) -> Result<ShardInfo, JoinError> {
         let portal = self.paths[index].portal;
         let (mut path, info) = TcpPath::connect(self.sub_setup(portal))?;
-        let identity = check_path(&mut path, self.config.lun).map_err(JoinError::Check)?;
+        let checked = check_path(&mut path, self.config.lun).map_err(JoinError::Check)?;
+        let identity = checked.identity;
         if self.identity.is_empty() {
             self.identity = identity;
         } else if identity != self.identity {
@@ -238,12 +362,21 @@ impl MultiPath {
                 "{portal} reaches another logical unit (VPD 0x83 designators differ)"
             )));
         }
-        tracing::info!(shard = self.setup.index, %portal, "path joined");
+        tracing::info!(shard = self.setup.index, %portal, group = ?checked.group, alua = ?checked.alua, "path joined");
         let sub = &mut self.paths[index];
         sub.path = Some(path);
         sub.held = 0;
         sub.backoff = BACKOFF_FIRST;
-        self.no_path_since = None;
+        sub.group = checked.group;
+        sub.alua = checked.alua;
+        sub.reading_states = false;
+        sub.service_ns = 0;
+        if let Some(states) = &checked.states {
+            self.take_states(states);
+        }
+        if self.serving().next().is_some() {
+            self.no_path_since = None;
+        }
         Ok(info)
     }
 
@@ -261,33 +394,123 @@ impl MultiPath {
             .map(|(i, _)| i)
     }
 
-    /// The path for the next command, by policy.
+    /// The paths that carry I/O: up, and their port group serves it.
+    fn serving(&self) -> impl Iterator<Item = usize> + '_ {
+        self.paths
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.serves())
+            .map(|(i, _)| i)
+    }
+
+    /// The path for the next command: among the serving paths of the best ALUA rank, by
+    /// policy.
     fn choose(&mut self) -> Option<usize> {
-        match self.config.policy {
-            PathPolicy::Failover => self.up().next(),
-            PathPolicy::QueueLength => self.up().min_by_key(|&i| self.paths[i].held),
-            PathPolicy::RoundRobin => {
-                let n = self.paths.len();
-                let start = self.rr_next;
-                let chosen = (0..n)
-                    .map(|k| (start + k) % n)
-                    .find(|&i| self.paths[i].path.is_some())?;
-                self.rr_next = (chosen + 1) % n;
-                Some(chosen)
+        let paths = &self.paths;
+        let chosen = choose_path(self.config.policy, paths.len(), self.rr_next, |i| {
+            let p = &paths[i];
+            p.serves().then_some(Candidate {
+                rank: p.rank(),
+                held: p.held,
+                service_ns: p.service_ns,
+            })
+        })?;
+        self.rr_next = (chosen + 1) % self.paths.len();
+        Some(chosen)
+    }
+
+    /// Asks sub-path `index` for the access states (REPORT TARGET PORT GROUPS), unless it
+    /// is already asking.
+    fn read_states(&mut self, now: Instant, index: usize) {
+        let lun = self.config.lun;
+        let sub = &mut self.paths[index];
+        let Some(path) = sub.path.as_mut() else {
+            return;
+        };
+        if sub.reading_states || sub.group.is_none() {
+            return;
+        }
+        let cdb = Cdb::report_target_port_groups(RTPG_LENGTH);
+        let request = Request::new(lun, cdb, vec![0; RTPG_LENGTH as usize], 0);
+        if path.submit(now, ALUA_TAG, request, false).is_ok() {
+            sub.reading_states = true;
+        }
+    }
+
+    /// The answer to a sub-path's REPORT TARGET PORT GROUPS.
+    fn took_states(&mut self, index: usize, result: Result<CommandOutcome, PathFailure>) {
+        self.paths[index].reading_states = false;
+        let states = match result {
+            Ok(outcome) if outcome.status == sense::status::GOOD => {
+                let len = (outcome.transferred as usize).min(outcome.buffer.len());
+                TargetPortGroups::decode(&outcome.buffer[..len])
+            }
+            Ok(outcome) => {
+                tracing::debug!(
+                    shard = self.setup.index,
+                    status = outcome.status,
+                    "REPORT TARGET PORT GROUPS refused"
+                );
+                return;
+            }
+            Err(failure) => {
+                tracing::debug!(shard = self.setup.index, error = %failure.error, "REPORT TARGET PORT GROUPS failed");
+                return;
+            }
+        };
+        match states {
+            Ok(states) => self.take_states(&states),
+            Err(e) => {
+                tracing::warn!(shard = self.setup.index, error = %e, "REPORT TARGET PORT GROUPS data")
             }
         }
     }
 
+    /// Sets each sub-path's access state from a report (groups it does not list keep
+    /// theirs: another port of the array may not know them).
+    fn take_states(&mut self, states: &TargetPortGroups) {
+        for sub in &mut self.paths {
+            let Some(state) = sub.group.and_then(|g| states.state_of(g)) else {
+                continue;
+            };
+            if sub.alua != Some(state) {
+                tracing::info!(shard = self.setup.index, portal = %sub.portal, group = ?sub.group, %state, "access state");
+                sub.alua = Some(state);
+            }
+        }
+    }
+}
+
+impl MultiPath {
+    /// The sub-paths' status, in the order the portals were given.
+    fn statuses_now(&self) -> Vec<PathStatus> {
+        self.paths
+            .iter()
+            .map(|p| PathStatus {
+                portal: p.portal,
+                up: p.path.is_some(),
+                group: p.group,
+                alua: p.alua,
+                ios: p.ios,
+                losses: p.losses,
+                held: p.held,
+            })
+            .collect()
+    }
+
     /// Issues `request` on a path, or keeps it waiting when none is up.
-    fn issue(&mut self, now: Instant, tag: u64, request: Request, seq: Option<u64>) {
+    fn issue(&mut self, now: Instant, tag: u64, request: Request, place: Option<Place>) {
         let Some(index) = self.choose() else {
             self.no_path_since.get_or_insert(now);
-            self.waiting.push_back((tag, request, seq));
+            self.waiting.push_back((tag, request, place));
             return;
         };
-        let seq = seq.unwrap_or_else(|| {
+        let Place { seq, alua_retries } = place.unwrap_or_else(|| {
             self.next_seq += 1;
-            self.next_seq
+            Place {
+                seq: self.next_seq,
+                alua_retries: 0,
+            }
         });
         let writes = write_range(&request);
         let issued = Issued {
@@ -297,6 +520,8 @@ impl MultiPath {
             direction: request.direction,
             attribute: request.attribute,
             seq,
+            at: now,
+            alua_retries,
             writes,
             superseded: false,
         };
@@ -309,20 +534,23 @@ impl MultiPath {
                 sub.held += 1;
                 self.issued.insert(tag, issued);
             }
-            Err(Refusal::Full(request)) => self.waiting.push_front((tag, request, Some(seq))),
+            Err(Refusal::Full(request)) => {
+                self.waiting
+                    .push_front((tag, request, Some(Place { seq, alua_retries })))
+            }
             Err(Refusal::Failed(request, error)) => {
                 // The path is gone under us: try the others.
                 tracing::debug!(shard = self.setup.index, %error, "sub-path refused a command");
                 self.lose(index, now);
                 self.issued.insert(tag, issued);
-                self.reissue(now, tag, request.buffer);
+                self.reissue(now, tag, request.buffer, false);
             }
         }
     }
 
     /// A command's path lost it: issue it again elsewhere, unless a later acknowledged
     /// write superseded it.
-    fn reissue(&mut self, now: Instant, tag: u64, buffer: Vec<u8>) {
+    fn reissue(&mut self, now: Instant, tag: u64, buffer: Vec<u8>, for_access_state: bool) {
         let Some(issued) = self.issued.remove(&tag) else {
             return;
         };
@@ -352,7 +580,13 @@ impl MultiPath {
         };
         // Keep its place in the write order.
         self.next_seq = self.next_seq.max(issued.seq);
-        self.issue(now, tag, request, Some(issued.seq));
+        let place = Place {
+            seq: issued.seq,
+            alua_retries: issued
+                .alua_retries
+                .saturating_add(u8::from(for_access_state)),
+        };
+        self.issue(now, tag, request, Some(place));
     }
 
     /// Sub-path `index` lost its connection: it goes down and is tried again later.
@@ -378,7 +612,7 @@ impl MultiPath {
                 let sub = &mut self.paths[index];
                 sub.retry_at = sub.retry_at.max(now + wait);
             }
-            if self.up().next().is_none() {
+            if self.serving().next().is_none() {
                 self.no_path_since.get_or_insert(now);
             }
             tracing::debug!(
@@ -388,8 +622,11 @@ impl MultiPath {
                 held = self.issued.len(),
                 "path lost; its commands go to another"
             );
+            self.paths[index].reading_states = false;
             for finished in done {
-                self.take_finished(now, finished);
+                if finished.0 != ALUA_TAG {
+                    self.take_finished(now, finished);
+                }
             }
         }
     }
@@ -400,12 +637,30 @@ impl MultiPath {
             return;
         };
         let index = issued.path;
-        self.paths[index].held = self.paths[index].held.saturating_sub(1);
+        let retries = issued.alua_retries;
+        let sub = &mut self.paths[index];
+        sub.held = sub.held.saturating_sub(1);
+        let took = now.saturating_duration_since(issued.at).as_nanos() as u64;
+        sub.service_ns = if sub.service_ns == 0 {
+            took
+        } else {
+            sub.service_ns - sub.service_ns / 8 + took / 8
+        };
         match result {
             Err(PathFailure {
                 error: PathError::Command(CommandError::ConnectionLost(_)),
                 buffer,
-            }) => self.reissue(now, tag, buffer),
+            }) => self.reissue(now, tag, buffer, false),
+            Ok(outcome) if retries < ALUA_RETRIES && access_state_answer(&outcome).is_some() => {
+                // Not executed: the port group's state moved. Read the states again and
+                // send the command where they say (this path no more, if it answered
+                // with the state it is now in).
+                if let Some(Some(state)) = access_state_answer(&outcome) {
+                    self.paths[index].alua = Some(state);
+                }
+                self.read_states(now, index);
+                self.reissue(now, tag, outcome.buffer, true);
+            }
             result => {
                 let Some(issued) = self.issued.remove(&tag) else {
                     return;
@@ -427,14 +682,63 @@ impl MultiPath {
         mark_superseded(self.issued.values_mut(), seq, range);
     }
 
-    /// Joins lost paths that are due (one attempt per turn).
+    /// While paths are up but none serves I/O (standby, transitioning), reads the access
+    /// states every [`ALUA_POLL`] so that a group that becomes active is used.
+    fn poll_states(&mut self, now: Instant) {
+        if self.serving().next().is_some() {
+            self.states_read_at = None;
+            return;
+        }
+        if self
+            .states_read_at
+            .is_some_and(|at| now.duration_since(at) < ALUA_POLL)
+        {
+            return;
+        }
+        self.states_read_at = Some(now);
+        let up: Vec<usize> = self.up().collect();
+        for index in up {
+            self.read_states(now, index);
+        }
+    }
+
+    /// Brings lost paths back: when one is due, its portal is first tried with a
+    /// non-blocking connect, checked each turn; only once the portal accepted does the
+    /// path log in (on this thread: quick, the portal answers). A cut link or a dead host
+    /// thus never holds the loop (and the other paths' I/O) for a connect timeout.
     fn rejoin(&mut self, now: Instant) {
-        let due = (0..self.paths.len())
-            .find(|&i| self.paths[i].path.is_none() && now >= self.paths[i].retry_at);
-        if let Some(index) = due {
-            if let Err(e) = self.join(index) {
-                tracing::debug!(shard = self.setup.index, portal = %self.paths[index].portal, error = %e, "path did not rejoin");
-                self.schedule_retry(index, Instant::now());
+        let connect_timeout = self.setup.client_config.connect_timeout;
+        for index in 0..self.paths.len() {
+            let sub = &mut self.paths[index];
+            if sub.path.is_some() || now < sub.retry_at {
+                continue;
+            }
+            let reach = match &sub.probe {
+                None => match ReachProbe::start(sub.portal, connect_timeout) {
+                    Ok(probe) => {
+                        sub.probe = Some(probe);
+                        continue;
+                    }
+                    Err(e) => Reach::Unreachable(e),
+                },
+                Some(probe) => probe.poll(now),
+            };
+            match reach {
+                Reach::Pending => {}
+                Reach::Unreachable(e) => {
+                    sub.probe = None;
+                    tracing::debug!(shard = self.setup.index, portal = %sub.portal, error = %e, "lost path's portal unreachable");
+                    self.schedule_retry(index, now);
+                }
+                Reach::Reachable => {
+                    sub.probe = None;
+                    if let Err(e) = self.join(index) {
+                        tracing::debug!(shard = self.setup.index, portal = %self.paths[index].portal, error = %e, "path did not rejoin");
+                        self.schedule_retry(index, Instant::now());
+                    }
+                    // One login per turn: the others' I/O goes on between them.
+                    return;
+                }
             }
         }
     }
@@ -479,14 +783,22 @@ impl Path for MultiPath {
     fn poll(&mut self, now: Instant, done: &mut Vec<Finished>) -> PathState {
         let mut finished = Vec::new();
         let mut lost = Vec::new();
+        let mut states = Vec::new();
         for (index, sub) in self.paths.iter_mut().enumerate() {
             let Some(path) = sub.path.as_mut() else {
                 continue;
             };
+            let before = finished.len();
             let state = path.poll(now, &mut finished);
+            if let Some(at) = finished[before..].iter().position(|(t, _)| *t == ALUA_TAG) {
+                states.push((index, finished.swap_remove(before + at).1));
+            }
             if path.is_lost() || matches!(state, PathState::Gone(_)) {
                 lost.push(index);
             }
+        }
+        for (index, result) in states {
+            self.took_states(index, result);
         }
         for one in finished {
             self.take_finished(now, one);
@@ -495,17 +807,18 @@ impl Path for MultiPath {
             self.lose(index, now);
         }
         self.rejoin(now);
-        // Waiting commands go out while a path is up, in order.
-        while self.up().next().is_some() {
-            let Some((tag, request, seq)) = self.waiting.pop_front() else {
+        self.poll_states(now);
+        // Waiting commands go out while a path serves, in order.
+        while self.serving().next().is_some() {
+            let Some((tag, request, place)) = self.waiting.pop_front() else {
                 break;
             };
-            self.issue(now, tag, request, seq);
+            self.issue(now, tag, request, place);
             if self.waiting.front().is_some_and(|(t, _, _)| *t == tag) {
                 break; // the path is full
             }
         }
-        if self.up().next().is_some() {
+        if self.serving().next().is_some() {
             self.no_path_since = None;
         } else if let Some(since) = self.no_path_since {
             if now.duration_since(since) >= self.config.no_path_retry {
@@ -560,7 +873,8 @@ impl Path for MultiPath {
             .no_path_since
             .filter(|_| !self.waiting.is_empty())
             .map(|since| since + self.config.no_path_retry);
-        [rejoin, give_up].into_iter().flatten().min()
+        let states = self.states_read_at.map(|at| at + ALUA_POLL);
+        [rejoin, give_up, states].into_iter().flatten().min()
     }
 
     fn close(&mut self, now: Instant) -> bool {
@@ -571,6 +885,10 @@ impl Path for MultiPath {
             }
         }
         all
+    }
+
+    fn statuses(&self) -> Vec<PathStatus> {
+        self.statuses_now()
     }
 
     fn count(&self, stats: &mut ShardStats) {
@@ -601,6 +919,58 @@ impl Path for MultiPath {
         stats.async_events = own.async_events;
         stats.luns_changed = own.luns_changed;
     }
+}
+
+/// What the choice of a path looks at in one serving path.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    /// ALUA preference: 0 active/optimized (or no ALUA), 1 active/non-optimized.
+    rank: u8,
+    held: usize,
+    service_ns: u64,
+}
+
+/// The path of `n` (`candidate(i)`: `None` when path `i` does not serve) that takes the
+/// next command under `policy`: only paths of the best rank are considered; round-robin
+/// starts its search at `rr_next`.
+fn choose_path(
+    policy: PathPolicy,
+    n: usize,
+    rr_next: usize,
+    candidate: impl Fn(usize) -> Option<Candidate>,
+) -> Option<usize> {
+    let best = (0..n).filter_map(&candidate).map(|c| c.rank).min()?;
+    let of_best = (0..n).filter_map(|i| candidate(i).filter(|c| c.rank == best).map(|c| (i, c)));
+    match policy {
+        PathPolicy::Failover => of_best.map(|(i, _)| i).next(),
+        PathPolicy::QueueLength => of_best.min_by_key(|(_, c)| c.held).map(|(i, _)| i),
+        PathPolicy::ServiceTime => of_best
+            .min_by_key(|(_, c)| (c.held as u64 + 1).saturating_mul(c.service_ns.max(1)))
+            .map(|(i, _)| i),
+        PathPolicy::RoundRobin => (0..n)
+            .map(|k| (rr_next + k) % n)
+            .find(|&i| candidate(i).is_some_and(|c| c.rank == best)),
+    }
+}
+
+/// `Some` when `outcome` is an answer for an access state (ALUA): the command was not
+/// executed. Inside, the state the answer puts the path's group in, when it says
+/// (NOT READY: standby, unavailable, transitioning; a unit attention 2Ah/06h does not).
+fn access_state_answer(outcome: &CommandOutcome) -> Option<Option<AluaState>> {
+    if outcome.status != sense::status::CHECK_CONDITION {
+        return None;
+    }
+    let sense = Sense::decode(outcome.sense.as_deref()?).ok()?;
+    let code = (sense.asc, sense.ascq);
+    if !alua::is_access_state_sense(code) {
+        return None;
+    }
+    Some(match code {
+        alua::sense_code::STANDBY => Some(AluaState::Standby),
+        alua::sense_code::UNAVAILABLE => Some(AluaState::Unavailable),
+        alua::sense_code::TRANSITIONING => Some(AluaState::Transitioning),
+        _ => None,
+    })
 }
 
 /// Marks the writes among `held` that were issued before `seq` and overlap `range`.
@@ -667,9 +1037,21 @@ fn execute_alone(
     }
 }
 
-/// TEST UNIT READY past the unit attentions of a new nexus, then INQUIRY VPD 0x83: the
-/// logical unit's designators (type, bytes), sorted.
-fn check_path(path: &mut TcpPath, lun: u64) -> Result<Vec<(u8, Vec<u8>)>, String> {
+/// What a joining path found.
+struct Checked {
+    /// The logical unit's designators (type, bytes), sorted.
+    identity: Vec<(u8, Vec<u8>)>,
+    /// The path's target port group (VPD 0x83), its access state and the whole report.
+    group: Option<u16>,
+    alua: Option<AluaState>,
+    states: Option<TargetPortGroups>,
+}
+
+/// TEST UNIT READY past the unit attentions of a new nexus, then INQUIRY VPD 0x83 (the
+/// LU's identity and the port's group) and, when a group is named, REPORT TARGET PORT
+/// GROUPS. A target that names a group but refuses the report is used as if it had no
+/// ALUA.
+fn check_path(path: &mut TcpPath, lun: u64) -> Result<Checked, String> {
     for _ in 0..4 {
         let outcome = execute_alone(path, lun, Cdb::test_unit_ready(), 0)?;
         if outcome.status == sense::status::GOOD
@@ -695,7 +1077,27 @@ fn check_path(path: &mut TcpPath, lun: u64) -> Result<Vec<(u8, Vec<u8>)>, String
         return Err("VPD 0x83 names no logical-unit designator".into());
     }
     designators.sort();
-    Ok(designators)
+    let group = page.target_port_group();
+    let states = match group {
+        Some(_) => {
+            let cdb = Cdb::report_target_port_groups(RTPG_LENGTH);
+            let outcome = execute_alone(path, lun, cdb, RTPG_LENGTH as usize)?;
+            let len = (outcome.transferred as usize).min(outcome.buffer.len());
+            (outcome.status == sense::status::GOOD)
+                .then(|| TargetPortGroups::decode(&outcome.buffer[..len]).ok())
+                .flatten()
+        }
+        None => None,
+    };
+    let alua = states
+        .as_ref()
+        .and_then(|s| group.and_then(|g| s.state_of(g)));
+    Ok(Checked {
+        identity: designators,
+        group: group.filter(|_| alua.is_some()),
+        alua,
+        states,
+    })
 }
 
 #[cfg(test)]
@@ -723,6 +1125,8 @@ mod tests {
             },
             attribute: TaskAttribute::Simple,
             seq,
+            at: Instant::now(),
+            alua_retries: 0,
             writes: Some((lba, blocks)),
             superseded: false,
         }
@@ -745,11 +1149,124 @@ mod tests {
         assert_eq!(marked, vec![true, false, true, false, false, false]);
     }
 
+    fn paths(list: &[Option<(u8, usize, u64)>]) -> impl Fn(usize) -> Option<Candidate> + '_ {
+        |i| {
+            list[i].map(|(rank, held, service_ns)| Candidate {
+                rank,
+                held,
+                service_ns,
+            })
+        }
+    }
+
+    #[test]
+    fn only_the_best_alua_rank_carries_io() {
+        // Path 0 down (or standby), 1 non-optimized and idle, 2 and 3 optimized.
+        let list = [
+            None,
+            Some((1, 0, 10)),
+            Some((0, 5, 1000)),
+            Some((0, 3, 1000)),
+        ];
+        let choose = |policy, rr| choose_path(policy, 4, rr, paths(&list));
+        assert_eq!(choose(PathPolicy::Failover, 0), Some(2));
+        assert_eq!(choose(PathPolicy::QueueLength, 0), Some(3));
+        assert_eq!(choose(PathPolicy::ServiceTime, 0), Some(3));
+        assert_eq!(choose(PathPolicy::RoundRobin, 0), Some(2));
+        assert_eq!(choose(PathPolicy::RoundRobin, 3), Some(3));
+        assert_eq!(choose(PathPolicy::RoundRobin, 1), Some(2));
+        // With the optimized paths gone, the non-optimized one serves.
+        let list = [None, Some((1, 9, 10)), None, None];
+        for policy in [
+            PathPolicy::Failover,
+            PathPolicy::RoundRobin,
+            PathPolicy::QueueLength,
+            PathPolicy::ServiceTime,
+        ] {
+            assert_eq!(choose_path(policy, 4, 2, paths(&list)), Some(1));
+        }
+        assert_eq!(
+            choose_path(PathPolicy::Failover, 2, 0, paths(&[None, None])),
+            None
+        );
+    }
+
+    #[test]
+    fn service_time_weighs_held_commands_by_speed() {
+        // A path twice as fast takes commands until it holds about twice as many.
+        let list = [Some((0, 4, 100)), Some((0, 1, 200))];
+        assert_eq!(
+            choose_path(PathPolicy::ServiceTime, 2, 0, paths(&list)),
+            Some(1)
+        );
+        let list = [Some((0, 3, 100)), Some((0, 2, 200))];
+        assert_eq!(
+            choose_path(PathPolicy::ServiceTime, 2, 0, paths(&list)),
+            Some(0)
+        );
+        // A path not yet timed (0) counts as the fastest.
+        let list = [Some((0, 0, 100)), Some((0, 0, 0))];
+        assert_eq!(
+            choose_path(PathPolicy::ServiceTime, 2, 0, paths(&list)),
+            Some(1)
+        );
+    }
+
+    fn outcome(status: u8, sense: Option<Vec<u8>>) -> CommandOutcome {
+        CommandOutcome {
+            status,
+            sense,
+            residual: crate::session::Residual::None,
+            buffer: Vec::new(),
+            transferred: 0,
+        }
+    }
+
+    fn fixed_sense(key: u8, asc: u8, ascq: u8) -> Vec<u8> {
+        let mut s = vec![0; 18];
+        s[0] = 0x70;
+        s[2] = key;
+        s[7] = 10;
+        s[12] = asc;
+        s[13] = ascq;
+        s
+    }
+
+    #[test]
+    fn access_state_answers_name_the_new_state() {
+        let cc = sense::status::CHECK_CONDITION;
+        let standby = outcome(cc, Some(fixed_sense(0x02, 0x04, 0x0b)));
+        assert_eq!(
+            access_state_answer(&standby),
+            Some(Some(AluaState::Standby))
+        );
+        let moving = outcome(cc, Some(fixed_sense(0x02, 0x04, 0x0a)));
+        assert_eq!(
+            access_state_answer(&moving),
+            Some(Some(AluaState::Transitioning))
+        );
+        let changed = outcome(cc, Some(fixed_sense(0x06, 0x2a, 0x06)));
+        assert_eq!(access_state_answer(&changed), Some(None));
+        let other_ua = outcome(cc, Some(fixed_sense(0x06, 0x29, 0x00)));
+        assert_eq!(access_state_answer(&other_ua), None);
+        assert_eq!(access_state_answer(&outcome(0, None)), None);
+        assert_eq!(access_state_answer(&outcome(cc, None)), None);
+    }
+
     #[test]
     fn policies_parse() {
         assert_eq!("failover".parse(), Ok(PathPolicy::Failover));
         assert_eq!("round-robin".parse(), Ok(PathPolicy::RoundRobin));
         assert_eq!("queue-length".parse(), Ok(PathPolicy::QueueLength));
-        assert!("service-time".parse::<PathPolicy>().is_err());
+        assert_eq!("service-time".parse(), Ok(PathPolicy::ServiceTime));
+        assert!("least-pending".parse::<PathPolicy>().is_err());
+        for policy in [
+            PathPolicy::Failover,
+            PathPolicy::RoundRobin,
+            PathPolicy::QueueLength,
+            PathPolicy::ServiceTime,
+        ] {
+            assert_eq!(policy.name().parse(), Ok(policy));
+        }
     }
 }

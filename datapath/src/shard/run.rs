@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use super::multipath::PathStatus;
 use super::work::{RunningWork, ShardWork, WorkStatus, WorkSubmitter};
 use super::SharedStats;
 use super::{failure, Doorbell, ShardCompletion, ShardConfig, ShardStats};
@@ -88,7 +89,14 @@ pub(super) trait Path: Send {
     fn close(&mut self, now: Instant) -> bool;
     /// Adds the path's counters (kernel entries, bytes copied, reconnects) to `stats`.
     fn count(&self, stats: &mut ShardStats);
+    /// Each sub-path's state, for a path made of several (multipath); none otherwise.
+    fn statuses(&self) -> Vec<PathStatus> {
+        Vec::new()
+    }
 }
+
+/// How often a shard publishes its sub-paths' states.
+const STATUSES_EVERY: Duration = Duration::from_millis(100);
 
 /// A path that carries nothing (what is left of a path handed away).
 pub(super) struct Closed;
@@ -307,6 +315,8 @@ impl Core {
 /// A running shard on its own thread: its path and its callers.
 pub(super) struct ShardLoop {
     config: ShardConfig,
+    /// When the sub-paths' states are next published.
+    statuses_due: Instant,
     core: Core,
     channels: Channels,
     shared: Arc<SharedStats>,
@@ -335,6 +345,7 @@ impl ShardLoop {
     ) -> ShardLoop {
         let depth = config.queue_depth;
         ShardLoop {
+            statuses_due: Instant::now(),
             core: Core::new(index, path, depth),
             channels,
             shared,
@@ -676,6 +687,13 @@ impl ShardLoop {
 
     fn publish(&mut self) {
         self.shared.store(&self.core.stats());
+        // Sub-path states change seldom and are read by people: a tenth of a second
+        // late is soon enough, and saves a lock and a copy per turn.
+        let now = Instant::now();
+        if now >= self.statuses_due {
+            self.statuses_due = now + STATUSES_EVERY;
+            self.shared.store_paths(self.core.path.statuses());
+        }
     }
 }
 

@@ -25,6 +25,7 @@
 //! deliberately neither `Send` nor `Sync`: create it on the thread (shard) that drives it.
 
 pub mod kind;
+pub mod reach;
 pub mod ring;
 pub mod sockaddr;
 pub mod tcp;

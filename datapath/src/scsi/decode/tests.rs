@@ -243,6 +243,8 @@ fn device_identification_port_designators_by_hand() {
     assert_eq!(d[1].designator_type_name(), "relative target port");
     assert_eq!(d[2].value, DesignatorValue::TargetPortGroup(0x0102));
     assert_eq!(d[2].protocol(), None, "PIV clear");
+    assert_eq!(d[2].association_name(), "target port");
+    assert_eq!(page.target_port_group(), Some(0x0102));
     assert_eq!(d[3].value.to_string(), "eui.0102030405060708");
     assert_eq!(d[4].value.to_string(), "0xabcd");
     assert_eq!(d[5].value, DesignatorValue::Text("abc".into()));
