@@ -18,8 +18,12 @@
 //! ranges overlap; the highest common minor is spoken.
 //!
 //! After the handshake (see `controller` and `agent` for the order): `Job` → `Armed` (or
-//! `Failed`) → `ClockProbe`/`ClockReply` rounds → `Release` → `Started` → `Results` (or
-//! `Failed`); `Abort` from the controller at any time after `Job`.
+//! `Failed`) → `ClockProbe`/`ClockReply` rounds → `Release` → `Started` → `Heartbeat`s →
+//! `Results` (or `Failed`); `Abort` from the controller at any time after `Job`.
+//!
+//! The token authenticates the controller to the agent (an agent runs load only for a
+//! controller that knows it); nothing is encrypted and the agent is not authenticated to
+//! the controller, so across an untrusted network run it inside a tunnel (ssh, WireGuard).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
