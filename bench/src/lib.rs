@@ -8,6 +8,7 @@
 //! - `stats` and `output`: latency histograms, counters, fio's text and JSON reports;
 //! - `run`: jobs, groups and their threads.
 
+pub mod cluster;
 pub mod copy_offload;
 pub mod engine;
 pub mod io;

@@ -30,6 +30,10 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("copy-offload") {
         return bench::copy_offload::main(&args[1..]);
     }
+    // --server, --client, --launcher and merge (bench::cluster); None for a plain run.
+    if let Some(exit) = bench::cluster::command::main(&args) {
+        return exit;
+    }
     let invocation = match job::parse_command_line(&args) {
         Ok(invocation) => invocation,
         Err(e) => {

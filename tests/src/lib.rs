@@ -46,6 +46,7 @@
 //! Text requests, which makes `iscsi-ls` hang against it.
 
 pub mod capture;
+pub mod cluster;
 pub mod cunit;
 pub mod fake_target;
 pub mod gateway_process;

@@ -126,6 +126,12 @@ impl Netns {
         Ok(veth)
     }
 
+    /// Routes everything the namespace sends through `veth`'s root-side address, so it
+    /// reaches every address of the root namespace (a target's portal on another pair).
+    pub fn default_route(&self, veth: &Veth) -> Result<(), String> {
+        self.exec_ip(&["route", "add", "default", "via", &veth.host_ip.to_string()])
+    }
+
     /// Cuts `veth` silently: its root-side end goes down, so what the inside sends is
     /// dropped with no reset, and the root side sends nothing.
     pub fn cut(&self, veth: &Veth) -> Result<(), String> {

@@ -276,7 +276,7 @@ pub(crate) fn spawn_daemon(mut command: Command, log: &Path) -> Result<Child, St
 /// Has the kernel SIGKILL the child when the thread that spawned it exits, so a test process
 /// killed mid-run leaves no daemon or hung tool behind (`iscsi-ls` against istgt would loop
 /// forever).
-fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     let parent_pid = std::process::id() as i32;
     // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
     // getppid(2) and _exit(2), which are async-signal-safe; it allocates nothing and touches no

@@ -75,6 +75,9 @@ pub struct ToolOptions {
     pub readonly: bool,
     /// `--section=name` (repeatable): run only these job sections.
     pub sections: Vec<String>,
+    /// `--json-histograms`: JSON output carries each job's whole histograms, for
+    /// `iscsi-bench merge` (iscsi-bench's own).
+    pub json_histograms: bool,
 }
 
 /// What the command line asks for.
@@ -127,6 +130,11 @@ pub fn help_text() -> String {
          \x20 --help                Print this page\n\
          \x20 --report=dir          Write an HTML report with charts into dir\n\
          \x20 --interval-results[=t] Per-interval results inside the one JSON document\n\
+         \x20 --json-histograms     JSON carries whole histograms (for iscsi-bench merge)\n\
+         \x20 --server[=addr[,port]] Run as a cluster agent (see --client)\n\
+         \x20 --client=host[,port]  Run the jobs on agents (repeatable, or a host file)\n\
+         \x20 --launcher            Rank and size from Slurm/MPI/PMI/Kubernetes; rank 0 leads\n\
+         \x20 merge file...         Merge per-host JSON results (with --json-histograms)\n\
          Job options use fio's names: --name=job starts a job, e.g.\n\
          \x20 iscsi-bench --name=r --rw=randread --bs=4k --iodepth=32 --runtime=10\n\
          With no filename the jobs run against an embedded iSCSI target.\n",
@@ -177,6 +185,7 @@ const TOOL_OPTIONS: &[(&str, ValueKind)] = &[
     ("help", ValueKind::Flag),
     ("report", ValueKind::Required),
     ("interval-results", ValueKind::Optional),
+    ("json-histograms", ValueKind::Flag),
 ];
 
 /// A job-definition event of the command line, replayed after all arguments are read.
@@ -349,6 +358,7 @@ where
             "parse-only" => action = Action::ParseOnly,
             "showcmd" => action = Action::ShowCmd,
             "readonly" => tool.readonly = true,
+            "json-histograms" => tool.json_histograms = true,
             "section" => tool.sections.push(text),
             "cmdhelp" => {
                 let topic = value.unwrap_or_else(|| "all".to_string());

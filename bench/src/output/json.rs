@@ -85,6 +85,27 @@ impl Serialize for Json {
     }
 }
 
+impl From<serde_json::Value> for Json {
+    /// serde_json's value in ours (booleans as 0/1 and null as "", as the reader does).
+    fn from(value: serde_json::Value) -> Json {
+        use serde_json::Value;
+        match value {
+            Value::Null => Json::Str(String::new()),
+            Value::Bool(b) => Json::UInt(u64::from(b)),
+            Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => Json::UInt(u),
+                (None, Some(i)) => Json::Int(i),
+                _ => Json::Float(n.as_f64().unwrap_or(0.0)),
+            },
+            Value::String(s) => Json::Str(s),
+            Value::Array(items) => Json::Array(items.into_iter().map(Json::from).collect()),
+            Value::Object(map) => {
+                Json::Object(map.into_iter().map(|(k, v)| (k, Json::from(v))).collect())
+            }
+        }
+    }
+}
+
 /// Reads any JSON document keeping object keys in document order (serde_json's own
 /// `Value` sorts them): lets tests and tools compare our output with fio's key for key.
 impl<'de> Deserialize<'de> for Json {
@@ -353,7 +374,7 @@ pub fn interval_json(record: &IntervalRecord) -> Json {
     obj.done()
 }
 
-fn job_extension(job: &JobReport) -> Json {
+fn job_extension(job: &JobReport, portable: bool) -> Json {
     let errors = job.stats.errors();
     let check_condition = errors
         .check_condition
@@ -449,8 +470,13 @@ fn job_extension(job: &JobReport) -> Json {
                 .done()
         })
         .collect();
-    Obj::new()
-        .v("errors", errors_json)
+    let mut obj = Obj::new();
+    if portable {
+        let value = serde_json::to_value(super::portable::PortableJob::of(job))
+            .unwrap_or(serde_json::Value::Null);
+        obj.push("portable", Json::from(value));
+    }
+    obj.v("errors", errors_json)
         .v("recovery", recovery_json)
         .u("longest_completion_gap_ns", job.stats.longest_gap_ns())
         .u("rate_schedule_skipped_ns", job.rate_skipped_ns)
@@ -465,7 +491,12 @@ fn job_extension(job: &JobReport) -> Json {
         .done()
 }
 
-fn job_object(report: &RunReport, job: &JobReport, group: &GroupStats, flavor: Flavor) -> Json {
+pub(crate) fn job_object(
+    report: &RunReport,
+    job: &JobReport,
+    group: &GroupStats,
+    flavor: Flavor,
+) -> Json {
     let stats = &job.stats;
     let mut obj = Obj::new()
         .s("jobname", &job.name)
@@ -539,7 +570,7 @@ fn job_object(report: &RunReport, job: &JobReport, group: &GroupStats, flavor: F
     if let Some(ss) = &job.steadystate {
         obj.push("steadystate", steadystate_object(ss));
     }
-    obj.push(EXTENSION_KEY, job_extension(job));
+    obj.push(EXTENSION_KEY, job_extension(job, report.portable));
     obj.done()
 }
 
@@ -708,6 +739,21 @@ pub fn write<W: std::io::Write>(
         },
     );
     document(report, flavor)
+        .serialize(&mut serializer)
+        .map_err(std::io::Error::other)?;
+    let mut writer = serializer.into_inner();
+    writer.write_all(b"\n")
+}
+
+/// Writes any value in fio's layout, with fio's trailing newline.
+pub fn write_value<W: std::io::Write>(value: &Json, writer: W) -> std::io::Result<()> {
+    let mut serializer = serde_json::Serializer::with_formatter(
+        writer,
+        FioFormatter {
+            pretty: serde_json::ser::PrettyFormatter::with_indent(b"  "),
+        },
+    );
+    value
         .serialize(&mut serializer)
         .map_err(std::io::Error::other)?;
     let mut writer = serializer.into_inner();

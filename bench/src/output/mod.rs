@@ -17,6 +17,7 @@ pub mod human;
 pub mod json;
 pub mod live;
 pub mod logs;
+pub mod portable;
 pub mod terse;
 
 use crate::stats::{
@@ -257,6 +258,9 @@ pub struct RunReport {
     pub jobs: Vec<JobReport>,
     /// The whole process's CPU use over the run, for CPU per I/O.
     pub process_usage: Option<ResourceUsage>,
+    /// `--json-histograms`: each job's JSON carries its recorder whole
+    /// ([`portable::PortableJob`]), for `iscsi-bench merge` and the cluster controller.
+    pub portable: bool,
 }
 
 impl RunReport {
@@ -268,6 +272,7 @@ impl RunReport {
             global_options: Vec::new(),
             jobs,
             process_usage: None,
+            portable: false,
         }
     }
 

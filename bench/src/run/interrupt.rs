@@ -36,6 +36,17 @@ pub fn install() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Asks the run to end as `signal` would (a cluster agent whose controller said stop or
+/// went away).
+pub fn request(signal: i32) {
+    CAUGHT.store(signal, Ordering::Relaxed);
+}
+
+/// Forgets an earlier request, before an agent's next run.
+pub fn reset() {
+    CAUGHT.store(0, Ordering::Relaxed);
+}
+
 /// The signal that asked the run to end, if one did.
 pub fn caught() -> Option<i32> {
     match CAUGHT.load(Ordering::Relaxed) {

@@ -54,6 +54,10 @@ pub struct JobProgress {
     /// job puts a copy in `snapshot` at its next turn. Once per interval, off the I/O path.
     pub snapshot_wanted: AtomicBool,
     pub snapshot: Mutex<Option<JobStats>>,
+    /// A gated run's common start: the job waits here once its engine is set up.
+    pub start_latch: Mutex<Option<Arc<super::start_latch::StartLatch>>>,
+    /// When the job's clock started (CLOCK_MONOTONIC, ns; 0 before), for the start skew.
+    pub started_ns: AtomicU64,
 }
 
 impl JobProgress {
@@ -785,15 +789,30 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
             tracing::warn!(job = %name, ?cpus, error = %e, "cpus_allowed could not be applied");
         }
     }
-    if !startdelay.is_zero() {
+    let latch = progress.start_latch.lock().ok().and_then(|mut l| l.take());
+    if latch.is_none() && !startdelay.is_zero() {
         std::thread::sleep(startdelay);
     }
     // Before the clock: an engine whose I/O lives on this thread sets it up here.
     let engine_ready = engine
         .on_job_thread()
         .map_err(|e| format!("setting up the {} engine: {e}", engine.name()));
+    // A gated run: set up, then start with the others (startdelay counts from there).
+    // The start is taken at real-time priority where allowed, which lasts until the
+    // job's clock has started (`_realtime` drops after it).
+    let mut started = latch.map(|latch| latch.arrive_and_wait());
+    if !startdelay.is_zero() && started.is_some() {
+        started = None;
+        std::thread::sleep(startdelay);
+    }
+    let (started_ns, _realtime) = match started {
+        Some((started_ns, realtime)) => (started_ns, Some(realtime)),
+        None => (crate::cluster::conn::now_ns(), None),
+    };
+    progress.started_ns.store(started_ns, Ordering::Relaxed);
     let usage_start = ResourceUsage::thread().ok();
     let clock = Instant::now();
+    drop(_realtime);
     let mut stats = JobStats::new(0, stats_config);
     stats.attach_live(live);
     let paced = workload.is_rate_limited();

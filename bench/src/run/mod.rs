@@ -15,6 +15,7 @@ pub mod latency_target;
 mod overlap;
 pub mod report;
 pub mod setup;
+mod start_latch;
 mod status;
 pub mod steadystate;
 
@@ -67,6 +68,8 @@ pub enum RunError {
     ReadOnly { job: String },
     #[error("job {job}: {source}")]
     Logs { job: String, source: LogError },
+    #[error("not started: {0}")]
+    Gate(String),
     #[error("job {job}: its thread could not start: {source}")]
     Spawn { job: String, source: std::io::Error },
 }
@@ -86,6 +89,9 @@ pub struct RunOutcome {
     pub failed: bool,
     /// The signal that ended the run early (see [`interrupt`]).
     pub interrupted_by: Option<i32>,
+    /// When each job of the first phase started its clock (CLOCK_MONOTONIC, ns): the
+    /// host's actual start, for a cluster's start skew.
+    pub job_starts_ns: Vec<u64>,
 }
 
 /// A job ready to start, with what the report needs of its spec.
@@ -106,11 +112,25 @@ pub fn run(
     specs: &[JobSpec],
     on_status: &mut dyn FnMut(&RunReport),
 ) -> Result<RunOutcome, RunError> {
+    run_gated(tool, specs, on_status, None)
+}
+
+/// [`run`], with `gate` called once every target is open, every job checked and every job
+/// of the first phase has set its engine up on its own thread (an iSCSI job has logged
+/// in) and waits ([`start_latch`]): a cluster agent reports itself armed there and waits
+/// for the common start (`crate::cluster`); the gate returns the start instant
+/// (CLOCK_MONOTONIC ns, 0 for at once) and every job sleeps to it on its own thread. An error from the gate stops the jobs before their first I/O and ends the
+/// run. The report's time axis starts when the gate returns.
+pub fn run_gated(
+    tool: &ToolOptions,
+    specs: &[JobSpec],
+    on_status: &mut dyn FnMut(&RunReport),
+    mut gate: Option<&mut dyn FnMut() -> Result<u64, String>>,
+) -> Result<RunOutcome, RunError> {
     if specs.is_empty() {
         return Err(RunError::NoJobs);
     }
     let process_start = ResourceUsage::process().ok();
-    let wall_start = Instant::now();
     let timestamp_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -284,6 +304,8 @@ pub fn run(
     if let Some(overlap) = overlap::find_verify_overlap(&footprints) {
         return Err(overlap.into());
     }
+    let mut wall_start = Instant::now();
+    let mut first_phase: Vec<Arc<JobProgress>> = Vec::new();
 
     // Phases: a job with `stonewall` waits for every job before it.
     let mut phases: Vec<Vec<Prepared>> = Vec::new();
@@ -303,12 +325,15 @@ pub fn run(
     let mut dumps = dump::DumpClock::new(tool.status_interval, wall_start);
     let mut interrupted_by = None;
     let mut ended = exits::Ended::default();
-    for phase in phases {
+    for (phase_index, phase) in phases.into_iter().enumerate() {
         if interrupted_by.is_some() {
             break;
         }
         let mut threads = Vec::with_capacity(phase.len());
         let mut watched = Vec::with_capacity(phase.len());
+        let latch = gate
+            .is_some()
+            .then(|| Arc::new(start_latch::StartLatch::default()));
         for job in phase {
             if ended.covers(&specs[job.spec_index]) {
                 // exitall ended it before it started: reported with nothing done, as fio.
@@ -326,11 +351,45 @@ pub fn run(
             });
             let spec_index = job.spec_index;
             phase_start_ms[spec_index] = wall_start.elapsed().as_millis() as u64;
+            if let (Some(latch), Ok(mut slot)) = (&latch, job.setup.progress.start_latch.lock()) {
+                *slot = Some(Arc::clone(latch));
+            }
+            if phase_index == 0 {
+                first_phase.push(Arc::clone(&job.setup.progress));
+            }
             let thread = std::thread::Builder::new()
                 .name(format!("job-{name}"))
                 .spawn(move || job::run_job(job.setup))
                 .map_err(|source| RunError::Spawn { job: name, source })?;
             threads.push((spec_index, thread));
+        }
+        if let (Some(latch), Some(gate)) = (latch, gate.take()) {
+            let arrived = latch.wait_arrived(threads.len(), &|| {
+                threads.iter().any(|(_, t)| t.is_finished()) || interrupt::caught().is_some()
+            });
+            let opened = if arrived {
+                gate()
+            } else {
+                Err("a job ended while setting up its engine, or the run was interrupted".into())
+            };
+            let start_at_ns = match opened {
+                Ok(start_at_ns) => start_at_ns,
+                Err(e) => {
+                    watched.iter().for_each(|job| job.progress.request_stop());
+                    latch.open(0);
+                    for (_, thread) in threads {
+                        let _ = thread.join();
+                    }
+                    return Err(RunError::Gate(e));
+                }
+            };
+            latch.open(start_at_ns);
+            // The run's time axis starts with the common start.
+            let wait_ns = start_at_ns.saturating_sub(crate::cluster::conn::now_ns());
+            wall_start = Instant::now() + Duration::from_nanos(wait_ns);
+            for (spec_index, _) in &threads {
+                phase_start_ms[*spec_index] = 0;
+            }
         }
         // The main thread watches; every job ends by itself (runtime, size or failure),
         // or at its next turn once a signal asked the run to end. Jobs are joined as they
@@ -389,6 +448,7 @@ pub fn run(
     let engines = finished.iter().map(|(_, o)| o.engine).collect();
     let mut report = run_report(specs, finished, &phase_start_ms, wall_start);
     report.timestamp_ms = timestamp_ms;
+    report.portable = tool.json_histograms;
     if let (Some(start), Ok(end)) = (process_start, ResourceUsage::process()) {
         let mut usage = end.since(&start);
         if let Some(target) = target_cpu {
@@ -397,11 +457,17 @@ pub fn run(
         }
         report.process_usage = Some(usage);
     }
+    let job_starts_ns = first_phase
+        .iter()
+        .map(|p| p.started_ns.load(Ordering::Relaxed))
+        .filter(|&ns| ns != 0)
+        .collect();
     Ok(RunOutcome {
         report,
         engines,
         failed,
         interrupted_by,
+        job_starts_ns,
     })
 }
 

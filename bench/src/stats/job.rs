@@ -130,27 +130,27 @@ pub struct RateSample {
 /// clock); the recorder does no I/O and takes no lock.
 #[derive(Debug, Clone)]
 pub struct JobStats {
-    config: StatsConfig,
-    start_ns: u64,
-    dirs: [Option<Box<DirStats>>; 3],
-    latency_buckets: LatencyBuckets,
-    depth: DepthDistribution,
-    errors: ErrorCounts,
-    usage: ResourceUsage,
-    job_runtime_ms: u64,
-    last_sample_ns: u64,
-    sampled_bytes: [u64; 3],
-    sampled_ios: [u64; 3],
-    interval_start_ns: u64,
-    interval: [Option<Box<IntervalDir>>; 3],
-    live: Option<Arc<LiveCounters>>,
+    pub(super) config: StatsConfig,
+    pub(super) start_ns: u64,
+    pub(super) dirs: [Option<Box<DirStats>>; 3],
+    pub(super) latency_buckets: LatencyBuckets,
+    pub(super) depth: DepthDistribution,
+    pub(super) errors: ErrorCounts,
+    pub(super) usage: ResourceUsage,
+    pub(super) job_runtime_ms: u64,
+    pub(super) last_sample_ns: u64,
+    pub(super) sampled_bytes: [u64; 3],
+    pub(super) sampled_ios: [u64; 3],
+    pub(super) interval_start_ns: u64,
+    pub(super) interval: [Option<Box<IntervalDir>>; 3],
+    pub(super) live: Option<Arc<LiveCounters>>,
     /// The last completion, and the longest time between two completions (or from the
     /// start to the first), for the run and for the current interval.
-    last_completion_ns: u64,
-    longest_gap_ns: u64,
-    interval_gap_ns: u64,
+    pub(super) last_completion_ns: u64,
+    pub(super) longest_gap_ns: u64,
+    pub(super) interval_gap_ns: u64,
     /// When the workload stopped issuing (`stop_gaps`): later quiet is not a stall.
-    gaps_end_ns: Option<u64>,
+    pub(super) gaps_end_ns: Option<u64>,
 }
 
 impl JobStats {

@@ -88,6 +88,21 @@ impl Moments {
         self.count
     }
 
+    /// Count, min, max, mean and sum of squared deviations, for [`super::portable`].
+    pub(super) fn raw(&self) -> (u64, u64, u64, f64, f64) {
+        (self.count, self.min, self.max, self.mean, self.m2)
+    }
+
+    pub(super) fn from_raw(count: u64, min: u64, max: u64, mean: f64, m2: f64) -> Moments {
+        Moments {
+            count,
+            min,
+            max,
+            mean,
+            m2,
+        }
+    }
+
     /// Smallest value, 0 when empty.
     pub fn min(&self) -> u64 {
         self.min
@@ -165,6 +180,11 @@ impl LatencyStat {
                     .saturating_record_n(bucket.value_iterated_to(), bucket.count_at_value());
             }
         }
+    }
+
+    /// A series from its parts (a histogram decoded by [`super::hdr_v2`]).
+    pub(super) fn from_parts(moments: Moments, histogram: Histogram<u64>) -> LatencyStat {
+        LatencyStat { moments, histogram }
     }
 
     pub fn moments(&self) -> &Moments {

@@ -21,10 +21,12 @@
 
 mod dist;
 mod errors;
+pub mod hdr_v2;
 mod interval;
 mod job;
 mod latency;
 mod live;
+mod portable;
 mod rusage;
 
 #[cfg(test)]
@@ -44,6 +46,7 @@ pub use job::{
 };
 pub use latency::{LatencyStat, Moments, LATENCY_HIGHEST_NS, LATENCY_SIGNIFICANT_DIGITS};
 pub use live::{LiveCounters, LiveTotals};
+pub use portable::{PortableDir, PortableErrors, PortableLatency, PortableMoments, PortableStats};
 pub use rusage::ResourceUsage;
 
 use crate::io::Direction;
