@@ -71,7 +71,10 @@ impl LunAddress {
     pub fn to_lun(self) -> Lun {
         match self {
             LunAddress::Single(n) => Lun::from_u64(u64::from(n)),
-            LunAddress::Subsidiary { endpoint, secondary } => {
+            LunAddress::Subsidiary {
+                endpoint,
+                secondary,
+            } => {
                 let mut field = [0u8; 8];
                 field[..2].copy_from_slice(&simple_level(endpoint));
                 if u64::from(secondary) <= SIMPLE_MAX {

@@ -68,6 +68,21 @@ pub struct State {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<String>,
     pub targets: Vec<TargetState>,
+    /// Volumes bound for hosts through protocol endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<BindingState>,
+}
+
+/// One volume bound for one host through one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingState {
+    pub target: String,
+    pub host: String,
+    pub endpoint: u64,
+    pub secondary: u64,
+    pub pool: String,
+    pub volume: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

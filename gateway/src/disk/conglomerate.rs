@@ -87,8 +87,7 @@ pub fn endpoint_refuses(cdb: &[u8]) -> bool {
                 | op::SANITIZE
         )
     ) || (cdb.first() == Some(&op::SERVICE_ACTION_IN_16)
-        && cdb.get(1).map(|b| b & 0x1f)
-            != Some(super::opcodes::service_action::READ_CAPACITY_16))
+        && cdb.get(1).map(|b| b & 0x1f) != Some(super::opcodes::service_action::READ_CAPACITY_16))
 }
 
 /// The logical units one I_T nexus can reach, as REPORT LUNS lists them.
@@ -147,7 +146,11 @@ fn subsidiary_field(endpoint: u16, secondary: u32) -> [u8; 8] {
 /// - other values are reserved: INVALID FIELD IN CDB.
 ///
 /// The header's LUN LIST LENGTH is the whole list's, whatever the allocation length cuts.
-pub fn report_luns(cdb: &[u8], addressed: u64, inventory: &dyn Inventory) -> Result<Vec<u8>, Check> {
+pub fn report_luns(
+    cdb: &[u8],
+    addressed: u64,
+    inventory: &dyn Inventory,
+) -> Result<Vec<u8>, Check> {
     if cdb.len() < 12 {
         return Err(Check::invalid_cdb_field(0, None));
     }
@@ -192,9 +195,7 @@ pub fn report_luns(cdb: &[u8], addressed: u64, inventory: &dyn Inventory) -> Res
                 return Err(bad_select());
             };
             push(unit_field(endpoint, Role::Endpoint));
-            inventory.for_each_subsidiary(Some(endpoint), &mut |e, s| {
-                push(subsidiary_field(e, s))
-            });
+            inventory.for_each_subsidiary(Some(endpoint), &mut |e, s| push(subsidiary_field(e, s)));
         }
         _ => return Err(bad_select()),
     }
@@ -255,10 +256,20 @@ mod tests {
         assert_eq!(listed(0x01, 0).unwrap(), Vec::<[u8; 8]>::new());
         assert_eq!(
             listed(0x02, 0).unwrap(),
-            vec![EP0, PLAIN1, EP256, sub(0, 1), sub(0, 0xff_ffff), sub(256, 16383)]
+            vec![
+                EP0,
+                PLAIN1,
+                EP256,
+                sub(0, 1),
+                sub(0, 0xff_ffff),
+                sub(256, 16383)
+            ]
         );
         assert_eq!(listed(0x10, 0).unwrap(), vec![EP0, EP256]);
-        assert_eq!(listed(0x10, REPORT_LUNS_WLUN_KEY).unwrap(), vec![EP0, EP256]);
+        assert_eq!(
+            listed(0x10, REPORT_LUNS_WLUN_KEY).unwrap(),
+            vec![EP0, EP256]
+        );
         assert_eq!(listed(0x11, 0).unwrap(), vec![EP0, PLAIN1, EP256]);
         assert_eq!(
             listed(0x12, 0).unwrap(),
@@ -274,7 +285,11 @@ mod tests {
         let invalid_select = |r: Result<Vec<[u8; 8]>, Check>| {
             let check = r.expect_err("refused");
             assert_eq!((check.key, check.asc), (0x5, (0x24, 0)));
-            assert_eq!(check.to_fixed_sense()[16..18], [0, 2], "field pointer at byte 2");
+            assert_eq!(
+                check.to_fixed_sense()[16..18],
+                [0, 2],
+                "field pointer at byte 2"
+            );
         };
         // 0x10 and 0x11 go to LUN 0 or the well-known LU; 0x12 to an endpoint.
         invalid_select(listed(0x10, 1));
@@ -304,13 +319,23 @@ mod tests {
 
     #[test]
     fn an_endpoint_refuses_media_access_and_answers_the_rest() {
-        for opcode in [op::READ_10, op::WRITE_16, op::SYNCHRONIZE_CACHE_10, op::UNMAP] {
+        for opcode in [
+            op::READ_10,
+            op::WRITE_16,
+            op::SYNCHRONIZE_CACHE_10,
+            op::UNMAP,
+        ] {
             assert!(endpoint_refuses(&[opcode, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
         }
         // GET LBA STATUS is a SERVICE ACTION IN(16); READ CAPACITY(16) is not refused.
         assert!(endpoint_refuses(&[op::SERVICE_ACTION_IN_16, 0x12]));
         assert!(!endpoint_refuses(&[op::SERVICE_ACTION_IN_16, 0x10]));
-        for opcode in [op::INQUIRY, op::TEST_UNIT_READY, op::REPORT_LUNS, op::READ_CAPACITY_10] {
+        for opcode in [
+            op::INQUIRY,
+            op::TEST_UNIT_READY,
+            op::REPORT_LUNS,
+            op::READ_CAPACITY_10,
+        ] {
             assert!(!endpoint_refuses(&[opcode, 0, 0, 0, 0, 0]));
         }
     }

@@ -402,8 +402,7 @@ impl LogicalUnit {
 
     fn dispatch(&self, task: &ScsiTask) -> Result<Vec<u8>, Check> {
         let cdb = task.cdb;
-        if self.config.role == conglomerate::Role::Endpoint && conglomerate::endpoint_refuses(cdb)
-        {
+        if self.config.role == conglomerate::Role::Endpoint && conglomerate::endpoint_refuses(cdb) {
             return Err(Check::invalid_opcode());
         }
         let command: &Command = opcodes::lookup(cdb, self.thin())?;

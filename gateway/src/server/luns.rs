@@ -364,6 +364,7 @@ pub(super) fn build(
             serial: identity.serial,
             naa_id: identity.naa_id,
             read_only,
+            role: parsed.role(),
             ..LuConfig::for_name(&format!("{}/{lun}", node.iqn))
         };
         map.insert(
@@ -392,6 +393,19 @@ pub(crate) fn from_map(
 ) -> Arc<dyn LunExecutor> {
     Arc::new(DiskLuns {
         map: Arc::new(map),
+        bound: None,
+        target_name: target_name.to_string(),
+        tpgt: portal_group_tag,
+    })
+}
+
+pub(crate) fn shared(
+    target_name: &str,
+    portal_group_tag: u16,
+    map: Arc<LunMap>,
+) -> Arc<dyn LunExecutor> {
+    Arc::new(DiskLuns {
+        map,
         bound: None,
         target_name: target_name.to_string(),
         tpgt: portal_group_tag,

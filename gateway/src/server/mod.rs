@@ -1223,6 +1223,15 @@ pub fn disk_luns(
     luns::from_map(target_name, portal_group_tag, map)
 }
 
+/// [`disk_luns`] over a map shared with the host executors of the same target.
+pub fn disk_luns_shared(
+    target_name: &str,
+    portal_group_tag: u16,
+    map: Arc<crate::disk::LunMap>,
+) -> Arc<dyn LunExecutor> {
+    luns::shared(target_name, portal_group_tag, map)
+}
+
 /// The executor of a host with volumes bound: `map` (the target's LUNs) and `bound`.
 pub fn disk_luns_for_host(
     target_name: &str,

@@ -1,0 +1,497 @@
+//! `bind`, `unbind` and `binding_list`: pool volumes bound for a host through a protocol
+//! endpoint (a LUN whose spec is `endpoint`), each a subsidiary LU at a secondary ID.
+//!
+//! A volume is one logical unit (one NAA, derived from its pool and volume ids) however
+//! many hosts and endpoints it is bound through; it is opened at its first binding and
+//! closed after its last. A bound volume cannot be deleted, nor attached as a plain LUN,
+//! and an endpoint with bindings cannot be detached.
+//!
+//! A bind or unbind is applied to the model in place (a copy of the whole binding table
+//! per change would cost O(bindings)), made durable (its journal record carries the
+//! secondary IDs chosen, so a replay binds the same ones), and undone in place if that
+//! fails; then published. The event loops see the host's new `HostBindings` (a cheap
+//! persistent copy, `crate::conglomerate`) and each nexus of that host reports
+//! REPORTED LUNS DATA HAS CHANGED once. An unbind answers after the commands still
+//! running on a volume it closes have finished (the published configuration no longer
+//! reaches it; the commands in flight hold it) and its data is flushed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use datapath::scsi::lun::{EXTENDED_FLAT_SPACE_MAX, SIMPLE_MAX};
+
+use crate::backend::{LunSpec, Storage};
+use crate::conglomerate::HostBindings;
+use crate::disk::conglomerate::Role;
+use crate::disk::{LogicalUnit, LuConfig};
+
+use super::rpc::{Bind, BindingFilter, ErrorCode, RpcError, Unbind};
+use super::state::BindingState;
+use super::{bad, hex, volumes, Model};
+
+/// The most volumes one `bind` or `unbind` takes (a request line is at most 64 KiB anyway).
+pub const MAX_BATCH: usize = 10_000;
+
+/// How long an unbind waits for the commands in flight on a volume it closes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A pool volume, by canonical pool path and name.
+pub(super) type VolumeKey = (String, String);
+
+/// A volume bound somewhere: its unit and where it is bound.
+#[derive(Clone)]
+pub(super) struct BoundVolume {
+    pub unit: Arc<LogicalUnit>,
+    /// (target, host, endpoint, secondary).
+    pub places: Vec<(String, String, u16, u32)>,
+}
+
+pub(super) fn key(pool: &str, volume: &str) -> VolumeKey {
+    (
+        volumes::canonical(pool).display().to_string(),
+        volume.to_string(),
+    )
+}
+
+fn check_batch(method: &str, volumes: &[String]) -> Result<(), RpcError> {
+    if volumes.is_empty() || volumes.len() > MAX_BATCH {
+        return Err(bad(
+            ErrorCode::InvalidParams,
+            format!(
+                "{method}: give 1 to {MAX_BATCH} volumes, not {}",
+                volumes.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for v in volumes {
+        if !seen.insert(v) {
+            return Err(bad(
+                ErrorCode::InvalidParams,
+                format!("{method}: volume {v} is given twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Opens a volume as a subsidiary LU.
+fn open_volume(pool: &str, volume: &str) -> Result<Arc<LogicalUnit>, RpcError> {
+    let spec = LunSpec {
+        storage: Storage::Pool {
+            path: pool.to_string(),
+            volume: volume.to_string(),
+            size_bytes: None,
+        },
+        options: Default::default(),
+    };
+    let (backend, identity) = spec.open().map_err(|e| {
+        bad(
+            ErrorCode::Backend,
+            format!("bind: volume {volume} of pool {pool}: {e}"),
+        )
+    })?;
+    let config = LuConfig {
+        serial: identity.serial,
+        naa_id: identity.naa_id,
+        role: Role::Subsidiary,
+        ..LuConfig::for_name(&format!("{pool}/{volume}"))
+    };
+    Ok(Arc::new(LogicalUnit::new(backend, config)))
+}
+
+/// What a checked bind will do.
+pub(super) struct BindPlan {
+    /// The call with every secondary ID filled in (what the journal records).
+    pub resolved: Bind,
+    /// Units opened for volumes bound nowhere yet.
+    opened: Vec<(VolumeKey, Arc<LogicalUnit>)>,
+}
+
+/// Checks a bind against the model and chooses its secondary IDs; opens the volumes not
+/// bound yet. Changes nothing.
+pub(super) fn plan_bind(model: &Model, p: Bind) -> Result<BindPlan, RpcError> {
+    check_batch("bind", &p.volumes)?;
+    super::check_name("host", &p.host)?;
+    let target = model
+        .targets
+        .get(&p.target)
+        .ok_or_else(|| bad(ErrorCode::NotFound, format!("bind: no target {}", p.target)))?;
+    let endpoint = u16::try_from(p.endpoint)
+        .ok()
+        .filter(|e| u64::from(*e) <= SIMPLE_MAX);
+    let is_endpoint = endpoint
+        .and_then(|e| target.luns.get(&u64::from(e)))
+        .is_some_and(|lun| lun.unit.config().role == Role::Endpoint);
+    let (Some(endpoint), true) = (endpoint, is_endpoint) else {
+        return Err(bad(
+            ErrorCode::InvalidParams,
+            format!(
+                "bind: LUN {} of {} is not a protocol endpoint (attach one with the backend \"endpoint\")",
+                p.endpoint, p.target
+            ),
+        ));
+    };
+    let host = target.bindings.get(&p.host);
+    let secondaries: Vec<u32> = match &p.secondaries {
+        Some(given) => {
+            if given.len() != p.volumes.len() {
+                return Err(bad(
+                    ErrorCode::InvalidParams,
+                    format!(
+                        "bind: {} secondary IDs for {} volumes",
+                        given.len(),
+                        p.volumes.len()
+                    ),
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for id in given {
+                let free = host.is_none_or(|h| h.get(endpoint, *id as u32).is_none());
+                if *id == 0 || *id > EXTENDED_FLAT_SPACE_MAX || !free || !seen.insert(id) {
+                    return Err(bad(
+                        ErrorCode::InvalidParams,
+                        format!(
+                            "bind: secondary ID {id} is taken, repeated or outside 1 to {EXTENDED_FLAT_SPACE_MAX}"
+                        ),
+                    ));
+                }
+            }
+            given.iter().map(|id| *id as u32).collect()
+        }
+        None => {
+            let first = host.map_or(Some(1), |h| h.next_free(endpoint));
+            let last = first.and_then(|f| f.checked_add(p.volumes.len() as u32 - 1));
+            match (first, last) {
+                (Some(first), Some(last)) if u64::from(last) <= EXTENDED_FLAT_SPACE_MAX => {
+                    (first..=last).collect()
+                }
+                _ => {
+                    return Err(bad(
+                        ErrorCode::Refused,
+                        format!(
+                            "bind: no room for {} more secondary IDs through endpoint {endpoint} for {}",
+                            p.volumes.len(),
+                            p.host
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    let mut opened = Vec::new();
+    for volume in &p.volumes {
+        let k = key(&p.pool, volume);
+        if let Some((t, lun)) = super::attachments(model, &p.pool, volume).first() {
+            return Err(bad(
+                ErrorCode::Refused,
+                format!("bind: volume {volume} is attached as LUN {lun} of {t}; detach it first"),
+            ));
+        }
+        match model.bound.get(&k) {
+            Some(bound) => {
+                if let Some(place) = bound
+                    .places
+                    .iter()
+                    .find(|(t, h, e, _)| *t == p.target && *h == p.host && *e == endpoint)
+                {
+                    return Err(bad(
+                        ErrorCode::AlreadyExists,
+                        format!(
+                            "bind: volume {volume} is bound for {} through endpoint {endpoint} already (secondary ID {})",
+                            p.host, place.3
+                        ),
+                    ));
+                }
+            }
+            None => opened.push((k, open_volume(&p.pool, volume)?)),
+        }
+    }
+    Ok(BindPlan {
+        resolved: Bind {
+            secondaries: Some(secondaries.iter().map(|s| u64::from(*s)).collect()),
+            ..p
+        },
+        opened,
+    })
+}
+
+/// Applies a checked bind in place; returns the answer.
+pub(super) fn apply_bind(model: &mut Model, plan: BindPlan, tpgt: u16) -> Result<Value, RpcError> {
+    let p = plan.resolved;
+    let endpoint = p.endpoint as u16;
+    let secondaries = p.secondaries.clone().unwrap_or_default();
+    for (k, unit) in plan.opened {
+        model.bound_mut().insert(
+            k,
+            BoundVolume {
+                unit,
+                places: Vec::new(),
+            },
+        );
+    }
+    let mut rows = Vec::with_capacity(p.volumes.len());
+    let mut units = Vec::with_capacity(p.volumes.len());
+    for (volume, secondary) in p.volumes.iter().zip(&secondaries) {
+        let secondary = *secondary as u32;
+        let bound = model
+            .bound_mut()
+            .get_mut(&key(&p.pool, volume))
+            .ok_or_else(|| bad(ErrorCode::Internal, "bind: volume not opened"))?;
+        bound
+            .places
+            .push((p.target.clone(), p.host.clone(), endpoint, secondary));
+        units.push((secondary, Arc::clone(&bound.unit)));
+        rows.push(json!({
+            "volume": volume,
+            "secondary": secondary,
+            "lun": lun_text(endpoint, secondary),
+            "naa": hex(&bound.unit.config().naa_id),
+        }));
+    }
+    let entry = model.target_mut(&p.target)?;
+    let host = Arc::make_mut(entry.bindings.entry(p.host.clone()).or_default());
+    for (secondary, unit) in units {
+        host.insert(endpoint, secondary, unit);
+    }
+    entry.rebuild(&p.target, tpgt);
+    Ok(json!({
+        "target": p.target,
+        "endpoint": endpoint,
+        "host": p.host,
+        "bindings": rows,
+    }))
+}
+
+/// The LUN a host addresses a subsidiary by, as `iscsi-ctl` and URLs write it.
+fn lun_text(endpoint: u16, secondary: u32) -> String {
+    format!("{endpoint}:{secondary}")
+}
+
+/// What an unbind took out: the units that lost their last binding.
+pub(super) struct Unbound {
+    pub answer: Value,
+    pub closed: Vec<Arc<LogicalUnit>>,
+    /// To put back if the commit fails.
+    undo: Vec<(VolumeKey, Option<BoundVolume>, String, String, u16, u32)>,
+}
+
+/// Applies an unbind in place (every volume must be bound for the host, through
+/// `endpoint` when given); changes nothing when it fails.
+pub(super) fn apply_unbind(model: &mut Model, p: Unbind, tpgt: u16) -> Result<Unbound, RpcError> {
+    check_batch("unbind", &p.volumes)?;
+    if !model.targets.contains_key(&p.target) {
+        return Err(bad(
+            ErrorCode::NotFound,
+            format!("unbind: no target {}", p.target),
+        ));
+    }
+    // Check every volume first.
+    let mut found = Vec::new();
+    for volume in &p.volumes {
+        let k = key(&p.pool, volume);
+        let places: Vec<(u16, u32)> = model
+            .bound
+            .get(&k)
+            .map(|b| {
+                b.places
+                    .iter()
+                    .filter(|(t, h, e, _)| {
+                        *t == p.target
+                            && *h == p.host
+                            && p.endpoint.is_none_or(|want| u64::from(*e) == want)
+                    })
+                    .map(|(_, _, e, s)| (*e, *s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if places.is_empty() {
+            return Err(bad(
+                ErrorCode::NotFound,
+                format!(
+                    "unbind: volume {volume} is not bound for {} on {}",
+                    p.host, p.target
+                ),
+            ));
+        }
+        found.push((k, places));
+    }
+    let mut rows = Vec::new();
+    let mut closed = Vec::new();
+    let mut undo = Vec::new();
+    let entry = model.target_mut(&p.target)?;
+    let host = Arc::make_mut(entry.bindings.entry(p.host.clone()).or_default());
+    for (k, places) in &found {
+        for (e, s) in places {
+            host.remove(*e, *s);
+            rows.push(json!({"volume": k.1, "endpoint": e, "secondary": s}));
+        }
+    }
+    if host.is_empty() {
+        entry.bindings.remove(&p.host);
+    }
+    entry.rebuild(&p.target, tpgt);
+    for (k, places) in found {
+        let bound = model.bound_mut();
+        let Some(b) = bound.get_mut(&k) else { continue };
+        let before = b.clone();
+        b.places
+            .retain(|(t, h, e, s)| !(*t == p.target && *h == p.host && places.contains(&(*e, *s))));
+        for (e, s) in &places {
+            undo.push((k.clone(), None, p.target.clone(), p.host.clone(), *e, *s));
+        }
+        if b.places.is_empty() {
+            if let Some(gone) = bound.remove(&k) {
+                closed.push(Arc::clone(&gone.unit));
+            }
+            if let Some(last) = undo.last_mut() {
+                last.1 = Some(before);
+            }
+        }
+    }
+    Ok(Unbound {
+        answer: json!({"target": p.target, "host": p.host, "unbound": rows}),
+        closed,
+        undo,
+    })
+}
+
+/// Puts back what [`apply_unbind`] took out (its commit failed).
+pub(super) fn undo_unbind(model: &mut Model, unbound: Unbound, tpgt: u16) {
+    let mut targets = Vec::new();
+    for (k, whole, target, host, e, s) in unbound.undo {
+        if let Some(whole) = whole {
+            model.bound_mut().insert(k.clone(), whole);
+        } else if let Some(b) = model.bound_mut().get_mut(&k) {
+            b.places.push((target.clone(), host.clone(), e, s));
+        }
+        let Some(unit) = model.bound.get(&k).map(|b| Arc::clone(&b.unit)) else {
+            continue;
+        };
+        if let Ok(entry) = model.target_mut(&target) {
+            Arc::make_mut(entry.bindings.entry(host).or_default()).insert(e, s, unit);
+        }
+        targets.push(target);
+    }
+    targets.dedup();
+    for t in targets {
+        if let Ok(entry) = model.target_mut(&t) {
+            entry.rebuild(&t, tpgt);
+        }
+    }
+}
+
+/// Undoes [`apply_bind`] (its commit failed): unbinds what it bound.
+pub(super) fn undo_bind(model: &mut Model, bind: &Bind, tpgt: u16) {
+    let unbind = Unbind {
+        target: bind.target.clone(),
+        host: bind.host.clone(),
+        pool: bind.pool.clone(),
+        volumes: bind.volumes.clone(),
+        endpoint: Some(bind.endpoint),
+    };
+    if let Err(error) = apply_unbind(model, unbind, tpgt) {
+        tracing::error!(%error, "undoing a bind whose commit failed");
+    }
+}
+
+/// Waits until no command runs on the units an unbind closed (the configuration that
+/// reaches them is gone from every event loop), then flushes them.
+pub(super) fn drain(closed: Vec<Arc<LogicalUnit>>) {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    for unit in closed {
+        while Arc::strong_count(&unit) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if Arc::strong_count(&unit) > 1 {
+            tracing::warn!("unbind: commands still hold a volume after 15 s");
+        }
+        if let Err(error) = unit.backend().flush() {
+            tracing::error!(%error, "flushing an unbound volume failed");
+        }
+    }
+}
+
+/// `binding_list`.
+pub(super) fn list(model: &Model, filter: &BindingFilter) -> Value {
+    let rows: Vec<Value> = rows(model)
+        .into_iter()
+        .filter(|b| filter.target.as_ref().is_none_or(|t| *t == b.target))
+        .filter(|b| filter.host.as_ref().is_none_or(|h| *h == b.host))
+        .map(|b| {
+            json!({
+                "target": b.target,
+                "host": b.host,
+                "endpoint": b.endpoint,
+                "secondary": b.secondary,
+                "lun": lun_text(b.endpoint as u16, b.secondary as u32),
+                "pool": b.pool,
+                "volume": b.volume,
+            })
+        })
+        .collect();
+    json!({ "bindings": rows })
+}
+
+/// Every binding, as the state file keeps them (sorted by target, host, endpoint, ID).
+pub(super) fn rows(model: &Model) -> Vec<BindingState> {
+    let mut rows = Vec::new();
+    for ((pool, volume), bound) in model.bound.iter() {
+        for (target, host, endpoint, secondary) in &bound.places {
+            rows.push(BindingState {
+                target: target.clone(),
+                host: host.clone(),
+                endpoint: u64::from(*endpoint),
+                secondary: u64::from(*secondary),
+                pool: pool.clone(),
+                volume: volume.clone(),
+            });
+        }
+    }
+    rows.sort_by(|a, b| {
+        (&a.target, &a.host, a.endpoint, a.secondary).cmp(&(
+            &b.target,
+            &b.host,
+            b.endpoint,
+            b.secondary,
+        ))
+    });
+    rows
+}
+
+/// Restores the bindings of a snapshot (grouped into one bind per target, host, endpoint
+/// and pool).
+pub(super) fn restore(
+    model: &mut Model,
+    rows: Vec<BindingState>,
+    tpgt: u16,
+) -> Result<(), RpcError> {
+    let mut groups: BTreeMap<(String, String, u64, String), Vec<(String, u64)>> = BTreeMap::new();
+    for row in rows {
+        groups
+            .entry((row.target, row.host, row.endpoint, row.pool))
+            .or_default()
+            .push((row.volume, row.secondary));
+    }
+    for ((target, host, endpoint, pool), items) in groups {
+        for chunk in items.chunks(MAX_BATCH) {
+            let bind = Bind {
+                target: target.clone(),
+                endpoint,
+                host: host.clone(),
+                pool: pool.clone(),
+                volumes: chunk.iter().map(|(v, _)| v.clone()).collect(),
+                secondaries: Some(chunk.iter().map(|(_, s)| *s).collect()),
+            };
+            let plan = plan_bind(model, bind)?;
+            apply_bind(model, plan, tpgt)?;
+        }
+    }
+    Ok(())
+}
+
+/// The bindings of a host on a target, for the executor (`TargetEntry::rebuild`).
+pub(super) type HostTable = BTreeMap<String, Arc<HostBindings>>;
