@@ -400,7 +400,15 @@ pub(super) fn undo_bind(model: &mut Model, bind: &Bind, tpgt: u16) {
 
 /// Waits until no command runs on the units an unbind closed (the configuration that
 /// reaches them is gone from every event loop), then flushes them.
-pub(super) fn drain(closed: Vec<Arc<LogicalUnit>>) {
+/// Returns the unbind's answer.
+pub(super) fn drain(unbound: Unbound) -> Value {
+    let Unbound {
+        answer,
+        closed,
+        undo,
+    } = unbound;
+    // The undo record holds the units too.
+    drop(undo);
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     for unit in closed {
         while Arc::strong_count(&unit) > 1 && Instant::now() < deadline {
@@ -413,6 +421,39 @@ pub(super) fn drain(closed: Vec<Arc<LogicalUnit>>) {
             tracing::error!(%error, "flushing an unbound volume failed");
         }
     }
+    answer
+}
+
+/// A journal's bind, replayed: a volume deleted later (after the unbind the journal
+/// also holds: a bound volume cannot be deleted) is skipped, as is its unbind.
+pub(super) fn replay_bind(model: &mut Model, mut p: Bind, tpgt: u16) -> Result<(), RpcError> {
+    let secondaries = p.secondaries.clone().unwrap_or_default();
+    let (mut volumes, mut ids) = (Vec::new(), Vec::new());
+    for (i, volume) in p.volumes.iter().enumerate() {
+        if model.bound.contains_key(&key(&p.pool, volume)) || open_volume(&p.pool, volume).is_ok() {
+            volumes.push(volume.clone());
+            ids.extend(secondaries.get(i).copied());
+        } else {
+            tracing::info!(volume, "replay: a bound volume since deleted is skipped");
+        }
+    }
+    if volumes.is_empty() {
+        return Ok(());
+    }
+    p.volumes = volumes;
+    p.secondaries = (!ids.is_empty()).then_some(ids);
+    let plan = plan_bind(model, p)?;
+    apply_bind(model, plan, tpgt).map(drop)
+}
+
+/// A journal's unbind, replayed (see [`replay_bind`]).
+pub(super) fn replay_unbind(model: &mut Model, mut p: Unbind, tpgt: u16) -> Result<(), RpcError> {
+    p.volumes
+        .retain(|volume| model.bound.contains_key(&key(&p.pool, volume)));
+    if p.volumes.is_empty() {
+        return Ok(());
+    }
+    apply_unbind(model, p, tpgt).map(drop)
 }
 
 /// `binding_list`.
@@ -486,8 +527,7 @@ pub(super) fn restore(
                 volumes: chunk.iter().map(|(v, _)| v.clone()).collect(),
                 secondaries: Some(chunk.iter().map(|(_, s)| *s).collect()),
             };
-            let plan = plan_bind(model, bind)?;
-            apply_bind(model, plan, tpgt)?;
+            replay_bind(model, bind, tpgt)?;
         }
     }
     Ok(())
@@ -495,3 +535,221 @@ pub(super) fn restore(
 
 /// The bindings of a host on a target, for the executor (`TargetEntry::rebuild`).
 pub(super) type HostTable = BTreeMap<String, Arc<HostBindings>>;
+
+#[cfg(test)]
+mod tests {
+    use super::super::rpc::{Call, LunAttach, NewLun, TargetCreate};
+    use super::super::state::StateDir;
+    use super::super::{volumes, Control};
+    use super::*;
+    use crate::disk::Nexus;
+    use datapath::scsi::LunAddress;
+
+    const HOST: &str = "iqn.2026-01.host:a";
+    const OTHER: &str = "iqn.2026-01.host:b";
+    const TARGET: &str = "iqn.2026-01.t:pe";
+
+    fn key(e: u16, s: u32) -> u64 {
+        LunAddress::Subsidiary {
+            endpoint: e,
+            secondary: s,
+        }
+        .key()
+    }
+
+    fn start(state: &std::path::Path) -> Control {
+        let control = Control::new(Some(StateDir::open(state).unwrap()), 1);
+        control.set_volumes(Arc::new(volumes::PoolVolumes::new()));
+        control.load(&[]).unwrap();
+        control
+    }
+
+    fn run(
+        control: &Control,
+        host: &str,
+        lun: u64,
+        cdb: &[u8],
+        len: u32,
+    ) -> crate::session::CommandResult {
+        let live = control.live_targets();
+        let target = live.iter().find(|t| t.name == TARGET).unwrap();
+        let nexus = Nexus {
+            initiator_name: host,
+            isid: [0; 6],
+        };
+        target.executor_for(host).execute(nexus, lun, cdb, &[], len)
+    }
+
+    fn report_luns(select: u8) -> [u8; 12] {
+        let mut cdb = [0u8; 12];
+        cdb[0] = 0xa0;
+        cdb[2] = select;
+        cdb[6..10].copy_from_slice(&4096u32.to_be_bytes());
+        cdb
+    }
+
+    const READ10: [u8; 10] = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+
+    fn asc(result: &crate::session::CommandResult) -> (u8, u8, u8) {
+        (result.sense[2], result.sense[12], result.sense[13])
+    }
+
+    #[test]
+    fn bind_list_refuse_restart_and_unbind() {
+        let dir = std::env::temp_dir().join(format!("gateway-bindings-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = dir.join("pool.img");
+        drop(crate::backend::Pool::create(&pool, 64 << 20).unwrap());
+        let p = pool.display().to_string();
+        let state = dir.join("state");
+        let control = start(&state);
+        for v in ["v1", "v2", "v3"] {
+            control
+                .handle(Call::Volume {
+                    method: "volume_create".into(),
+                    params: json!({"pool": p, "name": v, "size": "4M"}),
+                })
+                .unwrap();
+        }
+        control
+            .handle(Call::TargetCreate(TargetCreate {
+                name: TARGET.into(),
+                alias: None,
+                allowed_initiators: None,
+                chap: None,
+                mutual_chap: None,
+                luns: vec![
+                    NewLun {
+                        lun: 0,
+                        backend: "endpoint".into(),
+                    },
+                    NewLun {
+                        lun: 1,
+                        backend: "ram:1M".into(),
+                    },
+                ],
+            }))
+            .unwrap();
+        let bind = |volumes: &[&str], endpoint: u64| {
+            control.handle(Call::Bind(Bind {
+                target: TARGET.into(),
+                endpoint,
+                host: HOST.into(),
+                pool: p.clone(),
+                volumes: volumes.iter().map(|v| v.to_string()).collect(),
+                secondaries: None,
+            }))
+        };
+        let answer = bind(&["v1", "v2"], 0).unwrap();
+        assert_eq!(answer["bindings"][0]["secondary"], 1, "{answer}");
+        assert_eq!(answer["bindings"][1]["lun"], "0:2", "{answer}");
+        let naa = answer["bindings"][0]["naa"].clone();
+
+        // The host sees the endpoint and both volumes through it; another host nothing.
+        let listed = run(&control, HOST, 0, &report_luns(0x12), 4096);
+        assert_eq!(listed.status, 0);
+        assert_eq!(&listed.data_in[..4], &24u32.to_be_bytes());
+        assert_eq!(&listed.data_in[16..24], &[0, 0, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(run(&control, HOST, key(0, 2), &READ10, 512).status, 0);
+        let other = run(&control, OTHER, key(0, 2), &READ10, 512);
+        assert_eq!(asc(&other), (5, 0x25, 0), "not bound for that host");
+        let listed = run(&control, OTHER, 0, &report_luns(0x12), 4096);
+        assert_eq!(
+            &listed.data_in[..4],
+            &8u32.to_be_bytes(),
+            "the endpoint alone"
+        );
+        // The endpoint itself refuses media access.
+        assert_eq!(asc(&run(&control, HOST, 0, &READ10, 512)), (5, 0x20, 0));
+
+        // Refusals name the problem.
+        let e = bind(&["v1"], 0).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AlreadyExists, "{}", e.message);
+        let e = bind(&["v3"], 1).unwrap_err();
+        assert!(
+            e.message.contains("not a protocol endpoint"),
+            "{}",
+            e.message
+        );
+        let e = bind(&["v3", "v3"], 0).unwrap_err();
+        assert!(e.message.contains("twice"), "{}", e.message);
+        let e = bind(&["nope"], 0).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Backend, "{}", e.message);
+        let e = control
+            .handle(Call::Volume {
+                method: "volume_delete".into(),
+                params: json!({"pool": p, "name": "v1"}),
+            })
+            .unwrap_err();
+        assert!(e.message.contains("bound for"), "{}", e.message);
+        let e = control
+            .handle(Call::LunDetach(super::super::rpc::LunRef {
+                target: TARGET.into(),
+                lun: 0,
+            }))
+            .unwrap_err();
+        assert!(e.message.contains("unbind them first"), "{}", e.message);
+        let e = control
+            .handle(Call::LunAttach(LunAttach {
+                target: TARGET.into(),
+                lun: 5,
+                backend: format!("pool:{p},volume=v2"),
+            }))
+            .unwrap_err();
+        assert!(
+            e.message.contains("bound through an endpoint"),
+            "{}",
+            e.message
+        );
+        drop(control);
+
+        // A restart (journal replay) brings back the same IDs and identities.
+        let control = start(&state);
+        let list = control
+            .handle(Call::BindingList(BindingFilter::default()))
+            .unwrap();
+        assert_eq!(list["bindings"].as_array().unwrap().len(), 2, "{list}");
+        let inquiry = [0x12, 1, 0x83, 0, 255, 0];
+        let vpd = run(&control, HOST, key(0, 1), &inquiry, 255);
+        let naa_text: String = vpd.data_in[8..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(Value::String(naa_text), naa);
+
+        // Unbind: the volume is gone for the host, and can be deleted.
+        control
+            .handle(Call::Unbind(Unbind {
+                target: TARGET.into(),
+                host: HOST.into(),
+                pool: p.clone(),
+                volumes: vec!["v1".into()],
+                endpoint: None,
+            }))
+            .unwrap();
+        assert_eq!(
+            asc(&run(&control, HOST, key(0, 1), &READ10, 512)),
+            (5, 0x25, 0)
+        );
+        assert_eq!(run(&control, HOST, key(0, 2), &READ10, 512).status, 0);
+        control
+            .handle(Call::Volume {
+                method: "volume_delete".into(),
+                params: json!({"pool": p, "name": "v1"}),
+            })
+            .unwrap();
+        drop(control);
+        let control = start(&state);
+        let list = control
+            .handle(Call::BindingList(BindingFilter {
+                target: None,
+                host: Some(HOST.into()),
+            }))
+            .unwrap();
+        assert_eq!(list["bindings"].as_array().unwrap().len(), 1, "{list}");
+        assert_eq!(list["bindings"][0]["volume"], "v2");
+        drop(control);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

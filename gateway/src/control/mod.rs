@@ -462,10 +462,8 @@ impl Control {
                     let call = rpc::parse_call(&record.method, record.params)
                         .map_err(ControlError::Restore)?;
                     let replayed = match call {
-                        Call::Bind(p) => bindings::plan_bind(&model, p)
-                            .and_then(|plan| bindings::apply_bind(&mut model, plan, tpgt))
-                            .map(drop),
-                        Call::Unbind(p) => bindings::apply_unbind(&mut model, p, tpgt).map(drop),
+                        Call::Bind(p) => bindings::replay_bind(&mut model, p, tpgt),
+                        Call::Unbind(p) => bindings::replay_unbind(&mut model, p, tpgt),
                         call => apply_change(&mut model, call, &record.identities, tpgt).map(drop),
                     };
                     replayed.map_err(|e| {
@@ -938,9 +936,7 @@ impl Control {
             return Err(e);
         }
         drop(inner);
-        let answer = unbound.answer.clone();
-        bindings::drain(unbound.closed);
-        Ok(answer)
+        Ok(bindings::drain(unbound))
     }
 
     /// Makes the model (already changed in place) durable, then publishes it.

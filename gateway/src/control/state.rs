@@ -335,6 +335,7 @@ mod tests {
             generation: 3,
             portals: None,
             pools: Vec::new(),
+            bindings: Vec::new(),
             targets: vec![TargetState {
                 name: "iqn.2026-01.t:a".into(),
                 alias: None,
@@ -379,6 +380,7 @@ mod tests {
             portals: None,
             pools: Vec::new(),
             targets: Vec::new(),
+            bindings: Vec::new(),
         };
         store.snapshot(&state).unwrap();
         for generation in 6..=8 {
