@@ -271,12 +271,16 @@ fn lun_text(endpoint: u16, secondary: u32) -> String {
     format!("{endpoint}:{secondary}")
 }
 
+/// One binding an unbind removed: the volume (whole, when this was its last binding),
+/// target, host, endpoint and secondary ID.
+type UndoEntry = (VolumeKey, Option<BoundVolume>, String, String, u16, u32);
+
 /// What an unbind took out: the units that lost their last binding.
 pub(super) struct Unbound {
     pub answer: Value,
     pub closed: Vec<Arc<LogicalUnit>>,
     /// To put back if the commit fails.
-    undo: Vec<(VolumeKey, Option<BoundVolume>, String, String, u16, u32)>,
+    undo: Vec<UndoEntry>,
 }
 
 /// Applies an unbind in place (every volume must be bound for the host, through
@@ -510,7 +514,9 @@ pub(super) fn restore(
     rows: Vec<BindingState>,
     tpgt: u16,
 ) -> Result<(), RpcError> {
-    let mut groups: BTreeMap<(String, String, u64, String), Vec<(String, u64)>> = BTreeMap::new();
+    /// (target, host, endpoint, pool) → (volume, secondary ID).
+    type Groups = BTreeMap<(String, String, u64, String), Vec<(String, u64)>>;
+    let mut groups = Groups::new();
     for row in rows {
         groups
             .entry((row.target, row.host, row.endpoint, row.pool))
