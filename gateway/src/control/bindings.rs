@@ -50,10 +50,12 @@ pub(super) struct BoundVolume {
 }
 
 pub(super) fn key(pool: &str, volume: &str) -> VolumeKey {
-    (
-        volumes::canonical(pool).display().to_string(),
-        volume.to_string(),
-    )
+    (canonical_pool(pool), volume.to_string())
+}
+
+/// The pool's path as volumes are keyed by (one `realpath` per call: batches take it once).
+fn canonical_pool(pool: &str) -> String {
+    volumes::canonical(pool).display().to_string()
 }
 
 fn check_batch(method: &str, volumes: &[String]) -> Result<(), RpcError> {
@@ -183,8 +185,9 @@ pub(super) fn plan_bind(model: &Model, p: Bind) -> Result<BindPlan, RpcError> {
         }
     };
     let mut opened = Vec::new();
+    let canon = canonical_pool(&p.pool);
     for volume in &p.volumes {
-        let k = key(&p.pool, volume);
+        let k = (canon.clone(), volume.clone());
         if let Some((t, lun)) = super::attachments(model, &p.pool, volume).first() {
             return Err(bad(
                 ErrorCode::Refused,
@@ -235,11 +238,12 @@ pub(super) fn apply_bind(model: &mut Model, plan: BindPlan, tpgt: u16) -> Result
     }
     let mut rows = Vec::with_capacity(p.volumes.len());
     let mut units = Vec::with_capacity(p.volumes.len());
+    let canon = canonical_pool(&p.pool);
     for (volume, secondary) in p.volumes.iter().zip(&secondaries) {
         let secondary = *secondary as u32;
         let bound = model
             .bound_mut()
-            .get_mut(&key(&p.pool, volume))
+            .get_mut(&(canon.clone(), volume.clone()))
             .ok_or_else(|| bad(ErrorCode::Internal, "bind: volume not opened"))?;
         bound
             .places
@@ -295,8 +299,9 @@ pub(super) fn apply_unbind(model: &mut Model, p: Unbind, tpgt: u16) -> Result<Un
     }
     // Check every volume first.
     let mut found = Vec::new();
+    let canon = canonical_pool(&p.pool);
     for volume in &p.volumes {
-        let k = key(&p.pool, volume);
+        let k = (canon.clone(), volume.clone());
         let places: Vec<(u16, u32)> = model
             .bound
             .get(&k)
@@ -433,8 +438,10 @@ pub(super) fn drain(unbound: Unbound) -> Value {
 pub(super) fn replay_bind(model: &mut Model, mut p: Bind, tpgt: u16) -> Result<(), RpcError> {
     let secondaries = p.secondaries.clone().unwrap_or_default();
     let (mut volumes, mut ids) = (Vec::new(), Vec::new());
+    let canon = canonical_pool(&p.pool);
     for (i, volume) in p.volumes.iter().enumerate() {
-        if model.bound.contains_key(&key(&p.pool, volume)) || open_volume(&p.pool, volume).is_ok() {
+        let bound = model.bound.contains_key(&(canon.clone(), volume.clone()));
+        if bound || open_volume(&p.pool, volume).is_ok() {
             volumes.push(volume.clone());
             ids.extend(secondaries.get(i).copied());
         } else {
@@ -452,8 +459,9 @@ pub(super) fn replay_bind(model: &mut Model, mut p: Bind, tpgt: u16) -> Result<(
 
 /// A journal's unbind, replayed (see [`replay_bind`]).
 pub(super) fn replay_unbind(model: &mut Model, mut p: Unbind, tpgt: u16) -> Result<(), RpcError> {
+    let canon = canonical_pool(&p.pool);
     p.volumes
-        .retain(|volume| model.bound.contains_key(&key(&p.pool, volume)));
+        .retain(|volume| model.bound.contains_key(&(canon.clone(), volume.clone())));
     if p.volumes.is_empty() {
         return Ok(());
     }
