@@ -741,8 +741,10 @@ fn unescape_colons(text: &str) -> (String, bool) {
     (out, bare_colon)
 }
 
-/// Most files in one job's `filename` list.
-pub const FILENAMES_MAX: usize = 256;
+/// Most files in one job's `filename` list: enough for the thousands of volumes a host
+/// reaches through one protocol endpoint. (A job file line holds 8 KiB and one
+/// command-line argument 128 KiB, about 2,000 URLs of 60 bytes.)
+pub const FILENAMES_MAX: usize = 4096;
 
 /// `filename=`: one target, or fio's `:`-separated list of them (a `:` inside a name escaped
 /// as `\:`). In a list of `iscsi://` URLs, whose colons may also be left bare

@@ -680,6 +680,14 @@ mod tests {
         // Refusals name the problem.
         let e = bind(&["v1"], 0).unwrap_err();
         assert_eq!(e.code, ErrorCode::AlreadyExists, "{}", e.message);
+        let e = control
+            .handle(Call::LunAttach(LunAttach {
+                target: TARGET.into(),
+                lun: 1024,
+                backend: "endpoint".into(),
+            }))
+            .unwrap_err();
+        assert!(e.message.contains("below LUN 1024"), "{}", e.message);
         let e = bind(&["v3"], 1).unwrap_err();
         assert!(
             e.message.contains("not a protocol endpoint"),

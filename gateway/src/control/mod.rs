@@ -251,6 +251,9 @@ impl TargetEntry {
     }
 }
 
+/// Protocol endpoints are LUNs below this (ESXi scans LUNs 0 to 1023 by default).
+pub const ENDPOINT_LUN_LIMIT: u64 = 1024;
+
 /// Opens the LUN `spec` describes, with `identity` when the state directory kept one.
 fn open_lun(
     target: &str,
@@ -276,6 +279,14 @@ fn open_lun(
     if let Some(identity) = &identity {
         spec.options.serial = Some(identity.serial.clone());
         spec.options.naa_id = Some(identity.naa_id);
+    }
+    if spec.role() == crate::disk::conglomerate::Role::Endpoint && lun >= ENDPOINT_LUN_LIMIT {
+        return Err(bad(
+            ErrorCode::InvalidParams,
+            format!(
+                "LUN {lun}: endpoints live below LUN {ENDPOINT_LUN_LIMIT} (hosts such as ESXi scan no further by default)"
+            ),
+        ));
     }
     let (backend, identity) = spec.open().map_err(|e| {
         bad(
