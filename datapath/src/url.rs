@@ -56,7 +56,7 @@ pub enum UrlError {
     Port { url: String, port: String },
     #[error("'{url}': unclosed '[' in an IPv6 host")]
     Bracket { url: String },
-    #[error("'{url}': LUN '{lun}' is not a number")]
+    #[error("'{url}': LUN '{lun}' is not a number nor ENDPOINT:SECONDARY (a subsidiary LU)")]
     Lun { url: String, lun: String },
     #[error(
         "'{url}': unknown argument '{arg}' (known: target_user, target_password, header_digest)"
@@ -98,10 +98,18 @@ impl IscsiUrl {
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         let target = segments.next().map(str::to_string);
         let lun = match segments.next() {
-            Some(l) => Some(l.parse::<u64>().map_err(|_| UrlError::Lun {
-                url: text.to_string(),
-                lun: l.to_string(),
-            })?),
+            // A number, or a subsidiary LU as ENDPOINT:SECONDARY (or a raw 0x field),
+            // carried as the u64 that `Lun::from_u64` turns back into its field.
+            Some(l) => Some(match l.parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => l
+                    .parse::<crate::scsi::Lun>()
+                    .map(|lun| lun.number().unwrap_or(lun.raw()))
+                    .map_err(|_| UrlError::Lun {
+                        url: text.to_string(),
+                        lun: l.to_string(),
+                    })?,
+            }),
             None => None,
         };
         let mut url = IscsiUrl {
@@ -229,6 +237,20 @@ mod tests {
         assert_eq!(url.port, 3261);
         assert_eq!(url.target.as_deref(), Some("iqn.2001-04.com.example:disk"));
         assert_eq!(url.lun, Some(2));
+    }
+
+    #[test]
+    fn a_subsidiary_lu_is_endpoint_colon_secondary() {
+        let url = IscsiUrl::parse("iscsi://127.0.0.1/iqn.x:y/5:16383").unwrap();
+        let lun = crate::scsi::Lun::from_u64(url.lun.unwrap());
+        assert_eq!(Some(lun), crate::scsi::Lun::subsidiary(5, 16383));
+        // What Display prints parses back to the same LU.
+        let again = IscsiUrl::parse(&url.to_string()).unwrap();
+        assert_eq!(again.lun, url.lun);
+        assert!(matches!(
+            IscsiUrl::parse("iscsi://127.0.0.1/iqn.x:y/5:0"),
+            Err(UrlError::Lun { .. })
+        ));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! "this target lacks a command" ([`FORBIDDEN_SKIPS`]) fail the test.
 //!
 //! The SCSI family runs with `--allow-sanitize` against a RAM LUN and against a volume of a
-//! thin pool (`pool:`), and the ReadOnly suite against a `readonly` LUN.
+//! thin pool (`pool:`), and the ReadOnly suite against a `readonly` LUN; the target also
+//! serves a protocol endpoint (LUN 3), which the plain LUNs' runs must not notice.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -114,6 +115,9 @@ fn libiscsi_conformance_suite_passes() {
             2,
             format!("pool:{},volume=conformance,size=64M", pool_path.display()),
         ),
+        // A protocol endpoint beside the plain LUNs: REPORT LUNS lists it (LU_CONG set),
+        // and the plain LUNs must pass as before.
+        (3, "endpoint".to_string()),
     ]);
     // (LUN, family or suite, floor of tests run). The ReadOnly suite needs a write-protected
     // LUN; the pool volume runs the suites that touch its map (the whole family there

@@ -8,7 +8,7 @@ use datapath::client::{Client, ClientError};
 use datapath::scsi::alua::{AluaState, TargetPortGroups};
 use datapath::scsi::probe::{probe_lun, Capacity, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::{
-    self, BlockLimits, Cdb, DeviceIdentification, ReportLuns, Sense, StandardInquiry,
+    self, BlockLimits, Cdb, DeviceIdentification, LunAddress, ReportLuns, Sense, StandardInquiry,
     SupportedVpdPages, UnitSerialNumber,
 };
 use datapath::session::{CommandOutcome, Request};
@@ -242,14 +242,14 @@ pub fn login(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ct
 }
 
 /// REPORT LUNS with a buffer that grows once if the target has more to say.
-fn report_luns(client: &mut Client, lun: u64) -> Result<ReportLuns, CtlError> {
+fn report_luns(client: &mut Client, lun: u64, select: u8) -> Result<ReportLuns, CtlError> {
     let mut alloc = 4096u32;
     loop {
         let data = run(
             client,
             "REPORT LUNS",
             lun,
-            &Cdb::report_luns(0, alloc),
+            &Cdb::report_luns(select, alloc),
             None,
         )?;
         let luns = ReportLuns::decode(&data).map_err(decode_error("REPORT LUNS"))?;
@@ -307,7 +307,16 @@ fn lun_of(url: &IscsiUrl) -> u64 {
     url.lun.unwrap_or(0)
 }
 
-pub fn luns(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), CtlError> {
+/// `iscsi-ctl luns`: REPORT LUNS with `select` sent to the URL's LUN (0 by default), each
+/// LUN decoded (a subsidiary LU of a conglomerate as ENDPOINT:ID, `LunAddress`), then,
+/// with `inquire`, its INQUIRY (LU_CONG shown) and capacity.
+pub fn luns(
+    options: &ConnectOptions,
+    url: &str,
+    select: u8,
+    inquire: bool,
+    out: &Output,
+) -> Result<(), CtlError> {
     let url = IscsiUrl::parse(url)?;
     if url.target.is_none() {
         return Err(CtlError::Url(UrlError::NoTarget {
@@ -315,22 +324,46 @@ pub fn luns(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ctl
         }));
     }
     let mut client = open_client(options, &url)?;
-    let report = report_luns(&mut client, lun_of(&url))?;
+    let started = std::time::Instant::now();
+    let report = report_luns(&mut client, lun_of(&url), select)?;
+    let report_luns_us = started.elapsed().as_micros() as u64;
     let mut rows = Vec::new();
     for lun in &report.luns {
-        let Some(number) = lun.number() else {
-            rows.push(json!({"lun": lun.to_string()}));
-            continue;
+        let (number, mut row) = match lun.address() {
+            Some(LunAddress::Subsidiary {
+                endpoint,
+                secondary,
+            }) => {
+                let address = LunAddress::Subsidiary {
+                    endpoint,
+                    secondary,
+                };
+                let shown = format!("{endpoint}:{secondary}");
+                let row = json!({"lun": shown, "endpoint": endpoint, "secondary": secondary, "field": lun.to_string()});
+                (address.key(), row)
+            }
+            Some(LunAddress::Single(n)) => (u64::from(n), json!({"lun": n})),
+            None => {
+                rows.push(json!({"lun": lun.to_string()}));
+                continue;
+            }
         };
+        if !inquire {
+            rows.push(row);
+            continue;
+        }
         let inquiry = run(&mut client, "INQUIRY", number, &Cdb::inquiry(255), None)
             .and_then(|d| StandardInquiry::decode(&d).map_err(decode_error("INQUIRY")))?;
-        let mut row = json!({
-            "lun": number,
-            "device_type": inquiry.device_type,
-            "device_type_name": inquiry.device_type_name(),
-            "vendor": inquiry.vendor,
-            "product": inquiry.product,
-        });
+        let role = match (inquiry.lu_cong, lun.address()) {
+            (_, Some(LunAddress::Subsidiary { .. })) => "subsidiary",
+            (true, _) => "endpoint",
+            (false, _) => "plain",
+        };
+        row["role"] = json!(role);
+        row["device_type"] = json!(inquiry.device_type);
+        row["device_type_name"] = json!(inquiry.device_type_name());
+        row["vendor"] = json!(inquiry.vendor);
+        row["product"] = json!(inquiry.product);
         if inquiry.device_type == 0 && inquiry.peripheral_qualifier == 0 {
             if let Ok((block_length, blocks, _)) = capacity(&mut client, number) {
                 row["block_length"] = json!(block_length);
@@ -341,7 +374,12 @@ pub fn luns(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ctl
         rows.push(row);
     }
     client.logout()?;
-    let value = json!({ "target": url.target, "luns": rows });
+    let value = json!({
+        "target": url.target,
+        "select_report": select,
+        "report_luns_us": report_luns_us,
+        "luns": rows,
+    });
     out.emit(&value, || {
         let mut text = String::new();
         for row in &rows {
@@ -349,9 +387,17 @@ pub fn luns(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), Ctl
                 .as_u64()
                 .map(|b| format!("  {} ({b} bytes)", human_bytes(b)))
                 .unwrap_or_default();
+            let lun = match &row["lun"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let role = match row["role"].as_str() {
+                Some("plain") | None => String::new(),
+                Some(role) => format!(" [{role}]"),
+            };
             text.push_str(&format!(
-                "LUN {:<4} {:<24} {} {}{size}\n",
-                row["lun"],
+                "LUN {:<9} {:<24} {} {}{size}{role}\n",
+                lun,
                 row["device_type_name"].as_str().unwrap_or("?"),
                 row["vendor"].as_str().unwrap_or(""),
                 row["product"].as_str().unwrap_or(""),

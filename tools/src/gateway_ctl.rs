@@ -52,6 +52,45 @@ enum Verb {
     /// `lun attach TARGET N pool:PATH,volume=NAME`.
     #[command(subcommand)]
     Volume(VolumeVerb),
+    /// Bind pool volumes for a host through a protocol endpoint (a LUN attached with
+    /// the backend `endpoint`); prints each volume's secondary ID and the LUN the host
+    /// uses (ENDPOINT:SECONDARY). Several volumes are one durable commit.
+    Bind {
+        /// Volume names (one batch).
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        #[arg(long)]
+        target: String,
+        /// The endpoint's LUN.
+        #[arg(long)]
+        endpoint: u64,
+        /// The host's initiator name.
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        pool: PathBuf,
+    },
+    /// Unbind pool volumes for a host (after the commands in flight on them finish).
+    Unbind {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        pool: PathBuf,
+        /// Only the bindings through this endpoint.
+        #[arg(long)]
+        endpoint: Option<u64>,
+    },
+    /// List the bindings (of a target and/or a host).
+    Bindings {
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Any method by name with JSON parameters (volume_* go to the volume pool).
     Call {
         method: String,
@@ -473,6 +512,37 @@ impl Verb {
                 Call::PortalRemove(rpc::PortalAddress { address: *address })
             }
             Verb::Volume(verb) => verb.call()?,
+            Verb::Bind {
+                volumes,
+                target,
+                endpoint,
+                host,
+                pool,
+            } => Call::Bind(rpc::Bind {
+                target: target.clone(),
+                endpoint: *endpoint,
+                host: host.clone(),
+                pool: pool_path(pool)?,
+                volumes: volumes.clone(),
+                secondaries: None,
+            }),
+            Verb::Unbind {
+                volumes,
+                target,
+                host,
+                pool,
+                endpoint,
+            } => Call::Unbind(rpc::Unbind {
+                target: target.clone(),
+                host: host.clone(),
+                pool: pool_path(pool)?,
+                volumes: volumes.clone(),
+                endpoint: *endpoint,
+            }),
+            Verb::Bindings { target, host } => Call::BindingList(rpc::BindingFilter {
+                target: target.clone(),
+                host: host.clone(),
+            }),
             Verb::Call { method, params } => {
                 let params: Value = match params {
                     Some(text) => serde_json::from_str(text)
@@ -696,5 +766,49 @@ fn human(call: &Call, result: &Value) -> String {
             })
             .collect(),
         Call::Volume { method, .. } => human_volume(method, result),
+        Call::Bind(p) => result["bindings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                format!(
+                    "{} bound for {} on {}: secondary ID {}, LUN {}, NAA {}\n",
+                    text(&b["volume"]),
+                    p.host,
+                    p.target,
+                    text(&b["secondary"]),
+                    text(&b["lun"]),
+                    text(&b["naa"])
+                )
+            })
+            .collect(),
+        Call::Unbind(p) => result["unbound"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                format!(
+                    "{} unbound for {} (was LUN {}:{})\n",
+                    text(&b["volume"]),
+                    p.host,
+                    text(&b["endpoint"]),
+                    text(&b["secondary"])
+                )
+            })
+            .collect(),
+        Call::BindingList(_) => {
+            let mut out = String::from("TARGET HOST LUN VOLUME POOL\n");
+            for b in result["bindings"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{} {} {} {} {}\n",
+                    text(&b["target"]),
+                    text(&b["host"]),
+                    text(&b["lun"]),
+                    text(&b["volume"]),
+                    text(&b["pool"])
+                ));
+            }
+            out
+        }
     }
 }

@@ -45,7 +45,17 @@ enum Command {
     /// Log in to a target and print the negotiated parameters.
     Login { url: String },
     /// List the LUNs of a target (REPORT LUNS).
-    Luns { url: String },
+    Luns {
+        url: String,
+        /// SELECT REPORT (0x00 all but well-known LUs, 0x02 all with subsidiaries, 0x10
+        /// endpoints, 0x11 endpoints and plain LUs, 0x12 sent to the URL's endpoint LUN:
+        /// it and the volumes bound through it). Two-level LUNs are shown ENDPOINT:ID.
+        #[arg(long, value_parser = parse_number::<u8>, default_value = "0")]
+        select_report: u8,
+        /// List the LUNs only (no INQUIRY or READ CAPACITY of each).
+        #[arg(long)]
+        no_inquiry: bool,
+    },
     /// Show standard INQUIRY data, or a VPD page.
     Inquiry {
         url: String,
@@ -194,7 +204,11 @@ fn main() {
     let result = match &cli.command {
         Command::Discover { portal } => commands::discover(&cli.options, portal, &out),
         Command::Login { url } => commands::login(&cli.options, url, &out),
-        Command::Luns { url } => commands::luns(&cli.options, url, &out),
+        Command::Luns {
+            url,
+            select_report,
+            no_inquiry,
+        } => commands::luns(&cli.options, url, *select_report, !*no_inquiry, &out),
         Command::Inquiry { url, vpd } => commands::inquiry(&cli.options, url, *vpd, &out),
         Command::Readcap { url } => commands::readcap(&cli.options, url, &out),
         Command::Paths { url, paths } => commands::paths(&cli.options, url, paths, &out),

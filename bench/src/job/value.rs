@@ -741,8 +741,10 @@ fn unescape_colons(text: &str) -> (String, bool) {
     (out, bare_colon)
 }
 
-/// Most files in one job's `filename` list.
-pub const FILENAMES_MAX: usize = 256;
+/// Most files in one job's `filename` list: enough for the thousands of volumes a host
+/// reaches through one protocol endpoint. (A job file line holds 8 KiB and one
+/// command-line argument 128 KiB, about 2,000 URLs of 60 bytes.)
+pub const FILENAMES_MAX: usize = 4096;
 
 /// `filename=`: one target, or fio's `:`-separated list of them (a `:` inside a name escaped
 /// as `\:`). In a list of `iscsi://` URLs, whose colons may also be left bare
@@ -885,6 +887,18 @@ mod tests {
         );
         // One URL is one target.
         assert_eq!(parse_targets("iscsi://h/iqn.x:y/3").map(|t| t.len()), Ok(1));
+        // Subsidiary LUs (ENDPOINT:SECONDARY) of one endpoint, bare or escaped.
+        let targets =
+            parse_targets("iscsi://h/iqn.x:y/0:1:iscsi://h/iqn.x:y/0\\:2").expect("two LUs");
+        let subsidiary = |s| datapath::scsi::Lun::subsidiary(0, s).unwrap().raw();
+        assert_eq!(lun(&targets[0]).3, subsidiary(1));
+        assert_eq!(lun(&targets[1]).3, subsidiary(2));
+        // What a report renders parses back to the same LU.
+        let Target::Iscsi(url) = &targets[1] else {
+            unreachable!()
+        };
+        let again = parse_targets(&render_iscsi_url(url)).unwrap();
+        assert_eq!(lun(&again[0]).3, subsidiary(2));
         // Paths split at every bare colon; an escaped one is part of the name.
         assert_eq!(
             parse_targets("/dev/sdb:/dev/sdc\\:x"),

@@ -49,7 +49,7 @@ pub use decode::{
     BlockLimits, DesignatorValue, DeviceIdentification, IdentificationDescriptor, ReadCapacity10,
     ReadCapacity16, ReportLuns, StandardInquiry, SupportedVpdPages, UnitSerialNumber,
 };
-pub use lun::Lun;
+pub use lun::{Lun, LunAddress};
 pub use sense::{
     asc_lookup, asc_name, is_unit_attention, sense_key_name, status_name, Sense, SenseFormat,
     SenseKeySpecific,
@@ -82,7 +82,7 @@ pub enum ScsiError {
         block_length_bytes: u32,
     },
     /// Text that is neither a LUN number nor a raw 16-hex-digit LUN field.
-    #[error("not a LUN: {text:?} (expected a number, or 0x and 16 hex digits)")]
+    #[error("not a LUN: {text:?} (expected a number, 0x and 16 hex digits, or ENDPOINT:SECONDARY with an endpoint up to 16383 and a secondary ID from 1 to 16777215)")]
     InvalidLun { text: String },
     /// A logical block length of zero: no transfer length can be computed from it.
     #[error("logical block length 0 is not valid")]

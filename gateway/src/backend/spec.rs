@@ -26,6 +26,9 @@ pub const LOGICAL_BLOCK_BYTES: u64 = 512;
 /// Where a LUN's blocks live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
+    /// A protocol endpoint (`endpoint`): the administrative LU of a conglomerate, with no
+    /// medium; volumes are bound through it (`crate::conglomerate`).
+    Endpoint,
     Ram {
         size_bytes: u64,
     },
@@ -73,6 +76,23 @@ impl LunSpec {
             spec: spec.chars().take(200).collect(),
         };
         let (base, options) = split_options(spec)?;
+        if base == "endpoint" {
+            if options.grow
+                || options.shared
+                || options.volume.is_some()
+                || options.size_bytes.is_some()
+            {
+                return Err(BackendError::InvalidOption {
+                    option: spec.chars().take(80).collect(),
+                    reason: "an endpoint has no storage: only serial=, naa= and readonly apply"
+                        .into(),
+                });
+            }
+            return Ok(LunSpec {
+                storage: Storage::Endpoint,
+                options,
+            });
+        }
         let (kind, rest) = base.split_once(':').ok_or_else(invalid)?;
         let storage = match kind {
             "ram" => Storage::Ram {
@@ -135,6 +155,14 @@ impl LunSpec {
         Ok(LunSpec { storage, options })
     }
 
+    /// The LU's place in a conglomerate.
+    pub fn role(&self) -> crate::disk::conglomerate::Role {
+        match self.storage {
+            Storage::Endpoint => crate::disk::conglomerate::Role::Endpoint,
+            _ => crate::disk::conglomerate::Role::Plain,
+        }
+    }
+
     /// Opens (or creates) the storage and finds the LU's identity: the one given in the
     /// options, else for a regular file the one stored beside it (made and stored on first
     /// use), else a random one for this run.
@@ -144,6 +172,7 @@ impl LunSpec {
             naa_id: self.options.naa_id,
         };
         match &self.storage {
+            Storage::Endpoint => Ok((Box::new(NullBackend::new(0)), explicit.or_random())),
             Storage::Ram { size_bytes } => {
                 check_memory(*size_bytes)?;
                 Ok((Box::new(RamBackend::new(*size_bytes)), explicit.or_random()))

@@ -11,6 +11,7 @@
 //! Volumes (`volume_*` methods, `pool:` LUNs) belong to the volume pool, which plugs in
 //! through [`VolumeService`]; without one those methods answer "not available".
 
+mod bindings;
 pub mod rpc;
 pub mod socket;
 pub mod state;
@@ -74,6 +75,8 @@ struct TargetEntry {
     chap: Option<Chap>,
     mutual_chap: Option<Chap>,
     luns: BTreeMap<u64, LunEntry>,
+    /// The volumes bound through its endpoints, per host (`bindings`).
+    bindings: bindings::HostTable,
     /// What the event loops run for this target, rebuilt when the target changes.
     live: Arc<LiveTarget>,
 }
@@ -89,6 +92,9 @@ struct Model {
     portals: Option<Vec<std::net::SocketAddr>>,
     /// The volume pools open through the volume methods, by path.
     pools: Vec<String>,
+    /// The volumes bound for hosts (`bindings`), by pool and name. Changed in place by
+    /// binds and unbinds (see `bindings`), shared by the copies other changes make.
+    bound: Arc<BTreeMap<bindings::VolumeKey, bindings::BoundVolume>>,
 }
 
 struct Inner {
@@ -200,6 +206,7 @@ impl TargetEntry {
             chap,
             mutual_chap,
             luns: BTreeMap::new(),
+            bindings: BTreeMap::new(),
             live: Arc::new(LiveTarget::new(
                 name,
                 server::disk_luns(name, tpgt, LunMap::new()),
@@ -216,11 +223,26 @@ impl TargetEntry {
         for (lun, entry) in &self.luns {
             map.insert(*lun, Arc::clone(&entry.unit));
         }
+        let map = Arc::new(map);
+        let hosts = self
+            .bindings
+            .iter()
+            .map(|(host, bound)| {
+                let executor =
+                    server::disk_luns_for_host(name, tpgt, Arc::clone(&map), Arc::clone(bound));
+                let view = server::HostView {
+                    executor,
+                    bindings: Arc::clone(bound),
+                };
+                (host.clone(), view)
+            })
+            .collect();
         let mut live = LiveTarget::new(
             name,
-            server::disk_luns(name, tpgt, map),
+            server::disk_luns_shared(name, tpgt, map),
             self.luns.values().map(|entry| entry.info).collect(),
         );
+        live.hosts = Arc::new(hosts);
         live.alias = self.alias.clone();
         live.chap = credentials(&self.chap);
         live.mutual_chap = credentials(&self.mutual_chap);
@@ -228,6 +250,9 @@ impl TargetEntry {
         self.live = Arc::new(live);
     }
 }
+
+/// Protocol endpoints are LUNs below this (ESXi scans LUNs 0 to 1023 by default).
+pub const ENDPOINT_LUN_LIMIT: u64 = 1024;
 
 /// Opens the LUN `spec` describes, with `identity` when the state directory kept one.
 fn open_lun(
@@ -255,6 +280,14 @@ fn open_lun(
         spec.options.serial = Some(identity.serial.clone());
         spec.options.naa_id = Some(identity.naa_id);
     }
+    if spec.role() == crate::disk::conglomerate::Role::Endpoint && lun >= ENDPOINT_LUN_LIMIT {
+        return Err(bad(
+            ErrorCode::InvalidParams,
+            format!(
+                "LUN {lun}: endpoints live below LUN {ENDPOINT_LUN_LIMIT} (hosts such as ESXi scan no further by default)"
+            ),
+        ));
+    }
     let (backend, identity) = spec.open().map_err(|e| {
         bad(
             ErrorCode::Backend,
@@ -264,6 +297,7 @@ fn open_lun(
     let config = LuConfig {
         serial: identity.serial.clone(),
         naa_id: identity.naa_id,
+        role: spec.role(),
         ..LuConfig::for_name(&format!("{target}/{lun}"))
     };
     let unit = Arc::new(LogicalUnit::new(backend, config));
@@ -336,11 +370,16 @@ impl Model {
                         .collect(),
                 })
                 .collect(),
+            bindings: bindings::rows(self),
         }
     }
 
     fn live_targets(&self) -> Vec<Arc<LiveTarget>> {
         self.targets.values().map(|t| Arc::clone(&t.live)).collect()
+    }
+
+    fn bound_mut(&mut self) -> &mut BTreeMap<bindings::VolumeKey, bindings::BoundVolume> {
+        Arc::make_mut(&mut self.bound)
     }
 
     fn target_mut(&mut self, name: &str) -> Result<&mut TargetEntry, RpcError> {
@@ -421,6 +460,8 @@ impl Control {
                     entry.rebuild(&target.name, tpgt);
                     model.targets.insert(target.name, Arc::new(entry));
                 }
+                bindings::restore(&mut model, state.bindings, tpgt)
+                    .map_err(ControlError::Restore)?;
                 let replayed = changes.len();
                 for (generation, payload) in changes {
                     let record: JournalRecord = serde_json::from_slice(&payload).map_err(|e| {
@@ -431,7 +472,12 @@ impl Control {
                     })?;
                     let call = rpc::parse_call(&record.method, record.params)
                         .map_err(ControlError::Restore)?;
-                    apply_change(&mut model, call, &record.identities, tpgt).map_err(|e| {
+                    let replayed = match call {
+                        Call::Bind(p) => bindings::replay_bind(&mut model, p, tpgt),
+                        Call::Unbind(p) => bindings::replay_unbind(&mut model, p, tpgt),
+                        call => apply_change(&mut model, call, &record.identities, tpgt).map(drop),
+                    };
+                    replayed.map_err(|e| {
                         ControlError::Restore(bad(
                             e.code,
                             format!("replaying change {generation}: {}", e.message),
@@ -569,6 +615,9 @@ impl Control {
                 Ok(json!({ "dropped": dropped }))
             }
             Call::LunStats(p) => self.lun_stats(p),
+            Call::Bind(p) => self.bind(p),
+            Call::Unbind(p) => self.unbind(p),
+            Call::BindingList(filter) => Ok(bindings::list(&self.lock().model, &filter)),
             Call::PortalAdd(p) => self.portal_change(true, p.address),
             Call::PortalRemove(p) => self.portal_change(false, p.address),
             change => self.change(change),
@@ -681,6 +730,19 @@ impl Control {
             _ => Vec::new(),
         };
         if method == "volume_delete" {
+            let bound = match (&pool, &name) {
+                (Some(pool), Some(name)) => inner.model.bound.get(&bindings::key(pool, name)),
+                _ => None,
+            };
+            if let Some(place) = bound.and_then(|b| b.places.first()) {
+                return Err(bad(
+                    ErrorCode::Refused,
+                    format!(
+                        "volume_delete: volume {} is bound for {} through endpoint {} of {} (secondary ID {}); unbind it first",
+                        name.unwrap_or_default(), place.1, place.2, place.0, place.3
+                    ),
+                ));
+            }
             if let Some((target, lun)) = attached.first() {
                 return Err(bad(
                     ErrorCode::Refused,
@@ -844,6 +906,64 @@ impl Control {
             })
             .collect();
         json!({ "generation": inner.model.generation, "targets": targets })
+    }
+
+    /// `bind`: checked, applied in place, committed (undone if that fails), published.
+    fn bind(&self, p: rpc::Bind) -> Result<Value, RpcError> {
+        let tpgt = self.portal_group_tag;
+        let mut inner = self.lock();
+        let plan = bindings::plan_bind(&inner.model, p)?;
+        let resolved = plan.resolved.clone();
+        let answer = bindings::apply_bind(&mut inner.model, plan, tpgt)?;
+        inner.model.generation += 1;
+        let record = JournalRecord {
+            method: "bind".into(),
+            params: serde_json::to_value(&resolved).unwrap_or_default(),
+            identities: Vec::new(),
+        };
+        if let Err(e) = self.commit(&mut inner, &record) {
+            bindings::undo_bind(&mut inner.model, &resolved, tpgt);
+            inner.model.generation -= 1;
+            return Err(e);
+        }
+        Ok(answer)
+    }
+
+    /// `unbind`: applied in place, committed (undone if that fails), published; answered
+    /// once the commands in flight on the volumes it closes are done and flushed.
+    fn unbind(&self, p: rpc::Unbind) -> Result<Value, RpcError> {
+        let tpgt = self.portal_group_tag;
+        let mut inner = self.lock();
+        let record = JournalRecord {
+            method: "unbind".into(),
+            params: serde_json::to_value(&p).unwrap_or_default(),
+            identities: Vec::new(),
+        };
+        let unbound = bindings::apply_unbind(&mut inner.model, p, tpgt)?;
+        inner.model.generation += 1;
+        if let Err(e) = self.commit(&mut inner, &record) {
+            bindings::undo_unbind(&mut inner.model, unbound, tpgt);
+            inner.model.generation -= 1;
+            return Err(e);
+        }
+        drop(inner);
+        Ok(bindings::drain(unbound))
+    }
+
+    /// Makes the model (already changed in place) durable, then publishes it.
+    fn commit(&self, inner: &mut Inner, record: &JournalRecord) -> Result<(), RpcError> {
+        if let Some(dir) = inner.state.as_mut() {
+            persist(dir, &inner.model, record).map_err(|e| {
+                bad(
+                    ErrorCode::Persist,
+                    format!("the change was not made: state not written: {e}"),
+                )
+            })?;
+        }
+        if let Some(controller) = &inner.controller {
+            controller.publish(inner.model.live_targets());
+        }
+        Ok(())
     }
 
     /// A change of the configuration: made on a copy, committed, published, kept.
@@ -1012,6 +1132,19 @@ fn apply_change(
                 json!({ "name": p.name, "luns": luns })
             }
             Call::TargetDelete(p) => {
+                if next
+                    .targets
+                    .get(&p.name)
+                    .is_some_and(|t| !t.bindings.is_empty())
+                {
+                    return Err(bad(
+                        ErrorCode::Refused,
+                        format!(
+                            "target {} has volumes bound through its endpoints; unbind them first",
+                            p.name
+                        ),
+                    ));
+                }
                 let Some(entry) = next.targets.remove(&p.name) else {
                     return Err(bad(ErrorCode::NotFound, format!("no target {}", p.name)));
                 };
@@ -1041,6 +1174,20 @@ fn apply_change(
                 json!({ "name": p.name })
             }
             Call::LunAttach(p) => {
+                if let Ok(LunSpec {
+                    storage: crate::backend::Storage::Pool { path, volume, .. },
+                    ..
+                }) = LunSpec::parse(&p.backend)
+                {
+                    if next.bound.contains_key(&bindings::key(&path, &volume)) {
+                        return Err(bad(
+                            ErrorCode::Refused,
+                            format!(
+                                "volume {volume} is bound through an endpoint; unbind it first"
+                            ),
+                        ));
+                    }
+                }
                 let entry = next.target_mut(&p.target)?;
                 if entry.luns.contains_key(&p.lun) {
                     return Err(bad(
@@ -1062,6 +1209,16 @@ fn apply_change(
             }
             Call::LunDetach(p) => {
                 let entry = next.target_mut(&p.target)?;
+                if let Ok(endpoint) = u16::try_from(p.lun) {
+                    if let Some((host, _)) =
+                        entry.bindings.iter().find(|(_, b)| b.count(endpoint) > 0)
+                    {
+                        return Err(bad(
+                            ErrorCode::Refused,
+                            format!("LUN {} of {} is an endpoint with volumes bound for {host}; unbind them first", p.lun, p.target),
+                        ));
+                    }
+                }
                 let Some(removed) = entry.luns.remove(&p.lun) else {
                     return Err(bad(
                         ErrorCode::NotFound,

@@ -211,6 +211,47 @@ pub struct SessionFilter {
     pub isid: Option<String>,
 }
 
+/// `bind`: volumes of a pool bound for a host through a protocol endpoint (a batch in one
+/// durable commit). `secondaries`, when given, are the IDs to use (one per volume); the
+/// control plane fills them in the journal so a replay binds the same IDs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bind {
+    pub target: String,
+    /// The endpoint's LUN.
+    pub endpoint: u64,
+    /// The host's iSCSI initiator name.
+    pub host: String,
+    /// The pool's path.
+    pub pool: String,
+    pub volumes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondaries: Option<Vec<u64>>,
+}
+
+/// `unbind`: the bindings of these volumes for the host (through `endpoint` only, when
+/// given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unbind {
+    pub target: String,
+    pub host: String,
+    pub pool: String,
+    pub volumes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<u64>,
+}
+
+/// `binding_list`: every binding, or those of a target and/or host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
 /// A method and its typed parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
@@ -227,6 +268,9 @@ pub enum Call {
     PortalRemove(PortalAddress),
     SessionList(TargetFilter),
     SessionDrop(SessionFilter),
+    Bind(Bind),
+    Unbind(Unbind),
+    BindingList(BindingFilter),
     /// `volume_*`: handled by the volume pool when one is configured; the parameters
     /// are the pool's to check.
     Volume {
@@ -250,6 +294,9 @@ pub const METHODS: &[&str] = &[
     "portal_remove",
     "session_list",
     "session_drop",
+    "bind",
+    "unbind",
+    "binding_list",
     "volume_*",
 ];
 
@@ -273,6 +320,9 @@ impl Call {
             Call::PortalRemove(p) => ("portal_remove", v(p)),
             Call::SessionList(p) => ("session_list", v(p)),
             Call::SessionDrop(p) => ("session_drop", v(p)),
+            Call::Bind(p) => ("bind", v(p)),
+            Call::Unbind(p) => ("unbind", v(p)),
+            Call::BindingList(p) => ("binding_list", v(p)),
             Call::Volume { method, params } => return (method.clone(), params.clone()),
         };
         (method.to_string(), params)
@@ -290,6 +340,8 @@ impl Call {
                 | Call::LunDetach(_)
                 | Call::PortalAdd(_)
                 | Call::PortalRemove(_)
+                | Call::Bind(_)
+                | Call::Unbind(_)
         )
     }
 }
@@ -423,6 +475,9 @@ pub fn parse_call(method: &str, params: Value) -> Result<Call, RpcError> {
         "portal_remove" => Call::PortalRemove(typed(method, params)?),
         "session_list" => Call::SessionList(typed(method, params)?),
         "session_drop" => Call::SessionDrop(typed(method, params)?),
+        "bind" => Call::Bind(typed(method, params)?),
+        "unbind" => Call::Unbind(typed(method, params)?),
+        "binding_list" => Call::BindingList(typed(method, params)?),
         volume if volume.starts_with("volume_") => Call::Volume {
             method: volume.to_string(),
             params,

@@ -68,6 +68,21 @@ pub struct State {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<String>,
     pub targets: Vec<TargetState>,
+    /// Volumes bound for hosts through protocol endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<BindingState>,
+}
+
+/// One volume bound for one host through one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingState {
+    pub target: String,
+    pub host: String,
+    pub endpoint: u64,
+    pub secondary: u64,
+    pub pool: String,
+    pub volume: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +335,7 @@ mod tests {
             generation: 3,
             portals: None,
             pools: Vec::new(),
+            bindings: Vec::new(),
             targets: vec![TargetState {
                 name: "iqn.2026-01.t:a".into(),
                 alias: None,
@@ -364,6 +380,7 @@ mod tests {
             portals: None,
             pools: Vec::new(),
             targets: Vec::new(),
+            bindings: Vec::new(),
         };
         store.snapshot(&state).unwrap();
         for generation in 6..=8 {

@@ -9,16 +9,18 @@ pub mod page {
     pub const SUPPORTED_VPD_PAGES: u8 = 0x00;
     pub const UNIT_SERIAL_NUMBER: u8 = 0x80;
     pub const DEVICE_IDENTIFICATION: u8 = 0x83;
+    pub const EXTENDED_INQUIRY_DATA: u8 = 0x86;
     pub const BLOCK_LIMITS: u8 = 0xb0;
     pub const BLOCK_DEVICE_CHARACTERISTICS: u8 = 0xb1;
     pub const LOGICAL_BLOCK_PROVISIONING: u8 = 0xb2;
     pub const THIRD_PARTY_COPY: u8 = super::super::xcopy::THIRD_PARTY_COPY_PAGE;
 }
 
-const SUPPORTED_PAGES: [u8; 7] = [
+const SUPPORTED_PAGES: [u8; 8] = [
     page::SUPPORTED_VPD_PAGES,
     page::UNIT_SERIAL_NUMBER,
     page::DEVICE_IDENTIFICATION,
+    page::EXTENDED_INQUIRY_DATA,
     page::THIRD_PARTY_COPY,
     page::BLOCK_LIMITS,
     page::BLOCK_DEVICE_CHARACTERISTICS,
@@ -136,6 +138,9 @@ impl LogicalUnit {
                 &config.revision,
             );
             data[5] |= 0x08; // 3PC: EXTENDED COPY is supported
+            if config.role.lu_cong() {
+                data[1] |= 0x40; // LU_CONG (SPC-5 6.7.2)
+            }
             data
         } else {
             match page_code {
@@ -148,6 +153,10 @@ impl LogicalUnit {
                 page::DEVICE_IDENTIFICATION => {
                     vpd_page(page_code, &self.device_identification(task))
                 }
+                page::EXTENDED_INQUIRY_DATA => vpd_page(
+                    page_code,
+                    &super::conglomerate::extended_inquiry_body(config.role),
+                ),
                 page::BLOCK_LIMITS => vpd_page(page_code, &self.block_limits()),
                 page::BLOCK_DEVICE_CHARACTERISTICS => {
                     let mut body = [0u8; 0x3c];

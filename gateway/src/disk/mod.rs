@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod block;
+pub mod conglomerate;
 mod gate;
 mod inquiry;
 mod mode;
@@ -77,6 +78,8 @@ pub struct LuConfig {
     /// Write protected by configuration (`readonly` in the LUN spec): MODE SENSE reports
     /// WP and every write fails with DATA PROTECT; MODE SELECT cannot lift it.
     pub read_only: bool,
+    /// Its place in a conglomerate: a plain LU, a protocol endpoint, or a bound volume.
+    pub role: conglomerate::Role,
 }
 
 impl LuConfig {
@@ -95,6 +98,7 @@ impl LuConfig {
             naa_id,
             write_cache: true,
             read_only: false,
+            role: conglomerate::Role::Plain,
         }
     }
 }
@@ -398,6 +402,9 @@ impl LogicalUnit {
 
     fn dispatch(&self, task: &ScsiTask) -> Result<Vec<u8>, Check> {
         let cdb = task.cdb;
+        if self.config.role == conglomerate::Role::Endpoint && conglomerate::endpoint_refuses(cdb) {
+            return Err(Check::invalid_opcode());
+        }
         let command: &Command = opcodes::lookup(cdb, self.thin())?;
         opcodes::check_reserved_bits(command, cdb)?;
         match command.opcode {
@@ -429,7 +436,7 @@ impl LogicalUnit {
             op::ORWRITE_16 => self.orwrite(cdb, task.data_out),
             // REPORT LUNS is in the table so that REPORT SUPPORTED OPERATION CODES lists
             // it; a logical unit on its own reports just LUN 0.
-            op::REPORT_LUNS => report_luns(cdb, [0u64].into_iter()),
+            op::REPORT_LUNS => conglomerate::report_luns(cdb, 0, &SoleUnit(self.config.role)),
             op::EXTENDED_COPY => self.extended_copy(task),
             op::RECEIVE_COPY_RESULTS => self.receive_copy_results(task),
             op::WRITE_ATOMIC_16 => self.write_atomic(cdb, task.data_out),
@@ -486,30 +493,25 @@ fn request_sense(cdb: &[u8], condition: Option<Check>) -> Vec<u8> {
     truncate(data, allocation_length)
 }
 
-/// REPORT LUNS parameter data (SPC-4 6.27) for the given LUN numbers.
-fn report_luns(cdb: &[u8], luns: impl Iterator<Item = u64>) -> Result<Vec<u8>, Check> {
-    let select_report = cdb[2];
-    let allocation_length = be32(cdb, 6);
-    if allocation_length < 16 {
-        return Err(Check::invalid_cdb_field(6, None));
+/// A logical unit on its own, as LUN 0, for REPORT LUNS.
+struct SoleUnit(conglomerate::Role);
+
+impl conglomerate::Inventory for SoleUnit {
+    fn for_each_unit(&self, f: &mut dyn FnMut(u16, conglomerate::Role)) {
+        f(0, self.0)
     }
-    let mut entries = Vec::new();
-    match select_report {
-        // All logical units, or all of them in this "administrative" view: the same here.
-        0x00 | 0x02 => {
-            for lun in luns {
-                entries.extend_from_slice(&datapath::scsi::Lun::from_u64(lun).to_field());
-            }
+    fn for_each_subsidiary(&self, _: Option<u16>, _: &mut dyn FnMut(u16, u32)) {}
+}
+
+/// The single-level units of a map: every key up to 16,383 (subsidiaries are not kept in
+/// a `LunMap`).
+impl conglomerate::Inventory for LunMap {
+    fn for_each_unit(&self, f: &mut dyn FnMut(u16, conglomerate::Role)) {
+        for (lun, unit) in self.units.range(..=datapath::scsi::lun::SIMPLE_MAX) {
+            f(*lun as u16, unit.config.role)
         }
-        // No well-known logical units.
-        0x01 => {}
-        _ => return Err(Check::invalid_cdb_field(2, None)),
     }
-    let mut data = Vec::with_capacity(8 + entries.len());
-    data.extend_from_slice(&(entries.len() as u32).to_be_bytes());
-    data.extend_from_slice(&[0u8; 4]);
-    data.extend_from_slice(&entries);
-    Ok(truncate(data, allocation_length as usize))
+    fn for_each_subsidiary(&self, _: Option<u16>, _: &mut dyn FnMut(u16, u32)) {}
 }
 
 /// REPORT SUPPORTED OPERATION CODES (SPC-4 6.35).
@@ -691,7 +693,7 @@ impl LunMap {
             let command = opcodes::lookup(task.cdb, false)
                 .and_then(|command| opcodes::check_reserved_bits(command, task.cdb));
             return ScsiResult::from_outcome(
-                command.and_then(|()| report_luns(task.cdb, self.luns())),
+                command.and_then(|()| conglomerate::report_luns(task.cdb, lun, self)),
             );
         }
         if let Some(lu) = self.get(lun) {

@@ -5,6 +5,12 @@
 //!   them by REPORT LUNS (SPC-4 6.33);
 //! - CAPACITY DATA HAS CHANGED (2Ah/09h) on a LUN whose capacity changed.
 //!
+//! - REPORTED LUNS DATA HAS CHANGED once to the nexus (not per LUN) when the volumes bound
+//!   for its host through the target's protocol endpoints change: with thousands of
+//!   subsidiary LUs a condition per LU would be thousands of reports; the host learns
+//!   of the change from the first command after it, whatever LU it addresses, and
+//!   rescans with REPORT LUNS (which clears it).
+//!
 //! A pending condition is reported once, as CHECK CONDITION with UNIT ATTENTION, to the
 //! next command for that LUN other than INQUIRY, REPORT LUNS and REQUEST SENSE (SAM-5
 //! 5.14), and then cleared. One connection is one nexus here (MaxConnections=1). No I/O.
@@ -30,6 +36,8 @@ pub(crate) struct Attentions {
     /// (LUN, ASC/ASCQ), oldest first. Bounded: at most [`KINDS_PER_LUN`] per LUN of the
     /// target, since establishing a condition already pending does nothing.
     pending: Vec<(u64, (u8, u8))>,
+    /// REPORTED LUNS DATA HAS CHANGED for the whole nexus (bindings changed).
+    bindings_changed: bool,
 }
 
 impl Attentions {
@@ -59,6 +67,12 @@ impl Attentions {
         }
     }
 
+    /// The volumes bound for this nexus's host changed: the next command (any LU)
+    /// reports REPORTED LUNS DATA HAS CHANGED, once.
+    pub(crate) fn handle_bindings_change(&mut self) {
+        self.bindings_changed = true;
+    }
+
     fn establish(&mut self, lun: u64, asc: (u8, u8)) {
         if !self.pending.contains(&(lun, asc)) {
             debug_assert!(self.pending.iter().filter(|(l, _)| *l == lun).count() < KINDS_PER_LUN);
@@ -69,7 +83,7 @@ impl Attentions {
     /// The sense data of the unit attention this command must end with instead of
     /// running, if any (the condition is then cleared).
     pub(crate) fn take_for(&mut self, lun: u64, cdb: &[u8]) -> Option<Vec<u8>> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.bindings_changed {
             return None;
         }
         match cdb.first().copied() {
@@ -77,7 +91,15 @@ impl Attentions {
             Some(REPORT_LUNS) => {
                 self.pending
                     .retain(|(_, asc)| *asc != REPORTED_LUNS_DATA_HAS_CHANGED);
+                self.bindings_changed = false;
                 None
+            }
+            Some(_) if self.bindings_changed => {
+                self.bindings_changed = false;
+                // The same condition pending per LUN would be a second report of it.
+                self.pending
+                    .retain(|(_, asc)| *asc != REPORTED_LUNS_DATA_HAS_CHANGED);
+                Some(Check::new(UNIT_ATTENTION, REPORTED_LUNS_DATA_HAS_CHANGED).to_fixed_sense())
             }
             Some(_) => {
                 let at = self.pending.iter().position(|(l, _)| *l == lun)?;
@@ -145,6 +167,23 @@ mod tests {
         // A unit replaced at the same number is a new inventory, not a capacity change.
         ua.handle_change(&[info(1, 2, 16)], &[info(1, 3, 32)]);
         assert_eq!(ua.pending(), &[(1, REPORTED_LUNS_DATA_HAS_CHANGED)]);
+    }
+
+    #[test]
+    fn a_bindings_change_is_reported_once_to_the_nexus_on_any_lun() {
+        let mut ua = Attentions::default();
+        ua.handle_bindings_change();
+        ua.handle_bindings_change();
+        assert_eq!(ua.take_for(0, &[INQUIRY, 0, 0, 0, 36, 0]), None);
+        // A subsidiary LU's key: the report goes to whichever LU the command addresses.
+        let sense = ua.take_for(1 << 32, &READ10).expect("reported");
+        assert_eq!((sense[2], sense[12], sense[13]), (0x6, 0x3f, 0x0e));
+        assert_eq!(ua.take_for(1 << 32, &READ10), None, "once");
+        assert_eq!(ua.take_for(0, &READ10), None, "once per nexus, not per LU");
+        // REPORT LUNS clears it before any other command sees it.
+        ua.handle_bindings_change();
+        assert_eq!(ua.take_for(0, &[REPORT_LUNS; 12]), None);
+        assert_eq!(ua.take_for(0, &READ10), None);
     }
 
     #[test]

@@ -115,6 +115,9 @@ pub struct Connection {
     executor: Option<Arc<dyn LunExecutor>>,
     /// The LUNs of the target logged in to, as last seen (for unit attentions).
     target_luns: Vec<LunInfo>,
+    /// The volumes bound for this host on that target, as last seen: a configuration
+    /// with other bindings announces REPORTED LUNS DATA HAS CHANGED once to the nexus.
+    bindings: Option<Arc<crate::conglomerate::HostBindings>>,
     attentions: Attentions,
     /// Deferred commands' start, for their latency: (command, unit, kind, write bytes,
     /// start).
@@ -192,6 +195,7 @@ impl Connection {
             luns,
             executor: None,
             target_luns: Vec::new(),
+            bindings: None,
             attentions: Attentions::default(),
             timings: Vec::new(),
             samples: Vec::new(),
@@ -549,7 +553,9 @@ impl Connection {
         if self.executor.is_none() {
             if let Some(target) = self.session.target() {
                 if let Some(live) = self.luns.iter().find(|t| t.name == target.name) {
-                    self.executor = Some(Arc::clone(&live.executor));
+                    let initiator = self.session.initiator_name();
+                    self.executor = Some(Arc::clone(live.executor_for(initiator)));
+                    self.bindings = live.bindings_for(initiator).cloned();
                     self.target_luns = live.luns.clone();
                 }
             }
@@ -709,7 +715,17 @@ impl Connection {
         }
         if self.executor.is_some() {
             self.attentions.handle_change(&self.target_luns, &live.luns);
-            self.executor = Some(Arc::clone(&live.executor));
+            let bindings = live.bindings_for(initiator);
+            let same_bindings = match (&self.bindings, bindings) {
+                (Some(old), Some(new)) => Arc::ptr_eq(old, new),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same_bindings {
+                self.attentions.handle_bindings_change();
+            }
+            self.bindings = bindings.cloned();
+            self.executor = Some(Arc::clone(live.executor_for(initiator)));
             self.target_luns = live.luns.clone();
         }
     }

@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
+use datapath::scsi::LunAddress;
+
 use crate::backend::{LunSpec, Storage};
+use crate::conglomerate::HostBindings;
+use crate::disk::conglomerate::{self, Inventory, Role};
 use crate::disk::opcodes::op;
 use crate::disk::{
     self, data_out_length, IoKind, LogicalUnit, LuConfig, LunMap, Plan, ScsiResult, ScsiTask,
@@ -14,14 +18,87 @@ use crate::session::CommandResult;
 
 use super::{BlockingJob, FileIo, LunExecutor, ServerError, Submission, TargetNodeConfig};
 
-/// The LUNs of one target node and the port identity they report.
+/// The LUNs of one target node and the port identity they report; for a host with
+/// bound volumes, also the subsidiary LUs bound for it (one executor per such host, over
+/// the same map).
 struct DiskLuns {
-    map: LunMap,
+    map: Arc<LunMap>,
+    bound: Option<Arc<HostBindings>>,
     target_name: String,
     tpgt: u16,
 }
 
+impl Inventory for DiskLuns {
+    fn for_each_unit(&self, f: &mut dyn FnMut(u16, Role)) {
+        self.map.for_each_unit(f)
+    }
+    fn for_each_subsidiary(&self, endpoint: Option<u16>, f: &mut dyn FnMut(u16, u32)) {
+        if let Some(bound) = &self.bound {
+            bound.for_each(endpoint, |e, s, _| f(e, s));
+        }
+    }
+}
+
 impl DiskLuns {
+    /// The unit `lun` (a [`LunAddress::key`]) names: a single-level LUN of the map, or a
+    /// volume bound for this host through an endpoint of the map.
+    fn unit(&self, lun: u64) -> Option<&Arc<LogicalUnit>> {
+        if lun <= datapath::scsi::lun::SIMPLE_MAX {
+            return self.map.get(lun);
+        }
+        let Some(LunAddress::Subsidiary {
+            endpoint,
+            secondary,
+        }) = LunAddress::from_key(lun)
+        else {
+            return None;
+        };
+        let endpoint_unit = self.map.get(u64::from(endpoint))?;
+        if endpoint_unit.config().role != Role::Endpoint {
+            return None;
+        }
+        self.bound.as_ref()?.get(endpoint, secondary)
+    }
+
+    /// Every unit this executor reaches (for nexus events, resets and flushes).
+    fn for_each_unit(&self, mut f: impl FnMut(u64, &Arc<LogicalUnit>)) {
+        for lun in self.map.luns() {
+            if let Some(unit) = self.map.get(lun) {
+                f(lun, unit);
+            }
+        }
+        if let Some(bound) = &self.bound {
+            bound.for_each(None, |endpoint, secondary, unit| {
+                let key = LunAddress::Subsidiary {
+                    endpoint,
+                    secondary,
+                }
+                .key();
+                f(key, unit)
+            });
+        }
+    }
+
+    /// REPORT LUNS and missing units are answered at once; others run on their unit.
+    fn run(&self, lun: u64, task: &ScsiTask) -> ScsiResult {
+        if task.cdb.first() == Some(&op::REPORT_LUNS) {
+            return report_luns(task, lun, self);
+        }
+        match self.unit(lun) {
+            Some(unit) => unit.execute(task),
+            None => self.map.execute(lun, task),
+        }
+    }
+
+    fn plan(&self, lun: u64, task: &ScsiTask) -> Plan {
+        if task.cdb.first() == Some(&op::REPORT_LUNS) {
+            return Plan::Done(report_luns(task, lun, self));
+        }
+        match self.unit(lun) {
+            Some(unit) => unit.plan(task),
+            None => self.map.plan(lun, task),
+        }
+    }
     /// Section 11.4.5.1 residuals for writes: the initiator may send more or less
     /// Data-Out than the CDB asks for. Only the CDB's amount is written; with less, a
     /// WRITE is cut to the whole blocks that came (the rest is an overflow). COMPARE AND
@@ -39,7 +116,7 @@ impl DiskLuns {
         data_out_len: usize,
         cdb_buf: &'a mut Vec<u8>,
     ) -> (&'a [u8], usize, Option<u32>) {
-        let block_size = self.map.get(lun).map(|lu| lu.block_size());
+        let block_size = self.unit(lun).map(|lu| lu.block_size());
         let wanted = block_size.and_then(|b| data_out_length(cdb, b));
         if cdb.first() == Some(&op::COMPARE_AND_WRITE) {
             return (cdb, data_out_len, wanted);
@@ -109,9 +186,7 @@ impl LunExecutor for DiskLuns {
         let mut cdb_buf = Vec::new();
         let (cdb, used, wanted) = self.trim(lun, cdb, data_out.len(), &mut cdb_buf);
         let data_out = data_out.get(..used).unwrap_or(data_out);
-        let result = self
-            .map
-            .execute(lun, &self.task(nexus, cdb, data_out, expected_data_in_len));
+        let result = self.run(lun, &self.task(nexus, cdb, data_out, expected_data_in_len));
         command_result(result, wanted)
     }
 
@@ -123,7 +198,7 @@ impl LunExecutor for DiskLuns {
         mut data_out: Vec<u8>,
         expected_data_in_len: u32,
     ) -> Submission {
-        let Some(unit) = self.map.get(lun) else {
+        let Some(unit) = self.unit(lun) else {
             return Submission::Done(self.execute(
                 nexus,
                 lun,
@@ -135,10 +210,7 @@ impl LunExecutor for DiskLuns {
         let mut cdb_buf = Vec::new();
         let (cdb, used, wanted) = self.trim(lun, cdb, data_out.len(), &mut cdb_buf);
         let data = data_out.get(..used).unwrap_or(&data_out);
-        match self
-            .map
-            .plan(lun, &self.task(nexus, cdb, data, expected_data_in_len))
-        {
+        match self.plan(lun, &self.task(nexus, cdb, data, expected_data_in_len)) {
             Plan::Done(result) => Submission::Done(command_result(result, wanted)),
             Plan::Blocking => {
                 data_out.truncate(used);
@@ -186,7 +258,7 @@ impl LunExecutor for DiskLuns {
         data_out: Vec<u8>,
         expected_data_in_len: u32,
     ) -> Submission {
-        let Some(unit) = self.map.get(lun) else {
+        let Some(unit) = self.unit(lun) else {
             return self.submit(
                 nexus.nexus().command_nexus(),
                 lun,
@@ -239,40 +311,28 @@ impl LunExecutor for DiskLuns {
     }
 
     fn nexus_joined(&self, nexus: &Nexus) {
-        for lun in self.map.luns() {
-            if let Some(unit) = self.map.get(lun) {
-                unit.reservations().nexus_joined(nexus);
-            }
-        }
+        self.for_each_unit(|_, unit| unit.reservations().nexus_joined(nexus));
     }
 
     fn nexus_lost(&self, nexus: &Nexus) {
-        for lun in self.map.luns() {
-            if let Some(unit) = self.map.get(lun) {
-                unit.reservations().nexus_lost(nexus);
-            }
-        }
+        self.for_each_unit(|_, unit| unit.reservations().nexus_lost(nexus));
     }
 
     fn reset(&self, lun: Option<u64>, kind: ResetKind) {
-        for number in self.map.luns() {
+        self.for_each_unit(|number, unit| {
             if lun.is_none_or(|l| l == number) {
-                if let Some(unit) = self.map.get(number) {
-                    unit.reservations().reset(kind);
-                }
+                unit.reservations().reset(kind);
             }
-        }
+        });
         tracing::info!(target = %self.target_name, ?lun, ?kind, "reset");
     }
 
     fn flush(&self) {
-        for lun in self.map.luns() {
-            if let Some(lu) = self.map.get(lun) {
-                if let Err(error) = lu.backend().flush() {
-                    tracing::error!(target = %self.target_name, lun, %error, "flush failed");
-                }
+        self.for_each_unit(|lun, unit| {
+            if let Err(error) = unit.backend().flush() {
+                tracing::error!(target = %self.target_name, lun, %error, "flush failed");
             }
-        }
+        });
     }
 }
 
@@ -304,6 +364,7 @@ pub(super) fn build(
             serial: identity.serial,
             naa_id: identity.naa_id,
             read_only,
+            role: parsed.role(),
             ..LuConfig::for_name(&format!("{}/{lun}", node.iqn))
         };
         map.insert(
@@ -314,13 +375,54 @@ pub(super) fn build(
     Ok(from_map(&node.iqn, portal_group_tag, map))
 }
 
+/// REPORT LUNS as the addressed nexus sees the target (`conglomerate::report_luns`).
+fn report_luns(task: &ScsiTask, lun: u64, inventory: &dyn Inventory) -> ScsiResult {
+    let checked = crate::disk::opcodes::lookup(task.cdb, false)
+        .and_then(|command| crate::disk::opcodes::check_reserved_bits(command, task.cdb))
+        .and_then(|()| conglomerate::report_luns(task.cdb, lun, inventory));
+    match checked {
+        Ok(data) => ScsiResult::good(data),
+        Err(check) => ScsiResult::check_condition(&check),
+    }
+}
+
 pub(crate) fn from_map(
     target_name: &str,
     portal_group_tag: u16,
     map: LunMap,
 ) -> Arc<dyn LunExecutor> {
     Arc::new(DiskLuns {
+        map: Arc::new(map),
+        bound: None,
+        target_name: target_name.to_string(),
+        tpgt: portal_group_tag,
+    })
+}
+
+pub(crate) fn shared(
+    target_name: &str,
+    portal_group_tag: u16,
+    map: Arc<LunMap>,
+) -> Arc<dyn LunExecutor> {
+    Arc::new(DiskLuns {
         map,
+        bound: None,
+        target_name: target_name.to_string(),
+        tpgt: portal_group_tag,
+    })
+}
+
+/// The executor of one host that has volumes bound: the target's `map` (shared with the
+/// other hosts' executors) and the host's `bound` units.
+pub(crate) fn for_host(
+    target_name: &str,
+    portal_group_tag: u16,
+    map: Arc<LunMap>,
+    bound: Arc<HostBindings>,
+) -> Arc<dyn LunExecutor> {
+    Arc::new(DiskLuns {
+        map,
+        bound: Some(bound),
         target_name: target_name.to_string(),
         tpgt: portal_group_tag,
     })

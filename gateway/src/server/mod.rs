@@ -37,6 +37,8 @@ use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetS
 
 pub use blocking::BlockingJob;
 pub use checks::LUN_NUMBER_LIMIT;
+
+use crate::conglomerate::HostBindings;
 pub use connection::{CloseReason, Connection, ConnectionLimits};
 pub use lun_stats::LunCounters;
 
@@ -366,6 +368,13 @@ pub fn next_unit_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// One host's view of a target with volumes bound for it ([`LiveTarget::hosts`]).
+#[derive(Clone)]
+pub struct HostView {
+    pub executor: Arc<dyn LunExecutor>,
+    pub bindings: Arc<HostBindings>,
+}
+
 /// One target node as the event loops see it: what its logins check, and its LUNs.
 #[derive(Clone)]
 pub struct LiveTarget {
@@ -377,6 +386,10 @@ pub struct LiveTarget {
     pub executor: Arc<dyn LunExecutor>,
     /// By LUN number, ascending.
     pub luns: Vec<LunInfo>,
+    /// The hosts (initiator names) with volumes bound through its endpoints: each has its
+    /// own executor (the same LUNs plus its subsidiary LUs) and its bindings, which a
+    /// connection compares across configurations to announce a change.
+    pub hosts: Arc<std::collections::BTreeMap<String, HostView>>,
     /// What logins see of it, made once per target value (see [`LiveTarget::new`]).
     session_node: std::sync::OnceLock<Arc<TargetNode>>,
 }
@@ -401,8 +414,21 @@ impl LiveTarget {
             allowed_initiators: None,
             executor,
             luns,
+            hosts: Arc::default(),
             session_node: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The executor for commands of `initiator`: its own when it has volumes bound.
+    pub fn executor_for(&self, initiator: &str) -> &Arc<dyn LunExecutor> {
+        self.hosts
+            .get(initiator)
+            .map_or(&self.executor, |host| &host.executor)
+    }
+
+    /// The volumes bound for `initiator`, if any.
+    pub fn bindings_for(&self, initiator: &str) -> Option<&Arc<HostBindings>> {
+        self.hosts.get(initiator).map(|host| &host.bindings)
     }
 
     /// A target with the settings of `node` (its LUN specs aside) over `executor`.
@@ -1195,6 +1221,25 @@ pub fn disk_luns(
     map: crate::disk::LunMap,
 ) -> Arc<dyn LunExecutor> {
     luns::from_map(target_name, portal_group_tag, map)
+}
+
+/// [`disk_luns`] over a map shared with the host executors of the same target.
+pub fn disk_luns_shared(
+    target_name: &str,
+    portal_group_tag: u16,
+    map: Arc<crate::disk::LunMap>,
+) -> Arc<dyn LunExecutor> {
+    luns::shared(target_name, portal_group_tag, map)
+}
+
+/// The executor of a host with volumes bound: `map` (the target's LUNs) and `bound`.
+pub fn disk_luns_for_host(
+    target_name: &str,
+    portal_group_tag: u16,
+    map: Arc<crate::disk::LunMap>,
+    bound: Arc<HostBindings>,
+) -> Arc<dyn LunExecutor> {
+    luns::for_host(target_name, portal_group_tag, map, bound)
 }
 
 mod luns;

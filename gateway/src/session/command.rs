@@ -291,7 +291,17 @@ impl TargetSession {
             );
             return Ok(());
         }
-        let lun = Lun::from_field(h.lun).number().unwrap_or(u64::MAX);
+        // The LU's key: a single-level number, or a subsidiary LU's canonical two-level
+        // field (`LunAddress::key`); any other form keeps its raw field, which names no
+        // unit (the REPORT LUNS well-known LU answers REPORT LUNS only).
+        let lun = Lun::from_field(h.lun)
+            .address()
+            .map(|address| address.key())
+            .unwrap_or_else(|| match Lun::from_field(h.lun).raw() {
+                // A raw value that low would look like a single-level number.
+                raw if raw <= 0xffff => u64::MAX,
+                raw => raw,
+            });
         let edtl = h.expected_data_transfer_length;
         let params = self.params.clone();
         if !h.write && data.len() > 0 {

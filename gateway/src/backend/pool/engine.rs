@@ -96,6 +96,9 @@ struct Control {
     journal_at: u64,
     sequence: u64,
     volumes: BTreeMap<u32, VolumeRecord>,
+    /// `volumes` by name: a pool of tens of thousands of volumes (bound through protocol
+    /// endpoints) finds one without a scan.
+    by_name: HashMap<String, u32>,
     next_volume_id: u32,
     /// Volumes exported right now (one LUN each).
     open: HashSet<u32>,
@@ -281,6 +284,7 @@ impl Engine {
                 superblock,
                 journal_at,
                 sequence,
+                by_name: volumes.values().map(|v| (v.name.clone(), v.id)).collect(),
                 volumes,
                 next_volume_id,
                 open: HashSet::new(),
@@ -742,7 +746,7 @@ impl Engine {
     pub fn create_volume(&self, name: &str, size_bytes: u64) -> Result<u32, PoolError> {
         check_volume(name, size_bytes)?;
         self.volume_operation(|control, _, _| {
-            if control.volumes.values().any(|v| v.name == name) {
+            if control.by_name.contains_key(name) {
                 return Err(PoolError::VolumeExists(name.to_string()));
             }
             let record = VolumeRecord {
@@ -751,6 +755,7 @@ impl Engine {
                 name: name.to_string(),
             };
             control.next_volume_id += 1;
+            control.by_name.insert(record.name.clone(), record.id);
             control.volumes.insert(record.id, record.clone());
             Ok((record.id, Record::CreateVolume(record), Vec::new()))
         })
@@ -779,7 +784,7 @@ impl Engine {
         let max_entries = self.layout.max_entries();
         self.volume_operation(|control, stripes, refcounts| {
             let source = find(control, source)?.clone();
-            if control.volumes.values().any(|v| v.name == name) {
+            if control.by_name.contains_key(name) {
                 return Err(PoolError::VolumeExists(name.to_string()));
             }
             let record = VolumeRecord {
@@ -804,6 +809,7 @@ impl Engine {
                 stripes[stripe_of(key)].map.insert(key, entry);
             }
             control.next_volume_id += 1;
+            control.by_name.insert(record.name.clone(), record.id);
             control.volumes.insert(record.id, record.clone());
             Ok((
                 record.id,
@@ -831,7 +837,9 @@ impl Engine {
                     volume != id
                 });
             }
-            control.volumes.remove(&id);
+            if let Some(gone) = control.volumes.remove(&id) {
+                control.by_name.remove(&gone.name);
+            }
             Ok(((), Record::DeleteVolume { id }, decrefs))
         })
     }
@@ -856,11 +864,8 @@ impl Engine {
     }
 
     pub fn volume(&self, name: &str) -> Option<VolumeRecord> {
-        lock(&self.control)
-            .volumes
-            .values()
-            .find(|v| v.name == name)
-            .cloned()
+        let control = lock(&self.control);
+        find(&control, name).ok().cloned()
     }
 
     pub fn list_volumes(&self) -> Vec<VolumeInfo> {
@@ -1000,9 +1005,9 @@ fn check_volume(name: &str, size_bytes: u64) -> Result<(), PoolError> {
 
 fn find<'a>(control: &'a Control, name: &str) -> Result<&'a VolumeRecord, PoolError> {
     control
-        .volumes
-        .values()
-        .find(|v| v.name == name)
+        .by_name
+        .get(name)
+        .and_then(|id| control.volumes.get(id))
         .ok_or_else(|| PoolError::NoVolume(name.to_string()))
 }
 

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Protocol endpoints with thousands of bound volumes (issue 18's goals), through the tools
+# users run: a release iscsi-gateway (--control-socket, --state-dir on the disk of
+# $STATE_PARENT, so the journal's fdatasync is real) with one pool, a target with an
+# endpoint at LUN 0 and a plain pool volume at LUN 1, then:
+#   1. $SINGLE binds of one volume each (one RPC, one durable commit each): p50/p99/max;
+#   2. the rest up to $BINDINGS bindings for one host through the endpoint in batches of
+#      1,000 (one RPC, one commit each): per-batch time;
+#   3. REPORT LUNS with SELECT REPORT 0x12 at the endpoint listing them all, as
+#      `iscsi-ctl luns --select-report 0x12 --no-inquiry` times it (report_luns_us: the
+#      command alone, the 512 KiB answer included), median of 5;
+#   4. 4 KiB random reads at 32 in flight for $SECONDS_IO s with iscsi-bench: one job over
+#      $SPREAD volumes of the endpoint (a filename list, file_service_type=random) beside
+#      the same job on the plain LUN (the anchor, same pool, same session kind), twice,
+#      alternating; IOPS ratio;
+#   5. the spread job again while another host's volumes are bound and unbound as fast as
+#      the control plane takes them (one volume per RPC): binds+unbinds per second reached
+#      and the job's p99 completion latency beside the quiet run's.
+# The machine is shared: figures are noisy. Not for CI.
+# Usage: scripts/bench-endpoints.sh [bindings, default 65536]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BINDINGS=${1:-65536}
+SINGLE=${SINGLE:-2000}
+SPREAD=${SPREAD:-1000}
+SECONDS_IO=${SECONDS_IO:-10}
+STORM_VOLUMES=${STORM_VOLUMES:-200}
+STATE_PARENT=${STATE_PARENT:-$PWD/target}
+TARGET=iqn.2026-12.bench:endpoints
+HOST=iqn.2026-12.bench:esx-a
+OTHER=iqn.2026-12.bench:esx-b
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+cargo build --release -q -p gateway -p tools -p bench
+gateway=$PWD/target/release/iscsi-gateway
+ctl=$PWD/target/release/iscsi-ctl
+bench=$PWD/target/release/iscsi-bench
+
+mkdir -p "$STATE_PARENT"
+work=$(mktemp -d "$STATE_PARENT/bench-endpoints.XXXXXX")
+gateway_pid=""
+cleanup() {
+  if [ -n "$gateway_pid" ]; then kill "$gateway_pid" 2>/dev/null || true; wait "$gateway_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(free_port)
+"$gateway" pool create "$work/pool.img" 8G >/dev/null
+"$gateway" --portal "127.0.0.1:$port" --threads 2 --control-socket "$work/control.sock" \
+  --state-dir "$work/state" >"$work/gateway.log" 2>&1 &
+gateway_pid=$!
+for _ in $(seq 200); do
+  grep -q "target ready" "$work/gateway.log" 2>/dev/null && break
+  sleep 0.05
+done
+grep -q "target ready" "$work/gateway.log" || { cat "$work/gateway.log" >&2; exit 1; }
+
+# Steps 1 and 2 on one control connection; prints "key value" lines.
+python3 - "$work/control.sock" "$work/pool.img" "$BINDINGS" "$SINGLE" "$STORM_VOLUMES" \
+  "$TARGET" "$HOST" >"$work/control.out" <<'EOF'
+import json, socket, sys, time
+path, pool, total, single, storm, target, host = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+f = s.makefile("rwb")
+n = 0
+def call(method, params):
+    global n
+    n += 1
+    f.write((json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}) + "\n").encode())
+    f.flush()
+    answer = json.loads(f.readline())
+    if "error" in answer:
+        sys.exit(f"{method}: {answer['error']}")
+    return answer["result"]
+t0 = time.perf_counter()
+for i in range(total):
+    call("volume_create", {"pool": pool, "name": f"v{i}", "size": "64M"})
+for i in range(storm):
+    call("volume_create", {"pool": pool, "name": f"s{i}", "size": "64M"})
+call("volume_create", {"pool": pool, "name": "plain", "size": "64M"})
+print(f"volume_create_s {time.perf_counter() - t0:.1f}")
+call("target_create", {"name": target, "luns": [
+    {"lun": 0, "backend": "endpoint"},
+    {"lun": 1, "backend": f"pool:{pool},volume=plain"}]})
+times = []
+for i in range(single):
+    t = time.perf_counter()
+    call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": [f"v{i}"]})
+    times.append((time.perf_counter() - t) * 1000)
+times.sort()
+q = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))]
+print(f"single_p50_ms {q(times, 0.5):.3f}")
+print(f"single_p99_ms {q(times, 0.99):.3f}")
+print(f"single_max_ms {times[-1]:.3f}")
+batches = []
+i = single
+while i < total:
+    names = [f"v{j}" for j in range(i, min(total, i + 1000))]
+    t = time.perf_counter()
+    call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": names})
+    if len(names) == 1000:
+        batches.append((time.perf_counter() - t) * 1000)
+    i += len(names)
+batches.sort()
+if batches:
+    print(f"batch_p50_ms {q(batches, 0.5):.1f}")
+    print(f"batch_max_ms {batches[-1]:.1f}")
+    print(f"batches {len(batches)}")
+listed = call("binding_list", {"host": host})
+print(f"bound {len(listed['bindings'])}")
+EOF
+cat "$work/control.out" >&2
+val() { awk -v k="$1" '$1 == k { print $2 }' "$work/control.out"; }
+
+# The disk's floor for one commit: pwrite + fdatasync of a preallocated file beside the
+# state directory (what the journal does per bind).
+floor=$(python3 - "$work/floor" "$SINGLE" <<'EOF'
+import os, sys, time
+path, rounds = sys.argv[1], int(sys.argv[2])
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+os.write(fd, b"\0" * (4 << 20))
+os.fsync(fd)
+times = []
+for n in range(rounds):
+    t0 = time.perf_counter()
+    os.pwrite(fd, b"x" * 300, (n * 512) % (4 << 20))
+    os.fdatasync(fd)
+    times.append((time.perf_counter() - t0) * 1000)
+times.sort()
+print(f"{times[len(times) // 2]:.3f} / {times[min(len(times) - 1, int(0.99 * len(times)))]:.3f}")
+EOF
+)
+
+# Step 3.
+reports=()
+for _ in 1 2 3 4 5; do
+  out=$("$ctl" --json --initiator-name "$HOST" luns --select-report 0x12 --no-inquiry \
+    "iscsi://127.0.0.1:$port/$TARGET/0")
+  reports+=("$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["report_luns_us"], len(d["luns"]))' <<<"$out")")
+done
+report_us=$(printf '%s\n' "${reports[@]}" | sort -n | awk 'NR == 3 { print $1 }')
+report_count=$(printf '%s\n' "${reports[@]}" | awk 'NR == 1 { print $2 }')
+
+# Step 4: one job each, on the command line (a job file line holds at most 8 KiB; the
+# list of 1,000 URLs is about 55 KiB).
+common=(--ioengine=iscsi "--initiator_name=$HOST" --rw=randread --bs=4k --iodepth=32
+  "--runtime=$SECONDS_IO" --time_based=1)
+plain_args=(--name=plain "--filename=iscsi://127.0.0.1:$port/$TARGET/1")
+spread_list=$(for i in $(seq 1 "$SPREAD"); do
+  printf 'iscsi://127.0.0.1:%s/%s/0:%s\n' "$port" "$TARGET" "$i"
+done | paste -sd: -)
+spread_args=(--name=spread --file_service_type=random "--filename=$spread_list")
+
+run_job() { # run_job ARGS... -> "iops p99_us"
+  "$bench" --output-format=json "${common[@]}" "$@" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["jobs"][0]["read"]
+p = d["clat_ns"]["percentile"]
+print("%.0f %.0f" % (d["iops"], p["99.000000"] / 1000))'
+}
+
+read -r plain1 plain1_p99 <<<"$(run_job "${plain_args[@]}")"
+read -r spread1 spread1_p99 <<<"$(run_job "${spread_args[@]}")"
+read -r plain2 plain2_p99 <<<"$(run_job "${plain_args[@]}")"
+read -r spread2 spread2_p99 <<<"$(run_job "${spread_args[@]}")"
+
+# Step 5: the storm beside the spread job.
+python3 - "$work/control.sock" "$work/pool.img" "$STORM_VOLUMES" "$TARGET" "$OTHER" \
+  "$((SECONDS_IO + 2))" >"$work/storm.out" <<'EOF' &
+import json, socket, sys, time
+path, pool, volumes, target, host, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6])
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+f = s.makefile("rwb")
+n = 0
+def call(method, params):
+    global n
+    n += 1
+    f.write((json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}) + "\n").encode())
+    f.flush()
+    answer = json.loads(f.readline())
+    if "error" in answer:
+        sys.exit(f"{method}: {answer['error']}")
+done = 0
+t0 = time.perf_counter()
+while time.perf_counter() - t0 < seconds:
+    name = f"s{done % volumes}"
+    call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": [name]})
+    call("unbind", {"target": target, "host": host, "pool": pool, "volumes": [name]})
+    done += 2
+print(f"{done / (time.perf_counter() - t0):.0f}")
+EOF
+storm_pid=$!
+sleep 1
+read -r storm_iops storm_p99 <<<"$(run_job "${spread_args[@]}")"
+wait "$storm_pid"
+storm_rate=$(cat "$work/storm.out")
+
+ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
+spread_best=$(( spread1 > spread2 ? spread1 : spread2 ))
+plain_best=$(( plain1 > plain2 ? plain1 : plain2 ))
+quiet_p99=$(( spread1_p99 < spread2_p99 ? spread1_p99 : spread2_p99 ))
+
+echo
+echo "| figure | value | goal |"
+echo "|---|---|---|"
+echo "| volumes bound to one endpoint for one host | $(val bound) | 65,536 |"
+echo "| REPORT LUNS 0x12 with all of them (LUNs listed, median of 5) | ${report_us} µs ($report_count) | < 10 ms |"
+echo "| bind of one volume, durable commit included: p50 / p99 / max ($SINGLE binds) | $(val single_p50_ms) / $(val single_p99_ms) / $(val single_max_ms) ms | p99 < 2 ms |"
+echo "| the disk's floor: pwrite + fdatasync p50 / p99 | $floor ms | |"
+echo "| 1,000 binds in one call: median / max ($(val batches) batches) | $(val batch_p50_ms) / $(val batch_max_ms) ms | < 100 ms |"
+echo "| 4 KiB random read IOPS, $SPREAD volumes of the endpoint (two runs) | $spread1, $spread2 | |"
+echo "| 4 KiB random read IOPS, one plain LUN (anchor, two runs) | $plain1, $plain2 | |"
+echo "| ratio spread / plain (best runs) | $(ratio "$spread_best" "$plain_best") | >= 0.90 |"
+echo "| bind+unbind storm on another host: operations per second reached | $storm_rate | 10,000 |"
+echo "| spread p99 latency quiet (best) / during the storm | $quiet_p99 / $storm_p99 µs | within 10% |"
+echo "| spread IOPS during the storm | $storm_iops | |"
