@@ -11,6 +11,7 @@ pub mod backend;
 pub mod config;
 pub mod control;
 pub mod disk;
+pub mod portal;
 pub mod reservation;
 pub mod server;
 pub mod session;

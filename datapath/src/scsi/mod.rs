@@ -32,6 +32,7 @@
 //! formats means "not reported".
 #![forbid(unsafe_code)]
 
+pub mod alua;
 mod bytes;
 pub mod cdb;
 pub mod decode;

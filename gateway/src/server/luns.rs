@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{LunSpec, Storage};
+use crate::backend::{LunSpec, SharedWord, Storage};
 use crate::disk::opcodes::op;
 use crate::disk::{
     self, data_out_length, IoKind, LogicalUnit, LuConfig, LunMap, Plan, ScsiResult, ScsiTask,
@@ -293,11 +293,19 @@ pub(super) fn build(
         let read_only = parsed.options.readonly;
         // APTPL state lives beside a file's storage (PATH.pr); RAM and null units lose
         // their contents at restart anyway, and refuse APTPL.
-        let reservations = match &parsed.storage {
+        let mut reservations = match &parsed.storage {
             Storage::File { path, .. } => LuReservations::persistent(format!("{path}.pr").into())
                 .map_err(|e| lun_error(e.to_string()))?,
             _ => LuReservations::new(),
         };
+        // A file other gateways export too is one LU reached through several
+        // processes: a reset through any of them reaches the nexuses of all (PATH.resets).
+        if let (Storage::File { path, .. }, true) = (&parsed.storage, parsed.options.shared) {
+            let resets = format!("{path}.resets");
+            let word = SharedWord::open(&resets)
+                .map_err(|e| lun_error(format!("mapping {resets}: {e}")))?;
+            reservations = reservations.with_peer_resets(word);
+        }
         // The identity belongs to the storage (see `backend::identity`), not to the target
         // name and LUN number, which are the same on every gateway started with defaults.
         let config = LuConfig {
