@@ -21,6 +21,7 @@ use super::attention::Attentions;
 use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
 use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
 use crate::reservation::{Nexus, NexusView, ResetKind};
+use crate::portal::{AluaGroups, PortalLoad};
 
 /// Largest AHS accepted (the field allows 1020 bytes).
 const MAX_AHS_LEN: usize = 1024;
@@ -142,6 +143,12 @@ pub struct Connection {
     /// Until the first byte arrives: when the connection is closed for silence.
     first_byte_deadline: Option<Instant>,
     accepted_at: Instant,
+    /// The portal it came in on (its session is counted there once logged in).
+    portal: Option<Arc<PortalLoad>>,
+    counted_on_portal: bool,
+    /// The ALUA states: commands meet the own port group's state, and REPORT TARGET
+    /// PORT GROUPS is answered from it.
+    alua: Option<Arc<AluaGroups>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -164,6 +171,9 @@ impl Drop for Connection {
     fn drop(&mut self) {
         if let (Some(executor), Some(view)) = (&self.executor, &self.nexus) {
             executor.nexus_lost(view.nexus());
+        }
+        if let (true, Some(portal)) = (self.counted_on_portal, &self.portal) {
+            portal.session_left();
         }
     }
 }
@@ -206,7 +216,17 @@ impl Connection {
             input_held: false,
             first_byte_deadline: Some(now + limits.first_pdu_timeout),
             accepted_at: now,
+            portal: None,
+            counted_on_portal: false,
+            alua: None,
         }
+    }
+
+    /// The portal the connection came in on and the ALUA states its commands meet.
+    pub fn with_port(mut self, portal: Option<Arc<PortalLoad>>, alua: Arc<AluaGroups>) -> Self {
+        self.portal = portal;
+        self.alua = Some(alua);
+        self
     }
 
     /// Output this connection owes its initiator: encoded bytes not yet handed to the
@@ -520,6 +540,10 @@ impl Connection {
                         executor.nexus_joined(&nexus);
                     }
                     self.nexus = Some(NexusView::new(nexus));
+                    if let Some(portal) = &self.portal {
+                        portal.session_joined();
+                        self.counted_on_portal = true;
+                    }
                 }
                 // Applied before the Task Management response is sent (the caller fills
                 // the output after collecting events).
@@ -567,6 +591,10 @@ impl Connection {
             let Some(command) = self.session.poll_command() else {
                 break;
             };
+            if let Some(result) = self.port_answer(&command.cdb) {
+                self.session.complete_command(command.id, result);
+                continue;
+            }
             if let Some(sense) = self.attentions.take_for(command.lun, &command.cdb) {
                 let result = CommandResult {
                     status: 0x02,
@@ -633,6 +661,28 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// What the target port answers itself (`crate::portal::alua`): REPORT TARGET PORT
+    /// GROUPS, and NOT READY for medium access while the own port group is in standby,
+    /// unavailable or transitioning. One atomic load per command otherwise.
+    fn port_answer(&self, cdb: &[u8]) -> Option<CommandResult> {
+        let alua = self.alua.as_deref()?;
+        if let Some(data) = alua.report(cdb) {
+            return Some(CommandResult {
+                status: 0,
+                sense: Vec::new(),
+                data_in: data,
+                data_out_wanted: None,
+            });
+        }
+        let check = alua.refusal(cdb)?;
+        Some(CommandResult {
+            status: 0x02,
+            sense: check.to_fixed_sense(),
+            data_in: Vec::new(),
+            data_out_wanted: None,
+        })
     }
 
     /// The unit behind `lun` on the target logged in to.

@@ -79,10 +79,12 @@ impl DiskLuns {
     }
 }
 
+/// One gateway process is one target port and one ALUA target port group, both numbered
+/// by its portal group tag (`crate::portal`).
 fn port_info(target_name: &str, tpgt: u16) -> TargetPortInfo<'_> {
     TargetPortInfo {
-        relative_port_id: 1,
-        target_port_group: 0,
+        relative_port_id: tpgt.max(1),
+        target_port_group: tpgt,
         target_name,
         tpgt,
     }
@@ -263,6 +265,14 @@ impl LunExecutor for DiskLuns {
             }
         }
         tracing::info!(target = %self.target_name, ?lun, ?kind, "reset");
+    }
+
+    fn announce(&self, asc: (u8, u8)) {
+        for lun in self.map.luns() {
+            if let Some(unit) = self.map.get(lun) {
+                unit.reservations().announce(asc);
+            }
+        }
     }
 
     fn flush(&self) {
