@@ -11,6 +11,8 @@
 //! Volumes (`volume_*` methods, `pool:` LUNs) belong to the volume pool, which plugs in
 //! through [`VolumeService`]; without one those methods answer "not available".
 
+mod array;
+pub mod array_rpc;
 pub mod rpc;
 pub mod socket;
 pub mod state;
@@ -518,16 +520,9 @@ impl Control {
             Call::TargetList => Ok(self.target_list()),
             Call::PortalList => {
                 let inner = self.lock();
-                let portals: Vec<Value> = inner
-                    .controller
-                    .as_ref()
-                    .map(|c| c.portals())
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|addr| json!({"address": addr.to_string(), "group_tag": self.portal_group_tag}))
-                    .collect();
-                Ok(json!({ "portals": portals }))
+                Ok(array::portal_list(inner.controller.as_ref(), self.portal_group_tag))
             }
+            Call::Array(call) => self.array_call(call),
             Call::SessionList(filter) => {
                 let inner = self.lock();
                 let sessions: Vec<Value> = inner
@@ -544,6 +539,7 @@ impl Control {
                             "target": s.target,
                             "peer": s.peer.to_string(),
                             "tsih": s.tsih,
+                            "portal": s.portal.to_string(),
                         })
                     })
                     .collect();

@@ -233,6 +233,8 @@ pub enum Call {
         method: String,
         params: Value,
     },
+    /// Portals, the virtual portal, drain and rebalance, ALUA (`array_rpc`).
+    Array(super::array_rpc::ArrayCall),
 }
 
 /// Every method name, for "method not found" and `--help`.
@@ -251,6 +253,14 @@ pub const METHODS: &[&str] = &[
     "session_list",
     "session_drop",
     "volume_*",
+    "portal_set",
+    "portal_drain",
+    "portal_resume",
+    "portal_rebalance",
+    "virtual_portal_add",
+    "redirect_set",
+    "alua_list",
+    "alua_set",
 ];
 
 impl Call {
@@ -274,6 +284,10 @@ impl Call {
             Call::SessionList(p) => ("session_list", v(p)),
             Call::SessionDrop(p) => ("session_drop", v(p)),
             Call::Volume { method, params } => return (method.clone(), params.clone()),
+            Call::Array(call) => {
+                let (method, params) = call.to_method_params();
+                return (method.to_string(), params);
+            }
         };
         (method.to_string(), params)
     }
@@ -423,6 +437,10 @@ pub fn parse_call(method: &str, params: Value) -> Result<Call, RpcError> {
         "portal_remove" => Call::PortalRemove(typed(method, params)?),
         "session_list" => Call::SessionList(typed(method, params)?),
         "session_drop" => Call::SessionDrop(typed(method, params)?),
+        array if super::array_rpc::ARRAY_METHODS.contains(&array) => Call::Array(
+            super::array_rpc::ArrayCall::parse(array, params)
+                .unwrap_or_else(|| Err(RpcError::new(ErrorCode::MethodNotFound, array)))?,
+        ),
         volume if volume.starts_with("volume_") => Call::Volume {
             method: volume.to_string(),
             params,
