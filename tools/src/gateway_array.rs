@@ -81,11 +81,9 @@ impl ArrayPortalVerb {
             ArrayPortalVerb::Resume { address } => {
                 ArrayCall::PortalResume(array_rpc::Address { address: *address })
             }
-            ArrayPortalVerb::Rebalance { deadline } => {
-                ArrayCall::Rebalance(array_rpc::Rebalance {
-                    deadline_s: *deadline,
-                })
-            }
+            ArrayPortalVerb::Rebalance { deadline } => ArrayCall::Rebalance(array_rpc::Rebalance {
+                deadline_s: *deadline,
+            }),
             ArrayPortalVerb::Virtual { address } => {
                 ArrayCall::VirtualPortalAdd(array_rpc::Address { address: *address })
             }
@@ -178,10 +176,9 @@ pub fn human(call: &ArrayCall, result: &Value) -> String {
         ArrayCall::VirtualPortalAdd(_) => {
             format!("virtual portal listening on {}\n", text(&result["address"]))
         }
-        ArrayCall::RedirectSet(_) => format!(
-            "virtual portal logins: {}\n",
-            text(&result["redirect"])
-        ),
+        ArrayCall::RedirectSet(_) => {
+            format!("virtual portal logins: {}\n", text(&result["redirect"]))
+        }
         ArrayCall::AluaList | ArrayCall::AluaSet(_) => {
             let mut out = format!("{:>6} {:<22} {}\n", "GROUP", "STATE", "PORTS");
             for g in result["groups"].as_array().cloned().unwrap_or_default() {

@@ -208,7 +208,8 @@ pub fn parse_port_groups(data: &[u8]) -> Result<Vec<PortGroup>, AluaError> {
         };
         let id = u16::from_be_bytes([descriptor[2], descriptor[3]]);
         let code = descriptor[0] & 0x0f;
-        let state = AccessState::from_code(code).ok_or(AluaError::UnknownState { group: id, code })?;
+        let state =
+            AccessState::from_code(code).ok_or(AluaError::UnknownState { group: id, code })?;
         let count = usize::from(descriptor[7]);
         let ports_end = at + 8 + 4 * count;
         if ports_end > end {
@@ -276,7 +277,10 @@ mod tests {
         for state in AccessState::ALL {
             assert_eq!(state.name().parse::<AccessState>(), Ok(state));
         }
-        assert!("activeish".parse::<AccessState>().unwrap_err().contains("activeish"));
+        assert!("activeish"
+            .parse::<AccessState>()
+            .unwrap_err()
+            .contains("activeish"));
     }
 
     #[test]

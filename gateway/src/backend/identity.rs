@@ -252,7 +252,8 @@ mod tests {
 
     #[test]
     fn gateways_starting_together_on_one_shared_file_agree_on_its_identity() {
-        let dir = std::env::temp_dir().join(format!("gateway-identity-race-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("gateway-identity-race-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("shared.img").display().to_string();
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
@@ -269,7 +270,10 @@ mod tests {
             .into_iter()
             .map(|t| t.join().unwrap().unwrap())
             .collect();
-        assert!(identities.windows(2).all(|w| w[0] == w[1]), "{identities:?}");
+        assert!(
+            identities.windows(2).all(|w| w[0] == w[1]),
+            "{identities:?}"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok())

@@ -67,7 +67,9 @@ impl SharedWord {
             seen: AtomicU64::new(0),
             path: path.to_string(),
         };
-        shared.seen.store(shared.word().load(Ordering::Acquire), Ordering::Relaxed);
+        shared
+            .seen
+            .store(shared.word().load(Ordering::Acquire), Ordering::Relaxed);
         Ok(shared)
     }
 
@@ -143,7 +145,11 @@ mod tests {
         let c = SharedWord::open(path).unwrap();
         assert_eq!(b.take_change(), None, "nothing announced yet");
         a.announce(3);
-        assert_eq!(a.take_change(), None, "the announcer has seen its own change");
+        assert_eq!(
+            a.take_change(),
+            None,
+            "the announcer has seen its own change"
+        );
         assert_eq!(b.take_change(), Some(3));
         assert_eq!(b.take_change(), None, "taken once");
         a.announce(1);

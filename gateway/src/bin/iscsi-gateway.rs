@@ -50,7 +50,12 @@ struct Args {
     virtual_portal: Option<SocketAddr>,
     /// How the virtual portal answers: temporary (0x0101), permanent (0x0102) or accept
     /// (carry sessions itself).
-    #[arg(long, value_name = "KIND", default_value = "temporary", requires = "virtual_portal")]
+    #[arg(
+        long,
+        value_name = "KIND",
+        default_value = "temporary",
+        requires = "virtual_portal"
+    )]
     redirect: gateway::portal::RedirectKind,
     /// ADDR=WEIGHT: a real portal's share of the sessions (default 1; 0 takes none).
     #[arg(long = "portal-weight", value_name = "ADDR=WEIGHT", value_parser = gateway::portal::parse_weight)]

@@ -114,8 +114,7 @@ impl Control {
     /// Runs one array method.
     pub(super) fn array_call(&self, call: ArrayCall) -> Result<Value, RpcError> {
         let controller = self.controller()?;
-        let no_portal =
-            |addr: SocketAddr| bad(ErrorCode::NotFound, format!("no portal {addr}"));
+        let no_portal = |addr: SocketAddr| bad(ErrorCode::NotFound, format!("no portal {addr}"));
         match call {
             ArrayCall::PortalSet(p) => {
                 if let Some(weight) = p.weight {

@@ -101,7 +101,9 @@ impl ArrayCall {
             "portal_set" => typed(method, params).map(ArrayCall::PortalSet),
             "portal_drain" => typed::<PortalDrain>(method, params).and_then(|p| {
                 if p.deadline_s == Some(0) {
-                    Err(invalid("portal_drain: deadline_s must be at least 1".into()))
+                    Err(invalid(
+                        "portal_drain: deadline_s must be at least 1".into(),
+                    ))
                 } else {
                     Ok(ArrayCall::PortalDrain(p))
                 }
@@ -109,7 +111,9 @@ impl ArrayCall {
             "portal_resume" => typed(method, params).map(ArrayCall::PortalResume),
             "portal_rebalance" => typed::<Rebalance>(method, params).and_then(|p| {
                 if p.deadline_s == Some(0) {
-                    Err(invalid("portal_rebalance: deadline_s must be at least 1".into()))
+                    Err(invalid(
+                        "portal_rebalance: deadline_s must be at least 1".into(),
+                    ))
                 } else {
                     Ok(ArrayCall::Rebalance(p))
                 }
@@ -127,7 +131,9 @@ impl ArrayCall {
             },
             "alua_set" => typed::<AluaSet>(method, params).and_then(|p| {
                 if p.group == 0 {
-                    return Err(invalid("alua_set: group 0 is reserved; use 1 to 65535".into()));
+                    return Err(invalid(
+                        "alua_set: group 0 is reserved; use 1 to 65535".into(),
+                    ));
                 }
                 p.state
                     .parse::<datapath::scsi::alua::AccessState>()
@@ -189,16 +195,23 @@ mod tests {
             assert_eq!(ArrayCall::parse(method, params).unwrap().unwrap(), call);
         }
         let error = |method: &str, params: Value| {
-            ArrayCall::parse(method, params).unwrap().unwrap_err().message
+            ArrayCall::parse(method, params)
+                .unwrap()
+                .unwrap_err()
+                .message
         };
         assert!(error("alua_set", json!({"group": 1, "state": "asleep"})).contains("asleep"));
         assert!(error("alua_set", json!({"group": 0, "state": "standby"})).contains("group 0"));
         assert!(error("redirect_set", json!({"redirect": "sideways"})).contains("sideways"));
-        assert!(error("portal_drain", json!({"address": "1.2.3.4:1", "deadline_s": 0}))
-            .contains("deadline_s"));
+        assert!(error(
+            "portal_drain",
+            json!({"address": "1.2.3.4:1", "deadline_s": 0})
+        )
+        .contains("deadline_s"));
         assert!(error("portal_set", json!({"address": "nowhere"})).contains("portal_set"));
-        assert!(error("portal_set", json!({"address": "1.2.3.4:1", "wieght": 1}))
-            .contains("wieght"));
+        assert!(
+            error("portal_set", json!({"address": "1.2.3.4:1", "wieght": 1})).contains("wieght")
+        );
         assert!(ArrayCall::parse("target_list", json!({})).is_none());
     }
 }

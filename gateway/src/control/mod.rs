@@ -520,7 +520,10 @@ impl Control {
             Call::TargetList => Ok(self.target_list()),
             Call::PortalList => {
                 let inner = self.lock();
-                Ok(array::portal_list(inner.controller.as_ref(), self.portal_group_tag))
+                Ok(array::portal_list(
+                    inner.controller.as_ref(),
+                    self.portal_group_tag,
+                ))
             }
             Call::Array(call) => self.array_call(call),
             Call::SessionList(filter) => {

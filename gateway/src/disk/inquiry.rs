@@ -136,8 +136,8 @@ impl LogicalUnit {
                 &config.revision,
             );
             data[5] |= 0x08; // 3PC: EXTENDED COPY is supported
-            // TPGS 01b: implicit ALUA; the target port answers REPORT TARGET PORT GROUPS
-            // (`crate::portal::alua`, ahead of the unit).
+                             // TPGS 01b: implicit ALUA; the target port answers REPORT TARGET PORT GROUPS
+                             // (`crate::portal::alua`, ahead of the unit).
             data[5] |= 0x10;
             data
         } else {

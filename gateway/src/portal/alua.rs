@@ -176,7 +176,10 @@ mod tests {
         table.set(2, AccessState::Standby).unwrap();
         let check = table.refusal(&read10).expect("reads refused in standby");
         assert_eq!((check.key, check.asc), (0x02, (0x04, 0x0b)));
-        assert!(table.refusal(&[0x12, 0, 0, 0, 36, 0]).is_none(), "INQUIRY runs");
+        assert!(
+            table.refusal(&[0x12, 0, 0, 0, 36, 0]).is_none(),
+            "INQUIRY runs"
+        );
         assert!(table.refusal(&[0x5e, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
         table.set(2, AccessState::Unavailable).unwrap();
         assert!(table.refusal(&[0x5e, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_some());

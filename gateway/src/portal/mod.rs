@@ -122,8 +122,12 @@ mod tests {
             parse_weight("127.0.0.1:3260=3"),
             Ok(("127.0.0.1:3260".parse().unwrap(), 3))
         );
-        assert!(parse_weight("127.0.0.1:3260").unwrap_err().contains("WEIGHT"));
-        assert!(parse_weight("127.0.0.1:3260=x").unwrap_err().contains("weight"));
+        assert!(parse_weight("127.0.0.1:3260")
+            .unwrap_err()
+            .contains("WEIGHT"));
+        assert!(parse_weight("127.0.0.1:3260=x")
+            .unwrap_err()
+            .contains("weight"));
         assert!(parse_weight("[::1]:3260=2").is_ok());
         assert_eq!(parse_alua("2=standby"), Ok((2, AccessState::Standby)));
         assert!(parse_alua("0=standby").unwrap_err().contains("port group"));

@@ -15,8 +15,8 @@ use super::fence::{Fence, OwnedTicket, Ticket};
 use super::persist::{PersistError, Store};
 use super::state::{attention, Outcome, Refusal, ReservationState};
 use super::{Cached, Nexus, NexusView};
-use crate::disk::sense::{asc, key, Check};
 use crate::backend::SharedWord;
+use crate::disk::sense::{asc, key, Check};
 use crate::disk::{LogicalUnit, ScsiResult};
 
 /// SAM-5 5.3.1.
@@ -184,7 +184,11 @@ impl LuReservations {
             return;
         };
         if let Some(kind) = word.take_change().and_then(ResetKind::from_code) {
-            tracing::info!(?kind, word = word.path(), "reset made through another gateway");
+            tracing::info!(
+                ?kind,
+                word = word.path(),
+                "reset made through another gateway"
+            );
             self.reset_here(kind);
         }
     }

@@ -20,8 +20,8 @@ use crate::session::{
 use super::attention::Attentions;
 use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
 use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
-use crate::reservation::{Nexus, NexusView, ResetKind};
 use crate::portal::{AluaGroups, PortalLoad};
+use crate::reservation::{Nexus, NexusView, ResetKind};
 
 /// Largest AHS accepted (the field allows 1020 bytes).
 const MAX_AHS_LEN: usize = 1024;
@@ -591,10 +591,6 @@ impl Connection {
             let Some(command) = self.session.poll_command() else {
                 break;
             };
-            if let Some(result) = self.port_answer(&command.cdb) {
-                self.session.complete_command(command.id, result);
-                continue;
-            }
             if let Some(sense) = self.attentions.take_for(command.lun, &command.cdb) {
                 let result = CommandResult {
                     status: 0x02,
@@ -602,6 +598,10 @@ impl Connection {
                     data_in: Vec::new(),
                     data_out_wanted: None,
                 };
+                self.session.complete_command(command.id, result);
+                continue;
+            }
+            if let Some(result) = self.port_answer(command.lun, &command.cdb) {
                 self.session.complete_command(command.id, result);
                 continue;
             }
@@ -666,7 +666,7 @@ impl Connection {
     /// What the target port answers itself (`crate::portal::alua`): REPORT TARGET PORT
     /// GROUPS, and NOT READY for medium access while the own port group is in standby,
     /// unavailable or transitioning. One atomic load per command otherwise.
-    fn port_answer(&self, cdb: &[u8]) -> Option<CommandResult> {
+    fn port_answer(&mut self, lun: u64, cdb: &[u8]) -> Option<CommandResult> {
         let alua = self.alua.as_deref()?;
         if let Some(data) = alua.report(cdb) {
             return Some(CommandResult {
@@ -677,6 +677,12 @@ impl Connection {
             });
         }
         let check = alua.refusal(cdb)?;
+        // A unit attention pending for this nexus is reported before the refusal.
+        if let (Some(executor), Some(nexus)) = (&self.executor, &mut self.nexus) {
+            if let Some(first) = executor.answer_first(nexus, lun, cdb) {
+                return Some(first);
+            }
+        }
         Some(CommandResult {
             status: 0x02,
             sense: check.to_fixed_sense(),

@@ -572,8 +572,7 @@ impl EventLoop {
                         if self.slots[index].as_ref().is_some_and(|s| {
                             s.control.kill.load(Ordering::Acquire)
                                 || s.control.async_request.load(Ordering::Acquire) != 0
-                        })
-                        {
+                        }) {
                             self.mark(index);
                         }
                     }

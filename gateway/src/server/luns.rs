@@ -240,6 +240,14 @@ impl LunExecutor for DiskLuns {
         }
     }
 
+    fn answer_first(&self, nexus: &mut NexusView, lun: u64, cdb: &[u8]) -> Option<CommandResult> {
+        let unit = self.map.get(lun)?;
+        match unit.reservations().admit(nexus, lun as usize, cdb) {
+            Admission::Done(result) => Some(command_result(result, None)),
+            Admission::Go(_) | Admission::Reservation => None,
+        }
+    }
+
     fn nexus_joined(&self, nexus: &Nexus) {
         for lun in self.map.luns() {
             if let Some(unit) = self.map.get(lun) {

@@ -33,8 +33,8 @@ use std::time::Duration;
 use datapath::pdu::Isid;
 
 use crate::disk::{self, IoPlan, LogicalUnit};
-use crate::reservation::{Nexus, NexusView, OwnedTicket, ResetKind};
 use crate::portal::{PortalLoad, PortalRole};
+use crate::reservation::{Nexus, NexusView, OwnedTicket, ResetKind};
 use crate::session::{ChapCredentials, CommandResult, TargetNode, TargetSessionConfig};
 
 pub use blocking::BlockingJob;
@@ -81,6 +81,18 @@ pub trait LunExecutor: Send + Sync {
     ) -> Submission {
         let nexus = nexus.nexus().command_nexus();
         self.submit(nexus, lun, cdb, data_out, expected_data_in_len)
+    }
+    /// What the unit answers before anything else for this nexus (a pending unit
+    /// attention, a reservation conflict), without running the command: the target
+    /// port's own refusals (ALUA's NOT READY) come after it (SAM-5 5.14). The default
+    /// has none.
+    fn answer_first(
+        &self,
+        _nexus: &mut NexusView,
+        _lun: u64,
+        _cdb: &[u8],
+    ) -> Option<CommandResult> {
+        None
     }
     /// A nexus logged in to this target (reset attentions will reach it).
     fn nexus_joined(&self, _nexus: &Nexus) {}
@@ -1083,11 +1095,7 @@ pub fn start_live(
                 id: next_portal_id(),
                 addr: *addr,
                 socket: Arc::new(socket),
-                load: Arc::new(PortalLoad::new(
-                    *addr,
-                    *role,
-                    config.array.weight_of(*addr),
-                )),
+                load: Arc::new(PortalLoad::new(*addr, *role, config.array.weight_of(*addr))),
             })
             .collect::<Vec<_>>(),
     );

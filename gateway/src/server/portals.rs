@@ -58,9 +58,7 @@ fn redirect_code(kind: RedirectKind) -> u8 {
 /// What SendTargets lists: with a virtual portal, only it (hosts come back to the array's
 /// one address, which places them); without, every portal.
 pub(crate) fn advertised(listeners: &[PortalListener], group_tag: u16) -> Vec<Portal> {
-    let virtual_only = listeners
-        .iter()
-        .any(|l| l.load.role == PortalRole::Virtual);
+    let virtual_only = listeners.iter().any(|l| l.load.role == PortalRole::Virtual);
     listeners
         .iter()
         .filter(|l| !virtual_only || l.load.role == PortalRole::Virtual)
@@ -77,10 +75,7 @@ pub(crate) fn redirect_plan(
     kind: RedirectKind,
     group_tag: u16,
 ) -> Option<Arc<RedirectPlan>> {
-    if kind == RedirectKind::Accept
-        || !listeners
-            .iter()
-            .any(|l| l.load.role == PortalRole::Virtual)
+    if kind == RedirectKind::Accept || !listeners.iter().any(|l| l.load.role == PortalRole::Virtual)
     {
         return None;
     }
@@ -167,7 +162,9 @@ impl Controller {
     /// Marks a portal draining (no new logins through the virtual portal) or open
     /// again; false when there is no such portal.
     pub fn set_portal_draining(&self, addr: SocketAddr, draining: bool) -> bool {
-        self.load_of(addr).map(|l| l.set_draining(draining)).is_some()
+        self.load_of(addr)
+            .map(|l| l.set_draining(draining))
+            .is_some()
     }
 
     /// How the virtual portal answers logins from now on (the next snapshot carries it).
