@@ -34,8 +34,8 @@ pub(crate) struct Attentions {
 
 impl Attentions {
     /// Establishes the conditions a change of the target's LUNs from `old` to `new`
-    /// calls for.
-    pub(crate) fn handle_change(&mut self, old: &[LunInfo], new: &[LunInfo]) {
+    /// calls for; true when the inventory changed (REPORTED LUNS DATA HAS CHANGED).
+    pub(crate) fn handle_change(&mut self, old: &[LunInfo], new: &[LunInfo]) -> bool {
         let same_inventory = old.len() == new.len()
             && old
                 .iter()
@@ -57,6 +57,7 @@ impl Attentions {
                 self.establish(info.lun, CAPACITY_DATA_HAS_CHANGED);
             }
         }
+        !same_inventory
     }
 
     fn establish(&mut self, lun: u64, asc: (u8, u8)) {

@@ -764,7 +764,19 @@ impl Connection {
             return;
         }
         if self.executor.is_some() {
-            self.attentions.handle_change(&self.target_luns, &live.luns);
+            if self.attentions.handle_change(&self.target_luns, &live.luns) {
+                // Also told at once, as Async Message event 0 with the sense data (issue
+                // 15); the unit attention stays pending for hosts that ignore the event.
+                let sense = crate::disk::sense::Check::new(
+                    crate::disk::sense::key::UNIT_ATTENTION,
+                    super::attention::REPORTED_LUNS_DATA_HAS_CHANGED,
+                )
+                .to_fixed_sense();
+                let lun = live.luns.first().map_or(0, |info| info.lun);
+                if self.session.queue_scsi_async_event(lun, &sense) {
+                    self.fill_output();
+                }
+            }
             self.executor = Some(Arc::clone(&live.executor));
             self.target_luns = live.luns.clone();
         }

@@ -703,6 +703,31 @@ impl TargetSession {
         true
     }
 
+    /// Queues Async Message event 0 (a SCSI asynchronous event, RFC 7143 section 11.9.1)
+    /// about `lun`: the data segment is SenseLength and the sense data. False outside
+    /// full feature phase (nothing queued).
+    pub fn queue_scsi_async_event(&mut self, lun: u64, sense: &[u8]) -> bool {
+        if self.state != TargetState::FullFeature {
+            return false;
+        }
+        let mut data = Vec::with_capacity(2 + sense.len());
+        data.extend_from_slice(&(sense.len() as u16).to_be_bytes());
+        data.extend_from_slice(sense);
+        let header = Header::AsyncMessage(pdu::AsyncMessage {
+            lun: lun_field(lun),
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            async_event: 0,
+            async_vcode: 0,
+            parameter1: 0,
+            parameter2: 0,
+            parameter3: 0,
+        });
+        self.push(header, data);
+        true
+    }
+
     /// Ends the session from outside (reinstatement, shutdown). Outstanding commands are
     /// dropped; the caller closes the connection.
     pub fn close(&mut self) {
