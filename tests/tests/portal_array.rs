@@ -205,23 +205,12 @@ fn perf(url: &str, seconds: u32) -> Child {
 
 /// Waits for a background `iscsi-perf` (bounded) and checks it ended well.
 fn perf_finished(child: Child, seconds: u32) -> Output {
-    let pid = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output());
-    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 30);
-    while !waiter.is_finished() {
-        if Instant::now() >= deadline {
-            // SAFETY: a plain kill(2) of our own child, which has not been reaped.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = waiter.join().unwrap().expect("iscsi-perf output");
+    let output = perf_like_finish(child, seconds);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "iscsi-perf failed: {text}");
     assert!(
         text.contains("finished"),
         "iscsi-perf did not finish: {text}"
@@ -518,4 +507,74 @@ fn two_gateway_processes_are_two_alua_port_groups_of_one_lu() {
     };
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("asleep"));
+}
+
+#[test]
+fn a_verify_job_of_our_initiator_moves_off_a_drained_portal_with_no_error() {
+    let array = Array::start(&[]);
+    let dir = TempDir::new("portal-drain-bench").unwrap();
+    let runtime_s = 5;
+    let child = Command::new(workspace_binary("bench", "iscsi-bench"))
+        .current_dir(dir.path())
+        .args([
+            "--name=drain",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=8",
+            "--rate_iops=1000",
+            "--time_based",
+            &format!("--runtime={runtime_s}"),
+            "--verify=crc32c",
+            "--output-format=json",
+            &format!("--filename={}", array.url()),
+            "--size=64M",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iscsi-bench starts");
+    // Its session lands on the first real portal (the least loaded, first of equals).
+    array.wait_for("the job's session", |a| a.sessions_on(a.real[0]) == 1);
+    let first = array.real[0].to_string();
+    ctl(
+        &array.socket,
+        false,
+        &["portal", "drain", &first, "--deadline", "5", "--wait"],
+    );
+    assert_eq!(array.session_portals(), vec![array.real[1].to_string()]);
+    let output = perf_like_finish(child, runtime_s);
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iscsi-bench JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let job = &doc["jobs"][0];
+    assert_eq!(job["error"], 0, "{job}");
+    assert_eq!(job["iscsi_bench"]["errors"]["total"], 0, "{job}");
+    assert_eq!(job["iscsi_bench"]["recovery"]["ios_timed_out"], 0, "{job}");
+    let log = array.process.full_log();
+    assert!(log.contains("event=1"), "{}", array.process.log());
+    assert!(!log.contains("did not log out by the deadline"));
+}
+
+/// Waits for a background tool (bounded) that must exit 0.
+fn perf_like_finish(child: Child, seconds: u32) -> Output {
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 60);
+    while !waiter.is_finished() {
+        if Instant::now() >= deadline {
+            // SAFETY: a plain kill(2) of our own child, which has not been reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = waiter.join().unwrap().expect("output");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
