@@ -578,3 +578,77 @@ fn perf_like_finish(child: Child, seconds: u32) -> Output {
     );
     output
 }
+
+#[test]
+fn the_virtual_portals_redirect_and_the_arrays_async_messages_dissect_cleanly() {
+    require_tools!("dumpcap", "tshark");
+    use system_tests::{
+        tshark_iscsi_key_values, tshark_iscsi_opcodes, tshark_iscsi_problems, Capture,
+    };
+    let array = Array::start(&[]);
+    let at_virtual = Capture::start(array.virtual_portal.port());
+    let at_real = Capture::start(array.real[0].port());
+    let mut config = ClientConfig::new(array.virtual_portal, Some(ARRAY_IQN.into()));
+    config.initiator_name = HOST.into();
+    let mut client = Client::connect(&config).expect("redirected login");
+    assert_eq!(array.session_portals(), vec![array.real[0].to_string()]);
+    // Event 0: a LUN attached live; event 1: the portal drains (the client does not
+    // move: the blocking client only reports it, and is dropped by the deadline).
+    ctl(
+        &array.socket,
+        false,
+        &["lun", "attach", ARRAY_IQN, "1", "ram:1M"],
+    );
+    ctl(
+        &array.socket,
+        false,
+        &[
+            "portal",
+            "drain",
+            &array.real[0].to_string(),
+            "--deadline",
+            "1",
+        ],
+    );
+    // A command reads what came meanwhile.
+    let _ = run(&mut client, Cdb::test_unit_ready(), 0);
+    let events = client.take_async_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, datapath::session::AsyncEvent::Scsi { .. })),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            datapath::session::AsyncEvent::LogoutRequested { within_secs: 1, .. }
+        )),
+        "{events:?}"
+    );
+    // Past the deadline the array drops the session (event 3, then the close).
+    array.wait_for("the session dropped", |a| a.sessions_on(a.real[0]) == 0);
+    drop(client);
+    let (virtual_pcap, real_pcap) = (at_virtual.stop(), at_real.stop());
+    assert_eq!(
+        tshark_iscsi_problems(&virtual_pcap, array.virtual_portal.port()),
+        Vec::<String>::new()
+    );
+    let keys =
+        tshark_iscsi_key_values(&virtual_pcap, array.virtual_portal.port(), 0x23).expect("tshark");
+    let wanted = format!("TargetAddress={},1", array.real[0]);
+    assert!(
+        keys.contains(&wanted),
+        "no {wanted} in the Login Response: {keys:?}"
+    );
+    assert_eq!(
+        tshark_iscsi_problems(&real_pcap, array.real[0].port()),
+        Vec::<String>::new()
+    );
+    let opcodes = tshark_iscsi_opcodes(&real_pcap, array.real[0].port()).expect("tshark");
+    let async_messages = opcodes.iter().filter(|&&op| op == 0x32).count();
+    assert!(
+        async_messages >= 3,
+        "events 0, 1 and 3 on the wire: {opcodes:x?}"
+    );
+}
