@@ -652,3 +652,48 @@ fn the_virtual_portals_redirect_and_the_arrays_async_messages_dissect_cleanly() 
         "events 0, 1 and 3 on the wire: {opcodes:x?}"
     );
 }
+
+#[test]
+fn our_multipath_over_two_gateway_processes_survives_killing_one() {
+    use datapath::shard::{MultipathConfig, PathPolicy, ShardConfig, ShardPool};
+    use system_tests::scsi_io::{until_ready, OnShard};
+    const LUN_BYTES: u64 = 8 << 20;
+    let scratch = TempDir::new("portal-multipath").unwrap();
+    let image = scratch.join("lu.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(LUN_BYTES))
+        .unwrap();
+    let lun = format!("file:{}:8M,shared", image.display());
+    let start = |tag: &str| {
+        GatewayProcess::start(
+            &GatewaySpec::new(&[&lun])
+                .threads(1)
+                .arg("--portal-group-tag")
+                .arg(tag),
+        )
+        .expect("iscsi-gateway starts")
+    };
+    let gateways = [start("1"), start("2")];
+    let portals = vec![gateways[0].portal(), gateways[1].portal()];
+    let mut cc = ClientConfig::new(portals[0], Some(GATEWAY_IQN.to_string()));
+    cc.command_timeout = Duration::from_secs(10);
+    let config = ShardConfig {
+        queue_depth: 16,
+        multipath: Some(MultipathConfig {
+            portals,
+            policy: PathPolicy::RoundRobin,
+            lun: 0,
+            no_path_retry: Duration::from_secs(10),
+        }),
+        ..ShardConfig::default()
+    };
+    // Both paths join only if VPD 0x83 names the same LU through both processes.
+    let pool = ShardPool::start(&cc, 1, &config).expect("both paths join");
+    until_ready(&mut OnShard::new(&pool, 0), 0);
+    let [first, _second] = gateways;
+    system_tests::failover::verify_across_a_path_loss(&pool, 0, LUN_BYTES, || first.kill_hard());
+    let stats = pool.stats(0).unwrap();
+    assert!(stats.reconnects >= 1, "the path loss was seen: {stats:?}");
+    assert_eq!(stats.ios_failed, 0, "{stats:?}");
+    pool.shutdown();
+}
