@@ -164,6 +164,9 @@ enum SessionVerb {
         /// 12 hex digits.
         #[arg(long)]
         isid: Option<String>,
+        /// The portal the sessions came in on.
+        #[arg(long)]
+        portal: Option<std::net::SocketAddr>,
     },
 }
 
@@ -467,10 +470,12 @@ impl Verb {
                 target,
                 initiator,
                 isid,
+                portal,
             }) => Call::SessionDrop(rpc::SessionFilter {
                 target: target.clone(),
                 initiator: initiator.clone(),
                 isid: isid.clone(),
+                portal: *portal,
             }),
             Verb::Portal(PortalVerb::List) => Call::PortalList,
             Verb::Portal(PortalVerb::Add { address }) => {

@@ -549,10 +549,14 @@ impl Control {
                 Ok(json!({ "sessions": sessions }))
             }
             Call::SessionDrop(filter) => {
-                if filter.target.is_none() && filter.initiator.is_none() && filter.isid.is_none() {
+                if filter.target.is_none()
+                    && filter.initiator.is_none()
+                    && filter.isid.is_none()
+                    && filter.portal.is_none()
+                {
                     return Err(bad(
                         ErrorCode::InvalidParams,
-                        "session_drop: give at least one of target, initiator, isid",
+                        "session_drop: give at least one of target, initiator, isid, portal",
                     ));
                 }
                 let inner = self.lock();
@@ -564,6 +568,7 @@ impl Control {
                     filter.target.as_ref().is_none_or(|t| *t == s.target)
                         && filter.initiator.as_ref().is_none_or(|i| *i == s.initiator)
                         && isid.as_ref().is_none_or(|i| *i == s.isid)
+                        && filter.portal.is_none_or(|p| p == s.portal)
                 });
                 Ok(json!({ "dropped": dropped }))
             }

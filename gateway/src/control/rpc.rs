@@ -209,6 +209,9 @@ pub struct SessionFilter {
     /// 12 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isid: Option<String>,
+    /// The portal the sessions came in on (a port lost: its hosts go elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<std::net::SocketAddr>,
 }
 
 /// A method and its typed parameters.
