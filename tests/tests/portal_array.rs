@@ -697,3 +697,173 @@ fn our_multipath_over_two_gateway_processes_survives_killing_one() {
     assert_eq!(stats.ios_failed, 0, "{stats:?}");
     pool.shutdown();
 }
+
+/// Two namespaces this test made, removed when dropped (their veths go with them).
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("ip(8) runs");
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_lost_port_is_taken_over_and_its_host_resumes_on_the_same_address() {
+    // SAFETY: geteuid(2) has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !system_tests::process::require_facility(
+        "root and ip(8) for network namespaces",
+        root && system_tests::process::tool_available("ip"),
+    ) {
+        return;
+    }
+    // The array: a gateway in its namespace with two ports (veths a1, a2); the host: a
+    // bridge over the two peers (h1, h2), one L2 segment, as two switch ports would be.
+    let (array_ns, host_ns) = (
+        format!("p15a{}", std::process::id()),
+        format!("p15h{}", std::process::id()),
+    );
+    ip(&["netns", "add", &array_ns]);
+    let _namespaces = Namespaces(vec![array_ns.clone(), host_ns.clone()]);
+    ip(&["netns", "add", &host_ns]);
+    for (h, a) in [("h1", "a1"), ("h2", "a2")] {
+        ip(&[
+            "link", "add", h, "netns", &host_ns, "type", "veth", "peer", "name", a, "netns",
+            &array_ns,
+        ]);
+    }
+    ip(&["-n", &host_ns, "link", "add", "br0", "type", "bridge"]);
+    for h in ["h1", "h2"] {
+        ip(&["-n", &host_ns, "link", "set", h, "master", "br0"]);
+    }
+    ip(&[
+        "-n",
+        &host_ns,
+        "addr",
+        "add",
+        "10.77.0.100/24",
+        "dev",
+        "br0",
+    ]);
+    for link in ["h1", "h2", "br0", "lo"] {
+        ip(&["-n", &host_ns, "link", "set", link, "up"]);
+    }
+    ip(&["-n", &array_ns, "addr", "add", "10.77.0.1/24", "dev", "a1"]);
+    ip(&["-n", &array_ns, "addr", "add", "10.77.0.2/24", "dev", "a2"]);
+    for link in ["a1", "a2", "lo"] {
+        ip(&["-n", &array_ns, "link", "set", link, "up"]);
+    }
+    let dir = TempDir::new("portal-takeover").unwrap();
+    let log_path = dir.join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let gateway = Killed(
+        Command::new("ip")
+            .args(["netns", "exec", &array_ns])
+            .arg(system_tests::gateway_process::gateway_binary())
+            .args([
+                "--portal",
+                "10.77.0.1:3260",
+                "--portal",
+                "10.77.0.2:3260",
+                "--portal-interface",
+                "10.77.0.1:3260=a1",
+                "--portal-interface",
+                "10.77.0.2:3260=a2",
+                "--iqn",
+                ARRAY_IQN,
+                "--lun",
+                "ram:64M",
+                "--threads",
+                "1",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("gateway starts"),
+    );
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !read_log().contains("target ready") {
+        assert!(
+            Instant::now() < deadline,
+            "gateway not ready: {}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The host writes and verifies through the first port for 6 s; its link goes down
+    // after 2 s.
+    let runtime_s = 6;
+    let bench = Command::new("ip")
+        .args(["netns", "exec", &host_ns])
+        .arg(workspace_binary("bench", "iscsi-bench"))
+        .current_dir(dir.path())
+        .args([
+            "--name=takeover",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=8",
+            "--rate_iops=1000",
+            "--time_based",
+            &format!("--runtime={runtime_s}"),
+            "--verify=crc32c",
+            "--output-format=json",
+            &format!("--filename=iscsi://10.77.0.1:3260/{ARRAY_IQN}/0"),
+            "--size=64M",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iscsi-bench starts");
+    std::thread::sleep(Duration::from_secs(2));
+    ip(&["-n", &array_ns, "link", "set", "a1", "down"]);
+    let output = perf_like_finish(bench, runtime_s);
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iscsi-bench JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let job = &doc["jobs"][0];
+    let recovery = &job["iscsi_bench"]["recovery"];
+    eprintln!("takeover: {recovery}");
+    assert_eq!(job["error"], 0, "{job}\n{}", read_log());
+    assert_eq!(job["iscsi_bench"]["errors"]["total"], 0, "{job}");
+    assert!(
+        recovery["reconnects"].as_u64() >= Some(1),
+        "the reset reached the host: {recovery}\n{}",
+        read_log()
+    );
+    // Generous: the goal (≤ 1 s) is measured, not asserted; a stall of TCP's own
+    // retransmission timeouts would be several seconds.
+    let gap_ns = recovery["reconnect_gap_ns_max"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(gap_ns < 5_000_000_000, "{recovery}");
+    let log = read_log();
+    assert!(log.contains("portal taken over"), "{log}");
+    assert!(log.contains("interface=a2"), "{log}");
+    drop(gateway);
+}

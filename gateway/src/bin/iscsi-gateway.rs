@@ -33,7 +33,7 @@ struct Args {
         "control_socket", "state_dir",
         "portals", "iqn", "luns", "chap_user", "chap_secret", "chap_secret_file", "mutual_user",
         "mutual_secret", "mutual_secret_file", "allowed_initiators", "queue_depth",
-        "portal_group_tag", "virtual_portal", "portal_weights", "alua",
+        "portal_group_tag", "virtual_portal", "portal_weights", "alua", "portal_links",
     ])]
     config: Option<std::path::PathBuf>,
     /// Address to listen on (repeatable).
@@ -60,6 +60,11 @@ struct Args {
     /// ADDR=WEIGHT: a real portal's share of the sessions (default 1; 0 takes none).
     #[arg(long = "portal-weight", value_name = "ADDR=WEIGHT", value_parser = gateway::portal::parse_weight)]
     portal_weights: Vec<(SocketAddr, u32)>,
+    /// ADDR=IFACE: the interface carrying a real portal's address. When it goes down the
+    /// address moves to a live portal's interface (ip(8)), is announced with gratuitous
+    /// ARP and the sessions of the lost port are reset (port takeover); repeatable.
+    #[arg(long = "portal-interface", value_name = "ADDR=IFACE", value_parser = gateway::portal::takeover::parse_portal_link)]
+    portal_links: Vec<gateway::portal::takeover::PortalLink>,
     /// GROUP=STATE: an ALUA target port group's state (active/optimized,
     /// active/non-optimized, standby, unavailable, transitioning); repeatable. The own
     /// group (--portal-group-tag) is active/optimized unless given.
@@ -351,6 +356,7 @@ fn config_from_args(args: Args) -> Result<(TargetConfig, ControlSettings), Strin
         redirect: args.redirect,
         weights: args.portal_weights,
         alua: args.alua,
+        links: args.portal_links,
     };
     config.max_cmd_window = args.queue_depth.max(1);
     config.threads = args.threads;

@@ -8,6 +8,7 @@
 //!   plane) and the virtual portal's [`RedirectPlan`].
 //! - `alua`: the port groups' access states, REPORT TARGET PORT GROUPS and the per-command
 //!   check.
+//! - `takeover`: which portal's address moves to which interface when a link goes down.
 //!
 //! One gateway process is one target port group whose tag is its portal group tag; the
 //! relative target port identifier and the ALUA group id are that same number, so two
@@ -16,6 +17,7 @@
 pub mod alua;
 pub mod balance;
 mod load;
+pub mod takeover;
 
 use std::net::SocketAddr;
 
@@ -72,6 +74,8 @@ pub struct ArrayConfig {
     pub weights: Vec<(SocketAddr, u32)>,
     /// ALUA states of port groups (the own group is active/optimized unless set).
     pub alua: Vec<(u16, AccessState)>,
+    /// The interface of each real portal that may be taken over (`takeover`).
+    pub links: Vec<takeover::PortalLink>,
 }
 
 impl ArrayConfig {

@@ -22,6 +22,7 @@ mod file_io;
 mod listener;
 mod lun_stats;
 mod portals;
+mod takeover;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -1176,6 +1177,11 @@ pub fn start_live(
             Ok(Err(e)) => return Err(ServerError::Ring(e)),
             Err(_) => return Err(ServerError::Config("event loop died at start".into())),
         }
+    }
+    if !config.array.links.is_empty() {
+        // Port takeover: the watcher ends with the target (its shutdown flag).
+        takeover::watch_portal_links(target.controller(), config.array.links.clone())
+            .map_err(ServerError::Thread)?;
     }
     Ok(target)
 }
