@@ -76,6 +76,9 @@ struct FileConfig {
     /// `GROUP=STATE` per ALUA target port group.
     #[serde(default)]
     alua: Vec<String>,
+    /// `ADDR=IFACE` per real portal that may be taken over.
+    #[serde(default)]
+    portal_interfaces: Vec<String>,
     #[serde(default, rename = "target")]
     targets: Vec<FileTarget>,
 }
@@ -197,6 +200,11 @@ pub fn parse_gateway_config(text: &str) -> Result<(TargetConfig, ControlSettings
         let parsed = crate::portal::parse_alua(state)
             .map_err(|e| ConfigError::Limit(format!("alua: {e}")))?;
         config.array.alua.push(parsed);
+    }
+    for link in &file.portal_interfaces {
+        let parsed = crate::portal::takeover::parse_portal_link(link)
+            .map_err(|e| ConfigError::Limit(format!("portal_interfaces: {e}")))?;
+        config.array.links.push(parsed);
     }
     config.discovery_chap = file
         .discovery_chap
@@ -321,7 +329,8 @@ mod tests {
         let target = "[[target]]\niqn = \"iqn.x:a\"\nluns = [{ lun = 0, backend = \"ram:1M\" }]\n";
         let config = parse_config(&format!(
             "{base}virtual_portal = \"127.0.0.1:3260\"\nredirect = \"permanent\"\n\
-             portal_weights = [\"127.0.0.1:3262=3\"]\nalua = [\"2=standby\"]\n{target}"
+             portal_weights = [\"127.0.0.1:3262=3\"]\nalua = [\"2=standby\"]\n\
+             portal_interfaces = [\"127.0.0.1:3261=eth1\"]\n{target}"
         ))
         .unwrap();
         assert_eq!(
@@ -338,6 +347,7 @@ mod tests {
             config.array.alua,
             vec![(2, datapath::scsi::alua::AccessState::Standby)]
         );
+        assert_eq!(config.array.links[0].interface, "eth1");
         let error = parse_config(&format!("{base}redirect = \"sideways\"\n{target}")).unwrap_err();
         assert!(error.to_string().contains("sideways"), "{error}");
         let error = parse_config(&format!("{base}alua = [\"1=dozing\"]\n{target}")).unwrap_err();
