@@ -18,7 +18,10 @@ use datapath::client::{Client, ClientConfig};
 use datapath::scsi::Cdb;
 use datapath::session::{AsyncEvent, Request};
 use serde_json::Value;
-use system_tests::{free_port, run_command, workspace_binary, GatewayProcess, TempDir};
+use system_tests::gateway_process::read_memory;
+use system_tests::{
+    free_port, run_command, workspace_binary, GatewayProcess, TargetSpec, TempDir, Tgt,
+};
 
 const IQN: &str = "iqn.2026-12.test:portal-bench";
 const REAL_PORTALS: usize = 4;
@@ -217,6 +220,43 @@ fn session_spreading_benchmark() {
     }
     let rebalance_time = returned.elapsed();
 
+    for host in std::mem::take(&mut hosts.hosts) {
+        let _ = host.client.logout();
+    }
+    drop(gateway);
+
+    // The anchor: tgt's memory per idle session and its login time, the same hosts
+    // logging in straight to its portal (tgt has no balancing virtual portal).
+    let tgt = Tgt::start(&[TargetSpec::new(IQN, &[64 << 20])]).expect("tgtd starts");
+    let tgt_before = read_memory(tgt.pid()).expect("tgtd memory").rss_kib;
+    let mut tgt_config = ClientConfig::new(tgt.portal(), Some(IQN.into()));
+    tgt_config.initiator_name = "iqn.2026-12.test:bench-host".into();
+    tgt_config.login_timeout = Duration::from_secs(20);
+    let began = Instant::now();
+    let tgt_hosts: Vec<Client> = (0..sessions)
+        .map(|_| Client::connect(&tgt_config).expect("login to tgt"))
+        .collect();
+    let tgt_login_time = began.elapsed();
+    let tgt_after = read_memory(tgt.pid()).expect("tgtd memory").rss_kib;
+    let tgt_per_session_kib = (tgt_after.saturating_sub(tgt_before)) as f64 / sessions as f64;
+    for client in tgt_hosts {
+        let _ = client.logout();
+    }
+
+    println!("| sessions | login time | tgt login time (direct) | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {sessions} | {:.2} s | {:.2} s | {:.2} |",
+        login_time.as_secs_f64(),
+        tgt_login_time.as_secs_f64(),
+        login_time.as_secs_f64() / tgt_login_time.as_secs_f64()
+    );
+    println!("| RSS per idle session | tgtd RSS per idle session | ratio |");
+    println!("|---|---|---|");
+    println!(
+        "| {per_session_kib:.1} KiB | {tgt_per_session_kib:.1} KiB | {:.2} |",
+        per_session_kib / tgt_per_session_kib.max(0.1)
+    );
     println!("| sessions | login time | spread over 4 portals | imbalance | RSS per idle session | back after a portal loss | spread then | rebalance asked | rebalanced in | spread after | imbalance after | I/O errors | re-logins | moves |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
@@ -231,7 +271,4 @@ fn session_spreading_benchmark() {
         hosts.relogins,
         hosts.moves,
     );
-    for host in hosts.hosts {
-        let _ = host.client.logout();
-    }
 }
