@@ -652,6 +652,8 @@ impl EventLoop {
             self.evict_oldest_login();
         }
         let _ = stream.set_nodelay(true);
+        // The portal the host reached (also for a removed portal's last accept).
+        let local = stream.local_addr().ok();
         let fd = stream.into_raw_fd();
         let challenge = datapath::client::random_bytes(16);
         let stat_sn_seed = datapath::client::random_bytes(4);
@@ -683,7 +685,7 @@ impl EventLoop {
             max_output_bytes: self.shared.limits.max_output_bytes_per_connection,
             first_pdu_timeout: self.shared.limits.first_pdu_timeout,
         };
-        let portal_addr = portal.as_ref().map_or(peer, |p| p.addr);
+        let portal_addr = portal.as_ref().map(|p| p.addr).or(local).unwrap_or(peer);
         let conn = Connection::new(
             session,
             peer,
