@@ -274,6 +274,19 @@ fn libiscsi_at_the_virtual_portal_is_redirected_to_the_real_portal_the_array_cho
     assert_eq!(array.sessions_on(array.virtual_portal), 0);
     perf_finished(child, 3);
     array.wait_for("iscsi-perf's logout", |a| a.sessions_on(a.real[0]) == 0);
+    // Every real portal draining: the port group goes to standby on its own (an implicit
+    // ALUA transition), and back when one takes logins again.
+    let first = array.real[0].to_string();
+    ctl(
+        &array.socket,
+        false,
+        &["portal", "set", &first, "--draining", "true"],
+    );
+    let groups = ctl_json(&array.socket, &["alua", "list"]);
+    assert_eq!(groups["groups"][0]["state"], "standby", "{groups}");
+    ctl(&array.socket, false, &["portal", "resume", &first]);
+    let groups = ctl_json(&array.socket, &["alua", "list"]);
+    assert_eq!(groups["groups"][0]["state"], "active/optimized", "{groups}");
     // With a redirect kind of "accept" the virtual portal carries the session itself.
     ctl(&array.socket, false, &["portal", "redirect", "accept"]);
     let child = perf(&array.url(), 2);

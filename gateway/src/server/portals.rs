@@ -23,6 +23,9 @@ pub const ARRAY_EVENT_GRACE: Duration = Duration::from_millis(500);
 pub(crate) struct ArrayShared {
     pub(crate) alua: Arc<AluaGroups>,
     redirect: AtomicU8,
+    /// The own port group went to standby because every real portal drains (an implicit
+    /// transition, undone when one takes logins again).
+    implicit_standby: std::sync::atomic::AtomicBool,
 }
 
 impl ArrayShared {
@@ -35,6 +38,7 @@ impl ArrayShared {
         Ok(ArrayShared {
             alua,
             redirect: AtomicU8::new(redirect_code(config.array.redirect)),
+            implicit_standby: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -160,11 +164,32 @@ impl Controller {
     }
 
     /// Marks a portal draining (no new logins through the virtual portal) or open
-    /// again; false when there is no such portal.
+    /// again; false when there is no such portal. When every real portal drains, the
+    /// own ALUA port group goes to standby (an implicit transition, with its unit
+    /// attention); when one opens again, back to active/optimized.
     pub fn set_portal_draining(&self, addr: SocketAddr, draining: bool) -> bool {
-        self.load_of(addr)
+        if self
+            .load_of(addr)
             .map(|l| l.set_draining(draining))
-            .is_some()
+            .is_none()
+        {
+            return false;
+        }
+        let real: Vec<PortalStatus> = self
+            .portal_status()
+            .into_iter()
+            .filter(|p| p.role == PortalRole::Real)
+            .collect();
+        let all_draining = !real.is_empty() && real.iter().all(|p| p.draining);
+        let array = &self.shared.array;
+        let own = array.alua.own_group();
+        if all_draining && array.alua.own_state().is_active() {
+            array.implicit_standby.store(true, Ordering::Relaxed);
+            let _ = self.set_alua_state(own, AccessState::Standby);
+        } else if !all_draining && array.implicit_standby.swap(false, Ordering::Relaxed) {
+            let _ = self.set_alua_state(own, AccessState::ActiveOptimized);
+        }
+        true
     }
 
     /// How the virtual portal answers logins from now on (the next snapshot carries it).
