@@ -66,6 +66,19 @@ struct FileConfig {
     control_socket: Option<PathBuf>,
     /// Where the control plane keeps the configuration durably.
     state_dir: Option<PathBuf>,
+    /// The array's virtual portal (`crate::portal`).
+    virtual_portal: Option<SocketAddr>,
+    /// `temporary`, `permanent` or `accept`.
+    redirect: Option<String>,
+    /// `ADDR=WEIGHT` per real portal.
+    #[serde(default)]
+    portal_weights: Vec<String>,
+    /// `GROUP=STATE` per ALUA target port group.
+    #[serde(default)]
+    alua: Vec<String>,
+    /// `ADDR=IFACE` per real portal that may be taken over.
+    #[serde(default)]
+    portal_interfaces: Vec<String>,
     #[serde(default, rename = "target")]
     targets: Vec<FileTarget>,
 }
@@ -173,6 +186,25 @@ pub fn parse_gateway_config(text: &str) -> Result<(TargetConfig, ControlSettings
             ));
         }
         config.client_limits.max_output_bytes_per_connection = kib << 10;
+    }
+    config.array.virtual_portal = file.virtual_portal;
+    if let Some(redirect) = &file.redirect {
+        config.array.redirect = redirect.parse().map_err(ConfigError::Limit)?;
+    }
+    for weight in &file.portal_weights {
+        let parsed = crate::portal::parse_weight(weight)
+            .map_err(|e| ConfigError::Limit(format!("portal_weights: {e}")))?;
+        config.array.weights.push(parsed);
+    }
+    for state in &file.alua {
+        let parsed = crate::portal::parse_alua(state)
+            .map_err(|e| ConfigError::Limit(format!("alua: {e}")))?;
+        config.array.alua.push(parsed);
+    }
+    for link in &file.portal_interfaces {
+        let parsed = crate::portal::takeover::parse_portal_link(link)
+            .map_err(|e| ConfigError::Limit(format!("portal_interfaces: {e}")))?;
+        config.array.links.push(parsed);
     }
     config.discovery_chap = file
         .discovery_chap
@@ -289,6 +321,40 @@ mod tests {
         assert_eq!(config.threads, None);
         assert!(config.discovery_chap.is_none());
         assert_eq!(config.targets[0].luns, vec![(3, "ram:1M".to_string())]);
+    }
+
+    #[test]
+    fn the_array_settings_parse_or_name_what_is_wrong() {
+        let base = "portals = [\"127.0.0.1:3261\", \"127.0.0.1:3262\"]\n";
+        let target = "[[target]]\niqn = \"iqn.x:a\"\nluns = [{ lun = 0, backend = \"ram:1M\" }]\n";
+        let config = parse_config(&format!(
+            "{base}virtual_portal = \"127.0.0.1:3260\"\nredirect = \"permanent\"\n\
+             portal_weights = [\"127.0.0.1:3262=3\"]\nalua = [\"2=standby\"]\n\
+             portal_interfaces = [\"127.0.0.1:3261=eth1\"]\n{target}"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.array.virtual_portal,
+            Some("127.0.0.1:3260".parse().unwrap())
+        );
+        assert_eq!(
+            config.array.redirect,
+            crate::portal::RedirectKind::Permanent
+        );
+        assert_eq!(config.array.weight_of("127.0.0.1:3262".parse().unwrap()), 3);
+        assert_eq!(config.array.weight_of("127.0.0.1:3261".parse().unwrap()), 1);
+        assert_eq!(
+            config.array.alua,
+            vec![(2, datapath::scsi::alua::AccessState::Standby)]
+        );
+        assert_eq!(config.array.links[0].interface, "eth1");
+        let error = parse_config(&format!("{base}redirect = \"sideways\"\n{target}")).unwrap_err();
+        assert!(error.to_string().contains("sideways"), "{error}");
+        let error = parse_config(&format!("{base}alua = [\"1=dozing\"]\n{target}")).unwrap_err();
+        assert!(
+            error.to_string().contains("alua") && error.to_string().contains("dozing"),
+            "{error}"
+        );
     }
 
     fn refused(text: &str) -> ConfigError {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod conglomerate;
 pub mod control;
 pub mod disk;
+pub mod portal;
 pub mod reservation;
 pub mod server;
 pub mod session;

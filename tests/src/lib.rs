@@ -48,6 +48,7 @@
 pub mod capture;
 pub mod cluster;
 pub mod cunit;
+pub mod failover;
 pub mod fake_target;
 pub mod gateway_process;
 pub mod hostile;

@@ -178,6 +178,16 @@ fn luns_attached_and_detached_live_are_seen_by_peers_with_unit_attentions_only_w
         test_unit_ready(&mut one, 0),
         (2, Some((UNIT_ATTENTION, 0x3f, 0x0e)))
     );
+    // It was also told at once, with Async Message event 0 carrying the same sense.
+    let events = one.take_async_events();
+    assert!(
+        events.iter().any(|event| matches!(
+            event,
+            datapath::session::AsyncEvent::Scsi { sense, .. }
+                if sense.get(12..14) == Some(&[0x3f, 0x0e][..])
+        )),
+        "async event 0 with 3F/0E: {events:?}"
+    );
     assert_eq!(test_unit_ready(&mut one, 0).0, 0);
     assert_eq!(report_luns(&mut one), vec![0, 5]);
     // REPORT LUNS cleared the condition LUN 5 had too.

@@ -4,9 +4,7 @@
 //! ones in flight on the dead path are issued again on the other) and loses no
 //! acknowledged write (every block reads back as last acknowledged).
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use datapath::client::{Client, ClientConfig};
@@ -19,9 +17,6 @@ use system_tests::{pattern, TargetSpec, Tgt};
 const LUN_BYTES: u64 = 8 << 20;
 const BLOCK: u32 = 512;
 const IO_BYTES: usize = 4096;
-const SLOTS: u64 = LUN_BYTES / IO_BYTES as u64;
-const BATCHES: u64 = 12;
-const PER_BATCH: u64 = 256;
 
 fn write_request(slot: u64, data: Vec<u8>, user_data: u64) -> Request {
     let lba = slot * (IO_BYTES as u64 / u64::from(BLOCK));
@@ -72,60 +67,12 @@ fn survives_losing(victim: usize) {
     let pool = ShardPool::start(&cc, 1, &config).expect("both paths join");
     until_ready(&mut OnShard::new(&pool, 0), Tgt::FIRST_DATA_LUN);
 
-    // The last acknowledged content of each slot, by seed.
-    let mut acknowledged: HashMap<u64, u64> = HashMap::new();
-    let mut errors = Vec::new();
-    let started = AtomicU64::new(0);
-    std::thread::scope(|scope| {
-        let worker = scope.spawn(|| {
-            let mut acknowledged = HashMap::new();
-            let mut errors = Vec::new();
-            for batch in 0..BATCHES {
-                // Slots spread over the LU, a different set each batch (some repeat).
-                let writes: Vec<(u64, u64)> = (0..PER_BATCH)
-                    .map(|i| {
-                        let slot = (batch * 37 + i * 53) % SLOTS;
-                        (slot, batch * 1_000_000 + slot)
-                    })
-                    .collect();
-                let requests = writes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &(slot, seed))| {
-                        write_request(slot, pattern(IO_BYTES, seed), i as u64)
-                    })
-                    .collect();
-                // Said once the batch is built: it is about to be in flight.
-                started.store(batch + 1, Ordering::SeqCst);
-                for (i, result) in OnShard::new(&pool, 0).run_all(requests) {
-                    let (slot, seed) = writes[i as usize];
-                    match result {
-                        Ok(outcome) if outcome.status == 0 => {
-                            acknowledged.insert(slot, seed);
-                        }
-                        Ok(outcome) => {
-                            errors.push(format!("write {slot}: status {}", outcome.status))
-                        }
-                        Err(e) => errors.push(format!("write {slot}: {e}")),
-                    }
-                }
-            }
-            (acknowledged, errors)
-        });
-        // Kill the victim while writes are in flight (the batches run back to back).
-        while started.load(Ordering::SeqCst) < 3 {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        daemons[victim].kill();
-        eprintln!(
-            "killed path {victim} at batch {}",
-            started.load(Ordering::SeqCst)
-        );
-        let (a, e) = worker.join().expect("worker");
-        acknowledged = a;
-        errors = e;
-    });
-    assert!(errors.is_empty(), "commands failed: {errors:?}");
+    system_tests::failover::verify_across_a_path_loss(
+        &pool,
+        Tgt::FIRST_DATA_LUN,
+        LUN_BYTES,
+        || daemons[victim].kill(),
+    );
     let stats = pool.stats(0).unwrap();
     eprintln!("multipath stats after losing path {victim}: {stats:?}");
     assert!(stats.reconnects >= 1, "the path loss was seen: {stats:?}");
@@ -134,23 +81,6 @@ fn survives_losing(victim: usize) {
         stats.commands_resent >= 1,
         "writes in flight on the lost path were issued again: {stats:?}"
     );
-
-    // Every acknowledged write reads back (through the surviving path).
-    let slots: Vec<u64> = acknowledged.keys().copied().collect();
-    let reads = slots
-        .iter()
-        .enumerate()
-        .map(|(i, &slot)| read_request(slot, i as u64))
-        .collect();
-    for (i, result) in OnShard::new(&pool, 0).run_all(reads) {
-        let slot = slots[i as usize];
-        let outcome = result.unwrap_or_else(|e| panic!("read {slot}: {e}"));
-        assert_eq!(outcome.status, 0, "read {slot}");
-        assert!(
-            outcome.buffer == pattern(IO_BYTES, acknowledged[&slot]),
-            "slot {slot} does not hold its last acknowledged write"
-        );
-    }
     pool.shutdown();
 }
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use datapath::client::{Client, ClientError};
-use datapath::scsi::alua::{AluaState, TargetPortGroups};
+use datapath::scsi::alua::{self, AccessState};
 use datapath::scsi::probe::{probe_lun, Capacity, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::{
     self, BlockLimits, Cdb, DeviceIdentification, LunAddress, ReportLuns, Sense, StandardInquiry,
@@ -979,7 +979,7 @@ struct PathReport {
     /// The LU's designators (type, hex), sorted.
     designators: Vec<(u8, String)>,
     /// The port's target port group and its access state (ALUA), when the LU reports them.
-    alua: Option<(u16, AluaState)>,
+    alua: Option<(u16, AccessState)>,
 }
 
 /// The access state of the target port group VPD 0x83 names for this port (REPORT
@@ -988,7 +988,7 @@ fn port_group_state(
     client: &mut Client,
     lun: u64,
     page: &DeviceIdentification,
-) -> Option<(u16, AluaState)> {
+) -> Option<(u16, AccessState)> {
     let group = page.target_port_group()?;
     let data = run(
         client,
@@ -998,7 +998,7 @@ fn port_group_state(
         None,
     )
     .ok()?;
-    let state = TargetPortGroups::decode(&data).ok()?.state_of(group)?;
+    let state = alua::state_of(&alua::parse_port_groups(&data).ok()?, group)?;
     Some((group, state))
 }
 

@@ -13,6 +13,7 @@ use gateway::control::rpc::{self, Call, Chap};
 use serde_json::Value;
 
 use crate::commands::CtlError;
+use crate::gateway_array::{self, AluaVerb, ArrayPortalVerb};
 use crate::render::Output;
 
 /// Where `iscsi-ctl gateway` looks for the socket when neither `--socket` nor
@@ -44,9 +45,13 @@ enum Verb {
     /// Logged-in sessions: list, drop.
     #[command(subcommand)]
     Session(SessionVerb),
-    /// The portals the gateway listens on.
+    /// The portals the gateway listens on, the virtual portal, weights, drain and
+    /// rebalance.
     #[command(subcommand)]
     Portal(PortalVerb),
+    /// ALUA target port groups and their states.
+    #[command(subcommand)]
+    Alua(AluaVerb),
     /// Volumes of a pool (`iscsi-gateway pool create` makes the pool): create, grow,
     /// clone, delete, list with allocation, check. Attach one with
     /// `lun attach TARGET N pool:PATH,volume=NAME`.
@@ -198,6 +203,9 @@ enum SessionVerb {
         /// 12 hex digits.
         #[arg(long)]
         isid: Option<String>,
+        /// The portal the sessions came in on.
+        #[arg(long)]
+        portal: Option<std::net::SocketAddr>,
     },
 }
 
@@ -209,6 +217,8 @@ enum PortalVerb {
     Add { address: std::net::SocketAddr },
     /// Stop listening on an address (sessions that came through it go on).
     Remove { address: std::net::SocketAddr },
+    #[command(flatten)]
+    Array(ArrayPortalVerb),
 }
 
 #[derive(Subcommand, Debug)]
@@ -499,10 +509,12 @@ impl Verb {
                 target,
                 initiator,
                 isid,
+                portal,
             }) => Call::SessionDrop(rpc::SessionFilter {
                 target: target.clone(),
                 initiator: initiator.clone(),
                 isid: isid.clone(),
+                portal: *portal,
             }),
             Verb::Portal(PortalVerb::List) => Call::PortalList,
             Verb::Portal(PortalVerb::Add { address }) => {
@@ -511,6 +523,8 @@ impl Verb {
             Verb::Portal(PortalVerb::Remove { address }) => {
                 Call::PortalRemove(rpc::PortalAddress { address: *address })
             }
+            Verb::Portal(PortalVerb::Array(verb)) => verb.call(),
+            Verb::Alua(verb) => verb.call(),
             Verb::Volume(verb) => verb.call()?,
             Verb::Bind {
                 volumes,
@@ -593,6 +607,22 @@ pub fn run(args: &GatewayArgs, out: &Output) -> Result<(), CtlError> {
     };
     let result = request(&socket, &call)?;
     out.emit(&result, || human(&call, &result));
+    if let Verb::Portal(PortalVerb::Array(verb)) = &args.verb {
+        if let Some((portal, limit)) = verb.wait_for_empty() {
+            let left = gateway_array::wait_until_empty(
+                || request(&socket, &Call::PortalList),
+                portal,
+                limit,
+                out.json,
+            )?;
+            if left > 0 {
+                return Err(CtlError::Usage(format!(
+                    "{portal}: {left} sessions still there after {} s",
+                    limit.as_secs()
+                )));
+            }
+        }
+    }
     let problems = result["pools"]
         .as_array()
         .into_iter()
@@ -752,19 +782,8 @@ fn human(call: &Call, result: &Value) -> String {
         Call::PortalAdd(_) => format!("listening on {}\n", text(&result["address"])),
         Call::PortalRemove(_) => format!("no longer listening on {}\n", text(&result["address"])),
         Call::SessionDrop(_) => format!("{} sessions dropped\n", text(&result["dropped"])),
-        Call::PortalList => result["portals"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} (group {})\n",
-                    text(&p["address"]),
-                    text(&p["group_tag"])
-                )
-            })
-            .collect(),
+        Call::PortalList => gateway_array::human_portals(result),
+        Call::Array(call) => gateway_array::human(call, result),
         Call::Volume { method, .. } => human_volume(method, result),
         Call::Bind(p) => result["bindings"]
             .as_array()

@@ -8,6 +8,7 @@ mod adapters;
 mod arbitrate;
 mod commands;
 mod config;
+mod gateway_array;
 mod gateway_ctl;
 mod nexus;
 mod render;

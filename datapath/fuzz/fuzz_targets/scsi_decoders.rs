@@ -1,5 +1,5 @@
 //! Fuzzes every SCSI decoder a target's answer reaches (SPC INQUIRY and VPD pages, REPORT
-//! LUNS, READ CAPACITY, sense data in both formats).
+//! LUNS, READ CAPACITY, sense data in both formats, REPORT TARGET PORT GROUPS).
 #![no_main]
 
 use datapath::scsi::{
@@ -25,5 +25,12 @@ fuzz_target!(|bytes: &[u8]| {
     let _ = ReadCapacity16::decode(bytes);
     if let Ok(sense) = Sense::decode(bytes) {
         let _ = sense.to_string();
+    }
+    if let Ok(groups) = datapath::scsi::alua::parse_port_groups(bytes) {
+        // Every descriptor is at least 8 bytes of what came.
+        assert!(groups.len() <= bytes.len() / 8);
+        // What parsed encodes back to data that parses the same.
+        let again = datapath::scsi::alua::encode_port_groups(&groups, false, 0);
+        assert_eq!(datapath::scsi::alua::parse_port_groups(&again).unwrap(), groups);
     }
 });

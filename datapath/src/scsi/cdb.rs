@@ -313,9 +313,10 @@ impl Cdb {
     /// length-only header format.
     pub fn report_target_port_groups(allocation_length: u32) -> Cdb {
         let mut cdb = Cdb::new(12, DataDirection::Read(allocation_length));
-        cdb.bytes[0] = opcode::MAINTENANCE_IN;
-        cdb.bytes[1] = service_action::REPORT_TARGET_PORT_GROUPS;
-        cdb.bytes[6..10].copy_from_slice(&allocation_length.to_be_bytes());
+        cdb.bytes[..12].copy_from_slice(&super::alua::report_target_port_groups_cdb(
+            allocation_length,
+            false,
+        ));
         cdb
     }
 

@@ -43,7 +43,7 @@ use super::tcp::{Setup, TcpPath};
 use super::{failure, ShardConfig, ShardError, ShardInfo, ShardStats};
 use crate::adapter::{PathError, PathFailure};
 use crate::pdu::TaskAttribute;
-use crate::scsi::alua::{self, AluaState, TargetPortGroups};
+use crate::scsi::alua::{self, AccessState, PortGroup};
 use crate::scsi::decode::DeviceIdentification;
 use crate::scsi::{sense, Cdb, Sense};
 use crate::session::connect::ClientConfig;
@@ -196,7 +196,7 @@ struct SubPath {
     /// The target port group VPD 0x83 names for this path, and its access state (`None`:
     /// the LU reports no ALUA).
     group: Option<u16>,
-    alua: Option<AluaState>,
+    alua: Option<AccessState>,
     /// A REPORT TARGET PORT GROUPS is in flight on it.
     reading_states: bool,
     /// Recent service time (exponentially weighted, 1/8 per completion), nanoseconds.
@@ -207,12 +207,12 @@ struct SubPath {
 
 impl SubPath {
     fn serves(&self) -> bool {
-        self.path.is_some() && self.alua.is_none_or(AluaState::serves_io)
+        self.path.is_some() && self.alua.is_none_or(AccessState::is_active)
     }
 
     /// 0 for active/optimized (or no ALUA), 1 for active/non-optimized.
     fn rank(&self) -> u8 {
-        u8::from(self.alua == Some(AluaState::ActiveNonOptimized))
+        u8::from(self.alua == Some(AccessState::ActiveNonOptimized))
     }
 }
 
@@ -223,7 +223,7 @@ pub struct PathStatus {
     pub up: bool,
     /// The target port group and its access state, when the LU reports ALUA.
     pub group: Option<u16>,
-    pub alua: Option<AluaState>,
+    pub alua: Option<AccessState>,
     /// Commands it completed, and times its connection was lost.
     pub ios: u64,
     pub losses: u64,
@@ -443,7 +443,7 @@ impl MultiPath {
         let states = match result {
             Ok(outcome) if outcome.status == sense::status::GOOD => {
                 let len = (outcome.transferred as usize).min(outcome.buffer.len());
-                TargetPortGroups::decode(&outcome.buffer[..len])
+                alua::parse_port_groups(&outcome.buffer[..len])
             }
             Ok(outcome) => {
                 tracing::debug!(
@@ -468,9 +468,9 @@ impl MultiPath {
 
     /// Sets each sub-path's access state from a report (groups it does not list keep
     /// theirs: another port of the array may not know them).
-    fn take_states(&mut self, states: &TargetPortGroups) {
+    fn take_states(&mut self, states: &[PortGroup]) {
         for sub in &mut self.paths {
-            let Some(state) = sub.group.and_then(|g| states.state_of(g)) else {
+            let Some(state) = sub.group.and_then(|g| alua::state_of(states, g)) else {
                 continue;
             };
             if sub.alua != Some(state) {
@@ -956,21 +956,12 @@ fn choose_path(
 /// `Some` when `outcome` is an answer for an access state (ALUA): the command was not
 /// executed. Inside, the state the answer puts the path's group in, when it says
 /// (NOT READY: standby, unavailable, transitioning; a unit attention 2Ah/06h does not).
-fn access_state_answer(outcome: &CommandOutcome) -> Option<Option<AluaState>> {
+fn access_state_answer(outcome: &CommandOutcome) -> Option<Option<AccessState>> {
     if outcome.status != sense::status::CHECK_CONDITION {
         return None;
     }
     let sense = Sense::decode(outcome.sense.as_deref()?).ok()?;
-    let code = (sense.asc, sense.ascq);
-    if !alua::is_access_state_sense(code) {
-        return None;
-    }
-    Some(match code {
-        alua::sense_code::STANDBY => Some(AluaState::Standby),
-        alua::sense_code::UNAVAILABLE => Some(AluaState::Unavailable),
-        alua::sense_code::TRANSITIONING => Some(AluaState::Transitioning),
-        _ => None,
-    })
+    alua::access_state_sense((sense.asc, sense.ascq))
 }
 
 /// Marks the writes among `held` that were issued before `seq` and overlap `range`.
@@ -1043,8 +1034,8 @@ struct Checked {
     identity: Vec<(u8, Vec<u8>)>,
     /// The path's target port group (VPD 0x83), its access state and the whole report.
     group: Option<u16>,
-    alua: Option<AluaState>,
-    states: Option<TargetPortGroups>,
+    alua: Option<AccessState>,
+    states: Option<Vec<PortGroup>>,
 }
 
 /// TEST UNIT READY past the unit attentions of a new nexus, then INQUIRY VPD 0x83 (the
@@ -1084,14 +1075,14 @@ fn check_path(path: &mut TcpPath, lun: u64) -> Result<Checked, String> {
             let outcome = execute_alone(path, lun, cdb, RTPG_LENGTH as usize)?;
             let len = (outcome.transferred as usize).min(outcome.buffer.len());
             (outcome.status == sense::status::GOOD)
-                .then(|| TargetPortGroups::decode(&outcome.buffer[..len]).ok())
+                .then(|| alua::parse_port_groups(&outcome.buffer[..len]).ok())
                 .flatten()
         }
         None => None,
     };
     let alua = states
         .as_ref()
-        .and_then(|s| group.and_then(|g| s.state_of(g)));
+        .and_then(|s| group.and_then(|g| alua::state_of(s, g)));
     Ok(Checked {
         identity: designators,
         group: group.filter(|_| alua.is_some()),
@@ -1238,12 +1229,12 @@ mod tests {
         let standby = outcome(cc, Some(fixed_sense(0x02, 0x04, 0x0b)));
         assert_eq!(
             access_state_answer(&standby),
-            Some(Some(AluaState::Standby))
+            Some(Some(AccessState::Standby))
         );
         let moving = outcome(cc, Some(fixed_sense(0x02, 0x04, 0x0a)));
         assert_eq!(
             access_state_answer(&moving),
-            Some(Some(AluaState::Transitioning))
+            Some(Some(AccessState::Transitioning))
         );
         let changed = outcome(cc, Some(fixed_sense(0x06, 0x2a, 0x06)));
         assert_eq!(access_state_answer(&changed), Some(None));

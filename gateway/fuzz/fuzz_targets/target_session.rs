@@ -37,6 +37,7 @@ fn session(now: Instant) -> TargetSession {
         chap_challenge: vec![7; 16],
         initial_stat_sn: 1,
         portal_group_tag: 1,
+        via_virtual_portal: false,
     };
     TargetSession::new(Arc::new(config), params, now)
 }

@@ -66,13 +66,18 @@ impl ExplicitIdentity {
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let made = self.or_random();
-                write_sidecar(&sidecar, &made).map_err(|e| {
+                let stored = write_sidecar(&sidecar, &made).map_err(|e| {
                     error(format!(
                         "storing the LU identity: {e}; give serial= and naa= to run without it"
                     ))
                 })?;
-                tracing::info!(path = %sidecar.display(), "new LU identity stored");
-                made
+                match stored {
+                    Some(other) => other,
+                    None => {
+                        tracing::info!(path = %sidecar.display(), "new LU identity stored");
+                        made
+                    }
+                }
             }
             Err(e) => return Err(error(e.to_string())),
         };
@@ -167,8 +172,11 @@ fn parse_sidecar(text: &str) -> Result<LuIdentity, String> {
     }
 }
 
-fn write_sidecar(sidecar: &Path, identity: &LuIdentity) -> std::io::Result<()> {
-    let temporary = sidecar.with_extension("identity.tmp");
+/// Stores `identity` at `sidecar` unless another gateway sharing the file (`shared`)
+/// stored one first: then returns that one. The temporary file is this process's own and
+/// (a random name) is published with a hard link, which fails rather than replace what is there.
+fn write_sidecar(sidecar: &Path, identity: &LuIdentity) -> std::io::Result<Option<LuIdentity>> {
+    let temporary = sidecar.with_extension(format!("identity.{:016x}.tmp", random_u64()));
     let mut file = std::fs::File::create(&temporary)?;
     write!(
         file,
@@ -179,7 +187,18 @@ fn write_sidecar(sidecar: &Path, identity: &LuIdentity) -> std::io::Result<()> {
         identity.serial
     )?;
     file.sync_all()?;
-    std::fs::rename(&temporary, sidecar)?;
+    let linked = std::fs::hard_link(&temporary, sidecar);
+    std::fs::remove_file(&temporary)?;
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(sidecar)?;
+            return parse_sidecar(&text)
+                .map(Some)
+                .map_err(std::io::Error::other);
+        }
+        Err(e) => return Err(e),
+    }
     if let Some(dir) = sidecar.parent() {
         let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
@@ -188,7 +207,7 @@ fn write_sidecar(sidecar: &Path, identity: &LuIdentity) -> std::io::Result<()> {
         };
         std::fs::File::open(dir)?.sync_all()?;
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -228,6 +247,39 @@ mod tests {
                 .contains("remove it to make a new identity"),
             "{error}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn gateways_starting_together_on_one_shared_file_agree_on_its_identity() {
+        let dir =
+            std::env::temp_dir().join(format!("gateway-identity-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shared.img").display().to_string();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let starters: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    ExplicitIdentity::default().or_stored_beside(&path)
+                })
+            })
+            .collect();
+        let identities: Vec<LuIdentity> = starters
+            .into_iter()
+            .map(|t| t.join().unwrap().unwrap())
+            .collect();
+        assert!(
+            identities.windows(2).all(|w| w[0] == w[1]),
+            "{identities:?}"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -20,6 +20,7 @@ mod identity;
 mod null;
 pub mod pool;
 mod ram;
+mod shared_word;
 mod spec;
 
 use std::io;
@@ -30,6 +31,7 @@ pub use identity::LuIdentity;
 pub use null::NullBackend;
 pub use pool::{Pool, PoolError, PoolVolume};
 pub use ram::RamBackend;
+pub use shared_word::SharedWord;
 pub use spec::{LunOptions, LunSpec, Storage, LOGICAL_BLOCK_BYTES};
 
 /// Storage for one logical unit. Every method takes `&self`: the disk layer calls a backend

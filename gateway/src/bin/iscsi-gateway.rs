@@ -33,11 +33,43 @@ struct Args {
         "control_socket", "state_dir",
         "portals", "iqn", "luns", "chap_user", "chap_secret", "chap_secret_file", "mutual_user",
         "mutual_secret", "mutual_secret_file", "allowed_initiators", "queue_depth",
+        "portal_group_tag", "virtual_portal", "portal_weights", "alua", "portal_links",
     ])]
     config: Option<std::path::PathBuf>,
     /// Address to listen on (repeatable).
     #[arg(long = "portal", default_value = "127.0.0.1:3260")]
     portals: Vec<SocketAddr>,
+    /// TargetPortalGroupTag of this gateway's portals; also its relative target port
+    /// identifier and ALUA target port group (two gateways exporting one `shared` file
+    /// are two ports of one LU when their tags differ).
+    #[arg(long, value_name = "TAG", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    portal_group_tag: u16,
+    /// The array's virtual portal: normal logins there are redirected to the real portal
+    /// (--portal) with the fewest sessions per weight; SendTargets lists only it.
+    #[arg(long, value_name = "ADDR")]
+    virtual_portal: Option<SocketAddr>,
+    /// How the virtual portal answers: temporary (0x0101), permanent (0x0102) or accept
+    /// (carry sessions itself).
+    #[arg(
+        long,
+        value_name = "KIND",
+        default_value = "temporary",
+        requires = "virtual_portal"
+    )]
+    redirect: gateway::portal::RedirectKind,
+    /// ADDR=WEIGHT: a real portal's share of the sessions (default 1; 0 takes none).
+    #[arg(long = "portal-weight", value_name = "ADDR=WEIGHT", value_parser = gateway::portal::parse_weight)]
+    portal_weights: Vec<(SocketAddr, u32)>,
+    /// ADDR=IFACE: the interface carrying a real portal's address. When it goes down the
+    /// address moves to a live portal's interface (ip(8)), is announced with gratuitous
+    /// ARP and the sessions of the lost port are reset (port takeover); repeatable.
+    #[arg(long = "portal-interface", value_name = "ADDR=IFACE", value_parser = gateway::portal::takeover::parse_portal_link)]
+    portal_links: Vec<gateway::portal::takeover::PortalLink>,
+    /// GROUP=STATE: an ALUA target port group's state (active/optimized,
+    /// active/non-optimized, standby, unavailable, transitioning); repeatable. The own
+    /// group (--portal-group-tag) is active/optimized unless given.
+    #[arg(long = "alua", value_name = "GROUP=STATE", value_parser = gateway::portal::parse_alua)]
+    alua: Vec<(u16, datapath::scsi::alua::AccessState)>,
     /// Target name.
     #[arg(long, default_value = "iqn.2026-11.io.iscsi-uring:target")]
     iqn: String,
@@ -318,6 +350,14 @@ fn config_from_args(args: Args) -> Result<(TargetConfig, ControlSettings), Strin
     }
     let mut config = TargetConfig::new(args.portals[0], node);
     config.portals = args.portals;
+    config.portal_group_tag = args.portal_group_tag;
+    config.array = gateway::portal::ArrayConfig {
+        virtual_portal: args.virtual_portal,
+        redirect: args.redirect,
+        weights: args.portal_weights,
+        alua: args.alua,
+        links: args.portal_links,
+    };
     config.max_cmd_window = args.queue_depth.max(1);
     config.threads = args.threads;
     config.client_limits.backend_timeout = seconds("--backend-timeout", args.backend_timeout)?;

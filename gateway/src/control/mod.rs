@@ -11,6 +11,8 @@
 //! Volumes (`volume_*` methods, `pool:` LUNs) belong to the volume pool, which plugs in
 //! through [`VolumeService`]; without one those methods answer "not available".
 
+mod array;
+pub mod array_rpc;
 mod bindings;
 pub mod rpc;
 pub mod socket;
@@ -564,16 +566,12 @@ impl Control {
             Call::TargetList => Ok(self.target_list()),
             Call::PortalList => {
                 let inner = self.lock();
-                let portals: Vec<Value> = inner
-                    .controller
-                    .as_ref()
-                    .map(|c| c.portals())
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|addr| json!({"address": addr.to_string(), "group_tag": self.portal_group_tag}))
-                    .collect();
-                Ok(json!({ "portals": portals }))
+                Ok(array::portal_list(
+                    inner.controller.as_ref(),
+                    self.portal_group_tag,
+                ))
             }
+            Call::Array(call) => self.array_call(call),
             Call::SessionList(filter) => {
                 let inner = self.lock();
                 let sessions: Vec<Value> = inner
@@ -590,16 +588,21 @@ impl Control {
                             "target": s.target,
                             "peer": s.peer.to_string(),
                             "tsih": s.tsih,
+                            "portal": s.portal.to_string(),
                         })
                     })
                     .collect();
                 Ok(json!({ "sessions": sessions }))
             }
             Call::SessionDrop(filter) => {
-                if filter.target.is_none() && filter.initiator.is_none() && filter.isid.is_none() {
+                if filter.target.is_none()
+                    && filter.initiator.is_none()
+                    && filter.isid.is_none()
+                    && filter.portal.is_none()
+                {
                     return Err(bad(
                         ErrorCode::InvalidParams,
-                        "session_drop: give at least one of target, initiator, isid",
+                        "session_drop: give at least one of target, initiator, isid, portal",
                     ));
                 }
                 let inner = self.lock();
@@ -611,6 +614,7 @@ impl Control {
                     filter.target.as_ref().is_none_or(|t| *t == s.target)
                         && filter.initiator.as_ref().is_none_or(|i| *i == s.initiator)
                         && isid.as_ref().is_none_or(|i| *i == s.isid)
+                        && filter.portal.is_none_or(|p| p == s.portal)
                 });
                 Ok(json!({ "dropped": dropped }))
             }

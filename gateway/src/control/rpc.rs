@@ -209,6 +209,9 @@ pub struct SessionFilter {
     /// 12 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isid: Option<String>,
+    /// The portal the sessions came in on (a port lost: its hosts go elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<std::net::SocketAddr>,
 }
 
 /// `bind`: volumes of a pool bound for a host through a protocol endpoint (a batch in one
@@ -277,6 +280,8 @@ pub enum Call {
         method: String,
         params: Value,
     },
+    /// Portals, the virtual portal, drain and rebalance, ALUA (`array_rpc`).
+    Array(super::array_rpc::ArrayCall),
 }
 
 /// Every method name, for "method not found" and `--help`.
@@ -298,6 +303,14 @@ pub const METHODS: &[&str] = &[
     "unbind",
     "binding_list",
     "volume_*",
+    "portal_set",
+    "portal_drain",
+    "portal_resume",
+    "portal_rebalance",
+    "virtual_portal_add",
+    "redirect_set",
+    "alua_list",
+    "alua_set",
 ];
 
 impl Call {
@@ -324,6 +337,10 @@ impl Call {
             Call::Unbind(p) => ("unbind", v(p)),
             Call::BindingList(p) => ("binding_list", v(p)),
             Call::Volume { method, params } => return (method.clone(), params.clone()),
+            Call::Array(call) => {
+                let (method, params) = call.to_method_params();
+                return (method.to_string(), params);
+            }
         };
         (method.to_string(), params)
     }
@@ -478,6 +495,10 @@ pub fn parse_call(method: &str, params: Value) -> Result<Call, RpcError> {
         "bind" => Call::Bind(typed(method, params)?),
         "unbind" => Call::Unbind(typed(method, params)?),
         "binding_list" => Call::BindingList(typed(method, params)?),
+        array if super::array_rpc::ARRAY_METHODS.contains(&array) => Call::Array(
+            super::array_rpc::ArrayCall::parse(array, params)
+                .unwrap_or_else(|| Err(RpcError::new(ErrorCode::MethodNotFound, array)))?,
+        ),
         volume if volume.starts_with("volume_") => Call::Volume {
             method: volume.to_string(),
             params,

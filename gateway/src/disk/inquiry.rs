@@ -141,6 +141,9 @@ impl LogicalUnit {
             if config.role.lu_cong() {
                 data[1] |= 0x40; // LU_CONG (SPC-5 6.7.2)
             }
+            // TPGS 01b: implicit ALUA; the target port answers REPORT TARGET PORT GROUPS
+            // (`crate::portal::alua`, ahead of the unit).
+            data[5] |= 0x10;
             data
         } else {
             match page_code {

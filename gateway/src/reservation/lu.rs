@@ -15,6 +15,7 @@ use super::fence::{Fence, OwnedTicket, Ticket};
 use super::persist::{PersistError, Store};
 use super::state::{attention, Outcome, Refusal, ReservationState};
 use super::{Cached, Nexus, NexusView};
+use crate::backend::SharedWord;
 use crate::disk::sense::{asc, key, Check};
 use crate::disk::{LogicalUnit, ScsiResult};
 
@@ -34,6 +35,24 @@ pub enum ResetKind {
 }
 
 impl ResetKind {
+    /// Its code in a [`SharedWord`] (the peer processes' resets).
+    fn code(self) -> u8 {
+        match self {
+            ResetKind::LogicalUnit => 1,
+            ResetKind::TargetWarm => 2,
+            ResetKind::TargetCold => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<ResetKind> {
+        match code {
+            1 => Some(ResetKind::LogicalUnit),
+            2 => Some(ResetKind::TargetWarm),
+            3 => Some(ResetKind::TargetCold),
+            _ => None,
+        }
+    }
+
     fn attention(self) -> (u8, u8) {
         match self {
             ResetKind::LogicalUnit => attention::BUS_DEVICE_RESET,
@@ -51,6 +70,9 @@ pub struct LuReservations {
     /// Serializes changes that wait (PREEMPT AND ABORT's drain) or write (APTPL).
     updates: Mutex<()>,
     store: Option<Store>,
+    /// Resets made through other gateway processes exporting the same file (`shared`):
+    /// checked with one atomic load per command.
+    peer_resets: Option<SharedWord>,
 }
 
 impl Default for LuReservations {
@@ -122,6 +144,7 @@ impl LuReservations {
             state: Mutex::new(ReservationState::new(false)),
             updates: Mutex::new(()),
             store: None,
+            peer_resets: None,
         }
     }
 
@@ -143,7 +166,31 @@ impl LuReservations {
             state: Mutex::new(state),
             updates: Mutex::new(()),
             store: Some(store),
+            peer_resets: None,
         })
+    }
+
+    /// Shares resets with the other processes that map `word` (see
+    /// [`crate::backend::SharedWord`]): a reset here is announced there, and one
+    /// announced there establishes its unit attention here at the next command.
+    pub fn with_peer_resets(mut self, word: SharedWord) -> LuReservations {
+        self.peer_resets = Some(word);
+        self
+    }
+
+    /// A reset another process announced, applied here once.
+    fn take_peer_reset(&self) {
+        let Some(word) = &self.peer_resets else {
+            return;
+        };
+        if let Some(kind) = word.take_change().and_then(ResetKind::from_code) {
+            tracing::info!(
+                ?kind,
+                word = word.path(),
+                "reset made through another gateway"
+            );
+            self.reset_here(kind);
+        }
     }
 
     pub(super) fn fence(&self) -> &Fence {
@@ -174,6 +221,7 @@ impl LuReservations {
                 ticket: Some(self.fence.enter()),
             });
         };
+        self.take_peer_reset();
         let needed = access::class_of(opcode);
         loop {
             let ticket = self.fence.enter();
@@ -243,8 +291,23 @@ impl LuReservations {
 
     /// A reset: SCSI-2 reservations released, attentions to every nexus present.
     pub fn reset(&self, kind: ResetKind) {
+        self.reset_here(kind);
+        if let Some(word) = &self.peer_resets {
+            word.announce(kind.code());
+        }
+    }
+
+    fn reset_here(&self, kind: ResetKind) {
         let mut state = lock(&self.state);
         state.reset(kind.attention());
+        self.fence.advance();
+    }
+
+    /// A unit attention for every nexus present (ASYMMETRIC ACCESS STATE CHANGED when a
+    /// port group's ALUA state changes), reservations untouched.
+    pub fn announce(&self, asc: (u8, u8)) {
+        let mut state = lock(&self.state);
+        state.announce(asc);
         self.fence.advance();
     }
 

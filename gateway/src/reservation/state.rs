@@ -225,6 +225,11 @@ impl ReservationState {
     /// gets the reset's unit attention.
     pub fn reset(&mut self, asc: (u8, u8)) {
         self.scsi2 = None;
+        self.announce(asc);
+    }
+
+    /// Establishes the unit attention `asc` for every nexus present.
+    pub fn announce(&mut self, asc: (u8, u8)) {
         let present: Vec<Nexus> = self.present.keys().cloned().collect();
         for nexus in present {
             self.establish(&nexus, asc);

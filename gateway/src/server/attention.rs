@@ -42,8 +42,8 @@ pub(crate) struct Attentions {
 
 impl Attentions {
     /// Establishes the conditions a change of the target's LUNs from `old` to `new`
-    /// calls for.
-    pub(crate) fn handle_change(&mut self, old: &[LunInfo], new: &[LunInfo]) {
+    /// calls for; true when the inventory changed (REPORTED LUNS DATA HAS CHANGED).
+    pub(crate) fn handle_change(&mut self, old: &[LunInfo], new: &[LunInfo]) -> bool {
         let same_inventory = old.len() == new.len()
             && old
                 .iter()
@@ -65,6 +65,7 @@ impl Attentions {
                 self.establish(info.lun, CAPACITY_DATA_HAS_CHANGED);
             }
         }
+        !same_inventory
     }
 
     /// The volumes bound for this nexus's host changed: the next command (any LU)

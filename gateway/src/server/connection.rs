@@ -20,6 +20,7 @@ use crate::session::{
 use super::attention::Attentions;
 use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
 use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
+use crate::portal::{AluaGroups, PortalLoad};
 use crate::reservation::{Nexus, NexusView, ResetKind};
 
 /// Largest AHS accepted (the field allows 1020 bytes).
@@ -145,6 +146,12 @@ pub struct Connection {
     /// Until the first byte arrives: when the connection is closed for silence.
     first_byte_deadline: Option<Instant>,
     accepted_at: Instant,
+    /// The portal it came in on (its session is counted there once logged in).
+    portal: Option<Arc<PortalLoad>>,
+    counted_on_portal: bool,
+    /// The ALUA states: commands meet the own port group's state, and REPORT TARGET
+    /// PORT GROUPS is answered from it.
+    alua: Option<Arc<AluaGroups>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -167,6 +174,9 @@ impl Drop for Connection {
     fn drop(&mut self) {
         if let (Some(executor), Some(view)) = (&self.executor, &self.nexus) {
             executor.nexus_lost(view.nexus());
+        }
+        if let (true, Some(portal)) = (self.counted_on_portal, &self.portal) {
+            portal.session_left();
         }
     }
 }
@@ -210,7 +220,17 @@ impl Connection {
             input_held: false,
             first_byte_deadline: Some(now + limits.first_pdu_timeout),
             accepted_at: now,
+            portal: None,
+            counted_on_portal: false,
+            alua: None,
         }
+    }
+
+    /// The portal the connection came in on and the ALUA states its commands meet.
+    pub fn with_port(mut self, portal: Option<Arc<PortalLoad>>, alua: Arc<AluaGroups>) -> Self {
+        self.portal = portal;
+        self.alua = Some(alua);
+        self
     }
 
     /// Output this connection owes its initiator: encoded bytes not yet handed to the
@@ -524,6 +544,10 @@ impl Connection {
                         executor.nexus_joined(&nexus);
                     }
                     self.nexus = Some(NexusView::new(nexus));
+                    if let Some(portal) = &self.portal {
+                        portal.session_joined();
+                        self.counted_on_portal = true;
+                    }
                 }
                 // Applied before the Task Management response is sent (the caller fills
                 // the output after collecting events).
@@ -583,6 +607,10 @@ impl Connection {
                 self.session.complete_command(command.id, result);
                 continue;
             }
+            if let Some(result) = self.port_answer(command.lun, &command.cdb) {
+                self.session.complete_command(command.id, result);
+                continue;
+            }
             let data_in_len = command.expected_data_in_len as usize;
             // The turn's time: the command arrived in this turn (or waited for output
             // room until it).
@@ -639,6 +667,34 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// What the target port answers itself (`crate::portal::alua`): REPORT TARGET PORT
+    /// GROUPS, and NOT READY for medium access while the own port group is in standby,
+    /// unavailable or transitioning. One atomic load per command otherwise.
+    fn port_answer(&mut self, lun: u64, cdb: &[u8]) -> Option<CommandResult> {
+        let alua = self.alua.as_deref()?;
+        if let Some(data) = alua.report(cdb) {
+            return Some(CommandResult {
+                status: 0,
+                sense: Vec::new(),
+                data_in: data,
+                data_out_wanted: None,
+            });
+        }
+        let check = alua.refusal(cdb)?;
+        // A unit attention pending for this nexus is reported before the refusal.
+        if let (Some(executor), Some(nexus)) = (&self.executor, &mut self.nexus) {
+            if let Some(first) = executor.answer_first(nexus, lun, cdb) {
+                return Some(first);
+            }
+        }
+        Some(CommandResult {
+            status: 0x02,
+            sense: check.to_fixed_sense(),
+            data_in: Vec::new(),
+            data_out_wanted: None,
+        })
     }
 
     /// The unit behind `lun` on the target logged in to.
@@ -714,9 +770,22 @@ impl Connection {
             return;
         }
         if self.executor.is_some() {
-            self.attentions.handle_change(&self.target_luns, &live.luns);
-            let bindings = live.bindings_for(initiator);
-            let same_bindings = match (&self.bindings, bindings) {
+            let bindings = live.bindings_for(initiator).cloned();
+            let executor = Arc::clone(live.executor_for(initiator));
+            if self.attentions.handle_change(&self.target_luns, &live.luns) {
+                // Also told at once, as Async Message event 0 with the sense data (issue
+                // 15); the unit attention stays pending for hosts that ignore the event.
+                let sense = crate::disk::sense::Check::new(
+                    crate::disk::sense::key::UNIT_ATTENTION,
+                    super::attention::REPORTED_LUNS_DATA_HAS_CHANGED,
+                )
+                .to_fixed_sense();
+                let lun = live.luns.first().map_or(0, |info| info.lun);
+                if self.session.queue_scsi_async_event(lun, &sense) {
+                    self.fill_output();
+                }
+            }
+            let same_bindings = match (&self.bindings, &bindings) {
                 (Some(old), Some(new)) => Arc::ptr_eq(old, new),
                 (None, None) => true,
                 _ => false,
@@ -724,8 +793,8 @@ impl Connection {
             if !same_bindings {
                 self.attentions.handle_bindings_change();
             }
-            self.bindings = bindings.cloned();
-            self.executor = Some(Arc::clone(live.executor_for(initiator)));
+            self.bindings = bindings;
+            self.executor = Some(executor);
             self.target_luns = live.luns.clone();
         }
     }

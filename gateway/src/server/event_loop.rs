@@ -39,9 +39,11 @@ use super::blocking::{Cancelled, Inbox, Reply};
 use super::connection::{CloseReason, Connection, ConnectionLimits};
 use super::file_io::{FileOp, Progress};
 use super::lun_stats::LoopLunStats;
+use super::portals::AsyncRequest;
 use super::{
     ConnControl, Deferred, LoopConfig, LoopMessage, LoopStats, PortalListener, SessionKey, Shared,
 };
+use crate::portal::{PortalLoad, PortalRole};
 
 /// io_uring's largest completion queue.
 const MAX_CQ_ENTRIES: u32 = 1 << 16;
@@ -523,16 +525,23 @@ impl EventLoop {
                     .get(index)
                     .and_then(Option::as_ref)
                     .is_some_and(|l| l.id == generation);
+                // The portal's load (sessions counted there; virtual or real).
+                let load = self
+                    .listeners
+                    .get(index)
+                    .and_then(Option::as_ref)
+                    .filter(|l| l.id == generation)
+                    .map(|l| Arc::clone(&l.load));
                 if !current {
                     // A removed portal's last accept: a connection it still took is
                     // served; the portal is not armed again.
                     if result >= 0 {
-                        self.accepted(now, result);
+                        self.accepted(now, result, load);
                     }
                     return;
                 }
                 if result >= 0 {
-                    self.accepted(now, result);
+                    self.accepted(now, result, load);
                 } else if matches!(-result, libc::EMFILE | libc::ENFILE | libc::ENOMEM) {
                     // Out of descriptors: accepting again at once would spin. Pause this
                     // listener a moment; connections closing meanwhile make room.
@@ -560,10 +569,10 @@ impl EventLoop {
                     // Another thread asked a connection to close (reinstatement): rare,
                     // so a look at every slot is fine here.
                     for index in 0..self.slots.len() {
-                        if self.slots[index]
-                            .as_ref()
-                            .is_some_and(|s| s.control.kill.load(Ordering::Acquire))
-                        {
+                        if self.slots[index].as_ref().is_some_and(|s| {
+                            s.control.kill.load(Ordering::Acquire)
+                                || s.control.async_request.load(Ordering::Acquire) != 0
+                        }) {
                             self.mark(index);
                         }
                     }
@@ -617,7 +626,7 @@ impl EventLoop {
         }
     }
 
-    fn accepted(&mut self, now: Instant, fd: RawFd) {
+    fn accepted(&mut self, now: Instant, fd: RawFd, portal: Option<Arc<PortalLoad>>) {
         // SAFETY: the kernel just gave us this descriptor; we own it from here.
         let stream = unsafe { TcpStream::from_raw_fd(fd) };
         let peer = match stream.peer_addr() {
@@ -643,6 +652,8 @@ impl EventLoop {
             self.evict_oldest_login();
         }
         let _ = stream.set_nodelay(true);
+        // The portal the host reached (also for a removed portal's last accept).
+        let local = stream.local_addr().ok();
         let fd = stream.into_raw_fd();
         let challenge = datapath::client::random_bytes(16);
         let stat_sn_seed = datapath::client::random_bytes(4);
@@ -656,6 +667,9 @@ impl EventLoop {
                 stat_sn_seed[3],
             ]),
             portal_group_tag: self.shared.portal_group_tag,
+            via_virtual_portal: portal
+                .as_ref()
+                .is_some_and(|p| p.role == PortalRole::Virtual),
         };
         let tsih = params.tsih;
         let session =
@@ -671,13 +685,15 @@ impl EventLoop {
             max_output_bytes: self.shared.limits.max_output_bytes_per_connection,
             first_pdu_timeout: self.shared.limits.first_pdu_timeout,
         };
+        let portal_addr = portal.as_ref().map(|p| p.addr).or(local).unwrap_or(peer);
         let conn = Connection::new(
             session,
             peer,
             Arc::clone(&self.config.current.targets),
             limits,
             now,
-        );
+        )
+        .with_port(portal, Arc::clone(&self.shared.array.alua));
         let generation = self.take_generation();
         let slot = Slot {
             fd,
@@ -689,6 +705,8 @@ impl EventLoop {
                 loop_waker: Arc::clone(&self.waker),
                 peer,
                 tsih,
+                portal: portal_addr,
+                async_request: std::sync::atomic::AtomicU64::new(0),
             }),
             session_key: None,
             recv_in_flight: false,
@@ -955,6 +973,23 @@ impl EventLoop {
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
+        let request = slot.control.async_request.swap(0, Ordering::AcqRel);
+        if let Some(request) = AsyncRequest::decode(request) {
+            if slot.conn.session.queue_async_message(
+                request.event,
+                0,
+                request.parameter2,
+                request.parameter3,
+            ) {
+                tracing::info!(
+                    peer = %slot.conn.peer(),
+                    event = request.event,
+                    parameter3 = request.parameter3,
+                    "async message sent"
+                );
+                slot.conn.fill_output();
+            }
+        }
         if slot.control.kill.swap(false, Ordering::AcqRel) {
             if slot.control.dropped.load(Ordering::Acquire) {
                 slot.conn.abort(TargetError::Dropped);
@@ -1396,6 +1431,10 @@ impl EventLoop {
             }
             Some(CloseReason::Session(TargetError::Shutdown)) => {
                 tracing::info!(%peer, "connection closed for shutdown")
+            }
+            // The virtual portal's answer: status class 1 is a redirect, not a fault.
+            Some(reason @ CloseReason::Session(TargetError::LoginRefused { class: 1, .. })) => {
+                tracing::info!(%peer, %reason, "login redirected")
             }
             Some(reason) => tracing::warn!(%peer, %reason, "connection closed on a fault"),
             None => tracing::info!(%peer, "connection closed"),

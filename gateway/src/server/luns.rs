@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datapath::scsi::LunAddress;
 
-use crate::backend::{LunSpec, Storage};
+use crate::backend::{LunSpec, SharedWord, Storage};
 use crate::conglomerate::HostBindings;
 use crate::disk::conglomerate::{self, Inventory, Role};
 use crate::disk::opcodes::op;
@@ -156,10 +156,12 @@ impl DiskLuns {
     }
 }
 
+/// One gateway process is one target port and one ALUA target port group, both numbered
+/// by its portal group tag (`crate::portal`).
 fn port_info(target_name: &str, tpgt: u16) -> TargetPortInfo<'_> {
     TargetPortInfo {
-        relative_port_id: 1,
-        target_port_group: 0,
+        relative_port_id: tpgt.max(1),
+        target_port_group: tpgt,
         target_name,
         tpgt,
     }
@@ -310,6 +312,14 @@ impl LunExecutor for DiskLuns {
         }
     }
 
+    fn answer_first(&self, nexus: &mut NexusView, lun: u64, cdb: &[u8]) -> Option<CommandResult> {
+        let unit = self.map.get(lun)?;
+        match unit.reservations().admit(nexus, lun as usize, cdb) {
+            Admission::Done(result) => Some(command_result(result, None)),
+            Admission::Go(_) | Admission::Reservation => None,
+        }
+    }
+
     fn nexus_joined(&self, nexus: &Nexus) {
         self.for_each_unit(|_, unit| unit.reservations().nexus_joined(nexus));
     }
@@ -325,6 +335,14 @@ impl LunExecutor for DiskLuns {
             }
         });
         tracing::info!(target = %self.target_name, ?lun, ?kind, "reset");
+    }
+
+    fn announce(&self, asc: (u8, u8)) {
+        for lun in self.map.luns() {
+            if let Some(unit) = self.map.get(lun) {
+                unit.reservations().announce(asc);
+            }
+        }
     }
 
     fn flush(&self) {
@@ -353,11 +371,19 @@ pub(super) fn build(
         let read_only = parsed.options.readonly;
         // APTPL state lives beside a file's storage (PATH.pr); RAM and null units lose
         // their contents at restart anyway, and refuse APTPL.
-        let reservations = match &parsed.storage {
+        let mut reservations = match &parsed.storage {
             Storage::File { path, .. } => LuReservations::persistent(format!("{path}.pr").into())
                 .map_err(|e| lun_error(e.to_string()))?,
             _ => LuReservations::new(),
         };
+        // A file other gateways export too is one LU reached through several
+        // processes: a reset through any of them reaches the nexuses of all (PATH.resets).
+        if let (Storage::File { path, .. }, true) = (&parsed.storage, parsed.options.shared) {
+            let resets = format!("{path}.resets");
+            let word = SharedWord::open(&resets)
+                .map_err(|e| lun_error(format!("mapping {resets}: {e}")))?;
+            reservations = reservations.with_peer_resets(word);
+        }
         // The identity belongs to the storage (see `backend::identity`), not to the target
         // name and LUN number, which are the same on every gateway started with defaults.
         let config = LuConfig {

@@ -21,6 +21,8 @@ mod event_loop;
 mod file_io;
 mod listener;
 mod lun_stats;
+mod portals;
+mod takeover;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -32,8 +34,9 @@ use std::time::Duration;
 use datapath::pdu::Isid;
 
 use crate::disk::{self, IoPlan, LogicalUnit};
+use crate::portal::{PortalLoad, PortalRole};
 use crate::reservation::{Nexus, NexusView, OwnedTicket, ResetKind};
-use crate::session::{ChapCredentials, CommandResult, Portal, TargetNode, TargetSessionConfig};
+use crate::session::{ChapCredentials, CommandResult, TargetNode, TargetSessionConfig};
 
 pub use blocking::BlockingJob;
 pub use checks::LUN_NUMBER_LIMIT;
@@ -41,6 +44,7 @@ pub use checks::LUN_NUMBER_LIMIT;
 use crate::conglomerate::HostBindings;
 pub use connection::{CloseReason, Connection, ConnectionLimits};
 pub use lun_stats::LunCounters;
+pub use portals::{AsyncRequestSpec, PortalStatus, ARRAY_EVENT_GRACE};
 
 /// Runs SCSI commands for the LUNs of one target node.
 pub trait LunExecutor: Send + Sync {
@@ -81,6 +85,18 @@ pub trait LunExecutor: Send + Sync {
         let nexus = nexus.nexus().command_nexus();
         self.submit(nexus, lun, cdb, data_out, expected_data_in_len)
     }
+    /// What the unit answers before anything else for this nexus (a pending unit
+    /// attention, a reservation conflict), without running the command: the target
+    /// port's own refusals (ALUA's NOT READY) come after it (SAM-5 5.14). The default
+    /// has none.
+    fn answer_first(
+        &self,
+        _nexus: &mut NexusView,
+        _lun: u64,
+        _cdb: &[u8],
+    ) -> Option<CommandResult> {
+        None
+    }
     /// A nexus logged in to this target (reset attentions will reach it).
     fn nexus_joined(&self, _nexus: &Nexus) {}
     /// A nexus is gone (logout, connection loss, reinstatement): SCSI-2 reservations it
@@ -90,6 +106,9 @@ pub trait LunExecutor: Send + Sync {
     fn reset(&self, _lun: Option<u64>, _kind: ResetKind) {}
     /// Makes written data durable (called at shutdown).
     fn flush(&self) {}
+    /// Establishes the unit attention `asc` for every nexus of every unit (ASYMMETRIC
+    /// ACCESS STATE CHANGED when a port group's ALUA state changes).
+    fn announce(&self, _asc: (u8, u8)) {}
 }
 
 /// What [`LunExecutor::submit`] decided.
@@ -195,6 +214,8 @@ pub struct TargetConfig {
     pub discovery_chap: Option<ChapCredentials>,
     /// What one client may hold of the target (see [`ClientLimits`]).
     pub client_limits: ClientLimits,
+    /// The virtual portal, weights and ALUA states (`crate::portal`).
+    pub array: crate::portal::ArrayConfig,
 }
 
 /// Limits that keep one client from taking the target down. Memory per connection, as a
@@ -263,6 +284,7 @@ impl TargetConfig {
             max_recv_data_segment_length: 262_144,
             discovery_chap: None,
             client_limits: ClientLimits::default(),
+            array: crate::portal::ArrayConfig::default(),
         }
     }
 }
@@ -485,6 +507,8 @@ pub(crate) struct PortalListener {
     pub(crate) id: u32,
     pub(crate) addr: SocketAddr,
     pub(crate) socket: Arc<TcpListener>,
+    /// Its role (real or virtual), sessions, weight and drain flag.
+    pub(crate) load: Arc<PortalLoad>,
 }
 
 /// A portal id for [`PortalListener::id`], never 0.
@@ -501,16 +525,12 @@ impl ConfigSnapshot {
         targets: Vec<Arc<LiveTarget>>,
         listeners: Arc<Vec<PortalListener>>,
         portal_group_tag: u16,
+        redirect: crate::portal::RedirectKind,
         max_transfer_bytes: u32,
     ) -> ConfigSnapshot {
         let mut session_config = base.clone();
-        session_config.portals = listeners
-            .iter()
-            .map(|l| Portal {
-                addr: l.addr,
-                group_tag: portal_group_tag,
-            })
-            .collect();
+        session_config.portals = portals::advertised(&listeners, portal_group_tag);
+        session_config.redirect = portals::redirect_plan(&listeners, redirect, portal_group_tag);
         session_config.targets = targets
             .iter()
             .map(|t| t.session_node(max_transfer_bytes))
@@ -556,6 +576,19 @@ pub struct SessionInfo {
     pub target: String,
     pub peer: SocketAddr,
     pub tsih: u16,
+    /// The portal it came in on.
+    pub portal: SocketAddr,
+}
+
+fn session_info((initiator, isid, target): &SessionKey, control: &ConnControl) -> SessionInfo {
+    SessionInfo {
+        initiator: initiator.clone(),
+        isid: isid.iter().map(|b| format!("{b:02x}")).collect(),
+        target: target.clone(),
+        peer: control.peer,
+        tsih: control.tsih,
+        portal: control.portal,
+    }
 }
 
 /// Changes a running target's configuration live (see [`ConfigSnapshot`]). Cheap to
@@ -584,6 +617,16 @@ impl Controller {
     /// every event loop accepts on it once this returns, and SendTargets lists it.
     /// Returns the bound address.
     pub fn add_portal(&self, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+        self.add_portal_as(addr, PortalRole::Real)
+    }
+
+    /// [`Controller::add_portal`] with its role: a virtual portal redirects the logins
+    /// it gets to the real ones (see `crate::portal`).
+    pub fn add_portal_as(
+        &self,
+        addr: SocketAddr,
+        role: PortalRole,
+    ) -> Result<SocketAddr, ServerError> {
         let bind_error = |source| ServerError::Bind { addr, source };
         let socket = listener::bind_portal(addr).map_err(bind_error)?;
         let bound = socket.local_addr().map_err(bind_error)?;
@@ -592,9 +635,10 @@ impl Controller {
             id: next_portal_id(),
             addr: bound,
             socket: Arc::new(socket),
+            load: Arc::new(PortalLoad::new(bound, role, 1)),
         });
         self.publish_with(None, Some(listeners));
-        tracing::info!(portal = %bound, "listening (added live)");
+        tracing::info!(portal = %bound, ?role, "listening (added live)");
         Ok(bound)
     }
 
@@ -652,6 +696,7 @@ impl Controller {
                 targets,
                 listeners,
                 self.shared.portal_group_tag,
+                self.shared.array.redirect(),
                 self.max_transfer_bytes,
             ));
             *current = Arc::clone(&snapshot);
@@ -746,13 +791,7 @@ impl Controller {
         };
         let mut sessions: Vec<SessionInfo> = registry
             .iter()
-            .map(|((initiator, isid, target), control)| SessionInfo {
-                initiator: initiator.clone(),
-                isid: isid.iter().map(|b| format!("{b:02x}")).collect(),
-                target: target.clone(),
-                peer: control.peer,
-                tsih: control.tsih,
-            })
+            .map(|(key, control)| session_info(key, control))
             .collect();
         sessions.sort_by(|a, b| {
             (&a.target, &a.initiator, &a.isid).cmp(&(&b.target, &b.initiator, &b.isid))
@@ -766,14 +805,8 @@ impl Controller {
             return 0;
         };
         let mut dropped = 0;
-        for ((initiator, isid, target), control) in registry.iter() {
-            let info = SessionInfo {
-                initiator: initiator.clone(),
-                isid: isid.iter().map(|b| format!("{b:02x}")).collect(),
-                target: target.clone(),
-                peer: control.peer,
-                tsih: control.tsih,
-            };
+        for (key, control) in registry.iter() {
+            let info = session_info(key, control);
             if pick(&info) {
                 control.dropped.store(true, Ordering::Release);
                 control.kill.store(true, Ordering::Release);
@@ -799,6 +832,11 @@ pub(crate) struct ConnControl {
     pub(crate) loop_waker: Arc<event_loop::Waker>,
     pub(crate) peer: SocketAddr,
     pub(crate) tsih: u16,
+    /// The portal the connection came in on.
+    pub(crate) portal: SocketAddr,
+    /// An Async Message the control plane asks the loop to send
+    /// (`portals::AsyncRequest`, encoded; 0 = none).
+    pub(crate) async_request: AtomicU64,
 }
 
 /// State shared by the event loops (none of it on the data path).
@@ -816,6 +854,8 @@ pub(crate) struct Shared {
     pub(crate) portal_group_tag: u16,
     pub(crate) limits: ClientLimits,
     pub(crate) blocking: Mutex<blocking::BlockingPool>,
+    /// ALUA states and the virtual portal's redirect kind (`portals`).
+    pub(crate) array: portals::ArrayShared,
 }
 
 impl Shared {
@@ -1057,14 +1097,17 @@ pub fn start_live(
         addrs.push(bound);
         listeners.push(listener);
     }
-    let portals = addrs
-        .iter()
-        .map(|addr| Portal {
-            addr: *addr,
-            group_tag: config.portal_group_tag,
-        })
-        .collect();
-    let mut session_config = TargetSessionConfig::new(Vec::new(), portals);
+    let mut roles = vec![PortalRole::Real; addrs.len()];
+    if let Some(addr) = config.array.virtual_portal {
+        let bind_error = |source| ServerError::Bind { addr, source };
+        let listener = listener::bind_portal(addr).map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
+        tracing::info!(portal = %bound, redirect = config.array.redirect.name(), "listening (virtual portal)");
+        addrs.push(bound);
+        listeners.push(listener);
+        roles.push(PortalRole::Virtual);
+    }
+    let mut session_config = TargetSessionConfig::new(Vec::new(), Vec::new());
     session_config.cmd_window = config.max_cmd_window.max(1);
     session_config.login_timeout = config.login_timeout;
     session_config.nop_interval = config.nop_interval;
@@ -1074,11 +1117,12 @@ pub fn start_live(
     let listeners = Arc::new(
         listeners
             .into_iter()
-            .zip(&addrs)
-            .map(|(socket, addr)| PortalListener {
+            .zip(addrs.iter().zip(&roles))
+            .map(|(socket, (addr, role))| PortalListener {
                 id: next_portal_id(),
                 addr: *addr,
                 socket: Arc::new(socket),
+                load: Arc::new(PortalLoad::new(*addr, *role, config.array.weight_of(*addr))),
             })
             .collect::<Vec<_>>(),
     );
@@ -1088,10 +1132,13 @@ pub fn start_live(
         targets,
         listeners,
         config.portal_group_tag,
+        config.array.redirect,
         config.max_transfer_bytes,
     ));
+    let array = portals::ArrayShared::new(&config)?;
 
     let shared = Arc::new(Shared {
+        array,
         current: Mutex::new(Arc::clone(&snapshot)),
         applied: (Mutex::new(()), Condvar::new()),
         shutdown: AtomicBool::new(false),
@@ -1156,6 +1203,11 @@ pub fn start_live(
             Ok(Err(e)) => return Err(ServerError::Ring(e)),
             Err(_) => return Err(ServerError::Config("event loop died at start".into())),
         }
+    }
+    if !config.array.links.is_empty() {
+        // Port takeover: the watcher ends with the target (its shutdown flag).
+        takeover::watch_portal_links(target.controller(), config.array.links.clone())
+            .map_err(ServerError::Thread)?;
     }
     Ok(target)
 }

@@ -108,12 +108,15 @@ impl LoginState {
 struct Refusal {
     status: (u8, u8),
     reason: String,
+    /// Text the response carries (a redirect's TargetAddress).
+    text: Vec<u8>,
 }
 
 fn refuse(status: (u8, u8), reason: impl Into<String>) -> Refusal {
     Refusal {
         status,
         reason: reason.into(),
+        text: Vec::new(),
     }
 }
 
@@ -149,13 +152,22 @@ impl TargetSession {
             }
             Err(refusal) => {
                 let (class, detail) = refusal.status;
-                tracing::warn!(
-                    initiator = %self.initiator_name,
-                    status = format_args!("{class:#04x}{detail:02x}"),
-                    reason = %refusal.reason,
-                    "login refused"
-                );
-                self.queue_login_response(&login, &req, None, Vec::new(), refusal.status);
+                if class == login_status::TARGET_MOVED_TEMPORARILY.0 {
+                    tracing::debug!(
+                        initiator = %self.initiator_name,
+                        status = format_args!("{class:#04x}{detail:02x}"),
+                        reason = %refusal.reason,
+                        "login redirected"
+                    );
+                } else {
+                    tracing::warn!(
+                        initiator = %self.initiator_name,
+                        status = format_args!("{class:#04x}{detail:02x}"),
+                        reason = %refusal.reason,
+                        "login refused"
+                    );
+                }
+                self.queue_login_response(&login, &req, None, refusal.text, refusal.status);
                 self.state = TargetState::Closed;
                 Err(TargetError::LoginRefused {
                     class,
@@ -250,6 +262,7 @@ impl TargetSession {
             login.stage = req.current_stage;
         }
         self.take_session_keys(login, &pairs)?;
+        self.redirect_from_virtual_portal()?;
 
         let required_auth = self.required_auth();
         let mut replies: Vec<(String, String)> = Vec::new();
@@ -382,6 +395,38 @@ impl TargetSession {
             self.target = Some(index);
         }
         Ok(())
+    }
+
+    /// A normal login at the virtual portal goes to the real portal with the least load
+    /// (section 11.13.5: status class 1 with TargetAddress, before or after security;
+    /// here at the first request, so no CHAP round trip is wasted). Discovery sessions
+    /// stay, and so does a login when every real portal drains.
+    fn redirect_from_virtual_portal(&self) -> Result<(), Refusal> {
+        if self.session_type != SessionType::Normal || !self.conn.via_virtual_portal {
+            return Ok(());
+        }
+        let Some(plan) = self.config.redirect.as_deref() else {
+            return Ok(());
+        };
+        let Some(addr) = plan.choose() else {
+            return Ok(());
+        };
+        let address = super::text::target_address(&super::Portal {
+            addr,
+            group_tag: plan.group_tag,
+        });
+        let mut text = Vec::new();
+        encode_pairs(&[("TargetAddress".to_owned(), address.clone())], &mut text);
+        let status = if plan.permanent() {
+            login_status::TARGET_MOVED_PERMANENTLY
+        } else {
+            login_status::TARGET_MOVED_TEMPORARILY
+        };
+        Err(Refusal {
+            status,
+            reason: format!("redirected to {address}"),
+            text,
+        })
     }
 
     /// The ACL check, after authentication (see the module docs): an initiator the

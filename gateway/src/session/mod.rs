@@ -145,6 +145,9 @@ pub struct TargetSessionConfig {
     pub nop_timeout: Duration,
     /// CHAP credentials required on discovery sessions, if any.
     pub discovery_chap: Option<ChapCredentials>,
+    /// Where normal logins at the virtual portal are sent (`crate::portal`); `None`
+    /// serves them where they are.
+    pub redirect: Option<Arc<crate::portal::RedirectPlan>>,
 }
 
 impl TargetSessionConfig {
@@ -184,6 +187,7 @@ impl TargetSessionConfig {
             nop_interval: Duration::from_secs(30),
             nop_timeout: Duration::from_secs(30),
             discovery_chap: None,
+            redirect: None,
         }
     }
 }
@@ -199,6 +203,9 @@ pub struct ConnectionParams {
     pub initial_stat_sn: u32,
     /// The portal group the connection came in on (TargetPortalGroupTag).
     pub portal_group_tag: u16,
+    /// It came in on the virtual portal: a normal login is redirected
+    /// ([`TargetSessionConfig::redirect`]).
+    pub via_virtual_portal: bool,
 }
 
 impl std::fmt::Debug for ConnectionParams {
@@ -663,6 +670,62 @@ impl TargetSession {
             opcode,
             source: error,
         }
+    }
+
+    /// Queues an Async Message (RFC 7143 section 11.9) to the initiator: `event` 1 asks
+    /// it to log out within `parameter3` seconds; 2 and 3 announce that the target drops
+    /// the connection or the session (Time2Wait in `parameter2`, Time2Retain in
+    /// `parameter3`); 4 asks it to renegotiate. Only in full feature phase; false
+    /// otherwise (nothing queued).
+    pub fn queue_async_message(
+        &mut self,
+        event: u8,
+        parameter1: u16,
+        parameter2: u16,
+        parameter3: u16,
+    ) -> bool {
+        if self.state != TargetState::FullFeature {
+            return false;
+        }
+        let header = Header::AsyncMessage(pdu::AsyncMessage {
+            // Events 1-4 are about the connection or session, not a LU: LUN 0.
+            lun: lun_field(0),
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            async_event: event,
+            async_vcode: 0,
+            parameter1,
+            parameter2,
+            parameter3,
+        });
+        self.push(header, Vec::new());
+        true
+    }
+
+    /// Queues Async Message event 0 (a SCSI asynchronous event, RFC 7143 section 11.9.1)
+    /// about `lun`: the data segment is SenseLength and the sense data. False outside
+    /// full feature phase (nothing queued).
+    pub fn queue_scsi_async_event(&mut self, lun: u64, sense: &[u8]) -> bool {
+        if self.state != TargetState::FullFeature {
+            return false;
+        }
+        let mut data = Vec::with_capacity(2 + sense.len());
+        data.extend_from_slice(&(sense.len() as u16).to_be_bytes());
+        data.extend_from_slice(sense);
+        let header = Header::AsyncMessage(pdu::AsyncMessage {
+            lun: lun_field(lun),
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            async_event: 0,
+            async_vcode: 0,
+            parameter1: 0,
+            parameter2: 0,
+            parameter3: 0,
+        });
+        self.push(header, data);
+        true
     }
 
     /// Ends the session from outside (reinstatement, shutdown). Outstanding commands are

@@ -139,7 +139,7 @@ impl TargetSession {
 }
 
 /// `host:port,tpgt` with IPv6 hosts in brackets (section 13.8 / appendix C).
-fn target_address(portal: &Portal) -> String {
+pub(super) fn target_address(portal: &Portal) -> String {
     match portal.addr {
         SocketAddr::V4(a) => format!("{}:{},{}", a.ip(), a.port(), portal.group_tag),
         SocketAddr::V6(a) => format!("[{}]:{},{}", a.ip(), a.port(), portal.group_tag),

@@ -97,6 +97,7 @@ pub(super) fn conn_params() -> ConnectionParams {
         chap_challenge: (0..16).map(|i| i * 7 + 3).collect(),
         initial_stat_sn: 100,
         portal_group_tag: 1,
+        via_virtual_portal: false,
     }
 }
 

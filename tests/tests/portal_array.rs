@@ -1,0 +1,880 @@
+//! The array side of failover (issue 15), judged by libiscsi: one LU exported by two
+//! `iscsi-gateway` processes over one shared backing file is one LU reached through two
+//! ports (`iscsi-test-cu`'s MultipathIO family with two URLs).
+
+use std::time::Duration;
+
+use system_tests::cunit::run_family;
+use system_tests::gateway_process::{GatewayProcess, GatewaySpec, GATEWAY_IQN};
+use system_tests::libiscsi::iscsi_url;
+use system_tests::{require_tools, TempDir};
+
+/// MultipathIO takes well under a second here; a loaded machine gets room.
+const FAMILY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The MultipathIO tests libiscsi 1.19 has: Simple, Reset, CompareAndWrite,
+/// CompareAndWriteAsync.
+const MULTIPATH_TESTS: usize = 4;
+
+/// Two gateways on one file with `shared`, each its own portal group (target port).
+fn two_port_array(scratch: &TempDir) -> (GatewayProcess, GatewayProcess) {
+    let image = scratch.join("lu.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("backing file");
+    let lun = format!("file:{}:64M,shared", image.display());
+    let start = |tag: &str| {
+        GatewayProcess::start(&GatewaySpec::new(&[&lun]).arg("--portal-group-tag").arg(tag))
+            .expect("iscsi-gateway starts")
+    };
+    // One after the other: a daemon of this harness dies with the thread that started
+    // it. (Gateways starting together agree on the identity: a unit test of
+    // `backend::identity` races four.)
+    (start("1"), start("2"))
+}
+
+#[test]
+fn libiscsi_multipath_tests_pass_over_two_gateway_processes_sharing_one_lu() {
+    require_tools!("iscsi-test-cu");
+    let scratch = TempDir::new("portal-array").unwrap();
+    let (a, b) = two_port_array(&scratch);
+    let urls = [
+        iscsi_url(a.portal(), None, Some((GATEWAY_IQN, 0))),
+        iscsi_url(b.portal(), None, Some((GATEWAY_IQN, 0))),
+    ];
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let run = run_family(&urls, "SCSI.MultipathIO*", None, FAMILY_TIMEOUT);
+    eprintln!(
+        "SCSI.MultipathIO*: {} run, {} failed, {} [SKIPPED]",
+        run.verdicts.len(),
+        run.failed().len(),
+        run.skipped.len()
+    );
+    assert_eq!(
+        run.verdicts.len(),
+        MULTIPATH_TESTS,
+        "{:?}; logs:\n{}\n{}",
+        run.verdicts,
+        a.log(),
+        b.log()
+    );
+    assert!(run.failed().is_empty(), "{:#?}", run.failed());
+    assert!(run.skipped.is_empty(), "{:#?}", run.skipped);
+}
+
+// ---------------------------------------------------------------------------------------
+// The virtual portal, drain and rebalance, judged by libiscsi; ALUA by our initiator.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Instant;
+
+use datapath::client::{Client, ClientConfig};
+use datapath::scsi::alua::{self, AccessState};
+use datapath::scsi::decode::{DesignatorValue, DeviceIdentification, StandardInquiry};
+use datapath::scsi::Cdb;
+use datapath::session::Request;
+use serde_json::Value;
+use system_tests::libiscsi::{inquiry, TOOL_TIMEOUT};
+use system_tests::{free_port, run_command, workspace_binary};
+
+const ARRAY_IQN: &str = "iqn.2026-12.test:array";
+const HOST: &str = "iqn.2026-12.test:array-host";
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `iscsi-ctl gateway --socket SOCKET [--json] ARGS...`, which must succeed.
+fn ctl(socket: &Path, json: bool, args: &[&str]) -> String {
+    let mut command = Command::new(workspace_binary("tools", "iscsi-ctl"));
+    command.arg("gateway").arg("--socket").arg(socket);
+    if json {
+        command.arg("--json");
+    }
+    command.args(args).env_remove("RUST_LOG");
+    let output = run_command(command, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "iscsi-ctl gateway {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn ctl_json(socket: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&ctl(socket, true, args)).expect("--json prints JSON")
+}
+
+/// A gateway with two real portals and a virtual one, run by its control socket.
+struct Array {
+    process: GatewayProcess,
+    real: [SocketAddr; 2],
+    virtual_portal: SocketAddr,
+    socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Array {
+    fn start(extra: &[&str]) -> Array {
+        let dir = TempDir::new("portal-array").unwrap();
+        let real = [loopback(free_port()), loopback(free_port())];
+        let virtual_portal = loopback(free_port());
+        let socket = dir.join("control.sock");
+        let (second, virtual_text, socket_text) = (
+            real[1].to_string(),
+            virtual_portal.to_string(),
+            socket.display().to_string(),
+        );
+        let mut args = vec![
+            "--portal",
+            &second,
+            "--virtual-portal",
+            &virtual_text,
+            "--control-socket",
+            &socket_text,
+            "--iqn",
+            ARRAY_IQN,
+            "--lun",
+            "ram:64M",
+            "--threads",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let process = GatewayProcess::start_with_args(real[0], &args, &dir.join("gateway.log"))
+            .unwrap_or_else(|e| panic!("gateway starts: {e}"));
+        Array {
+            process,
+            real,
+            virtual_portal,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        iscsi_url(self.virtual_portal, None, Some((ARRAY_IQN, 0)))
+    }
+
+    /// Sessions per portal address, from `portal list`.
+    fn sessions_on(&self, portal: SocketAddr) -> u64 {
+        ctl_json(&self.socket, &["portal", "list"])["portals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["address"] == portal.to_string())
+            .and_then(|p| p["sessions"].as_u64())
+            .unwrap_or_else(|| panic!("{portal} in portal list"))
+    }
+
+    /// The portals the logged-in sessions are on.
+    fn session_portals(&self) -> Vec<String> {
+        ctl_json(&self.socket, &["session", "list"])["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["portal"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Waits until `check` holds (bounded).
+    fn wait_for(&self, what: &str, mut check: impl FnMut(&Array) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within 30 s; log:\n{}",
+                self.process.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `iscsi-perf` (4 KiB reads, 32 in flight) for `seconds`, in the background.
+fn perf(url: &str, seconds: u32) -> Child {
+    Command::new("iscsi-perf")
+        .args(["-t", &seconds.to_string(), url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iscsi-perf starts")
+}
+
+/// Waits for a background `iscsi-perf` (bounded) and checks it ended well.
+fn perf_finished(child: Child, seconds: u32) -> Output {
+    let output = perf_like_finish(child, seconds);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("finished"),
+        "iscsi-perf did not finish: {text}"
+    );
+    for word in ["failed", "error", "Error"] {
+        assert!(!text.contains(word), "iscsi-perf reported {word:?}: {text}");
+    }
+    output
+}
+
+#[test]
+fn libiscsi_at_the_virtual_portal_is_redirected_to_the_real_portal_the_array_chooses() {
+    require_tools!("iscsi-ls", "iscsi-inq", "iscsi-perf");
+    let array = Array::start(&["--redirect", "temporary"]);
+    // SendTargets through the virtual portal lists only it: hosts come back there.
+    let listed = system_tests::libiscsi::iscsi_ls(&iscsi_url(array.virtual_portal, None, None))
+        .expect("iscsi-ls at the virtual portal");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let portal_text = format!("{listed:?}");
+    assert!(
+        portal_text.contains(&array.virtual_portal.to_string())
+            && !portal_text.contains(&array.real[0].to_string()),
+        "SendTargets lists the virtual portal only: {listed:?}"
+    );
+    // Weight 0 on the first real portal: every login goes to the second.
+    ctl(
+        &array.socket,
+        false,
+        &["portal", "set", &array.real[0].to_string(), "--weight", "0"],
+    );
+    inquiry(&array.url()).expect("iscsi-inq through the virtual portal");
+    let redirected = |to: SocketAddr| format!("redirected to {to},1");
+    assert!(
+        array
+            .process
+            .full_log()
+            .contains(&redirected(array.real[1])),
+        "{}",
+        array.process.log()
+    );
+    // The second drains, the first takes logins again: iscsi-perf lands on the first.
+    ctl(
+        &array.socket,
+        false,
+        &["portal", "set", &array.real[0].to_string(), "--weight", "1"],
+    );
+    ctl(
+        &array.socket,
+        false,
+        &[
+            "portal",
+            "set",
+            &array.real[1].to_string(),
+            "--draining",
+            "true",
+        ],
+    );
+    let child = perf(&array.url(), 3);
+    array.wait_for("iscsi-perf's login", |a| a.sessions_on(a.real[0]) == 1);
+    assert_eq!(array.session_portals(), vec![array.real[0].to_string()]);
+    assert_eq!(array.sessions_on(array.virtual_portal), 0);
+    perf_finished(child, 3);
+    array.wait_for("iscsi-perf's logout", |a| a.sessions_on(a.real[0]) == 0);
+    // Every real portal draining: the port group goes to standby on its own (an implicit
+    // ALUA transition), and back when one takes logins again.
+    let first = array.real[0].to_string();
+    ctl(
+        &array.socket,
+        false,
+        &["portal", "set", &first, "--draining", "true"],
+    );
+    let groups = ctl_json(&array.socket, &["alua", "list"]);
+    assert_eq!(groups["groups"][0]["state"], "standby", "{groups}");
+    ctl(&array.socket, false, &["portal", "resume", &first]);
+    let groups = ctl_json(&array.socket, &["alua", "list"]);
+    assert_eq!(groups["groups"][0]["state"], "active/optimized", "{groups}");
+    // With a redirect kind of "accept" the virtual portal carries the session itself.
+    ctl(&array.socket, false, &["portal", "redirect", "accept"]);
+    let child = perf(&array.url(), 2);
+    array.wait_for("a session on the virtual portal", |a| {
+        a.sessions_on(a.virtual_portal) == 1
+    });
+    perf_finished(child, 2);
+}
+
+#[test]
+fn iscsi_perf_keeps_going_through_a_drain_and_a_rebalance() {
+    require_tools!("iscsi-perf");
+    let array = Array::start(&[]);
+    let (first, second) = (array.real[0].to_string(), array.real[1].to_string());
+    // Two hosts while the second portal takes no logins: both on the first.
+    ctl(
+        &array.socket,
+        false,
+        &["portal", "set", &second, "--draining", "true"],
+    );
+    let seconds = 12;
+    let hosts = [perf(&array.url(), seconds), perf(&array.url(), seconds)];
+    array.wait_for("two sessions on the first portal", |a| {
+        a.sessions_on(a.real[0]) == 2
+    });
+    // The second portal is back: a rebalance moves one host there (Async Message event
+    // 1; libiscsi logs out and logs in again through the virtual portal).
+    ctl(&array.socket, false, &["portal", "resume", &second]);
+    let moved = ctl_json(&array.socket, &["portal", "rebalance", "--deadline", "5"]);
+    assert_eq!(moved["asked"], 1, "{moved}");
+    array.wait_for("one session on each portal", |a| {
+        a.sessions_on(a.real[0]) == 1 && a.sessions_on(a.real[1]) == 1
+    });
+    // Drain the first: everyone ends on the second, and `--wait` reports it empty.
+    let drained = ctl(
+        &array.socket,
+        false,
+        &["portal", "drain", &first, "--deadline", "5", "--wait"],
+    );
+    assert!(drained.contains("0 sessions left"), "{drained}");
+    assert_eq!(
+        array.session_portals(),
+        vec![second.clone(), second.clone()],
+        "both hosts on the second portal"
+    );
+    for host in hosts {
+        perf_finished(host, seconds);
+    }
+    let log = array.process.full_log();
+    assert!(
+        log.contains("async message sent"),
+        "{}",
+        array.process.log()
+    );
+    assert!(
+        !log.contains("did not log out by the deadline"),
+        "libiscsi moved within the deadline: {}",
+        array.process.log()
+    );
+}
+
+/// One command through our initiator; the outcome.
+fn run(client: &mut Client, cdb: Cdb, data_in: usize) -> datapath::session::CommandOutcome {
+    client
+        .execute(Request::new(0, cdb, vec![0; data_in], 0))
+        .expect("an answer")
+}
+
+fn sense_of(outcome: &datapath::session::CommandOutcome) -> Option<(u8, u8, u8)> {
+    outcome
+        .sense
+        .as_ref()
+        .filter(|s| s.len() >= 14)
+        .map(|s| (s[2] & 0x0f, s[12], s[13]))
+}
+
+fn port_groups(client: &mut Client) -> Vec<alua::PortGroup> {
+    let cdb = Cdb::from_bytes(
+        &alua::report_target_port_groups_cdb(1024, true),
+        datapath::scsi::cdb::DataDirection::Read(1024),
+    )
+    .unwrap();
+    let outcome = run(client, cdb, 1024);
+    assert_eq!(outcome.status, 0, "RTPG: {:?}", sense_of(&outcome));
+    alua::parse_port_groups(&outcome.buffer[..outcome.transferred as usize]).unwrap()
+}
+
+#[test]
+fn two_gateway_processes_are_two_alua_port_groups_of_one_lu() {
+    let dir = TempDir::new("portal-alua").unwrap();
+    let image = dir.join("lu.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(16 << 20))
+        .unwrap();
+    let lun = format!("file:{}:16M,shared", image.display());
+    let socket = dir.join("control.sock");
+    let socket_text = socket.display().to_string();
+    let portals = [loopback(free_port()), loopback(free_port())];
+    let start = |index: usize, extra: &[&str]| {
+        let mut args = vec!["--iqn", ARRAY_IQN, "--lun", &lun, "--threads", "1"];
+        args.extend_from_slice(extra);
+        GatewayProcess::start_with_args(
+            portals[index],
+            &args,
+            &dir.join(format!("gateway{index}.log")),
+        )
+        .unwrap_or_else(|e| panic!("gateway {index} starts: {e}"))
+    };
+    let _one = start(
+        0,
+        &[
+            "--portal-group-tag",
+            "1",
+            "--alua",
+            "2=active/non-optimized",
+        ],
+    );
+    let _two = start(
+        1,
+        &[
+            "--portal-group-tag",
+            "2",
+            "--alua",
+            "2=active/non-optimized",
+            "--alua",
+            "1=active/optimized",
+            "--control-socket",
+            &socket_text,
+        ],
+    );
+    let mut clients: Vec<Client> = portals
+        .iter()
+        .map(|portal| {
+            let mut config = ClientConfig::new(*portal, Some(ARRAY_IQN.into()));
+            config.initiator_name = HOST.into();
+            Client::connect(&config).expect("login")
+        })
+        .collect();
+    let mut lu_names = Vec::new();
+    for (index, client) in clients.iter_mut().enumerate() {
+        let tag = index as u16 + 1;
+        let standard = run(client, Cdb::inquiry(96), 96);
+        let standard = StandardInquiry::decode(&standard.buffer).unwrap();
+        assert_eq!(standard.tpgs, 1, "TPGS: implicit ALUA");
+        let page = run(client, Cdb::inquiry_vpd(0x83, 512), 512);
+        let page = DeviceIdentification::decode(&page.buffer).unwrap();
+        let values: Vec<&DesignatorValue> = page.descriptors.iter().map(|d| &d.value).collect();
+        assert!(
+            values.contains(&&DesignatorValue::RelativeTargetPort(tag)),
+            "{values:?}"
+        );
+        assert!(
+            values.contains(&&DesignatorValue::TargetPortGroup(tag)),
+            "{values:?}"
+        );
+        lu_names.push(
+            page.preferred_logical_unit_designator()
+                .unwrap()
+                .value
+                .clone(),
+        );
+        // Both gateways describe both groups: group 1 optimized, group 2 not.
+        let groups = port_groups(client);
+        let states: Vec<(u16, AccessState, Vec<u16>)> = groups
+            .into_iter()
+            .map(|g| (g.id, g.state, g.ports))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (1, AccessState::ActiveOptimized, vec![1]),
+                (2, AccessState::ActiveNonOptimized, vec![2])
+            ]
+        );
+    }
+    assert_eq!(lu_names[0], lu_names[1], "one LU behind both ports");
+    // The second gateway's group goes to standby: its host gets ASYMMETRIC ACCESS STATE
+    // CHANGED, then NOT READY (04/0Bh) for medium access; RTPG and INQUIRY still work.
+    let answer = ctl_json(&socket, &["alua", "set", "2", "standby"]);
+    assert_eq!(answer["changed"], true, "{answer}");
+    let tur = run(&mut clients[1], Cdb::test_unit_ready(), 0);
+    assert_eq!(
+        sense_of(&tur),
+        Some((0x6, 0x2a, 0x06)),
+        "the unit attention first"
+    );
+    let read = run(
+        &mut clients[1],
+        Cdb::read_10(0, 1, 512, false).unwrap(),
+        512,
+    );
+    assert_eq!(
+        sense_of(&read),
+        Some((0x2, 0x04, 0x0b)),
+        "standby refuses reads"
+    );
+    let groups = port_groups(&mut clients[1]);
+    assert_eq!(groups[1].state, AccessState::Standby);
+    // The other gateway's host is on its own port group: nothing changed there.
+    let tur = run(&mut clients[0], Cdb::test_unit_ready(), 0);
+    assert_eq!(tur.status, 0, "{:?}", sense_of(&tur));
+    // Back to active: one more attention, then reads run.
+    ctl(&socket, false, &["alua", "set", "2", "active/optimized"]);
+    let tur = run(&mut clients[1], Cdb::test_unit_ready(), 0);
+    assert_eq!(sense_of(&tur), Some((0x6, 0x2a, 0x06)));
+    let read = run(
+        &mut clients[1],
+        Cdb::read_10(0, 1, 512, false).unwrap(),
+        512,
+    );
+    assert_eq!(read.status, 0, "{:?}", sense_of(&read));
+    let listed = ctl(&socket, false, &["alua", "list"]);
+    assert!(
+        listed.contains("active/optimized") && listed.contains("(this gateway)"),
+        "{listed}"
+    );
+    let refused = {
+        let mut command = Command::new(workspace_binary("tools", "iscsi-ctl"));
+        command
+            .args([
+                "gateway",
+                "--socket",
+                &socket_text,
+                "alua",
+                "set",
+                "2",
+                "asleep",
+            ])
+            .env_remove("RUST_LOG");
+        run_command(command, TOOL_TIMEOUT)
+    };
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("asleep"));
+}
+
+#[test]
+fn a_verify_job_of_our_initiator_moves_off_a_drained_portal_with_no_error() {
+    let array = Array::start(&[]);
+    let dir = TempDir::new("portal-drain-bench").unwrap();
+    let runtime_s = 5;
+    let child = Command::new(workspace_binary("bench", "iscsi-bench"))
+        .current_dir(dir.path())
+        .args([
+            "--name=drain",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=8",
+            "--rate_iops=1000",
+            "--time_based",
+            &format!("--runtime={runtime_s}"),
+            "--verify=crc32c",
+            "--output-format=json",
+            &format!("--filename={}", array.url()),
+            "--size=64M",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iscsi-bench starts");
+    // Its session lands on the first real portal (the least loaded, first of equals).
+    array.wait_for("the job's session", |a| a.sessions_on(a.real[0]) == 1);
+    let first = array.real[0].to_string();
+    ctl(
+        &array.socket,
+        false,
+        &["portal", "drain", &first, "--deadline", "5", "--wait"],
+    );
+    assert_eq!(array.session_portals(), vec![array.real[1].to_string()]);
+    let output = perf_like_finish(child, runtime_s);
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iscsi-bench JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let job = &doc["jobs"][0];
+    assert_eq!(job["error"], 0, "{job}");
+    assert_eq!(job["iscsi_bench"]["errors"]["total"], 0, "{job}");
+    assert_eq!(job["iscsi_bench"]["recovery"]["ios_timed_out"], 0, "{job}");
+    let log = array.process.full_log();
+    assert!(log.contains("event=1"), "{}", array.process.log());
+    assert!(!log.contains("did not log out by the deadline"));
+}
+
+/// Waits for a background tool (bounded) that must exit 0.
+fn perf_like_finish(child: Child, seconds: u32) -> Output {
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 60);
+    while !waiter.is_finished() {
+        if Instant::now() >= deadline {
+            // SAFETY: a plain kill(2) of our own child, which has not been reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = waiter.join().unwrap().expect("output");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn the_virtual_portals_redirect_and_the_arrays_async_messages_dissect_cleanly() {
+    require_tools!("dumpcap", "tshark");
+    use system_tests::{
+        tshark_iscsi_key_values, tshark_iscsi_opcodes, tshark_iscsi_problems, Capture,
+    };
+    let array = Array::start(&[]);
+    let at_virtual = Capture::start(array.virtual_portal.port());
+    let at_real = Capture::start(array.real[0].port());
+    let mut config = ClientConfig::new(array.virtual_portal, Some(ARRAY_IQN.into()));
+    config.initiator_name = HOST.into();
+    let mut client = Client::connect(&config).expect("redirected login");
+    assert_eq!(array.session_portals(), vec![array.real[0].to_string()]);
+    // Event 0: a LUN attached live; event 1: the portal drains (the client does not
+    // move: the blocking client only reports it, and is dropped by the deadline).
+    ctl(
+        &array.socket,
+        false,
+        &["lun", "attach", ARRAY_IQN, "1", "ram:1M"],
+    );
+    ctl(
+        &array.socket,
+        false,
+        &[
+            "portal",
+            "drain",
+            &array.real[0].to_string(),
+            "--deadline",
+            "1",
+        ],
+    );
+    // A command reads what came meanwhile.
+    let _ = run(&mut client, Cdb::test_unit_ready(), 0);
+    let events = client.take_async_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, datapath::session::AsyncEvent::Scsi { .. })),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            datapath::session::AsyncEvent::LogoutRequested { within_secs: 1, .. }
+        )),
+        "{events:?}"
+    );
+    // Past the deadline the array drops the session (event 3, then the close).
+    array.wait_for("the session dropped", |a| a.sessions_on(a.real[0]) == 0);
+    drop(client);
+    let (virtual_pcap, real_pcap) = (at_virtual.stop(), at_real.stop());
+    assert_eq!(
+        tshark_iscsi_problems(&virtual_pcap, array.virtual_portal.port()),
+        Vec::<String>::new()
+    );
+    let keys =
+        tshark_iscsi_key_values(&virtual_pcap, array.virtual_portal.port(), 0x23).expect("tshark");
+    let wanted = format!("TargetAddress={},1", array.real[0]);
+    assert!(
+        keys.contains(&wanted),
+        "no {wanted} in the Login Response: {keys:?}"
+    );
+    assert_eq!(
+        tshark_iscsi_problems(&real_pcap, array.real[0].port()),
+        Vec::<String>::new()
+    );
+    let opcodes = tshark_iscsi_opcodes(&real_pcap, array.real[0].port()).expect("tshark");
+    let async_messages = opcodes.iter().filter(|&&op| op == 0x32).count();
+    assert!(
+        async_messages >= 3,
+        "events 0, 1 and 3 on the wire: {opcodes:x?}"
+    );
+}
+
+#[test]
+fn our_multipath_over_two_gateway_processes_survives_killing_one() {
+    use datapath::shard::{MultipathConfig, ShardConfig, ShardPool};
+    use system_tests::scsi_io::{until_ready, OnShard};
+    const LUN_BYTES: u64 = 8 << 20;
+    let scratch = TempDir::new("portal-multipath").unwrap();
+    let image = scratch.join("lu.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(LUN_BYTES))
+        .unwrap();
+    let lun = format!("file:{}:8M,shared", image.display());
+    let start = |tag: &str| {
+        GatewayProcess::start(
+            &GatewaySpec::new(&[&lun])
+                .threads(1)
+                .arg("--portal-group-tag")
+                .arg(tag),
+        )
+        .expect("iscsi-gateway starts")
+    };
+    let gateways = [start("1"), start("2")];
+    let portals = vec![gateways[0].portal(), gateways[1].portal()];
+    let mut cc = ClientConfig::new(portals[0], Some(GATEWAY_IQN.to_string()));
+    cc.command_timeout = Duration::from_secs(10);
+    let config = ShardConfig {
+        queue_depth: 16,
+        multipath: Some(MultipathConfig {
+            no_path_retry: Duration::from_secs(10),
+            ..MultipathConfig::new(portals, 0)
+        }),
+        ..ShardConfig::default()
+    };
+    // Both paths join only if VPD 0x83 names the same LU through both processes.
+    let pool = ShardPool::start(&cc, 1, &config).expect("both paths join");
+    until_ready(&mut OnShard::new(&pool, 0), 0);
+    let [first, _second] = gateways;
+    system_tests::failover::verify_across_a_path_loss(&pool, 0, LUN_BYTES, || first.kill_hard());
+    let stats = pool.stats(0).unwrap();
+    assert!(stats.reconnects >= 1, "the path loss was seen: {stats:?}");
+    assert_eq!(stats.ios_failed, 0, "{stats:?}");
+    pool.shutdown();
+}
+
+/// Two namespaces this test made, removed when dropped (their veths go with them).
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("ip(8) runs");
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_lost_port_is_taken_over_and_its_host_resumes_on_the_same_address() {
+    // SAFETY: geteuid(2) has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !system_tests::process::require_facility(
+        "root and ip(8) for network namespaces",
+        root && system_tests::process::tool_available("ip"),
+    ) {
+        return;
+    }
+    // The array: a gateway in its namespace with two ports (veths a1, a2); the host: a
+    // bridge over the two peers (h1, h2), one L2 segment, as two switch ports would be.
+    let (array_ns, host_ns) = (
+        format!("p15a{}", std::process::id()),
+        format!("p15h{}", std::process::id()),
+    );
+    ip(&["netns", "add", &array_ns]);
+    let _namespaces = Namespaces(vec![array_ns.clone(), host_ns.clone()]);
+    ip(&["netns", "add", &host_ns]);
+    for (h, a) in [("h1", "a1"), ("h2", "a2")] {
+        ip(&[
+            "link", "add", h, "netns", &host_ns, "type", "veth", "peer", "name", a, "netns",
+            &array_ns,
+        ]);
+    }
+    ip(&["-n", &host_ns, "link", "add", "br0", "type", "bridge"]);
+    for h in ["h1", "h2"] {
+        ip(&["-n", &host_ns, "link", "set", h, "master", "br0"]);
+    }
+    ip(&[
+        "-n",
+        &host_ns,
+        "addr",
+        "add",
+        "10.77.0.100/24",
+        "dev",
+        "br0",
+    ]);
+    for link in ["h1", "h2", "br0", "lo"] {
+        ip(&["-n", &host_ns, "link", "set", link, "up"]);
+    }
+    ip(&["-n", &array_ns, "addr", "add", "10.77.0.1/24", "dev", "a1"]);
+    ip(&["-n", &array_ns, "addr", "add", "10.77.0.2/24", "dev", "a2"]);
+    for link in ["a1", "a2", "lo"] {
+        ip(&["-n", &array_ns, "link", "set", link, "up"]);
+    }
+    let dir = TempDir::new("portal-takeover").unwrap();
+    let log_path = dir.join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let gateway = Killed(
+        Command::new("ip")
+            .args(["netns", "exec", &array_ns])
+            .arg(system_tests::gateway_process::gateway_binary())
+            .args([
+                "--portal",
+                "10.77.0.1:3260",
+                "--portal",
+                "10.77.0.2:3260",
+                "--portal-interface",
+                "10.77.0.1:3260=a1",
+                "--portal-interface",
+                "10.77.0.2:3260=a2",
+                "--iqn",
+                ARRAY_IQN,
+                "--lun",
+                "ram:64M",
+                "--threads",
+                "1",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("gateway starts"),
+    );
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !read_log().contains("target ready") {
+        assert!(
+            Instant::now() < deadline,
+            "gateway not ready: {}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The host writes and verifies through the first port for 6 s; its link goes down
+    // after 2 s.
+    let runtime_s = 6;
+    let bench = Command::new("ip")
+        .args(["netns", "exec", &host_ns])
+        .arg(workspace_binary("bench", "iscsi-bench"))
+        .current_dir(dir.path())
+        .args([
+            "--name=takeover",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=8",
+            "--rate_iops=1000",
+            "--time_based",
+            &format!("--runtime={runtime_s}"),
+            "--verify=crc32c",
+            "--output-format=json",
+            &format!("--filename=iscsi://10.77.0.1:3260/{ARRAY_IQN}/0"),
+            "--size=64M",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iscsi-bench starts");
+    std::thread::sleep(Duration::from_secs(2));
+    ip(&["-n", &array_ns, "link", "set", "a1", "down"]);
+    let output = perf_like_finish(bench, runtime_s);
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iscsi-bench JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let job = &doc["jobs"][0];
+    let recovery = &job["iscsi_bench"]["recovery"];
+    eprintln!("takeover: {recovery}");
+    assert_eq!(job["error"], 0, "{job}\n{}", read_log());
+    assert_eq!(job["iscsi_bench"]["errors"]["total"], 0, "{job}");
+    assert!(
+        recovery["reconnects"].as_u64() >= Some(1),
+        "the reset reached the host: {recovery}\n{}",
+        read_log()
+    );
+    // Generous: the goal (≤ 1 s) is measured, not asserted; a stall of TCP's own
+    // retransmission timeouts would be several seconds.
+    let gap_ns = recovery["reconnect_gap_ns_max"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(gap_ns < 5_000_000_000, "{recovery}");
+    let log = read_log();
+    assert!(log.contains("portal taken over"), "{log}");
+    assert!(log.contains("interface=a2"), "{log}");
+    drop(gateway);
+}
