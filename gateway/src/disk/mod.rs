@@ -299,9 +299,14 @@ impl std::fmt::Debug for LogicalUnit {
 }
 
 impl LogicalUnit {
-    /// A logical unit exporting `backend.size_bytes() / block_size` blocks. A block size
-    /// other than 512 or 4096 is taken as 512.
+    /// A logical unit exporting `backend.size_bytes() / block_size` blocks (the backend's
+    /// own block length when it has one). A block size other than 512 or 4096 is taken as
+    /// 512.
     pub fn new(backend: Box<dyn Backend>, mut config: LuConfig) -> Self {
+        // A far array's LUN dictates its block length (its LBAs are ours).
+        if let Some(block_bytes) = backend.logical_block_bytes() {
+            config.block_size = block_bytes;
+        }
         if config.block_size != 512 && config.block_size != 4096 {
             config.block_size = 512;
         }
