@@ -92,6 +92,11 @@ pub trait Backend: Send + Sync {
     fn logical_block_bytes(&self) -> Option<u32> {
         None
     }
+    /// The changed-block tracker fed by this backend's writes, when it is one that
+    /// tracks (`crate::changes::Tracked`).
+    fn change_tracker(&self) -> Option<&std::sync::Arc<crate::changes::ChangeTracker>> {
+        None
+    }
 }
 
 /// A backend's descriptor for ring I/O ([`Backend::ring_file`]).
