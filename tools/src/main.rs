@@ -9,6 +9,7 @@ mod arbitrate;
 mod commands;
 mod config;
 mod gateway_ctl;
+mod gateway_migrate;
 mod nexus;
 mod render;
 mod reservations;

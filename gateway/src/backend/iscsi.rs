@@ -66,6 +66,7 @@ struct Far {
     url: String,
     config: ClientConfig,
     lun: u64,
+    reconnect_budget: Duration,
 }
 
 impl std::fmt::Debug for IscsiBackend {
@@ -106,6 +107,16 @@ impl IscsiBackend {
         url_text: &str,
         initiator_name: Option<&str>,
     ) -> Result<IscsiBackend, BackendError> {
+        IscsiBackend::open_with(url_text, initiator_name, RECONNECT_BUDGET)
+    }
+
+    /// [`IscsiBackend::open`] with another budget for logging in again: a migration's
+    /// destination gives up fast, so the migration fails instead of stalling the host.
+    pub fn open_with(
+        url_text: &str,
+        initiator_name: Option<&str>,
+        reconnect_budget: Duration,
+    ) -> Result<IscsiBackend, BackendError> {
         let url = parse_url(url_text)?;
         let portal = (url.host.as_str(), url.port)
             .to_socket_addrs()
@@ -124,9 +135,13 @@ impl IscsiBackend {
             });
         }
         config.queue_depth = 1;
-        config.connect_timeout = Duration::from_secs(3);
+        config.connect_timeout =
+            Duration::from_secs(3).min(reconnect_budget.max(Duration::from_millis(500)));
         config.login_timeout = Duration::from_secs(5);
-        config.command_timeout = Duration::from_secs(15);
+        // A command waits no longer than the budget allows (at least a second), so a far
+        // side that hangs fails a migration's destination fast.
+        config.command_timeout =
+            Duration::from_secs(15).min((reconnect_budget * 2).max(Duration::from_secs(1)));
         let lun = url.lun.unwrap_or(0);
         let mut first = Client::connect(&config).map_err(|e| spec_error(url_text, e))?;
         let facts = probe_lun(&mut first, lun, ProbeConfig::FULL)
@@ -157,6 +172,7 @@ impl IscsiBackend {
             url: url_text.to_string(),
             config,
             lun,
+            reconnect_budget,
         });
         for index in 0..sessions {
             let (far, queue) = (Arc::clone(&far), queue.clone());
@@ -256,7 +272,7 @@ fn run_on(
     cdb: &Cdb,
     buffer: Vec<u8>,
 ) -> io::Result<Vec<u8>> {
-    let deadline = Instant::now() + RECONNECT_BUDGET;
+    let deadline = Instant::now() + far.reconnect_budget;
     let mut attentions = 0;
     let mut pause = Duration::from_millis(20);
     loop {

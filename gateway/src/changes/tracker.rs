@@ -32,6 +32,8 @@ pub struct ChangeTracker {
     map: ChangeMap,
     /// `None`: memory only (no state directory).
     files: Option<Files>,
+    /// Saved at a clean stop already ([`ChangeTracker::close`]).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -54,6 +56,7 @@ impl ChangeTracker {
         ChangeTracker {
             map: ChangeMap::new(size_bytes, chunk_bytes, new_epoch()),
             files: None,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -118,6 +121,7 @@ impl ChangeTracker {
                     .collect(),
                 lock: Mutex::new(()),
             }),
+            closed: std::sync::atomic::AtomicBool::new(false),
         };
         tracker.checkpoint()?;
         tracker.clear_regions()?;
@@ -209,17 +213,24 @@ impl ChangeTracker {
     }
 }
 
-impl Drop for ChangeTracker {
-    /// The clean stop: the last user of the LUN is gone, no write can come. The exact map
-    /// is written, then the regions cleared.
-    fn drop(&mut self) {
-        if self.files.is_none() {
+impl ChangeTracker {
+    /// The clean stop, once no write can come any more (the event loops are stopped): the
+    /// exact map is written, then the regions cleared, so the next start answers exactly.
+    pub fn close(&self) {
+        if self.files.is_none() || self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         let done = self.checkpoint().and_then(|()| self.clear_regions());
         if let Err(error) = done {
             tracing::error!(%error, "change map not saved at stop: the next start over-reports");
         }
+    }
+}
+
+impl Drop for ChangeTracker {
+    /// The last user of the LUN is gone, so no write can come: a clean stop.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -11,6 +11,7 @@
 //! Volumes (`volume_*` methods, `pool:` LUNs) belong to the volume pool, which plugs in
 //! through [`VolumeService`]; without one those methods answer "not available".
 
+mod migration;
 pub mod rpc;
 pub mod socket;
 pub mod state;
@@ -102,6 +103,8 @@ pub struct Control {
     inner: Mutex<Inner>,
     portal_group_tag: u16,
     volumes: Mutex<Option<Arc<dyn VolumeService>>>,
+    /// Migrations in progress (`migrate_*`, see `migration.rs`).
+    migrations: migration::Migrations,
 }
 
 /// Why the control plane could not start.
@@ -362,6 +365,7 @@ impl Control {
             }),
             portal_group_tag,
             volumes: Mutex::new(None),
+            migrations: migration::Migrations::default(),
         }
     }
 
@@ -492,6 +496,8 @@ impl Control {
             }
         }
         inner.model = model;
+        // Change tracking and migrations the state directory records go on.
+        self.resume(&mut inner).map_err(ControlError::Restore)?;
         Ok(from_state)
     }
 
@@ -515,6 +521,7 @@ impl Control {
     pub fn handle(&self, call: Call) -> Result<Value, RpcError> {
         match call {
             Call::Volume { method, params } => self.volume_call(&method, params),
+            Call::Migration { method, params } => self.migration_call(&method, params),
             Call::TargetList => Ok(self.target_list()),
             Call::PortalList => {
                 let inner = self.lock();

@@ -233,6 +233,12 @@ pub enum Call {
         method: String,
         params: Value,
     },
+    /// `migrate_*` and `changes_*`: migration and changed-block tracking of a LUN
+    /// (`control::migration` checks the parameters).
+    Migration {
+        method: String,
+        params: Value,
+    },
 }
 
 /// Every method name, for "method not found" and `--help`.
@@ -251,6 +257,14 @@ pub const METHODS: &[&str] = &[
     "session_list",
     "session_drop",
     "volume_*",
+    "migrate_start",
+    "migrate_status",
+    "migrate_complete",
+    "migrate_commit",
+    "migrate_cancel",
+    "migrate_rollback",
+    "changes_track",
+    "changes_query",
 ];
 
 impl Call {
@@ -273,7 +287,9 @@ impl Call {
             Call::PortalRemove(p) => ("portal_remove", v(p)),
             Call::SessionList(p) => ("session_list", v(p)),
             Call::SessionDrop(p) => ("session_drop", v(p)),
-            Call::Volume { method, params } => return (method.clone(), params.clone()),
+            Call::Volume { method, params } | Call::Migration { method, params } => {
+                return (method.clone(), params.clone())
+            }
         };
         (method.to_string(), params)
     }
@@ -427,6 +443,15 @@ pub fn parse_call(method: &str, params: Value) -> Result<Call, RpcError> {
             method: volume.to_string(),
             params,
         },
+        known
+            if METHODS.contains(&known)
+                && (known.starts_with("migrate_") || known.starts_with("changes_")) =>
+        {
+            Call::Migration {
+                method: known.to_string(),
+                params,
+            }
+        }
         other => {
             return Err(RpcError::new(
                 ErrorCode::MethodNotFound,

@@ -148,16 +148,18 @@ impl Migration {
         let elapsed = shared.started.elapsed().as_secs_f64().max(1e-3);
         let rate = copied as f64 / elapsed;
         let phase = shared.phase();
+        // Behind the cursor in the first pass; for DBT's later passes, the last pass's size
+        // (what was dirty when it started).
+        let passes = shared.passes.lock().map(|p| p.clone()).unwrap_or_default();
         let remaining = match (phase, shared.mode) {
-            (Phase::Copying, _) => {
-                let behind = shared
-                    .size_bytes
-                    .saturating_sub(shared.cursor() * REGION_BYTES);
-                behind
+            (Phase::Copying, Mode::Dbt) if !passes.is_empty() => {
+                passes.last().copied().unwrap_or(0)
             }
+            (Phase::Copying, _) => shared
+                .size_bytes
+                .saturating_sub(shared.cursor() * REGION_BYTES),
             _ => 0,
         };
-        let passes = shared.passes.lock().map(|p| p.clone()).unwrap_or_default();
         serde_json::json!({
             "to": self.to,
             "mode": match shared.mode { Mode::Mirror => "mirror", Mode::Dbt => "dbt" },
