@@ -25,6 +25,9 @@ pub const LEAF_CHUNKS: u64 = 512;
 const LEAF_WORDS: usize = (LEAF_CHUNKS / 64) as usize;
 /// Frozen layers kept; past this the two oldest merge.
 pub const LAYERS_MAX: usize = 16;
+/// Leaves of one map at most (a 128 MiB leaf table): 8 PiB at 64 KiB chunks. A larger LUN
+/// takes larger chunks; a checkpoint that claims more is refused.
+pub const LEAVES_MAX: u64 = 1 << 24;
 /// The default chunk: 64 KiB.
 pub const DEFAULT_CHUNK_BYTES: u64 = 64 * 1024;
 
@@ -257,6 +260,12 @@ impl ChangeMap {
         self.chunk_bytes
     }
 
+    /// Whether a map of a LUN of `size_bytes` in chunks of `chunk_bytes` stays within
+    /// [`LEAVES_MAX`].
+    pub fn fits(size_bytes: u64, chunk_bytes: u64) -> bool {
+        chunk_bytes > 0 && size_bytes.div_ceil(chunk_bytes).div_ceil(LEAF_CHUNKS) <= LEAVES_MAX
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
     }
@@ -414,6 +423,9 @@ impl ChangeMap {
         let layer_count = reader.u64()?;
         if !chunk_bytes.is_power_of_two() || chunk_bytes < 4096 || size_bytes == 0 {
             return Err("bad chunk size or LUN size".into());
+        }
+        if !ChangeMap::fits(size_bytes, chunk_bytes) {
+            return Err("LUN too large for its chunk size".into());
         }
         if layer_count == 0 || layer_count > LAYERS_MAX as u64 + 1 {
             return Err("bad layer count".into());

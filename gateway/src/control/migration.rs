@@ -663,6 +663,12 @@ impl Control {
         }
         let size = unit.blocks() * u64::from(unit.block_size());
         let chunk = chunk.unwrap_or(DEFAULT_CHUNK_BYTES);
+        if !crate::changes::ChangeMap::fits(size, chunk) {
+            return Err(bad(
+                ErrorCode::InvalidParams,
+                format!("changes_track: LUN {lun} of {target} has {size} bytes: too many {chunk}-byte chunks; give a larger chunk"),
+            ));
+        }
         let naa = super::hex(&inner.model.targets[target].luns[&lun].identity.naa_id);
         let tracker = match Self::state_dir(inner) {
             Some(dir) => {
@@ -749,5 +755,181 @@ impl Control {
             "extents": answer.extents.iter().map(|(o, l)| json!([o, l])).collect::<Vec<_>>(),
             "map_memory_bytes": tracker.map().memory_bytes(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::rpc::{parse_call, Call};
+
+    const T: &str = "iqn.2026-01.test:migrate";
+
+    fn call(control: &Control, method: &str, params: Value) -> Result<Value, RpcError> {
+        control.handle(parse_call(method, params)?)
+    }
+
+    fn lun(control: &Control) -> Arc<LogicalUnit> {
+        Control::unit_of(&control.lock(), T, 0).unwrap()
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_the_reason_and_change_nothing() {
+        let control = Control::new(None, 1);
+        call(
+            &control,
+            "target_create",
+            json!({"name": T, "luns": [{"lun": 0, "backend": "ram:4M"}]}),
+        )
+        .unwrap();
+        let refused = |method: &str, params: Value, code: ErrorCode, text: &str| {
+            let error = call(&control, method, params).unwrap_err();
+            assert_eq!(error.code, code, "{method}: {}", error.message);
+            assert!(error.message.contains(text), "{method}: {}", error.message);
+        };
+        refused(
+            "migrate_start",
+            json!({"target": T, "lun": 0, "to": "ram:4M", "mode": "fast"}),
+            ErrorCode::InvalidParams,
+            "expected mirror or dbt",
+        );
+        refused(
+            "migrate_start",
+            json!({"target": T, "lun": 0, "to": "ram:4M", "rate": "lots"}),
+            ErrorCode::InvalidParams,
+            "rate",
+        );
+        refused(
+            "migrate_start",
+            json!({"target": T, "lun": 0, "to": "ram:2M"}),
+            ErrorCode::Refused,
+            "at least as large",
+        );
+        refused(
+            "migrate_start",
+            json!({"target": T, "lun": 0, "to": "disk:x"}),
+            ErrorCode::InvalidParams,
+            "destination",
+        );
+        refused(
+            "migrate_start",
+            json!({"target": T, "lun": 9, "to": "ram:4M"}),
+            ErrorCode::NotFound,
+            "no LUN 9",
+        );
+        refused(
+            "migrate_start",
+            json!({"target": T, "lun": 0, "to": "ram:4M", "colour": 1}),
+            ErrorCode::InvalidParams,
+            "colour",
+        );
+        refused(
+            "migrate_complete",
+            json!({"target": T, "lun": 0}),
+            ErrorCode::NotFound,
+            "not migrating",
+        );
+        refused(
+            "changes_query",
+            json!({"target": T, "lun": 0}),
+            ErrorCode::Refused,
+            "not tracked",
+        );
+        refused(
+            "changes_track",
+            json!({"target": T, "lun": 0, "chunk": "3K"}),
+            ErrorCode::InvalidParams,
+            "power of two",
+        );
+        refused(
+            "changes_query",
+            json!({"target": T, "lun": 0, "since": "nope"}),
+            ErrorCode::InvalidParams,
+            "EPOCH-GENERATION",
+        );
+        assert_eq!(lun(&control).backend().kind(), "ram", "nothing changed");
+    }
+
+    #[test]
+    fn a_mirror_migration_between_ram_luns_keeps_the_data_and_the_unit_identity() {
+        let control = Control::new(None, 1);
+        call(
+            &control,
+            "target_create",
+            json!({"name": T, "luns": [{"lun": 0, "backend": "ram:8M"}]}),
+        )
+        .unwrap();
+        let before = lun(&control);
+        before.backend().write_at(3 << 20, &[7; 4096]).unwrap();
+        call(
+            &control,
+            "migrate_start",
+            json!({"target": T, "lun": 0, "to": "ram:8M"}),
+        )
+        .unwrap();
+        // The LUN runs on the migration's backend; a write lands on the source.
+        lun(&control)
+            .backend()
+            .write_at(5 << 20, &[9; 512])
+            .unwrap();
+        let started = Instant::now();
+        while call(&control, "migrate_status", json!({})).unwrap()["migrations"][0]["state"]
+            != "ready"
+        {
+            assert!(started.elapsed() < Duration::from_secs(20));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let refused = call(&control, "migrate_commit", json!({"target": T, "lun": 0})).unwrap_err();
+        assert!(
+            refused.message.contains("complete it first"),
+            "{}",
+            refused.message
+        );
+        call(
+            &control,
+            "migrate_complete",
+            json!({"target": T, "lun": 0, "commit": true}),
+        )
+        .unwrap();
+        let after = lun(&control);
+        assert_eq!(after.config().naa_id, before.config().naa_id);
+        let mut buf = vec![0; 4096];
+        after.backend().read_at(3 << 20, &mut buf).unwrap();
+        assert_eq!(buf, vec![7; 4096]);
+        after.backend().read_at(5 << 20, &mut buf[..512]).unwrap();
+        assert_eq!(&buf[..512], &[9; 512]);
+        // The source no longer takes writes.
+        after.backend().write_at(0, &[1; 512]).unwrap();
+        before.backend().read_at(0, &mut buf[..512]).unwrap();
+        assert_eq!(&buf[..512], &[0; 512]);
+        let listed = call(&control, "target_list", json!({})).unwrap();
+        assert_eq!(listed["targets"][0]["luns"][0]["backend"], "ram:8M");
+    }
+
+    #[test]
+    fn tracking_answers_the_writes_through_the_lun_and_refuses_a_second_tracking() {
+        let control = Control::new(None, 1);
+        call(
+            &control,
+            "target_create",
+            json!({"name": T, "luns": [{"lun": 0, "backend": "ram:8M"}]}),
+        )
+        .unwrap();
+        let tracked = call(&control, "changes_track", json!({"target": T, "lun": 0})).unwrap();
+        let id = tracked["change_id"].as_str().unwrap().to_string();
+        let again = call(&control, "changes_track", json!({"target": T, "lun": 0})).unwrap_err();
+        assert_eq!(again.code, ErrorCode::AlreadyExists);
+        lun(&control)
+            .backend()
+            .write_at(1 << 20, &[1; 512])
+            .unwrap();
+        let answer = call(
+            &control,
+            "changes_query",
+            json!({"target": T, "lun": 0, "since": id}),
+        )
+        .unwrap();
+        assert_eq!(answer["extents"], json!([[1 << 20, 65536]]));
+        assert_eq!(answer["changed_bytes"], 65536);
     }
 }
