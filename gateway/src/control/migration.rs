@@ -761,7 +761,7 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::rpc::{parse_call, Call};
+    use crate::control::rpc::parse_call;
 
     const T: &str = "iqn.2026-01.test:migrate";
 
