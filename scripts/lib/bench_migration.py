@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Issue 19's migration benchmark: our gateway's migration (mirror and DBT modes) beside
 QEMU's block mirror (qemu-storage-daemon, copy-mode write-blocking and background) on
-files, in the same run, with the same writer (iscsi-bench, 4 KiB random writes at a fixed
-rate, crc32c verification).
+files, in the same run, with the same writer load (4 KiB random writes at a fixed rate,
+crc32c verification).
 
 Each row copies a file of SIZE MiB at RATE MB/s to another file on /dev/shm:
   - idle: no writer (the reference copy time);
   - busy: the writer runs during the whole copy (IOPS 4 KiB random writes).
-Our gateway exports the file as an iSCSI LUN (the writer goes through iSCSI); QEMU exports
-it through FUSE (the writer goes through the FUSE mount). Each side's write latency is
+Our gateway exports the file as an iSCSI LUN (the writer, iscsi-bench, goes through iSCSI);
+QEMU exports it over NBD (the writer, fio's nbd engine with the same options; QEMU's FUSE
+export holds the resize permission that its mirror job refuses to share). Each side's write latency is
 compared with its own baseline (the writer alone, no migration), so the paths' different
 costs cancel out. Noisy: the machine is shared; read the ratios, not the microseconds.
 
@@ -56,22 +57,25 @@ def fill(path):
             f.write(block)
 
 
-def writer(filename, seconds, engine):
-    args = [
-        BENCH, "--name=w", "--rw=randwrite", "--bs=4k", "--iodepth=8",
+def writer(target, seconds, nbd=False):
+    """iscsi-bench on an iSCSI URL; fio's nbd engine (same options) on QEMU's NBD export."""
+    common = [
+        "--name=w", "--rw=randwrite", "--bs=4k", "--iodepth=8",
         f"--rate_iops={IOPS}", "--time_based", f"--runtime={seconds}",
         f"--size={SIZE}", "--verify=crc32c", "--output-format=json",
-        f"--filename={filename}",
     ]
-    if engine:
-        args.append(f"--ioengine={engine}")
+    if nbd:
+        args = ["fio", *common, "--ioengine=nbd", f"--uri={target}"]
+    else:
+        args = [BENCH, *common, f"--filename={target}"]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def writer_result(proc):
     out, err = proc.communicate(timeout=WRITER_SECONDS + 120)
     try:
-        job = json.loads(out)["jobs"][0]
+        text = out.decode()
+        job = json.loads(text[text.index("{"):])["jobs"][0]
     except Exception:
         return {"error": "no JSON: " + err.decode()[-300:]}
     pct = job["write"]["clat_ns"].get("percentile", {})
@@ -90,6 +94,8 @@ class Gateway:
         self.work = work
         self.port = free_port()
         self.socket = os.path.join(work, "control.sock")
+        # A fresh configuration per row.
+        shutil.rmtree(os.path.join(work, "state"), ignore_errors=True)
         self.log = open(os.path.join(work, "gateway.log"), "ab")
         self.proc = subprocess.Popen(
             [GATEWAY, "--portal", f"127.0.0.1:{self.port}", "--control-socket", self.socket,
@@ -122,7 +128,7 @@ def gateway_row(work, mode, busy):
     if os.path.exists(dst):
         os.unlink(dst)
     gw = Gateway(work, src)
-    proc = writer(gw.url(), WRITER_SECONDS, None) if busy else None
+    proc = writer(gw.url(), WRITER_SECONDS) if busy else None
     if busy:
         time.sleep(2)
     started = time.monotonic()
@@ -157,7 +163,7 @@ def gateway_baseline(work):
     src = os.path.join(work, "src.img")
     fill(src)
     gw = Gateway(work, src)
-    w = writer_result(writer(gw.url(), 10, None))
+    w = writer_result(writer(gw.url(), 10))
     gw.stop()
     return w
 
@@ -191,18 +197,20 @@ class Qmp:
 
 
 def qemu_start(work, src):
-    mnt = os.path.join(work, "mnt")
-    open(mnt, "w").close()
+    port = free_port()
     qmp_path = os.path.join(work, "qmp.sock")
+    if os.path.exists(qmp_path):
+        os.unlink(qmp_path)
     log = open(os.path.join(work, "qsd.log"), "ab")
     proc = subprocess.Popen(
         ["qemu-storage-daemon",
          "--blockdev", f"driver=file,node-name=srcfile,filename={src},aio=threads",
          "--blockdev", "driver=raw,node-name=src,file=srcfile",
-         "--export", f"type=fuse,id=exp0,node-name=src,mountpoint={mnt},writable=on",
+         "--nbd-server", f"addr.type=inet,addr.host=127.0.0.1,addr.port={port}",
+         "--export", "type=nbd,id=exp0,node-name=src,name=src,writable=on",
          "--chardev", f"socket,id=qmp,path={qmp_path},server=on,wait=off",
          "--monitor", "chardev=qmp"], stdout=log, stderr=log)
-    return proc, Qmp(qmp_path), mnt
+    return proc, Qmp(qmp_path), f"nbd://127.0.0.1:{port}/src"
 
 
 def qemu_row(work, copy_mode, busy):
@@ -211,7 +219,7 @@ def qemu_row(work, copy_mode, busy):
     with open(dst, "wb") as f:
         f.truncate(SIZE)
     proc, qmp, mnt = qemu_start(work, src)
-    w_proc = writer(mnt, WRITER_SECONDS, "io_uring") if busy else None
+    w_proc = writer(mnt, WRITER_SECONDS, nbd=True) if busy else None
     if busy:
         time.sleep(2)
     qmp.cmd("blockdev-add", driver="file", **{"node-name": "dstfile"}, filename=dst)
@@ -252,7 +260,7 @@ def qemu_baseline(work):
     src = os.path.join(work, "src.img")
     fill(src)
     proc, qmp, mnt = qemu_start(work, src)
-    w = writer_result(writer(mnt, 10, "io_uring"))
+    w = writer_result(writer(mnt, 10, nbd=True))
     qmp.cmd("quit")
     proc.wait(timeout=60)
     return w
