@@ -336,11 +336,11 @@ impl LogicalUnit {
     /// AND WRITE excludes writes on both while commands still finish on the old one.
     /// Held EXTENDED COPY results stay with this one.
     pub fn over_backend(&self, backend: Box<dyn Backend>) -> LogicalUnit {
-        let blocks = backend.size_bytes() / u64::from(self.config.block_size);
+        // The capacity hosts see stays (a larger backend's rest is not exported).
         LogicalUnit {
             backend,
             config: self.config.clone(),
-            blocks: AtomicU64::new(blocks.max(self.blocks())),
+            blocks: AtomicU64::new(self.blocks()),
             write_cache: AtomicBool::new(self.write_cache_enabled()),
             software_write_protect: AtomicBool::new(
                 self.software_write_protect.load(Ordering::Relaxed),
