@@ -4,11 +4,12 @@
 //! dies.
 //!
 //! - `randomized_migrations_lose_no_acknowledged_write`: >= 10 migrations (mirror and DBT,
-//!   file and RAM destinations) cancelled, completed and committed, or rolled back at
+//!   file, RAM and pool volume destinations) cancelled, completed and committed, or rolled back at
 //!   random points under the writer (the CI form of the soak; `soak` is the long one).
 //! - `a_destination_that_dies_aborts_the_migration_within_a_second_without_a_host_error`.
 //! - `kill_9_mid_migration_resumes_from_the_recorded_progress`.
 //! - `changed_blocks_answer_exactly_across_a_clean_restart_and_over_report_after_kill_9`.
+//! - `a_lun_on_tgt_migrates_to_a_file_under_the_writer_and_keeps_its_data`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -214,12 +215,45 @@ fn randomized(rounds: usize, seed: u64) {
         &socket,
         &["target", "create", T, "--lun", &format!("0={source}")],
     );
+    // A pool for volume destinations (a fresh volume each time it is picked).
+    let pool = dir.join("pool.img");
+    let created = Command::new(system_tests::gateway_binary())
+        .args([
+            "pool",
+            "create",
+            pool.to_str().unwrap(),
+            &format!("{}", LUN_BYTES * 4 + (64 << 20)),
+        ])
+        .output()
+        .expect("iscsi-gateway pool create");
+    assert!(created.status.success(), "{created:?}");
+    let mut volumes: Vec<String> = Vec::new();
     let writer = spawn_writer(dir.path(), portal, (rounds as u32 * 2).clamp(8, 900));
     std::thread::sleep(Duration::from_millis(500));
     let mut endings = [0usize; 3];
     for round in 0..rounds {
-        let to = match rng.next() % 3 {
+        // A pool volume no LUN exports any more is deleted, so the pool never fills.
+        let exported = ctl_json(&socket, &["target", "list"])["targets"][0]["luns"][0]["backend"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        volumes.retain(|name| {
+            if exported.contains(&format!("volume={name},")) {
+                return true;
+            }
+            let out = ctl(
+                &socket,
+                &["volume", "delete", "--pool", pool.to_str().unwrap(), name],
+            );
+            !out.status.success()
+        });
+        let to = match rng.next() % 4 {
             0 => format!("ram:{LUN_BYTES}"),
+            1 => {
+                let name = format!("v{round}");
+                volumes.push(name.clone());
+                format!("pool:{},volume={name},size={LUN_BYTES}", pool.display())
+            }
             _ => format!(
                 "file:{}:{LUN_BYTES}",
                 dir.join(format!("lun-{}.img", round + 1)).display()
@@ -477,5 +511,51 @@ fn changed_blocks_answer_exactly_across_a_clean_restart_and_over_report_after_ki
         "{}",
         describe_output(&output)
     );
+    drop(gateway);
+}
+
+#[test]
+fn a_lun_on_tgt_migrates_to_a_file_under_the_writer_and_keeps_its_data() {
+    if !require_tools(&["tgtd", "tgtadm"]) {
+        return;
+    }
+    let tgt =
+        Tgt::start(&[TargetSpec::new("iqn.2026-12.test:source", &[LUN_BYTES])]).expect("tgtd");
+    let dir = TempDir::new("migration-from-tgt").unwrap();
+    let portal = loopback(free_port());
+    let gateway = start(&dir, portal, "gateway.log");
+    let socket = gateway.socket.clone();
+    let source = format!(
+        "iscsi://{}/iqn.2026-12.test:source/{}",
+        tgt.portal(),
+        tgt.first_data_lun()
+    );
+    ctl_json(
+        &socket,
+        &["target", "create", T, "--lun", &format!("0={source}")],
+    );
+    let writer = spawn_writer(dir.path(), portal, 6);
+    std::thread::sleep(Duration::from_millis(500));
+    let to = format!("file:{}:{LUN_BYTES}", dir.join("dst.img").display());
+    ctl_json(&socket, &["migrate", T, "0", "--to", &to]);
+    wait_state(&socket, &["ready"], Duration::from_secs(60));
+    // Switched while the writer goes on: reads come from the file, tgt is kept in step.
+    ctl_json(&socket, &["migration", "complete", T, "0"]);
+    writer_clean(writer);
+    let mut client = host(portal);
+    let whole: Vec<u8> = (0..LUN_BYTES / (1 << 20))
+        .flat_map(|mib| read(&mut client, mib * 2048, 1 << 20))
+        .collect();
+    let far = std::fs::read(tgt.lun_path(0, 0)).expect("tgt's backing file");
+    assert!(
+        whole == far[..LUN_BYTES as usize],
+        "tgt was not kept in step after the switch"
+    );
+    ctl_json(&socket, &["migration", "commit", T, "0"]);
+    // After the commit tgt is no longer written.
+    write(&mut client, 0, &[0x5a; 4096]);
+    assert_eq!(read(&mut client, 0, 4096), vec![0x5a; 4096]);
+    let far = std::fs::read(tgt.lun_path(0, 0)).expect("tgt's backing file");
+    assert_eq!(&far[..4096], &whole[..4096]);
     drop(gateway);
 }
