@@ -219,6 +219,15 @@ def qemu_row(work, copy_mode, busy):
     with open(dst, "wb") as f:
         f.truncate(SIZE)
     proc, qmp, mnt = qemu_start(work, src)
+    try:
+        return qemu_mirror(proc, qmp, mnt, dst, copy_mode, busy)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def qemu_mirror(proc, qmp, mnt, dst, copy_mode, busy):
     w_proc = writer(mnt, WRITER_SECONDS, nbd=True) if busy else None
     if busy:
         time.sleep(2)
