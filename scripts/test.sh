@@ -31,6 +31,7 @@ if [ "${SKIP_FUZZ_SMOKE:-0}" != 1 ]; then
     cargo build -q --release --manifest-path gateway/fuzz/Cargo.toml
     gateway/fuzz/target/release/target_session -runs=5000 -max_total_time=15 2>&1 | tail -n 1
     gateway/fuzz/target/release/control_rpc -runs=20000 -max_total_time=10 2>&1 | tail -n 1
+    gateway/fuzz/target/release/change_map -runs=20000 -max_total_time=10 2>&1 | tail -n 1
 fi
 
 exec cargo test --workspace "${profile_args[@]}" "$@"

@@ -96,6 +96,16 @@ enum Verb {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Move a LUN to another backend while hosts use it (mirror or DBT mode); follow it
+    /// with `migration status`, end it with `migration complete|commit|cancel|rollback`.
+    Migrate(crate::gateway_migrate::MigrateArgs),
+    /// A migration in progress: status, complete, commit, cancel, rollback.
+    #[command(subcommand)]
+    Migration(crate::gateway_migrate::MigrationVerb),
+    /// Track a LUN's changed blocks from now on (for incremental backup); its change ID.
+    Track(crate::gateway_migrate::TrackArgs),
+    /// The areas of a tracked LUN changed since a change ID, and the next change ID.
+    Changed(crate::gateway_migrate::ChangedArgs),
     /// Any method by name with JSON parameters (volume_* go to the volume pool).
     Call {
         method: String,
@@ -557,6 +567,10 @@ impl Verb {
                 target: target.clone(),
                 host: host.clone(),
             }),
+            Verb::Migrate(args) => args.call(),
+            Verb::Migration(verb) => verb.call(),
+            Verb::Track(args) => args.call(),
+            Verb::Changed(args) => args.call(),
             Verb::Call { method, params } => {
                 let params: Value = match params {
                     Some(text) => serde_json::from_str(text)
@@ -829,5 +843,6 @@ fn human(call: &Call, result: &Value) -> String {
             }
             out
         }
+        Call::Migration { method, .. } => crate::gateway_migrate::human(method, result),
     }
 }

@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod gateway_array;
 mod gateway_ctl;
+mod gateway_migrate;
 mod nexus;
 mod render;
 mod reservations;

@@ -17,6 +17,7 @@
 
 mod file;
 mod identity;
+pub mod iscsi;
 mod null;
 pub mod pool;
 mod ram;
@@ -28,6 +29,7 @@ use std::os::fd::BorrowedFd;
 
 pub use file::{FileBackend, FileOptions};
 pub use identity::LuIdentity;
+pub use iscsi::IscsiBackend;
 pub use null::NullBackend;
 pub use pool::{Pool, PoolError, PoolVolume};
 pub use ram::RamBackend;
@@ -81,6 +83,22 @@ pub trait Backend: Send + Sync {
     fn flush_may_block(&self) -> bool {
         false
     }
+    /// Whether every call that touches the medium may wait (a LUN on another array: a
+    /// network round trip): the server then runs every such command on its blocking
+    /// pool, never on an event loop.
+    fn io_may_block(&self) -> bool {
+        false
+    }
+    /// The logical block length the backend needs (a far array's), when it has one;
+    /// `None` takes the gateway's default (512).
+    fn logical_block_bytes(&self) -> Option<u32> {
+        None
+    }
+    /// The changed-block tracker fed by this backend's writes, when it is one that
+    /// tracks (`crate::changes::Tracked`).
+    fn change_tracker(&self) -> Option<&std::sync::Arc<crate::changes::ChangeTracker>> {
+        None
+    }
 }
 
 /// A backend's descriptor for ring I/O ([`Backend::ring_file`]).
@@ -113,11 +131,11 @@ pub const DIRECT_IO_BUFFER_ALIGN: usize = 4096;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// The text is not `ram:SIZE`, `null:SIZE`, `file:PATH`, `file:PATH:SIZE` or
-    /// `pool:PATH,volume=NAME`.
+    /// The text is not `ram:SIZE`, `null:SIZE`, `file:PATH`, `file:PATH:SIZE`,
+    /// `pool:PATH,volume=NAME` or `iscsi://HOST:PORT/IQN/LUN`.
     #[error(
-        "backend spec {spec:?}: expected ram:SIZE, null:SIZE, file:PATH, file:PATH:SIZE or \
-         pool:PATH,volume=NAME[,size=SIZE], then options (,serial=S ,naa=HEX16 ,grow ,shared \
+        "backend spec {spec:?}: expected ram:SIZE, null:SIZE, file:PATH, file:PATH:SIZE, \
+         pool:PATH,volume=NAME[,size=SIZE] or iscsi://HOST[:PORT]/IQN/LUN, then options (,serial=S ,naa=HEX16 ,grow ,shared \
          ,readonly)"
     )]
     InvalidSpec { spec: String },

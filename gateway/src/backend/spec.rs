@@ -1,4 +1,5 @@
-//! The text form of a LUN: `ram:SIZE`, `null:SIZE`, `file:PATH` or `file:PATH:SIZE`, then
+//! The text form of a LUN: `ram:SIZE`, `null:SIZE`, `file:PATH`, `file:PATH:SIZE`,
+//! `pool:PATH,volume=NAME` or `iscsi://HOST[:PORT]/IQN/LUN` (another array's LUN), then
 //! options separated by commas:
 //!
 //! - `serial=TEXT`: the unit serial number (VPD 0x80), printable ASCII without spaces.
@@ -16,8 +17,8 @@
 
 use super::identity::{parse_naa, validate_serial, ExplicitIdentity};
 use super::{
-    parse_size, Backend, BackendError, FileBackend, FileOptions, LuIdentity, NullBackend, Pool,
-    RamBackend,
+    parse_size, Backend, BackendError, FileBackend, FileOptions, IscsiBackend, LuIdentity,
+    NullBackend, Pool, RamBackend,
 };
 
 /// Every LUN the gateway builds from a spec has this logical block size.
@@ -45,6 +46,10 @@ pub enum Storage {
         path: String,
         volume: String,
         size_bytes: Option<u64>,
+    },
+    /// A LUN of another array (`iscsi://HOST[:PORT]/IQN/LUN`), through our initiator.
+    Iscsi {
+        url: String,
     },
 }
 
@@ -117,6 +122,12 @@ impl LunSpec {
                 Storage::File {
                     path: path.to_string(),
                     size_bytes,
+                }
+            }
+            "iscsi" => {
+                super::iscsi::parse_url(base)?;
+                Storage::Iscsi {
+                    url: base.to_string(),
                 }
             }
             "pool" if !rest.is_empty() => Storage::Pool {
@@ -213,6 +224,12 @@ impl LunSpec {
                 let volume = pool.open_volume(volume, *size_bytes)?;
                 let identity = explicit.over(volume.identity());
                 Ok((Box::new(volume), identity))
+            }
+            Storage::Iscsi { url } => {
+                let backend = IscsiBackend::open(url, None)?;
+                // The far LUN's own identity is the far array's; ours is given or random
+                // (the control plane keeps the one it found in its state directory).
+                Ok((Box::new(backend), explicit.or_random()))
             }
         }
     }

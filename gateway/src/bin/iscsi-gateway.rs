@@ -193,9 +193,9 @@ fn main() -> ExitCode {
         .map(|t| t.iqn.as_str())
         .collect::<Vec<_>>()
         .join(",");
-    let (target, _control_socket) = match &control_settings.control_socket {
+    let (target, _control_socket, control) = match &control_settings.control_socket {
         None => match server::start(config) {
-            Ok(target) => (target, None),
+            Ok(target) => (target, None, None),
             Err(e) => {
                 eprintln!("iscsi-gateway: {e}");
                 return ExitCode::FAILURE;
@@ -203,7 +203,7 @@ fn main() -> ExitCode {
         },
         Some(socket) => {
             match start_controlled(config, socket, control_settings.state_dir.as_deref()) {
-                Ok((target, socket)) => (target, Some(socket)),
+                Ok((target, socket, control)) => (target, Some(socket), Some(control)),
                 Err(e) => {
                     eprintln!("iscsi-gateway: {e}");
                     return ExitCode::FAILURE;
@@ -235,6 +235,10 @@ fn main() -> ExitCode {
     }
     log_stats(&target, "shutdown");
     target.shutdown();
+    if let Some(control) = control {
+        // No write can come any more: change maps are saved exactly.
+        control.shutdown();
+    }
     ExitCode::SUCCESS
 }
 
@@ -246,7 +250,14 @@ fn start_controlled(
     mut config: TargetConfig,
     socket: &std::path::Path,
     state_dir: Option<&std::path::Path>,
-) -> Result<(server::RunningTarget, control::socket::ControlSocket), String> {
+) -> Result<
+    (
+        server::RunningTarget,
+        control::socket::ControlSocket,
+        Arc<control::Control>,
+    ),
+    String,
+> {
     let (listener, guard) = control::socket::bind(socket).map_err(|e| e.to_string())?;
     let state = state_dir
         .map(control::state::StateDir::open)
@@ -271,7 +282,7 @@ fn start_controlled(
     control::socket::serve(listener, Arc::clone(&control))
         .map_err(|e| format!("starting the control plane: {e}"))?;
     tracing::info!(socket = %socket.display(), "control plane ready");
-    Ok((target, guard))
+    Ok((target, guard, control))
 }
 
 /// The figures of the gateway's memory budget and what its limits turned away.

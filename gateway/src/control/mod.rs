@@ -14,6 +14,7 @@
 mod array;
 pub mod array_rpc;
 mod bindings;
+mod migration;
 pub mod rpc;
 pub mod socket;
 pub mod state;
@@ -110,6 +111,8 @@ pub struct Control {
     inner: Mutex<Inner>,
     portal_group_tag: u16,
     volumes: Mutex<Option<Arc<dyn VolumeService>>>,
+    /// Migrations in progress (`migrate_*`, see `migration.rs`).
+    migrations: migration::Migrations,
 }
 
 /// Why the control plane could not start.
@@ -403,6 +406,7 @@ impl Control {
             }),
             portal_group_tag,
             volumes: Mutex::new(None),
+            migrations: migration::Migrations::default(),
         }
     }
 
@@ -540,6 +544,8 @@ impl Control {
             }
         }
         inner.model = model;
+        // Change tracking and migrations the state directory records go on.
+        self.resume(&mut inner).map_err(ControlError::Restore)?;
         Ok(from_state)
     }
 
@@ -563,6 +569,7 @@ impl Control {
     pub fn handle(&self, call: Call) -> Result<Value, RpcError> {
         match call {
             Call::Volume { method, params } => self.volume_call(&method, params),
+            Call::Migration { method, params } => self.migration_call(&method, params),
             Call::TargetList => Ok(self.target_list()),
             Call::PortalList => {
                 let inner = self.lock();

@@ -282,6 +282,12 @@ pub enum Call {
     },
     /// Portals, the virtual portal, drain and rebalance, ALUA (`array_rpc`).
     Array(super::array_rpc::ArrayCall),
+    /// `migrate_*` and `changes_*`: migration and changed-block tracking of a LUN
+    /// (`control::migration` checks the parameters).
+    Migration {
+        method: String,
+        params: Value,
+    },
 }
 
 /// Every method name, for "method not found" and `--help`.
@@ -311,6 +317,14 @@ pub const METHODS: &[&str] = &[
     "redirect_set",
     "alua_list",
     "alua_set",
+    "migrate_start",
+    "migrate_status",
+    "migrate_complete",
+    "migrate_commit",
+    "migrate_cancel",
+    "migrate_rollback",
+    "changes_track",
+    "changes_query",
 ];
 
 impl Call {
@@ -336,7 +350,9 @@ impl Call {
             Call::Bind(p) => ("bind", v(p)),
             Call::Unbind(p) => ("unbind", v(p)),
             Call::BindingList(p) => ("binding_list", v(p)),
-            Call::Volume { method, params } => return (method.clone(), params.clone()),
+            Call::Volume { method, params } | Call::Migration { method, params } => {
+                return (method.clone(), params.clone())
+            }
             Call::Array(call) => {
                 let (method, params) = call.to_method_params();
                 return (method.to_string(), params);
@@ -503,6 +519,15 @@ pub fn parse_call(method: &str, params: Value) -> Result<Call, RpcError> {
             method: volume.to_string(),
             params,
         },
+        known
+            if METHODS.contains(&known)
+                && (known.starts_with("migrate_") || known.starts_with("changes_")) =>
+        {
+            Call::Migration {
+                method: known.to_string(),
+                params,
+            }
+        }
         other => {
             return Err(RpcError::new(
                 ErrorCode::MethodNotFound,

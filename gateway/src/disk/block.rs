@@ -239,6 +239,7 @@ impl LogicalUnit {
             let durable_write = fua || (write && !self.write_cache_enabled());
             if ((flush || durable_write) && self.backend.flush_may_block())
                 || matches!(opcode, Some(op::EXTENDED_COPY | op::SANITIZE))
+                || (self.backend.io_may_block() && !answers_without_the_medium(cdb))
             {
                 return Plan::Blocking;
             }

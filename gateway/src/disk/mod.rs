@@ -251,7 +251,7 @@ pub struct LogicalUnit {
     copies: xcopy::CopyResults,
     /// SCSI-2 and persistent reservations; the server checks each command against them
     /// before it reaches this unit (`crate::reservation`).
-    reservations: crate::reservation::LuReservations,
+    reservations: Arc<crate::reservation::LuReservations>,
 }
 
 /// What [`LogicalUnit::plan`] decided.
@@ -303,9 +303,14 @@ impl std::fmt::Debug for LogicalUnit {
 }
 
 impl LogicalUnit {
-    /// A logical unit exporting `backend.size_bytes() / block_size` blocks. A block size
-    /// other than 512 or 4096 is taken as 512.
+    /// A logical unit exporting `backend.size_bytes() / block_size` blocks (the backend's
+    /// own block length when it has one). A block size other than 512 or 4096 is taken as
+    /// 512.
     pub fn new(backend: Box<dyn Backend>, mut config: LuConfig) -> Self {
+        // A far array's LUN dictates its block length (its LBAs are ours).
+        if let Some(block_bytes) = backend.logical_block_bytes() {
+            config.block_size = block_bytes;
+        }
         if config.block_size != 512 && config.block_size != 4096 {
             config.block_size = 512;
         }
@@ -316,7 +321,7 @@ impl LogicalUnit {
             software_write_protect: AtomicBool::new(false),
             write_gate: Arc::new(gate::WriteGate::new()),
             copies: xcopy::CopyResults::default(),
-            reservations: crate::reservation::LuReservations::new(),
+            reservations: Arc::new(crate::reservation::LuReservations::new()),
             config,
             blocks: AtomicU64::new(blocks),
         }
@@ -325,8 +330,41 @@ impl LogicalUnit {
     /// Keeps APTPL state (persistent reservations across restarts) in the given
     /// reservations, typically [`crate::reservation::LuReservations::persistent`].
     pub fn with_reservations(mut self, reservations: crate::reservation::LuReservations) -> Self {
-        self.reservations = reservations;
+        self.reservations = Arc::new(reservations);
         self
+    }
+
+    /// The same logical unit over another backend (a migration's, a change tracker's): the
+    /// identity, block size, mode settings, reservations and write gate are shared with
+    /// this one, so a host sees one unit before, during and after the swap, and COMPARE
+    /// AND WRITE excludes writes on both while commands still finish on the old one.
+    /// Held EXTENDED COPY results stay with this one.
+    pub fn over_backend(&self, backend: Box<dyn Backend>) -> LogicalUnit {
+        // The capacity hosts see stays (a larger backend's rest is not exported).
+        LogicalUnit {
+            backend,
+            config: self.config.clone(),
+            blocks: AtomicU64::new(self.blocks()),
+            write_cache: AtomicBool::new(self.write_cache_enabled()),
+            software_write_protect: AtomicBool::new(
+                self.software_write_protect.load(Ordering::Relaxed),
+            ),
+            write_gate: Arc::clone(&self.write_gate),
+            copies: xcopy::CopyResults::default(),
+            reservations: Arc::clone(&self.reservations),
+        }
+    }
+
+    /// Whether no write planned on a ring is in flight on this unit (a unit being
+    /// replaced has drained when this holds and no synchronous write runs).
+    pub fn ring_writes_idle(&self) -> bool {
+        !self.write_gate.ring_writes_in_flight()
+    }
+
+    /// Waits until no ordinary synchronous write runs on this unit (or any unit sharing
+    /// its gate), by taking the gate exclusively for a moment.
+    pub fn drain_writes(&self) {
+        drop(self.write_gate.exclusive());
     }
 
     pub fn reservations(&self) -> &crate::reservation::LuReservations {

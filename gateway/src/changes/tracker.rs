@@ -1,0 +1,347 @@
+//! Changed-block tracking made durable, and the backend that feeds it.
+//!
+//! Two files per tracked LUN in a directory (the control plane's state directory):
+//! - `NAME.cbt`: a checkpoint of the whole [`ChangeMap`] (temp file, fdatasync, rename,
+//!   directory fsync), written at each query (so the generation a query hands out is
+//!   durable before it is answered) and when the tracker is dropped at a clean stop;
+//! - `NAME.regions`: one byte per coarse region ([`REGION_BYTES`], 1 GiB), set and synced
+//!   *before the first write* into the region since the last clean start (dm-era's rule).
+//!
+//! After a clean stop the checkpoint is exact and the region file is all zeros. After a
+//! crash the checkpoint misses the writes since it, but each of them lies in a region the
+//! region file holds: those regions are marked changed in full (over-report, never a miss).
+//! The region file is cleared only when no write can run: at open (after the merge is
+//! checkpointed) and at the clean stop (after the final checkpoint).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::map::{ChangeError, ChangeId, ChangeMap, Changed};
+use crate::backend::{Backend, PoolVolume, RingFile};
+
+/// The coarse region recorded durably before its first write.
+pub const REGION_BYTES: u64 = 1 << 30;
+
+/// The durable changed-block map of one LUN.
+#[derive(Debug)]
+pub struct ChangeTracker {
+    map: ChangeMap,
+    /// `None`: memory only (no state directory).
+    files: Option<Files>,
+    /// Saved at a clean stop already ([`ChangeTracker::close`]).
+    closed: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Files {
+    checkpoint: PathBuf,
+    regions: File,
+    /// One bit per region: recorded durably since the last clean start.
+    recorded: Box<[AtomicU64]>,
+    /// Serializes the rare region records and the checkpoints.
+    lock: Mutex<()>,
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl ChangeTracker {
+    /// A tracker kept only in memory (lost at restart).
+    pub fn in_memory(size_bytes: u64, chunk_bytes: u64) -> ChangeTracker {
+        ChangeTracker {
+            map: ChangeMap::new(size_bytes, chunk_bytes, new_epoch()),
+            files: None,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Opens the tracker `name` in `dir`, creating it (a new epoch) when it has no
+    /// checkpoint. A LUN of another size than the checkpoint's starts a new epoch.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        size_bytes: u64,
+        chunk_bytes: u64,
+    ) -> io::Result<ChangeTracker> {
+        std::fs::create_dir_all(dir)?;
+        let checkpoint = dir.join(format!("{name}.cbt"));
+        let regions_path = dir.join(format!("{name}.regions"));
+        let region_count = size_bytes.div_ceil(REGION_BYTES);
+        let map = match std::fs::read(&checkpoint) {
+            Ok(bytes) => match ChangeMap::decode(&bytes) {
+                Ok(map) if map.size_bytes() == size_bytes => Some(map),
+                Ok(_) => {
+                    tracing::warn!(name, "change map of another LUN size: a new epoch");
+                    None
+                }
+                Err(reason) => {
+                    tracing::warn!(name, reason, "change map unreadable: a new epoch");
+                    None
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let fresh = map.is_none();
+        let map = map.unwrap_or_else(|| ChangeMap::new(size_bytes, chunk_bytes, new_epoch()));
+        let regions = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&regions_path)?;
+        if !fresh {
+            // Regions written since the checkpoint, perhaps: changed in full.
+            let mut bytes = vec![0u8; region_count as usize];
+            let found = regions.read_at(&mut bytes, 0)?;
+            let dirty: Vec<(u64, u64)> = bytes[..found]
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b != 0)
+                .map(|(i, _)| (i as u64 * REGION_BYTES, REGION_BYTES))
+                .collect();
+            if !dirty.is_empty() {
+                tracing::warn!(name, regions = dirty.len(), "change map after an unclean stop: regions recorded since its checkpoint are reported changed in full");
+            }
+            map.mark_regions(&dirty);
+        }
+        regions.set_len(region_count)?;
+        let tracker = ChangeTracker {
+            map,
+            files: Some(Files {
+                checkpoint,
+                regions,
+                recorded: (0..region_count.div_ceil(64))
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+                lock: Mutex::new(()),
+            }),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        };
+        tracker.checkpoint()?;
+        tracker.clear_regions()?;
+        sync_dir(dir)?;
+        Ok(tracker)
+    }
+
+    pub fn map(&self) -> &ChangeMap {
+        &self.map
+    }
+
+    /// Before a write of `len` bytes at `offset`: its regions are recorded durably.
+    /// Once per region per start; every later call is an atomic load per region.
+    pub fn before_write(&self, offset: u64, len: u64) -> io::Result<()> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        let (first, last) = (offset / REGION_BYTES, (offset + len - 1) / REGION_BYTES);
+        for region in first..=last {
+            let (word, mask) = ((region / 64) as usize, 1u64 << (region % 64));
+            let Some(bits) = files.recorded.get(word) else {
+                continue;
+            };
+            if bits.load(Ordering::Acquire) & mask != 0 {
+                continue;
+            }
+            let _guard = files.lock.lock().unwrap_or_else(|p| p.into_inner());
+            if bits.load(Ordering::Acquire) & mask != 0 {
+                continue;
+            }
+            files.regions.write_all_at(&[1], region)?;
+            files.regions.sync_data()?;
+            bits.fetch_or(mask, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// After a write completed: its chunks are changed.
+    pub fn after_write(&self, offset: u64, len: u64) {
+        self.map.mark(offset, len);
+    }
+
+    /// The changes since `since`; the generation handed out is durable first.
+    pub fn changed_since(
+        &self,
+        since: Option<ChangeId>,
+    ) -> Result<Result<Changed, ChangeError>, io::Error> {
+        let answer = self.map.changed_since(since);
+        if answer.is_ok() {
+            self.checkpoint()?;
+        }
+        Ok(answer)
+    }
+
+    /// Writes the whole map durably.
+    pub fn checkpoint(&self) -> io::Result<()> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        let _guard = files.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let temp = files.checkpoint.with_extension("cbt.tmp");
+        {
+            let file = File::create(&temp)?;
+            file.write_all_at(&self.map.encode(), 0)?;
+            file.sync_data()?;
+        }
+        std::fs::rename(&temp, &files.checkpoint)?;
+        if let Some(dir) = files.checkpoint.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Clears the region file (only when no write can run: at open, at the clean stop).
+    fn clear_regions(&self) -> io::Result<()> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        let len = files.regions.metadata()?.len();
+        files.regions.write_all_at(&vec![0u8; len as usize], 0)?;
+        files.regions.sync_data()?;
+        for word in files.recorded.iter() {
+            word.store(0, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+impl ChangeTracker {
+    /// The clean stop, once no write can come any more (the event loops are stopped): the
+    /// exact map is written, then the regions cleared, so the next start answers exactly.
+    pub fn close(&self) {
+        if self.files.is_none() || self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let done = self.checkpoint().and_then(|()| self.clear_regions());
+        if let Err(error) = done {
+            tracing::error!(%error, "change map not saved at stop: the next start over-reports");
+        }
+    }
+}
+
+impl Drop for ChangeTracker {
+    /// The last user of the LUN is gone, so no write can come: a clean stop.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn new_epoch() -> u32 {
+    let bytes = datapath::client::random_bytes(4);
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).max(1)
+}
+
+/// A backend whose writes and unmaps are tracked. Reads and flushes pass through. It has
+/// no ring file: every write goes through [`Backend::write_at`], where it is recorded.
+pub struct Tracked {
+    inner: Arc<dyn Backend>,
+    tracker: Arc<ChangeTracker>,
+}
+
+impl Tracked {
+    pub fn new(inner: Arc<dyn Backend>, tracker: Arc<ChangeTracker>) -> Tracked {
+        Tracked { inner, tracker }
+    }
+}
+
+impl Backend for Tracked {
+    fn size_bytes(&self) -> u64 {
+        self.inner.size_bytes()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.tracker.before_write(offset, data.len() as u64)?;
+        self.inner.write_at(offset, data)?;
+        self.tracker.after_write(offset, data.len() as u64);
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.inner.flush()
+    }
+    fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.tracker.before_write(offset, len)?;
+        self.inner.unmap(offset, len)?;
+        self.tracker.after_write(offset, len);
+        Ok(())
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn thin(&self) -> bool {
+        self.inner.thin()
+    }
+    fn mapped_extent(&self, offset: u64, max_len: u64) -> io::Result<(bool, u64)> {
+        self.inner.mapped_extent(offset, max_len)
+    }
+    fn ring_file(&self) -> Option<RingFile<'_>> {
+        None
+    }
+    fn pool_volume(&self) -> Option<&PoolVolume> {
+        None
+    }
+    fn flush_may_block(&self) -> bool {
+        true
+    }
+    fn io_may_block(&self) -> bool {
+        self.inner.io_may_block() || self.inner.ring_file().is_some()
+    }
+    fn logical_block_bytes(&self) -> Option<u32> {
+        self.inner.logical_block_bytes()
+    }
+    fn change_tracker(&self) -> Option<&Arc<ChangeTracker>> {
+        Some(&self.tracker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::map::DEFAULT_CHUNK_BYTES;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "cbt-{tag}-{}-{:x}",
+            std::process::id(),
+            u64::from_le_bytes(datapath::client::random_bytes(8).try_into().unwrap())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_clean_restart_keeps_the_map_exactly_and_a_crash_over_reports_whole_regions() {
+        let dir = scratch("restart");
+        let size = 3 * REGION_BYTES;
+        let tracker = ChangeTracker::open(&dir, "lun", size, DEFAULT_CHUNK_BYTES).unwrap();
+        let start = tracker.map().current_id();
+        tracker.before_write(4096, 4096).unwrap();
+        tracker.after_write(4096, 4096);
+        drop(tracker); // clean stop
+        let tracker = ChangeTracker::open(&dir, "lun", size, DEFAULT_CHUNK_BYTES).unwrap();
+        let answer = tracker.changed_since(Some(start)).unwrap().unwrap();
+        assert_eq!(answer.extents, vec![(0, DEFAULT_CHUNK_BYTES)]);
+        let after = answer.next;
+
+        // A write into region 2, then a crash (no drop: the checkpoint does not know it).
+        tracker.before_write(2 * REGION_BYTES + 8192, 512).unwrap();
+        tracker.after_write(2 * REGION_BYTES + 8192, 512);
+        std::mem::forget(tracker);
+        let tracker = ChangeTracker::open(&dir, "lun", size, DEFAULT_CHUNK_BYTES).unwrap();
+        let answer = tracker.changed_since(Some(after)).unwrap().unwrap();
+        assert_eq!(answer.extents, vec![(2 * REGION_BYTES, REGION_BYTES)]);
+        // The epoch survived both.
+        assert_eq!(answer.next.epoch, start.epoch);
+        drop(tracker);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

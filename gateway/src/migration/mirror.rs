@@ -1,0 +1,457 @@
+//! The backend a LUN runs on while it migrates: the source and the destination behind one
+//! [`Backend`], with the copy's cursor and phase in [`Shared`].
+//!
+//! Mirror mode (VMware's later design): a host write to the part the copy has passed goes
+//! to both sides, to the rest only the source. DBT mode (the first design): host writes go
+//! to the source and mark their regions dirty for the next pass. Either way, once the two
+//! sides are in step (phase `Ready`), every write goes to both, and after the switch reads
+//! come from the destination while the source is kept in step until the commit, so a
+//! rollback loses nothing.
+//!
+//! A copy of a region and a host write into it never interleave: a host write holds the
+//! read side of its regions' stripe locks (64 stripes) while it writes, the copy the write
+//! side of the one region it copies. The cursor moves only under the write side, so a
+//! write that holds its stripes sees a cursor that stays put for its regions.
+//!
+//! A destination that fails (a write, a read after the switch, a flush) fails the migration
+//! (phase `Failed`): from then on the source alone serves, and it has every write. The
+//! host's command succeeds when the source's part did.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Instant;
+
+use crate::backend::{Backend, RingFile};
+use crate::changes::{ChangeMap, ChangeTracker};
+
+/// How a migration copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Mirror,
+    Dbt,
+}
+
+/// Where a migration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Copying (pass 1, or DBT's dirty passes).
+    Copying = 0,
+    /// The two sides are in step; every write goes to both. Reads from the source.
+    Ready = 1,
+    /// Switched: reads from the destination, writes to both until the commit.
+    Switched = 2,
+    /// The destination failed: the source alone serves.
+    Failed = 3,
+    /// Cancelled or rolled back: the source alone serves.
+    Cancelled = 4,
+    /// DBT only: a pass did not shrink what is dirty; the copy stopped.
+    NotConverging = 5,
+}
+
+impl Phase {
+    fn from_u8(value: u8) -> Phase {
+        match value {
+            0 => Phase::Copying,
+            1 => Phase::Ready,
+            2 => Phase::Switched,
+            3 => Phase::Failed,
+            4 => Phase::Cancelled,
+            _ => Phase::NotConverging,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Copying => "copying",
+            Phase::Ready => "ready",
+            Phase::Switched => "switched",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+            Phase::NotConverging => "cannot-converge",
+        }
+    }
+
+    /// Whether the destination takes no more writes.
+    pub fn source_only(self) -> bool {
+        matches!(self, Phase::Failed | Phase::Cancelled)
+    }
+}
+
+/// Bytes per copy region (the unit of the cursor, of DBT's dirty map and of the locks).
+pub const REGION_BYTES: u64 = 1 << 20;
+const STRIPES: usize = 64;
+
+/// The state the I/O path, the copy and the control plane share.
+pub struct Shared {
+    pub mode: Mode,
+    pub size_bytes: u64,
+    /// Regions below are copied (mirror mode) or were copied by the first pass (DBT).
+    cursor: AtomicU64,
+    phase: AtomicU8,
+    stripes: Box<[RwLock<()>]>,
+    /// DBT: regions written since their last copy.
+    pub(crate) dirty: ChangeMap,
+    pub copied_bytes: AtomicU64,
+    /// Bytes copied per pass (DBT: one entry per pass).
+    pub passes: Mutex<Vec<u64>>,
+    pub error: Mutex<Option<String>>,
+    pub started: Instant,
+    /// The longest time host writes were held for the switch (DBT's stun), in µs.
+    pub stun_us: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("mode", &self.mode)
+            .field("phase", &self.phase())
+            .field("cursor", &self.cursor())
+            .finish()
+    }
+}
+
+impl Shared {
+    pub fn new(mode: Mode, size_bytes: u64, cursor_regions: u64, phase: Phase) -> Shared {
+        Shared {
+            mode,
+            size_bytes,
+            cursor: AtomicU64::new(cursor_regions),
+            phase: AtomicU8::new(phase as u8),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            dirty: ChangeMap::new(size_bytes, REGION_BYTES, 1),
+            copied_bytes: AtomicU64::new(0),
+            passes: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+            started: Instant::now(),
+            stun_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn regions(&self) -> u64 {
+        self.size_bytes.div_ceil(REGION_BYTES)
+    }
+
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// Moves `from` to `to` only if the phase is still `from`.
+    pub fn change_phase(&self, from: Phase, to: Phase) -> bool {
+        self.phase
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_cursor(&self, regions: u64) {
+        self.cursor.store(regions, Ordering::Release);
+    }
+
+    /// The destination (or the copy) failed: the source alone serves from now on.
+    pub fn fail(&self, why: String) {
+        let before = self.phase();
+        if before.source_only() {
+            return;
+        }
+        tracing::warn!(error = %why, phase = before.name(), "migration failed; the source serves alone");
+        let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        error.get_or_insert(why);
+        self.set_phase(Phase::Failed);
+    }
+
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The write side of region `region`'s stripe (the copy of that region).
+    pub(crate) fn lock_region(&self, region: u64) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.stripes[(region % STRIPES as u64) as usize]
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The write side of every stripe: no host write runs (DBT's stun).
+    pub(crate) fn lock_all(&self) -> Vec<std::sync::RwLockWriteGuard<'_, ()>> {
+        self.stripes
+            .iter()
+            .map(|s| s.write().unwrap_or_else(|p| p.into_inner()))
+            .collect()
+    }
+
+    /// The read side of the stripes of `offset..offset+len`, ascending (no deadlock with
+    /// the copy, which holds one stripe, nor with the stun, which takes them in order).
+    fn hold(&self, offset: u64, len: u64) -> Vec<RwLockReadGuard<'_, ()>> {
+        let first = offset / REGION_BYTES;
+        let last = (offset + len.max(1) - 1) / REGION_BYTES;
+        let mut stripes: Vec<usize> = (first..=last.min(first + STRIPES as u64))
+            .map(|r| (r % STRIPES as u64) as usize)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .map(|s| self.stripes[s].read().unwrap_or_else(|p| p.into_inner()))
+            .collect()
+    }
+
+    /// The part of `offset..offset+len` that goes to the destination now, in phase `phase`.
+    fn to_destination(&self, phase: Phase, offset: u64, len: u64) -> Option<(u64, u64)> {
+        match (phase, self.mode) {
+            (Phase::Ready | Phase::Switched, _) => Some((offset, len)),
+            (Phase::Copying, Mode::Mirror) => {
+                let copied_end = self.cursor().saturating_mul(REGION_BYTES);
+                let end = (offset + len).min(copied_end);
+                (end > offset).then(|| (offset, end - offset))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The migrating LUN's backend.
+pub struct Mirror {
+    pub(crate) source: Arc<dyn Backend>,
+    pub(crate) dest: Arc<dyn Backend>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Mirror {
+    pub fn new(source: Arc<dyn Backend>, dest: Arc<dyn Backend>, shared: Arc<Shared>) -> Mirror {
+        Mirror {
+            source,
+            dest,
+            shared,
+        }
+    }
+
+    /// A change of the medium (write or unmap) on both sides as the phase says.
+    fn change(
+        &self,
+        offset: u64,
+        len: u64,
+        apply: impl Fn(&dyn Backend, u64, u64) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.shared.phase().source_only() {
+            return apply(self.source.as_ref(), offset, len);
+        }
+        let _held = self.shared.hold(offset, len);
+        // Read under the stripes: the copy cannot move the cursor over these regions now.
+        let phase = self.shared.phase();
+        apply(self.source.as_ref(), offset, len)?;
+        if phase == Phase::Copying && self.shared.mode == Mode::Dbt {
+            self.shared.dirty.mark(offset, len);
+        }
+        if phase.source_only() {
+            return Ok(());
+        }
+        if let Some((at, part)) = self.shared.to_destination(phase, offset, len) {
+            if let Err(error) = apply(self.dest.as_ref(), at, part) {
+                self.shared
+                    .fail(format!("destination write at {at}+{part}: {error}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Mirror {
+    fn size_bytes(&self) -> u64 {
+        self.shared.size_bytes
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if self.shared.phase() == Phase::Switched {
+            match self.dest.read_at(offset, buf) {
+                Ok(()) => return Ok(()),
+                Err(error) => self
+                    .shared
+                    .fail(format!("destination read at {offset}: {error}")),
+            }
+        }
+        self.source.read_at(offset, buf)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.change(offset, data.len() as u64, |backend, at, len| {
+            let start = (at - offset) as usize;
+            backend.write_at(at, &data[start..start + len as usize])
+        })
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.source.flush()?;
+        if !self.shared.phase().source_only() {
+            if let Err(error) = self.dest.flush() {
+                self.shared.fail(format!("destination flush: {error}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
+        if !self.dest.thin() {
+            // The destination cannot unmap: it gets zeros written instead, in pieces.
+            return self.change(offset, len, |backend, at, part| {
+                if backend.thin() {
+                    return backend.unmap(at, part);
+                }
+                let zeros = vec![0u8; part.min(REGION_BYTES) as usize];
+                let mut done = 0;
+                while done < part {
+                    let piece = (part - done).min(zeros.len() as u64);
+                    backend.write_at(at + done, &zeros[..piece as usize])?;
+                    done += piece;
+                }
+                Ok(())
+            });
+        }
+        self.change(offset, len, |backend, at, part| backend.unmap(at, part))
+    }
+
+    fn kind(&self) -> &'static str {
+        "migrating"
+    }
+
+    fn thin(&self) -> bool {
+        self.source.thin()
+    }
+
+    fn mapped_extent(&self, offset: u64, max_len: u64) -> io::Result<(bool, u64)> {
+        if self.shared.phase() == Phase::Switched {
+            return self.dest.mapped_extent(offset, max_len);
+        }
+        self.source.mapped_extent(offset, max_len)
+    }
+
+    fn ring_file(&self) -> Option<RingFile<'_>> {
+        None
+    }
+
+    fn flush_may_block(&self) -> bool {
+        true
+    }
+
+    fn io_may_block(&self) -> bool {
+        true
+    }
+
+    fn logical_block_bytes(&self) -> Option<u32> {
+        self.source.logical_block_bytes()
+    }
+
+    fn change_tracker(&self) -> Option<&Arc<ChangeTracker>> {
+        self.source.change_tracker()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::RamBackend;
+
+    fn mirror(mode: Mode, cursor: u64) -> (Mirror, Arc<dyn Backend>, Arc<dyn Backend>) {
+        let size = 8 * REGION_BYTES;
+        let source: Arc<dyn Backend> = Arc::new(RamBackend::new(size));
+        let dest: Arc<dyn Backend> = Arc::new(RamBackend::new(size));
+        let shared = Arc::new(Shared::new(mode, size, cursor, Phase::Copying));
+        (
+            Mirror::new(Arc::clone(&source), Arc::clone(&dest), shared),
+            source,
+            dest,
+        )
+    }
+
+    fn read(backend: &dyn Backend, offset: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        backend.read_at(offset, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_write_goes_to_the_destination_only_where_the_copy_has_passed() {
+        let (m, source, dest) = mirror(Mode::Mirror, 2);
+        // Straddles the cursor (region 2 starts at 2 MiB).
+        let at = 2 * REGION_BYTES - 4096;
+        m.write_at(at, &[7u8; 8192]).unwrap();
+        assert_eq!(read(source.as_ref(), at, 8192), vec![7u8; 8192]);
+        assert_eq!(read(dest.as_ref(), at, 4096), vec![7u8; 4096]);
+        assert_eq!(read(dest.as_ref(), at + 4096, 4096), vec![0u8; 4096]);
+    }
+
+    #[test]
+    fn after_the_switch_reads_come_from_the_destination_and_both_sides_take_writes() {
+        let (m, source, dest) = mirror(Mode::Mirror, 8);
+        m.shared.set_phase(Phase::Switched);
+        dest.write_at(0, &[9u8; 512]).unwrap();
+        assert_eq!(read(&m, 0, 512), vec![9u8; 512]);
+        m.write_at(4096, &[3u8; 512]).unwrap();
+        assert_eq!(read(source.as_ref(), 4096, 512), vec![3u8; 512]);
+        assert_eq!(read(dest.as_ref(), 4096, 512), vec![3u8; 512]);
+    }
+
+    #[test]
+    fn dbt_marks_dirty_regions_and_writes_only_the_source() {
+        let (m, _source, dest) = mirror(Mode::Dbt, 8);
+        let start = m.shared.dirty.current_id();
+        m.write_at(3 * REGION_BYTES, &[1u8; 512]).unwrap();
+        assert_eq!(read(dest.as_ref(), 3 * REGION_BYTES, 512), vec![0u8; 512]);
+        let dirty = m.shared.dirty.changed_since(Some(start)).unwrap();
+        assert_eq!(dirty.extents, vec![(3 * REGION_BYTES, REGION_BYTES)]);
+    }
+
+    /// A destination that refuses every call.
+    struct Broken(u64);
+    impl Backend for Broken {
+        fn size_bytes(&self) -> u64 {
+            self.0
+        }
+        fn read_at(&self, _: u64, _: &mut [u8]) -> io::Result<()> {
+            Err(io::Error::other("gone"))
+        }
+        fn write_at(&self, _: u64, _: &[u8]) -> io::Result<()> {
+            Err(io::Error::other("gone"))
+        }
+        fn flush(&self) -> io::Result<()> {
+            Err(io::Error::other("gone"))
+        }
+        fn unmap(&self, _: u64, _: u64) -> io::Result<()> {
+            Err(io::Error::other("gone"))
+        }
+        fn kind(&self) -> &'static str {
+            "broken"
+        }
+        fn thin(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_failing_destination_fails_the_migration_not_the_host_write() {
+        let size = 4 * REGION_BYTES;
+        let source: Arc<dyn Backend> = Arc::new(RamBackend::new(size));
+        let shared = Arc::new(Shared::new(Mode::Mirror, size, 4, Phase::Switched));
+        let m = Mirror::new(
+            Arc::clone(&source),
+            Arc::new(Broken(size)),
+            Arc::clone(&shared),
+        );
+        m.write_at(0, &[5u8; 512]).unwrap();
+        assert_eq!(shared.phase(), Phase::Failed);
+        assert!(shared.error().unwrap().contains("gone"));
+        assert_eq!(
+            read(&m, 0, 512),
+            vec![5u8; 512],
+            "the source serves the read"
+        );
+    }
+}

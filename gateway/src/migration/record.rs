@@ -1,0 +1,115 @@
+//! The durable record of one migration (`migrations/TARGET-HEX.LUN.json` in the state
+//! directory): where to, how, and how far. Written (temp file, fdatasync, rename,
+//! directory fsync) when the migration starts, at each progress report of the copy, at the
+//! switch, and removed once it is committed, cancelled or rolled back. A gateway started
+//! again finds it and resumes the migration from the recorded cursor.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::mirror::Mode;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    pub target: String,
+    pub lun: u64,
+    pub to: String,
+    pub mode: Mode,
+    #[serde(default)]
+    pub rate_bytes_per_second: Option<u64>,
+    #[serde(default)]
+    pub stun_budget_ms: u64,
+    /// Regions copied (mirror mode; DBT restarts its copy, its dirty map being in memory).
+    pub cursor_regions: u64,
+    /// "copying", "ready" or "switched".
+    pub phase: String,
+}
+
+/// The directory of the records under a state directory.
+pub fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("migrations")
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Record {
+    pub fn path(&self, state_dir: &Path) -> PathBuf {
+        dir(state_dir).join(format!("{}.{}.json", hex(&self.target), self.lun))
+    }
+
+    /// Writes the record durably.
+    pub fn save(&self, state_dir: &Path) -> io::Result<()> {
+        let dir = dir(state_dir);
+        std::fs::create_dir_all(&dir)?;
+        let path = self.path(state_dir);
+        let temp = path.with_extension("json.tmp");
+        {
+            let mut file = File::create(&temp)?;
+            file.write_all(&serde_json::to_vec(self).map_err(io::Error::other)?)?;
+            file.sync_data()?;
+        }
+        std::fs::rename(&temp, &path)?;
+        File::open(&dir)?.sync_all()
+    }
+
+    /// Removes the record durably (a missing one is fine).
+    pub fn remove(&self, state_dir: &Path) -> io::Result<()> {
+        match std::fs::remove_file(self.path(state_dir)) {
+            Ok(()) => File::open(dir(state_dir))?.sync_all(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every record in the state directory; unreadable ones are logged and skipped.
+    pub fn load_all(state_dir: &Path) -> Vec<Record> {
+        let Ok(entries) = std::fs::read_dir(dir(state_dir)) else {
+            return Vec::new();
+        };
+        let mut records = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(record) => records.push(record),
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "migration record unreadable; skipped")
+                }
+            }
+        }
+        records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_saved_is_loaded_and_removed() {
+        let dir = std::env::temp_dir().join(format!("migration-record-{}", std::process::id()));
+        let record = Record {
+            target: "iqn.2026-12.x:y".into(),
+            lun: 3,
+            to: "file:/tmp/x:1M".into(),
+            mode: Mode::Mirror,
+            rate_bytes_per_second: Some(1 << 20),
+            stun_budget_ms: 100,
+            cursor_regions: 7,
+            phase: "copying".into(),
+        };
+        record.save(&dir).unwrap();
+        assert_eq!(Record::load_all(&dir), vec![record.clone()]);
+        record.remove(&dir).unwrap();
+        assert!(Record::load_all(&dir).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
