@@ -58,6 +58,7 @@ pub mod netns;
 pub mod paused_fuse;
 pub mod process;
 pub mod scsi_io;
+pub mod stall;
 pub mod tgt;
 
 use std::net::SocketAddr;

@@ -469,19 +469,15 @@ fn failover_benchmark() {
         eprintln!("needs root and iproute2 (network namespaces)");
         return;
     }
-    println!("| loss | errors | longest gap (ms) | IOPS before | IOPS in the loss interval | IOPS after |");
-    println!("|---|---|---|---|---|---|");
+    println!("{}", system_tests::stall::STALL_HEADER);
     for case in ["target killed", "link cut silently"] {
         let row = failover_case(case == "link cut silently");
-        println!(
-            "| {case} | {} | {:.1} | {:.0} | {:.0} | {:.0} |",
-            row.0, row.1, row.2, row.3, row.4
-        );
+        println!("{}", row.markdown(case));
     }
 }
 
-/// One case of [`failover_benchmark`]: (errors, longest gap ms, IOPS before, during, after).
-fn failover_case(cut: bool) -> (u64, f64, f64, f64, f64) {
+/// One case of [`failover_benchmark`].
+fn failover_case(cut: bool) -> system_tests::stall::StallRow {
     let iqn = "iqn.2026-12.test:multipath-bench";
     let mut ns = system_tests::netns::Netns::create().expect("namespace");
     let links = [ns.veth().expect("veth"), ns.veth().expect("veth")];
@@ -524,31 +520,7 @@ fn failover_case(cut: bool) -> (u64, f64, f64, f64, f64) {
     });
     let job = first_job(&stdout);
     let ext = &job["iscsi_bench"];
-    let errors = ext["errors"]["total"].as_u64().unwrap_or(u64::MAX);
-    let gap_ms = ext["longest_completion_gap_ns"].as_u64().unwrap_or(0) as f64 / 1e6;
-    let intervals = ext["intervals"].as_array().expect("intervals");
-    let iops = |i: &serde_json::Value| {
-        i["read"]["iops"].as_f64().unwrap_or(0.0) + i["write"]["iops"].as_f64().unwrap_or(0.0)
-    };
-    // The loss is in the interval with the longest gap; the last interval is cut short.
-    let whole = &intervals[..intervals.len().saturating_sub(1)];
-    let at = (0..whole.len())
-        .max_by_key(|&k| whole[k]["longest_gap_ns"].as_u64().unwrap_or(0))
-        .unwrap_or(0);
-    let mean = |part: &[serde_json::Value]| {
-        if part.is_empty() {
-            0.0
-        } else {
-            part.iter().map(iops).sum::<f64>() / part.len() as f64
-        }
-    };
-    (
-        errors,
-        gap_ms,
-        mean(&whole[..at]),
-        iops(&whole[at]),
-        mean(&whole[at + 1..]),
-    )
+    system_tests::stall::StallRow::of(ext)
 }
 
 #[test]

@@ -1077,6 +1077,8 @@ fn main_loop(
         if driver.stop || deadline.is_some_and(|d| now >= d) {
             return Ok(());
         }
+        // A queue that stays full is a stall of the target (rate_backlog).
+        workload.note_queue_full(now, !driver.has_room());
         // Issue what is due, while there is room.
         let mut wait_until: Option<Duration> = None;
         let mut finished = false;

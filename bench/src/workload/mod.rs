@@ -752,6 +752,12 @@ impl Workload {
         self.pacer.is_limited()
     }
 
+    /// The runner's queue is full (`true`) or has room (`false`) at job time `now`: how
+    /// the pacer tells a stall of the target from a late runner (`pacer` module docs).
+    pub fn note_queue_full(&mut self, now: Duration, full: bool) {
+        self.pacer.note_queue_full(now, full);
+    }
+
     /// How much of the rate schedule stalls beyond `rate_backlog` gave up.
     pub fn rate_schedule_skipped(&self) -> Duration {
         self.pacer.shifted()

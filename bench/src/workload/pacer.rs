@@ -26,12 +26,15 @@
 //! `thinktime_spin` is carried for the runner, which spins for that part of the pause.
 //!
 //! A backlog bound ([`PacingConfig::backlog`], the job's `rate_backlog`) limits the catching
-//! up: when an I/O is asked for more than that late (a path was lost, the target stalled),
-//! it keeps its due time (its latency shows the stall) but the lane's schedule moves
-//! later by the lateness, so the I/Os after it are spaced at the rate from now on: a
-//! stall shows as a stall, never as a burst above the rate (fio bursts; its issue 1886).
-//! The I/O slots the stall swallowed are not issued; [`Pacer::shifted`] says how much
-//! schedule was given up. Lateness behind a think-time pause does not count.
+//! up after a stall of the target: when the job's queue was full for longer than that (a
+//! path was lost, the target froze; the runner says so with [`Pacer::note_queue_full`])
+//! and the next I/O is that late, it keeps its due time (its latency shows the stall) but
+//! the lane's schedule moves later by the lateness, so the I/Os after it are spaced at the
+//! rate from then on: a stall shows as a stall, never as a burst above the rate (fio
+//! bursts; its issue 1886). The I/O slots the stall swallowed are not issued;
+//! [`Pacer::shifted`] says how much schedule was given up. A runner that was late for
+//! other reasons (its thread not scheduled, a think-time pause) still catches up, so the
+//! rate is met on a busy machine.
 
 use std::time::Duration;
 
@@ -148,6 +151,10 @@ pub struct Pacer {
     think: Option<ThinkState>,
     backlog: Option<Duration>,
     shifted: Duration,
+    /// Since when the runner's queue is full, and the longest it was full since the last
+    /// I/O was scheduled.
+    full_since: Option<Duration>,
+    stalled_for: Duration,
 }
 
 impl Pacer {
@@ -184,6 +191,8 @@ impl Pacer {
             think,
             backlog: config.backlog,
             shifted: Duration::ZERO,
+            full_since: None,
+            stalled_for: Duration::ZERO,
         })
     }
 
@@ -235,7 +244,11 @@ impl Pacer {
             let due = origin.saturating_add(nanos(due_ns));
             let paused_until = self.think.as_ref().map_or(Duration::ZERO, |t| t.not_before);
             let late = now.saturating_sub(due.max(paused_until));
-            if self.backlog.is_some_and(|backlog| late > backlog) {
+            let stalled = std::mem::take(&mut self.stalled_for);
+            if self
+                .backlog
+                .is_some_and(|backlog| late > backlog && stalled > backlog)
+            {
                 lane.shift_ns += late.as_nanos();
                 self.shifted += late;
             }
@@ -268,6 +281,19 @@ impl Pacer {
                 think.waiting_for_drain = false;
                 think.not_before = now.saturating_add(think.config.pause);
             }
+        }
+    }
+
+    /// The runner found its queue full (`true`) or with room (`false`) at `now`: a queue
+    /// full longer than the backlog is a stall of the target (see the module docs).
+    pub fn note_queue_full(&mut self, now: Duration, full: bool) {
+        match (full, self.full_since) {
+            (true, None) => self.full_since = Some(now),
+            (false, Some(since)) => {
+                self.stalled_for = self.stalled_for.max(now.saturating_sub(since));
+                self.full_since = None;
+            }
+            _ => {}
         }
     }
 
@@ -364,7 +390,10 @@ mod tests {
         for _ in 0..100 {
             now = now.max(pacer.schedule(now, Direction::Read, 4096));
         }
+        // The queue fills as the target stops answering, and frees when it comes back.
+        pacer.note_queue_full(now, true);
         now += Duration::from_secs(1);
+        pacer.note_queue_full(now, false);
         let stall_ended = now;
         // The first I/O after the stall keeps its due time: its latency shows the stall.
         let first = pacer.schedule(now, Direction::Read, 4096);
@@ -386,6 +415,28 @@ mod tests {
         let due = pacer.schedule(now + Duration::from_millis(5), Direction::Read, 4096);
         assert_eq!(due, now + Duration::from_millis(1));
         assert_eq!(pacer.shifted(), before);
+    }
+
+    #[test]
+    fn a_late_runner_with_room_in_its_queue_catches_up() {
+        // The job's thread was not scheduled for 300 ms (a busy machine), its queue never
+        // full: the rate is made up for, nothing moves.
+        let config = PacingConfig {
+            backlog: Some(Duration::from_millis(10)),
+            ..iops_config(1000)
+        };
+        let mut pacer = Pacer::new(&config, 1).expect("valid");
+        let mut now = Duration::ZERO;
+        for _ in 0..100 {
+            now = now.max(pacer.schedule(now, Direction::Read, 4096));
+        }
+        now += Duration::from_millis(300);
+        pacer.note_queue_full(now, false);
+        let dues: Vec<Duration> = (0..400)
+            .map(|_| pacer.schedule(now, Direction::Read, 4096))
+            .collect();
+        assert_eq!(pacer.shifted(), Duration::ZERO);
+        assert_eq!(dues[399], Duration::from_millis(499));
     }
 
     #[test]

@@ -372,7 +372,7 @@ impl MultiPath {
         sub.reading_states = false;
         sub.service_ns = 0;
         if let Some(states) = &checked.states {
-            self.take_states(states);
+            self.take_states(index, states);
         }
         if self.serving().next().is_some() {
             self.no_path_since = None;
@@ -459,17 +459,24 @@ impl MultiPath {
             }
         };
         match states {
-            Ok(states) => self.take_states(&states),
+            Ok(states) => self.take_states(index, &states),
             Err(e) => {
                 tracing::warn!(shard = self.setup.index, error = %e, "REPORT TARGET PORT GROUPS data")
             }
         }
     }
 
-    /// Sets each sub-path's access state from a report (groups it does not list keep
-    /// theirs: another port of the array may not know them).
-    fn take_states(&mut self, states: &[PortGroup]) {
-        for sub in &mut self.paths {
+    /// Sets access states from a report read through sub-path `from`: its own group's
+    /// always (the port answering knows its own state); another path's only when that
+    /// path does not serve now, so a report can bring a standby path back to be tried,
+    /// but a port whose view of the others is stale (one process of a several-process
+    /// array) never takes a serving path away. A path wrongly thought active learns
+    /// otherwise from its first command's NOT READY.
+    fn take_states(&mut self, from: usize, states: &[PortGroup]) {
+        for (index, sub) in self.paths.iter_mut().enumerate() {
+            if index != from && sub.serves() {
+                continue;
+            }
             let Some(state) = sub.group.and_then(|g| alua::state_of(states, g)) else {
                 continue;
             };
