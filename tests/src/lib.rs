@@ -50,6 +50,7 @@ pub mod cluster;
 pub mod cunit;
 pub mod failover;
 pub mod fake_target;
+pub mod gateway_ctl;
 pub mod gateway_process;
 pub mod hostile;
 pub mod istgt;
@@ -75,6 +76,11 @@ pub use process::{
     workspace_binary_release, TempDir, ToolVerdict,
 };
 pub use tgt::Tgt;
+
+/// `127.0.0.1:port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
 
 /// Block size both peers use for file-backed LUNs; LUN sizes must be a multiple of it.
 pub const LUN_BLOCK_BYTES: u64 = 512;

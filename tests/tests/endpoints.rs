@@ -5,15 +5,17 @@
 //! libiscsi's `iscsi-inq` expects.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig};
 use datapath::scsi::{Cdb, Lun, LunAddress};
 use datapath::session::Request;
 use serde_json::Value;
+use system_tests::gateway_ctl::{ctl, ctl_json, ctl_ok};
 use system_tests::libiscsi::{inquiry, iscsi_url, peripheral_device_type};
+use system_tests::loopback;
 use system_tests::{free_port, run_command, workspace_binary, GatewayProcess, TempDir};
 
 const TARGET: &str = "iqn.2026-12.test:endpoints";
@@ -21,38 +23,6 @@ const HOST_A: &str = "iqn.2026-12.test:esx-a";
 const HOST_B: &str = "iqn.2026-12.test:esx-b";
 const UNIT_ATTENTION: u8 = 0x6;
 const ILLEGAL_REQUEST: u8 = 0x5;
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn ctl(socket: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(workspace_binary("tools", "iscsi-ctl"));
-    command
-        .arg("gateway")
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .env_remove("RUST_LOG");
-    run_command(command, Duration::from_secs(60))
-}
-
-fn ctl_ok(socket: &Path, args: &[&str]) -> String {
-    let output = ctl(socket, args);
-    assert!(
-        output.status.success(),
-        "iscsi-ctl gateway {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn ctl_json(socket: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ctl_ok(socket, &all)).expect("--json prints JSON")
-}
 
 struct Gateway {
     process: GatewayProcess,

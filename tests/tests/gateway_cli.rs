@@ -8,16 +8,13 @@ use std::process::{Command, Output};
 
 use datapath::client::{Client, ClientConfig};
 use serde_json::Value;
+use system_tests::loopback;
 use system_tests::{
     free_port, gateway_binary, run_command, run_tool, workspace_binary, GatewayProcess, TempDir,
 };
 
 /// The target name `iscsi-gateway` uses without `--iqn`.
 const DEFAULT_IQN: &str = "iqn.2026-11.io.iscsi-uring:target";
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 #[test]
 fn restart_right_after_kill_9_binds_the_same_port() {

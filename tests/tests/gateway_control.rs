@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use datapath::client::{Client, ClientConfig};
@@ -17,47 +17,14 @@ use datapath::scsi::Cdb;
 use datapath::session::Request;
 use gateway::control::rpc::{self, Call};
 use serde_json::Value;
+use system_tests::gateway_ctl::{ctl, ctl_json, ctl_ok};
 use system_tests::libiscsi::{inquiry, iscsi_ls, iscsi_url};
-use system_tests::{free_port, run_command, workspace_binary, GatewayProcess, TempDir};
+use system_tests::loopback;
+use system_tests::{free_port, run_command, GatewayProcess, TempDir};
 
 const T1: &str = "iqn.2026-12.test:ctl-one";
 const T2: &str = "iqn.2026-12.test:ctl-two";
 const HOST: &str = "iqn.2026-12.test:host";
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// `iscsi-ctl gateway --socket SOCKET ARGS...`.
-fn ctl(socket: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(workspace_binary("tools", "iscsi-ctl"));
-    command
-        .arg("gateway")
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .env_remove("RUST_LOG");
-    run_command(command, Duration::from_secs(30))
-}
-
-/// `ctl` that must succeed; its stdout.
-fn ctl_ok(socket: &Path, args: &[&str]) -> String {
-    let output = ctl(socket, args);
-    assert!(
-        output.status.success(),
-        "iscsi-ctl gateway {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// `ctl --json` that must succeed; the result.
-fn ctl_json(socket: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ctl_ok(socket, &all)).expect("--json prints JSON")
-}
 
 struct Gateway {
     process: GatewayProcess,

@@ -13,47 +13,22 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig};
 use datapath::scsi::Cdb;
 use datapath::session::Request;
 use serde_json::Value;
+use system_tests::gateway_ctl::{ctl, ctl_json};
+use system_tests::loopback;
 use system_tests::{
-    describe_output, free_port, require_tools, run_command, workspace_binary, GatewayProcess,
-    TargetSpec, TempDir, Tgt,
+    describe_output, free_port, require_tools, workspace_binary, GatewayProcess, TargetSpec,
+    TempDir, Tgt,
 };
 
 const T: &str = "iqn.2026-12.test:migrating";
 const LUN_BYTES: u64 = 16 << 20;
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn ctl(socket: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(workspace_binary("tools", "iscsi-ctl"));
-    command
-        .arg("gateway")
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .env_remove("RUST_LOG");
-    run_command(command, Duration::from_secs(60))
-}
-
-fn ctl_json(socket: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let output = ctl(socket, &all);
-    assert!(
-        output.status.success(),
-        "iscsi-ctl gateway {args:?}: {}",
-        describe_output(&output)
-    );
-    serde_json::from_slice(&output.stdout).expect("--json prints JSON")
-}
 
 struct Gateway {
     process: GatewayProcess,

@@ -66,7 +66,7 @@ fn libiscsi_multipath_tests_pass_over_two_gateway_processes_sharing_one_lu() {
 // The virtual portal, drain and rebalance, judged by libiscsi; ALUA by our initiator.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
 
@@ -76,37 +76,13 @@ use datapath::scsi::decode::{DesignatorValue, DeviceIdentification, StandardInqu
 use datapath::scsi::Cdb;
 use datapath::session::Request;
 use serde_json::Value;
+use system_tests::gateway_ctl::{ctl_json, ctl_ok};
 use system_tests::libiscsi::{inquiry, TOOL_TIMEOUT};
+use system_tests::loopback;
 use system_tests::{free_port, run_command, workspace_binary};
 
 const ARRAY_IQN: &str = "iqn.2026-12.test:array";
 const HOST: &str = "iqn.2026-12.test:array-host";
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// `iscsi-ctl gateway --socket SOCKET [--json] ARGS...`, which must succeed.
-fn ctl(socket: &Path, json: bool, args: &[&str]) -> String {
-    let mut command = Command::new(workspace_binary("tools", "iscsi-ctl"));
-    command.arg("gateway").arg("--socket").arg(socket);
-    if json {
-        command.arg("--json");
-    }
-    command.args(args).env_remove("RUST_LOG");
-    let output = run_command(command, Duration::from_secs(60));
-    assert!(
-        output.status.success(),
-        "iscsi-ctl gateway {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn ctl_json(socket: &Path, args: &[&str]) -> Value {
-    serde_json::from_str(&ctl(socket, true, args)).expect("--json prints JSON")
-}
 
 /// A gateway with two real portals and a virtual one, run by its control socket.
 struct Array {
@@ -179,6 +155,40 @@ impl Array {
             .collect()
     }
 
+    /// Waits until one session is left (an `iscsi-bench` job probes the LU through a
+    /// session of its own before its thread logs in), then drains the real portal it is on
+    /// (Async Message event 1, 5 s deadline) and waits for it to leave. Returns that portal
+    /// and the other real one.
+    fn drain_the_one_session(&self) -> (SocketAddr, SocketAddr) {
+        self.wait_for("one session", |a| {
+            std::thread::sleep(Duration::from_millis(300));
+            a.session_portals().len() == 1
+        });
+        let on = self.session_portals();
+        let (here, other) = if on[0] == self.real[0].to_string() {
+            (self.real[0], self.real[1])
+        } else {
+            (self.real[1], self.real[0])
+        };
+        assert_eq!(
+            on,
+            vec![here.to_string()],
+            "the session is on a real portal"
+        );
+        ctl_ok(
+            &self.socket,
+            &[
+                "portal",
+                "drain",
+                &here.to_string(),
+                "--deadline",
+                "5",
+                "--wait",
+            ],
+        );
+        (here, other)
+    }
+
     /// Waits until `check` holds (bounded).
     fn wait_for(&self, what: &str, mut check: impl FnMut(&Array) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -236,9 +246,8 @@ fn libiscsi_at_the_virtual_portal_is_redirected_to_the_real_portal_the_array_cho
         "SendTargets lists the virtual portal only: {listed:?}"
     );
     // Weight 0 on the first real portal: every login goes to the second.
-    ctl(
+    ctl_ok(
         &array.socket,
-        false,
         &["portal", "set", &array.real[0].to_string(), "--weight", "0"],
     );
     inquiry(&array.url()).expect("iscsi-inq through the virtual portal");
@@ -252,14 +261,12 @@ fn libiscsi_at_the_virtual_portal_is_redirected_to_the_real_portal_the_array_cho
         array.process.log()
     );
     // The second drains, the first takes logins again: iscsi-perf lands on the first.
-    ctl(
+    ctl_ok(
         &array.socket,
-        false,
         &["portal", "set", &array.real[0].to_string(), "--weight", "1"],
     );
-    ctl(
+    ctl_ok(
         &array.socket,
-        false,
         &[
             "portal",
             "set",
@@ -277,18 +284,17 @@ fn libiscsi_at_the_virtual_portal_is_redirected_to_the_real_portal_the_array_cho
     // Every real portal draining: the port group goes to standby on its own (an implicit
     // ALUA transition), and back when one takes logins again.
     let first = array.real[0].to_string();
-    ctl(
+    ctl_ok(
         &array.socket,
-        false,
         &["portal", "set", &first, "--draining", "true"],
     );
     let groups = ctl_json(&array.socket, &["alua", "list"]);
     assert_eq!(groups["groups"][0]["state"], "standby", "{groups}");
-    ctl(&array.socket, false, &["portal", "resume", &first]);
+    ctl_ok(&array.socket, &["portal", "resume", &first]);
     let groups = ctl_json(&array.socket, &["alua", "list"]);
     assert_eq!(groups["groups"][0]["state"], "active/optimized", "{groups}");
     // With a redirect kind of "accept" the virtual portal carries the session itself.
-    ctl(&array.socket, false, &["portal", "redirect", "accept"]);
+    ctl_ok(&array.socket, &["portal", "redirect", "accept"]);
     let child = perf(&array.url(), 2);
     array.wait_for("a session on the virtual portal", |a| {
         a.sessions_on(a.virtual_portal) == 1
@@ -302,9 +308,8 @@ fn iscsi_perf_keeps_going_through_a_drain_and_a_rebalance() {
     let array = Array::start(&[]);
     let (first, second) = (array.real[0].to_string(), array.real[1].to_string());
     // Two hosts while the second portal takes no logins: both on the first.
-    ctl(
+    ctl_ok(
         &array.socket,
-        false,
         &["portal", "set", &second, "--draining", "true"],
     );
     let seconds = 12;
@@ -314,16 +319,15 @@ fn iscsi_perf_keeps_going_through_a_drain_and_a_rebalance() {
     });
     // The second portal is back: a rebalance moves one host there (Async Message event
     // 1; libiscsi logs out and logs in again through the virtual portal).
-    ctl(&array.socket, false, &["portal", "resume", &second]);
+    ctl_ok(&array.socket, &["portal", "resume", &second]);
     let moved = ctl_json(&array.socket, &["portal", "rebalance", "--deadline", "5"]);
     assert_eq!(moved["asked"], 1, "{moved}");
     array.wait_for("one session on each portal", |a| {
         a.sessions_on(a.real[0]) == 1 && a.sessions_on(a.real[1]) == 1
     });
     // Drain the first: everyone ends on the second, and `--wait` reports it empty.
-    let drained = ctl(
+    let drained = ctl_ok(
         &array.socket,
-        false,
         &["portal", "drain", &first, "--deadline", "5", "--wait"],
     );
     assert!(drained.contains("0 sessions left"), "{drained}");
@@ -489,7 +493,7 @@ fn two_gateway_processes_are_two_alua_port_groups_of_one_lu() {
     let tur = run(&mut clients[0], Cdb::test_unit_ready(), 0);
     assert_eq!(tur.status, 0, "{:?}", sense_of(&tur));
     // Back to active: one more attention, then reads run.
-    ctl(&socket, false, &["alua", "set", "2", "active/optimized"]);
+    ctl_ok(&socket, &["alua", "set", "2", "active/optimized"]);
     let tur = run(&mut clients[1], Cdb::test_unit_ready(), 0);
     assert_eq!(sense_of(&tur), Some((0x6, 0x2a, 0x06)));
     let read = run(
@@ -498,7 +502,7 @@ fn two_gateway_processes_are_two_alua_port_groups_of_one_lu() {
         512,
     );
     assert_eq!(read.status, 0, "{:?}", sense_of(&read));
-    let listed = ctl(&socket, false, &["alua", "list"]);
+    let listed = ctl_ok(&socket, &["alua", "list"]);
     assert!(
         listed.contains("active/optimized") && listed.contains("(this gateway)"),
         "{listed}"
@@ -526,7 +530,9 @@ fn two_gateway_processes_are_two_alua_port_groups_of_one_lu() {
 fn a_verify_job_of_our_initiator_moves_off_a_drained_portal_with_no_error() {
     let array = Array::start(&[]);
     let dir = TempDir::new("portal-drain-bench").unwrap();
-    let runtime_s = 5;
+    // Long enough that the job still runs when the drain (up to its 5 s deadline) is
+    // over, on a machine busy with the other tests of this file.
+    let runtime_s = 12;
     let child = Command::new(workspace_binary("bench", "iscsi-bench"))
         .current_dir(dir.path())
         .args([
@@ -546,15 +552,15 @@ fn a_verify_job_of_our_initiator_moves_off_a_drained_portal_with_no_error() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("iscsi-bench starts");
-    // Its session lands on the first real portal (the least loaded, first of equals).
-    array.wait_for("the job's session", |a| a.sessions_on(a.real[0]) == 1);
-    let first = array.real[0].to_string();
-    ctl(
-        &array.socket,
-        false,
-        &["portal", "drain", &first, "--deadline", "5", "--wait"],
+    let (_, other) = array.drain_the_one_session();
+    assert_eq!(
+        array.session_portals(),
+        vec![other.to_string()],
+        "real {:?}, virtual {}; log:\n{}",
+        array.real,
+        array.virtual_portal,
+        array.process.log()
     );
-    assert_eq!(array.session_portals(), vec![array.real[1].to_string()]);
     let output = perf_like_finish(child, runtime_s);
     let doc: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
@@ -604,14 +610,8 @@ fn async_move_benchmark() {
     .stderr(Stdio::piped())
     .spawn()
     .expect("iscsi-bench starts");
-    array.wait_for("the job's session", |a| a.sessions_on(a.real[0]) == 1);
-    std::thread::sleep(Duration::from_millis(1500));
-    let first = array.real[0].to_string();
-    ctl(
-        &array.socket,
-        false,
-        &["portal", "drain", &first, "--deadline", "5", "--wait"],
-    );
+    std::thread::sleep(Duration::from_millis(1000));
+    array.drain_the_one_session();
     let output = perf_like_finish(child, 5);
     let doc: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     let row = system_tests::stall::StallRow::of(&doc["jobs"][0]["iscsi_bench"]);
@@ -655,14 +655,9 @@ fn the_virtual_portals_redirect_and_the_arrays_async_messages_dissect_cleanly() 
     assert_eq!(array.session_portals(), vec![array.real[0].to_string()]);
     // Event 0: a LUN attached live; event 1: the portal drains (the client does not
     // move: the blocking client only reports it, and is dropped by the deadline).
-    ctl(
+    ctl_ok(&array.socket, &["lun", "attach", ARRAY_IQN, "1", "ram:1M"]);
+    ctl_ok(
         &array.socket,
-        false,
-        &["lun", "attach", ARRAY_IQN, "1", "ram:1M"],
-    );
-    ctl(
-        &array.socket,
-        false,
         &[
             "portal",
             "drain",
@@ -837,12 +832,8 @@ fn our_multipath_follows_the_arrays_alua_states() {
     assert_eq!(before[1].alua, Some(AccessState::Standby), "{before:?}");
     assert!(before[0].ios >= 64 && before[1].ios == 0, "{before:?}");
 
-    ctl(
-        &sockets[1],
-        false,
-        &["alua", "set", "2", "active/optimized"],
-    );
-    ctl(&sockets[0], false, &["alua", "set", "1", "standby"]);
+    ctl_ok(&sockets[1], &["alua", "set", "2", "active/optimized"]);
+    ctl_ok(&sockets[0], &["alua", "set", "1", "standby"]);
     write_all(1_000);
     let after = statuses();
     assert_eq!(after[0].alua, Some(AccessState::Standby), "{after:?}");

@@ -11,46 +11,22 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig};
 use datapath::scsi::Cdb;
 use datapath::session::{AsyncEvent, Request};
-use serde_json::Value;
+use system_tests::gateway_ctl::ctl_json;
 use system_tests::gateway_process::read_memory;
-use system_tests::{
-    free_port, run_command, workspace_binary, GatewayProcess, TargetSpec, TempDir, Tgt,
-};
+use system_tests::loopback;
+use system_tests::{free_port, GatewayProcess, TargetSpec, TempDir, Tgt};
 
 const IQN: &str = "iqn.2026-12.test:portal-bench";
 const REAL_PORTALS: usize = 4;
 
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn ctl(socket: &Path, args: &[&str]) -> Value {
-    let mut command = Command::new(workspace_binary("tools", "iscsi-ctl"));
-    command
-        .arg("gateway")
-        .arg("--socket")
-        .arg(socket)
-        .arg("--json")
-        .args(args)
-        .env_remove("RUST_LOG");
-    let output = run_command(command, Duration::from_secs(60));
-    assert!(
-        output.status.success(),
-        "iscsi-ctl gateway {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON")
-}
-
 /// Sessions on each real portal, in `real` order.
 fn spread(socket: &Path, real: &[SocketAddr]) -> Vec<u64> {
-    let list = ctl(socket, &["portal", "list"]);
+    let list = ctl_json(socket, &["portal", "list"]);
     real.iter()
         .map(|addr| {
             list["portals"]
@@ -193,9 +169,9 @@ fn session_spreading_benchmark() {
 
     // A portal is lost: it stops listening and its connections are cut.
     let lost = real[REAL_PORTALS - 1].to_string();
-    ctl(&socket, &["portal", "remove", &lost]);
+    ctl_json(&socket, &["portal", "remove", &lost]);
     let cut = Instant::now();
-    ctl(&socket, &["session", "drop", "--portal", &lost]);
+    ctl_json(&socket, &["session", "drop", "--portal", &lost]);
     let mut sweeps = 0;
     while spread(&socket, &real[..REAL_PORTALS - 1])
         .iter()
@@ -210,9 +186,9 @@ fn session_spreading_benchmark() {
     let counts_after_loss = spread(&socket, &real);
 
     // It comes back; a rebalance moves a quarter of the hosts to it.
-    ctl(&socket, &["portal", "add", &lost]);
+    ctl_json(&socket, &["portal", "add", &lost]);
     let returned = Instant::now();
-    let asked = ctl(&socket, &["portal", "rebalance", "--deadline", "10"]);
+    let asked = ctl_json(&socket, &["portal", "rebalance", "--deadline", "10"]);
     let mut counts_rebalanced = spread(&socket, &real);
     while imbalance(&counts_rebalanced) > 0.10 && returned.elapsed() < Duration::from_secs(60) {
         hosts.sweep();
