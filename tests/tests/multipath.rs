@@ -76,11 +76,10 @@ fn survives_losing(victim: usize) {
     let stats = pool.stats(0).unwrap();
     eprintln!("multipath stats after losing path {victim}: {stats:?}");
     assert!(stats.reconnects >= 1, "the path loss was seen: {stats:?}");
+    // Whether writes were in flight on the victim when it died depends on when the loop
+    // saw its EOF (the batches run back to back): those that were are issued again
+    // (`commands_resent`), and none of them fails either way.
     assert_eq!(stats.ios_failed, 0, "{stats:?}");
-    assert!(
-        stats.commands_resent >= 1,
-        "writes in flight on the lost path were issued again: {stats:?}"
-    );
     pool.shutdown();
 }
 
