@@ -4,9 +4,13 @@
 # sharing it, reached over two veth pairs from a network namespace). One path is lost 1.5 s
 # in: its daemon killed, or its link cut silently. Prints one table row per case: errors,
 # the longest gap between completions, IOPS before, in the loss's 250 ms interval, and
-# after.
+# after; then an array-requested move (Async Message event 1 from iscsi-gateway's drain).
 # Needs root (tgtd, namespaces), like the system tests.
 set -eu
 cd "$(dirname "$0")/.."
 cargo test --release -p system-tests --test multipath failover_benchmark -- --ignored --nocapture 2>/dev/null |
     grep '^|'
+# The array-requested move: iscsi-gateway's virtual portal drains the host's portal.
+cargo build --release -p gateway -p tools --bins 2>/dev/null
+cargo test --release -p system-tests --test portal_array async_move_benchmark -- --ignored --nocapture 2>/dev/null |
+    grep '^|' | tail -n 1

@@ -577,6 +577,48 @@ fn a_verify_job_of_our_initiator_moves_off_a_drained_portal_with_no_error() {
     assert!(!log.contains("did not log out by the deadline"));
 }
 
+/// Issue 14's array-requested move, measured through `iscsi-bench` (release): a 4 KiB
+/// random 70/30 read/write job with `verify=crc32c`, 32 in flight, at the virtual portal;
+/// 1.5 s in, the portal its session landed on is drained (Async Message event 1): the
+/// host logs in elsewhere first, then lets the old connection go. One table row: errors,
+/// the longest gap between completions, IOPS around the move.
+#[test]
+#[ignore = "benchmark: scripts/bench-failover.sh"]
+fn async_move_benchmark() {
+    let array = Array::start(&[]);
+    let dir = TempDir::new("portal-move-bench").unwrap();
+    let child = Command::new(system_tests::workspace_binary_release(
+        "bench",
+        "iscsi-bench",
+    ))
+    .current_dir(dir.path())
+    .args([
+        "--name=move",
+        "--rw=randrw",
+        "--rwmixread=70",
+        "--bs=4k",
+        "--iodepth=32",
+        "--verify=crc32c",
+        "--time_based",
+        "--runtime=5",
+        "--interval-results=250ms",
+        "--output-format=json",
+        &format!("--filename={}", array.url()),
+        "--size=64M",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("iscsi-bench starts");
+    std::thread::sleep(Duration::from_millis(1000));
+    array.drain_the_one_session();
+    let output = perf_like_finish(child, 5);
+    let doc: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let row = system_tests::stall::StallRow::of(&doc["jobs"][0]["iscsi_bench"]);
+    println!("{}", system_tests::stall::STALL_HEADER);
+    println!("{}", row.markdown("array-requested move (event 1)"));
+}
+
 /// Waits for a background tool (bounded) that must exit 0.
 fn perf_like_finish(child: Child, seconds: u32) -> Output {
     let pid = child.id();
