@@ -432,11 +432,13 @@ impl Connection {
             shard: index,
             reason,
         };
-        // Bounded by the session's login timer, which fails the login.
+        // Bounded by the session's login timer, which fails the login. The outcome is
+        // looked at right after the turn that took the answer, before sleeping again: a
+        // sleep first would add up to `IDLE_WAIT` to every login (and to every hop of a
+        // redirect, and to a move's make-before-break).
         loop {
             let now = Instant::now();
             shard.poll(now);
-            shard.wait(shard.timeout(now));
             match shard.login.take() {
                 Some(Ok(())) => {
                     shard.serving = true;
@@ -470,6 +472,7 @@ impl Connection {
             if let Some(reason) = shard.dead.clone() {
                 return Err((Some(shard), login_failed(reason)));
             }
+            shard.wait(shard.timeout(Instant::now()));
         }
     }
 
