@@ -37,8 +37,11 @@ use datapath::adapter::{
 use datapath::conn::{PduReceiver, PduSink, ReceiveError, SendBatch};
 use datapath::pdu::{self, digest, Digests, Header, Limits, LoginStage, PduError};
 use datapath::session::connect::{random_bytes, random_isid};
-use datapath::session::{Event, Session, SessionConfig, SessionState, TaskId};
-use datapath::transport::TransportKind;
+use datapath::session::redirect::{PortalRoute, RedirectKind, TargetAddress};
+use datapath::session::{
+    AsyncEvent, Event, Session, SessionConfig, SessionError, SessionState, TaskId,
+};
+use datapath::transport::{resolve_target_address, TransportKind};
 
 use crate::cpu::CpuMeter;
 use crate::faults::Faults;
@@ -214,6 +217,8 @@ impl IndependentModel {
             tasks: HashMap::new(),
             fault: None,
             relogin_at: None,
+            route: PortalRoute::new(config.portal),
+            rejoining: false,
         };
         let handle = std::thread::Builder::new()
             .name(format!("indep{index}"))
@@ -332,6 +337,18 @@ struct Processor {
     fault: Option<AdapterFault>,
     /// When to log in again after a failed connection.
     relogin_at: Option<Instant>,
+    /// Where logins start: the configured portal, or where a permanent redirect moved it
+    /// (`datapath`'s redirect rules, the same the host paths follow).
+    route: PortalRoute,
+    /// The target asked this connection to go (Async Message event 1, 2 or 3): commands
+    /// wait in the submission ring for the next login instead of failing.
+    rejoining: bool,
+}
+
+/// How one login at one portal ended.
+enum LoginHop {
+    Up(LoginReport),
+    Redirected(TargetAddress, RedirectKind),
 }
 
 impl Processor {
@@ -399,8 +416,12 @@ impl Processor {
                     Err(error) => {
                         tracing::warn!(queue_pair = self.index, %error, "independent model: login again failed");
                         self.relogin_at = Some(now + RELOGIN_BACKOFF);
+                        self.rejoining = false;
                     }
                 }
+            }
+            if self.rejoining {
+                return 0;
             }
             return self.fail_submissions_while_down();
         }
@@ -427,11 +448,12 @@ impl Processor {
             .as_ref()
             .is_some_and(|s| matches!(s.state(), SessionState::Failed | SessionState::Closed))
         {
-            // Everything in flight has failed (and been posted); start over.
+            // Everything in flight has ended (and been posted); start over, after the
+            // Time2Wait the target asked for, if it asked us to go.
             self.connection = None;
             self.session = None;
             self.fault = None;
-            self.relogin_at = Some(now);
+            self.relogin_at = Some(self.relogin_at.map_or(now, |at| at.max(now)));
         }
         posted
     }
@@ -590,6 +612,11 @@ impl Processor {
                 }
                 Event::ConnectionFailed(error) => {
                     tracing::warn!(queue_pair = self.index, %error, "independent model: session failed");
+                    if let SessionError::TargetDroppedConnection { time2wait, .. } = error {
+                        // Async Message event 2 or 3: what was in flight has failed upward;
+                        // the next login waits Time2Wait.
+                        self.rejoin_after(time2wait);
+                    }
                 }
                 Event::AsyncMessage(message) => {
                     tracing::info!(
@@ -597,6 +624,16 @@ impl Processor {
                         ?message,
                         "independent model: async message"
                     );
+                    // Firmware has one connection per queue pair: it logs out once the
+                    // commands in flight are done (the session holds the Logout Request
+                    // until then) and logs in again through its configured portal, which
+                    // places it; new commands wait in the ring meanwhile.
+                    if let AsyncEvent::LogoutRequested { time2wait, .. } = message {
+                        if let Some(session) = &mut self.session {
+                            session.logout(Instant::now());
+                        }
+                        self.rejoin_after(time2wait);
+                    }
                 }
                 _ => {}
             }
@@ -635,9 +672,46 @@ impl Processor {
         }
     }
 
-    /// Connects and logs in with the stored configuration (bounded by its timeouts).
+    /// The target asked this connection to go: the next login waits `time2wait` seconds
+    /// and commands wait for it.
+    fn rejoin_after(&mut self, time2wait: u16) {
+        self.rejoining = true;
+        self.relogin_at = Some(Instant::now() + Duration::from_secs(u64::from(time2wait)));
+    }
+
+    /// Logs in from the route's start, following redirects (RFC 7143 section 11.13.5) as
+    /// the host paths do: each hop bounded by the timeouts, loops and the hop limit refused
+    /// by name.
     fn login(&mut self) -> Result<LoginReport, AdapterError> {
-        let portal = self.config.portal;
+        let mut attempt = self.route.begin();
+        loop {
+            let portal = attempt.portal();
+            match self.login_at(portal)? {
+                LoginHop::Up(report) => {
+                    self.route.logged_in(&attempt);
+                    self.rejoining = false;
+                    if attempt.hops() > 0 {
+                        tracing::info!(queue_pair = self.index, route = %attempt.chain(), "independent model: logged in after redirection");
+                    }
+                    return Ok(report);
+                }
+                LoginHop::Redirected(address, kind) => {
+                    let followed =
+                        resolve_target_address(&address).and_then(|to| attempt.follow(to, kind));
+                    if let Err(error) = followed {
+                        return Err(AdapterError::Login {
+                            portal,
+                            reason: format!("login redirection: {error}"),
+                        });
+                    }
+                    tracing::info!(queue_pair = self.index, from = %portal, to = %address, ?kind, "independent model: login redirected");
+                }
+            }
+        }
+    }
+
+    /// Connects to `portal` and logs in there (bounded by the configured timeouts).
+    fn login_at(&mut self, portal: std::net::SocketAddr) -> Result<LoginHop, AdapterError> {
         self.connection = None;
         self.session = None;
         self.fault = None;
@@ -651,7 +725,7 @@ impl Processor {
             portal,
             reason: e.to_string(),
         })?;
-        self.connection = Some(self.spawn_receiver(stream)?);
+        self.connection = Some(self.spawn_receiver(stream, portal)?);
         let now = Instant::now();
         let session_config = SessionConfig {
             initiator_name: self.config.initiator_name.clone(),
@@ -682,6 +756,8 @@ impl Processor {
         let deadline = now + self.config.login_timeout;
         loop {
             let now = Instant::now();
+            // Send what the session has queued, including the next login request that an
+            // answer just taken made, before sleeping for the next answer.
             self.flush(now);
             self.take_received(now);
             if let Some(session) = &mut self.session {
@@ -689,20 +765,23 @@ impl Processor {
                     session.handle_timeout(now);
                 }
             }
+            self.flush(now);
             while let Some(event) = self.session.as_mut().and_then(Session::poll_event) {
                 let failure = match event {
                     Event::LoginComplete => {
                         let session = self.session.as_ref();
-                        return Ok(LoginReport {
+                        return Ok(LoginHop::Up(LoginReport {
                             local_addr,
                             tsih: session.map_or(0, Session::tsih),
                             digests: session.map_or(Digests::default(), Session::digests),
-                        });
+                        }));
                     }
                     Event::LoginFailed { reason, .. } => reason,
                     Event::ConnectionFailed(error) => error.to_string(),
-                    Event::Redirect { address, .. } => {
-                        format!("redirected to {address} (not followed)")
+                    Event::Redirect { address, kind } => {
+                        self.connection = None;
+                        self.session = None;
+                        return Ok(LoginHop::Redirected(address, kind));
                     }
                     _ => continue,
                 };
@@ -725,8 +804,11 @@ impl Processor {
         }
     }
 
-    fn spawn_receiver(&self, stream: TcpStream) -> Result<Connection, AdapterError> {
-        let portal = self.config.portal;
+    fn spawn_receiver(
+        &self,
+        stream: TcpStream,
+        portal: std::net::SocketAddr,
+    ) -> Result<Connection, AdapterError> {
         let io_error = |e: std::io::Error| AdapterError::Connect {
             portal,
             reason: e.to_string(),

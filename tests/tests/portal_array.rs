@@ -1024,3 +1024,121 @@ fn a_lost_port_is_taken_over_and_its_host_resumes_on_the_same_address() {
     assert!(log.contains("interface=a2"), "{log}");
     drop(gateway);
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 14 on the adapter paths: the offload models follow the virtual portal's redirect
+// and the array's move (Async Message event 1) as the software path does, with no command
+// failed.
+
+use datapath::adapter::{
+    AdapterPath, DependentAdapter, DependentConfig, DependentPath, IndependentAdapter,
+    IndependentConfig, IndependentPath, IndependentPathConfig, NetworkConfig,
+};
+use datapath::session::SessionConfig;
+use datapath::text::OperationalOffer;
+use offload::dependent::{DependentModel, DependentModelConfig};
+use offload::independent::{IndependentModel, IndependentModelConfig};
+use std::sync::Arc;
+use system_tests::scsi_io::{layout, until_ready, write_then_verify};
+
+const ADAPTER_HOST: &str = "iqn.2026-12.test:adapter-host";
+
+fn dependent_at(portal: SocketAddr) -> (Box<dyn AdapterPath>, Arc<DependentModel>) {
+    let model = DependentModel::new(DependentModelConfig::default());
+    let mut session = SessionConfig::new(ADAPTER_HOST, Some(ARRAY_IQN.into()));
+    session.isid = [0x80, 0x00, 0x00, 0x00, 0x0e, 0x01];
+    session.login_timeout = Duration::from_secs(10);
+    session.command_timeout = Duration::from_secs(20);
+    let network = NetworkConfig {
+        portal,
+        local_addr: None,
+        connect_timeout: Duration::from_secs(5),
+    };
+    let mut config = DependentConfig::new(session, network);
+    config.queue_depth = 8;
+    let adapter: Arc<dyn DependentAdapter> = model.clone();
+    let path = DependentPath::connect(adapter, 0, config).expect("dependent path logs in");
+    (Box::new(path), model)
+}
+
+fn independent_at(portal: SocketAddr) -> (Box<dyn AdapterPath>, Arc<IndependentModel>) {
+    let model = IndependentModel::new(IndependentModelConfig::default());
+    let config = IndependentConfig {
+        portal,
+        target_name: ARRAY_IQN.into(),
+        initiator_name: ADAPTER_HOST.into(),
+        chap: None,
+        offer: OperationalOffer::default(),
+        connect_timeout: Duration::from_secs(5),
+        login_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(20),
+        queue_depth: 8,
+    };
+    let adapter: Arc<dyn IndependentAdapter> = model.clone();
+    let path = IndependentPath::connect(adapter, 0, IndependentPathConfig::new(config))
+        .expect("independent adapter logs in");
+    (Box::new(path), model)
+}
+
+/// At the virtual portal, each adapter kind lands on a real portal; while it writes and
+/// verifies in rounds, the array drains that portal (event 1): the path logs out once its
+/// commands are done, logs in again through the virtual portal and is placed on the other
+/// real portal. Every write of every round succeeds and reads back.
+#[test]
+fn the_adapter_paths_follow_the_redirect_and_the_arrays_move_with_no_command_failed() {
+    let array = Array::start(&[]);
+    for kind in ["dependent", "independent"] {
+        let (mut path, model): (Box<dyn AdapterPath>, Box<dyn std::any::Any>) = match kind {
+            "dependent" => {
+                let (path, model) = dependent_at(array.virtual_portal);
+                (path, Box::new(model))
+            }
+            _ => {
+                let (path, model) = independent_at(array.virtual_portal);
+                (path, Box::new(model))
+            }
+        };
+        until_ready(&mut *path, 0);
+        let on = array.session_portals();
+        assert_eq!(on.len(), 1, "{kind}: one session: {on:?}");
+        let here = array
+            .real
+            .into_iter()
+            .find(|p| p.to_string() == on[0])
+            .unwrap_or_else(|| panic!("{kind}: redirected to a real portal, not {on:?}"));
+        let other = array.real.into_iter().find(|p| *p != here).unwrap();
+        write_then_verify(&mut *path, 0, &layout(&[8, 1, 64, 16], 3), 0, 1);
+
+        let socket = array.socket.clone();
+        let drain = std::thread::spawn(move || {
+            let drained = here.to_string();
+            ctl_ok(
+                &socket,
+                &["portal", "drain", &drained, "--deadline", "5", "--wait"],
+            );
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut rounds = 0u64;
+        while !drain.is_finished() || rounds < 3 {
+            assert!(Instant::now() < deadline, "{kind}: the drain did not end");
+            rounds += 1;
+            let region = (rounds % 64) * 256;
+            write_then_verify(&mut *path, 0, &layout(&[8, 1, 32], 2), region, rounds);
+        }
+        drain.join().expect("drain");
+        assert_eq!(
+            array.session_portals(),
+            vec![other.to_string()],
+            "{kind}: moved to the other real portal; log:\n{}",
+            array.process.log()
+        );
+        write_then_verify(&mut *path, 0, &layout(&[8, 1, 64, 16], 3), 0, 99);
+        // The path, then its adapter (the independent one's engine holds the session).
+        drop(path);
+        drop(model);
+        ctl_ok(&array.socket, &["portal", "resume", &here.to_string()]);
+        array.wait_for("the adapter's session gone", |a| {
+            a.session_portals().is_empty()
+        });
+    }
+}

@@ -46,11 +46,12 @@ use super::{
     PduSubmission, ReceivedData, ReceivedPdu,
 };
 use crate::pdu::{self, Header, Tag};
+use crate::session::redirect::{PortalRoute, RouteAttempt};
 use crate::session::{
-    AsyncEvent, DataDirection, Event, Request, Session, SessionConfig, SessionState,
+    AsyncEvent, DataDirection, Event, Request, Session, SessionConfig, SessionError, SessionState,
     SubmitRejection, TaskId, TransmitData,
 };
-use crate::transport::TransportKind;
+use crate::transport::{resolve_target_address, TransportKind};
 
 /// How a [`DependentPath`] runs.
 #[derive(Debug, Clone)]
@@ -108,6 +109,9 @@ pub struct DependentStats {
 enum PathState {
     LoggingIn,
     Ready,
+    /// The target asked for a logout (Async Message event 1): the session logs out once
+    /// its commands are done; new requests are held for the next login.
+    Leaving,
     /// Waiting to log in again (after a failed login), not before this instant.
     Retrying(Instant),
     Closed,
@@ -148,8 +152,25 @@ pub struct DependentPath {
     fault: Option<AdapterFault>,
     needs_reset: bool,
     failed_logins: u32,
+    /// Where logins start (the virtual portal, or where a permanent redirect moved it).
+    route: PortalRoute,
+    /// The login under way: the portals it was sent through.
+    attempt: RouteAttempt,
+    /// Why the connection is being replaced when no fault replaces it.
+    rejoin: Option<Rejoin>,
     stall_since: Option<Instant>,
     stats: DependentStats,
+}
+
+/// A connection replaced at the target's request rather than for a fault: nothing counts
+/// as a failed login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejoin {
+    /// The login was redirected: log in at the attempt's next portal now.
+    Redirected,
+    /// The target asked us to leave (Async Message event 1, 2 or 3): log in again from the
+    /// route's start once its Time2Wait has passed.
+    At(Instant),
 }
 
 impl std::fmt::Debug for DependentPath {
@@ -187,7 +208,11 @@ impl DependentPath {
         session_config.max_queued_commands = config.queue_depth.max(1);
         let mut config = config;
         config.session = session_config.clone();
+        let route = PortalRoute::new(config.network.portal);
         let mut path = DependentPath {
+            attempt: route.begin(),
+            route,
+            rejoin: None,
             adapter,
             index,
             caps: info.capabilities,
@@ -216,24 +241,24 @@ impl DependentPath {
 
     /// Polls until the first login ends, bounded by the login timeout.
     fn wait_for_login(&mut self, started: Instant) -> Result<(), AdapterError> {
-        let portal = self.config.network.portal;
         let deadline = started + self.config.session.login_timeout + Duration::from_secs(1);
         loop {
             let now = Instant::now();
             self.poll(now);
             match &self.state {
                 PathState::Ready => return Ok(()),
-                PathState::LoggingIn => {}
+                // A redirect being followed is still the first login.
+                PathState::LoggingIn | PathState::Leaving => {}
                 PathState::Retrying(_) | PathState::Failed(_) | PathState::Closed => {
                     return Err(AdapterError::Login {
-                        portal,
+                        portal: self.attempt.portal(),
                         reason: self.state_text(),
                     })
                 }
             }
             if now >= deadline {
                 return Err(AdapterError::Login {
-                    portal,
+                    portal: self.attempt.portal(),
                     reason: "login did not finish in time".into(),
                 });
             }
@@ -245,6 +270,7 @@ impl DependentPath {
         match &self.state {
             PathState::LoggingIn => "logging in".into(),
             PathState::Ready => "ready".into(),
+            PathState::Leaving => "logging out at the target's request".into(),
             PathState::Retrying(_) => "waiting to log in again".into(),
             PathState::Closed => "closed".into(),
             PathState::Failed(reason) => reason.clone(),
@@ -644,28 +670,65 @@ impl DependentPath {
                 Event::LoginComplete => {
                     self.state = PathState::Ready;
                     self.failed_logins = 0;
+                    let start = self.route.logged_in(&self.attempt);
+                    if self.attempt.hops() > 0 {
+                        tracing::info!(
+                            queue_pair = self.index,
+                            route = %self.attempt.chain(),
+                            reconnects_start_at = %start,
+                            "logged in after redirection"
+                        );
+                    }
                 }
                 Event::LoginFailed { reason, .. } => {
                     tracing::warn!(queue_pair = self.index, %reason, "login refused");
                     self.needs_reset = true;
                 }
-                Event::Redirect { address, .. } => {
-                    // The adapter owns the connection and its portal; following a redirect
-                    // needs the adapter to connect elsewhere, which the interface cannot ask.
-                    tracing::warn!(queue_pair = self.index, %address, "login redirected; not followed");
+                Event::Redirect { address, kind } => {
+                    let followed = resolve_target_address(&address)
+                        .and_then(|to| self.attempt.follow(to, kind));
+                    match followed {
+                        Ok(to) => {
+                            tracing::info!(queue_pair = self.index, %address, %to, ?kind, "login redirected");
+                            self.rejoin = Some(Rejoin::Redirected);
+                        }
+                        Err(error) => {
+                            tracing::warn!(queue_pair = self.index, %error, "login redirection not followed");
+                            self.state = PathState::Failed(format!("login redirection: {error}"));
+                        }
+                    }
                     self.needs_reset = true;
                 }
                 Event::ConnectionFailed(error) => {
                     tracing::warn!(queue_pair = self.index, %error, "session failed");
+                    if let SessionError::TargetDroppedConnection { time2wait, .. } = error {
+                        // Async Message event 2 or 3: back after Time2Wait, not a fault.
+                        let at = Instant::now() + Duration::from_secs(u64::from(time2wait));
+                        self.rejoin = Some(Rejoin::At(at));
+                    }
                     self.needs_reset = true;
                 }
-                Event::LogoutComplete => self.state = PathState::Closed,
+                Event::LogoutComplete => {
+                    if self.state == PathState::Leaving {
+                        // Logged out at the target's request: the next login goes through
+                        // the route's start (the virtual portal), which places it.
+                        self.needs_reset = true;
+                    } else {
+                        self.state = PathState::Closed;
+                    }
+                }
                 Event::AsyncMessage(message) => {
                     tracing::info!(queue_pair = self.index, ?message, "async message");
-                    // No second connection here to move to: log out once the commands in
-                    // flight are done (the session holds the Logout Request until then).
-                    if matches!(message, AsyncEvent::LogoutRequested { .. }) {
-                        self.session.logout(Instant::now());
+                    // One queue pair, so no second connection to log in first: the session
+                    // logs out once the commands in flight are done (it holds the Logout
+                    // Request until then), new requests wait for the next login.
+                    if let AsyncEvent::LogoutRequested { time2wait, .. } = message {
+                        if self.state == PathState::Ready {
+                            self.session.logout(Instant::now());
+                            self.state = PathState::Leaving;
+                            let at = Instant::now() + Duration::from_secs(u64::from(time2wait));
+                            self.rejoin = Some(Rejoin::At(at));
+                        }
                     }
                 }
                 Event::TargetsDiscovered(_) | Event::Renegotiated(_) => {}
@@ -699,6 +762,18 @@ impl DependentPath {
             self.state = PathState::Failed(format!("adapter reset failed: {error}"));
             return;
         }
+        if matches!(self.state, PathState::Failed(_)) {
+            return;
+        }
+        match self.rejoin.take() {
+            Some(Rejoin::Redirected) => return self.connect_attempt(now),
+            Some(Rejoin::At(at)) => {
+                self.fault = None;
+                self.state = PathState::Retrying(at);
+                return;
+            }
+            None => {}
+        }
         if self.state == PathState::LoggingIn {
             // The login itself failed.
             self.failed_logins += 1;
@@ -716,11 +791,20 @@ impl DependentPath {
         }
     }
 
+    /// A new login from the route's start: the virtual portal after a temporary redirect,
+    /// the new address after a permanent one.
     fn reconnect(&mut self, now: Instant) {
+        self.attempt = self.route.begin();
+        self.connect_attempt(now);
+    }
+
+    /// Connects the adapter to the attempt's current portal and starts a login there.
+    fn connect_attempt(&mut self, now: Instant) {
         self.session = Session::new(self.config.session.clone(), now);
         self.connection_params_sent = false;
         self.state = PathState::LoggingIn;
         self.stats.logins += 1;
+        self.config.network.portal = self.attempt.portal();
         if let Err(error) = self.adapter.connect(self.index, &self.config.network) {
             tracing::warn!(queue_pair = self.index, %error, "reconnect failed");
             self.failed_logins += 1;
@@ -734,7 +818,11 @@ impl DependentPath {
 
     /// Moves the session's PDUs into free submission slots and rings the doorbell.
     fn flush(&mut self) {
-        if !matches!(self.state, PathState::LoggingIn | PathState::Ready) || self.needs_reset {
+        if !matches!(
+            self.state,
+            PathState::LoggingIn | PathState::Ready | PathState::Leaving
+        ) || self.needs_reset
+        {
             return;
         }
         let sq = &self.queue.submissions;
