@@ -30,7 +30,7 @@ use crate::session::{
     SessionError, SessionState, SubmitRejection, TaskId, TaskManagementFunction,
     TaskManagementOutcome,
 };
-use crate::shard::{ShardConfig, ShardError, ShardPath, ShardPool};
+use crate::shard::{MultipathConfig, PathStatus, ShardConfig, ShardError, ShardPath, ShardPool};
 use crate::text::OperationalParams;
 use crate::transport::{resolve_target_address, TcpConnection, TransportError};
 
@@ -176,6 +176,54 @@ impl Client {
                 command_timeout: config.command_timeout,
             },
         })
+    }
+
+    /// Logs in to `config.target_name` through every portal of `multipath` (software TCP):
+    /// one shard whose paths each reach the same LU, commands spread by the policy and
+    /// reissued on another path when one is lost ([`crate::shard::MultipathConfig`]).
+    /// [`Client::path_statuses`] tells which path carried what.
+    pub fn connect_multipath(
+        config: &ClientConfig,
+        multipath: MultipathConfig,
+    ) -> Result<Client, ClientError> {
+        let shard_config = ShardConfig {
+            queue_depth: config.queue_depth.max(1),
+            multipath: Some(multipath),
+            ..ShardConfig::default()
+        };
+        let pool =
+            ShardPool::start(config, 1, &shard_config).map_err(|source| ClientError::Shard {
+                path: "multipath",
+                source,
+            })?;
+        Ok(Client {
+            portal: config.portal,
+            queue_depth: config.queue_depth.max(1),
+            carrier: Carrier::Shard {
+                pool,
+                path: "multipath",
+                command_timeout: config.command_timeout,
+            },
+        })
+    }
+
+    /// Each path's state and I/O count on a multipath client ([`Client::connect_multipath`]);
+    /// empty otherwise. The shard publishes them a tenth of a second apart, so this waits
+    /// (a second at most) until they count every command the client has completed.
+    pub fn path_statuses(&self) -> Vec<PathStatus> {
+        let Carrier::Shard { pool, .. } = &self.carrier else {
+            return Vec::new();
+        };
+        let completed = pool.stats(0).map_or(0, |stats| stats.ios);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let statuses = pool.path_statuses(0);
+            let counted: u64 = statuses.iter().map(|path| path.ios).sum();
+            if counted >= completed || Instant::now() >= deadline {
+                return statuses;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Opens a discovery session, asks for SendTargets=All, logs out.

@@ -12,6 +12,7 @@ use datapath::scsi::{
     SupportedVpdPages, UnitSerialNumber,
 };
 use datapath::session::{CommandOutcome, Request};
+use datapath::shard::{MultipathConfig, PathStatus};
 use serde_json::{json, Value};
 
 use crate::config::ConnectOptions;
@@ -130,10 +131,32 @@ fn connect(options: &ConnectOptions, url: &IscsiUrl) -> Result<Client, CtlError>
 /// Logs in to `url` over the transport `--transport` names. An adapter transport builds a
 /// fresh software model of that adapter kind with one queue pair, which the client drives
 /// from one shard.
+/// With `--paths`, one multipath shard over software TCP instead
+/// ([`Client::connect_multipath`]); [`finish`] then reports what each path carried.
 fn open_client(options: &ConnectOptions, url: &IscsiUrl) -> Result<Client, CtlError> {
     let config = options.client_config(url)?;
+    if let Some(paths) = &options.paths {
+        if options.transport != TransportKind::Software {
+            return Err(CtlError::Usage(format!(
+                "--paths runs over software TCP; --transport {} carries one path",
+                options.transport
+            )));
+        }
+        let portals = paths.resolve(&config).map_err(CtlError::Usage)?;
+        let mut multipath = MultipathConfig::new(portals, lun_of(url));
+        multipath.policy = options.path_policy;
+        return Ok(Client::connect_multipath(&config, multipath)?);
+    }
     let path = offload::model_path(options.transport, 1);
     Ok(Client::connect_path(&config, path)?)
+}
+
+/// Logs out; on a multipath client ([`open_client`] with `--paths`) first takes what each
+/// path carried, for [`Output::emit_with_paths`].
+fn finish(client: Client) -> Result<Vec<PathStatus>, CtlError> {
+    let paths = client.path_statuses();
+    client.logout()?;
+    Ok(paths)
 }
 
 fn decode_error(command: &'static str) -> impl FnOnce(scsi::ScsiError) -> CtlError {
@@ -373,14 +396,14 @@ pub fn luns(
         }
         rows.push(row);
     }
-    client.logout()?;
+    let paths = finish(client)?;
     let value = json!({
         "target": url.target,
         "select_report": select,
         "report_luns_us": report_luns_us,
         "luns": rows,
     });
-    out.emit(&value, || {
+    out.emit_with_paths(value, &paths, || {
         let mut text = String::new();
         for row in &rows {
             let size = row["bytes"]
@@ -434,8 +457,8 @@ pub fn inquiry(
             vpd_view(page, &data)?
         }
     };
-    client.logout()?;
-    out.emit(&value, || human);
+    let paths = finish(client)?;
+    out.emit_with_paths(value, &paths, || human);
     Ok(())
 }
 
@@ -624,8 +647,9 @@ pub fn readcap(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), 
     let url = IscsiUrl::parse_lun_url(url)?;
     let mut client = open_client(options, &url)?;
     let (block_length, blocks, value) = capacity(&mut client, lun_of(&url))?;
-    client.logout()?;
-    out.emit(&value, || {
+    let paths = finish(client)?;
+    let source = value["source"].as_str().unwrap_or("").to_string();
+    out.emit_with_paths(value, &paths, || {
         let bytes = blocks.saturating_mul(block_length as u64);
         table(&[
             ("Block length", format!("{block_length} bytes")),
@@ -634,7 +658,7 @@ pub fn readcap(options: &ConnectOptions, url: &str, out: &Output) -> Result<(), 
                 "Capacity",
                 format!("{} ({bytes} bytes)", human_bytes(bytes)),
             ),
-            ("Source", value["source"].as_str().unwrap_or("").to_string()),
+            ("Source", source),
         ])
     });
     Ok(())
@@ -733,7 +757,7 @@ pub fn read(
         commands.push((cdb, vec![0u8; (n * block_length) as usize]));
     }
     let data: Vec<u8> = run_batch(&mut client, "READ", lun, commands)?.concat();
-    client.logout()?;
+    let paths = finish(client)?;
     if let Some(path) = out_path {
         if is_standard_stream(path) {
             // The raw bytes are the output: nothing else goes to stdout.
@@ -757,7 +781,7 @@ pub fn read(
         "crc32c": format!("{:08x}", datapath::pdu::digest::crc32c(&data)),
         "out": out_path.map(|p| p.display().to_string()),
     });
-    out.emit(&value, || match out_path {
+    out.emit_with_paths(value, &paths, || match out_path {
         Some(path) => format!(
             "read {} bytes from LBA {lba} into {}\n",
             data.len(),
@@ -850,13 +874,13 @@ pub fn write(
     if let Some(sync) = sync {
         run(&mut client, "SYNCHRONIZE CACHE", lun, &sync, None)?;
     }
-    client.logout()?;
+    let paths = finish(client)?;
     let value = json!({
         "lba": lba, "blocks": blocks, "block_length": block_length, "bytes": data.len(),
         "crc32c": format!("{:08x}", datapath::pdu::digest::crc32c(&data)),
         "durability": durability.name(),
     });
-    out.emit(&value, || {
+    out.emit_with_paths(value, &paths, || {
         let how = match durability {
             Durability::SynchronizeCache => "synchronized",
             Durability::ForceUnitAccess => "with FUA",
@@ -947,7 +971,7 @@ pub fn copy(
         None,
     )?;
     let seconds = started.elapsed().as_secs_f64();
-    client.logout()?;
+    let paths = finish(client)?;
     let bytes = blocks * u64::from(block_length);
     let method = if through_host {
         "host"
@@ -959,7 +983,7 @@ pub fn copy(
         "bytes": bytes, "seconds": seconds,
         "mib_per_second": bytes as f64 / (1 << 20) as f64 / seconds.max(1e-9),
     });
-    out.emit(&value, || {
+    out.emit_with_paths(value, &paths, || {
         format!(
             "copied {} ({method}) from LBA {source_lba} to LBA {dest_lba} in {seconds:.3} s \
              ({:.0} MiB/s)\n",

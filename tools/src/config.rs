@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use datapath::client::ClientConfig;
 use datapath::credentials::{read_secret_file, short_secret_warning, EnvChap};
 use datapath::session::ChapConfig;
+use datapath::shard::{PathList, PathPolicy};
 use datapath::text::DigestChoice;
 use datapath::transport::TransportKind;
 
@@ -92,6 +93,17 @@ pub struct ConnectOptions {
     /// or a software model of a dependent or independent offload adapter.
     #[arg(long, global = true, value_parser = tools::args::transport_parser(), default_value = "software")]
     pub transport: TransportKind,
+    /// Multipath for the data commands (luns, inquiry, readcap, read, write, copy): `all`
+    /// (every portal SendTargets lists for the target) or portals separated by commas
+    /// (host[:port], [v6][:port]). Each path must reach the URL's LU (VPD 0x83); commands
+    /// go over software TCP, spread by --path-policy, and one lost path fails none of them.
+    /// The answer says what each path carried.
+    #[arg(long, global = true, value_parser = |text: &str| text.parse::<PathList>())]
+    pub paths: Option<PathList>,
+    /// Which path takes the next command with --paths: round-robin, failover, queue-length
+    /// or service-time.
+    #[arg(long, global = true, value_parser = |text: &str| text.parse::<PathPolicy>(), default_value = "round-robin")]
+    pub path_policy: PathPolicy,
 }
 
 fn digest_choices(option: DigestOption) -> Vec<DigestChoice> {

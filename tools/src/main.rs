@@ -71,7 +71,7 @@ enum Command {
     Paths {
         url: String,
         /// Another portal to check (HOST[:PORT]); repeatable.
-        #[arg(long = "path")]
+        #[arg(long = "path", id = "extra_path")]
         paths: Vec<String>,
     },
     /// Show the capacity (READ CAPACITY 16, falling back to 10).

@@ -1,5 +1,6 @@
 //! Output for people (aligned text) or scripts (one JSON document on stdout).
 
+use datapath::shard::PathStatus;
 use serde_json::Value;
 
 pub struct Output {
@@ -22,6 +23,65 @@ impl Output {
             }
         }
     }
+}
+
+impl Output {
+    /// [`Output::emit`], with what each path carried when a multipath client ran the
+    /// command (`--paths`): a `paths` array in the JSON, a line per path after the text.
+    pub fn emit_with_paths(
+        &self,
+        mut value: Value,
+        paths: &[PathStatus],
+        human: impl FnOnce() -> String,
+    ) {
+        if paths.is_empty() {
+            return self.emit(&value, human);
+        }
+        if let Value::Object(fields) = &mut value {
+            fields.insert(
+                "paths".into(),
+                paths.iter().map(path_json).collect::<Vec<_>>().into(),
+            );
+        }
+        self.emit(&value, || {
+            let mut text = human();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            for path in paths {
+                text.push_str(&path_line(path));
+            }
+            text
+        });
+    }
+}
+
+/// One path of a multipath client, as JSON.
+fn path_json(path: &PathStatus) -> Value {
+    serde_json::json!({
+        "portal": path.portal.to_string(),
+        "state": if path.up { "up" } else { "down" },
+        "alua": path.alua.map(|state| state.name()),
+        "group": path.group,
+        "ios": path.ios,
+        "losses": path.losses,
+    })
+}
+
+/// One path of a multipath client, as a line of text.
+fn path_line(path: &PathStatus) -> String {
+    let alua = match (path.alua, path.group) {
+        (Some(state), Some(group)) => format!(", ALUA {state} (group {group})"),
+        (Some(state), None) => format!(", ALUA {state}"),
+        _ => String::new(),
+    };
+    format!(
+        "path {}  {}{alua}, {} commands, {} lost\n",
+        path.portal,
+        if path.up { "up" } else { "down" },
+        path.ios,
+        path.losses
+    )
 }
 
 /// Rows of `label: value`, labels padded to one width.

@@ -49,7 +49,7 @@ use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use datapath::adapter::PathError;
-use datapath::client::{Client, ClientConfig};
+use datapath::client::ClientConfig;
 use datapath::scsi::probe::{probe_lun, LunFacts, ProbeConfig, ProbeError, ProbeFailure};
 use datapath::scsi::sense::status;
 use datapath::scsi::{Cdb, Sense};
@@ -993,24 +993,10 @@ fn multipath_config(
     login: &LoginOptions,
     lun: u64,
 ) -> Result<MultipathConfig, EngineError> {
-    let portals = match &options.paths {
-        PathList::All => Client::target_portals(client).map_err(|e| {
-            EngineError::InvalidOption(format!(
-                "paths=all: discovering the target's portals through {}: {e}",
-                client.portal
-            ))
-        })?,
-        PathList::Portals(list) => list
-            .iter()
-            .map(|text| resolve_portal(text))
-            .collect::<Result<_, _>>()?,
-    };
-    if portals.is_empty() {
-        return Err(EngineError::InvalidOption(format!(
-            "paths=all: SendTargets through {} lists no portal for the target",
-            client.portal
-        )));
-    }
+    let portals = options
+        .paths
+        .resolve(client)
+        .map_err(EngineError::InvalidOption)?;
     Ok(MultipathConfig {
         portals,
         policy: options.policy,
@@ -1023,22 +1009,6 @@ fn multipath_config(
             .nop_timeout
             .unwrap_or(MultipathConfig::PING_TIMEOUT_DEFAULT),
     })
-}
-
-/// `host:port`, `[v6]:port`, `host` or `[v6]` (port 3260) as one socket address.
-fn resolve_portal(text: &str) -> Result<std::net::SocketAddr, EngineError> {
-    use std::net::ToSocketAddrs;
-    let bad = |why: String| EngineError::InvalidOption(format!("paths: portal {text:?}: {why}"));
-    let with_port = if text.ends_with(']') || (!text.contains(':') && !text.is_empty()) {
-        format!("{text}:3260")
-    } else {
-        text.to_string()
-    };
-    with_port
-        .to_socket_addrs()
-        .map_err(|e| bad(e.to_string()))?
-        .next()
-        .ok_or_else(|| bad("resolves to no address".into()))
 }
 
 /// The unit's result from the target's answer.

@@ -816,10 +816,7 @@ pub static OPTIONS: &[OptionDef] = &[
         "iSCSI multipath: log in through each of these portals (all: every portal SendTargets \
          lists) after checking that each reaches the URL's LU; I/O survives losing a path",
         apply |s| s.spec().iscsi.paths = Some(s.parse(parse_paths)?),
-        render |spec, _base| spec.iscsi.paths.as_ref().map(|paths| match paths {
-            PathList::All => "all".to_string(),
-            PathList::Portals(list) => list.join(","),
-        })),
+        render |spec, _base| spec.iscsi.paths.as_ref().map(ToString::to_string)),
     opt!(ours "path_policy", Required, Iscsi, "round-robin|failover|queue-length|service-time",
         default "round-robin", "iSCSI multipath: which path takes the next command",
         apply |s| s.spec().iscsi.path_policy = Some(s.parse(|text| {
@@ -1380,50 +1377,10 @@ fn parse_count(text: &str, min: u64) -> Result<u32, ValueError> {
     value::parse_u64_in(text, min, u64::from(u32::MAX)).map(|count| count as u32)
 }
 
-/// `paths=`: `all`, or portals separated by commas (`host[:port]`, `[v6][:port]`),
-/// checked for shape here and resolved when the engine opens.
+/// `paths=`: `all`, or portals separated by commas, checked for shape here and resolved
+/// when the engine opens ([`PathList`]).
 fn parse_paths(text: &str) -> Result<PathList, ValueError> {
-    if text == "all" {
-        return Ok(PathList::All);
-    }
-    let mut portals = Vec::new();
-    for portal in text.split(',').map(str::trim) {
-        let (host, port) = match portal.strip_prefix('[') {
-            Some(rest) => match rest.split_once(']') {
-                Some((host, after)) => {
-                    (host, after.strip_prefix(':').filter(|_| !after.is_empty()))
-                }
-                None => {
-                    return Err(ValueError::new(format!(
-                        "{portal:?}: unclosed [ in an IPv6 portal"
-                    )))
-                }
-            },
-            None => match portal.rsplit_once(':') {
-                Some((host, port)) if !host.contains(':') => (host, Some(port)),
-                Some(_) => {
-                    return Err(ValueError::new(format!(
-                        "{portal:?}: write an IPv6 portal in brackets, [addr]:port"
-                    )))
-                }
-                None => (portal, None),
-            },
-        };
-        if host.is_empty() {
-            return Err(ValueError::new(format!(
-                "{portal:?}: no host (expected host[:port], [v6][:port] or all)"
-            )));
-        }
-        if let Some(port) = port {
-            if port.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err(ValueError::new(format!(
-                    "{portal:?}: port {port:?} is not 1-65535"
-                )));
-            }
-        }
-        portals.push(portal.to_string());
-    }
-    Ok(PathList::Portals(portals))
+    text.parse().map_err(ValueError::new)
 }
 
 fn parse_file_service(text: &str) -> Result<FileService, ValueError> {

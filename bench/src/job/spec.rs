@@ -214,14 +214,8 @@ pub struct IscsiOptions {
 /// catching up adds at most a tenth to one interval's rate).
 pub const RATE_BACKLOG_DEFAULT: Duration = Duration::from_millis(100);
 
-/// Which portals a multipath job uses (`paths=`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathList {
-    /// `all`: every portal SendTargets lists for the target, through the URL's portal.
-    All,
-    /// These portals (`host:port`, `[v6]:port`; port 3260 when left out).
-    Portals(Vec<String>),
-}
+/// Which portals a multipath job uses (`paths=`): `datapath`'s list, shared with `iscsi-ctl`.
+pub use datapath::shard::PathList;
 
 impl Default for IscsiOptions {
     fn default() -> Self {

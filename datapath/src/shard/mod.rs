@@ -72,6 +72,7 @@
 mod adapters;
 mod inline;
 mod multipath;
+mod path_list;
 mod probe;
 mod reconnect;
 mod run;
@@ -84,6 +85,7 @@ mod work;
 pub use adapters::{planned_cores, ShardPath, ShardPathInfo};
 pub use inline::InlineShard;
 pub use multipath::{MultipathConfig, PathPolicy, PathStatus, ALUA_POLL};
+pub use path_list::PathList;
 pub use probe::{InlineExecutor, ShardCommandError, ShardExecutor};
 pub use reconnect::ReconnectPolicy;
 pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
