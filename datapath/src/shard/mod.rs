@@ -75,6 +75,7 @@ mod multipath;
 mod path_list;
 mod probe;
 mod reconnect;
+mod ring_wake;
 mod run;
 mod steer;
 mod tag_map;

@@ -29,9 +29,9 @@
 //!   [`MultipathConfig::no_path_retry`] from the moment the last path went; then they fail
 //!   with an error that says so.
 //!
-//! Each sub-path has its own ring: the loop sleeps on one of them at a time, so with two
-//! or more paths up a sleep lasts at most [`MULTI_POLL`] (a shared ring for all of a
-//! shard's connections would remove that).
+//! Each sub-path has its own ring and the loop sleeps on one of them: the others'
+//! completions reach that sleep through eventfds the sleeping ring reads (`ring_wake`).
+//! Only when a ring cannot watch them does a sleep last at most [`MULTI_POLL`].
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -851,20 +851,24 @@ impl Path for MultiPath {
             std::thread::sleep(timeout.min(Duration::from_millis(5)));
             return;
         };
+        let mut sources = Vec::with_capacity(others.len());
         for &index in others {
             if let Some(path) = self.paths[index].path.as_mut() {
                 path.wait(Duration::ZERO, callers_ready);
+                sources.extend(path.wake_source());
             }
         }
-        let mut timeout = if others.is_empty() {
-            timeout
-        } else {
-            timeout.min(MULTI_POLL)
-        };
+        let mut timeout = timeout;
         if let Some(next) = self.next_deadline() {
             timeout = timeout.min(next.saturating_duration_since(Instant::now()));
         }
         if let Some(path) = self.paths[last].path.as_mut() {
+            // One sleep for all: the others' completions signal eventfds this ring reads
+            // (`ring_wake`). Without that, short sleeps so the others are looked at.
+            let watched = path.watch_rings(&sources) && sources.len() == others.len();
+            if !watched {
+                timeout = timeout.min(MULTI_POLL);
+            }
             path.wait(timeout, callers_ready);
         }
     }

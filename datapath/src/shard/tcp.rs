@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, squeue, types};
 
 use super::reconnect::{Recovery, Step};
+use super::ring_wake::{RingWake, WakeSource, Watches};
 use super::run::{Finished, Path, PathState, Refusal};
 use super::tag_map::TagMap;
 use super::{failure, Doorbell, ShardConfig, ShardError, ShardInfo, ShardStats};
@@ -205,6 +206,11 @@ struct Connection {
 
     doorbell_buf: Box<u64>,
     doorbell_armed: bool,
+    /// This connection's eventfd, signalled by its ring (`None` if the kernel refused it):
+    /// what a multipath shard sleeping on another sub-path's ring watches.
+    wake: Option<RingWake>,
+    /// Reads of other sub-paths' eventfds, while the multipath shard sleeps on this ring.
+    watches: Watches,
     cancels_in_flight: usize,
     socket_shut: bool,
 
@@ -366,6 +372,19 @@ impl Connection {
                 }
             }
         };
+        // Only a multipath sub-path needs one: the signal costs the kernel a little on
+        // every completion.
+        let wake = match config.multipath.is_some().then(|| {
+            RingWake::new()
+                .and_then(|wake| conn.ring_mut().register_eventfd(wake.fd()).map(|()| wake))
+        }) {
+            None => None,
+            Some(Ok(wake)) => Some(wake),
+            Some(Err(e)) => {
+                tracing::warn!(shard = index, error = %e, "io_uring refused an eventfd: multipath polls");
+                None
+            }
+        };
         let session_config = cc.session_config(isid, config.queue_depth, config.queue_depth);
         // Sized once from the largest data segment we declare we accept (the negotiated
         // MaxRecvDataSegmentLength never exceeds our own offer), so one greedy receive can
@@ -404,6 +423,8 @@ impl Connection {
             send_zc: false,
             doorbell_buf: Box::new(0),
             doorbell_armed: false,
+            wake,
+            watches: Watches::default(),
             cancels_in_flight: 0,
             socket_shut: false,
             cqes: Vec::with_capacity(16),
@@ -608,6 +629,7 @@ impl Connection {
                 TOKEN_SEND => self.on_send(cqe.result, cqe.flags),
                 TOKEN_DOORBELL => self.doorbell_armed = false,
                 TOKEN_CANCEL => self.cancels_in_flight = self.cancels_in_flight.saturating_sub(1),
+                token if self.watches.completed(token) => {}
                 other => tracing::warn!(shard = self.index, token = other, "unknown completion"),
             }
         }
@@ -994,6 +1016,19 @@ impl Connection {
         }
     }
 
+    /// Keeps a read of each of `sources` (other sub-paths' eventfds) on this ring, and
+    /// none of any other: a multipath shard sleeping here wakes for their completions.
+    /// Returns whether all are watched, and the cancellations queued (`TOKEN_CANCEL`).
+    fn watch_rings(&mut self, sources: &[WakeSource]) -> (bool, usize) {
+        let mut watches = std::mem::take(&mut self.watches);
+        // SAFETY (of each push): a watch read's buffer is boxed in `watches` until its
+        // completion is reaped (`Watches::completed`); `finish` cancels and reaps them all
+        // before the connection's memory goes.
+        let result = watches.update(sources, TOKEN_CANCEL, &mut |entry| self.push(entry));
+        self.watches = watches;
+        result
+    }
+
     /// Keeps a read of the doorbell's eventfd on the ring, so a caller can wake a shard
     /// that sleeps in the kernel.
     fn arm_doorbell(&mut self) {
@@ -1099,11 +1134,14 @@ impl Connection {
                 self.cancels_in_flight += 1;
             }
         }
+        let (_, cancels) = self.watch_rings(&[]);
+        self.cancels_in_flight += cancels;
         for _ in 0..QUIESCE_ROUNDS {
             let busy = self.recv != RecvOp::Idle
                 || self.linked_recv.is_some()
                 || self.send_busy()
                 || self.doorbell_armed
+                || self.watches.armed()
                 || self.cancels_in_flight > 0;
             if !busy {
                 break;
@@ -1118,6 +1156,7 @@ impl Connection {
             || self.linked_recv.is_some()
             || self.send_busy()
             || self.doorbell_armed
+            || self.watches.armed()
         {
             tracing::error!(
                 shard = self.index,
@@ -1874,6 +1913,29 @@ impl TcpPath {
     /// recovery is off, then goes down).
     pub(super) fn is_lost(&self) -> bool {
         matches!(&self.state, State::Up(c) if c.dead.is_some())
+    }
+
+    /// What another sub-path's ring watches to wake a shard sleeping there for this
+    /// path's completions (`ring_wake`); `None` while it recovers or when the kernel
+    /// refused the eventfd.
+    pub(super) fn wake_source(&self) -> Option<WakeSource> {
+        match &self.state {
+            State::Up(c) if self.draining.is_none() => c.wake.as_ref().map(RingWake::source),
+            _ => None,
+        }
+    }
+
+    /// Has this path's ring watch `sources` (and nothing else) while the shard sleeps in
+    /// it. True when all are watched, so the sleep needs no bound for their sake.
+    pub(super) fn watch_rings(&mut self, sources: &[WakeSource]) -> bool {
+        match &mut self.state {
+            State::Up(c) if self.draining.is_none() => {
+                let (all, cancels) = c.watch_rings(sources);
+                c.cancels_in_flight += cancels;
+                all
+            }
+            _ => false,
+        }
     }
 
     /// The Time2Wait a target gave when it dropped the lost connection (Async Message

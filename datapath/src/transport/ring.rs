@@ -450,6 +450,12 @@ impl Ring {
         self.ring.submitter().register_files(fds)
     }
 
+    /// Has the kernel signal `fd` (an eventfd) whenever this ring gets completion work,
+    /// deferred task work included (`IORING_REGISTER_EVENTFD`).
+    pub fn register_eventfd(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.ring.submitter().register_eventfd(fd)
+    }
+
     /// Turns on the ring's NAPI busy polling for `busy_poll_us` (Linux 6.9 and later).
     pub fn register_napi_busy_poll(&mut self, busy_poll_us: u32) -> io::Result<()> {
         let mut napi = types::Napi::new()
