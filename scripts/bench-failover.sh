@@ -4,7 +4,9 @@
 # sharing it, reached over two veth pairs from a network namespace). One path is lost 1.5 s
 # in: its daemon killed, or its link cut silently. Prints one table row per case: errors,
 # the longest gap between completions, IOPS before, in the loss's 250 ms interval, and
-# after; then an array-requested move (Async Message event 1 from iscsi-gateway's drain).
+# after; beside each, the anchor: fio 3.42 with its libiscsi engine (no multipathing) on the
+# path that is lost, with the same job; then an array-requested move (Async Message event 1
+# from iscsi-gateway's drain).
 # Needs root (tgtd, namespaces), like the system tests.
 set -eu
 cd "$(dirname "$0")/.."

@@ -71,7 +71,7 @@ pub use capture::{
 pub use gateway_process::{gateway_binary, GatewayProcess};
 pub use istgt::Istgt;
 pub use process::{
-    describe_output, free_port, require_facility, require_tools, run_command, run_tool,
+    describe_output, fio_anchor, free_port, require_facility, require_tools, run_command, run_tool,
     running_in_ci, tool_available, tool_path, tool_verdict, workspace_binary,
     workspace_binary_release, TempDir, ToolVerdict,
 };

@@ -490,6 +490,22 @@ pub fn workspace_binary_release(package: &str, bin: &str) -> PathBuf {
     build_workspace_binary(package, bin, true)
 }
 
+/// fio 3.42 built with its libiscsi engine, the anchor the benchmarks run beside ours:
+/// `$FIO_ANCHOR`, else `../shared/anchors/fio` beside the workspace; `None` where it is
+/// not there or does not run.
+pub fn fio_anchor() -> Option<PathBuf> {
+    let path = std::env::var_os("FIO_ANCHOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/anchors/fio")
+        });
+    Command::new(&path)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then_some(path)
+}
+
 fn build_workspace_binary(package: &str, bin: &str, release: bool) -> PathBuf {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};

@@ -5,7 +5,7 @@
 //! acknowledged write (every block reads back as last acknowledged).
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig};
 use datapath::scsi::Cdb;
@@ -470,9 +470,95 @@ fn failover_benchmark() {
     }
     println!("{}", system_tests::stall::STALL_HEADER);
     for case in ["target killed", "link cut silently"] {
-        let row = failover_case(case == "link cut silently");
-        println!("{}", row.markdown(case));
+        let cut = case == "link cut silently";
+        let row = failover_case(cut);
+        println!(
+            "{}",
+            row.markdown(&format!("iscsi-bench, two paths: {case}"))
+        );
+        match system_tests::fio_anchor() {
+            Some(fio) => {
+                let row = anchor_case(&fio, cut);
+                println!(
+                    "{}",
+                    row.markdown(&format!("fio + libiscsi, one path: {case}"))
+                );
+            }
+            None => eprintln!("fio with its libiscsi engine not found: no anchor row"),
+        }
     }
+}
+
+/// Where the run lasts, and how long an anchor that never ends is given past it.
+const BENCH_RUNTIME: Duration = Duration::from_secs(5);
+const ANCHOR_GRACE: Duration = Duration::from_secs(3);
+
+/// The anchor beside each case, in the same run: fio 3.42 with its libiscsi engine (what
+/// an iSCSI user benchmarks with today) runs the same job through the path that is lost,
+/// its only one (libiscsi has no multipathing), with a status dump every 250 ms. A run
+/// still going [`ANCHOR_GRACE`] after its runtime is killed (fio cannot end a job whose
+/// I/O libiscsi never completes), and its row says so.
+fn anchor_case(fio: &std::path::Path, cut: bool) -> system_tests::stall::StallRow {
+    let iqn = "iqn.2026-12.test:multipath-anchor";
+    let mut ns = system_tests::netns::Netns::create().expect("namespace");
+    let link = ns.veth().expect("veth");
+    let mut daemon =
+        Tgt::start_at(link.host_ip, &[TargetSpec::new(iqn, &[64 << 20])]).expect("tgtd");
+    let escaped = |text: String| text.replace(':', "\\:");
+    let filename = format!(
+        "iscsi\\://{}/{}/{}",
+        escaped(daemon.portal().to_string()),
+        escaped(iqn.to_string()),
+        Tgt::FIRST_DATA_LUN
+    );
+    let mut command = ns.command(fio);
+    command
+        .args([
+            "--name=failover",
+            "--ioengine=libiscsi",
+            &format!("--filename={filename}"),
+            "--rw=randrw",
+            "--rwmixread=70",
+            "--bs=4k",
+            "--iodepth=32",
+            "--verify=crc32c",
+            &format!("--runtime={}", BENCH_RUNTIME.as_secs()),
+            "--time_based",
+            "--status-interval=250ms",
+            "--output-format=json",
+            // One process: a forked job would outlive the kill and hold stdout open.
+            "--thread",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let started = Instant::now();
+    let mut child = command.spawn().expect("fio starts");
+    let stdout = child.stdout.take().expect("fio's stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stdout }, &mut text);
+        text
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    if cut {
+        ns.cut(&link).expect("cut");
+    } else {
+        daemon.kill();
+    }
+    let deadline = started + BENCH_RUNTIME + ANCHOR_GRACE;
+    let mut killed_at = None;
+    while child.try_wait().expect("fio's status").is_none() {
+        if Instant::now() >= deadline {
+            // `ip netns exec` execs fio: this is fio's pid.
+            let _ = child.kill();
+            let _ = child.wait();
+            killed_at = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = reader.join().expect("reader");
+    system_tests::stall::StallRow::of_fio_status(&text, killed_at)
 }
 
 /// One case of [`failover_benchmark`].
