@@ -22,6 +22,7 @@ mod file_io;
 mod listener;
 mod lun_stats;
 mod portals;
+mod rx_buffers;
 mod takeover;
 
 use std::collections::HashMap;
