@@ -71,6 +71,12 @@ pub struct State {
     /// Volumes bound for hosts through protocol endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<BindingState>,
+    /// Array settings set through the control plane (`array_state`).
+    #[serde(
+        default,
+        skip_serializing_if = "super::array_state::ArraySettings::is_empty"
+    )]
+    pub array: super::array_state::ArraySettings,
 }
 
 /// One volume bound for one host through one endpoint.

@@ -18,8 +18,8 @@ use crate::session::{
 };
 
 use super::attention::Attentions;
-use super::rx_buffers::RxBufferPool;
 use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
+use super::rx_buffers::RxBufferPool;
 use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
 use crate::portal::{AluaGroups, PortalLoad};
 use crate::reservation::{Nexus, NexusView, ResetKind};
@@ -491,8 +491,7 @@ impl Connection {
             Some(pool) => pool.take(self.full_rx_capacity),
             None => vec![0; self.full_rx_capacity],
         };
-        if let (Some(dst), Some(src)) = (large.get_mut(..self.filled), self.rx.get(..self.filled))
-        {
+        if let (Some(dst), Some(src)) = (large.get_mut(..self.filled), self.rx.get(..self.filled)) {
             dst.copy_from_slice(src);
         }
         self.small_rx = std::mem::replace(&mut self.rx, large);
