@@ -60,6 +60,38 @@ pub enum AluaVerb {
     },
 }
 
+/// Operational limits (`params_set`).
+#[derive(Subcommand, Debug)]
+pub enum ParamsVerb {
+    /// Change what new logins are offered; every session gets Async Message event 4 and
+    /// may declare MaxRecvDataSegmentLength again (the burst lengths apply to new
+    /// sessions).
+    Set {
+        #[arg(long, value_name = "BYTES")]
+        max_recv_data_segment_length: Option<u32>,
+        #[arg(long, value_name = "BYTES")]
+        max_burst_length: Option<u32>,
+        #[arg(long, value_name = "BYTES")]
+        first_burst_length: Option<u32>,
+    },
+}
+
+impl ParamsVerb {
+    pub fn call(&self) -> Call {
+        match self {
+            ParamsVerb::Set {
+                max_recv_data_segment_length,
+                max_burst_length,
+                first_burst_length,
+            } => Call::Array(ArrayCall::ParamsSet(array_rpc::ParamsSet {
+                max_recv_data_segment_length: *max_recv_data_segment_length,
+                max_burst_length: *max_burst_length,
+                first_burst_length: *first_burst_length,
+            })),
+        }
+    }
+}
+
 impl ArrayPortalVerb {
     pub fn call(&self) -> Call {
         Call::Array(match self {
@@ -179,6 +211,13 @@ pub fn human(call: &ArrayCall, result: &Value) -> String {
         ArrayCall::RedirectSet(_) => {
             format!("virtual portal logins: {}\n", text(&result["redirect"]))
         }
+        ArrayCall::ParamsSet(_) => format!(
+            "offered to new logins: MaxRecvDataSegmentLength={} MaxBurstLength={} FirstBurstLength={}\n{} sessions asked to renegotiate (async event 4)\n",
+            text(&result["max_recv_data_segment_length"]),
+            text(&result["max_burst_length"]),
+            text(&result["first_burst_length"]),
+            text(&result["asked"]),
+        ),
         ArrayCall::AluaList | ArrayCall::AluaSet(_) => {
             let mut out = format!("{:>6} {:<22} {}\n", "GROUP", "STATE", "PORTS");
             for g in result["groups"].as_array().cloned().unwrap_or_default() {

@@ -226,6 +226,34 @@ impl Control {
                 Ok(json!({ "redirect": kind.name() }))
             }
             ArrayCall::AluaList => Ok(alua_list(&controller)),
+            ArrayCall::ParamsSet(ref p) => {
+                let now = controller.offer_limits();
+                let first = p.first_burst_length.unwrap_or(now.first_burst_length);
+                let max = p.max_burst_length.unwrap_or(now.max_burst_length);
+                if first > max {
+                    return Err(bad(
+                        ErrorCode::InvalidParams,
+                        format!("params_set: first_burst_length {first} is above max_burst_length {max}"),
+                    ));
+                }
+                self.keep_array_setting(&call)?;
+                let (limits, asked) = controller.set_offer(crate::server::OfferChange {
+                    max_recv_data_segment_length: p.max_recv_data_segment_length,
+                    max_burst_length: p.max_burst_length,
+                    first_burst_length: p.first_burst_length,
+                });
+                tracing::info!(
+                    ?limits,
+                    sessions = asked.len(),
+                    "operational limits changed: async event 4 sent"
+                );
+                Ok(json!({
+                    "max_recv_data_segment_length": limits.max_recv_data_segment_length,
+                    "max_burst_length": limits.max_burst_length,
+                    "first_burst_length": limits.first_burst_length,
+                    "asked": asked.len(),
+                }))
+            }
             ArrayCall::AluaSet(ref p) => {
                 let state: AccessState = p
                     .state

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use datapath::scsi::alua::AccessState;
 use serde::{Deserialize, Serialize};
 
-use super::array_rpc::ArrayCall;
+use super::array_rpc::{ArrayCall, ParamsSet};
 use crate::portal::{PortalRole, RedirectKind};
 use crate::server::Controller;
 
@@ -37,6 +37,9 @@ pub struct ArraySettings {
     /// Virtual portals added through the control plane (bound addresses).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub virtual_portals: Vec<SocketAddr>,
+    /// Operational limits offered to new logins (`params_set`), once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<ParamsSet>,
 }
 
 impl ArraySettings {
@@ -55,6 +58,7 @@ impl ArraySettings {
                 | ArrayCall::VirtualPortalAdd(_)
                 | ArrayCall::RedirectSet(_)
                 | ArrayCall::AluaSet(_)
+                | ArrayCall::ParamsSet(_)
         )
     }
 
@@ -92,6 +96,18 @@ impl ArraySettings {
             ArrayCall::AluaSet(p) => {
                 self.alua.insert(p.group, p.state.clone());
             }
+            ArrayCall::ParamsSet(p) => {
+                let kept = self.params.get_or_insert_with(ParamsSet::default);
+                if p.max_recv_data_segment_length.is_some() {
+                    kept.max_recv_data_segment_length = p.max_recv_data_segment_length;
+                }
+                if p.max_burst_length.is_some() {
+                    kept.max_burst_length = p.max_burst_length;
+                }
+                if p.first_burst_length.is_some() {
+                    kept.first_burst_length = p.first_burst_length;
+                }
+            }
             ArrayCall::Rebalance(_) | ArrayCall::AluaList => {}
         }
     }
@@ -125,6 +141,13 @@ impl ArraySettings {
                 Ok(kind) => controller.set_redirect(kind),
                 Err(error) => tracing::warn!(%error, "kept redirect kind not understood"),
             }
+        }
+        if let Some(p) = &self.params {
+            controller.set_offer(crate::server::OfferChange {
+                max_recv_data_segment_length: p.max_recv_data_segment_length,
+                max_burst_length: p.max_burst_length,
+                first_burst_length: p.first_burst_length,
+            });
         }
         for (group, state) in &self.alua {
             let restored = state

@@ -465,36 +465,54 @@ impl Connection {
     /// once nothing is left in it. Call only with no receive in flight.
     fn fit_receive_buffer(&mut self, rx_was_full: bool, received: usize) {
         let small_capacity = SMALL_RX_CAPACITY.min(self.full_rx_capacity);
+        let pending_len = if self.filled > 0 {
+            self.pending_pdu_len()
+        } else {
+            0
+        };
         if self.rx.len() > small_capacity {
             if self.filled == 0 && self.placing.is_none() && received <= small_capacity / 2 {
                 let full = std::mem::replace(&mut self.rx, std::mem::take(&mut self.small_rx));
                 if let Some(pool) = &self.rx_pool {
                     pool.give(full);
                 }
+                return;
             }
-            return;
-        }
-        if self.placing.is_some() || self.session.state() == TargetState::Login {
-            // Placed data goes to its command's buffer, headers only to this one. Login PDUs are bounded by the login's own limit, which the small buffer holds.
-            return;
-        }
-        let pending_len = if self.filled > 0 {
-            self.pending_pdu_len()
+            if pending_len <= self.rx.len() {
+                return;
+            }
+            // Our limit was raised live (a renegotiation): a larger buffer for it.
         } else {
-            0
-        };
-        let full = self.filled == self.rx.len();
-        if !(rx_was_full || full || pending_len > self.rx.len()) {
-            return;
+            if self.placing.is_some() || self.session.state() == TargetState::Login {
+                // Placed data goes to its command's buffer, headers only to this one.
+                // Login PDUs are bounded by the login's own limit, which this one holds.
+                return;
+            }
+            let full = self.filled == self.rx.len();
+            if !(rx_was_full || full || pending_len > self.rx.len()) {
+                return;
+            }
         }
+        // One whole PDU at our limit, which a renegotiation may have raised since the
+        // connection began.
+        let full_len = self.full_rx_capacity.max(
+            BHS_LEN + MAX_AHS_LEN + 4 + self.session.max_recv_data_segment_length() as usize + 8,
+        );
         let mut large = match &self.rx_pool {
-            Some(pool) => pool.take(self.full_rx_capacity),
-            None => vec![0; self.full_rx_capacity],
+            Some(pool) => pool.take(full_len),
+            None => vec![0; full_len],
         };
         if let (Some(dst), Some(src)) = (large.get_mut(..self.filled), self.rx.get(..self.filled)) {
             dst.copy_from_slice(src);
         }
-        self.small_rx = std::mem::replace(&mut self.rx, large);
+        let previous = std::mem::replace(&mut self.rx, large);
+        if previous.len() > small_capacity {
+            if let Some(pool) = &self.rx_pool {
+                pool.give(previous);
+            }
+        } else {
+            self.small_rx = previous;
+        }
     }
 
     /// The header phase: when the receive buffer from `start` holds a whole header (its

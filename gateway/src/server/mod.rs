@@ -21,6 +21,7 @@ mod event_loop;
 mod file_io;
 mod listener;
 mod lun_stats;
+mod params;
 mod portals;
 mod rx_buffers;
 mod takeover;
@@ -45,6 +46,7 @@ pub use checks::LUN_NUMBER_LIMIT;
 use crate::conglomerate::HostBindings;
 pub use connection::{CloseReason, Connection, ConnectionLimits};
 pub use lun_stats::LunCounters;
+pub use params::{OfferChange, OfferLimits, RENEGOTIATE_WITHIN_S};
 pub use portals::{AsyncRequestSpec, PortalStatus, ARRAY_EVENT_GRACE};
 
 /// Runs SCSI commands for the LUNs of one target node.
