@@ -132,3 +132,78 @@ fn array_settings_come_back_after_a_kill_and_a_restart() {
         "temporary"
     );
 }
+
+/// SendTargets per portal group: gateway A (group 1) is told to list gateway B's portal
+/// as group 2; libiscsi's discovery through A then finds both ports, each with its tag,
+/// live and after A restarts.
+#[test]
+fn send_targets_lists_each_portal_group_as_configured() {
+    require_tools!("iscsi-ls");
+    let dir = TempDir::new("portal-send-targets").unwrap();
+    let socket = dir.join("control.sock");
+    let real = [loopback(free_port()), loopback(free_port())];
+    let virtual_portal = loopback(free_port());
+    let gateway_a = start(&dir, real, virtual_portal);
+    let b_portal = loopback(free_port());
+    let _gateway_b = GatewayProcess::start_with_args(
+        b_portal,
+        &["--portal-group-tag", "2", "--iqn", IQN, "--lun", "ram:16M"],
+        &dir.join("gateway-b.log"),
+    )
+    .expect("gateway B starts");
+    let discovered = |at: SocketAddr| -> Vec<String> {
+        let mut portals: Vec<String> = system_tests::libiscsi::iscsi_ls(&iscsi_url(at, None, None))
+            .unwrap_or_else(|e| panic!("iscsi-ls at {at}: {e}"))
+            .into_iter()
+            .map(|t| t.portal)
+            .collect();
+        portals.sort();
+        portals
+    };
+    // By default: the virtual portal alone, group 1.
+    assert_eq!(discovered(real[0]), vec![format!("{virtual_portal},1")]);
+    // Group 1 lists its two real portals, group 2 gateway B's.
+    ctl_ok(
+        &socket,
+        &[
+            "portal",
+            "send-targets",
+            "1",
+            &real[0].to_string(),
+            &real[1].to_string(),
+        ],
+    );
+    ctl_ok(
+        &socket,
+        &["portal", "send-targets", "2", &b_portal.to_string()],
+    );
+    let mut wanted = vec![
+        format!("{},1", real[0]),
+        format!("{},1", real[1]),
+        format!("{b_portal},2"),
+    ];
+    wanted.sort();
+    assert_eq!(discovered(real[0]), wanted);
+    // Refused: a portal given twice; nothing changes.
+    let refused = system_tests::gateway_ctl::ctl(
+        &socket,
+        &[
+            "portal",
+            "send-targets",
+            "2",
+            &b_portal.to_string(),
+            &b_portal.to_string(),
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("twice"));
+    // Kept through a restart.
+    drop(gateway_a);
+    let _gateway_a = start(&dir, real, virtual_portal);
+    assert_eq!(discovered(real[1]), wanted);
+    // Group 1 back to its default; group 2 still listed.
+    ctl_ok(&socket, &["portal", "send-targets", "1"]);
+    let mut wanted = vec![format!("{virtual_portal},1"), format!("{b_portal},2")];
+    wanted.sort();
+    assert_eq!(discovered(real[0]), wanted);
+}

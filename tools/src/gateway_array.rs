@@ -45,6 +45,13 @@ pub enum ArrayPortalVerb {
     Virtual { address: std::net::SocketAddr },
     /// How the virtual portal answers logins: temporary, permanent or accept.
     Redirect { kind: String },
+    /// Which portals SendTargets lists for a portal group (TargetAddress=ADDR,GROUP):
+    /// the own group's replace its default, other groups (other gateway processes of the
+    /// array) are listed beside it; no address removes the group's entry.
+    SendTargets {
+        group: u16,
+        portals: Vec<std::net::SocketAddr>,
+    },
 }
 
 /// ALUA target port groups.
@@ -122,6 +129,12 @@ impl ArrayPortalVerb {
             ArrayPortalVerb::Redirect { kind } => ArrayCall::RedirectSet(array_rpc::RedirectSet {
                 redirect: kind.clone(),
             }),
+            ArrayPortalVerb::SendTargets { group, portals } => {
+                ArrayCall::SendTargetsSet(array_rpc::SendTargetsSet {
+                    group: *group,
+                    portals: portals.clone(),
+                })
+            }
         })
     }
 
@@ -187,13 +200,22 @@ pub fn human_portals(result: &Value) -> String {
     if let Some(redirect) = result["redirect"].as_str() {
         out.push_str(&format!("virtual portal logins: {redirect}\n"));
     }
+    for (group, portals) in result["send_targets"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    {
+        out.push_str(&format!("SendTargets lists for group {group}: {portals}\n"));
+    }
     out
 }
 
 /// The answer to an array method, for people.
 pub fn human(call: &ArrayCall, result: &Value) -> String {
     match call {
-        ArrayCall::PortalSet(_) | ArrayCall::PortalResume(_) => human_portals(result),
+        ArrayCall::PortalSet(_) | ArrayCall::PortalResume(_) | ArrayCall::SendTargetsSet(_) => {
+            human_portals(result)
+        }
         ArrayCall::PortalDrain(p) => format!(
             "{}: {} sessions asked to log out within {} s\n",
             p.address,

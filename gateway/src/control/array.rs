@@ -56,7 +56,16 @@ pub(super) fn portal_list(controller: Option<&Controller>, group_tag: u16) -> Va
         })
         .collect();
     let redirect = controller.map_or(RedirectKind::Temporary, Controller::redirect);
-    json!({ "portals": portals, "redirect": redirect.name() })
+    let send_targets: serde_json::Map<String, Value> = controller
+        .map(Controller::send_targets)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(group, portals)| {
+            let portals: Vec<String> = portals.iter().map(ToString::to_string).collect();
+            (group.to_string(), json!(portals))
+        })
+        .collect();
+    json!({ "portals": portals, "redirect": redirect.name(), "send_targets": send_targets })
 }
 
 /// Who a session is, for finding it again after the deadline.
@@ -226,6 +235,17 @@ impl Control {
                 Ok(json!({ "redirect": kind.name() }))
             }
             ArrayCall::AluaList => Ok(alua_list(&controller)),
+            ArrayCall::SendTargetsSet(ref p) => {
+                // Checked against the live groups first, so what is kept always applies.
+                let mut groups = controller.send_targets();
+                crate::portal::send_targets::set(&mut groups, p.group, p.portals.clone())
+                    .map_err(|e| bad(ErrorCode::Refused, e))?;
+                self.keep_array_setting(&call)?;
+                controller
+                    .set_send_targets(p.group, p.portals.clone())
+                    .map_err(|e| bad(ErrorCode::Refused, e))?;
+                Ok(portal_list(Some(&controller), self.portal_group_tag))
+            }
             ArrayCall::ParamsSet(ref p) => {
                 let now = controller.offer_limits();
                 let first = p.first_burst_length.unwrap_or(now.first_burst_length);

@@ -112,6 +112,16 @@ impl ParamsSet {
     }
 }
 
+/// `send_targets_set`: the portals SendTargets lists for one portal group (empty: the
+/// own group's default again, or another group no longer listed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendTargetsSet {
+    pub group: u16,
+    #[serde(default)]
+    pub portals: Vec<std::net::SocketAddr>,
+}
+
 /// One array method with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArrayCall {
@@ -124,6 +134,7 @@ pub enum ArrayCall {
     AluaList,
     AluaSet(AluaSet),
     ParamsSet(ParamsSet),
+    SendTargetsSet(SendTargetsSet),
 }
 
 /// The array methods' names.
@@ -137,6 +148,7 @@ pub const ARRAY_METHODS: &[&str] = &[
     "alua_list",
     "alua_set",
     "params_set",
+    "send_targets_set",
 ];
 
 fn typed<T: serde::de::DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
@@ -197,6 +209,10 @@ impl ArrayCall {
                 p.check().map_err(invalid)?;
                 Ok(ArrayCall::ParamsSet(p))
             }),
+            "send_targets_set" => typed::<SendTargetsSet>(method, params).and_then(|p| {
+                crate::portal::send_targets::check(p.group, &p.portals).map_err(invalid)?;
+                Ok(ArrayCall::SendTargetsSet(p))
+            }),
             _ => return None,
         };
         Some(call)
@@ -217,6 +233,7 @@ impl ArrayCall {
             ArrayCall::AluaList => ("alua_list", Value::Object(Default::default())),
             ArrayCall::AluaSet(p) => ("alua_set", v(p)),
             ArrayCall::ParamsSet(p) => ("params_set", v(p)),
+            ArrayCall::SendTargetsSet(p) => ("send_targets_set", v(p)),
         }
     }
 }
@@ -252,6 +269,10 @@ mod tests {
                 max_burst_length: None,
                 first_burst_length: Some(8192),
             }),
+            ArrayCall::SendTargetsSet(SendTargetsSet {
+                group: 2,
+                portals: vec!["127.0.0.1:3261".parse().unwrap()],
+            }),
         ];
         for call in calls {
             let (method, params) = call.to_method_params();
@@ -285,5 +306,10 @@ mod tests {
             json!({"max_recv_data_segment_length": 4 << 20})
         )
         .contains("max_recv_data_segment_length"));
+        assert!(error(
+            "send_targets_set",
+            json!({"group": 2, "portals": ["1.2.3.4:1", "1.2.3.4:1"]})
+        )
+        .contains("twice"));
     }
 }

@@ -37,6 +37,9 @@ pub struct ArraySettings {
     /// Virtual portals added through the control plane (bound addresses).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub virtual_portals: Vec<SocketAddr>,
+    /// What SendTargets lists per portal group (`send_targets_set`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub send_targets: BTreeMap<u16, Vec<SocketAddr>>,
     /// Operational limits offered to new logins (`params_set`), once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<ParamsSet>,
@@ -59,6 +62,7 @@ impl ArraySettings {
                 | ArrayCall::RedirectSet(_)
                 | ArrayCall::AluaSet(_)
                 | ArrayCall::ParamsSet(_)
+                | ArrayCall::SendTargetsSet(_)
         )
     }
 
@@ -108,6 +112,13 @@ impl ArraySettings {
                     kept.first_burst_length = p.first_burst_length;
                 }
             }
+            ArrayCall::SendTargetsSet(p) => {
+                if p.portals.is_empty() {
+                    self.send_targets.remove(&p.group);
+                } else {
+                    self.send_targets.insert(p.group, p.portals.clone());
+                }
+            }
             ArrayCall::Rebalance(_) | ArrayCall::AluaList => {}
         }
     }
@@ -148,6 +159,11 @@ impl ArraySettings {
                 max_burst_length: p.max_burst_length,
                 first_burst_length: p.first_burst_length,
             });
+        }
+        for (group, portals) in &self.send_targets {
+            if let Err(error) = controller.set_send_targets(*group, portals.clone()) {
+                tracing::warn!(group, %error, "kept SendTargets group not restored");
+            }
         }
         for (group, state) in &self.alua {
             let restored = state

@@ -8,6 +8,7 @@
 //!   plane) and the virtual portal's [`RedirectPlan`].
 //! - `alua`: the port groups' access states, REPORT TARGET PORT GROUPS and the per-command
 //!   check.
+//! - `send_targets`: which portals SendTargets lists, per portal group.
 //! - `takeover`: which portal's address moves to which interface when a link goes down.
 //!
 //! One gateway process is one target port group whose tag is its portal group tag; the
@@ -17,6 +18,7 @@
 pub mod alua;
 pub mod balance;
 mod load;
+pub mod send_targets;
 pub mod takeover;
 
 use std::net::SocketAddr;

@@ -530,9 +530,14 @@ impl ConfigSnapshot {
         portal_group_tag: u16,
         redirect: crate::portal::RedirectKind,
         max_transfer_bytes: u32,
+        send_targets: &crate::portal::send_targets::ListedGroups,
     ) -> ConfigSnapshot {
         let mut session_config = base.clone();
-        session_config.portals = portals::advertised(&listeners, portal_group_tag);
+        session_config.portals = crate::portal::send_targets::listed(
+            portal_group_tag,
+            portals::advertised(&listeners, portal_group_tag),
+            send_targets,
+        );
         session_config.redirect = portals::redirect_plan(&listeners, redirect, portal_group_tag);
         session_config.targets = targets
             .iter()
@@ -701,6 +706,7 @@ impl Controller {
                 self.shared.portal_group_tag,
                 self.shared.array.redirect(),
                 self.max_transfer_bytes,
+                &self.shared.array.send_targets(),
             ));
             *current = Arc::clone(&snapshot);
             snapshot
@@ -1137,6 +1143,7 @@ pub fn start_live(
         config.portal_group_tag,
         config.array.redirect,
         config.max_transfer_bytes,
+        &Default::default(),
     ));
     let array = portals::ArrayShared::new(&config)?;
 
