@@ -3,7 +3,7 @@
 # random reads (4 KiB and 64 KiB, 32 in flight, one session, $SECONDS_EACH s each) against
 # tgt's null LUN (the anchor), this tree's iscsi-gateway with a null LUN and, when
 # BEFORE=/path/to/iscsi-gateway names a build from before the change, that one too; all in
-# one run, in turn. Prints IOPS, MiB/s and the ratio to tgt. Release build; the machine is
+# one run, in turn, in ROUNDS passes that alternate the gateways' order. Prints IOPS, MiB/s and the ratio to tgt. Release build; the machine is
 # shared, so figures are noisy: compare within one run only.
 # Usage: [BEFORE=/tmp/iscsi-gateway-before] scripts/bench-rxbuf.sh [seconds-each, default 5]
 set -euo pipefail
@@ -31,10 +31,10 @@ start_gateway() {
     done
     targets+=("$name 127.0.0.1:$port $iqn 0")
 }
+start_gateway gateway "$root/target/release/iscsi-gateway"
 if [ -n "${BEFORE:-}" ]; then
     start_gateway gateway-before "$BEFORE"
 fi
-start_gateway gateway "$root/target/release/iscsi-gateway"
 
 # run PORTAL IQN LUN BS: prints "iops MiB/s", or "0 0" when the run failed.
 run() {
@@ -52,14 +52,24 @@ except Exception:
 EOF
 }
 
-printf '| target | 4 KiB QD32 IOPS | x tgt | 64 KiB QD32 MiB/s | x tgt |\n|---|---|---|---|---|\n'
-tgt_small="" tgt_large=""
-for line in "${targets[@]}"; do
-    read -r name portal iqn lun <<<"$line"
-    read -r small _ <<<"$(run "$portal" "$iqn" "$lun" 4k)"
-    read -r _ large <<<"$(run "$portal" "$iqn" "$lun" 64k)"
-    [ -z "$tgt_small" ] && tgt_small=$small tgt_large=$large
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-    printf '| %s | %s | %s | %s | %s |\n' "$name" "$small" "$(ratio "$small" "$tgt_small")" \
-        "$large" "$(ratio "$large" "$tgt_large")"
+# ROUNDS passes over the targets (default 2), so that no target always runs in the same
+# slot of a machine whose load drifts.
+printf '| round | target | 4 KiB QD32 IOPS | x tgt | 64 KiB QD32 MiB/s | x tgt |\n|---|---|---|---|---|---|\n'
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+for round in $(seq "${ROUNDS:-2}"); do
+    tgt_small="" tgt_large=""
+    order=("${targets[@]}")
+    if [ $((round % 2)) = 0 ]; then
+        # Even rounds: the gateways in reverse order (tgt stays first: the anchor).
+        order=("${targets[0]}")
+        for ((i = ${#targets[@]} - 1; i >= 1; i--)); do order+=("${targets[$i]}"); done
+    fi
+    for line in "${order[@]}"; do
+        read -r name portal iqn lun <<<"$line"
+        read -r small _ <<<"$(run "$portal" "$iqn" "$lun" 4k)"
+        read -r _ large <<<"$(run "$portal" "$iqn" "$lun" 64k)"
+        [ -z "$tgt_small" ] && tgt_small=$small tgt_large=$large
+        printf '| %s | %s | %s | %s | %s | %s |\n' "$round" "$name" "$small" \
+            "$(ratio "$small" "$tgt_small")" "$large" "$(ratio "$large" "$tgt_large")"
+    done
 done
