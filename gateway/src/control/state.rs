@@ -337,6 +337,7 @@ mod tests {
         let mut store = StateDir::open(&dir).unwrap();
         assert_eq!(store.load().unwrap(), None);
         let state = State {
+            array: Default::default(),
             version: FORMAT_VERSION,
             generation: 3,
             portals: None,
@@ -381,6 +382,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut store = StateDir::open(&dir).unwrap();
         let mut state = State {
+            array: Default::default(),
             version: FORMAT_VERSION,
             generation: 5,
             portals: None,

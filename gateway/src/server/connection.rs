@@ -1041,7 +1041,7 @@ mod tests {
             max_output_bytes: 8 << 20,
             first_pdu_timeout: Duration::from_secs(5),
         };
-        let mut conn = Connection::new(
+        let conn = Connection::new(
             session,
             "127.0.0.1:1".parse().unwrap(),
             luns,

@@ -520,6 +520,15 @@ fn next_portal_id() -> u32 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// What a snapshot takes from the array settings: the own portal group, how the virtual
+/// portal answers, what SendTargets lists per group.
+#[derive(Clone, Copy)]
+pub(crate) struct ArrayView<'a> {
+    pub(crate) portal_group_tag: u16,
+    pub(crate) redirect: crate::portal::RedirectKind,
+    pub(crate) send_targets: &'a crate::portal::send_targets::ListedGroups,
+}
+
 impl ConfigSnapshot {
     /// `base` with `targets` in place of its target nodes.
     fn new(
@@ -527,11 +536,14 @@ impl ConfigSnapshot {
         base: &TargetSessionConfig,
         targets: Vec<Arc<LiveTarget>>,
         listeners: Arc<Vec<PortalListener>>,
-        portal_group_tag: u16,
-        redirect: crate::portal::RedirectKind,
+        array: ArrayView<'_>,
         max_transfer_bytes: u32,
-        send_targets: &crate::portal::send_targets::ListedGroups,
     ) -> ConfigSnapshot {
+        let ArrayView {
+            portal_group_tag,
+            redirect,
+            send_targets,
+        } = array;
         let mut session_config = base.clone();
         session_config.portals = crate::portal::send_targets::listed(
             portal_group_tag,
@@ -703,10 +715,12 @@ impl Controller {
                 &current.session_config,
                 targets,
                 listeners,
-                self.shared.portal_group_tag,
-                self.shared.array.redirect(),
+                ArrayView {
+                    portal_group_tag: self.shared.portal_group_tag,
+                    redirect: self.shared.array.redirect(),
+                    send_targets: &self.shared.array.send_targets(),
+                },
                 self.max_transfer_bytes,
-                &self.shared.array.send_targets(),
             ));
             *current = Arc::clone(&snapshot);
             snapshot
@@ -1140,10 +1154,12 @@ pub fn start_live(
         &session_config,
         targets,
         listeners,
-        config.portal_group_tag,
-        config.array.redirect,
+        ArrayView {
+            portal_group_tag: config.portal_group_tag,
+            redirect: config.array.redirect,
+            send_targets: &Default::default(),
+        },
         config.max_transfer_bytes,
-        &Default::default(),
     ));
     let array = portals::ArrayShared::new(&config)?;
 
