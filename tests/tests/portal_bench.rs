@@ -71,7 +71,7 @@ fn reads_on_sessions(url: &str, jobs: usize, seconds: u64, pid: u32) -> (f64, u6
             &format!("--numjobs={jobs}"),
             "--time_based",
             &format!("--runtime={seconds}"),
-            "--size=256M",
+            "--size=32M",
             "--output-format=json",
             &format!("--filename={url}"),
         ])
