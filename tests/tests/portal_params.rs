@@ -55,13 +55,20 @@ fn a_live_limit_change_sends_event_4_and_sessions_renegotiate() {
     let socket = dir.join("control.sock");
     let portal = loopback(free_port());
     let gateway = start(&dir, portal);
-    let capture = Capture::start(portal.port());
 
     let config = ClientConfig::new(portal, Some(IQN.into()));
     let mut client = Client::connect(&config).expect("login");
     assert_eq!(target_max_recv(&client), 262_144);
     let perf = Command::new("iscsi-perf")
-        .args(["-t", "4", &iscsi_url(portal, None, Some((IQN, 0)))])
+        // One request in flight: enough to run through the change, and a capture
+        // tshark reads in a second or two.
+        .args([
+            "-m",
+            "1",
+            "-t",
+            "3",
+            &iscsi_url(portal, None, Some((IQN, 0))),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -97,6 +104,9 @@ fn a_live_limit_change_sends_event_4_and_sessions_renegotiate() {
     );
     assert!(!refused.status.success());
 
+    // Captured from just before the change to the end of the renegotiation: a short
+    // capture, which tshark reads in a moment.
+    let capture = Capture::start(portal.port());
     let answer = ctl_json(
         &socket,
         &[
@@ -127,6 +137,9 @@ fn a_live_limit_change_sends_event_4_and_sessions_renegotiate() {
         std::thread::sleep(Duration::from_millis(50));
     }
     events.extend(client.take_async_events());
+    // iscsi-perf's session gets its event 4 too, and answers.
+    std::thread::sleep(Duration::from_millis(300));
+    let pcap = capture.stop();
     assert!(
         events.iter().any(|e| matches!(e, AsyncEvent::Renegotiate)),
         "{events:?}"
@@ -165,7 +178,6 @@ fn a_live_limit_change_sends_event_4_and_sessions_renegotiate() {
         assert!(!text.contains(word), "iscsi-perf reported {word:?}: {text}");
     }
     drop(client);
-    let pcap = capture.stop();
     assert_eq!(
         tshark_iscsi_problems(&pcap, portal.port()),
         Vec::<String>::new()
