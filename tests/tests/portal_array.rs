@@ -1142,3 +1142,225 @@ fn the_adapter_paths_follow_the_redirect_and_the_arrays_move_with_no_command_fai
         });
     }
 }
+
+/// The IPv6 twin of the takeover test: the lost port's address moves to the other port
+/// and is announced with unsolicited neighbour advertisements (Override set, Solicited
+/// clear, to all nodes, three in the first 100 ms), captured by tshark on the host's
+/// bridge; the host's neighbour entry then names the new port, and libiscsi reaches the
+/// LU at the same address again.
+#[test]
+fn an_ipv6_port_taken_over_is_announced_with_neighbour_advertisements() {
+    // SAFETY: geteuid(2) has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !system_tests::process::require_facility(
+        "root, ip(8) and tshark for network namespaces",
+        root && system_tests::process::tool_available("ip")
+            && system_tests::process::tool_available("tshark"),
+    ) {
+        return;
+    }
+    require_tools!("iscsi-inq");
+    let (array_ns, host_ns) = (
+        format!("p15b{}", std::process::id()),
+        format!("p15g{}", std::process::id()),
+    );
+    ip(&["netns", "add", &array_ns]);
+    let _namespaces = Namespaces(vec![array_ns.clone(), host_ns.clone()]);
+    ip(&["netns", "add", &host_ns]);
+    for (h, a) in [("h1", "a1"), ("h2", "a2")] {
+        ip(&[
+            "link", "add", h, "netns", &host_ns, "type", "veth", "peer", "name", a, "netns",
+            &array_ns,
+        ]);
+    }
+    ip(&["-n", &host_ns, "link", "add", "br0", "type", "bridge"]);
+    for h in ["h1", "h2"] {
+        ip(&["-n", &host_ns, "link", "set", h, "master", "br0"]);
+    }
+    // No duplicate address detection: addresses usable at once.
+    ip(&[
+        "-n",
+        &host_ns,
+        "addr",
+        "add",
+        "fd77::100/64",
+        "dev",
+        "br0",
+        "nodad",
+    ]);
+    for link in ["h1", "h2", "br0", "lo"] {
+        ip(&["-n", &host_ns, "link", "set", link, "up"]);
+    }
+    ip(&[
+        "-n",
+        &array_ns,
+        "addr",
+        "add",
+        "fd77::1/64",
+        "dev",
+        "a1",
+        "nodad",
+    ]);
+    ip(&[
+        "-n",
+        &array_ns,
+        "addr",
+        "add",
+        "fd77::2/64",
+        "dev",
+        "a2",
+        "nodad",
+    ]);
+    for link in ["a1", "a2", "lo"] {
+        ip(&["-n", &array_ns, "link", "set", link, "up"]);
+    }
+    let dir = TempDir::new("portal-takeover6").unwrap();
+    let log_path = dir.join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let gateway = Killed(
+        Command::new("ip")
+            .args(["netns", "exec", &array_ns])
+            .arg(system_tests::gateway_process::gateway_binary())
+            .args([
+                "--portal",
+                "[fd77::1]:3260",
+                "--portal",
+                "[fd77::2]:3260",
+                "--portal-interface",
+                "[fd77::1]:3260=a1",
+                "--portal-interface",
+                "[fd77::2]:3260=a2",
+                "--iqn",
+                ARRAY_IQN,
+                "--lun",
+                "ram:16M",
+                "--threads",
+                "1",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("gateway starts"),
+    );
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let wait_log = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !read_log().contains(what) {
+            assert!(Instant::now() < deadline, "no {what:?}: {}", read_log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_log("target ready");
+    let url = format!("iscsi://[fd77::1]:3260/{ARRAY_IQN}/0");
+    let inq_from_host = || {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &host_ns, "iscsi-inq", &url]);
+        run_command(command, TOOL_TIMEOUT)
+    };
+    let first = inq_from_host();
+    assert!(first.status.success(), "{first:?}");
+    // The array-side port that takes the address over: its link address.
+    let shown = Command::new("ip")
+        .args(["-n", &array_ns, "-br", "link", "show", "a2"])
+        .output()
+        .expect("ip link show");
+    let a2_mac = String::from_utf8_lossy(&shown.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(a2_mac.len(), 17, "a2's MAC: {a2_mac:?}");
+
+    let pcap = dir.join("na.pcapng");
+    let capture = Killed(
+        Command::new("ip")
+            .args([
+                "netns", "exec", &host_ns, "tshark", "-i", "br0", "-f", "icmp6", "-w",
+            ])
+            .arg(&pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tshark starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&pcap).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "tshark did not start capturing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    ip(&["-n", &array_ns, "link", "set", "a1", "down"]);
+    wait_log("portal taken over");
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on the tshark child this test started (SIGINT: it writes out its
+    // capture and exits).
+    unsafe { libc::kill(capture.0.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(capture);
+
+    let fields = Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args([
+            "-Y",
+            "icmpv6.type == 136 && icmpv6.nd.na.target_address == fd77::1",
+            "-T",
+            "fields",
+            "-E",
+            "separator=/t",
+            "-e",
+            "frame.time_relative",
+            "-e",
+            "icmpv6.nd.na.flag.o",
+            "-e",
+            "icmpv6.nd.na.flag.s",
+            "-e",
+            "ipv6.dst",
+            "-e",
+            "icmpv6.opt.linkaddr",
+            "-e",
+            "_ws.malformed",
+        ])
+        .output()
+        .expect("tshark reads the capture");
+    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split('\t').collect())
+        .filter(|r: &Vec<&str>| r.len() >= 5)
+        .collect();
+    assert!(
+        rows.len() >= 3,
+        "three advertisements: {text}\n{}",
+        read_log()
+    );
+    let truthy = |v: &str| v == "1" || v.eq_ignore_ascii_case("true");
+    for row in &rows {
+        assert!(truthy(row[1]), "Override set: {row:?}");
+        assert!(!truthy(row[2]), "Solicited clear: {row:?}");
+        assert_eq!(row[3], "ff02::1", "to all nodes: {row:?}");
+        assert_eq!(row[4], a2_mac, "the new port's link address: {row:?}");
+        assert!(
+            row.get(5).is_none_or(|m| m.is_empty()),
+            "malformed: {row:?}"
+        );
+    }
+    let times: Vec<f64> = rows
+        .iter()
+        .map(|r| r[0].parse().unwrap_or(f64::MAX))
+        .collect();
+    // Sent at 0, 50 and 100 ms; generous for a busy machine.
+    eprintln!("neighbour advertisements at {times:?} s");
+    assert!(times[2] - times[0] < 0.5, "{times:?}");
+    let neighbour = Command::new("ip")
+        .args(["-n", &host_ns, "-6", "neigh", "show", "fd77::1"])
+        .output()
+        .expect("ip neigh");
+    let neighbour = String::from_utf8_lossy(&neighbour.stdout).into_owned();
+    assert!(neighbour.contains(&a2_mac), "{neighbour}");
+    let again = inq_from_host();
+    assert!(again.status.success(), "{again:?}\n{}", read_log());
+    assert!(read_log().contains("interface=a2"));
+    drop(gateway);
+}

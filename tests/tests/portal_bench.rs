@@ -7,10 +7,15 @@
 //! client, polled with TEST UNIT READY by one thread; a host whose connection is gone
 //! logs in again and repeats the command, a host asked to log out logs in again first
 //! (make before break), then logs out. An I/O error is a command that fails after that.
+//! While the SESSIONS hosts sit idle, IO_SESSIONS more (default 64) run 4 KiB random
+//! reads through `iscsi-bench` (one session per job, 4 in flight each, IO_SECONDS s),
+//! through the virtual portal: their IOPS and the gateway's RSS under that load, beside
+//! tgt holding as many idle sessions and running the same job.
 //! No timed assertion: the figures are printed as a table.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig};
@@ -48,6 +53,58 @@ fn imbalance(counts: &[u64]) -> f64 {
         .iter()
         .map(|&c| (c as f64 - even).abs() / even)
         .fold(0.0, f64::max)
+}
+
+/// 4 KiB random reads on `jobs` sessions of `url` for `seconds` (iscsi-bench, release,
+/// one session per job): the IOPS summed over the jobs, the errors, and `pid`'s RSS in
+/// KiB sampled halfway through.
+fn reads_on_sessions(url: &str, jobs: usize, seconds: u64, pid: u32) -> (f64, u64, u64) {
+    let bench = system_tests::workspace_binary_release("bench", "iscsi-bench");
+    let dir = TempDir::new("portal-bench-io").unwrap();
+    let child = Command::new(bench)
+        .current_dir(dir.path())
+        .args([
+            "--name=reads",
+            "--rw=randread",
+            "--bs=4k",
+            "--iodepth=4",
+            &format!("--numjobs={jobs}"),
+            "--time_based",
+            &format!("--runtime={seconds}"),
+            "--size=32M",
+            "--output-format=json",
+            &format!("--filename={url}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iscsi-bench starts");
+    std::thread::sleep(Duration::from_secs(seconds / 2 + 2));
+    let rss_kib = read_memory(pid).map_or(0, |m| m.rss_kib);
+    let output = child.wait_with_output().expect("iscsi-bench ends");
+    let doc: serde_json::Value = match serde_json::from_slice(&output.stdout) {
+        Ok(doc) => doc,
+        Err(_) => {
+            eprintln!(
+                "iscsi-bench: {}",
+                String::from_utf8_lossy(&output.stderr)
+                    .chars()
+                    .take(2000)
+                    .collect::<String>()
+            );
+            return (0.0, u64::MAX, rss_kib);
+        }
+    };
+    let jobs_doc = doc["jobs"].as_array().cloned().unwrap_or_default();
+    let iops = jobs_doc
+        .iter()
+        .map(|j| j["read"]["iops"].as_f64().unwrap_or(0.0))
+        .sum();
+    let errors = jobs_doc
+        .iter()
+        .map(|j| j["error"].as_u64().unwrap_or(0))
+        .sum();
+    (iops, errors, rss_kib)
 }
 
 fn raise_descriptor_limit() {
@@ -167,6 +224,19 @@ fn session_spreading_benchmark() {
     let rss_after = gateway.memory().expect("memory").rss_kib;
     let per_session_kib = (rss_after.saturating_sub(rss_before)) as f64 / sessions as f64;
 
+    // Reads flowing on IO_SESSIONS more sessions while these sit idle.
+    let io_sessions: usize = std::env::var("IO_SESSIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let io_seconds: u64 = std::env::var("IO_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let url = format!("iscsi://{virtual_portal}/{IQN}/0");
+    let (iops, io_errors, rss_under_io) =
+        reads_on_sessions(&url, io_sessions, io_seconds, gateway.pid());
+
     // A portal is lost: it stops listening and its connections are cut.
     let lost = real[REAL_PORTALS - 1].to_string();
     ctl_json(&socket, &["portal", "remove", &lost]);
@@ -215,6 +285,9 @@ fn session_spreading_benchmark() {
     let tgt_login_time = began.elapsed();
     let tgt_after = read_memory(tgt.pid()).expect("tgtd memory").rss_kib;
     let tgt_per_session_kib = (tgt_after.saturating_sub(tgt_before)) as f64 / sessions as f64;
+    let tgt_url = format!("iscsi://{}/{IQN}/{}", tgt.portal(), tgt.first_data_lun());
+    let (tgt_iops, tgt_io_errors, tgt_rss_under_io) =
+        reads_on_sessions(&tgt_url, io_sessions, io_seconds, tgt.pid());
     for client in tgt_hosts {
         let _ = client.logout();
     }
@@ -232,6 +305,14 @@ fn session_spreading_benchmark() {
     println!(
         "| {per_session_kib:.1} KiB | {tgt_per_session_kib:.1} KiB | {:.2} |",
         per_session_kib / tgt_per_session_kib.max(0.1)
+    );
+    println!("| idle sessions | reading sessions | IOPS (4 KiB random, 4 in flight each) | tgt IOPS | ratio | errors (ours, tgt) | RSS under I/O | tgtd RSS under I/O |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {sessions} | {io_sessions} | {iops:.0} | {tgt_iops:.0} | {:.2} | {io_errors}, {tgt_io_errors} | {:.1} MiB | {:.1} MiB |",
+        iops / tgt_iops.max(1.0),
+        rss_under_io as f64 / 1024.0,
+        tgt_rss_under_io as f64 / 1024.0,
     );
     println!("| sessions | login time | spread over 4 portals | imbalance | RSS per idle session | back after a portal loss | spread then | rebalance asked | rebalanced in | spread after | imbalance after | I/O errors | re-logins | moves |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");

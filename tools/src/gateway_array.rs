@@ -45,6 +45,13 @@ pub enum ArrayPortalVerb {
     Virtual { address: std::net::SocketAddr },
     /// How the virtual portal answers logins: temporary, permanent or accept.
     Redirect { kind: String },
+    /// Which portals SendTargets lists for a portal group (TargetAddress=ADDR,GROUP):
+    /// the own group's replace its default, other groups (other gateway processes of the
+    /// array) are listed beside it; no address removes the group's entry.
+    SendTargets {
+        group: u16,
+        portals: Vec<std::net::SocketAddr>,
+    },
 }
 
 /// ALUA target port groups.
@@ -58,6 +65,38 @@ pub enum AluaVerb {
         /// active/optimized, active/non-optimized, standby, unavailable, transitioning.
         state: String,
     },
+}
+
+/// Operational limits (`params_set`).
+#[derive(Subcommand, Debug)]
+pub enum ParamsVerb {
+    /// Change what new logins are offered; every session gets Async Message event 4 and
+    /// may declare MaxRecvDataSegmentLength again (the burst lengths apply to new
+    /// sessions).
+    Set {
+        #[arg(long, value_name = "BYTES")]
+        max_recv_data_segment_length: Option<u32>,
+        #[arg(long, value_name = "BYTES")]
+        max_burst_length: Option<u32>,
+        #[arg(long, value_name = "BYTES")]
+        first_burst_length: Option<u32>,
+    },
+}
+
+impl ParamsVerb {
+    pub fn call(&self) -> Call {
+        match self {
+            ParamsVerb::Set {
+                max_recv_data_segment_length,
+                max_burst_length,
+                first_burst_length,
+            } => Call::Array(ArrayCall::ParamsSet(array_rpc::ParamsSet {
+                max_recv_data_segment_length: *max_recv_data_segment_length,
+                max_burst_length: *max_burst_length,
+                first_burst_length: *first_burst_length,
+            })),
+        }
+    }
 }
 
 impl ArrayPortalVerb {
@@ -90,6 +129,12 @@ impl ArrayPortalVerb {
             ArrayPortalVerb::Redirect { kind } => ArrayCall::RedirectSet(array_rpc::RedirectSet {
                 redirect: kind.clone(),
             }),
+            ArrayPortalVerb::SendTargets { group, portals } => {
+                ArrayCall::SendTargetsSet(array_rpc::SendTargetsSet {
+                    group: *group,
+                    portals: portals.clone(),
+                })
+            }
         })
     }
 
@@ -155,13 +200,22 @@ pub fn human_portals(result: &Value) -> String {
     if let Some(redirect) = result["redirect"].as_str() {
         out.push_str(&format!("virtual portal logins: {redirect}\n"));
     }
+    for (group, portals) in result["send_targets"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    {
+        out.push_str(&format!("SendTargets lists for group {group}: {portals}\n"));
+    }
     out
 }
 
 /// The answer to an array method, for people.
 pub fn human(call: &ArrayCall, result: &Value) -> String {
     match call {
-        ArrayCall::PortalSet(_) | ArrayCall::PortalResume(_) => human_portals(result),
+        ArrayCall::PortalSet(_) | ArrayCall::PortalResume(_) | ArrayCall::SendTargetsSet(_) => {
+            human_portals(result)
+        }
         ArrayCall::PortalDrain(p) => format!(
             "{}: {} sessions asked to log out within {} s\n",
             p.address,
@@ -179,6 +233,13 @@ pub fn human(call: &ArrayCall, result: &Value) -> String {
         ArrayCall::RedirectSet(_) => {
             format!("virtual portal logins: {}\n", text(&result["redirect"]))
         }
+        ArrayCall::ParamsSet(_) => format!(
+            "offered to new logins: MaxRecvDataSegmentLength={} MaxBurstLength={} FirstBurstLength={}\n{} sessions asked to renegotiate (async event 4)\n",
+            text(&result["max_recv_data_segment_length"]),
+            text(&result["max_burst_length"]),
+            text(&result["first_burst_length"]),
+            text(&result["asked"]),
+        ),
         ArrayCall::AluaList | ArrayCall::AluaSet(_) => {
             let mut out = format!("{:>6} {:<22} {}\n", "GROUP", "STATE", "PORTS");
             for g in result["groups"].as_array().cloned().unwrap_or_default() {

@@ -13,7 +13,7 @@ use gateway::control::rpc::{self, Call, Chap};
 use serde_json::Value;
 
 use crate::commands::CtlError;
-use crate::gateway_array::{self, AluaVerb, ArrayPortalVerb};
+use crate::gateway_array::{self, AluaVerb, ArrayPortalVerb, ParamsVerb};
 use crate::render::Output;
 
 /// Where `iscsi-ctl gateway` looks for the socket when neither `--socket` nor
@@ -52,6 +52,9 @@ enum Verb {
     /// ALUA target port groups and their states.
     #[command(subcommand)]
     Alua(AluaVerb),
+    /// Operational limits offered to new logins; sessions get Async Message event 4.
+    #[command(subcommand)]
+    Params(ParamsVerb),
     /// Volumes of a pool (`iscsi-gateway pool create` makes the pool): create, grow,
     /// clone, delete, list with allocation, check. Attach one with
     /// `lun attach TARGET N pool:PATH,volume=NAME`.
@@ -535,6 +538,7 @@ impl Verb {
             }
             Verb::Portal(PortalVerb::Array(verb)) => verb.call(),
             Verb::Alua(verb) => verb.call(),
+            Verb::Params(verb) => verb.call(),
             Verb::Volume(verb) => verb.call()?,
             Verb::Bind {
                 volumes,

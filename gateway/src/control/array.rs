@@ -1,7 +1,8 @@
 //! The array methods of the control plane (`array_rpc`): weights, drain and rebalance
-//! with Async Messages, the virtual portal, ALUA states. These are live settings of the
-//! running gateway; they are not written to the state directory (a restart comes back
-//! with the command line's or the configuration file's).
+//! with Async Messages, the virtual portal, ALUA states. The settings among them are
+//! checked, made durable in the state directory's journal (`array_state`: the call is
+//! the record), then applied; where only applying can check a setting (binding a virtual
+//! portal, the ALUA table's room) it is applied first and undone if it cannot be kept.
 //!
 //! A move (drain, rebalance): the sessions chosen get Async Message event 1 with
 //! Parameter3 = the deadline; a thread of this module waits for the deadline, sends event
@@ -15,9 +16,10 @@ use std::time::Duration;
 use datapath::scsi::alua::AccessState;
 use serde_json::{json, Value};
 
-use super::array_rpc::{ArrayCall, DEFAULT_LOGOUT_DEADLINE_S};
+use super::array_rpc::{Address, ArrayCall, DEFAULT_LOGOUT_DEADLINE_S};
+use super::array_state::ArraySettings;
 use super::rpc::{ErrorCode, RpcError};
-use super::Control;
+use super::{Control, JournalRecord};
 use crate::portal::{PortalRole, RedirectKind};
 use crate::server::{AsyncRequestSpec, Controller, SessionInfo, ARRAY_EVENT_GRACE};
 
@@ -54,7 +56,16 @@ pub(super) fn portal_list(controller: Option<&Controller>, group_tag: u16) -> Va
         })
         .collect();
     let redirect = controller.map_or(RedirectKind::Temporary, Controller::redirect);
-    json!({ "portals": portals, "redirect": redirect.name() })
+    let send_targets: serde_json::Map<String, Value> = controller
+        .map(Controller::send_targets)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(group, portals)| {
+            let portals: Vec<String> = portals.iter().map(ToString::to_string).collect();
+            (group.to_string(), json!(portals))
+        })
+        .collect();
+    json!({ "portals": portals, "redirect": redirect.name(), "send_targets": send_targets })
 }
 
 /// Who a session is, for finding it again after the deadline.
@@ -111,12 +122,45 @@ impl Control {
             .ok_or_else(|| bad(ErrorCode::NotAvailable, "the server is not running yet"))
     }
 
+    /// Makes an array setting durable: recorded in the model's array settings and
+    /// committed as a journal record (the call itself); undone in the model if the commit
+    /// fails.
+    fn keep_array_setting(&self, call: &ArrayCall) -> Result<(), RpcError> {
+        let mut inner = self.lock();
+        let before = inner.model.array.clone();
+        inner.model.array.record(call);
+        inner.model.generation += 1;
+        let (method, params) = call.to_method_params();
+        let record = JournalRecord {
+            method: method.to_string(),
+            params,
+            identities: Vec::new(),
+        };
+        if let Err(e) = self.commit(&mut inner, &record) {
+            inner.model.array = before;
+            inner.model.generation -= 1;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Runs one array method.
     pub(super) fn array_call(&self, call: ArrayCall) -> Result<Value, RpcError> {
         let controller = self.controller()?;
         let no_portal = |addr: SocketAddr| bad(ErrorCode::NotFound, format!("no portal {addr}"));
+        let known = |addr: SocketAddr| {
+            if controller.portal_status().iter().any(|p| p.addr == addr) {
+                Ok(())
+            } else {
+                Err(no_portal(addr))
+            }
+        };
+        debug_assert!(
+            ArraySettings::is_setting(&call)
+                != matches!(call, ArrayCall::Rebalance(_) | ArrayCall::AluaList)
+        );
         match call {
-            ArrayCall::PortalSet(p) => {
+            ArrayCall::PortalSet(ref p) => {
                 if let Some(weight) = p.weight {
                     if weight > 1000 {
                         return Err(bad(
@@ -124,6 +168,10 @@ impl Control {
                             format!("portal_set: weight {weight}: expected 0 to 1000"),
                         ));
                     }
+                }
+                known(p.address)?;
+                self.keep_array_setting(&call)?;
+                if let Some(weight) = p.weight {
                     if !controller.set_portal_weight(p.address, weight) {
                         return Err(no_portal(p.address));
                     }
@@ -135,7 +183,9 @@ impl Control {
                 }
                 Ok(portal_list(Some(&controller), self.portal_group_tag))
             }
-            ArrayCall::PortalDrain(p) => {
+            ArrayCall::PortalDrain(ref p) => {
+                known(p.address)?;
+                self.keep_array_setting(&call)?;
                 if !controller.set_portal_draining(p.address, true) {
                     return Err(no_portal(p.address));
                 }
@@ -149,7 +199,9 @@ impl Control {
                 tracing::info!(portal = %p.address, asked, deadline_s, "draining");
                 Ok(json!({ "asked": asked, "deadline_s": deadline_s }))
             }
-            ArrayCall::PortalResume(p) => {
+            ArrayCall::PortalResume(ref p) => {
+                known(p.address)?;
+                self.keep_array_setting(&call)?;
                 if !controller.set_portal_draining(p.address, false) {
                     return Err(no_portal(p.address));
                 }
@@ -166,25 +218,77 @@ impl Control {
                 let bound = controller
                     .add_portal_as(p.address, PortalRole::Virtual)
                     .map_err(|e| bad(ErrorCode::Refused, format!("portal {}: {e}", p.address)))?;
+                let kept = ArrayCall::VirtualPortalAdd(Address { address: bound });
+                if let Err(e) = self.keep_array_setting(&kept) {
+                    controller.remove_portal(bound);
+                    return Err(e);
+                }
                 Ok(json!({ "address": bound.to_string() }))
             }
-            ArrayCall::RedirectSet(p) => {
+            ArrayCall::RedirectSet(ref p) => {
                 let kind: RedirectKind = p
                     .redirect
                     .parse()
                     .map_err(|e: String| bad(ErrorCode::InvalidParams, e))?;
+                self.keep_array_setting(&call)?;
                 controller.set_redirect(kind);
                 Ok(json!({ "redirect": kind.name() }))
             }
             ArrayCall::AluaList => Ok(alua_list(&controller)),
-            ArrayCall::AluaSet(p) => {
+            ArrayCall::SendTargetsSet(ref p) => {
+                // Checked against the live groups first, so what is kept always applies.
+                let mut groups = controller.send_targets();
+                crate::portal::send_targets::set(&mut groups, p.group, p.portals.clone())
+                    .map_err(|e| bad(ErrorCode::Refused, e))?;
+                self.keep_array_setting(&call)?;
+                controller
+                    .set_send_targets(p.group, p.portals.clone())
+                    .map_err(|e| bad(ErrorCode::Refused, e))?;
+                Ok(portal_list(Some(&controller), self.portal_group_tag))
+            }
+            ArrayCall::ParamsSet(ref p) => {
+                let now = controller.offer_limits();
+                let first = p.first_burst_length.unwrap_or(now.first_burst_length);
+                let max = p.max_burst_length.unwrap_or(now.max_burst_length);
+                if first > max {
+                    return Err(bad(
+                        ErrorCode::InvalidParams,
+                        format!("params_set: first_burst_length {first} is above max_burst_length {max}"),
+                    ));
+                }
+                self.keep_array_setting(&call)?;
+                let (limits, asked) = controller.set_offer(crate::server::OfferChange {
+                    max_recv_data_segment_length: p.max_recv_data_segment_length,
+                    max_burst_length: p.max_burst_length,
+                    first_burst_length: p.first_burst_length,
+                });
+                tracing::info!(
+                    ?limits,
+                    sessions = asked.len(),
+                    "operational limits changed: async event 4 sent"
+                );
+                Ok(json!({
+                    "max_recv_data_segment_length": limits.max_recv_data_segment_length,
+                    "max_burst_length": limits.max_burst_length,
+                    "first_burst_length": limits.first_burst_length,
+                    "asked": asked.len(),
+                }))
+            }
+            ArrayCall::AluaSet(ref p) => {
                 let state: AccessState = p
                     .state
                     .parse()
                     .map_err(|e: String| bad(ErrorCode::InvalidParams, e))?;
+                let previous = controller.alua().state(p.group);
                 let changed = controller
                     .set_alua_state(p.group, state)
                     .map_err(|e| bad(ErrorCode::Refused, e))?;
+                if let Err(e) = self.keep_array_setting(&call) {
+                    if let (true, Some(previous)) = (changed, previous) {
+                        let _ = controller.set_alua_state(p.group, previous);
+                    }
+                    return Err(e);
+                }
                 let mut answer = alua_list(&controller);
                 answer["changed"] = json!(changed);
                 Ok(answer)

@@ -61,6 +61,67 @@ pub struct AluaSet {
     pub state: String,
 }
 
+/// `params_set`: the operational limits new logins are offered; sessions get Async
+/// Message event 4 and may declare MaxRecvDataSegmentLength again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamsSet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_recv_data_segment_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_burst_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_burst_length: Option<u32>,
+}
+
+/// The largest MaxRecvDataSegmentLength `params_set` takes: a busy connection holds a
+/// receive buffer of that size.
+pub const PARAMS_MAX_RECV_DATA_SEGMENT_LENGTH_MAX: u32 = 1 << 20;
+/// The largest burst RFC 7143 allows (2^24 - 1).
+pub const PARAMS_BURST_LENGTH_MAX: u32 = 16_777_215;
+
+impl ParamsSet {
+    /// Each value in its range (section 13), and at least one given.
+    fn check(&self) -> Result<(), String> {
+        let ranges = [
+            (
+                "max_recv_data_segment_length",
+                self.max_recv_data_segment_length,
+                PARAMS_MAX_RECV_DATA_SEGMENT_LENGTH_MAX,
+            ),
+            (
+                "max_burst_length",
+                self.max_burst_length,
+                PARAMS_BURST_LENGTH_MAX,
+            ),
+            (
+                "first_burst_length",
+                self.first_burst_length,
+                PARAMS_BURST_LENGTH_MAX,
+            ),
+        ];
+        if ranges.iter().all(|(_, value, _)| value.is_none()) {
+            return Err("params_set: give at least one of max_recv_data_segment_length, max_burst_length, first_burst_length".into());
+        }
+        for (name, value, max) in ranges {
+            if let Some(value) = value.filter(|v| !(512..=max).contains(v)) {
+                return Err(format!("params_set: {name} {value}: expected 512 to {max}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `send_targets_set`: the portals SendTargets lists for one portal group (empty: the
+/// own group's default again, or another group no longer listed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendTargetsSet {
+    pub group: u16,
+    #[serde(default)]
+    pub portals: Vec<std::net::SocketAddr>,
+}
+
 /// One array method with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArrayCall {
@@ -72,6 +133,8 @@ pub enum ArrayCall {
     RedirectSet(RedirectSet),
     AluaList,
     AluaSet(AluaSet),
+    ParamsSet(ParamsSet),
+    SendTargetsSet(SendTargetsSet),
 }
 
 /// The array methods' names.
@@ -84,6 +147,8 @@ pub const ARRAY_METHODS: &[&str] = &[
     "redirect_set",
     "alua_list",
     "alua_set",
+    "params_set",
+    "send_targets_set",
 ];
 
 fn typed<T: serde::de::DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
@@ -140,6 +205,14 @@ impl ArrayCall {
                     .map_err(|e| invalid(format!("alua_set: {e}")))?;
                 Ok(ArrayCall::AluaSet(p))
             }),
+            "params_set" => typed::<ParamsSet>(method, params).and_then(|p| {
+                p.check().map_err(invalid)?;
+                Ok(ArrayCall::ParamsSet(p))
+            }),
+            "send_targets_set" => typed::<SendTargetsSet>(method, params).and_then(|p| {
+                crate::portal::send_targets::check(p.group, &p.portals).map_err(invalid)?;
+                Ok(ArrayCall::SendTargetsSet(p))
+            }),
             _ => return None,
         };
         Some(call)
@@ -159,6 +232,8 @@ impl ArrayCall {
             ArrayCall::RedirectSet(p) => ("redirect_set", v(p)),
             ArrayCall::AluaList => ("alua_list", Value::Object(Default::default())),
             ArrayCall::AluaSet(p) => ("alua_set", v(p)),
+            ArrayCall::ParamsSet(p) => ("params_set", v(p)),
+            ArrayCall::SendTargetsSet(p) => ("send_targets_set", v(p)),
         }
     }
 }
@@ -189,6 +264,15 @@ mod tests {
             ArrayCall::RedirectSet(RedirectSet {
                 redirect: "permanent".into(),
             }),
+            ArrayCall::ParamsSet(ParamsSet {
+                max_recv_data_segment_length: Some(65536),
+                max_burst_length: None,
+                first_burst_length: Some(8192),
+            }),
+            ArrayCall::SendTargetsSet(SendTargetsSet {
+                group: 2,
+                portals: vec!["127.0.0.1:3261".parse().unwrap()],
+            }),
         ];
         for call in calls {
             let (method, params) = call.to_method_params();
@@ -213,5 +297,19 @@ mod tests {
             error("portal_set", json!({"address": "1.2.3.4:1", "wieght": 1})).contains("wieght")
         );
         assert!(ArrayCall::parse("target_list", json!({})).is_none());
+        assert!(error("params_set", json!({})).contains("at least one"));
+        assert!(
+            error("params_set", json!({"max_burst_length": 100})).contains("max_burst_length 100")
+        );
+        assert!(error(
+            "params_set",
+            json!({"max_recv_data_segment_length": 4 << 20})
+        )
+        .contains("max_recv_data_segment_length"));
+        assert!(error(
+            "send_targets_set",
+            json!({"group": 2, "portals": ["1.2.3.4:1", "1.2.3.4:1"]})
+        )
+        .contains("twice"));
     }
 }

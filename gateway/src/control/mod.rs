@@ -13,6 +13,7 @@
 
 mod array;
 pub mod array_rpc;
+pub mod array_state;
 mod bindings;
 mod migration;
 pub mod rpc;
@@ -98,6 +99,8 @@ struct Model {
     /// The volumes bound for hosts (`bindings`), by pool and name. Changed in place by
     /// binds and unbinds (see `bindings`), shared by the copies other changes make.
     bound: Arc<BTreeMap<bindings::VolumeKey, bindings::BoundVolume>>,
+    /// Weights, drains, ALUA states, redirect kind, virtual portals (`array_state`).
+    array: array_state::ArraySettings,
 }
 
 struct Inner {
@@ -376,6 +379,7 @@ impl Model {
                 })
                 .collect(),
             bindings: bindings::rows(self),
+            array: self.array.clone(),
         }
     }
 
@@ -445,6 +449,7 @@ impl Control {
                 model.generation = state.generation;
                 model.portals = state.portals.clone();
                 model.pools = state.pools.clone();
+                model.array = state.array.clone();
                 for target in state.targets {
                     let mut entry = TargetEntry::new(
                         &target.name,
@@ -481,6 +486,10 @@ impl Control {
                     let replayed = match call {
                         Call::Bind(p) => bindings::replay_bind(&mut model, p, tpgt),
                         Call::Unbind(p) => bindings::replay_unbind(&mut model, p, tpgt),
+                        Call::Array(call) => {
+                            model.array.record(&call);
+                            Ok(())
+                        }
                         call => apply_change(&mut model, call, &record.identities, tpgt).map(drop),
                     };
                     replayed.map_err(|e| {
@@ -560,9 +569,12 @@ impl Control {
         self.lock().model.live_targets()
     }
 
-    /// Connects the control plane to the running server.
+    /// Connects the control plane to the running server, and sets it to the array
+    /// settings the state directory kept.
     pub fn set_controller(&self, controller: Controller) {
-        self.lock().controller = Some(controller);
+        let mut inner = self.lock();
+        inner.model.array.apply(&controller);
+        inner.controller = Some(controller);
     }
 
     /// Runs one call: validate, persist, apply, answer.

@@ -71,6 +71,12 @@ pub struct State {
     /// Volumes bound for hosts through protocol endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<BindingState>,
+    /// Array settings set through the control plane (`array_state`).
+    #[serde(
+        default,
+        skip_serializing_if = "super::array_state::ArraySettings::is_empty"
+    )]
+    pub array: super::array_state::ArraySettings,
 }
 
 /// One volume bound for one host through one endpoint.
@@ -331,6 +337,7 @@ mod tests {
         let mut store = StateDir::open(&dir).unwrap();
         assert_eq!(store.load().unwrap(), None);
         let state = State {
+            array: Default::default(),
             version: FORMAT_VERSION,
             generation: 3,
             portals: None,
@@ -375,6 +382,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut store = StateDir::open(&dir).unwrap();
         let mut state = State {
+            array: Default::default(),
             version: FORMAT_VERSION,
             generation: 5,
             portals: None,

@@ -8,6 +8,8 @@
 //!   plane) and the virtual portal's [`RedirectPlan`].
 //! - `alua`: the port groups' access states, REPORT TARGET PORT GROUPS and the per-command
 //!   check.
+//! - `send_targets`: which portals SendTargets lists, per portal group.
+//! - `announce`: the unsolicited neighbour advertisement of an IPv6 address taken over.
 //! - `takeover`: which portal's address moves to which interface when a link goes down.
 //!
 //! One gateway process is one target port group whose tag is its portal group tag; the
@@ -15,8 +17,10 @@
 //! processes exporting one LU (`shared`) with tags 1 and 2 are two ports of one LU.
 
 pub mod alua;
+pub mod announce;
 pub mod balance;
 mod load;
+pub mod send_targets;
 pub mod takeover;
 
 use std::net::SocketAddr;

@@ -19,6 +19,7 @@ use crate::session::{
 
 use super::attention::Attentions;
 use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
+use super::rx_buffers::RxBufferPool;
 use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
 use crate::portal::{AluaGroups, PortalLoad};
 use crate::reservation::{Nexus, NexusView, ResetKind};
@@ -31,10 +32,11 @@ const MAX_AHS_LEN: usize = 1024;
 /// connection (one lent to the kernel, one filling).
 const TX_HIGH_WATER: usize = 256 << 10;
 
-/// The receive buffer of a connection still logging in: one login PDU at the login's
-/// MaxRecvDataSegmentLength. It grows to the negotiated size once the login is over, so
-/// a connection that never logs in costs a few KiB, not a full-size buffer.
-const LOGIN_RX_CAPACITY: usize =
+/// The receive buffer a connection owns: one login PDU at the login's
+/// MaxRecvDataSegmentLength. Larger PDUs, and bursts that fill it, are received into a
+/// full-size buffer taken from the event loop's pool for as long as they last
+/// ([`RxBufferPool`]), so an idle session costs a few KiB, not a full-size buffer.
+const SMALL_RX_CAPACITY: usize =
     BHS_LEN + MAX_AHS_LEN + 4 + crate::session::LOGIN_MAX_RECV_DATA_SEGMENT_LENGTH as usize + 8;
 
 /// Write data at least this long still to come after its header is received in place;
@@ -98,7 +100,12 @@ pub struct ConnectionLimits {
 pub struct Connection {
     pub(super) session: TargetSession,
     peer: SocketAddr,
+    /// The buffer receives go into: the connection's own small one, or a full-size one
+    /// from the pool while large PDUs or bursts arrive.
     rx: Vec<u8>,
+    /// The small buffer, set aside while `rx` is a full-size one.
+    small_rx: Vec<u8>,
+    rx_pool: Option<Arc<RxBufferPool>>,
     filled: usize,
     /// The data segment being received in place, if any: receives go there first.
     placing: Option<Placing>,
@@ -139,7 +146,7 @@ pub struct Connection {
     /// Output this connection may owe before it stops taking input
     /// ([`Connection::output_backlog`]).
     output_limit: usize,
-    /// The receive buffer's size once logged in.
+    /// A full-size receive buffer's length: one whole PDU at our limit.
     full_rx_capacity: usize,
     /// Received bytes wait, unread, for output to drain.
     input_held: bool,
@@ -195,7 +202,9 @@ impl Connection {
         Connection {
             session,
             peer,
-            rx: vec![0; LOGIN_RX_CAPACITY.min(full_rx_capacity)],
+            rx: vec![0; SMALL_RX_CAPACITY.min(full_rx_capacity)],
+            small_rx: Vec::new(),
+            rx_pool: None,
             filled: 0,
             placing: None,
             header_first: false,
@@ -230,6 +239,12 @@ impl Connection {
     pub fn with_port(mut self, portal: Option<Arc<PortalLoad>>, alua: Arc<AluaGroups>) -> Self {
         self.portal = portal;
         self.alua = Some(alua);
+        self
+    }
+
+    /// The pool full-size receive buffers come from (without one they are allocated).
+    pub fn with_rx_pool(mut self, pool: Arc<RxBufferPool>) -> Self {
+        self.rx_pool = Some(pool);
         self
     }
 
@@ -373,10 +388,15 @@ impl Connection {
 
     /// `n` bytes arrived in [`Connection::recv_space`]: frames and handles every whole PDU.
     pub fn handle_received(&mut self, now: Instant, n: usize) {
+        let mut into_rx = 0;
         match self.placing.as_mut().filter(|p| p.have < p.placement.len()) {
             Some(placing) => placing.have = (placing.have + n).min(placing.placement.len()),
-            None => self.filled = (self.filled + n).min(self.rx.len()),
+            None => {
+                into_rx = n;
+                self.filled = (self.filled + n).min(self.rx.len());
+            }
         }
+        let rx_was_full = self.filled == self.rx.len();
         if n > 0 {
             self.last_rx_progress = now;
             self.first_byte_deadline = None;
@@ -431,12 +451,67 @@ impl Connection {
             && (self.filled > start || self.placing.is_some());
         self.rx.copy_within(start..self.filled, 0);
         self.filled -= start;
-        if self.rx.len() < self.full_rx_capacity && self.session.state() != TargetState::Login {
-            self.rx.resize(self.full_rx_capacity, 0);
-        }
+        self.fit_receive_buffer(rx_was_full, into_rx);
         self.fill_output();
         if self.closed.is_none() && self.session.state() == TargetState::Closed {
             self.close(CloseReason::LoggedOut);
+        }
+    }
+
+    /// Picks the buffer the next receive goes into. A full-size one is taken when the
+    /// small one was filled by a receive (a burst: receiving it in small pieces would cost
+    /// a system call each) or cannot hold the PDU whose header has arrived; it goes back to
+    /// the pool at the first receive the small one would have held with room to spare,
+    /// once nothing is left in it. Call only with no receive in flight.
+    fn fit_receive_buffer(&mut self, rx_was_full: bool, received: usize) {
+        let small_capacity = SMALL_RX_CAPACITY.min(self.full_rx_capacity);
+        let pending_len = if self.filled > 0 {
+            self.pending_pdu_len()
+        } else {
+            0
+        };
+        if self.rx.len() > small_capacity {
+            if self.filled == 0 && self.placing.is_none() && received <= small_capacity / 2 {
+                let full = std::mem::replace(&mut self.rx, std::mem::take(&mut self.small_rx));
+                if let Some(pool) = &self.rx_pool {
+                    pool.give(full);
+                }
+                return;
+            }
+            if pending_len <= self.rx.len() {
+                return;
+            }
+            // Our limit was raised live (a renegotiation): a larger buffer for it.
+        } else {
+            if self.placing.is_some() || self.session.state() == TargetState::Login {
+                // Placed data goes to its command's buffer, headers only to this one.
+                // Login PDUs are bounded by the login's own limit, which this one holds.
+                return;
+            }
+            let full = self.filled == self.rx.len();
+            if !(rx_was_full || full || pending_len > self.rx.len()) {
+                return;
+            }
+        }
+        // One whole PDU at our limit, which a renegotiation may have raised since the
+        // connection began.
+        let full_len = self.full_rx_capacity.max(
+            BHS_LEN + MAX_AHS_LEN + 4 + self.session.max_recv_data_segment_length() as usize + 8,
+        );
+        let mut large = match &self.rx_pool {
+            Some(pool) => pool.take(full_len),
+            None => vec![0; full_len],
+        };
+        if let (Some(dst), Some(src)) = (large.get_mut(..self.filled), self.rx.get(..self.filled)) {
+            dst.copy_from_slice(src);
+        }
+        let previous = std::mem::replace(&mut self.rx, large);
+        if previous.len() > small_capacity {
+            if let Some(pool) = &self.rx_pool {
+                pool.give(previous);
+            }
+        } else {
+            self.small_rx = previous;
         }
     }
 
@@ -966,15 +1041,13 @@ mod tests {
             max_output_bytes: 8 << 20,
             first_pdu_timeout: Duration::from_secs(5),
         };
-        let mut conn = Connection::new(
+        let conn = Connection::new(
             session,
             "127.0.0.1:1".parse().unwrap(),
             luns,
             limits,
             Instant::now(),
         );
-        // The receive buffer grows to full size after the login.
-        conn.handle_received(Instant::now(), 0);
         (conn, recorder)
     }
 
@@ -1135,6 +1208,60 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One WRITE(10) of `payload.len()` bytes, all of it immediate data.
+    fn immediate_write(conn: &Connection, itt: u32, payload: &[u8]) -> Vec<u8> {
+        let mut cdb = vec![0x2a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        cdb[7..9].copy_from_slice(&((payload.len() / 512) as u16).to_be_bytes());
+        let command = Header::ScsiCommand(pdu::ScsiCommand {
+            immediate: false,
+            final_pdu: true,
+            read: false,
+            write: !payload.is_empty(),
+            attribute: pdu::TaskAttribute::Simple,
+            lun: [0; 8],
+            initiator_task_tag: itt,
+            expected_data_transfer_length: payload.len() as u32,
+            cmd_sn: 9 + itt,
+            exp_stat_sn: 0,
+            cdb: datapath::scsi::Cdb::from_bytes(&cdb, datapath::scsi::DataDirection::None)
+                .expect("16 bytes"),
+            bidi_read_length: None,
+        });
+        let mut wire = Vec::new();
+        pdu::encode_pdu(&command, payload, digests_of(conn), &mut wire).unwrap();
+        wire
+    }
+
+    #[test]
+    fn an_idle_session_holds_a_small_receive_buffer_and_lends_the_full_one_back() {
+        let (conn, recorder) = connection(false);
+        let pool = Arc::new(RxBufferPool::new(4));
+        let mut conn = conn.with_rx_pool(Arc::clone(&pool));
+        let small = conn.receive_buffer_bytes();
+        assert!(small <= 10 << 10, "logged in, idle: {small} bytes");
+        // A 16 KiB write with immediate data (too short to be placed) does not fit: the
+        // connection takes a full-size buffer for it.
+        let payload: Vec<u8> = (0..16384u32).map(|i| (i % 251) as u8).collect();
+        let wire = immediate_write(&conn, 1, &payload);
+        feed(&mut conn, &wire, 1 << 20);
+        assert!(conn.close_reason().is_none(), "{:?}", conn.close_reason());
+        assert_eq!(recorder.0.lock().unwrap().last(), Some(&payload));
+        assert!(conn.receive_buffer_bytes() > 256 << 10);
+        // A short PDU with nothing left over: the full-size buffer goes back to the pool.
+        let wire = immediate_write(&conn, 2, &[]);
+        feed(&mut conn, &wire, 1 << 20);
+        assert!(conn.close_reason().is_none(), "{:?}", conn.close_reason());
+        assert_eq!(conn.receive_buffer_bytes(), small);
+        assert_eq!(pool.spare_count(), 1);
+        // The next large PDU takes that spare one.
+        let wire = immediate_write(&conn, 3, &payload);
+        feed(&mut conn, &wire[..wire.len() - 100], 4096);
+        assert_eq!(pool.spare_count(), 0);
+        assert!(conn.receive_buffer_bytes() > 256 << 10);
+        feed(&mut conn, &wire[wire.len() - 100..], 4096);
+        assert_eq!(recorder.0.lock().unwrap().len(), 3);
     }
 
     #[test]

@@ -170,6 +170,8 @@ struct EventLoop {
     /// When shutdown began: deferred work still in flight is waited for only so long.
     stopping_since: Option<Instant>,
     stats: Arc<LoopStats>,
+    /// Full-size receive buffers, lent to connections while large PDUs arrive.
+    rx_pool: Arc<super::rx_buffers::RxBufferPool>,
     /// Slots with something to do this turn (a completion, a due timer, new work): only
     /// these are serviced, so an idle connection costs nothing per turn.
     to_service: Vec<usize>,
@@ -284,6 +286,7 @@ pub(super) fn run(
         stopping_since: None,
         stats,
         to_service: Vec::new(),
+        rx_pool: Arc::new(super::rx_buffers::RxBufferPool::default()),
         timers: BinaryHeap::new(),
         logins_by_source: HashMap::new(),
         logins: VecDeque::new(),
@@ -693,7 +696,8 @@ impl EventLoop {
             limits,
             now,
         )
-        .with_port(portal, Arc::clone(&self.shared.array.alua));
+        .with_port(portal, Arc::clone(&self.shared.array.alua))
+        .with_rx_pool(Arc::clone(&self.rx_pool));
         let generation = self.take_generation();
         let slot = Slot {
             fd,

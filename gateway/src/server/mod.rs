@@ -21,7 +21,9 @@ mod event_loop;
 mod file_io;
 mod listener;
 mod lun_stats;
+mod params;
 mod portals;
+mod rx_buffers;
 mod takeover;
 
 use std::collections::HashMap;
@@ -44,6 +46,7 @@ pub use checks::LUN_NUMBER_LIMIT;
 use crate::conglomerate::HostBindings;
 pub use connection::{CloseReason, Connection, ConnectionLimits};
 pub use lun_stats::LunCounters;
+pub use params::{OfferChange, OfferLimits, RENEGOTIATE_WITHIN_S};
 pub use portals::{AsyncRequestSpec, PortalStatus, ARRAY_EVENT_GRACE};
 
 /// Runs SCSI commands for the LUNs of one target node.
@@ -517,6 +520,15 @@ fn next_portal_id() -> u32 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// What a snapshot takes from the array settings: the own portal group, how the virtual
+/// portal answers, what SendTargets lists per group.
+#[derive(Clone, Copy)]
+pub(crate) struct ArrayView<'a> {
+    pub(crate) portal_group_tag: u16,
+    pub(crate) redirect: crate::portal::RedirectKind,
+    pub(crate) send_targets: &'a crate::portal::send_targets::ListedGroups,
+}
+
 impl ConfigSnapshot {
     /// `base` with `targets` in place of its target nodes.
     fn new(
@@ -524,12 +536,20 @@ impl ConfigSnapshot {
         base: &TargetSessionConfig,
         targets: Vec<Arc<LiveTarget>>,
         listeners: Arc<Vec<PortalListener>>,
-        portal_group_tag: u16,
-        redirect: crate::portal::RedirectKind,
+        array: ArrayView<'_>,
         max_transfer_bytes: u32,
     ) -> ConfigSnapshot {
+        let ArrayView {
+            portal_group_tag,
+            redirect,
+            send_targets,
+        } = array;
         let mut session_config = base.clone();
-        session_config.portals = portals::advertised(&listeners, portal_group_tag);
+        session_config.portals = crate::portal::send_targets::listed(
+            portal_group_tag,
+            portals::advertised(&listeners, portal_group_tag),
+            send_targets,
+        );
         session_config.redirect = portals::redirect_plan(&listeners, redirect, portal_group_tag);
         session_config.targets = targets
             .iter()
@@ -695,8 +715,11 @@ impl Controller {
                 &current.session_config,
                 targets,
                 listeners,
-                self.shared.portal_group_tag,
-                self.shared.array.redirect(),
+                ArrayView {
+                    portal_group_tag: self.shared.portal_group_tag,
+                    redirect: self.shared.array.redirect(),
+                    send_targets: &self.shared.array.send_targets(),
+                },
                 self.max_transfer_bytes,
             ));
             *current = Arc::clone(&snapshot);
@@ -1131,8 +1154,11 @@ pub fn start_live(
         &session_config,
         targets,
         listeners,
-        config.portal_group_tag,
-        config.array.redirect,
+        ArrayView {
+            portal_group_tag: config.portal_group_tag,
+            redirect: config.array.redirect,
+            send_targets: &Default::default(),
+        },
         config.max_transfer_bytes,
     ));
     let array = portals::ArrayShared::new(&config)?;

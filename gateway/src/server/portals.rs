@@ -26,6 +26,8 @@ pub(crate) struct ArrayShared {
     /// The own port group went to standby because every real portal drains (an implicit
     /// transition, undone when one takes logins again).
     implicit_standby: std::sync::atomic::AtomicBool,
+    /// What SendTargets lists per portal group, as configured (`portal::send_targets`).
+    send_targets: std::sync::Mutex<crate::portal::send_targets::ListedGroups>,
 }
 
 impl ArrayShared {
@@ -39,7 +41,16 @@ impl ArrayShared {
             alua,
             redirect: AtomicU8::new(redirect_code(config.array.redirect)),
             implicit_standby: std::sync::atomic::AtomicBool::new(false),
+            send_targets: std::sync::Mutex::new(Default::default()),
         })
+    }
+
+    /// The configured SendTargets groups (a copy).
+    pub(crate) fn send_targets(&self) -> crate::portal::send_targets::ListedGroups {
+        match self.send_targets.lock() {
+            Ok(groups) => groups.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     pub(crate) fn redirect(&self) -> RedirectKind {
@@ -203,6 +214,25 @@ impl Controller {
 
     pub fn redirect(&self) -> RedirectKind {
         self.shared.array.redirect()
+    }
+
+    /// Sets which portals SendTargets lists for `group` (empty: the default again) and
+    /// publishes it: discoveries from then on answer with it.
+    pub fn set_send_targets(&self, group: u16, portals: Vec<SocketAddr>) -> Result<(), String> {
+        {
+            let mut groups = match self.shared.array.send_targets.lock() {
+                Ok(groups) => groups,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            crate::portal::send_targets::set(&mut groups, group, portals)?;
+        }
+        self.publish_with(None, None);
+        Ok(())
+    }
+
+    /// The configured SendTargets groups.
+    pub fn send_targets(&self) -> crate::portal::send_targets::ListedGroups {
+        self.shared.array.send_targets()
     }
 
     /// The ALUA table (states of the port groups).

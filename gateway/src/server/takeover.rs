@@ -2,14 +2,16 @@
 //! link state of each portal's interface (`/sys/class/net/IFACE/operstate`) every
 //! [`POLL_INTERVAL`]; when one goes down, the portal's address is added to a live
 //! interface (`ip address add ADDR/32 dev IFACE`, iproute2), announced with three
-//! gratuitous ARPs in the first 100 ms (a raw `AF_PACKET` socket), and the sessions that
+//! gratuitous ARPs, or for IPv6 three unsolicited neighbour advertisements with the
+//! Override flag (`crate::portal::announce`), in the first 100 ms (a raw `AF_PACKET`
+//! socket), and the sessions that
 //! came through the lost portal are closed at once, so their hosts log in again to the
 //! same address now answered by the other interface instead of waiting out TCP
 //! retransmissions. The listening socket is bound to the address, not the interface, so it
-//! answers wherever the address lives. IPv6 (unsolicited neighbour advertisement) is not
-//! done: such a portal's address is moved but not announced.
+//! answers wherever the address lives. An IPv6 address is added with `nodad`: duplicate
+//! address detection would keep it tentative, unusable, for a second or more.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -72,9 +74,14 @@ pub fn watch_portal_links(
 fn take_over(controller: &Controller, takeover: &Takeover) -> Result<usize, String> {
     let ip = takeover.portal.ip();
     let prefix = if ip.is_ipv4() { "32" } else { "128" };
-    let output = Command::new("ip")
+    let mut command = Command::new("ip");
+    command
         .args(["address", "add", &format!("{ip}/{prefix}")])
-        .args(["dev", &takeover.interface])
+        .args(["dev", &takeover.interface]);
+    if ip.is_ipv6() {
+        command.arg("nodad");
+    }
+    let output = command
         .output()
         .map_err(|e| format!("running ip(8): {e}"))?;
     if !output.status.success() {
@@ -91,9 +98,15 @@ fn take_over(controller: &Controller, takeover: &Takeover) -> Result<usize, Stri
         if let Some(wait) = due.checked_sub(began.elapsed()) {
             std::thread::sleep(wait);
         }
-        if let IpAddr::V4(v4) = ip {
-            gratuitous_arp(&takeover.interface, v4)
-                .map_err(|e| format!("gratuitous ARP on {}: {e}", takeover.interface))?;
+        match ip {
+            IpAddr::V4(v4) => gratuitous_arp(&takeover.interface, v4)
+                .map_err(|e| format!("gratuitous ARP on {}: {e}", takeover.interface))?,
+            IpAddr::V6(v6) => neighbour_advertisement(&takeover.interface, v6).map_err(|e| {
+                format!(
+                    "unsolicited neighbour advertisement on {}: {e}",
+                    takeover.interface
+                )
+            })?,
         }
         // After the first announcement, the hosts of the lost port are reset: they log
         // in again at once, and their packets already go to the new interface.
@@ -144,11 +157,31 @@ pub fn gratuitous_arp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
 }
 
 fn gratuitous_arp(interface: &str, ip: Ipv4Addr) -> std::io::Result<()> {
+    let frame = gratuitous_arp_frame(mac_of(interface)?, ip);
+    send_frame(interface, &frame, libc::ETH_P_ARP as u16, [0xff; 6])
+}
+
+fn neighbour_advertisement(interface: &str, ip: Ipv6Addr) -> std::io::Result<()> {
+    let frame = crate::portal::announce::unsolicited_na_frame(mac_of(interface)?, ip);
+    send_frame(
+        interface,
+        &frame,
+        libc::ETH_P_IPV6 as u16,
+        [0x33, 0x33, 0, 0, 0, 1],
+    )
+}
+
+/// Sends one whole Ethernet frame (`ethertype`, to `destination`) out of `interface`.
+fn send_frame(
+    interface: &str,
+    frame: &[u8],
+    ethertype: u16,
+    destination: [u8; 6],
+) -> std::io::Result<()> {
     let index: i32 = read_sys(interface, "ifindex")?
         .parse()
         .map_err(|_| std::io::Error::other("ifindex"))?;
-    let frame = gratuitous_arp_frame(mac_of(interface)?, ip);
-    let protocol = (libc::ETH_P_ARP as u16).to_be();
+    let protocol = ethertype.to_be();
     // SAFETY: socket(2) with constant arguments; the descriptor is closed below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol)) };
     if fd < 0 {
@@ -160,7 +193,7 @@ fn gratuitous_arp(interface: &str, ip: Ipv4Addr) -> std::io::Result<()> {
     address.sll_protocol = protocol;
     address.sll_ifindex = index;
     address.sll_halen = 6;
-    address.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    address.sll_addr[..6].copy_from_slice(&destination);
     // SAFETY: the frame and the address are live locals whose lengths are passed.
     let sent = unsafe {
         libc::sendto(

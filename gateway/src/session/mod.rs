@@ -42,6 +42,7 @@ mod error;
 mod login;
 mod logout;
 mod nop;
+mod renegotiate;
 mod task_mgmt;
 mod text;
 mod window;

@@ -60,7 +60,10 @@ impl TargetSession {
         for (key, value) in &pairs {
             match key.as_str() {
                 "SendTargets" => replies.extend(self.send_targets(value)),
-                _ => replies.push((key.clone(), "NotUnderstood".to_owned())),
+                _ => match self.redeclare(key, value) {
+                    Some(reply) => replies.push(reply),
+                    None => replies.push((key.clone(), "NotUnderstood".to_owned())),
+                },
             }
         }
         let mut out = Vec::new();
