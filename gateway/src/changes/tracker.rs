@@ -163,6 +163,27 @@ impl ChangeTracker {
     }
 
     /// After a write completed: its chunks are changed.
+    /// Whether [`ChangeTracker::before_write`] would have to write and sync the regions
+    /// file for `offset..offset+len` (a region not recorded since the start): two atomic
+    /// loads at most in the steady state.
+    pub fn needs_record(&self, offset: u64, len: u64) -> bool {
+        let Some(files) = &self.files else {
+            return false;
+        };
+        if len == 0 {
+            return false;
+        }
+        let first = offset / REGION_BYTES;
+        let last = offset.saturating_add(len - 1) / REGION_BYTES;
+        (first..=last).any(|region| {
+            let (word, mask) = ((region / 64) as usize, 1u64 << (region % 64));
+            files
+                .recorded
+                .get(word)
+                .is_some_and(|bits| bits.load(Ordering::Acquire) & mask == 0)
+        })
+    }
+
     pub fn after_write(&self, offset: u64, len: u64) {
         self.map.mark(offset, len);
     }
@@ -239,8 +260,11 @@ fn new_epoch() -> u32 {
     u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).max(1)
 }
 
-/// A backend whose writes and unmaps are tracked. Reads and flushes pass through. It has
-/// no ring file: every write goes through [`Backend::write_at`], where it is recorded.
+/// A backend whose writes and unmaps are tracked. Reads and flushes pass through. Over a
+/// file it keeps the file's ring I/O: a write planned on the ring marks the map when it is
+/// planned ([`Backend::before_ring_write`]); a write into a region not yet recorded
+/// durably goes to the blocking pool instead ([`Backend::write_needs_record`]), where
+/// [`Backend::write_at`] records it first.
 pub struct Tracked {
     inner: Arc<dyn Backend>,
     tracker: Arc<ChangeTracker>,
@@ -283,17 +307,26 @@ impl Backend for Tracked {
     fn mapped_extent(&self, offset: u64, max_len: u64) -> io::Result<(bool, u64)> {
         self.inner.mapped_extent(offset, max_len)
     }
+    /// The inner file's: planned reads, writes and flushes stay on the event loop's ring,
+    /// the change map marked when a write is planned ([`Backend::before_ring_write`]).
     fn ring_file(&self) -> Option<RingFile<'_>> {
-        None
+        self.inner.ring_file()
     }
     fn pool_volume(&self) -> Option<&PoolVolume> {
         None
     }
     fn flush_may_block(&self) -> bool {
-        true
+        self.inner.flush_may_block()
     }
     fn io_may_block(&self) -> bool {
-        self.inner.io_may_block() || self.inner.ring_file().is_some()
+        self.inner.io_may_block()
+    }
+    fn write_needs_record(&self, offset: u64, len: u64) -> bool {
+        self.tracker.needs_record(offset, len) || self.inner.write_needs_record(offset, len)
+    }
+    fn before_ring_write(&self, offset: u64, len: u64) {
+        self.inner.before_ring_write(offset, len);
+        self.tracker.after_write(offset, len);
     }
     fn logical_block_bytes(&self) -> Option<u32> {
         self.inner.logical_block_bytes()

@@ -338,11 +338,21 @@ impl Backend for Mirror {
     }
 
     fn flush_may_block(&self) -> bool {
-        true
+        self.source.flush_may_block()
+            || self.dest.flush_may_block()
+            || self.dest.ring_file().is_some()
     }
 
+    /// Over sides that answer on the event loop (RAM, null, pool volumes) the mirror does
+    /// too: a host write then holds one uncontended stripe read lock, and waits only while
+    /// the copy holds that region (one region's copy) or DBT's stun holds them all. A file
+    /// or another array on either side sends its I/O to the blocking pool.
     fn io_may_block(&self) -> bool {
-        true
+        self.source.io_may_block() || self.dest.io_may_block() || self.dest.ring_file().is_some()
+    }
+
+    fn write_needs_record(&self, offset: u64, len: u64) -> bool {
+        self.source.write_needs_record(offset, len) || self.dest.write_needs_record(offset, len)
     }
 
     fn logical_block_bytes(&self) -> Option<u32> {
