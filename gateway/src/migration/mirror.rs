@@ -101,6 +101,9 @@ pub struct Shared {
     pub started: Instant,
     /// The longest time host writes were held for the switch (DBT's stun), in µs.
     pub stun_us: AtomicU64,
+    /// Told once when the migration fails, from whatever thread saw it (an event loop
+    /// too): the control plane then puts the LUN back on its source. Must not block.
+    on_fail: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -127,7 +130,13 @@ impl Shared {
             error: Mutex::new(None),
             started: Instant::now(),
             stun_us: AtomicU64::new(0),
+            on_fail: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what [`Shared::fail`] tells (once; a second hook is refused and dropped).
+    pub fn set_on_fail(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_fail.set(hook);
     }
 
     pub fn regions(&self) -> u64 {
@@ -164,9 +173,31 @@ impl Shared {
             return;
         }
         tracing::warn!(error = %why, phase = before.name(), "migration failed; the source serves alone");
-        let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
-        error.get_or_insert(why);
-        self.set_phase(Phase::Failed);
+        {
+            let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
+            error.get_or_insert(why);
+        }
+        // Only the thread that moves the phase to Failed tells.
+        if self
+            .phase
+            .compare_exchange(
+                before as u8,
+                Phase::Failed as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            if let Some(hook) = self.on_fail.get() {
+                hook();
+            }
+        } else if !self.phase().source_only() {
+            // The phase moved meanwhile (ready, switched): fail from there.
+            self.set_phase(Phase::Failed);
+            if let Some(hook) = self.on_fail.get() {
+                hook();
+            }
+        }
     }
 
     pub fn error(&self) -> Option<String> {

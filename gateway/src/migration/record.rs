@@ -22,8 +22,13 @@ pub struct Record {
     pub stun_budget_ms: u64,
     /// Regions copied (mirror mode; DBT restarts its copy, its dirty map being in memory).
     pub cursor_regions: u64,
-    /// "copying", "ready" or "switched".
+    /// "copying", "ready" or "switched"; "failed" once the destination failed and the
+    /// LUN went back to its source (kept until the next migration of the LUN, so the
+    /// reason survives a restart; never resumed).
     pub phase: String,
+    /// Why the migration failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The directory of the records under a state directory.
@@ -105,6 +110,7 @@ mod tests {
             stun_budget_ms: 100,
             cursor_regions: 7,
             phase: "copying".into(),
+            error: None,
         };
         record.save(&dir).unwrap();
         assert_eq!(Record::load_all(&dir), vec![record.clone()]);
