@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use datapath::client::{Client, ClientConfig};
+use datapath::scsi::Cdb;
+use datapath::session::Request;
 use serde_json::Value;
 use system_tests::gateway_ctl::ctl_json;
 use system_tests::loopback;
@@ -187,5 +190,117 @@ fn a_dead_destination_puts_the_lun_back_on_its_source_by_itself() {
     });
     let out = ctl_json(&socket, &["migration", "cancel", T, "0"]);
     assert_eq!(out["state"], "cancelled", "{out}");
+    drop(gateway);
+}
+
+fn host(portal: SocketAddr) -> Client {
+    let config = ClientConfig::new(portal, Some(T.into()));
+    Client::connect(&config).expect("log in")
+}
+
+fn run(client: &mut Client, cdb: Cdb, buffer: Vec<u8>) -> datapath::session::CommandOutcome {
+    for _ in 0..4 {
+        let outcome = client
+            .execute(Request::new(0, cdb.clone(), buffer.clone(), 0))
+            .expect("command answered");
+        if !datapath::scsi::is_unit_attention(outcome.status, outcome.sense.as_deref()) {
+            return outcome;
+        }
+    }
+    panic!("unit attentions without end");
+}
+
+fn write(client: &mut Client, lba: u64, data: &[u8]) {
+    let cdb = Cdb::write(lba, (data.len() / 512) as u32, 512, false).unwrap();
+    let outcome = run(client, cdb, data.to_vec());
+    assert_eq!(outcome.status, 0, "WRITE: {:?}", outcome.sense);
+}
+
+fn read(client: &mut Client, lba: u64, len: usize) -> Vec<u8> {
+    let cdb = Cdb::read(lba, (len / 512) as u32, 512, false).unwrap();
+    let outcome = run(client, cdb, vec![0; len]);
+    assert_eq!(outcome.status, 0, "READ: {:?}", outcome.sense);
+    outcome.buffer
+}
+
+#[test]
+fn kill_9_mid_dbt_resumes_from_the_record_and_the_dirty_regions() {
+    let dir = TempDir::new("migration-dbt-kill").unwrap();
+    let portal = loopback(free_port());
+    let gateway = start(&dir, portal, "gateway-0.log");
+    let socket = gateway.socket.clone();
+    let size = 160u64 << 20;
+    let source = format!("file:{}:{size}", dir.join("src.img").display());
+    let created = ctl_json(
+        &socket,
+        &["target", "create", T, "--lun", &format!("0={source}")],
+    );
+    let naa = created["luns"][0]["naa"].clone();
+    let mut client = host(portal);
+    let before = system_tests::pattern(1 << 20, 5);
+    write(&mut client, 0, &before);
+    let to = format!("file:{}:{size}", dir.join("dst.img").display());
+    let started = ctl_json(
+        &socket,
+        &[
+            "migrate", T, "0", "--to", &to, "--mode", "dbt", "--rate", "40M",
+        ],
+    );
+    assert_eq!(started["mode"], "dbt", "{started}");
+    // Past the first progress record (every 64 MiB)...
+    wait_until(Duration::from_secs(30), "past 70 MiB", || {
+        status(&socket)["cursor_bytes"].as_u64().unwrap_or(0) > 70 << 20
+    });
+    // ...an acknowledged write where the copy has passed: only the source has it, and
+    // only the dirty log knows.
+    let behind = system_tests::pattern(1 << 20, 9);
+    let behind_lba = (8u64 << 20) / 512;
+    write(&mut client, behind_lba, &behind);
+    drop(client);
+    gateway.process.kill_hard();
+
+    let gateway = start(&dir, portal, "gateway-1.log");
+    let socket = gateway.socket.clone();
+    let resumed = status(&socket);
+    assert_eq!(resumed["mode"], "dbt", "{resumed}");
+    assert!(
+        resumed["cursor_bytes"].as_u64().unwrap() >= 64 << 20,
+        "a DBT migration goes on from its record, it does not copy again from the start: {resumed}"
+    );
+    let ready = {
+        let started = Instant::now();
+        loop {
+            let s = status(&socket);
+            if s["state"] != "copying" {
+                break s;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(ready["state"], "ready", "{ready}");
+    // The rest of the first pass and the dirty region, not the whole LUN again.
+    let copied = ready["copied_bytes"].as_u64().unwrap();
+    assert!(
+        copied < size,
+        "copied {copied} bytes after the restart, the LUN has {size}: {ready}"
+    );
+    ctl_json(&socket, &["migration", "complete", T, "0", "--commit"]);
+    drop(gateway);
+
+    // On the destination alone: both writes are there.
+    let gateway = start(&dir, portal, "gateway-2.log");
+    let listed = ctl_json(&gateway.socket, &["target", "list"]);
+    assert_eq!(listed["targets"][0]["luns"][0]["backend"], to.as_str());
+    assert_eq!(listed["targets"][0]["luns"][0]["naa"], naa);
+    let mut client = host(portal);
+    assert!(
+        read(&mut client, 0, before.len()) == before,
+        "the write before the migration"
+    );
+    assert!(
+        read(&mut client, behind_lba, behind.len()) == behind,
+        "the write acknowledged behind the copy before kill -9"
+    );
     drop(gateway);
 }

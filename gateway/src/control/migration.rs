@@ -20,11 +20,11 @@ use serde_json::{json, Value};
 use super::rpc::{ErrorCode, RpcError};
 use super::{bad, Control, Inner};
 use crate::backend::{Backend, IscsiBackend, LunSpec, Storage};
-use crate::changes::{ChangeId, ChangeTracker, Tracked, DEFAULT_CHUNK_BYTES};
+use crate::changes::{ChangeId, ChangeTracker, RegionLog, Tracked, DEFAULT_CHUNK_BYTES};
 use crate::disk::LogicalUnit;
 use crate::migration::{
     Copier, CopySettings, Migration, Mirror, Mode, Phase, Record, Shared, SharedBackend,
-    UnitBackend, REGION_BYTES,
+    UnitBackend, DIRTY_LOG_REGION_BYTES, REGION_BYTES,
 };
 
 /// A migration destination on another array gives up logging in again after this, so a
@@ -336,6 +336,10 @@ impl Control {
             phase: Phase::Copying.name().into(),
             error: None,
         };
+        if let Some(dir) = Self::state_dir(&inner) {
+            // A fresh migration: no dirty log (or failed record) of an earlier one counts.
+            let _ = record.remove(&dir);
+        }
         let status = self.start(&mut inner, record, Phase::Copying)?;
         self.migrations.ended().remove(&key);
         Ok(status)
@@ -360,19 +364,41 @@ impl Control {
         let dest = Self::open_destination(&record.to, &unit)?;
         let size = unit.blocks() * u64::from(unit.block_size());
         let regions = size.div_ceil(REGION_BYTES);
+        let state_dir = Self::state_dir(inner);
+        // DBT keeps the regions host writes touched in a durable log (with a state
+        // directory): resumed, it goes on from its cursor and copies those again.
+        let dirty_log = match (record.mode, &state_dir) {
+            (Mode::Dbt, Some(dir)) => {
+                std::fs::create_dir_all(crate::migration::record::dir(dir)).ok();
+                let path = record.dirty_log_path(dir);
+                Some(
+                    RegionLog::open(&path, size, DIRTY_LOG_REGION_BYTES).map_err(|e| {
+                        bad(
+                            ErrorCode::Persist,
+                            format!("the migration's dirty log {}: {e}", path.display()),
+                        )
+                    })?,
+                )
+            }
+            _ => None,
+        };
         let cursor = match (record.mode, phase) {
             (_, Phase::Ready | Phase::Switched) => regions,
-            (Mode::Mirror, _) => record.cursor_regions.min(regions),
-            // DBT's dirty map is in memory: a resumed DBT migration copies from the start.
-            (Mode::Dbt, _) => 0,
+            (Mode::Dbt, _) if dirty_log.is_none() => 0,
+            _ => record.cursor_regions.min(regions),
         };
         let shared = Arc::new(Shared::new(record.mode, size, cursor, phase));
+        if let Some((log, held)) = dirty_log {
+            if !held.is_empty() {
+                tracing::info!(regions = held.len(), "DBT migration resumed: the regions written before the restart are copied again");
+            }
+            shared.set_dirty_log(log, held);
+        }
         let failures = Arc::clone(&self.migrations.failures);
         let key = (record.target.clone(), record.lun);
         shared.set_on_fail(Box::new(move || failures.tell(key.clone())));
         let source: Arc<dyn Backend> = Arc::new(UnitBackend(Arc::clone(&unit)));
         let mirror = Mirror::new(Arc::clone(&source), Arc::clone(&dest), Arc::clone(&shared));
-        let state_dir = Self::state_dir(inner);
         if let Some(dir) = &state_dir {
             let mut saved = record.clone();
             saved.cursor_regions = cursor;

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
 use crate::backend::{Backend, RingFile};
-use crate::changes::{ChangeMap, ChangeTracker};
+use crate::changes::{ChangeMap, ChangeTracker, RegionLog};
 
 /// How a migration copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -104,7 +104,17 @@ pub struct Shared {
     /// Told once when the migration fails, from whatever thread saw it (an event loop
     /// too): the control plane then puts the LUN back on its source. Must not block.
     on_fail: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// DBT with a state directory: the regions host writes touched since the migration
+    /// started, recorded durably before the first write into each, so a copy resumed
+    /// after `kill -9` knows what it must copy again ([`DIRTY_LOG_REGION_BYTES`]).
+    dirty_log: std::sync::OnceLock<RegionLog>,
+    /// DBT resumed: the regions its log held at the restart, for the first dirty pass.
+    resumed_dirty: Mutex<Vec<(u64, u64)>>,
 }
+
+/// The regions of a DBT migration's durable dirty log: 64 per GiB, so the first writes
+/// cost few syncs, and a resume copies again at most this much around each write.
+pub const DIRTY_LOG_REGION_BYTES: u64 = 16 << 20;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,7 +141,28 @@ impl Shared {
             started: Instant::now(),
             stun_us: AtomicU64::new(0),
             on_fail: std::sync::OnceLock::new(),
+            dirty_log: std::sync::OnceLock::new(),
+            resumed_dirty: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Gives a DBT migration its durable dirty log and what the log held at a restart
+    /// (to copy again in the first dirty pass).
+    pub fn set_dirty_log(&self, log: RegionLog, held: Vec<(u64, u64)>) {
+        *self.resumed_dirty.lock().unwrap_or_else(|p| p.into_inner()) = held;
+        let _ = self.dirty_log.set(log);
+    }
+
+    /// The regions the dirty log held at the restart (taken once).
+    pub(crate) fn take_resumed_dirty(&self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut *self.resumed_dirty.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The dirty log to write before a host write in this phase, if any.
+    fn dirty_log_for(&self, phase: Phase) -> Option<&RegionLog> {
+        (phase == Phase::Copying && self.mode == Mode::Dbt)
+            .then(|| self.dirty_log.get())
+            .flatten()
     }
 
     /// Sets what [`Shared::fail`] tells (once; a second hook is refused and dropped).
@@ -278,6 +309,9 @@ impl Mirror {
         let _held = self.shared.hold(offset, len);
         // Read under the stripes: the copy cannot move the cursor over these regions now.
         let phase = self.shared.phase();
+        if let Some(log) = self.shared.dirty_log_for(phase) {
+            log.record(offset, len)?;
+        }
         apply(self.source.as_ref(), offset, len)?;
         if phase == Phase::Copying && self.shared.mode == Mode::Dbt {
             self.shared.dirty.mark(offset, len);
@@ -383,7 +417,12 @@ impl Backend for Mirror {
     }
 
     fn write_needs_record(&self, offset: u64, len: u64) -> bool {
-        self.source.write_needs_record(offset, len) || self.dest.write_needs_record(offset, len)
+        self.source.write_needs_record(offset, len)
+            || self.dest.write_needs_record(offset, len)
+            || self
+                .shared
+                .dirty_log_for(self.shared.phase())
+                .is_some_and(|log| log.needs_record(offset, len))
     }
 
     fn logical_block_bytes(&self) -> Option<u32> {

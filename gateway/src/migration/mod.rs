@@ -21,7 +21,7 @@ use std::io;
 use std::sync::Arc;
 
 pub use copy::{Copier, CopySettings};
-pub use mirror::{Mirror, Mode, Phase, Shared, REGION_BYTES};
+pub use mirror::{Mirror, Mode, Phase, Shared, DIRTY_LOG_REGION_BYTES, REGION_BYTES};
 pub use record::Record;
 
 use crate::backend::{Backend, PoolVolume, RingFile};
