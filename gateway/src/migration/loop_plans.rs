@@ -140,3 +140,65 @@ fn a_mirror_with_a_file_side_leaves_its_io_to_the_blocking_pool() {
     drop(unit);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_dbt_write_into_a_region_its_dirty_log_lacks_goes_to_the_blocking_pool_once() {
+    let dir = scratch("dbt-log");
+    let source_unit = Arc::new(LogicalUnit::new(
+        Box::new(RamBackend::new(SIZE)),
+        LuConfig::for_name("d"),
+    ));
+    let shared = Arc::new(Shared::new(Mode::Dbt, SIZE, 0, Phase::Copying));
+    let (log, held) = crate::changes::RegionLog::open(
+        &dir.join("m.dirty"),
+        SIZE,
+        crate::migration::DIRTY_LOG_REGION_BYTES,
+    )
+    .unwrap();
+    assert!(held.is_empty());
+    shared.set_dirty_log(log, held);
+    let dest: Arc<dyn Backend> = Arc::new(RamBackend::new(SIZE));
+    let mirror = Mirror::new(
+        Arc::new(UnitBackend(Arc::clone(&source_unit))),
+        dest,
+        Arc::clone(&shared),
+    );
+    let unit = source_unit.over_backend(Box::new(mirror));
+    let data = vec![0x44u8; 4096];
+    let write = write10(64, 8);
+    assert!(matches!(unit.plan(&task(&write, &data)), Plan::Blocking));
+    assert_eq!(unit.execute(&task(&write, &data)).status, 0);
+    assert!(matches!(unit.plan(&task(&write, &data)), Plan::Done(ref r) if r.status == 0));
+    drop(unit);
+    // The log survives: a restart finds the region.
+    let (_, held) = crate::changes::RegionLog::open(
+        &dir.join("m.dirty"),
+        SIZE,
+        crate::migration::DIRTY_LOG_REGION_BYTES,
+    )
+    .unwrap();
+    assert_eq!(held, vec![(0, SIZE)], "one 16 MiB region holds the whole 8 MiB LUN");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failure_is_told_once_whichever_thread_sees_it() {
+    let shared = Arc::new(Shared::new(Mode::Mirror, SIZE, 8, Phase::Ready));
+    let told = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&told);
+    shared.set_on_fail(Box::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || shared.fail(format!("destination write {i}")))
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(shared.phase(), Phase::Failed);
+    assert_eq!(told.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(shared.error().unwrap().starts_with("destination write"));
+}
