@@ -177,7 +177,11 @@ fn a_dbt_write_into_a_region_its_dirty_log_lacks_goes_to_the_blocking_pool_once(
         crate::migration::DIRTY_LOG_REGION_BYTES,
     )
     .unwrap();
-    assert_eq!(held, vec![(0, SIZE)], "one 16 MiB region holds the whole 8 MiB LUN");
+    assert_eq!(
+        held,
+        vec![(0, SIZE)],
+        "one 16 MiB region holds the whole 8 MiB LUN"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
