@@ -159,4 +159,57 @@ mod tests {
         assert!(held.is_empty());
         let _ = std::fs::remove_file(&path);
     }
+
+    proptest::proptest! {
+        // Every first record is an fdatasync: few cases, few regions, still every shape
+        // (short last region, ranges across regions, clears in between).
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Against a model (the set of regions written): a reopened log holds exactly the
+        /// regions recorded since the last clear, and needs no record for them.
+        #[test]
+        fn a_reopened_log_holds_exactly_the_regions_recorded_since_the_last_clear(
+            region_bytes in 1000u64..5000,
+            size in 1u64..100_000,
+            ops in proptest::collection::vec((0u64..120_000, 0u64..8_000, 0u8..12), 0..24),
+        ) {
+            let path = std::env::temp_dir().join(format!(
+                "region-log-prop-{}-{:x}",
+                std::process::id(),
+                u64::from_le_bytes(datapath::client::random_bytes(8).try_into().unwrap())
+            ));
+            let (log, _) = RegionLog::open(&path, size, region_bytes).unwrap();
+            let regions = size.div_ceil(region_bytes);
+            let mut model = std::collections::BTreeSet::new();
+            for (offset, len, op) in ops {
+                if op == 0 {
+                    log.clear().unwrap();
+                    model.clear();
+                    continue;
+                }
+                let offset = offset % size;
+                let len = len.min(size - offset);
+                log.record(offset, len).unwrap();
+                if len > 0 {
+                    for region in offset / region_bytes..=(offset + len - 1) / region_bytes {
+                        model.insert(region.min(regions - 1));
+                    }
+                }
+                proptest::prop_assert!(!log.needs_record(offset, len));
+            }
+            drop(log);
+            let (log, held) = RegionLog::open(&path, size, region_bytes).unwrap();
+            let expected: Vec<(u64, u64)> = model
+                .iter()
+                .map(|r| (r * region_bytes, region_bytes.min(size - r * region_bytes)))
+                .collect();
+            proptest::prop_assert_eq!(held, expected);
+            for region in 0..regions {
+                proptest::prop_assert_eq!(
+                    log.needs_record(region * region_bytes, 1),
+                    !model.contains(&region)
+                );
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
