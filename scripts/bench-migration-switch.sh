@@ -4,7 +4,7 @@
 # iscsi-bench against iscsi-gateway (release), the sides alone as plain LUNs in the same
 # run; one table (see scripts/lib/bench_migration_switch.py). Not for CI: noisy on a
 # shared machine.
-# Usage: scripts/bench-migration-switch.sh [SIZE_MIB=256] [RATE_MB=100] [IOPS=20000]
+# Usage: scripts/bench-migration-switch.sh [SIZE_MIB=256] [RATE_MB=100] [IOPS=22000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p gateway -p tools -p bench

@@ -17,7 +17,7 @@ side's p50 + 20 us; p99 during the migration <= 2x the p99 without it (the large
 per-interval p99 of each, same interval length). Noisy: the machine is shared; read the
 ratios.
 
-Usage: scripts/bench-migration-switch.sh [SIZE_MIB=256] [RATE_MB=100] [IOPS=20000]
+Usage: scripts/bench-migration-switch.sh [SIZE_MIB=256] [RATE_MB=100] [IOPS=22000]
 """
 import json
 import os
@@ -38,7 +38,7 @@ IQN = "iqn.2026-12.io.iscsi-uring:bench-switch"
 
 SIZE_MIB = int(sys.argv[1]) if len(sys.argv) > 1 else 256
 RATE_MB = int(sys.argv[2]) if len(sys.argv) > 2 else 100
-IOPS = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
+IOPS = int(sys.argv[3]) if len(sys.argv) > 3 else 22000
 SIZE = SIZE_MIB << 20
 # One job: its per-interval results cover every I/O (with several, the intervals are
 # the first job's).
