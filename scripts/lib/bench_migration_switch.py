@@ -232,6 +232,11 @@ def report(kind, source, dest, mig):
           f"switch {t['switch']:.2f}-{t['switched']:.2f}, commit {t['committed']:.2f}; "
           f"copied/size {mig['copied_ratio']:.2f}; intervals: before {len(before)}, copying "
           f"{len(copying)}, mirrored {len(mirrored)}, at the switch {len(switch)}, after {len(after)}")
+    print("per-interval latency max, median (largest) per phase, us: " + ", ".join(
+        f"{name} {med([i['max_us'] for i in part]):.0f} "
+        f"({max((i['max_us'] for i in part), default=0):.0f})"
+        for name, part in (("before", before), ("copying (status polled every 50 ms)", copying),
+                           ("mirrored", mirrored), ("at the switch", switch), ("after", after))))
     print()
     print("| goal | measured | reference | result | goal met |")
     print("|---|---|---|---|---|")
