@@ -94,6 +94,19 @@ pub trait Backend: Send + Sync {
     fn logical_block_bytes(&self) -> Option<u32> {
         None
     }
+    /// Whether a write of `offset..offset+len` must first be recorded durably (the change
+    /// tracker's first write into a region since the start: one fsync), which an event
+    /// loop must not wait for: the server then runs that command on its blocking pool.
+    fn write_needs_record(&self, offset: u64, len: u64) -> bool {
+        let _ = (offset, len);
+        false
+    }
+    /// Called when the server plans a write of `offset..offset+len` on the ring file
+    /// instead of calling [`Backend::write_at`]: a tracking backend marks its change map
+    /// here (over-reporting only, should the write then fail).
+    fn before_ring_write(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
     /// The changed-block tracker fed by this backend's writes, when it is one that
     /// tracks (`crate::changes::Tracked`).
     fn change_tracker(&self) -> Option<&std::sync::Arc<crate::changes::ChangeTracker>> {

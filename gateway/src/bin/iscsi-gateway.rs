@@ -279,6 +279,9 @@ fn start_controlled(
     }
     let target = server::start_live(config, control.live_targets()).map_err(|e| e.to_string())?;
     control.set_controller(target.controller());
+    control
+        .watch_migrations()
+        .map_err(|e| format!("starting the migration watcher: {e}"))?;
     control::socket::serve(listener, Arc::clone(&control))
         .map_err(|e| format!("starting the control plane: {e}"))?;
     tracing::info!(socket = %socket.display(), "control plane ready");

@@ -3,7 +3,9 @@
 //! LUN's writes (`tracker`). See ARCHITECTURE.md, "Changed-block tracking".
 
 pub mod map;
+pub mod region_log;
 pub mod tracker;
 
 pub use map::{ChangeError, ChangeId, ChangeMap, Changed, DEFAULT_CHUNK_BYTES};
+pub use region_log::RegionLog;
 pub use tracker::{ChangeTracker, Tracked, REGION_BYTES};

@@ -13,14 +13,15 @@
 //! The region file is cleared only when no write can run: at open (after the merge is
 //! checkpointed) and at the clean stop (after the final checkpoint).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::map::{ChangeError, ChangeId, ChangeMap, Changed};
+use super::region_log::RegionLog;
 use crate::backend::{Backend, PoolVolume, RingFile};
 
 /// The coarse region recorded durably before its first write.
@@ -39,10 +40,9 @@ pub struct ChangeTracker {
 #[derive(Debug)]
 struct Files {
     checkpoint: PathBuf,
-    regions: File,
-    /// One bit per region: recorded durably since the last clean start.
-    recorded: Box<[AtomicU64]>,
-    /// Serializes the rare region records and the checkpoints.
+    /// The regions recorded durably since the last clean start.
+    regions: RegionLog,
+    /// Serializes the checkpoints.
     lock: Mutex<()>,
 }
 
@@ -71,7 +71,6 @@ impl ChangeTracker {
         std::fs::create_dir_all(dir)?;
         let checkpoint = dir.join(format!("{name}.cbt"));
         let regions_path = dir.join(format!("{name}.regions"));
-        let region_count = size_bytes.div_ceil(REGION_BYTES);
         let map = match std::fs::read(&checkpoint) {
             Ok(bytes) => match ChangeMap::decode(&bytes) {
                 Ok(map) if map.size_bytes() == size_bytes => Some(map),
@@ -89,36 +88,19 @@ impl ChangeTracker {
         };
         let fresh = map.is_none();
         let map = map.unwrap_or_else(|| ChangeMap::new(size_bytes, chunk_bytes, new_epoch()));
-        let regions = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&regions_path)?;
+        let (regions, dirty) = RegionLog::open(&regions_path, size_bytes, REGION_BYTES)?;
         if !fresh {
             // Regions written since the checkpoint, perhaps: changed in full.
-            let mut bytes = vec![0u8; region_count as usize];
-            let found = regions.read_at(&mut bytes, 0)?;
-            let dirty: Vec<(u64, u64)> = bytes[..found]
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| **b != 0)
-                .map(|(i, _)| (i as u64 * REGION_BYTES, REGION_BYTES))
-                .collect();
             if !dirty.is_empty() {
                 tracing::warn!(name, regions = dirty.len(), "change map after an unclean stop: regions recorded since its checkpoint are reported changed in full");
             }
             map.mark_regions(&dirty);
         }
-        regions.set_len(region_count)?;
         let tracker = ChangeTracker {
             map,
             files: Some(Files {
                 checkpoint,
                 regions,
-                recorded: (0..region_count.div_ceil(64))
-                    .map(|_| AtomicU64::new(0))
-                    .collect(),
                 lock: Mutex::new(()),
             }),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -136,30 +118,19 @@ impl ChangeTracker {
     /// Before a write of `len` bytes at `offset`: its regions are recorded durably.
     /// Once per region per start; every later call is an atomic load per region.
     pub fn before_write(&self, offset: u64, len: u64) -> io::Result<()> {
-        let Some(files) = &self.files else {
-            return Ok(());
-        };
-        if len == 0 {
-            return Ok(());
+        match &self.files {
+            Some(files) => files.regions.record(offset, len),
+            None => Ok(()),
         }
-        let (first, last) = (offset / REGION_BYTES, (offset + len - 1) / REGION_BYTES);
-        for region in first..=last {
-            let (word, mask) = ((region / 64) as usize, 1u64 << (region % 64));
-            let Some(bits) = files.recorded.get(word) else {
-                continue;
-            };
-            if bits.load(Ordering::Acquire) & mask != 0 {
-                continue;
-            }
-            let _guard = files.lock.lock().unwrap_or_else(|p| p.into_inner());
-            if bits.load(Ordering::Acquire) & mask != 0 {
-                continue;
-            }
-            files.regions.write_all_at(&[1], region)?;
-            files.regions.sync_data()?;
-            bits.fetch_or(mask, Ordering::AcqRel);
-        }
-        Ok(())
+    }
+
+    /// Whether [`ChangeTracker::before_write`] would have to write and sync the regions
+    /// file for `offset..offset+len` (a region not recorded since the start): two atomic
+    /// loads at most in the steady state.
+    pub fn needs_record(&self, offset: u64, len: u64) -> bool {
+        self.files
+            .as_ref()
+            .is_some_and(|files| files.regions.needs_record(offset, len))
     }
 
     /// After a write completed: its chunks are changed.
@@ -200,16 +171,10 @@ impl ChangeTracker {
 
     /// Clears the region file (only when no write can run: at open, at the clean stop).
     fn clear_regions(&self) -> io::Result<()> {
-        let Some(files) = &self.files else {
-            return Ok(());
-        };
-        let len = files.regions.metadata()?.len();
-        files.regions.write_all_at(&vec![0u8; len as usize], 0)?;
-        files.regions.sync_data()?;
-        for word in files.recorded.iter() {
-            word.store(0, Ordering::Release);
+        match &self.files {
+            Some(files) => files.regions.clear(),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -239,8 +204,11 @@ fn new_epoch() -> u32 {
     u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).max(1)
 }
 
-/// A backend whose writes and unmaps are tracked. Reads and flushes pass through. It has
-/// no ring file: every write goes through [`Backend::write_at`], where it is recorded.
+/// A backend whose writes and unmaps are tracked. Reads and flushes pass through. Over a
+/// file it keeps the file's ring I/O: a write planned on the ring marks the map when it is
+/// planned ([`Backend::before_ring_write`]); a write into a region not yet recorded
+/// durably goes to the blocking pool instead ([`Backend::write_needs_record`]), where
+/// [`Backend::write_at`] records it first.
 pub struct Tracked {
     inner: Arc<dyn Backend>,
     tracker: Arc<ChangeTracker>,
@@ -283,17 +251,26 @@ impl Backend for Tracked {
     fn mapped_extent(&self, offset: u64, max_len: u64) -> io::Result<(bool, u64)> {
         self.inner.mapped_extent(offset, max_len)
     }
+    /// The inner file's: planned reads, writes and flushes stay on the event loop's ring,
+    /// the change map marked when a write is planned ([`Backend::before_ring_write`]).
     fn ring_file(&self) -> Option<RingFile<'_>> {
-        None
+        self.inner.ring_file()
     }
     fn pool_volume(&self) -> Option<&PoolVolume> {
         None
     }
     fn flush_may_block(&self) -> bool {
-        true
+        self.inner.flush_may_block()
     }
     fn io_may_block(&self) -> bool {
-        self.inner.io_may_block() || self.inner.ring_file().is_some()
+        self.inner.io_may_block()
+    }
+    fn write_needs_record(&self, offset: u64, len: u64) -> bool {
+        self.tracker.needs_record(offset, len) || self.inner.write_needs_record(offset, len)
+    }
+    fn before_ring_write(&self, offset: u64, len: u64) {
+        self.inner.before_ring_write(offset, len);
+        self.tracker.after_write(offset, len);
     }
     fn logical_block_bytes(&self) -> Option<u32> {
         self.inner.logical_block_bytes()

@@ -20,11 +20,11 @@ use serde_json::{json, Value};
 use super::rpc::{ErrorCode, RpcError};
 use super::{bad, Control, Inner};
 use crate::backend::{Backend, IscsiBackend, LunSpec, Storage};
-use crate::changes::{ChangeId, ChangeTracker, Tracked, DEFAULT_CHUNK_BYTES};
+use crate::changes::{ChangeId, ChangeTracker, RegionLog, Tracked, DEFAULT_CHUNK_BYTES};
 use crate::disk::LogicalUnit;
 use crate::migration::{
     Copier, CopySettings, Migration, Mirror, Mode, Phase, Record, Shared, SharedBackend,
-    UnitBackend, REGION_BYTES,
+    UnitBackend, DIRTY_LOG_REGION_BYTES, REGION_BYTES,
 };
 
 /// A migration destination on another array gives up logging in again after this, so a
@@ -37,13 +37,53 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 #[derive(Default)]
 pub(super) struct Migrations {
     active: Mutex<HashMap<(String, u64), Migration>>,
+    /// Migrations whose destination failed, for the watcher to end (`fail_back`).
+    failures: Arc<FailureQueue>,
+    /// The last status of migrations that ended `failed`, until the LUN migrates again
+    /// or an operator acknowledges it (cancel, rollback).
+    ended: Mutex<HashMap<(String, u64), Value>>,
 }
 
 impl Migrations {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), Migration>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn ended(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), Value>> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
+
+/// The LUNs whose migration failed, told from the thread that saw it (an event loop, the
+/// copy) without blocking it, and taken by the watcher thread.
+#[derive(Default)]
+struct FailureQueue {
+    keys: Mutex<Vec<(String, u64)>>,
+    told: std::sync::Condvar,
+}
+
+impl FailureQueue {
+    fn tell(&self, key: (String, u64)) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key);
+        self.told.notify_one();
+    }
+
+    /// The keys told so far, after waiting at most `limit` for one.
+    fn take(&self, limit: Duration) -> Vec<(String, u64)> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut keys, _) = self
+            .told
+            .wait_timeout_while(keys, limit, |k| k.is_empty())
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *keys)
+    }
+}
+
+/// How often the watcher looks whether its control plane is still there.
+const WATCH_TICK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -294,8 +334,14 @@ impl Control {
             stun_budget_ms: p.stun_budget_ms.unwrap_or(100),
             cursor_regions: 0,
             phase: Phase::Copying.name().into(),
+            error: None,
         };
+        if let Some(dir) = Self::state_dir(&inner) {
+            // A fresh migration: no dirty log (or failed record) of an earlier one counts.
+            let _ = record.remove(&dir);
+        }
         let status = self.start(&mut inner, record, Phase::Copying)?;
+        self.migrations.ended().remove(&key);
         Ok(status)
     }
 
@@ -318,16 +364,41 @@ impl Control {
         let dest = Self::open_destination(&record.to, &unit)?;
         let size = unit.blocks() * u64::from(unit.block_size());
         let regions = size.div_ceil(REGION_BYTES);
+        let state_dir = Self::state_dir(inner);
+        // DBT keeps the regions host writes touched in a durable log (with a state
+        // directory): resumed, it goes on from its cursor and copies those again.
+        let dirty_log = match (record.mode, &state_dir) {
+            (Mode::Dbt, Some(dir)) => {
+                std::fs::create_dir_all(crate::migration::record::dir(dir)).ok();
+                let path = record.dirty_log_path(dir);
+                Some(
+                    RegionLog::open(&path, size, DIRTY_LOG_REGION_BYTES).map_err(|e| {
+                        bad(
+                            ErrorCode::Persist,
+                            format!("the migration's dirty log {}: {e}", path.display()),
+                        )
+                    })?,
+                )
+            }
+            _ => None,
+        };
         let cursor = match (record.mode, phase) {
             (_, Phase::Ready | Phase::Switched) => regions,
-            (Mode::Mirror, _) => record.cursor_regions.min(regions),
-            // DBT's dirty map is in memory: a resumed DBT migration copies from the start.
-            (Mode::Dbt, _) => 0,
+            (Mode::Dbt, _) if dirty_log.is_none() => 0,
+            _ => record.cursor_regions.min(regions),
         };
         let shared = Arc::new(Shared::new(record.mode, size, cursor, phase));
+        if let Some((log, held)) = dirty_log {
+            if !held.is_empty() {
+                tracing::info!(regions = held.len(), "DBT migration resumed: the regions written before the restart are copied again");
+            }
+            shared.set_dirty_log(log, held);
+        }
+        let failures = Arc::clone(&self.migrations.failures);
+        let key = (record.target.clone(), record.lun);
+        shared.set_on_fail(Box::new(move || failures.tell(key.clone())));
         let source: Arc<dyn Backend> = Arc::new(UnitBackend(Arc::clone(&unit)));
         let mirror = Mirror::new(Arc::clone(&source), Arc::clone(&dest), Arc::clone(&shared));
-        let state_dir = Self::state_dir(inner);
         if let Some(dir) = &state_dir {
             let mut saved = record.clone();
             saved.cursor_regions = cursor;
@@ -412,6 +483,15 @@ impl Control {
                 status
             })
             .collect();
+        rows.extend(
+            self.migrations
+                .ended()
+                .iter()
+                .filter(|((t, l), _)| {
+                    p.target.as_ref().is_none_or(|x| x == t) && p.lun.is_none_or(|x| x == *l)
+                })
+                .map(|(_, status)| status.clone()),
+        );
         rows.sort_by_key(|r| (r["target"].to_string(), r["lun"].as_u64()));
         json!({ "migrations": rows })
     }
@@ -452,6 +532,7 @@ impl Control {
                         stun_budget_ms: migration.settings.stun_budget.as_millis() as u64,
                         cursor_regions: shared.regions(),
                         phase: Phase::Switched.name().into(),
+                        error: None,
                     };
                     record.save(&dir).map_err(|e| {
                         bad(ErrorCode::Persist, format!("switch not recorded: {e}"))
@@ -510,6 +591,7 @@ impl Control {
                 stun_budget_ms: 0,
                 cursor_regions: 0,
                 phase: String::new(),
+                error: None,
             };
             if let Err(error) = record.remove(&dir) {
                 tracing::error!(%error, "migration record not removed after the commit");
@@ -532,6 +614,23 @@ impl Control {
         let mut inner = self.lock();
         let key = (target.to_string(), lun);
         let mut active = self.migrations.lock();
+        if !active.contains_key(&key) {
+            // A failed migration already ended by itself (the LUN is on its source):
+            // cancel and rollback acknowledge it.
+            if let Some(mut status) = self.migrations.ended().remove(&key) {
+                drop(active);
+                if let Some(dir) = Self::state_dir(&inner) {
+                    let _ = Self::record_of(target, lun, &status).remove(&dir);
+                }
+                status["was"] = json!("failed");
+                status["state"] = json!(if method == "migrate_cancel" {
+                    "cancelled"
+                } else {
+                    "rolled-back"
+                });
+                return Ok(status);
+            }
+        }
         let migration = active.get(&key).ok_or_else(|| {
             bad(
                 ErrorCode::NotFound,
@@ -560,6 +659,7 @@ impl Control {
                 stun_budget_ms: 0,
                 cursor_regions: 0,
                 phase: String::new(),
+                error: None,
             };
             if let Err(error) = record.remove(&dir) {
                 tracing::error!(%error, "migration record not removed");
@@ -580,6 +680,78 @@ impl Control {
         });
         status["was"] = json!(before.name());
         Ok(status)
+    }
+
+    /// Starts the thread that ends failed migrations by themselves ([`Control::fail_back`]);
+    /// it stops once the control plane is dropped.
+    pub fn watch_migrations(self: &Arc<Self>) -> std::io::Result<()> {
+        let control = Arc::downgrade(self);
+        let failures = Arc::clone(&self.migrations.failures);
+        std::thread::Builder::new()
+            .name("migration-watch".into())
+            .spawn(move || loop {
+                let keys = failures.take(WATCH_TICK);
+                let Some(control) = control.upgrade() else {
+                    return;
+                };
+                for (target, lun) in keys {
+                    control.fail_back(&target, lun);
+                }
+            })
+            .map(|_| ())
+    }
+
+    /// A failed migration ends by itself: the LUN runs on its source again as a plain LUN
+    /// (the source has every write: the mirror kept writing it), the copy stops, and the
+    /// record says `failed` and why, until the next migration of the LUN.
+    fn fail_back(&self, target: &str, lun: u64) {
+        let mut inner = self.lock();
+        let key = (target.to_string(), lun);
+        let mut active = self.migrations.lock();
+        let unit = match active.get(&key) {
+            Some(m) if m.shared.phase() == Phase::Failed => Arc::clone(&m.source_unit),
+            _ => return,
+        };
+        if let Err(error) = self.swap_unit(&mut inner, target, lun, unit, None) {
+            tracing::error!(target, lun, %error, "failed migration: the LUN stays on the migration backend (it serves from the source)");
+            return;
+        }
+        let mut migration = active.remove(&key).expect("checked above");
+        drop(active);
+        if let Some(thread) = migration.copier.take() {
+            let _ = thread.join();
+        }
+        let mut status = migration.status();
+        status["target"] = json!(target);
+        status["lun"] = json!(lun);
+        status["state"] = json!("failed");
+        if let Some(dir) = Self::state_dir(&inner) {
+            let record = Self::record_of(target, lun, &status);
+            if let Err(error) = record.save(&dir) {
+                tracing::error!(%error, "the failed migration's record was not written");
+            }
+        }
+        tracing::warn!(target, lun, error = ?migration.shared.error(), "migration failed; the LUN runs on its source again");
+        self.migrations.ended().insert(key, status);
+    }
+
+    /// The record of a migration that ended `failed`, from its status.
+    fn record_of(target: &str, lun: u64, status: &Value) -> Record {
+        Record {
+            target: target.to_string(),
+            lun,
+            to: status["to"].as_str().unwrap_or_default().to_string(),
+            mode: if status["mode"] == "dbt" {
+                Mode::Dbt
+            } else {
+                Mode::Mirror
+            },
+            rate_bytes_per_second: None,
+            stun_budget_ms: 0,
+            cursor_regions: 0,
+            phase: "failed".into(),
+            error: status["error"].as_str().map(str::to_string),
+        }
     }
 
     /// The clean stop, after the event loops stopped: every change map is saved exactly.
@@ -617,6 +789,17 @@ impl Control {
             }
         }
         for record in Record::load_all(&dir) {
+            if record.phase == "failed" {
+                let status = json!({
+                    "target": record.target, "lun": record.lun, "to": record.to,
+                    "mode": if record.mode == Mode::Dbt { "dbt" } else { "mirror" },
+                    "state": "failed", "error": record.error,
+                });
+                self.migrations
+                    .ended()
+                    .insert((record.target.clone(), record.lun), status);
+                continue;
+            }
             let phase = match record.phase.as_str() {
                 "ready" => Phase::Ready,
                 "switched" => Phase::Switched,

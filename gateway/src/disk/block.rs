@@ -218,6 +218,9 @@ impl LogicalUnit {
                     | op::SYNCHRONIZE_CACHE_16
             )
         );
+        if self.write_waits_for_a_record(cdb) {
+            return Plan::Blocking;
+        }
         if !ring_capable {
             // A flush that waits on storage (a pool's fsyncs) must not stall an event loop,
             // nor may a copy or a sanitize that moves the whole medium.
@@ -259,6 +262,38 @@ impl LogicalUnit {
             Ok(plan) => Plan::Io(plan),
             Err(check) => Plan::Done(ScsiResult::check_condition(&check)),
         }
+    }
+
+    /// Whether the command may change the medium where the backend must first record the
+    /// change durably (a change tracker's first write into a region: an fsync), which no
+    /// event loop waits for. READ and WRITE ask about their extent; any other command
+    /// that touches the medium about the whole of it.
+    fn write_waits_for_a_record(&self, cdb: &[u8]) -> bool {
+        let cdb_len = match cdb.first().copied() {
+            Some(
+                op::READ_6
+                | op::READ_10
+                | op::READ_12
+                | op::READ_16
+                | op::SYNCHRONIZE_CACHE_10
+                | op::SYNCHRONIZE_CACHE_16,
+            ) => return false,
+            Some(op::WRITE_6) => 6,
+            Some(op::WRITE_10) => 10,
+            Some(op::WRITE_12) => 12,
+            Some(op::WRITE_16) => 16,
+            _ if answers_without_the_medium(cdb) => return false,
+            _ => 0,
+        };
+        let size = self.backend.size_bytes();
+        if cdb_len == 0 || cdb.len() < cdb_len {
+            return self.backend.write_needs_record(0, size);
+        }
+        let extent = extent(cdb);
+        let block_size = u64::from(self.config.block_size);
+        let offset = extent.lba.saturating_mul(block_size);
+        let len = extent.blocks.saturating_mul(block_size);
+        self.backend.write_needs_record(offset, len.min(size))
     }
 
     fn plan_io(&self, task: &ScsiTask) -> Result<IoPlan, Check> {
@@ -303,6 +338,7 @@ impl LogicalUnit {
                     let entered = self.write_gate.shared();
                     gate::RingTicket::new(&self.write_gate, &entered)
                 };
+                self.backend.before_ring_write(offset, data.len() as u64);
                 Ok(IoPlan {
                     kind: IoKind::Write,
                     offset,

@@ -181,6 +181,10 @@ impl Copier {
     fn dbt(&self, buffer: &mut [u8], pacer: &mut Pacer) {
         let dirty = &self.shared.dirty;
         let mut since = dirty.current_id();
+        // Resumed after a crash: what host writes touched before it is copied again.
+        for (offset, len) in self.shared.take_resumed_dirty() {
+            dirty.mark(offset, len);
+        }
         let started = Instant::now();
         let Some(first) = self.first_pass(buffer, pacer) else {
             return;

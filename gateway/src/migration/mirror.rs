@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
 use crate::backend::{Backend, RingFile};
-use crate::changes::{ChangeMap, ChangeTracker};
+use crate::changes::{ChangeMap, ChangeTracker, RegionLog};
 
 /// How a migration copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -101,7 +101,20 @@ pub struct Shared {
     pub started: Instant,
     /// The longest time host writes were held for the switch (DBT's stun), in µs.
     pub stun_us: AtomicU64,
+    /// Told once when the migration fails, from whatever thread saw it (an event loop
+    /// too): the control plane then puts the LUN back on its source. Must not block.
+    on_fail: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// DBT with a state directory: the regions host writes touched since the migration
+    /// started, recorded durably before the first write into each, so a copy resumed
+    /// after `kill -9` knows what it must copy again ([`DIRTY_LOG_REGION_BYTES`]).
+    dirty_log: std::sync::OnceLock<RegionLog>,
+    /// DBT resumed: the regions its log held at the restart, for the first dirty pass.
+    resumed_dirty: Mutex<Vec<(u64, u64)>>,
 }
+
+/// The regions of a DBT migration's durable dirty log: 64 per GiB, so the first writes
+/// cost few syncs, and a resume copies again at most this much around each write.
+pub const DIRTY_LOG_REGION_BYTES: u64 = 16 << 20;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,7 +140,34 @@ impl Shared {
             error: Mutex::new(None),
             started: Instant::now(),
             stun_us: AtomicU64::new(0),
+            on_fail: std::sync::OnceLock::new(),
+            dirty_log: std::sync::OnceLock::new(),
+            resumed_dirty: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Gives a DBT migration its durable dirty log and what the log held at a restart
+    /// (to copy again in the first dirty pass).
+    pub fn set_dirty_log(&self, log: RegionLog, held: Vec<(u64, u64)>) {
+        *self.resumed_dirty.lock().unwrap_or_else(|p| p.into_inner()) = held;
+        let _ = self.dirty_log.set(log);
+    }
+
+    /// The regions the dirty log held at the restart (taken once).
+    pub(crate) fn take_resumed_dirty(&self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut *self.resumed_dirty.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The dirty log to write before a host write in this phase, if any.
+    fn dirty_log_for(&self, phase: Phase) -> Option<&RegionLog> {
+        (phase == Phase::Copying && self.mode == Mode::Dbt)
+            .then(|| self.dirty_log.get())
+            .flatten()
+    }
+
+    /// Sets what [`Shared::fail`] tells (once; a second hook is refused and dropped).
+    pub fn set_on_fail(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_fail.set(hook);
     }
 
     pub fn regions(&self) -> u64 {
@@ -164,9 +204,31 @@ impl Shared {
             return;
         }
         tracing::warn!(error = %why, phase = before.name(), "migration failed; the source serves alone");
-        let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
-        error.get_or_insert(why);
-        self.set_phase(Phase::Failed);
+        {
+            let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
+            error.get_or_insert(why);
+        }
+        // Only the thread that moves the phase to Failed tells.
+        if self
+            .phase
+            .compare_exchange(
+                before as u8,
+                Phase::Failed as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            if let Some(hook) = self.on_fail.get() {
+                hook();
+            }
+        } else if !self.phase().source_only() {
+            // The phase moved meanwhile (ready, switched): fail from there.
+            self.set_phase(Phase::Failed);
+            if let Some(hook) = self.on_fail.get() {
+                hook();
+            }
+        }
     }
 
     pub fn error(&self) -> Option<String> {
@@ -247,6 +309,9 @@ impl Mirror {
         let _held = self.shared.hold(offset, len);
         // Read under the stripes: the copy cannot move the cursor over these regions now.
         let phase = self.shared.phase();
+        if let Some(log) = self.shared.dirty_log_for(phase) {
+            log.record(offset, len)?;
+        }
         apply(self.source.as_ref(), offset, len)?;
         if phase == Phase::Copying && self.shared.mode == Mode::Dbt {
             self.shared.dirty.mark(offset, len);
@@ -338,11 +403,26 @@ impl Backend for Mirror {
     }
 
     fn flush_may_block(&self) -> bool {
-        true
+        self.source.flush_may_block()
+            || self.dest.flush_may_block()
+            || self.dest.ring_file().is_some()
     }
 
+    /// Over sides that answer on the event loop (RAM, null, pool volumes) the mirror does
+    /// too: a host write then holds one uncontended stripe read lock, and waits only while
+    /// the copy holds that region (one region's copy) or DBT's stun holds them all. A file
+    /// or another array on either side sends its I/O to the blocking pool.
     fn io_may_block(&self) -> bool {
-        true
+        self.source.io_may_block() || self.dest.io_may_block() || self.dest.ring_file().is_some()
+    }
+
+    fn write_needs_record(&self, offset: u64, len: u64) -> bool {
+        self.source.write_needs_record(offset, len)
+            || self.dest.write_needs_record(offset, len)
+            || self
+                .shared
+                .dirty_log_for(self.shared.phase())
+                .is_some_and(|log| log.needs_record(offset, len))
     }
 
     fn logical_block_bytes(&self) -> Option<u32> {

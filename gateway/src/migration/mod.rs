@@ -12,6 +12,8 @@
 //! rollback, failure).
 
 pub mod copy;
+#[cfg(test)]
+mod loop_plans;
 pub mod mirror;
 pub mod record;
 
@@ -19,7 +21,7 @@ use std::io;
 use std::sync::Arc;
 
 pub use copy::{Copier, CopySettings};
-pub use mirror::{Mirror, Mode, Phase, Shared, REGION_BYTES};
+pub use mirror::{Mirror, Mode, Phase, Shared, DIRTY_LOG_REGION_BYTES, REGION_BYTES};
 pub use record::Record;
 
 use crate::backend::{Backend, PoolVolume, RingFile};
@@ -61,11 +63,18 @@ impl Backend for UnitBackend {
     fn pool_volume(&self) -> Option<&PoolVolume> {
         None
     }
+    // A file's synchronous calls may block (it has no ring here); RAM, null and pool
+    // volumes answer on the event loop as they do as plain LUNs.
     fn flush_may_block(&self) -> bool {
-        true
+        let inner = self.0.backend();
+        inner.flush_may_block() || inner.ring_file().is_some()
     }
     fn io_may_block(&self) -> bool {
-        true
+        let inner = self.0.backend();
+        inner.io_may_block() || inner.ring_file().is_some()
+    }
+    fn write_needs_record(&self, offset: u64, len: u64) -> bool {
+        self.0.backend().write_needs_record(offset, len)
     }
     fn logical_block_bytes(&self) -> Option<u32> {
         Some(self.0.block_size())

@@ -20,10 +20,16 @@ pub struct Record {
     pub rate_bytes_per_second: Option<u64>,
     #[serde(default)]
     pub stun_budget_ms: u64,
-    /// Regions copied (mirror mode; DBT restarts its copy, its dirty map being in memory).
+    /// Regions copied by the first pass (both modes: DBT resumes from it and copies again
+    /// what its durable dirty log holds).
     pub cursor_regions: u64,
-    /// "copying", "ready" or "switched".
+    /// "copying", "ready" or "switched"; "failed" once the destination failed and the
+    /// LUN went back to its source (kept until the next migration of the LUN, so the
+    /// reason survives a restart; never resumed).
     pub phase: String,
+    /// Why the migration failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The directory of the records under a state directory.
@@ -55,8 +61,14 @@ impl Record {
         File::open(&dir)?.sync_all()
     }
 
-    /// Removes the record durably (a missing one is fine).
+    /// The durable dirty log of a DBT migration, beside its record.
+    pub fn dirty_log_path(&self, state_dir: &Path) -> PathBuf {
+        self.path(state_dir).with_extension("dirty")
+    }
+
+    /// Removes the record durably (a missing one is fine), and its dirty log.
     pub fn remove(&self, state_dir: &Path) -> io::Result<()> {
+        let _ = std::fs::remove_file(self.dirty_log_path(state_dir));
         match std::fs::remove_file(self.path(state_dir)) {
             Ok(()) => File::open(dir(state_dir))?.sync_all(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -105,6 +117,7 @@ mod tests {
             stun_budget_ms: 100,
             cursor_regions: 7,
             phase: "copying".into(),
+            error: None,
         };
         record.save(&dir).unwrap();
         assert_eq!(Record::load_all(&dir), vec![record.clone()]);

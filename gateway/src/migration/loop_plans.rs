@@ -1,0 +1,208 @@
+//! Where the commands of a tracked or migrating LUN run: on the event loop (inline, or on
+//! its ring for a file) or on the blocking pool. The plan a unit makes decides it
+//! ([`LogicalUnit::plan`]); these tests pin it for each kind of wrapper.
+
+use std::sync::Arc;
+
+use crate::backend::{Backend, FileBackend, RamBackend};
+use crate::changes::{ChangeTracker, Tracked, DEFAULT_CHUNK_BYTES};
+use crate::disk::{IoKind, LogicalUnit, LuConfig, Plan, ScsiTask};
+use crate::migration::{Mirror, Mode, Phase, Shared, UnitBackend, REGION_BYTES};
+
+const SIZE: u64 = 8 * REGION_BYTES;
+
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "loop-plans-{tag}-{}-{:x}",
+        std::process::id(),
+        u64::from_le_bytes(datapath::client::random_bytes(8).try_into().unwrap())
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write10(lba: u32, blocks: u16) -> [u8; 16] {
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x2a;
+    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+    cdb
+}
+
+fn read10(lba: u32, blocks: u16) -> [u8; 16] {
+    let mut cdb = write10(lba, blocks);
+    cdb[0] = 0x28;
+    cdb
+}
+
+fn task<'a>(cdb: &'a [u8], data_out: &'a [u8]) -> ScsiTask<'a> {
+    ScsiTask {
+        cdb,
+        data_out,
+        expected_data_in_len: 1 << 24,
+        target_port: Default::default(),
+        nexus: Default::default(),
+    }
+}
+
+#[test]
+fn a_tracked_file_lun_keeps_its_ring_and_marks_the_map_when_a_write_is_planned() {
+    let dir = scratch("tracked-file");
+    let path = dir.join("lun.img");
+    let file = FileBackend::open(path.to_str().unwrap(), Some(SIZE)).unwrap();
+    let tracker = Arc::new(
+        ChangeTracker::open(&dir.join("changes"), "lun", SIZE, DEFAULT_CHUNK_BYTES).unwrap(),
+    );
+    let tracked = Tracked::new(Arc::new(file), Arc::clone(&tracker));
+    assert!(tracked.ring_file().is_some(), "the file's ring is kept");
+    let unit = LogicalUnit::new(Box::new(tracked), LuConfig::for_name("t"));
+    let start = tracker.map().current_id();
+    let data = vec![0x11u8; 4096];
+
+    // Reads never wait for a record: on the ring.
+    let read = read10(0, 8);
+    assert!(matches!(unit.plan(&task(&read, &[])), Plan::Io(ref io) if io.kind == IoKind::Read));
+
+    // The first write into the (1 GiB) region since the start must be recorded durably:
+    // the blocking pool runs it (an fsync), never the event loop.
+    let first = write10(16, 8);
+    assert!(matches!(unit.plan(&task(&first, &data)), Plan::Blocking));
+    assert_eq!(unit.execute(&task(&first, &data)).status, 0);
+
+    // Then writes there go to the ring, and planning one marks its chunk.
+    let later = write10(4096, 8); // 2 MiB in: another 64 KiB chunk.
+    match unit.plan(&task(&later, &data)) {
+        Plan::Io(io) => assert_eq!((io.kind, io.offset, io.len), (IoKind::Write, 2 << 20, 4096)),
+        other => panic!("a write into a recorded region runs on the ring, planned {other:?}"),
+    }
+    let changed = tracker.changed_since(Some(start)).unwrap().unwrap();
+    assert_eq!(
+        changed.extents,
+        vec![(0, DEFAULT_CHUNK_BYTES), (2 << 20, DEFAULT_CHUNK_BYTES)],
+        "the blocking write and the ring write are both in the map"
+    );
+    drop(unit);
+    drop(tracker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn mirror_unit(
+    source: Box<dyn Backend>,
+    dest: Arc<dyn Backend>,
+    cursor: u64,
+) -> (LogicalUnit, Arc<Shared>) {
+    let source_unit = Arc::new(LogicalUnit::new(source, LuConfig::for_name("m")));
+    let shared = Arc::new(Shared::new(Mode::Mirror, SIZE, cursor, Phase::Copying));
+    let mirror = Mirror::new(
+        Arc::new(UnitBackend(Arc::clone(&source_unit))),
+        dest,
+        Arc::clone(&shared),
+    );
+    (source_unit.over_backend(Box::new(mirror)), shared)
+}
+
+#[test]
+fn a_mirror_between_ram_sides_answers_on_the_event_loop_and_writes_both_sides() {
+    let dest: Arc<dyn Backend> = Arc::new(RamBackend::new(SIZE));
+    let (unit, shared) = mirror_unit(Box::new(RamBackend::new(SIZE)), Arc::clone(&dest), 4);
+    let data = vec![0x22u8; 4096];
+    // Below the cursor (region 0): both sides, answered in the plan itself.
+    let below = write10(8, 8);
+    match unit.plan(&task(&below, &data)) {
+        Plan::Done(result) => assert_eq!(result.status, 0),
+        other => panic!("a RAM mirror runs inline, planned {other:?}"),
+    }
+    let mut on_dest = vec![0u8; 4096];
+    dest.read_at(8 * 512, &mut on_dest).unwrap();
+    assert_eq!(on_dest, data);
+    // After the switch, reads come from the destination, still inline.
+    dest.write_at(REGION_BYTES * 6, &[0x33; 512]).unwrap();
+    assert!(shared.change_phase(Phase::Copying, Phase::Switched));
+    let read = read10((REGION_BYTES * 6 / 512) as u32, 1);
+    match unit.plan(&task(&read, &[])) {
+        Plan::Done(result) => assert_eq!(result.data_in, vec![0x33; 512]),
+        other => panic!("a RAM mirror reads inline, planned {other:?}"),
+    }
+}
+
+#[test]
+fn a_mirror_with_a_file_side_leaves_its_io_to_the_blocking_pool() {
+    let dir = scratch("mirror-file");
+    let path = dir.join("dest.img");
+    let dest: Arc<dyn Backend> =
+        Arc::new(FileBackend::open(path.to_str().unwrap(), Some(SIZE)).unwrap());
+    let (unit, _shared) = mirror_unit(Box::new(RamBackend::new(SIZE)), dest, 0);
+    let write = write10(0, 1);
+    assert!(matches!(
+        unit.plan(&task(&write, &[0; 512])),
+        Plan::Blocking
+    ));
+    drop(unit);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_dbt_write_into_a_region_its_dirty_log_lacks_goes_to_the_blocking_pool_once() {
+    let dir = scratch("dbt-log");
+    let source_unit = Arc::new(LogicalUnit::new(
+        Box::new(RamBackend::new(SIZE)),
+        LuConfig::for_name("d"),
+    ));
+    let shared = Arc::new(Shared::new(Mode::Dbt, SIZE, 0, Phase::Copying));
+    let (log, held) = crate::changes::RegionLog::open(
+        &dir.join("m.dirty"),
+        SIZE,
+        crate::migration::DIRTY_LOG_REGION_BYTES,
+    )
+    .unwrap();
+    assert!(held.is_empty());
+    shared.set_dirty_log(log, held);
+    let dest: Arc<dyn Backend> = Arc::new(RamBackend::new(SIZE));
+    let mirror = Mirror::new(
+        Arc::new(UnitBackend(Arc::clone(&source_unit))),
+        dest,
+        Arc::clone(&shared),
+    );
+    let unit = source_unit.over_backend(Box::new(mirror));
+    let data = vec![0x44u8; 4096];
+    let write = write10(64, 8);
+    assert!(matches!(unit.plan(&task(&write, &data)), Plan::Blocking));
+    assert_eq!(unit.execute(&task(&write, &data)).status, 0);
+    assert!(matches!(unit.plan(&task(&write, &data)), Plan::Done(ref r) if r.status == 0));
+    drop(unit);
+    // The log survives: a restart finds the region.
+    let (_, held) = crate::changes::RegionLog::open(
+        &dir.join("m.dirty"),
+        SIZE,
+        crate::migration::DIRTY_LOG_REGION_BYTES,
+    )
+    .unwrap();
+    assert_eq!(
+        held,
+        vec![(0, SIZE)],
+        "one 16 MiB region holds the whole 8 MiB LUN"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failure_is_told_once_whichever_thread_sees_it() {
+    let shared = Arc::new(Shared::new(Mode::Mirror, SIZE, 8, Phase::Ready));
+    let told = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&told);
+    shared.set_on_fail(Box::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || shared.fail(format!("destination write {i}")))
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(shared.phase(), Phase::Failed);
+    assert_eq!(told.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(shared.error().unwrap().starts_with("destination write"));
+}
