@@ -180,6 +180,13 @@ fn session_spreading_benchmark() {
     let real: Vec<SocketAddr> = (0..REAL_PORTALS).map(|_| loopback(free_port())).collect();
     let virtual_portal = loopback(free_port());
     let socket = dir.join("control.sock");
+    // A file LU the size of tgt's (the anchor's LU is a 64 MiB file from the shared
+    // helper): the reads compare like with like.
+    let image = dir.join("lu.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("backing file");
+    let lun = format!("file:{}:64M", image.display());
     let mut args: Vec<String> = Vec::new();
     for portal in &real[1..] {
         args.extend(["--portal".into(), portal.to_string()]);
@@ -193,7 +200,7 @@ fn session_spreading_benchmark() {
             "--iqn",
             IQN,
             "--lun",
-            "null:1G",
+            &lun,
             "--threads",
             "2",
         ]
