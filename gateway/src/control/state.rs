@@ -115,7 +115,8 @@ pub struct LunState {
 #[derive(Debug)]
 pub struct StateDir {
     dir: PathBuf,
-    journal: std::fs::File,
+    /// Shared with the group commit's leaders, which sync it outside the control lock.
+    journal: std::sync::Arc<std::fs::File>,
     /// Where the next record goes.
     journal_end: u64,
 }
@@ -179,7 +180,7 @@ impl StateDir {
         }
         Ok(StateDir {
             dir: dir.to_path_buf(),
-            journal,
+            journal: std::sync::Arc::new(journal),
             journal_end: 0,
         })
     }
@@ -218,6 +219,22 @@ impl StateDir {
     /// Appends one change and syncs it. [`StateError::JournalFull`] when it does not fit:
     /// the caller writes a snapshot instead.
     pub fn append(&mut self, generation: u64, payload: &[u8]) -> Result<(), StateError> {
+        self.write(generation, payload)?;
+        let path = self.dir.join(JOURNAL_FILE);
+        self.journal.sync_data().map_err(|e| io_error(&path, e))
+    }
+
+    /// The journal, for a group commit to sync ([`Self::write`]'s records) without
+    /// holding the directory.
+    pub fn journal(&self) -> std::sync::Arc<std::fs::File> {
+        std::sync::Arc::clone(&self.journal)
+    }
+
+    /// Appends one change without syncing it: durable once the journal is synced
+    /// (`fdatasync`), which a group commit does for many records at once. Records are
+    /// written in generation order, so a crash leaves a prefix of them for replay.
+    /// [`StateError::JournalFull`] when it does not fit.
+    pub fn write(&mut self, generation: u64, payload: &[u8]) -> Result<(), StateError> {
         let len = RECORD_HEADER_BYTES + payload.len();
         if self.journal_end + len as u64 > JOURNAL_BYTES {
             return Err(StateError::JournalFull);
@@ -232,7 +249,6 @@ impl StateDir {
         self.journal
             .write_all_at(&record, self.journal_end)
             .map_err(|e| io_error(&path, e))?;
-        self.journal.sync_data().map_err(|e| io_error(&path, e))?;
         self.journal_end += len as u64;
         Ok(())
     }
