@@ -20,7 +20,7 @@ const TARGET: &str = "iqn.2026-12.test:group-commit";
 const HOST: &str = "iqn.2026-12.test:esx-storm";
 const CLIENTS: usize = 8;
 /// Volumes per client: its sequence of calls is 2 * VOLUMES - 1 long.
-const VOLUMES: usize = 40;
+const VOLUMES: usize = 128;
 
 fn volume(client: usize, v: usize) -> String {
     format!("c{client}-v{v}")
@@ -108,7 +108,7 @@ fn kill_9_under_concurrent_binds_and_unbinds_keeps_every_acknowledged_one() {
     let pool = dir.join("pool.img");
     let pool_text = pool.display().to_string();
     let created = Command::new(system_tests::gateway_binary())
-        .args(["pool", "create", &pool_text, "1G"])
+        .args(["pool", "create", &pool_text, "2G"])
         .output()
         .unwrap();
     assert!(created.status.success(), "{created:?}");
@@ -197,7 +197,7 @@ fn kill_9_under_concurrent_binds_and_unbinds_keeps_every_acknowledged_one() {
         }
         let pid = gateway.pid();
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(150 + 90 * round));
+            std::thread::sleep(Duration::from_millis(60 + 40 * round));
             // SAFETY: kill(2) on the pid of our own child.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         });
