@@ -85,7 +85,16 @@ fn a_logical_unit_reset_of_a_bound_volume_resets_that_volume_only() {
     ctl_ok(
         &socket,
         &[
-            "bind", "v1", "v2", "--target", TARGET, "--endpoint", "0", "--host", HOST, "--pool",
+            "bind",
+            "v1",
+            "v2",
+            "--target",
+            TARGET,
+            "--endpoint",
+            "0",
+            "--host",
+            HOST,
+            "--pool",
             &pool,
         ],
     );

@@ -79,7 +79,10 @@ fn stream(socket: &Path, client: usize, pool: &str, from: usize) -> (usize, Vec<
         if bind {
             params["endpoint"] = json!(0);
         }
-        if writer.write_all(&request(n as u64, method, params)).is_err() {
+        if writer
+            .write_all(&request(n as u64, method, params))
+            .is_err()
+        {
             break;
         }
         let mut line = Vec::new();

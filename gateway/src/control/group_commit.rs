@@ -61,7 +61,9 @@ pub(super) struct GroupCommit {
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl GroupCommit {
@@ -122,7 +124,12 @@ impl GroupCommit {
     }
 
     /// Publishes `live` (the model at `version`) unless a newer version went out already.
-    pub fn publish_in_order(&self, controller: &Controller, version: u64, live: Vec<Arc<LiveTarget>>) {
+    pub fn publish_in_order(
+        &self,
+        controller: &Controller,
+        version: u64,
+        live: Vec<Arc<LiveTarget>>,
+    ) {
         let mut published = locked(&self.published);
         if version > *published {
             controller.publish(live);
