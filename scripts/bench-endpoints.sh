@@ -14,7 +14,8 @@
 #      the same job on the plain LUN (the anchor, same pool, same session kind), twice,
 #      alternating; IOPS ratio;
 #   5. the spread job again while another host's volumes are bound and unbound as fast as
-#      the control plane takes them (one volume per RPC): binds+unbinds per second reached
+#      the control plane takes them ($STORM_CLIENTS concurrent clients, one volume per
+#      RPC, group commit): binds+unbinds per second reached
 #      and the job's p99 completion latency beside the quiet run's.
 # The machine is shared: figures are noisy. Not for CI.
 # Usage: scripts/bench-endpoints.sh [bindings, default 65536]
@@ -26,6 +27,7 @@ SINGLE=${SINGLE:-2000}
 SPREAD=${SPREAD:-1000}
 SECONDS_IO=${SECONDS_IO:-10}
 STORM_VOLUMES=${STORM_VOLUMES:-200}
+STORM_CLIENTS=${STORM_CLIENTS:-12}
 STATE_PARENT=${STATE_PARENT:-$PWD/target}
 TARGET=iqn.2026-12.bench:endpoints
 HOST=iqn.2026-12.bench:esx-a
@@ -170,31 +172,44 @@ read -r spread1 spread1_p99 <<<"$(run_job "${spread_args[@]}")"
 read -r plain2 plain2_p99 <<<"$(run_job "${plain_args[@]}")"
 read -r spread2 spread2_p99 <<<"$(run_job "${spread_args[@]}")"
 
-# Step 5: the storm beside the spread job.
+# Step 5: the storm beside the spread job: $STORM_CLIENTS control clients at once (one
+# process and connection each, its own volumes), each binding and unbinding one volume
+# per call as fast as it is answered; concurrent calls share the journal's fdatasync
+# (group commit).
 python3 - "$work/control.sock" "$work/pool.img" "$STORM_VOLUMES" "$TARGET" "$OTHER" \
-  "$((SECONDS_IO + 2))" >"$work/storm.out" <<'EOF' &
-import json, socket, sys, time
-path, pool, volumes, target, host, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6])
-s = socket.socket(socket.AF_UNIX)
-s.connect(path)
-f = s.makefile("rwb")
-n = 0
-def call(method, params):
-    global n
-    n += 1
-    f.write((json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}) + "\n").encode())
-    f.flush()
-    answer = json.loads(f.readline())
-    if "error" in answer:
-        sys.exit(f"{method}: {answer['error']}")
-done = 0
-t0 = time.perf_counter()
-while time.perf_counter() - t0 < seconds:
-    name = f"s{done % volumes}"
-    call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": [name]})
-    call("unbind", {"target": target, "host": host, "pool": pool, "volumes": [name]})
-    done += 2
-print(f"{done / (time.perf_counter() - t0):.0f}")
+  "$((SECONDS_IO + 2))" "$STORM_CLIENTS" >"$work/storm.out" <<'EOF' &
+import json, multiprocessing, socket, sys, time
+path, pool, volumes, target, host, seconds, clients = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6]), int(sys.argv[7])
+def client(c, results):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    f = s.makefile("rwb")
+    n = 0
+    def call(method, params):
+        nonlocal n
+        n += 1
+        f.write((json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}) + "\n").encode())
+        f.flush()
+        answer = json.loads(f.readline())
+        if "error" in answer:
+            sys.exit(f"{method}: {answer['error']}")
+    mine = [f"s{i}" for i in range(c, volumes, clients)]
+    done = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        name = mine[(done // 2) % len(mine)]
+        call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": [name]})
+        call("unbind", {"target": target, "host": host, "pool": pool, "volumes": [name]})
+        done += 2
+    results.put((done, time.perf_counter() - t0))
+results = multiprocessing.Queue()
+procs = [multiprocessing.Process(target=client, args=(c, results)) for c in range(clients)]
+for p in procs:
+    p.start()
+outcomes = [results.get() for _ in procs]
+for p in procs:
+    p.join()
+print(f"{sum(d for d, _ in outcomes) / max(t for _, t in outcomes):.0f}")
 EOF
 storm_pid=$!
 sleep 1
@@ -218,6 +233,6 @@ echo "| 1,000 binds in one call: median / max ($(val batches) batches) | $(val b
 echo "| 4 KiB random read IOPS, $SPREAD volumes of the endpoint (two runs) | $spread1, $spread2 | |"
 echo "| 4 KiB random read IOPS, one plain LUN (anchor, two runs) | $plain1, $plain2 | |"
 echo "| ratio spread / plain (best runs) | $(ratio "$spread_best" "$plain_best") | >= 0.90 |"
-echo "| bind+unbind storm on another host: operations per second reached | $storm_rate | 10,000 |"
+echo "| bind+unbind storm on another host, $STORM_CLIENTS clients: operations per second reached | $storm_rate | 10,000 |"
 echo "| spread p99 latency quiet (best) / during the storm | $quiet_p99 / $storm_p99 µs | within 10% |"
 echo "| spread IOPS during the storm | $storm_iops | |"

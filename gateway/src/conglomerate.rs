@@ -40,6 +40,18 @@ impl std::fmt::Debug for HostBindings {
     }
 }
 
+impl crate::session::SubsidiaryLuns for HostBindings {
+    fn contains(&self, key: u64) -> bool {
+        match datapath::scsi::LunAddress::from_key(key) {
+            Some(datapath::scsi::LunAddress::Subsidiary {
+                endpoint,
+                secondary,
+            }) => self.get(endpoint, secondary).is_some(),
+            _ => false,
+        }
+    }
+}
+
 impl HostBindings {
     /// The unit bound at `secondary` through `endpoint`.
     pub fn get(&self, endpoint: u16, secondary: u32) -> Option<&Arc<LogicalUnit>> {

@@ -246,9 +246,7 @@ impl Control {
                 })?;
             }
         }
-        if let Some(controller) = &inner.controller {
-            controller.publish(next.live_targets());
-        }
+        self.publish_locked(inner, &next)?;
         inner.model = next;
         Ok(())
     }

@@ -15,6 +15,7 @@ mod array;
 pub mod array_rpc;
 pub mod array_state;
 mod bindings;
+mod group_commit;
 mod migration;
 pub mod rpc;
 pub mod socket;
@@ -105,6 +106,9 @@ struct Model {
 
 struct Inner {
     model: Model,
+    /// Counts the model's changes that the event loops must see, in the order they were
+    /// made (and journaled): what the group commit settles and publishes in order.
+    version: u64,
     state: Option<StateDir>,
     controller: Option<Controller>,
 }
@@ -112,6 +116,8 @@ struct Inner {
 /// The control plane of one gateway.
 pub struct Control {
     inner: Mutex<Inner>,
+    /// Concurrent changes share a journal sync and a publication (`group_commit`).
+    commits: group_commit::GroupCommit,
     portal_group_tag: u16,
     volumes: Mutex<Option<Arc<dyn VolumeService>>>,
     /// Migrations in progress (`migrate_*`, see `migration.rs`).
@@ -405,9 +411,11 @@ impl Control {
         Control {
             inner: Mutex::new(Inner {
                 model: Model::default(),
+                version: 0,
                 state,
                 controller: None,
             }),
+            commits: group_commit::GroupCommit::default(),
             portal_group_tag,
             volumes: Mutex::new(None),
             migrations: migration::Migrations::default(),
@@ -787,9 +795,7 @@ impl Control {
                 }
                 entry.rebuild(target, tpgt);
             }
-            if let Some(controller) = &inner.controller {
-                controller.publish(next.live_targets());
-            }
+            self.publish_locked(&mut inner, &next)?;
             inner.model = next;
         }
         Ok(answer)
@@ -931,9 +937,11 @@ impl Control {
         json!({ "generation": inner.model.generation, "targets": targets })
     }
 
-    /// `bind`: checked, applied in place, committed (undone if that fails), published.
+    /// `bind`: checked, applied in place, written to the journal (undone if that fails),
+    /// then answered once a group commit synced and published it.
     fn bind(&self, p: rpc::Bind) -> Result<Value, RpcError> {
         let tpgt = self.portal_group_tag;
+        self.check_usable()?;
         let mut inner = self.lock();
         let plan = bindings::plan_bind(&inner.model, p)?;
         let resolved = plan.resolved.clone();
@@ -944,18 +952,25 @@ impl Control {
             params: serde_json::to_value(&resolved).unwrap_or_default(),
             identities: Vec::new(),
         };
-        if let Err(e) = self.commit(&mut inner, &record) {
-            bindings::undo_bind(&mut inner.model, &resolved, tpgt);
-            inner.model.generation -= 1;
-            return Err(e);
-        }
+        let version = match Self::write(&mut inner, &record) {
+            Ok(version) => version,
+            Err(e) => {
+                bindings::undo_bind(&mut inner.model, &resolved, tpgt);
+                inner.model.generation -= 1;
+                return Err(e);
+            }
+        };
+        drop(inner);
+        self.settle(version)?;
         Ok(answer)
     }
 
-    /// `unbind`: applied in place, committed (undone if that fails), published; answered
-    /// once the commands in flight on the volumes it closes are done and flushed.
+    /// `unbind`: applied in place, written to the journal (undone if that fails), synced
+    /// and published by a group commit; answered once the commands in flight on the
+    /// volumes it closes are done and flushed.
     fn unbind(&self, p: rpc::Unbind) -> Result<Value, RpcError> {
         let tpgt = self.portal_group_tag;
+        self.check_usable()?;
         let mut inner = self.lock();
         let record = JournalRecord {
             method: "unbind".into(),
@@ -964,34 +979,82 @@ impl Control {
         };
         let unbound = bindings::apply_unbind(&mut inner.model, p, tpgt)?;
         inner.model.generation += 1;
-        if let Err(e) = self.commit(&mut inner, &record) {
-            bindings::undo_unbind(&mut inner.model, unbound, tpgt);
-            inner.model.generation -= 1;
-            return Err(e);
-        }
+        let version = match Self::write(&mut inner, &record) {
+            Ok(version) => version,
+            Err(e) => {
+                bindings::undo_unbind(&mut inner.model, unbound, tpgt);
+                inner.model.generation -= 1;
+                return Err(e);
+            }
+        };
         drop(inner);
+        self.settle(version)?;
         Ok(bindings::drain(unbound))
     }
 
-    /// Makes the model (already changed in place) durable, then publishes it.
-    fn commit(&self, inner: &mut Inner, record: &JournalRecord) -> Result<(), RpcError> {
+    /// Writes the record of the model's change (already made) to the journal, unsynced,
+    /// and gives the change its version. A full journal is written as a snapshot
+    /// instead (synced at once).
+    fn write(inner: &mut Inner, record: &JournalRecord) -> Result<u64, RpcError> {
         if let Some(dir) = inner.state.as_mut() {
-            persist(dir, &inner.model, record).map_err(|e| {
+            write_record(dir, &inner.model, record).map_err(|e| {
                 bad(
                     ErrorCode::Persist,
                     format!("the change was not made: state not written: {e}"),
                 )
             })?;
         }
+        inner.version += 1;
+        Ok(inner.version)
+    }
+
+    /// Refuses changes once a journal sync failed (`group_commit`).
+    fn check_usable(&self) -> Result<(), RpcError> {
+        self.commits
+            .check_usable()
+            .map_err(|reason| bad(ErrorCode::Persist, reason))
+    }
+
+    /// Waits until the change at `version` is synced and published (`group_commit`).
+    fn settle(&self, version: u64) -> Result<(), RpcError> {
+        self.commits
+            .settle(version, || {
+                let inner = self.lock();
+                group_commit::Snapshot {
+                    version: inner.version,
+                    live: inner.model.live_targets(),
+                    controller: inner.controller.clone(),
+                    journal: inner.state.as_ref().map(StateDir::journal),
+                }
+            })
+            .map_err(|reason| bad(ErrorCode::Persist, reason))
+    }
+
+    /// Publishes the model now, under the lock, for the rare changes that do not go
+    /// through the journal (a grown volume, a migration's switch): the journal is synced
+    /// first, since the model may hold records other calls wrote and still wait for.
+    fn publish_locked(&self, inner: &mut Inner, next: &Model) -> Result<(), RpcError> {
+        if let Some(dir) = inner.state.as_ref() {
+            dir.journal().sync_data().map_err(|e| {
+                bad(
+                    ErrorCode::Persist,
+                    format!("syncing the state journal before publishing: {e}"),
+                )
+            })?;
+        }
+        inner.version += 1;
         if let Some(controller) = &inner.controller {
-            controller.publish(inner.model.live_targets());
+            self.commits
+                .publish_in_order(controller, inner.version, next.live_targets());
         }
         Ok(())
     }
 
-    /// A change of the configuration: made on a copy, committed, published, kept.
+    /// A change of the configuration: made on a copy, written to the journal, kept, then
+    /// answered once a group commit synced and published it.
     fn change(&self, call: Call) -> Result<Value, RpcError> {
         let tpgt = self.portal_group_tag;
+        self.check_usable()?;
         let mut inner = self.lock();
         let mut next = inner.model.clone();
         let (method, params) = call.to_method_params();
@@ -1003,18 +1066,18 @@ impl Control {
                 params,
                 identities: attached_identities(&answer),
             };
-            persist(dir, &next, &record).map_err(|e| {
+            write_record(dir, &next, &record).map_err(|e| {
                 bad(
                     ErrorCode::Persist,
                     format!("the change was not made: state not written: {e}"),
                 )
             })?;
         }
-        if let Some(controller) = &inner.controller {
-            controller.publish(next.live_targets());
-        }
         inner.model = next;
+        inner.version += 1;
+        let version = inner.version;
         drop(inner);
+        self.settle(version)?;
         // Data written to a detached unit is made durable now; the unit itself closes
         // when the last command still running on it ends.
         for unit in detached {
@@ -1069,15 +1132,15 @@ fn recorded(identities: &[RecordedIdentity], lun: u64) -> Option<LuIdentity> {
     })
 }
 
-/// Makes `next` durable: its change appended to the journal, or a snapshot of it when
-/// the journal is full.
-fn persist(
+/// Writes `next`'s change to the journal, unsynced (a group commit syncs it), or a
+/// snapshot of it (synced) when the journal is full.
+fn write_record(
     dir: &mut StateDir,
     next: &Model,
     record: &JournalRecord,
 ) -> Result<(), state::StateError> {
     let payload = serde_json::to_vec(record).unwrap_or_default();
-    match dir.append(next.generation, &payload) {
+    match dir.write(next.generation, &payload) {
         Err(state::StateError::JournalFull) => dir.snapshot(&next.to_state()),
         other => other,
     }

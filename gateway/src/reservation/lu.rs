@@ -229,7 +229,11 @@ impl LuReservations {
                 Some(c) if c.epoch == ticket.epoch => *c,
                 _ => {
                     self.fence.leave(&ticket);
-                    let state = lock(&self.state);
+                    let mut state = lock(&self.state);
+                    // A unit that came after the nexus logged in (a LUN attached or a
+                    // volume bound live) learns of it at its first command, so its resets
+                    // reach it too.
+                    state.join_if_absent(&view.nexus);
                     let fresh = Cached {
                         epoch: self.fence.epoch(),
                         mask: state.access(&view.nexus),

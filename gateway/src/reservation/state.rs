@@ -202,6 +202,14 @@ impl ReservationState {
         *self.present.entry(nexus.clone()).or_default() += 1;
     }
 
+    /// A nexus that sends a command is present, even if the unit was added after its
+    /// login (then it never saw [`Self::nexus_joined`]).
+    pub fn join_if_absent(&mut self, nexus: &Nexus) {
+        if !self.present.contains_key(nexus) {
+            self.present.insert(nexus.clone(), 1);
+        }
+    }
+
     /// A nexus is gone (logout, connection loss, reinstatement): its SCSI-2 reservation
     /// is released (SPC-2 5.5.1); registrations persist (SPC-4 5.12.7). Returns whether
     /// access changed.

@@ -647,6 +647,13 @@ impl Connection {
         }
     }
 
+    /// The host's bound volumes, as the session's task management looks them up.
+    fn subsidiaries(&self) -> Option<Arc<dyn crate::session::SubsidiaryLuns>> {
+        self.bindings
+            .clone()
+            .map(|b| b as Arc<dyn crate::session::SubsidiaryLuns>)
+    }
+
     /// Finds the executor of the target logged in to, once.
     fn resolve_executor(&mut self) {
         if self.executor.is_none() {
@@ -655,6 +662,7 @@ impl Connection {
                     let initiator = self.session.initiator_name();
                     self.executor = Some(Arc::clone(live.executor_for(initiator)));
                     self.bindings = live.bindings_for(initiator).cloned();
+                    self.session.set_subsidiaries(self.subsidiaries());
                     self.target_luns = live.luns.clone();
                 }
             }
@@ -869,6 +877,7 @@ impl Connection {
                 self.attentions.handle_bindings_change();
             }
             self.bindings = bindings;
+            self.session.set_subsidiaries(self.subsidiaries());
             self.executor = Some(executor);
             self.target_luns = live.luns.clone();
         }

@@ -329,11 +329,16 @@ impl LunExecutor for DiskLuns {
     }
 
     fn reset(&self, lun: Option<u64>, kind: ResetKind) {
-        self.for_each_unit(|number, unit| {
-            if lun.is_none_or(|l| l == number) {
-                unit.reservations().reset(kind);
+        match lun {
+            // One unit: a plain LUN or a volume bound for this host (found directly, not
+            // by walking thousands of bindings).
+            Some(lun) => {
+                if let Some(unit) = self.unit(lun) {
+                    unit.reservations().reset(kind);
+                }
             }
-        });
+            None => self.for_each_unit(|_, unit| unit.reservations().reset(kind)),
+        }
         tracing::info!(target = %self.target_name, ?lun, ?kind, "reset");
     }
 

@@ -466,6 +466,16 @@ pub struct TargetSession {
     ping: Option<Ping>,
     window_violations: u32,
     stats: TargetStats,
+    /// The subsidiary LUs (bound volumes) this session's host reaches, for task
+    /// management's "LUN does not exist"; kept current by the driver.
+    subsidiaries: Option<Arc<dyn SubsidiaryLuns>>,
+}
+
+/// Which subsidiary logical units (two-level LUNs, by `LunAddress::key`) a session's
+/// host reaches through the target's endpoints: the driver hands the session its host's
+/// bindings, so LOGICAL UNIT RESET and ABORT TASK SET find a bound volume.
+pub trait SubsidiaryLuns: Send + Sync {
+    fn contains(&self, key: u64) -> bool;
 }
 
 impl std::fmt::Debug for TargetSession {
@@ -513,7 +523,13 @@ impl TargetSession {
             ping: None,
             window_violations: 0,
             stats: TargetStats::default(),
+            subsidiaries: None,
         }
+    }
+
+    /// The subsidiary LUs the host reaches now (its bindings), or none.
+    pub fn set_subsidiaries(&mut self, subsidiaries: Option<Arc<dyn SubsidiaryLuns>>) {
+        self.subsidiaries = subsidiaries;
     }
 
     pub fn state(&self) -> TargetState {

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use super::*;
+use datapath::scsi::LunAddress;
 
 impl TargetSession {
     pub(super) fn handle_task_mgmt(&mut self, h: pdu::TaskMgmtRequest) -> Result<(), TargetError> {
@@ -18,9 +19,19 @@ impl TargetSession {
         const LUN_DOES_NOT_EXIST: u8 = 2;
         const REASSIGNMENT_NOT_SUPPORTED: u8 = 4;
         const NOT_SUPPORTED: u8 = 5;
-        let lun = Lun::from_field(h.lun).number();
-        let lun_exists =
-            |s: &Self| lun.is_some_and(|n| s.target().is_some_and(|t| t.luns.contains(&n)));
+        // A single-level LUN by its number, a subsidiary LU (a bound volume, two levels)
+        // by its key: what the executor and the reset event name it by.
+        let field = Lun::from_field(h.lun);
+        let subsidiary = match field.address() {
+            Some(address @ LunAddress::Subsidiary { .. }) => Some(address.key()),
+            _ => None,
+        };
+        let lun = field.number().or(subsidiary);
+        let lun_exists = |s: &Self| match (lun, subsidiary) {
+            (Some(key), Some(_)) => s.subsidiaries.as_ref().is_some_and(|d| d.contains(key)),
+            (Some(n), None) => s.target().is_some_and(|t| t.luns.contains(&n)),
+            (None, _) => false,
+        };
         let response = match h.function {
             // ABORT TASK.
             1 => {

@@ -1,0 +1,210 @@
+//! Group commit of control-plane changes: concurrent calls share one `fdatasync` of the
+//! journal and one publication to the event loops.
+//!
+//! A change is applied to the model and its record written to the journal (no sync)
+//! under the control plane's lock, which gives it the next *version* (the order of the
+//! model's changes, so also the journal's order). Then, outside the lock, the call waits
+//! in [`GroupCommit::settle`] until its version is *settled*: its record synced and a
+//! configuration holding it published. The first waiter to find no sync running becomes
+//! the leader: it takes, under the lock, the version the model is at and the event loops'
+//! view of it ([`Snapshot`]), syncs the journal (every record written before covers all of
+//! those versions), publishes that view, and wakes everyone it settled. Calls that arrive
+//! while it syncs write their records meanwhile and are settled by the next leader, so
+//! the number of syncs per second stays about the disk's sync rate whatever the number of
+//! clients.
+//!
+//! What replay sees does not change: records land in version order; a crash leaves a
+//! prefix of them (the first torn record ends the replay), so the configuration after
+//! `kill -9` is the last acknowledged one or one with some of the unacknowledged changes
+//! that were in flight, each a whole change, never a mix. No call is answered before its
+//! record is synced, and nothing is published before it is durable. Publications go out in
+//! version order: one that would go back to an older version is skipped
+//! ([`GroupCommit::publish_in_order`], which the control plane's other publishers use too).
+//!
+//! A failed `fdatasync` leaves the journal in an unknown state (the kernel may have dropped
+//! the dirty pages, so a retry proves nothing): the changes waiting are answered with an
+//! error saying so and every later change is refused until the gateway restarts and
+//! replays what did land.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::server::{Controller, LiveTarget};
+
+/// What a leader takes under the control plane's lock: the model's version, the view of
+/// it the event loops get, and how to sync the journal that holds its records.
+pub(super) struct Snapshot {
+    pub version: u64,
+    pub live: Vec<Arc<LiveTarget>>,
+    pub controller: Option<Controller>,
+    pub journal: Option<Arc<std::fs::File>>,
+}
+
+#[derive(Default)]
+struct Progress {
+    /// Every change up to this version is synced and published.
+    settled: u64,
+    /// A leader is syncing.
+    syncing: bool,
+    /// Why a sync failed; then no change is accepted any more.
+    failed: Option<String>,
+}
+
+/// The rendezvous of the calls waiting for their commit.
+#[derive(Default)]
+pub(super) struct GroupCommit {
+    progress: Mutex<Progress>,
+    settled: Condvar,
+    /// The newest version published: publications never go back.
+    published: Mutex<u64>,
+    /// How many syncs the leaders made (for tests and statistics).
+    syncs: std::sync::atomic::AtomicU64,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl GroupCommit {
+    /// Refuses a change once a sync failed (see the module doc).
+    pub fn check_usable(&self) -> Result<(), String> {
+        match &locked(&self.progress).failed {
+            Some(reason) => Err(format!(
+                "a sync of the state journal failed earlier ({reason}); no change is accepted until the gateway restarts"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Returns once `version` is synced and published. `take` is called (by a leader) to
+    /// take a [`Snapshot`] under the control plane's lock.
+    pub fn settle(&self, version: u64, take: impl Fn() -> Snapshot) -> Result<(), String> {
+        let mut progress = locked(&self.progress);
+        loop {
+            if progress.settled >= version {
+                return Ok(());
+            }
+            if let Some(reason) = &progress.failed {
+                return Err(format!(
+                    "the change may not be durable: syncing the state journal failed: {reason}; the gateway accepts no change until it restarts"
+                ));
+            }
+            if progress.syncing {
+                progress = self
+                    .settled
+                    .wait(progress)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            progress.syncing = true;
+            drop(progress);
+            let outcome = self.lead(take());
+            progress = locked(&self.progress);
+            progress.syncing = false;
+            match outcome {
+                Ok(version) => progress.settled = progress.settled.max(version),
+                Err(reason) => progress.failed = Some(reason),
+            }
+            self.settled.notify_all();
+        }
+    }
+
+    /// One leader's round: sync, publish; the version it settled.
+    fn lead(&self, snapshot: Snapshot) -> Result<u64, String> {
+        if let Some(journal) = &snapshot.journal {
+            journal.sync_data().map_err(|e| e.to_string())?;
+            self.syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(controller) = &snapshot.controller {
+            self.publish_in_order(controller, snapshot.version, snapshot.live);
+        }
+        Ok(snapshot.version)
+    }
+
+    /// Publishes `live` (the model at `version`) unless a newer version went out already.
+    pub fn publish_in_order(
+        &self,
+        controller: &Controller,
+        version: u64,
+        live: Vec<Arc<LiveTarget>>,
+    ) {
+        let mut published = locked(&self.published);
+        if version > *published {
+            controller.publish(live);
+            *published = version;
+        }
+    }
+
+    /// How many journal syncs the leaders made so far.
+    #[cfg(test)]
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Many threads each "write" a version and settle it: every one returns only once a
+    /// leader's snapshot covered it, and the leaders' syncs are fewer than the changes.
+    #[test]
+    fn concurrent_settles_share_syncs_and_each_waits_for_its_version() {
+        let commits = Arc::new(GroupCommit::default());
+        let written = Arc::new(Mutex::new(0u64));
+        let file = Arc::new(tempfile_in_target());
+        let synced_upto = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (commits, written, file, synced_upto) = (
+                    Arc::clone(&commits),
+                    Arc::clone(&written),
+                    Arc::clone(&file),
+                    Arc::clone(&synced_upto),
+                );
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let mine = {
+                            let mut w = locked(&written);
+                            *w += 1;
+                            *w
+                        };
+                        let take = || {
+                            let version = *locked(&written);
+                            synced_upto.fetch_max(version, Ordering::SeqCst);
+                            Snapshot {
+                                version,
+                                live: Vec::new(),
+                                controller: None,
+                                journal: Some(Arc::clone(&file)),
+                            }
+                        };
+                        commits.settle(mine, take).unwrap();
+                        assert!(synced_upto.load(Ordering::SeqCst) >= mine);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(commits.syncs() >= 1);
+        assert!(commits.check_usable().is_ok());
+    }
+
+    fn tempfile_in_target() -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("group-commit-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        file
+    }
+}
