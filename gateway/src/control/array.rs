@@ -122,10 +122,11 @@ impl Control {
             .ok_or_else(|| bad(ErrorCode::NotAvailable, "the server is not running yet"))
     }
 
-    /// Makes an array setting durable: recorded in the model's array settings and
-    /// committed as a journal record (the call itself); undone in the model if the commit
-    /// fails.
+    /// Makes an array setting durable: recorded in the model's array settings and written
+    /// as a journal record (the call itself), undone in the model if that fails; returns
+    /// once a group commit has synced it.
     fn keep_array_setting(&self, call: &ArrayCall) -> Result<(), RpcError> {
+        self.check_usable()?;
         let mut inner = self.lock();
         let before = inner.model.array.clone();
         inner.model.array.record(call);
@@ -136,12 +137,17 @@ impl Control {
             params,
             identities: Vec::new(),
         };
-        if let Err(e) = self.commit(&mut inner, &record) {
-            inner.model.array = before;
-            inner.model.generation -= 1;
-            return Err(e);
-        }
-        Ok(())
+        let version = match Self::write(&mut inner, &record) {
+            Ok(version) => version,
+            Err(e) => {
+                inner.model.array = before;
+                inner.model.generation -= 1;
+                return Err(e);
+            }
+        };
+        drop(inner);
+        // Synced (and the model published) by a group commit before the setting is made.
+        self.settle(version)
     }
 
     /// Runs one array method.
