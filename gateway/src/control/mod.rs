@@ -17,6 +17,7 @@ mod bindings;
 mod migration;
 pub mod rpc;
 pub mod socket;
+pub mod pools;
 pub mod state;
 pub mod volumes;
 
@@ -50,6 +51,25 @@ pub trait VolumeService: Send + Sync {
             ErrorCode::NotAvailable,
             format!("pool {path}: not available: no pool configured"),
         ))
+    }
+
+    /// Creates a pool of `size_bytes` on a new file at `path` (kept open) and returns the
+    /// path it is recorded under (`pool_create`).
+    fn create_pool(&self, path: &str, _size_bytes: u64) -> Result<String, RpcError> {
+        Err(bad(
+            ErrorCode::NotAvailable,
+            format!("pool {path}: not available: no pool configured"),
+        ))
+    }
+
+    /// Forgets the open pool at `path` (`pool_close`; the caller checked nothing uses it).
+    fn close_pool(&self, path: &str) -> Result<String, RpcError> {
+        Err(bad(ErrorCode::NotFound, format!("no open pool {path}")))
+    }
+
+    /// One row per open pool (`pool_list`).
+    fn describe_pools(&self) -> Vec<Value> {
+        Vec::new()
     }
 
     /// Opens again the pools a restart finds recorded.
@@ -569,6 +589,7 @@ impl Control {
     pub fn handle(&self, call: Call) -> Result<Value, RpcError> {
         match call {
             Call::Volume { method, params } => self.volume_call(&method, params),
+            Call::Pool(call) => self.pool_call(call),
             Call::Migration { method, params } => self.migration_call(&method, params),
             Call::TargetList => Ok(self.target_list()),
             Call::PortalList => {
