@@ -276,6 +276,33 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends as a pool call parses to a typed call that encodes back
+        /// to the same call, or is refused as invalid parameters.
+        #[test]
+        fn pool_calls_round_trip_or_are_refused(
+            method in proptest::sample::select(POOL_METHODS.to_vec()),
+            path in "[ -~]{0,12}",
+            bytes in proptest::option::of(proptest::num::u64::ANY),
+            text in "[0-9A-Z]{0,4}",
+            extra in proptest::bool::ANY,
+        ) {
+            let size = bytes.map_or(json!(text), |b| json!(b));
+            let mut params = json!({"path": path, "size": size});
+            if extra {
+                params["other"] = json!(1);
+            }
+            match PoolCall::parse(method, params) {
+                Ok(call) => {
+                    let (name, encoded) = call.to_method_params();
+                    proptest::prop_assert_eq!(name, method);
+                    proptest::prop_assert_eq!(PoolCall::parse(name, encoded).unwrap(), call);
+                }
+                Err(e) => proptest::prop_assert_eq!(e.code, ErrorCode::InvalidParams),
+            }
+        }
+    }
+
     fn pool_request(method: &str, params: Value) -> Call {
         Call::Pool(PoolCall::parse(method, params).unwrap())
     }
