@@ -757,8 +757,12 @@ impl Control {
                 inner.model = next;
             }
         }
+        // Only a delete and a grow need the volume's LUNs (a walk over every LUN, each
+        // pool path resolved): a create would pay it on every call.
         let attached = match (&pool, &name) {
-            (Some(pool), Some(name)) => attachments(&inner.model, pool, name),
+            (Some(pool), Some(name)) if matches!(method, "volume_delete" | "volume_grow") => {
+                attachments(&inner.model, pool, name)
+            }
             _ => Vec::new(),
         };
         if method == "volume_delete" {
