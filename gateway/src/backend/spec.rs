@@ -62,6 +62,8 @@ pub struct LunOptions {
     pub shared: bool,
     /// `buffered` (file LUNs): through the page cache, never `O_DIRECT`.
     pub buffered: bool,
+    /// `sanitize_rate=SIZE`: SANITIZE moves at most this many bytes a second.
+    pub sanitize_bytes_per_second: Option<u64>,
     /// Write protected.
     pub readonly: bool,
     /// `volume=` (pool LUNs).
@@ -270,13 +272,20 @@ fn split_options(spec: &str) -> Result<(&str, LunOptions), BackendError> {
             ("grow", None) => options.grow = true,
             ("shared", None) => options.shared = true,
             ("buffered", None) => options.buffered = true,
+            ("sanitize_rate", Some(value)) => {
+                let rate = parse_size(value)?;
+                if rate == 0 {
+                    return Err(bad("sanitize_rate: more than 0 bytes a second".into()));
+                }
+                options.sanitize_bytes_per_second = Some(rate);
+            }
             ("readonly", None) => options.readonly = true,
             ("volume", Some(value)) => options.volume = Some(value.to_string()),
             ("size", Some(value)) => options.size_bytes = Some(parse_size(value)?),
             _ if head.starts_with("file:") || head.starts_with("pool:") => break, // a comma in a path
             _ => {
                 return Err(bad(
-                    "expected serial=, naa=, grow, shared, buffered, readonly, volume= or size=".into(),
+                    "expected serial=, naa=, grow, shared, buffered, readonly, sanitize_rate=, volume= or size=".into(),
                 ))
             }
         }

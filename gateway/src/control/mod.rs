@@ -325,7 +325,9 @@ fn open_lun(
         role: spec.role(),
         ..LuConfig::for_name(&format!("{target}/{lun}"))
     };
-    let unit = Arc::new(LogicalUnit::new(backend, config));
+    let unit = Arc::new(
+        LogicalUnit::new(backend, config).with_sanitize_rate(spec.options.sanitize_bytes_per_second),
+    );
     let info = LunInfo {
         lun,
         unit_id: server::next_unit_id(),

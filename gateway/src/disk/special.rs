@@ -6,8 +6,10 @@
 //! COMPARE AND WRITE does): no other write interleaves with it, so it lands whole or not at
 //! all with respect to every other command. No ATOMIC BOUNDARY is supported.
 //! A virtual disk has no grown or primary defects: READ DEFECT DATA returns empty lists.
-//! SANITIZE runs to completion within the command (IMMED is refused: there is no progress
-//! to poll). CRYPTO ERASE is not offered: nothing here is encrypted.
+//! SANITIZE runs to completion within the command, on a thread that may wait; meanwhile the
+//! unit answers other commands NOT READY, SANITIZE IN PROGRESS with the progress
+//! (`sanitizing`). IMMED is refused: the command answers when the operation ends.
+//! CRYPTO ERASE is not offered: nothing here is encrypted.
 #![forbid(unsafe_code)]
 
 use super::opcodes::op;
@@ -80,6 +82,7 @@ impl LogicalUnit {
                 // pattern is repeated within each block.
                 let block_image: Vec<u8> = piece[..block].to_vec();
                 let piece: Vec<u8> = block_image.repeat(SANITIZE_PIECE_BYTES as usize / block);
+                let running = self.sanitizing.begin()?;
                 let _alone = self.write_gate.exclusive();
                 let size = self.backend.size_bytes();
                 let mut at = 0;
@@ -89,6 +92,7 @@ impl LogicalUnit {
                         .write_at(at, &piece[..n as usize])
                         .map_err(|e| super::medium_error(e, true))?;
                     at += n;
+                    running.advance(at, size);
                 }
                 Ok(Vec::new())
             }
@@ -99,10 +103,18 @@ impl LogicalUnit {
                 if self.write_protected() {
                     return Err(Check::write_protected());
                 }
+                let running = self.sanitizing.begin()?;
                 let _alone = self.write_gate.exclusive();
-                self.backend
-                    .unmap(0, self.backend.size_bytes())
-                    .map_err(|e| super::medium_error(e, true))?;
+                let size = self.backend.size_bytes();
+                let mut at = 0;
+                while at < size {
+                    let n = (size - at).min(SANITIZE_PIECE_BYTES);
+                    self.backend
+                        .unmap(at, n)
+                        .map_err(|e| super::medium_error(e, true))?;
+                    at += n;
+                    running.advance(at, size);
+                }
                 Ok(Vec::new())
             }
             sanitize_action::EXIT_FAILURE_MODE => {
