@@ -318,4 +318,42 @@ mod tests {
             Plan::Done(_)
         ));
     }
+
+    /// While a paced SANITIZE runs on another thread, TEST UNIT READY and READ get NOT
+    /// READY, SANITIZE IN PROGRESS with a growing progress indication, REQUEST SENSE
+    /// answers GOOD with the same sense, INQUIRY passes; afterwards the unit is ready.
+    #[test]
+    fn a_running_sanitize_shows_its_progress_and_holds_off_medium_access() {
+        let lu = std::sync::Arc::new(lu(false).with_sanitize_rate(Some(8 << 20)));
+        let worker = {
+            let lu = std::sync::Arc::clone(&lu);
+            std::thread::spawn(move || {
+                run(&lu, &[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]).status
+            })
+        };
+        let started = std::time::Instant::now();
+        let mut progress = Vec::new();
+        while !worker.is_finished() && started.elapsed() < std::time::Duration::from_secs(10) {
+            let tur = run(&lu, &[0x00, 0, 0, 0, 0, 0], &[]);
+            if tur.status == status::CHECK_CONDITION {
+                assert_eq!((tur.sense[2], tur.sense[12], tur.sense[13]), (0x02, 0x04, 0x1b));
+                assert_eq!(tur.sense[15], 0x80, "SKSV");
+                progress.push(u16::from_be_bytes([tur.sense[16], tur.sense[17]]));
+                let sense = run(&lu, &[op::REQUEST_SENSE, 0, 0, 0, 18, 0], &[]);
+                assert_eq!(sense.status, status::GOOD);
+                assert_eq!((sense.data_in[2], sense.data_in[12]), (0x02, 0x04));
+                assert_eq!(run(&lu, &[0x12, 0, 0, 0, 36, 0], &[]).status, status::GOOD);
+                assert_eq!(
+                    run(&lu, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[]).sense[13],
+                    0x1b
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(worker.join().unwrap(), status::GOOD);
+        // 4 MiB at 8 MiB/s: about half a second, polled every 50 ms.
+        assert!(progress.len() >= 2, "seen in progress: {progress:?}");
+        assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+        assert_eq!(run(&lu, &[0x00, 0, 0, 0, 0, 0], &[]).status, status::GOOD);
+    }
 }
