@@ -125,7 +125,9 @@ impl CopyRun {
             ));
         }
         if let Some(ratio) = self.host_over_xcopy() {
-            out.push_str(&format!("host copy time / EXTENDED COPY time: {ratio:.1}x\n"));
+            out.push_str(&format!(
+                "host copy time / EXTENDED COPY time: {ratio:.1}x\n"
+            ));
         }
         out
     }
@@ -214,7 +216,10 @@ mod tests {
         assert_eq!(jobs[1].url.lun, Some(1));
         // --showcmd renders the copy options back.
         let line = crate::job::render_command_line(&specs);
-        assert!(line.contains("--rw=copy") && line.contains("--copy_method=host"), "{line}");
+        assert!(
+            line.contains("--rw=copy") && line.contains("--copy_method=host"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -225,7 +230,10 @@ mod tests {
                 "only an rw=copy job copies",
             ),
             ("[j]\nfilename=/tmp/f\nsize=1m\nrw=copy\n", "one iSCSI LUN"),
-            ("[j]\nfilename=iscsi://h/iqn.2026-12.t:x/0\nrw=copy\n", "size="),
+            (
+                "[j]\nfilename=iscsi://h/iqn.2026-12.t:x/0\nrw=copy\n",
+                "size=",
+            ),
             (
                 "[j]\nfilename=iscsi://h/iqn.2026-12.t:x/0\nsize=1m\nrw=copy\ncopy_method=dd\n",
                 "xcopy or host",

@@ -22,8 +22,8 @@ use datapath::url::IscsiUrl;
 use serde_json::{json, Value};
 
 use crate::engine::{EngineError, LoginOptions};
-pub use crate::job::CopyMethod;
 use crate::job::value::parse_size;
+pub use crate::job::CopyMethod;
 
 /// Why the comparison did not run or did not finish.
 #[non_exhaustive]
@@ -463,7 +463,14 @@ pub fn run_job(job: &CopyJob) -> Result<JobResult, CopyError> {
         CopyMethod::Host => {
             let started = Instant::now();
             let mut commands = 1;
-            host_copy(&mut client, host_io, source, dest_lba, blocks, &mut commands)?;
+            host_copy(
+                &mut client,
+                host_io,
+                source,
+                dest_lba,
+                blocks,
+                &mut commands,
+            )?;
             sync(&mut client)?;
             MethodResult {
                 name: "host (read+write)",
@@ -550,7 +557,10 @@ fn host_copy(
         let mut writes = Vec::new();
         for buffer in data {
             let count = buffer.len() as u64 / block;
-            let cdb = decode("WRITE", Cdb::write(lba, count as u32, io.block_length, false))?;
+            let cdb = decode(
+                "WRITE",
+                Cdb::write(lba, count as u32, io.block_length, false),
+            )?;
             writes.push(Request::new(io.lun, cdb, buffer, 0));
             lba += count;
         }
@@ -581,7 +591,12 @@ pub fn run(options: &CopyOffloadOptions) -> Result<CopyReport, CopyError> {
         prefill,
         verify: options.verify,
     };
-    let xcopy = run_job(&job("xcopy", CopyMethod::Xcopy, xcopy_dest, options.prefill))?;
+    let xcopy = run_job(&job(
+        "xcopy",
+        CopyMethod::Xcopy,
+        xcopy_dest,
+        options.prefill,
+    ))?;
     let host = run_job(&job("host", CopyMethod::Host, host_dest, false))?;
     let report = CopyReport {
         url: options.url.to_string(),

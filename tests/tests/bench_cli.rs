@@ -508,8 +508,9 @@ fn a_job_file_runs_an_extended_copy_job_beside_a_host_copy_job() {
     let report = json(&output);
     let jobs = report["copy_jobs"].as_array().expect("copy_jobs");
     assert_eq!(jobs.len(), 2, "{report}");
-    for (job, (name, method, dest_lba, commands)) in
-        jobs.iter().zip([("xcopy", "xcopy", 16384, 2), ("host", "host", 32768, 9)])
+    for (job, (name, method, dest_lba, commands)) in jobs
+        .iter()
+        .zip([("xcopy", "xcopy", 16384, 2), ("host", "host", 32768, 9)])
     {
         assert_eq!(job["jobname"], name, "{report}");
         assert_eq!(job["copy_method"], method);
@@ -536,5 +537,9 @@ fn a_job_file_runs_an_extended_copy_job_beside_a_host_copy_job() {
     .unwrap();
     let out = bench_in(scratch.path(), &[file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
-    assert!(stderr(&out).contains("job r is not rw=copy"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("job r is not rw=copy"),
+        "{}",
+        stderr(&out)
+    );
 }

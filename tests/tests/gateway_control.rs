@@ -656,7 +656,10 @@ fn pools_are_created_opened_and_closed_over_the_control_plane_durably() {
     assert!(out.contains("created: 128 MiB"), "{out}");
     for (args, code) in [
         (vec!["pool", "create", &p, "128M"], "-32002"),
-        (vec!["pool", "create", "/nonexistent/dir/p.img", "128M"], "-32003"),
+        (
+            vec!["pool", "create", "/nonexistent/dir/p.img", "128M"],
+            "-32003",
+        ),
         (vec!["pool", "create", "/tmp/never.img", "12Q"], "-32602"),
         (vec!["pool", "close", "/tmp/never-opened.img"], "-32001"),
     ] {
@@ -693,18 +696,27 @@ fn pools_are_created_opened_and_closed_over_the_control_plane_durably() {
     ctl_ok(socket, &["lun", "detach", T1, "2"]);
     let out = ctl_ok(socket, &["pool", "close", &p]);
     assert!(out.contains("closed"), "{out}");
-    assert_eq!(ctl_json(socket, &["pool", "list"])["pools"], Value::Array(vec![]));
+    assert_eq!(
+        ctl_json(socket, &["pool", "list"])["pools"],
+        Value::Array(vec![])
+    );
     // Closed means unlocked: the offline check opens it while the gateway runs.
     let check = Command::new(system_tests::gateway_binary())
         .args(["pool", "check", &p])
         .output()
         .unwrap();
-    assert!(check.status.success(), "offline check of a closed pool: {check:?}");
+    assert!(
+        check.status.success(),
+        "offline check of a closed pool: {check:?}"
+    );
     drop(gateway);
 
     let gateway = start(&dir, portal, &["--state-dir", &state], "gateway-2.log");
     let socket = &gateway.socket;
-    assert_eq!(ctl_json(socket, &["pool", "list"])["pools"], Value::Array(vec![]));
+    assert_eq!(
+        ctl_json(socket, &["pool", "list"])["pools"],
+        Value::Array(vec![])
+    );
     let out = ctl_ok(socket, &["pool", "open", &p]);
     assert!(out.contains("opened"), "{out}");
     assert!(ctl_ok(socket, &["pool", "open", &p]).contains("open already"));

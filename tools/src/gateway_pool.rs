@@ -62,7 +62,10 @@ pub fn human(call: &PoolCall, result: &Value, size: impl Fn(u64) -> String) -> S
             if pools.is_empty() {
                 return "no pools open\n".into();
             }
-            let mut out = format!("{:<48} {:>8} {:>12} {:>12}\n", "POOL", "VOLUMES", "ALLOCATED", "DATA");
+            let mut out = format!(
+                "{:<48} {:>8} {:>12} {:>12}\n",
+                "POOL", "VOLUMES", "ALLOCATED", "DATA"
+            );
             for p in pools {
                 out.push_str(&format!(
                     "{:<48} {:>8} {:>12} {:>12}\n",

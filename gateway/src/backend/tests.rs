@@ -205,11 +205,14 @@ fn buffered_file_luns_skip_direct_io_and_other_backends_refuse_it() {
         buffered: true,
         ..Default::default()
     };
-    let file = crate::backend::file::FileBackend::open_with(&path, Some(1 << 20), 512, options)
-        .unwrap();
+    let file =
+        crate::backend::file::FileBackend::open_with(&path, Some(1 << 20), 512, options).unwrap();
     assert!(!file.direct_io(), "buffered means no O_DIRECT");
     drop(file);
     let e = LunSpec::parse("ram:1M,buffered").unwrap_err().to_string();
-    assert!(e.contains("buffered") && e.contains("only file LUNs"), "{e}");
+    assert!(
+        e.contains("buffered") && e.contains("only file LUNs"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,9 +15,9 @@ mod array;
 pub mod array_rpc;
 mod bindings;
 mod migration;
+pub mod pools;
 pub mod rpc;
 pub mod socket;
-pub mod pools;
 pub mod state;
 pub mod volumes;
 
@@ -326,7 +326,8 @@ fn open_lun(
         ..LuConfig::for_name(&format!("{target}/{lun}"))
     };
     let unit = Arc::new(
-        LogicalUnit::new(backend, config).with_sanitize_rate(spec.options.sanitize_bytes_per_second),
+        LogicalUnit::new(backend, config)
+            .with_sanitize_rate(spec.options.sanitize_bytes_per_second),
     );
     let info = LunInfo {
         lun,

@@ -126,12 +126,19 @@ fn users(model: &Model, path: &str) -> Vec<String> {
     for (target, entry) in &model.targets {
         for (lun, lun_entry) in &entry.luns {
             if let Ok(crate::backend::LunSpec {
-                storage: crate::backend::Storage::Pool { path: lun_pool, volume, .. },
+                storage:
+                    crate::backend::Storage::Pool {
+                        path: lun_pool,
+                        volume,
+                        ..
+                    },
                 ..
             }) = crate::backend::LunSpec::parse(&lun_entry.spec)
             {
                 if volumes::canonical(&lun_pool) == pool {
-                    found.push(format!("volume {volume} is attached as LUN {lun} of {target}"));
+                    found.push(format!(
+                        "volume {volume} is attached as LUN {lun} of {target}"
+                    ));
                 }
             }
         }
@@ -331,8 +338,14 @@ mod tests {
                 json!({"path": pool, "size": "64M"}),
             ))
             .unwrap_err();
-        assert!(again.message.contains("already exists"), "{}", again.message);
-        let listed = control.handle(pool_request("pool_list", json!({}))).unwrap();
+        assert!(
+            again.message.contains("already exists"),
+            "{}",
+            again.message
+        );
+        let listed = control
+            .handle(pool_request("pool_list", json!({})))
+            .unwrap();
         assert_eq!(listed["pools"][0]["path"], recorded.as_str(), "{listed}");
 
         // A volume attached as a LUN keeps the pool open, and the refusal names it.
@@ -379,7 +392,9 @@ mod tests {
         let control = Control::new(Some(super::super::StateDir::open(&state).unwrap()), 1);
         control.set_volumes(Arc::new(volumes::PoolVolumes::new()));
         control.load(&[]).unwrap();
-        let listed = control.handle(pool_request("pool_list", json!({}))).unwrap();
+        let listed = control
+            .handle(pool_request("pool_list", json!({})))
+            .unwrap();
         assert_eq!(listed["pools"][0]["volumes"], 1, "{listed}");
         control
             .handle(
@@ -402,14 +417,18 @@ mod tests {
         let control = Control::new(Some(super::super::StateDir::open(&state).unwrap()), 1);
         control.set_volumes(Arc::new(volumes::PoolVolumes::new()));
         control.load(&[]).unwrap();
-        let listed = control.handle(pool_request("pool_list", json!({}))).unwrap();
+        let listed = control
+            .handle(pool_request("pool_list", json!({})))
+            .unwrap();
         assert_eq!(listed["pools"], json!([]), "{listed}");
         // The file stays: opening it again brings its volume back.
         let opened = control
             .handle(pool_request("pool_open", json!({"path": pool})))
             .unwrap();
         assert_eq!(opened["already_open"], false);
-        let listed = control.handle(pool_request("pool_list", json!({}))).unwrap();
+        let listed = control
+            .handle(pool_request("pool_list", json!({})))
+            .unwrap();
         assert_eq!(listed["pools"][0]["volumes"], 1, "{listed}");
     }
 }

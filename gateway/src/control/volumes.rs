@@ -98,9 +98,7 @@ fn pool_error(method: &str, pool: &str, error: PoolError) -> RpcError {
         PoolError::BadName(_)
         | PoolError::BadSize(_)
         | PoolError::Shrink { .. }
-        | PoolError::TooSmall(_) => {
-            ErrorCode::InvalidParams
-        }
+        | PoolError::TooSmall(_) => ErrorCode::InvalidParams,
         _ => ErrorCode::Backend,
     };
     RpcError::new(code, format!("{method} (pool {pool}): {error}"))

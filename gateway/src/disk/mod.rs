@@ -34,8 +34,8 @@ mod gate;
 mod inquiry;
 mod mode;
 pub mod opcodes;
-pub mod sense;
 mod sanitizing;
+pub mod sense;
 mod special;
 pub mod xcopy;
 

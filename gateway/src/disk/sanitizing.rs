@@ -16,8 +16,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::sense::{key, Check};
 use super::opcodes::op;
+use super::sense::{key, Check};
 
 /// LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS.
 pub const SANITIZE_IN_PROGRESS: (u8, u8) = (0x04, 0x1b);
@@ -118,14 +118,25 @@ mod tests {
     #[test]
     fn while_running_medium_access_is_not_ready_with_progress_and_inquiry_passes() {
         let state = Sanitizing::default();
-        assert!(state.refuses(&[op::TEST_UNIT_READY, 0, 0, 0, 0, 0]).is_none());
+        assert!(state
+            .refuses(&[op::TEST_UNIT_READY, 0, 0, 0, 0, 0])
+            .is_none());
         let running = state.begin().unwrap();
         running.advance(1 << 20, 4 << 20);
-        let check = state.refuses(&[op::TEST_UNIT_READY, 0, 0, 0, 0, 0]).unwrap();
-        assert_eq!((check.key, check.asc), (key::NOT_READY, SANITIZE_IN_PROGRESS));
+        let check = state
+            .refuses(&[op::TEST_UNIT_READY, 0, 0, 0, 0, 0])
+            .unwrap();
+        assert_eq!(
+            (check.key, check.asc),
+            (key::NOT_READY, SANITIZE_IN_PROGRESS)
+        );
         let sense = check.to_fixed_sense();
         assert_eq!(sense[15], 0x80, "SKSV: the progress indication is valid");
-        assert_eq!(u16::from_be_bytes([sense[16], sense[17]]), 16384, "a quarter done");
+        assert_eq!(
+            u16::from_be_bytes([sense[16], sense[17]]),
+            16384,
+            "a quarter done"
+        );
         assert!(state.refuses(&[op::INQUIRY, 0, 0, 0, 36, 0]).is_none());
         assert!(state.refuses(&[op::READ_16; 16]).is_some());
         assert!(state.begin().is_err(), "one operation at a time");

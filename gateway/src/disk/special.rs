@@ -336,7 +336,10 @@ mod tests {
         while !worker.is_finished() && started.elapsed() < std::time::Duration::from_secs(10) {
             let tur = run(&lu, &[0x00, 0, 0, 0, 0, 0], &[]);
             if tur.status == status::CHECK_CONDITION {
-                assert_eq!((tur.sense[2], tur.sense[12], tur.sense[13]), (0x02, 0x04, 0x1b));
+                assert_eq!(
+                    (tur.sense[2], tur.sense[12], tur.sense[13]),
+                    (0x02, 0x04, 0x1b)
+                );
                 assert_eq!(tur.sense[15], 0x80, "SKSV");
                 progress.push(u16::from_be_bytes([tur.sense[16], tur.sense[17]]));
                 let sense = run(&lu, &[op::REQUEST_SENSE, 0, 0, 0, 18, 0], &[]);

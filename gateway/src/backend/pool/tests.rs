@@ -461,7 +461,11 @@ fn a_volume_operation_syncs_data_only_when_writes_are_pending() {
     pool.engine().write(a, 0, &[7u8; 4096]).unwrap();
     let before = store.syncs();
     pool.clone_volume("a", "b").unwrap();
-    assert_eq!(store.syncs() - before, 2, "data pending: data sync, then the journal's");
+    assert_eq!(
+        store.syncs() - before,
+        2,
+        "data pending: data sync, then the journal's"
+    );
 
     let after = reopen(&store.power_cut(7));
     let b = after.engine().volume("b").unwrap().id;
