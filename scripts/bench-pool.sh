@@ -64,7 +64,7 @@ GIB_BLOCKS=$((1 << 21))   # 1 GiB of 512-byte blocks
 
 echo "== 1. EXTENDED COPY of 1 GiB vs a host copy"
 "$gateway" pool create "$work/copy.img" 8G >/dev/null
-start_gateway "pool:$work/copy.img,volume=v,size=4G" "ram:3G"
+start_gateway "pool:$work/copy.img,volume=v,size=6G" "ram:3G"
 head -c 256M /dev/urandom >"$work/random.bin"
 for i in 0 1 2 3; do
   "$ctl" write "iscsi://127.0.0.1:$port/$iqn/0" --lba $((i * (1 << 19))) --in "$work/random.bin" >/dev/null
@@ -80,6 +80,8 @@ pool_xcopy=$(copy 0 $((2 * GIB_BLOCKS)))
 pool_host=$(copy 0 $((3 * GIB_BLOCKS)) --through-host)
 ram_xcopy=$(copy 1 $((2 * GIB_BLOCKS)))
 ram_host=$(copy 1 $((2 * GIB_BLOCKS)) --through-host)
+# The job file copies to places nothing shares yet (4 and 5 GiB): a remap onto chunks an
+# earlier copy left would also time freeing them.
 echo "  iscsi-bench, a job file with an rw=copy xcopy job beside a host job (each prefilled, verified):"
 cat >"$work/copy.fio" <<EOF
 [global]
@@ -90,10 +92,10 @@ iodepth=8
 rw=copy
 [xcopy]
 copy_method=xcopy
-copy_dest=2g
+copy_dest=4g
 [host]
 copy_method=host
-copy_dest=3g
+copy_dest=5g
 EOF
 "$bench" "$work/copy.fio" | sed 's/^/  /'
 stop_gateway
