@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use crate::engine::{EngineError, LoginOptions};
 use crate::job::value::parse_size;
+pub use crate::job::CopyMethod;
 
 /// Why the comparison did not run or did not finish.
 #[non_exhaustive]
@@ -164,7 +165,7 @@ pub struct MethodResult {
 }
 
 impl MethodResult {
-    fn mib_per_second(&self) -> f64 {
+    pub fn mib_per_second(&self) -> f64 {
         self.bytes as f64 / f64::from(1 << 20) / self.seconds.max(1e-9)
     }
 }
@@ -312,15 +313,52 @@ fn read_range(
     Ok(pieces)
 }
 
-/// Runs both copies and, with `verify`, compares both destinations with the source.
-pub fn run(options: &CopyOffloadOptions) -> Result<CopyReport, CopyError> {
+/// One copy: what an `rw=copy` job of a job file, or one half of the subcommand, asks for.
+#[derive(Debug, Clone)]
+pub struct CopyJob {
+    pub name: String,
+    pub url: IscsiUrl,
+    pub login: LoginOptions,
+    pub method: CopyMethod,
+    /// Byte offsets and length; multiples of the LUN's block.
+    pub source: u64,
+    pub size: u64,
+    /// `None`: right after the source.
+    pub dest: Option<u64>,
+    /// Bytes per READ/WRITE of a host copy (and of the prefill and verify).
+    pub bs: u64,
+    /// Commands in flight.
+    pub iodepth: usize,
+    /// Write a pattern that differs in every block into the source first (untimed).
+    pub prefill: bool,
+    /// Read the destination back and compare it with the source (untimed).
+    pub verify: bool,
+}
+
+/// What one copy job did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResult {
+    pub name: String,
+    pub method: CopyMethod,
+    pub url: String,
+    pub block_length: u32,
+    pub source_lba: u64,
+    pub blocks: u64,
+    pub figures: MethodResult,
+    /// `None` without `verify`.
+    pub verified: Option<bool>,
+}
+
+/// Runs one copy job on its own session: checks, prefill, the timed copy with its
+/// SYNCHRONIZE CACHE, then the verify.
+pub fn run_job(job: &CopyJob) -> Result<JobResult, CopyError> {
     let config = crate::engine::iscsi::client_config(
-        &options.url,
-        &options.login,
+        &job.url,
+        &job.login,
         std::time::Duration::from_secs(60),
-        options.iodepth,
+        job.iodepth,
     )?;
-    let lun = options.url.lun.unwrap_or(0);
+    let lun = job.url.lun.unwrap_or(0);
     let mut client = Client::connect(&config)?;
     // A fresh login may owe a unit attention: TEST UNIT READY takes it.
     let _ = client.execute(Request::new(lun, Cdb::test_unit_ready(), Vec::new(), 0));
@@ -335,54 +373,39 @@ pub fn run(options: &CopyOffloadOptions) -> Result<CopyReport, CopyError> {
     let block_length = capacity.block_length_bytes;
     let capacity_blocks = capacity.last_lba.saturating_add(1);
     let block = u64::from(block_length);
-    let xcopy_dest = options.xcopy_dest.unwrap_or(options.source + options.size);
-    let host_dest = options.host_dest.unwrap_or(xcopy_dest + options.size);
+    let dest = job.dest.unwrap_or(job.source + job.size);
     for (what, bytes) in [
-        ("offset", options.source),
-        ("size", options.size),
-        ("xcopy_dest", xcopy_dest),
-        ("host_dest", host_dest),
-        ("bs", options.bs),
+        ("offset", job.source),
+        ("size", job.size),
+        ("copy_dest", dest),
+        ("bs", job.bs),
     ] {
         if bytes % block != 0 {
             return Err(CopyError::Usage(format!(
-                "--{what}={bytes} is not a multiple of the LUN's {block}-byte block"
+                "job {}: {what}={bytes} is not a multiple of the LUN's {block}-byte block",
+                job.name
             )));
         }
     }
-    let blocks = options.size / block;
-    let (source, xcopy_lba, host_lba) = (
-        options.source / block,
-        xcopy_dest / block,
-        host_dest / block,
-    );
-    for (what, lba) in [
-        ("source", source),
-        ("xcopy_dest", xcopy_lba),
-        ("host_dest", host_lba),
-    ] {
+    let blocks = job.size / block;
+    let (source, dest_lba) = (job.source / block, dest / block);
+    for (what, lba) in [("source", source), ("copy_dest", dest_lba)] {
         if lba
             .checked_add(blocks)
             .is_none_or(|end| end > capacity_blocks)
         {
             return Err(CopyError::Usage(format!(
-                "the {what} range (LBA {lba}, {blocks} blocks) goes past the LUN's {capacity_blocks} blocks"
+                "job {}: the {what} range (LBA {lba}, {blocks} blocks) goes past the LUN's {capacity_blocks} blocks",
+                job.name
             )));
         }
     }
-    let vpd = execute(
-        &mut client,
-        "INQUIRY",
-        lun,
-        Cdb::inquiry_vpd(0x83, 4096),
-        vec![0; 4096],
-    )?;
-    let naa = decode("INQUIRY", DeviceIdentification::decode(&vpd))?
-        .descriptors
-        .iter()
-        .find(|d| d.association == 0 && d.designator_type == 3)
-        .map(|d| d.designator.clone())
-        .ok_or_else(|| CopyError::Usage("the LUN reports no NAA designator to copy with".into()))?;
+    if source < dest_lba + blocks && dest_lba < source + blocks {
+        return Err(CopyError::Usage(format!(
+            "job {}: the source (LBA {source}) and copy_dest (LBA {dest_lba}) ranges of {blocks} blocks overlap",
+            job.name
+        )));
+    }
     let sync = |client: &mut Client| {
         execute(
             client,
@@ -392,90 +415,74 @@ pub fn run(options: &CopyOffloadOptions) -> Result<CopyReport, CopyError> {
             Vec::new(),
         )
     };
-    let piece = (options.bs / block).max(1);
-    if options.prefill {
-        let mut done = 0;
-        while done < blocks {
-            let mut batch = Vec::new();
-            while done < blocks && batch.len() < options.iodepth {
-                let n = piece.min(blocks - done);
-                let lba = source + done;
-                let mut data = vec![0u8; (n * block) as usize];
-                for (i, chunk) in data.chunks_mut(block as usize).enumerate() {
-                    // Every block differs: its LBA, then a byte pattern from it.
-                    let stamp = lba + i as u64;
-                    chunk[..8].copy_from_slice(&stamp.to_be_bytes());
-                    for (j, byte) in chunk[8..].iter_mut().enumerate() {
-                        *byte = (stamp as usize).wrapping_add(j) as u8;
-                    }
-                }
-                let cdb = decode("WRITE", Cdb::write(lba, n as u32, block_length, false))?;
-                batch.push(Request::new(lun, cdb, data, 0));
-                done += n;
-            }
-            for outcome in client.execute_batch(batch)? {
-                checked("WRITE", outcome?)?;
-            }
-        }
-        sync(&mut client)?;
-    }
-
-    // EXTENDED COPY.
-    let started = Instant::now();
-    let mut commands = 1;
-    for segments in scsi::xcopy::plan(source, xcopy_lba, blocks) {
-        let list = scsi::xcopy::parameter_list(&naa, block_length, &segments);
-        let request = decode("EXTENDED COPY", scsi::xcopy::request(lun, list))?;
-        checked("EXTENDED COPY", client.execute(request)?)?;
-        commands += 1;
-    }
-    sync(&mut client)?;
-    let extended_copy = MethodResult {
-        name: "extended-copy",
-        bytes: options.size,
-        seconds: started.elapsed().as_secs_f64(),
-        commands,
-        dest_lba: xcopy_lba,
-    };
-
-    // Through the host: read `iodepth` pieces, write them, until done.
+    let piece = (job.bs / block).max(1);
     let host_io = HostIo {
         lun,
         piece,
         block_length,
-        depth: options.iodepth,
+        depth: job.iodepth,
     };
-    let window = piece * options.iodepth as u64;
-    let started = Instant::now();
-    let mut commands = 1;
-    let mut done = 0;
-    while done < blocks {
-        let n = window.min(blocks - done);
-        let data = read_range(&mut client, host_io, source + done, n, &mut commands)?;
-        let mut lba = host_lba + done;
-        let mut writes = Vec::new();
-        for buffer in data {
-            let count = buffer.len() as u64 / block;
-            let cdb = decode("WRITE", Cdb::write(lba, count as u32, block_length, false))?;
-            writes.push(Request::new(lun, cdb, buffer, 0));
-            lba += count;
-        }
-        commands += writes.len() as u64;
-        for outcome in client.execute_batch(writes)? {
-            checked("WRITE", outcome?)?;
-        }
-        done += n;
+    if job.prefill {
+        prefill(&mut client, host_io, source, blocks)?;
+        sync(&mut client)?;
     }
-    sync(&mut client)?;
-    let host = MethodResult {
-        name: "host (read+write)",
-        bytes: options.size,
-        seconds: started.elapsed().as_secs_f64(),
-        commands,
-        dest_lba: host_lba,
+    let figures = match job.method {
+        CopyMethod::Xcopy => {
+            let vpd = execute(
+                &mut client,
+                "INQUIRY",
+                lun,
+                Cdb::inquiry_vpd(0x83, 4096),
+                vec![0; 4096],
+            )?;
+            let naa = decode("INQUIRY", DeviceIdentification::decode(&vpd))?
+                .descriptors
+                .iter()
+                .find(|d| d.association == 0 && d.designator_type == 3)
+                .map(|d| d.designator.clone())
+                .ok_or_else(|| {
+                    CopyError::Usage("the LUN reports no NAA designator to copy with".into())
+                })?;
+            let started = Instant::now();
+            let mut commands = 1;
+            for segments in scsi::xcopy::plan(source, dest_lba, blocks) {
+                let list = scsi::xcopy::parameter_list(&naa, block_length, &segments);
+                let request = decode("EXTENDED COPY", scsi::xcopy::request(lun, list))?;
+                checked("EXTENDED COPY", client.execute(request)?)?;
+                commands += 1;
+            }
+            sync(&mut client)?;
+            MethodResult {
+                name: "extended-copy",
+                bytes: job.size,
+                seconds: started.elapsed().as_secs_f64(),
+                commands,
+                dest_lba,
+            }
+        }
+        CopyMethod::Host => {
+            let started = Instant::now();
+            let mut commands = 1;
+            host_copy(
+                &mut client,
+                host_io,
+                source,
+                dest_lba,
+                blocks,
+                &mut commands,
+            )?;
+            sync(&mut client)?;
+            MethodResult {
+                name: "host (read+write)",
+                bytes: job.size,
+                seconds: started.elapsed().as_secs_f64(),
+                commands,
+                dest_lba,
+            }
+        }
     };
-
-    let verified = if options.verify {
+    let verified = if job.verify {
+        let window = piece * job.iodepth as u64;
         let mut ignored = 0;
         let mut same = true;
         let mut done = 0;
@@ -483,8 +490,7 @@ pub fn run(options: &CopyOffloadOptions) -> Result<CopyReport, CopyError> {
             let n = window.min(blocks - done);
             let mut read =
                 |lba| read_range(&mut client, host_io, lba, n, &mut ignored).map(|p| p.concat());
-            let original = read(source + done)?;
-            same = read(xcopy_lba + done)? == original && read(host_lba + done)? == original;
+            same = read(dest_lba + done)? == read(source + done)?;
             done += n;
         }
         Some(same)
@@ -492,14 +498,114 @@ pub fn run(options: &CopyOffloadOptions) -> Result<CopyReport, CopyError> {
         None
     };
     let _ = client.logout();
-    let report = CopyReport {
-        url: options.url.to_string(),
+    Ok(JobResult {
+        name: job.name.clone(),
+        method: job.method,
+        url: job.url.to_string(),
         block_length,
         source_lba: source,
         blocks,
-        extended_copy,
-        host,
+        figures,
         verified,
+    })
+}
+
+/// Writes a pattern that differs in every block (its LBA, then bytes from it).
+fn prefill(client: &mut Client, io: HostIo, source: u64, blocks: u64) -> Result<(), CopyError> {
+    let block = u64::from(io.block_length);
+    let mut done = 0;
+    while done < blocks {
+        let mut batch = Vec::new();
+        while done < blocks && batch.len() < io.depth {
+            let n = io.piece.min(blocks - done);
+            let lba = source + done;
+            let mut data = vec![0u8; (n * block) as usize];
+            for (i, chunk) in data.chunks_mut(block as usize).enumerate() {
+                let stamp = lba + i as u64;
+                chunk[..8].copy_from_slice(&stamp.to_be_bytes());
+                for (j, byte) in chunk[8..].iter_mut().enumerate() {
+                    *byte = (stamp as usize).wrapping_add(j) as u8;
+                }
+            }
+            let cdb = decode("WRITE", Cdb::write(lba, n as u32, io.block_length, false))?;
+            batch.push(Request::new(io.lun, cdb, data, 0));
+            done += n;
+        }
+        for outcome in client.execute_batch(batch)? {
+            checked("WRITE", outcome?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Through the host: read `depth` pieces, write them, until done.
+fn host_copy(
+    client: &mut Client,
+    io: HostIo,
+    source: u64,
+    dest: u64,
+    blocks: u64,
+    commands: &mut u64,
+) -> Result<(), CopyError> {
+    let block = u64::from(io.block_length);
+    let window = io.piece * io.depth as u64;
+    let mut done = 0;
+    while done < blocks {
+        let n = window.min(blocks - done);
+        let data = read_range(client, io, source + done, n, commands)?;
+        let mut lba = dest + done;
+        let mut writes = Vec::new();
+        for buffer in data {
+            let count = buffer.len() as u64 / block;
+            let cdb = decode(
+                "WRITE",
+                Cdb::write(lba, count as u32, io.block_length, false),
+            )?;
+            writes.push(Request::new(io.lun, cdb, buffer, 0));
+            lba += count;
+        }
+        *commands += writes.len() as u64;
+        for outcome in client.execute_batch(writes)? {
+            checked("WRITE", outcome?)?;
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// The subcommand: an EXTENDED COPY job, then a host copy job of the same source to
+/// another place, through [`run_job`] (the code `rw=copy` jobs run).
+pub fn run(options: &CopyOffloadOptions) -> Result<CopyReport, CopyError> {
+    let xcopy_dest = options.xcopy_dest.unwrap_or(options.source + options.size);
+    let host_dest = options.host_dest.unwrap_or(xcopy_dest + options.size);
+    let job = |name: &str, method, dest, prefill| CopyJob {
+        name: name.to_string(),
+        url: options.url.clone(),
+        login: options.login.clone(),
+        method,
+        source: options.source,
+        size: options.size,
+        dest: Some(dest),
+        bs: options.bs,
+        iodepth: options.iodepth,
+        prefill,
+        verify: options.verify,
+    };
+    let xcopy = run_job(&job(
+        "xcopy",
+        CopyMethod::Xcopy,
+        xcopy_dest,
+        options.prefill,
+    ))?;
+    let host = run_job(&job("host", CopyMethod::Host, host_dest, false))?;
+    let report = CopyReport {
+        url: options.url.to_string(),
+        block_length: xcopy.block_length,
+        source_lba: xcopy.source_lba,
+        blocks: xcopy.blocks,
+        extended_copy: xcopy.figures,
+        host: host.figures,
+        verified: xcopy.verified.zip(host.verified).map(|(a, b)| a && b),
     };
     if report.verified == Some(false) {
         return Err(CopyError::Verify(format!(

@@ -9,6 +9,7 @@
 //! - `run`: jobs, groups and their threads.
 
 pub mod cluster;
+pub mod copy_jobs;
 pub mod copy_offload;
 pub mod engine;
 pub mod io;

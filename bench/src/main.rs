@@ -47,6 +47,9 @@ fn main() -> ExitCode {
         Action::CmdHelp(text) => print_and_exit(&text),
         Action::ShowCmd => print_and_exit(&job::render_command_line(&invocation.jobs)),
         Action::ParseOnly => ExitCode::SUCCESS,
+        Action::Run if invocation.jobs.iter().any(|j| j.rw_copy) => {
+            bench::copy_jobs::main(&invocation.jobs, invocation.tool.output_formats.json)
+        }
         Action::Run => run_and_report(&invocation, &args),
     }
 }

@@ -468,3 +468,78 @@ fn copy_offload_copies_a_region_with_extended_copy_beside_a_host_copy() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 16: copy offload as jobs of a job file. One file runs an `rw=copy` job by
+/// EXTENDED COPY beside one through the host (READ+WRITE) on a pool volume; both are
+/// reported side by side (JSON and text) and verified against the source.
+#[test]
+fn a_job_file_runs_an_extended_copy_job_beside_a_host_copy_job() {
+    let scratch = TempDir::new("bench-copy-jobs").unwrap();
+    let pool = scratch.join("pool.img");
+    let created = Command::new(system_tests::gateway_binary())
+        .args(["pool", "create", pool.to_str().unwrap(), "128M"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let spec = system_tests::gateway_process::GatewaySpec::new(&[&format!(
+        "pool:{},volume=v,size=32M",
+        pool.display()
+    )]);
+    let gateway = system_tests::GatewayProcess::start(&spec).unwrap();
+    let url = format!(
+        "iscsi://{}/{}/0",
+        gateway.portal(),
+        system_tests::gateway_process::GATEWAY_IQN
+    );
+    let file = scratch.join("copy.fio");
+    std::fs::write(
+        &file,
+        format!(
+            "[global]\nfilename={url}\nsize=4m\noffset=1m\nbs=1m\niodepth=4\nrw=copy\n\
+             [xcopy]\ncopy_method=xcopy\ncopy_dest=8m\n\
+             [host]\ncopy_method=host\ncopy_dest=16m\n"
+        ),
+    )
+    .unwrap();
+    let output = bench_in(
+        scratch.path(),
+        &["--output-format=json", file.to_str().unwrap()],
+    );
+    let report = json(&output);
+    let jobs = report["copy_jobs"].as_array().expect("copy_jobs");
+    assert_eq!(jobs.len(), 2, "{report}");
+    for (job, (name, method, dest_lba, commands)) in jobs
+        .iter()
+        .zip([("xcopy", "xcopy", 16384, 2), ("host", "host", 32768, 9)])
+    {
+        assert_eq!(job["jobname"], name, "{report}");
+        assert_eq!(job["copy_method"], method);
+        assert_eq!(job["source_lba"], 2048);
+        assert_eq!(job["dest_lba"], dest_lba);
+        assert_eq!(job["bytes"], 4 << 20);
+        assert_eq!(job["verified"], true);
+        // xcopy: one EXTENDED COPY and a SYNCHRONIZE CACHE; host: 4 reads, 4 writes, one.
+        assert_eq!(job["commands"], commands, "{name}");
+        assert!(job["seconds"].as_f64().unwrap() > 0.0);
+    }
+    assert!(report["host_over_xcopy"].as_f64().unwrap() > 0.0);
+    let text = stdout(&bench_in(scratch.path(), &[file.to_str().unwrap()]));
+    assert!(
+        text.contains("xcopy") && text.contains("host copy time / EXTENDED COPY time"),
+        "{text}"
+    );
+
+    // A copy job beside an I/O-pattern job is refused, naming the other job.
+    std::fs::write(
+        &file,
+        format!("[c]\nfilename={url}\nsize=1m\nrw=copy\n[r]\nfilename={url}\nsize=1m\nrw=read\n"),
+    )
+    .unwrap();
+    let out = bench_in(scratch.path(), &[file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    assert!(
+        stderr(&out).contains("job r is not rw=copy"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -638,3 +638,88 @@ fn volumes_are_managed_live_exported_grown_with_a_capacity_attention_and_survive
     assert_eq!(list["volumes"].as_array().map(Vec::len), Some(1));
     assert!(ctl_ok(socket, &["volume", "check"]).contains(": ok, 1 volumes"));
 }
+
+/// Issue 16: pools are created, opened, closed and listed over the control plane (no
+/// `iscsi-gateway pool create` beside the gateway), durably: a `kill -9` keeps them, a
+/// close is refused while a LUN exports one of its volumes, and a closed pool is
+/// unlocked (the offline check can open it) and stays closed after a restart.
+#[test]
+fn pools_are_created_opened_and_closed_over_the_control_plane_durably() {
+    let dir = TempDir::new("gateway-control-pools").unwrap();
+    let p = dir.join("pool.img").display().to_string();
+    let state = dir.join("state").display().to_string();
+    let portal = loopback(free_port());
+    let gateway = start(&dir, portal, &["--state-dir", &state], "gateway-0.log");
+    let socket = &gateway.socket;
+
+    let out = ctl_ok(socket, &["pool", "create", &p, "128M"]);
+    assert!(out.contains("created: 128 MiB"), "{out}");
+    for (args, code) in [
+        (vec!["pool", "create", &p, "128M"], "-32002"),
+        (
+            vec!["pool", "create", "/nonexistent/dir/p.img", "128M"],
+            "-32003",
+        ),
+        (vec!["pool", "create", "/tmp/never.img", "12Q"], "-32602"),
+        (vec!["pool", "close", "/tmp/never-opened.img"], "-32001"),
+    ] {
+        let stderr = ctl_refused(socket, &args);
+        assert!(stderr.contains(code), "{args:?}: {stderr}");
+    }
+    ctl_ok(socket, &["volume", "create", "--pool", &p, "vm1", "16M"]);
+    ctl_ok(socket, &["target", "create", T1]);
+    let spec = format!("pool:{p},volume=vm1");
+    ctl_ok(socket, &["lun", "attach", T1, "2", &spec]);
+    let mut client = session(portal, T1);
+    let cdb = Cdb::write_10(0, 8, 512, true).unwrap();
+    let outcome = client
+        .execute(Request::new(2, cdb, vec![0x3c; 8 * 512], 0))
+        .unwrap();
+    assert_eq!(outcome.status, 0, "WRITE(10): {:?}", outcome.sense);
+    let refused = ctl_refused(socket, &["pool", "close", &p]);
+    assert!(
+        refused.contains(&format!("volume vm1 is attached as LUN 2 of {T1}"))
+            && refused.contains("-32006"),
+        "{refused}"
+    );
+    drop(client);
+    gateway.process.kill_hard();
+
+    // After kill -9 the pool is open again, with its volume exported.
+    let gateway = start(&dir, portal, &["--state-dir", &state], "gateway-1.log");
+    let socket = &gateway.socket;
+    let pools = ctl_json(socket, &["pool", "list"]);
+    assert_eq!(pools["pools"].as_array().map(Vec::len), Some(1), "{pools}");
+    assert_eq!(pools["pools"][0]["volumes"], 1, "{pools}");
+    assert_eq!(pools["pools"][0]["allocated_bytes"], 4096, "{pools}");
+    assert!(ctl_ok(socket, &["pool", "list"]).contains("pool.img"));
+    ctl_ok(socket, &["lun", "detach", T1, "2"]);
+    let out = ctl_ok(socket, &["pool", "close", &p]);
+    assert!(out.contains("closed"), "{out}");
+    assert_eq!(
+        ctl_json(socket, &["pool", "list"])["pools"],
+        Value::Array(vec![])
+    );
+    // Closed means unlocked: the offline check opens it while the gateway runs.
+    let check = Command::new(system_tests::gateway_binary())
+        .args(["pool", "check", &p])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "offline check of a closed pool: {check:?}"
+    );
+    drop(gateway);
+
+    let gateway = start(&dir, portal, &["--state-dir", &state], "gateway-2.log");
+    let socket = &gateway.socket;
+    assert_eq!(
+        ctl_json(socket, &["pool", "list"])["pools"],
+        Value::Array(vec![])
+    );
+    let out = ctl_ok(socket, &["pool", "open", &p]);
+    assert!(out.contains("opened"), "{out}");
+    assert!(ctl_ok(socket, &["pool", "open", &p]).contains("open already"));
+    let list = ctl_json(socket, &["volume", "list", "--pool", &p]);
+    assert_eq!(list["volumes"][0]["name"], "vm1", "{list}");
+}

@@ -60,6 +60,9 @@ enum Verb {
     /// `lun attach TARGET N pool:PATH,volume=NAME`.
     #[command(subcommand)]
     Volume(VolumeVerb),
+    /// Volume pools: create (a new file), open, close (refused while in use), list.
+    #[command(subcommand)]
+    Pool(crate::gateway_pool::PoolVerb),
     /// Bind pool volumes for a host through a protocol endpoint (a LUN attached with
     /// the backend `endpoint`); prints each volume's secondary ID and the LUN the host
     /// uses (ENDPOINT:SECONDARY). Several volumes are one durable commit.
@@ -279,7 +282,7 @@ enum VolumeVerb {
 }
 
 /// The pool's path as the gateway must see it (the gateway runs in another directory).
-fn pool_path(path: &Path) -> Result<String, CtlError> {
+pub(crate) fn pool_path(path: &Path) -> Result<String, CtlError> {
     std::path::absolute(path)
         .map(|p| p.display().to_string())
         .map_err(|source| CtlError::File {
@@ -540,6 +543,7 @@ impl Verb {
             Verb::Alua(verb) => verb.call(),
             Verb::Params(verb) => verb.call(),
             Verb::Volume(verb) => verb.call()?,
+            Verb::Pool(verb) => verb.call()?,
             Verb::Bind {
                 volumes,
                 target,
@@ -803,6 +807,7 @@ fn human(call: &Call, result: &Value) -> String {
         Call::PortalList => gateway_array::human_portals(result),
         Call::Array(call) => gateway_array::human(call, result),
         Call::Volume { method, .. } => human_volume(method, result),
+        Call::Pool(call) => crate::gateway_pool::human(call, result, size),
         Call::Bind(p) => result["bindings"]
             .as_array()
             .into_iter()

@@ -11,6 +11,7 @@ mod config;
 mod gateway_array;
 mod gateway_ctl;
 mod gateway_migrate;
+mod gateway_pool;
 mod nexus;
 mod render;
 mod reservations;

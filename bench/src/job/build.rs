@@ -299,6 +299,30 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
         }
     }
 
+    // rw=copy (issue 16): a copy of the job's region on an iSCSI LUN.
+    for option in ["copy_method", "copy_dest"] {
+        if set(option) && !spec.rw_copy {
+            return Err(conflict(option, "rw", "only an rw=copy job copies"));
+        }
+    }
+    if spec.rw_copy {
+        if !matches!(spec.filename, Some(super::spec::Target::Iscsi(_)))
+            || !spec.more_filenames.is_empty()
+        {
+            return Err(conflict(
+                "rw",
+                "filename",
+                "rw=copy copies within one iSCSI LUN: give one filename=iscsi://HOST/TARGET/LUN",
+            ));
+        }
+        if !matches!(spec.size, Some(super::spec::SizeSpec::Bytes(_))) {
+            return Err(conflict("rw", "size", "rw=copy needs size= in bytes"));
+        }
+        if matches!(spec.offset, super::spec::SizeSpec::Percent(_)) {
+            return Err(conflict("rw", "offset", "rw=copy needs offset= in bytes"));
+        }
+    }
+
     // Verification.
     if spec.verify != VerifyKind::None {
         if !spec.does(Direction::Read) && !spec.does(Direction::Write) {

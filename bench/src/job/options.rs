@@ -232,10 +232,36 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!("loops", Required, Region, "int", default "1", "Repeat the workload this many times",
         count(1) loops),
     opt!("rw" ["readwrite"], Required, Pattern,
-        "read|write|trim|randread|randwrite|randtrim|rw|readwrite|randrw[:nr]", default "read",
-        "I/O pattern",
-        apply |s| s.spec().rw = s.parse_kb(value::parse_rw)?,
-        render |spec, base| (spec.rw != base.rw).then(|| render::rw(&spec.rw))),
+        "read|write|trim|randread|randwrite|randtrim|rw|readwrite|randrw[:nr]|copy",
+        default "read",
+        "I/O pattern; copy: copy the region to copy_dest (copy_method=xcopy|host)",
+        apply |s| if s.text() == "copy" {
+            s.spec().rw_copy = true;
+        } else {
+            s.spec().rw_copy = false;
+            s.spec().rw = s.parse_kb(value::parse_rw)?;
+        },
+        render |spec, base| if spec.rw_copy {
+            Some("copy".to_string())
+        } else {
+            (spec.rw != base.rw).then(|| render::rw(&spec.rw))
+        }),
+    opt!(ours "copy_method", Required, Pattern, "xcopy|host", default "xcopy",
+        "How an rw=copy job copies: EXTENDED COPY (the target moves the data) or READ+WRITE through this host",
+        apply |s| {
+            let method = match s.text() {
+                "xcopy" => super::spec::CopyMethod::Xcopy,
+                "host" => super::spec::CopyMethod::Host,
+                _ => return s.fail("expected xcopy or host"),
+            };
+            s.spec().copy_method = Some(method);
+        },
+        render |spec, base| (spec.copy_method != base.copy_method)
+            .then(|| spec.copy_method.unwrap_or_default().name().to_string())),
+    opt!(ours "copy_dest", Required, Pattern, "int", default "offset+size",
+        "Where an rw=copy job writes its copy (bytes into the same LUN)",
+        apply |s| s.spec().copy_dest_bytes = Some(s.parse_kb(value::parse_size)?),
+        render |spec, _base| spec.copy_dest_bytes.map(|b| render::size(SizeSpec::Bytes(b)))),
     opt!("rwmixread", Required, Pattern, "int", default "50",
         "Percentage of reads in a mixed pattern",
         apply |s| s.rwmix(|percent| percent)?,
@@ -1549,6 +1575,7 @@ mod tests {
             "ioengine" => "null",
             "kb_base" => "1024",
             "rw" => "randrw",
+            "copy_method" => "host",
             "rw_sequencer" => "identical",
             "random_generator" => "lfsr",
             "unified_rw_reporting" => "both",

@@ -143,6 +143,33 @@ pub enum Target {
     Null,
 }
 
+/// How an `rw=copy` job copies (`copy_method=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CopyMethod {
+    /// EXTENDED COPY (LID1): the target moves the data.
+    #[default]
+    Xcopy,
+    /// READ then WRITE through this host, `iodepth` commands of `bs` at a time.
+    Host,
+}
+
+impl CopyMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            CopyMethod::Xcopy => "xcopy",
+            CopyMethod::Host => "host",
+        }
+    }
+}
+
+/// An `rw=copy` job's own settings; the source is the job's `offset` and `size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CopySpec {
+    pub method: CopyMethod,
+    /// `copy_dest=`: the destination's byte offset; `None`: right after the source.
+    pub dest_bytes: Option<u64>,
+}
+
 /// `header_digest=` / `data_digest=` (RFC 7143 13.1): what the initiator offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigestChoice {
@@ -311,6 +338,12 @@ pub struct JobSpec {
 
     // Pattern.
     pub rw: RwMode,
+    /// `rw=copy`: the job copies its region (`offset`, `size`) to `copy_dest` by
+    /// `copy_method` instead of running an I/O pattern (`crate::copy_offload`); see
+    /// [`JobSpec::copy`].
+    pub rw_copy: bool,
+    pub copy_method: Option<CopyMethod>,
+    pub copy_dest_bytes: Option<u64>,
     /// Share of reads in a mixed pattern, 0..=100 (`rwmixwrite=N` sets it to 100-N).
     pub rwmixread: u32,
     pub block_size: PerDir<BlockSize>,
@@ -460,6 +493,14 @@ impl PartialEq for GivenOptions {
 }
 
 impl JobSpec {
+    /// What an `rw=copy` job does; `None` for an I/O pattern.
+    pub fn copy(&self) -> Option<CopySpec> {
+        self.rw_copy.then(|| CopySpec {
+            method: self.copy_method.unwrap_or_default(),
+            dest_bytes: self.copy_dest_bytes,
+        })
+    }
+
     /// A job with fio's defaults.
     pub fn new(name: impl Into<String>) -> JobSpec {
         JobSpec {
@@ -491,6 +532,9 @@ impl JobSpec {
                 kind: RwKind::Read,
                 offset_modifier: None,
             },
+            rw_copy: false,
+            copy_method: None,
+            copy_dest_bytes: None,
             rwmixread: 50,
             block_size: PerDir::splat(BlockSize::Fixed(DEFAULT_BLOCK_SIZE_BYTES)),
             block_align: PerDir::splat(None),

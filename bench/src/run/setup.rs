@@ -227,7 +227,7 @@ fn digest(choice: DigestChoice) -> DigestPreference {
     }
 }
 
-fn login_options(spec: &JobSpec) -> LoginOptions {
+pub fn login_options(spec: &JobSpec) -> LoginOptions {
     let iscsi = &spec.iscsi;
     let chap = iscsi
         .chap

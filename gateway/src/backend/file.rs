@@ -115,6 +115,9 @@ pub struct FileOptions {
     pub grow: bool,
     /// Share the file with other LUNs or gateways that say `shared` too.
     pub shared: bool,
+    /// Never `O_DIRECT`: ring I/O goes through the page cache, made durable by
+    /// SYNCHRONIZE CACHE (fdatasync), as the volume pool's is (`buffered`).
+    pub buffered: bool,
 }
 
 impl FileBackend {
@@ -197,7 +200,12 @@ impl FileBackend {
         if size_bytes == 0 {
             return Err(BackendError::ZeroSize);
         }
-        let direct = open_direct(path, &file, block_size);
+        let direct = if options.buffered {
+            tracing::info!(path, "buffered I/O: asked for (buffered)");
+            None
+        } else {
+            open_direct(path, &file, block_size)
+        };
         let submit_may_block = submission_may_block(&file);
         if submit_may_block {
             tracing::info!(

@@ -60,6 +60,10 @@ pub struct LunOptions {
     pub naa_id: Option<[u8; 8]>,
     pub grow: bool,
     pub shared: bool,
+    /// `buffered` (file LUNs): through the page cache, never `O_DIRECT`.
+    pub buffered: bool,
+    /// `sanitize_rate=SIZE`: SANITIZE moves at most this many bytes a second.
+    pub sanitize_bytes_per_second: Option<u64>,
     /// Write protected.
     pub readonly: bool,
     /// `volume=` (pool LUNs).
@@ -157,9 +161,18 @@ impl LunSpec {
                 reason: "only pool LUNs have it".into(),
             });
         }
-        if !matches!(storage, Storage::File { .. }) && (options.grow || options.shared) {
+        if !matches!(storage, Storage::File { .. })
+            && (options.grow || options.shared || options.buffered)
+        {
             return Err(BackendError::InvalidOption {
-                option: if options.grow { "grow" } else { "shared" }.into(),
+                option: if options.grow {
+                    "grow"
+                } else if options.shared {
+                    "shared"
+                } else {
+                    "buffered"
+                }
+                .into(),
                 reason: "only file LUNs have it".into(),
             });
         }
@@ -196,6 +209,7 @@ impl LunSpec {
                 let options = FileOptions {
                     grow: self.options.grow,
                     shared: self.options.shared,
+                    buffered: self.options.buffered,
                 };
                 let file =
                     FileBackend::open_with(path, *size_bytes, LOGICAL_BLOCK_BYTES as u32, options)?;
@@ -257,13 +271,21 @@ fn split_options(spec: &str) -> Result<(&str, LunOptions), BackendError> {
             ("naa", Some(value)) => options.naa_id = Some(parse_naa(value).map_err(bad)?),
             ("grow", None) => options.grow = true,
             ("shared", None) => options.shared = true,
+            ("buffered", None) => options.buffered = true,
+            ("sanitize_rate", Some(value)) => {
+                let rate = parse_size(value)?;
+                if rate == 0 {
+                    return Err(bad("sanitize_rate: more than 0 bytes a second".into()));
+                }
+                options.sanitize_bytes_per_second = Some(rate);
+            }
             ("readonly", None) => options.readonly = true,
             ("volume", Some(value)) => options.volume = Some(value.to_string()),
             ("size", Some(value)) => options.size_bytes = Some(parse_size(value)?),
             _ if head.starts_with("file:") || head.starts_with("pool:") => break, // a comma in a path
             _ => {
                 return Err(bad(
-                    "expected serial=, naa=, grow, shared, readonly, volume= or size=".into(),
+                    "expected serial=, naa=, grow, shared, buffered, readonly, sanitize_rate=, volume= or size=".into(),
                 ))
             }
         }

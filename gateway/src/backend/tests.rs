@@ -190,3 +190,29 @@ fn a_file_is_exported_once_unless_every_lun_says_shared() {
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(format!("{}.identity", path.display()));
 }
+
+/// Issue 16: `buffered` keeps a file LUN off O_DIRECT (the pool's caching, for a like for
+/// like comparison); other backends refuse it by name.
+#[test]
+fn buffered_file_luns_skip_direct_io_and_other_backends_refuse_it() {
+    let dir = std::env::temp_dir().join(format!("gateway-buffered-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("f.img").display().to_string();
+    let spec = LunSpec::parse(&format!("file:{path}:1M,buffered")).unwrap();
+    assert!(spec.options.buffered);
+    let options = crate::backend::file::FileOptions {
+        buffered: true,
+        ..Default::default()
+    };
+    let file =
+        crate::backend::file::FileBackend::open_with(&path, Some(1 << 20), 512, options).unwrap();
+    assert!(!file.direct_io(), "buffered means no O_DIRECT");
+    drop(file);
+    let e = LunSpec::parse("ram:1M,buffered").unwrap_err().to_string();
+    assert!(
+        e.contains("buffered") && e.contains("only file LUNs"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

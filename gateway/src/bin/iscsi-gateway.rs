@@ -78,7 +78,8 @@ struct Args {
     /// ,serial=TEXT ,naa=HEX16 (the identity hosts see; file LUNs keep a generated one in
     /// PATH.identity, RAM and null LUNs get a new one per start), ,grow (grow a shorter
     /// existing file to SIZE), ,shared (export a file another gateway exports too),
-    /// ,readonly (write protected).
+    /// ,buffered (a file LUN through the page cache, never O_DIRECT; SYNCHRONIZE CACHE
+    /// makes it durable, as for pool volumes), ,readonly (write protected).
     /// Repeatable; LUN numbers from 0 in order.
     #[arg(long = "lun", required_unless_present_any = ["config", "control_socket"])]
     luns: Vec<String>,

@@ -17,6 +17,7 @@ pub mod array_state;
 mod bindings;
 mod group_commit;
 mod migration;
+pub mod pools;
 pub mod rpc;
 pub mod socket;
 pub mod state;
@@ -52,6 +53,25 @@ pub trait VolumeService: Send + Sync {
             ErrorCode::NotAvailable,
             format!("pool {path}: not available: no pool configured"),
         ))
+    }
+
+    /// Creates a pool of `size_bytes` on a new file at `path` (kept open) and returns the
+    /// path it is recorded under (`pool_create`).
+    fn create_pool(&self, path: &str, _size_bytes: u64) -> Result<String, RpcError> {
+        Err(bad(
+            ErrorCode::NotAvailable,
+            format!("pool {path}: not available: no pool configured"),
+        ))
+    }
+
+    /// Forgets the open pool at `path` (`pool_close`; the caller checked nothing uses it).
+    fn close_pool(&self, path: &str) -> Result<String, RpcError> {
+        Err(bad(ErrorCode::NotFound, format!("no open pool {path}")))
+    }
+
+    /// One row per open pool (`pool_list`).
+    fn describe_pools(&self) -> Vec<Value> {
+        Vec::new()
     }
 
     /// Opens again the pools a restart finds recorded.
@@ -314,7 +334,10 @@ fn open_lun(
         role: spec.role(),
         ..LuConfig::for_name(&format!("{target}/{lun}"))
     };
-    let unit = Arc::new(LogicalUnit::new(backend, config));
+    let unit = Arc::new(
+        LogicalUnit::new(backend, config)
+            .with_sanitize_rate(spec.options.sanitize_bytes_per_second),
+    );
     let info = LunInfo {
         lun,
         unit_id: server::next_unit_id(),
@@ -589,6 +612,7 @@ impl Control {
     pub fn handle(&self, call: Call) -> Result<Value, RpcError> {
         match call {
             Call::Volume { method, params } => self.volume_call(&method, params),
+            Call::Pool(call) => self.pool_call(call),
             Call::Migration { method, params } => self.migration_call(&method, params),
             Call::TargetList => Ok(self.target_list()),
             Call::PortalList => {
@@ -756,8 +780,12 @@ impl Control {
                 inner.model = next;
             }
         }
+        // Only a delete and a grow need the volume's LUNs (a walk over every LUN, each
+        // pool path resolved): a create would pay it on every call.
         let attached = match (&pool, &name) {
-            (Some(pool), Some(name)) => attachments(&inner.model, pool, name),
+            (Some(pool), Some(name)) if matches!(method, "volume_delete" | "volume_grow") => {
+                attachments(&inner.model, pool, name)
+            }
             _ => Vec::new(),
         };
         if method == "volume_delete" {

@@ -280,6 +280,8 @@ pub enum Call {
         method: String,
         params: Value,
     },
+    /// `pool_*`: volume pools created, opened, closed, listed (`pools`).
+    Pool(super::pools::PoolCall),
     /// Portals, the virtual portal, drain and rebalance, ALUA (`array_rpc`).
     Array(super::array_rpc::ArrayCall),
     /// `migrate_*` and `changes_*`: migration and changed-block tracking of a LUN
@@ -309,6 +311,10 @@ pub const METHODS: &[&str] = &[
     "unbind",
     "binding_list",
     "volume_*",
+    "pool_create",
+    "pool_open",
+    "pool_close",
+    "pool_list",
     "portal_set",
     "portal_drain",
     "portal_resume",
@@ -354,6 +360,10 @@ impl Call {
                 return (method.clone(), params.clone())
             }
             Call::Array(call) => {
+                let (method, params) = call.to_method_params();
+                return (method.to_string(), params);
+            }
+            Call::Pool(call) => {
                 let (method, params) = call.to_method_params();
                 return (method.to_string(), params);
             }
@@ -515,6 +525,9 @@ pub fn parse_call(method: &str, params: Value) -> Result<Call, RpcError> {
             super::array_rpc::ArrayCall::parse(array, params)
                 .unwrap_or_else(|| Err(RpcError::new(ErrorCode::MethodNotFound, array)))?,
         ),
+        pool if super::pools::POOL_METHODS.contains(&pool) => {
+            Call::Pool(super::pools::PoolCall::parse(pool, params)?)
+        }
         volume if volume.starts_with("volume_") => Call::Volume {
             method: volume.to_string(),
             params,

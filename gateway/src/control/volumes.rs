@@ -22,7 +22,7 @@ use super::VolumeService;
 use crate::backend::{parse_size, Pool, PoolError};
 
 /// A size: bytes, or text with a unit (`"10G"`), as in LUN specs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Size {
     Bytes(u64),
@@ -30,7 +30,7 @@ pub enum Size {
 }
 
 impl Size {
-    fn bytes(&self, what: &str) -> Result<u64, RpcError> {
+    pub fn bytes(&self, what: &str) -> Result<u64, RpcError> {
         match self {
             Size::Bytes(bytes) => Ok(*bytes),
             Size::Text(text) => parse_size(text)
@@ -93,11 +93,12 @@ fn params<T: serde::de::DeserializeOwned>(method: &str, params: Value) -> Result
 fn pool_error(method: &str, pool: &str, error: PoolError) -> RpcError {
     let code = match &error {
         PoolError::NoVolume(_) => ErrorCode::NotFound,
-        PoolError::VolumeExists(_) => ErrorCode::AlreadyExists,
+        PoolError::VolumeExists(_) | PoolError::Exists { .. } => ErrorCode::AlreadyExists,
         PoolError::VolumeInUse(_) | PoolError::Locked { .. } => ErrorCode::Refused,
-        PoolError::BadName(_) | PoolError::BadSize(_) | PoolError::Shrink { .. } => {
-            ErrorCode::InvalidParams
-        }
+        PoolError::BadName(_)
+        | PoolError::BadSize(_)
+        | PoolError::Shrink { .. }
+        | PoolError::TooSmall(_) => ErrorCode::InvalidParams,
         _ => ErrorCode::Backend,
     };
     RpcError::new(code, format!("{method} (pool {pool}): {error}"))
@@ -258,5 +259,40 @@ impl VolumeService for PoolVolumes {
     fn open_pool(&self, path: &str) -> Result<String, RpcError> {
         let pool = self.pool("opening the pool", path)?;
         Ok(pool.path().display().to_string())
+    }
+
+    fn create_pool(&self, path: &str, size_bytes: u64) -> Result<String, RpcError> {
+        let pool = Pool::create(Path::new(path), size_bytes)
+            .map_err(|e| pool_error("pool_create", path, e))?;
+        let recorded = pool.path().to_path_buf();
+        self.lock().insert(recorded.clone(), pool);
+        Ok(recorded.display().to_string())
+    }
+
+    fn close_pool(&self, path: &str) -> Result<String, RpcError> {
+        match self.lock().remove(&canonical(path)) {
+            // The pool closes (and its lock goes) when the last LUN holding it is gone;
+            // the control plane refused the close while any LUN exported it.
+            Some(pool) => Ok(pool.path().display().to_string()),
+            None => Err(RpcError::new(
+                ErrorCode::NotFound,
+                format!("pool_close: no open pool {path}"),
+            )),
+        }
+    }
+
+    fn describe_pools(&self) -> Vec<Value> {
+        self.lock()
+            .values()
+            .map(|pool| {
+                let volumes = pool.list_volumes();
+                json!({
+                    "path": pool.path().display().to_string(),
+                    "volumes": volumes.len(),
+                    "allocated_bytes": volumes.iter().map(|v| v.allocated_bytes).sum::<u64>(),
+                    "data_bytes": u64::from(pool.engine().layout().chunks) * crate::backend::pool::format::CHUNK_BYTES,
+                })
+            })
+            .collect()
     }
 }

@@ -201,6 +201,9 @@ impl LogicalUnit {
     /// then the I/O to issue instead of doing it. Any other command runs here and now.
     pub fn plan(&self, task: &ScsiTask) -> Plan {
         let cdb = task.cdb;
+        if let Some(check) = self.sanitizing.refuses(cdb) {
+            return Plan::Done(ScsiResult::check_condition(&check));
+        }
         let ring_capable = self.backend.ring_file().is_some();
         let opcode = cdb.first().copied();
         let plannable = matches!(

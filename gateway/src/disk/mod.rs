@@ -34,6 +34,7 @@ mod gate;
 mod inquiry;
 mod mode;
 pub mod opcodes;
+mod sanitizing;
 pub mod sense;
 mod special;
 pub mod xcopy;
@@ -252,6 +253,8 @@ pub struct LogicalUnit {
     /// SCSI-2 and persistent reservations; the server checks each command against them
     /// before it reaches this unit (`crate::reservation`).
     reservations: Arc<crate::reservation::LuReservations>,
+    /// A SANITIZE in progress (`sanitizing`), shared with the unit's other backends.
+    sanitizing: Arc<sanitizing::Sanitizing>,
 }
 
 /// What [`LogicalUnit::plan`] decided.
@@ -322,9 +325,17 @@ impl LogicalUnit {
             write_gate: Arc::new(gate::WriteGate::new()),
             copies: xcopy::CopyResults::default(),
             reservations: Arc::new(crate::reservation::LuReservations::new()),
+            sanitizing: Arc::default(),
             config,
             blocks: AtomicU64::new(blocks),
         }
+    }
+
+    /// Caps the pace of SANITIZE at `bytes_per_second` (`sanitize_rate=` in the LUN
+    /// spec; see `sanitizing`).
+    pub fn with_sanitize_rate(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.sanitizing = Arc::new(sanitizing::Sanitizing::with_rate(bytes_per_second));
+        self
     }
 
     /// Keeps APTPL state (persistent reservations across restarts) in the given
@@ -352,6 +363,7 @@ impl LogicalUnit {
             write_gate: Arc::clone(&self.write_gate),
             copies: xcopy::CopyResults::default(),
             reservations: Arc::clone(&self.reservations),
+            sanitizing: Arc::clone(&self.sanitizing),
         }
     }
 
@@ -416,6 +428,9 @@ impl LogicalUnit {
 
     /// Runs one command. Never panics on any CDB or Data-Out.
     pub fn execute(&self, task: &ScsiTask) -> ScsiResult {
+        if let Some(check) = self.sanitizing.refuses(task.cdb) {
+            return ScsiResult::check_condition(&check);
+        }
         if matches!(
             task.cdb.first().copied(),
             Some(op::COMPARE_AND_WRITE | op::ORWRITE_16 | op::WRITE_ATOMIC_16)
@@ -447,7 +462,7 @@ impl LogicalUnit {
         opcodes::check_reserved_bits(command, cdb)?;
         match command.opcode {
             op::TEST_UNIT_READY => Ok(Vec::new()),
-            op::REQUEST_SENSE => Ok(request_sense(cdb, None)),
+            op::REQUEST_SENSE => Ok(request_sense(cdb, self.sanitizing.condition())),
             op::INQUIRY => self.inquiry(task),
             op::MODE_SELECT_6 | op::MODE_SELECT_10 => self.mode_select(task),
             op::MODE_SENSE_6 | op::MODE_SENSE_10 => self.mode_sense(cdb),

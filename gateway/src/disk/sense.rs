@@ -28,6 +28,9 @@ pub struct Check {
     /// The INFORMATION field (VALID set), e.g. the miscompare offset.
     pub information: Option<u32>,
     pub field: Option<FieldPointer>,
+    /// The progress indication (SKSV set), 0 to 65535, when no field pointer is given
+    /// (NOT READY during a SANITIZE, SPC-4 4.5.2.4.4).
+    pub progress: Option<u16>,
 }
 
 impl Check {
@@ -37,6 +40,7 @@ impl Check {
             asc,
             information: None,
             field: None,
+            progress: None,
         }
     }
 
@@ -107,6 +111,9 @@ impl Check {
             }
             sense[15] = flags;
             sense[16..18].copy_from_slice(&field.byte.to_be_bytes());
+        } else if let Some(progress) = self.progress {
+            sense[15] = 0x80; // SKSV
+            sense[16..18].copy_from_slice(&progress.to_be_bytes());
         }
         sense
     }

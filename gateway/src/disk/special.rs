@@ -6,8 +6,10 @@
 //! COMPARE AND WRITE does): no other write interleaves with it, so it lands whole or not at
 //! all with respect to every other command. No ATOMIC BOUNDARY is supported.
 //! A virtual disk has no grown or primary defects: READ DEFECT DATA returns empty lists.
-//! SANITIZE runs to completion within the command (IMMED is refused: there is no progress
-//! to poll). CRYPTO ERASE is not offered: nothing here is encrypted.
+//! SANITIZE runs to completion within the command, on a thread that may wait; meanwhile the
+//! unit answers other commands NOT READY, SANITIZE IN PROGRESS with the progress
+//! (`sanitizing`). IMMED is refused: the command answers when the operation ends.
+//! CRYPTO ERASE is not offered: nothing here is encrypted.
 #![forbid(unsafe_code)]
 
 use super::opcodes::op;
@@ -80,6 +82,7 @@ impl LogicalUnit {
                 // pattern is repeated within each block.
                 let block_image: Vec<u8> = piece[..block].to_vec();
                 let piece: Vec<u8> = block_image.repeat(SANITIZE_PIECE_BYTES as usize / block);
+                let running = self.sanitizing.begin()?;
                 let _alone = self.write_gate.exclusive();
                 let size = self.backend.size_bytes();
                 let mut at = 0;
@@ -89,6 +92,7 @@ impl LogicalUnit {
                         .write_at(at, &piece[..n as usize])
                         .map_err(|e| super::medium_error(e, true))?;
                     at += n;
+                    running.advance(at, size);
                 }
                 Ok(Vec::new())
             }
@@ -99,10 +103,18 @@ impl LogicalUnit {
                 if self.write_protected() {
                     return Err(Check::write_protected());
                 }
+                let running = self.sanitizing.begin()?;
                 let _alone = self.write_gate.exclusive();
-                self.backend
-                    .unmap(0, self.backend.size_bytes())
-                    .map_err(|e| super::medium_error(e, true))?;
+                let size = self.backend.size_bytes();
+                let mut at = 0;
+                while at < size {
+                    let n = (size - at).min(SANITIZE_PIECE_BYTES);
+                    self.backend
+                        .unmap(at, n)
+                        .map_err(|e| super::medium_error(e, true))?;
+                    at += n;
+                    running.advance(at, size);
+                }
                 Ok(Vec::new())
             }
             sanitize_action::EXIT_FAILURE_MODE => {
@@ -305,5 +317,46 @@ mod tests {
             plan(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[]),
             Plan::Done(_)
         ));
+    }
+
+    /// While a paced SANITIZE runs on another thread, TEST UNIT READY and READ get NOT
+    /// READY, SANITIZE IN PROGRESS with a growing progress indication, REQUEST SENSE
+    /// answers GOOD with the same sense, INQUIRY passes; afterwards the unit is ready.
+    #[test]
+    fn a_running_sanitize_shows_its_progress_and_holds_off_medium_access() {
+        let lu = std::sync::Arc::new(lu(false).with_sanitize_rate(Some(8 << 20)));
+        let worker = {
+            let lu = std::sync::Arc::clone(&lu);
+            std::thread::spawn(move || {
+                run(&lu, &[op::SANITIZE, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]).status
+            })
+        };
+        let started = std::time::Instant::now();
+        let mut progress = Vec::new();
+        while !worker.is_finished() && started.elapsed() < std::time::Duration::from_secs(10) {
+            let tur = run(&lu, &[0x00, 0, 0, 0, 0, 0], &[]);
+            if tur.status == status::CHECK_CONDITION {
+                assert_eq!(
+                    (tur.sense[2], tur.sense[12], tur.sense[13]),
+                    (0x02, 0x04, 0x1b)
+                );
+                assert_eq!(tur.sense[15], 0x80, "SKSV");
+                progress.push(u16::from_be_bytes([tur.sense[16], tur.sense[17]]));
+                let sense = run(&lu, &[op::REQUEST_SENSE, 0, 0, 0, 18, 0], &[]);
+                assert_eq!(sense.status, status::GOOD);
+                assert_eq!((sense.data_in[2], sense.data_in[12]), (0x02, 0x04));
+                assert_eq!(run(&lu, &[0x12, 0, 0, 0, 36, 0], &[]).status, status::GOOD);
+                assert_eq!(
+                    run(&lu, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[]).sense[13],
+                    0x1b
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(worker.join().unwrap(), status::GOOD);
+        // 4 MiB at 8 MiB/s: about half a second, polled every 50 ms.
+        assert!(progress.len() >= 2, "seen in progress: {progress:?}");
+        assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+        assert_eq!(run(&lu, &[0x00, 0, 0, 0, 0, 0], &[]).status, status::GOOD);
     }
 }

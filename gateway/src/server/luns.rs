@@ -400,7 +400,11 @@ pub(super) fn build(
         };
         map.insert(
             *lun,
-            Arc::new(LogicalUnit::new(backend, config).with_reservations(reservations)),
+            Arc::new(
+                LogicalUnit::new(backend, config)
+                    .with_reservations(reservations)
+                    .with_sanitize_rate(parsed.options.sanitize_bytes_per_second),
+            ),
         );
     }
     Ok(from_map(&node.iqn, portal_group_tag, map))

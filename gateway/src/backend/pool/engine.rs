@@ -728,17 +728,25 @@ impl Engine {
         let mut control = lock(&self.control);
         let mut records = Vec::new();
         let mut decrefs = Vec::new();
+        let data_pending;
         let value = {
             let mut guards: Vec<_> = self.stripes.iter().map(lock).collect();
             for (index, stripe) in guards.iter_mut().enumerate() {
                 drain(stripe, index, &mut records, &mut decrefs);
             }
             let (value, record, more) = operation(&mut control, &mut guards, &self.refcounts)?;
+            // Rule 1 asks for a data sync only before map entries that point at data
+            // written since the last commit, i.e. when stripes had changes to drain. A
+            // volume record alone (create, grow, delete, a clone of committed chunks)
+            // points at nothing unsynced: the journal's own sync is the one flush then.
+            data_pending = !records.is_empty();
             records.push(record);
             decrefs.extend(more);
             value
         };
-        self.store.sync()?;
+        if data_pending {
+            self.store.sync()?;
+        }
         self.append(&mut control, records, decrefs)?;
         Ok(value)
     }

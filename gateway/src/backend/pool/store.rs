@@ -92,6 +92,8 @@ mod sim {
         /// What survives a power cut.
         durable: HashMap<u64, [u8; SECTOR as usize]>,
         dirty: HashSet<u64>,
+        /// Syncs asked for, so tests can count the flushes an operation costs.
+        syncs: u64,
     }
 
     /// A disk of 512-byte sectors in memory. A power cut ([`SimStore::power_cut`]) keeps,
@@ -105,6 +107,11 @@ mod sim {
     impl SimStore {
         pub fn new() -> SimStore {
             SimStore::default()
+        }
+
+        /// How many syncs this disk has seen.
+        pub fn syncs(&self) -> u64 {
+            self.disk.lock().unwrap().syncs
         }
 
         /// The disk after a power cut, as a new store (this one stays as it was).
@@ -133,6 +140,7 @@ mod sim {
                     current: survived.clone(),
                     durable: survived,
                     dirty: HashSet::new(),
+                    syncs: 0,
                 })),
             }
         }
@@ -175,6 +183,7 @@ mod sim {
             let mut disk = self.disk.lock().unwrap();
             disk.durable = disk.current.clone();
             disk.dirty.clear();
+            disk.syncs += 1;
             Ok(())
         }
 

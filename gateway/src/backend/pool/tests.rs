@@ -441,3 +441,36 @@ fn a_full_pool_refuses_new_chunks_with_space_exhausted_and_stays_consistent() {
         .unwrap();
     assert_checks(&pool);
 }
+
+/// Issue 16: create + attach through the control plane costs one flush per RPC. A volume
+/// operation with no writes pending is one journal append and one sync; with writes
+/// pending it syncs their data first (rule 1), and after a power cut the clone it made
+/// holds the source's synced data.
+#[test]
+fn a_volume_operation_syncs_data_only_when_writes_are_pending() {
+    let store = SimStore::new();
+    let pool = sim_pool(&store);
+    let before = store.syncs();
+    pool.create_volume("a", VOLUME_BYTES).unwrap();
+    assert_eq!(store.syncs() - before, 1, "create: the journal's sync only");
+    let before = store.syncs();
+    pool.grow_volume("a", 2 * VOLUME_BYTES).unwrap();
+    assert_eq!(store.syncs() - before, 1, "grow: the journal's sync only");
+
+    let a = pool.engine().volume("a").unwrap().id;
+    pool.engine().write(a, 0, &[7u8; 4096]).unwrap();
+    let before = store.syncs();
+    pool.clone_volume("a", "b").unwrap();
+    assert_eq!(
+        store.syncs() - before,
+        2,
+        "data pending: data sync, then the journal's"
+    );
+
+    let after = reopen(&store.power_cut(7));
+    let b = after.engine().volume("b").unwrap().id;
+    let mut block = [0u8; 4096];
+    after.engine().read(b, 0, &mut block).unwrap();
+    assert_eq!(block, [7u8; 4096], "the clone's map points at synced data");
+    assert_checks(&after);
+}
