@@ -289,6 +289,17 @@ impl SharedLedger {
         }
     }
 
+    /// A write `begin_write` registered was never sent (the engine refused it).
+    pub fn abandon_write(&self, offset: u64, len: u32, generation: u64) {
+        for block in self.blocks(offset, len) {
+            self.with_block(block, |map| {
+                if let Some(state) = map.get_mut(&block) {
+                    state.in_flight.retain(|w| w.generation != generation);
+                }
+            });
+        }
+    }
+
     /// A read is about to be sent: what it may return.
     pub fn begin_read(&self, offset: u64, len: u32) -> ReadTicket {
         // The clock first, then the snapshot: a write issued between the two is after

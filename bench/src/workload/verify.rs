@@ -422,6 +422,10 @@ impl Verifier {
         self.interval_bytes
     }
 
+    pub fn lba_size_bytes(&self) -> u32 {
+        self.lba_size_bytes
+    }
+
     pub fn header_len(&self) -> usize {
         self.kind.header_len()
     }
