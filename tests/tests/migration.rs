@@ -5,7 +5,10 @@
 //!
 //! - `randomized_migrations_lose_no_acknowledged_write`: >= 10 migrations (mirror and DBT,
 //!   file, RAM and pool volume destinations) cancelled, completed and committed, or rolled back at
-//!   random points under the writer (the CI form of the soak; `soak` is the long one).
+//!   random points under the writer, four jobs writing the same blocks (`verify_shared`)
+//!   (the CI form of the soak; `soak` is the long one).
+//! - `a_block_changed_behind_the_gateways_back_is_caught_by_the_writer`: the verifier's own
+//!   check (it must fail when a block is zeroed in the destination's backing file).
 //! - `a_destination_that_dies_aborts_the_migration_within_a_second_without_a_host_error`.
 //! - `kill_9_mid_migration_resumes_from_the_recorded_progress`.
 //! - `changed_blocks_answer_exactly_across_a_clean_restart_and_over_report_after_kill_9`.
@@ -79,7 +82,11 @@ fn url(portal: SocketAddr) -> String {
     format!("iscsi://{portal}/{T}/0")
 }
 
-/// A verifying random writer through the gateway for `seconds`.
+/// A verifying random writer through the gateway for `seconds`: four jobs writing the
+/// same blocks (the whole LUN), judged together (`verify_shared`): a read must return the
+/// last acknowledged write of any job, or one in flight during the read; `verify_backlog`
+/// reads back every 128 writes, so reads run across the migrations, and a final check
+/// reads every written block once all jobs have stopped.
 fn spawn_writer(dir: &Path, portal: SocketAddr, seconds: u32) -> Child {
     Command::new(workspace_binary("bench", "iscsi-bench"))
         .current_dir(dir)
@@ -89,11 +96,12 @@ fn spawn_writer(dir: &Path, portal: SocketAddr, seconds: u32) -> Child {
             "--bs=4k",
             "--iodepth=4",
             "--numjobs=4",
-            "--size=4M",
-            "--offset_increment=4M",
+            "--size=16M",
             "--rate_iops=500",
             "--time_based",
             "--verify=crc32c",
+            "--verify_shared=1",
+            "--verify_backlog=128",
             "--output-format=json",
             "--group_reporting",
         ])
@@ -105,8 +113,18 @@ fn spawn_writer(dir: &Path, portal: SocketAddr, seconds: u32) -> Child {
         .expect("iscsi-bench starts")
 }
 
+/// What the writer did.
+#[derive(Debug, Default)]
+struct WriterTally {
+    writes: u64,
+    /// Verify reads while writing (backlog and pass read-backs).
+    reads: u64,
+    /// Blocks read in the final check after all jobs stopped.
+    final_blocks: u64,
+}
+
 /// Waits for the writer and checks it saw no error and no verify failure.
-fn writer_clean(child: Child) {
+fn writer_clean(child: Child) -> WriterTally {
     let started = Instant::now();
     let output = child.wait_with_output().expect("iscsi-bench output");
     assert!(
@@ -116,12 +134,35 @@ fn writer_clean(child: Child) {
     assert!(output.status.success(), "{}", describe_output(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("verify:"), "verify failure: {stderr}");
+    assert!(
+        !stderr.contains("in the block at offset"),
+        "verify failure: {stderr}"
+    );
     let doc: Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("JSON ({e}): {}", describe_output(&output)));
+    let mut tally = WriterTally::default();
     for job in doc["jobs"].as_array().expect("jobs") {
         assert_eq!(job["error"].as_u64(), Some(0), "{job}");
-        assert!(job["write"]["total_ios"].as_u64().unwrap_or(0) > 0, "{job}");
+        let writes = job["write"]["total_ios"].as_u64().unwrap_or(0);
+        assert!(writes > 0, "{job}");
+        tally.writes += writes;
+        tally.reads += job["read"]["total_ios"].as_u64().unwrap_or(0);
     }
+    tally.final_blocks = final_check_blocks(&stderr);
+    // Every job made its share of the final check (the LUN is written all over).
+    assert!(tally.final_blocks > 0, "no final check: {stderr}");
+    tally
+}
+
+/// The blocks `verify_shared`'s final check read, summed over the jobs' lines.
+fn final_check_blocks(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("iscsi-bench: verify_shared: ")?;
+            rest.split(' ').next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 fn host(portal: SocketAddr) -> Client {
@@ -288,7 +329,12 @@ fn randomized(rounds: usize, seed: u64) {
         "cancelled {}, committed {}, rolled back {}",
         endings[0], endings[1], endings[2]
     );
-    writer_clean(writer);
+    let tally = writer_clean(writer);
+    eprintln!(
+        "seed {seed}: {rounds} rounds; writer: {} writes, {} verify reads while writing, {} \
+         blocks in the final check, 0 errors",
+        tally.writes, tally.reads, tally.final_blocks
+    );
     drop(gateway);
 }
 
@@ -314,6 +360,65 @@ fn soak() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     randomized(rounds, seed);
+}
+
+/// The judge judged: a block of the destination's backing file zeroed behind the
+/// gateway's back after a committed migration is caught by the verifying writer.
+#[test]
+fn a_block_changed_behind_the_gateways_back_is_caught_by_the_writer() {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = TempDir::new("migration-corrupt").unwrap();
+    let portal = loopback(free_port());
+    let gateway = start(&dir, portal, "gateway.log");
+    let socket = gateway.socket.clone();
+    let source = format!("file:{}:{LUN_BYTES}", dir.join("lun-0.img").display());
+    ctl_json(
+        &socket,
+        &["target", "create", T, "--lun", &format!("0={source}")],
+    );
+    let writer = spawn_writer(dir.path(), portal, 6);
+    std::thread::sleep(Duration::from_millis(300));
+    let destination = dir.join("lun-1.img");
+    let to = format!("file:{}:{LUN_BYTES}", destination.display());
+    ctl_json(&socket, &["migrate", T, "0", "--to", &to, "--rate", "64M"]);
+    wait_state(&socket, &["ready"], Duration::from_secs(60));
+    ctl_json(&socket, &["migration", "complete", T, "0"]);
+    let out = ctl_json(&socket, &["migration", "commit", T, "0"]);
+    assert_eq!(out["state"], "committed", "{out}");
+    // Someone else zeroes one block of the destination until the writer ends (its final
+    // check, after every job stopped writing, reads that block too).
+    let mut raw = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&destination)
+        .expect("open the destination file");
+    let mut writer = writer;
+    let started = Instant::now();
+    while writer.try_wait().expect("wait").is_none() && started.elapsed() < Duration::from_secs(120)
+    {
+        raw.seek(SeekFrom::Start(40 << 12)).expect("seek");
+        raw.write_all(&[0u8; 4096]).expect("zero a block");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let output = writer.wait_with_output().expect("iscsi-bench output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        stderr.contains("bad magic") && stderr.contains("block at offset 0x28000"),
+        "{}",
+        describe_output(&output)
+    );
+    let doc: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("JSON ({e}): {}", describe_output(&output)));
+    assert!(
+        doc["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .any(|job| job["error"].as_u64() != Some(0)),
+        "{}",
+        describe_output(&output)
+    );
+    drop(gateway);
 }
 
 #[test]
