@@ -121,7 +121,9 @@ fn a_block_changed_behind_the_writers_back_is_caught() {
     let out = child.wait_with_output().expect("output");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("bad magic") && stderr.contains("offset 0xc000"),
+        stderr.contains("bad magic")
+            && stderr.contains("offset 0xc000")
+            && stderr.contains("verify_shared expected one of [generation"),
         "{}",
         describe(&out)
     );

@@ -190,14 +190,15 @@ enum SharedIo {
 /// A read that failed verification: a bad block, or (`verify_shared`) a sound block
 /// holding a write the read could not return.
 enum ReadFailure {
-    Block(VerifyError),
+    /// With `verify_shared`, what the ledger would have accepted, in words.
+    Block(VerifyError, Option<String>),
     Shared(Box<SharedVerifyError>),
 }
 
 impl ReadFailure {
     fn summary(&self) -> String {
         match self {
-            ReadFailure::Block(e) => e.summary(),
+            ReadFailure::Block(e, _) => e.summary(),
             ReadFailure::Shared(e) => e.summary(),
         }
     }
@@ -206,7 +207,8 @@ impl ReadFailure {
 impl std::fmt::Display for ReadFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReadFailure::Block(e) => e.fmt(f),
+            ReadFailure::Block(e, None) => e.fmt(f),
+            ReadFailure::Block(e, Some(candidates)) => write!(f, "{e}; {candidates}"),
             ReadFailure::Shared(e) => e.fmt(f),
         }
     }
@@ -620,13 +622,18 @@ impl Driver {
                                     )
                                 })
                                 .map_err(|failure| match failure {
-                                    JudgedFailure::Block(e) => ReadFailure::Block(*e),
+                                    JudgedFailure::Block(e) => {
+                                        let candidates = shared
+                                            .ledger
+                                            .describe_candidates(ticket, e.block_offset);
+                                        ReadFailure::Block(*e, Some(candidates))
+                                    }
                                     JudgedFailure::Judged(e) => ReadFailure::Shared(e),
                                 })
                         }
                         _ => verifier
                             .check(&unit.buffer, unit.offset, expected_generation)
-                            .map_err(ReadFailure::Block),
+                            .map_err(|e| ReadFailure::Block(e, None)),
                     };
                     if let Err(e) = checked {
                         self.verify_failures += 1;
@@ -643,7 +650,7 @@ impl Driver {
                         if self.first_error.is_none() {
                             self.first_error = Some(e.summary());
                         }
-                        if let (Some(base), ReadFailure::Block(e)) = (&self.verify_dump, &e) {
+                        if let (Some(base), ReadFailure::Block(e, _)) = (&self.verify_dump, &e) {
                             dump_block(
                                 base,
                                 verifier,

@@ -365,6 +365,29 @@ impl SharedLedger {
         }))
     }
 
+    /// The writes block `block_offset` of a read with `ticket` could have returned, in
+    /// words (for a bad block's error, whose own "expected" cannot know them).
+    pub fn describe_candidates(&self, ticket: &ReadTicket, block_offset: u64) -> String {
+        let index = (block_offset.saturating_sub(ticket.offset) / self.block_bytes) as usize;
+        let candidates = ticket.candidates.get(index).cloned().unwrap_or_default();
+        let mut text = String::from("verify_shared expected one of [");
+        for (n, write) in candidates.iter().enumerate() {
+            if n > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(&format!(
+                "generation {} by {:?}",
+                write.generation,
+                self.job_name(write.job)
+            ));
+        }
+        text.push_str(&format!(
+            "] or a write issued during the read (generation >= {})",
+            ticket.issued_at
+        ));
+        text
+    }
+
     /// The offsets of written blocks whose index is `share` modulo `shares`, sorted: one
     /// sharer's part of the final check.
     pub fn written_blocks(&self, share: usize, shares: usize) -> Vec<u64> {
