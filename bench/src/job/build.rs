@@ -349,6 +349,9 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
             "verify_backlog needs verify",
         ));
     }
+    if spec.verify_shared {
+        check_verify_shared(spec, &conflict)?;
+    }
     for (option, value) in [
         ("verify_fatal", spec.verify_fatal),
         ("do_verify", !spec.do_verify),
@@ -532,6 +535,48 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
                 ),
             });
         }
+    }
+    Ok(())
+}
+
+/// `verify_shared` works only where a read proves which write it holds: a header with a
+/// digest, blocks written whole, one target per job.
+fn check_verify_shared(
+    spec: &JobSpec,
+    conflict: &dyn Fn(&str, &str, &str) -> JobError,
+) -> Result<(), JobError> {
+    match spec.verify {
+        VerifyKind::Crc32c | VerifyKind::Md5 | VerifyKind::Sha256 => {}
+        VerifyKind::None => {
+            return Err(conflict(
+                "verify_shared",
+                "verify",
+                "verify_shared needs verify=crc32c, md5 or sha256",
+            ))
+        }
+        VerifyKind::Pattern | VerifyKind::Meta => {
+            return Err(conflict(
+                "verify_shared",
+                "verify",
+                "verify_shared needs a header with a digest (verify=crc32c, md5 or sha256): \
+                 with pattern or meta a read cannot prove which write (or whether a whole one) \
+                 it holds",
+            ))
+        }
+    }
+    if spec.verify_only {
+        return Err(conflict(
+            "verify_shared",
+            "verify_only",
+            "verify_shared judges reads against the writes of this run; verify_only makes none",
+        ));
+    }
+    if !spec.more_filenames.is_empty() {
+        return Err(conflict(
+            "verify_shared",
+            "filename",
+            "verify_shared judges one target per job: give the job one file (LUN)",
+        ));
     }
     Ok(())
 }

@@ -555,6 +555,11 @@ pub static OPTIONS: &[OptionDef] = &[
         "Read back and check every N written blocks while writing (each block once in all)",
         apply |s| s.spec().verify_backlog = Some(s.parse(value::parse_u64)?).filter(|&n| n > 0),
         render |spec, _base| spec.verify_backlog.map(|backlog| backlog.to_string())),
+    opt!("verify_shared", Flag, Verify, "bool", default "0",
+        "Jobs writing the same target verify together: a read must return the last \
+         acknowledged write of any sharing job, or one in flight during the read \
+         (iscsi-bench's own; needs verify=crc32c|md5|sha256)",
+        flag verify_shared),
     opt!("zero_buffers", Flag, Buffers, "bool", default "0",
         "Write buffers start as zeros instead of random data", flag buffers.zero_buffers),
     opt!("refill_buffers", Flag, Buffers, "bool", default "0",

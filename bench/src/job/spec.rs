@@ -447,6 +447,10 @@ pub struct JobSpec {
     pub verify_dump: bool,
     pub do_verify: bool,
     pub verify_backlog: Option<u64>,
+    /// `verify_shared` (iscsi-bench's own): jobs of the run writing the same target verify
+    /// against one shared ledger, so overlapping writers may verify (see
+    /// `workload::shared_ledger`).
+    pub verify_shared: bool,
 
     // Buffer contents.
     /// What writes carry when they do not verify (`zero_buffers`, `refill_buffers`,
@@ -597,6 +601,7 @@ impl JobSpec {
             verify_dump: false,
             do_verify: true,
             verify_backlog: None,
+            verify_shared: false,
             buffers: BufferOptions::default(),
             group_reporting: false,
             stonewall: false,

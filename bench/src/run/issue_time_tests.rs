@@ -107,6 +107,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         cpus: None,
         live: Arc::new(LiveCounters::new()),
         progress: Arc::new(JobProgress::default()),
+        shared_verify: None,
     });
     assert_eq!(outcome.error, 0, "{}", outcome.error_text);
     let read = outcome.stats.dir(Direction::Read).expect("reads");

@@ -26,6 +26,8 @@ use crate::workload::{
 };
 
 use super::buffers::WriteBuffers;
+use super::shared_verify::SharedVerify;
+use crate::workload::{JudgedFailure, ReadTicket, SharedVerifyError};
 
 /// The longest a job sleeps or waits for completions before it looks at the clock again.
 const TURN_MAX: Duration = Duration::from_millis(50);
@@ -120,6 +122,9 @@ pub struct JobSetup {
     pub cpus: Option<Vec<u32>>,
     pub live: Arc<LiveCounters>,
     pub progress: Arc<JobProgress>,
+    /// `verify_shared`: the ledger the job verifies against with the other writers of
+    /// its target.
+    pub shared_verify: Option<SharedVerify>,
 }
 
 /// What a job thread hands back.
@@ -172,6 +177,41 @@ struct Meta {
     planned: PlannedIo,
     start_ns: u64,
     issue_ns: u64,
+    /// `verify_shared`: the generation the ledger gave the write (in its headers), or
+    /// what the read may return.
+    shared: Option<SharedIo>,
+}
+
+enum SharedIo {
+    Write { generation: u64 },
+    Read(ReadTicket),
+}
+
+/// A read that failed verification: a bad block, or (`verify_shared`) a sound block
+/// holding a write the read could not return.
+enum ReadFailure {
+    /// With `verify_shared`, what the ledger would have accepted, in words.
+    Block(VerifyError, Option<String>),
+    Shared(Box<SharedVerifyError>),
+}
+
+impl ReadFailure {
+    fn summary(&self) -> String {
+        match self {
+            ReadFailure::Block(e, _) => e.summary(),
+            ReadFailure::Shared(e) => e.summary(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFailure::Block(e, None) => e.fmt(f),
+            ReadFailure::Block(e, Some(candidates)) => write!(f, "{e}; {candidates}"),
+            ReadFailure::Shared(e) => e.fmt(f),
+        }
+    }
 }
 
 /// The engine, the clock, the counters: what every phase of the job shares.
@@ -232,6 +272,9 @@ struct Driver {
     stop: bool,
     /// The thread's CPU use when the job started, for the results so far.
     usage_start: Option<ResourceUsage>,
+    shared_verify: Option<SharedVerify>,
+    /// `verify_shared`: blocks checked against the ledger.
+    shared_checked_blocks: u64,
 }
 
 impl Driver {
@@ -280,6 +323,7 @@ impl Driver {
             _ => planned.len,
         };
         let plain_write = Self::is_plain_write(&planned);
+        let mut shared_io = None;
         let buffer = if plain_write {
             let stamp = self.now_ns();
             self.write_buffers
@@ -289,10 +333,27 @@ impl Driver {
             buffer.resize(len as usize, 0);
             if let (VerifyAction::Fill { generation }, Some(verifier)) = (planned.verify, verifier)
             {
+                // verify_shared: the generation names the write across the sharers.
+                let generation = match &self.shared_verify {
+                    Some(shared) => {
+                        let generation =
+                            shared
+                                .ledger
+                                .begin_write(shared.job, planned.offset, planned.len);
+                        shared_io = Some(SharedIo::Write { generation });
+                        generation
+                    }
+                    None => generation,
+                };
                 verifier.fill(&mut buffer, planned.offset, generation);
             }
             buffer
         };
+        if let (VerifyAction::Check { .. }, Some(shared)) = (planned.verify, &self.shared_verify) {
+            shared_io = Some(SharedIo::Read(
+                shared.ledger.begin_read(planned.offset, planned.len),
+            ));
+        }
         let id = self.next_id;
         let unit = IoUnit {
             id,
@@ -319,12 +380,20 @@ impl Driver {
                         planned,
                         start_ns,
                         issue_ns: start_ns,
+                        shared: shared_io,
                     },
                 );
                 self.queued.push(id);
                 true
             }
             Err(unit) => {
+                if let (Some(SharedIo::Write { generation }), Some(shared)) =
+                    (shared_io, &self.shared_verify)
+                {
+                    shared
+                        .ledger
+                        .abandon_write(planned.offset, planned.len, generation);
+                }
                 self.recycle(&planned, unit.buffer);
                 self.engine_full = self.engine.in_flight() == 0;
                 false
@@ -478,6 +547,14 @@ impl Driver {
             return true;
         };
         let direction = meta.planned.direction;
+        if let (Some(SharedIo::Write { generation }), Some(shared)) =
+            (&meta.shared, &self.shared_verify)
+        {
+            // A failed or timed-out write may still land: the ledger keeps it possible.
+            shared
+                .ledger
+                .end_write(unit.offset, unit.len, *generation, result.is_ok());
+        }
         if let VerifyAction::Fill { .. } = meta.planned.verify {
             let failure = match &result {
                 Ok(()) => None,
@@ -530,7 +607,35 @@ impl Driver {
                     Some(verifier),
                 ) = (meta.planned.verify, verifier)
                 {
-                    if let Err(e) = verifier.check(&unit.buffer, unit.offset, expected_generation) {
+                    let checked = match (&meta.shared, &self.shared_verify) {
+                        (Some(SharedIo::Read(ticket)), Some(shared)) => {
+                            self.shared_checked_blocks += u64::from(unit.len)
+                                .div_ceil(u64::from(verifier.interval_bytes().max(1)));
+                            verifier
+                                .check_with(&unit.buffer, unit.offset, |block, generation, seed| {
+                                    shared.ledger.judge(
+                                        ticket,
+                                        block,
+                                        generation,
+                                        seed,
+                                        verifier.lba_size_bytes(),
+                                    )
+                                })
+                                .map_err(|failure| match failure {
+                                    JudgedFailure::Block(e) => {
+                                        let candidates = shared
+                                            .ledger
+                                            .describe_candidates(ticket, e.block_offset);
+                                        ReadFailure::Block(*e, Some(candidates))
+                                    }
+                                    JudgedFailure::Judged(e) => ReadFailure::Shared(e),
+                                })
+                        }
+                        _ => verifier
+                            .check(&unit.buffer, unit.offset, expected_generation)
+                            .map_err(|e| ReadFailure::Block(e, None)),
+                    };
+                    if let Err(e) = checked {
                         self.verify_failures += 1;
                         // The bytes and digests once, here; the job's error (and so the
                         // report) carries the one-line summary.
@@ -545,13 +650,13 @@ impl Driver {
                         if self.first_error.is_none() {
                             self.first_error = Some(e.summary());
                         }
-                        if let Some(base) = &self.verify_dump {
+                        if let (Some(base), ReadFailure::Block(e, _)) = (&self.verify_dump, &e) {
                             dump_block(
                                 base,
                                 verifier,
                                 &unit.buffer,
                                 unit.offset,
-                                &e,
+                                e,
                                 expected_generation,
                             );
                         }
@@ -783,6 +888,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         cpus,
         live,
         progress,
+        shared_verify,
     } = setup;
     if let Some(cpus) = cpus.as_ref().filter(|c| !c.is_empty()) {
         if let Err(e) = allow_cpus(cpus) {
@@ -861,6 +967,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         first_error: None,
         stop: false,
         usage_start,
+        shared_verify,
+        shared_checked_blocks: 0,
     };
     let _ = job_number;
     let ramp_end = (!ramp.is_zero()).then_some(ramp);
@@ -891,6 +999,11 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         }
     }
     let _ = driver.drain(workload.verifier(), |_| {});
+    if driver.shared_verify.is_some() {
+        if let Err(e) = final_shared_check(&mut driver, &workload) {
+            driver.fail(e);
+        }
+    }
     // fio's end_fsync: one flush once the job's I/O is done (an interrupted or failed job
     // skips it, as fio's terminated job does).
     if end_fsync && !driver.stop && driver.first_error.is_none() {
@@ -1295,6 +1408,100 @@ fn check_reads(
         .progress
         .state
         .store(state::RUNNING, Ordering::Relaxed);
+    Ok(())
+}
+
+/// How long a `verify_shared` job waits for the other writers of its target to finish
+/// before its final check (each of them is bounded by its own runtime or size).
+const SHARED_FINISH_WAIT: Duration = Duration::from_secs(300);
+/// The final check reads up to this many bytes of adjacent written blocks at once.
+const SHARED_FINAL_READ_MAX: u64 = 128 << 10;
+
+/// `verify_shared`'s final check: once every writer of the target has finished, this
+/// job's share of the blocks any of them wrote is read back; with no write in flight each
+/// must hold its last acknowledged write (or one that was concurrent with it, or a write
+/// that failed and may have landed). Always tells the ledger the job writes no more.
+fn final_shared_check(driver: &mut Driver, workload: &Workload) -> Result<(), String> {
+    let Some(shared) = driver.shared_verify.clone() else {
+        return Ok(());
+    };
+    shared.ledger.finish_writing();
+    let Some(verifier) = workload.verifier().cloned() else {
+        return Ok(());
+    };
+    let waited = Instant::now();
+    // Bounded by SHARED_FINISH_WAIT.
+    while shared.ledger.still_writing() > 0 {
+        if driver.stop || driver.progress.stop_requested() {
+            return Ok(());
+        }
+        if waited.elapsed() > SHARED_FINISH_WAIT {
+            return Err(format!(
+                "verify_shared: {} other writer(s) of {} still writing after {:?}; the final \
+                 check did not run",
+                shared.ledger.still_writing(),
+                shared.ledger.target(),
+                SHARED_FINISH_WAIT
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if driver.stop {
+        return Ok(());
+    }
+    let block = u64::from(shared.ledger.block_bytes());
+    let offsets = shared
+        .ledger
+        .written_blocks(shared.job as usize, shared.ledger.sharers());
+    // Adjacent blocks of the share (every `sharers`-th block) are far apart unless one job
+    // shares: merge only truly adjacent ones.
+    let mut reads: Vec<ReadBackIo> = Vec::new();
+    for offset in offsets {
+        match reads.last_mut() {
+            Some(last)
+                if last.offset + u64::from(last.len) == offset
+                    && u64::from(last.len) + block <= SHARED_FINAL_READ_MAX =>
+            {
+                last.len += block as u32;
+            }
+            _ => reads.push(ReadBackIo {
+                file: 0,
+                offset,
+                len: block as u32,
+                generation: 0,
+            }),
+        }
+    }
+    let before = driver.shared_checked_blocks;
+    driver
+        .progress
+        .state
+        .store(state::VERIFYING, Ordering::Relaxed);
+    let mut pending = reads.into_iter().rev().collect::<Vec<_>>();
+    // Bounded: each read is queued once; each turn reaps or waits at most TURN_MAX.
+    while !pending.is_empty() {
+        if driver.stop || driver.progress.stop_requested() {
+            break;
+        }
+        while driver.has_room() {
+            let Some(io) = pending.last() else { break };
+            let planned = io.planned(driver.now());
+            if !driver.queue(planned, Some(&verifier)) {
+                break;
+            }
+            pending.pop();
+        }
+        driver.submit()?;
+        driver.reap(1, TURN_MAX, Some(&verifier), |_| {})?;
+    }
+    driver.drain(Some(&verifier), |_| {})?;
+    eprintln!(
+        "iscsi-bench: verify_shared: {} block(s) of {} checked after all writers ended ({} \
+         while writing)",
+        driver.shared_checked_blocks - before,
+        shared.ledger.target(),
+        before
+    );
     Ok(())
 }
 

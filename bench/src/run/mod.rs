@@ -15,6 +15,7 @@ pub mod latency_target;
 mod overlap;
 pub mod report;
 pub mod setup;
+pub mod shared_verify;
 mod start_latch;
 mod status;
 pub mod steadystate;
@@ -64,6 +65,8 @@ pub enum RunError {
     },
     #[error("{0}")]
     VerifyOverlap(#[from] overlap::VerifyOverlap),
+    #[error("{0}")]
+    SharedVerify(#[from] shared_verify::SharedVerifyRefused),
     #[error("job {job}: --readonly refuses a job that writes or trims")]
     ReadOnly { job: String },
     #[error("job {job}: {source}")]
@@ -144,6 +147,7 @@ pub fn run_gated(
     let mut prepared: Vec<Prepared> = Vec::new();
     let flows = flow::Flows::default();
     let mut footprints: Vec<overlap::Footprint> = Vec::new();
+    let mut shared_ledgers = shared_verify::SharedLedgers::default();
     let mut job_number = 0u32;
     let entropy = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -208,6 +212,17 @@ pub fn run_gated(
             let phase = footprints
                 .last()
                 .map_or(0, |last| last.phase + usize::from(spec.stonewall));
+            let shared_verify = match (spec.verify_shared, workload.verifier()) {
+                (true, Some(verifier)) => Some(shared_ledgers.join(
+                    spec,
+                    overlap::clone_name(&spec.name, clone + 1, spec.numjobs.max(1)),
+                    phase,
+                    &files[0].name,
+                    &files[0].region,
+                    verifier,
+                )?),
+                _ => None,
+            };
             for file in files {
                 footprints.push(overlap::Footprint {
                     job: spec.name.clone(),
@@ -219,6 +234,7 @@ pub fn run_gated(
                     writes: spec.does(crate::io::Direction::Write)
                         || spec.does(crate::io::Direction::Trim),
                     verifies: spec.verify != crate::job::spec::VerifyKind::None,
+                    shared: spec.verify_shared,
                 });
             }
             let live = Arc::new(LiveCounters::new());
@@ -291,6 +307,7 @@ pub fn run_gated(
                 cpus: spec.cpus_allowed.clone(),
                 live: Arc::clone(&live),
                 progress: Arc::new(JobProgress::default()),
+                shared_verify,
             };
             prepared.push(Prepared {
                 spec_index,

@@ -2,7 +2,8 @@
 //! same time: each would overwrite blocks the other checks, and verify would report
 //! thousands of bad blocks that are the jobs' own doing (`numjobs=4` with `verify` and no
 //! `offset_increment` is the usual way to get there). Such a set of jobs is refused before
-//! any I/O, naming both jobs and what they share.
+//! any I/O, naming both jobs and what they share, unless both have `verify_shared` (they
+//! then verify against one ledger: see `shared_verify`).
 
 use crate::job::spec::Region;
 
@@ -20,6 +21,8 @@ pub(crate) struct Footprint {
     pub region: Region,
     pub writes: bool,
     pub verifies: bool,
+    /// `verify_shared`: two such writers of one target verify together (one ledger).
+    pub shared: bool,
 }
 
 impl Footprint {
@@ -35,13 +38,23 @@ impl Footprint {
     }
 }
 
+/// A job clone as the shared ledger's errors name it: `w (clone 2 of 4)`, or `w` alone.
+pub(crate) fn clone_name(job: &str, clone: u32, clones: u32) -> String {
+    if clones > 1 {
+        format!("{job} (clone {clone} of {clones})")
+    } else {
+        job.to_string()
+    }
+}
+
 /// Two concurrent writers sharing blocks while one of them verifies.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{first} and {second} both write bytes {start}..{end} of {target} at the same time, and \
      {verifier} verifies them: each overwrites blocks the other wrote, so verify would fail. \
      Give the clones their own regions (offset_increment={hint_bytes}, the size), run the \
-     jobs one after the other (stonewall), or verify in one job"
+     jobs one after the other (stonewall), verify in one job, or give every writer \
+     verify_shared=1"
 )]
 pub struct VerifyOverlap {
     pub first: String,
@@ -63,7 +76,7 @@ pub(crate) fn find_verify_overlap(footprints: &[Footprint]) -> Option<VerifyOver
             if !second.writes || second.phase != first.phase {
                 continue;
             }
-            if !(first.verifies || second.verifies) {
+            if !(first.verifies || second.verifies) || (first.shared && second.shared) {
                 continue;
             }
             let Some(target) = first.targets.iter().find(|t| second.targets.contains(t)) else {
@@ -107,6 +120,7 @@ mod tests {
             },
             writes: true,
             verifies,
+            shared: false,
         }
     }
 
@@ -120,7 +134,8 @@ mod tests {
              0..1048576 of LUN iscsi://h:3260/iqn.x/1 at the same time, and job \"w\" (clone 1 \
              of 4) verifies them: each overwrites blocks the other wrote, so verify would \
              fail. Give the clones their own regions (offset_increment=1048576, the size), \
-             run the jobs one after the other (stonewall), or verify in one job"
+             run the jobs one after the other (stonewall), verify in one job, or give every \
+             writer verify_shared=1"
         );
     }
 
@@ -146,5 +161,12 @@ mod tests {
         );
         // One verifying writer beside a plain writer is not.
         assert!(find_verify_overlap(&[clone(1, 0, false), clone(2, 0, true)]).is_some());
+        // verify_shared writers verify together; beside a writer without it they do not.
+        let shared = |c| Footprint {
+            shared: true,
+            ..clone(c, 0, true)
+        };
+        assert_eq!(find_verify_overlap(&[shared(1), shared(2)]), None);
+        assert!(find_verify_overlap(&[shared(1), clone(2, 0, false)]).is_some());
     }
 }

@@ -45,6 +45,7 @@ pub mod pacer;
 mod permutation;
 pub mod rate_floor;
 mod rng;
+pub mod shared_ledger;
 mod unknown;
 mod verified;
 pub mod verify;
@@ -58,10 +59,11 @@ pub use content::{ContentError, ContentGenerator};
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
 pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};
 pub use rate_floor::{RateFloor, RateFloorConfig, RateFloorMiss};
+pub use shared_ledger::{ReadTicket, SharedLedger, SharedVerifyError, WriteRecord};
 pub use unknown::{SkippedBlocks, UnknownCause};
 pub use verify::{
-    BlockImage, ByteWindow, DigestMismatch, Mismatch, Verifier, VerifyConfig, VerifyError,
-    VerifyHeader, VerifyKind,
+    BlockImage, ByteWindow, DigestMismatch, JudgedFailure, Mismatch, Verifier, VerifyConfig,
+    VerifyError, VerifyHeader, VerifyKind,
 };
 
 use generation::GenerationTracker;

@@ -349,6 +349,16 @@ impl VerifyError {
     }
 }
 
+/// Why [`Verifier::check_with`] refused a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JudgedFailure<E> {
+    /// The block is not a sound block of ours for its offset (torn, misplaced, never
+    /// written, foreign).
+    Block(Box<VerifyError>),
+    /// A sound block, but the judge refused the write it holds.
+    Judged(E),
+}
+
 /// Fills write buffers and checks read buffers for one job.
 #[derive(Debug, Clone)]
 pub struct Verifier {
@@ -412,6 +422,10 @@ impl Verifier {
         self.interval_bytes
     }
 
+    pub fn lba_size_bytes(&self) -> u32 {
+        self.lba_size_bytes
+    }
+
     pub fn header_len(&self) -> usize {
         self.kind.header_len()
     }
@@ -462,6 +476,39 @@ impl Verifier {
                 self.check_chunk(&swapped, chunk_offset, expected_generation)?;
             } else {
                 self.check_chunk(chunk, chunk_offset, expected_generation)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `verify_shared`'s check: each block must be a sound block of ours for its offset
+    /// (magic, lengths, kind, offset, digest; any generation and seed), and then `judge`
+    /// decides whether the write its header names (generation, seed) may be there. The
+    /// first bad block is the error. Only kinds with a header and digest can do this.
+    pub fn check_with<E>(
+        &self,
+        buffer: &[u8],
+        offset: u64,
+        mut judge: impl FnMut(u64, u64, u64) -> Result<(), E>,
+    ) -> Result<(), JudgedFailure<E>> {
+        let interval = self.interval_bytes as usize;
+        for (index, chunk) in buffer.chunks(interval).enumerate() {
+            let chunk_offset = offset + (index * interval) as u64;
+            let swapped;
+            let chunk = if self.header_offset > 0 {
+                let mut copy = chunk.to_vec();
+                self.swap_header(&mut copy);
+                swapped = copy;
+                &swapped[..]
+            } else {
+                chunk
+            };
+            self.check_chunk(chunk, chunk_offset, None)
+                .map_err(|e| JudgedFailure::Block(Box::new(e)))?;
+            // Sound, so the header is there (the check refuses a chunk too short for one).
+            if let Some(header) = VerifyHeader::decode(chunk, self.kind.digest_len()) {
+                judge(chunk_offset, header.generation, header.seed)
+                    .map_err(JudgedFailure::Judged)?;
             }
         }
         Ok(())
