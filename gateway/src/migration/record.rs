@@ -4,11 +4,18 @@
 //! switch, and removed once it is committed, cancelled or rolled back. A gateway started
 //! again finds it and resumes the migration from the recorded cursor.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::mirror::Mode;
+
+/// The phase each record path was last written with, in this process (`Record::save`),
+/// whose lock also makes saves one at a time.
+static SAVED: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+const SWITCHED: &str = "switched";
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
@@ -46,11 +53,21 @@ impl Record {
         dir(state_dir).join(format!("{}.{}.json", hex(&self.target), self.lun))
     }
 
-    /// Writes the record durably.
+    /// Writes the record durably. The copier's progress reports and an operator's switch
+    /// (or a failure) save from different threads: saves go one at a time, and a late
+    /// progress report never takes a switched migration's record back to "copying" or
+    /// "ready" (a restart would then resume a copy whose LUN already reads from the
+    /// destination).
     pub fn save(&self, state_dir: &Path) -> io::Result<()> {
+        let mut saved = SAVED.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.path(state_dir);
+        let late_progress = matches!(self.phase.as_str(), "copying" | "ready");
+        if late_progress && saved.get(&path).is_some_and(|p| p == SWITCHED) {
+            tracing::debug!(phase = %self.phase, "migration record already switched: a late progress report is not written");
+            return Ok(());
+        }
         let dir = dir(state_dir);
         std::fs::create_dir_all(&dir)?;
-        let path = self.path(state_dir);
         let temp = path.with_extension("json.tmp");
         {
             let mut file = File::create(&temp)?;
@@ -58,7 +75,9 @@ impl Record {
             file.sync_data()?;
         }
         std::fs::rename(&temp, &path)?;
-        File::open(&dir)?.sync_all()
+        File::open(&dir)?.sync_all()?;
+        saved.insert(path, self.phase.clone());
+        Ok(())
     }
 
     /// The durable dirty log of a DBT migration, beside its record.
@@ -68,6 +87,8 @@ impl Record {
 
     /// Removes the record durably (a missing one is fine), and its dirty log.
     pub fn remove(&self, state_dir: &Path) -> io::Result<()> {
+        let mut saved = SAVED.lock().unwrap_or_else(|e| e.into_inner());
+        saved.remove(&self.path(state_dir));
         let _ = std::fs::remove_file(self.dirty_log_path(state_dir));
         match std::fs::remove_file(self.path(state_dir)) {
             Ok(()) => File::open(dir(state_dir))?.sync_all(),
@@ -123,6 +144,45 @@ mod tests {
         assert_eq!(Record::load_all(&dir), vec![record.clone()]);
         record.remove(&dir).unwrap();
         assert!(Record::load_all(&dir).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn saves_race_without_losing_the_switch() {
+        let dir = std::env::temp_dir().join(format!("migration-race-{}", std::process::id()));
+        let record = |phase: &str, cursor: u64| Record {
+            target: "iqn.2026-12.x:race".into(),
+            lun: 1,
+            to: "ram:1M".into(),
+            mode: Mode::Mirror,
+            rate_bytes_per_second: None,
+            stun_budget_ms: 0,
+            cursor_regions: cursor,
+            phase: phase.into(),
+            error: None,
+        };
+        // The copier's reports and the operator's switch, from several threads at once:
+        // every save succeeds (they once shared a temp file, and a rename failed).
+        std::thread::scope(|scope| {
+            for thread in 0..4u64 {
+                let dir = &dir;
+                scope.spawn(move || {
+                    for i in 0..50 {
+                        record("copying", thread * 100 + i).save(dir).unwrap();
+                    }
+                });
+            }
+        });
+        record("switched", 64).save(&dir).unwrap();
+        // A late report after the switch leaves the record switched; a failure still
+        // writes; once removed, a new migration of the LUN starts its own record.
+        record("ready", 64).save(&dir).unwrap();
+        assert_eq!(Record::load_all(&dir)[0].phase, "switched");
+        record("failed", 64).save(&dir).unwrap();
+        assert_eq!(Record::load_all(&dir)[0].phase, "failed");
+        record("failed", 64).remove(&dir).unwrap();
+        record("copying", 0).save(&dir).unwrap();
+        assert_eq!(Record::load_all(&dir)[0].phase, "copying");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
