@@ -167,23 +167,8 @@ pub fn main(specs: &[JobSpec], json: bool) -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(2);
     }
-    match run(specs) {
-        Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
-                );
-            } else {
-                print!("{}", report.to_human());
-            }
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("iscsi-bench: {e}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    let result = run(specs).map(|report| (report.to_json(), report.to_human()));
+    crate::copy_offload::print_report(result, json, "iscsi-bench")
 }
 
 #[cfg(test)]

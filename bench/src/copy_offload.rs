@@ -626,20 +626,32 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match run(&options) {
-        Ok(report) => {
-            if options.json {
+    let result = run(&options).map(|report| (report.to_json(), report.to_human()));
+    print_report(result, options.json, "iscsi-bench copy-offload")
+}
+
+/// Prints a copy report (its JSON and text renderings) as JSON or text, or the error
+/// after `who`; the exit code (1 on an error). The `copy-offload` command and a job file
+/// of `rw=copy` jobs end alike.
+pub fn print_report(
+    result: Result<(Value, String), CopyError>,
+    json: bool,
+    who: &str,
+) -> std::process::ExitCode {
+    match result {
+        Ok((value, text)) => {
+            if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
                 );
             } else {
-                print!("{}", report.to_human());
+                print!("{text}");
             }
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("iscsi-bench copy-offload: {e}");
+            eprintln!("{who}: {e}");
             std::process::ExitCode::from(1)
         }
     }

@@ -13,6 +13,14 @@
 //! - `kill_9_mid_migration_resumes_from_the_recorded_progress`.
 //! - `changed_blocks_answer_exactly_across_a_clean_restart_and_over_report_after_kill_9`.
 //! - `a_lun_on_tgt_migrates_to_a_file_under_the_writer_and_keeps_its_data`.
+//! - `a_dead_destination_puts_the_lun_back_on_its_source_by_itself`: tgt, the destination,
+//!   is killed mid-copy; the migration ends `failed` with its reason, the LUN is a plain
+//!   LUN on its source again with no operator command, and the host sees no error; the
+//!   reason survives a restart and the LUN can migrate again.
+//! - `kill_9_mid_dbt_resumes_from_the_record_and_the_dirty_regions`: a DBT migration
+//!   resumed after `kill -9` goes on from its recorded cursor (it does not restart its
+//!   copy), copies again the regions written since, and the committed LUN holds every
+//!   acknowledged write.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,19 +93,9 @@ fn url(portal: SocketAddr) -> String {
 /// A verifying random writer through the gateway for `seconds`: four jobs writing the
 /// same blocks (the whole LUN), judged together (`verify_shared`): a read must return the
 /// last acknowledged write of any job, or one in flight during the read; `verify_backlog`
-/// reads back every 128 writes (with `reads_while_writing`; otherwise only at each pass's
-/// end), so reads run across the migrations, and a final check reads every written block once
-/// all jobs have stopped.
+/// reads back every 128 writes, so reads run across the migrations, and a final check
+/// reads every written block once all jobs have stopped.
 fn spawn_writer(dir: &Path, portal: SocketAddr, seconds: u32) -> Child {
-    spawn_writer_reading(dir, portal, seconds, true)
-}
-
-fn spawn_writer_reading(
-    dir: &Path,
-    portal: SocketAddr,
-    seconds: u32,
-    reads_while_writing: bool,
-) -> Child {
     Command::new(workspace_binary("bench", "iscsi-bench"))
         .current_dir(dir)
         .args([
@@ -111,10 +109,10 @@ fn spawn_writer_reading(
             "--time_based",
             "--verify=crc32c",
             "--verify_shared=1",
+            "--verify_backlog=128",
             "--output-format=json",
             "--group_reporting",
         ])
-        .args(reads_while_writing.then_some("--verify_backlog=128"))
         .arg(format!("--runtime={seconds}"))
         .arg(format!("--filename={}", url(portal)))
         .stdout(Stdio::piped())
@@ -495,7 +493,7 @@ fn kill_9_mid_migration_resumes_from_the_recorded_progress() {
     let to = format!("file:{}:{size}", dir.join("dst.img").display());
     ctl_json(&socket, &["migrate", T, "0", "--to", &to, "--rate", "40M"]);
     // Past the first progress record (every 64 MiB).
-    wait_until(Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "past 70 MiB", || {
         status(&socket)["cursor_bytes"].as_u64().unwrap_or(0) > 70 << 20
     });
     drop(client);
@@ -526,10 +524,10 @@ fn kill_9_mid_migration_resumes_from_the_recorded_progress() {
     drop(gateway);
 }
 
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < limit, "not done after {limit:?}");
+        assert!(started.elapsed() < limit, "not {what} after {limit:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -624,11 +622,10 @@ fn a_lun_on_tgt_migrates_to_a_file_under_the_writer_and_keeps_its_data() {
         &socket,
         &["target", "create", T, "--lun", &format!("0={source}")],
     );
-    // Reads only at pass ends: with verify_backlog=128 (reads all along) a read returns
-    // zeros for a block with an acknowledged write about every other run of this test, with
-    // overlapping or separate writers alike (a stale read in the iscsi:-to-file migration,
-    // found by this writer; left to the migration's owner). The final check passes.
-    let writer = spawn_writer_reading(dir.path(), portal, 6, false);
+    // Reads all along (verify_backlog): they once found zeros for acknowledged writes in
+    // about every other run, a write queued on the blocking pool for the replaced unit
+    // when the migration started, which landed on the source after the copy had passed.
+    let writer = spawn_writer(dir.path(), portal, 6);
     std::thread::sleep(Duration::from_millis(500));
     let to = format!("file:{}:{LUN_BYTES}", dir.join("dst.img").display());
     ctl_json(&socket, &["migrate", T, "0", "--to", &to]);
@@ -651,5 +648,176 @@ fn a_lun_on_tgt_migrates_to_a_file_under_the_writer_and_keeps_its_data() {
     assert_eq!(read(&mut client, 0, 4096), vec![0x5a; 4096]);
     let far = std::fs::read(tgt.lun_path(0, 0)).expect("tgt's backing file");
     assert_eq!(&far[..4096], &whole[..4096]);
+    drop(gateway);
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults that end a migration by themselves.
+
+fn lun_kind(socket: &Path) -> Value {
+    ctl_json(socket, &["target", "list"])["targets"][0]["luns"][0]["kind"].clone()
+}
+
+#[test]
+fn a_dead_destination_puts_the_lun_back_on_its_source_by_itself() {
+    if !require_tools(&["tgtd", "tgtadm"]) {
+        return;
+    }
+    let mut tgt = Tgt::start(&[TargetSpec::new(
+        "iqn.2026-12.test:faults-dest",
+        &[LUN_BYTES],
+    )])
+    .expect("tgtd");
+    let dir = TempDir::new("migration-fail-back").unwrap();
+    let portal = loopback(free_port());
+    let gateway = start(&dir, portal, "gateway-0.log");
+    let socket = gateway.socket.clone();
+    let source = format!("file:{}:{LUN_BYTES}", dir.join("lun-0.img").display());
+    ctl_json(
+        &socket,
+        &["target", "create", T, "--lun", &format!("0={source}")],
+    );
+    let writer = spawn_writer(dir.path(), portal, 6);
+    std::thread::sleep(Duration::from_millis(300));
+    let to = format!(
+        "iscsi://{}/iqn.2026-12.test:faults-dest/{}",
+        tgt.portal(),
+        tgt.first_data_lun()
+    );
+    ctl_json(&socket, &["migrate", T, "0", "--to", &to, "--rate", "2M"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(status(&socket)["state"], "copying");
+    assert_eq!(lun_kind(&socket), "migrating");
+    tgt.kill();
+    let killed = Instant::now();
+    // No operator command: the LUN goes back to a plain file LUN by itself.
+    wait_until(Duration::from_secs(10), "back on the source", || {
+        lun_kind(&socket) == "file"
+    });
+    let took = killed.elapsed();
+    eprintln!("the LUN was back on its source {took:?} after the destination died");
+    // The destination's 400 ms reconnect budget, then the watcher's swap; room for a
+    // loaded machine and the polling.
+    assert!(
+        took < Duration::from_secs(3),
+        "back on the source after {took:?}"
+    );
+    let failed = status(&socket);
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let reason = failed["error"].as_str().unwrap_or_default().to_string();
+    assert!(!reason.is_empty(), "the status says why: {failed}");
+    // The durable record says why too.
+    let records: Vec<Value> = std::fs::read_dir(dir.join("state").join("migrations"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["phase"], "failed", "{records:?}");
+    assert_eq!(records[0]["error"].as_str(), Some(reason.as_str()));
+    writer_clean(writer);
+    drop(gateway);
+
+    // After a restart: not resumed, still reported, and the LUN migrates again.
+    let gateway = start(&dir, portal, "gateway-1.log");
+    let socket = gateway.socket.clone();
+    assert_eq!(lun_kind(&socket), "file");
+    let after = status(&socket);
+    assert_eq!(
+        (after["state"].as_str(), after["error"].as_str()),
+        (Some("failed"), Some(reason.as_str())),
+        "{after}"
+    );
+    let to = format!("ram:{LUN_BYTES}");
+    let again = ctl_json(&socket, &["migrate", T, "0", "--to", &to]);
+    assert_eq!(again["state"], "copying", "{again}");
+    wait_until(Duration::from_secs(30), "ready", || {
+        status(&socket)["state"] == "ready"
+    });
+    let out = ctl_json(&socket, &["migration", "cancel", T, "0"]);
+    assert_eq!(out["state"], "cancelled", "{out}");
+    drop(gateway);
+}
+
+#[test]
+fn kill_9_mid_dbt_resumes_from_the_record_and_the_dirty_regions() {
+    let dir = TempDir::new("migration-dbt-kill").unwrap();
+    let portal = loopback(free_port());
+    let gateway = start(&dir, portal, "gateway-0.log");
+    let socket = gateway.socket.clone();
+    let size = 160u64 << 20;
+    let source = format!("file:{}:{size}", dir.join("src.img").display());
+    let created = ctl_json(
+        &socket,
+        &["target", "create", T, "--lun", &format!("0={source}")],
+    );
+    let naa = created["luns"][0]["naa"].clone();
+    let mut client = host(portal);
+    let before = system_tests::pattern(1 << 20, 5);
+    write(&mut client, 0, &before);
+    let to = format!("file:{}:{size}", dir.join("dst.img").display());
+    let started = ctl_json(
+        &socket,
+        &[
+            "migrate", T, "0", "--to", &to, "--mode", "dbt", "--rate", "40M",
+        ],
+    );
+    assert_eq!(started["mode"], "dbt", "{started}");
+    // Past the first progress record (every 64 MiB)...
+    wait_until(Duration::from_secs(30), "past 70 MiB", || {
+        status(&socket)["cursor_bytes"].as_u64().unwrap_or(0) > 70 << 20
+    });
+    // ...an acknowledged write where the copy has passed: only the source has it, and
+    // only the dirty log knows.
+    let behind = system_tests::pattern(1 << 20, 9);
+    let behind_lba = (8u64 << 20) / 512;
+    write(&mut client, behind_lba, &behind);
+    drop(client);
+    gateway.process.kill_hard();
+
+    let gateway = start(&dir, portal, "gateway-1.log");
+    let socket = gateway.socket.clone();
+    let resumed = status(&socket);
+    assert_eq!(resumed["mode"], "dbt", "{resumed}");
+    assert!(
+        resumed["cursor_bytes"].as_u64().unwrap() >= 64 << 20,
+        "a DBT migration goes on from its record, it does not copy again from the start: {resumed}"
+    );
+    let ready = {
+        let started = Instant::now();
+        loop {
+            let s = status(&socket);
+            if s["state"] != "copying" {
+                break s;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(ready["state"], "ready", "{ready}");
+    // The rest of the first pass and the dirty region, not the whole LUN again.
+    let copied = ready["copied_bytes"].as_u64().unwrap();
+    assert!(
+        copied < size,
+        "copied {copied} bytes after the restart, the LUN has {size}: {ready}"
+    );
+    ctl_json(&socket, &["migration", "complete", T, "0", "--commit"]);
+    drop(gateway);
+
+    // On the destination alone: both writes are there.
+    let gateway = start(&dir, portal, "gateway-2.log");
+    let listed = ctl_json(&gateway.socket, &["target", "list"]);
+    assert_eq!(listed["targets"][0]["luns"][0]["backend"], to.as_str());
+    assert_eq!(listed["targets"][0]["luns"][0]["naa"], naa);
+    let mut client = host(portal);
+    assert!(
+        read(&mut client, 0, before.len()) == before,
+        "the write before the migration"
+    );
+    assert!(
+        read(&mut client, behind_lba, behind.len()) == behind,
+        "the write acknowledged behind the copy before kill -9"
+    );
     drop(gateway);
 }

@@ -418,7 +418,9 @@ impl Control {
         // Writes the old unit still runs finish before the copy reads their regions.
         unit.drain_writes();
         let drain_started = Instant::now();
-        while !unit.ring_writes_idle() && drain_started.elapsed() < DRAIN_LIMIT {
+        while !(unit.ring_writes_idle() && unit.blocking_idle())
+            && drain_started.elapsed() < DRAIN_LIMIT
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         let settings = CopySettings {
@@ -872,7 +874,10 @@ impl Control {
         self.swap_unit(inner, target, lun, new_unit, None)?;
         unit.drain_writes();
         let started = Instant::now();
-        while !unit.ring_writes_idle() && started.elapsed() < DRAIN_LIMIT {
+        // Writes already on the blocking pool for the old unit land untracked: the answer
+        // (and the change ID it carries) waits for them.
+        while !(unit.ring_writes_idle() && unit.blocking_idle()) && started.elapsed() < DRAIN_LIMIT
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(json!({

@@ -255,6 +255,21 @@ pub struct LogicalUnit {
     reservations: Arc<crate::reservation::LuReservations>,
     /// A SANITIZE in progress (`sanitizing`), shared with the unit's other backends.
     sanitizing: Arc<sanitizing::Sanitizing>,
+    /// Commands on the blocking pool (`blocking_ticket`): this unit's own.
+    blocking_commands: Arc<AtomicU64>,
+}
+
+/// A command of a unit on the blocking pool ([`LogicalUnit::blocking_ticket`]).
+#[derive(Debug)]
+pub struct BlockingTicket {
+    /// The unit's count of such commands, less one when dropped.
+    count: Arc<AtomicU64>,
+}
+
+impl Drop for BlockingTicket {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What [`LogicalUnit::plan`] decided.
@@ -326,6 +341,7 @@ impl LogicalUnit {
             copies: xcopy::CopyResults::default(),
             reservations: Arc::new(crate::reservation::LuReservations::new()),
             sanitizing: Arc::default(),
+            blocking_commands: Arc::default(),
             config,
             blocks: AtomicU64::new(blocks),
         }
@@ -364,13 +380,32 @@ impl LogicalUnit {
             copies: xcopy::CopyResults::default(),
             reservations: Arc::clone(&self.reservations),
             sanitizing: Arc::clone(&self.sanitizing),
+            blocking_commands: Arc::default(),
         }
     }
 
-    /// Whether no write planned on a ring is in flight on this unit (a unit being
-    /// replaced has drained when this holds and no synchronous write runs).
+    /// Whether no write planned on a ring is in flight on this unit (or a unit sharing its
+    /// gate).
     pub fn ring_writes_idle(&self) -> bool {
         !self.write_gate.ring_writes_in_flight()
+    }
+
+    /// Counts a command [`LogicalUnit::plan`] left to the blocking pool until the guard
+    /// drops (it travels with the job). A job waiting for a pool thread has not taken the
+    /// write gate yet, so without this a unit being replaced (a migration starting) could
+    /// drain while such a write still waited, and the write then reached the old backend
+    /// after the copy had passed its region: the destination never got it. The count is
+    /// this unit's own, not shared with the unit that replaces it.
+    pub fn blocking_ticket(&self) -> BlockingTicket {
+        self.blocking_commands.fetch_add(1, Ordering::SeqCst);
+        BlockingTicket {
+            count: Arc::clone(&self.blocking_commands),
+        }
+    }
+
+    /// Whether no command of this unit is on the blocking pool (waiting or running).
+    pub fn blocking_idle(&self) -> bool {
+        self.blocking_commands.load(Ordering::SeqCst) == 0
     }
 
     /// Waits until no ordinary synchronous write runs on this unit (or any unit sharing

@@ -1,7 +1,7 @@
 //! The copy of a migration, on its own thread: one pass behind the cursor (mirror mode),
 //! or passes over the dirty regions until the rest fits the stun budget (DBT mode).
 //!
-//! Each region is copied under the write side of its stripe lock ([`Shared::lock_region`]),
+//! Each region is copied under its stripe lock ([`Shared::lock_region`]),
 //! so no host write into it runs meanwhile. Every [`PROGRESS_BYTES`] the destination is
 //! flushed and only then the cursor reported as progress (the caller makes it durable),
 //! so a restart after `kill -9` copies again at most the regions since the last report.

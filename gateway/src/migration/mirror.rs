@@ -8,10 +8,14 @@
 //! come from the destination while the source is kept in step until the commit, so a
 //! rollback loses nothing.
 //!
-//! A copy of a region and a host write into it never interleave: a host write holds the
-//! read side of its regions' stripe locks (64 stripes) while it writes, the copy the write
-//! side of the one region it copies. The cursor moves only under the write side, so a
-//! write that holds its stripes sees a cursor that stays put for its regions.
+//! A copy of a region and a host write into it never interleave, and two host writes to
+//! one region reach both sides in the same order: a host write holds its regions' stripe
+//! locks (64 stripes) while it writes, as does the copy for the one region it copies. The
+//! cursor moves only under a stripe, so a write that holds its stripes sees a cursor that
+//! stays put for its regions. (Host writes once shared the stripes: two writes to the same
+//! blocks in flight together could land in one order on the source and the other on the
+//! destination, and after the switch the destination read back other data than the
+//! source kept.)
 //!
 //! A destination that fails (a write, a read after the switch, a flush) fails the migration
 //! (phase `Failed`): from then on the source alone serves, and it has every write. The
@@ -19,7 +23,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::backend::{Backend, RingFile};
@@ -91,7 +95,7 @@ pub struct Shared {
     /// Regions below are copied (mirror mode) or were copied by the first pass (DBT).
     cursor: AtomicU64,
     phase: AtomicU8,
-    stripes: Box<[RwLock<()>]>,
+    stripes: Box<[Mutex<()>]>,
     /// DBT: regions written since their last copy.
     pub(crate) dirty: ChangeMap,
     pub copied_bytes: AtomicU64,
@@ -133,7 +137,7 @@ impl Shared {
             size_bytes,
             cursor: AtomicU64::new(cursor_regions),
             phase: AtomicU8::new(phase as u8),
-            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             dirty: ChangeMap::new(size_bytes, REGION_BYTES, 1),
             copied_bytes: AtomicU64::new(0),
             passes: Mutex::new(Vec::new()),
@@ -235,24 +239,24 @@ impl Shared {
         self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The write side of region `region`'s stripe (the copy of that region).
-    pub(crate) fn lock_region(&self, region: u64) -> std::sync::RwLockWriteGuard<'_, ()> {
+    /// Region `region`'s stripe (the copy of that region).
+    pub(crate) fn lock_region(&self, region: u64) -> MutexGuard<'_, ()> {
         self.stripes[(region % STRIPES as u64) as usize]
-            .write()
+            .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The write side of every stripe: no host write runs (DBT's stun).
-    pub(crate) fn lock_all(&self) -> Vec<std::sync::RwLockWriteGuard<'_, ()>> {
+    /// Every stripe: no host write runs (DBT's stun).
+    pub(crate) fn lock_all(&self) -> Vec<MutexGuard<'_, ()>> {
         self.stripes
             .iter()
-            .map(|s| s.write().unwrap_or_else(|p| p.into_inner()))
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()))
             .collect()
     }
 
-    /// The read side of the stripes of `offset..offset+len`, ascending (no deadlock with
-    /// the copy, which holds one stripe, nor with the stun, which takes them in order).
-    fn hold(&self, offset: u64, len: u64) -> Vec<RwLockReadGuard<'_, ()>> {
+    /// The stripes of `offset..offset+len`, ascending (no deadlock with the copy, which
+    /// holds one stripe, nor with the stun, which takes them in order).
+    fn hold(&self, offset: u64, len: u64) -> Vec<MutexGuard<'_, ()>> {
         let first = offset / REGION_BYTES;
         let last = (offset + len.max(1) - 1) / REGION_BYTES;
         let mut stripes: Vec<usize> = (first..=last.min(first + STRIPES as u64))
@@ -262,7 +266,7 @@ impl Shared {
         stripes.dedup();
         stripes
             .into_iter()
-            .map(|s| self.stripes[s].read().unwrap_or_else(|p| p.into_inner()))
+            .map(|s| self.stripes[s].lock().unwrap_or_else(|p| p.into_inner()))
             .collect()
     }
 
@@ -409,8 +413,8 @@ impl Backend for Mirror {
     }
 
     /// Over sides that answer on the event loop (RAM, null, pool volumes) the mirror does
-    /// too: a host write then holds one uncontended stripe read lock, and waits only while
-    /// the copy holds that region (one region's copy) or DBT's stun holds them all. A file
+    /// too: a host write then holds its region's stripe, and waits only while another
+    /// write to a region of that stripe, the copy of that region, or DBT's stun holds it. A file
     /// or another array on either side sends its I/O to the blocking pool.
     fn io_may_block(&self) -> bool {
         self.source.io_may_block() || self.dest.io_may_block() || self.dest.ring_file().is_some()

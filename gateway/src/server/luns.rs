@@ -220,9 +220,11 @@ impl LunExecutor for DiskLuns {
                 let cdb = cdb.to_vec();
                 let (target_name, tpgt) = (self.target_name.clone(), self.tpgt);
                 let nexus = nexus.to_key();
+                let ticket = unit.blocking_ticket();
                 Submission::Blocking(BlockingJob {
                     unit: Arc::as_ptr(&unit) as usize,
                     run: Box::new(move || {
+                        let _ticket = ticket;
                         let task = ScsiTask {
                             cdb: &cdb,
                             data_out: &data_out,
