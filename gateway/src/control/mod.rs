@@ -332,6 +332,8 @@ fn open_lun(
         serial: identity.serial.clone(),
         naa_id: identity.naa_id,
         role: spec.role(),
+        // `,readonly` means on a LUN attached live what it means at start.
+        read_only: spec.options.readonly,
         ..LuConfig::for_name(&format!("{target}/{lun}"))
     };
     let unit = Arc::new(
@@ -1422,6 +1424,14 @@ mod tests {
         let list = control.handle(Call::TargetList).unwrap();
         assert_eq!(list["targets"][0]["luns"][0]["size_bytes"], 1 << 20);
         assert_eq!(list["generation"], 2);
+    }
+
+    #[test]
+    fn a_lun_attached_live_keeps_its_options() {
+        let entry = open_lun(T, 3, "ram:1M,readonly", None).unwrap();
+        assert!(entry.unit.config().read_only, "readonly attached live");
+        let entry = open_lun(T, 4, "ram:1M", None).unwrap();
+        assert!(!entry.unit.config().read_only);
     }
 
     #[test]
