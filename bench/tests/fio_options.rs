@@ -1675,3 +1675,133 @@ fn verify_dump_writes_the_bad_block_where_fio_does() {
         );
     }
 }
+
+/// `verify_state_save` / `verify_state_load`: a random-write job stopped by its runtime
+/// leaves `local-w-0-verify.state` in the working directory; a `verify_only` run of the
+/// same job with the state checks exactly the blocks written (as many reads as the writing
+/// run's writes, no error), and without it checks the whole plan and finds the blocks never
+/// written. fio (psync) and ours (io_uring) on a file, each in its own directory.
+#[test]
+fn verify_state_load_checks_what_the_stopped_run_wrote_as_fio_does() {
+    let fio = fio_present();
+    let tools: &[&str] = if fio { &["ours", "fio"] } else { &["ours"] };
+    for tool in tools {
+        let dir = Scratch::new(&format!("verify-state-{tool}"));
+        let run = |extra: &[&str]| -> (i64, u64, u64) {
+            let mut args = vec![
+                "--name=w",
+                "--filename=data",
+                "--size=4m",
+                "--bs=4k",
+                "--rw=randwrite",
+                "--verify=crc32c",
+                "--output-format=json",
+            ];
+            args.extend_from_slice(extra);
+            let mut command = Command::new("timeout");
+            command.arg("30").current_dir(&dir.0);
+            if *tool == "fio" {
+                command.args(["fio", "--ioengine=psync"]);
+            } else {
+                command.args([env!("CARGO_BIN_EXE_iscsi-bench"), "--ioengine=io_uring"]);
+            }
+            let out = command.args(&args).output().expect("run the tool");
+            job_counts(&String::from_utf8_lossy(&out.stdout))
+        };
+        // About 500 of the 1,024 blocks, then the runtime ends the job.
+        let (error, _, written) = run(&["--do_verify=0", "--rate_iops=500", "--runtime=1"]);
+        assert_eq!(error, 0, "{tool}: the writing run");
+        assert!(
+            (100..1024).contains(&written),
+            "{tool}: the writing run stopped early ({written} writes)"
+        );
+        assert!(
+            dir.join("local-w-0-verify.state").exists(),
+            "{tool}: the state file is saved in the working directory"
+        );
+        let (error, read, _) = run(&["--verify_only=1", "--verify_state_load=1"]);
+        assert_eq!(
+            (error, read),
+            (0, written),
+            "{tool}: verify_only with the state reads back each block written, once"
+        );
+        let (error, _, _) = run(&["--verify_only=1"]);
+        assert_eq!(
+            error, 84,
+            "{tool}: verify_only without the state finds the blocks never written"
+        );
+    }
+}
+
+/// What fio refuses or we refuse for a good reason, by name: `verify_state_load` needs a
+/// `verify_only` write job with verify, and a missing or foreign state file is named.
+#[test]
+fn verify_state_load_names_what_is_missing() {
+    let dir = Scratch::new("verify-state-bad");
+    let run = |extra: &[&str]| -> String {
+        let mut command = Command::new("timeout");
+        command
+            .arg("30")
+            .arg(env!("CARGO_BIN_EXE_iscsi-bench"))
+            .current_dir(&dir.0)
+            .args([
+                "--name=w",
+                "--filename=data",
+                "--size=1m",
+                "--bs=4k",
+                "--rw=randwrite",
+                "--ioengine=io_uring",
+            ])
+            .args(extra);
+        let out = command.output().expect("run iscsi-bench");
+        assert!(!out.status.success(), "{extra:?} must be refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let text = run(&["--verify=crc32c", "--verify_state_load=1"]);
+    assert!(text.contains("needs verify_only=1"), "{text}");
+    let text = run(&["--verify_only=1", "--verify_state_load=1"]);
+    assert!(text.contains("verify_state_load needs verify"), "{text}");
+    let text = run(&[
+        "--verify=crc32c",
+        "--verify_only=1",
+        "--verify_state_load=1",
+    ]);
+    assert!(
+        text.contains("local-w-0-verify.state") && text.contains("no such file"),
+        "{text}"
+    );
+    // A state saved by another job shape (another seed) is refused, naming the seed.
+    std::fs::write(dir.join("data"), vec![0u8; 1 << 20]).unwrap();
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(env!("CARGO_BIN_EXE_iscsi-bench"))
+        .current_dir(&dir.0)
+        .args([
+            "--name=w",
+            "--filename=data",
+            "--size=1m",
+            "--bs=4k",
+            "--rw=randwrite",
+            "--ioengine=io_uring",
+            "--verify=crc32c",
+            "--number_ios=10",
+            "--randseed=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = run(&[
+        "--verify=crc32c",
+        "--verify_only=1",
+        "--verify_state_load=1",
+        "--randseed=2",
+    ]);
+    assert!(
+        text.contains("planned other I/O") && text.contains("seed"),
+        "{text}"
+    );
+}

@@ -352,6 +352,28 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
     if spec.verify_shared {
         check_verify_shared(spec, &conflict)?;
     }
+    if spec.verify_state_load {
+        // fio would also load it for a job that writes again, and then verify a prefix of
+        // the new writes; that checks nothing the run did not just write itself.
+        let why = if spec.verify == VerifyKind::None {
+            Some((
+                "verify",
+                "verify_state_load needs verify (the kind the saved run wrote)",
+            ))
+        } else if !spec.verify_only {
+            Some((
+                "verify_only",
+                "verify_state_load checks what an earlier run wrote: it needs verify_only=1",
+            ))
+        } else if !spec.does(crate::io::Direction::Write) {
+            Some(("rw", "verify_state_load replays a write job: rw must write"))
+        } else {
+            None
+        };
+        if let Some((other, reason)) = why {
+            return Err(conflict("verify_state_load", other, reason));
+        }
+    }
     for (option, value) in [
         ("verify_fatal", spec.verify_fatal),
         ("do_verify", !spec.do_verify),

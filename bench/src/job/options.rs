@@ -408,6 +408,14 @@ pub static OPTIONS: &[OptionDef] = &[
             .then(|| "offload".to_string())),
     opt!("verify_only", Flag, Verify, "bool", default "0",
         "Do not write: check what an earlier run of this job wrote", flag verify_only),
+    opt!("verify_state_save", Flag, Verify, "bool", default "1",
+        "A write job with verify saves where it stopped in local-<job>-<index>-verify.state \
+         (working directory) for a later verify_only run (not saved by verify_only runs)",
+        flag verify_state_save),
+    opt!("verify_state_load", Flag, Verify, "bool", default "0",
+        "With verify_only: check only what the run that saved local-<job>-<index>-verify.state \
+         wrote before it stopped",
+        flag verify_state_load),
     opt!("verify_offset", Required, Verify, "int (bytes)", default "0",
         "Write the verify header this many bytes into the block (swapped with the data)",
         apply |s| s.spec().verify_offset = {
@@ -917,8 +925,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "verify_async",
     "verify_backlog_batch",
     "experimental_verify",
-    "verify_state_load",
-    "verify_state_save",
     "trim_percentage",
     "trim_verify_zero",
     "trim_backlog",

@@ -394,6 +394,11 @@ pub struct JobSpec {
     /// `verify_only`: plan the job's writes without doing them, and check what an earlier
     /// run of the same job wrote.
     pub verify_only: bool,
+    /// `verify_state_save` (fio's default on): a write job with verify saves where it
+    /// stopped, for a later `verify_only` run.
+    pub verify_state_save: bool,
+    /// `verify_state_load`: a `verify_only` run checks only what the saved run wrote.
+    pub verify_state_load: bool,
     /// `latency_target` (`None`: off), `latency_window` (fio's default 0: each check
     /// judges the I/Os since the last one), `latency_percentile` (100), `latency_run`.
     pub latency_target: Option<Duration>,
@@ -564,6 +569,8 @@ impl JobSpec {
             latency_percentile: 100.0,
             latency_run: false,
             verify_only: false,
+            verify_state_save: true,
+            verify_state_load: false,
             dedupe_working_set_percentage: 5,
             write_hist_log: None,
             log_hist_msec: 0,

@@ -88,6 +88,8 @@ pub struct JobSetup {
     pub latency_target: Option<super::latency_target::LatencyTarget>,
     /// fio's `verify_only`: writes are counted, not carried out; the verify phase runs.
     pub verify_only: bool,
+    /// fio's `verify_state_save`: where the job saves how far its writes got, if it does.
+    pub verify_state_save: Option<std::path::PathBuf>,
     /// fio's `fsync`: a flush after every this many writes (0: never).
     pub fsync_every: u32,
     /// fio's `end_fsync`: a flush when the job's I/O is done.
@@ -867,6 +869,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         iodepth,
         latency_target,
         verify_only,
+        verify_state_save,
         fsync_every,
         end_fsync,
         steadystate,
@@ -989,9 +992,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     let issued_until = driver.now_ns();
     driver.stats.stop_gaps(issued_until);
     // A job stopped by its runtime still checks what it wrote (fio verifies after a
-    // time-based write job too), once its writes are in: a read racing a write to its
+    // time-based write job too, unless do_verify=0), once its writes are in: a read racing a write to its
     // block would see either copy.
-    if !driver.stop && deadline.is_some_and(|d| driver.now() >= d) {
+    if !driver.stop && workload.reads_back() && deadline.is_some_and(|d| driver.now() >= d) {
         let drained = driver.drain(workload.verifier().cloned().as_ref(), |_| {});
         driver.settle_writes(&mut workload);
         if let Err(e) = drained.and_then(|()| read_back(&mut driver, &workload)) {
@@ -1002,6 +1005,16 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     if driver.shared_verify.is_some() {
         if let Err(e) = final_shared_check(&mut driver, &workload) {
             driver.fail(e);
+        }
+    }
+    // fio's verify_state_save: where the writes stopped, once they are all in (fio saves
+    // it as its thread ends). Not being able to save is worth a warning, not a failure.
+    if let Some(path) = &verify_state_save {
+        driver.settle_writes(&mut workload);
+        if let Some(state) = workload.write_state() {
+            if let Err(e) = super::verify_state::save(path, &name, state) {
+                eprintln!("iscsi-bench: {name}: {e}");
+            }
         }
     }
     // fio's end_fsync: one flush once the job's I/O is done (an interrupted or failed job

@@ -19,6 +19,7 @@ pub mod shared_verify;
 mod start_latch;
 mod status;
 pub mod steadystate;
+pub mod verify_state;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub enum RunError {
     Logs { job: String, source: LogError },
     #[error("not started: {0}")]
     Gate(String),
+    #[error("job {job}: {reason}")]
+    VerifyState { job: String, reason: String },
     #[error("job {job}: its thread could not start: {source}")]
     Spawn { job: String, source: std::io::Error },
 }
@@ -204,10 +207,30 @@ pub fn run_gated(
                 };
                 content = content.with_working_set(blocks.max(1), set_seed);
             }
-            let workload = Workload::new(workload_config).map_err(|source| RunError::Workload {
-                job: spec.name.clone(),
-                source,
-            })?;
+            let mut workload =
+                Workload::new(workload_config).map_err(|source| RunError::Workload {
+                    job: spec.name.clone(),
+                    source,
+                })?;
+            let state_path = verify_state::state_path(&spec.name, job_number);
+            if spec.verify_state_load {
+                verify_state::load(&state_path, &spec.name)
+                    .and_then(|state| {
+                        workload.resume_write_state(&state).map_err(|why| {
+                            format!("verify_state_load: {}: {why}", state_path.display())
+                        })
+                    })
+                    .map_err(|reason| RunError::VerifyState {
+                        job: spec.name.clone(),
+                        reason,
+                    })?;
+            }
+            // What fio saves: a job writing with verify; a verify_only run wrote nothing.
+            let verify_state_save = (spec.verify_state_save
+                && !spec.verify_only
+                && spec.verify != crate::job::spec::VerifyKind::None
+                && spec.does(crate::io::Direction::Write))
+            .then_some(state_path);
             // As the phases are cut below: each job (clone) with stonewall starts one.
             let phase = footprints
                 .last()
@@ -262,6 +285,7 @@ pub fn run_gated(
                 }),
                 fsync_every: spec.fsync,
                 verify_only: spec.verify_only,
+                verify_state_save,
                 end_fsync: spec.end_fsync,
                 steadystate: (!spec.ss_dur.is_zero()).then(|| {
                     steadystate::SteadyState::new(

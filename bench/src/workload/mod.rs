@@ -49,6 +49,7 @@ pub mod shared_ledger;
 mod unknown;
 mod verified;
 pub mod verify;
+mod write_state;
 
 use std::time::Duration;
 
@@ -65,6 +66,7 @@ pub use verify::{
     BlockImage, ByteWindow, DigestMismatch, JudgedFailure, Mismatch, Verifier, VerifyConfig,
     VerifyError, VerifyHeader, VerifyKind,
 };
+pub use write_state::{PlanFingerprint, UnknownRun, WriteState};
 
 use generation::GenerationTracker;
 use generator::{GenStep, Generator};
@@ -386,6 +388,7 @@ pub struct Workload {
     number_ios: Option<u64>,
     finished: bool,
     progress: Progress,
+    plan: PlanFingerprint,
 }
 
 /// The offsets, sizes and verify generations of one file of the job.
@@ -503,7 +506,88 @@ impl Workload {
             number_ios: config.number_ios,
             finished: false,
             progress: Progress::default(),
+            plan: PlanFingerprint::of(&config),
         })
+    }
+
+    /// Whether the job reads back what it wrote after writing (`do_verify`, with verify,
+    /// in a job that writes).
+    pub fn reads_back(&self) -> bool {
+        self.read_back_due
+    }
+
+    /// Where this job's writing stands (fio's `verify_state_save`): `None` for a job that
+    /// does not write with verify.
+    pub fn write_state(&self) -> Option<WriteState> {
+        let mut unknown = Vec::new();
+        let mut tracked = false;
+        for (index, file) in self.files.iter().enumerate() {
+            let Some(blocks) = &file.unknown else {
+                continue;
+            };
+            tracked = true;
+            let file_index = index as u32;
+            match blocks.runs() {
+                Ok(runs) => {
+                    unknown.extend(runs.into_iter().map(|(offset, len, cause)| UnknownRun {
+                        file: file_index,
+                        offset,
+                        len,
+                        cause,
+                    }))
+                }
+                Err(cause) => unknown.push(UnknownRun {
+                    file: file_index,
+                    offset: file.generator.region_offset(),
+                    len: file.generator.size(),
+                    cause,
+                }),
+            }
+        }
+        tracked.then(|| WriteState {
+            ios: self.progress.ios.each().iter().map(|(_, n)| **n).sum(),
+            plan: self.plan.clone(),
+            unknown,
+        })
+    }
+
+    /// Replays only as far as the run that saved `state` got (fio's `verify_state_load`):
+    /// no more I/Os than it handed out, and the blocks it left unknown stay unknown (the
+    /// read-back skips and counts them). Err names why the state does not fit this job.
+    pub fn resume_write_state(&mut self, state: &WriteState) -> Result<(), String> {
+        if let Some(why) = state.plan.mismatch(&self.plan) {
+            return Err(why);
+        }
+        if self.files.iter().all(|f| f.unknown.is_none()) {
+            return Err("this job does not write with verify".into());
+        }
+        self.number_ios = Some(self.number_ios.map_or(state.ios, |n| n.min(state.ios)));
+        for run in &state.unknown {
+            let Some(blocks) = self
+                .files
+                .get_mut(run.file as usize)
+                .and_then(|f| f.unknown.as_mut())
+            else {
+                return Err(format!("it names file {} the job does not have", run.file));
+            };
+            // Never cleared by the replay's writes (fence above every generation): the run
+            // ended with these unknown. In pieces of whole intervals below 4 GiB (runs
+            // start at an interval); a run over the tracking limit makes the whole file unknown, as it
+            // did in the run.
+            let interval = self
+                .verifier
+                .as_ref()
+                .map_or(1, |v| u64::from(v.interval_bytes().max(1)));
+            let piece = ((1u64 << 30) / interval).max(1) * interval;
+            let end = run.offset.saturating_add(run.len);
+            let mut at = run.offset;
+            while at < end {
+                let len = (end - at).min(piece);
+                blocks.mark(at, len as u32, run.cause, u64::MAX);
+                at += len;
+            }
+        }
+        Ok(())
     }
 
     /// The next thing to do at job time `now`.

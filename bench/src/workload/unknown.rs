@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 use super::generation::ReadBackIo;
 
 /// Why a block is unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UnknownCause {
     /// The write came back with an error (SCSI status, transport).
     WriteFailed,
@@ -129,6 +130,26 @@ impl UnknownBlocks {
                 self.entries.remove(&interval);
             }
         }
+    }
+
+    /// The unknown intervals as runs `(first byte, bytes, cause)` of consecutive intervals
+    /// with one cause, in offset order; with every block unknown (past the limit), `None`
+    /// and the cause.
+    pub(crate) fn runs(&self) -> Result<Vec<(u64, u64, UnknownCause)>, UnknownCause> {
+        if let Some(cause) = self.overflow {
+            return Err(cause);
+        }
+        let mut runs: Vec<(u64, u64, UnknownCause)> = Vec::new();
+        for (&interval, unknown) in &self.entries {
+            let start = interval * self.interval_bytes;
+            match runs.last_mut() {
+                Some((at, len, cause)) if *at + *len == start && *cause == unknown.cause => {
+                    *len += self.interval_bytes
+                }
+                _ => runs.push((start, self.interval_bytes, unknown.cause)),
+            }
+        }
+        Ok(runs)
     }
 
     /// Intervals unknown now.
