@@ -39,7 +39,11 @@ pub fn save(path: &Path, job: &str, state: WriteState) -> Result<(), String> {
         state,
     };
     let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
-    let temp = path.with_extension("state.tmp");
+    // Unique per process and call: two runs (or jobs) saving the same name do not share
+    // a temporary file; the last rename wins, as the last save does in fio.
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = path.with_extension(format!("state.tmp.{}.{n}", std::process::id()));
     std::fs::write(&temp, text + "\n")
         .and_then(|()| std::fs::rename(&temp, path))
         .map_err(|e| format!("saving the verify state to {}: {e}", path.display()))
