@@ -562,14 +562,15 @@ impl IscsiEngine {
             return 0;
         };
         let mut submitted = 0;
-        let now = Instant::now();
+        // Read only for io_timeout, once for the batch.
+        let deadline = self.io_timeout.map(|t| Instant::now() + t);
         while let Some((shard, request)) = self.pending.pop_front() {
             let tag = request.user_data;
             match shards.submit(shard, request) {
                 Ok(()) => {
                     submitted += 1;
                     if let Some(entry) = self.in_flight.get_mut(&tag) {
-                        entry.deadline = self.io_timeout.map(|t| now + t);
+                        entry.deadline = deadline;
                     }
                 }
                 Err(request) => {

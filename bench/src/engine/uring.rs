@@ -738,18 +738,20 @@ impl Engine for UringEngine {
         let wanted = min.min(self.in_flight());
         out.extend(self.ready.drain(..));
         self.harvest(out);
-        let deadline = Instant::now() + timeout;
-        while out.len() - start < wanted {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
+        if out.len() - start >= wanted {
+            return Ok(out.len() - start);
+        }
+        let mut now = Instant::now();
+        let deadline = now + timeout;
+        // Bounded by the deadline: each round waits in the kernel until it or completions.
+        while out.len() - start < wanted && now < deadline {
             let want = wanted - (out.len() - start);
             let in_time = self.enter_and_wait(want, deadline - now)?;
             self.harvest(out);
             if !in_time {
                 break;
             }
+            now = Instant::now();
         }
         Ok(out.len() - start)
     }

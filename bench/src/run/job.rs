@@ -257,6 +257,8 @@ struct Driver {
     percentiles: Vec<f64>,
     /// The I/Os of the run so far carried this scheduled start (paced jobs).
     paced: bool,
+    /// When the last reap read the clock, until the next turn starts (`turn_start`).
+    reaped_at_ns: Option<u64>,
     verify_fatal: bool,
     verify_dump: Option<String>,
     error_policy: ErrorPolicy,
@@ -286,6 +288,15 @@ impl Driver {
 
     fn now(&self) -> Duration {
         self.clock.elapsed()
+    }
+
+    /// The time at the top of a turn: the last reap's reading when the turn before ended
+    /// with one (nothing happened since), else the clock's.
+    fn turn_start(&mut self) -> Duration {
+        match self.reaped_at_ns.take() {
+            Some(ns) => Duration::from_nanos(ns),
+            None => self.now(),
+        }
     }
 
     fn has_room(&self) -> bool {
@@ -458,15 +469,13 @@ impl Driver {
         if self.queued.is_empty() {
             return Ok(());
         }
-        let handed_over_ns = self.now_ns();
+        // Read once, before or after the hand-over, by when the engine issues.
+        let at_start = self.engine.issues_when_submit_starts();
+        let handed_over_ns = at_start.then(|| self.now_ns());
         self.engine
             .submit()
             .map_err(|e| format!("submitting I/O: {e}"))?;
-        let issue_ns = if self.engine.issues_when_submit_starts() {
-            handed_over_ns
-        } else {
-            self.now_ns()
-        };
+        let issue_ns = handed_over_ns.unwrap_or_else(|| self.now_ns());
         let submitted = self.queued.len().min(u32::MAX as usize) as u32;
         for id in self.queued.drain(..) {
             if let Some(meta) = self.in_flight.get_mut(&id) {
@@ -512,16 +521,19 @@ impl Driver {
         }
         // Handle at most batch_complete_max, so the job queues new I/O as soon as fio
         // would: completions that arrive together then do not go back out together.
+        // One clock reading for the batch: its completions were reaped together.
         let complete_ns = self.now_ns();
+        let complete_at = Duration::from_nanos(complete_ns);
         for _ in 0..self.batch_complete_max {
             let Some(io) = self.backlog.pop_front() else {
                 break;
             };
             if self.complete(io, complete_ns, verifier) {
-                on_complete(self.now());
+                on_complete(complete_at);
             }
         }
-        self.tick();
+        self.tick_at(complete_ns);
+        self.reaped_at_ns = Some(complete_ns);
         result
     }
 
@@ -713,8 +725,7 @@ impl Driver {
     }
 
     /// fio's steady-state check, when due: the job ends once the criterion holds.
-    fn check_steadystate(&mut self) {
-        let now = self.now();
+    fn check_steadystate(&mut self, now: Duration) {
         let Some(ss) = self.steadystate.as_mut().filter(|ss| ss.due(now)) else {
             return;
         };
@@ -735,7 +746,13 @@ impl Driver {
     /// Rate samples for the logs and the report, interval records, the rate floor, and the
     /// results so far when the run asks for them.
     fn tick(&mut self) {
-        let now_ns = self.now_ns();
+        self.tick_at(self.now_ns());
+    }
+
+    /// [`Driver::tick`] with the time just read (the clock is read several times per I/O
+    /// otherwise; fio reads its own TSC clock for that reason).
+    fn tick_at(&mut self, now_ns: u64) {
+        let now = Duration::from_nanos(now_ns);
         if self.progress.snapshot_wanted.load(Ordering::Relaxed) {
             self.progress
                 .snapshot_wanted
@@ -754,17 +771,15 @@ impl Driver {
                 let Some(done) = self.stats.dir(direction) else {
                     continue;
                 };
-                if let Err(miss) =
-                    floor.check(self.clock.elapsed(), direction, done.bytes, done.ios)
-                {
+                if let Err(miss) = floor.check(now, direction, done.bytes, done.ios) {
                     self.fail(miss.to_string());
                     break;
                 }
             }
         }
-        self.check_steadystate();
+        self.check_steadystate(now);
         if let Some(lt) = self.latency_target.as_mut() {
-            let step = lt.check(self.clock.elapsed());
+            let step = lt.check(now);
             self.latency_step(step);
         }
         if let Some(sample) = self.stats.tick(now_ns) {
@@ -959,6 +974,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         next_interval_ns: interval.map_or(u64::MAX, |i| i.as_nanos() as u64),
         percentiles,
         paced,
+        reaped_at_ns: None,
         verify_fatal,
         verify_dump,
         error_policy,
@@ -1172,7 +1188,7 @@ fn main_loop(
     let verifier = workload.verifier().cloned();
     let verifier = verifier.as_ref();
     loop {
-        let now = driver.now();
+        let now = driver.turn_start();
         if let Some(end) = ramp_end.filter(|end| now >= *end) {
             // The ramp is over: what was measured so far does not count.
             let _ = end;
@@ -1232,7 +1248,9 @@ fn main_loop(
             }
             let planned = match pending.take() {
                 Some(planned) => planned,
-                None => match workload.next(driver.now()) {
+                // A paced job's schedule needs the time now; an unpaced one's does not
+                // (the turn's reading will do).
+                None => match workload.next(if driver.paced { driver.now() } else { now }) {
                     Next::Io(planned) => planned,
                     Next::WaitForCompletions => {
                         driver.submit()?;
@@ -1271,7 +1289,8 @@ fn main_loop(
                 queued += 1;
                 continue;
             }
-            if planned.scheduled_at > driver.now() {
+            // Due by the turn's reading is due now (time only moves on).
+            if planned.scheduled_at > now && planned.scheduled_at > driver.now() {
                 wait_until = Some(planned.scheduled_at);
                 *pending = Some(planned);
                 break;
@@ -1296,13 +1315,13 @@ fn main_loop(
             return Ok(());
         }
         // Wait: for completions when I/O is in flight, else for the next due time.
+        // A schedule is waited for exactly; the runtime's end from the turn's reading (at
+        // most the turn's length old: the last wait may end that much late).
         let until_due = wait_until
             .map(|due| due.saturating_sub(driver.now()))
             .unwrap_or(TURN_MAX)
             .min(TURN_MAX);
-        let until_deadline = deadline
-            .map(|d| d.saturating_sub(driver.now()))
-            .unwrap_or(TURN_MAX);
+        let until_deadline = deadline.map(|d| d.saturating_sub(now)).unwrap_or(TURN_MAX);
         let wait = until_due.min(until_deadline);
         if driver.outstanding() > 0 || driver.engine_full {
             // A full queue waits for fio's iodepth_batch_complete_min; a job waiting for
