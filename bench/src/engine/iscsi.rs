@@ -44,7 +44,9 @@
 //! Only when recovery gives up do units fail with [`IoError::Disconnected`].
 
 use datapath::credentials::{short_secret_warning, EnvChap};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use datapath::shard::TagMap;
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
@@ -282,7 +284,7 @@ pub struct IscsiEngine {
     io_timeout: Option<Duration>,
     command_timeout: Duration,
     next_tag: u64,
-    in_flight: HashMap<u64, InFlight>,
+    in_flight: TagMap<u64, InFlight>,
     /// Completions taken from the shards, being turned into units (kept to reuse).
     arrived: Vec<ShardCompletion>,
     timed_out: usize,
@@ -432,7 +434,7 @@ impl IscsiEngine {
             io_timeout: options.io_timeout,
             command_timeout,
             next_tag: 0,
-            in_flight: HashMap::new(),
+            in_flight: TagMap::default(),
             arrived: Vec::new(),
             timed_out: 0,
             pending: VecDeque::new(),

@@ -33,7 +33,9 @@
 //! The ring has no `SINGLE_ISSUER`: the engine may be opened on one thread and driven on
 //! another (the runner's job thread).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use datapath::shard::TagMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -156,7 +158,7 @@ pub struct UringEngine {
     /// Spare buffers for [`Engine::buffer`].
     pool: Vec<Vec<u8>>,
     /// Registered buffers: address to (index, capacity).
-    registered: HashMap<usize, (u16, usize)>,
+    registered: TagMap<usize, (u16, usize)>,
     bounce_pool: Vec<AlignedBuf>,
     counters: EngineCounters,
 }
@@ -276,7 +278,7 @@ impl UringEngine {
             unsubmitted: 0,
             ready: VecDeque::new(),
             pool: Vec::new(),
-            registered: HashMap::new(),
+            registered: TagMap::default(),
             bounce_pool: Vec::new(),
             counters: EngineCounters::default(),
         };

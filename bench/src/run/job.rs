@@ -7,7 +7,7 @@
 //! is not hidden), check read data when verifying, and take rate samples and interval
 //! snapshots on time.
 
-use std::collections::HashMap;
+use datapath::shard::TagMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -221,7 +221,7 @@ struct Driver {
     engine: Box<dyn Engine>,
     clock: Instant,
     next_id: u64,
-    in_flight: HashMap<u64, Meta>,
+    in_flight: TagMap<u64, Meta>,
     queued: Vec<u64>,
     stats: JobStats,
     logs: Option<JobLogs>,
@@ -238,7 +238,7 @@ struct Driver {
     writes_since_flush: u32,
     flush_due: bool,
     /// Flushes in flight (id to start time) and their latencies (fio's "sync" entry).
-    flushes: HashMap<u64, (u64, bool)>,
+    flushes: TagMap<u64, (u64, bool)>,
     sync_lat: crate::stats::LatencyStat,
     steadystate: Option<super::steadystate::SteadyState>,
     flow: Option<super::flow::JobFlow>,
@@ -944,7 +944,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         engine,
         clock,
         next_id: 0,
-        in_flight: HashMap::with_capacity(iodepth),
+        in_flight: TagMap::with_capacity_and_hasher(iodepth, Default::default()),
         queued: Vec::with_capacity(iodepth),
         stats,
         logs,
@@ -959,7 +959,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         fsync_every,
         writes_since_flush: 0,
         flush_due: false,
-        flushes: HashMap::new(),
+        flushes: TagMap::default(),
         sync_lat: crate::stats::LatencyStat::new(),
         steadystate,
         flow,

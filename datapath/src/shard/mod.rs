@@ -89,6 +89,7 @@ pub use multipath::{MultipathConfig, PathPolicy, PathStatus, ALUA_POLL};
 pub use path_list::PathList;
 pub use probe::{InlineExecutor, ShardCommandError, ShardExecutor};
 pub use reconnect::ReconnectPolicy;
+pub use tag_map::{TagHasher, TagMap};
 pub use work::{ShardWork, WorkStatus, WorkSubmitter, IDLE_POLL as WORK_IDLE_POLL};
 
 use std::sync::atomic::{AtomicU64, Ordering};

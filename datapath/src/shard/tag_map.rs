@@ -1,5 +1,6 @@
-//! A hasher for maps keyed by task tags. The tags are the session's own (not the
-//! target's), so no peer chooses them and std's SipHash (built to resist chosen keys) only
+//! A hasher for maps keyed by task tags (and other integer keys a program hands out
+//! itself, such as iscsi-bench's I/O ids and buffer addresses). The keys are our own (not
+//! a peer's), so no peer chooses them and std's SipHash (built to resist chosen keys) only
 //! costs time on the per-command path; a multiplicative (Fibonacci) hash spreads the
 //! sequential tags over the table's control bits.
 
@@ -7,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// Hashes one integer key by a multiplication with the golden ratio.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct TagHasher(u64);
+pub struct TagHasher(u64);
 
 impl Hasher for TagHasher {
     fn finish(&self) -> u64 {
@@ -31,7 +32,7 @@ impl Hasher for TagHasher {
 }
 
 /// A `HashMap` keyed by task tags.
-pub(super) type TagMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<TagHasher>>;
+pub type TagMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<TagHasher>>;
 
 #[cfg(test)]
 mod tests {
