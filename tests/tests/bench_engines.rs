@@ -95,33 +95,6 @@ fn writes_read_back_and_a_read_past_the_end_is_a_check_condition() {
 }
 
 #[test]
-fn a_small_read_at_depth_one_costs_a_send_and_a_receive_not_two_receives() {
-    require_tools!("tgtd", "tgtadm");
-    let tgt = start_tgt("iqn.2026-11.test:bench-engine-depth1");
-    let mut engine = open(&tgt, 1);
-    let ios = 400u64;
-    for i in 0..ios {
-        let offset = (i * 7 % 2048) * 4096;
-        let done = run(
-            &mut engine,
-            vec![unit(i, Direction::Read, offset, vec![0; 4096], 4096)],
-        );
-        assert_eq!(done[0].result, Ok(()), "read at {offset}");
-    }
-    let counters = Box::new(engine).close().expect("close");
-    assert_eq!(counters.ios_completed, ios);
-    // One entry sends the command with its answer's receive armed, one runs the receive's
-    // completion (or sleeps until it comes), one more at most to sleep. A receive armed
-    // while nothing was in flight took only the header, and the 4 KiB payload then cost
-    // a second receive and two more entries (6 per read).
-    let per_io = counters.kernel_entries as f64 / ios as f64;
-    assert!(
-        per_io <= 3.5,
-        "{per_io:.2} kernel entries per 4 KiB read at depth 1: {counters:?}"
-    );
-}
-
-#[test]
 fn a_connection_closed_by_the_target_is_recovered_and_the_units_go_on() {
     require_tools!("tgtd", "tgtadm");
     let tgt = start_tgt("iqn.2026-11.test:bench-engine-recover");

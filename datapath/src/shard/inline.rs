@@ -165,14 +165,14 @@ impl InlineShard {
             return Err(error);
         }
         // Sends what the turn queued (no sleep).
-        self.core.path.send_queued();
+        self.core.path.wait(Duration::ZERO, &|| true);
         Ok(())
     }
 
     /// Sends what was submitted, without taking answers or sleeping.
     pub fn flush(&mut self) {
         if self.gone.is_none() && self.on_owner().is_ok() {
-            self.core.path.send_queued();
+            self.core.path.wait(Duration::ZERO, &|| true);
         }
     }
 

@@ -83,12 +83,6 @@ pub(super) trait Path: Send {
     /// Starts what the turn queued and sleeps up to `timeout` (zero: do not sleep) until
     /// the path has news or `callers_ready` turns true (a caller rang the doorbell).
     fn wait(&mut self, timeout: Duration, callers_ready: &dyn Fn() -> bool);
-    /// Starts what the turn queued without sleeping, for a caller that will `wait` before
-    /// it sleeps: a path may leave an idle receive unarmed until then, so that it is armed
-    /// knowing the commands it answers.
-    fn send_queued(&mut self) {
-        self.wait(Duration::ZERO, &|| true);
-    }
     /// The path's next timer, if any.
     fn next_deadline(&self) -> Option<Instant>;
     /// The pool stops and nothing is held: log out. True once the path is closed.
@@ -613,7 +607,7 @@ impl ShardLoop {
     fn wait(&mut self, now: Instant) {
         let can_take = !self.stopping && self.room() > 0;
         if can_take && !self.channels.submit_rx.is_empty() {
-            self.core.path.send_queued();
+            self.core.path.wait(Duration::ZERO, &|| true);
             return;
         }
         let mut timeout = IDLE_WAIT;
@@ -648,7 +642,7 @@ impl ShardLoop {
             fence(Ordering::SeqCst);
             if !self.channels.submit_rx.is_empty() {
                 self.doorbell.sleeping.store(false, Ordering::Relaxed);
-                self.core.path.send_queued();
+                self.core.path.wait(Duration::ZERO, &|| true);
                 return;
             }
         }

@@ -545,21 +545,6 @@ impl Connection {
         timeout
     }
 
-    /// Queues the send, and the receive and the doorbell read while commands are held,
-    /// and enters the kernel without waiting. With nothing held the receive waits for the
-    /// next `wait`: armed now it could only take a header (the next answer may be a large
-    /// read's, whose payload is placed), and a small read's answer would then cost a
-    /// second receive. Armed with a command held, it takes a small answer whole.
-    fn send_queued(&mut self) {
-        let now = Instant::now();
-        self.start_send();
-        if !self.held.is_empty() {
-            self.arm_recv(now);
-            self.arm_doorbell();
-        }
-        self.enter(0, None);
-    }
-
     /// Queues the send, the receive and the doorbell read, and enters the kernel once:
     /// without waiting when `timeout` is zero, else asleep until a completion, the
     /// doorbell or the timeout (after polling for answers when one or two commands are in
@@ -569,9 +554,7 @@ impl Connection {
         self.start_send();
         self.arm_recv(now);
         self.arm_doorbell();
-        // Answers already posted (or deferred work that posts them): no sleep, and no
-        // kernel entry unless something is queued for it.
-        if timeout.is_zero() || self.conn.ring_mut().completion_pending() {
+        if timeout.is_zero() {
             self.enter(0, None);
             return;
         }
@@ -1837,15 +1820,6 @@ impl Path for TcpPath {
             }
         }
         PathState::Serving
-    }
-
-    fn send_queued(&mut self) {
-        if let Some(old) = &mut self.draining {
-            old.wait(Duration::ZERO);
-        }
-        if let State::Up(connection) = &mut self.state {
-            connection.send_queued();
-        }
     }
 
     fn wait(&mut self, timeout: Duration, _callers_ready: &dyn Fn() -> bool) {
