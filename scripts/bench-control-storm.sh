@@ -6,15 +6,16 @@
 # commit is the only sync), (b) bind+unbind pairs (an unbind also flushes its volume,
 # a sync of the pool). Anchor in the same run: the disk's pwrite+fdatasync rate.
 # The machine is shared: figures are noisy. Not for CI.
-# Usage: scripts/bench-control-storm.sh [seconds per row, default 4]
+# Usage: [GATEWAY=bin] scripts/bench-control-storm.sh [seconds per row, default 4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_ROW=${1:-4}
 CLIENT_COUNTS=${CLIENT_COUNTS:-"1 4 12"}
 STATE_PARENT=${STATE_PARENT:-$PWD/target}
 TARGET=iqn.2026-12.bench:storm
-cargo build --release -q -p gateway
-gateway=$PWD/target/release/iscsi-gateway
+# GATEWAY=... runs another build (e.g. a copy of main's, for a before/after table).
+if [ -z "${GATEWAY:-}" ]; then cargo build --release -q -p gateway; fi
+gateway=$(realpath "${GATEWAY:-target/release/iscsi-gateway}")
 mkdir -p "$STATE_PARENT"
 work=$(mktemp -d "$STATE_PARENT/bench-storm.XXXXXX")
 gateway_pid=""

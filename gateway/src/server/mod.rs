@@ -690,12 +690,42 @@ impl Controller {
         }
     }
 
-    /// Publishes the current configuration with new targets and/or portals.
+    /// Publishes the current configuration with new targets and/or portals, and returns
+    /// once every event loop runs with it.
     fn publish_with(
         &self,
         targets: Option<Vec<Arc<LiveTarget>>>,
         listeners: Option<Vec<PortalListener>>,
     ) {
+        let epoch = self.send_config(targets, listeners);
+        self.wait_applied(epoch);
+    }
+
+    /// Publishes `targets` as the whole set of target nodes without waiting for the event
+    /// loops, and returns the new configuration's epoch. Each loop compares the published
+    /// epoch with its own after every wait for completions, before it handles any of
+    /// them (`event_loop::EventLoop::take_published_config`), so every PDU that reaches
+    /// the target after this returns (a login, a REPORT LUNS, a command to a LUN just
+    /// attached) meets the new configuration or a newer one. Enough for a change that
+    /// only adds (a target, a LUN, a binding, CHAP secrets for later logins); a change
+    /// that takes something away also needs [`Controller::wait_applied`], so that no
+    /// command received before it starts on what was removed.
+    pub fn publish_visible(&self, targets: Vec<Arc<LiveTarget>>) -> u64 {
+        self.send_config(Some(targets), None)
+    }
+
+    /// The epoch of the configuration last published.
+    pub fn published_epoch(&self) -> u64 {
+        self.shared.published_epoch.load(Ordering::Acquire)
+    }
+
+    /// Builds the next configuration, hands it to every loop's mailbox, wakes the loops
+    /// (so idle ones take it too), then says it is published; returns its epoch.
+    fn send_config(
+        &self,
+        targets: Option<Vec<Arc<LiveTarget>>>,
+        listeners: Option<Vec<PortalListener>>,
+    ) -> u64 {
         let mailboxes = match self.mailboxes.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
@@ -735,6 +765,26 @@ impl Controller {
                 mailbox.waker.wake();
             }
         }
+        // After the sends: a loop that sees this epoch finds the snapshot in its mailbox.
+        self.shared
+            .published_epoch
+            .fetch_max(snapshot.epoch, Ordering::AcqRel);
+        snapshot.epoch
+    }
+
+    /// Returns once every event loop runs with configuration `epoch` or a newer one (or
+    /// the server stops, or after 5 s with a warning): from then on no command starts
+    /// under an older configuration, on any loop.
+    pub fn wait_applied(&self, epoch: u64) {
+        // Not under the mailboxes' lock: publishers go on meanwhile.
+        let applied: Vec<Arc<AtomicU64>> = match self.mailboxes.lock() {
+            Ok(m) => m.iter().map(|m| Arc::clone(&m.applied_epoch)).collect(),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .iter()
+                .map(|m| Arc::clone(&m.applied_epoch))
+                .collect(),
+        };
         let (lock, condvar) = &self.shared.applied;
         let deadline = std::time::Instant::now() + APPLY_WAIT;
         let mut guard = match lock.lock() {
@@ -742,14 +792,12 @@ impl Controller {
             Err(poisoned) => poisoned.into_inner(),
         };
         loop {
-            let all = mailboxes
-                .iter()
-                .all(|m| m.applied_epoch.load(Ordering::Acquire) >= snapshot.epoch);
+            let all = applied.iter().all(|a| a.load(Ordering::Acquire) >= epoch);
             let now = std::time::Instant::now();
             if all || self.shared.shutdown.load(Ordering::Acquire) || now >= deadline {
                 if !all {
                     tracing::warn!(
-                        epoch = snapshot.epoch,
+                        epoch,
                         "an event loop has not taken the new configuration yet"
                     );
                 }
@@ -869,6 +917,10 @@ pub(crate) struct Shared {
     pub(crate) current: Mutex<Arc<ConfigSnapshot>>,
     /// Event loops report here when they took a new configuration.
     pub(crate) applied: (Mutex<()>, Condvar),
+    /// The epoch of the newest configuration in the loops' mailboxes: each loop compares
+    /// it with its own at every turn (one atomic load) and takes the new one before it
+    /// handles the turn's completions (`Controller::publish_visible`).
+    pub(crate) published_epoch: AtomicU64,
     pub(crate) shutdown: AtomicBool,
     pub(crate) next_tsih: AtomicU16,
     pub(crate) registry: Mutex<HashMap<SessionKey, Arc<ConnControl>>>,
@@ -1167,6 +1219,7 @@ pub fn start_live(
         array,
         current: Mutex::new(Arc::clone(&snapshot)),
         applied: (Mutex::new(()), Condvar::new()),
+        published_epoch: AtomicU64::new(snapshot.epoch),
         shutdown: AtomicBool::new(false),
         next_tsih: AtomicU16::new(1),
         registry: Mutex::new(HashMap::new()),
