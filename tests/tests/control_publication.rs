@@ -24,7 +24,7 @@ use system_tests::{free_port, GatewayProcess, TempDir};
 const TARGET: &str = "iqn.2026-12.test:publication";
 const HOST: &str = "iqn.2026-12.test:publication-host";
 /// Attach/detach rounds: each is a chance for a command to overtake the publication.
-const ROUNDS: u64 = 30;
+const ROUNDS: u64 = 20;
 
 const CHECK_CONDITION: u8 = 2;
 const UNIT_ATTENTION: u8 = 0x6;
