@@ -4,7 +4,8 @@
 //! A change goes: validate (names, LUN numbers, secrets, the backend opens), persist (the
 //! whole configuration written and synced in the state directory, when there is one),
 //! then apply (a new immutable configuration published to the event loops through
-//! [`crate::server::Controller`], which returns once every loop runs with it), then answer.
+//! [`crate::server::Controller`]: each loop takes it before the next PDU it handles, and a
+//! change that removes something also waits until every loop runs it), then answer.
 //! A change that fails any step changes nothing. Changes are serialized by one lock, held
 //! by the control plane's threads only; the event loops never take it.
 //!
