@@ -18,12 +18,11 @@ const CHECK_CONDITION: u8 = 2;
 const SANITIZE: u8 = 0x48;
 const OVERWRITE_IMMED: u8 = 0x80 | 0x01;
 
-/// Status and (key, ASC, ASCQ, progress if SKSV) of a command.
-fn run(
-    client: &mut Client,
-    cdb: Cdb,
-    buffer: Vec<u8>,
-) -> (u8, Option<(u8, u8, u8, Option<u16>)>, Vec<u8>) {
+/// (key, ASC, ASCQ, the progress indication when SKSV is set) of fixed sense data.
+type Sense = (u8, u8, u8, Option<u16>);
+
+/// Status, sense and Data-In of a command.
+fn run(client: &mut Client, cdb: Cdb, buffer: Vec<u8>) -> (u8, Option<Sense>, Vec<u8>) {
     let outcome = client
         .execute(Request::new(0, cdb, buffer, 0))
         .expect("the command gets an answer");
