@@ -492,6 +492,18 @@ impl LiveTarget {
     }
 }
 
+/// Where the target named `name` is in `targets`: a binary search, since the control
+/// plane publishes its targets in name order (a map's), then a walk for a list in another
+/// order (the startup configuration's). Each loop looks once per connection and change, so
+/// thousands of targets and sessions made the walk a cost of every change on the I/O path.
+pub(crate) fn find_target(targets: &[Arc<LiveTarget>], name: &str) -> Option<usize> {
+    let at = targets.partition_point(|t| t.name.as_str() < name);
+    if targets.get(at).is_some_and(|t| t.name == name) {
+        return Some(at);
+    }
+    targets.iter().position(|t| t.name == name)
+}
+
 /// An immutable configuration: what logins see and which units commands reach. The
 /// control plane publishes a new one per change; an event loop swaps its `Arc` at a turn
 /// boundary, so the I/O path reads its own copy and takes no lock for configuration.
@@ -1374,3 +1386,37 @@ pub fn disk_luns_for_host(
 }
 
 mod luns;
+
+#[cfg(test)]
+mod find_target_tests {
+    use super::*;
+
+    fn targets(names: &[&str]) -> Vec<Arc<LiveTarget>> {
+        names
+            .iter()
+            .map(|name| {
+                Arc::new(LiveTarget::new(
+                    name,
+                    disk_luns(name, 1, crate::disk::LunMap::new()),
+                    Vec::new(),
+                ))
+            })
+            .collect()
+    }
+
+    /// In name order (what the control plane publishes) or not (a startup list), every
+    /// target is found where it is, and an absent one is not found.
+    #[test]
+    fn a_target_is_found_in_a_sorted_list_and_in_any_other() {
+        let sorted = targets(&["iqn.a", "iqn.b", "iqn.c", "iqn.d"]);
+        let shuffled = targets(&["iqn.c", "iqn.a", "iqn.d", "iqn.b"]);
+        for list in [&sorted, &shuffled] {
+            for (i, target) in list.iter().enumerate() {
+                assert_eq!(find_target(list, &target.name), Some(i));
+            }
+            assert_eq!(find_target(list, "iqn.e"), None);
+            assert_eq!(find_target(list, "iqn."), None);
+        }
+        assert_eq!(find_target(&[], "iqn.a"), None);
+    }
+}
