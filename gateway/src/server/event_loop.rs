@@ -868,10 +868,15 @@ impl EventLoop {
                 self.mark(index);
             }
         }
-        self.config
-            .applied_epoch
-            .store(snapshot.epoch, Ordering::Release);
-        self.config.current = snapshot;
+        let epoch = snapshot.epoch;
+        let replaced = std::mem::replace(&mut self.config.current, snapshot);
+        // Dropped by the control plane (once every holder let go): releasing thousands of
+        // targets' pointers is not the loop's work. Sent before the epoch is told, so a
+        // waiter that sees the epoch finds it (`Controller::wait_applied` drops them, then
+        // an unbind waits for the units it closed to be free). Gone (shutdown): dropped
+        // here.
+        let _ = self.config.retired.send(replaced);
+        self.config.applied_epoch.store(epoch, Ordering::Release);
         let (lock, condvar) = &self.shared.applied;
         let _guard = lock.lock();
         condvar.notify_all();

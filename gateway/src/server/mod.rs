@@ -582,6 +582,10 @@ pub(crate) struct LoopConfig {
     pub(crate) current: Arc<ConfigSnapshot>,
     pub(crate) mailbox: std::sync::mpsc::Receiver<LoopMessage>,
     pub(crate) applied_epoch: Arc<AtomicU64>,
+    /// Where the loop hands the configuration it replaced: the control plane drops it
+    /// (`Shared::retired`), so the loop does not pay for releasing thousands of targets'
+    /// pointers per change.
+    pub(crate) retired: std::sync::mpsc::Sender<Arc<ConfigSnapshot>>,
 }
 
 /// What the control plane asks of an event loop, at its next turn.
@@ -742,6 +746,8 @@ impl Controller {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
+        // The configurations the loops let go of since the last publication end here.
+        self.drop_retired();
         let snapshot = {
             let mut current = match self.shared.current.lock() {
                 Ok(c) => c,
@@ -784,6 +790,15 @@ impl Controller {
         snapshot.epoch
     }
 
+    /// Drops the configurations the loops replaced (`LoopConfig::retired`).
+    fn drop_retired(&self) {
+        let retired: Vec<Arc<ConfigSnapshot>> = match self.shared.retired.lock() {
+            Ok(receiver) => receiver.try_iter().collect(),
+            Err(poisoned) => poisoned.into_inner().try_iter().collect(),
+        };
+        drop(retired);
+    }
+
     /// Returns once every event loop runs with configuration `epoch` or a newer one (or
     /// the server stops, or after 5 s with a warning): from then on no command starts
     /// under an older configuration, on any loop.
@@ -807,6 +822,8 @@ impl Controller {
             let all = applied.iter().all(|a| a.load(Ordering::Acquire) >= epoch);
             let now = std::time::Instant::now();
             if all || self.shared.shutdown.load(Ordering::Acquire) || now >= deadline {
+                // What the loops replaced no longer holds units removed by the change.
+                self.drop_retired();
                 if !all {
                     tracing::warn!(
                         epoch,
@@ -929,6 +946,9 @@ pub(crate) struct Shared {
     pub(crate) current: Mutex<Arc<ConfigSnapshot>>,
     /// Event loops report here when they took a new configuration.
     pub(crate) applied: (Mutex<()>, Condvar),
+    /// Configurations the loops replaced, dropped by the control plane at its next
+    /// publication (`LoopConfig::retired`).
+    pub(crate) retired: Mutex<std::sync::mpsc::Receiver<Arc<ConfigSnapshot>>>,
     /// The epoch of the newest configuration in the loops' mailboxes: each loop compares
     /// it with its own at every turn (one atomic load) and takes the new one before it
     /// handles the turn's completions (`Controller::publish_visible`).
@@ -1092,6 +1112,13 @@ impl RunningTarget {
                 tracing::error!("an event loop thread panicked");
             }
         }
+        // Configurations the loops replaced hold units (files, pool volumes) that a
+        // restart in this process may open again.
+        let retired: Vec<Arc<ConfigSnapshot>> = match self.shared.retired.lock() {
+            Ok(receiver) => receiver.try_iter().collect(),
+            Err(poisoned) => poisoned.into_inner().try_iter().collect(),
+        };
+        drop(retired);
         // The rings' pending accepts hold the listening sockets until the kernel finishes
         // tearing the rings down, after the threads are gone: stop listening now, so a
         // connection attempt after `shutdown` returns is refused, not queued.
@@ -1227,10 +1254,12 @@ pub fn start_live(
     ));
     let array = portals::ArrayShared::new(&config)?;
 
+    let (retired_sender, retired_receiver) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
         array,
         current: Mutex::new(Arc::clone(&snapshot)),
         applied: (Mutex::new(()), Condvar::new()),
+        retired: Mutex::new(retired_receiver),
         published_epoch: AtomicU64::new(snapshot.epoch),
         shutdown: AtomicBool::new(false),
         next_tsih: AtomicU16::new(1),
@@ -1268,6 +1297,7 @@ pub fn start_live(
             current: Arc::clone(&snapshot),
             mailbox,
             applied_epoch: Arc::clone(&applied_epoch),
+            retired: retired_sender.clone(),
         };
         if let Ok(mut mailboxes) = target.mailboxes.lock() {
             mailboxes.push(LoopMailbox {

@@ -132,7 +132,7 @@ pub struct Portal {
 pub struct TargetSessionConfig {
     /// Shared with the configurations the control plane publishes later: a change
     /// rebuilds only the nodes it touches.
-    pub targets: Vec<Arc<TargetNode>>,
+    pub targets: Arc<[Arc<TargetNode>]>,
     pub portals: Vec<Portal>,
     /// Our operational wishes (MaxRecvDataSegmentLength, burst lengths, ...).
     pub offer: OperationalOffer,
