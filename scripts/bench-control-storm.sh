@@ -6,15 +6,19 @@
 # commit is the only sync), (b) bind+unbind pairs (an unbind also flushes its volume,
 # a sync of the pool). Anchor in the same run: the disk's pwrite+fdatasync rate.
 # The machine is shared: figures are noisy. Not for CI.
-# Usage: scripts/bench-control-storm.sh [seconds per row, default 4]
+# Usage: [GATEWAY=bin] scripts/bench-control-storm.sh [seconds per row, default 4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_ROW=${1:-4}
 CLIENT_COUNTS=${CLIENT_COUNTS:-"1 4 12"}
+# Volumes made per client before the rows (a binds-only row ends early when they run out;
+# its rate stays right).
+PER_CLIENT=${PER_CLIENT:-3000}
 STATE_PARENT=${STATE_PARENT:-$PWD/target}
 TARGET=iqn.2026-12.bench:storm
-cargo build --release -q -p gateway
-gateway=$PWD/target/release/iscsi-gateway
+# GATEWAY=... runs another build (e.g. a copy of main's, for a before/after table).
+if [ -z "${GATEWAY:-}" ]; then cargo build --release -q -p gateway; fi
+gateway=$(realpath "${GATEWAY:-target/release/iscsi-gateway}")
 mkdir -p "$STATE_PARENT"
 work=$(mktemp -d "$STATE_PARENT/bench-storm.XXXXXX")
 gateway_pid=""
@@ -32,9 +36,10 @@ for _ in $(seq 200); do
   grep -q "target ready" "$work/gateway.log" 2>/dev/null && break
   sleep 0.05
 done
-python3 - "$work/control.sock" "$work/pool.img" "$TARGET" "$SECONDS_ROW" "$CLIENT_COUNTS" "$work/floor" <<'EOF'
+python3 - "$work/control.sock" "$work/pool.img" "$TARGET" "$SECONDS_ROW" "$CLIENT_COUNTS" "$work/floor" "$PER_CLIENT" <<'EOF'
 import json, multiprocessing, os, socket, sys, time
 path, pool, target, seconds, counts, floor_path = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), [int(c) for c in sys.argv[5].split()], sys.argv[6]
+per_client = int(sys.argv[7])
 def connect():
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
@@ -50,7 +55,6 @@ def connect():
         return answer["result"]
     return call
 call = connect()
-per_client = 3000
 biggest = max(counts)
 for c in range(biggest):
     for i in range(per_client):

@@ -9,7 +9,7 @@
 # tgt's tgtadm doing the same (new target + new logical unit, two process starts per pair),
 # and the disk's floor: two pwrite + fdatasync of a preallocated file in the same directory
 # (what the journal does per pair).
-# Not for CI. Usage: scripts/bench-control.sh [rounds, default 2000]
+# Not for CI. Usage: [GATEWAY=bin CTL=bin] scripts/bench-control.sh [rounds, default 2000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +21,10 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-cargo build --release -q -p gateway -p tools
-gateway=target/release/iscsi-gateway
-ctl=target/release/iscsi-ctl
+# GATEWAY=... CTL=... run other builds (e.g. a copy of main's, for a before/after table).
+if [ -z "${GATEWAY:-}" ]; then cargo build --release -q -p gateway -p tools; fi
+gateway=${GATEWAY:-target/release/iscsi-gateway}
+ctl=${CTL:-target/release/iscsi-ctl}
 
 mkdir -p "$STATE_PARENT"
 work=$(mktemp -d "$STATE_PARENT/bench-control.XXXXXX")

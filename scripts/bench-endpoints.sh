@@ -18,7 +18,7 @@
 #      RPC, group commit): binds+unbinds per second reached
 #      and the job's p99 completion latency beside the quiet run's.
 # The machine is shared: figures are noisy. Not for CI.
-# Usage: scripts/bench-endpoints.sh [bindings, default 65536]
+# Usage: [GATEWAY=bin CTL=bin BENCH=bin] scripts/bench-endpoints.sh [bindings, default 65536]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,10 +37,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-cargo build --release -q -p gateway -p tools -p bench
-gateway=$PWD/target/release/iscsi-gateway
-ctl=$PWD/target/release/iscsi-ctl
-bench=$PWD/target/release/iscsi-bench
+# GATEWAY=... CTL=... BENCH=... run other builds (e.g. a copy of main's, for a before/after).
+if [ -z "${GATEWAY:-}" ]; then cargo build --release -q -p gateway -p tools -p bench; fi
+gateway=$(realpath "${GATEWAY:-target/release/iscsi-gateway}")
+ctl=$(realpath "${CTL:-target/release/iscsi-ctl}")
+bench=$(realpath "${BENCH:-target/release/iscsi-bench}")
 
 mkdir -p "$STATE_PARENT"
 work=$(mktemp -d "$STATE_PARENT/bench-endpoints.XXXXXX")

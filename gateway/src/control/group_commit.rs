@@ -8,7 +8,10 @@
 //! configuration holding it published. The first waiter to find no sync running becomes
 //! the leader: it takes, under the lock, the version the model is at and the event loops'
 //! view of it ([`Snapshot`]), syncs the journal (every record written before covers all of
-//! those versions), publishes that view, and wakes everyone it settled. Calls that arrive
+//! those versions), publishes that view, and wakes everyone it settled. Publishing does
+//! not wait for the event loops (each takes the new view before the next PDU it handles);
+//! a call whose change removes something then waits, on its own, until every loop runs it
+//! ([`Visibility`]). Calls that arrive
 //! while it syncs write their records meanwhile and are settled by the next leader, so
 //! the number of syncs per second stays about the disk's sync rate whatever the number of
 //! clients.
@@ -29,6 +32,18 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::server::{Controller, LiveTarget};
+
+/// What a change needs of the event loops before its call is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Visibility {
+    /// The change only adds (a target, a LUN, a binding, secrets for later logins): every
+    /// PDU received after the answer meets it, which publishing alone ensures.
+    NextPdu,
+    /// The change takes something away (a LUN, a target, a binding, an initiator from an
+    /// ACL) or changes what commands do: every loop must run the new configuration before
+    /// the answer, so no command received earlier starts under the old one afterwards.
+    EveryLoop,
+}
 
 /// What a leader takes under the control plane's lock: the model's version, the view of
 /// it the event loops get, and how to sync the journal that holds its records.
@@ -124,6 +139,10 @@ impl GroupCommit {
     }
 
     /// Publishes `live` (the model at `version`) unless a newer version went out already.
+    /// It does not wait for the event loops: each takes it before it handles the next PDU
+    /// it receives (`Controller::publish_visible`); a change that removes something waits
+    /// for every loop afterwards ([`Visibility::EveryLoop`]), outside every lock here, so
+    /// the next leader's sync and publication do not queue behind that wait.
     pub fn publish_in_order(
         &self,
         controller: &Controller,
@@ -132,7 +151,7 @@ impl GroupCommit {
     ) {
         let mut published = locked(&self.published);
         if version > *published {
-            controller.publish(live);
+            controller.publish_visible(live);
             *published = version;
         }
     }

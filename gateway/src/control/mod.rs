@@ -4,7 +4,8 @@
 //! A change goes: validate (names, LUN numbers, secrets, the backend opens), persist (the
 //! whole configuration written and synced in the state directory, when there is one),
 //! then apply (a new immutable configuration published to the event loops through
-//! [`crate::server::Controller`], which returns once every loop runs with it), then answer.
+//! [`crate::server::Controller`]: each loop takes it before the next PDU it handles, and a
+//! change that removes something also waits until every loop runs it), then answer.
 //! A change that fails any step changes nothing. Changes are serialized by one lock, held
 //! by the control plane's threads only; the event loops never take it.
 //!
@@ -991,7 +992,8 @@ impl Control {
             }
         };
         drop(inner);
-        self.settle(version)?;
+        // A binding only adds: the host's next command sees it (and its unit attention).
+        self.settle_for(version, group_commit::Visibility::NextPdu)?;
         Ok(answer)
     }
 
@@ -1045,8 +1047,31 @@ impl Control {
             .map_err(|reason| bad(ErrorCode::Persist, reason))
     }
 
-    /// Waits until the change at `version` is synced and published (`group_commit`).
+    /// Waits until the change at `version` is synced and published (`group_commit`), and
+    /// until every event loop runs it.
     fn settle(&self, version: u64) -> Result<(), RpcError> {
+        self.settle_for(version, group_commit::Visibility::EveryLoop)
+    }
+
+    /// Waits until the change at `version` is synced and published, and as `visibility`
+    /// asks, until every event loop runs it.
+    fn settle_for(
+        &self,
+        version: u64,
+        visibility: group_commit::Visibility,
+    ) -> Result<(), RpcError> {
+        self.settle_published(version)?;
+        if visibility == group_commit::Visibility::EveryLoop {
+            let controller = self.lock().controller.clone();
+            if let Some(controller) = controller {
+                // A configuration holding the change (or a newer one) is published.
+                controller.wait_applied(controller.published_epoch());
+            }
+        }
+        Ok(())
+    }
+
+    fn settle_published(&self, version: u64) -> Result<(), RpcError> {
         self.commits
             .settle(version, || {
                 let inner = self.lock();
@@ -1076,6 +1101,7 @@ impl Control {
         if let Some(controller) = &inner.controller {
             self.commits
                 .publish_in_order(controller, inner.version, next.live_targets());
+            controller.wait_applied(controller.published_epoch());
         }
         Ok(())
     }
@@ -1086,28 +1112,50 @@ impl Control {
         let tpgt = self.portal_group_tag;
         self.check_usable()?;
         let mut inner = self.lock();
-        let mut next = inner.model.clone();
         let (method, params) = call.to_method_params();
-        let (answer, detached) = apply_change(&mut next, call, &[], tpgt)?;
-        next.generation += 1;
-        if let Some(dir) = inner.state.as_mut() {
+        let visibility = visibility_of(&call);
+        // Made in place: a change touches one target, so only that entry is kept aside
+        // to undo it, not a copy of the whole model (thousands of targets).
+        let touched = touched_target(&call).map(str::to_string);
+        let prior = touched
+            .as_ref()
+            .map(|name| inner.model.targets.get(name).cloned());
+        let undo = |model: &mut Model| {
+            if let (Some(name), Some(prior)) = (&touched, &prior) {
+                match prior {
+                    Some(entry) => model.targets.insert(name.clone(), Arc::clone(entry)),
+                    None => model.targets.remove(name),
+                };
+            }
+        };
+        let (answer, detached) = match apply_change(&mut inner.model, call, &[], tpgt) {
+            Ok(done) => done,
+            Err(e) => {
+                undo(&mut inner.model);
+                return Err(e);
+            }
+        };
+        inner.model.generation += 1;
+        let Inner { model, state, .. } = &mut *inner;
+        if let Some(dir) = state.as_mut() {
             let record = JournalRecord {
                 method,
                 params,
                 identities: attached_identities(&answer),
             };
-            write_record(dir, &next, &record).map_err(|e| {
-                bad(
+            if let Err(e) = write_record(dir, model, &record) {
+                undo(model);
+                model.generation -= 1;
+                return Err(bad(
                     ErrorCode::Persist,
                     format!("the change was not made: state not written: {e}"),
-                )
-            })?;
+                ));
+            }
         }
-        inner.model = next;
         inner.version += 1;
         let version = inner.version;
         drop(inner);
-        self.settle(version)?;
+        self.settle_for(version, visibility)?;
         // Data written to a detached unit is made durable now; the unit itself closes
         // when the last command still running on it ends.
         for unit in detached {
@@ -1116,6 +1164,31 @@ impl Control {
             }
         }
         Ok(answer)
+    }
+}
+
+/// The one target a change (`apply_change`) may alter, by name.
+fn touched_target(call: &Call) -> Option<&str> {
+    match call {
+        Call::TargetCreate(p) => Some(&p.name),
+        Call::TargetDelete(p) => Some(&p.name),
+        Call::TargetSetAcl(p) => Some(&p.name),
+        Call::TargetSetChap(p) => Some(&p.name),
+        Call::LunAttach(p) => Some(&p.target),
+        Call::LunDetach(p) => Some(&p.target),
+        _ => None,
+    }
+}
+
+/// What `call` needs of the event loops before its answer: changes that only add are
+/// seen by the next PDU; the others wait until every loop runs them.
+fn visibility_of(call: &Call) -> group_commit::Visibility {
+    match call {
+        // A new target or LUN, or secrets that only later logins use.
+        Call::TargetCreate(_) | Call::LunAttach(_) | Call::TargetSetChap(_) => {
+            group_commit::Visibility::NextPdu
+        }
+        _ => group_commit::Visibility::EveryLoop,
     }
 }
 

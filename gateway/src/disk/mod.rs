@@ -236,7 +236,9 @@ impl ScsiResult {
 
 /// A direct-access logical unit over a backend.
 pub struct LogicalUnit {
-    backend: Box<dyn Backend>,
+    /// Shared only with a SANITIZE run with IMMED set (`special`), which outlives its
+    /// command.
+    backend: Arc<dyn Backend>,
     config: LuConfig,
     /// Grows when the backend grows ([`LogicalUnit::refresh_capacity`]); a relaxed load
     /// on the I/O path, no lock.
@@ -334,7 +336,7 @@ impl LogicalUnit {
         }
         let blocks = backend.size_bytes() / u64::from(config.block_size);
         LogicalUnit {
-            backend,
+            backend: Arc::from(backend),
             write_cache: AtomicBool::new(config.write_cache),
             software_write_protect: AtomicBool::new(false),
             write_gate: Arc::new(gate::WriteGate::new()),
@@ -369,7 +371,7 @@ impl LogicalUnit {
     pub fn over_backend(&self, backend: Box<dyn Backend>) -> LogicalUnit {
         // The capacity hosts see stays (a larger backend's rest is not exported).
         LogicalUnit {
-            backend,
+            backend: Arc::from(backend),
             config: self.config.clone(),
             blocks: AtomicU64::new(self.blocks()),
             write_cache: AtomicBool::new(self.write_cache_enabled()),

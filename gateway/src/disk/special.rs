@@ -6,9 +6,13 @@
 //! COMPARE AND WRITE does): no other write interleaves with it, so it lands whole or not at
 //! all with respect to every other command. No ATOMIC BOUNDARY is supported.
 //! A virtual disk has no grown or primary defects: READ DEFECT DATA returns empty lists.
-//! SANITIZE runs to completion within the command, on a thread that may wait; meanwhile the
-//! unit answers other commands NOT READY, SANITIZE IN PROGRESS with the progress
-//! (`sanitizing`). IMMED is refused: the command answers when the operation ends.
+//! SANITIZE runs on a thread that may wait; meanwhile the unit answers other commands NOT
+//! READY, SANITIZE IN PROGRESS with the progress (`sanitizing`). Without IMMED the command
+//! answers when the operation ends (with its error, if any); with IMMED (SBC-4 5.30.1) it
+//! answers GOOD once the CDB and parameter data are checked and the operation started, and
+//! the operation goes on on a thread of its own: hosts follow it with TEST UNIT READY or
+//! REQUEST SENSE (progress in the sense-key specific bytes), and learn a failure from
+//! MEDIUM ERROR, SANITIZE COMMAND FAILED afterwards.
 //! CRYPTO ERASE is not offered: nothing here is encrypted.
 #![forbid(unsafe_code)]
 
@@ -44,10 +48,7 @@ impl LogicalUnit {
         let action = cdb[1] & 0x1f;
         let immediate = cdb[1] & 0x80 != 0;
         let length = usize::from(be16(cdb, 7));
-        if immediate {
-            return Err(Check::invalid_cdb_field(1, Some(7)));
-        }
-        match action {
+        let work = match action {
             sanitize_action::OVERWRITE => {
                 let block = self.block_size() as usize;
                 if length < 5 || length > block + 4 {
@@ -72,29 +73,15 @@ impl LogicalUnit {
                 // The last of `count` passes is inverted when INVERT is set and the count
                 // is even (passes alternate, the first is not inverted).
                 let inverted = invert && count % 2 == 0;
-                let piece: Vec<u8> = pattern
-                    .iter()
-                    .cycle()
-                    .take(SANITIZE_PIECE_BYTES as usize)
-                    .map(|&b| if inverted { !b } else { b })
-                    .collect();
                 // Each block starts the pattern anew: a piece is whole blocks, and the
                 // pattern is repeated within each block.
-                let block_image: Vec<u8> = piece[..block].to_vec();
-                let piece: Vec<u8> = block_image.repeat(SANITIZE_PIECE_BYTES as usize / block);
-                let running = self.sanitizing.begin()?;
-                let _alone = self.write_gate.exclusive();
-                let size = self.backend.size_bytes();
-                let mut at = 0;
-                while at < size {
-                    let n = (size - at).min(SANITIZE_PIECE_BYTES);
-                    self.backend
-                        .write_at(at, &piece[..n as usize])
-                        .map_err(|e| super::medium_error(e, true))?;
-                    at += n;
-                    running.advance(at, size);
-                }
-                Ok(Vec::new())
+                let block_image: Vec<u8> = pattern
+                    .iter()
+                    .cycle()
+                    .take(block)
+                    .map(|&b| if inverted { !b } else { b })
+                    .collect();
+                Work::Overwrite(block_image.repeat(SANITIZE_PIECE_BYTES as usize / block))
             }
             sanitize_action::BLOCK_ERASE => {
                 if length != 0 {
@@ -103,29 +90,81 @@ impl LogicalUnit {
                 if self.write_protected() {
                     return Err(Check::write_protected());
                 }
-                let running = self.sanitizing.begin()?;
-                let _alone = self.write_gate.exclusive();
-                let size = self.backend.size_bytes();
-                let mut at = 0;
-                while at < size {
-                    let n = (size - at).min(SANITIZE_PIECE_BYTES);
-                    self.backend
-                        .unmap(at, n)
-                        .map_err(|e| super::medium_error(e, true))?;
-                    at += n;
-                    running.advance(at, size);
-                }
-                Ok(Vec::new())
+                Work::Erase
             }
             sanitize_action::EXIT_FAILURE_MODE => {
                 if length != 0 {
                     return Err(Check::invalid_cdb_field(7, None));
                 }
-                Ok(Vec::new())
+                self.sanitizing.exit_failure_mode();
+                return Ok(Vec::new());
             }
-            _ => Err(Check::invalid_cdb_field(1, Some(4))),
+            _ => return Err(Check::invalid_cdb_field(1, Some(4))),
+        };
+        let running = self.sanitizing.begin()?;
+        if !immediate {
+            sanitize_medium(self.backend.as_ref(), &self.write_gate, &work, &running)
+                .map_err(|e| super::medium_error(e, true))?;
+            running.complete();
+            return Ok(Vec::new());
+        }
+        // IMMED: the operation belongs to the unit from here on. At most one runs per
+        // unit (`begin` refused a second), so threads are bounded by the units.
+        let backend = std::sync::Arc::clone(&self.backend);
+        let gate = std::sync::Arc::clone(&self.write_gate);
+        let started = std::thread::Builder::new()
+            .name("sanitize".into())
+            .spawn(move || {
+                match sanitize_medium(backend.as_ref(), &gate, &work, &running) {
+                    Ok(()) => running.complete(),
+                    // Dropped without completing: the unit reports SANITIZE COMMAND
+                    // FAILED from now on.
+                    Err(error) => tracing::error!(%error, "SANITIZE (IMMED) failed"),
+                }
+            });
+        match started {
+            Ok(_) => Ok(Vec::new()),
+            // The closure (and with it `running`) is gone: the unit is not left busy.
+            Err(error) => {
+                tracing::error!(%error, "SANITIZE (IMMED): no thread to run it");
+                Err(Check::new(
+                    super::sense::key::HARDWARE_ERROR,
+                    (0x44, 0x00), // INTERNAL TARGET FAILURE
+                ))
+            }
         }
     }
+}
+
+/// What a SANITIZE does to every block.
+enum Work {
+    /// Write this piece (whole blocks of the pattern) over the medium, piece by piece.
+    Overwrite(Vec<u8>),
+    /// Deallocate (or zero) the medium.
+    Erase,
+}
+
+/// Runs `work` over the whole medium of `backend`, alone (the write gate held
+/// exclusively), reporting progress to `running`.
+fn sanitize_medium(
+    backend: &dyn crate::backend::Backend,
+    gate: &super::gate::WriteGate,
+    work: &Work,
+    running: &super::sanitizing::Running,
+) -> std::io::Result<()> {
+    let _alone = gate.exclusive();
+    let size = backend.size_bytes();
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(SANITIZE_PIECE_BYTES);
+        match work {
+            Work::Overwrite(piece) => backend.write_at(at, &piece[..n as usize])?,
+            Work::Erase => backend.unmap(at, n)?,
+        }
+        at += n;
+        running.advance(at, size);
+    }
+    Ok(())
 }
 
 /// READ DEFECT DATA(10)/(12): empty primary and grown lists in the format asked for.
@@ -358,5 +397,57 @@ mod tests {
         assert!(progress.len() >= 2, "seen in progress: {progress:?}");
         assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
         assert_eq!(run(&lu, &[0x00, 0, 0, 0, 0, 0], &[]).status, status::GOOD);
+    }
+
+    /// SANITIZE with IMMED answers GOOD at once and goes on by itself: TEST UNIT READY
+    /// reports NOT READY, SANITIZE IN PROGRESS with a progress that grows, REQUEST SENSE
+    /// the same, a second SANITIZE is refused meanwhile; then the unit is ready and holds
+    /// the pattern. IMMED with a bad parameter list is refused before anything starts.
+    #[test]
+    fn sanitize_with_immed_answers_at_once_and_reports_progress_until_done() {
+        // 4 MiB at 4 MiB/s: about a second, so the first look after the answer finds
+        // it running even on a loaded machine.
+        let lu = lu(false).with_sanitize_rate(Some(4 << 20));
+        let mut parameters = vec![0x01, 0, 0x02, 0x00];
+        parameters.extend(std::iter::repeat_n(0xa5u8, 512));
+        let overwrite_immed = [op::SANITIZE, 0x81, 0, 0, 0, 0, 0, 0x02, 0x04, 0];
+        let bad = run(&lu, &overwrite_immed, &parameters[..100]);
+        assert_eq!(bad.status, status::CHECK_CONDITION, "short parameter list");
+        assert_eq!(run(&lu, &[0x00, 0, 0, 0, 0, 0], &[]).status, status::GOOD);
+
+        let answer = run(&lu, &overwrite_immed, &parameters);
+        assert_eq!(answer.status, status::GOOD, "{:?}", answer.sense);
+        let tur = run(&lu, &[0x00, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(
+            (tur.status, tur.sense[2], tur.sense[12], tur.sense[13]),
+            (status::CHECK_CONDITION, 0x02, 0x04, 0x1b),
+            "in progress after the answer"
+        );
+        let again = run(&lu, &[op::SANITIZE, 0x82, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!((again.sense[2], again.sense[13]), (0x02, 0x1b));
+
+        let started = std::time::Instant::now();
+        let mut progress = Vec::new();
+        loop {
+            let tur = run(&lu, &[0x00, 0, 0, 0, 0, 0], &[]);
+            if tur.status == status::GOOD {
+                break;
+            }
+            assert_eq!((tur.sense[2], tur.sense[12]), (0x02, 0x04));
+            progress.push(u16::from_be_bytes([tur.sense[16], tur.sense[17]]));
+            let sense = run(&lu, &[op::REQUEST_SENSE, 0, 0, 0, 18, 0], &[]);
+            assert_eq!(sense.status, status::GOOD);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the sanitize never ends: {progress:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+        assert!(read(&lu, 0, 1).iter().all(|&b| b == 0xa5));
+        let last = run(&lu, &[0x28, 0, 0, 0, 0x1f, 0xff, 0, 0, 1, 0], &[]).data_in;
+        assert!(last.iter().all(|&b| b == 0xa5), "the last block (8191) too");
+        let sense = run(&lu, &[op::REQUEST_SENSE, 0, 0, 0, 18, 0], &[]);
+        assert_eq!(sense.data_in[2] & 0x0f, 0, "no sense once done");
     }
 }

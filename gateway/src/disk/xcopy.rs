@@ -46,21 +46,33 @@ pub const HELD_RESULTS: usize = 16;
 const COPY_PIECE_BYTES: usize = 1 << 20;
 
 /// Logical units by NAA designator, for target descriptors.
-fn registry() -> &'static Mutex<HashMap<[u8; 8], Weak<LogicalUnit>>> {
-    static UNITS: OnceLock<Mutex<HashMap<[u8; 8], Weak<LogicalUnit>>>> = OnceLock::new();
-    UNITS.get_or_init(|| Mutex::new(HashMap::new()))
+#[derive(Default)]
+struct Registry {
+    units: HashMap<[u8; 8], Weak<LogicalUnit>>,
+    /// Entries left by the last sweep of units gone.
+    kept: usize,
 }
 
-/// Makes `lu` reachable as a copy source or destination.
+fn registry() -> &'static Mutex<Registry> {
+    static UNITS: OnceLock<Mutex<Registry>> = OnceLock::new();
+    UNITS.get_or_init(|| Mutex::new(Registry::default()))
+}
+
+/// Makes `lu` reachable as a copy source or destination. Units gone are swept once the
+/// table doubled since the last sweep: a sweep per call made every LUN attached through
+/// the control plane cost a walk over every unit (thousands).
 pub fn register(lu: &Arc<LogicalUnit>) {
-    let mut units = registry().lock().unwrap_or_else(|p| p.into_inner());
-    units.retain(|_, unit| unit.strong_count() > 0);
-    units.insert(lu.config.naa_id, Arc::downgrade(lu));
+    let mut registry = registry().lock().unwrap_or_else(|p| p.into_inner());
+    if registry.units.len() > 2 * registry.kept + 64 {
+        registry.units.retain(|_, unit| unit.strong_count() > 0);
+        registry.kept = registry.units.len();
+    }
+    registry.units.insert(lu.config.naa_id, Arc::downgrade(lu));
 }
 
 fn find(naa: &[u8]) -> Option<Arc<LogicalUnit>> {
-    let units = registry().lock().unwrap_or_else(|p| p.into_inner());
-    units.get(naa).and_then(Weak::upgrade)
+    let registry = registry().lock().unwrap_or_else(|p| p.into_inner());
+    registry.units.get(naa).and_then(Weak::upgrade)
 }
 
 /// One finished copy's results.

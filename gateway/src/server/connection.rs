@@ -833,14 +833,19 @@ impl Connection {
         targets: &Arc<Vec<Arc<LiveTarget>>>,
     ) {
         self.luns = Arc::clone(targets);
-        if !self.session.replace_config(Arc::clone(session_config)) {
+        // The snapshot's targets and the session configuration's are in the same order.
+        let index = self
+            .session
+            .target()
+            .and_then(|target| super::find_target(targets, &target.name));
+        if !self
+            .session
+            .replace_config_at(Arc::clone(session_config), index)
+        {
             self.abort(TargetError::Revoked);
             return;
         }
-        let Some(target) = self.session.target() else {
-            return;
-        };
-        let Some(live) = targets.iter().find(|t| t.name == target.name) else {
+        let Some(live) = index.and_then(|i| targets.get(i)) else {
             return;
         };
         let initiator = self.session.initiator_name();

@@ -350,6 +350,7 @@ impl EventLoop {
                 .completion()
                 .map(|cqe| (cqe.user_data(), cqe.result()))
                 .collect();
+            self.take_published_config();
             let now = Instant::now();
             for (user_data, result) in completions {
                 self.handle_completion(now, user_data, result);
@@ -820,6 +821,17 @@ impl EventLoop {
         }
     }
 
+    /// Takes a configuration published since this loop's own, before the completions just
+    /// collected are handled: a PDU that reached us after the control plane published (and
+    /// after it answered the call that made the change) then meets the change, although
+    /// the call did not wait for this loop (`Controller::publish_visible`). One atomic
+    /// load per turn, on a line only the control plane writes.
+    fn take_published_config(&mut self) {
+        if self.shared.published_epoch.load(Ordering::Acquire) > self.config.current.epoch {
+            self.take_new_config();
+        }
+    }
+
     /// Takes the newest configuration the control plane published, if any, at this turn
     /// boundary: every connection moves to it (see [`Connection::apply_config`]), then
     /// the loop says which epoch it runs. Rare, so a look at every slot is fine.
@@ -841,12 +853,14 @@ impl EventLoop {
             return;
         };
         self.take_portals(&snapshot);
-        self.lun_stats.retain(|unit| {
-            snapshot
+        if self.lun_stats.retain_due() {
+            let attached: std::collections::HashSet<u64> = snapshot
                 .targets
                 .iter()
-                .any(|t| t.luns.iter().any(|info| info.unit_id == unit))
-        });
+                .flat_map(|t| t.luns.iter().map(|info| info.unit_id))
+                .collect();
+            self.lun_stats.retain(|unit| attached.contains(&unit));
+        }
         for index in 0..self.slots.len() {
             if let Some(slot) = self.slots[index].as_mut() {
                 slot.conn
@@ -854,10 +868,15 @@ impl EventLoop {
                 self.mark(index);
             }
         }
-        self.config
-            .applied_epoch
-            .store(snapshot.epoch, Ordering::Release);
-        self.config.current = snapshot;
+        let epoch = snapshot.epoch;
+        let replaced = std::mem::replace(&mut self.config.current, snapshot);
+        // Dropped by the control plane (once every holder let go): releasing thousands of
+        // targets' pointers is not the loop's work. Sent before the epoch is told, so a
+        // waiter that sees the epoch finds it (`Controller::wait_applied` drops them, then
+        // an unbind waits for the units it closed to be free). Gone (shutdown): dropped
+        // here.
+        let _ = self.config.retired.send(replaced);
+        self.config.applied_epoch.store(epoch, Ordering::Release);
         let (lock, condvar) = &self.shared.applied;
         let _guard = lock.lock();
         condvar.notify_all();

@@ -127,6 +127,8 @@ impl Default for LunCounters {
 #[derive(Debug, Default)]
 pub(crate) struct LoopLunStats {
     by_unit: HashMap<u64, LunCounters>,
+    /// Units in the table after the last [`LoopLunStats::retain`].
+    kept_at_last_retain: usize,
 }
 
 impl LoopLunStats {
@@ -141,6 +143,16 @@ impl LoopLunStats {
     /// Drops the figures of units no longer attached.
     pub(crate) fn retain(&mut self, attached: impl Fn(u64) -> bool) {
         self.by_unit.retain(|unit, _| attached(*unit));
+        self.kept_at_last_retain = self.by_unit.len();
+    }
+
+    /// Whether the table grew enough since the last [`LoopLunStats::retain`] to look for
+    /// detached units again. A look walks the whole configuration, too much for every
+    /// published change (thousands of targets, thousands of changes per second); figures
+    /// of a detached unit are only memory (unit ids are never reused), at most about as
+    /// many as the units attached.
+    pub(crate) fn retain_due(&self) -> bool {
+        self.by_unit.len() > 2 * self.kept_at_last_retain + 64
     }
 
     pub(crate) fn copy(&self) -> Vec<(u64, LunCounters)> {

@@ -492,6 +492,18 @@ impl LiveTarget {
     }
 }
 
+/// Where the target named `name` is in `targets`: a binary search, since the control
+/// plane publishes its targets in name order (a map's), then a walk for a list in another
+/// order (the startup configuration's). Each loop looks once per connection and change, so
+/// thousands of targets and sessions made the walk a cost of every change on the I/O path.
+pub(crate) fn find_target(targets: &[Arc<LiveTarget>], name: &str) -> Option<usize> {
+    let at = targets.partition_point(|t| t.name.as_str() < name);
+    if targets.get(at).is_some_and(|t| t.name == name) {
+        return Some(at);
+    }
+    targets.iter().position(|t| t.name == name)
+}
+
 /// An immutable configuration: what logins see and which units commands reach. The
 /// control plane publishes a new one per change; an event loop swaps its `Arc` at a turn
 /// boundary, so the I/O path reads its own copy and takes no lock for configuration.
@@ -570,6 +582,10 @@ pub(crate) struct LoopConfig {
     pub(crate) current: Arc<ConfigSnapshot>,
     pub(crate) mailbox: std::sync::mpsc::Receiver<LoopMessage>,
     pub(crate) applied_epoch: Arc<AtomicU64>,
+    /// Where the loop hands the configuration it replaced: the control plane drops it
+    /// (`Shared::retired`), so the loop does not pay for releasing thousands of targets'
+    /// pointers per change.
+    pub(crate) retired: std::sync::mpsc::Sender<Arc<ConfigSnapshot>>,
 }
 
 /// What the control plane asks of an event loop, at its next turn.
@@ -690,16 +706,48 @@ impl Controller {
         }
     }
 
-    /// Publishes the current configuration with new targets and/or portals.
+    /// Publishes the current configuration with new targets and/or portals, and returns
+    /// once every event loop runs with it.
     fn publish_with(
         &self,
         targets: Option<Vec<Arc<LiveTarget>>>,
         listeners: Option<Vec<PortalListener>>,
     ) {
+        let epoch = self.send_config(targets, listeners);
+        self.wait_applied(epoch);
+    }
+
+    /// Publishes `targets` as the whole set of target nodes without waiting for the event
+    /// loops, and returns the new configuration's epoch. Each loop compares the published
+    /// epoch with its own after every wait for completions, before it handles any of
+    /// them (`event_loop::EventLoop::take_published_config`), so every PDU that reaches
+    /// the target after this returns (a login, a REPORT LUNS, a command to a LUN just
+    /// attached) meets the new configuration or a newer one. Enough for a change that
+    /// only adds (a target, a LUN, a binding, CHAP secrets for later logins); a change
+    /// that takes something away also needs [`Controller::wait_applied`], so that no
+    /// command received before it starts on what was removed.
+    pub fn publish_visible(&self, targets: Vec<Arc<LiveTarget>>) -> u64 {
+        self.send_config(Some(targets), None)
+    }
+
+    /// The epoch of the configuration last published.
+    pub fn published_epoch(&self) -> u64 {
+        self.shared.published_epoch.load(Ordering::Acquire)
+    }
+
+    /// Builds the next configuration, hands it to every loop's mailbox, wakes the loops
+    /// (so idle ones take it too), then says it is published; returns its epoch.
+    fn send_config(
+        &self,
+        targets: Option<Vec<Arc<LiveTarget>>>,
+        listeners: Option<Vec<PortalListener>>,
+    ) -> u64 {
         let mailboxes = match self.mailboxes.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
+        // The configurations the loops let go of since the last publication end here.
+        self.drop_retired();
         let snapshot = {
             let mut current = match self.shared.current.lock() {
                 Ok(c) => c,
@@ -735,6 +783,35 @@ impl Controller {
                 mailbox.waker.wake();
             }
         }
+        // After the sends: a loop that sees this epoch finds the snapshot in its mailbox.
+        self.shared
+            .published_epoch
+            .fetch_max(snapshot.epoch, Ordering::AcqRel);
+        snapshot.epoch
+    }
+
+    /// Drops the configurations the loops replaced (`LoopConfig::retired`).
+    fn drop_retired(&self) {
+        let retired: Vec<Arc<ConfigSnapshot>> = match self.shared.retired.lock() {
+            Ok(receiver) => receiver.try_iter().collect(),
+            Err(poisoned) => poisoned.into_inner().try_iter().collect(),
+        };
+        drop(retired);
+    }
+
+    /// Returns once every event loop runs with configuration `epoch` or a newer one (or
+    /// the server stops, or after 5 s with a warning): from then on no command starts
+    /// under an older configuration, on any loop.
+    pub fn wait_applied(&self, epoch: u64) {
+        // Not under the mailboxes' lock: publishers go on meanwhile.
+        let applied: Vec<Arc<AtomicU64>> = match self.mailboxes.lock() {
+            Ok(m) => m.iter().map(|m| Arc::clone(&m.applied_epoch)).collect(),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .iter()
+                .map(|m| Arc::clone(&m.applied_epoch))
+                .collect(),
+        };
         let (lock, condvar) = &self.shared.applied;
         let deadline = std::time::Instant::now() + APPLY_WAIT;
         let mut guard = match lock.lock() {
@@ -742,14 +819,14 @@ impl Controller {
             Err(poisoned) => poisoned.into_inner(),
         };
         loop {
-            let all = mailboxes
-                .iter()
-                .all(|m| m.applied_epoch.load(Ordering::Acquire) >= snapshot.epoch);
+            let all = applied.iter().all(|a| a.load(Ordering::Acquire) >= epoch);
             let now = std::time::Instant::now();
             if all || self.shared.shutdown.load(Ordering::Acquire) || now >= deadline {
+                // What the loops replaced no longer holds units removed by the change.
+                self.drop_retired();
                 if !all {
                     tracing::warn!(
-                        epoch = snapshot.epoch,
+                        epoch,
                         "an event loop has not taken the new configuration yet"
                     );
                 }
@@ -869,6 +946,13 @@ pub(crate) struct Shared {
     pub(crate) current: Mutex<Arc<ConfigSnapshot>>,
     /// Event loops report here when they took a new configuration.
     pub(crate) applied: (Mutex<()>, Condvar),
+    /// Configurations the loops replaced, dropped by the control plane at its next
+    /// publication (`LoopConfig::retired`).
+    pub(crate) retired: Mutex<std::sync::mpsc::Receiver<Arc<ConfigSnapshot>>>,
+    /// The epoch of the newest configuration in the loops' mailboxes: each loop compares
+    /// it with its own at every turn (one atomic load) and takes the new one before it
+    /// handles the turn's completions (`Controller::publish_visible`).
+    pub(crate) published_epoch: AtomicU64,
     pub(crate) shutdown: AtomicBool,
     pub(crate) next_tsih: AtomicU16,
     pub(crate) registry: Mutex<HashMap<SessionKey, Arc<ConnControl>>>,
@@ -1028,6 +1112,13 @@ impl RunningTarget {
                 tracing::error!("an event loop thread panicked");
             }
         }
+        // Configurations the loops replaced hold units (files, pool volumes) that a
+        // restart in this process may open again.
+        let retired: Vec<Arc<ConfigSnapshot>> = match self.shared.retired.lock() {
+            Ok(receiver) => receiver.try_iter().collect(),
+            Err(poisoned) => poisoned.into_inner().try_iter().collect(),
+        };
+        drop(retired);
         // The rings' pending accepts hold the listening sockets until the kernel finishes
         // tearing the rings down, after the threads are gone: stop listening now, so a
         // connection attempt after `shutdown` returns is refused, not queued.
@@ -1163,10 +1254,13 @@ pub fn start_live(
     ));
     let array = portals::ArrayShared::new(&config)?;
 
+    let (retired_sender, retired_receiver) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
         array,
         current: Mutex::new(Arc::clone(&snapshot)),
         applied: (Mutex::new(()), Condvar::new()),
+        retired: Mutex::new(retired_receiver),
+        published_epoch: AtomicU64::new(snapshot.epoch),
         shutdown: AtomicBool::new(false),
         next_tsih: AtomicU16::new(1),
         registry: Mutex::new(HashMap::new()),
@@ -1203,6 +1297,7 @@ pub fn start_live(
             current: Arc::clone(&snapshot),
             mailbox,
             applied_epoch: Arc::clone(&applied_epoch),
+            retired: retired_sender.clone(),
         };
         if let Ok(mut mailboxes) = target.mailboxes.lock() {
             mailboxes.push(LoopMailbox {
@@ -1321,3 +1416,37 @@ pub fn disk_luns_for_host(
 }
 
 mod luns;
+
+#[cfg(test)]
+mod find_target_tests {
+    use super::*;
+
+    fn targets(names: &[&str]) -> Vec<Arc<LiveTarget>> {
+        names
+            .iter()
+            .map(|name| {
+                Arc::new(LiveTarget::new(
+                    name,
+                    disk_luns(name, 1, crate::disk::LunMap::new()),
+                    Vec::new(),
+                ))
+            })
+            .collect()
+    }
+
+    /// In name order (what the control plane publishes) or not (a startup list), every
+    /// target is found where it is, and an absent one is not found.
+    #[test]
+    fn a_target_is_found_in_a_sorted_list_and_in_any_other() {
+        let sorted = targets(&["iqn.a", "iqn.b", "iqn.c", "iqn.d"]);
+        let shuffled = targets(&["iqn.c", "iqn.a", "iqn.d", "iqn.b"]);
+        for list in [&sorted, &shuffled] {
+            for (i, target) in list.iter().enumerate() {
+                assert_eq!(find_target(list, &target.name), Some(i));
+            }
+            assert_eq!(find_target(list, "iqn.e"), None);
+            assert_eq!(find_target(list, "iqn."), None);
+        }
+        assert_eq!(find_target(&[], "iqn.a"), None);
+    }
+}

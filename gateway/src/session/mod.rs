@@ -132,7 +132,7 @@ pub struct Portal {
 pub struct TargetSessionConfig {
     /// Shared with the configurations the control plane publishes later: a change
     /// rebuilds only the nodes it touches.
-    pub targets: Vec<Arc<TargetNode>>,
+    pub targets: Arc<[Arc<TargetNode>]>,
     pub portals: Vec<Portal>,
     /// Our operational wishes (MaxRecvDataSegmentLength, burst lengths, ...).
     pub offer: OperationalOffer,
@@ -563,11 +563,22 @@ impl TargetSession {
     /// its name. False, and the old configuration kept, when that target is gone: the
     /// caller closes the connection.
     pub fn replace_config(&mut self, config: Arc<TargetSessionConfig>) -> bool {
+        self.replace_config_at(config, None)
+    }
+
+    /// [`TargetSession::replace_config`] with where the caller found the session's target
+    /// in `config.targets` (checked by name): no search through thousands of targets.
+    pub fn replace_config_at(
+        &mut self,
+        config: Arc<TargetSessionConfig>,
+        index: Option<usize>,
+    ) -> bool {
         let Some(name) = self.target().map(|t| t.name.clone()) else {
             self.config = config;
             return true;
         };
-        match config.targets.iter().position(|t| t.name == name) {
+        let hinted = index.filter(|&i| config.targets.get(i).is_some_and(|t| t.name == name));
+        match hinted.or_else(|| config.targets.iter().position(|t| t.name == name)) {
             Some(index) => {
                 self.config = config;
                 self.target = Some(index);

@@ -102,6 +102,9 @@ struct Control {
     next_volume_id: u32,
     /// Volumes exported right now (one LUN each).
     open: HashSet<u32>,
+    /// A flush failed after draining dirty keys: the next one syncs even if it finds
+    /// none.
+    sync_owed: bool,
 }
 
 /// A volume as listed.
@@ -139,6 +142,8 @@ pub struct Engine {
     refcounts: Box<[AtomicU32]>,
     reserve: Mutex<Vec<u32>>,
     control: Mutex<Control>,
+    /// Flushes that found nothing to sync ([`Engine::flush`]).
+    flushes_skipped: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -288,7 +293,9 @@ impl Engine {
                 volumes,
                 next_volume_id,
                 open: HashSet::new(),
+                sync_owed: false,
             }),
+            flushes_skipped: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -615,6 +622,13 @@ impl Engine {
     // --- commits ------------------------------------------------------------------------
 
     /// Makes every write and unmap that completed before the call durable.
+    ///
+    /// Every data write and unmap marks its key dirty under its stripe's lock before it
+    /// returns, and every commit drains the dirty keys and syncs under the commit lock
+    /// this call holds too. So when no stripe has a dirty key or a deferred reference
+    /// drop, nothing completed since the last sync that this one would cover, and the
+    /// call returns without one: an unbind or a detach of a volume that was only read
+    /// (issue 18's storm) costs no `fdatasync` of the pool.
     pub fn flush(&self) -> io::Result<()> {
         let mut control = lock(&self.control);
         let mut records = Vec::new();
@@ -622,8 +636,23 @@ impl Engine {
         for (index, stripe) in self.stripes.iter().enumerate() {
             drain(&mut lock(stripe), index, &mut records, &mut decrefs);
         }
+        if records.is_empty() && decrefs.is_empty() && !control.sync_owed {
+            self.flushes_skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        // Until a flush succeeds, the next one syncs whatever it finds: the keys a
+        // failed one drained are no longer dirty, but their data may not be durable.
+        control.sync_owed = true;
         self.store.sync()?;
-        self.append(&mut control, records, decrefs)
+        self.append(&mut control, records, decrefs)?;
+        control.sync_owed = false;
+        Ok(())
+    }
+
+    /// How many flushes found nothing to make durable and made no sync (for tests and
+    /// statistics).
+    pub fn flushes_skipped(&self) -> u64 {
+        self.flushes_skipped.load(Ordering::Relaxed)
     }
 
     /// Appends a batch (or writes a checkpoint when the journal is full), then applies the

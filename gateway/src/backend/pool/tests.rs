@@ -474,3 +474,50 @@ fn a_volume_operation_syncs_data_only_when_writes_are_pending() {
     assert_eq!(block, [7u8; 4096], "the clone's map points at synced data");
     assert_checks(&after);
 }
+
+/// Issue 18: an unbind flushes its volume, and a volume that was only read has nothing to
+/// make durable: the flush makes no sync then. A write (in place or not) and an unmap each
+/// make the next flush sync again, and what it flushed survives a power cut.
+#[test]
+fn a_flush_with_nothing_written_since_the_last_one_makes_no_sync() {
+    let store = SimStore::new();
+    let pool = sim_pool(&store);
+    pool.create_volume("a", VOLUME_BYTES).unwrap();
+    let a = pool.engine().volume("a").unwrap().id;
+    pool.engine().write(a, 0, &[1u8; 4096]).unwrap();
+    pool.engine().flush().unwrap();
+
+    let before = store.syncs();
+    let mut block = [0u8; 4096];
+    pool.engine().read(a, 0, &mut block).unwrap();
+    pool.engine().flush().unwrap();
+    pool.engine().flush().unwrap();
+    assert_eq!(store.syncs(), before, "reads only: no sync");
+    assert_eq!(pool.engine().flushes_skipped(), 2);
+
+    // In place this time (the chunk is this volume's alone): still a sync.
+    pool.engine().write(a, 0, &[2u8; 4096]).unwrap();
+    pool.engine().flush().unwrap();
+    assert!(
+        store.syncs() > before,
+        "a write since the last flush: synced"
+    );
+    let before = store.syncs();
+    pool.engine().unmap(a, 0, CHUNK_BYTES).unwrap();
+    pool.engine().flush().unwrap();
+    assert!(
+        store.syncs() > before,
+        "an unmap since the last flush: synced"
+    );
+    pool.engine().write(a, 8192, &[3u8; 4096]).unwrap();
+    pool.engine().flush().unwrap();
+    pool.engine().flush().unwrap();
+
+    let after = reopen(&store.power_cut(11));
+    let a = after.engine().volume("a").unwrap().id;
+    after.engine().read(a, 8192, &mut block).unwrap();
+    assert_eq!(block, [3u8; 4096], "the flushed write survives");
+    after.engine().read(a, 0, &mut block).unwrap();
+    assert_eq!(block, [0u8; 4096], "the flushed unmap survives");
+    assert_checks(&after);
+}
