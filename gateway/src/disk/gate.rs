@@ -125,11 +125,9 @@ impl WriteGate {
     /// Whether a ring write holds a [`RingTicket`] (read under the exclusive guard).
     pub(super) fn ring_writes_in_flight(&self) -> bool {
         // No shards: no write was ever planned, so none is on a ring.
-        self.shards.get().is_some_and(|shards| {
-            shards
-                .iter()
-                .any(|s| s.on_ring.load(Ordering::SeqCst) > 0)
-        })
+        self.shards
+            .get()
+            .is_some_and(|shards| shards.iter().any(|s| s.on_ring.load(Ordering::SeqCst) > 0))
     }
 }
 

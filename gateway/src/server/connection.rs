@@ -18,7 +18,7 @@ use crate::session::{
 };
 
 use super::attention::Attentions;
-use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
+use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample, StatsUnit};
 use super::rx_buffers::RxBufferPool;
 use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
 use crate::portal::{AluaGroups, PortalLoad};
@@ -129,7 +129,7 @@ pub struct Connection {
     attentions: Attentions,
     /// Deferred commands' start, for their latency: (command, unit, kind, write bytes,
     /// start).
-    timings: Vec<(CommandId, u64, OpKind, u64, Instant)>,
+    timings: Vec<(CommandId, StatsUnit, OpKind, u64, Instant)>,
     /// Finished commands not yet counted by the event loop ([`Connection::drain_samples`]).
     samples: Vec<Sample>,
     /// This session's I_T nexus once logged in to a target, with what its units'
@@ -698,7 +698,7 @@ impl Connection {
             // The turn's time: the command arrived in this turn (or waited for output
             // room until it).
             let started = now;
-            let unit_id = self.unit_of(command.lun);
+            let unit_id = self.stats_unit(command.lun);
             let kind = op_kind(&command.cdb);
             let write_bytes = command.data_out.len() as u64;
             let submission = match (&self.executor, &mut self.nexus) {
@@ -780,18 +780,26 @@ impl Connection {
         })
     }
 
-    /// The unit behind `lun` on the target logged in to.
-    fn unit_of(&self, lun: u64) -> Option<u64> {
+    /// The unit behind `lun` on the target logged in to, as the statistics key it: a LUN
+    /// of the map by its unit id, a two-level LUN by the volume bound there for this host.
+    fn stats_unit(&self, lun: u64) -> Option<StatsUnit> {
+        if lun > datapath::scsi::lun::SIMPLE_MAX {
+            return self
+                .executor
+                .as_ref()?
+                .subsidiary_unit(lun)
+                .map(StatsUnit::Bound);
+        }
         self.target_luns
             .binary_search_by_key(&lun, |info| info.lun)
             .ok()
-            .map(|at| self.target_luns[at].unit_id)
+            .map(|at| StatsUnit::Attached(self.target_luns[at].unit_id))
     }
 
     /// Counts a finished command: its bytes when it succeeded, its latency always.
     fn sample(
         &mut self,
-        unit_id: u64,
+        unit: StatsUnit,
         kind: OpKind,
         write_bytes: u64,
         result: &CommandResult,
@@ -803,7 +811,7 @@ impl Connection {
             _ => 0,
         };
         self.samples.push(Sample {
-            unit_id,
+            unit,
             kind,
             bytes,
             started,

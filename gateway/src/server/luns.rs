@@ -352,6 +352,13 @@ impl LunExecutor for DiskLuns {
         }
     }
 
+    fn subsidiary_unit(&self, lun: u64) -> Option<Arc<LogicalUnit>> {
+        if lun <= datapath::scsi::lun::SIMPLE_MAX {
+            return None;
+        }
+        self.unit(lun).cloned()
+    }
+
     fn flush(&self) {
         self.for_each_unit(|lun, unit| {
             if let Err(error) = unit.backend().flush() {
