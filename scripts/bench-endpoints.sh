@@ -17,7 +17,10 @@
 #      the control plane takes them ($STORM_CLIENTS concurrent clients, one volume per
 #      RPC, group commit): binds+unbinds per second reached
 #      and the job's p99 completion latency beside the quiet run's.
+# Also the gateway's RSS (VmRSS) before the binds, with them all bound, and after the reads:
+# the memory each bound volume costs, idle and once read.
 # The machine is shared: figures are noisy. Not for CI.
+# GATEWAY=PATH runs another iscsi-gateway build (one made before a change, for its RSS).
 # Usage: scripts/bench-endpoints.sh [bindings, default 65536]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +41,7 @@ free_port() {
 }
 
 cargo build --release -q -p gateway -p tools -p bench
-gateway=$PWD/target/release/iscsi-gateway
+gateway=${GATEWAY:-$PWD/target/release/iscsi-gateway}
 ctl=$PWD/target/release/iscsi-ctl
 bench=$PWD/target/release/iscsi-bench
 
@@ -64,9 +67,13 @@ grep -q "target ready" "$work/gateway.log" || { cat "$work/gateway.log" >&2; exi
 
 # Steps 1 and 2 on one control connection; prints "key value" lines.
 python3 - "$work/control.sock" "$work/pool.img" "$BINDINGS" "$SINGLE" "$STORM_VOLUMES" \
-  "$TARGET" "$HOST" >"$work/control.out" <<'EOF'
+  "$TARGET" "$HOST" "$gateway_pid" >"$work/control.out" <<'EOF'
 import json, socket, sys, time
-path, pool, total, single, storm, target, host = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
+path, pool, total, single, storm, target, host, pid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8]
+def rss_kib():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
 s = socket.socket(socket.AF_UNIX)
 s.connect(path)
 f = s.makefile("rwb")
@@ -90,6 +97,7 @@ print(f"volume_create_s {time.perf_counter() - t0:.1f}")
 call("target_create", {"name": target, "luns": [
     {"lun": 0, "backend": "endpoint"},
     {"lun": 1, "backend": f"pool:{pool},volume=plain"}]})
+print(f"rss_unbound_kib {rss_kib()}")
 times = []
 for i in range(single):
     t = time.perf_counter()
@@ -116,6 +124,7 @@ if batches:
     print(f"batches {len(batches)}")
 listed = call("binding_list", {"host": host})
 print(f"bound {len(listed['bindings'])}")
+print(f"rss_bound_kib {rss_kib()}")
 EOF
 cat "$work/control.out" >&2
 val() { awk -v k="$1" '$1 == k { print $2 }' "$work/control.out"; }
@@ -167,10 +176,12 @@ p = d["clat_ns"]["percentile"]
 print("%.0f %.0f" % (d["iops"], p["99.000000"] / 1000))'
 }
 
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$gateway_pid/status"; }
 read -r plain1 plain1_p99 <<<"$(run_job "${plain_args[@]}")"
 read -r spread1 spread1_p99 <<<"$(run_job "${spread_args[@]}")"
 read -r plain2 plain2_p99 <<<"$(run_job "${plain_args[@]}")"
 read -r spread2 spread2_p99 <<<"$(run_job "${spread_args[@]}")"
+rss_after_io=$(rss_kib)
 
 # Step 5: the storm beside the spread job: $STORM_CLIENTS control clients at once (one
 # process and connection each, its own volumes), each binding and unbinding one volume
@@ -226,6 +237,11 @@ echo
 echo "| figure | value | goal |"
 echo "|---|---|---|"
 echo "| volumes bound to one endpoint for one host | $(val bound) | 65,536 |"
+rss_unbound=$(val rss_unbound_kib)
+rss_bound=$(val rss_bound_kib)
+per_volume() { python3 -c "print(f'{($1 - $rss_unbound) * 1024 / $(val bound):.0f}')"; }
+echo "| gateway RSS before the binds / with them bound / after the reads over $SPREAD of them | $((rss_unbound / 1024)) / $((rss_bound / 1024)) / $((rss_after_io / 1024)) MiB | |"
+echo "| RSS per bound volume: idle / after the reads (bytes) | $(per_volume "$rss_bound") / $(per_volume "$rss_after_io") | |"
 echo "| REPORT LUNS 0x12 with all of them (LUNs listed, median of 5) | ${report_us} µs ($report_count) | < 10 ms |"
 echo "| bind of one volume, durable commit included: p50 / p99 / max ($SINGLE binds) | $(val single_p50_ms) / $(val single_p99_ms) / $(val single_max_ms) ms | p99 < 2 ms |"
 echo "| the disk's floor: pwrite + fdatasync p50 / p99 | $floor ms | |"
