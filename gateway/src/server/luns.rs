@@ -90,15 +90,15 @@ impl DiskLuns {
         }
     }
 
-    fn plan(&self, lun: u64, task: &ScsiTask) -> Plan {
+    /// [`LogicalUnit::plan`] on the unit `lun` names (found by the caller, once per
+    /// command: a bound volume's lookup is a B-tree step and a binary search).
+    fn plan_on(&self, unit: &LogicalUnit, lun: u64, task: &ScsiTask) -> Plan {
         if task.cdb.first() == Some(&op::REPORT_LUNS) {
             return Plan::Done(report_luns(task, lun, self));
         }
-        match self.unit(lun) {
-            Some(unit) => unit.plan(task),
-            None => self.map.plan(lun, task),
-        }
+        unit.plan(task)
     }
+
     /// Section 11.4.5.1 residuals for writes: the initiator may send more or less
     /// Data-Out than the CDB asks for. Only the CDB's amount is written; with less, a
     /// WRITE is cut to the whole blocks that came (the rest is an overflow). COMPARE AND
@@ -110,13 +110,11 @@ impl DiskLuns {
     /// Returns the CDB to run (rewritten into `cdb_buf` when cut), how many bytes of the
     /// Data-Out it uses, and the Data-Out length the CDB asked for.
     fn trim<'a>(
-        &self,
-        lun: u64,
+        block_size: Option<u32>,
         cdb: &'a [u8],
         data_out_len: usize,
         cdb_buf: &'a mut Vec<u8>,
     ) -> (&'a [u8], usize, Option<u32>) {
-        let block_size = self.unit(lun).map(|lu| lu.block_size());
         let wanted = block_size.and_then(|b| data_out_length(cdb, b));
         if cdb.first() == Some(&op::COMPARE_AND_WRITE) {
             return (cdb, data_out_len, wanted);
@@ -136,6 +134,66 @@ impl DiskLuns {
                 }
             }
             _ => (cdb, data_out_len, wanted),
+        }
+    }
+
+    /// Starts a command on `unit`, the unit `lun` names (looked up once by the caller).
+    fn submit_to(
+        &self,
+        unit: &Arc<LogicalUnit>,
+        nexus: disk::Nexus<'_>,
+        lun: u64,
+        cdb: &[u8],
+        mut data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> Submission {
+        let mut cdb_buf = Vec::new();
+        let (cdb, used, wanted) =
+            Self::trim(Some(unit.block_size()), cdb, data_out.len(), &mut cdb_buf);
+        let data = data_out.get(..used).unwrap_or(&data_out);
+        match self.plan_on(
+            unit,
+            lun,
+            &self.task(nexus, cdb, data, expected_data_in_len),
+        ) {
+            Plan::Done(result) => Submission::Done(command_result(result, wanted)),
+            Plan::Blocking => {
+                data_out.truncate(used);
+                let unit = Arc::clone(unit);
+                let cdb = cdb.to_vec();
+                let (target_name, tpgt) = (self.target_name.clone(), self.tpgt);
+                let nexus = nexus.to_key();
+                let ticket = unit.blocking_ticket();
+                Submission::Blocking(BlockingJob {
+                    unit: Arc::as_ptr(&unit) as usize,
+                    run: Box::new(move || {
+                        let _ticket = ticket;
+                        let task = ScsiTask {
+                            cdb: &cdb,
+                            data_out: &data_out,
+                            expected_data_in_len,
+                            target_port: port_info(&target_name, tpgt),
+                            nexus: nexus.as_nexus(),
+                        };
+                        command_result(unit.execute(&task), wanted)
+                    }),
+                })
+            }
+            Plan::Io(plan) => {
+                // The plan's length is what the CDB writes, a prefix of the Data-Out.
+                if plan.kind == IoKind::Write {
+                    data_out.truncate(plan.len as usize);
+                } else {
+                    data_out = Vec::new();
+                }
+                Submission::Io(FileIo {
+                    unit: Arc::clone(unit),
+                    plan,
+                    data_out,
+                    data_out_wanted: wanted,
+                    admitted: None,
+                })
+            }
         }
     }
 
@@ -186,7 +244,8 @@ impl LunExecutor for DiskLuns {
         expected_data_in_len: u32,
     ) -> CommandResult {
         let mut cdb_buf = Vec::new();
-        let (cdb, used, wanted) = self.trim(lun, cdb, data_out.len(), &mut cdb_buf);
+        let block_size = self.unit(lun).map(|lu| lu.block_size());
+        let (cdb, used, wanted) = Self::trim(block_size, cdb, data_out.len(), &mut cdb_buf);
         let data_out = data_out.get(..used).unwrap_or(data_out);
         let result = self.run(lun, &self.task(nexus, cdb, data_out, expected_data_in_len));
         command_result(result, wanted)
@@ -197,59 +256,13 @@ impl LunExecutor for DiskLuns {
         nexus: disk::Nexus<'_>,
         lun: u64,
         cdb: &[u8],
-        mut data_out: Vec<u8>,
+        data_out: Vec<u8>,
         expected_data_in_len: u32,
     ) -> Submission {
-        let Some(unit) = self.unit(lun) else {
-            return Submission::Done(self.execute(
-                nexus,
-                lun,
-                cdb,
-                &data_out,
-                expected_data_in_len,
-            ));
-        };
-        let mut cdb_buf = Vec::new();
-        let (cdb, used, wanted) = self.trim(lun, cdb, data_out.len(), &mut cdb_buf);
-        let data = data_out.get(..used).unwrap_or(&data_out);
-        match self.plan(lun, &self.task(nexus, cdb, data, expected_data_in_len)) {
-            Plan::Done(result) => Submission::Done(command_result(result, wanted)),
-            Plan::Blocking => {
-                data_out.truncate(used);
-                let unit = Arc::clone(unit);
-                let cdb = cdb.to_vec();
-                let (target_name, tpgt) = (self.target_name.clone(), self.tpgt);
-                let nexus = nexus.to_key();
-                let ticket = unit.blocking_ticket();
-                Submission::Blocking(BlockingJob {
-                    unit: Arc::as_ptr(&unit) as usize,
-                    run: Box::new(move || {
-                        let _ticket = ticket;
-                        let task = ScsiTask {
-                            cdb: &cdb,
-                            data_out: &data_out,
-                            expected_data_in_len,
-                            target_port: port_info(&target_name, tpgt),
-                            nexus: nexus.as_nexus(),
-                        };
-                        command_result(unit.execute(&task), wanted)
-                    }),
-                })
-            }
-            Plan::Io(plan) => {
-                // The plan's length is what the CDB writes, a prefix of the Data-Out.
-                if plan.kind == IoKind::Write {
-                    data_out.truncate(plan.len as usize);
-                } else {
-                    data_out = Vec::new();
-                }
-                Submission::Io(FileIo {
-                    unit: Arc::clone(unit),
-                    plan,
-                    data_out,
-                    data_out_wanted: wanted,
-                    admitted: None,
-                })
+        match self.unit(lun) {
+            Some(unit) => self.submit_to(unit, nexus, lun, cdb, data_out, expected_data_in_len),
+            None => {
+                Submission::Done(self.execute(nexus, lun, cdb, &data_out, expected_data_in_len))
             }
         }
     }
@@ -294,7 +307,14 @@ impl LunExecutor for DiskLuns {
         // The ticket stays with the command until it is done (here, on the ring or on
         // the blocking pool).
         let command_nexus = nexus.nexus().command_nexus();
-        match self.submit(command_nexus, lun, cdb, data_out, expected_data_in_len) {
+        match self.submit_to(
+            unit,
+            command_nexus,
+            lun,
+            cdb,
+            data_out,
+            expected_data_in_len,
+        ) {
             Submission::Done(result) => Submission::Done(result),
             Submission::Io(mut io) => {
                 io.admitted = admitted.into_owned(Arc::clone(unit));
