@@ -169,28 +169,38 @@ spread_list=$(for i in $(seq 1 "$SPREAD"); do
 done | paste -sd: -)
 spread_args=(--name=spread --file_service_type=random "--filename=$spread_list")
 
-run_job() { # run_job ARGS... -> "iops p99_us"
-  "$bench" --output-format=json "${common[@]}" "$@" | python3 -c '
+# The gateway's CPU time so far (user + system, clock ticks).
+gateway_ticks() { awk '{ print $14 + $15 }' "/proc/$gateway_pid/stat"; }
+run_job() { # run_job ARGS... -> "iops p99_us gateway_cpu_us_per_io"
+  local before after
+  before=$(gateway_ticks)
+  "$bench" --output-format=json "${common[@]}" "$@" >"$work/job.json"
+  after=$(gateway_ticks)
+  python3 - "$work/job.json" "$((after - before))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-d = json.load(sys.stdin)["jobs"][0]["read"]
+d = json.load(open(sys.argv[1]))["jobs"][0]["read"]
 p = d["clat_ns"]["percentile"]
-print("%.0f %.0f" % (d["iops"], p["99.000000"] / 1000))'
+cpu_us = int(sys.argv[2]) * 1e6 / int(sys.argv[3])
+print("%.0f %.0f %.2f" % (d["iops"], p["99.000000"] / 1000, cpu_us / max(1, d["total_ios"])))
+PY
 }
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$gateway_pid/status"; }
 # $ROUNDS pairs, the order alternating (plain first, then spread first): the machine's
-# load drifts, so each pair's ratio is the figure, and their median the summary.
-plains=() spreads=() pair_ratios=() spread_p99s=()
+# load drifts, so each pair's ratio is the figure, and their median the summary. The
+# gateway's CPU time per I/O (from /proc) is the figure the load disturbs least.
+plains=() spreads=() pair_ratios=() spread_p99s=() cpu_plain=() cpu_spread=() cpu_ratios=()
 for round in $(seq "$ROUNDS"); do
   if (( round % 2 )); then
-    read -r p _ <<<"$(run_job "${plain_args[@]}")"
-    read -r s s_p99 <<<"$(run_job "${spread_args[@]}")"
+    read -r p _ pc <<<"$(run_job "${plain_args[@]}")"
+    read -r s s_p99 sc <<<"$(run_job "${spread_args[@]}")"
   else
-    read -r s s_p99 <<<"$(run_job "${spread_args[@]}")"
-    read -r p _ <<<"$(run_job "${plain_args[@]}")"
+    read -r s s_p99 sc <<<"$(run_job "${spread_args[@]}")"
+    read -r p _ pc <<<"$(run_job "${plain_args[@]}")"
   fi
-  plains+=("$p") spreads+=("$s") spread_p99s+=("$s_p99")
+  plains+=("$p") spreads+=("$s") spread_p99s+=("$s_p99") cpu_plain+=("$pc") cpu_spread+=("$sc")
   pair_ratios+=("$(python3 -c "print(f'{$s / $p:.3f}')")")
+  cpu_ratios+=("$(python3 -c "print(f'{$sc / $pc:.3f}')")")
 done
 rss_after_io=$(rss_kib)
 
@@ -235,7 +245,7 @@ print(f"{sum(d for d, _ in outcomes) / max(t for _, t in outcomes):.0f}")
 EOF
 storm_pid=$!
 sleep 1
-read -r storm_iops storm_p99 <<<"$(run_job "${spread_args[@]}")"
+read -r storm_iops storm_p99 _ <<<"$(run_job "${spread_args[@]}")"
 wait "$storm_pid"
 storm_rate=$(cat "$work/storm.out")
 
@@ -243,7 +253,8 @@ ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
 spread_best=$(printf '%s\n' "${spreads[@]}" | sort -n | tail -1)
 plain_best=$(printf '%s\n' "${plains[@]}" | sort -n | tail -1)
 quiet_p99=$(printf '%s\n' "${spread_p99s[@]}" | sort -n | head -1)
-median_ratio=$(printf '%s\n' "${pair_ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median_ratio=$(median "${pair_ratios[@]}")
 join() { local IFS=,; echo "$*" | sed 's/,/, /g'; }
 
 echo
@@ -263,6 +274,8 @@ echo "| 4 KiB random read IOPS, $SPREAD volumes of the endpoint ($ROUNDS runs) |
 echo "| 4 KiB random read IOPS, one plain LUN (anchor, $ROUNDS runs) | $(join "${plains[@]}") | |"
 echo "| ratio spread / plain per pair (median) | $(join "${pair_ratios[@]}") ($median_ratio) | >= 0.90 |"
 echo "| ratio spread / plain (best runs) | $(ratio "$spread_best" "$plain_best") | |"
+echo "| gateway CPU per I/O, µs: spread / plain per pair | $(join "${cpu_spread[@]}") / $(join "${cpu_plain[@]}") | |"
+echo "| gateway CPU per I/O, spread / plain per pair (median) | $(join "${cpu_ratios[@]}") ($(median "${cpu_ratios[@]}")) | |"
 echo "| bind+unbind storm on another host, $STORM_CLIENTS clients: operations per second reached | $storm_rate | 10,000 |"
 echo "| spread p99 latency quiet (best) / during the storm | $quiet_p99 / $storm_p99 µs | within 10% |"
 echo "| spread IOPS during the storm | $storm_iops | |"
