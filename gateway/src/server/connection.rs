@@ -698,27 +698,36 @@ impl Connection {
             // The turn's time: the command arrived in this turn (or waited for output
             // room until it).
             let started = now;
-            let unit_id = self.stats_unit(command.lun);
+            let attached = self.attached_unit(command.lun);
             let kind = op_kind(&command.cdb);
             let write_bytes = command.data_out.len() as u64;
+            // A bound volume comes back from the lookup that runs the command.
+            let mut bound = None;
             let submission = match (&self.executor, &mut self.nexus) {
-                (Some(executor), Some(nexus)) => executor.submit_as(
-                    nexus,
-                    command.lun,
-                    &command.cdb,
-                    command.data_out,
-                    command.expected_data_in_len,
-                ),
-                (Some(executor), None) => executor.submit(
-                    crate::disk::Nexus {
-                        initiator_name: self.session.initiator_name(),
-                        isid: self.session.isid(),
-                    },
-                    command.lun,
-                    &command.cdb,
-                    command.data_out,
-                    command.expected_data_in_len,
-                ),
+                (Some(executor), Some(nexus)) => {
+                    let (submission, unit) = executor.submit_as_bound(
+                        nexus,
+                        command.lun,
+                        &command.cdb,
+                        command.data_out,
+                        command.expected_data_in_len,
+                    );
+                    bound = unit;
+                    submission
+                }
+                (Some(executor), None) => {
+                    bound = executor.subsidiary_unit(command.lun);
+                    executor.submit(
+                        crate::disk::Nexus {
+                            initiator_name: self.session.initiator_name(),
+                            isid: self.session.isid(),
+                        },
+                        command.lun,
+                        &command.cdb,
+                        command.data_out,
+                        command.expected_data_in_len,
+                    )
+                }
                 (None, _) => Submission::Done(CommandResult {
                     status: 0x02,
                     // ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED.
@@ -727,6 +736,7 @@ impl Connection {
                     data_out_wanted: None,
                 }),
             };
+            let unit_id = attached.or_else(|| bound.map(StatsUnit::Bound));
             match submission {
                 Submission::Done(result) => {
                     if let Some(unit_id) = unit_id {
@@ -780,15 +790,11 @@ impl Connection {
         })
     }
 
-    /// The unit behind `lun` on the target logged in to, as the statistics key it: a LUN
-    /// of the map by its unit id, a two-level LUN by the volume bound there for this host.
-    fn stats_unit(&self, lun: u64) -> Option<StatsUnit> {
+    /// The LUN of the target's map behind `lun`, as the statistics key it (a two-level
+    /// LUN's volume comes from [`LunExecutor::submit_as_bound`]).
+    fn attached_unit(&self, lun: u64) -> Option<StatsUnit> {
         if lun > datapath::scsi::lun::SIMPLE_MAX {
-            return self
-                .executor
-                .as_ref()?
-                .subsidiary_unit(lun)
-                .map(StatsUnit::Bound);
+            return None;
         }
         self.target_luns
             .binary_search_by_key(&lun, |info| info.lun)

@@ -197,6 +197,66 @@ impl DiskLuns {
         }
     }
 
+    /// [`LunExecutor::submit_as`] on `unit`, the unit `lun` names (looked up once).
+    fn submit_as_on(
+        &self,
+        unit: &Arc<LogicalUnit>,
+        nexus: &mut NexusView,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> Submission {
+        let reservations = unit.reservations();
+        let admitted = match reservations.admit(nexus, lun as usize, cdb) {
+            Admission::Go(admitted) => admitted,
+            Admission::Done(result) => return Submission::Done(command_result(result, None)),
+            Admission::Reservation if reservations.may_block(cdb) => {
+                let unit = Arc::clone(unit);
+                let (who, cdb) = (nexus.nexus().clone(), cdb.to_vec());
+                return Submission::Blocking(BlockingJob {
+                    unit: Arc::as_ptr(&unit) as usize,
+                    run: Box::new(move || {
+                        let result = unit.reservations().execute(&who, &cdb, &data_out);
+                        command_result(result, None)
+                    }),
+                });
+            }
+            Admission::Reservation => {
+                let result = reservations.execute(nexus.nexus(), cdb, &data_out);
+                return Submission::Done(command_result(result, None));
+            }
+        };
+        // The ticket stays with the command until it is done (here, on the ring or on
+        // the blocking pool).
+        let command_nexus = nexus.nexus().command_nexus();
+        match self.submit_to(
+            unit,
+            command_nexus,
+            lun,
+            cdb,
+            data_out,
+            expected_data_in_len,
+        ) {
+            Submission::Done(result) => Submission::Done(result),
+            Submission::Io(mut io) => {
+                io.admitted = admitted.into_owned(Arc::clone(unit));
+                Submission::Io(io)
+            }
+            Submission::Blocking(job) => {
+                let ticket = admitted.into_owned(Arc::clone(unit));
+                let run = job.run;
+                Submission::Blocking(BlockingJob {
+                    unit: job.unit,
+                    run: Box::new(move || {
+                        let _admitted = ticket;
+                        run()
+                    }),
+                })
+            }
+        }
+    }
+
     fn task<'a>(
         &'a self,
         nexus: disk::Nexus<'a>,
@@ -275,65 +335,45 @@ impl LunExecutor for DiskLuns {
         data_out: Vec<u8>,
         expected_data_in_len: u32,
     ) -> Submission {
-        let Some(unit) = self.unit(lun) else {
-            return self.submit(
+        match self.unit(lun) {
+            Some(unit) => self.submit_as_on(unit, nexus, lun, cdb, data_out, expected_data_in_len),
+            None => self.submit(
                 nexus.nexus().command_nexus(),
                 lun,
                 cdb,
                 data_out,
                 expected_data_in_len,
-            );
-        };
-        let reservations = unit.reservations();
-        let admitted = match reservations.admit(nexus, lun as usize, cdb) {
-            Admission::Go(admitted) => admitted,
-            Admission::Done(result) => return Submission::Done(command_result(result, None)),
-            Admission::Reservation if reservations.may_block(cdb) => {
-                let unit = Arc::clone(unit);
-                let (who, cdb) = (nexus.nexus().clone(), cdb.to_vec());
-                return Submission::Blocking(BlockingJob {
-                    unit: Arc::as_ptr(&unit) as usize,
-                    run: Box::new(move || {
-                        let result = unit.reservations().execute(&who, &cdb, &data_out);
-                        command_result(result, None)
-                    }),
-                });
-            }
-            Admission::Reservation => {
-                let result = reservations.execute(nexus.nexus(), cdb, &data_out);
-                return Submission::Done(command_result(result, None));
-            }
-        };
-        // The ticket stays with the command until it is done (here, on the ring or on
-        // the blocking pool).
-        let command_nexus = nexus.nexus().command_nexus();
-        match self.submit_to(
-            unit,
-            command_nexus,
-            lun,
-            cdb,
-            data_out,
-            expected_data_in_len,
-        ) {
-            Submission::Done(result) => Submission::Done(result),
-            Submission::Io(mut io) => {
-                io.admitted = admitted.into_owned(Arc::clone(unit));
-                Submission::Io(io)
-            }
-            Submission::Blocking(job) => {
-                let ticket = admitted.into_owned(Arc::clone(unit));
-                let run = job.run;
-                Submission::Blocking(BlockingJob {
-                    unit: job.unit,
-                    run: Box::new(move || {
-                        let _admitted = ticket;
-                        run()
-                    }),
-                })
-            }
+            ),
         }
     }
 
+    fn submit_as_bound(
+        &self,
+        nexus: &mut NexusView,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> (Submission, Option<Arc<LogicalUnit>>) {
+        match self.unit(lun) {
+            Some(unit) => {
+                let bound = (lun > datapath::scsi::lun::SIMPLE_MAX).then(|| Arc::clone(unit));
+                let submission =
+                    self.submit_as_on(unit, nexus, lun, cdb, data_out, expected_data_in_len);
+                (submission, bound)
+            }
+            None => (
+                self.submit(
+                    nexus.nexus().command_nexus(),
+                    lun,
+                    cdb,
+                    data_out,
+                    expected_data_in_len,
+                ),
+                None,
+            ),
+        }
+    }
     fn answer_first(&self, nexus: &mut NexusView, lun: u64, cdb: &[u8]) -> Option<CommandResult> {
         let unit = self.map.get(lun)?;
         match unit.reservations().admit(nexus, lun as usize, cdb) {

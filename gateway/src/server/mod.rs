@@ -117,6 +117,20 @@ pub trait LunExecutor: Send + Sync {
     fn subsidiary_unit(&self, _lun: u64) -> Option<Arc<LogicalUnit>> {
         None
     }
+    /// [`LunExecutor::submit_as`], also handing back the volume a two-level LUN reached
+    /// (for the statistics), found by the same lookup. The default looks it up apart.
+    fn submit_as_bound(
+        &self,
+        nexus: &mut NexusView,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> (Submission, Option<Arc<LogicalUnit>>) {
+        let bound = self.subsidiary_unit(lun);
+        let submission = self.submit_as(nexus, lun, cdb, data_out, expected_data_in_len);
+        (submission, bound)
+    }
 }
 
 /// What [`LunExecutor::submit`] decided.
