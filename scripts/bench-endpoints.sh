@@ -11,13 +11,16 @@
 #      command alone, the 512 KiB answer included), median of 5;
 #   4. 4 KiB random reads at 32 in flight for $SECONDS_IO s with iscsi-bench: one job over
 #      $SPREAD volumes of the endpoint (a filename list, file_service_type=random) beside
-#      the same job on the plain LUN (the anchor, same pool, same session kind), twice,
-#      alternating; IOPS ratio;
+#      the same job on the plain LUN (the anchor, same pool, same session kind), $ROUNDS
+#      pairs (default 2) in alternating order; IOPS ratio per pair, their median;
 #   5. the spread job again while another host's volumes are bound and unbound as fast as
 #      the control plane takes them ($STORM_CLIENTS concurrent clients, one volume per
 #      RPC, group commit): binds+unbinds per second reached
 #      and the job's p99 completion latency beside the quiet run's.
+# Also the gateway's RSS (VmRSS) before the binds, with them all bound, and after the reads:
+# the memory each bound volume costs, idle and once read.
 # The machine is shared: figures are noisy. Not for CI.
+# GATEWAY=, CTL=, BENCH= run other builds (one made before a change, for a before/after).
 # Usage: [GATEWAY=bin CTL=bin BENCH=bin] scripts/bench-endpoints.sh [bindings, default 65536]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +29,7 @@ BINDINGS=${1:-65536}
 SINGLE=${SINGLE:-2000}
 SPREAD=${SPREAD:-1000}
 SECONDS_IO=${SECONDS_IO:-10}
+ROUNDS=${ROUNDS:-2}
 STORM_VOLUMES=${STORM_VOLUMES:-200}
 STORM_CLIENTS=${STORM_CLIENTS:-12}
 STATE_PARENT=${STATE_PARENT:-$PWD/target}
@@ -37,8 +41,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# GATEWAY=... CTL=... BENCH=... run other builds (e.g. a copy of main's, for a before/after).
-if [ -z "${GATEWAY:-}" ]; then cargo build --release -q -p gateway -p tools -p bench; fi
+cargo build --release -q -p gateway -p tools -p bench
 gateway=$(realpath "${GATEWAY:-target/release/iscsi-gateway}")
 ctl=$(realpath "${CTL:-target/release/iscsi-ctl}")
 bench=$(realpath "${BENCH:-target/release/iscsi-bench}")
@@ -65,9 +68,13 @@ grep -q "target ready" "$work/gateway.log" || { cat "$work/gateway.log" >&2; exi
 
 # Steps 1 and 2 on one control connection; prints "key value" lines.
 python3 - "$work/control.sock" "$work/pool.img" "$BINDINGS" "$SINGLE" "$STORM_VOLUMES" \
-  "$TARGET" "$HOST" >"$work/control.out" <<'EOF'
+  "$TARGET" "$HOST" "$gateway_pid" >"$work/control.out" <<'EOF'
 import json, socket, sys, time
-path, pool, total, single, storm, target, host = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
+path, pool, total, single, storm, target, host, pid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8]
+def rss_kib():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
 s = socket.socket(socket.AF_UNIX)
 s.connect(path)
 f = s.makefile("rwb")
@@ -91,6 +98,7 @@ print(f"volume_create_s {time.perf_counter() - t0:.1f}")
 call("target_create", {"name": target, "luns": [
     {"lun": 0, "backend": "endpoint"},
     {"lun": 1, "backend": f"pool:{pool},volume=plain"}]})
+print(f"rss_unbound_kib {rss_kib()}")
 times = []
 for i in range(single):
     t = time.perf_counter()
@@ -117,6 +125,7 @@ if batches:
     print(f"batches {len(batches)}")
 listed = call("binding_list", {"host": host})
 print(f"bound {len(listed['bindings'])}")
+print(f"rss_bound_kib {rss_kib()}")
 EOF
 cat "$work/control.out" >&2
 val() { awk -v k="$1" '$1 == k { print $2 }' "$work/control.out"; }
@@ -160,18 +169,40 @@ spread_list=$(for i in $(seq 1 "$SPREAD"); do
 done | paste -sd: -)
 spread_args=(--name=spread --file_service_type=random "--filename=$spread_list")
 
-run_job() { # run_job ARGS... -> "iops p99_us"
-  "$bench" --output-format=json "${common[@]}" "$@" | python3 -c '
+# The gateway's CPU time so far (user + system, clock ticks).
+gateway_ticks() { awk '{ print $14 + $15 }' "/proc/$gateway_pid/stat"; }
+run_job() { # run_job ARGS... -> "iops p99_us gateway_cpu_us_per_io"
+  local before after
+  before=$(gateway_ticks)
+  "$bench" --output-format=json "${common[@]}" "$@" >"$work/job.json"
+  after=$(gateway_ticks)
+  python3 - "$work/job.json" "$((after - before))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-d = json.load(sys.stdin)["jobs"][0]["read"]
+d = json.load(open(sys.argv[1]))["jobs"][0]["read"]
 p = d["clat_ns"]["percentile"]
-print("%.0f %.0f" % (d["iops"], p["99.000000"] / 1000))'
+cpu_us = int(sys.argv[2]) * 1e6 / int(sys.argv[3])
+print("%.0f %.0f %.2f" % (d["iops"], p["99.000000"] / 1000, cpu_us / max(1, d["total_ios"])))
+PY
 }
 
-read -r plain1 plain1_p99 <<<"$(run_job "${plain_args[@]}")"
-read -r spread1 spread1_p99 <<<"$(run_job "${spread_args[@]}")"
-read -r plain2 plain2_p99 <<<"$(run_job "${plain_args[@]}")"
-read -r spread2 spread2_p99 <<<"$(run_job "${spread_args[@]}")"
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$gateway_pid/status"; }
+# $ROUNDS pairs, the order alternating (plain first, then spread first): the machine's
+# load drifts, so each pair's ratio is the figure, and their median the summary. The
+# gateway's CPU time per I/O (from /proc) is the figure the load disturbs least.
+plains=() spreads=() pair_ratios=() spread_p99s=() cpu_plain=() cpu_spread=() cpu_ratios=()
+for round in $(seq "$ROUNDS"); do
+  if (( round % 2 )); then
+    read -r p _ pc <<<"$(run_job "${plain_args[@]}")"
+    read -r s s_p99 sc <<<"$(run_job "${spread_args[@]}")"
+  else
+    read -r s s_p99 sc <<<"$(run_job "${spread_args[@]}")"
+    read -r p _ pc <<<"$(run_job "${plain_args[@]}")"
+  fi
+  plains+=("$p") spreads+=("$s") spread_p99s+=("$s_p99") cpu_plain+=("$pc") cpu_spread+=("$sc")
+  pair_ratios+=("$(python3 -c "print(f'{$s / $p:.3f}')")")
+  cpu_ratios+=("$(python3 -c "print(f'{$sc / $pc:.3f}')")")
+done
+rss_after_io=$(rss_kib)
 
 # Step 5: the storm beside the spread job: $STORM_CLIENTS control clients at once (one
 # process and connection each, its own volumes), each binding and unbinding one volume
@@ -214,26 +245,37 @@ print(f"{sum(d for d, _ in outcomes) / max(t for _, t in outcomes):.0f}")
 EOF
 storm_pid=$!
 sleep 1
-read -r storm_iops storm_p99 <<<"$(run_job "${spread_args[@]}")"
+read -r storm_iops storm_p99 _ <<<"$(run_job "${spread_args[@]}")"
 wait "$storm_pid"
 storm_rate=$(cat "$work/storm.out")
 
 ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
-spread_best=$(( spread1 > spread2 ? spread1 : spread2 ))
-plain_best=$(( plain1 > plain2 ? plain1 : plain2 ))
-quiet_p99=$(( spread1_p99 < spread2_p99 ? spread1_p99 : spread2_p99 ))
+spread_best=$(printf '%s\n' "${spreads[@]}" | sort -n | tail -1)
+plain_best=$(printf '%s\n' "${plains[@]}" | sort -n | tail -1)
+quiet_p99=$(printf '%s\n' "${spread_p99s[@]}" | sort -n | head -1)
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median_ratio=$(median "${pair_ratios[@]}")
+join() { local IFS=,; echo "$*" | sed 's/,/, /g'; }
 
 echo
 echo "| figure | value | goal |"
 echo "|---|---|---|"
 echo "| volumes bound to one endpoint for one host | $(val bound) | 65,536 |"
+rss_unbound=$(val rss_unbound_kib)
+rss_bound=$(val rss_bound_kib)
+per_volume() { python3 -c "print(f'{($1 - $rss_unbound) * 1024 / $(val bound):.0f}')"; }
+echo "| gateway RSS before the binds / with them bound / after the reads over $SPREAD of them | $((rss_unbound / 1024)) / $((rss_bound / 1024)) / $((rss_after_io / 1024)) MiB | |"
+echo "| RSS per bound volume: idle / after the reads (bytes) | $(per_volume "$rss_bound") / $(per_volume "$rss_after_io") | |"
 echo "| REPORT LUNS 0x12 with all of them (LUNs listed, median of 5) | ${report_us} µs ($report_count) | < 10 ms |"
 echo "| bind of one volume, durable commit included: p50 / p99 / max ($SINGLE binds) | $(val single_p50_ms) / $(val single_p99_ms) / $(val single_max_ms) ms | p99 < 2 ms |"
 echo "| the disk's floor: pwrite + fdatasync p50 / p99 | $floor ms | |"
 echo "| 1,000 binds in one call: median / max ($(val batches) batches) | $(val batch_p50_ms) / $(val batch_max_ms) ms | < 100 ms |"
-echo "| 4 KiB random read IOPS, $SPREAD volumes of the endpoint (two runs) | $spread1, $spread2 | |"
-echo "| 4 KiB random read IOPS, one plain LUN (anchor, two runs) | $plain1, $plain2 | |"
-echo "| ratio spread / plain (best runs) | $(ratio "$spread_best" "$plain_best") | >= 0.90 |"
+echo "| 4 KiB random read IOPS, $SPREAD volumes of the endpoint ($ROUNDS runs) | $(join "${spreads[@]}") | |"
+echo "| 4 KiB random read IOPS, one plain LUN (anchor, $ROUNDS runs) | $(join "${plains[@]}") | |"
+echo "| ratio spread / plain per pair (median) | $(join "${pair_ratios[@]}") ($median_ratio) | >= 0.90 |"
+echo "| ratio spread / plain (best runs) | $(ratio "$spread_best" "$plain_best") | |"
+echo "| gateway CPU per I/O, µs: spread / plain per pair | $(join "${cpu_spread[@]}") / $(join "${cpu_plain[@]}") | |"
+echo "| gateway CPU per I/O, spread / plain per pair (median) | $(join "${cpu_ratios[@]}") ($(median "${cpu_ratios[@]}")) | |"
 echo "| bind+unbind storm on another host, $STORM_CLIENTS clients: operations per second reached | $storm_rate | 10,000 |"
 echo "| spread p99 latency quiet (best) / during the storm | $quiet_p99 / $storm_p99 µs | within 10% |"
 echo "| spread IOPS during the storm | $storm_iops | |"

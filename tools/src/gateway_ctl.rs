@@ -781,13 +781,13 @@ fn human(call: &Call, result: &Value) -> String {
                 return "no LUNs\n".into();
             }
             let mut out = format!(
-                "{:<40} {:>5} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+                "{:<40} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
                 "TARGET", "LUN", "IOPS", "READ/s", "WRITE/s", "p50 us", "p99 us", "p99.9", "max us"
             );
             for l in luns {
                 let rate = |key: &str| size(l[key].as_f64().unwrap_or(0.0) as u64);
                 out.push_str(&format!(
-                    "{:<40} {:>5} {:>10.0} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+                    "{:<40} {:>9} {:>10.0} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
                     text(&l["target"]),
                     text(&l["lun"]),
                     l["iops"].as_f64().unwrap_or(0.0),

@@ -47,6 +47,8 @@ pub(super) struct BoundVolume {
     pub unit: Arc<LogicalUnit>,
     /// (target, host, endpoint, secondary).
     pub places: Vec<(String, String, u16, u32)>,
+    /// When its unit was opened (its first binding): what its statistics count from.
+    pub opened_at: Instant,
 }
 
 pub(super) fn key(pool: &str, volume: &str) -> VolumeKey {
@@ -233,6 +235,7 @@ pub(super) fn apply_bind(model: &mut Model, plan: BindPlan, tpgt: u16) -> Result
             BoundVolume {
                 unit,
                 places: Vec::new(),
+                opened_at: Instant::now(),
             },
         );
     }

@@ -22,6 +22,7 @@ pub mod pools;
 pub mod rpc;
 pub mod socket;
 pub mod state;
+mod stats;
 pub mod volumes;
 
 use std::collections::BTreeMap;
@@ -832,105 +833,9 @@ impl Control {
         Ok(answer)
     }
 
-    /// Per-LUN figures: commands and bytes by kind, IOPS, throughput and latency
-    /// percentiles, over `interval_ms` or since each LUN was attached.
+    /// Per-LUN figures (`stats`): plain LUNs and bound volumes.
     fn lun_stats(&self, p: rpc::LunStatsParams) -> Result<Value, RpcError> {
-        if p.interval_ms
-            .is_some_and(|ms| ms == 0 || ms > rpc::MAX_STATS_INTERVAL_MS)
-        {
-            return Err(bad(
-                ErrorCode::InvalidParams,
-                format!(
-                    "lun_stats: interval_ms from 1 to {}",
-                    rpc::MAX_STATS_INTERVAL_MS
-                ),
-            ));
-        }
-        let (controller, luns) = {
-            let inner = self.lock();
-            if let Some(target) = &p.target {
-                if !inner.model.targets.contains_key(target) {
-                    return Err(bad(ErrorCode::NotFound, format!("no target {target}")));
-                }
-            }
-            let luns: Vec<(String, u64, u64, std::time::Instant)> = inner
-                .model
-                .targets
-                .iter()
-                .filter(|(name, _)| p.target.as_ref().is_none_or(|t| t == *name))
-                .flat_map(|(name, t)| {
-                    t.luns
-                        .iter()
-                        .map(|(lun, e)| (name.clone(), *lun, e.info.unit_id, e.attached_at))
-                })
-                .collect();
-            (inner.controller.clone(), luns)
-        };
-        let Some(controller) = controller else {
-            return Ok(json!({ "luns": [] }));
-        };
-        let first = controller.lun_stats();
-        let (figures, interval) = match p.interval_ms {
-            Some(ms) => {
-                let started = std::time::Instant::now();
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-                let second = controller.lun_stats();
-                let elapsed = started.elapsed();
-                let deltas = second
-                    .iter()
-                    .map(|(unit, now)| {
-                        let delta = match first.get(unit) {
-                            Some(before) => now.since(before),
-                            None => now.clone(),
-                        };
-                        (*unit, delta)
-                    })
-                    .collect();
-                (deltas, Some(elapsed))
-            }
-            None => (first, None),
-        };
-        let rows: Vec<Value> = luns
-            .into_iter()
-            .map(|(target, lun, unit, attached_at)| {
-                let seconds = interval
-                    .unwrap_or_else(|| attached_at.elapsed())
-                    .as_secs_f64()
-                    .max(1e-6);
-                let empty = server::LunCounters::new();
-                let c = figures.get(&unit).unwrap_or(&empty);
-                let h = &c.latency_us;
-                let pct = |q: f64| {
-                    if h.is_empty() {
-                        0
-                    } else {
-                        h.value_at_quantile(q)
-                    }
-                };
-                json!({
-                    "target": target,
-                    "lun": lun,
-                    "seconds": seconds,
-                    "reads": c.reads,
-                    "writes": c.writes,
-                    "others": c.others,
-                    "read_bytes": c.read_bytes,
-                    "write_bytes": c.write_bytes,
-                    "iops": c.commands() as f64 / seconds,
-                    "read_bytes_per_second": c.read_bytes as f64 / seconds,
-                    "write_bytes_per_second": c.write_bytes as f64 / seconds,
-                    "latency_us": {
-                        "mean": if h.is_empty() { 0.0 } else { h.mean() },
-                        "p50": pct(0.50),
-                        "p90": pct(0.90),
-                        "p99": pct(0.99),
-                        "p99_9": pct(0.999),
-                        "max": if h.is_empty() { 0 } else { h.max() },
-                    },
-                })
-            })
-            .collect();
-        Ok(json!({ "luns": rows }))
+        stats::lun_stats(self, p)
     }
 
     fn target_list(&self) -> Value {

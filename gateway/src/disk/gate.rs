@@ -13,13 +13,18 @@
 //! waits for writes that got in first. On the ordinary path the flag's cache line is only
 //! read, so it stays shared by every core instead of bouncing between them.
 //!
+//! The shards are allocated at the first write (or the first exclusive entry), not with
+//! the unit: a gateway with 65,536 bound volumes, most never written, would otherwise hold
+//! 4 KiB of counters for each. Until then no write can be in progress, so there is nothing
+//! to count or wait for.
+//!
 //! Writes a ring carries (planned by the server, finished on another turn) hold a
 //! [`RingTicket`] instead of a guard: the exclusive side does not wait for them (the thread
 //! running it may be the one that would complete them) but sees that some are in flight.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Per-thread counters: more than the event loops and blocking threads of a gateway, so
 /// that threads rarely share one (sharing is still correct, only slower).
@@ -42,7 +47,8 @@ pub(super) struct WriteGate {
     exclusive: AtomicBool,
     /// Held by the exclusive holder: orders holders, and parks writes that find the flag up.
     holder: Mutex<()>,
-    shards: Box<[Shard]>,
+    /// Allocated by the first entry of either kind (see the module documentation).
+    shards: OnceLock<Box<[Shard]>>,
 }
 
 /// The shard of the calling thread.
@@ -66,13 +72,25 @@ impl WriteGate {
         WriteGate {
             exclusive: AtomicBool::new(false),
             holder: Mutex::new(()),
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: OnceLock::new(),
         }
+    }
+
+    /// The shards, allocated on the first call.
+    fn shards(&self) -> &[Shard] {
+        self.shards
+            .get_or_init(|| (0..SHARDS).map(|_| Shard::default()).collect())
+    }
+
+    /// Whether the shards exist yet (no write has ever entered when they do not).
+    #[cfg(test)]
+    pub(super) fn allocated(&self) -> bool {
+        self.shards.get().is_some()
     }
 
     /// Enters as an ordinary write: waits only while an exclusive holder runs.
     pub(super) fn shared(&self) -> SharedGuard<'_> {
-        let writing = &self.shards[shard_index()].writing;
+        let writing = &self.shards()[shard_index()].writing;
         loop {
             writing.fetch_add(1, Ordering::SeqCst);
             if !self.exclusive.load(Ordering::SeqCst) {
@@ -88,9 +106,11 @@ impl WriteGate {
     pub(super) fn exclusive(&self) -> ExclusiveGuard<'_> {
         let holder = lock(&self.holder);
         self.exclusive.store(true, Ordering::SeqCst);
-        // Writes that got in before the flag rose finish (each is one backend call).
+        // Writes that got in before the flag rose finish (each is one backend call). The
+        // shards are made here too if no write ever came, so a write racing with this
+        // one counts in the same lines this loop reads.
         while self
-            .shards
+            .shards()
             .iter()
             .any(|s| s.writing.load(Ordering::SeqCst) > 0)
         {
@@ -104,9 +124,10 @@ impl WriteGate {
 
     /// Whether a ring write holds a [`RingTicket`] (read under the exclusive guard).
     pub(super) fn ring_writes_in_flight(&self) -> bool {
+        // No shards: no write was ever planned, so none is on a ring.
         self.shards
-            .iter()
-            .any(|s| s.on_ring.load(Ordering::SeqCst) > 0)
+            .get()
+            .is_some_and(|shards| shards.iter().any(|s| s.on_ring.load(Ordering::SeqCst) > 0))
     }
 }
 
@@ -149,7 +170,7 @@ impl RingTicket {
     /// sees it or ran wholly before it.
     pub(super) fn new(gate: &Arc<WriteGate>, _entered: &SharedGuard<'_>) -> RingTicket {
         let shard = shard_index();
-        gate.shards[shard].on_ring.fetch_add(1, Ordering::SeqCst);
+        gate.shards()[shard].on_ring.fetch_add(1, Ordering::SeqCst);
         RingTicket {
             gate: Arc::clone(gate),
             shard,
@@ -159,7 +180,7 @@ impl RingTicket {
 
 impl Drop for RingTicket {
     fn drop(&mut self) {
-        self.gate.shards[self.shard]
+        self.gate.shards()[self.shard]
             .on_ring
             .fetch_sub(1, Ordering::SeqCst);
     }
@@ -206,6 +227,19 @@ mod tests {
             thread.join().unwrap();
         }
         assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_gate_never_entered_holds_no_shards() {
+        let gate = Arc::new(WriteGate::new());
+        assert!(!gate.allocated());
+        assert!(!gate.ring_writes_in_flight());
+        assert!(!gate.allocated(), "a look does not allocate");
+        drop(gate.shared());
+        assert!(gate.allocated());
+        let other = WriteGate::new();
+        drop(other.exclusive());
+        assert!(other.allocated());
     }
 
     #[test]

@@ -9,9 +9,15 @@
 //! use sequentially consistent operations, so either the updater sees the entrant's count
 //! or the entrant sees the new epoch and retries (Dekker's argument, as in `disk::gate`).
 //! The entrant's path writes only its own line and reads the epoch's, which stays shared.
+//!
+//! The counters (32 lines of 128 bytes) are allocated at the first command admitted, not
+//! with the unit: 65,536 bound volumes that see no I/O would otherwise hold 8 KiB of them
+//! each. Before that nothing was admitted, so a drain has nothing to wait for; a drain
+//! allocates them too, so an entrant racing with it counts where the drain looks.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Per-thread counters; threads beyond this share, which is correct, only slower.
@@ -26,7 +32,8 @@ struct Shard {
 #[derive(Debug)]
 pub(super) struct Fence {
     epoch: AtomicU64,
-    shards: Box<[Shard]>,
+    /// Allocated by the first [`Fence::enter`] or [`Fence::drain`].
+    shards: OnceLock<Box<[Shard]>>,
 }
 
 fn shard_index() -> usize {
@@ -51,8 +58,20 @@ impl Fence {
         static NEXT_BASE: AtomicU64 = AtomicU64::new(0);
         Fence {
             epoch: AtomicU64::new(NEXT_BASE.fetch_add(1 << 32, Ordering::Relaxed)),
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: OnceLock::new(),
         }
+    }
+
+    /// The counters, allocated on the first call.
+    fn shards(&self) -> &[Shard] {
+        self.shards
+            .get_or_init(|| (0..SHARDS).map(|_| Shard::default()).collect())
+    }
+
+    /// Whether the counters exist yet (for tests of the memory a unit holds).
+    #[cfg(test)]
+    pub(super) fn allocated(&self) -> bool {
+        self.shards.get().is_some()
     }
 
     pub(super) fn epoch(&self) -> u64 {
@@ -62,9 +81,10 @@ impl Fence {
     /// Admits a command under the current epoch.
     pub(super) fn enter(&self) -> Ticket {
         let shard = shard_index();
+        let shards = self.shards();
         loop {
             let epoch = self.epoch.load(Ordering::SeqCst);
-            let counter = &self.shards[shard].admitted[(epoch & 1) as usize];
+            let counter = &shards[shard].admitted[(epoch & 1) as usize];
             counter.fetch_add(1, Ordering::SeqCst);
             if self.epoch.load(Ordering::SeqCst) == epoch {
                 return Ticket { epoch, shard };
@@ -74,7 +94,7 @@ impl Fence {
     }
 
     pub(super) fn leave(&self, ticket: &Ticket) {
-        self.shards[ticket.shard].admitted[(ticket.epoch & 1) as usize]
+        self.shards()[ticket.shard].admitted[(ticket.epoch & 1) as usize]
             .fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -90,8 +110,8 @@ impl Fence {
         let parity = (old & 1) as usize;
         let started = Instant::now();
         let mut spins = 0u32;
-        while self
-            .shards
+        let shards = self.shards();
+        while shards
             .iter()
             .any(|s| s.admitted[parity].load(Ordering::SeqCst) > 0)
         {
@@ -173,6 +193,18 @@ mod tests {
         for worker in workers {
             worker.join().unwrap();
         }
+    }
+
+    #[test]
+    fn a_fence_allocates_its_counters_at_the_first_command() {
+        let fence = Fence::new();
+        assert!(!fence.allocated());
+        let ticket = fence.enter();
+        assert!(fence.allocated());
+        fence.leave(&ticket);
+        let idle = Fence::new();
+        let old = idle.advance();
+        assert!(idle.drain(old, Duration::from_millis(20)));
     }
 
     #[test]

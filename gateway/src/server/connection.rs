@@ -18,7 +18,7 @@ use crate::session::{
 };
 
 use super::attention::Attentions;
-use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample};
+use super::lun_stats::{op_kind, LoopLunStats, OpKind, Sample, StatsUnit};
 use super::rx_buffers::RxBufferPool;
 use super::{Deferred, LiveTarget, LunExecutor, LunInfo, Submission};
 use crate::portal::{AluaGroups, PortalLoad};
@@ -129,7 +129,7 @@ pub struct Connection {
     attentions: Attentions,
     /// Deferred commands' start, for their latency: (command, unit, kind, write bytes,
     /// start).
-    timings: Vec<(CommandId, u64, OpKind, u64, Instant)>,
+    timings: Vec<(CommandId, StatsUnit, OpKind, u64, Instant)>,
     /// Finished commands not yet counted by the event loop ([`Connection::drain_samples`]).
     samples: Vec<Sample>,
     /// This session's I_T nexus once logged in to a target, with what its units'
@@ -698,27 +698,36 @@ impl Connection {
             // The turn's time: the command arrived in this turn (or waited for output
             // room until it).
             let started = now;
-            let unit_id = self.unit_of(command.lun);
+            let attached = self.attached_unit(command.lun);
             let kind = op_kind(&command.cdb);
             let write_bytes = command.data_out.len() as u64;
+            // A bound volume comes back from the lookup that runs the command.
+            let mut bound = None;
             let submission = match (&self.executor, &mut self.nexus) {
-                (Some(executor), Some(nexus)) => executor.submit_as(
-                    nexus,
-                    command.lun,
-                    &command.cdb,
-                    command.data_out,
-                    command.expected_data_in_len,
-                ),
-                (Some(executor), None) => executor.submit(
-                    crate::disk::Nexus {
-                        initiator_name: self.session.initiator_name(),
-                        isid: self.session.isid(),
-                    },
-                    command.lun,
-                    &command.cdb,
-                    command.data_out,
-                    command.expected_data_in_len,
-                ),
+                (Some(executor), Some(nexus)) => {
+                    let (submission, unit) = executor.submit_as_bound(
+                        nexus,
+                        command.lun,
+                        &command.cdb,
+                        command.data_out,
+                        command.expected_data_in_len,
+                    );
+                    bound = unit;
+                    submission
+                }
+                (Some(executor), None) => {
+                    bound = executor.subsidiary_unit(command.lun);
+                    executor.submit(
+                        crate::disk::Nexus {
+                            initiator_name: self.session.initiator_name(),
+                            isid: self.session.isid(),
+                        },
+                        command.lun,
+                        &command.cdb,
+                        command.data_out,
+                        command.expected_data_in_len,
+                    )
+                }
                 (None, _) => Submission::Done(CommandResult {
                     status: 0x02,
                     // ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED.
@@ -727,6 +736,7 @@ impl Connection {
                     data_out_wanted: None,
                 }),
             };
+            let unit_id = attached.or_else(|| bound.map(StatsUnit::Bound));
             match submission {
                 Submission::Done(result) => {
                     if let Some(unit_id) = unit_id {
@@ -780,18 +790,22 @@ impl Connection {
         })
     }
 
-    /// The unit behind `lun` on the target logged in to.
-    fn unit_of(&self, lun: u64) -> Option<u64> {
+    /// The LUN of the target's map behind `lun`, as the statistics key it (a two-level
+    /// LUN's volume comes from [`LunExecutor::submit_as_bound`]).
+    fn attached_unit(&self, lun: u64) -> Option<StatsUnit> {
+        if lun > datapath::scsi::lun::SIMPLE_MAX {
+            return None;
+        }
         self.target_luns
             .binary_search_by_key(&lun, |info| info.lun)
             .ok()
-            .map(|at| self.target_luns[at].unit_id)
+            .map(|at| StatsUnit::Attached(self.target_luns[at].unit_id))
     }
 
     /// Counts a finished command: its bytes when it succeeded, its latency always.
     fn sample(
         &mut self,
-        unit_id: u64,
+        unit: StatsUnit,
         kind: OpKind,
         write_bytes: u64,
         result: &CommandResult,
@@ -803,7 +817,7 @@ impl Connection {
             _ => 0,
         };
         self.samples.push(Sample {
-            unit_id,
+            unit,
             kind,
             bytes,
             started,

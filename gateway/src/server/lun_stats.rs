@@ -8,11 +8,22 @@
 //! cache line on the I/O path); the control plane asks every loop for a copy between turns
 //! and merges them (HdrHistogram merges are exact). Units are keyed by
 //! [`super::LunInfo::unit_id`], so a LUN detached and attached again starts afresh.
+//!
+//! A bound volume (a subsidiary LU, `crate::conglomerate`) has no LUN number of its own
+//! and no `LunInfo`: its entry is keyed by its `LogicalUnit` and holds a `Weak` to it.
+//! Entries exist only for units that ran a command (65,536 bound volumes without I/O
+//! cost no histogram), and one whose unit is gone (unbound, its last command done) is
+//! dropped at the loop's next configuration change or statistics copy. While an entry
+//! (or a copy of it) holds its `Weak`, the unit's allocation cannot be reused, so the
+//! address is an exact key.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+
+use crate::disk::LogicalUnit;
 
 /// Latencies are kept in microseconds, from 1 µs to a minute, to 2 significant digits
 /// (1%): about 27 KiB per unit and loop, made on the unit's first command.
@@ -36,10 +47,19 @@ pub(crate) fn op_kind(cdb: &[u8]) -> OpKind {
     }
 }
 
+/// The unit a command ran on, as the statistics key it.
+#[derive(Debug, Clone)]
+pub(crate) enum StatsUnit {
+    /// A LUN of the target's map: its [`super::LunInfo::unit_id`].
+    Attached(u64),
+    /// A bound volume, reached through an endpoint.
+    Bound(Arc<LogicalUnit>),
+}
+
 /// One finished command; its latency is taken when the loop counts it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Sample {
-    pub(crate) unit_id: u64,
+    pub(crate) unit: StatsUnit,
     pub(crate) kind: OpKind,
     pub(crate) bytes: u64,
     pub(crate) started: Instant,
@@ -123,43 +143,153 @@ impl Default for LunCounters {
     }
 }
 
+/// The figures of one bound volume in one loop.
+#[derive(Debug)]
+struct BoundEntry {
+    unit: Weak<LogicalUnit>,
+    counters: LunCounters,
+}
+
 /// One event loop's table.
 #[derive(Debug, Default)]
 pub(crate) struct LoopLunStats {
     by_unit: HashMap<u64, LunCounters>,
     /// Units in the table after the last [`LoopLunStats::retain`].
     kept_at_last_retain: usize,
+    /// By the unit's address (see the module documentation).
+    bound: HashMap<usize, BoundEntry>,
+}
+
+/// A copy of one loop's figures, or their sum over the loops.
+#[derive(Debug, Default, Clone)]
+pub struct LunFigures {
+    /// By [`super::LunInfo::unit_id`].
+    pub attached: HashMap<u64, LunCounters>,
+    /// Bound volumes, by the unit's address ([`LunFigures::bound_figures`] finds one).
+    bound: HashMap<usize, (Weak<LogicalUnit>, LunCounters)>,
+}
+
+impl LunFigures {
+    /// The figures of a bound volume's unit, if it ran a command.
+    pub fn bound_figures(&self, unit: &Arc<LogicalUnit>) -> Option<&LunCounters> {
+        self.bound
+            .get(&(Arc::as_ptr(unit) as usize))
+            .map(|(_, counters)| counters)
+    }
+
+    /// How many bound volumes have figures.
+    pub fn bound_len(&self) -> usize {
+        self.bound.len()
+    }
+
+    /// Adds another loop's copy.
+    pub fn merge(&mut self, other: LunFigures) {
+        for (unit, counters) in other.attached {
+            self.attached.entry(unit).or_default().merge(&counters);
+        }
+        for (key, (unit, counters)) in other.bound {
+            match self.bound.get_mut(&key) {
+                Some((_, mine)) => mine.merge(&counters),
+                None => {
+                    self.bound.insert(key, (unit, counters));
+                }
+            }
+        }
+    }
+
+    /// The figures gathered since `earlier` (a copy taken before); a unit `earlier`
+    /// lacks counts whole.
+    pub fn since(&self, earlier: &LunFigures) -> LunFigures {
+        let attached = self
+            .attached
+            .iter()
+            .map(|(unit, now)| {
+                let delta = match earlier.attached.get(unit) {
+                    Some(before) => now.since(before),
+                    None => now.clone(),
+                };
+                (*unit, delta)
+            })
+            .collect();
+        let bound = self
+            .bound
+            .iter()
+            .map(|(key, (unit, now))| {
+                let delta = match earlier.bound.get(key) {
+                    Some((_, before)) => now.since(before),
+                    None => now.clone(),
+                };
+                (*key, (unit.clone(), delta))
+            })
+            .collect();
+        LunFigures { attached, bound }
+    }
 }
 
 impl LoopLunStats {
     /// Counts `sample`, finished at `end`.
     pub(crate) fn record(&mut self, sample: &Sample, end: Instant) {
-        self.by_unit
-            .entry(sample.unit_id)
-            .or_default()
-            .record(sample, end.saturating_duration_since(sample.started));
+        let latency = end.saturating_duration_since(sample.started);
+        match &sample.unit {
+            StatsUnit::Attached(unit_id) => self
+                .by_unit
+                .entry(*unit_id)
+                .or_default()
+                .record(sample, latency),
+            StatsUnit::Bound(unit) => self
+                .bound
+                .entry(Arc::as_ptr(unit) as usize)
+                .or_insert_with(|| BoundEntry {
+                    unit: Arc::downgrade(unit),
+                    counters: LunCounters::new(),
+                })
+                .counters
+                .record(sample, latency),
+        }
     }
 
-    /// Drops the figures of units no longer attached.
+    /// Drops the figures of units no longer attached, and of bound volumes gone.
     pub(crate) fn retain(&mut self, attached: impl Fn(u64) -> bool) {
         self.by_unit.retain(|unit, _| attached(*unit));
         self.kept_at_last_retain = self.by_unit.len();
+        self.drop_unbound();
     }
 
     /// Whether the table grew enough since the last [`LoopLunStats::retain`] to look for
     /// detached units again. A look walks the whole configuration, too much for every
     /// published change (thousands of targets, thousands of changes per second); figures
     /// of a detached unit are only memory (unit ids are never reused), at most about as
-    /// many as the units attached.
+    /// many as the units attached. Bound volumes gone are dropped at each copy anyway.
     pub(crate) fn retain_due(&self) -> bool {
         self.by_unit.len() > 2 * self.kept_at_last_retain + 64
     }
 
-    pub(crate) fn copy(&self) -> Vec<(u64, LunCounters)> {
-        self.by_unit
-            .iter()
-            .map(|(unit, counters)| (*unit, counters.clone()))
-            .collect()
+    /// Drops the figures of bound volumes whose unit is gone (unbound, last command done).
+    fn drop_unbound(&mut self) {
+        self.bound.retain(|_, entry| entry.unit.strong_count() > 0);
+    }
+
+    /// A copy for the control plane; bound volumes gone are dropped first.
+    pub(crate) fn copy(&mut self) -> LunFigures {
+        self.drop_unbound();
+        LunFigures {
+            attached: self
+                .by_unit
+                .iter()
+                .map(|(unit, counters)| (*unit, counters.clone()))
+                .collect(),
+            bound: self
+                .bound
+                .iter()
+                .map(|(key, entry)| (*key, (entry.unit.clone(), entry.counters.clone())))
+                .collect(),
+        }
+    }
+
+    /// How many entries the table holds (attached LUNs, bound volumes).
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
+        (self.by_unit.len(), self.bound.len())
     }
 }
 
@@ -169,9 +299,13 @@ mod tests {
 
     /// A sample and the end that gives it `us` of latency.
     fn sample(unit_id: u64, kind: OpKind, us: u64) -> (Sample, Instant) {
+        sample_of(StatsUnit::Attached(unit_id), kind, us)
+    }
+
+    fn sample_of(unit: StatsUnit, kind: OpKind, us: u64) -> (Sample, Instant) {
         let started = Instant::now();
         let sample = Sample {
-            unit_id,
+            unit,
             kind,
             bytes: 4096,
             started,
@@ -193,12 +327,9 @@ mod tests {
         }
         let (s, end) = sample(8, OpKind::Other, 5);
         b.record(&s, end);
-        let mut merged = LunCounters::new();
-        for (unit, counters) in a.copy().iter().chain(b.copy().iter()) {
-            if *unit == 7 {
-                merged.merge(counters);
-            }
-        }
+        let mut all = a.copy();
+        all.merge(b.copy());
+        let merged = all.attached[&7].clone();
         assert_eq!((merged.reads, merged.writes, merged.others), (50, 50, 0));
         assert_eq!(merged.read_bytes, 50 * 4096);
         assert_eq!(merged.latency_us.len(), 100);
@@ -213,7 +344,52 @@ mod tests {
         let delta = later.since(&merged);
         assert_eq!((delta.reads, delta.latency_us.len()), (1, 1));
         b.retain(|unit| unit != 8);
-        assert_eq!(b.copy().len(), 1);
+        assert_eq!(b.copy().attached.len(), 1);
+    }
+
+    fn unit() -> Arc<LogicalUnit> {
+        Arc::new(LogicalUnit::new(
+            Box::new(crate::backend::NullBackend::new(1 << 20)),
+            crate::disk::LuConfig::default(),
+        ))
+    }
+
+    #[test]
+    fn a_bound_volume_is_counted_by_its_unit_and_dropped_once_the_unit_is_gone() {
+        let (x, y) = (unit(), unit());
+        let mut a = LoopLunStats::default();
+        let mut b = LoopLunStats::default();
+        for us in 1..=10 {
+            let (s, end) = sample_of(StatsUnit::Bound(Arc::clone(&x)), OpKind::Read, us);
+            a.record(&s, end);
+            let (s, end) = sample_of(StatsUnit::Bound(Arc::clone(&x)), OpKind::Write, us);
+            b.record(&s, end);
+        }
+        let (s, end) = sample_of(StatsUnit::Bound(Arc::clone(&y)), OpKind::Read, 3);
+        a.record(&s, end);
+        drop(s);
+        let mut all = a.copy();
+        all.merge(b.copy());
+        let fx = all.bound_figures(&x).expect("x ran commands");
+        assert_eq!((fx.reads, fx.writes, fx.latency_us.len()), (10, 10, 20));
+        assert_eq!(all.bound_figures(&y).map(|c| c.reads), Some(1));
+        assert!(all.bound_figures(&unit()).is_none(), "no I/O, no entry");
+        let earlier = all.clone();
+        let (s, end) = sample_of(StatsUnit::Bound(Arc::clone(&x)), OpKind::Read, 5);
+        a.record(&s, end);
+        drop(s);
+        let delta = a.copy().since(&earlier);
+        assert_eq!(delta.bound_figures(&x).map(|c| c.reads), Some(1));
+        // Unbound: the table held no strong reference, so the unit is gone and its
+        // histogram goes at the next copy or configuration change.
+        drop((all, earlier, delta));
+        drop(y);
+        assert_eq!(a.len(), (0, 2));
+        a.retain(|_| true);
+        assert_eq!(a.len(), (0, 1));
+        drop(x);
+        assert_eq!(a.copy().bound_len(), 0);
+        assert_eq!(b.copy().bound_len(), 0);
     }
 
     #[test]

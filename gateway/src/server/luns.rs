@@ -90,15 +90,15 @@ impl DiskLuns {
         }
     }
 
-    fn plan(&self, lun: u64, task: &ScsiTask) -> Plan {
+    /// [`LogicalUnit::plan`] on the unit `lun` names (found by the caller, once per
+    /// command: a bound volume's lookup is a B-tree step and a binary search).
+    fn plan_on(&self, unit: &LogicalUnit, lun: u64, task: &ScsiTask) -> Plan {
         if task.cdb.first() == Some(&op::REPORT_LUNS) {
             return Plan::Done(report_luns(task, lun, self));
         }
-        match self.unit(lun) {
-            Some(unit) => unit.plan(task),
-            None => self.map.plan(lun, task),
-        }
+        unit.plan(task)
     }
+
     /// Section 11.4.5.1 residuals for writes: the initiator may send more or less
     /// Data-Out than the CDB asks for. Only the CDB's amount is written; with less, a
     /// WRITE is cut to the whole blocks that came (the rest is an overflow). COMPARE AND
@@ -110,13 +110,11 @@ impl DiskLuns {
     /// Returns the CDB to run (rewritten into `cdb_buf` when cut), how many bytes of the
     /// Data-Out it uses, and the Data-Out length the CDB asked for.
     fn trim<'a>(
-        &self,
-        lun: u64,
+        block_size: Option<u32>,
         cdb: &'a [u8],
         data_out_len: usize,
         cdb_buf: &'a mut Vec<u8>,
     ) -> (&'a [u8], usize, Option<u32>) {
-        let block_size = self.unit(lun).map(|lu| lu.block_size());
         let wanted = block_size.and_then(|b| data_out_length(cdb, b));
         if cdb.first() == Some(&op::COMPARE_AND_WRITE) {
             return (cdb, data_out_len, wanted);
@@ -136,6 +134,126 @@ impl DiskLuns {
                 }
             }
             _ => (cdb, data_out_len, wanted),
+        }
+    }
+
+    /// Starts a command on `unit`, the unit `lun` names (looked up once by the caller).
+    fn submit_to(
+        &self,
+        unit: &Arc<LogicalUnit>,
+        nexus: disk::Nexus<'_>,
+        lun: u64,
+        cdb: &[u8],
+        mut data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> Submission {
+        let mut cdb_buf = Vec::new();
+        let (cdb, used, wanted) =
+            Self::trim(Some(unit.block_size()), cdb, data_out.len(), &mut cdb_buf);
+        let data = data_out.get(..used).unwrap_or(&data_out);
+        match self.plan_on(
+            unit,
+            lun,
+            &self.task(nexus, cdb, data, expected_data_in_len),
+        ) {
+            Plan::Done(result) => Submission::Done(command_result(result, wanted)),
+            Plan::Blocking => {
+                data_out.truncate(used);
+                let unit = Arc::clone(unit);
+                let cdb = cdb.to_vec();
+                let (target_name, tpgt) = (self.target_name.clone(), self.tpgt);
+                let nexus = nexus.to_key();
+                let ticket = unit.blocking_ticket();
+                Submission::Blocking(BlockingJob {
+                    unit: Arc::as_ptr(&unit) as usize,
+                    run: Box::new(move || {
+                        let _ticket = ticket;
+                        let task = ScsiTask {
+                            cdb: &cdb,
+                            data_out: &data_out,
+                            expected_data_in_len,
+                            target_port: port_info(&target_name, tpgt),
+                            nexus: nexus.as_nexus(),
+                        };
+                        command_result(unit.execute(&task), wanted)
+                    }),
+                })
+            }
+            Plan::Io(plan) => {
+                // The plan's length is what the CDB writes, a prefix of the Data-Out.
+                if plan.kind == IoKind::Write {
+                    data_out.truncate(plan.len as usize);
+                } else {
+                    data_out = Vec::new();
+                }
+                Submission::Io(FileIo {
+                    unit: Arc::clone(unit),
+                    plan,
+                    data_out,
+                    data_out_wanted: wanted,
+                    admitted: None,
+                })
+            }
+        }
+    }
+
+    /// [`LunExecutor::submit_as`] on `unit`, the unit `lun` names (looked up once).
+    fn submit_as_on(
+        &self,
+        unit: &Arc<LogicalUnit>,
+        nexus: &mut NexusView,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> Submission {
+        let reservations = unit.reservations();
+        let admitted = match reservations.admit(nexus, lun as usize, cdb) {
+            Admission::Go(admitted) => admitted,
+            Admission::Done(result) => return Submission::Done(command_result(result, None)),
+            Admission::Reservation if reservations.may_block(cdb) => {
+                let unit = Arc::clone(unit);
+                let (who, cdb) = (nexus.nexus().clone(), cdb.to_vec());
+                return Submission::Blocking(BlockingJob {
+                    unit: Arc::as_ptr(&unit) as usize,
+                    run: Box::new(move || {
+                        let result = unit.reservations().execute(&who, &cdb, &data_out);
+                        command_result(result, None)
+                    }),
+                });
+            }
+            Admission::Reservation => {
+                let result = reservations.execute(nexus.nexus(), cdb, &data_out);
+                return Submission::Done(command_result(result, None));
+            }
+        };
+        // The ticket stays with the command until it is done (here, on the ring or on
+        // the blocking pool).
+        let command_nexus = nexus.nexus().command_nexus();
+        match self.submit_to(
+            unit,
+            command_nexus,
+            lun,
+            cdb,
+            data_out,
+            expected_data_in_len,
+        ) {
+            Submission::Done(result) => Submission::Done(result),
+            Submission::Io(mut io) => {
+                io.admitted = admitted.into_owned(Arc::clone(unit));
+                Submission::Io(io)
+            }
+            Submission::Blocking(job) => {
+                let ticket = admitted.into_owned(Arc::clone(unit));
+                let run = job.run;
+                Submission::Blocking(BlockingJob {
+                    unit: job.unit,
+                    run: Box::new(move || {
+                        let _admitted = ticket;
+                        run()
+                    }),
+                })
+            }
         }
     }
 
@@ -186,7 +304,8 @@ impl LunExecutor for DiskLuns {
         expected_data_in_len: u32,
     ) -> CommandResult {
         let mut cdb_buf = Vec::new();
-        let (cdb, used, wanted) = self.trim(lun, cdb, data_out.len(), &mut cdb_buf);
+        let block_size = self.unit(lun).map(|lu| lu.block_size());
+        let (cdb, used, wanted) = Self::trim(block_size, cdb, data_out.len(), &mut cdb_buf);
         let data_out = data_out.get(..used).unwrap_or(data_out);
         let result = self.run(lun, &self.task(nexus, cdb, data_out, expected_data_in_len));
         command_result(result, wanted)
@@ -197,59 +316,13 @@ impl LunExecutor for DiskLuns {
         nexus: disk::Nexus<'_>,
         lun: u64,
         cdb: &[u8],
-        mut data_out: Vec<u8>,
+        data_out: Vec<u8>,
         expected_data_in_len: u32,
     ) -> Submission {
-        let Some(unit) = self.unit(lun) else {
-            return Submission::Done(self.execute(
-                nexus,
-                lun,
-                cdb,
-                &data_out,
-                expected_data_in_len,
-            ));
-        };
-        let mut cdb_buf = Vec::new();
-        let (cdb, used, wanted) = self.trim(lun, cdb, data_out.len(), &mut cdb_buf);
-        let data = data_out.get(..used).unwrap_or(&data_out);
-        match self.plan(lun, &self.task(nexus, cdb, data, expected_data_in_len)) {
-            Plan::Done(result) => Submission::Done(command_result(result, wanted)),
-            Plan::Blocking => {
-                data_out.truncate(used);
-                let unit = Arc::clone(unit);
-                let cdb = cdb.to_vec();
-                let (target_name, tpgt) = (self.target_name.clone(), self.tpgt);
-                let nexus = nexus.to_key();
-                let ticket = unit.blocking_ticket();
-                Submission::Blocking(BlockingJob {
-                    unit: Arc::as_ptr(&unit) as usize,
-                    run: Box::new(move || {
-                        let _ticket = ticket;
-                        let task = ScsiTask {
-                            cdb: &cdb,
-                            data_out: &data_out,
-                            expected_data_in_len,
-                            target_port: port_info(&target_name, tpgt),
-                            nexus: nexus.as_nexus(),
-                        };
-                        command_result(unit.execute(&task), wanted)
-                    }),
-                })
-            }
-            Plan::Io(plan) => {
-                // The plan's length is what the CDB writes, a prefix of the Data-Out.
-                if plan.kind == IoKind::Write {
-                    data_out.truncate(plan.len as usize);
-                } else {
-                    data_out = Vec::new();
-                }
-                Submission::Io(FileIo {
-                    unit: Arc::clone(unit),
-                    plan,
-                    data_out,
-                    data_out_wanted: wanted,
-                    admitted: None,
-                })
+        match self.unit(lun) {
+            Some(unit) => self.submit_to(unit, nexus, lun, cdb, data_out, expected_data_in_len),
+            None => {
+                Submission::Done(self.execute(nexus, lun, cdb, &data_out, expected_data_in_len))
             }
         }
     }
@@ -262,58 +335,45 @@ impl LunExecutor for DiskLuns {
         data_out: Vec<u8>,
         expected_data_in_len: u32,
     ) -> Submission {
-        let Some(unit) = self.unit(lun) else {
-            return self.submit(
+        match self.unit(lun) {
+            Some(unit) => self.submit_as_on(unit, nexus, lun, cdb, data_out, expected_data_in_len),
+            None => self.submit(
                 nexus.nexus().command_nexus(),
                 lun,
                 cdb,
                 data_out,
                 expected_data_in_len,
-            );
-        };
-        let reservations = unit.reservations();
-        let admitted = match reservations.admit(nexus, lun as usize, cdb) {
-            Admission::Go(admitted) => admitted,
-            Admission::Done(result) => return Submission::Done(command_result(result, None)),
-            Admission::Reservation if reservations.may_block(cdb) => {
-                let unit = Arc::clone(unit);
-                let (who, cdb) = (nexus.nexus().clone(), cdb.to_vec());
-                return Submission::Blocking(BlockingJob {
-                    unit: Arc::as_ptr(&unit) as usize,
-                    run: Box::new(move || {
-                        let result = unit.reservations().execute(&who, &cdb, &data_out);
-                        command_result(result, None)
-                    }),
-                });
-            }
-            Admission::Reservation => {
-                let result = reservations.execute(nexus.nexus(), cdb, &data_out);
-                return Submission::Done(command_result(result, None));
-            }
-        };
-        // The ticket stays with the command until it is done (here, on the ring or on
-        // the blocking pool).
-        let command_nexus = nexus.nexus().command_nexus();
-        match self.submit(command_nexus, lun, cdb, data_out, expected_data_in_len) {
-            Submission::Done(result) => Submission::Done(result),
-            Submission::Io(mut io) => {
-                io.admitted = admitted.into_owned(Arc::clone(unit));
-                Submission::Io(io)
-            }
-            Submission::Blocking(job) => {
-                let ticket = admitted.into_owned(Arc::clone(unit));
-                let run = job.run;
-                Submission::Blocking(BlockingJob {
-                    unit: job.unit,
-                    run: Box::new(move || {
-                        let _admitted = ticket;
-                        run()
-                    }),
-                })
-            }
+            ),
         }
     }
 
+    fn submit_as_bound(
+        &self,
+        nexus: &mut NexusView,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> (Submission, Option<Arc<LogicalUnit>>) {
+        match self.unit(lun) {
+            Some(unit) => {
+                let bound = (lun > datapath::scsi::lun::SIMPLE_MAX).then(|| Arc::clone(unit));
+                let submission =
+                    self.submit_as_on(unit, nexus, lun, cdb, data_out, expected_data_in_len);
+                (submission, bound)
+            }
+            None => (
+                self.submit(
+                    nexus.nexus().command_nexus(),
+                    lun,
+                    cdb,
+                    data_out,
+                    expected_data_in_len,
+                ),
+                None,
+            ),
+        }
+    }
     fn answer_first(&self, nexus: &mut NexusView, lun: u64, cdb: &[u8]) -> Option<CommandResult> {
         let unit = self.map.get(lun)?;
         match unit.reservations().admit(nexus, lun as usize, cdb) {
@@ -350,6 +410,13 @@ impl LunExecutor for DiskLuns {
                 unit.reservations().announce(asc);
             }
         }
+    }
+
+    fn subsidiary_unit(&self, lun: u64) -> Option<Arc<LogicalUnit>> {
+        if lun <= datapath::scsi::lun::SIMPLE_MAX {
+            return None;
+        }
+        self.unit(lun).cloned()
     }
 
     fn flush(&self) {

@@ -45,7 +45,7 @@ pub use checks::LUN_NUMBER_LIMIT;
 
 use crate::conglomerate::HostBindings;
 pub use connection::{CloseReason, Connection, ConnectionLimits};
-pub use lun_stats::LunCounters;
+pub use lun_stats::{LunCounters, LunFigures};
 pub use params::{OfferChange, OfferLimits, RENEGOTIATE_WITHIN_S};
 pub use portals::{AsyncRequestSpec, PortalStatus, ARRAY_EVENT_GRACE};
 
@@ -112,6 +112,25 @@ pub trait LunExecutor: Send + Sync {
     /// Establishes the unit attention `asc` for every nexus of every unit (ASYMMETRIC
     /// ACCESS STATE CHANGED when a port group's ALUA state changes).
     fn announce(&self, _asc: (u8, u8)) {}
+    /// The volume bound at the two-level LUN `lun` for this executor's host, for the
+    /// per-LUN statistics (`lun_stats`). The default has no bound volumes.
+    fn subsidiary_unit(&self, _lun: u64) -> Option<Arc<LogicalUnit>> {
+        None
+    }
+    /// [`LunExecutor::submit_as`], also handing back the volume a two-level LUN reached
+    /// (for the statistics), found by the same lookup. The default looks it up apart.
+    fn submit_as_bound(
+        &self,
+        nexus: &mut NexusView,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+        expected_data_in_len: u32,
+    ) -> (Submission, Option<Arc<LogicalUnit>>) {
+        let bound = self.subsidiary_unit(lun);
+        let submission = self.submit_as(nexus, lun, cdb, data_out, expected_data_in_len);
+        (submission, bound)
+    }
 }
 
 /// What [`LunExecutor::submit`] decided.
@@ -593,7 +612,7 @@ pub(crate) enum LoopMessage {
     /// Run with this configuration from now on.
     Config(Arc<ConfigSnapshot>),
     /// Send a copy of the loop's per-unit statistics.
-    Stats(std::sync::mpsc::Sender<Vec<(u64, LunCounters)>>),
+    Stats(std::sync::mpsc::Sender<LunFigures>),
 }
 
 /// The sending side of one loop's [`LoopConfig`].
@@ -840,8 +859,8 @@ impl Controller {
     }
 
     /// The statistics of every unit that ran a command, by unit id
-    /// ([`LunInfo::unit_id`]), summed over the event loops.
-    pub fn lun_stats(&self) -> HashMap<u64, LunCounters> {
+    /// ([`LunInfo::unit_id`]) and for bound volumes by unit, summed over the event loops.
+    pub fn lun_stats(&self) -> LunFigures {
         let (reply, answers) = std::sync::mpsc::channel();
         let mut asked = 0;
         if let Ok(mailboxes) = self.mailboxes.lock() {
@@ -856,7 +875,7 @@ impl Controller {
                 }
             }
         }
-        let mut merged: HashMap<u64, LunCounters> = HashMap::new();
+        let mut merged = LunFigures::default();
         let deadline = std::time::Instant::now() + APPLY_WAIT;
         for _ in 0..asked {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -864,9 +883,7 @@ impl Controller {
                 tracing::warn!("an event loop did not send its statistics in time");
                 break;
             };
-            for (unit, counters) in copy {
-                merged.entry(unit).or_default().merge(&counters);
-            }
+            merged.merge(copy);
         }
         merged
     }
