@@ -645,6 +645,43 @@ mod tests {
         assert!(error.contains("came with 512 bytes"), "{error}");
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However the pieces of a large queued read finish (any order, any one failing),
+        /// the command is answered once: the bytes in place, or the first error.
+        #[test]
+        fn pieces_answer_once_with_the_bytes_in_place_or_the_error(
+            order in Just((0..6usize).collect::<Vec<_>>()).prop_shuffle(),
+            failing in proptest::option::of(0..6usize),
+        ) {
+            let piece = 1000usize;
+            let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = Arc::clone(&answers);
+            let join = Join::new(6, 6 * piece, Box::new(move |o| sink.lock().unwrap().push(o)));
+            for &n in &order {
+                let outcome = if failing == Some(n) {
+                    Err(io::Error::other(format!("piece {n} failed")))
+                } else {
+                    Ok(vec![n as u8; piece])
+                };
+                prop_assert!(answers.lock().unwrap().is_empty(), "answered before the last piece");
+                join.piece_done(n * piece, outcome);
+            }
+            let answers = std::mem::take(&mut *answers.lock().unwrap());
+            prop_assert_eq!(answers.len(), 1);
+            match (answers.into_iter().next().unwrap(), failing) {
+                (Ok(data), None) => {
+                    for (n, chunk) in data.chunks(piece).enumerate() {
+                        prop_assert!(chunk.iter().all(|&b| b == n as u8));
+                    }
+                }
+                (Err(error), Some(n)) => prop_assert_eq!(error.to_string(), format!("piece {n} failed")),
+                (other, failing) => prop_assert!(false, "{:?} with failing {:?}", other.map(|d| d.len()), failing),
+            }
+        }
+    }
+
     #[test]
     fn a_far_side_that_does_not_answer_fails_the_open_with_its_address() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
