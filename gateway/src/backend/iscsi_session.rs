@@ -165,7 +165,7 @@ pub(super) fn session_thread(far: &Far, queue: &crossbeam_channel::Receiver<Job>
         match client.wait_completions(&mut finished) {
             Ok(()) => {}
             Err(error) => {
-                tracing::warn!(url = %far.url, %error, "session to the far side lost; logging in again");
+                tracing::debug!(url = %far.url, %error, "the session's connection failed");
                 lost_session = true;
             }
         }
@@ -184,6 +184,11 @@ pub(super) fn session_thread(far: &Far, queue: &crossbeam_channel::Receiver<Job>
             }
         }
         if lost_session {
+            tracing::warn!(
+                url = %far.url,
+                still_in_flight = in_flight.len(),
+                "session to the far side lost; logging in again"
+            );
             session = None;
             // What the lost session held goes again, oldest first.
             let mut held: Vec<(u64, Attempt)> = in_flight.drain().collect();
