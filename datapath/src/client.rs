@@ -131,8 +131,8 @@ enum Login {
     },
 }
 
-/// Why a carrier did not take a command.
-enum Refused {
+/// Why a carrier (or [`Client::submit`]) did not take a command.
+pub enum Refused {
     /// It has no room now: the command comes back to wait for a completion.
     Full(Request),
     /// It refused the command itself (the command fails alone).
@@ -404,6 +404,24 @@ impl Client {
             .into_iter()
             .map(|r| r.unwrap_or(Err(ClientError::Closed("the command completed"))))
             .collect())
+    }
+
+    /// Hands one command to the session without waiting for it, for callers that keep
+    /// several in flight themselves (the gateway's `iscsi:` backend); its `user_data`
+    /// comes back with its completion from [`Client::wait_completions`]. A full window
+    /// hands the request back ([`Refused::Full`]).
+    pub fn submit(&mut self, request: Request) -> Result<(), Refused> {
+        self.carrier.submit(request)
+    }
+
+    /// Waits for at least one command given to [`Client::submit`] to complete and appends
+    /// every completion ready, by `user_data`. `Err` means the connection (or the path's
+    /// shard) failed: the commands still in flight will not complete on this client.
+    pub fn wait_completions(
+        &mut self,
+        finished: &mut Vec<(u64, Result<CommandOutcome, ClientError>)>,
+    ) -> Result<(), ClientError> {
+        self.carrier.wait_completions(finished)
     }
 
     /// Logs out (software path: reason close the session, then closes the connection) or

@@ -6,27 +6,29 @@
 //! Limits VPD page (SBC-3 6.6.3): the LUN is thin exactly when the far side unmaps.
 //!
 //! Several sessions (one per gateway core, at most [`SESSIONS_MAX`]), each owned by its
-//! own thread (a `Client` stays on the thread that logged it in) and carrying one command
-//! at a time: the backend's calls come from the gateway's blocking pool
-//! ([`super::Backend::io_may_block`]), several at once, and go through one bounded queue
-//! that every session thread takes from, so the queue depth is the session count. A
-//! session lost (connection reset, the far side restarted) is logged in again and the
-//! command sent again, for up to [`RECONNECT_BUDGET`]; a unit attention the far side
-//! reports after such a login is taken and the command retried. A SCSI refusal from the
-//! far side is an I/O error naming its sense. The threads end when the backend is dropped.
+//! own thread and keeping up to [`SESSION_DEPTH`] commands in flight
+//! (`iscsi_session.rs`: retries, logging in again), all fed by one bounded queue. READ,
+//! WRITE and SYNCHRONIZE CACHE come from the event loops through [`QueuedIo`] and are
+//! answered by callback, so a host's queue depth reaches the far side; the other commands
+//! that touch the medium (WRITE SAME, UNMAP, COMPARE AND WRITE...) come through the
+//! synchronous calls from the gateway's blocking pool ([`super::Backend::io_may_block`]),
+//! as does a migration's copy. A SCSI refusal from the far side is an I/O error naming its
+//! sense. The threads end when the backend is dropped.
 
 use std::io;
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use datapath::client::{Client, ClientConfig, ClientError};
-use datapath::scsi::probe::{describe, probe_lun, ProbeConfig};
-use datapath::scsi::{Cdb, Sense};
-use datapath::session::{ChapConfig, Request};
+use datapath::client::{Client, ClientConfig};
+use datapath::scsi::probe::{probe_lun, ProbeConfig};
+use datapath::scsi::Cdb;
+use datapath::session::ChapConfig;
 use datapath::url::IscsiUrl;
 
-use super::{check_range, Backend, BackendError};
+pub use super::iscsi_session::SESSION_DEPTH;
+use super::iscsi_session::{session_thread, Far, Job, Reply};
+use super::{check_range, Backend, BackendError, QueuedDone, QueuedIo, QueuedKind, QueuedRequest};
 
 /// Sessions opened to the far side at most, whatever the core count.
 pub const SESSIONS_MAX: usize = 8;
@@ -35,13 +37,10 @@ pub const RECONNECT_BUDGET: Duration = Duration::from_secs(10);
 /// Largest piece of one read or write sent as one command (the far side's Block Limits may
 /// lower it).
 const TRANSFER_BYTES_MAX: u64 = 1 << 20;
-/// Unit attentions taken per command before its answer counts as a failure.
-const UNIT_ATTENTION_RETRIES: u32 = 4;
-
-const STATUS_GOOD: u8 = 0x00;
-const STATUS_CHECK_CONDITION: u8 = 0x02;
-const STATUS_BUSY: u8 = 0x08;
-const STATUS_TASK_SET_FULL: u8 = 0x28;
+/// Commands queued for the session threads at most, beyond those in flight: the hosts'
+/// command windows bound what arrives; past this a queued command is refused (an error),
+/// never waited for on an event loop.
+const QUEUED_MAX: usize = 4096;
 
 /// A LUN of another array.
 pub struct IscsiBackend {
@@ -52,21 +51,6 @@ pub struct IscsiBackend {
     unmap: bool,
     /// Commands for the session threads (closed on drop, which ends them).
     jobs: Option<crossbeam_channel::Sender<Job>>,
-}
-
-/// One command for a session thread, and where its outcome goes.
-struct Job {
-    cdb: Cdb,
-    buffer: Vec<u8>,
-    reply: crossbeam_channel::Sender<io::Result<Vec<u8>>>,
-}
-
-/// What a session thread needs to log in and run commands.
-struct Far {
-    url: String,
-    config: ClientConfig,
-    lun: u64,
-    reconnect_budget: Duration,
 }
 
 impl std::fmt::Debug for IscsiBackend {
@@ -134,7 +118,7 @@ impl IscsiBackend {
                 mutual: None,
             });
         }
-        config.queue_depth = 1;
+        config.queue_depth = SESSION_DEPTH;
         config.connect_timeout =
             Duration::from_secs(3).min(reconnect_budget.max(Duration::from_millis(500)));
         config.login_timeout = Duration::from_secs(5);
@@ -167,7 +151,7 @@ impl IscsiBackend {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let sessions = cores.clamp(1, SESSIONS_MAX);
-        let (jobs, queue) = crossbeam_channel::bounded::<Job>(sessions * 4);
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUED_MAX);
         let far = Arc::new(Far {
             url: url_text.to_string(),
             config,
@@ -199,13 +183,53 @@ impl IscsiBackend {
     /// Runs one command on a session thread; the data-in buffer.
     fn run(&self, cdb: Cdb, buffer: Vec<u8>) -> io::Result<Vec<u8>> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        let gone = || io::Error::other(format!("{}: the session threads stopped", self.url));
+        let gone = || self.stopped();
+        let job = Job {
+            cdb,
+            buffer,
+            reply: Reply::Wait(reply),
+        };
         self.jobs
             .as_ref()
             .ok_or_else(gone)?
-            .send(Job { cdb, buffer, reply })
+            .send(job)
             .map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
+    }
+
+    fn stopped(&self) -> io::Error {
+        io::Error::other(format!("{}: the session threads stopped", self.url))
+    }
+
+    /// Queues one command without waiting; a refusal answers `done` at once.
+    fn queue(&self, cdb: Cdb, buffer: Vec<u8>, done: QueuedDone) {
+        let job = Job {
+            cdb,
+            buffer,
+            reply: Reply::Call(done),
+        };
+        let Some(jobs) = self.jobs.as_ref() else {
+            if let Reply::Call(done) = job.reply {
+                done(Err(self.stopped()));
+            }
+            return;
+        };
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(job)) => {
+                if let Reply::Call(done) = job.reply {
+                    done(Err(io::Error::other(format!(
+                        "{}: {QUEUED_MAX} commands already queued for the far side",
+                        self.url
+                    ))));
+                }
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(job)) => {
+                if let Reply::Call(done) = job.reply {
+                    done(Err(self.stopped()));
+                }
+            }
+        }
     }
 
     /// Splits `offset..offset+len` into commands of at most the transfer limit.
@@ -250,95 +274,6 @@ impl Drop for IscsiBackend {
         // Closing the queue ends the session threads once they finish their command.
         self.jobs.take();
     }
-}
-
-/// One session's thread: logs in on first use, runs commands until the queue closes.
-fn session_thread(far: &Far, queue: &crossbeam_channel::Receiver<Job>) {
-    let mut session: Option<Client> = None;
-    while let Ok(job) = queue.recv() {
-        let outcome = run_on(far, &mut session, &job.cdb, job.buffer);
-        let _ = job.reply.send(outcome);
-    }
-    if let Some(client) = session {
-        let _ = client.logout();
-    }
-}
-
-/// Runs one command, logging in again when the session is lost and taking unit
-/// attentions, within [`RECONNECT_BUDGET`]. Returns the data-in buffer.
-fn run_on(
-    far: &Far,
-    session: &mut Option<Client>,
-    cdb: &Cdb,
-    buffer: Vec<u8>,
-) -> io::Result<Vec<u8>> {
-    let deadline = Instant::now() + far.reconnect_budget;
-    let mut attentions = 0;
-    let mut pause = Duration::from_millis(20);
-    loop {
-        let client = match session {
-            Some(client) => client,
-            None => match Client::connect(&far.config) {
-                Ok(client) => session.insert(client),
-                Err(error) => {
-                    if Instant::now() >= deadline {
-                        return Err(io::Error::other(format!(
-                            "{}: logging in again: {error}",
-                            far.url
-                        )));
-                    }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                    continue;
-                }
-            },
-        };
-        let request = Request::new(far.lun, cdb.clone(), buffer.clone(), 0);
-        match client.execute(request) {
-            Ok(outcome) => match outcome.status {
-                STATUS_GOOD => return Ok(outcome.buffer),
-                STATUS_BUSY | STATUS_TASK_SET_FULL if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                STATUS_CHECK_CONDITION
-                    if attentions < UNIT_ATTENTION_RETRIES
-                        && is_unit_attention(outcome.sense.as_deref()) =>
-                {
-                    attentions += 1;
-                }
-                status => {
-                    let sense = outcome.sense.as_deref().and_then(|s| Sense::decode(s).ok());
-                    return Err(io::Error::other(format!(
-                        "{} answered {}",
-                        far.url,
-                        describe(status, sense.as_ref())
-                    )));
-                }
-            },
-            Err(error) if lost(&error) && Instant::now() < deadline => {
-                tracing::warn!(url = %far.url, %error, "session to the far side lost; logging in again");
-                *session = None;
-            }
-            Err(error) => return Err(io::Error::other(format!("{}: {error}", far.url))),
-        }
-    }
-}
-
-fn is_unit_attention(sense: Option<&[u8]>) -> bool {
-    datapath::scsi::is_unit_attention(STATUS_CHECK_CONDITION, sense)
-}
-
-/// Whether the error means the session is gone (log in again), not that the command failed.
-fn lost(error: &ClientError) -> bool {
-    matches!(
-        error,
-        ClientError::Transport { .. }
-            | ClientError::Connect { .. }
-            | ClientError::Session { .. }
-            | ClientError::Pdu { .. }
-            | ClientError::Closed(_)
-            | ClientError::Command(_)
-    )
 }
 
 fn invalid(error: datapath::scsi::ScsiError) -> io::Error {
@@ -434,6 +369,164 @@ impl Backend for IscsiBackend {
     fn logical_block_bytes(&self) -> Option<u32> {
         Some(self.block_bytes)
     }
+
+    fn queued_io(&self) -> Option<&dyn QueuedIo> {
+        Some(self)
+    }
+}
+
+impl QueuedIo for IscsiBackend {
+    fn submit(&self, request: QueuedRequest, done: QueuedDone) {
+        let QueuedRequest {
+            kind,
+            offset,
+            len,
+            data,
+        } = request;
+        if kind == QueuedKind::Flush {
+            let cdb = Cdb::synchronize_cache_10(0, 0, false);
+            return self.queue(
+                cdb,
+                Vec::new(),
+                Box::new(move |outcome| done(outcome.map(|_| Vec::new()))),
+            );
+        }
+        if let Err(error) = self.check_aligned(offset, len) {
+            return done(Err(error));
+        }
+        if kind != QueuedKind::Read && data.len() as u64 != len {
+            return done(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a write of {len} bytes came with {} bytes of data",
+                    data.len()
+                ),
+            )));
+        }
+        let pieces: Vec<(u64, u64)> = self.pieces(offset, len).collect();
+        if let [(at, piece)] = pieces[..] {
+            // The usual case: one command, its buffer handed straight back.
+            return match self.piece_cdb(kind, at, piece) {
+                Ok(cdb) => {
+                    let buffer = if kind == QueuedKind::Read {
+                        vec![0; piece as usize]
+                    } else {
+                        data
+                    };
+                    let reads = kind == QueuedKind::Read;
+                    self.queue(
+                        cdb,
+                        buffer,
+                        Box::new(move |outcome| {
+                            done(outcome.map(|data| if reads { data } else { Vec::new() }))
+                        }),
+                    );
+                }
+                Err(error) => done(Err(error)),
+            };
+        }
+        // Larger than one command may carry: pieces answered together.
+        let join = Arc::new(Join::new(
+            pieces.len(),
+            if kind == QueuedKind::Read {
+                len as usize
+            } else {
+                0
+            },
+            done,
+        ));
+        for (at, piece) in pieces {
+            let start = (at - offset) as usize;
+            let end = start + piece as usize;
+            let cdb = match self.piece_cdb(kind, at, piece) {
+                Ok(cdb) => cdb,
+                Err(error) => {
+                    join.piece_done(start, Err(error));
+                    continue;
+                }
+            };
+            let buffer = if kind == QueuedKind::Read {
+                vec![0; piece as usize]
+            } else {
+                data[start..end].to_vec()
+            };
+            let join = Arc::clone(&join);
+            self.queue(
+                cdb,
+                buffer,
+                Box::new(move |outcome| join.piece_done(start, outcome)),
+            );
+        }
+    }
+}
+
+impl IscsiBackend {
+    /// The CDB of one piece of a queued read or write.
+    fn piece_cdb(&self, kind: QueuedKind, at: u64, len: u64) -> io::Result<Cdb> {
+        let (lba, blocks) = self.lba_blocks(at, len);
+        match kind {
+            QueuedKind::Read => Cdb::read(lba, blocks, self.block_bytes, false),
+            QueuedKind::Write { durable } => Cdb::write(lba, blocks, self.block_bytes, durable),
+            QueuedKind::Flush => Ok(Cdb::synchronize_cache_10(0, 0, false)),
+        }
+        .map_err(invalid)
+    }
+}
+
+/// The pieces of one queued command larger than a far command may carry: the last piece
+/// to finish answers the whole (the first error, or the bytes read put together).
+struct Join {
+    state: std::sync::Mutex<JoinState>,
+}
+
+struct JoinState {
+    left: usize,
+    read: Vec<u8>,
+    error: Option<io::Error>,
+    done: Option<QueuedDone>,
+}
+
+impl Join {
+    fn new(pieces: usize, read_len: usize, done: QueuedDone) -> Join {
+        Join {
+            state: std::sync::Mutex::new(JoinState {
+                left: pieces,
+                read: vec![0; read_len],
+                error: None,
+                done: Some(done),
+            }),
+        }
+    }
+
+    fn piece_done(&self, start: usize, outcome: io::Result<Vec<u8>>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Ok(data) => {
+                let end = (start + data.len()).min(state.read.len());
+                if let (Some(target), Some(source)) = (
+                    state.read.get_mut(start..end),
+                    data.get(..end.saturating_sub(start)),
+                ) {
+                    target.copy_from_slice(source);
+                }
+            }
+            Err(error) => {
+                state.error.get_or_insert(error);
+            }
+        }
+        state.left = state.left.saturating_sub(1);
+        if state.left == 0 {
+            let done = state.done.take();
+            let outcome = match state.error.take() {
+                Some(error) => Err(error),
+                None => Ok(std::mem::take(&mut state.read)),
+            };
+            drop(state);
+            if let Some(done) = done {
+                done(outcome);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -450,6 +543,143 @@ mod tests {
         assert!(error.contains("LUN"), "{error}");
         let url = parse_url("iscsi://127.0.0.1:3261/iqn.2026-01.x:y/2").unwrap();
         assert_eq!((url.port, url.lun), (3261, Some(2)));
+    }
+
+    /// Waits for a queued command's outcome.
+    fn queued(
+        backend: &IscsiBackend,
+        request: QueuedRequest,
+    ) -> std::sync::mpsc::Receiver<io::Result<Vec<u8>>> {
+        let (sender, outcome) = std::sync::mpsc::channel();
+        QueuedIo::submit(backend, request, Box::new(move |o| drop(sender.send(o))));
+        outcome
+    }
+
+    #[test]
+    fn queued_reads_and_writes_of_any_length_land_and_refusals_name_the_reason() {
+        use crate::server::{start, TargetConfig, TargetNodeConfig};
+        let iqn = "iqn.2026-12.test:far-queued";
+        let node = TargetNodeConfig::new(iqn, vec![(0, "ram:16M".into())]);
+        let target = start(TargetConfig::new("127.0.0.1:0".parse().unwrap(), node)).unwrap();
+        let backend =
+            IscsiBackend::open(&format!("iscsi://{}/{iqn}/0", target.addrs()[0]), None).unwrap();
+        assert!(backend.queued_io().is_some());
+        // 3 MiB + 4 KiB: more than one far command carries; the pieces answer together.
+        let big: Vec<u8> = (0..(3 << 20) + 4096u32).map(|i| (i % 241) as u8).collect();
+        let write = |offset: u64, data: Vec<u8>, durable: bool| QueuedRequest {
+            kind: QueuedKind::Write { durable },
+            offset,
+            len: data.len() as u64,
+            data,
+        };
+        let read = |offset: u64, len: u64| QueuedRequest {
+            kind: QueuedKind::Read,
+            offset,
+            len,
+            data: Vec::new(),
+        };
+        let waits: Vec<_> = (0..32u64)
+            .map(|n| {
+                queued(
+                    &backend,
+                    write(8 << 20 | n << 12, vec![n as u8; 4096], n == 3),
+                )
+            })
+            .chain([queued(&backend, write(4096, big.clone(), false))])
+            .collect();
+        for wait in waits {
+            assert_eq!(
+                wait.recv_timeout(Duration::from_secs(20)).unwrap().unwrap(),
+                Vec::<u8>::new()
+            );
+        }
+        let flushed = queued(
+            &backend,
+            QueuedRequest {
+                kind: QueuedKind::Flush,
+                offset: 0,
+                len: 0,
+                data: Vec::new(),
+            },
+        );
+        assert!(flushed
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap()
+            .is_ok());
+        let back = queued(&backend, read(4096, big.len() as u64));
+        assert!(back.recv_timeout(Duration::from_secs(20)).unwrap().unwrap() == big);
+        for n in [0u64, 3, 31] {
+            let back = queued(&backend, read(8 << 20 | n << 12, 4096));
+            assert_eq!(
+                back.recv_timeout(Duration::from_secs(20)).unwrap().unwrap(),
+                vec![n as u8; 4096]
+            );
+        }
+        // The synchronous path sees the same bytes.
+        let mut buf = vec![0u8; 4096];
+        backend.read_at(4096 + (1 << 20), &mut buf).unwrap();
+        assert_eq!(buf[..], big[1 << 20..(1 << 20) + 4096]);
+        // Bad requests are refused at once, with what was wrong.
+        let error = queued(&backend, read(100, 512))
+            .recv()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not whole 512-byte blocks"), "{error}");
+        let error = queued(&backend, read(16 << 20, 512))
+            .recv()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("outside"), "{error}");
+        let short = QueuedRequest {
+            data: vec![0; 512],
+            ..write(0, vec![0; 1024], false)
+        };
+        let short = QueuedRequest { len: 1024, ..short };
+        let error = queued(&backend, short)
+            .recv()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("came with 512 bytes"), "{error}");
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However the pieces of a large queued read finish (any order, any one failing),
+        /// the command is answered once: the bytes in place, or the first error.
+        #[test]
+        fn pieces_answer_once_with_the_bytes_in_place_or_the_error(
+            order in Just((0..6usize).collect::<Vec<_>>()).prop_shuffle(),
+            failing in proptest::option::of(0..6usize),
+        ) {
+            let piece = 1000usize;
+            let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = Arc::clone(&answers);
+            let join = Join::new(6, 6 * piece, Box::new(move |o| sink.lock().unwrap().push(o)));
+            for &n in &order {
+                let outcome = if failing == Some(n) {
+                    Err(io::Error::other(format!("piece {n} failed")))
+                } else {
+                    Ok(vec![n as u8; piece])
+                };
+                prop_assert!(answers.lock().unwrap().is_empty(), "answered before the last piece");
+                join.piece_done(n * piece, outcome);
+            }
+            let answers = std::mem::take(&mut *answers.lock().unwrap());
+            prop_assert_eq!(answers.len(), 1);
+            match (answers.into_iter().next().unwrap(), failing) {
+                (Ok(data), None) => {
+                    for (n, chunk) in data.chunks(piece).enumerate() {
+                        prop_assert!(chunk.iter().all(|&b| b == n as u8));
+                    }
+                }
+                (Err(error), Some(n)) => prop_assert_eq!(error.to_string(), format!("piece {n} failed")),
+                (other, failing) => prop_assert!(false, "{:?} with failing {:?}", other.map(|d| d.len()), failing),
+            }
+        }
     }
 
     #[test]

@@ -18,8 +18,10 @@
 mod file;
 mod identity;
 pub mod iscsi;
+mod iscsi_session;
 mod null;
 pub mod pool;
+mod queued;
 mod ram;
 mod shared_word;
 mod spec;
@@ -32,6 +34,7 @@ pub use identity::LuIdentity;
 pub use iscsi::IscsiBackend;
 pub use null::NullBackend;
 pub use pool::{Pool, PoolError, PoolVolume};
+pub use queued::{QueuedDone, QueuedIo, QueuedKind, QueuedRequest};
 pub use ram::RamBackend;
 pub use shared_word::SharedWord;
 pub use spec::{LunOptions, LunSpec, Storage, LOGICAL_BLOCK_BYTES};
@@ -70,6 +73,12 @@ pub trait Backend: Send + Sync {
     /// io_uring instead of calling [`Backend::read_at`] and [`Backend::write_at`]. `None`
     /// (the default) for backends without one: they run synchronously.
     fn ring_file(&self) -> Option<RingFile<'_>> {
+        None
+    }
+    /// A queue that takes planned READ, WRITE and SYNCHRONIZE CACHE and calls back when
+    /// each is done (`iscsi:`): the server hands them to it from the event loop, with no
+    /// thread waiting per command. `None` (the default) for the others.
+    fn queued_io(&self) -> Option<&dyn QueuedIo> {
         None
     }
     /// The pool volume behind this backend, if it is one (EXTENDED COPY between volumes

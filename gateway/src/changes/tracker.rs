@@ -256,6 +256,11 @@ impl Backend for Tracked {
     fn ring_file(&self) -> Option<RingFile<'_>> {
         self.inner.ring_file()
     }
+    /// The inner queue (`iscsi:`), like the ring file: the map is marked when a write is
+    /// planned.
+    fn queued_io(&self) -> Option<&dyn crate::backend::QueuedIo> {
+        self.inner.queued_io()
+    }
     fn pool_volume(&self) -> Option<&PoolVolume> {
         None
     }

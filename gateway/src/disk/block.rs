@@ -204,7 +204,8 @@ impl LogicalUnit {
         if let Some(check) = self.sanitizing.refuses(cdb) {
             return Plan::Done(ScsiResult::check_condition(&check));
         }
-        let ring_capable = self.backend.ring_file().is_some();
+        // A queue that calls back (`iscsi:`) takes planned I/O as a ring file does.
+        let ring_capable = self.backend.ring_file().is_some() || self.backend.queued_io().is_some();
         let opcode = cdb.first().copied();
         let plannable = matches!(
             opcode,

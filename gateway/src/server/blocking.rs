@@ -69,7 +69,7 @@ impl Inbox {
         }
     }
 
-    fn post(&self, token: (usize, u32), command: CommandId, result: CommandResult) {
+    pub(crate) fn post(&self, token: (usize, u32), command: CommandId, result: CommandResult) {
         if let Ok(mut results) = self.results.lock() {
             results.push((token, command, result));
         }

@@ -1169,6 +1169,21 @@ impl EventLoop {
         job: super::BlockingJob,
         deadline: Instant,
     ) {
+        let reply = self.register_blocking(conn_index, conn_generation, command, deadline);
+        if let Ok(pool) = self.shared.blocking.lock() {
+            pool.submit(job, reply);
+        }
+    }
+
+    /// A command answered through the inbox (a blocking-pool job or queued I/O): its
+    /// entry, its deadline, and the way back.
+    fn register_blocking(
+        &mut self,
+        conn_index: usize,
+        conn_generation: u32,
+        command: crate::session::CommandId,
+        deadline: Instant,
+    ) -> Reply {
         let index = vacant_slot(&mut self.blocking_jobs, &mut self.free_blocking_jobs);
         let generation = self.take_generation();
         let cancelled = Cancelled::default();
@@ -1182,14 +1197,11 @@ impl EventLoop {
         });
         self.command_deadlines
             .push(Reverse((deadline, KIND_BLOCKING, index, generation)));
-        let reply = Reply {
+        Reply {
             inbox: Arc::clone(&self.inbox),
             token: (index, generation),
             command,
             cancelled,
-        };
-        if let Ok(pool) = self.shared.blocking.lock() {
-            pool.submit(job, reply);
         }
     }
 
@@ -1280,6 +1292,11 @@ impl EventLoop {
         io: super::FileIo,
         deadline: Instant,
     ) {
+        if io.unit.backend().queued_io().is_some() {
+            let reply = self.register_blocking(conn_index, conn_generation, command, deadline);
+            super::queued_io::submit(io, reply);
+            return;
+        }
         let op = match FileOp::new(conn_index, conn_generation, command, io) {
             Ok(op) => op,
             Err((command, result)) => {

@@ -23,6 +23,7 @@ mod listener;
 mod lun_stats;
 mod params;
 mod portals;
+mod queued_io;
 mod rx_buffers;
 mod takeover;
 

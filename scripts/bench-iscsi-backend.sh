@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Issue 19's `iscsi:` backend: a LUN on tgt through iscsi-gateway against the same LUN on
+# tgt directly, 4 KiB random reads at 32 in flight, iscsi-bench (release) as the host, in
+# rounds that alternate the two; prints IOPS, p50/p99 and the ratio gateway/direct per
+# round and the median ratio. tgt's LUN is a file on tmpfs (/dev/shm), so the far side's
+# storage is not what is measured. Not for CI: noisy on a shared machine.
+# Usage: scripts/bench-iscsi-backend.sh [ROUNDS=3] [SECONDS_EACH=5] [IODEPTH=32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+SECONDS_EACH=${2:-5}
+IODEPTH=${3:-32}
+
+cargo build --release -q -p gateway -p bench
+gateway=target/release/iscsi-gateway
+bench=target/release/iscsi-bench
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+work=$(mktemp -d /tmp/bench-iscsi-backend.XXXXXX)
+lun_file=$(mktemp /dev/shm/bench-iscsi-backend.XXXXXX)
+export TGT_IPC_SOCKET="$work/tgtd.socket"
+control=1
+tgt_iqn=iqn.2026-12.io.iscsi-uring:far-array
+our_iqn=iqn.2026-12.io.iscsi-uring:gateway
+tgtd_pid=""
+gateway_pid=""
+cleanup() {
+  if [ -n "$gateway_pid" ]; then
+    kill "$gateway_pid" 2>/dev/null || true
+    sleep 0.3
+    kill -9 "$gateway_pid" 2>/dev/null || true
+  fi
+  if [ -n "$tgtd_pid" ]; then
+    tgtadm -C "$control" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
+    tgtadm -C "$control" --op delete --mode system >/dev/null 2>&1 || true
+    sleep 0.2
+    kill -9 "$tgtd_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work" "$lun_file"
+}
+trap cleanup EXIT
+
+truncate -s 1G "$lun_file"
+tgt_port=$(free_port)
+tgtd -f -C "$control" --iscsi "portal=127.0.0.1:$tgt_port" >"$work/tgtd.log" 2>&1 &
+tgtd_pid=$!
+for _ in $(seq 50); do
+  tgtadm -C "$control" --op show --mode system >/dev/null 2>&1 && break
+  sleep 0.1
+done
+tgtadm -C "$control" --lld iscsi --op new --mode target --tid 1 -T "$tgt_iqn"
+tgtadm -C "$control" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$lun_file"
+tgtadm -C "$control" --lld iscsi --op bind --mode target --tid 1 -I ALL
+far_url="iscsi://127.0.0.1:$tgt_port/$tgt_iqn/1"
+
+our_port=$(free_port)
+RUST_LOG=warn "$gateway" --portal "127.0.0.1:$our_port" --iqn "$our_iqn" --lun "$far_url" \
+  >"$work/gateway.log" 2>&1 &
+gateway_pid=$!
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$our_port") 2>/dev/null && break
+  sleep 0.1
+done
+our_url="iscsi://127.0.0.1:$our_port/$our_iqn/0"
+
+# One run: prints "IOPS P50_US P99_US".
+run() {
+  "$bench" --name=r --rw=randread --bs=4k --iodepth="$IODEPTH" --size=1G --time_based \
+    --runtime="$SECONDS_EACH" --output-format=json --filename="$1" >"$work/out.json"
+  python3 - "$work/out.json" <<'PY'
+import json, sys
+job = json.load(open(sys.argv[1]))["jobs"][0]
+read = job["read"]
+assert job.get("error", 0) == 0, job
+pct = read["clat_ns"]["percentile"]
+print(f'{read["iops"]:.0f} {pct["50.000000"] / 1000:.0f} {pct["99.000000"] / 1000:.0f}')
+PY
+}
+
+echo "4 KiB random read, ${IODEPTH} in flight, ${SECONDS_EACH} s each (noisy: shared machine)"
+printf '%-6s %12s %8s %8s %14s %8s %8s %8s\n' round direct_iops p50_us p99_us gateway_iops p50_us p99_us ratio
+ratios=()
+for round in $(seq "$ROUNDS"); do
+  if [ $((round % 2)) -eq 1 ]; then
+    read -r d_iops d_p50 d_p99 < <(run "$far_url")
+    read -r g_iops g_p50 g_p99 < <(run "$our_url")
+  else
+    read -r g_iops g_p50 g_p99 < <(run "$our_url")
+    read -r d_iops d_p50 d_p99 < <(run "$far_url")
+  fi
+  ratio=$(python3 -c "print(f'{$g_iops / $d_iops:.2f}')")
+  ratios+=("$ratio")
+  printf '%-6s %12s %8s %8s %14s %8s %8s %8s\n' "$round" "$d_iops" "$d_p50" "$d_p99" "$g_iops" "$g_p50" "$g_p99" "$ratio"
+done
+median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+echo "median ratio gateway/direct: $median"
