@@ -279,6 +279,20 @@ impl IndependentAdapter for IndependentModel {
         let relogin = self.start_engine(index, &mut slot);
         Ok(ResetReport { buffers, relogin })
     }
+
+    fn stop_queue_pair(&self, index: usize) -> Result<Vec<(u64, Vec<u8>)>, AdapterError> {
+        let mut slot = self.slot(index)?;
+        Ok(self.stop_engine(&mut slot))
+    }
+
+    fn return_queue_pair(&self, index: usize, mut host: IndependentHostQueue) {
+        let Ok(mut slot) = self.slot(index) else {
+            return;
+        };
+        self.stop_engine(&mut slot);
+        host.completions.discard_all();
+        slot.host = Some(host);
+    }
 }
 
 impl Drop for IndependentModel {

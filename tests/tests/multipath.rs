@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use datapath::client::{Client, ClientConfig};
 use datapath::scsi::Cdb;
 use datapath::session::Request;
-use datapath::shard::{MultipathConfig, PathPolicy, ShardConfig, ShardPool};
+use datapath::shard::{queue_pairs_needed, MultipathConfig, PathPolicy, ShardConfig, ShardPool};
+use datapath::transport::TransportKind;
 use system_tests::scsi_io::{until_ready, CommandPath, OnShard};
 use system_tests::{pattern, TargetSpec, Tgt};
 
@@ -31,6 +32,12 @@ fn read_request(slot: u64, user_data: u64) -> Request {
 }
 
 fn survives_losing(victim: usize) {
+    survives_losing_over(victim, TransportKind::Software);
+}
+
+/// [`survives_losing`] with each path a `transport` path: software TCP, or a queue pair
+/// of a dependent or independent adapter model (two per path: one to spare for moves).
+fn survives_losing_over(victim: usize, transport: TransportKind) {
     let iqn = "iqn.2026-12.test:multipath";
     let mut daemons = [
         Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]).unwrap(),
@@ -54,6 +61,7 @@ fn survives_losing(victim: usize) {
     cc.command_timeout = Duration::from_secs(10);
     let config = ShardConfig {
         queue_depth: 16,
+        path: offload::model_path(transport, queue_pairs_needed(1, portals.len())),
         multipath: Some(MultipathConfig {
             portals,
             policy: PathPolicy::RoundRobin,
@@ -74,7 +82,7 @@ fn survives_losing(victim: usize) {
         || daemons[victim].kill(),
     );
     let stats = pool.stats(0).unwrap();
-    eprintln!("multipath stats after losing path {victim}: {stats:?}");
+    eprintln!("multipath stats over {transport} after losing path {victim}: {stats:?}");
     assert!(stats.reconnects >= 1, "the path loss was seen: {stats:?}");
     // Whether writes were in flight on the victim when it died depends on when the loop
     // saw its EOF (the batches run back to back): those that were are issued again
@@ -91,6 +99,16 @@ fn a_verify_workload_survives_losing_the_first_path() {
 #[test]
 fn a_verify_workload_survives_losing_the_second_path() {
     survives_losing(1);
+}
+
+#[test]
+fn a_verify_workload_over_dependent_adapter_paths_survives_losing_a_path() {
+    survives_losing_over(0, TransportKind::Dependent);
+}
+
+#[test]
+fn a_verify_workload_over_independent_adapter_paths_survives_losing_a_path() {
+    survives_losing_over(1, TransportKind::Independent);
 }
 
 #[test]

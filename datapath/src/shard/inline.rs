@@ -86,8 +86,18 @@ impl InlineShard {
                 tcp::connect_software(setup)?
             }
             _ => {
-                let (path, info) =
-                    adapters::AdapterShardPath::connect(index, client_config, config, None)?;
+                let (path, info) = adapters::AdapterShardPath::connect(
+                    adapters::AdapterSlot {
+                        shard: index,
+                        queue_pair: index,
+                        // An inline shard's adapter has one queue pair per shard.
+                        spare: None,
+                        member: false,
+                    },
+                    client_config,
+                    config,
+                    None,
+                )?;
                 (Box::new(path), info)
             }
         };
