@@ -313,6 +313,64 @@ fn an_iscsi_bench_job_over_two_paths_survives_a_killed_daemon() {
     }
 }
 
+/// Issue 14: `iscsi-bench` with `paths=` and an adapter `transport=`: each path a queue
+/// pair of the adapter model, failover the same as over software paths. Killing one
+/// daemon under a verifying 70/30 mix fails nothing, and both paths carried I/O.
+fn bench_over_adapter_paths_survives_a_killed_daemon(transport: &str) {
+    let iqn = format!("iqn.2026-12.test:multipath-bench-{transport}");
+    let mut daemons = two_daemons(&iqn, &format!("mp-{transport}"), "ADAPTER1");
+    let portals = [daemons[0].portal(), daemons[1].portal()];
+    let transport_arg = format!("--transport={transport}");
+    let args = [
+        "--name=mp-adapter",
+        transport_arg.as_str(),
+        "--path_policy=round-robin",
+        "--no_path_retry=10",
+        "--rw=randrw",
+        "--rwmixread=70",
+        "--bs=4k",
+        "--iodepth=16",
+        "--verify=crc32c",
+        "--runtime=3",
+        "--time_based",
+        "--output-format=json",
+    ];
+    let command = bench_over_paths(bench_command(), &iqn, &portals, &args);
+    let stdout = run_with_fault(command, Duration::from_millis(1500), || daemons[0].kill());
+    let job = first_job(&stdout);
+    let ext = &job["iscsi_bench"];
+    assert_eq!(ext["errors"]["total"], 0, "{ext}");
+    let paths = ext["paths"].as_array().expect("paths");
+    assert_eq!(paths.len(), 2, "{ext}");
+    let state = |portal: std::net::SocketAddr| {
+        let path = paths
+            .iter()
+            .find(|p| p["portal"] == portal.to_string())
+            .unwrap_or_else(|| panic!("{portal} not in {paths:?}"));
+        assert!(path["total_ios"].as_u64() > Some(0), "{paths:?}");
+        path["state"].clone()
+    };
+    assert_eq!(state(portals[0]), "down", "{paths:?}");
+    assert_eq!(state(portals[1]), "up", "{paths:?}");
+    let completed =
+        job["read"]["total_ios"].as_u64().unwrap() + job["write"]["total_ios"].as_u64().unwrap();
+    assert!(completed > 0, "{job}");
+    eprintln!(
+        "{transport}: {completed} I/Os, longest gap {} ns, paths {paths:?}",
+        ext["longest_completion_gap_ns"]
+    );
+}
+
+#[test]
+fn an_iscsi_bench_job_over_dependent_adapter_paths_survives_a_killed_daemon() {
+    bench_over_adapter_paths_survives_a_killed_daemon("dependent");
+}
+
+#[test]
+fn an_iscsi_bench_job_over_independent_adapter_paths_survives_a_killed_daemon() {
+    bench_over_adapter_paths_survives_a_killed_daemon("independent");
+}
+
 /// Issue 14's wire check of a failover: a job over two paths, one daemon killed; both
 /// paths' captures dissect with no malformed PDU (the commands issued again on the
 /// surviving path included).
