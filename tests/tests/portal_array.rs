@@ -1143,6 +1143,54 @@ fn the_adapter_paths_follow_the_redirect_and_the_arrays_move_with_no_command_fai
     }
 }
 
+/// Issue 14 item 2 over an adapter: a shard on a dependent adapter model (a queue pair,
+/// and one to spare), at the virtual portal, writes and verifies while the array drains
+/// the portal its session is on (Async Message event 1). Make before break: a new
+/// session logs in first on the spare queue pair, through the virtual portal (placed on
+/// the other real portal), new commands go to it, and the old session drains and logs
+/// out. No command fails, every acknowledged write reads back, and the shard counts the
+/// move (counted only when the new session was up before the old one went).
+#[test]
+fn a_shard_on_a_dependent_adapter_moves_make_before_break_with_no_command_failed() {
+    use datapath::shard::{queue_pairs_needed, ShardConfig, ShardPool};
+    use datapath::transport::TransportKind;
+    use system_tests::scsi_io::OnShard;
+
+    let array = Array::start(&[]);
+    let mut cc = ClientConfig::new(array.virtual_portal, Some(ARRAY_IQN.into()));
+    cc.initiator_name = ADAPTER_HOST.into();
+    cc.command_timeout = Duration::from_secs(20);
+    let config = ShardConfig {
+        queue_depth: 16,
+        path: offload::model_path(TransportKind::Dependent, queue_pairs_needed(1, 1)),
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("the adapter shard logs in");
+    until_ready(&mut OnShard::new(&pool, 0), 0);
+    let mut moved = None;
+    system_tests::failover::verify_across_a_path_loss(&pool, 0, 64 << 20, || {
+        moved = Some(array.drain_the_one_session());
+    });
+    let (_, other) = moved.expect("drained");
+    assert_eq!(
+        array.session_portals(),
+        vec![other.to_string()],
+        "moved to the other real portal; log:\n{}",
+        array.process.log()
+    );
+    let stats = pool.stats(0).expect("stats");
+    assert_eq!(stats.ios_failed, 0, "{stats:?}");
+    assert_eq!(stats.moves, 1, "made before it broke: {stats:?}");
+    pool.shutdown();
+    let log = array.process.full_log();
+    assert!(log.contains("event=1"), "{}", array.process.log());
+    assert!(
+        !log.contains("did not log out by the deadline"),
+        "{}",
+        array.process.log()
+    );
+}
+
 /// The IPv6 twin of the takeover test: the lost port's address moves to the other port
 /// and is announced with unsolicited neighbour advertisements (Override set, Solicited
 /// clear, to all nodes, three in the first 100 ms), captured by tshark on the host's

@@ -890,8 +890,8 @@ impl DependentPath {
         }
         match self.rejoin.take() {
             Some(Rejoin::Redirected) => return self.connect_attempt(now),
-            // A path retiring after a move ends with its connection.
-            _ if self.state == PathState::Retiring => {
+            // A path retiring after a move (or out already) ends with its connection.
+            _ if matches!(self.state, PathState::Retiring | PathState::Closed) => {
                 self.state = PathState::Closed;
                 return;
             }
