@@ -1093,9 +1093,10 @@ fn independent_at(portal: SocketAddr) -> (Box<dyn AdapterPath>, Arc<IndependentM
 }
 
 /// At the virtual portal, each adapter kind lands on a real portal; while it writes and
-/// verifies in rounds, the array drains that portal (event 1): the path logs out once its
-/// commands are done, logs in again through the virtual portal and is placed on the other
-/// real portal. Every write of every round succeeds and reads back.
+/// verifies in rounds, the array drains that portal (event 1): a bare dependent path (no
+/// host to make the move) logs out once its commands are done and logs in again through
+/// the virtual portal; the independent adapter logs a second session in first. Either is
+/// placed on the other real portal. Every write of every round succeeds and reads back.
 #[test]
 fn the_adapter_paths_follow_the_redirect_and_the_arrays_move_with_no_command_failed() {
     let array = Array::start(&[]);

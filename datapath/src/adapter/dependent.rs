@@ -33,7 +33,15 @@
 //! reinstatement, section 6.3.5), holding new requests until then. Nothing is retried
 //! behind the caller's back: a write whose outcome is unknown is reported failed, never
 //! good. After `max_reconnects` failed logins in a row the path fails every request with
-//! [`PathError::Unavailable`].
+//! [`PathError::Unavailable`]. With [`DependentConfig::recover`] off (a multipath
+//! sub-path) step (4) is skipped: the path fails, and its owner sends the commands
+//! elsewhere.
+//!
+//! # Async Message event 1
+//! With [`DependentConfig::host_moves`] the path only records the request
+//! ([`DependentPath::take_logout_request`]): the host logs a new session in on another
+//! queue pair first, then retires this one ([`DependentPath::start_retiring`]). Without
+//! it the path breaks before it makes ([`DependentPath::leave`]'s policy).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -15,6 +15,12 @@
 //!   commands to the adapter, which logs in with the shard's target, names and keys
 //!   (its own configuration interface) and runs the session itself.
 //!
+//! Async Message event 1 (the target asks the session to move) is made before the break
+//! when the adapter has a queue pair to spare ([`AdapterSlot::spare`]): see
+//! [`AdapterShardPath::start_move`]. In a multipath shard ([`AdapterSlot::member`]) an
+//! adapter path does not log in again by itself: the multipath shard takes it down when a
+//! command fails for a lost connection, sends the commands elsewhere and brings it back.
+//!
 //! A request the adapter hands back as "queue full" waits in the loop and goes first next
 //! turn. The loop sleeps on the adapter's completion eventfd ([`AdapterPath::notifier`])
 //! until the adapter announces completions, a caller submits (the pool wakes the same

@@ -1,6 +1,8 @@
-//! One logical unit over several software paths (issue 14 items 3 and 4): a [`Path`] that
-//! owns one [`TcpPath`] per portal, each with its own session (its own ISID) on this
-//! shard, so the shard loop stays one loop and no lock is shared across cores.
+//! One logical unit over several paths (issue 14 items 3 and 4): a [`Path`] that owns one
+//! sub-path per portal, each with its own session (its own ISID) on this shard, so the
+//! shard loop stays one loop and no lock is shared across cores. A sub-path is any
+//! [`MemberPath`] (`member`): software TCP or a queue pair of a dependent or independent
+//! adapter; everything below is written once for all three.
 //!
 //! - **Joining**: a sub-path carries I/O only after its INQUIRY VPD 0x83 names the same
 //!   logical unit (the same set of logical-unit designators) as the first path's, and
