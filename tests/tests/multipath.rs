@@ -686,6 +686,17 @@ fn failover_case(cut: bool) -> system_tests::stall::StallRow {
 
 #[test]
 fn a_lost_path_rejoins_in_the_background() {
+    rejoins_in_the_background(TransportKind::Software);
+}
+
+/// The same over dependent adapter paths: the lost sub-path's queue pair went back to the
+/// adapter, and the rejoin logs in on it again.
+#[test]
+fn a_lost_dependent_adapter_path_rejoins_on_its_queue_pair() {
+    rejoins_in_the_background(TransportKind::Dependent);
+}
+
+fn rejoins_in_the_background(transport: TransportKind) {
     let iqn = "iqn.2026-12.test:multipath-rejoin";
     let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]);
     let daemons = [start().unwrap(), start().unwrap()];
@@ -700,6 +711,7 @@ fn a_lost_path_rejoins_in_the_background() {
     cc.command_timeout = Duration::from_secs(10);
     let config = ShardConfig {
         queue_depth: 4,
+        path: offload::model_path(transport, queue_pairs_needed(1, 2)),
         multipath: Some(MultipathConfig {
             portals: vec![daemons[0].portal(), daemons[1].portal()],
             policy: PathPolicy::QueueLength,
@@ -744,7 +756,7 @@ fn a_lost_path_rejoins_in_the_background() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the first path did not rejoin: {stats:?}"
+            "the first path did not rejoin over {transport}: {stats:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -757,6 +769,17 @@ fn a_lost_path_rejoins_in_the_background() {
 /// down, and returns what was written.
 #[test]
 fn iscsi_ctl_data_commands_run_over_the_paths_given() {
+    ctl_data_commands_over_paths("software");
+}
+
+/// The same with each path a queue pair of the dependent adapter model
+/// (`--transport dependent --paths ...`).
+#[test]
+fn iscsi_ctl_data_commands_run_over_dependent_adapter_paths() {
+    ctl_data_commands_over_paths("dependent");
+}
+
+fn ctl_data_commands_over_paths(transport: &str) {
     let iqn = "iqn.2026-12.test:multipath-ctl-io";
     let [first, mut second] = two_daemons(iqn, "mp-ctl-io", "CTLIO1");
     let url = format!("iscsi://{}/{iqn}/{}", first.portal(), Tgt::FIRST_DATA_LUN);
@@ -769,6 +792,7 @@ fn iscsi_ctl_data_commands_run_over_the_paths_given() {
         let mut command =
             std::process::Command::new(system_tests::workspace_binary("tools", "iscsi-ctl"));
         command.args(["--json", "--paths", &paths, "--queue-depth", "1"]);
+        command.args(["--transport", transport]);
         command.args(args);
         let out = system_tests::run_command(command, Duration::from_secs(60));
         assert!(

@@ -217,6 +217,20 @@ impl DependentPath {
         index: usize,
         config: DependentConfig,
     ) -> Result<DependentPath, AdapterError> {
+        let now = Instant::now();
+        let mut path = DependentPath::new(adapter, index, config)?;
+        path.adapter.connect(index, &path.config.network)?;
+        path.stats.logins += 1;
+        path.wait_for_login(now)?;
+        Ok(path)
+    }
+
+    /// The path on queue pair `index`, before its connection.
+    fn new(
+        adapter: Arc<dyn DependentAdapter>,
+        index: usize,
+        config: DependentConfig,
+    ) -> Result<DependentPath, AdapterError> {
         let info = adapter.info();
         if info.kind != TransportKind::Dependent {
             return Err(AdapterError::Unsupported(
@@ -235,7 +249,7 @@ impl DependentPath {
         let mut config = config;
         config.session = session_config.clone();
         let route = PortalRoute::new(config.network.portal);
-        let mut path = DependentPath {
+        let path = DependentPath {
             attempt: route.begin(),
             route,
             rejoin: None,
@@ -261,9 +275,23 @@ impl DependentPath {
             dropped_time2wait: None,
             stats: DependentStats::default(),
         };
+        Ok(path)
+    }
+
+    /// [`DependentPath::connect`] without waiting for the login: the adapter connects
+    /// (blocking, bounded by the connect timeout) and the login goes on in
+    /// [`DependentPath::poll`] until [`DependentPath::is_ready`] (or
+    /// [`DependentPath::failure`]). A move's new session logs in so while the old one
+    /// carries I/O.
+    pub fn start(
+        adapter: Arc<dyn DependentAdapter>,
+        index: usize,
+        config: DependentConfig,
+    ) -> Result<DependentPath, AdapterError> {
+        let mut path = DependentPath::new(adapter, index, config)?;
         path.adapter.connect(index, &path.config.network)?;
         path.stats.logins += 1;
-        path.wait_for_login(now)?;
+        path.poll(Instant::now());
         Ok(path)
     }
 

@@ -228,6 +228,17 @@ struct Draining {
     retiring: bool,
 }
 
+/// A move's new session logging in while the current one carries I/O.
+struct Joining {
+    path: Box<DependentPath>,
+    /// Given up (the old session then leaves and logs in again) past this.
+    deadline: Instant,
+    /// The target's Parameter3 and Parameter2 for the move.
+    within_secs: u16,
+    time2wait: u16,
+    started: Instant,
+}
+
 /// What a dependent path's next session (a move's) is made from.
 struct DependentRecipe {
     adapter: Arc<dyn DependentAdapter>,
@@ -240,6 +251,7 @@ pub(super) struct AdapterShardPath {
     /// `None` once closed.
     driven: Option<Driven>,
     draining: Option<Draining>,
+    joining: Option<Joining>,
     /// The queue pair the next move logs in on.
     spare: Option<usize>,
     recipe: Option<DependentRecipe>,
@@ -366,6 +378,7 @@ impl AdapterShardPath {
             slot,
             driven: Some(driven),
             draining: None,
+            joining: None,
             spare: slot.spare,
             recipe,
             caller_wake: Arc::clone(&notifier),
@@ -386,15 +399,18 @@ impl AdapterShardPath {
 
     /// Async Message event 1 on a dependent path: make before break. A new session (new
     /// ISID, on the spare queue pair, through the route's start so an array places it)
-    /// logs in first; new commands go to it; the old one completes what it holds and logs
-    /// out before the target's `within_secs`. Without a spare queue pair (or when the new
-    /// login fails) the old path leaves and logs in again itself (break before make).
+    /// starts to log in while the current one goes on carrying I/O ([`Joining`]); once it
+    /// is in, new commands go to it, and the old one completes what it holds and logs out
+    /// before the target's `within_secs` ([`AdapterShardPath::drive_joining`]). Without a
+    /// spare queue pair (or when the new login fails) the old path leaves and logs in
+    /// again itself (break before make).
     fn start_move(&mut self, now: Instant, within_secs: u16, time2wait: u16) {
         let Some(Driven::Dependent(current)) = self.driven.as_mut() else {
             return;
         };
-        let (spare, recipe) = match (self.spare, &self.recipe, &self.draining) {
-            (Some(spare), Some(recipe), None) => (spare, recipe),
+        let busy = self.draining.is_some() || self.joining.is_some();
+        let (spare, recipe) = match (self.spare, &self.recipe) {
+            (Some(spare), Some(recipe)) if !busy => (spare, recipe),
             _ => {
                 tracing::info!(
                     shard = self.slot.shard,
@@ -407,35 +423,79 @@ impl AdapterShardPath {
         let mut config = recipe.config.clone();
         config.network.portal = current.route_start();
         config.session.isid = shard_isid(self.slot.shard);
-        match DependentPath::connect(Arc::clone(&recipe.adapter), spare, config) {
-            Ok(new) => {
-                tracing::info!(
-                    shard = self.slot.shard,
-                    queue_pair = spare,
-                    tsih = new.session().tsih(),
-                    login_ms = now.elapsed().as_millis() as u64,
-                    "moved at the target's request; the old session drains"
-                );
-                self.moves += 1;
-                self.copied_before += current.session().stats().bytes_copied;
-                self.notifier = Arc::clone(new.notifier());
+        let login_timeout = config.session.login_timeout;
+        match DependentPath::start(Arc::clone(&recipe.adapter), spare, config) {
+            Ok(path) => {
                 self.spare = None;
                 let within = Duration::from_secs(u64::from(within_secs.max(1)));
-                if let Some(Driven::Dependent(old)) =
-                    self.driven.replace(Driven::Dependent(Box::new(new)))
-                {
-                    self.draining = Some(Draining {
-                        path: old,
-                        deadline: now + within,
-                        retiring: false,
-                    });
-                }
+                self.joining = Some(Joining {
+                    path: Box::new(path),
+                    deadline: now + login_timeout.min(within),
+                    within_secs,
+                    time2wait,
+                    started: now,
+                });
             }
             Err(error) => {
-                tracing::warn!(shard = self.slot.shard, %error, "the new session of a move failed; logging out, then in again");
+                tracing::warn!(shard = self.slot.shard, %error, "the new session of a move did not start; logging out, then in again");
                 current.leave(now, time2wait);
             }
         }
+    }
+
+    /// Moves a move's new session on: once logged in it takes the current one's place and
+    /// the current one drains; if it fails or is not in by its deadline, the current one
+    /// leaves and logs in again (break before make), and the queue pair is spare again.
+    fn drive_joining(&mut self, now: Instant) {
+        let Some(joining) = self.joining.as_mut() else {
+            return;
+        };
+        joining.path.poll(now);
+        if joining.path.is_ready() {
+            let Some(joining) = self.joining.take() else {
+                return;
+            };
+            tracing::info!(
+                shard = self.slot.shard,
+                queue_pair = joining.path.queue_pair(),
+                tsih = joining.path.session().tsih(),
+                login_ms = joining.started.elapsed().as_millis() as u64,
+                "moved at the target's request; the old session drains"
+            );
+            self.moves += 1;
+            self.notifier = Arc::clone(joining.path.notifier());
+            let within = Duration::from_secs(u64::from(joining.within_secs.max(1)));
+            if let Some(Driven::Dependent(old)) =
+                self.driven.replace(Driven::Dependent(joining.path))
+            {
+                self.copied_before += old.session().stats().bytes_copied;
+                self.draining = Some(Draining {
+                    path: old,
+                    deadline: joining.started + within,
+                    retiring: false,
+                });
+            }
+            return;
+        }
+        if joining.path.failure().is_none() && now < joining.deadline {
+            return;
+        }
+        let Some(joining) = self.joining.take() else {
+            return;
+        };
+        tracing::warn!(
+            shard = self.slot.shard,
+            reason = joining
+                .path
+                .failure()
+                .unwrap_or("not logged in by its deadline"),
+            "the new session of a move failed; logging out, then in again"
+        );
+        self.spare = Some(joining.path.queue_pair());
+        if let Some(Driven::Dependent(current)) = self.driven.as_mut() {
+            current.leave(now, joining.time2wait);
+        }
+        // Dropped: its queue pair is reset and given back to the adapter.
     }
 
     /// Moves the draining session on: its answers go out with the others; once it holds
@@ -503,6 +563,7 @@ impl AdapterShardPath {
     /// held comes back, failed as a lost connection or finished, buffers included.
     pub(super) fn end_lost(&mut self, done: &mut Vec<Finished>) {
         let now = Instant::now();
+        self.joining = None;
         if let Some(mut draining) = self.draining.take() {
             draining.path.end(now, "the path is lost");
             while let Some(completion) = draining.path.poll_completion() {
@@ -590,6 +651,7 @@ impl Path for AdapterShardPath {
     }
 
     fn poll(&mut self, now: Instant, done: &mut Vec<Finished>) -> PathState {
+        self.drive_joining(now);
         self.drive_draining(now, done);
         let Some(driven) = self.driven.as_mut() else {
             return PathState::Serving;
@@ -625,10 +687,12 @@ impl Path for AdapterShardPath {
         if timeout.is_zero() || path.ready_to_poll() || callers_ready() {
             return;
         }
-        // While a moved session drains, both queue pairs are looked at in short steps.
-        let timeout = match &self.draining {
-            Some(_) => timeout.min(DRAIN_POLL),
-            None => timeout,
+        // While a moved session logs in or drains, both queue pairs are looked at in short
+        // steps.
+        let timeout = if self.draining.is_some() || self.joining.is_some() {
+            timeout.min(DRAIN_POLL)
+        } else {
+            timeout
         };
         self.sleeps += 1;
         self.notifier
@@ -646,10 +710,13 @@ impl Path for AdapterShardPath {
                 Some(at) => at.min(d.deadline),
                 None => d.deadline,
             });
-        [current, draining].into_iter().flatten().min()
+        let joining = self.joining.as_ref().map(|j| j.deadline);
+        [current, draining, joining].into_iter().flatten().min()
     }
 
     fn close(&mut self, now: Instant) -> bool {
+        // A move's session still logging in is let go (its queue pair reset).
+        self.joining = None;
         if self.draining.is_some() {
             let mut done = Vec::new();
             self.drive_draining(now, &mut done);

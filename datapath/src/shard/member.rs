@@ -125,6 +125,36 @@ pub(super) fn connect_member(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However many shards and paths, and however many queue pairs the adapter has,
+        /// no two sub-paths (nor their spares) share a queue pair, every one named exists,
+        /// and with `queue_pairs_needed` every sub-path joins and has a spare.
+        #[test]
+        fn queue_pairs_are_never_shared(shards in 1usize..16, n in 1usize..6, short in 0usize..8) {
+            let needed = super::super::adapters::queue_pairs_needed(shards, n);
+            let queue_pairs = needed.saturating_sub(short);
+            let mut taken = std::collections::HashSet::new();
+            for shard in 0..shards {
+                for k in 0..n {
+                    match member_slot(shard, k, n, queue_pairs) {
+                        Ok(slot) => {
+                            prop_assert!(slot.queue_pair < queue_pairs);
+                            prop_assert!(taken.insert(slot.queue_pair));
+                            if let Some(spare) = slot.spare {
+                                prop_assert!(spare < queue_pairs);
+                                prop_assert!(taken.insert(spare));
+                            } else {
+                                prop_assert!(short > 0);
+                            }
+                        }
+                        Err(_) => prop_assert!(short > 0),
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn sub_paths_take_distinct_queue_pairs_and_spares() {
