@@ -392,8 +392,9 @@ impl AdapterShardPath {
         Ok((path, info))
     }
 
-    /// The eventfd the pool writes when a caller submits.
-    pub(super) fn notifier(&self) -> &Arc<Notifier> {
+    /// The eventfd the pool writes when a caller submits (the first queue pair's: the
+    /// shard sleeps on it whichever queue pair a move left it on).
+    pub(super) fn caller_wake(&self) -> &Arc<Notifier> {
         &self.caller_wake
     }
 

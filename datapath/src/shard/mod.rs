@@ -525,7 +525,7 @@ impl ShardThread {
                 setup.core.map(|c| c.id),
             )
             .map(|(path, info)| {
-                let _ = wake.set(Arc::clone(path.notifier()));
+                let _ = wake.set(Arc::clone(path.caller_wake()));
                 (Box::new(path) as Box<dyn run::Path>, info)
             }),
         };
