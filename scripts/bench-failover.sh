@@ -6,7 +6,7 @@
 # the longest gap between completions, IOPS before, in the loss's 250 ms interval, and
 # after; beside each, the anchor: fio 3.42 with its libiscsi engine (no multipathing) on the
 # path that is lost, with the same job; then an array-requested move (Async Message event 1
-# from iscsi-gateway's drain).
+# from iscsi-gateway's drain), over software TCP and over each adapter model's queue pairs.
 # Needs root (tgtd, namespaces), like the system tests.
 set -eu
 cd "$(dirname "$0")/.."
@@ -15,4 +15,4 @@ cargo test --release -p system-tests --test multipath failover_benchmark -- --ig
 # The array-requested move: iscsi-gateway's virtual portal drains the host's portal.
 cargo build --release -p gateway -p tools --bins 2>/dev/null
 cargo test --release -p system-tests --test portal_array async_move_benchmark -- --ignored --nocapture 2>/dev/null |
-    grep '^|' | tail -n 1
+    grep '^| array'

@@ -186,9 +186,21 @@ impl Client {
         config: &ClientConfig,
         multipath: MultipathConfig,
     ) -> Result<Client, ClientError> {
+        Client::connect_multipath_over(config, multipath, ShardPath::Software)
+    }
+
+    /// [`Client::connect_multipath`] with each path carried by `path`: software TCP, or
+    /// queue pairs of an adapter (two per path: see
+    /// [`queue_pairs_needed`](crate::shard::queue_pairs_needed)).
+    pub fn connect_multipath_over(
+        config: &ClientConfig,
+        multipath: MultipathConfig,
+        path: ShardPath,
+    ) -> Result<Client, ClientError> {
         let shard_config = ShardConfig {
             queue_depth: config.queue_depth.max(1),
             multipath: Some(multipath),
+            path,
             ..ShardConfig::default()
         };
         let pool =

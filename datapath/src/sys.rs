@@ -85,6 +85,32 @@ impl EventFd {
     }
 }
 
+impl EventFd {
+    /// Blocks until one of `fds` has a nonzero counter or `timeout` passes (at least 1 ms);
+    /// the signals that came are taken. True when one came. At most 4 eventfds.
+    pub fn wait_any(fds: &[&EventFd], timeout: Duration) -> bool {
+        let mut pollfds = [libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: 0,
+        }; 4];
+        let count = fds.len().min(pollfds.len());
+        for (pollfd, fd) in pollfds.iter_mut().zip(fds) {
+            pollfd.fd = fd.as_raw_fd();
+        }
+        let timeout_ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: `count` valid pollfds in a live array.
+        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), count as libc::nfds_t, timeout_ms) };
+        if n <= 0 {
+            return false;
+        }
+        for fd in &fds[..count] {
+            fd.take();
+        }
+        true
+    }
+}
+
 impl AsRawFd for EventFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

@@ -298,6 +298,16 @@ impl DependentAdapter for DependentModel {
         }
         Ok(())
     }
+
+    fn return_queue_pair(&self, index: usize, mut host: DependentHostQueue) {
+        let Ok(mut slot) = self.slot(index) else {
+            return;
+        };
+        self.stop_engines(&mut slot);
+        // What the stopped engines left in the completion ring belongs to no one now.
+        host.completions.discard_all();
+        slot.host = Some(host);
+    }
 }
 
 impl Drop for DependentModel {

@@ -219,6 +219,8 @@ impl IndependentModel {
             relogin_at: None,
             route: PortalRoute::new(config.portal),
             rejoining: false,
+            draining: None,
+            moving: false,
         };
         let handle = std::thread::Builder::new()
             .name(format!("indep{index}"))
@@ -278,6 +280,20 @@ impl IndependentAdapter for IndependentModel {
         let buffers = self.stop_engine(&mut slot);
         let relogin = self.start_engine(index, &mut slot);
         Ok(ResetReport { buffers, relogin })
+    }
+
+    fn stop_queue_pair(&self, index: usize) -> Result<Vec<(u64, Vec<u8>)>, AdapterError> {
+        let mut slot = self.slot(index)?;
+        Ok(self.stop_engine(&mut slot))
+    }
+
+    fn return_queue_pair(&self, index: usize, mut host: IndependentHostQueue) {
+        let Ok(mut slot) = self.slot(index) else {
+            return;
+        };
+        self.stop_engine(&mut slot);
+        host.completions.discard_all();
+        slot.host = Some(host);
     }
 }
 
@@ -343,7 +359,29 @@ struct Processor {
     /// The target asked this connection to go (Async Message event 1, 2 or 3): commands
     /// wait in the submission ring for the next login instead of failing.
     rejoining: bool,
+    /// The session an Async Message event 1 moved away from: it completes what it holds
+    /// and logs out while new commands go to the session that replaced it.
+    draining: Option<Drained>,
+    /// The draining session is the one in `connection`, `session` and `tasks` for this
+    /// part of the turn (see [`Processor::drive_draining`]).
+    moving: bool,
 }
+
+/// A session left by a move (make before break), with its own connection and commands.
+struct Drained {
+    connection: Option<Connection>,
+    session: Option<Session>,
+    tasks: HashMap<TaskId, u64>,
+    fault: Option<AdapterFault>,
+    /// The target's Parameter3: out by then.
+    deadline: Instant,
+    logging_out: bool,
+}
+
+/// How long a moved session's logout may take past the target's deadline.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+/// The longest sleep while a moved session drains (its deadline is watched).
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// How one login at one portal ended.
 enum LoginHop {
@@ -398,15 +436,144 @@ impl Processor {
         let logged_in = self.logged_in();
         let submissions = &self.queue.submissions;
         let received = self.connection.as_ref().map(|c| &c.received);
+        // A draining session's receive ring wakes the same notifier.
+        let drained = self
+            .draining
+            .as_ref()
+            .and_then(|d| d.connection.as_ref())
+            .map(|c| &c.received);
+        if self.draining.is_some() {
+            timeout = timeout.min(DRAIN_POLL);
+        }
         self.wake.wait_until(timeout, || {
             (room && logged_in && submissions.announced() > 0)
                 || received.is_some_and(|r| r.announced() > 0)
+                || drained.is_some_and(|r| r.announced() > 0)
         });
     }
 
     /// One turn: submissions, received PDUs, timers, events, transmits. Returns the
     /// completions posted.
     fn turn(&mut self, now: Instant) -> usize {
+        self.drive_draining(now) + self.turn_current(now)
+    }
+
+    /// Swaps the draining session's connection, session and commands with the current
+    /// ones (twice: in, then back).
+    fn swap_draining(&mut self, drained: &mut Drained) {
+        std::mem::swap(&mut self.connection, &mut drained.connection);
+        std::mem::swap(&mut self.session, &mut drained.session);
+        std::mem::swap(&mut self.tasks, &mut drained.tasks);
+        std::mem::swap(&mut self.fault, &mut drained.fault);
+    }
+
+    /// Async Message event 1, make before break: a new session (new ISID, from the
+    /// route's start, so an array places it) logs in on a second connection first; new
+    /// commands go to it, and the old one drains and logs out before `within_secs`. If
+    /// the new login fails, the old session logs out once its commands are done and the
+    /// adapter logs in again after Time2Wait (break before make).
+    fn start_move(&mut self, within_secs: u16, time2wait: u16) {
+        let now = Instant::now();
+        if self.draining.is_some() || self.moving {
+            // One move at a time.
+            self.leave(time2wait);
+            return;
+        }
+        let within = Duration::from_secs(u64::from(within_secs.max(1)));
+        let mut old = Drained {
+            connection: None,
+            session: None,
+            tasks: HashMap::new(),
+            fault: None,
+            deadline: now + within,
+            logging_out: false,
+        };
+        self.swap_draining(&mut old);
+        let isid = self.isid;
+        self.isid = random_isid();
+        match self.login() {
+            Ok(report) => {
+                tracing::info!(
+                    queue_pair = self.index,
+                    tsih = report.tsih,
+                    login_ms = now.elapsed().as_millis() as u64,
+                    "independent model: moved at the target's request; the old session drains"
+                );
+                self.draining = Some(old);
+            }
+            Err(error) => {
+                tracing::warn!(queue_pair = self.index, %error, "independent model: the new session of a move failed; leaving, then logging in again");
+                self.isid = isid;
+                self.swap_draining(&mut old);
+                self.leave(time2wait);
+            }
+        }
+    }
+
+    /// Break before make: the session logs out once its commands are done (it holds the
+    /// Logout Request until then) and the adapter logs in again after `time2wait`.
+    fn leave(&mut self, time2wait: u16) {
+        if let Some(session) = &mut self.session {
+            session.logout(Instant::now());
+        }
+        self.rejoin_after(time2wait);
+    }
+
+    /// One turn of the draining session, if any: its answers are posted, it logs out once
+    /// it holds nothing (or fails what it holds past the deadline), and it goes once out.
+    fn drive_draining(&mut self, now: Instant) -> usize {
+        let Some(mut drained) = self.draining.take() else {
+            return 0;
+        };
+        self.swap_draining(&mut drained);
+        self.moving = true;
+        self.take_received(now);
+        if let Some(session) = &mut self.session {
+            if session.poll_timeout().is_some_and(|d| now >= d) {
+                session.handle_timeout(now);
+            }
+        }
+        let mut posted = self.handle_events();
+        if !drained.logging_out {
+            if let Some(session) = &mut self.session {
+                if self.tasks.is_empty() {
+                    drained.logging_out = true;
+                    session.logout(now);
+                } else if now >= drained.deadline {
+                    drained.logging_out = true;
+                    session.handle_connection_lost(
+                        now,
+                        "did not drain within the target's logout deadline".into(),
+                    );
+                }
+            }
+        }
+        self.flush(now);
+        posted += self.handle_events();
+        let over = self
+            .session
+            .as_ref()
+            .is_none_or(|s| matches!(s.state(), SessionState::Closed | SessionState::Failed))
+            || now >= drained.deadline + RETIRE_GRACE;
+        self.moving = false;
+        self.swap_draining(&mut drained);
+        if over {
+            tracing::info!(
+                queue_pair = self.index,
+                "independent model: the moved session is out"
+            );
+            // Its connection closes and its receive thread is joined here.
+            drop(drained);
+        } else {
+            self.draining = Some(drained);
+        }
+        if posted > 0 {
+            self.announce();
+        }
+        posted
+    }
+
+    fn turn_current(&mut self, now: Instant) -> usize {
         if self.session.is_none() {
             if self.relogin_at.is_some_and(|at| now >= at) {
                 self.relogin_at = None;
@@ -612,6 +779,10 @@ impl Processor {
                 }
                 Event::ConnectionFailed(error) => {
                     tracing::warn!(queue_pair = self.index, %error, "independent model: session failed");
+                    if self.moving {
+                        // The draining session: it ends, the current one goes on.
+                        continue;
+                    }
                     if let SessionError::TargetDroppedConnection { time2wait, .. } = error {
                         // Async Message event 2 or 3: what was in flight has failed upward;
                         // the next login waits Time2Wait.
@@ -624,15 +795,16 @@ impl Processor {
                         ?message,
                         "independent model: async message"
                     );
-                    // Firmware has one connection per queue pair: it logs out once the
-                    // commands in flight are done (the session holds the Logout Request
-                    // until then) and logs in again through its configured portal, which
-                    // places it; new commands wait in the ring meanwhile.
-                    if let AsyncEvent::LogoutRequested { time2wait, .. } = message {
-                        if let Some(session) = &mut self.session {
-                            session.logout(Instant::now());
+                    // Make before break (`start_move`); the draining session is not
+                    // asked twice.
+                    if let AsyncEvent::LogoutRequested {
+                        time2wait,
+                        within_secs,
+                    } = message
+                    {
+                        if !self.moving {
+                            self.start_move(within_secs, time2wait);
                         }
-                        self.rejoin_after(time2wait);
                     }
                 }
                 _ => {}
@@ -842,10 +1014,29 @@ impl Processor {
     /// The engine stops: every command it holds fails, and its buffer goes back.
     fn shut_down(mut self) -> EngineExit {
         let now = Instant::now();
+        let mut buffers = Vec::new();
+        // A session still draining after a move gives its commands back too.
+        if let Some(mut drained) = self.draining.take() {
+            self.swap_draining(&mut drained);
+            self.take_back_buffers(now, &mut buffers);
+            self.swap_draining(&mut drained);
+        }
+        self.take_back_buffers(now, &mut buffers);
+        for entry in self.queue.submissions.discard_all() {
+            buffers.push((entry.user_data, entry.buffer));
+        }
+        self.connection = None;
+        EngineExit {
+            queue: self.queue,
+            buffers,
+        }
+    }
+
+    /// Fails the current session and takes back the buffer of every command it held.
+    fn take_back_buffers(&mut self, now: Instant, buffers: &mut Vec<(u64, Vec<u8>)>) {
         if let Some(session) = &mut self.session {
             session.handle_connection_lost(now, "adapter queue pair reset by the host".into());
         }
-        let mut buffers = Vec::new();
         while let Some(event) = self.session.as_mut().and_then(Session::poll_event) {
             if let Event::CommandComplete(task, result) = event {
                 if let Some(tag) = self.tasks.remove(&task) {
@@ -856,14 +1047,6 @@ impl Processor {
                     buffers.push((tag, buffer));
                 }
             }
-        }
-        for entry in self.queue.submissions.discard_all() {
-            buffers.push((entry.user_data, entry.buffer));
-        }
-        self.connection = None;
-        EngineExit {
-            queue: self.queue,
-            buffers,
         }
     }
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use datapath::client::{Client, ClientConfig};
 use datapath::scsi::Cdb;
 use datapath::session::Request;
-use datapath::shard::{MultipathConfig, PathPolicy, ShardConfig, ShardPool};
+use datapath::shard::{queue_pairs_needed, MultipathConfig, PathPolicy, ShardConfig, ShardPool};
+use datapath::transport::TransportKind;
 use system_tests::scsi_io::{until_ready, CommandPath, OnShard};
 use system_tests::{pattern, TargetSpec, Tgt};
 
@@ -31,6 +32,12 @@ fn read_request(slot: u64, user_data: u64) -> Request {
 }
 
 fn survives_losing(victim: usize) {
+    survives_losing_over(victim, TransportKind::Software);
+}
+
+/// [`survives_losing`] with each path a `transport` path: software TCP, or a queue pair
+/// of a dependent or independent adapter model (two per path: one to spare for moves).
+fn survives_losing_over(victim: usize, transport: TransportKind) {
     let iqn = "iqn.2026-12.test:multipath";
     let mut daemons = [
         Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]).unwrap(),
@@ -54,6 +61,7 @@ fn survives_losing(victim: usize) {
     cc.command_timeout = Duration::from_secs(10);
     let config = ShardConfig {
         queue_depth: 16,
+        path: offload::model_path(transport, queue_pairs_needed(1, portals.len())),
         multipath: Some(MultipathConfig {
             portals,
             policy: PathPolicy::RoundRobin,
@@ -74,7 +82,7 @@ fn survives_losing(victim: usize) {
         || daemons[victim].kill(),
     );
     let stats = pool.stats(0).unwrap();
-    eprintln!("multipath stats after losing path {victim}: {stats:?}");
+    eprintln!("multipath stats over {transport} after losing path {victim}: {stats:?}");
     assert!(stats.reconnects >= 1, "the path loss was seen: {stats:?}");
     // Whether writes were in flight on the victim when it died depends on when the loop
     // saw its EOF (the batches run back to back): those that were are issued again
@@ -91,6 +99,16 @@ fn a_verify_workload_survives_losing_the_first_path() {
 #[test]
 fn a_verify_workload_survives_losing_the_second_path() {
     survives_losing(1);
+}
+
+#[test]
+fn a_verify_workload_over_dependent_adapter_paths_survives_losing_a_path() {
+    survives_losing_over(0, TransportKind::Dependent);
+}
+
+#[test]
+fn a_verify_workload_over_independent_adapter_paths_survives_losing_a_path() {
+    survives_losing_over(1, TransportKind::Independent);
 }
 
 #[test]
@@ -293,6 +311,64 @@ fn an_iscsi_bench_job_over_two_paths_survives_a_killed_daemon() {
     for portal in portals {
         assert!(page.contains(&portal.to_string()), "{portal} in the report");
     }
+}
+
+/// Issue 14: `iscsi-bench` with `paths=` and an adapter `transport=`: each path a queue
+/// pair of the adapter model, failover the same as over software paths. Killing one
+/// daemon under a verifying 70/30 mix fails nothing, and both paths carried I/O.
+fn bench_over_adapter_paths_survives_a_killed_daemon(transport: &str) {
+    let iqn = format!("iqn.2026-12.test:multipath-bench-{transport}");
+    let mut daemons = two_daemons(&iqn, &format!("mp-{transport}"), "ADAPTER1");
+    let portals = [daemons[0].portal(), daemons[1].portal()];
+    let transport_arg = format!("--transport={transport}");
+    let args = [
+        "--name=mp-adapter",
+        transport_arg.as_str(),
+        "--path_policy=round-robin",
+        "--no_path_retry=10",
+        "--rw=randrw",
+        "--rwmixread=70",
+        "--bs=4k",
+        "--iodepth=16",
+        "--verify=crc32c",
+        "--runtime=3",
+        "--time_based",
+        "--output-format=json",
+    ];
+    let command = bench_over_paths(bench_command(), &iqn, &portals, &args);
+    let stdout = run_with_fault(command, Duration::from_millis(1500), || daemons[0].kill());
+    let job = first_job(&stdout);
+    let ext = &job["iscsi_bench"];
+    assert_eq!(ext["errors"]["total"], 0, "{ext}");
+    let paths = ext["paths"].as_array().expect("paths");
+    assert_eq!(paths.len(), 2, "{ext}");
+    let state = |portal: std::net::SocketAddr| {
+        let path = paths
+            .iter()
+            .find(|p| p["portal"] == portal.to_string())
+            .unwrap_or_else(|| panic!("{portal} not in {paths:?}"));
+        assert!(path["total_ios"].as_u64() > Some(0), "{paths:?}");
+        path["state"].clone()
+    };
+    assert_eq!(state(portals[0]), "down", "{paths:?}");
+    assert_eq!(state(portals[1]), "up", "{paths:?}");
+    let completed =
+        job["read"]["total_ios"].as_u64().unwrap() + job["write"]["total_ios"].as_u64().unwrap();
+    assert!(completed > 0, "{job}");
+    eprintln!(
+        "{transport}: {completed} I/Os, longest gap {} ns, paths {paths:?}",
+        ext["longest_completion_gap_ns"]
+    );
+}
+
+#[test]
+fn an_iscsi_bench_job_over_dependent_adapter_paths_survives_a_killed_daemon() {
+    bench_over_adapter_paths_survives_a_killed_daemon("dependent");
+}
+
+#[test]
+fn an_iscsi_bench_job_over_independent_adapter_paths_survives_a_killed_daemon() {
+    bench_over_adapter_paths_survives_a_killed_daemon("independent");
 }
 
 /// Issue 14's wire check of a failover: a job over two paths, one daemon killed; both
@@ -610,6 +686,17 @@ fn failover_case(cut: bool) -> system_tests::stall::StallRow {
 
 #[test]
 fn a_lost_path_rejoins_in_the_background() {
+    rejoins_in_the_background(TransportKind::Software);
+}
+
+/// The same over dependent adapter paths: the lost sub-path's queue pair went back to the
+/// adapter, and the rejoin logs in on it again.
+#[test]
+fn a_lost_dependent_adapter_path_rejoins_on_its_queue_pair() {
+    rejoins_in_the_background(TransportKind::Dependent);
+}
+
+fn rejoins_in_the_background(transport: TransportKind) {
     let iqn = "iqn.2026-12.test:multipath-rejoin";
     let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]);
     let daemons = [start().unwrap(), start().unwrap()];
@@ -624,6 +711,7 @@ fn a_lost_path_rejoins_in_the_background() {
     cc.command_timeout = Duration::from_secs(10);
     let config = ShardConfig {
         queue_depth: 4,
+        path: offload::model_path(transport, queue_pairs_needed(1, 2)),
         multipath: Some(MultipathConfig {
             portals: vec![daemons[0].portal(), daemons[1].portal()],
             policy: PathPolicy::QueueLength,
@@ -668,7 +756,7 @@ fn a_lost_path_rejoins_in_the_background() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the first path did not rejoin: {stats:?}"
+            "the first path did not rejoin over {transport}: {stats:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -681,6 +769,17 @@ fn a_lost_path_rejoins_in_the_background() {
 /// down, and returns what was written.
 #[test]
 fn iscsi_ctl_data_commands_run_over_the_paths_given() {
+    ctl_data_commands_over_paths("software");
+}
+
+/// The same with each path a queue pair of the dependent adapter model
+/// (`--transport dependent --paths ...`).
+#[test]
+fn iscsi_ctl_data_commands_run_over_dependent_adapter_paths() {
+    ctl_data_commands_over_paths("dependent");
+}
+
+fn ctl_data_commands_over_paths(transport: &str) {
     let iqn = "iqn.2026-12.test:multipath-ctl-io";
     let [first, mut second] = two_daemons(iqn, "mp-ctl-io", "CTLIO1");
     let url = format!("iscsi://{}/{iqn}/{}", first.portal(), Tgt::FIRST_DATA_LUN);
@@ -693,6 +792,7 @@ fn iscsi_ctl_data_commands_run_over_the_paths_given() {
         let mut command =
             std::process::Command::new(system_tests::workspace_binary("tools", "iscsi-ctl"));
         command.args(["--json", "--paths", &paths, "--queue-depth", "1"]);
+        command.args(["--transport", transport]);
         command.args(args);
         let out = system_tests::run_command(command, Duration::from_secs(60));
         assert!(

@@ -585,6 +585,19 @@ fn a_verify_job_of_our_initiator_moves_off_a_drained_portal_with_no_error() {
 #[test]
 #[ignore = "benchmark: scripts/bench-failover.sh"]
 fn async_move_benchmark() {
+    println!("{}", system_tests::stall::STALL_HEADER);
+    // Software TCP, then the adapter models' queue pairs (a spare one for the move).
+    for transport in ["software", "dependent", "independent"] {
+        let row = async_move_case(transport);
+        println!(
+            "{}",
+            row.markdown(&format!("array-requested move (event 1), {transport}"))
+        );
+    }
+}
+
+/// One run of [`async_move_benchmark`] over `transport`.
+fn async_move_case(transport: &str) -> system_tests::stall::StallRow {
     let array = Array::start(&[]);
     let dir = TempDir::new("portal-move-bench").unwrap();
     let child = Command::new(system_tests::workspace_binary_release(
@@ -594,6 +607,7 @@ fn async_move_benchmark() {
     .current_dir(dir.path())
     .args([
         "--name=move",
+        &format!("--transport={transport}"),
         "--rw=randrw",
         "--rwmixread=70",
         "--bs=4k",
@@ -614,9 +628,7 @@ fn async_move_benchmark() {
     array.drain_the_one_session();
     let output = perf_like_finish(child, 5);
     let doc: Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    let row = system_tests::stall::StallRow::of(&doc["jobs"][0]["iscsi_bench"]);
-    println!("{}", system_tests::stall::STALL_HEADER);
-    println!("{}", row.markdown("array-requested move (event 1)"));
+    system_tests::stall::StallRow::of(&doc["jobs"][0]["iscsi_bench"])
 }
 
 /// Waits for a background tool (bounded) that must exit 0.
@@ -1081,9 +1093,10 @@ fn independent_at(portal: SocketAddr) -> (Box<dyn AdapterPath>, Arc<IndependentM
 }
 
 /// At the virtual portal, each adapter kind lands on a real portal; while it writes and
-/// verifies in rounds, the array drains that portal (event 1): the path logs out once its
-/// commands are done, logs in again through the virtual portal and is placed on the other
-/// real portal. Every write of every round succeeds and reads back.
+/// verifies in rounds, the array drains that portal (event 1): a bare dependent path (no
+/// host to make the move) logs out once its commands are done and logs in again through
+/// the virtual portal; the independent adapter logs a second session in first. Either is
+/// placed on the other real portal. Every write of every round succeeds and reads back.
 #[test]
 fn the_adapter_paths_follow_the_redirect_and_the_arrays_move_with_no_command_failed() {
     let array = Array::start(&[]);
@@ -1141,6 +1154,75 @@ fn the_adapter_paths_follow_the_redirect_and_the_arrays_move_with_no_command_fai
             a.session_portals().is_empty()
         });
     }
+}
+
+/// Issue 14 item 2 over an adapter: a shard on an adapter model's queue pair (and one to
+/// spare), at the virtual portal, writes and verifies while the array drains the portal
+/// its session is on (Async Message event 1). Make before break: a new session logs in
+/// first (the dependent path on its spare queue pair, the independent adapter on a second
+/// connection of its own), through the virtual portal, which places it on the other real
+/// portal; new commands go to it, and the old session drains and logs out. No command
+/// fails, every acknowledged write reads back, and the array saw the new login before
+/// the old session's logout.
+fn an_adapter_shard_moves_make_before_break(transport: datapath::transport::TransportKind) {
+    use datapath::shard::{queue_pairs_needed, ShardConfig, ShardPool};
+    use system_tests::scsi_io::OnShard;
+
+    let array = Array::start(&[]);
+    let mut cc = ClientConfig::new(array.virtual_portal, Some(ARRAY_IQN.into()));
+    cc.initiator_name = ADAPTER_HOST.into();
+    cc.command_timeout = Duration::from_secs(20);
+    let config = ShardConfig {
+        queue_depth: 16,
+        path: offload::model_path(transport, queue_pairs_needed(1, 1)),
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("the adapter shard logs in");
+    until_ready(&mut OnShard::new(&pool, 0), 0);
+    let mut moved = None;
+    system_tests::failover::verify_across_a_path_loss(&pool, 0, 64 << 20, || {
+        moved = Some(array.drain_the_one_session());
+    });
+    let (_, other) = moved.expect("drained");
+    assert_eq!(
+        array.session_portals(),
+        vec![other.to_string()],
+        "{transport}: moved to the other real portal; log:\n{}",
+        array.process.log()
+    );
+    let stats = pool.stats(0).expect("stats");
+    assert_eq!(stats.ios_failed, 0, "{transport}: {stats:?}");
+    if transport == datapath::transport::TransportKind::Dependent {
+        // The host made the move (an independent adapter makes it inside).
+        assert_eq!(stats.moves, 1, "made before it broke: {stats:?}");
+    }
+    pool.shutdown();
+    let log = array.process.full_log();
+    let after_event = log
+        .split_once("event=1")
+        .unwrap_or_else(|| panic!("{transport}: no event 1 sent; log:\n{log}"))
+        .1;
+    let login = after_event.find("login complete");
+    let logout = after_event.find("gateway::session::logout");
+    assert!(
+        matches!((login, logout), (Some(i), Some(o)) if i < o),
+        "{transport}: the new session logs in before the old one logs out; log after the event:\n{after_event}"
+    );
+    assert!(
+        !log.contains("did not log out by the deadline"),
+        "{}",
+        array.process.log()
+    );
+}
+
+#[test]
+fn a_shard_on_a_dependent_adapter_moves_make_before_break_with_no_command_failed() {
+    an_adapter_shard_moves_make_before_break(datapath::transport::TransportKind::Dependent);
+}
+
+#[test]
+fn a_shard_on_an_independent_adapter_moves_make_before_break_with_no_command_failed() {
+    an_adapter_shard_moves_make_before_break(datapath::transport::TransportKind::Independent);
 }
 
 /// The IPv6 twin of the takeover test: the lost port's address moves to the other port

@@ -136,16 +136,15 @@ fn connect(options: &ConnectOptions, url: &IscsiUrl) -> Result<Client, CtlError>
 fn open_client(options: &ConnectOptions, url: &IscsiUrl) -> Result<Client, CtlError> {
     let config = options.client_config(url)?;
     if let Some(paths) = &options.paths {
-        if options.transport != TransportKind::Software {
-            return Err(CtlError::Usage(format!(
-                "--paths runs over software TCP; --transport {} carries one path",
-                options.transport
-            )));
-        }
         let portals = paths.resolve(&config).map_err(CtlError::Usage)?;
+        // Each path over the transport asked for (two adapter queue pairs per path).
+        let path = offload::model_path(
+            options.transport,
+            datapath::shard::queue_pairs_needed(1, portals.len()),
+        );
         let mut multipath = MultipathConfig::new(portals, lun_of(url));
         multipath.policy = options.path_policy;
-        return Ok(Client::connect_multipath(&config, multipath)?);
+        return Ok(Client::connect_multipath_over(&config, multipath, path)?);
     }
     let path = offload::model_path(options.transport, 1);
     Ok(Client::connect_path(&config, path)?)

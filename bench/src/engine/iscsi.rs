@@ -348,20 +348,16 @@ impl IscsiEngine {
             t.saturating_mul(2).max(COMMAND_TIMEOUT_MIN)
         });
         let client = client_config(&url, &options.login, command_timeout, options.iodepth)?;
-        // For an adapter, a fresh software model of that kind, one queue pair per shard.
-        let path = offload::model_path(options.transport, options.shards);
         let multipath = match &options.multipath {
-            Some(multi) => {
-                if options.transport != TransportKind::Software {
-                    return Err(EngineError::InvalidOption(format!(
-                        "paths= needs transport=software (each path is a TCP session; {} adapters bring their own)",
-                        options.transport
-                    )));
-                }
-                Some(multipath_config(&client, multi, &options.login, lun)?)
-            }
+            Some(multi) => Some(multipath_config(&client, multi, &options.login, lun)?),
             None => None,
         };
+        // For an adapter, a fresh software model of that kind: a queue pair per path per
+        // shard, and one to spare for each, so an Async Message event 1 makes the new
+        // session before it breaks the old one.
+        let paths = multipath.as_ref().map_or(1, |m| m.portals.len());
+        let queue_pairs = datapath::shard::queue_pairs_needed(options.shards, paths);
+        let path = offload::model_path(options.transport, queue_pairs);
         let shard_config = ShardConfig {
             core: options.first_core,
             queue_depth: options.iodepth,

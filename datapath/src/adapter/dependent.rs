@@ -33,7 +33,15 @@
 //! reinstatement, section 6.3.5), holding new requests until then. Nothing is retried
 //! behind the caller's back: a write whose outcome is unknown is reported failed, never
 //! good. After `max_reconnects` failed logins in a row the path fails every request with
-//! [`PathError::Unavailable`].
+//! [`PathError::Unavailable`]. With [`DependentConfig::recover`] off (a multipath
+//! sub-path) step (4) is skipped: the path fails, and its owner sends the commands
+//! elsewhere.
+//!
+//! # Async Message event 1
+//! With [`DependentConfig::host_moves`] the path only records the request
+//! ([`DependentPath::take_logout_request`]): the host logs a new session in on another
+//! queue pair first, then retires this one ([`DependentPath::start_retiring`]). Without
+//! it the path breaks before it makes ([`DependentPath::leave`]'s policy).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -68,6 +76,15 @@ pub struct DependentConfig {
     pub max_reconnects: u32,
     /// Completion entries handled per [`DependentPath::poll`].
     pub max_completions_per_poll: usize,
+    /// Log in again after a fault or a target's drop (the single-path policy above).
+    /// Off for a multipath sub-path: the path fails instead ([`DependentPath::failure`]),
+    /// and the multipath shard sends its commands elsewhere and brings it back itself.
+    pub recover: bool,
+    /// Leave an Async Message event 1 to the host ([`DependentPath::take_logout_request`]):
+    /// the host logs a new session in first and drains this one (make before break).
+    /// Off: the path logs out once its commands are done and logs in again (break
+    /// before make, for a host with no second queue pair).
+    pub host_moves: bool,
 }
 
 impl DependentConfig {
@@ -79,6 +96,8 @@ impl DependentConfig {
             doorbell_stall_timeout: Duration::from_millis(500),
             max_reconnects: 3,
             max_completions_per_poll: 256,
+            recover: true,
+            host_moves: false,
         }
     }
 }
@@ -114,6 +133,8 @@ enum PathState {
     Leaving,
     /// Waiting to log in again (after a failed login), not before this instant.
     Retrying(Instant),
+    /// Drained after a move: logging out for good (no login follows).
+    Retiring,
     Closed,
     Failed(String),
 }
@@ -159,6 +180,11 @@ pub struct DependentPath {
     /// Why the connection is being replaced when no fault replaces it.
     rejoin: Option<Rejoin>,
     stall_since: Option<Instant>,
+    /// An Async Message event 1 left to the host (`host_moves`): its Parameter3 (the
+    /// seconds to log out within) and Parameter2 (Time2Wait).
+    logout_requested: Option<(u16, u16)>,
+    /// The Time2Wait of an event 2 or 3 that failed a path which does not recover.
+    dropped_time2wait: Option<Duration>,
     stats: DependentStats,
 }
 
@@ -191,6 +217,20 @@ impl DependentPath {
         index: usize,
         config: DependentConfig,
     ) -> Result<DependentPath, AdapterError> {
+        let now = Instant::now();
+        let mut path = DependentPath::new(adapter, index, config)?;
+        path.adapter.connect(index, &path.config.network)?;
+        path.stats.logins += 1;
+        path.wait_for_login(now)?;
+        Ok(path)
+    }
+
+    /// The path on queue pair `index`, before its connection.
+    fn new(
+        adapter: Arc<dyn DependentAdapter>,
+        index: usize,
+        config: DependentConfig,
+    ) -> Result<DependentPath, AdapterError> {
         let info = adapter.info();
         if info.kind != TransportKind::Dependent {
             return Err(AdapterError::Unsupported(
@@ -209,7 +249,7 @@ impl DependentPath {
         let mut config = config;
         config.session = session_config.clone();
         let route = PortalRoute::new(config.network.portal);
-        let mut path = DependentPath {
+        let path = DependentPath {
             attempt: route.begin(),
             route,
             rejoin: None,
@@ -231,11 +271,27 @@ impl DependentPath {
             needs_reset: false,
             failed_logins: 0,
             stall_since: None,
+            logout_requested: None,
+            dropped_time2wait: None,
             stats: DependentStats::default(),
         };
+        Ok(path)
+    }
+
+    /// [`DependentPath::connect`] without waiting for the login: the adapter connects
+    /// (blocking, bounded by the connect timeout) and the login goes on in
+    /// [`DependentPath::poll`] until [`DependentPath::is_ready`] (or
+    /// [`DependentPath::failure`]). A move's new session logs in so while the old one
+    /// carries I/O.
+    pub fn start(
+        adapter: Arc<dyn DependentAdapter>,
+        index: usize,
+        config: DependentConfig,
+    ) -> Result<DependentPath, AdapterError> {
+        let mut path = DependentPath::new(adapter, index, config)?;
         path.adapter.connect(index, &path.config.network)?;
         path.stats.logins += 1;
-        path.wait_for_login(now)?;
+        path.poll(Instant::now());
         Ok(path)
     }
 
@@ -249,7 +305,10 @@ impl DependentPath {
                 PathState::Ready => return Ok(()),
                 // A redirect being followed is still the first login.
                 PathState::LoggingIn | PathState::Leaving => {}
-                PathState::Retrying(_) | PathState::Failed(_) | PathState::Closed => {
+                PathState::Retrying(_)
+                | PathState::Retiring
+                | PathState::Failed(_)
+                | PathState::Closed => {
                     return Err(AdapterError::Login {
                         portal: self.attempt.portal(),
                         reason: self.state_text(),
@@ -272,6 +331,7 @@ impl DependentPath {
             PathState::Ready => "ready".into(),
             PathState::Leaving => "logging out at the target's request".into(),
             PathState::Retrying(_) => "waiting to log in again".into(),
+            PathState::Retiring => "logging out after a move".into(),
             PathState::Closed => "closed".into(),
             PathState::Failed(reason) => reason.clone(),
         }
@@ -471,6 +531,95 @@ impl DependentPath {
 
     pub fn stats(&self) -> DependentStats {
         self.stats
+    }
+
+    /// Where this path's logins start: the portal it was given, or where a permanent
+    /// redirect moved it. A move logs its new session in here, so the array places it.
+    pub fn route_start(&self) -> std::net::SocketAddr {
+        self.route.begin().portal()
+    }
+
+    /// The Parameter3 and Parameter2 (seconds to log out within, Time2Wait) of an Async
+    /// Message event 1 left to the host ([`DependentConfig::host_moves`]), once.
+    pub fn take_logout_request(&mut self) -> Option<(u16, u16)> {
+        self.logout_requested.take()
+    }
+
+    /// Break before make, when the host cannot make first (no queue pair for a second
+    /// session): logs out once the commands in flight are done, holds new requests, and
+    /// logs in again from the route's start after `time2wait` seconds.
+    pub fn leave(&mut self, now: Instant, time2wait: u16) {
+        if self.state != PathState::Ready {
+            return;
+        }
+        self.session.logout(now);
+        self.state = PathState::Leaving;
+        let at = now + Duration::from_secs(u64::from(time2wait));
+        self.rejoin = Some(Rejoin::At(at));
+        self.flush();
+    }
+
+    /// The adapter queue pair the path drives.
+    pub fn queue_pair(&self) -> usize {
+        self.index
+    }
+
+    /// The Time2Wait of the Async Message event 2 or 3 that failed a path which does not
+    /// recover ([`DependentConfig::recover`]), if one did.
+    pub fn dropped_time2wait(&self) -> Option<Duration> {
+        self.dropped_time2wait
+    }
+
+    /// A drained path after a move: logs out for good (no login follows); poll until
+    /// [`DependentPath::is_closed`]. Commands still held fail as the session ends.
+    pub fn start_retiring(&mut self, now: Instant) {
+        if matches!(self.state, PathState::Closed | PathState::Failed(_)) {
+            return;
+        }
+        self.logout_requested = None;
+        self.session.logout(now);
+        self.state = PathState::Retiring;
+        self.flush();
+    }
+
+    /// True once logged out (or given up): nothing more comes from it.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, PathState::Closed | PathState::Failed(_))
+            || matches!(
+                self.session.state(),
+                SessionState::Closed | SessionState::Failed
+            )
+    }
+
+    /// Ends the path now (a multipath shard lost it): the session fails every command it
+    /// holds, the adapter's queue pair is reset (from then on it touches no host buffer),
+    /// and every command comes back through [`DependentPath::poll_completion`], failed
+    /// with its buffer.
+    pub fn end(&mut self, now: Instant, reason: &str) {
+        if !matches!(
+            self.session.state(),
+            SessionState::Closed | SessionState::Failed
+        ) {
+            self.session.handle_connection_lost(now, reason.to_string());
+        }
+        self.drain_events();
+        self.needs_reset = false;
+        let _ = self.adapter.reset_queue_pair(self.index);
+        self.queue.completions.discard_all();
+        self.fences.clear();
+        self.placements.clear();
+        self.release_fences();
+        while let Some(request) = self.held.pop_front() {
+            self.stats.ios_failed += 1;
+            self.ready.push_back(PathCompletion {
+                user_data: request.user_data,
+                result: Err(PathFailure {
+                    error: PathError::Unavailable(reason.to_string()),
+                    buffer: request.buffer,
+                }),
+            });
+        }
+        self.state = PathState::Failed(reason.to_string());
     }
 
     /// Logs out (waiting up to `timeout`) and stops the adapter's queue pair.
@@ -705,11 +854,14 @@ impl DependentPath {
                         // Async Message event 2 or 3: back after Time2Wait, not a fault.
                         let at = Instant::now() + Duration::from_secs(u64::from(time2wait));
                         self.rejoin = Some(Rejoin::At(at));
+                        self.dropped_time2wait = Some(Duration::from_secs(u64::from(time2wait)));
                     }
                     self.needs_reset = true;
                 }
                 Event::LogoutComplete => {
-                    if self.state == PathState::Leaving {
+                    if self.state == PathState::Retiring {
+                        self.state = PathState::Closed;
+                    } else if self.state == PathState::Leaving {
                         // Logged out at the target's request: the next login goes through
                         // the route's start (the virtual portal), which places it.
                         self.needs_reset = true;
@@ -722,8 +874,15 @@ impl DependentPath {
                     // One queue pair, so no second connection to log in first: the session
                     // logs out once the commands in flight are done (it holds the Logout
                     // Request until then), new requests wait for the next login.
-                    if let AsyncEvent::LogoutRequested { time2wait, .. } = message {
-                        if self.state == PathState::Ready {
+                    if let AsyncEvent::LogoutRequested {
+                        time2wait,
+                        within_secs,
+                    } = message
+                    {
+                        if self.config.host_moves {
+                            // The host logs a new session in before this one goes.
+                            self.logout_requested = Some((within_secs, time2wait));
+                        } else if self.state == PathState::Ready {
                             self.session.logout(Instant::now());
                             self.state = PathState::Leaving;
                             let at = Instant::now() + Duration::from_secs(u64::from(time2wait));
@@ -767,6 +926,19 @@ impl DependentPath {
         }
         match self.rejoin.take() {
             Some(Rejoin::Redirected) => return self.connect_attempt(now),
+            // A path retiring after a move (or out already) ends with its connection.
+            _ if matches!(self.state, PathState::Retiring | PathState::Closed) => {
+                self.state = PathState::Closed;
+                return;
+            }
+            _ if !self.config.recover => {
+                let reason = match self.fault.take() {
+                    Some(fault) => format!("connection lost: {fault}"),
+                    None => "connection lost".to_string(),
+                };
+                self.state = PathState::Failed(reason);
+                return;
+            }
             Some(Rejoin::At(at)) => {
                 self.fault = None;
                 self.state = PathState::Retrying(at);
@@ -820,7 +992,7 @@ impl DependentPath {
     fn flush(&mut self) {
         if !matches!(
             self.state,
-            PathState::LoggingIn | PathState::Ready | PathState::Leaving
+            PathState::LoggingIn | PathState::Ready | PathState::Leaving | PathState::Retiring
         ) || self.needs_reset
         {
             return;
@@ -950,10 +1122,13 @@ impl DependentPath {
 }
 
 impl Drop for DependentPath {
-    /// Stops the adapter's queue pair before the session (and the buffers it lent) goes.
+    /// Stops the adapter's queue pair before the session (and the buffers it lent) goes,
+    /// and gives the queue pair back to the adapter for the next path on it.
     fn drop(&mut self) {
-        if self.state != PathState::Closed {
-            let _ = self.adapter.reset_queue_pair(self.index);
-        }
+        let _ = self.adapter.reset_queue_pair(self.index);
+        // A one-entry stand-in: the real queue goes back to the adapter.
+        let (stand_in, _) = super::queue_pair(1, 1, Notifier::new(), Notifier::new());
+        let host = std::mem::replace(&mut self.queue, stand_in);
+        self.adapter.return_queue_pair(self.index, host);
     }
 }

@@ -32,7 +32,7 @@ use super::{
     IndependentHostQueue, LoginReport, Notifier, PathCompletion, PathError, PathFailure,
     PathRejection, PathSubmitError, RingFull, ScsiCompletion,
 };
-use crate::session::Request;
+use crate::session::{CommandError, Request};
 use crate::transport::TransportKind;
 
 /// How an [`IndependentPath`] runs.
@@ -319,5 +319,52 @@ impl IndependentPath {
 
     pub fn stats(&self) -> IndependentStats {
         self.stats
+    }
+
+    /// Ends the path now (a multipath shard lost it): the adapter's engine stops (joined,
+    /// no login follows) and hands back the buffers of what it held; those commands come
+    /// back through [`IndependentPath::poll_completion`], failed as a lost connection with
+    /// their buffers (a multipath shard issues them again on another path), and the ones
+    /// the adapter had finished come back finished.
+    pub fn end(&mut self, reason: &str) {
+        while let Some(completion) = self.queue.completions.poll() {
+            self.complete(completion);
+        }
+        let mut buffers: HashMap<u64, Vec<u8>> = match self.adapter.stop_queue_pair(self.index) {
+            Ok(buffers) => buffers.into_iter().collect(),
+            Err(error) => {
+                tracing::warn!(queue_pair = self.index, %error, "stopping the queue pair");
+                HashMap::new()
+            }
+        };
+        // The engine is joined: what it wrote without a doorbell is final.
+        for written in self.queue.completions.discard_all() {
+            self.complete(written);
+        }
+        let mut tags: Vec<u64> = self.in_flight.keys().copied().collect();
+        tags.sort_unstable();
+        for tag in tags {
+            let buffer = buffers.remove(&tag).unwrap_or_default();
+            let error = CommandError::ConnectionLost(reason.to_string());
+            self.complete(ScsiCompletion {
+                tag,
+                result: Err(PathFailure {
+                    error: PathError::Command(error),
+                    buffer,
+                }),
+            });
+        }
+        self.failed = Some(reason.to_string());
+    }
+}
+
+impl Drop for IndependentPath {
+    /// Gives the queue pair back to the adapter (its engine stopped) for the next path on
+    /// it.
+    fn drop(&mut self) {
+        // A one-entry stand-in: the real queue goes back to the adapter.
+        let (stand_in, _) = super::queue_pair(1, 1, Notifier::new(), Notifier::new());
+        let host = std::mem::replace(&mut self.queue, stand_in);
+        self.adapter.return_queue_pair(self.index, host);
     }
 }

@@ -541,6 +541,13 @@ pub trait DependentAdapter: Send + Sync {
     /// touches no host memory), discards its submission ring. The host then discards the
     /// completion ring and may connect again.
     fn reset_queue_pair(&self, index: usize) -> Result<(), AdapterError>;
+    /// Takes back the host end of queue pair `index` (its engines stopped by a reset), so
+    /// a later [`DependentAdapter::take_queue_pair`] hands it out again: a host path that
+    /// ends gives its queue pair back, and a multipath shard or a move logs in on it anew.
+    /// An adapter that cannot reuse a queue pair drops it (the default).
+    fn return_queue_pair(&self, index: usize, host: DependentHostQueue) {
+        let _ = (index, host);
+    }
 }
 
 /// An independent adapter's answer to one submitted [`Request`] (whose `user_data`, on the
@@ -601,6 +608,18 @@ pub trait IndependentAdapter: Send + Sync {
     /// nothing until new submissions come, so the host discards the completion ring after
     /// this returns.
     fn reset_queue_pair(&self, index: usize) -> Result<ResetReport, AdapterError>;
+    /// Stops queue pair `index`'s engine (joined) without logging in again, and hands
+    /// back the buffers of every command it held (tag, buffer): a host path that lost its
+    /// connection ends so, and its commands go to another path (multipath).
+    fn stop_queue_pair(&self, index: usize) -> Result<Vec<(u64, Vec<u8>)>, AdapterError> {
+        let _ = index;
+        Err(AdapterError::Unsupported("stopping a queue pair"))
+    }
+    /// Takes back the host end of queue pair `index` (see
+    /// [`DependentAdapter::return_queue_pair`]); the default drops it.
+    fn return_queue_pair(&self, index: usize, host: IndependentHostQueue) {
+        let _ = (index, host);
+    }
 }
 
 /// What an independent adapter's queue-pair reset hands back.

@@ -99,6 +99,38 @@ impl Notifier {
         }
     }
 
+    /// [`Notifier::wait_until`] on two notifiers at once: a shard whose callers wake one
+    /// (the queue pair it started on) while its adapter's completions wake another (the
+    /// queue pair a move logged in on).
+    pub fn wait_until_either(
+        &self,
+        other: &Notifier,
+        timeout: Duration,
+        ready: impl Fn() -> bool,
+    ) -> bool {
+        if std::ptr::eq(self, other) {
+            return self.wait_until(timeout, ready);
+        }
+        let deadline = Instant::now() + timeout;
+        let sleeping = |on: bool| {
+            self.sleeping.store(on, Ordering::SeqCst);
+            other.sleeping.store(on, Ordering::SeqCst);
+        };
+        if ready() {
+            return true;
+        }
+        sleeping(true);
+        if ready() {
+            sleeping(false);
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let woken = !left.is_zero()
+            && crate::sys::EventFd::wait_any(&[&self.eventfd, &other.eventfd], left);
+        sleeping(false);
+        woken && ready()
+    }
+
     /// Times the eventfd was written (system calls spent on waking).
     pub fn wakeups(&self) -> u64 {
         self.wakeups.load(Ordering::Relaxed)

@@ -15,6 +15,12 @@
 //!   commands to the adapter, which logs in with the shard's target, names and keys
 //!   (its own configuration interface) and runs the session itself.
 //!
+//! Async Message event 1 (the target asks the session to move) is made before the break
+//! when the adapter has a queue pair to spare ([`AdapterSlot::spare`]): see
+//! [`AdapterShardPath::start_move`]. In a multipath shard ([`AdapterSlot::member`]) an
+//! adapter path does not log in again by itself: the multipath shard takes it down when a
+//! command fails for a lost connection, sends the commands elsewhere and brings it back.
+//!
 //! A request the adapter hands back as "queue full" waits in the loop and goes first next
 //! turn. The loop sleeps on the adapter's completion eventfd ([`AdapterPath::notifier`])
 //! until the adapter announces completions, a caller submits (the pool wakes the same
@@ -43,9 +49,9 @@ use std::time::{Duration, Instant};
 use super::run::{Finished, Path, PathState, Refusal};
 use super::{failure, ShardConfig, ShardError, ShardInfo, ShardStats};
 use crate::adapter::{
-    AdapterError, AdapterInfo, AdapterPath, Capabilities, DependentAdapter, DependentConfig,
-    DependentPath, IndependentAdapter, IndependentConfig, IndependentPath, IndependentPathConfig,
-    NetworkConfig, Notifier, PathCompletion, PathError, PathRejection,
+    AdapterError, AdapterFault, AdapterInfo, AdapterPath, Capabilities, DependentAdapter,
+    DependentConfig, DependentPath, IndependentAdapter, IndependentConfig, IndependentPath,
+    IndependentPathConfig, NetworkConfig, Notifier, PathCompletion, PathError, PathRejection,
 };
 use crate::session::connect::{shard_isid, ClientConfig};
 use crate::session::{CommandError, Request};
@@ -149,6 +155,40 @@ pub fn planned_cores(first_core: Option<usize>, shards: usize) -> Vec<Option<usi
         .collect()
 }
 
+/// Which queue pairs an adapter path drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct AdapterSlot {
+    /// The shard (its ISID's last byte).
+    pub(super) shard: usize,
+    /// The queue pair it logs in on.
+    pub(super) queue_pair: usize,
+    /// A queue pair for an Async Message event 1 move's new session (make before break);
+    /// `None`: the adapter has none to spare, and a move breaks before it makes.
+    pub(super) spare: Option<usize>,
+    /// A multipath sub-path: it does not log in again by itself after a loss (the
+    /// multipath shard sends its commands elsewhere and brings it back).
+    pub(super) member: bool,
+}
+
+impl AdapterSlot {
+    /// Shard `shard` of a pool of `shards` on an adapter with `queue_pairs`: queue pair
+    /// `shard`, and `shard + shards` to spare when the adapter has it.
+    pub(super) fn of_shard(shard: usize, shards: usize, queue_pairs: usize) -> AdapterSlot {
+        AdapterSlot {
+            shard,
+            queue_pair: shard,
+            spare: Some(shard + shards).filter(|&q| q < queue_pairs),
+            member: false,
+        }
+    }
+}
+
+/// Queue pairs a pool of `shards` shards with `paths` paths each uses at most on an
+/// adapter: one per path, and as many to spare for make-before-break moves.
+pub fn queue_pairs_needed(shards: usize, paths: usize) -> usize {
+    2 * shards * paths.max(1)
+}
+
 /// The queue pair a running adapter shard drives.
 enum Driven {
     Dependent(Box<DependentPath>),
@@ -179,36 +219,84 @@ impl Driven {
     }
 }
 
-/// A shard's path through an adapter queue pair.
-pub(super) struct AdapterShardPath {
-    /// `None` once closed.
-    driven: Option<Driven>,
-    notifier: Arc<Notifier>,
-    /// Sleeps on the eventfd (the shard's system calls on this path).
-    sleeps: u64,
-    /// Payload bytes the host session copied, as of the last poll.
-    copied: u64,
+/// The session a move (Async Message event 1) left: it completes what it holds, then logs
+/// out, while new commands go to the new one.
+struct Draining {
+    path: Box<DependentPath>,
+    /// The target's Parameter3: out by then.
+    deadline: Instant,
+    retiring: bool,
 }
 
+/// A move's new session logging in while the current one carries I/O.
+struct Joining {
+    path: Box<DependentPath>,
+    /// Given up (the old session then leaves and logs in again) past this.
+    deadline: Instant,
+    /// The target's Parameter3 and Parameter2 for the move.
+    within_secs: u16,
+    time2wait: u16,
+    started: Instant,
+}
+
+/// What a dependent path's next session (a move's) is made from.
+struct DependentRecipe {
+    adapter: Arc<dyn DependentAdapter>,
+    config: DependentConfig,
+}
+
+/// A shard's path through an adapter queue pair.
+pub(super) struct AdapterShardPath {
+    slot: AdapterSlot,
+    /// `None` once closed.
+    driven: Option<Driven>,
+    draining: Option<Draining>,
+    joining: Option<Joining>,
+    /// The queue pair the next move logs in on.
+    spare: Option<usize>,
+    recipe: Option<DependentRecipe>,
+    /// What callers wake (the first queue pair's eventfd, given to the pool).
+    caller_wake: Arc<Notifier>,
+    /// What the current queue pair's completions wake.
+    notifier: Arc<Notifier>,
+    /// A member path's commands failed for a lost connection (its adapter logs in again
+    /// by itself, so the loss shows only so).
+    lost: bool,
+    /// Sleeps on the eventfd (the shard's system calls on this path).
+    sleeps: u64,
+    /// Payload bytes the host session copied, as of the last poll (and of the sessions
+    /// before it).
+    copied: u64,
+    copied_before: u64,
+    moves: u64,
+}
+
+/// How long a moved session's logout may take past the target's deadline.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+/// The longest sleep while a moved session drains (both queue pairs are looked at).
+const DRAIN_POLL: Duration = Duration::from_millis(1);
+
 impl AdapterShardPath {
-    /// Takes queue pair `index` of the adapter `config.path` names and logs in (or has the
-    /// adapter log in).
+    /// Takes the queue pair `slot` names on the adapter `config.path` names and logs in
+    /// (or has the adapter log in) at `cc.portal`.
     pub(super) fn connect(
-        index: usize,
+        slot: AdapterSlot,
         cc: &ClientConfig,
         config: &ShardConfig,
         core: Option<usize>,
     ) -> Result<(AdapterShardPath, ShardInfo), ShardError> {
+        let index = slot.queue_pair;
         let adapter_error = |source: AdapterError| match source {
             AdapterError::Login { reason, .. } => ShardError::Login {
-                shard: index,
+                shard: slot.shard,
                 reason,
             },
             source => ShardError::Adapter {
-                shard: index,
+                shard: slot.shard,
                 source,
             },
         };
+        let mut recipe = None;
         let (driven, info) = match &config.path {
             ShardPath::Software => {
                 return Err(ShardError::InvalidConfig(
@@ -216,7 +304,7 @@ impl AdapterShardPath {
                 ))
             }
             ShardPath::Dependent(adapter) => {
-                let isid = shard_isid(index);
+                let isid = shard_isid(slot.shard);
                 // The bounds of `SessionConfig::new`: the path holds requests itself.
                 let session = cc.session_config(isid, 1024, 128);
                 let network = NetworkConfig {
@@ -226,8 +314,14 @@ impl AdapterShardPath {
                 };
                 let mut dependent = DependentConfig::new(session, network);
                 dependent.queue_depth = config.queue_depth.max(1);
-                let path = DependentPath::connect(Arc::clone(adapter), index, dependent)
+                dependent.recover = !slot.member;
+                dependent.host_moves = slot.spare.is_some();
+                let path = DependentPath::connect(Arc::clone(adapter), index, dependent.clone())
                     .map_err(adapter_error)?;
+                recipe = Some(DependentRecipe {
+                    adapter: Arc::clone(adapter),
+                    config: dependent,
+                });
                 let info = ShardInfo {
                     core,
                     isid,
@@ -281,17 +375,223 @@ impl AdapterShardPath {
         };
         let notifier = Arc::clone(driven.path_ref().notifier());
         let path = AdapterShardPath {
+            slot,
             driven: Some(driven),
+            draining: None,
+            joining: None,
+            spare: slot.spare,
+            recipe,
+            caller_wake: Arc::clone(&notifier),
             notifier,
+            lost: false,
             sleeps: 0,
             copied: 0,
+            copied_before: 0,
+            moves: 0,
         };
         Ok((path, info))
     }
 
-    /// The eventfd the pool writes when a caller submits.
-    pub(super) fn notifier(&self) -> &Arc<Notifier> {
-        &self.notifier
+    /// The eventfd the pool writes when a caller submits (the first queue pair's: the
+    /// shard sleeps on it whichever queue pair a move left it on).
+    pub(super) fn caller_wake(&self) -> &Arc<Notifier> {
+        &self.caller_wake
+    }
+
+    /// Async Message event 1 on a dependent path: make before break. A new session (new
+    /// ISID, on the spare queue pair, through the route's start so an array places it)
+    /// starts to log in while the current one goes on carrying I/O ([`Joining`]); once it
+    /// is in, new commands go to it, and the old one completes what it holds and logs out
+    /// before the target's `within_secs` ([`AdapterShardPath::drive_joining`]). Without a
+    /// spare queue pair (or when the new login fails) the old path leaves and logs in
+    /// again itself (break before make).
+    fn start_move(&mut self, now: Instant, within_secs: u16, time2wait: u16) {
+        let Some(Driven::Dependent(current)) = self.driven.as_mut() else {
+            return;
+        };
+        let busy = self.draining.is_some() || self.joining.is_some();
+        let (spare, recipe) = match (self.spare, &self.recipe) {
+            (Some(spare), Some(recipe)) if !busy => (spare, recipe),
+            _ => {
+                tracing::info!(
+                    shard = self.slot.shard,
+                    "no queue pair to move to: logging out, then in again"
+                );
+                current.leave(now, time2wait);
+                return;
+            }
+        };
+        let mut config = recipe.config.clone();
+        config.network.portal = current.route_start();
+        config.session.isid = shard_isid(self.slot.shard);
+        let login_timeout = config.session.login_timeout;
+        match DependentPath::start(Arc::clone(&recipe.adapter), spare, config) {
+            Ok(path) => {
+                self.spare = None;
+                let within = Duration::from_secs(u64::from(within_secs.max(1)));
+                self.joining = Some(Joining {
+                    path: Box::new(path),
+                    deadline: now + login_timeout.min(within),
+                    within_secs,
+                    time2wait,
+                    started: now,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(shard = self.slot.shard, %error, "the new session of a move did not start; logging out, then in again");
+                current.leave(now, time2wait);
+            }
+        }
+    }
+
+    /// Moves a move's new session on: once logged in it takes the current one's place and
+    /// the current one drains; if it fails or is not in by its deadline, the current one
+    /// leaves and logs in again (break before make), and the queue pair is spare again.
+    fn drive_joining(&mut self, now: Instant) {
+        let Some(joining) = self.joining.as_mut() else {
+            return;
+        };
+        joining.path.poll(now);
+        if joining.path.is_ready() {
+            let Some(joining) = self.joining.take() else {
+                return;
+            };
+            tracing::info!(
+                shard = self.slot.shard,
+                queue_pair = joining.path.queue_pair(),
+                tsih = joining.path.session().tsih(),
+                login_ms = joining.started.elapsed().as_millis() as u64,
+                "moved at the target's request; the old session drains"
+            );
+            self.moves += 1;
+            self.notifier = Arc::clone(joining.path.notifier());
+            let within = Duration::from_secs(u64::from(joining.within_secs.max(1)));
+            if let Some(Driven::Dependent(old)) =
+                self.driven.replace(Driven::Dependent(joining.path))
+            {
+                self.copied_before += old.session().stats().bytes_copied;
+                self.draining = Some(Draining {
+                    path: old,
+                    deadline: joining.started + within,
+                    retiring: false,
+                });
+            }
+            return;
+        }
+        if joining.path.failure().is_none() && now < joining.deadline {
+            return;
+        }
+        let Some(joining) = self.joining.take() else {
+            return;
+        };
+        tracing::warn!(
+            shard = self.slot.shard,
+            reason = joining
+                .path
+                .failure()
+                .unwrap_or("not logged in by its deadline"),
+            "the new session of a move failed; logging out, then in again"
+        );
+        self.spare = Some(joining.path.queue_pair());
+        if let Some(Driven::Dependent(current)) = self.driven.as_mut() {
+            current.leave(now, joining.time2wait);
+        }
+        // Dropped: its queue pair is reset and given back to the adapter.
+    }
+
+    /// Moves the draining session on: its answers go out with the others; once it holds
+    /// nothing it logs out; past the target's deadline it is ended (what it still held
+    /// fails as a lost connection). Once out, its queue pair is the next move's spare.
+    fn drive_draining(&mut self, now: Instant, done: &mut Vec<Finished>) {
+        let Some(draining) = self.draining.as_mut() else {
+            return;
+        };
+        let path = draining.path.as_mut();
+        path.poll(now);
+        while let Some(completion) = path.poll_completion() {
+            done.push(finished(completion));
+        }
+        if !draining.retiring {
+            if path.in_flight() == 0 {
+                draining.retiring = true;
+                path.start_retiring(now);
+            } else if now >= draining.deadline {
+                draining.retiring = true;
+                path.end(now, "did not drain within the target's logout deadline");
+            }
+        }
+        let overdue = now >= draining.deadline + RETIRE_GRACE;
+        if !(path.is_closed() || overdue) {
+            return;
+        }
+        path.end(now, "the moved session is out");
+        while let Some(completion) = path.poll_completion() {
+            done.push(finished(completion));
+        }
+        if let Some(draining) = self.draining.take() {
+            self.spare = Some(draining.path.queue_pair());
+            tracing::info!(shard = self.slot.shard, "the moved session is out");
+            // Dropped: the queue pair is reset and given back to the adapter.
+        }
+    }
+
+    /// The path's commands and the draining session's.
+    fn in_flight(&self) -> usize {
+        let current = self.driven.as_ref().map_or(0, |d| d.path_ref().in_flight());
+        current + self.draining.as_ref().map_or(0, |d| d.path.in_flight())
+    }
+
+    /// A member path is lost: its commands failed for a lost connection, or the path gave
+    /// up (a dependent path that does not recover).
+    pub(super) fn is_lost(&self) -> bool {
+        self.lost
+            || match &self.driven {
+                Some(Driven::Dependent(p)) => p.failure().is_some(),
+                Some(Driven::Independent(p)) => p.failure().is_some(),
+                None => false,
+            }
+    }
+
+    /// The Time2Wait of the event 2 or 3 that dropped a member path, if one did.
+    pub(super) fn lost_time2wait(&self) -> Option<Duration> {
+        match &self.driven {
+            Some(Driven::Dependent(p)) => p.dropped_time2wait(),
+            _ => None,
+        }
+    }
+
+    /// Ends a lost member path: the adapter lets go of every buffer, and every command it
+    /// held comes back, failed as a lost connection or finished, buffers included.
+    pub(super) fn end_lost(&mut self, done: &mut Vec<Finished>) {
+        let now = Instant::now();
+        self.joining = None;
+        if let Some(mut draining) = self.draining.take() {
+            draining.path.end(now, "the path is lost");
+            while let Some(completion) = draining.path.poll_completion() {
+                done.push(finished(completion));
+            }
+        }
+        let Some(driven) = self.driven.as_mut() else {
+            return;
+        };
+        match driven {
+            Driven::Dependent(p) => p.end(now, "the path is lost"),
+            Driven::Independent(p) => p.end("the path is lost"),
+        }
+        let path = driven.path();
+        while let Some(completion) = path.poll_completion() {
+            done.push(finished(completion));
+        }
+    }
+}
+
+/// True when a command's failure says its path lost its connection (or the adapter its
+/// session): a multipath shard then takes the path down and sends the command elsewhere.
+pub(super) fn lost_connection(error: &PathError) -> bool {
+    match error {
+        PathError::Command(CommandError::ConnectionLost(_)) | PathError::Unavailable(_) => true,
+        PathError::Adapter(fault) => !matches!(fault, AdapterFault::DroppedSubmission { .. }),
+        _ => false,
     }
 }
 
@@ -311,7 +611,7 @@ fn finished(completion: PathCompletion) -> Finished {
 
 impl Path for AdapterShardPath {
     fn held(&self) -> usize {
-        self.driven.as_ref().map_or(0, |d| d.path_ref().in_flight())
+        self.in_flight()
     }
 
     fn submit(
@@ -352,15 +652,29 @@ impl Path for AdapterShardPath {
     }
 
     fn poll(&mut self, now: Instant, done: &mut Vec<Finished>) -> PathState {
+        self.drive_joining(now);
+        self.drive_draining(now, done);
         let Some(driven) = self.driven.as_mut() else {
             return PathState::Serving;
         };
-        self.copied = driven.bytes_copied();
+        self.copied = self.copied_before + driven.bytes_copied();
         let path = driven.path();
         path.poll(now);
         // Bounded: the path holds at most `queue_depth` commands.
         while let Some(completion) = path.poll_completion() {
+            if self.slot.member {
+                if let Err(failure) = &completion.result {
+                    self.lost |= lost_connection(&failure.error);
+                }
+            }
             done.push(finished(completion));
+        }
+        let request = match driven {
+            Driven::Dependent(p) => p.take_logout_request(),
+            Driven::Independent(_) => None,
+        };
+        if let Some((within_secs, time2wait)) = request {
+            self.start_move(now, within_secs, time2wait);
         }
         PathState::Serving
     }
@@ -374,23 +688,51 @@ impl Path for AdapterShardPath {
         if timeout.is_zero() || path.ready_to_poll() || callers_ready() {
             return;
         }
+        // While a moved session logs in or drains, both queue pairs are looked at in short
+        // steps.
+        let timeout = if self.draining.is_some() || self.joining.is_some() {
+            timeout.min(DRAIN_POLL)
+        } else {
+            timeout
+        };
         self.sleeps += 1;
         self.notifier
-            .wait_until(timeout, || path.ready_to_poll() || callers_ready());
+            .wait_until_either(&self.caller_wake, timeout, || {
+                path.ready_to_poll() || callers_ready()
+            });
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.driven.as_ref()?.path_ref().next_deadline()
+        let current = self.driven.as_ref()?.path_ref().next_deadline();
+        let draining = self
+            .draining
+            .as_ref()
+            .map(|d| match d.path.next_deadline() {
+                Some(at) => at.min(d.deadline),
+                None => d.deadline,
+            });
+        let joining = self.joining.as_ref().map(|j| j.deadline);
+        [current, draining, joining].into_iter().flatten().min()
     }
 
-    fn close(&mut self, _now: Instant) -> bool {
+    fn close(&mut self, now: Instant) -> bool {
+        // A move's session still logging in is let go (its queue pair reset).
+        self.joining = None;
+        if self.draining.is_some() {
+            let mut done = Vec::new();
+            self.drive_draining(now, &mut done);
+            if self.draining.is_some() {
+                return false;
+            }
+        }
         match self.driven.take() {
             Some(Driven::Dependent(path)) => {
                 if let Err(error) = path.logout(LOGOUT_TIMEOUT) {
                     tracing::warn!(%error, "stopping the adapter queue pair");
                 }
             }
-            // The independent adapter owns its session; it ends with the adapter.
+            // The independent adapter owns its session: dropping the path stops its
+            // queue pair and gives it back.
             Some(Driven::Independent(path)) => drop(path),
             None => {}
         }
@@ -400,5 +742,6 @@ impl Path for AdapterShardPath {
     fn count(&self, stats: &mut ShardStats) {
         stats.kernel_entries = self.sleeps;
         stats.bytes_copied = self.copied;
+        stats.moves = self.moves;
     }
 }

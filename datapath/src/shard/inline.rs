@@ -74,20 +74,26 @@ impl InlineShard {
             shard: index,
             source,
         })?);
+        let setup = tcp::Setup {
+            index,
+            client_config: client_config.clone(),
+            config: config.clone(),
+            core: None,
+            doorbell: Arc::clone(&doorbell),
+        };
         let (path, info): (Box<dyn Path>, ShardInfo) = match config.path {
-            ShardPath::Software => {
-                let setup = tcp::Setup {
-                    index,
-                    client_config: client_config.clone(),
-                    config: config.clone(),
-                    core: None,
-                    doorbell: Arc::clone(&doorbell),
-                };
-                tcp::connect_software(setup)?
-            }
+            ShardPath::Software => tcp::connect_software(setup)?,
+            // Each sub-path takes its own queue pairs (`member`).
+            _ if config.multipath.is_some() => super::multipath::connect(setup)?,
             _ => {
+                // Shard `index` of one: its queue pair, and the next to spare for moves.
+                let queue_pairs = config
+                    .path
+                    .adapter_info()
+                    .map_or(0, |a| usize::from(a.capabilities.queue_pairs));
+                let slot = adapters::AdapterSlot::of_shard(index, 1, queue_pairs);
                 let (path, info) =
-                    adapters::AdapterShardPath::connect(index, client_config, config, None)?;
+                    adapters::AdapterShardPath::connect(slot, client_config, config, None)?;
                 (Box::new(path), info)
             }
         };

@@ -71,6 +71,7 @@
 
 mod adapters;
 mod inline;
+mod member;
 mod multipath;
 mod path_list;
 mod probe;
@@ -83,7 +84,7 @@ mod tcp;
 mod waiter;
 mod work;
 
-pub use adapters::{planned_cores, ShardPath, ShardPathInfo};
+pub use adapters::{planned_cores, queue_pairs_needed, ShardPath, ShardPathInfo};
 pub use inline::InlineShard;
 pub use multipath::{MultipathConfig, PathPolicy, PathStatus, ALUA_POLL};
 pub use path_list::PathList;
@@ -493,6 +494,8 @@ struct ShardThread {
     shared: Arc<SharedStats>,
     /// Set once an adapter path is up: the eventfd the pool writes when a caller submits.
     wake: Arc<OnceLock<Arc<Notifier>>>,
+    /// The queue pairs an adapter path takes.
+    adapter_slot: adapters::AdapterSlot,
 }
 
 impl ShardThread {
@@ -502,6 +505,7 @@ impl ShardThread {
             channels,
             shared,
             wake,
+            adapter_slot,
         } = self;
         let index = setup.index;
         if let Some(core) = setup.core {
@@ -513,14 +517,16 @@ impl ShardThread {
         let config = setup.config.clone();
         let up: Result<(Box<dyn run::Path>, ShardInfo), ShardError> = match config.path {
             ShardPath::Software => tcp::connect_software(setup),
+            // Each sub-path takes its own queue pairs (`multipath`).
+            _ if config.multipath.is_some() => multipath::connect(setup),
             _ => adapters::AdapterShardPath::connect(
-                index,
+                adapter_slot,
                 &setup.client_config,
                 &config,
                 setup.core.map(|c| c.id),
             )
             .map(|(path, info)| {
-                let _ = wake.set(Arc::clone(path.notifier()));
+                let _ = wake.set(Arc::clone(path.caller_wake()));
                 (Box::new(path) as Box<dyn run::Path>, info)
             }),
         };
@@ -677,6 +683,14 @@ impl ShardPool {
                 },
                 shared: Arc::clone(&stats),
                 wake: Arc::clone(&wake),
+                adapter_slot: adapters::AdapterSlot::of_shard(
+                    index,
+                    shards,
+                    config
+                        .path
+                        .adapter_info()
+                        .map_or(0, |a| usize::from(a.capabilities.queue_pairs)),
+                ),
             };
             let thread = builder.spawn(move || thread.run(ready_tx));
             let thread = thread.map_err(|source| ShardError::Spawn {

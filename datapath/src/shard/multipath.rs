@@ -1,6 +1,8 @@
-//! One logical unit over several software paths (issue 14 items 3 and 4): a [`Path`] that
-//! owns one [`TcpPath`] per portal, each with its own session (its own ISID) on this
-//! shard, so the shard loop stays one loop and no lock is shared across cores.
+//! One logical unit over several paths (issue 14 items 3 and 4): a [`Path`] that owns one
+//! sub-path per portal, each with its own session (its own ISID) on this shard, so the
+//! shard loop stays one loop and no lock is shared across cores. A sub-path is any
+//! [`MemberPath`] (`member`): software TCP or a queue pair of a dependent or independent
+//! adapter; everything below is written once for all three.
 //!
 //! - **Joining**: a sub-path carries I/O only after its INQUIRY VPD 0x83 names the same
 //!   logical unit (the same set of logical-unit designators) as the first path's, and
@@ -38,10 +40,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::adapters::lost_connection;
+use super::member::{connect_member, MemberPath};
 use super::run::{Finished, Path, PathState, Refusal};
-use super::tcp::{Setup, TcpPath};
+use super::tcp::Setup;
 use super::{failure, ShardConfig, ShardError, ShardInfo, ShardStats};
-use crate::adapter::{PathError, PathFailure};
+use crate::adapter::PathFailure;
 use crate::pdu::TaskAttribute;
 use crate::scsi::alua::{self, AccessState, PortGroup};
 use crate::scsi::decode::DeviceIdentification;
@@ -185,7 +189,7 @@ struct Issued {
 
 struct SubPath {
     portal: SocketAddr,
-    path: Option<TcpPath>,
+    path: Option<Box<dyn MemberPath>>,
     /// Commands it holds.
     held: usize,
     /// When the next join attempt is due, and the wait after it.
@@ -250,6 +254,12 @@ pub(super) struct MultiPath {
     states_read_at: Option<Instant>,
     reissued: u64,
     counted: ShardStats,
+}
+
+/// A multipath shard's path (see [`MultiPath::connect`]).
+pub(super) fn connect(setup: Setup) -> Result<(Box<dyn Path>, ShardInfo), ShardError> {
+    let (path, info) = MultiPath::connect(setup)?;
+    Ok((Box::new(path), info))
 }
 
 impl MultiPath {
@@ -352,12 +362,21 @@ impl MultiPath {
     /// Logs sub-path `index` in and checks it reaches the LU.
     fn join(&mut self, index: usize) -> Result<ShardInfo, JoinError> {
         let portal = self.paths[index].portal;
-        let (mut path, info) = TcpPath::connect(self.sub_setup(portal))?;
-        let checked = check_path(&mut path, self.config.lun).map_err(JoinError::Check)?;
+        let n = self.paths.len();
+        let (mut path, info) = connect_member(self.sub_setup(portal), index, n)?;
+        let checked = match check_path(path.as_mut(), self.config.lun) {
+            Ok(checked) => checked,
+            Err(reason) => {
+                // Whatever the check left in it comes back before the path goes.
+                path.end_lost(&mut Vec::new());
+                return Err(JoinError::Check(reason));
+            }
+        };
         let identity = checked.identity;
         if self.identity.is_empty() {
             self.identity = identity;
         } else if identity != self.identity {
+            path.end_lost(&mut Vec::new());
             return Err(JoinError::Check(format!(
                 "{portal} reaches another logical unit (VPD 0x83 designators differ)"
             )));
@@ -561,6 +580,18 @@ impl MultiPath {
         let Some(issued) = self.issued.remove(&tag) else {
             return;
         };
+        let needed = match issued.direction {
+            DataDirection::Write { len } => len as usize,
+            _ => 0,
+        };
+        if buffer.len() < needed {
+            // An adapter that lost the command's buffer: its data cannot go again.
+            let error = CommandError::ConnectionLost(
+                "the path was lost and its adapter kept the write's data".into(),
+            );
+            self.finished.push((tag, Err(failure(error, buffer))));
+            return;
+        }
         if issued.superseded {
             let transferred = match issued.direction {
                 DataDirection::Write { len } => len,
@@ -654,10 +685,10 @@ impl MultiPath {
             sub.service_ns - sub.service_ns / 8 + took / 8
         };
         match result {
-            Err(PathFailure {
-                error: PathError::Command(CommandError::ConnectionLost(_)),
-                buffer,
-            }) => self.reissue(now, tag, buffer, false),
+            // The path lost its connection (software, or an adapter's): elsewhere.
+            Err(PathFailure { error, buffer }) if lost_connection(&error) => {
+                self.reissue(now, tag, buffer, false)
+            }
             Ok(outcome) if retries < ALUA_RETRIES && access_state_answer(&outcome).is_some() => {
                 // Not executed: the port group's state moved. Read the states again and
                 // send the command where they say (this path no more, if it answered
@@ -1009,7 +1040,7 @@ fn write_range(request: &Request) -> Option<(u64, u64)> {
 
 /// Runs `cdb` on a lone sub-path (nothing else in flight on it) and waits for its answer.
 fn execute_alone(
-    path: &mut TcpPath,
+    path: &mut dyn MemberPath,
     lun: u64,
     cdb: Cdb,
     len: usize,
@@ -1053,7 +1084,7 @@ struct Checked {
 /// LU's identity and the port's group) and, when a group is named, REPORT TARGET PORT
 /// GROUPS. A target that names a group but refuses the report is used as if it had no
 /// ALUA.
-fn check_path(path: &mut TcpPath, lun: u64) -> Result<Checked, String> {
+fn check_path(path: &mut dyn MemberPath, lun: u64) -> Result<Checked, String> {
     for _ in 0..4 {
         let outcome = execute_alone(path, lun, Cdb::test_unit_ready(), 0)?;
         if outcome.status == sense::status::GOOD
