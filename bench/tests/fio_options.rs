@@ -1738,9 +1738,9 @@ fn verify_state_load_checks_what_the_stopped_run_wrote_as_fio_does() {
 #[test]
 fn verify_state_load_names_what_is_missing() {
     let dir = Scratch::new("verify-state-bad");
-    let run = |extra: &[&str]| -> String {
-        let mut command = Command::new("timeout");
-        command
+    // The job, with `extra` options, in the scratch directory (where the state file goes).
+    let job = |extra: &[&str]| -> std::process::Output {
+        Command::new("timeout")
             .arg("30")
             .arg(env!("CARGO_BIN_EXE_iscsi-bench"))
             .current_dir(&dir.0)
@@ -1752,54 +1752,38 @@ fn verify_state_load_names_what_is_missing() {
                 "--rw=randwrite",
                 "--ioengine=io_uring",
             ])
-            .args(extra);
-        let out = command.output().expect("run iscsi-bench");
+            .args(extra)
+            .output()
+            .expect("run iscsi-bench")
+    };
+    let refused = |extra: &[&str]| -> String {
+        let out = job(extra);
         assert!(!out.status.success(), "{extra:?} must be refused");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let text = run(&["--verify=crc32c", "--verify_state_load=1"]);
+    let text = refused(&["--verify=crc32c", "--verify_state_load=1"]);
     assert!(text.contains("needs verify_only=1"), "{text}");
-    let text = run(&["--verify_only=1", "--verify_state_load=1"]);
+    let text = refused(&["--verify_only=1", "--verify_state_load=1"]);
     assert!(text.contains("verify_state_load needs verify"), "{text}");
-    let text = run(&[
+    let loaded = [
         "--verify=crc32c",
         "--verify_only=1",
         "--verify_state_load=1",
-    ]);
+    ];
+    let text = refused(&loaded);
     assert!(
         text.contains("local-w-0-verify.state") && text.contains("no such file"),
         "{text}"
     );
     // A state saved by another job shape (another seed) is refused, naming the seed.
     std::fs::write(dir.join("data"), vec![0u8; 1 << 20]).unwrap();
-    let out = Command::new("timeout")
-        .arg("30")
-        .arg(env!("CARGO_BIN_EXE_iscsi-bench"))
-        .current_dir(&dir.0)
-        .args([
-            "--name=w",
-            "--filename=data",
-            "--size=1m",
-            "--bs=4k",
-            "--rw=randwrite",
-            "--ioengine=io_uring",
-            "--verify=crc32c",
-            "--number_ios=10",
-            "--randseed=1",
-        ])
-        .output()
-        .unwrap();
+    let out = job(&["--verify=crc32c", "--number_ios=10", "--randseed=1"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = run(&[
-        "--verify=crc32c",
-        "--verify_only=1",
-        "--verify_state_load=1",
-        "--randseed=2",
-    ]);
+    let text = refused(&[loaded.as_slice(), &["--randseed=2"]].concat());
     assert!(
         text.contains("planned other I/O") && text.contains("seed"),
         "{text}"
