@@ -1246,11 +1246,16 @@ fn main_loop(
                     }
                 }
             }
+            // A schedule by rate or think time needs the time now (a drain may have come
+            // between); any other plan does not (the turn's reading will do).
+            let asked_at = if pending.is_none() && workload.plans_by_time() {
+                driver.now()
+            } else {
+                now
+            };
             let planned = match pending.take() {
                 Some(planned) => planned,
-                // A paced job's schedule needs the time now; an unpaced one's does not
-                // (the turn's reading will do).
-                None => match workload.next(if driver.paced { driver.now() } else { now }) {
+                None => match workload.next(asked_at) {
                     Next::Io(planned) => planned,
                     Next::WaitForCompletions => {
                         driver.submit()?;

@@ -838,6 +838,12 @@ impl Workload {
         self.pacer.is_limited()
     }
 
+    /// Whether the I/O handed out depends on the time asked with (rate limits, think time):
+    /// the runner must then ask with the time now, not its turn's.
+    pub fn plans_by_time(&self) -> bool {
+        self.pacer.uses_time()
+    }
+
     /// The runner's queue is full (`true`) or has room (`false`) at job time `now`: how
     /// the pacer tells a stall of the target from a late runner (`pacer` module docs).
     pub fn note_queue_full(&mut self, now: Duration, full: bool) {

@@ -197,6 +197,11 @@ impl Pacer {
     }
 
     /// Whether any direction has a rate limit.
+    /// Whether a schedule depends on the time it is asked at: a rate limit or a think time.
+    pub fn uses_time(&self) -> bool {
+        self.is_limited() || self.think.is_some()
+    }
+
     pub fn is_limited(&self) -> bool {
         [Direction::Read, Direction::Write, Direction::Trim]
             .iter()
