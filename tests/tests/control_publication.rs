@@ -10,6 +10,7 @@
 //! - a volume bound for the host is reachable by its next command, unbound it is not.
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -113,14 +114,14 @@ fn report_luns(client: &mut Client) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn a_lun_attached_is_seen_by_the_next_command_and_a_detached_one_gets_none_after_the_answer() {
-    let dir = TempDir::new("control-publication").unwrap();
+/// A gateway with two event loops, a control socket and a state directory in `dir`, its
+/// portal, and a control-plane client.
+fn start_gateway(dir: &TempDir) -> (GatewayProcess, SocketAddr, Rpc) {
     let socket = dir.join("control.sock");
     let socket_text = socket.display().to_string();
     let state = dir.join("state").display().to_string();
     let portal = loopback(free_port());
-    let _gateway = GatewayProcess::start_with_args(
+    let gateway = GatewayProcess::start_with_args(
         portal,
         &[
             "--control-socket",
@@ -133,7 +134,13 @@ fn a_lun_attached_is_seen_by_the_next_command_and_a_detached_one_gets_none_after
         &dir.join("gateway.log"),
     )
     .unwrap_or_else(|e| panic!("gateway starts: {e}"));
-    let mut rpc = Rpc::connect(&socket);
+    (gateway, portal, Rpc::connect(&socket))
+}
+
+#[test]
+fn a_lun_attached_is_seen_by_the_next_command_and_a_detached_one_gets_none_after_the_answer() {
+    let dir = TempDir::new("control-publication").unwrap();
+    let (_gateway, portal, mut rpc) = start_gateway(&dir);
     rpc.call(
         "target_create",
         json!({ "name": TARGET, "luns": [{ "lun": 0, "backend": "ram:1M" }] }),
@@ -180,24 +187,7 @@ fn a_volume_bound_is_reachable_by_the_next_command_and_unbound_is_not() {
         .output()
         .unwrap();
     assert!(created.status.success(), "{created:?}");
-    let socket = dir.join("control.sock");
-    let socket_text = socket.display().to_string();
-    let state = dir.join("state").display().to_string();
-    let portal = loopback(free_port());
-    let _gateway = GatewayProcess::start_with_args(
-        portal,
-        &[
-            "--control-socket",
-            &socket_text,
-            "--threads",
-            "2",
-            "--state-dir",
-            &state,
-        ],
-        &dir.join("gateway.log"),
-    )
-    .unwrap_or_else(|e| panic!("gateway starts: {e}"));
-    let mut rpc = Rpc::connect(&socket);
+    let (_gateway, portal, mut rpc) = start_gateway(&dir);
     rpc.call(
         "target_create",
         json!({ "name": TARGET, "luns": [{ "lun": 0, "backend": "endpoint" }] }),
