@@ -15,6 +15,7 @@ pub mod engine;
 pub mod io;
 pub mod job;
 pub mod output;
+pub mod page_alloc;
 pub mod report;
 pub mod run;
 pub mod stats;

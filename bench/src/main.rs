@@ -13,6 +13,10 @@ use bench::job::{self, Action, Invocation};
 use bench::output::{human, json};
 use bench::run::{self, RunOutcome};
 
+/// I/O buffers start on a page, so `O_DIRECT` needs no bounce copy (see the module).
+#[global_allocator]
+static ALLOCATOR: bench::page_alloc::PageAlignedLarge = bench::page_alloc::PageAlignedLarge;
+
 /// fio's exit value after a signal ended the run.
 const EXIT_INTERRUPTED: u8 = 128;
 

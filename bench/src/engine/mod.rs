@@ -37,11 +37,12 @@
 //! buffer without a copy (see [`uring`] for the rules that keeps safe). A buffer from
 //! elsewhere still works, through the plain opcodes.
 //!
-//! The one copy left: `O_DIRECT` wants memory aligned to the file's direct-I/O memory
-//! alignment (`statx` `STATX_DIOALIGN`), and a `Vec<u8>` is only as aligned as `malloc`
-//! makes it (16 bytes). A misaligned buffer goes through an aligned bounce buffer of the
-//! engine, and the bytes copied are counted in [`EngineCounters::bytes_copied`] (fio's
-//! `iomem_align` has no equivalent until `IoUnit` carries an aligned buffer type).
+//! `O_DIRECT` wants memory aligned to the file's direct-I/O memory alignment (`statx`
+//! `STATX_DIOALIGN`). The `iscsi-bench` binary's allocator starts every allocation of a
+//! page or more on a page ([`crate::page_alloc`]), as fio page-aligns its I/O memory, so
+//! its buffers are used in place. A misaligned buffer (a library caller's, or one smaller
+//! than a page) goes through an aligned bounce buffer of the engine, and the bytes copied
+//! are counted in [`EngineCounters::bytes_copied`] (in the JSON job extension's `"engine"`).
 
 pub mod embedded;
 pub mod iscsi;

@@ -30,8 +30,13 @@
 //! regular file shorter than the job's size is laid out first as [`LayoutPolicy`] says
 //! (fio writes the file out before jobs that read, and only extends it for pure writes).
 //!
-//! The ring has no `SINGLE_ISSUER`: the engine may be opened on one thread and driven on
-//! another (the runner's job thread).
+//! The ring is `SINGLE_ISSUER | DEFER_TASKRUN`, as fio's io_uring engine asks: completions
+//! that io_uring's workers finish are posted only when the job enters the kernel to wait,
+//! and the waiting job is woken once enough of them are there, not once per completion. The
+//! engine is opened on the main thread and driven on the job's, so the ring starts disabled
+//! (files and buffers are registered meanwhile) and the job's thread enables it
+//! ([`Engine::on_job_thread`], or the first submit or reap), which makes that thread the
+//! ring's one issuer. With `sqthread_poll` the ring is `SQPOLL` instead.
 
 use std::collections::VecDeque;
 
@@ -41,6 +46,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use datapath::sys::AlignedBuf;
@@ -127,6 +133,17 @@ struct DirectAlignment {
     offset: u32,
 }
 
+/// Which thread may enter the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Issuer {
+    /// Any thread (`SQPOLL`, or a plain ring when the kernel refused `SINGLE_ISSUER`).
+    Any,
+    /// The ring is disabled until a thread enables it and so becomes its issuer.
+    NotYet,
+    /// Only this thread (`SINGLE_ISSUER`).
+    Thread(ThreadId),
+}
+
 /// One unit the kernel holds, with the memory it reads into or writes from.
 struct InFlight {
     unit: IoUnit,
@@ -138,6 +155,7 @@ struct InFlight {
 pub struct UringEngine {
     /// Declared first: dropped (and so unregistered) before the file it names.
     ring: IoUring,
+    issuer: Issuer,
     file: File,
     path: String,
     is_block_device: bool,
@@ -260,9 +278,10 @@ impl UringEngine {
             None => 1,
         };
 
-        let (ring, sqpoll) = build_ring(options)?;
+        let (ring, sqpoll, issuer) = build_ring(options)?;
         let mut engine = UringEngine {
             ring,
+            issuer,
             file,
             path,
             is_block_device,
@@ -345,6 +364,31 @@ impl UringEngine {
     /// Buffers registered with the ring (0 without `fixedbufs`).
     pub fn registered_buffers(&self) -> usize {
         self.registered.len()
+    }
+
+    /// Makes this thread the ring's issuer if it has none yet (enabling the ring); an
+    /// error when another thread is.
+    fn take_issuer(&mut self) -> Result<(), EngineError> {
+        let here = std::thread::current().id();
+        match self.issuer {
+            Issuer::Any => Ok(()),
+            Issuer::Thread(thread) if thread == here => Ok(()),
+            Issuer::Thread(_) => Err(EngineError::Ring {
+                what: "entering the ring from a thread other than the job's (SINGLE_ISSUER)",
+                source: io::Error::from_raw_os_error(libc::EEXIST),
+            }),
+            Issuer::NotYet => {
+                self.ring
+                    .submitter()
+                    .register_enable_rings()
+                    .map_err(|source| EngineError::Ring {
+                        what: "enabling the ring on the job's thread",
+                        source,
+                    })?;
+                self.issuer = Issuer::Thread(here);
+                Ok(())
+            }
+        }
     }
 
     fn slots_in_use(&self) -> usize {
@@ -546,6 +590,32 @@ impl UringEngine {
         }
     }
 
+    /// Enters the kernel without waiting when the ring says completion work is deferred
+    /// (`IORING_SQ_TASKRUN`): with `DEFER_TASKRUN` only an entry with GETEVENTS posts the
+    /// completions io_uring's workers finished, and a reap that does not wait would
+    /// otherwise never see them.
+    fn post_deferred(&mut self) -> Result<(), EngineError> {
+        if !self.ring.submission().taskrun() {
+            return Ok(());
+        }
+        self.counters.kernel_entries += 1;
+        let submitted = self.unsubmitted;
+        loop {
+            match self.ring.submitter().submit_and_wait(0) {
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(source) => {
+                    return Err(EngineError::Ring {
+                        what: "posting completions",
+                        source,
+                    })
+                }
+            }
+        }
+        self.note_submitted(submitted);
+        Ok(())
+    }
+
     fn note_submitted(&mut self, count: usize) {
         self.counters.ios_submitted += count as u64;
         self.unsubmitted -= count;
@@ -553,6 +623,20 @@ impl UringEngine {
 
     /// Waits for every unit in flight (their completions are dropped).
     fn drain(&mut self) {
+        if self.slots_in_use() > 0 {
+            if let Err(e) = self.take_issuer() {
+                // Only the issuer may wait, and the kernel still owns memory of these
+                // units: leak them rather than free memory it may write to.
+                tracing::error!(
+                    in_flight = self.slots_in_use(),
+                    path = %self.path,
+                    error = %e,
+                    "io_uring engine closed off its job's thread; leaking the buffers in flight"
+                );
+                self.forget_in_flight();
+                return;
+            }
+        }
         // Completions dropped here were never handed to the runner.
         let completed = self.counters.ios_completed;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -566,12 +650,7 @@ impl UringEngine {
                     path = %self.path,
                     "io_uring I/O did not complete within 60 s at close; leaking its buffers"
                 );
-                for slot in self.slots.iter_mut() {
-                    if let Some(in_flight) = slot.take() {
-                        std::mem::forget(in_flight);
-                    }
-                }
-                self.free_slots = (0..self.iodepth).collect();
+                self.forget_in_flight();
                 break;
             }
             if let Err(e) = self.enter_and_wait(1, Duration::from_millis(100)) {
@@ -582,6 +661,18 @@ impl UringEngine {
         }
         self.ready.clear();
         self.counters.ios_completed = completed;
+    }
+}
+
+impl UringEngine {
+    /// Leaks every unit in flight (their memory may still be written by the kernel).
+    fn forget_in_flight(&mut self) {
+        for slot in self.slots.iter_mut() {
+            if let Some(in_flight) = slot.take() {
+                std::mem::forget(in_flight);
+            }
+        }
+        self.free_slots = (0..self.iodepth).collect();
     }
 }
 
@@ -706,11 +797,16 @@ impl Engine for UringEngine {
         Ok(())
     }
 
+    fn on_job_thread(&mut self) -> Result<(), EngineError> {
+        self.take_issuer()
+    }
+
     fn submit(&mut self) -> Result<usize, EngineError> {
         let count = self.unsubmitted;
         if count == 0 {
             return Ok(0);
         }
+        self.take_issuer()?;
         self.counters.kernel_entries += 1;
         loop {
             // GETEVENTS with no minimum: the kernel posts the completions that are ready
@@ -739,6 +835,10 @@ impl Engine for UringEngine {
         let start = out.len();
         let wanted = min.min(self.in_flight());
         out.extend(self.ready.drain(..));
+        if self.slots_in_use() > 0 {
+            self.take_issuer()?;
+            self.post_deferred()?;
+        }
         self.harvest(out);
         if out.len() - start >= wanted {
             return Ok(out.len() - start);
@@ -774,9 +874,10 @@ impl Drop for UringEngine {
     }
 }
 
-/// Creates the ring (`datapath::transport::build_ring`): `SQPOLL` when asked and granted, a
-/// plain ring otherwise; whether `SQPOLL` runs.
-fn build_ring(options: &UringOptions) -> Result<(IoUring, bool), EngineError> {
+/// Creates the ring (`datapath::transport::build_ring`): `SQPOLL` when asked and granted,
+/// otherwise `SINGLE_ISSUER | DEFER_TASKRUN` started disabled (see the module docs), or a
+/// plain ring when the kernel refuses either; whether `SQPOLL` runs, and who may enter.
+fn build_ring(options: &UringOptions) -> Result<(IoUring, bool, Issuer), EngineError> {
     let entries = options.iodepth.next_power_of_two().max(4) as u32;
     let preferred = if options.sqthread_poll {
         RingFlags::Sqpoll {
@@ -784,11 +885,15 @@ fn build_ring(options: &UringOptions) -> Result<(IoUring, bool), EngineError> {
             cpu: options.sqthread_poll_cpu,
         }
     } else {
-        RingFlags::Plain
+        // The task-run flag tells a submit that completion work waits, so it enters with
+        // GETEVENTS and posts it.
+        RingFlags::SingleIssuer {
+            taskrun_flag: true,
+            issuer_enables: true,
+        }
     };
-    // COOP_TASKRUN: completions wait for the job's next kernel entry instead of
-    // interrupting it (fio's io_uring engine asks for the same). Not SINGLE_ISSUER: the
-    // ring is opened on the main thread and used on the job's.
+    // COOP_TASKRUN on the fallback plain ring: completions wait for the job's next kernel
+    // entry instead of interrupting it.
     let built = datapath::transport::build_ring(&RingSetup {
         entries,
         cq_entries: entries * 2,
@@ -800,7 +905,12 @@ fn build_ring(options: &UringOptions) -> Result<(IoUring, bool), EngineError> {
         source,
     })?;
     let sqpoll = options.sqthread_poll && built.preferred_granted;
-    Ok((built.ring, sqpoll))
+    let issuer = if !options.sqthread_poll && built.preferred_granted {
+        Issuer::NotYet
+    } else {
+        Issuer::Any
+    };
+    Ok((built.ring, sqpoll, issuer))
 }
 
 /// Creates or grows a regular file to the job's size, as `options.layout` says.

@@ -9,7 +9,8 @@
 //! - top level `"iscsi_bench"`: version, histogram resolution, the tool's CPU per I/O;
 //! - per job `"iscsi_bench"`: failures by kind (SCSI status, sense key and ASC/ASCQ),
 //!   the job threads' CPU per I/O, total-latency percentiles per direction (measured from
-//!   the scheduled start when paced), and the intervals.
+//!   the scheduled start when paced), the intervals, and what the engine counted about
+//!   itself (`"engine"`: kernel entries, bytes copied in user space, registered-buffer I/Os).
 //!
 //! Percentile values and json+ `"bins"` come from HdrHistogram (3 significant digits):
 //! a bin's key is the highest value its bucket holds, so reading percentiles off the bins
@@ -476,9 +477,25 @@ fn job_extension(job: &JobReport, portable: bool) -> Json {
             .unwrap_or(serde_json::Value::Null);
         obj.push("portable", Json::from(value));
     }
-    obj.v("errors", errors_json)
-        .v("recovery", recovery_json)
-        .u("longest_completion_gap_ns", job.stats.longest_gap_ns())
+    let mut obj = obj.v("errors", errors_json).v("recovery", recovery_json);
+    if job.engine != crate::engine::EngineCounters::default() {
+        let engine = &job.engine;
+        let per_io = |count: u64| match engine.ios_completed {
+            0 => 0.0,
+            ios => count as f64 / ios as f64,
+        };
+        obj.push(
+            "engine",
+            Obj::new()
+                .u("ios_completed", engine.ios_completed)
+                .u("kernel_entries", engine.kernel_entries)
+                .f("kernel_entries_per_io", per_io(engine.kernel_entries))
+                .u("bytes_copied", engine.bytes_copied)
+                .u("ios_fixed_buffers", engine.ios_fixed_buffers)
+                .done(),
+        );
+    }
+    obj.u("longest_completion_gap_ns", job.stats.longest_gap_ns())
         .u("rate_schedule_skipped_ns", job.rate_skipped_ns)
         .v("paths", Json::Array(paths))
         .u("cpu_ns", job.stats.usage().cpu_ns())

@@ -105,6 +105,9 @@ pub struct JobReport {
     pub recovery: RecoveryReport,
     /// Multipath: each path's state and counts at the end of the job.
     pub paths: Vec<datapath::shard::PathStatus>,
+    /// What the engine counted about itself (kernel entries, bytes copied in user space);
+    /// all zero for a job merged from other hosts, which does not carry them.
+    pub engine: crate::engine::EngineCounters,
     /// How much of the rate schedule stalls beyond `rate_backlog` gave up (the I/Os
     /// due then were not issued rather than burst after the stall).
     pub rate_skipped_ns: u64,
@@ -232,6 +235,7 @@ impl JobReport {
             start_ms: 0,
             target: String::new(),
             recovery: RecoveryReport::default(),
+            engine: Default::default(),
             paths: Vec::new(),
             rate_skipped_ns: 0,
             unified: UnifiedRw::Separate,

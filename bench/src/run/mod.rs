@@ -724,6 +724,7 @@ fn job_report(spec: &JobSpec, outcome: JobOutcome) -> JobReport {
         latency_depth,
         paths,
         rate_skipped,
+        engine,
         ..
     } = outcome;
     let mut report = JobReport::new(&spec.name, spec.group_id, stats);
@@ -741,6 +742,7 @@ fn job_report(spec: &JobSpec, outcome: JobOutcome) -> JobReport {
     }
     report.intervals = intervals;
     report.paths = paths;
+    report.engine = engine;
     report.rate_skipped_ns = rate_skipped.as_nanos() as u64;
     report.percentiles = PercentileOptions {
         list: spec.percentile_list.clone(),

@@ -89,8 +89,14 @@ pub(crate) struct Completion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RingFlags {
     /// `SINGLE_ISSUER | DEFER_TASKRUN`, with `TASKRUN_FLAG` when `taskrun_flag`: one thread
-    /// submits and reaps, and completion work runs only when it enters the kernel.
-    SingleIssuer { taskrun_flag: bool },
+    /// submits and reaps, and completion work runs only when it enters the kernel. The
+    /// issuer is the thread that builds the ring, or, with `issuer_enables`, the ring starts
+    /// disabled (`R_DISABLED`) and the issuer is the thread that enables it
+    /// (`register_enable_rings`): a ring set up on one thread and driven on another.
+    SingleIssuer {
+        taskrun_flag: bool,
+        issuer_enables: bool,
+    },
     /// `SQPOLL`: a kernel thread polls the submission queue, sleeping after `idle_ms`
     /// without work, pinned to `cpu` when given.
     Sqpoll { idle_ms: u32, cpu: Option<u32> },
@@ -152,7 +158,10 @@ pub fn build_ring(setup: &RingSetup) -> io::Result<BuiltRing> {
                 description: name.to_string(),
             })
         }
-        RingFlags::SingleIssuer { taskrun_flag } => {
+        RingFlags::SingleIssuer {
+            taskrun_flag,
+            issuer_enables,
+        } => {
             let mut builder = IoUring::builder();
             builder
                 .setup_single_issuer()
@@ -160,6 +169,9 @@ pub fn build_ring(setup: &RingSetup) -> io::Result<BuiltRing> {
                 .setup_cqsize(setup.cq_entries);
             if taskrun_flag {
                 builder.setup_taskrun_flag();
+            }
+            if issuer_enables {
+                builder.setup_r_disabled();
             }
             builder.build(setup.entries)
         }
@@ -217,7 +229,10 @@ impl Ring {
         } else {
             // The task-run flag lets an event loop see, without entering the kernel, that
             // deferred completion work is waiting (`Ring::enter` then enters for it).
-            RingFlags::SingleIssuer { taskrun_flag: true }
+            RingFlags::SingleIssuer {
+                taskrun_flag: true,
+                issuer_enables: false,
+            }
         };
         let built = build_ring(&RingSetup {
             entries,
@@ -580,7 +595,11 @@ mod tests {
         assert!(!refused.ring.params().is_setup_sqpoll());
         // The flags this project's loops ask for: granted on the kernels it runs on, or
         // (an older kernel) a plain ring that says why.
-        let single = build_ring(&setup(RingFlags::SingleIssuer { taskrun_flag: true })).unwrap();
+        let single = build_ring(&setup(RingFlags::SingleIssuer {
+            taskrun_flag: true,
+            issuer_enables: false,
+        }))
+        .unwrap();
         assert!(
             single.preferred_granted == (single.description == "single_issuer+defer_taskrun"),
             "{}",

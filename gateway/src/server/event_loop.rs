@@ -219,6 +219,7 @@ fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
         cq_entries,
         preferred: RingFlags::SingleIssuer {
             taskrun_flag: false,
+            issuer_enables: false,
         },
         coop_taskrun: false,
     };
