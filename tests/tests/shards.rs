@@ -809,7 +809,7 @@ fn an_inline_shard_round_trips_on_its_thread_and_refuses_another() {
         while done.len() < total {
             assert!(Instant::now() < until, "inline shard stalled: {shard:?}");
             while let Some(request) = waiting.pop_front() {
-                if let Err(request) = shard.submit(request) {
+                if let Err(request) = shard.submit(std::time::Instant::now(), request) {
                     waiting.push_front(request);
                     break;
                 }
@@ -867,7 +867,10 @@ fn an_inline_shard_round_trips_on_its_thread_and_refuses_another() {
     // From another thread: refused by name, nothing lost.
     let cdb = Cdb::read(0, blocks, BLOCK, false).unwrap();
     shard
-        .submit(request(lun, &cdb, vec![0; IO_BYTES as usize], 99))
+        .submit(
+            std::time::Instant::now(),
+            request(lun, &cdb, vec![0; IO_BYTES as usize], 99),
+        )
         .expect("room for one");
     let mut shard = std::thread::scope(|scope| {
         scope

@@ -560,11 +560,12 @@ impl IscsiEngine {
             return 0;
         };
         let mut submitted = 0;
-        // Read only for io_timeout, once for the batch.
-        let deadline = self.io_timeout.map(|t| Instant::now() + t);
+        // One reading for the batch: the commands' start and the io_timeout deadline.
+        let now = Instant::now();
+        let deadline = self.io_timeout.map(|t| now + t);
         while let Some((shard, request)) = self.pending.pop_front() {
             let tag = request.user_data;
-            match shards.submit(shard, request) {
+            match shards.submit(shard, now, request) {
                 Ok(()) => {
                     submitted += 1;
                     if let Some(entry) = self.in_flight.get_mut(&tag) {
@@ -919,15 +920,20 @@ impl Engine for IscsiEngine {
         // completion to free a slot (see `Engine::reap`).
         let wait_for_room = min > wanted && self.timed_out > 0 && self.pick_shard().is_none();
         let late_before = self.counters.late_completions;
-        let deadline = Instant::now() + timeout;
+        let mut now = Instant::now();
+        let deadline = now + timeout;
         out.extend(self.ready.drain(..));
+        let mut waited = false;
         // Bounded by the deadline: each round waits for a completion or the clock.
         loop {
             if !self.pending.is_empty() {
                 self.push_pending();
             }
             self.drain_completions(out);
-            let now = Instant::now();
+            // Read again only after a wait: the first round's is the deadline's reading.
+            if std::mem::take(&mut waited) {
+                now = Instant::now();
+            }
             let next_expiry = self.expire(now, out);
             let room_freed =
                 self.counters.late_completions > late_before || self.dead_shards.iter().any(|d| *d);
@@ -949,6 +955,7 @@ impl Engine for IscsiEngine {
                     .min(Duration::from_millis(1))
             };
             self.wait_any(wait);
+            waited = true;
         }
         self.refresh_counters();
         Ok(out.len() - start)

@@ -8,7 +8,7 @@
 //! only to probe the LUN, logs out, and logs in again on the job's thread
 //! ([`Shards::on_job_thread`]), before the job's clock starts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 use datapath::client::ClientConfig;
@@ -90,10 +90,16 @@ impl Shards {
     }
 
     /// Hands one request to shard `shard`; a full (or not yet connected) shard hands it back.
-    pub(super) fn submit(&mut self, shard: usize, request: Request) -> Result<(), Request> {
+    /// Hands `request` to shard `shard`; `now` is the batch's reading of the clock.
+    pub(super) fn submit(
+        &mut self,
+        shard: usize,
+        now: Instant,
+        request: Request,
+    ) -> Result<(), Request> {
         match self {
             Shards::Pool(pool) => pool.submit(shard, request),
-            Shards::Inline { shard: Some(s), .. } => s.submit(request),
+            Shards::Inline { shard: Some(s), .. } => s.submit(now, request),
             Shards::Inline { shard: None, .. } => Err(request),
         }
     }

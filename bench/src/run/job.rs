@@ -328,9 +328,12 @@ impl Driver {
         }
     }
 
-    /// Prepares the buffer of `planned` and queues it. Returns false (and nothing is
-    /// queued) when the engine is full.
-    fn queue(&mut self, planned: PlannedIo, verifier: Option<&Verifier>) -> bool {
+    /// Prepares the buffer of `planned` and queues it, its start (fio's slat start) being
+    /// `start`, the reading it was planned with: units planned together in one turn share
+    /// it rather than read the clock each (a reading per unit cost more than its sub-µs
+    /// precision was worth). Returns false (and nothing is queued) when the engine is full.
+    fn queue(&mut self, planned: PlannedIo, verifier: Option<&Verifier>, start: Duration) -> bool {
+        let start_ns = start.as_nanos() as u64;
         let len = match planned.direction {
             Direction::Trim => 0,
             _ => planned.len,
@@ -338,9 +341,8 @@ impl Driver {
         let plain_write = Self::is_plain_write(&planned);
         let mut shared_io = None;
         let buffer = if plain_write {
-            let stamp = self.now_ns();
             self.write_buffers
-                .take(&mut *self.engine, len, planned.offset, stamp)
+                .take(&mut *self.engine, len, planned.offset, start_ns)
         } else {
             let mut buffer = self.engine.buffer(len);
             buffer.resize(len as usize, 0);
@@ -376,7 +378,6 @@ impl Driver {
             len: planned.len,
             buffer,
         };
-        let start_ns = self.now_ns();
         match self.engine.queue(unit) {
             Ok(()) => {
                 self.next_id += 1;
@@ -1225,6 +1226,9 @@ fn main_loop(
         let mut wait_until: Option<Duration> = None;
         let mut finished = false;
         let mut queued = 0;
+        // The turn's reading, read again after a drain within the turn: units planned
+        // after one start then, not at the top of the turn.
+        let mut since_drain = now;
         while driver.has_room() {
             if queued == driver.batch_submit {
                 // fio's iodepth_batch_submit: this many per submission, then more.
@@ -1251,7 +1255,7 @@ fn main_loop(
             let asked_at = if pending.is_none() && workload.plans_by_time() {
                 driver.now()
             } else {
-                now
+                since_drain
             };
             let planned = match pending.take() {
                 Some(planned) => planned,
@@ -1260,6 +1264,7 @@ fn main_loop(
                     Next::WaitForCompletions => {
                         driver.submit()?;
                         driver.drain(verifier, |t| workload.on_complete(t))?;
+                        since_drain = driver.now();
                         continue;
                     }
                     Next::VerifyPhase => {
@@ -1267,6 +1272,7 @@ fn main_loop(
                         driver.drain(verifier, |t| workload.on_complete(t))?;
                         driver.settle_writes(workload);
                         read_back(driver, workload)?;
+                        since_drain = driver.now();
                         continue;
                     }
                     Next::VerifyBacklog => {
@@ -1276,6 +1282,7 @@ fn main_loop(
                         let due = workload.take_backlog();
                         check_reads(driver, workload, due.iter().copied())?;
                         workload.mark_verified(&due);
+                        since_drain = driver.now();
                         continue;
                     }
                     Next::Done => {
@@ -1307,7 +1314,7 @@ fn main_loop(
                 workload.on_complete(driver.now());
                 continue;
             }
-            if !driver.queue(planned, verifier) {
+            if !driver.queue(planned, verifier, asked_at) {
                 *pending = Some(planned);
                 break;
             }
@@ -1426,8 +1433,9 @@ fn check_reads(
                 continue;
             }
             let Some(io) = runs.last() else { break };
-            let planned = io.planned(driver.now());
-            if !driver.queue(planned, Some(verifier)) {
+            let now = driver.now();
+            let planned = io.planned(now);
+            if !driver.queue(planned, Some(verifier), now) {
                 break;
             }
             runs.pop();
@@ -1522,8 +1530,9 @@ fn final_shared_check(driver: &mut Driver, workload: &Workload) -> Result<(), St
         }
         while driver.has_room() {
             let Some(io) = pending.last() else { break };
-            let planned = io.planned(driver.now());
-            if !driver.queue(planned, Some(&verifier)) {
+            let now = driver.now();
+            let planned = io.planned(now);
+            if !driver.queue(planned, Some(&verifier), now) {
                 break;
             }
             pending.pop();

@@ -128,13 +128,15 @@ impl InlineShard {
         self.depth.saturating_sub(self.core.held())
     }
 
-    /// Takes one command; with no room (or once the shard is gone) it comes back. It goes
-    /// on the wire at the next [`InlineShard::poll`] or [`InlineShard::wait`].
-    pub fn submit(&mut self, request: Request) -> Result<(), Request> {
+    /// Takes one command, started at `now` (the caller's reading of the clock: one serves
+    /// a batch, as the session's own `submit` takes it); with no room (or once the shard
+    /// is gone) it comes back. It goes on the wire at the next [`InlineShard::poll`] or
+    /// [`InlineShard::wait`].
+    pub fn submit(&mut self, now: Instant, request: Request) -> Result<(), Request> {
         if self.room() == 0 || self.gone.is_some() {
             return Err(request);
         }
-        match self.core.start(Instant::now(), request, false) {
+        match self.core.start(now, request, false) {
             Started::Taken => Ok(()),
             Started::Full(request) => Err(request),
             Started::Failed(completion) => {

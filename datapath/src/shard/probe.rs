@@ -80,7 +80,7 @@ impl ScsiExecute for InlineExecutor<'_> {
         let user_data = u64::MAX - u64::from(cdb.opcode());
         let request = Request::new(lun, cdb.clone(), read_buffer(cdb), user_data);
         let index = self.shard.index();
-        if self.shard.submit(request).is_err() {
+        if self.shard.submit(Instant::now(), request).is_err() {
             return Err(ShardCommandError::Shard(ShardError::InvalidConfig(
                 "the inline shard has no room for a set-up command",
             )));

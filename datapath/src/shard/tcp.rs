@@ -493,7 +493,8 @@ impl Connection {
             if let Some(reason) = shard.dead.clone() {
                 return Err((Some(shard), login_failed(reason)));
             }
-            shard.wait(shard.timeout(Instant::now()));
+            let now = Instant::now();
+            shard.wait(now, shard.timeout(now));
         }
     }
 
@@ -548,9 +549,8 @@ impl Connection {
     /// Queues the send, the receive and the doorbell read, and enters the kernel once:
     /// without waiting when `timeout` is zero, else asleep until a completion, the
     /// doorbell or the timeout (after polling for answers when one or two commands are in
-    /// flight: `completion_spin`).
-    fn wait(&mut self, timeout: Duration) {
-        let now = Instant::now();
+    /// flight: `completion_spin`). `now` is the caller's reading of the clock.
+    fn wait(&mut self, now: Instant, timeout: Duration) {
         self.start_send();
         self.arm_recv(now);
         self.arm_doorbell();
@@ -1827,15 +1827,17 @@ impl Path for TcpPath {
         // go in without sleeping, and the sleep on the new one is short.
         let timeout = match &mut self.draining {
             Some(old) => {
-                old.wait(Duration::ZERO);
+                old.wait(Instant::now(), Duration::ZERO);
                 timeout.min(DRAIN_POLL)
             }
             None => timeout,
         };
         match &mut self.state {
             State::Up(connection) => {
-                let timeout = timeout.min(connection.timeout(Instant::now()));
-                connection.wait(timeout);
+                // One reading for the timeout and the receive's arming.
+                let now = Instant::now();
+                let timeout = timeout.min(connection.timeout(now));
+                connection.wait(now, timeout);
             }
             // No ring while recovering: sleep in short steps, so requests and the stop
             // are seen soon.
