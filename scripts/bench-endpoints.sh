@@ -34,6 +34,7 @@ STORM_VOLUMES=${STORM_VOLUMES:-200}
 STORM_CLIENTS=${STORM_CLIENTS:-12}
 STORM_BATCH=${STORM_BATCH:-50}
 STORM_BATCH_CLIENTS=${STORM_BATCH_CLIENTS:-4}
+STORM_RATE=${STORM_RATE:-10000}
 LOGINS=${LOGINS:-11}
 STATE_PARENT=${STATE_PARENT:-$PWD/target}
 TARGET=iqn.2026-12.bench:endpoints
@@ -211,14 +212,15 @@ rss_after_io=$(rss_kib)
 # process and connection each, its own volumes), each binding and unbinding $2 volumes
 # per call as fast as it is answered; concurrent calls share the journal's fdatasync
 # (group commit). Run twice: one volume per call, and $STORM_BATCH volumes per call
-# from $STORM_BATCH_CLIENTS clients (the issue allows batches of binds in one call).
-storm() { # storm CLIENTS BATCH -> "binds+unbinds_per_s iops p99_us gateway_cpu_us_per_op"
+# from $STORM_BATCH_CLIENTS clients (the issue allows batches of binds in one call), as
+# fast as answered and paced at $STORM_RATE binds+unbinds per second (the goal's rate).
+storm() { # storm CLIENTS BATCH [RATE] -> "binds+unbinds_per_s iops p99_us gateway_cpu_us_per_op"
   local before after
   before=$(gateway_ticks)
   python3 - "$work/control.sock" "$work/pool.img" "$STORM_VOLUMES" "$TARGET" "$OTHER" \
-    "$((SECONDS_IO + 2))" "$1" "$2" >"$work/storm.out" <<'EOF2' &
+    "$((SECONDS_IO + 2))" "$1" "$2" "${3:-0}" >"$work/storm.out" <<'EOF2' &
 import json, multiprocessing, socket, sys, time
-path, pool, volumes, target, host, seconds, clients, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+path, pool, volumes, target, host, seconds, clients, batch, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), float(sys.argv[9])
 def client(c, results):
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
@@ -237,6 +239,11 @@ def client(c, results):
     done = 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
+        if rate > 0:
+            # Paced: this client's share of the rate, binds and unbinds counted alike.
+            ahead = done / (rate / clients) - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
         names = groups[(done // (2 * batch)) % len(groups)]
         call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": names})
         call("unbind", {"target": target, "host": host, "pool": pool, "volumes": names})
@@ -269,14 +276,17 @@ print('$rate $iops $p99 %.1f' % (extra / max(1, $ops)))"
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 read -r storm_rate storm_iops storm_p99 storm_cpu <<<"$(storm "$STORM_CLIENTS" 1)"
 read -r batch_rate batch_iops batch_p99 batch_cpu <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH")"
+read -r paced_rate paced_iops paced_p99 paced_cpu <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH" "$STORM_RATE")"
+# The quiet run again, right after: the machine's load drifts over minutes.
+read -r _ quiet_after_p99 _ <<<"$(run_job "${spread_args[@]}")"
 
-# Logins of a host with every binding beside one with none: the gateway's CPU time per
-# session (login, REPORT LUNS, logout; all its threads' run time from schedstat, in ns)
-# and the client's wall time, median of $LOGINS sessions each.
-login_cost() { # login_cost HOST -> "gateway_cpu_us wall_ms"
-  python3 - "$ctl" "$1" "iscsi://127.0.0.1:$port/$TARGET/1" "$gateway_pid" "$LOGINS" <<'EOF2'
+# Logins of a host with every binding beside one with none, alternating: the gateway's
+# CPU time per session (login, REPORT LUNS, logout; all its threads' run time from
+# schedstat, in ns) and the client's wall time, medians of $LOGINS sessions each.
+read -r login_cpu_bound login_wall_bound login_cpu_none login_wall_none <<<"$(
+  python3 - "$ctl" "$HOST" "$OTHER" "iscsi://127.0.0.1:$port/$TARGET/1" "$gateway_pid" "$LOGINS" <<'EOF2'
 import glob, subprocess, sys, time
-ctl, host, url, pid, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+ctl, hosts, url, pid, rounds = sys.argv[1], sys.argv[2:4], sys.argv[4], sys.argv[5], int(sys.argv[6])
 def run_ns():
     total = 0
     for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
@@ -285,21 +295,22 @@ def run_ns():
         except (OSError, ValueError):
             pass
     return total
-cpus, walls = [], []
+cpus = {h: [] for h in hosts}
+walls = {h: [] for h in hosts}
+time.sleep(1)  # what the storms left (retired configurations, flushes) settles first
 for _ in range(rounds):
-    before = run_ns()
-    t = time.perf_counter()
-    subprocess.run([ctl, "--initiator-name", host, "luns", "--no-inquiry", url],
-                   check=True, stdout=subprocess.DEVNULL)
-    walls.append((time.perf_counter() - t) * 1000)
-    time.sleep(0.05)  # the logout's cleanup runs after the client is gone
-    cpus.append((run_ns() - before) / 1000)
-cpus.sort(); walls.sort()
-print(f"{cpus[len(cpus) // 2]:.0f} {walls[len(walls) // 2]:.1f}")
+    for host in hosts:
+        before = run_ns()
+        t = time.perf_counter()
+        subprocess.run([ctl, "--initiator-name", host, "luns", "--no-inquiry", url],
+                       check=True, stdout=subprocess.DEVNULL)
+        walls[host].append((time.perf_counter() - t) * 1000)
+        time.sleep(0.05)  # the logout's cleanup runs after the client is gone
+        cpus[host].append((run_ns() - before) / 1000)
+med = lambda xs: sorted(xs)[len(xs) // 2]
+print(" ".join(f"{med(cpus[h]):.0f} {med(walls[h]):.1f}" for h in hosts))
 EOF2
-}
-read -r login_cpu_bound login_wall_bound <<<"$(login_cost "$HOST")"
-read -r login_cpu_none login_wall_none <<<"$(login_cost "$OTHER")"
+)"
 
 ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
 spread_best=$(printf '%s\n' "${spreads[@]}" | sort -n | tail -1)
@@ -333,5 +344,8 @@ echo "| spread IOPS during that storm; gateway CPU per bind or unbind beyond the
 echo "| bind+unbind storm, $STORM_BATCH_CLIENTS clients, $STORM_BATCH volumes per call: operations per second reached | $batch_rate | 10,000 |"
 echo "| spread p99 latency quiet (best) / during the batched storm | $quiet_p99 / $batch_p99 µs | within 10% |"
 echo "| spread IOPS during the batched storm; gateway CPU per bind or unbind beyond the reads' | $batch_iops; $batch_cpu µs | |"
+echo "| the batched storm paced at $STORM_RATE/s: operations per second reached | $paced_rate | 10,000 |"
+echo "| spread p99 latency quiet (best of the pairs; again right after the storms) / during the paced storm | $quiet_p99; $quiet_after_p99 / $paced_p99 µs | within 10% |"
+echo "| spread IOPS during the paced storm; gateway CPU per bind or unbind beyond the reads' | $paced_iops; $paced_cpu µs | |"
 echo "| a session (login, REPORT LUNS, logout) of the host with $(val bound) bindings / of one with none: gateway CPU (median of $LOGINS) | $login_cpu_bound / $login_cpu_none µs | independent of the bindings |"
 echo "| the same sessions' wall time as the client sees it | $login_wall_bound / $login_wall_none ms | |"
