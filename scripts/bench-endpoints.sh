@@ -214,13 +214,13 @@ rss_after_io=$(rss_kib)
 # (group commit). Run twice: one volume per call, and $STORM_BATCH volumes per call
 # from $STORM_BATCH_CLIENTS clients (the issue allows batches of binds in one call), as
 # fast as answered and paced at $STORM_RATE binds+unbinds per second (the goal's rate).
-storm() { # storm CLIENTS BATCH [RATE] -> "binds+unbinds_per_s iops p99_us gateway_cpu_us_per_op"
+storm() { # storm CLIENTS BATCH [RATE [change|list]] -> "ops_per_s iops p99_us gateway_cpu_us_per_op"
   local before after
   before=$(gateway_ticks)
   python3 - "$work/control.sock" "$work/pool.img" "$STORM_VOLUMES" "$TARGET" "$OTHER" \
-    "$((SECONDS_IO + 2))" "$1" "$2" "${3:-0}" >"$work/storm.out" <<'EOF2' &
+    "$((SECONDS_IO + 2))" "$1" "$2" "${3:-0}" "${4:-change}" >"$work/storm.out" <<'EOF2' &
 import json, multiprocessing, socket, sys, time
-path, pool, volumes, target, host, seconds, clients, batch, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), float(sys.argv[9])
+path, pool, volumes, target, host, seconds, clients, batch, rate, change = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), float(sys.argv[9]), sys.argv[10] == "change"
 def client(c, results):
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
@@ -245,8 +245,14 @@ def client(c, results):
             if ahead > 0:
                 time.sleep(ahead)
         names = groups[(done // (2 * batch)) % len(groups)]
-        call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": names})
-        call("unbind", {"target": target, "host": host, "pool": pool, "volumes": names})
+        if change:
+            call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": names})
+            call("unbind", {"target": target, "host": host, "pool": pool, "volumes": names})
+        else:
+            # The same clients and calls without a change: what the load generator and
+            # the control socket cost beside the reads, apart from the changes.
+            call("binding_list", {"host": host})
+            call("binding_list", {"host": host})
         done += 2 * len(names)
     results.put((done, time.perf_counter() - t0))
 results = multiprocessing.Queue()
@@ -277,6 +283,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 
 read -r storm_rate storm_iops storm_p99 storm_cpu <<<"$(storm "$STORM_CLIENTS" 1)"
 read -r batch_rate batch_iops batch_p99 batch_cpu <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH")"
 read -r paced_rate paced_iops paced_p99 paced_cpu <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH" "$STORM_RATE")"
+read -r list_rate list_iops list_p99 _ <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH" "$STORM_RATE" list)"
 # The quiet run again, right after: the machine's load drifts over minutes.
 read -r _ quiet_after_p99 _ <<<"$(run_job "${spread_args[@]}")"
 
@@ -347,5 +354,6 @@ echo "| spread IOPS during the batched storm; gateway CPU per bind or unbind bey
 echo "| the batched storm paced at $STORM_RATE/s: operations per second reached | $paced_rate | 10,000 |"
 echo "| spread p99 latency quiet (best of the pairs; again right after the storms) / during the paced storm | $quiet_p99; $quiet_after_p99 / $paced_p99 µs | within 10% |"
 echo "| spread IOPS during the paced storm; gateway CPU per bind or unbind beyond the reads' | $paced_iops; $paced_cpu µs | |"
+echo "| the same paced clients calling binding_list instead (no change): spread p99 / IOPS | $list_p99 µs / $list_iops | |"
 echo "| a session (login, REPORT LUNS, logout) of the host with $(val bound) bindings / of one with none: gateway CPU (median of $LOGINS) | $login_cpu_bound / $login_cpu_none µs | independent of the bindings |"
 echo "| the same sessions' wall time as the client sees it | $login_wall_bound / $login_wall_none ms | |"
