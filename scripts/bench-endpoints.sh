@@ -32,6 +32,10 @@ SECONDS_IO=${SECONDS_IO:-10}
 ROUNDS=${ROUNDS:-2}
 STORM_VOLUMES=${STORM_VOLUMES:-200}
 STORM_CLIENTS=${STORM_CLIENTS:-12}
+STORM_BATCH=${STORM_BATCH:-50}
+STORM_BATCH_CLIENTS=${STORM_BATCH_CLIENTS:-4}
+STORM_RATE=${STORM_RATE:-10000}
+LOGINS=${LOGINS:-11}
 STATE_PARENT=${STATE_PARENT:-$PWD/target}
 TARGET=iqn.2026-12.bench:endpoints
 HOST=iqn.2026-12.bench:esx-a
@@ -205,13 +209,18 @@ done
 rss_after_io=$(rss_kib)
 
 # Step 5: the storm beside the spread job: $STORM_CLIENTS control clients at once (one
-# process and connection each, its own volumes), each binding and unbinding one volume
+# process and connection each, its own volumes), each binding and unbinding $2 volumes
 # per call as fast as it is answered; concurrent calls share the journal's fdatasync
-# (group commit).
-python3 - "$work/control.sock" "$work/pool.img" "$STORM_VOLUMES" "$TARGET" "$OTHER" \
-  "$((SECONDS_IO + 2))" "$STORM_CLIENTS" >"$work/storm.out" <<'EOF' &
+# (group commit). Run twice: one volume per call, and $STORM_BATCH volumes per call
+# from $STORM_BATCH_CLIENTS clients (the issue allows batches of binds in one call), as
+# fast as answered and paced at $STORM_RATE binds+unbinds per second (the goal's rate).
+storm() { # storm CLIENTS BATCH [RATE [change|list]] -> "ops_per_s iops p99_us gateway_cpu_us_per_op"
+  local before after
+  before=$(gateway_ticks)
+  python3 - "$work/control.sock" "$work/pool.img" "$STORM_VOLUMES" "$TARGET" "$OTHER" \
+    "$((SECONDS_IO + 2))" "$1" "$2" "${3:-0}" "${4:-change}" >"$work/storm.out" <<'EOF2' &
 import json, multiprocessing, socket, sys, time
-path, pool, volumes, target, host, seconds, clients = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6]), int(sys.argv[7])
+path, pool, volumes, target, host, seconds, clients, batch, rate, change = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), float(sys.argv[9]), sys.argv[10] == "change"
 def client(c, results):
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
@@ -226,13 +235,25 @@ def client(c, results):
         if "error" in answer:
             sys.exit(f"{method}: {answer['error']}")
     mine = [f"s{i}" for i in range(c, volumes, clients)]
+    groups = [mine[i:i + batch] for i in range(0, len(mine) - batch + 1, batch)]
     done = 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        name = mine[(done // 2) % len(mine)]
-        call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": [name]})
-        call("unbind", {"target": target, "host": host, "pool": pool, "volumes": [name]})
-        done += 2
+        if rate > 0:
+            # Paced: this client's share of the rate, binds and unbinds counted alike.
+            ahead = done / (rate / clients) - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        names = groups[(done // (2 * batch)) % len(groups)]
+        if change:
+            call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": names})
+            call("unbind", {"target": target, "host": host, "pool": pool, "volumes": names})
+        else:
+            # The same clients and calls without a change: what the load generator and
+            # the control socket cost beside the reads, apart from the changes.
+            call("binding_list", {"host": host})
+            call("binding_list", {"host": host})
+        done += 2 * len(names)
     results.put((done, time.perf_counter() - t0))
 results = multiprocessing.Queue()
 procs = [multiprocessing.Process(target=client, args=(c, results)) for c in range(clients)]
@@ -241,19 +262,67 @@ for p in procs:
 outcomes = [results.get() for _ in procs]
 for p in procs:
     p.join()
-print(f"{sum(d for d, _ in outcomes) / max(t for _, t in outcomes):.0f}")
-EOF
-storm_pid=$!
-sleep 1
-read -r storm_iops storm_p99 _ <<<"$(run_job "${spread_args[@]}")"
-wait "$storm_pid"
-storm_rate=$(cat "$work/storm.out")
+print(f"{sum(d for d, _ in outcomes) / max(t for _, t in outcomes):.0f} {sum(d for d, _ in outcomes)}")
+EOF2
+  local storm_pid=$!
+  sleep 1
+  local iops p99
+  read -r iops p99 _ <<<"$(run_job "${spread_args[@]}")"
+  wait "$storm_pid"
+  after=$(gateway_ticks)
+  local rate ops
+  read -r rate ops <"$work/storm.out"
+  # The gateway's CPU beside the quiet run's: what the storm's operations cost it.
+  python3 -c "
+quiet_cpu_per_io = $(median "${cpu_spread[@]}")
+total_us = ($after - $before) * 1e6 / $(getconf CLK_TCK)
+extra = max(0.0, total_us - quiet_cpu_per_io * $iops * ($SECONDS_IO))
+print('$rate $iops $p99 %.1f' % (extra / max(1, $ops)))"
+}
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+read -r storm_rate storm_iops storm_p99 storm_cpu <<<"$(storm "$STORM_CLIENTS" 1)"
+read -r batch_rate batch_iops batch_p99 batch_cpu <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH")"
+read -r paced_rate paced_iops paced_p99 paced_cpu <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH" "$STORM_RATE")"
+read -r list_rate list_iops list_p99 _ <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH" "$STORM_RATE" list)"
+# The quiet run again, right after: the machine's load drifts over minutes.
+read -r _ quiet_after_p99 _ <<<"$(run_job "${spread_args[@]}")"
+
+# Logins of a host with every binding beside one with none, alternating: the gateway's
+# CPU time per session (login, REPORT LUNS, logout; all its threads' run time from
+# schedstat, in ns) and the client's wall time, medians of $LOGINS sessions each.
+read -r login_cpu_bound login_wall_bound login_cpu_none login_wall_none <<<"$(
+  python3 - "$ctl" "$HOST" "$OTHER" "iscsi://127.0.0.1:$port/$TARGET/1" "$gateway_pid" "$LOGINS" <<'EOF2'
+import glob, subprocess, sys, time
+ctl, hosts, url, pid, rounds = sys.argv[1], sys.argv[2:4], sys.argv[4], sys.argv[5], int(sys.argv[6])
+def run_ns():
+    total = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            total += int(open(path).read().split()[0])
+        except (OSError, ValueError):
+            pass
+    return total
+cpus = {h: [] for h in hosts}
+walls = {h: [] for h in hosts}
+time.sleep(1)  # what the storms left (retired configurations, flushes) settles first
+for _ in range(rounds):
+    for host in hosts:
+        before = run_ns()
+        t = time.perf_counter()
+        subprocess.run([ctl, "--initiator-name", host, "luns", "--no-inquiry", url],
+                       check=True, stdout=subprocess.DEVNULL)
+        walls[host].append((time.perf_counter() - t) * 1000)
+        time.sleep(0.05)  # the logout's cleanup runs after the client is gone
+        cpus[host].append((run_ns() - before) / 1000)
+med = lambda xs: sorted(xs)[len(xs) // 2]
+print(" ".join(f"{med(cpus[h]):.0f} {med(walls[h]):.1f}" for h in hosts))
+EOF2
+)"
 
 ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
 spread_best=$(printf '%s\n' "${spreads[@]}" | sort -n | tail -1)
 plain_best=$(printf '%s\n' "${plains[@]}" | sort -n | tail -1)
 quiet_p99=$(printf '%s\n' "${spread_p99s[@]}" | sort -n | head -1)
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 median_ratio=$(median "${pair_ratios[@]}")
 join() { local IFS=,; echo "$*" | sed 's/,/, /g'; }
 
@@ -276,6 +345,15 @@ echo "| ratio spread / plain per pair (median) | $(join "${pair_ratios[@]}") ($m
 echo "| ratio spread / plain (best runs) | $(ratio "$spread_best" "$plain_best") | |"
 echo "| gateway CPU per I/O, µs: spread / plain per pair | $(join "${cpu_spread[@]}") / $(join "${cpu_plain[@]}") | |"
 echo "| gateway CPU per I/O, spread / plain per pair (median) | $(join "${cpu_ratios[@]}") ($(median "${cpu_ratios[@]}")) | |"
-echo "| bind+unbind storm on another host, $STORM_CLIENTS clients: operations per second reached | $storm_rate | 10,000 |"
-echo "| spread p99 latency quiet (best) / during the storm | $quiet_p99 / $storm_p99 µs | within 10% |"
-echo "| spread IOPS during the storm | $storm_iops | |"
+echo "| bind+unbind storm on another host, $STORM_CLIENTS clients, 1 volume per call: operations per second reached | $storm_rate | 10,000 |"
+echo "| spread p99 latency quiet (best) / during that storm | $quiet_p99 / $storm_p99 µs | within 10% |"
+echo "| spread IOPS during that storm; gateway CPU per bind or unbind beyond the reads' | $storm_iops; $storm_cpu µs | |"
+echo "| bind+unbind storm, $STORM_BATCH_CLIENTS clients, $STORM_BATCH volumes per call: operations per second reached | $batch_rate | 10,000 |"
+echo "| spread p99 latency quiet (best) / during the batched storm | $quiet_p99 / $batch_p99 µs | within 10% |"
+echo "| spread IOPS during the batched storm; gateway CPU per bind or unbind beyond the reads' | $batch_iops; $batch_cpu µs | |"
+echo "| the batched storm paced at $STORM_RATE/s: operations per second reached | $paced_rate | 10,000 |"
+echo "| spread p99 latency quiet (best of the pairs; again right after the storms) / during the paced storm | $quiet_p99; $quiet_after_p99 / $paced_p99 µs | within 10% |"
+echo "| spread IOPS during the paced storm; gateway CPU per bind or unbind beyond the reads' | $paced_iops; $paced_cpu µs | |"
+echo "| the same paced clients calling binding_list instead (no change): spread p99 / IOPS | $list_p99 µs / $list_iops | |"
+echo "| a session (login, REPORT LUNS, logout) of the host with $(val bound) bindings / of one with none: gateway CPU (median of $LOGINS) | $login_cpu_bound / $login_cpu_none µs | independent of the bindings |"
+echo "| the same sessions' wall time as the client sees it | $login_wall_bound / $login_wall_none ms | |"

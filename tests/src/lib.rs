@@ -12,6 +12,8 @@
 //!   `iscsi-inq`, `iscsi-readcapacity16`), the reference initiator.
 //! - [`cunit`]: libiscsi's `iscsi-test-cu` run per family, its verdicts and skip notices.
 //! - [`fake_target`]: pieces of scripted fake targets.
+//! - [`endpoint_fixture`]: a gateway with a pool and a protocol endpoint, binds, and the
+//!   helpers the endpoint tests share.
 //! - [`gateway_process`]: our `iscsi-gateway` as a child process (signals, restarts, log
 //!   lines), its memory and CPU.
 //! - [`paused_fuse`]: a file on a FUSE mount whose daemon can be stopped (a hung backing
@@ -48,6 +50,7 @@
 pub mod capture;
 pub mod cluster;
 pub mod cunit;
+pub mod endpoint_fixture;
 pub mod failover;
 pub mod fake_target;
 pub mod gateway_ctl;

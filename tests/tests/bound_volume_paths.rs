@@ -11,9 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use system_tests::endpoint_fixture::EndpointSpec;
 use system_tests::gateway_ctl::{ctl_json, ctl_ok};
-use system_tests::loopback;
-use system_tests::{free_port, run_command, workspace_binary, GatewayProcess, TempDir};
+use system_tests::{run_command, workspace_binary};
 
 const TARGET: &str = "iqn.2026-12.test:bound-paths";
 const HOST: &str = "iqn.2026-12.test:esx-paths";
@@ -41,51 +41,15 @@ fn paths(url: &str, other: SocketAddr) -> Value {
 
 #[test]
 fn a_verify_job_over_two_portals_to_a_bound_volume_survives_losing_one() {
-    let dir = TempDir::new("gateway-bound-paths").unwrap();
-    let pool = dir.join("pool.img").display().to_string();
-    let created = Command::new(system_tests::gateway_binary())
-        .args(["pool", "create", &pool, "128M"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    let socket = dir.join("control.sock");
-    let socket_text = socket.display().to_string();
-    let (first, second) = (loopback(free_port()), loopback(free_port()));
+    let gateway = EndpointSpec::new(TARGET)
+        .pool_size("128M")
+        .volumes(&["v1", "v2"], "16M")
+        .portals(2)
+        .start();
+    let (first, second) = (gateway.portals[0], gateway.portals[1]);
     let second_text = second.to_string();
-    let _gateway = GatewayProcess::start_with_args(
-        first,
-        &[
-            "--portal",
-            &second_text,
-            "--control-socket",
-            &socket_text,
-            "--threads",
-            "2",
-        ],
-        &dir.join("gateway.log"),
-    )
-    .unwrap_or_else(|e| panic!("gateway starts: {e}"));
-    for v in ["v1", "v2"] {
-        ctl_ok(&socket, &["volume", "create", "--pool", &pool, v, "16M"]);
-    }
-    ctl_ok(&socket, &["target", "create", TARGET]);
-    ctl_ok(&socket, &["lun", "attach", TARGET, "0", "endpoint"]);
-    let bound = ctl_json(
-        &socket,
-        &[
-            "bind",
-            "v1",
-            "v2",
-            "--target",
-            TARGET,
-            "--endpoint",
-            "0",
-            "--host",
-            HOST,
-            "--pool",
-            &pool,
-        ],
-    );
+    let socket = &gateway.socket;
+    let bound = gateway.bind(HOST, &["v1", "v2"]);
     let naa_of = |volume: &str| {
         bound["bindings"]
             .as_array()
@@ -150,8 +114,8 @@ fn a_verify_job_over_two_portals_to_a_bound_volume_survives_losing_one() {
         let job = scope.spawn(|| run_command(bench, Duration::from_secs(120)));
         std::thread::sleep(Duration::from_millis(1500));
         // No new login through the second portal, then its session goes.
-        ctl_ok(&socket, &["portal", "remove", &second_text]);
-        let dropped = ctl_json(&socket, &["session", "drop", "--portal", &second_text]);
+        ctl_ok(socket, &["portal", "remove", &second_text]);
+        let dropped = ctl_json(socket, &["session", "drop", "--portal", &second_text]);
         assert!(dropped["dropped"].as_u64() >= Some(1), "{dropped}");
         job.join().expect("bench thread")
     });

@@ -3,45 +3,25 @@
 //! bound through an endpoint are counted on each volume's own row (two-level LUN, host,
 //! volume), a bound volume without I/O has no row, and an unbound one drops out.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use datapath::client::{Client, ClientConfig};
-use datapath::scsi::{Cdb, LunAddress};
-use datapath::session::Request;
+use datapath::client::Client;
+use datapath::scsi::Cdb;
 use serde_json::Value;
+use system_tests::endpoint_fixture::{bound_lun, execute, settle, EndpointGateway, EndpointSpec};
 use system_tests::gateway_ctl::{ctl_json, ctl_ok};
-use system_tests::loopback;
-use system_tests::{free_port, GatewayProcess, TempDir};
 
 const TARGET: &str = "iqn.2026-12.test:bound-stats";
 const HOST: &str = "iqn.2026-12.test:esx-stats";
 
 fn sub(secondary: u32) -> u64 {
-    LunAddress::Subsidiary {
-        endpoint: 0,
-        secondary,
-    }
-    .key()
+    bound_lun(0, secondary)
 }
 
 /// Status of one command.
 fn status(client: &mut Client, lun: u64, cdb: Cdb, data: Vec<u8>) -> u8 {
-    client
-        .execute(Request::new(lun, cdb, data, 0))
-        .expect("an answer")
-        .status
-}
-
-/// TEST UNIT READY until it passes: the bind's attention is reported and gone.
-fn settle(client: &mut Client, lun: u64) {
-    for _ in 0..4 {
-        if status(client, lun, Cdb::test_unit_ready(), Vec::new()) == 0 {
-            return;
-        }
-    }
-    panic!("unit attentions on {lun:#x} do not clear");
+    execute(client, lun, cdb, data).0
 }
 
 /// The rows of `lun stats --target TARGET`, by their LUN as text.
@@ -65,71 +45,18 @@ fn row<'a>(rows: &'a [(String, Value)], lun: &str) -> Option<&'a Value> {
     rows.iter().find(|(l, _)| l == lun).map(|(_, r)| r)
 }
 
-struct Setup {
-    dir: TempDir,
-    _gateway: GatewayProcess,
-    socket: PathBuf,
-    pool: String,
-    portal: std::net::SocketAddr,
-}
-
-fn setup() -> Setup {
-    let dir = TempDir::new("gateway-bound-stats").unwrap();
-    let pool = dir.join("pool.img").display().to_string();
-    let created = Command::new(system_tests::gateway_binary())
-        .args(["pool", "create", &pool, "64M"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    let socket = dir.join("control.sock");
-    let socket_text = socket.display().to_string();
-    let portal = loopback(free_port());
-    let gateway = GatewayProcess::start_with_args(
-        portal,
-        &["--control-socket", &socket_text, "--threads", "2"],
-        &dir.join("gateway.log"),
-    )
-    .unwrap_or_else(|e| panic!("gateway starts: {e}"));
-    for v in ["v1", "v2", "v3"] {
-        ctl_ok(&socket, &["volume", "create", "--pool", &pool, v, "4M"]);
-    }
-    ctl_ok(&socket, &["target", "create", TARGET]);
-    ctl_ok(&socket, &["lun", "attach", TARGET, "0", "endpoint"]);
-    ctl_ok(&socket, &["lun", "attach", TARGET, "1", "ram:1M"]);
-    Setup {
-        dir,
-        _gateway: gateway,
-        socket,
-        pool,
-        portal,
-    }
+fn setup() -> EndpointGateway {
+    EndpointSpec::new(TARGET)
+        .volumes(&["v1", "v2", "v3"], "4M")
+        .plain_lun(1, "ram:1M")
+        .start()
 }
 
 #[test]
 fn lun_stats_count_the_io_of_each_bound_volume_and_forget_an_unbound_one() {
     let s = setup();
-    let _keep = &s.dir;
-    ctl_ok(
-        &s.socket,
-        &[
-            "bind",
-            "v1",
-            "v2",
-            "v3",
-            "--target",
-            TARGET,
-            "--endpoint",
-            "0",
-            "--host",
-            HOST,
-            "--pool",
-            &s.pool,
-        ],
-    );
-    let mut config = ClientConfig::new(s.portal, Some(TARGET.into()));
-    config.initiator_name = HOST.into();
-    config.login_timeout = Duration::from_secs(10);
-    let mut client = Client::connect(&config).unwrap_or_else(|e| panic!("login: {e}"));
+    s.bind(HOST, &["v1", "v2", "v3"]);
+    let mut client = s.session(HOST, None);
     for lun in [1, sub(1), sub(2)] {
         settle(&mut client, lun);
     }
@@ -217,12 +144,7 @@ fn lun_stats_count_the_io_of_each_bound_volume_and_forget_an_unbound_one() {
     assert!(table.contains("0:1") && table.contains("0:2"), "{table}");
 
     // Unbound: v1 has no row any more; v2 keeps its figures.
-    ctl_ok(
-        &s.socket,
-        &[
-            "unbind", "v1", "--target", TARGET, "--host", HOST, "--pool", &s.pool,
-        ],
-    );
+    s.unbind(HOST, &["v1"]);
     let last = rows(&s.socket);
     assert!(row(&last, "0:1").is_none(), "{last:?}");
     assert_eq!(row(&last, "0:2").unwrap()["writes"].as_u64(), Some(10));

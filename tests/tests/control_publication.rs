@@ -10,17 +10,17 @@
 //! - a volume bound for the host is reachable by its next command, unbound it is not.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use datapath::client::{Client, ClientConfig};
+use datapath::client::Client;
 use datapath::scsi::{Cdb, LunAddress};
 use datapath::session::Request;
 use serde_json::{json, Value};
-use system_tests::loopback;
-use system_tests::{free_port, GatewayProcess, TempDir};
+use system_tests::endpoint_fixture::{
+    past_attentions, EndpointGateway, EndpointSpec, ILLEGAL_REQUEST,
+};
 
 const TARGET: &str = "iqn.2026-12.test:publication";
 const HOST: &str = "iqn.2026-12.test:publication-host";
@@ -28,8 +28,6 @@ const HOST: &str = "iqn.2026-12.test:publication-host";
 const ROUNDS: u64 = 20;
 
 const CHECK_CONDITION: u8 = 2;
-const UNIT_ATTENTION: u8 = 0x6;
-const ILLEGAL_REQUEST: u8 = 0x5;
 
 /// One JSON-RPC connection to the control socket.
 struct Rpc {
@@ -68,39 +66,6 @@ impl Rpc {
     }
 }
 
-/// A session with a random ISID: two of them are two nexuses.
-fn session(portal: std::net::SocketAddr) -> Client {
-    let mut config = ClientConfig::new(portal, Some(TARGET.into()));
-    config.initiator_name = HOST.into();
-    config.login_timeout = Duration::from_secs(10);
-    Client::connect(&config).unwrap_or_else(|e| panic!("login: {e}"))
-}
-
-/// TEST UNIT READY on `lun`: the status and, for CHECK CONDITION, (key, ASC, ASCQ).
-fn test_unit_ready(client: &mut Client, lun: u64) -> (u8, Option<(u8, u8, u8)>) {
-    let outcome = client
-        .execute(Request::new(lun, Cdb::test_unit_ready(), Vec::new(), 0))
-        .expect("TEST UNIT READY gets an answer");
-    let sense = outcome
-        .sense
-        .as_ref()
-        .filter(|s| s.len() >= 14)
-        .map(|s| (s[2] & 0x0f, s[12], s[13]));
-    (outcome.status, sense)
-}
-
-/// TEST UNIT READY until it reports something other than a unit attention (a change
-/// establishes one per nexus; at most a few are pending).
-fn test_unit_ready_past_attentions(client: &mut Client, lun: u64) -> (u8, Option<(u8, u8, u8)>) {
-    for _ in 0..4 {
-        let answer = test_unit_ready(client, lun);
-        if !matches!(answer.1, Some((UNIT_ATTENTION, _, _))) {
-            return answer;
-        }
-    }
-    panic!("LUN {lun}: unit attentions do not end");
-}
-
 fn report_luns(client: &mut Client) -> Vec<u64> {
     let outcome = client
         .execute(Request::new(0, Cdb::report_luns(0, 4096), vec![0; 4096], 0))
@@ -114,38 +79,22 @@ fn report_luns(client: &mut Client) -> Vec<u64> {
         .collect()
 }
 
-/// A gateway with two event loops, a control socket and a state directory in `dir`, its
-/// portal, and a control-plane client.
-fn start_gateway(dir: &TempDir) -> (GatewayProcess, SocketAddr, Rpc) {
-    let socket = dir.join("control.sock");
-    let socket_text = socket.display().to_string();
-    let state = dir.join("state").display().to_string();
-    let portal = loopback(free_port());
-    let gateway = GatewayProcess::start_with_args(
-        portal,
-        &[
-            "--control-socket",
-            &socket_text,
-            "--threads",
-            "2",
-            "--state-dir",
-            &state,
-        ],
-        &dir.join("gateway.log"),
-    )
-    .unwrap_or_else(|e| panic!("gateway starts: {e}"));
-    (gateway, portal, Rpc::connect(&socket))
+/// A gateway with two event loops, a control socket and a state directory, a pool, an
+/// endpoint at LUN 0 and `volumes` of 1 MiB; and a control-plane client.
+fn start_gateway(volumes: &[&str]) -> (EndpointGateway, Rpc) {
+    let gateway = EndpointSpec::new(TARGET)
+        .pool_size("1G")
+        .volumes(volumes, "1M")
+        .state_dir()
+        .start();
+    let rpc = Rpc::connect(&gateway.socket);
+    (gateway, rpc)
 }
 
 #[test]
 fn a_lun_attached_is_seen_by_the_next_command_and_a_detached_one_gets_none_after_the_answer() {
-    let dir = TempDir::new("control-publication").unwrap();
-    let (_gateway, portal, mut rpc) = start_gateway(&dir);
-    rpc.call(
-        "target_create",
-        json!({ "name": TARGET, "luns": [{ "lun": 0, "backend": "ram:1M" }] }),
-    );
-    let mut sessions = [session(portal), session(portal)];
+    let (gateway, mut rpc) = start_gateway(&[]);
+    let mut sessions = [gateway.session(HOST, None), gateway.session(HOST, None)];
 
     for round in 1..=ROUNDS {
         let lun = round;
@@ -160,7 +109,7 @@ fn a_lun_attached_is_seen_by_the_next_command_and_a_detached_one_gets_none_after
                 "round {round}, session {n}: LUN {lun} attached, REPORT LUNS after the answer lists {listed:?}"
             );
             assert_eq!(
-                test_unit_ready_past_attentions(client, lun),
+                past_attentions(client, lun),
                 (0, None),
                 "round {round}, session {n}: the new LUN serves"
             );
@@ -168,7 +117,7 @@ fn a_lun_attached_is_seen_by_the_next_command_and_a_detached_one_gets_none_after
         rpc.call("lun_detach", json!({ "target": TARGET, "lun": lun }));
         for (n, client) in sessions.iter_mut().enumerate() {
             assert_eq!(
-                test_unit_ready_past_attentions(client, lun),
+                past_attentions(client, lun),
                 (CHECK_CONDITION, Some((ILLEGAL_REQUEST, 0x25, 0x00))),
                 "round {round}, session {n}: LUN {lun} detached gets no command after the answer"
             );
@@ -179,26 +128,11 @@ fn a_lun_attached_is_seen_by_the_next_command_and_a_detached_one_gets_none_after
 
 #[test]
 fn a_volume_bound_is_reachable_by_the_next_command_and_unbound_is_not() {
-    let dir = TempDir::new("control-publication-bind").unwrap();
-    let pool = dir.join("pool.img");
-    let pool_text = pool.display().to_string();
-    let created = std::process::Command::new(system_tests::gateway_binary())
-        .args(["pool", "create", &pool_text, "1G"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    let (_gateway, portal, mut rpc) = start_gateway(&dir);
-    rpc.call(
-        "target_create",
-        json!({ "name": TARGET, "luns": [{ "lun": 0, "backend": "endpoint" }] }),
-    );
-    for round in 0..ROUNDS {
-        rpc.call(
-            "volume_create",
-            json!({ "pool": pool_text, "name": format!("v{round}"), "size": "1M" }),
-        );
-    }
-    let mut sessions = [session(portal), session(portal)];
+    let names: Vec<String> = (0..ROUNDS).map(|round| format!("v{round}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (gateway, mut rpc) = start_gateway(&names);
+    let pool_text = gateway.pool.clone();
+    let mut sessions = [gateway.session(HOST, None), gateway.session(HOST, None)];
     for round in 0..ROUNDS {
         let answer = rpc.call(
             "bind",
@@ -215,7 +149,7 @@ fn a_volume_bound_is_reachable_by_the_next_command_and_unbound_is_not() {
         .key();
         for (n, client) in sessions.iter_mut().enumerate() {
             assert_eq!(
-                test_unit_ready_past_attentions(client, lun),
+                past_attentions(client, lun),
                 (0, None),
                 "round {round}, session {n}: the bound volume serves the next command"
             );
@@ -229,7 +163,7 @@ fn a_volume_bound_is_reachable_by_the_next_command_and_unbound_is_not() {
         );
         for (n, client) in sessions.iter_mut().enumerate() {
             assert_eq!(
-                test_unit_ready_past_attentions(client, lun),
+                past_attentions(client, lun),
                 (CHECK_CONDITION, Some((ILLEGAL_REQUEST, 0x25, 0x00))),
                 "round {round}, session {n}: unbound, the volume gets no command"
             );

@@ -4,89 +4,31 @@
 //! `iscsi-ctl luns --select-report 0x12`; plain LUNs of the same target stay what
 //! libiscsi's `iscsi-inq` expects.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use datapath::client::{Client, ClientConfig};
-use datapath::scsi::{Cdb, Lun, LunAddress};
-use datapath::session::Request;
+use datapath::client::Client;
+use datapath::scsi::{Cdb, Lun};
 use serde_json::Value;
+use system_tests::endpoint_fixture::{
+    bound_lun, execute, test_unit_ready as tur, EndpointSpec, ILLEGAL_REQUEST, UNIT_ATTENTION,
+};
 use system_tests::gateway_ctl::{ctl, ctl_json, ctl_ok};
 use system_tests::libiscsi::{inquiry, iscsi_url, peripheral_device_type};
-use system_tests::loopback;
-use system_tests::{free_port, run_command, workspace_binary, GatewayProcess, TempDir};
+use system_tests::{run_command, workspace_binary};
 
 const TARGET: &str = "iqn.2026-12.test:endpoints";
 const HOST_A: &str = "iqn.2026-12.test:esx-a";
 const HOST_B: &str = "iqn.2026-12.test:esx-b";
-const UNIT_ATTENTION: u8 = 0x6;
-const ILLEGAL_REQUEST: u8 = 0x5;
-
-struct Gateway {
-    process: GatewayProcess,
-    socket: PathBuf,
-}
-
-fn start(dir: &TempDir, portal: SocketAddr, state: &str, log: &str) -> Gateway {
-    let socket = dir.join("control.sock");
-    let socket_text = socket.display().to_string();
-    let args = [
-        "--control-socket",
-        &socket_text,
-        "--threads",
-        "2",
-        "--state-dir",
-        state,
-    ];
-    let process = GatewayProcess::start_with_args(portal, &args, &dir.join(log))
-        .unwrap_or_else(|e| panic!("gateway starts: {e}"));
-    Gateway { process, socket }
-}
-
-fn session(portal: SocketAddr, host: &str) -> Client {
-    let mut config = ClientConfig::new(portal, Some(TARGET.into()));
-    config.initiator_name = host.into();
-    config.login_timeout = Duration::from_secs(10);
-    Client::connect(&config).unwrap_or_else(|e| panic!("login as {host}: {e}"))
-}
 
 /// The `u64` our initiator takes for a subsidiary LU (its 8-byte field).
 fn sub(endpoint: u16, secondary: u32) -> u64 {
-    let key = LunAddress::Subsidiary {
-        endpoint,
-        secondary,
-    }
-    .key();
+    let key = bound_lun(endpoint, secondary);
     assert_eq!(
         Some(Lun::from_u64(key)),
         Lun::subsidiary(u64::from(endpoint), u64::from(secondary))
     );
     key
-}
-
-/// Status and (key, ASC, ASCQ) of a command.
-fn execute(
-    client: &mut Client,
-    lun: u64,
-    cdb: Cdb,
-    data: Vec<u8>,
-) -> (u8, Option<(u8, u8, u8)>, Vec<u8>) {
-    let outcome = client
-        .execute(Request::new(lun, cdb, data, 0))
-        .expect("an answer");
-    let sense = outcome
-        .sense
-        .as_ref()
-        .filter(|s| s.len() >= 14)
-        .map(|s| (s[2] & 0x0f, s[12], s[13]));
-    (outcome.status, sense, outcome.buffer)
-}
-
-fn tur(client: &mut Client, lun: u64) -> (u8, Option<(u8, u8, u8)>) {
-    let (status, sense, _) = execute(client, lun, Cdb::test_unit_ready(), Vec::new());
-    (status, sense)
 }
 
 fn read(client: &mut Client, lun: u64) -> (u8, Option<(u8, u8, u8)>, Vec<u8>) {
@@ -112,47 +54,23 @@ fn clear_attentions(client: &mut Client) {
 #[test]
 fn volumes_bound_through_an_endpoint_are_per_host_announced_once_and_survive_a_restart() {
     system_tests::require_tools!("iscsi-inq");
-    let dir = TempDir::new("gateway-endpoints").unwrap();
-    let pool = dir.join("pool.img");
-    let p = pool.display().to_string();
-    let created = Command::new(system_tests::gateway_binary())
-        .args(["pool", "create", &p, "128M"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    let state = dir.join("state").display().to_string();
-    let portal = loopback(free_port());
-    let gateway = start(&dir, portal, &state, "gateway-0.log");
+    let mut gateway = EndpointSpec::new(TARGET)
+        .pool_size("128M")
+        .volumes(&["v1", "v2", "v3"], "4M")
+        .plain_lun(1, "ram:1M")
+        .state_dir()
+        .start();
+    let portal = gateway.portal();
     let socket = gateway.socket.clone();
-    for v in ["v1", "v2", "v3"] {
-        ctl_ok(&socket, &["volume", "create", "--pool", &p, v, "4M"]);
-    }
-    ctl_ok(&socket, &["target", "create", TARGET]);
-    ctl_ok(&socket, &["lun", "attach", TARGET, "0", "endpoint"]);
-    ctl_ok(&socket, &["lun", "attach", TARGET, "1", "ram:1M"]);
+    let p = gateway.pool.clone();
 
-    let mut a = session(portal, HOST_A);
-    let mut b = session(portal, HOST_B);
+    let mut a = gateway.session(HOST_A, None);
+    let mut b = gateway.session(HOST_B, None);
     clear_attentions(&mut a);
     clear_attentions(&mut b);
 
     // One bind call, two volumes: IDs 1 and 2 through endpoint 0.
-    let out = ctl_ok(
-        &socket,
-        &[
-            "bind",
-            "v1",
-            "v2",
-            "--target",
-            TARGET,
-            "--endpoint",
-            "0",
-            "--host",
-            HOST_A,
-            "--pool",
-            &p,
-        ],
-    );
+    let out = ctl_ok(&socket, &gateway.bind_args(HOST_A, &["v1", "v2"]));
     assert!(out.contains("secondary ID 1, LUN 0:1"), "{out}");
     assert!(out.contains("secondary ID 2, LUN 0:2"), "{out}");
 
@@ -230,28 +148,25 @@ fn volumes_bound_through_an_endpoint_are_per_host_announced_once_and_survive_a_r
     // Unbind v1 while host A reads it: every read before the unbind's answer completes
     // (GOOD), then the nexus hears of the change once, then the LU is gone.
     // A second nexus of host A, logged in after the bind: it hears of the unbind only.
-    let reader = std::thread::spawn(move || {
-        let mut a = session(portal, HOST_A);
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && seen.len() < 100_000 {
-            let (status, sense, _) = read(&mut a, sub(0, 1));
-            seen.push((status, sense));
-            if sense == Some((ILLEGAL_REQUEST, 0x25, 0)) {
-                break;
+    let (out, seen) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut a = gateway.session(HOST_A, None);
+            let mut seen = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && seen.len() < 100_000 {
+                let (status, sense, _) = read(&mut a, sub(0, 1));
+                seen.push((status, sense));
+                if sense == Some((ILLEGAL_REQUEST, 0x25, 0)) {
+                    break;
+                }
             }
-        }
-        seen
+            seen
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let out = gateway.unbind(HOST_A, &["v1"]);
+        (out, reader.join().unwrap())
     });
-    std::thread::sleep(Duration::from_millis(100));
-    let out = ctl_ok(
-        &socket,
-        &[
-            "unbind", "v1", "--target", TARGET, "--host", HOST_A, "--pool", &p,
-        ],
-    );
     assert!(out.contains("v1 unbound"), "{out}");
-    let seen = reader.join().unwrap();
     let good = seen.iter().take_while(|s| s.0 == 0).count();
     assert!(good > 0, "reads ran before the unbind");
     let rest: Vec<_> = seen[good..].iter().map(|s| s.1).collect();
@@ -271,14 +186,13 @@ fn volumes_bound_through_an_endpoint_are_per_host_announced_once_and_survive_a_r
     drop(b);
 
     // A restart brings back the binding of v2 at the same ID, with its data.
-    gateway.process.kill_hard();
-    let gateway = start(&dir, portal, &state, "gateway-1.log");
+    gateway.restart();
     let list = ctl_json(&gateway.socket, &["bindings", "--host", HOST_A]);
     let bindings = list["bindings"].as_array().unwrap();
     assert_eq!(bindings.len(), 1, "{list}");
     assert_eq!(bindings[0]["volume"], "v2");
     assert_eq!(bindings[0]["lun"], "0:2");
-    let mut a = session(portal, HOST_A);
+    let mut a = gateway.session(HOST_A, None);
     clear_attentions(&mut a);
     assert_eq!(read(&mut a, sub(0, 2)).0, 0);
     drop(a);

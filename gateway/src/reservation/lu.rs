@@ -193,6 +193,12 @@ impl LuReservations {
         }
     }
 
+    /// The admission epoch: it advances with every change a connection's cached view
+    /// of this unit must notice (a lost nexus, a reset, a reservation change).
+    pub fn epoch(&self) -> u64 {
+        self.fence.epoch()
+    }
+
     pub(super) fn fence(&self) -> &Fence {
         &self.fence
     }
@@ -232,8 +238,11 @@ impl LuReservations {
                     let mut state = lock(&self.state);
                     // A unit that came after the nexus logged in (a LUN attached or a
                     // volume bound live) learns of it at its first command, so its resets
-                    // reach it too.
-                    state.join_if_absent(&view.nexus);
+                    // reach it too. Bound volumes learn of every nexus this way (a login
+                    // does not walk them); the caller remembers the unit for the loss.
+                    if state.join_if_absent(&view.nexus) {
+                        view.joined_by_last_admit = true;
+                    }
                     let fresh = Cached {
                         epoch: self.fence.epoch(),
                         mask: state.access(&view.nexus),

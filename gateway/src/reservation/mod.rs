@@ -23,8 +23,11 @@ pub mod state;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 use datapath::scsi::reservation::{hex, TransportId};
+
+use crate::disk::LogicalUnit;
 
 pub use fence::OwnedTicket;
 pub use lu::{Admission, LuReservations, ResetKind};
@@ -131,11 +134,18 @@ mod hasher_tests {
 }
 
 /// One nexus's view, owned by its connection (never shared): the nexus and, per unit,
-/// what it may do as of which epoch.
+/// what it may do as of which epoch; and the units it joined at their first command
+/// rather than at login (bound volumes), so that only those are told when it is lost.
 #[derive(Debug)]
 pub struct NexusView {
     nexus: Nexus,
     cached: HashMap<usize, Cached, std::hash::BuildHasherDefault<UnitKeyHasher>>,
+    /// Set by [`LuReservations::admit`] when the command it admitted made the nexus
+    /// present on its unit; read (and cleared) by the caller, which knows the unit.
+    joined_by_last_admit: bool,
+    /// Units that learnt of this nexus from its commands. `Weak`: an unbound volume
+    /// closes when its last command ends, whatever the sessions that once used it.
+    joined_late: Vec<Weak<LogicalUnit>>,
 }
 
 impl NexusView {
@@ -143,10 +153,28 @@ impl NexusView {
         NexusView {
             nexus,
             cached: HashMap::default(),
+            joined_by_last_admit: false,
+            joined_late: Vec::new(),
         }
     }
 
     pub fn nexus(&self) -> &Nexus {
         &self.nexus
+    }
+
+    /// Whether the last [`LuReservations::admit`] made this nexus present on its unit
+    /// (the unit's first command from it); clears the flag.
+    pub fn take_joined_by_last_admit(&mut self) -> bool {
+        std::mem::take(&mut self.joined_by_last_admit)
+    }
+
+    /// Remembers a unit this nexus joined by a command, to leave it when it is lost.
+    pub fn remember_joined(&mut self, unit: &Arc<LogicalUnit>) {
+        self.joined_late.push(Arc::downgrade(unit));
+    }
+
+    /// The units this nexus joined by its commands that are still open.
+    pub fn joined_late(&self) -> impl Iterator<Item = Arc<LogicalUnit>> + '_ {
+        self.joined_late.iter().filter_map(Weak::upgrade)
     }
 }

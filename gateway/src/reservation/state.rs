@@ -202,12 +202,20 @@ impl ReservationState {
         *self.present.entry(nexus.clone()).or_default() += 1;
     }
 
+    /// Whether `nexus` is present on the unit (resets announce themselves to it).
+    pub fn is_present(&self, nexus: &Nexus) -> bool {
+        self.present.contains_key(nexus)
+    }
+
     /// A nexus that sends a command is present, even if the unit was added after its
-    /// login (then it never saw [`Self::nexus_joined`]).
-    pub fn join_if_absent(&mut self, nexus: &Nexus) {
-        if !self.present.contains_key(nexus) {
-            self.present.insert(nexus.clone(), 1);
+    /// login or is a bound volume (then it never saw [`Self::nexus_joined`]). Returns
+    /// whether it was absent (the caller then owes a [`Self::nexus_lost`] when it goes).
+    pub fn join_if_absent(&mut self, nexus: &Nexus) -> bool {
+        if self.present.contains_key(nexus) {
+            return false;
         }
+        self.present.insert(nexus.clone(), 1);
+        true
     }
 
     /// A nexus is gone (logout, connection loss, reinstatement): its SCSI-2 reservation

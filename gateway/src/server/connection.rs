@@ -180,7 +180,7 @@ impl Drop for Connection {
     /// connection loss, reinstatement, a cold reset, shutdown.
     fn drop(&mut self) {
         if let (Some(executor), Some(view)) = (&self.executor, &self.nexus) {
-            executor.nexus_lost(view.nexus());
+            executor.nexus_lost(view);
         }
         if let (true, Some(portal)) = (self.counted_on_portal, &self.portal) {
             portal.session_left();

@@ -61,6 +61,15 @@ impl DiskLuns {
     }
 
     /// Every unit this executor reaches (for nexus events, resets and flushes).
+    /// The units of the map (plain LUNs and endpoints), not the bound volumes.
+    fn map_units(&self, mut f: impl FnMut(&Arc<LogicalUnit>)) {
+        for lun in self.map.luns() {
+            if let Some(unit) = self.map.get(lun) {
+                f(unit);
+            }
+        }
+    }
+
     fn for_each_unit(&self, mut f: impl FnMut(u64, &Arc<LogicalUnit>)) {
         for lun in self.map.luns() {
             if let Some(unit) = self.map.get(lun) {
@@ -208,7 +217,13 @@ impl DiskLuns {
         expected_data_in_len: u32,
     ) -> Submission {
         let reservations = unit.reservations();
-        let admitted = match reservations.admit(nexus, lun as usize, cdb) {
+        let admission = reservations.admit(nexus, lun as usize, cdb);
+        // A bound volume learns of a nexus at its first command (a login walks only the
+        // map's units); the nexus remembers it, to leave it when it is lost.
+        if nexus.take_joined_by_last_admit() && lun > datapath::scsi::lun::SIMPLE_MAX {
+            nexus.remember_joined(unit);
+        }
+        let admitted = match admission {
             Admission::Go(admitted) => admitted,
             Admission::Done(result) => return Submission::Done(command_result(result, None)),
             Admission::Reservation if reservations.may_block(cdb) => {
@@ -382,12 +397,20 @@ impl LunExecutor for DiskLuns {
         }
     }
 
+    /// The map's units only: a host may have 65,536 volumes bound, and a lock and an
+    /// epoch advance on each made its login and logout cost that many. A bound volume
+    /// counts the nexus present from its first command instead (`join_if_absent`).
     fn nexus_joined(&self, nexus: &Nexus) {
-        self.for_each_unit(|_, unit| unit.reservations().nexus_joined(nexus));
+        self.map_units(|unit| unit.reservations().nexus_joined(nexus));
     }
 
-    fn nexus_lost(&self, nexus: &Nexus) {
-        self.for_each_unit(|_, unit| unit.reservations().nexus_lost(nexus));
+    /// The map's units and the bound volumes this nexus sent commands to.
+    fn nexus_lost(&self, view: &NexusView) {
+        let nexus = view.nexus();
+        self.map_units(|unit| unit.reservations().nexus_lost(nexus));
+        for unit in view.joined_late() {
+            unit.reservations().nexus_lost(nexus);
+        }
     }
 
     fn reset(&self, lun: Option<u64>, kind: ResetKind) {
@@ -630,6 +653,117 @@ mod tests {
             luns.submit(disk::Nexus::default(), 3, &read10, Vec::new(), 512),
             Submission::Io(_)
         ));
+    }
+
+    /// A host with `bound` volumes through an endpoint at LUN 0, beside a RAM LUN 1.
+    fn host_with_bindings(bound: u32) -> (Arc<dyn LunExecutor>, Vec<Arc<LogicalUnit>>) {
+        let mut map = LunMap::new();
+        for (lun, spec) in [(0, "endpoint"), (1, "ram:1M")] {
+            let (backend, _) = LunSpec::parse(spec).unwrap().open().unwrap();
+            let role = LunSpec::parse(spec).unwrap().role();
+            let config = LuConfig {
+                role,
+                ..LuConfig::for_name(&format!("t/{lun}"))
+            };
+            map.insert(lun, Arc::new(LogicalUnit::new(backend, config)));
+        }
+        let mut bindings = HostBindings::default();
+        let mut units = Vec::new();
+        for secondary in 1..=bound {
+            let config = LuConfig {
+                role: Role::Subsidiary,
+                ..LuConfig::for_name(&format!("pool/v{secondary}"))
+            };
+            let unit = Arc::new(LogicalUnit::new(
+                Box::new(crate::backend::NullBackend::new(1 << 20)),
+                config,
+            ));
+            assert!(bindings.insert(0, secondary, Arc::clone(&unit)));
+            units.push(unit);
+        }
+        let executor = for_host("t", 1, Arc::new(map), Arc::new(bindings));
+        (executor, units)
+    }
+
+    fn bound_key(secondary: u32) -> u64 {
+        LunAddress::Subsidiary {
+            endpoint: 0,
+            secondary,
+        }
+        .key()
+    }
+
+    fn test_unit_ready(executor: &dyn LunExecutor, view: &mut NexusView, lun: u64) -> u8 {
+        match executor.submit_as(view, lun, &[0; 6], Vec::new(), 0) {
+            Submission::Done(result) => result.status,
+            other => panic!("TEST UNIT READY runs at once: {other:?}"),
+        }
+    }
+
+    /// Issue 18: a login or logout of a host with thousands of bindings took a lock and
+    /// advanced an epoch on every bound volume. Now they touch the map's units and the
+    /// volumes the nexus used, and a volume counts the nexus present from its first
+    /// command (so its resets still reach it), until the nexus is lost.
+    #[test]
+    fn a_login_and_a_logout_touch_only_the_bound_volumes_the_nexus_used() {
+        let (executor, units) = host_with_bindings(1000);
+        let nexus = Nexus::new("iqn.2024-01.test:host", [0x80, 0, 0, 0, 0, 1], 1);
+        executor.nexus_joined(&nexus);
+        let mut view = NexusView::new(nexus.clone());
+        let present = |unit: &LogicalUnit| unit.reservations().snapshot().is_present(&nexus);
+        assert!(
+            units.iter().all(|unit| !present(unit)),
+            "the login walks no volume"
+        );
+
+        for secondary in [7, 500] {
+            assert_eq!(
+                test_unit_ready(&*executor, &mut view, bound_key(secondary)),
+                0
+            );
+            // Again: the second command finds the nexus present and adds nothing.
+            assert_eq!(
+                test_unit_ready(&*executor, &mut view, bound_key(secondary)),
+                0
+            );
+        }
+        assert_eq!(test_unit_ready(&*executor, &mut view, 1), 0);
+        let used: Vec<usize> = (0..units.len()).filter(|&i| present(&units[i])).collect();
+        assert_eq!(used, vec![6, 499], "present where it sent commands");
+        assert_eq!(view.joined_late().count(), 2, "one entry per volume used");
+
+        // A reset of a used volume reaches the nexus.
+        executor.reset(Some(bound_key(7)), ResetKind::LogicalUnit);
+        assert_eq!(
+            test_unit_ready(&*executor, &mut view, bound_key(7)),
+            CHECK_CONDITION
+        );
+
+        let epochs_before: Vec<u64> = units.iter().map(|u| u.reservations().epoch()).collect();
+        executor.nexus_lost(&view);
+        assert!(
+            units.iter().all(|unit| !present(unit)),
+            "the nexus left them all"
+        );
+        let advanced: Vec<usize> = (0..units.len())
+            .filter(|&i| units[i].reservations().epoch() != epochs_before[i])
+            .collect();
+        assert_eq!(advanced, vec![6, 499], "only the volumes used were told");
+    }
+
+    #[test]
+    fn a_volume_used_by_a_nexus_and_then_unbound_closes_with_its_last_command() {
+        let (executor, mut units) = host_with_bindings(2);
+        let nexus = Nexus::new("iqn.2024-01.test:host", [0x80, 0, 0, 0, 0, 2], 1);
+        let mut view = NexusView::new(nexus);
+        assert_eq!(test_unit_ready(&*executor, &mut view, bound_key(2)), 0);
+        // The executor and the list hold the unit; the view only a weak reference.
+        let unit = units.pop().unwrap();
+        drop(units);
+        drop(executor);
+        assert_eq!(Arc::strong_count(&unit), 1);
+        drop(unit);
+        assert_eq!(view.joined_late().count(), 0);
     }
 
     #[test]

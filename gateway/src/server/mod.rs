@@ -104,8 +104,8 @@ pub trait LunExecutor: Send + Sync {
     /// A nexus logged in to this target (reset attentions will reach it).
     fn nexus_joined(&self, _nexus: &Nexus) {}
     /// A nexus is gone (logout, connection loss, reinstatement): SCSI-2 reservations it
-    /// held are released.
-    fn nexus_lost(&self, _nexus: &Nexus) {}
+    /// held are released. The view says which units it joined by its commands.
+    fn nexus_lost(&self, _nexus: &NexusView) {}
     /// LOGICAL UNIT RESET of `lun`, or with `None` a target reset, of every unit.
     fn reset(&self, _lun: Option<u64>, _kind: ResetKind) {}
     /// Makes written data durable (called at shutdown).
