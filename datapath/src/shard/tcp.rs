@@ -555,6 +555,14 @@ impl Connection {
         self.arm_recv(now);
         self.arm_doorbell();
         if timeout.is_zero() {
+            // With no command held and nothing being sent, a receive (or doorbell read)
+            // just armed need not enter the kernel on its own: no answer is due, and the
+            // next entry (the next command's send, or a sleep) submits it. At depth 1
+            // that is one entry per command instead of two.
+            let idle = self.held.is_empty() && !self.send_busy();
+            if idle && !self.conn.ring_mut().has_completions_to_post() {
+                return;
+            }
             self.enter(0, None);
             return;
         }
