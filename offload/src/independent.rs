@@ -887,12 +887,20 @@ impl Processor {
         self.connection = None;
         self.session = None;
         self.fault = None;
-        let stream = net::connect(portal, None, self.config.connect_timeout).map_err(|e| {
-            AdapterError::Connect {
-                portal,
-                reason: e.to_string(),
-            }
-        })?;
+        // Interruptible: a stop (the host ending this queue pair) must not wait for a
+        // SYN a cut link leaves unanswered.
+        let stop = Arc::clone(&self.stop);
+        let connect_error = |e: std::io::Error| AdapterError::Connect {
+            portal,
+            reason: e.to_string(),
+        };
+        let stream = net::connect_interruptible(portal, self.config.connect_timeout, || {
+            stop.load(Ordering::SeqCst)
+        })
+        .map_err(connect_error)?;
+        // The host's liveness settings, handed down: a cut link fails the connection.
+        net::set_user_timeout(&stream, self.config.liveness.tcp_user_timeout)
+            .map_err(connect_error)?;
         let local_addr = stream.local_addr().map_err(|e| AdapterError::Connect {
             portal,
             reason: e.to_string(),
@@ -916,8 +924,8 @@ impl Processor {
             },
             login_timeout: self.config.login_timeout,
             command_timeout: self.config.command_timeout,
-            nop_interval: Duration::from_secs(10),
-            nop_timeout: Duration::from_secs(10),
+            nop_interval: self.config.liveness.ping_interval,
+            nop_timeout: self.config.liveness.ping_timeout,
             logout_timeout: self.config.login_timeout,
             max_queued_commands: self.config.queue_depth.max(1),
             max_outstanding_commands: self.config.queue_depth.max(1),

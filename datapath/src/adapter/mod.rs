@@ -47,7 +47,8 @@ pub use ring::{queue_pair, AdapterQueue, Consumer, HostQueue, Notifier, Producer
 
 use crate::pdu::{Digests, Header, Opcode, Tag};
 use crate::session::{
-    ChapConfig, CommandError, CommandFailure, CommandOutcome, Request, SubmitRejection,
+    ChapConfig, CommandError, CommandFailure, CommandOutcome, Liveness, Request,
+    SubmitRejection,
 };
 use crate::text::OperationalOffer;
 use crate::transport::TransportKind;
@@ -514,6 +515,9 @@ pub struct NetworkConfig {
     /// Bind the connection to this local address (and port, when not 0).
     pub local_addr: Option<SocketAddr>,
     pub connect_timeout: Duration,
+    /// `TCP_USER_TIMEOUT` on the adapter's socket (the path's [`Liveness`]; the host
+    /// session sends the pings): a link cut silently then fails the connection.
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 /// What a connect established.
@@ -578,6 +582,9 @@ pub struct IndependentConfig {
     pub command_timeout: Duration,
     /// Commands the adapter's session keeps in flight.
     pub queue_depth: usize,
+    /// How the adapter's session and socket notice a silent loss: the host path's own
+    /// settings, handed down ([`Liveness`]).
+    pub liveness: Liveness,
 }
 
 /// What a login of an independent adapter reports.

@@ -39,6 +39,7 @@
 mod abort;
 mod command;
 pub mod connect;
+mod liveness;
 mod discovery;
 mod error;
 mod login;
@@ -55,6 +56,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 pub use abort::AbortRejection;
+pub use liveness::Liveness;
 pub use error::{
     login_status_name, reject_reason_name, CommandError, CommandFailure, SessionError,
 };

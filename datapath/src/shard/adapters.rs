@@ -307,10 +307,12 @@ impl AdapterShardPath {
                 let isid = shard_isid(slot.shard);
                 // The bounds of `SessionConfig::new`: the path holds requests itself.
                 let session = cc.session_config(isid, 1024, 128);
+                // The host session pings (`cc`); the adapter's socket takes the timeout.
                 let network = NetworkConfig {
                     portal: cc.portal,
                     local_addr: None,
                     connect_timeout: cc.connect_timeout,
+                    tcp_user_timeout: cc.liveness(config.tcp_user_timeout).tcp_user_timeout,
                 };
                 let mut dependent = DependentConfig::new(session, network);
                 dependent.queue_depth = config.queue_depth.max(1);
@@ -350,6 +352,7 @@ impl AdapterShardPath {
                     login_timeout: cc.login_timeout,
                     command_timeout: cc.command_timeout,
                     queue_depth: config.queue_depth.max(1),
+                    liveness: cc.liveness(config.tcp_user_timeout),
                 };
                 let path = IndependentPath::connect(
                     Arc::clone(adapter),

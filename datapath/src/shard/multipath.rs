@@ -51,7 +51,7 @@ use crate::scsi::alua::{self, AccessState, PortGroup};
 use crate::scsi::decode::DeviceIdentification;
 use crate::scsi::{sense, Cdb, Sense};
 use crate::session::connect::ClientConfig;
-use crate::session::{CommandError, CommandOutcome, DataDirection, Request};
+use crate::session::{CommandError, CommandOutcome, DataDirection, Liveness, Request};
 use crate::transport::reach::{Reach, ReachProbe};
 
 /// The longest sleep on one sub-path's ring while another may have answers.
@@ -133,8 +133,8 @@ pub struct MultipathConfig {
 }
 
 impl MultipathConfig {
-    pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
-    pub const PING_TIMEOUT_DEFAULT: Duration = Duration::from_millis(500);
+    pub const PING_INTERVAL_DEFAULT: Duration = Liveness::MULTIPATH.ping_interval;
+    pub const PING_TIMEOUT_DEFAULT: Duration = Liveness::MULTIPATH.ping_timeout;
     pub const NO_PATH_RETRY_DEFAULT: Duration = Duration::from_secs(30);
 
     /// `portals` to `lun`, round-robin, with the default timers.
@@ -335,19 +335,22 @@ impl MultiPath {
     }
 
     fn sub_setup(&self, portal: SocketAddr) -> Setup {
+        // Every sub-path, software or adapter, notices a silent loss the same way: the
+        // shard's path kinds take these through the client and shard configurations.
+        let liveness = Liveness::pinging(
+            self.config.ping_interval,
+            self.config.ping_timeout,
+            self.setup.config.tcp_user_timeout,
+        );
         let mut client_config: ClientConfig = self.setup.client_config.clone();
         client_config.portal = portal;
-        client_config.nop_interval = self.config.ping_interval;
-        client_config.nop_timeout = self.config.ping_timeout;
+        client_config.nop_interval = liveness.ping_interval;
+        client_config.nop_timeout = liveness.ping_timeout;
         let config = ShardConfig {
             multipath: None,
             // The multipath path reissues and rejoins itself.
             reconnect: super::ReconnectPolicy::OFF,
-            tcp_user_timeout: self
-                .setup
-                .config
-                .tcp_user_timeout
-                .or(Some(self.config.ping_interval + self.config.ping_timeout)),
+            tcp_user_timeout: liveness.tcp_user_timeout,
             ..self.setup.config.clone()
         };
         Setup {
