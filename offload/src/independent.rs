@@ -17,7 +17,14 @@
 //!
 //! Faults ([`Faults`]): a dropped entry fails that command alone; an injected reset, a
 //! digest mismatch or a lost connection fail every command in flight, each naming the
-//! fault, after which the adapter logs in again with its stored configuration.
+//! fault, after which the adapter logs in again with its stored configuration. Every lost
+//! session is also posted to the host ([`IndependentCompletion::SessionLost`]), in flight
+//! or idle, so the host's view of the path stays true while the adapter logs in again.
+//!
+//! Liveness: the session pings and the socket's `TCP_USER_TIMEOUT` are the host path's
+//! ([`IndependentConfig::liveness`]), so a cut link is noticed as on a software path; the
+//! connect is non-blocking and watches the stop flag, so the host can stop a queue pair
+//! whose login waits on a dead link at once.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -30,9 +37,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use datapath::adapter::{
     queue_pair, AdapterError, AdapterFault, AdapterInfo, Capabilities, ConnectionParams, Consumer,
-    DigestKind, IndependentAdapter, IndependentAdapterQueue, IndependentConfig,
-    IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure, Producer, ResetReport,
-    ScsiCompletion,
+    DigestKind, IndependentAdapter, IndependentAdapterQueue, IndependentCompletion,
+    IndependentConfig, IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure,
+    Producer, ResetReport, ScsiCompletion, SessionLoss,
 };
 use datapath::conn::{PduReceiver, PduSink, ReceiveError, SendBatch};
 use datapath::pdu::{self, digest, Digests, Header, Limits, LoginStage, PduError};
@@ -648,13 +655,35 @@ impl Processor {
         tag: u64,
         result: Result<datapath::session::CommandOutcome, PathFailure>,
     ) -> bool {
+        self.post_entry(IndependentCompletion::Command(ScsiCompletion { tag, result }))
+    }
+
+    fn post_entry(&mut self, entry: IndependentCompletion) -> bool {
         let faults = self.faults.clone();
         post_waiting(
             &self.queue.completions,
-            ScsiCompletion { tag, result },
+            entry,
             || self.stop.load(Ordering::SeqCst),
             || !faults.doorbell_stalled(),
         )
+    }
+
+    /// Tells the host the session is lost (after the commands it failed), whether or not
+    /// any were in flight: the adapter logs in again by itself, and without this an idle
+    /// host would never see the loss (issue 14: multipath's view of path state).
+    fn report_session_lost(&mut self, error: &SessionError) -> usize {
+        let fault = self
+            .fault
+            .clone()
+            .unwrap_or_else(|| AdapterFault::ConnectionLost(error.to_string()));
+        let time2wait = match error {
+            SessionError::TargetDroppedConnection { time2wait, .. } => {
+                Some(Duration::from_secs(u64::from(*time2wait)))
+            }
+            _ => None,
+        };
+        let loss = SessionLoss { fault, time2wait };
+        usize::from(self.post_entry(IndependentCompletion::SessionLost(loss)))
     }
 
     /// Takes SCSI commands from the host while the session has room.
@@ -788,6 +817,7 @@ impl Processor {
                         // the next login waits Time2Wait.
                         self.rejoin_after(time2wait);
                     }
+                    posted += self.report_session_lost(&error);
                 }
                 Event::AsyncMessage(message) => {
                     tracing::info!(

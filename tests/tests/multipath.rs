@@ -863,3 +863,82 @@ fn ctl_data_commands_over_paths(transport: &str) {
         "{read}"
     );
 }
+
+/// Issue 14, what was left: a path lost while idle shows as lost. An independent adapter
+/// logs in again by itself (as firmware would), so before it reported the loss
+/// (`IndependentCompletion::SessionLost`) a multipath shard with nothing in flight kept
+/// the path "up" while the adapter failed to log in behind it. No command is issued here:
+/// the daemon behind the second path is killed, and the shard's published path states
+/// must show that path down, its loss counted, the other up.
+#[test]
+fn an_idle_independent_adapter_path_that_is_lost_shows_down() {
+    idle_path_loss_shows_down(TransportKind::Independent);
+}
+
+#[test]
+fn an_idle_dependent_adapter_path_that_is_lost_shows_down() {
+    idle_path_loss_shows_down(TransportKind::Dependent);
+}
+
+fn idle_path_loss_shows_down(transport: TransportKind) {
+    let iqn = format!("iqn.2026-12.test:multipath-idle-{transport}");
+    let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(&iqn, &[LUN_BYTES])]);
+    let mut daemons = [start().unwrap(), start().unwrap()];
+    let lun = Tgt::FIRST_DATA_LUN;
+    let backing = daemons[0].lun_path(0, 0);
+    for daemon in &daemons {
+        daemon.share_lun(1, lun, &backing, "mp-idle", "IDLE1").unwrap();
+    }
+    let portals = vec![daemons[0].portal(), daemons[1].portal()];
+    let cc = ClientConfig::new(portals[0], Some(iqn.clone()));
+    let config = ShardConfig {
+        queue_depth: 4,
+        path: offload::model_path(transport, queue_pairs_needed(1, 2)),
+        multipath: Some(MultipathConfig::new(portals.clone(), lun)),
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("paths join");
+    let status_of = |portal| {
+        pool.path_statuses(0)
+            .into_iter()
+            .find(|s| s.portal == portal)
+    };
+    // Both up before the loss (published every 100 ms).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !portals
+        .iter()
+        .all(|&p| status_of(p).is_some_and(|s| s.up))
+    {
+        assert!(Instant::now() < deadline, "{:?}", pool.path_statuses(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ios_before: u64 = pool.path_statuses(0).iter().map(|s| s.ios).sum();
+    daemons[1].kill();
+    let killed = Instant::now();
+    // Bounded: a loss is an EOF (at once) or, at worst, unanswered pings (under 1 s);
+    // the bound leaves room for a loaded machine.
+    let shown = loop {
+        let status = status_of(portals[1]).expect("the second path's status");
+        if !status.up {
+            break status;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "{transport}: an idle lost path still shows up: {:?}",
+            pool.path_statuses(0)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!(
+        "{transport}: idle loss shown after {:?}: {shown:?}",
+        killed.elapsed()
+    );
+    assert!(shown.losses >= 1, "{shown:?}");
+    assert_eq!(shown.held, 0, "{shown:?}");
+    let other = status_of(portals[0]).expect("the first path's status");
+    assert!(other.up, "{other:?}");
+    let ios_after: u64 = pool.path_statuses(0).iter().map(|s| s.ios).sum();
+    assert_eq!(ios_before, ios_after, "no command was issued: the loss was seen idle");
+    assert!(pool.stats(0).unwrap().reconnects >= 1);
+    pool.shutdown();
+}

@@ -562,10 +562,33 @@ pub struct ScsiCompletion {
     pub result: Result<CommandOutcome, PathFailure>,
 }
 
+/// A completion-ring entry of an independent adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndependentCompletion {
+    /// One submitted command ended.
+    Command(ScsiCompletion),
+    /// The adapter's session lost its connection (a reset, an EOF, unanswered pings, a
+    /// target's drop): posted when it happens, whether or not commands were in flight,
+    /// before the adapter logs in again by itself (as firmware would). The host learns of
+    /// a loss on an idle path so, and a multipath shard counts the path lost.
+    SessionLost(SessionLoss),
+}
+
+/// What an independent adapter reports of a lost session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLoss {
+    /// What failed the connection, named.
+    pub fault: AdapterFault,
+    /// The Time2Wait the target gave when it dropped the connection (Async Message event
+    /// 2 or 3), if it did: the adapter waits it before logging in again, and so does a
+    /// host that brings the path back itself.
+    pub time2wait: Option<Duration>,
+}
+
 /// The host's end of an independent adapter's queue pair.
-pub type IndependentHostQueue = HostQueue<Request, ScsiCompletion>;
+pub type IndependentHostQueue = HostQueue<Request, IndependentCompletion>;
 /// The adapter's end of an independent adapter's queue pair.
-pub type IndependentAdapterQueue = AdapterQueue<Request, ScsiCompletion>;
+pub type IndependentAdapterQueue = AdapterQueue<Request, IndependentCompletion>;
 
 /// What an independent adapter's own configuration interface takes.
 /// (No `Debug`: it holds CHAP secrets.)

@@ -259,9 +259,13 @@ pub(super) struct AdapterShardPath {
     caller_wake: Arc<Notifier>,
     /// What the current queue pair's completions wake.
     notifier: Arc<Notifier>,
-    /// A member path's commands failed for a lost connection (its adapter logs in again
-    /// by itself, so the loss shows only so).
+    /// A member path's commands failed for a lost connection, or its independent adapter
+    /// reported its session lost (it logs in again by itself, so the loss shows only so).
     lost: bool,
+    /// The Time2Wait of the target's drop an independent adapter reported with the loss.
+    lost_time2wait: Option<Duration>,
+    /// Sessions an independent adapter reported lost (and logged in again by itself).
+    sessions_lost: u64,
     /// Sleeps on the eventfd (the shard's system calls on this path).
     sleeps: u64,
     /// Payload bytes the host session copied, as of the last poll (and of the sessions
@@ -387,6 +391,8 @@ impl AdapterShardPath {
             caller_wake: Arc::clone(&notifier),
             notifier,
             lost: false,
+            lost_time2wait: None,
+            sessions_lost: 0,
             sleeps: 0,
             copied: 0,
             copied_before: 0,
@@ -559,7 +565,8 @@ impl AdapterShardPath {
     pub(super) fn lost_time2wait(&self) -> Option<Duration> {
         match &self.driven {
             Some(Driven::Dependent(p)) => p.dropped_time2wait(),
-            _ => None,
+            Some(Driven::Independent(_)) => self.lost_time2wait,
+            None => None,
         }
     }
 
@@ -674,7 +681,18 @@ impl Path for AdapterShardPath {
         }
         let request = match driven {
             Driven::Dependent(p) => p.take_logout_request(),
-            Driven::Independent(_) => None,
+            Driven::Independent(p) => {
+                if let Some(loss) = p.take_session_loss() {
+                    self.sessions_lost += 1;
+                    if self.slot.member {
+                        // Idle or not, the path is down until the multipath shard brings
+                        // it back (the adapter's own new login is stopped with it).
+                        self.lost = true;
+                        self.lost_time2wait = loss.time2wait;
+                    }
+                }
+                None
+            }
         };
         if let Some((within_secs, time2wait)) = request {
             self.start_move(now, within_secs, time2wait);
@@ -746,5 +764,10 @@ impl Path for AdapterShardPath {
         stats.kernel_entries = self.sleeps;
         stats.bytes_copied = self.copied;
         stats.moves = self.moves;
+        // An independent adapter's own logins after a loss (a multipath shard counts the
+        // losses of its members itself).
+        if !self.slot.member {
+            stats.reconnects = self.sessions_lost;
+        }
     }
 }
