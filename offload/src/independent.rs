@@ -26,7 +26,7 @@
 //! connect is non-blocking and watches the stop flag, so the host can stop a queue pair
 //! whose login waits on a dead link at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +46,8 @@ use datapath::pdu::{self, digest, Digests, Header, Limits, LoginStage, PduError}
 use datapath::session::connect::{random_bytes, random_isid};
 use datapath::session::redirect::{PortalRoute, RedirectKind, TargetAddress};
 use datapath::session::{
-    AsyncEvent, Event, Session, SessionConfig, SessionError, SessionState, TaskId,
+    AsyncEvent, CommandError, Event, Request, Session, SessionConfig, SessionError, SessionState,
+    TaskId,
 };
 use datapath::transport::{resolve_target_address, TransportKind};
 
@@ -222,6 +223,7 @@ impl IndependentModel {
             session: None,
             batch: SendBatch::default(),
             tasks: HashMap::new(),
+            resend: VecDeque::new(),
             fault: None,
             relogin_at: None,
             route: PortalRoute::new(config.portal),
@@ -354,8 +356,11 @@ struct Processor {
     session: Option<Session>,
     /// The session's PDUs framed for one gathered write (`datapath::conn`).
     batch: SendBatch,
-    /// The host's tag of each command in the session.
-    tasks: HashMap<TaskId, u64>,
+    /// The host's tag of each command in the session, and the command to send again.
+    tasks: HashMap<TaskId, Sent>,
+    /// Commands a moved session still held at the target's Parameter3, to send again on
+    /// the current session ahead of the submission ring.
+    resend: VecDeque<Request>,
     /// The fault that failed the current session, if one did.
     fault: Option<AdapterFault>,
     /// When to log in again after a failed connection.
@@ -374,11 +379,34 @@ struct Processor {
     moving: bool,
 }
 
+/// A command in a session: the host's tag, and the command without its buffer, sent again
+/// if a move cuts its session at Parameter3.
+struct Sent {
+    tag: u64,
+    template: Request,
+}
+
+impl Sent {
+    fn of(request: &Request) -> Sent {
+        Sent {
+            tag: request.user_data,
+            template: Request {
+                lun: request.lun,
+                cdb: request.cdb.clone(),
+                direction: request.direction,
+                buffer: Vec::new(),
+                attribute: request.attribute,
+                user_data: request.user_data,
+            },
+        }
+    }
+}
+
 /// A session left by a move (make before break), with its own connection and commands.
 struct Drained {
     connection: Option<Connection>,
     session: Option<Session>,
-    tasks: HashMap<TaskId, u64>,
+    tasks: HashMap<TaskId, Sent>,
     fault: Option<AdapterFault>,
     /// The target's Parameter3: out by then.
     deadline: Instant,
@@ -451,6 +479,9 @@ impl Processor {
             .map(|c| &c.received);
         if self.draining.is_some() {
             timeout = timeout.min(DRAIN_POLL);
+        }
+        if logged_in && room && !self.resend.is_empty() {
+            return;
         }
         self.wake.wait_until(timeout, || {
             (room && logged_in && submissions.announced() > 0)
@@ -655,7 +686,10 @@ impl Processor {
         tag: u64,
         result: Result<datapath::session::CommandOutcome, PathFailure>,
     ) -> bool {
-        self.post_entry(IndependentCompletion::Command(ScsiCompletion { tag, result }))
+        self.post_entry(IndependentCompletion::Command(ScsiCompletion {
+            tag,
+            result,
+        }))
     }
 
     fn post_entry(&mut self, entry: IndependentCompletion) -> bool {
@@ -686,9 +720,41 @@ impl Processor {
         usize::from(self.post_entry(IndependentCompletion::SessionLost(loss)))
     }
 
+    /// Sends again, ahead of new ones, what a move's cut handed back (bounded: at most a
+    /// session's worth).
+    fn take_resends(&mut self, now: Instant) -> usize {
+        let mut posted = 0;
+        while self.tasks.len() < self.config.queue_depth.max(1) && self.logged_in() {
+            let (Some(request), Some(session)) = (self.resend.pop_front(), &mut self.session)
+            else {
+                break;
+            };
+            let sent = Sent::of(&request);
+            match session.submit(now, request) {
+                Ok(task) => {
+                    self.tasks.insert(task, sent);
+                }
+                Err(refused) => {
+                    let failure = PathFailure {
+                        error: PathError::Unavailable(format!(
+                            "not sent again after a move: {}",
+                            refused.reason
+                        )),
+                        buffer: refused.request.buffer,
+                    };
+                    posted += usize::from(self.post(sent.tag, Err(failure)));
+                }
+            }
+        }
+        posted
+    }
+
     /// Takes SCSI commands from the host while the session has room.
     fn take_submissions(&mut self, now: Instant) -> usize {
-        let mut posted = 0;
+        let mut posted = self.take_resends(now);
+        if !self.resend.is_empty() {
+            return posted;
+        }
         for _ in 0..MAX_PER_TURN {
             if self.tasks.len() >= self.config.queue_depth.max(1) || !self.logged_in() {
                 break;
@@ -727,9 +793,10 @@ impl Processor {
             };
             // The host's tag travels in `user_data`; the session does not read it.
             let tag = entry.user_data;
+            let sent = Sent::of(&entry);
             match session.submit(now, entry) {
                 Ok(task) => {
-                    self.tasks.insert(task, tag);
+                    self.tasks.insert(task, sent);
                 }
                 Err(refused) => {
                     let failure = PathFailure {
@@ -797,8 +864,23 @@ impl Processor {
             };
             match event {
                 Event::CommandComplete(task, result) => {
-                    let Some(tag) = self.tasks.remove(&task) else {
+                    let Some(Sent { tag, mut template }) = self.tasks.remove(&task) else {
                         continue;
+                    };
+                    let result = match result {
+                        // A moved session lost it (cut at Parameter3, or its connection
+                        // failed while it drained): sent again on the current session,
+                        // unless it is a write whose data did not come back.
+                        Err(failure)
+                            if self.moving
+                                && matches!(failure.error, CommandError::ConnectionLost(_))
+                                && template.direction.can_send_again(&failure.buffer) =>
+                        {
+                            template.buffer = failure.buffer;
+                            self.resend.push_back(template);
+                            continue;
+                        }
+                        result => result,
                     };
                     let result = result.map_err(|failure| PathFailure {
                         error: PathError::from_command(failure.error, self.fault.as_ref()),
@@ -1060,7 +1142,11 @@ impl Processor {
             self.swap_draining(&mut drained);
         }
         self.take_back_buffers(now, &mut buffers);
-        for entry in self.queue.submissions.discard_all() {
+        for entry in self
+            .resend
+            .drain(..)
+            .chain(self.queue.submissions.discard_all())
+        {
             buffers.push((entry.user_data, entry.buffer));
         }
         self.connection = None;
@@ -1077,7 +1163,7 @@ impl Processor {
         }
         while let Some(event) = self.session.as_mut().and_then(Session::poll_event) {
             if let Event::CommandComplete(task, result) = event {
-                if let Some(tag) = self.tasks.remove(&task) {
+                if let Some(Sent { tag, .. }) = self.tasks.remove(&task) {
                     let buffer = match result {
                         Ok(outcome) => outcome.buffer,
                         Err(failure) => failure.buffer,

@@ -54,7 +54,10 @@ pub fn connect_interruptible(
             Reach::Reachable => break,
             Reach::Unreachable(error) => return Err(error),
             Reach::Pending if stopping() => {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped while connecting"))
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "stopped while connecting",
+                ))
             }
             Reach::Pending => std::thread::sleep(CONNECT_POLL),
         }

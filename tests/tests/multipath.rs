@@ -887,7 +887,9 @@ fn idle_path_loss_shows_down(transport: TransportKind) {
     let lun = Tgt::FIRST_DATA_LUN;
     let backing = daemons[0].lun_path(0, 0);
     for daemon in &daemons {
-        daemon.share_lun(1, lun, &backing, "mp-idle", "IDLE1").unwrap();
+        daemon
+            .share_lun(1, lun, &backing, "mp-idle", "IDLE1")
+            .unwrap();
     }
     let portals = vec![daemons[0].portal(), daemons[1].portal()];
     let cc = ClientConfig::new(portals[0], Some(iqn.clone()));
@@ -905,10 +907,7 @@ fn idle_path_loss_shows_down(transport: TransportKind) {
     };
     // Both up before the loss (published every 100 ms).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !portals
-        .iter()
-        .all(|&p| status_of(p).is_some_and(|s| s.up))
-    {
+    while !portals.iter().all(|&p| status_of(p).is_some_and(|s| s.up)) {
         assert!(Instant::now() < deadline, "{:?}", pool.path_statuses(0));
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -938,7 +937,10 @@ fn idle_path_loss_shows_down(transport: TransportKind) {
     let other = status_of(portals[0]).expect("the first path's status");
     assert!(other.up, "{other:?}");
     let ios_after: u64 = pool.path_statuses(0).iter().map(|s| s.ios).sum();
-    assert_eq!(ios_before, ios_after, "no command was issued: the loss was seen idle");
+    assert_eq!(
+        ios_before, ios_after,
+        "no command was issued: the loss was seen idle"
+    );
     assert!(pool.stats(0).unwrap().reconnects >= 1);
     pool.shutdown();
 }

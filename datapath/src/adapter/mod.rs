@@ -47,8 +47,7 @@ pub use ring::{queue_pair, AdapterQueue, Consumer, HostQueue, Notifier, Producer
 
 use crate::pdu::{Digests, Header, Opcode, Tag};
 use crate::session::{
-    ChapConfig, CommandError, CommandFailure, CommandOutcome, Liveness, Request,
-    SubmitRejection,
+    ChapConfig, CommandError, CommandFailure, CommandOutcome, Liveness, Request, SubmitRejection,
 };
 use crate::text::OperationalOffer;
 use crate::transport::TransportKind;

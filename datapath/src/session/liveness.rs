@@ -35,11 +35,8 @@ impl Liveness {
 
     /// A path among several (multipath): sub-second, so I/O moves to another path within
     /// the 1 s goal, where open-iscsi takes 5 to 15 s.
-    pub const MULTIPATH: Liveness = Liveness::pinging(
-        Duration::from_millis(250),
-        Duration::from_millis(500),
-        None,
-    );
+    pub const MULTIPATH: Liveness =
+        Liveness::pinging(Duration::from_millis(250), Duration::from_millis(500), None);
 
     /// Pings every `interval` of silence answered within `timeout`; `TCP_USER_TIMEOUT`
     /// is `tcp_user_timeout`, or else their sum (data unacknowledged that long is the

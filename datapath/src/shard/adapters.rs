@@ -43,6 +43,7 @@
 //! (a dependent adapter without direct data placement); copies inside an adapter are
 //! adapter work and are not counted here.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -266,6 +267,15 @@ pub(super) struct AdapterShardPath {
     lost_time2wait: Option<Duration>,
     /// Sessions an independent adapter reported lost (and logged in again by itself).
     sessions_lost: u64,
+    /// Each command the loop allowed to be sent again, without its buffer, by the loop's
+    /// tag: kept while a dependent path can move (a single path with a spare queue pair),
+    /// so what a moved session still holds at the target's Parameter3 goes again on the
+    /// new one instead of failing.
+    templates: HashMap<u64, Request>,
+    /// Commands cut at Parameter3, to send again on the current session ahead of new ones.
+    resend: VecDeque<(u64, Request)>,
+    /// Commands sent again so ([`ShardStats::commands_resent`]).
+    resent: u64,
     /// Sleeps on the eventfd (the shard's system calls on this path).
     sleeps: u64,
     /// Payload bytes the host session copied, as of the last poll (and of the sessions
@@ -393,6 +403,9 @@ impl AdapterShardPath {
             lost: false,
             lost_time2wait: None,
             sessions_lost: 0,
+            templates: HashMap::new(),
+            resend: VecDeque::new(),
+            resent: 0,
             sleeps: 0,
             copied: 0,
             copied_before: 0,
@@ -509,16 +522,18 @@ impl AdapterShardPath {
     }
 
     /// Moves the draining session on: its answers go out with the others; once it holds
-    /// nothing it logs out; past the target's deadline it is ended (what it still held
-    /// fails as a lost connection). Once out, its queue pair is the next move's spare.
+    /// nothing it logs out; past the target's deadline it is ended, and what it still held
+    /// is sent again on the current session ([`AdapterShardPath::keep_or_finish`]). Once
+    /// out, its queue pair is the next move's spare.
     fn drive_draining(&mut self, now: Instant, done: &mut Vec<Finished>) {
         let Some(draining) = self.draining.as_mut() else {
             return;
         };
         let path = draining.path.as_mut();
         path.poll(now);
+        let mut ended = Vec::new();
         while let Some(completion) = path.poll_completion() {
-            done.push(finished(completion));
+            ended.push(completion);
         }
         if !draining.retiring {
             if path.in_flight() == 0 {
@@ -529,13 +544,22 @@ impl AdapterShardPath {
                 path.end(now, "did not drain within the target's logout deadline");
             }
         }
-        let overdue = now >= draining.deadline + RETIRE_GRACE;
-        if !(path.is_closed() || overdue) {
-            return;
-        }
-        path.end(now, "the moved session is out");
         while let Some(completion) = path.poll_completion() {
-            done.push(finished(completion));
+            ended.push(completion);
+        }
+        let overdue = now >= draining.deadline + RETIRE_GRACE;
+        let out = path.is_closed() || overdue;
+        if out {
+            path.end(now, "the moved session is out");
+            while let Some(completion) = path.poll_completion() {
+                ended.push(completion);
+            }
+        }
+        for completion in ended {
+            self.keep_or_finish(completion, done);
+        }
+        if !out {
+            return;
         }
         if let Some(draining) = self.draining.take() {
             self.spare = Some(draining.path.queue_pair());
@@ -544,10 +568,78 @@ impl AdapterShardPath {
         }
     }
 
-    /// The path's commands and the draining session's.
+    /// A moved session's command ended: one its connection lost (cut at Parameter3) goes
+    /// again on the current session when the loop allowed it and its data came back
+    /// (`DataDirection::can_send_again`); anything else finishes as it ended.
+    fn keep_or_finish(&mut self, completion: PathCompletion, done: &mut Vec<Finished>) {
+        let tag = completion.user_data;
+        let template = self.templates.remove(&tag);
+        match (completion.result, template) {
+            (Err(failure), Some(mut request))
+                if lost_connection(&failure.error)
+                    && request.direction.can_send_again(&failure.buffer) =>
+            {
+                request.buffer = failure.buffer;
+                request.user_data = tag;
+                self.resend.push_back((tag, request));
+            }
+            (result, _) => done.push(finished(PathCompletion {
+                user_data: tag,
+                result,
+            })),
+        }
+    }
+
+    /// Sends the commands a move's cut handed back, in order, ahead of new ones; a full
+    /// path keeps the rest for the next turn.
+    fn send_again(&mut self, now: Instant, done: &mut Vec<Finished>) {
+        while let Some((tag, request)) = self.resend.pop_front() {
+            let template = self.keep_template(&request);
+            let Some(driven) = self.driven.as_mut() else {
+                let error = CommandError::ConnectionLost("the adapter path is closed".into());
+                done.push((tag, Err(failure(error, request.buffer))));
+                continue;
+            };
+            match driven.path().submit(now, request) {
+                Ok(()) => {
+                    self.resent += 1;
+                    if let Some(template) = template {
+                        self.templates.insert(tag, template);
+                    }
+                }
+                Err(refused) if matches!(refused.reason, PathRejection::QueueFull) => {
+                    self.resend.push_front((tag, refused.request));
+                    return;
+                }
+                Err(refused) => {
+                    let error = CommandError::ConnectionLost(format!(
+                        "not sent again after a move: {}",
+                        refused.reason
+                    ));
+                    done.push((tag, Err(failure(error, refused.request.buffer))));
+                }
+            }
+        }
+    }
+
+    /// The command without its buffer, when this path keeps one to send again after a
+    /// move (see [`AdapterShardPath::templates`]).
+    fn keep_template(&self, request: &Request) -> Option<Request> {
+        let moves_here = !self.slot.member && self.recipe.is_some() && self.slot.spare.is_some();
+        moves_here.then(|| Request {
+            lun: request.lun,
+            cdb: request.cdb.clone(),
+            direction: request.direction,
+            buffer: Vec::new(),
+            attribute: request.attribute,
+            user_data: request.user_data,
+        })
+    }
+
+    /// The path's commands, the draining session's and those waiting to go again.
     fn in_flight(&self) -> usize {
         let current = self.driven.as_ref().map_or(0, |d| d.path_ref().in_flight());
-        current + self.draining.as_ref().map_or(0, |d| d.path.in_flight())
+        current + self.draining.as_ref().map_or(0, |d| d.path.in_flight()) + self.resend.len()
     }
 
     /// A member path is lost: its commands failed for a lost connection, or the path gave
@@ -629,8 +721,17 @@ impl Path for AdapterShardPath {
         now: Instant,
         tag: u64,
         mut request: Request,
-        _resend: bool,
+        resend: bool,
     ) -> Result<(), Refusal> {
+        if !self.resend.is_empty() {
+            // Commands a move's cut handed back go first.
+            return Err(Refusal::Full(request));
+        }
+        let template = if resend {
+            self.keep_template(&request)
+        } else {
+            None
+        };
         let Some(driven) = self.driven.as_mut() else {
             let error = CommandError::ConnectionLost("the adapter path is closed".into());
             return Err(Refusal::Failed(request, error));
@@ -638,7 +739,12 @@ impl Path for AdapterShardPath {
         // The path answers with the loop's tag; the caller's comes back on refusal.
         let user_data = std::mem::replace(&mut request.user_data, tag);
         let refused = match driven.path().submit(now, request) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if let Some(template) = template {
+                    self.templates.insert(tag, template);
+                }
+                return Ok(());
+            }
             Err(refused) => refused,
         };
         let mut request = refused.request;
@@ -664,6 +770,7 @@ impl Path for AdapterShardPath {
     fn poll(&mut self, now: Instant, done: &mut Vec<Finished>) -> PathState {
         self.drive_joining(now);
         self.drive_draining(now, done);
+        self.send_again(now, done);
         let Some(driven) = self.driven.as_mut() else {
             return PathState::Serving;
         };
@@ -672,6 +779,9 @@ impl Path for AdapterShardPath {
         path.poll(now);
         // Bounded: the path holds at most `queue_depth` commands.
         while let Some(completion) = path.poll_completion() {
+            if !self.templates.is_empty() {
+                self.templates.remove(&completion.user_data);
+            }
             if self.slot.member {
                 if let Err(failure) = &completion.result {
                     self.lost |= lost_connection(&failure.error);
@@ -764,6 +874,7 @@ impl Path for AdapterShardPath {
         stats.kernel_entries = self.sleeps;
         stats.bytes_copied = self.copied;
         stats.moves = self.moves;
+        stats.commands_resent = self.resent;
         // An independent adapter's own logins after a loss (a multipath shard counts the
         // losses of its members itself).
         if !self.slot.member {

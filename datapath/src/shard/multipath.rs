@@ -583,11 +583,7 @@ impl MultiPath {
         let Some(issued) = self.issued.remove(&tag) else {
             return;
         };
-        let needed = match issued.direction {
-            DataDirection::Write { len } => len as usize,
-            _ => 0,
-        };
-        if buffer.len() < needed {
+        if !issued.direction.can_send_again(&buffer) {
             // An adapter that lost the command's buffer: its data cannot go again.
             let error = CommandError::ConnectionLost(
                 "the path was lost and its adapter kept the write's data".into(),

@@ -677,7 +677,8 @@ impl TcpConnection {
         op: &'static str,
     ) -> Result<(), TransportError> {
         let fd = self.open_fd(op)?;
-        set_int_option_fd(fd, level, name, value).map_err(|source| TransportError::Io { op, source })
+        set_int_option_fd(fd, level, name, value)
+            .map_err(|source| TransportError::Io { op, source })
     }
 }
 
@@ -686,7 +687,12 @@ impl TcpConnection {
 pub fn set_user_timeout_fd(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    set_int_option_fd(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)
+    set_int_option_fd(
+        fd.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        ms,
+    )
 }
 
 fn set_int_option_fd(
