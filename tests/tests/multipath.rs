@@ -944,3 +944,64 @@ fn idle_path_loss_shows_down(transport: TransportKind) {
     assert!(pool.stats(0).unwrap().reconnects >= 1);
     pool.shutdown();
 }
+
+/// Issue 14, what was left: a multipath shard over adapter sub-paths sleeps when idle. The
+/// adapters wake it through their queue pairs' eventfds, which it sleeps on all at once
+/// with its callers' doorbell (`Notifier::wait_any`); it used to wake every 200 µs
+/// (poll(2) rounds that to 1 ms) to look at the sub-paths it did not sleep on. Counted:
+/// the shard's sleeps (`kernel_entries`, a poll(2) each) per second while idle, which
+/// timers (pings every 250 ms of silence on each path) bound, not a poll interval.
+#[test]
+fn an_idle_multipath_shard_over_dependent_adapters_sleeps() {
+    idle_shard_over_adapters_sleeps(TransportKind::Dependent);
+}
+
+#[test]
+fn an_idle_multipath_shard_over_independent_adapters_sleeps() {
+    idle_shard_over_adapters_sleeps(TransportKind::Independent);
+}
+
+fn idle_shard_over_adapters_sleeps(transport: TransportKind) {
+    let iqn = format!("iqn.2026-12.test:multipath-sleep-{transport}");
+    let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(&iqn, &[LUN_BYTES])]);
+    let daemons = [start().unwrap(), start().unwrap()];
+    let lun = Tgt::FIRST_DATA_LUN;
+    let backing = daemons[0].lun_path(0, 0);
+    for daemon in &daemons {
+        daemon
+            .share_lun(1, lun, &backing, "mp-sleep", "SLEEP1")
+            .unwrap();
+    }
+    let portals = vec![daemons[0].portal(), daemons[1].portal()];
+    let cc = ClientConfig::new(portals[0], Some(iqn.clone()));
+    let config = ShardConfig {
+        queue_depth: 4,
+        path: offload::model_path(transport, queue_pairs_needed(1, 2)),
+        multipath: Some(MultipathConfig::new(portals, lun)),
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("paths join");
+    // It still wakes for I/O: a round of reads over both paths completes.
+    until_ready(&mut OnShard::new(&pool, 0), lun);
+    let reads = (0..8).map(|i| read_request(i, i)).collect();
+    for (_, result) in OnShard::new(&pool, 0).run_all(reads) {
+        assert_eq!(result.expect("read").status, 0);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (before, from) = (pool.stats(0).unwrap().kernel_entries, Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let (after, to) = (pool.stats(0).unwrap().kernel_entries, Instant::now());
+    let per_second = (after - before) as f64 / to.duration_since(from).as_secs_f64();
+    eprintln!("{transport}: an idle multipath shard over two adapter paths sleeps {per_second:.0} times a second");
+    // Timers bound it (pings and their answers, state publication): tens a second, where
+    // polling took hundreds to a thousand. A busy machine only makes it fewer.
+    assert!(
+        per_second < 100.0,
+        "{transport}: {per_second:.0} sleeps a second while idle"
+    );
+    // And callers still wake it at once: a read after the idle second completes.
+    for (_, result) in OnShard::new(&pool, 0).run_all(vec![read_request(0, 99)]) {
+        assert_eq!(result.expect("read after idling").status, 0);
+    }
+    pool.shutdown();
+}

@@ -636,6 +636,37 @@ impl AdapterShardPath {
         })
     }
 
+    /// Every eventfd the adapter writes for this path: the queue pair it serves on, the one
+    /// callers were given, and a move's joining or draining one.
+    pub(super) fn notifiers<'a>(&'a self, out: &mut Vec<&'a Notifier>) {
+        out.push(&self.notifier);
+        out.push(&self.caller_wake);
+        if let Some(joining) = &self.joining {
+            out.push(joining.path.notifier());
+        }
+        if let Some(draining) = &self.draining {
+            out.push(draining.path.notifier());
+        }
+    }
+
+    /// True when a poll would find completions (of the current, a joining or a draining
+    /// session) or commands to send again.
+    pub(super) fn ready_to_poll(&self) -> bool {
+        !self.resend.is_empty()
+            || self
+                .driven
+                .as_ref()
+                .is_some_and(|d| d.path_ref().ready_to_poll())
+            || self
+                .joining
+                .as_ref()
+                .is_some_and(|j| j.path.ready_to_poll())
+            || self
+                .draining
+                .as_ref()
+                .is_some_and(|d| d.path.ready_to_poll())
+    }
+
     /// The path's commands, the draining session's and those waiting to go again.
     fn in_flight(&self) -> usize {
         let current = self.driven.as_ref().map_or(0, |d| d.path_ref().in_flight());

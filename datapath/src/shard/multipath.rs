@@ -45,7 +45,7 @@ use super::member::{connect_member, MemberPath};
 use super::run::{Finished, Path, PathState, Refusal};
 use super::tcp::Setup;
 use super::{failure, ShardConfig, ShardError, ShardInfo, ShardStats};
-use crate::adapter::PathFailure;
+use crate::adapter::{Notifier, PathFailure};
 use crate::pdu::TaskAttribute;
 use crate::scsi::alua::{self, AccessState, PortGroup};
 use crate::scsi::decode::DeviceIdentification;
@@ -56,6 +56,8 @@ use crate::transport::reach::{Reach, ReachProbe};
 
 /// The longest sleep on one sub-path's ring while another may have answers.
 pub const MULTI_POLL: Duration = Duration::from_micros(200);
+/// How often a lost path's connect probe is looked at while it is pending.
+const PROBE_POLL: Duration = Duration::from_millis(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Bound on the joining check's commands.
@@ -253,6 +255,8 @@ pub(super) struct MultiPath {
     /// When access states were last asked for while no path served (see [`ALUA_POLL`]).
     states_read_at: Option<Instant>,
     reissued: u64,
+    /// Sleeps on adapter sub-paths' eventfds (`wait_on_adapters`): each a poll(2).
+    sleeps: u64,
     counted: ShardStats,
 }
 
@@ -305,6 +309,7 @@ impl MultiPath {
             no_path_since: None,
             states_read_at: None,
             reissued: 0,
+            sleeps: 0,
             counted: ShardStats::default(),
         };
         let mut info = None;
@@ -400,6 +405,46 @@ impl MultiPath {
             self.no_path_since = None;
         }
         Ok(info)
+    }
+
+    /// One sleep for sub-paths over adapters (`up`, when every one is): on each one's
+    /// queue-pair eventfds and the callers' doorbell at once (`Notifier::wait_any`), until
+    /// one has news, a caller submits, or the earliest timer. False (nothing done) when a
+    /// sub-path has a ring of its own: the ring sleep (`ring_wake`) covers those.
+    fn wait_on_adapters(
+        &mut self,
+        up: &[usize],
+        timeout: Duration,
+        callers_ready: &dyn Fn() -> bool,
+    ) -> bool {
+        let members: Vec<&dyn MemberPath> = up
+            .iter()
+            .filter_map(|&i| self.paths[i].path.as_deref())
+            .collect();
+        if members.is_empty() || members.iter().any(|p| p.wake_source().is_some()) {
+            return false;
+        }
+        let mut notifiers = Vec::with_capacity(members.len() * 2);
+        for member in &members {
+            member.adapter_notifiers(&mut notifiers);
+        }
+        if notifiers.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut timeout = timeout;
+        if let Some(next) = self.next_deadline() {
+            timeout = timeout.min(next.saturating_duration_since(now));
+        }
+        if notifiers.len() + 1 > crate::sys::EventFd::WAIT_ANY_MAX {
+            // More eventfds than one poll watches: the rest are looked at soon.
+            timeout = timeout.min(MULTI_POLL);
+        }
+        let doorbell = &self.setup.doorbell.fd;
+        let ready = || callers_ready() || members.iter().any(|p| p.ready_to_poll());
+        Notifier::wait_any(&notifiers, &[doorbell], timeout, ready);
+        self.sleeps += 1;
+        true
     }
 
     fn schedule_retry(&mut self, index: usize, now: Instant) {
@@ -876,6 +921,9 @@ impl Path for MultiPath {
 
     fn wait(&mut self, timeout: Duration, callers_ready: &dyn Fn() -> bool) {
         let up: Vec<usize> = self.up().collect();
+        if !timeout.is_zero() && self.wait_on_adapters(&up, timeout, callers_ready) {
+            return;
+        }
         let Some((&last, others)) = up.split_last() else {
             // No ring to sleep on: short steps, so rejoins and requests are seen soon.
             std::thread::sleep(timeout.min(Duration::from_millis(5)));
@@ -904,18 +952,36 @@ impl Path for MultiPath {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        // Adapter sub-paths have timers of their own (a session's pings, a move's
+        // deadlines, a doorbell check) that no ring keeps for them.
+        let adapters = self
+            .paths
+            .iter()
+            .filter_map(|p| p.path.as_ref())
+            .filter(|p| p.wake_source().is_none())
+            .filter_map(|p| p.next_deadline())
+            .min();
+        // A portal being probed is looked at again shortly, not at once (its connect
+        // completes in the kernel; nothing wakes the loop for it).
+        let probing = Instant::now() + PROBE_POLL;
         let rejoin = self
             .paths
             .iter()
             .filter(|p| p.path.is_none())
-            .map(|p| p.retry_at)
+            .map(|p| match p.probe {
+                Some(_) => p.retry_at.max(probing),
+                None => p.retry_at,
+            })
             .min();
         let give_up = self
             .no_path_since
             .filter(|_| !self.waiting.is_empty())
             .map(|since| since + self.config.no_path_retry);
         let states = self.states_read_at.map(|at| at + ALUA_POLL);
-        [rejoin, give_up, states].into_iter().flatten().min()
+        [adapters, rejoin, give_up, states]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn close(&mut self, now: Instant) -> bool {
@@ -936,6 +1002,7 @@ impl Path for MultiPath {
         // The loop owns the command counters and depths; the path's own are set here.
         let mut own = self.counted;
         own.commands_resent = self.reissued;
+        own.kernel_entries += self.sleeps;
         own.reconnects = self.paths.iter().map(|p| p.losses).sum();
         for sub in &self.paths {
             if let Some(path) = &sub.path {
