@@ -44,11 +44,12 @@ use datapath::adapter::{
 use datapath::conn::{PduReceiver, PduSink, ReceiveError, SendBatch};
 use datapath::pdu::{self, digest, Digests, Header, Limits, LoginStage, PduError};
 use datapath::session::connect::{random_bytes, random_isid};
-use datapath::session::redirect::{PortalRoute, RedirectKind, TargetAddress};
+use datapath::session::redirect::{PortalRoute, RedirectKind, RouteAttempt, TargetAddress};
 use datapath::session::{
     AsyncEvent, CommandError, Event, Request, Session, SessionConfig, SessionError, SessionState,
     TaskId,
 };
+use datapath::transport::reach::{Reach, ReachProbe};
 use datapath::transport::{resolve_target_address, TransportKind};
 
 use crate::cpu::CpuMeter;
@@ -230,6 +231,7 @@ impl IndependentModel {
             rejoining: false,
             draining: None,
             moving: false,
+            joining: None,
         };
         let handle = std::thread::Builder::new()
             .name(format!("indep{index}"))
@@ -377,6 +379,44 @@ struct Processor {
     /// The draining session is the one in `connection`, `session` and `tasks` for this
     /// part of the turn (see [`Processor::drive_draining`]).
     moving: bool,
+    /// A move's new session connecting and logging in, turn by turn, while the current
+    /// one goes on carrying I/O ([`Processor::drive_joining`]).
+    joining: Option<Joining>,
+}
+
+/// One session's connection, commands and fault: the current one lives in the
+/// processor's fields; a draining or joining one is swapped in for its part of a turn.
+#[derive(Default)]
+struct SessionSlot {
+    connection: Option<Connection>,
+    session: Option<Session>,
+    tasks: HashMap<TaskId, Sent>,
+    fault: Option<AdapterFault>,
+}
+
+/// A move's new session (make before break): connecting without blocking (a probe the
+/// processor looks at each turn), then logging in, one step per turn, following
+/// redirects, until it is in (it becomes current and the old one drains), fails or
+/// passes its deadline (the old one leaves: break before make).
+struct Joining {
+    slot: SessionSlot,
+    attempt: RouteAttempt,
+    isid: pdu::Isid,
+    /// The connect under way, to the attempt's portal.
+    probe: Option<ReachProbe>,
+    local_addr: Option<std::net::SocketAddr>,
+    /// In by then, or given up: the earlier of the login timeout and Parameter3.
+    deadline: Instant,
+    started: Instant,
+    within_secs: u16,
+    time2wait: u16,
+}
+
+/// Where a move's new session is after a step.
+enum JoinStep {
+    Pending,
+    Up(LoginReport),
+    Failed(String),
 }
 
 /// A command in a session: the host's tag, and the command without its buffer, sent again
@@ -404,10 +444,7 @@ impl Sent {
 
 /// A session left by a move (make before break), with its own connection and commands.
 struct Drained {
-    connection: Option<Connection>,
-    session: Option<Session>,
-    tasks: HashMap<TaskId, Sent>,
-    fault: Option<AdapterFault>,
+    slot: SessionSlot,
     /// The target's Parameter3: out by then.
     deadline: Instant,
     logging_out: bool,
@@ -475,9 +512,15 @@ impl Processor {
         let drained = self
             .draining
             .as_ref()
-            .and_then(|d| d.connection.as_ref())
+            .and_then(|d| d.slot.connection.as_ref())
             .map(|c| &c.received);
-        if self.draining.is_some() {
+        // So is a joining one's; its connect is looked at every DRAIN_POLL.
+        let joined = self
+            .joining
+            .as_ref()
+            .and_then(|j| j.slot.connection.as_ref())
+            .map(|c| &c.received);
+        if self.draining.is_some() || self.joining.is_some() {
             timeout = timeout.min(DRAIN_POLL);
         }
         if logged_in && room && !self.resend.is_empty() {
@@ -487,64 +530,155 @@ impl Processor {
             (room && logged_in && submissions.announced() > 0)
                 || received.is_some_and(|r| r.announced() > 0)
                 || drained.is_some_and(|r| r.announced() > 0)
+                || joined.is_some_and(|r| r.announced() > 0)
         });
     }
 
     /// One turn: submissions, received PDUs, timers, events, transmits. Returns the
     /// completions posted.
     fn turn(&mut self, now: Instant) -> usize {
+        self.drive_joining(now);
         self.drive_draining(now) + self.turn_current(now)
     }
 
-    /// Swaps the draining session's connection, session and commands with the current
-    /// ones (twice: in, then back).
-    fn swap_draining(&mut self, drained: &mut Drained) {
-        std::mem::swap(&mut self.connection, &mut drained.connection);
-        std::mem::swap(&mut self.session, &mut drained.session);
-        std::mem::swap(&mut self.tasks, &mut drained.tasks);
-        std::mem::swap(&mut self.fault, &mut drained.fault);
+    /// Swaps another session's connection, session and commands with the current ones
+    /// (twice: in, then back).
+    fn swap_session(&mut self, other: &mut SessionSlot) {
+        std::mem::swap(&mut self.connection, &mut other.connection);
+        std::mem::swap(&mut self.session, &mut other.session);
+        std::mem::swap(&mut self.tasks, &mut other.tasks);
+        std::mem::swap(&mut self.fault, &mut other.fault);
     }
 
     /// Async Message event 1, make before break: a new session (new ISID, from the
-    /// route's start, so an array places it) logs in on a second connection first; new
-    /// commands go to it, and the old one drains and logs out before `within_secs`. If
-    /// the new login fails, the old session logs out once its commands are done and the
-    /// adapter logs in again after Time2Wait (break before make).
+    /// route's start, so an array places it) connects and logs in on a second connection
+    /// while this one goes on carrying I/O ([`Processor::drive_joining`], a step per
+    /// turn: the processor never blocks on it); once it is in, new commands go to it, and
+    /// the old one drains and logs out before `within_secs`. If the new login fails, the
+    /// old session logs out once its commands are done and the adapter logs in again after
+    /// Time2Wait (break before make).
     fn start_move(&mut self, within_secs: u16, time2wait: u16) {
         let now = Instant::now();
-        if self.draining.is_some() || self.moving {
+        if self.draining.is_some() || self.joining.is_some() || self.moving {
             // One move at a time.
             self.leave(time2wait);
             return;
         }
         let within = Duration::from_secs(u64::from(within_secs.max(1)));
-        let mut old = Drained {
-            connection: None,
-            session: None,
-            tasks: HashMap::new(),
-            fault: None,
-            deadline: now + within,
-            logging_out: false,
+        let attempt = self.route.begin();
+        match ReachProbe::start(attempt.portal(), self.config.connect_timeout) {
+            Ok(probe) => {
+                self.joining = Some(Joining {
+                    slot: SessionSlot::default(),
+                    attempt,
+                    isid: random_isid(),
+                    probe: Some(probe),
+                    local_addr: None,
+                    deadline: now + self.config.login_timeout.min(within),
+                    started: now,
+                    within_secs,
+                    time2wait,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(queue_pair = self.index, %error, "independent model: the new session of a move did not start; leaving, then logging in again");
+                self.leave(time2wait);
+            }
+        }
+    }
+
+    /// One step of a move's new session, if any (see [`Processor::start_move`]).
+    fn drive_joining(&mut self, now: Instant) {
+        let Some(mut joining) = self.joining.take() else {
+            return;
         };
-        self.swap_draining(&mut old);
-        let isid = self.isid;
-        self.isid = random_isid();
-        match self.login() {
-            Ok(report) => {
+        match self.step_joining(&mut joining, now) {
+            JoinStep::Pending => self.joining = Some(joining),
+            JoinStep::Up(report) => {
+                self.route.logged_in(&joining.attempt);
+                let mut old = Drained {
+                    slot: SessionSlot::default(),
+                    deadline: joining.started
+                        + Duration::from_secs(u64::from(joining.within_secs.max(1))),
+                    logging_out: false,
+                };
+                self.swap_session(&mut old.slot);
+                self.swap_session(&mut joining.slot);
+                self.isid = joining.isid;
                 tracing::info!(
                     queue_pair = self.index,
                     tsih = report.tsih,
-                    login_ms = now.elapsed().as_millis() as u64,
+                    login_ms = joining.started.elapsed().as_millis() as u64,
                     "independent model: moved at the target's request; the old session drains"
                 );
                 self.draining = Some(old);
             }
-            Err(error) => {
-                tracing::warn!(queue_pair = self.index, %error, "independent model: the new session of a move failed; leaving, then logging in again");
-                self.isid = isid;
-                self.swap_draining(&mut old);
+            JoinStep::Failed(reason) => {
+                tracing::warn!(queue_pair = self.index, %reason, "independent model: the new session of a move failed; leaving, then logging in again");
+                let time2wait = joining.time2wait;
+                // Dropped: its connection closes, its receive thread is joined.
+                drop(joining);
                 self.leave(time2wait);
             }
+        }
+    }
+
+    /// Connects (once the probe says the portal accepted) and logs in, a step at a time,
+    /// following redirects (bounded by the route's hop limit and the deadline).
+    fn step_joining(&mut self, joining: &mut Joining, now: Instant) -> JoinStep {
+        if now >= joining.deadline {
+            return JoinStep::Failed("not logged in by its deadline".into());
+        }
+        if let Some(probe) = &joining.probe {
+            let portal = joining.attempt.portal();
+            match probe.poll(now) {
+                Reach::Pending => return JoinStep::Pending,
+                Reach::Unreachable(error) => {
+                    return JoinStep::Failed(format!("connecting to {portal}: {error}"))
+                }
+                Reach::Reachable => {}
+            }
+            let Some(probe) = joining.probe.take() else {
+                return JoinStep::Pending;
+            };
+            let opened = net::stream_of(probe.into_socket(), self.config.liveness.tcp_user_timeout)
+                .map_err(|e| AdapterError::Connect {
+                    portal,
+                    reason: e.to_string(),
+                })
+                .and_then(|stream| {
+                    self.swap_session(&mut joining.slot);
+                    let opened = self.open_login(stream, portal, joining.isid, now);
+                    self.swap_session(&mut joining.slot);
+                    opened
+                });
+            match opened {
+                Ok(local_addr) => joining.local_addr = Some(local_addr),
+                Err(error) => return JoinStep::Failed(error.to_string()),
+            }
+        }
+        self.swap_session(&mut joining.slot);
+        let step = self.step_login(now, joining.local_addr);
+        self.swap_session(&mut joining.slot);
+        match step {
+            None => JoinStep::Pending,
+            Some(Ok(LoginHop::Up(report))) => JoinStep::Up(report),
+            Some(Ok(LoginHop::Redirected(address, kind))) => {
+                joining.slot = SessionSlot::default();
+                let followed = resolve_target_address(&address)
+                    .and_then(|to| joining.attempt.follow(to, kind));
+                if let Err(error) = followed {
+                    return JoinStep::Failed(format!("login redirection: {error}"));
+                }
+                match ReachProbe::start(joining.attempt.portal(), self.config.connect_timeout) {
+                    Ok(probe) => {
+                        joining.probe = Some(probe);
+                        JoinStep::Pending
+                    }
+                    Err(error) => JoinStep::Failed(error.to_string()),
+                }
+            }
+            Some(Err(reason)) => JoinStep::Failed(reason),
         }
     }
 
@@ -563,7 +697,7 @@ impl Processor {
         let Some(mut drained) = self.draining.take() else {
             return 0;
         };
-        self.swap_draining(&mut drained);
+        self.swap_session(&mut drained.slot);
         self.moving = true;
         self.take_received(now);
         if let Some(session) = &mut self.session {
@@ -594,7 +728,7 @@ impl Processor {
             .is_none_or(|s| matches!(s.state(), SessionState::Closed | SessionState::Failed))
             || now >= drained.deadline + RETIRE_GRACE;
         self.moving = false;
-        self.swap_draining(&mut drained);
+        self.swap_session(&mut drained.slot);
         if over {
             tracing::info!(
                 queue_pair = self.index,
@@ -994,7 +1128,10 @@ impl Processor {
         }
     }
 
-    /// Connects to `portal` and logs in there (bounded by the configured timeouts).
+    /// Connects to `portal` and logs in there (bounded by the configured timeouts),
+    /// blocking this thread: the first login and a login again after a loss (when there
+    /// is no session to carry I/O meanwhile). A move's new session logs in without
+    /// blocking instead ([`Processor::drive_joining`]), through the same steps.
     fn login_at(&mut self, portal: std::net::SocketAddr) -> Result<LoginHop, AdapterError> {
         self.connection = None;
         self.session = None;
@@ -1002,29 +1139,62 @@ impl Processor {
         // Interruptible: a stop (the host ending this queue pair) must not wait for a
         // SYN a cut link leaves unanswered.
         let stop = Arc::clone(&self.stop);
-        let connect_error = |e: std::io::Error| AdapterError::Connect {
-            portal,
-            reason: e.to_string(),
-        };
         let stream = net::connect_interruptible(portal, self.config.connect_timeout, || {
             stop.load(Ordering::SeqCst)
         })
-        .map_err(connect_error)?;
-        // The host's liveness settings, handed down: a cut link fails the connection.
-        net::set_user_timeout(&stream, self.config.liveness.tcp_user_timeout)
-            .map_err(connect_error)?;
+        .and_then(|stream| {
+            // The host's liveness settings, handed down: a cut link fails the connection.
+            net::set_user_timeout(&stream, self.config.liveness.tcp_user_timeout)?;
+            Ok(stream)
+        })
+        .map_err(|e| AdapterError::Connect {
+            portal,
+            reason: e.to_string(),
+        })?;
+        let now = Instant::now();
+        let local_addr = self.open_login(stream, portal, self.isid, now)?;
+        let deadline = now + self.config.login_timeout;
+        loop {
+            let now = Instant::now();
+            match self.step_login(now, Some(local_addr)) {
+                Some(Ok(hop)) => return Ok(hop),
+                Some(Err(reason)) => return Err(AdapterError::Login { portal, reason }),
+                None => {}
+            }
+            if now >= deadline || self.stop.load(Ordering::SeqCst) {
+                self.connection = None;
+                self.session = None;
+                return Err(AdapterError::Login {
+                    portal,
+                    reason: "login did not finish in time".into(),
+                });
+            }
+            self.sleep(now);
+        }
+    }
+
+    /// Starts a login on `stream` (connected to `portal`) as the current session, with
+    /// `isid`: its receive thread and a new session. Returns the local address.
+    fn open_login(
+        &mut self,
+        stream: TcpStream,
+        portal: std::net::SocketAddr,
+        isid: pdu::Isid,
+        now: Instant,
+    ) -> Result<std::net::SocketAddr, AdapterError> {
         let local_addr = stream.local_addr().map_err(|e| AdapterError::Connect {
             portal,
             reason: e.to_string(),
         })?;
         self.connection = Some(self.spawn_receiver(stream, portal)?);
-        let now = Instant::now();
+        self.fault = None;
         let session_config = SessionConfig {
             initiator_name: self.config.initiator_name.clone(),
             initiator_alias: None,
             target_name: Some(self.config.target_name.clone()),
-            // The same ISID each time: a new login reinstates the old session (6.3.5).
-            isid: self.isid,
+            // The same ISID each time but a move's: a new login reinstates the old
+            // session (6.3.5), a move's new one stands beside it.
+            isid,
             tsih: 0,
             cid: 0,
             chap: self.config.chap.clone(),
@@ -1045,55 +1215,52 @@ impl Processor {
             initial_cmd_sn: 1,
         };
         self.session = Some(Session::new(session_config, now));
-        let deadline = now + self.config.login_timeout;
-        loop {
-            let now = Instant::now();
-            // Send what the session has queued, including the next login request that an
-            // answer just taken made, before sleeping for the next answer.
-            self.flush(now);
-            self.take_received(now);
-            if let Some(session) = &mut self.session {
-                if session.poll_timeout().is_some_and(|d| now >= d) {
-                    session.handle_timeout(now);
-                }
+        Ok(local_addr)
+    }
+
+    /// One step of the current session's login without blocking: sends what it queued,
+    /// takes what arrived, runs its timer. `None` while it goes on; the hop's end (in,
+    /// redirected) or why it failed (the connection and session then dropped).
+    fn step_login(
+        &mut self,
+        now: Instant,
+        local_addr: Option<std::net::SocketAddr>,
+    ) -> Option<Result<LoginHop, String>> {
+        // Send what the session has queued, including the next login request that an
+        // answer just taken made, before waiting for the next answer.
+        self.flush(now);
+        self.take_received(now);
+        if let Some(session) = &mut self.session {
+            if session.poll_timeout().is_some_and(|d| now >= d) {
+                session.handle_timeout(now);
             }
-            self.flush(now);
-            while let Some(event) = self.session.as_mut().and_then(Session::poll_event) {
-                let failure = match event {
-                    Event::LoginComplete => {
-                        let session = self.session.as_ref();
-                        return Ok(LoginHop::Up(LoginReport {
-                            local_addr,
-                            tsih: session.map_or(0, Session::tsih),
-                            digests: session.map_or(Digests::default(), Session::digests),
-                        }));
-                    }
-                    Event::LoginFailed { reason, .. } => reason,
-                    Event::ConnectionFailed(error) => error.to_string(),
-                    Event::Redirect { address, kind } => {
-                        self.connection = None;
-                        self.session = None;
-                        return Ok(LoginHop::Redirected(address, kind));
-                    }
-                    _ => continue,
-                };
-                self.connection = None;
-                self.session = None;
-                return Err(AdapterError::Login {
-                    portal,
-                    reason: failure,
-                });
-            }
-            if now >= deadline || self.stop.load(Ordering::SeqCst) {
-                self.connection = None;
-                self.session = None;
-                return Err(AdapterError::Login {
-                    portal,
-                    reason: "login did not finish in time".into(),
-                });
-            }
-            self.sleep(now);
         }
+        self.flush(now);
+        while let Some(event) = self.session.as_mut().and_then(Session::poll_event) {
+            let failure = match event {
+                Event::LoginComplete => {
+                    let session = self.session.as_ref();
+                    let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+                    return Some(Ok(LoginHop::Up(LoginReport {
+                        local_addr: local_addr.unwrap_or(unspecified),
+                        tsih: session.map_or(0, Session::tsih),
+                        digests: session.map_or(Digests::default(), Session::digests),
+                    })));
+                }
+                Event::LoginFailed { reason, .. } => reason,
+                Event::ConnectionFailed(error) => error.to_string(),
+                Event::Redirect { address, kind } => {
+                    self.connection = None;
+                    self.session = None;
+                    return Some(Ok(LoginHop::Redirected(address, kind)));
+                }
+                _ => continue,
+            };
+            self.connection = None;
+            self.session = None;
+            return Some(Err(failure));
+        }
+        None
     }
 
     fn spawn_receiver(
@@ -1137,9 +1304,9 @@ impl Processor {
         let mut buffers = Vec::new();
         // A session still draining after a move gives its commands back too.
         if let Some(mut drained) = self.draining.take() {
-            self.swap_draining(&mut drained);
+            self.swap_session(&mut drained.slot);
             self.take_back_buffers(now, &mut buffers);
-            self.swap_draining(&mut drained);
+            self.swap_session(&mut drained.slot);
         }
         self.take_back_buffers(now, &mut buffers);
         for entry in self

@@ -62,9 +62,19 @@ pub fn connect_interruptible(
             Reach::Pending => std::thread::sleep(CONNECT_POLL),
         }
     }
-    let stream = TcpStream::from(probe.into_socket());
+    stream_of(probe.into_socket(), None)
+}
+
+/// The blocking stream of a socket a [`ReachProbe`] connected, with `TCP_NODELAY` and
+/// `TCP_USER_TIMEOUT` (when given) set.
+pub fn stream_of(
+    socket: std::os::fd::OwnedFd,
+    tcp_user_timeout: Option<Duration>,
+) -> io::Result<TcpStream> {
+    let stream = TcpStream::from(socket);
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
+    set_user_timeout(&stream, tcp_user_timeout)?;
     Ok(stream)
 }
 
