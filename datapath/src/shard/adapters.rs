@@ -19,7 +19,8 @@
 //! when the adapter has a queue pair to spare ([`AdapterSlot::spare`]): see
 //! [`AdapterShardPath::start_move`]. In a multipath shard ([`AdapterSlot::member`]) an
 //! adapter path does not log in again by itself: the multipath shard takes it down when a
-//! command fails for a lost connection, sends the commands elsewhere and brings it back.
+//! command fails for a lost connection (or an independent adapter reports its session
+//! lost, idle or not), sends the commands elsewhere and brings it back.
 //!
 //! A request the adapter hands back as "queue full" waits in the loop and goes first next
 //! turn. The loop sleeps on the adapter's completion eventfd ([`AdapterPath::notifier`])

@@ -31,9 +31,11 @@
 //!   [`MultipathConfig::no_path_retry`] from the moment the last path went; then they fail
 //!   with an error that says so.
 //!
-//! Each sub-path has its own ring and the loop sleeps on one of them: the others'
+//! Each software sub-path has its own ring and the loop sleeps on one of them: the others'
 //! completions reach that sleep through eventfds the sleeping ring reads (`ring_wake`).
-//! Only when a ring cannot watch them does a sleep last at most [`MULTI_POLL`].
+//! Only when a ring cannot watch them does a sleep last at most [`MULTI_POLL`]. Adapter
+//! sub-paths have no ring: the loop sleeps in one poll(2) on all their queue pairs'
+//! eventfds and its callers' doorbell ([`MultiPath::wait_on_adapters`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
