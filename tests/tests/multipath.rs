@@ -572,11 +572,22 @@ fn failover_benchmark() {
     println!("{}", system_tests::stall::STALL_HEADER);
     for case in ["target killed", "link cut silently"] {
         let cut = case == "link cut silently";
-        let row = failover_case(cut);
+        let row = failover_case(cut, "software");
         println!(
             "{}",
             row.markdown(&format!("iscsi-bench, two paths: {case}"))
         );
+        // The same over the adapter models' queue pairs (they take the same liveness
+        // settings).
+        for transport in ["dependent", "independent"] {
+            let row = failover_case(cut, transport);
+            println!(
+                "{}",
+                row.markdown(&format!(
+                    "iscsi-bench, two {transport} adapter paths: {case}"
+                ))
+            );
+        }
         match system_tests::fio_anchor() {
             Some(fio) => {
                 let row = anchor_case(&fio, cut);
@@ -663,8 +674,9 @@ fn anchor_case(fio: &std::path::Path, cut: bool) -> system_tests::stall::StallRo
 }
 
 /// One case of [`failover_benchmark`].
-fn failover_case(cut: bool) -> system_tests::stall::StallRow {
+fn failover_case(cut: bool, transport: &str) -> system_tests::stall::StallRow {
     let iqn = "iqn.2026-12.test:multipath-bench";
+    let transport_arg = format!("--transport={transport}");
     let mut ns = system_tests::netns::Netns::create().expect("namespace");
     let links = [ns.veth().expect("veth"), ns.veth().expect("veth")];
     let mut daemons: Vec<Tgt> = links
@@ -682,6 +694,7 @@ fn failover_case(cut: bool) -> system_tests::stall::StallRow {
     let portals = [daemons[0].portal(), daemons[1].portal()];
     let args = [
         "--name=failover",
+        transport_arg.as_str(),
         "--rw=randrw",
         "--rwmixread=70",
         "--bs=4k",
