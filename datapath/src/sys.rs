@@ -86,14 +86,18 @@ impl EventFd {
 }
 
 impl EventFd {
+    /// The most eventfds [`EventFd::wait_any`] watches at once.
+    pub const WAIT_ANY_MAX: usize = 16;
+
     /// Blocks until one of `fds` has a nonzero counter or `timeout` passes (at least 1 ms);
-    /// the signals that came are taken. True when one came. At most 4 eventfds.
+    /// the signals that came are taken. True when one came. At most
+    /// [`EventFd::WAIT_ANY_MAX`] eventfds (the rest are not watched).
     pub fn wait_any(fds: &[&EventFd], timeout: Duration) -> bool {
         let mut pollfds = [libc::pollfd {
             fd: -1,
             events: libc::POLLIN,
             revents: 0,
-        }; 4];
+        }; EventFd::WAIT_ANY_MAX];
         let count = fds.len().min(pollfds.len());
         for (pollfd, fd) in pollfds.iter_mut().zip(fds) {
             pollfd.fd = fd.as_raw_fd();
@@ -104,8 +108,11 @@ impl EventFd {
         if n <= 0 {
             return false;
         }
-        for fd in &fds[..count] {
-            fd.take();
+        // Only the ones that fired: a read each is a system call.
+        for (fd, pollfd) in fds[..count].iter().zip(&pollfds) {
+            if pollfd.revents != 0 {
+                fd.take();
+            }
         }
         true
     }

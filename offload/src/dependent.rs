@@ -225,6 +225,9 @@ impl DependentAdapter for DependentModel {
         };
         let stream = net::connect(portal, network.local_addr, network.connect_timeout)
             .map_err(connect_error)?;
+        // A link cut silently fails the connection after this (the host session's pings
+        // notice it too): the host's liveness settings, handed down.
+        net::set_user_timeout(&stream, network.tcp_user_timeout).map_err(connect_error)?;
         let info = ConnectionInfo {
             local_addr: stream.local_addr().map_err(connect_error)?,
             peer_addr: stream.peer_addr().map_err(connect_error)?,

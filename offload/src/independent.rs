@@ -17,9 +17,16 @@
 //!
 //! Faults ([`Faults`]): a dropped entry fails that command alone; an injected reset, a
 //! digest mismatch or a lost connection fail every command in flight, each naming the
-//! fault, after which the adapter logs in again with its stored configuration.
+//! fault, after which the adapter logs in again with its stored configuration. Every lost
+//! session is also posted to the host ([`IndependentCompletion::SessionLost`]), in flight
+//! or idle, so the host's view of the path stays true while the adapter logs in again.
+//!
+//! Liveness: the session pings and the socket's `TCP_USER_TIMEOUT` are the host path's
+//! ([`IndependentConfig::liveness`]), so a cut link is noticed as on a software path; the
+//! connect is non-blocking and watches the stop flag, so the host can stop a queue pair
+//! whose login waits on a dead link at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,17 +37,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use datapath::adapter::{
     queue_pair, AdapterError, AdapterFault, AdapterInfo, Capabilities, ConnectionParams, Consumer,
-    DigestKind, IndependentAdapter, IndependentAdapterQueue, IndependentConfig,
-    IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure, Producer, ResetReport,
-    ScsiCompletion,
+    DigestKind, IndependentAdapter, IndependentAdapterQueue, IndependentCompletion,
+    IndependentConfig, IndependentHostQueue, LoginReport, Notifier, PathError, PathFailure,
+    Producer, ResetReport, ScsiCompletion, SessionLoss,
 };
 use datapath::conn::{PduReceiver, PduSink, ReceiveError, SendBatch};
 use datapath::pdu::{self, digest, Digests, Header, Limits, LoginStage, PduError};
 use datapath::session::connect::{random_bytes, random_isid};
-use datapath::session::redirect::{PortalRoute, RedirectKind, TargetAddress};
+use datapath::session::redirect::{PortalRoute, RedirectKind, RouteAttempt, TargetAddress};
 use datapath::session::{
-    AsyncEvent, Event, Session, SessionConfig, SessionError, SessionState, TaskId,
+    AsyncEvent, CommandError, Event, Request, Session, SessionConfig, SessionError, SessionState,
+    TaskId,
 };
+use datapath::transport::reach::{Reach, ReachProbe};
 use datapath::transport::{resolve_target_address, TransportKind};
 
 use crate::cpu::CpuMeter;
@@ -215,12 +224,14 @@ impl IndependentModel {
             session: None,
             batch: SendBatch::default(),
             tasks: HashMap::new(),
+            resend: VecDeque::new(),
             fault: None,
             relogin_at: None,
             route: PortalRoute::new(config.portal),
             rejoining: false,
             draining: None,
             moving: false,
+            joining: None,
         };
         let handle = std::thread::Builder::new()
             .name(format!("indep{index}"))
@@ -347,8 +358,11 @@ struct Processor {
     session: Option<Session>,
     /// The session's PDUs framed for one gathered write (`datapath::conn`).
     batch: SendBatch,
-    /// The host's tag of each command in the session.
-    tasks: HashMap<TaskId, u64>,
+    /// The host's tag of each command in the session, and the command to send again.
+    tasks: HashMap<TaskId, Sent>,
+    /// Commands a moved session still held at the target's Parameter3, to send again on
+    /// the current session ahead of the submission ring.
+    resend: VecDeque<Request>,
     /// The fault that failed the current session, if one did.
     fault: Option<AdapterFault>,
     /// When to log in again after a failed connection.
@@ -365,14 +379,72 @@ struct Processor {
     /// The draining session is the one in `connection`, `session` and `tasks` for this
     /// part of the turn (see [`Processor::drive_draining`]).
     moving: bool,
+    /// A move's new session connecting and logging in, turn by turn, while the current
+    /// one goes on carrying I/O ([`Processor::drive_joining`]).
+    joining: Option<Joining>,
+}
+
+/// One session's connection, commands and fault: the current one lives in the
+/// processor's fields; a draining or joining one is swapped in for its part of a turn.
+#[derive(Default)]
+struct SessionSlot {
+    connection: Option<Connection>,
+    session: Option<Session>,
+    tasks: HashMap<TaskId, Sent>,
+    fault: Option<AdapterFault>,
+}
+
+/// A move's new session (make before break): connecting without blocking (a probe the
+/// processor looks at each turn), then logging in, one step per turn, following
+/// redirects, until it is in (it becomes current and the old one drains), fails or
+/// passes its deadline (the old one leaves: break before make).
+struct Joining {
+    slot: SessionSlot,
+    attempt: RouteAttempt,
+    isid: pdu::Isid,
+    /// The connect under way, to the attempt's portal.
+    probe: Option<ReachProbe>,
+    local_addr: Option<std::net::SocketAddr>,
+    /// In by then, or given up: the earlier of the login timeout and Parameter3.
+    deadline: Instant,
+    started: Instant,
+    within_secs: u16,
+    time2wait: u16,
+}
+
+/// Where a move's new session is after a step.
+enum JoinStep {
+    Pending,
+    Up(LoginReport),
+    Failed(String),
+}
+
+/// A command in a session: the host's tag, and the command without its buffer, sent again
+/// if a move cuts its session at Parameter3.
+struct Sent {
+    tag: u64,
+    template: Request,
+}
+
+impl Sent {
+    fn of(request: &Request) -> Sent {
+        Sent {
+            tag: request.user_data,
+            template: Request {
+                lun: request.lun,
+                cdb: request.cdb.clone(),
+                direction: request.direction,
+                buffer: Vec::new(),
+                attribute: request.attribute,
+                user_data: request.user_data,
+            },
+        }
+    }
 }
 
 /// A session left by a move (make before break), with its own connection and commands.
 struct Drained {
-    connection: Option<Connection>,
-    session: Option<Session>,
-    tasks: HashMap<TaskId, u64>,
-    fault: Option<AdapterFault>,
+    slot: SessionSlot,
     /// The target's Parameter3: out by then.
     deadline: Instant,
     logging_out: bool,
@@ -440,73 +512,173 @@ impl Processor {
         let drained = self
             .draining
             .as_ref()
-            .and_then(|d| d.connection.as_ref())
+            .and_then(|d| d.slot.connection.as_ref())
             .map(|c| &c.received);
-        if self.draining.is_some() {
+        // So is a joining one's; its connect is looked at every DRAIN_POLL.
+        let joined = self
+            .joining
+            .as_ref()
+            .and_then(|j| j.slot.connection.as_ref())
+            .map(|c| &c.received);
+        if self.draining.is_some() || self.joining.is_some() {
             timeout = timeout.min(DRAIN_POLL);
+        }
+        if logged_in && room && !self.resend.is_empty() {
+            return;
         }
         self.wake.wait_until(timeout, || {
             (room && logged_in && submissions.announced() > 0)
                 || received.is_some_and(|r| r.announced() > 0)
                 || drained.is_some_and(|r| r.announced() > 0)
+                || joined.is_some_and(|r| r.announced() > 0)
         });
     }
 
     /// One turn: submissions, received PDUs, timers, events, transmits. Returns the
     /// completions posted.
     fn turn(&mut self, now: Instant) -> usize {
+        self.drive_joining(now);
         self.drive_draining(now) + self.turn_current(now)
     }
 
-    /// Swaps the draining session's connection, session and commands with the current
-    /// ones (twice: in, then back).
-    fn swap_draining(&mut self, drained: &mut Drained) {
-        std::mem::swap(&mut self.connection, &mut drained.connection);
-        std::mem::swap(&mut self.session, &mut drained.session);
-        std::mem::swap(&mut self.tasks, &mut drained.tasks);
-        std::mem::swap(&mut self.fault, &mut drained.fault);
+    /// Swaps another session's connection, session and commands with the current ones
+    /// (twice: in, then back).
+    fn swap_session(&mut self, other: &mut SessionSlot) {
+        std::mem::swap(&mut self.connection, &mut other.connection);
+        std::mem::swap(&mut self.session, &mut other.session);
+        std::mem::swap(&mut self.tasks, &mut other.tasks);
+        std::mem::swap(&mut self.fault, &mut other.fault);
     }
 
     /// Async Message event 1, make before break: a new session (new ISID, from the
-    /// route's start, so an array places it) logs in on a second connection first; new
-    /// commands go to it, and the old one drains and logs out before `within_secs`. If
-    /// the new login fails, the old session logs out once its commands are done and the
-    /// adapter logs in again after Time2Wait (break before make).
+    /// route's start, so an array places it) connects and logs in on a second connection
+    /// while this one goes on carrying I/O ([`Processor::drive_joining`], a step per
+    /// turn: the processor never blocks on it); once it is in, new commands go to it, and
+    /// the old one drains and logs out before `within_secs`. If the new login fails, the
+    /// old session logs out once its commands are done and the adapter logs in again after
+    /// Time2Wait (break before make).
     fn start_move(&mut self, within_secs: u16, time2wait: u16) {
         let now = Instant::now();
-        if self.draining.is_some() || self.moving {
+        if self.draining.is_some() || self.joining.is_some() || self.moving {
             // One move at a time.
             self.leave(time2wait);
             return;
         }
         let within = Duration::from_secs(u64::from(within_secs.max(1)));
-        let mut old = Drained {
-            connection: None,
-            session: None,
-            tasks: HashMap::new(),
-            fault: None,
-            deadline: now + within,
-            logging_out: false,
+        let attempt = self.route.begin();
+        match ReachProbe::start(attempt.portal(), self.config.connect_timeout) {
+            Ok(probe) => {
+                self.joining = Some(Joining {
+                    slot: SessionSlot::default(),
+                    attempt,
+                    isid: random_isid(),
+                    probe: Some(probe),
+                    local_addr: None,
+                    deadline: now + self.config.login_timeout.min(within),
+                    started: now,
+                    within_secs,
+                    time2wait,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(queue_pair = self.index, %error, "independent model: the new session of a move did not start; leaving, then logging in again");
+                self.leave(time2wait);
+            }
+        }
+    }
+
+    /// One step of a move's new session, if any (see [`Processor::start_move`]).
+    fn drive_joining(&mut self, now: Instant) {
+        let Some(mut joining) = self.joining.take() else {
+            return;
         };
-        self.swap_draining(&mut old);
-        let isid = self.isid;
-        self.isid = random_isid();
-        match self.login() {
-            Ok(report) => {
+        match self.step_joining(&mut joining, now) {
+            JoinStep::Pending => self.joining = Some(joining),
+            JoinStep::Up(report) => {
+                self.route.logged_in(&joining.attempt);
+                let mut old = Drained {
+                    slot: SessionSlot::default(),
+                    deadline: joining.started
+                        + Duration::from_secs(u64::from(joining.within_secs.max(1))),
+                    logging_out: false,
+                };
+                self.swap_session(&mut old.slot);
+                self.swap_session(&mut joining.slot);
+                self.isid = joining.isid;
                 tracing::info!(
                     queue_pair = self.index,
                     tsih = report.tsih,
-                    login_ms = now.elapsed().as_millis() as u64,
+                    login_ms = joining.started.elapsed().as_millis() as u64,
                     "independent model: moved at the target's request; the old session drains"
                 );
                 self.draining = Some(old);
             }
-            Err(error) => {
-                tracing::warn!(queue_pair = self.index, %error, "independent model: the new session of a move failed; leaving, then logging in again");
-                self.isid = isid;
-                self.swap_draining(&mut old);
+            JoinStep::Failed(reason) => {
+                tracing::warn!(queue_pair = self.index, %reason, "independent model: the new session of a move failed; leaving, then logging in again");
+                let time2wait = joining.time2wait;
+                // Dropped: its connection closes, its receive thread is joined.
+                drop(joining);
                 self.leave(time2wait);
             }
+        }
+    }
+
+    /// Connects (once the probe says the portal accepted) and logs in, a step at a time,
+    /// following redirects (bounded by the route's hop limit and the deadline).
+    fn step_joining(&mut self, joining: &mut Joining, now: Instant) -> JoinStep {
+        if now >= joining.deadline {
+            return JoinStep::Failed("not logged in by its deadline".into());
+        }
+        if let Some(probe) = &joining.probe {
+            let portal = joining.attempt.portal();
+            match probe.poll(now) {
+                Reach::Pending => return JoinStep::Pending,
+                Reach::Unreachable(error) => {
+                    return JoinStep::Failed(format!("connecting to {portal}: {error}"))
+                }
+                Reach::Reachable => {}
+            }
+            let Some(probe) = joining.probe.take() else {
+                return JoinStep::Pending;
+            };
+            let opened = net::stream_of(probe.into_socket(), self.config.liveness.tcp_user_timeout)
+                .map_err(|e| AdapterError::Connect {
+                    portal,
+                    reason: e.to_string(),
+                })
+                .and_then(|stream| {
+                    self.swap_session(&mut joining.slot);
+                    let opened = self.open_login(stream, portal, joining.isid, now);
+                    self.swap_session(&mut joining.slot);
+                    opened
+                });
+            match opened {
+                Ok(local_addr) => joining.local_addr = Some(local_addr),
+                Err(error) => return JoinStep::Failed(error.to_string()),
+            }
+        }
+        self.swap_session(&mut joining.slot);
+        let step = self.step_login(now, joining.local_addr);
+        self.swap_session(&mut joining.slot);
+        match step {
+            None => JoinStep::Pending,
+            Some(Ok(LoginHop::Up(report))) => JoinStep::Up(report),
+            Some(Ok(LoginHop::Redirected(address, kind))) => {
+                joining.slot = SessionSlot::default();
+                let followed = resolve_target_address(&address)
+                    .and_then(|to| joining.attempt.follow(to, kind));
+                if let Err(error) = followed {
+                    return JoinStep::Failed(format!("login redirection: {error}"));
+                }
+                match ReachProbe::start(joining.attempt.portal(), self.config.connect_timeout) {
+                    Ok(probe) => {
+                        joining.probe = Some(probe);
+                        JoinStep::Pending
+                    }
+                    Err(error) => JoinStep::Failed(error.to_string()),
+                }
+            }
+            Some(Err(reason)) => JoinStep::Failed(reason),
         }
     }
 
@@ -525,7 +697,7 @@ impl Processor {
         let Some(mut drained) = self.draining.take() else {
             return 0;
         };
-        self.swap_draining(&mut drained);
+        self.swap_session(&mut drained.slot);
         self.moving = true;
         self.take_received(now);
         if let Some(session) = &mut self.session {
@@ -556,7 +728,7 @@ impl Processor {
             .is_none_or(|s| matches!(s.state(), SessionState::Closed | SessionState::Failed))
             || now >= drained.deadline + RETIRE_GRACE;
         self.moving = false;
-        self.swap_draining(&mut drained);
+        self.swap_session(&mut drained.slot);
         if over {
             tracing::info!(
                 queue_pair = self.index,
@@ -648,18 +820,75 @@ impl Processor {
         tag: u64,
         result: Result<datapath::session::CommandOutcome, PathFailure>,
     ) -> bool {
+        self.post_entry(IndependentCompletion::Command(ScsiCompletion {
+            tag,
+            result,
+        }))
+    }
+
+    fn post_entry(&mut self, entry: IndependentCompletion) -> bool {
         let faults = self.faults.clone();
         post_waiting(
             &self.queue.completions,
-            ScsiCompletion { tag, result },
+            entry,
             || self.stop.load(Ordering::SeqCst),
             || !faults.doorbell_stalled(),
         )
     }
 
+    /// Tells the host the session is lost (after the commands it failed), whether or not
+    /// any were in flight: the adapter logs in again by itself, and without this an idle
+    /// host would never see the loss (issue 14: multipath's view of path state).
+    fn report_session_lost(&mut self, error: &SessionError) -> usize {
+        let fault = self
+            .fault
+            .clone()
+            .unwrap_or_else(|| AdapterFault::ConnectionLost(error.to_string()));
+        let time2wait = match error {
+            SessionError::TargetDroppedConnection { time2wait, .. } => {
+                Some(Duration::from_secs(u64::from(*time2wait)))
+            }
+            _ => None,
+        };
+        let loss = SessionLoss { fault, time2wait };
+        usize::from(self.post_entry(IndependentCompletion::SessionLost(loss)))
+    }
+
+    /// Sends again, ahead of new ones, what a move's cut handed back (bounded: at most a
+    /// session's worth).
+    fn take_resends(&mut self, now: Instant) -> usize {
+        let mut posted = 0;
+        while self.tasks.len() < self.config.queue_depth.max(1) && self.logged_in() {
+            let (Some(request), Some(session)) = (self.resend.pop_front(), &mut self.session)
+            else {
+                break;
+            };
+            let sent = Sent::of(&request);
+            match session.submit(now, request) {
+                Ok(task) => {
+                    self.tasks.insert(task, sent);
+                }
+                Err(refused) => {
+                    let failure = PathFailure {
+                        error: PathError::Unavailable(format!(
+                            "not sent again after a move: {}",
+                            refused.reason
+                        )),
+                        buffer: refused.request.buffer,
+                    };
+                    posted += usize::from(self.post(sent.tag, Err(failure)));
+                }
+            }
+        }
+        posted
+    }
+
     /// Takes SCSI commands from the host while the session has room.
     fn take_submissions(&mut self, now: Instant) -> usize {
-        let mut posted = 0;
+        let mut posted = self.take_resends(now);
+        if !self.resend.is_empty() {
+            return posted;
+        }
         for _ in 0..MAX_PER_TURN {
             if self.tasks.len() >= self.config.queue_depth.max(1) || !self.logged_in() {
                 break;
@@ -698,9 +927,10 @@ impl Processor {
             };
             // The host's tag travels in `user_data`; the session does not read it.
             let tag = entry.user_data;
+            let sent = Sent::of(&entry);
             match session.submit(now, entry) {
                 Ok(task) => {
-                    self.tasks.insert(task, tag);
+                    self.tasks.insert(task, sent);
                 }
                 Err(refused) => {
                     let failure = PathFailure {
@@ -768,8 +998,23 @@ impl Processor {
             };
             match event {
                 Event::CommandComplete(task, result) => {
-                    let Some(tag) = self.tasks.remove(&task) else {
+                    let Some(Sent { tag, mut template }) = self.tasks.remove(&task) else {
                         continue;
+                    };
+                    let result = match result {
+                        // A moved session lost it (cut at Parameter3, or its connection
+                        // failed while it drained): sent again on the current session,
+                        // unless it is a write whose data did not come back.
+                        Err(failure)
+                            if self.moving
+                                && matches!(failure.error, CommandError::ConnectionLost(_))
+                                && template.direction.can_send_again(&failure.buffer) =>
+                        {
+                            template.buffer = failure.buffer;
+                            self.resend.push_back(template);
+                            continue;
+                        }
+                        result => result,
                     };
                     let result = result.map_err(|failure| PathFailure {
                         error: PathError::from_command(failure.error, self.fault.as_ref()),
@@ -788,6 +1033,7 @@ impl Processor {
                         // the next login waits Time2Wait.
                         self.rejoin_after(time2wait);
                     }
+                    posted += self.report_session_lost(&error);
                 }
                 Event::AsyncMessage(message) => {
                     tracing::info!(
@@ -882,87 +1128,38 @@ impl Processor {
         }
     }
 
-    /// Connects to `portal` and logs in there (bounded by the configured timeouts).
+    /// Connects to `portal` and logs in there (bounded by the configured timeouts),
+    /// blocking this thread: the first login and a login again after a loss (when there
+    /// is no session to carry I/O meanwhile). A move's new session logs in without
+    /// blocking instead ([`Processor::drive_joining`]), through the same steps.
     fn login_at(&mut self, portal: std::net::SocketAddr) -> Result<LoginHop, AdapterError> {
         self.connection = None;
         self.session = None;
         self.fault = None;
-        let stream = net::connect(portal, None, self.config.connect_timeout).map_err(|e| {
-            AdapterError::Connect {
-                portal,
-                reason: e.to_string(),
-            }
-        })?;
-        let local_addr = stream.local_addr().map_err(|e| AdapterError::Connect {
+        // Interruptible: a stop (the host ending this queue pair) must not wait for a
+        // SYN a cut link leaves unanswered.
+        let stop = Arc::clone(&self.stop);
+        let stream = net::connect_interruptible(portal, self.config.connect_timeout, || {
+            stop.load(Ordering::SeqCst)
+        })
+        .and_then(|stream| {
+            // The host's liveness settings, handed down: a cut link fails the connection.
+            net::set_user_timeout(&stream, self.config.liveness.tcp_user_timeout)?;
+            Ok(stream)
+        })
+        .map_err(|e| AdapterError::Connect {
             portal,
             reason: e.to_string(),
         })?;
-        self.connection = Some(self.spawn_receiver(stream, portal)?);
         let now = Instant::now();
-        let session_config = SessionConfig {
-            initiator_name: self.config.initiator_name.clone(),
-            initiator_alias: None,
-            target_name: Some(self.config.target_name.clone()),
-            // The same ISID each time: a new login reinstates the old session (6.3.5).
-            isid: self.isid,
-            tsih: 0,
-            cid: 0,
-            chap: self.config.chap.clone(),
-            offer: {
-                let mut offer = self.config.offer.clone();
-                offer.max_recv_data_segment_length =
-                    offer.max_recv_data_segment_length.min(self.max_pdu_bytes);
-                offer
-            },
-            login_timeout: self.config.login_timeout,
-            command_timeout: self.config.command_timeout,
-            nop_interval: Duration::from_secs(10),
-            nop_timeout: Duration::from_secs(10),
-            logout_timeout: self.config.login_timeout,
-            max_queued_commands: self.config.queue_depth.max(1),
-            max_outstanding_commands: self.config.queue_depth.max(1),
-            chap_challenge: random_bytes(16),
-            initial_cmd_sn: 1,
-        };
-        self.session = Some(Session::new(session_config, now));
+        let local_addr = self.open_login(stream, portal, self.isid, now)?;
         let deadline = now + self.config.login_timeout;
         loop {
             let now = Instant::now();
-            // Send what the session has queued, including the next login request that an
-            // answer just taken made, before sleeping for the next answer.
-            self.flush(now);
-            self.take_received(now);
-            if let Some(session) = &mut self.session {
-                if session.poll_timeout().is_some_and(|d| now >= d) {
-                    session.handle_timeout(now);
-                }
-            }
-            self.flush(now);
-            while let Some(event) = self.session.as_mut().and_then(Session::poll_event) {
-                let failure = match event {
-                    Event::LoginComplete => {
-                        let session = self.session.as_ref();
-                        return Ok(LoginHop::Up(LoginReport {
-                            local_addr,
-                            tsih: session.map_or(0, Session::tsih),
-                            digests: session.map_or(Digests::default(), Session::digests),
-                        }));
-                    }
-                    Event::LoginFailed { reason, .. } => reason,
-                    Event::ConnectionFailed(error) => error.to_string(),
-                    Event::Redirect { address, kind } => {
-                        self.connection = None;
-                        self.session = None;
-                        return Ok(LoginHop::Redirected(address, kind));
-                    }
-                    _ => continue,
-                };
-                self.connection = None;
-                self.session = None;
-                return Err(AdapterError::Login {
-                    portal,
-                    reason: failure,
-                });
+            match self.step_login(now, Some(local_addr)) {
+                Some(Ok(hop)) => return Ok(hop),
+                Some(Err(reason)) => return Err(AdapterError::Login { portal, reason }),
+                None => {}
             }
             if now >= deadline || self.stop.load(Ordering::SeqCst) {
                 self.connection = None;
@@ -974,6 +1171,96 @@ impl Processor {
             }
             self.sleep(now);
         }
+    }
+
+    /// Starts a login on `stream` (connected to `portal`) as the current session, with
+    /// `isid`: its receive thread and a new session. Returns the local address.
+    fn open_login(
+        &mut self,
+        stream: TcpStream,
+        portal: std::net::SocketAddr,
+        isid: pdu::Isid,
+        now: Instant,
+    ) -> Result<std::net::SocketAddr, AdapterError> {
+        let local_addr = stream.local_addr().map_err(|e| AdapterError::Connect {
+            portal,
+            reason: e.to_string(),
+        })?;
+        self.connection = Some(self.spawn_receiver(stream, portal)?);
+        self.fault = None;
+        let session_config = SessionConfig {
+            initiator_name: self.config.initiator_name.clone(),
+            initiator_alias: None,
+            target_name: Some(self.config.target_name.clone()),
+            // The same ISID each time but a move's: a new login reinstates the old
+            // session (6.3.5), a move's new one stands beside it.
+            isid,
+            tsih: 0,
+            cid: 0,
+            chap: self.config.chap.clone(),
+            offer: {
+                let mut offer = self.config.offer.clone();
+                offer.max_recv_data_segment_length =
+                    offer.max_recv_data_segment_length.min(self.max_pdu_bytes);
+                offer
+            },
+            login_timeout: self.config.login_timeout,
+            command_timeout: self.config.command_timeout,
+            nop_interval: self.config.liveness.ping_interval,
+            nop_timeout: self.config.liveness.ping_timeout,
+            logout_timeout: self.config.login_timeout,
+            max_queued_commands: self.config.queue_depth.max(1),
+            max_outstanding_commands: self.config.queue_depth.max(1),
+            chap_challenge: random_bytes(16),
+            initial_cmd_sn: 1,
+        };
+        self.session = Some(Session::new(session_config, now));
+        Ok(local_addr)
+    }
+
+    /// One step of the current session's login without blocking: sends what it queued,
+    /// takes what arrived, runs its timer. `None` while it goes on; the hop's end (in,
+    /// redirected) or why it failed (the connection and session then dropped).
+    fn step_login(
+        &mut self,
+        now: Instant,
+        local_addr: Option<std::net::SocketAddr>,
+    ) -> Option<Result<LoginHop, String>> {
+        // Send what the session has queued, including the next login request that an
+        // answer just taken made, before waiting for the next answer.
+        self.flush(now);
+        self.take_received(now);
+        if let Some(session) = &mut self.session {
+            if session.poll_timeout().is_some_and(|d| now >= d) {
+                session.handle_timeout(now);
+            }
+        }
+        self.flush(now);
+        while let Some(event) = self.session.as_mut().and_then(Session::poll_event) {
+            let failure = match event {
+                Event::LoginComplete => {
+                    let session = self.session.as_ref();
+                    let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+                    return Some(Ok(LoginHop::Up(LoginReport {
+                        local_addr: local_addr.unwrap_or(unspecified),
+                        tsih: session.map_or(0, Session::tsih),
+                        digests: session.map_or(Digests::default(), Session::digests),
+                    })));
+                }
+                Event::LoginFailed { reason, .. } => reason,
+                Event::ConnectionFailed(error) => error.to_string(),
+                Event::Redirect { address, kind } => {
+                    self.connection = None;
+                    self.session = None;
+                    return Some(Ok(LoginHop::Redirected(address, kind)));
+                }
+                _ => continue,
+            };
+            self.connection = None;
+            self.session = None;
+            return Some(Err(failure));
+        }
+        None
     }
 
     fn spawn_receiver(
@@ -1017,12 +1304,16 @@ impl Processor {
         let mut buffers = Vec::new();
         // A session still draining after a move gives its commands back too.
         if let Some(mut drained) = self.draining.take() {
-            self.swap_draining(&mut drained);
+            self.swap_session(&mut drained.slot);
             self.take_back_buffers(now, &mut buffers);
-            self.swap_draining(&mut drained);
+            self.swap_session(&mut drained.slot);
         }
         self.take_back_buffers(now, &mut buffers);
-        for entry in self.queue.submissions.discard_all() {
+        for entry in self
+            .resend
+            .drain(..)
+            .chain(self.queue.submissions.discard_all())
+        {
             buffers.push((entry.user_data, entry.buffer));
         }
         self.connection = None;
@@ -1039,7 +1330,7 @@ impl Processor {
         }
         while let Some(event) = self.session.as_mut().and_then(Session::poll_event) {
             if let Event::CommandComplete(task, result) = event {
-                if let Some(tag) = self.tasks.remove(&task) {
+                if let Some(Sent { tag, .. }) = self.tasks.remove(&task) {
                     let buffer = match result {
                         Ok(outcome) => outcome.buffer,
                         Err(failure) => failure.buffer,

@@ -8,10 +8,15 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
-use std::time::Duration;
+use std::os::fd::{AsFd, FromRawFd};
+use std::time::{Duration, Instant};
 
+use datapath::transport::reach::{Reach, ReachProbe};
 use datapath::transport::sockaddr::RawSockAddr;
+use datapath::transport::tcp::set_user_timeout_fd;
+
+/// How often an interruptible connect looks at its stop condition.
+const CONNECT_POLL: Duration = Duration::from_millis(20);
 
 /// Connects to `portal` within `timeout`, first binding to `local` when given.
 pub fn connect(
@@ -24,6 +29,52 @@ pub fn connect(
         Some(local) => connect_bound(portal, local, timeout)?,
     };
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sets `TCP_USER_TIMEOUT` (the host path's liveness settings) on `stream`, when given.
+pub fn set_user_timeout(stream: &TcpStream, timeout: Option<Duration>) -> io::Result<()> {
+    match timeout {
+        Some(timeout) => set_user_timeout_fd(stream.as_fd(), timeout),
+        None => Ok(()),
+    }
+}
+
+/// Connects to `portal` within `timeout` without blocking past `stopping()` turning true
+/// (looked at every 20 ms): a processor that connects so can be stopped (joined) at once,
+/// even while a cut link leaves its SYN unanswered.
+pub fn connect_interruptible(
+    portal: SocketAddr,
+    timeout: Duration,
+    stopping: impl Fn() -> bool,
+) -> io::Result<TcpStream> {
+    let probe = ReachProbe::start(portal, timeout)?;
+    loop {
+        match probe.poll(Instant::now()) {
+            Reach::Reachable => break,
+            Reach::Unreachable(error) => return Err(error),
+            Reach::Pending if stopping() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "stopped while connecting",
+                ))
+            }
+            Reach::Pending => std::thread::sleep(CONNECT_POLL),
+        }
+    }
+    stream_of(probe.into_socket(), None)
+}
+
+/// The blocking stream of a socket a [`ReachProbe`] connected, with `TCP_NODELAY` and
+/// `TCP_USER_TIMEOUT` (when given) set.
+pub fn stream_of(
+    socket: std::os::fd::OwnedFd,
+    tcp_user_timeout: Option<Duration>,
+) -> io::Result<TcpStream> {
+    let stream = TcpStream::from(socket);
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    set_user_timeout(&stream, tcp_user_timeout)?;
     Ok(stream)
 }
 

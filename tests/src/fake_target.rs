@@ -136,3 +136,116 @@ pub fn serve_login(
         }
     }
 }
+
+/// One full-feature connection of a scripted target: its stream and sequence numbers, and
+/// the answers scripts give (a read's data, an Async Message, a logout, a ping). Used by
+/// the Async Message tests (`async_events`, `adapter_moves`).
+#[derive(Debug)]
+pub struct Wire {
+    pub stream: TcpStream,
+    pub stat_sn: u32,
+    pub exp_cmd_sn: u32,
+    /// Commands granted beyond ExpCmdSN.
+    pub window: u32,
+}
+
+impl Wire {
+    /// After [`serve_login`] returned (`stat_sn`, `exp_cmd_sn`).
+    pub fn new(stream: TcpStream, (stat_sn, exp_cmd_sn): (u32, u32), window: u32) -> Wire {
+        Wire {
+            stream,
+            stat_sn,
+            exp_cmd_sn,
+            window,
+        }
+    }
+
+    pub fn max_cmd_sn(&self) -> u32 {
+        self.exp_cmd_sn.wrapping_add(self.window)
+    }
+
+    /// Takes a SCSI Command's CmdSN into ExpCmdSN (non-immediate ones).
+    pub fn take_command(&mut self, command: &datapath::pdu::ScsiCommand) {
+        if !command.immediate {
+            self.exp_cmd_sn = command.cmd_sn.wrapping_add(1);
+        }
+    }
+
+    /// Answers read `itt` with `len` bytes of `fill` and GOOD status in one Data-In.
+    pub fn answer_read(&mut self, itt: u32, len: u32, fill: u8) -> std::io::Result<()> {
+        let data_in = datapath::pdu::DataIn {
+            final_pdu: true,
+            acknowledge: false,
+            overflow: false,
+            underflow: false,
+            status: Some(0),
+            lun: [0; 8],
+            initiator_task_tag: itt,
+            target_transfer_tag: datapath::pdu::RESERVED_TAG,
+            stat_sn: self.stat_sn,
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            data_sn: 0,
+            buffer_offset: 0,
+            residual_count: 0,
+        };
+        self.stat_sn += 1;
+        let data = vec![fill; len as usize];
+        send_pdu(&mut self.stream, Header::DataIn(data_in), &data)
+    }
+
+    /// Sends Async Message `event` (RFC 7143 section 11.9) with its parameters and data.
+    pub fn async_message(
+        &mut self,
+        event: u8,
+        parameter2: u16,
+        parameter3: u16,
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        let message = datapath::pdu::AsyncMessage {
+            lun: [0; 8],
+            stat_sn: self.stat_sn,
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            async_event: event,
+            async_vcode: 0,
+            parameter1: 0,
+            parameter2,
+            parameter3,
+        };
+        self.stat_sn += 1;
+        send_pdu(&mut self.stream, Header::AsyncMessage(message), data)
+    }
+
+    /// Answers a Logout Request: success, no Time2Wait.
+    pub fn answer_logout(&mut self, request: &datapath::pdu::LogoutRequest) -> std::io::Result<()> {
+        let response = datapath::pdu::LogoutResponse {
+            response: 0,
+            initiator_task_tag: request.initiator_task_tag,
+            stat_sn: self.stat_sn,
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            time2wait: 0,
+            time2retain: 0,
+        };
+        send_pdu(&mut self.stream, Header::LogoutResponse(response), &[])
+    }
+
+    /// Answers a ping that asks for an answer (its tag not the reserved one), echoing
+    /// `data`; other NOP-Outs need none.
+    pub fn answer_nop(&mut self, nop: &datapath::pdu::NopOut, data: &[u8]) -> std::io::Result<()> {
+        if nop.initiator_task_tag == datapath::pdu::RESERVED_TAG {
+            return Ok(());
+        }
+        let answer = datapath::pdu::NopIn {
+            lun: [0; 8],
+            initiator_task_tag: nop.initiator_task_tag,
+            target_transfer_tag: datapath::pdu::RESERVED_TAG,
+            stat_sn: self.stat_sn,
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+        };
+        self.stat_sn += 1;
+        send_pdu(&mut self.stream, Header::NopIn(answer), data)
+    }
+}

@@ -12,13 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datapath::client::ClientConfig;
-use datapath::pdu::{
-    AsyncMessage, DataIn, Header, LogoutResponse, NopIn, TextResponse, RESERVED_TAG,
-};
+use datapath::pdu::{Header, TextResponse, RESERVED_TAG};
 use datapath::scsi::Cdb;
 use datapath::session::Request;
 use datapath::shard::{ReconnectPolicy, ShardConfig, ShardPool};
-use system_tests::fake_target::{send_pdu, serve_login, text_segment, PduReader};
+use system_tests::fake_target::{send_pdu, serve_login, text_segment, PduReader, Wire};
 use system_tests::scsi_io::{CommandPath, OnShard};
 
 const READS: u64 = 240;
@@ -56,76 +54,16 @@ fn luns_changed_sense() -> Vec<u8> {
     segment
 }
 
-struct Wire {
-    stream: TcpStream,
-    stat_sn: u32,
-    exp_cmd_sn: u32,
-}
-
-impl Wire {
-    fn max_cmd_sn(&self) -> u32 {
-        self.exp_cmd_sn.wrapping_add(WINDOW)
-    }
-
-    fn answer_read(&mut self, itt: u32, len: u32) -> std::io::Result<()> {
-        let data_in = DataIn {
-            final_pdu: true,
-            acknowledge: false,
-            overflow: false,
-            underflow: false,
-            status: Some(0),
-            lun: [0; 8],
-            initiator_task_tag: itt,
-            target_transfer_tag: RESERVED_TAG,
-            stat_sn: self.stat_sn,
-            exp_cmd_sn: self.exp_cmd_sn,
-            max_cmd_sn: self.max_cmd_sn(),
-            data_sn: 0,
-            buffer_offset: 0,
-            residual_count: 0,
-        };
-        self.stat_sn += 1;
-        let data = vec![FILL; len as usize];
-        send_pdu(&mut self.stream, Header::DataIn(data_in), &data)
-    }
-
-    fn async_message(
-        &mut self,
-        event: u8,
-        parameter2: u16,
-        parameter3: u16,
-        data: &[u8],
-    ) -> std::io::Result<()> {
-        let message = AsyncMessage {
-            lun: [0; 8],
-            stat_sn: self.stat_sn,
-            exp_cmd_sn: self.exp_cmd_sn,
-            max_cmd_sn: self.max_cmd_sn(),
-            async_event: event,
-            async_vcode: 0,
-            parameter1: 0,
-            parameter2,
-            parameter3,
-        };
-        self.stat_sn += 1;
-        send_pdu(&mut self.stream, Header::AsyncMessage(message), data)
-    }
-}
-
 /// One connection of the scripted target; `index` picks its script.
 fn serve(mut stream: TcpStream, index: usize, seen: &Mutex<Seen>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(15)))?;
     let mut reader = PduReader::new();
-    let (stat_sn, exp_cmd_sn) = serve_login(&mut stream, &mut reader, 10 + index as u16, WINDOW)?;
+    let numbers = serve_login(&mut stream, &mut reader, 10 + index as u16, WINDOW)?;
     seen.lock().unwrap().logins.push(Instant::now());
     if std::env::var_os("ASYNC_TEST_TRACE").is_some() {
         eprintln!("connection {index}: logged in");
     }
-    let mut wire = Wire {
-        stream,
-        stat_sn,
-        exp_cmd_sn,
-    };
+    let mut wire = Wire::new(stream, numbers, WINDOW);
     let mut answered = 0u32;
     loop {
         let (header, data) = match reader.next(&mut wire.stream) {
@@ -140,9 +78,7 @@ fn serve(mut stream: TcpStream, index: usize, seen: &Mutex<Seen>) -> std::io::Re
         }
         match header {
             Header::ScsiCommand(command) => {
-                if !command.immediate {
-                    wire.exp_cmd_sn = command.cmd_sn.wrapping_add(1);
-                }
+                wire.take_command(&command);
                 let (itt, len) = (
                     command.initiator_task_tag,
                     command.expected_data_transfer_length,
@@ -156,11 +92,11 @@ fn serve(mut stream: TcpStream, index: usize, seen: &Mutex<Seen>) -> std::io::Re
                 }
                 match (index, answered) {
                     (0, 10) => {
-                        wire.answer_read(itt, len)?;
+                        wire.answer_read(itt, len, FILL)?;
                         wire.async_message(0, 0, 0, &luns_changed_sense())?;
                     }
                     (0, 20) => {
-                        wire.answer_read(itt, len)?;
+                        wire.answer_read(itt, len, FILL)?;
                         wire.async_message(4, 0, 0, &[])?;
                     }
                     (0, 30) => {
@@ -175,10 +111,10 @@ fn serve(mut stream: TcpStream, index: usize, seen: &Mutex<Seen>) -> std::io::Re
                         seen_now.made_before_break = seen_now.logins.len() >= 2;
                         drop(seen_now);
                         std::thread::sleep(Duration::from_millis(20));
-                        wire.answer_read(itt, len)?;
+                        wire.answer_read(itt, len, FILL)?;
                     }
                     (1, 10) => {
-                        wire.answer_read(itt, len)?;
+                        wire.answer_read(itt, len, FILL)?;
                         wire.async_message(2, TIME2WAIT_SECS, 20, &[])?;
                         seen.lock().unwrap().dropped_at = Some(Instant::now());
                         // Give the message time to arrive before the close.
@@ -186,7 +122,7 @@ fn serve(mut stream: TcpStream, index: usize, seen: &Mutex<Seen>) -> std::io::Re
                         let _ = wire.stream.shutdown(std::net::Shutdown::Both);
                         return Ok(());
                     }
-                    _ => wire.answer_read(itt, len)?,
+                    _ => wire.answer_read(itt, len, FILL)?,
                 }
             }
             Header::TextRequest(request) => {
@@ -212,30 +148,10 @@ fn serve(mut stream: TcpStream, index: usize, seen: &Mutex<Seen>) -> std::io::Re
                 if index == 0 {
                     seen.lock().unwrap().drained_then_logged_out = true;
                 }
-                let response = LogoutResponse {
-                    response: 0,
-                    initiator_task_tag: request.initiator_task_tag,
-                    stat_sn: wire.stat_sn,
-                    exp_cmd_sn: wire.exp_cmd_sn,
-                    max_cmd_sn: wire.max_cmd_sn(),
-                    time2wait: 0,
-                    time2retain: 0,
-                };
-                send_pdu(&mut wire.stream, Header::LogoutResponse(response), &[])?;
+                wire.answer_logout(&request)?;
                 return Ok(());
             }
-            Header::NopOut(nop) if nop.initiator_task_tag != RESERVED_TAG => {
-                let answer = NopIn {
-                    lun: [0; 8],
-                    initiator_task_tag: nop.initiator_task_tag,
-                    target_transfer_tag: RESERVED_TAG,
-                    stat_sn: wire.stat_sn,
-                    exp_cmd_sn: wire.exp_cmd_sn,
-                    max_cmd_sn: wire.max_cmd_sn(),
-                };
-                wire.stat_sn += 1;
-                send_pdu(&mut wire.stream, Header::NopIn(answer), &data)?;
-            }
+            Header::NopOut(nop) => wire.answer_nop(&nop, &data)?,
             _ => {}
         }
     }

@@ -421,6 +421,24 @@ fn a_failover_dissects_cleanly() {
 /// of its own, reaching two tgtd daemons over two veth pairs.
 #[test]
 fn an_iscsi_bench_job_survives_a_silently_cut_link() {
+    survives_a_silently_cut_link("software");
+}
+
+/// The same over adapter paths (issue 14, what was left): the adapters take the shard's
+/// liveness settings (`session::Liveness`: the same pings, `TCP_USER_TIMEOUT` on their
+/// own sockets), so a cut link under a dependent or an independent adapter is noticed as
+/// fast as under software TCP.
+#[test]
+fn an_iscsi_bench_job_over_dependent_adapter_paths_survives_a_silently_cut_link() {
+    survives_a_silently_cut_link("dependent");
+}
+
+#[test]
+fn an_iscsi_bench_job_over_independent_adapter_paths_survives_a_silently_cut_link() {
+    survives_a_silently_cut_link("independent");
+}
+
+fn survives_a_silently_cut_link(transport: &str) {
     system_tests::require_tools!("tgtd", "tgtadm", "ip");
     if !system_tests::require_facility(
         "network namespaces (root and iproute2)",
@@ -428,7 +446,8 @@ fn an_iscsi_bench_job_survives_a_silently_cut_link() {
     ) {
         return;
     }
-    let iqn = "iqn.2026-12.test:multipath-cut";
+    let iqn = format!("iqn.2026-12.test:multipath-cut-{transport}");
+    let iqn = iqn.as_str();
     let mut ns = system_tests::netns::Netns::create().expect("namespace");
     let links = [ns.veth().expect("veth a"), ns.veth().expect("veth b")];
     let daemons: Vec<Tgt> = links
@@ -444,14 +463,16 @@ fn an_iscsi_bench_job_survives_a_silently_cut_link() {
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     }
     let portals = [daemons[0].portal(), daemons[1].portal()];
+    let transport_arg = format!("--transport={transport}");
     let args = [
         "--name=cut",
+        transport_arg.as_str(),
         "--rw=randrw",
         "--rwmixread=70",
         "--bs=4k",
         "--iodepth=16",
         "--verify=crc32c",
-        "--runtime=4",
+        "--runtime=6",
         "--time_based",
         "--output-format=json",
     ];
@@ -470,11 +491,15 @@ fn an_iscsi_bench_job_survives_a_silently_cut_link() {
         .expect("the cut path");
     assert_eq!(cut["state"], "down", "{paths:?}");
     let gap = ext["longest_completion_gap_ns"].as_u64().expect("gap");
-    eprintln!("silent cut: longest gap between completions {gap} ns; paths {paths:?}");
+    eprintln!("{transport} silent cut: longest gap between completions {gap} ns; paths {paths:?}");
 
     // The goal is 1 s (250 ms of silence, 500 ms for the ping's answer); the bound leaves
-    // room for a loaded machine.
-    assert!(gap < 3_000_000_000, "a silent cut stalled I/O {gap} ns");
+    // room for a loaded machine. The run goes on 4.5 s after the cut, so a path that
+    // notices nothing (pings every 10 s, as the independent model had) stalls past it.
+    assert!(
+        gap < 3_000_000_000,
+        "{transport}: a silent cut stalled I/O {gap} ns"
+    );
     drop(daemons);
     let _ = &mut ns;
 }
@@ -547,11 +572,22 @@ fn failover_benchmark() {
     println!("{}", system_tests::stall::STALL_HEADER);
     for case in ["target killed", "link cut silently"] {
         let cut = case == "link cut silently";
-        let row = failover_case(cut);
+        let row = failover_case(cut, "software");
         println!(
             "{}",
             row.markdown(&format!("iscsi-bench, two paths: {case}"))
         );
+        // The same over the adapter models' queue pairs (they take the same liveness
+        // settings).
+        for transport in ["dependent", "independent"] {
+            let row = failover_case(cut, transport);
+            println!(
+                "{}",
+                row.markdown(&format!(
+                    "iscsi-bench, two {transport} adapter paths: {case}"
+                ))
+            );
+        }
         match system_tests::fio_anchor() {
             Some(fio) => {
                 let row = anchor_case(&fio, cut);
@@ -638,8 +674,9 @@ fn anchor_case(fio: &std::path::Path, cut: bool) -> system_tests::stall::StallRo
 }
 
 /// One case of [`failover_benchmark`].
-fn failover_case(cut: bool) -> system_tests::stall::StallRow {
+fn failover_case(cut: bool, transport: &str) -> system_tests::stall::StallRow {
     let iqn = "iqn.2026-12.test:multipath-bench";
+    let transport_arg = format!("--transport={transport}");
     let mut ns = system_tests::netns::Netns::create().expect("namespace");
     let links = [ns.veth().expect("veth"), ns.veth().expect("veth")];
     let mut daemons: Vec<Tgt> = links
@@ -657,6 +694,7 @@ fn failover_case(cut: bool) -> system_tests::stall::StallRow {
     let portals = [daemons[0].portal(), daemons[1].portal()];
     let args = [
         "--name=failover",
+        transport_arg.as_str(),
         "--rw=randrw",
         "--rwmixread=70",
         "--bs=4k",
@@ -837,4 +875,146 @@ fn ctl_data_commands_over_paths(transport: &str) {
         path_of(&read, first.portal())["ios"].as_u64().unwrap() >= 4,
         "{read}"
     );
+}
+
+/// Issue 14, what was left: a path lost while idle shows as lost. An independent adapter
+/// logs in again by itself (as firmware would), so before it reported the loss
+/// (`IndependentCompletion::SessionLost`) a multipath shard with nothing in flight kept
+/// the path "up" while the adapter failed to log in behind it. No command is issued here:
+/// the daemon behind the second path is killed, and the shard's published path states
+/// must show that path down, its loss counted, the other up.
+#[test]
+fn an_idle_independent_adapter_path_that_is_lost_shows_down() {
+    idle_path_loss_shows_down(TransportKind::Independent);
+}
+
+#[test]
+fn an_idle_dependent_adapter_path_that_is_lost_shows_down() {
+    idle_path_loss_shows_down(TransportKind::Dependent);
+}
+
+fn idle_path_loss_shows_down(transport: TransportKind) {
+    let iqn = format!("iqn.2026-12.test:multipath-idle-{transport}");
+    let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(&iqn, &[LUN_BYTES])]);
+    let mut daemons = [start().unwrap(), start().unwrap()];
+    let lun = Tgt::FIRST_DATA_LUN;
+    let backing = daemons[0].lun_path(0, 0);
+    for daemon in &daemons {
+        daemon
+            .share_lun(1, lun, &backing, "mp-idle", "IDLE1")
+            .unwrap();
+    }
+    let portals = vec![daemons[0].portal(), daemons[1].portal()];
+    let cc = ClientConfig::new(portals[0], Some(iqn.clone()));
+    let config = ShardConfig {
+        queue_depth: 4,
+        path: offload::model_path(transport, queue_pairs_needed(1, 2)),
+        multipath: Some(MultipathConfig::new(portals.clone(), lun)),
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("paths join");
+    let status_of = |portal| {
+        pool.path_statuses(0)
+            .into_iter()
+            .find(|s| s.portal == portal)
+    };
+    // Both up before the loss (published every 100 ms).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !portals.iter().all(|&p| status_of(p).is_some_and(|s| s.up)) {
+        assert!(Instant::now() < deadline, "{:?}", pool.path_statuses(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ios_before: u64 = pool.path_statuses(0).iter().map(|s| s.ios).sum();
+    daemons[1].kill();
+    let killed = Instant::now();
+    // Bounded: a loss is an EOF (at once) or, at worst, unanswered pings (under 1 s);
+    // the bound leaves room for a loaded machine.
+    let shown = loop {
+        let status = status_of(portals[1]).expect("the second path's status");
+        if !status.up {
+            break status;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "{transport}: an idle lost path still shows up: {:?}",
+            pool.path_statuses(0)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!(
+        "{transport}: idle loss shown after {:?}: {shown:?}",
+        killed.elapsed()
+    );
+    assert!(shown.losses >= 1, "{shown:?}");
+    assert_eq!(shown.held, 0, "{shown:?}");
+    let other = status_of(portals[0]).expect("the first path's status");
+    assert!(other.up, "{other:?}");
+    let ios_after: u64 = pool.path_statuses(0).iter().map(|s| s.ios).sum();
+    assert_eq!(
+        ios_before, ios_after,
+        "no command was issued: the loss was seen idle"
+    );
+    assert!(pool.stats(0).unwrap().reconnects >= 1);
+    pool.shutdown();
+}
+
+/// Issue 14, what was left: a multipath shard over adapter sub-paths sleeps when idle. The
+/// adapters wake it through their queue pairs' eventfds, which it sleeps on all at once
+/// with its callers' doorbell (`Notifier::wait_any`); it used to wake every 200 µs
+/// (poll(2) rounds that to 1 ms) to look at the sub-paths it did not sleep on. Counted:
+/// the shard's sleeps (`kernel_entries`, a poll(2) each) per second while idle, which
+/// timers (pings every 250 ms of silence on each path) bound, not a poll interval.
+#[test]
+fn an_idle_multipath_shard_over_dependent_adapters_sleeps() {
+    idle_shard_over_adapters_sleeps(TransportKind::Dependent);
+}
+
+#[test]
+fn an_idle_multipath_shard_over_independent_adapters_sleeps() {
+    idle_shard_over_adapters_sleeps(TransportKind::Independent);
+}
+
+fn idle_shard_over_adapters_sleeps(transport: TransportKind) {
+    let iqn = format!("iqn.2026-12.test:multipath-sleep-{transport}");
+    let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(&iqn, &[LUN_BYTES])]);
+    let daemons = [start().unwrap(), start().unwrap()];
+    let lun = Tgt::FIRST_DATA_LUN;
+    let backing = daemons[0].lun_path(0, 0);
+    for daemon in &daemons {
+        daemon
+            .share_lun(1, lun, &backing, "mp-sleep", "SLEEP1")
+            .unwrap();
+    }
+    let portals = vec![daemons[0].portal(), daemons[1].portal()];
+    let cc = ClientConfig::new(portals[0], Some(iqn.clone()));
+    let config = ShardConfig {
+        queue_depth: 4,
+        path: offload::model_path(transport, queue_pairs_needed(1, 2)),
+        multipath: Some(MultipathConfig::new(portals, lun)),
+        ..ShardConfig::default()
+    };
+    let pool = ShardPool::start(&cc, 1, &config).expect("paths join");
+    // It still wakes for I/O: a round of reads over both paths completes.
+    until_ready(&mut OnShard::new(&pool, 0), lun);
+    let reads = (0..8).map(|i| read_request(i, i)).collect();
+    for (_, result) in OnShard::new(&pool, 0).run_all(reads) {
+        assert_eq!(result.expect("read").status, 0);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (before, from) = (pool.stats(0).unwrap().kernel_entries, Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let (after, to) = (pool.stats(0).unwrap().kernel_entries, Instant::now());
+    let per_second = (after - before) as f64 / to.duration_since(from).as_secs_f64();
+    eprintln!("{transport}: an idle multipath shard over two adapter paths sleeps {per_second:.0} times a second");
+    // Timers bound it (pings and their answers, state publication): tens a second, where
+    // polling took hundreds to a thousand. A busy machine only makes it fewer.
+    assert!(
+        per_second < 100.0,
+        "{transport}: {per_second:.0} sleeps a second while idle"
+    );
+    // And callers still wake it at once: a read after the idle second completes.
+    for (_, result) in OnShard::new(&pool, 0).run_all(vec![read_request(0, 99)]) {
+        assert_eq!(result.expect("read after idling").status, 0);
+    }
+    pool.shutdown();
 }

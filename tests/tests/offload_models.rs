@@ -58,6 +58,7 @@ fn dependent_path(tgt: &Tgt, model: &Arc<DependentModel>, digests: bool) -> Depe
         portal: tgt.portal(),
         local_addr: Some("127.0.0.1:0".parse().unwrap()),
         connect_timeout: Duration::from_secs(5),
+        tcp_user_timeout: None,
     };
     let mut config = DependentConfig::new(session, network);
     config.queue_depth = 8;
@@ -76,6 +77,7 @@ fn independent_path(tgt: &Tgt, model: &Arc<IndependentModel>) -> IndependentPath
         login_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(20),
         queue_depth: 8,
+        liveness: datapath::session::Liveness::SINGLE_PATH,
     };
     let adapter: Arc<dyn IndependentAdapter> = model.clone();
     IndependentPath::connect(adapter, 0, IndependentPathConfig::new(config))

@@ -1065,6 +1065,7 @@ fn dependent_at(portal: SocketAddr) -> (Box<dyn AdapterPath>, Arc<DependentModel
         portal,
         local_addr: None,
         connect_timeout: Duration::from_secs(5),
+        tcp_user_timeout: None,
     };
     let mut config = DependentConfig::new(session, network);
     config.queue_depth = 8;
@@ -1085,6 +1086,7 @@ fn independent_at(portal: SocketAddr) -> (Box<dyn AdapterPath>, Arc<IndependentM
         login_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(20),
         queue_depth: 8,
+        liveness: datapath::session::Liveness::SINGLE_PATH,
     };
     let adapter: Arc<dyn IndependentAdapter> = model.clone();
     let path = IndependentPath::connect(adapter, 0, IndependentPathConfig::new(config))

@@ -22,15 +22,18 @@
 //! adapter's engine is joined and logs in again), discards the completion ring (its
 //! unannounced entries cannot be trusted, but their buffers are taken back), and fails every
 //! command in flight with [`AdapterFault::DoorbellStalled`].
+//! The adapter also posts [`IndependentCompletion::SessionLost`] whenever its session is
+//! lost, idle or not ([`IndependentPath::take_session_loss`]): a multipath shard takes the
+//! path down on it, so its view of the path is the adapter's.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    AdapterError, AdapterFault, Capabilities, IndependentAdapter, IndependentConfig,
-    IndependentHostQueue, LoginReport, Notifier, PathCompletion, PathError, PathFailure,
-    PathRejection, PathSubmitError, RingFull, ScsiCompletion,
+    AdapterError, AdapterFault, Capabilities, IndependentAdapter, IndependentCompletion,
+    IndependentConfig, IndependentHostQueue, LoginReport, Notifier, PathCompletion, PathError,
+    PathFailure, PathRejection, PathSubmitError, RingFull, ScsiCompletion, SessionLoss,
 };
 use crate::session::{CommandError, Request};
 use crate::transport::TransportKind;
@@ -67,6 +70,8 @@ pub struct IndependentStats {
     pub ios_failed: u64,
     pub faults: u64,
     pub queue_resets: u64,
+    /// Sessions the adapter reported lost ([`IndependentCompletion::SessionLost`]).
+    pub sessions_lost: u64,
 }
 
 /// SCSI commands carried by an independent adapter's queue pair. See the module docs.
@@ -83,6 +88,8 @@ pub struct IndependentPath {
     ready: VecDeque<PathCompletion>,
     stall_since: Option<Instant>,
     failed: Option<String>,
+    /// The adapter's last lost session, not yet taken ([`IndependentPath::take_session_loss`]).
+    session_loss: Option<SessionLoss>,
     stats: IndependentStats,
 }
 
@@ -123,6 +130,7 @@ impl IndependentPath {
             ready: VecDeque::new(),
             stall_since: None,
             failed: None,
+            session_loss: None,
             stats: IndependentStats::default(),
         })
     }
@@ -177,10 +185,29 @@ impl IndependentPath {
             let Some(completion) = self.queue.completions.poll() else {
                 break;
             };
-            self.complete(completion);
+            self.take(completion);
         }
         self.check_doorbell_stall(now);
         self.ready.len()
+    }
+
+    /// One completion-ring entry: a command's end, or the adapter's news of a lost session.
+    fn take(&mut self, entry: IndependentCompletion) {
+        match entry {
+            IndependentCompletion::Command(completion) => self.complete(completion),
+            IndependentCompletion::SessionLost(loss) => {
+                tracing::info!(queue_pair = self.index, fault = %loss.fault, "the adapter lost its session");
+                self.stats.sessions_lost += 1;
+                self.session_loss = Some(loss);
+            }
+        }
+    }
+
+    /// The adapter's last lost session since this was last asked, if any: a single path
+    /// counts it (the adapter logs in again by itself); a multipath shard takes the path
+    /// down, so its view of the path is true even when no command was in flight.
+    pub fn take_session_loss(&mut self) -> Option<SessionLoss> {
+        self.session_loss.take()
     }
 
     fn complete(&mut self, completion: ScsiCompletion) {
@@ -235,6 +262,9 @@ impl IndependentPath {
         };
         // The engine is joined: what sits in the completion ring is the host's to take back.
         for discarded in self.queue.completions.discard_all() {
+            let IndependentCompletion::Command(discarded) = discarded else {
+                continue;
+            };
             let buffer = match discarded.result {
                 Ok(outcome) => outcome.buffer,
                 Err(failure) => failure.buffer,
@@ -328,7 +358,7 @@ impl IndependentPath {
     /// the adapter had finished come back finished.
     pub fn end(&mut self, reason: &str) {
         while let Some(completion) = self.queue.completions.poll() {
-            self.complete(completion);
+            self.take(completion);
         }
         let mut buffers: HashMap<u64, Vec<u8>> = match self.adapter.stop_queue_pair(self.index) {
             Ok(buffers) => buffers.into_iter().collect(),
@@ -339,7 +369,7 @@ impl IndependentPath {
         };
         // The engine is joined: what it wrote without a doorbell is final.
         for written in self.queue.completions.discard_all() {
-            self.complete(written);
+            self.take(written);
         }
         let mut tags: Vec<u64> = self.in_flight.keys().copied().collect();
         tags.sort_unstable();

@@ -47,7 +47,7 @@ pub use ring::{queue_pair, AdapterQueue, Consumer, HostQueue, Notifier, Producer
 
 use crate::pdu::{Digests, Header, Opcode, Tag};
 use crate::session::{
-    ChapConfig, CommandError, CommandFailure, CommandOutcome, Request, SubmitRejection,
+    ChapConfig, CommandError, CommandFailure, CommandOutcome, Liveness, Request, SubmitRejection,
 };
 use crate::text::OperationalOffer;
 use crate::transport::TransportKind;
@@ -514,6 +514,9 @@ pub struct NetworkConfig {
     /// Bind the connection to this local address (and port, when not 0).
     pub local_addr: Option<SocketAddr>,
     pub connect_timeout: Duration,
+    /// `TCP_USER_TIMEOUT` on the adapter's socket (the path's [`Liveness`]; the host
+    /// session sends the pings): a link cut silently then fails the connection.
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 /// What a connect established.
@@ -558,10 +561,33 @@ pub struct ScsiCompletion {
     pub result: Result<CommandOutcome, PathFailure>,
 }
 
+/// A completion-ring entry of an independent adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndependentCompletion {
+    /// One submitted command ended.
+    Command(ScsiCompletion),
+    /// The adapter's session lost its connection (a reset, an EOF, unanswered pings, a
+    /// target's drop): posted when it happens, whether or not commands were in flight,
+    /// before the adapter logs in again by itself (as firmware would). The host learns of
+    /// a loss on an idle path so, and a multipath shard counts the path lost.
+    SessionLost(SessionLoss),
+}
+
+/// What an independent adapter reports of a lost session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLoss {
+    /// What failed the connection, named.
+    pub fault: AdapterFault,
+    /// The Time2Wait the target gave when it dropped the connection (Async Message event
+    /// 2 or 3), if it did: the adapter waits it before logging in again, and so does a
+    /// host that brings the path back itself.
+    pub time2wait: Option<Duration>,
+}
+
 /// The host's end of an independent adapter's queue pair.
-pub type IndependentHostQueue = HostQueue<Request, ScsiCompletion>;
+pub type IndependentHostQueue = HostQueue<Request, IndependentCompletion>;
 /// The adapter's end of an independent adapter's queue pair.
-pub type IndependentAdapterQueue = AdapterQueue<Request, ScsiCompletion>;
+pub type IndependentAdapterQueue = AdapterQueue<Request, IndependentCompletion>;
 
 /// What an independent adapter's own configuration interface takes.
 /// (No `Debug`: it holds CHAP secrets.)
@@ -578,6 +604,9 @@ pub struct IndependentConfig {
     pub command_timeout: Duration,
     /// Commands the adapter's session keeps in flight.
     pub queue_depth: usize,
+    /// How the adapter's session and socket notice a silent loss: the host path's own
+    /// settings, handed down ([`Liveness`]).
+    pub liveness: Liveness,
 }
 
 /// What a login of an independent adapter reports.

@@ -131,6 +131,44 @@ impl Notifier {
         woken && ready()
     }
 
+    /// [`Notifier::wait_until`] on many notifiers and eventfds at once: a multipath shard
+    /// over adapters sleeps so on every sub-path's queue pairs and its callers' doorbell
+    /// (`others`), where it used to wake every 200 µs to look at the sub-paths it did not
+    /// sleep on. Returns `(ready() as last seen, every one watched)`: beyond
+    /// [`EventFd::WAIT_ANY_MAX`] descriptors the rest are not, and the caller bounds its
+    /// sleep instead.
+    pub fn wait_any(
+        notifiers: &[&Notifier],
+        others: &[&crate::sys::EventFd],
+        timeout: Duration,
+        ready: impl Fn() -> bool,
+    ) -> (bool, bool) {
+        let mut fds: Vec<&crate::sys::EventFd> = Vec::with_capacity(notifiers.len() + others.len());
+        for notifier in notifiers {
+            if !fds.iter().any(|fd| std::ptr::eq(*fd, &notifier.eventfd)) {
+                fds.push(&notifier.eventfd);
+            }
+        }
+        fds.extend_from_slice(others);
+        let all_watched = fds.len() <= crate::sys::EventFd::WAIT_ANY_MAX;
+        if ready() {
+            return (true, all_watched);
+        }
+        let sleeping = |on: bool| {
+            for notifier in notifiers {
+                notifier.sleeping.store(on, Ordering::SeqCst);
+            }
+        };
+        sleeping(true);
+        if ready() {
+            sleeping(false);
+            return (true, all_watched);
+        }
+        let woken = !timeout.is_zero() && crate::sys::EventFd::wait_any(&fds, timeout);
+        sleeping(false);
+        (woken && ready(), all_watched)
+    }
+
     /// Times the eventfd was written (system calls spent on waking).
     pub fn wakeups(&self) -> u64 {
         self.wakeups.load(Ordering::Relaxed)

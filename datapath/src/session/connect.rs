@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{ChapConfig, SessionConfig};
+use super::{ChapConfig, Liveness, SessionConfig};
 use crate::pdu;
 use crate::text::OperationalOffer;
 
@@ -63,6 +63,17 @@ impl ClientConfig {
         }
     }
 
+    /// The liveness settings of a path logging in with this configuration: its pings,
+    /// and `tcp_user_timeout` (the shard's) on its socket. Adapter paths are handed this,
+    /// so they notice a silent loss as the software path does.
+    pub fn liveness(&self, tcp_user_timeout: Option<Duration>) -> Liveness {
+        Liveness {
+            ping_interval: self.nop_interval,
+            ping_timeout: self.nop_timeout,
+            tcp_user_timeout,
+        }
+    }
+
     pub fn new(portal: SocketAddr, target_name: Option<String>) -> ClientConfig {
         // Like open-iscsi, accept 256 KiB per Data-In PDU rather than the RFC's 8 KiB default:
         // fewer PDUs per read, and the receive buffer is sized from it anyway.
@@ -80,8 +91,8 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             login_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(30),
-            nop_interval: Duration::from_secs(10),
-            nop_timeout: Duration::from_secs(10),
+            nop_interval: Liveness::SINGLE_PATH.ping_interval,
+            nop_timeout: Liveness::SINGLE_PATH.ping_timeout,
             queue_depth: 16,
         }
     }

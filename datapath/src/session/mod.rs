@@ -41,6 +41,7 @@ mod command;
 pub mod connect;
 mod discovery;
 mod error;
+mod liveness;
 mod login;
 mod nop;
 pub mod redirect;
@@ -58,6 +59,7 @@ pub use abort::AbortRejection;
 pub use error::{
     login_status_name, reject_reason_name, CommandError, CommandFailure, SessionError,
 };
+pub use liveness::Liveness;
 pub use task_mgmt::{
     TaskManagementFunction, TaskManagementId, TaskManagementOutcome, TaskManagementRejection,
     TaskManagementResponse,
@@ -268,6 +270,17 @@ impl DataDirection {
         match self {
             DataDirection::None => 0,
             DataDirection::Read { len } | DataDirection::Write { len } => len,
+        }
+    }
+
+    /// Whether a command whose connection was lost can be sent again with the `buffer`
+    /// that came back: not a write whose data did not come back (an adapter that kept
+    /// it), which must fail instead. The one rule of every path that sends a command again
+    /// (multipath's reissue, an adapter move's commands cut at Parameter3).
+    pub fn can_send_again(self, buffer: &[u8]) -> bool {
+        match self {
+            DataDirection::Write { len } => buffer.len() >= len as usize,
+            _ => true,
         }
     }
 }

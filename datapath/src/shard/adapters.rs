@@ -19,7 +19,8 @@
 //! when the adapter has a queue pair to spare ([`AdapterSlot::spare`]): see
 //! [`AdapterShardPath::start_move`]. In a multipath shard ([`AdapterSlot::member`]) an
 //! adapter path does not log in again by itself: the multipath shard takes it down when a
-//! command fails for a lost connection, sends the commands elsewhere and brings it back.
+//! command fails for a lost connection (or an independent adapter reports its session
+//! lost, idle or not), sends the commands elsewhere and brings it back.
 //!
 //! A request the adapter hands back as "queue full" waits in the loop and goes first next
 //! turn. The loop sleeps on the adapter's completion eventfd ([`AdapterPath::notifier`])
@@ -43,6 +44,7 @@
 //! (a dependent adapter without direct data placement); copies inside an adapter are
 //! adapter work and are not counted here.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -259,9 +261,22 @@ pub(super) struct AdapterShardPath {
     caller_wake: Arc<Notifier>,
     /// What the current queue pair's completions wake.
     notifier: Arc<Notifier>,
-    /// A member path's commands failed for a lost connection (its adapter logs in again
-    /// by itself, so the loss shows only so).
+    /// A member path's commands failed for a lost connection, or its independent adapter
+    /// reported its session lost (it logs in again by itself, so the loss shows only so).
     lost: bool,
+    /// The Time2Wait of the target's drop an independent adapter reported with the loss.
+    lost_time2wait: Option<Duration>,
+    /// Sessions an independent adapter reported lost (and logged in again by itself).
+    sessions_lost: u64,
+    /// Each command the loop allowed to be sent again, without its buffer, by the loop's
+    /// tag: kept while a dependent path can move (a single path with a spare queue pair),
+    /// so what a moved session still holds at the target's Parameter3 goes again on the
+    /// new one instead of failing.
+    templates: HashMap<u64, Request>,
+    /// Commands cut at Parameter3, to send again on the current session ahead of new ones.
+    resend: VecDeque<(u64, Request)>,
+    /// Commands sent again so ([`ShardStats::commands_resent`]).
+    resent: u64,
     /// Sleeps on the eventfd (the shard's system calls on this path).
     sleeps: u64,
     /// Payload bytes the host session copied, as of the last poll (and of the sessions
@@ -307,10 +322,12 @@ impl AdapterShardPath {
                 let isid = shard_isid(slot.shard);
                 // The bounds of `SessionConfig::new`: the path holds requests itself.
                 let session = cc.session_config(isid, 1024, 128);
+                // The host session pings (`cc`); the adapter's socket takes the timeout.
                 let network = NetworkConfig {
                     portal: cc.portal,
                     local_addr: None,
                     connect_timeout: cc.connect_timeout,
+                    tcp_user_timeout: cc.liveness(config.tcp_user_timeout).tcp_user_timeout,
                 };
                 let mut dependent = DependentConfig::new(session, network);
                 dependent.queue_depth = config.queue_depth.max(1);
@@ -350,6 +367,7 @@ impl AdapterShardPath {
                     login_timeout: cc.login_timeout,
                     command_timeout: cc.command_timeout,
                     queue_depth: config.queue_depth.max(1),
+                    liveness: cc.liveness(config.tcp_user_timeout),
                 };
                 let path = IndependentPath::connect(
                     Arc::clone(adapter),
@@ -384,6 +402,11 @@ impl AdapterShardPath {
             caller_wake: Arc::clone(&notifier),
             notifier,
             lost: false,
+            lost_time2wait: None,
+            sessions_lost: 0,
+            templates: HashMap::new(),
+            resend: VecDeque::new(),
+            resent: 0,
             sleeps: 0,
             copied: 0,
             copied_before: 0,
@@ -500,16 +523,18 @@ impl AdapterShardPath {
     }
 
     /// Moves the draining session on: its answers go out with the others; once it holds
-    /// nothing it logs out; past the target's deadline it is ended (what it still held
-    /// fails as a lost connection). Once out, its queue pair is the next move's spare.
+    /// nothing it logs out; past the target's deadline it is ended, and what it still held
+    /// is sent again on the current session ([`AdapterShardPath::keep_or_finish`]). Once
+    /// out, its queue pair is the next move's spare.
     fn drive_draining(&mut self, now: Instant, done: &mut Vec<Finished>) {
         let Some(draining) = self.draining.as_mut() else {
             return;
         };
         let path = draining.path.as_mut();
         path.poll(now);
+        let mut ended = Vec::new();
         while let Some(completion) = path.poll_completion() {
-            done.push(finished(completion));
+            ended.push(completion);
         }
         if !draining.retiring {
             if path.in_flight() == 0 {
@@ -520,13 +545,22 @@ impl AdapterShardPath {
                 path.end(now, "did not drain within the target's logout deadline");
             }
         }
-        let overdue = now >= draining.deadline + RETIRE_GRACE;
-        if !(path.is_closed() || overdue) {
-            return;
-        }
-        path.end(now, "the moved session is out");
         while let Some(completion) = path.poll_completion() {
-            done.push(finished(completion));
+            ended.push(completion);
+        }
+        let overdue = now >= draining.deadline + RETIRE_GRACE;
+        let out = path.is_closed() || overdue;
+        if out {
+            path.end(now, "the moved session is out");
+            while let Some(completion) = path.poll_completion() {
+                ended.push(completion);
+            }
+        }
+        for completion in ended {
+            self.keep_or_finish(completion, done);
+        }
+        if !out {
+            return;
         }
         if let Some(draining) = self.draining.take() {
             self.spare = Some(draining.path.queue_pair());
@@ -535,10 +569,109 @@ impl AdapterShardPath {
         }
     }
 
-    /// The path's commands and the draining session's.
+    /// A moved session's command ended: one its connection lost (cut at Parameter3) goes
+    /// again on the current session when the loop allowed it and its data came back
+    /// (`DataDirection::can_send_again`); anything else finishes as it ended.
+    fn keep_or_finish(&mut self, completion: PathCompletion, done: &mut Vec<Finished>) {
+        let tag = completion.user_data;
+        let template = self.templates.remove(&tag);
+        match (completion.result, template) {
+            (Err(failure), Some(mut request))
+                if lost_connection(&failure.error)
+                    && request.direction.can_send_again(&failure.buffer) =>
+            {
+                request.buffer = failure.buffer;
+                request.user_data = tag;
+                self.resend.push_back((tag, request));
+            }
+            (result, _) => done.push(finished(PathCompletion {
+                user_data: tag,
+                result,
+            })),
+        }
+    }
+
+    /// Sends the commands a move's cut handed back, in order, ahead of new ones; a full
+    /// path keeps the rest for the next turn.
+    fn send_again(&mut self, now: Instant, done: &mut Vec<Finished>) {
+        while let Some((tag, request)) = self.resend.pop_front() {
+            let template = self.keep_template(&request);
+            let Some(driven) = self.driven.as_mut() else {
+                let error = CommandError::ConnectionLost("the adapter path is closed".into());
+                done.push((tag, Err(failure(error, request.buffer))));
+                continue;
+            };
+            match driven.path().submit(now, request) {
+                Ok(()) => {
+                    self.resent += 1;
+                    if let Some(template) = template {
+                        self.templates.insert(tag, template);
+                    }
+                }
+                Err(refused) if matches!(refused.reason, PathRejection::QueueFull) => {
+                    self.resend.push_front((tag, refused.request));
+                    return;
+                }
+                Err(refused) => {
+                    let error = CommandError::ConnectionLost(format!(
+                        "not sent again after a move: {}",
+                        refused.reason
+                    ));
+                    done.push((tag, Err(failure(error, refused.request.buffer))));
+                }
+            }
+        }
+    }
+
+    /// The command without its buffer, when this path keeps one to send again after a
+    /// move (see [`AdapterShardPath::templates`]).
+    fn keep_template(&self, request: &Request) -> Option<Request> {
+        let moves_here = !self.slot.member && self.recipe.is_some() && self.slot.spare.is_some();
+        moves_here.then(|| Request {
+            lun: request.lun,
+            cdb: request.cdb.clone(),
+            direction: request.direction,
+            buffer: Vec::new(),
+            attribute: request.attribute,
+            user_data: request.user_data,
+        })
+    }
+
+    /// Every eventfd the adapter writes for this path: the queue pair it serves on, the one
+    /// callers were given, and a move's joining or draining one.
+    pub(super) fn notifiers<'a>(&'a self, out: &mut Vec<&'a Notifier>) {
+        out.push(&self.notifier);
+        out.push(&self.caller_wake);
+        if let Some(joining) = &self.joining {
+            out.push(joining.path.notifier());
+        }
+        if let Some(draining) = &self.draining {
+            out.push(draining.path.notifier());
+        }
+    }
+
+    /// True when a poll would find completions (of the current, a joining or a draining
+    /// session) or commands to send again.
+    pub(super) fn ready_to_poll(&self) -> bool {
+        !self.resend.is_empty()
+            || self
+                .driven
+                .as_ref()
+                .is_some_and(|d| d.path_ref().ready_to_poll())
+            || self
+                .joining
+                .as_ref()
+                .is_some_and(|j| j.path.ready_to_poll())
+            || self
+                .draining
+                .as_ref()
+                .is_some_and(|d| d.path.ready_to_poll())
+    }
+
+    /// The path's commands, the draining session's and those waiting to go again.
     fn in_flight(&self) -> usize {
         let current = self.driven.as_ref().map_or(0, |d| d.path_ref().in_flight());
-        current + self.draining.as_ref().map_or(0, |d| d.path.in_flight())
+        current + self.draining.as_ref().map_or(0, |d| d.path.in_flight()) + self.resend.len()
     }
 
     /// A member path is lost: its commands failed for a lost connection, or the path gave
@@ -556,7 +689,8 @@ impl AdapterShardPath {
     pub(super) fn lost_time2wait(&self) -> Option<Duration> {
         match &self.driven {
             Some(Driven::Dependent(p)) => p.dropped_time2wait(),
-            _ => None,
+            Some(Driven::Independent(_)) => self.lost_time2wait,
+            None => None,
         }
     }
 
@@ -619,8 +753,17 @@ impl Path for AdapterShardPath {
         now: Instant,
         tag: u64,
         mut request: Request,
-        _resend: bool,
+        resend: bool,
     ) -> Result<(), Refusal> {
+        if !self.resend.is_empty() {
+            // Commands a move's cut handed back go first.
+            return Err(Refusal::Full(request));
+        }
+        let template = if resend {
+            self.keep_template(&request)
+        } else {
+            None
+        };
         let Some(driven) = self.driven.as_mut() else {
             let error = CommandError::ConnectionLost("the adapter path is closed".into());
             return Err(Refusal::Failed(request, error));
@@ -628,7 +771,12 @@ impl Path for AdapterShardPath {
         // The path answers with the loop's tag; the caller's comes back on refusal.
         let user_data = std::mem::replace(&mut request.user_data, tag);
         let refused = match driven.path().submit(now, request) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if let Some(template) = template {
+                    self.templates.insert(tag, template);
+                }
+                return Ok(());
+            }
             Err(refused) => refused,
         };
         let mut request = refused.request;
@@ -654,6 +802,7 @@ impl Path for AdapterShardPath {
     fn poll(&mut self, now: Instant, done: &mut Vec<Finished>) -> PathState {
         self.drive_joining(now);
         self.drive_draining(now, done);
+        self.send_again(now, done);
         let Some(driven) = self.driven.as_mut() else {
             return PathState::Serving;
         };
@@ -662,6 +811,9 @@ impl Path for AdapterShardPath {
         path.poll(now);
         // Bounded: the path holds at most `queue_depth` commands.
         while let Some(completion) = path.poll_completion() {
+            if !self.templates.is_empty() {
+                self.templates.remove(&completion.user_data);
+            }
             if self.slot.member {
                 if let Err(failure) = &completion.result {
                     self.lost |= lost_connection(&failure.error);
@@ -671,7 +823,18 @@ impl Path for AdapterShardPath {
         }
         let request = match driven {
             Driven::Dependent(p) => p.take_logout_request(),
-            Driven::Independent(_) => None,
+            Driven::Independent(p) => {
+                if let Some(loss) = p.take_session_loss() {
+                    self.sessions_lost += 1;
+                    if self.slot.member {
+                        // Idle or not, the path is down until the multipath shard brings
+                        // it back (the adapter's own new login is stopped with it).
+                        self.lost = true;
+                        self.lost_time2wait = loss.time2wait;
+                    }
+                }
+                None
+            }
         };
         if let Some((within_secs, time2wait)) = request {
             self.start_move(now, within_secs, time2wait);
@@ -743,5 +906,11 @@ impl Path for AdapterShardPath {
         stats.kernel_entries = self.sleeps;
         stats.bytes_copied = self.copied;
         stats.moves = self.moves;
+        stats.commands_resent = self.resent;
+        // An independent adapter's own logins after a loss (a multipath shard counts the
+        // losses of its members itself).
+        if !self.slot.member {
+            stats.reconnects = self.sessions_lost;
+        }
     }
 }

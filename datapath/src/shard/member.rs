@@ -16,6 +16,7 @@ use super::ring_wake::WakeSource;
 use super::run::{Finished, Path};
 use super::tcp::{Setup, TcpPath};
 use super::{ShardError, ShardInfo, ShardPath};
+use crate::adapter::Notifier;
 
 /// What a multipath shard needs of a sub-path beyond [`Path`].
 pub(super) trait MemberPath: Path {
@@ -35,6 +36,16 @@ pub(super) trait MemberPath: Path {
     /// are watched.
     fn watch_rings(&mut self, sources: &[WakeSource]) -> bool {
         let _ = sources;
+        false
+    }
+    /// The eventfds an adapter writes when it has news for this path (adapter paths only:
+    /// every queue pair it drives, a move's included). A multipath shard over adapters
+    /// sleeps on all of its sub-paths' at once (`Notifier::wait_any`).
+    fn adapter_notifiers<'a>(&'a self, out: &mut Vec<&'a Notifier>) {
+        let _ = out;
+    }
+    /// True when a poll would find news without sleeping (adapter paths).
+    fn ready_to_poll(&self) -> bool {
         false
     }
 }
@@ -72,6 +83,14 @@ impl MemberPath for AdapterShardPath {
 
     fn end_lost(&mut self, done: &mut Vec<Finished>) {
         AdapterShardPath::end_lost(self, done)
+    }
+
+    fn adapter_notifiers<'a>(&'a self, out: &mut Vec<&'a Notifier>) {
+        AdapterShardPath::notifiers(self, out)
+    }
+
+    fn ready_to_poll(&self) -> bool {
+        AdapterShardPath::ready_to_poll(self)
     }
 }
 

@@ -186,7 +186,8 @@ pub struct ShardConfig {
     /// One LU over several software paths (`shard::multipath`): each shard logs in to
     /// every portal given. `None`: one path, to the client configuration's portal.
     pub multipath: Option<MultipathConfig>,
-    /// `TCP_USER_TIMEOUT` on software connections: a link cut silently ends the
+    /// `TCP_USER_TIMEOUT` on the path's connections (software, and an adapter's socket
+    /// through `session::Liveness`): a link cut silently ends the
     /// connection after this long with data unacknowledged (with NOP-Out pings,
     /// `ClientConfig::nop_interval`/`nop_timeout`, it bounds how long a silent path loss
     /// goes unnoticed). `None`: the kernel's default.

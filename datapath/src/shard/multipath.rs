@@ -31,9 +31,11 @@
 //!   [`MultipathConfig::no_path_retry`] from the moment the last path went; then they fail
 //!   with an error that says so.
 //!
-//! Each sub-path has its own ring and the loop sleeps on one of them: the others'
+//! Each software sub-path has its own ring and the loop sleeps on one of them: the others'
 //! completions reach that sleep through eventfds the sleeping ring reads (`ring_wake`).
-//! Only when a ring cannot watch them does a sleep last at most [`MULTI_POLL`].
+//! Only when a ring cannot watch them does a sleep last at most [`MULTI_POLL`]. Adapter
+//! sub-paths have no ring: the loop sleeps in one poll(2) on all their queue pairs'
+//! eventfds and its callers' doorbell ([`MultiPath::wait_on_adapters`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -45,17 +47,19 @@ use super::member::{connect_member, MemberPath};
 use super::run::{Finished, Path, PathState, Refusal};
 use super::tcp::Setup;
 use super::{failure, ShardConfig, ShardError, ShardInfo, ShardStats};
-use crate::adapter::PathFailure;
+use crate::adapter::{Notifier, PathFailure};
 use crate::pdu::TaskAttribute;
 use crate::scsi::alua::{self, AccessState, PortGroup};
 use crate::scsi::decode::DeviceIdentification;
 use crate::scsi::{sense, Cdb, Sense};
 use crate::session::connect::ClientConfig;
-use crate::session::{CommandError, CommandOutcome, DataDirection, Request};
+use crate::session::{CommandError, CommandOutcome, DataDirection, Liveness, Request};
 use crate::transport::reach::{Reach, ReachProbe};
 
 /// The longest sleep on one sub-path's ring while another may have answers.
 pub const MULTI_POLL: Duration = Duration::from_micros(200);
+/// How often a lost path's connect probe is looked at while it is pending.
+const PROBE_POLL: Duration = Duration::from_millis(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Bound on the joining check's commands.
@@ -133,8 +137,8 @@ pub struct MultipathConfig {
 }
 
 impl MultipathConfig {
-    pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
-    pub const PING_TIMEOUT_DEFAULT: Duration = Duration::from_millis(500);
+    pub const PING_INTERVAL_DEFAULT: Duration = Liveness::MULTIPATH.ping_interval;
+    pub const PING_TIMEOUT_DEFAULT: Duration = Liveness::MULTIPATH.ping_timeout;
     pub const NO_PATH_RETRY_DEFAULT: Duration = Duration::from_secs(30);
 
     /// `portals` to `lun`, round-robin, with the default timers.
@@ -253,6 +257,8 @@ pub(super) struct MultiPath {
     /// When access states were last asked for while no path served (see [`ALUA_POLL`]).
     states_read_at: Option<Instant>,
     reissued: u64,
+    /// Sleeps on adapter sub-paths' eventfds (`wait_on_adapters`): each a poll(2).
+    sleeps: u64,
     counted: ShardStats,
 }
 
@@ -305,6 +311,7 @@ impl MultiPath {
             no_path_since: None,
             states_read_at: None,
             reissued: 0,
+            sleeps: 0,
             counted: ShardStats::default(),
         };
         let mut info = None;
@@ -335,19 +342,22 @@ impl MultiPath {
     }
 
     fn sub_setup(&self, portal: SocketAddr) -> Setup {
+        // Every sub-path, software or adapter, notices a silent loss the same way: the
+        // shard's path kinds take these through the client and shard configurations.
+        let liveness = Liveness::pinging(
+            self.config.ping_interval,
+            self.config.ping_timeout,
+            self.setup.config.tcp_user_timeout,
+        );
         let mut client_config: ClientConfig = self.setup.client_config.clone();
         client_config.portal = portal;
-        client_config.nop_interval = self.config.ping_interval;
-        client_config.nop_timeout = self.config.ping_timeout;
+        client_config.nop_interval = liveness.ping_interval;
+        client_config.nop_timeout = liveness.ping_timeout;
         let config = ShardConfig {
             multipath: None,
             // The multipath path reissues and rejoins itself.
             reconnect: super::ReconnectPolicy::OFF,
-            tcp_user_timeout: self
-                .setup
-                .config
-                .tcp_user_timeout
-                .or(Some(self.config.ping_interval + self.config.ping_timeout)),
+            tcp_user_timeout: liveness.tcp_user_timeout,
             ..self.setup.config.clone()
         };
         Setup {
@@ -397,6 +407,46 @@ impl MultiPath {
             self.no_path_since = None;
         }
         Ok(info)
+    }
+
+    /// One sleep for sub-paths over adapters (`up`, when every one is): on each one's
+    /// queue-pair eventfds and the callers' doorbell at once (`Notifier::wait_any`), until
+    /// one has news, a caller submits, or the earliest timer. False (nothing done) when a
+    /// sub-path has a ring of its own: the ring sleep (`ring_wake`) covers those.
+    fn wait_on_adapters(
+        &mut self,
+        up: &[usize],
+        timeout: Duration,
+        callers_ready: &dyn Fn() -> bool,
+    ) -> bool {
+        let members: Vec<&dyn MemberPath> = up
+            .iter()
+            .filter_map(|&i| self.paths[i].path.as_deref())
+            .collect();
+        if members.is_empty() || members.iter().any(|p| p.wake_source().is_some()) {
+            return false;
+        }
+        let mut notifiers = Vec::with_capacity(members.len() * 2);
+        for member in &members {
+            member.adapter_notifiers(&mut notifiers);
+        }
+        if notifiers.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut timeout = timeout;
+        if let Some(next) = self.next_deadline() {
+            timeout = timeout.min(next.saturating_duration_since(now));
+        }
+        if notifiers.len() + 1 > crate::sys::EventFd::WAIT_ANY_MAX {
+            // More eventfds than one poll watches: the rest are looked at soon.
+            timeout = timeout.min(MULTI_POLL);
+        }
+        let doorbell = &self.setup.doorbell.fd;
+        let ready = || callers_ready() || members.iter().any(|p| p.ready_to_poll());
+        Notifier::wait_any(&notifiers, &[doorbell], timeout, ready);
+        self.sleeps += 1;
+        true
     }
 
     fn schedule_retry(&mut self, index: usize, now: Instant) {
@@ -580,11 +630,7 @@ impl MultiPath {
         let Some(issued) = self.issued.remove(&tag) else {
             return;
         };
-        let needed = match issued.direction {
-            DataDirection::Write { len } => len as usize,
-            _ => 0,
-        };
-        if buffer.len() < needed {
+        if !issued.direction.can_send_again(&buffer) {
             // An adapter that lost the command's buffer: its data cannot go again.
             let error = CommandError::ConnectionLost(
                 "the path was lost and its adapter kept the write's data".into(),
@@ -877,6 +923,9 @@ impl Path for MultiPath {
 
     fn wait(&mut self, timeout: Duration, callers_ready: &dyn Fn() -> bool) {
         let up: Vec<usize> = self.up().collect();
+        if !timeout.is_zero() && self.wait_on_adapters(&up, timeout, callers_ready) {
+            return;
+        }
         let Some((&last, others)) = up.split_last() else {
             // No ring to sleep on: short steps, so rejoins and requests are seen soon.
             std::thread::sleep(timeout.min(Duration::from_millis(5)));
@@ -905,18 +954,36 @@ impl Path for MultiPath {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        // Adapter sub-paths have timers of their own (a session's pings, a move's
+        // deadlines, a doorbell check) that no ring keeps for them.
+        let adapters = self
+            .paths
+            .iter()
+            .filter_map(|p| p.path.as_ref())
+            .filter(|p| p.wake_source().is_none())
+            .filter_map(|p| p.next_deadline())
+            .min();
+        // A portal being probed is looked at again shortly, not at once (its connect
+        // completes in the kernel; nothing wakes the loop for it).
+        let probing = Instant::now() + PROBE_POLL;
         let rejoin = self
             .paths
             .iter()
             .filter(|p| p.path.is_none())
-            .map(|p| p.retry_at)
+            .map(|p| match p.probe {
+                Some(_) => p.retry_at.max(probing),
+                None => p.retry_at,
+            })
             .min();
         let give_up = self
             .no_path_since
             .filter(|_| !self.waiting.is_empty())
             .map(|since| since + self.config.no_path_retry);
         let states = self.states_read_at.map(|at| at + ALUA_POLL);
-        [rejoin, give_up, states].into_iter().flatten().min()
+        [adapters, rejoin, give_up, states]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn close(&mut self, now: Instant) -> bool {
@@ -937,6 +1004,7 @@ impl Path for MultiPath {
         // The loop owns the command counters and depths; the path's own are set here.
         let mut own = self.counted;
         own.commands_resent = self.reissued;
+        own.kernel_entries += self.sleeps;
         own.reconnects = self.paths.iter().map(|p| p.losses).sum();
         for sub in &self.paths {
             if let Some(path) = &sub.path {

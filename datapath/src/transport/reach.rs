@@ -104,6 +104,13 @@ impl ReachProbe {
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
+
+    /// The connected socket, once [`ReachProbe::poll`] said [`Reach::Reachable`]
+    /// (non-blocking still): a caller that must not block on a connect (an adapter
+    /// model's processor watching its stop flag) connects so and keeps the socket.
+    pub fn into_socket(self) -> OwnedFd {
+        self.socket
+    }
 }
 
 #[cfg(test)]

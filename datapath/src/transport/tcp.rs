@@ -677,24 +677,45 @@ impl TcpConnection {
         op: &'static str,
     ) -> Result<(), TransportError> {
         let fd = self.open_fd(op)?;
-        // SAFETY: the option value points at a live local of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(TransportError::Io {
-                op,
-                source: io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+        set_int_option_fd(fd, level, name, value)
+            .map_err(|source| TransportError::Io { op, source })
     }
+}
+
+/// `TCP_USER_TIMEOUT` on any TCP socket `fd` (the adapter models' std streams use it; see
+/// [`TcpConnection::set_user_timeout`]).
+pub fn set_user_timeout_fd(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    set_int_option_fd(
+        fd.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        ms,
+    )
+}
+
+fn set_int_option_fd(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value points at a live local of the size passed; a bad `fd`
+    // makes the call fail, which is reported.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Drop for TcpConnection {

@@ -375,3 +375,17 @@ fn scsi_response_twice() {
         None,
     );
 }
+
+/// The one rule for sending a command again after its connection was lost: anything but a
+/// write whose data did not come back (an adapter that kept it).
+#[test]
+fn a_write_without_its_data_is_never_sent_again() {
+    use crate::session::DataDirection;
+    let write = DataDirection::Write { len: 4096 };
+    assert!(write.can_send_again(&[0u8; 4096]));
+    assert!(write.can_send_again(&[0u8; 8192]));
+    assert!(!write.can_send_again(&[0u8; 4095]));
+    assert!(!write.can_send_again(&[]));
+    assert!(DataDirection::Read { len: 4096 }.can_send_again(&[]));
+    assert!(DataDirection::None.can_send_again(&[]));
+}
