@@ -20,6 +20,7 @@ mod group_commit;
 mod migration;
 pub mod pools;
 pub mod rpc;
+mod sanitize_fence;
 pub mod socket;
 pub mod state;
 mod stats;
@@ -816,6 +817,8 @@ impl Control {
                 ));
             }
         }
+        // A grown LUN's SANITIZE would not cover the new blocks (`sanitize_fence`).
+        let _fences = sanitize_fence::fence_attached(method, &inner.model, &attached)?;
         let answer = volumes.call(method, params)?;
         if method == "volume_grow" && !attached.is_empty() {
             let tpgt = self.portal_group_tag;
@@ -1033,6 +1036,8 @@ impl Control {
                 };
             }
         };
+        // A unit removed while a SANITIZE writes to it: refused (`sanitize_fence`).
+        let fences = sanitize_fence::fence_change(&inner.model, &call)?;
         let (answer, detached) = match apply_change(&mut inner.model, call, &[], tpgt) {
             Ok(done) => done,
             Err(e) => {
@@ -1061,6 +1066,7 @@ impl Control {
         let version = inner.version;
         drop(inner);
         self.settle_for(version, visibility)?;
+        fences.keep();
         // Data written to a detached unit is made durable now; the unit itself closes
         // when the last command still running on it ends.
         for unit in detached {
