@@ -125,20 +125,20 @@ fn verbs_that_replace_a_backend_refuse_while_a_sanitize_runs_and_work_after_it()
     let portal = loopback(free_port());
     let gateway = start(&dir, portal);
     let socket = &gateway.socket;
-    ctl_ok(socket, &["volume", "create", "--pool", &p, "vm1", "8M"]);
+    ctl_ok(socket, &["volume", "create", "--pool", &p, "vm1", "4M"]);
     ctl_ok(socket, &["target", "create", T]);
-    // 8 MiB at 1 MiB/s: about eight seconds, longer than the refused calls take.
+    // 4 MiB at 1 MiB/s: about four seconds, longer than the refused calls take.
     let spec = format!("pool:{p},volume=vm1,sanitize_rate=1M");
     ctl_ok(socket, &["lun", "attach", T, "0", &spec]);
     let mut client = host(portal);
 
     sanitize(&mut client);
     let sanitize_started = Instant::now();
-    let destination = format!("file:{}:8M", dir.join("dest.img").display());
+    let destination = format!("file:{}:4M", dir.join("dest.img").display());
     let refused: [&[&str]; 5] = [
         &["lun", "detach", T, "0"],
         &["target", "delete", T],
-        &["volume", "grow", "--pool", &p, "vm1", "16M"],
+        &["volume", "grow", "--pool", &p, "vm1", "5M"],
         &["migrate", T, "0", "--to", &destination],
         &["track", T, "0"],
     ];
@@ -148,7 +148,7 @@ fn verbs_that_replace_a_backend_refuse_while_a_sanitize_runs_and_work_after_it()
     assert!(
         sanitizing(&mut client),
         "the refusals did not stop the sanitize (checked {:?} after it started; the rate \
-         makes it last about 8 s)",
+         makes it last about 4 s)",
         sanitize_started.elapsed()
     );
     let list = ctl_json(socket, &["target", "list"]);
@@ -157,7 +157,7 @@ fn verbs_that_replace_a_backend_refuse_while_a_sanitize_runs_and_work_after_it()
         "nothing was detached: {list}"
     );
     wait_sanitized(&mut client);
-    for lba in [0u32, 16383] {
+    for lba in [0u32, 8191] {
         let (status, sense, data) = run(
             &mut client,
             Cdb::read_10(lba, 1, 512, false).unwrap(),
@@ -169,14 +169,14 @@ fn verbs_that_replace_a_backend_refuse_while_a_sanitize_runs_and_work_after_it()
 
     // Once it ended, the same verbs work: a grow, and a migration (slow, so that a second
     // SANITIZE finds it copying) which that SANITIZE then holds off cancelling.
-    ctl_ok(socket, &["volume", "grow", "--pool", &p, "vm1", "16M"]);
+    ctl_ok(socket, &["volume", "grow", "--pool", &p, "vm1", "5M"]);
     // The grow's CAPACITY DATA HAS CHANGED, then a ready unit.
     let (status, sense, _) = run(&mut client, Cdb::test_unit_ready(), Vec::new());
     assert!(
         status == 0 || sense == Some((0x6, 0x2a, 0x09)),
         "{status} {sense:?}"
     );
-    let destination = format!("file:{}:16M", dir.join("dest.img").display());
+    let destination = format!("file:{}:5M", dir.join("dest.img").display());
     ctl_json(
         socket,
         &["migrate", T, "0", "--to", &destination, "--rate", "1M"],

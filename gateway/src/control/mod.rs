@@ -18,6 +18,7 @@ pub mod array_state;
 mod bindings;
 mod group_commit;
 mod migration;
+mod phases;
 pub mod pools;
 pub mod rpc;
 mod sanitize_fence;
@@ -974,6 +975,7 @@ impl Control {
             if let Some(controller) = controller {
                 // A configuration holding the change (or a newer one) is published.
                 controller.wait_applied(controller.published_epoch());
+                phases::mark(phases::Phase::Visible);
             }
         }
         Ok(())
@@ -1045,6 +1047,7 @@ impl Control {
                 return Err(e);
             }
         };
+        phases::mark(phases::Phase::Apply);
         inner.model.generation += 1;
         let Inner { model, state, .. } = &mut *inner;
         if let Some(dir) = state.as_mut() {
@@ -1065,6 +1068,7 @@ impl Control {
         inner.version += 1;
         let version = inner.version;
         drop(inner);
+        phases::mark(phases::Phase::Journal);
         self.settle_for(version, visibility)?;
         fences.keep();
         // Data written to a detached unit is made durable now; the unit itself closes
