@@ -53,7 +53,11 @@ start_gateway() { # start_gateway NAME [wrapper...]
 }
 
 stop_gateway() {
-  kill "$gateway_pid"
+  # Under strace the gateway is strace's child: stop the gateway, so that strace writes
+  # its summary as it exits.
+  local child
+  child=$(pgrep -P "$gateway_pid" || true)
+  kill ${child:-$gateway_pid}
   wait "$gateway_pid" 2>/dev/null || true
   gateway_pid=""
 }
