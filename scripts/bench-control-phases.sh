@@ -23,11 +23,14 @@ gateway=${GATEWAY:-target/release/iscsi-gateway}
 
 mkdir -p "$STATE_PARENT"
 work=$(mktemp -d "$STATE_PARENT/bench-control-phases.XXXXXX")
+# The gateway's log (a DEBUG line per call) goes to memory when it can: appended to a file
+# on the journal's disk, its delayed allocation would join the journal's syncs.
+logs=$(mktemp -d /dev/shm/bench-control-phases.XXXXXX 2>/dev/null || echo "$work")
 gateway_pid=""
 cleanup() {
   if [ -n "$gateway_pid" ]; then kill "$gateway_pid" 2>/dev/null || true; fi
   sleep 0.2
-  rm -rf "$work"
+  rm -rf "$work" "$logs"
 }
 trap cleanup EXIT
 
@@ -41,14 +44,14 @@ start_gateway() { # start_gateway NAME [wrapper...]
   RUST_LOG=info,gateway::control::phases=debug "$@" "$gateway" \
     --portal "127.0.0.1:$(free_port)" --threads 2 \
     --control-socket "$work/$name.sock" --state-dir "$work/$name-state" \
-    >"$work/$name.log" 2>&1 &
+    >"$logs/$name.log" 2>&1 &
   gateway_pid=$!
   for _ in $(seq 200); do
-    grep -q "target ready" "$work/$name.log" 2>/dev/null && return 0
+    grep -q "target ready" "$logs/$name.log" 2>/dev/null && return 0
     sleep 0.05
   done
   echo "gateway $name did not start:" >&2
-  cat "$work/$name.log" >&2
+  cat "$logs/$name.log" >&2
   exit 1
 }
 
@@ -123,7 +126,7 @@ done <<<"$figures"
 
 echo
 echo "phases of one call, microseconds (calls of the timed loop only)"
-python3 - "$work/timed.log" "$TARGETS_BEFORE" <<'EOF'
+python3 - "$logs/timed.log" "$TARGETS_BEFORE" <<'EOF'
 import re, sys
 path, before = sys.argv[1], int(sys.argv[2])
 rows = {}
@@ -153,13 +156,13 @@ EOF
 
 if command -v strace >/dev/null && [ "${STRACE:-1}" = 1 ]; then
   strace_rounds=$(( ROUNDS < 500 ? ROUNDS : 500 ))
-  start_gateway traced strace -f -c -o "$work/strace.txt"
+  start_gateway traced strace -f -c -o "$logs/strace.txt"
   pairs "$work/traced.sock" "$strace_rounds" traced 0 >/dev/null
   stop_gateway
   sleep 0.5
   echo
   echo "syscalls per change under strace -f -c ($((2 * strace_rounds)) changes; the whole process: loops and control threads)"
-  python3 - "$work/strace.txt" "$((2 * strace_rounds))" <<'EOF'
+  python3 - "$logs/strace.txt" "$((2 * strace_rounds))" <<'EOF'
 import sys
 path, changes = sys.argv[1], int(sys.argv[2])
 for line in open(path):
