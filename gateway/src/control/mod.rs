@@ -918,6 +918,8 @@ impl Control {
             params: serde_json::to_value(&p).unwrap_or_default(),
             identities: Vec::new(),
         };
+        // A volume closed while a SANITIZE writes to it: refused (`sanitize_fence`).
+        let fences = sanitize_fence::fence_unbind(&inner.model, &p)?;
         let unbound = bindings::apply_unbind(&mut inner.model, p, tpgt)?;
         inner.model.generation += 1;
         let version = match Self::write(&mut inner, &record) {
@@ -930,7 +932,11 @@ impl Control {
         };
         drop(inner);
         self.settle(version)?;
-        Ok(bindings::drain(unbound))
+        // Held until the volumes it closes have no command left (other bindings may keep
+        // a volume open: its fence is not kept).
+        let answer = bindings::drain(unbound);
+        drop(fences);
+        Ok(answer)
     }
 
     /// Writes the record of the model's change (already made) to the journal, unsynced,
