@@ -31,6 +31,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::phases::{self, Phase};
 use crate::server::{Controller, LiveTarget};
 
 /// What a change needs of the event loops before its call is answered.
@@ -110,11 +111,14 @@ impl GroupCommit {
                     .settled
                     .wait(progress)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
+                phases::mark(Phase::Wait);
                 continue;
             }
             progress.syncing = true;
             drop(progress);
-            let outcome = self.lead(take());
+            let snapshot = take();
+            phases::mark(Phase::Snapshot);
+            let outcome = self.lead(snapshot);
             progress = locked(&self.progress);
             progress.syncing = false;
             match outcome {
@@ -131,9 +135,11 @@ impl GroupCommit {
             journal.sync_data().map_err(|e| e.to_string())?;
             self.syncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            phases::mark(Phase::Sync);
         }
         if let Some(controller) = &snapshot.controller {
             self.publish_in_order(controller, snapshot.version, snapshot.live);
+            phases::mark(Phase::Publish);
         }
         Ok(snapshot.version)
     }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::rpc::{ErrorCode, RpcError};
+use super::sanitize_fence::fence_lun;
 use super::{bad, Control, Inner};
 use crate::backend::{Backend, IscsiBackend, LunSpec, Storage};
 use crate::changes::{ChangeId, ChangeTracker, RegionLog, Tracked, DEFAULT_CHUNK_BYTES};
@@ -334,6 +335,8 @@ impl Control {
             phase: Phase::Copying.name().into(),
             error: None,
         };
+        // Held until the old unit drained (in `start`): no SANITIZE writes only the source.
+        let _fences = fence_lun("migrate_start", &inner.model, &record.target, record.lun)?;
         if let Some(dir) = Self::state_dir(&inner) {
             // A fresh migration: no dirty log (or failed record) of an earlier one counts.
             let _ = record.remove(&dir);
@@ -499,6 +502,7 @@ impl Control {
     fn migrate_complete(&self, p: CompleteParams) -> Result<Value, RpcError> {
         {
             let inner = self.lock();
+            let _fences = fence_lun("migrate_complete", &inner.model, &p.target, p.lun)?;
             let active = self.migrations.lock();
             let migration = active.get(&(p.target.clone(), p.lun)).ok_or_else(|| {
                 bad(
@@ -552,6 +556,7 @@ impl Control {
     /// Commit: the LUN runs on the destination alone; its spec is the destination's.
     fn migrate_commit(&self, target: &str, lun: u64) -> Result<Value, RpcError> {
         let mut inner = self.lock();
+        let _fences = fence_lun("migrate_commit", &inner.model, target, lun)?;
         let key = (target.to_string(), lun);
         let mut active = self.migrations.lock();
         let migration = active.get(&key).ok_or_else(|| {
@@ -637,6 +642,7 @@ impl Control {
                 format!("{method}: LUN {lun} of {target} is not migrating"),
             )
         })?;
+        let _fences = fence_lun(method, &inner.model, target, lun)?;
         let before = migration.shared.phase();
         migration.shared.set_phase(Phase::Cancelled);
         let unit = Arc::clone(&migration.source_unit);
@@ -904,6 +910,7 @@ impl Control {
             }
         }
         let mut inner = self.lock();
+        let _fences = fence_lun("changes_track", &inner.model, &p.target, p.lun)?;
         self.track(&mut inner, &p.target, p.lun, chunk)
     }
 

@@ -18,8 +18,10 @@ pub mod array_state;
 mod bindings;
 mod group_commit;
 mod migration;
+mod phases;
 pub mod pools;
 pub mod rpc;
+mod sanitize_fence;
 pub mod socket;
 pub mod state;
 mod stats;
@@ -816,6 +818,8 @@ impl Control {
                 ));
             }
         }
+        // A grown LUN's SANITIZE would not cover the new blocks (`sanitize_fence`).
+        let _fences = sanitize_fence::fence_attached(method, &inner.model, &attached)?;
         let answer = volumes.call(method, params)?;
         if method == "volume_grow" && !attached.is_empty() {
             let tpgt = self.portal_group_tag;
@@ -914,6 +918,8 @@ impl Control {
             params: serde_json::to_value(&p).unwrap_or_default(),
             identities: Vec::new(),
         };
+        // A volume closed while a SANITIZE writes to it: refused (`sanitize_fence`).
+        let fences = sanitize_fence::fence_unbind(&inner.model, &p)?;
         let unbound = bindings::apply_unbind(&mut inner.model, p, tpgt)?;
         inner.model.generation += 1;
         let version = match Self::write(&mut inner, &record) {
@@ -926,7 +932,11 @@ impl Control {
         };
         drop(inner);
         self.settle(version)?;
-        Ok(bindings::drain(unbound))
+        // Held until the volumes it closes have no command left (other bindings may keep
+        // a volume open: its fence is not kept).
+        let answer = bindings::drain(unbound);
+        drop(fences);
+        Ok(answer)
     }
 
     /// Writes the record of the model's change (already made) to the journal, unsynced,
@@ -971,6 +981,7 @@ impl Control {
             if let Some(controller) = controller {
                 // A configuration holding the change (or a newer one) is published.
                 controller.wait_applied(controller.published_epoch());
+                phases::mark(phases::Phase::Visible);
             }
         }
         Ok(())
@@ -1033,6 +1044,8 @@ impl Control {
                 };
             }
         };
+        // A unit removed while a SANITIZE writes to it: refused (`sanitize_fence`).
+        let fences = sanitize_fence::fence_change(&inner.model, &call)?;
         let (answer, detached) = match apply_change(&mut inner.model, call, &[], tpgt) {
             Ok(done) => done,
             Err(e) => {
@@ -1040,6 +1053,7 @@ impl Control {
                 return Err(e);
             }
         };
+        phases::mark(phases::Phase::Apply);
         inner.model.generation += 1;
         let Inner { model, state, .. } = &mut *inner;
         if let Some(dir) = state.as_mut() {
@@ -1060,7 +1074,9 @@ impl Control {
         inner.version += 1;
         let version = inner.version;
         drop(inner);
+        phases::mark(phases::Phase::Journal);
         self.settle_for(version, visibility)?;
+        fences.keep();
         // Data written to a detached unit is made durable now; the unit itself closes
         // when the last command still running on it ends.
         for unit in detached {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::phases::{self, Phase};
 use super::rpc::{self, ErrorCode, Id, RpcError, MAX_REQUEST_BYTES};
 use super::{Control, ControlError};
 
@@ -197,8 +198,12 @@ fn serve_client(stream: UnixStream, control: &Control) {
             }
             return;
         }
+        phases::start();
+        let mut method = None;
         let response = match rpc::parse_request(&line) {
             Ok(request) => {
+                method = phases::running().then(|| request.call.to_method_params().0);
+                phases::mark(Phase::Parse);
                 let outcome = control.handle(request.call);
                 request.id.map(|id| rpc::encode_response(&id, &outcome))
             }
@@ -209,6 +214,7 @@ fn serve_client(stream: UnixStream, control: &Control) {
                 return;
             }
         }
+        phases::finish(method.as_deref().unwrap_or("(refused)"));
         if !complete {
             return;
         }

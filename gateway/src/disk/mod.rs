@@ -35,6 +35,7 @@ mod inquiry;
 mod mode;
 pub mod opcodes;
 mod sanitizing;
+pub use sanitizing::{Fence as SanitizeFence, FenceRefused as SanitizeFenceRefused};
 pub mod sense;
 mod special;
 pub mod xcopy;
@@ -403,6 +404,13 @@ impl LogicalUnit {
         BlockingTicket {
             count: Arc::clone(&self.blocking_commands),
         }
+    }
+
+    /// Keeps SANITIZE from starting on this unit (and the units sharing its state, see
+    /// [`LogicalUnit::over_backend`]) while the control plane replaces or removes its
+    /// backend; refused while one runs (`sanitizing`).
+    pub fn fence_sanitize(&self) -> Result<SanitizeFence, SanitizeFenceRefused> {
+        self.sanitizing.fence()
     }
 
     /// Whether no command of this unit is on the blocking pool (waiting or running).

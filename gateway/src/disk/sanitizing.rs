@@ -12,6 +12,15 @@
 //! `sanitize_rate=SIZE` in the LUN spec caps its pace (bytes per second), as arrays
 //! throttle background operations so that they do not starve host I/O; without it, it
 //! runs at the backend's speed.
+//!
+//! An operation writes to the backend it started on (an IMMED one on a thread of its own),
+//! so the control plane must not replace or remove that backend meanwhile (a migration
+//! would miss the sanitized blocks, a detach would leave a thread writing to a medium no
+//! longer exported). A control verb takes a [`Fence`] first: refused while an operation
+//! runs (the caller names the sanitize in its error), and while held, a SANITIZE that
+//! arrives is refused with NOT READY, OPERATION IN PROGRESS (04/07), which hosts retry.
+//! `begin` and `fence` each set their own flag and then look at the other's (both
+//! sequentially consistent), so at most one of them wins a race, never both.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -25,6 +34,9 @@ pub const SANITIZE_IN_PROGRESS: (u8, u8) = (0x04, 0x1b);
 /// SANITIZE COMMAND FAILED: what the unit reports after an operation that did not
 /// complete, until a SANITIZE completes or EXIT FAILURE MODE (SBC-4 4.11.5).
 pub const SANITIZE_COMMAND_FAILED: (u8, u8) = (0x31, 0x03);
+/// LOGICAL UNIT NOT READY, OPERATION IN PROGRESS: a SANITIZE refused while the control
+/// plane replaces the unit's backend (a [`Fence`] is held).
+pub const OPERATION_IN_PROGRESS: (u8, u8) = (0x04, 0x07);
 
 /// The sanitize state of one logical unit.
 #[derive(Debug, Default)]
@@ -36,11 +48,46 @@ pub struct Sanitizing {
     failed: AtomicBool,
     /// `sanitize_rate=`: bytes per second at most; `None` runs at full speed.
     pub(super) bytes_per_second: Option<u64>,
+    /// The control plane is replacing or removing the unit's backend: no operation starts.
+    fenced: AtomicBool,
+}
+
+/// Why a [`Fence`] could not be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceRefused {
+    /// An operation runs, this much done (percent, rounded down).
+    Running { percent_done: u8 },
+    /// Another control verb holds the fence.
+    Fenced,
+}
+
+/// Keeps SANITIZE from starting on a unit while held (see the module doc); released when
+/// dropped, unless [`Fence::keep`] made it permanent.
+#[derive(Debug)]
+pub struct Fence {
+    state: Option<Arc<Sanitizing>>,
+}
+
+impl Fence {
+    /// Never released: for a unit detached or deleted, which must not start an operation
+    /// from a command that was still queued for it.
+    pub fn keep(mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for Fence {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            state.fenced.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Ends the operation when dropped: completed when [`Running::complete`] was called,
 /// failed otherwise (an error, or a panic). Owns its state, so an operation started with
 /// IMMED set runs on a thread of its own, past the command that started it.
+#[derive(Debug)]
 pub struct Running {
     state: Arc<Sanitizing>,
     started: Instant,
@@ -57,9 +104,14 @@ impl Sanitizing {
     }
 
     /// Starts an operation, or NOT READY (04/1B) when one is running already.
+    /// NOT READY, OPERATION IN PROGRESS (04/07) while the control plane holds a [`Fence`].
     pub fn begin(self: &Arc<Self>) -> Result<Running, Check> {
-        if self.running.swap(true, Ordering::AcqRel) {
+        if self.running.swap(true, Ordering::SeqCst) {
             return Err(self.not_ready());
+        }
+        if self.fenced.load(Ordering::SeqCst) {
+            self.running.store(false, Ordering::SeqCst);
+            return Err(Check::new(key::NOT_READY, OPERATION_IN_PROGRESS));
         }
         self.progress.store(0, Ordering::Relaxed);
         Ok(Running {
@@ -96,6 +148,24 @@ impl Sanitizing {
             return Some(Check::new(key::MEDIUM_ERROR, SANITIZE_COMMAND_FAILED));
         }
         None
+    }
+
+    /// Keeps operations from starting until the fence is dropped; refused while one runs
+    /// or another fence is held.
+    pub fn fence(self: &Arc<Self>) -> Result<Fence, FenceRefused> {
+        if self.fenced.swap(true, Ordering::SeqCst) {
+            return Err(FenceRefused::Fenced);
+        }
+        if self.running.load(Ordering::SeqCst) {
+            self.fenced.store(false, Ordering::SeqCst);
+            let progress = self.progress.load(Ordering::Relaxed).min(0xffff);
+            return Err(FenceRefused::Running {
+                percent_done: (progress * 100 / 65536) as u8,
+            });
+        }
+        Ok(Fence {
+            state: Some(Arc::clone(self)),
+        })
     }
 
     /// EXIT FAILURE MODE: the unit serves again after a failed operation.
@@ -138,7 +208,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.state.progress.store(0, Ordering::Relaxed);
         self.state.failed.store(!self.completed, Ordering::Release);
-        self.state.running.store(false, Ordering::Release);
+        self.state.running.store(false, Ordering::SeqCst);
     }
 }
 
@@ -214,5 +284,83 @@ mod tests {
         assert!(state.condition().is_some(), "failed again");
         state.begin().unwrap().complete();
         assert!(state.condition().is_none(), "a completed operation ends it");
+    }
+
+    /// A fence is refused while an operation runs (with its progress); while held, no
+    /// operation starts (NOT READY, OPERATION IN PROGRESS) and no second fence is given;
+    /// dropped, operations start again; kept, never.
+    #[test]
+    fn a_fence_and_an_operation_exclude_each_other() {
+        let state = Arc::new(Sanitizing::default());
+        let running = state.begin().unwrap();
+        running.advance(1, 4);
+        assert_eq!(
+            state.fence().unwrap_err(),
+            FenceRefused::Running { percent_done: 25 }
+        );
+        running.complete();
+        let fence = state.fence().unwrap();
+        assert_eq!(state.fence().unwrap_err(), FenceRefused::Fenced);
+        let refused = state.begin().unwrap_err();
+        assert_eq!(
+            (refused.key, refused.asc),
+            (key::NOT_READY, OPERATION_IN_PROGRESS)
+        );
+        assert!(
+            state.condition().is_none(),
+            "a refused start leaves nothing running"
+        );
+        drop(fence);
+        state.begin().unwrap().complete();
+        state.fence().unwrap().keep();
+        assert!(state.begin().is_err(), "a kept fence is never released");
+    }
+
+    /// Racing starts and fences: the winners never overlap (each, once it won, counts
+    /// itself in, looks a while whether the other is in too, and counts itself out
+    /// before it lets go).
+    #[test]
+    fn racing_starts_and_fences_never_both_win() {
+        use std::sync::atomic::AtomicUsize;
+        let overlap = |inside: &AtomicUsize| {
+            inside.fetch_add(1, Ordering::SeqCst);
+            let mut most = 0;
+            for _ in 0..2000 {
+                most = most.max(inside.load(Ordering::SeqCst));
+                std::hint::spin_loop();
+            }
+            inside.fetch_sub(1, Ordering::SeqCst);
+            most
+        };
+        for _ in 0..300 {
+            let state = Arc::new(Sanitizing::default());
+            let inside = Arc::new(AtomicUsize::new(0));
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let (s, b, i) = (
+                Arc::clone(&state),
+                Arc::clone(&barrier),
+                Arc::clone(&inside),
+            );
+            let starter = std::thread::spawn(move || {
+                b.wait();
+                s.begin().ok().map(|running| {
+                    let most = overlap(&i);
+                    running.complete();
+                    most
+                })
+            });
+            barrier.wait();
+            let fenced = state.fence().ok().map(|fence| {
+                let most = overlap(&inside);
+                drop(fence);
+                most
+            });
+            let started = starter.join().unwrap();
+            assert!(
+                started.unwrap_or(0) < 2 && fenced.unwrap_or(0) < 2,
+                "a SANITIZE ran while the fence was held"
+            );
+            // Both may lose a race (each saw the other's flag): a refusal, never a mix.
+        }
     }
 }
