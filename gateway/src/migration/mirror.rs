@@ -26,8 +26,10 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::backend::{Backend, RingFile};
+use crate::backend::{Backend, QueuedIo, RingFile};
 use crate::changes::{ChangeMap, ChangeTracker, RegionLog};
+
+use super::mirror_queue::MirrorQueue;
 
 /// How a migration copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -289,15 +291,46 @@ pub struct Mirror {
     pub(crate) source: Arc<dyn Backend>,
     pub(crate) dest: Arc<dyn Backend>,
     pub(crate) shared: Arc<Shared>,
+    /// With a side that may block (a file, another array): the workers that run the
+    /// planned I/O the event loops hand over ([`MirrorQueue`]).
+    queue: Option<MirrorQueue>,
 }
 
 impl Mirror {
     pub fn new(source: Arc<dyn Backend>, dest: Arc<dyn Backend>, shared: Arc<Shared>) -> Mirror {
+        let mut mirror = Mirror::without_queue(source, dest, shared);
+        if mirror.sides_may_block() {
+            let sides = Mirror::without_queue(
+                Arc::clone(&mirror.source),
+                Arc::clone(&mirror.dest),
+                Arc::clone(&mirror.shared),
+            );
+            match MirrorQueue::start(Arc::new(sides)) {
+                Ok(queue) => mirror.queue = Some(queue),
+                // The blocking pool then runs the LUN's I/O, as it runs its other commands.
+                Err(error) => tracing::warn!(%error, "no workers for the migrating LUN's I/O"),
+            }
+        }
+        mirror
+    }
+
+    fn without_queue(
+        source: Arc<dyn Backend>,
+        dest: Arc<dyn Backend>,
+        shared: Arc<Shared>,
+    ) -> Mirror {
         Mirror {
             source,
             dest,
             shared,
+            queue: None,
         }
+    }
+
+    /// Whether a side's calls may wait (a file's, another array's): no event loop makes
+    /// them.
+    fn sides_may_block(&self) -> bool {
+        self.source.io_may_block() || self.dest.io_may_block() || self.dest.ring_file().is_some()
     }
 
     /// A change of the medium (write or unmap) on both sides as the phase says.
@@ -415,9 +448,15 @@ impl Backend for Mirror {
     /// Over sides that answer on the event loop (RAM, null, pool volumes) the mirror does
     /// too: a host write then holds its region's stripe, and waits only while another
     /// write to a region of that stripe, the copy of that region, or DBT's stun holds it. A file
-    /// or another array on either side sends its I/O to the blocking pool.
+    /// or another array on either side: READ, WRITE and SYNCHRONIZE CACHE go to the
+    /// migration's workers ([`Mirror::queued_io`]), the other medium commands to the
+    /// blocking pool.
     fn io_may_block(&self) -> bool {
-        self.source.io_may_block() || self.dest.io_may_block() || self.dest.ring_file().is_some()
+        self.sides_may_block()
+    }
+
+    fn queued_io(&self) -> Option<&dyn QueuedIo> {
+        self.queue.as_ref().map(|queue| queue as &dyn QueuedIo)
     }
 
     fn write_needs_record(&self, offset: u64, len: u64) -> bool {
