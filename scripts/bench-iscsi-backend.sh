@@ -2,7 +2,9 @@
 # Issue 19's `iscsi:` backend: a LUN on tgt through iscsi-gateway against the same LUN on
 # tgt directly, 4 KiB random reads at 32 in flight, iscsi-bench (release) as the host, in
 # rounds that alternate the two; prints IOPS, p50/p99 and the ratio gateway/direct per
-# round and the median ratio. tgt's LUN is a file on tmpfs (/dev/shm), so the far side's
+# round and the median ratio, and the gateway's context switches per I/O (all its threads,
+# voluntary and not: the cross-thread wake-ups a command costs, a count that does not depend
+# on the machine's load as the IOPS do). tgt's LUN is a file on tmpfs (/dev/shm), so the far side's
 # storage is not what is measured. Not for CI: noisy on a shared machine.
 # Usage: scripts/bench-iscsi-backend.sh [ROUNDS=3] [SECONDS_EACH=5] [IODEPTH=32]
 set -euo pipefail
@@ -12,7 +14,8 @@ SECONDS_EACH=${2:-5}
 IODEPTH=${3:-32}
 
 cargo build --release -q -p gateway -p bench
-gateway=target/release/iscsi-gateway
+# GATEWAY_BIN runs another build of the gateway (an older commit's, for a before/after).
+gateway=${GATEWAY_BIN:-target/release/iscsi-gateway}
 bench=target/release/iscsi-bench
 
 free_port() {
@@ -66,34 +69,44 @@ for _ in $(seq 100); do
 done
 our_url="iscsi://127.0.0.1:$our_port/$our_iqn/0"
 
-# One run: prints "IOPS P50_US P99_US".
+# The gateway's context switches so far, summed over its threads.
+gateway_switches() {
+  cat /proc/"$gateway_pid"/task/*/status 2>/dev/null \
+    | awk '/ctxt_switches/ {n += $2} END {print n + 0}'
+}
+
+# One run: prints "IOPS P50_US P99_US SWITCHES_PER_IO" (switches of the gateway: 0 direct).
 run() {
+  local before after
+  before=$(gateway_switches)
   "$bench" --name=r --rw=randread --bs=4k --iodepth="$IODEPTH" --size=1G --time_based \
     --runtime="$SECONDS_EACH" --output-format=json --filename="$1" >"$work/out.json"
-  python3 - "$work/out.json" <<'PY'
+  after=$(gateway_switches)
+  python3 - "$work/out.json" "$((after - before))" <<'PY'
 import json, sys
 job = json.load(open(sys.argv[1]))["jobs"][0]
 read = job["read"]
 assert job.get("error", 0) == 0, job
 pct = read["clat_ns"]["percentile"]
-print(f'{read["iops"]:.0f} {pct["50.000000"] / 1000:.0f} {pct["99.000000"] / 1000:.0f}')
+switches = int(sys.argv[2]) / max(read["total_ios"], 1)
+print(f'{read["iops"]:.0f} {pct["50.000000"] / 1000:.0f} {pct["99.000000"] / 1000:.0f} {switches:.2f}')
 PY
 }
 
 echo "4 KiB random read, ${IODEPTH} in flight, ${SECONDS_EACH} s each (noisy: shared machine)"
-printf '%-6s %12s %8s %8s %14s %8s %8s %8s\n' round direct_iops p50_us p99_us gateway_iops p50_us p99_us ratio
+printf '%-6s %12s %8s %8s %14s %8s %8s %10s %8s\n' round direct_iops p50_us p99_us gateway_iops p50_us p99_us cswitch/io ratio
 ratios=()
 for round in $(seq "$ROUNDS"); do
   if [ $((round % 2)) -eq 1 ]; then
-    read -r d_iops d_p50 d_p99 < <(run "$far_url")
-    read -r g_iops g_p50 g_p99 < <(run "$our_url")
+    read -r d_iops d_p50 d_p99 _ < <(run "$far_url")
+    read -r g_iops g_p50 g_p99 g_cs < <(run "$our_url")
   else
-    read -r g_iops g_p50 g_p99 < <(run "$our_url")
-    read -r d_iops d_p50 d_p99 < <(run "$far_url")
+    read -r g_iops g_p50 g_p99 g_cs < <(run "$our_url")
+    read -r d_iops d_p50 d_p99 _ < <(run "$far_url")
   fi
   ratio=$(python3 -c "print(f'{$g_iops / $d_iops:.2f}')")
   ratios+=("$ratio")
-  printf '%-6s %12s %8s %8s %14s %8s %8s %8s\n' "$round" "$d_iops" "$d_p50" "$d_p99" "$g_iops" "$g_p50" "$g_p99" "$ratio"
+  printf '%-6s %12s %8s %8s %14s %8s %8s %10s %8s\n' "$round" "$d_iops" "$d_p50" "$d_p99" "$g_iops" "$g_p50" "$g_p99" "$g_cs" "$ratio"
 done
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 echo "median ratio gateway/direct: $median"

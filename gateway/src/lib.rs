@@ -21,3 +21,4 @@ pub mod portal;
 pub mod reservation;
 pub mod server;
 pub mod session;
+mod wake_batch;

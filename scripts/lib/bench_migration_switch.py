@@ -31,7 +31,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GATEWAY = os.path.join(ROOT, "target/release/iscsi-gateway")
+# GATEWAY_BIN runs another build of the gateway (an older commit's, for a before/after).
+GATEWAY = os.environ.get("GATEWAY_BIN", os.path.join(ROOT, "target/release/iscsi-gateway"))
 CTL = os.path.join(ROOT, "target/release/iscsi-ctl")
 BENCH = os.path.join(ROOT, "target/release/iscsi-bench")
 IQN = "iqn.2026-12.io.iscsi-uring:bench-switch"
@@ -200,7 +201,7 @@ def measure(kind):
 
 def report(kind, source, dest, mig):
     where = ("RAM to RAM: the mirror runs on the event loops" if kind == "ram" else
-             "file to file on /dev/shm: the mirror runs on the blocking pool (plain file LUNs on the ring)")
+             "file to file on /dev/shm: the mirror's I/O runs on the migration's workers (plain file LUNs on the ring)")
     t, iv = mig["times"], mig["intervals"]
     before = within(iv, 1.0, t["migrate"])
     copying = within(iv, t["migrate"], t["ready"])

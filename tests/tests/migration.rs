@@ -655,6 +655,64 @@ fn a_lun_on_tgt_migrates_to_a_file_under_the_writer_and_keeps_its_data() {
     drop(gateway);
 }
 
+/// The other way: a file LUN moves to tgt. Each mirrored write then queues tgt's leg and
+/// writes the file meanwhile (the two-leg write); after the switch every verify read
+/// comes from tgt, and the file is kept in step until the commit.
+#[test]
+fn a_file_lun_migrates_to_tgt_under_the_writer_with_both_legs_of_each_write_landing() {
+    if !require_tools(&["tgtd", "tgtadm"]) {
+        return;
+    }
+    let tgt = Tgt::start(&[TargetSpec::new("iqn.2026-12.test:dest", &[LUN_BYTES])]).expect("tgtd");
+    let dir = TempDir::new("migration-to-tgt").unwrap();
+    let portal = loopback(free_port());
+    let gateway = start(&dir, portal, "gateway.log");
+    let socket = gateway.socket.clone();
+    let source_path = dir.join("src.img");
+    let source = format!("file:{}:{LUN_BYTES}", source_path.display());
+    ctl_json(
+        &socket,
+        &["target", "create", T, "--lun", &format!("0={source}")],
+    );
+    let writer = spawn_writer(dir.path(), portal, 6);
+    std::thread::sleep(Duration::from_millis(500));
+    let to = format!(
+        "iscsi://{}/iqn.2026-12.test:dest/{}",
+        tgt.portal(),
+        tgt.first_data_lun()
+    );
+    ctl_json(&socket, &["migrate", T, "0", "--to", &to]);
+    wait_state(&socket, &["ready"], Duration::from_secs(60));
+    ctl_json(&socket, &["migration", "complete", T, "0"]);
+    let tally = writer_clean(writer);
+    assert!(tally.reads > 0, "{tally:?}");
+    // Reads now come from tgt; the file has every write too.
+    let mut client = host(portal);
+    let whole: Vec<u8> = (0..LUN_BYTES / (1 << 20))
+        .flat_map(|mib| read(&mut client, mib * 2048, 1 << 20))
+        .collect();
+    let far = std::fs::read(tgt.lun_path(0, 0)).expect("tgt's backing file");
+    assert!(
+        whole == far[..LUN_BYTES as usize],
+        "the host reads what tgt holds"
+    );
+    let kept = std::fs::read(&source_path).expect("the source file");
+    assert!(
+        whole == kept[..LUN_BYTES as usize],
+        "the source was not kept in step"
+    );
+    ctl_json(&socket, &["migration", "commit", T, "0"]);
+    write(&mut client, 0, &[0x6b; 4096]);
+    assert_eq!(read(&mut client, 0, 4096), vec![0x6b; 4096]);
+    let far = std::fs::read(tgt.lun_path(0, 0)).expect("tgt's backing file");
+    assert_eq!(
+        &far[..4096],
+        &[0x6b; 4096],
+        "after the commit the LUN lives on tgt"
+    );
+    drop(gateway);
+}
+
 // ---------------------------------------------------------------------------------------
 // Faults that end a migration by themselves.
 

@@ -11,6 +11,9 @@
 //! are retried within that budget; a unit attention (the far side's answer after such a
 //! login) is taken and the command retried, [`UNIT_ATTENTION_RETRIES`] times at most. A SCSI
 //! refusal is an I/O error naming its sense. The thread ends when the queue closes.
+//!
+//! The answers of one receive are posted as one batch ([`crate::wake_batch`]): an event
+//! loop is woken once for all of its commands among them.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -169,20 +172,25 @@ pub(super) fn session_thread(far: &Far, queue: &crossbeam_channel::Receiver<Job>
                 lost_session = true;
             }
         }
-        let mut busy = false;
-        for (tag, result) in finished.drain(..) {
-            let Some(mut attempt) = in_flight.remove(&tag) else {
-                continue;
-            };
-            match judge(far, &mut attempt, result) {
-                Verdict::Done(outcome) => attempt.job.reply.send(outcome),
-                Verdict::Retry { lost, was_busy } => {
-                    lost_session |= lost;
-                    busy |= was_busy;
-                    waiting.push_back(attempt);
+        // What one receive brought is answered as one batch: each event loop that has
+        // answers among them is woken once, at the end (`wake_batch`), not per command.
+        let busy = crate::wake_batch::batch(|| {
+            let mut busy = false;
+            for (tag, result) in finished.drain(..) {
+                let Some(mut attempt) = in_flight.remove(&tag) else {
+                    continue;
+                };
+                match judge(far, &mut attempt, result) {
+                    Verdict::Done(outcome) => attempt.job.reply.send(outcome),
+                    Verdict::Retry { lost, was_busy } => {
+                        lost_session |= lost;
+                        busy |= was_busy;
+                        waiting.push_back(attempt);
+                    }
                 }
             }
-        }
+            busy
+        });
         if lost_session {
             tracing::warn!(
                 url = %far.url,

@@ -2,9 +2,11 @@
 //! its ring for a file) or on the blocking pool. The plan a unit makes decides it
 //! ([`LogicalUnit::plan`]); these tests pin it for each kind of wrapper.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, FileBackend, RamBackend};
+use crate::backend::{Backend, FileBackend, QueuedKind, QueuedRequest, RamBackend};
 use crate::changes::{ChangeTracker, Tracked, DEFAULT_CHUNK_BYTES};
 use crate::disk::{IoKind, LogicalUnit, LuConfig, Plan, ScsiTask};
 use crate::migration::{Mirror, Mode, Phase, Shared, UnitBackend, REGION_BYTES};
@@ -125,20 +127,192 @@ fn a_mirror_between_ram_sides_answers_on_the_event_loop_and_writes_both_sides() 
     }
 }
 
+/// Waits for a queued command's outcome.
+fn queued(unit: &LogicalUnit, request: QueuedRequest) -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (sender, outcome) = mpsc::channel();
+    let queue = unit.backend().queued_io().expect("the mirror's queue");
+    queue.submit(request, Box::new(move |o| drop(sender.send(o))));
+    outcome
+}
+
 #[test]
-fn a_mirror_with_a_file_side_leaves_its_io_to_the_blocking_pool() {
+fn a_mirror_with_a_file_side_plans_its_io_for_its_workers_and_the_rest_for_the_blocking_pool() {
     let dir = scratch("mirror-file");
     let path = dir.join("dest.img");
     let dest: Arc<dyn Backend> =
         Arc::new(FileBackend::open(path.to_str().unwrap(), Some(SIZE)).unwrap());
-    let (unit, _shared) = mirror_unit(Box::new(RamBackend::new(SIZE)), dest, 0);
-    let write = write10(0, 1);
+    let (unit, shared) = mirror_unit(Box::new(RamBackend::new(SIZE)), Arc::clone(&dest), 1);
+    // READ, WRITE, SYNCHRONIZE CACHE: planned on the event loop, run by the workers.
+    let data = vec![0x55u8; 4096];
+    let write = write10(8, 8);
+    match unit.plan(&task(&write, &data)) {
+        Plan::Io(io) => assert_eq!((io.kind, io.offset, io.len), (IoKind::Write, 4096, 4096)),
+        other => panic!("a mirrored write goes to the workers, planned {other:?}"),
+    }
+    let sync = [0x35u8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert!(matches!(unit.plan(&task(&sync, &[])), Plan::Io(ref io) if io.kind == IoKind::Flush));
+    // Below the cursor a write lands on both sides; above it only on the source.
+    let write_at = |offset: u64, fill: u8, durable: bool| QueuedRequest {
+        kind: QueuedKind::Write { durable },
+        offset,
+        len: 4096,
+        data: vec![fill; 4096],
+    };
+    let below = queued(&unit, write_at(4096, 0x55, true));
+    let above = queued(&unit, write_at(REGION_BYTES * 3, 0x66, false));
+    for outcome in [below, above] {
+        assert_eq!(
+            outcome
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap()
+                .unwrap(),
+            Vec::<u8>::new()
+        );
+    }
+    let mut on_dest = vec![0u8; 4096];
+    dest.read_at(4096, &mut on_dest).unwrap();
+    assert_eq!(on_dest, data, "below the cursor: the destination has it");
+    dest.read_at(REGION_BYTES * 3, &mut on_dest).unwrap();
+    assert_eq!(on_dest, vec![0u8; 4096], "above the cursor: not yet");
+    let read_back = |offset: u64| {
+        queued(
+            &unit,
+            QueuedRequest {
+                kind: QueuedKind::Read,
+                offset,
+                len: 4096,
+                data: Vec::new(),
+            },
+        )
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap()
+    };
+    assert_eq!(
+        read_back(REGION_BYTES * 3),
+        vec![0x66u8; 4096],
+        "read from the source"
+    );
+    // After the switch reads come from the destination.
+    dest.write_at(REGION_BYTES * 5, &[0x77u8; 4096]).unwrap();
+    assert!(shared.change_phase(Phase::Copying, Phase::Switched));
+    assert_eq!(read_back(REGION_BYTES * 5), vec![0x77u8; 4096]);
+    // A bad request is refused with what was wrong.
+    let short = QueuedRequest {
+        data: vec![0; 512],
+        ..write_at(0, 0, false)
+    };
+    let error = queued(&unit, short)
+        .recv()
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("came with 512 bytes"), "{error}");
+    // Other medium commands still run on the blocking pool (WRITE SAME(10)).
+    let mut write_same = write10(0, 1);
+    write_same[0] = 0x41;
     assert!(matches!(
-        unit.plan(&task(&write, &[0; 512])),
+        unit.plan(&task(&write_same, &[0; 512])),
         Plan::Blocking
     ));
     drop(unit);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A RAM destination whose writes wait (up to a bound) until `wanted` of them are in at
+/// once, and count the most that were.
+struct Rendezvous {
+    ram: RamBackend,
+    inside: Mutex<usize>,
+    most: AtomicUsize,
+    wanted: usize,
+    all_in: Condvar,
+}
+
+impl Backend for Rendezvous {
+    fn size_bytes(&self) -> u64 {
+        self.ram.size_bytes()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.ram.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut inside = self.inside.lock().unwrap();
+        *inside += 1;
+        self.most.fetch_max(*inside, Ordering::SeqCst);
+        self.all_in.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while *inside < self.wanted && self.most.load(Ordering::SeqCst) < self.wanted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            inside = self.all_in.wait_timeout(inside, left).unwrap().0;
+        }
+        *inside -= 1;
+        drop(inside);
+        self.ram.write_at(offset, data)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn unmap(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.ram.unmap(offset, len)
+    }
+    fn kind(&self) -> &'static str {
+        "rendezvous"
+    }
+    fn thin(&self) -> bool {
+        false
+    }
+    fn io_may_block(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_migrating_lun_with_a_side_that_blocks_runs_more_than_two_commands_at_once() {
+    let wanted = 6;
+    let dest = Arc::new(Rendezvous {
+        ram: RamBackend::new(SIZE),
+        inside: Mutex::new(0),
+        most: AtomicUsize::new(0),
+        wanted,
+        all_in: Condvar::new(),
+    });
+    let (unit, _shared) = mirror_unit(Box::new(RamBackend::new(SIZE)), dest.clone(), 8);
+    // One write per region (each its own stripe), all queued at once.
+    let started = Instant::now();
+    let outcomes: Vec<_> = (0..wanted as u64)
+        .map(|n| {
+            queued(
+                &unit,
+                QueuedRequest {
+                    kind: QueuedKind::Write { durable: false },
+                    offset: n * REGION_BYTES,
+                    len: 512,
+                    data: vec![n as u8 + 1; 512],
+                },
+            )
+        })
+        .collect();
+    for outcome in outcomes {
+        outcome
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        dest.most.load(Ordering::SeqCst),
+        wanted,
+        "the blocking pool ran two of a unit's commands at once; the workers run {wanted} ({:?})",
+        started.elapsed()
+    );
+    for n in 0..wanted as u64 {
+        let mut back = vec![0u8; 512];
+        dest.read_at(n * REGION_BYTES, &mut back).unwrap();
+        assert_eq!(back, vec![n as u8 + 1; 512]);
+    }
 }
 
 #[test]

@@ -26,8 +26,10 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::backend::{Backend, RingFile};
+use crate::backend::{Backend, QueuedIo, QueuedKind, QueuedRequest, RingFile};
 use crate::changes::{ChangeMap, ChangeTracker, RegionLog};
+
+use super::mirror_queue::MirrorQueue;
 
 /// How a migration copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -289,15 +291,46 @@ pub struct Mirror {
     pub(crate) source: Arc<dyn Backend>,
     pub(crate) dest: Arc<dyn Backend>,
     pub(crate) shared: Arc<Shared>,
+    /// With a side that may block (a file, another array): the workers that run the
+    /// planned I/O the event loops hand over ([`MirrorQueue`]).
+    queue: Option<MirrorQueue>,
 }
 
 impl Mirror {
     pub fn new(source: Arc<dyn Backend>, dest: Arc<dyn Backend>, shared: Arc<Shared>) -> Mirror {
+        let mut mirror = Mirror::without_queue(source, dest, shared);
+        if mirror.sides_may_block() {
+            let sides = Mirror::without_queue(
+                Arc::clone(&mirror.source),
+                Arc::clone(&mirror.dest),
+                Arc::clone(&mirror.shared),
+            );
+            match MirrorQueue::start(Arc::new(sides)) {
+                Ok(queue) => mirror.queue = Some(queue),
+                // The blocking pool then runs the LUN's I/O, as it runs its other commands.
+                Err(error) => tracing::warn!(%error, "no workers for the migrating LUN's I/O"),
+            }
+        }
+        mirror
+    }
+
+    fn without_queue(
+        source: Arc<dyn Backend>,
+        dest: Arc<dyn Backend>,
+        shared: Arc<Shared>,
+    ) -> Mirror {
         Mirror {
             source,
             dest,
             shared,
+            queue: None,
         }
+    }
+
+    /// Whether a side's calls may wait (a file's, another array's): no event loop makes
+    /// them.
+    fn sides_may_block(&self) -> bool {
+        self.source.io_may_block() || self.dest.io_may_block() || self.dest.ring_file().is_some()
     }
 
     /// A change of the medium (write or unmap) on both sides as the phase says.
@@ -333,6 +366,68 @@ impl Mirror {
     }
 }
 
+/// How long a mirrored write waits for its destination leg at most: the destination's
+/// own budget answers first (an `iscsi:` destination gives up within its reconnect budget);
+/// this only bounds a queue that broke its promise to answer.
+const DESTINATION_LEG_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Mirror {
+    /// A write whose destination takes queued I/O (`iscsi:`): the destination's leg is
+    /// queued first and the source's written meanwhile, so the write takes the slower leg's
+    /// time, not the sum. Same stripes, phase and failure rules as [`Mirror::change`]; the
+    /// host's command waits for both legs (a failed source leg fails it, a failed
+    /// destination leg fails the migration).
+    fn write_both_legs_at_once(
+        &self,
+        queue: &dyn QueuedIo,
+        offset: u64,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let len = data.len() as u64;
+        if self.shared.phase().source_only() {
+            return self.source.write_at(offset, data);
+        }
+        let _held = self.shared.hold(offset, len);
+        let phase = self.shared.phase();
+        if let Some(log) = self.shared.dirty_log_for(phase) {
+            log.record(offset, len)?;
+        }
+        let dest_leg = match self.shared.to_destination(phase, offset, len) {
+            Some((at, part)) if !phase.source_only() => {
+                let start = (at - offset) as usize;
+                let (sender, outcome) = crossbeam_channel::bounded(1);
+                queue.submit(
+                    QueuedRequest {
+                        kind: QueuedKind::Write { durable: false },
+                        offset: at,
+                        len: part,
+                        data: data[start..start + part as usize].to_vec(),
+                    },
+                    Box::new(move |result| drop(sender.send(result))),
+                );
+                Some((at, part, outcome))
+            }
+            _ => None,
+        };
+        let source_leg = self.source.write_at(offset, data);
+        if source_leg.is_ok() && phase == Phase::Copying && self.shared.mode == Mode::Dbt {
+            self.shared.dirty.mark(offset, len);
+        }
+        if let Some((at, part, outcome)) = dest_leg {
+            // Waited for even when the source failed: the stripes stay held until both
+            // legs are done, so no later write to these blocks overtakes this one.
+            let result = outcome
+                .recv_timeout(DESTINATION_LEG_WAIT)
+                .unwrap_or_else(|_| Err(io::Error::other("no answer from the destination")));
+            if let Err(error) = result {
+                self.shared
+                    .fail(format!("destination write at {at}+{part}: {error}"));
+            }
+        }
+        source_leg
+    }
+}
+
 impl Backend for Mirror {
     fn size_bytes(&self) -> u64 {
         self.shared.size_bytes
@@ -351,6 +446,9 @@ impl Backend for Mirror {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if let Some(queue) = self.dest.queued_io() {
+            return self.write_both_legs_at_once(queue, offset, data);
+        }
         self.change(offset, data.len() as u64, |backend, at, len| {
             let start = (at - offset) as usize;
             backend.write_at(at, &data[start..start + len as usize])
@@ -415,9 +513,15 @@ impl Backend for Mirror {
     /// Over sides that answer on the event loop (RAM, null, pool volumes) the mirror does
     /// too: a host write then holds its region's stripe, and waits only while another
     /// write to a region of that stripe, the copy of that region, or DBT's stun holds it. A file
-    /// or another array on either side sends its I/O to the blocking pool.
+    /// or another array on either side: READ, WRITE and SYNCHRONIZE CACHE go to the
+    /// migration's workers ([`Mirror::queued_io`]), the other medium commands to the
+    /// blocking pool.
     fn io_may_block(&self) -> bool {
-        self.source.io_may_block() || self.dest.io_may_block() || self.dest.ring_file().is_some()
+        self.sides_may_block()
+    }
+
+    fn queued_io(&self) -> Option<&dyn QueuedIo> {
+        self.queue.as_ref().map(|queue| queue as &dyn QueuedIo)
     }
 
     fn write_needs_record(&self, offset: u64, len: u64) -> bool {
@@ -517,6 +621,118 @@ mod tests {
         fn thin(&self) -> bool {
             false
         }
+    }
+
+    /// Both legs of a two-leg write meet here: each side's write waits (at most 5 s) for
+    /// the other's to have started, and notes whether it did.
+    #[derive(Default)]
+    struct Meeting {
+        started: std::sync::Mutex<(bool, bool)>,
+        met: std::sync::Condvar,
+        overlapped: std::sync::atomic::AtomicBool,
+    }
+
+    impl Meeting {
+        fn arrive(&self, source: bool) {
+            let mut started = self.started.lock().unwrap();
+            // Only the first leg to arrive can see the other start while it is under way.
+            let first = !(started.0 || started.1);
+            if source {
+                started.0 = true;
+            } else {
+                started.1 = true;
+            }
+            self.met.notify_all();
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            while !(started.0 && started.1) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return;
+                }
+                started = self.met.wait_timeout(started, left).unwrap().0;
+            }
+            if first {
+                self.overlapped.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// A RAM side whose writes go through the meeting; with `queued`, it also takes queued
+    /// writes (answered from a thread of their own, like `iscsi:`).
+    struct MeetingSide {
+        ram: Arc<RamBackend>,
+        meeting: Arc<Meeting>,
+        source: bool,
+        queued: bool,
+    }
+
+    impl Backend for MeetingSide {
+        fn size_bytes(&self) -> u64 {
+            self.ram.size_bytes()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.ram.read_at(offset, buf)
+        }
+        fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.meeting.arrive(self.source);
+            self.ram.write_at(offset, data)
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
+            self.ram.unmap(offset, len)
+        }
+        fn kind(&self) -> &'static str {
+            "meeting"
+        }
+        fn thin(&self) -> bool {
+            false
+        }
+        fn queued_io(&self) -> Option<&dyn QueuedIo> {
+            self.queued.then_some(self as &dyn QueuedIo)
+        }
+    }
+
+    impl QueuedIo for MeetingSide {
+        fn submit(&self, request: QueuedRequest, done: crate::backend::QueuedDone) {
+            let (ram, meeting) = (Arc::clone(&self.ram), Arc::clone(&self.meeting));
+            std::thread::spawn(move || {
+                meeting.arrive(false);
+                done(
+                    ram.write_at(request.offset, &request.data)
+                        .map(|()| Vec::new()),
+                );
+            });
+        }
+    }
+
+    #[test]
+    fn a_destination_with_a_queue_takes_its_leg_while_the_source_writes() {
+        let size = 4 * REGION_BYTES;
+        let meeting = Arc::new(Meeting::default());
+        let side = |source: bool| {
+            let ram = Arc::new(RamBackend::new(size));
+            let backend = MeetingSide {
+                ram: Arc::clone(&ram),
+                meeting: Arc::clone(&meeting),
+                source,
+                queued: !source,
+            };
+            (ram, Arc::new(backend) as Arc<dyn Backend>)
+        };
+        let ((source_ram, source), (dest_ram, dest)) = (side(true), side(false));
+        let shared = Arc::new(Shared::new(Mode::Mirror, size, 4, Phase::Copying));
+        let m = Mirror::new(source, dest, Arc::clone(&shared));
+        m.write_at(REGION_BYTES, &[0x5au8; 4096]).unwrap();
+        assert!(
+            meeting.overlapped.load(Ordering::SeqCst),
+            "the destination's leg started while the source's was under way"
+        );
+        for ram in [&source_ram, &dest_ram] {
+            assert_eq!(read(ram.as_ref(), REGION_BYTES, 4096), vec![0x5au8; 4096]);
+        }
+        assert_eq!(shared.phase(), Phase::Copying);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod copy;
 #[cfg(test)]
 mod loop_plans;
 pub mod mirror;
+mod mirror_queue;
 pub mod record;
 
 use std::io;

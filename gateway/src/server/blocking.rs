@@ -13,10 +13,13 @@
 //! late result, and shutdown does not wait for such threads.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::session::{CommandId, CommandResult};
+
+use crate::wake_batch::Signal;
 
 use super::event_loop::Waker;
 
@@ -56,9 +59,18 @@ pub(crate) struct Reply {
 pub(crate) type Finished = ((usize, u32), CommandId, CommandResult);
 
 /// Results for one event loop, and its waker.
+///
+/// One wake-up per batch, not per result: a post signals the loop only when no signal is
+/// pending since the loop's last [`Inbox::take`], and a poster inside a
+/// [`crate::wake_batch::batch`] (an `iscsi:` session thread answering what one receive
+/// brought) defers that signal to the batch's end.
 pub(crate) struct Inbox {
     results: Mutex<Vec<Finished>>,
-    waker: Arc<Waker>,
+    waker: Arc<dyn Signal>,
+    /// A signal was sent (or deferred) and the loop has not taken the results since.
+    signal_pending: AtomicBool,
+    /// Signals sent or deferred, for tests and figures.
+    signals: AtomicU64,
 }
 
 impl Inbox {
@@ -66,6 +78,8 @@ impl Inbox {
         Inbox {
             results: Mutex::new(Vec::new()),
             waker,
+            signal_pending: AtomicBool::new(false),
+            signals: AtomicU64::new(0),
         }
     }
 
@@ -73,15 +87,28 @@ impl Inbox {
         if let Ok(mut results) = self.results.lock() {
             results.push((token, command, result));
         }
-        self.waker.wake();
+        // SeqCst with `take`'s store: a post whose swap still saw `true` pushed before the
+        // loop's take locked the results, so that take finds it.
+        if !self.signal_pending.swap(true, Ordering::SeqCst) {
+            self.signals.fetch_add(1, Ordering::Relaxed);
+            crate::wake_batch::signal_or_defer(&self.waker);
+        }
     }
 
     /// The results posted since the last call.
     pub(crate) fn take(&self) -> Vec<Finished> {
+        // Cleared before the results are taken: a post after this signals again.
+        self.signal_pending.store(false, Ordering::SeqCst);
         self.results
             .lock()
             .map(|mut results| std::mem::take(&mut *results))
             .unwrap_or_default()
+    }
+
+    /// Signals sent (or deferred to a batch's end) so far.
+    #[cfg(test)]
+    pub(crate) fn signals(&self) -> u64 {
+        self.signals.load(Ordering::Relaxed)
     }
 }
 
@@ -244,6 +271,43 @@ mod tests {
             unit,
             run: Box::new(run),
         }
+    }
+
+    #[test]
+    fn an_inbox_wakes_its_loop_once_per_take_and_once_per_batch() {
+        let waker = Arc::new(Waker::new().unwrap());
+        let inbox = Inbox::new(Arc::clone(&waker));
+        let post = |n: u32| {
+            inbox.post(
+                (n as usize, 1),
+                CommandId::for_tests(n),
+                CommandResult::default(),
+            )
+        };
+        // Posts the loop has not taken yet share one wake-up.
+        for n in 0..10 {
+            post(n);
+        }
+        assert_eq!((waker.take_wakes(), inbox.signals()), (1, 1));
+        assert_eq!(inbox.take().len(), 10);
+        // After a take, the next post wakes the loop again.
+        post(10);
+        assert_eq!(waker.take_wakes(), 1);
+        assert_eq!(inbox.take().len(), 1);
+        // Inside a batch the wake-up waits for the batch's end, however the loop takes.
+        crate::wake_batch::batch(|| {
+            post(11);
+            assert_eq!(inbox.take().len(), 1);
+            post(12);
+            assert_eq!(waker.take_wakes(), 0, "held to the batch's end");
+        });
+        assert_eq!(
+            waker.take_wakes(),
+            1,
+            "two signals deferred to one target: one wake-up"
+        );
+        assert_eq!(inbox.take().len(), 1);
+        assert_eq!(inbox.signals(), 4);
     }
 
     #[test]

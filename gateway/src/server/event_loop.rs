@@ -95,6 +95,18 @@ impl Waker {
     pub(crate) fn wake(&self) {
         self.fd.signal();
     }
+
+    /// Reads and resets the eventfd's count: the wake-ups since the last read.
+    #[cfg(test)]
+    pub(crate) fn take_wakes(&self) -> u64 {
+        self.fd.take()
+    }
+}
+
+impl crate::wake_batch::Signal for Waker {
+    fn signal(&self) {
+        self.wake();
+    }
 }
 
 struct Slot {
