@@ -179,6 +179,45 @@ fn verify_catches_a_block_changed_behind_the_targets_back() {
     );
 }
 
+/// At depth 1 a command and its answer cost the job about one sleep each: the receive for
+/// the answer goes to the kernel with the command's send (one entry), and the sleep takes
+/// the answer, header and 4 KiB of data at once (a second). Before, an idle receive armed
+/// for a header alone cost an entry of its own and the data a second receive: 4 to 6
+/// entries per read. A count, not a time: it does not depend on the machine's load.
+#[test]
+fn a_read_at_depth_one_costs_about_two_kernel_entries() {
+    let _serial = serial();
+    system_tests::require_tools!("tgtd", "tgtadm");
+    let iqn = "iqn.2026-11.test:bench-depth-one";
+    let tgt = Tgt::start(&[TargetSpec::new(iqn, &[8 << 20])]).unwrap();
+    let dir = TempDir::new("bench-depth-one").unwrap();
+    let url = format!("iscsi://{}/{iqn}/{}", tgt.portal(), Tgt::FIRST_DATA_LUN);
+    let filename = format!("--filename={url}");
+    let out = bench_in(
+        dir.path(),
+        &[
+            "--name=d1",
+            filename.as_str(),
+            "--rw=randread",
+            "--bs=4k",
+            "--iodepth=1",
+            "--number_ios=2000",
+            "--output-format=json",
+        ],
+    );
+    let doc = json(&out);
+    let engine = &job(&doc, 0)["iscsi_bench"]["engine"];
+    let ios = as_u64(&engine["ios_completed"], "ios_completed");
+    assert!(ios >= 2000, "{engine}");
+    let per_io = as_f64(&engine["kernel_entries_per_io"], "kernel_entries_per_io");
+    // Two per read, and a little for the login and the logout; a slow machine may see an
+    // answer's deferred completion taken by one more entry now and then.
+    assert!(
+        per_io < 2.6,
+        "{per_io:.2} kernel entries per read: {engine}"
+    );
+}
+
 fn write_file(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
