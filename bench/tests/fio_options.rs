@@ -563,14 +563,16 @@ fn iodepth_low_drains_a_full_queue() {
 
 /// `exitall` with each `exit_what`, and `exitall_on_error`: the same job file through fio
 /// and through ours; per job, whether it did I/O, and that the long job `b` was cut short
-/// (it asks for 3 s). One run of each tool per case, each well under 3 s.
+/// (it asks for 3 s). One run of each tool per case, each well under 3 s. Job `a` lasts
+/// about 0.5 s (1,024 I/Os at 2,000 a second), so that `b` has started its I/O before `a`
+/// ends it even on a loaded machine (at 128 ms `b` sometimes had not, under load 8).
 #[test]
 fn exitall_ends_the_jobs_fio_ends() {
     let fio = fio_present();
     let dir = Scratch::new("exitall");
     let jobs = |ending: &str| {
         format!(
-            "[a]\nioengine=null\nsize=1m\nrate_iops=2000\n{ending}\n\
+            "[a]\nioengine=null\nsize=4m\nrate_iops=2000\n{ending}\n\
              [b]\nioengine=null\nsize=1g\ntime_based\nruntime=3\n\
              [c]\nstonewall\nioengine=null\nsize=1m\n\
              [d]\nnew_group\nioengine=null\nsize=1m\n"
