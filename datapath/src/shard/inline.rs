@@ -154,8 +154,9 @@ impl InlineShard {
         }
     }
 
-    /// Moves I/O on without blocking (what was submitted goes out, what arrived is taken)
-    /// and appends the commands that finished. `Err` once the path is gone for good
+    /// Takes what arrived without blocking or entering the kernel, and appends the
+    /// commands that finished. What was submitted goes out with the next
+    /// [`InlineShard::flush`] or [`InlineShard::wait`]. `Err` once the path is gone for good
     /// (recovery gave up): the commands it held are among the completions, failed.
     pub fn poll(&mut self, out: &mut Vec<ShardCompletion>) -> Result<(), ShardError> {
         self.on_owner()?;
@@ -172,8 +173,9 @@ impl InlineShard {
             self.gone = Some(reason);
             return Err(error);
         }
-        // Sends what the turn queued (no sleep).
-        self.core.path.wait(Duration::ZERO, &|| true);
+        // Nothing is submitted here: what this turn queued (receives armed again, Data-Out
+        // for an R2T) goes in with the caller's next flush or wait, in one entry with the
+        // commands it submits meanwhile, instead of an entry of its own.
         Ok(())
     }
 
