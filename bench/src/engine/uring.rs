@@ -598,22 +598,25 @@ impl UringEngine {
         if !self.ring.submission().taskrun() {
             return Ok(());
         }
+        self.enter_without_waiting("posting completions")?;
+        Ok(())
+    }
+
+    /// Submits what is queued and enters with GETEVENTS but no minimum: the kernel posts
+    /// the completions that are ready (deferred task work) while it is here, so the next
+    /// reap finds them without a wait. Returns how many units went in.
+    fn enter_without_waiting(&mut self, what: &'static str) -> Result<usize, EngineError> {
         self.counters.kernel_entries += 1;
         let submitted = self.unsubmitted;
         loop {
             match self.ring.submitter().submit_and_wait(0) {
                 Ok(_) => break,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(source) => {
-                    return Err(EngineError::Ring {
-                        what: "posting completions",
-                        source,
-                    })
-                }
+                Err(source) => return Err(EngineError::Ring { what, source }),
             }
         }
         self.note_submitted(submitted);
-        Ok(())
+        Ok(submitted)
     }
 
     fn note_submitted(&mut self, count: usize) {
@@ -802,28 +805,11 @@ impl Engine for UringEngine {
     }
 
     fn submit(&mut self) -> Result<usize, EngineError> {
-        let count = self.unsubmitted;
-        if count == 0 {
+        if self.unsubmitted == 0 {
             return Ok(0);
         }
         self.take_issuer()?;
-        self.counters.kernel_entries += 1;
-        loop {
-            // GETEVENTS with no minimum: the kernel posts the completions that are ready
-            // (task work) while it is here, so the next reap finds them without a wait.
-            match self.ring.submitter().submit_and_wait(0) {
-                Ok(_) => break,
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(source) => {
-                    return Err(EngineError::Ring {
-                        what: "submitting",
-                        source,
-                    })
-                }
-            }
-        }
-        self.note_submitted(count);
-        Ok(count)
+        self.enter_without_waiting("submitting")
     }
 
     fn reap(
