@@ -166,7 +166,7 @@ fn a_path_to_another_lu_never_carries_io_and_commands_wait_no_path_retry() {
     pool.shutdown();
 }
 
-/// Two tgtd daemons sharing one LU, for an `iscsi-bench` job over both.
+/// Two tgtd daemons sharing one LU (its first data LUN), for a job or a shard over both.
 fn two_daemons(iqn: &str, id: &str, serial: &str) -> [Tgt; 2] {
     let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]);
     let daemons = [start().unwrap(), start().unwrap()];
@@ -736,15 +736,8 @@ fn a_lost_dependent_adapter_path_rejoins_on_its_queue_pair() {
 
 fn rejoins_in_the_background(transport: TransportKind) {
     let iqn = "iqn.2026-12.test:multipath-rejoin";
-    let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(iqn, &[LUN_BYTES])]);
-    let daemons = [start().unwrap(), start().unwrap()];
+    let daemons = two_daemons(iqn, "mp-rejoin", "REJOIN1");
     let lun = Tgt::FIRST_DATA_LUN;
-    let backing = daemons[0].lun_path(0, 0);
-    for daemon in &daemons {
-        daemon
-            .share_lun(1, lun, &backing, "mp-rejoin", "REJOIN1")
-            .unwrap();
-    }
     let mut cc = ClientConfig::new(daemons[0].portal(), Some(iqn.to_string()));
     cc.command_timeout = Duration::from_secs(10);
     let config = ShardConfig {
@@ -895,15 +888,8 @@ fn an_idle_dependent_adapter_path_that_is_lost_shows_down() {
 
 fn idle_path_loss_shows_down(transport: TransportKind) {
     let iqn = format!("iqn.2026-12.test:multipath-idle-{transport}");
-    let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(&iqn, &[LUN_BYTES])]);
-    let mut daemons = [start().unwrap(), start().unwrap()];
+    let mut daemons = two_daemons(&iqn, "mp-idle", "IDLE1");
     let lun = Tgt::FIRST_DATA_LUN;
-    let backing = daemons[0].lun_path(0, 0);
-    for daemon in &daemons {
-        daemon
-            .share_lun(1, lun, &backing, "mp-idle", "IDLE1")
-            .unwrap();
-    }
     let portals = vec![daemons[0].portal(), daemons[1].portal()];
     let cc = ClientConfig::new(portals[0], Some(iqn.clone()));
     let config = ShardConfig {
@@ -976,15 +962,8 @@ fn an_idle_multipath_shard_over_independent_adapters_sleeps() {
 
 fn idle_shard_over_adapters_sleeps(transport: TransportKind) {
     let iqn = format!("iqn.2026-12.test:multipath-sleep-{transport}");
-    let start = || Tgt::start_at(Ipv4Addr::LOCALHOST, &[TargetSpec::new(&iqn, &[LUN_BYTES])]);
-    let daemons = [start().unwrap(), start().unwrap()];
+    let daemons = two_daemons(&iqn, "mp-sleep", "SLEEP1");
     let lun = Tgt::FIRST_DATA_LUN;
-    let backing = daemons[0].lun_path(0, 0);
-    for daemon in &daemons {
-        daemon
-            .share_lun(1, lun, &backing, "mp-sleep", "SLEEP1")
-            .unwrap();
-    }
     let portals = vec![daemons[0].portal(), daemons[1].portal()];
     let cc = ClientConfig::new(portals[0], Some(iqn.clone()));
     let config = ShardConfig {
