@@ -185,8 +185,13 @@ def result(proc, seconds):
     }
 
 
-def alone(gw, lun, seconds=8):
+def alone(gw, lun, seconds=8, witness_lun=None):
+    """The writer on `lun` as a plain LUN; with `witness_lun`, the witness writer runs on
+    that one meanwhile, so the load matches the migration's run (which has it too)."""
+    witness = witness_lun and writer(gw.url(witness_lun), seconds, iops=WITNESS_IOPS)
     r = result(writer(gw.url(lun), seconds), seconds)
+    if witness:
+        result(witness, seconds)
     steady = [i for i in r["intervals"] if i["start"] >= 1.0]
     r["worst_interval_p99_us"] = max((i["p99_us"] for i in steady), default=0)
     r["median_interval_max_us"] = statistics.median([i["max_us"] for i in steady] or [0])
@@ -307,7 +312,8 @@ def measure(kind):
     work = tempfile.mkdtemp(prefix="bench-switch.", dir="/dev/shm")
     gw = Gateway(work, kind)
     try:
-        return alone(gw, "source"), alone(gw, "dest"), migration(gw)
+        return (alone(gw, "source", witness_lun="migrating"),
+                alone(gw, "dest", witness_lun="migrating"), migration(gw))
     finally:
         gw.stop()
         shutil.rmtree(work, ignore_errors=True)
