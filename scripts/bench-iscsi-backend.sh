@@ -4,7 +4,9 @@
 # rounds that alternate the two; prints IOPS, p50/p99 and the ratio gateway/direct per
 # round and the median ratio, and the gateway's context switches per I/O (all its threads,
 # voluntary and not: the cross-thread wake-ups a command costs, a count that does not depend
-# on the machine's load as the IOPS do). tgt's LUN is a file on tmpfs (/dev/shm), so the far side's
+# on the machine's load as the IOPS do) and CPU time per I/O of the gateway and of tgtd (on
+# a 2-core machine the gateway's run has four busy processes where the direct run has two,
+# so the IOPS ratio is bounded by CPU: these say what each hop costs). tgt's LUN is a file on tmpfs (/dev/shm), so the far side's
 # storage is not what is measured. Not for CI: noisy on a shared machine.
 # Usage: scripts/bench-iscsi-backend.sh [ROUNDS=3] [SECONDS_EACH=5] [IODEPTH=32]
 set -euo pipefail
@@ -75,38 +77,60 @@ gateway_switches() {
     | awk '/ctxt_switches/ {n += $2} END {print n + 0}'
 }
 
-# One run: prints "IOPS P50_US P99_US SWITCHES_PER_IO" (switches of the gateway: 0 direct).
+# CPU time (user + system, clock ticks) of a process so far, all its threads.
+cpu_ticks() {
+  awk '{print $14 + $15}' /proc/"$1"/stat 2>/dev/null || echo 0
+}
+ticks_per_second=$(getconf CLK_TCK)
+
+# One run: prints "IOPS P50_US P99_US SWITCHES_PER_IO GATEWAY_CPU_US_PER_IO TGTD_CPU_US_PER_IO"
+# (switches and CPU of the gateway: 0 direct).
 run() {
-  local before after
+  local before after gw_before gw_after tgt_before tgt_after
   before=$(gateway_switches)
+  gw_before=$(cpu_ticks "$gateway_pid")
+  tgt_before=$(cpu_ticks "$tgtd_pid")
   "$bench" --name=r --rw=randread --bs=4k --iodepth="$IODEPTH" --size=1G --time_based \
     --runtime="$SECONDS_EACH" --output-format=json --filename="$1" >"$work/out.json"
   after=$(gateway_switches)
-  python3 - "$work/out.json" "$((after - before))" <<'PY'
+  gw_after=$(cpu_ticks "$gateway_pid")
+  tgt_after=$(cpu_ticks "$tgtd_pid")
+  python3 - "$work/out.json" "$((after - before))" "$((gw_after - gw_before))" \
+    "$((tgt_after - tgt_before))" "$ticks_per_second" <<'PY'
 import json, sys
 job = json.load(open(sys.argv[1]))["jobs"][0]
 read = job["read"]
 assert job.get("error", 0) == 0, job
 pct = read["clat_ns"]["percentile"]
-switches = int(sys.argv[2]) / max(read["total_ios"], 1)
-print(f'{read["iops"]:.0f} {pct["50.000000"] / 1000:.0f} {pct["99.000000"] / 1000:.0f} {switches:.2f}')
+ios = max(read["total_ios"], 1)
+switches = int(sys.argv[2]) / ios
+us_per_tick = 1e6 / int(sys.argv[5])
+gw_cpu, tgt_cpu = (int(t) * us_per_tick / ios for t in sys.argv[3:5])
+print(f'{read["iops"]:.0f} {pct["50.000000"] / 1000:.0f} {pct["99.000000"] / 1000:.0f} {switches:.2f} '
+      f'{gw_cpu:.1f} {tgt_cpu:.1f}')
 PY
 }
 
 echo "4 KiB random read, ${IODEPTH} in flight, ${SECONDS_EACH} s each (noisy: shared machine)"
-printf '%-6s %12s %8s %8s %14s %8s %8s %10s %8s\n' round direct_iops p50_us p99_us gateway_iops p50_us p99_us cswitch/io ratio
+printf '%-6s %12s %8s %8s %10s %14s %8s %8s %10s %10s %10s %8s\n' round direct_iops p50_us p99_us tgt_us/io \
+  gateway_iops p50_us p99_us cswitch/io gw_us/io tgt_us/io ratio
 ratios=()
+switch_counts=()
+gateway_cpu=()
 for round in $(seq "$ROUNDS"); do
   if [ $((round % 2)) -eq 1 ]; then
-    read -r d_iops d_p50 d_p99 _ < <(run "$far_url")
-    read -r g_iops g_p50 g_p99 g_cs < <(run "$our_url")
+    read -r d_iops d_p50 d_p99 _ _ d_tgt < <(run "$far_url")
+    read -r g_iops g_p50 g_p99 g_cs g_cpu g_tgt < <(run "$our_url")
   else
-    read -r g_iops g_p50 g_p99 g_cs < <(run "$our_url")
-    read -r d_iops d_p50 d_p99 _ < <(run "$far_url")
+    read -r g_iops g_p50 g_p99 g_cs g_cpu g_tgt < <(run "$our_url")
+    read -r d_iops d_p50 d_p99 _ _ d_tgt < <(run "$far_url")
   fi
   ratio=$(python3 -c "print(f'{$g_iops / $d_iops:.2f}')")
   ratios+=("$ratio")
-  printf '%-6s %12s %8s %8s %14s %8s %8s %10s %8s\n' "$round" "$d_iops" "$d_p50" "$d_p99" "$g_iops" "$g_p50" "$g_p99" "$g_cs" "$ratio"
+  switch_counts+=("$g_cs")
+  gateway_cpu+=("$g_cpu")
+  printf '%-6s %12s %8s %8s %10s %14s %8s %8s %10s %10s %10s %8s\n' "$round" "$d_iops" "$d_p50" "$d_p99" "$d_tgt" \
+    "$g_iops" "$g_p50" "$g_p99" "$g_cs" "$g_cpu" "$g_tgt" "$ratio"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-echo "median ratio gateway/direct: $median"
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "median ratio gateway/direct: $(median "${ratios[@]}"); median gateway context switches per I/O: $(median "${switch_counts[@]}"); median gateway CPU per I/O: $(median "${gateway_cpu[@]}") us"

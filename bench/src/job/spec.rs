@@ -480,6 +480,8 @@ pub struct JobSpec {
     pub write_bw_log: Option<LogName>,
     pub write_iops_log: Option<LogName>,
     pub log_avg_msec: u64,
+    /// `log_unix_epoch`: log times are Unix times in ms, not ms since the job's start.
+    pub log_unix_epoch: bool,
     pub cpus_allowed: Option<Vec<u32>>,
     /// The options as the user wrote them, for fio's "global options" and "job options"
     /// in the JSON report. Where an option was written does not change the job, so this
@@ -624,6 +626,7 @@ impl JobSpec {
             write_bw_log: None,
             write_iops_log: None,
             log_avg_msec: 0,
+            log_unix_epoch: false,
             cpus_allowed: None,
             given: GivenOptions::default(),
         }

@@ -9,6 +9,11 @@
 //! priority` -- the offset column only with `log_offset`; priority is always 0 here.
 //! Latencies are in ns, bandwidth in KiB/s, IOPS in I/Os per second.
 //!
+//! With `log_unix_epoch`, the time column of the latency, bandwidth and IOPS logs is the
+//! Unix time in ms (the job's start read from the real-time clock, plus the time since),
+//! so a log lines up with events another program stamped (the histogram log keeps times
+//! since the start).
+//!
 //! Without `log_avg_msec`, latency logs have one line per I/O. With it, each direction's
 //! values are averaged over windows of that length (rounded to nearest), one line per
 //! window with I/O, block size and offset 0 -- fio's windowed logging. Bandwidth and IOPS
@@ -80,6 +85,8 @@ pub struct LogOptions {
     pub avg_msec: u64,
     /// `log_offset`: add the offset column.
     pub log_offset: bool,
+    /// `log_unix_epoch`: times written as Unix ms ([`JobLogs::start_clock`]).
+    pub unix_epoch: bool,
     /// The job's number, from 1.
     pub job_number: u32,
     /// `write_hist_log` with `log_hist_msec` and `log_hist_coarseness`.
@@ -112,6 +119,8 @@ struct LogFile {
     /// How early a window may close (fio allows 1 ms for sampled logs, none per I/O).
     slack_ms: u64,
     held: Option<HeldLine>,
+    /// Added to every time written: 0, or the job's start in Unix ms (`log_unix_epoch`).
+    epoch_ms: u64,
 }
 
 impl LogFile {
@@ -133,6 +142,7 @@ impl LogFile {
             windows: [Window::default(); 3],
             slack_ms,
             held: None,
+            epoch_ms: 0,
         })
     }
 
@@ -144,6 +154,7 @@ impl LogFile {
         bs: u64,
         offset: Option<u64>,
     ) -> Result<(), LogError> {
+        let time_ms = time_ms + self.epoch_ms;
         let result = match offset {
             Some(offset) => writeln!(
                 self.writer,
@@ -281,6 +292,20 @@ impl JobLogs {
             files,
             hist,
         })
+    }
+
+    /// The job's clock starts at `start` (real time): with `log_unix_epoch`, every time
+    /// written from now on is Unix ms. Call it when the clock the times count from starts.
+    pub fn start_clock(&mut self, start: std::time::SystemTime) {
+        if !self.options.unix_epoch {
+            return;
+        }
+        let epoch_ms = start
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        for file in &mut self.files {
+            file.epoch_ms = epoch_ms;
+        }
     }
 
     /// The paths of the open files.
@@ -440,6 +465,56 @@ mod tests {
             .unwrap();
         with_offset.finish(6).unwrap();
         assert_eq!(read(&prefix, LogKind::Lat), ["5, 3, 2, 4096, 8192, 0"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unix_epoch_shifts_every_time_written_and_nothing_else() {
+        let (dir, prefix) = temp_prefix("epoch");
+        let mut logs = JobLogs::create(LogOptions {
+            lat_prefix: Some(prefix.clone()),
+            iops_prefix: Some(prefix.clone()),
+            unix_epoch: true,
+            job_number: 3,
+            ..LogOptions::default()
+        })
+        .unwrap();
+        let start = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_765_000_000_123);
+        logs.start_clock(start);
+        logs.record_io(7, Direction::Write, 4096, 0, 1, 200, 201)
+            .unwrap();
+        logs.record_rates(
+            &RateSample {
+                time_ms: 500,
+                bw_kib: [None, Some(8), None],
+                iops: [None, Some(2), None],
+            },
+            [4096; 3],
+        )
+        .unwrap();
+        logs.finish(600).unwrap();
+        assert_eq!(
+            read(&prefix, LogKind::Clat),
+            ["1765000000130, 200, 1, 4096, 0"]
+        );
+        assert_eq!(
+            read(&prefix, LogKind::Iops),
+            ["1765000000623, 2, 1, 4096, 0"]
+        );
+
+        // Without the option the clock's start changes nothing.
+        let mut relative = JobLogs::create(LogOptions {
+            lat_prefix: Some(prefix.clone()),
+            job_number: 3,
+            ..LogOptions::default()
+        })
+        .unwrap();
+        relative.start_clock(start);
+        relative
+            .record_io(7, Direction::Write, 4096, 0, 1, 200, 201)
+            .unwrap();
+        relative.finish(8).unwrap();
+        assert_eq!(read(&prefix, LogKind::Clat), ["7, 200, 1, 4096, 0"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -937,6 +937,10 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     progress.started_ns.store(started_ns, Ordering::Relaxed);
     let usage_start = ResourceUsage::thread().ok();
     let clock = Instant::now();
+    let mut logs = logs;
+    if let Some(logs) = logs.as_mut() {
+        logs.start_clock(std::time::SystemTime::now());
+    }
     drop(_realtime);
     let mut stats = JobStats::new(0, stats_config);
     stats.attach_live(live);

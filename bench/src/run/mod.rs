@@ -651,6 +651,7 @@ fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
         iops_prefix: prefix(&spec.write_iops_log),
         avg_msec: spec.log_avg_msec,
         log_offset: false,
+        unix_epoch: spec.log_unix_epoch,
         job_number,
         hist_prefix: prefix(&spec.write_hist_log),
         hist_msec: spec.log_hist_msec,

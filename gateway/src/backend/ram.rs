@@ -16,6 +16,10 @@ use super::{check_range, Backend};
 const CHUNK_BYTES_MIN: u64 = 64 * 1024;
 /// The chunk table never exceeds this many entries; larger LUNs get larger chunks.
 const CHUNKS_MAX: u64 = 1 << 20;
+/// A retired LUN's memory goes back this much at a time, with [`RELEASE_PAUSE`] between:
+/// the allocator's arenas it goes back to are the event loops' too.
+const RELEASE_PIECE_BYTES: u64 = 4 << 20;
+const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 type Chunk = Option<Box<[u8]>>;
 
@@ -165,5 +169,18 @@ impl Backend for RamBackend {
             run += piece as u64;
         }
         Ok((state.unwrap_or(true), run))
+    }
+
+    fn release_memory(&mut self) {
+        let per_piece = (RELEASE_PIECE_BYTES / self.chunk_bytes).max(1) as usize;
+        for (index, chunk) in self.chunks.iter_mut().enumerate() {
+            let freed = chunk
+                .get_mut()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            if freed.is_some() && index % per_piece == per_piece - 1 {
+                std::thread::sleep(RELEASE_PAUSE);
+            }
+        }
     }
 }

@@ -283,6 +283,11 @@ impl Backend for Tracked {
     fn change_tracker(&self) -> Option<&Arc<ChangeTracker>> {
         Some(&self.tracker)
     }
+    fn release_memory(&mut self) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.release_memory();
+        }
+    }
 }
 
 #[cfg(test)]

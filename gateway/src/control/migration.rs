@@ -611,6 +611,8 @@ impl Control {
         tracing::info!(target, lun, to = %to, "migration committed");
         let mut status = migration.status();
         status["state"] = json!("committed");
+        // The source's memory goes back off the I/O path (`retire`).
+        super::retire::unit(migration.source_unit);
         Ok(status)
     }
 
@@ -685,6 +687,7 @@ impl Control {
             "rolled-back"
         });
         status["was"] = json!(before.name());
+        super::retire::backend(migration.dest);
         Ok(status)
     }
 
@@ -739,6 +742,7 @@ impl Control {
         }
         tracing::warn!(target, lun, error = ?migration.shared.error(), "migration failed; the LUN runs on its source again");
         self.migrations.ended().insert(key, status);
+        super::retire::backend(migration.dest);
     }
 
     /// The record of a migration that ended `failed`, from its status.

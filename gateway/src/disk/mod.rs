@@ -450,6 +450,12 @@ impl LogicalUnit {
         &self.config
     }
 
+    /// The backend, when this unit holds it alone (a retired unit's, to give its memory
+    /// back: `control::retire`).
+    pub fn backend_mut(&mut self) -> Option<&mut (dyn Backend + 'static)> {
+        Arc::get_mut(&mut self.backend)
+    }
+
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }

@@ -83,6 +83,11 @@ impl Backend for UnitBackend {
     fn change_tracker(&self) -> Option<&Arc<ChangeTracker>> {
         self.0.backend().change_tracker()
     }
+    fn release_memory(&mut self) {
+        if let Some(backend) = Arc::get_mut(&mut self.0).and_then(LogicalUnit::backend_mut) {
+            backend.release_memory();
+        }
+    }
 }
 
 /// A backend shared by `Arc` as a `Box<dyn Backend>` (the destination after the commit).
@@ -133,6 +138,11 @@ impl Backend for SharedBackend {
     }
     fn change_tracker(&self) -> Option<&Arc<ChangeTracker>> {
         self.0.change_tracker()
+    }
+    fn release_memory(&mut self) {
+        if let Some(backend) = Arc::get_mut(&mut self.0) {
+            backend.release_memory();
+        }
     }
 }
 
