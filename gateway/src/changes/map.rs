@@ -2,7 +2,7 @@
 //! default) were written since a change ID, the shape of a storage array's "changed
 //! areas" query (VMware's QueryChangedDiskAreas takes a change ID and answers extents).
 //!
-//! Sparse: a chunk's bit lives in a leaf of [`LEAF_CHUNKS`] bits (512 bytes), allocated on
+//! Sparse: a chunk's bit lives in a leaf of [`LEAF_CHUNKS`] bits (64 bytes), allocated on
 //! the first write into its span; untouched data costs a null pointer per leaf (8 bytes
 //! per 32 MiB at 64 KiB chunks: 256 KiB per TiB), a fully written LUN 2 MiB per TiB more.
 //!
@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-/// Chunks per leaf: 512 bits, eight cache lines.
+/// Chunks per leaf: 512 bits, eight words (one cache line).
 pub const LEAF_CHUNKS: u64 = 512;
 const LEAF_WORDS: usize = (LEAF_CHUNKS / 64) as usize;
 /// Frozen layers kept; past this the two oldest merge.
