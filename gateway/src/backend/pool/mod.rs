@@ -59,6 +59,8 @@ pub enum PoolError {
     VolumeExists(String),
     #[error("volume {0:?} is exported (or open); detach it first")]
     VolumeInUse(String),
+    #[error("volume {0:?} is being created (its commit is not done yet); retry")]
+    VolumeCreating(String),
     #[error("volume name {0:?}: 1 to 128 characters of letters, digits, '-', '_', '.'")]
     BadName(String),
     #[error("volume size {0} bytes: must be more than zero and below 4 PiB")]
@@ -155,6 +157,9 @@ impl Pool {
             Box::new(FileStore::new(file)),
             canonical.clone(),
         )?);
+        // Once per pool file (a pool made before this, or on a file system that dropped
+        // the zeros, gets them at its next open): see `Engine::allocate_journal`.
+        pool.engine.allocate_journal().map_err(path_error(path))?;
         open.insert(canonical, Arc::downgrade(&pool));
         Ok(pool)
     }
