@@ -108,7 +108,7 @@ fn pool_error(method: &str, pool: &str, error: PoolError) -> RpcError {
 
 /// The pool's path as the registry keys it, or the path as given when it does not exist.
 pub fn canonical(path: &str) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path))
+    crate::backend::pool::resolved_path(Path::new(path)).unwrap_or_else(|_| PathBuf::from(path))
 }
 
 /// The volume pools the control plane has opened.
