@@ -1962,6 +1962,34 @@ mod volume_attach_tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Without a state directory the pool's own record is the commit: appended (and
+    /// synced) before the call returns, so the pool opened again has the volume.
+    #[test]
+    fn without_a_state_directory_the_pool_records_the_volume_itself() {
+        let dir = std::env::temp_dir().join(format!("gateway-attach-bare-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = dir.join("pool.img");
+        drop(crate::backend::Pool::create(&pool, 64 << 20).unwrap());
+        let p = pool.display().to_string();
+        let control = Control::new(None, 1);
+        control.set_volumes(Arc::new(volumes::PoolVolumes::new()));
+        control.load(&[]).unwrap();
+        call(&control, "target_create", json!({ "name": T })).unwrap();
+        let made = control
+            .handle(volume(
+                "volume_create",
+                json!({"pool": p, "name": "v1", "size": "8M", "attach": {"target": T}}),
+            ))
+            .unwrap();
+        assert_eq!(made["lun"], 0);
+        drop(control);
+        let reopened = crate::backend::Pool::open(&pool).unwrap();
+        assert!(reopened.engine().volume("v1").is_some(), "the pool has it");
+        drop(reopened);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The state journal is the commit of `volume_create` with `attach`: a pool that lost
     /// the volume's record (here a new pool file at the same path) gets the volume again
     /// at restart, under the LUN's recorded identity.
