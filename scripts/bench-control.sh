@@ -4,7 +4,9 @@
 # --state-dir (on the disk of $STATE_PARENT, by default this checkout's target/, so the
 # fsyncs are real), then $ROUNDS rounds of target_create + lun_attach (a RAM LUN) on one
 # control connection; each pair is timed from the first request to the second answer.
-# Rows: with the state directory, volume_create (1 TiB, a pool on the same disk) + lun_attach of it, as one target_create carrying the LUN (one commit), without it (no fsync: what persistence costs), and
+# Rows: with the state directory, volume_create (1 TiB, a pool on the same disk) + lun_attach of it,
+# the same as one volume_create with attach (one RPC, one commit), as one target_create carrying
+# the LUN (one commit), without it (no fsync: what persistence costs), and
 # through `iscsi-ctl gateway` as a user types it (two process starts per pair), beside
 # tgt's tgtadm doing the same (new target + new logical unit, two process starts per pair),
 # and the disk's floor: two pwrite + fdatasync of a preallocated file in the same directory
@@ -75,7 +77,8 @@ rpc_pairs() { # rpc_pairs SOCKET ROUNDS PREFIX [one]
 import json, socket, sys, time
 path, rounds, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 one = len(sys.argv) > 4 and sys.argv[4] == "one"
-pool = sys.argv[5] if len(sys.argv) > 5 and sys.argv[4] == "pool" else None
+pool = sys.argv[5] if len(sys.argv) > 5 and sys.argv[4] in ("pool", "attach") else None
+attach = len(sys.argv) > 4 and sys.argv[4] == "attach"
 s = socket.socket(socket.AF_UNIX)
 s.connect(path)
 f = s.makefile("rwb")
@@ -97,9 +100,13 @@ for n in range(rounds):
             t1 = time.perf_counter()
             call(-1, "target_create", {"name": target})
             t0 += time.perf_counter() - t1
-        call(2 * n, "volume_create", {"pool": pool, "name": f"v{n}", "size": "1T"})
-        call(2 * n + 1, "lun_attach", {"target": target, "lun": n % 256,
-                                       "backend": f"pool:{pool},volume=v{n}"})
+        if attach:
+            call(2 * n, "volume_create", {"pool": pool, "name": f"v{n}", "size": "1T",
+                                          "attach": {"target": target, "lun": n % 256}})
+        else:
+            call(2 * n, "volume_create", {"pool": pool, "name": f"v{n}", "size": "1T"})
+            call(2 * n + 1, "lun_attach", {"target": target, "lun": n % 256,
+                                           "backend": f"pool:{pool},volume=v{n}"})
     elif one:
         call(n, "target_create", {"name": name, "luns": [{"lun": 0, "backend": "ram:1M"}]})
     else:
@@ -141,6 +148,11 @@ stop_gateway
 "$gateway" pool create "$work/pool.img" 64G >/dev/null
 start_gateway pool --state-dir "$work/pool-state"
 pooled=$(rpc_pairs "$work/pool.sock" "$ROUNDS" pool pool "$work/pool.img")
+stop_gateway
+
+"$gateway" pool create "$work/attach.img" 64G >/dev/null
+start_gateway attach --state-dir "$work/attach-state"
+attached=$(rpc_pairs "$work/attach.sock" "$ROUNDS" attach attach "$work/attach.img")
 stop_gateway
 
 start_gateway combined --state-dir "$work/combined-state"
@@ -193,6 +205,7 @@ printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..52})" "----------" "----
 row "JSON-RPC, --state-dir (fsync), $ROUNDS pairs" "$durable"
 row "JSON-RPC, target_create with its LUN, --state-dir" "$combined"
 row "JSON-RPC, volume_create + lun_attach (pool), state" "$pooled"
+row "JSON-RPC, volume_create with attach (pool), state" "$attached"
 row "JSON-RPC, no state dir, $ROUNDS pairs" "$volatile"
 row "iscsi-ctl gateway, --state-dir, $CLI_ROUNDS pairs" "$cli"
 row "tgtadm (tgt, not durable), $CLI_ROUNDS pairs" "$tgt"

@@ -723,3 +723,144 @@ fn pools_are_created_opened_and_closed_over_the_control_plane_durably() {
     let list = ctl_json(socket, &["volume", "list", "--pool", &p]);
     assert_eq!(list["volumes"][0]["name"], "vm1", "{list}");
 }
+
+/// The LUN numbers of `target`, and the volumes of the pools, as a restarted gateway lists
+/// them.
+fn luns_and_volumes(socket: &Path, target: &str) -> (Vec<u64>, Vec<String>) {
+    let list = ctl_json(socket, &["target", "list"]);
+    let luns = listed(&list)
+        .into_iter()
+        .find(|(name, _)| name == target)
+        .map(|(_, luns)| luns)
+        .unwrap_or_default();
+    let volumes = ctl_json(socket, &["volume", "list"]);
+    let mut names: Vec<String> = volumes["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort_by_key(|n| {
+        n.trim_start_matches("vm")
+            .parse::<u64>()
+            .unwrap_or(u64::MAX)
+    });
+    (luns, names)
+}
+
+/// Issue 16: `volume create --attach` is one call and one commit. `kill -9` right after
+/// its answer: the restart has the LUN and its volume, once, with the same identity. Then
+/// `kill -9` lands at a different point of a stream of such calls each round: after each
+/// restart every acknowledged volume is attached (and at most the one in flight more),
+/// the pool holds exactly the volumes the LUNs export (never one without the other), and
+/// its check passes.
+#[test]
+fn volume_create_with_attach_survives_kill_9_exactly_once() {
+    let dir = TempDir::new("gateway-control-attach").unwrap();
+    let p = dir.join("pool.img").display().to_string();
+    let created = Command::new(system_tests::gateway_binary())
+        .args(["pool", "create", &p, "256M"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let state = dir.join("state").display().to_string();
+    let portal = loopback(free_port());
+    let gateway = start(&dir, portal, &["--state-dir", &state], "gateway-0.log");
+    ctl_ok(&gateway.socket, &["target", "create", T1]);
+    let made = ctl_json(
+        &gateway.socket,
+        &[
+            "volume", "create", "--pool", &p, "vm0", "16M", "--attach", T1,
+        ],
+    );
+    assert_eq!(made["lun"], 0, "{made}");
+    let human = ctl_ok(
+        &gateway.socket,
+        &[
+            "volume", "create", "--pool", &p, "vm1", "16M", "--attach", T1, "--lun", "1",
+        ],
+    );
+    assert!(
+        human.contains("volume vm1 created") && human.contains(&format!("LUN 1 of {T1}")),
+        "{human}"
+    );
+    let stderr = ctl_refused(
+        &gateway.socket,
+        &[
+            "volume", "create", "--pool", &p, "vm2", "16M", "--attach", T1, "--lun", "1",
+        ],
+    );
+    assert!(stderr.contains("-32002"), "{stderr}");
+    gateway.process.kill_hard();
+
+    let gateway = start(&dir, portal, &["--state-dir", &state], "gateway-1.log");
+    let list = ctl_json(&gateway.socket, &["target", "list"]);
+    assert_eq!(list["targets"][0]["luns"][0]["naa"], made["naa"], "{list}");
+    assert_eq!(
+        luns_and_volumes(&gateway.socket, T1),
+        (vec![0, 1], vec!["vm0".to_string(), "vm1".to_string()])
+    );
+    let mut client = session(portal, T1);
+    assert_eq!(capacity_blocks(&mut client, 1), (16 << 20) / 512);
+    drop(client);
+
+    let mut acknowledged = 2u64;
+    let mut gateway = gateway;
+    for round in 0..4u64 {
+        let socket = gateway.socket.clone();
+        let pid = gateway.process.pid();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20 + 17 * round));
+            // SAFETY: kill(2) on the pid of our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        });
+        let stream = UnixStream::connect(&socket).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let first = acknowledged;
+        for n in first..first + 10_000 {
+            let call = Call::Volume {
+                method: "volume_create".into(),
+                params: serde_json::json!({
+                    "pool": p, "name": format!("vm{n}"), "size": "1M",
+                    "attach": {"target": T1, "lun": n},
+                }),
+            };
+            if writer
+                .write_all(&rpc::encode_request(n as i64, &call))
+                .is_err()
+            {
+                break;
+            }
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            rpc::decode_response(&line).unwrap_or_else(|e| panic!("vm{n} refused: {e:?}"));
+            acknowledged = n + 1;
+        }
+        killer.join().unwrap();
+        drop(gateway);
+
+        gateway = start(
+            &dir,
+            portal,
+            &["--state-dir", &state],
+            &format!("gateway-{}.log", round + 2),
+        );
+        let (luns, volumes) = luns_and_volumes(&gateway.socket, T1);
+        let count = luns.len() as u64;
+        assert!(
+            count == acknowledged || count == acknowledged + 1,
+            "round {round}: {count} LUNs after {acknowledged} acknowledged"
+        );
+        assert_eq!(luns, (0..count).collect::<Vec<_>>(), "round {round}");
+        let expected: Vec<String> = (0..count).map(|n| format!("vm{n}")).collect();
+        assert_eq!(volumes, expected, "round {round}: a volume without its LUN");
+        let check = ctl_json(&gateway.socket, &["volume", "check"]);
+        assert_eq!(check["pools"][0]["ok"], true, "round {round}: {check}");
+        eprintln!("round {round}: {count} volumes attached ({acknowledged} acknowledged)");
+        acknowledged = count;
+    }
+    assert!(acknowledged > 4, "calls were acknowledged: {acknowledged}");
+}

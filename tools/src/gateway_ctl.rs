@@ -239,7 +239,8 @@ enum PortalVerb {
 
 #[derive(Subcommand, Debug)]
 enum VolumeVerb {
-    /// Create a thin volume (no space used until written).
+    /// Create a thin volume (no space used until written); with --attach, also attach it
+    /// to a target as a LUN, in the same call and the same durable commit.
     Create {
         /// The pool's file or device.
         #[arg(long)]
@@ -247,6 +248,13 @@ enum VolumeVerb {
         name: String,
         /// Bytes, or with a unit: 10G, 1T.
         size: String,
+        /// Attach the new volume to this target (one call: both or neither survive a
+        /// crash).
+        #[arg(long, value_name = "TARGET")]
+        attach: Option<String>,
+        /// The LUN number for --attach; the lowest free one when not given.
+        #[arg(long, requires = "attach")]
+        lun: Option<u64>,
     },
     /// Grow a volume (LUNs exporting it report CAPACITY DATA HAS CHANGED).
     Grow {
@@ -295,10 +303,22 @@ impl VolumeVerb {
     fn call(&self) -> Result<Call, CtlError> {
         use serde_json::json;
         let (method, params) = match self {
-            VolumeVerb::Create { pool, name, size } => (
-                "volume_create",
-                json!({"pool": pool_path(pool)?, "name": name, "size": size}),
-            ),
+            VolumeVerb::Create {
+                pool,
+                name,
+                size,
+                attach,
+                lun,
+            } => {
+                let mut params = json!({"pool": pool_path(pool)?, "name": name, "size": size});
+                if let Some(target) = attach {
+                    params["attach"] = match lun {
+                        Some(lun) => json!({"target": target, "lun": lun}),
+                        None => json!({"target": target}),
+                    };
+                }
+                ("volume_create", params)
+            }
             VolumeVerb::Grow { pool, name, size } => (
                 "volume_grow",
                 json!({"pool": pool_path(pool)?, "name": name, "size": size}),
@@ -338,6 +358,14 @@ fn human_volume(method: &str, result: &Value) -> String {
         )
     };
     match method {
+        "volume_create" if result.get("lun").is_some() => format!(
+            "{}LUN {} of {} attached: NAA {}, serial {}\n",
+            sized("created"),
+            text(&result["lun"]),
+            text(&result["target"]),
+            text(&result["naa"]),
+            text(&result["serial"])
+        ),
         "volume_create" => sized("created"),
         "volume_grow" => sized("grown"),
         "volume_clone" => format!(

@@ -24,6 +24,11 @@
 //! version order: one that would go back to an older version is skipped
 //! ([`GroupCommit::publish_in_order`], which the control plane's other publishers use too).
 //!
+//! A change may leave work for the moment its record is durable ([`AfterSync`]): the
+//! leader runs it after the sync and before it publishes (`volume_create` with `attach`
+//! appends the pool's record of the volume then, `volume_attach`). One that fails fails
+//! the group like a failed sync: nothing of it is published.
+//!
 //! A failed `fdatasync` leaves the journal in an unknown state (the kernel may have dropped
 //! the dirty pages, so a retry proves nothing): the changes waiting are answered with an
 //! error saying so and every later change is refused until the gateway restarts and
@@ -46,13 +51,24 @@ pub(super) enum Visibility {
     EveryLoop,
 }
 
+/// Work a change leaves for when its record is durable and before any event loop can see
+/// it (run by the group commit's leader), or to undo if the change is not made.
+pub(super) trait AfterSync: Send {
+    /// The change's record is synced; nothing of it is published yet.
+    fn run(&self) -> Result<(), String>;
+    /// The change was not made (refused, or its record not written).
+    fn cancel(&self);
+}
+
 /// What a leader takes under the control plane's lock: the model's version, the view of
-/// it the event loops get, and how to sync the journal that holds its records.
+/// it the event loops get, how to sync the journal that holds its records, and the work
+/// those changes left for after the sync.
 pub(super) struct Snapshot {
     pub version: u64,
     pub live: Vec<Arc<LiveTarget>>,
     pub controller: Option<Controller>,
     pub journal: Option<Arc<std::fs::File>>,
+    pub after_sync: Vec<Box<dyn AfterSync>>,
 }
 
 #[derive(Default)]
@@ -61,6 +77,8 @@ struct Progress {
     settled: u64,
     /// A leader is syncing.
     syncing: bool,
+    /// A leader's snapshot is taken and not yet published ([`GroupCommit::snapshot_taken`]).
+    taken: bool,
     /// Why a sync failed; then no change is accepted any more.
     failed: Option<String>,
 }
@@ -121,6 +139,7 @@ impl GroupCommit {
             let outcome = self.lead(snapshot);
             progress = locked(&self.progress);
             progress.syncing = false;
+            progress.taken = false;
             match outcome {
                 Ok(version) => progress.settled = progress.settled.max(version),
                 Err(reason) => progress.failed = Some(reason),
@@ -137,11 +156,39 @@ impl GroupCommit {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             phases::mark(Phase::Sync);
         }
+        for work in &snapshot.after_sync {
+            work.run()?;
+        }
+        if !snapshot.after_sync.is_empty() {
+            phases::mark(Phase::Pool);
+        }
         if let Some(controller) = &snapshot.controller {
             self.publish_in_order(controller, snapshot.version, snapshot.live);
             phases::mark(Phase::Publish);
         }
         Ok(snapshot.version)
+    }
+
+    /// Called by `take` (see [`GroupCommit::settle`]) under the control plane's lock, as
+    /// it takes a snapshot: until its leader has published, [`GroupCommit::wait_for_leader`]
+    /// waits.
+    pub fn snapshot_taken(&self) {
+        locked(&self.progress).taken = true;
+    }
+
+    /// Returns once no leader is between its snapshot and the end of its publication: a
+    /// publisher outside the group commit (`Control::publish_locked`, under the control
+    /// lock, so no new leader takes a snapshot meanwhile) then cannot publish a change
+    /// whose [`AfterSync`] work a leader is still doing. (Lock order: the control lock,
+    /// then this one's, as in `take`.)
+    pub fn wait_for_leader(&self) {
+        let mut progress = locked(&self.progress);
+        while progress.taken {
+            progress = self
+                .settled
+                .wait(progress)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
     }
 
     /// Publishes `live` (the model at `version`) unless a newer version went out already.
@@ -205,6 +252,7 @@ mod tests {
                                 live: Vec::new(),
                                 controller: None,
                                 journal: Some(Arc::clone(&file)),
+                                after_sync: Vec::new(),
                             }
                         };
                         commits.settle(mine, take).unwrap();

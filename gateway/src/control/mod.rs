@@ -26,6 +26,7 @@ mod sanitize_fence;
 pub mod socket;
 pub mod state;
 mod stats;
+mod volume_attach;
 pub mod volumes;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,22 @@ use state::{LunState, State, StateDir, TargetState};
 pub trait VolumeService: Send + Sync {
     /// Runs `method` (`volume_create`, ...) with its parameters (an object).
     fn call(&self, method: &str, params: Value) -> Result<Value, RpcError>;
+
+    /// Makes volume `name` of `size_bytes` in the pool at `pool` in memory only, for
+    /// `volume_create` with `attach` (`volume_attach`). `durable_elsewhere`: the state
+    /// directory's journal records it (else the pool's record is synced when appended).
+    fn reserve_volume(
+        &self,
+        pool: &str,
+        _name: &str,
+        _size_bytes: u64,
+        _durable_elsewhere: bool,
+    ) -> Result<volumes::Reservation, RpcError> {
+        Err(bad(
+            ErrorCode::NotAvailable,
+            format!("pool {pool}: not available: no pool configured"),
+        ))
+    }
 
     /// The pools open, by path: the control plane records them in its state directory.
     fn pools(&self) -> Vec<String> {
@@ -136,7 +153,13 @@ struct Inner {
     version: u64,
     state: Option<StateDir>,
     controller: Option<Controller>,
+    /// Work the changes written since the last leader's snapshot left for after their
+    /// sync (`group_commit::AfterSync`), in version order.
+    after_sync: Vec<AfterSyncWork>,
 }
+
+/// Work a change leaves for its group commit's leader (`group_commit::AfterSync`).
+type AfterSyncWork = Box<dyn group_commit::AfterSync>;
 
 /// The control plane of one gateway.
 pub struct Control {
@@ -444,6 +467,7 @@ impl Control {
                 version: 0,
                 state,
                 controller: None,
+                after_sync: Vec::new(),
             }),
             commits: group_commit::GroupCommit::default(),
             portal_group_tag,
@@ -512,6 +536,7 @@ impl Control {
                 bindings::restore(&mut model, state.bindings, tpgt)
                     .map_err(ControlError::Restore)?;
                 let replayed = changes.len();
+                let mut records = Vec::with_capacity(changes.len());
                 for (generation, payload) in changes {
                     let record: JournalRecord = serde_json::from_slice(&payload).map_err(|e| {
                         ControlError::Restore(bad(
@@ -519,8 +544,20 @@ impl Control {
                             format!("journal record of change {generation}: {e}"),
                         ))
                     })?;
-                    let call = rpc::parse_call(&record.method, record.params)
+                    records.push((generation, record));
+                }
+                let forgotten = forgotten_volumes(&records);
+                let mut placeholders = Vec::new();
+                for (index, (generation, record)) in records.into_iter().enumerate() {
+                    if record.method == FORGET_METHOD {
+                        model.generation = generation;
+                        continue;
+                    }
+                    let mut call = rpc::parse_call(&record.method, record.params)
                         .map_err(ControlError::Restore)?;
+                    let stand_ins = stand_in_for_deleted(&mut call, |key| {
+                        forgotten.get(key).is_some_and(|&at| at > index)
+                    });
                     let replayed = match call {
                         Call::Bind(p) => bindings::replay_bind(&mut model, p, tpgt),
                         Call::Unbind(p) => bindings::replay_unbind(&mut model, p, tpgt),
@@ -536,8 +573,17 @@ impl Control {
                             format!("replaying change {generation}: {}", e.message),
                         ))
                     })?;
+                    for (target, lun, spec) in stand_ins {
+                        let unit = model
+                            .targets
+                            .get(&target)
+                            .and_then(|t| t.luns.get(&lun))
+                            .map(|e| e.info.unit_id);
+                        placeholders.extend(unit.map(|unit| (target, lun, spec, unit)));
+                    }
                     model.generation = generation;
                 }
+                reopen_stand_ins(&mut model, placeholders, tpgt).map_err(ControlError::Restore)?;
                 if replayed > 0 {
                     // Start from a snapshot of what was replayed, with an empty journal.
                     if let Some(dir) = inner.state.as_mut() {
@@ -765,27 +811,17 @@ impl Control {
                 format!("{method}: not available: no pool configured"),
             ));
         };
+        if method == "volume_create" && params.get("attach").is_some() {
+            return self.volume_create_attached(volumes, params);
+        }
         let field = |key: &str| params.get(key).and_then(Value::as_str).map(str::to_string);
         let (pool, name) = (field("pool"), field("name"));
+        if let (Some(pool), Some(name), "volume_delete") = (&pool, &name, method) {
+            self.forget_volume(pool, name)?;
+        }
         let mut inner = self.lock();
         if let Some(pool) = &pool {
-            let recorded = volumes.open_pool(pool)?;
-            if !inner.model.pools.contains(&recorded) {
-                let mut next = inner.model.clone();
-                next.pools.push(recorded);
-                next.pools.sort();
-                next.generation += 1;
-                // Rare: made durable as a whole snapshot, like portal changes.
-                if let Some(dir) = inner.state.as_mut() {
-                    dir.snapshot(&next.to_state()).map_err(|e| {
-                        bad(
-                            ErrorCode::Persist,
-                            format!("{method}: not done: the open pool was not recorded: {e}"),
-                        )
-                    })?;
-                }
-                inner.model = next;
-            }
+            Self::record_pool(&mut inner, &*volumes, pool, method)?;
         }
         // Only a delete and a grow need the volume's LUNs (a walk over every LUN, each
         // pool path resolved): a create would pay it on every call.
@@ -821,7 +857,17 @@ impl Control {
         }
         // A grown LUN's SANITIZE would not cover the new blocks (`sanitize_fence`).
         let _fences = sanitize_fence::fence_attached(method, &inner.model, &attached)?;
+        phases::mark(phases::Phase::Apply);
+        if !matches!(method, "volume_delete" | "volume_grow") {
+            // A create, clone, list or check needs nothing of the model: the pool's own
+            // commit (a sync) does not hold every other change of the control plane.
+            drop(inner);
+            let answer = volumes.call(method, params)?;
+            phases::mark(phases::Phase::Pool);
+            return Ok(answer);
+        }
         let answer = volumes.call(method, params)?;
+        phases::mark(phases::Phase::Pool);
         if method == "volume_grow" && !attached.is_empty() {
             let tpgt = self.portal_group_tag;
             let mut next = inner.model.clone();
@@ -836,6 +882,71 @@ impl Control {
             inner.model = next;
         }
         Ok(answer)
+    }
+
+    /// Opens the pool at `pool` and, the first time, records it in the state (a
+    /// snapshot: rare); the path it is recorded under.
+    fn record_pool(
+        inner: &mut Inner,
+        volumes: &dyn VolumeService,
+        pool: &str,
+        method: &str,
+    ) -> Result<String, RpcError> {
+        let recorded = volumes.open_pool(pool)?;
+        if !inner.model.pools.contains(&recorded) {
+            let mut next = inner.model.clone();
+            next.pools.push(recorded.clone());
+            next.pools.sort();
+            next.generation += 1;
+            // Rare: made durable as a whole snapshot, like portal changes.
+            if let Some(dir) = inner.state.as_mut() {
+                dir.snapshot(&next.to_state()).map_err(|e| {
+                    bad(
+                        ErrorCode::Persist,
+                        format!("{method}: not done: the open pool was not recorded: {e}"),
+                    )
+                })?;
+            }
+            inner.model = next;
+        }
+        Ok(recorded)
+    }
+
+    /// Before `volume_delete` of a volume that a record of the state journal attaches:
+    /// a `volume_forget` record, synced before the pool deletes it, so that a replay of
+    /// that attach (whose spec may create a missing volume, `volume_attach`) neither
+    /// fails on the deleted volume nor brings it back (`stand_in_for_deleted`).
+    fn forget_volume(&self, pool: &str, name: &str) -> Result<(), RpcError> {
+        let mut inner = self.lock();
+        let Some(dir) = inner.state.as_ref() else {
+            return Ok(());
+        };
+        let canonical = volumes::canonical(pool).display().to_string();
+        if !dir.names_volume(&canonical, name) {
+            return Ok(());
+        }
+        self.check_usable()?;
+        // An attached or bound volume: the delete refuses it below, nothing to forget.
+        if !attachments(&inner.model, pool, name).is_empty()
+            || inner.model.bound.contains_key(&bindings::key(pool, name))
+        {
+            return Ok(());
+        }
+        inner.model.generation += 1;
+        let record = JournalRecord {
+            method: FORGET_METHOD.into(),
+            params: json!({ "pool": canonical, "name": name }),
+            identities: Vec::new(),
+        };
+        let version = match Self::write(&mut inner, &record) {
+            Ok(version) => version,
+            Err(e) => {
+                inner.model.generation -= 1;
+                return Err(e);
+            }
+        };
+        drop(inner);
+        self.settle_published(version)
     }
 
     /// Per-LUN figures (`stats`): plain LUNs and bound volumes.
@@ -991,12 +1102,14 @@ impl Control {
     fn settle_published(&self, version: u64) -> Result<(), RpcError> {
         self.commits
             .settle(version, || {
-                let inner = self.lock();
+                let mut inner = self.lock();
+                self.commits.snapshot_taken();
                 group_commit::Snapshot {
                     version: inner.version,
                     live: inner.model.live_targets(),
                     controller: inner.controller.clone(),
                     journal: inner.state.as_ref().map(StateDir::journal),
+                    after_sync: std::mem::take(&mut inner.after_sync),
                 }
             })
             .map_err(|reason| bad(ErrorCode::Persist, reason))
@@ -1006,6 +1119,8 @@ impl Control {
     /// through the journal (a grown volume, a migration's switch): the journal is synced
     /// first, since the model may hold records other calls wrote and still wait for.
     fn publish_locked(&self, inner: &mut Inner, next: &Model) -> Result<(), RpcError> {
+        // A leader still doing the after-sync work of changes in `next` goes first.
+        self.commits.wait_for_leader();
         if let Some(dir) = inner.state.as_ref() {
             dir.journal().sync_data().map_err(|e| {
                 bad(
@@ -1013,6 +1128,10 @@ impl Control {
                     format!("syncing the state journal before publishing: {e}"),
                 )
             })?;
+        }
+        // Changes whose records that sync covered and no leader took yet.
+        for work in std::mem::take(&mut inner.after_sync) {
+            work.run().map_err(|e| bad(ErrorCode::Persist, e))?;
         }
         inner.version += 1;
         if let Some(controller) = &inner.controller {
@@ -1026,9 +1145,27 @@ impl Control {
     /// A change of the configuration: made on a copy, written to the journal, kept, then
     /// answered once a group commit synced and published it.
     fn change(&self, call: Call) -> Result<Value, RpcError> {
+        self.change_with(call, |_, _| Ok(None))
+    }
+
+    /// [`Control::change`], with `prepare` run under the lock before anything else: it
+    /// may complete the call from the model, or refuse; the work it returns is run by
+    /// the group commit's leader once the change's record is synced and before it is
+    /// published, or cancelled if the change is not made (`volume_attach`).
+    fn change_with(
+        &self,
+        mut call: Call,
+        prepare: impl FnOnce(&Inner, &mut Call) -> Result<Option<AfterSyncWork>, RpcError>,
+    ) -> Result<Value, RpcError> {
         let tpgt = self.portal_group_tag;
         self.check_usable()?;
         let mut inner = self.lock();
+        let after_sync = prepare(&inner, &mut call)?;
+        let cancel = |after_sync: &Option<AfterSyncWork>| {
+            if let Some(work) = after_sync {
+                work.cancel();
+            }
+        };
         let (method, params) = call.to_method_params();
         let visibility = visibility_of(&call);
         // Made in place: a change touches one target, so only that entry is kept aside
@@ -1046,11 +1183,23 @@ impl Control {
             }
         };
         // A unit removed while a SANITIZE writes to it: refused (`sanitize_fence`).
-        let fences = sanitize_fence::fence_change(&inner.model, &call)?;
+        let fences = match sanitize_fence::fence_change(&inner.model, &call) {
+            Ok(fences) => fences,
+            Err(e) => {
+                cancel(&after_sync);
+                return Err(e);
+            }
+        };
+        // What a later `volume_delete` must forget first (`forget_volume`).
+        let volumes_attached = match inner.state {
+            Some(_) => pool_volumes_of(&call),
+            None => Vec::new(),
+        };
         let (answer, detached) = match apply_change(&mut inner.model, call, &[], tpgt) {
             Ok(done) => done,
             Err(e) => {
                 undo(&mut inner.model);
+                cancel(&after_sync);
                 return Err(e);
             }
         };
@@ -1066,12 +1215,17 @@ impl Control {
             if let Err(e) = write_record(dir, model, &record) {
                 undo(model);
                 model.generation -= 1;
+                cancel(&after_sync);
                 return Err(bad(
                     ErrorCode::Persist,
                     format!("the change was not made: state not written: {e}"),
                 ));
             }
+            for (pool, volume) in volumes_attached {
+                dir.name_volume(pool, volume);
+            }
         }
+        inner.after_sync.extend(after_sync);
         inner.version += 1;
         let version = inner.version;
         drop(inner);
@@ -1087,6 +1241,106 @@ impl Control {
         }
         Ok(answer)
     }
+}
+
+/// Per volume (canonical pool path, name), the index of the last `volume_forget` record.
+fn forgotten_volumes(records: &[(u64, JournalRecord)]) -> BTreeMap<(String, String), usize> {
+    let mut forgotten = BTreeMap::new();
+    for (index, (_, record)) in records.iter().enumerate() {
+        if record.method != FORGET_METHOD {
+            continue;
+        }
+        let field = |key: &str| record.params.get(key).and_then(Value::as_str);
+        if let (Some(pool), Some(name)) = (field("pool"), field("name")) {
+            forgotten.insert((pool.to_string(), name.to_string()), index);
+        }
+    }
+    forgotten
+}
+
+/// A LUN of a replayed change whose pool volume a later record deletes
+/// (`forgotten_later`) and which the pool no longer has: opened as a stand-in (a null
+/// unit; a later record of the journal detaches it), so the replay neither fails on it
+/// nor creates it again. Returns (target, LUN, spec) of each stand-in.
+fn stand_in_for_deleted(
+    call: &mut Call,
+    forgotten_later: impl Fn(&(String, String)) -> bool,
+) -> Vec<(String, u64, String)> {
+    let (target, specs): (&str, Vec<(u64, &mut String)>) = match call {
+        Call::LunAttach(p) => (p.target.as_str(), vec![(p.lun, &mut p.backend)]),
+        Call::TargetCreate(p) => (
+            p.name.as_str(),
+            p.luns.iter_mut().map(|l| (l.lun, &mut l.backend)).collect(),
+        ),
+        _ => return Vec::new(),
+    };
+    let mut stand_ins = Vec::new();
+    for (lun, spec) in specs {
+        let Ok(LunSpec {
+            storage: crate::backend::Storage::Pool { path, volume, .. },
+            ..
+        }) = LunSpec::parse(spec)
+        else {
+            continue;
+        };
+        let key = (volumes::canonical(&path).display().to_string(), volume);
+        if !forgotten_later(&key) {
+            continue;
+        }
+        let present = crate::backend::Pool::open(std::path::Path::new(&path))
+            .is_ok_and(|pool| pool.engine().volume(&key.1).is_some());
+        if !present {
+            stand_ins.push((target.to_string(), lun, std::mem::take(spec)));
+            *spec = "null:1M".into();
+        }
+    }
+    stand_ins
+}
+
+/// Stand-ins (`stand_in_for_deleted`) that no later record detached (the delete that
+/// forgot the volume was refused): opened with their own spec after all, which creates a
+/// volume `volume_create` with `attach` made and the pool lost.
+fn reopen_stand_ins(
+    model: &mut Model,
+    stand_ins: Vec<(String, u64, String, u64)>,
+    tpgt: u16,
+) -> Result<(), RpcError> {
+    for (target, lun, spec, unit) in stand_ins {
+        let Some(entry) = model.targets.get_mut(&target).map(Arc::make_mut) else {
+            continue;
+        };
+        let Some(identity) = entry
+            .luns
+            .get(&lun)
+            .filter(|e| e.info.unit_id == unit)
+            .map(|e| e.identity.clone())
+        else {
+            continue;
+        };
+        let opened = open_lun(&target, lun, &spec, Some(identity))?;
+        entry.luns.insert(lun, opened);
+        entry.rebuild(&target, tpgt);
+    }
+    Ok(())
+}
+
+/// The pool volumes (canonical pool path, volume) a change attaches as LUNs.
+fn pool_volumes_of(call: &Call) -> Vec<(String, String)> {
+    let specs: Vec<&str> = match call {
+        Call::LunAttach(p) => vec![p.backend.as_str()],
+        Call::TargetCreate(p) => p.luns.iter().map(|l| l.backend.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    specs
+        .into_iter()
+        .filter_map(|spec| match LunSpec::parse(spec) {
+            Ok(LunSpec {
+                storage: crate::backend::Storage::Pool { path, volume, .. },
+                ..
+            }) => Some((volumes::canonical(&path).display().to_string(), volume)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The one target a change (`apply_change`) may alter, by name.
@@ -1113,6 +1367,10 @@ fn visibility_of(call: &Call) -> group_commit::Visibility {
         _ => group_commit::Visibility::EveryLoop,
     }
 }
+
+/// The journal record written before a volume that records attach is deleted
+/// (`Control::forget_volume`); not a method of the control socket.
+const FORGET_METHOD: &str = "volume_forget";
 
 /// One change as the journal keeps it: the call, and the identity found for each LUN it
 /// attached, so that a replay opens them as the same disks.
@@ -1553,6 +1811,209 @@ mod volume_tests {
         assert_eq!(list["volumes"][0]["name"], "v1", "{list}");
         let check = again.handle(volume("volume_check", json!({}))).unwrap();
         assert_eq!(check["pools"][0]["ok"], true, "{check}");
+        drop(again);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod volume_attach_tests {
+    use super::*;
+
+    const T: &str = "iqn.2026-12.test:attach";
+
+    fn volume(method: &str, params: Value) -> Call {
+        Call::Volume {
+            method: method.into(),
+            params,
+        }
+    }
+
+    fn call(control: &Control, method: &str, params: Value) -> Result<Value, RpcError> {
+        let call = rpc::parse_call(method, params).unwrap();
+        control.handle(call)
+    }
+
+    /// A state directory and a pool file in a fresh directory, and a control plane over
+    /// them with the target `T`.
+    fn start(dir: &std::path::Path) -> (Control, String) {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+        let pool = dir.join("pool.img");
+        drop(crate::backend::Pool::create(&pool, 64 << 20).unwrap());
+        let control = restart(dir);
+        call(&control, "target_create", json!({ "name": T })).unwrap();
+        (control, pool.display().to_string())
+    }
+
+    fn restart(dir: &std::path::Path) -> Control {
+        let control = Control::new(Some(StateDir::open(&dir.join("state")).unwrap()), 1);
+        control.set_volumes(Arc::new(volumes::PoolVolumes::new()));
+        control.load(&[]).unwrap();
+        control
+    }
+
+    fn names(control: &Control) -> Vec<String> {
+        let list = control.handle(volume("volume_list", json!({}))).unwrap();
+        list["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn luns(control: &Control) -> Vec<(u64, String)> {
+        let list = control.handle(Call::TargetList).unwrap();
+        list["targets"][0]["luns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["lun"].as_u64().unwrap(),
+                    l["naa"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// One call makes the volume and its LUN (the lowest free number when none is
+    /// given); a refusal (no such target, a LUN taken, a bad size) leaves no volume; a
+    /// restart brings both back once, with the same identity; a volume deleted after its
+    /// LUN was detached neither stops the replay nor comes back, made with `attach` or
+    /// by the two calls.
+    #[test]
+    fn create_with_attach_replays_exactly_once_and_deleted_volumes_stay_deleted() {
+        let dir = std::env::temp_dir().join(format!("gateway-attach-{}", std::process::id()));
+        let (control, p) = start(&dir);
+        let create = |name: &str, attach: Value| {
+            volume(
+                "volume_create",
+                json!({"pool": p, "name": name, "size": "8M", "attach": attach}),
+            )
+        };
+        let e = control
+            .handle(create("v1", json!({"target": "iqn.2026-12.test:none"})))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound, "{}", e.message);
+        control
+            .handle(Call::LunAttach(rpc::LunAttach {
+                target: T.into(),
+                lun: 0,
+                backend: "ram:1M".into(),
+            }))
+            .unwrap();
+        let e = control
+            .handle(create("v1", json!({"target": T, "lun": 0})))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::AlreadyExists, "{}", e.message);
+        let e = control
+            .handle(volume(
+                "volume_create",
+                json!({"pool": p, "name": "v1", "size": 1000, "attach": {"target": T}}),
+            ))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidParams, "{}", e.message);
+        assert!(names(&control).is_empty(), "refused: no volume made");
+
+        let made = control.handle(create("v1", json!({"target": T}))).unwrap();
+        assert_eq!(
+            (made["lun"].as_u64(), made["name"].as_str()),
+            (Some(1), Some("v1"))
+        );
+        assert_eq!(made["size_bytes"], 8 << 20);
+        assert_eq!(names(&control), ["v1"]);
+        // Made with `attach`, then detached and deleted; and the same by two calls.
+        control
+            .handle(create("v2", json!({"target": T, "lun": 5})))
+            .unwrap();
+        call(
+            &control,
+            "volume_create",
+            json!({"pool": p, "name": "v3", "size": "8M"}),
+        )
+        .unwrap();
+        let spec = format!("pool:{p},volume=v3");
+        call(
+            &control,
+            "lun_attach",
+            json!({"target": T, "lun": 6, "backend": spec}),
+        )
+        .unwrap();
+        for (lun, name) in [(5, "v2"), (6, "v3")] {
+            call(&control, "lun_detach", json!({"target": T, "lun": lun})).unwrap();
+            call(&control, "volume_delete", json!({"pool": p, "name": name})).unwrap();
+        }
+        let before = luns(&control);
+        drop(control);
+
+        let again = restart(&dir);
+        assert_eq!(luns(&again), before, "LUNs 0 and 1, the same identities");
+        assert_eq!(luns(&again)[1].1, made["naa"].as_str().unwrap());
+        assert_eq!(names(&again), ["v1"], "deleted volumes stay deleted");
+        let check = again.handle(volume("volume_check", json!({}))).unwrap();
+        assert_eq!(check["pools"][0]["ok"], true, "{check}");
+        // The replayed state was snapshotted: a second restart agrees.
+        drop(again);
+        let third = restart(&dir);
+        assert_eq!(luns(&third), before);
+        assert_eq!(names(&third), ["v1"]);
+        drop(third);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Without a state directory the pool's own record is the commit: appended (and
+    /// synced) before the call returns, so the pool opened again has the volume.
+    #[test]
+    fn without_a_state_directory_the_pool_records_the_volume_itself() {
+        let dir = std::env::temp_dir().join(format!("gateway-attach-bare-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = dir.join("pool.img");
+        drop(crate::backend::Pool::create(&pool, 64 << 20).unwrap());
+        let p = pool.display().to_string();
+        let control = Control::new(None, 1);
+        control.set_volumes(Arc::new(volumes::PoolVolumes::new()));
+        control.load(&[]).unwrap();
+        call(&control, "target_create", json!({ "name": T })).unwrap();
+        let made = control
+            .handle(volume(
+                "volume_create",
+                json!({"pool": p, "name": "v1", "size": "8M", "attach": {"target": T}}),
+            ))
+            .unwrap();
+        assert_eq!(made["lun"], 0);
+        drop(control);
+        let reopened = crate::backend::Pool::open(&pool).unwrap();
+        assert!(reopened.engine().volume("v1").is_some(), "the pool has it");
+        drop(reopened);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The state journal is the commit of `volume_create` with `attach`: a pool that lost
+    /// the volume's record (here a new pool file at the same path) gets the volume again
+    /// at restart, under the LUN's recorded identity.
+    #[test]
+    fn a_volume_the_pool_lost_is_created_again_from_the_state_journal() {
+        let dir = std::env::temp_dir().join(format!("gateway-attach-lost-{}", std::process::id()));
+        let (control, p) = start(&dir);
+        let made = control
+            .handle(volume(
+                "volume_create",
+                json!({"pool": p, "name": "v1", "size": "8M", "attach": {"target": T, "lun": 2}}),
+            ))
+            .unwrap();
+        drop(control);
+        std::fs::remove_file(&p).unwrap();
+        drop(crate::backend::Pool::create(std::path::Path::new(&p), 64 << 20).unwrap());
+
+        let again = restart(&dir);
+        assert_eq!(names(&again), ["v1"]);
+        assert_eq!(
+            luns(&again),
+            [(2, made["naa"].as_str().unwrap().to_string())]
+        );
         drop(again);
         let _ = std::fs::remove_dir_all(&dir);
     }

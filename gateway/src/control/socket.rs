@@ -202,7 +202,7 @@ fn serve_client(stream: UnixStream, control: &Control) {
         let mut method = None;
         let response = match rpc::parse_request(&line) {
             Ok(request) => {
-                method = phases::running().then(|| request.call.to_method_params().0);
+                method = phases::running().then(|| phase_label(&request.call));
                 phases::mark(Phase::Parse);
                 let outcome = control.handle(request.call);
                 request.id.map(|id| rpc::encode_response(&id, &outcome))
@@ -219,4 +219,14 @@ fn serve_client(stream: UnixStream, control: &Control) {
             return;
         }
     }
+}
+
+/// The name a call's phases are logged under: its method, and `volume_create+attach`
+/// for the one-call create and attach (`volume_attach`).
+fn phase_label(call: &rpc::Call) -> String {
+    let (method, params) = call.to_method_params();
+    if method == "volume_create" && params.get("attach").is_some() {
+        return "volume_create+attach".into();
+    }
+    method
 }

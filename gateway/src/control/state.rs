@@ -125,6 +125,9 @@ pub struct StateDir {
     journal: std::sync::Arc<std::fs::File>,
     /// Where the next record goes.
     journal_end: u64,
+    /// The pool volumes (pool path, volume) the journal's records attach: deleting one
+    /// of them is recorded too (`volume_forget`), so a replay does not look for it.
+    volumes_named: std::collections::HashSet<(String, String)>,
 }
 
 /// What the directory holds: the snapshot and the journal's records after it
@@ -188,6 +191,7 @@ impl StateDir {
             dir: dir.to_path_buf(),
             journal: std::sync::Arc::new(journal),
             journal_end: 0,
+            volumes_named: Default::default(),
         })
     }
 
@@ -289,7 +293,20 @@ impl StateDir {
     pub fn snapshot(&mut self, state: &State) -> Result<(), StateError> {
         self.write_snapshot(state)?;
         self.journal_end = 0;
+        self.volumes_named.clear();
         Ok(())
+    }
+
+    /// A record written since the last snapshot attaches volume `volume` of the pool at
+    /// `pool` (its canonical path).
+    pub fn name_volume(&mut self, pool: String, volume: String) {
+        self.volumes_named.insert((pool, volume));
+    }
+
+    /// Whether a record since the last snapshot attaches that volume.
+    pub fn names_volume(&self, pool: &str, volume: &str) -> bool {
+        self.volumes_named
+            .contains(&(pool.to_string(), volume.to_string()))
     }
 
     fn write_snapshot(&self, state: &State) -> Result<(), StateError> {

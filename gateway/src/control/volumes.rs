@@ -94,7 +94,9 @@ fn pool_error(method: &str, pool: &str, error: PoolError) -> RpcError {
     let code = match &error {
         PoolError::NoVolume(_) => ErrorCode::NotFound,
         PoolError::VolumeExists(_) | PoolError::Exists { .. } => ErrorCode::AlreadyExists,
-        PoolError::VolumeInUse(_) | PoolError::Locked { .. } => ErrorCode::Refused,
+        PoolError::VolumeInUse(_) | PoolError::VolumeCreating(_) | PoolError::Locked { .. } => {
+            ErrorCode::Refused
+        }
         PoolError::BadName(_)
         | PoolError::BadSize(_)
         | PoolError::Shrink { .. }
@@ -106,7 +108,7 @@ fn pool_error(method: &str, pool: &str, error: PoolError) -> RpcError {
 
 /// The pool's path as the registry keys it, or the path as given when it does not exist.
 pub fn canonical(path: &str) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path))
+    crate::backend::pool::resolved_path(Path::new(path)).unwrap_or_else(|_| PathBuf::from(path))
 }
 
 /// The volume pools the control plane has opened.
@@ -143,6 +145,34 @@ impl PoolVolumes {
             Some(path) => Ok(vec![self.pool(method, path)?]),
             None => Ok(self.lock().values().cloned().collect()),
         }
+    }
+}
+
+/// A volume made in a pool's memory only (`Engine::reserve_volume`), for `volume_create`
+/// with `attach` (`super::volume_attach`): its record is appended to the pool's journal
+/// once the control plane's own record is synced, or the volume is dropped.
+pub struct Reservation {
+    pool: Arc<Pool>,
+    id: u32,
+    /// Sync the pool's record too: no state directory holds the volume.
+    sync: bool,
+}
+
+impl super::group_commit::AfterSync for Reservation {
+    fn run(&self) -> Result<(), String> {
+        self.pool
+            .engine()
+            .journal_reserved(self.id, self.sync)
+            .map_err(|e| {
+                format!(
+                    "recording the new volume in pool {}: {e}",
+                    self.pool.path().display()
+                )
+            })
+    }
+
+    fn cancel(&self) {
+        self.pool.engine().cancel_reserved(self.id);
     }
 }
 
@@ -247,6 +277,25 @@ impl VolumeService for PoolVolumes {
                 ),
             )),
         }
+    }
+
+    fn reserve_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        size_bytes: u64,
+        durable_elsewhere: bool,
+    ) -> Result<Reservation, RpcError> {
+        let opened = self.pool("volume_create", pool)?;
+        let id = opened
+            .engine()
+            .reserve_volume(name, size_bytes)
+            .map_err(|e| pool_error("volume_create", pool, e))?;
+        Ok(Reservation {
+            pool: opened,
+            id,
+            sync: !durable_elsewhere,
+        })
     }
 
     fn pools(&self) -> Vec<String> {

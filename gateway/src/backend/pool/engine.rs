@@ -102,8 +102,12 @@ struct Control {
     next_volume_id: u32,
     /// Volumes exported right now (one LUN each).
     open: HashSet<u32>,
-    /// A flush failed after draining dirty keys: the next one syncs even if it finds
-    /// none.
+    /// Volumes made by [`Engine::reserve_volume`] whose record is not in the journal yet:
+    /// checkpoints leave them out and volume operations refuse them.
+    unjournaled: HashSet<u32>,
+    /// The next flush syncs even if it finds nothing to drain: a flush failed after
+    /// draining dirty keys, or a record was appended without a sync
+    /// ([`Engine::journal_reserved`]).
     sync_owed: bool,
 }
 
@@ -293,6 +297,7 @@ impl Engine {
                 volumes,
                 next_volume_id,
                 open: HashSet::new(),
+                unjournaled: HashSet::new(),
                 sync_owed: false,
             }),
             flushes_skipped: std::sync::atomic::AtomicU64::new(0),
@@ -305,6 +310,16 @@ impl Engine {
 
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// Backs the journal's region with blocks of the store (zeros over holes), so that
+    /// a batch appended later costs one data flush: `volume_create` and every other
+    /// commit append 4 KiB at a new offset until the journal wraps, and in a sparse file
+    /// each would allocate a block and wait for a file system journal commit. The bytes
+    /// written (zero when already backed).
+    pub fn allocate_journal(&self) -> io::Result<u64> {
+        self.store
+            .allocate(self.layout.journal_offset(), self.layout.journal_bytes)
     }
 
     // --- the I/O path --------------------------------------------------------------------
@@ -644,7 +659,7 @@ impl Engine {
         // failed one drained are no longer dirty, but their data may not be durable.
         control.sync_owed = true;
         self.store.sync()?;
-        self.append(&mut control, records, decrefs)?;
+        self.append(&mut control, records, decrefs, true)?;
         control.sync_owed = false;
         Ok(())
     }
@@ -656,12 +671,15 @@ impl Engine {
     }
 
     /// Appends a batch (or writes a checkpoint when the journal is full), then applies the
-    /// deferred reference count drops.
+    /// deferred reference count drops. `sync: false` leaves the batch unsynced (only
+    /// [`Engine::journal_reserved`], whose caller's own journal holds the change; a
+    /// checkpoint syncs all the same).
     fn append(
         &self,
         control: &mut Control,
         records: Vec<Record>,
         mut decrefs: Vec<(usize, u32)>,
+        sync: bool,
     ) -> io::Result<()> {
         if !records.is_empty() {
             let batch =
@@ -669,7 +687,9 @@ impl Engine {
             if control.journal_at + batch.len() as u64 <= self.layout.journal_bytes {
                 self.store
                     .write_at(self.layout.journal_offset() + control.journal_at, &batch)?;
-                self.store.sync()?;
+                if sync {
+                    self.store.sync()?;
+                }
                 control.journal_at += batch.len() as u64;
                 control.sequence += 1;
             } else {
@@ -698,7 +718,14 @@ impl Engine {
         rows.sort_unstable_by_key(|row| (row.volume, row.vchunk));
         let checkpoint = Checkpoint {
             next_volume_id: control.next_volume_id,
-            volumes: control.volumes.values().cloned().collect(),
+            // A reserved volume is durable only once its record is appended (or once the
+            // caller's journal holds it): a checkpoint before that must not name it.
+            volumes: control
+                .volumes
+                .values()
+                .filter(|v| !control.unjournaled.contains(&v.id))
+                .cloned()
+                .collect(),
             rows,
         }
         .encode();
@@ -776,8 +803,73 @@ impl Engine {
         if data_pending {
             self.store.sync()?;
         }
-        self.append(&mut control, records, decrefs)?;
+        self.append(&mut control, records, decrefs, true)?;
         Ok(value)
+    }
+
+    /// Makes volume `name` in memory only, exportable at once, with no journal record
+    /// and no sync: for a caller whose own journal records the volume (the control
+    /// plane's `volume_create` with `attach`: its LUN spec carries the size, so a restart
+    /// creates the volume again if the record here was lost). The caller then appends
+    /// the record with [`Engine::journal_reserved`] once its journal is synced, before
+    /// anything can write to the volume, or drops it with [`Engine::cancel_reserved`].
+    /// Until then checkpoints leave the volume out (a crash must not leave a volume that
+    /// no journal names) and grow, clone and delete refuse it.
+    pub fn reserve_volume(&self, name: &str, size_bytes: u64) -> Result<u32, PoolError> {
+        check_volume(name, size_bytes)?;
+        let mut control = lock(&self.control);
+        if control.by_name.contains_key(name) {
+            return Err(PoolError::VolumeExists(name.to_string()));
+        }
+        let record = VolumeRecord {
+            id: control.next_volume_id,
+            size_bytes,
+            name: name.to_string(),
+        };
+        control.next_volume_id += 1;
+        control.by_name.insert(record.name.clone(), record.id);
+        control.unjournaled.insert(record.id);
+        control.volumes.insert(record.id, record.clone());
+        Ok(record.id)
+    }
+
+    /// Appends the record of reserved volume `id`: synced when `sync`, else only written
+    /// (the caller's journal makes the volume durable; the next commit here syncs this
+    /// record first, and every commit naming the volume's chunks comes after it, so
+    /// replay never meets a chunk of a volume it does not know).
+    pub fn journal_reserved(&self, id: u32, sync: bool) -> io::Result<()> {
+        let mut control = lock(&self.control);
+        if !control.unjournaled.remove(&id) {
+            return Ok(());
+        }
+        let Some(record) = control.volumes.get(&id).cloned() else {
+            return Ok(());
+        };
+        if let Err(error) = self.append(
+            &mut control,
+            vec![Record::CreateVolume(record)],
+            Vec::new(),
+            sync,
+        ) {
+            control.unjournaled.insert(id);
+            return Err(error);
+        }
+        if !sync {
+            control.sync_owed = true;
+        }
+        Ok(())
+    }
+
+    /// Forgets reserved volume `id` (its caller's journal did not take it). Does nothing
+    /// to a volume already journaled.
+    pub fn cancel_reserved(&self, id: u32) {
+        let mut control = lock(&self.control);
+        if control.unjournaled.remove(&id) {
+            control.open.remove(&id);
+            if let Some(gone) = control.volumes.remove(&id) {
+                control.by_name.remove(&gone.name);
+            }
+        }
     }
 
     pub fn create_volume(&self, name: &str, size_bytes: u64) -> Result<u32, PoolError> {
@@ -801,7 +893,7 @@ impl Engine {
     pub fn grow_volume(&self, name: &str, size_bytes: u64) -> Result<(), PoolError> {
         check_volume(name, size_bytes)?;
         self.volume_operation(|control, _, _| {
-            let volume = find(control, name)?;
+            let volume = find_journaled(control, name)?;
             if size_bytes < volume.size_bytes {
                 return Err(PoolError::Shrink {
                     name: name.to_string(),
@@ -820,7 +912,7 @@ impl Engine {
         check_volume(name, 1)?;
         let max_entries = self.layout.max_entries();
         self.volume_operation(|control, stripes, refcounts| {
-            let source = find(control, source)?.clone();
+            let source = find_journaled(control, source)?.clone();
             if control.by_name.contains_key(name) {
                 return Err(PoolError::VolumeExists(name.to_string()));
             }
@@ -861,7 +953,7 @@ impl Engine {
 
     pub fn delete_volume(&self, name: &str) -> Result<(), PoolError> {
         self.volume_operation(|control, stripes, _| {
-            let id = find(control, name)?.id;
+            let id = find_journaled(control, name)?.id;
             if control.open.contains(&id) {
                 return Err(PoolError::VolumeInUse(name.to_string()));
             }
@@ -1046,6 +1138,15 @@ fn find<'a>(control: &'a Control, name: &str) -> Result<&'a VolumeRecord, PoolEr
         .get(name)
         .and_then(|id| control.volumes.get(id))
         .ok_or_else(|| PoolError::NoVolume(name.to_string()))
+}
+
+/// Volume `name` once its record is journaled: a reserved one is refused.
+fn find_journaled<'a>(control: &'a Control, name: &str) -> Result<&'a VolumeRecord, PoolError> {
+    let volume = find(control, name)?;
+    if control.unjournaled.contains(&volume.id) {
+        return Err(PoolError::VolumeCreating(name.to_string()));
+    }
+    Ok(volume)
 }
 
 /// Takes a stripe's changes as journal records and its deferred drops.

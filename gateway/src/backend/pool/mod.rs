@@ -59,6 +59,8 @@ pub enum PoolError {
     VolumeExists(String),
     #[error("volume {0:?} is exported (or open); detach it first")]
     VolumeInUse(String),
+    #[error("volume {0:?} is being created (its commit is not done yet); retry")]
+    VolumeCreating(String),
     #[error("volume name {0:?}: 1 to 128 characters of letters, digits, '-', '_', '.'")]
     BadName(String),
     #[error("volume size {0} bytes: must be more than zero and below 4 PiB")]
@@ -79,6 +81,31 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Pool>>> {
     static OPEN: std::sync::OnceLock<Mutex<HashMap<PathBuf, Weak<Pool>>>> =
         std::sync::OnceLock::new();
     OPEN.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Path strings resolved at most this many at once (the memo is emptied when full).
+const RESOLVED_PATHS_MAX: usize = 4096;
+
+/// `path` made absolute with its symbolic links resolved (`realpath`), remembered per
+/// path string for the life of the process: a pool path is resolved by every control call
+/// that names it (the registry here, the control plane's keys), and `realpath` costs a
+/// `readlink` per component, about 25 system calls per volume created and attached. A
+/// symbolic link re-pointed while the gateway runs is therefore not followed for a path
+/// already resolved; a path that does not resolve is not remembered.
+pub fn resolved_path(path: &Path) -> io::Result<PathBuf> {
+    static RESOLVED: std::sync::OnceLock<Mutex<HashMap<PathBuf, PathBuf>>> =
+        std::sync::OnceLock::new();
+    let memo = RESOLVED.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(found) = memo.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+        return Ok(found.clone());
+    }
+    let resolved = std::fs::canonicalize(path)?;
+    let mut memo = memo.lock().unwrap_or_else(|p| p.into_inner());
+    if memo.len() >= RESOLVED_PATHS_MAX {
+        memo.clear();
+    }
+    memo.insert(path.to_path_buf(), resolved.clone());
+    Ok(resolved)
 }
 
 fn path_error(path: &Path) -> impl Fn(io::Error) -> PoolError + '_ {
@@ -135,7 +162,7 @@ impl Pool {
 
     /// Opens the pool at `path`, or returns the one this process has open already.
     pub fn open(path: &Path) -> Result<Arc<Pool>, PoolError> {
-        let canonical = std::fs::canonicalize(path).map_err(path_error(path))?;
+        let canonical = resolved_path(path).map_err(path_error(path))?;
         let mut open = registry().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(pool) = open.get(&canonical).and_then(Weak::upgrade) {
             return Ok(pool);
@@ -155,6 +182,9 @@ impl Pool {
             Box::new(FileStore::new(file)),
             canonical.clone(),
         )?);
+        // Once per pool file (a pool made before this, or on a file system that dropped
+        // the zeros, gets them at its next open): see `Engine::allocate_journal`.
+        pool.engine.allocate_journal().map_err(path_error(path))?;
         open.insert(canonical, Arc::downgrade(&pool));
         Ok(pool)
     }

@@ -16,6 +16,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Gives the range back (it reads as zeros afterwards, or keeps old bytes where the
     /// store cannot deallocate: the pool never reads a free chunk's bytes as data).
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Makes later writes into the range overwrite blocks the store already holds, so
+    /// that a sync after them flushes data only. Writes zeros over holes (which read as
+    /// zeros already: the contents do not change) and syncs them; returns the bytes
+    /// written. Stores without holes do nothing.
+    fn allocate(&self, _offset: u64, _len: u64) -> io::Result<u64> {
+        Ok(0)
+    }
 }
 
 /// A regular file (holes punched on discard) or block device.
@@ -71,6 +78,60 @@ impl Store for FileStore {
         }
         Ok(())
     }
+
+    /// Holes (and, on ext4 and XFS, unwritten extents, which `SEEK_HOLE` reports as
+    /// holes) of a regular file are filled with zeros: an append into one would allocate
+    /// a block (or convert an extent), and its `fdatasync` would then wait for a file
+    /// system journal commit instead of one data flush. A block device has no holes.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<u64> {
+        if !self.file.metadata()?.file_type().is_file() {
+            return Ok(0);
+        }
+        let end = offset.saturating_add(len);
+        let zeros = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        let mut at = offset;
+        while at < end {
+            let Some(hole) = seek(&self.file, at, libc::SEEK_HOLE)? else {
+                break;
+            };
+            if hole >= end {
+                break;
+            }
+            // No data after the hole (ENXIO): it runs to the end of the file.
+            let stop = seek(&self.file, hole, libc::SEEK_DATA)?
+                .unwrap_or(end)
+                .min(end);
+            let mut from = hole;
+            while from < stop {
+                let n = (stop - from).min(zeros.len() as u64) as usize;
+                self.file.write_all_at(&zeros[..n], from)?;
+                from += n as u64;
+            }
+            written += stop - hole;
+            at = stop;
+        }
+        if written > 0 {
+            self.file.sync_data()?;
+        }
+        Ok(written)
+    }
+}
+
+/// `lseek(2)` with `SEEK_HOLE`/`SEEK_DATA`: the offset found, or `None` when there is none
+/// after `offset` (ENXIO).
+fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: lseek takes a descriptor `file` keeps open and plain integers.
+    let found = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+    if found < 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(error),
+        };
+    }
+    Ok(Some(found as u64))
 }
 
 #[cfg(test)]

@@ -521,3 +521,92 @@ fn a_flush_with_nothing_written_since_the_last_one_makes_no_sync() {
     assert_eq!(block, [0u8; 4096], "the flushed unmap survives");
     assert_checks(&after);
 }
+
+/// Issue 16, `volume_create` with `attach`: a reserved volume is exportable at once but
+/// costs no sync; no checkpoint names it before its record is appended (a power cut then
+/// leaves no volume); its record, appended without a sync, is made durable by the next
+/// flush before the volume's own data; grow, clone and delete refuse it until then; a
+/// cancelled one is gone.
+#[test]
+fn a_reserved_volume_is_durable_only_from_its_record_and_before_its_data() {
+    let store = SimStore::new();
+    let pool = sim_pool(&store);
+    let engine = pool.engine();
+    let before = store.syncs();
+    let id = engine.reserve_volume("r", VOLUME_BYTES).unwrap();
+    assert_eq!(store.syncs(), before, "a reservation makes no sync");
+    assert!(matches!(
+        engine.reserve_volume("r", VOLUME_BYTES),
+        Err(super::PoolError::VolumeExists(_))
+    ));
+    for refused in [
+        pool.grow_volume("r", 2 * VOLUME_BYTES),
+        pool.clone_volume("r", "c"),
+        pool.delete_volume("r"),
+    ] {
+        assert!(
+            matches!(refused, Err(super::PoolError::VolumeCreating(_))),
+            "{refused:?}"
+        );
+    }
+    // Checkpoints (the small journal fills) while it is reserved: none names it.
+    pool.create_volume("other", VOLUME_BYTES).unwrap();
+    let other = engine.volume("other").unwrap().id;
+    for n in 0..40u64 {
+        engine.write(other, n * 4096, &[5u8; 4096]).unwrap();
+        engine.flush().unwrap();
+    }
+    let cut = reopen(&store.power_cut(3));
+    assert!(cut.engine().volume("r").is_none(), "reserved only: gone");
+    assert_checks(&cut);
+
+    let before = store.syncs();
+    engine.journal_reserved(id, false).unwrap();
+    assert_eq!(store.syncs(), before, "appended without a sync");
+    engine.journal_reserved(id, false).unwrap();
+    assert_eq!(store.syncs(), before, "a second call does nothing");
+    // The volume's data: the flush that makes it durable syncs the record first.
+    engine.write(id, 0, &[9u8; 4096]).unwrap();
+    engine.flush().unwrap();
+    let after = reopen(&store.power_cut(5));
+    let r = after.engine().volume("r").expect("journaled and flushed");
+    let mut block = [0u8; 4096];
+    after.engine().read(r.id, 0, &mut block).unwrap();
+    assert_eq!(block, [9u8; 4096]);
+    assert_checks(&after);
+    pool.grow_volume("r", 2 * VOLUME_BYTES).unwrap();
+
+    // Cancelled: gone, and its name free again.
+    let gone = engine.reserve_volume("gone", VOLUME_BYTES).unwrap();
+    engine.cancel_reserved(gone);
+    assert!(engine.volume("gone").is_none());
+    engine.cancel_reserved(id);
+    assert!(engine.volume("r").is_some(), "a journaled volume stays");
+    pool.create_volume("gone", VOLUME_BYTES).unwrap();
+    assert_checks(&pool);
+}
+
+/// A pool file's journal region is backed by blocks (written zeros) once the pool is
+/// made or opened, so an append overwrites and its sync flushes data only.
+#[test]
+fn a_pool_file_has_its_journal_allocated() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join(format!("pool-journal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pool.img");
+    let pool = Pool::create(&path, 256 << 20).unwrap();
+    let journal = pool.engine().layout().journal_bytes;
+    let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert!(
+        allocated >= journal,
+        "{allocated} bytes allocated, the journal has {journal}"
+    );
+    assert_eq!(
+        pool.engine().allocate_journal().unwrap(),
+        0,
+        "nothing left to fill"
+    );
+    drop(pool);
+    let _ = std::fs::remove_dir_all(&dir);
+}
