@@ -4,7 +4,7 @@
 //! ones in flight on the dead path are issued again on the other) and loses no
 //! acknowledged write (every block reads back as last acknowledged).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig};
@@ -177,6 +177,24 @@ fn two_daemons(iqn: &str, id: &str, serial: &str) -> [Tgt; 2] {
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     }
     daemons
+}
+
+/// One shard of depth 4 over `portals` (two), each a sub-path over the adapter model of
+/// `transport`, to LUN `lun` of `iqn`.
+fn adapter_shard_over(
+    transport: TransportKind,
+    iqn: &str,
+    portals: &[SocketAddr],
+    lun: u64,
+) -> ShardPool {
+    let cc = ClientConfig::new(portals[0], Some(iqn.to_string()));
+    let config = ShardConfig {
+        queue_depth: 4,
+        path: offload::model_path(transport, queue_pairs_needed(1, portals.len())),
+        multipath: Some(MultipathConfig::new(portals.to_vec(), lun)),
+        ..ShardConfig::default()
+    };
+    ShardPool::start(&cc, 1, &config).expect("paths join")
 }
 
 /// Runs `command` (an `iscsi-bench` command line, see [`bench_over_paths`]) and does
@@ -891,14 +909,7 @@ fn idle_path_loss_shows_down(transport: TransportKind) {
     let mut daemons = two_daemons(&iqn, "mp-idle", "IDLE1");
     let lun = Tgt::FIRST_DATA_LUN;
     let portals = vec![daemons[0].portal(), daemons[1].portal()];
-    let cc = ClientConfig::new(portals[0], Some(iqn.clone()));
-    let config = ShardConfig {
-        queue_depth: 4,
-        path: offload::model_path(transport, queue_pairs_needed(1, 2)),
-        multipath: Some(MultipathConfig::new(portals.clone(), lun)),
-        ..ShardConfig::default()
-    };
-    let pool = ShardPool::start(&cc, 1, &config).expect("paths join");
+    let pool = adapter_shard_over(transport, &iqn, &portals, lun);
     let status_of = |portal| {
         pool.path_statuses(0)
             .into_iter()
@@ -965,14 +976,7 @@ fn idle_shard_over_adapters_sleeps(transport: TransportKind) {
     let daemons = two_daemons(&iqn, "mp-sleep", "SLEEP1");
     let lun = Tgt::FIRST_DATA_LUN;
     let portals = vec![daemons[0].portal(), daemons[1].portal()];
-    let cc = ClientConfig::new(portals[0], Some(iqn.clone()));
-    let config = ShardConfig {
-        queue_depth: 4,
-        path: offload::model_path(transport, queue_pairs_needed(1, 2)),
-        multipath: Some(MultipathConfig::new(portals, lun)),
-        ..ShardConfig::default()
-    };
-    let pool = ShardPool::start(&cc, 1, &config).expect("paths join");
+    let pool = adapter_shard_over(transport, &iqn, &portals, lun);
     // It still wakes for I/O: a round of reads over both paths completes.
     until_ready(&mut OnShard::new(&pool, 0), lun);
     let reads = (0..8).map(|i| read_request(i, i)).collect();
