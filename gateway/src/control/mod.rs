@@ -20,6 +20,7 @@ mod group_commit;
 mod migration;
 mod phases;
 pub mod pools;
+pub mod priority;
 pub mod rpc;
 mod sanitize_fence;
 pub mod socket;
