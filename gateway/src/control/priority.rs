@@ -19,9 +19,10 @@
 //! unbind call and pool, for the time one stripe's dirty keys take to drain).
 //!
 //! The class is a trade: measured with the reads saturating both CPUs of the benchmark's
-//! VM, `idle` kept the reads' p99 close to their quiet figure while the storm of changes
-//! got only about half its rate (ARCHITECTURE.md, "Storms of binds beside the I/O"), so
-//! the default stays `normal`.
+//! VM, `idle` kept the reads' p99 in the range of their quiet figure, and the storm of
+//! changes reached its 10,000 per second only while the CPUs had room for it (3,400 to
+//! 8,700 per second on a loaded machine; ARCHITECTURE.md, "Storms of binds beside the
+//! I/O"), so the default stays `normal`.
 //!
 //! A thread started by a lowered thread inherits its class, and an unprivileged process
 //! cannot raise it again. So the calls that may start threads that serve I/O (a LUN on
