@@ -13,14 +13,22 @@
 #      $SPREAD volumes of the endpoint (a filename list, file_service_type=random) beside
 #      the same job on the plain LUN (the anchor, same pool, same session kind), $ROUNDS
 #      pairs (default 2) in alternating order; IOPS ratio per pair, their median;
-#   5. the spread job again while another host's volumes are bound and unbound as fast as
-#      the control plane takes them ($STORM_CLIENTS concurrent clients, one volume per
-#      RPC, group commit): binds+unbinds per second reached
-#      and the job's p99 completion latency beside the quiet run's.
+#   5. the storm (scripts/endpoint_storm.py): the spread job quiet, then while another
+#      host's volumes are bound and unbound ($STORM_BATCH_CLIENTS clients on persistent
+#      connections, $STORM_BATCH volumes per call, paced at $STORM_RATE binds+unbinds per
+#      second), then beside the same clients calling binding_list (no change), the clients
+#      run normally and niced, and quiet beside idle-class CPU burners ($STORM_CONDITIONS,
+#      see scripts/endpoint_storm.py); $STORM_ROUNDS rounds, the order rotating;
+#      for each class of the gateway's control threads in $CONTROL_PRIORITIES
+#      (--control-priority; the gateway restarts on its state directory between them):
+#      p50/p99 against the same round's quiet run, the rate reached, the gateway's CPU
+#      per change; and the storm alone (no reads) for the CPU per change undisturbed.
 # Also the gateway's RSS (VmRSS) before the binds, with them all bound, and after the reads:
 # the memory each bound volume costs, idle and once read.
 # The machine is shared: figures are noisy. Not for CI.
-# GATEWAY=, CTL=, BENCH= run other builds (one made before a change, for a before/after).
+# GATEWAY=, CTL=, BENCH= run other builds (one made before a change, for a before/after;
+# CONTROL_PRIORITIES=normal for a gateway without --control-priority).
+# STORM_ONLY=1: only the binds needed and step 5.
 # Usage: [GATEWAY=bin CTL=bin BENCH=bin] scripts/bench-endpoints.sh [bindings, default 65536]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,10 +39,13 @@ SPREAD=${SPREAD:-1000}
 SECONDS_IO=${SECONDS_IO:-10}
 ROUNDS=${ROUNDS:-2}
 STORM_VOLUMES=${STORM_VOLUMES:-200}
-STORM_CLIENTS=${STORM_CLIENTS:-12}
 STORM_BATCH=${STORM_BATCH:-50}
 STORM_BATCH_CLIENTS=${STORM_BATCH_CLIENTS:-4}
 STORM_RATE=${STORM_RATE:-10000}
+STORM_ROUNDS=${STORM_ROUNDS:-3}
+STORM_CONDITIONS=${STORM_CONDITIONS:-quiet busy:idle storm:normal storm:nice list:normal list:nice}
+CONTROL_PRIORITIES=${CONTROL_PRIORITIES:-normal}
+STORM_ONLY=${STORM_ONLY:-0}
 LOGINS=${LOGINS:-11}
 STATE_PARENT=${STATE_PARENT:-$PWD/target}
 TARGET=iqn.2026-12.bench:endpoints
@@ -61,20 +72,34 @@ trap cleanup EXIT
 
 port=$(free_port)
 "$gateway" pool create "$work/pool.img" 8G >/dev/null
-"$gateway" --portal "127.0.0.1:$port" --threads 2 --control-socket "$work/control.sock" \
-  --state-dir "$work/state" >"$work/gateway.log" 2>&1 &
-gateway_pid=$!
-for _ in $(seq 200); do
-  grep -q "target ready" "$work/gateway.log" 2>/dev/null && break
-  sleep 0.05
-done
-grep -q "target ready" "$work/gateway.log" || { cat "$work/gateway.log" >&2; exit 1; }
+start_gateway() { # start_gateway [EXTRA ARGS...]: on the same portal and state directory
+  : >"$work/gateway.log"
+  "$gateway" --portal "127.0.0.1:$port" --threads 2 --control-socket "$work/control.sock" \
+    --state-dir "$work/state" "$@" >"$work/gateway.log" 2>&1 &
+  gateway_pid=$!
+  for _ in $(seq 1200); do
+    grep -q "target ready" "$work/gateway.log" 2>/dev/null && break
+    sleep 0.05
+  done
+  grep -q "target ready" "$work/gateway.log" || { cat "$work/gateway.log" >&2; exit 1; }
+}
+stop_gateway() {
+  kill "$gateway_pid"
+  wait "$gateway_pid" || true
+  gateway_pid=""
+}
+priority_args() { [ "$1" = normal ] || echo "--control-priority $1"; }
+read -r -a first_priority <<<"$CONTROL_PRIORITIES"
+# shellcheck disable=SC2046
+start_gateway $(priority_args "${first_priority[0]}")
 
 # Steps 1 and 2 on one control connection; prints "key value" lines.
 python3 - "$work/control.sock" "$work/pool.img" "$BINDINGS" "$SINGLE" "$STORM_VOLUMES" \
-  "$TARGET" "$HOST" "$gateway_pid" >"$work/control.out" <<'EOF'
+  "$TARGET" "$HOST" "$gateway_pid" "$STORM_ONLY" >"$work/control.out" <<'EOF'
 import json, socket, sys, time
 path, pool, total, single, storm, target, host, pid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7], sys.argv[8]
+if sys.argv[9] == "1":
+    single = 0
 def rss_kib():
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
@@ -109,10 +134,10 @@ for i in range(single):
     call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": [f"v{i}"]})
     times.append((time.perf_counter() - t) * 1000)
 times.sort()
-q = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))]
+q = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
 print(f"single_p50_ms {q(times, 0.5):.3f}")
 print(f"single_p99_ms {q(times, 0.99):.3f}")
-print(f"single_max_ms {times[-1]:.3f}")
+print(f"single_max_ms {times[-1] if times else float('nan'):.3f}")
 batches = []
 i = single
 while i < total:
@@ -134,6 +159,7 @@ EOF
 cat "$work/control.out" >&2
 val() { awk -v k="$1" '$1 == k { print $2 }' "$work/control.out"; }
 
+if [ "$STORM_ONLY" != 1 ]; then
 # The disk's floor for one commit: pwrite + fdatasync of a preallocated file beside the
 # state directory (what the journal does per bind).
 floor=$(python3 - "$work/floor" "$SINGLE" <<'EOF'
@@ -162,6 +188,8 @@ for _ in 1 2 3 4 5; do
 done
 report_us=$(printf '%s\n' "${reports[@]}" | sort -n | awk 'NR == 3 { print $1 }')
 report_count=$(printf '%s\n' "${reports[@]}" | awk 'NR == 1 { print $2 }')
+
+fi
 
 # Step 4: one job each, on the command line (a job file line holds at most 8 KiB; the
 # list of 1,000 URLs is about 55 KiB).
@@ -194,7 +222,7 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$gateway_pid/status"; }
 # load drifts, so each pair's ratio is the figure, and their median the summary. The
 # gateway's CPU time per I/O (from /proc) is the figure the load disturbs least.
 plains=() spreads=() pair_ratios=() spread_p99s=() cpu_plain=() cpu_spread=() cpu_ratios=()
-for round in $(seq "$ROUNDS"); do
+for round in $(seq "$([ "$STORM_ONLY" = 1 ] && echo 0 || echo "$ROUNDS")"); do
   if (( round % 2 )); then
     read -r p _ pc <<<"$(run_job "${plain_args[@]}")"
     read -r s s_p99 sc <<<"$(run_job "${spread_args[@]}")"
@@ -208,85 +236,38 @@ for round in $(seq "$ROUNDS"); do
 done
 rss_after_io=$(rss_kib)
 
-# Step 5: the storm beside the spread job: $STORM_CLIENTS control clients at once (one
-# process and connection each, its own volumes), each binding and unbinding $2 volumes
-# per call as fast as it is answered; concurrent calls share the journal's fdatasync
-# (group commit). Run twice: one volume per call, and $STORM_BATCH volumes per call
-# from $STORM_BATCH_CLIENTS clients (the issue allows batches of binds in one call), as
-# fast as answered and paced at $STORM_RATE binds+unbinds per second (the goal's rate).
-storm() { # storm CLIENTS BATCH [RATE [change|list]] -> "ops_per_s iops p99_us gateway_cpu_us_per_op"
-  local before after
-  before=$(gateway_ticks)
-  python3 - "$work/control.sock" "$work/pool.img" "$STORM_VOLUMES" "$TARGET" "$OTHER" \
-    "$((SECONDS_IO + 2))" "$1" "$2" "${3:-0}" "${4:-change}" >"$work/storm.out" <<'EOF2' &
-import json, multiprocessing, socket, sys, time
-path, pool, volumes, target, host, seconds, clients, batch, rate, change = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), float(sys.argv[9]), sys.argv[10] == "change"
-def client(c, results):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    f = s.makefile("rwb")
-    n = 0
-    def call(method, params):
-        nonlocal n
-        n += 1
-        f.write((json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}) + "\n").encode())
-        f.flush()
-        answer = json.loads(f.readline())
-        if "error" in answer:
-            sys.exit(f"{method}: {answer['error']}")
-    mine = [f"s{i}" for i in range(c, volumes, clients)]
-    groups = [mine[i:i + batch] for i in range(0, len(mine) - batch + 1, batch)]
-    done = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        if rate > 0:
-            # Paced: this client's share of the rate, binds and unbinds counted alike.
-            ahead = done / (rate / clients) - (time.perf_counter() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-        names = groups[(done // (2 * batch)) % len(groups)]
-        if change:
-            call("bind", {"target": target, "endpoint": 0, "host": host, "pool": pool, "volumes": names})
-            call("unbind", {"target": target, "host": host, "pool": pool, "volumes": names})
-        else:
-            # The same clients and calls without a change: what the load generator and
-            # the control socket cost beside the reads, apart from the changes.
-            call("binding_list", {"host": host})
-            call("binding_list", {"host": host})
-        done += 2 * len(names)
-    results.put((done, time.perf_counter() - t0))
-results = multiprocessing.Queue()
-procs = [multiprocessing.Process(target=client, args=(c, results)) for c in range(clients)]
-for p in procs:
-    p.start()
-outcomes = [results.get() for _ in procs]
-for p in procs:
-    p.join()
-print(f"{sum(d for d, _ in outcomes) / max(t for _, t in outcomes):.0f} {sum(d for d, _ in outcomes)}")
-EOF2
-  local storm_pid=$!
-  sleep 1
-  local iops p99
-  read -r iops p99 _ <<<"$(run_job "${spread_args[@]}")"
-  wait "$storm_pid"
-  after=$(gateway_ticks)
-  local rate ops
-  read -r rate ops <"$work/storm.out"
-  # The gateway's CPU beside the quiet run's: what the storm's operations cost it.
-  python3 -c "
-quiet_cpu_per_io = $(median "${cpu_spread[@]}")
-total_us = ($after - $before) * 1e6 / $(getconf CLK_TCK)
-extra = max(0.0, total_us - quiet_cpu_per_io * $iops * ($SECONDS_IO))
-print('$rate $iops $p99 %.1f' % (extra / max(1, $ops)))"
-}
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-read -r storm_rate storm_iops storm_p99 storm_cpu <<<"$(storm "$STORM_CLIENTS" 1)"
-read -r batch_rate batch_iops batch_p99 batch_cpu <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH")"
-read -r paced_rate paced_iops paced_p99 paced_cpu <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH" "$STORM_RATE")"
-read -r list_rate list_iops list_p99 _ <<<"$(storm "$STORM_BATCH_CLIENTS" "$STORM_BATCH" "$STORM_RATE" list)"
-# The quiet run again, right after: the machine's load drifts over minutes.
-read -r _ quiet_after_p99 _ <<<"$(run_job "${spread_args[@]}")"
+# Step 5: the storm rounds (scripts/endpoint_storm.py), for each class of the gateway's
+# control threads, restarting the gateway on its state directory between classes.
+read -r -a conditions <<<"$STORM_CONDITIONS"
+storm_rows="$work/storm.jsonl"
+: >"$storm_rows"
+for round in $(seq "$STORM_ROUNDS"); do
+  for priority in $CONTROL_PRIORITIES; do
+    if [ "$priority" != "${current_priority:-${first_priority[0]}}" ]; then
+      stop_gateway
+      # shellcheck disable=SC2046
+      start_gateway $(priority_args "$priority")
+    fi
+    current_priority=$priority
+    these=("${conditions[@]}")
+    # The storm alone (no reads), once per class: the gateway's CPU per change.
+    [ "$round" = 1 ] && these+=("alone:normal")
+    python3 -c 'import json, sys; print(json.dumps({
+      "socket": sys.argv[1], "pool": sys.argv[2], "volumes": int(sys.argv[3]),
+      "target": sys.argv[4], "host": sys.argv[5], "clients": int(sys.argv[6]),
+      "batch": int(sys.argv[7]), "rate": float(sys.argv[8]), "seconds": float(sys.argv[9]),
+      "max_seconds": float(sys.argv[9]) + 5, "bench": sys.argv[10],
+      "gateway_pid": int(sys.argv[11]), "priority": sys.argv[12], "round": int(sys.argv[13]),
+      "conditions": sys.argv[14].split(), "job": sys.argv[15:]}))' \
+      "$work/control.sock" "$work/pool.img" "$STORM_VOLUMES" "$TARGET" "$OTHER" \
+      "$STORM_BATCH_CLIENTS" "$STORM_BATCH" "$STORM_RATE" "$SECONDS_IO" "$bench" \
+      "$gateway_pid" "$priority" "$round" "${these[*]}" "${common[@]}" "${spread_args[@]}" \
+      >"$work/storm-args.json"
+    python3 scripts/endpoint_storm.py block "$work/storm-args.json" | tee -a "$storm_rows" >&2
+  done
+done
 
+if [ "$STORM_ONLY" != 1 ]; then
 # Logins of a host with every binding beside one with none, alternating: the gateway's
 # CPU time per session (login, REPORT LUNS, logout; all its threads' run time from
 # schedstat, in ns) and the client's wall time, medians of $LOGINS sessions each.
@@ -319,6 +300,7 @@ print(" ".join(f"{med(cpus[h]):.0f} {med(walls[h]):.1f}" for h in hosts))
 EOF2
 )"
 
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
 spread_best=$(printf '%s\n' "${spreads[@]}" | sort -n | tail -1)
 plain_best=$(printf '%s\n' "${plains[@]}" | sort -n | tail -1)
@@ -345,15 +327,10 @@ echo "| ratio spread / plain per pair (median) | $(join "${pair_ratios[@]}") ($m
 echo "| ratio spread / plain (best runs) | $(ratio "$spread_best" "$plain_best") | |"
 echo "| gateway CPU per I/O, µs: spread / plain per pair | $(join "${cpu_spread[@]}") / $(join "${cpu_plain[@]}") | |"
 echo "| gateway CPU per I/O, spread / plain per pair (median) | $(join "${cpu_ratios[@]}") ($(median "${cpu_ratios[@]}")) | |"
-echo "| bind+unbind storm on another host, $STORM_CLIENTS clients, 1 volume per call: operations per second reached | $storm_rate | 10,000 |"
-echo "| spread p99 latency quiet (best) / during that storm | $quiet_p99 / $storm_p99 µs | within 10% |"
-echo "| spread IOPS during that storm; gateway CPU per bind or unbind beyond the reads' | $storm_iops; $storm_cpu µs | |"
-echo "| bind+unbind storm, $STORM_BATCH_CLIENTS clients, $STORM_BATCH volumes per call: operations per second reached | $batch_rate | 10,000 |"
-echo "| spread p99 latency quiet (best) / during the batched storm | $quiet_p99 / $batch_p99 µs | within 10% |"
-echo "| spread IOPS during the batched storm; gateway CPU per bind or unbind beyond the reads' | $batch_iops; $batch_cpu µs | |"
-echo "| the batched storm paced at $STORM_RATE/s: operations per second reached | $paced_rate | 10,000 |"
-echo "| spread p99 latency quiet (best of the pairs; again right after the storms) / during the paced storm | $quiet_p99; $quiet_after_p99 / $paced_p99 µs | within 10% |"
-echo "| spread IOPS during the paced storm; gateway CPU per bind or unbind beyond the reads' | $paced_iops; $paced_cpu µs | |"
-echo "| the same paced clients calling binding_list instead (no change): spread p99 / IOPS | $list_p99 µs / $list_iops | |"
 echo "| a session (login, REPORT LUNS, logout) of the host with $(val bound) bindings / of one with none: gateway CPU (median of $LOGINS) | $login_cpu_bound / $login_cpu_none µs | independent of the bindings |"
 echo "| the same sessions' wall time as the client sees it | $login_wall_bound / $login_wall_none ms | |"
+fi
+
+echo
+echo "Storm: $STORM_BATCH_CLIENTS clients, $STORM_BATCH volumes per call (bind then unbind), paced at $STORM_RATE binds+unbinds/s, persistent connections; clients normal or niced (nice 19) as named; busy:idle = quiet beside one SCHED_IDLE busy loop per CPU; $STORM_ROUNDS rounds of ${SECONDS_IO} s jobs, order rotating; the gateway's control threads per --control-priority."
+python3 scripts/endpoint_storm.py table "$storm_rows"

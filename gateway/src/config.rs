@@ -48,6 +48,8 @@ pub enum ConfigError {
     ShortSecret { what: String, len: usize },
     #[error("queue_depth must be at least 1")]
     ZeroQueueDepth,
+    #[error("control_priority: {0}")]
+    ControlPriority(#[from] crate::control::priority::PriorityParseError),
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +68,8 @@ struct FileConfig {
     control_socket: Option<PathBuf>,
     /// Where the control plane keeps the configuration durably.
     state_dir: Option<PathBuf>,
+    /// How the control plane's threads are scheduled (`crate::control::priority`).
+    control_priority: Option<String>,
     /// The array's virtual portal (`crate::portal`).
     virtual_portal: Option<SocketAddr>,
     /// `temporary`, `permanent` or `accept`.
@@ -83,12 +87,13 @@ struct FileConfig {
     targets: Vec<FileTarget>,
 }
 
-/// The control plane's settings (`control_socket`, `state_dir`; `--control-socket`,
-/// `--state-dir` on the command line).
+/// The control plane's settings (`control_socket`, `state_dir`, `control_priority`;
+/// `--control-socket`, `--state-dir`, `--control-priority` on the command line).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ControlSettings {
     pub control_socket: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
+    pub control_priority: crate::control::priority::ControlPriority,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +151,10 @@ pub fn parse_gateway_config(text: &str) -> Result<(TargetConfig, ControlSettings
     let control = ControlSettings {
         control_socket: file.control_socket.clone(),
         state_dir: file.state_dir.clone(),
+        control_priority: match &file.control_priority {
+            Some(text) => text.parse()?,
+            None => Default::default(),
+        },
     };
     if file.targets.is_empty() && control.control_socket.is_none() {
         return Err(ConfigError::NoTargets);

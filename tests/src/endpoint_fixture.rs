@@ -42,6 +42,7 @@ pub struct EndpointSpec {
     plain_luns: Vec<(u64, String)>,
     portals: usize,
     state_dir: bool,
+    control_priority: Option<String>,
 }
 
 impl EndpointSpec {
@@ -54,6 +55,7 @@ impl EndpointSpec {
             plain_luns: Vec::new(),
             portals: 1,
             state_dir: false,
+            control_priority: None,
         }
     }
 
@@ -90,6 +92,12 @@ impl EndpointSpec {
         self
     }
 
+    /// `--control-priority CLASS` (the control plane's threads beside the event loops).
+    pub fn control_priority(mut self, class: &str) -> EndpointSpec {
+        self.control_priority = Some(class.into());
+        self
+    }
+
     /// Creates the pool, starts the gateway, makes the volumes and the target.
     pub fn start(self) -> EndpointGateway {
         let dir = TempDir::new("gateway-endpoint").expect("scratch directory");
@@ -109,6 +117,7 @@ impl EndpointSpec {
             target: self.target.clone(),
             starts: 0,
             state_dir: self.state_dir,
+            control_priority: self.control_priority.clone(),
         };
         gateway.launch();
         for (name, size) in &self.volumes {
@@ -146,6 +155,7 @@ pub struct EndpointGateway {
     pub target: String,
     starts: usize,
     state_dir: bool,
+    control_priority: Option<String>,
 }
 
 impl EndpointGateway {
@@ -159,6 +169,9 @@ impl EndpointGateway {
         }
         if self.state_dir {
             args.extend(["--state-dir", &state]);
+        }
+        if let Some(class) = &self.control_priority {
+            args.extend(["--control-priority", class]);
         }
         let log = self.dir.join(format!("gateway-{}.log", self.starts));
         self.starts += 1;

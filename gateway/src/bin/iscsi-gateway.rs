@@ -30,7 +30,7 @@ struct Args {
     /// TOML configuration file (portals, targets, LUNs, CHAP, ACLs); replaces every other
     /// option except --threads.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
-        "control_socket", "state_dir",
+        "control_socket", "state_dir", "control_priority",
         "portals", "iqn", "luns", "chap_user", "chap_secret", "chap_secret_file", "mutual_user",
         "mutual_secret", "mutual_secret_file", "allowed_initiators", "queue_depth",
         "portal_group_tag", "virtual_portal", "portal_weights", "alua", "portal_links",
@@ -92,6 +92,11 @@ struct Args {
     /// configuration at start (--iqn/--lun are then not used).
     #[arg(long, value_name = "DIR", requires = "control_socket")]
     state_dir: Option<std::path::PathBuf>,
+    /// How the control plane's threads are scheduled beside the event loops: normal,
+    /// nice:N (1-19), batch[:N] (SCHED_BATCH, nice N) or idle (SCHED_IDLE: only CPU time
+    /// the loops leave). Default: normal.
+    #[arg(long, value_name = "CLASS", requires = "control_socket")]
+    control_priority: Option<gateway::control::priority::ControlPriority>,
     /// CHAP user the initiator must log in as; its secret comes from --chap-secret-file,
     /// $ISCSI_GATEWAY_CHAP_SECRET or --chap-secret.
     #[arg(long)]
@@ -203,7 +208,12 @@ fn main() -> ExitCode {
             }
         },
         Some(socket) => {
-            match start_controlled(config, socket, control_settings.state_dir.as_deref()) {
+            match start_controlled(
+                config,
+                socket,
+                control_settings.state_dir.as_deref(),
+                control_settings.control_priority,
+            ) {
                 Ok((target, socket, control)) => (target, Some(socket), Some(control)),
                 Err(e) => {
                     eprintln!("iscsi-gateway: {e}");
@@ -251,6 +261,7 @@ fn start_controlled(
     mut config: TargetConfig,
     socket: &std::path::Path,
     state_dir: Option<&std::path::Path>,
+    priority: control::priority::ControlPriority,
 ) -> Result<
     (
         server::RunningTarget,
@@ -283,9 +294,9 @@ fn start_controlled(
     control
         .watch_migrations()
         .map_err(|e| format!("starting the migration watcher: {e}"))?;
-    control::socket::serve(listener, Arc::clone(&control))
+    control::socket::serve(listener, Arc::clone(&control), priority)
         .map_err(|e| format!("starting the control plane: {e}"))?;
-    tracing::info!(socket = %socket.display(), "control plane ready");
+    tracing::info!(socket = %socket.display(), %priority, "control plane ready");
     Ok((target, guard, control))
 }
 
@@ -337,6 +348,7 @@ fn config_from_args(args: Args) -> Result<(TargetConfig, ControlSettings), Strin
     let control = ControlSettings {
         control_socket: args.control_socket.clone(),
         state_dir: args.state_dir.clone(),
+        control_priority: args.control_priority.unwrap_or_default(),
     };
     let mut node = TargetNodeConfig::new(
         args.iqn.clone(),

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use datapath::scsi::lun::{EXTENDED_FLAT_SPACE_MAX, SIMPLE_MAX};
 
-use crate::backend::{LunSpec, Storage};
+use crate::backend::Pool;
 use crate::conglomerate::HostBindings;
 use crate::disk::conglomerate::Role;
 use crate::disk::{LogicalUnit, LuConfig};
@@ -55,8 +55,9 @@ pub(super) fn key(pool: &str, volume: &str) -> VolumeKey {
     (canonical_pool(pool), volume.to_string())
 }
 
-/// The pool's path as volumes are keyed by (one `realpath` per call: batches take it once).
-fn canonical_pool(pool: &str) -> String {
+/// The pool's path as volumes are keyed by. A `realpath` (a system call per component of
+/// the path): a batch resolves it once, not per volume.
+pub(super) fn canonical_pool(pool: &str) -> String {
     volumes::canonical(pool).display().to_string()
 }
 
@@ -82,29 +83,31 @@ fn check_batch(method: &str, volumes: &[String]) -> Result<(), RpcError> {
     Ok(())
 }
 
-/// Opens a volume as a subsidiary LU.
-fn open_volume(pool: &str, volume: &str) -> Result<Arc<LogicalUnit>, RpcError> {
-    let spec = LunSpec {
-        storage: Storage::Pool {
-            path: pool.to_string(),
-            volume: volume.to_string(),
-            size_bytes: None,
-        },
-        options: Default::default(),
-    };
-    let (backend, identity) = spec.open().map_err(|e| {
+/// Opens the pool a batch binds from, once for the whole batch (opening it by path
+/// resolves the path and takes the registry of open pools: per volume, that was most of
+/// a bind's cost).
+fn open_pool(pool: &str) -> Result<Arc<Pool>, RpcError> {
+    Pool::open(std::path::Path::new(pool))
+        .map_err(|e| bad(ErrorCode::Backend, format!("bind: pool {pool}: {e}")))
+}
+
+/// Opens a volume of `pool` (at path `path`, as the call named it) as a subsidiary LU, with
+/// the identity `LunSpec::open` gives a pool volume.
+fn open_volume(pool: &Arc<Pool>, path: &str, volume: &str) -> Result<Arc<LogicalUnit>, RpcError> {
+    let backend = pool.open_volume(volume, None).map_err(|e| {
         bad(
             ErrorCode::Backend,
-            format!("bind: volume {volume} of pool {pool}: {e}"),
+            format!("bind: volume {volume} of pool {path}: {e}"),
         )
     })?;
+    let identity = backend.identity();
     let config = LuConfig {
         serial: identity.serial,
         naa_id: identity.naa_id,
         role: Role::Subsidiary,
-        ..LuConfig::for_name(&format!("{pool}/{volume}"))
+        ..LuConfig::for_name(&format!("{path}/{volume}"))
     };
-    Ok(Arc::new(LogicalUnit::new(backend, config)))
+    Ok(Arc::new(LogicalUnit::new(Box::new(backend), config)))
 }
 
 /// What a checked bind will do.
@@ -188,9 +191,11 @@ pub(super) fn plan_bind(model: &Model, p: Bind) -> Result<BindPlan, RpcError> {
     };
     let mut opened = Vec::new();
     let canon = canonical_pool(&p.pool);
+    let attached = super::pool_attachments(model, &p.pool);
+    let mut pool = None;
     for volume in &p.volumes {
         let k = (canon.clone(), volume.clone());
-        if let Some((t, lun)) = super::attachments(model, &p.pool, volume).first() {
+        if let Some((t, lun)) = attached.get(volume).and_then(|places| places.first()) {
             return Err(bad(
                 ErrorCode::Refused,
                 format!("bind: volume {volume} is attached as LUN {lun} of {t}; detach it first"),
@@ -212,7 +217,13 @@ pub(super) fn plan_bind(model: &Model, p: Bind) -> Result<BindPlan, RpcError> {
                     ));
                 }
             }
-            None => opened.push((k, open_volume(&p.pool, volume)?)),
+            None => {
+                if pool.is_none() {
+                    pool = Some(open_pool(&p.pool)?);
+                }
+                let pool = pool.as_ref().expect("opened above");
+                opened.push((k, open_volume(pool, &p.pool, volume)?));
+            }
         }
     }
     Ok(BindPlan {
@@ -411,7 +422,9 @@ pub(super) fn undo_bind(model: &mut Model, bind: &Bind, tpgt: u16) {
 }
 
 /// Waits until no command runs on the units an unbind closed (the configuration that
-/// reaches them is gone from every event loop), then flushes them.
+/// reaches them is gone from every event loop), then flushes them: each pool once, since
+/// a pool's flush covers all its volumes and walks all its stripes (a batch of 50
+/// volumes flushed one by one walked them 50 times, beside the event loops' reads).
 /// Returns the unbind's answer.
 pub(super) fn drain(unbound: Unbound) -> Value {
     let Unbound {
@@ -422,14 +435,24 @@ pub(super) fn drain(unbound: Unbound) -> Value {
     // The undo record holds the units too.
     drop(undo);
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    for unit in closed {
-        while Arc::strong_count(&unit) > 1 && Instant::now() < deadline {
+    for unit in &closed {
+        while Arc::strong_count(unit) > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(200));
         }
-        if Arc::strong_count(&unit) > 1 {
+        if Arc::strong_count(unit) > 1 {
             tracing::warn!("unbind: commands still hold a volume after 15 s");
         }
-        if let Err(error) = unit.backend().flush() {
+    }
+    let mut pools_flushed: Vec<Arc<Pool>> = Vec::new();
+    for unit in &closed {
+        let backend = unit.backend();
+        if let Some(volume) = backend.pool_volume() {
+            if pools_flushed.iter().any(|p| Arc::ptr_eq(p, volume.pool())) {
+                continue;
+            }
+            pools_flushed.push(Arc::clone(volume.pool()));
+        }
+        if let Err(error) = backend.flush() {
             tracing::error!(%error, "flushing an unbound volume failed");
         }
     }
@@ -442,9 +465,14 @@ pub(super) fn replay_bind(model: &mut Model, mut p: Bind, tpgt: u16) -> Result<(
     let secondaries = p.secondaries.clone().unwrap_or_default();
     let (mut volumes, mut ids) = (Vec::new(), Vec::new());
     let canon = canonical_pool(&p.pool);
+    let pool = Pool::open(std::path::Path::new(&p.pool)).ok();
     for (i, volume) in p.volumes.iter().enumerate() {
         let bound = model.bound.contains_key(&(canon.clone(), volume.clone()));
-        if bound || open_volume(&p.pool, volume).is_ok() {
+        let exists = || {
+            pool.as_ref()
+                .is_some_and(|pool| pool.engine().volume(volume).is_some())
+        };
+        if bound || exists() {
             volumes.push(volume.clone());
             ids.extend(secondaries.get(i).copied());
         } else {
@@ -473,10 +501,14 @@ pub(super) fn replay_unbind(model: &mut Model, mut p: Unbind, tpgt: u16) -> Resu
 
 /// `binding_list`.
 pub(super) fn list(model: &Model, filter: &BindingFilter) -> Value {
-    let rows: Vec<Value> = rows(model)
+    let rows = match &filter.host {
+        Some(host) => host_rows(model, filter.target.as_deref(), host),
+        None => rows_where(model, |target, _| {
+            filter.target.as_ref().is_none_or(|t| t == target)
+        }),
+    };
+    let rows: Vec<Value> = rows
         .into_iter()
-        .filter(|b| filter.target.as_ref().is_none_or(|t| *t == b.target))
-        .filter(|b| filter.host.as_ref().is_none_or(|h| *h == b.host))
         .map(|b| {
             json!({
                 "target": b.target,
@@ -492,11 +524,53 @@ pub(super) fn list(model: &Model, filter: &BindingFilter) -> Value {
     json!({ "bindings": rows })
 }
 
+/// The bindings of one host (on one target, or on all), sorted as [`rows`], from the
+/// targets' per-host tables: O(the host's bindings), not O(every binding), so a host's
+/// list costs nothing for the others' tens of thousands.
+fn host_rows(model: &Model, target: Option<&str>, host: &str) -> Vec<BindingState> {
+    let mut rows = Vec::new();
+    for (name, entry) in &model.targets {
+        if target.is_some_and(|t| t != name) {
+            continue;
+        }
+        let Some(bindings) = entry.bindings.get(host) else {
+            continue;
+        };
+        bindings.for_each(None, |endpoint, secondary, unit| {
+            let Some(volume) = unit.backend().pool_volume() else {
+                return;
+            };
+            let Some(name_of_volume) = volume.pool().engine().volume_name(volume.id()) else {
+                return;
+            };
+            rows.push(BindingState {
+                target: name.clone(),
+                host: host.to_string(),
+                endpoint: u64::from(endpoint),
+                secondary: u64::from(secondary),
+                pool: volume.pool().path().display().to_string(),
+                volume: name_of_volume,
+            });
+        });
+    }
+    rows
+}
+
 /// Every binding, as the state file keeps them (sorted by target, host, endpoint, ID).
 pub(super) fn rows(model: &Model) -> Vec<BindingState> {
+    rows_where(model, |_, _| true)
+}
+
+/// The bindings whose (target, host) `wanted` accepts, sorted as [`rows`]. A filtered
+/// list copies and sorts only its own rows: copying every binding first (4 strings
+/// each) made a `binding_list` for a host with none cost as much as listing all of them.
+fn rows_where(model: &Model, wanted: impl Fn(&str, &str) -> bool) -> Vec<BindingState> {
     let mut rows = Vec::new();
     for ((pool, volume), bound) in model.bound.iter() {
         for (target, host, endpoint, secondary) in &bound.places {
+            if !wanted(target, host) {
+                continue;
+            }
             rows.push(BindingState {
                 target: target.clone(),
                 host: host.clone(),

@@ -20,6 +20,7 @@ mod group_commit;
 mod migration;
 mod phases;
 pub mod pools;
+pub mod priority;
 mod retire;
 pub mod rpc;
 mod sanitize_fence;
@@ -384,8 +385,17 @@ fn open_lun(
 
 /// The LUNs (target, number) that export volume `name` of the pool at `pool`.
 fn attachments(model: &Model, pool: &str, name: &str) -> Vec<(String, u64)> {
+    pool_attachments(model, pool)
+        .remove(name)
+        .unwrap_or_default()
+}
+
+/// The LUNs (target, number) that export a volume of the pool at `pool`, by volume name:
+/// one walk of the LUNs (a path resolved per pool LUN) for a whole batch of volumes, where
+/// [`attachments`] per volume resolved every pool LUN's path again for each.
+fn pool_attachments(model: &Model, pool: &str) -> BTreeMap<String, Vec<(String, u64)>> {
     let pool = volumes::canonical(pool);
-    let mut found = Vec::new();
+    let mut found: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     for (target, entry) in &model.targets {
         for (lun, lun_entry) in &entry.luns {
             if let Ok(LunSpec {
@@ -393,8 +403,11 @@ fn attachments(model: &Model, pool: &str, name: &str) -> Vec<(String, u64)> {
                 ..
             }) = LunSpec::parse(&lun_entry.spec)
             {
-                if volume == name && volumes::canonical(&path) == pool {
-                    found.push((target.clone(), *lun));
+                if volumes::canonical(&path) == pool {
+                    found
+                        .entry(volume)
+                        .or_default()
+                        .push((target.clone(), *lun));
                 }
             }
         }

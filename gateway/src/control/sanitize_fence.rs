@@ -118,8 +118,9 @@ pub(super) fn fence_lun(
 /// The fences of the bound volumes `unbind` names (each whether or not other bindings keep
 /// it open: refusing the unbind while its volume sanitizes is the simple rule).
 pub(super) fn fence_unbind(model: &Model, p: &Unbind) -> Result<Fences, RpcError> {
+    let pool = bindings::canonical_pool(&p.pool);
     let units = p.volumes.iter().filter_map(|volume| {
-        let bound = model.bound.get(&bindings::key(&p.pool, volume))?;
+        let bound = model.bound.get(&(pool.clone(), volume.clone()))?;
         Some((format!("volume {volume}"), bound.unit.as_ref()))
     });
     fence_units("unbind", units)

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::phases::{self, Phase};
+use super::priority::{self, ControlPriority, NormalLane};
 use super::rpc::{self, ErrorCode, Id, RpcError, MAX_REQUEST_BYTES};
 use super::{Control, ControlError};
 
@@ -80,12 +81,25 @@ pub fn bind(path: &Path) -> Result<(UnixListener, ControlSocket), ControlError> 
     ))
 }
 
-/// Serves `control` on `listener` from a thread of its own, until the process ends.
-pub fn serve(listener: UnixListener, control: Arc<Control>) -> std::io::Result<()> {
+/// Serves `control` on `listener` from a thread of its own, until the process ends. That
+/// thread and the client threads it starts (which inherit it) run at `priority`.
+pub fn serve(
+    listener: UnixListener,
+    control: Arc<Control>,
+    priority: ControlPriority,
+) -> std::io::Result<()> {
     let clients = Arc::new(AtomicUsize::new(0));
+    // Started here, before the accept thread lowers itself: its class is the caller's.
+    let lane = match priority {
+        ControlPriority::Normal => None,
+        _ => Some(NormalLane::start(Arc::clone(&control))?),
+    };
     std::thread::Builder::new()
         .name("iscsi-control".into())
         .spawn(move || {
+            if let Err(error) = priority.apply_to_current_thread() {
+                tracing::warn!(%error, %priority, "control threads keep the normal priority");
+            }
             for stream in listener.incoming() {
                 let mut stream = match stream {
                     Ok(stream) => stream,
@@ -110,10 +124,11 @@ pub fn serve(listener: UnixListener, control: Arc<Control>) -> std::io::Result<(
                 }
                 let control = Arc::clone(&control);
                 let count = Arc::clone(&clients);
+                let lane = lane.clone();
                 let spawned = std::thread::Builder::new()
                     .name("iscsi-control-client".into())
                     .spawn(move || {
-                        serve_client(stream, &control);
+                        serve_client(stream, &control, lane.as_ref());
                         count.fetch_sub(1, Ordering::AcqRel);
                     });
                 if spawned.is_err() {
@@ -159,8 +174,9 @@ fn check_peer(stream: &UnixStream) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads request lines and answers each until the client closes.
-fn serve_client(stream: UnixStream, control: &Control) {
+/// Reads request lines and answers each until the client closes. With a `lane` (the
+/// thread runs lowered), calls that may start I/O threads run on it.
+fn serve_client(stream: UnixStream, control: &Control, lane: Option<&NormalLane>) {
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let Ok(mut writer) = stream.try_clone() else {
         return;
@@ -204,7 +220,12 @@ fn serve_client(stream: UnixStream, control: &Control) {
             Ok(request) => {
                 method = phases::running().then(|| phase_label(&request.call));
                 phases::mark(Phase::Parse);
-                let outcome = control.handle(request.call);
+                let outcome = match lane {
+                    Some(lane) if priority::starts_io_threads(&request.call) => {
+                        lane.handle(request.call)
+                    }
+                    _ => control.handle(request.call),
+                };
                 request.id.map(|id| rpc::encode_response(&id, &outcome))
             }
             Err(refusal) => Some(rpc::encode_response(&refusal.id, &Err(refusal.error))),

@@ -842,6 +842,10 @@ impl Controller {
             let all = applied.iter().all(|a| a.load(Ordering::Acquire) >= epoch);
             let now = std::time::Instant::now();
             if all || self.shared.shutdown.load(Ordering::Acquire) || now >= deadline {
+                // Not under the lock the loops take to say which epoch they run: releasing
+                // old configurations can take a while, and a control thread running at a
+                // lower priority (`--control-priority`) must not hold a loop meanwhile.
+                drop(guard);
                 // What the loops replaced no longer holds units removed by the change.
                 self.drop_retired();
                 if !all {

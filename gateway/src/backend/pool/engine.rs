@@ -992,6 +992,11 @@ impl Engine {
         lock(&self.control).volumes.get(&id).map(|v| v.size_bytes)
     }
 
+    /// The name of volume `id`, if it exists.
+    pub fn volume_name(&self, id: u32) -> Option<String> {
+        lock(&self.control).volumes.get(&id).map(|v| v.name.clone())
+    }
+
     pub fn volume(&self, name: &str) -> Option<VolumeRecord> {
         let control = lock(&self.control);
         find(&control, name).ok().cloned()

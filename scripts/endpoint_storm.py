@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""The bind/unbind storm beside the spread reads (scripts/bench-endpoints.sh, step 5).
+
+`block` runs one block of conditions against the running gateway and prints one JSON
+line per condition; `table` reads those lines and prints the storm table.
+
+Conditions:
+  quiet          the spread job alone;
+  storm:CLASS    the job while CLIENTS control clients bind and unbind BATCH volumes per
+                 call (one persistent connection each, bind then unbind, paced at RATE
+                 binds+unbinds per second in all; RATE 0: as fast as answered);
+  list:CLASS     the same clients, paced alike, calling binding_list for the storm's host
+                 instead (no change): what the load generator and the control socket
+                 cost beside the reads, apart from the changes;
+  alone:CLASS    the storm without the job: the gateway's CPU per change, the rate reached;
+  busy:idle      the job beside one SCHED_IDLE busy loop per CPU: no CPU ever idles, yet
+                 nothing else runs while the job's threads want a CPU (on a VM an idle
+                 vCPU wakes slowly: this is the quiet run without that).
+CLASS is how the clients run: normal, nice (nice 19) or idle (SCHED_IDLE), the last two
+standing in for clients on another host (which take none of the array's CPU).
+"""
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+def gateway_ticks(pid):
+    """User + system CPU of the whole gateway (exited threads included), clock ticks."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def set_class(klass):
+    if klass == "nice":
+        os.nice(19)
+    elif klass == "idle":
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif klass != "normal":
+        sys.exit(f"unknown client class {klass}")
+
+
+def client(args, c, klass, change, stop, results):
+    set_class(klass)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(args["socket"])
+    f = s.makefile("rwb")
+    n = 0
+
+    def call(method, params):
+        nonlocal n
+        n += 1
+        f.write((json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}) + "\n").encode())
+        f.flush()
+        answer = json.loads(f.readline())
+        if "error" in answer:
+            sys.exit(f"{method}: {answer['error']}")
+
+    clients, batch, rate = args["clients"], args["batch"], args["rate"]
+    mine = [f"s{i}" for i in range(c, args["volumes"], clients)]
+    groups = [mine[i:i + batch] for i in range(0, len(mine) - batch + 1, batch)]
+    done = 0
+    t0 = time.perf_counter()
+    while not stop.is_set() and time.perf_counter() - t0 < args["max_seconds"]:
+        if rate > 0:
+            # Paced: this client's share of the rate, binds and unbinds counted alike.
+            ahead = done / (rate / clients) - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        names = groups[(done // (2 * batch)) % len(groups)]
+        if change:
+            call("bind", {"target": args["target"], "endpoint": 0, "host": args["host"],
+                          "pool": args["pool"], "volumes": names})
+            call("unbind", {"target": args["target"], "host": args["host"],
+                            "pool": args["pool"], "volumes": names})
+        else:
+            call("binding_list", {"host": args["host"]})
+            call("binding_list", {"host": args["host"]})
+        done += 2 * len(names)
+    results.put((done, time.perf_counter() - t0))
+
+
+def spin():
+    set_class("idle")
+    while True:
+        pass
+
+
+def run_job(args):
+    out = subprocess.run([args["bench"], "--output-format=json"] + args["job"],
+                         check=True, capture_output=True, text=True).stdout
+    d = json.loads(out)["jobs"][0]["read"]
+    p = d["clat_ns"]["percentile"]
+    return {"iops": d["iops"], "ios": d["total_ios"], "p50_us": p["50.000000"] / 1000,
+            "p99_us": p["99.000000"] / 1000}
+
+
+def condition(args, name):
+    kind, _, klass = name.partition(":")
+    pid = args["gateway_pid"]
+    ticks0 = gateway_ticks(pid)
+    procs, stop, results = [], multiprocessing.Event(), multiprocessing.Queue()
+    spinners = []
+    if kind == "busy":
+        spinners = [multiprocessing.Process(target=spin, daemon=True)
+                    for _ in range(os.cpu_count() or 1)]
+        for p in spinners:
+            p.start()
+    if kind in ("storm", "list", "alone"):
+        procs = [multiprocessing.Process(target=client,
+                                         args=(args, c, klass, kind != "list", stop, results))
+                 for c in range(args["clients"])]
+        for p in procs:
+            p.start()
+    # Every condition starts its job alike: a second after the last one ended.
+    time.sleep(1)
+    row = {"condition": name, "priority": args["priority"], "round": args["round"]}
+    if kind == "alone":
+        time.sleep(args["seconds"])
+    else:
+        row.update(run_job(args))
+    stop.set()
+    for p in spinners:
+        p.kill()
+        p.join()
+    outcomes = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+    if outcomes:
+        row["ops"] = sum(d for d, _ in outcomes)
+        row["ops_per_s"] = row["ops"] / max(t for _, t in outcomes)
+    row["gateway_cpu_s"] = (gateway_ticks(pid) - ticks0) / os.sysconf("SC_CLK_TCK")
+    return row
+
+
+def block(argv):
+    args = json.load(open(argv[0]))
+    names = args["conditions"]
+    # Rotate the order each round: the machine's load drifts over minutes.
+    shift = args["round"] % len(names)
+    for name in names[shift:] + names[:shift]:
+        print(json.dumps(condition(args, name)), flush=True)
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return (xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2) if xs else float("nan")
+
+
+def table(argv):
+    rows = [json.loads(line) for line in open(argv[0]) if line.strip()]
+    quiet = {(r["priority"], r["round"]): r for r in rows if r["condition"] == "quiet"}
+    print("| control threads | condition | runs | changes/s reached (median) | IOPS (median) "
+          "| p50 µs (median) | p99 µs per run | p99 / same round's quiet p99 (median) "
+          "| gateway CPU per change beyond the reads, µs (median) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    keys = []
+    for r in rows:
+        if (r["priority"], r["condition"]) not in keys:
+            keys.append((r["priority"], r["condition"]))
+    order = {"quiet": 0, "busy": 1, "storm": 2, "list": 3, "alone": 4}
+    keys.sort(key=lambda k: (k[0], order[k[1].split(":")[0]], k[1]))
+    for priority, name in keys:
+        mine = [r for r in rows if r["priority"] == priority and r["condition"] == name]
+        rate = median([r["ops_per_s"] for r in mine if "ops_per_s" in r])
+        cpu_per_change = []
+        ratios = []
+        for r in mine:
+            q = quiet.get((priority, r["round"]))
+            if "ops" in r and r["ops"]:
+                reads_cpu = 0.0
+                if "ios" in r and q and q.get("ios"):
+                    reads_cpu = q["gateway_cpu_s"] / q["ios"] * r["ios"]
+                cpu_per_change.append(max(0.0, r["gateway_cpu_s"] - reads_cpu) * 1e6 / r["ops"])
+            if "p99_us" in r and q:
+                ratios.append(r["p99_us"] / q["p99_us"])
+        fmt = lambda x, d=0: "-" if x != x else f"{x:,.{d}f}"
+        p99s = ", ".join(f"{r['p99_us']:.0f}" for r in mine if "p99_us" in r) or "-"
+        print(f"| {priority} | {name} | {len(mine)} | {fmt(rate)} "
+              f"| {fmt(median([r['iops'] for r in mine if 'iops' in r]))} "
+              f"| {fmt(median([r['p50_us'] for r in mine if 'p50_us' in r]))} | {p99s} "
+              f"| {fmt(median(ratios), 3)} | {fmt(median(cpu_per_change), 1)} |")
+
+
+if __name__ == "__main__":
+    {"block": block, "table": table}[sys.argv[1]](sys.argv[2:])
