@@ -111,6 +111,25 @@ struct Control {
     sync_owed: bool,
 }
 
+impl Control {
+    /// Adds volume `name` of `size_bytes` to the in-memory tables with the next ID (the
+    /// caller journals it); an existing name is refused.
+    fn new_volume(&mut self, name: &str, size_bytes: u64) -> Result<VolumeRecord, PoolError> {
+        if self.by_name.contains_key(name) {
+            return Err(PoolError::VolumeExists(name.to_string()));
+        }
+        let record = VolumeRecord {
+            id: self.next_volume_id,
+            size_bytes,
+            name: name.to_string(),
+        };
+        self.next_volume_id += 1;
+        self.by_name.insert(record.name.clone(), record.id);
+        self.volumes.insert(record.id, record.clone());
+        Ok(record)
+    }
+}
+
 /// A volume as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
@@ -818,18 +837,8 @@ impl Engine {
     pub fn reserve_volume(&self, name: &str, size_bytes: u64) -> Result<u32, PoolError> {
         check_volume(name, size_bytes)?;
         let mut control = lock(&self.control);
-        if control.by_name.contains_key(name) {
-            return Err(PoolError::VolumeExists(name.to_string()));
-        }
-        let record = VolumeRecord {
-            id: control.next_volume_id,
-            size_bytes,
-            name: name.to_string(),
-        };
-        control.next_volume_id += 1;
-        control.by_name.insert(record.name.clone(), record.id);
+        let record = control.new_volume(name, size_bytes)?;
         control.unjournaled.insert(record.id);
-        control.volumes.insert(record.id, record.clone());
         Ok(record.id)
     }
 
@@ -875,17 +884,7 @@ impl Engine {
     pub fn create_volume(&self, name: &str, size_bytes: u64) -> Result<u32, PoolError> {
         check_volume(name, size_bytes)?;
         self.volume_operation(|control, _, _| {
-            if control.by_name.contains_key(name) {
-                return Err(PoolError::VolumeExists(name.to_string()));
-            }
-            let record = VolumeRecord {
-                id: control.next_volume_id,
-                size_bytes,
-                name: name.to_string(),
-            };
-            control.next_volume_id += 1;
-            control.by_name.insert(record.name.clone(), record.id);
-            control.volumes.insert(record.id, record.clone());
+            let record = control.new_volume(name, size_bytes)?;
             Ok((record.id, Record::CreateVolume(record), Vec::new()))
         })
     }
