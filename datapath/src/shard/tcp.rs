@@ -552,18 +552,15 @@ impl Connection {
     /// flight: `completion_spin`). `now` is the caller's reading of the clock.
     fn wait(&mut self, now: Instant, timeout: Duration) {
         self.start_send();
-        if timeout.is_zero() && self.held.is_empty() && !self.send_busy() {
-            // Nothing held, nothing being sent: no answer is due, so the receive is not
-            // armed yet. The next command's wait arms it knowing what is in flight (a
-            // greedy receive then takes a small read's header and data at once), and
-            // enters once for both; a sleep arms it too.
-            if self.conn.ring_mut().has_completions_to_post() {
-                self.enter(0, None);
-            }
-            return;
+        // Nothing held and nothing being sent on a call that does not sleep: no answer is
+        // due, so the receive is not armed yet. The next command's wait arms it knowing
+        // what is in flight (a greedy receive then takes a small read's header and data
+        // at once) and enters once for both; a sleep arms it too.
+        let idle = self.held.is_empty() && !self.send_busy();
+        if !(timeout.is_zero() && idle) {
+            self.arm_recv(now);
+            self.arm_doorbell();
         }
-        self.arm_recv(now);
-        self.arm_doorbell();
         if timeout.is_zero() {
             self.enter(0, None);
             return;

@@ -389,14 +389,8 @@ impl Ring {
     /// Event-loop use: whether entering the kernel now would do anything without waiting
     /// (entries queued, deferred completion work pending, completions backed up).
     pub fn has_work_for_kernel(&mut self) -> bool {
-        !self.ring.submission().is_empty() || self.has_completions_to_post()
-    }
-
-    /// Whether completions wait in the kernel for an entry to post them (deferred task
-    /// work, or a completion queue that overflowed).
-    pub fn has_completions_to_post(&mut self) -> bool {
         let sq = self.ring.submission();
-        sq.taskrun() || sq.cq_overflow()
+        !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
     }
 
     /// Event-loop use: whether a completion is ready to reap, or deferred completion work
