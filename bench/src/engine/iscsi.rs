@@ -294,6 +294,8 @@ pub struct IscsiEngine {
     dead_shards: Vec<bool>,
     /// Requests queued, not yet handed to their shard.
     pending: VecDeque<(usize, Request)>,
+    /// Requests handed to the inline shard that no kernel entry has sent yet.
+    unsent: bool,
     ready: VecDeque<IoDone>,
     buffers: Vec<Vec<u8>>,
     counters: EngineCounters,
@@ -434,6 +436,7 @@ impl IscsiEngine {
             arrived: Vec::new(),
             timed_out: 0,
             pending: VecDeque::new(),
+            unsent: false,
             ready: VecDeque::new(),
             buffers: Vec::new(),
             counters: EngineCounters::default(),
@@ -578,9 +581,22 @@ impl IscsiEngine {
                 }
             }
         }
-        shards.flush();
+        // The inline shard sends in the caller's next kernel entry: the reap that follows
+        // each submission waits with the send in the same entry (one `io_uring_enter` per
+        // turn at depth 1, not a send and then a wait), and flushes on its way out when it
+        // did not wait (`IscsiEngine::flush_unsent`).
+        self.unsent |= submitted > 0;
         self.counters.ios_submitted += submitted as u64;
         submitted
+    }
+
+    /// Sends what `push_pending` handed the inline shard, if no wait has sent it yet.
+    fn flush_unsent(&mut self) {
+        if std::mem::take(&mut self.unsent) {
+            if let Some(shards) = self.shards.as_mut() {
+                shards.flush();
+            }
+        }
     }
 
     /// Turns a shard's completion into the unit's.
@@ -739,7 +755,9 @@ impl IscsiEngine {
 
     /// Waits up to `wait` for a completion on any live shard (it is left for
     /// `drain_completions`).
+    /// Waits for a completion; an inline shard's wait also sends what is unsent.
     fn wait_any(&mut self, wait: Duration) {
+        self.unsent = false;
         match self.shards.as_mut() {
             Some(shards) => shards.wait_any(wait, &self.dead_shards),
             None => std::thread::sleep(wait),
@@ -957,6 +975,7 @@ impl Engine for IscsiEngine {
             self.wait_any(wait);
             waited = true;
         }
+        self.flush_unsent();
         self.refresh_counters();
         Ok(out.len() - start)
     }

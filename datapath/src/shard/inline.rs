@@ -186,10 +186,15 @@ impl InlineShard {
         }
     }
 
-    /// Sleeps in the path up to `timeout`, until something may have finished (then
-    /// [`InlineShard::poll`]). Returns at once when something already has.
+    /// Sends what was submitted and sleeps in the path up to `timeout`, until something
+    /// may have finished (then [`InlineShard::poll`]): one kernel entry for both. Returns
+    /// at once, after sending, when something already has.
     pub fn wait(&mut self, timeout: Duration) {
-        if !self.early.is_empty() || self.gone.is_some() || self.on_owner().is_err() {
+        if !self.early.is_empty() {
+            self.flush();
+            return;
+        }
+        if self.gone.is_some() || self.on_owner().is_err() {
             return;
         }
         let timeout = match self.core.path.next_deadline() {

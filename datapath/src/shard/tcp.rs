@@ -74,6 +74,9 @@ const COALESCE_MAX_MISSES: u32 = 6;
 /// entries per I/O against 1.4-2.5, 3-20% more CPU): the mark's system calls outweigh the
 /// wake-ups of a payload that short.
 const PLACED_LOW_WATER_MIN: usize = 256 * 1024;
+/// A send this long or shorter fits the socket at once on any connection that is not
+/// stalled, so it completes inside the kernel entry that submits it.
+const SEND_INLINE_MAX_BYTES: usize = 16 * 1024;
 /// Most commands in flight for which a shard polls for answers (`completion_spin`).
 const COMPLETION_SPIN_MAX_HELD: usize = 2;
 /// Rounds of waiting for the kernel to finish this shard's operations when it stops.
@@ -198,6 +201,10 @@ struct Connection {
     msg: Box<libc::msghdr>,
     send_next: usize,
     send_in_flight: bool,
+    /// A send queued since the last kernel entry that the socket takes at once (small,
+    /// not zero-copy): its completion is posted during the entry that submits it, so a
+    /// wait in that entry asks for one completion more (`Connection::wait`).
+    send_completes_inline: bool,
     /// Zero-copy send notifications still to come: until then the kernel may read the
     /// sent buffers.
     send_notifs: usize,
@@ -419,6 +426,7 @@ impl Connection {
             msg: Box::new(msg),
             send_next: 0,
             send_in_flight: false,
+            send_completes_inline: false,
             send_notifs: 0,
             send_zc: false,
             doorbell_buf: Box::new(0),
@@ -573,7 +581,12 @@ impl Connection {
                 return;
             }
         }
-        self.enter(1, Some(timeout));
+        // The send this entry submits completes inside it (`send_completes_inline`):
+        // waiting for one completion would return at once with it and enter again for the
+        // answer. A send that does not complete at once delays the wake-up until it does or
+        // until the timeout, never past it.
+        let want = 1 + usize::from(self.send_completes_inline);
+        self.enter(want, Some(timeout));
     }
 
     /// Whether to poll for answers before sleeping: one or two commands in flight (at
@@ -611,6 +624,7 @@ impl Connection {
         if want == 0 && !ring.has_work_for_kernel() {
             return;
         }
+        self.send_completes_inline = false;
         if let Err(e) = ring.enter(want, timeout) {
             if self.recv != RecvOp::Idle || self.linked_recv.is_some() || self.send_busy() {
                 tracing::error!(
@@ -1018,8 +1032,10 @@ impl Connection {
         // SAFETY: `msg` is boxed and the iovecs, headers and trailers are only touched
         // again after the send completes (and, zero-copy, after its notification); the payload slices are command buffers held by
         // the session, which stay there or in unposted events until then (module docs).
+        let bytes: usize = pending.iter().map(|v| v.iov_len).sum();
         if self.push(entry) {
             self.send_in_flight = true;
+            self.send_completes_inline = !self.send_zc && bytes <= SEND_INLINE_MAX_BYTES;
         }
     }
 
