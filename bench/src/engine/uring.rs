@@ -177,6 +177,8 @@ pub struct UringEngine {
     pool: Vec<Vec<u8>>,
     /// Registered buffers: address to (index, capacity).
     registered: TagMap<usize, (u16, usize)>,
+    /// `harvest`'s list of (slot, result), kept between calls.
+    harvested: Vec<(usize, i32)>,
     bounce_pool: Vec<AlignedBuf>,
     counters: EngineCounters,
 }
@@ -298,6 +300,7 @@ impl UringEngine {
             ready: VecDeque::new(),
             pool: Vec::new(),
             registered: TagMap::default(),
+            harvested: Vec::new(),
             bounce_pool: Vec::new(),
             counters: EngineCounters::default(),
         };
@@ -514,12 +517,16 @@ impl UringEngine {
 
     /// Moves every completion the ring holds into `out`.
     fn harvest(&mut self, out: &mut Vec<IoDone>) -> usize {
-        let mut finished = Vec::new();
-        for cqe in self.ring.completion() {
-            finished.push((cqe.user_data() as usize, cqe.result()));
-        }
+        // Taken out and put back: the completions are read off the ring before `finish`
+        // borrows the engine, without an allocation per reap.
+        let mut finished = std::mem::take(&mut self.harvested);
+        finished.extend(
+            self.ring
+                .completion()
+                .map(|cqe| (cqe.user_data() as usize, cqe.result())),
+        );
         let count = finished.len();
-        for (slot, result) in finished {
+        for (slot, result) in finished.drain(..) {
             let Some(in_flight) = self.slots.get_mut(slot).and_then(Option::take) else {
                 tracing::error!(slot, "io_uring completion for an empty slot");
                 continue;
@@ -527,6 +534,7 @@ impl UringEngine {
             self.free_slots.push(slot);
             out.push(self.finish(in_flight, result));
         }
+        self.harvested = finished;
         count
     }
 
