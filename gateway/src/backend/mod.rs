@@ -121,11 +121,17 @@ pub trait Backend: Send + Sync {
     fn change_tracker(&self) -> Option<&std::sync::Arc<crate::changes::ChangeTracker>> {
         None
     }
-    /// Gives back the memory the backend holds, a little at a time, when the control plane
-    /// retires it (`control::retire`, on a thread of its own). `&mut`: only its last owner
-    /// can, so no command is left to read what was given back. A wrapper passes it on to
-    /// what it wraps when it holds that alone.
+    /// Gives back the memory the backend holds when the control plane retires it
+    /// (`control::retire`, on a thread of its own). `&mut`: only its last owner can, so no
+    /// command is left to read what was given back. A wrapper passes it on to what it
+    /// wraps when it holds that alone.
     fn release_memory(&mut self) {}
+    /// Whether the backend holds the LUN's data in memory (a RAM LUN): a detached one is
+    /// then retired (`control::retire`) rather than dropped by whichever event loop ends
+    /// its last command, which would give GiBs back on that loop.
+    fn holds_memory(&self) -> bool {
+        false
+    }
 }
 
 /// A backend's descriptor for ring I/O ([`Backend::ring_file`]).

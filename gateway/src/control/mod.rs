@@ -1246,10 +1246,14 @@ impl Control {
         self.settle_for(version, visibility)?;
         fences.keep();
         // Data written to a detached unit is made durable now; the unit itself closes
-        // when the last command still running on it ends.
+        // when the last command still running on it ends (a RAM LUN's memory goes back
+        // on a thread of its own then, not on the event loop that ran that command).
         for unit in detached {
             if let Err(error) = unit.backend().flush() {
                 tracing::error!(%error, "flushing a detached LUN failed");
+            }
+            if unit.backend().holds_memory() {
+                retire::unit(unit);
             }
         }
         Ok(answer)

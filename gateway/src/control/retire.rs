@@ -1,15 +1,18 @@
 //! Storage the control plane retires is given back off the I/O path: a migration's source
-//! after the commit, its destination after a cancel, a rollback or a failure.
+//! after the commit, its destination after a cancel, a rollback or a failure, and a RAM
+//! LUN that is detached (or whose target is deleted).
 //!
 //! Such a backend can hold GiBs of RAM. Dropped on the control thread that ended the
-//! migration, all of it went back to the allocator at once (a 256 MiB RAM LUN is 4,096
-//! chunks of 64 KiB, most allocated by the event loops, so freed into their arenas): the
-//! event loops, which allocate from those arenas for every command, waited behind it, and
-//! host writes crossing the commit of a 256 MiB RAM LUN took 7-9 ms against 0.2-0.4 ms
-//! just before (`scripts/bench-migration-switch.sh`, per command). Here a thread of its own
-//! waits until it holds the last reference (commands still in flight on the old unit
-//! finish first, and so never read memory given back), then has the backend give its
-//! memory back a piece at a time ([`crate::backend::Backend::release_memory`]).
+//! migration, all of it went back at once: when a RAM LUN's chunks lived in the allocator's
+//! heap (a 256 MiB RAM LUN was 4,096 boxes of 64 KiB, most allocated by the event loops, so
+//! freed into their arenas) the event loops, which allocate from those arenas for every
+//! command, waited behind it, and host writes crossing the commit of a 256 MiB RAM LUN took
+//! 7-9 ms against 0.2-0.4 ms just before (`scripts/bench-migration-switch.sh`, per command).
+//! RAM LUNs are mapped memory now (`backend::ram`), given back with `munmap`, but unmapping
+//! GiBs still takes the kernel a while on the thread that does it, which must not be an
+//! event loop. Here a thread of its own waits until it holds the last reference (commands
+//! still in flight on the old unit finish first, and so never read memory given back),
+//! then has the backend give its memory back ([`crate::backend::Backend::release_memory`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,20 +27,41 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Retires a unit the LUN no longer runs on.
 pub(super) fn unit(unit: Arc<LogicalUnit>) {
-    later("unit", unit, |unit| {
-        if let Some(backend) = unit.backend_mut() {
-            backend.release_memory();
+    later("unit", unit, |unit| match Arc::try_unwrap(unit) {
+        // The last strong reference. Weak ones (the per-LUN statistics, the copy
+        // manager's registry of units by identity) do not keep the unit: they cannot
+        // upgrade any more.
+        Ok(mut unit) => {
+            if let Some(backend) = unit.backend_mut() {
+                backend.release_memory();
+            }
+            Ok(())
         }
+        Err(unit) => Err(unit),
     });
 }
 
 /// Retires a backend no unit runs on any more.
 pub(super) fn backend(backend: Arc<dyn Backend>) {
-    later("backend", backend, |backend| backend.release_memory());
+    later("backend", backend, |mut backend| {
+        match Arc::get_mut(&mut backend) {
+            Some(only) => {
+                only.release_memory();
+                Ok(())
+            }
+            None => Err(backend),
+        }
+    });
 }
 
-/// Runs `release` on `item` from a thread of its own once no one else holds it.
-fn later<T: ?Sized + Send + Sync + 'static>(what: &'static str, item: Arc<T>, release: fn(&mut T)) {
+/// Runs `release` on `item` from a thread of its own until it succeeds (no one else holds
+/// the item any more) or [`LAST_REFERENCE_WAIT`] passes; `release` hands the item back
+/// while others still hold it.
+fn later<T: ?Sized + Send + Sync + 'static>(
+    what: &'static str,
+    item: Arc<T>,
+    release: fn(Arc<T>) -> Result<(), Arc<T>>,
+) {
     let spawned = std::thread::Builder::new()
         .name("retire".into())
         .spawn(move || {
@@ -45,10 +69,10 @@ fn later<T: ?Sized + Send + Sync + 'static>(what: &'static str, item: Arc<T>, re
             let deadline = Instant::now() + LAST_REFERENCE_WAIT;
             // Bounded by the deadline.
             loop {
-                if let Some(only) = Arc::get_mut(&mut item) {
-                    release(only);
-                    return;
-                }
+                item = match release(item) {
+                    Ok(()) => return,
+                    Err(still_held) => still_held,
+                };
                 if Instant::now() >= deadline {
                     tracing::debug!(what, "a retired backend is still referenced; dropped as is");
                     return;
