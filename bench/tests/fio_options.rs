@@ -326,7 +326,7 @@ fn zoned_distributions_put_io_where_fio_does() {
     let base = "[j]\nioengine=null\noffset=0\nsize=4m\nio_size=8m\nbs=4k\n";
     // (options, [(direction, zone start, zone end, expected share)])
     type Zones<'a> = &'a [(char, u64, u64, f64)];
-    let cases: [(&str, Zones<'_>); 3] = [
+    let cases: [(&str, Zones<'_>); 4] = [
         (
             "rw=randread\nrandom_distribution=zoned:60/10:30/20:10/70\n",
             &[
@@ -341,6 +341,15 @@ fn zoned_distributions_put_io_where_fio_does() {
         (
             "rw=randrw\nrandom_distribution=zoned:90/25:10/75,20/50:80/50\n",
             &[('r', 0, mib, 0.90), ('w', 0, 2 * mib, 0.20)],
+        ),
+        // fio's examples/rand-zones.fio: the last zone's size is blank (the 75% left).
+        (
+            "rw=randread\nrandom_distribution=zoned:50/5:20/20:30/\n",
+            &[
+                ('r', 0, 4 * mib / 20, 0.50),
+                ('r', 4 * mib / 20, 4 * mib / 4, 0.20),
+                ('r', 4 * mib / 4, 4 * mib, 0.30),
+            ],
         ),
     ];
     for (extra, zones) in cases {

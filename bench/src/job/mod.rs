@@ -37,10 +37,7 @@
 //!   earlier write run left;
 //! - `random_generator` is taken with fio's names, but there is one generator: random
 //!   offsets differ from fio's whichever is named (their shape is checked against fio's);
-//! - a zone of `random_distribution=zoned` needs both its numbers (fio shares out blanks);
 //! - `fill_device` on a regular file without `size` is refused (fio fills the file system);
-//! - `fsync`, `end_fsync` and `sync` are refused on the iscsi engine until it sends
-//!   SYNCHRONIZE CACHE and FUA writes;
 //! - `--terse-version` other than 3 is refused; `steadystate` is judged per job (fio pools
 //!   a reporting group's jobs under `group_reporting`).
 //!

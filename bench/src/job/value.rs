@@ -462,50 +462,64 @@ pub const ZONES_MAX: usize = 256;
 /// fio's zone split: `a/s:a/s...` per direction, directions separated by `,` as in
 /// `bssplit` (one list for all, or read,write[,trim]; an empty list draws uniformly).
 /// Access percentages add up to 100; `zoned` sizes are percentages adding up to at most
-/// 100, `zoned_abs` sizes are byte counts. iscsi-bench needs both numbers of each zone
-/// (fio shares out blank ones).
+/// 100, `zoned_abs` sizes are byte counts. As fio (`zone_split_ddir`), a `zoned` size left
+/// blank (`20/`, `20`, or 0) gets an equal share of what the others leave, and the list
+/// ends at its first empty entry (a trailing `:`); a `zoned_abs` zone needs its size.
 fn parse_zoned(text: &str, absolute: bool, kb_base: u32) -> Result<Distribution> {
     let parse_dir = |part: &str| -> Result<Vec<Zone>> {
         let part = part.trim();
         if part.is_empty() {
             return Ok(Vec::new());
         }
-        let mut zones = Vec::new();
-        for entry in part.split(':') {
-            let Some((access, size)) = entry.split_once('/') else {
-                return Err(ValueError::new(format!(
-                    "zone {entry:?}: expected access%/size"
-                )));
+        // (access %, size or None for a blank one)
+        let mut parsed: Vec<(u32, Option<u64>)> = Vec::new();
+        for entry in part.split(':').map(str::trim).take_while(|e| !e.is_empty()) {
+            let (access, size) = match entry.split_once('/') {
+                Some((access, size)) => (access, size.trim()),
+                None if absolute => {
+                    return Err(ValueError::new(format!(
+                        "zone {entry:?}: zoned_abs needs access%/size"
+                    )))
+                }
+                None => (entry, ""),
             };
             let access_percent = parse_u64(access.trim())?;
             let size = if absolute {
-                parse_size(size.trim(), kb_base)?
+                Some(parse_size(size, kb_base)?)
+            } else if size.is_empty() {
+                None
             } else {
-                parse_u64(size.trim().trim_end_matches('%'))?
+                Some(parse_u64(size.trim_end_matches('%'))?).filter(|&percent| percent > 0)
             };
-            if access_percent > 100 || (!absolute && size > 100) {
+            if access_percent > 100 || (!absolute && size.is_some_and(|s| s > 100)) {
                 return Err(ValueError::new(format!(
                     "zone {entry:?}: percentages are 0 to 100"
                 )));
             }
-            zones.push(Zone {
-                access_percent: access_percent as u32,
-                size,
-            });
+            parsed.push((access_percent as u32, size));
         }
-        if zones.len() > ZONES_MAX {
+        if parsed.len() > ZONES_MAX {
             return Err(ValueError::new(format!("more than {ZONES_MAX} zones")));
         }
-        let access: u32 = zones.iter().map(|z| z.access_percent).sum();
+        let access: u32 = parsed.iter().map(|z| z.0).sum();
         if access != 100 {
             return Err(ValueError::new(format!(
                 "the zones' access percentages add up to {access}, not 100"
             )));
         }
-        if !absolute && zones.iter().map(|z| z.size).sum::<u64>() > 100 {
+        let given: u64 = parsed.iter().filter_map(|z| z.1).sum();
+        if !absolute && given > 100 {
             return Err(ValueError::new("the zones' sizes add up to more than 100%"));
         }
-        Ok(zones)
+        let blanks = parsed.iter().filter(|z| z.1.is_none()).count() as u64;
+        let share = (100 - given.min(100)).checked_div(blanks).unwrap_or(0);
+        Ok(parsed
+            .into_iter()
+            .map(|(access_percent, size)| Zone {
+                access_percent,
+                size: size.unwrap_or(share),
+            })
+            .collect())
     };
     let parts: Vec<&str> = text.split(',').collect();
     let zones = match parts.as_slice() {
@@ -1142,7 +1156,9 @@ mod tests {
             "gamma",
             "zoned:60/10:30/90",
             "zoned:60/10:40/95",
+            "zoned:60/50:20/60:20/",
             "zoned_abs:50/1m",
+            "zoned_abs:50/1m:50",
             "zipf:1.2:2",
             "random:3",
             "zipf:1.2:0.5:1",
@@ -1150,6 +1166,26 @@ mod tests {
         ] {
             assert!(parse_distribution(bad, 1024).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn blank_zone_sizes_share_what_the_others_leave_as_in_fio() {
+        let sizes = |text: &str| match parse_distribution(text, 1024) {
+            Ok(Distribution::Zoned { zones, .. }) => zones
+                .read
+                .iter()
+                .map(|z| (z.access_percent, z.size))
+                .collect::<Vec<_>>(),
+            other => panic!("{text}: {other:?}"),
+        };
+        // fio's examples/rand-zones.fio.
+        assert_eq!(sizes("zoned:50/5:30/15:20/"), [(50, 5), (30, 15), (20, 80)]);
+        // Blank, bare and zero sizes are all blanks; the list ends at an empty entry.
+        assert_eq!(
+            sizes("zoned:40/10:30:30/0:"),
+            [(40, 10), (30, 45), (30, 45)]
+        );
+        assert_eq!(sizes("zoned:100"), [(100, 100)]);
     }
 
     #[test]
