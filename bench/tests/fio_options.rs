@@ -1800,3 +1800,59 @@ fn verify_state_load_names_what_is_missing() {
         "{text}"
     );
 }
+
+/// fio's asynchronous local-file engines (`libaio`, `posixaio`) run on io_uring: a job file
+/// shaped like fio's examples/fio-rand-read.fio does the same reads on fio and on ours.
+#[test]
+fn libaio_job_files_run_on_io_uring_as_on_fio() {
+    let dir = Scratch::new("libaio");
+    let file = dir.join("data");
+    std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
+    let job_path = dir.join("rand-read.fio");
+    for engine in ["libaio", "posixaio"] {
+        std::fs::write(
+            &job_path,
+            format!(
+                "[global]\nname=fio-rand-read\nfilename={}\nrw=randread\nbs=4k\ndirect=1\n\
+                 size=1m\n\n[file1]\nioengine={engine}\niodepth=16\n",
+                file.display()
+            ),
+        )
+        .unwrap();
+        let job = job_path.display().to_string();
+        let ours = bench_run(&[&job, "--output-format=json"]);
+        assert!(ours.status.success(), "{engine}: {ours:?}");
+        let ours = json_after_notes(&String::from_utf8_lossy(&ours.stdout));
+        assert_eq!(
+            ours["jobs"][0]["read"]["total_ios"], 256,
+            "{engine}: {ours}"
+        );
+        if fio_present() {
+            let fio = Command::new("timeout")
+                .args(["20", "fio", "--output-format=json", &job])
+                .output()
+                .expect("run fio");
+            assert!(fio.status.success(), "fio {engine}: {fio:?}");
+            let fio = json_after_notes(&String::from_utf8_lossy(&fio.stdout));
+            assert_eq!(
+                fio["jobs"][0]["read"]["total_ios"], 256,
+                "fio {engine}: {fio}"
+            );
+        }
+    }
+    // The synchronous engines stay refused by name.
+    std::fs::write(
+        &job_path,
+        format!(
+            "[j]\nfilename={}\nioengine=psync\nrw=read\nsize=64k\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    let out = bench_run(&[&job_path.display().to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("psync"),
+        "{out:?}"
+    );
+}

@@ -104,7 +104,8 @@ pub enum VerifyKind {
 pub enum Engine {
     /// Our iSCSI data path (`iscsi`, or fio's `libiscsi` so fio job files work unchanged).
     Iscsi,
-    /// io_uring on a local file or block device.
+    /// io_uring on a local file or block device (`io_uring`, or fio's asynchronous
+    /// `libaio` and `posixaio`, which issue the same I/O).
     IoUring,
     /// No I/O at all: completes every request at once.
     Null,
