@@ -680,14 +680,25 @@ fn flow_weights_share_io_as_in_fio() {
     // seen), in fio as in ours; 1:1 would mean no flow control.
     assert!((1.8..4.5).contains(&ours), "ours a:b = {ours}");
     if fio {
-        let out = Command::new("timeout")
-            .args(["20", "fio", "--output-format=json", path_arg])
-            .output()
-            .unwrap();
-        let theirs = ratio(&String::from_utf8_lossy(&out.stdout));
         // fio is the yardstick here, not the subject: it only has to show flow control at
-        // all (1.60 was seen from it while the machine compiled).
-        assert!((1.3..6.0).contains(&theirs), "fio a:b = {theirs}");
+        // all (1.60 was seen from it while the machine compiled, and once, with the load
+        // average at 7, a ratio outside this range): up to three runs.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let out = Command::new("timeout")
+                .args(["20", "fio", "--output-format=json", path_arg])
+                .output()
+                .unwrap();
+            let theirs = ratio(&String::from_utf8_lossy(&out.stdout));
+            seen.push(theirs);
+            if (1.3..6.0).contains(&theirs) {
+                break;
+            }
+        }
+        assert!(
+            seen.iter().any(|r| (1.3..6.0).contains(r)),
+            "fio a:b = {seen:?}"
+        );
     }
 }
 
