@@ -1867,3 +1867,74 @@ fn libaio_job_files_run_on_io_uring_as_on_fio() {
         "{out:?}"
     );
 }
+
+/// `gtod_reduce` and the `disable_*` options: the statistic is not kept, and both tools
+/// report it as fio does then (N = 0, no percentiles, no bandwidth samples), while the
+/// I/O counts and the job's rate stay.
+#[test]
+fn gtod_reduce_and_disable_options_drop_what_fio_drops() {
+    let fio = fio_present();
+    let base = [
+        "--name=j",
+        "--ioengine=null",
+        "--size=64m",
+        "--bs=4k",
+        "--rw=randread",
+        "--output-format=json",
+    ];
+    let cases: [(&str, [bool; 4]); 3] = [
+        ("--gtod_reduce=1", [false, false, false, false]),
+        ("--disable_clat=1", [true, false, true, true]),
+        ("--disable_bw_measurement=1", [true, true, true, false]),
+    ];
+    for (option, [slat, clat, lat, bandwidth]) in cases {
+        let mut args = base.to_vec();
+        args.push(option);
+        let mut docs = vec![("ours", {
+            let out = bench_run(&args);
+            assert!(out.status.success(), "{option}: {out:?}");
+            json_after_notes(&String::from_utf8_lossy(&out.stdout))
+        })];
+        if fio {
+            let out = Command::new("timeout")
+                .arg("20")
+                .arg("fio")
+                .args(&args)
+                .output()
+                .expect("run fio");
+            assert!(out.status.success(), "fio {option}: {out:?}");
+            docs.push((
+                "fio",
+                json_after_notes(&String::from_utf8_lossy(&out.stdout)),
+            ));
+        }
+        for (who, doc) in docs {
+            let read = &doc["jobs"][0]["read"];
+            assert_eq!(read["total_ios"], 16384, "{who} {option}");
+            assert!(
+                read["iops"].as_f64().unwrap() > 0.0,
+                "{who} {option}: {read}"
+            );
+            for (key, kept) in [("slat_ns", slat), ("clat_ns", clat), ("lat_ns", lat)] {
+                let n = read[key]["N"].as_u64().unwrap();
+                // fio keeps no submission latency for a synchronous engine (null): only
+                // a dropped one is compared there.
+                if key != "slat_ns" || !kept {
+                    assert_eq!(n > 0, kept, "{who} {option}: {key} N = {n}");
+                }
+                if !kept {
+                    assert!(
+                        read[key].get("percentile").is_none(),
+                        "{who} {option}: {key}"
+                    );
+                }
+            }
+            // A 64 MiB null job may end before the first 500 ms sample: only a dropped
+            // measurement is checked.
+            if !bandwidth {
+                assert_eq!(read["bw_samples"], 0, "{who} {option}");
+                assert_eq!(read["iops_samples"], 0, "{who} {option}");
+            }
+        }
+    }
+}

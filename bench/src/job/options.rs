@@ -738,6 +738,25 @@ pub static OPTIONS: &[OptionDef] = &[
         "Report total latency percentiles", flag lat_percentiles),
     opt!("slat_percentiles", Flag, Reporting, "bool", default "0",
         "Report submission latency percentiles", flag slat_percentiles),
+    opt!("disable_lat", Flag, Reporting, "bool", default "0",
+        "Do not measure total latency", flag disable_lat),
+    opt!("disable_clat", Flag, Reporting, "bool", default "0",
+        "Do not measure completion latency (nor its percentiles)", flag disable_clat),
+    opt!("disable_slat", Flag, Reporting, "bool", default "0",
+        "Do not measure submission latency", flag disable_slat),
+    opt!("disable_bw_measurement" ["disable_bw"], Flag, Reporting, "bool", default "0",
+        "Do not sample bandwidth and IOPS", flag disable_bw),
+    opt!("gtod_reduce", Flag, Reporting, "bool", default "0",
+        "Measure no latency and sample no bandwidth (disable_lat, _clat, _slat, _bw)",
+        apply |s| {
+            let on = s.flag()?;
+            let spec = s.spec();
+            spec.disable_lat = on;
+            spec.disable_clat = on;
+            spec.disable_slat = on;
+            spec.disable_bw = on;
+        },
+        render |_spec, _base| None),
     opt!("write_lat_log", Optional, Reporting, "[prefix]", default "none", "Write latency logs",
         apply |s| s.spec().write_lat_log = Some(s.log_name()),
         render |spec, _base| spec.write_lat_log.as_ref().map(render::log_name)),
@@ -998,11 +1017,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "stats",
     "significant_figures",
     "disk_util",
-    "gtod_reduce",
-    "disable_lat",
-    "disable_clat",
-    "disable_slat",
-    "disable_bw_measurement",
     "gtod_cpu",
     "error_dump",
     "profile",

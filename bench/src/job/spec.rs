@@ -477,6 +477,13 @@ pub struct JobSpec {
     pub clat_percentiles: bool,
     pub lat_percentiles: bool,
     pub slat_percentiles: bool,
+    /// fio's `disable_lat`, `disable_clat`, `disable_slat`, `disable_bw_measurement`
+    /// (all four: `gtod_reduce`): the statistic is not kept, and reported as fio does
+    /// then (zeros in JSON, no line in the text).
+    pub disable_lat: bool,
+    pub disable_clat: bool,
+    pub disable_slat: bool,
+    pub disable_bw: bool,
     pub write_lat_log: Option<LogName>,
     pub write_bw_log: Option<LogName>,
     pub write_iops_log: Option<LogName>,
@@ -623,6 +630,10 @@ impl JobSpec {
             clat_percentiles: true,
             lat_percentiles: false,
             slat_percentiles: false,
+            disable_lat: false,
+            disable_clat: false,
+            disable_slat: false,
+            disable_bw: false,
             write_lat_log: None,
             write_bw_log: None,
             write_iops_log: None,

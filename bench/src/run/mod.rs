@@ -318,6 +318,12 @@ pub fn run_gated(
                         crate::stats::DEFAULT_SAMPLE_INTERVAL_MS
                     },
                     track_intervals: interval.is_some(),
+                    measure: crate::stats::Measured {
+                        slat: !spec.disable_slat,
+                        clat: !spec.disable_clat,
+                        lat: !spec.disable_lat,
+                        bandwidth: !spec.disable_bw,
+                    },
                 },
                 interval,
                 percentiles: spec.percentile_list.clone(),

@@ -28,6 +28,29 @@ pub struct StatsConfig {
     /// Keep per-interval histograms for [`JobStats::take_interval`]. Off saves two
     /// histograms per direction and two records per I/O.
     pub track_intervals: bool,
+    /// What is measured (fio's `disable_*` and `gtod_reduce` turn these off).
+    pub measure: Measured,
+}
+
+/// The statistics a job keeps beyond its I/O and byte counts: each latency (and the
+/// latency distribution with the completion latency), and the bandwidth and IOPS samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measured {
+    pub slat: bool,
+    pub clat: bool,
+    pub lat: bool,
+    pub bandwidth: bool,
+}
+
+impl Default for Measured {
+    fn default() -> Self {
+        Measured {
+            slat: true,
+            clat: true,
+            lat: true,
+            bandwidth: true,
+        }
+    }
 }
 
 impl Default for StatsConfig {
@@ -35,6 +58,7 @@ impl Default for StatsConfig {
         StatsConfig {
             sample_interval_ms: DEFAULT_SAMPLE_INTERVAL_MS,
             track_intervals: true,
+            measure: Measured::default(),
         }
     }
 }
@@ -211,16 +235,27 @@ impl JobStats {
         let dir = self.dirs[index].get_or_insert_with(Box::default);
         dir.ios += 1;
         dir.bytes += bytes;
-        dir.slat.record(slat_ns);
-        dir.clat.record(clat_ns);
-        dir.lat.record(lat_ns);
-        self.latency_buckets.record(clat_ns);
+        let measure = self.config.measure;
+        if measure.slat {
+            dir.slat.record(slat_ns);
+        }
+        if measure.clat {
+            dir.clat.record(clat_ns);
+            self.latency_buckets.record(clat_ns);
+        }
+        if measure.lat {
+            dir.lat.record(lat_ns);
+        }
         if self.config.track_intervals {
             let interval = self.interval[index].get_or_insert_with(Box::default);
             interval.ios += 1;
             interval.bytes += bytes;
-            interval.clat.record(clat_ns);
-            interval.lat.record(lat_ns);
+            if measure.clat {
+                interval.clat.record(clat_ns);
+            }
+            if measure.lat {
+                interval.lat.record(lat_ns);
+            }
         }
         if let Some(live) = &self.live {
             live.add(direction, bytes);
@@ -327,10 +362,11 @@ impl JobStats {
             };
             let bw = rate(bytes) / 1024;
             let iops = rate(ios);
-            if bytes > 0 && whole_period {
+            let counted = whole_period && self.config.measure.bandwidth;
+            if bytes > 0 && counted {
                 dir.bw_kib.add(bw);
             }
-            if ios > 0 && whole_period {
+            if ios > 0 && counted {
                 dir.iops.add(iops);
             }
             sample.bw_kib[index] = Some(bw);

@@ -41,7 +41,7 @@ pub use interval::{
     IntervalDir, IntervalDirRecord, IntervalRecord, IntervalSnapshot, LatencySummary, PathInterval,
 };
 pub use job::{
-    DirStats, IoTimes, JobStats, RateSample, StatsConfig, DEFAULT_SAMPLE_INTERVAL_MS,
+    DirStats, IoTimes, JobStats, Measured, RateSample, StatsConfig, DEFAULT_SAMPLE_INTERVAL_MS,
     LATENCY_DEFINITIONS,
 };
 pub use latency::{LatencyStat, Moments, LATENCY_HIGHEST_NS, LATENCY_SIGNIFICANT_DIGITS};

@@ -186,6 +186,7 @@ impl JobStats {
             StatsConfig {
                 sample_interval_ms: p.sample_interval_ms,
                 track_intervals: false,
+                measure: crate::stats::Measured::default(),
             },
         );
         for (index, d) in &p.dirs {
