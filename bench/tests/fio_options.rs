@@ -1938,3 +1938,59 @@ fn gtod_reduce_and_disable_options_drop_what_fio_drops() {
         }
     }
 }
+
+/// A local-engine job without a `filename` does its I/O to fio's `JOBNAME.0.0`, made with
+/// the job's size in `directory` (or the current one), as fio does; a relative `filename`
+/// lives in `directory` too.
+#[test]
+fn a_local_job_without_a_filename_uses_fios_file_in_directory() {
+    let fio = fio_present();
+    for who in if fio {
+        &["ours", "fio"][..]
+    } else {
+        &["ours"][..]
+    } {
+        let dir = Scratch::new(&format!("directory-{who}"));
+        let job = dir.join("job.fio");
+        std::fs::write(
+            &job,
+            format!(
+                "[global]\ndirectory={}\nioengine=libaio\nrw=read\nbs=4k\nsize=256k\n\
+                 [made]\n[named]\nfilename=given\n",
+                dir.0.display()
+            ),
+        )
+        .unwrap();
+        let job = job.display().to_string();
+        let out = if *who == "fio" {
+            Command::new("timeout")
+                .args(["20", "fio", "--output-format=json", &job])
+                .output()
+                .expect("run fio")
+        } else {
+            bench_run(&["--output-format=json", &job])
+        };
+        assert!(out.status.success(), "{who}: {out:?}");
+        let doc = json_after_notes(&String::from_utf8_lossy(&out.stdout));
+        for index in 0..2 {
+            assert_eq!(doc["jobs"][index]["read"]["total_ios"], 64, "{who}: {doc}");
+        }
+        for name in ["made.0.0", "given"] {
+            let len = std::fs::metadata(dir.join(name)).map(|m| m.len());
+            assert_eq!(len.ok(), Some(256 * 1024), "{who}: {name}");
+        }
+    }
+    // Several clones would each want a file of their own: refused, naming what to give.
+    let out = bench_run(&[
+        "--name=clones",
+        "--ioengine=io_uring",
+        "--numjobs=2",
+        "--size=64k",
+        "--directory=/tmp",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("filename="),
+        "{out:?}"
+    );
+}

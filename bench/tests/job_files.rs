@@ -305,7 +305,10 @@ fn conflicts_and_checks() {
     conflict("[j]\nverify_fatal=1\n", "verify_fatal needs verify");
     conflict("[j]\nioengine=null\nfixedbufs\n", "io_uring option");
     conflict("[j]\nioengine=null\nheader_digest=crc32c\n", "iSCSI option");
-    conflict("[j]\nioengine=io_uring\n", "io_uring engine needs");
+    conflict(
+        "[j]\nioengine=io_uring\nfilename=iscsi://h/iqn.x:t/0\n",
+        "io_uring engine needs",
+    );
     conflict(
         "[j]\nfilename=/tmp/x\nioengine=iscsi\n",
         "iscsi engine needs",

@@ -204,6 +204,14 @@ impl Collector {
         if skipping {
             return Ok(());
         }
+        let mut scope = scope;
+        if let Err(reason) = scope.spec.place_local_file() {
+            return Err(JobError::InvalidJob {
+                at: scope.spec.origin.clone(),
+                job: scope.spec.name.clone(),
+                reason,
+            });
+        }
         validate(&scope, self.readonly)?;
         let mut spec = scope.spec;
         let file_boundary = self.first_job_of_file && self.files_done > 0;

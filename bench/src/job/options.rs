@@ -163,6 +163,10 @@ pub static OPTIONS: &[OptionDef] = &[
             s.spec().more_filenames = targets.collect();
         },
         render |spec, _base| render::filenames(spec)),
+    opt!("directory", Required, Target, "path", default "the current directory",
+        "Where relative file names and the files of jobs without one are",
+        apply |s| s.spec().directory = Some(std::path::PathBuf::from(s.text())),
+        render |spec, _base| spec.directory.as_ref().map(|d| d.display().to_string())),
     opt!("file_service_type", Required, Target, "roundrobin|sequential|random[:N]",
         default "roundrobin",
         "Which file of a filename list the next I/O goes to (N I/Os per choice)",
@@ -920,7 +924,6 @@ pub static OPTIONS: &[OptionDef] = &[
 pub static UNSUPPORTED: &[&str] = &[
     "wait_for",
     "lockfile",
-    "directory",
     "filename_format",
     "unique_filename",
     "opendir",

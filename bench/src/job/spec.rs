@@ -304,6 +304,9 @@ pub struct JobSpec {
 
     // Target and engine.
     pub filename: Option<Target>,
+    /// fio's `directory`: where a relative file name, and the file a local engine makes
+    /// when the job names none, live (`JobSpec::place_local_file`).
+    pub directory: Option<std::path::PathBuf>,
     /// The second and later entries of fio's `:`-separated `filename` list (LUNs of the
     /// first one's target).
     pub more_filenames: Vec<Target>,
@@ -528,6 +531,7 @@ impl JobSpec {
             origin: Origin::Builtin,
             group_id: 0,
             filename: None,
+            directory: None,
             more_filenames: Vec::new(),
             file_service: FileService::default(),
             ioengine: None,
@@ -655,6 +659,31 @@ impl JobSpec {
             Some(Target::Path(_)) => Engine::IoUring,
             Some(Target::Null) => Engine::Null,
         }
+    }
+
+    /// fio's file naming for local engines: a relative file name lives in `directory`,
+    /// and a job that names `ioengine=io_uring` (or libaio) and no file gets fio's
+    /// `JOBNAME.0.0` there (made with the job's size). Several clones (`numjobs`) would each
+    /// want a file of their own (`JOBNAME.N.0`): refused, naming the option to give.
+    pub fn place_local_file(&mut self) -> Result<(), String> {
+        let directory = self.directory.clone().unwrap_or_default();
+        match &mut self.filename {
+            Some(Target::Path(path)) if path.is_relative() => {
+                *path = directory.join(&*path);
+            }
+            None if self.ioengine == Some(Engine::IoUring) => {
+                if self.numjobs > 1 {
+                    return Err(format!(
+                        "numjobs={} with a local engine and no filename: fio would make a                          file per clone ({}.N.0); give filename= (one file the clones share)",
+                        self.numjobs, self.name
+                    ));
+                }
+                let name = format!("{}.0.0", self.name);
+                self.filename = Some(Target::Path(directory.join(name)));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Whether the job issues I/O in this direction.
