@@ -1994,3 +1994,44 @@ fn a_local_job_without_a_filename_uses_fios_file_in_directory() {
         "{out:?}"
     );
 }
+
+/// A direction's runtime is rounded up to whole milliseconds, as in fio, so a job shorter
+/// than one has a rate and its report line (it had 0 ms, no IOPS and no `read:` line).
+#[test]
+fn a_job_shorter_than_a_millisecond_still_has_a_rate() {
+    let args = [
+        "--name=j",
+        "--ioengine=null",
+        "--size=256k",
+        "--bs=4k",
+        "--rw=randread",
+    ];
+    let run = |who: &str, format: &str| {
+        let mut all = args.to_vec();
+        all.push(format);
+        let out = if who == "fio" {
+            Command::new("timeout")
+                .arg("20")
+                .arg("fio")
+                .args(all)
+                .output()
+                .expect("run fio")
+        } else {
+            bench_run(&all)
+        };
+        assert!(out.status.success(), "{who}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for who in if fio_present() {
+        &["ours", "fio"][..]
+    } else {
+        &["ours"][..]
+    } {
+        let doc = json_after_notes(&run(who, "--output-format=json"));
+        let read = &doc["jobs"][0]["read"];
+        assert!(read["runtime"].as_u64().unwrap() >= 1, "{who}: {read}");
+        assert!(read["iops"].as_f64().unwrap() > 0.0, "{who}: {read}");
+        let text = run(who, "--output-format=normal");
+        assert!(text.contains("  read: IOPS="), "{who}: {text}");
+    }
+}

@@ -401,14 +401,16 @@ impl JobStats {
     }
 
     /// Ends the run at `now_ns`: sets the job's runtime and that of each direction that
-    /// moved data (fio's `runtime` per direction and `job_runtime`).
+    /// moved data (fio's `runtime` per direction and `job_runtime`). As fio, a direction's
+    /// runtime is its microseconds rounded up to whole milliseconds (a job shorter than
+    /// one still has a rate: fio's "(1024KiB/1msec)"), the job's rounded down.
     pub fn finish(&mut self, now_ns: u64) {
-        let runtime_ms = now_ns.saturating_sub(self.start_ns) / 1_000_000;
-        self.job_runtime_ms = runtime_ms;
+        let elapsed_us = now_ns.saturating_sub(self.start_ns) / 1_000;
+        self.job_runtime_ms = elapsed_us / 1_000;
         self.stop_gaps(now_ns);
         for dir in self.dirs.iter_mut().flatten() {
             if dir.ios > 0 {
-                dir.runtime_ms = runtime_ms;
+                dir.runtime_ms = elapsed_us.div_ceil(1_000);
             }
         }
     }
