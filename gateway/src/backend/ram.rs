@@ -62,6 +62,12 @@ impl Mapping {
         }
         let base = NonNull::new(mapped.cast::<u8>())
             .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        // Small pages only: with transparent huge pages always on (a common default), a
+        // 4 KiB write would take a 2 MiB page, and the memory of a sparsely written LUN
+        // would follow its 2 MiB regions, not its 64 KiB chunks. Advice only: a kernel
+        // without THP refuses it, which changes nothing.
+        // SAFETY: the mapping just made, whole.
+        unsafe { libc::madvise(mapped, len, libc::MADV_NOHUGEPAGE) };
         Ok(Mapping { base, len })
     }
 
