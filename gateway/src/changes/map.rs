@@ -1293,7 +1293,7 @@ mod tests {
                     if done {
                         return seen;
                     }
-                    if since.generation % 3 == 0 {
+                    if since.generation.is_multiple_of(3) {
                         map.reclaim();
                     }
                 }
