@@ -683,6 +683,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("came with 512 bytes"), "{error}");
+        // Every command answered: no session keeps a count of it.
+        assert!(backend
+            .sessions
+            .iter()
+            .all(|s| s.load.load(Ordering::Relaxed) == 0));
+    }
+
+    /// A backend with `loads.len()` sessions at those loads and no far side (the queues'
+    /// receivers are handed back so that they stay open).
+    fn with_loads(loads: &[usize]) -> (IscsiBackend, Vec<crossbeam_channel::Receiver<Job>>) {
+        let (sessions, queues) = loads
+            .iter()
+            .map(|load| {
+                let (jobs, queue) = crossbeam_channel::bounded(4);
+                let load = Arc::new(AtomicUsize::new(*load));
+                (SessionQueue { jobs, load }, queue)
+            })
+            .unzip();
+        let backend = IscsiBackend {
+            url: "iscsi://test/iqn.x:y/0".into(),
+            size_bytes: 1 << 20,
+            block_bytes: 512,
+            transfer_bytes_max: TRANSFER_BYTES_MAX,
+            unmap: false,
+            sessions,
+        };
+        (backend, queues)
+    }
+
+    #[test]
+    fn a_command_goes_to_the_first_session_with_room_else_the_least_loaded() {
+        let at = |backend: &IscsiBackend| {
+            let picked = backend.pick().map(|s| Arc::as_ptr(&s.load));
+            backend
+                .sessions
+                .iter()
+                .position(|s| Some(Arc::as_ptr(&s.load)) == picked)
+        };
+        let (backend, _queues) = with_loads(&[0, 0, 0]);
+        assert_eq!(at(&backend), Some(0));
+        let (backend, _queues) = with_loads(&[SESSION_DEPTH - 1, 0]);
+        assert_eq!(at(&backend), Some(0), "room for one more on the first");
+        let (backend, _queues) = with_loads(&[SESSION_DEPTH, 3, 0]);
+        assert_eq!(at(&backend), Some(1), "the first full: the next with room");
+        let (backend, _queues) =
+            with_loads(&[SESSION_DEPTH + 5, SESSION_DEPTH + 2, SESSION_DEPTH + 9]);
+        assert_eq!(at(&backend), Some(1), "all full: the least loaded");
+        // A ticket counts until its job is dropped (answered or its thread gone).
+        let (backend, queues) = with_loads(&[0, 0]);
+        let (done, answered) = std::sync::mpsc::channel();
+        backend.queue(
+            Cdb::test_unit_ready(),
+            Vec::new(),
+            Box::new(move |o| drop(done.send(o.is_ok()))),
+        );
+        assert_eq!(backend.sessions[0].load.load(Ordering::Relaxed), 1);
+        let job = queues[0].try_recv().expect("queued on the first session");
+        job.answer(Ok(Vec::new()));
+        assert!(answered.recv().unwrap());
+        assert_eq!(backend.sessions[0].load.load(Ordering::Relaxed), 0);
+        // A dropped backend closes the queues: the sessions' threads end.
+        drop(backend);
+        assert!(queues[1].recv().is_err());
     }
 
     use proptest::prelude::*;

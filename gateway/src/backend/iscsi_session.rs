@@ -75,7 +75,7 @@ pub(super) struct Job {
 impl Job {
     /// Answers the job: its session's load goes down first, so a command the answer lets
     /// the host send finds the session's window as it is.
-    fn answer(self, outcome: io::Result<Vec<u8>>) {
+    pub(super) fn answer(self, outcome: io::Result<Vec<u8>>) {
         let Job { reply, load, .. } = self;
         drop(load);
         reply.send(outcome);
