@@ -736,7 +736,9 @@ mod tests {
         backend.queue(
             Cdb::test_unit_ready(),
             Vec::new(),
-            Box::new(move |o| drop(done.send(o.is_ok()))),
+            Box::new(move |o| {
+                let _ = done.send(o.is_ok());
+            }),
         );
         assert_eq!(backend.sessions[0].load.load(Ordering::Relaxed), 1);
         let job = queues[0].try_recv().expect("queued on the first session");
