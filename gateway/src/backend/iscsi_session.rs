@@ -1,7 +1,9 @@
 //! One session thread of the `iscsi:` backend: it owns one `datapath::client::Client` (a
 //! client stays on the thread that logged it in) and keeps up to [`SESSION_DEPTH`]
-//! commands in flight on it, taken from the backend's queue that every session thread
-//! shares.
+//! commands in flight on it, taken from its own queue (the backend sends a command to the
+//! first session whose window is not full: `iscsi.rs`). Its client sends a batch and
+//! waits for the answers in one kernel entry. A read's buffer is lent to the far command
+//! (the data comes back in the outcome); a write's data is kept to be sent again.
 //!
 //! A turn: take what the queue holds (waiting for it only when nothing is in flight), log
 //! in if the session is gone, submit everything that fits, wait for at least one
