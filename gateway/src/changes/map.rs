@@ -7,8 +7,8 @@
 //! write into its span, and a block whose every chunk is changed is replaced by a shared
 //! "all changed" marker. The index is one pointer per block (4 KiB per TiB at 64 KiB
 //! chunks): untouched data costs that, a fully written LUN that too (every block a
-//! marker), and no pattern of writes costs more than a flat bitmap plus the index
-//! (2 MiB + 4 KiB per TiB: every block partly written).
+//! marker), and no pattern of writes costs more than a flat bitmap plus the index and the
+//! blocks' headers (2 MiB + 12 KiB per TiB when every block is partly written).
 //!
 //! Generations: the bits written now go to the *live* layer, atomics set with no lock. A
 //! query freezes the live layer as generation `g` (its blocks unlinked, so a write racing
