@@ -9,6 +9,11 @@
 # so the IOPS ratio is bounded by CPU: these say what each hop costs). tgt's LUN is a file on tmpfs (/dev/shm), so the far side's
 # storage is not what is measured. Not for CI: noisy on a shared machine.
 # Usage: scripts/bench-iscsi-backend.sh [ROUNDS=3] [SECONDS_EACH=5] [IODEPTH=32]
+# PERF_DIR=DIR: each gateway run also under `perf stat` (system calls, context switches,
+# task clock of the gateway and of tgtd, per I/O in DIR/per-io-ROUND.txt; perf's window is
+# SECONDS_EACH from the start of the run, so the figures are approximate) and, with
+# PERF_RECORD=1, in round 1 `perf record -g` of the gateway (DIR/gateway.perf.data), which
+# slows that round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -90,8 +95,40 @@ run() {
   before=$(gateway_switches)
   gw_before=$(cpu_ticks "$gateway_pid")
   tgt_before=$(cpu_ticks "$tgtd_pid")
+  local perf_pids=()
+  if [ -n "${PERF_DIR:-}" ] && [ "$1" = "$our_url" ]; then
+    mkdir -p "$PERF_DIR"
+    perf stat -e raw_syscalls:sys_enter,context-switches,task-clock -p "$gateway_pid" \
+      -o "$PERF_DIR/stat-gateway-$round.txt" -- sleep "$SECONDS_EACH" 2>/dev/null &
+    perf_pids+=($!)
+    perf stat -e raw_syscalls:sys_enter,context-switches,task-clock -p "$tgtd_pid" \
+      -o "$PERF_DIR/stat-tgtd-$round.txt" -- sleep "$SECONDS_EACH" 2>/dev/null &
+    perf_pids+=($!)
+    if [ "$round" = 1 ] && [ -n "${PERF_RECORD:-}" ]; then
+      perf record -g -q -p "$gateway_pid" -o "$PERF_DIR/gateway.perf.data" \
+        -- sleep "$SECONDS_EACH" >/dev/null 2>&1 &
+      perf_pids+=($!)
+    fi
+  fi
   "$bench" --name=r --rw=randread --bs=4k --iodepth="$IODEPTH" --size=1G --time_based \
     --runtime="$SECONDS_EACH" --output-format=json --filename="$1" >"$work/out.json"
+  for pid in "${perf_pids[@]}"; do wait "$pid" || true; done
+  if [ ${#perf_pids[@]} -gt 0 ]; then
+    python3 - "$work/out.json" "$PERF_DIR/stat-gateway-$round.txt" "$PERF_DIR/stat-tgtd-$round.txt" \
+      >"$PERF_DIR/per-io-$round.txt" <<'PY'
+import json, re, sys
+ios = max(json.load(open(sys.argv[1]))["jobs"][0]["read"]["total_ios"], 1)
+for name, path in (("gateway", sys.argv[2]), ("tgtd", sys.argv[3])):
+    counts = {}
+    for line in open(path):
+        m = re.match(r"\s*([\d,.]+)\s+(?:msec\s+)?(\S+)", line)
+        if m and m.group(2) in ("raw_syscalls:sys_enter", "context-switches", "task-clock"):
+            counts[m.group(2)] = float(m.group(1).replace(",", ""))
+    print(f"{name}: syscalls/io {counts.get('raw_syscalls:sys_enter', 0) / ios:.2f} "
+          f"cswitch/io {counts.get('context-switches', 0) / ios:.2f} "
+          f"cpu_us/io {counts.get('task-clock', 0) * 1000 / ios:.2f}")
+PY
+  fi
   after=$(gateway_switches)
   gw_after=$(cpu_ticks "$gateway_pid")
   tgt_after=$(cpu_ticks "$tgtd_pid")

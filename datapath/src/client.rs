@@ -722,7 +722,6 @@ impl Connection {
     ) -> Result<(), ClientError> {
         let portal = self.portal;
         loop {
-            self.flush()?;
             let mut finished = false;
             while let Some(event) = self.driver.session_mut().poll_event() {
                 if let Event::ConnectionFailed(source) = event {
@@ -733,16 +732,81 @@ impl Connection {
                 self.events.push_back(event);
             }
             if finished {
-                return Ok(());
+                // Nothing is left unsent when the caller gets control back.
+                return self.flush();
             }
             if matches!(
                 self.driver.session().state(),
                 SessionState::Closed | SessionState::Failed
             ) {
+                self.flush()?;
                 return Err(ClientError::Closed(what));
             }
-            self.receive_once()?;
+            self.send_and_receive()?;
         }
+    }
+
+    /// Sends what the session has queued and receives once, both in one kernel entry
+    /// ([`TcpConnection::send_all_and_recv`]) when the bytes go to the client's own buffer
+    /// (no payload being placed); else a send, then a receive.
+    fn send_and_receive(&mut self) -> Result<(), ClientError> {
+        let portal = self.portal;
+        let queued = self
+            .driver
+            .fill_send()
+            .map_err(|source| ClientError::Pdu { portal, source })?;
+        if queued == 0 || self.driver.placement_spare().is_some() {
+            self.flush()?;
+            return self.receive_once();
+        }
+        let now = Instant::now();
+        let session = self.driver.session_mut();
+        let wait = match session.poll_timeout() {
+            Some(deadline) if deadline <= now => {
+                session.handle_timeout(now);
+                return self.flush();
+            }
+            Some(deadline) => (deadline - now).min(IDLE_WAIT),
+            None => IDLE_WAIT,
+        }
+        .max(Duration::from_millis(1));
+        let mut slices = Vec::with_capacity(queued * 3);
+        self.driver.send_slices(&mut slices);
+        let result = self
+            .socket
+            .send_all_and_recv(&slices, SEND_TIMEOUT, &mut self.rx, wait);
+        drop(slices);
+        self.driver.handle_sent();
+        let now = Instant::now();
+        let received = match result {
+            Ok(Some(0)) => {
+                let reason = "the target closed the connection".to_string();
+                self.driver
+                    .session_mut()
+                    .handle_connection_lost(now, reason);
+                return Ok(());
+            }
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                self.driver.session_mut().handle_timeout(now);
+                return Ok(());
+            }
+            Err(source) => {
+                self.driver
+                    .session_mut()
+                    .handle_connection_lost(now, source.to_string());
+                return Err(ClientError::Transport { portal, source });
+            }
+        };
+        self.driver
+            .handle_received(now, &self.rx[..received])
+            .map_err(|error| {
+                let _ = self.socket.shutdown();
+                match error {
+                    ConnError::Pdu(source) => ClientError::Pdu { portal, source },
+                    ConnError::Session(source) => ClientError::Session { portal, source },
+                }
+            })
     }
 
     /// Sends every PDU the session has queued, payload straight from the command buffers.

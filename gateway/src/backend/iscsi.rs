@@ -6,8 +6,14 @@
 //! Limits VPD page (SBC-3 6.6.3): the LUN is thin exactly when the far side unmaps.
 //!
 //! Several sessions (one per gateway core, at most [`SESSIONS_MAX`]), each owned by its
-//! own thread and keeping up to [`SESSION_DEPTH`] commands in flight
-//! (`iscsi_session.rs`: retries, logging in again), all fed by one bounded queue. READ,
+//! own thread with its own bounded queue and keeping up to [`SESSION_DEPTH`] commands in
+//! flight (`iscsi_session.rs`: retries, logging in again). A command goes to the first
+//! session with fewer than [`SESSION_DEPTH`] commands queued or in flight (else to the
+//! least loaded): one session's window fills before the next is used, so a host queue of up
+//! to 32 rides one far session in large batches (one thread to wake per batch, not several
+//! taking turns at one shared queue), and a session logs in only once it is first needed;
+//! a session that is logging in again keeps its commands and, once it holds a window's
+//! worth, the next session takes the new ones. READ,
 //! WRITE and SYNCHRONIZE CACHE come from the event loops through [`QueuedIo`] and are
 //! answered by callback, so a host's queue depth reaches the far side; the other commands
 //! that touch the medium (WRITE SAME, UNMAP, COMPARE AND WRITE...) come through the
@@ -17,6 +23,7 @@
 
 use std::io;
 use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +34,7 @@ use datapath::session::ChapConfig;
 use datapath::url::IscsiUrl;
 
 pub use super::iscsi_session::SESSION_DEPTH;
-use super::iscsi_session::{session_thread, Far, Job, Reply};
+use super::iscsi_session::{session_thread, Far, Job, LoadTicket, Reply};
 use super::{check_range, Backend, BackendError, QueuedDone, QueuedIo, QueuedKind, QueuedRequest};
 
 /// Sessions opened to the far side at most, whatever the core count.
@@ -49,8 +56,8 @@ pub struct IscsiBackend {
     block_bytes: u32,
     transfer_bytes_max: u64,
     unmap: bool,
-    /// Commands for the session threads (closed on drop, which ends them).
-    jobs: Option<crossbeam_channel::Sender<Job>>,
+    /// The sessions' queues, each with its load (closed on drop, which ends the threads).
+    sessions: Vec<SessionQueue>,
 }
 
 impl std::fmt::Debug for IscsiBackend {
@@ -151,19 +158,24 @@ impl IscsiBackend {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let sessions = cores.clamp(1, SESSIONS_MAX);
-        let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUED_MAX);
         let far = Arc::new(Far {
             url: url_text.to_string(),
             config,
             lun,
             reconnect_budget,
         });
+        let mut queues = Vec::with_capacity(sessions);
         for index in 0..sessions {
-            let (far, queue) = (Arc::clone(&far), queue.clone());
+            let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUED_MAX);
+            let far = Arc::clone(&far);
             std::thread::Builder::new()
                 .name(format!("iscsi-far-{index}"))
                 .spawn(move || session_thread(&far, &queue))
                 .map_err(|e| spec_error(url_text, format!("starting a session thread: {e}")))?;
+            queues.push(SessionQueue {
+                jobs,
+                load: Arc::new(AtomicUsize::new(0)),
+            });
         }
         Ok(IscsiBackend {
             url: url_text.to_string(),
@@ -171,7 +183,7 @@ impl IscsiBackend {
             block_bytes,
             transfer_bytes_max: transfer_bytes_max.max(u64::from(block_bytes)),
             unmap: facts.unmap_supported() == Some(true),
-            jobs: Some(jobs),
+            sessions: queues,
         })
     }
 
@@ -184,16 +196,14 @@ impl IscsiBackend {
     fn run(&self, cdb: Cdb, buffer: Vec<u8>) -> io::Result<Vec<u8>> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let gone = || self.stopped();
+        let session = self.pick().ok_or_else(gone)?;
         let job = Job {
             cdb,
             buffer,
             reply: Reply::Wait(reply),
+            load: session.ticket(),
         };
-        self.jobs
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(job)
-            .map_err(|_| gone())?;
+        session.jobs.send(job).map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
     }
 
@@ -203,18 +213,16 @@ impl IscsiBackend {
 
     /// Queues one command without waiting; a refusal answers `done` at once.
     fn queue(&self, cdb: Cdb, buffer: Vec<u8>, done: QueuedDone) {
+        let Some(session) = self.pick() else {
+            return done(Err(self.stopped()));
+        };
         let job = Job {
             cdb,
             buffer,
             reply: Reply::Call(done),
+            load: session.ticket(),
         };
-        let Some(jobs) = self.jobs.as_ref() else {
-            if let Reply::Call(done) = job.reply {
-                done(Err(self.stopped()));
-            }
-            return;
-        };
-        match jobs.try_send(job) {
+        match session.jobs.try_send(job) {
             Ok(()) => {}
             Err(crossbeam_channel::TrySendError::Full(job)) => {
                 if let Reply::Call(done) = job.reply {
@@ -269,10 +277,42 @@ impl IscsiBackend {
     }
 }
 
+impl IscsiBackend {
+    /// The session a new command goes to: the first whose window is not yet full, else
+    /// the least loaded. `None` once the backend is dropped.
+    fn pick(&self) -> Option<&SessionQueue> {
+        let mut least: Option<(&SessionQueue, usize)> = None;
+        for session in &self.sessions {
+            let load = session.load.load(Ordering::Relaxed);
+            if load < SESSION_DEPTH {
+                return Some(session);
+            }
+            if least.is_none_or(|(_, l)| load < l) {
+                least = Some((session, load));
+            }
+        }
+        least.map(|(session, _)| session)
+    }
+}
+
+/// One session thread's queue and its load: commands queued or in flight on it.
+struct SessionQueue {
+    jobs: crossbeam_channel::Sender<Job>,
+    load: Arc<AtomicUsize>,
+}
+
+impl SessionQueue {
+    /// Counts one more command on this session until the job carrying it is dropped.
+    fn ticket(&self) -> LoadTicket {
+        self.load.fetch_add(1, Ordering::Relaxed);
+        LoadTicket(Arc::clone(&self.load))
+    }
+}
+
 impl Drop for IscsiBackend {
     fn drop(&mut self) {
-        // Closing the queue ends the session threads once they finish their command.
-        self.jobs.take();
+        // Closing the queues ends the session threads once they finish their commands.
+        self.sessions.clear();
     }
 }
 
@@ -643,6 +683,71 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("came with 512 bytes"), "{error}");
+        // Every command answered: no session keeps a count of it.
+        assert!(backend
+            .sessions
+            .iter()
+            .all(|s| s.load.load(Ordering::Relaxed) == 0));
+    }
+
+    /// A backend with `loads.len()` sessions at those loads and no far side (the queues'
+    /// receivers are handed back so that they stay open).
+    fn with_loads(loads: &[usize]) -> (IscsiBackend, Vec<crossbeam_channel::Receiver<Job>>) {
+        let (sessions, queues) = loads
+            .iter()
+            .map(|load| {
+                let (jobs, queue) = crossbeam_channel::bounded(4);
+                let load = Arc::new(AtomicUsize::new(*load));
+                (SessionQueue { jobs, load }, queue)
+            })
+            .unzip();
+        let backend = IscsiBackend {
+            url: "iscsi://test/iqn.x:y/0".into(),
+            size_bytes: 1 << 20,
+            block_bytes: 512,
+            transfer_bytes_max: TRANSFER_BYTES_MAX,
+            unmap: false,
+            sessions,
+        };
+        (backend, queues)
+    }
+
+    #[test]
+    fn a_command_goes_to_the_first_session_with_room_else_the_least_loaded() {
+        let at = |backend: &IscsiBackend| {
+            let picked = backend.pick().map(|s| Arc::as_ptr(&s.load));
+            backend
+                .sessions
+                .iter()
+                .position(|s| Some(Arc::as_ptr(&s.load)) == picked)
+        };
+        let (backend, _queues) = with_loads(&[0, 0, 0]);
+        assert_eq!(at(&backend), Some(0));
+        let (backend, _queues) = with_loads(&[SESSION_DEPTH - 1, 0]);
+        assert_eq!(at(&backend), Some(0), "room for one more on the first");
+        let (backend, _queues) = with_loads(&[SESSION_DEPTH, 3, 0]);
+        assert_eq!(at(&backend), Some(1), "the first full: the next with room");
+        let (backend, _queues) =
+            with_loads(&[SESSION_DEPTH + 5, SESSION_DEPTH + 2, SESSION_DEPTH + 9]);
+        assert_eq!(at(&backend), Some(1), "all full: the least loaded");
+        // A ticket counts until its job is dropped (answered or its thread gone).
+        let (backend, queues) = with_loads(&[0, 0]);
+        let (done, answered) = std::sync::mpsc::channel();
+        backend.queue(
+            Cdb::test_unit_ready(),
+            Vec::new(),
+            Box::new(move |o| {
+                let _ = done.send(o.is_ok());
+            }),
+        );
+        assert_eq!(backend.sessions[0].load.load(Ordering::Relaxed), 1);
+        let job = queues[0].try_recv().expect("queued on the first session");
+        job.answer(Ok(Vec::new()));
+        assert!(answered.recv().unwrap());
+        assert_eq!(backend.sessions[0].load.load(Ordering::Relaxed), 0);
+        // A dropped backend closes the queues: the sessions' threads end.
+        drop(backend);
+        assert!(queues[1].recv().is_err());
     }
 
     use proptest::prelude::*;

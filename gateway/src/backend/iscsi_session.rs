@@ -1,7 +1,9 @@
 //! One session thread of the `iscsi:` backend: it owns one `datapath::client::Client` (a
 //! client stays on the thread that logged it in) and keeps up to [`SESSION_DEPTH`]
-//! commands in flight on it, taken from the backend's queue that every session thread
-//! shares.
+//! commands in flight on it, taken from its own queue (the backend sends a command to the
+//! first session whose window is not full: `iscsi.rs`). Its client sends a batch and
+//! waits for the answers in one kernel entry. A read's buffer is lent to the far command
+//! (the data comes back in the outcome); a write's data is kept to be sent again.
 //!
 //! A turn: take what the queue holds (waiting for it only when nothing is in flight), log
 //! in if the session is gone, submit everything that fits, wait for at least one
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use datapath::client::{Client, ClientConfig, ClientError, Refused};
 use datapath::scsi::probe::describe;
-use datapath::scsi::{Cdb, Sense};
+use datapath::scsi::{Cdb, DataDirection, Sense};
 use datapath::session::{CommandOutcome, Request};
 
 /// Commands one session keeps in flight at most (the far side's window may hold it lower).
@@ -63,10 +65,33 @@ impl Reply {
 /// One command for a session thread.
 pub(super) struct Job {
     pub cdb: Cdb,
-    /// The write data, or a buffer of the read's length; sent again after a lost session,
-    /// so each attempt sends a copy.
+    /// The write data (sent again after a lost session, so each attempt sends a copy), or
+    /// a buffer of the read's length (lent to the attempt: see `attempt_buffer`).
     pub buffer: Vec<u8>,
     pub reply: Reply,
+    /// Counts the job in its session's load until it is dropped (answered, or its thread
+    /// gone).
+    pub load: LoadTicket,
+}
+
+impl Job {
+    /// Answers the job: its session's load goes down first, so a command the answer lets
+    /// the host send finds the session's window as it is.
+    pub(super) fn answer(self, outcome: io::Result<Vec<u8>>) {
+        let Job { reply, load, .. } = self;
+        drop(load);
+        reply.send(outcome);
+    }
+}
+
+/// One command in a session's load ([`super::iscsi`]'s choice of session); the count
+/// goes down when the ticket is dropped.
+pub(super) struct LoadTicket(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for LoadTicket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A job with its retry state.
@@ -128,12 +153,17 @@ pub(super) fn session_thread(far: &Far, queue: &crossbeam_channel::Receiver<Job>
         };
         let mut window_closed = false;
         while in_flight.len() < SESSION_DEPTH {
-            let Some(next) = waiting.pop_front() else {
+            let Some(mut next) = waiting.pop_front() else {
                 break;
             };
             let tag = next_tag;
             next_tag = next_tag.wrapping_add(1);
-            let request = Request::new(far.lun, next.job.cdb.clone(), next.job.buffer.clone(), tag);
+            let request = Request::new(
+                far.lun,
+                next.job.cdb.clone(),
+                attempt_buffer(&mut next.job),
+                tag,
+            );
             match client.submit(request) {
                 Ok(()) => {
                     in_flight.insert(tag, next);
@@ -145,8 +175,7 @@ pub(super) fn session_thread(far: &Far, queue: &crossbeam_channel::Receiver<Job>
                 }
                 Err(Refused::Failed(error)) => next
                     .job
-                    .reply
-                    .send(Err(io::Error::other(format!("{}: {error}", far.url)))),
+                    .answer(Err(io::Error::other(format!("{}: {error}", far.url)))),
             }
         }
         tally.in_flight_most = tally.in_flight_most.max(in_flight.len());
@@ -181,7 +210,7 @@ pub(super) fn session_thread(far: &Far, queue: &crossbeam_channel::Receiver<Job>
                     continue;
                 };
                 match judge(far, &mut attempt, result) {
-                    Verdict::Done(outcome) => attempt.job.reply.send(outcome),
+                    Verdict::Done(outcome) => attempt.job.answer(outcome),
                     Verdict::Retry { lost, was_busy } => {
                         lost_session |= lost;
                         busy |= was_busy;
@@ -217,6 +246,23 @@ pub(super) fn session_thread(far: &Far, queue: &crossbeam_channel::Receiver<Job>
     tally
 }
 
+/// The buffer one attempt of `job` sends: a read's own buffer, lent (the data comes back
+/// in the outcome, and an attempt lost with its session gets a fresh one); a copy of a
+/// write's data, which is kept to be sent again after a lost session.
+fn attempt_buffer(job: &mut Job) -> Vec<u8> {
+    match job.cdb.direction() {
+        DataDirection::Read(len) => {
+            let buffer = std::mem::take(&mut job.buffer);
+            if buffer.len() == len as usize {
+                buffer
+            } else {
+                vec![0; len as usize]
+            }
+        }
+        _ => job.buffer.clone(),
+    }
+}
+
 fn attempt(far: &Far, job: Job) -> Attempt {
     Attempt {
         job,
@@ -231,10 +277,7 @@ fn fail_expired(waiting: &mut VecDeque<Attempt>, why: &str) {
     let mut kept = VecDeque::with_capacity(waiting.len());
     for attempt in waiting.drain(..) {
         if attempt.deadline <= now {
-            attempt
-                .job
-                .reply
-                .send(Err(io::Error::other(why.to_string())));
+            attempt.job.answer(Err(io::Error::other(why.to_string())));
         } else {
             kept.push_back(attempt);
         }
@@ -336,6 +379,7 @@ mod tests {
                     cdb,
                     buffer,
                     reply: Reply::Wait(reply),
+                    load: LoadTicket(std::sync::Arc::new(1.into())),
                 })
                 .unwrap();
             answers.push(answer);
