@@ -573,6 +573,16 @@ impl Connection {
             self.enter(0, None);
             return;
         }
+        // The receive armed just now may wait for a raised low-water mark: the sleep ends
+        // when that wait does (the caller's timeout was reckoned before it was armed), so
+        // the mark is lowered in time even when no completion comes before.
+        let timeout = match self.low_water_until {
+            Some(at) => timeout.min(
+                at.saturating_duration_since(now)
+                    .max(Duration::from_micros(1)),
+            ),
+            None => timeout,
+        };
         if self.completion_spin_pays() {
             // Submit first: the answers being polled for need the send and the receive.
             self.enter(0, None);
