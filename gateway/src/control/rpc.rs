@@ -570,13 +570,39 @@ pub fn encode_request(id: i64, call: &Call) -> Vec<u8> {
 
 /// A response line (with its newline).
 pub fn encode_response(id: &Id, outcome: &Result<Value, RpcError>) -> Vec<u8> {
+    /// The response object, serialized from borrowed parts: `json!` with the result in
+    /// it made a deep copy of the whole answer first (a batch's rows, once more).
+    #[derive(Serialize)]
+    struct Response<'a> {
+        // In the order `json!` (a sorted map) wrote them: the same bytes as before.
+        id: &'a Id,
+        jsonrpc: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<&'a Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorObject<'a>>,
+    }
+    #[derive(Serialize)]
+    struct ErrorObject<'a> {
+        code: i64,
+        message: &'a str,
+    }
     let response = match outcome {
-        Ok(result) => serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": result }),
-        Err(error) => serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": { "code": error.code.code(), "message": error.message },
-        }),
+        Ok(result) => Response {
+            jsonrpc: "2.0",
+            id,
+            result: Some(result),
+            error: None,
+        },
+        Err(error) => Response {
+            jsonrpc: "2.0",
+            id,
+            result: None,
+            error: Some(ErrorObject {
+                code: error.code.code(),
+                message: &error.message,
+            }),
+        },
     };
     let mut line = serde_json::to_vec(&response).unwrap_or_default();
     line.push(b'\n');
