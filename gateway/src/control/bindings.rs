@@ -545,6 +545,12 @@ pub(super) fn drain(unbound: Unbound) -> Value {
             tracing::error!(%error, "flushing an unbound volume failed");
         }
     }
+    // Closed one by one in slices (`pace`): a batch's units and their volumes' closes
+    // were one piece of work as long as its apply.
+    for unit in closed {
+        drop(unit);
+        pace::tick();
+    }
     answer
 }
 

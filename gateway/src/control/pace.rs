@@ -8,8 +8,8 @@
 //! clients' without changes, whatever the control threads' class but `idle`, which then
 //! got too little CPU to keep the storm's rate). A control thread now yields
 //! (`sched_yield`, which moves its EEVDF deadline one slice on, so a runnable loop goes
-//! first) whenever it has run [`SLICE`] since it woke or last yielded: at the start of a
-//! call, per volume of a batch, and before the answer. With no other task runnable the
+//! first) whenever it has run [`SLICE`] since it woke or last yielded: after the parse, per
+//! volume of a batch (checked, applied, closed), and before the answer. With no other task runnable the
 //! yield returns at once (one system call).
 //!
 //! Only threads that serve control clients pace themselves ([`start`] marks them); the
@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// The longest a control thread runs before it lets a runnable event loop go first.
-pub const SLICE: Duration = Duration::from_micros(50);
+pub const SLICE: Duration = Duration::from_micros(30);
 
 thread_local! {
     /// When this thread last woke or yielded; `None` on threads that do not pace.
