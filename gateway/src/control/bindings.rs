@@ -30,7 +30,7 @@ use crate::disk::{LogicalUnit, LuConfig};
 
 use super::rpc::{Bind, BindingFilter, ErrorCode, RpcError, Unbind};
 use super::state::BindingState;
-use super::{bad, hex, volumes, Model};
+use super::{bad, hex, pace, volumes, Model};
 
 /// The most volumes one `bind` or `unbind` takes (a request line is at most 64 KiB anyway).
 pub const MAX_BATCH: usize = 10_000;
@@ -53,6 +53,66 @@ pub(super) struct BoundVolume {
 
 pub(super) fn key(pool: &str, volume: &str) -> VolumeKey {
     (canonical_pool(pool), volume.to_string())
+}
+
+/// The bound volumes, by canonical pool path, then name. Looked up by `&str`: a map
+/// keyed by `(String, String)` needed a key made (two allocations) for every lookup, and
+/// a bind and its unbind look each volume up several times.
+#[derive(Clone, Default)]
+pub(super) struct BoundVolumes {
+    pools: BTreeMap<String, BTreeMap<String, BoundVolume>>,
+}
+
+impl BoundVolumes {
+    pub fn get(&self, pool: &str, volume: &str) -> Option<&BoundVolume> {
+        self.pools.get(pool)?.get(volume)
+    }
+
+    pub fn get_key(&self, (pool, volume): &VolumeKey) -> Option<&BoundVolume> {
+        self.get(pool, volume)
+    }
+
+    pub fn get_mut(&mut self, pool: &str, volume: &str) -> Option<&mut BoundVolume> {
+        self.pools.get_mut(pool)?.get_mut(volume)
+    }
+
+    pub fn contains(&self, pool: &str, volume: &str) -> bool {
+        self.get(pool, volume).is_some()
+    }
+
+    pub fn contains_key(&self, (pool, volume): &VolumeKey) -> bool {
+        self.contains(pool, volume)
+    }
+
+    pub fn insert(&mut self, pool: &str, volume: String, bound: BoundVolume) {
+        match self.pools.get_mut(pool) {
+            Some(volumes) => {
+                volumes.insert(volume, bound);
+            }
+            None => {
+                self.pools
+                    .insert(pool.to_string(), BTreeMap::from([(volume, bound)]));
+            }
+        }
+    }
+
+    pub fn remove(&mut self, pool: &str, volume: &str) -> Option<BoundVolume> {
+        let volumes = self.pools.get_mut(pool)?;
+        let removed = volumes.remove(volume);
+        if volumes.is_empty() {
+            self.pools.remove(pool);
+        }
+        removed
+    }
+
+    /// Every bound volume, ascending by (pool, name).
+    pub fn iter(&self) -> impl Iterator<Item = ((&String, &String), &BoundVolume)> {
+        self.pools.iter().flat_map(|(pool, volumes)| {
+            volumes
+                .iter()
+                .map(move |(volume, bound)| ((pool, volume), bound))
+        })
+    }
 }
 
 /// The pool's path as volumes are keyed by. A `realpath` (a system call per component of
@@ -102,10 +162,8 @@ fn open_volume(pool: &Arc<Pool>, path: &str, volume: &str) -> Result<Arc<Logical
     })?;
     let identity = backend.identity();
     let config = LuConfig {
-        serial: identity.serial,
-        naa_id: identity.naa_id,
         role: Role::Subsidiary,
-        ..LuConfig::for_name(&format!("{path}/{volume}"))
+        ..LuConfig::with_identity(identity.serial, identity.naa_id)
     };
     Ok(Arc::new(LogicalUnit::new(Box::new(backend), config)))
 }
@@ -114,8 +172,11 @@ fn open_volume(pool: &Arc<Pool>, path: &str, volume: &str) -> Result<Arc<Logical
 pub(super) struct BindPlan {
     /// The call with every secondary ID filled in (what the journal records).
     pub resolved: Bind,
-    /// Units opened for volumes bound nowhere yet.
-    opened: Vec<(VolumeKey, Arc<LogicalUnit>)>,
+    /// Per volume of the call, in its order: the unit opened for it when it is bound
+    /// nowhere yet.
+    opened: Vec<Option<Arc<LogicalUnit>>>,
+    /// The pool's canonical path (resolved once per call: a system call per component).
+    canon: String,
 }
 
 /// Checks a bind against the model and chooses its secondary IDs; opens the volumes not
@@ -189,19 +250,19 @@ pub(super) fn plan_bind(model: &Model, p: Bind) -> Result<BindPlan, RpcError> {
             }
         }
     };
-    let mut opened = Vec::new();
+    let mut opened = Vec::with_capacity(p.volumes.len());
     let canon = canonical_pool(&p.pool);
-    let attached = super::pool_attachments(model, &p.pool);
+    let attached = super::pool_attachments_at(model, std::path::Path::new(&canon));
     let mut pool = None;
     for volume in &p.volumes {
-        let k = (canon.clone(), volume.clone());
+        pace::tick();
         if let Some((t, lun)) = attached.get(volume).and_then(|places| places.first()) {
             return Err(bad(
                 ErrorCode::Refused,
                 format!("bind: volume {volume} is attached as LUN {lun} of {t}; detach it first"),
             ));
         }
-        match model.bound.get(&k) {
+        match model.bound.get(&canon, volume) {
             Some(bound) => {
                 if let Some(place) = bound
                     .places
@@ -216,13 +277,14 @@ pub(super) fn plan_bind(model: &Model, p: Bind) -> Result<BindPlan, RpcError> {
                         ),
                     ));
                 }
+                opened.push(None);
             }
             None => {
                 if pool.is_none() {
                     pool = Some(open_pool(&p.pool)?);
                 }
                 let pool = pool.as_ref().expect("opened above");
-                opened.push((k, open_volume(pool, &p.pool, volume)?));
+                opened.push(Some(open_volume(pool, &p.pool, volume)?));
             }
         }
     }
@@ -232,43 +294,56 @@ pub(super) fn plan_bind(model: &Model, p: Bind) -> Result<BindPlan, RpcError> {
             ..p
         },
         opened,
+        canon,
     })
 }
 
-/// Applies a checked bind in place; returns the answer.
-pub(super) fn apply_bind(model: &mut Model, plan: BindPlan, tpgt: u16) -> Result<Value, RpcError> {
+/// Applies a checked bind in place; returns the answer and the call as the journal
+/// records it.
+pub(super) fn apply_bind(
+    model: &mut Model,
+    plan: BindPlan,
+    tpgt: u16,
+) -> Result<(Value, Bind), RpcError> {
     let p = plan.resolved;
+    let canon = plan.canon;
     let endpoint = p.endpoint as u16;
-    let secondaries = p.secondaries.clone().unwrap_or_default();
-    for (k, unit) in plan.opened {
-        model.bound_mut().insert(
-            k,
-            BoundVolume {
-                unit,
-                places: Vec::new(),
-                opened_at: Instant::now(),
-            },
-        );
-    }
+    let secondaries = p.secondaries.as_deref().unwrap_or_default();
     let mut rows = Vec::with_capacity(p.volumes.len());
     let mut units = Vec::with_capacity(p.volumes.len());
-    let canon = canonical_pool(&p.pool);
-    for (volume, secondary) in p.volumes.iter().zip(&secondaries) {
+    let bound_volumes = model.bound_mut();
+    for ((volume, secondary), opened) in p.volumes.iter().zip(secondaries).zip(plan.opened) {
+        pace::tick();
         let secondary = *secondary as u32;
-        let bound = model
-            .bound_mut()
-            .get_mut(&(canon.clone(), volume.clone()))
-            .ok_or_else(|| bad(ErrorCode::Internal, "bind: volume not opened"))?;
-        bound
-            .places
-            .push((p.target.clone(), p.host.clone(), endpoint, secondary));
-        units.push((secondary, Arc::clone(&bound.unit)));
+        let place = (p.target.clone(), p.host.clone(), endpoint, secondary);
+        let unit = match opened {
+            Some(unit) => {
+                bound_volumes.insert(
+                    &canon,
+                    volume.clone(),
+                    BoundVolume {
+                        unit: Arc::clone(&unit),
+                        places: vec![place],
+                        opened_at: Instant::now(),
+                    },
+                );
+                unit
+            }
+            None => {
+                let bound = bound_volumes
+                    .get_mut(&canon, volume)
+                    .ok_or_else(|| bad(ErrorCode::Internal, "bind: volume not opened"))?;
+                bound.places.push(place);
+                Arc::clone(&bound.unit)
+            }
+        };
         rows.push(json!({
             "volume": volume,
             "secondary": secondary,
             "lun": lun_text(endpoint, secondary),
-            "naa": hex(&bound.unit.config().naa_id),
+            "naa": hex(&unit.config().naa_id),
         }));
+        units.push((secondary, unit));
     }
     let entry = model.target_mut(&p.target)?;
     let host = Arc::make_mut(entry.bindings.entry(p.host.clone()).or_default());
@@ -276,12 +351,13 @@ pub(super) fn apply_bind(model: &mut Model, plan: BindPlan, tpgt: u16) -> Result
         host.insert(endpoint, secondary, unit);
     }
     entry.rebuild(&p.target, tpgt);
-    Ok(json!({
+    let answer = json!({
         "target": p.target,
         "endpoint": endpoint,
         "host": p.host,
         "bindings": rows,
-    }))
+    });
+    Ok((answer, p))
 }
 
 /// The LUN a host addresses a subsidiary by, as `iscsi-ctl` and URLs write it.
@@ -289,21 +365,22 @@ fn lun_text(endpoint: u16, secondary: u32) -> String {
     format!("{endpoint}:{secondary}")
 }
 
-/// One binding an unbind removed: the volume (whole, when this was its last binding),
-/// target, host, endpoint and secondary ID.
-type UndoEntry = (VolumeKey, Option<BoundVolume>, String, String, u16, u32);
+/// What an unbind took from one volume: its name, the whole entry when that was its
+/// last binding (its places as they were), and the (endpoint, secondary ID) removed.
+type UndoEntry = (String, Option<BoundVolume>, Vec<(u16, u32)>);
 
 /// What an unbind took out: the units that lost their last binding.
 pub(super) struct Unbound {
     pub answer: Value,
     pub closed: Vec<Arc<LogicalUnit>>,
-    /// To put back if the commit fails.
-    undo: Vec<UndoEntry>,
+    /// To put back if the commit fails: the pool, target and host of the call, and per
+    /// volume what it lost.
+    undo: (String, String, String, Vec<UndoEntry>),
 }
 
 /// Applies an unbind in place (every volume must be bound for the host, through
 /// `endpoint` when given); changes nothing when it fails.
-pub(super) fn apply_unbind(model: &mut Model, p: Unbind, tpgt: u16) -> Result<Unbound, RpcError> {
+pub(super) fn apply_unbind(model: &mut Model, p: &Unbind, tpgt: u16) -> Result<Unbound, RpcError> {
     check_batch("unbind", &p.volumes)?;
     if !model.targets.contains_key(&p.target) {
         return Err(bad(
@@ -312,13 +389,13 @@ pub(super) fn apply_unbind(model: &mut Model, p: Unbind, tpgt: u16) -> Result<Un
         ));
     }
     // Check every volume first.
-    let mut found = Vec::new();
+    let mut found = Vec::with_capacity(p.volumes.len());
     let canon = canonical_pool(&p.pool);
     for volume in &p.volumes {
-        let k = (canon.clone(), volume.clone());
+        pace::tick();
         let places: Vec<(u16, u32)> = model
             .bound
-            .get(&k)
+            .get(&canon, volume)
             .map(|b| {
                 b.places
                     .iter()
@@ -340,70 +417,82 @@ pub(super) fn apply_unbind(model: &mut Model, p: Unbind, tpgt: u16) -> Result<Un
                 ),
             ));
         }
-        found.push((k, places));
+        found.push((volume, places));
     }
-    let mut rows = Vec::new();
+    let mut rows = Vec::with_capacity(found.len());
     let mut closed = Vec::new();
-    let mut undo = Vec::new();
+    let mut undo = Vec::with_capacity(found.len());
     let entry = model.target_mut(&p.target)?;
     let host = Arc::make_mut(entry.bindings.entry(p.host.clone()).or_default());
-    for (k, places) in &found {
+    for (volume, places) in &found {
         for (e, s) in places {
             host.remove(*e, *s);
-            rows.push(json!({"volume": k.1, "endpoint": e, "secondary": s}));
+            rows.push(json!({"volume": volume, "endpoint": e, "secondary": s}));
         }
     }
     if host.is_empty() {
         entry.bindings.remove(&p.host);
     }
     entry.rebuild(&p.target, tpgt);
-    for (k, places) in found {
-        let bound = model.bound_mut();
-        let Some(b) = bound.get_mut(&k) else { continue };
-        let before = b.clone();
-        b.places
-            .retain(|(t, h, e, s)| !(*t == p.target && *h == p.host && places.contains(&(*e, *s))));
-        for (e, s) in &places {
-            undo.push((k.clone(), None, p.target.clone(), p.host.clone(), *e, *s));
-        }
-        if b.places.is_empty() {
-            if let Some(gone) = bound.remove(&k) {
+    let bound = model.bound_mut();
+    for (volume, places) in found {
+        pace::tick();
+        let Some(b) = bound.get_mut(&canon, volume) else {
+            continue;
+        };
+        let removed = |(t, h, e, s): &(String, String, u16, u32)| {
+            *t == p.target && *h == p.host && places.contains(&(*e, *s))
+        };
+        if b.places.iter().all(removed) {
+            // Its last binding: the entry leaves whole (kept as it was, for an undo).
+            if let Some(gone) = bound.remove(&canon, volume) {
                 closed.push(Arc::clone(&gone.unit));
+                undo.push((volume.clone(), Some(gone), places));
             }
-            if let Some(last) = undo.last_mut() {
-                last.1 = Some(before);
-            }
+        } else {
+            b.places.retain(|place| !removed(place));
+            undo.push((volume.clone(), None, places));
         }
     }
     Ok(Unbound {
         answer: json!({"target": p.target, "host": p.host, "unbound": rows}),
         closed,
-        undo,
+        undo: (canon, p.target.clone(), p.host.clone(), undo),
     })
 }
 
 /// Puts back what [`apply_unbind`] took out (its commit failed).
 pub(super) fn undo_unbind(model: &mut Model, unbound: Unbound, tpgt: u16) {
-    let mut targets = Vec::new();
-    for (k, whole, target, host, e, s) in unbound.undo {
-        if let Some(whole) = whole {
-            model.bound_mut().insert(k.clone(), whole);
-        } else if let Some(b) = model.bound_mut().get_mut(&k) {
-            b.places.push((target.clone(), host.clone(), e, s));
-        }
-        let Some(unit) = model.bound.get(&k).map(|b| Arc::clone(&b.unit)) else {
-            continue;
+    let (pool, target, host, entries) = unbound.undo;
+    let mut units = Vec::new();
+    for (volume, whole, places) in entries {
+        let bound = model.bound_mut();
+        let unit = match whole {
+            Some(whole) => {
+                let unit = Arc::clone(&whole.unit);
+                bound.insert(&pool, volume, whole);
+                unit
+            }
+            None => {
+                let Some(b) = bound.get_mut(&pool, &volume) else {
+                    continue;
+                };
+                b.places.extend(
+                    places
+                        .iter()
+                        .map(|(e, s)| (target.clone(), host.clone(), *e, *s)),
+                );
+                Arc::clone(&b.unit)
+            }
         };
-        if let Ok(entry) = model.target_mut(&target) {
-            Arc::make_mut(entry.bindings.entry(host).or_default()).insert(e, s, unit);
-        }
-        targets.push(target);
+        units.extend(places.into_iter().map(|(e, s)| (e, s, Arc::clone(&unit))));
     }
-    targets.dedup();
-    for t in targets {
-        if let Ok(entry) = model.target_mut(&t) {
-            entry.rebuild(&t, tpgt);
+    if let Ok(entry) = model.target_mut(&target) {
+        let bindings = Arc::make_mut(entry.bindings.entry(host).or_default());
+        for (e, s, unit) in units {
+            bindings.insert(e, s, unit);
         }
+        entry.rebuild(&target, tpgt);
     }
 }
 
@@ -416,7 +505,7 @@ pub(super) fn undo_bind(model: &mut Model, bind: &Bind, tpgt: u16) {
         volumes: bind.volumes.clone(),
         endpoint: Some(bind.endpoint),
     };
-    if let Err(error) = apply_unbind(model, unbind, tpgt) {
+    if let Err(error) = apply_unbind(model, &unbind, tpgt) {
         tracing::error!(%error, "undoing a bind whose commit failed");
     }
 }
@@ -456,6 +545,12 @@ pub(super) fn drain(unbound: Unbound) -> Value {
             tracing::error!(%error, "flushing an unbound volume failed");
         }
     }
+    // Closed one by one in slices (`pace`): a batch's units and their volumes' closes
+    // were one piece of work as long as its apply.
+    for unit in closed {
+        drop(unit);
+        pace::tick();
+    }
     answer
 }
 
@@ -467,7 +562,7 @@ pub(super) fn replay_bind(model: &mut Model, mut p: Bind, tpgt: u16) -> Result<(
     let canon = canonical_pool(&p.pool);
     let pool = Pool::open(std::path::Path::new(&p.pool)).ok();
     for (i, volume) in p.volumes.iter().enumerate() {
-        let bound = model.bound.contains_key(&(canon.clone(), volume.clone()));
+        let bound = model.bound.contains(&canon, volume);
         let exists = || {
             pool.as_ref()
                 .is_some_and(|pool| pool.engine().volume(volume).is_some())
@@ -492,11 +587,11 @@ pub(super) fn replay_bind(model: &mut Model, mut p: Bind, tpgt: u16) -> Result<(
 pub(super) fn replay_unbind(model: &mut Model, mut p: Unbind, tpgt: u16) -> Result<(), RpcError> {
     let canon = canonical_pool(&p.pool);
     p.volumes
-        .retain(|volume| model.bound.contains_key(&(canon.clone(), volume.clone())));
+        .retain(|volume| model.bound.contains(&canon, volume));
     if p.volumes.is_empty() {
         return Ok(());
     }
-    apply_unbind(model, p, tpgt).map(drop)
+    apply_unbind(model, &p, tpgt).map(drop)
 }
 
 /// `binding_list`.

@@ -18,6 +18,7 @@ pub mod array_state;
 mod bindings;
 mod group_commit;
 mod migration;
+mod pace;
 mod phases;
 pub mod pools;
 pub mod priority;
@@ -142,7 +143,7 @@ struct Model {
     pools: Vec<String>,
     /// The volumes bound for hosts (`bindings`), by pool and name. Changed in place by
     /// binds and unbinds (see `bindings`), shared by the copies other changes make.
-    bound: Arc<BTreeMap<bindings::VolumeKey, bindings::BoundVolume>>,
+    bound: Arc<bindings::BoundVolumes>,
     /// Weights, drains, ALUA states, redirect kind, virtual portals (`array_state`).
     array: array_state::ArraySettings,
 }
@@ -199,7 +200,15 @@ fn credentials(chap: &Option<Chap>) -> Option<ChapCredentials> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // One allocation (a `format!` per byte made a string per byte: a bind answers an
+    // NAA per volume).
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), RpcError> {
@@ -394,7 +403,15 @@ fn attachments(model: &Model, pool: &str, name: &str) -> Vec<(String, u64)> {
 /// one walk of the LUNs (a path resolved per pool LUN) for a whole batch of volumes, where
 /// [`attachments`] per volume resolved every pool LUN's path again for each.
 fn pool_attachments(model: &Model, pool: &str) -> BTreeMap<String, Vec<(String, u64)>> {
-    let pool = volumes::canonical(pool);
+    pool_attachments_at(model, &volumes::canonical(pool))
+}
+
+/// [`pool_attachments`] of the pool whose canonical path is `pool` (a caller that has
+/// resolved it already).
+fn pool_attachments_at(
+    model: &Model,
+    pool: &std::path::Path,
+) -> BTreeMap<String, Vec<(String, u64)>> {
     let mut found: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     for (target, entry) in &model.targets {
         for (lun, lun_entry) in &entry.luns {
@@ -459,7 +476,7 @@ impl Model {
         self.targets.values().map(|t| Arc::clone(&t.live)).collect()
     }
 
-    fn bound_mut(&mut self) -> &mut BTreeMap<bindings::VolumeKey, bindings::BoundVolume> {
+    fn bound_mut(&mut self) -> &mut bindings::BoundVolumes {
         Arc::make_mut(&mut self.bound)
     }
 
@@ -846,7 +863,7 @@ impl Control {
         };
         if method == "volume_delete" {
             let bound = match (&pool, &name) {
-                (Some(pool), Some(name)) => inner.model.bound.get(&bindings::key(pool, name)),
+                (Some(pool), Some(name)) => inner.model.bound.get_key(&bindings::key(pool, name)),
                 _ => None,
             };
             if let Some(place) = bound.and_then(|b| b.places.first()) {
@@ -1009,13 +1026,11 @@ impl Control {
         self.check_usable()?;
         let mut inner = self.lock();
         let plan = bindings::plan_bind(&inner.model, p)?;
-        let resolved = plan.resolved.clone();
-        let answer = bindings::apply_bind(&mut inner.model, plan, tpgt)?;
+        let (answer, resolved) = bindings::apply_bind(&mut inner.model, plan, tpgt)?;
         inner.model.generation += 1;
-        let record = JournalRecord {
-            method: "bind".into(),
-            params: serde_json::to_value(&resolved).unwrap_or_default(),
-            identities: Vec::new(),
+        let record = RecordOf {
+            method: "bind",
+            params: &resolved,
         };
         let version = match Self::write(&mut inner, &record) {
             Ok(version) => version,
@@ -1038,15 +1053,14 @@ impl Control {
         let tpgt = self.portal_group_tag;
         self.check_usable()?;
         let mut inner = self.lock();
-        let record = JournalRecord {
-            method: "unbind".into(),
-            params: serde_json::to_value(&p).unwrap_or_default(),
-            identities: Vec::new(),
-        };
         // A volume closed while a SANITIZE writes to it: refused (`sanitize_fence`).
         let fences = sanitize_fence::fence_unbind(&inner.model, &p)?;
-        let unbound = bindings::apply_unbind(&mut inner.model, p, tpgt)?;
+        let unbound = bindings::apply_unbind(&mut inner.model, &p, tpgt)?;
         inner.model.generation += 1;
+        let record = RecordOf {
+            method: "unbind",
+            params: &p,
+        };
         let version = match Self::write(&mut inner, &record) {
             Ok(version) => version,
             Err(e) => {
@@ -1067,7 +1081,7 @@ impl Control {
     /// Writes the record of the model's change (already made) to the journal, unsynced,
     /// and gives the change its version. A full journal is written as a snapshot
     /// instead (synced at once).
-    fn write(inner: &mut Inner, record: &JournalRecord) -> Result<u64, RpcError> {
+    fn write(inner: &mut Inner, record: &impl serde::Serialize) -> Result<u64, RpcError> {
         if let Some(dir) = inner.state.as_mut() {
             write_record(dir, &inner.model, record).map_err(|e| {
                 bad(
@@ -1399,6 +1413,15 @@ struct JournalRecord {
     identities: Vec<RecordedIdentity>,
 }
 
+/// A [`JournalRecord`] with no identities, its parameters serialized where they are (a
+/// `bind` or `unbind` of a batch: copying them into a `Value` first made an allocation
+/// per volume name). Replay reads it as a `JournalRecord`.
+#[derive(serde::Serialize)]
+struct RecordOf<'a, P: serde::Serialize> {
+    method: &'a str,
+    params: &'a P,
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct RecordedIdentity {
     lun: u64,
@@ -1437,7 +1460,7 @@ fn recorded(identities: &[RecordedIdentity], lun: u64) -> Option<LuIdentity> {
 fn write_record(
     dir: &mut StateDir,
     next: &Model,
-    record: &JournalRecord,
+    record: &impl serde::Serialize,
 ) -> Result<(), state::StateError> {
     let payload = serde_json::to_vec(record).unwrap_or_default();
     match dir.write(next.generation, &payload) {

@@ -570,13 +570,39 @@ pub fn encode_request(id: i64, call: &Call) -> Vec<u8> {
 
 /// A response line (with its newline).
 pub fn encode_response(id: &Id, outcome: &Result<Value, RpcError>) -> Vec<u8> {
+    /// The response object, serialized from borrowed parts: `json!` with the result in
+    /// it made a deep copy of the whole answer first (a batch's rows, once more).
+    #[derive(Serialize)]
+    struct Response<'a> {
+        // In the order `json!` (a sorted map) wrote them: the same bytes as before.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorObject<'a>>,
+        id: &'a Id,
+        jsonrpc: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<&'a Value>,
+    }
+    #[derive(Serialize)]
+    struct ErrorObject<'a> {
+        code: i64,
+        message: &'a str,
+    }
     let response = match outcome {
-        Ok(result) => serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": result }),
-        Err(error) => serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": { "code": error.code.code(), "message": error.message },
-        }),
+        Ok(result) => Response {
+            jsonrpc: "2.0",
+            id,
+            result: Some(result),
+            error: None,
+        },
+        Err(error) => Response {
+            jsonrpc: "2.0",
+            id,
+            result: None,
+            error: Some(ErrorObject {
+                code: error.code.code(),
+                message: &error.message,
+            }),
+        },
     };
     let mut line = serde_json::to_vec(&response).unwrap_or_default();
     line.push(b'\n');
@@ -615,6 +641,30 @@ mod tests {
 
     fn refused(line: &str) -> Refusal {
         parse_request(line.as_bytes()).expect_err(line)
+    }
+
+    /// A response is written from borrowed parts, byte for byte what the `json!` object
+    /// (a sorted map) gave, for results and for errors.
+    #[test]
+    fn responses_keep_their_bytes() {
+        let result = serde_json::json!({"bindings": [{"volume": "v1", "secondary": 1}]});
+        let error = RpcError::new(ErrorCode::NotFound, "no target t");
+        for id in [Id::Number(7), Id::Text("x".into()), Id::Null] {
+            let mut expected = serde_json::to_vec(
+                &serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            )
+            .unwrap();
+            expected.push(b'\n');
+            assert_eq!(encode_response(&id, &Ok(result.clone())), expected);
+            let mut expected = serde_json::to_vec(&serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": { "code": error.code.code(), "message": error.message },
+            }))
+            .unwrap();
+            expected.push(b'\n');
+            assert_eq!(encode_response(&id, &Err(error.clone())), expected);
+        }
     }
 
     #[test]

@@ -36,9 +36,9 @@ impl Fences {
 
 /// Fences every unit of `units` (what it is, e.g. "LUN 0 of iqn...", and the unit), or
 /// none: the error names the first refused and why.
-pub(super) fn fence_units<'a>(
+pub(super) fn fence_units<'a, W: std::fmt::Display>(
     verb: &str,
-    units: impl IntoIterator<Item = (String, &'a LogicalUnit)>,
+    units: impl IntoIterator<Item = (W, &'a LogicalUnit)>,
 ) -> Result<Fences, RpcError> {
     let mut fences = Fences::default();
     for (what, unit) in units {
@@ -120,10 +120,20 @@ pub(super) fn fence_lun(
 pub(super) fn fence_unbind(model: &Model, p: &Unbind) -> Result<Fences, RpcError> {
     let pool = bindings::canonical_pool(&p.pool);
     let units = p.volumes.iter().filter_map(|volume| {
-        let bound = model.bound.get(&(pool.clone(), volume.clone()))?;
-        Some((format!("volume {volume}"), bound.unit.as_ref()))
+        let bound = model.bound.get(&pool, volume)?;
+        Some((VolumeLabel(volume), bound.unit.as_ref()))
     });
     fence_units("unbind", units)
+}
+
+/// "volume NAME", written only when a refusal names it (an unbind fences every volume
+/// of its batch).
+struct VolumeLabel<'a>(&'a str);
+
+impl std::fmt::Display for VolumeLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "volume {}", self.0)
+    }
 }
 
 #[cfg(test)]
@@ -149,8 +159,10 @@ mod tests {
             nexus: Default::default(),
         });
         assert_eq!(answer.status, 0, "SANITIZE IMMED: {:?}", answer.sense);
+        let (pool, volume) = bindings::key("p", "vol");
         model.bound_mut().insert(
-            bindings::key("p", "vol"),
+            &pool,
+            volume,
             bindings::BoundVolume {
                 unit: Arc::clone(&unit),
                 places: vec![("t".into(), "h".into(), 1, 1)],

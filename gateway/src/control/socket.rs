@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pace;
 use super::phases::{self, Phase};
 use super::priority::{self, ControlPriority, NormalLane};
 use super::rpc::{self, ErrorCode, Id, RpcError, MAX_REQUEST_BYTES};
@@ -215,11 +216,13 @@ fn serve_client(stream: UnixStream, control: &Control, lane: Option<&NormalLane>
             return;
         }
         phases::start();
+        pace::start();
         let mut method = None;
         let response = match rpc::parse_request(&line) {
             Ok(request) => {
                 method = phases::running().then(|| phase_label(&request.call));
                 phases::mark(Phase::Parse);
+                pace::tick();
                 let outcome = match lane {
                     Some(lane) if priority::starts_io_threads(&request.call) => {
                         lane.handle(request.call)
@@ -231,6 +234,7 @@ fn serve_client(stream: UnixStream, control: &Control, lane: Option<&NormalLane>
             Err(refusal) => Some(rpc::encode_response(&refusal.id, &Err(refusal.error))),
         };
         if let Some(response) = response {
+            pace::tick();
             if writer.write_all(&response).is_err() {
                 return;
             }

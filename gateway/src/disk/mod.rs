@@ -63,11 +63,11 @@ pub struct LuConfig {
     /// Logical block length in bytes: 512 or 4096.
     pub block_size: u32,
     /// T10 VENDOR IDENTIFICATION, at most 8 ASCII characters (padded with spaces).
-    pub vendor: String,
+    pub vendor: std::borrow::Cow<'static, str>,
     /// PRODUCT IDENTIFICATION, at most 16 ASCII characters.
-    pub product: String,
+    pub product: std::borrow::Cow<'static, str>,
     /// PRODUCT REVISION LEVEL, at most 4 ASCII characters.
-    pub revision: String,
+    pub revision: std::borrow::Cow<'static, str>,
     /// Unit serial number (VPD 0x80), printable ASCII.
     pub serial: String,
     /// The NAA designator of the logical unit (VPD 0x83): NAA 3h, locally assigned,
@@ -91,12 +91,22 @@ impl LuConfig {
         let hash = fnv1a_64(name.as_bytes());
         let mut naa_id = (hash & 0x0fff_ffff_ffff_ffff).to_be_bytes();
         naa_id[0] |= 0x30;
+        let serial = format!("{:016x}", fnv1a_64(&[name.as_bytes(), b"/serial"].concat()));
+        LuConfig::with_identity(serial, naa_id)
+    }
+
+    /// A configuration with this serial number and NAA designator (the storage's own
+    /// identity), 512-byte blocks and the write cache on: [`LuConfig::for_name`] without
+    /// the name (a bind opens a unit per volume; deriving an identity it replaces at once
+    /// cost it a few allocations and hashes).
+    pub fn with_identity(serial: String, naa_id: [u8; 8]) -> LuConfig {
         LuConfig {
             block_size: 512,
-            vendor: "IOURING ".to_string(),
-            product: "gateway disk".to_string(),
-            revision: "0001".to_string(),
-            serial: format!("{:016x}", fnv1a_64(&[name.as_bytes(), b"/serial"].concat())),
+            // Borrowed: no allocation per unit (a bind opens one per volume).
+            vendor: "IOURING ".into(),
+            product: "gateway disk".into(),
+            revision: "0001".into(),
+            serial,
             naa_id,
             write_cache: true,
             read_only: false,

@@ -973,13 +973,15 @@ impl Engine {
     }
 
     /// Marks `name` exported; its id and size. One export at a time.
-    pub fn open_volume(&self, name: &str) -> Result<VolumeRecord, PoolError> {
+    /// Marks volume `name` open (one export at a time); its id and size.
+    pub fn open_volume(&self, name: &str) -> Result<(u32, u64), PoolError> {
         let mut control = lock(&self.control);
-        let volume = find(&control, name)?.clone();
-        if !control.open.insert(volume.id) {
+        let volume = find(&control, name)?;
+        let (id, size_bytes) = (volume.id, volume.size_bytes);
+        if !control.open.insert(id) {
             return Err(PoolError::VolumeInUse(name.to_string()));
         }
-        Ok(volume)
+        Ok((id, size_bytes))
     }
 
     pub fn close_volume(&self, id: u32) {

@@ -237,16 +237,20 @@ impl Pool {
         name: &str,
         size_bytes: Option<u64>,
     ) -> Result<PoolVolume, PoolError> {
-        match (self.engine.volume(name), size_bytes) {
-            (None, Some(size)) => self.create_volume(name, size)?,
-            (Some(v), Some(size)) if v.size_bytes < size => self.grow_volume(name, size)?,
-            _ => {}
+        // Without a size, only the open's own lookup: a bind opens a volume per name,
+        // and a second lookup with copies of the record showed in a storm's profile.
+        if let Some(size) = size_bytes {
+            match self.engine.volume(name) {
+                None => self.create_volume(name, size)?,
+                Some(v) if v.size_bytes < size => self.grow_volume(name, size)?,
+                _ => {}
+            }
         }
-        let record = self.engine.open_volume(name)?;
+        let (id, size_bytes) = self.engine.open_volume(name)?;
         Ok(PoolVolume {
             pool: Arc::clone(self),
-            id: record.id,
-            size_bytes: AtomicU64::new(record.size_bytes),
+            id,
+            size_bytes: AtomicU64::new(size_bytes),
         })
     }
 }
