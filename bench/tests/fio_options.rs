@@ -412,6 +412,15 @@ fn bench_run(args: &[&str]) -> std::process::Output {
         .expect("run iscsi-bench")
 }
 
+/// The run failed, and its error names `word`.
+fn assert_refused_naming(out: &std::process::Output, word: &str) {
+    assert!(!out.status.success(), "not refused: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(word),
+        "the refusal does not name {word:?}: {out:?}"
+    );
+}
+
 fn json_after_notes(text: &str) -> serde_json::Value {
     let start = text
         .find('{')
@@ -524,11 +533,7 @@ fn fill_device_writes_to_the_end() {
         "--rw=write",
         "--fill_device=1",
     ]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("fill_device"),
-        "{out:?}"
-    );
+    assert_refused_naming(&out, "fill_device");
     assert_eq!(std::fs::metadata(&file).unwrap().len(), 64 * 1024);
 }
 
@@ -1861,11 +1866,7 @@ fn libaio_job_files_run_on_io_uring_as_on_fio() {
     )
     .unwrap();
     let out = bench_run(&[&job_path.display().to_string()]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("psync"),
-        "{out:?}"
-    );
+    assert_refused_naming(&out, "psync");
 }
 
 /// `gtod_reduce` and the `disable_*` options: the statistic is not kept, and both tools
@@ -1988,11 +1989,7 @@ fn a_local_job_without_a_filename_uses_fios_file_in_directory() {
         "--size=64k",
         "--directory=/tmp",
     ]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("filename="),
-        "{out:?}"
-    );
+    assert_refused_naming(&out, "filename=");
 }
 
 /// A direction's runtime is rounded up to whole milliseconds, as in fio, so a job shorter
