@@ -778,35 +778,54 @@ impl Connection {
         drop(slices);
         self.driver.handle_sent();
         let now = Instant::now();
-        let received = match result {
+        let Some(received) = self.received_bytes(now, result)? else {
+            return Ok(());
+        };
+        let result = self.driver.handle_received(now, &self.rx[..received]);
+        self.fed(result)
+    }
+
+    /// What a receive brought: `Some(bytes)`, or `None` once the session has been told
+    /// that the target closed the connection or that the wait ran out (nothing more this
+    /// turn). A transport failure ends the connection.
+    fn received_bytes(
+        &mut self,
+        now: Instant,
+        received: Result<Option<usize>, TransportError>,
+    ) -> Result<Option<usize>, ClientError> {
+        let session = self.driver.session_mut();
+        match received {
             Ok(Some(0)) => {
                 let reason = "the target closed the connection".to_string();
-                self.driver
-                    .session_mut()
-                    .handle_connection_lost(now, reason);
-                return Ok(());
+                session.handle_connection_lost(now, reason);
+                Ok(None)
             }
-            Ok(Some(n)) => n,
+            Ok(Some(n)) => Ok(Some(n)),
             Ok(None) => {
-                self.driver.session_mut().handle_timeout(now);
-                return Ok(());
+                session.handle_timeout(now);
+                Ok(None)
             }
             Err(source) => {
-                self.driver
-                    .session_mut()
-                    .handle_connection_lost(now, source.to_string());
-                return Err(ClientError::Transport { portal, source });
+                session.handle_connection_lost(now, source.to_string());
+                Err(ClientError::Transport {
+                    portal: self.portal,
+                    source,
+                })
             }
-        };
-        self.driver
-            .handle_received(now, &self.rx[..received])
-            .map_err(|error| {
-                let _ = self.socket.shutdown();
-                match error {
-                    ConnError::Pdu(source) => ClientError::Pdu { portal, source },
-                    ConnError::Session(source) => ClientError::Session { portal, source },
-                }
-            })
+        }
+    }
+
+    /// The session's verdict on bytes it was fed: a malformed PDU or a session fault
+    /// ends the connection.
+    fn fed(&mut self, result: Result<(), ConnError>) -> Result<(), ClientError> {
+        let portal = self.portal;
+        result.map_err(|error| {
+            let _ = self.socket.shutdown();
+            match error {
+                ConnError::Pdu(source) => ClientError::Pdu { portal, source },
+                ConnError::Session(source) => ClientError::Session { portal, source },
+            }
+        })
     }
 
     /// Sends every PDU the session has queued, payload straight from the command buffers.
@@ -843,7 +862,6 @@ impl Connection {
 
     /// [`Connection::receive_once`], waiting at most `limit`.
     fn receive_within(&mut self, limit: Duration) -> Result<(), ClientError> {
-        let portal = self.portal;
         let now = Instant::now();
         let session = self.driver.session_mut();
         let wait = match session.poll_timeout() {
@@ -861,37 +879,18 @@ impl Connection {
         };
         let now = Instant::now();
         let received = match received {
-            Ok(0) => {
-                let reason = "the target closed the connection".to_string();
-                self.driver
-                    .session_mut()
-                    .handle_connection_lost(now, reason);
-                return Ok(());
-            }
-            Ok(n) => n,
-            Err(TransportError::TimedOut { .. }) => {
-                self.driver.session_mut().handle_timeout(now);
-                return Ok(());
-            }
-            Err(source) => {
-                self.driver
-                    .session_mut()
-                    .handle_connection_lost(now, source.to_string());
-                return Err(ClientError::Transport { portal, source });
-            }
+            Err(TransportError::TimedOut { .. }) => Ok(None),
+            other => other.map(Some),
+        };
+        let Some(received) = self.received_bytes(now, received)? else {
+            return Ok(());
         };
         let result = if placed {
             self.driver.handle_placed_received(now, received)
         } else {
             self.driver.handle_received(now, &self.rx[..received])
         };
-        result.map_err(|error| {
-            let _ = self.socket.shutdown();
-            match error {
-                ConnError::Pdu(source) => ClientError::Pdu { portal, source },
-                ConnError::Session(source) => ClientError::Session { portal, source },
-            }
-        })
+        self.fed(result)
     }
 }
 
