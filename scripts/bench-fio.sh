@@ -4,18 +4,23 @@
 # (reads only), against tgt's null LUN and our gateway's null LUN; then iscsi-bench's
 # io_uring engine beside Debian's fio io_uring engine on a file (tmpfs and this disk).
 #
-# Each figure is the best of ROUNDS runs (default 2, the tools alternating) of
-# SECONDS_PER_RUN seconds (default 5). CPU per I/O is the whole process (user + system,
-# from /usr/bin/time; fio's job processes included). p50/p99: completion latency from each
-# tool's JSON (iscsi-perf prints none). "x fio": ours / fio (CPU below 1 is better).
+# Each row runs PAIRS pairs (default 5) of SECONDS_PER_RUN-second runs (default 5): ours and
+# fio back to back, the order swapping every pair, so drift in the machine's speed (other
+# tenants of the host, CPU frequency) hits both sides of a pair alike. A tool's figures are
+# the medians of its runs; the verdict "x fio" is the median of the per-pair ratios, with
+# their lowest and highest beside it (IOPS: ours / fio, above 1 is better; CPU per I/O:
+# ours / fio, below 1 is better). CPU per I/O is the whole process (user + system, from
+# /usr/bin/time; fio's job processes included). p50/p99: completion latency from each tool's
+# JSON. iscsi-perf (reads only, no latency figures) runs once per row, for reference.
 #
 # Not run in CI: it is a benchmark. Needs root, tgtd, tgtadm, iscsi-perf, fio, python3.
-# Usage: scripts/bench-fio.sh   (ONLY_TARGET=tgt-null|gateway-null, ONLY_TABLE=iscsi|uring,
+# Usage: scripts/bench-fio.sh   (PAIRS, SECONDS_PER_RUN, ONLY_TARGET=tgt-null|gateway-null,
+#                                ONLY_TABLE=iscsi|uring,
 #                                FIO=path to the libiscsi-enabled fio)
 set -euo pipefail
 
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
-ROUNDS=${ROUNDS:-2}
+PAIRS=${PAIRS:-5}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 anchor_fio=${FIO:-$root/../shared/anchors/fio}
@@ -104,61 +109,87 @@ print("%.0f %.2f - -" % (iops, cpu * 1e6 / ios if ios else 0))
 PY
 }
 
-best() { # prints the line with the highest IOPS among stdin lines
-    sort -k1,1nr | head -1
+# Runs PAIRS pairs of "$1 ARGS" and "$2 ARGS" (shell functions printing
+# "iops cpu_us_per_io p50 p99"), alternating which goes first; prints one line per pair:
+# the first function's four figures, then the second's.
+pairs() { # ours_fn fio_fn args...
+    local ours_fn=$1 fio_fn=$2 o f
+    shift 2
+    for i in $(seq "$PAIRS"); do
+        if [ $((i % 2)) = 1 ]; then
+            o=$("$ours_fn" "$@"); f=$("$fio_fn" "$@")
+        else
+            f=$("$fio_fn" "$@"); o=$("$ours_fn" "$@")
+        fi
+        echo "$o $f"
+    done
 }
 
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b) if b else '-')" "$1" "$2"; }
+# Reads pairs' lines; prints ours' medians, fio's medians, and the median (lowest-highest)
+# of the per-pair IOPS and CPU ratios. A run that failed (0 IOPS) voids its pair.
+verdict() {
+    python3 -c '
+import statistics as st, sys
+rows = [[float(x) for x in line.split()] for line in sys.stdin if line.strip()]
+rows = [r for r in rows if r[0] > 0 and r[4] > 0]
+if not rows:
+    print("%8s %6s %5s %5s | %8s %6s %5s %5s | %16s %16s" % (("-",) * 10)); sys.exit()
+med = lambda i: st.median(r[i] for r in rows)
+def spread(num, den):
+    q = [r[num] / r[den] for r in rows if r[den]]
+    return "%.2f (%.2f-%.2f)" % (st.median(q), min(q), max(q)) if q else "-"
+print("%8.0f %6.2f %5.0f %5.0f | %8.0f %6.2f %5.0f %5.0f | %16s %16s" % (
+    med(0), med(1), med(2), med(3), med(4), med(5), med(6), med(7), spread(0, 4), spread(1, 5)))
+'
+}
+
+run_ours_uring() { # rw bs qd fio-args...
+    local rw=$1 bs=$2 qd=$3
+    shift 3
+    # shellcheck disable=SC2046
+    timed_json "$ours" $(job_args "$rw" "$bs" "$qd") "$@" | summarize
+}
+
+run_fio_uring() { # rw bs qd fio-args...
+    local rw=$1 bs=$2 qd=$3
+    shift 3
+    # shellcheck disable=SC2046
+    timed_json "$debian_fio" $(job_args "$rw" "$bs" "$qd") "$@" | summarize
+}
 
 iscsi_rows=("randread 4096 1" "randread 4096 32" "read 65536 8" "read 1048576 4" "randwrite 4096 32")
 
 if [ "${ONLY_TABLE:-iscsi}" = iscsi ]; then
-    printf '%-13s %-15s | %-26s | %-26s | %-16s | %-12s\n' target workload \
-        "iscsi-bench IOPS us/io p50 p99" "fio+libiscsi IOPS us/io p50 p99" "iscsi-perf IOPS us/io" \
-        "x fio IOPS cpu"
+    printf '%-13s %-17s | %-26s | %-26s | %-16s | %-16s | %-14s\n' target workload \
+        "iscsi-bench IOPS us/io p50 p99" "fio+libiscsi IOPS us/io p50 p99" "x fio IOPS" \
+        "x fio CPU/IO" "iscsi-perf IOPS us/io"
     for t in "${targets[@]}"; do
         read -r name portal iqn lun <<<"$t"
         url="iscsi://$portal/$iqn/$lun"
         for row in "${iscsi_rows[@]}"; do
             read -r rw bs qd <<<"$row"
-            o=""; f=""; p=""
-            for _ in $(seq "$ROUNDS"); do
-                o+="$(run_ours_iscsi "$url" "$rw" "$bs" "$qd")"$'\n'
-                f+="$(run_fio_iscsi "$url" "$rw" "$bs" "$qd")"$'\n'
-                p+="$(run_iscsi_perf "$url" "$rw" "$bs" "$qd")"$'\n'
-            done
-            o=$(printf '%s' "$o" | best); f=$(printf '%s' "$f" | best); p=$(printf '%s' "$p" | best)
-            read -r oi oc op50 op99 <<<"$o"; read -r fi fc fp50 fp99 <<<"$f"; read -r pi pc _ _ <<<"$p"
-            printf '%-13s %-15s | %8s %6s %5s %5s | %8s %6s %5s %5s | %8s %6s | %5s %5s\n' \
-                "$name" "$rw $bs $qd" "$oi" "$oc" "$op50" "$op99" "$fi" "$fc" "$fp50" "$fp99" \
-                "$pi" "$pc" "$(ratio "$oi" "$fi")" "$(ratio "$oc" "$fc")"
+            measured=$(pairs run_ours_iscsi run_fio_iscsi "$url" "$rw" "$bs" "$qd" | verdict)
+            read -r pi pc _ _ <<<"$(run_iscsi_perf "$url" "$rw" "$bs" "$qd")"
+            printf '%-13s %-17s | %s | %8s %6s\n' "$name" "$rw $bs $qd" "$measured" "$pi" "$pc"
         done
     done
 fi
 
 if [ "${ONLY_TABLE:-uring}" = uring ] && [ -n "$debian_fio" ]; then
     echo
-    printf '%-22s %-16s | %-26s | %-26s | %-12s\n' file workload \
-        "iscsi-bench IOPS us/io p50 p99" "fio io_uring IOPS us/io p50 p99" "x fio IOPS cpu"
+    printf '%-24s %-16s | %-26s | %-26s | %-16s | %-16s\n' file workload \
+        "iscsi-bench IOPS us/io p50 p99" "fio io_uring IOPS us/io p50 p99" "x fio IOPS" \
+        "x fio CPU/IO"
     disk_file="$root/target/bench-fio.dat"
-    shm_file="/dev/shm/bench-fio.$$"
+    shm_file="/dev/shm/bench-fio.dat"
     for file in "$shm_file" "$disk_file"; do
         for row in "randread 4k 1" "randread 4k 16" "randread 4k 32" "randwrite 4k 16" \
                    "read 128k 4" "write 128k 4"; do
             read -r rw bs qd <<<"$row"
             args="--ioengine=io_uring --direct=1 --size=256m --filename=$file"
-            o=""; f=""
-            for _ in $(seq "$ROUNDS"); do
-                # shellcheck disable=SC2046,SC2086
-                o+="$(timed_json "$ours" $(job_args "$rw" "$bs" "$qd") $args | summarize)"$'\n'
-                # shellcheck disable=SC2046,SC2086
-                f+="$(timed_json "$debian_fio" $(job_args "$rw" "$bs" "$qd") $args | summarize)"$'\n'
-            done
-            o=$(printf '%s' "$o" | best); f=$(printf '%s' "$f" | best)
-            read -r oi oc op50 op99 <<<"$o"; read -r fi fc fp50 fp99 <<<"$f"
-            printf '%-22s %-16s | %8s %6s %5s %5s | %8s %6s %5s %5s | %5s %5s\n' \
-                "${file/#$root\//}" "$rw $bs $qd" "$oi" "$oc" "$op50" "$op99" "$fi" "$fc" "$fp50" \
-                "$fp99" "$(ratio "$oi" "$fi")" "$(ratio "$oc" "$fc")"
+            # shellcheck disable=SC2086
+            measured=$(pairs run_ours_uring run_fio_uring "$rw" "$bs" "$qd" $args | verdict)
+            printf '%-24s %-16s | %s\n' "${file/#$root\//}" "$rw $bs $qd" "$measured"
         done
         rm -f "$file"
     done
