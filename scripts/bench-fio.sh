@@ -15,7 +15,7 @@
 #
 # Not run in CI: it is a benchmark. Needs root, tgtd, tgtadm, iscsi-perf, fio, python3.
 # Usage: scripts/bench-fio.sh   (PAIRS, SECONDS_PER_RUN, ONLY_TARGET=tgt-null|gateway-null,
-#                                ONLY_TABLE=iscsi|uring,
+#                                ONLY_TABLE=iscsi|uring, URING_DEPTHS="1 4 16 32",
 #                                FIO=path to the libiscsi-enabled fio)
 set -euo pipefail
 
@@ -157,6 +157,13 @@ run_fio_uring() { # rw bs qd fio-args...
     timed_json "$debian_fio" $(job_args "$rw" "$bs" "$qd") "$@" | summarize
 }
 
+# The io_uring engine's rows: O_DIRECT random 4 KiB and sequential 128 KiB reads and writes
+# at depth 1, 4, 16 and 32 (URING_DEPTHS narrows them).
+uring_rows=()
+for rw_bs in "randread 4k" "randwrite 4k" "read 128k" "write 128k"; do
+    for qd in ${URING_DEPTHS:-1 4 16 32}; do uring_rows+=("$rw_bs $qd"); done
+done
+
 iscsi_rows=("randread 4096 1" "randread 4096 32" "read 65536 8" "read 1048576 4" "randwrite 4096 32")
 
 if [ "${ONLY_TABLE:-iscsi}" = iscsi ]; then
@@ -183,8 +190,7 @@ if [ "${ONLY_TABLE:-uring}" = uring ] && [ -n "$debian_fio" ]; then
     disk_file="$root/target/bench-fio.dat"
     shm_file="/dev/shm/bench-fio.dat"
     for file in "$shm_file" "$disk_file"; do
-        for row in "randread 4k 1" "randread 4k 16" "randread 4k 32" "randwrite 4k 16" \
-                   "read 128k 4" "write 128k 4"; do
+        for row in "${uring_rows[@]}"; do
             read -r rw bs qd <<<"$row"
             args="--ioengine=io_uring --direct=1 --size=256m --filename=$file"
             # shellcheck disable=SC2086
