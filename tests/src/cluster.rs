@@ -65,6 +65,8 @@ impl AgentProcess {
         command
             .arg(format!("--server={address},{port}"))
             .env("ISCSI_BENCH_TOKEN", TEST_TOKEN)
+            // Its job directories go into ours, so an agent a test kills leaves none behind.
+            .env("TMPDIR", dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?);

@@ -128,6 +128,7 @@ fn file_backend_creates_writes_reads_and_punches_holes() {
     assert_eq!(block, [0xab; 16]);
     drop(again);
     std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(format!("{}.identity", path.display())).unwrap();
 }
 
 #[test]

@@ -430,5 +430,7 @@ mod tests {
             .handle(pool_request("pool_list", json!({})))
             .unwrap();
         assert_eq!(listed["pools"][0]["volumes"], 1, "{listed}");
+        drop(control);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
