@@ -32,6 +32,15 @@ if [ "${SKIP_FUZZ_SMOKE:-0}" != 1 ]; then
     gateway/fuzz/target/release/target_session -runs=5000 -max_total_time=15 2>&1 | tail -n 1
     gateway/fuzz/target/release/control_rpc -runs=20000 -max_total_time=10 2>&1 | tail -n 1
     gateway/fuzz/target/release/change_map -runs=20000 -max_total_time=10 2>&1 | tail -n 1
+    cargo build -q --release --manifest-path bench/fuzz/Cargo.toml
+    # From a copy of the seeds: a fuzzer adds what it finds to its first corpus directory.
+    job_corpus=$(mktemp -d)
+    cp bench/fuzz/seeds/job_file/* "$job_corpus"/
+    bench/fuzz/target/release/job_file -runs=20000 -max_total_time=10 "$job_corpus" 2>&1 | tail -n 1
+    rm -rf "$job_corpus"
+    for target in cluster_frames histogram_decode; do
+        bench/fuzz/target/release/"$target" -runs=20000 -max_total_time=10 2>&1 | tail -n 1
+    done
 fi
 
 exec cargo test --workspace "${profile_args[@]}" "$@"

@@ -2032,3 +2032,39 @@ fn a_job_shorter_than_a_millisecond_still_has_a_rate() {
         assert!(text.contains("  read: IOPS="), "{who}: {text}");
     }
 }
+
+/// `zonemode=none` is fio's default (the target is not zoned) and runs the same job as
+/// without it, in fio and in ours; the zoned modes are refused by name.
+#[test]
+fn zonemode_none_runs_and_the_zoned_modes_are_refused_by_name() {
+    let job = [
+        "--name=z",
+        "--ioengine=null",
+        "--rw=randread",
+        "--bs=4k",
+        "--size=1m",
+    ];
+    let plain = bench_run(&[&job[..], &["--output-format=json"]].concat());
+    assert!(plain.status.success(), "{plain:?}");
+    let none = bench_run(&[&job[..], &["--zonemode=none", "--output-format=json"]].concat());
+    assert!(none.status.success(), "{none:?}");
+    let ios = |out: &std::process::Output| {
+        json_after_notes(&String::from_utf8_lossy(&out.stdout))["jobs"][0]["read"]["total_ios"]
+            .clone()
+    };
+    assert_eq!(ios(&none), 256);
+    assert_eq!(ios(&none), ios(&plain));
+    if fio_present() {
+        let fio = Command::new("fio")
+            .args(job)
+            .args(["--zonemode=none", "--output-format=json"])
+            .output()
+            .expect("run fio");
+        assert!(fio.status.success(), "fio: {fio:?}");
+        assert_eq!(ios(&fio), 256);
+    }
+    for zoned in ["--zonemode=zbd", "--zonemode=strided"] {
+        let out = bench_run(&[&job[..], &[zoned]].concat());
+        assert_refused_naming(&out, "zonemode");
+    }
+}

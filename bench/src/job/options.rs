@@ -189,6 +189,17 @@ pub static OPTIONS: &[OptionDef] = &[
             );
         },
         render |_spec, _base| None),
+    // fio's zonemode=none (its default) treats the target as not zoned, as every LUN here
+    // is; the zoned modes need zoned block devices (ZBC) and are refused by name.
+    opt!("zonemode", Required, Region, "none", default "none",
+        "Zoned block device handling: none (the target is not zoned); strided and zbd are \
+         not supported",
+        apply |s| if s.text() != "none" {
+            return s.fail(
+                "only zonemode=none: iscsi-bench does not drive zoned block devices (strided, zbd)",
+            );
+        },
+        render |_spec, _base| None),
     // fio registers the options of its built-in tiobench profile as job options, so it
     // takes `threads=` in any job and reads it only under `profile=tiobench` (which
     // iscsi-bench does not run): accepted and without effect here as there.
@@ -968,7 +979,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "exec_prerun",
     "exec_postrun",
     "ioscheduler",
-    "zonemode",
     "zonesize",
     "zonecapacity",
     "zonerange",
@@ -1635,6 +1645,7 @@ mod tests {
             "paths" => "127.0.0.1:3260,[::1]:3261",
             "path_policy" => "service-time",
             "startdelay" => "1-3",
+            "zonemode" => "none",
             "offset" | "size" => "25%",
             "bsrange" => "4k-16k",
             "percentile_list" => "50:99",

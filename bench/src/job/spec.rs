@@ -674,7 +674,8 @@ impl JobSpec {
             None if self.ioengine == Some(Engine::IoUring) => {
                 if self.numjobs > 1 {
                     return Err(format!(
-                        "numjobs={} with a local engine and no filename: fio would make a                          file per clone ({}.N.0); give filename= (one file the clones share)",
+                        "numjobs={} with a local engine and no filename: fio would make a \
+                         file per clone ({}.N.0); give filename= (one file the clones share)",
                         self.numjobs, self.name
                     ));
                 }

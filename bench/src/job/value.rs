@@ -113,15 +113,18 @@ fn size_multiplier(suffix: &str, kb_base: u32) -> Result<u64> {
     if lower.is_empty() || lower == "b" {
         return Ok(1);
     }
-    let (letter, tail) = lower.split_at(1);
-    let power = match letter {
-        "k" => 1,
-        "m" => 2,
-        "g" => 3,
-        "t" => 4,
-        "p" => 5,
+    // By character, not byte: a suffix may start with any character (a job file from
+    // anywhere), and only the ASCII ones below are units.
+    let mut chars = lower.chars();
+    let power = match chars.next() {
+        Some('k') => 1,
+        Some('m') => 2,
+        Some('g') => 3,
+        Some('t') => 4,
+        Some('p') => 5,
         _ => return Err(unknown_unit()),
     };
+    let tail = chars.as_str();
     // The "opposite" convention of kb_base=1024: plain prefixes are powers of 2, the
     // IEC-looking ones powers of 10.
     let iec_spelling = match tail {
@@ -949,6 +952,15 @@ mod tests {
         assert_eq!(parse_size("4k", 1000), Ok(4000));
         assert_eq!(parse_size("4KiB", 1000), Ok(4096));
         assert_eq!(parse_size("1m", 1000), Ok(1_000_000));
+    }
+
+    #[test]
+    fn a_size_with_a_non_ascii_unit_is_refused_not_a_panic() {
+        // Found by the job_file fuzz target: the unit's first byte was split off.
+        for text in ["6M\u{314}", "4\u{e9}", "1k\u{e9}", "2\u{1f600}b"] {
+            let error = parse_size(text, 1024).unwrap_err();
+            assert!(error.0.contains("unknown size unit"), "{text:?}: {error:?}");
+        }
     }
 
     #[test]
