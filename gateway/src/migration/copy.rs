@@ -1,23 +1,79 @@
 //! The copy of a migration, on its own thread: one pass behind the cursor (mirror mode),
 //! or passes over the dirty regions until the rest fits the stun budget (DBT mode).
 //!
-//! Each region is copied under its stripe lock ([`Shared::lock_region`]),
-//! so no host write into it runs meanwhile. Every [`PROGRESS_BYTES`] the destination is
-//! flushed and only then the cursor reported as progress (the caller makes it durable),
-//! so a restart after `kill -9` copies again at most the regions since the last report.
-//! The copy stops as soon as the phase leaves `Copying` (cancelled, failed).
+//! A region is copied in pieces of [`COPY_PIECE_BYTES`], each read and written under its
+//! region's stripe lock ([`Shared::lock_region`]), so no host write into it runs
+//! meanwhile, and the cursor moves past each piece before the stripe is let go. Between
+//! pieces the copy gives the CPU back: it sleeps when it is ahead of its rate, and
+//! otherwise yields, so a runnable event loop or host I/O thread goes first (as control
+//! calls do, `crate::control::pace`). A whole region under one lock held a host write to
+//! any region of that stripe, and the CPU, for a megabyte's read and write (issue 19).
+//! Every [`PROGRESS_BYTES`] the destination is flushed and only then the cursor (in whole
+//! regions) reported as progress (the caller makes it durable), so a restart after
+//! `kill -9` copies again at most the regions since the last report. The copy stops as
+//! soon as the phase leaves `Copying` (cancelled, failed).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::mirror::{Mode, Phase, Shared, REGION_BYTES};
+use super::mirror::{Mode, Phase, Shared, COPY_PIECE_BYTES, REGION_BYTES};
 use crate::backend::Backend;
 
 /// Progress is reported (and made durable by the caller) at least this often.
 pub const PROGRESS_BYTES: u64 = 64 << 20;
 /// DBT gives up after this many passes even when each one shrinks a little.
 pub const PASSES_MAX: usize = 20;
+
+/// TEMPORARY (k19p measurements; removed before the branch ends): the piece size and the
+/// yield from the environment, so one build runs each variant.
+mod experiment {
+    use super::COPY_PIECE_BYTES;
+
+    use std::sync::OnceLock;
+
+    pub(super) fn piece_bytes() -> u64 {
+        static PIECE: OnceLock<u64> = OnceLock::new();
+        *PIECE.get_or_init(|| {
+            std::env::var("K19P_PIECE_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(COPY_PIECE_BYTES)
+                .clamp(4096, super::REGION_BYTES)
+        })
+    }
+
+    /// `K19P_COPY_CLASS=idle|batch|nice:N` for the copy thread.
+    pub(super) fn apply_class() {
+        let Ok(class) = std::env::var("K19P_COPY_CLASS") else {
+            return;
+        };
+        let (policy, nice) = match class.as_str() {
+            "idle" => (libc::SCHED_IDLE, 0),
+            "batch" => (libc::SCHED_BATCH, 0),
+            other => (
+                libc::SCHED_OTHER,
+                other
+                    .strip_prefix("nice:")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            ),
+        };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: temporary experiment; the calling thread, a valid sched_param.
+        unsafe {
+            libc::sched_setscheduler(0, policy, &param);
+            if nice != 0 {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
+            }
+        }
+    }
+
+    pub(super) fn yields() -> bool {
+        static YIELDS: OnceLock<bool> = OnceLock::new();
+        *YIELDS.get_or_init(|| std::env::var("K19P_YIELD").map_or(true, |v| v != "0"))
+    }
+}
 
 /// How to copy.
 #[derive(Debug, Clone, Copy)]
@@ -54,14 +110,29 @@ impl Pacer {
         }
     }
 
+    /// `bytes` more were copied: sleeps until they are due at the rate, or, when the copy
+    /// is not ahead of it (or has no rate), yields the CPU to whatever else is runnable.
     fn took(&mut self, bytes: u64) {
         self.bytes += bytes;
         if let Some(rate) = self.rate.filter(|r| *r > 0) {
             let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
             if let Some(wait) = due.checked_sub(self.started.elapsed()) {
                 std::thread::sleep(wait);
+                return;
             }
         }
+        if experiment::yields() {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// TEMPORARY probe: the time a piece held its stripe, recorded on drop.
+struct Held(Option<Instant>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        super::probe::COPY_HOLD.since(self.0);
     }
 }
 
@@ -79,6 +150,7 @@ pub struct Copier {
 impl Copier {
     /// Runs the copy to its end (ready, failed, cancelled, cannot converge).
     pub fn run(self) {
+        experiment::apply_class();
         let mut buffer = vec![0u8; REGION_BYTES as usize];
         let mut pacer = Pacer::new(self.settings.rate_bytes_per_second);
         match self.shared.mode {
@@ -96,36 +168,69 @@ impl Copier {
             }
             Mode::Dbt => self.dbt(&mut buffer, &mut pacer),
         }
+        super::probe::dump(&format!(
+            "copy ended: {:?} after {:?}",
+            self.shared.phase(),
+            self.shared.started.elapsed()
+        ));
     }
 
     fn region_len(&self, region: u64) -> u64 {
         (self.shared.size_bytes - region * REGION_BYTES).min(REGION_BYTES)
     }
 
-    /// Copies one region (under its lock); false when the migration failed or stopped.
-    fn copy_region(&self, region: u64, buffer: &mut [u8], move_cursor: bool) -> bool {
-        let len = self.region_len(region) as usize;
-        let offset = region * REGION_BYTES;
+    /// Copies one region piece by piece, each under the region's stripe, paced; false
+    /// when the migration failed or stopped.
+    fn copy_region(
+        &self,
+        region: u64,
+        buffer: &mut [u8],
+        move_cursor: bool,
+        pacer: &mut Pacer,
+    ) -> bool {
+        let start = region * REGION_BYTES;
+        let end = start + self.region_len(region);
+        let piece_bytes = experiment::piece_bytes();
+        let mut offset = start;
+        while offset < end {
+            let len = (end - offset).min(piece_bytes);
+            if !self.copy_piece(region, offset, &mut buffer[..len as usize], move_cursor) {
+                return false;
+            }
+            let paced = super::probe::now();
+            pacer.took(len);
+            super::probe::COPY_GAP.since(paced);
+            offset += len;
+        }
+        true
+    }
+
+    /// Copies `buffer.len()` bytes at `offset` (within `region`) under the region's
+    /// stripe, and moves the cursor past them (`move_cursor`) before letting it go.
+    fn copy_piece(&self, region: u64, offset: u64, buffer: &mut [u8], move_cursor: bool) -> bool {
+        let waited = super::probe::now();
         let _locked = self.shared.lock_region(region);
+        super::probe::COPY_LOCK_WAIT.since(waited);
+        let held = super::probe::now();
+        let _hold = Held(held);
         if self.shared.phase().source_only() {
             return false;
         }
-        if let Err(error) = self.source.read_at(offset, &mut buffer[..len]) {
+        if let Err(error) = self.source.read_at(offset, buffer) {
             self.shared
                 .fail(format!("reading the source at {offset}: {error}"));
             return false;
         }
-        if let Err(error) = self.dest.write_at(offset, &buffer[..len]) {
+        if let Err(error) = self.dest.write_at(offset, buffer) {
             self.shared
                 .fail(format!("writing the destination at {offset}: {error}"));
             return false;
         }
+        let len = buffer.len() as u64;
         if move_cursor {
-            self.shared.set_cursor(region + 1);
+            self.shared.set_cursor_bytes(offset + len);
         }
-        self.shared
-            .copied_bytes
-            .fetch_add(len as u64, Ordering::Relaxed);
+        self.shared.copied_bytes.fetch_add(len, Ordering::Relaxed);
         true
     }
 
@@ -149,13 +254,12 @@ impl Copier {
             if self.shared.phase() != Phase::Copying {
                 return None;
             }
-            if !self.copy_region(region, buffer, true) {
+            if !self.copy_region(region, buffer, true, pacer) {
                 return None;
             }
             let len = self.region_len(region);
             bytes += len;
             since_progress += len;
-            pacer.took(len);
             if since_progress >= PROGRESS_BYTES {
                 since_progress = 0;
                 if !self.flushed() {
@@ -212,12 +316,12 @@ impl Copier {
             let pass_started = Instant::now();
             let mut bytes = 0;
             for region in pending {
-                if self.shared.phase() != Phase::Copying || !self.copy_region(region, buffer, false)
+                if self.shared.phase() != Phase::Copying
+                    || !self.copy_region(region, buffer, false, pacer)
                 {
                     return;
                 }
                 bytes += self.region_len(region);
-                pacer.took(self.region_len(region));
             }
             rate = bytes as f64 / pass_started.elapsed().as_secs_f64().max(1e-3);
             self.passes().push(bytes);
@@ -350,6 +454,164 @@ mod tests {
                 "{mode:?}: sides differ"
             );
         }
+    }
+
+    /// The calls a side saw, each with the ticks it started and ended at (one clock for
+    /// both sides).
+    #[derive(Default)]
+    struct Journal {
+        clock: std::sync::atomic::AtomicU64,
+        calls: std::sync::Mutex<Vec<Call>>,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    struct Call {
+        source: bool,
+        read: bool,
+        offset: u64,
+        len: u64,
+        started: u64,
+        ended: u64,
+    }
+
+    /// A RAM side that writes every call into the journal.
+    struct Journaled {
+        ram: RamBackend,
+        journal: Arc<Journal>,
+        source: bool,
+    }
+
+    impl Journaled {
+        fn noted<T>(&self, read: bool, offset: u64, len: u64, call: impl FnOnce() -> T) -> T {
+            let started = self.journal.clock.fetch_add(1, Ordering::SeqCst);
+            let result = call();
+            let ended = self.journal.clock.fetch_add(1, Ordering::SeqCst);
+            self.journal.calls.lock().unwrap().push(Call {
+                source: self.source,
+                read,
+                offset,
+                len,
+                started,
+                ended,
+            });
+            result
+        }
+    }
+
+    impl Backend for Journaled {
+        fn size_bytes(&self) -> u64 {
+            self.ram.size_bytes()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            let len = buf.len() as u64;
+            self.noted(true, offset, len, || self.ram.read_at(offset, buf))
+        }
+        fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.noted(false, offset, data.len() as u64, || {
+                self.ram.write_at(offset, data)
+            })
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn unmap(&self, offset: u64, len: u64) -> std::io::Result<()> {
+            self.ram.unmap(offset, len)
+        }
+        fn kind(&self) -> &'static str {
+            "journaled"
+        }
+        fn thin(&self) -> bool {
+            false
+        }
+    }
+
+    /// The copy goes piece by piece, letting the stripe go between pieces, and host writes
+    /// into the region under copy run between them: none of them may land between the
+    /// copy's read of a range from the source and its write of that range to the
+    /// destination (on either side), and the sides end in step.
+    #[test]
+    fn a_host_write_never_lands_between_the_copys_read_and_write_of_its_range() {
+        let size = 4 * REGION_BYTES;
+        let journal = Arc::new(Journal::default());
+        let side = |source: bool| -> Arc<dyn Backend> {
+            Arc::new(Journaled {
+                ram: RamBackend::new(size),
+                journal: Arc::clone(&journal),
+                source,
+            })
+        };
+        let (source, dest) = (side(true), side(false));
+        let shared = Arc::new(Shared::new(Mode::Mirror, size, 0, Phase::Copying));
+        let mirror = Arc::new(Mirror::new(
+            Arc::clone(&source),
+            Arc::clone(&dest),
+            Arc::clone(&shared),
+        ));
+        let mut copy = copier(&source, &dest, &shared);
+        // Slow enough that the writers meet the copy inside every region.
+        copy.settings.rate_bytes_per_second = Some(8 * REGION_BYTES);
+        let copy = std::thread::spawn(move || copy.run());
+        let writers: Vec<_> = (0..3u64)
+            .map(|w| {
+                let (mirror, shared) = (Arc::clone(&mirror), Arc::clone(&shared));
+                std::thread::spawn(move || {
+                    let mut i = w;
+                    while shared.phase() == Phase::Copying {
+                        // Just ahead of and just behind the cursor, in 4 KiB blocks.
+                        let cursor = shared.cursor_bytes();
+                        let near = cursor.saturating_sub(COPY_PIECE_BYTES) / 4096 * 4096;
+                        let offset = (near + (i * 7919 % 48) * 4096).min(size - 4096);
+                        mirror.write_at(offset, &[(i % 251) as u8 + 1; 4096]).unwrap();
+                        i += 3;
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                })
+            })
+            .collect();
+        copy.join().unwrap();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert_eq!(shared.phase(), Phase::Ready);
+        assert!(same(source.as_ref(), dest.as_ref()), "sides differ");
+
+        let calls = journal.calls.lock().unwrap().clone();
+        let overlaps = |a: &Call, offset: u64, len: u64| a.offset < offset + len && offset < a.offset + a.len;
+        // The copy's calls: its reads of the source and the destination writes of the
+        // same ranges (host writes are 4 KiB, the copy's pieces larger).
+        let reads: Vec<&Call> = calls.iter().filter(|c| c.source && c.read).collect();
+        assert_eq!(reads.len() as u64, size / COPY_PIECE_BYTES, "one read per piece");
+        let host_writes: Vec<&Call> = calls.iter().filter(|c| !c.read && c.len == 4096).collect();
+        // Per region, from the start of its first piece's read to the end of its last
+        // piece's write.
+        let mut spans = vec![(u64::MAX, 0u64); (size / REGION_BYTES) as usize];
+        for read in reads {
+            let write = calls
+                .iter()
+                .find(|c| !c.source && !c.read && c.offset == read.offset && c.len == read.len)
+                .expect("the piece was written to the destination");
+            for host in &host_writes {
+                assert!(
+                    !(overlaps(host, read.offset, read.len)
+                        && host.ended > read.started
+                        && host.started < write.ended),
+                    "a host write {host:?} ran while the copy of {read:?} was under way"
+                );
+            }
+            let span = &mut spans[(read.offset / REGION_BYTES) as usize];
+            *span = (span.0.min(read.started), span.1.max(write.ended));
+        }
+        let host_writes_inside_a_region_under_copy = host_writes
+            .iter()
+            .filter(|host| {
+                let (from, to) = spans[(host.offset / REGION_BYTES) as usize];
+                host.started > from && host.ended < to
+            })
+            .count();
+        assert!(
+            host_writes_inside_a_region_under_copy > 0,
+            "the writers never met the copy inside a region: the test proves nothing"
+        );
     }
 
     #[test]
