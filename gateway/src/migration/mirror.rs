@@ -549,7 +549,8 @@ impl Backend for Mirror {
 
     /// Over sides that answer on the event loop (RAM, null, pool volumes) the mirror does
     /// too: a host write then holds its region's stripe, and waits only while another
-    /// write to a region of that stripe, the copy of that region, or DBT's stun holds it. A file
+    /// write to a region of that stripe, the copy of a piece of such a region, or DBT's
+    /// stun holds it. A file
     /// or another array on either side: READ, WRITE and SYNCHRONIZE CACHE go to the
     /// migration's workers ([`Mirror::queued_io`]), the other medium commands to the
     /// blocking pool.
