@@ -137,7 +137,7 @@ def window_latency(log_prefix, start_s=None, end_s=None):
 
 def writer_result(w, window=None):
     """The writer's figures from its JSON, and `copy` (the writes completed within
-    `window`, Unix seconds) or `all` (every write) from its latency log."""
+    `window`, Unix seconds) or `log` (every write) from its latency log."""
     result = writer_json(w.proc)
     if window is None:
         result["log"] = window_latency(w.log_prefix)

@@ -573,9 +573,9 @@ mod tests {
             writer.join().unwrap();
         }
         assert_eq!(shared.phase(), Phase::Ready);
+        let calls = journal.calls.lock().unwrap().clone();
         assert!(same(source.as_ref(), dest.as_ref()), "sides differ");
 
-        let calls = journal.calls.lock().unwrap().clone();
         let overlaps = |a: &Call, offset: u64, len: u64| a.offset < offset + len && offset < a.offset + a.len;
         // The copy's calls: its reads of the source and the destination writes of the
         // same ranges (host writes are 4 KiB, the copy's pieces larger).
