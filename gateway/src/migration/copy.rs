@@ -25,56 +25,6 @@ pub const PROGRESS_BYTES: u64 = 64 << 20;
 /// DBT gives up after this many passes even when each one shrinks a little.
 pub const PASSES_MAX: usize = 20;
 
-/// TEMPORARY (k19p measurements; removed before the branch ends): the piece size and the
-/// yield from the environment, so one build runs each variant.
-mod experiment {
-    use super::COPY_PIECE_BYTES;
-
-    use std::sync::OnceLock;
-
-    pub(super) fn piece_bytes() -> u64 {
-        static PIECE: OnceLock<u64> = OnceLock::new();
-        *PIECE.get_or_init(|| {
-            std::env::var("K19P_PIECE_BYTES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(COPY_PIECE_BYTES)
-                .clamp(4096, super::REGION_BYTES)
-        })
-    }
-
-    /// `K19P_COPY_CLASS=idle|batch|nice:N` for the copy thread.
-    pub(super) fn apply_class() {
-        let Ok(class) = std::env::var("K19P_COPY_CLASS") else {
-            return;
-        };
-        let (policy, nice) = match class.as_str() {
-            "idle" => (libc::SCHED_IDLE, 0),
-            "batch" => (libc::SCHED_BATCH, 0),
-            other => (
-                libc::SCHED_OTHER,
-                other
-                    .strip_prefix("nice:")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0),
-            ),
-        };
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: temporary experiment; the calling thread, a valid sched_param.
-        unsafe {
-            libc::sched_setscheduler(0, policy, &param);
-            if nice != 0 {
-                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
-            }
-        }
-    }
-
-    pub(super) fn yields() -> bool {
-        static YIELDS: OnceLock<bool> = OnceLock::new();
-        *YIELDS.get_or_init(|| std::env::var("K19P_YIELD").map_or(true, |v| v != "0"))
-    }
-}
-
 /// How to copy.
 #[derive(Debug, Clone, Copy)]
 pub struct CopySettings {
@@ -121,18 +71,7 @@ impl Pacer {
                 return;
             }
         }
-        if experiment::yields() {
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// TEMPORARY probe: the time a piece held its stripe, recorded on drop.
-struct Held(Option<Instant>);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        super::probe::COPY_HOLD.since(self.0);
+        std::thread::yield_now();
     }
 }
 
@@ -150,7 +89,6 @@ pub struct Copier {
 impl Copier {
     /// Runs the copy to its end (ready, failed, cancelled, cannot converge).
     pub fn run(self) {
-        experiment::apply_class();
         let mut buffer = vec![0u8; REGION_BYTES as usize];
         let mut pacer = Pacer::new(self.settings.rate_bytes_per_second);
         match self.shared.mode {
@@ -168,11 +106,6 @@ impl Copier {
             }
             Mode::Dbt => self.dbt(&mut buffer, &mut pacer),
         }
-        super::probe::dump(&format!(
-            "copy ended: {:?} after {:?}",
-            self.shared.phase(),
-            self.shared.started.elapsed()
-        ));
     }
 
     fn region_len(&self, region: u64) -> u64 {
@@ -190,16 +123,13 @@ impl Copier {
     ) -> bool {
         let start = region * REGION_BYTES;
         let end = start + self.region_len(region);
-        let piece_bytes = experiment::piece_bytes();
         let mut offset = start;
         while offset < end {
-            let len = (end - offset).min(piece_bytes);
+            let len = (end - offset).min(COPY_PIECE_BYTES);
             if !self.copy_piece(region, offset, &mut buffer[..len as usize], move_cursor) {
                 return false;
             }
-            let paced = super::probe::now();
             pacer.took(len);
-            super::probe::COPY_GAP.since(paced);
             offset += len;
         }
         true
@@ -208,11 +138,7 @@ impl Copier {
     /// Copies `buffer.len()` bytes at `offset` (within `region`) under the region's
     /// stripe, and moves the cursor past them (`move_cursor`) before letting it go.
     fn copy_piece(&self, region: u64, offset: u64, buffer: &mut [u8], move_cursor: bool) -> bool {
-        let waited = super::probe::now();
         let _locked = self.shared.lock_region(region);
-        super::probe::COPY_LOCK_WAIT.since(waited);
-        let held = super::probe::now();
-        let _hold = Held(held);
         if self.shared.phase().source_only() {
             return false;
         }
@@ -561,7 +487,9 @@ mod tests {
                         let cursor = shared.cursor_bytes();
                         let near = cursor.saturating_sub(COPY_PIECE_BYTES) / 4096 * 4096;
                         let offset = (near + (i * 7919 % 48) * 4096).min(size - 4096);
-                        mirror.write_at(offset, &[(i % 251) as u8 + 1; 4096]).unwrap();
+                        mirror
+                            .write_at(offset, &[(i % 251) as u8 + 1; 4096])
+                            .unwrap();
                         i += 3;
                         std::thread::sleep(Duration::from_micros(50));
                     }
@@ -576,11 +504,16 @@ mod tests {
         let calls = journal.calls.lock().unwrap().clone();
         assert!(same(source.as_ref(), dest.as_ref()), "sides differ");
 
-        let overlaps = |a: &Call, offset: u64, len: u64| a.offset < offset + len && offset < a.offset + a.len;
+        let overlaps =
+            |a: &Call, offset: u64, len: u64| a.offset < offset + len && offset < a.offset + a.len;
         // The copy's calls: its reads of the source and the destination writes of the
         // same ranges (host writes are 4 KiB, the copy's pieces larger).
         let reads: Vec<&Call> = calls.iter().filter(|c| c.source && c.read).collect();
-        assert_eq!(reads.len() as u64, size / COPY_PIECE_BYTES, "one read per piece");
+        assert_eq!(
+            reads.len() as u64,
+            size / COPY_PIECE_BYTES,
+            "one read per piece"
+        );
         let host_writes: Vec<&Call> = calls.iter().filter(|c| !c.read && c.len == 4096).collect();
         // Per region, from the start of its first piece's read to the end of its last
         // piece's write.

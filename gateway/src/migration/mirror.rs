@@ -374,17 +374,13 @@ impl Mirror {
         if self.shared.phase().source_only() {
             return apply(self.source.as_ref(), offset, len);
         }
-        let waited = super::probe::now();
         let _held = self.shared.hold(offset, len);
-        super::probe::STRIPE_WAIT.since(waited);
         // Read under the stripes: the copy cannot move the cursor over these regions now.
         let phase = self.shared.phase();
         if let Some(log) = self.shared.dirty_log_for(phase) {
             log.record(offset, len)?;
         }
-        let leg = super::probe::now();
         apply(self.source.as_ref(), offset, len)?;
-        super::probe::SOURCE_LEG.since(leg);
         if phase == Phase::Copying && self.shared.mode == Mode::Dbt {
             self.shared.dirty.mark(offset, len);
         }
@@ -392,12 +388,10 @@ impl Mirror {
             return Ok(());
         }
         if let Some((at, part)) = self.shared.to_destination(phase, offset, len) {
-            let leg = super::probe::now();
             if let Err(error) = apply(self.dest.as_ref(), at, part) {
                 self.shared
                     .fail(format!("destination write at {at}+{part}: {error}"));
             }
-            super::probe::DEST_LEG.since(leg);
         }
         Ok(())
     }

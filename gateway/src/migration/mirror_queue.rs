@@ -32,7 +32,7 @@ pub const WORKERS: usize = 8;
 /// Commands waiting for a worker at most.
 const QUEUED_MAX: usize = 4096;
 
-type Job = (QueuedRequest, QueuedDone, Option<std::time::Instant>);
+type Job = (QueuedRequest, QueuedDone);
 
 /// The queue; dropping it lets the workers end once the commands queued are done.
 pub(crate) struct MirrorQueue {
@@ -55,12 +55,8 @@ impl MirrorQueue {
                 .name(format!("mirror-io-{index}"))
                 .spawn(move || {
                     // Ends when the queue closes and is empty.
-                    for (request, done, queued) in queue.iter() {
-                        super::probe::QUEUE_WAIT.since(queued);
-                        let started = super::probe::now();
-                        let result = run(&sides, request);
-                        super::probe::WORKER_TOTAL.since(started);
-                        done(result);
+                    for (request, done) in queue.iter() {
+                        done(run(&sides, request));
                     }
                 })?;
         }
@@ -79,12 +75,12 @@ impl QueuedIo for MirrorQueue {
         let Some(jobs) = self.jobs.as_ref() else {
             return done(Err(io::Error::other("the migration's workers stopped")));
         };
-        match jobs.try_send((request, done, super::probe::now())) {
+        match jobs.try_send((request, done)) {
             Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full((_, done, _))) => done(Err(io::Error::other(
+            Err(crossbeam_channel::TrySendError::Full((_, done))) => done(Err(io::Error::other(
                 format!("{QUEUED_MAX} commands already queued for the migrating LUN"),
             ))),
-            Err(crossbeam_channel::TrySendError::Disconnected((_, done, _))) => {
+            Err(crossbeam_channel::TrySendError::Disconnected((_, done))) => {
                 done(Err(io::Error::other("the migration's workers stopped")))
             }
         }

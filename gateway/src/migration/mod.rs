@@ -16,7 +16,6 @@ pub mod copy;
 mod loop_plans;
 pub mod mirror;
 mod mirror_queue;
-pub(crate) mod probe;
 pub mod record;
 
 use std::io;
