@@ -525,7 +525,7 @@ mod tests {
                 .expect("the piece was written to the destination");
             for host in &host_writes {
                 assert!(
-                    !(overlaps(*host, read.offset, read.len)
+                    !(overlaps(host, read.offset, read.len)
                         && host.ended > read.started
                         && host.started < write.ended),
                     "a host write {host:?} ran while the copy of {read:?} was under way"

@@ -97,7 +97,7 @@ pub const REGION_BYTES: u64 = 1 << 20;
 /// under copy waits for at most one piece, and the copy gives the CPU back between
 /// pieces (`super::copy`). Divides [`REGION_BYTES`].
 pub const COPY_PIECE_BYTES: u64 = 64 << 10;
-const _: () = assert!(REGION_BYTES % COPY_PIECE_BYTES == 0);
+const _: () = assert!(REGION_BYTES.is_multiple_of(COPY_PIECE_BYTES));
 const STRIPES: usize = 64;
 
 /// The state the I/O path, the copy and the control plane share.
