@@ -13,7 +13,21 @@ export holds the resize permission that its mirror job refuses to share). Each s
 compared with its own baseline (the writer alone, no migration), so the paths' different
 costs cancel out. Noisy: the machine is shared; read the ratios, not the microseconds.
 
+The writer logs every write's completion latency with its Unix time (`write_lat_log`,
+`log_unix_epoch`), so each busy row also reports the writes that completed while the
+copy ran (from the migrate call until the copy left `copying`): the whole run's p99 mixes
+them with the writes before and after the migration. Goal (b) of issue 19 compares the
+mirrored writes' p50 with the writer alone on each side: the baselines are the writer
+alone on the source (the gateway's plain file LUN) and alone on the destination (a LUN
+on the destination's spec, a fresh file). For the gateway's rows the gateway's own
+latency (`lun stats --interval-ms`, from the command's arrival on the event loop to its
+answer) is read over most of the copy too, to tell the gateway's share of a write's time
+from the rest (the client, the socket, the scheduler).
+
 Usage: scripts/bench-migration.sh [SIZE_MIB=1024] [RATE_MB=100] [IOPS=2000]
+Environment: BIN_DIR (default target/release: the binaries under test, to compare two
+builds), ROWS=all|gateway|mirror (mirror: the gateway's baselines and its mirror rows
+only, for before/after pairs), WRITER_SECONDS (default: the convergence limit + 10).
 """
 import json
 import os
@@ -23,12 +37,17 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GATEWAY = os.path.join(ROOT, "target/release/iscsi-gateway")
-CTL = os.path.join(ROOT, "target/release/iscsi-ctl")
-BENCH = os.path.join(ROOT, "target/release/iscsi-bench")
+BIN_DIR = os.environ.get("BIN_DIR", os.path.join(ROOT, "target/release"))
+GATEWAY = os.path.join(BIN_DIR, "iscsi-gateway")
+CTL = os.path.join(BIN_DIR, "iscsi-ctl")
+BENCH = os.path.join(BIN_DIR, "iscsi-bench")
+ROWS = os.environ.get("ROWS", "all")
+# POLL_WITH_CTL=1: poll the status through an iscsi-ctl process as before (to compare).
+POLL_WITH_CTL = os.environ.get("POLL_WITH_CTL") == "1"
 IQN = "iqn.2026-12.io.iscsi-uring:bench-migration"
 
 SIZE_MIB = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
@@ -38,7 +57,7 @@ SIZE = SIZE_MIB << 20
 RATE = RATE_MB * 1000 * 1000
 IDLE_ESTIMATE = SIZE / RATE
 LIMIT = max(30.0, 3 * IDLE_ESTIMATE)  # a copy slower than this "does not converge"
-WRITER_SECONDS = int(LIMIT + 10)
+WRITER_SECONDS = int(os.environ.get("WRITER_SECONDS", LIMIT + 10))
 
 
 def free_port():
@@ -57,21 +76,79 @@ def fill(path):
             f.write(block)
 
 
+class Writer:
+    """The writer's process and the prefix of its per-write latency log."""
+
+    def __init__(self, proc, log_prefix):
+        self.proc = proc
+        self.log_prefix = log_prefix
+
+
 def writer(target, seconds, nbd=False):
     """iscsi-bench on an iSCSI URL; fio's nbd engine (same options) on QEMU's NBD export."""
+    log_prefix = tempfile.mktemp(prefix="bench-migration-lat.", dir="/dev/shm")
     common = [
         "--name=w", "--rw=randwrite", "--bs=4k", "--iodepth=8",
         f"--rate_iops={IOPS}", "--time_based", f"--runtime={seconds}",
         f"--size={SIZE}", "--verify=crc32c", "--output-format=json",
+        f"--write_lat_log={log_prefix}", "--log_unix_epoch=1",
     ]
     if nbd:
         args = ["fio", *common, "--ioengine=nbd", f"--uri={target}"]
     else:
         args = [BENCH, *common, f"--filename={target}"]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return Writer(proc, log_prefix)
 
 
-def writer_result(proc):
+def percentile(sorted_values, q):
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def window_latency(log_prefix, start_s=None, end_s=None):
+    """p50 and p99 (us) of the writes that completed in [start_s, end_s] (Unix seconds;
+    None: the whole run), from the writer's clat log; removes the logs."""
+    values = []
+    path = f"{log_prefix}_clat.1.log"
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.split(",")
+                if len(fields) < 3 or fields[2].strip() != "1":
+                    continue
+                t_ms = int(fields[0])
+                if start_s is not None and t_ms < start_s * 1000:
+                    continue
+                if end_s is not None and t_ms > end_s * 1000:
+                    continue
+                values.append(int(fields[1]) / 1000)
+    except OSError:
+        return {"writes": 0, "p50_us": None, "p99_us": None}
+    finally:
+        for kind in ("lat", "clat", "slat"):
+            try:
+                os.unlink(f"{log_prefix}_{kind}.1.log")
+            except OSError:
+                pass
+    values.sort()
+    return {"writes": len(values), "p50_us": percentile(values, 0.50),
+            "p99_us": percentile(values, 0.99)}
+
+
+def writer_result(w, window=None):
+    """The writer's figures from its JSON, and `copy` (the writes completed within
+    `window`, Unix seconds) or `log` (every write) from its latency log."""
+    result = writer_json(w.proc)
+    if window is None:
+        result["log"] = window_latency(w.log_prefix)
+    else:
+        result["copy"] = window_latency(w.log_prefix, *window)
+    return result
+
+
+def writer_json(proc):
     out, err = proc.communicate(timeout=WRITER_SECONDS + 120)
     try:
         text = out.decode()
@@ -90,7 +167,7 @@ def writer_result(proc):
 
 
 class Gateway:
-    def __init__(self, work, src):
+    def __init__(self, work, spec):
         self.work = work
         self.port = free_port()
         self.socket = os.path.join(work, "control.sock")
@@ -105,7 +182,7 @@ class Gateway:
             if os.path.exists(self.socket):
                 break
             time.sleep(0.05)
-        self.ctl("target", "create", IQN, "--lun", f"0=file:{src}")
+        self.ctl("target", "create", IQN, "--lun", f"0=file:{spec}")
 
     def ctl(self, *args):
         out = subprocess.run([CTL, "gateway", "--socket", self.socket, "--json", *args],
@@ -113,6 +190,26 @@ class Gateway:
         if out.returncode != 0:
             raise RuntimeError(f"iscsi-ctl {args}: {out.stderr.decode()}")
         return json.loads(out.stdout)
+
+    def rpc(self, method, params):
+        """One JSON-RPC call straight on the control socket: the status is polled every
+        50 ms during the copy, and an `iscsi-ctl` process per poll (a 50 MB binary
+        started 20 times a second) took CPU from the writer and the gateway only while
+        a migration ran."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(self.socket)
+            line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+            s.sendall(line.encode() + b"\n")
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                answer += chunk
+        reply = json.loads(answer)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply["result"]
 
     def url(self):
         return f"iscsi://127.0.0.1:{self.port}/{IQN}/0"
@@ -131,17 +228,24 @@ def gateway_row(work, mode, busy):
     proc = writer(gw.url(), WRITER_SECONDS) if busy else None
     if busy:
         time.sleep(2)
+    inside = {}
     started = time.monotonic()
+    copy_started = time.time()
     gw.ctl("migrate", IQN, "0", "--to", f"file:{dst}:{SIZE}", "--mode", mode,
            "--rate", str(RATE))
+    if busy:
+        threading.Thread(target=gateway_latency, args=(gw, inside), daemon=True).start()
     state, status = "copying", {}
     while time.monotonic() - started < LIMIT:
-        status = gw.ctl("migration", "status")["migrations"][0]
+        status = gw.rpc("migrate_status", {})["migrations"][0]
+        if POLL_WITH_CTL:
+            status = gw.ctl("migration", "status")["migrations"][0]
         state = status["state"]
         if state != "copying":
             break
         time.sleep(0.05)
     elapsed = time.monotonic() - started
+    copy_ended = time.time()
     switch_ms = None
     if state == "ready":
         t = time.monotonic()
@@ -149,20 +253,41 @@ def gateway_row(work, mode, busy):
         switch_ms = (time.monotonic() - t) * 1000
     else:
         gw.ctl("migration", "cancel", IQN, "0")
-    w = writer_result(proc) if proc else None
+    w = writer_result(proc, (copy_started, copy_ended)) if proc else None
     gw.stop()
     return {
         "system": "gateway", "mode": mode, "busy": busy,
         "converged": state == "ready", "state": state, "seconds": elapsed,
         "copied": status.get("copied_bytes", 0) / SIZE, "passes": status.get("passes", 0),
         "stun_ms": status.get("stun_us", 0) / 1000, "switch_ms": switch_ms, "writer": w,
+        "inside": inside,
     }
 
 
-def gateway_baseline(work):
-    src = os.path.join(work, "src.img")
-    fill(src)
-    gw = Gateway(work, src)
+def gateway_latency(gw, into):
+    """The gateway's own write latency over most of the copy (lun_stats with an interval:
+    from a command's arrival on its event loop to its answer)."""
+    try:
+        ms = int(IDLE_ESTIMATE * 800)
+        luns = gw.ctl("lun", "stats", "--interval-ms", str(ms))["luns"]
+        lat = luns[0]["latency_us"]
+        into.update({"p50_us": lat["p50"], "p99_us": lat["p99"]})
+    except Exception as error:  # noqa: BLE001 (a figure missing, not the run)
+        into["error"] = str(error)
+
+
+def gateway_baseline(work, side="source"):
+    """The writer alone on the source (a filled file) or on the destination (the
+    migration's destination spec: a fresh file of SIZE bytes)."""
+    if side == "source":
+        spec = os.path.join(work, "src.img")
+        fill(spec)
+    else:
+        dst = os.path.join(work, "dst.img")
+        if os.path.exists(dst):
+            os.unlink(dst)
+        spec = f"{dst}:{SIZE}"
+    gw = Gateway(work, spec)
     w = writer_result(writer(gw.url(), 10))
     gw.stop()
     return w
@@ -234,6 +359,7 @@ def qemu_mirror(proc, qmp, mnt, dst, copy_mode, busy):
     qmp.cmd("blockdev-add", driver="file", **{"node-name": "dstfile"}, filename=dst)
     qmp.cmd("blockdev-add", driver="raw", **{"node-name": "dst"}, file="dstfile")
     started = time.monotonic()
+    copy_started = time.time()
     qmp.cmd("blockdev-mirror", **{"job-id": "m", "copy-mode": copy_mode}, device="src",
             target="dst", sync="full", speed=RATE)
     ready, job = False, {}
@@ -245,6 +371,7 @@ def qemu_mirror(proc, qmp, mnt, dst, copy_mode, busy):
             break
         time.sleep(0.05)
     elapsed = time.monotonic() - started
+    copy_ended = time.time()
     switch_ms = None
     if ready:
         t = time.monotonic()
@@ -254,14 +381,14 @@ def qemu_mirror(proc, qmp, mnt, dst, copy_mode, busy):
         switch_ms = (time.monotonic() - t) * 1000
     else:
         qmp.cmd("block-job-cancel", device="m", force=True)
-    w = writer_result(w_proc) if w_proc else None
+    w = writer_result(w_proc, (copy_started, copy_ended)) if w_proc else None
     qmp.cmd("quit")
     proc.wait(timeout=60)
     return {
         "system": "qemu", "mode": copy_mode, "busy": busy, "converged": ready,
         "state": "ready" if ready else "not ready", "seconds": elapsed,
         "copied": job.get("offset", 0) / SIZE, "passes": None, "stun_ms": None,
-        "switch_ms": switch_ms, "writer": w,
+        "switch_ms": switch_ms, "writer": w, "inside": {},
     }
 
 
@@ -279,20 +406,31 @@ def main():
     for tool in (GATEWAY, CTL, BENCH):
         if not os.path.exists(tool):
             sys.exit(f"{tool} missing: cargo build --release -p gateway -p tools -p bench")
-    if not shutil.which("qemu-storage-daemon"):
+    if ROWS not in ("all", "gateway", "mirror"):
+        sys.exit(f"ROWS={ROWS}: all, gateway or mirror")
+    if ROWS == "all" and not shutil.which("qemu-storage-daemon"):
         sys.exit("qemu-storage-daemon missing: apt-get install -y qemu-system-common")
     work = tempfile.mkdtemp(prefix="bench-migration.", dir="/dev/shm")
     rows, base = [], {}
+    qemu = ROWS == "all"
+    busy_rows = [("gateway", "mirror")]
+    if ROWS != "mirror":
+        busy_rows.append(("gateway", "dbt"))
+    if qemu:
+        busy_rows += [("qemu", "write-blocking"), ("qemu", "background")]
     try:
         base["gateway"] = gateway_baseline(work)
-        base["qemu"] = qemu_baseline(work)
+        dest_base = gateway_baseline(work, "destination")
+        if qemu:
+            base["qemu"] = qemu_baseline(work)
         idle = {}
         for system, mode in (("gateway", "mirror"), ("qemu", "write-blocking")):
+            if system == "qemu" and not qemu:
+                continue
             row = gateway_row(work, mode, False) if system == "gateway" else qemu_row(work, mode, False)
             idle[system] = row["seconds"]
             rows.append(row)
-        for system, mode in (("gateway", "mirror"), ("gateway", "dbt"),
-                             ("qemu", "write-blocking"), ("qemu", "background")):
+        for system, mode in busy_rows:
             row = gateway_row(work, mode, True) if system == "gateway" else qemu_row(work, mode, True)
             rows.append(row)
     finally:
@@ -300,9 +438,12 @@ def main():
 
     print(f"\nmigration of a {SIZE_MIB} MiB file at {RATE_MB} MB/s; writer 4 KiB random writes "
           f"at {IOPS}/s, iodepth 8, crc32c verify (noisy: shared 2-core machine)\n")
-    for name, w in base.items():
+    fmt = lambda v, f="{:.0f}": "-" if v is None else f.format(v)
+    for name, w in [*base.items(), ("gateway destination", dest_base)]:
+        log = w.get("log", {})
         print(f"baseline writer alone on {name}: p50 {w.get('p50_us', 0):.0f} us, "
-              f"p99 {w.get('p99_us', 0):.0f} us, max {w.get('max_us', 0):.0f} us, errors {w.get('error')}")
+              f"p99 {w.get('p99_us', 0):.0f} us, max {w.get('max_us', 0):.0f} us, errors {w.get('error')}"
+              f" (per-write log: p50 {fmt(log.get('p50_us'))} us, p99 {fmt(log.get('p99_us'))} us)")
     print()
     print("| system | mode | writer | converged | copy s | x idle | copied / size | passes | "
           "stun ms | switch ms | write p50 us | p99 us | p99 / baseline | max us | errors | verify failures |")
@@ -313,12 +454,37 @@ def main():
         p99 = w.get("p99_us")
         ratio = f"{p99 / b['p99_us']:.2f}" if p99 and b.get("p99_us") else "-"
         x_idle = r["seconds"] / idle[r["system"]] if idle.get(r["system"]) else 0
-        fmt = lambda v, f="{:.0f}": "-" if v is None else f.format(v)
         print(f"| {r['system']} | {r['mode']} | {'busy' if r['busy'] else 'idle'} | "
               f"{'yes' if r['converged'] else 'NO (' + r['state'] + ')'} | {r['seconds']:.1f} | "
               f"{x_idle:.2f} | {r['copied']:.2f} | {fmt(r['passes'])} | {fmt(r['stun_ms'], '{:.1f}')} | "
               f"{fmt(r['switch_ms'], '{:.1f}')} | {fmt(w.get('p50_us'))} | {fmt(p99)} | {ratio} | "
               f"{fmt(w.get('max_us'))} | {fmt(w.get('error'))} | {fmt(w.get('verify_failures'))} |")
+
+    # The writes that completed while the copy ran, against the writer alone (per-write
+    # logs both); goal (b): the mirrored p50 against the slower side's p50 + 20 us.
+    print("\nwhile the copy ran (writes completed from the migrate call to the end of the copy; "
+          "baselines from the same per-write logs):\n")
+    print("| system | mode | writes | p50 us | p99 us | p99 / baseline p99 | p50 - slower side's p50 | "
+          "gateway-internal p50 us | p99 us |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        w = r["writer"] or {}
+        copy = w.get("copy")
+        if not copy:
+            continue
+        b = (base[r["system"]] or {}).get("log", {})
+        ratio = (copy["p99_us"] / b["p99_us"]) if copy.get("p99_us") and b.get("p99_us") else None
+        # Goal (b) is the gateway's: its destination alone is measured, QEMU's is not.
+        over = None
+        if r["system"] == "gateway":
+            sides = [b.get("p50_us"), dest_base.get("log", {}).get("p50_us")]
+            slower = max((v for v in sides if v is not None), default=None)
+            if copy.get("p50_us") is not None and slower:
+                over = copy["p50_us"] - slower
+        inside = r.get("inside") or {}
+        print(f"| {r['system']} | {r['mode']} | {copy['writes']} | {fmt(copy.get('p50_us'))} | "
+              f"{fmt(copy.get('p99_us'))} | {fmt(ratio, '{:.2f}')} | {fmt(over, '{:+.0f}')} | "
+              f"{fmt(inside.get('p50_us'))} | {fmt(inside.get('p99_us'))} |")
 
 
 if __name__ == "__main__":

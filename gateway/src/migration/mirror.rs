@@ -8,14 +8,18 @@
 //! come from the destination while the source is kept in step until the commit, so a
 //! rollback loses nothing.
 //!
-//! A copy of a region and a host write into it never interleave, and two host writes to
+//! A copy of a range and a host write into it never interleave, and two host writes to
 //! one region reach both sides in the same order: a host write holds its regions' stripe
-//! locks (64 stripes) while it writes, as does the copy for the one region it copies. The
-//! cursor moves only under a stripe, so a write that holds its stripes sees a cursor that
-//! stays put for its regions. (Host writes once shared the stripes: two writes to the same
-//! blocks in flight together could land in one order on the source and the other on the
-//! destination, and after the switch the destination read back other data than the
-//! source kept.)
+//! locks (64 stripes) while it writes, as does the copy for each piece it copies (a piece,
+//! [`COPY_PIECE_BYTES`], lies within one region). The cursor is kept in bytes and moves
+//! only under the stripe of the region it moves within, so a write that holds its stripes
+//! sees a cursor that stays put for its regions: the part of a region the copy has passed
+//! goes to both sides, the rest only to the source, which the copy reads later. (Host
+//! writes once shared the stripes: two writes to the same blocks in flight together could
+//! land in one order on the source and the other on the destination, and after the switch
+//! the destination read back other data than the source kept. The copy once held a
+//! stripe for the read and write of a whole region: a host write to any region of that
+//! stripe waited for a megabyte's copy.)
 //!
 //! A destination that fails (a write, a read after the switch, a flush) fails the migration
 //! (phase `Failed`): from then on the source alone serves, and it has every write. The
@@ -86,16 +90,23 @@ impl Phase {
     }
 }
 
-/// Bytes per copy region (the unit of the cursor, of DBT's dirty map and of the locks).
+/// Bytes per copy region (the unit of the recorded cursor, of DBT's dirty map and of the
+/// locks).
 pub const REGION_BYTES: u64 = 1 << 20;
+/// Bytes the copy reads and writes under a stripe at once: a host write into a region
+/// under copy waits for at most one piece, and the copy gives the CPU back between
+/// pieces (`super::copy`). Divides [`REGION_BYTES`].
+pub const COPY_PIECE_BYTES: u64 = 64 << 10;
+const _: () = assert!(REGION_BYTES.is_multiple_of(COPY_PIECE_BYTES));
 const STRIPES: usize = 64;
 
 /// The state the I/O path, the copy and the control plane share.
 pub struct Shared {
     pub mode: Mode,
     pub size_bytes: u64,
-    /// Regions below are copied (mirror mode) or were copied by the first pass (DBT).
-    cursor: AtomicU64,
+    /// Bytes below are copied (mirror mode) or were copied by the first pass (DBT). Moves
+    /// only under the stripe of the region it moves within.
+    cursor_bytes: AtomicU64,
     phase: AtomicU8,
     stripes: Box<[Mutex<()>]>,
     /// DBT: regions written since their last copy.
@@ -137,7 +148,9 @@ impl Shared {
         Shared {
             mode,
             size_bytes,
-            cursor: AtomicU64::new(cursor_regions),
+            cursor_bytes: AtomicU64::new(
+                cursor_regions.saturating_mul(REGION_BYTES).min(size_bytes),
+            ),
             phase: AtomicU8::new(phase as u8),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             dirty: ChangeMap::new(size_bytes, REGION_BYTES, 1),
@@ -195,12 +208,30 @@ impl Shared {
             .is_ok()
     }
 
+    /// The regions copied whole (what a record keeps: a resumed copy starts there).
     pub fn cursor(&self) -> u64 {
-        self.cursor.load(Ordering::Acquire)
+        let bytes = self.cursor_bytes();
+        if bytes >= self.size_bytes {
+            self.regions()
+        } else {
+            bytes / REGION_BYTES
+        }
+    }
+
+    /// The bytes copied from the start.
+    pub fn cursor_bytes(&self) -> u64 {
+        self.cursor_bytes.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_cursor(&self, regions: u64) {
-        self.cursor.store(regions, Ordering::Release);
+        self.set_cursor_bytes(regions.saturating_mul(REGION_BYTES));
+    }
+
+    /// Moves the cursor to `bytes`; the caller holds the stripe of the region it moves
+    /// within (the copy of a piece).
+    pub(crate) fn set_cursor_bytes(&self, bytes: u64) {
+        self.cursor_bytes
+            .store(bytes.min(self.size_bytes), Ordering::Release);
     }
 
     /// The destination (or the copy) failed: the source alone serves from now on.
@@ -241,7 +272,7 @@ impl Shared {
         self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Region `region`'s stripe (the copy of that region).
+    /// Region `region`'s stripe (the copy of a piece of that region).
     pub(crate) fn lock_region(&self, region: u64) -> MutexGuard<'_, ()> {
         self.stripes[(region % STRIPES as u64) as usize]
             .lock()
@@ -277,7 +308,7 @@ impl Shared {
         match (phase, self.mode) {
             (Phase::Ready | Phase::Switched, _) => Some((offset, len)),
             (Phase::Copying, Mode::Mirror) => {
-                let copied_end = self.cursor().saturating_mul(REGION_BYTES);
+                let copied_end = self.cursor_bytes();
                 let end = (offset + len).min(copied_end);
                 (end > offset).then(|| (offset, end - offset))
             }
@@ -512,7 +543,8 @@ impl Backend for Mirror {
 
     /// Over sides that answer on the event loop (RAM, null, pool volumes) the mirror does
     /// too: a host write then holds its region's stripe, and waits only while another
-    /// write to a region of that stripe, the copy of that region, or DBT's stun holds it. A file
+    /// write to a region of that stripe, the copy of a piece of such a region, or DBT's
+    /// stun holds it. A file
     /// or another array on either side: READ, WRITE and SYNCHRONIZE CACHE go to the
     /// migration's workers ([`Mirror::queued_io`]), the other medium commands to the
     /// blocking pool.
@@ -574,6 +606,23 @@ mod tests {
         assert_eq!(read(source.as_ref(), at, 8192), vec![7u8; 8192]);
         assert_eq!(read(dest.as_ref(), at, 4096), vec![7u8; 4096]);
         assert_eq!(read(dest.as_ref(), at + 4096, 4096), vec![0u8; 4096]);
+    }
+
+    #[test]
+    fn inside_a_region_under_copy_a_write_goes_to_the_destination_only_below_the_cursor() {
+        let (m, source, dest) = mirror(Mode::Mirror, 2);
+        // The copy has passed two pieces of region 2.
+        let cursor = 2 * REGION_BYTES + 2 * COPY_PIECE_BYTES;
+        m.shared.set_cursor_bytes(cursor);
+        assert_eq!(m.shared.cursor(), 2, "the record keeps whole regions");
+        let at = cursor - 4096;
+        m.write_at(at, &[8u8; 8192]).unwrap();
+        assert_eq!(read(source.as_ref(), at, 8192), vec![8u8; 8192]);
+        assert_eq!(read(dest.as_ref(), at, 4096), vec![8u8; 4096]);
+        assert_eq!(read(dest.as_ref(), cursor, 4096), vec![0u8; 4096]);
+        // The last region, shorter or not, counts as copied once the cursor reaches the end.
+        m.shared.set_cursor_bytes(u64::MAX);
+        assert_eq!(m.shared.cursor(), m.shared.regions());
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! backend's) and answers it when the worker calls back. [`WORKERS`] threads per
 //! migration take the queue; each runs one command through the [`Mirror`]'s synchronous
 //! calls, so everything the mirror guarantees holds unchanged: a write holds its regions'
-//! stripes while it writes both sides (never interleaving with the copy of a region, two
-//! writes to one block reaching both sides in one order), reads come from the side the
+//! stripes while it writes both sides (never interleaving with the copy of a piece of a
+//! region, two writes to one block reaching both sides in one order), reads come from the side the
 //! phase names, a flush syncs both sides, and the source is reached through the unit's
 //! wrapper (change tracking kept). A worker may wait on a stripe or a file: it is not an
 //! event loop.

@@ -22,7 +22,9 @@ use std::io;
 use std::sync::Arc;
 
 pub use copy::{Copier, CopySettings};
-pub use mirror::{Mirror, Mode, Phase, Shared, DIRTY_LOG_REGION_BYTES, REGION_BYTES};
+pub use mirror::{
+    Mirror, Mode, Phase, Shared, COPY_PIECE_BYTES, DIRTY_LOG_REGION_BYTES, REGION_BYTES,
+};
 pub use record::Record;
 
 use crate::backend::{Backend, PoolVolume, RingFile};
@@ -175,9 +177,7 @@ impl Migration {
             (Phase::Copying, Mode::Dbt) if !passes.is_empty() => {
                 passes.last().copied().unwrap_or(0)
             }
-            (Phase::Copying, _) => shared
-                .size_bytes
-                .saturating_sub(shared.cursor() * REGION_BYTES),
+            (Phase::Copying, _) => shared.size_bytes.saturating_sub(shared.cursor_bytes()),
             _ => 0,
         };
         serde_json::json!({
@@ -186,7 +186,7 @@ impl Migration {
             "state": phase.name(),
             "size_bytes": shared.size_bytes,
             "copied_bytes": copied,
-            "cursor_bytes": (shared.cursor() * REGION_BYTES).min(shared.size_bytes),
+            "cursor_bytes": shared.cursor_bytes(),
             "dirty_bytes": remaining,
             "passes": passes.len(),
             "bytes_per_pass": passes,
