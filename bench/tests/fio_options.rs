@@ -49,8 +49,8 @@ fn parse(text: &str) -> Vec<JobSpec> {
 fn fio_accepts(dir: &Scratch, text: &str) -> Result<(), String> {
     let path = dir.join("job.fio");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new("timeout")
-        .args(["20", "fio", "--parse-only"])
+    let out = fio_command()
+        .args(["--parse-only"])
         .arg(&path)
         .output()
         .expect("run fio");
@@ -402,6 +402,13 @@ fn random_generator_names_are_fios() {
     }
 }
 
+/// `fio`, bounded to 20 s; the caller adds the arguments.
+fn fio_command() -> Command {
+    let mut command = Command::new("timeout");
+    command.args(["20", "fio"]);
+    command
+}
+
 /// Runs iscsi-bench with `args` (at most 30 s); its stdout.
 fn bench_run(args: &[&str]) -> std::process::Output {
     Command::new("timeout")
@@ -472,12 +479,7 @@ fn unified_rw_reporting_has_fios_shape() {
         if fio {
             let mut fio_args = args(mode);
             fio_args.push("--output-format=json".into());
-            let out = Command::new("timeout")
-                .arg("20")
-                .arg("fio")
-                .args(&fio_args)
-                .output()
-                .unwrap();
+            let out = fio_command().args(&fio_args).output().unwrap();
             let theirs = json_after_notes(&String::from_utf8_lossy(&out.stdout));
             assert_eq!(keys(job), keys(&theirs["jobs"][0]), "{mode}");
         }
@@ -632,8 +634,8 @@ fn exitall_ends_the_jobs_fio_ends() {
         assert_eq!(ours_io, did_io, "ours, {ending}");
         assert!(ours[1].2 < 2000, "ours: b ran {} ms, {ending}", ours[1].2);
         if fio {
-            let out = Command::new("timeout")
-                .args(["20", "fio", "--output-format=json", path_arg])
+            let out = fio_command()
+                .args(["--output-format=json", path_arg])
                 .output()
                 .unwrap();
             let theirs = summary(&json_after_notes(&String::from_utf8_lossy(&out.stdout)));
@@ -690,8 +692,8 @@ fn flow_weights_share_io_as_in_fio() {
         // average at 7, a ratio outside this range): up to three runs.
         let mut seen = Vec::new();
         for _ in 0..3 {
-            let out = Command::new("timeout")
-                .args(["20", "fio", "--output-format=json", path_arg])
+            let out = fio_command()
+                .args(["--output-format=json", path_arg])
                 .output()
                 .unwrap();
             let theirs = ratio(&String::from_utf8_lossy(&out.stdout));
@@ -750,12 +752,7 @@ fn steadystate_ends_a_steady_job_as_fio_does() {
                     let theirs = fio.then(|| {
                         let args = args.clone();
                         scope.spawn(move || {
-                            let out = Command::new("timeout")
-                                .arg("20")
-                                .arg("fio")
-                                .args(&args)
-                                .output()
-                                .unwrap();
+                            let out = fio_command().args(&args).output().unwrap();
                             json_after_notes(&String::from_utf8_lossy(&out.stdout))["jobs"][0]
                                 .clone()
                         })
@@ -838,8 +835,8 @@ fn verify_interval_and_offload_do_what_fio_does() {
     assert_eq!(ours, (0, 64, 64));
     if fio {
         let _ = std::fs::remove_file(&file);
-        let out = Command::new("timeout")
-            .args(["20", "fio", "--name=j", "--ioengine=psync"])
+        let out = fio_command()
+            .args(["--name=j", "--ioengine=psync"])
             .args(&common)
             .output()
             .unwrap();
@@ -892,12 +889,7 @@ fn minimal_is_fios_terse_v3_field_for_field() {
         let ours: Vec<String> = ours.trim_end().split(';').map(str::to_string).collect();
         assert_eq!(&ours[..5], ["3", "fio-3.33", "j", "0", "0"]);
         if fio {
-            let out = Command::new("timeout")
-                .arg("20")
-                .arg("fio")
-                .args(&args)
-                .output()
-                .unwrap();
+            let out = fio_command().args(&args).output().unwrap();
             let theirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
                 .trim_end()
                 .split(';')
@@ -987,13 +979,7 @@ fn fsync_counts_flushes_as_fio_does() {
         assert_eq!((ours.0, ours.1, ours.2), (0, 63, 256), "{ours_engine}");
         if fio {
             let _ = std::fs::remove_file(&file);
-            let out = Command::new("timeout")
-                .arg("20")
-                .arg("fio")
-                .args(&args)
-                .arg(fio_engine)
-                .output()
-                .unwrap();
+            let out = fio_command().args(&args).arg(fio_engine).output().unwrap();
             assert_eq!(
                 sync_of(&String::from_utf8_lossy(&out.stdout)),
                 ours,
@@ -1063,9 +1049,7 @@ fn verify_only_checks_an_earlier_run() {
         ];
         args.extend_from_slice(extra);
         let out = if tool == "fio" {
-            Command::new("timeout")
-                .arg("20")
-                .arg("fio")
+            fio_command()
                 .arg("--ioengine=psync")
                 .args(&args)
                 .output()
@@ -1160,9 +1144,7 @@ fn dedupe_mode_repeats_as_fio_does() {
                 "--dedupe_working_set_percentage=10",
             ];
             if *tool == "fio" {
-                let out = Command::new("timeout")
-                    .arg("20")
-                    .arg("fio")
+                let out = fio_command()
                     .arg("--ioengine=psync")
                     .args(args)
                     .output()
@@ -1222,12 +1204,7 @@ fn hist_log_has_fios_lines() {
                 format!("--log_hist_coarseness={coarseness}"),
             ];
             if *tool == "fio" {
-                let out = Command::new("timeout")
-                    .arg("20")
-                    .arg("fio")
-                    .args(&args)
-                    .output()
-                    .unwrap();
+                let out = fio_command().args(&args).output().unwrap();
                 assert!(out.status.success());
             } else {
                 let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -1280,9 +1257,7 @@ fn verify_meta_checks_headers_as_fio_does() {
         ];
         args.extend_from_slice(extra);
         let out = if tool == "fio" {
-            Command::new("timeout")
-                .arg("20")
-                .arg("fio")
+            fio_command()
                 .arg("--ioengine=psync")
                 .args(&args)
                 .output()
@@ -1342,9 +1317,7 @@ fn verify_offset_moves_the_header_as_fio_does() {
         ];
         args.extend_from_slice(extra);
         let out = if tool == "fio" {
-            Command::new("timeout")
-                .arg("20")
-                .arg("fio")
+            fio_command()
                 .arg("--ioengine=psync")
                 .args(&args)
                 .output()
@@ -1392,12 +1365,7 @@ fn steadystate_options_agree_within_a_group() {
         let dir = Scratch::new("ss-groups");
         let path = dir.join("bad.fio");
         std::fs::write(&path, bad).unwrap();
-        let out = Command::new("timeout")
-            .arg("20")
-            .arg("fio")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = fio_command().arg(&path).output().unwrap();
         let said = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -1459,12 +1427,7 @@ fn latency_target_finds_the_depth_as_fio_does() {
             ours.3
         );
         if fio {
-            let out = Command::new("timeout")
-                .arg("20")
-                .arg("fio")
-                .args(args)
-                .output()
-                .unwrap();
+            let out = fio_command().args(args).output().unwrap();
             let theirs = summary(&String::from_utf8_lossy(&out.stdout));
             assert_eq!(
                 (theirs.0, theirs.1, theirs.2),
@@ -1507,8 +1470,8 @@ fn exitall_on_error_ends_the_other_jobs() {
         .unwrap();
         let path_arg = path.to_str().unwrap();
         let out = if *tool == "fio" {
-            Command::new("timeout")
-                .args(["20", "fio", "--output-format=json", path_arg])
+            fio_command()
+                .args(["--output-format=json", path_arg])
                 .output()
                 .unwrap()
         } else {
@@ -1579,8 +1542,8 @@ fn verify_backlog_checks_while_writing_and_reads_each_block_once() {
         assert_eq!(ours, (0, writes, writes), "{rw}");
         if fio {
             let _ = std::fs::remove_file(&file);
-            let out = Command::new("timeout")
-                .args(["20", "fio", "--name=j", "--ioengine=psync"])
+            let out = fio_command()
+                .args(["--name=j", "--ioengine=psync"])
                 .args(&common)
                 .output()
                 .unwrap();
@@ -1844,8 +1807,8 @@ fn libaio_job_files_run_on_io_uring_as_on_fio() {
             "{engine}: {ours}"
         );
         if fio_present() {
-            let fio = Command::new("timeout")
-                .args(["20", "fio", "--output-format=json", &job])
+            let fio = fio_command()
+                .args(["--output-format=json", &job])
                 .output()
                 .expect("run fio");
             assert!(fio.status.success(), "fio {engine}: {fio:?}");
@@ -1897,12 +1860,7 @@ fn gtod_reduce_and_disable_options_drop_what_fio_drops() {
             json_after_notes(&String::from_utf8_lossy(&out.stdout))
         })];
         if fio {
-            let out = Command::new("timeout")
-                .arg("20")
-                .arg("fio")
-                .args(&args)
-                .output()
-                .expect("run fio");
+            let out = fio_command().args(&args).output().expect("run fio");
             assert!(out.status.success(), "fio {option}: {out:?}");
             docs.push((
                 "fio",
@@ -1964,8 +1922,8 @@ fn a_local_job_without_a_filename_uses_fios_file_in_directory() {
         .unwrap();
         let job = job.display().to_string();
         let out = if *who == "fio" {
-            Command::new("timeout")
-                .args(["20", "fio", "--output-format=json", &job])
+            fio_command()
+                .args(["--output-format=json", &job])
                 .output()
                 .expect("run fio")
         } else {
@@ -2007,12 +1965,7 @@ fn a_job_shorter_than_a_millisecond_still_has_a_rate() {
         let mut all = args.to_vec();
         all.push(format);
         let out = if who == "fio" {
-            Command::new("timeout")
-                .arg("20")
-                .arg("fio")
-                .args(all)
-                .output()
-                .expect("run fio")
+            fio_command().args(all).output().expect("run fio")
         } else {
             bench_run(&all)
         };
@@ -2055,7 +2008,7 @@ fn zonemode_none_runs_and_the_zoned_modes_are_refused_by_name() {
     assert_eq!(ios(&none), 256);
     assert_eq!(ios(&none), ios(&plain));
     if fio_present() {
-        let fio = Command::new("fio")
+        let fio = fio_command()
             .args(job)
             .args(["--zonemode=none", "--output-format=json"])
             .output()

@@ -40,6 +40,8 @@ import tempfile
 import threading
 import time
 
+import gateway_control
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN_DIR = os.environ.get("BIN_DIR", os.path.join(ROOT, "target/release"))
 GATEWAY = os.path.join(BIN_DIR, "iscsi-gateway")
@@ -185,31 +187,13 @@ class Gateway:
         self.ctl("target", "create", IQN, "--lun", f"0=file:{spec}")
 
     def ctl(self, *args):
-        out = subprocess.run([CTL, "gateway", "--socket", self.socket, "--json", *args],
-                             capture_output=True, timeout=120)
-        if out.returncode != 0:
-            raise RuntimeError(f"iscsi-ctl {args}: {out.stderr.decode()}")
-        return json.loads(out.stdout)
+        return gateway_control.ctl(CTL, self.socket, *args)
 
     def rpc(self, method, params):
-        """One JSON-RPC call straight on the control socket: the status is polled every
-        50 ms during the copy, and an `iscsi-ctl` process per poll (a 50 MB binary
-        started 20 times a second) took CPU from the writer and the gateway only while
-        a migration ran."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(self.socket)
-            line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-            s.sendall(line.encode() + b"\n")
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = s.recv(1 << 16)
-                if not chunk:
-                    break
-                answer += chunk
-        reply = json.loads(answer)
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        return reply["result"]
+        """The status is polled every 50 ms during the copy on the socket itself: an
+        `iscsi-ctl` process per poll (a 50 MB binary started 20 times a second) took CPU
+        from the writer and the gateway only while a migration ran."""
+        return gateway_control.rpc(self.socket, method, params)[0]
 
     def url(self):
         return f"iscsi://127.0.0.1:{self.port}/{IQN}/0"

@@ -46,6 +46,8 @@ import sys
 import tempfile
 import time
 
+import gateway_control
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # GATEWAY_BIN runs another build of the gateway (an older commit's, for a before/after).
 GATEWAY = os.environ.get("GATEWAY_BIN", os.path.join(ROOT, "target/release/iscsi-gateway"))
@@ -107,33 +109,11 @@ class Gateway:
             self.ctl("target", "create", f"{IQN}-{lun}", "--lun", f"0={spec(kind, work, lun)}")
 
     def ctl(self, *args):
-        out = subprocess.run([CTL, "gateway", "--socket", self.socket, "--json", *args],
-                             capture_output=True, timeout=120)
-        if out.returncode != 0:
-            raise RuntimeError(f"iscsi-ctl {args}: {out.stderr.decode()}")
-        return json.loads(out.stdout)
+        return gateway_control.ctl(CTL, self.socket, *args)
 
     def rpc(self, method, params):
-        """One JSON-RPC call straight on the control socket (no iscsi-ctl process around
-        it): returns (result, sent, answered), the real-time clock read just before the
-        request went and just after the answer came."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(self.socket)
-            time.sleep(0.05)  # the gateway's client thread is up before the clock starts
-            line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-            sent = time.time()
-            s.sendall(line.encode() + b"\n")
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = s.recv(1 << 16)
-                if not chunk:
-                    break
-                answer += chunk
-            answered = time.time()
-        reply = json.loads(answer)
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        return reply["result"], sent, answered
+        """(result, sent, answered): see gateway_control.rpc."""
+        return gateway_control.rpc(self.socket, method, params, settle=0.05)
 
     def url(self, lun):
         return f"iscsi://127.0.0.1:{self.port}/{IQN}-{lun}/0"
