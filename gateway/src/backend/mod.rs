@@ -116,6 +116,15 @@ pub trait Backend: Send + Sync {
     fn before_ring_write(&self, offset: u64, len: u64) {
         let _ = (offset, len);
     }
+    /// A backend without a ring file of its own whose planned READ, WRITE or SYNCHRONIZE
+    /// CACHE can still run on the event loop's ring, over files of the backends it joins
+    /// (a migrating LUN whose sides are both files, `crate::migration::Mirror`): the
+    /// legs, with what they hold taken now (a write's stripes). `None` sends the command
+    /// to [`Backend::queued_io`] instead. Never waits.
+    fn ring_legs(&self, kind: crate::disk::IoKind, offset: u64, len: u64) -> Option<RingLegs<'_>> {
+        let _ = (kind, offset, len);
+        None
+    }
     /// The changed-block tracker fed by this backend's writes, when it is one that
     /// tracks (`crate::changes::Tracked`).
     fn change_tracker(&self) -> Option<&std::sync::Arc<crate::changes::ChangeTracker>> {
@@ -147,6 +156,18 @@ pub struct RingFile<'a> {
     /// file systems): the server then submits with `IOSQE_ASYNC`, straight to io_uring's
     /// workers, so its event loop never waits on the file system.
     pub submit_may_block: bool,
+}
+
+/// The ring I/O of one planned command over two files ([`Backend::ring_legs`]): the
+/// source's file takes the whole command; then the destination's, if any, takes the
+/// command's first `destination_len` bytes (a write; all of it for a flush). A failed
+/// destination leg fails the migration (`hold.destination_failed`), not the command.
+pub struct RingLegs<'a> {
+    pub source: RingFile<'a>,
+    pub destination: Option<RingFile<'a>>,
+    pub destination_len: u64,
+    /// Kept until the last leg is done: a write's stripes.
+    pub hold: Option<crate::migration::HeldStripes>,
 }
 
 /// The error inside an `io::Error` (kind `StorageFull`) from a thin backend that has no

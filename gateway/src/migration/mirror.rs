@@ -27,13 +27,15 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::backend::{Backend, QueuedIo, QueuedKind, QueuedRequest, RingFile};
+use crate::backend::{Backend, QueuedIo, QueuedKind, QueuedRequest, RingFile, RingLegs};
 use crate::changes::{ChangeMap, ChangeTracker, RegionLog};
+use crate::disk::IoKind;
 
 use super::mirror_queue::MirrorQueue;
+use super::stripes::{stripe_of_region, stripes_of, HeldStripes, StripeGuard, Stripes};
 
 /// How a migration copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -98,7 +100,6 @@ pub const REGION_BYTES: u64 = 1 << 20;
 /// pieces (`super::copy`). Divides [`REGION_BYTES`].
 pub const COPY_PIECE_BYTES: u64 = 64 << 10;
 const _: () = assert!(REGION_BYTES.is_multiple_of(COPY_PIECE_BYTES));
-const STRIPES: usize = 64;
 
 /// The state the I/O path, the copy and the control plane share.
 pub struct Shared {
@@ -108,7 +109,7 @@ pub struct Shared {
     /// only under the stripe of the region it moves within.
     cursor_bytes: AtomicU64,
     phase: AtomicU8,
-    stripes: Box<[Mutex<()>]>,
+    pub(super) stripes: Stripes,
     /// DBT: regions written since their last copy.
     pub(crate) dirty: ChangeMap,
     pub copied_bytes: AtomicU64,
@@ -152,7 +153,7 @@ impl Shared {
                 cursor_regions.saturating_mul(REGION_BYTES).min(size_bytes),
             ),
             phase: AtomicU8::new(phase as u8),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: Stripes::new(),
             dirty: ChangeMap::new(size_bytes, REGION_BYTES, 1),
             copied_bytes: AtomicU64::new(0),
             passes: Mutex::new(Vec::new()),
@@ -273,34 +274,19 @@ impl Shared {
     }
 
     /// Region `region`'s stripe (the copy of a piece of that region).
-    pub(crate) fn lock_region(&self, region: u64) -> MutexGuard<'_, ()> {
-        self.stripes[(region % STRIPES as u64) as usize]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn lock_region(&self, region: u64) -> StripeGuard<'_> {
+        StripeGuard::lock(&self.stripes, stripe_of_region(region))
     }
 
     /// Every stripe: no host write runs (DBT's stun).
-    pub(crate) fn lock_all(&self) -> Vec<MutexGuard<'_, ()>> {
-        self.stripes
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()))
-            .collect()
+    pub(crate) fn lock_all(&self) -> StripeGuard<'_> {
+        StripeGuard::lock(&self.stripes, u64::MAX)
     }
 
-    /// The stripes of `offset..offset+len`, ascending (no deadlock with the copy, which
-    /// holds one stripe, nor with the stun, which takes them in order).
-    fn hold(&self, offset: u64, len: u64) -> Vec<MutexGuard<'_, ()>> {
-        let first = offset / REGION_BYTES;
-        let last = (offset + len.max(1) - 1) / REGION_BYTES;
-        let mut stripes: Vec<usize> = (first..=last.min(first + STRIPES as u64))
-            .map(|r| (r % STRIPES as u64) as usize)
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        stripes
-            .into_iter()
-            .map(|s| self.stripes[s].lock().unwrap_or_else(|p| p.into_inner()))
-            .collect()
+    /// The stripes of `offset..offset+len`, taken in ascending order (no deadlock with
+    /// the copy, which holds one stripe, nor with the stun, which takes them in order).
+    fn hold(&self, offset: u64, len: u64) -> StripeGuard<'_> {
+        StripeGuard::lock(&self.stripes, stripes_of(offset, len, REGION_BYTES))
     }
 
     /// The part of `offset..offset+len` that goes to the destination now, in phase `phase`.
@@ -533,6 +519,61 @@ impl Backend for Mirror {
 
     fn ring_file(&self) -> Option<RingFile<'_>> {
         None
+    }
+
+    /// Both sides files: a host's READ, WRITE and SYNCHRONIZE CACHE run on the event
+    /// loop's ring, not on the workers (whose wake-up, and the answer's way back to the
+    /// loop, cost a mirrored write more than both its legs on `/dev/shm`). A write takes
+    /// its stripes without waiting and holds them until both legs are done; everything
+    /// else [`Mirror::change`] guarantees holds the same way (the phase and the cursor
+    /// read under the stripes, the source first, a failed destination leg failing the
+    /// migration only). What would wait goes to the workers: a stripe someone holds, a
+    /// read after the switch (it falls back to the source should the destination fail),
+    /// DBT's copying phase (its dirty map and durable log).
+    fn ring_legs(&self, kind: IoKind, offset: u64, len: u64) -> Option<RingLegs<'_>> {
+        let source = self.source.ring_file()?;
+        let phase = self.shared.phase();
+        let source_alone = RingLegs {
+            source,
+            destination: None,
+            destination_len: 0,
+            hold: None,
+        };
+        match kind {
+            IoKind::Read => (phase != Phase::Switched).then_some(source_alone),
+            IoKind::Flush if phase.source_only() => Some(source_alone),
+            IoKind::Flush => Some(RingLegs {
+                destination: Some(self.dest.ring_file()?),
+                destination_len: len,
+                ..source_alone
+            }),
+            IoKind::Write if phase.source_only() => {
+                self.source.before_ring_write(offset, len);
+                Some(source_alone)
+            }
+            IoKind::Write => {
+                let destination = self.dest.ring_file()?;
+                let hold =
+                    HeldStripes::try_take(&self.shared, stripes_of(offset, len, REGION_BYTES))?;
+                // Read under the stripes: the copy cannot move the cursor over these
+                // regions, nor the phase leave DBT's copying, until the legs are done.
+                let phase = self.shared.phase();
+                if phase == Phase::Copying && self.shared.mode == Mode::Dbt {
+                    return None;
+                }
+                self.source.before_ring_write(offset, len);
+                let part = match self.shared.to_destination(phase, offset, len) {
+                    Some((_, part)) if !phase.source_only() => part,
+                    _ => 0,
+                };
+                Some(RingLegs {
+                    destination: (part > 0).then_some(destination),
+                    destination_len: part,
+                    hold: Some(hold),
+                    ..source_alone
+                })
+            }
+        }
     }
 
     fn flush_may_block(&self) -> bool {

@@ -17,6 +17,7 @@ mod loop_plans;
 pub mod mirror;
 mod mirror_queue;
 pub mod record;
+mod stripes;
 
 use std::io;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use mirror::{
     Mirror, Mode, Phase, Shared, COPY_PIECE_BYTES, DIRTY_LOG_REGION_BYTES, REGION_BYTES,
 };
 pub use record::Record;
+pub use stripes::HeldStripes;
 
 use crate::backend::{Backend, PoolVolume, RingFile};
 use crate::changes::ChangeTracker;
@@ -60,14 +62,19 @@ impl Backend for UnitBackend {
     fn mapped_extent(&self, offset: u64, max_len: u64) -> io::Result<(bool, u64)> {
         self.0.backend().mapped_extent(offset, max_len)
     }
+    // The mirror writes the source on its ring when both sides are files
+    // (`Mirror::ring_legs`), marking its change map first.
     fn ring_file(&self) -> Option<RingFile<'_>> {
-        None
+        self.0.backend().ring_file()
+    }
+    fn before_ring_write(&self, offset: u64, len: u64) {
+        self.0.backend().before_ring_write(offset, len);
     }
     fn pool_volume(&self) -> Option<&PoolVolume> {
         None
     }
-    // A file's synchronous calls may block (it has no ring here); RAM, null and pool
-    // volumes answer on the event loop as they do as plain LUNs.
+    // A file's synchronous calls may block; RAM, null and pool volumes answer on the
+    // event loop as they do as plain LUNs.
     fn flush_may_block(&self) -> bool {
         let inner = self.0.backend();
         inner.flush_may_block() || inner.ring_file().is_some()

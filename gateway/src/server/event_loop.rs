@@ -37,7 +37,7 @@ use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession, 
 
 use super::blocking::{Cancelled, Inbox, Reply};
 use super::connection::{CloseReason, Connection, ConnectionLimits};
-use super::file_io::{FileOp, Progress};
+use super::file_io::{FileOp, NotOnRing, Progress};
 use super::lun_stats::LoopLunStats;
 use super::portals::AsyncRequest;
 use super::{
@@ -1291,8 +1291,11 @@ impl EventLoop {
             in_flight = self.file_ops_in_flight,
             "stopping with file I/O a backend never finished; its buffers are left allocated"
         );
-        for entry in self.file_ops.drain(..).flatten() {
-            std::mem::forget(entry);
+        for (_, mut op) in self.file_ops.drain(..).flatten() {
+            // The stripes a mirrored write holds are not memory the kernel uses: let them
+            // go, so the migration's copy and workers do not wait for them forever.
+            op.release_hold();
+            std::mem::forget(op);
         }
         self.file_ops_in_flight = 0;
     }
@@ -1305,14 +1308,14 @@ impl EventLoop {
         io: super::FileIo,
         deadline: Instant,
     ) {
-        if io.unit.backend().queued_io().is_some() {
-            let reply = self.register_blocking(conn_index, conn_generation, command, deadline);
-            super::queued_io::submit(io, reply);
-            return;
-        }
         let op = match FileOp::new(conn_index, conn_generation, command, io) {
             Ok(op) => op,
-            Err((command, result)) => {
+            Err(NotOnRing::Queue(io)) => {
+                let reply = self.register_blocking(conn_index, conn_generation, command, deadline);
+                super::queued_io::submit(io, reply);
+                return;
+            }
+            Err(NotOnRing::Finished(command, result)) => {
                 self.deliver(conn_index, conn_generation, command, result);
                 return;
             }

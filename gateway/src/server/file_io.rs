@@ -2,6 +2,13 @@
 //! for FUA or with the write cache off) or a SYNCHRONIZE CACHE that the disk emulation has
 //! already checked ([`crate::disk::LogicalUnit::plan`]).
 //!
+//! A migrating LUN whose sides are both files ([`crate::backend::Backend::ring_legs`])
+//! does the same on two files, one leg after the other: the source's transfer, the
+//! destination's (the part the migration sends there), then each one's sync when one is
+//! due. The operation holds what the legs hold (a write's stripes) until the last is
+//! done; a destination leg that fails fails the migration, and the command goes on with
+//! the source alone.
+//!
 //! The operation owns its buffer from the first submission to the last completion, so
 //! neither the connection closing nor anything else can free memory the kernel still
 //! writes to: the event loop keeps every [`FileOp`] in its own table until the ring
@@ -18,8 +25,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use datapath::sys::AlignedBuf;
 use io_uring::{opcode, squeue, types};
 
-use crate::backend::DIRECT_IO_BUFFER_ALIGN;
+use crate::backend::{RingFile, RingLegs, DIRECT_IO_BUFFER_ALIGN};
 use crate::disk::IoKind;
+use crate::migration::HeldStripes;
 use crate::session::{CommandId, CommandResult};
 
 use super::FileIo;
@@ -48,12 +56,40 @@ impl IoBuffer {
     }
 }
 
+/// One file an operation moves bytes to or from.
+#[derive(Debug, Clone, Copy)]
+struct Leg {
+    fd: RawFd,
+    /// Bytes of the operation this file takes (from its start).
+    len: usize,
+    /// Submit with `IOSQE_ASYNC` ([`crate::backend::RingFile::submit_may_block`]).
+    force_async: bool,
+}
+
+impl Leg {
+    fn of(file: RingFile<'_>, len: usize) -> Leg {
+        Leg {
+            fd: file.fd.as_raw_fd(),
+            len,
+            force_async: file.submit_may_block,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// Moving bytes; `done` of them so far.
     Transfer,
     /// fdatasync after a FUA write (or with the write cache off), or SYNCHRONIZE CACHE.
     Sync,
+}
+
+/// Why an operation does not go on the ring.
+pub(super) enum NotOnRing {
+    /// Over: the result to deliver (no ring file, or memory refused).
+    Finished(CommandId, CommandResult),
+    /// The backend's queue runs it ([`crate::backend::Backend::queued_io`]).
+    Queue(FileIo),
 }
 
 /// What the event loop does next with an operation.
@@ -73,12 +109,16 @@ pub(super) struct FileOp {
     pub(super) command: CommandId,
     /// The command was answered already (its deadline passed); the outcome is dropped.
     pub(super) answered: bool,
-    /// Submit with `IOSQE_ASYNC` ([`crate::backend::RingFile::submit_may_block`]).
-    force_async: bool,
     io: FileIo,
-    fd: RawFd,
+    source: Leg,
+    /// A migrating LUN's second file, taken after the source in each stage.
+    destination: Option<Leg>,
+    /// The current request is the destination's.
+    on_destination: bool,
+    /// What the legs hold until the operation ends (a mirrored write's stripes).
+    hold: Option<HeldStripes>,
     buf: IoBuffer,
-    len: usize,
+    /// Bytes of the current leg moved so far.
     done: usize,
     stage: Stage,
 }
@@ -91,14 +131,32 @@ impl FileOp {
         conn_generation: u32,
         command: CommandId,
         mut io: FileIo,
-    ) -> Result<FileOp, (CommandId, CommandResult)> {
-        let Some(ring_file) = io.unit.backend().ring_file() else {
-            let error = io::Error::new(io::ErrorKind::Unsupported, "backend has no ring file");
-            return Err((command, io.complete(Err(error))));
-        };
-        let (fd, direct) = (ring_file.fd.as_raw_fd(), ring_file.direct);
-        let force_async = ring_file.submit_may_block;
+    ) -> Result<FileOp, NotOnRing> {
         let len = usize::try_from(io.plan.len).unwrap_or(usize::MAX);
+        let backend = io.unit.backend();
+        let legs = match backend.ring_file() {
+            Some(file) => Some(RingLegs {
+                source: file,
+                destination: None,
+                destination_len: 0,
+                hold: None,
+            }),
+            None => backend.ring_legs(io.plan.kind, io.plan.offset, io.plan.len),
+        };
+        let Some(legs) = legs else {
+            if backend.queued_io().is_some() {
+                return Err(NotOnRing::Queue(io));
+            }
+            let error = io::Error::new(io::ErrorKind::Unsupported, "backend has no ring file");
+            return Err(NotOnRing::Finished(command, io.complete(Err(error))));
+        };
+        let direct = legs.source.direct || legs.destination.is_some_and(|file| file.direct);
+        let source = Leg::of(legs.source, len);
+        let destination_len = usize::try_from(legs.destination_len).unwrap_or(usize::MAX);
+        let destination = legs
+            .destination
+            .map(|file| Leg::of(file, destination_len.min(len)));
+        let hold = legs.hold;
         let buf = match (io.plan.kind, direct) {
             (IoKind::Flush, _) => IoBuffer::Plain(Vec::new()),
             (IoKind::Write, false) => IoBuffer::Plain(std::mem::take(&mut io.data_out)),
@@ -112,7 +170,7 @@ impl FileOp {
                             Some(data) => target.copy_from_slice(data),
                             None => {
                                 let error = io::Error::from(io::ErrorKind::InvalidInput);
-                                return Err((command, io.complete(Err(error))));
+                                return Err(NotOnRing::Finished(command, io.complete(Err(error))));
                             }
                         }
                     }
@@ -131,14 +189,28 @@ impl FileOp {
             conn_generation,
             command,
             answered: false,
-            force_async,
             io,
-            fd,
+            source,
+            destination,
+            on_destination: false,
+            hold,
             buf,
-            len,
             done: 0,
             stage,
         })
+    }
+
+    /// Lets go of what the legs hold (a mirrored write's stripes) without waiting for
+    /// them: the loop stops with the operation still in the kernel.
+    pub(super) fn release_hold(&mut self) {
+        self.hold = None;
+    }
+
+    fn leg(&self) -> Leg {
+        match self.destination {
+            Some(leg) if self.on_destination => leg,
+            _ => self.source,
+        }
     }
 
     /// Identifies the operation's logical unit (the address of its shared state).
@@ -158,31 +230,67 @@ impl FileOp {
             if matches!(errno, libc::EINTR | libc::EAGAIN) {
                 return self.next();
             }
-            return Progress::Finished(Err(io::Error::from_raw_os_error(errno)));
+            return self.leg_failed(io::Error::from_raw_os_error(errno));
         }
         match self.stage {
+            Stage::Sync if !self.on_destination && self.destination.is_some() => {
+                self.on_destination = true;
+                self.next()
+            }
             Stage::Sync => Progress::Finished(Ok(())),
             Stage::Transfer if result == 0 => {
-                Progress::Finished(Err(if self.io.plan.kind == IoKind::Read {
+                self.leg_failed(if self.io.plan.kind == IoKind::Read {
                     io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "end of file inside the logical unit's range",
                     )
                 } else {
                     io::Error::from(io::ErrorKind::WriteZero)
-                }))
+                })
             }
             Stage::Transfer => {
-                self.done = self.done.saturating_add(result as usize).min(self.len);
+                self.done = self
+                    .done
+                    .saturating_add(result as usize)
+                    .min(self.leg().len);
                 self.next()
             }
         }
     }
 
-    /// What follows from the current state: resume a short transfer, sync, or finish.
+    /// The current leg failed: the source's fails the command; the destination's fails
+    /// the migration, and the command goes on with the source alone (its sync, if due).
+    fn leg_failed(&mut self, error: io::Error) -> Progress {
+        if !self.on_destination {
+            return Progress::Finished(Err(error));
+        }
+        if let Some(hold) = &self.hold {
+            let what = match self.stage {
+                Stage::Transfer => format!(
+                    "destination write at {}+{}: {error}",
+                    self.io.plan.offset,
+                    self.leg().len
+                ),
+                Stage::Sync => format!("destination flush: {error}"),
+            };
+            hold.destination_failed(what);
+        }
+        self.destination = None;
+        self.on_destination = false;
+        match self.stage {
+            Stage::Transfer if self.io.plan.flush_after => {
+                self.stage = Stage::Sync;
+                self.next()
+            }
+            _ => Progress::Finished(Ok(())),
+        }
+    }
+
+    /// What follows from the current state: resume a short transfer, go on to the next
+    /// leg, sync, or finish.
     fn next(&mut self) -> Progress {
         match self.next_request() {
-            Progress::Submit(entry) if self.force_async => {
+            Progress::Submit(entry) if self.leg().force_async => {
                 Progress::Submit(entry.flags(squeue::Flags::ASYNC))
             }
             progress => progress,
@@ -190,14 +298,20 @@ impl FileOp {
     }
 
     fn next_request(&mut self) -> Progress {
-        if self.stage == Stage::Transfer && self.done >= self.len {
+        while self.stage == Stage::Transfer && self.done >= self.leg().len {
+            self.done = 0;
+            if !self.on_destination && self.destination.is_some() {
+                self.on_destination = true;
+                continue;
+            }
+            self.on_destination = false;
             if self.io.plan.kind == IoKind::Write && self.io.plan.flush_after {
                 self.stage = Stage::Sync;
             } else {
                 return Progress::Finished(Ok(()));
             }
         }
-        let fd = types::Fd(self.fd);
+        let fd = types::Fd(self.leg().fd);
         if self.stage == Stage::Sync {
             return Progress::Submit(
                 opcode::Fsync::new(fd)
@@ -205,7 +319,7 @@ impl FileOp {
                     .build(),
             );
         }
-        let (done, len) = (self.done, self.len);
+        let (done, len) = (self.done, self.leg().len);
         let Some(rest) = self.buf.as_mut_slice().get_mut(done..len) else {
             return Progress::Finished(Err(io::Error::from(io::ErrorKind::InvalidInput)));
         };
@@ -228,7 +342,7 @@ impl FileOp {
         let data = match (&outcome, self.io.plan.kind) {
             (Ok(()), IoKind::Read) => {
                 let mut data = self.buf.into_vec();
-                data.truncate(self.len);
+                data.truncate(self.source.len);
                 data
             }
             _ => Vec::new(),
@@ -245,8 +359,9 @@ mod tests {
     use io_uring::IoUring;
 
     use super::*;
-    use crate::backend::FileBackend;
+    use crate::backend::{Backend, FileBackend};
     use crate::disk::{LogicalUnit, LuConfig, LunMap};
+    use crate::migration::{Mirror, Mode, Phase, Shared, UnitBackend, REGION_BYTES};
     use crate::server::{luns, Submission};
 
     /// A buffered file LUN of 64 blocks (520-byte "blocks" for the direct I/O decision
@@ -351,6 +466,206 @@ mod tests {
             (2, 3, 0x0c)
         );
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// A LUN migrating between two files with the copy's cursor at the end of region 0,
+    /// and what reaches into it: the LUNs, the migration's shared state, both files' paths.
+    struct FileMirror {
+        luns: Arc<dyn crate::server::LunExecutor>,
+        unit: Arc<LogicalUnit>,
+        shared: Arc<Shared>,
+        source: String,
+        dest: String,
+    }
+
+    const MIRROR_SIZE: u64 = 4 * REGION_BYTES;
+
+    fn file_mirror(name: &str) -> FileMirror {
+        let path = |side: &str| {
+            let path = std::env::temp_dir().join(format!(
+                "gateway-file-io-{name}-{side}-{}.img",
+                std::process::id()
+            ));
+            let path = path.to_str().unwrap().to_string();
+            let _ = std::fs::remove_file(&path);
+            path
+        };
+        let (source, dest) = (path("source"), path("dest"));
+        let source_unit = Arc::new(LogicalUnit::new(
+            Box::new(FileBackend::open(&source, Some(MIRROR_SIZE)).unwrap()),
+            LuConfig::default(),
+        ));
+        let dest_backend: Arc<dyn Backend> =
+            Arc::new(FileBackend::open(&dest, Some(MIRROR_SIZE)).unwrap());
+        let shared = Arc::new(Shared::new(Mode::Mirror, MIRROR_SIZE, 1, Phase::Copying));
+        let mirror = Mirror::new(
+            Arc::new(UnitBackend(Arc::clone(&source_unit))),
+            dest_backend,
+            Arc::clone(&shared),
+        );
+        let unit = Arc::new(source_unit.over_backend(Box::new(mirror)));
+        let mut map = LunMap::new();
+        map.insert(0, Arc::clone(&unit));
+        FileMirror {
+            luns: luns::from_map("iqn.2026-11.test:file-mirror", 1, map),
+            unit,
+            shared,
+            source,
+            dest,
+        }
+    }
+
+    impl FileMirror {
+        fn read(&self, dest: bool, offset: u64, len: usize) -> Vec<u8> {
+            let mut data = vec![0u8; len];
+            let path = if dest { &self.dest } else { &self.source };
+            std::fs::File::open(path)
+                .unwrap()
+                .read_exact_at(&mut data, offset)
+                .unwrap();
+            data
+        }
+
+        /// Whether a write to `offset` could take its stripes now.
+        fn stripes_free(&self, offset: u64) -> bool {
+            let legs = self.unit.backend().ring_legs(IoKind::Write, offset, 512);
+            legs.is_some_and(|legs| legs.hold.is_some())
+        }
+    }
+
+    impl Drop for FileMirror {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.source);
+            let _ = std::fs::remove_file(&self.dest);
+        }
+    }
+
+    /// WRITE(16) (FUA with `fua`) of `data` at byte `offset`.
+    fn write16(offset: u64, blocks: u32, fua: bool) -> [u8; 16] {
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x8a;
+        cdb[1] = if fua { 0x08 } else { 0 };
+        cdb[2..10].copy_from_slice(&(offset / 512).to_be_bytes());
+        cdb[10..14].copy_from_slice(&blocks.to_be_bytes());
+        cdb
+    }
+
+    /// Runs an operation's requests on a ring until it finishes; the requests' results.
+    fn run_to_the_end(op: &mut FileOp) -> (Vec<i32>, io::Result<()>) {
+        let mut results = Vec::new();
+        let mut progress = op.start();
+        loop {
+            match progress {
+                Progress::Submit(entry) => {
+                    let result = run_on_ring(entry);
+                    results.push(result);
+                    progress = op.handle_completion(result);
+                }
+                Progress::Finished(outcome) => return (results, outcome),
+            }
+        }
+    }
+
+    #[test]
+    fn a_mirrored_write_on_two_files_goes_to_the_source_then_the_copied_part_of_the_destination() {
+        let mirror = file_mirror("mirrored");
+        // 8 KiB across the cursor (the end of region 0): all of it to the source, the
+        // first 4 KiB to the destination.
+        let at = REGION_BYTES - 4096;
+        let mut op = op_for(&*mirror.luns, &write16(at, 16, false), vec![0x5a; 8192]);
+        assert!(
+            !mirror.stripes_free(0) && !mirror.stripes_free(REGION_BYTES),
+            "the write holds both regions' stripes from the start"
+        );
+        assert!(mirror.stripes_free(2 * REGION_BYTES), "and no other");
+        let (results, outcome) = run_to_the_end(&mut op);
+        assert_eq!(
+            results,
+            vec![8192, 4096],
+            "the source's leg, then the destination's"
+        );
+        assert_eq!(op.finish(outcome).status, 0);
+        assert!(mirror.stripes_free(0), "released when the operation ended");
+        assert_eq!(mirror.read(false, at, 8192), vec![0x5a; 8192]);
+        assert_eq!(mirror.read(true, at, 4096), vec![0x5a; 4096]);
+        assert_eq!(mirror.read(true, REGION_BYTES, 4096), vec![0; 4096]);
+        assert_eq!(mirror.shared.phase(), Phase::Copying);
+
+        // A write whose stripe someone holds is not run on the ring: the workers wait.
+        let held = mirror.shared.lock_region(0);
+        let Submission::Io(io) = mirror.luns.submit(
+            crate::disk::Nexus::default(),
+            0,
+            &write16(0, 1, false),
+            vec![1; 512],
+            1 << 20,
+        ) else {
+            panic!("a planned command");
+        };
+        let command = crate::session::CommandId::for_tests(2);
+        assert!(matches!(
+            FileOp::new(0, 1, command, io),
+            Err(NotOnRing::Queue(_))
+        ));
+        drop(held);
+    }
+
+    #[test]
+    fn a_durable_mirrored_write_syncs_both_files_and_a_failed_destination_leg_fails_only_the_migration(
+    ) {
+        let mirror = file_mirror("durable");
+        // FUA below the cursor: both transfers, then both syncs.
+        let mut op = op_for(&*mirror.luns, &write16(4096, 8, true), vec![0x77; 4096]);
+        let (results, outcome) = run_to_the_end(&mut op);
+        assert_eq!(results, vec![4096, 4096, 0, 0]);
+        assert_eq!(op.finish(outcome).status, 0);
+        assert_eq!(mirror.read(true, 4096, 4096), vec![0x77; 4096]);
+
+        // The destination's transfer fails: GOOD on the source's, the migration fails, and
+        // the source's sync still runs.
+        let mut op = op_for(&*mirror.luns, &write16(8192, 8, true), vec![0x78; 4096]);
+        let source_leg = submitted(op.start());
+        assert_eq!(run_on_ring(source_leg), 4096);
+        let _destination_leg = submitted(op.handle_completion(4096));
+        let source_sync = submitted(op.handle_completion(-libc::EIO));
+        assert_eq!(run_on_ring(source_sync), 0);
+        let Progress::Finished(outcome) = op.handle_completion(0) else {
+            panic!("over after the source's sync");
+        };
+        assert_eq!(op.finish(outcome).status, 0);
+        assert_eq!(mirror.shared.phase(), Phase::Failed);
+        assert!(mirror
+            .shared
+            .error()
+            .unwrap()
+            .contains("destination write at 8192+4096"));
+        assert_eq!(mirror.read(false, 8192, 4096), vec![0x78; 4096]);
+
+        // From then on the source alone: one leg, no stripes.
+        let mut op = op_for(&*mirror.luns, &write16(0, 1, false), vec![0x79; 512]);
+        assert!(op.hold.is_none() && op.destination.is_none());
+        let (results, outcome) = run_to_the_end(&mut op);
+        assert_eq!(results, vec![512]);
+        assert_eq!(op.finish(outcome).status, 0);
+    }
+
+    #[test]
+    fn a_failed_source_leg_fails_the_command_and_skips_the_destination() {
+        let mirror = file_mirror("source-fails");
+        let mut op = op_for(&*mirror.luns, &write16(0, 1, false), vec![0x10; 512]);
+        let _source_leg = submitted(op.start());
+        let Progress::Finished(outcome) = op.handle_completion(-libc::EIO) else {
+            panic!("a failed source leg ends the write");
+        };
+        let result = op.finish(outcome);
+        assert_eq!((result.status, result.sense[2]), (2, 3));
+        assert_eq!(
+            mirror.read(true, 0, 512),
+            vec![0; 512],
+            "nothing reached the destination"
+        );
+        assert_eq!(mirror.shared.phase(), Phase::Copying);
+        assert!(mirror.stripes_free(0));
     }
 
     #[test]
