@@ -37,7 +37,7 @@ use crate::session::{ConnectionParams, TargetError, TargetEvent, TargetSession, 
 
 use super::blocking::{Cancelled, Inbox, Reply};
 use super::connection::{CloseReason, Connection, ConnectionLimits};
-use super::file_io::{FileOp, NotOnRing, Progress};
+use super::file_io::{FileOp, LegId, NotOnRing, Progress};
 use super::lun_stats::LoopLunStats;
 use super::portals::AsyncRequest;
 use super::{
@@ -63,6 +63,8 @@ const KIND_WAKE: u64 = 4;
 const KIND_FILE: u64 = 5;
 /// Not a ring operation: a job on the blocking pool (for deadlines).
 const KIND_BLOCKING: u64 = 6;
+/// A migrating LUN's destination leg of a file operation (`KIND_FILE` is its source's).
+const KIND_FILE_DESTINATION: u64 = 7;
 
 fn token(kind: u64, slot: usize, generation: u32) -> u64 {
     kind << 56 | ((slot as u64) & 0x00ff_ffff) << 32 | u64::from(generation)
@@ -598,7 +600,10 @@ impl EventLoop {
                     self.arm_wake();
                 }
             }
-            KIND_FILE => self.file_completion(index, generation, result),
+            KIND_FILE => self.file_completion(LegId::Source, index, generation, result),
+            KIND_FILE_DESTINATION => {
+                self.file_completion(LegId::Destination, index, generation, result)
+            }
             KIND_RECV | KIND_SEND => {
                 let Some(slot) = self
                     .slots
@@ -1346,8 +1351,16 @@ impl EventLoop {
         else {
             return;
         };
-        let progress = op.start();
-        self.file_progress(index, generation, progress);
+        let first = op.start();
+        // Once the source's start finished the operation, it leaves the table below.
+        let second = match first {
+            Progress::Finished(_) => None,
+            _ => op.start_destination(),
+        };
+        self.file_progress(index, generation, first);
+        if let Some(second) = second {
+            self.file_progress(index, generation, second);
+        }
     }
 
     /// An operation of `unit` left the ring: the next one waiting for that unit goes, and
@@ -1383,7 +1396,7 @@ impl EventLoop {
         }
     }
 
-    fn file_completion(&mut self, index: usize, generation: u32, result: i32) {
+    fn file_completion(&mut self, leg: LegId, index: usize, generation: u32, result: i32) {
         let Some((_, op)) = self
             .file_ops
             .get_mut(index)
@@ -1393,20 +1406,26 @@ impl EventLoop {
             tracing::warn!(index, "completion for file I/O no longer here");
             return;
         };
-        let progress = op.handle_completion(result);
+        let progress = op.handle_completion(leg, result);
         self.file_progress(index, generation, progress);
     }
 
     /// Submits an operation's next request, or delivers its result once it is over.
     fn file_progress(&mut self, index: usize, generation: u32, progress: Progress) {
         match progress {
-            Progress::Submit(entry) => {
-                let entry = entry.user_data(token(KIND_FILE, index, generation));
+            Progress::Waiting => {}
+            Progress::Submit(leg, entry) => {
+                let kind = match leg {
+                    LegId::Source => KIND_FILE,
+                    LegId::Destination => KIND_FILE_DESTINATION,
+                };
+                let entry = entry.user_data(token(kind, index, generation));
                 // SAFETY: the entry's buffer (if any) is owned by the operation in
                 // `file_ops[index]`, which stays there, unmoved in its heap allocation
                 // (a `Vec` or an `AlignedBuf` that is never resized), until this request
                 // completes: operations leave the table only here below, on the
-                // completion that finishes them. The descriptor belongs to the backend,
+                // completion that finishes them, which comes only once neither of its
+                // legs has a request in the kernel. The descriptor belongs to the backend,
                 // which the operation keeps alive through its `Arc<LogicalUnit>`.
                 let _ = unsafe { self.push(entry, true) };
             }

@@ -3,11 +3,12 @@
 //! already checked ([`crate::disk::LogicalUnit::plan`]).
 //!
 //! A migrating LUN whose sides are both files ([`crate::backend::Backend::ring_legs`])
-//! does the same on two files, one leg after the other: the source's transfer, the
-//! destination's (the part the migration sends there), then each one's sync when one is
-//! due. The operation holds what the legs hold (a write's stripes) until the last is
-//! done; a destination leg that fails fails the migration, and the command goes on with
-//! the source alone.
+//! does the same on two files at once: the source's leg takes the whole command, the
+//! destination's the part the migration sends there, each with its own sync when one is
+//! due, both in the kernel together (the write's stripes make that safe: no copy and no
+//! other write of those regions runs meanwhile). The operation holds what the legs hold
+//! until neither has a request in the kernel; a destination leg that fails fails the
+//! migration, and the command stands on the source's.
 //!
 //! The operation owns its buffer from the first submission to the last completion, so
 //! neither the connection closing nor anything else can free memory the kernel still
@@ -56,24 +57,12 @@ impl IoBuffer {
     }
 }
 
-/// One file an operation moves bytes to or from.
-#[derive(Debug, Clone, Copy)]
-struct Leg {
-    fd: RawFd,
-    /// Bytes of the operation this file takes (from its start).
-    len: usize,
-    /// Submit with `IOSQE_ASYNC` ([`crate::backend::RingFile::submit_may_block`]).
-    force_async: bool,
-}
-
-impl Leg {
-    fn of(file: RingFile<'_>, len: usize) -> Leg {
-        Leg {
-            fd: file.fd.as_raw_fd(),
-            len,
-            force_async: file.submit_may_block,
-        }
-    }
+/// Which file a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LegId {
+    Source,
+    /// A migrating LUN's second file.
+    Destination,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +71,39 @@ enum Stage {
     Transfer,
     /// fdatasync after a FUA write (or with the write cache off), or SYNCHRONIZE CACHE.
     Sync,
+    /// Nothing more for this file.
+    Done,
+}
+
+/// One file an operation moves bytes to or from, and how far it got.
+#[derive(Debug, Clone, Copy)]
+struct Leg {
+    fd: RawFd,
+    /// Bytes of the operation this file takes (from its start).
+    len: usize,
+    /// Submit with `IOSQE_ASYNC` ([`crate::backend::RingFile::submit_may_block`]).
+    force_async: bool,
+    done: usize,
+    stage: Stage,
+    /// A request of this leg is in the kernel.
+    in_flight: bool,
+}
+
+impl Leg {
+    fn of(file: RingFile<'_>, len: usize, kind: IoKind) -> Leg {
+        Leg {
+            fd: file.fd.as_raw_fd(),
+            len,
+            force_async: file.submit_may_block,
+            done: 0,
+            stage: if kind == IoKind::Flush {
+                Stage::Sync
+            } else {
+                Stage::Transfer
+            },
+            in_flight: false,
+        }
+    }
 }
 
 /// Why an operation does not go on the ring.
@@ -94,8 +116,10 @@ pub(super) enum NotOnRing {
 
 /// What the event loop does next with an operation.
 pub(super) enum Progress {
-    /// Submit this request (its user data still to be set).
-    Submit(squeue::Entry),
+    /// Submit this request of that leg (its user data still to be set).
+    Submit(LegId, squeue::Entry),
+    /// Nothing to submit for that leg; the other still has a request in the kernel.
+    Waiting,
     /// The operation is over; [`FileOp::finish`] gives the command's result.
     Finished(io::Result<()>),
 }
@@ -111,21 +135,19 @@ pub(super) struct FileOp {
     pub(super) answered: bool,
     io: FileIo,
     source: Leg,
-    /// A migrating LUN's second file, taken after the source in each stage.
+    /// A migrating LUN's second file, in the kernel at the same time as the source.
     destination: Option<Leg>,
-    /// The current request is the destination's.
-    on_destination: bool,
     /// What the legs hold until the operation ends (a mirrored write's stripes).
     hold: Option<HeldStripes>,
     buf: IoBuffer,
-    /// Bytes of the current leg moved so far.
-    done: usize,
-    stage: Stage,
+    /// The source's outcome: the command's.
+    outcome: io::Result<()>,
 }
 
 impl FileOp {
-    /// Prepares the buffer; `Err` hands the operation back finished when the unit has no
-    /// ring file (it cannot happen for a plan the unit made) or memory is refused.
+    /// Takes the legs from the unit's backend and prepares the buffer; `Err` says the
+    /// backend's queue runs the command instead, or hands it back finished (no ring file,
+    /// which cannot happen for a plan the unit made, or memory refused).
     pub(super) fn new(
         conn_index: usize,
         conn_generation: u32,
@@ -133,6 +155,7 @@ impl FileOp {
         mut io: FileIo,
     ) -> Result<FileOp, NotOnRing> {
         let len = usize::try_from(io.plan.len).unwrap_or(usize::MAX);
+        let kind = io.plan.kind;
         let backend = io.unit.backend();
         let legs = match backend.ring_file() {
             Some(file) => Some(RingLegs {
@@ -141,7 +164,7 @@ impl FileOp {
                 destination_len: 0,
                 hold: None,
             }),
-            None => backend.ring_legs(io.plan.kind, io.plan.offset, io.plan.len),
+            None => backend.ring_legs(kind, io.plan.offset, io.plan.len),
         };
         let Some(legs) = legs else {
             if backend.queued_io().is_some() {
@@ -151,11 +174,11 @@ impl FileOp {
             return Err(NotOnRing::Finished(command, io.complete(Err(error))));
         };
         let direct = legs.source.direct || legs.destination.is_some_and(|file| file.direct);
-        let source = Leg::of(legs.source, len);
+        let source = Leg::of(legs.source, len, kind);
         let destination_len = usize::try_from(legs.destination_len).unwrap_or(usize::MAX);
         let destination = legs
             .destination
-            .map(|file| Leg::of(file, destination_len.min(len)));
+            .map(|file| Leg::of(file, destination_len.min(len), kind));
         let hold = legs.hold;
         let buf = match (io.plan.kind, direct) {
             (IoKind::Flush, _) => IoBuffer::Plain(Vec::new()),
@@ -179,11 +202,6 @@ impl FileOp {
                 None => IoBuffer::Plain(Vec::new()),
             },
         };
-        let stage = if io.plan.kind == IoKind::Flush {
-            Stage::Sync
-        } else {
-            Stage::Transfer
-        };
         Ok(FileOp {
             conn_index,
             conn_generation,
@@ -192,11 +210,9 @@ impl FileOp {
             io,
             source,
             destination,
-            on_destination: false,
             hold,
             buf,
-            done: 0,
-            stage,
+            outcome: Ok(()),
         })
     }
 
@@ -206,135 +222,161 @@ impl FileOp {
         self.hold = None;
     }
 
-    fn leg(&self) -> Leg {
-        match self.destination {
-            Some(leg) if self.on_destination => leg,
-            _ => self.source,
-        }
-    }
-
     /// Identifies the operation's logical unit (the address of its shared state).
     pub(super) fn unit_key(&self) -> usize {
         std::sync::Arc::as_ptr(&self.io.unit) as usize
     }
 
-    /// The first request.
+    /// The source's first request.
     pub(super) fn start(&mut self) -> Progress {
-        self.next()
+        self.next(LegId::Source)
     }
 
-    /// A completion arrived with `result` (bytes moved, or a negated errno).
-    pub(super) fn handle_completion(&mut self, result: i32) -> Progress {
+    /// The destination's first request, when there is a destination: it goes to the
+    /// kernel beside the source's (both under the write's stripes), so a mirrored write
+    /// takes the slower leg's time, not the sum.
+    pub(super) fn start_destination(&mut self) -> Option<Progress> {
+        self.destination
+            .is_some()
+            .then(|| self.next(LegId::Destination))
+    }
+
+    fn leg_mut(&mut self, leg: LegId) -> &mut Leg {
+        match (leg, self.destination.as_mut()) {
+            (LegId::Destination, Some(destination)) => destination,
+            _ => &mut self.source,
+        }
+    }
+
+    /// A completion of `leg`'s request arrived with `result` (bytes moved, or a negated
+    /// errno).
+    pub(super) fn handle_completion(&mut self, leg: LegId, result: i32) -> Progress {
+        let kind = self.io.plan.kind;
+        let state = self.leg_mut(leg);
+        state.in_flight = false;
         if result < 0 {
             let errno = -result;
             if matches!(errno, libc::EINTR | libc::EAGAIN) {
-                return self.next();
+                return self.next(leg);
             }
-            return self.leg_failed(io::Error::from_raw_os_error(errno));
+            return self.leg_failed(leg, io::Error::from_raw_os_error(errno));
         }
-        match self.stage {
-            Stage::Sync if !self.on_destination && self.destination.is_some() => {
-                self.on_destination = true;
-                self.next()
-            }
-            Stage::Sync => Progress::Finished(Ok(())),
+        match state.stage {
+            Stage::Sync | Stage::Done => state.stage = Stage::Done,
             Stage::Transfer if result == 0 => {
-                self.leg_failed(if self.io.plan.kind == IoKind::Read {
-                    io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "end of file inside the logical unit's range",
-                    )
-                } else {
-                    io::Error::from(io::ErrorKind::WriteZero)
-                })
+                return self.leg_failed(
+                    leg,
+                    if kind == IoKind::Read {
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "end of file inside the logical unit's range",
+                        )
+                    } else {
+                        io::Error::from(io::ErrorKind::WriteZero)
+                    },
+                );
             }
             Stage::Transfer => {
-                self.done = self
-                    .done
-                    .saturating_add(result as usize)
-                    .min(self.leg().len);
-                self.next()
+                state.done = state.done.saturating_add(result as usize).min(state.len)
             }
         }
+        self.next(leg)
     }
 
-    /// The current leg failed: the source's fails the command; the destination's fails
-    /// the migration, and the command goes on with the source alone (its sync, if due).
-    fn leg_failed(&mut self, error: io::Error) -> Progress {
-        if !self.on_destination {
-            return Progress::Finished(Err(error));
-        }
-        if let Some(hold) = &self.hold {
-            let what = match self.stage {
-                Stage::Transfer => format!(
-                    "destination write at {}+{}: {error}",
-                    self.io.plan.offset,
-                    self.leg().len
-                ),
-                Stage::Sync => format!("destination flush: {error}"),
-            };
-            hold.destination_failed(what);
-        }
-        self.destination = None;
-        self.on_destination = false;
-        match self.stage {
-            Stage::Transfer if self.io.plan.flush_after => {
-                self.stage = Stage::Sync;
-                self.next()
+    /// `leg` failed: the source's fails the command (the destination stops after its
+    /// request in the kernel); the destination's fails the migration, and the command
+    /// stands on the source's.
+    fn leg_failed(&mut self, leg: LegId, error: io::Error) -> Progress {
+        match leg {
+            LegId::Source => {
+                self.outcome = Err(error);
+                if let Some(destination) = self.destination.as_mut() {
+                    if !destination.in_flight {
+                        destination.stage = Stage::Done;
+                    }
+                }
             }
-            _ => Progress::Finished(Ok(())),
+            LegId::Destination => {
+                let Leg { stage, len, .. } = *self.leg_mut(leg);
+                let what = match stage {
+                    Stage::Transfer => format!(
+                        "destination write at {}+{len}: {error}",
+                        self.io.plan.offset
+                    ),
+                    _ => format!("destination flush: {error}"),
+                };
+                if let Some(hold) = &self.hold {
+                    hold.destination_failed(what);
+                }
+            }
         }
+        self.leg_mut(leg).stage = Stage::Done;
+        self.next(leg)
     }
 
-    /// What follows from the current state: resume a short transfer, go on to the next
-    /// leg, sync, or finish.
-    fn next(&mut self) -> Progress {
-        match self.next_request() {
-            Progress::Submit(entry) if self.leg().force_async => {
-                Progress::Submit(entry.flags(squeue::Flags::ASYNC))
-            }
-            progress => progress,
+    /// What follows for `leg`: resume a short transfer, sync, or nothing; the operation
+    /// is over once neither leg has anything left.
+    fn next(&mut self, leg: LegId) -> Progress {
+        let flush_after = self.io.plan.kind == IoKind::Write && self.io.plan.flush_after;
+        let source_failed = self.outcome.is_err();
+        let state = self.leg_mut(leg);
+        if leg == LegId::Destination && source_failed {
+            state.stage = Stage::Done;
         }
-    }
-
-    fn next_request(&mut self) -> Progress {
-        while self.stage == Stage::Transfer && self.done >= self.leg().len {
-            self.done = 0;
-            if !self.on_destination && self.destination.is_some() {
-                self.on_destination = true;
-                continue;
-            }
-            self.on_destination = false;
-            if self.io.plan.kind == IoKind::Write && self.io.plan.flush_after {
-                self.stage = Stage::Sync;
+        if state.stage == Stage::Transfer && state.done >= state.len {
+            state.stage = if flush_after {
+                Stage::Sync
             } else {
-                return Progress::Finished(Ok(()));
+                Stage::Done
+            };
+        }
+        if state.stage == Stage::Done {
+            let over = |leg: &Leg| leg.stage == Stage::Done && !leg.in_flight;
+            if over(&self.source) && self.destination.as_ref().is_none_or(over) {
+                let outcome = std::mem::replace(&mut self.outcome, Ok(()));
+                return Progress::Finished(outcome);
             }
+            return Progress::Waiting;
         }
-        let fd = types::Fd(self.leg().fd);
-        if self.stage == Stage::Sync {
-            return Progress::Submit(
-                opcode::Fsync::new(fd)
-                    .flags(types::FsyncFlags::DATASYNC)
-                    .build(),
-            );
+        let entry = match self.request(leg) {
+            Ok(entry) => entry,
+            Err(error) => return self.leg_failed(leg, error),
+        };
+        let state = self.leg_mut(leg);
+        state.in_flight = true;
+        let entry = if state.force_async {
+            entry.flags(squeue::Flags::ASYNC)
+        } else {
+            entry
+        };
+        Progress::Submit(leg, entry)
+    }
+
+    /// `leg`'s next request in its current stage.
+    fn request(&mut self, leg: LegId) -> io::Result<squeue::Entry> {
+        let kind = self.io.plan.kind;
+        let offset = self.io.plan.offset;
+        let state = *self.leg_mut(leg);
+        let fd = types::Fd(state.fd);
+        if state.stage == Stage::Sync {
+            return Ok(opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build());
         }
-        let (done, len) = (self.done, self.leg().len);
-        let Some(rest) = self.buf.as_mut_slice().get_mut(done..len) else {
-            return Progress::Finished(Err(io::Error::from(io::ErrorKind::InvalidInput)));
+        let Some(rest) = self.buf.as_mut_slice().get_mut(state.done..state.len) else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
         };
         // Plans are at most MAX_TRANSFER_BYTES, far below u32::MAX.
         let rest_len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-        let offset = self.io.plan.offset.saturating_add(done as u64);
-        let entry = match self.io.plan.kind {
+        let offset = offset.saturating_add(state.done as u64);
+        Ok(match kind {
             IoKind::Read => opcode::Read::new(fd, rest.as_mut_ptr(), rest_len)
                 .offset(offset)
                 .build(),
             _ => opcode::Write::new(fd, rest.as_ptr(), rest_len)
                 .offset(offset)
                 .build(),
-        };
-        Progress::Submit(entry)
+        })
     }
 
     /// The command's result, once [`Progress::Finished`] came.
@@ -411,7 +453,8 @@ mod tests {
 
     fn submitted(progress: Progress) -> squeue::Entry {
         match progress {
-            Progress::Submit(entry) => entry,
+            Progress::Submit(_, entry) => entry,
+            Progress::Waiting => panic!("nothing submitted"),
             Progress::Finished(outcome) => panic!("finished early: {outcome:?}"),
         }
     }
@@ -423,9 +466,9 @@ mod tests {
         let mut op = op_for(&*luns, &[0x28, 0, 0, 0, 0, 2, 0, 0, 8, 0], Vec::new());
         let _first = submitted(op.start());
         // The kernel moved only 1000 bytes (left as zeros here): the rest is asked for.
-        let resumed = submitted(op.handle_completion(1000));
+        let resumed = submitted(op.handle_completion(LegId::Source, 1000));
         assert_eq!(run_on_ring(resumed), 4096 - 1000);
-        let Progress::Finished(outcome) = op.handle_completion(4096 - 1000) else {
+        let Progress::Finished(outcome) = op.handle_completion(LegId::Source, 4096 - 1000) else {
             panic!("done after the whole transfer");
         };
         let result = op.finish(outcome);
@@ -444,9 +487,9 @@ mod tests {
         let (luns, path) = file_lun("errors");
         let mut op = op_for(&*luns, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], Vec::new());
         let _ = submitted(op.start());
-        let _ = submitted(op.handle_completion(-libc::EINTR));
+        let _ = submitted(op.handle_completion(LegId::Source, -libc::EINTR));
         // End of file before the range ends: an unrecovered read error.
-        let Progress::Finished(outcome) = op.handle_completion(0) else {
+        let Progress::Finished(outcome) = op.handle_completion(LegId::Source, 0) else {
             panic!("EOF ends the read");
         };
         let result = op.finish(outcome);
@@ -457,7 +500,7 @@ mod tests {
         // EIO on a write: a write error.
         let mut op = op_for(&*luns, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], vec![1; 512]);
         let _ = submitted(op.start());
-        let Progress::Finished(outcome) = op.handle_completion(-libc::EIO) else {
+        let Progress::Finished(outcome) = op.handle_completion(LegId::Source, -libc::EIO) else {
             panic!("EIO ends the write");
         };
         let result = op.finish(outcome);
@@ -550,19 +593,31 @@ mod tests {
         cdb
     }
 
-    /// Runs an operation's requests on a ring until it finishes; the requests' results.
-    fn run_to_the_end(op: &mut FileOp) -> (Vec<i32>, io::Result<()>) {
+    /// Runs an operation's requests on a ring, in the order they were submitted, until
+    /// it finishes; each request's leg and result.
+    fn run_to_the_end(op: &mut FileOp) -> (Vec<(LegId, i32)>, io::Result<()>) {
+        let mut submitted = std::collections::VecDeque::new();
         let mut results = Vec::new();
-        let mut progress = op.start();
+        let first = op.start();
+        let second = match first {
+            Progress::Finished(_) => None,
+            _ => op.start_destination(),
+        };
+        let mut progress: Vec<Progress> = [Some(first), second].into_iter().flatten().collect();
         loop {
-            match progress {
-                Progress::Submit(entry) => {
-                    let result = run_on_ring(entry);
-                    results.push(result);
-                    progress = op.handle_completion(result);
+            for step in progress.drain(..) {
+                match step {
+                    Progress::Submit(leg, entry) => submitted.push_back((leg, entry)),
+                    Progress::Waiting => {}
+                    Progress::Finished(outcome) => return (results, outcome),
                 }
-                Progress::Finished(outcome) => return (results, outcome),
             }
+            let (leg, entry) = submitted
+                .pop_front()
+                .expect("a request in the kernel while the operation is not over");
+            let result = run_on_ring(entry);
+            results.push((leg, result));
+            progress.push(op.handle_completion(leg, result));
         }
     }
 
@@ -581,8 +636,8 @@ mod tests {
         let (results, outcome) = run_to_the_end(&mut op);
         assert_eq!(
             results,
-            vec![8192, 4096],
-            "the source's leg, then the destination's"
+            vec![(LegId::Source, 8192), (LegId::Destination, 4096)],
+            "both legs in the kernel at once"
         );
         assert_eq!(op.finish(outcome).status, 0);
         assert!(mirror.stripes_free(0), "released when the operation ended");
@@ -617,7 +672,17 @@ mod tests {
         // FUA below the cursor: both transfers, then both syncs.
         let mut op = op_for(&*mirror.luns, &write16(4096, 8, true), vec![0x77; 4096]);
         let (results, outcome) = run_to_the_end(&mut op);
-        assert_eq!(results, vec![4096, 4096, 0, 0]);
+        use LegId::{Destination, Source};
+        assert_eq!(
+            results,
+            vec![
+                (Source, 4096),
+                (Destination, 4096),
+                (Source, 0),
+                (Destination, 0)
+            ],
+            "each leg syncs after its own transfer"
+        );
         assert_eq!(op.finish(outcome).status, 0);
         assert_eq!(mirror.read(true, 4096, 4096), vec![0x77; 4096]);
 
@@ -625,11 +690,15 @@ mod tests {
         // the source's sync still runs.
         let mut op = op_for(&*mirror.luns, &write16(8192, 8, true), vec![0x78; 4096]);
         let source_leg = submitted(op.start());
+        let _destination_leg = submitted(op.start_destination().unwrap());
         assert_eq!(run_on_ring(source_leg), 4096);
-        let _destination_leg = submitted(op.handle_completion(4096));
-        let source_sync = submitted(op.handle_completion(-libc::EIO));
+        let source_sync = submitted(op.handle_completion(Source, 4096));
+        assert!(matches!(
+            op.handle_completion(Destination, -libc::EIO),
+            Progress::Waiting
+        ));
         assert_eq!(run_on_ring(source_sync), 0);
-        let Progress::Finished(outcome) = op.handle_completion(0) else {
+        let Progress::Finished(outcome) = op.handle_completion(Source, 0) else {
             panic!("over after the source's sync");
         };
         assert_eq!(op.finish(outcome).status, 0);
@@ -645,26 +714,35 @@ mod tests {
         let mut op = op_for(&*mirror.luns, &write16(0, 1, false), vec![0x79; 512]);
         assert!(op.hold.is_none() && op.destination.is_none());
         let (results, outcome) = run_to_the_end(&mut op);
-        assert_eq!(results, vec![512]);
+        assert_eq!(results, vec![(Source, 512)]);
         assert_eq!(op.finish(outcome).status, 0);
     }
 
     #[test]
-    fn a_failed_source_leg_fails_the_command_and_skips_the_destination() {
+    fn a_failed_source_leg_fails_the_command_once_the_destinations_request_is_back() {
         let mirror = file_mirror("source-fails");
-        let mut op = op_for(&*mirror.luns, &write16(0, 1, false), vec![0x10; 512]);
+        // FUA: after a failed source, the destination does not go on to its sync.
+        let mut op = op_for(&*mirror.luns, &write16(0, 1, true), vec![0x10; 512]);
         let _source_leg = submitted(op.start());
-        let Progress::Finished(outcome) = op.handle_completion(-libc::EIO) else {
-            panic!("a failed source leg ends the write");
+        let _destination_leg = submitted(op.start_destination().unwrap());
+        assert!(
+            matches!(
+                op.handle_completion(LegId::Source, -libc::EIO),
+                Progress::Waiting
+            ),
+            "the destination's request still uses the buffer"
+        );
+        assert!(!mirror.stripes_free(0), "held until then");
+        let Progress::Finished(outcome) = op.handle_completion(LegId::Destination, 512) else {
+            panic!("over once the destination's request is back");
         };
         let result = op.finish(outcome);
         assert_eq!((result.status, result.sense[2]), (2, 3));
         assert_eq!(
-            mirror.read(true, 0, 512),
-            vec![0; 512],
-            "nothing reached the destination"
+            mirror.shared.phase(),
+            Phase::Copying,
+            "the migration goes on"
         );
-        assert_eq!(mirror.shared.phase(), Phase::Copying);
         assert!(mirror.stripes_free(0));
     }
 
@@ -679,9 +757,9 @@ mod tests {
         );
         let write = submitted(op.start());
         assert_eq!(run_on_ring(write), 1024);
-        let sync = submitted(op.handle_completion(1024));
+        let sync = submitted(op.handle_completion(LegId::Source, 1024));
         assert_eq!(run_on_ring(sync), 0);
-        let Progress::Finished(outcome) = op.handle_completion(0) else {
+        let Progress::Finished(outcome) = op.handle_completion(LegId::Source, 0) else {
             panic!("done after the sync");
         };
         assert_eq!(op.finish(outcome).status, 0);
