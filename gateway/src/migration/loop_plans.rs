@@ -219,6 +219,84 @@ fn a_mirror_with_a_file_side_plans_its_io_for_its_workers_and_the_rest_for_the_b
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_mirror_between_two_files_runs_on_the_ring_and_leaves_the_workers_what_would_wait() {
+    let dir = scratch("mirror-two-files");
+    let open = |name: &str| FileBackend::open(dir.join(name).to_str().unwrap(), Some(SIZE));
+    let dest: Arc<dyn Backend> = Arc::new(open("dest.img").unwrap());
+    let (unit, shared) = mirror_unit(Box::new(open("source.img").unwrap()), dest, 1);
+    let legs = |kind: IoKind, offset: u64| unit.backend().ring_legs(kind, offset, 4096);
+
+    // A write below the cursor: both files, its stripe held by the legs.
+    let data = vec![0x21u8; 4096];
+    assert!(matches!(
+        unit.plan(&task(&write10(8, 8), &data)),
+        Plan::Io(_)
+    ));
+    let held = legs(IoKind::Write, 4096).expect("a write on the ring");
+    assert!(held.destination.is_some() && held.destination_len == 4096);
+    assert!(held.hold.is_some());
+    // Another write into a region of that stripe would wait: the workers take it.
+    assert!(legs(IoKind::Write, 0).is_none());
+    assert!(
+        legs(IoKind::Write, REGION_BYTES).is_some(),
+        "another stripe is free"
+    );
+    drop(held);
+    // Above the cursor: the source only, still under the stripe.
+    let above = legs(IoKind::Write, 3 * REGION_BYTES).unwrap();
+    assert!(above.destination.is_none() && above.hold.is_some());
+    drop(above);
+    // Reads from the source, a flush on both files.
+    let read = legs(IoKind::Read, 0).unwrap();
+    assert!(read.destination.is_none() && read.hold.is_none());
+    assert!(legs(IoKind::Flush, 0).unwrap().destination.is_some());
+    // After the switch a read may have to fall back to the source: the workers.
+    assert!(shared.change_phase(Phase::Copying, Phase::Switched));
+    assert!(legs(IoKind::Read, 0).is_none());
+    assert_eq!(
+        legs(IoKind::Write, 3 * REGION_BYTES)
+            .unwrap()
+            .destination_len,
+        4096
+    );
+    // A failed migration: the source alone, nothing held.
+    shared.set_phase(Phase::Failed);
+    let alone = legs(IoKind::Write, 0).unwrap();
+    assert!(alone.destination.is_none() && alone.hold.is_none());
+    drop(alone);
+    drop(unit);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dbt_copying_between_two_files_leaves_writes_to_the_workers() {
+    let dir = scratch("dbt-two-files");
+    let open = |name: &str| FileBackend::open(dir.join(name).to_str().unwrap(), Some(SIZE));
+    let source_unit = Arc::new(LogicalUnit::new(
+        Box::new(open("source.img").unwrap()),
+        LuConfig::for_name("d"),
+    ));
+    let shared = Arc::new(Shared::new(Mode::Dbt, SIZE, 8, Phase::Copying));
+    let mirror = Mirror::new(
+        Arc::new(UnitBackend(Arc::clone(&source_unit))),
+        Arc::new(open("dest.img").unwrap()),
+        Arc::clone(&shared),
+    );
+    // Its writes mark the dirty map (and, with a state directory, its durable log).
+    assert!(mirror.ring_legs(IoKind::Write, 0, 4096).is_none());
+    assert!(mirror.ring_legs(IoKind::Read, 0, 4096).is_some());
+    // Once ready, every write goes to both files on the ring.
+    shared.set_phase(Phase::Ready);
+    assert!(mirror
+        .ring_legs(IoKind::Write, 0, 4096)
+        .unwrap()
+        .destination
+        .is_some());
+    drop(mirror);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A RAM destination whose writes wait (up to a bound) until `wanted` of them are in at
 /// once, and count the most that were.
 struct Rendezvous {
