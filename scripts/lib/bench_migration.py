@@ -21,8 +21,8 @@ mirrored writes' p50 with the writer alone on each side: the baselines are the w
 alone on the source (the gateway's plain file LUN) and alone on the destination (a LUN
 on the destination's spec, a fresh file). For the gateway's rows the gateway's own
 latency (`lun stats --interval-ms`, from the command's arrival on the event loop to its
-answer) is read over most of the copy too, to tell the gateway's share of a write's time
-from the rest (the client, the socket, the scheduler).
+answer) is read over most of the copy too, and over the baselines' runs, to tell the
+gateway's share of a write's time from the rest (the client, the socket, the scheduler).
 
 Usage: scripts/bench-migration.sh [SIZE_MIB=1024] [RATE_MB=100] [IOPS=2000]
 Environment: BIN_DIR (default target/release: the binaries under test, to compare two
@@ -248,11 +248,11 @@ def gateway_row(work, mode, busy):
     }
 
 
-def gateway_latency(gw, into):
-    """The gateway's own write latency over most of the copy (lun_stats with an interval:
-    from a command's arrival on its event loop to its answer)."""
+def gateway_latency(gw, into, ms=None):
+    """The gateway's own write latency over most of the copy, or over `ms` (lun_stats with
+    an interval: from a command's arrival on its event loop to its answer)."""
     try:
-        ms = int(IDLE_ESTIMATE * 800)
+        ms = ms or int(IDLE_ESTIMATE * 800)
         luns = gw.ctl("lun", "stats", "--interval-ms", str(ms))["luns"]
         lat = luns[0]["latency_us"]
         into.update({"p50_us": lat["p50"], "p99_us": lat["p99"]})
@@ -272,7 +272,12 @@ def gateway_baseline(work, side="source"):
             os.unlink(dst)
         spec = f"{dst}:{SIZE}"
     gw = Gateway(work, spec)
-    w = writer_result(writer(gw.url(), 10))
+    proc = writer(gw.url(), 10)
+    time.sleep(1)
+    inside = {}
+    gateway_latency(gw, inside, 8000)
+    w = writer_result(proc)
+    w["inside"] = inside
     gw.stop()
     return w
 
@@ -427,7 +432,9 @@ def main():
         log = w.get("log", {})
         print(f"baseline writer alone on {name}: p50 {w.get('p50_us', 0):.0f} us, "
               f"p99 {w.get('p99_us', 0):.0f} us, max {w.get('max_us', 0):.0f} us, errors {w.get('error')}"
-              f" (per-write log: p50 {fmt(log.get('p50_us'))} us, p99 {fmt(log.get('p99_us'))} us)")
+              f" (per-write log: p50 {fmt(log.get('p50_us'))} us, p99 {fmt(log.get('p99_us'))} us)"
+              + (f"; gateway-internal p50 {fmt(w['inside'].get('p50_us'))} us, "
+                 f"p99 {fmt(w['inside'].get('p99_us'))} us" if w.get("inside") else ""))
     print()
     print("| system | mode | writer | converged | copy s | x idle | copied / size | passes | "
           "stun ms | switch ms | write p50 us | p99 us | p99 / baseline | max us | errors | verify failures |")
@@ -449,8 +456,8 @@ def main():
     print("\nwhile the copy ran (writes completed from the migrate call to the end of the copy; "
           "baselines from the same per-write logs):\n")
     print("| system | mode | writes | p50 us | p99 us | p99 / baseline p99 | p50 - slower side's p50 | "
-          "gateway-internal p50 us | p99 us |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "gateway-internal p50 us | p99 us | internal p50 - slower side's |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         w = r["writer"] or {}
         copy = w.get("copy")
@@ -466,9 +473,17 @@ def main():
             if copy.get("p50_us") is not None and slower:
                 over = copy["p50_us"] - slower
         inside = r.get("inside") or {}
+        # The same inside the gateway (arrival on the loop to the answer), where the
+        # client's and the scheduler's share of a write does not blur it.
+        inside_over = None
+        if r["system"] == "gateway" and inside.get("p50_us") is not None:
+            sides = [(w or {}).get("inside", {}).get("p50_us") for w in (base["gateway"], dest_base)]
+            slower = max((v for v in sides if v is not None), default=None)
+            if slower is not None:
+                inside_over = inside["p50_us"] - slower
         print(f"| {r['system']} | {r['mode']} | {copy['writes']} | {fmt(copy.get('p50_us'))} | "
               f"{fmt(copy.get('p99_us'))} | {fmt(ratio, '{:.2f}')} | {fmt(over, '{:+.0f}')} | "
-              f"{fmt(inside.get('p50_us'))} | {fmt(inside.get('p99_us'))} |")
+              f"{fmt(inside.get('p50_us'))} | {fmt(inside.get('p99_us'))} | {fmt(inside_over, '{:+.0f}')} |")
 
 
 if __name__ == "__main__":
