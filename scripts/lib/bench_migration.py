@@ -26,8 +26,9 @@ gateway's share of a write's time from the rest (the client, the socket, the sch
 
 Usage: scripts/bench-migration.sh [SIZE_MIB=1024] [RATE_MB=100] [IOPS=2000]
 Environment: BIN_DIR (default target/release: the binaries under test, to compare two
-builds), ROWS=all|gateway|mirror (mirror: the gateway's baselines and its mirror rows
-only, for before/after pairs), WRITER_SECONDS (default: the convergence limit + 10).
+builds), ROWS=all|gateway|mirror|side-by-side (mirror: the gateway's baselines and its
+mirror rows only, for before/after pairs; side-by-side: goal (b) as a mirrored LUN and a
+plain file LUN written at the same time on one gateway), WRITER_SECONDS (default: the convergence limit + 10).
 """
 import json
 import os
@@ -195,8 +196,8 @@ class Gateway:
         from the writer and the gateway only while a migration ran."""
         return gateway_control.rpc(self.socket, method, params)[0]
 
-    def url(self):
-        return f"iscsi://127.0.0.1:{self.port}/{IQN}/0"
+    def url(self, lun=0):
+        return f"iscsi://127.0.0.1:{self.port}/{IQN}/{lun}"
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -246,6 +247,65 @@ def gateway_row(work, mode, busy):
         "stun_ms": status.get("stun_us", 0) / 1000, "switch_ms": switch_ms, "writer": w,
         "inside": inside,
     }
+
+
+def side_by_side_row(work):
+    """Goal (b) with a shared machine's noise paired out: the migrating LUN (file to file)
+    and a plain file LUN of the same kind (a filled file on /dev/shm, as the source) on one
+    gateway, each with its own writer at IOPS, at the same time. The plain LUN's p50 over
+    the copy stands for the slower side's, measured in the same seconds as the mirrored
+    writes' (the sides alone, in runs of their own, move by tens of µs from run to run
+    here); the gateway's own p50 of each LUN is read over the same interval."""
+    src, dst, plain = (os.path.join(work, name) for name in ("src.img", "dst.img", "plain.img"))
+    fill(src)
+    fill(plain)
+    if os.path.exists(dst):
+        os.unlink(dst)
+    gw = Gateway(work, src)
+    gw.ctl("lun", "attach", IQN, "1", f"file:{plain}")
+    mirrored, alone = writer(gw.url(0), WRITER_SECONDS), writer(gw.url(1), WRITER_SECONDS)
+    time.sleep(2)
+    copy_started, started = time.time(), time.monotonic()
+    gw.ctl("migrate", IQN, "0", "--to", f"file:{dst}:{SIZE}", "--mode", "mirror",
+           "--rate", str(RATE))
+    inside = {}
+
+    def both_luns():
+        try:
+            ms = int(IDLE_ESTIMATE * 800)
+            for lun in gw.ctl("lun", "stats", "--interval-ms", str(ms))["luns"]:
+                inside[lun["lun"]] = lun["latency_us"]["p50"]
+        except Exception as error:  # noqa: BLE001 (a figure missing, not the run)
+            inside["error"] = str(error)
+
+    threading.Thread(target=both_luns, daemon=True).start()
+    state = "copying"
+    while time.monotonic() - started < LIMIT and state == "copying":
+        state = gw.rpc("migrate_status", {})["migrations"][0]["state"]
+        time.sleep(0.05)
+    window = (copy_started, time.time())
+    gw.ctl("migration", "complete", IQN, "0", "--commit")
+    m, a = writer_result(mirrored, window), writer_result(alone, window)
+    gw.stop()
+    return {"state": state, "mirrored": m, "alone": a, "inside": inside}
+
+
+def print_side_by_side(r):
+    m, a = r["mirrored"].get("copy", {}), r["alone"].get("copy", {})
+    fmt = lambda v, f="{:.0f}": "-" if v is None else f.format(v)
+    over = m["p50_us"] - a["p50_us"] if m.get("p50_us") and a.get("p50_us") else None
+    inside = r["inside"]
+    inside_over = inside[0] - inside[1] if 0 in inside and 1 in inside else None
+    print(f"\nside by side on one gateway during the copy ({r['state']}): a mirrored LUN and a "
+          f"plain file LUN, a writer each at {IOPS}/s\n")
+    print("| LUN | writes | p50 us | p99 us | gateway-internal p50 us | errors | verify failures |")
+    print("|---|---|---|---|---|---|---|")
+    for name, lun, w in (("mirrored (file to file)", 0, r["mirrored"]), ("plain file", 1, r["alone"])):
+        c = w.get("copy", {})
+        print(f"| {name} | {c.get('writes')} | {fmt(c.get('p50_us'))} | {fmt(c.get('p99_us'))} | "
+              f"{fmt(inside.get(lun))} | {fmt(w.get('error'))} | {fmt(w.get('verify_failures'))} |")
+    print(f"\nmirrored p50 - plain p50: {fmt(over, '{:+.0f}')} us "
+          f"(gateway-internal {fmt(inside_over, '{:+.0f}')} us)")
 
 
 def gateway_latency(gw, into, ms=None):
@@ -395,11 +455,17 @@ def main():
     for tool in (GATEWAY, CTL, BENCH):
         if not os.path.exists(tool):
             sys.exit(f"{tool} missing: cargo build --release -p gateway -p tools -p bench")
-    if ROWS not in ("all", "gateway", "mirror"):
-        sys.exit(f"ROWS={ROWS}: all, gateway or mirror")
+    if ROWS not in ("all", "gateway", "mirror", "side-by-side"):
+        sys.exit(f"ROWS={ROWS}: all, gateway, mirror or side-by-side")
     if ROWS == "all" and not shutil.which("qemu-storage-daemon"):
         sys.exit("qemu-storage-daemon missing: apt-get install -y qemu-system-common")
     work = tempfile.mkdtemp(prefix="bench-migration.", dir="/dev/shm")
+    if ROWS == "side-by-side":
+        try:
+            print_side_by_side(side_by_side_row(work))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     rows, base = [], {}
     qemu = ROWS == "all"
     busy_rows = [("gateway", "mirror")]
