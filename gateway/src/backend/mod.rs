@@ -118,11 +118,17 @@ pub trait Backend: Send + Sync {
     }
     /// A backend without a ring file of its own whose planned READ, WRITE or SYNCHRONIZE
     /// CACHE can still run on the event loop's ring, over files of the backends it joins
-    /// (a migrating LUN whose sides are both files, `crate::migration::Mirror`): the
-    /// legs, with what they hold taken now (a write's stripes). `None` sends the command
+    /// (a migrating LUN with a file side, `crate::migration::Mirror`): the legs, with what
+    /// they hold taken now (a write's stripes); a side that answers on the event loop is
+    /// written here. `data` is a write's data (empty otherwise). `None` sends the command
     /// to [`Backend::queued_io`] instead. Never waits.
-    fn ring_legs(&self, kind: crate::disk::IoKind, offset: u64, len: u64) -> Option<RingLegs<'_>> {
-        let _ = (kind, offset, len);
+    fn ring_legs(
+        &self,
+        kind: crate::disk::IoKind,
+        offset: u64,
+        data: &[u8],
+    ) -> Option<RingLegs<'_>> {
+        let _ = (kind, offset, data);
         None
     }
     /// The changed-block tracker fed by this backend's writes, when it is one that
@@ -159,11 +165,13 @@ pub struct RingFile<'a> {
 }
 
 /// The ring I/O of one planned command over two files ([`Backend::ring_legs`]): the
-/// source's file takes the whole command; then the destination's, if any, takes the
-/// command's first `destination_len` bytes (a write; all of it for a flush). A failed
-/// destination leg fails the migration (`hold.destination_failed`), not the command.
+/// source's file takes the whole command; the destination's, if any, the command's first
+/// `destination_len` bytes (a write; a flush syncs it). A side without a file was written
+/// on the loop already. A failed destination leg fails the migration
+/// (`hold.destination_failed`), not the command.
 pub struct RingLegs<'a> {
-    pub source: RingFile<'a>,
+    /// `None`: a write whose source answered on the event loop (and succeeded).
+    pub source: Option<RingFile<'a>>,
     pub destination: Option<RingFile<'a>>,
     pub destination_len: u64,
     /// Kept until the last leg is done: a write's stripes.

@@ -225,7 +225,11 @@ fn a_mirror_between_two_files_runs_on_the_ring_and_leaves_the_workers_what_would
     let open = |name: &str| FileBackend::open(dir.join(name).to_str().unwrap(), Some(SIZE));
     let dest: Arc<dyn Backend> = Arc::new(open("dest.img").unwrap());
     let (unit, shared) = mirror_unit(Box::new(open("source.img").unwrap()), dest, 1);
-    let legs = |kind: IoKind, offset: u64| unit.backend().ring_legs(kind, offset, 4096);
+    let block = [0u8; 4096];
+    let legs = |kind: IoKind, offset: u64| {
+        let data: &[u8] = if kind == IoKind::Write { &block } else { &[] };
+        unit.backend().ring_legs(kind, offset, data)
+    };
 
     // A write below the cursor: both files, its stripe held by the legs.
     let data = vec![0x21u8; 4096];
@@ -270,6 +274,64 @@ fn a_mirror_between_two_files_runs_on_the_ring_and_leaves_the_workers_what_would
 }
 
 #[test]
+fn a_mirror_with_one_file_side_writes_the_other_on_the_loop_and_the_file_on_the_ring() {
+    let dir = scratch("mirror-one-file");
+    let file = || FileBackend::open(dir.join("f.img").to_str().unwrap(), Some(SIZE)).unwrap();
+    let data = [0x42u8; 4096];
+
+    // RAM source, file destination, cursor past region 0.
+    let (unit, shared) = mirror_unit(Box::new(RamBackend::new(SIZE)), Arc::new(file()), 1);
+    let legs = unit
+        .backend()
+        .ring_legs(IoKind::Write, 4096, &data)
+        .unwrap();
+    assert!(
+        legs.source.is_none(),
+        "the RAM source was written on the loop"
+    );
+    assert!(legs.destination.is_some() && legs.destination_len == 4096);
+    let mut on_source = [0u8; 4096];
+    unit.backend().read_at(4096, &mut on_source).unwrap();
+    assert_eq!(
+        on_source, data,
+        "reads come from the source: it has the write"
+    );
+    drop(legs);
+    // Reads of a side without a file, and its flushes, go to the workers.
+    assert!(unit.backend().ring_legs(IoKind::Read, 0, &[]).is_none());
+    assert!(unit.backend().ring_legs(IoKind::Flush, 0, &[]).is_none());
+    drop(unit);
+    drop(shared);
+    std::fs::remove_file(dir.join("f.img")).unwrap();
+
+    // File source, RAM destination: the destination is written on the loop, below the
+    // cursor only; the source on the ring.
+    let dest: Arc<dyn Backend> = Arc::new(RamBackend::new(SIZE));
+    let (unit, shared) = mirror_unit(Box::new(file()), Arc::clone(&dest), 1);
+    let below = unit
+        .backend()
+        .ring_legs(IoKind::Write, 4096, &data)
+        .unwrap();
+    assert!(below.source.is_some() && below.destination.is_none() && below.hold.is_some());
+    let mut on_dest = [0u8; 4096];
+    dest.read_at(4096, &mut on_dest).unwrap();
+    assert_eq!(on_dest, data, "below the cursor: the destination has it");
+    drop(below);
+    let above = unit
+        .backend()
+        .ring_legs(IoKind::Write, 2 * REGION_BYTES, &data)
+        .unwrap();
+    assert_eq!(above.destination_len, 0);
+    drop(above);
+    dest.read_at(2 * REGION_BYTES, &mut on_dest).unwrap();
+    assert_eq!(on_dest, [0u8; 4096], "above the cursor: not yet");
+    assert!(unit.backend().ring_legs(IoKind::Read, 0, &[]).is_some());
+    assert_eq!(shared.phase(), Phase::Copying);
+    drop(unit);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn dbt_copying_between_two_files_leaves_writes_to_the_workers() {
     let dir = scratch("dbt-two-files");
     let open = |name: &str| FileBackend::open(dir.join(name).to_str().unwrap(), Some(SIZE));
@@ -284,12 +346,12 @@ fn dbt_copying_between_two_files_leaves_writes_to_the_workers() {
         Arc::clone(&shared),
     );
     // Its writes mark the dirty map (and, with a state directory, its durable log).
-    assert!(mirror.ring_legs(IoKind::Write, 0, 4096).is_none());
-    assert!(mirror.ring_legs(IoKind::Read, 0, 4096).is_some());
+    assert!(mirror.ring_legs(IoKind::Write, 0, &[0; 4096]).is_none());
+    assert!(mirror.ring_legs(IoKind::Read, 0, &[]).is_some());
     // Once ready, every write goes to both files on the ring.
     shared.set_phase(Phase::Ready);
     assert!(mirror
-        .ring_legs(IoKind::Write, 0, 4096)
+        .ring_legs(IoKind::Write, 0, &[0; 4096])
         .unwrap()
         .destination
         .is_some());

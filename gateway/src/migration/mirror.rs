@@ -521,17 +521,24 @@ impl Backend for Mirror {
         None
     }
 
-    /// Both sides files: a host's READ, WRITE and SYNCHRONIZE CACHE run on the event
-    /// loop's ring, not on the workers (whose wake-up, and the answer's way back to the
-    /// loop, cost a mirrored write more than both its legs on `/dev/shm`). A write takes
-    /// its stripes without waiting and holds them until both legs are done; everything
-    /// else [`Mirror::change`] guarantees holds the same way (the phase and the cursor
-    /// read under the stripes, the source first, a failed destination leg failing the
-    /// migration only). What would wait goes to the workers: a stripe someone holds, a
-    /// read after the switch (it falls back to the source should the destination fail),
-    /// DBT's copying phase (its dirty map and durable log).
-    fn ring_legs(&self, kind: IoKind, offset: u64, len: u64) -> Option<RingLegs<'_>> {
-        let source = self.source.ring_file()?;
+    /// A side a file: a host's READ, WRITE and SYNCHRONIZE CACHE run on the event loop's
+    /// ring, not on the workers (whose wake-up, and the answer's way back to the loop, cost
+    /// a mirrored write more than both its legs on `/dev/shm`). A write takes its stripes
+    /// without waiting and holds them until its legs are done; a side that answers on the
+    /// event loop (RAM, null, a pool volume) is written here and now, under them.
+    /// Everything else [`Mirror::change`] guarantees holds the same way (the phase and the
+    /// cursor read under the stripes, a failed destination failing the migration only).
+    /// What would wait goes to the workers: a stripe someone holds, a read after the
+    /// switch (it falls back to the source should the destination fail), a read or flush
+    /// of a side with no file, DBT's copying phase (its dirty map and durable log), a
+    /// source written here that failed (a worker writes it again and answers with the
+    /// error's sense).
+    fn ring_legs(&self, kind: IoKind, offset: u64, data: &[u8]) -> Option<RingLegs<'_>> {
+        let len = match kind {
+            IoKind::Write => data.len() as u64,
+            _ => 0,
+        };
+        let source = self.source.ring_file();
         let phase = self.shared.phase();
         let source_alone = RingLegs {
             source,
@@ -540,36 +547,52 @@ impl Backend for Mirror {
             hold: None,
         };
         match kind {
-            IoKind::Read => (phase != Phase::Switched).then_some(source_alone),
-            IoKind::Flush if phase.source_only() => Some(source_alone),
+            IoKind::Read => (source.is_some() && phase != Phase::Switched).then_some(source_alone),
+            IoKind::Flush if phase.source_only() => source.is_some().then_some(source_alone),
             IoKind::Flush => Some(RingLegs {
+                source: Some(source?),
                 destination: Some(self.dest.ring_file()?),
-                destination_len: len,
                 ..source_alone
             }),
-            IoKind::Write if phase.source_only() => {
-                self.source.before_ring_write(offset, len);
-                Some(source_alone)
-            }
             IoKind::Write => {
-                let destination = self.dest.ring_file()?;
-                let hold =
-                    HeldStripes::try_take(&self.shared, stripes_of(offset, len, REGION_BYTES))?;
+                let on_the_loop =
+                    |side: &Arc<dyn Backend>| side.ring_file().is_none() && !side.io_may_block();
+                let destination = self.dest.ring_file();
+                if source.is_none() && !on_the_loop(&self.source)
+                    || destination.is_none() && !on_the_loop(&self.dest)
+                {
+                    return None;
+                }
+                let hold = if phase.source_only() {
+                    None
+                } else {
+                    let mask = stripes_of(offset, len, REGION_BYTES);
+                    Some(HeldStripes::try_take(&self.shared, mask)?)
+                };
                 // Read under the stripes: the copy cannot move the cursor over these
                 // regions, nor the phase leave DBT's copying, until the legs are done.
                 let phase = self.shared.phase();
                 if phase == Phase::Copying && self.shared.mode == Mode::Dbt {
                     return None;
                 }
-                self.source.before_ring_write(offset, len);
                 let part = match self.shared.to_destination(phase, offset, len) {
-                    Some((_, part)) if !phase.source_only() => part,
+                    Some((_, part)) if hold.is_some() && !phase.source_only() => part,
                     _ => 0,
                 };
+                match source {
+                    Some(_) => self.source.before_ring_write(offset, len),
+                    None => self.source.write_at(offset, data).ok()?,
+                }
+                if destination.is_none() && part > 0 {
+                    if let Err(error) = self.dest.write_at(offset, &data[..part as usize]) {
+                        self.shared
+                            .fail(format!("destination write at {offset}+{part}: {error}"));
+                    }
+                }
                 Some(RingLegs {
-                    destination: (part > 0).then_some(destination),
+                    destination: destination.filter(|_| part > 0),
                     destination_len: part,
-                    hold: Some(hold),
+                    hold,
                     ..source_alone
                 })
             }

@@ -90,6 +90,18 @@ struct Leg {
 }
 
 impl Leg {
+    /// A side that answered on the event loop when the legs were taken.
+    fn written_on_the_loop() -> Leg {
+        Leg {
+            fd: -1,
+            len: 0,
+            force_async: false,
+            done: 0,
+            stage: Stage::Done,
+            in_flight: false,
+        }
+    }
+
     fn of(file: RingFile<'_>, len: usize, kind: IoKind) -> Leg {
         Leg {
             fd: file.fd.as_raw_fd(),
@@ -159,12 +171,12 @@ impl FileOp {
         let backend = io.unit.backend();
         let legs = match backend.ring_file() {
             Some(file) => Some(RingLegs {
-                source: file,
+                source: Some(file),
                 destination: None,
                 destination_len: 0,
                 hold: None,
             }),
-            None => backend.ring_legs(kind, io.plan.offset, io.plan.len),
+            None => backend.ring_legs(kind, io.plan.offset, &io.data_out),
         };
         let Some(legs) = legs else {
             if backend.queued_io().is_some() {
@@ -173,8 +185,12 @@ impl FileOp {
             let error = io::Error::new(io::ErrorKind::Unsupported, "backend has no ring file");
             return Err(NotOnRing::Finished(command, io.complete(Err(error))));
         };
-        let direct = legs.source.direct || legs.destination.is_some_and(|file| file.direct);
-        let source = Leg::of(legs.source, len, kind);
+        let direct = legs.source.is_some_and(|file| file.direct)
+            || legs.destination.is_some_and(|file| file.direct);
+        let source = match legs.source {
+            Some(file) => Leg::of(file, len, kind),
+            None => Leg::written_on_the_loop(),
+        };
         let destination_len = usize::try_from(legs.destination_len).unwrap_or(usize::MAX);
         let destination = legs
             .destination
@@ -571,7 +587,10 @@ mod tests {
 
         /// Whether a write to `offset` could take its stripes now.
         fn stripes_free(&self, offset: u64) -> bool {
-            let legs = self.unit.backend().ring_legs(IoKind::Write, offset, 512);
+            let legs = self
+                .unit
+                .backend()
+                .ring_legs(IoKind::Write, offset, &[0; 512]);
             legs.is_some_and(|legs| legs.hold.is_some())
         }
     }
