@@ -170,11 +170,15 @@ pub struct RingFile<'a> {
 /// on the loop already. A failed destination leg fails the migration
 /// (`hold.destination_failed`), not the command.
 pub struct RingLegs<'a> {
-    /// `None`: a write whose source answered on the event loop (and succeeded).
+    /// `None`: a write whose source answered on the event loop (and succeeded). After a
+    /// migration's switch, a read's file is the destination's, with `fallback`.
     pub source: Option<RingFile<'a>>,
     pub destination: Option<RingFile<'a>>,
     pub destination_len: u64,
-    /// Kept until the last leg is done: a write's stripes.
+    /// A read that fails on `source` (the destination, after a switch) is read again from
+    /// this file (the migration's source), and the migration fails (`hold`).
+    pub fallback: Option<RingFile<'a>>,
+    /// Kept until the last leg is done: a write's stripes; how a failure is told.
     pub hold: Option<crate::migration::HeldStripes>,
 }
 

@@ -255,9 +255,11 @@ fn a_mirror_between_two_files_runs_on_the_ring_and_leaves_the_workers_what_would
     let read = legs(IoKind::Read, 0).unwrap();
     assert!(read.destination.is_none() && read.hold.is_none());
     assert!(legs(IoKind::Flush, 0).unwrap().destination.is_some());
-    // After the switch a read may have to fall back to the source: the workers.
+    // After the switch a read comes from the destination, the source its fallback.
     assert!(shared.change_phase(Phase::Copying, Phase::Switched));
-    assert!(legs(IoKind::Read, 0).is_none());
+    let read = legs(IoKind::Read, 0).unwrap();
+    assert!(read.fallback.is_some() && read.hold.is_some() && read.destination.is_none());
+    drop(read);
     assert_eq!(
         legs(IoKind::Write, 3 * REGION_BYTES)
             .unwrap()

@@ -528,11 +528,11 @@ impl Backend for Mirror {
     /// event loop (RAM, null, a pool volume) is written here and now, under them.
     /// Everything else [`Mirror::change`] guarantees holds the same way (the phase and the
     /// cursor read under the stripes, a failed destination failing the migration only).
-    /// What would wait goes to the workers: a stripe someone holds, a read after the
-    /// switch (it falls back to the source should the destination fail), a read or flush
-    /// of a side with no file, DBT's copying phase (its dirty map and durable log), a
-    /// source written here that failed (a worker writes it again and answers with the
-    /// error's sense).
+    /// After the switch a read comes from the destination's file, and from the source's
+    /// should it fail (the migration then fails). What would wait goes to the workers: a
+    /// stripe someone holds, a read or flush of a side with no file, DBT's copying phase
+    /// (its dirty map and durable log), a source written here that failed (a worker
+    /// writes it again and answers with the error's sense).
     fn ring_legs(&self, kind: IoKind, offset: u64, data: &[u8]) -> Option<RingLegs<'_>> {
         let len = match kind {
             IoKind::Write => data.len() as u64,
@@ -544,10 +544,17 @@ impl Backend for Mirror {
             source,
             destination: None,
             destination_len: 0,
+            fallback: None,
             hold: None,
         };
         match kind {
-            IoKind::Read => (source.is_some() && phase != Phase::Switched).then_some(source_alone),
+            IoKind::Read if phase == Phase::Switched => Some(RingLegs {
+                source: Some(self.dest.ring_file()?),
+                fallback: Some(source?),
+                hold: Some(HeldStripes::none(&self.shared)),
+                ..source_alone
+            }),
+            IoKind::Read => source.is_some().then_some(source_alone),
             IoKind::Flush if phase.source_only() => source.is_some().then_some(source_alone),
             IoKind::Flush => Some(RingLegs {
                 source: Some(source?),

@@ -18,7 +18,7 @@
 //!
 //! A LUN whose sides are both files runs these commands on the event loop's ring
 //! instead (`Mirror::ring_legs`); they come here only when that would wait (a held
-//! stripe, a read after the switch, DBT's copying phase).
+//! stripe, DBT's copying phase) or a side has no file to read or flush.
 //!
 //! Bounded: [`QUEUED_MAX`] commands wait at most (the hosts' command windows bound what
 //! arrives); past that a command is refused with an error, never waited for.

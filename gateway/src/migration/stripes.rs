@@ -145,8 +145,9 @@ impl Drop for StripeGuard<'_> {
 
 /// Stripes an event loop took without waiting for a write on its ring, with the
 /// migration they belong to: kept across the loop's turns until the write's legs are
-/// done, released on drop. Also how that write tells the migration its destination leg
-/// failed ([`HeldStripes::destination_failed`]).
+/// done, released on drop. Also how that write (or a read from the destination after the
+/// switch, holding none) tells the migration its destination failed
+/// ([`HeldStripes::destination_failed`]).
 pub struct HeldStripes {
     shared: Arc<super::Shared>,
     mask: u64,
@@ -158,6 +159,15 @@ impl HeldStripes {
             shared: Arc::clone(shared),
             mask,
         })
+    }
+
+    /// No stripe: how a read from the destination after the switch tells that it
+    /// failed.
+    pub(super) fn none(shared: &Arc<super::Shared>) -> HeldStripes {
+        HeldStripes {
+            shared: Arc::clone(shared),
+            mask: 0,
+        }
     }
 
     /// The destination's leg of the write failed: the migration fails, the source alone

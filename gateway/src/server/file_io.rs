@@ -149,6 +149,9 @@ pub(super) struct FileOp {
     source: Leg,
     /// A migrating LUN's second file, in the kernel at the same time as the source.
     destination: Option<Leg>,
+    /// Where a read that failed on `source` is read again (a migration's source, when
+    /// `source` is its destination after the switch).
+    fallback: Option<Leg>,
     /// What the legs hold until the operation ends (a mirrored write's stripes).
     hold: Option<HeldStripes>,
     buf: IoBuffer,
@@ -174,6 +177,7 @@ impl FileOp {
                 source: Some(file),
                 destination: None,
                 destination_len: 0,
+                fallback: None,
                 hold: None,
             }),
             None => backend.ring_legs(kind, io.plan.offset, &io.data_out),
@@ -186,7 +190,8 @@ impl FileOp {
             return Err(NotOnRing::Finished(command, io.complete(Err(error))));
         };
         let direct = legs.source.is_some_and(|file| file.direct)
-            || legs.destination.is_some_and(|file| file.direct);
+            || legs.destination.is_some_and(|file| file.direct)
+            || legs.fallback.is_some_and(|file| file.direct);
         let source = match legs.source {
             Some(file) => Leg::of(file, len, kind),
             None => Leg::written_on_the_loop(),
@@ -195,6 +200,7 @@ impl FileOp {
         let destination = legs
             .destination
             .map(|file| Leg::of(file, destination_len.min(len), kind));
+        let fallback = legs.fallback.map(|file| Leg::of(file, len, kind));
         let hold = legs.hold;
         let buf = match (io.plan.kind, direct) {
             (IoKind::Flush, _) => IoBuffer::Plain(Vec::new()),
@@ -226,6 +232,7 @@ impl FileOp {
             io,
             source,
             destination,
+            fallback,
             hold,
             buf,
             outcome: Ok(()),
@@ -304,6 +311,18 @@ impl FileOp {
     /// stands on the source's.
     fn leg_failed(&mut self, leg: LegId, error: io::Error) -> Progress {
         match leg {
+            LegId::Source if self.fallback.is_some() => {
+                if let Some(hold) = &self.hold {
+                    hold.destination_failed(format!(
+                        "destination read at {}: {error}",
+                        self.io.plan.offset
+                    ));
+                }
+                if let Some(fallback) = self.fallback.take() {
+                    self.source = fallback;
+                }
+                return self.next(leg);
+            }
             LegId::Source => {
                 self.outcome = Err(error);
                 if let Some(destination) = self.destination.as_mut() {
@@ -735,6 +754,56 @@ mod tests {
         let (results, outcome) = run_to_the_end(&mut op);
         assert_eq!(results, vec![(Source, 512)]);
         assert_eq!(op.finish(outcome).status, 0);
+    }
+
+    #[test]
+    fn after_the_switch_a_read_comes_from_the_destination_and_from_the_source_should_it_fail() {
+        let mirror = file_mirror("switched-read");
+        let read10 = [0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0];
+        std::fs::File::options()
+            .write(true)
+            .open(&mirror.source)
+            .unwrap()
+            .write_all_at(&[0x51; 4096], 0)
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&mirror.dest)
+            .unwrap()
+            .write_all_at(&[0x52; 4096], 0)
+            .unwrap();
+        assert!(mirror.shared.change_phase(Phase::Copying, Phase::Switched));
+
+        let mut op = op_for(&*mirror.luns, &read10, Vec::new());
+        let (results, outcome) = run_to_the_end(&mut op);
+        assert_eq!(
+            results,
+            vec![(LegId::Source, 4096)],
+            "one read, no fallback used"
+        );
+        assert_eq!(
+            op.finish(outcome).data_in,
+            vec![0x52; 4096],
+            "the destination's"
+        );
+
+        // The destination fails the read: the same read again from the source, GOOD, and
+        // the migration fails (the source serves alone from now on).
+        let mut op = op_for(&*mirror.luns, &read10, Vec::new());
+        let _destination = submitted(op.start());
+        let from_source = submitted(op.handle_completion(LegId::Source, -libc::EIO));
+        assert_eq!(run_on_ring(from_source), 4096);
+        let Progress::Finished(outcome) = op.handle_completion(LegId::Source, 4096) else {
+            panic!("over after the source's read");
+        };
+        let result = op.finish(outcome);
+        assert_eq!((result.status, result.data_in), (0, vec![0x51; 4096]));
+        assert_eq!(mirror.shared.phase(), Phase::Failed);
+        assert!(mirror
+            .shared
+            .error()
+            .unwrap()
+            .contains("destination read at 0"));
     }
 
     #[test]
