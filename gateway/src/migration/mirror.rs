@@ -534,10 +534,7 @@ impl Backend for Mirror {
     /// (its dirty map and durable log), a source written here that failed (a worker
     /// writes it again and answers with the error's sense).
     fn ring_legs(&self, kind: IoKind, offset: u64, data: &[u8]) -> Option<RingLegs<'_>> {
-        let len = match kind {
-            IoKind::Write => data.len() as u64,
-            _ => 0,
-        };
+        let len = data.len() as u64;
         let source = self.source.ring_file();
         let phase = self.shared.phase();
         let source_alone = RingLegs {

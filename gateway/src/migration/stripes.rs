@@ -103,9 +103,15 @@ impl Stripes {
     }
 }
 
-/// The stripe indices of `mask`, ascending.
-fn bits(mask: u64) -> impl Iterator<Item = usize> {
-    (0..STRIPES).filter(move |index| mask & (1 << index) != 0)
+/// The stripe indices of `mask`, ascending (one step per stripe held, not per stripe).
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let index = mask.trailing_zeros() as usize;
+        (mask != 0).then(|| {
+            mask &= mask - 1;
+            index
+        })
+    })
 }
 
 /// The stripe of region `region`, as a mask.
@@ -236,5 +242,8 @@ mod tests {
         );
         assert_eq!(stripes_of(0, 65 * region, region), u64::MAX);
         assert_eq!(stripes_of(5 * region, 0, region), 1 << 5);
+        assert_eq!(bits(0b1010_0001).collect::<Vec<_>>(), vec![0, 5, 7]);
+        assert_eq!(bits(1 << 63).collect::<Vec<_>>(), vec![63]);
+        assert_eq!(bits(0).count(), 0);
     }
 }
