@@ -64,6 +64,11 @@ const STAGING_MIN: usize = 64 * 1024;
 /// queue depth in flight, the next receive waits for a raised low-water mark.
 const COALESCE_BELOW_BYTES: usize = 16 * 1024;
 const COALESCE_AFTER_SMALL_RECEIVES: u32 = 2;
+/// Coalescing waits that met their mark before the receives test the target again without
+/// a mark (a target that answers in bursts would otherwise be held in step with the
+/// waits). Each wait that is not a test saves the test's wake-ups: tgt at 32 in flight
+/// answered about one command per receive in them.
+const COALESCE_STREAK_MAX: u32 = 8;
 /// Backoff bound: after this many missed waits, 2 << 6 = 128 small receives come between
 /// two tries.
 const COALESCE_MAX_MISSES: u32 = 6;
@@ -74,6 +79,9 @@ const COALESCE_MAX_MISSES: u32 = 6;
 /// entries per I/O against 1.4-2.5, 3-20% more CPU): the mark's system calls outweigh the
 /// wake-ups of a payload that short.
 const PLACED_LOW_WATER_MIN: usize = 256 * 1024;
+/// `IORING_RECVSEND_POLL_FIRST` (Linux 6.0, `include/uapi/linux/io_uring.h`): the receive
+/// arms its poll at once instead of first trying to take what the socket holds.
+const RECV_POLL_FIRST: u16 = 1;
 /// A send this long or shorter fits the socket at once on any connection that is not
 /// stalled, so it completes inside the kernel entry that submits it.
 const SEND_INLINE_MAX_BYTES: usize = 16 * 1024;
@@ -176,9 +184,12 @@ struct Connection {
     /// Bytes the linked receive brought, fed to the receiver once the placed payload
     /// ahead of them is (completions are reaped as a batch).
     linked_received: Option<usize>,
-    /// Bytes the last staging receive brought, and until when the next greedy receive
-    /// waits (receive coalescing).
+    /// Greedy receives in a row that brought less than `COALESCE_BELOW_BYTES` without
+    /// waiting for a mark: the target answers one command at a time (receive coalescing).
     small_receives: u32,
+    /// Coalescing waits in a row that met half their mark: after `COALESCE_STREAK_MAX`,
+    /// receives go without a mark again until they show the target still trickles.
+    coalesce_streak: u32,
     /// Coalescing waits in a row that brought less than half their mark (the answers bring
     /// fewer bytes than expected: errors, short reads): each doubles the small receives
     /// needed before the next wait.
@@ -416,6 +427,7 @@ impl Connection {
             linked_recv: None,
             linked_received: None,
             small_receives: 0,
+            coalesce_streak: 0,
             coalesce_misses: 0,
             recv_low_water: 1,
             coalesced_receives: 0,
@@ -678,26 +690,49 @@ impl Connection {
         if self.dead.is_some() {
             return;
         }
+        if result == -libc::EINVAL && self.recv_low_water > 1 {
+            // A kernel older than 5.19 refuses a receive that polls first: nothing was
+            // received, so coalescing goes off and the next turn arms a plain receive.
+            tracing::warn!(
+                shard = self.index,
+                "poll-first receive refused; receive coalescing off"
+            );
+            self.config.recv_coalesce = Duration::ZERO;
+            self.set_low_water(1, None);
+            return;
+        }
         let n = match self.received_bytes(result) {
             Some(n) => n,
             None => return,
         };
         match op {
             RecvOp::Staging { len } if n <= len => {
+                // A wait that met half its mark says nothing of how the target answers
+                // (the wait made the receive large), so the streak goes on on the small
+                // receives seen before it.
+                let mut streak_goes_on = false;
                 if self.recv_low_water > 1 {
                     // Less than half the mark came in the time allowed: the answers bring
                     // fewer bytes than expected (errors, short reads), so back off.
-                    self.coalesce_misses = if n.saturating_mul(2) >= self.recv_low_water {
+                    let met = n.saturating_mul(2) >= self.recv_low_water;
+                    self.coalesce_misses = if met {
                         0
                     } else {
                         (self.coalesce_misses + 1).min(COALESCE_MAX_MISSES)
                     };
+                    self.coalesce_streak = if met { self.coalesce_streak + 1 } else { 0 };
+                    streak_goes_on = met && self.coalesce_streak < COALESCE_STREAK_MAX;
+                    if !streak_goes_on {
+                        self.coalesce_streak = 0;
+                    }
                 }
-                self.small_receives = if n < COALESCE_BELOW_BYTES {
-                    self.small_receives.saturating_add(1)
-                } else {
-                    0
-                };
+                if !streak_goes_on {
+                    self.small_receives = if n < COALESCE_BELOW_BYTES {
+                        self.small_receives.saturating_add(1)
+                    } else {
+                        0
+                    };
+                }
                 self.receive_staged(now, n);
             }
             RecvOp::Placed { len } if n <= len => {
@@ -940,7 +975,15 @@ impl Connection {
         let want = u32::try_from(len).unwrap_or(u32::MAX);
         // In bounds: `at + len <= staging.len()`.
         let ptr = self.staging[at..].as_mut_ptr();
-        let entry = if self.staging_fixed {
+        let entry = if self.low_water > 1 {
+            // A raised mark binds only a receive that waits: io_uring first tries a receive
+            // without waiting, and that takes whatever bytes are there (one answer that
+            // came during the turn). Polling first makes the receive wait for the mark.
+            on_socket!(self.files, |fd| opcode::Recv::new(fd, ptr, want)
+                .flags(flags)
+                .ioprio(RECV_POLL_FIRST)
+                .build())
+        } else if self.staging_fixed {
             on_socket!(self.files, |fd| opcode::ReadFixed::new(fd, ptr, want, 0)
                 .offset(u64::MAX)
                 .build())
@@ -2007,5 +2050,89 @@ impl TcpPath {
             let error = CommandError::ConnectionLost(reason.to_string());
             done.push((tag, Err(failure(error, request.buffer))));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    use io_uring::IoUring;
+
+    use super::*;
+
+    /// Submits one receive of up to 64 KiB on `socket` and waits up to `wait` for it;
+    /// its result, or `None` when it did not complete (it is then cancelled and reaped).
+    fn receive_within(socket: &TcpStream, poll_first: bool, wait: Duration) -> Option<i32> {
+        let mut ring = IoUring::new(4).expect("io_uring");
+        let mut buffer = vec![0u8; 64 * 1024];
+        let recv = opcode::Recv::new(
+            types::Fd(socket.as_raw_fd()),
+            buffer.as_mut_ptr(),
+            buffer.len() as u32,
+        )
+        .ioprio(if poll_first { RECV_POLL_FIRST } else { 0 })
+        .build()
+        .user_data(1);
+        // SAFETY: `buffer` outlives the receive: it is reaped (or cancelled and reaped)
+        // below before the buffer is dropped.
+        unsafe { ring.submission().push(&recv).expect("room") };
+        let timeout = types::Timespec::from(wait);
+        let args = types::SubmitArgs::new().timespec(&timeout);
+        let _ = ring.submitter().submit_with_args(1, &args);
+        if let Some(cqe) = ring.completion().next() {
+            return Some(cqe.result());
+        }
+        let cancel = opcode::AsyncCancel::new(1).build().user_data(2);
+        // SAFETY: the cancellation carries no pointers.
+        unsafe { ring.submission().push(&cancel).expect("room") };
+        ring.submitter().submit_and_wait(2).expect("cancel");
+        None
+    }
+
+    /// The fact receive coalescing rests on (Linux 6.18): with bytes below the socket's
+    /// low-water mark already waiting, a plain io_uring receive takes them at once (its
+    /// first try does not wait), while one that polls first waits for the mark.
+    #[test]
+    fn a_receive_that_polls_first_waits_for_the_low_water_mark() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let mut sender = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let (receiver, _) = listener.accept().expect("accept");
+        let mark: i32 = 8192;
+        // SAFETY: passes a live i32 and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                receiver.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&mark as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVLOWAT");
+
+        sender.write_all(&[7u8; 100]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            receive_within(&receiver, false, Duration::from_millis(200)),
+            Some(100),
+            "a plain receive takes the bytes waiting below the mark"
+        );
+
+        sender.write_all(&[7u8; 100]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            receive_within(&receiver, true, Duration::from_millis(50)),
+            None,
+            "a receive that polls first waits for the mark"
+        );
+        sender.write_all(&[7u8; 8192]).unwrap();
+        assert_eq!(
+            receive_within(&receiver, true, Duration::from_secs(5)),
+            Some(100 + 8192),
+            "and takes all once the mark is met"
+        );
     }
 }
