@@ -13,10 +13,14 @@
 # /usr/bin/time; fio's job processes included). p50/p99: completion latency from each tool's
 # JSON. iscsi-perf (reads only, no latency figures) runs once per row, for reference.
 #
+# PIN_APART=1 pins every thread of the targets to the first CPU and every tool to the last:
+# on this 2-CPU machine, where the scheduler puts a tool beside its target decides rows
+# (ARCHITECTURE.md, InlineShard), and pinned apart the rows compare what the tools spend.
+#
 # Not run in CI: it is a benchmark. Needs root, tgtd, tgtadm, iscsi-perf, fio, python3.
 # Usage: scripts/bench-fio.sh   (PAIRS, SECONDS_PER_RUN, ONLY_TARGET=tgt-null|gateway-null,
 #                                ONLY_TABLE=iscsi|uring, URING_DEPTHS="1 4 16 32",
-#                                FIO=path to the libiscsi-enabled fio)
+#                                FIO=path to the libiscsi-enabled fio, PIN_APART=1)
 set -euo pipefail
 
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
@@ -38,10 +42,18 @@ ours="$root/target/release/iscsi-bench"
 # shellcheck source=lib/null-targets.sh
 source "$root/scripts/lib/null-targets.sh"
 
+# Every tool runs under this prefix: empty, or pinned to the last CPU (PIN_APART=1).
+pin_tool=()
+if [ "${PIN_APART:-0}" = 1 ]; then
+    for pid in "${pids[@]}"; do taskset -acp 0 "$pid" >/dev/null; done
+    pin_tool=(taskset -c "$(($(nproc) - 1))")
+    echo "bench-fio: targets pinned to CPU 0, tools to CPU $(($(nproc) - 1))" >&2
+fi
+
 # Runs a command, prints "<cpu seconds> " then the command's stdout from its first '{'.
 timed_json() {
     local out="$work/out.$$" cpu="$work/cpu.$$"
-    /usr/bin/time -f "%U %S" -o "$cpu" "$@" >"$out" 2>"$work/err.$$" || {
+    /usr/bin/time -f "%U %S" -o "$cpu" "${pin_tool[@]}" "$@" >"$out" 2>"$work/err.$$" || {
         echo "bench-fio: failed: $*" >&2; tail -5 "$work/err.$$" >&2; echo "0 {}"; return; }
     awk '{ printf "%.3f ", $1 + $2 }' "$cpu"
     sed -n '/^{/,$p' "$out" | tr -d '\n'
@@ -91,7 +103,7 @@ run_iscsi_perf() { # url rw bs qd -> "iops cpu_us_per_io - -"
     local url=$1 rw=$2 bs=$3 qd=$4 blocks=$(($3 / 512)) args=()
     [ "$rw" = randread ] && args+=(-r)
     case $rw in *write*) echo "- - - -"; return ;; esac
-    iscsi-perf "${args[@]}" -m "$qd" -b "$blocks" "$url" >"$work/perf.out" 2>&1 &
+    "${pin_tool[@]}" iscsi-perf "${args[@]}" -m "$qd" -b "$blocks" "$url" >"$work/perf.out" 2>&1 &
     local pid=$! ticks
     sleep "$SECONDS_PER_RUN"
     ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
