@@ -823,8 +823,12 @@ impl Connection {
                 0
             };
             let flags = if wake_once { 0 } else { libc::MSG_WAITALL };
+            // Waiting for the mark, the receive polls first (as a coalescing one does):
+            // a first try would take the part already in the socket and cost a turn.
+            let ioprio = if wake_once { RECV_POLL_FIRST } else { 0 };
             let placed = on_socket!(files, |fd| opcode::Recv::new(fd, at, want)
                 .flags(flags)
+                .ioprio(ioprio)
                 .build()
                 .user_data(TOKEN_RECV));
             if link_len == 0 {
