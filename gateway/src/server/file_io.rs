@@ -441,6 +441,16 @@ mod tests {
     use crate::migration::{Mirror, Mode, Phase, Shared, UnitBackend, REGION_BYTES};
     use crate::server::{luns, Submission};
 
+    /// Writes `bytes` at the start of the existing file at `path`.
+    fn write_at_start(path: impl AsRef<std::path::Path>, bytes: &[u8]) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .write_all_at(bytes, 0)
+            .unwrap();
+    }
+
     /// A buffered file LUN of 64 blocks (520-byte "blocks" for the direct I/O decision
     /// keep it buffered, so a resumed transfer may start anywhere) and its file.
     fn file_lun(name: &str) -> (Arc<dyn crate::server::LunExecutor>, String) {
@@ -451,12 +461,7 @@ mod tests {
         let backend = FileBackend::open_for_block_size(&path, Some(64 * 512), 520).unwrap();
         assert!(!backend.direct_io());
         let contents: Vec<u8> = (0..64 * 512u32).map(|i| (i % 253) as u8).collect();
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .write_all_at(&contents, 0)
-            .unwrap();
+        write_at_start(&path, &contents);
         let mut map = LunMap::new();
         map.insert(
             0,
@@ -760,18 +765,8 @@ mod tests {
     fn after_the_switch_a_read_comes_from_the_destination_and_from_the_source_should_it_fail() {
         let mirror = file_mirror("switched-read");
         let read10 = [0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0];
-        std::fs::File::options()
-            .write(true)
-            .open(&mirror.source)
-            .unwrap()
-            .write_all_at(&[0x51; 4096], 0)
-            .unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&mirror.dest)
-            .unwrap()
-            .write_all_at(&[0x52; 4096], 0)
-            .unwrap();
+        write_at_start(&mirror.source, &[0x51; 4096]);
+        write_at_start(&mirror.dest, &[0x52; 4096]);
         assert!(mirror.shared.change_phase(Phase::Copying, Phase::Switched));
 
         let mut op = op_for(&*mirror.luns, &read10, Vec::new());
