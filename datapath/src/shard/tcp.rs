@@ -79,9 +79,16 @@ const COALESCE_MAX_MISSES: u32 = 6;
 /// entries per I/O against 1.4-2.5, 3-20% more CPU): the mark's system calls outweigh the
 /// wake-ups of a payload that short.
 const PLACED_LOW_WATER_MIN: usize = 256 * 1024;
-/// `IORING_RECVSEND_POLL_FIRST` (Linux 6.0, `include/uapi/linux/io_uring.h`): the receive
+/// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19, `include/uapi/linux/io_uring.h`): the receive
 /// arms its poll at once instead of first trying to take what the socket holds.
 const RECV_POLL_FIRST: u16 = 1;
+
+/// A receive that is to wait for the socket's low-water mark polls first: io_uring's first
+/// try of a receive does not wait and takes whatever bytes are there (an answer that came
+/// during the turn, the part of a payload already in), whatever the mark.
+fn waiting_for_mark(recv: opcode::Recv, wait: bool) -> opcode::Recv {
+    recv.ioprio(if wait { RECV_POLL_FIRST } else { 0 })
+}
 /// A send this long or shorter fits the socket at once on any connection that is not
 /// stalled, so it completes inside the kernel entry that submits it.
 const SEND_INLINE_MAX_BYTES: usize = 16 * 1024;
@@ -176,6 +183,9 @@ struct Connection {
     staging: Vec<u8>,
     /// Receives into the staging buffer are `READ_FIXED` on its registration.
     staging_fixed: bool,
+    /// Receives that wait for a raised low-water mark poll first (`waiting_for_mark`);
+    /// false once the kernel refused one (before Linux 5.19).
+    poll_first: bool,
     recv: RecvOp,
     /// A receive into the staging buffer linked behind the placed one (`IOSQE_IO_LINK`):
     /// the payload's trailer or the next PDU's header, so that a placed Data-In and what
@@ -423,6 +433,7 @@ impl Connection {
             large_reads: 0,
             staging: vec![0; staging_len],
             staging_fixed: false,
+            poll_first: true,
             recv: RecvOp::Idle,
             linked_recv: None,
             linked_received: None,
@@ -690,13 +701,15 @@ impl Connection {
         if self.dead.is_some() {
             return;
         }
-        if result == -libc::EINVAL && self.recv_low_water > 1 {
+        if result == -libc::EINVAL && self.poll_first {
             // A kernel older than 5.19 refuses a receive that polls first: nothing was
-            // received, so coalescing goes off and the next turn arms a plain receive.
+            // received, so receives stop polling first, coalescing goes off, and the next
+            // turn arms the receive again.
             tracing::warn!(
                 shard = self.index,
                 "poll-first receive refused; receive coalescing off"
             );
+            self.poll_first = false;
             self.config.recv_coalesce = Duration::ZERO;
             self.set_low_water(1, None);
             return;
@@ -823,14 +836,13 @@ impl Connection {
                 0
             };
             let flags = if wake_once { 0 } else { libc::MSG_WAITALL };
-            // Waiting for the mark, the receive polls first (as a coalescing one does):
-            // a first try would take the part already in the socket and cost a turn.
-            let ioprio = if wake_once { RECV_POLL_FIRST } else { 0 };
-            let placed = on_socket!(files, |fd| opcode::Recv::new(fd, at, want)
-                .flags(flags)
-                .ioprio(ioprio)
-                .build()
-                .user_data(TOKEN_RECV));
+            let wait = wake_once && self.poll_first;
+            let placed = on_socket!(files, |fd| waiting_for_mark(
+                opcode::Recv::new(fd, at, want).flags(flags),
+                wait
+            )
+            .build()
+            .user_data(TOKEN_RECV));
             if link_len == 0 {
                 // SAFETY: `at..at + want` lies in the command's buffer, which stays in
                 // the session or in an unposted event until this receive completes
@@ -979,22 +991,18 @@ impl Connection {
         let want = u32::try_from(len).unwrap_or(u32::MAX);
         // In bounds: `at + len <= staging.len()`.
         let ptr = self.staging[at..].as_mut_ptr();
-        let entry = if self.low_water > 1 {
-            // A raised mark binds only a receive that waits: io_uring first tries a receive
-            // without waiting, and that takes whatever bytes are there (one answer that
-            // came during the turn). Polling first makes the receive wait for the mark.
-            on_socket!(self.files, |fd| opcode::Recv::new(fd, ptr, want)
-                .flags(flags)
-                .ioprio(RECV_POLL_FIRST)
-                .build())
-        } else if self.staging_fixed {
+        // `READ_FIXED` cannot poll first, so a receive that waits for a mark is a `Recv`.
+        let wait = self.low_water > 1 && self.poll_first;
+        let entry = if self.staging_fixed && !wait {
             on_socket!(self.files, |fd| opcode::ReadFixed::new(fd, ptr, want, 0)
                 .offset(u64::MAX)
                 .build())
         } else {
-            on_socket!(self.files, |fd| opcode::Recv::new(fd, ptr, want)
-                .flags(flags)
-                .build())
+            on_socket!(self.files, |fd| waiting_for_mark(
+                opcode::Recv::new(fd, ptr, want).flags(flags),
+                wait
+            )
+            .build())
         };
         entry.user_data(token)
     }
@@ -2072,12 +2080,14 @@ mod tests {
     fn receive_within(socket: &TcpStream, poll_first: bool, wait: Duration) -> Option<i32> {
         let mut ring = IoUring::new(4).expect("io_uring");
         let mut buffer = vec![0u8; 64 * 1024];
-        let recv = opcode::Recv::new(
-            types::Fd(socket.as_raw_fd()),
-            buffer.as_mut_ptr(),
-            buffer.len() as u32,
+        let recv = waiting_for_mark(
+            opcode::Recv::new(
+                types::Fd(socket.as_raw_fd()),
+                buffer.as_mut_ptr(),
+                buffer.len() as u32,
+            ),
+            poll_first,
         )
-        .ioprio(if poll_first { RECV_POLL_FIRST } else { 0 })
         .build()
         .user_data(1);
         // SAFETY: `buffer` outlives the receive: it is reaped (or cancelled and reaped)
