@@ -6,6 +6,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use system_tests::endpoint_fixture::{bound_lun, settle, EndpointGateway, EndpointSpec};
 use system_tests::gateway_binary;
@@ -60,6 +63,18 @@ fn open_client(gateway: &EndpointGateway) -> UnixStream {
     stream
 }
 
+/// One JSON-RPC call on `client` (`fields`: the method and params members); its answer line.
+fn call(client: &mut UnixStream, fields: &str) -> String {
+    client
+        .write_all(format!("{{\"jsonrpc\":\"2.0\",\"id\":2,{fields}}}\n").as_bytes())
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(client.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
 /// The (policy, nice) of every thread whose name starts with `prefix`; at least one.
 fn classes_of(all: &[(String, u32, i32)], prefix: &str) -> Vec<(u32, i32)> {
     let found: Vec<(u32, i32)> = all
@@ -90,24 +105,103 @@ fn idle_control_threads_leave_the_loops_normal_and_the_verbs_work() {
 
     let _held = open_client(&gateway);
     let all = threads(&gateway);
+    // Only the calls' workers are lowered: the accept thread and each client's reader
+    // keep the normal class (they only read requests and write answers).
     assert!(
-        classes_of(&all, "iscsi-control-c")
+        classes_of(&all, "iscsi-control-w")
             .iter()
             .all(|c| *c == (SCHED_IDLE, 0)),
         "{all:?}"
     );
     for (name, policy, nice) in &all {
-        let lowered = name == "iscsi-control" || name.starts_with("iscsi-control-c");
-        if lowered {
+        if name.starts_with("iscsi-control-w") {
             assert_eq!(*policy, SCHED_IDLE, "{name} in {all:?}");
         } else {
             assert_eq!((*policy, *nice), (SCHED_OTHER, 0), "{name} in {all:?}");
         }
     }
     assert_eq!(classes_of(&all, "iscsi-control-i"), vec![(SCHED_OTHER, 0)]);
+    assert!(classes_of(&all, "iscsi-control-c")
+        .iter()
+        .all(|c| *c == (SCHED_OTHER, 0)));
     assert!(classes_of(&all, "iscsi-target-")
         .iter()
         .all(|c| *c == (SCHED_OTHER, 0)));
+}
+
+/// Beside threads that keep every CPU busy at the normal priority, an `idle` worker would
+/// wait for them to stop (SCHED_IDLE runs only on CPU time nothing else wants): its call
+/// is raised after `RESCUE_AFTER` (10 ms) and answered while they still spin, and the
+/// worker goes back to idle. Without the right to raise a thread (not root, no
+/// CAP_SYS_NICE) the gateway says so when it starts.
+#[test]
+fn an_idle_call_starved_by_busy_cpus_is_raised_and_answered() {
+    let names: Vec<String> = (0..200).map(|i| format!("v{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let gateway = EndpointSpec::new(TARGET)
+        .volumes(&names, "1M")
+        .control_priority("idle")
+        .start();
+    // SAFETY: geteuid has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        let log = gateway.process().log();
+        assert!(log.contains("cannot be raised back"), "{log}");
+        return;
+    }
+    let spinning_for = Duration::from_secs(8);
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners: Vec<_> = (0..2 * cpus)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < spinning_for {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    // One connection, opened before the spinners start: the worker that runs the calls
+    // is the one whose class is read after them.
+    let mut client = open_client(&gateway);
+    std::thread::sleep(Duration::from_millis(200));
+    let volumes = serde_json::to_string(&names).unwrap();
+    let target_host_pool = format!(
+        "\"target\":\"{TARGET}\",\"host\":\"{HOST}\",\"pool\":{}",
+        serde_json::to_string(&gateway.pool).unwrap()
+    );
+    let started = Instant::now();
+    let bound = call(
+        &mut client,
+        &format!("\"method\":\"bind\",\"params\":{{\"endpoint\":0,{target_host_pool},\"volumes\":{volumes}}}"),
+    );
+    let unbound = call(
+        &mut client,
+        &format!("\"method\":\"unbind\",\"params\":{{{target_host_pool},\"volumes\":{volumes}}}"),
+    );
+    let took = started.elapsed();
+    let all = threads(&gateway);
+    stop.store(true, Ordering::Relaxed);
+    for spinner in spinners {
+        spinner.join().unwrap();
+    }
+    assert!(
+        bound.contains("\"result\"") && unbound.contains("\"result\""),
+        "{bound} {unbound}"
+    );
+    // The spinners stop by themselves after 8 s: a call that waited for them would take
+    // about that long.
+    assert!(
+        took < Duration::from_secs(4),
+        "bind and unbind of 200 volumes beside busy CPUs took {took:?}"
+    );
+    assert!(
+        classes_of(&all, "iscsi-control-w")
+            .iter()
+            .all(|c| c.0 == SCHED_IDLE),
+        "{all:?}"
+    );
 }
 
 #[test]
@@ -120,7 +214,7 @@ fn batch_with_a_nice_value_applies_both() {
     let _held = open_client(&gateway);
     let all = threads(&gateway);
     assert!(
-        classes_of(&all, "iscsi-control-c")
+        classes_of(&all, "iscsi-control-w")
             .iter()
             .all(|c| *c == (SCHED_BATCH, 10)),
         "{all:?}"

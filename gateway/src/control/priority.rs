@@ -1,11 +1,14 @@
 //! The scheduling priority of the control plane's threads (`--control-priority`).
 //!
 //! On an array the event loops' I/O comes first: a storm of binds and unbinds should
-//! only use the CPU the loops leave. Every control call runs on the control socket's
-//! threads (the RPC itself, the group commit's journal sync and publication, the
-//! snapshot of the targets), so lowering their priority is enough; the event loops and
-//! the blocking pool keep theirs. The threads a lowered thread starts inherit its class
-//! (clone(2) copies the policy and the nice value).
+//! only use the CPU the loops leave. Every control call runs on its client's thread (the
+//! RPC itself, the group commit's journal sync and publication when it leads, the
+//! snapshot of the targets), so lowering those is enough; the event loops and the
+//! blocking pool keep theirs. With a lowered class each client gets two threads
+//! (`super::socket`): a reader at the normal priority, which only reads requests and
+//! writes answers, and a worker in the lowered class, which runs the calls. The threads a
+//! lowered thread starts inherit its class (clone(2) copies the policy and the nice
+//! value).
 //!
 //! Classes (sched(7)): `normal` leaves them as they are; `nice:N` (1 to 19) lowers their
 //! weight; `batch` (SCHED_BATCH, optionally `batch:N` with a nice value) also keeps them
@@ -18,11 +21,18 @@
 //! preempted holder until it runs again: the price of a lowered class, paid once per
 //! unbind call and pool, for the time one stripe's dirty keys take to drain).
 //!
+//! A lowered class must not starve a call: SCHED_IDLE gets almost nothing while other
+//! threads keep every CPU busy (a bind of 200 volumes waited 19.5 s behind 4 busy
+//! threads, until they stopped). So the reader watches its call: one not answered within
+//! `socket::RESCUE_AFTER` is taken over by the reader if the worker has not started it,
+//! or its worker is raised to the reader's class until it is answered, then lowered again
+//! (raising needs CAP_SYS_NICE: [`can_raise_from`] tries it at start, and without it the
+//! gateway says so and only takes over calls not started).
+//!
 //! The class is a trade: measured with the reads saturating both CPUs of the benchmark's
-//! VM, `idle` kept the reads' p99 in the range of their quiet figure, and the storm of
-//! changes reached its 10,000 per second only while the CPUs had room for it (3,400 to
-//! 8,700 per second on a loaded machine; ARCHITECTURE.md, "Storms of binds beside the
-//! I/O"), so the default stays `normal`. Whatever the class, a control call now gives the
+//! VM, `idle` kept the reads' p99 in the range of their quiet figure in some sittings and
+//! did no better than `normal` in others (ARCHITECTURE.md, "Storms of binds beside the
+//! I/O"), so the default stays `normal`. Whatever the class, a control call gives the
 //! CPU back every `pace::SLICE` it runs (`super::pace`): a saturated loop never sleeps, so no
 //! class but `idle` kept a batch from running its few hundred microseconds in one slice
 //! of that loop's CPU (`batch` measured no better than `normal` without it).
@@ -31,7 +41,7 @@
 //! cannot raise it again. So the calls that may start threads that serve I/O (a LUN on
 //! another array opens its sessions' threads, a migration its copy and mirror threads:
 //! `target_create`, `lun_attach`, `migrate_*`) are handed to one thread kept at the
-//! normal priority ([`NormalLane`]), and only the others run on the lowered threads.
+//! normal priority ([`NormalLane`]), and only the others run on the lowered workers.
 
 use std::str::FromStr;
 use std::sync::mpsc;
@@ -108,30 +118,111 @@ impl std::fmt::Display for ControlPriority {
 }
 
 impl ControlPriority {
-    /// Puts the calling thread (only it: Linux schedules threads one by one) in this class.
+    /// Puts the calling thread (only it: Linux schedules threads one by one) in this class;
+    /// `normal` leaves it as it is.
     pub fn apply_to_current_thread(self) -> std::io::Result<()> {
-        let (policy, nice) = match self {
-            ControlPriority::Normal => return Ok(()),
-            ControlPriority::Nice(n) => (libc::SCHED_OTHER, n),
-            ControlPriority::Batch(n) => (libc::SCHED_BATCH, n),
-            ControlPriority::Idle => (libc::SCHED_IDLE, 0),
-        };
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
-        if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        self.apply_to(current_tid())
+    }
+
+    /// Puts thread `tid` of this process in this class (a rescued worker goes back to it:
+    /// lowering needs no privilege); `normal` leaves it as it is.
+    pub(super) fn apply_to(self, tid: libc::pid_t) -> std::io::Result<()> {
+        match self.class() {
+            Some(class) => class.set(tid),
+            None => Ok(()),
+        }
+    }
+
+    fn class(self) -> Option<ThreadClass> {
+        Some(match self {
+            ControlPriority::Normal => return None,
+            ControlPriority::Nice(n) => ThreadClass {
+                policy: libc::SCHED_OTHER,
+                nice: Some(n),
+            },
+            ControlPriority::Batch(n) => ThreadClass {
+                policy: libc::SCHED_BATCH,
+                nice: Some(n),
+            },
+            // SCHED_IDLE ignores the nice value: it is left as it is.
+            ControlPriority::Idle => ThreadClass {
+                policy: libc::SCHED_IDLE,
+                nice: None,
+            },
+        })
+    }
+}
+
+/// A thread's scheduling policy and nice value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ThreadClass {
+    policy: i32,
+    /// `None`: left as it is.
+    nice: Option<i32>,
+}
+
+impl ThreadClass {
+    /// The calling thread's.
+    pub fn of_current() -> std::io::Result<ThreadClass> {
+        // SAFETY: pid 0 is the calling thread.
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        if policy < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        if nice != 0 {
-            // SAFETY: gettid has no arguments and cannot fail.
-            let tid = unsafe { libc::gettid() };
-            // SAFETY: setpriority on our own thread id (PRIO_PROCESS with a tid sets that
-            // thread's nice value on Linux).
-            if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+        // getpriority may return -1 as a value: errno tells an error apart.
+        // SAFETY: errno is this thread's; getpriority on our own thread id.
+        let nice = unsafe {
+            *libc::__errno_location() = 0;
+            libc::getpriority(libc::PRIO_PROCESS, current_tid() as libc::id_t)
+        };
+        let errno = std::io::Error::last_os_error();
+        if nice == -1 && errno.raw_os_error() != Some(0) {
+            return Err(errno);
+        }
+        Ok(ThreadClass {
+            policy,
+            nice: Some(nice),
+        })
+    }
+
+    /// Puts thread `tid` of this process in this class. Lowering is always allowed;
+    /// raising (a lower nice value, or out of SCHED_IDLE) needs CAP_SYS_NICE.
+    pub fn set(self, tid: libc::pid_t) -> std::io::Result<()> {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `tid` names a thread (or none: ESRCH); `param` is a valid sched_param.
+        if unsafe { libc::sched_setscheduler(tid, self.policy, &param) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let Some(nice) = self.nice else {
+            return Ok(());
+        };
+        // SAFETY: setpriority on a thread id (PRIO_PROCESS with a tid sets that thread's
+        // nice value on Linux).
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } != 0 {
+            return Err(std::io::Error::last_os_error());
         }
         Ok(())
     }
+}
+
+/// The calling thread's id.
+pub(super) fn current_tid() -> libc::pid_t {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether a thread lowered to `priority` can be raised back to the calling thread's class
+/// (CAP_SYS_NICE, or an RLIMIT_NICE that allows it): tried on a thread of its own, which
+/// starts in the caller's class.
+pub(super) fn can_raise_from(priority: ControlPriority) -> bool {
+    std::thread::spawn(move || {
+        let Ok(started) = ThreadClass::of_current() else {
+            return false;
+        };
+        priority.apply_to_current_thread().is_ok() && started.set(current_tid()).is_ok()
+    })
+    .join()
+    .unwrap_or(false)
 }
 
 /// Whether `call` may start threads that serve I/O, which must not inherit a lowered

@@ -8,13 +8,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::pace;
 use super::phases::{self, Phase};
-use super::priority::{self, ControlPriority, NormalLane};
+use super::priority::{self, ControlPriority, NormalLane, ThreadClass};
 use super::rpc::{self, ErrorCode, Id, RpcError, MAX_REQUEST_BYTES};
 use super::{Control, ControlError};
 
@@ -82,25 +83,32 @@ pub fn bind(path: &Path) -> Result<(UnixListener, ControlSocket), ControlError> 
     ))
 }
 
-/// Serves `control` on `listener` from a thread of its own, until the process ends. That
-/// thread and the client threads it starts (which inherit it) run at `priority`.
+/// Serves `control` on `listener` from a thread of its own, until the process ends. The
+/// accept thread and each client's reader keep the caller's class; each client's calls
+/// run on a worker thread at `priority` (see [`serve_client`]).
 pub fn serve(
     listener: UnixListener,
     control: Arc<Control>,
     priority: ControlPriority,
 ) -> std::io::Result<()> {
     let clients = Arc::new(AtomicUsize::new(0));
-    // Started here, before the accept thread lowers itself: its class is the caller's.
-    let lane = match priority {
+    let lowered = match priority {
         ControlPriority::Normal => None,
-        _ => Some(NormalLane::start(Arc::clone(&control))?),
+        _ => {
+            let can_raise = priority::can_raise_from(priority);
+            if !can_raise {
+                tracing::warn!(%priority, "control calls cannot be raised back to the normal priority (no CAP_SYS_NICE): one that waits for the CPU is taken over only before it starts");
+            }
+            Some(Lowered {
+                priority,
+                lane: NormalLane::start(Arc::clone(&control))?,
+                can_raise,
+            })
+        }
     };
     std::thread::Builder::new()
         .name("iscsi-control".into())
         .spawn(move || {
-            if let Err(error) = priority.apply_to_current_thread() {
-                tracing::warn!(%error, %priority, "control threads keep the normal priority");
-            }
             for stream in listener.incoming() {
                 let mut stream = match stream {
                     Ok(stream) => stream,
@@ -125,11 +133,11 @@ pub fn serve(
                 }
                 let control = Arc::clone(&control);
                 let count = Arc::clone(&clients);
-                let lane = lane.clone();
+                let lowered = lowered.clone();
                 let spawned = std::thread::Builder::new()
                     .name("iscsi-control-client".into())
                     .spawn(move || {
-                        serve_client(stream, &control, lane.as_ref());
+                        serve_client(stream, control, lowered);
                         count.fetch_sub(1, Ordering::AcqRel);
                     });
                 if spawned.is_err() {
@@ -175,12 +183,149 @@ fn check_peer(stream: &UnixStream) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads request lines and answers each until the client closes. With a `lane` (the
-/// thread runs lowered), calls that may start I/O threads run on it.
-fn serve_client(stream: UnixStream, control: &Control, lane: Option<&NormalLane>) {
+/// A control client's calls wait at most this long for a lowered worker. Then a call the
+/// worker has not started is run by the reader itself, and one it has started is raised to
+/// the reader's class until it is answered (when the process may raise a thread: root or
+/// CAP_SYS_NICE). Beside event loops that leave CPU time a call rarely waits this long;
+/// beside a load that keeps every CPU busy, `idle` would otherwise starve it for as long
+/// as that load lasts (a bind of 200 volumes waited 19.5 s behind 4 busy threads).
+pub const RESCUE_AFTER: Duration = Duration::from_millis(10);
+
+/// How calls run when the control threads are lowered (`--control-priority` other than
+/// `normal`).
+#[derive(Clone)]
+struct Lowered {
+    priority: ControlPriority,
+    /// Runs the calls that may start I/O threads (see `priority`'s module doc).
+    lane: NormalLane,
+    /// Whether a worker can be raised back (CAP_SYS_NICE).
+    can_raise: bool,
+}
+
+/// Who runs each request: the number of the last request claimed. The worker claims a
+/// request when it starts it, the reader when it takes it over; the first one runs it and
+/// the other passes (requests are numbered from 1 and claimed in order).
+struct Claims(AtomicU64);
+
+impl Claims {
+    fn claim(&self, number: u64) -> bool {
+        self.0
+            .compare_exchange(number - 1, number, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// A client's thread that runs its calls at the lowered class, one at a time, for the
+/// reader that hands them over (see [`serve_client`]).
+struct Worker {
+    jobs: mpsc::Sender<(u64, Arc<[u8]>)>,
+    answers: mpsc::Receiver<Option<Vec<u8>>>,
+    claims: Arc<Claims>,
+    tid: libc::pid_t,
+    /// The reader's class, which a rescued call runs in.
+    reader_class: Option<ThreadClass>,
+    lowered: Lowered,
+    control: Arc<Control>,
+    number: u64,
+}
+
+impl Worker {
+    fn start(control: &Arc<Control>, lowered: &Lowered) -> std::io::Result<Worker> {
+        let claims = Arc::new(Claims(AtomicU64::new(0)));
+        let (jobs, job_queue) = mpsc::channel::<(u64, Arc<[u8]>)>();
+        let (answer_sender, answers) = mpsc::channel();
+        let (tid_sender, tid) = mpsc::channel();
+        {
+            let control = Arc::clone(control);
+            let claims = Arc::clone(&claims);
+            let lowered = lowered.clone();
+            std::thread::Builder::new()
+                .name("iscsi-control-work".into())
+                .spawn(move || {
+                    let _ = tid_sender.send(priority::current_tid());
+                    let priority = lowered.priority;
+                    if let Err(error) = priority.apply_to_current_thread() {
+                        tracing::warn!(%error, %priority, "a control worker keeps the normal priority");
+                    }
+                    for (number, line) in job_queue {
+                        if claims.claim(number)
+                            && answer_sender
+                                .send(answer(&line, &control, Some(&lowered.lane)))
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                })?;
+        }
+        let tid = tid
+            .recv()
+            .map_err(|_| std::io::Error::other("the control worker ended at its start"))?;
+        Ok(Worker {
+            jobs,
+            answers,
+            claims,
+            tid,
+            reader_class: ThreadClass::of_current().ok(),
+            lowered: lowered.clone(),
+            control: Arc::clone(control),
+            number: 0,
+        })
+    }
+
+    /// Runs `request` on the worker and returns its answer (none for a notification);
+    /// `None` when the worker is gone (it panicked). A call not answered within
+    /// [`RESCUE_AFTER`] is raised or taken over (see [`RESCUE_AFTER`]).
+    fn run(&mut self, request: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.number += 1;
+        let request: Arc<[u8]> = Arc::from(request);
+        self.jobs.send((self.number, Arc::clone(&request))).ok()?;
+        match self.answers.recv_timeout(RESCUE_AFTER) {
+            Ok(response) => return Some(response),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if self.claims.claim(self.number) {
+            tracing::debug!("a control call waited {RESCUE_AFTER:?} for its worker to start it; run by its reader");
+            return Some(answer(&request, &self.control, Some(&self.lowered.lane)));
+        }
+        let raised = self.lowered.can_raise
+            && self
+                .reader_class
+                .is_some_and(|class| class.set(self.tid).is_ok());
+        if raised {
+            tracing::debug!(
+                "a control call ran {RESCUE_AFTER:?} on its lowered worker; raised until answered"
+            );
+        }
+        let response = self.answers.recv().ok();
+        if raised {
+            // Lowering back needs no privilege.
+            let _ = self.lowered.priority.apply_to(self.tid);
+        }
+        response
+    }
+}
+
+/// Reads request lines and answers each until the client closes.
+///
+/// With a lowered class, the calls run on a [`Worker`] of this client, which lowers
+/// itself; this thread keeps the caller's class, reads the requests, writes the answers
+/// and sees that no call waits for the CPU longer than [`RESCUE_AFTER`]. Only the
+/// worker's CPU time is lowered: the reads and writes here are a few microseconds a call.
+/// With `normal`, this thread runs the calls itself.
+fn serve_client(stream: UnixStream, control: Arc<Control>, lowered: Option<Lowered>) {
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let Ok(mut writer) = stream.try_clone() else {
         return;
+    };
+    let mut worker = match lowered.as_ref().map(|l| Worker::start(&control, l)) {
+        None => None,
+        Some(Ok(worker)) => Some(worker),
+        Some(Err(error)) => {
+            tracing::warn!(%error, "cannot start a control worker thread; client closed");
+            return;
+        }
     };
     // One byte more than a request may be, to tell "too long" from "just fits".
     let mut reader = BufReader::new(stream);
@@ -215,35 +360,47 @@ fn serve_client(stream: UnixStream, control: &Control, lane: Option<&NormalLane>
             }
             return;
         }
-        phases::start();
-        pace::start();
-        let mut method = None;
-        let response = match rpc::parse_request(&line) {
-            Ok(request) => {
-                method = phases::running().then(|| phase_label(&request.call));
-                phases::mark(Phase::Parse);
-                pace::tick();
-                let outcome = match lane {
-                    Some(lane) if priority::starts_io_threads(&request.call) => {
-                        lane.handle(request.call)
-                    }
-                    _ => control.handle(request.call),
-                };
-                request.id.map(|id| rpc::encode_response(&id, &outcome))
-            }
-            Err(refusal) => Some(rpc::encode_response(&refusal.id, &Err(refusal.error))),
+        let response = match worker.as_mut() {
+            None => answer(&line, &control, None),
+            Some(worker) => match worker.run(&line) {
+                Some(response) => response,
+                None => return,
+            },
         };
         if let Some(response) = response {
-            pace::tick();
             if writer.write_all(&response).is_err() {
                 return;
             }
         }
-        phases::finish(method.as_deref().unwrap_or("(refused)"));
         if !complete {
             return;
         }
     }
+}
+
+/// Runs one request line and returns its answer (none for a notification).
+fn answer(line: &[u8], control: &Control, lane: Option<&NormalLane>) -> Option<Vec<u8>> {
+    phases::start();
+    pace::start();
+    let mut method = None;
+    let response = match rpc::parse_request(line) {
+        Ok(request) => {
+            method = phases::running().then(|| phase_label(&request.call));
+            phases::mark(Phase::Parse);
+            pace::tick();
+            let outcome = match lane {
+                Some(lane) if priority::starts_io_threads(&request.call) => {
+                    lane.handle(request.call)
+                }
+                _ => control.handle(request.call),
+            };
+            request.id.map(|id| rpc::encode_response(&id, &outcome))
+        }
+        Err(refusal) => Some(rpc::encode_response(&refusal.id, &Err(refusal.error))),
+    };
+    pace::tick();
+    phases::finish(method.as_deref().unwrap_or("(refused)"));
+    response
 }
 
 /// The name a call's phases are logged under: its method, and `volume_create+attach`
@@ -254,4 +411,20 @@ fn phase_label(call: &rpc::Call) -> String {
         return "volume_create+attach".into();
     }
     method
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request is claimed once, by whichever of the worker and the reader comes first,
+    /// and only in order.
+    #[test]
+    fn a_request_is_claimed_once_and_in_order() {
+        let claims = Claims(AtomicU64::new(0));
+        assert!(!claims.claim(2), "request 2 before request 1");
+        assert!(claims.claim(1));
+        assert!(!claims.claim(1), "request 1 twice");
+        assert!(claims.claim(2));
+    }
 }
