@@ -18,7 +18,10 @@
 #      connections, $STORM_BATCH volumes per call, paced at $STORM_RATE binds+unbinds per
 #      second), then beside the same clients calling binding_list (no change), the clients
 #      run normally and niced, and quiet beside idle-class CPU burners ($STORM_CONDITIONS,
-#      see scripts/endpoint_storm.py); $STORM_ROUNDS rounds, the order rotating;
+#      see scripts/endpoint_storm.py), and one $ALTERNATE_SECONDS s job with the storm on
+#      and off by turns ($TOGGLE_MS ms each; its p99 inside storm phases over its p99
+#      inside quiet ones, from the job's histogram log: the measure that does not depend
+#      on where the scheduler put one run's threads); $STORM_ROUNDS rounds, the order rotating;
 #      for each class of the gateway's control threads in $CONTROL_PRIORITIES
 #      (--control-priority; the gateway restarts on its state directory between them):
 #      p50/p99 against the same round's quiet run, the rate reached, the gateway's CPU
@@ -43,7 +46,9 @@ STORM_BATCH=${STORM_BATCH:-50}
 STORM_BATCH_CLIENTS=${STORM_BATCH_CLIENTS:-4}
 STORM_RATE=${STORM_RATE:-10000}
 STORM_ROUNDS=${STORM_ROUNDS:-3}
-STORM_CONDITIONS=${STORM_CONDITIONS:-quiet busy:idle storm:normal storm:nice list:normal list:nice}
+STORM_CONDITIONS=${STORM_CONDITIONS:-alternate:idle alternate:nice quiet busy:idle storm:normal storm:nice list:normal list:nice}
+TOGGLE_MS=${TOGGLE_MS:-3000}
+ALTERNATE_SECONDS=${ALTERNATE_SECONDS:-30}
 CONTROL_PRIORITIES=${CONTROL_PRIORITIES:-normal}
 STORM_ONLY=${STORM_ONLY:-0}
 LOGINS=${LOGINS:-11}
@@ -256,12 +261,15 @@ for round in $(seq "$STORM_ROUNDS"); do
       "socket": sys.argv[1], "pool": sys.argv[2], "volumes": int(sys.argv[3]),
       "target": sys.argv[4], "host": sys.argv[5], "clients": int(sys.argv[6]),
       "batch": int(sys.argv[7]), "rate": float(sys.argv[8]), "seconds": float(sys.argv[9]),
-      "max_seconds": float(sys.argv[9]) + 5, "bench": sys.argv[10],
+      "max_seconds": max(float(sys.argv[9]), float(sys.argv[17])) + 5, "bench": sys.argv[10],
       "gateway_pid": int(sys.argv[11]), "priority": sys.argv[12], "round": int(sys.argv[13]),
-      "conditions": sys.argv[14].split(), "job": sys.argv[15:]}))' \
+      "conditions": sys.argv[14].split(), "log_dir": sys.argv[15],
+      "toggle_ms": int(sys.argv[16]), "alternate_seconds": int(sys.argv[17]),
+      "job": sys.argv[18:]}))' \
       "$work/control.sock" "$work/pool.img" "$STORM_VOLUMES" "$TARGET" "$OTHER" \
       "$STORM_BATCH_CLIENTS" "$STORM_BATCH" "$STORM_RATE" "$SECONDS_IO" "$bench" \
-      "$gateway_pid" "$priority" "$round" "${these[*]}" "${common[@]}" "${spread_args[@]}" \
+      "$gateway_pid" "$priority" "$round" "${these[*]}" "$work" "$TOGGLE_MS" \
+      "$ALTERNATE_SECONDS" "${common[@]}" "${spread_args[@]}" \
       >"$work/storm-args.json"
     python3 scripts/endpoint_storm.py block "$work/storm-args.json" | tee -a "$storm_rows" >&2
   done
@@ -332,5 +340,5 @@ echo "| the same sessions' wall time as the client sees it | $login_wall_bound /
 fi
 
 echo
-echo "Storm: $STORM_BATCH_CLIENTS clients, $STORM_BATCH volumes per call (bind then unbind), paced at $STORM_RATE binds+unbinds/s, persistent connections; clients normal or niced (nice 19) as named; busy:idle = quiet beside one SCHED_IDLE busy loop per CPU; $STORM_ROUNDS rounds of ${SECONDS_IO} s jobs, order rotating; the gateway's control threads per --control-priority."
+echo "Storm: $STORM_BATCH_CLIENTS clients, $STORM_BATCH volumes per call (bind then unbind), paced at $STORM_RATE binds+unbinds/s, persistent connections; clients normal or niced (nice 19) as named; busy:idle = quiet beside one SCHED_IDLE busy loop per CPU; alternate:CLASS = one ${ALTERNATE_SECONDS} s job, the storm on and off by turns (${TOGGLE_MS} ms each), its p99 in storm phases / in quiet phases (the per-run column shows storm/quiet; clients idle = SCHED_IDLE); $STORM_ROUNDS rounds of ${SECONDS_IO} s jobs, order rotating; the gateway's control threads per --control-priority."
 python3 scripts/endpoint_storm.py table "$storm_rows"

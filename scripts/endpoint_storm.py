@@ -16,6 +16,13 @@ Conditions:
   busy:idle      the job beside one SCHED_IDLE busy loop per CPU: no CPU ever idles, yet
                  nothing else runs while the job's threads want a CPU (on a VM an idle
                  vCPU wakes slowly: this is the quiet run without that).
+  alternate:CLASS  one job, the storm on and off by turns (TOGGLE_MS each, off first): the
+                 job's histogram log (write_hist_log) gives the p99 of the windows inside
+                 storm phases and of those inside quiet ones. Both come from one process
+                 with the same threads on the same CPUs, so the runs' drift and where the
+                 scheduler put the threads (which move a 6 s job's p99 by 10-30% on this
+                 VM) drop out of the ratio.
+  alternate-list:CLASS  the same with the clients calling binding_list (no change).
 CLASS is how the clients run: normal, nice (nice 19) or idle (SCHED_IDLE), the last two
 standing in for clients on another host (which take none of the array's CPU).
 """
@@ -64,8 +71,30 @@ def client(args, c, klass, change, stop, results):
     groups = [mine[i:i + batch] for i in range(0, len(mine) - batch + 1, batch)]
     done = 0
     t0 = time.perf_counter()
+    # With a toggle, changes are made only in the odd phases of toggle_ms from toggle_t0
+    # (wall clock, shared with the orchestrator) and paced from each phase's start;
+    # `busy` counts the seconds spent in those phases.
+    toggle_t0 = args.get("toggle_t0")
+    toggle_ms = args.get("toggle_ms") if toggle_t0 else None
+    phase, phase_start, phase_done, busy = None, t0, 0, 0.0
     while not stop.is_set() and time.perf_counter() - t0 < args["max_seconds"]:
-        if rate > 0:
+        if toggle_ms:
+            now = time.time()
+            k = int((now - toggle_t0) * 1000 // toggle_ms)
+            if k % 2 == 0:
+                if phase is not None:
+                    busy += time.perf_counter() - phase_start
+                    phase = None
+                time.sleep(min(0.05, toggle_t0 + (k + 1) * toggle_ms / 1000 - now))
+                continue
+            if k != phase:
+                phase, phase_start, phase_done = k, time.perf_counter(), 0
+            if rate > 0:
+                ahead = phase_done / (rate / clients) - (time.perf_counter() - phase_start)
+                if ahead > 0:
+                    time.sleep(ahead)
+            phase_done += 2 * batch
+        elif rate > 0:
             # Paced: this client's share of the rate, binds and unbinds counted alike.
             ahead = done / (rate / clients) - (time.perf_counter() - t0)
             if ahead > 0:
@@ -80,7 +109,12 @@ def client(args, c, klass, change, stop, results):
             call("binding_list", {"host": args["host"]})
             call("binding_list", {"host": args["host"]})
         done += 2 * len(names)
-    results.put((done, time.perf_counter() - t0))
+    if toggle_ms:
+        if phase is not None:
+            busy += time.perf_counter() - phase_start
+        results.put((done, busy))
+    else:
+        results.put((done, time.perf_counter() - t0))
 
 
 def spin():
@@ -89,13 +123,74 @@ def spin():
         pass
 
 
-def run_job(args):
-    out = subprocess.run([args["bench"], "--output-format=json"] + args["job"],
+def run_job(args, extra=()):
+    out = subprocess.run([args["bench"], "--output-format=json"] + args["job"] + list(extra),
                          check=True, capture_output=True, text=True).stdout
-    d = json.loads(out)["jobs"][0]["read"]
+    report = json.loads(out)
+    d = report["jobs"][0]["read"]
     p = d["clat_ns"]["percentile"]
     return {"iops": d["iops"], "ios": d["total_ios"], "p50_us": p["50.000000"] / 1000,
-            "p99_us": p["99.000000"] / 1000}
+            "p99_us": p["99.000000"] / 1000}, report["timestamp_ms"]
+
+
+# fio's latency buckets (FIO_IO_U_PLAT_BITS 6; the histogram log's bins, coarseness 0).
+PLAT_BITS, PLAT_VAL = 6, 64
+
+
+def plat_value_ns(index):
+    """fio's plat_idx_to_val: the middle of bucket `index`, in ns."""
+    if index < (PLAT_VAL << 1):
+        return index
+    error_bits = (index >> PLAT_BITS) - 1
+    return (1 << (error_bits + PLAT_BITS)) + ((index % PLAT_VAL) + 0.5) * (1 << error_bits)
+
+
+def percentile_us(bins, fraction):
+    total = sum(bins)
+    if not total:
+        return float("nan")
+    seen = 0
+    for index, count in enumerate(bins):
+        seen += count
+        if seen >= fraction * total:
+            return plat_value_ns(index) / 1000
+    return float("nan")
+
+
+# Up to this long between the run's timestamp and its job's start (the sessions' login),
+# and for a storm call to end after its phase did: a window is counted in a phase only if
+# it lies inside it whatever the delay and the spill were.
+JOB_START_SLACK_MS = 300
+SPILL_MS = 50
+
+
+def alternate(args, row):
+    """The storm on and off by turns beside one job: p99 inside each kind of phase."""
+    toggle_ms, window_ms = args["toggle_ms"], args["toggle_ms"] // 6
+    prefix = os.path.join(args["log_dir"], f"alternate-{args['round']}-{os.getpid()}")
+    figures, started_ms = run_job(args, [f"--write_hist_log={prefix}", f"--log_hist_msec={window_ms}",
+                                         f"--runtime={args['alternate_seconds']}"])
+    row.update(figures)
+    t0_ms = args["toggle_t0"] * 1000
+    phases = {0: [0] * (29 * PLAT_VAL), 1: [0] * (29 * PLAT_VAL)}
+    windows = {0: 0, 1: 0}
+    for path in [f for f in os.listdir(args["log_dir"]) if f.startswith(os.path.basename(prefix))]:
+        for line in open(os.path.join(args["log_dir"], path)):
+            fields = [int(x) for x in line.split(",")]
+            end = started_ms + fields[0] - t0_ms
+            first, last = end - window_ms - SPILL_MS, end + JOB_START_SLACK_MS
+            k = int(first // toggle_ms)
+            if first < 0 or int(last // toggle_ms) != k or fields[1] != 0:
+                continue  # straddles a switch, or not a read
+            for i, count in enumerate(fields[3:]):
+                phases[k % 2][i] += count
+            windows[k % 2] += 1
+        os.remove(os.path.join(args["log_dir"], path))
+    row["p99_quiet_us"] = percentile_us(phases[0], 0.99)
+    row["p99_storm_us"] = percentile_us(phases[1], 0.99)
+    row["p50_quiet_us"] = percentile_us(phases[0], 0.50)
+    row["p50_storm_us"] = percentile_us(phases[1], 0.50)
+    row["windows"] = [windows[0], windows[1]]
 
 
 def condition(args, name):
@@ -109,9 +204,13 @@ def condition(args, name):
                     for _ in range(os.cpu_count() or 1)]
         for p in spinners:
             p.start()
-    if kind in ("storm", "list", "alone"):
+    if kind.startswith("alternate"):
+        # Phase 0 (quiet) starts as the job does, a second from now.
+        args = dict(args, toggle_t0=time.time() + 1)
+    if kind in ("storm", "list", "alone", "alternate", "alternate-list"):
+        change = kind not in ("list", "alternate-list")
         procs = [multiprocessing.Process(target=client,
-                                         args=(args, c, klass, kind != "list", stop, results))
+                                         args=(args, c, klass, change, stop, results))
                  for c in range(args["clients"])]
         for p in procs:
             p.start()
@@ -120,8 +219,10 @@ def condition(args, name):
     row = {"condition": name, "priority": args["priority"], "round": args["round"]}
     if kind == "alone":
         time.sleep(args["seconds"])
+    elif kind.startswith("alternate"):
+        alternate(args, row)
     else:
-        row.update(run_job(args))
+        row.update(run_job(args)[0])
     stop.set()
     for p in spinners:
         p.kill()
@@ -162,7 +263,8 @@ def table(argv):
     for r in rows:
         if (r["priority"], r["condition"]) not in keys:
             keys.append((r["priority"], r["condition"]))
-    order = {"quiet": 0, "busy": 1, "storm": 2, "list": 3, "alone": 4}
+    order = {"quiet": 0, "busy": 1, "storm": 2, "list": 3, "alone": 4, "alternate": 5,
+             "alternate-list": 6}
     keys.sort(key=lambda k: (k[0], order[k[1].split(":")[0]], k[1]))
     for priority, name in keys:
         mine = [r for r in rows if r["priority"] == priority and r["condition"] == name]
@@ -171,15 +273,19 @@ def table(argv):
         ratios = []
         for r in mine:
             q = quiet.get((priority, r["round"]))
-            if "ops" in r and r["ops"]:
+            if "ops" in r and r["ops"] and "p99_storm_us" not in r:
                 reads_cpu = 0.0
                 if "ios" in r and q and q.get("ios"):
                     reads_cpu = q["gateway_cpu_s"] / q["ios"] * r["ios"]
                 cpu_per_change.append(max(0.0, r["gateway_cpu_s"] - reads_cpu) * 1e6 / r["ops"])
-            if "p99_us" in r and q:
+            if "p99_storm_us" in r:
+                ratios.append(r["p99_storm_us"] / r["p99_quiet_us"])
+            elif "p99_us" in r and q:
                 ratios.append(r["p99_us"] / q["p99_us"])
         fmt = lambda x, d=0: "-" if x != x else f"{x:,.{d}f}"
-        p99s = ", ".join(f"{r['p99_us']:.0f}" for r in mine if "p99_us" in r) or "-"
+        p99s = ", ".join(f"{r['p99_storm_us']:.0f}/{r['p99_quiet_us']:.0f}"
+                         if "p99_storm_us" in r else f"{r['p99_us']:.0f}"
+                         for r in mine if "p99_us" in r) or "-"
         print(f"| {priority} | {name} | {len(mine)} | {fmt(rate)} "
               f"| {fmt(median([r['iops'] for r in mine if 'iops' in r]))} "
               f"| {fmt(median([r['p50_us'] for r in mine if 'p50_us' in r]))} | {p99s} "
