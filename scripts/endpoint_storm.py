@@ -29,6 +29,7 @@ standing in for clients on another host (which take none of the array's CPU).
 import json
 import multiprocessing
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -227,7 +228,13 @@ def condition(args, name):
     for p in spinners:
         p.kill()
         p.join()
-    outcomes = [results.get() for _ in procs]
+    # A client that failed (its call refused) put nothing: say so instead of waiting.
+    try:
+        outcomes = [results.get(timeout=args["max_seconds"] + 30) for _ in procs]
+    except queue.Empty:
+        for p in procs:
+            p.kill()
+        sys.exit(f"{name}: a storm client ended without its figures (see its error above)")
     for p in procs:
         p.join()
     if outcomes:
