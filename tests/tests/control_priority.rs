@@ -52,13 +52,7 @@ fn threads(gateway: &EndpointGateway) -> Vec<(String, u32, i32)> {
 /// A control connection kept open (its thread lives as long), after one answered call.
 fn open_client(gateway: &EndpointGateway) -> UnixStream {
     let mut stream = UnixStream::connect(&gateway.socket).expect("control socket");
-    stream
-        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"binding_list\",\"params\":{}}\n")
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(stream.try_clone().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = call(&mut stream, "\"method\":\"binding_list\",\"params\":{}");
     assert!(line.contains("\"bindings\""), "{line}");
     stream
 }
@@ -66,7 +60,7 @@ fn open_client(gateway: &EndpointGateway) -> UnixStream {
 /// One JSON-RPC call on `client` (`fields`: the method and params members); its answer line.
 fn call(client: &mut UnixStream, fields: &str) -> String {
     client
-        .write_all(format!("{{\"jsonrpc\":\"2.0\",\"id\":2,{fields}}}\n").as_bytes())
+        .write_all(format!("{{\"jsonrpc\":\"2.0\",\"id\":1,{fields}}}\n").as_bytes())
         .unwrap();
     let mut line = String::new();
     BufReader::new(client.try_clone().unwrap())

@@ -222,8 +222,9 @@ struct Worker {
     answers: mpsc::Receiver<Option<Vec<u8>>>,
     claims: Arc<Claims>,
     tid: libc::pid_t,
-    /// The reader's class, which a rescued call runs in.
-    reader_class: Option<ThreadClass>,
+    /// The reader's class, which a rescued call runs in; `None` when the process may not
+    /// raise a thread (no CAP_SYS_NICE).
+    raise_to: Option<ThreadClass>,
     lowered: Lowered,
     control: Arc<Control>,
     number: u64,
@@ -266,7 +267,11 @@ impl Worker {
             answers,
             claims,
             tid,
-            reader_class: ThreadClass::of_current().ok(),
+            raise_to: if lowered.can_raise {
+                ThreadClass::of_current().ok()
+            } else {
+                None
+            },
             lowered: lowered.clone(),
             control: Arc::clone(control),
             number: 0,
@@ -289,10 +294,9 @@ impl Worker {
             tracing::debug!("a control call waited {RESCUE_AFTER:?} for its worker to start it; run by its reader");
             return Some(answer(&request, &self.control, Some(&self.lowered.lane)));
         }
-        let raised = self.lowered.can_raise
-            && self
-                .reader_class
-                .is_some_and(|class| class.set(self.tid).is_ok());
+        let raised = self
+            .raise_to
+            .is_some_and(|class| class.set(self.tid).is_ok());
         if raised {
             tracing::debug!(
                 "a control call ran {RESCUE_AFTER:?} on its lowered worker; raised until answered"
