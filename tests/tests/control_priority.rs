@@ -59,9 +59,19 @@ fn open_client(gateway: &EndpointGateway) -> UnixStream {
 
 /// One JSON-RPC call on `client` (`fields`: the method and params members); its answer line.
 fn call(client: &mut UnixStream, fields: &str) -> String {
+    send(client, fields);
+    read_answer(client)
+}
+
+/// Sends a JSON-RPC request (`fields`: the method and params members).
+fn send(client: &mut UnixStream, fields: &str) {
     client
         .write_all(format!("{{\"jsonrpc\":\"2.0\",\"id\":1,{fields}}}\n").as_bytes())
         .unwrap();
+}
+
+/// The next answer line on `client`.
+fn read_answer(client: &UnixStream) -> String {
     let mut line = String::new();
     BufReader::new(client.try_clone().unwrap())
         .read_line(&mut line)
@@ -142,6 +152,23 @@ fn an_idle_call_starved_by_busy_cpus_is_raised_and_answered() {
         assert!(log.contains("cannot be raised back"), "{log}");
         return;
     }
+    let volumes = serde_json::to_string(&names).unwrap();
+    let target_host_pool = format!(
+        "\"target\":\"{TARGET}\",\"host\":\"{HOST}\",\"pool\":{}",
+        serde_json::to_string(&gateway.pool).unwrap()
+    );
+    // One connection, opened while the CPUs are free: its worker is the one whose class
+    // is read at the end.
+    let mut client = open_client(&gateway);
+    // The bind starts on the worker while the CPUs are free, then the spinners take them:
+    // the reader cannot take over a call its worker started, so only raising the worker
+    // answers it before they stop. The unbind is sent while they spin.
+    let started = Instant::now();
+    send(
+        &mut client,
+        &format!("\"method\":\"bind\",\"params\":{{\"endpoint\":0,{target_host_pool},\"volumes\":{volumes}}}"),
+    );
+    std::thread::sleep(Duration::from_millis(1));
     let spinning_for = Duration::from_secs(8);
     let stop = Arc::new(AtomicBool::new(false));
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -156,20 +183,7 @@ fn an_idle_call_starved_by_busy_cpus_is_raised_and_answered() {
             })
         })
         .collect();
-    // One connection, opened before the spinners start: the worker that runs the calls
-    // is the one whose class is read after them.
-    let mut client = open_client(&gateway);
-    std::thread::sleep(Duration::from_millis(200));
-    let volumes = serde_json::to_string(&names).unwrap();
-    let target_host_pool = format!(
-        "\"target\":\"{TARGET}\",\"host\":\"{HOST}\",\"pool\":{}",
-        serde_json::to_string(&gateway.pool).unwrap()
-    );
-    let started = Instant::now();
-    let bound = call(
-        &mut client,
-        &format!("\"method\":\"bind\",\"params\":{{\"endpoint\":0,{target_host_pool},\"volumes\":{volumes}}}"),
-    );
+    let bound = read_answer(&client);
     let unbound = call(
         &mut client,
         &format!("\"method\":\"unbind\",\"params\":{{{target_host_pool},\"volumes\":{volumes}}}"),
