@@ -36,6 +36,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::pace;
 use super::phases::{self, Phase};
 use crate::server::{Controller, LiveTarget};
 
@@ -155,6 +156,7 @@ impl GroupCommit {
             self.syncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             phases::mark(Phase::Sync);
+            pace::tick();
         }
         for work in &snapshot.after_sync {
             work.run()?;
@@ -165,6 +167,7 @@ impl GroupCommit {
         if let Some(controller) = &snapshot.controller {
             self.publish_in_order(controller, snapshot.version, snapshot.live);
             phases::mark(Phase::Publish);
+            pace::tick();
         }
         Ok(snapshot.version)
     }

@@ -1027,6 +1027,7 @@ impl Control {
         let mut inner = self.lock();
         let plan = bindings::plan_bind(&inner.model, p)?;
         let (answer, resolved) = bindings::apply_bind(&mut inner.model, plan, tpgt)?;
+        phases::mark(phases::Phase::Apply);
         inner.model.generation += 1;
         let record = RecordOf {
             method: "bind",
@@ -1041,6 +1042,8 @@ impl Control {
             }
         };
         drop(inner);
+        phases::mark(phases::Phase::Journal);
+        pace::tick();
         // A binding only adds: the host's next command sees it (and its unit attention).
         self.settle_for(version, group_commit::Visibility::NextPdu)?;
         Ok(answer)
@@ -1056,6 +1059,7 @@ impl Control {
         // A volume closed while a SANITIZE writes to it: refused (`sanitize_fence`).
         let fences = sanitize_fence::fence_unbind(&inner.model, &p)?;
         let unbound = bindings::apply_unbind(&mut inner.model, &p, tpgt)?;
+        phases::mark(phases::Phase::Apply);
         inner.model.generation += 1;
         let record = RecordOf {
             method: "unbind",
@@ -1070,6 +1074,8 @@ impl Control {
             }
         };
         drop(inner);
+        phases::mark(phases::Phase::Journal);
+        pace::tick();
         self.settle(version)?;
         // Held until the volumes it closes have no command left (other bindings may keep
         // a volume open: its fence is not kept).

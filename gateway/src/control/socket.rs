@@ -398,6 +398,7 @@ fn answer(line: &[u8], control: &Control, lane: Option<&NormalLane>) -> Option<V
                 }
                 _ => control.handle(request.call),
             };
+            pace::tick();
             request.id.map(|id| rpc::encode_response(&id, &outcome))
         }
         Err(refusal) => Some(rpc::encode_response(&refusal.id, &Err(refusal.error))),

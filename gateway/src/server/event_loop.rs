@@ -84,6 +84,9 @@ pub(crate) struct Waker {
     fd: EventFd,
     /// Set with a wake-up that asks the loop to look for connections told to close.
     pub(crate) kills_requested: std::sync::atomic::AtomicBool,
+    /// The loop may sleep in the kernel: set before it looks at the published epoch and
+    /// waits, cleared when the wait returns ([`Waker::wake_if_parked`]).
+    parked: std::sync::atomic::AtomicBool,
 }
 
 impl Waker {
@@ -91,11 +94,23 @@ impl Waker {
         Ok(Waker {
             fd: EventFd::new()?,
             kills_requested: std::sync::atomic::AtomicBool::new(false),
+            parked: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     pub(crate) fn wake(&self) {
         self.fd.signal();
+    }
+
+    /// Wakes the loop for a configuration published before this call (its epoch stored
+    /// with `SeqCst`) only if the loop may be sleeping. A loop that is not parked looks
+    /// at the epoch before its next wait ([`EventLoop::park`]), and both sides store
+    /// then load with `SeqCst`, so one of them sees the other: a loop busy with I/O is
+    /// spared a wake-up (a completion to reap, a read to arm again) per publication.
+    pub(crate) fn wake_if_parked(&self) {
+        if self.parked.load(Ordering::SeqCst) {
+            self.wake();
+        }
     }
 
     /// Reads and resets the eventfd's count: the wake-ups since the last read.
@@ -347,6 +362,7 @@ impl EventLoop {
                     break;
                 }
             }
+            self.park();
             let now = Instant::now();
             let wait = if self.to_service.is_empty() {
                 self.next_deadline()
@@ -360,6 +376,7 @@ impl EventLoop {
                 tracing::error!(error = %e, "io_uring_enter failed; event loop stops");
                 std::process::abort();
             }
+            self.waker.parked.store(false, Ordering::Relaxed);
             let completions: Vec<(u64, i32)> = self
                 .ring
                 .completion()
@@ -844,6 +861,16 @@ impl EventLoop {
     /// after it answered the call that made the change) then meets the change, although
     /// the call did not wait for this loop (`Controller::publish_visible`). One atomic
     /// load per turn, on a line only the control plane writes.
+    /// Says the loop may sleep, then takes a configuration published meanwhile: a
+    /// publisher that found the loop not parked did not wake it
+    /// ([`Waker::wake_if_parked`]), so this look stands for the wake-up.
+    fn park(&mut self) {
+        self.waker.parked.store(true, Ordering::SeqCst);
+        if self.shared.published_epoch.load(Ordering::SeqCst) > self.config.current.epoch {
+            self.take_new_config();
+        }
+    }
+
     fn take_published_config(&mut self) {
         if self.shared.published_epoch.load(Ordering::Acquire) > self.config.current.epoch {
             self.take_new_config();
@@ -895,9 +922,13 @@ impl EventLoop {
         // here.
         let _ = self.config.retired.send(replaced);
         self.config.applied_epoch.store(epoch, Ordering::Release);
-        let (lock, condvar) = &self.shared.applied;
-        let _guard = lock.lock();
-        condvar.notify_all();
+        // Paired with `Controller::wait_applied`'s count and fence.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.shared.applied_waiters.load(Ordering::Relaxed) > 0 {
+            let (lock, condvar) = &self.shared.applied;
+            let _guard = lock.lock();
+            condvar.notify_all();
+        }
     }
 
     /// Portals added are armed; portals removed are let go (their accept in flight ends
@@ -1545,4 +1576,25 @@ fn vacant_slot<T>(table: &mut Vec<Option<T>>, free: &mut Vec<usize>) -> usize {
         table.push(None);
         table.len() - 1
     })
+}
+
+#[cfg(test)]
+mod waker_tests {
+    use super::*;
+
+    /// A publication wakes a loop only while it may sleep: a loop between waits looks at
+    /// the published epoch itself before its next wait (`EventLoop::park`), so waking it
+    /// would only cost it a completion to reap and a read to arm again.
+    #[test]
+    fn a_publication_wakes_a_parked_loop_and_spares_a_running_one() {
+        let waker = Waker::new().unwrap();
+        waker.wake_if_parked();
+        assert_eq!(waker.take_wakes(), 0, "a running loop is not woken");
+        waker.parked.store(true, Ordering::SeqCst);
+        waker.wake_if_parked();
+        assert_eq!(waker.take_wakes(), 1, "a parked loop is woken");
+        waker.parked.store(false, Ordering::SeqCst);
+        waker.wake();
+        assert_eq!(waker.take_wakes(), 1, "other wake-ups are not gated");
+    }
 }

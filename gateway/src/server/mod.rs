@@ -29,7 +29,7 @@ mod takeover;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -793,20 +793,26 @@ impl Controller {
             *current = Arc::clone(&snapshot);
             snapshot
         };
+        let mut told = Vec::with_capacity(mailboxes.len());
         for mailbox in mailboxes.iter() {
             // A loop that is gone (shutdown) has dropped its receiver: nothing to tell.
-            if mailbox
-                .sender
-                .send(LoopMessage::Config(Arc::clone(&snapshot)))
-                .is_ok()
-            {
-                mailbox.waker.wake();
-            }
+            told.push(
+                mailbox
+                    .sender
+                    .send(LoopMessage::Config(Arc::clone(&snapshot)))
+                    .is_ok(),
+            );
         }
         // After the sends: a loop that sees this epoch finds the snapshot in its mailbox.
+        // Before the wake-ups, with `SeqCst`: see `Waker::wake_if_parked`.
         self.shared
             .published_epoch
-            .fetch_max(snapshot.epoch, Ordering::AcqRel);
+            .fetch_max(snapshot.epoch, Ordering::SeqCst);
+        for (mailbox, told) in mailboxes.iter().zip(told) {
+            if told {
+                mailbox.waker.wake_if_parked();
+            }
+        }
         snapshot.epoch
     }
 
@@ -838,10 +844,16 @@ impl Controller {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
+        // Counted before the epochs are read, and a loop stores its epoch before it reads
+        // the count (both fenced): either this caller sees the loop's epoch, or the loop
+        // sees a waiter and notifies under the lock this caller holds until it waits.
+        self.shared.applied_waiters.fetch_add(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         loop {
             let all = applied.iter().all(|a| a.load(Ordering::Acquire) >= epoch);
             let now = std::time::Instant::now();
             if all || self.shared.shutdown.load(Ordering::Acquire) || now >= deadline {
+                self.shared.applied_waiters.fetch_sub(1, Ordering::SeqCst);
                 // Not under the lock the loops take to say which epoch they run: releasing
                 // old configurations can take a while, and a control thread running at a
                 // lower priority (`--control-priority`) must not hold a loop meanwhile.
@@ -966,8 +978,13 @@ pub(crate) struct Shared {
     /// The configuration last published (the control plane's changes publish a new one;
     /// each event loop holds its own copy of the `Arc` and takes the new one at a turn).
     pub(crate) current: Mutex<Arc<ConfigSnapshot>>,
-    /// Event loops report here when they took a new configuration.
+    /// Event loops report here when they took a new configuration, to the callers of
+    /// `Controller::wait_applied` counted in `applied_waiters`.
     pub(crate) applied: (Mutex<()>, Condvar),
+    /// Callers inside `Controller::wait_applied`. A loop takes the lock and notifies only
+    /// when there is one: most publications (a bind, which only adds) have no waiter, and
+    /// a notify is a system call on the loop's thread, beside its I/O.
+    pub(crate) applied_waiters: AtomicUsize,
     /// Configurations the loops replaced, dropped by the control plane at its next
     /// publication (`LoopConfig::retired`).
     pub(crate) retired: Mutex<std::sync::mpsc::Receiver<Arc<ConfigSnapshot>>>,
@@ -1281,6 +1298,7 @@ pub fn start_live(
         array,
         current: Mutex::new(Arc::clone(&snapshot)),
         applied: (Mutex::new(()), Condvar::new()),
+        applied_waiters: AtomicUsize::new(0),
         retired: Mutex::new(retired_receiver),
         published_epoch: AtomicU64::new(snapshot.epoch),
         shutdown: AtomicBool::new(false),
