@@ -192,6 +192,10 @@ def alternate(args, row):
     t0_ms = args["toggle_t0"] * 1000
     phases = {0: [0] * (29 * PLAT_VAL), 1: [0] * (29 * PLAT_VAL)}
     windows = {0: 0, 1: 0}
+    # Each phase's own histogram too: one disturbance from outside (another process's burst
+    # of work) lands in one phase, and moves the pooled p99 of its kind; the median of the
+    # storm phases' ratios to their neighbours shrugs it off.
+    by_phase = {}
     for path in [f for f in os.listdir(args["log_dir"]) if f.startswith(os.path.basename(prefix))]:
         for line in open(os.path.join(args["log_dir"], path)):
             fields = [int(x) for x in line.split(",")]
@@ -200,8 +204,10 @@ def alternate(args, row):
             k = int(first // toggle_ms)
             if first < 0 or int(last // toggle_ms) != k or fields[1] != 0:
                 continue  # straddles a switch, or not a read
+            own = by_phase.setdefault(k, [0] * (29 * PLAT_VAL))
             for i, count in enumerate(fields[3:]):
                 phases[k % 2][i] += count
+                own[i] += count
             windows[k % 2] += 1
         os.remove(os.path.join(args["log_dir"], path))
     row["p99_quiet_us"] = percentile_us(phases[0], 0.99)
@@ -209,6 +215,12 @@ def alternate(args, row):
     row["p50_quiet_us"] = percentile_us(phases[0], 0.50)
     row["p50_storm_us"] = percentile_us(phases[1], 0.50)
     row["windows"] = [windows[0], windows[1]]
+    p99 = {k: percentile_us(bins, 0.99) for k, bins in by_phase.items()}
+    # A storm phase (odd) against the mean of the quiet phases on both sides of it.
+    pairs = [p99[k] / ((p99[k - 1] + p99[k + 1]) / 2)
+             for k in sorted(p99) if k % 2 and k - 1 in p99 and k + 1 in p99]
+    row["phase_ratios"] = [round(r, 3) for r in pairs]
+    row["phase_ratio_median"] = median(pairs)
 
 
 def condition(args, name):
@@ -281,8 +293,9 @@ def table(argv):
     quiet = {(r["priority"], r["round"]): r for r in rows if r["condition"] == "quiet"}
     print("| control threads | condition | runs | changes/s reached (median) | IOPS (median) "
           "| p50 µs (median) | p99 µs per run | p99 / same round's quiet p99 (median) "
+          "| storm phase / neighbouring quiet phases, median per run (alternate) "
           "| gateway CPU per change beyond the reads, µs (median) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     keys = []
     for r in rows:
         if (r["priority"], r["condition"]) not in keys:
@@ -295,6 +308,7 @@ def table(argv):
         rate = median([r["ops_per_s"] for r in mine if "ops_per_s" in r])
         cpu_per_change = []
         ratios = []
+        phase_ratios = []
         for r in mine:
             q = quiet.get((priority, r["round"]))
             if "ops" in r and r["ops"] and "p99_storm_us" not in r:
@@ -304,6 +318,8 @@ def table(argv):
                 cpu_per_change.append(max(0.0, r["gateway_cpu_s"] - reads_cpu) * 1e6 / r["ops"])
             if "p99_storm_us" in r:
                 ratios.append(r["p99_storm_us"] / r["p99_quiet_us"])
+                if "phase_ratio_median" in r:
+                    phase_ratios.append(r["phase_ratio_median"])
             elif "p99_us" in r and q:
                 ratios.append(r["p99_us"] / q["p99_us"])
         fmt = lambda x, d=0: "-" if x != x else f"{x:,.{d}f}"
@@ -313,7 +329,9 @@ def table(argv):
         print(f"| {priority} | {name} | {len(mine)} | {fmt(rate)} "
               f"| {fmt(median([r['iops'] for r in mine if 'iops' in r]))} "
               f"| {fmt(median([r['p50_us'] for r in mine if 'p50_us' in r]))} | {p99s} "
-              f"| {fmt(median(ratios), 3)} | {fmt(median(cpu_per_change), 1)} |")
+              f"| {fmt(median(ratios), 3)} "
+              f"| {', '.join(f'{x:.3f}' for x in phase_ratios) or '-'} "
+              f"| {fmt(median(cpu_per_change), 1)} |")
 
 
 if __name__ == "__main__":
