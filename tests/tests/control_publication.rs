@@ -170,3 +170,44 @@ fn a_volume_bound_is_reachable_by_the_next_command_and_unbound_is_not() {
         }
     }
 }
+
+/// The longest an idle event loop sleeps before it looks again by itself
+/// (`event_loop::MAX_WAIT`).
+const LOOP_MAX_SLEEP: Duration = Duration::from_millis(500);
+
+/// A change that must reach every loop wakes the loops that sleep: with no session, both
+/// loops of the gateway are parked, and an unbind (which waits for every loop) is
+/// answered without waiting for them to wake by themselves. Were the publication's
+/// wake-up lost (a loop that never says it is parked), each unbind would wait for the
+/// rest of a loop's sleep, on average a third of `LOOP_MAX_SLEEP` or more with two
+/// loops: 20 unbinds would take several seconds, not the milliseconds they take.
+#[test]
+fn a_change_that_waits_for_every_loop_wakes_the_loops_that_sleep() {
+    let names: Vec<String> = (0..ROUNDS).map(|round| format!("p{round}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (gateway, mut rpc) = start_gateway(&names);
+    let pool_text = gateway.pool.clone();
+    let mut unbinding = Duration::ZERO;
+    for name in &names {
+        rpc.call(
+            "bind",
+            json!({
+                "target": TARGET, "endpoint": 0, "host": HOST, "pool": pool_text,
+                "volumes": [name],
+            }),
+        );
+        // Long enough for both loops to be asleep again.
+        std::thread::sleep(Duration::from_millis(20));
+        let started = std::time::Instant::now();
+        rpc.call(
+            "unbind",
+            json!({ "target": TARGET, "host": HOST, "pool": pool_text, "volumes": [name] }),
+        );
+        unbinding += started.elapsed();
+    }
+    let budget = LOOP_MAX_SLEEP * ROUNDS as u32 / 4;
+    assert!(
+        unbinding < budget,
+        "{ROUNDS} unbinds took {unbinding:?} (budget {budget:?}): the sleeping loops were not woken"
+    );
+}

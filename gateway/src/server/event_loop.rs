@@ -860,21 +860,22 @@ impl EventLoop {
     /// collected are handled: a PDU that reached us after the control plane published (and
     /// after it answered the call that made the change) then meets the change, although
     /// the call did not wait for this loop (`Controller::publish_visible`). One atomic
-    /// load per turn, on a line only the control plane writes.
-    /// Says the loop may sleep, then takes a configuration published meanwhile: a
-    /// publisher that found the loop not parked did not wake it
-    /// ([`Waker::wake_if_parked`]), so this look stands for the wake-up.
-    fn park(&mut self) {
-        self.waker.parked.store(true, Ordering::SeqCst);
+    /// load per turn, on a line only the control plane writes (`SeqCst`, which [`park`]
+    /// needs, is a plain load on x86).
+    ///
+    /// [`park`]: EventLoop::park
+    fn take_published_config(&mut self) {
         if self.shared.published_epoch.load(Ordering::SeqCst) > self.config.current.epoch {
             self.take_new_config();
         }
     }
 
-    fn take_published_config(&mut self) {
-        if self.shared.published_epoch.load(Ordering::Acquire) > self.config.current.epoch {
-            self.take_new_config();
-        }
+    /// Says the loop may sleep, then takes a configuration published meanwhile: a
+    /// publisher that found the loop not parked did not wake it
+    /// ([`Waker::wake_if_parked`]), so this look stands for the wake-up.
+    fn park(&mut self) {
+        self.waker.parked.store(true, Ordering::SeqCst);
+        self.take_published_config();
     }
 
     /// Takes the newest configuration the control plane published, if any, at this turn

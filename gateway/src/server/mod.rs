@@ -793,25 +793,20 @@ impl Controller {
             *current = Arc::clone(&snapshot);
             snapshot
         };
-        let mut told = Vec::with_capacity(mailboxes.len());
         for mailbox in mailboxes.iter() {
-            // A loop that is gone (shutdown) has dropped its receiver: nothing to tell.
-            told.push(
-                mailbox
-                    .sender
-                    .send(LoopMessage::Config(Arc::clone(&snapshot)))
-                    .is_ok(),
-            );
+            // A loop that is gone (shutdown) has dropped its receiver: nothing to tell
+            // (its eventfd, which the mailbox keeps, may still be written below).
+            let _ = mailbox
+                .sender
+                .send(LoopMessage::Config(Arc::clone(&snapshot)));
         }
         // After the sends: a loop that sees this epoch finds the snapshot in its mailbox.
         // Before the wake-ups, with `SeqCst`: see `Waker::wake_if_parked`.
         self.shared
             .published_epoch
             .fetch_max(snapshot.epoch, Ordering::SeqCst);
-        for (mailbox, told) in mailboxes.iter().zip(told) {
-            if told {
-                mailbox.waker.wake_if_parked();
-            }
+        for mailbox in mailboxes.iter() {
+            mailbox.waker.wake_if_parked();
         }
         snapshot.epoch
     }
