@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bench::job::{
     parse_command_line_with_env, parse_job_file_with_env, parse_job_str, render_command_line,
-    render_job_file, Action, BlockSize, BsSplitEntry, DigestChoice, Distribution, Engine, Eta,
-    JobError, JobSpec, LogName, Origin, PerDir, RateProcess, RwKind, SizeSpec, Target,
+    render_job_file, Action, BlockSize, BsSplitEntry, ChecksumKind, DigestChoice, Distribution,
+    Engine, Eta, JobError, JobSpec, LogName, Origin, PerDir, RateProcess, RwKind, SizeSpec, Target,
     TransportKind, ValueRange, VerifyKind,
 };
 
@@ -112,7 +112,7 @@ fn libiscsi_fixture_runs_on_the_iscsi_engine() {
     assert_eq!(url.port, 3260);
     assert_eq!(url.target_iqn, "iqn.2016-02.com.fio:system:fio");
     assert_eq!(url.lun, 0);
-    assert_eq!(job.verify, VerifyKind::Crc32c);
+    assert_eq!(job.verify, VerifyKind::Checksum(ChecksumKind::Crc32c));
     assert!(job.verify_fatal);
     assert_eq!(job.block_size.write, BlockSize::Fixed(1 << 20));
 
@@ -229,7 +229,7 @@ fn iscsi_options_fixture() {
     assert_eq!(iscsi.transport, TransportKind::Software);
     assert_eq!(iscsi.shards, Some(2));
     assert_eq!(job.io_timeout, Some(Duration::from_secs(5)));
-    assert_eq!(job.verify, VerifyKind::Sha256);
+    assert_eq!(job.verify, VerifyKind::Checksum(ChecksumKind::Sha256));
     assert!(
         !format!("{:?}", iscsi.chap).contains("supersecret"),
         "secret in Debug output"

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bench::job::{
     parse_command_line_with_env, parse_job_str, render_command_line, render_job_file, BlockSize,
-    BsSplitEntry, ChapCredentials, DigestChoice, Distribution, Engine, IscsiUrl, JobSpec, LogName,
-    Origin, PerDir, RateProcess, RwKind, RwMode, SizeSpec, Target, TransportKind, ValueRange,
-    VerifyKind,
+    BsSplitEntry, ChapCredentials, ChecksumKind, DigestChoice, Distribution, Engine, IscsiUrl,
+    JobSpec, LogName, Origin, PerDir, RateProcess, RwKind, RwMode, SizeSpec, Target, TransportKind,
+    ValueRange, VerifyKind,
 };
 use proptest::collection::{btree_set, vec};
 use proptest::option;
@@ -189,9 +189,7 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
     let verify = (
         prop_oneof![
             Just(VerifyKind::None),
-            Just(VerifyKind::Crc32c),
-            Just(VerifyKind::Md5),
-            Just(VerifyKind::Sha256),
+            proptest::sample::select(ChecksumKind::ALL.to_vec()).prop_map(VerifyKind::Checksum),
             Just(VerifyKind::Pattern),
         ],
         vec(any::<u8>(), 0..8),

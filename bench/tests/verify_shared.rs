@@ -151,7 +151,7 @@ fn jobs_that_cannot_share_a_ledger_are_refused_by_name() {
         "--verify_shared=1",
     ];
     for (extra, expected) in [
-        (vec![], "verify_shared needs verify=crc32c, md5 or sha256"),
+        (vec![], "verify_shared needs a checksum"),
         (
             vec!["--verify=pattern", "--verify_pattern=0xaa"],
             "header with a digest",

@@ -576,21 +576,21 @@ fn check_verify_shared(
     conflict: &dyn Fn(&str, &str, &str) -> JobError,
 ) -> Result<(), JobError> {
     match spec.verify {
-        VerifyKind::Crc32c | VerifyKind::Md5 | VerifyKind::Sha256 => {}
+        VerifyKind::Checksum(_) => {}
         VerifyKind::None => {
             return Err(conflict(
                 "verify_shared",
                 "verify",
-                "verify_shared needs verify=crc32c, md5 or sha256",
+                "verify_shared needs a checksum (verify=crc32c, md5, sha256, crc64, ...)",
             ))
         }
         VerifyKind::Pattern | VerifyKind::Meta => {
             return Err(conflict(
                 "verify_shared",
                 "verify",
-                "verify_shared needs a header with a digest (verify=crc32c, md5 or sha256): \
-                 with pattern or meta a read cannot prove which write (or whether a whole one) \
-                 it holds",
+                "verify_shared needs a header with a digest (verify=crc32c, md5, sha256, \
+                 crc64, ...): with pattern or meta a read cannot prove which write (or whether \
+                 a whole one) it holds",
             ))
         }
     }

@@ -67,10 +67,10 @@ pub use cli::{
 pub use error::{JobError, Origin};
 pub use render::{render_command_line, render_job_file};
 pub use spec::{
-    BlockSize, BsSplitEntry, ChapCredentials, CopyMethod, CopySpec, DigestChoice, Distribution,
-    Engine, IscsiOptions, IscsiUrl, JobSpec, LogName, PerDir, RateProcess, Region, RwKind, RwMode,
-    SizeSpec, Target, TransportKind, ValueRange, VerifyKind, DEFAULT_BLOCK_SIZE_BYTES,
-    DEFAULT_PERCENTILES,
+    BlockSize, BsSplitEntry, ChapCredentials, ChecksumKind, CopyMethod, CopySpec, DigestChoice,
+    Distribution, Engine, IscsiOptions, IscsiUrl, JobSpec, LogName, PerDir, RateProcess, Region,
+    RwKind, RwMode, SizeSpec, Target, TransportKind, ValueRange, VerifyKind,
+    DEFAULT_BLOCK_SIZE_BYTES, DEFAULT_PERCENTILES,
 };
 
 /// Parse one job file (and its includes) from disk, reading `${NAME}` from the process

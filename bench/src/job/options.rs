@@ -562,7 +562,9 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         render |spec, _base| (!spec.verify_pattern.is_empty())
             .then(|| render::hex(&spec.verify_pattern))),
-    opt!("verify", Required, Verify, "crc32c|md5|sha256|pattern|meta|0", default "0",
+    opt!("verify", Required, Verify,
+        "md5|crc64|crc32|crc32c|crc16|crc7|sha1|sha256|sha512|sha3-224|sha3-256|sha3-384|\
+         sha3-512|xxhash|pattern|meta|0", default "0",
         "Check written data",
         apply |s| s.spec().verify = s.parse(value::parse_verify_kind)?,
         render |spec, _base| render::verify(spec)),
@@ -581,7 +583,7 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!("verify_shared", Flag, Verify, "bool", default "0",
         "Jobs writing the same target verify together: a read must return the last \
          acknowledged write of any sharing job, or one in flight during the read \
-         (iscsi-bench's own; needs verify=crc32c|md5|sha256)",
+         (iscsi-bench's own; needs a checksum: verify=crc32c, md5, sha256, crc64, ...)",
         flag verify_shared),
     opt!("zero_buffers", Flag, Buffers, "bool", default "0",
         "Write buffers start as zeros instead of random data", flag buffers.zero_buffers),

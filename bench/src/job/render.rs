@@ -177,9 +177,7 @@ pub(super) fn verify(spec: &JobSpec) -> Option<String> {
     (spec.verify != implied).then(|| {
         match spec.verify {
             VerifyKind::None => "0",
-            VerifyKind::Crc32c => "crc32c",
-            VerifyKind::Md5 => "md5",
-            VerifyKind::Sha256 => "sha256",
+            VerifyKind::Checksum(kind) => kind.fio_name(),
             VerifyKind::Pattern => "pattern",
             VerifyKind::Meta => "meta",
         }

@@ -9,7 +9,7 @@ use crate::io::Direction;
 pub use crate::io::{
     BufferOptions, Distribution, FileService, FileServiceKind, PerDir, RateProcess, RwKind, Zone,
 };
-pub use crate::workload::RwSequencer;
+pub use crate::workload::{ChecksumKind, RwSequencer};
 
 /// `rw=` with fio's optional `:<nr>` suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,9 +90,8 @@ pub enum SizeSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyKind {
     None,
-    Crc32c,
-    Md5,
-    Sha256,
+    /// A header with a digest of this kind.
+    Checksum(ChecksumKind),
     /// Only `verify_pattern` is checked.
     Pattern,
     /// fio's `meta`: the header alone (offset, generation), no data digest.

@@ -355,26 +355,17 @@ pub fn workload_config(
         thinktime,
         backlog: spec.rate_backlog,
     };
-    let verify = match spec.verify {
-        JobVerify::None => None,
-        kind => Some(VerifyConfig {
-            kind: match kind {
-                JobVerify::Md5 => VerifyKind::Md5,
-                JobVerify::Sha256 => VerifyKind::Sha256,
-                JobVerify::Pattern => VerifyKind::Pattern,
-                JobVerify::Meta => VerifyKind::Meta,
-                _ => VerifyKind::Crc32c,
-            },
-            pattern: spec.verify_pattern.clone(),
-            fatal: spec.verify_fatal,
-            do_verify: spec.do_verify,
-            lba_size_bytes: lba_bytes.max(1),
-            interval_bytes: spec.verify_interval,
-            header_offset: spec.verify_offset,
-            backlog: spec.verify_backlog,
-            ..VerifyConfig::default()
-        }),
-    };
+    let verify = workload_verify_kind(spec.verify).map(|kind| VerifyConfig {
+        kind,
+        pattern: spec.verify_pattern.clone(),
+        fatal: spec.verify_fatal,
+        do_verify: spec.do_verify,
+        lba_size_bytes: lba_bytes.max(1),
+        interval_bytes: spec.verify_interval,
+        header_offset: spec.verify_offset,
+        backlog: spec.verify_backlog,
+        ..VerifyConfig::default()
+    });
     Ok(WorkloadConfig {
         offset_bytes: region.offset_bytes,
         size_bytes: region.len_bytes,
@@ -417,6 +408,16 @@ pub fn workload_config(
             percentage_random: spec.percentage_random.clone(),
         },
     })
+}
+
+/// The workload's verify kind for the job's `verify=`; `None` for no verification.
+fn workload_verify_kind(kind: JobVerify) -> Option<VerifyKind> {
+    match kind {
+        JobVerify::None => None,
+        JobVerify::Checksum(checksum) => Some(VerifyKind::Checksum(checksum)),
+        JobVerify::Pattern => Some(VerifyKind::Pattern),
+        JobVerify::Meta => Some(VerifyKind::Meta),
+    }
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@
 //! ```
 
 mod blocksize;
+pub mod checksum;
 pub mod content;
 mod distribution;
 mod generation;
@@ -56,6 +57,7 @@ use std::time::Duration;
 use crate::io::{Direction, Distribution, FileService, FileServiceKind, PerDir, RwKind};
 
 pub use blocksize::BSSPLIT_ENTRIES_MAX;
+pub use checksum::ChecksumKind;
 pub use content::{ContentError, ContentGenerator};
 pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
 pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};

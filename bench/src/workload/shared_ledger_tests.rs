@@ -2,6 +2,7 @@
 //! never-written blocks: each must fail) and against a model (proptest).
 
 use super::*;
+use crate::workload::checksum::ChecksumKind;
 use crate::workload::verify::{Mismatch, Verifier, VerifyConfig, VerifyKind};
 use crate::workload::JudgedFailure;
 use proptest::prelude::*;
@@ -26,7 +27,7 @@ impl Sim {
     fn new(jobs: usize) -> Sim {
         let ledger = SharedLedger::new("LUN sim", BLOCK, 1_000);
         let config = VerifyConfig {
-            kind: VerifyKind::Crc32c,
+            kind: VerifyKind::Checksum(ChecksumKind::Crc32c),
             ..VerifyConfig::default()
         };
         let verifiers = (0..jobs)
