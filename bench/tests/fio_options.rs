@@ -167,19 +167,35 @@ fn fio_ios_with(fio: &Path, dir: &Scratch, job: &str) -> Vec<Io> {
 }
 
 /// What iscsi-bench's workload issues for the same job (its plan, I/O by I/O; at most
-/// 100,000 I/Os).
+/// 100,000 I/Os), on a target as long as fio's null engine makes it: `filesize`, else the
+/// end of the region.
 fn our_ios(job: &str) -> Vec<Io> {
-    use bench::job::{Region, SizeSpec};
+    our_ios_on(job, None)
+}
+
+/// [`our_ios`] on a target of `target_bytes` (`None`: as fio's null engine sizes it), set up
+/// as the runner sets a job up: the region checked against the target, zones wrapping at
+/// its end.
+fn our_ios_on(job: &str, target_bytes: Option<u64>) -> Vec<Io> {
+    use bench::job::SizeSpec;
+    use bench::run::setup;
     use bench::workload::{Next, Workload};
     let spec = parse(job).remove(0);
-    let (SizeSpec::Bytes(offset), Some(SizeSpec::Bytes(size))) = (spec.offset, spec.size) else {
-        panic!("the test jobs give offset and size in bytes");
+    let seed = bench::workload::job_seed(spec.randseed, spec.randrepeat, 1, 0);
+    let region_end = match (spec.offset, spec.size) {
+        (SizeSpec::Bytes(offset), Some(SizeSpec::Bytes(size))) => Some(offset + size),
+        _ => None,
     };
-    let region = Region {
-        offset_bytes: offset,
-        len_bytes: size,
-    };
-    let config = bench::run::setup::workload_config(&spec, region, 1, 512, 0).unwrap();
+    let target_bytes = target_bytes
+        .or_else(|| setup::file_size_bytes(&spec, 0, seed, 0))
+        .or(region_end)
+        .expect("the test jobs give offset and size in bytes, or filesize");
+    let used_bytes = setup::file_size_bytes(&spec, target_bytes, seed, 0).unwrap_or(target_bytes);
+    let region = spec.check_target_size(used_bytes).unwrap();
+    let mut config = setup::workload_config(&spec, region, seed, 512).unwrap();
+    if let Some(zones) = config.strided_zones.as_mut() {
+        zones.target_end_bytes = target_bytes;
+    }
     let mut workload = Workload::new(config).unwrap();
     let mut ios = Vec::new();
     for _ in 0..100_000 {
@@ -1987,9 +2003,9 @@ fn a_job_shorter_than_a_millisecond_still_has_a_rate() {
 }
 
 /// `zonemode=none` is fio's default (the target is not zoned) and runs the same job as
-/// without it, in fio and in ours; the zoned modes are refused by name.
+/// without it, in fio and in ours; `zbd` (zoned block devices) is refused by name.
 #[test]
-fn zonemode_none_runs_and_the_zoned_modes_are_refused_by_name() {
+fn zonemode_none_runs_and_zbd_is_refused_by_name() {
     let job = [
         "--name=z",
         "--ioengine=null",
@@ -2016,8 +2032,339 @@ fn zonemode_none_runs_and_the_zoned_modes_are_refused_by_name() {
         assert!(fio.status.success(), "fio: {fio:?}");
         assert_eq!(ios(&fio), 256);
     }
-    for zoned in ["--zonemode=zbd", "--zonemode=strided"] {
-        let out = bench_run(&[&job[..], &[zoned]].concat());
-        assert_refused_naming(&out, "zonemode");
+    let out = bench_run(&[&job[..], &["--zonemode=zbd"]].concat());
+    assert_refused_naming(&out, "zoned block device");
+}
+
+/// `zonemode=strided` with sequential I/O: fio's offsets, one for one. fio's null engine
+/// ends the target where the region ends, so the zones wrap there. Zones of `zonesize` bytes
+/// `zoneskip` apart are walked again and again until `size` bytes were issued (the skipped
+/// bytes count for nothing); a start offset; `zonesize` above `zonerange` (the zone read
+/// again) and below it (a part of each zone); `zoneskip` in zones; writes over two loops
+/// (each starts at the first zone); `io_size` above `size`; and a zone that runs past the
+/// target's end, which ends the job with bytes left.
+#[test]
+fn strided_zones_issue_fios_sequential_offsets() {
+    if !fio_present() {
+        return;
+    }
+    let dir = Scratch::new("strided-seq");
+    for extra in [
+        "size=1m\nbs=16k\nzonesize=64k\nzoneskip=192k\n",
+        "offset=64k\nsize=960k\nbs=16k\nzonesize=64k\nzoneskip=256k\n",
+        "size=512k\nbs=16k\nzonesize=96k\nzonerange=64k\nzoneskip=64k\n",
+        "size=512k\nbs=16k\nzonesize=32k\nzonerange=128k\nzoneskip=64k\n",
+        "size=512k\nbs=16k\nzonesize=64k\nzoneskip=3z\n",
+        "size=512k\nbs=16k\nrw=write\nloops=2\nzonesize=64k\nzoneskip=64k\n",
+        "size=512k\nbs=16k\nio_size=768k\nzonesize=64k\nzoneskip=64k\n",
+        "size=448k\nbs=64k\nzonesize=128k\nzoneskip=64k\n",
+    ] {
+        let job = format!("[j]\nioengine=null\nzonemode=strided\n{extra}");
+        let fio = fio_ios(&dir, &job);
+        let ours = our_ios(&job);
+        assert!(!fio.is_empty());
+        assert_eq!(kib(&ours), kib(&fio), "{extra}");
+    }
+    // The last job ran out of target: 5 I/Os of 64 KiB where size asks for 7.
+    let short =
+        "[j]\nioengine=null\nzonemode=strided\nsize=448k\nbs=64k\nzonesize=128k\nzoneskip=64k\n";
+    assert_eq!(our_ios(short).len(), 5);
+}
+
+/// fio's zones wrap at the end of the file, not of the region: on a 1 MiB file (fio through
+/// libaio with `write_iolog`, ours planned on a target of the file's size), I/O by I/O:
+/// zones past a 256 KiB region's end; a 512 KiB region whose zones wrap at the file's end;
+/// `io_size` above `size`, issued in rounds of `size` bytes that each start at the first
+/// zone; sequential writes of an `io_size` above `size`, which fio 3.42 issues in one round
+/// where each zone past the region's end is written at its start only (fio's sequential
+/// rewind past `size`; Debian's 3.33 still cuts rounds of `size`: checked against the
+/// anchor only); and a time-based job, which rewinds the same way (fio's first 24 I/Os
+/// against ours with `number_ios=24`).
+#[test]
+fn strided_zones_run_to_the_end_of_the_file_as_fios_do() {
+    if !fio_present() {
+        return;
+    }
+    let dir = Scratch::new("strided-file");
+    let file = dir.join("target");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(1 << 20))
+        .unwrap();
+    let fio = PathBuf::from("fio");
+    let anchor = fio_anchor();
+    for (tool, extra, ours_extra) in [
+        (Some(&fio), "size=256k\nzonesize=32k\nzoneskip=96k\n", ""),
+        (Some(&fio), "size=512k\nzonesize=64k\nzoneskip=192k\n", ""),
+        (
+            Some(&fio),
+            "size=64k\nio_size=256k\nzonesize=16k\nzoneskip=48k\n",
+            "",
+        ),
+        (
+            anchor.as_ref(),
+            "rw=write\nsize=64k\nio_size=256k\nzonesize=32k\nzoneskip=32k\n",
+            "",
+        ),
+        (
+            Some(&fio),
+            "size=64k\nzonesize=32k\nzoneskip=32k\ntime_based\nruntime=1\nrate_iops=100\n",
+            "number_ios=24\n",
+        ),
+    ] {
+        let Some(tool) = tool else {
+            eprintln!("no fio 3.42 anchor: skipping {extra:?}");
+            continue;
+        };
+        let job = format!(
+            "[j]\nioengine=libaio\nfilename={}\nbs=16k\nrw=read\nzonemode=strided\n{extra}",
+            file.display()
+        );
+        let fio = fio_ios_with(tool, &dir, &job);
+        let ours = our_ios_on(&format!("{job}{ours_extra}"), Some(1 << 20));
+        assert!(ours.len() <= fio.len(), "{extra}");
+        assert_eq!(kib(&ours), kib(&fio[..ours.len()]), "{extra}");
+        if ours_extra.is_empty() {
+            assert_eq!(ours.len(), fio.len(), "{extra}");
+        }
+    }
+}
+
+/// Random reads in strided zones. fio's random generator is not ours, so the offsets are
+/// compared through what follows from the bytes issued alone: the zone of each I/O (fio's,
+/// one for one); within a zone, offsets on the block grid; with the random map, each visit
+/// of `zonerange` bytes reads a block at most once (a visit of `zonerange` reads every
+/// one), in fio's and in ours.
+#[test]
+fn strided_zones_hold_random_reads_as_fios_do() {
+    if !fio_present() {
+        return;
+    }
+    let dir = Scratch::new("strided-rand");
+    let bs = 16u64 << 10;
+    for (extra, range, skip, map) in [
+        ("size=1m\nzonesize=64k\nzoneskip=192k\n", 64, 192, true),
+        (
+            "size=512k\nzonesize=128k\nzonerange=64k\nzoneskip=64k\n",
+            64,
+            64,
+            true,
+        ),
+        (
+            "size=512k\nzonesize=32k\nzonerange=128k\nzoneskip=64k\n",
+            128,
+            64,
+            true,
+        ),
+        (
+            "size=512k\nnorandommap\nzonesize=64k\nzoneskip=64k\n",
+            64,
+            64,
+            false,
+        ),
+    ] {
+        let (range, stride) = (range << 10, (range + skip) << 10);
+        let job = format!("[j]\nioengine=null\nbs=16k\nrw=randread\nzonemode=strided\n{extra}");
+        let fio = fio_ios(&dir, &job);
+        let ours = our_ios(&job);
+        let zones = |ios: &[Io]| ios.iter().map(|io| io.1 / stride).collect::<Vec<_>>();
+        assert_eq!(zones(&ours), zones(&fio), "{extra}");
+        for (who, ios) in [("fio", &fio), ("ours", &ours)] {
+            for io in ios.iter() {
+                assert!(
+                    io.1 % stride + io.2 <= range && io.1 % bs == 0,
+                    "{who} {extra}: {io:?}"
+                );
+            }
+            if map {
+                for visit in map_visits(ios, stride, range) {
+                    let blocks: std::collections::BTreeSet<u64> = visit.iter().copied().collect();
+                    assert_eq!(blocks.len(), visit.len(), "{who} {extra}: {visit:?}");
+                }
+            }
+        }
+    }
+}
+
+/// The offsets of `ios` cut where fio's random map of a strided zone starts over: at each
+/// new zone and after every `range` bytes in one.
+fn map_visits(ios: &[Io], stride: u64, range: u64) -> Vec<Vec<u64>> {
+    let mut visits: Vec<Vec<u64>> = Vec::new();
+    let mut zone = u64::MAX;
+    let mut bytes = 0;
+    for io in ios {
+        if io.1 / stride != zone || bytes == range {
+            visits.push(Vec::new());
+            zone = io.1 / stride;
+            bytes = 0;
+        }
+        visits.last_mut().unwrap().push(io.1);
+        bytes += io.2;
+    }
+    visits
+}
+
+/// fio refuses, when it runs the job, `zonemode=strided` without `zonesize` and `zonesize`
+/// without `zonemode=strided` (none is the default); so do we, when we parse it (fio's
+/// `--parse-only` does not look). `zonemode=zbd` drives zoned block devices (fio runs it
+/// here too, emulating zones on the null engine): refused here by name, as no LUN is one.
+/// `zoneskip=2z` is taken by both.
+#[test]
+fn zone_options_are_refused_where_fio_refuses_them() {
+    let fio = fio_present();
+    let base = "[j]\nioengine=null\nsize=1m\nrw=read\n";
+    for (extra, ours_word, fio_refuses) in [
+        ("zonemode=strided\n", Some("zonesize"), true),
+        ("zonesize=64k\n", Some("zonemode=strided"), true),
+        (
+            "zonemode=none\nzonesize=64k\n",
+            Some("zonemode=strided"),
+            true,
+        ),
+        (
+            "zonemode=zbd\nzonesize=64k\n",
+            Some("zoned block device"),
+            false,
+        ),
+        ("zonemode=strided\nzonesize=64k\nzoneskip=2z\n", None, false),
+    ] {
+        let text = format!("{base}{extra}");
+        match (
+            parse_job_str(Path::new("t.fio"), &text, &|_| None),
+            ours_word,
+        ) {
+            (Err(error), Some(word)) => assert!(error.to_string().contains(word), "{error}"),
+            (Ok(_), None) => {}
+            (verdict, _) => panic!("{extra}: {verdict:?}"),
+        }
+        if fio {
+            let ran = fio_command()
+                .arg("--output=/dev/null")
+                .arg("--name=j")
+                .args(text.lines().skip(1).map(|line| format!("--{line}")))
+                .output()
+                .expect("run fio");
+            assert_eq!(!ran.status.success(), fio_refuses, "fio, {extra}: {ran:?}");
+        }
+    }
+}
+
+/// `filesize` on fio's null engine (nothing exists there, so the file is taken to be
+/// `filesize` long): the region reaches from `offset` to it, and `size` becomes the amount of
+/// I/O, capped at the region. fio's offsets, one for one, for sequential jobs; for random
+/// ones the count and that the offsets spread over the whole file, not `size`.
+#[test]
+fn filesize_sets_the_file_fio_works_on() {
+    if !fio_present() {
+        return;
+    }
+    let dir = Scratch::new("filesize-null");
+    for extra in [
+        "filesize=256k\n",
+        "filesize=256k\nsize=64k\n",
+        "filesize=256k\nsize=1m\n",
+        "offset=64k\nfilesize=256k\n",
+        "filesize=256k\nsize=64k\nio_size=128k\n",
+    ] {
+        let job = format!("[j]\nioengine=null\nbs=4k\nrw=read\n{extra}");
+        let fio = fio_ios(&dir, &job);
+        assert!(!fio.is_empty());
+        assert_eq!(kib(&our_ios(&job)), kib(&fio), "{extra}");
+    }
+    let job = "[j]\nioengine=null\nbs=4k\nrw=randread\nfilesize=256k\nsize=64k\n";
+    for (who, ios) in [("fio", fio_ios(&dir, job)), ("ours", our_ios(job))] {
+        assert_eq!(ios.len(), 16, "{who}");
+        assert!(
+            ios.iter().all(|io| io.1 + io.2 <= 256 << 10),
+            "{who}: {}",
+            kib(&ios)
+        );
+        assert!(
+            ios.iter().any(|io| io.1 >= 64 << 10),
+            "{who}: {}",
+            kib(&ios)
+        );
+    }
+}
+
+/// `filesize=128k-512k` on fio's null engine: the file is taken to be a size drawn in the
+/// range, a whole number of blocks, and the job reads it once, in fio and in ours (fio's
+/// draw is not ours: each is checked against the range); other seeds draw other sizes.
+#[test]
+fn filesize_range_draws_a_size_in_it_as_fio_does() {
+    let job = |seed: u32| {
+        format!("[j]\nioengine=null\nbs=4k\nrw=read\nfilesize=128k-512k\nrandseed={seed}\n")
+    };
+    let read = |ios: &[Io]| ios.iter().map(|io| io.2).sum::<u64>();
+    let mut drawn = std::collections::BTreeSet::new();
+    for seed in 1..=8 {
+        let bytes = read(&our_ios(&job(seed)));
+        assert!(
+            (128 << 10..512 << 10).contains(&bytes) && bytes % 4096 == 0,
+            "{bytes}"
+        );
+        drawn.insert(bytes);
+    }
+    assert!(drawn.len() > 4, "{drawn:?}");
+    if fio_present() {
+        let dir = Scratch::new("filesize-range");
+        for seed in 1..=2 {
+            let bytes = read(&fio_ios(&dir, &job(seed)));
+            assert!(
+                (128 << 10..512 << 10).contains(&bytes) && bytes % 4096 == 0,
+                "{bytes}"
+            );
+        }
+    }
+}
+
+/// `filesize` on real files, fio (psync) beside ours (io_uring), each on its own copy: a
+/// file longer than `filesize` is read only up to it and keeps its length; a file whose
+/// length lies within a `filesize` range is read whole; a missing file is laid out to
+/// `filesize` and written. The I/O counts (JSON) and the files' lengths after agree.
+#[test]
+fn filesize_on_existing_files_does_what_fio_does() {
+    if !fio_present() {
+        return;
+    }
+    let dir = Scratch::new("filesize-files");
+    for (existing, extra, ios) in [
+        (Some(1u64 << 20), "rw=read\nfilesize=256k\n", 64u64),
+        (Some(300 << 10), "rw=read\nfilesize=256k-512k\n", 75),
+        (None, "rw=write\nfilesize=256k\n", 64),
+    ] {
+        let mut lengths = Vec::new();
+        for who in ["fio", "ours"] {
+            let file = dir.join(who);
+            let _ = std::fs::remove_file(&file);
+            if let Some(len) = existing {
+                std::fs::File::create(&file)
+                    .and_then(|f| f.set_len(len))
+                    .unwrap();
+            }
+            let engine = if who == "fio" { "psync" } else { "io_uring" };
+            let args = [
+                "--name=j".to_string(),
+                format!("--filename={}", file.display()),
+                format!("--ioengine={engine}"),
+                "--bs=4k".to_string(),
+                "--output-format=json".to_string(),
+            ];
+            let options = extra.lines().map(|line| format!("--{line}"));
+            let args: Vec<String> = args.into_iter().chain(options).collect();
+            let out = if who == "fio" {
+                fio_command().args(&args).output().expect("run fio")
+            } else {
+                bench_run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            };
+            assert!(out.status.success(), "{who} {extra}: {out:?}");
+            let doc = json_after_notes(&String::from_utf8_lossy(&out.stdout));
+            let job = &doc["jobs"][0];
+            let done = job["read"]["total_ios"].as_u64().unwrap()
+                + job["write"]["total_ios"].as_u64().unwrap();
+            assert_eq!(done, ios, "{who} {extra}");
+            lengths.push(std::fs::metadata(&file).unwrap().len());
+        }
+        assert_eq!(lengths[0], lengths[1], "{extra}");
+        assert_eq!(lengths[0], existing.unwrap_or(256 << 10), "{extra}");
     }
 }

@@ -30,7 +30,8 @@ fuzz_target!(|bytes: &[u8]| {
                 continue;
             };
             assert!(region.offset_bytes + region.len_bytes <= target_bytes, "{region:?}");
-            let Ok(config) = workload_config(job, region, 1, 512, 7) else {
+            let seed = bench::workload::job_seed(job.randseed, job.randrepeat, 1, 7);
+            let Ok(config) = workload_config(job, region, seed, 512) else {
                 continue;
             };
             let Ok(mut workload) = Workload::new(config) else {

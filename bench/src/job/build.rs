@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use super::error::{JobError, Origin};
 use super::options::{Category, Scope, OPTIONS};
-use super::spec::{Engine, JobSpec, RateProcess, SizeSpec, Target, VerifyKind};
+use super::spec::{Engine, JobSpec, RateProcess, SizeSpec, Target, VerifyKind, ZoneMode};
 use crate::io::Direction;
 
 /// The name of the job made from command-line options when no `--name` and no job file is
@@ -328,6 +328,43 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
         }
         if matches!(spec.offset, super::spec::SizeSpec::Percent(_)) {
             return Err(conflict("rw", "offset", "rw=copy needs offset= in bytes"));
+        }
+    }
+
+    // Zones and file sizes (fio's fixup_options and setup_files).
+    match (spec.zonemode, spec.zonesize) {
+        (ZoneMode::Strided, 0) => {
+            return Err(conflict(
+                "zonemode",
+                "zonesize",
+                "zonemode=strided needs zonesize (fio: --zonesize must be specified when \
+                 using --zonemode=strided)",
+            ))
+        }
+        (ZoneMode::None, 1..) => {
+            return Err(conflict(
+                "zonesize",
+                "zonemode",
+                "zonesize needs zonemode=strided (fio: --zonemode=none and --zonesize are not \
+                 compatible, and none is the default)",
+            ))
+        }
+        _ => {}
+    }
+    if spec.filesize.is_some() {
+        if !spec.more_filenames.is_empty() {
+            return Err(conflict(
+                "filesize",
+                "filename",
+                "filesize with a list of LUNs is not supported: give the job one file",
+            ));
+        }
+        if spec.rw_copy {
+            return Err(conflict(
+                "filesize",
+                "rw",
+                "an rw=copy job copies offset and size; filesize does not apply",
+            ));
         }
     }
 

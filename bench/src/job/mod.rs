@@ -38,6 +38,12 @@
 //! - `random_generator` is taken with fio's names, but there is one generator: random
 //!   offsets differ from fio's whichever is named (their shape is checked against fio's);
 //! - `fill_device` on a regular file without `size` is refused (fio fills the file system);
+//! - `zonemode=zbd` is refused (no LUN here is a zoned block device; fio emulates zones on
+//!   plain files); `zonemode=strided` with an `rw` offset modifier, `percentage_random` or a
+//!   skewed `random_distribution` is refused when the job is set up (fio draws the skewed
+//!   ones over the whole file, past the zone), and so is a `zonerange` below the block size;
+//! - `filesize` past the end of a LUN or block device is refused (fio ends the job at the
+//!   device's end), and so is `filesize` with a list of LUNs;
 //! - `--terse-version` other than 3 is refused; `steadystate` is judged per job (fio pools
 //!   a reporting group's jobs under `group_reporting`).
 //!

@@ -17,7 +17,7 @@ use super::render::{self, changed, changed_flag};
 use super::spec::{
     BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, FileService, FileServiceKind,
     IscsiOptions, JobSpec, LogName, PathList, PerDir, RateProcess, RwSequencer, SizeSpec,
-    SteadyStateMetric, SteadyStateSpec, SyncMode, TransportKind, VerifyKind,
+    SteadyStateMetric, SteadyStateSpec, SyncMode, TransportKind, VerifyKind, ZoneMode, ZoneSkip,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -189,17 +189,41 @@ pub static OPTIONS: &[OptionDef] = &[
             );
         },
         render |_spec, _base| None),
-    // fio's zonemode=none (its default) treats the target as not zoned, as every LUN here
-    // is; the zoned modes need zoned block devices (ZBC) and are refused by name.
-    opt!("zonemode", Required, Region, "none", default "none",
-        "Zoned block device handling: none (the target is not zoned); strided and zbd are \
-         not supported",
-        apply |s| if s.text() != "none" {
-            return s.fail(
-                "only zonemode=none: iscsi-bench does not drive zoned block devices (strided, zbd)",
-            );
+    // fio's zonemode=zbd drives zoned block devices (ZBC/ZNS: write pointers, zone resets,
+    // open-zone limits), which no LUN here is: refused by name. Strided zones are plain
+    // offsets on any target.
+    opt!("zonemode", Required, Region, "none|strided", default "none",
+        "none: the target is not zoned; strided: I/O is held to one zone (zonerange bytes) \
+         until zonesize bytes were issued there, then moves zonerange+zoneskip on (a job with \
+         several files runs without zones, as in fio; zbd, zoned block devices, is refused)",
+        apply |s| s.spec().zonemode = match s.text() {
+            "none" => ZoneMode::None,
+            "strided" => ZoneMode::Strided,
+            "zbd" => return s.fail(
+                "zonemode=zbd is fio's zoned block device mode (write pointers, zone resets); \
+                 iscsi-bench does not drive zoned block devices (zonemode=none or strided)",
+            ),
+            _ => return s.fail("expected none or strided"),
         },
-        render |_spec, _base| None),
+        render |spec, base| (spec.zonemode != base.zonemode).then(|| match spec.zonemode {
+            ZoneMode::None => "none".to_string(),
+            ZoneMode::Strided => "strided".to_string(),
+        })),
+    opt!("zonesize", Required, Region, "int", default "0",
+        "zonemode=strided: bytes of I/O in a zone before the next (needs zonemode=strided)",
+        apply |s| s.spec().zonesize = s.parse_kb(value::parse_size)?,
+        render |spec, base| changed(spec.zonesize, base.zonesize)),
+    opt!("zonerange", Required, Region, "int", default "zonesize",
+        "zonemode=strided: the length of a zone (a zonesize above it visits the zone again)",
+        apply |s| s.spec().zonerange = s.parse_kb(value::parse_size)?,
+        render |spec, base| changed(spec.zonerange, base.zonerange)),
+    opt!("zoneskip", Required, Region, "int|Nz", default "0",
+        "zonemode=strided: bytes (or Nz: zones of zonesize) skipped after each zone",
+        apply |s| s.spec().zoneskip = s.parse_kb(value::parse_zone_skip)?,
+        render |spec, base| (spec.zoneskip != base.zoneskip).then(|| match spec.zoneskip {
+            ZoneSkip::Bytes(bytes) => bytes.to_string(),
+            ZoneSkip::Zones(zones) => format!("{zones}z"),
+        })),
     // fio registers the options of its built-in tiobench profile as job options, so it
     // takes `threads=` in any job and reads it only under `profile=tiobench` (which
     // iscsi-bench does not run): accepted and without effect here as there.
@@ -223,6 +247,23 @@ pub static OPTIONS: &[OptionDef] = &[
             "size=0 leaves nothing to do (leave size out to use the whole target)",
         )?),
         render |spec, _base| spec.size.map(render::size)),
+    opt!("filesize", Required, Region, "irange", default "size",
+        "The size each file is taken to have (a range: drawn per file); the region reaches \
+         to it, a regular file is laid out to it, and size= becomes the amount of I/O",
+        apply |s| {
+            let range = s.parse_kb(|text, kb_base| {
+                value::parse_range(text, |part| value::parse_size(part, kb_base))
+            })?;
+            if range.min == 0 {
+                return s.fail("filesize must be at least 1 byte (as in fio)");
+            }
+            s.spec().filesize = Some(range);
+        },
+        render |spec, _base| spec.filesize.map(|range| if range.min == range.max {
+            range.min.to_string()
+        } else {
+            format!("{}-{}", range.min, range.max)
+        })),
     opt!("offset" ["fileoffset"], Required, Region, "int[%]", default "0", "Start of the region",
         apply |s| s.spec().offset = s.parse_kb(value::parse_size_or_percent)?,
         render |spec, base| (spec.offset != base.offset).then(|| render::size(spec.offset))),
@@ -944,7 +985,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "blocksize_unaligned",
     "bs_is_seq_rand",
     "serialize_overlap",
-    "filesize",
     "file_append",
     "offset_align",
     "nrfiles",
@@ -981,10 +1021,7 @@ pub static UNSUPPORTED: &[&str] = &[
     "exec_prerun",
     "exec_postrun",
     "ioscheduler",
-    "zonesize",
     "zonecapacity",
-    "zonerange",
-    "zoneskip",
     "read_beyond_wp",
     "max_open_zones",
     "job_max_open_zones",
@@ -1647,7 +1684,9 @@ mod tests {
             "paths" => "127.0.0.1:3260,[::1]:3261",
             "path_policy" => "service-time",
             "startdelay" => "1-3",
-            "zonemode" => "none",
+            "zonemode" => "strided",
+            "zoneskip" => "2z",
+            "filesize" => "1m-2m",
             "offset" | "size" => "25%",
             "bsrange" => "4k-16k",
             "percentile_list" => "50:99",
@@ -1868,6 +1907,36 @@ mod tests {
         );
         let unsupported = cmdhelp("--cmdhelp=fdatasync").unwrap_err();
         assert!(matches!(unsupported, JobError::Unsupported { .. }));
+    }
+
+    #[test]
+    fn zone_and_filesize_values() {
+        let mut scope = Scope::new(JobSpec::new("t"));
+        apply(&mut scope, "zonemode", Some("strided")).unwrap();
+        apply(&mut scope, "zoneskip", Some("3z")).unwrap();
+        assert_eq!(scope.spec.zoneskip, ZoneSkip::Zones(3));
+        apply(&mut scope, "zoneskip", Some("2g")).unwrap();
+        assert_eq!(scope.spec.zoneskip, ZoneSkip::Bytes(2 << 30));
+        apply(&mut scope, "filesize", Some("1g")).unwrap();
+        let fixed = scope.spec.filesize.unwrap();
+        assert_eq!((fixed.min, fixed.max), (1 << 30, 1 << 30));
+        assert_eq!(
+            lookup("filesize").unwrap().rendered(&scope.spec).unwrap(),
+            "1073741824"
+        );
+        for (option, bad, why) in [
+            ("zonemode", "zbd", "zoned block device"),
+            ("zonemode", "random", "none or strided"),
+            ("zoneskip", "z", "empty value"),
+            ("zoneskip", "2Z", "unit"),
+            ("filesize", "0", "at least 1"),
+            ("filesize", "2m-1m", "minimum"),
+        ] {
+            let error = apply(&mut scope, option, Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(why), "{option}={bad}: {error}");
+        }
     }
 
     #[test]

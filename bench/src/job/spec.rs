@@ -77,6 +77,24 @@ impl BlockSize {
     }
 }
 
+/// fio's `zonemode=`, of the modes iscsi-bench runs (`zbd`, zoned block devices, is refused
+/// when parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ZoneMode {
+    /// The target is not zoned (fio's default); `zonerange` and `zoneskip` do nothing.
+    #[default]
+    None,
+    /// I/O is held to one zone at a time (`workload::strided`).
+    Strided,
+}
+
+/// fio's `zoneskip=`: bytes, or a number of zones (`2z`: twice `zonesize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneSkip {
+    Bytes(u64),
+    Zones(u32),
+}
+
 /// A size given in bytes or as a percentage of something (the target for `size`/`offset`,
 /// `size` for `io_size`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,8 +345,18 @@ pub struct JobSpec {
     pub error_policy: crate::job::error_policy::ErrorPolicy,
 
     // Region and amount.
-    /// `None`: the whole target from `offset` on.
+    /// `None`: the whole target from `offset` on. With `filesize`, a size in bytes is the
+    /// amount of I/O, not the region (fio: "size becomes merely the default for io_size").
     pub size: Option<SizeSpec>,
+    /// `filesize`: the size the job takes each of its files to have, a range drawn per file
+    /// (`run::setup::file_size_bytes`); the region reaches from `offset` to there.
+    pub filesize: Option<ValueRange<u64>>,
+    /// `zonemode`, and `zonesize`/`zonerange`/`zoneskip` as given (0: not given, fio's
+    /// default); `run::setup::strided_zones` resolves them as fio does.
+    pub zonemode: ZoneMode,
+    pub zonesize: u64,
+    pub zonerange: u64,
+    pub zoneskip: ZoneSkip,
     pub offset: SizeSpec,
     pub offset_increment: Option<SizeSpec>,
     /// `fill_device`/`fill_fs`.
@@ -543,6 +571,11 @@ impl JobSpec {
             io_timeout: None,
             error_policy: Default::default(),
             size: None,
+            filesize: None,
+            zonemode: ZoneMode::None,
+            zonesize: 0,
+            zonerange: 0,
+            zoneskip: ZoneSkip::Bytes(0),
             offset: SizeSpec::Bytes(0),
             offset_increment: None,
             fill_device: false,
@@ -711,7 +744,8 @@ impl JobSpec {
     }
 
     /// As [`JobSpec::check_target_size`], for clone `clone_index` of `numjobs` (its region
-    /// starts `clone_index * offset_increment` further).
+    /// starts `clone_index * offset_increment` further). With `filesize`, `target_bytes` is
+    /// the size the job takes the file to have (`run::setup::file_size_bytes`).
     pub fn region_for_clone(
         &self,
         target_bytes: u64,
@@ -760,6 +794,8 @@ impl JobSpec {
         }
         let len_bytes = match self.size {
             None => target_bytes - offset_bytes,
+            // filesize set: a size in bytes is how much I/O, not where.
+            Some(SizeSpec::Bytes(_)) if self.filesize.is_some() => target_bytes - offset_bytes,
             Some(spec) => resolve(spec, target_bytes),
         };
         if len_bytes == 0 {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::error::ValueError;
 use super::spec::{
     BsSplitEntry, ChecksumKind, Distribution, IscsiUrl, PerDir, RwKind, RwMode, SizeSpec, Target,
-    ValueRange, VerifyKind, Zone,
+    ValueRange, VerifyKind, Zone, ZoneSkip,
 };
 
 /// Most entries a list value (bssplit, percentile_list, cpus_allowed) may have.
@@ -175,6 +175,20 @@ pub fn parse_size_or_percent(text: &str, kb_base: u32) -> Result<SizeSpec> {
         return Ok(SizeSpec::Percent(percent as u8));
     }
     parse_size(text, kb_base).map(SizeSpec::Bytes)
+}
+
+/// `zoneskip=`: a size, or a whole number of zones with fio's `z` suffix (`2z`).
+pub fn parse_zone_skip(text: &str, kb_base: u32) -> Result<ZoneSkip> {
+    let text = text.trim();
+    match text.strip_suffix('z') {
+        Some(zones) => {
+            let zones = parse_u64(zones)?;
+            u32::try_from(zones)
+                .map(ZoneSkip::Zones)
+                .map_err(|_| ValueError::new("too many zones"))
+        }
+        None => parse_size(text, kb_base).map(ZoneSkip::Bytes),
+    }
 }
 
 /// The unit of a time value without a suffix.

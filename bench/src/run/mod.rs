@@ -166,21 +166,27 @@ pub fn run_gated(
         }
         for clone in 0..spec.numjobs.max(1) {
             job_number += 1;
-            let config = setup::engine_config(spec, embedded_url.as_ref())?;
+            let seed = crate::workload::job_seed(
+                spec.randseed,
+                spec.randrepeat,
+                job_number,
+                entropy.wrapping_add(u64::from(job_number)),
+            );
+            let config = setup::engine_config(spec, embedded_url.as_ref(), seed)?;
             let engine = engine::open(&config).map_err(|source| RunError::Engine {
                 job: spec.name.clone(),
                 engine: spec.engine().name(),
                 source: Box::new(source),
             })?;
-            let files = file_regions(spec, engine.as_ref(), clone)?;
+            let files = file_regions(spec, engine.as_ref(), clone, seed)?;
             let region = files[0].region;
-            let mut workload_config = setup::workload_config(
-                spec,
-                region,
-                job_number,
-                engine.block_size_bytes(),
-                entropy.wrapping_add(u64::from(job_number)),
-            )?;
+            let mut workload_config =
+                setup::workload_config(spec, region, seed, engine.block_size_bytes())?;
+            // fio's zones wrap at the end of the file, not of the region.
+            if let Some(zones) = workload_config.strided_zones.as_mut() {
+                zones.target_end_bytes = files[0].target_bytes;
+            }
+            let zoned = workload_config.strided_zones.is_some();
             workload_config.more_files = files[1..]
                 .iter()
                 .map(|file| FileRegion {
@@ -241,7 +247,7 @@ pub fn run_gated(
                     overlap::clone_name(&spec.name, clone + 1, spec.numjobs.max(1)),
                     phase,
                     &files[0].name,
-                    &files[0].region,
+                    &files[0].reach(zoned),
                     verifier,
                 )?),
                 _ => None,
@@ -252,8 +258,8 @@ pub fn run_gated(
                     clone: clone + 1,
                     clones: spec.numjobs.max(1),
                     phase,
+                    region: file.reach(zoned),
                     targets: vec![file.name],
-                    region: file.region,
                     writes: spec.does(crate::io::Direction::Write)
                         || spec.does(crate::io::Direction::Trim),
                     verifies: spec.verify != crate::job::spec::VerifyKind::None,
@@ -579,18 +585,35 @@ fn target_name(spec: &JobSpec, file: usize) -> String {
     }
 }
 
-/// One file (LUN) of a job clone: its region and how errors name it.
+/// One file (LUN) of a job clone: its region, its size and how errors name it.
 struct JobFile {
     region: Region,
+    target_bytes: u64,
     name: String,
 }
 
-/// The region of clone `clone` in each file the engine opened, checked against that file's
-/// size and logical block. As in fio, a `size` in bytes is divided between the files.
+impl JobFile {
+    /// What the clone's I/O may touch: its region, or with strided zones (which wrap at the
+    /// file's end, as fio's do) everything from its start to the file's end.
+    fn reach(&self, zoned: bool) -> Region {
+        if !zoned {
+            return self.region;
+        }
+        Region {
+            offset_bytes: self.region.offset_bytes,
+            len_bytes: self.target_bytes - self.region.offset_bytes,
+        }
+    }
+}
+
+/// The region of clone `clone` (whose seed is `seed`) in each file the engine opened,
+/// checked against that file's size and logical block. As in fio, a `size` in bytes is
+/// divided between the files, and a `filesize` sets the size each file is taken to have.
 fn file_regions(
     spec: &JobSpec,
     engine: &dyn engine::Engine,
     clone: u32,
+    seed: u64,
 ) -> Result<Vec<JobFile>, RunError> {
     let count = engine.file_count().max(1);
     let divided;
@@ -609,19 +632,50 @@ fn file_regions(
         let (size_bytes, block_bytes) = engine
             .file_geometry(file)
             .unwrap_or((engine.size_bytes(), engine.block_size_bytes()));
-        let region = per_file
-            .region_for_clone(size_bytes, clone)
-            .map_err(Box::new)?;
         let name = target_name(spec, file);
+        let used_bytes = file_bytes_used(spec, file, size_bytes, seed, &name)?;
+        let region = per_file
+            .region_for_clone(used_bytes, clone)
+            .map_err(Box::new)?;
         // The null engine moves no data, so any size goes, as in fio.
         if spec.engine() != EngineKind::Null {
             per_file
                 .check_block_alignment(&region, block_bytes, &name)
                 .map_err(Box::new)?;
         }
-        files.push(JobFile { region, name });
+        files.push(JobFile {
+            region,
+            target_bytes: size_bytes,
+            name,
+        });
     }
     Ok(files)
+}
+
+/// How much of file `file` (`size_bytes` long) the job uses: all of it, or its `filesize`.
+/// The embedded target's LUN is new to the job, as a file fio creates is; a filesize past
+/// the end of a LUN or device is refused (a regular file was laid out to it already).
+fn file_bytes_used(
+    spec: &JobSpec,
+    file: usize,
+    size_bytes: u64,
+    seed: u64,
+    name: &str,
+) -> Result<u64, RunError> {
+    let embedded = spec.engine() == EngineKind::Iscsi && spec.filename.is_none();
+    let current_bytes = if embedded { 0 } else { size_bytes };
+    match setup::file_size_bytes(spec, current_bytes, seed, file) {
+        None => Ok(size_bytes),
+        Some(used) if used <= size_bytes => Ok(used),
+        Some(used) => Err(RunError::from(Box::new(crate::job::JobError::InvalidJob {
+            at: spec.origin.clone(),
+            job: spec.name.clone(),
+            reason: format!(
+                "filesize {used} is past the end of {name} ({size_bytes} bytes): only regular \
+                 files are laid out to their filesize"
+            ),
+        }))),
+    }
 }
 
 /// One embedded target for every iSCSI job that names no target, big enough for all.

@@ -13,11 +13,12 @@ use crate::io::Direction;
 use crate::io::PerDir;
 use crate::job::spec::{
     BlockSize, DigestChoice, Engine as EngineKind, IscsiUrl as JobUrl, JobSpec, Region, SizeSpec,
-    Target, VerifyKind as JobVerify,
+    Target, VerifyKind as JobVerify, ZoneMode, ZoneSkip,
 };
 use crate::workload::{
-    job_seed, BlockSizeSpec, BsSplitEntry, OffsetModifiers, PacingConfig, RateFloor,
-    RateFloorConfig, ThinkTime, ThinkTimeTrigger, VerifyConfig, VerifyKind, WorkloadConfig,
+    drawn_file_size, BlockSizeSpec, BsSplitEntry, OffsetModifiers, PacingConfig, RateFloor,
+    RateFloorConfig, StridedZones, ThinkTime, ThinkTimeTrigger, VerifyConfig, VerifyKind,
+    WorkloadConfig,
 };
 
 /// The size of the embedded target's LUN when no job says how much it uses.
@@ -41,9 +42,12 @@ fn is_block_device(path: &std::path::Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }
 
-/// The size the embedded target needs for this job: the end of its region (all clones),
-/// or `None` when the job takes the whole LUN whatever its size.
+/// The size the embedded target needs for this job: the end of its region (all clones), the
+/// largest `filesize`, or `None` when the job takes the whole LUN whatever its size.
 pub fn embedded_bytes_needed(spec: &JobSpec) -> Option<u64> {
+    if let Some(range) = spec.filesize {
+        return Some(range.max);
+    }
     let offset = match spec.offset {
         SizeSpec::Bytes(bytes) => bytes,
         SizeSpec::Percent(_) => return None,
@@ -65,18 +69,44 @@ pub fn embedded_bytes_needed(spec: &JobSpec) -> Option<u64> {
     )
 }
 
+/// fio's `filesize` (filesetup.c, `setup_files`): the size the job takes its file `file` to
+/// have, given the size it has now (`current_bytes`; 0 for a file that does not exist yet).
+/// A size within the range is kept; any other gives way to the fixed size, or to one drawn
+/// in the range from the job's `seed`. A regular file is laid out to it, and the region
+/// reaches from `offset` to it (a longer file or LUN is used only up to there). `None`
+/// without `filesize`.
+pub fn file_size_bytes(spec: &JobSpec, current_bytes: u64, seed: u64, file: usize) -> Option<u64> {
+    let range = spec.filesize?;
+    Some(if (range.min..=range.max).contains(&current_bytes) {
+        current_bytes
+    } else if range.min == range.max {
+        range.min
+    } else {
+        drawn_file_size(
+            seed,
+            file,
+            range.min,
+            range.max,
+            spec.min_block_size_bytes(),
+        )
+    })
+}
+
 /// The engine configuration of one clone. `embedded` is the URL of the run's embedded
-/// target, for iSCSI jobs that name no target.
+/// target, for iSCSI jobs that name no target; `seed` is the clone's (`filesize` draws).
 pub fn engine_config(
     spec: &JobSpec,
     embedded: Option<&IscsiUrl>,
+    seed: u64,
 ) -> Result<EngineConfig, SetupError> {
     let iodepth = spec.iodepth.max(1) as usize;
     let max_block = max_block_bytes(spec);
     match spec.engine() {
         EngineKind::Null => {
-            let size = match spec.size {
-                Some(SizeSpec::Bytes(bytes)) => {
+            // Nothing exists behind the null engine: a filesize applies as to a new file.
+            let size = match (file_size_bytes(spec, 0, seed, 0), spec.size) {
+                (Some(file_bytes), _) => file_bytes,
+                (None, Some(SizeSpec::Bytes(bytes))) => {
                     let offset = match spec.offset {
                         SizeSpec::Bytes(offset) => offset,
                         SizeSpec::Percent(_) => 0,
@@ -108,6 +138,13 @@ pub fn engine_config(
             }
             let mut options = UringOptions::new(path.clone(), iodepth, max_block);
             options.size_bytes = match (spec.offset, spec.size) {
+                // A file is laid out to its filesize; a block device keeps its size (the
+                // runner holds the filesize to it).
+                _ if spec.filesize.is_some() && is_block_device(path) => None,
+                _ if spec.filesize.is_some() => {
+                    let current = std::fs::metadata(path).map_or(0, |m| m.len());
+                    file_size_bytes(spec, current, seed, 0)
+                }
                 (SizeSpec::Bytes(offset), Some(SizeSpec::Bytes(size))) => {
                     Some(offset.saturating_add(size))
                 }
@@ -321,15 +358,36 @@ fn per_direction<T, U>(
     })
 }
 
-/// The workload of job number `job_number` (1-based over the run, as fio numbers its
-/// threads) over `region`, on a target whose logical block is `lba_bytes`. `entropy` seeds
-/// jobs with `randrepeat=0`.
+/// fio's strided zones of a job over `region`, resolved as fio's `fixup_options` (init.c)
+/// and `setup_files` (filesetup.c) do: `zonerange` defaults to `zonesize`, a `zoneskip` in
+/// zones counts `zonesize`s, and a job with more than one file runs without zones ("strided
+/// zone mode only really works with 1 file"). The zones wrap at the region's end; the runner
+/// moves that to the target's end (fio's file size) once the target is open.
+pub fn strided_zones(spec: &JobSpec, region: Region) -> Option<StridedZones> {
+    if spec.zonemode != ZoneMode::Strided || spec.zonesize == 0 || !spec.more_filenames.is_empty() {
+        return None;
+    }
+    Some(StridedZones {
+        io_per_zone_bytes: spec.zonesize,
+        range_bytes: match spec.zonerange {
+            0 => spec.zonesize,
+            range => range,
+        },
+        skip_bytes: match spec.zoneskip {
+            ZoneSkip::Bytes(bytes) => bytes,
+            ZoneSkip::Zones(zones) => u64::from(zones).saturating_mul(spec.zonesize),
+        },
+        target_end_bytes: region.offset_bytes.saturating_add(region.len_bytes),
+    })
+}
+
+/// The workload of a job clone whose seed is `seed` ([`crate::workload::job_seed`]) over
+/// `region`, on a target whose logical block is `lba_bytes`.
 pub fn workload_config(
     spec: &JobSpec,
     region: Region,
-    job_number: u32,
+    seed: u64,
     lba_bytes: u32,
-    entropy: u64,
 ) -> Result<WorkloadConfig, SetupError> {
     let bs = &spec.block_size;
     let block_sizes = per_direction(&bs.read, &bs.write, &bs.trim, |b| block_size_spec(spec, b))?;
@@ -338,7 +396,12 @@ pub fn workload_config(
         a.map(|v| to_u32(spec, "blockalign", v)).transpose()
     })?;
     let io_size_bytes = match spec.io_size {
-        None => None,
+        // fio: with filesize, size "becomes merely the default for io_size", cut to the
+        // region (filesetup.c caps it at the files' total).
+        None => match (spec.filesize, spec.size) {
+            (Some(_), Some(SizeSpec::Bytes(bytes))) => Some(bytes.min(region.len_bytes)),
+            _ => None,
+        },
         Some(SizeSpec::Bytes(bytes)) => Some(bytes),
         Some(SizeSpec::Percent(pct)) => Some(region.len_bytes / 100 * u64::from(pct)),
     };
@@ -385,7 +448,7 @@ pub fn workload_config(
         number_ios: spec.number_ios,
         io_size_bytes,
         time_based: spec.time_based,
-        seed: job_seed(spec.randseed, spec.randrepeat, job_number, entropy),
+        seed,
         pacing,
         verify,
         // The runner adds the other files' regions once their LUNs are open.
@@ -407,6 +470,7 @@ pub fn workload_config(
             sequencer: spec.rw_sequencer,
             percentage_random: spec.percentage_random.clone(),
         },
+        strided_zones: strided_zones(spec, region),
     })
 }
 
@@ -432,11 +496,39 @@ mod tests {
     }
 
     #[test]
+    fn strided_zones_are_resolved_as_fio_fixes_them_up() {
+        let region = Region {
+            offset_bytes: 1 << 20,
+            len_bytes: 4 << 20,
+        };
+        let zones = |options: &str| {
+            strided_zones(&spec(&format!("[j]\nzonemode=strided\n{options}")), region)
+        };
+        // zonerange defaults to zonesize; zoneskip in zones counts zonesizes; the zones wrap
+        // at the region's end until the runner knows the target's.
+        assert_eq!(
+            zones("zonesize=64k\nzoneskip=3z\n"),
+            Some(StridedZones {
+                io_per_zone_bytes: 64 << 10,
+                range_bytes: 64 << 10,
+                skip_bytes: 192 << 10,
+                target_end_bytes: 5 << 20,
+            })
+        );
+        let given = zones("zonesize=64k\nzonerange=1m\nzoneskip=2m\n").unwrap();
+        assert_eq!((given.range_bytes, given.skip_bytes), (1 << 20, 2 << 20));
+        // "Strided zone mode only really works with 1 file": a LUN list runs without zones.
+        let luns = "filename=iscsi://127.0.0.1/iqn.2026-12.test:t/0:iscsi://127.0.0.1/iqn.2026-12.test:t/1\n";
+        assert_eq!(zones(&format!("zonesize=64k\n{luns}")), None);
+        assert_eq!(strided_zones(&spec("[j]\n"), region), None);
+    }
+
+    #[test]
     fn hipri_makes_the_iscsi_shard_poll_and_is_refused_by_name_elsewhere() {
         let url = IscsiUrl::parse("iscsi://127.0.0.1:3260/iqn.2026-12.test:t/0").unwrap();
         let plain = spec("[j]\nrw=randread\n");
         let polled = spec("[j]\nrw=randread\nhipri=1\n");
-        let hipri = |s: &JobSpec| match engine_config(s, Some(&url)) {
+        let hipri = |s: &JobSpec| match engine_config(s, Some(&url), 0) {
             Ok(EngineConfig::Iscsi(options)) => options.hipri,
             other => panic!("expected an iscsi engine, got {other:?}"),
         };

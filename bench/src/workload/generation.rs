@@ -59,7 +59,7 @@ impl GenerationTracker {
         if let Some((order, block_bytes)) = generator.write_order() {
             return Ok(GenerationTracker::FromPass { order, block_bytes });
         }
-        let blocks = generator.size() / u64::from(interval_bytes);
+        let blocks = generator.reach_bytes() / u64::from(interval_bytes);
         if blocks > config.max_tracked_blocks {
             return Err(WorkloadError::VerifyTooManyBlocks {
                 blocks,
@@ -109,7 +109,7 @@ impl GenerationTracker {
         let inner = match self {
             GenerationTracker::FromPass { order, block_bytes } => {
                 let block = u64::from(*block_bytes);
-                let blocks = generator.size() / block;
+                let blocks = generator.reach_bytes() / block;
                 let (current_pass, loop_first_pass, written_in_pass, permutation) = match order {
                     WriteOrder::Sequential => {
                         let cursor = generator.write_cursor();

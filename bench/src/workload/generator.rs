@@ -25,11 +25,20 @@
 //!   N I/Os and places the ones between by `rw_sequencer` (after the last I/O, or on it),
 //!   and `percentage_random` continues sequentially instead of drawing for the rest. Such a
 //!   job's writes are tracked by the generation table, not by pass order.
+//! - fio's strided zones ([`super::strided`]): I/O goes to the current zone, sequential from
+//!   where the direction's last I/O ended (the zone's start after a reset), random from the
+//!   zone's units (its own random map, emptied at each reset), and, as fio's
+//!   `get_next_offset` fails there, an offset `size` or more past the zone's start or an I/O
+//!   past the target's end ends the loop (so does an I/O of a block size range past the
+//!   region's end: fio's `io_u_fits`). Zones take plain offsets: with offset modifiers,
+//!   `percentage_random` or a skewed distribution the job is refused. Writes are tracked by
+//!   the table.
 
 use super::blocksize::BlockSizePicker;
 use super::distribution::{SkewedSampler, ZonedSampler};
 use super::permutation::Permutation;
 use super::rng::{stream_seed, streams, SplitMix64};
+use super::strided::ZoneWalk;
 use super::{OffsetModifiers, RwSequencer, WorkloadConfig, WorkloadError};
 use crate::io::Direction;
 use crate::io::{Distribution, PerDir, RwKind};
@@ -63,6 +72,29 @@ pub(crate) struct RandomMap {
     /// Units handed out in this pass.
     pub(crate) visited: u64,
     pub(crate) loop_first_pass: u64,
+}
+
+impl RandomMap {
+    fn is_exhausted(&self) -> bool {
+        self.visited >= self.permutation.len()
+    }
+
+    /// Starts the next pass over `units` units: a new order, nothing visited.
+    fn begin_pass(&mut self, seed: u64, units: u64) {
+        self.pass += 1;
+        self.permutation = pass_permutation(seed, units, self.pass);
+        self.visited = 0;
+    }
+
+    /// The next unit of the pass (a new pass once this one visited every unit).
+    fn next_unit(&mut self, seed: u64, units: u64) -> u64 {
+        if self.is_exhausted() {
+            self.begin_pass(seed, units);
+        }
+        let unit = self.permutation.apply(self.visited);
+        self.visited += 1;
+        unit
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +154,8 @@ pub(crate) struct Generator {
     last: PerDir<Option<(u64, u64)>>,
     /// `percentage_random`'s draws.
     sequential_choice_rng: SplitMix64,
+    /// fio's strided zones; `units` then counts the units of one zone.
+    zones: Option<ZoneWalk>,
 }
 
 impl Generator {
@@ -171,8 +205,21 @@ impl Generator {
                 block_bytes: min_len,
             });
         }
-        // Units whose start leaves room for the shortest I/O.
-        let units = (config.size_bytes - u64::from(min_len)) / map_unit + 1;
+        if config.strided_zones.is_some() {
+            check_plain_offsets(config)?;
+        }
+        // Units whose start leaves room for the shortest I/O: of the region, or of one zone.
+        let span_bytes = match &config.strided_zones {
+            None => config.size_bytes,
+            Some(zones) if zones.range_bytes < u64::from(min_len) => {
+                return Err(WorkloadError::ZoneRangeBelowBlockSize {
+                    range_bytes: zones.range_bytes,
+                    block_bytes: min_len,
+                })
+            }
+            Some(zones) => zones.range_bytes,
+        };
+        let units = (span_bytes - u64::from(min_len)) / map_unit + 1;
         let random = if config.rw.is_random() {
             Some(random_source(config, units, map_unit)?)
         } else {
@@ -210,6 +257,9 @@ impl Generator {
                 streams::SEQUENTIAL_CHOICE,
                 0,
             )),
+            zones: config
+                .strided_zones
+                .map(|zones| ZoneWalk::new(zones, config.offset_bytes, zone_round_bytes(config))),
         })
     }
 
@@ -252,9 +302,16 @@ impl Generator {
                 len = (remaining - remaining % u64::from(min_len)) as u32;
             }
         }
-        let Some(offset) = self.pick_offset(direction, len) else {
-            // A holed or backward sequential stream ran off the region's end: as in fio,
-            // that ends the loop even though fewer than io_size bytes were moved.
+        let placed = if self.zones.is_some() {
+            self.enter_zone(direction);
+            self.zone_place(direction, len)
+        } else {
+            self.pick_offset(direction, len).map(|offset| (offset, len))
+        };
+        let Some((offset, len)) = placed else {
+            // A holed or backward sequential stream ran off the region's end, or a zone's
+            // I/O off the target's: as in fio, that ends the loop even though fewer than
+            // io_size bytes were moved.
             self.loops_done += 1;
             if self.loops_done >= self.loops {
                 self.done = true;
@@ -264,6 +321,9 @@ impl Generator {
             return GenStep::LoopEnd;
         };
         *self.last.get_mut(direction) = Some((offset, offset + u64::from(len)));
+        if let Some(zones) = &mut self.zones {
+            zones.on_io(len);
+        }
         self.bytes_in_loop += u64::from(len);
         self.ios_total += 1;
         GenStep::Io {
@@ -375,16 +435,7 @@ impl Generator {
     /// region (fio then ends the loop).
     fn random_offset(&mut self, direction: Direction, len: u32) -> Option<u64> {
         let unit = match &mut self.random {
-            Some(RandomSource::Map(map)) => {
-                if map.visited >= map.permutation.len() {
-                    map.pass += 1;
-                    map.permutation = pass_permutation(self.seed, self.units, map.pass);
-                    map.visited = 0;
-                }
-                let unit = map.permutation.apply(map.visited);
-                map.visited += 1;
-                unit
-            }
+            Some(RandomSource::Map(map)) => map.next_unit(self.seed, self.units),
             Some(RandomSource::Uniform) | None => self.offset_rng.below(self.units),
             Some(RandomSource::Skewed(sampler)) => sampler.sample(&mut self.offset_rng),
             Some(RandomSource::Zoned(sampler)) => sampler.sample(direction, &mut self.offset_rng),
@@ -412,15 +463,102 @@ impl Generator {
                 };
             }
         };
-        let align = (*self.align.get(direction)).max(1);
-        let mut offset = unit * self.map_unit;
-        offset -= offset % align;
+        let mut offset = self.unit_offset(direction, unit);
         let len = u64::from(len);
         if offset + len > self.size {
             let last_start = self.size - len;
+            let align = (*self.align.get(direction)).max(1);
             offset = last_start - last_start % align;
         }
         Some(offset)
+    }
+
+    /// fio's `setup_strided_zone_mode` before an I/O of `direction`: the zone moves on once
+    /// it had its bytes; at a reset every direction starts over at the zone's start and the
+    /// random map is emptied; a direction whose position ran past the zone's end starts over
+    /// too (`None` stands for the zone's start).
+    fn enter_zone(&mut self, direction: Direction) {
+        let Some(zones) = &mut self.zones else {
+            return;
+        };
+        if zones.turn() {
+            self.last = PerDir::default();
+            if let Some(RandomSource::Map(map)) = &mut self.random {
+                map.begin_pass(self.seed, self.units);
+            }
+        }
+        let zone_end = zones.end();
+        if self
+            .last
+            .get(direction)
+            .is_some_and(|(_, end)| end >= zone_end)
+        {
+            *self.last.get_mut(direction) = None;
+        }
+    }
+
+    /// Where the next I/O goes in the current strided zone, from the region's start, and
+    /// its length; `None` where fio's `get_next_offset` or `fill_io_u` would fail, which ends
+    /// the loop: an offset `size` or more past the zone's start, an I/O past the target's end,
+    /// or (for a direction with several block sizes) one whose shortest size does not fit
+    /// before the region's end. Such an I/O is shortened to fit, where fio draws sizes until
+    /// one does (`io_u_fits`).
+    fn zone_place(&mut self, direction: Direction, len: u32) -> Option<(u64, u32)> {
+        let (zone_start, reach) = self
+            .zones
+            .as_ref()
+            .map(|zones| (zones.start(), zones.reach_bytes()))?;
+        let offset = if self.rw.is_random() {
+            zone_start + self.zone_random_offset(direction)?
+        } else {
+            let position = self.last.get(direction).map_or(zone_start, |(_, end)| end);
+            // fio's get_next_seq_offset: a time-based job, or one writing more than its size,
+            // goes back to the file offset (the zone's start) once past the region's end.
+            let rewinds =
+                self.time_based || (self.rw.does(Direction::Write) && self.loop_bytes > self.size);
+            if rewinds && position >= self.size {
+                zone_start
+            } else {
+                position
+            }
+        };
+        let picker = self.pickers.get(direction).as_ref()?;
+        let len = if picker.fixed().is_some() {
+            len
+        } else {
+            let room = self.size.checked_sub(offset)?;
+            let min_len = u64::from(picker.min_bytes());
+            if room < min_len {
+                return None;
+            }
+            // room >= min_len here, and the result is at most len.
+            len.min((room - room % min_len).min(u64::from(u32::MAX)) as u32)
+        };
+        let end = offset.checked_add(u64::from(len))?;
+        (offset - zone_start < self.size && end <= reach).then_some((offset, len))
+    }
+
+    /// A random offset in the current zone, from the zone's start: the zone's next unit by
+    /// the random map (a full map ends the loop unless time-based, as in fio), or any unit
+    /// with `norandommap`.
+    fn zone_random_offset(&mut self, direction: Direction) -> Option<u64> {
+        let unit = match &mut self.random {
+            Some(RandomSource::Map(map)) => {
+                if map.is_exhausted() && !self.time_based {
+                    return None;
+                }
+                map.next_unit(self.seed, self.units)
+            }
+            _ => self.offset_rng.below(self.units),
+        };
+        Some(self.unit_offset(direction, unit))
+    }
+
+    /// The offset of random unit `unit`, aligned down to the direction's `blockalign`.
+    fn unit_offset(&self, direction: Direction, unit: u64) -> u64 {
+        let align = (*self.align.get(direction)).max(1);
+        let offset = unit * self.map_unit;
+        offset - offset % align
     }
 
     fn start_next_loop(&mut self) {
@@ -434,10 +572,11 @@ impl Generator {
             cursor.loop_first_pass = cursor.pass;
         }
         if let Some(RandomSource::Map(map)) = &mut self.random {
-            map.pass += 1;
-            map.permutation = pass_permutation(self.seed, self.units, map.pass);
-            map.visited = 0;
+            map.begin_pass(self.seed, self.units);
             map.loop_first_pass = map.pass;
+        }
+        if let Some(zones) = &mut self.zones {
+            zones.rewind();
         }
     }
 
@@ -488,9 +627,9 @@ impl Generator {
 
     /// The write stream's order when its blocks can be told from its state alone.
     pub(crate) fn write_order(&self) -> Option<(WriteOrder, u32)> {
-        // Holes, backward steps and sequential runs inside a random job leave the pass
+        // Holes, backward steps, sequential runs inside a random job and zones leave the pass
         // order behind: the generation table keeps track instead.
-        if self.mods != OffsetModifiers::default() {
+        if self.mods != OffsetModifiers::default() || self.zones.is_some() {
             return None;
         }
         let block = self.pickers.write.as_ref()?.fixed()?;
@@ -524,8 +663,12 @@ impl Generator {
         self.region_offset
     }
 
-    pub(crate) fn size(&self) -> u64 {
-        self.size
+    /// Bytes from the region's start that I/O may touch: the region, or with strided zones
+    /// everything up to the target's end.
+    pub(crate) fn reach_bytes(&self) -> u64 {
+        self.zones
+            .as_ref()
+            .map_or(self.size, |zones| zones.reach_bytes().max(self.size))
     }
 
     /// fio's default `verify_interval`: the block size; the smallest write size, or read
@@ -543,6 +686,43 @@ impl Generator {
             .write
             .as_ref()
             .map_or(0, BlockSizePicker::max_bytes)
+    }
+}
+
+/// How many bytes fio's `do_io` issues before it stops and the job starts its files (and
+/// zones) over: `size`, but a time-based job never stops by bytes, and fio 3.42 lets
+/// sequential writes and random writes without the random map go on to `io_size`.
+fn zone_round_bytes(config: &WorkloadConfig) -> u64 {
+    let writes_whole_io_size =
+        config.rw.does(Direction::Write) && (!config.rw.is_random() || config.norandommap);
+    if config.time_based || writes_whole_io_size {
+        u64::MAX
+    } else {
+        config.size_bytes
+    }
+}
+
+/// Strided zones place offsets their own way (`zone_place`): what would place them
+/// otherwise is refused rather than ignored.
+fn check_plain_offsets(config: &WorkloadConfig) -> Result<(), WorkloadError> {
+    let refused = if config.offsets.seq_add_bytes != 0 || config.offsets.random_every != 1 {
+        Some("an rw offset modifier (rw=read:N, rw=randread:N)")
+    } else if config.rw.is_random()
+        && config
+            .rw
+            .directions()
+            .iter()
+            .any(|&direction| *config.offsets.percentage_random.get(direction) < 100)
+    {
+        Some("percentage_random")
+    } else if config.rw.is_random() && config.random_distribution != Distribution::Random {
+        Some("a random_distribution other than random (fio draws those over the whole file)")
+    } else {
+        None
+    };
+    match refused {
+        Some(what) => Err(WorkloadError::StridedZonesWith(what)),
+        None => Ok(()),
     }
 }
 

@@ -6,13 +6,17 @@
 //! The options follow fio's documented meanings (fio(1), fio 3.33): `offset`, `size`, `rw`,
 //! `rwmixread`, `bs`/`bsrange`/`bssplit`, `blockalign`, `norandommap`, `random_distribution`,
 //! `loops`, `number_ios`, `io_size`, `time_based`, `randrepeat`/`randseed`, `rate`,
-//! `rate_iops`, `rate_process`, `thinktime*`, `verify*`, `do_verify`, `verify_fatal`.
+//! `rate_iops`, `rate_process`, `thinktime*`, `verify*`, `do_verify`, `verify_fatal`, and
+//! fio's strided zones (`zonemode=strided`, `zonesize`, `zonerange`, `zoneskip`), which
+//! follow fio's source (io_u.c, `setup_strided_zone_mode`) where the manual says little.
 //!
 //! The parts:
 //! - [`Workload`] is what the runner drives: [`Workload::next`] hands out one [`PlannedIo`]
 //!   at a time with its *scheduled* start, or says to wait, to verify, or that the job is done;
 //! - `generator` picks directions, offsets and sizes (sequential with wrap-around, random over
 //!   a keyed permutation so a pass touches every block once, uniform, or skewed);
+//! - [`strided`] walks fio's strided zones (`zonemode=strided`), which hold the offsets to
+//!   one zone at a time;
 //! - [`pacer`] turns rate limits and think time into a schedule that a stall cannot erase;
 //! - [`content`] fills write buffers that do not verify (random by default, fio's
 //!   compress, dedupe, pattern and zero options);
@@ -47,6 +51,7 @@ mod permutation;
 pub mod rate_floor;
 mod rng;
 pub mod shared_ledger;
+pub mod strided;
 mod unknown;
 mod verified;
 pub mod verify;
@@ -63,6 +68,7 @@ pub use generation::{ReadBackIo, ReadBackPlan, GENERATION_TABLE_BLOCKS_DEFAULT};
 pub use pacer::{Pacer, PacingConfig, ThinkTime, ThinkTimeTrigger};
 pub use rate_floor::{RateFloor, RateFloorConfig, RateFloorMiss};
 pub use shared_ledger::{ReadTicket, SharedLedger, SharedVerifyError, WriteRecord};
+pub use strided::StridedZones;
 pub use unknown::{SkippedBlocks, UnknownCause};
 pub use verify::{
     BlockImage, ByteWindow, DigestMismatch, JudgedFailure, Mismatch, Verifier, VerifyConfig,
@@ -90,6 +96,22 @@ pub fn job_seed(randseed: Option<u64>, randrepeat: bool, job_number: u32, entrop
         None => entropy,
     };
     rng::mix64(base ^ rng::mix64(u64::from(job_number)))
+}
+
+/// fio's `filesize=low-high` for a file whose size is outside the range: a size drawn in
+/// `[low_bytes, high_bytes)` from the job's seed, one draw per file of the job, aligned down
+/// to `align_bytes` (fio's `get_rand_file_size`, which aligns to the smallest block size).
+pub fn drawn_file_size(
+    seed: u64,
+    file: usize,
+    low_bytes: u64,
+    high_bytes: u64,
+    align_bytes: u64,
+) -> u64 {
+    let mut rng =
+        rng::SplitMix64::new(rng::stream_seed(seed, rng::streams::FILE_SIZE, file as u64));
+    let drawn = low_bytes + rng.below(high_bytes.saturating_sub(low_bytes));
+    drawn - drawn % align_bytes.max(1)
 }
 
 /// fio's `bs`, `bsrange` or `bssplit` for one direction.
@@ -155,6 +177,8 @@ pub struct WorkloadConfig {
     pub file_service: FileService,
     /// `rw=...:N`, `rw_sequencer`, `percentage_random`.
     pub offsets: OffsetModifiers,
+    /// fio's `zonemode=strided`: I/O held to one zone at a time (one-file jobs only).
+    pub strided_zones: Option<StridedZones>,
 }
 
 /// fio's `rw_sequencer`: what the I/Os between two random offsets of `rw=randread:N` do.
@@ -222,6 +246,7 @@ impl Default for WorkloadConfig {
             more_files: Vec::new(),
             file_service: FileService::default(),
             offsets: OffsetModifiers::default(),
+            strided_zones: None,
         }
     }
 }
@@ -319,6 +344,10 @@ pub enum WorkloadError {
     VerifyTooManyBlocks { blocks: u64, limit_blocks: u64 },
     #[error("verify with lba_size 0")]
     ZeroLbaSize,
+    #[error("zonerange={range_bytes} is smaller than the block size {block_bytes}: a zone holds no block")]
+    ZoneRangeBelowBlockSize { range_bytes: u64, block_bytes: u32 },
+    #[error("zonemode=strided with {0} is not supported")]
+    StridedZonesWith(&'static str),
 }
 
 /// What the runner does with one I/O's buffer for verification.
@@ -470,7 +499,7 @@ impl Workload {
                 (Some(_), Some(verifier), Some(v)) if v.backlog.is_some() => {
                     Some(VerifiedBlocks::new(
                         generator.region_offset(),
-                        generator.size(),
+                        generator.reach_bytes(),
                         verifier.interval_bytes(),
                     ))
                 }
@@ -541,7 +570,7 @@ impl Workload {
                 Err(cause) => unknown.push(UnknownRun {
                     file: file_index,
                     offset: file.generator.region_offset(),
-                    len: file.generator.size(),
+                    len: file.generator.reach_bytes(),
                     cause,
                 }),
             }

@@ -30,6 +30,7 @@ pub(crate) mod streams {
     pub const BUFFER_CONTENT: u64 = 7;
     pub const FILE: u64 = 8;
     pub const SEQUENTIAL_CHOICE: u64 = 9;
+    pub const FILE_SIZE: u64 = 10;
 }
 
 #[derive(Debug, Clone)]

@@ -1153,3 +1153,70 @@ fn a_failed_write_on_one_file_leaves_only_that_files_blocks_unknown() {
         "file 0's block is checked"
     );
 }
+
+fn strided(job: &mut WorkloadConfig, io_per_zone: u64, range: u64, skip: u64, end: u64) {
+    job.strided_zones = Some(StridedZones {
+        io_per_zone_bytes: io_per_zone,
+        range_bytes: range,
+        skip_bytes: skip,
+        target_end_bytes: end,
+    });
+}
+
+#[test]
+fn strided_writes_past_the_region_verify_at_their_generations() {
+    // A 64 KiB region whose 16 KiB zones, 48 KiB apart, reach the 256 KiB target's end,
+    // written with io_size twice the region (one round, as fio 3.42): the read-back plan
+    // covers every block written, past the region's end too, each at its last generation.
+    // (The sequential job writes each zone past the region's end at its start only: fio's
+    // rewind past io_size.)
+    for rw in [RwKind::Write, RwKind::RandWrite] {
+        let mut job = verify_job(rw, 64 * KIB, 4096);
+        job.io_size_bytes = Some(128 * KIB);
+        job.norandommap = true;
+        strided(&mut job, 16 * KIB, 16 * KIB, 48 * KIB, 256 * KIB);
+        let mut disk = vec![0u8; 256 * KIB as usize];
+        let run = run_on_disk(job, &mut disk, 10_000, |_, _| {});
+        assert!(run.errors.is_empty(), "{rw:?}: {:?}", run.errors.first());
+        assert_eq!(run.ios, 32, "{rw:?}");
+        let written = |range: std::ops::Range<usize>| {
+            range
+                .filter(|&block| disk[block * 4096..][..4096].iter().any(|&b| b != 0))
+                .count() as u64
+        };
+        assert_eq!(run.read_back_per_phase, vec![written(0..64)], "{rw:?}");
+        for zone in 0..4 {
+            assert!(written(zone * 16..zone * 16 + 4) > 0, "{rw:?}: zone {zone}");
+        }
+    }
+}
+
+#[test]
+fn strided_zones_refuse_what_would_place_offsets_otherwise() {
+    let refused = |edit: &dyn Fn(&mut WorkloadConfig)| {
+        let mut job = config(RwKind::RandRead, 64 * KIB, 4096);
+        strided(&mut job, 16 * KIB, 16 * KIB, 0, 64 * KIB);
+        edit(&mut job);
+        Workload::new(job).err()
+    };
+    assert_eq!(refused(&|_| {}), None);
+    assert!(matches!(
+        refused(&|job| job.offsets.random_every = 4),
+        Some(WorkloadError::StridedZonesWith(_))
+    ));
+    assert!(matches!(
+        refused(&|job| job.offsets.percentage_random = PerDir::splat(50)),
+        Some(WorkloadError::StridedZonesWith("percentage_random"))
+    ));
+    assert!(matches!(
+        refused(&|job| job.random_distribution = Distribution::Zipf {
+            theta: 1.2,
+            center: None
+        }),
+        Some(WorkloadError::StridedZonesWith(_))
+    ));
+    assert!(matches!(
+        refused(&|job| strided(job, 2048, 2048, 0, 64 * KIB)),
+        Some(WorkloadError::ZoneRangeBelowBlockSize { .. })
+    ));
+}

@@ -52,7 +52,7 @@ impl PlanFingerprint {
         // give the same text in the same build. Left out on purpose: what may differ
         // between the writing run and the verifying one (number_ios, time_based, pacing).
         let shaping = format!(
-            "{:?}|{}|{:?}|{:?}|{}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}",
+            "{:?}|{}|{:?}|{:?}|{}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}",
             config.rw,
             config.rwmixread_percent,
             config.block_sizes,
@@ -68,6 +68,7 @@ impl PlanFingerprint {
             config.offset_bytes,
             config.size_bytes,
             config.seed,
+            config.strided_zones,
         );
         PlanFingerprint {
             seed: config.seed,
