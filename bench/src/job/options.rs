@@ -696,6 +696,10 @@ pub static OPTIONS: &[OptionDef] = &[
         "Report per group instead of per job", flag group_reporting),
     opt!("stonewall" ["wait_for_previous"], Flag, Reporting, "bool", default "0",
         "Wait for the jobs before; start a new group", flag stonewall),
+    opt!("wait_for", Required, Reporting, "str", default "none",
+        "Name of an earlier job this one waits for (every clone of it) before starting",
+        apply |s| s.spec().wait_for = Some(s.text().to_string()),
+        render |spec, _base| spec.wait_for.clone()),
     opt!("new_group", Flag, Reporting, "bool", default "0", "Start a new reporting group",
         flag new_group),
     opt!("unified_rw_reporting", Required, Reporting, "none|mixed|both|0|1|2", default "none",
@@ -976,7 +980,6 @@ pub static OPTIONS: &[OptionDef] = &[
 /// fio options iscsi-bench refuses as "not supported" (fio 3.33 `--cmdhelp=all` and the
 /// common engine options, minus what iscsi-bench implements).
 pub static UNSUPPORTED: &[&str] = &[
-    "wait_for",
     "lockfile",
     "filename_format",
     "unique_filename",

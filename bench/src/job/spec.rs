@@ -496,6 +496,8 @@ pub struct JobSpec {
     // Reporting and logs.
     pub group_reporting: bool,
     pub stonewall: bool,
+    /// `wait_for`: the name of an earlier job; this one starts once every clone of it ended.
+    pub wait_for: Option<String>,
     /// `exitall`: when this job ends, end the jobs `exit_what` names.
     pub exitall: bool,
     /// `exit_what`.
@@ -658,6 +660,7 @@ impl JobSpec {
             buffers: BufferOptions::default(),
             group_reporting: false,
             stonewall: false,
+            wait_for: None,
             exitall: false,
             exit_what: ExitWhat::Group,
             exitall_on_error: false,
