@@ -2463,3 +2463,44 @@ fn assert_waits_for_a(spans: &[(String, u64, u64)], who: &str) {
     );
     assert!(c_start > b_start + 800, "{who}: c did not wait: {spans:?}");
 }
+
+/// `filename_format`: a local job without `filename` makes its file in `directory` under the
+/// name fio gives it (keywords in any case, `$clientuid` empty when run locally; clones of a
+/// format without `$jobnum` share one file): the same files from fio and from ours.
+#[test]
+fn filename_format_names_the_files_fio_names() {
+    let fio = fio_present();
+    let made = |who: &str| -> Vec<String> {
+        let dir = Scratch::new(&format!("filename-format-{who}"));
+        let job = dir.join("job.fio");
+        std::fs::write(
+            &job,
+            format!(
+                "[global]\ndirectory={}\nioengine=libaio\nrw=read\nbs=4k\nsize=16k\n\
+                 [fmt]\nfilename_format=f.$jobname.$JOBNUM.$filenum-$clientuid.dat\n\
+                 [shared]\nnumjobs=2\nfilename_format=shared.$JobName\n[plain]\n",
+                dir.0.display()
+            ),
+        )
+        .unwrap();
+        let job = job.display().to_string();
+        let out = if who == "fio" {
+            fio_command().arg(&job).output().expect("run fio")
+        } else {
+            bench_run(&[&job])
+        };
+        assert!(out.status.success(), "{who}: {out:?}");
+        let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "job.fio")
+            .collect();
+        names.sort();
+        names
+    };
+    let ours = made("ours");
+    assert_eq!(ours, ["f.fmt.0.0-.dat", "plain.0.0", "shared.shared"]);
+    if fio {
+        assert_eq!(made("fio"), ours);
+    }
+}

@@ -167,6 +167,11 @@ pub static OPTIONS: &[OptionDef] = &[
         "Where relative file names and the files of jobs without one are",
         apply |s| s.spec().directory = Some(std::path::PathBuf::from(s.text())),
         render |spec, _base| spec.directory.as_ref().map(|d| d.display().to_string())),
+    opt!("filename_format", Required, Target, "str", default "$jobname.$jobnum.$filenum",
+        "Name of the file a local job without filename makes ($jobname, $jobnum, $filenum, \
+         $clientuid)",
+        apply |s| s.spec().filename_format = Some(s.text().to_string()),
+        render |spec, _base| spec.filename_format.clone()),
     opt!("file_service_type", Required, Target, "roundrobin|sequential|random[:N]",
         default "roundrobin",
         "Which file of a filename list the next I/O goes to (N I/Os per choice)",
@@ -981,7 +986,6 @@ pub static OPTIONS: &[OptionDef] = &[
 /// common engine options, minus what iscsi-bench implements).
 pub static UNSUPPORTED: &[&str] = &[
     "lockfile",
-    "filename_format",
     "unique_filename",
     "opendir",
     "bs_unaligned",
