@@ -2368,3 +2368,139 @@ fn filesize_on_existing_files_does_what_fio_does() {
         assert_eq!(lengths[0], existing.unwrap_or(256 << 10), "{extra}");
     }
 }
+
+/// `wait_for`: of three jobs, `c` waits for `a` (two clones, both of which it waits for)
+/// while `b` runs beside `a`. In ours (`start_ms` on the run's time axis) and in fio 3.42
+/// (`job_start`, ms of the epoch; 3.33 has no per-job start) `c` starts once both clones of
+/// `a` ended and `b` starts with `a`. A waitee that is no earlier job is refused by both.
+#[test]
+fn wait_for_starts_a_job_after_its_waitee_as_fio_does() {
+    let dir = Scratch::new("wait-for");
+    let path = dir.join("waitfor.fio");
+    std::fs::write(
+        &path,
+        "[global]\nioengine=null\nsize=1g\ntime_based\nruntime=1\n\
+         [a]\nnumjobs=2\n[b]\n[c]\nwait_for=a\ntime_based=0\nsize=1m\n",
+    )
+    .unwrap();
+    let path_arg = path.to_str().unwrap();
+    let out = bench_run(&["--output-format=json", "--json-histograms", path_arg]);
+    assert!(out.status.success(), "{out:?}");
+    let doc = json_after_notes(&String::from_utf8_lossy(&out.stdout));
+    let ours = job_spans(&doc, |job| {
+        job["iscsi_bench"]["portable"]["start_ms"].as_u64()
+    });
+    assert_waits_for_a(&ours, "ours");
+    if let Some(anchor) = fio_anchor() {
+        let out = Command::new(&anchor)
+            .args(["--output-format=json", path_arg])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let doc = json_after_notes(&String::from_utf8_lossy(&out.stdout));
+        let theirs = job_spans(&doc, |job| job["job_start"].as_u64());
+        assert_waits_for_a(&theirs, "fio");
+    }
+
+    let fio = fio_present();
+    for (name, jobs) in [
+        (
+            "unknown",
+            "[a]\nioengine=null\nsize=1m\n[c]\nwait_for=zz\nioengine=null\nsize=1m\n",
+        ),
+        (
+            "later",
+            "[c]\nwait_for=zz\nioengine=null\nsize=1m\n[zz]\nioengine=null\nsize=1m\n",
+        ),
+    ] {
+        let path = dir.join(&format!("{name}.fio"));
+        std::fs::write(&path, jobs).unwrap();
+        let out = bench_run(&[path.to_str().unwrap()]);
+        assert_refused_naming(&out, "wait_for=zz: waitee job zz unknown");
+        if fio {
+            let out = fio_command().arg(&path).output().unwrap();
+            assert_refused_naming(&out, "waitee job zz unknown");
+        }
+    }
+}
+
+/// Each job's (name, start, end) in ms, its start read by `start` and its end that plus its
+/// read runtime.
+fn job_spans(
+    doc: &serde_json::Value,
+    start: impl Fn(&serde_json::Value) -> Option<u64>,
+) -> Vec<(String, u64, u64)> {
+    doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| {
+            let begin = start(job).unwrap_or_else(|| panic!("no start in {job}"));
+            let runtime = job["read"]["runtime"].as_u64().unwrap();
+            (
+                job["jobname"].as_str().unwrap().to_string(),
+                begin,
+                begin + runtime,
+            )
+        })
+        .collect()
+}
+
+/// `c` started after both clones of `a` ended (a few ms of rounding allowed); `b` started
+/// with `a`, long before.
+fn assert_waits_for_a(spans: &[(String, u64, u64)], who: &str) {
+    let names: Vec<&str> = spans.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(names, ["a", "a", "b", "c"], "{who}");
+    let a_end = spans[0].2.max(spans[1].2);
+    let (b_start, c_start) = (spans[2].1, spans[3].1);
+    assert!(
+        c_start + 5 >= a_end,
+        "{who}: c started at {c_start}, a ended at {a_end}: {spans:?}"
+    );
+    assert!(
+        b_start < spans[0].1 + 500,
+        "{who}: b did not run beside a: {spans:?}"
+    );
+    assert!(c_start > b_start + 800, "{who}: c did not wait: {spans:?}");
+}
+
+/// `filename_format`: a local job without `filename` makes its file in `directory` under the
+/// name fio gives it (keywords in any case, `$clientuid` empty when run locally; clones of a
+/// format without `$jobnum` share one file): the same files from fio and from ours.
+#[test]
+fn filename_format_names_the_files_fio_names() {
+    let fio = fio_present();
+    let made = |who: &str| -> Vec<String> {
+        let dir = Scratch::new(&format!("filename-format-{who}"));
+        let job = dir.join("job.fio");
+        std::fs::write(
+            &job,
+            format!(
+                "[global]\ndirectory={}\nioengine=libaio\nrw=read\nbs=4k\nsize=16k\n\
+                 [fmt]\nfilename_format=f.$jobname.$JOBNUM.$filenum-$clientuid.dat\n\
+                 [shared]\nnumjobs=2\nfilename_format=shared.$JobName\n[plain]\n",
+                dir.0.display()
+            ),
+        )
+        .unwrap();
+        let job = job.display().to_string();
+        let out = if who == "fio" {
+            fio_command().arg(&job).output().expect("run fio")
+        } else {
+            bench_run(&[&job])
+        };
+        assert!(out.status.success(), "{who}: {out:?}");
+        let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "job.fio")
+            .collect();
+        names.sort();
+        names
+    };
+    let ours = made("ours");
+    assert_eq!(ours, ["f.fmt.0.0-.dat", "plain.0.0", "shared.shared"]);
+    if fio {
+        assert_eq!(made("fio"), ours);
+    }
+}

@@ -213,6 +213,13 @@ impl Collector {
             });
         }
         validate(&scope, self.readonly)?;
+        if let Err(reason) = check_wait_for(&scope.spec, &self.jobs) {
+            return Err(JobError::InvalidJob {
+                at: scope.spec.origin.clone(),
+                job: scope.spec.name.clone(),
+                reason,
+            });
+        }
         let mut spec = scope.spec;
         let file_boundary = self.first_job_of_file && self.files_done > 0;
         if (spec.stonewall || spec.new_group || file_boundary) && self.group_has_jobs {
@@ -223,6 +230,30 @@ impl Collector {
         self.first_job_of_file = false;
         self.jobs.push(spec);
         Ok(())
+    }
+}
+
+/// fio's `wait_for_ok` (init.c): the waitee is a job defined before this one (no forward
+/// references), not the job itself, and the only earlier job of that name.
+fn check_wait_for(spec: &JobSpec, earlier: &[JobSpec]) -> Result<(), String> {
+    let Some(waitee) = spec.wait_for.as_deref() else {
+        return Ok(());
+    };
+    if waitee == spec.name {
+        return Err(format!(
+            "wait_for={waitee}: a job cannot wait for itself (fio refuses it)"
+        ));
+    }
+    match earlier.iter().filter(|job| job.name == waitee).count() {
+        0 => Err(format!(
+            "wait_for={waitee}: waitee job {waitee} unknown (fio refuses it: the waitee must \
+             be a job defined before this one)"
+        )),
+        1 => Ok(()),
+        _ => Err(format!(
+            "wait_for={waitee}: multiple waitees {waitee} found (fio refuses it: give the \
+             waitee a unique name)"
+        )),
     }
 }
 

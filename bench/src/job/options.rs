@@ -167,6 +167,11 @@ pub static OPTIONS: &[OptionDef] = &[
         "Where relative file names and the files of jobs without one are",
         apply |s| s.spec().directory = Some(std::path::PathBuf::from(s.text())),
         render |spec, _base| spec.directory.as_ref().map(|d| d.display().to_string())),
+    opt!("filename_format", Required, Target, "str", default "$jobname.$jobnum.$filenum",
+        "Name of the file a local job without filename makes ($jobname, $jobnum, $filenum, \
+         $clientuid)",
+        apply |s| s.spec().filename_format = Some(s.text().to_string()),
+        render |spec, _base| spec.filename_format.clone()),
     opt!("file_service_type", Required, Target, "roundrobin|sequential|random[:N]",
         default "roundrobin",
         "Which file of a filename list the next I/O goes to (N I/Os per choice)",
@@ -696,6 +701,10 @@ pub static OPTIONS: &[OptionDef] = &[
         "Report per group instead of per job", flag group_reporting),
     opt!("stonewall" ["wait_for_previous"], Flag, Reporting, "bool", default "0",
         "Wait for the jobs before; start a new group", flag stonewall),
+    opt!("wait_for", Required, Reporting, "str", default "none",
+        "Name of an earlier job this one waits for (every clone of it) before starting",
+        apply |s| s.spec().wait_for = Some(s.text().to_string()),
+        render |spec, _base| spec.wait_for.clone()),
     opt!("new_group", Flag, Reporting, "bool", default "0", "Start a new reporting group",
         flag new_group),
     opt!("unified_rw_reporting", Required, Reporting, "none|mixed|both|0|1|2", default "none",
@@ -976,9 +985,7 @@ pub static OPTIONS: &[OptionDef] = &[
 /// fio options iscsi-bench refuses as "not supported" (fio 3.33 `--cmdhelp=all` and the
 /// common engine options, minus what iscsi-bench implements).
 pub static UNSUPPORTED: &[&str] = &[
-    "wait_for",
     "lockfile",
-    "filename_format",
     "unique_filename",
     "opendir",
     "bs_unaligned",

@@ -324,6 +324,9 @@ pub struct JobSpec {
     /// fio's `directory`: where a relative file name, and the file a local engine makes
     /// when the job names none, live (`JobSpec::place_local_file`).
     pub directory: Option<std::path::PathBuf>,
+    /// fio's `filename_format`: the name of that file (`$jobname`, `$jobnum`, `$filenum`,
+    /// `$clientuid`; None: fio's `$jobname.$jobnum.$filenum`).
+    pub filename_format: Option<String>,
     /// The second and later entries of fio's `:`-separated `filename` list (LUNs of the
     /// first one's target).
     pub more_filenames: Vec<Target>,
@@ -496,6 +499,8 @@ pub struct JobSpec {
     // Reporting and logs.
     pub group_reporting: bool,
     pub stonewall: bool,
+    /// `wait_for`: the name of an earlier job; this one starts once every clone of it ended.
+    pub wait_for: Option<String>,
     /// `exitall`: when this job ends, end the jobs `exit_what` names.
     pub exitall: bool,
     /// `exit_what`.
@@ -559,6 +564,7 @@ impl JobSpec {
             group_id: 0,
             filename: None,
             directory: None,
+            filename_format: None,
             more_filenames: Vec::new(),
             file_service: FileService::default(),
             ioengine: None,
@@ -658,6 +664,7 @@ impl JobSpec {
             buffers: BufferOptions::default(),
             group_reporting: false,
             stonewall: false,
+            wait_for: None,
             exitall: false,
             exit_what: ExitWhat::Group,
             exitall_on_error: false,
@@ -704,19 +711,43 @@ impl JobSpec {
                 *path = directory.join(&*path);
             }
             None if self.ioengine == Some(Engine::IoUring) => {
-                if self.numjobs > 1 {
+                let name = self.local_file_name(0);
+                if (1..self.numjobs).any(|clone| self.local_file_name(clone) != name) {
                     return Err(format!(
                         "numjobs={} with a local engine and no filename: fio would make a \
-                         file per clone ({}.N.0); give filename= (one file the clones share)",
-                        self.numjobs, self.name
+                         file per clone ({}); give filename= or a filename_format without \
+                         $jobnum (one file the clones share)",
+                        self.numjobs,
+                        self.local_file_name(1)
                     ));
                 }
-                let name = format!("{}.0.0", self.name);
                 self.filename = Some(Target::Path(directory.join(name)));
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// The name fio gives the file of `clone` when the job names none (`make_filename`,
+    /// init.c): `filename_format` with its keywords replaced, case-insensitively and in
+    /// fio's order; `$filenum` is 0 (one file per job) and `$clientuid` empty (no
+    /// `--client`, as fio run locally).
+    pub fn local_file_name(&self, clone: u32) -> String {
+        let format = self
+            .filename_format
+            .as_deref()
+            .unwrap_or("$jobname.$jobnum.$filenum");
+        let clone = clone.to_string();
+        [
+            ("$jobname", self.name.as_str()),
+            ("$jobnum", clone.as_str()),
+            ("$filenum", "0"),
+            ("$clientuid", ""),
+        ]
+        .into_iter()
+        .fold(format.to_string(), |name, (keyword, value)| {
+            replace_ignoring_case(&name, keyword, value)
+        })
     }
 
     /// Whether the job issues I/O in this direction.
@@ -948,4 +979,19 @@ pub enum SyncMode {
     Sync,
     /// `dsync`: `O_DSYNC` on a file.
     Dsync,
+}
+
+/// `text` with every ASCII-case-insensitive occurrence of `keyword` replaced by `value`.
+fn replace_ignoring_case(text: &str, keyword: &str, value: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let keyword = keyword.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(at) = lower[from..].find(&keyword) {
+        out.push_str(&text[from..from + at]);
+        out.push_str(value);
+        from += at + keyword.len();
+    }
+    out.push_str(&text[from..]);
+    out
 }

@@ -387,34 +387,21 @@ pub fn run_gated(
         let latch = gate
             .is_some()
             .then(|| Arc::new(start_latch::StartLatch::default()));
-        for job in phase {
+        // fio's wait_for: a job whose waitee is still running (or held itself) is held
+        // back and started from the watch loop below once it ended.
+        let mut held = phase;
+        for job in take_released(&mut held, specs, &[]) {
             if ended.covers(&specs[job.spec_index]) {
-                // exitall ended it before it started: reported with nothing done, as fio.
-                let stats = crate::stats::JobStats::new(0, job.setup.stats_config.clone());
-                finished.push((job.spec_index, JobOutcome::so_far(stats)));
+                finished.push(never_started(&job));
                 continue;
             }
-            let name = job.setup.name.clone();
-            watched.push(status::Watched {
-                spec_index: job.spec_index,
-                spec: &specs[job.spec_index],
-                live: Arc::clone(&job.live),
-                progress: Arc::clone(&job.setup.progress),
-                bytes_total: job.bytes_total,
-            });
-            let spec_index = job.spec_index;
-            phase_start_ms[spec_index] = wall_start.elapsed().as_millis() as u64;
-            if let (Some(latch), Ok(mut slot)) = (&latch, job.setup.progress.start_latch.lock()) {
-                *slot = Some(Arc::clone(latch));
-            }
+            phase_start_ms[job.spec_index] = wall_start.elapsed().as_millis() as u64;
             if phase_index == 0 {
                 first_phase.push(Arc::clone(&job.setup.progress));
             }
-            let thread = std::thread::Builder::new()
-                .name(format!("job-{name}"))
-                .spawn(move || job::run_job(job.setup))
-                .map_err(|source| RunError::Spawn { job: name, source })?;
-            threads.push((spec_index, thread));
+            let (watch, thread) = launch(job, specs, latch.as_ref())?;
+            watched.push(watch);
+            threads.push(thread);
         }
         if let (Some(latch), Some(gate)) = (latch, gate.take()) {
             let arrived = latch.wait_arrived(threads.len(), &|| {
@@ -467,12 +454,26 @@ pub fn run_gated(
                     }
                 }
             }
-            if handles.iter().all(Option::is_none) {
+            let running: Vec<usize> = handles.iter().flatten().map(|(i, _)| *i).collect();
+            for job in take_released(&mut held, specs, &running) {
+                if ended.covers(&specs[job.spec_index]) {
+                    finished.push(never_started(&job));
+                    continue;
+                }
+                phase_start_ms[job.spec_index] = wall_start.elapsed().as_millis() as u64;
+                let (watch, thread) = launch(job, specs, None)?;
+                watched.push(watch);
+                handles.push(Some(thread));
+                outcomes.push(None);
+            }
+            if handles.iter().all(Option::is_none) && held.is_empty() {
                 break;
             }
             if interrupted_by.is_none() {
                 interrupted_by = interrupt::caught();
                 if interrupted_by.is_some() {
+                    // As with the phases after this one, the held jobs never start.
+                    held.clear();
                     watched.iter().for_each(|job| job.progress.request_stop());
                 }
             }
@@ -522,6 +523,63 @@ pub fn run_gated(
         interrupted_by,
         job_starts_ns,
     })
+}
+
+/// Takes from `held` (in order) the jobs free to start: those without `wait_for`, and
+/// those whose waitee, every clone of it, has ended (fio's `waitee_running`, backend.c).
+/// A waitee is an earlier job: held or `running` in this phase, or ended in an earlier one.
+fn take_released(held: &mut Vec<Prepared>, specs: &[JobSpec], running: &[usize]) -> Vec<Prepared> {
+    let busy: Vec<&str> = held
+        .iter()
+        .map(|job| job.spec_index)
+        .chain(running.iter().copied())
+        .map(|index| specs[index].name.as_str())
+        .collect();
+    let (released, still_held) = std::mem::take(held).into_iter().partition(|job| {
+        specs[job.spec_index]
+            .wait_for
+            .as_deref()
+            .is_none_or(|waitee| !busy.contains(&waitee))
+    });
+    *held = still_held;
+    released
+}
+
+/// A job `exitall` ended before it started: reported with nothing done, as fio.
+fn never_started(job: &Prepared) -> (usize, JobOutcome) {
+    let stats = crate::stats::JobStats::new(0, job.setup.stats_config.clone());
+    (job.spec_index, JobOutcome::so_far(stats))
+}
+
+/// Starts `job` on its own thread; with a `latch`, it waits there for the common start.
+fn launch<'a>(
+    job: Prepared,
+    specs: &'a [JobSpec],
+    latch: Option<&Arc<start_latch::StartLatch>>,
+) -> Result<
+    (
+        status::Watched<'a>,
+        (usize, std::thread::JoinHandle<JobOutcome>),
+    ),
+    RunError,
+> {
+    let name = job.setup.name.clone();
+    let watch = status::Watched {
+        spec_index: job.spec_index,
+        spec: &specs[job.spec_index],
+        live: Arc::clone(&job.live),
+        progress: Arc::clone(&job.setup.progress),
+        bytes_total: job.bytes_total,
+    };
+    if let (Some(latch), Ok(mut slot)) = (latch, job.setup.progress.start_latch.lock()) {
+        *slot = Some(Arc::clone(latch));
+    }
+    let spec_index = job.spec_index;
+    let thread = std::thread::Builder::new()
+        .name(format!("job-{name}"))
+        .spawn(move || job::run_job(job.setup))
+        .map_err(|source| RunError::Spawn { job: name, source })?;
+    Ok((watch, (spec_index, thread)))
 }
 
 /// The report of `jobs` (final or so far), `wall_start` being the run's start.
@@ -731,6 +789,9 @@ fn job_reports(
     finished: Vec<(usize, JobOutcome)>,
     phase_start_ms: &[u64],
 ) -> Vec<JobReport> {
+    // In job order, as fio reports: held (wait_for) and skipped jobs end out of order.
+    let mut finished = finished;
+    finished.sort_by_key(|(spec_index, _)| *spec_index);
     let mut reports: Vec<JobReport> = Vec::new();
     let mut merged_groups: Vec<(u32, usize)> = Vec::new();
     for (spec_index, outcome) in finished {
