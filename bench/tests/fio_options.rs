@@ -2368,3 +2368,73 @@ fn filesize_on_existing_files_does_what_fio_does() {
         assert_eq!(lengths[0], existing.unwrap_or(256 << 10), "{extra}");
     }
 }
+
+/// One log file's lines split at fio's `", "`.
+fn log_lines(path: &Path) -> Vec<Vec<u64>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|line| line.split(", ").map(|f| f.parse().unwrap()).collect())
+        .collect()
+}
+
+/// `log_offset`: the job through fio's null engine and through ours (the embedded target),
+/// each writing its latency logs with offsets. Every line has fio's six columns (time,
+/// value, direction, block size, offset, priority); a sequential job logs exactly fio's
+/// offsets, a random one each block of the region once; averaged lines (`log_avg_msec`,
+/// latency and bandwidth) carry block size and offset 0 in both, as fio's windows do.
+#[test]
+fn log_offset_logs_each_ios_offset_as_fio_does() {
+    let fio = fio_present();
+    let dir = Scratch::new("log-offset");
+    let region: Vec<u64> = (4..20).map(|block| block * 4096).collect();
+    for (rw, avg_msec) in [("read", 0), ("randread", 0), ("read", 1000)] {
+        let mut offsets_by_tool = Vec::new();
+        for tool in if fio { &["ours", "fio"][..] } else { &["ours"][..] } {
+            let prefix = dir.join(&format!("{tool}-{rw}-{avg_msec}"));
+            let mut args = vec![
+                "--name=j".to_string(),
+                format!("--rw={rw}"),
+                "--bs=4k".into(),
+                "--offset=16k".into(),
+                "--size=64k".into(),
+                "--log_offset=1".into(),
+                format!("--write_lat_log={}", prefix.display()),
+                format!("--write_bw_log={}", prefix.display()),
+                format!("--log_avg_msec={avg_msec}"),
+            ];
+            let out = if *tool == "fio" {
+                args.push("--ioengine=null".into());
+                fio_command().args(&args).output().expect("run fio")
+            } else {
+                bench_run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            };
+            assert!(out.status.success(), "{tool} {rw}: {out:?}");
+            let log = |kind: &str| {
+                log_lines(&PathBuf::from(format!("{}_{kind}.1.log", prefix.display())))
+            };
+            let lat = log("clat");
+            for fields in lat.iter().chain(&log("bw")) {
+                assert_eq!(fields.len(), 6, "{tool} {rw}: {fields:?}");
+            }
+            if avg_msec > 0 {
+                for fields in lat.iter().chain(&log("bw")) {
+                    assert_eq!(fields[3..5], [0, 0], "{tool} {rw}: {fields:?}");
+                }
+                continue;
+            }
+            for fields in &lat {
+                assert_eq!(fields[3], 4096, "{tool} {rw}: {fields:?}");
+            }
+            offsets_by_tool.push(lat.iter().map(|fields| fields[4]).collect::<Vec<_>>());
+        }
+        for offsets in &offsets_by_tool {
+            let mut sorted = offsets.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, region, "{rw}: {offsets:?}");
+            if rw == "read" {
+                assert_eq!(offsets, &region, "{rw}: in fio's order");
+            }
+        }
+    }
+}

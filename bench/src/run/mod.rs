@@ -710,7 +710,7 @@ fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
         bw_prefix: prefix(&spec.write_bw_log),
         iops_prefix: prefix(&spec.write_iops_log),
         avg_msec: spec.log_avg_msec,
-        log_offset: false,
+        log_offset: spec.log_offset,
         unix_epoch: spec.log_unix_epoch,
         job_number,
         hist_prefix: prefix(&spec.write_hist_log),
