@@ -2390,7 +2390,11 @@ fn log_offset_logs_each_ios_offset_as_fio_does() {
     let region: Vec<u64> = (4..20).map(|block| block * 4096).collect();
     for (rw, avg_msec) in [("read", 0), ("randread", 0), ("read", 1000)] {
         let mut offsets_by_tool = Vec::new();
-        for tool in if fio { &["ours", "fio"][..] } else { &["ours"][..] } {
+        for tool in if fio {
+            &["ours", "fio"][..]
+        } else {
+            &["ours"][..]
+        } {
             let prefix = dir.join(&format!("{tool}-{rw}-{avg_msec}"));
             let mut args = vec![
                 "--name=j".to_string(),
@@ -2435,6 +2439,105 @@ fn log_offset_logs_each_ios_offset_as_fio_does() {
             if rw == "read" {
                 assert_eq!(offsets, &region, "{rw}: in fio's order");
             }
+        }
+    }
+}
+
+/// `command` with writes at or past `limit_kib` failing with EFBIG (RLIMIT_FSIZE, SIGXFSZ
+/// ignored so the write fails instead of killing the process): an I/O error any Linux
+/// produces on a regular file, for fio and for us alike.
+fn with_file_size_limit(limit_kib: u64, program: &Path, args: &[String]) -> Command {
+    let mut command = Command::new("timeout");
+    command
+        .args(["20", "bash", "-c"])
+        .arg(format!("trap '' XFSZ; ulimit -f {limit_kib}; exec \"$@\""))
+        .arg("limited")
+        .arg(program)
+        .args(args);
+    command
+}
+
+/// The failed I/Os a run printed in fio's shape: (program, direction, offset, length).
+fn dumped_errors(stderr: &[u8]) -> Vec<(String, String, u64, u64)> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|line| {
+            let (program, rest) = line.split_once(": io_u error on file ")?;
+            let (_, io) = rest.rsplit_once(": ")?;
+            let (direction, io) = io.split_once(" offset=")?;
+            let (offset, len) = io.split_once(", buflen=")?;
+            Some((
+                program.to_string(),
+                direction.to_string(),
+                offset.parse().ok()?,
+                len.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// `error_dump`: writes past 32 KiB of a 64 KiB file fail (EFBIG, see
+/// [`with_file_size_limit`]) for fio (psync) and for ours (io_uring). Under
+/// `continue_on_error`, with the errors made non-fatal, `error_dump=1` prints one line per
+/// failed I/O in fio's shape, the same I/Os fio prints, and `error_dump=0` (fio's default)
+/// none; a fatal error is printed whatever `error_dump` says, as fio does.
+#[test]
+fn error_dump_prints_each_failed_io_as_fio_does() {
+    let fio = fio_present();
+    let dir = Scratch::new("error-dump");
+    // EFBIG (27) for fio; our io_uring engine reports every file error as EIO.
+    let non_fatal = ["--continue_on_error=write", "--ignore_error=,EIO:27"];
+    let cases: [(&[&str], &str, Vec<u64>); 3] = [
+        (&non_fatal, "--error_dump=1", vec![32768, 49152]),
+        (&non_fatal, "--error_dump=0", vec![]),
+        // (fio's ignore_error turns continue_on_error on for its types: not given here.)
+        (&[], "--error_dump=0", vec![32768]),
+    ];
+    for (policy, dump, offsets) in cases {
+        for tool in if fio {
+            &["ours", "fio"][..]
+        } else {
+            &["ours"][..]
+        } {
+            let file = dir.join(tool);
+            std::fs::File::create(&file)
+                .and_then(|f| f.set_len(64 << 10))
+                .unwrap();
+            let (program, engine) = if *tool == "fio" {
+                (PathBuf::from("fio"), "psync")
+            } else {
+                (PathBuf::from(env!("CARGO_BIN_EXE_iscsi-bench")), "io_uring")
+            };
+            let args = [
+                "--name=j".to_string(),
+                format!("--filename={}", file.display()),
+                format!("--ioengine={engine}"),
+                "--rw=write".into(),
+                "--bs=16k".into(),
+                "--size=64k".into(),
+                dump.into(),
+                "--output-format=terse".into(),
+            ];
+            let args: Vec<String> = args
+                .into_iter()
+                .chain(policy.iter().map(|a| a.to_string()))
+                .collect();
+            let out = with_file_size_limit(32, &program, &args)
+                .output()
+                .expect("run the job");
+            let expected: Vec<_> = offsets
+                .iter()
+                .map(|&offset| {
+                    let program = if *tool == "fio" { "fio" } else { "iscsi-bench" };
+                    (program.to_string(), "write".to_string(), offset, 16384)
+                })
+                .collect();
+            assert_eq!(
+                dumped_errors(&out.stderr),
+                expected,
+                "{tool} {policy:?} {dump}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -973,6 +973,9 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         render |spec, base| (spec.error_policy.ignore != base.error_policy.ignore)
             .then(|| render::ignore_error(&spec.error_policy))),
+    opt!("error_dump", Flag, Errors, "bool", default "0",
+        "Print every I/O error, also those continue_on_error rides out",
+        flag error_policy.dump_non_fatal),
 ];
 
 /// fio options iscsi-bench refuses as "not supported" (fio 3.33 `--cmdhelp=all` and the
@@ -1071,7 +1074,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "significant_figures",
     "disk_util",
     "gtod_cpu",
-    "error_dump",
     "profile",
     "cgroup",
     "cgroup_nodelete",
