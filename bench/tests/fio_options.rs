@@ -2504,3 +2504,176 @@ fn filename_format_names_the_files_fio_names() {
         assert_eq!(made("fio"), ours);
     }
 }
+
+/// One log file's lines split at fio's `", "`.
+fn log_lines(path: &Path) -> Vec<Vec<u64>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|line| line.split(", ").map(|f| f.parse().unwrap()).collect())
+        .collect()
+}
+
+/// `log_offset`: the job through fio's null engine and through ours (the embedded target),
+/// each writing its latency logs with offsets. Every line has fio's six columns (time,
+/// value, direction, block size, offset, priority); a sequential job logs exactly fio's
+/// offsets, a random one each block of the region once; averaged lines (`log_avg_msec`,
+/// latency and bandwidth) carry block size and offset 0 in both, as fio's windows do.
+#[test]
+fn log_offset_logs_each_ios_offset_as_fio_does() {
+    let fio = fio_present();
+    let dir = Scratch::new("log-offset");
+    let region: Vec<u64> = (4..20).map(|block| block * 4096).collect();
+    for (rw, avg_msec) in [("read", 0), ("randread", 0), ("read", 1000)] {
+        let mut offsets_by_tool = Vec::new();
+        for tool in if fio {
+            &["ours", "fio"][..]
+        } else {
+            &["ours"][..]
+        } {
+            let prefix = dir.join(&format!("{tool}-{rw}-{avg_msec}"));
+            let mut args = vec![
+                "--name=j".to_string(),
+                format!("--rw={rw}"),
+                "--bs=4k".into(),
+                "--offset=16k".into(),
+                "--size=64k".into(),
+                "--log_offset=1".into(),
+                format!("--write_lat_log={}", prefix.display()),
+                format!("--write_bw_log={}", prefix.display()),
+                format!("--log_avg_msec={avg_msec}"),
+            ];
+            let out = if *tool == "fio" {
+                args.push("--ioengine=null".into());
+                fio_command().args(&args).output().expect("run fio")
+            } else {
+                bench_run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            };
+            assert!(out.status.success(), "{tool} {rw}: {out:?}");
+            let log = |kind: &str| {
+                log_lines(&PathBuf::from(format!("{}_{kind}.1.log", prefix.display())))
+            };
+            let lat = log("clat");
+            for fields in lat.iter().chain(&log("bw")) {
+                assert_eq!(fields.len(), 6, "{tool} {rw}: {fields:?}");
+            }
+            if avg_msec > 0 {
+                for fields in lat.iter().chain(&log("bw")) {
+                    assert_eq!(fields[3..5], [0, 0], "{tool} {rw}: {fields:?}");
+                }
+                continue;
+            }
+            for fields in &lat {
+                assert_eq!(fields[3], 4096, "{tool} {rw}: {fields:?}");
+            }
+            offsets_by_tool.push(lat.iter().map(|fields| fields[4]).collect::<Vec<_>>());
+        }
+        for offsets in &offsets_by_tool {
+            let mut sorted = offsets.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, region, "{rw}: {offsets:?}");
+            if rw == "read" {
+                assert_eq!(offsets, &region, "{rw}: in fio's order");
+            }
+        }
+    }
+}
+
+/// `command` with writes at or past `limit_kib` failing with EFBIG (RLIMIT_FSIZE, SIGXFSZ
+/// ignored so the write fails instead of killing the process): an I/O error any Linux
+/// produces on a regular file, for fio and for us alike.
+fn with_file_size_limit(limit_kib: u64, program: &Path, args: &[String]) -> Command {
+    let mut command = Command::new("timeout");
+    command
+        .args(["20", "bash", "-c"])
+        .arg(format!("trap '' XFSZ; ulimit -f {limit_kib}; exec \"$@\""))
+        .arg("limited")
+        .arg(program)
+        .args(args);
+    command
+}
+
+/// The failed I/Os a run printed in fio's shape: (program, direction, offset, length).
+fn dumped_errors(stderr: &[u8]) -> Vec<(String, String, u64, u64)> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|line| {
+            let (program, rest) = line.split_once(": io_u error on file ")?;
+            let (_, io) = rest.rsplit_once(": ")?;
+            let (direction, io) = io.split_once(" offset=")?;
+            let (offset, len) = io.split_once(", buflen=")?;
+            Some((
+                program.to_string(),
+                direction.to_string(),
+                offset.parse().ok()?,
+                len.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// `error_dump`: writes past 32 KiB of a 64 KiB file fail (EFBIG, see
+/// [`with_file_size_limit`]) for fio (psync) and for ours (io_uring). Under
+/// `continue_on_error`, with the errors made non-fatal, `error_dump=1` prints one line per
+/// failed I/O in fio's shape, the same I/Os fio prints, and `error_dump=0` (fio's default)
+/// none; a fatal error is printed whatever `error_dump` says, as fio does.
+#[test]
+fn error_dump_prints_each_failed_io_as_fio_does() {
+    let fio = fio_present();
+    let dir = Scratch::new("error-dump");
+    // EFBIG (27) for fio; our io_uring engine reports every file error as EIO.
+    let non_fatal = ["--continue_on_error=write", "--ignore_error=,EIO:27"];
+    let cases: [(&[&str], &str, Vec<u64>); 3] = [
+        (&non_fatal, "--error_dump=1", vec![32768, 49152]),
+        (&non_fatal, "--error_dump=0", vec![]),
+        // (fio's ignore_error turns continue_on_error on for its types: not given here.)
+        (&[], "--error_dump=0", vec![32768]),
+    ];
+    for (policy, dump, offsets) in cases {
+        for tool in if fio {
+            &["ours", "fio"][..]
+        } else {
+            &["ours"][..]
+        } {
+            let file = dir.join(tool);
+            std::fs::File::create(&file)
+                .and_then(|f| f.set_len(64 << 10))
+                .unwrap();
+            let (program, engine) = if *tool == "fio" {
+                (PathBuf::from("fio"), "psync")
+            } else {
+                (PathBuf::from(env!("CARGO_BIN_EXE_iscsi-bench")), "io_uring")
+            };
+            let args = [
+                "--name=j".to_string(),
+                format!("--filename={}", file.display()),
+                format!("--ioengine={engine}"),
+                "--rw=write".into(),
+                "--bs=16k".into(),
+                "--size=64k".into(),
+                dump.into(),
+                "--output-format=terse".into(),
+            ];
+            let args: Vec<String> = args
+                .into_iter()
+                .chain(policy.iter().map(|a| a.to_string()))
+                .collect();
+            let out = with_file_size_limit(32, &program, &args)
+                .output()
+                .expect("run the job");
+            let expected: Vec<_> = offsets
+                .iter()
+                .map(|&offset| {
+                    let program = if *tool == "fio" { "fio" } else { "iscsi-bench" };
+                    (program.to_string(), "write".to_string(), offset, 16384)
+                })
+                .collect();
+            assert_eq!(
+                dumped_errors(&out.stderr),
+                expected,
+                "{tool} {policy:?} {dump}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

@@ -55,6 +55,10 @@ pub struct ErrorPolicy {
     pub continue_on: [bool; 3],
     /// `ignore_error`, per type; `None` keeps fio's default list.
     pub ignore: [Option<Vec<i32>>; 3],
+    /// `error_dump`: print the errors that let the job go on too. fio prints every
+    /// fatal error whatever it says (io_u.c `__io_u_log_error`); off by default, as fio
+    /// runs it (its HOWTO says on, but the option's default of 0 wins).
+    pub dump_non_fatal: bool,
 }
 
 impl ErrorPolicy {
@@ -68,6 +72,11 @@ impl ErrorPolicy {
             Some(list) => list.contains(&errno),
             None => DEFAULT_NON_FATAL.contains(&errno),
         }
+    }
+
+    /// Whether a failed I/O is printed on stderr (fio's "io_u error" line).
+    pub fn is_dumped(&self, non_fatal: bool) -> bool {
+        !non_fatal || self.dump_non_fatal
     }
 
     /// fio's `continue_on_error` values: `none`/`0`, `read`, `write`, `io` (read and write),
@@ -148,6 +157,16 @@ fn parse_errno(text: &str) -> Result<i32, String> {
         })
 }
 
+/// What C's `strerror` says for `errno` (fio prints that in its error lines): std's text
+/// for an OS error, without the " (os error N)" it adds.
+pub fn errno_text(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    match text.rfind(" (os error ") {
+        Some(end) => text[..end].to_string(),
+        None => text,
+    }
+}
+
 /// The errno names a storage job meets (fio takes any `E...` name its libc knows).
 const ERRNO_NAMES: &[(&str, i32)] = &[
     ("EPERM", libc::EPERM),
@@ -173,6 +192,21 @@ const ERRNO_NAMES: &[(&str, i32)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errno_text_is_strerrors() {
+        assert_eq!(errno_text(libc::EIO), "Input/output error");
+        assert_eq!(errno_text(libc::ENOSPC), "No space left on device");
+    }
+
+    #[test]
+    fn only_error_dump_prints_the_errors_the_job_rides_out() {
+        let mut policy = ErrorPolicy::default();
+        assert!(policy.is_dumped(false));
+        assert!(!policy.is_dumped(true));
+        policy.dump_non_fatal = true;
+        assert!(policy.is_dumped(true));
+    }
 
     #[test]
     fn default_stops_at_every_error() {
@@ -207,6 +241,7 @@ mod tests {
         let policy = ErrorPolicy {
             continue_on: [true, true, true],
             ignore,
+            ..ErrorPolicy::default()
         };
         assert!(policy.is_non_fatal(ErrorType::Read, libc::ETIMEDOUT));
         assert!(!policy.is_non_fatal(ErrorType::Write, EIO), "replaced");

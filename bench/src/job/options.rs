@@ -839,6 +839,8 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, base| changed(spec.log_avg_msec, base.log_avg_msec)),
     opt!("log_unix_epoch", Flag, Reporting, "bool", default "0",
         "Log Unix times (ms) instead of times since the job's start", flag log_unix_epoch),
+    opt!("log_offset", Flag, Reporting, "bool", default "0",
+        "Include the offset of each I/O in the log lines", flag log_offset),
     opt!("write_hist_log", Optional, Reporting, "[prefix]", default "none",
         "Write completion-latency histogram logs (every log_hist_msec)",
         apply |s| s.spec().write_hist_log = Some(s.log_name()),
@@ -980,6 +982,9 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         render |spec, base| (spec.error_policy.ignore != base.error_policy.ignore)
             .then(|| render::ignore_error(&spec.error_policy))),
+    opt!("error_dump", Flag, Errors, "bool", default "0",
+        "Print every I/O error, also those continue_on_error rides out",
+        flag error_policy.dump_non_fatal),
 ];
 
 /// fio options iscsi-bench refuses as "not supported" (fio 3.33 `--cmdhelp=all` and the
@@ -1065,7 +1070,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "iopsavgtime",
     "log_entries",
     "log_max_value",
-    "log_offset",
     "log_prio",
     "log_compression",
     "log_compression_cpus",
@@ -1077,7 +1081,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "significant_figures",
     "disk_util",
     "gtod_cpu",
-    "error_dump",
     "profile",
     "cgroup",
     "cgroup_nodelete",

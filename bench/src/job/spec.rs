@@ -525,6 +525,9 @@ pub struct JobSpec {
     pub log_avg_msec: u64,
     /// `log_unix_epoch`: log times are Unix times in ms, not ms since the job's start.
     pub log_unix_epoch: bool,
+    /// `log_offset`: per-I/O log lines carry the I/O's byte offset (fio writes 0 in
+    /// averaged and sampled lines).
+    pub log_offset: bool,
     pub cpus_allowed: Option<Vec<u32>>,
     /// The options as the user wrote them, for fio's "global options" and "job options"
     /// in the JSON report. Where an option was written does not change the job, so this
@@ -682,6 +685,7 @@ impl JobSpec {
             write_iops_log: None,
             log_avg_msec: 0,
             log_unix_epoch: false,
+            log_offset: false,
             cpus_allowed: None,
             given: GivenOptions::default(),
         }

@@ -101,6 +101,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         verify_fatal: false,
         verify_dump: None,
         error_policy: Default::default(),
+        file_names: Vec::new(),
         stats_config: StatsConfig::default(),
         interval: None,
         percentiles: Vec::new(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
-use crate::job::error_policy::{ErrorPolicy, ErrorType, EILSEQ, EIO};
+use crate::job::error_policy::{errno_text, ErrorPolicy, ErrorType, EILSEQ, EIO};
 use crate::output::logs::JobLogs;
 use crate::stats::{
     IntervalRecord, IntervalSnapshot, IoTimes, JobStats, LiveCounters, PathInterval, ResourceUsage,
@@ -113,8 +113,11 @@ pub struct JobSetup {
     /// fio's `verify_dump`: the base name of the dump files (`<base>.<offset>.received`
     /// and `.expected`), or `None`.
     pub verify_dump: Option<String>,
-    /// fio's `continue_on_error` and `ignore_error`: which failed I/Os end the job.
+    /// fio's `continue_on_error`, `ignore_error` and `error_dump`: which failed I/Os end
+    /// the job, and which are printed.
     pub error_policy: ErrorPolicy,
+    /// Each file's (LUN's) name as a failed I/O's line shows it, by [`IoUnit::file`].
+    pub file_names: Vec<String>,
     pub stats_config: StatsConfig,
     /// Take an interval record this often (status interval or report), or never.
     pub interval: Option<Duration>,
@@ -262,6 +265,7 @@ struct Driver {
     verify_fatal: bool,
     verify_dump: Option<String>,
     error_policy: ErrorPolicy,
+    file_names: Vec<String>,
     verify_failures: u64,
     verify_skipped: SkippedBlocks,
     /// Writes with verify data that ended since the workload last heard of them, and how
@@ -692,6 +696,9 @@ impl Driver {
                     .error_policy
                     .is_non_fatal(ErrorType::of_io(direction), error.errno())
                     && !matches!(error, IoError::Disconnected(_));
+                if self.error_policy.is_dumped(non_fatal) {
+                    self.dump_io_error(&unit, &error);
+                }
                 if !non_fatal {
                     self.io_failures += 1;
                     if self.first_error.is_none() {
@@ -716,6 +723,28 @@ impl Driver {
         for (planned, failure) in self.write_results.drain(..) {
             workload.on_write_result(&planned, failure);
         }
+    }
+
+    /// A failed I/O on stderr in fio's shape (io_u.c `__io_u_log_error`): file, errno's
+    /// text, direction, offset and length, then the engine's details on a line of their
+    /// own, as fio prints an engine's `errdetails`.
+    fn dump_io_error(&self, unit: &IoUnit, error: &IoError) {
+        let file = self
+            .file_names
+            .get(unit.file as usize)
+            .map_or("", String::as_str);
+        let direction = if unit.is_flush() {
+            "sync"
+        } else {
+            unit.direction.fio_name()
+        };
+        eprintln!(
+            "iscsi-bench: io_u error on file {file}: {}: {direction} offset={}, buflen={}\n\
+             iscsi-bench: {error}",
+            errno_text(error.errno()),
+            unit.offset,
+            unit.len
+        );
     }
 
     fn fail(&mut self, message: String) {
@@ -900,6 +929,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_fatal,
         verify_dump,
         error_policy,
+        file_names,
         stats_config,
         interval,
         percentiles,
@@ -983,6 +1013,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_fatal,
         verify_dump,
         error_policy,
+        file_names,
         verify_failures: 0,
         verify_skipped: SkippedBlocks::default(),
         write_results: Vec::with_capacity(iodepth),

@@ -179,6 +179,9 @@ pub fn run_gated(
                 source: Box::new(source),
             })?;
             let files = file_regions(spec, engine.as_ref(), clone, seed)?;
+            let file_names = (0..files.len())
+                .map(|file| file_name_in_errors(spec, file))
+                .collect();
             let region = files[0].region;
             let mut workload_config =
                 setup::workload_config(spec, region, seed, engine.block_size_bytes())?;
@@ -317,6 +320,7 @@ pub fn run_gated(
                 verify_fatal: spec.verify_fatal,
                 verify_dump: spec.verify_dump.then(|| dump_base(spec)),
                 error_policy: spec.error_policy.clone(),
+                file_names,
                 stats_config: StatsConfig {
                     sample_interval_ms: if spec.log_avg_msec > 0 {
                         spec.log_avg_msec
@@ -627,11 +631,24 @@ fn results_so_far(
 }
 
 /// How errors name file `file` of the job (0: `filename`, then the rest of its list).
-fn target_name(spec: &JobSpec, file: usize) -> String {
-    let target = match file {
+/// The job's `file`th target as written (`None`: the embedded target, or none).
+fn job_target(spec: &JobSpec, file: usize) -> Option<&crate::job::spec::Target> {
+    match file {
         0 => spec.filename.as_ref(),
         n => spec.more_filenames.get(n - 1),
-    };
+    }
+}
+
+/// How a failed I/O's line names its file, as fio names it by its file name.
+fn file_name_in_errors(spec: &JobSpec, file: usize) -> String {
+    match (spec.engine(), job_target(spec, file)) {
+        (EngineKind::Iscsi, None) => "the embedded target's LUN".into(),
+        (_, target) => setup::describe_target(target),
+    }
+}
+
+fn target_name(spec: &JobSpec, file: usize) -> String {
+    let target = job_target(spec, file);
     match (spec.engine(), target) {
         (EngineKind::Iscsi, None) => "the embedded target's LUN".into(),
         (EngineKind::Iscsi, target) => format!("LUN {}", setup::describe_target(target)),
@@ -768,7 +785,7 @@ fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
         bw_prefix: prefix(&spec.write_bw_log),
         iops_prefix: prefix(&spec.write_iops_log),
         avg_msec: spec.log_avg_msec,
-        log_offset: false,
+        log_offset: spec.log_offset,
         unix_epoch: spec.log_unix_epoch,
         job_number,
         hist_prefix: prefix(&spec.write_hist_log),
