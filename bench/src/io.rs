@@ -100,6 +100,11 @@ pub enum IoError {
     /// The transport or session failed (protocol error, local errno).
     #[error("{0}")]
     Transport(String),
+    /// A system call on a local file or device failed (the io_uring engine): its errno is
+    /// kept, so `ignore_error` and `error_dump` name what fio's file engines name (EFBIG,
+    /// ENOSPC...), not EIO.
+    #[error("{detail}")]
+    Os { errno: i32, detail: String },
     /// The engine can no longer reach its target: the connection was lost and could not be
     /// re-established (reconnects exhausted or off). Later I/Os would fail the same way.
     #[error("target unreachable: {0}")]
@@ -108,10 +113,12 @@ pub enum IoError {
 
 impl IoError {
     /// The errno fio would report for this failure (what `ignore_error` lists name): a
-    /// timeout is ETIMEDOUT, an unreachable target ENOTCONN, every SCSI or transport
-    /// failure EIO (as fio's libiscsi engine reports a failed command).
+    /// timeout is ETIMEDOUT, an unreachable target ENOTCONN, a local system call its own
+    /// errno, every SCSI or transport failure EIO (as fio's libiscsi engine reports a
+    /// failed command).
     pub fn errno(&self) -> i32 {
         match self {
+            IoError::Os { errno, .. } => *errno,
             IoError::Timeout(_) => libc::ETIMEDOUT,
             IoError::Disconnected(_) => libc::ENOTCONN,
             IoError::CheckCondition { .. }

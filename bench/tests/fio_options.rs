@@ -2621,13 +2621,18 @@ fn dumped_errors(stderr: &[u8]) -> Vec<(String, String, u64, u64)> {
 fn error_dump_prints_each_failed_io_as_fio_does() {
     let fio = fio_present();
     let dir = Scratch::new("error-dump");
-    // EFBIG (27) for fio; our io_uring engine reports every file error as EIO.
-    let non_fatal = ["--continue_on_error=write", "--ignore_error=,EIO:27"];
-    let cases: [(&[&str], &str, Vec<u64>); 3] = [
+    // EFBIG (27): both tools report the file system's errno.
+    let non_fatal = ["--continue_on_error=write", "--ignore_error=,EFBIG"];
+    // fio's `ignore_error` also continues on the types it lists, until a later
+    // `continue_on_error` sets them anew.
+    let ignore_alone = ["--ignore_error=,EFBIG"];
+    let ignore_then_none = ["--ignore_error=,EFBIG", "--continue_on_error=none"];
+    let cases: [(&[&str], &str, Vec<u64>); 5] = [
         (&non_fatal, "--error_dump=1", vec![32768, 49152]),
         (&non_fatal, "--error_dump=0", vec![]),
-        // (fio's ignore_error turns continue_on_error on for its types: not given here.)
         (&[], "--error_dump=0", vec![32768]),
+        (&ignore_alone, "--error_dump=1", vec![32768, 49152]),
+        (&ignore_then_none, "--error_dump=0", vec![32768]),
     ];
     for (policy, dump, offsets) in cases {
         for tool in if fio {

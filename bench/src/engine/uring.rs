@@ -504,13 +504,14 @@ impl UringEngine {
         let result = if rc == 0 {
             Ok(())
         } else {
-            Err(IoError::Transport(format!(
-                "BLKDISCARD of {} bytes at offset {} on {}: {}",
-                unit.len,
-                unit.offset,
-                self.path,
-                io::Error::last_os_error()
-            )))
+            let error = io::Error::last_os_error();
+            Err(IoError::Os {
+                errno: error.raw_os_error().unwrap_or(libc::EIO),
+                detail: format!(
+                    "BLKDISCARD of {} bytes at offset {} on {}: {error}",
+                    unit.len, unit.offset, self.path
+                ),
+            })
         };
         self.ready.push_back(IoDone { unit, result });
     }
@@ -547,13 +548,16 @@ impl UringEngine {
             Direction::Trim => "trim (punch hole)",
         };
         let result = if result < 0 {
-            Err(IoError::Transport(format!(
-                "{what} of {} bytes at offset {} in {}: {}",
-                unit.len,
-                unit.offset,
-                self.path,
-                io::Error::from_raw_os_error(-result)
-            )))
+            Err(IoError::Os {
+                errno: -result,
+                detail: format!(
+                    "{what} of {} bytes at offset {} in {}: {}",
+                    unit.len,
+                    unit.offset,
+                    self.path,
+                    io::Error::from_raw_os_error(-result)
+                ),
+            })
         } else if unit.direction != Direction::Trim && (result as u32) < unit.len {
             Err(IoError::Short {
                 wanted: unit.len,

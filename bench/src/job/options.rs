@@ -965,23 +965,30 @@ pub static OPTIONS: &[OptionDef] = &[
         "iSCSI: a NOP-Out not answered this long ends the connection (another path takes over)",
         apply |s| s.spec().iscsi.noop_out_timeout = Some(s.nonzero_time(TimeUnit::Milliseconds)?),
         render |spec, _base| spec.iscsi.noop_out_timeout.map(|t| format!("{}ms", t.as_millis()))),
+    opt!("ignore_error", Required, Errors, "READ_ERRS,WRITE_ERRS,VERIFY_ERRS",
+        default "EIO:EILSEQ",
+        "Errors (':'-separated names or numbers) continue_on_error treats as non-fatal, per type",
+        // As in fio (options.c `str2error`'s caller), a type given a list continues on its
+        // errors from here on; a later `continue_on_error` sets the types anew.
+        apply |s| {
+            let ignore =
+                s.parse(|text| ErrorPolicy::parse_ignore_error(text).map_err(ValueError::new))?;
+            s.spec().error_policy.ignore_from_now_on(ignore)
+        },
+        render |spec, base| (spec.error_policy.ignore != base.error_policy.ignore)
+            .then(|| render::ignore_error(&spec.error_policy))),
     opt!("continue_on_error", Required, Errors, "none|read|write|io|verify|all", default "none",
         "Continue after non-fatal errors of these types",
         apply |s| {
             s.spec().error_policy.continue_on =
                 s.parse(|text| ErrorPolicy::parse_continue_on_error(text).map_err(ValueError::new))?
         },
-        render |spec, base| (spec.error_policy.continue_on != base.error_policy.continue_on)
-            .then(|| spec.error_policy.continue_on_error_name().to_string())),
-    opt!("ignore_error", Required, Errors, "READ_ERRS,WRITE_ERRS,VERIFY_ERRS",
-        default "EIO:EILSEQ",
-        "Errors (':'-separated names or numbers) continue_on_error treats as non-fatal, per type",
-        apply |s| {
-            s.spec().error_policy.ignore =
-                s.parse(|text| ErrorPolicy::parse_ignore_error(text).map_err(ValueError::new))?
-        },
-        render |spec, base| (spec.error_policy.ignore != base.error_policy.ignore)
-            .then(|| render::ignore_error(&spec.error_policy))),
+        // After `ignore_error` in this table, and written whenever that is, so that a job
+        // file written from a spec reads back to the same types.
+        render |spec, base| (spec.error_policy.continue_on != base.error_policy.continue_on
+                || spec.error_policy.ignore != base.error_policy.ignore)
+            .then(|| spec.error_policy.continue_on_error_name().map(str::to_string))
+            .flatten()),
     opt!("error_dump", Flag, Errors, "bool", default "0",
         "Print every I/O error, also those continue_on_error rides out",
         flag error_policy.dump_non_fatal),
@@ -1947,6 +1954,24 @@ mod tests {
                 .to_string();
             assert!(error.contains(why), "{option}={bad}: {error}");
         }
+    }
+
+    /// fio's order: `ignore_error` continues on the types it lists, a later
+    /// `continue_on_error` sets the types anew, and the rendered options read back alike.
+    #[test]
+    fn ignore_error_continues_on_its_types_until_continue_on_error_says_otherwise() {
+        let mut scope = Scope::new(JobSpec::new("t"));
+        apply(&mut scope, "ignore_error", Some(",EFBIG,EILSEQ")).unwrap();
+        assert_eq!(scope.spec.error_policy.continue_on, [false, true, true]);
+        let rendered = render::spec_options(&scope.spec);
+        assert!(!rendered.iter().any(|(name, _)| *name == "continue_on_error"));
+        apply(&mut scope, "continue_on_error", Some("none")).unwrap();
+        assert_eq!(scope.spec.error_policy.continue_on, [false, false, false]);
+        let mut again = Scope::new(JobSpec::new("t"));
+        for (name, value) in render::spec_options(&scope.spec) {
+            apply(&mut again, name, value.as_deref()).unwrap();
+        }
+        assert_eq!(again.spec.error_policy, scope.spec.error_policy);
     }
 
     #[test]

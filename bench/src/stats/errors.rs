@@ -56,7 +56,9 @@ impl ErrorCounts {
             IoError::Status(status) => *self.status.entry(*status).or_insert(0) += 1,
             IoError::Short { .. } => self.short += 1,
             IoError::Timeout(_) => self.timeout += 1,
-            IoError::Transport(_) | IoError::Disconnected(_) => self.transport += 1,
+            IoError::Transport(_) | IoError::Os { .. } | IoError::Disconnected(_) => {
+                self.transport += 1
+            }
         }
         if self.first.is_none() {
             self.first = Some(error.clone());
