@@ -1964,7 +1964,9 @@ mod tests {
         apply(&mut scope, "ignore_error", Some(",EFBIG,EILSEQ")).unwrap();
         assert_eq!(scope.spec.error_policy.continue_on, [false, true, true]);
         let rendered = render::spec_options(&scope.spec);
-        assert!(!rendered.iter().any(|(name, _)| *name == "continue_on_error"));
+        assert!(!rendered
+            .iter()
+            .any(|(name, _)| *name == "continue_on_error"));
         apply(&mut scope, "continue_on_error", Some("none")).unwrap();
         assert_eq!(scope.spec.error_policy.continue_on, [false, false, false]);
         let mut again = Scope::new(JobSpec::new("t"));
