@@ -2369,6 +2369,65 @@ fn filesize_on_existing_files_does_what_fio_does() {
     }
 }
 
+/// `fallocate`: a write-only job that writes 64 KiB of a new 1 MiB file leaves the whole
+/// MiB allocated with `native` (fio's default), `posix` and `keep`, and only what it wrote
+/// with `none`, `0` and `truncate`, in fio (psync) and in ours (io_uring) alike.
+#[test]
+fn fallocate_allocates_the_file_as_fio_does() {
+    use std::os::unix::fs::MetadataExt;
+    let fio = fio_present();
+    let dir = Scratch::new("fallocate");
+    for (mode, whole) in [
+        (None, true),
+        (Some("native"), true),
+        (Some("posix"), true),
+        (Some("1"), true),
+        (Some("keep"), true),
+        (Some("none"), false),
+        (Some("0"), false),
+        (Some("truncate"), false),
+    ] {
+        for who in if fio {
+            &["fio", "ours"][..]
+        } else {
+            &["ours"][..]
+        } {
+            let file = dir.join(who);
+            let _ = std::fs::remove_file(&file);
+            let engine = if *who == "fio" { "psync" } else { "io_uring" };
+            let mut args = vec![
+                "--name=j".to_string(),
+                format!("--filename={}", file.display()),
+                format!("--ioengine={engine}"),
+                "--rw=write".to_string(),
+                "--bs=4k".to_string(),
+                "--size=1m".to_string(),
+                "--io_size=64k".to_string(),
+                "--output-format=json".to_string(),
+            ];
+            args.extend(mode.map(|m| format!("--fallocate={m}")));
+            let out = if *who == "fio" {
+                fio_command().args(&args).output().expect("run fio")
+            } else {
+                bench_run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            };
+            assert!(out.status.success(), "{who} {mode:?}: {out:?}");
+            let allocated = std::fs::metadata(&file).unwrap().blocks() * 512;
+            if whole {
+                assert!(
+                    allocated >= 1 << 20,
+                    "{who} {mode:?}: {allocated} bytes allocated"
+                );
+            } else {
+                assert!(
+                    allocated < 512 << 10,
+                    "{who} {mode:?}: {allocated} bytes allocated"
+                );
+            }
+        }
+    }
+}
+
 /// `wait_for`: of three jobs, `c` waits for `a` (two clones, both of which it waits for)
 /// while `b` runs beside `a`. In ours (`start_ms` on the run's time axis) and in fio 3.42
 /// (`job_start`, ms of the epoch; 3.33 has no per-job start) `c` starts once both clones of

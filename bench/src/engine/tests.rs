@@ -194,6 +194,7 @@ fn uring_layout_policies() {
     let extended = TempPath::new("extend");
     let mut options = uring_options(extended.path(), 8 << 20);
     options.layout = LayoutPolicy::Extend;
+    options.fallocate = crate::job::spec::Fallocate::Truncate;
     let engine = UringEngine::open(&options).unwrap();
     assert_eq!(engine.size_bytes(), 8 << 20);
     let meta = std::fs::metadata(extended.path()).unwrap();

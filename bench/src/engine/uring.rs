@@ -55,6 +55,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 use super::{take_buffer, Engine, EngineCounters, EngineError};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
+use crate::job::spec::Fallocate;
 
 /// What to do with a regular file shorter than the job's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,8 @@ pub struct UringOptions {
     /// `size`: bytes the job uses. `None` takes the file's or device's size as it is.
     pub size_bytes: Option<u64>,
     pub layout: LayoutPolicy,
+    /// `fallocate`: how the part the job lays out or extends is allocated first.
+    pub fallocate: Fallocate,
     /// `direct`.
     pub direct: bool,
     /// `fixedbufs`.
@@ -103,6 +106,7 @@ impl UringOptions {
             path: path.into(),
             size_bytes: None,
             layout: LayoutPolicy::WriteOut,
+            fallocate: Fallocate::Native,
             direct: false,
             fixedbufs: false,
             registerfiles: false,
@@ -911,6 +915,43 @@ fn build_ring(options: &UringOptions) -> Result<(IoUring, bool, Issuer), EngineE
     Ok((built.ring, sqpoll, issuer))
 }
 
+/// Allocates `len` bytes of `file` from its start as fio's `fallocate=` does before it lays
+/// a file out (filesetup.c `fallocate_file`): `native` falls back to nothing where the file
+/// system cannot allocate; `posix` logs its failure and goes on, as fio does;
+/// `keep` and `truncate` fail the job. The size is set afterwards in any case (the engine
+/// needs the whole region), so `keep` differs from `native` only in fio, where the file
+/// then grows with the writes.
+fn preallocate(file: &std::fs::File, mode: Fallocate, len: u64) -> io::Result<()> {
+    let len = len as libc::off_t;
+    let fd = file.as_raw_fd();
+    match mode {
+        Fallocate::None => Ok(()),
+        Fallocate::Native => {
+            // SAFETY: plain system call on an open descriptor.
+            if unsafe { libc::fallocate(fd, 0, 0, len) } != 0 {
+                tracing::debug!(error = %io::Error::last_os_error(), "fallocate=native: not allocated");
+            }
+            Ok(())
+        }
+        Fallocate::Posix => {
+            // SAFETY: as above; posix_fallocate returns the error instead of setting errno.
+            let rc = unsafe { libc::posix_fallocate(fd, 0, len) };
+            if rc != 0 {
+                tracing::warn!(error = %io::Error::from_raw_os_error(rc), "posix_fallocate failed");
+            }
+            Ok(())
+        }
+        Fallocate::Keep => {
+            // SAFETY: as above.
+            match unsafe { libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, len) } {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            }
+        }
+        Fallocate::Truncate => file.set_len(len as u64),
+    }
+}
+
 /// Creates or grows a regular file to the job's size, as `options.layout` says.
 fn lay_out(options: &UringOptions, path: &str) -> Result<(), EngineError> {
     let Some(wanted) = options.size_bytes else {
@@ -945,6 +986,7 @@ fn lay_out(options: &UringOptions, path: &str) -> Result<(), EngineError> {
         .open(&options.path)
         .map_err(file_error("creating"))?;
     let from = current.unwrap_or(0);
+    preallocate(&file, options.fallocate, wanted).map_err(file_error("allocating (fallocate)"))?;
     match options.layout {
         LayoutPolicy::Extend | LayoutPolicy::Refuse => {
             file.set_len(wanted).map_err(file_error("extending"))?;

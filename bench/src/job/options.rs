@@ -15,9 +15,10 @@ use super::error::{JobError, Origin, Suggestion, ValueError};
 use super::error_policy::ErrorPolicy;
 use super::render::{self, changed, changed_flag};
 use super::spec::{
-    BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, FileService, FileServiceKind,
-    IscsiOptions, JobSpec, LogName, PathList, PerDir, RateProcess, RwSequencer, SizeSpec,
-    SteadyStateMetric, SteadyStateSpec, SyncMode, TransportKind, VerifyKind, ZoneMode, ZoneSkip,
+    BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, Fallocate, FileService,
+    FileServiceKind, IscsiOptions, JobSpec, LogName, PathList, PerDir, RateProcess, RwSequencer,
+    SizeSpec, SteadyStateMetric, SteadyStateSpec, SyncMode, TransportKind, VerifyKind, ZoneMode,
+    ZoneSkip,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -458,6 +459,18 @@ pub static OPTIONS: &[OptionDef] = &[
             }
             .to_string()
         })),
+    opt!("fallocate", Required, Target, "none|0|native|posix|1|keep|truncate", default "native",
+        "How a file the job creates or extends is allocated (fallocate, posix_fallocate, ftruncate)",
+        apply |s| s.spec().fallocate = match s.text() {
+            "none" | "0" => Fallocate::None,
+            "native" => Fallocate::Native,
+            "posix" | "1" => Fallocate::Posix,
+            "keep" => Fallocate::Keep,
+            "truncate" => Fallocate::Truncate,
+            _ => return s.fail("expected none, 0, native, posix, 1, keep or truncate"),
+        },
+        render |spec, base| (spec.fallocate != base.fallocate)
+            .then(|| spec.fallocate.fio_name().to_string())),
     opt!("io_submit_mode", Required, Depth, "inline|offload", default "inline",
         "Who submits the I/Os (offload: taken, the job thread or the shard submits)",
         apply |s| s.spec().io_submit_offload = match s.text() {
@@ -1008,7 +1021,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "offset_align",
     "nrfiles",
     "openfiles",
-    "fallocate",
     "fadvise_hint",
     "fdatasync",
     "write_barrier",
@@ -1695,6 +1707,7 @@ mod tests {
             "transport" => "dependent",
             "file_service_type" => "random:2",
             "continue_on_error" => "io",
+            "fallocate" => "truncate",
             "ignore_error" => "EIO:ETIMEDOUT,110",
             "description" | "initiator_name" | "chap_username" | "chap_secret" => "some text",
             "rate_cycle" => "250ms",

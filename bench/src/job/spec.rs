@@ -415,6 +415,8 @@ pub struct JobSpec {
     pub fsync: u32,
     pub end_fsync: bool,
     pub sync: SyncMode,
+    /// `fallocate`: how a regular file the job lays out or extends is allocated.
+    pub fallocate: Fallocate,
     /// `io_submit_mode=offload` (taken; see the option's help).
     pub io_submit_offload: bool,
     /// `write_hist_log`, `log_hist_msec` (0: nothing logged, fio's default) and
@@ -617,6 +619,7 @@ impl JobSpec {
             fsync: 0,
             end_fsync: false,
             sync: SyncMode::None,
+            fallocate: Fallocate::Native,
             verify_interval: None,
             verify_offset: 0,
             latency_target: None,
@@ -983,6 +986,36 @@ pub enum SyncMode {
     Sync,
     /// `dsync`: `O_DSYNC` on a file.
     Dsync,
+}
+
+/// fio's `fallocate=` (filesetup.c `fallocate_file`): how a regular file is allocated when
+/// the job creates or extends it, over the job's whole size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallocate {
+    /// `none`/`0`: not allocated ahead; the writes allocate.
+    None,
+    /// `native` (fio's default on Linux): `fallocate(2)`, or nothing where the file
+    /// system cannot.
+    Native,
+    /// `posix`/`1`: `posix_fallocate(3)` (which writes zeros where the file system has no
+    /// `fallocate`).
+    Posix,
+    /// `keep`: `fallocate(2)` with `FALLOC_FL_KEEP_SIZE`.
+    Keep,
+    /// `truncate`: only `ftruncate(2)`, a sparse file.
+    Truncate,
+}
+
+impl Fallocate {
+    pub fn fio_name(self) -> &'static str {
+        match self {
+            Fallocate::None => "none",
+            Fallocate::Native => "native",
+            Fallocate::Posix => "posix",
+            Fallocate::Keep => "keep",
+            Fallocate::Truncate => "truncate",
+        }
+    }
 }
 
 /// `text` with every ASCII-case-insensitive occurrence of `keyword` replaced by `value`.

@@ -156,6 +156,7 @@ pub fn engine_config(
             } else {
                 LayoutPolicy::Extend
             };
+            options.fallocate = spec.fallocate;
             options.direct = spec.direct;
             options.fixedbufs = spec.fixedbufs;
             options.registerfiles = spec.registerfiles;
