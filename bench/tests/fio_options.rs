@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::ScratchDir;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,33 +22,13 @@ fn fio_present() -> bool {
     common::require_tool("fio", ok)
 }
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("fio-options-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn parse(text: &str) -> Vec<JobSpec> {
     parse_job_str(Path::new("t.fio"), text, &|_| None).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 /// fio's verdict on a job file (`--parse-only`, at most 20 s): accepted with nothing on
 /// stderr.
-fn fio_accepts(dir: &Scratch, text: &str) -> Result<(), String> {
+fn fio_accepts(dir: &ScratchDir, text: &str) -> Result<(), String> {
     let path = dir.join("job.fio");
     std::fs::write(&path, text).unwrap();
     let out = fio_command()
@@ -82,7 +64,7 @@ fn fio_aliases_mean_their_options() {
         ("wait_for_previous=1", "stonewall=1"),
     ];
     let fio = fio_present();
-    let dir = Scratch::new("aliases");
+    let dir = ScratchDir::new("fio-options", "aliases");
     let base = "[j]\nioengine=null\nsize=4m\niodepth=4\n";
     for (alias, name) in pairs {
         let ours_alias = parse(&format!("{base}{alias}\n"));
@@ -128,11 +110,11 @@ fn fio_anchor() -> Option<PathBuf> {
 }
 
 /// What fio issues for `job` (one `[j]` section, `ioengine=null`), from its `write_iolog`.
-fn fio_ios(dir: &Scratch, job: &str) -> Vec<Io> {
+fn fio_ios(dir: &ScratchDir, job: &str) -> Vec<Io> {
     fio_ios_with(Path::new("fio"), dir, job)
 }
 
-fn fio_ios_with(fio: &Path, dir: &Scratch, job: &str) -> Vec<Io> {
+fn fio_ios_with(fio: &Path, dir: &ScratchDir, job: &str) -> Vec<Io> {
     let log = dir.join("iolog");
     let _ = std::fs::remove_file(&log);
     let path = dir.join("ios.fio");
@@ -233,7 +215,7 @@ fn sequential_offset_modifiers_issue_fios_offsets() {
     if !fio_present() {
         return;
     }
-    let dir = Scratch::new("seq-modifiers");
+    let dir = ScratchDir::new("fio-options", "seq-modifiers");
     for extra in [
         "rw=read:8k\n",
         "rw=read:-8k\n",
@@ -259,7 +241,7 @@ fn random_offset_groups_follow_rw_sequencer_as_in_fio() {
     if !fio_present() {
         return;
     }
-    let dir = Scratch::new("rand-groups");
+    let dir = ScratchDir::new("fio-options", "rand-groups");
     let size = 256 * 1024;
     for (sequencer, identical) in [("sequential", false), ("identical", true)] {
         let job = format!(
@@ -307,7 +289,7 @@ fn percentage_random_mixes_like_fio() {
     if !fio_present() {
         return;
     }
-    let dir = Scratch::new("pct-random");
+    let dir = ScratchDir::new("fio-options", "pct-random");
     let job = "[j]\nioengine=null\noffset=0\nsize=4m\nbs=4k\nrw=randread\npercentage_random=25\n";
     let share_sequential = |ios: &[Io]| {
         let follows = ios.windows(2).filter(|w| w[1].1 == w[0].1 + w[0].2).count();
@@ -337,7 +319,7 @@ fn zoned_distributions_put_io_where_fio_does() {
     if !fio_present() {
         return;
     }
-    let dir = Scratch::new("zoned");
+    let dir = ScratchDir::new("fio-options", "zoned");
     let mib = 1024 * 1024;
     let base = "[j]\nioengine=null\noffset=0\nsize=4m\nio_size=8m\nbs=4k\n";
     // (options, [(direction, zone start, zone end, expected share)])
@@ -403,7 +385,7 @@ fn zoned_distributions_put_io_where_fio_does() {
 #[test]
 fn random_generator_names_are_fios() {
     let fio = fio_present();
-    let dir = Scratch::new("randgen");
+    let dir = ScratchDir::new("fio-options", "randgen");
     for name in ["tausworthe", "lfsr", "tausworthe64"] {
         let job = format!("[j]\nioengine=null\nsize=1m\nrw=randread\nrandom_generator={name}\n");
         parse(&job);
@@ -537,10 +519,10 @@ fn fill_device_writes_to_the_end() {
     assert_eq!(ours.len(), 256);
     assert_eq!(parse(job), parse(&job.replace("fill_device", "fill_fs")));
     if fio_present() {
-        let dir = Scratch::new("fill");
+        let dir = ScratchDir::new("fio-options", "fill");
         assert_eq!(kib(&fio_ios(&dir, job)), kib(&ours));
     }
-    let dir = Scratch::new("fill-file");
+    let dir = ScratchDir::new("fio-options", "fill-file");
     let file = dir.join("f");
     std::fs::write(&file, vec![0u8; 64 * 1024]).unwrap();
     let filename = format!("--filename={}", file.display());
@@ -584,7 +566,7 @@ fn iodepth_low_drains_a_full_queue() {
     assert!(full > 90.0, "without iodepth_low: {full}% at depth 5-8");
     assert!(low < 70.0, "iodepth_low=1: {low}% at depth 5-8");
     if fio_present() {
-        let dir = Scratch::new("iodepth-low");
+        let dir = ScratchDir::new("fio-options", "iodepth-low");
         fio_accepts(
             &dir,
             "[j]\nioengine=null\nsize=1m\niodepth=8\niodepth_low=1\n",
@@ -601,7 +583,7 @@ fn iodepth_low_drains_a_full_queue() {
 #[test]
 fn exitall_ends_the_jobs_fio_ends() {
     let fio = fio_present();
-    let dir = Scratch::new("exitall");
+    let dir = ScratchDir::new("fio-options", "exitall");
     let jobs = |ending: &str| {
         format!(
             "[a]\nioengine=null\nsize=4m\nrate_iops=2000\n{ending}\n\
@@ -671,7 +653,7 @@ fn exitall_ends_the_jobs_fio_ends() {
 #[test]
 fn flow_weights_share_io_as_in_fio() {
     let fio = fio_present();
-    let dir = Scratch::new("flow");
+    let dir = ScratchDir::new("fio-options", "flow");
     let path = dir.join("flow.fio");
     std::fs::write(
         &path,
@@ -833,7 +815,7 @@ fn job_counts(text: &str) -> (i64, u64, u64) {
 #[test]
 fn verify_interval_and_offload_do_what_fio_does() {
     let fio = fio_present();
-    let dir = Scratch::new("verify-interval");
+    let dir = ScratchDir::new("fio-options", "verify-interval");
     let file = dir.join("data");
     let common = [
         format!("--filename={}", file.display()),
@@ -944,7 +926,7 @@ fn minimal_is_fios_terse_v3_field_for_field() {
 #[test]
 fn fsync_counts_flushes_as_fio_does() {
     let fio = fio_present();
-    let dir = Scratch::new("fsync");
+    let dir = ScratchDir::new("fio-options", "fsync");
     let file = dir.join("data");
     let filename = format!("--filename={}", file.display());
     let sync_of = |text: &str| {
@@ -1051,7 +1033,7 @@ fn fsync_counts_flushes_as_fio_does() {
 #[test]
 fn verify_only_checks_an_earlier_run() {
     let fio = fio_present();
-    let dir = Scratch::new("verify-only");
+    let dir = ScratchDir::new("fio-options", "verify-only");
     let run = |tool: &str, file: &Path, extra: &[&str]| -> (i64, u64, u64) {
         let filename = format!("--filename={}", file.display());
         let mut args = vec![
@@ -1139,7 +1121,7 @@ fn dedupe_shape(path: &Path) -> (f64, f64) {
 #[test]
 fn dedupe_mode_repeats_as_fio_does() {
     let fio = fio_present();
-    let dir = Scratch::new("dedupe");
+    let dir = ScratchDir::new("fio-options", "dedupe");
     for (mode, early_low, early_high) in [("repeat", 0.0, 0.5), ("working_set", 0.9, 1.01)] {
         let mut shapes = Vec::new();
         for tool in if fio {
@@ -1199,7 +1181,7 @@ fn dedupe_mode_repeats_as_fio_does() {
 #[test]
 fn hist_log_has_fios_lines() {
     let fio = fio_present();
-    let dir = Scratch::new("hist");
+    let dir = ScratchDir::new("fio-options", "hist");
     for coarseness in [0u32, 3] {
         let mut summaries = Vec::new();
         for tool in if fio {
@@ -1259,7 +1241,7 @@ fn hist_log_has_fios_lines() {
 #[test]
 fn verify_meta_checks_headers_as_fio_does() {
     let fio = fio_present();
-    let dir = Scratch::new("verify-meta");
+    let dir = ScratchDir::new("fio-options", "verify-meta");
     let run = |tool: &str, file: &Path, extra: &[&str]| -> (i64, u64, u64) {
         let filename = format!("--filename={}", file.display());
         let mut args = vec![
@@ -1318,7 +1300,7 @@ fn verify_meta_checks_headers_as_fio_does() {
 #[test]
 fn verify_offset_moves_the_header_as_fio_does() {
     let fio = fio_present();
-    let dir = Scratch::new("verify-offset");
+    let dir = ScratchDir::new("fio-options", "verify-offset");
     let run = |tool: &str, file: &Path, extra: &[&str]| -> (i64, u64, u64) {
         let filename = format!("--filename={}", file.display());
         let mut args = vec![
@@ -1378,7 +1360,7 @@ fn steadystate_options_agree_within_a_group() {
     let good = "[a]\nioengine=null\nsize=1m\nss=iops:5%\nss_dur=2\n[b]\nnew_group\nioengine=null\nsize=1m\n";
     assert_eq!(parse(good).len(), 2);
     if fio_present() {
-        let dir = Scratch::new("ss-groups");
+        let dir = ScratchDir::new("fio-options", "ss-groups");
         let path = dir.join("bad.fio");
         std::fs::write(&path, bad).unwrap();
         let out = fio_command().arg(&path).output().unwrap();
@@ -1464,7 +1446,7 @@ fn latency_target_finds_the_depth_as_fio_does() {
 #[test]
 fn exitall_on_error_ends_the_other_jobs() {
     let fio = fio_present();
-    let dir = Scratch::new("exitall-on-error");
+    let dir = ScratchDir::new("fio-options", "exitall-on-error");
     for tool in if fio {
         &["ours", "fio"][..]
     } else {
@@ -1517,7 +1499,7 @@ fn sequence_distribution_issues_fios_offsets() {
         eprintln!("SKIPPED: random_distribution=sequence needs fio 3.42 ($FIO_ANCHOR)");
         return;
     };
-    let dir = Scratch::new("sequence");
+    let dir = ScratchDir::new("fio-options", "sequence");
     for extra in ["", "random_sequence_stride=1\n"] {
         let job = format!(
             "[j]\nioengine=null\noffset=0\nsize=64k\nbs=4k\nrw=randread\n\
@@ -1536,7 +1518,7 @@ fn sequence_distribution_issues_fios_offsets() {
 #[test]
 fn verify_backlog_checks_while_writing_and_reads_each_block_once() {
     let fio = fio_present();
-    let dir = Scratch::new("verify-backlog");
+    let dir = ScratchDir::new("fio-options", "verify-backlog");
     let file = dir.join("data");
     for (rw, extra) in [("randwrite", "--loops=1"), ("write", "--loops=2")] {
         let common = [
@@ -1606,7 +1588,7 @@ fn verify_backlog_checks_while_writing_and_reads_each_block_once() {
 #[test]
 fn verify_dump_writes_the_bad_block_where_fio_does() {
     let fio = fio_present();
-    let dir = Scratch::new("verify-dump");
+    let dir = ScratchDir::new("fio-options", "verify-dump");
     let file = dir.join("data");
     let file_arg = format!("--filename={}", file.display());
     let write = [
@@ -1628,7 +1610,7 @@ fn verify_dump_writes_the_bad_block_where_fio_does() {
         Command::new("timeout")
             .arg("30")
             .arg(program)
-            .current_dir(&dir.0)
+            .current_dir(dir.path())
             .args([
                 "--name=r",
                 engine,
@@ -1692,7 +1674,7 @@ fn verify_state_load_checks_what_the_stopped_run_wrote_as_fio_does() {
     let fio = fio_present();
     let tools: &[&str] = if fio { &["ours", "fio"] } else { &["ours"] };
     for tool in tools {
-        let dir = Scratch::new(&format!("verify-state-{tool}"));
+        let dir = ScratchDir::new("fio-options", &format!("verify-state-{tool}"));
         let run = |extra: &[&str]| -> (i64, u64, u64) {
             let mut args = vec![
                 "--name=w",
@@ -1705,7 +1687,7 @@ fn verify_state_load_checks_what_the_stopped_run_wrote_as_fio_does() {
             ];
             args.extend_from_slice(extra);
             let mut command = Command::new("timeout");
-            command.arg("30").current_dir(&dir.0);
+            command.arg("30").current_dir(dir.path());
             if *tool == "fio" {
                 command.args(["fio", "--ioengine=psync"]);
             } else {
@@ -1743,13 +1725,13 @@ fn verify_state_load_checks_what_the_stopped_run_wrote_as_fio_does() {
 /// `verify_only` write job with verify, and a missing or foreign state file is named.
 #[test]
 fn verify_state_load_names_what_is_missing() {
-    let dir = Scratch::new("verify-state-bad");
+    let dir = ScratchDir::new("fio-options", "verify-state-bad");
     // The job, with `extra` options, in the scratch directory (where the state file goes).
     let job = |extra: &[&str]| -> std::process::Output {
         Command::new("timeout")
             .arg("30")
             .arg(env!("CARGO_BIN_EXE_iscsi-bench"))
-            .current_dir(&dir.0)
+            .current_dir(dir.path())
             .args([
                 "--name=w",
                 "--filename=data",
@@ -1800,7 +1782,7 @@ fn verify_state_load_names_what_is_missing() {
 /// shaped like fio's examples/fio-rand-read.fio does the same reads on fio and on ours.
 #[test]
 fn libaio_job_files_run_on_io_uring_as_on_fio() {
-    let dir = Scratch::new("libaio");
+    let dir = ScratchDir::new("fio-options", "libaio");
     let file = dir.join("data");
     std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
     let job_path = dir.join("rand-read.fio");
@@ -1925,14 +1907,14 @@ fn a_local_job_without_a_filename_uses_fios_file_in_directory() {
     } else {
         &["ours"][..]
     } {
-        let dir = Scratch::new(&format!("directory-{who}"));
+        let dir = ScratchDir::new("fio-options", &format!("directory-{who}"));
         let job = dir.join("job.fio");
         std::fs::write(
             &job,
             format!(
                 "[global]\ndirectory={}\nioengine=libaio\nrw=read\nbs=4k\nsize=256k\n\
                  [made]\n[named]\nfilename=given\n",
-                dir.0.display()
+                dir.path().display()
             ),
         )
         .unwrap();
@@ -2048,7 +2030,7 @@ fn strided_zones_issue_fios_sequential_offsets() {
     if !fio_present() {
         return;
     }
-    let dir = Scratch::new("strided-seq");
+    let dir = ScratchDir::new("fio-options", "strided-seq");
     for extra in [
         "size=1m\nbs=16k\nzonesize=64k\nzoneskip=192k\n",
         "offset=64k\nsize=960k\nbs=16k\nzonesize=64k\nzoneskip=256k\n",
@@ -2085,7 +2067,7 @@ fn strided_zones_run_to_the_end_of_the_file_as_fios_do() {
     if !fio_present() {
         return;
     }
-    let dir = Scratch::new("strided-file");
+    let dir = ScratchDir::new("fio-options", "strided-file");
     let file = dir.join("target");
     std::fs::File::create(&file)
         .and_then(|f| f.set_len(1 << 20))
@@ -2139,7 +2121,7 @@ fn strided_zones_hold_random_reads_as_fios_do() {
     if !fio_present() {
         return;
     }
-    let dir = Scratch::new("strided-rand");
+    let dir = ScratchDir::new("fio-options", "strided-rand");
     let bs = 16u64 << 10;
     for (extra, range, skip, map) in [
         ("size=1m\nzonesize=64k\nzoneskip=192k\n", 64, 192, true),
@@ -2257,7 +2239,7 @@ fn filesize_sets_the_file_fio_works_on() {
     if !fio_present() {
         return;
     }
-    let dir = Scratch::new("filesize-null");
+    let dir = ScratchDir::new("fio-options", "filesize-null");
     for extra in [
         "filesize=256k\n",
         "filesize=256k\nsize=64k\n",
@@ -2306,7 +2288,7 @@ fn filesize_range_draws_a_size_in_it_as_fio_does() {
     }
     assert!(drawn.len() > 4, "{drawn:?}");
     if fio_present() {
-        let dir = Scratch::new("filesize-range");
+        let dir = ScratchDir::new("fio-options", "filesize-range");
         for seed in 1..=2 {
             let bytes = read(&fio_ios(&dir, &job(seed)));
             assert!(
@@ -2326,7 +2308,7 @@ fn filesize_on_existing_files_does_what_fio_does() {
     if !fio_present() {
         return;
     }
-    let dir = Scratch::new("filesize-files");
+    let dir = ScratchDir::new("fio-options", "filesize-files");
     for (existing, extra, ios) in [
         (Some(1u64 << 20), "rw=read\nfilesize=256k\n", 64u64),
         (Some(300 << 10), "rw=read\nfilesize=256k-512k\n", 75),
@@ -2376,7 +2358,7 @@ fn filesize_on_existing_files_does_what_fio_does() {
 fn fallocate_allocates_the_file_as_fio_does() {
     use std::os::unix::fs::MetadataExt;
     let fio = fio_present();
-    let dir = Scratch::new("fallocate");
+    let dir = ScratchDir::new("fio-options", "fallocate");
     for (mode, whole) in [
         (None, true),
         (Some("native"), true),
@@ -2434,7 +2416,7 @@ fn fallocate_allocates_the_file_as_fio_does() {
 /// `a` ended and `b` starts with `a`. A waitee that is no earlier job is refused by both.
 #[test]
 fn wait_for_starts_a_job_after_its_waitee_as_fio_does() {
-    let dir = Scratch::new("wait-for");
+    let dir = ScratchDir::new("fio-options", "wait-for");
     let path = dir.join("waitfor.fio");
     std::fs::write(
         &path,
@@ -2530,7 +2512,7 @@ fn assert_waits_for_a(spans: &[(String, u64, u64)], who: &str) {
 fn filename_format_names_the_files_fio_names() {
     let fio = fio_present();
     let made = |who: &str| -> Vec<String> {
-        let dir = Scratch::new(&format!("filename-format-{who}"));
+        let dir = ScratchDir::new("fio-options", &format!("filename-format-{who}"));
         let job = dir.join("job.fio");
         std::fs::write(
             &job,
@@ -2538,7 +2520,7 @@ fn filename_format_names_the_files_fio_names() {
                 "[global]\ndirectory={}\nioengine=libaio\nrw=read\nbs=4k\nsize=16k\n\
                  [fmt]\nfilename_format=f.$jobname.$JOBNUM.$filenum-$clientuid.dat\n\
                  [shared]\nnumjobs=2\nfilename_format=shared.$JobName\n[plain]\n",
-                dir.0.display()
+                dir.path().display()
             ),
         )
         .unwrap();
@@ -2549,7 +2531,7 @@ fn filename_format_names_the_files_fio_names() {
             bench_run(&[&job])
         };
         assert!(out.status.success(), "{who}: {out:?}");
-        let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|name| name != "job.fio")
@@ -2581,7 +2563,7 @@ fn log_lines(path: &Path) -> Vec<Vec<u64>> {
 #[test]
 fn log_offset_logs_each_ios_offset_as_fio_does() {
     let fio = fio_present();
-    let dir = Scratch::new("log-offset");
+    let dir = ScratchDir::new("fio-options", "log-offset");
     let region: Vec<u64> = (4..20).map(|block| block * 4096).collect();
     for (rw, avg_msec) in [("read", 0), ("randread", 0), ("read", 1000)] {
         let mut offsets_by_tool = Vec::new();
@@ -2679,7 +2661,7 @@ fn dumped_errors(stderr: &[u8]) -> Vec<(String, String, u64, u64)> {
 #[test]
 fn error_dump_prints_each_failed_io_as_fio_does() {
     let fio = fio_present();
-    let dir = Scratch::new("error-dump");
+    let dir = ScratchDir::new("fio-options", "error-dump");
     // EFBIG (27): both tools report the file system's errno.
     let non_fatal = ["--continue_on_error=write", "--ignore_error=,EFBIG"];
     // fio's `ignore_error` also continues on the types it lists, until a later

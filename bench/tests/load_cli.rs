@@ -3,6 +3,9 @@
 //! and jobs over several LUNs. Runs are short (1 to 3 s) and go to the embedded target or a
 //! temporary file.
 
+mod common;
+
+use common::describe;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -14,15 +17,6 @@ fn bench(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("iscsi-bench runs")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn json(out: &Output) -> Value {

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::{describe, ScratchDir};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -21,37 +23,6 @@ const FIO_MAGIC: [u8; 2] = 0xaccau16.to_le_bytes();
 /// `VERIFY_HEADER_VERSION`), with a 64-bit `numberio` that grew the header from 40 bytes to 48.
 const FIO_HEADER_VERSION: u8 = 0x81;
 const BLOCK_BYTES: usize = 4096;
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("verify-kinds-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// An installed fio and its (major, minor) version.
 struct Fio {
@@ -73,22 +44,22 @@ impl Fio {
 
     /// Writes one file of 4 blocks per kind, `<dir>/<kind>.img`, with `verify=<kind>`,
     /// without reading them back: one fio run, one job per kind.
-    fn write_each_kind(&self, dir: &Scratch) {
+    fn write_each_kind(&self, dir: &ScratchDir) {
         let mut jobs =
             String::from("[global]\nrw=write\nbs=4k\nsize=16k\nioengine=psync\ndo_verify=0\n");
         for kind in ChecksumKind::ALL {
-            let file = dir.file(&format!("{}.img", kind.fio_name()));
+            let file = dir.join(&format!("{}.img", kind.fio_name()));
             jobs += &format!(
                 "[{name}]\nfilename={file}\nverify={name}\n",
                 name = kind.fio_name(),
                 file = file.display()
             );
         }
-        let job_file = dir.file("write.fio");
+        let job_file = dir.join("write.fio");
         std::fs::write(&job_file, jobs).expect("job file");
         // In the scratch directory: fio leaves its verify state files where it runs.
         let out = Command::new("timeout")
-            .current_dir(&dir.0)
+            .current_dir(dir.path())
             .arg("60")
             .arg(&self.path)
             .arg("--output=/dev/null")
@@ -206,12 +177,12 @@ fn installed_fios() -> Vec<Fio> {
 
 #[test]
 fn blocks_fio_writes_carry_the_digest_ours_computes() {
-    let dir = Scratch::new("fio-written");
+    let dir = ScratchDir::new("verify-kinds", "fio-written");
     for fio in installed_fios() {
         fio.write_each_kind(&dir);
         let mut not_compared = Vec::new();
         for kind in ChecksumKind::ALL {
-            let file = dir.file(&format!("{}.img", kind.fio_name()));
+            let file = dir.join(&format!("{}.img", kind.fio_name()));
             let image = std::fs::read(&file).expect("read fio's file");
             assert_eq!(image.len(), 4 * BLOCK_BYTES);
             for (index, block) in image.chunks(BLOCK_BYTES).enumerate() {
@@ -262,11 +233,11 @@ fn bench_run(file: &Path, kind: ChecksumKind, extra: &[&str]) -> Output {
 
 #[test]
 fn each_kind_round_trips_and_names_a_flipped_byte() {
-    let dir = Scratch::new("round-trip");
+    let dir = ScratchDir::new("verify-kinds", "round-trip");
     // In the data of the sixth block, past the longest header (40 + 64 bytes).
     let flipped_at = 5 * BLOCK_BYTES + 1234;
     for kind in ChecksumKind::ALL {
-        let file = dir.file(&format!("{}.img", kind.fio_name()));
+        let file = dir.join(&format!("{}.img", kind.fio_name()));
         std::fs::write(&file, vec![0u8; 16 * BLOCK_BYTES]).expect("scratch file");
         // Written, then read back in the same run (do_verify), then in a run of its own.
         let written = bench_run(&file, kind, &[]);
@@ -298,7 +269,7 @@ fn each_kind_round_trips_and_names_a_flipped_byte() {
 /// or `sha384`): checked against fio's own parser where installed.
 #[test]
 fn the_names_fio_takes_are_the_names_we_take() {
-    let dir = Scratch::new("names");
+    let dir = ScratchDir::new("verify-kinds", "names");
     let fio = installed_fios().into_iter().next();
     let job = |name: &str| format!("[{name}]\nioengine=null\nrw=write\nsize=1m\nverify={name}\n");
     let taken: Vec<&str> = ChecksumKind::ALL
@@ -316,7 +287,7 @@ fn the_names_fio_takes_are_the_names_we_take() {
         assert!(parsed.is_err(), "{name} taken");
     }
     let Some(fio) = fio else { return };
-    let all_taken = dir.file("taken.fio");
+    let all_taken = dir.join("taken.fio");
     std::fs::write(
         &all_taken,
         taken.iter().map(|name| job(name)).collect::<String>(),
@@ -324,7 +295,7 @@ fn the_names_fio_takes_are_the_names_we_take() {
     .expect("job file");
     assert!(fio.accepts(&all_taken), "fio refuses one of {taken:?}");
     for name in refused {
-        let path = dir.file(&format!("{name}.fio"));
+        let path = dir.join(&format!("{name}.fio"));
         std::fs::write(&path, job(name)).expect("job file");
         assert!(!fio.accepts(&path), "fio takes {name}");
     }

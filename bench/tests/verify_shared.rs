@@ -2,6 +2,9 @@
 //! jobs that cannot share a ledger are refused by name before any I/O, and a block
 //! changed behind the writers' back (the backing file written by someone else) is caught.
 
+mod common;
+
+use common::describe;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -15,15 +18,6 @@ fn bench() -> Command {
 
 fn run(args: &[&str]) -> Output {
     bench().args(args).output().expect("iscsi-bench runs")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A scratch file of `bytes`, removed on drop.
