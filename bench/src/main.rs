@@ -215,6 +215,7 @@ fn print_banners(jobs: &[bench::job::JobSpec]) {
             sizes,
             spec.engine().name(),
             spec.iodepth,
+            spec.report.significant_figures as usize,
         ));
     }
     text.push_str(&format!("{}\n", job::version_text()));

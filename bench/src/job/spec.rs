@@ -531,6 +531,9 @@ pub struct JobSpec {
     /// averaged and sampled lines).
     pub log_offset: bool,
     pub cpus_allowed: Option<Vec<u32>>,
+    /// fio's options about what is reported and how numbers look (`stats`,
+    /// `significant_figures`, `unit_base`, `bwavgtime`, ...).
+    pub report: ReportOptions,
     /// The options as the user wrote them, for fio's "global options" and "job options"
     /// in the JSON report. Where an option was written does not change the job, so this
     /// never makes two specs unequal.
@@ -551,7 +554,38 @@ impl PartialEq for GivenOptions {
     }
 }
 
+/// The sample period and log window of one rate log kind, fio's rule (init.c, where the
+/// bandwidth and IOPS logs are set up): a given `*avgtime` is the period, and the log
+/// averages over the shorter of it and `log_avg_msec`; without one, a job that writes
+/// the log samples every `log_avg_msec`. fio's per-I/O rate lines (the log without
+/// `log_avg_msec`) are not reproduced: such a log gets a line per period.
+fn rate_period(avg_time_ms: Option<u64>, logged: bool, log_avg_msec: u64) -> (u64, u64) {
+    match avg_time_ms {
+        Some(period) => (period, log_avg_msec.min(period)),
+        None if logged && log_avg_msec > 0 => (log_avg_msec, log_avg_msec),
+        None => (crate::stats::DEFAULT_SAMPLE_INTERVAL_MS, log_avg_msec),
+    }
+}
+
 impl JobSpec {
+    /// The bandwidth samples' period and the bandwidth log's averaging window, in ms.
+    pub fn bw_sample_period(&self) -> (u64, u64) {
+        rate_period(
+            self.report.bwavgtime_ms,
+            self.write_bw_log.is_some(),
+            self.log_avg_msec,
+        )
+    }
+
+    /// The IOPS samples' period and the IOPS log's averaging window, in ms.
+    pub fn iops_sample_period(&self) -> (u64, u64) {
+        rate_period(
+            self.report.iopsavgtime_ms,
+            self.write_iops_log.is_some(),
+            self.log_avg_msec,
+        )
+    }
+
     /// What an `rw=copy` job does; `None` for an I/O pattern.
     pub fn copy(&self) -> Option<CopySpec> {
         self.rw_copy.then(|| CopySpec {
@@ -690,6 +724,7 @@ impl JobSpec {
             log_unix_epoch: false,
             log_offset: false,
             cpus_allowed: None,
+            report: ReportOptions::default(),
             given: GivenOptions::default(),
         }
     }
@@ -920,6 +955,101 @@ pub struct Region {
     pub len_bytes: u64,
 }
 
+/// fio's reporting options that shape the report, not the I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// `stats`: with false the job runs but is left out of every report (fio's `stats=0`).
+    pub stats: bool,
+    /// `disk_util`: fio's disk statistics of local block devices. We keep none (a LUN
+    /// over iSCSI has no local disk, as with fio's libiscsi engine), so either value
+    /// prints none; kept so that job files round-trip.
+    pub disk_util: bool,
+    /// `significant_figures` (1..=10): digits of the numbers in the text report.
+    pub significant_figures: u32,
+    /// `unit_base`: bandwidth in the text report in bytes or in bits.
+    pub unit_base: UnitBase,
+    /// `per_job_logs`: log file names carry the job number (false: the clones of a job
+    /// write one file per log kind).
+    pub per_job_logs: bool,
+    /// `bwavgtime`/`iopsavgtime` in ms where given: the bandwidth and IOPS sample periods
+    /// (unset: 500 ms, or `log_avg_msec` for a job that writes that log, as fio).
+    pub bwavgtime_ms: Option<u64>,
+    pub iopsavgtime_ms: Option<u64>,
+    /// `log_entries`: fio's initial log buffer size; ours grow as needed.
+    pub log_entries: u32,
+    /// `clocksource`: we always time with the monotonic clock; kept for round trips.
+    pub clocksource: Option<ClockSource>,
+    /// `gtod_cpu`: fio's time-keeping thread's CPU; we have no such thread.
+    pub gtod_cpu: Option<u32>,
+}
+
+/// fio's default `significant_figures`.
+pub const DEFAULT_SIGNIFICANT_FIGURES: u32 = 4;
+/// fio's bounds of `log_entries` (iolog.h `DEF_LOG_ENTRIES`, `MAX_LOG_ENTRIES`).
+pub const LOG_ENTRIES_MIN: u32 = 1024;
+pub const LOG_ENTRIES_MAX: u32 = 1024 * 1024;
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            stats: true,
+            disk_util: true,
+            significant_figures: DEFAULT_SIGNIFICANT_FIGURES,
+            unit_base: UnitBase::Auto,
+            per_job_logs: true,
+            bwavgtime_ms: None,
+            iopsavgtime_ms: None,
+            log_entries: LOG_ENTRIES_MIN,
+            clocksource: None,
+            gtod_cpu: None,
+        }
+    }
+}
+
+/// fio's `unit_base`: 0 picks per engine (bits only for fio's network engines, so bytes
+/// for every engine of ours), 8 bytes, 1 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnitBase {
+    #[default]
+    Auto,
+    Bytes,
+    Bits,
+}
+
+impl UnitBase {
+    /// The value as fio's option takes it.
+    pub fn fio_value(self) -> &'static str {
+        match self {
+            UnitBase::Auto => "0",
+            UnitBase::Bytes => "8",
+            UnitBase::Bits => "1",
+        }
+    }
+
+    /// Whether bandwidth is shown in bits.
+    pub fn bits(self) -> bool {
+        self == UnitBase::Bits
+    }
+}
+
+/// fio's `clocksource` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockSource {
+    Gettimeofday,
+    ClockGettime,
+    Cpu,
+}
+
+impl ClockSource {
+    pub fn fio_name(self) -> &'static str {
+        match self {
+            ClockSource::Gettimeofday => "gettimeofday",
+            ClockSource::ClockGettime => "clock_gettime",
+            ClockSource::Cpu => "cpu",
+        }
+    }
+}
+
 /// fio's `exit_what`: which jobs `exitall` ends (fio's `fio_terminate_threads`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExitWhat {
@@ -1031,4 +1161,20 @@ fn replace_ignoring_case(text: &str, keyword: &str, value: &str) -> String {
     }
     out.push_str(&text[from..]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_periods_follow_fios_rule() {
+        // bwavgtime given: its period; the log averages over the shorter of the two.
+        assert_eq!(rate_period(Some(250), true, 1000), (250, 250));
+        assert_eq!(rate_period(Some(2000), true, 1000), (2000, 1000));
+        // Not given: log_avg_msec for a job with that log, else fio's 500 ms.
+        assert_eq!(rate_period(None, true, 1000), (1000, 1000));
+        assert_eq!(rate_period(None, false, 1000), (500, 1000));
+        assert_eq!(rate_period(None, true, 0), (500, 0));
+    }
 }

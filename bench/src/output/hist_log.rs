@@ -6,10 +6,10 @@
 //! counted over that window, summed `2^coarseness` at a time. A window still open at the
 //! end is not written, as in fio; `log_hist_msec=0` (fio's default) writes nothing.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
+use super::log_sink::{log_path, LogSink};
 use super::logs::LogError;
 
 /// fio's FIO_IO_U_PLAT_BITS and FIO_IO_U_PLAT_NR.
@@ -42,7 +42,7 @@ struct Window {
 /// One job's histogram log.
 pub struct HistLog {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: LogSink,
     msec: u64,
     coarseness: u32,
     windows: [Window; 3],
@@ -58,11 +58,12 @@ impl HistLog {
     pub fn create(
         prefix: &str,
         job_number: u32,
+        shared: bool,
         msec: u64,
         coarseness: u32,
     ) -> Result<HistLog, LogError> {
-        let path = PathBuf::from(format!("{prefix}_clat_hist.{job_number}.log"));
-        let file = File::create(&path).map_err(|source| LogError::Create {
+        let path = log_path(prefix, "clat_hist", job_number, shared);
+        let out = LogSink::open(&path, shared).map_err(|source| LogError::Create {
             path: path.clone(),
             source,
         })?;
@@ -72,7 +73,7 @@ impl HistLog {
         };
         Ok(HistLog {
             path,
-            out: BufWriter::new(file),
+            out,
             msec,
             coarseness: coarseness.min(6),
             windows: [window(), window(), window()],
@@ -123,7 +124,7 @@ impl HistLog {
     }
 
     pub fn flush(&mut self) -> Result<(), LogError> {
-        self.out.flush().map_err(|source| LogError::Write {
+        self.out.finish().map_err(|source| LogError::Write {
             path: self.path.clone(),
             source,
         })

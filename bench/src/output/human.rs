@@ -11,13 +11,11 @@
 use std::fmt::Write as _;
 
 use super::format::{ctime, num2str, Unit};
+use super::NumberStyle;
 use super::{GroupStats, JobReport, RunReport};
 use crate::stats::{
     dir_index, DirStats, LatencyStat, Moments, DIRECTIONS, LATENCY_LABELS_MS, LATENCY_LABELS_NS_US,
 };
-
-/// fio's significant figures for numbers in the report (`sig_figs`).
-const SIG_FIGS: usize = 4;
 
 /// The whole report: every job, every group, our summary line.
 pub fn render(report: &RunReport) -> String {
@@ -34,12 +32,17 @@ pub fn render(report: &RunReport) -> String {
     }
     for group in &groups {
         // fio's unified_rw_reporting is a job option; the group's first job decides.
-        let unified = report
-            .jobs
-            .iter()
-            .find(|j| j.groupid == group.groupid)
+        let mut members = report.jobs.iter().filter(|j| j.groupid == group.groupid);
+        let unified = members
+            .clone()
+            .next()
             .map_or(super::UnifiedRw::Separate, |j| j.unified);
-        out.push_str(&render_group_unified(group, unified));
+        // significant_figures and unit_base too, but the group's last job decides (fio
+        // copies each job's into the group's in turn).
+        let numbers = members
+            .next_back()
+            .map_or_else(NumberStyle::default, |j| j.numbers);
+        out.push_str(&render_group_styled(group, unified, numbers));
     }
     if let (Some(per_io), Some(usage)) = (report.cpu_ns_per_io(), report.process_usage) {
         let _ = writeln!(
@@ -62,12 +65,13 @@ pub fn job_banner(
     block_sizes: [(u64, u64); 3],
     ioengine: &str,
     iodepth: u32,
+    sig_figs: usize,
 ) -> String {
     let bs = |(min, max): (u64, u64)| {
         format!(
             "{}-{}",
-            num2str(min, SIG_FIGS, 1, true, Unit::Byte),
-            num2str(max, SIG_FIGS, 1, true, Unit::Byte)
+            num2str(min, sig_figs, 1, true, Unit::Byte),
+            num2str(max, sig_figs, 1, true, Unit::Byte)
         )
     };
     format!(
@@ -263,13 +267,15 @@ fn direction_block(
     }
     let bw = dir.bytes.saturating_mul(1000) / runtime_ms;
     let iops = dir.ios.saturating_mul(1000) / runtime_ms;
+    let numbers = job.numbers;
+    let figures = numbers.sig_figs;
     let _ = writeln!(
         out,
         "  {name}: IOPS={}, BW={} ({})({}/{}msec)",
-        num2str(iops, SIG_FIGS, 1, false, Unit::None),
-        num2str(bw, SIG_FIGS, 1, true, Unit::BytePerSec),
-        num2str(bw, SIG_FIGS, 1, false, Unit::BytePerSec),
-        num2str(dir.bytes, SIG_FIGS, 1, true, Unit::Byte),
+        num2str(iops, figures, 1, false, Unit::None),
+        num2str(bw, figures, 1, true, numbers.rate_unit()),
+        num2str(bw, figures, 1, false, numbers.rate_unit()),
+        num2str(dir.bytes, figures, 1, true, Unit::Byte),
         runtime_ms
     );
     for (label, stat) in [("slat", &dir.slat), ("clat", &dir.clat), (" lat", &dir.lat)] {
@@ -292,6 +298,9 @@ fn direction_block(
         let m = &dir.bw_kib;
         let per = group.percent_of_aggregate(index, m.mean());
         let (mut min, mut max, mut mean, mut dev) = (m.min(), m.max(), m.mean(), m.stddev());
+        // In bytes under unit_base=1 too: fio's show_ddir_status means to switch this
+        // line to bits, but compares unit_base (stored as N2S_BITPERSEC, 5) with 1, so
+        // fio 3.42 prints KiB/s always.
         let mut unit = "KiB";
         if mean > 1024.0 * 1024.0 {
             min /= 1024;
@@ -435,16 +444,26 @@ pub fn render_group(group: &GroupStats) -> String {
     render_group_unified(group, super::UnifiedRw::Separate)
 }
 
+/// [`render_group_styled`] with fio's default number style.
+pub fn render_group_unified(group: &GroupStats, unified: super::UnifiedRw) -> String {
+    render_group_styled(group, unified, NumberStyle::default())
+}
+
 /// The group's lines under `unified_rw_reporting` (fio's show_group_stats and
 /// show_mixed_group_stats): `  MIXED:` alone for `mixed`, after the directions for `both`,
 /// summed over the directions (bandwidths and bytes add; the lowest minimum, the highest
 /// maximum, the shortest and longest runs).
-pub fn render_group_unified(group: &GroupStats, unified: super::UnifiedRw) -> String {
+pub fn render_group_styled(
+    group: &GroupStats,
+    unified: super::UnifiedRw,
+    numbers: NumberStyle,
+) -> String {
     let mut out = format!("\nRun status group {} (all jobs):\n", group.groupid);
+    let figures = numbers.sig_figs;
     let line =
         |out: &mut String, label: &str, agg: u64, min: u64, max: u64, io: u64, runs: (u64, u64)| {
-            let rate = |v: u64, pow2: bool| num2str(v, SIG_FIGS, 1, pow2, Unit::BytePerSec);
-            let bytes = |v: u64, pow2: bool| num2str(v, SIG_FIGS, 1, pow2, Unit::Byte);
+            let rate = |v: u64, pow2: bool| num2str(v, figures, 1, pow2, numbers.rate_unit());
+            let bytes = |v: u64, pow2: bool| num2str(v, figures, 1, pow2, Unit::Byte);
             let _ = writeln!(
                 out,
                 "{label}: bw={} ({}), {}-{} ({}-{}), io={} ({}), run={}-{}msec",

@@ -640,31 +640,33 @@ pub fn document(report: &RunReport, flavor: Flavor) -> Json {
         })
         .collect();
     let process_cpu_ns = report.process_usage.map_or(0, |u| u.cpu_ns());
-    obj.v("jobs", Json::Array(jobs))
+    obj = obj.v("jobs", Json::Array(jobs));
+    if report.disk_util {
         // No block-device utilisation for iSCSI LUNs; the key stays for parsers that expect it.
-        .v("disk_util", Json::Array(Vec::new()))
-        .v(
-            EXTENSION_KEY,
-            Obj::new()
-                .s("version", env!("CARGO_PKG_VERSION"))
-                .v(
-                    "histogram",
-                    Obj::new()
-                        .u("significant_digits", u64::from(LATENCY_SIGNIFICANT_DIGITS))
-                        .u("highest_trackable_ns", LATENCY_HIGHEST_NS)
-                        .s(
-                            "percentile_value",
-                            "highest value equivalent to the rank's bucket",
-                        )
-                        .done(),
-                )
-                .v("latency", latency_definitions())
-                .u("total_ios", report.total_ios())
-                .u("process_cpu_ns", process_cpu_ns)
-                .f("cpu_ns_per_io", report.cpu_ns_per_io().unwrap_or(0.0))
-                .done(),
-        )
-        .done()
+        obj = obj.v("disk_util", Json::Array(Vec::new()));
+    }
+    obj.v(
+        EXTENSION_KEY,
+        Obj::new()
+            .s("version", env!("CARGO_PKG_VERSION"))
+            .v(
+                "histogram",
+                Obj::new()
+                    .u("significant_digits", u64::from(LATENCY_SIGNIFICANT_DIGITS))
+                    .u("highest_trackable_ns", LATENCY_HIGHEST_NS)
+                    .s(
+                        "percentile_value",
+                        "highest value equivalent to the rank's bucket",
+                    )
+                    .done(),
+            )
+            .v("latency", latency_definitions())
+            .u("total_ios", report.total_ios())
+            .u("process_cpu_ns", process_cpu_ns)
+            .f("cpu_ns_per_io", report.cpu_ns_per_io().unwrap_or(0.0))
+            .done(),
+    )
+    .done()
 }
 
 /// What slat, clat and lat measure here ([`crate::stats::LATENCY_DEFINITIONS`]).

@@ -3,7 +3,8 @@
 //!
 //! Names: `<prefix>_<type>.<N>.log` with type `lat`, `clat`, `slat` (from
 //! `write_lat_log`), `bw`, `iops`, and N the job's number counted from 1 over all jobs
-//! (fio's `thread_number`). The prefix may hold a directory, as in fio.
+//! (fio's `thread_number`), or `<prefix>_<type>.log` shared by the job's clones with
+//! `per_job_logs=0` ([`super::log_sink`]). The prefix may hold a directory, as in fio.
 //!
 //! Lines: `time (ms), value, direction (0 read, 1 write, 2 trim), block size, [offset,]
 //! priority` -- the offset column only with `log_offset`; priority is always 0 here.
@@ -17,13 +18,14 @@
 //! Without `log_avg_msec`, latency logs have one line per I/O. With it, each direction's
 //! values are averaged over windows of that length (rounded to nearest), one line per
 //! window with I/O, block size and offset 0 -- fio's windowed logging. Bandwidth and IOPS
-//! lines always come from the recorder's samples (every `log_avg_msec`, else every
-//! 500 ms): fio's per-I/O bandwidth lines without `log_avg_msec` measure single
+//! lines always come from the recorder's samples (every `bwavgtime`/`iopsavgtime`, which
+//! default to `log_avg_msec` for a job with that log, else to 500 ms): fio's per-I/O bandwidth lines without `log_avg_msec` measure single
 //! transfers and are not reproduced.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
+
+use super::log_sink::{log_path, LogSink};
 
 use crate::io::Direction;
 use crate::stats::{dir_index, Moments, RateSample};
@@ -69,7 +71,9 @@ impl LogKind {
 
 /// `<prefix>_<type>.<job_number>.log`.
 pub fn log_file_name(prefix: &str, kind: LogKind, job_number: u32) -> String {
-    format!("{prefix}_{}.{job_number}.log", kind.name())
+    log_path(prefix, kind.name(), job_number, false)
+        .display()
+        .to_string()
 }
 
 /// Which logs one job writes.
@@ -83,12 +87,22 @@ pub struct LogOptions {
     pub iops_prefix: Option<String>,
     /// `log_avg_msec` (0: no averaging).
     pub avg_msec: u64,
+    /// The bandwidth and IOPS logs' own windows where they differ (`bwavgtime`,
+    /// `iopsavgtime`: see `JobSpec::bw_sample_period`); `None`: `avg_msec`.
+    pub bw_avg_msec: Option<u64>,
+    pub iops_avg_msec: Option<u64>,
     /// `log_offset`: add the offset column.
     pub log_offset: bool,
     /// `log_unix_epoch`: times written as Unix ms ([`JobLogs::start_clock`]).
     pub unix_epoch: bool,
     /// The job's number, from 1.
     pub job_number: u32,
+    /// `per_job_logs=0`: the job's clones share one file per log type, named without
+    /// the number ([`super::log_sink`]).
+    pub shared_files: bool,
+    /// `stats=0`: the files are made but get no lines (fio records no sample for such
+    /// a job and leaves its logs empty).
+    pub silent: bool,
     /// `write_hist_log` with `log_hist_msec` and `log_hist_coarseness`.
     pub hist_prefix: Option<String>,
     pub hist_msec: u64,
@@ -114,7 +128,7 @@ struct HeldLine {
 struct LogFile {
     kind: LogKind,
     path: PathBuf,
-    writer: BufWriter<File>,
+    writer: LogSink,
     windows: [Window; 3],
     /// How early a window may close (fio allows 1 ms for sampled logs, none per I/O).
     slack_ms: u64,
@@ -128,17 +142,18 @@ impl LogFile {
         prefix: &str,
         kind: LogKind,
         job_number: u32,
+        shared: bool,
         slack_ms: u64,
     ) -> Result<LogFile, LogError> {
-        let path = PathBuf::from(log_file_name(prefix, kind, job_number));
-        let file = File::create(&path).map_err(|source| LogError::Create {
+        let path = log_path(prefix, kind.name(), job_number, shared);
+        let writer = LogSink::open(&path, shared).map_err(|source| LogError::Create {
             path: path.clone(),
             source,
         })?;
         Ok(LogFile {
             kind,
             path,
-            writer: BufWriter::new(file),
+            writer,
             windows: [Window::default(); 3],
             slack_ms,
             held: None,
@@ -236,7 +251,7 @@ impl LogFile {
             }
         }
         self.write_held(log_offset)?;
-        self.writer.flush().map_err(|source| LogError::Write {
+        self.writer.finish().map_err(|source| LogError::Write {
             path: self.path.clone(),
             source,
         })
@@ -267,21 +282,23 @@ impl JobLogs {
     pub fn create(options: LogOptions) -> Result<JobLogs, LogError> {
         let mut files = Vec::new();
         let n = options.job_number;
+        let shared = options.shared_files;
         if let Some(prefix) = &options.lat_prefix {
             for kind in [LogKind::Lat, LogKind::Clat, LogKind::Slat] {
-                files.push(LogFile::create(prefix, kind, n, 0)?);
+                files.push(LogFile::create(prefix, kind, n, shared, 0)?);
             }
         }
         if let Some(prefix) = &options.bw_prefix {
-            files.push(LogFile::create(prefix, LogKind::Bw, n, 1)?);
+            files.push(LogFile::create(prefix, LogKind::Bw, n, shared, 1)?);
         }
         if let Some(prefix) = &options.iops_prefix {
-            files.push(LogFile::create(prefix, LogKind::Iops, n, 1)?);
+            files.push(LogFile::create(prefix, LogKind::Iops, n, shared, 1)?);
         }
         let hist = match &options.hist_prefix {
             Some(prefix) => Some(super::hist_log::HistLog::create(
                 prefix,
                 n,
+                shared,
                 options.hist_msec,
                 options.hist_coarseness,
             )?),
@@ -334,6 +351,9 @@ impl JobLogs {
         clat_ns: u64,
         lat_ns: u64,
     ) -> Result<(), LogError> {
+        if self.options.silent {
+            return Ok(());
+        }
         let index = dir_index(direction);
         if let Some(hist) = self.hist.as_mut() {
             hist.record(time_ms, index, block_size, clat_ns)?;
@@ -369,14 +389,17 @@ impl JobLogs {
         sample: &RateSample,
         block_sizes: [u64; 3],
     ) -> Result<(), LogError> {
-        let avg = self.options.avg_msec;
+        if self.options.silent {
+            return Ok(());
+        }
         let log_offset = self.options.log_offset;
         for file in &mut self.files {
-            let values = match file.kind {
-                LogKind::Bw => sample.bw_kib,
-                LogKind::Iops => sample.iops,
+            let (values, avg) = match file.kind {
+                LogKind::Bw => (sample.bw_kib, self.options.bw_avg_msec),
+                LogKind::Iops => (sample.iops, self.options.iops_avg_msec),
                 _ => continue,
             };
+            let avg = avg.unwrap_or(self.options.avg_msec);
             for (index, value) in values.iter().enumerate() {
                 let Some(value) = *value else { continue };
                 if avg == 0 {

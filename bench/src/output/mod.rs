@@ -16,6 +16,7 @@ pub mod hist_log;
 pub mod human;
 pub mod json;
 pub mod live;
+pub mod log_sink;
 pub mod logs;
 pub mod portable;
 pub mod terse;
@@ -76,6 +77,35 @@ impl PercentileOptions {
     }
 }
 
+/// How fio's normal (text) report writes its numbers: `significant_figures` (fio's
+/// `sig_figs`) and `unit_base` (bandwidth in bits or bytes). fio's terse and JSON output
+/// do not use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumberStyle {
+    pub sig_figs: usize,
+    pub bits: bool,
+}
+
+impl Default for NumberStyle {
+    fn default() -> Self {
+        NumberStyle {
+            sig_figs: 4,
+            bits: false,
+        }
+    }
+}
+
+impl NumberStyle {
+    /// The unit of a bandwidth in `num2str`.
+    pub fn rate_unit(self) -> format::Unit {
+        if self.bits {
+            format::Unit::BitPerSec
+        } else {
+            format::Unit::BytePerSec
+        }
+    }
+}
+
 /// One entry of the report: a job, or a group merged under `group_reporting`.
 #[derive(Debug, Clone)]
 pub struct JobReport {
@@ -121,6 +151,8 @@ pub struct JobReport {
     pub latency_target: u64,
     pub latency_percentile: f64,
     pub latency_window_us: u64,
+    /// How the text report writes this entry's numbers.
+    pub numbers: NumberStyle,
 }
 
 /// What fio's JSON `steadystate` object says: the criterion as fio prints it (`ss`,
@@ -244,6 +276,7 @@ impl JobReport {
             latency_target: 0,
             latency_percentile: 100.0,
             latency_window_us: 0,
+            numbers: NumberStyle::default(),
         }
     }
 }
@@ -265,6 +298,14 @@ pub struct RunReport {
     /// `--json-histograms`: each job's JSON carries its recorder whole
     /// ([`portable::PortableJob`]), for `iscsi-bench merge` and the cluster controller.
     pub portable: bool,
+    /// Groups whose every job ran with `stats=0`: fio still prints their "Run status
+    /// group" heading, with no lines under it.
+    pub unreported_groups: Vec<u32>,
+    /// Whether any job asked for disk statistics (`disk_util`, fio's default). There are
+    /// none to give for a LUN, so the JSON carries an empty `disk_util` list, kept for
+    /// parsers that expect the key, and leaves the key out when every job said
+    /// `disk_util=0`, as fio leaves it out when it has no disk.
+    pub disk_util: bool,
 }
 
 impl RunReport {
@@ -277,12 +318,16 @@ impl RunReport {
             jobs,
             process_usage: None,
             portable: false,
+            unreported_groups: Vec::new(),
+            disk_util: true,
         }
     }
 
-    /// The run-status groups, by group id (fio's `group_run_stats`).
+    /// The run-status groups, by group id (fio's `group_run_stats`); a group of
+    /// `stats=0` jobs only has its id.
     pub fn groups(&self) -> Vec<GroupStats> {
         let mut ids: Vec<u32> = self.jobs.iter().map(|job| job.groupid).collect();
+        ids.extend(&self.unreported_groups);
         ids.sort_unstable();
         ids.dedup();
         ids.into_iter()

@@ -322,11 +322,8 @@ pub fn run_gated(
                 error_policy: spec.error_policy.clone(),
                 file_names,
                 stats_config: StatsConfig {
-                    sample_interval_ms: if spec.log_avg_msec > 0 {
-                        spec.log_avg_msec
-                    } else {
-                        crate::stats::DEFAULT_SAMPLE_INTERVAL_MS
-                    },
+                    sample_interval_ms: spec.bw_sample_period().0,
+                    iops_sample_interval_ms: spec.iops_sample_period().0,
                     track_intervals: interval.is_some(),
                     measure: crate::stats::Measured {
                         slat: !spec.disable_slat,
@@ -597,7 +594,10 @@ fn run_report(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
+    let unreported_groups = unreported_groups(specs);
     let mut report = RunReport::new(now_ms, job_reports(specs, jobs, phase_start_ms));
+    report.unreported_groups = unreported_groups;
+    report.disk_util = specs.iter().any(|spec| spec.report.disk_util);
     report.global_options = specs[0].given.global.clone();
     report.elapsed_s = wall_start.elapsed().as_secs();
     report
@@ -785,9 +785,13 @@ fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
         bw_prefix: prefix(&spec.write_bw_log),
         iops_prefix: prefix(&spec.write_iops_log),
         avg_msec: spec.log_avg_msec,
+        bw_avg_msec: Some(spec.bw_sample_period().1),
+        iops_avg_msec: Some(spec.iops_sample_period().1),
         log_offset: spec.log_offset,
         unix_epoch: spec.log_unix_epoch,
         job_number,
+        shared_files: !spec.report.per_job_logs,
+        silent: !spec.report.stats,
         hist_prefix: prefix(&spec.write_hist_log),
         hist_msec: spec.log_hist_msec,
         hist_coarseness: spec.log_hist_coarseness,
@@ -813,6 +817,13 @@ fn job_reports(
     let mut merged_groups: Vec<(u32, usize)> = Vec::new();
     for (spec_index, outcome) in finished {
         let spec = &specs[spec_index];
+        // fio's stats=0: the job runs, but no report (JSON, text, terse, group totals)
+        // has it. (fio 3.42 still prints a blank entry per such job in its JSON and terse
+        // output, with no name and group -1: a counting slip in its show_run_stats, not
+        // copied here.)
+        if !spec.report.stats {
+            continue;
+        }
         if spec.group_reporting {
             if let Some(&(_, at)) = merged_groups.iter().find(|(g, _)| *g == spec.group_id) {
                 let report = &mut reports[at];
@@ -839,6 +850,22 @@ fn job_reports(
         reports.push(report);
     }
     reports
+}
+
+/// The groups none of whose jobs is reported (all `stats=0`).
+fn unreported_groups(specs: &[JobSpec]) -> Vec<u32> {
+    let mut groups: Vec<u32> = specs
+        .iter()
+        .filter(|spec| {
+            specs
+                .iter()
+                .filter(|other| other.group_id == spec.group_id)
+                .all(|other| !other.report.stats)
+        })
+        .map(|spec| spec.group_id)
+        .collect();
+    groups.dedup();
+    groups
 }
 
 fn recovery_report(outcome: &JobOutcome) -> crate::output::RecoveryReport {
@@ -871,6 +898,10 @@ fn job_report(spec: &JobSpec, outcome: JobOutcome) -> JobReport {
     report.error_text = error_text;
     report.iodepth = spec.iodepth;
     report.unified = spec.unified_rw_reporting;
+    report.numbers = crate::output::NumberStyle {
+        sig_figs: spec.report.significant_figures as usize,
+        bits: spec.report.unit_base.bits(),
+    };
     report.steadystate = steadystate;
     report.sync = sync;
     if let Some(depth) = latency_depth {

@@ -14,7 +14,7 @@ use super::rusage::ResourceUsage;
 use super::{dir_index, DIRECTIONS};
 
 /// fio's default bandwidth/IOPS sampling period (`bwavgtime`/`iopsavgtime`), used when
-/// `log_avg_msec` is not set.
+/// neither they nor a rate log's `log_avg_msec` set one (`JobSpec::bw_sample_period`).
 pub const DEFAULT_SAMPLE_INTERVAL_MS: u64 = 500;
 
 /// fio lets a sample come up to 1 ms early (`LOG_MSEC_SLACK`) rather than wait a tick.
@@ -23,8 +23,11 @@ const SAMPLE_SLACK_MS: u64 = 1;
 /// How a recorder samples.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsConfig {
-    /// Period of the bandwidth and IOPS samples (`log_avg_msec`, else 500 ms).
+    /// Period of the bandwidth samples (fio's `bw_avg_time`: `bwavgtime`, else
+    /// `log_avg_msec` for a job with a bandwidth log, else 500 ms).
     pub sample_interval_ms: u64,
+    /// Period of the IOPS samples (fio's `iops_avg_time`, chosen the same way).
+    pub iops_sample_interval_ms: u64,
     /// Keep per-interval histograms for [`JobStats::take_interval`]. Off saves two
     /// histograms per direction and two records per I/O.
     pub track_intervals: bool,
@@ -57,6 +60,7 @@ impl Default for StatsConfig {
     fn default() -> Self {
         StatsConfig {
             sample_interval_ms: DEFAULT_SAMPLE_INTERVAL_MS,
+            iops_sample_interval_ms: DEFAULT_SAMPLE_INTERVAL_MS,
             track_intervals: true,
             measure: Measured::default(),
         }
@@ -163,6 +167,8 @@ pub struct JobStats {
     pub(super) usage: ResourceUsage,
     pub(super) job_runtime_ms: u64,
     pub(super) last_sample_ns: u64,
+    /// When the last IOPS sample was taken (its period may differ from bandwidth's).
+    pub(super) last_iops_sample_ns: u64,
     pub(super) sampled_bytes: [u64; 3],
     pub(super) sampled_ios: [u64; 3],
     pub(super) interval_start_ns: u64,
@@ -190,6 +196,7 @@ impl JobStats {
             usage: ResourceUsage::default(),
             job_runtime_ms: 0,
             last_sample_ns: start_ns,
+            last_iops_sample_ns: start_ns,
             sampled_bytes: [0; 3],
             sampled_ios: [0; 3],
             interval_start_ns: start_ns,
@@ -319,62 +326,80 @@ impl JobStats {
         self.depth.record_complete(ios);
     }
 
-    /// Takes the bandwidth and IOPS samples when a sample period has passed since the
-    /// last (call it often: after each reap). fio's rule: rate = delta * 1000 / ms spent,
-    /// bandwidth in KiB/s. A direction that has moved data before but none in the period
-    /// (a stall) gets a sample of 0 for the logs, so they have one line per period; like
-    /// fio, the bandwidth and IOPS statistics of the report count only periods with I/O.
+    /// Takes the bandwidth and IOPS samples whose period has passed since their last
+    /// (call it often: after each reap); the two periods are apart, as fio's `bwavgtime`
+    /// and `iopsavgtime`. fio's rule: rate = delta * 1000 / ms spent, bandwidth in KiB/s.
+    /// A direction that has moved data before but none in the period (a stall) gets a
+    /// sample of 0 for the logs, so they have one line per period; like fio, the
+    /// bandwidth and IOPS statistics of the report count only periods with I/O.
     pub fn tick(&mut self, now_ns: u64) -> Option<RateSample> {
-        let spent_ms = now_ns.saturating_sub(self.last_sample_ns) / 1_000_000;
-        if spent_ms + SAMPLE_SLACK_MS < self.config.sample_interval_ms {
-            return None;
-        }
-        Some(self.sample(now_ns, true))
+        let due = |last_ns: u64, period_ms: u64| {
+            let spent_ms = now_ns.saturating_sub(last_ns) / 1_000_000;
+            spent_ms + SAMPLE_SLACK_MS >= period_ms
+        };
+        let bw = due(self.last_sample_ns, self.config.sample_interval_ms);
+        let iops = due(
+            self.last_iops_sample_ns,
+            self.config.iops_sample_interval_ms,
+        );
+        (bw || iops).then(|| self.sample(now_ns, true, bw, iops))
     }
 
-    /// The sample of the period the end of the job cut short, for the logs (so the last
+    /// The samples of the periods the end of the job cut short, for the logs (so the last
     /// period has its line, as the last interval has its entry); `None` when the last
-    /// sample was taken this millisecond. Not counted in the report's rate statistics,
+    /// samples were taken this millisecond. Not counted in the report's rate statistics,
     /// which, like fio's, hold whole periods.
     pub fn final_sample(&mut self, now_ns: u64) -> Option<RateSample> {
-        let spent_ms = now_ns.saturating_sub(self.last_sample_ns) / 1_000_000;
-        (spent_ms > 0).then(|| self.sample(now_ns, false))
+        let open = |last_ns: u64| now_ns.saturating_sub(last_ns) / 1_000_000 > 0;
+        let bw = open(self.last_sample_ns);
+        let iops = open(self.last_iops_sample_ns);
+        (bw || iops).then(|| self.sample(now_ns, false, bw, iops))
     }
 
-    fn sample(&mut self, now_ns: u64, whole_period: bool) -> RateSample {
-        let spent_ms = now_ns.saturating_sub(self.last_sample_ns) / 1_000_000;
+    fn sample(&mut self, now_ns: u64, whole_period: bool, bw: bool, iops: bool) -> RateSample {
+        let bw_spent_ms = now_ns.saturating_sub(self.last_sample_ns) / 1_000_000;
+        let iops_spent_ms = now_ns.saturating_sub(self.last_iops_sample_ns) / 1_000_000;
         let mut sample = RateSample {
             time_ms: now_ns.saturating_sub(self.start_ns) / 1_000_000,
             ..RateSample::default()
+        };
+        let counted = whole_period && self.config.measure.bandwidth;
+        // fio reports 0 for a zero-length period.
+        let rate = |delta: u64, spent_ms: u64| {
+            delta
+                .saturating_mul(1000)
+                .checked_div(spent_ms)
+                .unwrap_or(0)
         };
         for (index, slot) in self.dirs.iter_mut().enumerate() {
             let Some(dir) = slot.as_deref_mut() else {
                 continue;
             };
-            let bytes = dir.bytes - self.sampled_bytes[index];
-            let ios = dir.ios - self.sampled_ios[index];
-            // fio reports 0 for a zero-length period.
-            let rate = |delta: u64| {
-                delta
-                    .saturating_mul(1000)
-                    .checked_div(spent_ms)
-                    .unwrap_or(0)
-            };
-            let bw = rate(bytes) / 1024;
-            let iops = rate(ios);
-            let counted = whole_period && self.config.measure.bandwidth;
-            if bytes > 0 && counted {
-                dir.bw_kib.add(bw);
+            if bw {
+                let bytes = dir.bytes - self.sampled_bytes[index];
+                let kib = rate(bytes, bw_spent_ms) / 1024;
+                if bytes > 0 && counted {
+                    dir.bw_kib.add(kib);
+                }
+                sample.bw_kib[index] = Some(kib);
+                self.sampled_bytes[index] = dir.bytes;
             }
-            if ios > 0 && counted {
-                dir.iops.add(iops);
+            if iops {
+                let ios = dir.ios - self.sampled_ios[index];
+                let per_s = rate(ios, iops_spent_ms);
+                if ios > 0 && counted {
+                    dir.iops.add(per_s);
+                }
+                sample.iops[index] = Some(per_s);
+                self.sampled_ios[index] = dir.ios;
             }
-            sample.bw_kib[index] = Some(bw);
-            sample.iops[index] = Some(iops);
-            self.sampled_bytes[index] = dir.bytes;
-            self.sampled_ios[index] = dir.ios;
         }
-        self.last_sample_ns = now_ns;
+        if bw {
+            self.last_sample_ns = now_ns;
+        }
+        if iops {
+            self.last_iops_sample_ns = now_ns;
+        }
         sample
     }
 

@@ -5,7 +5,8 @@
 //!   direction; slat/clat/lat as [`LatencyStat`] (HdrHistogram, 3 significant digits,
 //!   1 ns to an hour, beside exact min/max/mean/stddev); short I/Os and failures by kind
 //!   ([`ErrorCounts`]: CHECK CONDITION by sense key and ASC/ASCQ); bandwidth and IOPS
-//!   samples every `log_avg_msec` (else 500 ms), as fio's `bw_*`/`iops_*` figures; fio's
+//!   samples every `bwavgtime`/`iopsavgtime` (500 ms by default), as fio's `bw_*`/`iops_*`
+//!   figures; fio's
 //!   latency and I/O depth distributions; runtime; CPU usage of the job's threads
 //!   ([`ResourceUsage`]).
 //! - Intervals: [`JobStats::take_interval`] hands over what happened since the previous

@@ -185,6 +185,7 @@ impl JobStats {
             p.start_ns,
             StatsConfig {
                 sample_interval_ms: p.sample_interval_ms,
+                iops_sample_interval_ms: p.sample_interval_ms,
                 track_intervals: false,
                 measure: crate::stats::Measured::default(),
             },

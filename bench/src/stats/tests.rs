@@ -222,6 +222,32 @@ fn tick_samples_bandwidth_and_iops_like_fio() {
 }
 
 #[test]
+fn bandwidth_and_iops_keep_their_own_periods() {
+    // bwavgtime=1000, iopsavgtime=250.
+    let config = StatsConfig {
+        sample_interval_ms: 1_000,
+        iops_sample_interval_ms: 250,
+        ..StatsConfig::default()
+    };
+    let mut stats = JobStats::new(0, config);
+    for k in 1..=4u64 {
+        for _ in 0..10 {
+            stats.record(Direction::Read, 4096, 10, 100, 110);
+        }
+        let sample = stats.tick(k * 250 * MS).expect("an IOPS period ended");
+        assert_eq!(sample.iops[0], Some(40), "10 I/Os in 250 ms");
+        if k < 4 {
+            assert_eq!(sample.bw_kib[0], None, "no bandwidth sample before 1 s");
+        } else {
+            // 40 I/Os of 4 KiB over the whole second.
+            assert_eq!(sample.bw_kib[0], Some(160));
+        }
+    }
+    let read = stats.dir(Direction::Read).unwrap();
+    assert_eq!((read.bw_kib.count(), read.iops.count()), (1, 4));
+}
+
+#[test]
 fn errors_are_counted_by_kind() {
     let mut stats = JobStats::new(0, StatsConfig::default());
     let ua = IoError::CheckCondition {
