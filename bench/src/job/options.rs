@@ -922,7 +922,7 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, base| (spec.report.unit_base != base.report.unit_base)
             .then(|| spec.report.unit_base.fio_value().to_string())),
     opt!("clocksource", Required, Reporting, "gettimeofday|clock_gettime|cpu",
-        default "clock_gettime",
+        default "none (the monotonic clock)",
         "fio's timing source; accepted, but iscsi-bench always times with the monotonic clock",
         apply |s| s.spec().report.clocksource = Some(match s.text() {
             "gettimeofday" => ClockSource::Gettimeofday,
