@@ -182,6 +182,44 @@ fn max_latency_ends_the_job_with_etimedout_as_fio_does() {
     }
 }
 
+/// fio ends a job the same way (io_u.c `lat_fatal`) when an I/O misses `latency_target`
+/// at queue depth 1 with `latency_percentile=100`: ETIMEDOUT (110), not EIO.
+#[test]
+fn latency_target_missed_at_depth_one_is_etimedout_as_in_fio() {
+    let dir = ScratchDir::new("fio-pacing", "latency-target");
+    let fio = PathBuf::from("fio");
+    for tool in tools(&fio) {
+        let file = dir.join(tool.name());
+        let mut args = strings(&[
+            "--name=j",
+            "--ioengine=io_uring",
+            "--rw=write",
+            "--bs=4k",
+            "--size=64k",
+            "--iodepth=1",
+            "--latency_target=1us",
+            "--output-format=json",
+        ]);
+        args.push(format!("--filename={}", file.display()));
+        let out = run(tool, &args);
+        let job = &json_of(&out)["jobs"][0];
+        assert_eq!(
+            job["error"],
+            110,
+            "{}: {}",
+            tool.name(),
+            common::describe(&out)
+        );
+        assert!(!out.status.success(), "{}", tool.name());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("exceeds specified max (1000 nsec)"),
+            "{}: {}",
+            tool.name(),
+            common::describe(&out)
+        );
+    }
+}
+
 /// A job's `job_runtime` (ms) and `usr_cpu` (%) from its JSON, after checking it ran all
 /// `ios` reads without error.
 fn runtime_and_cpu(tool: Tool, args: &[String], ios: u64) -> (u64, f64) {

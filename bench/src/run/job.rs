@@ -606,14 +606,20 @@ impl Driver {
                 if let Some(limit_ns) = *self.max_latency_ns.get(direction) {
                     let (_, _, lat) = times.latencies();
                     if lat > limit_ns {
-                        self.exceed_max_latency(&unit, lat, limit_ns);
+                        self.exceed_latency(&unit, lat, limit_ns, "max_latency");
                     }
                 }
                 if let Some(lt) = self.latency_target.as_mut() {
                     let (_, _, lat) = times.latencies();
                     let now = self.clock.elapsed();
                     let step = lt.on_completion(lat, now);
-                    self.latency_step(step);
+                    if step == super::latency_target::Step::Fatal {
+                        // Over the target at depth 1: fio ends the job as max_latency does.
+                        let target_ns = lt.target_ns();
+                        self.exceed_latency(&unit, lat, target_ns, "latency_target");
+                    } else {
+                        self.latency_step(step);
+                    }
                 }
                 self.progress
                     .bytes_done
@@ -768,9 +774,10 @@ impl Driver {
         self.stop = true;
     }
 
-    /// fio's `max_latency` (io_u.c `lat_fatal`): an I/O took longer than the limit, and the
-    /// job ends with ETIMEDOUT. The I/O itself succeeded and stays counted, as in fio.
-    fn exceed_max_latency(&mut self, unit: &IoUnit, lat_ns: u64, limit_ns: u64) {
+    /// fio's `lat_fatal` (io_u.c): an I/O took longer than `max_latency`, or than
+    /// `latency_target` at depth 1, and the job ends with ETIMEDOUT. The I/O itself
+    /// succeeded and stays counted, as in fio.
+    fn exceed_latency(&mut self, unit: &IoUnit, lat_ns: u64, limit_ns: u64, option: &str) {
         if self.first_error.is_some() {
             self.stop = true;
             return;
@@ -788,7 +795,7 @@ impl Driver {
         // On stderr as it happens, as fio logs it.
         eprintln!("iscsi-bench: {message}");
         self.first_errno = Some(libc::ETIMEDOUT);
-        self.fail(format!("max_latency: {message}"));
+        self.fail(format!("{option}: {message}"));
     }
 
     /// fio's steady-state check, when due: the job ends once the criterion holds.
