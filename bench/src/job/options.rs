@@ -1856,6 +1856,32 @@ mod tests {
     }
 
     #[test]
+    fn max_latency_is_per_direction_in_whole_microseconds() {
+        let us = |n: u64| Some(Duration::from_micros(n));
+        let job = |value: &str| {
+            job_with("max_latency", Some(value))
+                .unwrap()
+                .spec
+                .max_latency
+        };
+        // One value for all three, as fio's bs-style lists; the last carries over.
+        assert_eq!(job("5ms"), PerDir::splat(us(5000)));
+        let split = job("10s,1us");
+        assert_eq!(
+            (split.read, split.write, split.trim),
+            (us(10_000_000), us(1), us(1))
+        );
+        // An empty slot keeps the direction; 0 is no limit.
+        let only_write = job(",1ms,0");
+        assert_eq!(
+            (only_write.read, only_write.write, only_write.trim),
+            (None, us(1000), None)
+        );
+        assert!(job_with("max_latency", Some("abc")).is_err());
+        assert!(job_with("max_latency", Some("1,2,3,4")).is_err());
+    }
+
+    #[test]
     fn values_and_flags() {
         let mut scope = Scope::new(JobSpec::new("t"));
         assert!(matches!(

@@ -547,7 +547,8 @@ pub struct JobSpec {
     pub cpus_allowed: Option<Vec<u32>>,
     /// `cpus_allowed_policy`: whether clones share `cpus_allowed` or take one CPU each.
     pub cpus_allowed_policy: CpusAllowedPolicy,
-    /// `nice`: the job thread's nice value (-20..19; 0 leaves it as it is).
+    /// `nice`: added to the job thread's nice value, as fio's nice(3) (-20..19; 0 leaves
+    /// it as it is).
     pub nice: i32,
     /// `prio` and `prioclass`: the job thread's I/O priority level (0..7) and class (0..3),
     /// where given.

@@ -1430,5 +1430,19 @@ mod tests {
         assert!(parse_u64_in("0", 1, 10).is_err());
         assert!(parse_u64("4k").is_err());
         assert!(parse_u64("-1").is_err());
+        assert_eq!(parse_i64_in("-20", -20, 19), Ok(-20));
+        assert_eq!(parse_i64_in("19", -20, 19), Ok(19));
+        assert!(parse_i64_in("-21", -20, 19).is_err());
+        assert!(parse_i64_in("20", -20, 19).is_err());
+        assert!(parse_i64_in("-", -20, 19).is_err());
+    }
+
+    #[test]
+    fn cpu_masks_are_bit_sets() {
+        assert_eq!(parse_cpu_mask("2"), Ok(vec![1]));
+        assert_eq!(parse_cpu_mask("0x5"), Ok(vec![0, 2]));
+        assert_eq!(parse_cpu_mask("0x8000000000000000"), Ok(vec![63]));
+        assert!(parse_cpu_mask("0").is_err());
+        assert!(parse_cpu_mask("-1").is_err());
     }
 }
