@@ -195,7 +195,8 @@ fn our_ios_on(job: &str, target_bytes: Option<u64>) -> Vec<Io> {
             Next::VerifyBacklog => {
                 workload.take_backlog();
             }
-            Next::Done => return ios,
+            // A pause after the last I/O: nothing is left to issue.
+            Next::Pause(_) | Next::Done => return ios,
         }
     }
     panic!("the job did not end within 100,000 I/Os");

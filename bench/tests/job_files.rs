@@ -177,7 +177,7 @@ fn groups_follow_stonewall_and_new_group() {
     assert_eq!(split.log_avg_msec, 500);
     assert_eq!(split.cpus_allowed, Some(vec![0, 1, 3]));
     assert_eq!(split.thinktime, Duration::from_micros(500));
-    assert_eq!(split.thinktime_blocks, 8);
+    assert_eq!(split.thinktime_blocks, Some(8));
 }
 
 #[test]

@@ -344,9 +344,9 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
                 };
                 spec.thinktime = thinktime;
                 spec.thinktime_blocks = if thinktime.is_zero() {
-                    1
+                    None
                 } else {
-                    thinktime_blocks
+                    Some(thinktime_blocks)
                 };
                 let (verify_kind, pattern_bytes, [fatal, no_do_verify], backlog) = verify;
                 let readable =

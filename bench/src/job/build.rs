@@ -307,12 +307,19 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
             "rate_process=poisson needs rate or rate_iops",
         ));
     }
-    if set("thinktime_blocks") && spec.thinktime.is_zero() {
-        return Err(conflict(
-            "thinktime_blocks",
-            "thinktime",
-            "thinktime_blocks does nothing without thinktime",
-        ));
+    for child in [
+        "thinktime_blocks",
+        "thinktime_blocks_type",
+        "thinktime_spin",
+        "thinktime_iotime",
+    ] {
+        if set(child) && spec.thinktime.is_zero() {
+            return Err(conflict(
+                child,
+                "thinktime",
+                &format!("{child} does nothing without thinktime"),
+            ));
+        }
     }
     if spec.iodepth_batch_submit > spec.iodepth {
         return Err(conflict(

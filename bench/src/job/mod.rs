@@ -23,7 +23,8 @@
 //!   lets the later win); across sections the later one wins, as in fio;
 //! - two of `bs`/`bsrange`/`bssplit` setting one direction in one section is an error
 //!   (fio lets `bssplit` win); a job's setting overrides `[global]`'s, as in fio;
-//! - `thinktime_blocks` without `thinktime`, `rate_process=poisson` without a rate,
+//! - `thinktime_blocks`, `thinktime_blocks_type`, `thinktime_spin` or `thinktime_iotime`
+//!   without `thinktime`, `rate_process=poisson` without a rate,
 //!   `verify_backlog`/`verify_fatal`/`do_verify=0` without `verify`, io_uring options on
 //!   other engines, iSCSI options on other engines, and `iodepth_batch_*` above `iodepth`
 //!   are errors (fio ignores or clamps them);

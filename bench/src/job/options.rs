@@ -16,10 +16,10 @@ use super::error_policy::ErrorPolicy;
 use super::render::{self, changed, changed_flag};
 use super::spec;
 use super::spec::{
-    BlockSize, ChapCredentials, ClockSource, DigestChoice, Engine, ExitWhat, Fallocate,
-    FileService, FileServiceKind, IscsiOptions, JobSpec, LogName, PathList, PerDir, RateProcess,
-    RwSequencer, SizeSpec, SteadyStateMetric, SteadyStateSpec, SyncMode, TransportKind, UnitBase,
-    VerifyKind, ZoneMode, ZoneSkip,
+    BlockSize, ChapCredentials, ClockSource, CpusAllowedPolicy, DigestChoice, Engine, ExitWhat,
+    Fallocate, FileService, FileServiceKind, IscsiOptions, JobSpec, LogName, PathList, PerDir,
+    RateProcess, RwSequencer, SizeSpec, SteadyStateMetric, SteadyStateSpec, SyncMode,
+    ThinkTimeBlocksType, TransportKind, UnitBase, VerifyKind, ZoneMode, ZoneSkip,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -609,7 +609,35 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, base| (spec.thinktime != base.thinktime)
             .then(|| render::time(spec.thinktime))),
     opt!("thinktime_blocks", Required, Rate, "int", default "1", "I/Os between pauses",
-        count(1) thinktime_blocks),
+        apply |s| s.spec().thinktime_blocks = Some(s.count(1)?),
+        render |spec, _base| spec.thinktime_blocks.map(|blocks| blocks.to_string())),
+    opt!("thinktime_spin", Required, Rate, "time (us)", default "0",
+        "Spend this much of each think pause busy (spinning) before sleeping the rest",
+        apply |s| s.spec().thinktime_spin = s.time(TimeUnit::Microseconds)?,
+        render |spec, base| (spec.thinktime_spin != base.thinktime_spin)
+            .then(|| render::time(spec.thinktime_spin))),
+    opt!("thinktime_blocks_type", Required, Rate, "complete|issue", default "complete",
+        "Whether thinktime_blocks counts completed or issued I/Os",
+        apply |s| s.spec().thinktime_blocks_type = match s.text() {
+            "complete" => ThinkTimeBlocksType::Complete,
+            "issue" => ThinkTimeBlocksType::Issue,
+            _ => return s.fail("expected complete or issue"),
+        },
+        render |spec, base| (spec.thinktime_blocks_type != base.thinktime_blocks_type).then(|| {
+            match spec.thinktime_blocks_type {
+                ThinkTimeBlocksType::Complete => "complete",
+                ThinkTimeBlocksType::Issue => "issue",
+            }
+            .to_string()
+        })),
+    opt!("thinktime_iotime", Required, Rate, "time (s)", default "0",
+        "Pause after this much time doing I/O (or after thinktime_blocks, if given, if sooner)",
+        apply |s| s.spec().thinktime_iotime = s.time(TimeUnit::Seconds)?,
+        render |spec, base| (spec.thinktime_iotime != base.thinktime_iotime)
+            .then(|| render::time(spec.thinktime_iotime))),
+    opt!("rate_ignore_thinktime", Flag, Rate, "bool", default "0",
+        "After a think pause, go on at the rate instead of catching up on the pause",
+        flag rate_ignore_thinktime),
     // verify_pattern before verify: rendered, a pattern alone turns on verify=pattern.
     opt!("verify_pattern", Required, Verify, "0xhex | decimal | \"string\"", default "none",
         "Fill pattern (sets verify=pattern if verify is off)",
@@ -787,6 +815,24 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!("latency_run", Flag, Depth, "bool", default "0",
         "Keep adjusting the depth for the whole run instead of stopping once found",
         flag latency_run),
+    opt!("max_latency", Required, Depth, "time[,time][,time] (us)", default "0 (off)",
+        "End the job with ETIMEDOUT when an I/O takes longer than this (read,write,trim)",
+        apply |s| s.spec().max_latency = {
+            let current = s.scope.spec.max_latency.clone();
+            s.parse(|text| {
+                value::parse_per_dir(text, &current, |part| {
+                    // fio keeps whole microseconds; 0 is no limit.
+                    let limit = value::parse_time(part, TimeUnit::Microseconds)?;
+                    let micros = Duration::from_micros(limit.as_micros() as u64);
+                    Ok((!micros.is_zero()).then_some(micros))
+                })
+            })?
+        },
+        render |spec, base| (spec.max_latency != base.max_latency).then(|| {
+            render::per_dir(&spec.max_latency, |limit| {
+                Some(limit.map_or("0".to_string(), render::time))
+            })
+        })),
     opt!("exitall", Flag, Reporting, "bool", default "0",
         "When this job ends, end the jobs exit_what names", flag exitall),
     opt!("exit_what", Required, Reporting, "group|stonewall|all", default "group",
@@ -950,6 +996,40 @@ pub static OPTIONS: &[OptionDef] = &[
         "CPUs the job may run on",
         apply |s| s.spec().cpus_allowed = Some(s.parse(value::parse_cpu_list)?),
         render |spec, _base| spec.cpus_allowed.as_ref().map(|cpus| render::joined(cpus, ","))),
+    // cpumask sets what cpus_allowed sets (fio: the later of the two wins), so it renders
+    // as cpus_allowed.
+    opt!("cpumask", Required, Reporting, "int (bit mask)", default "all",
+        "CPUs the job may run on, as a bit mask (bit N: CPU N)",
+        apply |s| s.spec().cpus_allowed = Some(s.parse(value::parse_cpu_mask)?),
+        render |_spec, _base| None),
+    opt!("cpus_allowed_policy", Required, Reporting, "shared|split", default "shared",
+        "Clones (numjobs) share cpus_allowed, or each takes one CPU of it in turn",
+        apply |s| s.spec().cpus_allowed_policy = match s.text() {
+            "shared" => CpusAllowedPolicy::Shared,
+            "split" => CpusAllowedPolicy::Split,
+            _ => return s.fail("expected shared or split"),
+        },
+        render |spec, base| (spec.cpus_allowed_policy != base.cpus_allowed_policy).then(|| {
+            match spec.cpus_allowed_policy {
+                CpusAllowedPolicy::Shared => "shared",
+                CpusAllowedPolicy::Split => "split",
+            }
+            .to_string()
+        })),
+    opt!("nice", Required, Reporting, "int (-20..19)", default "0",
+        "Add this to the job thread's nice value",
+        apply |s| s.spec().nice = s.parse(|text| value::parse_i64_in(text, -20, 19))? as i32,
+        render |spec, base| changed(spec.nice, base.nice)),
+    opt!("prio", Required, Reporting, "int (0..7)", default "none",
+        "The job thread's I/O priority level (ioprio_set; an iSCSI target never sees it)",
+        apply |s| s.spec().prio = Some(s.parse(|text| value::parse_u64_in(text, 0, 7))? as u32),
+        render |spec, _base| spec.prio.map(|prio| prio.to_string())),
+    opt!("prioclass", Required, Reporting, "int (0..3)", default "none",
+        "The job thread's I/O priority class: 0 none (best effort), 1 realtime, 2 best \
+         effort, 3 idle (ioprio_set; an iSCSI target never sees it)",
+        apply |s| s.spec().prioclass =
+            Some(s.parse(|text| value::parse_u64_in(text, 0, 3))? as u32),
+        render |spec, _base| spec.prioclass.map(|class| class.to_string())),
     opt!(ours "header_digest", Required, Iscsi, "none|crc32c", default "none",
         "iSCSI HeaderDigest to offer",
         apply |s| s.spec().iscsi.header_digest = s.parse(parse_digest)?,
@@ -1133,14 +1213,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "zone_reset_threshold",
     "zone_reset_frequency",
     "lockmem",
-    "nice",
-    "prio",
-    "prioclass",
-    "thinktime_spin",
-    "thinktime_blocks_type",
-    "thinktime_iotime",
-    "rate_ignore_thinktime",
-    "max_latency",
     "invalidate",
     "write_hint",
     "create_serialize",
@@ -1150,8 +1222,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "allow_file_create",
     "allow_mounted_write",
     "pre_read",
-    "cpumask",
-    "cpus_allowed_policy",
     "numa_cpu_nodes",
     "numa_mem_policy",
     "fsync_on_close",
@@ -1800,6 +1870,11 @@ mod tests {
             "log_entries" => "4096",
             "clocksource" => "cpu",
             "unit_base" => "1",
+            "cpus_allowed_policy" => "split",
+            "thinktime_blocks_type" => "issue",
+            "prio" | "prioclass" => "3",
+            "nice" => "-5",
+            "max_latency" => "10ms,,2s",
             "bssplit" => "4k/100",
             "max_burst_length" | "first_burst_length" | "max_recv_data_segment_length" => "8k",
             _ => "8",
@@ -1857,6 +1932,32 @@ mod tests {
         assert_eq!(spec.iscsi.initiator_name.as_deref(), Some("iqn.x"));
         assert_eq!(spec.runtime, Some(Duration::from_secs(3)));
         assert_eq!(spec.ioengine, Some(Engine::Iscsi));
+    }
+
+    #[test]
+    fn max_latency_is_per_direction_in_whole_microseconds() {
+        let us = |n: u64| Some(Duration::from_micros(n));
+        let job = |value: &str| {
+            job_with("max_latency", Some(value))
+                .unwrap()
+                .spec
+                .max_latency
+        };
+        // One value for all three, as fio's bs-style lists; the last carries over.
+        assert_eq!(job("5ms"), PerDir::splat(us(5000)));
+        let split = job("10s,1us");
+        assert_eq!(
+            (split.read, split.write, split.trim),
+            (us(10_000_000), us(1), us(1))
+        );
+        // An empty slot keeps the direction; 0 is no limit.
+        let only_write = job(",1ms,0");
+        assert_eq!(
+            (only_write.read, only_write.write, only_write.trim),
+            (None, us(1000), None)
+        );
+        assert!(job_with("max_latency", Some("abc")).is_err());
+        assert!(job_with("max_latency", Some("1,2,3,4")).is_err());
     }
 
     #[test]

@@ -477,7 +477,21 @@ pub struct JobSpec {
     /// always catch up, as fio does.
     pub rate_backlog: Option<Duration>,
     pub thinktime: Duration,
-    pub thinktime_blocks: u32,
+    /// `thinktime_blocks` where given (fio's default 1 then, except that
+    /// `thinktime_iotime` alone counts no blocks).
+    pub thinktime_blocks: Option<u32>,
+    /// `thinktime_spin`: the part of each think pause spent busy rather than asleep.
+    pub thinktime_spin: Duration,
+    /// `thinktime_blocks_type`: whether `thinktime_blocks` counts completions or issues.
+    pub thinktime_blocks_type: ThinkTimeBlocksType,
+    /// `thinktime_iotime`: think after this much time doing I/O (zero: off).
+    pub thinktime_iotime: Duration,
+    /// `rate_ignore_thinktime`: after a pause the rate goes on from where it is instead of
+    /// catching up on the I/Os the pause cost.
+    pub rate_ignore_thinktime: bool,
+    /// `max_latency` per direction: an I/O slower than this ends the job with ETIMEDOUT
+    /// (`None`: no limit).
+    pub max_latency: PerDir<Option<Duration>>,
 
     // Verification.
     pub verify: VerifyKind,
@@ -534,6 +548,15 @@ pub struct JobSpec {
     /// fio's options about what is reported and how numbers look (`stats`,
     /// `significant_figures`, `unit_base`, `bwavgtime`, ...).
     pub report: ReportOptions,
+    /// `cpus_allowed_policy`: whether clones share `cpus_allowed` or take one CPU each.
+    pub cpus_allowed_policy: CpusAllowedPolicy,
+    /// `nice`: added to the job thread's nice value, as fio's nice(3) (-20..19; 0 leaves
+    /// it as it is).
+    pub nice: i32,
+    /// `prio` and `prioclass`: the job thread's I/O priority level (0..7) and class (0..3),
+    /// where given.
+    pub prio: Option<u32>,
+    pub prioclass: Option<u32>,
     /// The options as the user wrote them, for fio's "global options" and "job options"
     /// in the JSON report. Where an option was written does not change the job, so this
     /// never makes two specs unequal.
@@ -693,7 +716,12 @@ impl JobSpec {
             rate_cycle: Duration::from_millis(1000),
             rate_backlog: Some(RATE_BACKLOG_DEFAULT),
             thinktime: Duration::ZERO,
-            thinktime_blocks: 1,
+            thinktime_blocks: None,
+            thinktime_spin: Duration::ZERO,
+            thinktime_blocks_type: ThinkTimeBlocksType::Complete,
+            thinktime_iotime: Duration::ZERO,
+            rate_ignore_thinktime: false,
+            max_latency: PerDir::splat(None),
             verify: VerifyKind::None,
             verify_pattern: Vec::new(),
             verify_fatal: false,
@@ -725,6 +753,10 @@ impl JobSpec {
             log_offset: false,
             cpus_allowed: None,
             report: ReportOptions::default(),
+            cpus_allowed_policy: CpusAllowedPolicy::Shared,
+            nice: 0,
+            prio: None,
+            prioclass: None,
             given: GivenOptions::default(),
         }
     }
@@ -1161,6 +1193,24 @@ fn replace_ignoring_case(text: &str, keyword: &str, value: &str) -> String {
     }
     out.push_str(&text[from..]);
     out
+}
+
+/// fio's `thinktime_blocks_type`: what `thinktime_blocks` counts between pauses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThinkTimeBlocksType {
+    /// Completed I/Os (fio's default).
+    Complete,
+    /// Issued I/Os.
+    Issue,
+}
+
+/// fio's `cpus_allowed_policy`: how the clones of a job (`numjobs`) use `cpus_allowed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpusAllowedPolicy {
+    /// Every clone may run on every CPU of the set.
+    Shared,
+    /// Clone `n` runs on the set's `n`th CPU (round the set again past its end).
+    Split,
 }
 
 #[cfg(test)]

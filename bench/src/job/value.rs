@@ -102,6 +102,22 @@ pub fn parse_u64_in(text: &str, min: u64, max: u64) -> Result<u64> {
     Ok(value)
 }
 
+/// An integer in `min..=max` that may be negative (`nice`).
+pub fn parse_i64_in(text: &str, min: i64, max: i64) -> Result<i64> {
+    let text = text.trim();
+    let (negative, magnitude) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let magnitude = i64::try_from(parse_u64(magnitude)?)
+        .map_err(|_| ValueError::new(format!("must be between {min} and {max}")))?;
+    let value = if negative { -magnitude } else { magnitude };
+    if value < min || value > max {
+        return Err(ValueError::new(format!("must be between {min} and {max}")));
+    }
+    Ok(value)
+}
+
 /// The multiplier of a size suffix under `kb_base` (1024 or 1000).
 fn size_multiplier(suffix: &str, kb_base: u32) -> Result<u64> {
     let unknown_unit = || {
@@ -696,6 +712,16 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>> {
     out.sort_unstable();
     out.dedup();
     Ok(out)
+}
+
+/// fio's `cpumask`: a bit mask (decimal or `0x` hex), bit N for CPU N; the CPUs it sets,
+/// ascending. A mask of no CPU would leave the job nowhere to run, so it is refused.
+pub fn parse_cpu_mask(text: &str) -> Result<Vec<u32>> {
+    let mask = parse_u64(text)?;
+    if mask == 0 {
+        return Err(ValueError::new("the mask selects no CPU"));
+    }
+    Ok((0..64).filter(|bit| mask & (1u64 << bit) != 0).collect())
 }
 
 /// `rw=` with fio's optional `:<nr>` offset modifier.
@@ -1404,5 +1430,19 @@ mod tests {
         assert!(parse_u64_in("0", 1, 10).is_err());
         assert!(parse_u64("4k").is_err());
         assert!(parse_u64("-1").is_err());
+        assert_eq!(parse_i64_in("-20", -20, 19), Ok(-20));
+        assert_eq!(parse_i64_in("19", -20, 19), Ok(19));
+        assert!(parse_i64_in("-21", -20, 19).is_err());
+        assert!(parse_i64_in("20", -20, 19).is_err());
+        assert!(parse_i64_in("-", -20, 19).is_err());
+    }
+
+    #[test]
+    fn cpu_masks_are_bit_sets() {
+        assert_eq!(parse_cpu_mask("2"), Ok(vec![1]));
+        assert_eq!(parse_cpu_mask("0x5"), Ok(vec![0, 2]));
+        assert_eq!(parse_cpu_mask("0x8000000000000000"), Ok(vec![63]));
+        assert!(parse_cpu_mask("0").is_err());
+        assert!(parse_cpu_mask("-1").is_err());
     }
 }

@@ -91,6 +91,8 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         verify_only: false,
         verify_state_save: None,
         latency_target: None,
+        max_latency_ns: Default::default(),
+        priority: Default::default(),
         end_fsync: false,
         batch_submit: 1,
         batch_complete_min: 1,

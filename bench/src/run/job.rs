@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineCounters};
-use crate::io::{Direction, IoDone, IoError, IoUnit};
+use crate::io::{Direction, IoDone, IoError, IoUnit, PerDir};
 use crate::job::error_policy::{errno_text, ErrorPolicy, ErrorType, EILSEQ, EIO};
 use crate::output::logs::JobLogs;
 use crate::stats::{
@@ -86,6 +86,11 @@ pub struct JobSetup {
     pub iodepth: usize,
     /// fio's latency target mode (`latency_target`).
     pub latency_target: Option<super::latency_target::LatencyTarget>,
+    /// fio's `max_latency` per direction, in ns (`None`: no limit; nothing is checked
+    /// when `disable_lat` keeps no latency, as in fio).
+    pub max_latency_ns: PerDir<Option<u64>>,
+    /// fio's `nice`, `prio` and `prioclass` for the job thread.
+    pub priority: super::priority::ThreadPriority,
     /// fio's `verify_only`: writes are counted, not carried out; the verify phase runs.
     pub verify_only: bool,
     /// fio's `verify_state_save`: where the job saves how far its writes got, if it does.
@@ -235,6 +240,7 @@ struct Driver {
     latency_target: Option<super::latency_target::LatencyTarget>,
     /// What the latency target asked for at its last step, done at the next turn.
     latency_step: super::latency_target::Step,
+    max_latency_ns: PerDir<Option<u64>>,
     verify_only: bool,
     /// `fsync`: writes between flushes (0: none), writes since the last, a flush owed.
     fsync_every: u32,
@@ -277,6 +283,8 @@ struct Driver {
     engine_full: bool,
     io_failures: u64,
     first_error: Option<String>,
+    /// The errno the first error carries where it is not EIO (`max_latency`: ETIMEDOUT).
+    first_errno: Option<i32>,
     stop: bool,
     /// The thread's CPU use when the job started, for the results so far.
     usage_start: Option<ResourceUsage>,
@@ -595,11 +603,23 @@ impl Driver {
                 };
                 self.stats
                     .record_times(direction, u64::from(unit.len), &times);
+                if let Some(limit_ns) = *self.max_latency_ns.get(direction) {
+                    let (_, _, lat) = times.latencies();
+                    if lat > limit_ns {
+                        self.exceed_latency(&unit, lat, limit_ns, "max_latency");
+                    }
+                }
                 if let Some(lt) = self.latency_target.as_mut() {
                     let (_, _, lat) = times.latencies();
                     let now = self.clock.elapsed();
                     let step = lt.on_completion(lat, now);
-                    self.latency_step(step);
+                    if step == super::latency_target::Step::Fatal {
+                        // Over the target at depth 1: fio ends the job as max_latency does.
+                        let target_ns = lt.target_ns();
+                        self.exceed_latency(&unit, lat, target_ns, "latency_target");
+                    } else {
+                        self.latency_step(step);
+                    }
                 }
                 self.progress
                     .bytes_done
@@ -752,6 +772,30 @@ impl Driver {
             self.first_error = Some(message);
         }
         self.stop = true;
+    }
+
+    /// fio's `lat_fatal` (io_u.c): an I/O took longer than `max_latency`, or than
+    /// `latency_target` at depth 1, and the job ends with ETIMEDOUT. The I/O itself
+    /// succeeded and stays counted, as in fio.
+    fn exceed_latency(&mut self, unit: &IoUnit, lat_ns: u64, limit_ns: u64, option: &str) {
+        if self.first_error.is_some() {
+            self.stop = true;
+            return;
+        }
+        let file = self
+            .file_names
+            .get(unit.file as usize)
+            .map_or("", String::as_str);
+        let message = format!(
+            "latency of {lat_ns} nsec exceeds specified max ({limit_ns} nsec): {file} {} {} {}",
+            unit.direction.fio_name(),
+            unit.offset,
+            unit.len
+        );
+        // On stderr as it happens, as fio logs it.
+        eprintln!("iscsi-bench: {message}");
+        self.first_errno = Some(libc::ETIMEDOUT);
+        self.fail(format!("{option}: {message}"));
     }
 
     /// fio's steady-state check, when due: the job ends once the criterion holds.
@@ -913,6 +957,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         rate_floor,
         iodepth,
         latency_target,
+        max_latency_ns,
+        priority,
         verify_only,
         verify_state_save,
         fsync_every,
@@ -972,6 +1018,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         logs.start_clock(std::time::SystemTime::now());
     }
     drop(_realtime);
+    // After the real-time start (which sets the policy back, not the nice value), before
+    // any I/O, as fio sets them before its first.
+    let engine_ready = engine_ready.and_then(|()| priority.apply());
     let mut stats = JobStats::new(0, stats_config);
     stats.attach_live(live);
     let paced = workload.is_rate_limited();
@@ -990,6 +1039,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         iodepth_low: iodepth_low.clamp(1, iodepth.max(1)),
         latency_target,
         latency_step: super::latency_target::Step::Continue,
+        max_latency_ns,
         verify_only,
         fsync_every,
         writes_since_flush: 0,
@@ -1020,6 +1070,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         engine_full: false,
         io_failures: 0,
         first_error: None,
+        first_errno: None,
         stop: false,
         usage_start,
         shared_verify,
@@ -1100,6 +1151,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         driver.io_failures,
     ) {
         (None, _, _) => (0, String::new()),
+        (Some(text), _, _) if driver.first_errno.is_some() => {
+            (driver.first_errno.unwrap_or(EIO), text.clone())
+        }
         (Some(text), v, _) if v > 0 => (
             EILSEQ,
             format!("{v} block(s) failed verification; first: {text}"),
@@ -1320,6 +1374,10 @@ fn main_loop(
                         since_drain = driver.now();
                         continue;
                     }
+                    Next::Pause(until) => {
+                        wait_until = Some(until);
+                        break;
+                    }
                     Next::Done => {
                         finished = true;
                         break;
@@ -1389,9 +1447,30 @@ fn main_loop(
                 }
             }
         } else if wait_until.is_some() {
-            std::thread::sleep(wait);
+            think_or_sleep(driver.now(), workload.think_spin_until(), wait);
+            // A reap before the wait (a think pause's drain) read the clock before it:
+            // the next turn starts now, or the I/O after a pause counts it as latency.
+            driver.reaped_at_ns = None;
             driver.tick();
         }
+    }
+}
+
+/// Waits `wait` from `now`: busy until `spin_until` (fio's `thinktime_spin`, which stands
+/// for CPU work done on the data), asleep for the rest.
+fn think_or_sleep(now: Duration, spin_until: Duration, wait: Duration) {
+    let end = now + wait;
+    let spin_end = spin_until.min(end);
+    if spin_end > now {
+        let started = Instant::now();
+        let spin = spin_end - now;
+        while started.elapsed() < spin {
+            std::hint::spin_loop();
+        }
+    }
+    let left = end.saturating_sub(spin_end.max(now));
+    if !left.is_zero() {
+        std::thread::sleep(left);
     }
 }
 

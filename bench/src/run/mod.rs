@@ -13,6 +13,7 @@ mod issue_time_tests;
 pub mod job;
 pub mod latency_target;
 mod overlap;
+pub mod priority;
 pub mod report;
 pub mod setup;
 pub mod shared_verify;
@@ -292,6 +293,12 @@ pub fn run_gated(
                         spec.iodepth,
                     )
                 }),
+                max_latency_ns: setup::max_latency_ns(spec),
+                priority: priority::ThreadPriority::from_options(
+                    spec.nice,
+                    spec.prioclass,
+                    spec.prio,
+                ),
                 fsync_every: spec.fsync,
                 verify_only: spec.verify_only,
                 verify_state_save,
@@ -341,7 +348,7 @@ pub fn run_gated(
                         job: spec.name.clone(),
                         source,
                     })?,
-                cpus: spec.cpus_allowed.clone(),
+                cpus: setup::job_cpus(spec, job_number),
                 live: Arc::clone(&live),
                 progress: Arc::new(JobProgress::default()),
                 shared_verify,

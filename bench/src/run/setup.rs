@@ -12,8 +12,8 @@ use crate::engine::{
 use crate::io::Direction;
 use crate::io::PerDir;
 use crate::job::spec::{
-    BlockSize, DigestChoice, Engine as EngineKind, IscsiUrl as JobUrl, JobSpec, Region, SizeSpec,
-    Target, VerifyKind as JobVerify, ZoneMode, ZoneSkip,
+    BlockSize, CpusAllowedPolicy, DigestChoice, Engine as EngineKind, IscsiUrl as JobUrl, JobSpec,
+    Region, SizeSpec, Target, ThinkTimeBlocksType, VerifyKind as JobVerify, ZoneMode, ZoneSkip,
 };
 use crate::workload::{
     drawn_file_size, BlockSizeSpec, BsSplitEntry, OffsetModifiers, PacingConfig, RateFloor,
@@ -295,6 +295,37 @@ pub fn login_options(spec: &JobSpec) -> LoginOptions {
     }
 }
 
+/// fio's `max_latency` in ns per direction; nothing is checked where `disable_lat` keeps
+/// no total latency (fio checks it where it records it).
+pub fn max_latency_ns(spec: &JobSpec) -> PerDir<Option<u64>> {
+    let limit = |limit: &Option<Duration>| {
+        limit
+            .filter(|_| !spec.disable_lat)
+            .map(|limit| u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX))
+    };
+    let ml = &spec.max_latency;
+    PerDir {
+        read: limit(&ml.read),
+        write: limit(&ml.write),
+        trim: limit(&ml.trim),
+    }
+}
+
+/// The CPUs job number `job_number` (1-based over the run) may run on: `cpus_allowed`,
+/// or with `cpus_allowed_policy=split` its one CPU, the set's `(job_number - 1)`th modulo
+/// its size, as fio's `fio_cpus_split` picks by thread number.
+pub fn job_cpus(spec: &JobSpec, job_number: u32) -> Option<Vec<u32>> {
+    let cpus = spec.cpus_allowed.as_ref()?;
+    match spec.cpus_allowed_policy {
+        CpusAllowedPolicy::Shared => Some(cpus.clone()),
+        CpusAllowedPolicy::Split if cpus.is_empty() => Some(Vec::new()),
+        CpusAllowedPolicy::Split => {
+            let index = job_number.saturating_sub(1) as usize % cpus.len();
+            Some(vec![cpus[index]])
+        }
+    }
+}
+
 /// `rate_min`, `rate_iops_min` and `rate_cycle`, when the job sets a floor.
 pub fn rate_floor(spec: &JobSpec) -> Option<RateFloor> {
     let config = RateFloorConfig {
@@ -406,11 +437,22 @@ pub fn workload_config(
         Some(SizeSpec::Bytes(bytes)) => Some(bytes),
         Some(SizeSpec::Percent(pct)) => Some(region.len_bytes / 100 * u64::from(pct)),
     };
+    let iotime = Some(spec.thinktime_iotime).filter(|t| !t.is_zero());
     let thinktime = (!spec.thinktime.is_zero()).then(|| ThinkTime {
         pause: spec.thinktime,
-        spin: Duration::ZERO,
-        blocks: spec.thinktime_blocks.max(1),
-        trigger: ThinkTimeTrigger::Complete,
+        spin: spec.thinktime_spin,
+        // fio counts no blocks when thinktime_iotime is given without thinktime_blocks.
+        blocks: match (spec.thinktime_blocks, iotime) {
+            (Some(blocks), _) => Some(blocks.max(1)),
+            (None, Some(_)) => None,
+            (None, None) => Some(1),
+        },
+        trigger: match spec.thinktime_blocks_type {
+            ThinkTimeBlocksType::Complete => ThinkTimeTrigger::Complete,
+            ThinkTimeBlocksType::Issue => ThinkTimeTrigger::Issue,
+        },
+        iotime,
+        ignore_for_rate: spec.rate_ignore_thinktime,
     });
     let pacing = PacingConfig {
         rate_bytes_per_s: spec.rate.clone(),

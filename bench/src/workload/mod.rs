@@ -390,6 +390,9 @@ pub enum Next {
     /// `verify_backlog` writes were planned since the last check: drain, read and check
     /// [`Workload::take_backlog`], then ask again.
     VerifyBacklog,
+    /// Nothing is left to issue, but the think pause after the last I/O runs until then
+    /// (fio's thread sleeps it out before it ends): wait, then ask again.
+    Pause(Duration),
     Done,
 }
 
@@ -623,6 +626,19 @@ impl Workload {
 
     /// The next thing to do at job time `now`.
     pub fn next(&mut self, now: Duration) -> Next {
+        self.pacer.check_think(now);
+        match self.next_planned(now) {
+            // A think pause owed or running after the last I/O is waited out first.
+            Next::Done if self.pacer.must_wait_for_completions() => Next::WaitForCompletions,
+            Next::Done => match self.pacer.pause_end().filter(|end| *end > now) {
+                Some(end) => Next::Pause(end),
+                None => Next::Done,
+            },
+            next => next,
+        }
+    }
+
+    fn next_planned(&mut self, now: Duration) -> Next {
         if self.finished {
             return Next::Done;
         }
@@ -886,9 +902,10 @@ impl Workload {
         self.pacer.shifted()
     }
 
-    /// `thinktime_spin`: how much of each think pause to spend busy rather than asleep.
-    pub fn think_spin(&self) -> Duration {
-        self.pacer.think_spin()
+    /// `thinktime_spin`: until when the current think pause is spent busy rather than
+    /// asleep (zero, or a time past, when it is not).
+    pub fn think_spin_until(&self) -> Duration {
+        self.pacer.spin_until()
     }
 }
 

@@ -16,14 +16,24 @@
 //! "coordinated omission" problem; fio(1) mentions it under `io_submit_mode`). An I/O of a
 //! direction without a limit is due when it is asked for.
 //!
-//! `thinktime` pauses after every `thinktime_blocks` I/Os: with the `issue` trigger the pause
-//! runs from when the last of them was due (or asked for, if later); with the `complete`
-//! trigger (fio's default) the runner first reaps every I/O in flight, as fio(1) describes
-//! ("no more than 1 I/O will be queued before we have to complete it and do our thinktime"),
-//! and the pause runs from the last completion. An I/O after a pause is due at the later of
-//! its rate slot and the pause's end: the pause is intended, so it is not counted as latency,
-//! and the rate then catches up (fio's default, `rate_ignore_thinktime=0`).
-//! `thinktime_spin` is carried for the runner, which spins for that part of the pause.
+//! `thinktime` follows fio's `handle_thinktime` (backend.c). When the runner asks for the
+//! next I/O (by then it has issued the last one and reaped what a full queue made it reap,
+//! where fio checks), the pacer checks whether to think: `thinktime_blocks` I/Os counted
+//! since the last pause
+//! (`thinktime_blocks_type`: I/Os completed, fio's default, or issued), or
+//! `thinktime_iotime` of I/O since the last pause ended (then the block count is checked
+//! only where `thinktime_blocks` was given). To think, the runner first reaps every I/O in
+//! flight (fio's `io_u_quiesce`, whatever the trigger), and the pause runs from the last
+//! completion: `thinktime_spin` of it busy ([`Pacer::spin_until`], for the runner), the rest
+//! asleep (a spin longer than `thinktime` is cut to it, as fio's init.c does). The counts
+//! restart at the check, so completions reaped by the drain count for the next pause, as
+//! fio's `last_thinktime_blocks` does. An I/O after a pause is due at the later of its rate
+//! slot and the pause's end: the pause is intended, so it is not counted as latency. The
+//! rate then catches up (fio's default), or with `rate_ignore_thinktime` each rated lane's
+//! schedule moves later by the pause less one I/O's slot, as fio adds the bytes the pause
+//! would have carried, so the first I/O goes at the pause's end and the rest at the rate.
+//! The last I/O of a job may end in a pause too ([`Pacer::pause_end`]), which the job waits
+//! out before it ends, as fio's thread sleeps before it leaves its loop.
 //!
 //! A backlog bound ([`PacingConfig::backlog`], the job's `rate_backlog`) limits the catching
 //! up after a stall of the target: when the job's queue was full for longer than that (a
@@ -51,14 +61,28 @@ pub enum ThinkTimeTrigger {
     Issue,
 }
 
-/// fio's `thinktime`, `thinktime_spin`, `thinktime_blocks`, `thinktime_blocks_type`.
+/// fio's `thinktime`, `thinktime_spin`, `thinktime_blocks`, `thinktime_blocks_type`,
+/// `thinktime_iotime` and `rate_ignore_thinktime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThinkTime {
     pub pause: Duration,
     pub spin: Duration,
-    /// At least 1 (fio's default 1).
-    pub blocks: u32,
+    /// At least 1 (fio's default 1); `None` where only `iotime` triggers a pause (fio
+    /// skips the block count when `thinktime_iotime` is given without `thinktime_blocks`).
+    pub blocks: Option<u32>,
     pub trigger: ThinkTimeTrigger,
+    /// `thinktime_iotime`: pause after this long doing I/O.
+    pub iotime: Option<Duration>,
+    /// `rate_ignore_thinktime`.
+    pub ignore_for_rate: bool,
+}
+
+impl ThinkTime {
+    /// How long the busy part of a pause lasts: fio cuts a `thinktime_spin` longer than
+    /// `thinktime` to it (init.c), so the pause is always `thinktime` long.
+    pub fn spin_part(&self) -> Duration {
+        self.spin.min(self.pause)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -110,6 +134,17 @@ impl Lane {
             }
     }
 
+    /// The gap between two I/Os of `len` bytes at this lane's rate, in nanoseconds.
+    fn slot_ns(&self, len: u32) -> u128 {
+        let by_bytes = self.bytes_per_s.map_or(0, |rate| {
+            u128::from(len) * NANOS_PER_SECOND / u128::from(rate)
+        });
+        let by_ios = self
+            .iops
+            .map_or(0, |iops| NANOS_PER_SECOND / u128::from(iops));
+        by_bytes.max(by_ios)
+    }
+
     /// Nanoseconds after the origin at which the next I/O of `len` bytes is due; advances.
     fn take(&mut self, len: u32, process: RateProcess, rng: &mut SplitMix64) -> u128 {
         let due_ns = match process {
@@ -135,9 +170,19 @@ impl Lane {
 #[derive(Debug, Clone)]
 struct ThinkState {
     config: ThinkTime,
+    /// I/Os issued and completed since the last check that started a pause.
     issued_in_cycle: u32,
+    completed_in_cycle: u32,
+    /// When I/O resumed after the last pause (or the job's first I/O), for `iotime`.
+    cycle_start: Option<Duration>,
+    /// The last I/O handed out was not yet checked for a pause ([`Pacer::check_think`]).
+    check_owed: bool,
     waiting_for_drain: bool,
     not_before: Duration,
+    /// The end of the busy part of the current pause.
+    spin_until: Duration,
+    /// The length of the last I/O handed out, for `rate_ignore_thinktime`'s slot.
+    last_len: u32,
 }
 
 /// The schedule of one job; see the module docs.
@@ -173,12 +218,19 @@ impl Pacer {
             };
         }
         let think = match config.thinktime {
-            Some(think) if think.blocks == 0 => return Err(WorkloadError::ZeroThinkTimeBlocks),
+            Some(think) if think.blocks == Some(0) => {
+                return Err(WorkloadError::ZeroThinkTimeBlocks)
+            }
             Some(think) => Some(ThinkState {
                 config: think,
                 issued_in_cycle: 0,
+                completed_in_cycle: 0,
+                cycle_start: None,
+                check_owed: false,
                 waiting_for_drain: false,
                 not_before: Duration::ZERO,
+                spin_until: Duration::ZERO,
+                last_len: 0,
             }),
             None => None,
         };
@@ -231,7 +283,8 @@ impl Pacer {
         }
     }
 
-    /// True while a think-time cycle waits for the I/Os in flight to complete.
+    /// True while a think-time cycle waits for the I/Os in flight to complete (call
+    /// [`Pacer::check_think`] first).
     pub fn must_wait_for_completions(&self) -> bool {
         self.think
             .as_ref()
@@ -263,30 +316,93 @@ impl Pacer {
         };
         if let Some(think) = &mut self.think {
             due = due.max(think.not_before);
+            think.last_len = len;
             think.issued_in_cycle += 1;
-            if think.issued_in_cycle >= think.config.blocks {
-                think.issued_in_cycle = 0;
-                match think.config.trigger {
-                    ThinkTimeTrigger::Issue => {
-                        think.not_before = due.max(now).saturating_add(think.config.pause);
-                    }
-                    ThinkTimeTrigger::Complete => think.waiting_for_drain = true,
-                }
-            }
+            think.cycle_start.get_or_insert(due.max(now));
+            think.check_owed = true;
         }
         self.in_flight += 1;
         due
     }
 
-    /// One I/O completed at `now`.
-    pub fn on_complete(&mut self, now: Duration) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(think) = &mut self.think {
-            if think.waiting_for_drain && self.in_flight == 0 {
-                think.waiting_for_drain = false;
-                think.not_before = now.saturating_add(think.config.pause);
+    /// fio's `handle_thinktime` check, owed since the last I/O was handed out: the runner
+    /// has issued it, and reaped what a full queue made it reap, by the time it asks for
+    /// the next one, which is when fio checks. Starts a pause (after a drain, if I/O is in
+    /// flight) when the blocks counted or the I/O time since the last pause call for one.
+    pub fn check_think(&mut self, now: Duration) {
+        let Some(think) = self.think.as_mut().filter(|think| think.check_owed) else {
+            return;
+        };
+        think.check_owed = false;
+        let by_time = match (think.config.iotime, think.cycle_start) {
+            (Some(iotime), Some(start)) => now.saturating_sub(start) >= iotime,
+            _ => false,
+        };
+        let counted = match think.config.trigger {
+            ThinkTimeTrigger::Issue => think.issued_in_cycle,
+            ThinkTimeTrigger::Complete => think.completed_in_cycle,
+        };
+        let by_blocks = think.config.blocks.is_some_and(|blocks| counted >= blocks);
+        if by_time || by_blocks {
+            think.issued_in_cycle = 0;
+            think.completed_in_cycle = 0;
+            think.waiting_for_drain = true;
+            if self.in_flight == 0 {
+                self.start_pause(now);
             }
         }
+    }
+
+    /// One I/O completed at `now`. The last one a pause waits for starts it.
+    pub fn on_complete(&mut self, now: Duration) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let Some(think) = &mut self.think else {
+            return;
+        };
+        think.completed_in_cycle = think.completed_in_cycle.saturating_add(1);
+        if think.waiting_for_drain && self.in_flight == 0 {
+            self.start_pause(now);
+        }
+    }
+
+    /// The drain is over: the pause runs from `now`.
+    fn start_pause(&mut self, now: Duration) {
+        let Some(think) = &mut self.think else {
+            return;
+        };
+        think.waiting_for_drain = false;
+        let length = think.config.pause;
+        think.not_before = now.saturating_add(length);
+        think.spin_until = now.saturating_add(think.config.spin_part());
+        think.cycle_start = Some(think.not_before);
+        if think.config.ignore_for_rate {
+            // fio adds the bytes the pause would have carried, less one I/O, to what the
+            // rate has seen: each rated lane's schedule moves on by that much.
+            let len = think.last_len;
+            for direction in [Direction::Read, Direction::Write, Direction::Trim] {
+                let lane = self.lanes.get_mut(direction);
+                if !lane.is_limited() {
+                    continue;
+                }
+                let slot_ns = lane.slot_ns(len);
+                let pause_ns = length.as_nanos();
+                lane.shift_ns += pause_ns.saturating_sub(slot_ns);
+            }
+        }
+    }
+
+    /// When the current think pause ends, if one was started or is owed (`None` without
+    /// think time). A job with no I/O left waits until then before it ends.
+    pub fn pause_end(&self) -> Option<Duration> {
+        self.think.as_ref().map(|think| think.not_before)
+    }
+
+    /// Until when the runner spins rather than sleeps (`thinktime_spin`): the end of the
+    /// busy part of the current pause, zero without one.
+    pub fn spin_until(&self) -> Duration {
+        self.think
+            .as_ref()
+            .map_or(Duration::ZERO, |think| think.spin_until)
     }
 
     /// The runner found its queue full (`true`) or with room (`false`) at `now`: a queue
@@ -306,13 +422,6 @@ impl Pacer {
     /// not issued); zero without a backlog bound.
     pub fn shifted(&self) -> Duration {
         self.shifted
-    }
-
-    /// `thinktime_spin`, for the runner.
-    pub fn think_spin(&self) -> Duration {
-        self.think
-            .as_ref()
-            .map_or(Duration::ZERO, |think| think.config.spin)
     }
 }
 
@@ -445,28 +554,6 @@ mod tests {
     }
 
     #[test]
-    fn a_think_time_pause_is_not_a_stall() {
-        // 1000 IOPS, a 500 ms pause after every 10 I/Os (issue trigger): the rate catches
-        // up after each pause, as fio's rate_ignore_thinktime=0, whatever the backlog.
-        let config = PacingConfig {
-            backlog: Some(Duration::from_millis(10)),
-            thinktime: Some(ThinkTime {
-                pause: Duration::from_millis(500),
-                spin: Duration::ZERO,
-                blocks: 10,
-                trigger: ThinkTimeTrigger::Issue,
-            }),
-            ..iops_config(1000)
-        };
-        let mut pacer = Pacer::new(&config, 1).expect("valid");
-        let mut now = Duration::ZERO;
-        for _ in 0..40 {
-            now = now.max(pacer.schedule(now, Direction::Read, 4096));
-        }
-        assert_eq!(pacer.shifted(), Duration::ZERO);
-    }
-
-    #[test]
     fn linear_bandwidth_converges_with_mixed_sizes() {
         let config = PacingConfig {
             rate_bytes_per_s: PerDir {
@@ -564,82 +651,184 @@ mod tests {
         );
     }
 
-    #[test]
-    fn think_time_issue_trigger_pauses_every_n_blocks() {
-        let config = PacingConfig {
-            thinktime: Some(ThinkTime {
-                pause: Duration::from_millis(10),
-                spin: Duration::ZERO,
-                blocks: 4,
-                trigger: ThinkTimeTrigger::Issue,
-            }),
-            ..PacingConfig::default()
-        };
-        let mut pacer = Pacer::new(&config, 1).expect("valid");
+    fn think(pause_ms: u64, blocks: u32, trigger: ThinkTimeTrigger) -> ThinkTime {
+        ThinkTime {
+            pause: Duration::from_millis(pause_ms),
+            spin: Duration::ZERO,
+            blocks: Some(blocks),
+            trigger,
+            iotime: None,
+            ignore_for_rate: false,
+        }
+    }
+
+    /// A runner at queue depth 1 whose I/Os take `service` each: the due times of `n`.
+    fn run_depth_one(pacer: &mut Pacer, n: usize, service: Duration) -> Vec<Duration> {
         let mut now = Duration::ZERO;
         let mut dues = Vec::new();
-        for _ in 0..12 {
-            assert!(!pacer.must_wait_for_completions());
+        for _ in 0..n {
+            pacer.check_think(now);
+            assert!(!pacer.must_wait_for_completions(), "nothing is in flight");
             let due = pacer.schedule(now, Direction::Read, 4096);
-            now = now.max(due) + Duration::from_micros(1);
+            now = now.max(due) + service;
+            pacer.on_complete(now);
             dues.push(due);
         }
-        assert_eq!(dues[3], Duration::from_micros(3));
-        assert_eq!(
-            dues[4],
-            Duration::from_micros(3) + Duration::from_millis(10)
-        );
-        assert_eq!(dues[8], dues[7] + Duration::from_millis(10));
+        dues
     }
 
     #[test]
-    fn think_time_complete_trigger_waits_for_the_drain() {
+    fn a_think_time_pause_is_not_a_stall() {
+        // 1000 IOPS, a 500 ms pause after every 10 I/Os: the rate catches up after each
+        // pause, as fio's rate_ignore_thinktime=0, whatever the backlog.
         let config = PacingConfig {
-            thinktime: Some(ThinkTime {
-                pause: Duration::from_millis(5),
-                spin: Duration::from_millis(1),
-                blocks: 2,
-                trigger: ThinkTimeTrigger::Complete,
-            }),
-            ..PacingConfig::default()
-        };
-        let mut pacer = Pacer::new(&config, 1).expect("valid");
-        assert_eq!(pacer.think_spin(), Duration::from_millis(1));
-        pacer.schedule(Duration::ZERO, Direction::Read, 4096);
-        assert!(!pacer.must_wait_for_completions());
-        pacer.schedule(Duration::ZERO, Direction::Read, 4096);
-        assert!(pacer.must_wait_for_completions());
-        pacer.on_complete(Duration::from_millis(1));
-        assert!(pacer.must_wait_for_completions());
-        pacer.on_complete(Duration::from_millis(2));
-        assert!(!pacer.must_wait_for_completions());
-        let due = pacer.schedule(Duration::from_millis(2), Direction::Read, 4096);
-        assert_eq!(due, Duration::from_millis(7));
-    }
-
-    #[test]
-    fn rate_catches_up_after_think_time() {
-        let config = PacingConfig {
-            thinktime: Some(ThinkTime {
-                pause: Duration::from_millis(50),
-                spin: Duration::ZERO,
-                blocks: 10,
-                trigger: ThinkTimeTrigger::Issue,
-            }),
+            backlog: Some(Duration::from_millis(10)),
+            thinktime: Some(think(500, 10, ThinkTimeTrigger::Issue)),
             ..iops_config(1000)
         };
         let mut pacer = Pacer::new(&config, 1).expect("valid");
-        let mut now = Duration::ZERO;
-        let mut dues = Vec::new();
-        for _ in 0..20 {
-            let due = pacer.schedule(now, Direction::Read, 4096);
-            now = now.max(due);
-            dues.push(due);
+        run_depth_one(&mut pacer, 40, Duration::ZERO);
+        assert_eq!(pacer.shifted(), Duration::ZERO);
+    }
+
+    #[test]
+    fn think_time_pauses_after_every_n_blocks_at_depth_one() {
+        for trigger in [ThinkTimeTrigger::Issue, ThinkTimeTrigger::Complete] {
+            let config = PacingConfig {
+                thinktime: Some(think(10, 4, trigger)),
+                ..PacingConfig::default()
+            };
+            let mut pacer = Pacer::new(&config, 1).expect("valid");
+            let service = Duration::from_micros(1);
+            let dues = run_depth_one(&mut pacer, 12, service);
+            // At depth 1 each I/O is reaped before the check: both count the same.
+            assert_eq!(dues[3], Duration::from_micros(3), "{trigger:?}");
+            assert_eq!(dues[4], dues[3] + service + Duration::from_millis(10));
+            assert_eq!(dues[5], dues[4] + service, "{trigger:?}");
+            assert_eq!(dues[8], dues[7] + service + Duration::from_millis(10));
+            // The last I/O of a cycle leaves a pause owed, which a job ending there waits.
+            pacer.check_think(dues[11] + service);
+            assert_eq!(
+                pacer.pause_end(),
+                Some(dues[11] + service + Duration::from_millis(10))
+            );
         }
-        // I/O 10 waits out the pause (9 ms + 50 ms), then 11..19 are overdue and go at once.
-        assert_eq!(dues[10], Duration::from_millis(59));
-        assert_eq!(dues[11], Duration::from_millis(59));
-        assert_eq!(dues[19], Duration::from_millis(59));
+    }
+
+    #[test]
+    fn the_complete_trigger_counts_completions_and_the_issue_trigger_issues() {
+        for trigger in [ThinkTimeTrigger::Issue, ThinkTimeTrigger::Complete] {
+            let config = PacingConfig {
+                thinktime: Some(think(5, 2, trigger)),
+                ..PacingConfig::default()
+            };
+            let mut pacer = Pacer::new(&config, 1).expect("valid");
+            let ms = Duration::from_millis;
+            pacer.schedule(ms(0), Direction::Read, 4096);
+            pacer.check_think(ms(0));
+            pacer.schedule(ms(0), Direction::Read, 4096);
+            pacer.check_think(ms(0));
+            // Two issued, none completed.
+            assert_eq!(
+                pacer.must_wait_for_completions(),
+                trigger == ThinkTimeTrigger::Issue
+            );
+            pacer.on_complete(ms(1));
+            pacer.on_complete(ms(2));
+            assert!(!pacer.must_wait_for_completions());
+            let due = pacer.schedule(ms(2), Direction::Read, 4096);
+            match trigger {
+                // The drain ended at 2 ms: the pause runs to 7 ms.
+                ThinkTimeTrigger::Issue => assert_eq!(due, ms(7)),
+                ThinkTimeTrigger::Complete => {
+                    assert_eq!(due, ms(2));
+                    // Two completions since the last pause: this I/O is drained, then a pause.
+                    pacer.check_think(ms(2));
+                    assert!(pacer.must_wait_for_completions());
+                    pacer.on_complete(ms(3));
+                    assert!(!pacer.must_wait_for_completions());
+                    assert_eq!(pacer.pause_end(), Some(ms(8)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spin_is_the_first_part_of_the_pause_and_never_longer() {
+        for (spin_ms, busy_ms) in [(2, 2), (5, 5), (9, 5)] {
+            let config = PacingConfig {
+                thinktime: Some(ThinkTime {
+                    spin: Duration::from_millis(spin_ms),
+                    ..think(5, 1, ThinkTimeTrigger::Complete)
+                }),
+                ..PacingConfig::default()
+            };
+            let mut pacer = Pacer::new(&config, 1).expect("valid");
+            let dues = run_depth_one(&mut pacer, 2, Duration::from_millis(1));
+            // The pause runs 1..6 ms whatever the spin (fio cuts the spin to thinktime).
+            assert_eq!(dues[1], Duration::from_millis(6));
+            assert_eq!(pacer.spin_until(), Duration::from_millis(1 + busy_ms));
+        }
+    }
+
+    #[test]
+    fn iotime_pauses_after_that_much_io_and_blocks_only_where_given() {
+        let ms = Duration::from_millis;
+        let iotime_only = ThinkTime {
+            blocks: None,
+            iotime: Some(ms(10)),
+            ..think(100, 1, ThinkTimeTrigger::Complete)
+        };
+        for (think_time, first_pause_after) in [
+            (iotime_only, 10),
+            // Blocks given too: whichever comes first.
+            (
+                ThinkTime {
+                    blocks: Some(4),
+                    ..iotime_only
+                },
+                4,
+            ),
+        ] {
+            let config = PacingConfig {
+                thinktime: Some(think_time),
+                ..PacingConfig::default()
+            };
+            let mut pacer = Pacer::new(&config, 1).expect("valid");
+            let dues = run_depth_one(&mut pacer, 30, ms(1));
+            let first_gap = dues
+                .windows(2)
+                .position(|pair| pair[1] - pair[0] > ms(50))
+                .map(|index| index + 1);
+            assert_eq!(first_gap, Some(first_pause_after), "{dues:?}");
+        }
+    }
+
+    #[test]
+    fn rate_catches_up_after_think_time_unless_told_to_ignore_it() {
+        for ignore in [false, true] {
+            let config = PacingConfig {
+                thinktime: Some(ThinkTime {
+                    ignore_for_rate: ignore,
+                    ..think(50, 10, ThinkTimeTrigger::Issue)
+                }),
+                ..iops_config(1000)
+            };
+            let mut pacer = Pacer::new(&config, 1).expect("valid");
+            let dues = run_depth_one(&mut pacer, 20, Duration::ZERO);
+            let ms = Duration::from_millis;
+            // I/O 10 waits out the pause (9 ms + 50 ms).
+            assert_eq!(dues[10], ms(59));
+            if ignore {
+                // The rate goes on from the pause's end: one slot apart.
+                assert_eq!(dues[11], ms(60));
+                assert_eq!(dues[19], ms(68));
+            } else {
+                // 11..19 are overdue and go at once.
+                assert_eq!(dues[11], ms(59));
+                assert_eq!(dues[19], ms(59));
+            }
+        }
     }
 
     #[test]

@@ -404,8 +404,10 @@ fn think_time_makes_the_runner_drain() {
     job.pacing.thinktime = Some(ThinkTime {
         pause: Duration::from_millis(1),
         spin: Duration::ZERO,
-        blocks: 3,
-        trigger: ThinkTimeTrigger::Complete,
+        blocks: Some(3),
+        trigger: ThinkTimeTrigger::Issue,
+        iotime: None,
+        ignore_for_rate: false,
     });
     let mut workload = Workload::new(job).expect("valid");
     let now = Duration::ZERO;
@@ -420,6 +422,31 @@ fn think_time_makes_the_runner_drain() {
         panic!("I/O expected");
     };
     assert_eq!(io.scheduled_at, Duration::from_millis(3));
+}
+
+#[test]
+fn the_pause_after_the_last_io_is_waited_out() {
+    // Two I/Os, a pause after each (fio sleeps after the last one too).
+    let mut job = config(RwKind::Read, 8192, 4096);
+    job.pacing.thinktime = Some(ThinkTime {
+        pause: Duration::from_millis(5),
+        spin: Duration::ZERO,
+        blocks: Some(1),
+        trigger: ThinkTimeTrigger::Complete,
+        iotime: None,
+        ignore_for_rate: false,
+    });
+    let mut workload = Workload::new(job).expect("valid");
+    let ms = Duration::from_millis;
+    assert!(matches!(workload.next(ms(0)), Next::Io(_)));
+    workload.on_complete(ms(1));
+    let Next::Io(second) = workload.next(ms(1)) else {
+        panic!("I/O expected");
+    };
+    assert_eq!(second.scheduled_at, ms(6));
+    workload.on_complete(ms(7));
+    assert_eq!(workload.next(ms(7)), Next::Pause(ms(12)));
+    assert_eq!(workload.next(ms(12)), Next::Done);
 }
 
 proptest! {
@@ -545,7 +572,7 @@ fn run_on_disk(
                 }
                 workload.mark_verified(&due);
             }
-            Next::WaitForCompletions => {}
+            Next::WaitForCompletions | Next::Pause(_) => {}
             Next::Done => break,
         }
     }
@@ -1086,7 +1113,10 @@ fn a_failed_write_leaves_its_blocks_unknown_until_a_later_write_succeeds() {
                         break;
                     }
                 }
-                Next::VerifyPhase | Next::VerifyBacklog | Next::WaitForCompletions => {}
+                Next::VerifyPhase
+                | Next::VerifyBacklog
+                | Next::WaitForCompletions
+                | Next::Pause(_) => {}
                 Next::Done => break,
             }
         }
