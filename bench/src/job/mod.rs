@@ -58,6 +58,7 @@ pub mod build;
 pub mod cli;
 pub mod error;
 pub mod error_policy;
+pub mod file_options;
 pub mod ini;
 pub mod options;
 pub mod render;

@@ -417,6 +417,9 @@ pub struct JobSpec {
     pub sync: SyncMode,
     /// `fallocate`: how a regular file the job lays out or extends is allocated.
     pub fallocate: Fallocate,
+    /// fio's file options (`invalidate`, `pre_read`, `unlink`, ...) and `exec_prerun`/
+    /// `exec_postrun`.
+    pub files: super::file_options::FileOptions,
     /// `io_submit_mode=offload` (taken; see the option's help).
     pub io_submit_offload: bool,
     /// `write_hist_log`, `log_hist_msec` (0: nothing logged, fio's default) and
@@ -620,6 +623,7 @@ impl JobSpec {
             end_fsync: false,
             sync: SyncMode::None,
             fallocate: Fallocate::Native,
+            files: Default::default(),
             verify_interval: None,
             verify_offset: 0,
             latency_target: None,

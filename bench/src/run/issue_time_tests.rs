@@ -110,6 +110,9 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         live: Arc::new(LiveCounters::new()),
         progress: Arc::new(JobProgress::default()),
         shared_verify: None,
+        exec_prerun: None,
+        exec_postrun: None,
+        create_only: false,
     });
     assert_eq!(outcome.error, 0, "{}", outcome.error_text);
     let read = outcome.stats.dir(Direction::Read).expect("reads");

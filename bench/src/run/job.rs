@@ -130,6 +130,11 @@ pub struct JobSetup {
     /// `verify_shared`: the ledger the job verifies against with the other writers of
     /// its target.
     pub shared_verify: Option<SharedVerify>,
+    /// fio's `exec_prerun`/`exec_postrun` (see `hooks`).
+    pub exec_prerun: Option<String>,
+    pub exec_postrun: Option<String>,
+    /// fio's `create_only`: the file is laid out (the engine is open); no I/O follows.
+    pub create_only: bool,
 }
 
 /// What a job thread hands back.
@@ -938,6 +943,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         live,
         progress,
         shared_verify,
+        exec_prerun,
+        exec_postrun,
+        create_only,
     } = setup;
     if let Some(cpus) = cpus.as_ref().filter(|c| !c.is_empty()) {
         if let Err(e) = allow_cpus(cpus) {
@@ -1036,8 +1044,19 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         },
         Ordering::Relaxed,
     );
-    let result =
-        engine_ready.and_then(|()| main_phase(&mut driver, &mut workload, ramp_end, deadline));
+    // fio: a prerun that fails skips the job's I/O and its postrun, with no error.
+    let prerun_ok = match &exec_prerun {
+        Some(command) => super::hooks::run(&name, super::hooks::Hook::Prerun, command)
+            .map_err(|why| eprintln!("iscsi-bench: {name}: {why}: the job does no I/O, as in fio"))
+            .is_ok(),
+        None => true,
+    };
+    let result = engine_ready.and_then(|()| {
+        if create_only || !prerun_ok {
+            return Ok(());
+        }
+        main_phase(&mut driver, &mut workload, ramp_end, deadline)
+    });
     if let Err(e) = result {
         driver.fail(e);
     }
@@ -1146,6 +1165,12 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
             EngineCounters::default()
         }
     };
+    if let (Some(command), true) = (&exec_postrun, prerun_ok) {
+        // A failed postrun changes nothing in fio.
+        if let Err(why) = super::hooks::run(&name, super::hooks::Hook::Postrun, command) {
+            eprintln!("iscsi-bench: {name}: {why}");
+        }
+    }
     JobOutcome {
         stats,
         intervals,

@@ -7,6 +7,7 @@ mod buffers;
 mod dump;
 mod exits;
 pub mod flow;
+mod hooks;
 pub mod interrupt;
 #[cfg(test)]
 mod issue_time_tests;
@@ -295,7 +296,10 @@ pub fn run_gated(
                 fsync_every: spec.fsync,
                 verify_only: spec.verify_only,
                 verify_state_save,
-                end_fsync: spec.end_fsync,
+                // fio's fsync_on_close flushes at the end of a writing job as end_fsync
+                // does (and once more as the file closes: the engine's part).
+                end_fsync: spec.end_fsync
+                    || (spec.files.fsync_on_close && spec.does(crate::io::Direction::Write)),
                 steadystate: (!spec.ss_dur.is_zero()).then(|| {
                     steadystate::SteadyState::new(
                         spec.steadystate,
@@ -348,6 +352,9 @@ pub fn run_gated(
                 live: Arc::clone(&live),
                 progress: Arc::new(JobProgress::default()),
                 shared_verify,
+                exec_prerun: spec.files.exec_prerun.clone(),
+                exec_postrun: spec.files.exec_postrun.clone(),
+                create_only: spec.files.create_only,
             };
             prepared.push(Prepared {
                 spec_index,

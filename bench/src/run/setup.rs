@@ -156,7 +156,12 @@ pub fn engine_config(
             } else {
                 LayoutPolicy::Extend
             };
+            // overwrite: a write job's file is written out too, as for a read job.
+            if spec.files.overwrite {
+                options.layout = LayoutPolicy::WriteOut;
+            }
             options.fallocate = spec.fallocate;
+            options.files = file_setup(spec)?;
             options.direct = spec.direct;
             options.fixedbufs = spec.fixedbufs;
             options.registerfiles = spec.registerfiles;
@@ -303,6 +308,41 @@ pub fn rate_floor(spec: &JobSpec) -> Option<RateFloor> {
         cycle: spec.rate_cycle,
     };
     config.is_set().then(|| RateFloor::new(config))
+}
+
+/// The io_uring engine's part of fio's file options (`job::file_options`).
+fn file_setup(spec: &JobSpec) -> Result<crate::engine::file_setup::FileSetup, SetupError> {
+    let files = &spec.files;
+    // fio's td_write: trims alone neither flush nor count as writes to a mounted device.
+    let writes = spec.does(Direction::Write);
+    if files.pre_read && spec.direct {
+        // fio reads into an unaligned buffer, which O_DIRECT refuses: its job fails (EIO).
+        return Err(SetupError::Option {
+            job: spec.name.clone(),
+            option: "pre_read",
+            value: "1".into(),
+            why: "pre_read with direct=1 fails in fio (EIO: its pre-read buffer is not \
+                  aligned for O_DIRECT); pre-reading past the page cache warms nothing",
+        });
+    }
+    Ok(crate::engine::file_setup::FileSetup {
+        // fio's option check: pre_read turns invalidate off.
+        invalidate: files.invalidate && !files.pre_read,
+        advice: files.fadvise_hint.advice(spec.rw.kind.is_random()),
+        pre_read_block_bytes: files
+            .pre_read
+            .then(|| spec.block_size.get(Direction::Read).max_bytes())
+            .map(|bytes| bytes.min(u64::from(u32::MAX)) as u32),
+        range_offset_bytes: match spec.offset {
+            SizeSpec::Bytes(offset) => offset,
+            SizeSpec::Percent(_) => 0,
+        },
+        fsync_on_close: files.fsync_on_close && writes,
+        unlink: files.unlink,
+        create_fsync: files.create_fsync,
+        allow_create: files.allow_file_create,
+        refuse_mounted: writes && !files.allow_mounted_write,
+    })
 }
 
 /// The largest I/O of the job in any direction it uses.

@@ -1,0 +1,451 @@
+//! fio's file options beside fio itself: each job runs through fio and through
+//! iscsi-bench on a file in a scratch directory, and what both did to the file is compared:
+//! the page-cache and sync system calls (`strace -f -y`), whether the file is still there,
+//! how much of it is allocated, and what the JSON reports. Skipped (loudly) where fio or
+//! strace is missing, a failure under CI.
+
+mod common;
+
+use common::{describe, ScratchDir};
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tool_present(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    common::require_tool(tool, ok)
+}
+
+/// fio 3.42 (`$FIO_ANCHOR` or the shared anchor) where built, else the installed fio.
+fn fio_path() -> PathBuf {
+    let anchor = std::env::var_os("FIO_ANCHOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/anchors/fio"));
+    let built = Command::new(&anchor)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if built {
+        anchor
+    } else {
+        PathBuf::from("fio")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Fio,
+    Ours,
+}
+
+const BOTH: [Who; 2] = [Who::Fio, Who::Ours];
+
+/// The command for `who` (at most 30 s), in `dir`.
+fn command(who: Who, dir: &Path) -> Command {
+    let mut command = Command::new("timeout");
+    command.arg("30");
+    match who {
+        Who::Fio => command.arg(fio_path()),
+        Who::Ours => command.arg(env!("CARGO_BIN_EXE_iscsi-bench")),
+    };
+    command.current_dir(dir);
+    command
+}
+
+/// `who` runs one job `j` on `file` through io_uring (4 KiB blocks, JSON output) with
+/// `extra` options.
+fn run(who: Who, dir: &Path, file: &Path, extra: &[&str]) -> Output {
+    job_command(command(who, dir), file, extra)
+        .output()
+        .expect("run the job")
+}
+
+fn job_command(mut command: Command, file: &Path, extra: &[&str]) -> Command {
+    command
+        .arg("--name=j")
+        .arg(format!("--filename={}", file.display()))
+        .args(["--ioengine=io_uring", "--bs=4k", "--output-format=json"])
+        .args(extra);
+    command
+}
+
+/// As [`run`], under `strace -f -y` for `calls`: the calls made on `file`, each with its
+/// descriptor written `F` (the numbers differ between the tools), in order.
+fn traced(who: Who, dir: &Path, file: &Path, extra: &[&str], calls: &str) -> Vec<String> {
+    let trace = dir.join(format!("trace-{who:?}"));
+    let mut strace = Command::new("strace");
+    strace
+        .args(["-f", "-y", "-e"])
+        .arg(format!("trace={calls}"))
+        .arg("-o")
+        .arg(&trace);
+    strace.current_dir(dir).arg("timeout").arg("30");
+    match who {
+        Who::Fio => strace.arg(fio_path()),
+        Who::Ours => strace.arg(env!("CARGO_BIN_EXE_iscsi-bench")),
+    };
+    let out = job_command(strace, file, extra).output().expect("strace");
+    assert!(
+        out.status.success(),
+        "{who:?} {extra:?}: {}",
+        describe(&out)
+    );
+    let text = std::fs::read_to_string(&trace).expect("the trace");
+    let marker = format!("<{}>", file.display());
+    text.lines()
+        .filter(|line| line.contains(&marker))
+        .filter_map(|line| {
+            // "123 fadvise64(6</x/f>, 0, 4096, POSIX_FADV_DONTNEED) = 0"
+            let call = line.split_once(' ')?.1.trim_start();
+            let (name, rest) = call.split_once('(')?;
+            let rest = rest.split_once('>')?.1;
+            Some(format!("{name}(F{rest}"))
+        })
+        .collect()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text
+        .find("{\n")
+        .unwrap_or_else(|| panic!("no JSON in {}", describe(out)));
+    serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("{e}: {}", describe(out)))
+}
+
+fn ios(out: &Output) -> u64 {
+    let job = &json(out)["jobs"][0];
+    ["read", "write", "trim"]
+        .iter()
+        .map(|d| job[d]["total_ios"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// `invalidate`, `fadvise_hint` and `pre_read`: the `posix_fadvise` calls on the file,
+/// from the layout (fio drops the cache of what it laid out) to the open (DONTNEED over
+/// the job's range unless `invalidate=0` or `pre_read`, then the hint: RANDOM or
+/// SEQUENTIAL as the job is, or what `fadvise_hint` names), are fio's, in fio's order.
+#[test]
+fn page_cache_calls_are_fios() {
+    if !tool_present("fio") || !tool_present("strace") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "fadvise");
+    let cases: &[&[&str]] = &[
+        &["--rw=randread", "--size=256k"],
+        &["--rw=read", "--size=256k", "--offset=64k"],
+        &["--rw=randread", "--size=256k", "--invalidate=0"],
+        &["--rw=read", "--size=256k", "--fadvise_hint=0"],
+        &["--rw=read", "--size=256k", "--fadvise_hint=random"],
+        &["--rw=randread", "--size=256k", "--fadvise_hint=sequential"],
+        &["--rw=read", "--size=256k", "--fadvise_hint=noreuse"],
+        &["--rw=read", "--size=256k", "--pre_read=1"],
+        &["--rw=randwrite", "--size=256k", "--offset=64k"],
+    ];
+    for extra in cases {
+        let calls: Vec<Vec<String>> = BOTH
+            .iter()
+            .map(|&who| {
+                let file = dir.join("f");
+                let _ = std::fs::remove_file(&file);
+                traced(who, dir.path(), &file, extra, "fadvise64")
+            })
+            .collect();
+        assert!(!calls[0].is_empty(), "{extra:?}: fio made no call");
+        assert_eq!(calls[1], calls[0], "{extra:?}: ours, then fio's");
+    }
+}
+
+/// `create_fsync` and `fsync_on_close`: the `fsync(2)` calls on the file. A read job's
+/// layout is synced unless `create_fsync=0`; a writing job with `fsync_on_close` flushes
+/// at its end through the ring (both tools' io_uring engines), after which the close has
+/// nothing more to sync; a read job with it does not flush at all.
+#[test]
+fn fsync_calls_are_fios() {
+    if !tool_present("fio") || !tool_present("strace") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "fsync");
+    let cases: &[&[&str]] = &[
+        &["--rw=read", "--size=256k"],
+        &["--rw=read", "--size=256k", "--create_fsync=0"],
+        &["--rw=read", "--size=256k", "--fsync_on_close=1"],
+        &["--rw=write", "--size=256k", "--fsync_on_close=1"],
+        &["--rw=randrw", "--size=256k", "--fsync_on_close=1"],
+    ];
+    for extra in cases {
+        let calls: Vec<Vec<String>> = BOTH
+            .iter()
+            .map(|&who| {
+                let file = dir.join("f");
+                let _ = std::fs::remove_file(&file);
+                traced(who, dir.path(), &file, extra, "fsync,fdatasync")
+            })
+            .collect();
+        assert_eq!(calls[1], calls[0], "{extra:?}: ours, then fio's");
+    }
+}
+
+/// `unlink`: the file is gone after the job with `unlink=1`, there with `unlink=0`.
+#[test]
+fn unlink_removes_the_file_as_fio_does() {
+    if !tool_present("fio") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "unlink");
+    for (value, kept) in [("1", false), ("0", true)] {
+        for who in BOTH {
+            let file = dir.join("f");
+            let option = format!("--unlink={value}");
+            let out = run(
+                who,
+                dir.path(),
+                &file,
+                &["--rw=randrw", "--size=256k", &option],
+            );
+            assert!(out.status.success(), "{who:?} {option}: {}", describe(&out));
+            assert_eq!(ios(&out), 64, "{who:?} {option}");
+            assert_eq!(file.exists(), kept, "{who:?} {option}");
+        }
+    }
+}
+
+/// `allow_file_create=0`: a missing file is an error, an existing one is used.
+#[test]
+fn allow_file_create_0_refuses_only_a_missing_file() {
+    if !tool_present("fio") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "allow-create");
+    for who in BOTH {
+        let file = dir.join("f");
+        let _ = std::fs::remove_file(&file);
+        let args = ["--rw=read", "--size=256k", "--allow_file_create=0"];
+        let out = run(who, dir.path(), &file, &args);
+        let refused = !out.status.success() || json(&out)["jobs"][0]["error"] != 0;
+        assert!(refused, "{who:?} made the file: {}", describe(&out));
+        assert!(!file.exists(), "{who:?}");
+        std::fs::write(&file, vec![1u8; 256 << 10]).unwrap();
+        let out = run(who, dir.path(), &file, &args);
+        assert!(out.status.success(), "{who:?}: {}", describe(&out));
+        assert_eq!(ios(&out), 64, "{who:?}");
+    }
+    let file = dir.join("f");
+    let _ = std::fs::remove_file(&file);
+    let out = run(
+        Who::Ours,
+        dir.path(),
+        &file,
+        &["--rw=read", "--size=256k", "--allow_file_create=0"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("allow_file_create"),
+        "the refusal does not name the option: {}",
+        describe(&out)
+    );
+}
+
+/// `create_only`: the file is laid out to the job's size and the job does no I/O.
+#[test]
+fn create_only_lays_out_and_does_no_io() {
+    if !tool_present("fio") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "create-only");
+    for who in BOTH {
+        let file = dir.join(&format!("{who:?}"));
+        let out = run(
+            who,
+            dir.path(),
+            &file,
+            &["--rw=randread", "--size=512k", "--create_only=1"],
+        );
+        assert!(out.status.success(), "{who:?}: {}", describe(&out));
+        assert_eq!(ios(&out), 0, "{who:?}");
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            512 << 10,
+            "{who:?}"
+        );
+    }
+}
+
+/// `overwrite`: a write job that writes 64 KiB of a new 1 MiB file (without
+/// preallocation) leaves the whole file allocated when the file is written out first
+/// (`overwrite=1`), and only about what it wrote otherwise.
+#[test]
+fn overwrite_writes_the_file_out_first_as_fio_does() {
+    use std::os::unix::fs::MetadataExt;
+    if !tool_present("fio") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "overwrite");
+    for (value, whole) in [("1", true), ("0", false)] {
+        for who in BOTH {
+            let file = dir.join(&format!("{who:?}"));
+            let _ = std::fs::remove_file(&file);
+            let option = format!("--overwrite={value}");
+            let out = run(
+                who,
+                dir.path(),
+                &file,
+                &[
+                    "--rw=write",
+                    "--size=1m",
+                    "--io_size=64k",
+                    "--fallocate=none",
+                    &option,
+                ],
+            );
+            assert!(out.status.success(), "{who:?} {option}: {}", describe(&out));
+            assert_eq!(ios(&out), 16, "{who:?} {option}");
+            let allocated = std::fs::metadata(&file).unwrap().blocks() * 512;
+            assert_eq!(allocated >= 1 << 20, whole, "{who:?} {option}: {allocated}");
+        }
+    }
+}
+
+/// `pre_read` with `direct=1`: fio's pre-read goes through an unaligned buffer, which
+/// O_DIRECT refuses, and the job fails; ours refuses the job, naming the option.
+#[test]
+fn pre_read_with_direct_fails_as_in_fio() {
+    if !tool_present("fio") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "pre-read-direct");
+    let file = dir.join("f");
+    std::fs::write(&file, vec![1u8; 256 << 10]).unwrap();
+    let args = ["--rw=read", "--size=256k", "--pre_read=1", "--direct=1"];
+    let fio = run(Who::Fio, dir.path(), &file, &args);
+    if fio.status.success() {
+        // A file system without O_DIRECT fails both the same way; nothing to compare.
+        panic!("fio pre-read with direct=1: {}", describe(&fio));
+    }
+    let ours = run(Who::Ours, dir.path(), &file, &args);
+    assert!(!ours.status.success(), "{}", describe(&ours));
+    assert!(
+        String::from_utf8_lossy(&ours.stderr).contains("pre_read"),
+        "{}",
+        describe(&ours)
+    );
+    // Without direct both read it.
+    for who in BOTH {
+        let out = run(
+            who,
+            dir.path(),
+            &file,
+            &["--rw=read", "--size=256k", "--pre_read=1"],
+        );
+        assert!(out.status.success(), "{who:?}: {}", describe(&out));
+        assert_eq!(ios(&out), 64, "{who:?}");
+    }
+}
+
+/// `exec_prerun`/`exec_postrun`: the output of each command lands in `j.prerun.txt` and
+/// `j.postrun.txt` in the working directory (only the last command's of a list, as fio
+/// appends the redirection); a prerun that fails skips the job's I/O and its postrun,
+/// and the run still succeeds.
+#[test]
+fn exec_hooks_run_as_fios() {
+    if !tool_present("fio") {
+        return;
+    }
+    let read = |dir: &ScratchDir, name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    for who in BOTH {
+        let dir = ScratchDir::new("fio-file-options", &format!("exec-{who:?}"));
+        let file = dir.join("f");
+        let out = run(
+            who,
+            dir.path(),
+            &file,
+            &[
+                "--rw=read",
+                "--size=64k",
+                "--exec_prerun=echo first; echo pre $((1+2))",
+                "--exec_postrun=echo post >&2",
+            ],
+        );
+        assert!(out.status.success(), "{who:?}: {}", describe(&out));
+        assert_eq!(ios(&out), 16, "{who:?}");
+        assert_eq!(
+            read(&dir, "j.prerun.txt").as_deref(),
+            Some("pre 3\n"),
+            "{who:?}"
+        );
+        assert_eq!(
+            read(&dir, "j.postrun.txt").as_deref(),
+            Some("post\n"),
+            "{who:?}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("first"), "{who:?}: {stdout}");
+        assert!(
+            stdout.contains("j : Saving output of prerun in j.prerun.txt"),
+            "{who:?}: {stdout}"
+        );
+
+        std::fs::remove_file(dir.join("j.postrun.txt")).unwrap();
+        let out = run(
+            who,
+            dir.path(),
+            &file,
+            &[
+                "--rw=read",
+                "--size=64k",
+                "--exec_prerun=exit 3",
+                "--exec_postrun=echo post",
+            ],
+        );
+        assert!(out.status.success(), "{who:?}: {}", describe(&out));
+        assert_eq!(ios(&out), 0, "{who:?}");
+        assert_eq!(json(&out)["jobs"][0]["error"], 0, "{who:?}");
+        assert_eq!(read(&dir, "j.postrun.txt"), None, "{who:?}");
+    }
+}
+
+/// The values fio refuses, we refuse, naming the option; the values it takes, we take.
+#[test]
+fn values_are_checked_as_fio_checks_them() {
+    if !tool_present("fio") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "values");
+    let cases = [
+        ("fadvise_hint=willneed", false),
+        ("fadvise_hint=2", false),
+        ("fadvise_hint=noreuse", true),
+        ("fadvise_hint=0", true),
+        ("invalidate=0", true),
+        ("overwrite=1", true),
+        ("create_serialize=0", true),
+        ("allow_mounted_write=1", true),
+        ("unlink=1", true),
+    ];
+    for (option, accepted) in cases {
+        let job = dir.join("job.fio");
+        std::fs::write(
+            &job,
+            format!("[j]\nioengine=io_uring\nfilename=f\nsize=1m\n{option}\n"),
+        )
+        .unwrap();
+        for who in BOTH {
+            let out = command(who, dir.path())
+                .arg("--parse-only")
+                .arg(&job)
+                .output()
+                .expect("parse");
+            let ok = out.status.success() && out.stderr.is_empty();
+            assert_eq!(ok, accepted, "{who:?} {option}: {}", describe(&out));
+            if !accepted && who == Who::Ours {
+                let name = option.split('=').next().unwrap();
+                assert!(
+                    String::from_utf8_lossy(&out.stderr).contains(name),
+                    "{}",
+                    describe(&out)
+                );
+            }
+        }
+    }
+}
