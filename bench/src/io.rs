@@ -45,6 +45,8 @@ pub struct IoUnit {
 impl IoUnit {
     /// The offset that marks a flush unit (no real I/O starts there).
     pub const FLUSH_OFFSET: u64 = u64::MAX;
+    /// The offset that marks a flush of data only ([`IoUnit::datasync`]).
+    pub const DATASYNC_OFFSET: u64 = u64::MAX - 1;
 
     /// A flush of file `file`: make every completed write durable (fio's `fsync` and
     /// `end_fsync`; `fsync(2)` on a file, SYNCHRONIZE CACHE on a LUN). It is a write of no
@@ -62,9 +64,25 @@ impl IoUnit {
         }
     }
 
-    /// Whether this is a flush unit ([`IoUnit::flush`]).
+    /// A flush of the data only (fio's `fdatasync`: `fdatasync(2)` on a file; a LUN has
+    /// no such distinction and gets SYNCHRONIZE CACHE). A flush unit for every engine.
+    pub fn datasync(id: u64, file: u32) -> IoUnit {
+        IoUnit {
+            offset: Self::DATASYNC_OFFSET,
+            ..IoUnit::flush(id, file)
+        }
+    }
+
+    /// Whether this is a flush unit ([`IoUnit::flush`] or [`IoUnit::datasync`]).
     pub fn is_flush(&self) -> bool {
-        self.direction == Direction::Write && self.len == 0 && self.offset == Self::FLUSH_OFFSET
+        self.direction == Direction::Write
+            && self.len == 0
+            && (self.offset == Self::FLUSH_OFFSET || self.offset == Self::DATASYNC_OFFSET)
+    }
+
+    /// Whether this is a flush of the data only ([`IoUnit::datasync`]).
+    pub fn is_datasync(&self) -> bool {
+        self.is_flush() && self.offset == Self::DATASYNC_OFFSET
     }
 }
 

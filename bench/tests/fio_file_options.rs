@@ -449,3 +449,56 @@ fn values_are_checked_as_fio_checks_them() {
         }
     }
 }
+
+/// `fdatasync=N` beside `fsync=M`: fio (psync, so each flush is a system call) issues an
+/// fsync after every M-th write and an fdatasync after every other N-th (fsync first
+/// where both fall due, none after the last write), and counts both in its "sync"
+/// results (3.42; 3.33 counted only the fsyncs). Ours (through the ring) flushes as
+/// often, by its engine's count of completions, and reports the same "sync" count.
+#[test]
+fn fdatasync_flushes_as_often_as_fios() {
+    if !tool_present("fio") || !tool_present("strace") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "fdatasync");
+    for extra in [
+        &["--fdatasync=4", "--fsync=6"][..],
+        &["--fdatasync=5"][..],
+        &["--fsync=8"][..],
+    ] {
+        let file = dir.join("f");
+        let _ = std::fs::remove_file(&file);
+        let mut args = vec!["--rw=write", "--size=256k"];
+        args.extend_from_slice(extra);
+        let mut strace = Command::new("strace");
+        strace
+            .args(["-f", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+            .arg(dir.join("trace"))
+            .arg(fio_path())
+            .current_dir(dir.path());
+        let mut fio = job_command(strace, &file, &args);
+        let fio = fio.arg("--ioengine=psync").output().expect("strace fio");
+        assert!(fio.status.success(), "{}", describe(&fio));
+        let trace = std::fs::read_to_string(dir.join("trace")).unwrap();
+        let count = |call: &str| trace.lines().filter(|l| l.contains(call)).count() as u64;
+        let (fsyncs, fdatasyncs) = (count(" fsync("), count(" fdatasync("));
+        let synced = json(&fio)["jobs"][0]["sync"]["total_ios"].as_u64();
+        if fio_path() != Path::new("fio") {
+            assert_eq!(synced, Some(fsyncs + fdatasyncs), "{extra:?}");
+        }
+
+        let _ = std::fs::remove_file(&file);
+        let ours = run(Who::Ours, dir.path(), &file, &args);
+        assert!(ours.status.success(), "{}", describe(&ours));
+        let job = &json(&ours)["jobs"][0];
+        assert_eq!(job["sync"]["total_ios"], fsyncs + fdatasyncs, "{extra:?}");
+        assert!(
+            fdatasyncs > 0 || !extra[0].contains("fdatasync"),
+            "{extra:?}"
+        );
+        let completed = job["iscsi_bench"]["engine"]["ios_completed"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(completed - 64, fsyncs + fdatasyncs, "{extra:?}");
+    }
+}

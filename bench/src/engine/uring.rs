@@ -461,11 +461,19 @@ impl UringEngine {
         let fd = self.fd_target();
         let mut bounce = None;
         let entry = match unit.direction {
-            // A flush unit: fsync(2) of the file (fio's fsync, end_fsync).
-            Direction::Write if unit.is_flush() => match fd {
-                Target::Fixed(f) => opcode::Fsync::new(f).build(),
-                Target::Fd(f) => opcode::Fsync::new(f).build(),
-            },
+            // A flush unit: fsync(2) of the file (fio's fsync, end_fsync), or
+            // fdatasync(2) (fio's fdatasync).
+            Direction::Write if unit.is_flush() => {
+                let flags = if unit.is_datasync() {
+                    types::FsyncFlags::DATASYNC
+                } else {
+                    types::FsyncFlags::empty()
+                };
+                match fd {
+                    Target::Fixed(f) => opcode::Fsync::new(f).flags(flags).build(),
+                    Target::Fd(f) => opcode::Fsync::new(f).flags(flags).build(),
+                }
+            }
             Direction::Trim => {
                 let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
                 match fd {

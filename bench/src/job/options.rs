@@ -442,6 +442,9 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!("fsync", Required, Target, "int", default "0",
         "Flush (fsync; SYNCHRONIZE CACHE on a LUN) after every this many writes",
         count(0) fsync),
+    opt!("fdatasync", Required, Target, "int", default "0",
+        "Flush the data (fdatasync; SYNCHRONIZE CACHE on a LUN) after every this many writes",
+        count(0) fdatasync),
     opt!("end_fsync", Flag, Target, "bool", default "0",
         "Flush once the job's I/O is done", flag end_fsync),
     opt!("sync", Required, Target, "none|0|sync|1|dsync", default "none",
@@ -1065,7 +1068,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "offset_align",
     "nrfiles",
     "openfiles",
-    "fdatasync",
     "write_barrier",
     "sync_file_range",
     "atomic",
@@ -1786,7 +1788,7 @@ mod tests {
                 ..
             }
         ));
-        let fsync = unknown_option("fdatasync", &Origin::Builtin);
+        let fsync = unknown_option("write_barrier", &Origin::Builtin);
         assert!(matches!(fsync, JobError::Unsupported { .. }));
         assert!(fsync.to_string().contains("does not support"), "{fsync}");
     }

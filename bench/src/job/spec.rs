@@ -413,6 +413,9 @@ pub struct JobSpec {
     /// `fsync`: a flush after every this many writes (0: none); `end_fsync`: one at the
     /// end; `sync`: open flags for files (`O_SYNC`/`O_DSYNC`; FUA writes on a LUN).
     pub fsync: u32,
+    /// `fdatasync`: a data flush after every this many writes (0: none; fsync=N's flush
+    /// goes first where both fall due).
+    pub fdatasync: u32,
     pub end_fsync: bool,
     pub sync: SyncMode,
     /// `fallocate`: how a regular file the job lays out or extends is allocated.
@@ -620,6 +623,7 @@ impl JobSpec {
             iodepth_low: None,
             io_submit_offload: false,
             fsync: 0,
+            fdatasync: 0,
             end_fsync: false,
             sync: SyncMode::None,
             fallocate: Fallocate::Native,

@@ -88,6 +88,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         flow: None,
         steadystate: None,
         fsync_every: 0,
+        fdatasync_every: 0,
         verify_only: false,
         verify_state_save: None,
         latency_target: None,

@@ -92,6 +92,9 @@ pub struct JobSetup {
     pub verify_state_save: Option<std::path::PathBuf>,
     /// fio's `fsync`: a flush after every this many writes (0: never).
     pub fsync_every: u32,
+    /// fio's `fdatasync`: a flush of the data after every this many writes (0: never),
+    /// unless an `fsync` is due after the same write.
+    pub fdatasync_every: u32,
     /// fio's `end_fsync`: a flush when the job's I/O is done.
     pub end_fsync: bool,
     /// fio's steady-state detection (`ss_dur` > 0).
@@ -243,8 +246,12 @@ struct Driver {
     verify_only: bool,
     /// `fsync`: writes between flushes (0: none), writes since the last, a flush owed.
     fsync_every: u32,
-    writes_since_flush: u32,
+    fdatasync_every: u32,
+    /// Writes queued so far: fio's fsync/fdatasync fall due on its multiples.
+    writes_issued: u64,
     flush_due: bool,
+    /// The flush due is fdatasync=N's, not fsync=N's.
+    datasync_due: bool,
     /// Flushes in flight (id to start time) and their latencies (fio's "sync" entry).
     flushes: TagMap<u64, (u64, bool)>,
     sync_lat: crate::stats::LatencyStat,
@@ -390,11 +397,17 @@ impl Driver {
         match self.engine.queue(unit) {
             Ok(()) => {
                 self.next_id += 1;
-                if planned.direction == Direction::Write && self.fsync_every > 0 {
-                    self.writes_since_flush += 1;
-                    if self.writes_since_flush >= self.fsync_every {
-                        self.writes_since_flush = 0;
+                if planned.direction == Direction::Write {
+                    // fio (io_u.c get_rw_ddir): fsync first where both fall due.
+                    self.writes_issued += 1;
+                    let writes = self.writes_issued;
+                    let due = |every: u32| every > 0 && writes.is_multiple_of(u64::from(every));
+                    if due(self.fsync_every) {
                         self.flush_due = true;
+                        self.datasync_due = false;
+                    } else if due(self.fdatasync_every) {
+                        self.flush_due = true;
+                        self.datasync_due = true;
                     }
                 }
                 self.in_flight.insert(
@@ -443,11 +456,20 @@ impl Driver {
 
     /// Queues a flush unit (fio's DDIR_SYNC I/O), counted in the "sync" results when
     /// `counted` (fio counts fsync=N's, not end_fsync's); false when the engine is full.
+    /// An fdatasync=N flush that is due goes as a data flush, counted as fio 3.42 counts
+    /// it (3.33 counted only the fsyncs).
     fn queue_flush(&mut self, counted: bool) -> bool {
         let id = self.next_id;
-        match self.engine.queue(IoUnit::flush(id, 0)) {
+        let datasync = counted && self.datasync_due;
+        let unit = if datasync {
+            IoUnit::datasync(id, 0)
+        } else {
+            IoUnit::flush(id, 0)
+        };
+        match self.engine.queue(unit) {
             Ok(()) => {
                 self.next_id += 1;
+                self.datasync_due = false;
                 self.flushes.insert(id, (self.now_ns(), counted));
                 self.queued.push(id);
                 self.flush_due = false;
@@ -921,6 +943,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_only,
         verify_state_save,
         fsync_every,
+        fdatasync_every,
         end_fsync,
         steadystate,
         flow,
@@ -1000,8 +1023,10 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         latency_step: super::latency_target::Step::Continue,
         verify_only,
         fsync_every,
-        writes_since_flush: 0,
+        fdatasync_every,
+        writes_issued: 0,
         flush_due: false,
+        datasync_due: false,
         flushes: TagMap::default(),
         sync_lat: crate::stats::LatencyStat::new(),
         steadystate,
