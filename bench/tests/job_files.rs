@@ -247,7 +247,7 @@ fn bad_fixtures_name_file_and_line() {
         (
             "unsupported-option.fio",
             ":3",
-            |e| matches!(e, JobError::Unsupported { option, .. } if option == "fdatasync"),
+            |e| matches!(e, JobError::Unsupported { option, .. } if option == "write_barrier"),
         ),
         ("bad-section.fio", ":3", |e| {
             matches!(e, JobError::Syntax { .. })
@@ -496,7 +496,7 @@ fn command_line_tool_actions_and_errors() {
         Err(JobError::Unsupported { .. })
     ));
     assert!(matches!(
-        cli(&["--name=a", "--fdatasync=1"]),
+        cli(&["--name=a", "--write_barrier=1"]),
         Err(JobError::Unsupported { .. })
     ));
     assert!(

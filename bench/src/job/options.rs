@@ -1926,7 +1926,7 @@ mod tests {
         );
         assert!(cmdhelp("all").unwrap().contains("header_digest"));
         assert!(matches!(
-            cmdhelp("fdatasync"),
+            cmdhelp("write_barrier"),
             Err(JobError::Unsupported { .. })
         ));
         assert!(matches!(
@@ -1970,7 +1970,7 @@ mod tests {
             typo.to_string().contains("did you mean \"iodepth\""),
             "{typo}"
         );
-        let unsupported = cmdhelp("--cmdhelp=fdatasync").unwrap_err();
+        let unsupported = cmdhelp("--cmdhelp=write_barrier").unwrap_err();
         assert!(matches!(unsupported, JobError::Unsupported { .. }));
     }
 
