@@ -502,3 +502,56 @@ fn fdatasync_flushes_as_often_as_fios() {
         assert_eq!(completed - 64, fsyncs + fdatasyncs, "{extra:?}");
     }
 }
+
+/// `offset_align`: an offset given as a percentage of a 1 MiB file is aligned up to the
+/// minimum block size, or to `offset_align`, as fio's first I/O (its `write_iolog`) shows;
+/// an offset in bytes is not aligned.
+#[test]
+fn offset_align_places_the_first_io_as_fio_does() {
+    if !tool_present("fio") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "offset-align");
+    let file = dir.join("f");
+    std::fs::write(&file, vec![1u8; 1 << 20]).unwrap();
+    for extra in [
+        "offset=33%\nbs=4k\n",
+        "offset=33%\nbs=8k\n",
+        "offset=33%\nbs=4k\noffset_align=16k\n",
+        "offset=33%\nbs=4k\noffset_align=1000\n",
+        "offset=10%\nbs=4k\noffset_align=3k\n",
+        "offset=12345\nbs=4k\noffset_align=16k\n",
+    ] {
+        let log = dir.join("iolog");
+        let _ = std::fs::remove_file(&log);
+        let job = format!(
+            "[j]\nioengine=psync\nfilename={}\nrw=read\nnumber_ios=1\n{extra}",
+            file.display()
+        );
+        let path = dir.join("j.fio");
+        std::fs::write(&path, format!("{job}write_iolog={}\n", log.display())).unwrap();
+        let out = command(Who::Fio, dir.path())
+            .arg("--output=/dev/null")
+            .arg(&path)
+            .output()
+            .expect("fio");
+        assert!(out.status.success(), "{extra}: {}", describe(&out));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let fio_offset: u64 = text
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                match fields.as_slice() {
+                    [_, _, "read", offset, _] => offset.parse().ok(),
+                    _ => None,
+                }
+            })
+            .unwrap_or_else(|| panic!("no read in fio's log: {text}"));
+        let ours_job = job.replace("psync", "io_uring");
+        let spec = bench::job::parse_job_str(Path::new("j.fio"), &ours_job, &|_| None)
+            .unwrap()
+            .remove(0);
+        let region = spec.check_target_size(1 << 20).unwrap();
+        assert_eq!(region.offset_bytes, fio_offset, "{extra}");
+    }
+}

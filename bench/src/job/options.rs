@@ -274,6 +274,12 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!("offset" ["fileoffset"], Required, Region, "int[%]", default "0", "Start of the region",
         apply |s| s.spec().offset = s.parse_kb(value::parse_size_or_percent)?,
         render |spec, base| (spec.offset != base.offset).then(|| render::size(spec.offset))),
+    // fio's HOWTO: 0 means the minimum block size (fio 3.42 itself dies of a division by
+    // zero when 0 is given with a percentage offset).
+    opt!("offset_align", Required, Region, "int", default "0",
+        "A percentage offset is aligned up to this (0: the minimum block size)",
+        apply |s| s.spec().offset_align = s.parse_kb(value::parse_size)?,
+        render |spec, base| changed(spec.offset_align, base.offset_align)),
     opt!("offset_increment", Required, Region, "int[%]", default "0",
         "Extra offset per numjobs clone",
         apply |s| s.spec().offset_increment = Some(s.parse_kb(value::parse_size_or_percent)?),
@@ -1065,7 +1071,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "bs_is_seq_rand",
     "serialize_overlap",
     "file_append",
-    "offset_align",
     "nrfiles",
     "openfiles",
     "write_barrier",

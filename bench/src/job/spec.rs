@@ -362,6 +362,9 @@ pub struct JobSpec {
     pub zoneskip: ZoneSkip,
     pub offset: SizeSpec,
     pub offset_increment: Option<SizeSpec>,
+    /// `offset_align`: what an offset given as a percentage (or moved by a percentage
+    /// `offset_increment`) is aligned up to; 0 for the minimum block size.
+    pub offset_align: u64,
     /// `fill_device`/`fill_fs`.
     pub fill_device: bool,
     pub io_size: Option<SizeSpec>,
@@ -595,6 +598,7 @@ impl JobSpec {
             zoneskip: ZoneSkip::Bytes(0),
             offset: SizeSpec::Bytes(0),
             offset_increment: None,
+            offset_align: 0,
             fill_device: false,
             io_size: None,
             number_ios: None,
@@ -806,7 +810,7 @@ impl JobSpec {
             return Err(zero("the target is 0 bytes long".into()));
         }
         let align = self.min_block_size_bytes().max(1);
-        // fio aligns offsets given as a percentage to the minimum block size.
+        // A size given as a percentage is aligned down to the minimum block size.
         let resolve = |spec: SizeSpec, of: u64| -> u64 {
             match spec {
                 SizeSpec::Bytes(bytes) => bytes,
@@ -816,19 +820,37 @@ impl JobSpec {
                 }
             }
         };
-        let increment = self
-            .offset_increment
-            .map(|spec| resolve(spec, target_bytes))
-            .unwrap_or(0);
-        let offset_bytes = resolve(self.offset, target_bytes)
+        // fio's get_start_offset: the offset and the clone's increment, either given as
+        // a percentage, are added unaligned and the sum aligned up to `offset_align`.
+        let raw = |spec: SizeSpec| match spec {
+            SizeSpec::Bytes(bytes) => (bytes, false),
+            SizeSpec::Percent(pct) => (
+                (u128::from(target_bytes) * u128::from(pct) / 100) as u64,
+                true,
+            ),
+        };
+        let (offset, offset_pct) = raw(self.offset);
+        let (increment, increment_pct) = self.offset_increment.map_or((0, false), raw);
+        let past_end = || JobError::PastEnd {
+            at: self.origin.clone(),
+            job: self.name.clone(),
+            offset_bytes: u64::MAX,
+            len_bytes: 0,
+            target_bytes,
+        };
+        let mut offset_bytes = offset
             .checked_add(increment.saturating_mul(u64::from(clone_index)))
-            .ok_or_else(|| JobError::PastEnd {
-                at: self.origin.clone(),
-                job: self.name.clone(),
-                offset_bytes: u64::MAX,
-                len_bytes: 0,
-                target_bytes,
-            })?;
+            .ok_or_else(past_end)?;
+        if offset_pct || increment_pct {
+            let to = match self.offset_align {
+                0 => align,
+                bytes => bytes,
+            };
+            offset_bytes = offset_bytes
+                .div_ceil(to)
+                .checked_mul(to)
+                .ok_or_else(past_end)?;
+        }
         if offset_bytes >= target_bytes {
             return Err(JobError::PastEnd {
                 at: self.origin.clone(),
