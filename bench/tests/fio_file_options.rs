@@ -555,3 +555,83 @@ fn offset_align_places_the_first_io_as_fio_does() {
         assert_eq!(region.offset_bytes, fio_offset, "{extra}");
     }
 }
+
+/// `lockmem`: the job locks as much memory as fio does (one `mlock` of the size given,
+/// under strace), and unlocks it when done.
+#[test]
+fn lockmem_locks_what_fio_locks() {
+    if !tool_present("fio") || !tool_present("strace") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "lockmem");
+    for size in ["8m", "1m"] {
+        let locked: Vec<Vec<String>> = BOTH
+            .iter()
+            .map(|&who| {
+                let trace = dir.join("trace");
+                let mut strace = Command::new("strace");
+                strace
+                    .args(["-f", "-e", "trace=mlock,munlock", "-o"])
+                    .arg(&trace)
+                    .arg(match who {
+                        Who::Fio => fio_path(),
+                        Who::Ours => PathBuf::from(env!("CARGO_BIN_EXE_iscsi-bench")),
+                    })
+                    .args(["--name=j", "--ioengine=null", "--size=1m"])
+                    .arg(format!("--lockmem={size}"))
+                    .current_dir(dir.path());
+                let out = strace.output().expect("strace");
+                assert!(out.status.success(), "{who:?}: {}", describe(&out));
+                std::fs::read_to_string(&trace)
+                    .unwrap()
+                    .lines()
+                    .filter_map(|line| {
+                        // "123 mlock(0x7f.., 8388608) = 0": the call and its length.
+                        let call = line.split_once(' ')?.1;
+                        let (name, rest) = call.split_once("(0x")?;
+                        let len = rest.split_once(", ")?.1.split_once(')')?.0;
+                        Some(format!("{name} {len}"))
+                    })
+                    .collect()
+            })
+            .collect();
+        assert!(!locked[0].is_empty(), "fio locked nothing for {size}");
+        assert_eq!(locked[1], locked[0], "{size}: ours, then fio's");
+    }
+}
+
+/// `mem`/`iomem`: malloc (fio's default) is taken by both, a value fio does not know is
+/// refused by both; fio's other buffer types are refused by ours, naming the option.
+#[test]
+fn mem_types_are_checked_as_fio_checks_them() {
+    if !tool_present("fio") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "mem");
+    for (option, fio_ok, ours_ok) in [
+        ("--mem=malloc", true, true),
+        ("--iomem=malloc", true, true),
+        ("--mem=bogus", false, false),
+        ("--mem=mmap", true, false),
+        ("--iomem=shm", true, false),
+        ("--hugepage-size=4m", true, true),
+    ] {
+        for (who, ok) in [(Who::Fio, fio_ok), (Who::Ours, ours_ok)] {
+            let out = command(who, dir.path())
+                .args(["--parse-only", "--name=j", "--ioengine=null", "--size=1m"])
+                .arg(option)
+                .output()
+                .expect("parse");
+            let accepted = out.status.success() && out.stderr.is_empty();
+            assert_eq!(accepted, ok, "{who:?} {option}: {}", describe(&out));
+            if !ok && who == Who::Ours {
+                let name = option.trim_start_matches("--").split('=').next().unwrap();
+                assert!(
+                    String::from_utf8_lossy(&out.stderr).contains(name),
+                    "{}",
+                    describe(&out)
+                );
+            }
+        }
+    }
+}

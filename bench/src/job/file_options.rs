@@ -55,6 +55,9 @@ impl FadviseHint {
     }
 }
 
+/// fio's `hugepage-size` default (`FIO_HUGE_PAGE` on Linux x86-64).
+pub const HUGEPAGE_SIZE_DEFAULT_BYTES: u64 = 2 << 20;
+
 /// The options with fio's defaults (the field docs give fio's names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileOptions {
@@ -89,6 +92,11 @@ pub struct FileOptions {
     /// output in `<job>.prerun.txt`/`<job>.postrun.txt`.
     pub exec_prerun: Option<String>,
     pub exec_postrun: Option<String>,
+    /// `lockmem`: bytes of memory the job holds locked while it runs (0: none).
+    pub lockmem_bytes: u64,
+    /// `hugepage-size`: taken for job files that name it; it matters only to fio's huge
+    /// page buffers (`mem=shmhuge`/`mmaphuge`), which iscsi-bench refuses.
+    pub hugepage_size_bytes: u64,
 }
 
 impl Default for FileOptions {
@@ -107,6 +115,8 @@ impl Default for FileOptions {
             allow_mounted_write: false,
             exec_prerun: None,
             exec_postrun: None,
+            lockmem_bytes: 0,
+            hugepage_size_bytes: HUGEPAGE_SIZE_DEFAULT_BYTES,
         }
     }
 }

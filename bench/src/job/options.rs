@@ -138,6 +138,16 @@ macro_rules! opt {
     };
 }
 
+/// fio's `mem` values other than malloc.
+const MEM_TYPES_FIO: &[&str] = &[
+    "shm",
+    "shmhuge",
+    "mmap",
+    "mmaphuge",
+    "mmapshared",
+    "cudamalloc",
+];
+
 /// Every job option iscsi-bench accepts.
 #[rustfmt::skip]
 pub static OPTIONS: &[OptionDef] = &[
@@ -516,6 +526,29 @@ pub static OPTIONS: &[OptionDef] = &[
         "A missing file may be created", flag files.allow_file_create),
     opt!("allow_mounted_write", Flag, Target, "bool", default "0",
         "A job may write to a mounted block device", flag files.allow_mounted_write),
+    opt!("lockmem", Required, Buffers, "int", default "0",
+        "Hold this much memory locked (mlock) while the job runs",
+        apply |s| s.spec().files.lockmem_bytes = s.parse_kb(value::parse_size)?,
+        render |spec, base| changed(spec.files.lockmem_bytes, base.files.lockmem_bytes)),
+    // fio's other buffer types (shm, mmap, huge pages, GPU memory) are refused by value:
+    // iscsi-bench's buffers are heap memory, page-aligned (`page_alloc`).
+    opt!("mem" ["iomem"], Required, Buffers, "malloc", default "malloc",
+        "How I/O buffers are allocated (malloc only)",
+        apply |s| match s.text() {
+            "malloc" => {}
+            other if MEM_TYPES_FIO.contains(&other.split(':').next().unwrap_or(other)) => {
+                return s.fail("iscsi-bench's I/O buffers are heap memory: only malloc (fio's \
+                               default) is supported");
+            }
+            _ => return s.fail("expected malloc (fio also has shm, shmhuge, mmap, \
+                                mmaphuge, mmapshared, cudamalloc)"),
+        },
+        render |_spec, _base| None),
+    opt!("hugepage-size", Required, Buffers, "int", default "2m",
+        "Huge page size for fio's huge page buffers (taken; no effect with mem=malloc)",
+        apply |s| s.spec().files.hugepage_size_bytes = s.parse_kb(value::parse_size)?,
+        render |spec, base| changed(spec.files.hugepage_size_bytes,
+            base.files.hugepage_size_bytes)),
     opt!("exec_prerun", Required, Job, "str", default "none",
         "Shell command run before the job (output in <job>.prerun.txt)",
         apply |s| s.spec().files.exec_prerun = Some(s.text().to_string()),
@@ -1077,8 +1110,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "sync_file_range",
     "atomic",
     "clocksource",
-    "mem",
-    "iomem",
     "verify_async",
     "verify_backlog_batch",
     "experimental_verify",
@@ -1106,7 +1137,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "ignore_zone_limits",
     "zone_reset_threshold",
     "zone_reset_frequency",
-    "lockmem",
     "nice",
     "prio",
     "prioclass",
@@ -1145,7 +1175,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "uid",
     "gid",
     "unit_base",
-    "hugepage-size",
     "cmdprio_percentage",
     "cmdprio_class",
     "cmdprio",
@@ -1758,6 +1787,7 @@ mod tests {
             "zoneskip" => "2z",
             "filesize" => "1m-2m",
             "offset" | "size" => "25%",
+            "mem" | "iomem" => "malloc",
             "bsrange" => "4k-16k",
             "percentile_list" => "50:99",
             "cpus_allowed" => "0",

@@ -114,6 +114,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         exec_prerun: None,
         exec_postrun: None,
         create_only: false,
+        lockmem_bytes: 0,
     });
     assert_eq!(outcome.error, 0, "{}", outcome.error_text);
     let read = outcome.stats.dir(Direction::Read).expect("reads");

@@ -138,6 +138,8 @@ pub struct JobSetup {
     pub exec_postrun: Option<String>,
     /// fio's `create_only`: the file is laid out (the engine is open); no I/O follows.
     pub create_only: bool,
+    /// fio's `lockmem`: bytes held locked while the job runs (0: none).
+    pub lockmem_bytes: u64,
 }
 
 /// What a job thread hands back.
@@ -969,6 +971,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         exec_prerun,
         exec_postrun,
         create_only,
+        lockmem_bytes,
     } = setup;
     if let Some(cpus) = cpus.as_ref().filter(|c| !c.is_empty()) {
         if let Err(e) = allow_cpus(cpus) {
@@ -1069,6 +1072,17 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         },
         Ordering::Relaxed,
     );
+    // fio pins lockmem's memory first; a job that cannot does no I/O.
+    let pinned = (lockmem_bytes > 0).then(|| {
+        super::pinned::PinnedMemory::lock(lockmem_bytes)
+            .map_err(|e| format!("lockmem: locking {lockmem_bytes} bytes: {e}"))
+    });
+    // Held (locked) until the job's end: `_pinned` lives to the end of this function.
+    let (engine_ready, _pinned) = match pinned {
+        Some(Err(e)) => (Err(e), None),
+        Some(Ok(pinned)) => (engine_ready, Some(pinned)),
+        None => (engine_ready, None),
+    };
     // fio: a prerun that fails skips the job's I/O and its postrun, with no error.
     let prerun_ok = match &exec_prerun {
         Some(command) => super::hooks::run(&name, super::hooks::Hook::Prerun, command)

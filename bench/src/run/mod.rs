@@ -14,6 +14,7 @@ mod issue_time_tests;
 pub mod job;
 pub mod latency_target;
 mod overlap;
+mod pinned;
 pub mod report;
 pub mod setup;
 pub mod shared_verify;
@@ -356,6 +357,7 @@ pub fn run_gated(
                 exec_prerun: spec.files.exec_prerun.clone(),
                 exec_postrun: spec.files.exec_postrun.clone(),
                 create_only: spec.files.create_only,
+                lockmem_bytes: spec.files.lockmem_bytes,
             };
             prepared.push(Prepared {
                 spec_index,
