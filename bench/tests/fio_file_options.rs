@@ -635,3 +635,49 @@ fn mem_types_are_checked_as_fio_checks_them() {
         }
     }
 }
+
+/// `create_on_open`: a write job's new file is not laid out (no fallocate, no ftruncate
+/// under strace), it is created when opened (mode 0600, as fio opens it) and grows with
+/// the writes; a random writer leaves it as long as its furthest write. Without the
+/// option both allocate it first.
+#[test]
+fn create_on_open_creates_the_file_as_fio_does() {
+    use std::os::unix::fs::PermissionsExt;
+    if !tool_present("fio") || !tool_present("strace") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "create-on-open");
+    let file = dir.join("f");
+    for extra in [
+        &["--rw=write", "--size=64k", "--create_on_open=1"][..],
+        &["--rw=write", "--size=64k", "--create_on_open=0"][..],
+    ] {
+        let mut seen = Vec::new();
+        for who in BOTH {
+            let _ = std::fs::remove_file(&file);
+            let calls = traced(who, dir.path(), &file, extra, "fallocate,ftruncate");
+            let meta = std::fs::metadata(&file).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            seen.push((
+                calls.is_empty(),
+                meta.len(),
+                extra[2].ends_with('1') && mode == 0o600,
+            ));
+        }
+        assert_eq!(seen[1], seen[0], "{extra:?}: ours, then fio's");
+        assert_eq!(seen[0].0, extra[2].ends_with('1'), "{extra:?}: {seen:?}");
+    }
+    let _ = std::fs::remove_file(&file);
+    let out = run(
+        Who::Ours,
+        dir.path(),
+        &file,
+        &["--rw=randrw", "--size=64k", "--create_on_open=1"],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("create_on_open"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -34,6 +34,9 @@ pub struct FileSetup {
     pub create_fsync: bool,
     /// `allow_file_create`.
     pub allow_create: bool,
+    /// `create_on_open`: the file is not laid out; it is created (empty) when opened and
+    /// grows with the job's writes.
+    pub create_on_open: bool,
     /// A writing job without `allow_mounted_write`: a mounted block device is refused.
     pub refuse_mounted: bool,
 }
@@ -49,6 +52,7 @@ impl Default for FileSetup {
             unlink: false,
             create_fsync: true,
             allow_create: true,
+            create_on_open: false,
             refuse_mounted: false,
         }
     }

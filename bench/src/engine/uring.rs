@@ -258,11 +258,17 @@ impl UringEngine {
                     .into(),
             });
         }
-        if !is_block_device {
+        let create_on_open = options.files.create_on_open && !is_block_device;
+        if !is_block_device && !create_on_open {
             lay_out(options, &path)?;
         }
         let mut open = OpenOptions::new();
         open.read(true).write(true);
+        if create_on_open {
+            // fio's open flags for it: O_CREAT, mode 0600.
+            use std::os::unix::fs::OpenOptionsExt as _;
+            open.create(true).mode(0o600);
+        }
         let direct = if options.direct { libc::O_DIRECT } else { 0 };
         if direct | options.sync_flags != 0 {
             open.custom_flags(direct | options.sync_flags);
@@ -280,9 +286,15 @@ impl UringEngine {
         let size_bytes = if is_block_device {
             block_device_size(&file).map_err(file_error("BLKGETSIZE64"))?
         } else {
-            file.metadata()
+            let len = file
+                .metadata()
                 .map_err(file_error("reading metadata"))?
-                .len()
+                .len();
+            // create_on_open: the file is as long as the job's writes make it.
+            match options.size_bytes {
+                Some(wanted) if create_on_open => len.max(wanted),
+                _ => len,
+            }
         };
         if let Some(wanted) = options.size_bytes {
             if wanted > size_bytes {

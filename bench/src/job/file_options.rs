@@ -76,6 +76,10 @@ pub struct FileOptions {
     pub fsync_on_close: bool,
     /// `unlink`: remove a regular file when the job is done.
     pub unlink: bool,
+    /// `create_on_open`: the file is not laid out first; it is created when the job
+    /// opens it and grows with the writes (a job that reads is refused: fio reads nothing
+    /// from the empty file).
+    pub create_on_open: bool,
     /// `create_only`: lay the file out, then end the job without I/O.
     pub create_only: bool,
     /// `create_fsync` (default on): `fsync` a file once it is laid out.
@@ -108,6 +112,7 @@ impl Default for FileOptions {
             fadvise_hint: FadviseHint::ByPattern,
             fsync_on_close: false,
             unlink: false,
+            create_on_open: false,
             create_only: false,
             create_fsync: true,
             create_serialize: true,

@@ -325,6 +325,16 @@ fn file_setup(spec: &JobSpec) -> Result<crate::engine::file_setup::FileSetup, Se
                   aligned for O_DIRECT); pre-reading past the page cache warms nothing",
         });
     }
+    if files.create_on_open && (spec.does(Direction::Read) || spec.verify != JobVerify::None) {
+        return Err(SetupError::Option {
+            job: spec.name.clone(),
+            option: "create_on_open",
+            value: "1".into(),
+            why: "the file is created empty when opened and is not laid out: fio reads \
+                  nothing from it (0-byte reads it counts as done); give it to jobs that \
+                  only write",
+        });
+    }
     Ok(crate::engine::file_setup::FileSetup {
         // fio's option check: pre_read turns invalidate off.
         invalidate: files.invalidate && !files.pre_read,
@@ -341,6 +351,7 @@ fn file_setup(spec: &JobSpec) -> Result<crate::engine::file_setup::FileSetup, Se
         unlink: files.unlink,
         create_fsync: files.create_fsync,
         allow_create: files.allow_file_create,
+        create_on_open: files.create_on_open,
         refuse_mounted: writes && !files.allow_mounted_write,
     })
 }
