@@ -681,3 +681,63 @@ fn create_on_open_creates_the_file_as_fio_does() {
         describe(&out)
     );
 }
+
+/// `sync_file_range=flags:N` (with and beside `fdatasync`): as many range flushes as fio
+/// makes `sync_file_range(2)` calls (psync, under strace), after the same writes (fsync
+/// and fdatasync first where due), all counted in "sync" as fio 3.42 counts them; a
+/// value fio does not know is refused by both.
+#[test]
+fn sync_file_range_flushes_as_often_as_fios() {
+    if !tool_present("fio") || !tool_present("strace") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "sync-file-range");
+    let file = dir.join("f");
+    for extra in [
+        &["--sync_file_range=wait_before,write:4"][..],
+        &["--sync_file_range=write:3", "--fdatasync=6"][..],
+        &["--sync_file_range=wait_after", "--fsync=5"][..],
+    ] {
+        let mut args = vec!["--rw=write", "--size=64k"];
+        args.extend_from_slice(extra);
+        let _ = std::fs::remove_file(&file);
+        let mut strace = Command::new("strace");
+        strace
+            .args(["-f", "-e", "trace=sync_file_range,fdatasync,fsync", "-o"])
+            .arg(dir.join("trace"))
+            .arg(fio_path())
+            .current_dir(dir.path());
+        let mut fio = job_command(strace, &file, &args);
+        let fio = fio.arg("--ioengine=psync").output().expect("strace fio");
+        assert!(fio.status.success(), "{}", describe(&fio));
+        let trace = std::fs::read_to_string(dir.join("trace")).unwrap();
+        let ranges = trace
+            .lines()
+            .filter(|l| l.contains("sync_file_range("))
+            .count() as u64;
+        let flushes = trace.lines().filter(|l| l.contains("sync")).count() as u64;
+        assert!(ranges > 0, "{extra:?}: {trace}");
+        if fio_path() != Path::new("fio") {
+            let synced = json(&fio)["jobs"][0]["sync"]["total_ios"].as_u64();
+            assert_eq!(synced, Some(flushes), "{extra:?}");
+        }
+
+        let _ = std::fs::remove_file(&file);
+        let ours = run(Who::Ours, dir.path(), &file, &args);
+        assert!(ours.status.success(), "{}", describe(&ours));
+        let job = &json(&ours)["jobs"][0];
+        assert_eq!(job["sync"]["total_ios"], flushes, "{extra:?}");
+        let completed = job["iscsi_bench"]["engine"]["ios_completed"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(completed - 16, flushes, "{extra:?}");
+    }
+    for who in BOTH {
+        let out = command(who, dir.path())
+            .args(["--parse-only", "--name=j", "--ioengine=null", "--size=1m"])
+            .arg("--sync_file_range=bogus")
+            .output()
+            .expect("parse");
+        assert!(!out.status.success(), "{who:?}: {}", describe(&out));
+    }
+}

@@ -475,6 +475,22 @@ impl UringEngine {
         let entry = match unit.direction {
             // A flush unit: fsync(2) of the file (fio's fsync, end_fsync), or
             // fdatasync(2) (fio's fdatasync).
+            Direction::Write if unit.synced_range().is_some() => {
+                let range = unit.synced_range().unwrap_or(crate::io::SyncRange {
+                    offset: 0,
+                    len: 0,
+                    flags: 0,
+                });
+                // The ring's length is 32 bits (fio's io_uring engine truncates it too).
+                let len = u32::try_from(range.len).unwrap_or(u32::MAX);
+                match fd {
+                    Target::Fixed(f) => opcode::SyncFileRange::new(f, len),
+                    Target::Fd(f) => opcode::SyncFileRange::new(f, len),
+                }
+                .offset(range.offset)
+                .flags(range.flags)
+                .build()
+            }
             Direction::Write if unit.is_flush() => {
                 let flags = if unit.is_datasync() {
                     types::FsyncFlags::DATASYNC

@@ -55,6 +55,56 @@ impl FadviseHint {
     }
 }
 
+/// fio's `sync_file_range=flags[:N]`: `sync_file_range(2)` with `flags` over the range
+/// written since the last flush, after every `every` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncFileRange {
+    /// `SYNC_FILE_RANGE_*` bits.
+    pub flags: u32,
+    pub every: u32,
+}
+
+impl SyncFileRange {
+    const NAMES: [(&'static str, u32); 3] = [
+        ("wait_before", libc::SYNC_FILE_RANGE_WAIT_BEFORE),
+        ("write", libc::SYNC_FILE_RANGE_WRITE),
+        ("wait_after", libc::SYNC_FILE_RANGE_WAIT_AFTER),
+    ];
+
+    /// `wait_before,write:8`: fio's names joined by commas, then `:N` (1 when absent).
+    pub fn parse(text: &str) -> Result<SyncFileRange, String> {
+        let (names, every) = match text.split_once(':') {
+            Some((names, every)) => {
+                let every = every
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{every:?} after ':' is not a count of writes"))?;
+                (names, every)
+            }
+            None => (text, 1),
+        };
+        let mut flags = 0;
+        for name in names.split(',').map(str::trim) {
+            let Some((_, bit)) = Self::NAMES.iter().find(|(known, _)| *known == name) else {
+                return Err(format!(
+                    "{name:?} is not one of wait_before, write, wait_after"
+                ));
+            };
+            flags |= bit;
+        }
+        Ok(SyncFileRange { flags, every })
+    }
+
+    pub fn render(&self) -> String {
+        let names: Vec<&str> = Self::NAMES
+            .iter()
+            .filter(|(_, bit)| self.flags & bit != 0)
+            .map(|(name, _)| *name)
+            .collect();
+        format!("{}:{}", names.join(","), self.every)
+    }
+}
+
 /// fio's `hugepage-size` default (`FIO_HUGE_PAGE` on Linux x86-64).
 pub const HUGEPAGE_SIZE_DEFAULT_BYTES: u64 = 2 << 20;
 
@@ -129,6 +179,20 @@ impl Default for FileOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_file_range_reads_fios_form() {
+        let sfr = SyncFileRange::parse("wait_before,write:8").unwrap();
+        assert_eq!(
+            sfr.flags,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE
+        );
+        assert_eq!(sfr.every, 8);
+        assert_eq!(SyncFileRange::parse(&sfr.render()), Ok(sfr));
+        assert_eq!(SyncFileRange::parse("write").unwrap().every, 1);
+        assert!(SyncFileRange::parse("bogus").is_err());
+        assert!(SyncFileRange::parse("write:x").is_err());
+    }
 
     #[test]
     fn fadvise_hint_reads_fios_values_and_writes_them_back() {

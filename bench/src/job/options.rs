@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::error::{JobError, Origin, Suggestion, ValueError};
 use super::error_policy::ErrorPolicy;
-use super::file_options::FadviseHint;
+use super::file_options::{FadviseHint, SyncFileRange};
 use super::render::{self, changed, changed_flag};
 use super::spec::{
     BlockSize, ChapCredentials, DigestChoice, Engine, ExitWhat, Fallocate, FileService,
@@ -461,6 +461,14 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!("fdatasync", Required, Target, "int", default "0",
         "Flush the data (fdatasync; SYNCHRONIZE CACHE on a LUN) after every this many writes",
         count(0) fdatasync),
+    opt!("sync_file_range", Required, Target, "wait_before,write,wait_after[:int]",
+        default "none",
+        "sync_file_range(2) of the range written, after every int writes (SYNCHRONIZE CACHE on a LUN)",
+        apply |s| s.spec().sync_file_range = Some(match SyncFileRange::parse(s.text()) {
+            Ok(sfr) => sfr,
+            Err(why) => return s.fail(&why),
+        }),
+        render |spec, _base| spec.sync_file_range.map(|sfr| sfr.render())),
     opt!("end_fsync", Flag, Target, "bool", default "0",
         "Flush once the job's I/O is done", flag end_fsync),
     opt!("sync", Required, Target, "none|0|sync|1|dsync", default "none",
@@ -1110,7 +1118,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "nrfiles",
     "openfiles",
     "write_barrier",
-    "sync_file_range",
     "atomic",
     "clocksource",
     "verify_async",
@@ -1778,6 +1785,7 @@ mod tests {
             "continue_on_error" => "io",
             "fallocate" => "truncate",
             "fadvise_hint" => "noreuse",
+            "sync_file_range" => "wait_before,write:4",
             "exec_prerun" | "exec_postrun" => "echo hi > x",
             "ignore_error" => "EIO:ETIMEDOUT,110",
             "description" | "initiator_name" | "chap_username" | "chap_secret" => "some text",

@@ -419,6 +419,9 @@ pub struct JobSpec {
     /// `fdatasync`: a data flush after every this many writes (0: none; fsync=N's flush
     /// goes first where both fall due).
     pub fdatasync: u32,
+    /// `sync_file_range`: a range flush after every N writes, fdatasync=N's and
+    /// fsync=N's first where they fall due.
+    pub sync_file_range: Option<super::file_options::SyncFileRange>,
     pub end_fsync: bool,
     pub sync: SyncMode,
     /// `fallocate`: how a regular file the job lays out or extends is allocated.
@@ -628,6 +631,7 @@ impl JobSpec {
             io_submit_offload: false,
             fsync: 0,
             fdatasync: 0,
+            sync_file_range: None,
             end_fsync: false,
             sync: SyncMode::None,
             fallocate: Fallocate::Native,

@@ -89,6 +89,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         steadystate: None,
         fsync_every: 0,
         fdatasync_every: 0,
+        sync_file_range: None,
         verify_only: false,
         verify_state_save: None,
         latency_target: None,

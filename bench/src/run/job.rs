@@ -95,6 +95,9 @@ pub struct JobSetup {
     /// fio's `fdatasync`: a flush of the data after every this many writes (0: never),
     /// unless an `fsync` is due after the same write.
     pub fdatasync_every: u32,
+    /// fio's `sync_file_range`: a flush of the range written since the last flush after
+    /// every this many writes, unless an fsync or fdatasync is due.
+    pub sync_file_range: Option<crate::job::file_options::SyncFileRange>,
     /// fio's `end_fsync`: a flush when the job's I/O is done.
     pub end_fsync: bool,
     /// fio's steady-state detection (`ss_dur` > 0).
@@ -249,11 +252,17 @@ struct Driver {
     /// `fsync`: writes between flushes (0: none), writes since the last, a flush owed.
     fsync_every: u32,
     fdatasync_every: u32,
+    sync_file_range: Option<crate::job::file_options::SyncFileRange>,
     /// Writes queued so far: fio's fsync/fdatasync fall due on its multiples.
     writes_issued: u64,
     flush_due: bool,
     /// The flush due is fdatasync=N's, not fsync=N's.
     datasync_due: bool,
+    /// The flush due is sync_file_range's.
+    range_due: bool,
+    /// What completed writes covered since the last flush completed, `[start, end)`
+    /// (fio's `first_write`/`last_write`).
+    written: Option<(u64, u64)>,
     /// Flushes in flight (id to start time) and their latencies (fio's "sync" entry).
     flushes: TagMap<u64, (u64, bool)>,
     sync_lat: crate::stats::LatencyStat,
@@ -404,12 +413,13 @@ impl Driver {
                     self.writes_issued += 1;
                     let writes = self.writes_issued;
                     let due = |every: u32| every > 0 && writes.is_multiple_of(u64::from(every));
+                    let range_every = self.sync_file_range.map_or(0, |sfr| sfr.every);
                     if due(self.fsync_every) {
-                        self.flush_due = true;
-                        self.datasync_due = false;
+                        (self.flush_due, self.datasync_due, self.range_due) = (true, false, false);
                     } else if due(self.fdatasync_every) {
-                        self.flush_due = true;
-                        self.datasync_due = true;
+                        (self.flush_due, self.datasync_due, self.range_due) = (true, true, false);
+                    } else if due(range_every) {
+                        (self.flush_due, self.datasync_due, self.range_due) = (true, false, true);
                     }
                 }
                 self.in_flight.insert(
@@ -463,15 +473,24 @@ impl Driver {
     fn queue_flush(&mut self, counted: bool) -> bool {
         let id = self.next_id;
         let datasync = counted && self.datasync_due;
-        let unit = if datasync {
-            IoUnit::datasync(id, 0)
-        } else {
-            IoUnit::flush(id, 0)
+        let range = match (counted && self.range_due, self.sync_file_range) {
+            (true, Some(sfr)) => Some(crate::io::SyncRange {
+                offset: self.written.map_or(0, |(start, _)| start),
+                len: self.written.map_or(0, |(start, end)| end - start),
+                flags: sfr.flags,
+            }),
+            _ => None,
+        };
+        let unit = match range {
+            Some(range) => IoUnit::sync_range(id, 0, range),
+            None if datasync => IoUnit::datasync(id, 0),
+            None => IoUnit::flush(id, 0),
         };
         match self.engine.queue(unit) {
             Ok(()) => {
                 self.next_id += 1;
                 self.datasync_due = false;
+                self.range_due = false;
                 self.flushes.insert(id, (self.now_ns(), counted));
                 self.queued.push(id);
                 self.flush_due = false;
@@ -580,6 +599,8 @@ impl Driver {
     fn complete(&mut self, io: IoDone, complete_ns: u64, verifier: Option<&Verifier>) -> bool {
         let IoDone { unit, result } = io;
         if let Some((start_ns, counted)) = self.flushes.remove(&unit.id) {
+            // fio starts the written range anew once any flush completes.
+            self.written = None;
             match result {
                 Ok(()) if counted => self.sync_lat.record(complete_ns.saturating_sub(start_ns)),
                 Ok(()) => {}
@@ -610,6 +631,13 @@ impl Driver {
                 Err(_) => Some(UnknownCause::WriteFailed),
             };
             self.write_results.push((meta.planned, failure));
+        }
+        if direction == Direction::Write && result.is_ok() {
+            let end = unit.offset.saturating_add(u64::from(unit.len));
+            self.written = Some(match self.written {
+                Some((start, last)) => (start.min(unit.offset), last.max(end)),
+                None => (unit.offset, end),
+            });
         }
         match result {
             Ok(()) => {
@@ -946,6 +974,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_state_save,
         fsync_every,
         fdatasync_every,
+        sync_file_range,
         end_fsync,
         steadystate,
         flow,
@@ -1027,9 +1056,12 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_only,
         fsync_every,
         fdatasync_every,
+        sync_file_range,
         writes_issued: 0,
         flush_due: false,
         datasync_due: false,
+        range_due: false,
+        written: None,
         flushes: TagMap::default(),
         sync_lat: crate::stats::LatencyStat::new(),
         steadystate,

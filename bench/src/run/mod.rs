@@ -296,6 +296,7 @@ pub fn run_gated(
                 }),
                 fsync_every: spec.fsync,
                 fdatasync_every: spec.fdatasync,
+                sync_file_range: spec.sync_file_range,
                 verify_only: spec.verify_only,
                 verify_state_save,
                 // fio's fsync_on_close flushes at the end of a writing job as end_fsync
