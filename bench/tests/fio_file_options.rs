@@ -741,3 +741,43 @@ fn sync_file_range_flushes_as_often_as_fios() {
         assert!(!out.status.success(), "{who:?}: {}", describe(&out));
     }
 }
+
+/// `bs_unaligned`: a sequential job over 16 MiB with `bsrange=1k-8k` takes as many I/Os
+/// (so the same mean length) in ours as in fio, with and without the option: fio's
+/// unaligned draw (minimum plus a uniform draw below the maximum, capped at it) averages
+/// about 4.9 KiB, the multiples of 1 KiB 4.5 KiB. fio's null engine; ours too.
+#[test]
+fn bs_unaligned_gives_fios_lengths() {
+    if !tool_present("fio") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "bs-unaligned");
+    for extra in [&["--bs_unaligned"][..], &[][..]] {
+        let counts: Vec<f64> = BOTH
+            .iter()
+            .map(|&who| {
+                let out = command(who, dir.path())
+                    .args([
+                        "--name=j",
+                        "--ioengine=null",
+                        "--rw=read",
+                        "--size=16m",
+                        "--bsrange=1k-8k",
+                        "--output-format=json",
+                    ])
+                    .args(extra)
+                    .output()
+                    .expect("run");
+                assert!(out.status.success(), "{who:?}: {}", describe(&out));
+                ios(&out) as f64
+            })
+            .collect();
+        let ratio = counts[1] / counts[0];
+        assert!(
+            (0.96..1.04).contains(&ratio),
+            "{extra:?}: ours {} I/Os, fio {}",
+            counts[1],
+            counts[0]
+        );
+    }
+}

@@ -365,6 +365,9 @@ pub struct JobSpec {
     /// `offset_align`: what an offset given as a percentage (or moved by a percentage
     /// `offset_increment`) is aligned up to; 0 for the minimum block size.
     pub offset_align: u64,
+    /// `bs_unaligned`: a `bsrange` gives any length in it, not only multiples of its
+    /// minimum.
+    pub bs_unaligned: bool,
     /// `fill_device`/`fill_fs`.
     pub fill_device: bool,
     pub io_size: Option<SizeSpec>,
@@ -602,6 +605,7 @@ impl JobSpec {
             offset: SizeSpec::Bytes(0),
             offset_increment: None,
             offset_align: 0,
+            bs_unaligned: false,
             fill_device: false,
             io_size: None,
             number_ios: None,

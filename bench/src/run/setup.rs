@@ -379,6 +379,10 @@ fn to_u32(spec: &JobSpec, option: &'static str, value: u64) -> Result<u32, Setup
 fn block_size_spec(spec: &JobSpec, bs: &BlockSize) -> Result<BlockSizeSpec, SetupError> {
     Ok(match bs {
         BlockSize::Fixed(len) => BlockSizeSpec::Fixed(to_u32(spec, "bs", *len)?),
+        BlockSize::Range(range) if spec.bs_unaligned => BlockSizeSpec::RangeUnaligned {
+            min_bytes: to_u32(spec, "bsrange", range.min)?,
+            max_bytes: to_u32(spec, "bsrange", range.max)?,
+        },
         BlockSize::Range(range) => BlockSizeSpec::Range {
             min_bytes: to_u32(spec, "bsrange", range.min)?,
             max_bytes: to_u32(spec, "bsrange", range.max)?,
