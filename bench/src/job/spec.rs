@@ -368,6 +368,9 @@ pub struct JobSpec {
     /// `bs_unaligned`: a `bsrange` gives any length in it, not only multiples of its
     /// minimum.
     pub bs_unaligned: bool,
+    /// `serialize_overlap`: an I/O that overlaps one in flight waits for it (jobs that
+    /// write or trim with iodepth above 1, as in fio).
+    pub serialize_overlap: bool,
     /// `fill_device`/`fill_fs`.
     pub fill_device: bool,
     pub io_size: Option<SizeSpec>,
@@ -606,6 +609,7 @@ impl JobSpec {
             offset_increment: None,
             offset_align: 0,
             bs_unaligned: false,
+            serialize_overlap: false,
             fill_device: false,
             io_size: None,
             number_ios: None,

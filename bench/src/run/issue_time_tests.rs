@@ -116,6 +116,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         exec_postrun: None,
         create_only: false,
         lockmem_bytes: 0,
+        serialize_overlap: false,
     });
     assert_eq!(outcome.error, 0, "{}", outcome.error_text);
     let read = outcome.stats.dir(Direction::Read).expect("reads");

@@ -141,6 +141,8 @@ pub struct JobSetup {
     pub exec_postrun: Option<String>,
     /// fio's `create_only`: the file is laid out (the engine is open); no I/O follows.
     pub create_only: bool,
+    /// fio's `serialize_overlap`: an I/O that overlaps one in flight waits for it.
+    pub serialize_overlap: bool,
     /// fio's `lockmem`: bytes held locked while the job runs (0: none).
     pub lockmem_bytes: u64,
 }
@@ -253,6 +255,7 @@ struct Driver {
     fsync_every: u32,
     fdatasync_every: u32,
     sync_file_range: Option<crate::job::file_options::SyncFileRange>,
+    serialize_overlap: bool,
     /// Writes queued so far: fio's fsync/fdatasync fall due on its multiples.
     writes_issued: u64,
     flush_due: bool,
@@ -464,6 +467,17 @@ impl Driver {
         if let VerifyAction::Fill { .. } = planned.verify {
             self.write_results.push((planned, None));
         }
+    }
+
+    /// Whether `planned` shares a byte of its file with an I/O in flight.
+    fn overlaps_in_flight(&self, planned: &PlannedIo) -> bool {
+        let end = planned.offset.saturating_add(u64::from(planned.len));
+        self.in_flight.values().any(|meta| {
+            let other = &meta.planned;
+            other.file == planned.file
+                && other.offset < end
+                && planned.offset < other.offset.saturating_add(u64::from(other.len))
+        })
     }
 
     /// Queues a flush unit (fio's DDIR_SYNC I/O), counted in the "sync" results when
@@ -1001,6 +1015,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         exec_postrun,
         create_only,
         lockmem_bytes,
+        serialize_overlap,
     } = setup;
     if let Some(cpus) = cpus.as_ref().filter(|c| !c.is_empty()) {
         if let Err(e) = allow_cpus(cpus) {
@@ -1057,6 +1072,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         fsync_every,
         fdatasync_every,
         sync_file_range,
+        serialize_overlap,
         writes_issued: 0,
         flush_due: false,
         datasync_due: false,
@@ -1444,6 +1460,11 @@ fn main_loop(
                 driver.skip_write(planned);
                 workload.on_complete(driver.now());
                 continue;
+            }
+            if driver.serialize_overlap && driver.overlaps_in_flight(&planned) {
+                // fio's serialize_overlap: it waits until what it overlaps completes.
+                *pending = Some(planned);
+                break;
             }
             if !driver.queue(planned, verifier, asked_at) {
                 *pending = Some(planned);

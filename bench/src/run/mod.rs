@@ -16,6 +16,8 @@ pub mod latency_target;
 mod overlap;
 mod pinned;
 pub mod report;
+#[cfg(test)]
+mod serialize_tests;
 pub mod setup;
 pub mod shared_verify;
 mod start_latch;
@@ -359,6 +361,11 @@ pub fn run_gated(
                 exec_postrun: spec.files.exec_postrun.clone(),
                 create_only: spec.files.create_only,
                 lockmem_bytes: spec.files.lockmem_bytes,
+                // fio drops it where nothing changes data or one I/O is in flight.
+                serialize_overlap: spec.serialize_overlap
+                    && spec.iodepth > 1
+                    && (spec.does(crate::io::Direction::Write)
+                        || spec.does(crate::io::Direction::Trim)),
             };
             prepared.push(Prepared {
                 spec_index,
