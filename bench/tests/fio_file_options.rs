@@ -811,3 +811,47 @@ fn serialize_overlap_runs_as_fios() {
         assert_eq!(json(&out)["jobs"][0]["error"], 0, "{who:?}");
     }
 }
+
+/// `file_append`: a write job of 32 KiB on a 64 KiB file writes past its end, leaving the
+/// 64 KiB as they were and the file 96 KiB long, in both; without it both write over the
+/// start. Ours refuses it for a job that reads, naming the option.
+#[test]
+fn file_append_writes_past_the_end_as_fio_does() {
+    if !tool_present("fio") {
+        return;
+    }
+    let dir = ScratchDir::new("fio-file-options", "file-append");
+    let file = dir.join("f");
+    let original = vec![7u8; 64 << 10];
+    for (value, appends) in [("1", true), ("0", false)] {
+        for who in BOTH {
+            std::fs::write(&file, &original).unwrap();
+            let option = format!("--file_append={value}");
+            let out = run(
+                who,
+                dir.path(),
+                &file,
+                &["--rw=write", "--size=32k", &option],
+            );
+            assert!(out.status.success(), "{who:?} {option}: {}", describe(&out));
+            assert_eq!(ios(&out), 8, "{who:?} {option}");
+            let now = std::fs::read(&file).unwrap();
+            let expected_len = if appends { 96 << 10 } else { 64 << 10 };
+            assert_eq!(now.len(), expected_len, "{who:?} {option}");
+            assert_eq!(now[..64 << 10] == original[..], appends, "{who:?} {option}");
+        }
+    }
+    std::fs::write(&file, &original).unwrap();
+    let out = run(
+        Who::Ours,
+        dir.path(),
+        &file,
+        &["--rw=randrw", "--size=32k", "--file_append=1"],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("file_append"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -130,6 +130,8 @@ pub struct FileOptions {
     /// opens it and grows with the writes (a job that reads is refused: fio reads nothing
     /// from the empty file).
     pub create_on_open: bool,
+    /// `file_append`: a write job on an existing regular file starts at its end.
+    pub file_append: bool,
     /// `create_only`: lay the file out, then end the job without I/O.
     pub create_only: bool,
     /// `create_fsync` (default on): `fsync` a file once it is laid out.
@@ -163,6 +165,7 @@ impl Default for FileOptions {
             fsync_on_close: false,
             unlink: false,
             create_on_open: false,
+            file_append: false,
             create_only: false,
             create_fsync: true,
             create_serialize: true,

@@ -168,6 +168,15 @@ pub fn run_gated(
                 job: spec.name.clone(),
             });
         }
+        // fio's file_append: the job starts at the file's end as it is now.
+        let appended;
+        let spec = match setup::appended(spec)? {
+            Some(moved) => {
+                appended = moved;
+                &appended
+            }
+            None => spec,
+        };
         for clone in 0..spec.numjobs.max(1) {
             job_number += 1;
             let seed = crate::workload::job_seed(

@@ -310,6 +310,37 @@ pub fn rate_floor(spec: &JobSpec) -> Option<RateFloor> {
     config.is_set().then(|| RateFloor::new(config))
 }
 
+/// fio's `file_append` (filesetup.c `get_start_offset`): a job on an existing regular file
+/// through io_uring starts at its end; `None` where the option is off or has no file to
+/// act on (fio appends to regular files only; on a LUN it means nothing).
+pub fn appended(spec: &JobSpec) -> Result<Option<JobSpec>, SetupError> {
+    if !spec.files.file_append || spec.engine() != EngineKind::IoUring {
+        return Ok(None);
+    }
+    let Some(Target::Path(path)) = &spec.filename else {
+        return Ok(None);
+    };
+    if spec.does(Direction::Read) || spec.verify != JobVerify::None {
+        return Err(SetupError::Option {
+            job: spec.name.clone(),
+            option: "file_append",
+            value: "1".into(),
+            why: "fio lays the whole file out anew (O_TRUNC) before a job that reads, so \
+                  there is nothing to append to: give it to jobs that only write",
+        });
+    }
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let mut moved = spec.clone();
+    moved.offset = SizeSpec::Bytes(meta.len());
+    moved.offset_increment = None;
+    Ok(Some(moved))
+}
+
 /// The io_uring engine's part of fio's file options (`job::file_options`).
 fn file_setup(spec: &JobSpec) -> Result<crate::engine::file_setup::FileSetup, SetupError> {
     let files = &spec.files;
