@@ -855,3 +855,52 @@ fn file_append_writes_past_the_end_as_fio_does() {
         describe(&out)
     );
 }
+
+/// On a LUN the file options mean nothing and are taken, as fio 3.42's libiscsi engine
+/// (diskless: nothing to lay out, invalidate or unlink) takes them; `--parse-only` in both.
+#[test]
+fn a_lun_job_takes_the_file_options_as_fios_libiscsi_does() {
+    let options = [
+        "invalidate=0",
+        "overwrite=1",
+        "fadvise_hint=random",
+        "fsync_on_close=1",
+        "unlink=1",
+        "create_on_open=1",
+        "create_fsync=0",
+        "create_serialize=0",
+        "allow_file_create=0",
+        "allow_mounted_write=1",
+        "fdatasync=4",
+        "sync_file_range=write:4",
+        "serialize_overlap=1",
+        "lockmem=1m",
+        "mem=malloc",
+    ];
+    let dir = ScratchDir::new("fio-file-options", "lun");
+    let mut whos = vec![(Who::Ours, "iscsi")];
+    // Only the anchor is built with libiscsi.
+    if fio_path() != Path::new("fio") {
+        whos.push((Who::Fio, "libiscsi"));
+    }
+    for (who, engine) in whos {
+        let mut command = command(who, dir.path());
+        command.args([
+            "--parse-only",
+            "--name=j",
+            "--rw=randrw",
+            "--iodepth=4",
+            &format!("--ioengine={engine}"),
+            "--filename=iscsi://127.0.0.1/iqn.2000-01.com.example:t/0",
+        ]);
+        for option in options {
+            command.arg(format!("--{option}"));
+        }
+        let out = command.output().expect("parse");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{who:?}: {}",
+            describe(&out)
+        );
+    }
+}
