@@ -42,9 +42,21 @@ pub struct IoUnit {
     pub buffer: Vec<u8>,
 }
 
+/// The bytes a [`IoUnit::sync_range`] flushes, and how (`SYNC_FILE_RANGE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncRange {
+    pub offset: u64,
+    pub len: u64,
+    pub flags: u32,
+}
+
 impl IoUnit {
     /// The offset that marks a flush unit (no real I/O starts there).
     pub const FLUSH_OFFSET: u64 = u64::MAX;
+    /// The offset that marks a flush of data only ([`IoUnit::datasync`]).
+    pub const DATASYNC_OFFSET: u64 = u64::MAX - 1;
+    /// The offset that marks a flush of a range ([`IoUnit::sync_range`]).
+    pub const SYNC_RANGE_OFFSET: u64 = u64::MAX - 2;
 
     /// A flush of file `file`: make every completed write durable (fio's `fsync` and
     /// `end_fsync`; `fsync(2)` on a file, SYNCHRONIZE CACHE on a LUN). It is a write of no
@@ -62,9 +74,57 @@ impl IoUnit {
         }
     }
 
-    /// Whether this is a flush unit ([`IoUnit::flush`]).
+    /// A flush of the data only (fio's `fdatasync`: `fdatasync(2)` on a file; a LUN has
+    /// no such distinction and gets SYNCHRONIZE CACHE). A flush unit for every engine.
+    pub fn datasync(id: u64, file: u32) -> IoUnit {
+        IoUnit {
+            offset: Self::DATASYNC_OFFSET,
+            ..IoUnit::flush(id, file)
+        }
+    }
+
+    /// A flush of `range` (fio's `sync_file_range`: `sync_file_range(2)` on a file,
+    /// SYNCHRONIZE CACHE of the whole LUN on a LUN). The range travels in the buffer, as
+    /// the unit's offset marks it a flush.
+    pub fn sync_range(id: u64, file: u32, range: SyncRange) -> IoUnit {
+        let mut buffer = Vec::with_capacity(20);
+        buffer.extend_from_slice(&range.offset.to_le_bytes());
+        buffer.extend_from_slice(&range.len.to_le_bytes());
+        buffer.extend_from_slice(&range.flags.to_le_bytes());
+        IoUnit {
+            offset: Self::SYNC_RANGE_OFFSET,
+            buffer,
+            ..IoUnit::flush(id, file)
+        }
+    }
+
+    /// Whether this is a flush unit ([`IoUnit::flush`], [`IoUnit::datasync`] or
+    /// [`IoUnit::sync_range`]).
     pub fn is_flush(&self) -> bool {
-        self.direction == Direction::Write && self.len == 0 && self.offset == Self::FLUSH_OFFSET
+        self.direction == Direction::Write
+            && self.len == 0
+            && matches!(
+                self.offset,
+                Self::FLUSH_OFFSET | Self::DATASYNC_OFFSET | Self::SYNC_RANGE_OFFSET
+            )
+    }
+
+    /// The range of a [`IoUnit::sync_range`] unit.
+    pub fn synced_range(&self) -> Option<SyncRange> {
+        if !self.is_flush() || self.offset != Self::SYNC_RANGE_OFFSET {
+            return None;
+        }
+        let b = self.buffer.get(..20)?;
+        Some(SyncRange {
+            offset: u64::from_le_bytes(b[..8].try_into().ok()?),
+            len: u64::from_le_bytes(b[8..16].try_into().ok()?),
+            flags: u32::from_le_bytes(b[16..20].try_into().ok()?),
+        })
+    }
+
+    /// Whether this is a flush of the data only ([`IoUnit::datasync`]).
+    pub fn is_datasync(&self) -> bool {
+        self.is_flush() && self.offset == Self::DATASYNC_OFFSET
     }
 }
 

@@ -247,7 +247,7 @@ fn bad_fixtures_name_file_and_line() {
         (
             "unsupported-option.fio",
             ":3",
-            |e| matches!(e, JobError::Unsupported { option, .. } if option == "fdatasync"),
+            |e| matches!(e, JobError::Unsupported { option, .. } if option == "write_barrier"),
         ),
         ("bad-section.fio", ":3", |e| {
             matches!(e, JobError::Syntax { .. })
@@ -369,10 +369,14 @@ fn target_size_checks() {
     ));
     assert!(too_big.check_target_size(2 << 20).is_ok());
 
-    // Percentages of the target; offsets aligned down to the block size.
+    // Percentages of the target; offsets aligned up to the block size (fio's
+    // get_start_offset), sizes down.
     let pct = job("[j]\nbs=4k\noffset=33%\nsize=50%\n");
     let region = pct.check_target_size(1 << 20).unwrap();
-    assert_eq!(region.offset_bytes, (1u64 << 20) * 33 / 100 / 4096 * 4096);
+    assert_eq!(
+        region.offset_bytes,
+        (1u64 << 20) * 33 / 100 / 4096 * 4096 + 4096
+    );
     assert_eq!(region.len_bytes, 1 << 19);
 
     let clones = job("[j]\nsize=1m\noffset_increment=1m\nnumjobs=4\n");
@@ -496,7 +500,7 @@ fn command_line_tool_actions_and_errors() {
         Err(JobError::Unsupported { .. })
     ));
     assert!(matches!(
-        cli(&["--name=a", "--fdatasync=1"]),
+        cli(&["--name=a", "--write_barrier=1"]),
         Err(JobError::Unsupported { .. })
     ));
     assert!(

@@ -45,6 +45,7 @@
 //! are counted in [`EngineCounters::bytes_copied`] (in the JSON job extension's `"engine"`).
 
 pub mod embedded;
+pub mod file_setup;
 pub mod iscsi;
 pub mod null;
 mod shards;

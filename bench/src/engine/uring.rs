@@ -53,6 +53,7 @@ use datapath::sys::AlignedBuf;
 use datapath::transport::{RingFlags, RingSetup};
 use io_uring::{opcode, squeue, types, IoUring};
 
+use super::file_setup::{self, FileSetup};
 use super::{take_buffer, Engine, EngineCounters, EngineError};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 use crate::job::spec::Fallocate;
@@ -97,6 +98,9 @@ pub struct UringOptions {
     pub iodepth: usize,
     /// The largest block size of the job: the size of each registered buffer.
     pub max_block_bytes: u32,
+    /// fio's file options: checks before the open, cache calls after it, and what
+    /// happens at the close.
+    pub files: FileSetup,
 }
 
 impl UringOptions {
@@ -115,6 +119,7 @@ impl UringOptions {
             sqthread_poll_cpu: None,
             iodepth,
             max_block_bytes,
+            files: FileSetup::default(),
         }
     }
 }
@@ -185,6 +190,12 @@ pub struct UringEngine {
     harvested: Vec<(usize, i32)>,
     bounce_pool: Vec<AlignedBuf>,
     counters: EngineCounters,
+    /// `fsync_on_close` (on a writing job) and `unlink`, done by [`Engine::close`].
+    fsync_on_close: bool,
+    /// The last unit queued was a flush: `fsync_on_close` has nothing left to flush (fio's
+    /// `should_fsync` is false right after a sync, such as the job's closing one).
+    last_was_flush: bool,
+    unlink: bool,
 }
 
 impl std::fmt::Debug for UringEngine {
@@ -231,11 +242,33 @@ impl UringEngine {
                 });
             }
         }
-        if !is_block_device {
+        if existing.is_none() && !options.files.allow_create {
+            return Err(EngineError::Target {
+                path,
+                reason: "the file does not exist and allow_file_create=0 forbids creating it"
+                    .into(),
+            });
+        }
+        if is_block_device && options.files.refuse_mounted && file_setup::is_mounted(&options.path)
+        {
+            return Err(EngineError::Target {
+                path,
+                reason: "the device appears mounted and this job writes: set \
+                         allow_mounted_write=1 to write to it anyway"
+                    .into(),
+            });
+        }
+        let create_on_open = options.files.create_on_open && !is_block_device;
+        if !is_block_device && !create_on_open {
             lay_out(options, &path)?;
         }
         let mut open = OpenOptions::new();
         open.read(true).write(true);
+        if create_on_open {
+            // fio's open flags for it: O_CREAT, mode 0600.
+            use std::os::unix::fs::OpenOptionsExt as _;
+            open.create(true).mode(0o600);
+        }
         let direct = if options.direct { libc::O_DIRECT } else { 0 };
         if direct | options.sync_flags != 0 {
             open.custom_flags(direct | options.sync_flags);
@@ -253,9 +286,15 @@ impl UringEngine {
         let size_bytes = if is_block_device {
             block_device_size(&file).map_err(file_error("BLKGETSIZE64"))?
         } else {
-            file.metadata()
+            let len = file
+                .metadata()
                 .map_err(file_error("reading metadata"))?
-                .len()
+                .len();
+            // create_on_open: the file is as long as the job's writes make it.
+            match options.size_bytes {
+                Some(wanted) if create_on_open => len.max(wanted),
+                _ => len,
+            }
         };
         if let Some(wanted) = options.size_bytes {
             if wanted > size_bytes {
@@ -272,6 +311,7 @@ impl UringEngine {
         } else {
             512
         };
+        prepare_cache(&file, options, &path, is_block_device, size_bytes)?;
         let direct = options.direct.then(|| {
             direct_io_alignment(&file).unwrap_or(DirectAlignment {
                 memory: logical_block,
@@ -307,6 +347,9 @@ impl UringEngine {
             harvested: Vec::new(),
             bounce_pool: Vec::new(),
             counters: EngineCounters::default(),
+            fsync_on_close: options.files.fsync_on_close,
+            last_was_flush: false,
+            unlink: options.files.unlink && !is_block_device,
         };
         if options.registerfiles {
             engine
@@ -430,11 +473,35 @@ impl UringEngine {
         let fd = self.fd_target();
         let mut bounce = None;
         let entry = match unit.direction {
-            // A flush unit: fsync(2) of the file (fio's fsync, end_fsync).
-            Direction::Write if unit.is_flush() => match fd {
-                Target::Fixed(f) => opcode::Fsync::new(f).build(),
-                Target::Fd(f) => opcode::Fsync::new(f).build(),
-            },
+            // A flush unit: fsync(2) of the file (fio's fsync, end_fsync), or
+            // fdatasync(2) (fio's fdatasync).
+            Direction::Write if unit.synced_range().is_some() => {
+                let range = unit.synced_range().unwrap_or(crate::io::SyncRange {
+                    offset: 0,
+                    len: 0,
+                    flags: 0,
+                });
+                // The ring's length is 32 bits (fio's io_uring engine truncates it too).
+                let len = u32::try_from(range.len).unwrap_or(u32::MAX);
+                match fd {
+                    Target::Fixed(f) => opcode::SyncFileRange::new(f, len),
+                    Target::Fd(f) => opcode::SyncFileRange::new(f, len),
+                }
+                .offset(range.offset)
+                .flags(range.flags)
+                .build()
+            }
+            Direction::Write if unit.is_flush() => {
+                let flags = if unit.is_datasync() {
+                    types::FsyncFlags::DATASYNC
+                } else {
+                    types::FsyncFlags::empty()
+                };
+                match fd {
+                    Target::Fixed(f) => opcode::Fsync::new(f).flags(flags).build(),
+                    Target::Fd(f) => opcode::Fsync::new(f).flags(flags).build(),
+                }
+            }
             Direction::Trim => {
                 let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
                 match fd {
@@ -790,12 +857,14 @@ impl Engine for UringEngine {
             return Ok(());
         }
         if unit.direction == Direction::Trim && self.is_block_device {
+            self.last_was_flush = false;
             self.discard(unit);
             return Ok(());
         }
         let Some(slot) = self.free_slots.pop() else {
             return Err(unit);
         };
+        self.last_was_flush = unit.is_flush();
         let entry = self.prepare(unit, slot);
         // SAFETY: the entry points into memory owned by the unit (or its bounce buffer)
         // now held in `self.slots[slot]`, which is not touched, moved out or freed until
@@ -866,6 +935,24 @@ impl Engine for UringEngine {
 
     fn close(mut self: Box<Self>) -> Result<EngineCounters, EngineError> {
         self.drain();
+        let file_error = |what: &'static str| {
+            let path = self.path.clone();
+            move |source: io::Error| EngineError::File { path, what, source }
+        };
+        // fio: fsync_on_close flushes before the close, unlink removes the file after it.
+        if self.fsync_on_close && !self.last_was_flush {
+            self.file
+                .sync_all()
+                .map_err(file_error("fsync (fsync_on_close)"))?;
+        }
+        if self.unlink {
+            match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(file_error("unlinking (unlink)")(e));
+                }
+                _ => {}
+            }
+        }
         Ok(self.counters)
     }
 }
@@ -1004,7 +1091,45 @@ fn lay_out(options: &UringOptions, path: &str) -> Result<(), EngineError> {
                     .map_err(file_error("laying out"))?;
                 left -= step as u64;
             }
-            file.sync_all().map_err(file_error("syncing the layout"))?;
+            if options.files.create_fsync {
+                file.sync_all().map_err(file_error("syncing the layout"))?;
+            }
+        }
+    }
+    // fio drops what the layout left in the cache whatever `invalidate` says.
+    file_setup::invalidate(&file, path, false, from, wanted - from);
+    Ok(())
+}
+
+/// fio's `td_io_open_file` and `pre_read`: the job's range (from `range_offset_bytes` to
+/// the job's size, or the file's end) is read once (`pre_read`) or dropped from the cache
+/// (`invalidate`), then advised (`fadvise_hint`).
+fn prepare_cache(
+    file: &File,
+    options: &UringOptions,
+    path: &str,
+    is_block_device: bool,
+    size_bytes: u64,
+) -> Result<(), EngineError> {
+    let files = &options.files;
+    let offset = files.range_offset_bytes;
+    let len = options
+        .size_bytes
+        .unwrap_or(size_bytes)
+        .min(size_bytes)
+        .saturating_sub(offset);
+    if let Some(block) = files.pre_read_block_bytes {
+        file_setup::pre_read(file, offset, len, block).map_err(|source| EngineError::File {
+            path: path.to_string(),
+            what: "reading the job's range first (pre_read)",
+            source,
+        })?;
+    } else if files.invalidate {
+        file_setup::invalidate(file, path, is_block_device, offset, len);
+    }
+    if let Some(advice) = files.advice {
+        if let Err(error) = file_setup::advise(file, offset, len, advice) {
+            tracing::warn!(path, %error, "fadvise_hint: posix_fadvise failed");
         }
     }
     Ok(())

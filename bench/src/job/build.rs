@@ -425,6 +425,16 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
         // A read-only job with verify checks what an earlier run (or an earlier job) wrote,
         // as fio does; nothing to refuse here.
     }
+    // Verify blocks are cut at the verify interval; a length of any byte count leaves a
+    // remainder no header describes (fio lets the job run and fail its verify).
+    if spec.bs_unaligned && spec.verify != VerifyKind::None {
+        return Err(conflict(
+            "bs_unaligned",
+            "verify",
+            "verify needs block sizes that are multiples of its interval; bs_unaligned gives \
+             any length",
+        ));
+    }
     if set("verify_backlog") && spec.verify == VerifyKind::None {
         return Err(conflict(
             "verify_backlog",

@@ -46,7 +46,16 @@
 //! - `filesize` past the end of a LUN or block device is refused (fio ends the job at the
 //!   device's end), and so is `filesize` with a list of LUNs;
 //! - `--terse-version` other than 3 is refused; `steadystate` is judged per job (fio pools
-//!   a reporting group's jobs under `group_reporting`).
+//!   a reporting group's jobs under `group_reporting`);
+//! - `pre_read` with `direct=1` is refused (fio's pre-read buffer is not aligned for
+//!   O_DIRECT and its job fails with EIO); `create_on_open` and `file_append` on a job that
+//!   reads are refused (fio reads nothing from the new empty file, or lays the file out
+//!   anew over what it would append to); `bs_unaligned` with `verify` is refused;
+//! - `mem`/`iomem` other than `malloc` is refused (the I/O buffers are heap memory);
+//!   `offset_align=0` aligns to the minimum block size, as fio's HOWTO says (fio 3.42
+//!   divides by it and dies); `sync_file_range=...:N` needs a number after the colon (fio
+//!   reads anything else as 0, never);
+//! - `unlink_each_loop` is refused (the engine keeps its file open across loops).
 //!
 //! `numjobs` is kept in each spec, not expanded (see [`JobSpec`]).
 
@@ -59,6 +68,7 @@ pub mod build;
 pub mod cli;
 pub mod error;
 pub mod error_policy;
+pub mod file_options;
 pub mod ini;
 pub mod options;
 pub mod render;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::error::{JobError, Origin, Suggestion, ValueError};
 use super::error_policy::ErrorPolicy;
+use super::file_options::{FadviseHint, SyncFileRange};
 use super::render::{self, changed, changed_flag};
 use super::spec;
 use super::spec::{
@@ -137,6 +138,16 @@ macro_rules! opt {
         }
     };
 }
+
+/// fio's `mem` values other than malloc.
+const MEM_TYPES_FIO: &[&str] = &[
+    "shm",
+    "shmhuge",
+    "mmap",
+    "mmaphuge",
+    "mmapshared",
+    "cudamalloc",
+];
 
 /// Every job option iscsi-bench accepts.
 #[rustfmt::skip]
@@ -274,6 +285,18 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!("offset" ["fileoffset"], Required, Region, "int[%]", default "0", "Start of the region",
         apply |s| s.spec().offset = s.parse_kb(value::parse_size_or_percent)?,
         render |spec, base| (spec.offset != base.offset).then(|| render::size(spec.offset))),
+    // fio's HOWTO: 0 means the minimum block size (fio 3.42 itself dies of a division by
+    // zero when 0 is given with a percentage offset).
+    opt!("offset_align", Required, Region, "int", default "0",
+        "A percentage offset is aligned up to this (0: the minimum block size)",
+        apply |s| s.spec().offset_align = s.parse_kb(value::parse_size)?,
+        render |spec, base| changed(spec.offset_align, base.offset_align)),
+    opt!("bs_unaligned" ["blocksize_unaligned"], Flag, Pattern, "bool", default "0",
+        "bsrange gives any length in the range, not only multiples of its minimum",
+        flag bs_unaligned),
+    opt!("serialize_overlap", Flag, Depth, "bool", default "0",
+        "An I/O that overlaps one in flight waits for it to complete",
+        flag serialize_overlap),
     opt!("offset_increment", Required, Region, "int[%]", default "0",
         "Extra offset per numjobs clone",
         apply |s| s.spec().offset_increment = Some(s.parse_kb(value::parse_size_or_percent)?),
@@ -442,6 +465,17 @@ pub static OPTIONS: &[OptionDef] = &[
     opt!("fsync", Required, Target, "int", default "0",
         "Flush (fsync; SYNCHRONIZE CACHE on a LUN) after every this many writes",
         count(0) fsync),
+    opt!("fdatasync", Required, Target, "int", default "0",
+        "Flush the data (fdatasync; SYNCHRONIZE CACHE on a LUN) after every this many writes",
+        count(0) fdatasync),
+    opt!("sync_file_range", Required, Target, "wait_before,write,wait_after[:int]",
+        default "none",
+        "sync_file_range(2) of the range written, after every int writes (SYNCHRONIZE CACHE on a LUN)",
+        apply |s| s.spec().sync_file_range = Some(match SyncFileRange::parse(s.text()) {
+            Ok(sfr) => sfr,
+            Err(why) => return s.fail(&why),
+        }),
+        render |spec, _base| spec.sync_file_range.map(|sfr| sfr.render())),
     opt!("end_fsync", Flag, Target, "bool", default "0",
         "Flush once the job's I/O is done", flag end_fsync),
     opt!("sync", Required, Target, "none|0|sync|1|dsync", default "none",
@@ -472,6 +506,78 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         render |spec, base| (spec.fallocate != base.fallocate)
             .then(|| spec.fallocate.fio_name().to_string())),
+    // fio's file options (see `file_options`): on the io_uring engine's files, with
+    // fio's meaning; taken and without effect on a LUN, as fio's diskless libiscsi engine.
+    opt!("invalidate", Flag, Target, "bool", default "1",
+        "Drop the page cache of the job's range when the file is opened",
+        flag files.invalidate),
+    opt!("overwrite", Flag, Target, "bool", default "0",
+        "A write job's file is written out first, so its writes overwrite allocated blocks",
+        flag files.overwrite),
+    opt!("pre_read", Flag, Target, "bool", default "0",
+        "Read the job's range once before the job (turns invalidate off)",
+        flag files.pre_read),
+    opt!("fadvise_hint", Required, Target, "0|1|random|sequential|noreuse", default "1",
+        "posix_fadvise advice over the job's range (1: random or sequential as the job is)",
+        apply |s| s.spec().files.fadvise_hint = match FadviseHint::parse(s.text()) {
+            Some(hint) => hint,
+            None => return s.fail("expected 0, 1, random, sequential or noreuse"),
+        },
+        render |spec, base| (spec.files.fadvise_hint != base.files.fadvise_hint)
+            .then(|| spec.files.fadvise_hint.fio_name().to_string())),
+    opt!("fsync_on_close", Flag, Target, "bool", default "0",
+        "A writing job flushes at its end and when it closes the file",
+        flag files.fsync_on_close),
+    opt!("unlink", Flag, Target, "bool", default "0",
+        "Remove the (regular) file when the job is done", flag files.unlink),
+    opt!("create_on_open", Flag, Target, "bool", default "0",
+        "Create the file when the job opens it, not laid out first (jobs that only write)",
+        flag files.create_on_open),
+    opt!("file_append", Flag, Target, "bool", default "0",
+        "A write job on an existing regular file starts at its end (jobs that only write)",
+        flag files.file_append),
+    opt!("create_only", Flag, Target, "bool", default "0",
+        "Lay the file out and end the job without I/O", flag files.create_only),
+    opt!("create_fsync", Flag, Target, "bool", default "1",
+        "fsync a file once it is laid out", flag files.create_fsync),
+    opt!("create_serialize", Flag, Target, "bool", default "1",
+        "Lay files out one job after another (always so here: 0 is taken, no effect)",
+        flag files.create_serialize),
+    opt!("allow_file_create", Flag, Target, "bool", default "1",
+        "A missing file may be created", flag files.allow_file_create),
+    opt!("allow_mounted_write", Flag, Target, "bool", default "0",
+        "A job may write to a mounted block device", flag files.allow_mounted_write),
+    opt!("lockmem", Required, Buffers, "int", default "0",
+        "Hold this much memory locked (mlock) while the job runs",
+        apply |s| s.spec().files.lockmem_bytes = s.parse_kb(value::parse_size)?,
+        render |spec, base| changed(spec.files.lockmem_bytes, base.files.lockmem_bytes)),
+    // fio's other buffer types (shm, mmap, huge pages, GPU memory) are refused by value:
+    // iscsi-bench's buffers are heap memory, page-aligned (`page_alloc`).
+    opt!("mem" ["iomem"], Required, Buffers, "malloc", default "malloc",
+        "How I/O buffers are allocated (malloc only)",
+        apply |s| match s.text() {
+            "malloc" => {}
+            other if MEM_TYPES_FIO.contains(&other.split(':').next().unwrap_or(other)) => {
+                return s.fail("iscsi-bench's I/O buffers are heap memory: only malloc (fio's \
+                               default) is supported");
+            }
+            _ => return s.fail("expected malloc (fio also has shm, shmhuge, mmap, \
+                                mmaphuge, mmapshared, cudamalloc)"),
+        },
+        render |_spec, _base| None),
+    opt!("hugepage-size", Required, Buffers, "int", default "2m",
+        "Huge page size for fio's huge page buffers (taken; no effect with mem=malloc)",
+        apply |s| s.spec().files.hugepage_size_bytes = s.parse_kb(value::parse_size)?,
+        render |spec, base| changed(spec.files.hugepage_size_bytes,
+            base.files.hugepage_size_bytes)),
+    opt!("exec_prerun", Required, Job, "str", default "none",
+        "Shell command run before the job (output in <job>.prerun.txt)",
+        apply |s| s.spec().files.exec_prerun = Some(s.text().to_string()),
+        render |spec, _base| spec.files.exec_prerun.clone()),
+    opt!("exec_postrun", Required, Job, "str", default "none",
+        "Shell command run after the job (output in <job>.postrun.txt)",
+        apply |s| s.spec().files.exec_postrun = Some(s.text().to_string()),
+        render |spec, _base| spec.files.exec_postrun.clone()),
     opt!("io_submit_mode", Required, Depth, "inline|offload", default "inline",
         "Who submits the I/Os (offload: taken, the job thread or the shard submits)",
         apply |s| s.spec().io_submit_offload = match s.text() {
@@ -1167,22 +1273,11 @@ pub static UNSUPPORTED: &[&str] = &[
     "lockfile",
     "unique_filename",
     "opendir",
-    "bs_unaligned",
-    "blocksize_unaligned",
     "bs_is_seq_rand",
-    "serialize_overlap",
-    "file_append",
-    "offset_align",
     "nrfiles",
     "openfiles",
-    "fadvise_hint",
-    "fdatasync",
     "write_barrier",
-    "sync_file_range",
     "atomic",
-    "overwrite",
-    "mem",
-    "iomem",
     "verify_async",
     "verify_backlog_batch",
     "experimental_verify",
@@ -1202,8 +1297,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "merge_blktrace_file",
     "merge_blktrace_scalars",
     "merge_blktrace_iters",
-    "exec_prerun",
-    "exec_postrun",
     "ioscheduler",
     "zonecapacity",
     "read_beyond_wp",
@@ -1212,20 +1305,9 @@ pub static UNSUPPORTED: &[&str] = &[
     "ignore_zone_limits",
     "zone_reset_threshold",
     "zone_reset_frequency",
-    "lockmem",
-    "invalidate",
     "write_hint",
-    "create_serialize",
-    "create_fsync",
-    "create_on_open",
-    "create_only",
-    "allow_file_create",
-    "allow_mounted_write",
-    "pre_read",
     "numa_cpu_nodes",
     "numa_mem_policy",
-    "fsync_on_close",
-    "unlink",
     "unlink_each_loop",
     "log_max_value",
     "log_prio",
@@ -1240,7 +1322,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "cgroup_weight",
     "uid",
     "gid",
-    "hugepage-size",
     "cmdprio_percentage",
     "cmdprio_class",
     "cmdprio",
@@ -1854,6 +1935,9 @@ mod tests {
             "file_service_type" => "random:2",
             "continue_on_error" => "io",
             "fallocate" => "truncate",
+            "fadvise_hint" => "noreuse",
+            "sync_file_range" => "wait_before,write:4",
+            "exec_prerun" | "exec_postrun" => "echo hi > x",
             "ignore_error" => "EIO:ETIMEDOUT,110",
             "description" | "initiator_name" | "chap_username" | "chap_secret" => "some text",
             "rate_cycle" => "250ms",
@@ -1864,6 +1948,7 @@ mod tests {
             "zoneskip" => "2z",
             "filesize" => "1m-2m",
             "offset" | "size" => "25%",
+            "mem" | "iomem" => "malloc",
             "bsrange" => "4k-16k",
             "percentile_list" => "50:99",
             "cpus_allowed" => "0",
@@ -1907,7 +1992,7 @@ mod tests {
                 ..
             }
         ));
-        let fsync = unknown_option("fdatasync", &Origin::Builtin);
+        let fsync = unknown_option("write_barrier", &Origin::Builtin);
         assert!(matches!(fsync, JobError::Unsupported { .. }));
         assert!(fsync.to_string().contains("does not support"), "{fsync}");
     }
@@ -2071,7 +2156,7 @@ mod tests {
         );
         assert!(cmdhelp("all").unwrap().contains("header_digest"));
         assert!(matches!(
-            cmdhelp("fdatasync"),
+            cmdhelp("write_barrier"),
             Err(JobError::Unsupported { .. })
         ));
         assert!(matches!(
@@ -2115,7 +2200,7 @@ mod tests {
             typo.to_string().contains("did you mean \"iodepth\""),
             "{typo}"
         );
-        let unsupported = cmdhelp("--cmdhelp=fdatasync").unwrap_err();
+        let unsupported = cmdhelp("--cmdhelp=write_barrier").unwrap_err();
         assert!(matches!(unsupported, JobError::Unsupported { .. }));
     }
 

@@ -362,6 +362,15 @@ pub struct JobSpec {
     pub zoneskip: ZoneSkip,
     pub offset: SizeSpec,
     pub offset_increment: Option<SizeSpec>,
+    /// `offset_align`: what an offset given as a percentage (or moved by a percentage
+    /// `offset_increment`) is aligned up to; 0 for the minimum block size.
+    pub offset_align: u64,
+    /// `bs_unaligned`: a `bsrange` gives any length in it, not only multiples of its
+    /// minimum.
+    pub bs_unaligned: bool,
+    /// `serialize_overlap`: an I/O that overlaps one in flight waits for it (jobs that
+    /// write or trim with iodepth above 1, as in fio).
+    pub serialize_overlap: bool,
     /// `fill_device`/`fill_fs`.
     pub fill_device: bool,
     pub io_size: Option<SizeSpec>,
@@ -413,10 +422,19 @@ pub struct JobSpec {
     /// `fsync`: a flush after every this many writes (0: none); `end_fsync`: one at the
     /// end; `sync`: open flags for files (`O_SYNC`/`O_DSYNC`; FUA writes on a LUN).
     pub fsync: u32,
+    /// `fdatasync`: a data flush after every this many writes (0: none; fsync=N's flush
+    /// goes first where both fall due).
+    pub fdatasync: u32,
+    /// `sync_file_range`: a range flush after every N writes, fdatasync=N's and
+    /// fsync=N's first where they fall due.
+    pub sync_file_range: Option<super::file_options::SyncFileRange>,
     pub end_fsync: bool,
     pub sync: SyncMode,
     /// `fallocate`: how a regular file the job lays out or extends is allocated.
     pub fallocate: Fallocate,
+    /// fio's file options (`invalidate`, `pre_read`, `unlink`, ...) and `exec_prerun`/
+    /// `exec_postrun`.
+    pub files: super::file_options::FileOptions,
     /// `io_submit_mode=offload` (taken; see the option's help).
     pub io_submit_offload: bool,
     /// `write_hist_log`, `log_hist_msec` (0: nothing logged, fio's default) and
@@ -646,6 +664,9 @@ impl JobSpec {
             zoneskip: ZoneSkip::Bytes(0),
             offset: SizeSpec::Bytes(0),
             offset_increment: None,
+            offset_align: 0,
+            bs_unaligned: false,
+            serialize_overlap: false,
             fill_device: false,
             io_size: None,
             number_ios: None,
@@ -674,9 +695,12 @@ impl JobSpec {
             iodepth_low: None,
             io_submit_offload: false,
             fsync: 0,
+            fdatasync: 0,
+            sync_file_range: None,
             end_fsync: false,
             sync: SyncMode::None,
             fallocate: Fallocate::Native,
+            files: Default::default(),
             verify_interval: None,
             verify_offset: 0,
             latency_target: None,
@@ -865,7 +889,7 @@ impl JobSpec {
             return Err(zero("the target is 0 bytes long".into()));
         }
         let align = self.min_block_size_bytes().max(1);
-        // fio aligns offsets given as a percentage to the minimum block size.
+        // A size given as a percentage is aligned down to the minimum block size.
         let resolve = |spec: SizeSpec, of: u64| -> u64 {
             match spec {
                 SizeSpec::Bytes(bytes) => bytes,
@@ -875,19 +899,37 @@ impl JobSpec {
                 }
             }
         };
-        let increment = self
-            .offset_increment
-            .map(|spec| resolve(spec, target_bytes))
-            .unwrap_or(0);
-        let offset_bytes = resolve(self.offset, target_bytes)
+        // fio's get_start_offset: the offset and the clone's increment, either given as
+        // a percentage, are added unaligned and the sum aligned up to `offset_align`.
+        let raw = |spec: SizeSpec| match spec {
+            SizeSpec::Bytes(bytes) => (bytes, false),
+            SizeSpec::Percent(pct) => (
+                (u128::from(target_bytes) * u128::from(pct) / 100) as u64,
+                true,
+            ),
+        };
+        let (offset, offset_pct) = raw(self.offset);
+        let (increment, increment_pct) = self.offset_increment.map_or((0, false), raw);
+        let past_end = || JobError::PastEnd {
+            at: self.origin.clone(),
+            job: self.name.clone(),
+            offset_bytes: u64::MAX,
+            len_bytes: 0,
+            target_bytes,
+        };
+        let mut offset_bytes = offset
             .checked_add(increment.saturating_mul(u64::from(clone_index)))
-            .ok_or_else(|| JobError::PastEnd {
-                at: self.origin.clone(),
-                job: self.name.clone(),
-                offset_bytes: u64::MAX,
-                len_bytes: 0,
-                target_bytes,
-            })?;
+            .ok_or_else(past_end)?;
+        if offset_pct || increment_pct {
+            let to = match self.offset_align {
+                0 => align,
+                bytes => bytes,
+            };
+            offset_bytes = offset_bytes
+                .div_ceil(to)
+                .checked_mul(to)
+                .ok_or_else(past_end)?;
+        }
         if offset_bytes >= target_bytes {
             return Err(JobError::PastEnd {
                 at: self.origin.clone(),

@@ -88,6 +88,8 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         flow: None,
         steadystate: None,
         fsync_every: 0,
+        fdatasync_every: 0,
+        sync_file_range: None,
         verify_only: false,
         verify_state_save: None,
         latency_target: None,
@@ -112,6 +114,11 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         live: Arc::new(LiveCounters::new()),
         progress: Arc::new(JobProgress::default()),
         shared_verify: None,
+        exec_prerun: None,
+        exec_postrun: None,
+        create_only: false,
+        lockmem_bytes: 0,
+        serialize_overlap: false,
     });
     assert_eq!(outcome.error, 0, "{}", outcome.error_text);
     let read = outcome.stats.dir(Direction::Read).expect("reads");

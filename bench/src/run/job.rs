@@ -97,6 +97,12 @@ pub struct JobSetup {
     pub verify_state_save: Option<std::path::PathBuf>,
     /// fio's `fsync`: a flush after every this many writes (0: never).
     pub fsync_every: u32,
+    /// fio's `fdatasync`: a flush of the data after every this many writes (0: never),
+    /// unless an `fsync` is due after the same write.
+    pub fdatasync_every: u32,
+    /// fio's `sync_file_range`: a flush of the range written since the last flush after
+    /// every this many writes, unless an fsync or fdatasync is due.
+    pub sync_file_range: Option<crate::job::file_options::SyncFileRange>,
     /// fio's `end_fsync`: a flush when the job's I/O is done.
     pub end_fsync: bool,
     /// fio's steady-state detection (`ss_dur` > 0).
@@ -135,6 +141,15 @@ pub struct JobSetup {
     /// `verify_shared`: the ledger the job verifies against with the other writers of
     /// its target.
     pub shared_verify: Option<SharedVerify>,
+    /// fio's `exec_prerun`/`exec_postrun` (see `hooks`).
+    pub exec_prerun: Option<String>,
+    pub exec_postrun: Option<String>,
+    /// fio's `create_only`: the file is laid out (the engine is open); no I/O follows.
+    pub create_only: bool,
+    /// fio's `serialize_overlap`: an I/O that overlaps one in flight waits for it.
+    pub serialize_overlap: bool,
+    /// fio's `lockmem`: bytes held locked while the job runs (0: none).
+    pub lockmem_bytes: u64,
 }
 
 /// What a job thread hands back.
@@ -244,8 +259,19 @@ struct Driver {
     verify_only: bool,
     /// `fsync`: writes between flushes (0: none), writes since the last, a flush owed.
     fsync_every: u32,
-    writes_since_flush: u32,
+    fdatasync_every: u32,
+    sync_file_range: Option<crate::job::file_options::SyncFileRange>,
+    serialize_overlap: bool,
+    /// Writes queued so far: fio's fsync/fdatasync fall due on its multiples.
+    writes_issued: u64,
     flush_due: bool,
+    /// The flush due is fdatasync=N's, not fsync=N's.
+    datasync_due: bool,
+    /// The flush due is sync_file_range's.
+    range_due: bool,
+    /// What completed writes covered since the last flush completed, `[start, end)`
+    /// (fio's `first_write`/`last_write`).
+    written: Option<(u64, u64)>,
     /// Flushes in flight (id to start time) and their latencies (fio's "sync" entry).
     flushes: TagMap<u64, (u64, bool)>,
     sync_lat: crate::stats::LatencyStat,
@@ -393,11 +419,18 @@ impl Driver {
         match self.engine.queue(unit) {
             Ok(()) => {
                 self.next_id += 1;
-                if planned.direction == Direction::Write && self.fsync_every > 0 {
-                    self.writes_since_flush += 1;
-                    if self.writes_since_flush >= self.fsync_every {
-                        self.writes_since_flush = 0;
-                        self.flush_due = true;
+                if planned.direction == Direction::Write {
+                    // fio (io_u.c get_rw_ddir): fsync first where both fall due.
+                    self.writes_issued += 1;
+                    let writes = self.writes_issued;
+                    let due = |every: u32| every > 0 && writes.is_multiple_of(u64::from(every));
+                    let range_every = self.sync_file_range.map_or(0, |sfr| sfr.every);
+                    if due(self.fsync_every) {
+                        (self.flush_due, self.datasync_due, self.range_due) = (true, false, false);
+                    } else if due(self.fdatasync_every) {
+                        (self.flush_due, self.datasync_due, self.range_due) = (true, true, false);
+                    } else if due(range_every) {
+                        (self.flush_due, self.datasync_due, self.range_due) = (true, false, true);
                     }
                 }
                 self.in_flight.insert(
@@ -444,13 +477,42 @@ impl Driver {
         }
     }
 
+    /// Whether `planned` shares a byte of its file with an I/O in flight.
+    fn overlaps_in_flight(&self, planned: &PlannedIo) -> bool {
+        let end = planned.offset.saturating_add(u64::from(planned.len));
+        self.in_flight.values().any(|meta| {
+            let other = &meta.planned;
+            other.file == planned.file
+                && other.offset < end
+                && planned.offset < other.offset.saturating_add(u64::from(other.len))
+        })
+    }
+
     /// Queues a flush unit (fio's DDIR_SYNC I/O), counted in the "sync" results when
     /// `counted` (fio counts fsync=N's, not end_fsync's); false when the engine is full.
+    /// An fdatasync=N flush that is due goes as a data flush, counted as fio 3.42 counts
+    /// it (3.33 counted only the fsyncs).
     fn queue_flush(&mut self, counted: bool) -> bool {
         let id = self.next_id;
-        match self.engine.queue(IoUnit::flush(id, 0)) {
+        let datasync = counted && self.datasync_due;
+        let range = match (counted && self.range_due, self.sync_file_range) {
+            (true, Some(sfr)) => Some(crate::io::SyncRange {
+                offset: self.written.map_or(0, |(start, _)| start),
+                len: self.written.map_or(0, |(start, end)| end - start),
+                flags: sfr.flags,
+            }),
+            _ => None,
+        };
+        let unit = match range {
+            Some(range) => IoUnit::sync_range(id, 0, range),
+            None if datasync => IoUnit::datasync(id, 0),
+            None => IoUnit::flush(id, 0),
+        };
+        match self.engine.queue(unit) {
             Ok(()) => {
                 self.next_id += 1;
+                self.datasync_due = false;
+                self.range_due = false;
                 self.flushes.insert(id, (self.now_ns(), counted));
                 self.queued.push(id);
                 self.flush_due = false;
@@ -559,6 +621,8 @@ impl Driver {
     fn complete(&mut self, io: IoDone, complete_ns: u64, verifier: Option<&Verifier>) -> bool {
         let IoDone { unit, result } = io;
         if let Some((start_ns, counted)) = self.flushes.remove(&unit.id) {
+            // fio starts the written range anew once any flush completes.
+            self.written = None;
             match result {
                 Ok(()) if counted => self.sync_lat.record(complete_ns.saturating_sub(start_ns)),
                 Ok(()) => {}
@@ -589,6 +653,13 @@ impl Driver {
                 Err(_) => Some(UnknownCause::WriteFailed),
             };
             self.write_results.push((meta.planned, failure));
+        }
+        if direction == Direction::Write && result.is_ok() {
+            let end = unit.offset.saturating_add(u64::from(unit.len));
+            self.written = Some(match self.written {
+                Some((start, last)) => (start.min(unit.offset), last.max(end)),
+                None => (unit.offset, end),
+            });
         }
         match result {
             Ok(()) => {
@@ -962,6 +1033,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         verify_only,
         verify_state_save,
         fsync_every,
+        fdatasync_every,
+        sync_file_range,
         end_fsync,
         steadystate,
         flow,
@@ -984,6 +1057,11 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         live,
         progress,
         shared_verify,
+        exec_prerun,
+        exec_postrun,
+        create_only,
+        lockmem_bytes,
+        serialize_overlap,
     } = setup;
     if let Some(cpus) = cpus.as_ref().filter(|c| !c.is_empty()) {
         if let Err(e) = allow_cpus(cpus) {
@@ -1042,8 +1120,14 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         max_latency_ns,
         verify_only,
         fsync_every,
-        writes_since_flush: 0,
+        fdatasync_every,
+        sync_file_range,
+        serialize_overlap,
+        writes_issued: 0,
         flush_due: false,
+        datasync_due: false,
+        range_due: false,
+        written: None,
         flushes: TagMap::default(),
         sync_lat: crate::stats::LatencyStat::new(),
         steadystate,
@@ -1087,8 +1171,30 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         },
         Ordering::Relaxed,
     );
-    let result =
-        engine_ready.and_then(|()| main_phase(&mut driver, &mut workload, ramp_end, deadline));
+    // fio pins lockmem's memory first; a job that cannot does no I/O.
+    let pinned = (lockmem_bytes > 0).then(|| {
+        super::pinned::PinnedMemory::lock(lockmem_bytes)
+            .map_err(|e| format!("lockmem: locking {lockmem_bytes} bytes: {e}"))
+    });
+    // Held (locked) until the job's end: `_pinned` lives to the end of this function.
+    let (engine_ready, _pinned) = match pinned {
+        Some(Err(e)) => (Err(e), None),
+        Some(Ok(pinned)) => (engine_ready, Some(pinned)),
+        None => (engine_ready, None),
+    };
+    // fio: a prerun that fails skips the job's I/O and its postrun, with no error.
+    let prerun_ok = match &exec_prerun {
+        Some(command) => super::hooks::run(&name, super::hooks::Hook::Prerun, command)
+            .map_err(|why| eprintln!("iscsi-bench: {name}: {why}: the job does no I/O, as in fio"))
+            .is_ok(),
+        None => true,
+    };
+    let result = engine_ready.and_then(|()| {
+        if create_only || !prerun_ok {
+            return Ok(());
+        }
+        main_phase(&mut driver, &mut workload, ramp_end, deadline)
+    });
     if let Err(e) = result {
         driver.fail(e);
     }
@@ -1200,6 +1306,12 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
             EngineCounters::default()
         }
     };
+    if let (Some(command), true) = (&exec_postrun, prerun_ok) {
+        // A failed postrun changes nothing in fio.
+        if let Err(why) = super::hooks::run(&name, super::hooks::Hook::Postrun, command) {
+            eprintln!("iscsi-bench: {name}: {why}");
+        }
+    }
     JobOutcome {
         stats,
         intervals,
@@ -1406,6 +1518,11 @@ fn main_loop(
                 driver.skip_write(planned);
                 workload.on_complete(driver.now());
                 continue;
+            }
+            if driver.serialize_overlap && driver.overlaps_in_flight(&planned) {
+                // fio's serialize_overlap: it waits until what it overlaps completes.
+                *pending = Some(planned);
+                break;
             }
             if !driver.queue(planned, verifier, asked_at) {
                 *pending = Some(planned);

@@ -7,14 +7,18 @@ mod buffers;
 mod dump;
 mod exits;
 pub mod flow;
+mod hooks;
 pub mod interrupt;
 #[cfg(test)]
 mod issue_time_tests;
 pub mod job;
 pub mod latency_target;
 mod overlap;
+mod pinned;
 pub mod priority;
 pub mod report;
+#[cfg(test)]
+mod serialize_tests;
 pub mod setup;
 pub mod shared_verify;
 mod start_latch;
@@ -165,6 +169,15 @@ pub fn run_gated(
                 job: spec.name.clone(),
             });
         }
+        // fio's file_append: the job starts at the file's end as it is now.
+        let appended;
+        let spec = match setup::appended(spec)? {
+            Some(moved) => {
+                appended = moved;
+                &appended
+            }
+            None => spec,
+        };
         for clone in 0..spec.numjobs.max(1) {
             job_number += 1;
             let seed = crate::workload::job_seed(
@@ -300,9 +313,14 @@ pub fn run_gated(
                     spec.prio,
                 ),
                 fsync_every: spec.fsync,
+                fdatasync_every: spec.fdatasync,
+                sync_file_range: spec.sync_file_range,
                 verify_only: spec.verify_only,
                 verify_state_save,
-                end_fsync: spec.end_fsync,
+                // fio's fsync_on_close flushes at the end of a writing job as end_fsync
+                // does (and once more as the file closes: the engine's part).
+                end_fsync: spec.end_fsync
+                    || (spec.files.fsync_on_close && spec.does(crate::io::Direction::Write)),
                 steadystate: (!spec.ss_dur.is_zero()).then(|| {
                     steadystate::SteadyState::new(
                         spec.steadystate,
@@ -352,6 +370,15 @@ pub fn run_gated(
                 live: Arc::clone(&live),
                 progress: Arc::new(JobProgress::default()),
                 shared_verify,
+                exec_prerun: spec.files.exec_prerun.clone(),
+                exec_postrun: spec.files.exec_postrun.clone(),
+                create_only: spec.files.create_only,
+                lockmem_bytes: spec.files.lockmem_bytes,
+                // fio drops it where nothing changes data or one I/O is in flight.
+                serialize_overlap: spec.serialize_overlap
+                    && spec.iodepth > 1
+                    && (spec.does(crate::io::Direction::Write)
+                        || spec.does(crate::io::Direction::Trim)),
             };
             prepared.push(Prepared {
                 spec_index,

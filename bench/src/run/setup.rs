@@ -156,7 +156,12 @@ pub fn engine_config(
             } else {
                 LayoutPolicy::Extend
             };
+            // overwrite: a write job's file is written out too, as for a read job.
+            if spec.files.overwrite {
+                options.layout = LayoutPolicy::WriteOut;
+            }
             options.fallocate = spec.fallocate;
+            options.files = file_setup(spec)?;
             options.direct = spec.direct;
             options.fixedbufs = spec.fixedbufs;
             options.registerfiles = spec.registerfiles;
@@ -336,6 +341,83 @@ pub fn rate_floor(spec: &JobSpec) -> Option<RateFloor> {
     config.is_set().then(|| RateFloor::new(config))
 }
 
+/// fio's `file_append` (filesetup.c `get_start_offset`): a job on an existing regular file
+/// through io_uring starts at its end; `None` where the option is off or has no file to
+/// act on (fio appends to regular files only; on a LUN it means nothing).
+pub fn appended(spec: &JobSpec) -> Result<Option<JobSpec>, SetupError> {
+    if !spec.files.file_append || spec.engine() != EngineKind::IoUring {
+        return Ok(None);
+    }
+    let Some(Target::Path(path)) = &spec.filename else {
+        return Ok(None);
+    };
+    if spec.does(Direction::Read) || spec.verify != JobVerify::None {
+        return Err(SetupError::Option {
+            job: spec.name.clone(),
+            option: "file_append",
+            value: "1".into(),
+            why: "fio lays the whole file out anew (O_TRUNC) before a job that reads, so \
+                  there is nothing to append to: give it to jobs that only write",
+        });
+    }
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let mut moved = spec.clone();
+    moved.offset = SizeSpec::Bytes(meta.len());
+    moved.offset_increment = None;
+    Ok(Some(moved))
+}
+
+/// The io_uring engine's part of fio's file options (`job::file_options`).
+fn file_setup(spec: &JobSpec) -> Result<crate::engine::file_setup::FileSetup, SetupError> {
+    let files = &spec.files;
+    // fio's td_write: trims alone neither flush nor count as writes to a mounted device.
+    let writes = spec.does(Direction::Write);
+    if files.pre_read && spec.direct {
+        // fio reads into an unaligned buffer, which O_DIRECT refuses: its job fails (EIO).
+        return Err(SetupError::Option {
+            job: spec.name.clone(),
+            option: "pre_read",
+            value: "1".into(),
+            why: "pre_read with direct=1 fails in fio (EIO: its pre-read buffer is not \
+                  aligned for O_DIRECT); pre-reading past the page cache warms nothing",
+        });
+    }
+    if files.create_on_open && (spec.does(Direction::Read) || spec.verify != JobVerify::None) {
+        return Err(SetupError::Option {
+            job: spec.name.clone(),
+            option: "create_on_open",
+            value: "1".into(),
+            why: "the file is created empty when opened and is not laid out: fio reads \
+                  nothing from it (0-byte reads it counts as done); give it to jobs that \
+                  only write",
+        });
+    }
+    Ok(crate::engine::file_setup::FileSetup {
+        // fio's option check: pre_read turns invalidate off.
+        invalidate: files.invalidate && !files.pre_read,
+        advice: files.fadvise_hint.advice(spec.rw.kind.is_random()),
+        pre_read_block_bytes: files
+            .pre_read
+            .then(|| spec.block_size.get(Direction::Read).max_bytes())
+            .map(|bytes| bytes.min(u64::from(u32::MAX)) as u32),
+        range_offset_bytes: match spec.offset {
+            SizeSpec::Bytes(offset) => offset,
+            SizeSpec::Percent(_) => 0,
+        },
+        fsync_on_close: files.fsync_on_close && writes,
+        unlink: files.unlink,
+        create_fsync: files.create_fsync,
+        allow_create: files.allow_file_create,
+        create_on_open: files.create_on_open,
+        refuse_mounted: writes && !files.allow_mounted_write,
+    })
+}
+
 /// The largest I/O of the job in any direction it uses.
 pub fn max_block_bytes(spec: &JobSpec) -> u32 {
     [Direction::Read, Direction::Write, Direction::Trim]
@@ -359,6 +441,10 @@ fn to_u32(spec: &JobSpec, option: &'static str, value: u64) -> Result<u32, Setup
 fn block_size_spec(spec: &JobSpec, bs: &BlockSize) -> Result<BlockSizeSpec, SetupError> {
     Ok(match bs {
         BlockSize::Fixed(len) => BlockSizeSpec::Fixed(to_u32(spec, "bs", *len)?),
+        BlockSize::Range(range) if spec.bs_unaligned => BlockSizeSpec::RangeUnaligned {
+            min_bytes: to_u32(spec, "bsrange", range.min)?,
+            max_bytes: to_u32(spec, "bsrange", range.max)?,
+        },
         BlockSize::Range(range) => BlockSizeSpec::Range {
             min_bytes: to_u32(spec, "bsrange", range.min)?,
             max_bytes: to_u32(spec, "bsrange", range.max)?,

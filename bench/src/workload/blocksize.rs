@@ -24,6 +24,12 @@ pub(crate) enum BlockSizePicker {
         min_bytes: u32,
         multiples: u32,
     },
+    /// Any length in `[min_bytes, max_bytes]` (fio's `bs_unaligned`), drawn as fio draws
+    /// it: `min + uniform[0, max)`, what passes `max` taken as `max`.
+    Unaligned {
+        min_bytes: u32,
+        max_bytes: u32,
+    },
     /// `(len_bytes, cumulative percent)`, the last at 100.
     Split(Vec<(u32, u32)>),
 }
@@ -50,6 +56,25 @@ impl BlockSizePicker {
                 Ok(BlockSizePicker::Range {
                     min_bytes: *min_bytes,
                     multiples: max_bytes / min_bytes,
+                })
+            }
+            BlockSizeSpec::RangeUnaligned {
+                min_bytes,
+                max_bytes,
+            } => {
+                if *min_bytes == 0 {
+                    return Err(WorkloadError::ZeroBlockSize { direction });
+                }
+                if max_bytes < min_bytes {
+                    return Err(WorkloadError::BlockSizeRangeInverted {
+                        direction,
+                        min_bytes: *min_bytes,
+                        max_bytes: *max_bytes,
+                    });
+                }
+                Ok(BlockSizePicker::Unaligned {
+                    min_bytes: *min_bytes,
+                    max_bytes: *max_bytes,
                 })
             }
             BlockSizeSpec::Split(entries) => Self::split(direction, entries),
@@ -105,6 +130,13 @@ impl BlockSizePicker {
                 let multiple = 1 + rng.below(u64::from(*multiples)) as u32;
                 min_bytes.saturating_mul(multiple)
             }
+            BlockSizePicker::Unaligned {
+                min_bytes,
+                max_bytes,
+            } => {
+                let drawn = u64::from(*min_bytes) + rng.below(u64::from(*max_bytes));
+                drawn.min(u64::from(*max_bytes)) as u32
+            }
             BlockSizePicker::Split(table) => {
                 let draw = rng.below(100) as u32;
                 table
@@ -120,6 +152,7 @@ impl BlockSizePicker {
         match self {
             BlockSizePicker::Fixed(len) => *len,
             BlockSizePicker::Range { min_bytes, .. } => *min_bytes,
+            BlockSizePicker::Unaligned { min_bytes, .. } => *min_bytes,
             BlockSizePicker::Split(table) => table.iter().map(|(len, _)| *len).min().unwrap_or(0),
         }
     }
@@ -131,6 +164,7 @@ impl BlockSizePicker {
                 min_bytes,
                 multiples,
             } => min_bytes.saturating_mul(*multiples),
+            BlockSizePicker::Unaligned { max_bytes, .. } => *max_bytes,
             BlockSizePicker::Split(table) => table.iter().map(|(len, _)| *len).max().unwrap_or(0),
         }
     }
@@ -140,6 +174,11 @@ impl BlockSizePicker {
         match self {
             BlockSizePicker::Fixed(len) => vec![*len],
             BlockSizePicker::Range { min_bytes, .. } => vec![*min_bytes],
+            // Every length in the range (the job refuses verify with bs_unaligned).
+            BlockSizePicker::Unaligned {
+                min_bytes,
+                max_bytes,
+            } => vec![*min_bytes, *max_bytes],
             BlockSizePicker::Split(table) => table.iter().map(|(len, _)| *len).collect(),
         }
     }
@@ -237,6 +276,21 @@ mod tests {
         let counts = counts(&picker, 100_000);
         let share_8k = f64::from(counts.get(&8192).copied().unwrap_or(0)) / 100_000.0;
         assert!((share_8k - 0.70).abs() < 0.01, "{counts:?}");
+    }
+
+    #[test]
+    fn bs_unaligned_draws_any_length_as_fio_does() {
+        let spec = BlockSizeSpec::RangeUnaligned {
+            min_bytes: 1024,
+            max_bytes: 8192,
+        };
+        let picker = BlockSizePicker::new(Direction::Read, &spec).expect("valid");
+        let counts = counts(&picker, 40_000);
+        assert!(counts.keys().all(|len| (1024..=8192).contains(len)));
+        assert!(counts.keys().any(|len| len % 512 != 0), "{counts:?}");
+        // fio's draw past the maximum becomes the maximum: 1/8 of them here.
+        let at_max = counts[&8192];
+        assert!((4_000..6_000).contains(&at_max), "{at_max}");
     }
 
     #[test]

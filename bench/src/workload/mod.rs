@@ -123,6 +123,11 @@ pub enum BlockSizeSpec {
         min_bytes: u32,
         max_bytes: u32,
     },
+    /// fio's `bsrange` with `bs_unaligned`: any length from `min_bytes` to `max_bytes`.
+    RangeUnaligned {
+        min_bytes: u32,
+        max_bytes: u32,
+    },
     /// At most [`BSSPLIT_ENTRIES_MAX`] entries.
     Split(Vec<BsSplitEntry>),
 }
