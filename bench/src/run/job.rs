@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 use crate::job::error_policy::{errno_text, ErrorPolicy, ErrorType, EILSEQ, EIO};
+use crate::output::iolog::IologWriter;
 use crate::output::logs::JobLogs;
 use crate::stats::{
     IntervalRecord, IntervalSnapshot, IoTimes, JobStats, LiveCounters, PathInterval, ResourceUsage,
@@ -124,6 +125,8 @@ pub struct JobSetup {
     pub percentiles: Vec<f64>,
     /// The job's log files, opened (and so checked) before any job starts.
     pub logs: Option<JobLogs>,
+    /// `write_iolog`: the issued I/Os, in fio's iolog format (opened before any job starts).
+    pub iolog: Option<IologWriter>,
     pub cpus: Option<Vec<u32>>,
     pub live: Arc<LiveCounters>,
     pub progress: Arc<JobProgress>,
@@ -228,6 +231,7 @@ struct Driver {
     queued: Vec<u64>,
     stats: JobStats,
     logs: Option<JobLogs>,
+    iolog: Option<IologWriter>,
     write_buffers: WriteBuffers,
     rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
@@ -385,6 +389,15 @@ impl Driver {
         match self.engine.queue(unit) {
             Ok(()) => {
                 self.next_id += 1;
+                if let Some(iolog) = self.iolog.as_mut() {
+                    iolog.io(
+                        start,
+                        planned.file,
+                        planned.direction,
+                        planned.offset,
+                        planned.len,
+                    );
+                }
                 if planned.direction == Direction::Write && self.fsync_every > 0 {
                     self.writes_since_flush += 1;
                     if self.writes_since_flush >= self.fsync_every {
@@ -443,6 +456,9 @@ impl Driver {
         match self.engine.queue(IoUnit::flush(id, 0)) {
             Ok(()) => {
                 self.next_id += 1;
+                if let Some(iolog) = self.iolog.as_mut() {
+                    iolog.sync(self.clock.elapsed(), 0);
+                }
                 self.flushes.insert(id, (self.now_ns(), counted));
                 self.queued.push(id);
                 self.flush_due = false;
@@ -934,6 +950,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         interval,
         percentiles,
         logs,
+        mut iolog,
         cpus,
         live,
         progress,
@@ -971,6 +988,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     if let Some(logs) = logs.as_mut() {
         logs.start_clock(std::time::SystemTime::now());
     }
+    if let Some(iolog) = iolog.as_mut() {
+        iolog.start(Duration::ZERO);
+    }
     drop(_realtime);
     let mut stats = JobStats::new(0, stats_config);
     stats.attach_live(live);
@@ -983,6 +1003,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         queued: Vec::with_capacity(iodepth),
         stats,
         logs,
+        iolog,
         write_buffers: WriteBuffers::new(content, iodepth),
         rate_floor,
         done: Vec::with_capacity(iodepth),
@@ -1085,6 +1106,13 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     if let Some(start) = usage_start {
         if let Ok(end) = ResourceUsage::thread() {
             driver.stats.set_usage(end.since(&start));
+        }
+    }
+    if let Some(iolog) = driver.iolog.as_mut() {
+        if let Err(e) = iolog.finish(Duration::from_nanos(end_ns)) {
+            driver
+                .first_error
+                .get_or_insert(format!("writing write_iolog: {e}"));
         }
     }
     if let Some(logs) = driver.logs.as_mut() {

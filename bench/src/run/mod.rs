@@ -29,6 +29,7 @@ use crate::engine::embedded::EmbeddedTarget;
 use crate::engine::{self, EmbeddedOptions, EngineCounters};
 use crate::job::spec::{Engine as EngineKind, JobSpec, Region, SizeSpec};
 use crate::job::ToolOptions;
+use crate::output::iolog::IologWriter;
 use crate::output::logs::{JobLogs, LogError, LogOptions};
 use crate::output::{JobReport, PercentileOptions, RunReport};
 use crate::stats::{LiveCounters, ResourceUsage, StatsConfig};
@@ -255,6 +256,7 @@ pub fn run_gated(
                 )?),
                 _ => None,
             };
+            let files_named = files.len();
             for file in files {
                 footprints.push(overlap::Footprint {
                     job: spec.name.clone(),
@@ -339,6 +341,18 @@ pub fn run_gated(
                 percentiles: spec.percentile_list.clone(),
                 logs: log_options(spec, job_number)
                     .map(JobLogs::create)
+                    .transpose()
+                    .map_err(|source| RunError::Logs {
+                        job: spec.name.clone(),
+                        source,
+                    })?,
+                iolog: spec
+                    .iolog
+                    .write
+                    .as_ref()
+                    .map(|path| {
+                        IologWriter::create(path, iolog_file_names(spec, clone, files_named))
+                    })
                     .transpose()
                     .map_err(|source| RunError::Logs {
                         job: spec.name.clone(),
@@ -637,6 +651,18 @@ fn job_target(spec: &JobSpec, file: usize) -> Option<&crate::job::spec::Target> 
         0 => spec.filename.as_ref(),
         n => spec.more_filenames.get(n - 1),
     }
+}
+
+/// How `write_iolog` names the job's files: as fio does, by the name it opens (the path
+/// as given, or the file fio would make for a job without one, `$jobname.$jobnum.$filenum`
+/// with clones numbered from 0), an iSCSI LUN by its URL.
+fn iolog_file_names(spec: &JobSpec, clone: u32, count: usize) -> Vec<String> {
+    (0..count.max(1))
+        .map(|file| match job_target(spec, file) {
+            None if spec.engine() != EngineKind::Iscsi => spec.local_file_name(clone),
+            _ => file_name_in_errors(spec, file),
+        })
+        .collect()
 }
 
 /// How a failed I/O's line names its file, as fio names it by its file name.
