@@ -308,3 +308,271 @@ fn write_iolog_appends_as_fio_does() {
     assert_eq!(strip(&mine), strip(&theirs));
     assert_eq!(mine.matches("fio version 3 iolog").count(), 2);
 }
+
+/// One I/O of a replay as the per-I/O latency log shows it (`write_lat_log` with
+/// `log_offset=1`, which fio and iscsi-bench both write): direction (0 read, 1 write,
+/// 2 trim), length and offset, in completion order (issue order at iodepth=1).
+fn replayed_ios(lat_log: &Path) -> Vec<(u8, u64, u64)> {
+    let text =
+        std::fs::read_to_string(lat_log).unwrap_or_else(|e| panic!("{}: {e}", lat_log.display()));
+    text.lines()
+        .map(|line| {
+            let fields: Vec<u64> = line
+                .split(',')
+                .map(|f| f.trim().parse().unwrap_or_else(|_| panic!("{line:?}")))
+                .collect();
+            (fields[2] as u8, fields[3], fields[4])
+        })
+        .collect()
+}
+
+/// A replay's I/Os ([`replayed_ios`]) and its JSON report.
+type Replayed = (Vec<(u8, u64, u64)>, serde_json::Value);
+
+/// Replays `log` with `extra` options in fio and in iscsi-bench (engine `ours_engine` for
+/// us, `fio_engine` for fio), both at iodepth=1; each tool's I/Os and JSON report.
+fn replay_both(
+    dir: &ScratchDir,
+    log: &Path,
+    fio_engine: &str,
+    ours_engine: &str,
+    extra: &[&str],
+) -> [Replayed; 2] {
+    let run = |tool: &dyn Fn(&[&str]) -> Output, name: &str, engine: &str| {
+        let prefix = dir.join(name);
+        let mut args = vec![
+            "--name=replay".to_string(),
+            format!("--ioengine={engine}"),
+            format!("--read_iolog={}", log.display()),
+            format!("--write_lat_log={}", prefix.display()),
+            "--log_offset=1".into(),
+            "--iodepth=1".into(),
+            "--output-format=json".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = tool(&args);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name}: {e}: {}", describe(&out)));
+        let ios = replayed_ios(&dir.join(&format!("{name}_lat.1.log")));
+        (ios, json)
+    };
+    [
+        run(&|a| fio(a), "fio", fio_engine),
+        run(&|a| ours_ok(a), "ours", ours_engine),
+    ]
+}
+
+/// Per-direction I/O counts and bytes of a JSON report's first job.
+fn totals(json: &serde_json::Value) -> [(u64, u64); 3] {
+    let job = &json["jobs"][0];
+    ["read", "write", "trim"].map(|d| {
+        (
+            job[d]["total_ios"].as_u64().unwrap_or(0),
+            job[d]["io_bytes"].as_u64().unwrap_or(0),
+        )
+    })
+}
+
+fn runtime_ms(json: &serde_json::Value) -> u64 {
+    let job = &json["jobs"][0];
+    ["read", "write", "trim"]
+        .iter()
+        .map(|d| job[*d]["runtime"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap()
+}
+
+/// A log fio wrote of a random mixed job (so offsets in fio's own order), replayed by both
+/// on the null engine with `replay_no_stall`: the same I/Os, one for one, in order.
+#[test]
+fn read_iolog_replays_fios_own_log_as_fio_does() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-iolog", "replay-fio-log");
+    let log = dir.join("trace.log");
+    let arg = format!("--write_iolog={}", log.display());
+    fio(&[
+        "--name=rec",
+        "--ioengine=null",
+        "--size=1m",
+        "--bssplit=4k/50:16k/50",
+        "--rw=randrw",
+        &arg,
+        "--output=/dev/null",
+    ]);
+    let [(theirs, fio_json), (mine, our_json)] =
+        replay_both(&dir, &log, "null", "null", &["--replay_no_stall=1"]);
+    assert!(theirs.len() > 50, "{theirs:?}");
+    assert_eq!(mine, theirs);
+    assert_eq!(totals(&our_json), totals(&fio_json));
+}
+
+/// `replay_skip`, `replay_scale` and `replay_align` on a version 2 log: fio's I/Os.
+#[test]
+fn read_iolog_skip_scale_align_match_fio() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-iolog", "replay-options");
+    let log = dir.join("v2.log");
+    let mut text = String::from("fio version 2 iolog\n/dev/traced add\n/dev/traced open\n");
+    for i in 0..40u64 {
+        let action = ["read", "write", "trim", "read", "write"][i as usize % 5];
+        text.push_str(&format!(
+            "/dev/traced {action} {} {}\n",
+            i * 12_288 + 1000,
+            4096 * (1 + i % 3)
+        ));
+        if i % 10 == 9 {
+            text.push_str("/dev/traced sync 0 0\n");
+        }
+    }
+    text.push_str("/dev/traced close\n");
+    std::fs::write(&log, text).unwrap();
+    for extra in [
+        &["--replay_skip=write,trim"][..],
+        &["--replay_scale=4", "--replay_align=4096"][..],
+        &["--replay_skip=read,sync", "--replay_align=8192"][..],
+    ] {
+        let [(theirs, fio_json), (mine, our_json)] = replay_both(&dir, &log, "null", "null", extra);
+        assert!(!theirs.is_empty(), "{extra:?}");
+        assert_eq!(mine, theirs, "{extra:?}");
+        assert_eq!(totals(&our_json), totals(&fio_json), "{extra:?}");
+    }
+}
+
+/// A version 3 log's timestamps set the pace: ~600 ms of trace takes ~600 ms in fio and
+/// here, half that at `replay_time_scale=200`, and next to nothing with `replay_no_stall`
+/// (bounds loose: a busy 2-CPU VM).
+#[test]
+fn read_iolog_v3_timing_matches_fio() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-iolog", "replay-timing");
+    let log = dir.join("v3.log");
+    let mut text = String::from("fio version 3 iolog\n10 f add\n20 f open\n");
+    for i in 0..13u64 {
+        text.push_str(&format!("{} f write {} 4096\n", 100 + i * 50_000, i * 4096));
+    }
+    text.push_str("600200 f close\n");
+    std::fs::write(&log, text).unwrap();
+    let cases: [(&[&str], u64, u64); 3] = [
+        (&[], 500, 1_500),
+        (&["--replay_time_scale=200"], 250, 900),
+        (&["--replay_no_stall=1"], 0, 200),
+    ];
+    for (extra, low, high) in cases {
+        let [(theirs, fio_json), (mine, our_json)] = replay_both(&dir, &log, "null", "null", extra);
+        assert_eq!(mine, theirs, "{extra:?}");
+        assert_eq!(mine.len(), 13);
+        for json in [&fio_json, &our_json] {
+            let ms = runtime_ms(json);
+            assert!(
+                (low..=high).contains(&ms),
+                "{extra:?}: runtime {ms} ms, fio {}",
+                runtime_ms(&fio_json)
+            );
+        }
+    }
+}
+
+/// A log replayed onto a file (fio's psync, our io_uring) with `replay_redirect`: the
+/// same I/Os land in the file named, not the traced device.
+#[test]
+fn read_iolog_redirect_to_a_file_matches_fio() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-iolog", "replay-file");
+    let data = dir.join("data");
+    std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
+    let log = dir.join("v3.log");
+    let mut text = String::from("fio version 3 iolog\n0 /dev/sdq add\n0 /dev/sdq open\n");
+    for i in 0..32u64 {
+        let action = if i % 3 == 0 { "read" } else { "write" };
+        text.push_str(&format!(
+            "{} /dev/sdq {action} {} 8192\n",
+            10 + i,
+            (i * 7 % 64) * 8192
+        ));
+    }
+    text.push_str("50 /dev/sdq sync 0 0\n60 /dev/sdq close\n");
+    std::fs::write(&log, text).unwrap();
+    let redirect = format!("--replay_redirect={}", data.display());
+    let [(theirs, fio_json), (mine, our_json)] =
+        replay_both(&dir, &log, "psync", "io_uring", &[&redirect]);
+    assert_eq!(mine.len(), 32);
+    assert_eq!(mine, theirs);
+    assert_eq!(totals(&our_json), totals(&fio_json));
+    assert!(!Path::new("/dev/sdq").exists() || std::fs::metadata("/dev/sdq").is_ok());
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), 1 << 20);
+}
+
+/// A line naming a file the log never added: fio 3.42 crashes on it (signal 11); we
+/// refuse the job before any I/O, naming the log and the line.
+#[test]
+fn read_iolog_unadded_file_is_refused_with_file_and_line() {
+    let dir = ScratchDir::new("fio-iolog", "replay-unadded");
+    let log = dir.join("bad.log");
+    std::fs::write(
+        &log,
+        "fio version 2 iolog\n/a add\n/a open\n/a write 0 4096\n/b write 4096 4096\n",
+    )
+    .unwrap();
+    let arg = format!("--read_iolog={}", log.display());
+    let out = ours(&["--name=u", "--ioengine=null", &arg]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} line 5", log.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"/b\""), "{stderr}");
+}
+
+/// On the iscsi engine (the embedded target's LUN), an I/O beyond the LUN is refused before
+/// any I/O, naming the log's line; fio refuses a replay with an I/O it cannot do too (an
+/// error, here its read past the end of a file).
+#[test]
+fn read_iolog_beyond_the_lun_is_refused_before_io() {
+    let dir = ScratchDir::new("fio-iolog", "replay-lun");
+    let log = dir.join("far.log");
+    std::fs::write(
+        &log,
+        "fio version 3 iolog\n0 lun add\n0 lun open\n5 lun write 0 4096\n9 lun read 2097152 4096\n",
+    )
+    .unwrap();
+    let arg = format!("--read_iolog={}", log.display());
+    let write_log = dir.join("w.log");
+    let lat = format!("--write_lat_log={}", dir.join("l").display());
+    let out = ours(&["--name=u", "--size=1m", &arg, &lat]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} line 5", log.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("beyond"), "{stderr}");
+    assert!(!dir.join("l_lat.1.log").exists() && !write_log.exists());
+}
+
+/// A blktrace binary trace (fio replays those too): refused by name.
+#[test]
+fn read_iolog_blktrace_is_refused_by_name() {
+    let dir = ScratchDir::new("fio-iolog", "replay-blktrace");
+    let log = dir.join("trace.bin");
+    let mut bytes = 0x6561_7407u32.to_le_bytes().to_vec();
+    bytes.extend([0u8; 44]);
+    std::fs::write(&log, bytes).unwrap();
+    let arg = format!("--read_iolog={}", log.display());
+    let out = ours(&["--name=b", "--ioengine=null", &arg]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("blktrace"),
+        "{}",
+        describe(&out)
+    );
+}

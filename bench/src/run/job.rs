@@ -1059,6 +1059,10 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     );
     let result =
         engine_ready.and_then(|()| main_phase(&mut driver, &mut workload, ramp_end, deadline));
+    let result = result.and_then(|()| match workload.replay_error() {
+        Some(error) => Err(error.to_string()),
+        None => Ok(()),
+    });
     if let Err(e) = result {
         driver.fail(e);
     }
@@ -1369,6 +1373,18 @@ fn main_loop(
                 wait_until = Some(planned.scheduled_at);
                 *pending = Some(planned);
                 break;
+            }
+            if planned.is_flush() {
+                // A replayed log's sync (fio's DDIR_SYNC): a flush where the engine has
+                // one (as fsync= sends none to the others).
+                if driver.engine.supports_flush() {
+                    if !driver.queue_flush(true) {
+                        *pending = Some(planned);
+                        break;
+                    }
+                    queued += 1;
+                }
+                continue;
             }
             if driver.verify_only && planned.direction == Direction::Write {
                 // fio's verify_only: the write is planned and counted, not carried out;

@@ -13,6 +13,7 @@ mod issue_time_tests;
 pub mod job;
 pub mod latency_target;
 mod overlap;
+pub mod replay_setup;
 pub mod report;
 pub mod setup;
 pub mod shared_verify;
@@ -77,6 +78,8 @@ pub enum RunError {
     Gate(String),
     #[error("job {job}: {reason}")]
     VerifyState { job: String, reason: String },
+    #[error("job {job}: {reason}")]
+    Replay { job: String, reason: String },
     #[error("job {job}: its thread could not start: {source}")]
     Spawn { job: String, source: std::io::Error },
 }
@@ -158,6 +161,12 @@ pub fn run_gated(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0x5eed);
     for (spec_index, spec) in specs.iter().enumerate() {
+        // read_iolog: the job as the log makes it (its files, directions and sizes).
+        let replay = replay_setup::prepare(spec).map_err(|reason| RunError::Replay {
+            job: spec.name.clone(),
+            reason,
+        })?;
+        let spec = replay.as_ref().map_or(spec, |replay| &replay.spec);
         if tool.readonly
             && (spec.does(crate::io::Direction::Write) || spec.does(crate::io::Direction::Trim))
         {
@@ -179,6 +188,21 @@ pub fn run_gated(
                 engine: spec.engine().name(),
                 source: Box::new(source),
             })?;
+            if let (Some(replay), EngineKind::Iscsi) = (&replay, spec.engine()) {
+                let file = replay
+                    .summary
+                    .furthest
+                    .map_or(0, |(_, file, _)| file as usize);
+                let lun_bytes = engine
+                    .file_geometry(file)
+                    .map_or(engine.size_bytes(), |(bytes, _)| bytes);
+                replay_setup::check_fits(replay, lun_bytes, &target_name(spec, file)).map_err(
+                    |reason| RunError::Replay {
+                        job: spec.name.clone(),
+                        reason,
+                    },
+                )?;
+            }
             let files = file_regions(spec, engine.as_ref(), clone, seed)?;
             let file_names = (0..files.len())
                 .map(|file| file_name_in_errors(spec, file))
@@ -222,6 +246,15 @@ pub fn run_gated(
                     job: spec.name.clone(),
                     source,
                 })?;
+            if let Some(replay) = &replay {
+                let log =
+                    crate::workload::replay::Replay::open(&replay.path, replay.options.clone())
+                        .map_err(|e| RunError::Replay {
+                            job: spec.name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                workload = workload.replaying(log, replay.summary.bytes);
+            }
             let state_path = verify_state::state_path(&spec.name, job_number);
             if spec.verify_state_load {
                 verify_state::load(&state_path, &spec.name)
