@@ -205,7 +205,7 @@ pub enum IologError {
 }
 
 /// The replay options of a job (fio's `replay_*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayOptions {
     pub no_stall: bool,
     /// `replay_redirect`: every line's file is this one.
@@ -245,11 +245,11 @@ impl ReplayOptions {
     }
 }
 
-/// A log file, line by line.
-#[derive(Debug)]
+/// A log, line by line (a file, or any reader: the fuzz target's bytes).
 pub struct LogReader {
+    /// The log's name in errors.
     path: PathBuf,
-    input: BufReader<File>,
+    input: Box<dyn BufRead + Send>,
     version: LogVersion,
     line: u64,
     text: String,
@@ -270,32 +270,33 @@ pub struct LogEntry {
 impl LogReader {
     /// Opens `path` and reads its header.
     pub fn open(path: &Path) -> Result<LogReader, IologError> {
-        let open_error = |source| IologError::Open {
+        let file = File::open(path).map_err(|source| IologError::Open {
             path: path.to_path_buf(),
             source,
-        };
-        let mut file = File::open(path).map_err(open_error)?;
-        let mut magic = [0u8; 4];
-        let mut got = 0;
-        while got < 4 {
-            match file.read(&mut magic[got..]).map_err(open_error)? {
-                0 => break,
-                n => got += n,
-            }
-        }
-        if got == 4 {
-            let le = u32::from_le_bytes(magic) & 0xffff_ff00;
-            let be = u32::from_be_bytes(magic) & 0xffff_ff00;
+        })?;
+        LogReader::new(path, Box::new(BufReader::new(file)))
+    }
+
+    /// Reads the header of a log from `input`; `path` names it in errors.
+    pub fn new(path: &Path, mut input: Box<dyn BufRead + Send>) -> Result<LogReader, IologError> {
+        // A binary blktrace starts with its magic (fio's is_blktrace reads the same word).
+        let start = input.fill_buf().map_err(|source| IologError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if let Some(word) = start.get(..4) {
+            let word: [u8; 4] = [word[0], word[1], word[2], word[3]];
+            let le = u32::from_le_bytes(word) & 0xffff_ff00;
+            let be = u32::from_be_bytes(word) & 0xffff_ff00;
             if le == BLKTRACE_MAGIC || be == BLKTRACE_MAGIC {
                 return Err(IologError::Blktrace {
                     path: path.to_path_buf(),
                 });
             }
         }
-        let file = File::open(path).map_err(open_error)?;
         let mut reader = LogReader {
             path: path.to_path_buf(),
-            input: BufReader::new(file),
+            input,
             version: LogVersion::V2,
             line: 0,
             text: String::new(),
@@ -384,7 +385,14 @@ pub struct ReplaySummary {
 impl ReplaySummary {
     /// Reads the whole log once, checking every line.
     pub fn scan(path: &Path, options: &ReplayOptions) -> Result<ReplaySummary, IologError> {
-        let mut reader = LogReader::open(path)?;
+        ReplaySummary::scan_log(LogReader::open(path)?, options)
+    }
+
+    /// [`ReplaySummary::scan`] of a log already opened.
+    pub fn scan_log(
+        mut reader: LogReader,
+        options: &ReplayOptions,
+    ) -> Result<ReplaySummary, IologError> {
         let mut files = FileTable::new(options.redirect);
         let mut summary = ReplaySummary::default();
         while let Some(entry) = reader.next_entry()? {
@@ -420,6 +428,16 @@ impl ReplaySummary {
     /// Whether the log replays any I/O (fio refuses a log with none).
     pub fn has_io(&self) -> bool {
         self.ios.read + self.ios.write + self.ios.trim > 0
+    }
+}
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("line", &self.line)
+            .finish()
     }
 }
 
@@ -512,15 +530,20 @@ impl std::fmt::Debug for Replay {
 
 impl Replay {
     pub fn open(path: &Path, options: ReplayOptions) -> Result<Replay, IologError> {
-        Ok(Replay {
-            reader: LogReader::open(path)?,
+        Ok(Replay::new(LogReader::open(path)?, options))
+    }
+
+    /// The replay of a log already opened.
+    pub fn new(reader: LogReader, options: ReplayOptions) -> Replay {
+        Replay {
+            reader,
             files: FileTable::new(options.redirect),
             options,
             last_time_us: 0,
             schedule_us: 0.0,
             error: None,
             done: false,
-        })
+        }
     }
 
     /// The next I/O or sync of the log.
