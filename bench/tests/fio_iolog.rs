@@ -103,8 +103,7 @@ fn read_v3(path: &Path) -> Vec<Line> {
         .collect()
 }
 
-/// The lines without their times, with the file named `file` renamed `F` (fio and we name
-/// files alike, but the two runs may use different ones).
+/// The lines without their times and file names (the two runs' files may differ).
 fn untimed(lines: &[Line]) -> Vec<(String, Option<(u64, u64)>)> {
     lines
         .iter()
@@ -479,36 +478,51 @@ fn read_iolog_v3_timing_matches_fio() {
     }
 }
 
-/// A log replayed onto a file (fio's psync, our io_uring) with `replay_redirect`: the
-/// same I/Os land in the file named, not the traced device.
+/// A log replayed onto a file (fio's psync, our io_uring): with `replay_redirect`, every I/O
+/// lands in the file it names; without, in the file the log adds, whatever the job's
+/// `filename` (fio drops the job's files for the log's). The same I/Os as fio's, and the
+/// job's own file is never made.
 #[test]
-fn read_iolog_redirect_to_a_file_matches_fio() {
+fn read_iolog_replays_onto_files_as_fio_does() {
     if !fio_present() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "replay-file");
     let data = dir.join("data");
-    std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
-    let log = dir.join("v3.log");
-    let mut text = String::from("fio version 3 iolog\n0 /dev/sdq add\n0 /dev/sdq open\n");
-    for i in 0..32u64 {
-        let action = if i % 3 == 0 { "read" } else { "write" };
-        text.push_str(&format!(
-            "{} /dev/sdq {action} {} 8192\n",
-            10 + i,
-            (i * 7 % 64) * 8192
-        ));
-    }
-    text.push_str("50 /dev/sdq sync 0 0\n60 /dev/sdq close\n");
-    std::fs::write(&log, text).unwrap();
+    let unused = dir.join("unused");
+    let log_of = |name: &str| {
+        let mut text = format!("fio version 3 iolog\n0 {name} add\n0 {name} open\n");
+        for i in 0..32u64 {
+            let action = if i % 3 == 0 { "read" } else { "write" };
+            text.push_str(&format!(
+                "{} {name} {action} {} 8192\n",
+                10 + i,
+                (i * 7 % 64) * 8192
+            ));
+        }
+        text.push_str(&format!("50 {name} sync 0 0\n60 {name} close\n"));
+        text
+    };
+    let redirected = dir.join("redirected.log");
+    std::fs::write(&redirected, log_of("/dev/sdq-not-here")).unwrap();
+    let direct = dir.join("direct.log");
+    std::fs::write(&direct, log_of(&data.display().to_string())).unwrap();
     let redirect = format!("--replay_redirect={}", data.display());
-    let [(theirs, fio_json), (mine, our_json)] =
-        replay_both(&dir, &log, "psync", "io_uring", &[&redirect]);
-    assert_eq!(mine.len(), 32);
-    assert_eq!(mine, theirs);
-    assert_eq!(totals(&our_json), totals(&fio_json));
-    assert!(!Path::new("/dev/sdq").exists() || std::fs::metadata("/dev/sdq").is_ok());
-    assert_eq!(std::fs::metadata(&data).unwrap().len(), 1 << 20);
+    let filename = format!("--filename={}", unused.display());
+    for (log, extra) in [
+        (&redirected, redirect.as_str()),
+        (&direct, filename.as_str()),
+    ] {
+        std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
+        let [(theirs, fio_json), (mine, our_json)] =
+            replay_both(&dir, log, "psync", "io_uring", &[extra]);
+        assert_eq!(mine.len(), 32, "{extra}");
+        assert_eq!(mine, theirs, "{extra}");
+        assert_eq!(totals(&our_json), totals(&fio_json), "{extra}");
+        assert_eq!(std::fs::metadata(&data).unwrap().len(), 1 << 20);
+        assert!(!unused.exists(), "{extra}");
+        assert!(!Path::new("/dev/sdq-not-here").exists());
+    }
 }
 
 /// A line naming a file the log never added: fio 3.42 crashes on it (signal 11); we
@@ -574,5 +588,85 @@ fn read_iolog_blktrace_is_refused_by_name() {
         String::from_utf8_lossy(&out.stderr).contains("blktrace"),
         "{}",
         describe(&out)
+    );
+}
+
+/// Our `write_iolog` is a log fio replays: fio's replay of a random mixed job we logged
+/// issues our I/Os, in our order (and ours of the same log does too).
+#[test]
+fn fio_replays_our_write_iolog_io_for_io() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-iolog", "ours-to-fio");
+    let log = dir.join("ours.log");
+    let arg = format!("--write_iolog={}", log.display());
+    ours_ok(&[
+        "--name=rec",
+        "--ioengine=null",
+        "--size=2m",
+        "--bsrange=4k-32k",
+        "--rw=randrw",
+        "--rwmixread=30",
+        &arg,
+        "--output=/dev/null",
+    ]);
+    let logged: Vec<(u8, u64, u64)> = read_v3(&log)
+        .iter()
+        .filter_map(|line| {
+            let direction = match line.action.as_str() {
+                "read" => 0,
+                "write" => 1,
+                "trim" => 2,
+                _ => return None,
+            };
+            line.io.map(|(offset, len)| (direction, len, offset))
+        })
+        .collect();
+    assert!(logged.len() > 50, "{logged:?}");
+    let [(theirs, _), (mine, _)] =
+        replay_both(&dir, &log, "null", "null", &["--replay_no_stall=1"]);
+    assert_eq!(theirs, logged);
+    assert_eq!(mine, logged);
+}
+
+/// A trace replayed on the iscsi engine (the embedded target's LUN): every read, write,
+/// trim and sync of the log reaches the LUN, at the log's offsets and lengths.
+#[test]
+fn read_iolog_on_the_iscsi_engine_replays_every_line() {
+    let dir = ScratchDir::new("fio-iolog", "replay-iscsi");
+    let log = dir.join("lun.log");
+    std::fs::write(
+        &log,
+        "fio version 3 iolog\n0 /dev/sdx add\n0 /dev/sdx open\n100 /dev/sdx write 0 4096\n\
+         200 /dev/sdx write 65536 8192\n300 /dev/sdx read 8192 4096\n400 /dev/sdx sync 0 0\n\
+         500 /dev/sdx trim 0 4096\n600 /dev/sdx read 65536 8192\n700 /dev/sdx close\n",
+    )
+    .unwrap();
+    let arg = format!("--read_iolog={}", log.display());
+    let lat = format!("--write_lat_log={}", dir.join("l").display());
+    let out = ours_ok(&[
+        "--name=i",
+        &arg,
+        &lat,
+        "--log_offset=1",
+        "--output-format=json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(totals(&json), [(2, 12288), (2, 12288), (1, 4096)]);
+    assert_eq!(
+        json["jobs"][0]["sync"]["total_ios"].as_u64(),
+        Some(1),
+        "{json}"
+    );
+    assert_eq!(
+        replayed_ios(&dir.join("l_lat.1.log")),
+        [
+            (1, 4096, 0),
+            (1, 8192, 65536),
+            (0, 4096, 8192),
+            (2, 4096, 0),
+            (0, 8192, 65536)
+        ]
     );
 }
