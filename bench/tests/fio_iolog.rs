@@ -670,3 +670,44 @@ fn read_iolog_on_the_iscsi_engine_replays_every_line() {
         ]
     );
 }
+
+/// `read_iolog=a:b` with `numjobs=2`: as in fio, each clone replays its own log in turn.
+#[test]
+fn read_iolog_logs_go_to_clones_in_turn_as_in_fio() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-iolog", "replay-clones");
+    let logs: Vec<PathBuf> = (0..2u64)
+        .map(|n| {
+            let path = dir.join(&format!("clone{n}.log"));
+            let mut text = String::from("fio version 2 iolog\nf add\nf open\n");
+            for i in 0..(5 + n * 3) {
+                text.push_str(&format!("f write {} {}\n", i * 65536, 4096 << n));
+            }
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let arg = format!("--read_iolog={}:{}", logs[0].display(), logs[1].display());
+    let run = |tool: &dyn Fn(&[&str]) -> Output, name: &str| -> Vec<Vec<(u8, u64, u64)>> {
+        let lat = format!("--write_lat_log={}", dir.join(name).display());
+        tool(&[
+            "--name=c",
+            "--ioengine=null",
+            "--numjobs=2",
+            &arg,
+            &lat,
+            "--log_offset=1",
+            "--output=/dev/null",
+        ]);
+        (1..=2)
+            .map(|n| replayed_ios(&dir.join(&format!("{name}_lat.{n}.log"))))
+            .collect()
+    };
+    let theirs = run(&|a| fio(a), "fio");
+    let mine = run(&|a| ours_ok(a), "ours");
+    assert_eq!(theirs[0].len(), 5);
+    assert_eq!(theirs[1].len(), 8);
+    assert_eq!(mine, theirs);
+}

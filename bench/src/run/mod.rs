@@ -162,20 +162,24 @@ pub fn run_gated(
         .unwrap_or(0x5eed);
     for (spec_index, spec) in specs.iter().enumerate() {
         // read_iolog: the job as the log makes it (its files, directions and sizes).
-        let replay = replay_setup::prepare(spec).map_err(|reason| RunError::Replay {
+        let replays = replay_setup::prepare(spec).map_err(|reason| RunError::Replay {
             job: spec.name.clone(),
             reason,
         })?;
-        let spec = replay.as_ref().map_or(spec, |replay| &replay.spec);
-        if tool.readonly
-            && (spec.does(crate::io::Direction::Write) || spec.does(crate::io::Direction::Trim))
-        {
-            return Err(RunError::ReadOnly {
-                job: spec.name.clone(),
-            });
+        let job_spec = spec;
+        for spec in std::iter::once(spec).chain(replays.iter().map(|replay| &replay.spec)) {
+            if tool.readonly
+                && (spec.does(crate::io::Direction::Write) || spec.does(crate::io::Direction::Trim))
+            {
+                return Err(RunError::ReadOnly {
+                    job: spec.name.clone(),
+                });
+            }
         }
-        for clone in 0..spec.numjobs.max(1) {
+        for clone in 0..job_spec.numjobs.max(1) {
             job_number += 1;
+            let replay = replays.get(clone as usize);
+            let spec = replay.map_or(job_spec, |replay| &replay.spec);
             let seed = crate::workload::job_seed(
                 spec.randseed,
                 spec.randrepeat,
@@ -188,7 +192,7 @@ pub fn run_gated(
                 engine: spec.engine().name(),
                 source: Box::new(source),
             })?;
-            if let (Some(replay), EngineKind::Iscsi) = (&replay, spec.engine()) {
+            if let (Some(replay), EngineKind::Iscsi) = (replay, spec.engine()) {
                 let file = replay
                     .summary
                     .furthest
@@ -246,7 +250,7 @@ pub fn run_gated(
                     job: spec.name.clone(),
                     source,
                 })?;
-            if let Some(replay) = &replay {
+            if let Some(replay) = replay {
                 let log =
                     crate::workload::replay::Replay::open(&replay.path, replay.options.clone())
                         .map_err(|e| RunError::Replay {

@@ -20,12 +20,35 @@ pub struct PreparedReplay {
     pub summary: ReplaySummary,
 }
 
-/// Reads `spec`'s log and makes the job it replays. `Ok(None)` for a job without
-/// `read_iolog`.
-pub fn prepare(spec: &JobSpec) -> Result<Option<PreparedReplay>, String> {
-    let Some(log) = &spec.iolog.read else {
-        return Ok(None);
+/// Reads `spec`'s logs and makes the job each clone replays: as in fio, `read_iolog` may
+/// name several logs separated by `:`, which go to the clones (`numjobs`) in turn. Empty
+/// for a job without `read_iolog`.
+pub fn prepare(spec: &JobSpec) -> Result<Vec<PreparedReplay>, String> {
+    let Some(logs) = &spec.iolog.read else {
+        return Ok(Vec::new());
     };
+    let names: Vec<&str> = logs.split(':').filter(|name| !name.is_empty()).collect();
+    if names.is_empty() {
+        return Err("read_iolog names no file".into());
+    }
+    let mut prepared: Vec<PreparedReplay> = Vec::new();
+    for clone in 0..spec.numjobs.max(1) as usize {
+        let name = names[clone % names.len()];
+        let replay = match prepared.iter().find(|p| p.path.as_os_str() == name) {
+            Some(done) => done.clone(),
+            None => prepare_one(spec, name)?,
+        };
+        prepared.push(replay);
+    }
+    Ok(prepared)
+}
+
+/// The job that replays the one log `log`.
+fn prepare_one(spec: &JobSpec, log: &str) -> Result<PreparedReplay, String> {
+    if log == "-" {
+        // A log is read twice (checked before the start, then replayed): stdin cannot be.
+        return Err("read_iolog=- (standard input) is not supported: give a file".into());
+    }
     let path = PathBuf::from(log);
     let options = ReplayOptions {
         no_stall: spec.iolog.no_stall,
@@ -78,12 +101,12 @@ pub fn prepare(spec: &JobSpec) -> Result<Option<PreparedReplay>, String> {
     replayed.io_size = None;
     replayed.number_ios = None;
     replayed.loops = 1;
-    Ok(Some(PreparedReplay {
+    Ok(PreparedReplay {
         spec: replayed,
         path,
         options,
         summary,
-    }))
+    })
 }
 
 /// The job's files become the log's (fio frees the job's files and adds the log's), or the
