@@ -42,7 +42,7 @@ fuzz_target!(|bytes: &[u8]| {
     let mut ios = [0u64; 3];
     let mut last_due = std::time::Duration::ZERO;
     let files = summary.files.len().max(1) as u32;
-    let furthest = summary.furthest.map_or(0, |(_, _, end)| end);
+    let furthest = |file: u32| summary.furthest.get(file as usize).map_or(0, |(_, end)| *end);
     loop {
         match replay.next_step() {
             ReplayStep::Io {
@@ -59,7 +59,7 @@ fuzz_target!(|bytes: &[u8]| {
                 };
                 ios[index] += 1;
                 assert!(file < files, "file {file} of {files}");
-                assert!(offset.saturating_add(u64::from(len)) <= furthest);
+                assert!(offset.saturating_add(u64::from(len)) <= furthest(file));
                 assert!(due >= last_due, "{due:?} before {last_due:?}");
                 last_due = due;
             }

@@ -193,19 +193,16 @@ pub fn run_gated(
                 source: Box::new(source),
             })?;
             if let (Some(replay), EngineKind::Iscsi) = (replay, spec.engine()) {
-                let file = replay
-                    .summary
-                    .furthest
-                    .map_or(0, |(_, file, _)| file as usize);
-                let lun_bytes = engine
-                    .file_geometry(file)
-                    .map_or(engine.size_bytes(), |(bytes, _)| bytes);
-                replay_setup::check_fits(replay, lun_bytes, &target_name(spec, file)).map_err(
-                    |reason| RunError::Replay {
-                        job: spec.name.clone(),
-                        reason,
-                    },
-                )?;
+                let lun = |file: usize| {
+                    let bytes = engine
+                        .file_geometry(file)
+                        .map_or(engine.size_bytes(), |(bytes, _)| bytes);
+                    (bytes, target_name(spec, file))
+                };
+                replay_setup::check_fits(replay, lun).map_err(|reason| RunError::Replay {
+                    job: spec.name.clone(),
+                    reason,
+                })?;
             }
             let files = file_regions(spec, engine.as_ref(), clone, seed)?;
             let file_names = (0..files.len())

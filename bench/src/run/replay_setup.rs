@@ -93,7 +93,7 @@ fn prepare_one(spec: &JobSpec, log: &str) -> Result<PreparedReplay, String> {
     }
     // fio adds the log's I/O lengths up into `size`; the region must also reach the
     // log's furthest byte, or a replay to a file it lays out would read past its end.
-    let furthest = summary.furthest.map_or(0, |(_, _, end)| end);
+    let furthest = summary.furthest_end();
     replayed.size = Some(SizeSpec::Bytes(
         summary.bytes.max(furthest).div_ceil(4096) * 4096,
     ));
@@ -135,14 +135,21 @@ fn take_files(spec: &mut JobSpec, summary: &ReplaySummary, log: &str) -> Result<
     Ok(())
 }
 
-/// An iSCSI job's log must fit its LUN: the I/O reaching furthest, checked before any I/O.
-pub fn check_fits(prepared: &PreparedReplay, lun_bytes: u64, lun: &str) -> Result<(), String> {
-    match prepared.summary.furthest {
-        Some((line, _, end)) if end > lun_bytes => Err(format!(
-            "read_iolog {} line {line}: an I/O ending at byte {end} is beyond the {lun_bytes} \
-             bytes of {lun} (replay_scale= divides the log's offsets)",
-            prepared.path.display()
-        )),
-        _ => Ok(()),
+/// An iSCSI job's log must fit its LUNs: per LUN, the I/O reaching furthest, checked before
+/// any I/O. `lun_bytes(file)` gives a LUN's size and name.
+pub fn check_fits(
+    prepared: &PreparedReplay,
+    lun_bytes: impl Fn(usize) -> (u64, String),
+) -> Result<(), String> {
+    for (file, &(line, end)) in prepared.summary.furthest.iter().enumerate() {
+        let (bytes, lun) = lun_bytes(file);
+        if end > bytes {
+            return Err(format!(
+                "read_iolog {} line {line}: an I/O ending at byte {end} is beyond the {bytes} \
+                 bytes of {lun} (replay_scale= divides the log's offsets)",
+                prepared.path.display()
+            ));
+        }
     }
+    Ok(())
 }

@@ -378,8 +378,9 @@ pub struct ReplaySummary {
     pub bytes: u64,
     /// The largest length per direction (fio raises the job's maximum block sizes to it).
     pub max_len: crate::io::PerDir<u32>,
-    /// The I/O that ends furthest into its file: (line, file index, end byte).
-    pub furthest: Option<(u64, u32, u64)>,
+    /// Per file (by the job's file index), the I/O that ends furthest into it: (line, end
+    /// byte).
+    pub furthest: Vec<(u64, u64)>,
 }
 
 impl ReplaySummary {
@@ -415,14 +416,23 @@ impl ReplaySummary {
                     let end = options
                         .offset(entry.offset)
                         .saturating_add(u64::from(entry.len));
-                    if summary.furthest.is_none_or(|(_, _, far)| end > far) {
-                        summary.furthest = Some((entry.line, file, end));
+                    let index = file as usize;
+                    if summary.furthest.len() <= index {
+                        summary.furthest.resize(index + 1, (0, 0));
+                    }
+                    if end > summary.furthest[index].1 {
+                        summary.furthest[index] = (entry.line, end);
                     }
                 }
             }
         }
         summary.files = files.names;
         Ok(summary)
+    }
+
+    /// The byte the log's I/Os reach furthest, over all files.
+    pub fn furthest_end(&self) -> u64 {
+        self.furthest.iter().map(|(_, end)| *end).max().unwrap_or(0)
     }
 
     /// Whether the log replays any I/O (fio refuses a log with none).
@@ -764,7 +774,7 @@ mod tests {
             (1, 1, 0)
         );
         assert_eq!(summary.bytes, 4608);
-        assert_eq!(summary.furthest, Some((4, 0, 8192)));
+        assert_eq!(summary.furthest, [(4, 8192)]);
         std::fs::remove_file(path).unwrap();
     }
 
