@@ -337,29 +337,47 @@ fn replay_both(
     ours_engine: &str,
     extra: &[&str],
 ) -> [Replayed; 2] {
-    let run = |tool: &dyn Fn(&[&str]) -> Output, name: &str, engine: &str| {
-        let prefix = dir.join(name);
-        let mut args = vec![
-            "--name=replay".to_string(),
-            format!("--ioengine={engine}"),
-            format!("--read_iolog={}", log.display()),
-            format!("--write_lat_log={}", prefix.display()),
-            "--log_offset=1".into(),
-            "--iodepth=1".into(),
-            "--output-format=json".into(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = tool(&args);
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{name}: {e}: {}", describe(&out)));
-        let ios = replayed_ios(&dir.join(&format!("{name}_lat.1.log")));
-        (ios, json)
-    };
     [
-        run(&|a| fio(a), "fio", fio_engine),
-        run(&|a| ours_ok(a), "ours", ours_engine),
+        replay_with(&|a| fio(a), dir, "fio", fio_engine, log, extra),
+        replay_ours(dir, log, ours_engine, extra),
     ]
+}
+
+/// [`replay_both`]'s run of iscsi-bench alone.
+fn replay_ours(dir: &ScratchDir, log: &Path, engine: &str, extra: &[&str]) -> Replayed {
+    replay_with(&|a| ours_ok(a), dir, "ours", engine, log, extra)
+}
+
+/// One tool's replay of `log` at iodepth=1, its per-I/O latency log under `name`.
+fn replay_with(
+    tool: &dyn Fn(&[&str]) -> Output,
+    dir: &ScratchDir,
+    name: &str,
+    engine: &str,
+    log: &Path,
+    extra: &[&str],
+) -> Replayed {
+    let prefix = dir.join(name);
+    // A log left by an earlier run must not stand in for this one's.
+    for kind in ["lat", "clat", "slat"] {
+        let _ = std::fs::remove_file(dir.join(&format!("{name}_{kind}.1.log")));
+    }
+    let mut args = vec![
+        "--name=replay".to_string(),
+        format!("--ioengine={engine}"),
+        format!("--read_iolog={}", log.display()),
+        format!("--write_lat_log={}", prefix.display()),
+        "--log_offset=1".into(),
+        "--iodepth=1".into(),
+        "--output-format=json".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tool(&args);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{name}: {e}: {}", describe(&out)));
+    let ios = replayed_ios(&dir.join(&format!("{name}_lat.1.log")));
+    (ios, json)
 }
 
 /// Per-direction I/O counts and bytes of a JSON report's first job.
@@ -408,7 +426,8 @@ fn read_iolog_replays_fios_own_log_as_fio_does() {
     assert_eq!(totals(&our_json), totals(&fio_json));
 }
 
-/// `replay_skip`, `replay_scale` and `replay_align` on a version 2 log: fio's I/Os.
+/// `replay_skip`, `replay_scale` and `replay_align` on a version 2 log, with and without
+/// `read_iolog_chunked`: fio's I/Os.
 #[test]
 fn read_iolog_skip_scale_align_match_fio() {
     if !fio_present() {
@@ -439,6 +458,14 @@ fn read_iolog_skip_scale_align_match_fio() {
         assert!(!theirs.is_empty(), "{extra:?}");
         assert_eq!(mine, theirs, "{extra:?}");
         assert_eq!(totals(&our_json), totals(&fio_json), "{extra:?}");
+        // read_iolog_chunked only changes how the log is read: the same I/Os as fio's
+        // whole-log replay. (fio 3.42's own chunked replay stops after its first chunk of
+        // ten lines on the null engine: its next chunk is sized by the rate so far.)
+        let mut chunked = extra.to_vec();
+        chunked.push("--read_iolog_chunked=1");
+        let (mine, our_json) = replay_ours(&dir, &log, "null", &chunked);
+        assert_eq!(mine, theirs, "{chunked:?}");
+        assert_eq!(totals(&our_json), totals(&fio_json), "{chunked:?}");
     }
 }
 
@@ -710,4 +737,44 @@ fn read_iolog_logs_go_to_clones_in_turn_as_in_fio() {
     assert_eq!(theirs[0].len(), 5);
     assert_eq!(theirs[1].len(), 8);
     assert_eq!(mine, theirs);
+}
+
+/// `write_iolog` beside `read_iolog`: fio ignores the write log ("read iolog overrides
+/// write_iolog") and so do we; the replay runs and no write log appears.
+#[test]
+fn read_iolog_overrides_write_iolog_as_in_fio() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-iolog", "override");
+    let log = dir.join("in.log");
+    std::fs::write(
+        &log,
+        "fio version 2 iolog\nf add\nf open\nf read 0 4096\nf close\n",
+    )
+    .unwrap();
+    let read = format!("--read_iolog={}", log.display());
+    for (name, tool) in [
+        ("fio", &(|a: &[&str]| fio(a)) as &dyn Fn(&[&str]) -> Output),
+        ("ours", &|a: &[&str]| ours_ok(a)),
+    ] {
+        let out_log = dir.join(&format!("{name}.out"));
+        let write = format!("--write_iolog={}", out_log.display());
+        let out = tool(&[
+            "--name=o",
+            "--ioengine=null",
+            &read,
+            &write,
+            "--output-format=json",
+        ]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name}: {e}: {}", describe(&out)));
+        assert_eq!(totals(&json)[0], (1, 4096), "{name}");
+        assert!(!out_log.exists(), "{name} wrote {}", out_log.display());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("overrides write_iolog"),
+            "{name}: {}",
+            describe(&out)
+        );
+    }
 }
