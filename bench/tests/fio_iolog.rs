@@ -778,3 +778,57 @@ fn read_iolog_overrides_write_iolog_as_in_fio() {
         );
     }
 }
+
+/// fio closes and reopens its files at each loop's end and around each verify phase, and
+/// its `write_iolog` shows it: `loops=3` on the null engine, and `loops=2` with verify on
+/// a file (writes, then the verify reads), line by line as fio's.
+#[test]
+fn write_iolog_loops_and_verify_reopen_as_fio_does() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-iolog", "loops");
+    let cases: [(&str, &str, &[&str]); 2] = [
+        (
+            "null",
+            "null",
+            &["--size=32k", "--bs=8k", "--rw=write", "--loops=3"],
+        ),
+        (
+            "psync",
+            "io_uring",
+            &[
+                "--size=32k",
+                "--bs=8k",
+                "--rw=write",
+                "--loops=2",
+                "--verify=crc32c",
+            ],
+        ),
+    ];
+    for (fio_engine, our_engine, job) in cases {
+        let run = |tool: &dyn Fn(&[&str]) -> Output, name: &str, engine: &str| -> Vec<Line> {
+            let data = dir.join("data");
+            let _ = std::fs::remove_file(&data);
+            let log = dir.join(&format!("{name}.log"));
+            let _ = std::fs::remove_file(&log);
+            let mut args = vec![
+                "--name=l".to_string(),
+                format!("--ioengine={engine}"),
+                format!("--write_iolog={}", log.display()),
+                "--output=/dev/null".into(),
+            ];
+            if engine != "null" {
+                args.push(format!("--filename={}", data.display()));
+            }
+            args.extend(job.iter().map(|a| a.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            tool(&args);
+            read_v3(&log)
+        };
+        let theirs = run(&|a| fio(a), "fio", fio_engine);
+        let mine = run(&|a| ours_ok(a), "ours", our_engine);
+        assert_eq!(untimed(&mine), untimed(&theirs), "{job:?}");
+        assert!(count(&mine, "open") >= 2, "{job:?}: {mine:?}");
+    }
+}

@@ -101,6 +101,16 @@ impl IologWriter {
         }
     }
 
+    /// A loop or verify phase ended with more to come: fio closes each file and opens it
+    /// again there.
+    pub fn reopen(&mut self, now: Duration) {
+        for action in [FileAction::Close, FileAction::Open] {
+            for file in 0..self.names.len() {
+                self.file_action(now, file as u32, action);
+            }
+        }
+    }
+
     /// The job is over: each file is closed and the log flushed.
     pub fn finish(&mut self, now: Duration) -> Result<(), LogError> {
         for file in 0..self.names.len() {

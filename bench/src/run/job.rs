@@ -232,6 +232,9 @@ struct Driver {
     stats: JobStats,
     logs: Option<JobLogs>,
     iolog: Option<IologWriter>,
+    /// A loop or verify phase ended: the next I/O's log line follows a close and an open
+    /// of the files (as fio closes and reopens them there).
+    iolog_reopen_due: bool,
     write_buffers: WriteBuffers,
     rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
@@ -390,6 +393,9 @@ impl Driver {
             Ok(()) => {
                 self.next_id += 1;
                 if let Some(iolog) = self.iolog.as_mut() {
+                    if std::mem::take(&mut self.iolog_reopen_due) {
+                        iolog.reopen(start);
+                    }
                     iolog.io(
                         start,
                         planned.file,
@@ -1004,6 +1010,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         stats,
         logs,
         iolog,
+        iolog_reopen_due: false,
         write_buffers: WriteBuffers::new(content, iodepth),
         rate_floor,
         done: Vec::with_capacity(iodepth),
@@ -1255,6 +1262,7 @@ fn main_loop(
     // The verifier never changes; a copy leaves the workload free to borrow mutably.
     let verifier = workload.verifier().cloned();
     let verifier = verifier.as_ref();
+    let mut loops_ended = workload.loops_ended();
     loop {
         let now = driver.turn_start();
         if let Some(end) = ramp_end.filter(|end| now >= *end) {
@@ -1327,7 +1335,13 @@ fn main_loop(
             let planned = match pending.take() {
                 Some(planned) => planned,
                 None => match workload.next(asked_at) {
-                    Next::Io(planned) => planned,
+                    Next::Io(planned) => {
+                        if workload.loops_ended() > loops_ended {
+                            loops_ended = workload.loops_ended();
+                            driver.iolog_reopen_due = true;
+                        }
+                        planned
+                    }
                     Next::WaitForCompletions => {
                         driver.submit()?;
                         driver.drain(verifier, |t| workload.on_complete(t))?;
@@ -1338,7 +1352,9 @@ fn main_loop(
                         driver.submit()?;
                         driver.drain(verifier, |t| workload.on_complete(t))?;
                         driver.settle_writes(workload);
+                        driver.iolog_reopen_due = true;
                         read_back(driver, workload)?;
+                        driver.iolog_reopen_due = true;
                         since_drain = driver.now();
                         continue;
                     }

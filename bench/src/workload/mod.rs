@@ -434,6 +434,9 @@ pub struct Workload {
     /// `read_iolog`: the I/Os come from this log, not from the generators, with the bytes
     /// it moves in all.
     replay: Option<(replay::Replay, u64)>,
+    /// Loops of the job's first file that ended with another to come (fio closes and
+    /// reopens its files there, which its `write_iolog` shows).
+    loops_ended: u64,
 }
 
 /// The offsets, sizes and verify generations of one file of the job.
@@ -553,7 +556,13 @@ impl Workload {
             progress: Progress::default(),
             plan: PlanFingerprint::of(&config),
             replay: None,
+            loops_ended: 0,
         })
+    }
+
+    /// How many loops ended with another to follow (the job's first file's).
+    pub fn loops_ended(&self) -> u64 {
+        self.loops_ended
     }
 
     /// fio's `read_iolog`: the job replays `replay` (moving `total_bytes`) instead of its
@@ -754,6 +763,9 @@ impl Workload {
                 }
                 GenStep::LoopEnd => {
                     self.selector.on_loop_end(index);
+                    if index == 0 {
+                        self.loops_ended += 1;
+                    }
                     if self.read_back_due {
                         return Next::VerifyPhase;
                     }
