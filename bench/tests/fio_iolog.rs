@@ -574,8 +574,8 @@ fn read_iolog_unadded_file_is_refused_with_file_and_line() {
     assert!(stderr.contains("\"/b\""), "{stderr}");
 }
 
-/// On the iscsi engine (the embedded target's LUN), an I/O beyond the LUN is refused before
-/// any I/O, naming the log's line; fio refuses a replay with an I/O it cannot do too (an
+/// On the iscsi engine (the embedded target's LUN), an I/O beyond the LUN or not aligned to
+/// its logical block is refused before any I/O, naming the log's line; fio refuses a replay with an I/O it cannot do too (an
 /// error, here its read past the end of a file).
 #[test]
 fn read_iolog_beyond_the_lun_is_refused_before_io() {
@@ -598,6 +598,21 @@ fn read_iolog_beyond_the_lun_is_refused_before_io() {
     );
     assert!(stderr.contains("beyond"), "{stderr}");
     assert!(!dir.join("l_lat.1.log").exists() && !write_log.exists());
+    // An I/O the LUN's 512-byte logical block does not divide: refused the same way.
+    std::fs::write(
+        &log,
+        "fio version 2 iolog\nlun add\nlun open\nlun write 0 4096\nlun read 4096 1000\n",
+    )
+    .unwrap();
+    let out = ours(&["--name=u", "--size=1m", &arg, &lat]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} line 5", log.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("logical block"), "{stderr}");
+    assert!(!dir.join("l_lat.1.log").exists());
 }
 
 /// A blktrace binary trace (fio replays those too): refused by name.

@@ -194,10 +194,10 @@ pub fn run_gated(
             })?;
             if let (Some(replay), EngineKind::Iscsi) = (replay, spec.engine()) {
                 let lun = |file: usize| {
-                    let bytes = engine
+                    let (bytes, block) = engine
                         .file_geometry(file)
-                        .map_or(engine.size_bytes(), |(bytes, _)| bytes);
-                    (bytes, target_name(spec, file))
+                        .unwrap_or((engine.size_bytes(), engine.block_size_bytes()));
+                    (bytes, u64::from(block), target_name(spec, file))
                 };
                 replay_setup::check_fits(replay, lun).map_err(|reason| RunError::Replay {
                     job: spec.name.clone(),

@@ -135,19 +135,29 @@ fn take_files(spec: &mut JobSpec, summary: &ReplaySummary, log: &str) -> Result<
     Ok(())
 }
 
-/// An iSCSI job's log must fit its LUNs: per LUN, the I/O reaching furthest, checked before
-/// any I/O. `lun_bytes(file)` gives a LUN's size and name.
+/// An iSCSI job's log must fit its LUNs: per LUN, the I/O reaching furthest and the one
+/// least aligned to its logical block, checked before any I/O. `lun(file)` gives a LUN's
+/// size, logical block and name.
 pub fn check_fits(
     prepared: &PreparedReplay,
-    lun_bytes: impl Fn(usize) -> (u64, String),
+    lun: impl Fn(usize) -> (u64, u64, String),
 ) -> Result<(), String> {
+    let path = prepared.path.display();
     for (file, &(line, end)) in prepared.summary.furthest.iter().enumerate() {
-        let (bytes, lun) = lun_bytes(file);
+        let (bytes, _, name) = lun(file);
         if end > bytes {
             return Err(format!(
-                "read_iolog {} line {line}: an I/O ending at byte {end} is beyond the {bytes} \
-                 bytes of {lun} (replay_scale= divides the log's offsets)",
-                prepared.path.display()
+                "read_iolog {path} line {line}: an I/O ending at byte {end} is beyond the \
+                 {bytes} bytes of {name} (replay_scale= divides the log's offsets)"
+            ));
+        }
+    }
+    for (file, &(line, aligned)) in prepared.summary.least_aligned.iter().enumerate() {
+        let (_, block, name) = lun(file);
+        if aligned < block {
+            return Err(format!(
+                "read_iolog {path} line {line}: its offset or length is not a multiple of \
+                 the {block}-byte logical block of {name} (replay_align= aligns offsets)"
             ));
         }
     }

@@ -381,6 +381,9 @@ pub struct ReplaySummary {
     /// Per file (by the job's file index), the I/O that ends furthest into it: (line, end
     /// byte).
     pub furthest: Vec<(u64, u64)>,
+    /// Per file, the I/O least aligned: (line, the largest power of 2 dividing both its
+    /// offset and length), for a LUN's logical block.
+    pub least_aligned: Vec<(u64, u64)>,
 }
 
 impl ReplaySummary {
@@ -422,6 +425,14 @@ impl ReplaySummary {
                     }
                     if end > summary.furthest[index].1 {
                         summary.furthest[index] = (entry.line, end);
+                    }
+                    let placed = options.offset(entry.offset) | u64::from(entry.len);
+                    let aligned = 1u64 << placed.trailing_zeros().min(63);
+                    if summary.least_aligned.len() <= index {
+                        summary.least_aligned.resize(index + 1, (0, 1 << 63));
+                    }
+                    if aligned < summary.least_aligned[index].1 {
+                        summary.least_aligned[index] = (entry.line, aligned);
                     }
                 }
             }
@@ -775,6 +786,7 @@ mod tests {
         );
         assert_eq!(summary.bytes, 4608);
         assert_eq!(summary.furthest, [(4, 8192)]);
+        assert_eq!(summary.least_aligned, [(5, 512)]);
         std::fs::remove_file(path).unwrap();
     }
 
