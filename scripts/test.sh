@@ -38,6 +38,10 @@ if [ "${SKIP_FUZZ_SMOKE:-0}" != 1 ]; then
     cp bench/fuzz/seeds/job_file/* "$job_corpus"/
     bench/fuzz/target/release/job_file -runs=20000 -max_total_time=10 "$job_corpus" 2>&1 | tail -n 1
     rm -rf "$job_corpus"
+    iolog_corpus=$(mktemp -d)
+    cp bench/fuzz/seeds/iolog/* "$iolog_corpus"/
+    bench/fuzz/target/release/iolog -runs=20000 -max_total_time=10 "$iolog_corpus" 2>&1 | tail -n 1
+    rm -rf "$iolog_corpus"
     for target in cluster_frames histogram_decode; do
         bench/fuzz/target/release/"$target" -runs=20000 -max_total_time=10 2>&1 | tail -n 1
     done

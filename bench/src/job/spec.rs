@@ -288,6 +288,92 @@ impl Default for IscsiOptions {
     }
 }
 
+/// fio's I/O replay options (fio HOWTO "I/O replay"). The replay itself is
+/// `crate::workload::replay`; the log writer `crate::output::iolog`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IologOptions {
+    /// `write_iolog`: every issued I/O goes to this file (fio's iolog version 3, appended).
+    pub write: Option<String>,
+    /// `read_iolog`: the I/Os come from this log instead of the job's pattern.
+    pub read: Option<String>,
+    /// `read_iolog_chunked`: accepted; the log is read as it is replayed either way.
+    pub chunked: bool,
+    /// `replay_no_stall`: ignore the log's timestamps, issue as fast as the depth allows.
+    pub no_stall: bool,
+    /// `replay_redirect`: every I/O of the log goes to this one file.
+    pub redirect: Option<String>,
+    /// `replay_scale`: offsets are divided by this (0 or 1: unchanged).
+    pub scale: u64,
+    /// `replay_align`: offsets are aligned down to this power of 2 (0: unchanged).
+    pub align_bytes: u64,
+    /// `replay_time_scale`: percent of the log's rate (200 replays twice as fast).
+    pub time_scale_percent: u32,
+    /// `replay_skip`: kinds of log lines that are not replayed.
+    pub skip: ReplaySkip,
+}
+
+impl Default for IologOptions {
+    /// fio's defaults: no logs, `replay_scale=1`, `replay_time_scale=100`.
+    fn default() -> Self {
+        IologOptions {
+            write: None,
+            read: None,
+            chunked: false,
+            no_stall: false,
+            redirect: None,
+            scale: 1,
+            align_bytes: 0,
+            time_scale_percent: 100,
+            skip: ReplaySkip::default(),
+        }
+    }
+}
+
+/// fio's `replay_skip`: which kinds of I/O lines a replay leaves out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplaySkip {
+    pub read: bool,
+    pub write: bool,
+    pub trim: bool,
+    pub sync: bool,
+}
+
+impl ReplaySkip {
+    /// fio's syntax: a comma-separated list of `read`, `write`, `trim`, `sync`.
+    pub fn parse(text: &str) -> Result<ReplaySkip, String> {
+        let mut skip = ReplaySkip::default();
+        for kind in text.trim().split(',') {
+            match kind {
+                "read" => skip.read = true,
+                "write" => skip.write = true,
+                "trim" => skip.trim = true,
+                "sync" => skip.sync = true,
+                other => {
+                    return Err(format!(
+                        "unknown skip type {other:?} (read, write, trim, sync)"
+                    ))
+                }
+            }
+        }
+        Ok(skip)
+    }
+
+    /// The form [`ReplaySkip::parse`] reads; empty when nothing is skipped.
+    pub fn render(&self) -> String {
+        [
+            (self.read, "read"),
+            (self.write, "write"),
+            (self.trim, "trim"),
+            (self.sync, "sync"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+}
+
 /// Name of a log file (`write_lat_log` and friends): fio appends `_lat.N.log` etc.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogName {
@@ -575,6 +661,8 @@ pub struct JobSpec {
     /// where given.
     pub prio: Option<u32>,
     pub prioclass: Option<u32>,
+    /// fio's I/O replay options (`write_iolog`, `read_iolog`, `replay_*`).
+    pub iolog: IologOptions,
     /// The options as the user wrote them, for fio's "global options" and "job options"
     /// in the JSON report. Where an option was written does not change the job, so this
     /// never makes two specs unequal.
@@ -781,6 +869,7 @@ impl JobSpec {
             nice: 0,
             prio: None,
             prioclass: None,
+            iolog: IologOptions::default(),
             given: GivenOptions::default(),
         }
     }

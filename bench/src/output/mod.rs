@@ -14,6 +14,7 @@
 pub mod format;
 pub mod hist_log;
 pub mod human;
+pub mod iolog;
 pub mod json;
 pub mod live;
 pub mod log_sink;

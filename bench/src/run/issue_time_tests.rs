@@ -110,6 +110,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         interval: None,
         percentiles: Vec::new(),
         logs: None,
+        iolog: None,
         cpus: None,
         live: Arc::new(LiveCounters::new()),
         progress: Arc::new(JobProgress::default()),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::engine::{Engine, EngineCounters};
 use crate::io::{Direction, IoDone, IoError, IoUnit, PerDir};
 use crate::job::error_policy::{errno_text, ErrorPolicy, ErrorType, EILSEQ, EIO};
+use crate::output::iolog::IologWriter;
 use crate::output::logs::JobLogs;
 use crate::stats::{
     IntervalRecord, IntervalSnapshot, IoTimes, JobStats, LiveCounters, PathInterval, ResourceUsage,
@@ -135,6 +136,8 @@ pub struct JobSetup {
     pub percentiles: Vec<f64>,
     /// The job's log files, opened (and so checked) before any job starts.
     pub logs: Option<JobLogs>,
+    /// `write_iolog`: the issued I/Os, in fio's iolog format (opened before any job starts).
+    pub iolog: Option<IologWriter>,
     pub cpus: Option<Vec<u32>>,
     pub live: Arc<LiveCounters>,
     pub progress: Arc<JobProgress>,
@@ -248,6 +251,10 @@ struct Driver {
     queued: Vec<u64>,
     stats: JobStats,
     logs: Option<JobLogs>,
+    iolog: Option<IologWriter>,
+    /// A loop or verify phase ended: the next I/O's log line follows a close and an open
+    /// of the files (as fio closes and reopens them there).
+    iolog_reopen_due: bool,
     write_buffers: WriteBuffers,
     rate_floor: Option<RateFloor>,
     done: Vec<IoDone>,
@@ -419,6 +426,18 @@ impl Driver {
         match self.engine.queue(unit) {
             Ok(()) => {
                 self.next_id += 1;
+                if let Some(iolog) = self.iolog.as_mut() {
+                    if std::mem::take(&mut self.iolog_reopen_due) {
+                        iolog.reopen(start);
+                    }
+                    iolog.io(
+                        start,
+                        planned.file,
+                        planned.direction,
+                        planned.offset,
+                        planned.len,
+                    );
+                }
                 if planned.direction == Direction::Write {
                     // fio (io_u.c get_rw_ddir): fsync first where both fall due.
                     self.writes_issued += 1;
@@ -495,6 +514,14 @@ impl Driver {
     fn queue_flush(&mut self, counted: bool) -> bool {
         let id = self.next_id;
         let datasync = counted && self.datasync_due;
+        // The action fio's write_iolog names (io_ddir_name).
+        let sync_action = if counted && self.range_due && self.sync_file_range.is_some() {
+            "sync_file_range"
+        } else if datasync {
+            "datasync"
+        } else {
+            "sync"
+        };
         let range = match (counted && self.range_due, self.sync_file_range) {
             (true, Some(sfr)) => Some(crate::io::SyncRange {
                 offset: self.written.map_or(0, |(start, _)| start),
@@ -513,6 +540,9 @@ impl Driver {
                 self.next_id += 1;
                 self.datasync_due = false;
                 self.range_due = false;
+                if let Some(iolog) = self.iolog.as_mut() {
+                    iolog.sync(self.clock.elapsed(), 0, sync_action);
+                }
                 self.flushes.insert(id, (self.now_ns(), counted));
                 self.queued.push(id);
                 self.flush_due = false;
@@ -1053,6 +1083,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         interval,
         percentiles,
         logs,
+        mut iolog,
         cpus,
         live,
         progress,
@@ -1095,6 +1126,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     if let Some(logs) = logs.as_mut() {
         logs.start_clock(std::time::SystemTime::now());
     }
+    if let Some(iolog) = iolog.as_mut() {
+        iolog.start(Duration::ZERO);
+    }
     drop(_realtime);
     // After the real-time start (which sets the policy back, not the nice value), before
     // any I/O, as fio sets them before its first.
@@ -1110,6 +1144,8 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         queued: Vec::with_capacity(iodepth),
         stats,
         logs,
+        iolog,
+        iolog_reopen_due: false,
         write_buffers: WriteBuffers::new(content, iodepth),
         rate_floor,
         done: Vec::with_capacity(iodepth),
@@ -1193,7 +1229,11 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         if create_only || !prerun_ok {
             return Ok(());
         }
-        main_phase(&mut driver, &mut workload, ramp_end, deadline)
+        main_phase(&mut driver, &mut workload, ramp_end, deadline)?;
+        match workload.replay_error() {
+            Some(error) => Err(error.to_string()),
+            None => Ok(()),
+        }
     });
     if let Err(e) = result {
         driver.fail(e);
@@ -1242,6 +1282,13 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
     if let Some(start) = usage_start {
         if let Ok(end) = ResourceUsage::thread() {
             driver.stats.set_usage(end.since(&start));
+        }
+    }
+    if let Some(iolog) = driver.iolog.as_mut() {
+        if let Err(e) = iolog.finish(Duration::from_nanos(end_ns)) {
+            driver
+                .first_error
+                .get_or_insert(format!("writing write_iolog: {e}"));
         }
     }
     if let Some(logs) = driver.logs.as_mut() {
@@ -1389,6 +1436,7 @@ fn main_loop(
     // The verifier never changes; a copy leaves the workload free to borrow mutably.
     let verifier = workload.verifier().cloned();
     let verifier = verifier.as_ref();
+    let mut loops_ended = workload.loops_ended();
     loop {
         let now = driver.turn_start();
         if let Some(end) = ramp_end.filter(|end| now >= *end) {
@@ -1461,7 +1509,13 @@ fn main_loop(
             let planned = match pending.take() {
                 Some(planned) => planned,
                 None => match workload.next(asked_at) {
-                    Next::Io(planned) => planned,
+                    Next::Io(planned) => {
+                        if workload.loops_ended() > loops_ended {
+                            loops_ended = workload.loops_ended();
+                            driver.iolog_reopen_due = true;
+                        }
+                        planned
+                    }
                     Next::WaitForCompletions => {
                         driver.submit()?;
                         driver.drain(verifier, |t| workload.on_complete(t))?;
@@ -1472,7 +1526,9 @@ fn main_loop(
                         driver.submit()?;
                         driver.drain(verifier, |t| workload.on_complete(t))?;
                         driver.settle_writes(workload);
+                        driver.iolog_reopen_due = true;
                         read_back(driver, workload)?;
+                        driver.iolog_reopen_due = true;
                         since_drain = driver.now();
                         continue;
                     }
@@ -1511,6 +1567,18 @@ fn main_loop(
                 wait_until = Some(planned.scheduled_at);
                 *pending = Some(planned);
                 break;
+            }
+            if planned.is_flush() {
+                // A replayed log's sync (fio's DDIR_SYNC): a flush where the engine has
+                // one (as fsync= sends none to the others).
+                if driver.engine.supports_flush() {
+                    if !driver.queue_flush(true) {
+                        *pending = Some(planned);
+                        break;
+                    }
+                    queued += 1;
+                }
+                continue;
             }
             if driver.verify_only && planned.direction == Direction::Write {
                 // fio's verify_only: the write is planned and counted, not carried out;

@@ -16,6 +16,7 @@ pub mod latency_target;
 mod overlap;
 mod pinned;
 pub mod priority;
+pub mod replay_setup;
 pub mod report;
 #[cfg(test)]
 mod serialize_tests;
@@ -34,6 +35,7 @@ use crate::engine::embedded::EmbeddedTarget;
 use crate::engine::{self, EmbeddedOptions, EngineCounters};
 use crate::job::spec::{Engine as EngineKind, JobSpec, Region, SizeSpec};
 use crate::job::ToolOptions;
+use crate::output::iolog::IologWriter;
 use crate::output::logs::{JobLogs, LogError, LogOptions};
 use crate::output::{JobReport, PercentileOptions, RunReport};
 use crate::stats::{LiveCounters, ResourceUsage, StatsConfig};
@@ -81,6 +83,8 @@ pub enum RunError {
     Gate(String),
     #[error("job {job}: {reason}")]
     VerifyState { job: String, reason: String },
+    #[error("job {job}: {reason}")]
+    Replay { job: String, reason: String },
     #[error("job {job}: its thread could not start: {source}")]
     Spawn { job: String, source: std::io::Error },
 }
@@ -162,24 +166,34 @@ pub fn run_gated(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0x5eed);
     for (spec_index, spec) in specs.iter().enumerate() {
-        if tool.readonly
-            && (spec.does(crate::io::Direction::Write) || spec.does(crate::io::Direction::Trim))
-        {
-            return Err(RunError::ReadOnly {
-                job: spec.name.clone(),
-            });
+        // read_iolog: the job as the log makes it (its files, directions and sizes).
+        let replays = replay_setup::prepare(spec).map_err(|reason| RunError::Replay {
+            job: spec.name.clone(),
+            reason,
+        })?;
+        let job_spec = spec;
+        for spec in std::iter::once(spec).chain(replays.iter().map(|replay| &replay.spec)) {
+            if tool.readonly
+                && (spec.does(crate::io::Direction::Write) || spec.does(crate::io::Direction::Trim))
+            {
+                return Err(RunError::ReadOnly {
+                    job: spec.name.clone(),
+                });
+            }
         }
         // fio's file_append: the job starts at the file's end as it is now.
         let appended;
-        let spec = match setup::appended(spec)? {
+        let job_spec = match setup::appended(job_spec)? {
             Some(moved) => {
                 appended = moved;
                 &appended
             }
-            None => spec,
+            None => job_spec,
         };
-        for clone in 0..spec.numjobs.max(1) {
+        for clone in 0..job_spec.numjobs.max(1) {
             job_number += 1;
+            let replay = replays.get(clone as usize);
+            let spec = replay.map_or(job_spec, |replay| &replay.spec);
             let seed = crate::workload::job_seed(
                 spec.randseed,
                 spec.randrepeat,
@@ -192,6 +206,18 @@ pub fn run_gated(
                 engine: spec.engine().name(),
                 source: Box::new(source),
             })?;
+            if let (Some(replay), EngineKind::Iscsi) = (replay, spec.engine()) {
+                let lun = |file: usize| {
+                    let (bytes, block) = engine
+                        .file_geometry(file)
+                        .unwrap_or((engine.size_bytes(), engine.block_size_bytes()));
+                    (bytes, u64::from(block), target_name(spec, file))
+                };
+                replay_setup::check_fits(replay, lun).map_err(|reason| RunError::Replay {
+                    job: spec.name.clone(),
+                    reason,
+                })?;
+            }
             let files = file_regions(spec, engine.as_ref(), clone, seed)?;
             let file_names = (0..files.len())
                 .map(|file| file_name_in_errors(spec, file))
@@ -235,6 +261,15 @@ pub fn run_gated(
                     job: spec.name.clone(),
                     source,
                 })?;
+            if let Some(replay) = replay {
+                let log =
+                    crate::workload::replay::Replay::open(&replay.path, replay.options.clone())
+                        .map_err(|e| RunError::Replay {
+                            job: spec.name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                workload = workload.replaying(log, replay.summary.bytes);
+            }
             let state_path = verify_state::state_path(&spec.name, job_number);
             if spec.verify_state_load {
                 verify_state::load(&state_path, &spec.name)
@@ -269,6 +304,7 @@ pub fn run_gated(
                 )?),
                 _ => None,
             };
+            let files_named = files.len();
             for file in files {
                 footprints.push(overlap::Footprint {
                     job: spec.name.clone(),
@@ -361,6 +397,18 @@ pub fn run_gated(
                 percentiles: spec.percentile_list.clone(),
                 logs: log_options(spec, job_number)
                     .map(JobLogs::create)
+                    .transpose()
+                    .map_err(|source| RunError::Logs {
+                        job: spec.name.clone(),
+                        source,
+                    })?,
+                iolog: spec
+                    .iolog
+                    .write
+                    .as_ref()
+                    .map(|path| {
+                        IologWriter::create(path, iolog_file_names(spec, clone, files_named))
+                    })
                     .transpose()
                     .map_err(|source| RunError::Logs {
                         job: spec.name.clone(),
@@ -671,6 +719,18 @@ fn job_target(spec: &JobSpec, file: usize) -> Option<&crate::job::spec::Target> 
         0 => spec.filename.as_ref(),
         n => spec.more_filenames.get(n - 1),
     }
+}
+
+/// How `write_iolog` names the job's files: as fio does, by the name it opens (the path
+/// as given, or the file fio would make for a job without one, `$jobname.$jobnum.$filenum`
+/// with clones numbered from 0), an iSCSI LUN by its URL.
+fn iolog_file_names(spec: &JobSpec, clone: u32, count: usize) -> Vec<String> {
+    (0..count.max(1))
+        .map(|file| match job_target(spec, file) {
+            None if spec.engine() != EngineKind::Iscsi => spec.local_file_name(clone),
+            _ => file_name_in_errors(spec, file),
+        })
+        .collect()
 }
 
 /// How a failed I/O's line names its file, as fio names it by its file name.

@@ -49,6 +49,7 @@ mod generator;
 pub mod pacer;
 mod permutation;
 pub mod rate_floor;
+pub mod replay;
 mod rng;
 pub mod shared_ledger;
 pub mod strided;
@@ -382,6 +383,16 @@ pub struct PlannedIo {
     pub verify: VerifyAction,
 }
 
+impl PlannedIo {
+    /// Whether this is a replayed log's sync (a flush, as [`crate::io::IoUnit::flush`]
+    /// marks one): only a replay plans these.
+    pub fn is_flush(&self) -> bool {
+        self.direction == Direction::Write
+            && self.len == 0
+            && self.offset == crate::io::IoUnit::FLUSH_OFFSET
+    }
+}
+
 /// What the runner does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -428,6 +439,12 @@ pub struct Workload {
     finished: bool,
     progress: Progress,
     plan: PlanFingerprint,
+    /// `read_iolog`: the I/Os come from this log, not from the generators, with the bytes
+    /// it moves in all.
+    replay: Option<(replay::Replay, u64)>,
+    /// Loops of the job's first file that ended with another to come (fio closes and
+    /// reopens its files there, which its `write_iolog` shows).
+    loops_ended: u64,
 }
 
 /// The offsets, sizes and verify generations of one file of the job.
@@ -546,7 +563,64 @@ impl Workload {
             finished: false,
             progress: Progress::default(),
             plan: PlanFingerprint::of(&config),
+            replay: None,
+            loops_ended: 0,
         })
+    }
+
+    /// How many loops ended with another to follow (the job's first file's).
+    pub fn loops_ended(&self) -> u64 {
+        self.loops_ended
+    }
+
+    /// fio's `read_iolog`: the job replays `replay` (moving `total_bytes`) instead of its
+    /// pattern; the job's pacing, loops and verify no longer plan anything.
+    pub fn replaying(mut self, replay: replay::Replay, total_bytes: u64) -> Self {
+        self.replay = Some((replay, total_bytes));
+        self
+    }
+
+    /// Why a replay ended before the end of its log (the log changed since it was read
+    /// before the start).
+    pub fn replay_error(&self) -> Option<&replay::IologError> {
+        self.replay.as_ref().and_then(|(replay, _)| replay.error())
+    }
+
+    /// The next step of a replay: the log's I/O, due at its time (or now, when late: a
+    /// replay that falls behind issues at once and measures from then, as fio does).
+    fn next_replayed(&mut self, now: Duration) -> Next {
+        let Some((replay, _)) = self.replay.as_mut() else {
+            return Next::Done;
+        };
+        match replay.next_step() {
+            replay::ReplayStep::Io {
+                direction,
+                file,
+                offset,
+                len,
+                due,
+            } => {
+                *self.progress.ios.get_mut(direction) += 1;
+                *self.progress.bytes.get_mut(direction) += u64::from(len);
+                Next::Io(PlannedIo {
+                    direction,
+                    file,
+                    offset,
+                    len,
+                    scheduled_at: due.max(now),
+                    verify: VerifyAction::None,
+                })
+            }
+            replay::ReplayStep::Sync { file, due } => Next::Io(PlannedIo {
+                direction: Direction::Write,
+                file,
+                offset: crate::io::IoUnit::FLUSH_OFFSET,
+                len: 0,
+                scheduled_at: due.max(now),
+                verify: VerifyAction::None,
+            }),
+            replay::ReplayStep::Done => self.finish(),
+        }
     }
 
     /// Whether the job reads back what it wrote after writing (`do_verify`, with verify,
@@ -647,6 +721,9 @@ impl Workload {
         if self.finished {
             return Next::Done;
         }
+        if self.replay.is_some() {
+            return self.next_replayed(now);
+        }
         if self.pacer.must_wait_for_completions() {
             return Next::WaitForCompletions;
         }
@@ -707,6 +784,9 @@ impl Workload {
                 }
                 GenStep::LoopEnd => {
                     self.selector.on_loop_end(index);
+                    if index == 0 {
+                        self.loops_ended += 1;
+                    }
                     if self.read_back_due {
                         return Next::VerifyPhase;
                     }
@@ -878,6 +958,9 @@ impl Workload {
 
     /// Bytes the job will move in all, for "percent done" and ETA; `None` when time-based.
     pub fn total_bytes(&self) -> Option<u64> {
+        if let Some((_, bytes)) = &self.replay {
+            return Some(*bytes);
+        }
         self.files
             .iter()
             .map(|file| file.generator.total_bytes())
@@ -893,7 +976,7 @@ impl Workload {
     /// Whether the I/O handed out depends on the time asked with (rate limits, think time):
     /// the runner must then ask with the time now, not its turn's.
     pub fn plans_by_time(&self) -> bool {
-        self.pacer.uses_time()
+        self.replay.is_some() || self.pacer.uses_time()
     }
 
     /// The runner's queue is full (`true`) or has room (`false`) at job time `now`: how
