@@ -134,6 +134,9 @@ fn overlaps(serialize_overlap: bool) -> u64 {
         create_only: false,
         lockmem_bytes: 0,
         serialize_overlap,
+        max_latency_ns: Default::default(),
+        priority: Default::default(),
+        iolog: None,
     });
     assert_eq!(outcome.error, 0, "{}", outcome.error_text);
     let writes = outcome
