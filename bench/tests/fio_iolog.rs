@@ -847,3 +847,21 @@ fn write_iolog_loops_and_verify_reopen_as_fio_does() {
         assert!(count(&mine, "open") >= 2, "{job:?}: {mine:?}");
     }
 }
+
+/// A log that goes over the same blocks many times moves more bytes than the LUN holds
+/// (fio adds them up into its `size`): it replays whole on a LUN that holds what it
+/// reaches.
+#[test]
+fn read_iolog_rewriting_a_small_region_replays_whole_on_a_lun() {
+    let dir = ScratchDir::new("fio-iolog", "replay-rewrites");
+    let log = dir.join("rewrites.log");
+    let mut text = String::from("fio version 2 iolog\nlun add\nlun open\n");
+    for i in 0..300u64 {
+        text.push_str(&format!("lun write {} 4096\n", (i % 8) * 4096));
+    }
+    std::fs::write(&log, text).unwrap();
+    let arg = format!("--read_iolog={}", log.display());
+    let out = ours_ok(&["--name=r", "--size=1m", &arg, "--output-format=json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(totals(&json)[1], (300, 300 * 4096), "{json}");
+}

@@ -91,12 +91,15 @@ fn prepare_one(spec: &JobSpec, log: &str) -> Result<PreparedReplay, String> {
             *replayed.block_size.get_mut(direction) = BlockSize::Fixed(u64::from(len));
         }
     }
-    // fio adds the log's I/O lengths up into `size`; the region must also reach the
-    // log's furthest byte, or a replay to a file it lays out would read past its end.
+    // fio adds the log's I/O lengths up into `size` (its amount of I/O; ours is the
+    // log's). The region is what the log reaches: a file laid out to it is not read past
+    // its end, and a LUN (whose logical block each I/O was checked against) need hold no
+    // more than that, however often the log goes over the same blocks.
     let furthest = summary.furthest_end();
-    replayed.size = Some(SizeSpec::Bytes(
-        summary.bytes.max(furthest).div_ceil(4096) * 4096,
-    ));
+    replayed.size = Some(SizeSpec::Bytes(match replayed.engine() {
+        Engine::Iscsi => furthest,
+        _ => furthest.div_ceil(4096) * 4096,
+    }));
     replayed.offset = SizeSpec::Bytes(0);
     replayed.io_size = None;
     replayed.number_ios = None;
