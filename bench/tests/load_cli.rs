@@ -523,10 +523,11 @@ fn filename_lists_the_engine_cannot_serve_are_refused_with_a_reason() {
         "{}",
         describe(&out)
     );
-    let out = bench(&["--name=files", "--filename=/tmp/a:/tmp/b", "--rw=read"]);
+    // Local files in one list are served (tests/fio_nrfiles.rs); mixed with null, not.
+    let out = bench(&["--name=files", "--filename=/tmp/a:null", "--rw=read"]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("give each local file its own job"),
+        String::from_utf8_lossy(&out.stderr).contains("mixes local files with other targets"),
         "{}",
         describe(&out)
     );

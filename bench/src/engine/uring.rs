@@ -45,7 +45,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,10 @@ pub struct UringOptions {
     /// fio's file options: checks before the open, cache calls after it, and what
     /// happens at the close.
     pub files: FileSetup,
+    /// fio's `nrfiles` (and a job's further files): more regular files or devices, opened
+    /// and laid out as `path` is, each to `size_bytes`; units name one by [`IoUnit::file`]
+    /// (0 is `path`). All stay open for the whole job (fio's `openfiles` is not needed).
+    pub more_paths: Vec<PathBuf>,
 }
 
 impl UringOptions {
@@ -120,6 +124,7 @@ impl UringOptions {
             iodepth,
             max_block_bytes,
             files: FileSetup::default(),
+            more_paths: Vec::new(),
         }
     }
 }
@@ -196,6 +201,16 @@ pub struct UringEngine {
     /// `should_fsync` is false right after a sync, such as the job's closing one).
     last_was_flush: bool,
     unlink: bool,
+    /// The job's files after the first (`UringOptions::more_paths`), in order.
+    more_files: Vec<OpenFile>,
+}
+
+/// One open file of the engine and what its units need to know of it.
+struct OpenFile {
+    file: File,
+    path: String,
+    is_block_device: bool,
+    size_bytes: u64,
 }
 
 impl std::fmt::Debug for UringEngine {
@@ -225,93 +240,18 @@ impl UringEngine {
                 "the largest block size must be at least 1 byte".into(),
             ));
         }
-        let path = options.path.display().to_string();
-        let file_error = |what: &'static str| {
-            let path = path.clone();
-            move |source: io::Error| EngineError::File { path, what, source }
-        };
-        let existing = std::fs::metadata(&options.path).ok();
-        let is_block_device = existing
-            .as_ref()
-            .is_some_and(|m| m.file_type().is_block_device());
-        if let Some(m) = &existing {
-            if !m.is_file() && !is_block_device {
-                return Err(EngineError::Target {
-                    path,
-                    reason: "not a regular file or a block device".into(),
-                });
-            }
-        }
-        if existing.is_none() && !options.files.allow_create {
-            return Err(EngineError::Target {
-                path,
-                reason: "the file does not exist and allow_file_create=0 forbids creating it"
-                    .into(),
-            });
-        }
-        if is_block_device && options.files.refuse_mounted && file_setup::is_mounted(&options.path)
-        {
-            return Err(EngineError::Target {
-                path,
-                reason: "the device appears mounted and this job writes: set \
-                         allow_mounted_write=1 to write to it anyway"
-                    .into(),
-            });
-        }
-        let create_on_open = options.files.create_on_open && !is_block_device;
-        if !is_block_device && !create_on_open {
-            lay_out(options, &path)?;
-        }
-        let mut open = OpenOptions::new();
-        open.read(true).write(true);
-        if create_on_open {
-            // fio's open flags for it: O_CREAT, mode 0600.
-            use std::os::unix::fs::OpenOptionsExt as _;
-            open.create(true).mode(0o600);
-        }
-        let direct = if options.direct { libc::O_DIRECT } else { 0 };
-        if direct | options.sync_flags != 0 {
-            open.custom_flags(direct | options.sync_flags);
-        }
-        let file = open.open(&options.path).map_err(|source| {
-            if options.direct && source.raw_os_error() == Some(libc::EINVAL) {
-                EngineError::Target {
-                    path: path.clone(),
-                    reason: "the file system does not support O_DIRECT (direct=1)".into(),
-                }
-            } else {
-                file_error("opening")(source)
-            }
-        })?;
-        let size_bytes = if is_block_device {
-            block_device_size(&file).map_err(file_error("BLKGETSIZE64"))?
-        } else {
-            let len = file
-                .metadata()
-                .map_err(file_error("reading metadata"))?
-                .len();
-            // create_on_open: the file is as long as the job's writes make it.
-            match options.size_bytes {
-                Some(wanted) if create_on_open => len.max(wanted),
-                _ => len,
-            }
-        };
-        if let Some(wanted) = options.size_bytes {
-            if wanted > size_bytes {
-                return Err(EngineError::Target {
-                    path,
-                    reason: format!(
-                        "the job's size {wanted} is larger than its {size_bytes} bytes"
-                    ),
-                });
-            }
-        }
-        let logical_block = if is_block_device {
-            logical_block_size(&file).map_err(file_error("BLKSSZGET"))?
-        } else {
-            512
-        };
-        prepare_cache(&file, options, &path, is_block_device, size_bytes)?;
+        let (first, logical_block) = open_file(options, &options.path)?;
+        let OpenFile {
+            file,
+            path,
+            is_block_device,
+            size_bytes,
+        } = first;
+        let more_files = options
+            .more_paths
+            .iter()
+            .map(|path| open_file(options, path).map(|(file, _)| file))
+            .collect::<Result<Vec<_>, _>>()?;
         let direct = options.direct.then(|| {
             direct_io_alignment(&file).unwrap_or(DirectAlignment {
                 memory: logical_block,
@@ -349,13 +289,14 @@ impl UringEngine {
             counters: EngineCounters::default(),
             fsync_on_close: options.files.fsync_on_close,
             last_was_flush: false,
-            unlink: options.files.unlink && !is_block_device,
+            unlink: options.files.unlink,
+            more_files,
         };
         if options.registerfiles {
             engine
                 .ring
                 .submitter()
-                .register_files(&[engine.file.as_raw_fd()])
+                .register_files(&engine.raw_fds())
                 .map_err(|source| EngineError::Ring {
                     what: "registering the file",
                     source,
@@ -470,7 +411,7 @@ impl UringEngine {
     /// The submission entry for `unit`, whose slot is `slot`; records the unit there.
     fn prepare(&mut self, mut unit: IoUnit, slot: usize) -> squeue::Entry {
         let len = unit.len;
-        let fd = self.fd_target();
+        let fd = self.fd_target(unit.file);
         let mut bounce = None;
         let entry = match unit.direction {
             // A flush unit: fsync(2) of the file (fio's fsync, end_fsync), or
@@ -545,12 +486,34 @@ impl UringEngine {
         entry.user_data(slot as u64)
     }
 
-    fn fd_target(&self) -> Target {
+    /// The descriptor of file `file` (0: the first), or its index among the registered
+    /// ones. A unit naming a file the engine has not opened is refused before this.
+    fn fd_target(&self, file: u32) -> Target {
         if self.fixed_file {
-            Target::Fixed(types::Fixed(0))
+            Target::Fixed(types::Fixed(file))
         } else {
-            Target::Fd(types::Fd(self.file.as_raw_fd()))
+            let (fd, _, _) = self.file_info(file);
+            Target::Fd(types::Fd(fd))
         }
+    }
+
+    /// Descriptor, path and whether it is a block device, of file `file` (0: the first;
+    /// past the last: the first, which `queue` never lets through).
+    fn file_info(&self, file: u32) -> (i32, &str, bool) {
+        match (file as usize)
+            .checked_sub(1)
+            .and_then(|i| self.more_files.get(i))
+        {
+            Some(more) => (more.file.as_raw_fd(), &more.path, more.is_block_device),
+            None => (self.file.as_raw_fd(), &self.path, self.is_block_device),
+        }
+    }
+
+    /// Every open file's descriptor, in the order units name them.
+    fn raw_fds(&self) -> Vec<i32> {
+        std::iter::once(self.file.as_raw_fd())
+            .chain(self.more_files.iter().map(|more| more.file.as_raw_fd()))
+            .collect()
     }
 
     fn bounce_buffer(&mut self, len: usize) -> AlignedBuf {
@@ -569,7 +532,9 @@ impl UringEngine {
         let range: [u64; 2] = [unit.offset, u64::from(unit.len)];
         // SAFETY: BLKDISCARD reads two u64 (start, length) from the pointer, which points
         // to `range`, alive for the call; the descriptor is open.
-        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), BLKDISCARD, range.as_ptr()) };
+        let (fd, path, _) = self.file_info(unit.file);
+        let path = path.to_string();
+        let rc = unsafe { libc::ioctl(fd, BLKDISCARD, range.as_ptr()) };
         self.counters.kernel_entries += 1;
         self.counters.ios_submitted += 1;
         let result = if rc == 0 {
@@ -579,8 +544,8 @@ impl UringEngine {
             Err(IoError::Os {
                 errno: error.raw_os_error().unwrap_or(libc::EIO),
                 detail: format!(
-                    "BLKDISCARD of {} bytes at offset {} on {}: {error}",
-                    unit.len, unit.offset, self.path
+                    "BLKDISCARD of {} bytes at offset {} on {path}: {error}",
+                    unit.len, unit.offset
                 ),
             })
         };
@@ -812,6 +777,20 @@ impl Engine for UringEngine {
         self.block_size_bytes
     }
 
+    fn file_count(&self) -> usize {
+        1 + self.more_files.len()
+    }
+
+    fn file_geometry(&self, file: usize) -> Option<(u64, u32)> {
+        match file.checked_sub(1) {
+            None => Some((self.size_bytes, self.block_size_bytes)),
+            Some(i) => self
+                .more_files
+                .get(i)
+                .map(|more| (more.size_bytes, self.block_size_bytes)),
+        }
+    }
+
     fn queue_depth(&self) -> usize {
         self.iodepth
     }
@@ -856,7 +835,16 @@ impl Engine for UringEngine {
             self.refuse(unit, error);
             return Ok(());
         }
-        if unit.direction == Direction::Trim && self.is_block_device {
+        if unit.file as usize > self.more_files.len() {
+            let error = IoError::Transport(format!(
+                "the unit names file {} and the engine opened {}",
+                unit.file,
+                1 + self.more_files.len()
+            ));
+            self.refuse(unit, error);
+            return Ok(());
+        }
+        if unit.direction == Direction::Trim && self.file_info(unit.file).2 {
             self.last_was_flush = false;
             self.discard(unit);
             return Ok(());
@@ -945,12 +933,35 @@ impl Engine for UringEngine {
                 .sync_all()
                 .map_err(file_error("fsync (fsync_on_close)"))?;
         }
+        for more in &self.more_files {
+            if self.fsync_on_close && !self.last_was_flush {
+                more.file.sync_all().map_err(|source| EngineError::File {
+                    path: more.path.clone(),
+                    what: "fsync (fsync_on_close)",
+                    source,
+                })?;
+            }
+        }
         if self.unlink {
-            match std::fs::remove_file(&self.path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(file_error("unlinking (unlink)")(e));
+            let first = (self.path.as_str(), self.is_block_device);
+            let more = self
+                .more_files
+                .iter()
+                .map(|f| (f.path.as_str(), f.is_block_device));
+            for (path, is_block_device) in std::iter::once(first).chain(more) {
+                if is_block_device {
+                    continue;
                 }
-                _ => {}
+                match std::fs::remove_file(path) {
+                    Err(source) if source.kind() != io::ErrorKind::NotFound => {
+                        return Err(EngineError::File {
+                            path: path.to_string(),
+                            what: "unlinking (unlink)",
+                            source,
+                        });
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(self.counters)
@@ -961,6 +972,103 @@ impl Drop for UringEngine {
     fn drop(&mut self) {
         self.drain();
     }
+}
+
+/// Opens one file of the job (checked, laid out and its cache prepared as its options
+/// say): the file and its logical block size.
+fn open_file(options: &UringOptions, path_ref: &Path) -> Result<(OpenFile, u32), EngineError> {
+    let path = path_ref.display().to_string();
+    let file_error = |what: &'static str| {
+        let path = path.clone();
+        move |source: io::Error| EngineError::File { path, what, source }
+    };
+    let existing = std::fs::metadata(path_ref).ok();
+    let is_block_device = existing
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_block_device());
+    if let Some(m) = &existing {
+        if !m.is_file() && !is_block_device {
+            return Err(EngineError::Target {
+                path,
+                reason: "not a regular file or a block device".into(),
+            });
+        }
+    }
+    if existing.is_none() && !options.files.allow_create {
+        return Err(EngineError::Target {
+            path,
+            reason: "the file does not exist and allow_file_create=0 forbids creating it".into(),
+        });
+    }
+    if is_block_device && options.files.refuse_mounted && file_setup::is_mounted(path_ref) {
+        return Err(EngineError::Target {
+            path,
+            reason: "the device appears mounted and this job writes: set \
+                         allow_mounted_write=1 to write to it anyway"
+                .into(),
+        });
+    }
+    let create_on_open = options.files.create_on_open && !is_block_device;
+    if !is_block_device && !create_on_open {
+        lay_out(options, path_ref, &path)?;
+    }
+    let mut open = OpenOptions::new();
+    open.read(true).write(true);
+    if create_on_open {
+        // fio's open flags for it: O_CREAT, mode 0600.
+        use std::os::unix::fs::OpenOptionsExt as _;
+        open.create(true).mode(0o600);
+    }
+    let direct = if options.direct { libc::O_DIRECT } else { 0 };
+    if direct | options.sync_flags != 0 {
+        open.custom_flags(direct | options.sync_flags);
+    }
+    let file = open.open(path_ref).map_err(|source| {
+        if options.direct && source.raw_os_error() == Some(libc::EINVAL) {
+            EngineError::Target {
+                path: path.clone(),
+                reason: "the file system does not support O_DIRECT (direct=1)".into(),
+            }
+        } else {
+            file_error("opening")(source)
+        }
+    })?;
+    let size_bytes = if is_block_device {
+        block_device_size(&file).map_err(file_error("BLKGETSIZE64"))?
+    } else {
+        let len = file
+            .metadata()
+            .map_err(file_error("reading metadata"))?
+            .len();
+        // create_on_open: the file is as long as the job's writes make it.
+        match options.size_bytes {
+            Some(wanted) if create_on_open => len.max(wanted),
+            _ => len,
+        }
+    };
+    if let Some(wanted) = options.size_bytes {
+        if wanted > size_bytes {
+            return Err(EngineError::Target {
+                path,
+                reason: format!("the job's size {wanted} is larger than its {size_bytes} bytes"),
+            });
+        }
+    }
+    let logical_block = if is_block_device {
+        logical_block_size(&file).map_err(file_error("BLKSSZGET"))?
+    } else {
+        512
+    };
+    prepare_cache(&file, options, &path, is_block_device, size_bytes)?;
+    Ok((
+        OpenFile {
+            file,
+            path,
+            is_block_device,
+            size_bytes,
+        },
+        logical_block,
+    ))
 }
 
 /// Creates the ring (`datapath::transport::build_ring`): `SQPOLL` when asked and granted,
@@ -1040,7 +1148,7 @@ fn preallocate(file: &std::fs::File, mode: Fallocate, len: u64) -> io::Result<()
 }
 
 /// Creates or grows a regular file to the job's size, as `options.layout` says.
-fn lay_out(options: &UringOptions, path: &str) -> Result<(), EngineError> {
+fn lay_out(options: &UringOptions, file_path: &Path, path: &str) -> Result<(), EngineError> {
     let Some(wanted) = options.size_bytes else {
         return Ok(());
     };
@@ -1049,7 +1157,7 @@ fn lay_out(options: &UringOptions, path: &str) -> Result<(), EngineError> {
             "size must be greater than 0".into(),
         ));
     }
-    let current = std::fs::metadata(&options.path).map(|m| m.len()).ok();
+    let current = std::fs::metadata(file_path).map(|m| m.len()).ok();
     if current.is_some_and(|len| len >= wanted) {
         return Ok(());
     }
@@ -1070,7 +1178,7 @@ fn lay_out(options: &UringOptions, path: &str) -> Result<(), EngineError> {
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&options.path)
+        .open(file_path)
         .map_err(file_error("creating"))?;
     let from = current.unwrap_or(0);
     preallocate(&file, options.fallocate, wanted).map_err(file_error("allocating (fallocate)"))?;

@@ -521,15 +521,35 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
         }
         _ => {}
     }
-    // A filename list: LUNs of one target, reached through one session (fio's libiscsi
-    // engine opens one per file; several targets in one job are not supported yet).
-    if let (Some(first), false) = (&spec.filename, spec.more_filenames.is_empty()) {
-        let Target::Iscsi(first) = first else {
-            return Err(invalid(
-                "several files in one job (a ':'-separated filename list) are supported for \
-                 iSCSI LUNs of one target; give each local file its own job"
-                    .into(),
-            ));
+    // A filename list: local files (the io_uring engine opens each), or LUNs of one target
+    // reached through one session (fio's libiscsi engine opens one per file; several
+    // targets in one job are not supported yet).
+    'list: {
+        let (Some(first), false) = (&spec.filename, spec.more_filenames.is_empty()) else {
+            break 'list;
+        };
+        let first = match first {
+            Target::Iscsi(first) => first,
+            // Local files (a list, or nrfiles): the io_uring engine opens each.
+            Target::Path(_) => {
+                if spec
+                    .more_filenames
+                    .iter()
+                    .any(|other| !matches!(other, Target::Path(_)))
+                {
+                    return Err(invalid(
+                        "a filename list mixes local files with other targets".into(),
+                    ));
+                }
+                break 'list;
+            }
+            Target::Null => {
+                return Err(invalid(
+                    "several files in one job (a ':'-separated filename list) are supported \
+                     for local files and for iSCSI LUNs of one target, not for null"
+                        .into(),
+                ))
+            }
         };
         let mut luns = vec![first.lun];
         for other in &spec.more_filenames {

@@ -31,9 +31,13 @@
 //! - booleans also take true/false, yes/no, on/off, and a bare name (fio: 1/0 only);
 //! - blanks around `=` are ignored (fio keeps them in the value);
 //! - `percentile_list` takes up to 256 entries (fio: 20);
-//! - fio's `filename=a:b` lists are taken for iSCSI LUNs of one target (one login), with
-//!   `file_service_type` roundrobin, sequential or random (`:N` I/Os per choice); lists of
-//!   local files, or of LUNs on several targets, are refused (escape `\:` as fio does);
+//! - fio's `filename=a:b` lists are taken for local files and for iSCSI LUNs of one target
+//!   (one login), with `file_service_type` roundrobin, sequential or random (`:N` I/Os per
+//!   choice); lists of LUNs on several targets are refused (escape `\:` as fio does);
+//! - `nrfiles=0` is refused (fio makes no file and runs nothing), and so are a negative
+//!   `openfiles` and an `nrfiles` whose `filename_format` names two files alike;
+//! - a job's `size` is divided evenly between its files (fio gives the first files one block
+//!   more when it does not divide);
 //! - a job with verify and a read-only pattern is accepted, as in fio: it checks what an
 //!   earlier write run left;
 //! - `random_generator` is taken with fio's names, but there is one generator: random

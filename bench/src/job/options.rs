@@ -185,6 +185,14 @@ pub static OPTIONS: &[OptionDef] = &[
          $clientuid)",
         apply |s| s.spec().filename_format = Some(s.text().to_string()),
         render |spec, _base| spec.filename_format.clone()),
+    opt!("nrfiles" ["nr_files"], Required, Target, "int", default "1",
+        "Files a local job without filename makes (named by filename_format), its size \
+         divided between them",
+        count(1) nrfiles),
+    opt!("openfiles", Required, Target, "int", default "nrfiles",
+        "How many of the job's files the I/O goes to at once (0: all); a file done makes \
+         room for the next. The io_uring engine keeps every file open all the same",
+        count(0) openfiles),
     opt!("file_service_type", Required, Target, "roundrobin|sequential|random[:N]",
         default "roundrobin",
         "Which file of a filename list the next I/O goes to (N I/Os per choice)",
@@ -1314,8 +1322,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "unique_filename",
     "opendir",
     "bs_is_seq_rand",
-    "nrfiles",
-    "openfiles",
     "write_barrier",
     "atomic",
     "verify_async",
@@ -1997,6 +2003,20 @@ mod tests {
             "max_burst_length" | "first_burst_length" | "max_recv_data_segment_length" => "8k",
             _ => "8",
         }
+    }
+
+    #[test]
+    fn nrfiles_and_openfiles_refuse_what_fio_refuses_naming_the_option() {
+        for (name, value) in [("nrfiles", "x"), ("nrfiles", "0"), ("nr_files", "-1")] {
+            let Err(error) = job_with(name, Some(value)) else {
+                panic!("{name}={value} was taken");
+            };
+            let error = error.to_string();
+            assert!(error.contains(name), "{name}={value}: {error}");
+        }
+        assert_eq!(job_with("nr_files", Some("4")).unwrap().spec.nrfiles, 4);
+        assert_eq!(job_with("openfiles", Some("0")).unwrap().spec.openfiles, 0);
+        assert!(job_with("openfiles", Some("x")).is_err());
     }
 
     #[test]

@@ -418,6 +418,13 @@ pub struct JobSpec {
     pub more_filenames: Vec<Target>,
     /// `file_service_type`: which file of the list the next I/O goes to.
     pub file_service: FileService,
+    /// fio's `nrfiles`: how many files a local job without `filename` makes (named by
+    /// `filename_format`, `$filenum` from 0), its `size` divided between them. Ignored when
+    /// the job names its files, as fio does.
+    pub nrfiles: u32,
+    /// fio's `openfiles`: how many of them fio keeps open at once (0: all). Taken and
+    /// rendered only: the io_uring engine keeps every file of the job open.
+    pub openfiles: u32,
     /// `None`: chosen from the target (see [`JobSpec::engine`]).
     pub ioengine: Option<Engine>,
     pub direct: bool,
@@ -735,6 +742,8 @@ impl JobSpec {
             filename_format: None,
             more_filenames: Vec::new(),
             file_service: FileService::default(),
+            nrfiles: 1,
+            openfiles: 0,
             ioengine: None,
             direct: false,
             fixedbufs: false,
@@ -889,46 +898,69 @@ impl JobSpec {
 
     /// fio's file naming for local engines: a relative file name lives in `directory`,
     /// and a job that names `ioengine=io_uring` (or libaio) and no file gets fio's
-    /// `JOBNAME.0.0` there (made with the job's size). Several clones (`numjobs`) would each
-    /// want a file of their own (`JOBNAME.N.0`): refused, naming the option to give.
+    /// `JOBNAME.0.0` there (made with the job's size), or `nrfiles` of them
+    /// (`JOBNAME.0.0` to `JOBNAME.0.N-1`). Several clones (`numjobs`) would each want files
+    /// of their own (`JOBNAME.N.0`): refused, naming the option to give.
     pub fn place_local_file(&mut self) -> Result<(), String> {
         let directory = self.directory.clone().unwrap_or_default();
-        match &mut self.filename {
-            Some(Target::Path(path)) if path.is_relative() => {
-                *path = directory.join(&*path);
+        if self.filename.is_none() && self.ioengine == Some(Engine::IoUring) {
+            let name = self.local_file_name(0, 0);
+            if (1..self.numjobs).any(|clone| self.local_file_name(clone, 0) != name) {
+                return Err(format!(
+                    "numjobs={} with a local engine and no filename: fio would make files \
+                     per clone ({}); give filename= or a filename_format without $jobnum \
+                     (files the clones share)",
+                    self.numjobs,
+                    self.local_file_name(1, 0)
+                ));
             }
-            None if self.ioengine == Some(Engine::IoUring) => {
-                let name = self.local_file_name(0);
-                if (1..self.numjobs).any(|clone| self.local_file_name(clone) != name) {
-                    return Err(format!(
-                        "numjobs={} with a local engine and no filename: fio would make a \
-                         file per clone ({}); give filename= or a filename_format without \
-                         $jobnum (one file the clones share)",
-                        self.numjobs,
-                        self.local_file_name(1)
-                    ));
+            let names: Vec<String> = (0..self.nrfiles.max(1))
+                .map(|file| self.local_file_name(0, file))
+                .collect();
+            if let Some(again) = (1..names.len()).find(|&i| names[..i].contains(&names[i])) {
+                return Err(format!(
+                    "nrfiles={} and filename_format={} name file {again} as an earlier one \
+                     ({}); put $filenum in filename_format",
+                    self.nrfiles,
+                    self.filename_format.as_deref().unwrap_or_default(),
+                    names[again]
+                ));
+            }
+            let mut targets = names
+                .into_iter()
+                .map(|name| Target::Path(directory.join(name)));
+            self.filename = targets.next();
+            self.more_filenames = targets.collect();
+            return Ok(());
+        }
+        for target in std::iter::once(&mut self.filename)
+            .flatten()
+            .chain(self.more_filenames.iter_mut())
+        {
+            if let Target::Path(path) = target {
+                if path.is_relative() {
+                    *path = directory.join(&*path);
                 }
-                self.filename = Some(Target::Path(directory.join(name)));
             }
-            _ => {}
         }
         Ok(())
     }
 
-    /// The name fio gives the file of `clone` when the job names none (`make_filename`,
-    /// init.c): `filename_format` with its keywords replaced, case-insensitively and in
-    /// fio's order; `$filenum` is 0 (one file per job) and `$clientuid` empty (no
-    /// `--client`, as fio run locally).
-    pub fn local_file_name(&self, clone: u32) -> String {
+    /// The name fio gives file `file` (from 0, up to `nrfiles`) of `clone` when the job
+    /// names none (`make_filename`, init.c): `filename_format` with its keywords replaced,
+    /// case-insensitively and in fio's order; `$clientuid` is empty (no `--client`, as fio
+    /// run locally).
+    pub fn local_file_name(&self, clone: u32, file: u32) -> String {
         let format = self
             .filename_format
             .as_deref()
             .unwrap_or("$jobname.$jobnum.$filenum");
         let clone = clone.to_string();
+        let file = file.to_string();
         [
             ("$jobname", self.name.as_str()),
             ("$jobnum", clone.as_str()),
-            ("$filenum", "0"),
+            ("$filenum", file.as_str()),
             ("$clientuid", ""),
         ]
         .into_iter()
@@ -1357,5 +1389,55 @@ mod tests {
         assert_eq!(rate_period(None, true, 1000), (1000, 1000));
         assert_eq!(rate_period(None, false, 1000), (500, 1000));
         assert_eq!(rate_period(None, true, 0), (500, 0));
+    }
+
+    fn local_job(nrfiles: u32) -> JobSpec {
+        let mut spec = JobSpec::new("j");
+        spec.ioengine = Some(Engine::IoUring);
+        spec.directory = Some("/d".into());
+        spec.nrfiles = nrfiles;
+        spec
+    }
+
+    fn paths(spec: &JobSpec) -> Vec<String> {
+        spec.filename
+            .iter()
+            .chain(&spec.more_filenames)
+            .map(|target| match target {
+                Target::Path(path) => path.display().to_string(),
+                other => panic!("not a path: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nrfiles_makes_files_named_by_filename_format() {
+        let mut spec = local_job(3);
+        spec.place_local_file().unwrap();
+        assert_eq!(paths(&spec), ["/d/j.0.0", "/d/j.0.1", "/d/j.0.2"]);
+        let mut spec = local_job(2);
+        spec.filename_format = Some("f$FILENUM-$jobname".into());
+        spec.place_local_file().unwrap();
+        assert_eq!(paths(&spec), ["/d/f0-j", "/d/f1-j"]);
+    }
+
+    #[test]
+    fn nrfiles_without_filenum_in_the_format_is_refused() {
+        let mut spec = local_job(2);
+        spec.filename_format = Some("$jobname".into());
+        let error = spec.place_local_file().unwrap_err();
+        assert!(
+            error.contains("nrfiles=2") && error.contains("$filenum"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn nrfiles_is_ignored_when_the_job_names_its_files() {
+        let mut spec = local_job(4);
+        spec.filename = Some(Target::Path("a".into()));
+        spec.more_filenames = vec![Target::Path("/b".into())];
+        spec.place_local_file().unwrap();
+        assert_eq!(paths(&spec), ["/d/a", "/b"]);
     }
 }

@@ -727,7 +727,7 @@ fn job_target(spec: &JobSpec, file: usize) -> Option<&crate::job::spec::Target> 
 fn iolog_file_names(spec: &JobSpec, clone: u32, count: usize) -> Vec<String> {
     (0..count.max(1))
         .map(|file| match job_target(spec, file) {
-            None if spec.engine() != EngineKind::Iscsi => spec.local_file_name(clone),
+            None if spec.engine() != EngineKind::Iscsi => spec.local_file_name(clone, file as u32),
             _ => file_name_in_errors(spec, file),
         })
         .collect()

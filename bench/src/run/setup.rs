@@ -145,8 +145,10 @@ pub fn engine_config(
                     let current = std::fs::metadata(path).map_or(0, |m| m.len());
                     file_size_bytes(spec, current, seed, 0)
                 }
+                // fio divides size between the job's files (filesetup.c).
                 (SizeSpec::Bytes(offset), Some(SizeSpec::Bytes(size))) => {
-                    Some(offset.saturating_add(size))
+                    let files = 1 + spec.more_filenames.len() as u64;
+                    Some(offset.saturating_add(size / files))
                 }
                 _ => None,
             };
@@ -171,6 +173,14 @@ pub fn engine_config(
                 crate::job::spec::SyncMode::Sync => libc::O_SYNC,
                 crate::job::spec::SyncMode::Dsync => libc::O_DSYNC,
             };
+            options.more_paths = spec
+                .more_filenames
+                .iter()
+                .filter_map(|target| match target {
+                    Target::Path(path) => Some(path.clone()),
+                    _ => None,
+                })
+                .collect();
             Ok(EngineConfig::Uring(options))
         }
         EngineKind::Iscsi => {
@@ -583,6 +593,7 @@ pub fn workload_config(
         // The runner adds the other files' regions once their LUNs are open.
         more_files: Vec::new(),
         file_service: spec.file_service,
+        open_files: spec.openfiles as usize,
         offsets: OffsetModifiers {
             seq_add_bytes: if spec.rw.kind.is_random() {
                 0

@@ -181,6 +181,9 @@ pub struct WorkloadConfig {
     pub more_files: Vec<FileRegion>,
     /// `file_service_type`.
     pub file_service: FileService,
+    /// fio's `openfiles`: how many files the service chooses among at once (0: all). A file
+    /// counts from its first I/O until it is done, when the next one may start.
+    pub open_files: usize,
     /// `rw=...:N`, `rw_sequencer`, `percentage_random`.
     pub offsets: OffsetModifiers,
     /// fio's `zonemode=strided`: I/O held to one zone at a time (one-file jobs only).
@@ -251,6 +254,7 @@ impl Default for WorkloadConfig {
             verify: None,
             more_files: Vec::new(),
             file_service: FileService::default(),
+            open_files: 0,
             offsets: OffsetModifiers::default(),
             strided_zones: None,
         }
@@ -543,6 +547,7 @@ impl Workload {
         let selector = FileSelector::new(
             config.file_service,
             files.len(),
+            config.open_files,
             rng::stream_seed(config.seed, rng::streams::FILE, 0),
         );
         Ok(Workload {
@@ -1034,10 +1039,14 @@ struct FileSelector {
     ios_here: u32,
     bytes_here: u64,
     rng: rng::SplitMix64,
+    /// `openfiles` (at least 1, at most `files`), and which files were started (fio opens
+    /// a file when the service first picks it and closes it when it is done).
+    open_max: usize,
+    started: Vec<bool>,
 }
 
 impl FileSelector {
-    fn new(service: FileService, files: usize, seed: u64) -> Self {
+    fn new(service: FileService, files: usize, open_files: usize, seed: u64) -> Self {
         let mut rng = rng::SplitMix64::new(seed);
         let current = match service.kind {
             FileServiceKind::Random => rng.below(files as u64) as usize,
@@ -1050,14 +1059,26 @@ impl FileSelector {
             ios_here: 0,
             bytes_here: 0,
             rng,
+            open_max: if open_files == 0 {
+                files
+            } else {
+                open_files.min(files)
+            },
+            started: vec![false; files],
         }
     }
 
-    /// The file to ask next: the current one, or the next one not done; `None` when all are.
+    /// The file to ask next: the current one, or the next one not done that is open or may
+    /// be opened (fewer than `openfiles` open: started and not done); `None` when all are
+    /// done.
     fn current(&mut self, files: &[FileStream]) -> Option<usize> {
+        let open = (0..self.files)
+            .filter(|&index| self.started[index] && !files[index].done)
+            .count();
         let index = (0..self.files)
             .map(|step| (self.current + step) % self.files)
-            .find(|&index| !files[index].done)?;
+            .find(|&index| !files[index].done && (self.started[index] || open < self.open_max))?;
+        self.started[index] = true;
         if index != self.current {
             self.choose(index);
         }

@@ -1250,3 +1250,37 @@ fn strided_zones_refuse_what_would_place_offsets_otherwise() {
         Some(WorkloadError::ZoneRangeBelowBlockSize { .. })
     ));
 }
+
+/// fio's `openfiles=2` over four files: roundrobin alternates between the first two until
+/// they are done, then the last two (fio 3.42 with `write_iolog` shows the same order).
+#[test]
+fn openfiles_limits_the_files_served_at_once() {
+    let mut job = config(RwKind::Write, 8 * KIB, 4096);
+    job.more_files = (1..4)
+        .map(|_| FileRegion {
+            offset_bytes: 0,
+            size_bytes: 8 * KIB,
+        })
+        .collect();
+    job.open_files = 2;
+    let seen: Vec<(u32, u64)> = all_ios(job.clone(), 100)
+        .iter()
+        .map(|io| (io.file, io.offset / KIB))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, 0),
+            (1, 0),
+            (0, 4),
+            (1, 4),
+            (2, 0),
+            (3, 0),
+            (2, 4),
+            (3, 4)
+        ]
+    );
+    job.open_files = 0;
+    let files: Vec<u32> = all_ios(job, 100).iter().map(|io| io.file).collect();
+    assert_eq!(files, [0, 1, 2, 3, 0, 1, 2, 3]);
+}

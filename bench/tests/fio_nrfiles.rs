@@ -1,0 +1,245 @@
+//! fio's `nrfiles` (`nr_files`) and `openfiles` beside fio itself: each job runs through
+//! fio (psync) and through iscsi-bench (io_uring) in a scratch directory of its own, and
+//! what both did is compared: the files made (names and sizes) and, from each tool's
+//! `write_iolog`, which file and offset each I/O went to, in order. Skipped (loudly) where
+//! fio is missing, a failure under CI.
+
+mod common;
+
+use common::{describe, ScratchDir};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// fio 3.42 (`$FIO_ANCHOR` or the shared anchor) where built, else the installed fio.
+fn fio_path() -> Option<PathBuf> {
+    let anchor = std::env::var_os("FIO_ANCHOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/anchors/fio"));
+    let runs = |path: &Path| {
+        Command::new(path)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let found = [anchor, PathBuf::from("fio")]
+        .into_iter()
+        .find(|path| runs(path));
+    common::require_tool("fio", found.is_some());
+    found
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Fio,
+    Ours,
+}
+
+/// `who` runs job `j` with `options` in `dir` (at most 60 s), its files made there.
+fn run(who: Who, fio: &Path, dir: &Path, options: &[&str]) -> Output {
+    let mut command = Command::new("timeout");
+    command.arg("60");
+    match who {
+        Who::Fio => command.arg(fio).arg("--ioengine=psync"),
+        Who::Ours => command
+            .arg(env!("CARGO_BIN_EXE_iscsi-bench"))
+            .arg("--ioengine=io_uring"),
+    };
+    command
+        .current_dir(dir)
+        .arg("--name=j")
+        .arg(format!("--directory={}", dir.display()))
+        .args(["--bs=4k", "--output-format=json"])
+        .args(options)
+        .output()
+        .expect("run the job")
+}
+
+/// The regular files in `dir` (not the logs), by name with their sizes.
+fn files_in(dir: &Path) -> BTreeMap<String, u64> {
+    std::fs::read_dir(dir)
+        .expect("read the scratch directory")
+        .map(|entry| entry.expect("a directory entry"))
+        .filter(|entry| !entry.file_name().to_string_lossy().ends_with(".log"))
+        .map(|entry| {
+            let size = entry.metadata().expect("metadata").len();
+            (entry.file_name().to_string_lossy().into_owned(), size)
+        })
+        .collect()
+}
+
+/// The reads and writes of a `write_iolog` (version 3: `<us> <file> <action> <offset>
+/// <len>`), in order: the file's name (not its directory), the action, offset and length.
+fn logged_ios(log: &Path) -> Vec<(String, String, u64, u64)> {
+    let text = std::fs::read_to_string(log).expect("read the iolog");
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_, file, action @ ("read" | "write"), offset, len] = fields[..] else {
+                return None;
+            };
+            let name = Path::new(file).file_name()?.to_string_lossy().into_owned();
+            Some((
+                name,
+                action.to_string(),
+                offset.parse().ok()?,
+                len.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Both tools run `options` (each in a scratch directory of its own, logging its I/O):
+/// the files each left, and its I/O in order.
+type Outcome = (BTreeMap<String, u64>, Vec<(String, String, u64, u64)>);
+
+fn both(name: &str, options: &[&str]) -> Option<(Outcome, Outcome)> {
+    let fio = fio_path()?;
+    let mut outcomes = Vec::new();
+    for who in [Who::Fio, Who::Ours] {
+        let dir = ScratchDir::new("fio_nrfiles", &format!("{name}-{who:?}"));
+        let log = dir.join("io.log");
+        let mut all = options.to_vec();
+        let log_option = format!("--write_iolog={}", log.display());
+        all.push(&log_option);
+        let out = run(who, &fio, dir.path(), &all);
+        assert!(
+            out.status.success(),
+            "{who:?} {options:?}: {}",
+            describe(&out)
+        );
+        outcomes.push((files_in(dir.path()), logged_ios(&log)));
+    }
+    let ours = outcomes.pop()?;
+    let fio = outcomes.pop()?;
+    Some((fio, ours))
+}
+
+#[test]
+fn nrfiles_makes_the_files_fio_makes_with_size_divided_between_them() {
+    for (name, options) in [
+        ("default", &["--rw=write", "--size=4m", "--nrfiles=4"][..]),
+        ("alias", &["--rw=read", "--size=4m", "--nr_files=2"][..]),
+        (
+            "format",
+            &[
+                "--rw=write",
+                "--size=3m",
+                "--nrfiles=3",
+                "--filename_format=data.$filenum.$jobname",
+            ][..],
+        ),
+    ] {
+        let Some(((fio_files, fio_ios), (our_files, our_ios))) = both(name, options) else {
+            return;
+        };
+        assert!(fio_files.len() > 1, "{name}: fio made {fio_files:?}");
+        assert_eq!(our_files, fio_files, "{name}: the files made");
+        // The same bytes went to each file.
+        let per_file = |ios: &[(String, String, u64, u64)]| {
+            let mut bytes = BTreeMap::new();
+            for (file, _, _, len) in ios {
+                *bytes.entry(file.clone()).or_insert(0u64) += len;
+            }
+            bytes
+        };
+        assert_eq!(
+            per_file(&our_ios),
+            per_file(&fio_ios),
+            "{name}: bytes per file"
+        );
+    }
+}
+
+#[test]
+fn sequential_io_goes_over_the_files_in_fios_order() {
+    for (name, service, openfiles) in [
+        ("rr", "roundrobin", "0"),
+        ("rr3", "roundrobin:3", "0"),
+        ("seq", "sequential", "0"),
+        ("rr-open2", "roundrobin", "2"),
+        ("rr3-open2", "roundrobin:3", "2"),
+        ("rr-open3", "roundrobin", "3"),
+        ("seq-open1", "sequential", "1"),
+    ] {
+        let service = format!("--file_service_type={service}");
+        let openfiles = format!("--openfiles={openfiles}");
+        let options = [
+            "--rw=write",
+            "--size=64k",
+            "--nrfiles=4",
+            &service,
+            &openfiles,
+        ];
+        let Some(((_, fio_ios), (_, our_ios))) = both(name, &options) else {
+            return;
+        };
+        assert_eq!(fio_ios.len(), 16, "{name}: fio's I/O {fio_ios:?}");
+        assert_eq!(
+            our_ios, fio_ios,
+            "{name}: the order of the I/O over the files"
+        );
+    }
+}
+
+#[test]
+fn random_io_covers_each_file_once_as_fio_does() {
+    let options = ["--rw=randwrite", "--size=4m", "--nrfiles=4"];
+    let Some(((fio_files, fio_ios), (our_files, our_ios))) = both("rand", &options) else {
+        return;
+    };
+    assert_eq!(our_files, fio_files);
+    // The offsets are random in both (and differ): each file's set of blocks is compared,
+    // and the files alternate as in fio (roundrobin).
+    let blocks = |ios: &[(String, String, u64, u64)]| {
+        let mut blocks: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (file, _, offset, _) in ios {
+            blocks.entry(file.clone()).or_default().push(*offset);
+        }
+        blocks
+            .values_mut()
+            .for_each(|offsets| offsets.sort_unstable());
+        blocks
+    };
+    assert_eq!(blocks(&our_ios), blocks(&fio_ios));
+    let order = |ios: &[(String, String, u64, u64)]| -> Vec<String> {
+        ios.iter().map(|io| io.0.clone()).collect()
+    };
+    assert_eq!(order(&our_ios), order(&fio_ios));
+}
+
+#[test]
+fn a_list_of_local_files_is_served_as_fio_serves_it() {
+    let options = ["--rw=write", "--size=64k", "--filename=a:b"];
+    let Some(((fio_files, fio_ios), (our_files, our_ios))) = both("list", &options) else {
+        return;
+    };
+    assert_eq!(our_files, fio_files);
+    assert_eq!(our_ios, fio_ios);
+}
+
+#[test]
+fn bad_values_are_refused_as_fio_refuses_them() {
+    let Some(fio) = fio_path() else {
+        return;
+    };
+    for bad in ["--nrfiles=x", "--openfiles=many"] {
+        let dir = ScratchDir::new("fio_nrfiles", "bad");
+        let options = ["--rw=write", "--size=64k", bad];
+        let fio_out = run(Who::Fio, &fio, dir.path(), &options);
+        let ours = run(Who::Ours, &fio, dir.path(), &options);
+        assert!(!fio_out.status.success(), "fio took {bad}");
+        assert!(!ours.status.success(), "{bad}: {}", describe(&ours));
+        let option = bad
+            .trim_start_matches("--")
+            .split('=')
+            .next()
+            .unwrap_or(bad);
+        assert!(
+            String::from_utf8_lossy(&ours.stderr).contains(option),
+            "{bad}: {}",
+            describe(&ours)
+        );
+    }
+}
