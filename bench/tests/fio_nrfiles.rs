@@ -243,3 +243,98 @@ fn bad_values_are_refused_as_fio_refuses_them() {
         );
     }
 }
+
+/// `who` runs `options` under `strace -f` in a scratch directory of its own: the successful
+/// `unlink` calls on the job's file, the file's size and mode after the run, and the
+/// iolog's open and close lines.
+fn unlinks(who: Who, fio: &Path, options: &[&str]) -> Option<(usize, u64, u32, Vec<String>)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let strace_runs = Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !common::require_tool("strace", strace_runs) {
+        return None;
+    }
+    let dir = ScratchDir::new("fio_nrfiles", &format!("unlink-{who:?}"));
+    let trace = dir.join("trace.log");
+    let log = dir.join("io.log");
+    let mut command = Command::new("strace");
+    command
+        .args(["-f", "-e", "trace=unlink,unlinkat", "-o"])
+        .arg(&trace)
+        .arg("timeout")
+        .arg("60");
+    match who {
+        Who::Fio => command.arg(fio).arg("--ioengine=psync"),
+        Who::Ours => command
+            .arg(env!("CARGO_BIN_EXE_iscsi-bench"))
+            .arg("--ioengine=io_uring"),
+    };
+    let out = command
+        .current_dir(dir.path())
+        .arg("--name=j")
+        .arg(format!("--directory={}", dir.path().display()))
+        .arg(format!("--write_iolog={}", log.display()))
+        .args(["--bs=4k", "--output-format=json"])
+        .args(options)
+        .output()
+        .expect("run the job under strace");
+    assert!(out.status.success(), "{who:?}: {}", describe(&out));
+    let traced = std::fs::read_to_string(&trace).expect("read the trace");
+    let count = traced
+        .lines()
+        .filter(|line| line.contains("j.0.0") && line.trim_end().ends_with("= 0"))
+        .count();
+    let meta = std::fs::metadata(dir.join("j.0.0")).expect("the job's file is left");
+    let opens = std::fs::read_to_string(&log)
+        .expect("read the iolog")
+        .lines()
+        .filter_map(|line| {
+            let action = line.split_whitespace().nth(2)?;
+            matches!(action, "open" | "close").then(|| action.to_string())
+        })
+        .collect();
+    Some((count, meta.len(), meta.permissions().mode() & 0o777, opens))
+}
+
+#[test]
+fn unlink_each_loop_unlinks_between_loops_as_fio_does() {
+    let Some(fio) = fio_path() else {
+        return;
+    };
+    for loops in ["--loops=1", "--loops=3"] {
+        for rw in ["--rw=write", "--rw=randwrite"] {
+            let options = [rw, "--size=64k", loops, "--unlink_each_loop=1"];
+            let Some(theirs) = unlinks(Who::Fio, &fio, &options) else {
+                return;
+            };
+            let ours = unlinks(Who::Ours, &fio, &options).expect("strace ran for fio");
+            assert_eq!(ours, theirs, "{options:?}: unlinks, size, mode, open/close");
+        }
+    }
+}
+
+#[test]
+fn unlink_each_loop_on_a_job_that_only_reads_fails_as_in_fio() {
+    let Some(fio) = fio_path() else {
+        return;
+    };
+    let dir = ScratchDir::new("fio_nrfiles", "unlink-read");
+    let options = [
+        "--rw=read",
+        "--size=64k",
+        "--loops=2",
+        "--unlink_each_loop=1",
+    ];
+    let theirs = run(Who::Fio, &fio, dir.path(), &options);
+    let ours = run(Who::Ours, &fio, dir.path(), &options);
+    // fio fails the second loop (its file is gone); we refuse the job before it starts.
+    assert!(!theirs.status.success(), "fio: {}", describe(&theirs));
+    assert!(!ours.status.success(), "{}", describe(&ours));
+    assert!(
+        String::from_utf8_lossy(&ours.stderr).contains("unlink_each_loop"),
+        "{}",
+        describe(&ours)
+    );
+}

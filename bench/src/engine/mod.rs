@@ -77,6 +77,16 @@ pub trait Engine: Send {
     /// buffered file. An I/O that breaks it fails with a message that says so.
     fn block_size_bytes(&self) -> u32;
 
+    /// fio's `unlink_each_loop`, between two loops of the job: unlink the job's files and
+    /// create them again, empty, opened as before. Called with nothing in flight; engines
+    /// without files refuse it.
+    fn recreate_files(&mut self) -> Result<(), EngineError> {
+        Err(EngineError::InvalidOption(format!(
+            "unlink_each_loop: the {} engine has no files to unlink",
+            self.name()
+        )))
+    }
+
     /// Files (LUNs) the engine addresses: units name one by index ([`IoUnit::file`]).
     fn file_count(&self) -> usize {
         1

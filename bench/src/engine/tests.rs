@@ -245,6 +245,62 @@ fn uring_fixed_buffers_and_registered_file() {
     assert_eq!(counters.bytes_copied, 0);
 }
 
+/// Several files in one engine (fio's nrfiles): each laid out, units reach the one they
+/// name, with registered files too; `recreate_files` (unlink_each_loop) leaves each empty
+/// and writable, and a unit naming a file not opened is refused.
+#[test]
+fn uring_serves_several_files_and_creates_them_again() {
+    let first = TempPath::new("multi0");
+    let second = TempPath::new("multi1");
+    for registerfiles in [false, true] {
+        let mut options = uring_options(first.path(), 1 << 20);
+        options.more_paths = vec![second.path().to_path_buf()];
+        options.registerfiles = registerfiles;
+        let mut engine = UringEngine::open(&options).unwrap();
+        assert_eq!(engine.file_count(), 2);
+        assert_eq!(engine.file_geometry(1), Some((1 << 20, 1)));
+        assert_eq!(std::fs::metadata(second.path()).unwrap().len(), 1 << 20);
+        let mut buffer = engine.buffer(4096);
+        buffer.fill(0x5a);
+        let mut write = unit(0, Direction::Write, 8192, buffer, 4096);
+        write.file = 1;
+        let mut stray = unit(1, Direction::Read, 0, vec![0; 4096], 4096);
+        stray.file = 2;
+        let done = run(&mut engine, vec![write, stray]);
+        let result = |id: u64| {
+            done.iter()
+                .find(|d| d.unit.id == id)
+                .unwrap()
+                .result
+                .clone()
+        };
+        assert_eq!(result(0), Ok(()));
+        assert!(result(1).is_err(), "file 2 was never opened");
+        let data = std::fs::read(second.path()).unwrap();
+        assert!(data[8192..12288].iter().all(|&b| b == 0x5a));
+        assert!(std::fs::read(first.path()).unwrap()[8192..12288]
+            .iter()
+            .all(|&b| b == 0));
+
+        engine.recreate_files().unwrap();
+        for path in [first.path(), second.path()] {
+            assert_eq!(
+                std::fs::metadata(path).unwrap().len(),
+                0,
+                "{}",
+                path.display()
+            );
+        }
+        let mut again = unit(2, Direction::Write, 0, vec![1; 4096], 4096);
+        again.file = 1;
+        assert_eq!(run(&mut engine, vec![again])[0].result, Ok(()));
+        assert_eq!(std::fs::metadata(second.path()).unwrap().len(), 4096);
+        Box::new(engine).close().unwrap();
+        let _ = std::fs::remove_file(first.path());
+        let _ = std::fs::remove_file(second.path());
+    }
+}
+
 #[test]
 fn uring_direct_io_checks_alignment_and_moves_data() {
     let file = TempPath::new("direct");

@@ -203,6 +203,8 @@ pub struct UringEngine {
     unlink: bool,
     /// The job's files after the first (`UringOptions::more_paths`), in order.
     more_files: Vec<OpenFile>,
+    /// `O_DIRECT` and the `sync` flags the files were opened with (to open them again).
+    open_flags: i32,
 }
 
 /// One open file of the engine and what its units need to know of it.
@@ -291,6 +293,7 @@ impl UringEngine {
             last_was_flush: false,
             unlink: options.files.unlink,
             more_files,
+            open_flags: if options.direct { libc::O_DIRECT } else { 0 } | options.sync_flags,
         };
         if options.registerfiles {
             engine
@@ -779,6 +782,56 @@ impl Engine for UringEngine {
 
     fn file_count(&self) -> usize {
         1 + self.more_files.len()
+    }
+
+    fn recreate_files(&mut self) -> Result<(), EngineError> {
+        if self.slots_in_use() + self.ready.len() > 0 {
+            return Err(EngineError::InvalidOption(
+                "unlink_each_loop: the files were to be unlinked with I/O in flight".into(),
+            ));
+        }
+        let flags = self.open_flags;
+        // fio: unlink, then the next loop's open creates the file (O_CREAT, mode 0600)
+        // and it grows with the writes. A block device is left alone.
+        let reopen = |path: &str| -> Result<File, EngineError> {
+            let error = |what: &'static str| {
+                let path = path.to_string();
+                move |source: io::Error| EngineError::File { path, what, source }
+            };
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(error("unlinking (unlink_each_loop)")(e));
+                }
+                _ => {}
+            }
+            let mut open = OpenOptions::new();
+            open.read(true).write(true).create(true).mode(0o600);
+            if flags != 0 {
+                open.custom_flags(flags);
+            }
+            open.open(path)
+                .map_err(error("creating again (unlink_each_loop)"))
+        };
+        if !self.is_block_device {
+            self.file = reopen(&self.path)?;
+        }
+        for more in &mut self.more_files {
+            if !more.is_block_device {
+                more.file = reopen(&more.path)?;
+            }
+        }
+        if self.fixed_file {
+            let fds = self.raw_fds();
+            let submitter = self.ring.submitter();
+            let ring_error = |what| move |source| EngineError::Ring { what, source };
+            submitter
+                .unregister_files()
+                .map_err(ring_error("unregistering the files"))?;
+            submitter
+                .register_files(&fds)
+                .map_err(ring_error("registering the files again"))?;
+        }
+        Ok(())
     }
 
     fn file_geometry(&self, file: usize) -> Option<(u64, u32)> {

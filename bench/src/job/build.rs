@@ -369,6 +369,33 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
         }
     }
 
+    // unlink_each_loop: fio unlinks the files after each loop but the last and creates
+    // them again as the next opens them; that needs files, and a job that writes.
+    if spec.files.unlink_each_loop && spec.loops > 1 {
+        if spec.engine() != Engine::IoUring {
+            return Err(conflict(
+                "unlink_each_loop",
+                "ioengine",
+                "unlink_each_loop needs local files (ioengine=io_uring)",
+            ));
+        }
+        if !spec.more_filenames.is_empty() {
+            return Err(conflict(
+                "unlink_each_loop",
+                "nrfiles",
+                "unlink_each_loop is supported for one file per job (the loops of several \
+                 files do not end together here)",
+            ));
+        }
+        if !spec.does(Direction::Write) {
+            return Err(conflict(
+                "unlink_each_loop",
+                "rw",
+                "with loops, a job that does not write cannot open its unlinked file again \
+                 (fio fails the second loop with ENOENT)",
+            ));
+        }
+    }
     // Zones and file sizes (fio's fixup_options and setup_files).
     match (spec.zonemode, spec.zonesize) {
         (ZoneMode::Strided, 0) => {

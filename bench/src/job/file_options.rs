@@ -126,6 +126,9 @@ pub struct FileOptions {
     pub fsync_on_close: bool,
     /// `unlink`: remove a regular file when the job is done.
     pub unlink: bool,
+    /// `unlink_each_loop`: with `loops`, remove the job's file after each loop but the
+    /// last; the next loop creates it again (empty) as it opens it, as fio does.
+    pub unlink_each_loop: bool,
     /// `create_on_open`: the file is not laid out first; it is created when the job
     /// opens it and grows with the writes (a job that reads is refused: fio reads nothing
     /// from the empty file).
@@ -164,6 +167,7 @@ impl Default for FileOptions {
             fadvise_hint: FadviseHint::ByPattern,
             fsync_on_close: false,
             unlink: false,
+            unlink_each_loop: false,
             create_on_open: false,
             file_append: false,
             create_only: false,

@@ -36,6 +36,8 @@
 //!   choice); lists of LUNs on several targets are refused (escape `\:` as fio does);
 //! - `nrfiles=0` is refused (fio makes no file and runs nothing), and so are a negative
 //!   `openfiles` and an `nrfiles` whose `filename_format` names two files alike;
+//! - `unlink_each_loop` with `loops` is refused for several files per job and for a job
+//!   that does not write (fio fails its second loop: the file is gone);
 //! - a job's `size` is divided evenly between its files (fio gives the first files one block
 //!   more when it does not divide);
 //! - a job with verify and a read-only pattern is accepted, as in fio: it checks what an

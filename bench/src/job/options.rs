@@ -538,6 +538,10 @@ pub static OPTIONS: &[OptionDef] = &[
         flag files.fsync_on_close),
     opt!("unlink", Flag, Target, "bool", default "0",
         "Remove the (regular) file when the job is done", flag files.unlink),
+    opt!("unlink_each_loop", Flag, Target, "bool", default "0",
+        "With loops, remove the (regular) file after each loop; the next loop creates it \
+         again (one file per job, io_uring engine)",
+        flag files.unlink_each_loop),
     opt!("create_on_open", Flag, Target, "bool", default "0",
         "Create the file when the job opens it, not laid out first (jobs that only write)",
         flag files.create_on_open),
@@ -1345,7 +1349,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "write_hint",
     "numa_cpu_nodes",
     "numa_mem_policy",
-    "unlink_each_loop",
     "log_max_value",
     "log_prio",
     "log_compression",

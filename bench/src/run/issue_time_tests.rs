@@ -120,6 +120,7 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         create_only: false,
         lockmem_bytes: 0,
         serialize_overlap: false,
+        unlink_each_loop: false,
     });
     assert_eq!(outcome.error, 0, "{}", outcome.error_text);
     let read = outcome.stats.dir(Direction::Read).expect("reads");

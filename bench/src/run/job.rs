@@ -151,6 +151,9 @@ pub struct JobSetup {
     pub create_only: bool,
     /// fio's `serialize_overlap`: an I/O that overlaps one in flight waits for it.
     pub serialize_overlap: bool,
+    /// fio's `unlink_each_loop`: between two loops, the I/O drains and the engine unlinks
+    /// and creates its files again.
+    pub unlink_each_loop: bool,
     /// fio's `lockmem`: bytes held locked while the job runs (0: none).
     pub lockmem_bytes: u64,
 }
@@ -269,6 +272,7 @@ struct Driver {
     fdatasync_every: u32,
     sync_file_range: Option<crate::job::file_options::SyncFileRange>,
     serialize_overlap: bool,
+    unlink_each_loop: bool,
     /// Writes queued so far: fio's fsync/fdatasync fall due on its multiples.
     writes_issued: u64,
     flush_due: bool,
@@ -1093,6 +1097,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         create_only,
         lockmem_bytes,
         serialize_overlap,
+        unlink_each_loop,
     } = setup;
     if let Some(cpus) = cpus.as_ref().filter(|c| !c.is_empty()) {
         if let Err(e) = allow_cpus(cpus) {
@@ -1159,6 +1164,7 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         fdatasync_every,
         sync_file_range,
         serialize_overlap,
+        unlink_each_loop,
         writes_issued: 0,
         flush_due: false,
         datasync_due: false,
@@ -1513,6 +1519,13 @@ fn main_loop(
                         if workload.loops_ended() > loops_ended {
                             loops_ended = workload.loops_ended();
                             driver.iolog_reopen_due = true;
+                            if driver.unlink_each_loop {
+                                // The loop's I/O lands before its files go.
+                                driver.submit()?;
+                                driver.drain(verifier, |t| workload.on_complete(t))?;
+                                since_drain = driver.now();
+                                driver.engine.recreate_files().map_err(|e| e.to_string())?;
+                            }
                         }
                         planned
                     }

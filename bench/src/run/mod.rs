@@ -423,6 +423,7 @@ pub fn run_gated(
                 create_only: spec.files.create_only,
                 lockmem_bytes: spec.files.lockmem_bytes,
                 // fio drops it where nothing changes data or one I/O is in flight.
+                unlink_each_loop: spec.files.unlink_each_loop,
                 serialize_overlap: spec.serialize_overlap
                     && spec.iodepth > 1
                     && (spec.does(crate::io::Direction::Write)

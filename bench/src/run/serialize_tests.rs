@@ -134,6 +134,7 @@ fn overlaps(serialize_overlap: bool) -> u64 {
         create_only: false,
         lockmem_bytes: 0,
         serialize_overlap,
+        unlink_each_loop: false,
         max_latency_ns: Default::default(),
         priority: Default::default(),
         iolog: None,
