@@ -121,6 +121,8 @@ fn nrfiles_makes_the_files_fio_makes_with_size_divided_between_them() {
     for (name, options) in [
         ("default", &["--rw=write", "--size=4m", "--nrfiles=4"][..]),
         ("alias", &["--rw=read", "--size=4m", "--nr_files=2"][..]),
+        // 64 KiB does not divide by 3: each file is 21845 bytes, 5 blocks written to each.
+        ("uneven", &["--rw=write", "--size=64k", "--nrfiles=3"][..]),
         (
             "format",
             &[
