@@ -774,6 +774,12 @@ pub static OPTIONS: &[OptionDef] = &[
         "Read back and check every N written blocks while writing (each block once in all)",
         apply |s| s.spec().verify_backlog = Some(s.parse(value::parse_u64)?).filter(|&n| n > 0),
         render |spec, _base| spec.verify_backlog.map(|backlog| backlog.to_string())),
+    opt!("verify_backlog_batch", Required, Verify, "int", default "verify_backlog",
+        "Blocks each verify_backlog check reads; the others are read by a later check or \
+         the verify phase",
+        apply |s| s.spec().verify_backlog_batch =
+            Some(s.parse(value::parse_u64)?).filter(|&n| n > 0),
+        render |spec, _base| spec.verify_backlog_batch.map(|batch| batch.to_string())),
     opt!("verify_shared", Flag, Verify, "bool", default "0",
         "Jobs writing the same target verify together: a read must return the last \
          acknowledged write of any sharing job, or one in flight during the read \
@@ -1319,7 +1325,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "write_barrier",
     "atomic",
     "verify_async",
-    "verify_backlog_batch",
     "experimental_verify",
     "trim_percentage",
     "trim_verify_zero",

@@ -606,6 +606,8 @@ pub struct JobSpec {
     pub verify_dump: bool,
     pub do_verify: bool,
     pub verify_backlog: Option<u64>,
+    /// `verify_backlog_batch`: blocks read per backlog check; `None`: `verify_backlog`.
+    pub verify_backlog_batch: Option<u64>,
     /// `verify_shared` (iscsi-bench's own): jobs of the run writing the same target verify
     /// against one shared ledger, so overlapping writers may verify (see
     /// `workload::shared_ledger`).
@@ -840,6 +842,7 @@ impl JobSpec {
             verify_dump: false,
             do_verify: true,
             verify_backlog: None,
+            verify_backlog_batch: None,
             verify_shared: false,
             buffers: BufferOptions::default(),
             group_reporting: false,

@@ -556,6 +556,7 @@ pub fn workload_config(
         interval_bytes: spec.verify_interval,
         header_offset: spec.verify_offset,
         backlog: spec.verify_backlog,
+        backlog_batch: spec.verify_backlog_batch,
         ..VerifyConfig::default()
     });
     Ok(WorkloadConfig {
