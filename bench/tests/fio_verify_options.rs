@@ -1,5 +1,6 @@
 //! fio's verify and log-window options beside fio itself: `verify_backlog_batch` reads back
-//! the blocks fio reads back, in fio's order. Skipped (loudly) where fio is missing, a
+//! the blocks fio reads back, in fio's order; `log_max_value` (`log_window_value`) writes
+//! the lines fio writes, column for column. Skipped (loudly) where fio is missing, a
 //! failure under CI.
 
 mod common;
@@ -145,4 +146,106 @@ fn verify_backlog_batch_refuses_what_fio_refuses() {
     assert!(!mine.status.success(), "ours: {}", describe(&mine));
     let text = String::from_utf8_lossy(&mine.stderr);
     assert!(text.contains("verify_backlog_batch"), "{text}");
+}
+
+/// The lines of a log, each split into its numbers.
+fn numbers_of(path: &Path) -> Vec<Vec<u64>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            line.split(',')
+                .map(|f| f.trim().parse().unwrap_or_else(|_| panic!("{line:?}")))
+                .collect()
+        })
+        .collect()
+}
+
+/// A 1 s random-read job on the null engine with latency and IOPS logs averaged over
+/// 100 ms and `log_max_value=value`; the tool's lat and IOPS log lines.
+fn windowed_logs(
+    tool: &dyn Fn(&[String]) -> Output,
+    dir: &ScratchDir,
+    name: &str,
+    value: &str,
+) -> [Vec<Vec<u64>>; 2] {
+    let prefix = dir.join(name);
+    let args: Vec<String> = vec![
+        "--name=j".into(),
+        "--ioengine=null".into(),
+        "--size=1g".into(),
+        "--rw=randread".into(),
+        "--bs=4k".into(),
+        "--time_based".into(),
+        "--runtime=1".into(),
+        "--log_avg_msec=100".into(),
+        format!("--log_max_value={value}"),
+        format!("--write_lat_log={}", prefix.display()),
+        format!("--write_iops_log={}", prefix.display()),
+        "--output=/dev/null".into(),
+    ];
+    let out = tool(&args);
+    assert!(out.status.success(), "{name} {args:?}: {}", describe(&out));
+    ["lat", "iops"].map(|kind| numbers_of(&dir.join(&format!("{name}_{kind}.1.log"))))
+}
+
+#[test]
+fn log_max_value_writes_fios_columns_and_the_window_maximum() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-verify-options", "log-max");
+    for value in ["0", "1", "avg", "max", "both"] {
+        let theirs = windowed_logs(&fio, &dir, &format!("fio{value}"), value);
+        let mine = windowed_logs(&ours, &dir, &format!("ours{value}"), value);
+        for (kind, (mine, theirs)) in ["lat", "iops"].iter().zip(mine.iter().zip(&theirs)) {
+            assert!(!mine.is_empty() && !theirs.is_empty(), "{value} {kind}");
+            // The same columns: time, value, [max,] direction 0, block size 0, priority.
+            let shape = |lines: &[Vec<u64>]| -> Vec<(usize, u64, u64)> {
+                let mut shapes: Vec<_> = lines
+                    .iter()
+                    .map(|l| (l.len(), l[l.len() - 3], l[l.len() - 2]))
+                    .collect();
+                shapes.dedup();
+                shapes
+            };
+            assert_eq!(shape(mine), shape(theirs), "{value} {kind}");
+        }
+        if value == "both" {
+            for (tool, [lat, iops]) in [("fio", &theirs), ("ours", &mine)] {
+                assert!(lat.iter().all(|l| l.len() == 6), "{tool}: {lat:?}");
+                // A latency window's maximum is at least its mean, and above it where
+                // latencies differ (always, over 100 ms of I/O); an IOPS window holds one
+                // sample, its mean and maximum equal.
+                assert!(lat.iter().all(|l| l[2] >= l[1]), "{tool}: {lat:?}");
+                assert!(lat.iter().any(|l| l[2] > l[1]), "{tool}: {lat:?}");
+                assert!(iops.iter().all(|l| l[2] == l[1]), "{tool}: {iops:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn log_max_value_refuses_what_fio_refuses() {
+    if !fio_present() {
+        return;
+    }
+    for value in ["2", "mean", "-1"] {
+        let args: Vec<String> = vec![
+            "--name=j".into(),
+            "--ioengine=null".into(),
+            "--size=1m".into(),
+            format!("--log_max_value={value}"),
+            "--output=/dev/null".into(),
+        ];
+        let theirs = fio(&args);
+        let mine = ours(&args);
+        assert!(
+            !theirs.status.success(),
+            "fio {value}: {}",
+            describe(&theirs)
+        );
+        assert!(!mine.status.success(), "ours {value}: {}", describe(&mine));
+        let text = String::from_utf8_lossy(&mine.stderr);
+        assert!(text.contains("log_max_value"), "{text}");
+    }
 }

@@ -18,9 +18,10 @@ use super::render::{self, changed, changed_flag};
 use super::spec;
 use super::spec::{
     BlockSize, ChapCredentials, ClockSource, CpusAllowedPolicy, DigestChoice, Engine, ExitWhat,
-    Fallocate, FileService, FileServiceKind, IscsiOptions, JobSpec, LogName, PathList, PerDir,
-    RateProcess, ReplaySkip, RwSequencer, SizeSpec, SteadyStateMetric, SteadyStateSpec, SyncMode,
-    ThinkTimeBlocksType, TransportKind, UnitBase, VerifyKind, ZoneMode, ZoneSkip,
+    Fallocate, FileService, FileServiceKind, IscsiOptions, JobSpec, LogName, LogWindowValue,
+    PathList, PerDir, RateProcess, ReplaySkip, RwSequencer, SizeSpec, SteadyStateMetric,
+    SteadyStateSpec, SyncMode, ThinkTimeBlocksType, TransportKind, UnitBase, VerifyKind, ZoneMode,
+    ZoneSkip,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -1051,6 +1052,16 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, base| changed(spec.log_avg_msec, base.log_avg_msec)),
     opt!("log_unix_epoch", Flag, Reporting, "bool", default "0",
         "Log Unix times (ms) instead of times since the job's start", flag log_unix_epoch),
+    opt!("log_window_value" ["log_max_value"], Required, Reporting, "avg|max|both|0|1",
+        default "avg",
+        "What a log_avg_msec window writes in latency logs: the mean, the maximum, or both \
+         (the maximum in a column after the mean)",
+        apply |s| s.spec().log_window_value = match LogWindowValue::parse(s.text()) {
+            Some(value) => value,
+            None => return s.fail("expected avg, max, both, 0 (avg) or 1 (max)"),
+        },
+        render |spec, base| (spec.log_window_value != base.log_window_value)
+            .then(|| spec.log_window_value.fio_name().to_string())),
     opt!("log_offset", Flag, Reporting, "bool", default "0",
         "Include the offset of each I/O in the log lines", flag log_offset),
     opt!("write_hist_log", Optional, Reporting, "[prefix]", default "none",
@@ -1345,7 +1356,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "numa_cpu_nodes",
     "numa_mem_policy",
     "unlink_each_loop",
-    "log_max_value",
     "log_prio",
     "log_compression",
     "log_compression_cpus",
@@ -1972,6 +1982,7 @@ mod tests {
             "continue_on_error" => "io",
             "fallocate" => "truncate",
             "fadvise_hint" => "noreuse",
+            "log_window_value" | "log_max_value" => "max",
             "sync_file_range" => "wait_before,write:4",
             "exec_prerun" | "exec_postrun" => "echo hi > x",
             "ignore_error" => "EIO:ETIMEDOUT,110",

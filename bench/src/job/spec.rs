@@ -650,6 +650,9 @@ pub struct JobSpec {
     /// `log_offset`: per-I/O log lines carry the I/O's byte offset (fio writes 0 in
     /// averaged and sampled lines).
     pub log_offset: bool,
+    /// `log_window_value` (alias `log_max_value`): what a `log_avg_msec` window's line
+    /// carries.
+    pub log_window_value: LogWindowValue,
     pub cpus_allowed: Option<Vec<u32>>,
     /// fio's options about what is reported and how numbers look (`stats`,
     /// `significant_figures`, `unit_base`, `bwavgtime`, ...).
@@ -866,6 +869,7 @@ impl JobSpec {
             log_avg_msec: 0,
             log_unix_epoch: false,
             log_offset: false,
+            log_window_value: LogWindowValue::Mean,
             cpus_allowed: None,
             report: ReportOptions::default(),
             cpus_allowed_policy: CpusAllowedPolicy::Shared,
@@ -1360,5 +1364,40 @@ mod tests {
         assert_eq!(rate_period(None, true, 1000), (1000, 1000));
         assert_eq!(rate_period(None, false, 1000), (500, 1000));
         assert_eq!(rate_period(None, true, 0), (500, 0));
+    }
+}
+
+/// `log_window_value` (fio 3.42; `log_max_value` in older fio, a bool): the value a
+/// `log_avg_msec` window writes. fio says it matters for latency logs: a bandwidth or
+/// IOPS window holds one sample, whose mean is its maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogWindowValue {
+    /// `avg` or `0`: the window's mean, rounded to nearest.
+    #[default]
+    Mean,
+    /// `max` or `1`: the window's largest value.
+    Max,
+    /// `both`: the mean, then the maximum in a column of its own (0 in a line that is
+    /// not a window's, as fio writes it).
+    Both,
+}
+
+impl LogWindowValue {
+    /// fio's spellings; `None` for anything else (fio refuses `2` too).
+    pub fn parse(text: &str) -> Option<LogWindowValue> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "avg" | "0" => Some(LogWindowValue::Mean),
+            "max" | "1" => Some(LogWindowValue::Max),
+            "both" => Some(LogWindowValue::Both),
+            _ => None,
+        }
+    }
+
+    pub fn fio_name(self) -> &'static str {
+        match self {
+            LogWindowValue::Mean => "avg",
+            LogWindowValue::Max => "max",
+            LogWindowValue::Both => "both",
+        }
     }
 }
