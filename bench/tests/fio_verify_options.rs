@@ -1,6 +1,7 @@
 //! fio's verify and log-window options beside fio itself: `verify_backlog_batch` reads back
 //! the blocks fio reads back, in fio's order; `log_max_value` (`log_window_value`) writes
-//! the lines fio writes, column for column. Skipped (loudly) where fio is missing, a
+//! the lines fio writes, column for column; `verify_async` checks what fio checks and fails
+//! where fio fails. Skipped (loudly) where fio is missing, a
 //! failure under CI.
 
 mod common;
@@ -247,5 +248,91 @@ fn log_max_value_refuses_what_fio_refuses() {
         assert!(!mine.status.success(), "ours {value}: {}", describe(&mine));
         let text = String::from_utf8_lossy(&mine.stderr);
         assert!(text.contains("log_max_value"), "{text}");
+    }
+}
+
+/// A verified write of 64 blocks of 4 KiB to `file` with `extra` (fio through psync, ours
+/// through io_uring), JSON out: the job's error and its read and write I/O counts.
+fn verify_run(tool: &str, file: &Path, extra: &[&str]) -> (i64, u64, u64) {
+    let mut args: Vec<String> = vec![
+        "--name=j".into(),
+        format!("--filename={}", file.display()),
+        "--size=256k".into(),
+        "--bs=4k".into(),
+        "--rw=write".into(),
+        "--verify=crc32c".into(),
+        "--output-format=json".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let out = if tool == "fio" {
+        args.push("--ioengine=psync".into());
+        fio(&args)
+    } else {
+        args.push("--ioengine=io_uring".into());
+        ours(&args)
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    // fio may print notes before the JSON.
+    let json = &text[text
+        .find('{')
+        .unwrap_or_else(|| panic!("{tool}: {}", describe(&out)))..];
+    let doc: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{tool}: {e}: {}", describe(&out)));
+    let job = &doc["jobs"][0];
+    (
+        job["error"].as_i64().unwrap_or(-1),
+        job["read"]["total_ios"].as_u64().unwrap_or(0),
+        job["write"]["total_ios"].as_u64().unwrap_or(0),
+    )
+}
+
+#[test]
+fn verify_async_checks_and_fails_as_fio_does() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-verify-options", "verify-async");
+    let asynchronous = ["--verify_async=2", "--verify_async_cpus=0"];
+    let mut results = Vec::new();
+    for tool in ["fio", "ours"] {
+        let file = dir.join(&format!("data-{tool}"));
+        let written = verify_run(tool, &file, &asynchronous);
+        let mut only = asynchronous.to_vec();
+        only.push("--verify_only=1");
+        let clean = verify_run(tool, &file, &only);
+        // A block changed behind the job's back: verify_only with verify_async finds it.
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[70_000..70_004].copy_from_slice(b"XXXX");
+        std::fs::write(&file, bytes).unwrap();
+        let bad = verify_run(tool, &file, &only);
+        results.push((written, clean, (bad.0, bad.2)));
+    }
+    assert_eq!(results[0], ((0, 64, 64), (0, 64, 64), (84, 64)), "fio");
+    assert_eq!(results[1], results[0], "ours beside fio");
+}
+
+#[test]
+fn verify_async_refuses_what_fio_refuses() {
+    if !fio_present() {
+        return;
+    }
+    // fio refuses a count that is not a number and a CPU the machine does not have (it
+    // crashes on a negative count, which we refuse).
+    for bad in ["--verify_async=x", "--verify_async_cpus=9999"] {
+        let args: Vec<String> = vec![
+            "--name=j".into(),
+            "--ioengine=null".into(),
+            "--size=64k".into(),
+            "--verify_async=1".into(),
+            bad.into(),
+            "--output=/dev/null".into(),
+        ];
+        let theirs = fio(&args);
+        let mine = ours(&args);
+        assert!(!theirs.status.success(), "fio {bad}: {}", describe(&theirs));
+        assert!(!mine.status.success(), "ours {bad}: {}", describe(&mine));
+        let option = &bad[2..bad.find('=').unwrap()];
+        let text = String::from_utf8_lossy(&mine.stderr);
+        assert!(text.contains(option), "{bad}: {text}");
     }
 }

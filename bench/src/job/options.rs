@@ -781,6 +781,29 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().verify_backlog_batch =
             Some(s.parse(value::parse_u64)?).filter(|&n| n > 0),
         render |spec, _base| spec.verify_backlog_batch.map(|batch| batch.to_string())),
+    opt!("verify_async", Required, Verify, "int", default "0",
+        "fio's count of verify threads; accepted, and iscsi-bench verifies inline (the \
+         same blocks checked, the same result)",
+        apply |s| s.spec().verify_async = match u32::try_from(s.parse(value::parse_u64)?) {
+            Ok(threads) => threads,
+            Err(_) => return s.fail("more verify threads than fio takes"),
+        },
+        render |spec, base| changed(spec.verify_async, base.verify_async)),
+    opt!("verify_async_cpus", Required, Verify, "cpu[-cpu][,...]", default "all",
+        "CPUs fio's verify_async threads may run on; accepted, and iscsi-bench verifies \
+         inline",
+        apply |s| {
+            let cpus = s.parse(value::parse_cpu_list)?;
+            let configured = configured_cpus();
+            if let Some(cpu) = cpus.iter().find(|&&cpu| configured.is_some_and(|n| cpu >= n)) {
+                return s.fail(&format!(
+                    "CPU {cpu} is beyond the machine's {} CPUs",
+                    configured.unwrap_or(0)
+                ));
+            }
+            s.spec().verify_async_cpus = Some(cpus);
+        },
+        render |spec, _base| spec.verify_async_cpus.as_ref().map(|cpus| render::joined(cpus, ","))),
     opt!("verify_shared", Flag, Verify, "bool", default "0",
         "Jobs writing the same target verify together: a read must return the last \
          acknowledged write of any sharing job, or one in flight during the read \
@@ -1335,7 +1358,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "openfiles",
     "write_barrier",
     "atomic",
-    "verify_async",
     "experimental_verify",
     "trim_percentage",
     "trim_verify_zero",
@@ -1430,6 +1452,13 @@ fn parse_steadystate(text: &str) -> Result<SteadyStateSpec, ValueError> {
         limit,
         percent,
     })
+}
+
+/// The CPUs the machine has (fio's bound for a CPU list), `None` when unknown.
+fn configured_cpus() -> Option<u32> {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    u32::try_from(n).ok().filter(|&n| n > 0)
 }
 
 /// Find an option by name or alias.
@@ -2000,7 +2029,7 @@ mod tests {
             "mem" | "iomem" => "malloc",
             "bsrange" => "4k-16k",
             "percentile_list" => "50:99",
-            "cpus_allowed" => "0",
+            "cpus_allowed" | "verify_async_cpus" => "0",
             "log_entries" => "4096",
             "clocksource" => "cpu",
             "unit_base" => "1",

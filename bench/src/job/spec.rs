@@ -608,6 +608,12 @@ pub struct JobSpec {
     pub verify_backlog: Option<u64>,
     /// `verify_backlog_batch`: blocks read per backlog check; `None`: `verify_backlog`.
     pub verify_backlog_batch: Option<u64>,
+    /// `verify_async`: fio's count of verify threads. Verifying on helper threads gives
+    /// the same result as inline, so iscsi-bench checks inline and keeps the count only to
+    /// render it back.
+    pub verify_async: u32,
+    /// `verify_async_cpus`: the CPUs fio's verify threads may run on (kept to render back).
+    pub verify_async_cpus: Option<Vec<u32>>,
     /// `verify_shared` (iscsi-bench's own): jobs of the run writing the same target verify
     /// against one shared ledger, so overlapping writers may verify (see
     /// `workload::shared_ledger`).
@@ -846,6 +852,8 @@ impl JobSpec {
             do_verify: true,
             verify_backlog: None,
             verify_backlog_batch: None,
+            verify_async: 0,
+            verify_async_cpus: None,
             verify_shared: false,
             buffers: BufferOptions::default(),
             group_reporting: false,
