@@ -1,7 +1,7 @@
 //! fio's verify and log-window options beside fio itself: `verify_backlog_batch` reads back
 //! the blocks fio reads back, in fio's order; `log_max_value` (`log_window_value`) writes
 //! the lines fio writes, column for column; `verify_async` checks what fio checks and fails
-//! where fio fails. Skipped (loudly) where fio is missing, a
+//! where fio fails; so does `experimental_verify`. Skipped (loudly) where fio is missing, a
 //! failure under CI.
 
 mod common;
@@ -335,4 +335,64 @@ fn verify_async_refuses_what_fio_refuses() {
         let text = String::from_utf8_lossy(&mine.stderr);
         assert!(text.contains(option), "{bad}: {text}");
     }
+}
+
+#[test]
+fn experimental_verify_ends_as_fios() {
+    if !fio_present() {
+        return;
+    }
+    let dir = ScratchDir::new("fio-verify-options", "experimental");
+    let experimental = "--experimental_verify=1";
+    // Without blocks written twice both tools read each written block once: the same
+    // counts and no error (with verify_backlog fio keeps no history, so reads them all at
+    // the end; the count is the same).
+    for extra in [
+        &["--rw=write"][..],
+        &["--rw=randwrite"],
+        &["--rw=write", "--verify_backlog=8"],
+    ] {
+        let mut args = extra.to_vec();
+        args.push(experimental);
+        let [theirs, mine] = ["fio", "ours"].map(|tool| {
+            let file = dir.join(&format!("{tool}.dat"));
+            let _ = std::fs::remove_file(&file);
+            verify_run(tool, &file, &args)
+        });
+        assert_eq!(theirs, (0, 64, 64), "fio {extra:?}");
+        assert_eq!(mine, theirs, "ours {extra:?}");
+    }
+    // Blocks written twice: fio replays every write, iscsi-bench reads each block once at
+    // its last write; both pass.
+    let args = [
+        "--rw=randwrite",
+        "--norandommap",
+        "--io_size=512k",
+        experimental,
+    ];
+    let [theirs, mine] = ["fio", "ours"].map(|tool| {
+        let file = dir.join(&format!("{tool}-overlap.dat"));
+        verify_run(tool, &file, &args)
+    });
+    assert_eq!((theirs.0, theirs.2), (0, 128), "fio");
+    assert_eq!((mine.0, mine.2), (0, 128), "ours");
+    assert!(
+        mine.1 > 0 && mine.1 <= theirs.1,
+        "ours {mine:?}, fio {theirs:?}"
+    );
+    // A block changed behind the job's back fails both.
+    let mut only = vec!["--rw=write", experimental];
+    let [theirs, mine] = ["fio", "ours"].map(|tool| {
+        let file = dir.join(&format!("{tool}-bad.dat"));
+        verify_run(tool, &file, &only);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[70_000..70_004].copy_from_slice(b"XXXX");
+        std::fs::write(&file, bytes).unwrap();
+        only.push("--verify_only=1");
+        let bad = verify_run(tool, &file, &only);
+        only.pop();
+        bad
+    });
+    assert_eq!(theirs.0, 84, "fio");
+    assert_eq!(mine.0, theirs.0, "ours");
 }

@@ -781,6 +781,10 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().verify_backlog_batch =
             Some(s.parse(value::parse_u64)?).filter(|&n| n > 0),
         render |spec, _base| spec.verify_backlog_batch.map(|batch| batch.to_string())),
+    opt!("experimental_verify", Flag, Verify, "bool", default "0",
+        "fio's verify by replaying the writes from the seed; accepted, with the same \
+         result (iscsi-bench checks each written block once, at its last write)",
+        flag experimental_verify),
     opt!("verify_async", Required, Verify, "int", default "0",
         "fio's count of verify threads; accepted, and iscsi-bench verifies inline (the \
          same blocks checked, the same result)",
@@ -1358,7 +1362,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "openfiles",
     "write_barrier",
     "atomic",
-    "experimental_verify",
     "trim_percentage",
     "trim_verify_zero",
     "trim_backlog",

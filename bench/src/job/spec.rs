@@ -614,6 +614,10 @@ pub struct JobSpec {
     pub verify_async: u32,
     /// `verify_async_cpus`: the CPUs fio's verify threads may run on (kept to render back).
     pub verify_async_cpus: Option<Vec<u32>>,
+    /// `experimental_verify`: fio re-reads the writes by replaying them from the seed
+    /// instead of keeping a history. The blocks checked against what they should hold are
+    /// the same, so the result is too; iscsi-bench keeps its history and renders the flag.
+    pub experimental_verify: bool,
     /// `verify_shared` (iscsi-bench's own): jobs of the run writing the same target verify
     /// against one shared ledger, so overlapping writers may verify (see
     /// `workload::shared_ledger`).
@@ -854,6 +858,7 @@ impl JobSpec {
             verify_backlog_batch: None,
             verify_async: 0,
             verify_async_cpus: None,
+            experimental_verify: false,
             verify_shared: false,
             buffers: BufferOptions::default(),
             group_reporting: false,
