@@ -362,6 +362,13 @@ fn experimental_verify_ends_as_fios() {
         assert_eq!(theirs, (0, 64, 64), "fio {extra:?}");
         assert_eq!(mine, theirs, "ours {extra:?}");
     }
+    // With verify_backlog fio checks nothing while writing: every read comes after the
+    // last write, as ours.
+    let extra = ["--verify_backlog=8", experimental];
+    let theirs = write_job_ios(&fio, &dir, "fio-backlog", &extra);
+    let mine = write_job_ios(&ours, &dir, "ours-backlog", &extra);
+    assert_eq!(mine, theirs, "(direction, offset) per I/O");
+    assert!(mine[..64].iter().all(|io| io.0 == 1), "{mine:?}");
     // Blocks written twice: fio replays every write, iscsi-bench reads each block once at
     // its last write; both pass.
     let args = [

@@ -783,7 +783,8 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, _base| spec.verify_backlog_batch.map(|batch| batch.to_string())),
     opt!("experimental_verify", Flag, Verify, "bool", default "0",
         "fio's verify by replaying the writes from the seed; accepted, with the same \
-         result (iscsi-bench checks each written block once, at its last write)",
+         result (iscsi-bench checks each written block once, at its last write); as in fio, \
+         verify_backlog then reads nothing before the verify phase",
         flag experimental_verify),
     opt!("verify_async", Required, Verify, "int", default "0",
         "fio's count of verify threads; accepted, and iscsi-bench verifies inline (the \
