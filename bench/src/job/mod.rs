@@ -91,8 +91,8 @@ pub use error::{JobError, Origin};
 pub use render::{render_command_line, render_job_file};
 pub use spec::{
     BlockSize, BsSplitEntry, ChapCredentials, ChecksumKind, CopyMethod, CopySpec, DigestChoice,
-    Distribution, Engine, IscsiOptions, IscsiUrl, JobSpec, LogName, PerDir, RateProcess, Region,
-    RwKind, RwMode, SizeSpec, Target, TransportKind, ValueRange, VerifyKind,
+    Distribution, Engine, IscsiOptions, IscsiUrl, JobSpec, LogName, LogWindowValue, PerDir,
+    RateProcess, Region, RwKind, RwMode, SizeSpec, Target, TransportKind, ValueRange, VerifyKind,
     DEFAULT_BLOCK_SIZE_BYTES, DEFAULT_PERCENTILES,
 };
 

@@ -18,9 +18,10 @@ use super::render::{self, changed, changed_flag};
 use super::spec;
 use super::spec::{
     BlockSize, ChapCredentials, ClockSource, CpusAllowedPolicy, DigestChoice, Engine, ExitWhat,
-    Fallocate, FileService, FileServiceKind, IscsiOptions, JobSpec, LogName, PathList, PerDir,
-    RateProcess, ReplaySkip, RwSequencer, SizeSpec, SteadyStateMetric, SteadyStateSpec, SyncMode,
-    ThinkTimeBlocksType, TransportKind, UnitBase, VerifyKind, ZoneMode, ZoneSkip,
+    Fallocate, FileService, FileServiceKind, IscsiOptions, JobSpec, LogName, LogWindowValue,
+    PathList, PerDir, RateProcess, ReplaySkip, RwSequencer, SizeSpec, SteadyStateMetric,
+    SteadyStateSpec, SyncMode, ThinkTimeBlocksType, TransportKind, UnitBase, VerifyKind, ZoneMode,
+    ZoneSkip,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -786,6 +787,40 @@ pub static OPTIONS: &[OptionDef] = &[
         "Read back and check every N written blocks while writing (each block once in all)",
         apply |s| s.spec().verify_backlog = Some(s.parse(value::parse_u64)?).filter(|&n| n > 0),
         render |spec, _base| spec.verify_backlog.map(|backlog| backlog.to_string())),
+    opt!("verify_backlog_batch", Required, Verify, "int", default "verify_backlog",
+        "Blocks each verify_backlog check reads; the others are read by a later check or \
+         the verify phase",
+        apply |s| s.spec().verify_backlog_batch =
+            Some(s.parse(value::parse_u64)?).filter(|&n| n > 0),
+        render |spec, _base| spec.verify_backlog_batch.map(|batch| batch.to_string())),
+    opt!("experimental_verify", Flag, Verify, "bool", default "0",
+        "fio's verify by replaying the writes from the seed; accepted, with the same \
+         result (iscsi-bench checks each written block once, at its last write); as in fio, \
+         verify_backlog then reads nothing before the verify phase",
+        flag experimental_verify),
+    opt!("verify_async", Required, Verify, "int", default "0",
+        "fio's count of verify threads; accepted, and iscsi-bench verifies inline (the \
+         same blocks checked, the same result)",
+        apply |s| s.spec().verify_async = match u32::try_from(s.parse(value::parse_u64)?) {
+            Ok(threads) => threads,
+            Err(_) => return s.fail("more verify threads than fio takes"),
+        },
+        render |spec, base| changed(spec.verify_async, base.verify_async)),
+    opt!("verify_async_cpus", Required, Verify, "cpu[-cpu][,...]", default "all",
+        "CPUs fio's verify_async threads may run on; accepted, and iscsi-bench verifies \
+         inline",
+        apply |s| {
+            let cpus = s.parse(value::parse_cpu_list)?;
+            let configured = configured_cpus();
+            if let Some(cpu) = cpus.iter().find(|&&cpu| configured.is_some_and(|n| cpu >= n)) {
+                return s.fail(&format!(
+                    "CPU {cpu} is beyond the machine's {} CPUs",
+                    configured.unwrap_or(0)
+                ));
+            }
+            s.spec().verify_async_cpus = Some(cpus);
+        },
+        render |spec, _base| spec.verify_async_cpus.as_ref().map(|cpus| render::joined(cpus, ","))),
     opt!("verify_shared", Flag, Verify, "bool", default "0",
         "Jobs writing the same target verify together: a read must return the last \
          acknowledged write of any sharing job, or one in flight during the read \
@@ -1057,6 +1092,16 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, base| changed(spec.log_avg_msec, base.log_avg_msec)),
     opt!("log_unix_epoch", Flag, Reporting, "bool", default "0",
         "Log Unix times (ms) instead of times since the job's start", flag log_unix_epoch),
+    opt!("log_window_value" ["log_max_value"], Required, Reporting, "avg|max|both|0|1",
+        default "avg",
+        "What a log_avg_msec window writes in latency logs: the mean, the maximum, or both \
+         (the maximum in a column after the mean)",
+        apply |s| s.spec().log_window_value = match LogWindowValue::parse(s.text()) {
+            Some(value) => value,
+            None => return s.fail("expected avg, max, both, 0 (avg) or 1 (max)"),
+        },
+        render |spec, base| (spec.log_window_value != base.log_window_value)
+            .then(|| spec.log_window_value.fio_name().to_string())),
     opt!("log_offset", Flag, Reporting, "bool", default "0",
         "Include the offset of each I/O in the log lines", flag log_offset),
     opt!("write_hist_log", Optional, Reporting, "[prefix]", default "none",
@@ -1328,9 +1373,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "bs_is_seq_rand",
     "write_barrier",
     "atomic",
-    "verify_async",
-    "verify_backlog_batch",
-    "experimental_verify",
     "trim_percentage",
     "trim_verify_zero",
     "trim_backlog",
@@ -1349,7 +1391,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "write_hint",
     "numa_cpu_nodes",
     "numa_mem_policy",
-    "log_max_value",
     "log_prio",
     "log_compression",
     "log_compression_cpus",
@@ -1424,6 +1465,13 @@ fn parse_steadystate(text: &str) -> Result<SteadyStateSpec, ValueError> {
         limit,
         percent,
     })
+}
+
+/// The CPUs the machine has (fio's bound for a CPU list), `None` when unknown.
+fn configured_cpus() -> Option<u32> {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    u32::try_from(n).ok().filter(|&n| n > 0)
 }
 
 /// Find an option by name or alias.
@@ -1976,6 +2024,7 @@ mod tests {
             "continue_on_error" => "io",
             "fallocate" => "truncate",
             "fadvise_hint" => "noreuse",
+            "log_window_value" | "log_max_value" => "max",
             "sync_file_range" => "wait_before,write:4",
             "exec_prerun" | "exec_postrun" => "echo hi > x",
             "ignore_error" => "EIO:ETIMEDOUT,110",
@@ -1993,7 +2042,7 @@ mod tests {
             "mem" | "iomem" => "malloc",
             "bsrange" => "4k-16k",
             "percentile_list" => "50:99",
-            "cpus_allowed" => "0",
+            "cpus_allowed" | "verify_async_cpus" => "0",
             "log_entries" => "4096",
             "clocksource" => "cpu",
             "unit_base" => "1",

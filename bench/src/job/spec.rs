@@ -613,6 +613,18 @@ pub struct JobSpec {
     pub verify_dump: bool,
     pub do_verify: bool,
     pub verify_backlog: Option<u64>,
+    /// `verify_backlog_batch`: blocks read per backlog check; `None`: `verify_backlog`.
+    pub verify_backlog_batch: Option<u64>,
+    /// `verify_async`: fio's count of verify threads. Verifying on helper threads gives
+    /// the same result as inline, so iscsi-bench checks inline and keeps the count only to
+    /// render it back.
+    pub verify_async: u32,
+    /// `verify_async_cpus`: the CPUs fio's verify threads may run on (kept to render back).
+    pub verify_async_cpus: Option<Vec<u32>>,
+    /// `experimental_verify`: fio re-reads the writes by replaying them from the seed
+    /// instead of keeping a history. The blocks checked against what they should hold are
+    /// the same, so the result is too; iscsi-bench keeps its history and renders the flag.
+    pub experimental_verify: bool,
     /// `verify_shared` (iscsi-bench's own): jobs of the run writing the same target verify
     /// against one shared ledger, so overlapping writers may verify (see
     /// `workload::shared_ledger`).
@@ -655,6 +667,9 @@ pub struct JobSpec {
     /// `log_offset`: per-I/O log lines carry the I/O's byte offset (fio writes 0 in
     /// averaged and sampled lines).
     pub log_offset: bool,
+    /// `log_window_value` (alias `log_max_value`): what a `log_avg_msec` window's line
+    /// carries.
+    pub log_window_value: LogWindowValue,
     pub cpus_allowed: Option<Vec<u32>>,
     /// fio's options about what is reported and how numbers look (`stats`,
     /// `significant_figures`, `unit_base`, `bwavgtime`, ...).
@@ -849,6 +864,10 @@ impl JobSpec {
             verify_dump: false,
             do_verify: true,
             verify_backlog: None,
+            verify_backlog_batch: None,
+            verify_async: 0,
+            verify_async_cpus: None,
+            experimental_verify: false,
             verify_shared: false,
             buffers: BufferOptions::default(),
             group_reporting: false,
@@ -872,6 +891,7 @@ impl JobSpec {
             log_avg_msec: 0,
             log_unix_epoch: false,
             log_offset: false,
+            log_window_value: LogWindowValue::Mean,
             cpus_allowed: None,
             report: ReportOptions::default(),
             cpus_allowed_policy: CpusAllowedPolicy::Shared,
@@ -1439,5 +1459,40 @@ mod tests {
         spec.more_filenames = vec![Target::Path("/b".into())];
         spec.place_local_file().unwrap();
         assert_eq!(paths(&spec), ["/d/a", "/b"]);
+    }
+}
+
+/// `log_window_value` (fio 3.42; `log_max_value` in older fio, a bool): the value a
+/// `log_avg_msec` window writes. fio says it matters for latency logs: a bandwidth or
+/// IOPS window holds one sample, whose mean is its maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogWindowValue {
+    /// `avg` or `0`: the window's mean, rounded to nearest.
+    #[default]
+    Mean,
+    /// `max` or `1`: the window's largest value.
+    Max,
+    /// `both`: the mean, then the maximum in a column of its own (0 in a line that is
+    /// not a window's, as fio writes it).
+    Both,
+}
+
+impl LogWindowValue {
+    /// fio's spellings; `None` for anything else (fio refuses `2` too).
+    pub fn parse(text: &str) -> Option<LogWindowValue> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "avg" | "0" => Some(LogWindowValue::Mean),
+            "max" | "1" => Some(LogWindowValue::Max),
+            "both" => Some(LogWindowValue::Both),
+            _ => None,
+        }
+    }
+
+    pub fn fio_name(self) -> &'static str {
+        match self {
+            LogWindowValue::Mean => "avg",
+            LogWindowValue::Max => "max",
+            LogWindowValue::Both => "both",
+        }
     }
 }

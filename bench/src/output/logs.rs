@@ -17,7 +17,10 @@
 //!
 //! Without `log_avg_msec`, latency logs have one line per I/O. With it, each direction's
 //! values are averaged over windows of that length (rounded to nearest), one line per
-//! window with I/O, block size and offset 0 -- fio's windowed logging. Bandwidth and IOPS
+//! window with I/O, block size and offset 0 -- fio's windowed logging. `log_window_value`
+//! (`log_max_value`) writes the window's maximum instead, or both (the maximum in a column
+//! after the value, in every line of the latency, bandwidth and IOPS logs, 0 where a line
+//! is one I/O's). Bandwidth and IOPS
 //! lines always come from the recorder's samples (every `bwavgtime`/`iopsavgtime`, which
 //! default to `log_avg_msec` for a job with that log, else to 500 ms): fio's per-I/O bandwidth lines without `log_avg_msec` measure single
 //! transfers and are not reproduced.
@@ -28,6 +31,7 @@ use std::path::PathBuf;
 use super::log_sink::{log_path, LogSink};
 
 use crate::io::Direction;
+use crate::job::LogWindowValue;
 use crate::stats::{dir_index, Moments, RateSample};
 
 /// Why a log file could not be written.
@@ -93,6 +97,9 @@ pub struct LogOptions {
     pub iops_avg_msec: Option<u64>,
     /// `log_offset`: add the offset column.
     pub log_offset: bool,
+    /// `log_window_value`: a window's mean, maximum or both (then every line of the
+    /// latency, bandwidth and IOPS logs has the maximum's column, 0 where not averaged).
+    pub window_value: LogWindowValue,
     /// `log_unix_epoch`: times written as Unix ms ([`JobLogs::start_clock`]).
     pub unix_epoch: bool,
     /// The job's number, from 1.
@@ -135,6 +142,7 @@ struct LogFile {
     held: Option<HeldLine>,
     /// Added to every time written: 0, or the job's start in Unix ms (`log_unix_epoch`).
     epoch_ms: u64,
+    window_value: LogWindowValue,
 }
 
 impl LogFile {
@@ -144,6 +152,7 @@ impl LogFile {
         job_number: u32,
         shared: bool,
         slack_ms: u64,
+        window_value: LogWindowValue,
     ) -> Result<LogFile, LogError> {
         let path = log_path(prefix, kind.name(), job_number, shared);
         let writer = LogSink::open(&path, shared).map_err(|source| LogError::Create {
@@ -158,24 +167,32 @@ impl LogFile {
             slack_ms,
             held: None,
             epoch_ms: 0,
+            window_value,
         })
     }
 
+    /// One line; `max` is the window's maximum for `log_window_value=both` (fio writes 0
+    /// there in a line that is not a window's).
     fn line(
         &mut self,
         time_ms: u64,
         value: u64,
+        max: u64,
         index: usize,
         bs: u64,
         offset: Option<u64>,
     ) -> Result<(), LogError> {
         let time_ms = time_ms + self.epoch_ms;
+        let max = match self.window_value {
+            LogWindowValue::Both => format!(", {max}"),
+            LogWindowValue::Mean | LogWindowValue::Max => String::new(),
+        };
         let result = match offset {
             Some(offset) => writeln!(
                 self.writer,
-                "{time_ms}, {value}, {index}, {bs}, {offset}, 0"
+                "{time_ms}, {value}{max}, {index}, {bs}, {offset}, 0"
             ),
-            None => writeln!(self.writer, "{time_ms}, {value}, {index}, {bs}, 0"),
+            None => writeln!(self.writer, "{time_ms}, {value}{max}, {index}, {bs}, 0"),
         };
         result.map_err(|source| LogError::Write {
             path: self.path.clone(),
@@ -223,7 +240,19 @@ impl LogFile {
         };
         // fio rounds the window's mean to nearest.
         let mean = (line.values.mean() + 0.5) as u64;
-        self.line(line.time_ms, mean, line.index, 0, log_offset.then_some(0))
+        let max = line.values.max();
+        let value = match self.window_value {
+            LogWindowValue::Max => max,
+            LogWindowValue::Mean | LogWindowValue::Both => mean,
+        };
+        self.line(
+            line.time_ms,
+            value,
+            max,
+            line.index,
+            0,
+            log_offset.then_some(0),
+        )
     }
 
     /// The end of the job: the open windows become lines (fio's `finalize_logs`). A window
@@ -283,16 +312,24 @@ impl JobLogs {
         let mut files = Vec::new();
         let n = options.job_number;
         let shared = options.shared_files;
+        let window = options.window_value;
         if let Some(prefix) = &options.lat_prefix {
             for kind in [LogKind::Lat, LogKind::Clat, LogKind::Slat] {
-                files.push(LogFile::create(prefix, kind, n, shared, 0)?);
+                files.push(LogFile::create(prefix, kind, n, shared, 0, window)?);
             }
         }
         if let Some(prefix) = &options.bw_prefix {
-            files.push(LogFile::create(prefix, LogKind::Bw, n, shared, 1)?);
+            files.push(LogFile::create(prefix, LogKind::Bw, n, shared, 1, window)?);
         }
         if let Some(prefix) = &options.iops_prefix {
-            files.push(LogFile::create(prefix, LogKind::Iops, n, shared, 1)?);
+            files.push(LogFile::create(
+                prefix,
+                LogKind::Iops,
+                n,
+                shared,
+                1,
+                window,
+            )?);
         }
         let hist = match &options.hist_prefix {
             Some(prefix) => Some(super::hist_log::HistLog::create(
@@ -371,6 +408,7 @@ impl JobLogs {
                 file.line(
                     time_ms,
                     value,
+                    0,
                     index,
                     block_size,
                     log_offset.then_some(offset),
@@ -404,7 +442,7 @@ impl JobLogs {
                 let Some(value) = *value else { continue };
                 if avg == 0 {
                     let bs = block_sizes.get(index).copied().unwrap_or(0);
-                    file.line(sample.time_ms, value, index, bs, log_offset.then_some(0))?;
+                    file.line(sample.time_ms, value, 0, index, bs, log_offset.then_some(0))?;
                 } else {
                     file.averaged(sample.time_ms, value, index, avg, log_offset)?;
                 }
@@ -539,6 +577,56 @@ mod tests {
         relative.finish(8).unwrap();
         assert_eq!(read(&prefix, LogKind::Clat), ["7, 200, 1, 4096, 0"]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn windows_write_their_maximum_or_both_as_asked() {
+        // The values of windows_average_per_direction: reads 100, 201, 300 (mean 200),
+        // one write of 900.
+        for (window_value, lat, per_io) in [
+            (
+                LogWindowValue::Max,
+                ["510, 300, 0, 0, 0", "700, 900, 1, 0, 0"],
+                "5, 7, 0, 4096, 0",
+            ),
+            (
+                LogWindowValue::Both,
+                ["510, 200, 300, 0, 0, 0", "700, 900, 900, 1, 0, 0"],
+                "5, 7, 0, 0, 4096, 0",
+            ),
+        ] {
+            let (dir, prefix) = temp_prefix(window_value.fio_name());
+            let options = LogOptions {
+                lat_prefix: Some(prefix.clone()),
+                avg_msec: 500,
+                job_number: 3,
+                window_value,
+                ..LogOptions::default()
+            };
+            let mut logs = JobLogs::create(options.clone()).unwrap();
+            for (time_ms, direction, lat_ns) in [
+                (100, Direction::Read, 100),
+                (200, Direction::Write, 900),
+                (300, Direction::Read, 201),
+                (510, Direction::Read, 300),
+            ] {
+                logs.record_io(time_ms, direction, 4096, 0, 1, lat_ns, lat_ns)
+                    .unwrap();
+            }
+            logs.finish(700).unwrap();
+            assert_eq!(read(&prefix, LogKind::Lat), lat, "{window_value:?}");
+            // Without windows a line is one I/O's; `both` adds fio's 0 column.
+            let mut logs = JobLogs::create(LogOptions {
+                avg_msec: 0,
+                ..options
+            })
+            .unwrap();
+            logs.record_io(5, Direction::Read, 4096, 0, 1, 7, 7)
+                .unwrap();
+            logs.finish(6).unwrap();
+            assert_eq!(read(&prefix, LogKind::Lat), [per_io], "{window_value:?}");
+            std::fs::remove_dir_all(dir).unwrap();
+        }
     }
 
     #[test]

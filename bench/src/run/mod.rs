@@ -883,6 +883,7 @@ fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
         bw_avg_msec: Some(spec.bw_sample_period().1),
         iops_avg_msec: Some(spec.iops_sample_period().1),
         log_offset: spec.log_offset,
+        window_value: spec.log_window_value,
         unix_epoch: spec.log_unix_epoch,
         job_number,
         shared_files: !spec.report.per_job_logs,

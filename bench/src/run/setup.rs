@@ -565,7 +565,10 @@ pub fn workload_config(
         lba_size_bytes: lba_bytes.max(1),
         interval_bytes: spec.verify_interval,
         header_offset: spec.verify_offset,
-        backlog: spec.verify_backlog,
+        // fio's experimental_verify keeps no history, so its backlog checks find nothing
+        // to read: every block is read in the verify phase.
+        backlog: spec.verify_backlog.filter(|_| !spec.experimental_verify),
+        backlog_batch: spec.verify_backlog_batch,
         ..VerifyConfig::default()
     });
     Ok(WorkloadConfig {

@@ -438,6 +438,12 @@ pub struct Workload {
     /// many make one.
     backlog: Vec<ReadBackIo>,
     backlog_every: Option<u64>,
+    /// `verify_backlog_batch`: blocks each triggered check reads, and how many the check
+    /// under way may still read. As in fio, a check that finds the backlog empty before
+    /// its batch is done stays open: each write after it is read back at once until the
+    /// batch is used up.
+    backlog_batch: u64,
+    batch_left: u64,
     /// `number_ios`, over all files.
     number_ios: Option<u64>,
     finished: bool,
@@ -564,6 +570,12 @@ impl Workload {
                 .as_ref()
                 .filter(|v| v.do_verify)
                 .and_then(|v| v.backlog),
+            backlog_batch: config
+                .verify
+                .as_ref()
+                .and_then(|v| v.backlog_batch.or(v.backlog))
+                .unwrap_or(0),
+            batch_left: 0,
             number_ios: config.number_ios,
             finished: false,
             progress: Progress::default(),
@@ -732,10 +744,7 @@ impl Workload {
         if self.pacer.must_wait_for_completions() {
             return Next::WaitForCompletions;
         }
-        if self
-            .backlog_every
-            .is_some_and(|every| self.backlog.len() as u64 >= every)
-        {
+        if self.backlog_due() {
             return Next::VerifyBacklog;
         }
         let issued: u64 = self.progress.ios.each().iter().map(|(_, n)| **n).sum();
@@ -793,7 +802,7 @@ impl Workload {
                         self.loops_ended += 1;
                     }
                     if self.read_back_due {
-                        return Next::VerifyPhase;
+                        return self.verify_phase();
                     }
                 }
                 GenStep::Done => {
@@ -810,10 +819,18 @@ impl Workload {
     fn finish(&mut self) -> Next {
         self.finished = true;
         if self.read_back_due {
-            Next::VerifyPhase
+            self.verify_phase()
         } else {
             Next::Done
         }
+    }
+
+    /// The verify phase reads every block not checked since written, the backlog's too
+    /// (fio's phase empties its history), so a later loop's backlog starts empty.
+    fn verify_phase(&mut self) -> Next {
+        self.backlog.clear();
+        self.batch_left = 0;
+        Next::VerifyPhase
     }
 
     fn verify_action(
@@ -923,11 +940,31 @@ impl Workload {
         }))
     }
 
-    /// The writes of the last `verify_backlog` writes to read back now, in offset order:
-    /// those a later write has not overwritten since (that one is checked in its own
-    /// backlog, or at the end). Empties the backlog.
+    /// Whether a backlog check reads now (fio's `check_get_verify`): a batch is open and
+    /// the backlog holds a block, or the backlog reached `verify_backlog` blocks, which
+    /// opens a batch of `verify_backlog_batch`.
+    fn backlog_due(&mut self) -> bool {
+        let Some(every) = self.backlog_every else {
+            return false;
+        };
+        if self.backlog.is_empty() {
+            return false;
+        }
+        if self.batch_left == 0 && self.backlog.len() as u64 >= every {
+            self.batch_left = self.backlog_batch.max(1);
+        }
+        self.batch_left > 0
+    }
+
+    /// The oldest backlog writes the open batch still reads (`verify_backlog_batch`), in
+    /// offset order: those a later write has not overwritten since (that one is checked
+    /// in its own backlog, or at the end). The others stay in the backlog.
     pub fn take_backlog(&mut self) -> Vec<ReadBackIo> {
-        let mut due = std::mem::take(&mut self.backlog);
+        let count = usize::try_from(self.batch_left.max(1))
+            .unwrap_or(usize::MAX)
+            .min(self.backlog.len());
+        let mut due: Vec<ReadBackIo> = self.backlog.drain(..count).collect();
+        self.batch_left = self.batch_left.saturating_sub(count as u64);
         due.retain(|io| {
             self.files.get(io.file as usize).is_some_and(|file| {
                 file.tracker.as_ref().is_some_and(|tracker| {

@@ -1284,3 +1284,79 @@ fn openfiles_limits_the_files_served_at_once() {
     let files: Vec<u32> = all_ios(job, 100).iter().map(|io| io.file).collect();
     assert_eq!(files, [0, 1, 2, 3, 0, 1, 2, 3]);
 }
+
+/// The I/Os of a sequential verified write of `blocks` blocks with `verify_backlog=every`
+/// and `verify_backlog_batch=batch`: `W`/`R` and the block, backlog reads and the verify
+/// phase's alike.
+fn backlog_sequence(blocks: u64, every: u64, batch: Option<u64>) -> Vec<(char, u64)> {
+    let mut job = verify_job(RwKind::Write, blocks * 4096, 4096);
+    if let Some(verify) = job.verify.as_mut() {
+        verify.backlog = Some(every);
+        verify.backlog_batch = batch;
+    }
+    let mut workload = Workload::new(job).expect("valid config");
+    let mut seen = Vec::new();
+    // Bounded: each round hands out a write, a check or the end.
+    for _ in 0..blocks * 4 + 10 {
+        match workload.next(Duration::ZERO) {
+            Next::Io(io) => {
+                seen.push(('W', io.offset / 4096));
+                workload.on_complete(Duration::ZERO);
+            }
+            Next::VerifyBacklog => {
+                let due = workload.take_backlog();
+                seen.extend(due.iter().map(|io| ('R', io.offset / 4096)));
+                workload.mark_verified(&due);
+            }
+            Next::VerifyPhase => {
+                // As the runner does: blocks a backlog check read are skipped.
+                let plan: Vec<_> = workload.read_back_plan().expect("a write job").collect();
+                let (mut runs, mut skipped) = (Vec::new(), SkippedBlocks::default());
+                for io in plan {
+                    workload.checkable_runs(io, &mut runs, &mut skipped);
+                }
+                for io in runs {
+                    seen.extend((0..u64::from(io.len) / 4096).map(|b| ('R', io.offset / 4096 + b)));
+                }
+            }
+            Next::WaitForCompletions | Next::Pause(_) => {}
+            Next::Done => break,
+        }
+    }
+    seen
+}
+
+#[test]
+fn backlog_batches_read_part_of_the_backlog_and_leave_the_rest_for_later() {
+    let w = |range: std::ops::Range<u64>| range.map(|b| ('W', b)).collect::<Vec<_>>();
+    let r = |range: std::ops::Range<u64>| range.map(|b| ('R', b)).collect::<Vec<_>>();
+    // Batch 2 of a backlog of 4 (fio's io_u.c): after 4 writes read the oldest 2; 2 more
+    // writes fill the backlog again; the phase at the end reads what is left.
+    let expected = [
+        w(0..4),
+        r(0..2),
+        w(4..6),
+        r(2..4),
+        w(6..8),
+        r(4..6),
+        r(6..8),
+    ]
+    .concat();
+    assert_eq!(backlog_sequence(8, 4, Some(2)), expected);
+    // Batch 6: the check reads the 4, then stays open for each of the next 2 writes; the
+    // last 2 are left to the phase.
+    let expected = [
+        w(0..4),
+        r(0..4),
+        vec![('W', 4), ('R', 4), ('W', 5), ('R', 5)],
+        w(6..8),
+        r(6..8),
+    ]
+    .concat();
+    assert_eq!(backlog_sequence(8, 4, Some(6)), expected);
+    // No batch: the whole backlog each time, as before.
+    assert_eq!(
+        backlog_sequence(8, 4, None),
+        [w(0..4), r(0..4), w(4..8), r(4..8)].concat()
+    );
+}

@@ -132,6 +132,9 @@ pub struct VerifyConfig {
     /// `verify_backlog`: after this many verified writes the job stops writing and reads
     /// them back (`Next::VerifyBacklog`), instead of (only) at the end of a pass.
     pub backlog: Option<u64>,
+    /// `verify_backlog_batch`: how many blocks each backlog check reads (fio's default:
+    /// `backlog`); the rest wait in the backlog for a later check or the verify phase.
+    pub backlog_batch: Option<u64>,
 }
 
 impl Default for VerifyConfig {
@@ -146,6 +149,7 @@ impl Default for VerifyConfig {
             lba_size_bytes: 512,
             max_tracked_blocks: super::GENERATION_TABLE_BLOCKS_DEFAULT,
             backlog: None,
+            backlog_batch: None,
         }
     }
 }
