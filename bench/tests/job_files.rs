@@ -324,7 +324,18 @@ fn conflicts_and_checks() {
     );
     conflict("[j]\nbs=8k\nsize=4k\n", "smaller than one block");
     conflict("[j]\nbs=4k\nblockalign=3k\n", "blockalign");
-    conflict("[j]\nioengine=io_uring\nfilename=a:b\n", "several files");
+    // A list of local files is taken (fio's filename=a:b); null and mixed lists are not.
+    assert_eq!(
+        parse_text("[j]\nioengine=io_uring\nfilename=a:b\n").unwrap()[0]
+            .more_filenames
+            .len(),
+        1
+    );
+    conflict("[j]\nioengine=null\nfilename=null:null\n", "several files");
+    conflict(
+        "[j]\nioengine=io_uring\nfilename=a:null\n",
+        "mixes local files",
+    );
 
     // Overrides across sections are not conflicts.
     let jobs = parse_text(
