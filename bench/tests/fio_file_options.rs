@@ -11,30 +11,6 @@ use common::{describe, ScratchDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn tool_present(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    common::require_tool(tool, ok)
-}
-
-/// fio 3.42 (`$FIO_ANCHOR` or the shared anchor) where built, else the installed fio.
-fn fio_path() -> PathBuf {
-    let anchor = std::env::var_os("FIO_ANCHOR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/anchors/fio"));
-    let built = Command::new(&anchor)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if built {
-        anchor
-    } else {
-        PathBuf::from("fio")
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
     Fio,
@@ -48,7 +24,7 @@ fn command(who: Who, dir: &Path) -> Command {
     let mut command = Command::new("timeout");
     command.arg("30");
     match who {
-        Who::Fio => command.arg(fio_path()),
+        Who::Fio => command.arg(common::fio_or_installed()),
         Who::Ours => command.arg(env!("CARGO_BIN_EXE_iscsi-bench")),
     };
     command.current_dir(dir);
@@ -84,7 +60,7 @@ fn traced(who: Who, dir: &Path, file: &Path, extra: &[&str], calls: &str) -> Vec
         .arg(&trace);
     strace.current_dir(dir).arg("timeout").arg("30");
     match who {
-        Who::Fio => strace.arg(fio_path()),
+        Who::Fio => strace.arg(common::fio_or_installed()),
         Who::Ours => strace.arg(env!("CARGO_BIN_EXE_iscsi-bench")),
     };
     let out = job_command(strace, file, extra).output().expect("strace");
@@ -129,7 +105,7 @@ fn ios(out: &Output) -> u64 {
 /// SEQUENTIAL as the job is, or what `fadvise_hint` names), are fio's, in fio's order.
 #[test]
 fn page_cache_calls_are_fios() {
-    if !tool_present("fio") || !tool_present("strace") {
+    if !common::tool_present("fio") || !common::tool_present("strace") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "fadvise");
@@ -164,7 +140,7 @@ fn page_cache_calls_are_fios() {
 /// nothing more to sync; a read job with it does not flush at all.
 #[test]
 fn fsync_calls_are_fios() {
-    if !tool_present("fio") || !tool_present("strace") {
+    if !common::tool_present("fio") || !common::tool_present("strace") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "fsync");
@@ -191,7 +167,7 @@ fn fsync_calls_are_fios() {
 /// `unlink`: the file is gone after the job with `unlink=1`, there with `unlink=0`.
 #[test]
 fn unlink_removes_the_file_as_fio_does() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "unlink");
@@ -215,7 +191,7 @@ fn unlink_removes_the_file_as_fio_does() {
 /// `allow_file_create=0`: a missing file is an error, an existing one is used.
 #[test]
 fn allow_file_create_0_refuses_only_a_missing_file() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "allow-create");
@@ -250,7 +226,7 @@ fn allow_file_create_0_refuses_only_a_missing_file() {
 /// `create_only`: the file is laid out to the job's size and the job does no I/O.
 #[test]
 fn create_only_lays_out_and_does_no_io() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "create-only");
@@ -278,7 +254,7 @@ fn create_only_lays_out_and_does_no_io() {
 #[test]
 fn overwrite_writes_the_file_out_first_as_fio_does() {
     use std::os::unix::fs::MetadataExt;
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "overwrite");
@@ -311,7 +287,7 @@ fn overwrite_writes_the_file_out_first_as_fio_does() {
 /// O_DIRECT refuses, and the job fails; ours refuses the job, naming the option.
 #[test]
 fn pre_read_with_direct_fails_as_in_fio() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "pre-read-direct");
@@ -349,7 +325,7 @@ fn pre_read_with_direct_fails_as_in_fio() {
 /// and the run still succeeds.
 #[test]
 fn exec_hooks_run_as_fios() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let read = |dir: &ScratchDir, name: &str| std::fs::read_to_string(dir.join(name)).ok();
@@ -408,7 +384,7 @@ fn exec_hooks_run_as_fios() {
 /// The values fio refuses, we refuse, naming the option; the values it takes, we take.
 #[test]
 fn values_are_checked_as_fio_checks_them() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "values");
@@ -457,7 +433,7 @@ fn values_are_checked_as_fio_checks_them() {
 /// often, by its engine's count of completions, and reports the same "sync" count.
 #[test]
 fn fdatasync_flushes_as_often_as_fios() {
-    if !tool_present("fio") || !tool_present("strace") {
+    if !common::tool_present("fio") || !common::tool_present("strace") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "fdatasync");
@@ -474,7 +450,7 @@ fn fdatasync_flushes_as_often_as_fios() {
         strace
             .args(["-f", "-y", "-e", "trace=fsync,fdatasync", "-o"])
             .arg(dir.join("trace"))
-            .arg(fio_path())
+            .arg(common::fio_or_installed())
             .current_dir(dir.path());
         let mut fio = job_command(strace, &file, &args);
         let fio = fio.arg("--ioengine=psync").output().expect("strace fio");
@@ -483,7 +459,7 @@ fn fdatasync_flushes_as_often_as_fios() {
         let count = |call: &str| trace.lines().filter(|l| l.contains(call)).count() as u64;
         let (fsyncs, fdatasyncs) = (count(" fsync("), count(" fdatasync("));
         let synced = json(&fio)["jobs"][0]["sync"]["total_ios"].as_u64();
-        if fio_path() != Path::new("fio") {
+        if common::fio_or_installed() != Path::new("fio") {
             assert_eq!(synced, Some(fsyncs + fdatasyncs), "{extra:?}");
         }
 
@@ -508,7 +484,7 @@ fn fdatasync_flushes_as_often_as_fios() {
 /// an offset in bytes is not aligned.
 #[test]
 fn offset_align_places_the_first_io_as_fio_does() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "offset-align");
@@ -560,7 +536,7 @@ fn offset_align_places_the_first_io_as_fio_does() {
 /// under strace), and unlocks it when done.
 #[test]
 fn lockmem_locks_what_fio_locks() {
-    if !tool_present("fio") || !tool_present("strace") {
+    if !common::tool_present("fio") || !common::tool_present("strace") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "lockmem");
@@ -574,7 +550,7 @@ fn lockmem_locks_what_fio_locks() {
                     .args(["-f", "-e", "trace=mlock,munlock", "-o"])
                     .arg(&trace)
                     .arg(match who {
-                        Who::Fio => fio_path(),
+                        Who::Fio => common::fio_or_installed(),
                         Who::Ours => PathBuf::from(env!("CARGO_BIN_EXE_iscsi-bench")),
                     })
                     .args(["--name=j", "--ioengine=null", "--size=1m"])
@@ -604,7 +580,7 @@ fn lockmem_locks_what_fio_locks() {
 /// refused by both; fio's other buffer types are refused by ours, naming the option.
 #[test]
 fn mem_types_are_checked_as_fio_checks_them() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "mem");
@@ -643,7 +619,7 @@ fn mem_types_are_checked_as_fio_checks_them() {
 #[test]
 fn create_on_open_creates_the_file_as_fio_does() {
     use std::os::unix::fs::PermissionsExt;
-    if !tool_present("fio") || !tool_present("strace") {
+    if !common::tool_present("fio") || !common::tool_present("strace") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "create-on-open");
@@ -688,7 +664,7 @@ fn create_on_open_creates_the_file_as_fio_does() {
 /// value fio does not know is refused by both.
 #[test]
 fn sync_file_range_flushes_as_often_as_fios() {
-    if !tool_present("fio") || !tool_present("strace") {
+    if !common::tool_present("fio") || !common::tool_present("strace") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "sync-file-range");
@@ -705,7 +681,7 @@ fn sync_file_range_flushes_as_often_as_fios() {
         strace
             .args(["-f", "-e", "trace=sync_file_range,fdatasync,fsync", "-o"])
             .arg(dir.join("trace"))
-            .arg(fio_path())
+            .arg(common::fio_or_installed())
             .current_dir(dir.path());
         let mut fio = job_command(strace, &file, &args);
         let fio = fio.arg("--ioengine=psync").output().expect("strace fio");
@@ -717,7 +693,7 @@ fn sync_file_range_flushes_as_often_as_fios() {
             .count() as u64;
         let flushes = trace.lines().filter(|l| l.contains("sync")).count() as u64;
         assert!(ranges > 0, "{extra:?}: {trace}");
-        if fio_path() != Path::new("fio") {
+        if common::fio_or_installed() != Path::new("fio") {
             let synced = json(&fio)["jobs"][0]["sync"]["total_ios"].as_u64();
             assert_eq!(synced, Some(flushes), "{extra:?}");
         }
@@ -748,7 +724,7 @@ fn sync_file_range_flushes_as_often_as_fios() {
 /// about 4.9 KiB, the multiples of 1 KiB 4.5 KiB. fio's null engine; ours too.
 #[test]
 fn bs_unaligned_gives_fios_lengths() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "bs-unaligned");
@@ -787,7 +763,7 @@ fn bs_unaligned_gives_fios_lengths() {
 /// that none overlap in the engine), and both take it.
 #[test]
 fn serialize_overlap_runs_as_fios() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "serialize-overlap");
@@ -817,7 +793,7 @@ fn serialize_overlap_runs_as_fios() {
 /// start. Ours refuses it for a job that reads, naming the option.
 #[test]
 fn file_append_writes_past_the_end_as_fio_does() {
-    if !tool_present("fio") {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-file-options", "file-append");
@@ -880,7 +856,7 @@ fn a_lun_job_takes_the_file_options_as_fios_libiscsi_does() {
     let dir = ScratchDir::new("fio-file-options", "lun");
     let mut whos = vec![(Who::Ours, "iscsi")];
     // Only the anchor is built with libiscsi.
-    if fio_path() != Path::new("fio") {
+    if common::fio_or_installed() != Path::new("fio") {
         whos.push((Who::Fio, "libiscsi"));
     }
     for (who, engine) in whos {

@@ -10,29 +10,11 @@ use common::{describe, ScratchDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// fio 3.42 where the project keeps it, else the one on the PATH.
-fn fio_path() -> PathBuf {
-    let anchor = Path::new("/work/shared/anchors/fio");
-    if anchor.exists() {
-        anchor.to_path_buf()
-    } else {
-        PathBuf::from("fio")
-    }
-}
-
-fn fio_present() -> bool {
-    let ok = Command::new(fio_path())
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    common::require_tool("fio", ok)
-}
-
 /// Runs fio with `args` (at most 60 s).
 fn fio(args: &[&str]) -> Output {
     let out = Command::new("timeout")
         .arg("60")
-        .arg(fio_path())
+        .arg(common::fio_or_installed())
         .args(args)
         .output()
         .expect("run fio");
@@ -125,7 +107,7 @@ fn count(lines: &[Line], action: &str) -> usize {
 /// file name (fio names the null engine's file `<job>.<clone>.<file>`).
 #[test]
 fn write_iolog_sequential_null_matches_fio_line_by_line() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "seq-null");
@@ -192,7 +174,7 @@ fn write_iolog_sequential_null_matches_fio_line_by_line() {
 /// offsets: the last write's) included, and the file named by its path.
 #[test]
 fn write_iolog_file_with_fsync_matches_fio_line_by_line() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "seq-file");
@@ -232,7 +214,7 @@ fn write_iolog_file_with_fsync_matches_fio_line_by_line() {
 /// touching each block once) the set of offsets are fio's.
 #[test]
 fn write_iolog_random_matches_fio_format_and_counts() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "rand");
@@ -271,7 +253,7 @@ fn write_iolog_random_matches_fio_format_and_counts() {
 /// fio opens the log for appending: a second run adds a second header and its lines.
 #[test]
 fn write_iolog_appends_as_fio_does() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "append");
@@ -404,7 +386,7 @@ fn runtime_ms(json: &serde_json::Value) -> u64 {
 /// on the null engine with `replay_no_stall`: the same I/Os, one for one, in order.
 #[test]
 fn read_iolog_replays_fios_own_log_as_fio_does() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "replay-fio-log");
@@ -430,7 +412,7 @@ fn read_iolog_replays_fios_own_log_as_fio_does() {
 /// `read_iolog_chunked`: fio's I/Os.
 #[test]
 fn read_iolog_skip_scale_align_match_fio() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "replay-options");
@@ -474,7 +456,7 @@ fn read_iolog_skip_scale_align_match_fio() {
 /// (bounds loose: a busy 2-CPU VM).
 #[test]
 fn read_iolog_v3_timing_matches_fio() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "replay-timing");
@@ -511,7 +493,7 @@ fn read_iolog_v3_timing_matches_fio() {
 /// job's own file is never made.
 #[test]
 fn read_iolog_replays_onto_files_as_fio_does() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "replay-file");
@@ -637,7 +619,7 @@ fn read_iolog_blktrace_is_refused_by_name() {
 /// issues our I/Os, in our order (and ours of the same log does too).
 #[test]
 fn fio_replays_our_write_iolog_io_for_io() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "ours-to-fio");
@@ -716,7 +698,7 @@ fn read_iolog_on_the_iscsi_engine_replays_every_line() {
 /// `read_iolog=a:b` with `numjobs=2`: as in fio, each clone replays its own log in turn.
 #[test]
 fn read_iolog_logs_go_to_clones_in_turn_as_in_fio() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "replay-clones");
@@ -758,7 +740,7 @@ fn read_iolog_logs_go_to_clones_in_turn_as_in_fio() {
 /// write_iolog") and so do we; the replay runs and no write log appears.
 #[test]
 fn read_iolog_overrides_write_iolog_as_in_fio() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "override");
@@ -799,7 +781,7 @@ fn read_iolog_overrides_write_iolog_as_in_fio() {
 /// a file (writes, then the verify reads), line by line as fio's.
 #[test]
 fn write_iolog_loops_and_verify_reopen_as_fio_does() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-iolog", "loops");

@@ -9,26 +9,8 @@ mod common;
 use common::{describe, ScratchDir};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-/// fio 3.42 (`$FIO_ANCHOR` or the shared anchor) where built, else the installed fio.
-fn fio_path() -> Option<PathBuf> {
-    let anchor = std::env::var_os("FIO_ANCHOR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/anchors/fio"));
-    let runs = |path: &Path| {
-        Command::new(path)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let found = [anchor, PathBuf::from("fio")]
-        .into_iter()
-        .find(|path| runs(path));
-    common::require_tool("fio", found.is_some());
-    found
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
@@ -95,7 +77,7 @@ fn logged_ios(log: &Path) -> Vec<(String, String, u64, u64)> {
 type Outcome = (BTreeMap<String, u64>, Vec<(String, String, u64, u64)>);
 
 fn both(name: &str, options: &[&str]) -> Option<(Outcome, Outcome)> {
-    let fio = fio_path()?;
+    let fio = common::fio()?;
     let mut outcomes = Vec::new();
     for who in [Who::Fio, Who::Ours] {
         let dir = ScratchDir::new("fio_nrfiles", &format!("{name}-{who:?}"));
@@ -223,7 +205,7 @@ fn a_list_of_local_files_is_served_as_fio_serves_it() {
 
 #[test]
 fn bad_values_are_refused_as_fio_refuses_them() {
-    let Some(fio) = fio_path() else {
+    let Some(fio) = common::fio() else {
         return;
     };
     for bad in ["--nrfiles=x", "--openfiles=many"] {
@@ -302,7 +284,7 @@ fn unlinks(who: Who, fio: &Path, options: &[&str]) -> Option<(usize, u64, u32, V
 
 #[test]
 fn unlink_each_loop_unlinks_between_loops_as_fio_does() {
-    let Some(fio) = fio_path() else {
+    let Some(fio) = common::fio() else {
         return;
     };
     for loops in ["--loops=1", "--loops=3"] {
@@ -319,7 +301,7 @@ fn unlink_each_loop_unlinks_between_loops_as_fio_does() {
 
 #[test]
 fn unlink_each_loop_on_a_job_that_only_reads_fails_as_in_fio() {
-    let Some(fio) = fio_path() else {
+    let Some(fio) = common::fio() else {
         return;
     };
     let dir = ScratchDir::new("fio_nrfiles", "unlink-read");

@@ -14,14 +14,6 @@ use std::process::Command;
 
 use bench::job::{parse_job_str, JobSpec};
 
-fn fio_present() -> bool {
-    let ok = Command::new("fio")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    common::require_tool("fio", ok)
-}
-
 fn parse(text: &str) -> Vec<JobSpec> {
     parse_job_str(Path::new("t.fio"), text, &|_| None).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
@@ -63,7 +55,7 @@ fn fio_aliases_mean_their_options() {
         ("ratecycle=500", "rate_cycle=500"),
         ("wait_for_previous=1", "stonewall=1"),
     ];
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "aliases");
     let base = "[j]\nioengine=null\nsize=4m\niodepth=4\n";
     for (alias, name) in pairs {
@@ -95,19 +87,6 @@ fn escaped_iscsi_filename_is_the_plain_url() {
 
 /// One I/O: direction letter (r, w, t), offset, length.
 type Io = (char, u64, u64);
-
-/// fio 3.42 (the issue's anchor, `../shared/anchors/fio`, or `$FIO_ANCHOR`), for what
-/// Debian's fio 3.33 gets wrong; `None` where it is not built.
-fn fio_anchor() -> Option<PathBuf> {
-    let path = std::env::var_os("FIO_ANCHOR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/anchors/fio"));
-    Command::new(&path)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        .then_some(path)
-}
 
 /// What fio issues for `job` (one `[j]` section, `ioengine=null`), from its `write_iolog`.
 fn fio_ios(dir: &ScratchDir, job: &str) -> Vec<Io> {
@@ -213,7 +192,7 @@ fn kib(ios: &[Io]) -> String {
 /// `percentage_random=0` (all sequential): fio's offsets, one for one.
 #[test]
 fn sequential_offset_modifiers_issue_fios_offsets() {
-    if !fio_present() {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-options", "seq-modifiers");
@@ -239,7 +218,7 @@ fn sequential_offset_modifiers_issue_fios_offsets() {
 /// I/O that is not a group's first follows the rule.
 #[test]
 fn random_offset_groups_follow_rw_sequencer_as_in_fio() {
-    if !fio_present() {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-options", "rand-groups");
@@ -287,7 +266,7 @@ fn random_offset_groups_follow_rw_sequencer_as_in_fio() {
 /// last I/O ended, in fio and in ours (1,024 I/Os; bounds far wider than the noise).
 #[test]
 fn percentage_random_mixes_like_fio() {
-    if !fio_present() {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-options", "pct-random");
@@ -317,7 +296,7 @@ fn share_in(ios: &[Io], direction: char, start: u64, end: u64) -> f64 {
 /// (2,048 I/Os, 4 MiB; the bounds are several standard deviations wide).
 #[test]
 fn zoned_distributions_put_io_where_fio_does() {
-    if !fio_present() {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-options", "zoned");
@@ -355,7 +334,7 @@ fn zoned_distributions_put_io_where_fio_does() {
         let job = format!("{base}{extra}");
         // fio 3.33 refuses per-direction zone lists (a bug fixed by 3.42).
         let fio = if extra.contains(',') {
-            let Some(anchor) = fio_anchor() else {
+            let Some(anchor) = common::fio_anchor() else {
                 eprintln!("SKIPPED: per-direction zones need fio 3.42 ($FIO_ANCHOR)");
                 continue;
             };
@@ -385,7 +364,7 @@ fn zoned_distributions_put_io_where_fio_does() {
 /// differ from fio's whichever is named); anything else is refused by both.
 #[test]
 fn random_generator_names_are_fios() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "randgen");
     for name in ["tausworthe", "lfsr", "tausworthe64"] {
         let job = format!("[j]\nioengine=null\nsize=1m\nrw=randread\nrandom_generator={name}\n");
@@ -439,7 +418,7 @@ fn json_after_notes(text: &str) -> serde_json::Value {
 /// `mixed:` block, for fio and for us on the same null-engine job.
 #[test]
 fn unified_rw_reporting_has_fios_shape() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let args = |mode: &str| {
         vec![
             "--name=j".to_string(),
@@ -519,7 +498,7 @@ fn fill_device_writes_to_the_end() {
     let ours = our_ios(job);
     assert_eq!(ours.len(), 256);
     assert_eq!(parse(job), parse(&job.replace("fill_device", "fill_fs")));
-    if fio_present() {
+    if common::tool_present("fio") {
         let dir = ScratchDir::new("fio-options", "fill");
         assert_eq!(kib(&fio_ios(&dir, job)), kib(&ours));
     }
@@ -566,7 +545,7 @@ fn iodepth_low_drains_a_full_queue() {
     let low = level_8("1");
     assert!(full > 90.0, "without iodepth_low: {full}% at depth 5-8");
     assert!(low < 70.0, "iodepth_low=1: {low}% at depth 5-8");
-    if fio_present() {
+    if common::tool_present("fio") {
         let dir = ScratchDir::new("fio-options", "iodepth-low");
         fio_accepts(
             &dir,
@@ -583,7 +562,7 @@ fn iodepth_low_drains_a_full_queue() {
 /// ends it even on a loaded machine (at 128 ms `b` sometimes had not, under load 8).
 #[test]
 fn exitall_ends_the_jobs_fio_ends() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "exitall");
     let jobs = |ending: &str| {
         format!(
@@ -653,7 +632,7 @@ fn exitall_ends_the_jobs_fio_ends() {
 /// I/O counts keep about 3:1 in fio and in ours; a job in another flow_id is not held.
 #[test]
 fn flow_weights_share_io_as_in_fio() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "flow");
     let path = dir.join("flow.fio");
     std::fs::write(
@@ -726,7 +705,7 @@ fn shape(value: &serde_json::Value) -> Vec<String> {
 /// the same keys, `attained`, `duration` and a sample per second of the window.
 #[test]
 fn steadystate_ends_a_steady_job_as_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let job = |criterion: &str, runtime: u32| {
         vec![
             "--name=j".to_string(),
@@ -815,7 +794,7 @@ fn job_counts(text: &str) -> (i64, u64, u64) {
 /// ours through io_uring), without error. `io_submit_mode=offload` issues what inline does.
 #[test]
 fn verify_interval_and_offload_do_what_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "verify-interval");
     let file = dir.join("data");
     let common = [
@@ -869,7 +848,7 @@ fn verify_interval_and_offload_do_what_fio_does() {
 /// fields as `p%=value`, the CPU and depth percentages with their `%`.
 #[test]
 fn minimal_is_fios_terse_v3_field_for_field() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     for extra in [
         &["--rw=randrw"][..],
         &["--rw=randrw", "--unified_rw_reporting=mixed"],
@@ -926,7 +905,7 @@ fn minimal_is_fios_terse_v3_field_for_field() {
 /// CACHE for each flush and FUA writes for `sync=1`, counted the same way.
 #[test]
 fn fsync_counts_flushes_as_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "fsync");
     let file = dir.join("data");
     let filename = format!("--filename={}", file.display());
@@ -1033,7 +1012,7 @@ fn fsync_counts_flushes_as_fio_does() {
 /// at the first bad block; ours checks the rest and reports the count.
 #[test]
 fn verify_only_checks_an_earlier_run() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "verify-only");
     let run = |tool: &str, file: &Path, extra: &[&str]| -> (i64, u64, u64) {
         let filename = format!("--filename={}", file.display());
@@ -1121,7 +1100,7 @@ fn dedupe_shape(path: &Path) -> (f64, f64) {
 /// (copies of blocks from the file's start).
 #[test]
 fn dedupe_mode_repeats_as_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "dedupe");
     for (mode, early_low, early_high) in [("repeat", 0.0, 0.5), ("working_set", 0.9, 1.01)] {
         let mut shapes = Vec::new();
@@ -1181,7 +1160,7 @@ fn dedupe_mode_repeats_as_fio_does() {
 /// in ours.
 #[test]
 fn hist_log_has_fios_lines() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "hist");
     for coarseness in [0u32, 3] {
         let mut summaries = Vec::new();
@@ -1241,7 +1220,7 @@ fn hist_log_has_fios_lines() {
 /// was overwritten fails in both with EILSEQ.
 #[test]
 fn verify_meta_checks_headers_as_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "verify-meta");
     let run = |tool: &str, file: &Path, extra: &[&str]| -> (i64, u64, u64) {
         let filename = format!("--filename={}", file.display());
@@ -1300,7 +1279,7 @@ fn verify_meta_checks_headers_as_fio_does() {
 /// data now) and one overwritten at 1 KiB fails with EILSEQ, in fio (psync) and in ours.
 #[test]
 fn verify_offset_moves_the_header_as_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "verify-offset");
     let run = |tool: &str, file: &Path, extra: &[&str]| -> (i64, u64, u64) {
         let filename = format!("--filename={}", file.display());
@@ -1360,7 +1339,7 @@ fn steadystate_options_agree_within_a_group() {
     assert!(parse_job_str(Path::new("t.fio"), bad, &|_| None).is_err());
     let good = "[a]\nioengine=null\nsize=1m\nss=iops:5%\nss_dur=2\n[b]\nnew_group\nioengine=null\nsize=1m\n";
     assert_eq!(parse(good).len(), 2);
-    if fio_present() {
+    if common::tool_present("fio") {
         let dir = ScratchDir::new("fio-options", "ss-groups");
         let path = dir.join("bad.fio");
         std::fs::write(&path, bad).unwrap();
@@ -1385,7 +1364,7 @@ fn steadystate_options_agree_within_a_group() {
 /// fields. With `latency_run` the job runs its whole runtime instead.
 #[test]
 fn latency_target_finds_the_depth_as_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let summary = |text: &str| {
         let start = text.find('{').unwrap();
         let mut stream =
@@ -1446,7 +1425,7 @@ fn latency_target_finds_the_depth_as_fio_does() {
 /// run's other jobs, so a 3 s job stops at once, in fio (psync) and in ours (io_uring).
 #[test]
 fn exitall_on_error_ends_the_other_jobs() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "exitall-on-error");
     for tool in if fio {
         &["ours", "fio"][..]
@@ -1496,7 +1475,7 @@ fn exitall_on_error_ends_the_other_jobs() {
 /// plan, one for one. Debian's fio 3.33 does not know it: skipped without the anchor.
 #[test]
 fn sequence_distribution_issues_fios_offsets() {
-    let Some(anchor) = fio_anchor() else {
+    let Some(anchor) = common::fio_anchor() else {
         eprintln!("SKIPPED: random_distribution=sequence needs fio 3.42 ($FIO_ANCHOR)");
         return;
     };
@@ -1518,7 +1497,7 @@ fn sequence_distribution_issues_fios_offsets() {
 /// fio counts it, the final verify phase skipping what a backlog check already read.
 #[test]
 fn verify_backlog_checks_while_writing_and_reads_each_block_once() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "verify-backlog");
     let file = dir.join("data");
     for (rw, extra) in [("randwrite", "--loops=1"), ("write", "--loops=2")] {
@@ -1588,7 +1567,7 @@ fn verify_backlog_checks_while_writing_and_reads_each_block_once() {
 /// `<file>.<offset>.received` in the working directory, the name fio gives it.
 #[test]
 fn verify_dump_writes_the_bad_block_where_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "verify-dump");
     let file = dir.join("data");
     let file_arg = format!("--filename={}", file.display());
@@ -1672,7 +1651,7 @@ fn verify_dump_writes_the_bad_block_where_fio_does() {
 /// written. fio (psync) and ours (io_uring) on a file, each in its own directory.
 #[test]
 fn verify_state_load_checks_what_the_stopped_run_wrote_as_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let tools: &[&str] = if fio { &["ours", "fio"] } else { &["ours"] };
     for tool in tools {
         let dir = ScratchDir::new("fio-options", &format!("verify-state-{tool}"));
@@ -1805,7 +1784,7 @@ fn libaio_job_files_run_on_io_uring_as_on_fio() {
             ours["jobs"][0]["read"]["total_ios"], 256,
             "{engine}: {ours}"
         );
-        if fio_present() {
+        if common::tool_present("fio") {
             let fio = fio_command()
                 .args(["--output-format=json", &job])
                 .output()
@@ -1836,7 +1815,7 @@ fn libaio_job_files_run_on_io_uring_as_on_fio() {
 /// I/O counts and the job's rate stay.
 #[test]
 fn gtod_reduce_and_disable_options_drop_what_fio_drops() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let base = [
         "--name=j",
         "--ioengine=null",
@@ -1902,7 +1881,7 @@ fn gtod_reduce_and_disable_options_drop_what_fio_drops() {
 /// lives in `directory` too.
 #[test]
 fn a_local_job_without_a_filename_uses_fios_file_in_directory() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     for who in if fio {
         &["ours", "fio"][..]
     } else {
@@ -1971,7 +1950,7 @@ fn a_job_shorter_than_a_millisecond_still_has_a_rate() {
         assert!(out.status.success(), "{who}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    for who in if fio_present() {
+    for who in if common::tool_present("fio") {
         &["ours", "fio"][..]
     } else {
         &["ours"][..]
@@ -2006,7 +1985,7 @@ fn zonemode_none_runs_and_zbd_is_refused_by_name() {
     };
     assert_eq!(ios(&none), 256);
     assert_eq!(ios(&none), ios(&plain));
-    if fio_present() {
+    if common::tool_present("fio") {
         let fio = fio_command()
             .args(job)
             .args(["--zonemode=none", "--output-format=json"])
@@ -2028,7 +2007,7 @@ fn zonemode_none_runs_and_zbd_is_refused_by_name() {
 /// target's end, which ends the job with bytes left.
 #[test]
 fn strided_zones_issue_fios_sequential_offsets() {
-    if !fio_present() {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-options", "strided-seq");
@@ -2065,7 +2044,7 @@ fn strided_zones_issue_fios_sequential_offsets() {
 /// against ours with `number_ios=24`).
 #[test]
 fn strided_zones_run_to_the_end_of_the_file_as_fios_do() {
-    if !fio_present() {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-options", "strided-file");
@@ -2074,7 +2053,7 @@ fn strided_zones_run_to_the_end_of_the_file_as_fios_do() {
         .and_then(|f| f.set_len(1 << 20))
         .unwrap();
     let fio = PathBuf::from("fio");
-    let anchor = fio_anchor();
+    let anchor = common::fio_anchor();
     for (tool, extra, ours_extra) in [
         (Some(&fio), "size=256k\nzonesize=32k\nzoneskip=96k\n", ""),
         (Some(&fio), "size=512k\nzonesize=64k\nzoneskip=192k\n", ""),
@@ -2119,7 +2098,7 @@ fn strided_zones_run_to_the_end_of_the_file_as_fios_do() {
 /// one), in fio's and in ours.
 #[test]
 fn strided_zones_hold_random_reads_as_fios_do() {
-    if !fio_present() {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-options", "strided-rand");
@@ -2193,7 +2172,7 @@ fn map_visits(ios: &[Io], stride: u64, range: u64) -> Vec<Vec<u64>> {
 /// `zoneskip=2z` is taken by both.
 #[test]
 fn zone_options_are_refused_where_fio_refuses_them() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let base = "[j]\nioengine=null\nsize=1m\nrw=read\n";
     for (extra, ours_word, fio_refuses) in [
         ("zonemode=strided\n", Some("zonesize"), true),
@@ -2237,7 +2216,7 @@ fn zone_options_are_refused_where_fio_refuses_them() {
 /// ones the count and that the offsets spread over the whole file, not `size`.
 #[test]
 fn filesize_sets_the_file_fio_works_on() {
-    if !fio_present() {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-options", "filesize-null");
@@ -2288,7 +2267,7 @@ fn filesize_range_draws_a_size_in_it_as_fio_does() {
         drawn.insert(bytes);
     }
     assert!(drawn.len() > 4, "{drawn:?}");
-    if fio_present() {
+    if common::tool_present("fio") {
         let dir = ScratchDir::new("fio-options", "filesize-range");
         for seed in 1..=2 {
             let bytes = read(&fio_ios(&dir, &job(seed)));
@@ -2306,7 +2285,7 @@ fn filesize_range_draws_a_size_in_it_as_fio_does() {
 /// `filesize` and written. The I/O counts (JSON) and the files' lengths after agree.
 #[test]
 fn filesize_on_existing_files_does_what_fio_does() {
-    if !fio_present() {
+    if !common::tool_present("fio") {
         return;
     }
     let dir = ScratchDir::new("fio-options", "filesize-files");
@@ -2358,7 +2337,7 @@ fn filesize_on_existing_files_does_what_fio_does() {
 #[test]
 fn fallocate_allocates_the_file_as_fio_does() {
     use std::os::unix::fs::MetadataExt;
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "fallocate");
     for (mode, whole) in [
         (None, true),
@@ -2433,7 +2412,7 @@ fn wait_for_starts_a_job_after_its_waitee_as_fio_does() {
         job["iscsi_bench"]["portable"]["start_ms"].as_u64()
     });
     assert_waits_for_a(&ours, "ours");
-    if let Some(anchor) = fio_anchor() {
+    if let Some(anchor) = common::fio_anchor() {
         let out = Command::new(&anchor)
             .args(["--output-format=json", path_arg])
             .output()
@@ -2444,7 +2423,7 @@ fn wait_for_starts_a_job_after_its_waitee_as_fio_does() {
         assert_waits_for_a(&theirs, "fio");
     }
 
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     for (name, jobs) in [
         (
             "unknown",
@@ -2511,7 +2490,7 @@ fn assert_waits_for_a(spans: &[(String, u64, u64)], who: &str) {
 /// format without `$jobnum` share one file): the same files from fio and from ours.
 #[test]
 fn filename_format_names_the_files_fio_names() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let made = |who: &str| -> Vec<String> {
         let dir = ScratchDir::new("fio-options", &format!("filename-format-{who}"));
         let job = dir.join("job.fio");
@@ -2563,7 +2542,7 @@ fn log_lines(path: &Path) -> Vec<Vec<u64>> {
 /// latency and bandwidth) carry block size and offset 0 in both, as fio's windows do.
 #[test]
 fn log_offset_logs_each_ios_offset_as_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "log-offset");
     let region: Vec<u64> = (4..20).map(|block| block * 4096).collect();
     for (rw, avg_msec) in [("read", 0), ("randread", 0), ("read", 1000)] {
@@ -2661,7 +2640,7 @@ fn dumped_errors(stderr: &[u8]) -> Vec<(String, String, u64, u64)> {
 /// none; a fatal error is printed whatever `error_dump` says, as fio does.
 #[test]
 fn error_dump_prints_each_failed_io_as_fio_does() {
-    let fio = fio_present();
+    let fio = common::tool_present("fio");
     let dir = ScratchDir::new("fio-options", "error-dump");
     // EFBIG (27): both tools report the file system's errno.
     let non_fatal = ["--continue_on_error=write", "--ignore_error=,EFBIG"];

@@ -15,26 +15,6 @@ use common::ScratchDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn fio_present() -> bool {
-    let ok = Command::new("fio")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    common::require_tool("fio", ok)
-}
-
-/// fio 3.42 (`$FIO_ANCHOR` or `/work/shared/anchors/fio`), for what Debian's 3.33 lacks.
-fn fio_anchor() -> Option<PathBuf> {
-    let path = std::env::var_os("FIO_ANCHOR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/anchors/fio"));
-    Command::new(&path)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        .then_some(path)
-}
-
 /// Which tool runs a job.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Tool<'a> {
@@ -84,7 +64,7 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 /// The tools present: ours always, Debian's fio when installed.
 fn tools(fio: &Path) -> Vec<Tool<'_>> {
-    if fio_present() {
+    if common::tool_present("fio") {
         vec![Tool::Fio(fio), Tool::Ours]
     } else {
         vec![Tool::Ours]
@@ -386,7 +366,7 @@ fn thinktime_iotime_pauses_where_fio_does() {
 /// so fio 3.42 (the anchor) is the judge.
 #[test]
 fn thinktime_spin_busies_the_pause_as_fio_does() {
-    let Some(anchor) = fio_anchor() else {
+    let Some(anchor) = common::fio_anchor() else {
         common::require_tool("fio 3.42 (the anchor)", false);
         return;
     };

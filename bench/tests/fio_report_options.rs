@@ -12,24 +12,6 @@ use common::ScratchDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// fio 3.42 (`$FIO_ANCHOR`, else the project's anchor build), else the `fio` on PATH.
-fn fio_binary() -> Option<PathBuf> {
-    let anchor = std::env::var_os("FIO_ANCHOR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/anchors/fio"));
-    [anchor, PathBuf::from("fio")].into_iter().find(|path| {
-        Command::new(path)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
-
-fn fio() -> Option<PathBuf> {
-    let found = fio_binary();
-    common::require_tool("fio", found.is_some()).then(|| found.unwrap())
-}
-
 /// Runs `program` with `args` in `dir` (at most 60 s).
 fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Output {
     Command::new("timeout")
@@ -79,7 +61,7 @@ fn accepts(program: &Path, dir: &ScratchDir, option: &str) -> (bool, String) {
 
 #[test]
 fn values_are_checked_as_fio_checks_them() {
-    let Some(fio) = fio() else { return };
+    let Some(fio) = common::fio() else { return };
     let dir = ScratchDir::new("fio-report-options", "values");
     let refused_by_both = [
         "log_entries=10",
@@ -164,7 +146,7 @@ fn sized_parts(text: &str) -> Vec<String> {
 
 #[test]
 fn significant_figures_shape_the_text_report_as_fios() {
-    let Some(fio) = fio() else { return };
+    let Some(fio) = common::fio() else { return };
     let dir = ScratchDir::new("fio-report-options", "sigfigs");
     let mut seen = Vec::new();
     for figures in ["1", "2", "4", "6", "10"] {
@@ -218,7 +200,7 @@ fn rate_units(text: &str) -> Vec<String> {
 
 #[test]
 fn unit_base_shows_bandwidth_in_bits_as_fio() {
-    let Some(fio) = fio() else { return };
+    let Some(fio) = common::fio() else { return };
     let dir = ScratchDir::new("fio-report-options", "unit-base");
     for base in ["0", "8", "1"] {
         let option = format!("--unit_base={base}");
@@ -275,7 +257,7 @@ fn text_outline(text: &str) -> Vec<String> {
 
 #[test]
 fn stats_0_leaves_the_job_out_of_every_report_as_fio() {
-    let Some(fio) = fio() else { return };
+    let Some(fio) = common::fio() else { return };
     let dir = ScratchDir::new("fio-report-options", "stats");
     let job = job_file(
         &dir,
@@ -331,7 +313,7 @@ fn file_names(dir: &Path) -> Vec<(String, usize)> {
 
 #[test]
 fn per_job_logs_names_the_files_as_fio() {
-    let Some(fio) = fio() else { return };
+    let Some(fio) = common::fio() else { return };
     for per_job in ["1", "0"] {
         let mut runs = Vec::new();
         for program in [fio.clone(), ours()] {
@@ -377,7 +359,7 @@ fn per_job_logs_names_the_files_as_fio() {
 
 #[test]
 fn stats_0_leaves_the_logs_empty_as_fio() {
-    let Some(fio) = fio() else { return };
+    let Some(fio) = common::fio() else { return };
     let mut runs = Vec::new();
     for program in [fio.clone(), ours()] {
         let dir = ScratchDir::new("fio-report-options", "stats-logs");
@@ -433,7 +415,7 @@ fn samples(program: &Path, dir: &ScratchDir, extra: &[&str]) -> (u64, u64) {
 
 #[test]
 fn bwavgtime_and_iopsavgtime_set_the_sample_periods_as_fio() {
-    let Some(fio) = fio() else { return };
+    let Some(fio) = common::fio() else { return };
     let dir = ScratchDir::new("fio-report-options", "avgtime");
     let cases: [(&[&str], (u64, u64)); 4] = [
         // 500 ms each: 6 samples in 3 s.
@@ -483,7 +465,7 @@ fn disks(report: &serde_json::Value) -> Option<usize> {
 
 #[test]
 fn disk_util_prints_no_disk_stats_as_fio() {
-    let Some(fio) = fio() else { return };
+    let Some(fio) = common::fio() else { return };
     let dir = ScratchDir::new("fio-report-options", "disk-util");
     // A diskless engine: no disk lines in the text either way, in fio and ours.
     for value in ["0", "1"] {
@@ -549,7 +531,7 @@ fn disk_util_prints_no_disk_stats_as_fio() {
 
 #[test]
 fn clock_and_log_buffer_options_run_as_in_fio() {
-    let Some(fio) = fio() else { return };
+    let Some(fio) = common::fio() else { return };
     let dir = ScratchDir::new("fio-report-options", "clock");
     let args = [
         "--name=j",

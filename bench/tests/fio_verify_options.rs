@@ -8,32 +8,14 @@ mod common;
 
 use common::{describe, ScratchDir};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-/// fio 3.42 where the project keeps it, else the one on the PATH.
-fn fio_path() -> PathBuf {
-    let anchor = Path::new("/work/shared/anchors/fio");
-    if anchor.exists() {
-        anchor.to_path_buf()
-    } else {
-        PathBuf::from("fio")
-    }
-}
-
-fn fio_present() -> bool {
-    let ok = Command::new(fio_path())
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    common::require_tool("fio", ok)
-}
 
 /// Runs fio with `args` (at most 60 s).
 fn fio(args: &[String]) -> Output {
     Command::new("timeout")
         .arg("60")
-        .arg(fio_path())
+        .arg(common::fio_or_installed())
         .args(args)
         .output()
         .expect("run fio")
@@ -94,7 +76,7 @@ fn write_job_ios(
 
 #[test]
 fn verify_backlog_batch_reads_back_what_fio_reads_back_in_its_order() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-verify-options", "backlog-batch");
@@ -125,7 +107,7 @@ fn verify_backlog_batch_reads_back_what_fio_reads_back_in_its_order() {
 
 #[test]
 fn verify_backlog_batch_refuses_what_fio_refuses() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-verify-options", "backlog-batch-bad");
@@ -191,7 +173,7 @@ fn windowed_logs(
 
 #[test]
 fn log_max_value_writes_fios_columns_and_the_window_maximum() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-verify-options", "log-max");
@@ -227,7 +209,7 @@ fn log_max_value_writes_fios_columns_and_the_window_maximum() {
 
 #[test]
 fn log_max_value_refuses_what_fio_refuses() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     for value in ["2", "mean", "-1"] {
@@ -288,7 +270,7 @@ fn verify_run(tool: &str, file: &Path, extra: &[&str]) -> (i64, u64, u64) {
 
 #[test]
 fn verify_async_checks_and_fails_as_fio_does() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-verify-options", "verify-async");
@@ -313,7 +295,7 @@ fn verify_async_checks_and_fails_as_fio_does() {
 
 #[test]
 fn verify_async_refuses_what_fio_refuses() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     // fio refuses a count that is not a number and a CPU the machine does not have (it
@@ -339,7 +321,7 @@ fn verify_async_refuses_what_fio_refuses() {
 
 #[test]
 fn experimental_verify_ends_as_fios() {
-    if !fio_present() {
+    if common::fio().is_none() {
         return;
     }
     let dir = ScratchDir::new("fio-verify-options", "experimental");

@@ -162,17 +162,17 @@ fn decode_fio_block(block: &[u8], kind: ChecksumKind) -> FioBlock<'_> {
     }
 }
 
-/// Debian's fio (required) and fio 3.42, the anchor (`$FIO_ANCHOR`, default
-/// `/work/shared/anchors/fio`), where built.
+/// Debian's fio (required) and fio 3.42, the anchor ([`common::fio_anchor_path`]), where
+/// built.
 fn installed_fios() -> Vec<Fio> {
     let debian = Fio::find(Path::new("fio"));
     if !common::require_tool("fio", debian.is_some()) {
         return Vec::new();
     }
-    let anchor = std::env::var_os("FIO_ANCHOR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/anchors/fio"));
-    debian.into_iter().chain(Fio::find(&anchor)).collect()
+    debian
+        .into_iter()
+        .chain(Fio::find(&common::fio_anchor_path()))
+        .collect()
 }
 
 #[test]

@@ -61,3 +61,49 @@ pub fn describe(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Whether `program --version` runs.
+#[allow(dead_code)]
+pub fn runs(program: &std::path::Path) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `true` when `tool` runs; otherwise as [`require_tool`].
+#[allow(dead_code)]
+pub fn tool_present(tool: &str) -> bool {
+    require_tool(tool, runs(std::path::Path::new(tool)))
+}
+
+/// Where fio 3.42, the anchor, is kept: `$FIO_ANCHOR`, else `../shared/anchors/fio` beside
+/// the workspace (as the tests crate's `fio_anchor`).
+#[allow(dead_code)]
+pub fn fio_anchor_path() -> std::path::PathBuf {
+    std::env::var_os("FIO_ANCHOR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/anchors/fio")
+        })
+}
+
+/// fio 3.42, for what Debian's 3.33 gets wrong or lacks; `None` where it is not built.
+#[allow(dead_code)]
+pub fn fio_anchor() -> Option<std::path::PathBuf> {
+    let path = fio_anchor_path();
+    runs(&path).then_some(path)
+}
+
+/// The fio a comparison runs: the anchor where it is built, else the `fio` on the PATH.
+#[allow(dead_code)]
+pub fn fio_or_installed() -> std::path::PathBuf {
+    fio_anchor().unwrap_or_else(|| std::path::PathBuf::from("fio"))
+}
+
+/// [`fio_or_installed`] where it runs; otherwise as [`require_tool`], and `None`.
+#[allow(dead_code)]
+pub fn fio() -> Option<std::path::PathBuf> {
+    let path = fio_or_installed();
+    require_tool("fio", runs(&path)).then_some(path)
+}
