@@ -137,22 +137,59 @@ pairs() { # ours_fn fio_fn args...
     done
 }
 
-# Reads pairs' lines; prints ours' medians, fio's medians, and the median (lowest-highest)
-# of the per-pair IOPS and CPU ratios. A run that failed (0 IOPS) voids its pair.
+# Reads pairs' lines (each: ours' figures, then fio's, as many each); prints ours' medians,
+# fio's medians, and the median (lowest-highest) of the per-pair IOPS and CPU ratios. A fifth
+# figure per tool (the io_uring table's KiB per device request) is printed after the ratios.
+# A run that failed (0 IOPS) voids its pair.
 verdict() {
     python3 -c '
 import statistics as st, sys
 rows = [[float(x) for x in line.split()] for line in sys.stdin if line.strip()]
-rows = [r for r in rows if r[0] > 0 and r[4] > 0]
+half = len(rows[0]) // 2 if rows else 4
+rows = [r for r in rows if r[0] > 0 and r[half] > 0]
 if not rows:
     print("%8s %6s %5s %5s | %8s %6s %5s %5s | %16s %16s" % (("-",) * 10)); sys.exit()
 med = lambda i: st.median(r[i] for r in rows)
 def spread(num, den):
     q = [r[num] / r[den] for r in rows if r[den]]
     return "%.2f (%.2f-%.2f)" % (st.median(q), min(q), max(q)) if q else "-"
-print("%8.0f %6.2f %5.0f %5.0f | %8.0f %6.2f %5.0f %5.0f | %16s %16s" % (
-    med(0), med(1), med(2), med(3), med(4), med(5), med(6), med(7), spread(0, 4), spread(1, 5)))
+line = "%8.0f %6.2f %5.0f %5.0f | %8.0f %6.2f %5.0f %5.0f | %16s %16s" % (
+    med(0), med(1), med(2), med(3), med(half), med(half + 1), med(half + 2), med(half + 3),
+    spread(0, half), spread(1, half + 1))
+if half > 4:
+    kib = lambda i: "%6.0f" % med(i) if all(r[i] >= 0 for r in rows) else "%6s" % "-"
+    line += " | %s %s" % (kib(4), kib(half + 4))
+print(line)
 '
+}
+
+# "/sys/.../stat" of the block device holding a file, or nothing (tmpfs).
+device_stat_of() { # file
+    local dev major minor
+    dev=$(stat -c %d "$(dirname "$1")")
+    major=$(((dev >> 8) & 0xfff)); minor=$(((dev & 0xff) | ((dev >> 12) & 0xfff00)))
+    [ -r "/sys/dev/block/$major:$minor/stat" ] && echo "/sys/dev/block/$major:$minor/stat"
+}
+
+# Appends the KiB per request the device served during "$@" (reads and writes; -1 without a
+# block device) to the command's "iops cpu p50 p99". The block layer merges adjacent
+# requests when they are issued close together, so a sequential row may reach the device
+# as fewer, larger requests for one tool than for the other (ARCHITECTURE.md, Benchmarks).
+with_request_size() { # stat-file-or-empty cmd...
+    local stat=$1 before after figures
+    shift
+    before=$([ -n "$stat" ] && cat "$stat")
+    figures=$("$@")
+    after=$([ -n "$stat" ] && cat "$stat")
+    python3 -c '
+import sys
+b, a = sys.argv[1].split(), sys.argv[2].split()
+if not b:
+    print(-1); sys.exit()
+d = [int(y) - int(x) for x, y in zip(b, a)]
+requests, sectors = d[0] + d[4], d[2] + d[6]
+print("%.0f" % (sectors * 512 / 1024 / requests) if requests else -1)
+' "$before" "$after" | { read -r kib; echo "$figures $kib"; }
 }
 
 run_ours_uring() { # rw bs qd fio-args...
@@ -168,6 +205,10 @@ run_fio_uring() { # rw bs qd fio-args...
     # shellcheck disable=SC2046
     timed_json "$debian_fio" $(job_args "$rw" "$bs" "$qd") "$@" | summarize
 }
+
+# The same, with the KiB per device request appended ($device_stat: the file's device).
+run_ours_uring_dev() { with_request_size "$device_stat" run_ours_uring "$@"; }
+run_fio_uring_dev() { with_request_size "$device_stat" run_fio_uring "$@"; }
 
 # The io_uring engine's rows: O_DIRECT random 4 KiB and sequential 128 KiB reads and writes
 # at depth 1, 4, 16 and 32 (URING_DEPTHS narrows them).
@@ -196,17 +237,21 @@ fi
 
 if [ "${ONLY_TABLE:-uring}" = uring ] && [ -n "$debian_fio" ]; then
     echo
-    printf '%-24s %-16s | %-26s | %-26s | %-16s | %-16s\n' file workload \
+    printf '%-24s %-16s | %-26s | %-26s | %-16s | %-16s | %s\n' file workload \
         "iscsi-bench IOPS us/io p50 p99" "fio io_uring IOPS us/io p50 p99" "x fio IOPS" \
-        "x fio CPU/IO"
+        "x fio CPU/IO" "KiB/device request ours fio"
     disk_file="$root/target/bench-fio.dat"
     shm_file="/dev/shm/bench-fio.dat"
     for file in "$shm_file" "$disk_file"; do
+        device_stat=$(device_stat_of "$file" || true)
+        # Laid out once, before the rows, so no run's figures include writing the file.
+        "$debian_fio" --name=layout --filename="$file" --size=256m --rw=write --bs=1m \
+            --direct=1 >/dev/null
         for row in "${uring_rows[@]}"; do
             read -r rw bs qd <<<"$row"
             args="--ioengine=io_uring --direct=1 --size=256m --filename=$file"
             # shellcheck disable=SC2086
-            measured=$(pairs run_ours_uring run_fio_uring "$rw" "$bs" "$qd" $args | verdict)
+            measured=$(pairs run_ours_uring_dev run_fio_uring_dev "$rw" "$bs" "$qd" $args | verdict)
             printf '%-24s %-16s | %s\n' "${file/#$root\//}" "$rw $bs $qd" "$measured"
         done
         rm -f "$file"
