@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use super::format::{ctime, num2str, Unit};
 use super::NumberStyle;
 use super::{GroupStats, JobReport, RunReport};
+use crate::stats::disk_util::DiskUtil;
 use crate::stats::{
     dir_index, DirStats, LatencyStat, Moments, DIRECTIONS, LATENCY_LABELS_MS, LATENCY_LABELS_NS_US,
 };
@@ -44,6 +45,7 @@ pub fn render(report: &RunReport) -> String {
             .map_or_else(NumberStyle::default, |j| j.numbers);
         out.push_str(&render_group_styled(group, unified, numbers));
     }
+    out.push_str(&render_disks(&report.disks));
     if let (Some(per_io), Some(usage)) = (report.cpu_ns_per_io(), report.process_usage) {
         let _ = writeln!(
             out,
@@ -51,6 +53,32 @@ pub fn render(report: &RunReport) -> String {
             usage.user_ns as f64 / 1e9,
             usage.system_ns as f64 / 1e9,
             report.total_ios()
+        );
+    }
+    out
+}
+
+/// fio's "Disk stats (read/write):" block, one line per disk (fio 3.33's fields: no
+/// sectors); nothing without disks.
+pub fn render_disks(disks: &[DiskUtil]) -> String {
+    if disks.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nDisk stats (read/write):\n");
+    for disk in disks {
+        let c = &disk.counters;
+        let _ = writeln!(
+            out,
+            "  {}: ios={}/{}, merge={}/{}, ticks={}/{}, in_queue={}, util={:3.2}%",
+            disk.name,
+            c.ios[0],
+            c.ios[1],
+            c.merges[0],
+            c.merges[1],
+            c.ticks[0],
+            c.ticks[1],
+            c.time_in_queue,
+            disk.util()
         );
     }
     out

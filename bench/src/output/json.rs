@@ -642,8 +642,27 @@ pub fn document(report: &RunReport, flavor: Flavor) -> Json {
     let process_cpu_ns = report.process_usage.map_or(0, |u| u.cpu_ns());
     obj = obj.v("jobs", Json::Array(jobs));
     if report.disk_util {
-        // No block-device utilisation for iSCSI LUNs; the key stays for parsers that expect it.
-        obj = obj.v("disk_util", Json::Array(Vec::new()));
+        // The disks of the local files (fio 3.33's keys: no sectors); none for iSCSI LUNs,
+        // where the empty list stays for parsers that expect the key.
+        let disks = report
+            .disks
+            .iter()
+            .map(|disk| {
+                let c = &disk.counters;
+                Obj::new()
+                    .s("name", &disk.name)
+                    .u("read_ios", c.ios[0])
+                    .u("write_ios", c.ios[1])
+                    .u("read_merges", c.merges[0])
+                    .u("write_merges", c.merges[1])
+                    .u("read_ticks", c.ticks[0])
+                    .u("write_ticks", c.ticks[1])
+                    .u("in_queue", c.time_in_queue)
+                    .f("util", disk.util())
+                    .done()
+            })
+            .collect();
+        obj = obj.v("disk_util", Json::Array(disks));
     }
     obj.v(
         EXTENSION_KEY,

@@ -303,10 +303,13 @@ pub struct RunReport {
     /// group" heading, with no lines under it.
     pub unreported_groups: Vec<u32>,
     /// Whether any job asked for disk statistics (`disk_util`, fio's default). There are
-    /// none to give for a LUN, so the JSON carries an empty `disk_util` list, kept for
+    /// none to give for a LUN, so the JSON then carries an empty `disk_util` list, kept for
     /// parsers that expect the key, and leaves the key out when every job said
     /// `disk_util=0`, as fio leaves it out when it has no disk.
     pub disk_util: bool,
+    /// The block devices under the local files of the jobs with `disk_util` on, each once,
+    /// with their counters over the run (fio's "Disk stats").
+    pub disks: Vec<crate::stats::disk_util::DiskUtil>,
 }
 
 impl RunReport {
@@ -321,6 +324,7 @@ impl RunReport {
             portable: false,
             unreported_groups: Vec::new(),
             disk_util: true,
+            disks: Vec::new(),
         }
     }
 

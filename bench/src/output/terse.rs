@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use super::{mixed_dir, GroupStats, JobReport, RunReport, UnifiedRw, FIO_COMPAT_VERSION};
 use crate::io::Direction;
+use crate::stats::disk_util::DiskUtil;
 use crate::stats::{dir_index, DirStats, LatencyStat};
 
 /// fio's FIO_IO_U_LIST_MAX_LEN: the percentile fields per direction.
@@ -26,7 +27,7 @@ pub fn render(report: &RunReport) -> String {
             .find(|g| g.groupid == job.groupid)
             .cloned()
             .unwrap_or_default();
-        out.push_str(&job_line(job, &group));
+        out.push_str(&job_line(job, &group, &report.disks));
     }
     out
 }
@@ -106,7 +107,7 @@ fn direction_fields(
     }
 }
 
-fn job_line(job: &JobReport, group: &GroupStats) -> String {
+fn job_line(job: &JobReport, group: &GroupStats, disks: &[DiskUtil]) -> String {
     let stats = &job.stats;
     let mut out = format!(
         "3;{FIO_COMPAT_VERSION};{};{};{}",
@@ -149,6 +150,23 @@ fn job_line(job: &JobReport, group: &GroupStats) -> String {
     lat_us[0] += lat_ns.iter().sum::<f64>();
     for percent in lat_us.iter().chain(lat_ms.iter()) {
         let _ = write!(out, ";{percent:3.2}%");
+    }
+    // fio's show_disk_util(terse): every disk of the run on every job's line.
+    for disk in disks {
+        let c = &disk.counters;
+        let _ = write!(
+            out,
+            ";{};{};{};{};{};{};{};{};{:3.2}%",
+            disk.name,
+            c.ios[0],
+            c.ios[1],
+            c.merges[0],
+            c.merges[1],
+            c.ticks[0],
+            c.ticks[1],
+            c.time_in_queue,
+            disk.util()
+        );
     }
     let option = |name: &str| {
         job.options

@@ -38,6 +38,7 @@ use crate::job::ToolOptions;
 use crate::output::iolog::IologWriter;
 use crate::output::logs::{JobLogs, LogError, LogOptions};
 use crate::output::{JobReport, PercentileOptions, RunReport};
+use crate::stats::disk_util::DiskWatch;
 use crate::stats::{LiveCounters, ResourceUsage, StatsConfig};
 use crate::workload::{ContentGenerator, FileRegion, Workload};
 
@@ -161,6 +162,8 @@ pub fn run_gated(
     let mut footprints: Vec<overlap::Footprint> = Vec::new();
     let mut shared_ledgers = shared_verify::SharedLedgers::default();
     let mut job_number = 0u32;
+    // The local files of the jobs with disk_util on: their disks are watched over the run.
+    let mut disk_paths: Vec<std::path::PathBuf> = Vec::new();
     let entropy = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -217,6 +220,9 @@ pub fn run_gated(
                     job: spec.name.clone(),
                     reason,
                 })?;
+            }
+            if spec.report.disk_util && spec.engine() == EngineKind::IoUring {
+                disk_paths.extend(local_paths(spec));
             }
             let files = file_regions(spec, engine.as_ref(), clone, seed)?;
             let file_names = (0..files.len())
@@ -441,6 +447,7 @@ pub fn run_gated(
     if let Some(overlap) = overlap::find_verify_overlap(&footprints) {
         return Err(overlap.into());
     }
+    let disk_watch = DiskWatch::start(disk_paths.iter().map(|p| p.as_path()));
     let mut wall_start = Instant::now();
     let mut first_phase: Vec<Arc<JobProgress>> = Vec::new();
 
@@ -585,6 +592,7 @@ pub fn run_gated(
     let failed = finished.iter().any(|(_, o)| o.error != 0);
     let engines = finished.iter().map(|(_, o)| o.engine).collect();
     let mut report = run_report(specs, finished, &phase_start_ms, wall_start);
+    report.disks = disk_watch.finish();
     report.timestamp_ms = timestamp_ms;
     report.portable = tool.json_histograms;
     if let (Some(start), Ok(end)) = (process_start, ResourceUsage::process()) {
@@ -664,6 +672,17 @@ fn launch<'a>(
         .spawn(move || job::run_job(job.setup))
         .map_err(|source| RunError::Spawn { job: name, source })?;
     Ok((watch, (spec_index, thread)))
+}
+
+/// The local files (`filename` and the rest of its list) of a job on a local engine.
+fn local_paths(spec: &JobSpec) -> impl Iterator<Item = std::path::PathBuf> + '_ {
+    std::iter::once(&spec.filename)
+        .flatten()
+        .chain(&spec.more_filenames)
+        .filter_map(|target| match target {
+            crate::job::spec::Target::Path(path) => Some(path.clone()),
+            _ => None,
+        })
 }
 
 /// The report of `jobs` (final or so far), `wall_start` being the run's start.

@@ -12,6 +12,7 @@
 //! - Intervals: [`JobStats::take_interval`] hands over what happened since the previous
 //!   call ([`IntervalSnapshot`], mergeable), summarized into an [`IntervalRecord`].
 //! - [`LiveCounters`]: atomic totals for the live status line.
+//! - [`disk_util`]: fio's disk statistics of the block devices under a run's local files.
 //!
 //! Coordinated omission: [`JobStats::record`] takes `lat_ns` measured from the I/O's
 //! scheduled start when the job is paced (see [`IoTimes`]), so a stall that delays the
@@ -20,6 +21,7 @@
 //! Sources: fio's HOWTO ("Interpreting the output", "Log File Formats") and the behaviour
 //! of fio 3.33's `stat.c`, which this module follows where it says "fio's way".
 
+pub mod disk_util;
 mod dist;
 mod errors;
 pub mod hdr_v2;
