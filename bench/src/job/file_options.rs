@@ -153,6 +153,10 @@ pub struct FileOptions {
     pub exec_postrun: Option<String>,
     /// `lockmem`: bytes of memory the job holds locked while it runs (0: none).
     pub lockmem_bytes: u64,
+    /// `ioscheduler`: the I/O scheduler the disk under each local file is switched to
+    /// before the job's I/O (`run/ioscheduler.rs`); nothing for a LUN, as fio's diskless
+    /// engines.
+    pub ioscheduler: Option<String>,
     /// `hugepage-size`: taken for job files that name it; it matters only to fio's huge
     /// page buffers (`mem=shmhuge`/`mmaphuge`), which iscsi-bench refuses.
     pub hugepage_size_bytes: u64,
@@ -178,6 +182,7 @@ impl Default for FileOptions {
             exec_prerun: None,
             exec_postrun: None,
             lockmem_bytes: 0,
+            ioscheduler: None,
             hugepage_size_bytes: HUGEPAGE_SIZE_DEFAULT_BYTES,
         }
     }

@@ -9,6 +9,7 @@ mod exits;
 pub mod flow;
 mod hooks;
 pub mod interrupt;
+pub mod ioscheduler;
 #[cfg(test)]
 mod issue_time_tests;
 pub mod job;
@@ -86,6 +87,8 @@ pub enum RunError {
     VerifyState { job: String, reason: String },
     #[error("job {job}: {reason}")]
     Replay { job: String, reason: String },
+    #[error("job {job}: {reason}")]
+    IoScheduler { job: String, reason: String },
     #[error("job {job}: its thread could not start: {source}")]
     Spawn { job: String, source: std::io::Error },
 }
@@ -223,6 +226,9 @@ pub fn run_gated(
             }
             if spec.report.disk_util && spec.engine() == EngineKind::IoUring {
                 disk_paths.extend(local_paths(spec));
+            }
+            if let Some(scheduler) = spec.files.ioscheduler.as_deref() {
+                switch_ioscheduler(spec, scheduler)?;
             }
             let files = file_regions(spec, engine.as_ref(), clone, seed)?;
             let file_names = (0..files.len())
@@ -675,6 +681,27 @@ fn launch<'a>(
 }
 
 /// The local files (`filename` and the rest of its list) of a job on a local engine.
+/// fio's `ioscheduler` for an io_uring job's local files (a LUN has no disk of ours):
+/// warnings go to stderr and the job goes on, a failed switch fails the run before any I/O.
+fn switch_ioscheduler(spec: &JobSpec, scheduler: &str) -> Result<(), RunError> {
+    if spec.engine() != EngineKind::IoUring {
+        return Ok(());
+    }
+    for path in local_paths(spec) {
+        match ioscheduler::switch(&path, scheduler) {
+            Ok(None) => {}
+            Ok(Some(warning)) => eprintln!("iscsi-bench: {}: {warning}", spec.name),
+            Err(reason) => {
+                return Err(RunError::IoScheduler {
+                    job: spec.name.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 fn local_paths(spec: &JobSpec) -> impl Iterator<Item = std::path::PathBuf> + '_ {
     std::iter::once(&spec.filename)
         .flatten()

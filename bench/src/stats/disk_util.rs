@@ -135,6 +135,14 @@ fn sysfs_disk_dir(sys: &Path, major: u32, minor: u32) -> Option<PathBuf> {
     dir.join("stat").exists().then_some(dir)
 }
 
+/// The sysfs directory of the disk holding `path` (a partition's disk), `None` when no
+/// block device holds it (tmpfs, a character device). fio's `du->sysfs_root`, shared by
+/// `disk_util` and `ioscheduler`.
+pub fn disk_sysfs_dir(path: &Path) -> Option<PathBuf> {
+    let (major, minor) = device_numbers(path)?;
+    sysfs_disk_dir(Path::new("/sys"), major, minor)
+}
+
 fn read_counters(stat: &Path) -> Option<DiskCounters> {
     parse_stat_line(std::fs::read_to_string(stat).ok()?.lines().next()?)
 }
@@ -158,10 +166,7 @@ impl DiskWatch {
     pub fn start<'a>(paths: impl IntoIterator<Item = &'a Path>) -> DiskWatch {
         let mut watch = DiskWatch::default();
         for path in paths {
-            let Some((major, minor)) = device_numbers(path) else {
-                continue;
-            };
-            let Some(dir) = sysfs_disk_dir(Path::new("/sys"), major, minor) else {
+            let Some(dir) = disk_sysfs_dir(path) else {
                 continue;
             };
             let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
