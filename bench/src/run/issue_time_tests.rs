@@ -2,14 +2,12 @@
 //! shards): a unit may be sent and answered before `submit` returns to a job thread that was
 //! preempted meanwhile, so its issue time is taken when the hand-over starts.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::job::{run_job, JobProgress, JobSetup};
+use super::job::{run_job, JobSetup};
 use crate::engine::{Engine, EngineCounters, EngineError, NullEngine, NullOptions};
-use crate::io::{BufferOptions, Direction, IoDone, IoUnit, RwKind};
-use crate::stats::{LiveCounters, StatsConfig};
-use crate::workload::{ContentGenerator, Workload, WorkloadConfig};
+use crate::io::{Direction, IoDone, IoUnit, RwKind};
+use crate::workload::{Workload, WorkloadConfig};
 
 /// How long the job thread is "preempted" inside each hand-over, after the other thread
 /// already completed the units.
@@ -73,54 +71,13 @@ fn min_clat_ns(starts_at_hand_over: bool) -> u64 {
         ..WorkloadConfig::default()
     })
     .expect("workload");
+    let engine = Box::new(PreemptedHandOver {
+        inner,
+        starts_at_hand_over,
+    });
     let outcome = run_job(JobSetup {
-        name: "preempted".into(),
-        job_number: 1,
-        engine: Box::new(PreemptedHandOver {
-            inner,
-            starts_at_hand_over,
-        }),
-        workload,
-        content: ContentGenerator::new(&BufferOptions::default(), 1).expect("content"),
-        rate_floor: None,
-        iodepth: 1,
         iodepth_low: usize::MAX,
-        flow: None,
-        steadystate: None,
-        fsync_every: 0,
-        fdatasync_every: 0,
-        sync_file_range: None,
-        verify_only: false,
-        verify_state_save: None,
-        latency_target: None,
-        max_latency_ns: Default::default(),
-        priority: Default::default(),
-        end_fsync: false,
-        batch_submit: 1,
-        batch_complete_min: 1,
-        batch_complete_max: 1,
-        runtime: None,
-        ramp: Duration::ZERO,
-        startdelay: Duration::ZERO,
-        verify_fatal: false,
-        verify_dump: None,
-        error_policy: Default::default(),
-        file_names: Vec::new(),
-        stats_config: StatsConfig::default(),
-        interval: None,
-        percentiles: Vec::new(),
-        logs: None,
-        iolog: None,
-        cpus: None,
-        live: Arc::new(LiveCounters::new()),
-        progress: Arc::new(JobProgress::default()),
-        shared_verify: None,
-        exec_prerun: None,
-        exec_postrun: None,
-        create_only: false,
-        lockmem_bytes: 0,
-        serialize_overlap: false,
-        unlink_each_loop: false,
+        ..JobSetup::for_test("preempted", engine, workload, 1)
     });
     assert_eq!(outcome.error, 0, "{}", outcome.error_text);
     let read = outcome.stats.dir(Direction::Read).expect("reads");

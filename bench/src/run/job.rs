@@ -1051,6 +1051,70 @@ impl Driver {
     }
 }
 
+#[cfg(test)]
+impl JobSetup {
+    /// A plain job for the runner's own tests: `engine` and `workload` at `iodepth`, every
+    /// batch at fio's defaults but submission (all at once), no pacing, flushes, verify,
+    /// logs or hooks. Tests change what they exercise with struct update syntax.
+    pub(crate) fn for_test(
+        name: &str,
+        engine: Box<dyn crate::engine::Engine>,
+        workload: crate::workload::Workload,
+        iodepth: usize,
+    ) -> JobSetup {
+        JobSetup {
+            name: name.into(),
+            job_number: 1,
+            engine,
+            workload,
+            content: crate::workload::ContentGenerator::new(
+                &crate::io::BufferOptions::default(),
+                1,
+            )
+            .expect("content"),
+            rate_floor: None,
+            iodepth,
+            iodepth_low: iodepth,
+            flow: None,
+            steadystate: None,
+            fsync_every: 0,
+            fdatasync_every: 0,
+            sync_file_range: None,
+            verify_only: false,
+            verify_state_save: None,
+            latency_target: None,
+            max_latency_ns: Default::default(),
+            priority: Default::default(),
+            end_fsync: false,
+            batch_submit: iodepth,
+            batch_complete_min: 1,
+            batch_complete_max: iodepth,
+            runtime: None,
+            ramp: Duration::ZERO,
+            startdelay: Duration::ZERO,
+            verify_fatal: false,
+            verify_dump: None,
+            error_policy: Default::default(),
+            file_names: Vec::new(),
+            stats_config: crate::stats::StatsConfig::default(),
+            interval: None,
+            percentiles: Vec::new(),
+            logs: None,
+            iolog: None,
+            cpus: None,
+            live: Arc::new(crate::stats::LiveCounters::new()),
+            progress: Arc::new(JobProgress::default()),
+            shared_verify: None,
+            exec_prerun: None,
+            exec_postrun: None,
+            create_only: false,
+            lockmem_bytes: 0,
+            serialize_overlap: false,
+            unlink_each_loop: false,
+        }
+    }
+}
+
 /// Runs one job to its end. Never panics on I/O results; errors end up in the outcome.
 pub fn run_job(setup: JobSetup) -> JobOutcome {
     let JobSetup {

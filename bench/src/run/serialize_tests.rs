@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::job::{run_job, JobProgress, JobSetup};
+use super::job::{run_job, JobSetup};
 use crate::engine::{Engine, EngineCounters, EngineError, NullEngine, NullOptions};
-use crate::io::{BufferOptions, IoDone, IoUnit, RwKind};
-use crate::stats::{LiveCounters, StatsConfig};
-use crate::workload::{ContentGenerator, Workload, WorkloadConfig};
+use crate::io::{IoDone, IoUnit, RwKind};
+use crate::workload::{Workload, WorkloadConfig};
 
 /// The null engine, counting units queued while an overlapping one was still held (from
 /// its queue to its reap).
@@ -89,55 +88,14 @@ fn overlaps(serialize_overlap: bool) -> u64 {
     })
     .expect("workload");
     let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let engine = Box::new(OverlapWatch {
+        inner,
+        held: Vec::new(),
+        overlaps: Arc::clone(&seen),
+    });
     let outcome = run_job(JobSetup {
-        name: "serialize".into(),
-        job_number: 1,
-        engine: Box::new(OverlapWatch {
-            inner,
-            held: Vec::new(),
-            overlaps: Arc::clone(&seen),
-        }),
-        workload,
-        content: ContentGenerator::new(&BufferOptions::default(), 1).expect("content"),
-        rate_floor: None,
-        iodepth,
-        iodepth_low: iodepth,
-        flow: None,
-        steadystate: None,
-        fsync_every: 0,
-        fdatasync_every: 0,
-        sync_file_range: None,
-        verify_only: false,
-        verify_state_save: None,
-        latency_target: None,
-        end_fsync: false,
-        batch_submit: iodepth,
-        batch_complete_min: 1,
-        batch_complete_max: iodepth,
-        runtime: None,
-        ramp: Duration::ZERO,
-        startdelay: Duration::ZERO,
-        verify_fatal: false,
-        verify_dump: None,
-        error_policy: Default::default(),
-        file_names: Vec::new(),
-        stats_config: StatsConfig::default(),
-        interval: None,
-        percentiles: Vec::new(),
-        logs: None,
-        cpus: None,
-        live: Arc::new(LiveCounters::new()),
-        progress: Arc::new(JobProgress::default()),
-        shared_verify: None,
-        exec_prerun: None,
-        exec_postrun: None,
-        create_only: false,
-        lockmem_bytes: 0,
         serialize_overlap,
-        unlink_each_loop: false,
-        max_latency_ns: Default::default(),
-        priority: Default::default(),
-        iolog: None,
+        ..JobSetup::for_test("serialize", engine, workload, iodepth)
     });
     assert_eq!(outcome.error, 0, "{}", outcome.error_text);
     let writes = outcome
