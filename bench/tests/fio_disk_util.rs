@@ -35,19 +35,6 @@ fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Output {
     out
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The JSON document of a run's output (fio may print notes before it).
-fn json(out: &Output) -> serde_json::Value {
-    let text = stdout(out);
-    let start = text
-        .find('{')
-        .unwrap_or_else(|| panic!("no JSON\n{}", common::describe(out)));
-    serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
-
 /// The report's "disk_util" list (`None`: no such key).
 fn disks(report: &serde_json::Value) -> Option<Vec<serde_json::Value>> {
     report
@@ -141,12 +128,12 @@ fn disk_stats_of_a_local_file_as_fio() {
         ],
     );
 
-    let fio_json = json(&run_in(
+    let fio_json = common::json_of(&run_in(
         &dir,
         &fio,
         &job_args(&filename, &["--output-format=json"]),
     ));
-    let our_json = json(&run_in(
+    let our_json = common::json_of(&run_in(
         &dir,
         &ours(),
         &job_args(&filename, &["--output-format=json"]),
@@ -179,8 +166,8 @@ fn disk_stats_of_a_local_file_as_fio() {
     }
 
     // The text: fio's heading and line, field for field.
-    let fio_text = stdout(&run_in(&dir, &fio, &job_args(&filename, &[])));
-    let our_text = stdout(&run_in(&dir, &ours(), &job_args(&filename, &[])));
+    let fio_text = common::stdout(&run_in(&dir, &fio, &job_args(&filename, &[])));
+    let our_text = common::stdout(&run_in(&dir, &ours(), &job_args(&filename, &[])));
     assert!(
         our_text.contains("\nDisk stats (read/write):\n"),
         "{our_text}"
@@ -201,7 +188,7 @@ fn disk_stats_of_a_local_file_as_fio() {
     );
 
     // Terse v3: the disk's fields end the job's line.
-    let terse = stdout(&run_in(
+    let terse = common::stdout(&run_in(
         &dir,
         &ours(),
         &job_args(&filename, &["--output-format=terse"]),
@@ -213,13 +200,13 @@ fn disk_stats_of_a_local_file_as_fio() {
 
     // disk_util=0: no list and no text, as fio.
     for program in [fio.clone(), ours()] {
-        let report = json(&run_in(
+        let report = common::json_of(&run_in(
             &dir,
             &program,
             &job_args(&filename, &["--disk_util=0", "--output-format=json"]),
         ));
         assert!(disks(&report).is_none(), "{program:?}: {report}");
-        let text = stdout(&run_in(
+        let text = common::stdout(&run_in(
             &dir,
             &program,
             &job_args(&filename, &["--disk_util=0"]),
@@ -248,13 +235,13 @@ fn no_disk_stats_without_a_block_device() {
             "--output-format=json",
         ];
         for program in [fio.clone(), ours()] {
-            let report = json(&run_in(&dir, &program, &args));
+            let report = common::json_of(&run_in(&dir, &program, &args));
             assert!(
                 disks(&report).is_none_or(|d| d.is_empty()),
                 "{program:?}: {report}"
             );
         }
-        let text = stdout(&run_in(&dir, &ours(), &args[..args.len() - 1]));
+        let text = common::stdout(&run_in(&dir, &ours(), &args[..args.len() - 1]));
         assert!(!text.contains("Disk stats"), "{text}");
         let _ = std::fs::remove_file(&file);
     } else {
@@ -270,7 +257,7 @@ fn no_disk_stats_without_a_block_device() {
         "--output-format=json",
     ];
     for program in [fio.clone(), ours()] {
-        let report = json(&run_in(&dir, &program, &null));
+        let report = common::json_of(&run_in(&dir, &program, &null));
         assert!(
             disks(&report).is_none_or(|d| d.is_empty()),
             "{program:?}: {report}"
@@ -284,8 +271,8 @@ fn no_disk_stats_without_a_block_device() {
         "--size=1m",
         "--output-format=json",
     ];
-    let report = json(&run_in(&dir, &ours(), &iscsi));
+    let report = common::json_of(&run_in(&dir, &ours(), &iscsi));
     assert_eq!(disks(&report), Some(Vec::new()), "{report}");
-    let text = stdout(&run_in(&dir, &ours(), &iscsi[..iscsi.len() - 1]));
+    let text = common::stdout(&run_in(&dir, &ours(), &iscsi[..iscsi.len() - 1]));
     assert!(!text.contains("Disk stats"), "{text}");
 }

@@ -83,16 +83,8 @@ fn traced(who: Who, dir: &Path, file: &Path, extra: &[&str], calls: &str) -> Vec
         .collect()
 }
 
-fn json(out: &Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let start = text
-        .find("{\n")
-        .unwrap_or_else(|| panic!("no JSON in {}", describe(out)));
-    serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("{e}: {}", describe(out)))
-}
-
 fn ios(out: &Output) -> u64 {
-    let job = &json(out)["jobs"][0];
+    let job = &common::json_of(out)["jobs"][0];
     ["read", "write", "trim"]
         .iter()
         .map(|d| job[d]["total_ios"].as_u64().unwrap_or(0))
@@ -200,7 +192,7 @@ fn allow_file_create_0_refuses_only_a_missing_file() {
         let _ = std::fs::remove_file(&file);
         let args = ["--rw=read", "--size=256k", "--allow_file_create=0"];
         let out = run(who, dir.path(), &file, &args);
-        let refused = !out.status.success() || json(&out)["jobs"][0]["error"] != 0;
+        let refused = !out.status.success() || common::json_of(&out)["jobs"][0]["error"] != 0;
         assert!(refused, "{who:?} made the file: {}", describe(&out));
         assert!(!file.exists(), "{who:?}");
         std::fs::write(&file, vec![1u8; 256 << 10]).unwrap();
@@ -376,7 +368,7 @@ fn exec_hooks_run_as_fios() {
         );
         assert!(out.status.success(), "{who:?}: {}", describe(&out));
         assert_eq!(ios(&out), 0, "{who:?}");
-        assert_eq!(json(&out)["jobs"][0]["error"], 0, "{who:?}");
+        assert_eq!(common::json_of(&out)["jobs"][0]["error"], 0, "{who:?}");
         assert_eq!(read(&dir, "j.postrun.txt"), None, "{who:?}");
     }
 }
@@ -458,7 +450,7 @@ fn fdatasync_flushes_as_often_as_fios() {
         let trace = std::fs::read_to_string(dir.join("trace")).unwrap();
         let count = |call: &str| trace.lines().filter(|l| l.contains(call)).count() as u64;
         let (fsyncs, fdatasyncs) = (count(" fsync("), count(" fdatasync("));
-        let synced = json(&fio)["jobs"][0]["sync"]["total_ios"].as_u64();
+        let synced = common::json_of(&fio)["jobs"][0]["sync"]["total_ios"].as_u64();
         if common::fio_or_installed() != Path::new("fio") {
             assert_eq!(synced, Some(fsyncs + fdatasyncs), "{extra:?}");
         }
@@ -466,7 +458,7 @@ fn fdatasync_flushes_as_often_as_fios() {
         let _ = std::fs::remove_file(&file);
         let ours = run(Who::Ours, dir.path(), &file, &args);
         assert!(ours.status.success(), "{}", describe(&ours));
-        let job = &json(&ours)["jobs"][0];
+        let job = &common::json_of(&ours)["jobs"][0];
         assert_eq!(job["sync"]["total_ios"], fsyncs + fdatasyncs, "{extra:?}");
         assert!(
             fdatasyncs > 0 || !extra[0].contains("fdatasync"),
@@ -694,14 +686,14 @@ fn sync_file_range_flushes_as_often_as_fios() {
         let flushes = trace.lines().filter(|l| l.contains("sync")).count() as u64;
         assert!(ranges > 0, "{extra:?}: {trace}");
         if common::fio_or_installed() != Path::new("fio") {
-            let synced = json(&fio)["jobs"][0]["sync"]["total_ios"].as_u64();
+            let synced = common::json_of(&fio)["jobs"][0]["sync"]["total_ios"].as_u64();
             assert_eq!(synced, Some(flushes), "{extra:?}");
         }
 
         let _ = std::fs::remove_file(&file);
         let ours = run(Who::Ours, dir.path(), &file, &args);
         assert!(ours.status.success(), "{}", describe(&ours));
-        let job = &json(&ours)["jobs"][0];
+        let job = &common::json_of(&ours)["jobs"][0];
         assert_eq!(job["sync"]["total_ios"], flushes, "{extra:?}");
         let completed = job["iscsi_bench"]["engine"]["ios_completed"]
             .as_u64()
@@ -784,7 +776,7 @@ fn serialize_overlap_runs_as_fios() {
         );
         assert!(out.status.success(), "{who:?}: {}", describe(&out));
         assert_eq!(ios(&out), 512, "{who:?}");
-        assert_eq!(json(&out)["jobs"][0]["error"], 0, "{who:?}");
+        assert_eq!(common::json_of(&out)["jobs"][0]["error"], 0, "{who:?}");
     }
 }
 

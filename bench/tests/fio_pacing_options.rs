@@ -45,19 +45,6 @@ fn run(tool: Tool, args: &[String]) -> Output {
         .expect("run the tool")
 }
 
-/// The first JSON document on stdout (after any notes).
-fn json_of(out: &Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let start = text
-        .find('{')
-        .unwrap_or_else(|| panic!("no JSON: {}", common::describe(out)));
-    serde_json::Deserializer::from_str(&text[start..])
-        .into_iter()
-        .next()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}: {}", common::describe(out)))
-}
-
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
@@ -119,7 +106,7 @@ fn max_latency_ends_the_job_with_etimedout_as_fio_does() {
                 args.push(extra.to_string());
             }
             let out = run(tool, &args);
-            let doc = json_of(&out);
+            let doc = common::json_of(&out);
             let job = &doc["jobs"][0];
             let what = format!("{} max_latency={limit} {extra}", tool.name());
             assert_eq!(
@@ -182,7 +169,7 @@ fn latency_target_missed_at_depth_one_is_etimedout_as_in_fio() {
         ]);
         args.push(format!("--filename={}", file.display()));
         let out = run(tool, &args);
-        let job = &json_of(&out)["jobs"][0];
+        let job = &common::json_of(&out)["jobs"][0];
         assert_eq!(
             job["error"],
             110,
@@ -204,7 +191,7 @@ fn latency_target_missed_at_depth_one_is_etimedout_as_in_fio() {
 /// `ios` reads without error.
 fn runtime_and_cpu(tool: Tool, args: &[String], ios: u64) -> (u64, f64) {
     let out = run(tool, args);
-    let doc = json_of(&out);
+    let doc = common::json_of(&out);
     let job = &doc["jobs"][0];
     let what = format!("{} {args:?}", tool.name());
     assert_eq!(job["error"], 0, "{what}: {}", common::describe(&out));

@@ -27,19 +27,6 @@ fn ours() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_iscsi-bench"))
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The JSON document of a run's output (fio may print notes before it).
-fn json(out: &Output) -> serde_json::Value {
-    let text = stdout(out);
-    let start = text
-        .find('{')
-        .unwrap_or_else(|| panic!("no JSON\n{}", common::describe(out)));
-    serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
-
 /// Writes `text` as `job.fio` in `dir`; its path as an argument.
 fn job_file(dir: &ScratchDir, text: &str) -> String {
     let path = dir.join("job.fio");
@@ -159,8 +146,8 @@ fn significant_figures_shape_the_text_report_as_fios() {
             "--rw=read",
             &option,
         ];
-        let theirs = sized_parts(&stdout(&run_in(dir.path(), &fio, &args)));
-        let mine = sized_parts(&stdout(&run_in(dir.path(), &ours(), &args)));
+        let theirs = sized_parts(&common::stdout(&run_in(dir.path(), &fio, &args)));
+        let mine = sized_parts(&common::stdout(&run_in(dir.path(), &ours(), &args)));
         assert_eq!(theirs.len(), 3, "fio's report: {theirs:?}");
         assert_eq!(mine, theirs, "significant_figures={figures}");
         seen.push(mine);
@@ -215,8 +202,8 @@ fn unit_base_shows_bandwidth_in_bits_as_fio() {
             "--rate_iops=2000",
             &option,
         ];
-        let theirs = stdout(&run_in(dir.path(), &fio, &args));
-        let mine = stdout(&run_in(dir.path(), &ours(), &args));
+        let theirs = common::stdout(&run_in(dir.path(), &fio, &args));
+        let mine = common::stdout(&run_in(dir.path(), &ours(), &args));
         let units = rate_units(&theirs);
         assert_eq!(units.len(), 8, "fio's units: {units:?}\n{theirs}");
         let expected = if base == "1" { "bit/s" } else { "B/s" };
@@ -266,20 +253,24 @@ fn stats_0_leaves_the_job_out_of_every_report_as_fio() {
          [d]\nnew_group\nsize=3m\ngroup_reporting\n[e]\nsize=1m\nstats=0\ngroup_reporting\n",
     );
     let json_args = [job.as_str(), "--output-format=json"];
-    let theirs = named_jobs(&json(&run_in(dir.path(), &fio, &json_args)));
-    let mine_doc = json(&run_in(dir.path(), &ours(), &json_args));
+    let theirs = named_jobs(&common::json_of(&run_in(dir.path(), &fio, &json_args)));
+    let mine_doc = common::json_of(&run_in(dir.path(), &ours(), &json_args));
     assert_eq!(theirs, vec![("b".into(), 2 << 20), ("d".into(), 3 << 20)]);
     assert_eq!(named_jobs(&mine_doc), theirs);
     // fio's blank entries (no name, group -1) are not copied.
     assert_eq!(mine_doc["jobs"].as_array().unwrap().len(), theirs.len());
 
-    let theirs = text_outline(&stdout(&run_in(dir.path(), &fio, &[job.as_str()])));
-    let mine = text_outline(&stdout(&run_in(dir.path(), &ours(), &[job.as_str()])));
+    let theirs = text_outline(&common::stdout(&run_in(dir.path(), &fio, &[job.as_str()])));
+    let mine = text_outline(&common::stdout(&run_in(
+        dir.path(),
+        &ours(),
+        &[job.as_str()],
+    )));
     assert_eq!(mine, theirs);
     assert!(theirs.contains(&"Run status group 1 (all jobs):".to_string()));
 
     let terse_names = |out: &Output| -> Vec<String> {
-        stdout(out)
+        common::stdout(out)
             .lines()
             .filter_map(|line| line.split(';').nth(2).filter(|n| !n.is_empty()))
             .map(str::to_string)
@@ -405,7 +396,7 @@ fn samples(program: &Path, dir: &ScratchDir, extra: &[&str]) -> (u64, u64) {
         "--output-format=json",
     ];
     args.extend_from_slice(extra);
-    let report = json(&run_in(dir.path(), program, &args));
+    let report = common::json_of(&run_in(dir.path(), program, &args));
     let read = &report["jobs"][0]["read"];
     (
         read["bw_samples"].as_u64().unwrap(),
@@ -479,7 +470,7 @@ fn disk_util_prints_no_disk_stats_as_fio() {
             &option,
         ];
         for program in [fio.clone(), ours()] {
-            let text = stdout(&run_in(dir.path(), &program, &args));
+            let text = common::stdout(&run_in(dir.path(), &program, &args));
             assert!(text.contains("READ: bw="), "{program:?}: {text}");
             assert!(
                 !text.contains("Disk stats"),
@@ -504,10 +495,13 @@ fn disk_util_prints_no_disk_stats_as_fio() {
                 "--rw=write",
                 &option,
             ];
-            let text = stdout(&run_in(dir.path(), program, &args));
+            let text = common::stdout(&run_in(dir.path(), program, &args));
             let mut json_args = args.to_vec();
             json_args.push("--output-format=json");
-            (text, json(&run_in(dir.path(), program, &json_args)))
+            (
+                text,
+                common::json_of(&run_in(dir.path(), program, &json_args)),
+            )
         };
         let (fio_text, fio_json) = run(&fio, "psync");
         let (our_text, our_json) = run(&ours(), "io_uring");
@@ -545,8 +539,8 @@ fn clock_and_log_buffer_options_run_as_in_fio() {
         "--log_entries=4096",
         "--output-format=json",
     ];
-    let theirs = named_jobs(&json(&run_in(dir.path(), &fio, &args)));
-    let mine = named_jobs(&json(&run_in(dir.path(), &ours(), &args)));
+    let theirs = named_jobs(&common::json_of(&run_in(dir.path(), &fio, &args)));
+    let mine = named_jobs(&common::json_of(&run_in(dir.path(), &ours(), &args)));
     assert_eq!(theirs, vec![("j".into(), 1 << 20)]);
     assert_eq!(mine, theirs);
 }

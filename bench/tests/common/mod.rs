@@ -62,6 +62,28 @@ pub fn describe(out: &std::process::Output) -> String {
     )
 }
 
+/// A finished process's standard output as text.
+#[allow(dead_code)]
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The first JSON document on a run's standard output: fio and ours may print notes before
+/// it (and fio after it), and both print the document from a line that opens with `{`.
+#[allow(dead_code)]
+pub fn json_of(out: &std::process::Output) -> serde_json::Value {
+    let text = stdout(out);
+    let start = text
+        .find("{\n")
+        .or_else(|| text.find('{'))
+        .unwrap_or_else(|| panic!("no JSON\n{}", describe(out)));
+    serde_json::Deserializer::from_str(&text[start..])
+        .into_iter()
+        .next()
+        .expect("a JSON document")
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(out)))
+}
+
 /// Whether `program --version` runs.
 #[allow(dead_code)]
 pub fn runs(program: &std::path::Path) -> bool {
