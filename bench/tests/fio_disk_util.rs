@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -47,14 +46,6 @@ fn names(disks: &[serde_json::Value]) -> Vec<String> {
         .iter()
         .map(|d| d["name"].as_str().expect("name").to_string())
         .collect()
-}
-
-/// Whether a block device with a sysfs entry holds `path` (glibc's major/minor of st_dev).
-fn on_block_device(path: &Path) -> bool {
-    let dev = std::fs::metadata(path).expect("stat").dev();
-    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff);
-    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff);
-    major != 0 && Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists()
 }
 
 /// A text report's "Disk stats" lines with each run of digits made `#` and fio 3.42's
@@ -107,7 +98,7 @@ fn disk_stats_of_a_local_file_as_fio() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fio-disk-util");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    if !on_block_device(&dir) {
+    if common::block_device_dir(&dir).is_none() {
         eprintln!("SKIPPED: no block device backs {}", dir.display());
         return;
     }
@@ -222,7 +213,7 @@ fn no_disk_stats_without_a_block_device() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     // A file on tmpfs: no disk in either tool (fio leaves the key out, ours an empty list).
     let shm = Path::new("/dev/shm");
-    if shm.exists() && !on_block_device(shm) {
+    if shm.exists() && common::block_device_dir(shm).is_none() {
         let file = shm.join(format!("fio-disk-util-{}", std::process::id()));
         let filename = format!("--filename={}", file.display());
         let args = [

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -28,10 +27,7 @@ fn run(program: &Path, args: &[String]) -> Output {
 
 /// `queue/scheduler` of the disk holding `path` (a partition's disk), if it has one.
 fn scheduler_file(path: &Path) -> Option<PathBuf> {
-    let dev = std::fs::metadata(path).ok()?.dev();
-    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff);
-    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff);
-    let dir = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    let dir = common::block_device_dir(path)?;
     [dir.join("queue/scheduler"), dir.join("../queue/scheduler")]
         .into_iter()
         .find(|f| f.exists())

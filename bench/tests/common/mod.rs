@@ -84,6 +84,21 @@ pub fn json_of(out: &std::process::Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}\n{}", describe(out)))
 }
 
+/// The sysfs directory (`/sys/dev/block/MAJ:MIN`, resolved) of the block device holding
+/// `path` (glibc's major/minor of its `st_dev`); `None` on tmpfs and other device-less
+/// file systems.
+#[allow(dead_code)]
+pub fn block_device_dir(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff);
+    if major == 0 {
+        return None;
+    }
+    std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()
+}
+
 /// Whether `program --version` runs.
 #[allow(dead_code)]
 pub fn runs(program: &std::path::Path) -> bool {
