@@ -213,7 +213,7 @@ fn print_banners(jobs: &[bench::job::JobSpec]) {
             spec.group_id,
             spec.rw.kind.fio_name(),
             sizes,
-            spec.engine().name(),
+            spec.engine_name(),
             spec.iodepth,
             spec.report.significant_figures as usize,
         ));

@@ -3,7 +3,10 @@
 //! - [`NullEngine`] (`null`): completes every I/O at once and moves no data, like fio's
 //!   `null` engine: it measures the tool itself.
 //! - [`UringEngine`] (`io_uring`): local files and block devices through io_uring
-//!   (`O_DIRECT`, registered buffers and files, `SQPOLL`), like fio's `io_uring` engine.
+//!   (`O_DIRECT`, registered buffers and files, `SQPOLL`), like fio's `io_uring` engine;
+//!   with [`UringOptions::sync_call`] it is fio's `psync`, `sync`, `pvsync` or `pvsync2`
+//!   instead: the same files, one I/O at a time, each a system call inside `submit`
+//!   (module `sync_call`), issued when `submit` starts.
 //! - [`IscsiEngine`] (`iscsi`): our data path, a [`datapath::shard::ShardPool`] logged in to
 //!   an `iscsi://` URL, or to a target started in-process ([`embedded`]) when the job names
 //!   no file.
@@ -49,6 +52,7 @@ pub mod file_setup;
 pub mod iscsi;
 pub mod null;
 mod shards;
+mod sync_call;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 pub mod uring;

@@ -54,9 +54,10 @@ use datapath::transport::{RingFlags, RingSetup};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::file_setup::{self, FileSetup};
+use super::sync_call;
 use super::{take_buffer, Engine, EngineCounters, EngineError};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
-use crate::job::spec::Fallocate;
+use crate::job::spec::{Fallocate, SyncCall};
 
 /// What to do with a regular file shorter than the job's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,10 @@ pub struct UringOptions {
     pub sync_flags: i32,
     /// `sqthread_poll_cpu`.
     pub sqthread_poll_cpu: Option<u32>,
+    /// fio's synchronous engines (`ioengine=psync` and the like): one I/O at a time, each
+    /// carried out with its system call on the job's thread at [`Engine::submit`], not
+    /// through the ring.
+    pub sync_call: Option<SyncCall>,
     /// `iodepth`: units held at once; also the ring's size.
     pub iodepth: usize,
     /// The largest block size of the job: the size of each registered buffer.
@@ -121,6 +126,7 @@ impl UringOptions {
             sqthread_poll: false,
             sync_flags: 0,
             sqthread_poll_cpu: None,
+            sync_call: None,
             iodepth,
             max_block_bytes,
             files: FileSetup::default(),
@@ -205,6 +211,10 @@ pub struct UringEngine {
     more_files: Vec<OpenFile>,
     /// `O_DIRECT` and the `sync` flags the files were opened with (to open them again).
     open_flags: i32,
+    /// A synchronous engine's calls ([`UringOptions::sync_call`]), and the unit queued for
+    /// its next [`Engine::submit`] (it holds one at a time).
+    sync_call: Option<SyncCall>,
+    sync_queued: Option<IoUnit>,
 }
 
 /// One open file of the engine and what its units need to know of it.
@@ -294,6 +304,8 @@ impl UringEngine {
             unlink: options.files.unlink,
             more_files,
             open_flags: if options.direct { libc::O_DIRECT } else { 0 } | options.sync_flags,
+            sync_call: options.sync_call,
+            sync_queued: None,
         };
         if options.registerfiles {
             engine
@@ -457,28 +469,14 @@ impl UringEngine {
                 .build()
             }
             direction => {
-                let misaligned = self.direct.is_some_and(|a| {
-                    !(unit.buffer.as_ptr() as usize).is_multiple_of(a.memory as usize)
-                });
                 let fixed = self
                     .registered
                     .get(&(unit.buffer.as_ptr() as usize))
                     .filter(|(_, capacity)| *capacity == unit.buffer.capacity())
                     .map(|(index, _)| *index);
-                let ptr = if misaligned {
-                    let mut aligned = self.bounce_buffer(len as usize);
-                    if direction == Direction::Write {
-                        aligned.as_mut_slice()[..len as usize]
-                            .copy_from_slice(&unit.buffer[..len as usize]);
-                        self.counters.bytes_copied += u64::from(len);
-                    }
-                    let ptr = aligned.as_mut_ptr();
-                    bounce = Some(aligned);
-                    ptr
-                } else {
-                    unit.buffer.as_mut_ptr()
-                };
-                let fixed = if misaligned { None } else { fixed };
+                let ptr;
+                (ptr, bounce) = self.io_memory(&mut unit);
+                let fixed = if bounce.is_some() { None } else { fixed };
                 if fixed.is_some() {
                     self.counters.ios_fixed_buffers += 1;
                 }
@@ -487,6 +485,49 @@ impl UringEngine {
         };
         self.slots[slot] = Some(InFlight { unit, bounce });
         entry.user_data(slot as u64)
+    }
+
+    /// The memory the kernel reads `unit`'s data into or writes it from: its buffer, or an
+    /// aligned copy when `O_DIRECT` needs one (a write's data copied in; a read's is
+    /// copied out by [`UringEngine::finish`]).
+    fn io_memory(&mut self, unit: &mut IoUnit) -> (*mut u8, Option<AlignedBuf>) {
+        let misaligned = self
+            .direct
+            .is_some_and(|a| !(unit.buffer.as_ptr() as usize).is_multiple_of(a.memory as usize));
+        if !misaligned {
+            return (unit.buffer.as_mut_ptr(), None);
+        }
+        let len = unit.len as usize;
+        let mut aligned = self.bounce_buffer(len);
+        if unit.direction == Direction::Write {
+            aligned.as_mut_slice()[..len].copy_from_slice(&unit.buffer[..len]);
+            self.counters.bytes_copied += u64::from(unit.len);
+        }
+        (aligned.as_mut_ptr(), Some(aligned))
+    }
+
+    /// A synchronous engine's I/O: `unit` carried out now with `call`'s system call (a
+    /// flush, range sync or trim with its own), finished as a ring completion would be.
+    fn carry_out(&mut self, call: SyncCall, mut unit: IoUnit) -> IoDone {
+        let (fd, _, _) = self.file_info(unit.file);
+        let mut bounce = None;
+        let result = if let Some(range) = unit.synced_range() {
+            sync_call::sync_range(fd, range)
+        } else if unit.is_flush() {
+            sync_call::flush(fd, unit.is_datasync())
+        } else if unit.direction == Direction::Trim {
+            sync_call::punch_hole(fd, unit.offset, unit.len)
+        } else {
+            let ptr;
+            (ptr, bounce) = self.io_memory(&mut unit);
+            // SAFETY: `ptr` is `unit`'s buffer (at least `len` bytes: `queue` refused
+            // shorter ones) or the bounce buffer of at least `len` bytes, both owned here
+            // until the call returns; the file stays open as long as the engine.
+            unsafe { sync_call::transfer(call, fd, unit.direction, ptr, unit.len, unit.offset) }
+        };
+        self.counters.ios_submitted += 1;
+        self.counters.kernel_entries += 1;
+        self.finish(InFlight { unit, bounce }, result)
     }
 
     /// The descriptor of file `file` (0: the first), or its index among the registered
@@ -769,7 +810,7 @@ fn build_rw(
 
 impl Engine for UringEngine {
     fn name(&self) -> &'static str {
-        "io_uring"
+        self.sync_call.map_or("io_uring", SyncCall::name)
     }
 
     fn size_bytes(&self) -> u64 {
@@ -845,11 +886,16 @@ impl Engine for UringEngine {
     }
 
     fn queue_depth(&self) -> usize {
-        self.iodepth
+        // fio caps a synchronous engine's depth at 1 ("queue depth will be capped at 1").
+        if self.sync_call.is_some() {
+            1
+        } else {
+            self.iodepth
+        }
     }
 
     fn in_flight(&self) -> usize {
-        self.slots_in_use() + self.ready.len()
+        self.slots_in_use() + self.ready.len() + usize::from(self.sync_queued.is_some())
     }
 
     fn buffer(&mut self, len_bytes: u32) -> Vec<u8> {
@@ -869,7 +915,7 @@ impl Engine for UringEngine {
     }
 
     fn queue(&mut self, unit: IoUnit) -> Result<(), IoUnit> {
-        if self.in_flight() >= self.iodepth {
+        if self.in_flight() >= self.queue_depth() {
             return Err(unit);
         }
         if unit.direction != Direction::Trim && unit.buffer.len() < unit.len as usize {
@@ -902,6 +948,11 @@ impl Engine for UringEngine {
             self.discard(unit);
             return Ok(());
         }
+        if self.sync_call.is_some() {
+            self.last_was_flush = unit.is_flush();
+            self.sync_queued = Some(unit);
+            return Ok(());
+        }
         let Some(slot) = self.free_slots.pop() else {
             return Err(unit);
         };
@@ -930,7 +981,17 @@ impl Engine for UringEngine {
         self.take_issuer()
     }
 
+    fn issues_when_submit_starts(&self) -> bool {
+        // A synchronous engine's I/O happens inside `submit`: it is issued when that starts.
+        self.sync_call.is_some()
+    }
+
     fn submit(&mut self) -> Result<usize, EngineError> {
+        if let (Some(call), Some(unit)) = (self.sync_call, self.sync_queued.take()) {
+            let done = self.carry_out(call, unit);
+            self.ready.push_back(done);
+            return Ok(1);
+        }
         if self.unsubmitted == 0 {
             return Ok(0);
         }

@@ -512,7 +512,10 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
     // The engine's own options (the table's io_uring and iSCSI categories): an io_uring
     // option turned on, or an iSCSI option given, on another engine.
     let foreign = OPTIONS.iter().find(|def| match def.category {
-        Category::IoUring => engine != Engine::IoUring && def.rendered(spec).is_some(),
+        // fio's synchronous engines take none of the io_uring engine's options.
+        Category::IoUring => {
+            (engine != Engine::IoUring || spec.sync_call.is_some()) && def.rendered(spec).is_some()
+        }
         Category::Iscsi => engine != Engine::Iscsi && set(def.name),
         _ => false,
     });
@@ -527,7 +530,7 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
             &format!(
                 "{} is {kind} option; the job uses ioengine={}",
                 def.name,
-                engine.name()
+                spec.engine_name()
             ),
         ));
     }

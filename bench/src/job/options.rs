@@ -20,8 +20,8 @@ use super::spec::{
     BlockSize, ChapCredentials, ClockSource, CpusAllowedPolicy, DigestChoice, Engine, ExitWhat,
     Fallocate, FileService, FileServiceKind, IscsiOptions, JobSpec, LogName, LogWindowValue,
     PathList, PerDir, RateProcess, ReplaySkip, RwSequencer, SizeSpec, SteadyStateMetric,
-    SteadyStateSpec, SyncMode, ThinkTimeBlocksType, TransportKind, UnitBase, VerifyKind, ZoneMode,
-    ZoneSkip,
+    SteadyStateSpec, SyncCall, SyncMode, ThinkTimeBlocksType, TransportKind, UnitBase, VerifyKind,
+    ZoneMode, ZoneSkip,
 };
 use super::value::{self, TimeUnit};
 use crate::io::Direction;
@@ -200,10 +200,15 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().file_service = s.parse(parse_file_service)?,
         render |spec, base| (spec.file_service != base.file_service)
             .then(|| render::file_service(&spec.file_service))),
-    opt!("ioengine", Required, Target, "iscsi|libiscsi|io_uring|libaio|posixaio|null", default "from filename",
+    opt!("ioengine", Required, Target, "iscsi|libiscsi|io_uring|libaio|posixaio|psync|sync|pvsync|pvsync2|null", default "from filename",
         "I/O engine",
-        apply |s| s.spec().ioengine = Some(s.parse(parse_engine)?),
-        render |spec, _base| spec.ioengine.map(|engine| engine.name().to_string())),
+        apply |s| {
+            let (engine, sync_call) = s.parse(parse_engine)?;
+            let spec = s.spec();
+            spec.ioengine = Some(engine);
+            spec.sync_call = sync_call;
+        },
+        render |spec, _base| spec.ioengine.map(|_| spec.engine_name().to_string())),
     opt!("direct", Flag, Target, "bool", default "0", "Use O_DIRECT on local files and devices",
         flag direct),
     opt!("buffered", Flag, Target, "bool", default "1", "Use buffered I/O (the opposite of direct)",
@@ -1856,28 +1861,39 @@ fn parse_file_service(text: &str) -> Result<FileService, ValueError> {
     })
 }
 
-fn parse_engine(text: &str) -> Result<Engine, ValueError> {
+fn parse_engine(text: &str) -> Result<(Engine, Option<SyncCall>), ValueError> {
+    let sync = |call| Ok((Engine::IoUring, Some(call)));
     match text {
-        "iscsi" | "libiscsi" => Ok(Engine::Iscsi),
+        "iscsi" | "libiscsi" => Ok((Engine::Iscsi, None)),
         // fio's asynchronous local-file engines issue what io_uring issues (the same reads
         // and writes, `iodepth` of them in flight, O_DIRECT with `direct`): their job
         // files (fio's examples/fio-rand-read.fio and the like) run on io_uring.
-        "io_uring" | "libaio" | "posixaio" => Ok(Engine::IoUring),
-        "null" => Ok(Engine::Null),
-        "psync" | "sync" | "vsync" | "pvsync" | "pvsync2" | "mmap" | "sg" | "io_uring_cmd"
-        | "splice" | "net" | "netsplice" | "rbd" | "rados" | "nbd" | "rdma" | "falloc"
-        | "cpuio" | "dev-dax" | "libpmem" | "http" | "nfs" | "spdk" | "windowsaio"
-        | "solarisaio" | "exec" | "filecreate" | "filestat" | "filedelete" => {
+        "io_uring" | "libaio" | "posixaio" => Ok((Engine::IoUring, None)),
+        "sync" => sync(SyncCall::Sync),
+        "psync" => sync(SyncCall::Psync),
+        "pvsync" => sync(SyncCall::Pvsync),
+        "pvsync2" => sync(SyncCall::Pvsync2),
+        "null" => Ok((Engine::Null, None)),
+        // fio's vsync gathers contiguous I/Os into one readv/writev, `iodepth` of them.
+        "vsync" => Err(ValueError::new(
+            "fio's vsync engine (contiguous I/Os gathered into one readv/writev) is not \
+             supported by iscsi-bench; psync, pvsync and pvsync2 are",
+        )),
+        "mmap" | "sg" | "io_uring_cmd" | "splice" | "net" | "netsplice" | "rbd" | "rados"
+        | "nbd" | "rdma" | "falloc" | "cpuio" | "dev-dax" | "libpmem" | "http" | "nfs" | "spdk"
+        | "windowsaio" | "solarisaio" | "exec" | "filecreate" | "filestat" | "filedelete" => {
             Err(ValueError::new(format!(
-                "fio's {text} engine is not supported by iscsi-bench (iscsi, libiscsi, \
-                 io_uring, libaio, posixaio, null; for a local file, io_uring)"
+                "fio's {text} engine is not supported by iscsi-bench ({ENGINES}; for a local \
+             file, io_uring)"
             )))
         }
-        _ => Err(ValueError::new(
-            "unknown engine (iscsi, libiscsi, io_uring, libaio, posixaio, null)",
-        )),
+        _ => Err(ValueError::new(format!("unknown engine ({ENGINES})"))),
     }
 }
+
+/// The engines `ioengine` takes, for its errors.
+const ENGINES: &str = "iscsi, libiscsi, io_uring, libaio, posixaio, psync, sync, pvsync, \
+                       pvsync2, null";
 
 fn parse_digest(text: &str) -> Result<DigestChoice, ValueError> {
     match text.to_ascii_lowercase().as_str() {
@@ -2181,7 +2197,7 @@ mod tests {
             Err(JobError::BadValue { .. })
         ));
         assert!(matches!(
-            apply(&mut scope, "ioengine", Some("psync")),
+            apply(&mut scope, "ioengine", Some("vsync")),
             Err(JobError::BadValue { .. })
         ));
         assert!(matches!(

@@ -128,6 +128,32 @@ pub enum Engine {
     Null,
 }
 
+/// fio's synchronous engines (engines/sync.c): one I/O at a time, carried out by the job's
+/// thread with one system call each (fio caps their queue depth at 1). They run on the
+/// io_uring engine's files and checks, with these calls instead of the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncCall {
+    /// `sync`: `lseek(2)`, then `read(2)`/`write(2)`.
+    Sync,
+    /// `psync`: `pread(2)`/`pwrite(2)` (fio's default engine on Linux).
+    Psync,
+    /// `pvsync`: `preadv(2)`/`pwritev(2)`.
+    Pvsync,
+    /// `pvsync2`: `preadv2(2)`/`pwritev2(2)` (no flags: fio's defaults).
+    Pvsync2,
+}
+
+impl SyncCall {
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncCall::Sync => "sync",
+            SyncCall::Psync => "psync",
+            SyncCall::Pvsync => "pvsync",
+            SyncCall::Pvsync2 => "pvsync2",
+        }
+    }
+}
+
 impl Engine {
     pub fn name(self) -> &'static str {
         match self {
@@ -427,6 +453,9 @@ pub struct JobSpec {
     pub openfiles: u32,
     /// `None`: chosen from the target (see [`JobSpec::engine`]).
     pub ioengine: Option<Engine>,
+    /// `ioengine=psync` and the other synchronous engines: [`Engine::IoUring`]'s files
+    /// with one system call per I/O.
+    pub sync_call: Option<SyncCall>,
     pub direct: bool,
     pub fixedbufs: bool,
     pub registerfiles: bool,
@@ -760,6 +789,7 @@ impl JobSpec {
             nrfiles: 1,
             openfiles: 0,
             ioengine: None,
+            sync_call: None,
             direct: false,
             fixedbufs: false,
             registerfiles: false,
@@ -913,6 +943,15 @@ impl JobSpec {
             None | Some(Target::Iscsi(_)) => Engine::Iscsi,
             Some(Target::Path(_)) => Engine::IoUring,
             Some(Target::Null) => Engine::Null,
+        }
+    }
+
+    /// The engine's name as the job gave it, for reports: a synchronous engine's own
+    /// name (`psync`), else [`JobSpec::engine`]'s.
+    pub fn engine_name(&self) -> &'static str {
+        match (self.engine(), self.sync_call) {
+            (Engine::IoUring, Some(call)) => call.name(),
+            (engine, _) => engine.name(),
         }
     }
 

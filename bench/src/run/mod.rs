@@ -209,7 +209,7 @@ pub fn run_gated(
             let config = setup::engine_config(spec, embedded_url.as_ref(), seed)?;
             let engine = engine::open(&config).map_err(|source| RunError::Engine {
                 job: spec.name.clone(),
-                engine: spec.engine().name(),
+                engine: spec.engine_name(),
                 source: Box::new(source),
             })?;
             if let (Some(replay), EngineKind::Iscsi) = (replay, spec.engine()) {
@@ -1102,7 +1102,7 @@ fn target_description(spec: &JobSpec) -> String {
                 url.port, url.target_iqn, url.lun
             )
         }
-        (Some(Target::Path(path)), engine) => format!("{} ({})", path.display(), engine.name()),
+        (Some(Target::Path(path)), _) => format!("{} ({})", path.display(), spec.engine_name()),
         (None, _) => "embedded target (an in-process RAM LUN)".to_string(),
     }
 }

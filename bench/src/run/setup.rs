@@ -123,7 +123,7 @@ pub fn engine_config(
                     job: spec.name.clone(),
                     option: "filename",
                     value: describe_target(spec.filename.as_ref()),
-                    why: "ioengine=io_uring needs a local file or block device",
+                    why: "a local engine (io_uring, psync, ...) needs a local file or block device",
                 });
             };
             if spec.fill_device && spec.size.is_none() && !is_block_device(path) {
@@ -168,6 +168,7 @@ pub fn engine_config(
             options.fixedbufs = spec.fixedbufs;
             options.registerfiles = spec.registerfiles;
             options.sqthread_poll = spec.sqthread_poll;
+            options.sync_call = spec.sync_call;
             options.sync_flags = match spec.sync {
                 crate::job::spec::SyncMode::None => 0,
                 crate::job::spec::SyncMode::Sync => libc::O_SYNC,
