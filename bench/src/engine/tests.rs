@@ -301,6 +301,40 @@ fn uring_serves_several_files_and_creates_them_again() {
     }
 }
 
+/// fio's filesize over several files: each further file laid out to its own size
+/// (`more_size_bytes`) in place of the job's; a `None` takes the file as it is.
+#[test]
+fn uring_lays_out_each_further_file_to_its_own_size() {
+    let first = TempPath::new("sized0");
+    let second = TempPath::new("sized1");
+    let third = TempPath::new("sized2");
+    std::fs::write(third.path(), vec![0u8; 12288]).unwrap();
+    let mut options = uring_options(first.path(), 16384);
+    options.more_paths = vec![second.path().to_path_buf(), third.path().to_path_buf()];
+    options.more_size_bytes = vec![Some(8192), None];
+    let engine = UringEngine::open(&options).unwrap();
+    assert_eq!(engine.file_count(), 3);
+    assert_eq!(engine.file_geometry(0), Some((16384, 1)));
+    assert_eq!(engine.file_geometry(1), Some((8192, 1)));
+    assert_eq!(engine.file_geometry(2), Some((12288, 1)));
+    for (path, len) in [
+        (first.path(), 16384),
+        (second.path(), 8192),
+        (third.path(), 12288),
+    ] {
+        assert_eq!(
+            std::fs::metadata(path).unwrap().len(),
+            len,
+            "{}",
+            path.display()
+        );
+    }
+    Box::new(engine).close().unwrap();
+    for path in [first.path(), second.path(), third.path()] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 #[test]
 fn uring_direct_io_checks_alignment_and_moves_data() {
     let file = TempPath::new("direct");

@@ -107,9 +107,14 @@ pub struct UringOptions {
     /// happens at the close.
     pub files: FileSetup,
     /// fio's `nrfiles` (and a job's further files): more regular files or devices, opened
-    /// and laid out as `path` is, each to `size_bytes`; units name one by [`IoUnit::file`]
-    /// (0 is `path`). All stay open for the whole job (fio's `openfiles` is not needed).
+    /// and laid out as `path` is, each to `size_bytes` (or its `more_size_bytes`); units
+    /// name one by [`IoUnit::file`] (0 is `path`). All stay open for the whole job (fio's
+    /// `openfiles` is not needed).
     pub more_paths: Vec<PathBuf>,
+    /// fio's `filesize` over several files: when not empty, the size of each of
+    /// `more_paths` in its place (one entry each; `None`: as the file or device is), instead
+    /// of `size_bytes`.
+    pub more_size_bytes: Vec<Option<u64>>,
 }
 
 impl UringOptions {
@@ -131,6 +136,7 @@ impl UringOptions {
             max_block_bytes,
             files: FileSetup::default(),
             more_paths: Vec::new(),
+            more_size_bytes: Vec::new(),
         }
     }
 }
@@ -252,7 +258,7 @@ impl UringEngine {
                 "the largest block size must be at least 1 byte".into(),
             ));
         }
-        let (first, logical_block) = open_file(options, &options.path)?;
+        let (first, logical_block) = open_file(options, &options.path, options.size_bytes)?;
         let OpenFile {
             file,
             path,
@@ -262,7 +268,15 @@ impl UringEngine {
         let more_files = options
             .more_paths
             .iter()
-            .map(|path| open_file(options, path).map(|(file, _)| file))
+            .enumerate()
+            .map(|(index, path)| {
+                let size_bytes = match options.more_size_bytes.get(index) {
+                    Some(size_bytes) => *size_bytes,
+                    None if options.more_size_bytes.is_empty() => options.size_bytes,
+                    None => None,
+                };
+                open_file(options, path, size_bytes).map(|(file, _)| file)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let direct = options.direct.then(|| {
             direct_io_alignment(&file).unwrap_or(DirectAlignment {
@@ -1088,9 +1102,13 @@ impl Drop for UringEngine {
     }
 }
 
-/// Opens one file of the job (checked, laid out and its cache prepared as its options
-/// say): the file and its logical block size.
-fn open_file(options: &UringOptions, path_ref: &Path) -> Result<(OpenFile, u32), EngineError> {
+/// Opens one file of the job (checked, laid out to `wanted_bytes` and its cache prepared as
+/// its options say): the file and its logical block size.
+fn open_file(
+    options: &UringOptions,
+    path_ref: &Path,
+    wanted_bytes: Option<u64>,
+) -> Result<(OpenFile, u32), EngineError> {
     let path = path_ref.display().to_string();
     let file_error = |what: &'static str| {
         let path = path.clone();
@@ -1124,7 +1142,7 @@ fn open_file(options: &UringOptions, path_ref: &Path) -> Result<(OpenFile, u32),
     }
     let create_on_open = options.files.create_on_open && !is_block_device;
     if !is_block_device && !create_on_open {
-        lay_out(options, path_ref, &path)?;
+        lay_out(options, wanted_bytes, path_ref, &path)?;
     }
     let mut open = OpenOptions::new();
     open.read(true).write(true);
@@ -1155,12 +1173,12 @@ fn open_file(options: &UringOptions, path_ref: &Path) -> Result<(OpenFile, u32),
             .map_err(file_error("reading metadata"))?
             .len();
         // create_on_open: the file is as long as the job's writes make it.
-        match options.size_bytes {
+        match wanted_bytes {
             Some(wanted) if create_on_open => len.max(wanted),
             _ => len,
         }
     };
-    if let Some(wanted) = options.size_bytes {
+    if let Some(wanted) = wanted_bytes {
         if wanted > size_bytes {
             return Err(EngineError::Target {
                 path,
@@ -1173,7 +1191,8 @@ fn open_file(options: &UringOptions, path_ref: &Path) -> Result<(OpenFile, u32),
     } else {
         512
     };
-    prepare_cache(&file, options, &path, is_block_device, size_bytes)?;
+    let range_end = wanted_bytes.unwrap_or(size_bytes).min(size_bytes);
+    prepare_cache(&file, options, &path, is_block_device, range_end)?;
     Ok((
         OpenFile {
             file,
@@ -1261,9 +1280,15 @@ fn preallocate(file: &std::fs::File, mode: Fallocate, len: u64) -> io::Result<()
     }
 }
 
-/// Creates or grows a regular file to the job's size, as `options.layout` says.
-fn lay_out(options: &UringOptions, file_path: &Path, path: &str) -> Result<(), EngineError> {
-    let Some(wanted) = options.size_bytes else {
+/// Creates or grows a regular file to the job's size for it (`wanted_bytes`), as
+/// `options.layout` says.
+fn lay_out(
+    options: &UringOptions,
+    wanted_bytes: Option<u64>,
+    file_path: &Path,
+    path: &str,
+) -> Result<(), EngineError> {
+    let Some(wanted) = wanted_bytes else {
         return Ok(());
     };
     if wanted == 0 {
@@ -1324,22 +1349,18 @@ fn lay_out(options: &UringOptions, file_path: &Path, path: &str) -> Result<(), E
 }
 
 /// fio's `td_io_open_file` and `pre_read`: the job's range (from `range_offset_bytes` to
-/// the job's size, or the file's end) is read once (`pre_read`) or dropped from the cache
+/// `range_end_bytes`: the job's size for the file, or the file's end) is read once (`pre_read`) or dropped from the cache
 /// (`invalidate`), then advised (`fadvise_hint`).
 fn prepare_cache(
     file: &File,
     options: &UringOptions,
     path: &str,
     is_block_device: bool,
-    size_bytes: u64,
+    range_end_bytes: u64,
 ) -> Result<(), EngineError> {
     let files = &options.files;
     let offset = files.range_offset_bytes;
-    let len = options
-        .size_bytes
-        .unwrap_or(size_bytes)
-        .min(size_bytes)
-        .saturating_sub(offset);
+    let len = range_end_bytes.saturating_sub(offset);
     if let Some(block) = files.pre_read_block_bytes {
         file_setup::pre_read(file, offset, len, block).map_err(|source| EngineError::File {
             path: path.to_string(),

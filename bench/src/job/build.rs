@@ -416,21 +416,14 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
         }
         _ => {}
     }
-    if spec.filesize.is_some() {
-        if !spec.more_filenames.is_empty() {
-            return Err(conflict(
-                "filesize",
-                "filename",
-                "filesize with a list of LUNs is not supported: give the job one file",
-            ));
-        }
-        if spec.rw_copy {
-            return Err(conflict(
-                "filesize",
-                "rw",
-                "an rw=copy job copies offset and size; filesize does not apply",
-            ));
-        }
+    // filesize with several files (nrfiles, or a filename list of local files or LUNs) is
+    // fio's: each file is taken to have it, and size defaults to their sum.
+    if spec.filesize.is_some() && spec.rw_copy {
+        return Err(conflict(
+            "filesize",
+            "rw",
+            "an rw=copy job copies offset and size; filesize does not apply",
+        ));
     }
 
     // Verification.

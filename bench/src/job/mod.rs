@@ -50,7 +50,9 @@
 //!   skewed `random_distribution` is refused when the job is set up (fio draws the skewed
 //!   ones over the whole file, past the zone), and so is a `zonerange` below the block size;
 //! - `filesize` past the end of a LUN or block device is refused (fio ends the job at the
-//!   device's end), and so is `filesize` with a list of LUNs;
+//!   device's end); a `filesize` range draws each file's size from our own generator (within
+//!   the range, but not fio's sizes), and a `size` below the files' total is shared out as
+//!   roundrobin would for `file_service_type=random` too (fio's shares follow its draws);
 //! - `--terse-version` other than 3 is refused; `steadystate` is judged per job (fio pools
 //!   a reporting group's jobs under `group_reporting`);
 //! - `pre_read` with `direct=1` is refused (fio's pre-read buffer is not aligned for

@@ -471,7 +471,8 @@ pub struct JobSpec {
 
     // Region and amount.
     /// `None`: the whole target from `offset` on. With `filesize`, a size in bytes is the
-    /// amount of I/O, not the region (fio: "size becomes merely the default for io_size").
+    /// amount of I/O, not the region (fio: "size becomes merely the default for io_size"),
+    /// the job's over all its files (`run::setup::filesize_io_shares`).
     pub size: Option<SizeSpec>,
     /// `filesize`: the size the job takes each of its files to have, a range drawn per file
     /// (`run::setup::file_size_bytes`); the region reaches from `offset` to there.

@@ -242,11 +242,19 @@ pub fn run_gated(
                 zones.target_end_bytes = files[0].target_bytes;
             }
             let zoned = workload_config.strided_zones.is_some();
+            // fio's size over files of a filesize: shared out as its file service would.
+            let region_bytes: Vec<u64> = files.iter().map(|file| file.region.len_bytes).collect();
+            let shares = setup::filesize_io_shares(spec, &region_bytes);
+            if let Some(shares) = &shares {
+                workload_config.io_size_bytes = Some(shares[0]);
+            }
             workload_config.more_files = files[1..]
                 .iter()
-                .map(|file| FileRegion {
+                .enumerate()
+                .map(|(index, file)| FileRegion {
                     offset_bytes: file.region.offset_bytes,
                     size_bytes: file.region.len_bytes,
+                    io_size_bytes: shares.as_ref().map(|shares| shares[index + 1]),
                 })
                 .collect();
             let mut content =

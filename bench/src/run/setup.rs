@@ -92,6 +92,83 @@ pub fn file_size_bytes(spec: &JobSpec, current_bytes: u64, seed: u64, file: usiz
     })
 }
 
+/// fio's `size` over a job's several files with `filesize` (filesetup.c `setup_files`):
+/// `size` is cut to the files' total and ends the job once moved, so the files the service
+/// reaches first get the I/O. The bytes of each file's region (`region_bytes`, in file
+/// order) moved per loop: with `file_service_type=sequential` the files in order, each to
+/// its end; otherwise in turns of `switch_after_ios` blocks (the smallest block size), as
+/// fio's roundrobin hands them out, a file leaving the turns at its end (a time-based job
+/// starts them over once `size` is moved). Whole regions when `size` is at least their
+/// total; `None` without `filesize`, without a `size` in bytes, or with an `io_size`.
+///
+/// `file_service_type=random` is given roundrobin's shares (fio's depend on its draws),
+/// and `openfiles` below the number of files is not taken into account.
+pub fn filesize_io_shares(spec: &JobSpec, region_bytes: &[u64]) -> Option<Vec<u64>> {
+    let Some(SizeSpec::Bytes(size)) = spec.size else {
+        return None;
+    };
+    if spec.filesize.is_none() || spec.io_size.is_some() {
+        return None;
+    }
+    if size
+        >= region_bytes
+            .iter()
+            .fold(0u64, |sum, &len| sum.saturating_add(len))
+    {
+        return Some(region_bytes.to_vec());
+    }
+    if spec.file_service.kind == crate::io::FileServiceKind::Sequential {
+        let mut left = size;
+        return Some(
+            region_bytes
+                .iter()
+                .map(|&len| {
+                    let share = len.min(left);
+                    left -= share;
+                    share
+                })
+                .collect(),
+        );
+    }
+    let turn = spec
+        .min_block_size_bytes()
+        .max(1)
+        .saturating_mul(u64::from(spec.file_service.switch_after_ios.max(1)));
+    // Whole rounds: the most `rounds` turns each file can take with the total at most size.
+    let moved = |rounds: u64| -> u64 {
+        region_bytes
+            .iter()
+            .map(|&len| len.min(rounds.saturating_mul(turn)))
+            .fold(0u64, u64::saturating_add)
+    };
+    let (mut low, mut high) = (
+        0u64,
+        region_bytes.iter().max().map_or(0, |m| m.div_ceil(turn)),
+    );
+    while low < high {
+        let mid = low + (high - low).div_ceil(2);
+        if moved(mid) <= size {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    let rounds_bytes = low.saturating_mul(turn);
+    let mut left = size - moved(low);
+    // The last round, begun at the first file, ends where size does.
+    Some(
+        region_bytes
+            .iter()
+            .map(|&len| {
+                let done = len.min(rounds_bytes);
+                let more = (len - done).min(turn).min(left);
+                left -= more;
+                done + more
+            })
+            .collect(),
+    )
+}
+
 /// The engine configuration of one clone. `embedded` is the URL of the run's embedded
 /// target, for iSCSI jobs that name no target; `seed` is the clone's (`filesize` draws).
 pub fn engine_config(
@@ -182,6 +259,22 @@ pub fn engine_config(
                     _ => None,
                 })
                 .collect();
+            // fio's filesize over several files: each is taken to have it (a range drawn
+            // per file), laid out to it when shorter (a block device keeps its size).
+            if spec.filesize.is_some() {
+                options.more_size_bytes = options
+                    .more_paths
+                    .iter()
+                    .enumerate()
+                    .map(|(index, path)| {
+                        if is_block_device(path) {
+                            return None;
+                        }
+                        let current = std::fs::metadata(path).map_or(0, |m| m.len());
+                        file_size_bytes(spec, current, seed, index + 1)
+                    })
+                    .collect();
+            }
             Ok(EngineConfig::Uring(options))
         }
         EngineKind::Iscsi => {
@@ -637,6 +730,65 @@ mod tests {
         parse_job_str(std::path::Path::new("test.fio"), text, &|_| None)
             .expect("the job parses")
             .remove(0)
+    }
+
+    #[test]
+    fn size_is_shared_over_files_of_a_filesize_as_fios_service_hands_it_out() {
+        const K: u64 = 1024;
+        let shares = |options: &str, regions: &[u64]| {
+            filesize_io_shares(&spec(&format!("[j]\nbs=4k\n{options}")), regions)
+        };
+        let four = [16 * K; 4];
+        // roundrobin: two whole rounds (32k), then one block each for the first two files.
+        assert_eq!(
+            shares("filesize=16k\nsize=40k\n", &four),
+            Some(vec![12 * K, 12 * K, 8 * K, 8 * K])
+        );
+        // roundrobin:3 turns of three blocks.
+        assert_eq!(
+            shares(
+                "filesize=16k\nsize=40k\nfile_service_type=roundrobin:3\n",
+                &four
+            ),
+            Some(vec![12 * K, 12 * K, 12 * K, 4 * K])
+        );
+        // sequential: each file to its end, in order.
+        assert_eq!(
+            shares(
+                "filesize=16k\nsize=40k\nfile_service_type=sequential\n",
+                &four
+            ),
+            Some(vec![16 * K, 16 * K, 8 * K, 0])
+        );
+        // A short file leaves the turns at its end; the others go on.
+        assert_eq!(
+            shares("filesize=4k-16k\nsize=20k\n", &[4 * K, 16 * K, 16 * K]),
+            Some(vec![4 * K, 8 * K, 8 * K])
+        );
+        // Fewer blocks than files: the first files only.
+        assert_eq!(
+            shares("filesize=16k\nsize=8k\n", &four),
+            Some(vec![4 * K, 4 * K, 0, 0])
+        );
+        // size at or past the total: every file whole (fio cuts size to the total).
+        assert_eq!(
+            shares("filesize=16k\nsize=1m\n", &four),
+            Some(four.to_vec())
+        );
+        assert_eq!(
+            shares("filesize=16k\nsize=64k\n", &four),
+            Some(four.to_vec())
+        );
+        // One file: size cut to it.
+        assert_eq!(
+            shares("filesize=16k\nsize=8k\n", &[16 * K]),
+            Some(vec![8 * K])
+        );
+        // Nothing to share: no filesize, no size in bytes, or an io_size.
+        assert_eq!(shares("size=40k\n", &four), None);
+        assert_eq!(shares("filesize=16k\n", &four), None);
+        assert_eq!(shares("filesize=16k\nsize=50%\n", &four), None);
+        assert_eq!(shares("filesize=16k\nsize=40k\nio_size=8k\n", &four), None);
     }
 
     #[test]

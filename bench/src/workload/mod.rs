@@ -232,6 +232,10 @@ impl Default for OffsetModifiers {
 pub struct FileRegion {
     pub offset_bytes: u64,
     pub size_bytes: u64,
+    /// This file's bytes per loop when they are not the job's `io_size_bytes` (fio's
+    /// `size` shared out over files of a `filesize`, `run::setup::filesize_io_shares`);
+    /// `Some(0)`: the file gets no I/O.
+    pub io_size_bytes: Option<u64>,
 }
 
 impl Default for WorkloadConfig {
@@ -468,6 +472,9 @@ struct FileStream {
     /// With `verify_backlog`: the blocks a backlog check read back, unwritten since.
     verified: Option<VerifiedBlocks>,
     done: bool,
+    /// No I/O planned for this file (its `FileRegion::io_size_bytes` is 0): done from the
+    /// start, never opened, nothing in the job's total.
+    idle: bool,
 }
 
 impl Workload {
@@ -489,6 +496,11 @@ impl Workload {
             file_configs.push(WorkloadConfig {
                 offset_bytes: region.offset_bytes,
                 size_bytes: region.size_bytes,
+                // A file with no share plans as if whole and starts done.
+                io_size_bytes: region
+                    .io_size_bytes
+                    .filter(|&bytes| bytes > 0)
+                    .or(config.io_size_bytes),
                 number_ios: None,
                 seed: rng::stream_seed(config.seed, rng::streams::FILE, index as u64 + 1),
                 ..config.clone()
@@ -507,7 +519,9 @@ impl Workload {
             )?),
         };
         let mut files = Vec::with_capacity(generators.len());
-        for generator in generators {
+        let idle =
+            |index: usize| index > 0 && config.more_files[index - 1].io_size_bytes == Some(0);
+        for (index, generator) in generators.into_iter().enumerate() {
             let tracker = match (&verifier, &config.verify) {
                 (Some(verifier), Some(verify_config)) => {
                     generator.check_verify_grid(verifier.interval_bytes())?;
@@ -545,7 +559,8 @@ impl Workload {
                 tracker,
                 unknown,
                 verified,
-                done: false,
+                done: idle(index),
+                idle: idle(index),
             });
         }
         let read_back_due =
@@ -1005,6 +1020,7 @@ impl Workload {
         }
         self.files
             .iter()
+            .filter(|file| !file.idle)
             .map(|file| file.generator.total_bytes())
             .sum()
     }

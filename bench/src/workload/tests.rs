@@ -982,6 +982,7 @@ fn two_files(service: FileServiceKind, switch_after_ios: u32) -> WorkloadConfig 
     job.more_files = vec![FileRegion {
         offset_bytes: 8 * KIB,
         size_bytes: 16 * KIB,
+        io_size_bytes: None,
     }];
     job.file_service = FileService {
         kind: service,
@@ -1260,6 +1261,7 @@ fn openfiles_limits_the_files_served_at_once() {
         .map(|_| FileRegion {
             offset_bytes: 0,
             size_bytes: 8 * KIB,
+            io_size_bytes: None,
         })
         .collect();
     job.open_files = 2;
