@@ -193,6 +193,28 @@ impl Collector {
                 });
             }
         }
+        // fio (time.c): "job rejected: inconsistent ramp_size within reporting group",
+        // checked for a job with a ramp against the jobs before it.
+        for (index, job) in self.jobs.iter().enumerate() {
+            if job.ramp_size.is_none() && job.ramp_time.is_zero() {
+                continue;
+            }
+            if let Some(other) = self.jobs[..index]
+                .iter()
+                .find(|o| o.group_id == job.group_id && o.ramp_size != job.ramp_size)
+            {
+                return Err(JobError::InvalidJob {
+                    at: job.origin.clone(),
+                    job: job.name.clone(),
+                    reason: format!(
+                        "its ramp_size differs from that of job {:?} in its reporting group \
+                         (fio: inconsistent ramp_size within reporting group; set it in \
+                         [global] or start a new_group)",
+                        other.name
+                    ),
+                });
+            }
+        }
         Ok(self.jobs)
     }
 
@@ -306,6 +328,43 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
             "rate",
             "rate_process=poisson needs rate or rate_iops",
         ));
+    }
+    // fio (init.c): the issue time is a column of the latency logs' lines with offsets.
+    if spec.log_issue_time && spec.write_lat_log.is_none() {
+        return Err(conflict(
+            "log_issue_time",
+            "write_lat_log",
+            "log_issue_time option requires write_lat_log and log_offset options",
+        ));
+    }
+    if spec.log_issue_time && !spec.log_offset {
+        return Err(conflict(
+            "log_issue_time",
+            "log_offset",
+            "log_issue_time option requires write_lat_log and log_offset options",
+        ));
+    }
+    // fio (time.c): "job rejected: cannot specify both ramp_time and ramp_size".
+    if spec.ramp_size.is_some() && !spec.ramp_time.is_zero() {
+        return Err(conflict(
+            "ramp_size",
+            "ramp_time",
+            "cannot specify both ramp_time and ramp_size",
+        ));
+    }
+    // fio (init.c): several ranges per trim only where the engine trims several at once
+    // (fio's io_uring_cmd); no engine here does.
+    if spec.num_range > 1 && spec.does(Direction::Trim) {
+        let reason = if spec.does(Direction::Write) {
+            "trimwrite cannot be used with multiple ranges".to_string()
+        } else {
+            format!(
+                "can't use multiple ranges with IO engine {} (as fio: only its io_uring_cmd \
+                 trims several ranges in one command)",
+                spec.engine().name()
+            )
+        };
+        return Err(conflict("num_range", "rw", &reason));
     }
     for child in [
         "thinktime_blocks",

@@ -274,6 +274,7 @@ where
                     return Err(JobError::Unsupported {
                         at,
                         option: format!("--{name}"),
+                        why: Default::default(),
                     });
                 }
                 let job_error = super::options::unknown_option(name, &at);

@@ -75,6 +75,20 @@ impl fmt::Display for Suggestion {
     }
 }
 
+/// Why an option is refused, if there is more to say than that it is: shown after the
+/// refusal as ": why".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Why(pub Option<&'static str>);
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(why) => write!(f, ": {why}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Everything that can be wrong with job files, command-line options and job specs. Each
 /// variant says where (`at`) and what (the option, the value, the job).
 #[non_exhaustive]
@@ -126,8 +140,12 @@ pub enum JobError {
         suggestion: Suggestion,
     },
     /// A fio option that iscsi-bench knows but does not implement.
-    #[error("{at}: {option:?} is a fio option that iscsi-bench does not support")]
-    Unsupported { at: Origin, option: String },
+    #[error("{at}: {option:?} is a fio option that iscsi-bench does not support{why}")]
+    Unsupported {
+        at: Origin,
+        option: String,
+        why: Why,
+    },
     /// An option that needs a value was given none.
     #[error("{at}: option {option:?} needs a value")]
     MissingValue { at: Origin, option: String },

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::error::{JobError, Origin, Suggestion, ValueError};
+use super::error::{JobError, Origin, Suggestion, ValueError, Why};
 use super::error_policy::ErrorPolicy;
 use super::file_options::{FadviseHint, SyncFileRange};
 use super::render::{self, changed, changed_flag};
@@ -492,6 +492,15 @@ pub static OPTIONS: &[OptionDef] = &[
         render |spec, _base| spec.sync_file_range.map(|sfr| sfr.render())),
     opt!("end_fsync", Flag, Target, "bool", default "0",
         "Flush once the job's I/O is done", flag end_fsync),
+    opt!("end_syncfs", Flag, Target, "bool", default "0",
+        "Once a writing job's I/O is done, syncfs(2) each file system its files are on \
+         (SYNCHRONIZE CACHE of the whole LUN on iSCSI, as end_fsync)",
+        flag end_syncfs),
+    opt!("num_range", Required, Target, "int (1..256)", default "1",
+        "Ranges per trim (more than 1 needs an engine that trims several ranges at once, \
+         as fio's io_uring_cmd; none here does)",
+        apply |s| s.spec().num_range = s.parse(|text| value::parse_u64_in(text, 1, 256))? as u32,
+        render |spec, base| changed(spec.num_range, base.num_range)),
     opt!("sync", Required, Target, "none|0|sync|1|dsync", default "none",
         "Durable writes: O_SYNC/O_DSYNC on a file (FUA on a LUN)",
         apply |s| s.spec().sync = match s.text() {
@@ -619,6 +628,14 @@ pub static OPTIONS: &[OptionDef] = &[
         "With verify_only: check only what the run that saved local-<job>-<index>-verify.state \
          wrote before it stopped",
         flag verify_state_load),
+    opt!("verify_header_seed", Flag, Verify, "bool", default "1",
+        "Check that each block header carries the job's seed (0: skip; the digest is \
+         still checked)",
+        flag verify_header_seed),
+    opt!("verify_write_sequence", Flag, Verify, "bool", default "1",
+        "Check that each block header carries the generation (fio's write sequence number) \
+         last written there (0: skip; the digest is still checked)",
+        flag verify_write_sequence),
     opt!("verify_offset", Required, Verify, "int (bytes)", default "0",
         "Write the verify header this many bytes into the block (swapped with the data)",
         apply |s| s.spec().verify_offset = {
@@ -662,6 +679,13 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().ramp_time = s.time(TimeUnit::Seconds)?,
         render |spec, base| (spec.ramp_time != base.ramp_time)
             .then(|| render::time(spec.ramp_time))),
+    opt!("ramp_size", Required, Time, "int (bytes)", default "none",
+        "Move this many bytes (with group_reporting: the group together) before measuring",
+        apply |s| s.spec().ramp_size = match s.parse_kb(value::parse_size)? {
+            0 => return s.fail("ramp_size is at least 1 byte (fio's minimum)"),
+            bytes => Some(bytes),
+        },
+        render |spec, _base| spec.ramp_size.map(|bytes| bytes.to_string())),
     opt!("startdelay", Required, Time, "time (s) or range", default "0",
         "Wait this long before starting",
         apply |s| s.spec().startdelay = s.parse(|text| {
@@ -763,6 +787,10 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().thinktime_iotime = s.time(TimeUnit::Seconds)?,
         render |spec, base| (spec.thinktime_iotime != base.thinktime_iotime)
             .then(|| render::time(spec.thinktime_iotime))),
+    opt!("thinkcycles", Required, Rate, "int", default "0",
+        "Spin this many loop iterations after each read or write (apart from thinktime)",
+        apply |s| s.spec().thinkcycles = s.parse(value::parse_u64)?,
+        render |spec, base| changed(spec.thinkcycles, base.thinkcycles)),
     opt!("rate_ignore_thinktime", Flag, Rate, "bool", default "0",
         "After a think pause, go on at the rate instead of catching up on the pause",
         flag rate_ignore_thinktime),
@@ -1113,6 +1141,10 @@ pub static OPTIONS: &[OptionDef] = &[
             .then(|| spec.log_window_value.fio_name().to_string())),
     opt!("log_offset", Flag, Reporting, "bool", default "0",
         "Include the offset of each I/O in the log lines", flag log_offset),
+    opt!("log_issue_time", Flag, Reporting, "bool", default "0",
+        "End each clat and slat log line with the I/O's issue time (ns after the job's \
+         start); needs write_lat_log and log_offset",
+        flag log_issue_time),
     opt!("write_hist_log", Optional, Reporting, "[prefix]", default "none",
         "Write completion-latency histogram logs (every log_hist_msec)",
         apply |s| s.spec().write_hist_log = Some(s.log_name()),
@@ -1242,6 +1274,16 @@ pub static OPTIONS: &[OptionDef] = &[
         apply |s| s.spec().prioclass =
             Some(s.parse(|text| value::parse_u64_in(text, 0, 3))? as u32),
         render |spec, _base| spec.prioclass.map(|class| class.to_string())),
+    opt!("priohint", Required, Reporting, "int (0..1023)", default "none",
+        "The job thread's I/O priority hint, set with its class and level (ioprio_set; \
+         command duration limits of a local disk; an iSCSI target never sees it)",
+        apply |s| s.spec().priohint =
+            Some(s.parse(|text| value::parse_u64_in(text, 0, 1023))? as u32),
+        render |spec, _base| spec.priohint.map(|hint| hint.to_string())),
+    opt!("comm", Required, Reporting, "str", default "none",
+        "The job thread's name (prctl PR_SET_NAME; the kernel keeps 15 bytes)",
+        apply |s| s.spec().comm = Some(s.text().to_string()),
+        render |spec, _base| spec.comm.clone()),
     opt!(ours "header_digest", Required, Iscsi, "none|crc32c", default "none",
         "iSCSI HeaderDigest to offer",
         apply |s| s.spec().iscsi.header_digest = s.parse(parse_digest)?,
@@ -1373,8 +1415,9 @@ pub static OPTIONS: &[OptionDef] = &[
         flag error_policy.dump_non_fatal),
 ];
 
-/// fio options iscsi-bench refuses as "not supported" (fio 3.33 `--cmdhelp=all` and the
-/// common engine options, minus what iscsi-bench implements).
+/// fio options iscsi-bench refuses as "not supported" (fio 3.42's options, as its
+/// options.c has them, with their aliases, and the common engine options, minus what
+/// iscsi-bench implements). [`UNSUPPORTED_WHY`] says why, for some.
 pub static UNSUPPORTED: &[&str] = &[
     "lockfile",
     "unique_filename",
@@ -1423,7 +1466,104 @@ pub static UNSUPPORTED: &[&str] = &[
     "sg_write_mode",
     "readfua",
     "writefua",
+    "dataplacement",
+    "data_placement",
+    "fdp",
+    "dp_scheme",
+    "plid_select",
+    "fdp_pli_select",
+    "plids",
+    "fdp_pli",
+    "recover_zbd_write_error",
+    "write_zone_remainder",
+    "sprandom",
+    "spr_num_regions",
+    "spr_op",
+    "spr_cs",
+    "filetype",
+    "job_start_clock_id",
+    "verify_pattern_interval",
+    "verify_policy",
+    "iomem_align",
+    "mem_align",
+    "gpu_dev_id",
+    "flow_watermark",
+    "rwmixcycle",
+    "percentage_sequential",
+    "softrandommap",
+    "verifysort",
+    "verifysort_nr",
 ];
+
+/// Why some [`UNSUPPORTED`] options are refused, where the name alone does not say.
+pub static UNSUPPORTED_WHY: &[(&[&str], &str)] = &[
+    (
+        &[
+            "dataplacement",
+            "data_placement",
+            "fdp",
+            "dp_scheme",
+            "plid_select",
+            "fdp_pli_select",
+            "plids",
+            "fdp_pli",
+        ],
+        "NVMe data placement (FDP, streams) needs fio's NVMe passthrough engines; a LUN over \
+         iSCSI or a local file has no placement IDs",
+    ),
+    (
+        &["recover_zbd_write_error", "write_zone_remainder"],
+        "iscsi-bench does not drive zoned block devices (zonemode=zbd)",
+    ),
+    (
+        &["sprandom", "spr_num_regions", "spr_op", "spr_cs"],
+        "fio's SanDisk pseudo-random preconditioning is not implemented",
+    ),
+    (
+        &["job_start_clock_id"],
+        "iscsi-bench's JSON report has no per-job job_start for it to set the clock of",
+    ),
+    (
+        &["verify_pattern_interval"],
+        "it restarts verify_pattern's %o (offset) tokens, which iscsi-bench does not support",
+    ),
+    (
+        &["iomem_align", "mem_align"],
+        "I/O buffers are page-aligned heap memory (mem=malloc)",
+    ),
+    (
+        &["filetype"],
+        "iscsi-bench looks at each file's type itself (the stat(2) that filetype skips)",
+    ),
+    (
+        &["verify_policy"],
+        "verify_state_save keeps every completed write (fio's verify_policy=completed); \
+         fsynced is not implemented",
+    ),
+    (
+        &["gpu_dev_id"],
+        "GPU memory (mem=cudamalloc) is not supported",
+    ),
+    (
+        &[
+            "flow_watermark",
+            "rwmixcycle",
+            "percentage_sequential",
+            "softrandommap",
+            "verifysort",
+            "verifysort_nr",
+        ],
+        "fio has deprecated it and ignores it",
+    ),
+];
+
+/// Why `name` is refused, if [`UNSUPPORTED_WHY`] says.
+pub fn unsupported_why(name: &str) -> Option<&'static str> {
+    UNSUPPORTED_WHY
+        .iter()
+        .find(|(names, _)| names.contains(&name))
+        .map(|(_, why)| *why)
+}
 
 /// `bwavgtime`/`iopsavgtime`: a period in ms. fio takes 0 too and then samples at
 /// every turn of its helper thread; a period of at least 1 ms is asked for here.
@@ -1532,6 +1672,7 @@ pub fn unknown_option(name: &str, at: &Origin) -> JobError {
         JobError::Unsupported {
             at: at.clone(),
             option: name.to_string(),
+            why: Why(unsupported_why(name)),
         }
     } else {
         JobError::UnknownOption {
@@ -2088,6 +2229,25 @@ mod tests {
         assert_eq!(job_with("nr_files", Some("4")).unwrap().spec.nrfiles, 4);
         assert_eq!(job_with("openfiles", Some("0")).unwrap().spec.openfiles, 0);
         assert!(job_with("openfiles", Some("x")).is_err());
+    }
+
+    #[test]
+    fn every_reason_is_for_a_refused_name_and_is_shown() {
+        for (names, why) in UNSUPPORTED_WHY {
+            for name in *names {
+                assert!(
+                    UNSUPPORTED.contains(name),
+                    "{name} has a reason, not a refusal"
+                );
+                let error = unknown_option(name, &Origin::Builtin).to_string();
+                assert!(
+                    error.contains("does not support") && error.ends_with(why),
+                    "{error}"
+                );
+            }
+        }
+        let plain = unknown_option("lockfile", &Origin::Builtin).to_string();
+        assert!(plain.ends_with("does not support"), "{plain}");
     }
 
     #[test]

@@ -552,6 +552,12 @@ pub struct JobSpec {
     /// fsync=N's first where they fall due.
     pub sync_file_range: Option<super::file_options::SyncFileRange>,
     pub end_fsync: bool,
+    /// `end_syncfs`: as `end_fsync`, but one syncfs(2) of each file system the job's files
+    /// are on (SYNCHRONIZE CACHE of the whole LUN on iSCSI, as `end_fsync`).
+    pub end_syncfs: bool,
+    /// `num_range`: ranges per trim (fio's default 1; more only with an engine that
+    /// trims several ranges at once, which none here does).
+    pub num_range: u32,
     pub sync: SyncMode,
     /// `fallocate`: how a regular file the job lays out or extends is allocated.
     pub fallocate: Fallocate,
@@ -576,6 +582,11 @@ pub struct JobSpec {
     pub verify_state_save: bool,
     /// `verify_state_load`: a `verify_only` run checks only what the saved run wrote.
     pub verify_state_load: bool,
+    /// `verify_header_seed` and `verify_write_sequence` (fio's default true): false skips
+    /// the check of each block header's seed, or of its generation (fio's write sequence
+    /// number); the digest is checked all the same.
+    pub verify_header_seed: bool,
+    pub verify_write_sequence: bool,
     /// `latency_target` (`None`: off), `latency_window` (fio's default 0: each check
     /// judges the I/Os since the last one), `latency_percentile` (100), `latency_run`.
     pub latency_target: Option<Duration>,
@@ -599,6 +610,9 @@ pub struct JobSpec {
     pub runtime: Option<Duration>,
     pub time_based: bool,
     pub ramp_time: Duration,
+    /// `ramp_size`: the ramp lasts until the job (with `group_reporting`, its group) has
+    /// moved this many bytes, instead of for `ramp_time`.
+    pub ramp_size: Option<u64>,
     /// A single value is a range with min == max; each clone draws from the range.
     pub startdelay: ValueRange<Duration>,
 
@@ -627,6 +641,9 @@ pub struct JobSpec {
     pub thinktime_blocks_type: ThinkTimeBlocksType,
     /// `thinktime_iotime`: think after this much time doing I/O (zero: off).
     pub thinktime_iotime: Duration,
+    /// `thinkcycles`: a busy loop of this many iterations after each read or write
+    /// (fio's `cycles_spin`), apart from `thinktime`.
+    pub thinkcycles: u64,
     /// `rate_ignore_thinktime`: after a pause the rate goes on from where it is instead of
     /// catching up on the I/Os the pause cost.
     pub rate_ignore_thinktime: bool,
@@ -697,6 +714,9 @@ pub struct JobSpec {
     /// `log_offset`: per-I/O log lines carry the I/O's byte offset (fio writes 0 in
     /// averaged and sampled lines).
     pub log_offset: bool,
+    /// `log_issue_time`: the clat and slat logs' lines end with the I/O's issue time (ns
+    /// after the job's start); needs `write_lat_log` and `log_offset`, as in fio.
+    pub log_issue_time: bool,
     /// `log_window_value` (alias `log_max_value`): what a `log_avg_msec` window's line
     /// carries.
     pub log_window_value: LogWindowValue,
@@ -713,6 +733,11 @@ pub struct JobSpec {
     /// where given.
     pub prio: Option<u32>,
     pub prioclass: Option<u32>,
+    /// `priohint`: the I/O priority hint (0..1023, fio's IOPRIO_MAX_PRIO_HINT) set with
+    /// `prio`/`prioclass`, where given.
+    pub priohint: Option<u32>,
+    /// `comm`: the job thread's name (prctl PR_SET_NAME, 15 bytes kept), where given.
+    pub comm: Option<String>,
     /// fio's I/O replay options (`write_iolog`, `read_iolog`, `replay_*`).
     pub iolog: IologOptions,
     /// The options as the user wrote them, for fio's "global options" and "job options"
@@ -841,6 +866,8 @@ impl JobSpec {
             fdatasync: 0,
             sync_file_range: None,
             end_fsync: false,
+            end_syncfs: false,
+            num_range: 1,
             sync: SyncMode::None,
             fallocate: Fallocate::Native,
             files: Default::default(),
@@ -853,6 +880,8 @@ impl JobSpec {
             verify_only: false,
             verify_state_save: true,
             verify_state_load: false,
+            verify_header_seed: true,
+            verify_write_sequence: true,
             dedupe_working_set_percentage: 5,
             write_hist_log: None,
             log_hist_msec: 0,
@@ -871,6 +900,7 @@ impl JobSpec {
             runtime: None,
             time_based: false,
             ramp_time: Duration::ZERO,
+            ramp_size: None,
             startdelay: ValueRange {
                 min: Duration::ZERO,
                 max: Duration::ZERO,
@@ -887,6 +917,7 @@ impl JobSpec {
             thinktime_spin: Duration::ZERO,
             thinktime_blocks_type: ThinkTimeBlocksType::Complete,
             thinktime_iotime: Duration::ZERO,
+            thinkcycles: 0,
             rate_ignore_thinktime: false,
             max_latency: PerDir::splat(None),
             verify: VerifyKind::None,
@@ -922,12 +953,15 @@ impl JobSpec {
             log_avg_msec: 0,
             log_unix_epoch: false,
             log_offset: false,
+            log_issue_time: false,
             log_window_value: LogWindowValue::Mean,
             cpus_allowed: None,
             report: ReportOptions::default(),
             cpus_allowed_policy: CpusAllowedPolicy::Shared,
             nice: 0,
             prio: None,
+            priohint: None,
+            comm: None,
             prioclass: None,
             iolog: IologOptions::default(),
             given: GivenOptions::default(),

@@ -97,6 +97,10 @@ pub struct LogOptions {
     pub iops_avg_msec: Option<u64>,
     /// `log_offset`: add the offset column.
     pub log_offset: bool,
+    /// `log_issue_time`: add a last column, the I/O's issue time in ns after the job's
+    /// start, in the clat and slat logs' per-I/O lines (0 in every other line, as fio
+    /// writes it: its lat, bandwidth and IOPS samples and its windows carry none).
+    pub log_issue_time: bool,
     /// `log_window_value`: a window's mean, maximum or both (then every line of the
     /// latency, bandwidth and IOPS logs has the maximum's column, 0 where not averaged).
     pub window_value: LogWindowValue,
@@ -143,6 +147,8 @@ struct LogFile {
     /// Added to every time written: 0, or the job's start in Unix ms (`log_unix_epoch`).
     epoch_ms: u64,
     window_value: LogWindowValue,
+    /// `log_issue_time`: the issue-time column is written.
+    issue_time: bool,
 }
 
 impl LogFile {
@@ -168,6 +174,7 @@ impl LogFile {
             held: None,
             epoch_ms: 0,
             window_value,
+            issue_time: false,
         })
     }
 
@@ -182,17 +189,40 @@ impl LogFile {
         bs: u64,
         offset: Option<u64>,
     ) -> Result<(), LogError> {
+        self.issued_line(time_ms, value, max, index, bs, offset, 0)
+    }
+
+    /// [`line`](Self::line) with the issue time `log_issue_time` writes.
+    #[allow(clippy::too_many_arguments)]
+    fn issued_line(
+        &mut self,
+        time_ms: u64,
+        value: u64,
+        max: u64,
+        index: usize,
+        bs: u64,
+        offset: Option<u64>,
+        issue_ns: u64,
+    ) -> Result<(), LogError> {
         let time_ms = time_ms + self.epoch_ms;
         let max = match self.window_value {
             LogWindowValue::Both => format!(", {max}"),
             LogWindowValue::Mean | LogWindowValue::Max => String::new(),
         };
+        let issued = if self.issue_time {
+            format!(", {issue_ns}")
+        } else {
+            String::new()
+        };
         let result = match offset {
             Some(offset) => writeln!(
                 self.writer,
-                "{time_ms}, {value}{max}, {index}, {bs}, {offset}, 0"
+                "{time_ms}, {value}{max}, {index}, {bs}, {offset}, 0{issued}"
             ),
-            None => writeln!(self.writer, "{time_ms}, {value}{max}, {index}, {bs}, 0"),
+            None => writeln!(
+                self.writer,
+                "{time_ms}, {value}{max}, {index}, {bs}, 0{issued}"
+            ),
         };
         result.map_err(|source| LogError::Write {
             path: self.path.clone(),
@@ -341,6 +371,9 @@ impl JobLogs {
             )?),
             None => None,
         };
+        for file in &mut files {
+            file.issue_time = options.log_issue_time;
+        }
         Ok(JobLogs {
             options,
             files,
@@ -388,6 +421,22 @@ impl JobLogs {
         clat_ns: u64,
         lat_ns: u64,
     ) -> Result<(), LogError> {
+        let times = [slat_ns, clat_ns, lat_ns];
+        self.record_issued_io(time_ms, direction, block_size, offset, 0, times)
+    }
+
+    /// [`record_io`](Self::record_io) of an I/O issued `issue_ns` after the job's start
+    /// (`log_issue_time`); `times` are its slat, clat and lat in ns.
+    pub fn record_issued_io(
+        &mut self,
+        time_ms: u64,
+        direction: Direction,
+        block_size: u64,
+        offset: u64,
+        issue_ns: u64,
+        times: [u64; 3],
+    ) -> Result<(), LogError> {
+        let [slat_ns, clat_ns, lat_ns] = times;
         if self.options.silent {
             return Ok(());
         }
@@ -404,14 +453,20 @@ impl JobLogs {
                 LogKind::Slat => slat_ns,
                 LogKind::Bw | LogKind::Iops => continue,
             };
+            // fio's lat samples carry no issue time (0 in the column); clat's and slat's do.
+            let issued = match file.kind {
+                LogKind::Clat | LogKind::Slat => issue_ns,
+                _ => 0,
+            };
             if avg == 0 {
-                file.line(
+                file.issued_line(
                     time_ms,
                     value,
                     0,
                     index,
                     block_size,
                     log_offset.then_some(offset),
+                    issued,
                 )?;
             } else {
                 file.averaged(time_ms, value, index, avg, log_offset)?;

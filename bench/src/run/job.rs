@@ -156,6 +156,48 @@ pub struct JobSetup {
     pub unlink_each_loop: bool,
     /// fio's `lockmem`: bytes held locked while the job runs (0: none).
     pub lockmem_bytes: u64,
+    /// fio's `thinkcycles`: a busy loop of this many iterations after each read or write.
+    pub thinkcycles: u64,
+    /// fio's `end_syncfs` on local files: one path per file system to syncfs(2) once the
+    /// job's I/O is done (empty: none).
+    pub syncfs_paths: Vec<std::path::PathBuf>,
+    /// fio's `ramp_size`, where given.
+    pub ramp_size: Option<RampSize>,
+}
+
+/// fio's `ramp_size`: the ramp ends once the job has moved `bytes`; with
+/// `group_reporting` the jobs of a group share `moved`, so it ends for all of them once
+/// they have together (fio's `ramp_period_check`).
+#[derive(Debug, Clone)]
+pub struct RampSize {
+    pub bytes: u64,
+    pub moved: Arc<AtomicU64>,
+}
+
+impl RampSize {
+    fn is_over(&self) -> bool {
+        self.moved.load(Ordering::Relaxed) >= self.bytes
+    }
+}
+
+/// fio's `cycles_spin`: `n` turns of a loop of one spin-wait hint each (fio's `nop` is
+/// x86's `rep; nop`, PAUSE, as `spin_loop` is there), so a count costs what it costs fio.
+fn cycles_spin(n: u64) {
+    for _ in 0..n {
+        std::hint::spin_loop();
+    }
+}
+
+/// fio's `end_syncfs`: syncfs(2) of the file system `path` is on. fio only logs a
+/// failure ("syncfs ... failed"), so the caller warns.
+fn syncfs(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    // SAFETY: syncfs takes an open descriptor, which `file` holds until after the call.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// What a job thread hands back.
@@ -328,6 +370,11 @@ struct Driver {
     shared_verify: Option<SharedVerify>,
     /// `verify_shared`: blocks checked against the ledger.
     shared_checked_blocks: u64,
+    /// fio's `thinkcycles`.
+    thinkcycles: u64,
+    /// fio's `ramp_size` while the ramp lasts, and the runtime that starts after it.
+    ramp_size: Option<RampSize>,
+    runtime: Option<Duration>,
 }
 
 impl Driver {
@@ -729,17 +776,21 @@ impl Driver {
                 self.progress
                     .bytes_done
                     .fetch_add(u64::from(unit.len), Ordering::Relaxed);
+                if let Some(ramp) = &self.ramp_size {
+                    ramp.moved.fetch_add(u64::from(unit.len), Ordering::Relaxed);
+                }
                 if let Some(logs) = self.logs.as_mut().filter(|l| l.wants_io()) {
                     let (slat, clat, lat) = times.latencies();
-                    let time_ms = complete_ns.saturating_sub(self.stats.start_ns()) / 1_000_000;
-                    if let Err(e) = logs.record_io(
-                        time_ms,
+                    let since_start = complete_ns.saturating_sub(self.stats.start_ns());
+                    // log_issue_time: when it went to the engine, after the job's start.
+                    let issue_ns = since_start.saturating_sub(clat);
+                    if let Err(e) = logs.record_issued_io(
+                        since_start / 1_000_000,
                         direction,
                         u64::from(unit.len),
                         unit.offset,
-                        slat,
-                        clat,
-                        lat,
+                        issue_ns,
+                        [slat, clat, lat],
                     ) {
                         self.fail(format!("writing the latency log: {e}"));
                     }
@@ -1111,6 +1162,9 @@ impl JobSetup {
             lockmem_bytes: 0,
             serialize_overlap: false,
             unlink_each_loop: false,
+            thinkcycles: 0,
+            syncfs_paths: Vec::new(),
+            ramp_size: None,
         }
     }
 }
@@ -1162,6 +1216,9 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         lockmem_bytes,
         serialize_overlap,
         unlink_each_loop,
+        thinkcycles,
+        syncfs_paths,
+        ramp_size,
     } = setup;
     if let Some(cpus) = cpus.as_ref().filter(|c| !c.is_empty()) {
         if let Err(e) = allow_cpus(cpus) {
@@ -1265,12 +1322,18 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
         usage_start,
         shared_verify,
         shared_checked_blocks: 0,
+        thinkcycles,
+        ramp_size,
+        runtime,
     };
     let _ = job_number;
     let ramp_end = (!ramp.is_zero()).then_some(ramp);
-    let deadline = runtime.map(|r| ramp + r);
+    // With ramp_size, the runtime starts where the ramp ends (main_loop sets it then).
+    let deadline = runtime
+        .map(|r| ramp + r)
+        .filter(|_| driver.ramp_size.is_none());
     driver.progress.state.store(
-        if ramp_end.is_some() {
+        if ramp_end.is_some() || driver.ramp_size.is_some() {
             state::RAMP
         } else {
             state::RUNNING
@@ -1345,6 +1408,24 @@ pub fn run_job(setup: JobSetup) -> JobOutcome {
             }
         }
         let _ = driver.drain(workload.verifier(), |_| {});
+    }
+    // fio's end_syncfs: one syncfs(2) per file system instead (the I/O is all in).
+    if !driver.stop && driver.first_error.is_none() {
+        let mut synced = Vec::new();
+        for path in &syncfs_paths {
+            use std::os::unix::fs::MetadataExt;
+            let dev = std::fs::metadata(path).map(|m| m.dev()).ok();
+            if dev.is_some_and(|dev| synced.contains(&dev)) {
+                continue;
+            }
+            synced.extend(dev);
+            if let Err(e) = syncfs(path) {
+                eprintln!(
+                    "iscsi-bench: {name}: end_syncfs: syncfs of {}: {e}",
+                    path.display()
+                );
+            }
+        }
     }
     let end_ns = driver.now_ns();
     driver.close_last_interval(end_ns);
@@ -1500,7 +1581,7 @@ fn main_loop(
     driver: &mut Driver,
     workload: &mut Workload,
     mut ramp_end: Option<Duration>,
-    deadline: Option<Duration>,
+    mut deadline: Option<Duration>,
     pending: &mut Option<PlannedIo>,
 ) -> Result<(), String> {
     // The verifier never changes; a copy leaves the workload free to borrow mutably.
@@ -1509,9 +1590,14 @@ fn main_loop(
     let mut loops_ended = workload.loops_ended();
     loop {
         let now = driver.turn_start();
-        if let Some(end) = ramp_end.filter(|end| now >= *end) {
+        let ramped_by_size = driver.ramp_size.as_ref().is_some_and(RampSize::is_over);
+        if ramped_by_size {
+            // fio's ramp_size: the runtime starts now.
+            driver.ramp_size = None;
+            deadline = driver.runtime.map(|r| now + r);
+        }
+        if ramped_by_size || ramp_end.is_some_and(|end| now >= end) {
             // The ramp is over: what was measured so far does not count.
-            let _ = end;
             driver.stats.reset(driver.now_ns());
             driver.intervals.clear();
             driver
@@ -1669,11 +1755,19 @@ fn main_loop(
                 *pending = Some(planned);
                 break;
             }
+            let spin = driver.thinkcycles > 0 && planned.direction != Direction::Trim;
             if !driver.queue(planned, verifier, asked_at) {
                 *pending = Some(planned);
                 break;
             }
             queued += 1;
+            if spin {
+                // fio's thinkcycles: after each read or write is issued (so it goes out
+                // now, not after the spin), whatever thinktime does.
+                driver.submit()?;
+                queued = 0;
+                cycles_spin(driver.thinkcycles);
+            }
         }
         driver.submit()?;
         if finished && pending.is_none() {

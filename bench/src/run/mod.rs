@@ -162,6 +162,9 @@ pub fn run_gated(
 
     let mut prepared: Vec<Prepared> = Vec::new();
     let flows = flow::Flows::default();
+    // fio's ramp_size with group_reporting: the bytes each group has moved in its ramp.
+    let mut ramp_groups: std::collections::HashMap<u32, Arc<std::sync::atomic::AtomicU64>> =
+        std::collections::HashMap::new();
     let mut footprints: Vec<overlap::Footprint> = Vec::new();
     let mut shared_ledgers = shared_verify::SharedLedgers::default();
     let mut job_number = 0u32;
@@ -341,6 +344,9 @@ pub fn run_gated(
             }
             let live = Arc::new(LiveCounters::new());
             let bytes_total = workload.total_bytes();
+            let end_syncfs = spec.end_syncfs && spec.does(crate::io::Direction::Write);
+            let end_syncfs_local = end_syncfs && spec.engine() == EngineKind::IoUring;
+            let end_syncfs_lun = end_syncfs && spec.engine() == EngineKind::Iscsi;
             let setup = JobSetup {
                 name: spec.name.clone(),
                 job_number,
@@ -367,7 +373,8 @@ pub fn run_gated(
                     spec.nice,
                     spec.prioclass,
                     spec.prio,
-                ),
+                )
+                .with_hint(spec.priohint),
                 fsync_every: spec.fsync,
                 fdatasync_every: spec.fdatasync,
                 sync_file_range: spec.sync_file_range,
@@ -375,8 +382,10 @@ pub fn run_gated(
                 verify_state_save,
                 // fio's fsync_on_close flushes at the end of a writing job as end_fsync
                 // does (and once more as the file closes: the engine's part).
-                end_fsync: spec.end_fsync
-                    || (spec.files.fsync_on_close && spec.does(crate::io::Direction::Write)),
+                end_fsync: (spec.end_fsync
+                    || (spec.files.fsync_on_close && spec.does(crate::io::Direction::Write)))
+                    && !end_syncfs_local
+                    || end_syncfs_lun,
                 steadystate: (!spec.ss_dur.is_zero()).then(|| {
                     steadystate::SteadyState::new(
                         spec.steadystate,
@@ -442,6 +451,23 @@ pub fn run_gated(
                 exec_postrun: spec.files.exec_postrun.clone(),
                 create_only: spec.files.create_only,
                 lockmem_bytes: spec.files.lockmem_bytes,
+                thinkcycles: spec.thinkcycles,
+                // fio's end_syncfs (a writing job's, as fio's should_fsync): on local files
+                // one syncfs(2) per file system instead of end_fsync's fsync per file; on
+                // a LUN it is end_fsync's SYNCHRONIZE CACHE (below).
+                syncfs_paths: if end_syncfs_local {
+                    local_paths(spec).collect()
+                } else {
+                    Vec::new()
+                },
+                ramp_size: spec.ramp_size.map(|bytes| job::RampSize {
+                    bytes,
+                    moved: if spec.group_reporting {
+                        Arc::clone(ramp_groups.entry(spec.group_id).or_default())
+                    } else {
+                        Arc::default()
+                    },
+                }),
                 // fio drops it where nothing changes data or one I/O is in flight.
                 unlink_each_loop: spec.files.unlink_each_loop,
                 serialize_overlap: spec.serialize_overlap
@@ -682,7 +708,13 @@ fn launch<'a>(
     }
     let spec_index = job.spec_index;
     let thread = std::thread::Builder::new()
-        .name(format!("job-{name}"))
+        // fio's comm names the job's process (prctl PR_SET_NAME): here its thread.
+        .name(
+            specs[job.spec_index]
+                .comm
+                .clone()
+                .unwrap_or_else(|| format!("job-{name}")),
+        )
         .spawn(move || job::run_job(job.setup))
         .map_err(|source| RunError::Spawn { job: name, source })?;
     Ok((watch, (spec_index, thread)))
@@ -937,6 +969,7 @@ fn log_options(spec: &JobSpec, job_number: u32) -> Option<LogOptions> {
         bw_avg_msec: Some(spec.bw_sample_period().1),
         iops_avg_msec: Some(spec.iops_sample_period().1),
         log_offset: spec.log_offset,
+        log_issue_time: spec.log_issue_time,
         window_value: spec.log_window_value,
         unix_epoch: spec.log_unix_epoch,
         job_number,

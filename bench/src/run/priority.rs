@@ -12,6 +12,8 @@
 const IOPRIO_WHO_PROCESS: libc::c_int = 1;
 /// Where the class sits in an I/O priority value (linux/ioprio.h).
 const IOPRIO_CLASS_SHIFT: u32 = 13;
+/// Where the hint sits in an I/O priority value (linux/ioprio.h, IOPRIO_HINT_SHIFT).
+const IOPRIO_HINT_SHIFT: u32 = 3;
 /// The best-effort class, which fio uses when only `prio` is given.
 const IOPRIO_CLASS_BE: u32 = 2;
 
@@ -23,6 +25,8 @@ pub struct ThreadPriority {
     /// `prioclass` and `prio`, where either is given: class 0..3 (0: best effort, as fio
     /// reads it), level 0..7.
     pub io: Option<(u32, u32)>,
+    /// `priohint` (0..1023; 0: none), set with the class and level.
+    pub hint: u32,
 }
 
 impl ThreadPriority {
@@ -30,7 +34,20 @@ impl ThreadPriority {
     pub fn from_options(nice: i32, prioclass: Option<u32>, prio: Option<u32>) -> Self {
         let io = (prioclass.is_some() || prio.is_some())
             .then(|| (prioclass.unwrap_or(0), prio.unwrap_or(0)));
-        ThreadPriority { nice, io }
+        ThreadPriority { nice, io, hint: 0 }
+    }
+
+    /// fio's `priohint`: as fio (backend.c), a hint alone sets the I/O priority too
+    /// (best effort, level 0, with the hint).
+    pub fn with_hint(self, priohint: Option<u32>) -> Self {
+        match priohint {
+            Some(hint) => ThreadPriority {
+                io: Some(self.io.unwrap_or((0, 0))),
+                hint,
+                ..self
+            },
+            None => self,
+        }
     }
 
     /// The I/O priority value `ioprio_set` takes (class 0 means best effort, as in fio).
@@ -65,7 +82,7 @@ impl ThreadPriority {
             }
         }
         if let Some((class, level)) = self.io {
-            let value = Self::ioprio_value(class, level);
+            let value = Self::ioprio_value(class, level) | (self.hint << IOPRIO_HINT_SHIFT);
             // SAFETY: the ioprio_set system call takes three integers.
             let rc = unsafe {
                 libc::syscall(
@@ -76,8 +93,12 @@ impl ThreadPriority {
                 )
             };
             if rc != 0 {
+                let hint = match self.hint {
+                    0 => String::new(),
+                    hint => format!(", priohint={hint}"),
+                };
                 return Err(format!(
-                    "prioclass={class}, prio={level} (ioprio_set): {}",
+                    "prioclass={class}, prio={level}{hint} (ioprio_set): {}",
                     std::io::Error::last_os_error()
                 ));
             }
@@ -106,11 +127,37 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_goes_with_the_class_and_level_and_alone_sets_best_effort() {
+        let alone = ThreadPriority::default().with_hint(Some(3));
+        assert_eq!((alone.io, alone.hint), (Some((0, 0)), 3));
+        let with = ThreadPriority::from_options(0, Some(1), Some(2)).with_hint(Some(7));
+        assert_eq!((with.io, with.hint), (Some((1, 2)), 7));
+        assert_eq!(
+            ThreadPriority::default().with_hint(None),
+            ThreadPriority::default()
+        );
+        let seen = std::thread::spawn(move || {
+            // A kernel before 6.5 knows no hints and refuses them (EINVAL), as with fio.
+            alone.apply().map(|()| {
+                // SAFETY: reads the calling thread's I/O priority.
+                unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) }
+            })
+        })
+        .join()
+        .unwrap();
+        match seen {
+            Ok(seen) => assert_eq!(seen, (2 << 13) | (3 << 3), "best effort, level 0, hint 3"),
+            Err(e) => assert!(e.contains("priohint=3"), "{e}"),
+        }
+    }
+
+    #[test]
     fn applies_to_the_calling_thread_only() {
         let seen = std::thread::spawn(|| {
             ThreadPriority {
                 nice: 3,
                 io: Some((3, 0)),
+                hint: 0,
             }
             .apply()
             .unwrap();

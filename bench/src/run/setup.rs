@@ -663,6 +663,8 @@ pub fn workload_config(
         // to read: every block is read in the verify phase.
         backlog: spec.verify_backlog.filter(|_| !spec.experimental_verify),
         backlog_batch: spec.verify_backlog_batch,
+        check_seed: spec.verify_header_seed,
+        check_generation: spec.verify_write_sequence,
         ..VerifyConfig::default()
     });
     Ok(WorkloadConfig {

@@ -135,6 +135,13 @@ pub struct VerifyConfig {
     /// `verify_backlog_batch`: how many blocks each backlog check reads (fio's default:
     /// `backlog`); the rest wait in the backlog for a later check or the verify phase.
     pub backlog_batch: Option<u64>,
+    /// fio's `verify_header_seed` (default true): a block's header must carry the job's
+    /// seed; false skips that check (the digest is still checked).
+    pub check_seed: bool,
+    /// fio's `verify_write_sequence` (default true): a block's header must carry the
+    /// generation (fio's write sequence number) the job last wrote there; false skips
+    /// that check (the digest is still checked).
+    pub check_generation: bool,
 }
 
 impl Default for VerifyConfig {
@@ -150,6 +157,8 @@ impl Default for VerifyConfig {
             max_tracked_blocks: super::GENERATION_TABLE_BLOCKS_DEFAULT,
             backlog: None,
             backlog_batch: None,
+            check_seed: true,
+            check_generation: true,
         }
     }
 }
@@ -378,6 +387,8 @@ pub struct Verifier {
     pattern: Vec<u8>,
     seed: u64,
     lba_size_bytes: u32,
+    check_seed: bool,
+    check_generation: bool,
 }
 
 impl Verifier {
@@ -419,6 +430,8 @@ impl Verifier {
             pattern: config.pattern.clone(),
             seed,
             lba_size_bytes: config.lba_size_bytes,
+            check_seed: config.check_seed,
+            check_generation: config.check_generation,
         })
     }
 
@@ -616,9 +629,11 @@ impl Verifier {
             Some(Mismatch::BlockLength)
         } else if found.offset != chunk_offset {
             Some(Mismatch::Offset)
-        } else if !any_generation && found.seed != self.seed {
+        } else if self.check_seed && !any_generation && found.seed != self.seed {
             Some(Mismatch::Seed)
-        } else if let Some(expected) = expected_generation.filter(|&g| g != found.generation) {
+        } else if let Some(expected) =
+            expected_generation.filter(|&g| self.check_generation && g != found.generation)
+        {
             Some(Mismatch::Generation {
                 expected,
                 found: found.generation,
@@ -743,6 +758,49 @@ mod tests {
             ..VerifyConfig::default()
         };
         Verifier::new(&config, seed, 4096).expect("valid config")
+    }
+
+    #[test]
+    fn verify_header_seed_and_write_sequence_off_skip_those_checks_not_the_digest() {
+        let kind = VerifyKind::Checksum(ChecksumKind::Crc32c);
+        let with = |check_seed, check_generation| {
+            let config = VerifyConfig {
+                kind,
+                interval_bytes: Some(4096),
+                check_seed,
+                check_generation,
+                ..VerifyConfig::default()
+            };
+            Verifier::new(&config, 7, 4096).expect("valid config")
+        };
+        // Another job's block (seed 9), generation 3, where this job expects generation 2.
+        let mut block = vec![0u8; 4096];
+        let other_job = VerifyConfig {
+            kind,
+            interval_bytes: Some(4096),
+            ..VerifyConfig::default()
+        };
+        Verifier::new(&other_job, 9, 4096)
+            .expect("valid config")
+            .fill(&mut block, 0, 3);
+        let mismatch =
+            |v: &Verifier, block: &[u8]| v.check(block, 0, Some(2)).map_err(|e| e.mismatch);
+        assert_eq!(mismatch(&with(true, true), &block), Err(Mismatch::Seed));
+        assert!(matches!(
+            mismatch(&with(false, true), &block),
+            Err(Mismatch::Generation {
+                expected: 2,
+                found: 3
+            })
+        ));
+        assert_eq!(mismatch(&with(true, false), &block), Err(Mismatch::Seed));
+        assert_eq!(mismatch(&with(false, false), &block), Ok(()));
+        // The digest is still checked.
+        block[100] ^= 1;
+        assert_eq!(
+            mismatch(&with(false, false), &block),
+            Err(Mismatch::Checksum)
+        );
     }
 
     /// Every kind whose check sees the data: each checksum, and the strict pattern.
