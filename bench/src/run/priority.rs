@@ -7,6 +7,14 @@
 //! The I/O priority is the block layer's: the io_uring engine's requests carry it to the
 //! device; the iSCSI engine's PDUs are socket writes, which no I/O scheduler sees, so the
 //! target never learns of it (fio with libiscsi likewise only sets it on its process).
+//!
+//! fio's io_uring engine also writes the priority into each read's and write's submission
+//! entry (a `sqthread_poll` thread does not inherit the job thread's), and its `cmdprio`
+//! options (engines/cmdprio.c) give a share of the reads and writes another priority
+//! there: [`CmdPrioOptions`] and [`CmdPrio`], the values made by
+//! [`ThreadPriority::ioprio_value_hinted`] as the thread's are.
+
+use crate::io::{Direction, PerDir};
 
 /// `ioprio_set`'s "who" kind for a thread or process (linux/ioprio.h).
 const IOPRIO_WHO_PROCESS: libc::c_int = 1;
@@ -14,6 +22,10 @@ const IOPRIO_WHO_PROCESS: libc::c_int = 1;
 const IOPRIO_CLASS_SHIFT: u32 = 13;
 /// The best-effort class, which fio uses when only `prio` is given.
 const IOPRIO_CLASS_BE: u32 = 2;
+/// The realtime class, which `cmdprio` uses when `cmdprio_class` is not given.
+const IOPRIO_CLASS_RT: u32 = 1;
+/// Where the priority hint sits in an I/O priority value (linux/ioprio.h).
+const IOPRIO_HINT_SHIFT: u32 = 3;
 
 /// What the job thread's priority becomes; the default changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,8 +47,20 @@ impl ThreadPriority {
 
     /// The I/O priority value `ioprio_set` takes (class 0 means best effort, as in fio).
     pub fn ioprio_value(class: u32, level: u32) -> u32 {
+        Self::ioprio_value_hinted(class, level, 0)
+    }
+
+    /// As [`Self::ioprio_value`], with a priority hint (fio's `priohint`, `cmdprio_hint`).
+    pub fn ioprio_value_hinted(class: u32, level: u32, hint: u32) -> u32 {
         let class = if class == 0 { IOPRIO_CLASS_BE } else { class };
-        (class << IOPRIO_CLASS_SHIFT) | level
+        (class << IOPRIO_CLASS_SHIFT) | (hint << IOPRIO_HINT_SHIFT) | level
+    }
+
+    /// The value fio's io_uring engine writes into each read's and write's entry: the
+    /// thread's I/O priority where `prio` or `prioclass` is given, else 0 (none).
+    pub fn sqe_ioprio(&self) -> u16 {
+        self.io
+            .map_or(0, |(class, level)| Self::ioprio_value(class, level) as u16)
     }
 
     /// Sets them on the calling thread; the error names the option and the system's
@@ -86,6 +110,83 @@ impl ThreadPriority {
     }
 }
 
+/// fio's `cmdprio_percentage`, `cmdprio_class`, `cmdprio` and `cmdprio_hint` (each
+/// `read[,write]`; the trim slot is read and unused, as fio ignores trims here).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CmdPrioOptions {
+    /// Share of the direction's I/Os (0..=100) issued with the priority below.
+    pub percentage: PerDir<u32>,
+    /// 1 realtime, 2 best effort, 3 idle; 0 (not given) is realtime, as in fio.
+    pub class: PerDir<u32>,
+    /// Level 0..=7.
+    pub level: PerDir<u32>,
+    /// Hint 0..=1023.
+    pub hint: PerDir<u32>,
+}
+
+impl CmdPrioOptions {
+    /// Whether any read or write takes a command priority.
+    pub fn is_active(&self) -> bool {
+        self.percentage.read > 0 || self.percentage.write > 0
+    }
+
+    /// The I/O priority value a chosen I/O of `direction` carries.
+    pub fn value(&self, direction: Direction) -> u16 {
+        let class = match *self.class.get(direction) {
+            0 => IOPRIO_CLASS_RT,
+            class => class,
+        };
+        ThreadPriority::ioprio_value_hinted(
+            class,
+            *self.level.get(direction),
+            *self.hint.get(direction),
+        ) as u16
+    }
+}
+
+/// Which reads and writes take the command priority: each one with the direction's
+/// percentage, drawn from a generator seeded by the job (fio's `prio_state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdPrio {
+    percentage: [u32; 2],
+    value: [u16; 2],
+    state: u64,
+}
+
+impl CmdPrio {
+    /// `None` when no direction takes a command priority.
+    pub fn new(options: &CmdPrioOptions, seed: u64) -> Option<CmdPrio> {
+        options.is_active().then(|| CmdPrio {
+            percentage: [options.percentage.read, options.percentage.write],
+            value: [
+                options.value(Direction::Read),
+                options.value(Direction::Write),
+            ],
+            state: seed,
+        })
+    }
+
+    /// The priority of the next I/O of `direction`, or `None` for the default one.
+    pub fn pick(&mut self, direction: Direction) -> Option<u16> {
+        let index = match direction {
+            Direction::Read => 0,
+            Direction::Write => 1,
+            Direction::Trim => return None,
+        };
+        let percentage = self.percentage[index];
+        if percentage == 0 {
+            return None;
+        }
+        // SplitMix64: one draw in 0..100 per I/O of a direction that has a share.
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z % 100) < u64::from(percentage)).then_some(self.value[index])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +204,32 @@ mod tests {
             ThreadPriority::from_options(0, Some(1), None).io,
             Some((1, 0))
         );
+    }
+
+    #[test]
+    fn cmdprio_defaults_to_realtime_and_takes_its_share() {
+        let mut options = CmdPrioOptions::default();
+        assert!(CmdPrio::new(&options, 1).is_none());
+        options.percentage = PerDir {
+            read: 30,
+            write: 0,
+            trim: 0,
+        };
+        options.hint.read = 2;
+        options.level.read = 7;
+        assert_eq!(options.value(Direction::Read), (1 << 13) | (2 << 3) | 7);
+        options.class.read = 3;
+        assert_eq!(options.value(Direction::Read), (3 << 13) | (2 << 3) | 7);
+        let mut pick = CmdPrio::new(&options, 7).unwrap();
+        let chosen = (0..10_000)
+            .filter(|_| pick.pick(Direction::Read).is_some())
+            .count();
+        assert!((2_700..3_300).contains(&chosen), "{chosen} of 10000");
+        assert!((0..100).all(|_| pick.pick(Direction::Write).is_none()));
+        assert!(pick.pick(Direction::Trim).is_none());
+        assert_eq!(ThreadPriority::default().sqe_ioprio(), 0);
+        let thread = ThreadPriority::from_options(0, Some(3), Some(1));
+        assert_eq!(thread.sqe_ioprio(), (3 << 13) | 1);
     }
 
     #[test]
