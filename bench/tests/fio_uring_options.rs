@@ -201,6 +201,14 @@ fn a_realtime_cmdprio_needs_cap_sys_nice_as_in_fio() {
         ),
         (&["--cmdprio_percentage=100", "--cmdprio_class=2"][..], 0),
         (&["--cmdprio_percentage=0,100"][..], 0),
+        // cmdprio_bssplit: per I/O length, the entry's own priority or cmdprio_class's.
+        (&["--cmdprio_bssplit=4k/100"][..], libc::EPERM),
+        (&["--cmdprio_bssplit=4k/100/2/0"][..], 0),
+        (&["--cmdprio_bssplit=4k/100", "--cmdprio_class=2"][..], 0),
+        (&["--cmdprio_bssplit=4k/0:4k/100/1/0"][..], libc::EPERM),
+        // Not the job's length, or only for writes: no read takes it.
+        (&["--cmdprio_bssplit=8k/100"][..], 0),
+        (&["--cmdprio_bssplit=,4k/100"][..], 0),
     ] {
         let mut errors = Vec::new();
         for who in [Who::Fio, Who::Ours] {
@@ -224,6 +232,38 @@ fn a_realtime_cmdprio_needs_cap_sys_nice_as_in_fio() {
         }
         assert_eq!(errors[0], i64::from(errno), "{options:?}: fio");
         assert_eq!(errors[1], errors[0], "{options:?}: ours against fio");
+    }
+}
+
+#[test]
+fn cmdprio_percentage_and_bssplit_exclude_each_other_as_in_fio() {
+    let Some(fio) = installed_fio() else {
+        return;
+    };
+    let dir = ScratchDir::new("fio_uring_options", "cmdprio_both");
+    let options = [
+        "--rw=randread",
+        "--size=1m",
+        "--cmdprio_bssplit=4k/50",
+        "--cmdprio_percentage=10",
+    ];
+    for who in [Who::Fio, Who::Ours] {
+        let file = dir.join(&format!("{who:?}.dat"));
+        let out = command(who, &fio, &file, &options)
+            .output()
+            .expect("run the job");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("cmdprio_percentage and cmdprio_bssplit options are mutually exclusive"),
+            "{who:?}: {}",
+            describe(&out)
+        );
+        let failed = !out.status.success() || seen(&out).error != 0;
+        assert!(failed, "{who:?} ran: {}", describe(&out));
     }
 }
 

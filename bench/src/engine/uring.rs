@@ -37,7 +37,9 @@
 //!   `IOSQE_ASYNC`: the kernel hands it to an io_uring worker instead of trying it inline.
 //! - Priorities: each read and write carries the job's `prio`/`prioclass` in its entry (fio
 //!   does so, as a `sqthread_poll` thread does not inherit the job thread's), or, for the
-//!   share `cmdprio_percentage` picks, the `cmdprio_class`/`cmdprio`/`cmdprio_hint` one.
+//!   share `cmdprio_percentage` picks, the `cmdprio_class`/`cmdprio`/`cmdprio_hint` one
+//!   (or, with `cmdprio_bssplit`, the share and priority of the I/O's length). fio's
+//!   per-priority latency report is not made.
 //!
 //! Trim punches a hole in a regular file (`IORING_OP_FALLOCATE` with
 //! `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`) and discards on a block device with the
@@ -568,7 +570,7 @@ impl UringEngine {
                 let ioprio = self
                     .cmdprio
                     .as_mut()
-                    .and_then(|cmdprio| cmdprio.pick(direction))
+                    .and_then(|cmdprio| cmdprio.pick(direction, u64::from(len)))
                     .unwrap_or(self.ioprio);
                 let iovec = (self.vectored && fixed.is_none()).then(|| {
                     self.iovecs[slot] = IoVec {

@@ -337,6 +337,21 @@ pub static OPTIONS: &[OptionDef] = &[
         })?,
         render |spec, base| (spec.cmdprio.hint != base.cmdprio.hint)
             .then(|| render::per_dir(&spec.cmdprio.hint, |p| Some(p.to_string())))),
+    opt!("cmdprio_bssplit", Required, IoUring, "str[,str]", default "none",
+        "io_uring: per I/O length, the share of reads[,writes] issued with a priority: \
+         bs/perc[/class/level[/hint]] entries joined by ':' (not with cmdprio_percentage)",
+        apply |s| {
+            let kb_base = s.kb_base();
+            let split = s.parse(|text| {
+                crate::run::priority::parse_cmdprio_bssplit(text, |bs| {
+                    value::parse_size(bs, kb_base).map_err(|e| e.0)
+                })
+                .map_err(ValueError::new)
+            })?;
+            s.spec().cmdprio.bssplit = Some(split);
+        },
+        render |spec, _base| spec.cmdprio.bssplit.as_ref()
+            .map(crate::run::priority::render_cmdprio_bssplit)),
     opt!("hipri", Flag, Target, "bool", default "0",
         "Poll for completions instead of sleeping: the io_uring engine's ring is IOPOLL (only \
          devices with poll queues take polled I/O; elsewhere each I/O fails with EOPNOTSUPP, \
@@ -1481,7 +1496,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "cgroup_weight",
     "uid",
     "gid",
-    "cmdprio_bssplit",
     "userspace_reap",
     "sg_write_mode",
     "readfua",
@@ -2123,6 +2137,7 @@ mod tests {
             "sqthread_poll_cpu" => "1",
             "cmdprio" => "5",
             "cmdprio_percentage" => "30,70",
+            "cmdprio_bssplit" => "4k/50:8k/20/2/3/1,4k/10",
             "nonvectored" => "-1",
             "nice" => "-5",
             "max_latency" => "10ms,,2s",
@@ -2197,11 +2212,17 @@ mod tests {
             };
             assert!(error.to_string().contains(name), "{name}={value}: {error}");
         }
-        // The block-size split of cmdprio stays refused.
-        assert!(matches!(
-            job_with("cmdprio_bssplit", Some("4k/50")),
-            Err(JobError::Unsupported { .. })
-        ));
+        let split = spec("cmdprio_bssplit", Some("4k/50:8k/25/2/3,16k/10")).cmdprio;
+        let split = split.bssplit.expect("cmdprio_bssplit");
+        assert_eq!((split.read.len(), split.write.len()), (2, 1));
+        assert_eq!(
+            (split.read[1].bs, split.read[1].priority),
+            (8192, Some((2, 3, 0)))
+        );
+        let Err(error) = job_with("cmdprio_bssplit", Some("4k/70:4k/40")) else {
+            panic!("shares above 100 were taken");
+        };
+        assert!(error.to_string().contains("exceeds 100"), "{error}");
     }
 
     #[test]
