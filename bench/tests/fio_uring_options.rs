@@ -128,6 +128,11 @@ fn submission_options_run_as_fio_runs_them() {
             "cpu_alone",
             &["--rw=read", "--size=4m", "--sqthread_poll_cpu=0"][..],
         ),
+        // Without sqthread_poll a CPU the machine lacks is not looked at.
+        (
+            "cpu_unused",
+            &["--rw=read", "--size=4m", "--sqthread_poll_cpu=100000"][..],
+        ),
         // The whole file is in the page cache first: no read has to wait.
         (
             "nowait_cached",
@@ -180,6 +185,36 @@ fn failing_options_fail_with_fios_errno() {
         assert_eq!(fio_seen.error, i64::from(errno), "{name}: fio");
         assert_eq!(our_seen.error, fio_seen.error, "{name}: ours against fio");
     }
+}
+
+#[test]
+fn an_sq_thread_on_a_cpu_the_machine_lacks_fails_the_job_as_in_fio() {
+    let Some(fio) = installed_fio() else {
+        return;
+    };
+    let dir = ScratchDir::new("fio_uring_options", "sqpoll_cpu_missing");
+    let options = [
+        "--rw=read",
+        "--size=1m",
+        "--sqthread_poll",
+        "--sqthread_poll_cpu=100000",
+    ];
+    // fio: the ring's setup fails (EINVAL) and so does the job.
+    let out = command(Who::Fio, &fio, &dir.join("fio.dat"), &options)
+        .output()
+        .expect("run fio");
+    assert_eq!(seen(&out).error, i64::from(libc::EINVAL), "fio");
+    // Ours: the engine does not open, and says why.
+    let out = command(Who::Ours, &fio, &dir.join("ours.dat"), &options)
+        .output()
+        .expect("run ours");
+    assert!(!out.status.success(), "ours ran: {}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sqthread_poll_cpu=100000") && stderr.contains("Invalid argument"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -472,7 +507,7 @@ fn values_fio_refuses_are_refused() {
         &["--cmdprio_percentage=101"][..],
         &["--cmdprio_class=4"][..],
         &["--cmdprio=8"][..],
-        &["--sqthread_poll_cpu=100000"][..],
+        &["--sqthread_poll_cpu=-1"][..],
     ] {
         let out = command(
             Who::Ours,

@@ -21,7 +21,9 @@
 //! - `sqthread_poll`: a kernel thread polls the submission queue (`IORING_SETUP_SQPOLL`);
 //!   if the kernel refuses (old kernel, no privilege), the engine logs a warning and runs
 //!   without it. `sqthread_poll_cpu` pins that thread to one CPU (`IORING_SETUP_SQ_AFF`);
-//!   without `sqthread_poll` it does nothing, as in fio.
+//!   without `sqthread_poll` it does nothing, as in fio. A pinned thread the kernel
+//!   refuses (a CPU the machine lacks) fails the open instead of falling back, as fio's job
+//!   fails.
 //! - `hipri`: the ring is `IORING_SETUP_IOPOLL`: completions are polled for, not signalled.
 //!   Only files on a device with poll queues take polled I/O; on any other file each I/O
 //!   fails with `EOPNOTSUPP` (95), as fio's do (the job then stops with that error).
@@ -1316,6 +1318,18 @@ fn build_ring(options: &UringOptions) -> Result<(IoUring, bool, Issuer), EngineE
         what: "creating the ring",
         source,
     })?;
+    // A pinned SQ thread the kernel refuses (a CPU it does not have) fails the job, as in
+    // fio; an unpinned one falls back to a plain ring (see the module docs).
+    if let (true, Some(cpu), false) = (
+        options.sqthread_poll,
+        options.sqthread_poll_cpu,
+        built.preferred_granted,
+    ) {
+        return Err(EngineError::InvalidOption(format!(
+            "sqthread_poll_cpu={cpu}: the kernel refused the SQ thread on that CPU ({})",
+            built.description
+        )));
+    }
     let sqpoll = options.sqthread_poll && built.preferred_granted;
     let issuer = if !options.sqthread_poll && built.preferred_granted {
         Issuer::NotYet
