@@ -20,7 +20,28 @@
 //!   index, sparing the kernel a file-table lookup per I/O.
 //! - `sqthread_poll`: a kernel thread polls the submission queue (`IORING_SETUP_SQPOLL`);
 //!   if the kernel refuses (old kernel, no privilege), the engine logs a warning and runs
-//!   without it.
+//!   without it. `sqthread_poll_cpu` pins that thread to one CPU (`IORING_SETUP_SQ_AFF`);
+//!   without `sqthread_poll` it does nothing, as in fio. A pinned thread the kernel
+//!   refuses (a CPU the machine lacks) fails the open instead of falling back, as fio's job
+//!   fails.
+//! - `hipri`: the ring is `IORING_SETUP_IOPOLL`: completions are polled for, not signalled.
+//!   Only files on a device with poll queues take polled I/O; on any other file each I/O
+//!   fails with `EOPNOTSUPP` (95), as fio's do (the job then stops with that error).
+//! - `nonvectored`: reads and writes are `IORING_OP_READ`/`WRITE` (fio's default, -1, picks
+//!   them when the kernel has them, which the engine probes), or `READV`/`WRITEV` of one
+//!   iovec with `nonvectored=0`. `fixedbufs` I/O is `READ_FIXED`/`WRITE_FIXED` either way.
+//! - `uncached`: buffered reads and writes carry `RWF_DONTCACHE` (Linux 6.14): their pages
+//!   leave the page cache once read or written back. Ignored with `direct=1`, as in fio.
+//! - `nowait`: reads and writes carry `RWF_NOWAIT`: one that would block fails with `EAGAIN`
+//!   instead, which is an I/O error like any other (fio does not issue it again; its
+//!   documentation suggests `ignore_error=EAGAIN`).
+//! - `force_async=N`: every Nth entry the engine prepares (flushes and trims counted) is
+//!   `IOSQE_ASYNC`: the kernel hands it to an io_uring worker instead of trying it inline.
+//! - Priorities: each read and write carries the job's `prio`/`prioclass` in its entry (fio
+//!   does so, as a `sqthread_poll` thread does not inherit the job thread's), or, for the
+//!   share `cmdprio_percentage` picks, the `cmdprio_class`/`cmdprio`/`cmdprio_hint` one
+//!   (or, with `cmdprio_bssplit`, the share and priority of the I/O's length). fio's
+//!   per-priority latency report is not made.
 //!
 //! Trim punches a hole in a regular file (`IORING_OP_FALLOCATE` with
 //! `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`) and discards on a block device with the
@@ -58,6 +79,7 @@ use super::sync_call;
 use super::{take_buffer, Engine, EngineCounters, EngineError};
 use crate::io::{Direction, IoDone, IoError, IoUnit};
 use crate::job::spec::{Fallocate, SyncCall};
+use crate::run::priority::CmdPrio;
 
 /// What to do with a regular file shorter than the job's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +121,22 @@ pub struct UringOptions {
     /// carried out with its system call on the job's thread at [`Engine::submit`], not
     /// through the ring.
     pub sync_call: Option<SyncCall>,
+    /// `hipri`: `IORING_SETUP_IOPOLL`.
+    pub hipri: bool,
+    /// `nonvectored`: `None` (fio's -1) probes for `IORING_OP_READ`/`WRITE`; `Some(true)`
+    /// uses them; `Some(false)` uses `READV`/`WRITEV`.
+    pub nonvectored: Option<bool>,
+    /// `uncached`: `RWF_DONTCACHE` on buffered reads and writes.
+    pub uncached: bool,
+    /// `nowait`: `RWF_NOWAIT` on reads and writes.
+    pub nowait: bool,
+    /// `force_async`: `IOSQE_ASYNC` on every Nth entry (0: never).
+    pub force_async: u64,
+    /// The I/O priority every read and write carries (the job's `prio`/`prioclass`; 0:
+    /// none).
+    pub ioprio: u16,
+    /// `cmdprio_percentage` and friends: which reads and writes carry another priority.
+    pub cmdprio: Option<CmdPrio>,
     /// `iodepth`: units held at once; also the ring's size.
     pub iodepth: usize,
     /// The largest block size of the job: the size of each registered buffer.
@@ -132,6 +170,13 @@ impl UringOptions {
             sync_flags: 0,
             sqthread_poll_cpu: None,
             sync_call: None,
+            hipri: false,
+            nonvectored: None,
+            uncached: false,
+            nowait: false,
+            force_async: 0,
+            ioprio: 0,
+            cmdprio: None,
             iodepth,
             max_block_bytes,
             files: FileSetup::default(),
@@ -221,6 +266,21 @@ pub struct UringEngine {
     /// its next [`Engine::submit`] (it holds one at a time).
     sync_call: Option<SyncCall>,
     sync_queued: Option<IoUnit>,
+    /// `RWF_DONTCACHE` (`uncached`, buffered) and `RWF_NOWAIT` (`nowait`) of every read
+    /// and write.
+    rw_flags: i32,
+    /// Reads and writes are `READV`/`WRITEV` (`nonvectored=0`, or no `IORING_OP_READ`).
+    vectored: bool,
+    /// One iovec per slot for the vectored opcodes; never resized, so the kernel may read
+    /// an entry's until it completes.
+    iovecs: Vec<IoVec>,
+    /// `force_async`, and the entries prepared since the last `IOSQE_ASYNC` one.
+    force_async: u64,
+    prepared: u64,
+    /// `hipri`: the ring is `IOPOLL`, and completions appear only when the job enters.
+    iopoll: bool,
+    ioprio: u16,
+    cmdprio: Option<CmdPrio>,
 }
 
 /// One open file of the engine and what its units need to know of it.
@@ -241,6 +301,10 @@ impl std::fmt::Debug for UringEngine {
             .field("fixed_file", &self.fixed_file)
             .field("registered_buffers", &self.registered.len())
             .field("sqpoll", &self.sqpoll)
+            .field("iopoll", &self.iopoll)
+            .field("vectored", &self.vectored)
+            .field("rw_flags", &self.rw_flags)
+            .field("force_async", &self.force_async)
             .finish_non_exhaustive()
     }
 }
@@ -320,6 +384,29 @@ impl UringEngine {
             open_flags: if options.direct { libc::O_DIRECT } else { 0 } | options.sync_flags,
             sync_call: options.sync_call,
             sync_queued: None,
+            rw_flags: if options.uncached && !options.direct {
+                libc::RWF_DONTCACHE
+            } else {
+                0
+            } | if options.nowait { libc::RWF_NOWAIT } else { 0 },
+            vectored: false,
+            iovecs: vec![IoVec::default(); options.iodepth],
+            force_async: options.force_async,
+            prepared: 0,
+            iopoll: options.hipri,
+            ioprio: options.ioprio,
+            cmdprio: options.cmdprio.clone(),
+        };
+        engine.vectored = match options.nonvectored {
+            Some(nonvectored) => !nonvectored,
+            // fio's -1: probe, and stay vectored (always safe) when the probe fails.
+            None => {
+                let mut probe = io_uring::Probe::new();
+                let probed = engine.ring.submitter().register_probe(&mut probe).is_ok();
+                !(probed
+                    && probe.is_supported(opcode::Read::CODE)
+                    && probe.is_supported(opcode::Write::CODE))
+            }
         };
         if options.registerfiles {
             engine
@@ -494,10 +581,38 @@ impl UringEngine {
                 if fixed.is_some() {
                     self.counters.ios_fixed_buffers += 1;
                 }
-                build_rw(direction, fd, ptr, len, unit.offset, fixed)
+                let ioprio = self
+                    .cmdprio
+                    .as_mut()
+                    .and_then(|cmdprio| cmdprio.pick(direction, u64::from(len)))
+                    .unwrap_or(self.ioprio);
+                let iovec = (self.vectored && fixed.is_none()).then(|| {
+                    self.iovecs[slot] = IoVec {
+                        base: ptr as usize,
+                        len: len as usize,
+                    };
+                    &self.iovecs[slot] as *const IoVec as *const libc::iovec
+                });
+                let extra = RwExtra {
+                    rw_flags: self.rw_flags,
+                    ioprio,
+                    iovec,
+                };
+                build_rw(direction, fd, ptr, len, unit.offset, fixed, extra)
             }
         };
         self.slots[slot] = Some(InFlight { unit, bounce });
+        let entry = if self.force_async > 0 {
+            self.prepared += 1;
+            if self.prepared == self.force_async {
+                self.prepared = 0;
+                entry.flags(squeue::Flags::ASYNC)
+            } else {
+                entry
+            }
+        } else {
+            entry
+        };
         entry.user_data(slot as u64)
     }
 
@@ -785,6 +900,23 @@ impl UringEngine {
     }
 }
 
+/// What a read or write entry carries besides its buffer: `RWF_*` flags, its I/O priority,
+/// and, for `READV`/`WRITEV`, the iovec it names.
+#[derive(Clone, Copy)]
+struct RwExtra {
+    rw_flags: i32,
+    ioprio: u16,
+    iovec: Option<*const libc::iovec>,
+}
+
+/// One `struct iovec` (the same layout), kept as integers so that the engine stays `Send`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct IoVec {
+    base: usize,
+    len: usize,
+}
+
 /// The file as an operation names it.
 #[derive(Clone, Copy)]
 enum Target {
@@ -799,20 +931,46 @@ fn build_rw(
     len: u32,
     offset: u64,
     fixed: Option<u16>,
+    extra: RwExtra,
 ) -> squeue::Entry {
+    let RwExtra {
+        rw_flags,
+        ioprio,
+        iovec,
+    } = extra;
     macro_rules! op {
         ($fd:expr) => {
-            match (direction, fixed) {
-                (Direction::Write, Some(index)) => opcode::WriteFixed::new($fd, ptr, len, index)
+            match (direction, fixed, iovec) {
+                (Direction::Write, Some(index), _) => opcode::WriteFixed::new($fd, ptr, len, index)
                     .offset(offset)
+                    .ioprio(ioprio)
+                    .rw_flags(rw_flags)
                     .build(),
-                (Direction::Write, None) => {
-                    opcode::Write::new($fd, ptr, len).offset(offset).build()
-                }
-                (_, Some(index)) => opcode::ReadFixed::new($fd, ptr, len, index)
+                (Direction::Write, None, Some(iovec)) => opcode::Writev::new($fd, iovec, 1)
                     .offset(offset)
+                    .ioprio(ioprio)
+                    .rw_flags(rw_flags)
                     .build(),
-                (_, None) => opcode::Read::new($fd, ptr, len).offset(offset).build(),
+                (Direction::Write, None, None) => opcode::Write::new($fd, ptr, len)
+                    .offset(offset)
+                    .ioprio(ioprio)
+                    .rw_flags(rw_flags)
+                    .build(),
+                (_, Some(index), _) => opcode::ReadFixed::new($fd, ptr, len, index)
+                    .offset(offset)
+                    .ioprio(ioprio)
+                    .rw_flags(rw_flags)
+                    .build(),
+                (_, None, Some(iovec)) => opcode::Readv::new($fd, iovec, 1)
+                    .offset(offset)
+                    .ioprio(ioprio)
+                    .rw_flags(rw_flags)
+                    .build(),
+                (_, None, None) => opcode::Read::new($fd, ptr, len)
+                    .offset(offset)
+                    .ioprio(ioprio)
+                    .rw_flags(rw_flags)
+                    .build(),
             }
         };
     }
@@ -1024,7 +1182,12 @@ impl Engine for UringEngine {
         out.extend(self.ready.drain(..));
         if self.slots_in_use() > 0 {
             self.take_issuer()?;
-            self.post_deferred()?;
+            if self.iopoll {
+                // IOPOLL: completions are found only by entering the kernel to poll.
+                self.enter_without_waiting("polling for completions (hipri)")?;
+            } else {
+                self.post_deferred()?;
+            }
         }
         self.harvest(out);
         if out.len() - start >= wanted {
@@ -1229,11 +1392,24 @@ fn build_ring(options: &UringOptions) -> Result<(IoUring, bool, Issuer), EngineE
         cq_entries: entries * 2,
         preferred,
         coop_taskrun: true,
+        iopoll: options.hipri,
     })
     .map_err(|source| EngineError::Ring {
         what: "creating the ring",
         source,
     })?;
+    // A pinned SQ thread the kernel refuses (a CPU it does not have) fails the job, as in
+    // fio; an unpinned one falls back to a plain ring (see the module docs).
+    if let (true, Some(cpu), false) = (
+        options.sqthread_poll,
+        options.sqthread_poll_cpu,
+        built.preferred_granted,
+    ) {
+        return Err(EngineError::InvalidOption(format!(
+            "sqthread_poll_cpu={cpu}: the kernel refused the SQ thread on that CPU ({})",
+            built.description
+        )));
+    }
     let sqpoll = options.sqthread_poll && built.preferred_granted;
     let issuer = if !options.sqthread_poll && built.preferred_granted {
         Issuer::NotYet

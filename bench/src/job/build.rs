@@ -586,6 +586,17 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
             ),
         ));
     }
+    if let Some(why) = spec.cmdprio.conflict() {
+        return Err(conflict("cmdprio_bssplit", "cmdprio_percentage", why));
+    }
+    // hipri: fio's io_uring engine's (IOPOLL) and the iscsi engine's (a polling shard).
+    if engine == Engine::Null && spec.hipri {
+        return Err(conflict(
+            "hipri",
+            "ioengine",
+            "hipri polls the io_uring or iscsi engine's completions; ioengine=null has none",
+        ));
+    }
     match (engine, &spec.filename) {
         (Engine::Iscsi, Some(Target::Path(_) | Target::Null)) => {
             return Err(conflict(

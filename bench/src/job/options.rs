@@ -269,9 +269,92 @@ pub static OPTIONS: &[OptionDef] = &[
         flag registerfiles),
     opt!("sqthread_poll", Flag, IoUring, "bool", default "0",
         "io_uring: a kernel thread polls the submission queue", flag sqthread_poll),
-    opt!("hipri", Flag, Iscsi, "bool", default "0",
-        "Poll for completions instead of sleeping: the iscsi engine's shard spins on its ring \
-         for the answers of one or two commands in flight (CPU for latency; iSCSI jobs only)",
+    opt!("sqthread_poll_cpu", Required, IoUring, "int", default "none",
+        "io_uring: the CPU the sqthread_poll thread runs on (IORING_SETUP_SQ_AFF; nothing \
+         without sqthread_poll)",
+        // Checked by the kernel when the ring is made, as in fio (and ignored, as there,
+        // without sqthread_poll).
+        apply |s| s.spec().sqthread_poll_cpu =
+            Some(s.parse(|text| value::parse_u64_in(text, 0, u64::from(u32::MAX)))? as u32),
+        render |spec, _base| spec.sqthread_poll_cpu.map(|cpu| cpu.to_string())),
+    opt!("nonvectored", Required, IoUring, "int", default "-1",
+        "io_uring: 0 issues READV/WRITEV, any other value READ/WRITE (-1: READ/WRITE where \
+         the kernel has them)",
+        apply |s| s.spec().nonvectored = s.parse(|text| {
+            value::parse_i64_in(text, i64::from(i32::MIN), i64::from(i32::MAX))
+        })?,
+        render |spec, base| changed(spec.nonvectored, base.nonvectored)),
+    opt!("uncached", Required, IoUring, "int", default "0",
+        "io_uring: non-zero sets RWF_DONTCACHE on buffered reads and writes (their pages \
+         leave the page cache; Linux 6.14)",
+        apply |s| s.spec().uncached = s.parse(value::parse_u64)?,
+        render |spec, base| changed(spec.uncached, base.uncached)),
+    opt!("nowait", Flag, IoUring, "bool", default "0",
+        "io_uring: RWF_NOWAIT on reads and writes (one that would block fails with EAGAIN; \
+         see ignore_error)",
+        flag nowait),
+    opt!("force_async", Required, IoUring, "int", default "0",
+        "io_uring: IOSQE_ASYNC on every Nth request (0: never)",
+        apply |s| s.spec().force_async = s.parse(value::parse_u64)?,
+        render |spec, base| changed(spec.force_async, base.force_async)),
+    opt!("cmdprio_percentage", Required, IoUring, "int[,int] (0..100)", default "0",
+        "io_uring: share of reads[,writes] issued with the cmdprio_class/cmdprio/cmdprio_hint \
+         priority",
+        apply |s| s.spec().cmdprio.percentage = s.parse(|text| {
+            value::parse_per_dir(text, &s.scope.spec.cmdprio.percentage, |part| {
+                Ok(value::parse_u64_in(part, 0, 100)? as u32)
+            })
+        })?,
+        render |spec, base| (spec.cmdprio.percentage != base.cmdprio.percentage)
+            .then(|| render::per_dir(&spec.cmdprio.percentage, |p| Some(p.to_string())))),
+    opt!("cmdprio_class", Required, IoUring, "int[,int] (1..3)", default "1 (realtime)",
+        "io_uring: the priority class of cmdprio_percentage's I/Os: 1 realtime, 2 best effort, \
+         3 idle",
+        apply |s| s.spec().cmdprio.class = s.parse(|text| {
+            value::parse_per_dir(text, &s.scope.spec.cmdprio.class, |part| {
+                Ok(value::parse_u64_in(part, 1, 3)? as u32)
+            })
+        })?,
+        render |spec, base| (spec.cmdprio.class != base.cmdprio.class)
+            .then(|| render::per_dir(&spec.cmdprio.class, |p| Some(p.to_string())))),
+    opt!("cmdprio", Required, IoUring, "int[,int] (0..7)", default "0",
+        "io_uring: the priority level of cmdprio_percentage's I/Os (0 highest)",
+        apply |s| s.spec().cmdprio.level = s.parse(|text| {
+            value::parse_per_dir(text, &s.scope.spec.cmdprio.level, |part| {
+                Ok(value::parse_u64_in(part, 0, 7)? as u32)
+            })
+        })?,
+        render |spec, base| (spec.cmdprio.level != base.cmdprio.level)
+            .then(|| render::per_dir(&spec.cmdprio.level, |p| Some(p.to_string())))),
+    opt!("cmdprio_hint", Required, IoUring, "int[,int] (0..1023)", default "0",
+        "io_uring: the priority hint of cmdprio_percentage's I/Os (0: none)",
+        apply |s| s.spec().cmdprio.hint = s.parse(|text| {
+            value::parse_per_dir(text, &s.scope.spec.cmdprio.hint, |part| {
+                Ok(value::parse_u64_in(part, 0, 1023)? as u32)
+            })
+        })?,
+        render |spec, base| (spec.cmdprio.hint != base.cmdprio.hint)
+            .then(|| render::per_dir(&spec.cmdprio.hint, |p| Some(p.to_string())))),
+    opt!("cmdprio_bssplit", Required, IoUring, "str[,str]", default "none",
+        "io_uring: per I/O length, the share of reads[,writes] issued with a priority: \
+         bs/perc[/class/level[/hint]] entries joined by ':' (not with cmdprio_percentage)",
+        apply |s| {
+            let kb_base = s.kb_base();
+            let split = s.parse(|text| {
+                crate::run::priority::parse_cmdprio_bssplit(text, |bs| {
+                    value::parse_size(bs, kb_base).map_err(|e| e.0)
+                })
+                .map_err(ValueError::new)
+            })?;
+            s.spec().cmdprio.bssplit = Some(split);
+        },
+        render |spec, _base| spec.cmdprio.bssplit.as_ref()
+            .map(crate::run::priority::render_cmdprio_bssplit)),
+    opt!("hipri", Flag, Target, "bool", default "0",
+        "Poll for completions instead of sleeping: the io_uring engine's ring is IOPOLL (only \
+         devices with poll queues take polled I/O; elsewhere each I/O fails with EOPNOTSUPP, \
+         as in fio); the iscsi engine's shard spins on its ring for the answers of one or two \
+         commands in flight (CPU for latency)",
         flag hipri),
     opt!("size", Required, Region, "int[%]", default "whole target",
         "Size of the region of the target the job works on",
@@ -1454,14 +1537,6 @@ pub static UNSUPPORTED: &[&str] = &[
     "cgroup_weight",
     "uid",
     "gid",
-    "cmdprio_percentage",
-    "cmdprio_class",
-    "cmdprio",
-    "cmdprio_bssplit",
-    "nonvectored",
-    "uncached",
-    "nowait",
-    "force_async",
     "userspace_reap",
     "sg_write_mode",
     "readfua",
@@ -2208,7 +2283,12 @@ mod tests {
             "unit_base" => "1",
             "cpus_allowed_policy" => "split",
             "thinktime_blocks_type" => "issue",
-            "prio" | "prioclass" => "3",
+            "prio" | "prioclass" | "cmdprio_class" => "3",
+            "sqthread_poll_cpu" => "1",
+            "cmdprio" => "5",
+            "cmdprio_percentage" => "30,70",
+            "cmdprio_bssplit" => "4k/50:8k/20/2/3/1,4k/10",
+            "nonvectored" => "-1",
             "nice" => "-5",
             "max_latency" => "10ms,,2s",
             "bssplit" => "4k/100",
@@ -2248,6 +2328,70 @@ mod tests {
         }
         let plain = unknown_option("lockfile", &Origin::Builtin).to_string();
         assert!(plain.ends_with("does not support"), "{plain}");
+    }
+
+    #[test]
+    fn io_uring_options_read_fios_values_and_refuse_the_rest_by_name() {
+        let spec = |name: &str, value: Option<&str>| job_with(name, value).unwrap().spec;
+        let both = |read: u32, write: u32| PerDir {
+            read,
+            write,
+            trim: write,
+        };
+        assert_eq!(
+            spec("cmdprio_percentage", Some("30")).cmdprio.percentage,
+            both(30, 30)
+        );
+        assert_eq!(
+            spec("cmdprio_percentage", Some("10,90")).cmdprio.percentage,
+            both(10, 90)
+        );
+        assert_eq!(spec("cmdprio_class", Some("3")).cmdprio.class, both(3, 3));
+        assert_eq!(spec("cmdprio", Some("0,7")).cmdprio.level, both(0, 7));
+        assert_eq!(
+            spec("cmdprio_hint", Some("1023")).cmdprio.hint,
+            both(1023, 1023)
+        );
+        assert_eq!(spec("nonvectored", Some("0")).nonvectored, 0);
+        assert_eq!(
+            JobSpec::new("t").nonvectored,
+            -1,
+            "fio's default is -1 (probe)"
+        );
+        assert_eq!(spec("uncached", Some("1")).uncached, 1);
+        assert!(spec("nowait", None).nowait);
+        assert_eq!(spec("force_async", Some("4")).force_async, 4);
+        assert_eq!(
+            spec("sqthread_poll_cpu", Some("0")).sqthread_poll_cpu,
+            Some(0)
+        );
+        assert!(spec("hipri", None).hipri);
+        for (name, value) in [
+            ("cmdprio_percentage", "101"),
+            ("cmdprio_class", "0"),
+            ("cmdprio_class", "4"),
+            ("cmdprio", "8"),
+            ("cmdprio_hint", "1024"),
+            ("force_async", "-1"),
+            ("sqthread_poll_cpu", "-1"),
+            ("nonvectored", "x"),
+        ] {
+            let Err(error) = job_with(name, Some(value)) else {
+                panic!("{name}={value} was taken");
+            };
+            assert!(error.to_string().contains(name), "{name}={value}: {error}");
+        }
+        let split = spec("cmdprio_bssplit", Some("4k/50:8k/25/2/3,16k/10")).cmdprio;
+        let split = split.bssplit.expect("cmdprio_bssplit");
+        assert_eq!((split.read.len(), split.write.len()), (2, 1));
+        assert_eq!(
+            (split.read[1].bs, split.read[1].priority),
+            (8192, Some((2, 3, 0)))
+        );
+        let Err(error) = job_with("cmdprio_bssplit", Some("4k/70:4k/40")) else {
+            panic!("shares above 100 were taken");
+        };
+        assert!(error.to_string().contains("exceeds 100"), "{error}");
     }
 
     #[test]

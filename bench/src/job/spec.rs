@@ -460,8 +460,22 @@ pub struct JobSpec {
     pub fixedbufs: bool,
     pub registerfiles: bool,
     pub sqthread_poll: bool,
+    /// fio's `sqthread_poll_cpu`: the CPU the `sqthread_poll` thread is pinned to.
+    pub sqthread_poll_cpu: Option<u32>,
+    /// fio's io_uring `nonvectored`: -1 (fio's default) picks `IORING_OP_READ`/`WRITE`
+    /// where the kernel has them, 0 uses `READV`/`WRITEV`, any other value the former.
+    pub nonvectored: i64,
+    /// fio's io_uring `uncached`: non-zero sets `RWF_DONTCACHE` on buffered reads and writes.
+    pub uncached: u64,
+    /// fio's io_uring `nowait`: `RWF_NOWAIT` on every read and write.
+    pub nowait: bool,
+    /// fio's io_uring `force_async`: `IOSQE_ASYNC` on every Nth request (0: never).
+    pub force_async: u64,
+    /// fio's `cmdprio_percentage`, `cmdprio_class`, `cmdprio` and `cmdprio_hint`.
+    pub cmdprio: crate::run::priority::CmdPrioOptions,
     /// fio's `hipri`: poll for completions instead of sleeping (the iscsi engine's shard
-    /// spins on its ring for the answers of one or two commands in flight).
+    /// spins on its ring for the answers of one or two commands in flight; the io_uring
+    /// engine's ring is `IORING_SETUP_IOPOLL`).
     pub hipri: bool,
     pub iscsi: IscsiOptions,
     /// Give up on an I/O after this long (iscsi-bench's own option).
@@ -820,6 +834,12 @@ impl JobSpec {
             fixedbufs: false,
             registerfiles: false,
             sqthread_poll: false,
+            sqthread_poll_cpu: None,
+            nonvectored: -1,
+            uncached: 0,
+            nowait: false,
+            force_async: 0,
+            cmdprio: Default::default(),
             hipri: false,
             iscsi: IscsiOptions::default(),
             io_timeout: None,

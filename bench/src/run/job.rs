@@ -884,6 +884,9 @@ impl Driver {
                             unit.len,
                             unit.offset
                         ));
+                        // The job's error is the I/O's errno, as fio's (EIO for SCSI and
+                        // transport failures).
+                        self.first_errno = Some(error.errno());
                     }
                     self.stop = true;
                 }

@@ -15,11 +15,16 @@ use crate::job::spec::{
     BlockSize, CpusAllowedPolicy, DigestChoice, Engine as EngineKind, IscsiUrl as JobUrl, JobSpec,
     Region, SizeSpec, Target, ThinkTimeBlocksType, VerifyKind as JobVerify, ZoneMode, ZoneSkip,
 };
+use crate::run::priority::{CmdPrio, ThreadPriority};
 use crate::workload::{
     drawn_file_size, BlockSizeSpec, BsSplitEntry, OffsetModifiers, PacingConfig, RateFloor,
     RateFloorConfig, StridedZones, ThinkTime, ThinkTimeTrigger, VerifyConfig, VerifyKind,
     WorkloadConfig,
 };
+
+/// Mixed into the job's seed for `cmdprio_percentage`'s draws, so that they do not follow
+/// another generator seeded alike.
+const CMDPRIO_SEED_SALT: u64 = 0x636d_6470_7269_6f00;
 
 /// The size of the embedded target's LUN when no job says how much it uses.
 pub const EMBEDDED_DEFAULT_BYTES: u64 = 1 << 30;
@@ -246,6 +251,20 @@ pub fn engine_config(
             options.registerfiles = spec.registerfiles;
             options.sqthread_poll = spec.sqthread_poll;
             options.sync_call = spec.sync_call;
+            options.sqthread_poll_cpu = spec.sqthread_poll_cpu;
+            options.hipri = spec.hipri;
+            options.nonvectored = match spec.nonvectored {
+                -1 => None,
+                0 => Some(false),
+                _ => Some(true),
+            };
+            options.uncached = spec.uncached != 0;
+            options.nowait = spec.nowait;
+            options.force_async = spec.force_async;
+            options.ioprio = ThreadPriority::from_options(spec.nice, spec.prioclass, spec.prio)
+                .with_hint(spec.priohint)
+                .sqe_ioprio();
+            options.cmdprio = CmdPrio::new(&spec.cmdprio, seed ^ CMDPRIO_SEED_SALT);
             options.sync_flags = match spec.sync {
                 crate::job::spec::SyncMode::None => 0,
                 crate::job::spec::SyncMode::Sync => libc::O_SYNC,
@@ -822,7 +841,7 @@ mod tests {
     }
 
     #[test]
-    fn hipri_makes_the_iscsi_shard_poll_and_is_refused_by_name_elsewhere() {
+    fn hipri_polls_the_iscsi_shard_and_the_io_uring_ring_and_is_refused_by_name_elsewhere() {
         let url = IscsiUrl::parse("iscsi://127.0.0.1:3260/iqn.2026-12.test:t/0").unwrap();
         let plain = spec("[j]\nrw=randread\n");
         let polled = spec("[j]\nrw=randread\nhipri=1\n");
@@ -832,10 +851,16 @@ mod tests {
         };
         assert!(!hipri(&plain), "spinning is not a default");
         assert!(hipri(&polled));
+        // io_uring: an IOPOLL ring, as fio's io_uring engine makes.
         let file = "[j]\nioengine=io_uring\nfilename=/tmp/x\nsize=1m\nrw=read\nhipri\n";
+        match engine_config(&spec(file), None, 0) {
+            Ok(EngineConfig::Uring(options)) => assert!(options.hipri),
+            other => panic!("expected an io_uring engine, got {other:?}"),
+        }
+        let file = "[j]\nioengine=null\nsize=1m\nrw=read\nhipri\n";
         match parse_job_str(std::path::Path::new("test.fio"), file, &|_| None) {
             Err(e) => assert!(e.to_string().contains("hipri"), "{e}"),
-            Ok(_) => panic!("hipri on io_uring was accepted"),
+            Ok(_) => panic!("hipri on the null engine was accepted"),
         }
     }
 }

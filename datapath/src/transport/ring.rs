@@ -126,6 +126,9 @@ pub struct RingSetup {
     /// `COOP_TASKRUN` on the plain ring: completions wait for the next kernel entry
     /// instead of interrupting the thread.
     pub coop_taskrun: bool,
+    /// `IOPOLL`, on the preferred ring and the plain one alike: completions are polled for
+    /// by the thread that enters the ring (polled block I/O; other files fail each I/O).
+    pub iopoll: bool,
 }
 
 /// A ring [`build_ring`] made, and what the kernel granted.
@@ -147,6 +150,9 @@ pub fn build_ring(setup: &RingSetup) -> io::Result<BuiltRing> {
         builder.setup_cqsize(setup.cq_entries);
         if setup.coop_taskrun {
             builder.setup_coop_taskrun();
+        }
+        if setup.iopoll {
+            builder.setup_iopoll();
         }
         builder.build(setup.entries)
     };
@@ -173,6 +179,9 @@ pub fn build_ring(setup: &RingSetup) -> io::Result<BuiltRing> {
             if issuer_enables {
                 builder.setup_r_disabled();
             }
+            if setup.iopoll {
+                builder.setup_iopoll();
+            }
             builder.build(setup.entries)
         }
         RingFlags::Sqpoll { idle_ms, cpu } => {
@@ -180,6 +189,9 @@ pub fn build_ring(setup: &RingSetup) -> io::Result<BuiltRing> {
             builder.setup_sqpoll(idle_ms).setup_cqsize(setup.cq_entries);
             if let Some(cpu) = cpu {
                 builder.setup_sqpoll_cpu(cpu);
+            }
+            if setup.iopoll {
+                builder.setup_iopoll();
             }
             builder.build(setup.entries)
         }
@@ -239,6 +251,7 @@ impl Ring {
             cq_entries: entries * CQ_PER_SQ,
             preferred,
             coop_taskrun: false,
+            iopoll: false,
         })
         .map_err(TransportError::RingSetup)?;
         let (ring, flags_description) = (built.ring, built.description);
@@ -571,6 +584,7 @@ mod tests {
             cq_entries: 32,
             preferred,
             coop_taskrun: true,
+            iopoll: false,
         }
     }
 

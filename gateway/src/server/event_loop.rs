@@ -251,6 +251,7 @@ fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
             issuer_enables: false,
         },
         coop_taskrun: false,
+        iopoll: false,
     };
     Ok(datapath::transport::build_ring(&setup)?.ring)
 }
