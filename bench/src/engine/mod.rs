@@ -91,6 +91,11 @@ pub trait Engine: Send {
         )))
     }
 
+    /// File `file`'s I/O starts over on its region (a new loop, or a time-based job's new
+    /// pass over it): fio drops a buffered file's page cache again there (`invalidate`),
+    /// so each pass reads from the device as the first did. The default does nothing.
+    fn file_restarted(&mut self, _file: usize) {}
+
     /// Files (LUNs) the engine addresses: units name one by index ([`IoUnit::file`]).
     fn file_count(&self) -> usize {
         1

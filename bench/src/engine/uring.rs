@@ -266,6 +266,10 @@ pub struct UringEngine {
     /// its next [`Engine::submit`] (it holds one at a time).
     sync_call: Option<SyncCall>,
     sync_queued: Option<IoUnit>,
+    /// Where each file's range starts and how far the job's `size` reaches into the first,
+    /// when a file starting over drops its page cache again (`invalidate` on buffered I/O,
+    /// fio's `loop_cache_invalidate`); `None` otherwise.
+    restart_invalidate: Option<(u64, Option<u64>)>,
     /// `RWF_DONTCACHE` (`uncached`, buffered) and `RWF_NOWAIT` (`nowait`) of every read
     /// and write.
     rw_flags: i32,
@@ -384,6 +388,10 @@ impl UringEngine {
             open_flags: if options.direct { libc::O_DIRECT } else { 0 } | options.sync_flags,
             sync_call: options.sync_call,
             sync_queued: None,
+            restart_invalidate: (options.files.invalidate
+                && !options.direct
+                && options.files.pre_read_block_bytes.is_none())
+            .then_some((options.files.range_offset_bytes, options.size_bytes)),
             rw_flags: if options.uncached && !options.direct {
                 libc::RWF_DONTCACHE
             } else {
@@ -1045,6 +1053,36 @@ impl Engine for UringEngine {
                 .map_err(ring_error("registering the files again"))?;
         }
         Ok(())
+    }
+
+    fn file_restarted(&mut self, file: usize) {
+        let Some((offset, job_size)) = self.restart_invalidate else {
+            return;
+        };
+        let (fd_file, path, is_block_device, size) = match file.checked_sub(1) {
+            None => (
+                &self.file,
+                self.path.as_str(),
+                self.is_block_device,
+                job_size.unwrap_or(self.size_bytes).min(self.size_bytes),
+            ),
+            Some(i) => match self.more_files.get(i) {
+                Some(more) => (
+                    &more.file,
+                    more.path.as_str(),
+                    more.is_block_device,
+                    more.size_bytes,
+                ),
+                None => return,
+            },
+        };
+        file_setup::invalidate(
+            fd_file,
+            path,
+            is_block_device,
+            offset,
+            size.saturating_sub(offset),
+        );
     }
 
     fn file_geometry(&self, file: usize) -> Option<(u64, u32)> {

@@ -1669,6 +1669,9 @@ fn main_loop(
                 Some(planned) => planned,
                 None => match workload.next(asked_at) {
                     Next::Io(planned) => {
+                        for file in workload.take_restarted_files() {
+                            driver.engine.file_restarted(file as usize);
+                        }
                         if workload.loops_ended() > loops_ended {
                             loops_ended = workload.loops_ended();
                             driver.iolog_reopen_due = true;

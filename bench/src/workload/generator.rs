@@ -143,6 +143,10 @@ pub(crate) struct Generator {
     number_ios: Option<u64>,
     time_based: bool,
     loop_reset_pending: bool,
+    /// Times the I/O started over on the region: a new loop, or a time-based job's new pass
+    /// of the random map or sequential wrap. fio invalidates the file's page cache again
+    /// at each (`loop_cache_invalidate`, or the file's reopening between loops).
+    restarts: u64,
     done: bool,
     /// `rw=...:N`, `rw_sequencer`, `percentage_random`.
     mods: OffsetModifiers,
@@ -248,6 +252,7 @@ impl Generator {
             number_ios: config.number_ios,
             time_based: config.time_based,
             loop_reset_pending: false,
+            restarts: 0,
             done: false,
             mods: config.offsets.clone(),
             random_countdown: 1,
@@ -404,6 +409,7 @@ impl Generator {
                 return None;
             }
             last_end = 0;
+            self.restarts += 1;
         }
         let add = i128::from(self.mods.seq_add_bytes);
         let size_i = i128::from(size);
@@ -425,6 +431,7 @@ impl Generator {
         if cursor.position + u64::from(len) > size {
             cursor.position = 0;
             cursor.pass += 1;
+            self.restarts += 1;
         }
         let offset = cursor.position;
         cursor.position += u64::from(len);
@@ -435,7 +442,12 @@ impl Generator {
     /// region (fio then ends the loop).
     fn random_offset(&mut self, direction: Direction, len: u32) -> Option<u64> {
         let unit = match &mut self.random {
-            Some(RandomSource::Map(map)) => map.next_unit(self.seed, self.units),
+            Some(RandomSource::Map(map)) => {
+                if map.is_exhausted() && self.time_based {
+                    self.restarts += 1;
+                }
+                map.next_unit(self.seed, self.units)
+            }
             Some(RandomSource::Uniform) | None => self.offset_rng.below(self.units),
             Some(RandomSource::Skewed(sampler)) => sampler.sample(&mut self.offset_rng),
             Some(RandomSource::Zoned(sampler)) => sampler.sample(direction, &mut self.offset_rng),
@@ -563,6 +575,7 @@ impl Generator {
 
     fn start_next_loop(&mut self) {
         self.loop_reset_pending = false;
+        self.restarts += 1;
         self.bytes_in_loop = 0;
         self.last = PerDir::default();
         for direction in [Direction::Read, Direction::Write, Direction::Trim] {
@@ -578,6 +591,11 @@ impl Generator {
         if let Some(zones) = &mut self.zones {
             zones.rewind();
         }
+    }
+
+    /// See the field: how many times the I/O started over on the region.
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts
     }
 
     /// Bytes per loop (`io_size`, else `size`).

@@ -459,6 +459,8 @@ pub struct Workload {
     /// Loops of the job's first file that ended with another to come (fio closes and
     /// reopens its files there, which its `write_iolog` shows).
     loops_ended: u64,
+    /// Files whose I/O started over since [`Workload::take_restarted_files`] last looked.
+    restarted_files: Vec<u32>,
 }
 
 /// The offsets, sizes and verify generations of one file of the job.
@@ -597,12 +599,20 @@ impl Workload {
             plan: PlanFingerprint::of(&config),
             replay: None,
             loops_ended: 0,
+            restarted_files: Vec::new(),
         })
     }
 
     /// How many loops ended with another to follow (the job's first file's).
     pub fn loops_ended(&self) -> u64 {
         self.loops_ended
+    }
+
+    /// The files whose I/O started over on their region (a new loop, or a time-based
+    /// job's new pass) since the last call, in order: where fio drops a file's page cache
+    /// again before its next I/O.
+    pub fn take_restarted_files(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.restarted_files)
     }
 
     /// fio's `read_iolog`: the job replays `replay` (moving `total_bytes`) instead of its
@@ -778,7 +788,12 @@ impl Workload {
             let steer =
                 |drawn: Direction| steer_direction(pacer, rw, rwmixread_percent, now, drawn);
             let file = &mut self.files[index];
-            match file.generator.next_io(steer) {
+            let restarts = file.generator.restarts();
+            let step = file.generator.next_io(steer);
+            if file.generator.restarts() != restarts {
+                self.restarted_files.push(index as u32);
+            }
+            match step {
                 GenStep::Io {
                     direction,
                     offset,
