@@ -2,8 +2,8 @@
 //! same job runs through fio and through iscsi-bench on a file of its own, and both must
 //! do the same I/O (offsets and lengths in order, from `write_iolog`), one at a time
 //! (`iodepth_level` all at 1, as fio caps them), under the engine's name, and with that
-//! engine's system calls (counted with `strace`). Skipped (loudly) where fio or strace is
-//! missing, a failure under CI.
+//! engine's system calls (counted with `strace`); and pvsync2's own options beside fio
+//! 3.42. Skipped (loudly) where fio or strace is missing, a failure under CI.
 
 mod common;
 
@@ -234,4 +234,86 @@ fn psync_reads_back_what_it_wrote_with_o_direct() {
         job["read"]["total_ios"], 256,
         "the verify phase read every block"
     );
+}
+
+/// One small job of `engine` in `dir` with `extra` options (after the job's name).
+fn run_small(program: &Path, dir: &Path, engine: &str, extra: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg(program)
+        .current_dir(dir)
+        .arg("--name=j")
+        .arg(format!("--ioengine={engine}"))
+        .arg(format!("--filename={}", dir.join("data").display()))
+        .args(["--bs=4k", "--size=1m", "--output-format=json"])
+        .args(extra)
+        .output()
+        .expect("run the job")
+}
+
+/// The pages of `file` in the page cache (`fincore`).
+fn resident_bytes(file: &Path) -> u64 {
+    let out = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output=RES"])
+        .arg(file)
+        .output()
+        .expect("run fincore");
+    assert!(out.status.success(), "fincore: {}", describe(&out));
+    common::stdout(&out)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("fincore said {}", describe(&out)))
+}
+
+/// pvsync2's own options, as fio 3.42 has them: `hipri` (RWF_HIPRI; a buffered read just
+/// goes through), `nowait` (RWF_NOWAIT: the first read of a file whose cache was dropped
+/// fails with EAGAIN, the job's error 11) and `uncached` (RWF_DONTCACHE: no page a read
+/// brought in stays cached); `hipri` on psync is refused (fio does not know it there).
+#[test]
+fn pvsync2_takes_hipri_nowait_and_uncached_as_fio_does() {
+    let Some(fio) = common::fio_anchor() else {
+        common::require_tool("fio 3.42 (../shared/anchors/fio)", false);
+        return;
+    };
+    let on_disk = common::block_device_dir(&std::env::temp_dir()).is_some();
+    let fincore = common::tool_present("fincore");
+    for (who, program) in [("fio", fio.as_path()), ("ours", ours())] {
+        let dir = ScratchDir::new("fio_sync_engines", &format!("pvsync2-{who}"));
+        let out = run_small(program, dir.path(), "pvsync2", &["--rw=read", "--hipri=1"]);
+        assert!(out.status.success(), "{who} hipri: {}", describe(&out));
+        let job = &json_of(&out)["jobs"][0];
+        assert_eq!(job["read"]["total_ios"], 256, "{who} hipri: {job}");
+        let out = run_small(program, dir.path(), "psync", &["--rw=read", "--hipri=1"]);
+        assert!(!out.status.success(), "{who}: psync took hipri");
+        if !on_disk {
+            // tmpfs keeps every page: nothing would block, nothing leaves the cache.
+            eprintln!("\n!!!!!!!! SKIPPED: nowait and uncached need a disk file system !!!!!!!!\n");
+            continue;
+        }
+        let out = run_small(program, dir.path(), "pvsync2", &["--rw=read", "--nowait=1"]);
+        let job = &json_of(&out)["jobs"][0];
+        assert_eq!(job["error"], 11, "{who} nowait: {job}");
+        if fincore {
+            // Reads only: a write's pages leave once written back, which may come after
+            // the job (fio 3.42 left all of them cached here).
+            let out = run_small(
+                program,
+                dir.path(),
+                "pvsync2",
+                &["--rw=randread", "--uncached=1"],
+            );
+            assert!(out.status.success(), "{who} uncached: {}", describe(&out));
+            assert_eq!(
+                resident_bytes(&dir.join("data")),
+                0,
+                "{who} uncached: pages left in the cache"
+            );
+            let out = run_small(program, dir.path(), "pvsync2", &["--rw=randread"]);
+            assert!(out.status.success(), "{who}: {}", describe(&out));
+            assert!(
+                resident_bytes(&dir.join("data")) > 0,
+                "{who}: without uncached the reads leave pages"
+            );
+        }
+    }
 }

@@ -29,7 +29,7 @@ fn retry_interrupted(mut call: impl FnMut() -> isize) -> i32 {
 }
 
 /// Reads or writes `len` bytes at `ptr` from or to `offset` of `fd` with `call`'s system
-/// calls.
+/// calls; `flags` are `pvsync2`'s `RWF_*` (the others take none).
 ///
 /// # Safety
 /// `ptr` must point to `len` bytes the caller owns for the call (readable for a write,
@@ -41,6 +41,7 @@ pub(super) unsafe fn transfer(
     ptr: *mut u8,
     len: u32,
     offset: u64,
+    flags: i32,
 ) -> i32 {
     let len = len as usize;
     let Ok(offset) = libc::off_t::try_from(offset) else {
@@ -69,8 +70,8 @@ pub(super) unsafe fn transfer(
             (SyncCall::Psync, true) => libc::pwrite(fd, ptr.cast(), len, offset),
             (SyncCall::Pvsync, false) => libc::preadv(fd, &vector, 1, offset),
             (SyncCall::Pvsync, true) => libc::pwritev(fd, &vector, 1, offset),
-            (SyncCall::Pvsync2, false) => libc::preadv2(fd, &vector, 1, offset, 0),
-            (SyncCall::Pvsync2, true) => libc::pwritev2(fd, &vector, 1, offset, 0),
+            (SyncCall::Pvsync2, false) => libc::preadv2(fd, &vector, 1, offset, flags),
+            (SyncCall::Pvsync2, true) => libc::pwritev2(fd, &vector, 1, offset, flags),
         }
     })
 }

@@ -266,6 +266,9 @@ pub struct UringEngine {
     /// its next [`Engine::submit`] (it holds one at a time).
     sync_call: Option<SyncCall>,
     sync_queued: Option<IoUnit>,
+    /// `pvsync2`'s flags for `preadv2`/`pwritev2`: `RWF_HIPRI` (`hipri`), `RWF_DONTCACHE`
+    /// (`uncached`), `RWF_NOWAIT` (`nowait`), as fio's engine sets them.
+    sync_rw_flags: i32,
     /// Where each file's range starts and how far the job's `size` reaches into the first,
     /// when a file starting over drops its page cache again (`invalidate` on buffered I/O,
     /// fio's `loop_cache_invalidate`); `None` otherwise.
@@ -388,20 +391,21 @@ impl UringEngine {
             open_flags: if options.direct { libc::O_DIRECT } else { 0 } | options.sync_flags,
             sync_call: options.sync_call,
             sync_queued: None,
+            sync_rw_flags: if options.sync_call == Some(SyncCall::Pvsync2) {
+                pvsync2_flags(options)
+            } else {
+                0
+            },
             restart_invalidate: (options.files.invalidate
                 && !options.direct
                 && options.files.pre_read_block_bytes.is_none())
             .then_some((options.files.range_offset_bytes, options.size_bytes)),
-            rw_flags: if options.uncached && !options.direct {
-                libc::RWF_DONTCACHE
-            } else {
-                0
-            } | if options.nowait { libc::RWF_NOWAIT } else { 0 },
+            rw_flags: rw_flags(options),
             vectored: false,
             iovecs: vec![IoVec::default(); options.iodepth],
             force_async: options.force_async,
             prepared: 0,
-            iopoll: options.hipri,
+            iopoll: options.hipri && options.sync_call.is_none(),
             ioprio: options.ioprio,
             cmdprio: options.cmdprio.clone(),
         };
@@ -660,7 +664,17 @@ impl UringEngine {
             // SAFETY: `ptr` is `unit`'s buffer (at least `len` bytes: `queue` refused
             // shorter ones) or the bounce buffer of at least `len` bytes, both owned here
             // until the call returns; the file stays open as long as the engine.
-            unsafe { sync_call::transfer(call, fd, unit.direction, ptr, unit.len, unit.offset) }
+            unsafe {
+                sync_call::transfer(
+                    call,
+                    fd,
+                    unit.direction,
+                    ptr,
+                    unit.len,
+                    unit.offset,
+                    self.sync_rw_flags,
+                )
+            }
         };
         self.counters.ios_submitted += 1;
         self.counters.kernel_entries += 1;
@@ -930,6 +944,22 @@ struct IoVec {
 enum Target {
     Fd(types::Fd),
     Fixed(types::Fixed),
+}
+
+/// `RWF_DONTCACHE` (`uncached`, buffered I/O only) and `RWF_NOWAIT` (`nowait`) for every
+/// read and write.
+fn rw_flags(options: &UringOptions) -> i32 {
+    let uncached = if options.uncached && !options.direct {
+        libc::RWF_DONTCACHE
+    } else {
+        0
+    };
+    uncached | if options.nowait { libc::RWF_NOWAIT } else { 0 }
+}
+
+/// fio's pvsync2 flags: the ring's ([`rw_flags`]) and `RWF_HIPRI` for `hipri`.
+fn pvsync2_flags(options: &UringOptions) -> i32 {
+    rw_flags(options) | if options.hipri { libc::RWF_HIPRI } else { 0 }
 }
 
 fn build_rw(
@@ -1430,7 +1460,8 @@ fn build_ring(options: &UringOptions) -> Result<(IoUring, bool, Issuer), EngineE
         cq_entries: entries * 2,
         preferred,
         coop_taskrun: true,
-        iopoll: options.hipri,
+        // A synchronous engine's hipri is pvsync2's RWF_HIPRI, not a polled ring.
+        iopoll: options.hipri && options.sync_call.is_none(),
     })
     .map_err(|source| EngineError::Ring {
         what: "creating the ring",

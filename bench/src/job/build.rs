@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use super::error::{JobError, Origin};
 use super::options::{Category, Scope, OPTIONS};
-use super::spec::{Engine, JobSpec, RateProcess, SizeSpec, Target, VerifyKind, ZoneMode};
+use super::spec::{Engine, JobSpec, RateProcess, SizeSpec, SyncCall, Target, VerifyKind, ZoneMode};
 use crate::io::Direction;
 
 /// The name of the job made from command-line options when no `--name` and no job file is
@@ -564,9 +564,13 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
     // The engine's own options (the table's io_uring and iSCSI categories): an io_uring
     // option turned on, or an iSCSI option given, on another engine.
     let foreign = OPTIONS.iter().find(|def| match def.category {
-        // fio's synchronous engines take none of the io_uring engine's options.
+        // fio's synchronous engines take none of the io_uring engine's options, but for
+        // pvsync2's own `uncached` and `nowait`.
         Category::IoUring => {
-            (engine != Engine::IoUring || spec.sync_call.is_some()) && def.rendered(spec).is_some()
+            let pvsync2_own = spec.sync_call == Some(SyncCall::Pvsync2)
+                && matches!(def.name, "uncached" | "nowait");
+            (engine != Engine::IoUring || (spec.sync_call.is_some() && !pvsync2_own))
+                && def.rendered(spec).is_some()
         }
         Category::Iscsi => engine != Engine::Iscsi && set(def.name),
         _ => false,
@@ -589,7 +593,22 @@ pub fn validate(scope: &Scope, readonly: bool) -> Result<(), JobError> {
     if let Some(why) = spec.cmdprio.conflict() {
         return Err(conflict("cmdprio_bssplit", "cmdprio_percentage", why));
     }
-    // hipri: fio's io_uring engine's (IOPOLL) and the iscsi engine's (a polling shard).
+    // hipri: fio's io_uring engine's (IOPOLL), pvsync2's (RWF_HIPRI) and the iscsi
+    // engine's (a polling shard).
+    if let Some(call) = spec
+        .sync_call
+        .filter(|&call| spec.hipri && call != SyncCall::Pvsync2)
+    {
+        return Err(conflict(
+            "hipri",
+            "ioengine",
+            &format!(
+                "hipri is an option of the io_uring, pvsync2 and iscsi engines; the job uses \
+                 ioengine={}",
+                call.name()
+            ),
+        ));
+    }
     if engine == Engine::Null && spec.hipri {
         return Err(conflict(
             "hipri",

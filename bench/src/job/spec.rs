@@ -139,7 +139,8 @@ pub enum SyncCall {
     Psync,
     /// `pvsync`: `preadv(2)`/`pwritev(2)`.
     Pvsync,
-    /// `pvsync2`: `preadv2(2)`/`pwritev2(2)` (no flags: fio's defaults).
+    /// `pvsync2`: `preadv2(2)`/`pwritev2(2)`, with `RWF_HIPRI` (`hipri`), `RWF_DONTCACHE`
+    /// (`uncached`) and `RWF_NOWAIT` (`nowait`) as fio's engine options ask.
     Pvsync2,
 }
 
