@@ -5,15 +5,16 @@
 # HTML report in a test), and bindfs (a FUSE pass-through the hostile-client tests stop with
 # SIGSTOP to hang a LUN's backing store), and sg3_utils (sg_luns decodes our REPORT LUNS of
 # protocol endpoints), and strace (iscsi-bench's end_syncfs test counts syncfs calls beside
-# fio's). Installs a Rust toolchain with rustup if cargo is missing.
+# fio's), and util-linux-extra's fincore (the uncached tests read the page cache with it).
+# Installs a Rust toolchain with rustup if cargo is missing.
 #
 # Idempotent and quiet: when everything is present it touches nothing (no apt-get update).
 # Runs as root (CI) or through sudo.
 set -euo pipefail
 
-packages=(tgt istgt libiscsi-bin tshark fio chromium bindfs sg3-utils strace iproute2 procps gcc libc6-dev ca-certificates curl)
+packages=(tgt istgt libiscsi-bin tshark fio chromium bindfs sg3-utils strace util-linux-extra iproute2 procps gcc libc6-dev ca-certificates curl)
 # One executable per package proves it is usable, not only unpacked.
-tools=(tgtd tgtadm istgt iscsi-ls iscsi-inq iscsi-readcapacity16 tshark dumpcap fio chromium bindfs sg_luns strace ip ps cc)
+tools=(tgtd tgtadm istgt iscsi-ls iscsi-inq iscsi-readcapacity16 tshark dumpcap fio chromium bindfs sg_luns strace fincore ip ps cc)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
