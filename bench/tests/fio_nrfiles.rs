@@ -6,71 +6,12 @@
 
 mod common;
 
+use common::local_jobs::{files_in, logged_ios, run, Who};
 use common::{describe, ScratchDir};
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Who {
-    Fio,
-    Ours,
-}
-
-/// `who` runs job `j` with `options` in `dir` (at most 60 s), its files made there.
-fn run(who: Who, fio: &Path, dir: &Path, options: &[&str]) -> Output {
-    let mut command = Command::new("timeout");
-    command.arg("60");
-    match who {
-        Who::Fio => command.arg(fio).arg("--ioengine=psync"),
-        Who::Ours => command
-            .arg(env!("CARGO_BIN_EXE_iscsi-bench"))
-            .arg("--ioengine=io_uring"),
-    };
-    command
-        .current_dir(dir)
-        .arg("--name=j")
-        .arg(format!("--directory={}", dir.display()))
-        .args(["--bs=4k", "--output-format=json"])
-        .args(options)
-        .output()
-        .expect("run the job")
-}
-
-/// The regular files in `dir` (not the logs), by name with their sizes.
-fn files_in(dir: &Path) -> BTreeMap<String, u64> {
-    std::fs::read_dir(dir)
-        .expect("read the scratch directory")
-        .map(|entry| entry.expect("a directory entry"))
-        .filter(|entry| !entry.file_name().to_string_lossy().ends_with(".log"))
-        .map(|entry| {
-            let size = entry.metadata().expect("metadata").len();
-            (entry.file_name().to_string_lossy().into_owned(), size)
-        })
-        .collect()
-}
-
-/// The reads and writes of a `write_iolog` (version 3: `<us> <file> <action> <offset>
-/// <len>`), in order: the file's name (not its directory), the action, offset and length.
-fn logged_ios(log: &Path) -> Vec<(String, String, u64, u64)> {
-    let text = std::fs::read_to_string(log).expect("read the iolog");
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [_, file, action @ ("read" | "write"), offset, len] = fields[..] else {
-                return None;
-            };
-            let name = Path::new(file).file_name()?.to_string_lossy().into_owned();
-            Some((
-                name,
-                action.to_string(),
-                offset.parse().ok()?,
-                len.parse().ok()?,
-            ))
-        })
-        .collect()
-}
+use std::process::Command;
 
 /// Both tools run `options` (each in a scratch directory of its own, logging its I/O):
 /// the files each left, and its I/O in order.

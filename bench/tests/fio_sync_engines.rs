@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::local_jobs::resident_bytes;
 use common::{describe, json_of, ScratchDir};
 
 use std::path::Path;
@@ -249,20 +250,6 @@ fn run_small(program: &Path, dir: &Path, engine: &str, extra: &[&str]) -> Output
         .args(extra)
         .output()
         .expect("run the job")
-}
-
-/// The pages of `file` in the page cache (`fincore`).
-fn resident_bytes(file: &Path) -> u64 {
-    let out = Command::new("fincore")
-        .args(["--bytes", "--noheadings", "--output=RES"])
-        .arg(file)
-        .output()
-        .expect("run fincore");
-    assert!(out.status.success(), "fincore: {}", describe(&out));
-    common::stdout(&out)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("fincore said {}", describe(&out)))
 }
 
 /// pvsync2's own options, as fio 3.42 has them: `hipri` (RWF_HIPRI; a buffered read just

@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::local_jobs::resident_bytes;
 use common::{describe, json_of, ScratchDir};
 
 use std::path::{Path, PathBuf};
@@ -329,20 +330,6 @@ fn cmdprio_hint_runs_as_fio_3_42_runs_it() {
         "fio"
     );
     assert_eq!(our_seen, fio_seen, "ours against fio");
-}
-
-/// The pages of `file` in the page cache (`fincore`).
-fn resident_bytes(file: &Path) -> u64 {
-    let out = Command::new("fincore")
-        .args(["--bytes", "--noheadings", "--output=RES"])
-        .arg(file)
-        .output()
-        .expect("run fincore");
-    assert!(out.status.success(), "fincore: {}", describe(&out));
-    common::stdout(&out)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("fincore said {}", describe(&out)))
 }
 
 #[test]

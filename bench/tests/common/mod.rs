@@ -2,6 +2,8 @@
 //! tool (`system_tests::require_tools!`, which this crate cannot depend on: the tests crate
 //! depends on it), skipped loudly on a developer machine, a failure under CI.
 
+pub mod local_jobs;
+
 /// `true` when `present`; otherwise prints a loud `SKIPPED:` notice naming `tool` and
 /// returns `false`, or panics when `CI` is set (`true`, `1`, `yes`): `scripts/install-deps.sh`
 /// installs the anchors, so a green CI run must mean they were used.
