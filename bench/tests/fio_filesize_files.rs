@@ -365,31 +365,6 @@ fn a_time_based_job_over_fifty_files_of_a_filesize_runs() {
     assert_eq!(made[1], made[0]);
 }
 
-/// A target of our own with two 4 MiB RAM LUNs (0 and 1): their URLs as one filename list.
-fn two_lun_target() -> (gateway::server::RunningTarget, String) {
-    use gateway::server::{TargetConfig, TargetNodeConfig};
-    let iqn = "iqn.2026-12.test:filesize";
-    let node = TargetNodeConfig::new(
-        iqn,
-        vec![(0, "ram:4M".to_string()), (1, "ram:4M".to_string())],
-    );
-    let mut config = TargetConfig::new(
-        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
-        node,
-    );
-    config.threads = Some(1);
-    let target = gateway::server::start(config).expect("target starts");
-    let port = target.addrs()[0].port();
-    // fio's libiscsi spelling: every colon of a URL escaped, URLs separated by a bare one.
-    let url = |lun: u32| {
-        format!(
-            "iscsi\\://127.0.0.1\\:{port}/{}/{lun}",
-            iqn.replace(':', "\\:")
-        )
-    };
-    (target, format!("{}:{}", url(0), url(1)))
-}
-
 fn bench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_iscsi-bench"))
         .args(args)
@@ -402,7 +377,8 @@ fn bench(args: &[&str]) -> Output {
 /// filesize past a LUN's end is refused, naming the option and the LUN.
 #[test]
 fn filesize_over_a_list_of_luns_uses_that_much_of_each() {
-    let (_target, urls) = two_lun_target();
+    let (_target, urls) = common::two_lun_target();
+    let urls = urls.join(":");
     let filename = format!("--filename={urls}");
     for (size, written) in [(None, 2 << 20), (Some("--size=1536k"), 1536 << 10)] {
         let mut args = vec![

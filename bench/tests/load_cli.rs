@@ -445,35 +445,9 @@ fn verify_jobs_sharing_blocks_are_refused_before_any_io() {
     }
 }
 
-/// A target of our own with two 4 MiB RAM LUNs (0 and 1), for filename lists.
-fn two_lun_target() -> (gateway::server::RunningTarget, [String; 2]) {
-    use gateway::server::{TargetConfig, TargetNodeConfig};
-    let iqn = "iqn.2026-11.test:two-luns";
-    let node = TargetNodeConfig::new(
-        iqn,
-        vec![(0, "ram:4M".to_string()), (1, "ram:4M".to_string())],
-    );
-    let mut config = TargetConfig::new(
-        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
-        node,
-    );
-    config.threads = Some(1);
-    let target = gateway::server::start(config).expect("target starts");
-    let portal = target.addrs()[0];
-    // fio's libiscsi spelling: every colon of a URL escaped, URLs separated by a bare one.
-    let url = |lun: u32| {
-        format!(
-            "iscsi\\://127.0.0.1\\:{}/{}/{lun}",
-            portal.port(),
-            iqn.replace(':', "\\:")
-        )
-    };
-    (target, [url(0), url(1)])
-}
-
 #[test]
 fn a_filename_list_spreads_a_job_over_several_luns() {
-    let (_target, urls) = two_lun_target();
+    let (_target, urls) = common::two_lun_target();
     let filename = format!("--filename={}", urls.join(":"));
     for service in ["roundrobin", "sequential", "random"] {
         let service_option = format!("--file_service_type={service}");

@@ -146,3 +146,30 @@ pub fn fio() -> Option<std::path::PathBuf> {
     let path = fio_or_installed();
     require_tool("fio", runs(&path)).then_some(path)
 }
+
+/// A target of our own with two 4 MiB RAM LUNs (0 and 1), for filename lists.
+#[allow(dead_code)]
+pub fn two_lun_target() -> (gateway::server::RunningTarget, [String; 2]) {
+    use gateway::server::{TargetConfig, TargetNodeConfig};
+    let iqn = "iqn.2026-11.test:two-luns";
+    let node = TargetNodeConfig::new(
+        iqn,
+        vec![(0, "ram:4M".to_string()), (1, "ram:4M".to_string())],
+    );
+    let mut config = TargetConfig::new(
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        node,
+    );
+    config.threads = Some(1);
+    let target = gateway::server::start(config).expect("target starts");
+    let portal = target.addrs()[0];
+    // fio's libiscsi spelling: every colon of a URL escaped, URLs separated by a bare one.
+    let url = |lun: u32| {
+        format!(
+            "iscsi\\://127.0.0.1\\:{}/{}/{lun}",
+            portal.port(),
+            iqn.replace(':', "\\:")
+        )
+    };
+    (target, [url(0), url(1)])
+}
